@@ -1,23 +1,28 @@
-"""The Python ceiling: the fastest downloader we could write in Python that hashes and syncs (loopback URLs only).
+"""The Python ceiling: the fastest downloader we could write in Python that hashes and syncs
+(loopback URLs only).
 
-    python bench/ceiling.py URL OUT [--connections N] [--sha256 HEX] [--buffer-kib 1024] [--ring 4] [--json]
+    python bench/ceiling.py URL OUT [--connections N] [--sha256 HEX] [--buffer-kib 1024] [--ring 4]
+    [--json]
 
-The yardstick of issue 38 and engine rule 18 for how fast Python can make a verified, durable file here:
+The yardstick of issue 38 and engine rule 18 for how fast Python can make a verified, durable file
+here:
 - raw sockets speaking HTTP/1.1 (one GET per connection, ``Connection: close``), no HTTP library;
-- ``recv_into`` a ring of reused buffers per connection (``--ring`` slots of ``--buffer-kib``), each full slot
-  written with one ``os.pwrite`` into a file preallocated with ``posix_fallocate``;
-- sha256 on a second thread, fed in file order: a slot that holds the next bytes of the file is handed over as
-  a memoryview (and reused once hashed); bytes another connection wrote ahead of that are read back from the page
-  cache when their turn comes ("hashing the contiguous prefix");
-- one ``fdatasync`` at the end, then the digest is compared with ``--sha256`` (exit 1 on a mismatch).
+- ``recv_into`` a ring of reused buffers per connection (``--ring`` slots of ``--buffer-kib``), each
+  full slot written with one ``os.pwrite`` into a file preallocated with ``posix_fallocate``;
+- sha256 on a second thread, fed in file order: a slot that holds the next bytes of the file is
+  handed over as a memoryview (and reused once hashed); bytes another connection wrote ahead of that
+  are read back from the page cache when their turn comes ("hashing the contiguous prefix");
+- one ``fdatasync`` at the end, then the digest is compared with ``--sha256`` (exit 1 on a
+  mismatch).
 
-``--connections 1`` (the default) sends one plain GET. With N > 1 the first connection asks for ``bytes=0-``
-and keeps streaming while the other N-1 start the moment its answer names the size (no request only to learn
-it); it stops reading at the end of its share. The N shares are equal and fixed: no work stealing.
+``--connections 1`` (the default) sends one plain GET. With N > 1 the first connection asks for
+``bytes=0-`` and keeps streaming while the other N-1 start the moment its answer names the size (no
+request only to learn it); it stops reading at the end of its share. The N shares are equal and
+fixed: no work stealing.
 
-Prints one line (or ``--json``): bytes, wall seconds from the first connect to after the fdatasync, CPU seconds
-of the whole process (user + system, threads included, from getrusage), connections and the sha256.
-Only ``http://`` URLs on a loopback address are accepted.
+Prints one line (or ``--json``): bytes, wall seconds from the first connect to after the fdatasync,
+CPU seconds of the whole process (user + system, threads included, from getrusage), connections and
+the sha256. Only ``http://`` URLs on a loopback address are accepted.
 """
 
 from __future__ import annotations
@@ -41,9 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency import loopback_upstream
 
 MAX_HEAD = 64 * 1024
-READ_BACK = 4 << 20  # bytes per pread when the hasher reads another connection's bytes back from the page cache
+# bytes per pread when the hasher reads another connection's bytes back from the page cache
+READ_BACK = 4 << 20
 
-# A hasher job: (view, free slots, slot, 0) hands a written slot over; (None, None, start, end) reads it back.
+# A hasher job: (view, free slots, slot, 0) hands a written slot over; (None, None, start, end)
+# reads it back.
 Job = tuple[memoryview | None, "queue.SimpleQueue[int] | None", int, int]
 
 
@@ -61,10 +68,14 @@ class Answer:
                 raise ConnectionError("response head too large")
         lines = bytes(head[:end]).decode("latin-1").split("\r\n")
         self.status = int(lines[0].split()[1])
-        self.headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        self.headers = {
+            k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])
+        }
         self.body = bytes(head[end + 4 :])  # body bytes that came with the head
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            raise ConnectionError("chunked answers are not supported: the ceiling needs a known size")
+            raise ConnectionError(
+                "chunked answers are not supported: the ceiling needs a known size"
+            )
 
     def span(self) -> tuple[int, int]:
         """(first byte, total size) of what this answer carries."""
@@ -77,13 +88,17 @@ class Answer:
 
 
 def request(addr: tuple[str, int], host: str, target: str, byte_range: str | None) -> socket.socket:
-    """Connect and send one GET (with ``Range: bytes=RANGE`` when given); the caller reads the ``Answer``."""
+    """Connect and send one GET (with ``Range: bytes=RANGE`` when given); the caller reads the
+    ``Answer``.
+    """
     sock = socket.create_connection(addr)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     extra = f"Range: bytes={byte_range}\r\n" if byte_range is not None else ""
     sock.sendall(
-        f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mdl-bench-ceiling\r\nAccept-Encoding: identity\r\n"
-        f"{extra}Connection: close\r\n\r\n".encode("latin-1")
+        f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent:"
+        f" mdl-bench-ceiling\r\nAccept-Encoding: identity\r\n{extra}Connection: close\r\n\r\n".encode(
+            "latin-1"
+        )
     )
     return sock
 
@@ -91,9 +106,10 @@ def request(addr: tuple[str, int], host: str, target: str, byte_range: str | Non
 class Prefix:
     """Feeds the hasher every byte in file order, from N connections each writing its own share.
 
-    The frontier is the first byte not yet given to the hasher; it always sits at the written end of the share
-    it is in. A slot written at the frontier is handed over as it is; a share the frontier reaches later has its
-    written bytes read back from the file, then its new slots are handed over as they come.
+    The frontier is the first byte not yet given to the hasher; it always sits at the written end of
+    the share it is in. A slot written at the frontier is handed over as it is; a share the frontier
+    reaches later has its written bytes read back from the file, then its new slots are handed over
+    as they come.
     """
 
     def __init__(self, shares: list[tuple[int, int]], jobs: queue.SimpleQueue[Job | None]) -> None:
@@ -104,7 +120,9 @@ class Prefix:
         self.jobs = jobs
         self.lock = threading.Lock()
 
-    def written(self, share: int, end: int, view: memoryview, free: queue.SimpleQueue[int], slot: int) -> None:
+    def written(
+        self, share: int, end: int, view: memoryview, free: queue.SimpleQueue[int], slot: int
+    ) -> None:
         """Share ``share`` has written up to ``end`` from ``view`` (slot ``slot`` of its ring)."""
         with self.lock:
             self.written_to[share] = end
@@ -155,10 +173,12 @@ def stream(
     buffer_size: int,
     ring: int,
 ) -> None:
-    """Read [start, end) off ``sock`` into a ring of reused slots, ``pwrite`` each full slot, hand it on.
+    """Read [start, end) off ``sock`` into a ring of reused slots, ``pwrite`` each full slot, hand
+    it on.
 
-    ``body`` is what came with an answer head already read; None: read the head here (a ranged request, sent
-    with the others before any answer came, so no connection waits for another's round trip).
+    ``body`` is what came with an answer head already read; None: read the head here (a ranged
+    request, sent with the others before any answer came, so no connection waits for another's round
+    trip).
     """
     if body is None:
         answer = Answer(sock)
@@ -184,7 +204,9 @@ def stream(
             while filled < want:
                 got = sock.recv_into(view[filled:want])
                 if not got:
-                    raise ConnectionError(f"connection closed at byte {pos + filled} of [{start}, {end})")
+                    raise ConnectionError(
+                        f"connection closed at byte {pos + filled} of [{start}, {end})"
+                    )
                 filled += got
             done = 0
             while done < want:
@@ -198,7 +220,9 @@ def stream(
 def download(
     url: str, out: Path, *, connections: int = 1, buffer_size: int = 1 << 20, ring: int = 4
 ) -> tuple[int, str, int]:
-    """Fetch ``url`` into ``out``, hashed and fdatasync'ed; returns (bytes, sha256 hex, connections used)."""
+    """Fetch ``url`` into ``out``, hashed and fdatasync'ed; returns (bytes, sha256 hex,
+    connections used).
+    """
     addr = loopback_upstream(url)
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -233,7 +257,9 @@ def download(
 
         socks = [request(addr, host, target, f"{start}-{end - 1}") for start, end in shares[1:]]
         hashing = guarded(hasher, fd, jobs, digest)
-        workers = [guarded(stream, first_sock, first.body, fd, 0, *shares[0], prefix, buffer_size, ring)]
+        workers = [
+            guarded(stream, first_sock, first.body, fd, 0, *shares[0], prefix, buffer_size, ring)
+        ]
         workers += [
             guarded(stream, sock, None, fd, i, start, end, prefix, buffer_size, ring)
             for i, (sock, (start, end)) in enumerate(zip(socks, shares[1:], strict=True), 1)
@@ -254,11 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("url", help="http://127.0.0.1:PORT/PATH (loopback only)")
     parser.add_argument("out", type=Path, help="the file to write (replaced)")
-    parser.add_argument("--connections", type=int, default=1, help="ranged streams, each its own socket (default 1)")
+    parser.add_argument(
+        "--connections", type=int, default=1, help="ranged streams, each its own socket (default 1)"
+    )
     parser.add_argument("--sha256", help="expected sha256: exit 1 when the file's differs")
-    parser.add_argument("--buffer-kib", type=int, default=1024, help="size of each ring slot (default 1024 KiB)")
+    parser.add_argument(
+        "--buffer-kib", type=int, default=1024, help="size of each ring slot (default 1024 KiB)"
+    )
     parser.add_argument("--ring", type=int, default=4, help="slots per connection (default 4)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a line")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of a line"
+    )
     args = parser.parse_args(argv)
     if args.connections < 1 or args.ring < 1 or args.buffer_kib < 1:
         parser.error("--connections, --ring and --buffer-kib must be at least 1")
@@ -269,7 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         size, sha, used = download(
-            args.url, args.out, connections=args.connections, buffer_size=args.buffer_kib * 1024, ring=args.ring
+            args.url,
+            args.out,
+            connections=args.connections,
+            buffer_size=args.buffer_kib * 1024,
+            ring=args.ring,
         )
     except (OSError, ValueError, KeyError) as exc:
         sys.stderr.write(f"ceiling: {exc}\n")
@@ -278,14 +314,20 @@ def main(argv: list[str] | None = None) -> int:
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     cpu = sum(u.ru_utime + u.ru_stime for u in usage)
     ok = args.sha256 is None or args.sha256.lower() == sha
-    result = {"bytes": size, "wall": round(wall, 4), "cpu": round(cpu, 4), "connections": used, "sha256": sha}
+    result = {
+        "bytes": size,
+        "wall": round(wall, 4),
+        "cpu": round(cpu, 4),
+        "connections": used,
+        "sha256": sha,
+    }
     if args.json:
         sys.stdout.write(json.dumps({**result, "ok": ok}) + "\n")
     else:
         rate = size / (1 << 20) / wall if wall > 0 else 0.0
         sys.stdout.write(
-            f"ceiling: {size} bytes in {wall:.3f} s ({rate:.0f} MiB/s), CPU {cpu:.3f} s, {used} connection(s), "
-            f"sha256 {sha}\n"
+            f"ceiling: {size} bytes in {wall:.3f} s ({rate:.0f} MiB/s), CPU {cpu:.3f} s, {used}"
+            f" connection(s), sha256 {sha}\n"
         )
     if not ok:
         sys.stderr.write(f"ceiling: sha256 {sha} != expected {args.sha256}\n")

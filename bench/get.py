@@ -1,10 +1,12 @@
-"""`mdl get` of a serverless job response carrying a large inline (base64) file, against what users do today.
+"""`mdl get` of a serverless job response carrying a large inline (base64) file, against what users
+do today.
 
     python bench/get.py [--size-mib 64] [--reps 5] [--variant DIR]... [--workdir DIR] [--json FILE]
 
-Beside ``jq -r .output.files[0].data job.json | base64 -d > file`` and the plain Python a trainer's client ships
-(``json.load`` + ``base64.b64decode`` + write): wall, CPU and peak RSS (of the whole pipeline for jq), medians of
-alternating rounds, every output checked against the file's sha256 in the first round.
+Beside ``jq -r .output.files[0].data job.json | base64 -d > file`` and the plain Python a trainer's
+client ships (``json.load`` + ``base64.b64decode`` + write): wall, CPU and peak RSS (of the whole
+pipeline for jq), medians of alternating rounds, every output checked against the file's sha256 in
+the first round.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ def main() -> None:
     data = os.urandom(args.size_mib * r.MiB)
     out = r.DataFile(Path(NAME), len(data), hashlib.sha256(data).hexdigest())
     job = args.workdir / "job.json"
-    item = {"type": "file_data", "filename": NAME, "data": base64.b64encode(data).decode(), "size": out.size}
+    item = {
+        "type": "file_data",
+        "filename": NAME,
+        "data": base64.b64encode(data).decode(),
+        "size": out.size,
+    }
     item["sha256"] = out.sha256
     job.write_text(json.dumps({"id": "bench", "status": "COMPLETED", "output": {"files": [item]}}))
     del data, item
@@ -44,8 +51,13 @@ def main() -> None:
     if r.which("jq"):
         script = 'jq -r ".output.files[0].data" "$2" | base64 -d > "$1"'
         tools.append(r.shell("jq | base64 -d", script, str(job), out))
-    runs = r.measure(tools, reps=args.reps, work=args.workdir, env=r.clean_env(args.workdir), warmup=True)
-    print(f"\njob.json: {job.stat().st_size / r.MiB:.0f} MiB of text, one {args.size_mib} MiB inline file")
+    runs = r.measure(
+        tools, reps=args.reps, work=args.workdir, env=r.clean_env(args.workdir), warmup=True
+    )
+    print(
+        f"\njob.json: {job.stat().st_size / r.MiB:.0f} MiB of text, one {args.size_mib} MiB inline"
+        " file"
+    )
     print(r.side_by_side(runs, nbytes=out.size))
     r.save_json(args, runs=runs)
 

@@ -1,24 +1,28 @@
-"""A delaying HTTP/1.1 proxy for the benchmarks: loopback only, a fixed wait before every response's first byte.
+"""A delaying HTTP/1.1 proxy for the benchmarks: loopback only, a fixed wait before every response's
+first byte.
 
-    python bench/latency.py --route 50:http://127.0.0.1:8080 [--route 300:http://127.0.0.1:9000 ...] [--log FILE]
+    python bench/latency.py --route 50:http://127.0.0.1:8080 [--route 300:http://127.0.0.1:9000 ...]
+    [--log FILE]
 
-Each ``--route DELAY_MS:UPSTREAM`` gets its own listener on 127.0.0.1 (a free port, printed on stdout as
-``listen <index> http://127.0.0.1:<port>``, then ``ready``). Every client connection gets one upstream
-connection, kept alive as long as the client keeps its own.
+Each ``--route DELAY_MS:UPSTREAM`` gets its own listener on 127.0.0.1 (a free port, printed on
+stdout as ``listen <index> http://127.0.0.1:<port>``, then ``ready``). Every client connection gets
+one upstream connection, kept alive as long as the client keeps its own.
 
-How the delay is added: the proxy reads each request's head (and its ``Content-Length`` body), waits until
-DELAY_MS after the head arrived, then forwards it. So every request, not every connection, pays the same time
-to first byte, as a far server would; a new connection costs nothing extra (no handshake round trip). Nothing
-is rewritten: Range, 206, ETag, Location and query strings pass through untouched, so a redirect to another
-proxied server (the Hub's LFS redirect to the proxied CDN) pays the delay again on that hop.
+How the delay is added: the proxy reads each request's head (and its ``Content-Length`` body), waits
+until DELAY_MS after the head arrived, then forwards it. So every request, not every connection,
+pays the same time to first byte, as a far server would; a new connection costs nothing extra (no
+handshake round trip). Nothing is rewritten: Range, 206, ETag, Location and query strings pass
+through untouched, so a redirect to another proxied server (the Hub's LFS redirect to the proxied
+CDN) pays the delay again on that hop.
 
-Answers are not parsed: upstream -> client is a plain byte pipe, moved with ``splice(2)`` through a 1 MiB
-pipe (no copy into Python). On this machine it carries several GB/s, so it is not what a benchmark measures
-(see bench/README.md for the figure).
+Answers are not parsed: upstream -> client is a plain byte pipe, moved with ``splice(2)`` through a
+1 MiB pipe (no copy into Python). On this machine it carries several GB/s, so it is not what a
+benchmark measures (see bench/README.md for the figure).
 
-With ``--log FILE`` every request is logged as it arrives, with its arrival time, its release time (arrival +
-delay) and its client connection; ``read_log`` reads the lines back and ``serial_round_trips`` finds the longest
-chain of requests each sent after the previous one's release: the delays a run paid one after another.
+With ``--log FILE`` every request is logged as it arrives, with its arrival time, its release time
+(arrival + delay) and its client connection; ``read_log`` reads the lines back and
+``serial_round_trips`` finds the longest chain of requests each sent after the previous one's
+release: the delays a run paid one after another.
 
 Loopback only: it listens on 127.0.0.1 and refuses any upstream that is not a loopback address.
 """
@@ -56,7 +60,9 @@ def loopback_upstream(url: str) -> tuple[str, int]:
     except ValueError:
         loopback = False
     if not loopback:
-        raise ValueError(f"upstream {url!r} is not a loopback address: the proxy only talks to this machine")
+        raise ValueError(
+            f"upstream {url!r} is not a loopback address: the proxy only talks to this machine"
+        )
     return ("127.0.0.1" if host == "localhost" else host), parts.port
 
 
@@ -75,23 +81,29 @@ def parse_route(spec: str) -> tuple[float, tuple[str, int]]:
 class _Log:
     """One line per request held (when a log file is given), written at its release.
 
-    ``ARRIVAL RELEASE r<route> c<connection> fwd|dropped METHOD TARGET PROTO range=<Range or ->``: ARRIVAL is
-    when its head was complete (epoch seconds), RELEASE = ARRIVAL + the route's delay, when it is forwarded (so
-    the earliest its answer can start); the connection id is the client connection, unique for the proxy's life.
-    ``dropped``: its client had gone by the release, so it was not forwarded (nobody waited for it).
+    ``ARRIVAL RELEASE r<route> c<connection> fwd|dropped METHOD TARGET PROTO range=<Range or ->``:
+    ARRIVAL is when its head was complete (epoch seconds), RELEASE = ARRIVAL + the route's delay,
+    when it is forwarded (so the earliest its answer can start); the connection id is the client
+    connection, unique for the proxy's life. ``dropped``: its client had gone by the release, so it
+    was not forwarded (nobody waited for it).
     """
 
     def __init__(self, path: Path | None) -> None:
         self.file: IO[str] | None = path.open("a", buffering=1, encoding="utf-8") if path else None
 
-    def request(self, route: int, conn: int, head: bytes, arrived: float, delay: float, state: str) -> None:
+    def request(
+        self, route: int, conn: int, head: bytes, arrived: float, delay: float, state: str
+    ) -> None:
         if self.file is None:
             return
         lines = head.split(b"\r\n")
-        rng = next((ln.split(b":", 1)[1].strip() for ln in lines[1:] if ln.lower().startswith(b"range:")), b"-")
+        rng = next(
+            (ln.split(b":", 1)[1].strip() for ln in lines[1:] if ln.lower().startswith(b"range:")),
+            b"-",
+        )
         self.file.write(
-            f"{arrived:.6f} {arrived + delay:.6f} r{route} c{conn} {state} {lines[0].decode('latin-1')} "
-            f"range={rng.decode()}\n"
+            f"{arrived:.6f} {arrived + delay:.6f} r{route} c{conn} {state}"
+            f" {lines[0].decode('latin-1')} range={rng.decode()}\n"
         )
 
 
@@ -108,7 +120,9 @@ class Held:
 
 
 def read_log(path: Path, offset: int = 0) -> tuple[list[Held], int]:
-    """The requests logged in ``path`` from byte ``offset`` on, and the offset after them (whole lines only)."""
+    """The requests logged in ``path`` from byte ``offset`` on, and the offset after them (whole
+    lines only).
+    """
     held: list[Held] = []
     try:
         with path.open("rb") as f:
@@ -120,7 +134,12 @@ def read_log(path: Path, offset: int = 0) -> tuple[list[Held], int]:
     for raw in complete.decode("utf-8", errors="replace").splitlines():
         fields = raw.split(" ", 5)
         try:
-            arrival, release, route, conn = float(fields[0]), float(fields[1]), int(fields[2][1:]), int(fields[3][1:])
+            arrival, release, route, conn = (
+                float(fields[0]),
+                float(fields[1]),
+                int(fields[2][1:]),
+                int(fields[3][1:]),
+            )
         except (ValueError, IndexError):
             continue  # a line of the older format (no release time)
         held.append(Held(arrival, release, route, conn, fields[4] == "fwd", raw))
@@ -128,13 +147,15 @@ def read_log(path: Path, offset: int = 0) -> tuple[list[Held], int]:
 
 
 def serial_round_trips(held: list[Held]) -> int:
-    """The longest chain of requests each sent after the one before it was released (0 for no requests).
+    """The longest chain of requests each sent after the one before it was released (0 for no
+    requests).
 
-    A request that arrives after another's release may have waited for that one's answer; one that arrives
-    before cannot have. So the longest such chain is how many delays the run paid one after another, at least:
-    a client that asks for everything at once pays 1, a size probe then ranges pays 2. Dynamic programming over
-    the requests by arrival; a request's chain is final before its release, so one sweep of releases suffices.
-    Dropped requests (their client had gone) are left out: nobody waited for them.
+    A request that arrives after another's release may have waited for that one's answer; one that
+    arrives before cannot have. So the longest such chain is how many delays the run paid one after
+    another, at least: a client that asks for everything at once pays 1, a size probe then ranges
+    pays 2. Dynamic programming over the requests by arrival; a request's chain is final before its
+    release, so one sweep of releases suffices. Dropped requests (their client had gone) are left
+    out: nobody waited for them.
     """
     by_arrival = sorted((h for h in held if h.forwarded), key=lambda h: h.arrival)
     by_release = sorted(range(len(by_arrival)), key=lambda i: by_arrival[i].release)
@@ -152,7 +173,9 @@ def serial_round_trips(held: list[Held]) -> int:
 class Proxy:
     """The listeners and their connections, on one asyncio loop."""
 
-    def __init__(self, routes: list[tuple[float, tuple[str, int]]], *, log: Path | None = None) -> None:
+    def __init__(
+        self, routes: list[tuple[float, tuple[str, int]]], *, log: Path | None = None
+    ) -> None:
         self.routes = routes
         self.log = _Log(log)
         self.listeners: list[socket.socket] = []
@@ -190,7 +213,8 @@ class Proxy:
         upstream.setblocking(False)
         client.setblocking(False)
         for sock in (client, upstream):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a request head must not wait for Nagle
+            # a request head must not wait for Nagle
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             await loop.sock_connect(upstream, upstream_addr)
         except OSError:
@@ -202,12 +226,15 @@ class Proxy:
         requests = asyncio.create_task(self._requests(index, conn, client, upstream, delay))
         answers = asyncio.create_task(_pipe(upstream, client))
         try:
-            done, pending = await asyncio.wait({requests, answers}, return_when=asyncio.FIRST_EXCEPTION)
+            done, pending = await asyncio.wait(
+                {requests, answers}, return_when=asyncio.FIRST_EXCEPTION
+            )
             for task in pending:  # one side failed: the other cannot go on either
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             for task in done:
-                task.exception()  # retrieved, so asyncio does not log it; a reset peer is normal here
+                # retrieved, so asyncio does not log it; a reset peer is normal here
+                task.exception()
         finally:
             client.close()
             upstream.close()
@@ -215,7 +242,9 @@ class Proxy:
     async def _requests(
         self, index: int, conn: int, client: socket.socket, upstream: socket.socket, delay: float
     ) -> None:
-        """Client -> upstream: each request head (and its body) is held until ``delay`` after it arrived."""
+        """Client -> upstream: each request head (and its body) is held until ``delay`` after it
+        arrived.
+        """
         loop = asyncio.get_running_loop()
         buf = bytearray()
         chunk = bytearray(256 * 1024)
@@ -226,7 +255,8 @@ class Proxy:
                     await loop.sock_sendall(client, _status(431, "request head too large"))
                     raise ConnectionError("request head too large")
                 n = await loop.sock_recv_into(client, chunk)
-                if n == 0:  # the client is done: let upstream see the end too, and let the answers drain
+                # the client is done: let upstream see the end too, and let the answers drain
+                if n == 0:
                     with contextlib.suppress(OSError):
                         upstream.shutdown(socket.SHUT_WR)
                     return
@@ -237,17 +267,22 @@ class Proxy:
             del buf[: end + 4]
             body = _body_length(head)
             if body is None:
-                await loop.sock_sendall(client, _status(501, "chunked request bodies are not supported"))
+                await loop.sock_sendall(
+                    client, _status(501, "chunked request bodies are not supported")
+                )
                 raise ConnectionError("chunked request body")
             wait = arrived + delay - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-                if _gone(client):  # nobody waits for this answer: upstream must not send (or log) it
+                # nobody waits for this answer: upstream must not send (or log) it
+                if _gone(client):
                     self.log.request(index, conn, head, arrived_at, delay, "dropped")
                     raise ConnectionError("client left while its request was held")
-            self.log.request(index, conn, head, arrived_at, delay, "fwd")  # before the answer can start
+            # before the answer can start
+            self.log.request(index, conn, head, arrived_at, delay, "fwd")
             await loop.sock_sendall(upstream, head)
-            while body:  # a request body goes straight after its head (none in the benchmarks: GET/HEAD)
+            # a request body goes straight after its head (none in the benchmarks: GET/HEAD)
+            while body:
                 if not buf:
                     n = await loop.sock_recv_into(client, chunk)
                     if n == 0:
@@ -260,7 +295,9 @@ class Proxy:
 
 
 def _gone(sock: socket.socket) -> bool:
-    """True when the peer has closed (or reset) the connection; a pipelined request waiting to be read is fine."""
+    """True when the peer has closed (or reset) the connection; a pipelined request waiting to be
+    read is fine.
+    """
     try:
         return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
@@ -313,8 +350,8 @@ async def _readable(fd: int, *, writable: bool = False) -> None:
 
 
 async def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    """Copy ``src`` to ``dst`` with splice(2) (socket -> pipe -> socket: the bytes never enter Python) until
-    ``src`` ends, then end ``dst``'s writing side."""
+    """Copy ``src`` to ``dst`` with splice(2) (socket -> pipe -> socket: the bytes never enter
+    Python) until ``src`` ends, then end ``dst``'s writing side."""
     read_end, write_end = os.pipe()
     with contextlib.suppress(OSError):  # a bigger pipe means fewer trips round the loop
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, CHUNK)
@@ -341,7 +378,8 @@ async def _pipe(src: socket.socket, dst: socket.socket) -> None:
         dst.shutdown(socket.SHUT_WR)
 
 
-# -- running it as a child of the benchmark ---------------------------------------------------------------
+# -- running it as a child of the benchmark
+# ---------------------------------------------------------------
 
 
 class DelayProxy:
@@ -365,7 +403,9 @@ class DelayProxy:
             argv += ["--route", f"{delay_ms:g}:{url}"]
         if self.log is not None:
             argv += ["--log", str(self.log)]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, text=True, start_new_session=True
+        )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -407,10 +447,15 @@ def main(argv: list[str] | None = None) -> int:
         "--route",
         action="append",
         required=True,
-        help="DELAY_MS:http://127.0.0.1:PORT — a listener that forwards there, DELAY_MS before each answer",
+        help=(
+            "DELAY_MS:http://127.0.0.1:PORT — a listener that forwards there, DELAY_MS before each"
+            " answer"
+        ),
     )
     parser.add_argument(
-        "--log", type=Path, help="append one line per request here (arrival, release, connection, request line, Range)"
+        "--log",
+        type=Path,
+        help="append one line per request here (arrival, release, connection, request line, Range)",
     )
     args = parser.parse_args(argv)
     try:

@@ -1,14 +1,16 @@
 """The one runner every benchmark shares; each ``bench/<scenario>.py`` declares only what differs.
 
-- servers on 127.0.0.1: a private nginx (``/capped/`` at ``limit_rate``, ``/fast/`` uncapped, an access log),
-  the Hub stand-in of tests/servers.py whose LFS resolves redirect to that nginx, and bench/latency.py in front of
-  both for a delay per request (``Loopback``);
+- servers on 127.0.0.1: a private nginx (``/capped/`` at ``limit_rate``, ``/fast/`` uncapped, an
+  access log), the Hub stand-in of tests/servers.py whose LFS resolves redirect to that nginx, and
+  bench/latency.py in front of both for a delay per request (``Loopback``);
 - data: incompressible files generated once and cached with their sha256 (``write_file``);
-- a clean child environment (no caller settings, tokens or proxies; HOME and caches in the work folder);
-- measured runs: each tool a subprocess under GNU time (wall, CPU of the child and its children, peak RSS), after
-  an untimed ``sync`` and a wait for a quiet CPU; tools alternate in rounds, the first rotating (``measure``);
-- medians and the side-by-side table with ratios (``table``), targets and verdicts (``Scenario``), the generated
-  blocks of bench/RESULTS.md (``write_results``).
+- a clean child environment (no caller settings, tokens or proxies; HOME and caches in the work
+  folder);
+- measured runs: each tool a subprocess under GNU time (wall, CPU of the child and its children,
+  peak RSS), after an untimed ``sync`` and a wait for a quiet CPU; tools alternate in rounds, the
+  first rotating (``measure``);
+- medians and the side-by-side table with ratios (``table``), targets and verdicts (``Scenario``),
+  the generated blocks of bench/RESULTS.md (``write_results``).
 
 Loopback only: nothing here talks to any address but 127.0.0.1.
 """
@@ -52,23 +54,38 @@ MiB, GiB = 1 << 20, 1 << 30
 PY = sys.executable
 RESULTS = HERE / "RESULTS.md"
 RUN_TIMEOUT = 600.0
-PYCACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "mdl-bench-pycache"  # shared: warm after a benchmark's first run
+# shared: warm after a benchmark's first run
+PYCACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "mdl-bench-pycache"
 
-# -- tools ------------------------------------------------------------------------------------------------------
+# -- tools
+# ------------------------------------------------------------------------------------------------------
 
-SBIN_PATH = os.pathsep.join([str(Path(PY).parent), os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
-PACKAGES = {"nginx": "nginx", "aria2c": "aria2", "curl": "curl", "time": "time", "openssl": "openssl", "zip": "zip"}
+SBIN_PATH = os.pathsep.join(
+    [str(Path(PY).parent), os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"]
+)
+PACKAGES = {
+    "nginx": "nginx",
+    "aria2c": "aria2",
+    "curl": "curl",
+    "time": "time",
+    "openssl": "openssl",
+    "zip": "zip",
+}
 
 
 def which(tool: str) -> str | None:
-    """A tool's path, also beside this Python and in the sbin folders a non-root PATH lacks; GNU ``time``."""
+    """A tool's path, also beside this Python and in the sbin folders a non-root PATH lacks; GNU
+    ``time``.
+    """
     if tool == "time":
         return "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
     return shutil.which(tool, path=SBIN_PATH)
 
 
 def ensure_tools(tools: Sequence[str] = ("nginx", "time")) -> dict[str, str]:
-    """Paths of the tools; installs the missing ones with apt-get when we are root, else names them and exits."""
+    """Paths of the tools; installs the missing ones with apt-get when we are root, else names
+    them and exits.
+    """
     missing = [t for t in tools if which(t) is None]
     if missing and os.geteuid() == 0 and which("apt-get"):
         packages = sorted({PACKAGES.get(t, t) for t in missing})
@@ -80,7 +97,10 @@ def ensure_tools(tools: Sequence[str] = ("nginx", "time")) -> dict[str, str]:
         missing = [t for t in tools if which(t) is None]
     if missing:
         packages = " ".join(sorted({PACKAGES.get(t, t) for t in missing}))
-        sys.exit(f"bench: missing {', '.join(missing)}; install them first: `sudo apt-get install -y {packages}`")
+        sys.exit(
+            f"bench: missing {', '.join(missing)}; install them first: `sudo apt-get install -y"
+            f" {packages}`"
+        )
     return {t: str(which(t)) for t in tools}
 
 
@@ -92,7 +112,9 @@ def free_port() -> int:
 
 
 def interruptible() -> None:
-    """SIGTERM, and SIGINT even when a background shell ignored it, raise KeyboardInterrupt: servers get stopped."""
+    """SIGTERM, and SIGINT even when a background shell ignored it, raise KeyboardInterrupt:
+    servers get stopped.
+    """
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -106,7 +128,8 @@ def kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-# -- servers ----------------------------------------------------------------------------------------------------
+# -- servers
+# ----------------------------------------------------------------------------------------------------
 
 NGINX_CONFIG = """\
 # Private benchmark nginx (generated by bench/runner.py); not the system service.
@@ -140,13 +163,17 @@ http {{
 
 
 class Nginx:
-    """A private nginx serving ``data`` on 127.0.0.1 at ``/capped/`` (rate-capped per request) and ``/fast/``.
+    """A private nginx serving ``data`` on 127.0.0.1 at ``/capped/`` (rate-capped per request) and
+    ``/fast/``.
 
-    Its access log (one line per request: time, connection, request number on it, status, body bytes, request
-    time, request line, Range, all bytes sent) is what the benchmarks count requests, connections and bytes from.
+    Its access log (one line per request: time, connection, request number on it, status, body
+    bytes, request time, request line, Range, all bytes sent) is what the benchmarks count requests,
+    connections and bytes from.
     """
 
-    def __init__(self, *, data: Path, prefix: Path, limit_rate: str = "40m", access_log: Path | None = None) -> None:
+    def __init__(
+        self, *, data: Path, prefix: Path, limit_rate: str = "40m", access_log: Path | None = None
+    ) -> None:
         self.binary = ensure_tools(("nginx",))["nginx"]
         self.data, self.prefix, self.limit_rate = data.resolve(), prefix.resolve(), limit_rate
         self.access_log = access_log.resolve() if access_log is not None else None
@@ -160,18 +187,30 @@ class Nginx:
     def start(self) -> Nginx:
         """Write the config, start nginx in the foreground as a child, wait until it answers."""
         (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
-        (self.prefix / "logs").mkdir(exist_ok=True)  # nginx opens its compiled-in error log before reading ours
+        # nginx opens its compiled-in error log before reading ours
+        (self.prefix / "logs").mkdir(exist_ok=True)
         error = ""
         for _ in range(5):  # free_port() can race with another process
             self.port = free_port()
             conf = self.prefix / "nginx.conf"
             log = f"{self.access_log} bench" if self.access_log is not None else "off"
-            user = "user root;\n" if os.geteuid() == 0 else ""  # root's workers could not read every --workdir
-            conf.write_text(NGINX_CONFIG.format(user=user, prefix=self.prefix, port=self.port, data=self.data,
-                                                limit_rate=self.limit_rate, access_log=log))
+            # root's workers could not read every --workdir
+            user = "user root;\n" if os.geteuid() == 0 else ""
+            conf.write_text(
+                NGINX_CONFIG.format(
+                    user=user,
+                    prefix=self.prefix,
+                    port=self.port,
+                    data=self.data,
+                    limit_rate=self.limit_rate,
+                    access_log=log,
+                )
+            )
             with (self.prefix / "stderr.log").open("wb") as out:
                 argv = [self.binary, "-p", str(self.prefix), "-c", str(conf), "-g", "daemon off;"]
-                self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                self.proc = subprocess.Popen(
+                    argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
             if self._ready():
                 return self
             error = "".join(p.read_text(errors="replace") for p in self.prefix.glob("*.log"))
@@ -214,7 +253,9 @@ class Nginx:
 
 
 class NginxCdn:
-    """The CDN HubServer talks to (``add_blob`` and ``signed_url`` only), pointing at nginx's files."""
+    """The CDN HubServer talks to (``add_blob`` and ``signed_url`` only), pointing at nginx's
+    files.
+    """
 
     def __init__(self, base_url: str, data: Path, *, capped: set[Path] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -232,16 +273,21 @@ class NginxCdn:
 
 
 def file_content(path: Path, *, sha256: str | None = None) -> Content:
-    """A file-backed Content; a known sha256 is filled in so HubServer does not hash the file again."""
+    """A file-backed Content; a known sha256 is filled in so HubServer does not hash the file
+    again.
+    """
     content = Content(path)
     if sha256 is not None:
-        content.__dict__["sha256"] = sha256  # functools.cached_property keeps its value in the instance dict
+        # functools.cached_property keeps its value in the instance dict
+        content.__dict__["sha256"] = sha256
     return content
 
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where tools connect for one delay: nginx and the Hub, directly (0 ms) or through the latency proxy."""
+    """Where tools connect for one delay: nginx and the Hub, directly (0 ms) or through the
+    latency proxy.
+    """
 
     delay_ms: int
     cdn: str
@@ -249,13 +295,30 @@ class Endpoints:
 
 
 class Loopback:
-    """nginx, one Hub stand-in per delay (its LFS redirects name that delay's nginx) and, for delays > 0, the
-    latency proxy in front of both; ``endpoints[ms]`` says where to connect, ``counter`` what they answered."""
+    """nginx, one Hub stand-in per delay (its LFS redirects name that delay's nginx) and, for delays
+    > 0, the latency proxy in front of both; ``endpoints[ms]`` says where to connect, ``counter``
+    what they answered."""
 
-    def __init__(self, work: Path, data: Path, repos: dict[str, dict[str, Content]], *, delays: Sequence[int] = (0,),
-                 limit_rate: str = "40m", capped: set[Path] | None = None) -> None:
-        self.work, self.data, self.repos, self.delays, self.capped = work, data, repos, sorted({0, *delays}), capped
-        self.nginx = Nginx(data=data, prefix=work / "nginx", limit_rate=limit_rate, access_log=work / "access.log")
+    def __init__(
+        self,
+        work: Path,
+        data: Path,
+        repos: dict[str, dict[str, Content]],
+        *,
+        delays: Sequence[int] = (0,),
+        limit_rate: str = "40m",
+        capped: set[Path] | None = None,
+    ) -> None:
+        self.work, self.data, self.repos, self.delays, self.capped = (
+            work,
+            data,
+            repos,
+            sorted({0, *delays}),
+            capped,
+        )
+        self.nginx = Nginx(
+            data=data, prefix=work / "nginx", limit_rate=limit_rate, access_log=work / "access.log"
+        )
         self.hubs: list[Any] = []
         self.proxy: DelayProxy | None = None
         self.endpoints: dict[int, Endpoints] = {}
@@ -274,15 +337,24 @@ class Loopback:
             self.endpoints[0] = Endpoints(0, self.nginx.url, self.hubs[0].url)
             delayed = [(i, d) for i, d in enumerate(self.delays) if d > 0]
             if delayed:
-                routes = [(float(d), url) for i, d in delayed for url in (self.nginx.url, self.hubs[i].url)]
+                routes = [
+                    (float(d), url)
+                    for i, d in delayed
+                    for url in (self.nginx.url, self.hubs[i].url)
+                ]
                 self.proxy = DelayProxy(routes, log=self.work / "proxy.log").start()
                 for n, (_, d) in enumerate(delayed):
-                    self.endpoints[d] = Endpoints(d, self.proxy.url(2 * n), self.proxy.url(2 * n + 1))
-                    cdns[d].base_url = self.endpoints[d].cdn  # the LFS redirect's hop pays the delay too
+                    self.endpoints[d] = Endpoints(
+                        d, self.proxy.url(2 * n), self.proxy.url(2 * n + 1)
+                    )
+                    # the LFS redirect's hop pays the delay too
+                    cdns[d].base_url = self.endpoints[d].cdn
         except BaseException:
             self.__exit__()
             raise
-        self.counter = RequestCounter(self.work / "access.log", self.hubs, self.proxy and self.work / "proxy.log")
+        self.counter = RequestCounter(
+            self.work / "access.log", self.hubs, self.proxy and self.work / "proxy.log"
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -298,10 +370,12 @@ class Loopback:
 
 
 class RequestCounter:
-    """What nginx (access log) and the Hubs (request logs) answered since a mark, and the serial round trips in
-    what the latency proxy held (its log)."""
+    """What nginx (access log) and the Hubs (request logs) answered since a mark, and the serial
+    round trips in what the latency proxy held (its log)."""
 
-    def __init__(self, access_log: Path, hubs: Sequence[Any] = (), proxy_log: Path | None = None) -> None:
+    def __init__(
+        self, access_log: Path, hubs: Sequence[Any] = (), proxy_log: Path | None = None
+    ) -> None:
         self.access_log, self.hubs, self.proxy_log = access_log, list(hubs), proxy_log
 
     def mark(self) -> tuple[int, list[int], int]:
@@ -318,7 +392,9 @@ class RequestCounter:
                 size, since = now, time.monotonic()
 
     def since(self, mark: tuple[int, list[int], int]) -> tuple[int, int, list[str], int, int]:
-        """(requests, connections, one line per request, serial round trips, bytes nginx sent) since ``mark``."""
+        """(requests, connections, one line per request, serial round trips, bytes nginx sent)
+        since ``mark``.
+        """
         offset, counts, proxied = mark
         lines: list[str] = []
         conns: set[str] = set()
@@ -336,15 +412,16 @@ class RequestCounter:
             for r in hub.log.records()[start:]:
                 conns.add(f"hub{i} {r.connection}")
                 lines.append(
-                    f'hub {r.time:.3f} c{r.connection} {r.status} {r.bytes_sent} "{r.method} {r.path}" '
-                    f'"{r.header("range") or "-"}"'
+                    f'hub {r.time:.3f} c{r.connection} {r.status} {r.bytes_sent} "{r.method}'
+                    f' {r.path}" "{r.header("range") or "-"}"'
                 )
         held = read_log(self.proxy_log, proxied)[0] if self.proxy_log else []
         lines += ["proxy " + h.line for h in held]
         return len(lines) - len(held), len(conns), lines, serial_round_trips(held), sent
 
 
-# -- data -------------------------------------------------------------------------------------------------------
+# -- data
+# -------------------------------------------------------------------------------------------------------
 
 DATA_VERSION = 1  # bump when the generator changes: cached files are made again
 
@@ -362,7 +439,9 @@ def _pool() -> bytes:
 
 
 def random_chunks(size: int) -> Iterator[bytes]:
-    """``size`` fast incompressible bytes: rotations of one urandom pool, each chunk a different one."""
+    """``size`` fast incompressible bytes: rotations of one urandom pool, each chunk a different
+    one.
+    """
     pool, counter = _pool(), 0
     while size > 0:
         counter += 1
@@ -373,8 +452,8 @@ def random_chunks(size: int) -> Iterator[bytes]:
 
 
 def write_file(path: Path, size: int, *, prefix: bytes = b"", meta: Path | None = None) -> DataFile:
-    """``size`` incompressible bytes (after ``prefix``) at ``path``, unless a cached copy is there: its size and
-    sha256 are in the sidecar ``meta`` (default ``PATH.meta.json``)."""
+    """``size`` incompressible bytes (after ``prefix``) at ``path``, unless a cached copy is there:
+    its size and sha256 are in the sidecar ``meta`` (default ``PATH.meta.json``)."""
     meta = meta or path.with_name(path.name + ".meta.json")
     with contextlib.suppress(ValueError, OSError, KeyError):
         info = json.loads(meta.read_text())
@@ -387,7 +466,9 @@ def write_file(path: Path, size: int, *, prefix: bytes = b"", meta: Path | None 
         for data in random_chunks(size - len(prefix)):
             digest.update(data)
             out.write(data)
-    meta.write_text(json.dumps({"version": DATA_VERSION, "size": size, "sha256": digest.hexdigest()}))
+    meta.write_text(
+        json.dumps({"version": DATA_VERSION, "size": size, "sha256": digest.hexdigest()})
+    )
     return DataFile(path, size, digest.hexdigest())
 
 
@@ -400,31 +481,57 @@ def sha256_file(path: Path) -> str:
 
 
 def warm(paths: Sequence[Path]) -> None:
-    """Read files once so nginx serves them from the page cache (never from the disk we write to)."""
+    """Read files once so nginx serves them from the page cache (never from the disk we write
+    to).
+    """
     for path in paths:
         with path.open("rb") as f:
             while f.read(16 * MiB):
                 pass
 
 
-# -- the child environment --------------------------------------------------------------------------------------
+# -- the child environment
+# --------------------------------------------------------------------------------------
 
 PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "ftp_proxy"}
 
 
 def clean_env(work: Path, **extra: str) -> dict[str, str]:
-    """No HF_/MDL_/AWS_/XDG_ settings, tokens or proxies of the caller; HOME, caches and the mdl log in ``work``;
-    mdl imported from this tree; bytecode cached as after ``pip install``, in a folder of our own."""
+    """No HF_/MDL_/AWS_/XDG_ settings, tokens or proxies of the caller; HOME, caches and the mdl log
+    in ``work``; mdl imported from this tree; bytecode cached as after ``pip install``, in a folder
+    of our own."""
     drop = ("HF_", "MDL_", "HUGGINGFACE_", "AWS_", "XDG_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop) and k.lower() not in PROXY_VARIABLES}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(drop) and k.lower() not in PROXY_VARIABLES
+    }
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    home, path = work / "home", [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"),
-               XDG_DATA_HOME=str(home / ".local/share"), XDG_STATE_HOME=str(home / ".local/state"),
-               HF_HOME=str(work / "hf-home"), MDL_LOG_FILE=str(work / "mdl.log"), PYTHONPATH=os.pathsep.join(path),
-               PYTHONPYCACHEPREFIX=str(PYCACHE), NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
-               NO_COLOR="1", AWS_EC2_METADATA_DISABLED="true")
-    env.update({f"HF_HUB_DISABLE_{x}": "1" for x in ("XET", "PROGRESS_BARS", "TELEMETRY", "IMPLICIT_TOKEN")})
+    home, path = (
+        work / "home",
+        [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))],
+    )
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_DATA_HOME=str(home / ".local/share"),
+        XDG_STATE_HOME=str(home / ".local/state"),
+        HF_HOME=str(work / "hf-home"),
+        MDL_LOG_FILE=str(work / "mdl.log"),
+        PYTHONPATH=os.pathsep.join(path),
+        PYTHONPYCACHEPREFIX=str(PYCACHE),
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        NO_COLOR="1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    env.update(
+        {
+            f"HF_HUB_DISABLE_{x}": "1"
+            for x in ("XET", "PROGRESS_BARS", "TELEMETRY", "IMPLICIT_TOKEN")
+        }
+    )
     env.update(extra)
     return env
 
@@ -434,7 +541,8 @@ def mdl(*args: str) -> list[str]:
     return [PY, "-m", "mdl", *args]
 
 
-# -- measured runs ----------------------------------------------------------------------------------------------
+# -- measured runs
+# ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -470,9 +578,11 @@ def cpu_busy(interval: float = 0.5) -> float:
 
 
 def wait_for_quiet(limit: float, max_wait: float) -> float:
-    """Wait (at most ``max_wait`` s) until other work uses under ``limit`` of the CPUs; the last reading.
+    """Wait (at most ``max_wait`` s) until other work uses under ``limit`` of the CPUs; the last
+    reading.
 
-    The machine may be shared: a run started in someone else's burst is the largest source of noise."""
+    The machine may be shared: a run started in someone else's burst is the largest source of noise.
+    """
     if limit >= 1:
         return 0.0
     deadline = time.monotonic() + max_wait
@@ -481,11 +591,20 @@ def wait_for_quiet(limit: float, max_wait: float) -> float:
     return busy
 
 
-def run_measured(argv: Sequence[str], *, env: dict[str, str], log: Path, cwd: Path | None = None,
-                 quiet: tuple[float, float] = (1.0, 0.0), timeout: float = RUN_TIMEOUT) -> Measure:
-    """One process under GNU time, which reports its own peak RSS and CPU (with the children it waited for).
+def run_measured(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str],
+    log: Path,
+    cwd: Path | None = None,
+    quiet: tuple[float, float] = (1.0, 0.0),
+    timeout: float = RUN_TIMEOUT,
+) -> Measure:
+    """One process under GNU time, which reports its own peak RSS and CPU (with the children it
+    waited for).
 
-    Not our own ``wait4``: a child forked from this big process starts with our RSS as its high-water mark."""
+    Not our own ``wait4``: a child forked from this big process starts with our RSS as its
+    high-water mark."""
     os.sync()  # earlier runs' dirty pages must not be written back during this one
     busy = wait_for_quiet(*quiet)
     stats = log.with_name(log.name + ".time")
@@ -495,14 +614,22 @@ def run_measured(argv: Sequence[str], *, env: dict[str, str], log: Path, cwd: Pa
         err.flush()
         started = time.perf_counter()
         timed = ["/usr/bin/time", "-f", "%M %U %S", "-o", str(stats), "--", *argv]
-        proc = subprocess.Popen(timed, env=env, cwd=cwd or log.parent, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
-        # A blocking wait with a timer: Popen.wait(timeout=…) polls in sleeps up to 50 ms, rounding short runs up.
+        proc = subprocess.Popen(
+            timed,
+            env=env,
+            cwd=cwd or log.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+        # A blocking wait with a timer: Popen.wait(timeout=…) polls in sleeps up to 50 ms, rounding
+        # short runs up.
         watchdog = threading.Timer(timeout, kill_group, args=(proc.pid,))
         watchdog.start()
         try:
             proc.wait()
-        except BaseException:  # Ctrl-C / SIGTERM: do not leave the tool running (it has its own session)
+        # Ctrl-C / SIGTERM: do not leave the tool running (it has its own session)
+        except BaseException:
             kill_group(proc.pid)
             proc.wait()
             raise
@@ -522,7 +649,8 @@ def run_measured(argv: Sequence[str], *, env: dict[str, str], log: Path, cwd: Pa
     return Measure(wall, sync, rss_mb, cpu, busy, proc.returncode == 0)
 
 
-Outputs = Callable[[Path], list[tuple[Path, DataFile]]]  # the files a tool leaves in its destination
+# the files a tool leaves in its destination
+Outputs = Callable[[Path], list[tuple[Path, DataFile]]]
 
 
 Runs = dict[str, list[Measure]]  # each tool's runs, by its name
@@ -534,7 +662,9 @@ def _no_outputs(dest: Path) -> list[tuple[Path, DataFile]]:
 
 @dataclass(frozen=True)
 class Tool:
-    """A command to time: ``argv(dest)`` writes under a fresh folder ``dest``; ``outputs(dest)`` are checked after."""
+    """A command to time: ``argv(dest)`` writes under a fresh folder ``dest``; ``outputs(dest)``
+    are checked after.
+    """
 
     name: str
     argv: Callable[[Path], list[str]]
@@ -545,8 +675,17 @@ class Tool:
 
 def variants_of(tools: Sequence[Tool], folders: Sequence[Path]) -> list[Tool]:
     """Each tool again with mdl imported from each ``--variant`` folder, named ``NAME [FOLDER]``."""
-    return [Tool(f"{t.name} [{f.resolve().name}]", t.argv, t.outputs, {**t.env, "PYTHONPATH": str(f.resolve())},
-                 t.cwd) for f in folders for t in tools]
+    return [
+        Tool(
+            f"{t.name} [{f.resolve().name}]",
+            t.argv,
+            t.outputs,
+            {**t.env, "PYTHONPATH": str(f.resolve())},
+            t.cwd,
+        )
+        for f in folders
+        for t in tools
+    ]
 
 
 def flat(f: DataFile) -> Outputs:
@@ -558,13 +697,22 @@ def flat(f: DataFile) -> Outputs:
 
 
 def aria2c(url: str, f: DataFile, n: int, *extra: str) -> Tool:
-    flags = [f"-x{n}", f"-s{n}", "-q", "--allow-overwrite=true", "--auto-file-renaming=false", *extra]
+    flags = [
+        f"-x{n}",
+        f"-s{n}",
+        "-q",
+        "--allow-overwrite=true",
+        "--auto-file-renaming=false",
+        *extra,
+    ]
     name = f"aria2c -x{n} -s{n}" + "".join(" " + e.split("=")[0] for e in extra)
     return Tool(name, lambda d: ["aria2c", *flags, "-d", str(d), "-o", f.path.name, url], flat(f))
 
 
 def shell(name: str, script: str, url: str, f: DataFile) -> Tool:
-    """``sh -c SCRIPT sh OUT URL``: under GNU time, sh's CPU and RSS include the children it waited for."""
+    """``sh -c SCRIPT sh OUT URL``: under GNU time, sh's CPU and RSS include the children it
+    waited for.
+    """
     return Tool(name, lambda d: ["/bin/sh", "-c", script, "sh", str(d / f.path.name), url], flat(f))
 
 
@@ -573,7 +721,9 @@ def curl(url: str, f: DataFile) -> Tool:
 
 
 def ceiling(url: str, f: DataFile, n: int = 1) -> Tool:
-    """bench/ceiling.py: the fastest Python we could write that hashes and syncs, over ``n`` connections."""
+    """bench/ceiling.py: the fastest Python we could write that hashes and syncs, over ``n``
+    connections.
+    """
     argv = ["--sha256", f.sha256, "--connections", str(n)]
     script = str(HERE / "ceiling.py")
     name = "ceiling (1 conn)" if n == 1 else f"ceiling ({n} conns)"
@@ -583,16 +733,30 @@ def ceiling(url: str, f: DataFile, n: int = 1) -> Tool:
 def dd(f: DataFile) -> Tool:
     """The disk's own speed: the page-cached source written with one fdatasync."""
     argv = ["bs=4M", "conv=fdatasync", "status=none"]
-    return Tool("dd bs=4M conv=fdatasync", lambda d: ["dd", f"if={f.path}", f"of={d / f.path.name}", *argv], flat(f))
+    return Tool(
+        "dd bs=4M conv=fdatasync",
+        lambda d: ["dd", f"if={f.path}", f"of={d / f.path.name}", *argv],
+        flat(f),
+    )
 
 
-def python(name: str, code: str, *args: str, outputs: Outputs = _no_outputs, env: dict[str, str] | None = None) -> Tool:
-    """``python -c CODE DEST ARGS``: huggingface_hub, boto3 or a plain script as users would write it."""
+def python(
+    name: str,
+    code: str,
+    *args: str,
+    outputs: Outputs = _no_outputs,
+    env: dict[str, str] | None = None,
+) -> Tool:
+    """``python -c CODE DEST ARGS``: huggingface_hub, boto3 or a plain script as users would
+    write it.
+    """
     return Tool(name, lambda d: [PY, "-c", code, str(d), *args], outputs, env or {})
 
 
 def check_outputs(tool: Tool, dest: Path, *, hash_them: bool) -> str | None:
-    """None when every expected file is there with its size (and sha256 when asked), else why not."""
+    """None when every expected file is there with its size (and sha256 when asked), else why
+    not.
+    """
     for path, data in tool.outputs(dest):
         if not path.is_file() or path.stat().st_size != data.size:
             return f"{tool.name}: {path} missing or not {data.size} bytes"
@@ -602,35 +766,57 @@ def check_outputs(tool: Tool, dest: Path, *, hash_them: bool) -> str | None:
 
 
 def rotations(names: Sequence[Any], reps: int) -> Iterator[tuple[int, Any]]:
-    """(rep, item) for ``reps`` rounds, the first item rotating each round so drift and caches favour nobody."""
+    """(rep, item) for ``reps`` rounds, the first item rotating each round so drift and caches
+    favour nobody.
+    """
     for rep in range(reps):
         shift = rep % len(names)
         for item in [*names[shift:], *names[:shift]]:
             yield rep, item
 
 
-def measure(tools: Sequence[Tool], *, reps: int, work: Path, env: dict[str, str], label: str = "",
-            quiet: tuple[float, float] = (1.0, 0.0), warmup: bool = False, verify_first: bool = True,
-            sources: Sequence[Path] = (), counter: RequestCounter | None = None, nbytes: int = 0,
-            requests_dir: Path | None = None, dest: Path | None = None, settle: float = 0.0) -> Runs:
-    """``reps`` alternating rounds of ``tools``, each run in a fresh destination ``dest`` with its outputs checked
-    (hashed in the first round). With ``counter``: the servers' requests, connections and bytes per run (each
-    request of each tool's first runs in ``requests_dir``). ``warmup``: one untimed run of each first."""
+def measure(
+    tools: Sequence[Tool],
+    *,
+    reps: int,
+    work: Path,
+    env: dict[str, str],
+    label: str = "",
+    quiet: tuple[float, float] = (1.0, 0.0),
+    warmup: bool = False,
+    verify_first: bool = True,
+    sources: Sequence[Path] = (),
+    counter: RequestCounter | None = None,
+    nbytes: int = 0,
+    requests_dir: Path | None = None,
+    dest: Path | None = None,
+    settle: float = 0.0,
+) -> Runs:
+    """``reps`` alternating rounds of ``tools``, each run in a fresh destination ``dest`` with its
+    outputs checked (hashed in the first round). With ``counter``: the servers' requests,
+    connections and bytes per run (each request of each tool's first runs in ``requests_dir``).
+    ``warmup``: one untimed run of each first."""
     runs: Runs = {t.name: [] for t in tools}
     dest, log = dest or work / "out" / "dest", work / "logs" / "runs.log"
-    for tool in tools if warmup else ():  # one untimed run each: bytecode compiled, Python's files in the page cache
+    # one untimed run each: bytecode compiled, Python's files in the page cache
+    for tool in tools if warmup else ():
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
-        subprocess.run(tool.argv(dest), env={**env, **tool.env}, cwd=tool.cwd or work, capture_output=True)
+        subprocess.run(
+            tool.argv(dest), env={**env, **tool.env}, cwd=tool.cwd or work, capture_output=True
+        )
     for rep, tool in rotations(tools, reps):
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
-        warm(sources)  # the page cache may have dropped cold source pages; nginx must not hit the disk
+        # the page cache may have dropped cold source pages; nginx must not hit the disk
+        warm(sources)
         mark = counter.mark() if counter else None
         if settle:  # e.g. a deleted 2.5 GiB archive: ext4 with "discard" trims it in the background
             os.sync()
             time.sleep(settle)
-        m = run_measured(tool.argv(dest), env={**env, **tool.env}, log=log, cwd=tool.cwd, quiet=quiet)
+        m = run_measured(
+            tool.argv(dest), env={**env, **tool.env}, log=log, cwd=tool.cwd, quiet=quiet
+        )
         problem = check_outputs(tool, dest, hash_them=verify_first and rep == 0) if m.ok else None
         if problem:
             m.ok = False
@@ -638,72 +824,126 @@ def measure(tools: Sequence[Tool], *, reps: int, work: Path, env: dict[str, str]
         if counter is not None and mark is not None:
             counter.settle(0.1, 2.0)
             m.requests, m.connections, lines, m.serial, m.sent = counter.since(mark)
-            if requests_dir is not None and lines and rep < len(tools):  # each tool once in each position
-                slug = "__".join(re.sub(r"[^A-Za-z0-9@]+", "-", p).strip("-") for p in (label, tool.name))
+            # each tool once in each position
+            if requests_dir is not None and lines and rep < len(tools):
+                slug = "__".join(
+                    re.sub(r"[^A-Za-z0-9@]+", "-", p).strip("-") for p in (label, tool.name)
+                )
                 requests_dir.mkdir(parents=True, exist_ok=True)
                 (requests_dir / f"{slug}__rep{rep + 1}.log").write_text("\n".join(lines) + "\n")
         runs[tool.name].append(m)
         rate = f"{nbytes / MiB / m.wall:7.1f} MiB/s" if nbytes > MiB else ""
-        counts = f"  {m.requests} req / {m.connections} conn" + (f" / {m.serial} serial" if m.serial else "")
-        sys.stderr.write(f"  rep {rep + 1}/{reps}  {tool.name:36} {m.wall:7.2f} s  +sync {m.sync:5.2f} s  {rate}"
-                         f"  cpu {m.cpu:6.2f} s  rss {m.rss_mb:5.0f} MB{counts if counter else ''}"
-                         f"  (others busy {m.busy:.0%}){'' if m.ok else '  FAILED'}\n")
+        counts = f"  {m.requests} req / {m.connections} conn" + (
+            f" / {m.serial} serial" if m.serial else ""
+        )
+        sys.stderr.write(
+            f"  rep {rep + 1}/{reps}  {tool.name:36} {m.wall:7.2f} s  +sync {m.sync:5.2f} s  {rate}"
+            f"  cpu {m.cpu:6.2f} s  rss {m.rss_mb:5.0f} MB{counts if counter else ''}"
+            f"  (others busy {m.busy:.0%}){'' if m.ok else '  FAILED'}\n"
+        )
     shutil.rmtree(dest, ignore_errors=True)
     return runs
 
 
-# -- medians and tables -----------------------------------------------------------------------------------------
+# -- medians and tables
+# -----------------------------------------------------------------------------------------
 
 
 def median(ms: Sequence[Measure], attr: str = "wall") -> float:
-    """The median of an attribute over the successful runs (nan if none); ``durable`` = wall + sync."""
+    """The median of an attribute over the successful runs (nan if none); ``durable`` = wall +
+    sync.
+    """
     values = [m.wall + m.sync if attr == "durable" else getattr(m, attr) for m in ms if m.ok]
     return statistics.median(values) if values else float("nan")
 
 
-COLUMNS = [("tool", "tool"), ("median", "median s"), ("range", "min–max s"), ("durable", "+sync s"), ("rate", "MiB/s"),
-           ("cpu", "CPU s"), ("rss", "peak RSS MB"), ("requests", "requests / conns / serial RTs"),
-           ("busy", "others busy"), ("ratio", "ratio")]
+COLUMNS = [
+    ("tool", "tool"),
+    ("median", "median s"),
+    ("range", "min–max s"),
+    ("durable", "+sync s"),
+    ("rate", "MiB/s"),
+    ("cpu", "CPU s"),
+    ("rss", "peak RSS MB"),
+    ("requests", "requests / conns / serial RTs"),
+    ("busy", "others busy"),
+    ("ratio", "ratio"),
+]
 
 
-def row(name: str, runs: Sequence[Measure], *, nbytes: int = 0, ratio: float | None = None) -> dict[str, str]:
+def row(
+    name: str, runs: Sequence[Measure], *, nbytes: int = 0, ratio: float | None = None
+) -> dict[str, str]:
     """One tool's medians as table cells."""
     walls = [m.wall for m in runs if m.ok]
     wall, requests, serial = median(runs), median(runs, "requests"), median(runs, "serial")
-    counts = f"{requests:.0f} / {median(runs, 'connections'):.0f}" + (f" / {serial:.0f}" if serial > 0 else "")
-    return {"tool": name, "median": f"{wall:.2f}", "range": f"{min(walls):.2f}–{max(walls):.2f}" if walls else "-",
-            "durable": f"{median(runs, 'durable'):.2f}", "rate": f"{nbytes / MiB / wall:.0f}" if nbytes > MiB else "-",
-            "cpu": f"{median(runs, 'cpu'):.2f}", "rss": f"{median(runs, 'rss_mb'):.0f}",
-            "requests": counts if requests > 0 else "-", "busy": f"{median(runs, 'busy'):.0%}",
-            "ratio": "" if ratio is None else f"{ratio:.2f}"}
+    counts = f"{requests:.0f} / {median(runs, 'connections'):.0f}" + (
+        f" / {serial:.0f}" if serial > 0 else ""
+    )
+    return {
+        "tool": name,
+        "median": f"{wall:.2f}",
+        "range": f"{min(walls):.2f}–{max(walls):.2f}" if walls else "-",
+        "durable": f"{median(runs, 'durable'):.2f}",
+        "rate": f"{nbytes / MiB / wall:.0f}" if nbytes > MiB else "-",
+        "cpu": f"{median(runs, 'cpu'):.2f}",
+        "rss": f"{median(runs, 'rss_mb'):.0f}",
+        "requests": counts if requests > 0 else "-",
+        "busy": f"{median(runs, 'busy'):.0%}",
+        "ratio": "" if ratio is None else f"{ratio:.2f}",
+    }
 
 
-def table(rows: Sequence[dict[str, str]], columns: Sequence[tuple[str, str]] = COLUMNS, *, markdown: bool = False,
-          ) -> str:
-    """An aligned plain-text table, or the same in Markdown; columns empty in every row are left out."""
-    cols = [(k, h) for k, h in columns if any(r.get(k, "") not in ("", "-") for r in rows)] if rows else []
+def table(
+    rows: Sequence[dict[str, str]],
+    columns: Sequence[tuple[str, str]] = COLUMNS,
+    *,
+    markdown: bool = False,
+) -> str:
+    """An aligned plain-text table, or the same in Markdown; columns empty in every row are left
+    out.
+    """
+    cols = (
+        [(k, h) for k, h in columns if any(r.get(k, "") not in ("", "-") for r in rows)]
+        if rows
+        else []
+    )
     if markdown:
         lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
-        return "\n".join(lines + ["| " + " | ".join(r.get(k, "") for k, _ in cols) + " |" for r in rows])
+        return "\n".join(
+            lines + ["| " + " | ".join(r.get(k, "") for k, _ in cols) + " |" for r in rows]
+        )
     widths = {k: max(len(h), *(len(r.get(k, "")) for r in rows)) for k, h in cols}
-    lines = ["  ".join(h.ljust(widths[k]) for k, h in cols), "  ".join("-" * widths[k] for k, _ in cols)]
-    return "\n".join(lines + ["  ".join(r.get(k, "").ljust(widths[k]) for k, _ in cols) for r in rows])
+    lines = [
+        "  ".join(h.ljust(widths[k]) for k, h in cols),
+        "  ".join("-" * widths[k] for k, _ in cols),
+    ]
+    return "\n".join(
+        lines + ["  ".join(r.get(k, "").ljust(widths[k]) for k, _ in cols) for r in rows]
+    )
 
 
-def side_by_side(runs: Runs, *, nbytes: int = 0, baseline: str | None = None, attr: str = "wall") -> str:
-    """The table of every tool's medians, with each one's ``attr`` over the baseline's (default: the first)."""
+def side_by_side(
+    runs: Runs, *, nbytes: int = 0, baseline: str | None = None, attr: str = "wall"
+) -> str:
+    """The table of every tool's medians, with each one's ``attr`` over the baseline's (default:
+    the first).
+    """
     base = median(runs[baseline or next(iter(runs))], attr)
-    return table([row(name, ms, nbytes=nbytes, ratio=median(ms, attr) / base) for name, ms in runs.items()])
+    return table(
+        [row(name, ms, nbytes=nbytes, ratio=median(ms, attr) / base) for name, ms in runs.items()]
+    )
 
 
-# -- targets and verdicts ---------------------------------------------------------------------------------------
+# -- targets and verdicts
+# ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Target:
-    """What mdl must achieve against the other tool, on medians: "within" ``mdl / other <= value``, "faster"
-    ``other / mdl >= value``, "absolute" ``mdl <= value`` s; ``cpu_within`` bounds the CPU ratio (against the tool
-    named ``cpu_vs`` when given), ``rss_mb`` the peak RSS."""
+    """What mdl must achieve against the other tool, on medians: "within" ``mdl / other <= value``,
+    "faster" ``other / mdl >= value``, "absolute" ``mdl <= value`` s; ``cpu_within`` bounds the CPU
+    ratio (against the tool named ``cpu_vs`` when given), ``rss_mb`` the peak RSS."""
 
     kind: str
     value: float
@@ -713,16 +953,24 @@ class Target:
 
     def describe(self) -> str:
         v = self.value
-        words = {"within": f"mdl ≤ {v:g}× other", "faster": f"mdl ≥ {v:g}× faster", "absolute": f"mdl ≤ {v:g} s"}
+        words = {
+            "within": f"mdl ≤ {v:g}× other",
+            "faster": f"mdl ≥ {v:g}× faster",
+            "absolute": f"mdl ≤ {v:g} s",
+        }
         text = words[self.kind]
-        text += f"; CPU ≤ {self.cpu_within:g}× {self.cpu_vs or 'other'}" if self.cpu_within is not None else ""
+        text += (
+            f"; CPU ≤ {self.cpu_within:g}× {self.cpu_vs or 'other'}"
+            if self.cpu_within is not None
+            else ""
+        )
         return text + (f"; RSS ≤ {self.rss_mb:g} MB" if self.rss_mb is not None else "")
 
 
 @dataclass
 class Scenario:
-    """mdl (and its variants) against another tool on the same bytes, judged by a target; yardsticks are timed
-    alongside and shown, not judged."""
+    """mdl (and its variants) against another tool on the same bytes, judged by a target; yardsticks
+    are timed alongside and shown, not judged."""
 
     key: str
     title: str
@@ -750,7 +998,13 @@ class Scenario:
         t, runs, other = self.target, self.runs[name], self.other.name
         mine, theirs = median(runs), median(self.runs[other])
         ratio = theirs / mine if t.kind == "faster" else mine / theirs
-        met = mine <= t.value if t.kind == "absolute" else ratio >= t.value if t.kind == "faster" else ratio <= t.value
+        met = (
+            mine <= t.value
+            if t.kind == "absolute"
+            else ratio >= t.value
+            if t.kind == "faster"
+            else ratio <= t.value
+        )
         notes = []
         if t.cpu_within is not None:
             vs = t.cpu_vs if t.cpu_vs in self.runs else other
@@ -763,7 +1017,9 @@ class Scenario:
         for y in self.yardsticks:
             y_runs = self.runs[y.name]
             cpu = median(runs, "cpu") / median(y_runs, "cpu")
-            notes.append(f"{mine / median(y_runs):.2f}× the wall and {cpu:.2f}× the CPU of {y.name}")
+            notes.append(
+                f"{mine / median(y_runs):.2f}× the wall and {cpu:.2f}× the CPU of {y.name}"
+            )
         text = f"{name} {mine:.2f} s vs {other} {theirs:.2f} s → {ratio:.2f} ({t.describe()}): "
         return ratio, met, text + ("met" if met else "MISSED") + "".join(f"; {n}" for n in notes)
 
@@ -773,13 +1029,22 @@ class Scenario:
             judged = tool.name in self.judged
             ratio, met, _ = self.verdict(tool.name) if judged else (None, False, "")
             cells = row(tool.name, self.runs[tool.name], nbytes=self.nbytes, ratio=ratio)
-            extra = {"target": self.target.describe(), "met": "yes" if met else "NO"} if judged else {}
+            extra = (
+                {"target": self.target.describe(), "met": "yes" if met else "NO"} if judged else {}
+            )
             out.append({"scenario": self.key, **cells, **extra})
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "title": self.title, "bytes": self.nbytes, "target": vars(self.target),
-                "tools": [t.name for t in self.tools], "judged": self.judged, "runs": as_json(self.runs)}
+        return {
+            "key": self.key,
+            "title": self.title,
+            "bytes": self.nbytes,
+            "target": vars(self.target),
+            "tools": [t.name for t in self.tools],
+            "judged": self.judged,
+            "runs": as_json(self.runs),
+        }
 
     @classmethod
     def from_json(cls, item: dict[str, Any]) -> Scenario:
@@ -787,8 +1052,16 @@ class Scenario:
         tools = [Tool(n, lambda d: []) for n in item["tools"]]
         judged = [t for t in tools if t.name in item["judged"]]
         yardsticks = [t for t in tools[2:] if t not in judged]
-        sc = cls(item["key"], item["title"], judged[0], tools[1], Target(**item["target"]), item["bytes"],
-                 variants=judged[1:], yardsticks=yardsticks)
+        sc = cls(
+            item["key"],
+            item["title"],
+            judged[0],
+            tools[1],
+            Target(**item["target"]),
+            item["bytes"],
+            variants=judged[1:],
+            yardsticks=yardsticks,
+        )
         sc.runs = {n: [Measure(**m) for m in ms] for n, ms in item["runs"].items()}
         return sc
 
@@ -799,58 +1072,135 @@ SCENARIO_COLUMNS = [("scenario", "scenario"), *COLUMNS, ("target", "target"), ("
 def add_scenario_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of a benchmark made of judged scenarios (bench/pull.py)."""
     add = parser.add_argument
-    add("--quiet-cpu", type=float, default=0.3, help="start a run once others use under this share of the CPUs")
+    add(
+        "--quiet-cpu",
+        type=float,
+        default=0.3,
+        help="start a run once others use under this share of the CPUs",
+    )
     add("--quiet-wait", type=float, default=30.0, help="wait at most this many seconds for quiet")
-    add("--no-verify-outputs", action="store_true", help="skip the sha256 of outputs in the first repetition")
-    add("--write-results", action="store_true", help="rewrite the generated block of bench/RESULTS.md")
+    add(
+        "--no-verify-outputs",
+        action="store_true",
+        help="skip the sha256 of outputs in the first repetition",
+    )
+    add(
+        "--write-results",
+        action="store_true",
+        help="rewrite the generated block of bench/RESULTS.md",
+    )
     add("--label", default="", help="name of the RESULTS.md block to write (default: the main one)")
-    add("--from-json", type=Path, help="measure nothing: show (and with --write-results record) a saved --json")
+    add(
+        "--from-json",
+        type=Path,
+        help="measure nothing: show (and with --write-results record) a saved --json",
+    )
 
 
-def run_scenarios(made: Sequence[Scenario], args: argparse.Namespace, *, reps: int, env: dict[str, str],
-                  counter: RequestCounter | None) -> dict[str, Any]:
-    """Each scenario's tools in ``reps`` (× its factor) alternating rounds; the report ``--json`` saves."""
+def run_scenarios(
+    made: Sequence[Scenario],
+    args: argparse.Namespace,
+    *,
+    reps: int,
+    env: dict[str, str],
+    counter: RequestCounter | None,
+) -> dict[str, Any]:
+    """Each scenario's tools in ``reps`` (× its factor) alternating rounds; the report ``--json``
+    saves.
+    """
     for sc in made:
         sys.stderr.write(f"\n== {sc.key}: {sc.title}\n")
-        sc.runs = measure(sc.tools, reps=reps * sc.rep_factor, work=args.workdir, env=env, label=sc.key,
-                          quiet=(args.quiet_cpu, args.quiet_wait), warmup=sc.warmup, sources=sc.sources,
-                          verify_first=not args.no_verify_outputs, counter=counter, nbytes=sc.nbytes,
-                          requests_dir=args.workdir / "logs" / "requests")
-    return {"command": args.command, "measured_at": now(), "reps": reps, "machine": machine_info(args.workdir),
-            "versions": versions(), "scenarios": [sc.to_json() for sc in made]}
+        sc.runs = measure(
+            sc.tools,
+            reps=reps * sc.rep_factor,
+            work=args.workdir,
+            env=env,
+            label=sc.key,
+            quiet=(args.quiet_cpu, args.quiet_wait),
+            warmup=sc.warmup,
+            sources=sc.sources,
+            verify_first=not args.no_verify_outputs,
+            counter=counter,
+            nbytes=sc.nbytes,
+            requests_dir=args.workdir / "logs" / "requests",
+        )
+    return {
+        "command": args.command,
+        "measured_at": now(),
+        "reps": reps,
+        "machine": machine_info(args.workdir),
+        "versions": versions(),
+        "scenarios": [sc.to_json() for sc in made],
+    }
 
 
-def report_scenarios(head: dict[str, Any], args: argparse.Namespace, *, block: str, heading: str) -> int:
-    """The table and verdicts of a report; with ``--write-results`` its RESULTS.md block. 1 when a run failed."""
+def report_scenarios(
+    head: dict[str, Any], args: argparse.Namespace, *, block: str, heading: str
+) -> int:
+    """The table and verdicts of a report; with ``--write-results`` its RESULTS.md block. 1 when
+    a run failed.
+    """
     made = [Scenario.from_json(item) for item in head["scenarios"]]
     rows = [row for sc in made if sc.runs for row in sc.rows()]
-    verdicts = [f"- **{sc.key}** ({sc.title}): {sc.verdict(n)[2]}" for sc in made if sc.runs for n in sc.judged]
+    verdicts = [
+        f"- **{sc.key}** ({sc.title}): {sc.verdict(n)[2]}"
+        for sc in made
+        if sc.runs
+        for n in sc.judged
+    ]
     sys.stdout.write("\n" + table(rows, SCENARIO_COLUMNS) + "\n\n" + "\n".join(verdicts) + "\n")
     if args.write_results:
-        text = [f"Measured {head['measured_at']} with `{head['command']}` ({head['reps']} repetitions; tools "
-                "rotating; medians; bench/README.md says how).",
-                "", "Machine: " + ", ".join(f"{k} {v}" for k, v in head["machine"].items()) + ".",
-                "", "Versions: " + ", ".join(f"{k} {v}" for k, v in head["versions"].items()) + ".",
-                "", table(rows, SCENARIO_COLUMNS, markdown=True), "", *verdicts]
+        text = [
+            (
+                f"Measured {head['measured_at']} with `{head['command']}` ({head['reps']}"
+                " repetitions; tools rotating; medians; bench/README.md says how)."
+            ),
+            "",
+            "Machine: " + ", ".join(f"{k} {v}" for k, v in head["machine"].items()) + ".",
+            "",
+            "Versions: " + ", ".join(f"{k} {v}" for k, v in head["versions"].items()) + ".",
+            "",
+            table(rows, SCENARIO_COLUMNS, markdown=True),
+            "",
+            *verdicts,
+        ]
         write_results(block + (f":{args.label}" if args.label else ""), "\n".join(text), heading)
     return 1 if any(not m.ok for sc in made for ms in sc.runs.values() for m in ms) else 0
 
 
-# -- reports ----------------------------------------------------------------------------------------------------
+# -- reports
+# ----------------------------------------------------------------------------------------------------
 
 
-def add_common(parser: argparse.ArgumentParser, *, reps: int = 3, workdir: Path | None = None) -> None:
-    """The flags every benchmark takes: ``--reps``, ``--variant`` (repeatable), ``--workdir``, ``--json``."""
-    parser.add_argument("--reps", type=int, default=reps, help=f"alternating rounds (default {reps})")
-    parser.add_argument("--variant", type=Path, action="append", default=[],
-                        help="also run mdl imported from this folder (holding mdl/), shown as '… [FOLDER NAME]', "
-                        "interleaved with the others: measures a change before it lands (repeatable)")
-    parser.add_argument("--workdir", type=Path, default=workdir, help=f"default: {workdir or 'a temporary folder'}")
+def add_common(
+    parser: argparse.ArgumentParser, *, reps: int = 3, workdir: Path | None = None
+) -> None:
+    """The flags every benchmark takes: ``--reps``, ``--variant`` (repeatable), ``--workdir``,
+    ``--json``.
+    """
+    parser.add_argument(
+        "--reps", type=int, default=reps, help=f"alternating rounds (default {reps})"
+    )
+    parser.add_argument(
+        "--variant",
+        type=Path,
+        action="append",
+        default=[],
+        help=(
+            "also run mdl imported from this folder (holding mdl/), shown as '… [FOLDER NAME]', "
+            "interleaved with the others: measures a change before it lands (repeatable)"
+        ),
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=workdir, help=f"default: {workdir or 'a temporary folder'}"
+    )
     parser.add_argument("--json", type=Path, help="also write the raw measurements as JSON here")
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse, check every ``--variant`` holds mdl/, and make ``args.workdir`` (a temp folder when not given)."""
+    """Parse, check every ``--variant`` holds mdl/, and make ``args.workdir`` (a temp folder when
+    not given).
+    """
     args = parser.parse_args(argv)
     for folder in args.variant:
         if not (folder / "mdl" / "__init__.py").is_file():
@@ -861,7 +1211,9 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) ->
         args.workdir = Path(tempfile.mkdtemp(prefix=f"mdl-bench-{Path(sys.argv[0]).stem}-"))
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    args.command = shlex.join(["python", f"bench/{Path(sys.argv[0]).name}", *(sys.argv[1:] if argv is None else argv)])
+    args.command = shlex.join(
+        ["python", f"bench/{Path(sys.argv[0]).name}", *(sys.argv[1:] if argv is None else argv)]
+    )
     return args
 
 
@@ -870,7 +1222,9 @@ def as_json(runs: Runs) -> dict[str, list[dict[str, Any]]]:
 
 
 def save_json(args: argparse.Namespace, **report: Any) -> None:
-    """``--json FILE``: the command, when, and everything measured (``runs`` as each tool's list of runs)."""
+    """``--json FILE``: the command, when, and everything measured (``runs`` as each tool's list
+    of runs).
+    """
     if args.json is not None:
         runs = {"runs": as_json(report["runs"])} if isinstance(report.get("runs"), dict) else {}
         head = {"command": args.command, "measured_at": now()}
@@ -882,7 +1236,9 @@ def now() -> str:
 
 
 def write_results(block_id: str, body: str, heading: str) -> None:
-    """Replace the generated block ``block_id`` of bench/RESULTS.md (or append it under ``heading``)."""
+    """Replace the generated block ``block_id`` of bench/RESULTS.md (or append it under
+    ``heading``).
+    """
     begin = f"<!-- {block_id}:begin (generated by --write-results; edits inside are lost) -->"
     end = f"<!-- {block_id}:end -->"
     text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
@@ -906,23 +1262,53 @@ def _first_line(argv: list[str]) -> str:
 def machine_info(workdir: Path) -> dict[str, str]:
     """nproc, CPU, memory, disk, kernel, Python."""
     info = {}
-    for name, path, key in (("cpu", "/proc/cpuinfo", "model name"), ("memory", "/proc/meminfo", "MemTotal")):
+    for name, path, key in (
+        ("cpu", "/proc/cpuinfo", "model name"),
+        ("memory", "/proc/meminfo", "MemTotal"),
+    ):
         with contextlib.suppress(OSError):
-            found = [ln.split(":", 1)[1].strip() for ln in Path(path).read_text().splitlines() if ln.startswith(key)]
+            found = [
+                ln.split(":", 1)[1].strip()
+                for ln in Path(path).read_text().splitlines()
+                if ln.startswith(key)
+            ]
             info[name] = found[0] if found else "?"
-    df = _first_line(["sh", "-c", f"df -h --output=source,fstype,size {shlex.quote(str(workdir))} | tail -1"])
-    return {"nproc": str(os.cpu_count()), **info, "disk": " ".join(df.split()) + f" (workdir {workdir})",
-            "kernel": platform.release(), "python": platform.python_version()}
+    df = _first_line(
+        ["sh", "-c", f"df -h --output=source,fstype,size {shlex.quote(str(workdir))} | tail -1"]
+    )
+    return {
+        "nproc": str(os.cpu_count()),
+        **info,
+        "disk": " ".join(df.split()) + f" (workdir {workdir})",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
 
 
 def versions() -> dict[str, str]:
-    """Versions of everything compared, mdl with the git commit (and whether mdl/ has local changes)."""
+    """Versions of everything compared, mdl with the git commit (and whether mdl/ has local
+    changes).
+    """
     from importlib.metadata import version
 
     git = ["git", "-C", str(ROOT)]
     head = _first_line([*git, "rev-parse", "--short", "HEAD"])
     dirty = _first_line([*git, "status", "--porcelain", "--", "mdl"]) not in ("?", "")
-    found = {"mdl": _first_line(mdl("--version")).removeprefix("mdl ") + f" (git {head}{' + local changes' * dirty})"}
-    commands = {"nginx": ["-v"], "aria2c": ["--version"], "curl": ["--version"], "openssl": ["version"]}
-    found |= {name: _first_line([str(which(name)), *flag]) for name, flag in commands.items() if which(name)}
+    found = {
+        "mdl": (
+            _first_line(mdl("--version")).removeprefix("mdl ")
+            + f" (git {head}{' + local changes' * dirty})"
+        )
+    }
+    commands = {
+        "nginx": ["-v"],
+        "aria2c": ["--version"],
+        "curl": ["--version"],
+        "openssl": ["version"],
+    }
+    found |= {
+        name: _first_line([str(which(name)), *flag])
+        for name, flag in commands.items()
+        if which(name)
+    }
     return found | {name: version(name) for name in ("huggingface_hub", "httpx2")}

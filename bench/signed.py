@@ -1,13 +1,13 @@
-"""Signed pulls: what checking a model.sig costs over the same pull unsigned, and over the way users check one
-today (pull, then ``model_signing verify key``, which hashes the whole model again).
+"""Signed pulls: what checking a model.sig costs over the same pull unsigned, and over the way users
+check one today (pull, then ``model_signing verify key``, which hashes the whole model again).
 
     python bench/signed.py [--reps 5] [--mib 200] [--variant DIR]... [--workdir DIR] [--json FILE]
 
 The Hub stand-in serves a 3-file model (``--mib`` in all, via nginx) and a ``model.sig`` made by
-``model_signing sign key``. Each round, the order alternating: ``mdl pull`` with the catalog naming the signer's key
-and without it, each into a fresh folder; the same pulls again (nothing changed: what a cron run pays); ``model_signing
-verify key`` of the unsigned pull's folder; ``mdl verify`` signed and unsigned. Target: a signed pull at most 1.1×
-the CPU of an unsigned one.
+``model_signing sign key``. Each round, the order alternating: ``mdl pull`` with the catalog naming
+the signer's key and without it, each into a fresh folder; the same pulls again (nothing changed:
+what a cron run pays); ``model_signing verify key`` of the unsigned pull's folder; ``mdl verify``
+signed and unsigned. Target: a signed pull at most 1.1× the CPU of an unsigned one.
 """
 
 from __future__ import annotations
@@ -30,18 +30,26 @@ def main() -> None:
     work = args.workdir
     model = work / "data" / "model"
     for name, share in SPLIT.items():
-        r.write_file(model / name, max(1, int(args.mib * r.MiB * share)), meta=work / f"{name}.meta.json")
+        r.write_file(
+            model / name, max(1, int(args.mib * r.MiB * share)), meta=work / f"{name}.meta.json"
+        )
     signature = official_sign(model, key_pair(work / "keys")[0])
     (work / "data" / "model.sig").write_bytes(signature)
     (model / "model.sig").unlink()
     repo = {name: r.file_content(model / name) for name in SPLIT}
     repo["model.sig"] = r.file_content(work / "data" / "model.sig")
-    catalogs = {"signed": f'\n[models.m.signature]\nkey = "{work / "keys" / "signer.pub"}"\n', "unsigned": ""}
+    catalogs = {
+        "signed": f'\n[models.m.signature]\nkey = "{work / "keys" / "signer.pub"}"\n',
+        "unsigned": "",
+    }
     for kind, table in catalogs.items():
         (work / f"{kind}.toml").write_text(f'[models.m]\nrepo = "org/signed"\n{table}')
     runs: dict[str, list[r.Measure]] = {}
     with r.Loopback(work, work / "data", {"org/signed": repo}) as servers:
-        env, log = r.clean_env(work, HF_ENDPOINT=servers.endpoints[0].hub), work / "logs" / "runs.log"
+        env, log = (
+            r.clean_env(work, HF_ENDPOINT=servers.endpoints[0].hub),
+            work / "logs" / "runs.log",
+        )
         for folder in ["", *args.variant]:  # this tree, then each --variant
             tag, env["PYTHONPATH"] = f" [{folder.name}]" if folder else "", str(folder or r.ROOT)
 
@@ -51,24 +59,51 @@ def main() -> None:
                     runs.setdefault(name + tag, []).append(measured)
 
             def mdl(verb: str, kind: str) -> list[str]:
-                return r.mdl(verb, "m", "--catalog", str(work / f"{kind}.toml"), "--dest", str(work / kind), "-q")
+                return r.mdl(
+                    verb,
+                    "m",
+                    "--catalog",
+                    str(work / f"{kind}.toml"),
+                    "--dest",
+                    str(work / kind),
+                    "-q",
+                )
 
-            for rep, kind in [(-1, "signed"), (-1, "unsigned"), *r.rotations(["signed", "unsigned"], args.reps)]:
+            for rep, kind in [
+                (-1, "signed"),
+                (-1, "unsigned"),
+                *r.rotations(["signed", "unsigned"], args.reps),
+            ]:
                 shutil.rmtree(work / kind, ignore_errors=True)
                 timed(f"pull {kind}", *mdl("pull", kind))
                 timed(f"re-pull {kind}", *mdl("pull", kind))
                 timed(f"verify {kind}", *mdl("verify", kind))
                 if kind == "unsigned":
                     folder_m = work / "unsigned" / "m"
-                    (folder_m / "model.sig").write_bytes(signature)  # as the unsigned pull has it (it fetched it too)
-                    timed("model_signing verify key", r.PY, "-m", "model_signing", "verify", "key", str(folder_m),
-                          "--public_key", str(work / "keys" / "signer.pub"), "--signature", str(folder_m / "model.sig"))
+                    # as the unsigned pull has it (it fetched it too)
+                    (folder_m / "model.sig").write_bytes(signature)
+                    timed(
+                        "model_signing verify key",
+                        r.PY,
+                        "-m",
+                        "model_signing",
+                        "verify",
+                        "key",
+                        str(folder_m),
+                        "--public_key",
+                        str(work / "keys" / "signer.pub"),
+                        "--signature",
+                        str(folder_m / "model.sig"),
+                    )
     print(f"\n{args.mib} MiB in 3 files, {args.reps} rounds; ratio: CPU over the unsigned pull's")
     print(r.side_by_side(runs, baseline="pull unsigned", attr="cpu"))
     cpu = {name: r.median(ms, "cpu") for name, ms in runs.items()}
     today = cpu["pull unsigned"] + cpu["model_signing verify key"]
-    print(f"signed / unsigned pull CPU: {cpu['pull signed'] / cpu['pull unsigned']:.3f}× (target ≤ 1.1×); "
-          f"signed pull / (unsigned pull + model_signing verify): {cpu['pull signed'] / today:.3f}×")
+    print(
+        f"signed / unsigned pull CPU: {cpu['pull signed'] / cpu['pull unsigned']:.3f}× (target ≤"
+        " 1.1×); signed pull / (unsigned pull + model_signing verify):"
+        f" {cpu['pull signed'] / today:.3f}×"
+    )
     r.save_json(args, runs=runs)
 
 

@@ -1,4 +1,6 @@
-"""The one exception tree: every expected failure carries its exit code, a short message and a hint."""
+"""The one exception tree: every expected failure carries its exit code, a short message and a
+hint.
+"""
 
 from __future__ import annotations
 
@@ -30,13 +32,16 @@ class MdlError(Exception):
     kind: ClassVar[str] = "internal"
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        # Messages quote servers, archives and file names: a control character never reaches a caller unescaped.
+        # Messages quote servers, archives and file names: a control character never reaches a
+        # caller unescaped.
         self.message, self.hint = printable(message, multiline=True), hint
         super().__init__(self.message)
-        # For the log: the HTTP status and the server's own error text (sanitised) when a server refused.
+        # For the log: the HTTP status and the server's own error text (sanitised) when a server
+        # refused.
         self.status: int | None = None
         self.server_text: str | None = None
-        self.fetched = 0  # bytes a download wrote before it failed (its log line says so; they are kept for resume)
+        # bytes a download wrote before it failed (its log line says so; they are kept for resume)
+        self.fetched = 0
 
     def __init_subclass__(cls, *, kind: str | None = None, code: ExitCode | None = None) -> None:
         super().__init_subclass__()
@@ -49,9 +54,13 @@ class UsageError(MdlError, kind="usage", code=ExitCode.USAGE):
 
 
 class CatalogError(UsageError, kind="catalog"):
-    """The catalog file is missing, unreadable or invalid; ``problems`` holds each problem found, one line each."""
+    """The catalog file is missing, unreadable or invalid; ``problems`` holds each problem found,
+    one line each.
+    """
 
-    def __init__(self, message: str, *, hint: str | None = None, problems: Sequence[str] = ()) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, problems: Sequence[str] = ()
+    ) -> None:
         super().__init__(message, hint=hint)
         self.problems = tuple(printable(problem) for problem in problems) or (self.message,)
 
@@ -81,15 +90,21 @@ class NetworkError(MdlError, kind="network", code=ExitCode.NETWORK):
 
 
 class HubReplyError(NetworkError, kind="hub_reply"):
-    """A Hub (or mirror) reply that is not what the API promises: HTML, bad JSON, wrong types, a bad commit id."""
+    """A Hub (or mirror) reply that is not what the API promises: HTML, bad JSON, wrong types, a
+    bad commit id.
+    """
 
 
 class WebPageError(NetworkError, kind="web_page"):
-    """A web page (HTML) where a model file was asked: a login wall, or the Hub's page of the file."""
+    """A web page (HTML) where a model file was asked: a login wall, or the Hub's page of the
+    file.
+    """
 
 
 class TokenLeakError(MdlError, kind="token_leak", code=ExitCode.NETWORK):
-    """A request would have carried the Hub token to another origin; refused before anything was sent."""
+    """A request would have carried the Hub token to another origin; refused before anything was
+    sent.
+    """
 
 
 class IntegrityError(MdlError, kind="integrity", code=ExitCode.INTEGRITY):
@@ -109,11 +124,15 @@ class LockTimeoutError(LocalFSError, kind="lock_timeout"):
 
 
 class OutOfMemoryError(LocalFSError, kind="out_of_memory"):
-    """The process ran out of memory (a local resource, as a full disk): exit 7, never an internal error."""
+    """The process ran out of memory (a local resource, as a full disk): exit 7, never an
+    internal error.
+    """
 
 
 class InterruptedByUserError(MdlError, kind="interrupted", code=ExitCode.INTERRUPTED):
-    """Ctrl-C or SIGTERM; what was kept depends on the command (a pull's partial data, a publish's uploads)."""
+    """Ctrl-C or SIGTERM; what was kept depends on the command (a pull's partial data, a
+    publish's uploads).
+    """
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:
@@ -127,7 +146,9 @@ def causes(exc: BaseException) -> Iterator[BaseException]:
 
 
 def server_details(exc: BaseException) -> tuple[int | None, str | None]:
-    """The HTTP status and server text of ``exc`` or of an error it wraps (``raise … from``), if any."""
+    """The HTTP status and server text of ``exc`` or of an error it wraps (``raise … from``), if
+    any.
+    """
     for error in causes(exc):
         if isinstance(error, MdlError) and error.status is not None:
             return error.status, error.server_text
@@ -135,12 +156,25 @@ def server_details(exc: BaseException) -> tuple[int | None, str | None]:
 
 
 def worst_exit_code(codes: list[int]) -> int:
-    """The exit code for several failures: the lowest non-zero code above 1 wins (product contract)."""
+    """The exit code for several failures: the lowest non-zero code above 1 wins (product
+    contract).
+    """
     failing = [c for c in codes if c != ExitCode.OK]
-    return min((c for c in failing if c > ExitCode.INTERNAL), default=ExitCode.INTERNAL if failing else ExitCode.OK)
+    return min(
+        (c for c in failing if c > ExitCode.INTERNAL),
+        default=ExitCode.INTERNAL if failing else ExitCode.OK,
+    )
 
 
 def error_for_exit_code(code: int) -> type[MdlError]:
     """The error class for an exit code, to raise again a failure a report recorded per file."""
-    classes = (UsageError, AuthError, NotFoundError, NetworkError, IntegrityError, LocalFSError, InterruptedByUserError)
+    classes = (
+        UsageError,
+        AuthError,
+        NotFoundError,
+        NetworkError,
+        IntegrityError,
+        LocalFSError,
+        InterruptedByUserError,
+    )
     return next((c for c in classes if c.exit_code == code), MdlError)

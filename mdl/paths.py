@@ -1,4 +1,6 @@
-"""Validate untrusted names (relative paths from catalogs, Hub listings and URLs; hf:// URIs; digests) before use."""
+"""Validate untrusted names (relative paths from catalogs, Hub listings and URLs; hf:// URIs;
+digests) before use.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +17,16 @@ from urllib.parse import unquote, urlsplit
 from mdl.errors import UnsafePathError, UsageError
 from mdl.redact import printable
 
-# A digest as mdl writes it, lowercase hex; use fullmatch (Python's '$' also matches before a final newline).
+# A digest as mdl writes it, lowercase hex; use fullmatch (Python's '$' also matches before a final
+# newline).
 SHA256_HEX = re.compile("[0-9a-f]{64}")
 GIT_OID_HEX = re.compile("[0-9a-f]{40}")  # a commit, or a git blob's id
-# "C:x" is relative to drive C's current folder and "C:/x" is absolute on Windows: either escapes the folder.
+# "C:x" is relative to drive C's current folder and "C:/x" is absolute on Windows: either escapes
+# the folder.
 DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _MAX_SHOWN = 120
-SHOWN_PATH_CHARS = 160  # a path in an error is cut to about this: its start and its end say where it is
+# a path in an error is cut to about this: its start and its end say where it is
+SHOWN_PATH_CHARS = 160
 
 
 def shown(value: str) -> str:  # repr escapes control characters; shortened, an error stays one line
@@ -36,14 +41,19 @@ def shown_path(path: str | os.PathLike[str]) -> str:
 
 
 def _unsafe(value: str, *, where: str, reason: str) -> UnsafePathError:
-    return UnsafePathError(f"{where}: must be a relative path inside the folder, got {shown(value)} ({reason})")
+    return UnsafePathError(
+        f"{where}: must be a relative path inside the folder, got {shown(value)} ({reason})"
+    )
 
 
 NAME_MAX = 255  # bytes of one encoded path component, on Linux and macOS
 _ROOM = f"(NAME_MAX {NAME_MAX} less room for mdl's temporary name)"
-# Characters that reorder or hide what follows (Trojan Source, CVE-2021-42574): "x\u202etxt.exe" shows as "xexe.txt".
-# Overrides, embeddings and isolates, and the invisible direction marks (LRM, RLM, ALM) hubreplies refuses too.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+# Characters that reorder or hide what follows (Trojan Source, CVE-2021-42574): "x\u202etxt.exe"
+# shows as "xexe.txt". Overrides, embeddings and isolates, and the invisible direction marks (LRM,
+# RLM, ALM) hubreplies refuses too.
+_BIDI_CONTROLS = frozenset(
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+)
 
 
 def temp_name(name: str) -> str:
@@ -52,17 +62,21 @@ def temp_name(name: str) -> str:
 
 
 TEMP_NAME_OVERHEAD = len(temp_name(""))  # a dot before the name and ".<16 hex>.mdl-tmp" after it
-MAX_COMPONENT_BYTES = NAME_MAX - TEMP_NAME_OVERHEAD  # a name must leave room for mdl's temporary one
+# a name must leave room for mdl's temporary one
+MAX_COMPONENT_BYTES = NAME_MAX - TEMP_NAME_OVERHEAD
 
 
-STATE_FOLDER = ".mdl"  # mdl's own state under a destination: records, locks, partials, get.json, unpack's records
-STAGING_PREFIX = ".mdl-unpack-"  # unpack's staging folder beside the destination: DEST/.mdl-unpack-<token>/
+# mdl's own state under a destination: records, locks, partials, get.json, unpack's records
+STATE_FOLDER = ".mdl"
+# unpack's staging folder beside the destination: DEST/.mdl-unpack-<token>/
+STAGING_PREFIX = ".mdl-unpack-"
 RESERVED_WHY = "it is a name mdl reserves for its own state (.mdl, .mdl-unpack-*)"
 
 
 def reserved_by_mdl(part: str) -> bool:
-    """Whether one path component is, once case-folded and normalised as any filesystem might, a name mdl keeps for
-    its own state beside a destination: ``.mdl`` or unpack's staging ``.mdl-unpack-*``."""
+    """Whether one path component is, once case-folded and normalised as any filesystem might, a
+    name mdl keeps for its own state beside a destination: ``.mdl`` or unpack's staging
+    ``.mdl-unpack-*``."""
     folded = part
     for _ in range(2):  # NFKC then case-fold, twice: each can undo what the other made stable
         folded = unicodedata.normalize("NFKC", folded).casefold()
@@ -70,23 +84,30 @@ def reserved_by_mdl(part: str) -> bool:
 
 
 def path_problem(name: str) -> str | None:
-    """The one rule for names mdl did not choose (relative ``/`` paths): why ``name`` is unsafe to write, or None."""
+    """The one rule for names mdl did not choose (relative ``/`` paths): why ``name`` is unsafe
+    to write, or None.
+    """
     if not name:
         return "it is empty"
     for ch in name:
         category = unicodedata.category(ch)
-        if category == "Cs":  # JSON can carry a lone surrogate ("\\ud800"); no file system can store it
+        # JSON can carry a lone surrogate ("\\ud800"); no file system can store it
+        if category == "Cs":
             return "it is not valid Unicode (a lone surrogate)"
-        if category == "Cc":  # C0, DEL and C1: NUL truncates paths in C APIs, the rest garble terminals and logs
+        # C0, DEL and C1: NUL truncates paths in C APIs, the rest garble terminals and logs
+        if category == "Cc":
             return "it contains a control character"
         if category in ("Zl", "Zp"):  # U+2028/U+2029 break a log line or a listing in two
             return "it contains a line or paragraph separator"
         if ch in _BIDI_CONTROLS:
             return f"it contains a direction-changing character (U+{ord(ch):04X})"
     parts = name.split("/")
-    size = next((n for n in (len(part.encode("utf-8")) for part in parts) if n > MAX_COMPONENT_BYTES), 0)
+    size = next(
+        (n for n in (len(part.encode("utf-8")) for part in parts) if n > MAX_COMPONENT_BYTES), 0
+    )
     refused = (
-        ("\\" in name, "it contains a backslash; use '/'"),  # a separator on Windows: 'a\\..\\..\\x' climbs out there
+        # a separator on Windows: 'a\\..\\..\\x' climbs out there
+        ("\\" in name, "it contains a backslash; use '/'"),
         (name.startswith("/"), "it is absolute"),
         (DRIVE_RE.match(name) is not None, "it starts with a drive letter"),
         (".." in parts, "it climbs out with '..'"),
@@ -97,17 +118,24 @@ def path_problem(name: str) -> str | None:
 
 
 def path_clash(names: Iterable[str]) -> tuple[str, str] | None:
-    """Two names that cannot both be files ('a' and 'a/b'), else None; case is not folded, as the Hub does not."""
+    """Two names that cannot both be files ('a' and 'a/b'), else None; case is not folded, as the
+    Hub does not.
+    """
     files = set(names)
     pairs = (
-        ("/".join(name.split("/")[:depth]), name) for name in sorted(files) for depth in range(1, name.count("/") + 1)
+        ("/".join(name.split("/")[:depth]), name)
+        for name in sorted(files)
+        for depth in range(1, name.count("/") + 1)
     )
     return next((pair for pair in pairs if pair[0] in files), None)
 
 
 def safe_relative_path(value: str, *, where: str) -> str:
-    """Return ``value`` as a normalised relative POSIX path, or raise UnsafePathError naming ``where``."""
-    normalised = re.sub(r"\A(?:\./)+", "", value)  # a leading "./" is harmless; nothing else odd is guessed at
+    """Return ``value`` as a normalised relative POSIX path, or raise UnsafePathError naming
+    ``where``.
+    """
+    # a leading "./" is harmless; nothing else odd is guessed at
+    normalised = re.sub(r"\A(?:\./)+", "", value)
     if value and not normalised:
         raise _unsafe(value, where=where, reason="it names no file")  # "./" alone
     if (problem := path_problem(normalised)) is not None:
@@ -115,8 +143,9 @@ def safe_relative_path(value: str, *, where: str) -> str:
     return normalised
 
 
-# Device names Windows opens instead of a file, in any case and with any extension ("nul.txt" is NUL too);
-# the superscript digits count as well (learn.microsoft.com: "Naming Files, Paths, and Namespaces").
+# Device names Windows opens instead of a file, in any case and with any extension ("nul.txt" is NUL
+# too); the superscript digits count as well (learn.microsoft.com: "Naming Files, Paths, and
+# Namespaces").
 RESERVED_NAMES = frozenset(
     {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
     | {f"{dev}{n}" for dev in ("COM", "LPT") for n in (*"123456789", "¹", "²", "³")}
@@ -124,21 +153,31 @@ RESERVED_NAMES = frozenset(
 
 
 def safe_file_name(value: str, *, where: str) -> str:
-    """``value`` if it is one plain file name, safe to create in any folder, else UnsafePathError."""
+    """``value`` if it is one plain file name, safe to create in any folder, else
+    UnsafePathError.
+    """
     categories = {unicodedata.category(ch) for ch in value}
     refused = (
         (not value, "it is empty"),
         (bool(categories & {"Cc", "Zl", "Zp"}), "it contains a control character"),
-        ("Cf" in categories, "it contains an invisible formatting character"),  # "x\u202etxt.exe" shows as "xexe.txt"
-        ("Cs" in categories, "it is not valid Unicode"),  # JSON can carry a lone surrogate; no file system stores it
+        # "x\u202etxt.exe" shows as "xexe.txt"
+        ("Cf" in categories, "it contains an invisible formatting character"),
+        # JSON can carry a lone surrogate; no file system stores it
+        ("Cs" in categories, "it is not valid Unicode"),
         ("/" in value or "\\" in value, "it contains a path separator"),
         (value == ".", "it names no file"),
         (".." in value, "it contains '..'"),  # 'a..b' too, rather than reasoned about
-        (":" in value, "it contains ':' (a drive letter or a stream name)"),  # 'C:x', or an NTFS stream 'a:b'
-        (value.endswith((".", " ")), "it ends with a dot or a space"),  # Windows drops them: 'a.bin.' is 'a.bin'
-        (value.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES, "it is a reserved device name on Windows"),
-        # mdl's own state beside a destination (get -d DIR keeps DIR/.mdl/, unpack stages in DIR/.mdl-unpack-*):
-        # what is there is mdl's only by provenance (engine rule 14), so no listing, job or archive may name it
+        # 'C:x', or an NTFS stream 'a:b'
+        (":" in value, "it contains ':' (a drive letter or a stream name)"),
+        # Windows drops them: 'a.bin.' is 'a.bin'
+        (value.endswith((".", " ")), "it ends with a dot or a space"),
+        (
+            value.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES,
+            "it is a reserved device name on Windows",
+        ),
+        # mdl's own state beside a destination (get -d DIR keeps DIR/.mdl/, unpack stages in
+        # DIR/.mdl-unpack-*): what is there is mdl's only by provenance (engine rule 14), so no
+        # listing, job or archive may name it
         (reserved_by_mdl(value), RESERVED_WHY),
     )
     # Then the rule every command shares (length with room for the temp name, ...).
@@ -149,13 +188,21 @@ def safe_file_name(value: str, *, where: str) -> str:
 
 
 def url_basename(url: str, *, where: str) -> str:
-    """The URL's last path segment, percent-decoded and validated as a file name, or UnsafePathError."""
+    """The URL's last path segment, percent-decoded and validated as a file name, or
+    UnsafePathError.
+    """
     parts = urlsplit(url)
     # Never echo the query (a signature, a token) nor the userinfo.
-    visible = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}" if parts.scheme else parts.path
+    visible = (
+        f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
+        if parts.scheme
+        else parts.path
+    )
     segment = parts.path.rsplit("/", 1)[-1]
     if not segment:
-        raise UnsafePathError(f"{where}: cannot take a file name from {shown(visible)}: the URL path ends without one")
+        raise UnsafePathError(
+            f"{where}: cannot take a file name from {shown(visible)}: the URL path ends without one"
+        )
     name = unquote(segment)
     if "/" in name:
         # '%2F' would turn one segment into nested folders; a file name is asked for, so refuse.
@@ -163,19 +210,26 @@ def url_basename(url: str, *, where: str) -> str:
     return safe_relative_path(name, where=where)
 
 
-# What model files are named: pickles and tensor formats (pack stores them as they are), and archives of models.
+# What model files are named: pickles and tensor formats (pack stores them as they are), and
+# archives of models.
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".npz"})
-WEIGHT_SUFFIXES = frozenset({".safetensors", ".gguf", ".onnx", ".h5", ".msgpack", ".npy", ".tflite", ".pb"})
+WEIGHT_SUFFIXES = frozenset(
+    {".safetensors", ".gguf", ".onnx", ".h5", ".msgpack", ".npy", ".tflite", ".pb"}
+)
 MODEL_FILE_SUFFIXES = PICKLE_SUFFIXES | WEIGHT_SUFFIXES | {".zip"}
 
 
 def names_model_file(url: str) -> bool:
-    """Whether the URL's last path segment is named as a model file is (``x.gguf``, ``model.safetensors``)."""
+    """Whether the URL's last path segment is named as a model file is (``x.gguf``,
+    ``model.safetensors``).
+    """
     return is_model_file_name(unquote(urlsplit(url).path))
 
 
 def is_model_file_name(path: str) -> bool:
-    """Whether a file name (or the last segment of a save path, ``vae/ae.safetensors``) is a model file's."""
+    """Whether a file name (or the last segment of a save path, ``vae/ae.safetensors``) is a
+    model file's.
+    """
     name = path.rsplit("/", 1)[-1].lower()
     return "." in name and name[name.rindex(".") :] in MODEL_FILE_SUFFIXES
 
@@ -192,35 +246,39 @@ def is_http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
-# hf://[datasets/|spaces/|models/]owner/name[@revision][/path]; refs/pr/N and refs/convert/X may hold slashes.
+# hf://[datasets/|spaces/|models/]owner/name[@revision][/path]; refs/pr/N and refs/convert/X may
+# hold slashes.
 _HF_URI = re.compile(
     r"^hf://(?:(?P<type>datasets|spaces|models)/)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)"
     r"(?:@(?P<rev>refs/(?:pr|convert)/[\w.-]+|[^/]+))?(?:/(?P<path>.+))?$"
 )
 _REPO_TYPES = {"datasets": "dataset", "spaces": "space", "models": "model", None: "model"}
 
-# The accepted forms, in words. Never "hf://[datasets/|spaces/]…": the redaction at every sink takes a bracket
-# after "://" for a URL it cannot parse (or "x@y" for userinfo) and would print REDACTED instead of the help.
+# The accepted forms, in words. Never "hf://[datasets/|spaces/]…": the redaction at every sink takes
+# a bracket after "://" for a URL it cannot parse (or "x@y" for userinfo) and would print REDACTED
+# instead of the help.
 HF_URI_FORMS = (
     "hf://owner/name, hf://owner/name@revision or hf://owner/name/path "
     "(hf://datasets/owner/name/... and hf://spaces/owner/name/... for those)"
 )
 
 
-_DOT_SEGMENTS = frozenset({"", ".", ".."})  # what a URL path drops or folds (RFC 3986 §5.2.4), as // may be
+# what a URL path drops or folds (RFC 3986 §5.2.4), as // may be
+_DOT_SEGMENTS = frozenset({"", ".", ".."})
 
 
 def revision_problem(revision: str) -> str | None:
-    """Why a Hub revision cannot be asked for as itself, or None. It goes into URL paths (quoted whole); a segment
-    that is empty, '.' or '..' (split at '/' or '\\', as written or after any number of percent-decodings, in any
-    case: ``%2e%2E``) is folded away on the way by a client, a proxy or a mirror, and another revision is asked for
-    (the default branch): refused. No git ref has such a segment."""
+    """Why a Hub revision cannot be asked for as itself, or None. It goes into URL paths (quoted
+    whole); a segment that is empty, '.' or '..' (split at '/' or '\\', as written or after any
+    number of percent-decodings, in any case: ``%2e%2E``) is folded away on the way by a client, a
+    proxy or a mirror, and another revision is asked for (the default branch): refused. No git ref
+    has such a segment."""
     text = revision
     for _ in range(len(revision) + 1):  # each decoding shortens it, or changes nothing
         if any(seg in _DOT_SEGMENTS for seg in re.split(r"[/\\]", text)):
             return (
-                "cannot be asked for: a URL path drops a '.', '..' or empty segment (percent-encoded too), "
-                "and another revision would be fetched"
+                "cannot be asked for: a URL path drops a '.', '..' or empty segment"
+                " (percent-encoded too), and another revision would be fetched"
             )
         decoded = unquote(text)
         if decoded == text:
@@ -247,48 +305,69 @@ class HfUri:
 
 
 def parse_hf_uri(text: str) -> HfUri:
-    """``hf://…`` → HfUri; UsageError naming the accepted forms, or UnsafePathError for an unsafe path."""
+    """``hf://…`` → HfUri; UsageError naming the accepted forms, or UnsafePathError for an unsafe
+    path.
+    """
     match = _HF_URI.match(text.rstrip("/"))
     if match is None:
-        raise UsageError(f"{printable(text, limit=300)}: expected {HF_URI_FORMS}")  # one line, however it came
-    if match.group("repo").rsplit("/", 1)[1] in _DOT_SEGMENTS:  # hf://org/.. would ask for another repo
-        raise UsageError(f"{printable(text, limit=300)}: a repo name cannot be '.' or '..'; expected {HF_URI_FORMS}")
+        # one line, however it came
+        raise UsageError(f"{printable(text, limit=300)}: expected {HF_URI_FORMS}")
+    # hf://org/.. would ask for another repo
+    if match.group("repo").rsplit("/", 1)[1] in _DOT_SEGMENTS:
+        raise UsageError(
+            f"{printable(text, limit=300)}: a repo name cannot be '.' or '..'; expected"
+            f" {HF_URI_FORMS}"
+        )
     check_revision(match.group("rev"), where=printable(text, limit=300))
     path = match.group("path") and safe_relative_path(match.group("path"), where=text)
-    return HfUri(text, _REPO_TYPES[match.group("type")], match.group("repo"), match.group("rev"), path)
+    return HfUri(
+        text, _REPO_TYPES[match.group("type")], match.group("repo"), match.group("rev"), path
+    )
 
 
-_KINDS = {st.S_IFDIR: "a folder", st.S_IFIFO: "a FIFO", st.S_IFSOCK: "a socket"}  # by st_mode's file type
+# by st_mode's file type
+_KINDS = {st.S_IFDIR: "a folder", st.S_IFIFO: "a FIFO", st.S_IFSOCK: "a socket"}
 _KINDS |= dict.fromkeys((st.S_IFCHR, st.S_IFBLK), "a device")
 
 
 def kind_of(found: os.stat_result) -> str | None:
-    """What an ``lstat`` shows where a file should be ("a folder", "a FIFO", ...); None for a regular file or a
-    link (an entry of its own, replaced where a file goes, never followed)."""
+    """What an ``lstat`` shows where a file should be ("a folder", "a FIFO", ...); None for a
+    regular file or a link (an entry of its own, replaced where a file goes, never followed)."""
     kind = st.S_IFMT(found.st_mode)
     return None if kind in (st.S_IFREG, st.S_IFLNK) else _KINDS.get(kind, "not a regular file")
 
 
 def read_small_file(path: str | os.PathLike[str], *, limit: int) -> bytes:
-    """The bytes of a small file the user named (a signer's key or certificate, a catalog), never blocking and never
-    unbounded: opened with O_NONBLOCK and judged by ``fstat`` of that descriptor, so a FIFO is never waited on and
-    a device (``/dev/zero``) never read; OSError, its ``strerror`` saying why, when it is not a regular file or
-    holds more than ``limit`` bytes (checked by size first, then by what is read: it may grow meanwhile)."""
+    """The bytes of a small file the user named (a signer's key or certificate, a catalog), never
+    blocking and never unbounded: opened with O_NONBLOCK and judged by ``fstat`` of that descriptor,
+    so a FIFO is never waited on and a device (``/dev/zero``) never read; OSError, its ``strerror``
+    saying why, when it is not a regular file or holds more than ``limit`` bytes (checked by size
+    first, then by what is read: it may grow meanwhile)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         found = os.fstat(fd)
-        if not st.S_ISREG(found.st_mode):  # a folder's errno makes it an IsADirectoryError, as open() would
+        # a folder's errno makes it an IsADirectoryError, as open() would
+        if not st.S_ISREG(found.st_mode):
             why = f"it is {kind_of(found) or 'not a regular file'}, not a regular file"
-            raise OSError(errno.EISDIR if st.S_ISDIR(found.st_mode) else errno.EINVAL, why, os.fspath(path))
+            raise OSError(
+                errno.EISDIR if st.S_ISDIR(found.st_mode) else errno.EINVAL, why, os.fspath(path)
+            )
         data = bytearray()
         while found.st_size <= limit and len(data) <= limit:
-            # as much as fstat said, and one byte more (a file that grew); never a buffer of the whole limit at once
-            chunk = os.read(fd, min(limit + 1 - len(data), max(found.st_size + 1 - len(data), 1 << 16)))
+            # as much as fstat said, and one byte more (a file that grew); never a buffer of the
+            # whole limit at once
+            chunk = os.read(
+                fd, min(limit + 1 - len(data), max(found.st_size + 1 - len(data), 1 << 16))
+            )
             if not chunk:
                 break
             data += chunk
         if found.st_size > limit or len(data) > limit:
-            raise OSError(errno.EFBIG, f"more than the {_size_limit(limit)} such a file may have", os.fspath(path))
+            raise OSError(
+                errno.EFBIG,
+                f"more than the {_size_limit(limit)} such a file may have",
+                os.fspath(path),
+            )
         return bytes(data)
     finally:
         os.close(fd)

@@ -1,4 +1,6 @@
-"""Progress: what the core reports, each call one :class:`Event` handed to one sink, a display's ``emit`` (one form)."""
+"""Progress: what the core reports, each call one :class:`Event` handed to one sink, a display's
+``emit`` (one form).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +8,14 @@ from typing import Any, Literal, NamedTuple
 
 
 class Event(NamedTuple):
-    """One report from a long operation, immutable; which fields it fills depends on ``kind`` (a tuple: built for
-    every 64 KiB chunk, it costs a third of a frozen dataclass)."""
+    """One report from a long operation, immutable; which fields it fills depends on ``kind`` (a
+    tuple: built for every 64 KiB chunk, it costs a third of a frozen dataclass)."""
 
     kind: Literal["begin", "start", "waiting", "advance", "finish", "note"]
     key: str = ""  # the item (a file): start, waiting, advance, finish
     label: str = ""  # start: what people read
-    total: int | None = None  # begin: the batch's bytes still to move; start: the item's size (None: unknown)
+    # begin: the batch's bytes still to move; start: the item's size (None: unknown)
+    total: int | None = None
     files: int = 0  # begin
     completed: int = 0  # start: bytes already present (a resume)
     nbytes: int = 0  # advance: more bytes (negative: bytes thrown away)
@@ -23,8 +26,9 @@ class Event(NamedTuple):
 
 
 class Progress:
-    """The sink the core reports to: ``emit`` takes each event (discarded here: NullProgress; a display overrides it,
-    thread-safe, as streams emit at once); the other methods are shorthands that each build one event."""
+    """The sink the core reports to: ``emit`` takes each event (discarded here: NullProgress; a
+    display overrides it, thread-safe, as streams emit at once); the other methods are shorthands
+    that each build one event."""
 
     def emit(self, event: Event) -> None:
         """Show (or pass on) one event."""
@@ -43,7 +47,9 @@ class Progress:
         model: str | None = None,
         path: str | None = None,
     ) -> None:
-        """Item ``key`` starts with ``completed`` bytes present (a resume); starting it again (a retry) replaces it."""
+        """Item ``key`` starts with ``completed`` bytes present (a resume); starting it again (a
+        retry) replaces it.
+        """
         self.emit(Event("start", key, label, total, completed=completed, model=model, path=path))
 
     def waiting(self, key: str, message: str) -> None:
@@ -55,7 +61,9 @@ class Progress:
         self.emit(Event("advance", key, nbytes=nbytes))
 
     def finish(self, key: str, *, ok: bool, message: str = "") -> None:
-        """Item ``key`` is done, or failed with ``message`` (the final report names failures, not the display)."""
+        """Item ``key`` is done, or failed with ``message`` (the final report names failures, not
+        the display).
+        """
         self.emit(Event("finish", key, ok=ok, message=message))
 
     def note(self, message: str) -> None:
@@ -67,8 +75,9 @@ NullProgress = Progress
 
 
 class ArchiveProgress(Progress):
-    """Pack's and unpack's progress: each call passed on to ``inner`` (any object with Progress's methods, as the API
-    takes), a start naming the archive (None: a pipe) unless it names a model."""
+    """Pack's and unpack's progress: each call passed on to ``inner`` (any object with Progress's
+    methods, as the API takes), a start naming the archive (None: a pipe) unless it names a model.
+    """
 
     def __init__(self, inner: Progress, archive: str | None) -> None:
         self.inner, self.archive = inner, archive

@@ -1,7 +1,8 @@
-"""Keep secrets and control characters out of every sink (stderr, stdout JSON, the log file, records): registered
-secrets as tokens in any encoding and however a server reflows them, Hub tokens, bearer and ``Authorization``
-values, URL userinfo, signed URLs' queries and secret path parameters. Data a command exists to print (names, paths,
-sizes, hashes: see ``TEXT_KEYS``) is never rewritten by a run's secrets: only its URLs lose their credentials."""
+"""Keep secrets and control characters out of every sink (stderr, stdout JSON, the log file,
+records): registered secrets as tokens in any encoding and however a server reflows them, Hub
+tokens, bearer and ``Authorization`` values, URL userinfo, signed URLs' queries and secret path
+parameters. Data a command exists to print (names, paths, sizes, hashes: see ``TEXT_KEYS``) is never
+rewritten by a run's secrets: only its URLs lose their credentials."""
 
 from __future__ import annotations
 
@@ -21,54 +22,65 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, ur
 
 REDACTED = "REDACTED"
 
-# A query parameter whose name holds one of these (any case) makes the URL a bearer credential: presigned URLs of
-# every cloud, JWTs, API keys. Matching parts of names catches a new cloud's ``X-Foo-Signature`` too.
-_SECRET_PARAM_PART = re.compile("sig|token|credential|auth|key|jwt|secret|policy|session|sessid|pass|hdnts|hmac")
-_SECRET_PARAM_NAMES = frozenset({"sid", "ssid"})  # whole names only: as parts they are in ordinary words
+# A query parameter whose name holds one of these (any case) makes the URL a bearer credential:
+# presigned URLs of every cloud, JWTs, API keys. Matching parts of names catches a new cloud's
+# ``X-Foo-Signature`` too.
+_SECRET_PARAM_PART = re.compile(
+    "sig|token|credential|auth|key|jwt|secret|policy|session|sessid|pass|hdnts|hmac"
+)
+# whole names only: as parts they are in ordinary words
+_SECRET_PARAM_NAMES = frozenset({"sid", "ssid"})
 _SECRET_PARAM_PREFIXES = ("x-amz-", "x-goog-", "x-oss-", "x-cos-", "x-obs-", "q-")
 _LOWER_HEX = re.compile("%[0-9A-F]{2}")
 _UNRESERVED = re.compile("[A-Za-z0-9._~-]+")  # RFC 3986 unreserved: no encoding changes them
-# Parameters whose name makes a query secret but whose value is public: when it was signed, how, for how long,
-# which headers. Registering "host" or "3600" would redact those words everywhere.
+# Parameters whose name makes a query secret but whose value is public: when it was signed, how, for
+# how long, which headers. Registering "host" or "3600" would redact those words everywhere.
 _PUBLIC_PARAM = re.compile(
     r"(algorithm|date|expires|signedheaders|signature-version|sign-time|key-time|header-list|url-param-list"
     r"|additional-headers)\Z"
 )
-# Shorter values are never used to rewrite text: they cannot be told from words (they are still never sent where
-# they do not belong: that is the HTTP client's rule, not this module's).
+# Shorter values are never used to rewrite text: they cannot be told from words (they are still
+# never sent where they do not belong: that is the HTTP client's rule, not this module's).
 MIN_SECRET_LENGTH = 8
 
 _URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
-# A Hub token is "hf_" and at least 16 letters or digits (real ones have 34): "hf_hub" or "hf_xet" stay.
+# A Hub token is "hf_" and at least 16 letters or digits (real ones have 34): "hf_hub" or "hf_xet"
+# stay.
 _HUB_TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{16,}")
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}")
-# "Authorization: <value>", "Authorization=<value>", {"Authorization": "<value>"}: the value is the first word, or
-# a scheme and its credentials ("Basic dXNlcjpwYXNz"). Not after "headers." (a catalog key path names the
-# header, and the message goes on in words), and never a value already REDACTED (applying twice changes nothing).
+# "Authorization: <value>", "Authorization=<value>", {"Authorization": "<value>"}: the value is the
+# first word, or a scheme and its credentials ("Basic dXNlcjpwYXNz"). Not after "headers." (a
+# catalog key path names the header, and the message goes on in words), and never a value already
+# REDACTED (applying twice changes nothing).
 _AUTHORIZATION_RE = re.compile(
     r"(?i)((?<!headers\.)authorization[\"']?\s*[:=]\s*[\"']?)"
     r"(?!REDACTED)(?:(?:bearer|basic|token|digest|negotiate|bot|apikey|aws4-hmac-sha256)\s+)?[^\s\"',}&]+"
 )
-# A path parameter (RFC 3986 3.3: "/a;jsessionid=…/b"): a secret name's value is a secret, as in a query.
+# A path parameter (RFC 3986 3.3: "/a;jsessionid=…/b"): a secret name's value is a secret, as in a
+# query.
 _PATH_PARAM = re.compile(r";([^;/=?#]*)=([^;/?#]*)")
 
-# Format characters (Unicode category Cf): the soft hyphen, zero-width space and joiners, bidi marks and overrides,
-# the BOM, invisible tag characters. A terminal shows nothing of them; a server may put them inside a secret.
+# Format characters (Unicode category Cf): the soft hyphen, zero-width space and joiners, bidi marks
+# and overrides, the BOM, invisible tag characters. A terminal shows nothing of them; a server may
+# put them inside a secret.
 _FORMAT = (
     "\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff"
     "\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
     "\U000e0001\U000e0020-\U000e007f"
 )
-# C0/C1 controls, line separators and format characters: anything that could move the cursor, retitle a terminal,
-# forge a log line or hide text. Tab and newline only in multi-line text.
+# C0/C1 controls, line separators and format characters: anything that could move the cursor,
+# retitle a terminal, forge a log line or hide text. Tab and newline only in multi-line text.
 _UNPRINTABLE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029{_FORMAT}]")
-# What a secret is matched across: line breaks, header folding, the spaces of a wrapped page, format characters.
+# What a secret is matched across: line breaks, header folding, the spaces of a wrapped page, format
+# characters.
 _IGNORABLE = re.compile(f"([\\s{_FORMAT}]+)")
 _FORMATS = re.compile(f"[{_FORMAT}]+")
-_HEX = re.compile("[0-9a-fA-F]+")  # a hex value matches in any case (a signature a server upper-cases)
+# a hex value matches in any case (a signature a server upper-cases)
+_HEX = re.compile("[0-9a-fA-F]+")
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _GRAM = 4
-_STEP = MIN_SECRET_LENGTH - _GRAM + 1  # probing every _STEP characters, some probe falls wholly inside any secret
+# probing every _STEP characters, some probe falls wholly inside any secret
+_STEP = MIN_SECRET_LENGTH - _GRAM + 1
 
 
 def _fold(text: str) -> str:
@@ -83,14 +95,16 @@ def _squeeze(text: str) -> str:
 
 
 class Secrets:
-    """The secret values of one run (tokens, passwords, header values, signatures) and their encoded forms: built
-    where a command or API call begins, told what the run learns (:meth:`add`, :meth:`add_url`), handed to every
-    sink (``secrets=`` of :func:`safe_text` and :func:`safe_doc`). Values only grow; readers take no lock. Indexed
-    for one linear scan of a text: by each form's first MIN_SECRET_LENGTH characters (folded), and those by each
-    _GRAM-long piece a probe may see."""
+    """The secret values of one run (tokens, passwords, header values, signatures) and their encoded
+    forms: built where a command or API call begins, told what the run learns (:meth:`add`,
+    :meth:`add_url`), handed to every sink (``secrets=`` of :func:`safe_text` and :func:`safe_doc`).
+    Values only grow; readers take no lock. Indexed for one linear scan of a text: by each form's
+    first MIN_SECRET_LENGTH characters (folded), and those by each _GRAM-long piece a probe may see.
+    """
 
     def __init__(self, values: Iterable[str | None] = ()) -> None:
-        self.heads: dict[str, dict[int, tuple[set[str], set[str]]]] = {}  # head -> length -> (exact, folded forms)
+        # head -> length -> (exact, folded forms)
+        self.heads: dict[str, dict[int, tuple[set[str], set[str]]]] = {}
         self.grams: dict[str, frozenset[int]] = {}  # a piece of a head -> where in the head it sits
         self.longest = 0
         self._forms: set[str] = set()
@@ -99,8 +113,9 @@ class Secrets:
             self.add(value)
 
     def add(self, value: str | None) -> None:
-        """Register ``value`` (a token, a header value, a signature) so that no sink shows it, in any encoding; a
-        header value ``<scheme> <credentials>`` registers its credentials alone too (a server may echo them so)."""
+        """Register ``value`` (a token, a header value, a signature) so that no sink shows it, in
+        any encoding; a header value ``<scheme> <credentials>`` registers its credentials alone too
+        (a server may echo them so)."""
         if not value or len(value) < MIN_SECRET_LENGTH:
             return
         forms = _forms_of(value)
@@ -110,8 +125,9 @@ class Secrets:
                     self._forms.add(form)
 
     def add_url(self, url: str) -> None:
-        """Register a URL's userinfo (and its Basic credentials) and secret query and path parameter values when read
-        (S3's ``SignatureDoesNotMatch`` echoes them, a server's page may quote its ``;jsessionid=``)."""
+        """Register a URL's userinfo (and its Basic credentials) and secret query and path parameter
+        values when read (S3's ``SignatureDoesNotMatch`` echoes them, a server's page may quote its
+        ``;jsessionid=``)."""
         try:
             parts = urlsplit(url)
         except ValueError:
@@ -122,9 +138,16 @@ class Secrets:
             for value in (userinfo, password if colon else user):
                 self.add(value)
                 self.add(unquote(value))
-            # and as an HTTP client sends it (RFC 7617: Basic base64(user:password)), which a server may quote alone
-            self.add(base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii"))
-        pieces = [piece.split("=", 1) for piece in f"{parts.query}&{parts.fragment}".split("&") if "=" in piece]
+            # and as an HTTP client sends it (RFC 7617: Basic base64(user:password)), which a server
+            # may quote alone
+            self.add(
+                base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+            )
+        pieces = [
+            piece.split("=", 1)
+            for piece in f"{parts.query}&{parts.fragment}".split("&")
+            if "=" in piece
+        ]
         for raw_name, raw_value in [*_PATH_PARAM.findall(parts.path), *pieces]:
             if not _secret_name(raw_name):
                 continue
@@ -140,14 +163,17 @@ class Secrets:
         return tuple(sorted(self._forms, key=len, reverse=True))
 
     def __call__(self, request: Any) -> None:
-        """An HTTP client's request hook: every URL the run asks for (each hop of a redirect) registered before it is
-        sent, and the run's secrets carried by the request for what reads its answer (:meth:`of`)."""
+        """An HTTP client's request hook: every URL the run asks for (each hop of a redirect)
+        registered before it is sent, and the run's secrets carried by the request for what reads
+        its answer (:meth:`of`)."""
         self.add_url(str(request.url))
         request.extensions[_EXTENSION] = self
 
     @staticmethod
     def of(response: Any) -> Secrets | None:
-        """The secrets of the run whose client asked for ``response`` (None: a client without them)."""
+        """The secrets of the run whose client asked for ``response`` (None: a client without
+        them).
+        """
         try:
             found = response.request.extensions.get(_EXTENSION)
         except RuntimeError:  # a response built without its request
@@ -177,8 +203,11 @@ _EXTENSION = "mdl.secrets"
 
 @functools.lru_cache(maxsize=1024)
 def encoded_forms(value: str) -> frozenset[str]:
-    """``value`` as a server may quote it: raw, printable, percent-encoded, JSON- and HTML-escaped."""
-    if _UNRESERVED.fullmatch(value):  # a hex signature, a base64url token: every encoding leaves it as it is
+    """``value`` as a server may quote it: raw, printable, percent-encoded, JSON- and
+    HTML-escaped.
+    """
+    # a hex signature, a base64url token: every encoding leaves it as it is
+    if _UNRESERVED.fullmatch(value):
         return frozenset((value,))
     forms = {value, printable(value)}
     for safe in ("", "/"):
@@ -192,7 +221,9 @@ def encoded_forms(value: str) -> frozenset[str]:
 
 
 def _forms_of(value: str) -> frozenset[str]:
-    """The encoded forms of ``value``, and of its credentials alone when it is ``<scheme> <credentials>``."""
+    """The encoded forms of ``value``, and of its credentials alone when it is ``<scheme>
+    <credentials>``.
+    """
     forms = encoded_forms(value)
     scheme, _, credentials = value.partition(" ")
     if credentials and scheme.isalpha() and " " not in credentials.strip():
@@ -220,21 +251,24 @@ def is_signed_url(url: str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """The URL without credentials: userinfo dropped, a secret path parameter's value and the whole query of a signed
-    URL replaced."""
+    """The URL without credentials: userinfo dropped, a secret path parameter's value and the whole
+    query of a signed URL replaced."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return REDACTED
     path = _PATH_PARAM.sub(
-        lambda m: f";{m.group(1)}={REDACTED}" if _secret_name(m.group(1)) else m.group(0), parts.path
+        lambda m: f";{m.group(1)}={REDACTED}" if _secret_name(m.group(1)) else m.group(0),
+        parts.path,
     )
     query = REDACTED if parts.query and is_signed_url(url) else parts.query
     return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], path, query, parts.fragment))
 
 
 def _secret_name(raw: str) -> bool:
-    """Whether a (still encoded) parameter name carries a credential and is not one of the public ones."""
+    """Whether a (still encoded) parameter name carries a credential and is not one of the public
+    ones.
+    """
     name = unquote_plus(raw).lower()
     return is_secret_param(name) and not _PUBLIC_PARAM.search(name)
 
@@ -244,7 +278,8 @@ def _redact_urls(text: str) -> str:
 
 
 def _redact_found_url(url: str) -> str:
-    # Nothing to take out (no userinfo, path parameter or query) and nothing urlsplit refuses: as it is, cheaply.
+    # Nothing to take out (no userinfo, path parameter or query) and nothing urlsplit refuses: as it
+    # is, cheaply.
     return url if url.isascii() and not any(mark in url for mark in "@;?[") else redact_url(url)
 
 
@@ -253,7 +288,8 @@ def _where(text: str) -> Callable[[int], int]:
     parts = _IGNORABLE.split(text)
     if len(parts) == 1:
         return lambda at: at
-    starts = [0, *list(accumulate(map(len, parts)))[1::2]]  # where each kept piece starts in ``text``
+    # where each kept piece starts in ``text``
+    starts = [0, *list(accumulate(map(len, parts)))[1::2]]
     offsets = list(accumulate(map(len, parts[0::2]), initial=0))  # ... and in the squeezed text
 
     def where(at: int) -> int:
@@ -263,13 +299,15 @@ def _where(text: str) -> Callable[[int], int]:
     return where
 
 
-_PROBES = re.compile(f"(?s)(.{{{_GRAM}}}).{{0,{_STEP - _GRAM}}}")  # the _GRAM characters at every _STEP-th index
+# the _GRAM characters at every _STEP-th index
+_PROBES = re.compile(f"(?s)(.{{{_GRAM}}}).{{0,{_STEP - _GRAM}}}")
 
 
 def _spans(text: str, secrets: Secrets | None) -> list[tuple[int, int]]:
-    """Where registered secrets stand as tokens in ``text`` (across line breaks, folding, wrapping spaces and format
-    characters; hex ones in any case): spans of ``text``, merged, in order. Linear in ``text``: the pieces every
-    _STEP characters are looked up at once, and only the places a piece of a secret is found are checked."""
+    """Where registered secrets stand as tokens in ``text`` (across line breaks, folding, wrapping
+    spaces and format characters; hex ones in any case): spans of ``text``, merged, in order. Linear
+    in ``text``: the pieces every _STEP characters are looked up at once, and only the places a
+    piece of a secret is found are checked."""
     if secrets is None or not secrets.heads or len(text) < MIN_SECRET_LENGTH:
         return []
     squeezed = _squeeze(text)
@@ -282,7 +320,9 @@ def _spans(text: str, secrets: Secrets | None) -> list[tuple[int, int]]:
     for at in [k * _STEP for k, piece in enumerate(probes) if piece in chosen]:
         for offset in secrets.grams.get(probes[at // _STEP], ()):
             start = at - offset
-            lengths = secrets.heads.get(low[start : start + MIN_SECRET_LENGTH]) if start >= 0 else None
+            lengths = (
+                secrets.heads.get(low[start : start + MIN_SECRET_LENGTH]) if start >= 0 else None
+            )
             for length, (exact, folded) in list(lengths.items()) if lengths else ():
                 end = start + length
                 if end <= len(low) and (squeezed[start:end] in exact or low[start:end] in folded):
@@ -294,11 +334,16 @@ def _spans(text: str, secrets: Secrets | None) -> list[tuple[int, int]]:
     starts, ends = {a for a, _ in found}, {b for _, b in found}
     merged: list[tuple[int, int]] = []
     for start, end in sorted(found):
-        # A token: not part of a longer word (a letter or digit on both sides of an edge), unless the word is
-        # secrets back to back.
+        # A token: not part of a longer word (a letter or digit on both sides of an edge), unless
+        # the word is secrets back to back.
         if start > 0 and start not in ends and text[start - 1].isalnum() and text[start].isalnum():
             continue
-        if end < len(text) and end not in starts and text[end].isalnum() and text[end - 1].isalnum():
+        if (
+            end < len(text)
+            and end not in starts
+            and text[end].isalnum()
+            and text[end - 1].isalnum()
+        ):
             continue
         if merged and start <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
@@ -308,23 +353,39 @@ def _spans(text: str, secrets: Secrets | None) -> list[tuple[int, int]]:
 
 
 def _remove_secrets(text: str, secrets: Secrets | None) -> tuple[str, bool]:
-    """``text`` with every secret replaced, also those a replacement makes up, and whether there was any."""
+    """``text`` with every secret replaced, also those a replacement makes up, and whether there
+    was any.
+    """
     removed = False
     for _ in range(16):
         spans = _spans(text, secrets)
         if not spans:
             break
         starts, ends = zip(*spans, strict=True)
-        text = REDACTED.join(text[a:b] for a, b in zip((0, *ends), (*starts, len(text)), strict=True))
+        text = REDACTED.join(
+            text[a:b] for a, b in zip((0, *ends), (*starts, len(text)), strict=True)
+        )
         removed = True
     return text, removed
 
 
-# A text a secret may hide in behind escapes: percent-encoding, HTML/XML entities, JSON string escapes (and the
-# \xNN, \UNNNNNNNN ones ``printable`` writes: a message made printable before it reached its sink).
+# A text a secret may hide in behind escapes: percent-encoding, HTML/XML entities, JSON string
+# escapes (and the \xNN, \UNNNNNNNN ones ``printable`` writes: a message made printable before it
+# reached its sink).
 _MAY_BE_ENCODED = re.compile(r"[%&\\]")
-_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2})|U(00(?:0[0-9a-fA-F]|10)[0-9a-fA-F]{4})|(["\\/bfnrt]))')
-_JSON_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_ESCAPE = re.compile(
+    r'\\(?:u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2})|U(00(?:0[0-9a-fA-F]|10)[0-9a-fA-F]{4})|(["\\/bfnrt]))'
+)
+_JSON_SIMPLE = {
+    '"': '"',
+    "\\": "\\",
+    "/": "/",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+}
 
 
 def _unescape(text: str) -> str:
@@ -333,7 +394,8 @@ def _unescape(text: str) -> str:
         return chr(int(code, 16)) if code else _JSON_SIMPLE[m.group(4)]
 
     decoded = _ESCAPE.sub(one, text)
-    if _SURROGATES.search(decoded):  # "\\ud83d\\ude00" is one character; lone halves stay (printable escapes them)
+    # "\\ud83d\\ude00" is one character; lone halves stay (printable escapes them)
+    if _SURROGATES.search(decoded):
         decoded = decoded.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
     return decoded
 
@@ -342,12 +404,14 @@ _DECODERS: tuple[Callable[[str], str], ...] = (html.unescape, _unescape, unquote
 
 
 def _redact(text: str, secrets: Secrets | None, *, multiline: bool) -> str:
-    # Matched first in the raw text: a line break, a fold or a format character inside a secret is still there.
+    # Matched first in the raw text: a line break, a fold or a format character inside a secret is
+    # still there.
     text, _ = _remove_secrets(text, secrets)
     text = printable(text, multiline=multiline)
     if _MAY_BE_ENCODED.search(text) and secrets is not None and secrets.heads:
-        # A form no list holds (a numeric entity, mixed-case hex, a JSON escape in HTML): if a secret shows only in
-        # the decoded text, keep that, redacted; decode on past a find, as a second may hide one layer deeper.
+        # A form no list holds (a numeric entity, mixed-case hex, a JSON escape in HTML): if a
+        # secret shows only in the decoded text, keep that, redacted; decode on past a find, as a
+        # second may hide one layer deeper.
         probe, shown = text, None
         for decode in _DECODERS:
             step = decode(probe)
@@ -357,18 +421,21 @@ def _redact(text: str, secrets: Secrets | None, *, multiline: bool) -> str:
             if removed:
                 shown = probe
         if shown is not None:
-            text = printable(shown, multiline=multiline)  # decoding may have made control characters ("%1b")
+            # decoding may have made control characters ("%1b")
+            text = printable(shown, multiline=multiline)
     text = _redact_urls(text)
     text = _HUB_TOKEN_RE.sub("hf_" + REDACTED, text)
     text = _BEARER_RE.sub(lambda m: m.group(1) + REDACTED, text)
     text = _AUTHORIZATION_RE.sub(lambda m: m.group(1) + REDACTED, text)
-    text, _ = _remove_secrets(text, secrets)  # a URL rewrite may have joined pieces into a secret again
+    # a URL rewrite may have joined pieces into a secret again
+    text, _ = _remove_secrets(text, secrets)
     return text
 
 
 def hide_cut_secret(text: str, secrets: Secrets | None) -> str:
-    """``text`` cut short (a body read up to a limit) with the start of a secret the cut split replaced too (when at
-    least MIN_SECRET_LENGTH characters of it are left: fewer cannot be told from words)."""
+    """``text`` cut short (a body read up to a limit) with the start of a secret the cut split
+    replaced too (when at least MIN_SECRET_LENGTH characters of it are left: fewer cannot be told
+    from words)."""
     if secrets is None or not secrets.heads:
         return text
     skeleton = _squeeze(text)
@@ -377,7 +444,9 @@ def hide_cut_secret(text: str, secrets: Secrets | None) -> str:
         lengths = secrets.heads.get(low[start : start + MIN_SECRET_LENGTH])
         tail, tail_low = skeleton[start:], low[start:]
         for exact, folded in list(lengths.values()) if lengths else ():
-            if any(f.startswith(tail) for f in tuple(exact)) or any(f.startswith(tail_low) for f in tuple(folded)):
+            if any(f.startswith(tail) for f in tuple(exact)) or any(
+                f.startswith(tail_low) for f in tuple(folded)
+            ):
                 at = where(start)
                 if at == 0 or not (text[at - 1].isalnum() and text[at].isalnum()):
                     return text[:at] + REDACTED
@@ -389,13 +458,16 @@ def redact_text(text: str, *, secrets: Secrets | None = None) -> str:
     return safe_text(text, multiline=True, secrets=secrets)
 
 
-# Lone surrogates (from bytes decoded with "surrogateescape") cannot be encoded as UTF-8 by any sink.
+# Lone surrogates (from bytes decoded with "surrogateescape") cannot be encoded as UTF-8 by any
+# sink.
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _NEWLINES = re.compile("[\t\n]")
 
 
 def printable(text: str, *, limit: int | None = None, multiline: bool = False) -> str:
-    """Control and invisible characters escaped, tabs and newlines spaces unless ``multiline``, cut to ``limit``."""
+    """Control and invisible characters escaped, tabs and newlines spaces unless ``multiline``,
+    cut to ``limit``.
+    """
     if text.isprintable():  # (none of them: the common case, answered in C)
         return _cut(text, limit)
     cleaned = _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
@@ -409,40 +481,51 @@ def _cut(text: str, limit: int | None) -> str:
     return text[:limit] + "…" if limit is not None and len(text) > limit else text
 
 
-def safe_text(text: str, *, limit: int | None = None, multiline: bool = False, secrets: Secrets | None = None) -> str:
-    """The one redaction, for text from outside (server replies, URLs, headers, error messages, log lines) at every
-    sink: the run's ``secrets`` out as tokens, however quoted or reflowed, then control characters escaped, URLs'
-    credentials and token-shaped values out, then cut (a secret is never half-shown)."""
+def safe_text(
+    text: str, *, limit: int | None = None, multiline: bool = False, secrets: Secrets | None = None
+) -> str:
+    """The one redaction, for text from outside (server replies, URLs, headers, error messages, log
+    lines) at every sink: the run's ``secrets`` out as tokens, however quoted or reflowed, then
+    control characters escaped, URLs' credentials and token-shaped values out, then cut (a secret is
+    never half-shown)."""
     return _cut(_redact(text, secrets, multiline=multiline), limit)
 
 
 def shown_data(text: str) -> str:
-    """Data a command exists to print (a path, a name, a hash, a URL it was given) as a line shows it: never
-    rewritten by the registry; only its URLs' credentials are taken out, and control characters escaped."""
+    """Data a command exists to print (a path, a name, a hash, a URL it was given) as a line shows
+    it: never rewritten by the registry; only its URLs' credentials are taken out, and control
+    characters escaped."""
     return printable(_redact_urls(text))
 
 
-# The keys of a JSON document (or event) whose strings are text from outside or about it — what went wrong, what a
-# server said, what to do — and so pass :func:`safe_text`, everything under them included. Every other string is
-# data a command exists to print, built from the user's inputs and the disk (names, paths, sizes, hashes, the URLs
-# it was given): :func:`shown_data`, never rewritten by a run's secrets. A field that carries a server's words must
-# have one of these names.
-TEXT_KEYS = frozenset({"error", "message", "hint", "warning", "warnings", "lock_error", "server_text"})
+# The keys of a JSON document (or event) whose strings are text from outside or about it — what went
+# wrong, what a server said, what to do — and so pass :func:`safe_text`, everything under them
+# included. Every other string is data a command exists to print, built from the user's inputs and
+# the disk (names, paths, sizes, hashes, the URLs it was given): :func:`shown_data`, never rewritten
+# by a run's secrets. A field that carries a server's words must have one of these names.
+TEXT_KEYS = frozenset(
+    {"error", "message", "hint", "warning", "warnings", "lock_error", "server_text"}
+)
 
 
 def safe_doc(doc: Any, *, secrets: Secrets | None = None, text: bool = False) -> Any:
-    """A JSON document (dicts, lists, strings, numbers) as a sink may write it: the strings under ``TEXT_KEYS``
-    (all of them with ``text``) through :func:`safe_text`, the others, data, through :func:`shown_data`."""
+    """A JSON document (dicts, lists, strings, numbers) as a sink may write it: the strings under
+    ``TEXT_KEYS`` (all of them with ``text``) through :func:`safe_text`, the others, data, through
+    :func:`shown_data`."""
     if isinstance(doc, str | PurePath):
         return safe_text(str(doc), secrets=secrets) if text else shown_data(str(doc))
     if isinstance(doc, Mapping):
-        return {key: safe_doc(value, secrets=secrets, text=text or key in TEXT_KEYS) for key, value in doc.items()}
+        return {
+            key: safe_doc(value, secrets=secrets, text=text or key in TEXT_KEYS)
+            for key, value in doc.items()
+        }
     if isinstance(doc, list | tuple):
         return [safe_doc(value, secrets=secrets, text=text) for value in doc]
     return doc
 
 
 def record_text(text: str | None) -> str | None:
-    """A source URL, an ETag, a commit or a revision as a record keeps it: data (:func:`shown_data`), compared with
-    the same file's next run (a registered word rewritten in it would make the same file another one)."""
+    """A source URL, an ETag, a commit or a revision as a record keeps it: data
+    (:func:`shown_data`), compared with the same file's next run (a registered word rewritten in it
+    would make the same file another one)."""
     return None if text is None else shown_data(text)

@@ -8,12 +8,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mdl.errors import ExitCode, MdlError, UsageError, error_for_exit_code, server_details, worst_exit_code
+from mdl.errors import (
+    ExitCode,
+    MdlError,
+    UsageError,
+    error_for_exit_code,
+    server_details,
+    worst_exit_code,
+)
 from mdl.paths import parse_hf_uri, shown_path
 from mdl.redact import Secrets, safe_text
 
-# A retry cause (``retries``) that starts with this is also a warning for the user (a mirror that failed for the
-# file: the part that chose another source has no other way into the outcome).
+# A retry cause (``retries``) that starts with this is also a warning for the user (a mirror that
+# failed for the file: the part that chose another source has no other way into the outcome).
 WARNING_CAUSE = "warning: "
 
 
@@ -32,24 +39,32 @@ class FileOutcome:
     reason: str = ""
     fetched: int = 0
     mirror: str | None = None  # the mirror the bytes came from (redacted), when not the origin
-    reused: int = 0  # bytes copied from files already here instead of fetched (Xet chunks a file on disk holds)
-    # For the log (not in the JSON contract): where from, how long, why it had to retry, what the server said.
+    # bytes copied from files already here instead of fetched (Xet chunks a file on disk holds)
+    reused: int = 0
+    # For the log (not in the JSON contract): where from, how long, why it had to retry, what the
+    # server said.
     source: str | None = None  # redacted
     seconds: float | None = None
     retries: tuple[str, ...] = ()
     status: int | None = None  # the HTTP status of a server's refusal
     server_text: str | None = None  # the server's own error text, sanitised
-    warning: str | None = None  # done despite a problem (the Hub could not be asked, a FIFO replaced): said once
+    # done despite a problem (the Hub could not be asked, a FIFO replaced): said once
+    warning: str | None = None
     hint: str | None = None  # what to do about ``error`` (shown under it on stderr)
-    kind: str | None = None  # the error's kind ("not_found", "integrity", ...): the summary's short reason
+    # the error's kind ("not_found", "integrity", ...): the summary's short reason
+    kind: str | None = None
     word: str | None = None  # what people read instead of ``action`` ("re-downloaded", "replaced")
-    # False: fetched, but no hash checked it and it did not come whole in one answer (engine rule 15); None: not known
+    # False: fetched, but no hash checked it and it did not come whole in one answer (engine rule
+    # 15); None: not known
     verified: bool | None = None
-    within: str | None = None  # get: the folder a whole Hub repo went into (its stdout names it, not each file)
+    # get: the folder a whole Hub repo went into (its stdout names it, not each file)
+    within: str | None = None
 
     @property
     def label(self) -> str:
-        """``model/path`` (the model alone for a model-wide failure, the path alone for a one-off ``get`` file)."""
+        """``model/path`` (the model alone for a model-wide failure, the path alone for a one-off
+        ``get`` file).
+        """
         return "/".join(part for part in (self.model, self.path) if part)
 
     @property
@@ -61,16 +76,21 @@ class FileOutcome:
     @property
     def warnings(self) -> tuple[str, ...]:
         """``warning`` and the causes marked with ``WARNING_CAUSE``, in order."""
-        marked = tuple(c.removeprefix(WARNING_CAUSE) for c in self.retries if c.startswith(WARNING_CAUSE))
+        marked = tuple(
+            c.removeprefix(WARNING_CAUSE) for c in self.retries if c.startswith(WARNING_CAUSE)
+        )
         return (self.warning, *marked) if self.warning else marked
 
     @property
-    def failing(self) -> bool:  # ``missing``: verify found it not on this disk (exit 4, "not found")
+    # ``missing``: verify found it not on this disk (exit 4, "not found")
+    def failing(self) -> bool:
         return self.action in ("failed", "missing")
 
     @property
     def hub_repo(self) -> str | None:
-        """``[datasets/|spaces/]owner/name`` of a Hub file (its ``source`` an ``hf://``), else None."""
+        """``[datasets/|spaces/]owner/name`` of a Hub file (its ``source`` an ``hf://``), else
+        None.
+        """
         if not (self.source or "").startswith("hf://"):
             return None
         try:
@@ -80,7 +100,9 @@ class FileOutcome:
         return f"{'' if uri.repo_type == 'model' else uri.repo_type + 's/'}{uri.repo}"
 
     def to_json(self) -> dict[str, Any]:
-        """The contract's per-file shape (``mirror`` only when one served the file); absent values are null."""
+        """The contract's per-file shape (``mirror`` only when one served the file); absent
+        values are null.
+        """
         return {
             "model": self.model or None,
             "path": self.path,
@@ -104,7 +126,8 @@ class RunReport:
 
     files: tuple[FileOutcome, ...]
     dry_run: bool = False
-    # Each signed model's signature as this run found it (list's and show's shape): {"verified", "by", "file"}
+    # Each signed model's signature as this run found it (list's and show's shape): {"verified",
+    # "by", "file"}
     signatures: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
@@ -121,11 +144,17 @@ class RunReport:
             "files": [f.to_json() for f in self.files],
             **({"dry_run": True} if self.dry_run else {}),
             **({"reused": reused} if (reused := sum(f.reused for f in self.files)) else {}),
-            **({"signatures": {name: dict(one) for name, one in self.signatures.items()}} if self.signatures else {}),
+            **(
+                {"signatures": {name: dict(one) for name, one in self.signatures.items()}}
+                if self.signatures
+                else {}
+            ),
         }
 
     def path(self, model: str) -> Path:
-        """The folder holding ``model``'s files (for ``from_pretrained``), else a failed file's error or UsageError."""
+        """The folder holding ``model``'s files (for ``from_pretrained``), else a failed file's
+        error or UsageError.
+        """
         outcomes = [f for f in self.files if f.model == model]
         if not outcomes:
             known = ", ".join(sorted({f.model for f in self.files if f.model})) or "none"
@@ -141,8 +170,9 @@ class RunReport:
 
 
 def once_per_repo(outcomes: Sequence[FileOutcome]) -> list[tuple[FileOutcome, int]]:
-    """The failures to tell people, in order, each with how many more were folded into it: a Hub repo that refuses
-    access (a gated or private repo, a refused token) refuses every file of it alike, so that is said once."""
+    """The failures to tell people, in order, each with how many more were folded into it: a Hub
+    repo that refuses access (a gated or private repo, a refused token) refuses every file of it
+    alike, so that is said once."""
     first: dict[object, FileOutcome] = {}  # by (repo, hint), else by its place: the outcome said
     more: Counter[object] = Counter()
     for index, outcome in enumerate(o for o in outcomes if o.failing):
@@ -154,7 +184,9 @@ def once_per_repo(outcomes: Sequence[FileOutcome]) -> list[tuple[FileOutcome, in
 
 
 def folder(outcome: FileOutcome) -> Path | None:
-    """The folder ``outcome.dest`` sits in once its save path is taken off (None when they do not match)."""
+    """The folder ``outcome.dest`` sits in once its save path is taken off (None when they do not
+    match).
+    """
     if outcome.dest is None or outcome.path is None:
         return None
     dest, rel = Path(outcome.dest), PurePosixPath(outcome.path).parts
@@ -165,7 +197,9 @@ def folder(outcome: FileOutcome) -> Path | None:
 
 @dataclass(frozen=True)
 class Resolution:
-    """Models resolved upstream (concrete files, URLs, sizes, sha256, commit), and what could not be."""
+    """Models resolved upstream (concrete files, URLs, sizes, sha256, commit), and what could not
+    be.
+    """
 
     models: tuple[dict[str, Any], ...]
     failures: tuple[FileOutcome, ...]
@@ -179,15 +213,27 @@ class Resolution:
         return not self.failures
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "models": list(self.models), "errors": [f.to_json() for f in self.failures]}
+        return {
+            "ok": self.ok,
+            "models": list(self.models),
+            "errors": [f.to_json() for f in self.failures],
+        }
 
 
 def failed(
-    model: str, path: str | None, exc: MdlError, *, dest: Path | None = None, source: str | None = None
+    model: str,
+    path: str | None,
+    exc: MdlError,
+    *,
+    dest: Path | None = None,
+    source: str | None = None,
 ) -> FileOutcome:
-    """An outcome for a failure, keeping the error's message and exit code, and the server's status and text."""
+    """An outcome for a failure, keeping the error's message and exit code, and the server's
+    status and text.
+    """
     status, server_text = server_details(exc)
-    label = shown_path(f"{model}/{path}" if model and path else model or path or "")  # a 4 KiB path: cut
+    # a 4 KiB path: cut
+    label = shown_path(f"{model}/{path}" if model and path else model or path or "")
     return FileOutcome(
         model=model,
         path=path,
@@ -195,7 +241,8 @@ def failed(
         size=None,
         sha256=None,
         action="failed",
-        error=labelled(safe_text(exc.message), label, model=model),  # API callers print it too: made safe
+        # API callers print it too: made safe
+        error=labelled(safe_text(exc.message), label, model=model),
         exit_code=int(exc.exit_code),
         source=source,
         status=status,
@@ -207,7 +254,9 @@ def failed(
 
 
 def labelled(message: str, label: str, *, model: str) -> str:
-    """``message`` naming its file once, ``tiny/config.json: <why>`` (a one-off get's names its source already)."""
+    """``message`` naming its file once, ``tiny/config.json: <why>`` (a one-off get's names its
+    source already).
+    """
     doubled = f"{label}: {label}: "
     while label and message.startswith(doubled):
         message = message[len(label) + 2 :]
@@ -217,9 +266,9 @@ def labelled(message: str, label: str, *, model: str) -> str:
 
 
 def hidden(outcomes: Sequence[FileOutcome], secrets: Secrets) -> tuple[FileOutcome, ...]:
-    """The outcomes as a library caller gets them: a text (an error, a hint, a warning, a server's words) in which
-    the run has a secret is cut through it. Parts build outcomes without the run's secrets (the CLI's sinks cut them
-    when printing); the API is a sink too."""
+    """The outcomes as a library caller gets them: a text (an error, a hint, a warning, a server's
+    words) in which the run has a secret is cut through it. Parts build outcomes without the run's
+    secrets (the CLI's sinks cut them when printing); the API is a sink too."""
 
     def cut(text: str | None) -> str | None:
         if not text:
@@ -228,6 +277,12 @@ def hidden(outcomes: Sequence[FileOutcome], secrets: Secrets) -> tuple[FileOutco
         return shown if shown != safe_text(text, multiline=True) else text
 
     return tuple(
-        replace(o, error=cut(o.error), hint=cut(o.hint), warning=cut(o.warning), server_text=cut(o.server_text))
+        replace(
+            o,
+            error=cut(o.error),
+            hint=cut(o.hint),
+            warning=cut(o.warning),
+            server_text=cut(o.server_text),
+        )
         for o in outcomes
     )

@@ -1,8 +1,10 @@
-"""Every setting, declared once: its flag, environment variable, ``[settings]`` key, kind, bounds, default and help.
+"""Every setting, declared once: its flag, environment variable, ``[settings]`` key, kind, bounds,
+default and help.
 
-The CLI's options, the catalog's ``[settings]`` schema and the resolved ``Settings`` are built from this table (and
-the API's keywords and ``Settings``' fields are held to it by tests): adding a setting is one row here plus its use.
-Precedence everywhere: flag > environment > catalog > default. Imports nothing: ``mdl --help`` reads it."""
+The CLI's options, the catalog's ``[settings]`` schema and the resolved ``Settings`` are built from
+this table (and the API's keywords and ``Settings``' fields are held to it by tests): adding a
+setting is one row here plus its use. Precedence everywhere: flag > environment > catalog > default.
+Imports nothing: ``mdl --help`` reads it."""
 
 from __future__ import annotations
 
@@ -12,14 +14,16 @@ from typing import Literal, NamedTuple
 
 StrPath = str | os.PathLike[str]
 
-# How a value is read and checked (mdl.catalog.settings.parse_setting): a whole number within ``bounds``, seconds
-# (> 0, or >= 0 with ``zero_ok``, and at most ``bounds[1]``: a wait every clock and timeout can take), a rate (50M),
-# one of ``choices``, an http(s) URL, a folder, URL templates, a switch (off by default: its flag turns it on; on by
-# default: a pair, ``--name/--no-name``, and not given is None).
+# How a value is read and checked (mdl.catalog.settings.parse_setting): a whole number within
+# ``bounds``, seconds (> 0, or >= 0 with ``zero_ok``, and at most ``bounds[1]``: a wait every clock
+# and timeout can take), a rate (50M), one of ``choices``, an http(s) URL, a folder, URL templates,
+# a switch (off by default: its flag turns it on; on by default: a pair, ``--name/--no-name``, and
+# not given is None).
 Kind = Literal["count", "seconds", "rate", "choice", "url", "path", "urls", "switch"]
 
 
-class Setting(NamedTuple):  # (a NamedTuple: made 10x faster than a dataclass, and `mdl --help` makes it)
+# (a NamedTuple: made 10x faster than a dataclass, and `mdl --help` makes it)
+class Setting(NamedTuple):
     name: str  # the Settings attribute, the [settings] key and the API keyword
     kind: Kind
     default: object
@@ -37,36 +41,61 @@ class Setting(NamedTuple):  # (a NamedTuple: made 10x faster than a dataclass, a
         return "" if self.option is None else self.option or "--" + self.name.replace("_", "-")
 
     @property
-    def pair(self) -> bool:  # a switch on by default: --name/--no-name, and the API's keyword is None when not given
+    # a switch on by default: --name/--no-name, and the API's keyword is None when not given
+    def pair(self) -> bool:
         return self.kind == "switch" and self.default is True
 
     @property
     def help_text(self) -> str:
-        """--help's words: ``Parallel ranges per big file, 1-64 (default: $MDL_CONNECTIONS, catalog, 8).``"""
+        """--help's words: ``Parallel ranges per big file, 1-64 (default: $MDL_CONNECTIONS,
+        catalog, 8).``
+        """
         bounds = f", {self.bounds[0]}-{self.bounds[1]}" if self.kind == "count" else ""
         default = self.default if self.default not in (None, (), False) else ""
-        shown = self.shown_default or (f"{default:g}" if isinstance(default, float) else str(default))
+        shown = self.shown_default or (
+            f"{default:g}" if isinstance(default, float) else str(default)
+        )
         where = [f"${self.env}", "catalog" if self.catalog else "", shown]
         return f"{self.help}{bounds} (default: {', '.join(part for part in where if part)})."
 
 
-# The most seconds a wait may be: far beyond any real wait, far below what a clock, a thread's wait or a socket's
-# timeout overflows at (threading.TIMEOUT_MAX is ~292 years; 3 x --timeout is a reply's whole deadline).
+# The most seconds a wait may be: far beyond any real wait, far below what a clock, a thread's wait
+# or a socket's timeout overflows at (threading.TIMEOUT_MAX is ~292 years; 3 x --timeout is a
+# reply's whole deadline).
 DAY, WEEK = (0, 86_400), (0, 7 * 86_400)
 
-# Each setting: --its-name (or its ``option``, or none), its variable, and ``its_name`` in [settings].
+# Each setting: --its-name (or its ``option``, or none), its variable, and ``its_name`` in
+# [settings].
 SETTINGS: tuple[Setting, ...] = (
     Setting("dest", "path", None, "MDL_DEST", "Download root", shown_default="user data dir"),
     Setting("endpoint", "url", "https://huggingface.co", "HF_ENDPOINT", "The Hub", option=None),
     Setting("connections", "count", 8, "MDL_CONNECTIONS", "Parallel ranges per big file", (1, 64)),
-    Setting("jobs", "count", 4, "MDL_JOBS", "Files in flight at once", (1, 64), "up to 16 small and 4 big"),
+    Setting(
+        "jobs",
+        "count",
+        4,
+        "MDL_JOBS",
+        "Files in flight at once",
+        (1, 64),
+        "up to 16 small and 4 big",
+    ),
     Setting("limit_rate", "rate", None, "MDL_LIMIT_RATE", "Cap total throughput, e.g. 50M"),
     Setting(
-        "stall_timeout", "seconds", 30.0, "MDL_STALL_TIMEOUT", "Seconds without bytes before a stream is resumed", DAY
+        "stall_timeout",
+        "seconds",
+        30.0,
+        "MDL_STALL_TIMEOUT",
+        "Seconds without bytes before a stream is resumed",
+        DAY,
     ),
     # connect, and wait for an answer (what huggingface_hub uses for its HEADs)
     Setting(
-        "timeout", "seconds", 10.0, "MDL_TIMEOUT", "Seconds to wait for a connection, or for an answer to begin", DAY
+        "timeout",
+        "seconds",
+        10.0,
+        "MDL_TIMEOUT",
+        "Seconds to wait for a connection, or for an answer to begin",
+        DAY,
     ),
     Setting(
         "lock_timeout",
@@ -77,7 +106,15 @@ SETTINGS: tuple[Setting, ...] = (
         WEEK,
         zero_ok=True,
     ),
-    Setting("retries", "count", 5, "MDL_RETRIES", "Attempts after a failed request", (0, 100), option=None),
+    Setting(
+        "retries",
+        "count",
+        5,
+        "MDL_RETRIES",
+        "Attempts after a failed request",
+        (0, 100),
+        option=None,
+    ),
     Setting(
         "layout",
         "choice",
@@ -92,7 +129,8 @@ SETTINGS: tuple[Setting, ...] = (
         (),
         "MDL_MIRRORS",
         "Try this mirror before the origin (repeatable; replaces [settings].mirrors): "
-        "http(s)://host/{model}/{path} or s3://bucket/prefix/{model}/{path}. Every byte is verified",
+        "http(s)://host/{model}/{path} or s3://bucket/prefix/{model}/{path}. Every byte is"
+        " verified",
         option="--mirror",
     ),
     Setting(
@@ -100,7 +138,8 @@ SETTINGS: tuple[Setting, ...] = (
         "switch",
         True,
         "MDL_XET",
-        "Fetch Xet-backed Hub files by chunk (reusing chunks on disk); --no-xet: whole files over plain HTTP",
+        "Fetch Xet-backed Hub files by chunk (reusing chunks on disk); --no-xet: whole files over"
+        " plain HTTP",
         shown_default="on",
     ),
     Setting(
@@ -108,7 +147,8 @@ SETTINGS: tuple[Setting, ...] = (
         "switch",
         False,
         "MDL_LOCKED",
-        "Refuse (exit 2, before any download) when catalog.lock is missing or out of date for a model",
+        "Refuse (exit 2, before any download) when catalog.lock is missing or out of date for a"
+        " model",
         catalog=False,
     ),
     Setting(
@@ -124,8 +164,9 @@ SETTING = {setting.name: setting for setting in SETTINGS}
 
 
 class Overrides(NamedTuple):
-    """What a run's flags (the API's keywords) say; None: not given. Its settings are the table's that have a flag
-    (tests/test_api_settings.py holds the two together), then the run's own switches."""
+    """What a run's flags (the API's keywords) say; None: not given. Its settings are the table's
+    that have a flag (tests/test_api_settings.py holds the two together), then the run's own
+    switches."""
 
     dest: StrPath | None = None
     layout: str | None = None

@@ -1,4 +1,6 @@
-"""Human-readable sizes, rates and durations: binary units (KiB, MiB, GiB; 1024-based), as curl and aria2c print."""
+"""Human-readable sizes, rates and durations: binary units (KiB, MiB, GiB; 1024-based), as curl
+and aria2c print.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ _SIZE_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
 def human_size(n: int | float | None) -> str:
-    """A byte count in binary units with 3 significant digits ("512 B", "52.4 MiB", "1.60 GiB"); "?" if unknown."""
+    """A byte count in binary units with 3 significant digits ("512 B", "52.4 MiB", "1.60 GiB");
+    "?" if unknown.
+    """
     if n is None:
         return "?"
     if abs(n) < 1024:
@@ -16,9 +20,11 @@ def human_size(n: int | float | None) -> str:
     value = float(n)
     for unit in _SIZE_UNITS:  # noqa: B007 - the unit it stops at is shown
         value /= 1024
-        decimals = 2 if abs(round(value, 2)) < 10 else 1 if abs(round(value, 1)) < 100 else 0  # 1.60, 52.4, 600, 1023
+        # 1.60, 52.4, 600, 1023
+        decimals = 2 if abs(round(value, 2)) < 10 else 1 if abs(round(value, 1)) < 100 else 0
         text = f"{value:.{decimals}f}"
-        if abs(float(text)) < 1024:  # the unit by the rounded value: 1_048_575 reads "1.00 MiB", not "1024 KiB"
+        # the unit by the rounded value: 1_048_575 reads "1.00 MiB", not "1024 KiB"
+        if abs(float(text)) < 1024:
             break
     return f"{text} {unit}"
 
@@ -45,7 +51,9 @@ def human_clock(seconds: float | None) -> str:
 
 
 def human_duration(seconds: float) -> str:
-    """A duration for humans: "0.3s", "4s", "42s", "2m05s", "1h02m", "3d04h"; "?" when not finite."""
+    """A duration for humans: "0.3s", "4s", "42s", "2m05s", "1h02m", "3d04h"; "?" when not
+    finite.
+    """
     if not math.isfinite(seconds):
         return "?"
     seconds = max(seconds, 0.0)

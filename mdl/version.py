@@ -1,3 +1,5 @@
-"""The version, in a module of its own so every part can name it without importing the package (and the API)."""
+"""The version, in a module of its own so every part can name it without importing the package
+(and the API).
+"""
 
 __version__ = "0.2.0"

@@ -1,5 +1,6 @@
-"""Clocks for tests: a monotonic clock the test moves by hand, a fixed wall clock, and how work grows with its size
-(a complexity check that holds on a fast or a busy machine alike: both sizes are timed side by side)."""
+"""Clocks for tests: a monotonic clock the test moves by hand, a fixed wall clock, and how work
+grows with its size (a complexity check that holds on a fast or a busy machine alike: both sizes are
+timed side by side)."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ def wallclock() -> datetime:
 
 
 def growth(work: Callable[[int], object], small: int, large: int, *, repeats: int = 3) -> float:
-    """How many times longer ``work(large)`` takes than ``work(small)``: the least of ``repeats`` runs of each, taken
-    in turns (the least is what the work costs; load only ever adds to it). Linear work grows by ``large / small``,
-    quadratic work by its square, however fast the machine."""
+    """How many times longer ``work(large)`` takes than ``work(small)``: the least of ``repeats``
+    runs of each, taken in turns (the least is what the work costs; load only ever adds to it).
+    Linear work grows by ``large / small``, quadratic work by its square, however fast the machine.
+    """
     best = {small: float("inf"), large: float("inf")}
     for _ in range(repeats):
         for size in (small, large):

@@ -14,15 +14,16 @@ NETWORK_TRUST = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_C
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto` runs one worker more than there are cores: many tests wait on a subprocess, a server or the clock,
-    and the extra worker keeps the cores busy meanwhile (measured on 2 cores: tests/store + tests/cli 111 s -> 93 s)."""
+    """`-n auto` runs one worker more than there are cores: many tests wait on a subprocess, a
+    server or the clock, and the extra worker keeps the cores busy meanwhile (measured on 2 cores:
+    tests/store + tests/cli 111 s -> 93 s)."""
     return (os.cpu_count() or 1) + 1
 
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point HOME and XDG_* at a fresh folder and drop MDL_*/HF_*, proxies and CA variables so no test sees the
-    developer's setup."""
+    """Point HOME and XDG_* at a fresh folder and drop MDL_*/HF_*, proxies and CA variables so no
+    test sees the developer's setup."""
     home = tmp_path_factory.mktemp("home")
     for name in list(os.environ):
         if name.startswith(("MDL_", "HF_", "XDG_", "HUGGINGFACE_")) or name in {
@@ -31,7 +32,8 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
             "NETRC",
         }:
             monkeypatch.delenv(name, raising=False)
-        if name.lower().endswith("_proxy") or name in NETWORK_TRUST:  # no test may go through the developer's proxy
+        # no test may go through the developer's proxy
+        if name.lower().endswith("_proxy") or name in NETWORK_TRUST:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(home))
     for var, sub in {
@@ -47,13 +49,14 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     return home
 
 
-# --- loopback servers (tests/servers.py): stand-ins for the Hub and its CDN; nothing reaches the internet ---
+# --- loopback servers (tests/servers.py): stand-ins for the Hub and its CDN; nothing reaches the
+# internet ---
 
 
 @pytest.fixture
 def hub() -> Iterator[HubServer]:
-    """A started Hub stand-in with its own CDN (`hub.cdn`); stopped after the test, which must not have
-    made the servers crash."""
+    """A started Hub stand-in with its own CDN (`hub.cdn`); stopped after the test, which must not
+    have made the servers crash."""
     server = HubServer().start()
     try:
         yield server
@@ -65,7 +68,9 @@ def hub() -> Iterator[HubServer]:
 
 @pytest.fixture
 def catalog(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Where the test writes its catalog (tmp_path/catalog.toml), with the CLI pointed at it and the loopback Hub."""
+    """Where the test writes its catalog (tmp_path/catalog.toml), with the CLI pointed at it and
+    the loopback Hub.
+    """
     return use_catalog(tmp_path, monkeypatch, None, endpoint=hub.url)
 
 

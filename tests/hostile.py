@@ -1,19 +1,22 @@
-"""Hostile servers for tests: what a captive portal, a broken proxy, a lying CDN or a compromised Hub can send.
+"""Hostile servers for tests: what a captive portal, a broken proxy, a lying CDN or a compromised
+Hub can send.
 
-Beside `servers.py` (whose `Fault.http_error` already answers any status, body and headers on a path prefix):
+Beside `servers.py` (whose `Fault.http_error` already answers any status, body and headers on a path
+prefix):
 
-- `SilentServer` accepts TCP connections and never answers (optionally after sending the status line and
-  headers), the way a hung Hub, a black-holed proxy or a dead load balancer behaves.
-- `HostileHub` is a `HubServer` whose answers can be rewritten per request: a `Link: rel="next"` to another
-  origin, a commit `sha` with terminal escapes, a listing replaced by any bytes (HTML with 200, `{}`, entries
-  with wrong types), any extra response headers.
-- `GzipCdn` is a `CdnServer` that sends `Content-Encoding: gzip` whatever `Accept-Encoding` says (nginx with
-  `gzip_static always`), for whole-file and ranged requests.
-- `UnsizedCdn` is a `CdnServer` that never says a size: no `Content-Length`, no ranges, the body ends when the
-  connection closes (a streaming endpoint, a dynamic page).
-- `ScriptedServer` is a raw-socket HTTP/1.1 server whose files live through scripted `Phase`s (versions, validators,
-  If-Range honoured or not, short 206s, 200 to ranges, dripping headers or bodies), or answer whatever a policy
-  callable returns; it records every request (method, path, Range, If-Range, connection).
+- `SilentServer` accepts TCP connections and never answers (optionally after sending the status line
+  and headers), the way a hung Hub, a black-holed proxy or a dead load balancer behaves.
+- `HostileHub` is a `HubServer` whose answers can be rewritten per request: a `Link: rel="next"` to
+  another origin, a commit `sha` with terminal escapes, a listing replaced by any bytes (HTML with
+  200, `{}`, entries with wrong types), any extra response headers.
+- `GzipCdn` is a `CdnServer` that sends `Content-Encoding: gzip` whatever `Accept-Encoding` says
+  (nginx with `gzip_static always`), for whole-file and ranged requests.
+- `UnsizedCdn` is a `CdnServer` that never says a size: no `Content-Length`, no ranges, the body
+  ends when the connection closes (a streaming endpoint, a dynamic page).
+- `ScriptedServer` is a raw-socket HTTP/1.1 server whose files live through scripted `Phase`s
+  (versions, validators, If-Range honoured or not, short 206s, 200 to ranges, dripping headers or
+  bodies), or answer whatever a policy callable returns; it records every request (method, path,
+  Range, If-Range, connection).
 
 Everything binds 127.0.0.1 on a free port.
 """
@@ -56,8 +59,9 @@ __all__ = [
 class SilentServer:
     """A TCP listener on 127.0.0.1 that accepts connections and never answers.
 
-    ``send_headers`` makes it answer the status line and headers of a 200 with a big Content-Length, then go
-    silent (a body that never comes). ``accepted`` counts connections, so a test can see retries.
+    ``send_headers`` makes it answer the status line and headers of a 200 with a big Content-Length,
+    then go silent (a body that never comes). ``accepted`` counts connections, so a test can see
+    retries.
     """
 
     def __init__(self, *, send_headers: bool = False) -> None:
@@ -95,7 +99,10 @@ class SilentServer:
             if self.send_headers:
                 with contextlib.suppress(OSError):
                     conn.recv(65536)
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\nContent-Type: text/plain\r\n\r\n")
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\nContent-Type:"
+                        b" text/plain\r\n\r\n"
+                    )
 
     def start(self) -> Self:
         """Accept in a daemon thread; returns self."""
@@ -124,11 +131,13 @@ Rewrite = Callable[[Exchange, Any], Any]
 class HostileHub(HubServer):
     """A Hub stand-in whose JSON answers and headers a test can rewrite.
 
-    - ``sha``: the commit id every API answer reports (e.g. with escape sequences), instead of the real one.
-    - ``next_link``: called with the honest next-page URL (or None on the last page); returns the ``Link``
-      target to send (another origin, plain http, ...) or None for no link.
-    - ``rewrite_json``: called with (exchange, the honest JSON document) for every JSON answer; returns the
-      document to send instead, or ``bytes`` to send raw (HTML, truncated JSON, nothing).
+    - ``sha``: the commit id every API answer reports (e.g. with escape sequences), instead of the
+      real one.
+    - ``next_link``: called with the honest next-page URL (or None on the last page); returns the
+      ``Link`` target to send (another origin, plain http, ...) or None for no link.
+    - ``rewrite_json``: called with (exchange, the honest JSON document) for every JSON answer;
+      returns the document to send instead, or ``bytes`` to send raw (HTML, truncated JSON,
+      nothing).
     - ``extra_headers``: added to every answer.
     """
 
@@ -181,10 +190,12 @@ class HostileHub(HubServer):
 
 
 class GzipCdn(CdnServer):
-    """A CDN that gzips every body it serves and says so (``Content-Encoding: gzip``), ranges included.
+    """A CDN that gzips every body it serves and says so (``Content-Encoding: gzip``), ranges
+    included.
 
-    A whole-file answer is the gzip of the file with the gzip's length; a ranged answer is a slice of that gzip
-    stream (what a misconfigured static server does), labelled with ranges of the compressed bytes.
+    A whole-file answer is the gzip of the file with the gzip's length; a ranged answer is a slice
+    of that gzip stream (what a misconfigured static server does), labelled with ranges of the
+    compressed bytes.
     """
 
     name = "gzip-cdn"
@@ -202,14 +213,17 @@ class GzipCdn(CdnServer):
         super().route(ex)
 
     def add_file(self, path: str, data: Any, **kwargs: Any) -> str:  # type: ignore[override]
-        """Store the gzip of ``data`` (bytes) under ``path``; the server then serves those bytes, labelled gzip."""
+        """Store the gzip of ``data`` (bytes) under ``path``; the server then serves those bytes,
+        labelled gzip.
+        """
         raw = bytes(data)
         return super().add_file(path, gzip.compress(raw, mtime=0), **kwargs)
 
 
 class UnsizedCdn(CdnServer):
-    """A CDN whose answers carry no size: ``Range`` is ignored (200, whole body) and ``Content-Length`` is left out,
-    so the body is delimited by closing the connection (RFC 9112 §6.3), as a streaming endpoint does."""
+    """A CDN whose answers carry no size: ``Range`` is ignored (200, whole body) and
+    ``Content-Length`` is left out, so the body is delimited by closing the connection (RFC 9112
+    §6.3), as a streaming endpoint does."""
 
     name = "unsized-cdn"
 
@@ -221,7 +235,11 @@ class UnsizedCdn(CdnServer):
         original_start = ex.start
 
         def start(status: int, headers: Any) -> None:
-            hdrs = {k: v for k, v in dict(headers).items() if k.lower() not in ("content-length", "accept-ranges")}
+            hdrs = {
+                k: v
+                for k, v in dict(headers).items()
+                if k.lower() not in ("content-length", "accept-ranges")
+            }
             if status == 200:
                 hdrs["Connection"] = "close"
                 ex.handler.close_connection = True
@@ -231,15 +249,17 @@ class UnsizedCdn(CdnServer):
         super().route(ex)
 
 
-# --- TLS and proxies (issue 11, item 16) ------------------------------------------------------------------------
+# --- TLS and proxies (issue 11, item 16)
+# ------------------------------------------------------------------------
 
 
 class ScratchCA:
-    """A throwaway certificate authority (trustme) and a certificate it issued for 127.0.0.1 and localhost.
+    """A throwaway certificate authority (trustme) and a certificate it issued for 127.0.0.1 and
+    localhost.
 
-    ``write_bundle`` writes the CA as a PEM file (for REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, SSL_CERT_FILE);
-    ``write_hashed_dir`` writes it as OpenSSL's ``<subject hash>.0`` (for SSL_CERT_DIR), or returns None when
-    the ``openssl`` command is not there to compute the hash.
+    ``write_bundle`` writes the CA as a PEM file (for REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE,
+    SSL_CERT_FILE); ``write_hashed_dir`` writes it as OpenSSL's ``<subject hash>.0`` (for
+    SSL_CERT_DIR), or returns None when the ``openssl`` command is not there to compute the hash.
     """
 
     def __init__(self) -> None:
@@ -262,7 +282,10 @@ class ScratchCA:
         folder.mkdir(parents=True, exist_ok=True)
         pem = self.write_bundle(folder / "scratch-ca.pem")
         digest = subprocess.run(
-            [openssl, "x509", "-subject_hash", "-noout", "-in", str(pem)], capture_output=True, text=True, check=True
+            [openssl, "x509", "-subject_hash", "-noout", "-in", str(pem)],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         pem.rename(folder / f"{digest}.0")
         return folder
@@ -274,10 +297,12 @@ class ScratchCA:
 
 
 class TlsCdn(CdnServer):
-    """A `CdnServer` speaking HTTPS with a certificate from ``ca`` (a `ScratchCA`), on https://127.0.0.1:PORT.
+    """A `CdnServer` speaking HTTPS with a certificate from ``ca`` (a `ScratchCA`), on
+    https://127.0.0.1:PORT.
 
-    The TLS handshake happens when a connection is accepted; ``handshakes`` counts the attempts (a client that
-    refuses the certificate makes one attempt per try, so a test can see that mdl did not retry).
+    The TLS handshake happens when a connection is accepted; ``handshakes`` counts the attempts (a
+    client that refuses the certificate makes one attempt per try, so a test can see that mdl did
+    not retry).
     """
 
     name = "tls-cdn"
@@ -305,8 +330,9 @@ class TlsCdn(CdnServer):
 
 
 class ForwardProxy:
-    """A plain HTTP forward proxy on 127.0.0.1 (no CONNECT): ``GET http://127.0.0.1:PORT/path`` is fetched and
-    relayed. Only loopback targets are forwarded (anything else gets 403). ``requests`` lists the URLs asked for.
+    """A plain HTTP forward proxy on 127.0.0.1 (no CONNECT): ``GET http://127.0.0.1:PORT/path`` is
+    fetched and relayed. Only loopback targets are forwarded (anything else gets 403). ``requests``
+    lists the URLs asked for.
     """
 
     def __init__(self) -> None:
@@ -331,9 +357,19 @@ class ForwardProxy:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                upstream = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=10)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
-                upstream.request("GET", target.path + (f"?{target.query}" if target.query else ""), headers=headers)
+                upstream = http.client.HTTPConnection(
+                    target.hostname, target.port or 80, timeout=10
+                )
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("proxy-connection", "connection")
+                }
+                upstream.request(
+                    "GET",
+                    target.path + (f"?{target.query}" if target.query else ""),
+                    headers=headers,
+                )
                 reply = upstream.getresponse()
                 body = reply.read()
                 self.send_response(reply.status)
@@ -347,7 +383,9 @@ class ForwardProxy:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -362,36 +400,46 @@ class ForwardProxy:
         self._httpd.server_close()
 
 
-# --- a scripted raw HTTP/1.1 server (issue 23): one file, several versions, every answer scripted -------------------
+# --- a scripted raw HTTP/1.1 server (issue 23): one file, several versions, every answer scripted
+# -------------------
 
 
 @dataclass
 class Phase:
-    """One stretch of a scripted file's life: its bytes and validators, how long it lasts, how the server answers.
+    """One stretch of a scripted file's life: its bytes and validators, how long it lasts, how the
+    server answers.
 
-    A file is a list of phases; the server answers from the current one and moves to the next when this one is
-    used up: after ``requests`` answers, or once ``sent`` body bytes went out (checked when a request arrives, so
-    an answer never mixes two phases). The last phase lasts for ever.
+    A file is a list of phases; the server answers from the current one and moves to the next when
+    this one is used up: after ``requests`` answers, or once ``sent`` body bytes went out (checked
+    when a request arrives, so an answer never mixes two phases). The last phase lasts for ever.
     """
 
     data: bytes = field(repr=False)
-    etag: str | None = None  # the ETag header as sent: '"v1"' (strong), 'W/"v1"' (weak); None: no ETag
+    # the ETag header as sent: '"v1"' (strong), 'W/"v1"' (weak); None: no ETag
+    etag: str | None = None
     last_modified: str | None = None  # an HTTP-date (see `http_date`); None: no Last-Modified
     requests: int | None = None  # answer this many requests for the file, then move on
     sent: int | None = None  # move on at the first request after this many body bytes were sent
     ranges: bool = True  # False: 200 and the whole body to every request, Range or not
-    if_range: bool = True  # False: ignore If-Range (serve the range from this phase whatever the validator)
-    cap: int | None = None  # at most this many bytes per 206 (a legal short answer: Content-Range says so)
+    # False: ignore If-Range (serve the range from this phase whatever the validator)
+    if_range: bool = True
+    # at most this many bytes per 206 (a legal short answer: Content-Range says so)
+    cap: int | None = None
     drip_headers: float | None = None  # send the header block one byte every this many seconds
     drip_body: float | None = None  # send the body one byte every this many seconds
 
     def __repr__(self) -> str:
         knobs = {k: v for k, v in vars(self).items() if k != "data" and v is not None}
-        return f"Phase(<{len(self.data)} bytes sha256:{hashlib.sha256(self.data).hexdigest()[:12]}>, {knobs})"
+        return (
+            f"Phase(<{len(self.data)} bytes sha256:{hashlib.sha256(self.data).hexdigest()[:12]}>,"
+            f" {knobs})"
+        )
 
     @property
     def validator(self) -> str | None:
-        """What a client should send as If-Range for this phase: the strong ETag, else Last-Modified, else None."""
+        """What a client should send as If-Range for this phase: the strong ETag, else
+        Last-Modified, else None.
+        """
         if self.etag and not self.etag.startswith("W/"):
             return self.etag
         return self.last_modified
@@ -432,7 +480,9 @@ class Seen:
 
 @dataclass
 class Answer:
-    """What to send back: status, headers (Content-Length and Date are added), body, and how slowly."""
+    """What to send back: status, headers (Content-Length and Date are added), body, and how
+    slowly.
+    """
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)
@@ -452,23 +502,30 @@ def http_date(ts: float) -> str:
 
 
 class ScriptedServer:
-    """A raw-socket HTTP/1.1 server on 127.0.0.1 (a thread per connection, keep-alive) serving scripted files.
+    """A raw-socket HTTP/1.1 server on 127.0.0.1 (a thread per connection, keep-alive) serving
+    scripted files.
 
-    ``files`` maps a path (as requested, e.g. "/f.bin") to its `Phase`s. Every request is recorded in
-    ``requests`` (`Seen`: method, target, headers, connection id, status, phase, bytes sent) before it is answered.
-    ``policy(index, seen, server)`` may answer any request itself (return an `Answer`) or return None for the
-    scripted answer, which `reply(seen)` builds: RFC 9110 ranges and If-Range (§13.1.5: a matching validator gets
-    the 206, anything else the whole current phase with 200), shaped by the phase's knobs. ``errors`` keeps any
-    exception inside the server (a test should assert it stays empty).
+    ``files`` maps a path (as requested, e.g. "/f.bin") to its `Phase`s. Every request is recorded
+    in ``requests`` (`Seen`: method, target, headers, connection id, status, phase, bytes sent)
+    before it is answered. ``policy(index, seen, server)`` may answer any request itself (return an
+    `Answer`) or return None for the scripted answer, which `reply(seen)` builds: RFC 9110 ranges
+    and If-Range (§13.1.5: a matching validator gets the 206, anything else the whole current phase
+    with 200), shaped by the phase's knobs. ``errors`` keeps any exception inside the server (a test
+    should assert it stays empty).
     """
 
-    def __init__(self, files: Mapping[str, Sequence[Phase]] | None = None, *, policy: Policy | None = None) -> None:
-        self.files: dict[str, list[Phase]] = {path: list(phases) for path, phases in (files or {}).items()}
+    def __init__(
+        self, files: Mapping[str, Sequence[Phase]] | None = None, *, policy: Policy | None = None
+    ) -> None:
+        self.files: dict[str, list[Phase]] = {
+            path: list(phases) for path, phases in (files or {}).items()
+        }
         self.policy = policy
         self.requests: list[Seen] = []
         self.errors: list[str] = []
         self._current: dict[str, int] = {}  # path -> index of the phase answering now
-        self._used: dict[str, list[int]] = {}  # path -> [requests, body bytes] answered by the current phase
+        # path -> [requests, body bytes] answered by the current phase
+        self._used: dict[str, list[int]] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._conns: set[socket.socket] = set()
@@ -479,7 +536,8 @@ class ScriptedServer:
         self._sock.listen(128)
         self._thread = threading.Thread(target=self._accept, name="scripted-server", daemon=True)
 
-    # -- lifecycle -----------------------------------------------------------------------------------------------
+    # -- lifecycle
+    # -----------------------------------------------------------------------------------------------
 
     @property
     def port(self) -> int:
@@ -513,7 +571,8 @@ class ScriptedServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- the script ----------------------------------------------------------------------------------------------
+    # -- the script
+    # ----------------------------------------------------------------------------------------------
 
     def phase(self, path: str) -> int:
         """The index of the phase of ``path`` answering now."""
@@ -526,7 +585,9 @@ class ScriptedServer:
             return [s for s in self.requests if path is None or s.path == path]
 
     def _take_phase(self, path: str) -> tuple[int, Phase]:
-        """The phase that answers this request: move on from used-up phases, then count the request."""
+        """The phase that answers this request: move on from used-up phases, then count the
+        request.
+        """
         phases = self.files[path]
         with self._lock:
             index = self._current.setdefault(path, 0)
@@ -582,7 +643,8 @@ class ScriptedServer:
         body = memoryview(phase.data)[start:end]
         return Answer(status, headers, body, phase.drip_headers, phase.drip_body, phase=index)
 
-    # -- the wire ------------------------------------------------------------------------------------------------
+    # -- the wire
+    # ------------------------------------------------------------------------------------------------
 
     def _accept(self) -> None:
         while not self._stopping.is_set():
@@ -622,7 +684,9 @@ class ScriptedServer:
                 with self._lock:
                     seen = Seen(len(self.requests), method, target, headers, conn_id)
                     self.requests.append(seen)
-                answer = (self.policy(seen.index, seen, self) if self.policy else None) or self.reply(seen)
+                answer = (
+                    self.policy(seen.index, seen, self) if self.policy else None
+                ) or self.reply(seen)
                 self._send(conn, seen, answer)
                 if answer.close or headers.get("connection", "").lower() == "close":
                     return
@@ -646,13 +710,20 @@ class ScriptedServer:
         headers.setdefault("Content-Length", str(len(answer.body)))
         if answer.close:
             headers["Connection"] = "close"
-        head = f"HTTP/1.1 {answer.status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head = f"HTTP/1.1 {answer.status} {reason}\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items()
+        )
         self._write(conn, (head + "\r\n").encode("latin-1"), answer.drip_headers, None, None)
         if seen.method != "HEAD":
             self._write(conn, answer.body, answer.drip_body, seen, answer.phase)
 
     def _write(
-        self, conn: socket.socket, data: bytes | memoryview, drip: float | None, seen: Seen | None, phase: int | None
+        self,
+        conn: socket.socket,
+        data: bytes | memoryview,
+        drip: float | None,
+        seen: Seen | None,
+        phase: int | None,
     ) -> None:
         view = memoryview(data)
         step = 1 if drip else 1 << 20
@@ -668,15 +739,17 @@ class ScriptedServer:
                         self._used[seen.path][1] += len(piece)
 
 
-# --- answers whose bodies and headers disagree, and rclone's 200 to a range (issue 37) --------------------------------
+# --- answers whose bodies and headers disagree, and rclone's 200 to a range (issue 37)
+# --------------------------------
 
 
 class FramedServer(ScriptedServer):
     """A `ScriptedServer` that also frames answers as chunked: an `Answer` whose headers hold
-    ``Transfer-Encoding: chunked`` is sent without a Content-Length, its body in chunks of ``chunk`` bytes and a last
-    empty chunk, whatever length its Content-Range names (a chunked body can carry more, or fewer, bytes than that).
-    Any other answer is sent as `ScriptedServer` sends it (an explicit Content-Length in the headers is kept as it is,
-    so a test can announce one length and send another)."""
+    ``Transfer-Encoding: chunked`` is sent without a Content-Length, its body in chunks of ``chunk``
+    bytes and a last empty chunk, whatever length its Content-Range names (a chunked body can carry
+    more, or fewer, bytes than that). Any other answer is sent as `ScriptedServer` sends it (an
+    explicit Content-Length in the headers is kept as it is, so a test can announce one length and
+    send another)."""
 
     chunk = 256 * 1024
 
@@ -689,7 +762,9 @@ class FramedServer(ScriptedServer):
         headers = {"Date": http_date(time.time()), **answer.headers}
         if answer.close:
             headers["Connection"] = "close"
-        head = f"HTTP/1.1 {answer.status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head = f"HTTP/1.1 {answer.status} {reason}\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items()
+        )
         conn.sendall((head + "\r\n").encode("latin-1"))
         if seen.method == "HEAD":
             return
@@ -702,17 +777,23 @@ class FramedServer(ScriptedServer):
         conn.sendall(b"0\r\n\r\n")
 
 
-def chunked(answer: Answer, *, extra: bytes = b"", before: bytes = b"", cut: int | None = None) -> Answer:
-    """``answer`` sent chunked (for a `FramedServer`), its body cut to ``cut`` bytes, with ``before`` and ``extra``
-    bytes around it: the Content-Range still names what the honest answer held."""
+def chunked(
+    answer: Answer, *, extra: bytes = b"", before: bytes = b"", cut: int | None = None
+) -> Answer:
+    """``answer`` sent chunked (for a `FramedServer`), its body cut to ``cut`` bytes, with
+    ``before`` and ``extra`` bytes around it: the Content-Range still names what the honest answer
+    held."""
     body = before + bytes(answer.body)[:cut] + extra
     headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-length"}
-    return Answer(answer.status, {**headers, "Transfer-Encoding": "chunked"}, body, phase=answer.phase)
+    return Answer(
+        answer.status, {**headers, "Transfer-Encoding": "chunked"}, body, phase=answer.phase
+    )
 
 
 def rclone_ranges(index: int, seen: Seen, server: ScriptedServer) -> Answer | None:
-    """A `ScriptedServer` policy answering as ``rclone serve s3`` does: a ranged GET gets ``200 OK`` with a
-    Content-Range and only the range (curl, aria2c, s5cmd and boto3 read it as that range)."""
+    """A `ScriptedServer` policy answering as ``rclone serve s3`` does: a ranged GET gets ``200 OK``
+    with a Content-Range and only the range (curl, aria2c, s5cmd and boto3 read it as that range).
+    """
     answer = server.reply(seen)
     if answer.status == 206:
         answer.status = 200
@@ -720,11 +801,14 @@ def rclone_ranges(index: int, seen: Seen, server: ScriptedServer) -> Answer | No
 
 
 class NginxCdn(CdnServer):
-    """A `CdnServer` naming versions as nginx names static files: ETag ``"<mtime hex>-<size hex>"`` and the mtime as
-    Last-Modified. Two builds of one size copied with their mtime (``cp -p``, ``rsync -a``, a fixed-timestamp unzip)
-    under two paths carry the same ETag: only their URLs tell them apart."""
+    """A `CdnServer` naming versions as nginx names static files: ETag ``"<mtime hex>-<size hex>"``
+    and the mtime as Last-Modified. Two builds of one size copied with their mtime (``cp -p``,
+    ``rsync -a``, a fixed-timestamp unzip) under two paths carry the same ETag: only their URLs tell
+    them apart."""
 
     def add_file(  # type: ignore[override]
         self, path: str, data: bytes, *, mtime: float = 1_700_000_000.0, **kwargs: Any
     ) -> str:
-        return super().add_file(path, data, etag=f'"{int(mtime):x}-{len(data):x}"', last_modified=mtime, **kwargs)
+        return super().add_file(
+            path, data, etag=f'"{int(mtime):x}-{len(data):x}"', last_modified=mtime, **kwargs
+        )

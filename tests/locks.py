@@ -1,4 +1,6 @@
-"""Write catalog.lock for a catalog from what the Hub stand-in holds (until ``mdl lock`` writes them in tests)."""
+"""Write catalog.lock for a catalog from what the Hub stand-in holds (until ``mdl lock`` writes
+them in tests).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +16,17 @@ from mdl.store import hub_source
 
 
 def lock_catalog(
-    catalog: Path, hub: HubServer, *, only: tuple[str, ...] = (), urls: dict[str, bytes] | None = None
+    catalog: Path,
+    hub: HubServer,
+    *,
+    only: tuple[str, ...] = (),
+    urls: dict[str, bytes] | None = None,
 ) -> Path:
-    """Lock every model of ``catalog`` (or ``only`` these) at the commits their revisions name on ``hub`` now.
+    """Lock every model of ``catalog`` (or ``only`` these) at the commits their revisions name on
+    ``hub`` now.
 
-    Snapshots lock every file of the repo (the tests' catalogs use no include/exclude); direct URLs take their
-    bytes from ``urls`` (by URL) to be hashed. Returns the lock's path.
+    Snapshots lock every file of the repo (the tests' catalogs use no include/exclude); direct URLs
+    take their bytes from ``urls`` (by URL) to be hashed. Returns the lock's path.
     """
     cat = load_catalog(catalog)
     models: dict[str, LockedModel] = {}
@@ -36,7 +43,9 @@ def lock_catalog(
             for path, f in sorted(found.files.items()):
                 source = hub_source(spec.repo, spec.repo_type, commit, path)
                 files.append(LockedFile(path, f.size, f.sha256, source, None if f.lfs else f.oid))
-            models[spec.name] = LockedModel(spec.name, fingerprint(spec), spec.revision, commit, tuple(files))
+            models[spec.name] = LockedModel(
+                spec.name, fingerprint(spec), spec.revision, commit, tuple(files)
+            )
             continue
         commits = set()
         for file in spec.files:
@@ -53,7 +62,11 @@ def lock_catalog(
             commits.add(at.sha)
             source = hub_source(file.repo, kind, at.sha, file.path)
             revision = file.revision or "main"
-            files.append(LockedFile(file.save_path, f.size, f.sha256, source, None if f.lfs else f.oid, revision))
+            files.append(
+                LockedFile(
+                    file.save_path, f.size, f.sha256, source, None if f.lfs else f.oid, revision
+                )
+            )
         commit = commits.pop() if len(commits) == 1 else None
         models[spec.name] = LockedModel(spec.name, fingerprint(spec), None, commit, tuple(files))
     path = lock_beside(catalog)

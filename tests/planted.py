@@ -1,5 +1,6 @@
-"""What the planted-entry tests share: a snapshot of the tree outside `<dest>`, entries planted where files go
-(a FIFO, a socket, a device, a folder), a way to unblock FIFOs and a watchdog for commands that might hang."""
+"""What the planted-entry tests share: a snapshot of the tree outside `<dest>`, entries planted
+where files go (a FIFO, a socket, a device, a folder), a way to unblock FIFOs and a watchdog for
+commands that might hang."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ Entry = tuple[str, int, int, bytes | str | None]  # kind, size, mtime, content (
 
 
 def snapshot(root: Path) -> dict[str, Entry]:
-    """Every entry below `root`, links not followed: kind, size, mtime and content (a link's target)."""
+    """Every entry below `root`, links not followed: kind, size, mtime and content (a link's
+    target).
+    """
     found: dict[str, Entry] = {"": ("dir", 0, root.lstat().st_mtime_ns, None)}
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:
@@ -37,7 +40,9 @@ def snapshot(root: Path) -> dict[str, Entry]:
 
 
 def release_fifos(root: Path) -> None:
-    """Open the other end of every FIFO below `root` (non-blocking), so a command stuck opening one goes on."""
+    """Open the other end of every FIFO below `root` (non-blocking), so a command stuck opening
+    one goes on.
+    """
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:
             path = Path(folder) / name
@@ -49,11 +54,14 @@ def release_fifos(root: Path) -> None:
                         pass
 
 
-KINDS = {"fifo": "a FIFO", "socket": "a socket", "device": "a device", "folder": "a folder"}  # as mdl names them
+# as mdl names them
+KINDS = {"fifo": "a FIFO", "socket": "a socket", "device": "a device", "folder": "a folder"}
 
 
 def plant(path: Path, kind: str) -> None:
-    """Put a `kind` (a key of KINDS) at `path`; a folder gets a file inside so that it is not empty."""
+    """Put a `kind` (a key of KINDS) at `path`; a folder gets a file inside so that it is not
+    empty.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "fifo":
         os.mkfifo(path)
@@ -89,8 +97,9 @@ def kind_at(path: Path) -> str | None:
 
 @contextlib.contextmanager
 def no_hang(root: Path, seconds: float, what: str) -> Iterator[None]:
-    """Fail if the block runs longer than `seconds`: then every FIFO below `root` is opened from the other end
-    and the main thread interrupted, so a hung command ends (in-process commands only: no subprocess needed)."""
+    """Fail if the block runs longer than `seconds`: then every FIFO below `root` is opened from the
+    other end and the main thread interrupted, so a hung command ends (in-process commands only: no
+    subprocess needed)."""
     done = threading.Event()
     hung: list[bool] = []
     main = threading.get_ident()

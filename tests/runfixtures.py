@@ -1,5 +1,5 @@
-"""Shared test helpers: the one way to run a command (`mdl`), the one bounded wait (`wait_for`), and builders of
-realistic training-run folders (HF Trainer, PEFT, Lightning, kohya) on disk."""
+"""Shared test helpers: the one way to run a command (`mdl`), the one bounded wait (`wait_for`), and
+builders of realistic training-run folders (HF Trainer, PEFT, Lightning, kohya) on disk."""
 
 from __future__ import annotations
 
@@ -28,15 +28,18 @@ TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", 
 
 
 def mdl(*args: str, stdin: str | None = None, env: Mapping[str, str] | None = None) -> Result:
-    """``mdl ARGS`` in this process (stdout and stderr kept apart), ``stdin`` as its input, ``env`` on top of ours."""
+    """``mdl ARGS`` in this process (stdout and stderr kept apart), ``stdin`` as its input,
+    ``env`` on top of ours.
+    """
     return CliRunner().invoke(app, list(args), input=stdin, env=env)
 
 
 def use_catalog(
     folder: Path, monkeypatch: pytest.MonkeyPatch, text: str | None, *, endpoint: str | None = None
 ) -> Path:
-    """``text`` as ``folder/catalog.toml`` (None: the test writes it), with the CLI pointed at it, at
-    ``folder/models`` (MDL_DEST), at ``folder/mdl.log`` (MDL_LOG_FILE) and, given one, at the Hub ``endpoint``."""
+    """``text`` as ``folder/catalog.toml`` (None: the test writes it), with the CLI pointed at it,
+    at ``folder/models`` (MDL_DEST), at ``folder/mdl.log`` (MDL_LOG_FILE) and, given one, at the Hub
+    ``endpoint``."""
     catalog = folder / "catalog.toml"
     if text is not None:
         catalog.write_text(text)
@@ -49,23 +52,29 @@ def use_catalog(
 
 
 def without_modules(folder: Path, *names: str) -> dict[str, str]:
-    """``os.environ`` for a child process that cannot import ``names`` (as after installing mdl without them): a
-    ``sitecustomize`` first on ``PYTHONPATH`` (mdl stays importable from the rest) sets them to None in sys.modules."""
+    """``os.environ`` for a child process that cannot import ``names`` (as after installing mdl
+    without them): a ``sitecustomize`` first on ``PYTHONPATH`` (mdl stays importable from the rest)
+    sets them to None in sys.modules."""
     blocker = folder / "blocked"
     blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text("import sys\n" + "".join(f"sys.modules[{n!r}] = None\n" for n in names))
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n" + "".join(f"sys.modules[{n!r}] = None\n" for n in names)
+    )
     path = os.pathsep.join(p for p in (str(blocker), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path}
 
 
-# Seconds: the bound on a wait that only a hang reaches, never a measure of speed (a busy 2-core machine can keep a
-# process off the CPU for many seconds). A test whose product deadline must fire asserts that it fired; a test that
-# a wait is bounded sets what would be the wrong wait far beyond HANG and bounds the right one by HANG.
+# Seconds: the bound on a wait that only a hang reaches, never a measure of speed (a busy 2-core
+# machine can keep a process off the CPU for many seconds). A test whose product deadline must fire
+# asserts that it fired; a test that a wait is bounded sets what would be the wrong wait far beyond
+# HANG and bounds the right one by HANG.
 HANG = 120.0
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = HANG, what: str = "condition") -> None:
-    """Poll ``predicate`` every 20 ms until it holds; fail naming ``what`` once ``timeout`` seconds have passed."""
+    """Poll ``predicate`` every 20 ms until it holds; fail naming ``what`` once ``timeout``
+    seconds have passed.
+    """
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -73,8 +82,12 @@ def wait_for(predicate: Callable[[], bool], timeout: float = HANG, what: str = "
         time.sleep(0.02)
 
 
-def safetensors_bytes(tensors: dict[str, int], *, seed: str = "x", metadata: dict[str, str] | None = None) -> bytes:
-    """A valid safetensors file: 8-byte LE header length, JSON header with data_offsets, then the data."""
+def safetensors_bytes(
+    tensors: dict[str, int], *, seed: str = "x", metadata: dict[str, str] | None = None
+) -> bytes:
+    """A valid safetensors file: 8-byte LE header length, JSON header with data_offsets, then the
+    data.
+    """
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = metadata
@@ -88,8 +101,12 @@ def safetensors_bytes(tensors: dict[str, int], *, seed: str = "x", metadata: dic
 
 
 def safetensors_header(data_size: int) -> bytes:
-    """Just the header of a one-tensor file whose data region is ``data_size`` bytes (for sparse files)."""
-    raw = json.dumps({"w": {"dtype": "U8", "shape": [data_size], "data_offsets": [0, data_size]}}).encode()
+    """Just the header of a one-tensor file whose data region is ``data_size`` bytes (for sparse
+    files).
+    """
+    raw = json.dumps(
+        {"w": {"dtype": "U8", "shape": [data_size], "data_offsets": [0, data_size]}}
+    ).encode()
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", len(raw)) + raw
 
@@ -128,8 +145,12 @@ class Run:
         return self.root / name
 
 
-def write_model_files(folder: Path, *, seed: str, sharded: bool = False, weights_kib: int = 64) -> None:
-    """Config, tokenizer and weights (single file, or two shards with model.safetensors.index.json)."""
+def write_model_files(
+    folder: Path, *, seed: str, sharded: bool = False, weights_kib: int = 64
+) -> None:
+    """Config, tokenizer and weights (single file, or two shards with
+    model.safetensors.index.json).
+    """
     write_json(folder / "config.json", {"model_type": "bert", "hidden_size": 32})
     write_json(folder / "generation_config.json", {"max_length": 20})
     write_json(folder / "tokenizer.json", {"version": "1.0", "model": {"vocab": {"a": 0, "b": 1}}})
@@ -159,11 +180,16 @@ def make_hf_run(
     best_path: str | None = None,
 ) -> Run:
     """An HF Trainer output folder: checkpoint-N folders with weights, tokenizer, trainer_state and
-    training state, a final model at the top, logs, and trainer_state.json recording the best checkpoint."""
+    training state, a final model at the top, logs, and trainer_state.json recording the best
+    checkpoint."""
     root.mkdir(parents=True, exist_ok=True)
     run = Run(root)
     best = best_step if best_step is not None else steps[0]
-    recorded = best_path if best_path is not None else f"/data/old-machine/outputs/{root.name}/checkpoint-{best}"
+    recorded = (
+        best_path
+        if best_path is not None
+        else f"/data/old-machine/outputs/{root.name}/checkpoint-{best}"
+    )
     for step in steps:
         folder = root / f"checkpoint-{step}"
         write_model_files(folder, seed=f"ckpt-{step}", sharded=step in sharded)
@@ -188,7 +214,9 @@ def make_hf_run(
 
 
 def make_lightning_run(root: Path) -> Run:
-    """A Lightning checkpoints folder: epoch=E-step=S.ckpt files and last.ckpt as a relative symlink."""
+    """A Lightning checkpoints folder: epoch=E-step=S.ckpt files and last.ckpt as a relative
+    symlink.
+    """
     root.mkdir(parents=True, exist_ok=True)
     for epoch, step in ((0, 100), (1, 200)):
         write(root / f"epoch={epoch}-step={step}.ckpt", pseudo_random(4096, f"pl-{step}"))
@@ -197,17 +225,26 @@ def make_lightning_run(root: Path) -> Run:
 
 
 def make_kohya_run(root: Path) -> Run:
-    """kohya sd-scripts output: name-00000N.safetensors per epoch, final name.safetensors, *-state folders."""
+    """kohya sd-scripts output: name-00000N.safetensors per epoch, final name.safetensors,
+    *-state folders.
+    """
     root.mkdir(parents=True, exist_ok=True)
     for epoch in (1, 2):
-        write(root / f"style-{epoch:06d}.safetensors", safetensors_bytes({"lora.down": 4096}, seed=f"k{epoch}"))
-        write(root / f"style-{epoch:06d}-state" / "optimizer.bin", pseudo_random(1024, f"ks{epoch}"))
+        write(
+            root / f"style-{epoch:06d}.safetensors",
+            safetensors_bytes({"lora.down": 4096}, seed=f"k{epoch}"),
+        )
+        write(
+            root / f"style-{epoch:06d}-state" / "optimizer.bin", pseudo_random(1024, f"ks{epoch}")
+        )
     write(root / "style.safetensors", safetensors_bytes({"lora.down": 4096}, seed="kfinal"))
     return Run(root, ["style-000001.safetensors", "style-000002.safetensors"])
 
 
 class RecordingProgress(Progress):
-    """A Progress that keeps what it was told, and can run a hook on each advance (to act mid-pack)."""
+    """A Progress that keeps what it was told, and can run a hook on each advance (to act
+    mid-pack).
+    """
 
     def __init__(self, on_advance: Any = None) -> None:
         self.notes: list[str] = []
@@ -249,7 +286,9 @@ def transfer_job(
     credentials: Credentials | None = None,
     **more: Any,
 ) -> TransferJob:
-    """The job transfer tests fetch into ``folder/dest/m/f.bin``, expecting ``data``'s size and sha256, if given."""
+    """The job transfer tests fetch into ``folder/dest/m/f.bin``, expecting ``data``'s size and
+    sha256, if given.
+    """
     if data is not None:
         size, sha = len(data), hashlib.sha256(data).hexdigest()
     partial = folder / "dest" / ".mdl" / "partial"
@@ -267,8 +306,9 @@ def transfer_job(
 
 
 def proxy_for(url: str, environ: Mapping[str, str]) -> Proxy | None:
-    """The proxy ``url`` goes through (None: direct), as httpx2 matches the mounts mdl builds from ``environ``:
-    each route answers with the proxy it stands for, so the test asks httpx2 itself, not a copy of its rules."""
+    """The proxy ``url`` goes through (None: direct), as httpx2 matches the mounts mdl builds from
+    ``environ``: each route answers with the proxy it stands for, so the test asks httpx2 itself,
+    not a copy of its rules."""
 
     def route(proxy: Proxy | None) -> httpx2.MockTransport:
         return httpx2.MockTransport(lambda _: httpx2.Response(204, extensions={"proxy": proxy}))

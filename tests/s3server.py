@@ -1,9 +1,11 @@
-"""A real S3 server on loopback for the s3:// tests: moto's threaded server (the S3 REST protocol with SigV4).
+"""A real S3 server on loopback for the s3:// tests: moto's threaded server (the S3 REST protocol
+with SigV4).
 
-``s3_server`` starts one per session on 127.0.0.1 (port chosen by the system); ``s3`` gives each test a clean
-server and an environment that can reach nothing else: explicit test credentials, ``AWS_ENDPOINT_URL`` at the
-server, ``AWS_EC2_METADATA_DISABLED`` (no metadata endpoint is ever tried), no profile, config file or proxy.
-Test modules import both fixtures: ``from s3server import s3, s3_server  # noqa: F401``.
+``s3_server`` starts one per session on 127.0.0.1 (port chosen by the system); ``s3`` gives each
+test a clean server and an environment that can reach nothing else: explicit test credentials,
+``AWS_ENDPOINT_URL`` at the server, ``AWS_EC2_METADATA_DISABLED`` (no metadata endpoint is ever
+tried), no profile, config file or proxy. Test modules import both fixtures: ``from s3server import
+s3, s3_server  # noqa: F401``.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ class S3:
 
 
 def aws_environ(endpoint: str) -> dict[str, str]:
-    """The environment every s3 test runs in: test credentials, the loopback endpoint, no metadata service."""
+    """The environment every s3 test runs in: test credentials, the loopback endpoint, no
+    metadata service.
+    """
     return {
         "AWS_EC2_METADATA_DISABLED": "true",
         "AWS_ACCESS_KEY_ID": ACCESS_KEY,
@@ -71,9 +75,10 @@ SLOW = (
 
 
 class Cutter:
-    """WSGI middleware around moto: while ``after`` is set, every object GET is cut after that many bytes (the
-    connection drops mid-body, as a network failure does); ``slowdown`` answers the next requests 503 SlowDown
-    (S3's throttling; a large number: always); ``ranges`` lists the presigned GETs' Range headers."""
+    """WSGI middleware around moto: while ``after`` is set, every object GET is cut after that many
+    bytes (the connection drops mid-body, as a network failure does); ``slowdown`` answers the next
+    requests 503 SlowDown (S3's throttling; a large number: always); ``ranges`` lists the presigned
+    GETs' Range headers."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -81,9 +86,12 @@ class Cutter:
         self.ranges: list[str | None] = []  # the Range header of every object GET
         self.slowdown = 0  # the next this many requests to an object are answered 503 SlowDown
         self.slowed = 0  # how many were
-        self.writes: list[tuple[str, str, str]] = []  # (method, path, query) of every PUT/POST to the store
-        self.fail_writes_after: int | None = None  # writes let through before every later one is a 500
-        self.write_delay = 0.0  # seconds each write waits before it is served (a slow uplink, to interrupt)
+        # (method, path, query) of every PUT/POST to the store
+        self.writes: list[tuple[str, str, str]] = []
+        # writes let through before every later one is a 500
+        self.fail_writes_after: int | None = None
+        # seconds each write waits before it is served (a slow uplink, to interrupt)
+        self.write_delay = 0.0
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
@@ -92,22 +100,34 @@ class Cutter:
             if allowed is not None and len(self.writes) >= allowed:
                 environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
                 start_response("500 Internal Server Error", [("Content-Type", "application/xml")])
-                return [b"<Error><Code>InternalError</Code><Message>failed by the test</Message></Error>"]
+                return [
+                    b"<Error><Code>InternalError</Code><Message>failed by the"
+                    b" test</Message></Error>"
+                ]
             self.writes.append((method, path, environ.get("QUERY_STRING", "")))
             if self.write_delay:
                 import time
 
                 time.sleep(self.write_delay)
-        if environ["REQUEST_METHOD"] == "GET" and "X-Amz-Signature=" in environ.get("QUERY_STRING", ""):
+        if environ["REQUEST_METHOD"] == "GET" and "X-Amz-Signature=" in environ.get(
+            "QUERY_STRING", ""
+        ):
             self.ranges.append(environ.get("HTTP_RANGE"))
         if self.slowdown and not environ["PATH_INFO"].startswith("/moto-api"):
             self.slowdown -= 1
             self.slowed += 1
-            start_response("503 Slow Down", [("Content-Type", "application/xml"), ("Content-Length", str(len(SLOW)))])
+            start_response(
+                "503 Slow Down",
+                [("Content-Type", "application/xml"), ("Content-Length", str(len(SLOW)))],
+            )
             return [SLOW]
         body = self.app(environ, start_response)
         after = self.after
-        if after is None or environ["REQUEST_METHOD"] != "GET" or environ["PATH_INFO"].startswith("/moto-api"):
+        if (
+            after is None
+            or environ["REQUEST_METHOD"] != "GET"
+            or environ["PATH_INFO"].startswith("/moto-api")
+        ):
             return body
         return self._cut(body, after)
 
@@ -124,10 +144,16 @@ class Cutter:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3]:
-    """moto's S3 on 127.0.0.1 (as ``moto.server.ThreadedMotoServer`` runs it, with a ``Cutter`` in front)."""
+    """moto's S3 on 127.0.0.1 (as ``moto.server.ThreadedMotoServer`` runs it, with a ``Cutter``
+    in front).
+    """
     import threading
 
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
     from werkzeug.serving import make_server
 
     cutter = Cutter(DomainDispatcherApplication(create_backend_app))
@@ -143,7 +169,9 @@ def s3_server() -> Iterator[S3]:
 
 @pytest.fixture
 def s3(s3_server: S3, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
-    """The session's server, emptied, with the test's AWS environment set and the developer's removed."""
+    """The session's server, emptied, with the test's AWS environment set and the developer's
+    removed.
+    """
     for name in list(os.environ):
         if name.startswith("AWS_"):
             monkeypatch.delenv(name)

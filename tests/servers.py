@@ -1,23 +1,24 @@
-"""Real loopback HTTP servers for tests and benchmarks: a Hugging Face Hub stand-in and a CDN with faults.
+"""Real loopback HTTP servers for tests and benchmarks: a Hugging Face Hub stand-in and a CDN with
+faults.
 
-Everything here is stdlib only and binds to 127.0.0.1 on a free port, so no test ever reaches the internet.
+Everything here is stdlib only and binds to 127.0.0.1 on a free port, so no test ever reaches the
+internet.
 
-- `CdnServer` serves bytes with exact HTTP/1.1 Range semantics (RFC 9110 §14), signed-URL checks, redirects,
-  throttling and scripted faults (`Fault`).
-- `HubServer` holds git-like repos (commits, branches, tags, LFS vs. plain files) and answers the part
-  of the Hub API that huggingface_hub and mdl use: `resolve` (302 to the CDN for LFS files, 200 for small
-  files), `api/{models,datasets,spaces}/{repo}[/revision/{rev}]`, `.../tree/{rev}[/{path}]` with `Link`
-  pagination and `POST .../paths-info/{rev}`, with the Hub's `X-Error-Code` / `X-Error-Message` headers so
-  `hf_raise_for_status` raises the right class.
+- `CdnServer` serves bytes with exact HTTP/1.1 Range semantics (RFC 9110 §14), signed-URL checks,
+  redirects, throttling and scripted faults (`Fault`).
+- `HubServer` holds git-like repos (commits, branches, tags, LFS vs. plain files) and answers the
+  part of the Hub API that huggingface_hub and mdl use: `resolve` (302 to the CDN for LFS files, 200
+  for small files), `api/{models,datasets,spaces}/{repo}[/revision/{rev}]`,
+  `.../tree/{rev}[/{path}]` with `Link` pagination and `POST .../paths-info/{rev}`, with the Hub's
+  `X-Error-Code` / `X-Error-Message` headers so `hf_raise_for_status` raises the right class.
 - Both keep a thread-safe `RequestLog` of what they saw and sent, and take `Fault`s.
 - `python tests/servers.py FILE...` serves files from another process (benchmarks: no shared GIL).
 
 Usage::
 
     with HubServer() as hub:
-        repo = hub.add_repo("org/tiny", {"config.json": b"{}", "model.safetensors": make_data(4096)})
-        api = HfApi(endpoint=hub.url)
-        ...
+        repo = hub.add_repo("org/tiny", {"config.json": b"{}", "model.safetensors":
+        make_data(4096)}) api = HfApi(endpoint=hub.url) ...
         hub.cdn.faults.add(Fault.reset(after_bytes=1000))
 """
 
@@ -67,7 +68,8 @@ __all__ = [
 TOKEN = "hf_mdltest0123456789abcdefghijklmnopqrstuv"
 """A token the Hub stand-in accepts by default (it is in `HubServer.valid_tokens`)."""
 
-# The suffixes the Hub's default .gitattributes puts in LFS (abridged), plus model formats mdl cares about.
+# The suffixes the Hub's default .gitattributes puts in LFS (abridged), plus model formats mdl cares
+# about.
 DEFAULT_LFS_SUFFIXES: tuple[str, ...] = (
     ".7z", ".arrow", ".bin", ".bz2", ".ckpt", ".ftz", ".gguf", ".gz", ".h5", ".joblib", ".mlmodel", ".model",
     ".msgpack", ".npy", ".npz", ".onnx", ".ot", ".parquet", ".pb", ".pickle", ".pkl", ".pt", ".pth", ".rar",
@@ -75,12 +77,15 @@ DEFAULT_LFS_SUFFIXES: tuple[str, ...] = (
 )  # fmt: skip
 
 _CHUNK = 1 << 20  # unthrottled bodies go out in 1 MiB memoryview slices: few syscalls, no copies
-_FIXED_EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: stable Last-Modified / commit dates across runs
+# 2026-01-01T00:00:00Z: stable Last-Modified / commit dates across runs
+_FIXED_EPOCH = 1_767_225_600.0
 _DISCONNECTS = (ConnectionError, TimeoutError)
 
 
 def make_data(size: int, seed: int = 0) -> bytes:
-    """Deterministic pseudo-random bytes (incompressible, so no transfer can cheat); fast for 100s of MB."""
+    """Deterministic pseudo-random bytes (incompressible, so no transfer can cheat); fast for
+    100s of MB.
+    """
     # SHAKE-128 is an XOF: ~2x faster than random.randbytes; blocks keep each digest() call small.
     block = 64 << 20
     return b"".join(
@@ -110,7 +115,8 @@ def _iso_date(ts: float) -> str:
 class Content:
     """Immutable bytes to serve, held in memory or read from a file (for benchmark-sized bodies).
 
-    Hashes are computed lazily and cached, so registering a big file costs nothing until something asks.
+    Hashes are computed lazily and cached, so registering a big file costs nothing until something
+    asks.
     """
 
     def __init__(self, source: bytes | bytearray | memoryview | Path) -> None:
@@ -188,9 +194,10 @@ def _as_content(data: bytes | bytearray | memoryview | Path | Content) -> Conten
 class RequestRecord:
     """One request as a server saw it, and what it answered.
 
-    `bytes_sent` counts body bytes the socket took (counted just before each write, so it is exact once the
-    client has the data; none the socket refused: a client that gave up on the request before its answer began
-    got none of it); `complete` is True when the whole body was sent; `fault` names the fault applied.
+    `bytes_sent` counts body bytes the socket took (counted just before each write, so it is exact
+    once the client has the data; none the socket refused: a client that gave up on the request
+    before its answer began got none of it); `complete` is True when the whole body was sent;
+    `fault` names the fault applied.
     """
 
     server: str
@@ -217,7 +224,9 @@ class RequestRecord:
     @property
     def query(self) -> dict[str, str]:
         """Query parameters (last value wins)."""
-        return {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query, keep_blank_values=True).items()}
+        return {
+            k: v[-1] for k, v in parse_qs(urlsplit(self.path).query, keep_blank_values=True).items()
+        }
 
     @property
     def authorization(self) -> str | None:
@@ -248,9 +257,15 @@ class RequestLog:
             self._records.append(record)
 
     def records(
-        self, *, method: str | None = None, path_prefix: str | None = None, status: int | None = None
+        self,
+        *,
+        method: str | None = None,
+        path_prefix: str | None = None,
+        status: int | None = None,
     ) -> list[RequestRecord]:
-        """A snapshot of the records, optionally filtered (path_prefix is matched on the quoted path)."""
+        """A snapshot of the records, optionally filtered (path_prefix is matched on the quoted
+        path).
+        """
         with self._lock:
             out = list(self._records)
         return [
@@ -293,12 +308,14 @@ _SIDE_EFFECTS = frozenset({"expire", "call"})
 
 @dataclass(eq=False)
 class Fault:
-    """One scripted misbehaviour, applied to the next `times` matching requests after `skip` of them pass.
+    """One scripted misbehaviour, applied to the next `times` matching requests after `skip` of them
+    pass.
 
-    Build them with the class methods (`Fault.http_error`, `Fault.reset`, `Fault.stall`, `Fault.full_body`,
-    `Fault.expire_urls`, `Fault.call`) and add them with `server.faults.add(...)`. `path_prefix` matches the
-    request's URL path (quoted form, no query); `methods` defaults to every method for status/side-effect
-    faults and to GET for body faults (a HEAD has no body to cut). `hits` counts the requests it hit.
+    Build them with the class methods (`Fault.http_error`, `Fault.reset`, `Fault.stall`,
+    `Fault.full_body`, `Fault.expire_urls`, `Fault.call`) and add them with
+    `server.faults.add(...)`. `path_prefix` matches the request's URL path (quoted form, no query);
+    `methods` defaults to every method for status/side-effect faults and to GET for body faults (a
+    HEAD has no body to cut). `hits` counts the requests it hit.
     """
 
     kind: FaultKind
@@ -311,9 +328,11 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     after_bytes: int = 0
     seconds: float | None = None  # stall length; None: until the server stops
-    until: threading.Event | None = None  # a stall that ends when this is set (or the server stops), not on a clock
+    # a stall that ends when this is set (or the server stops), not on a clock
+    until: threading.Event | None = None
     resume: bool = False  # after a stall, send the rest instead of closing
-    rst: bool = False  # abort with a TCP RST instead of a FIN (unsent kernel-buffered bytes may be lost)
+    # abort with a TCP RST instead of a FIN (unsent kernel-buffered bytes may be lost)
+    rst: bool = False
     action: Callable[[], object] | None = None
     seen: int = 0
     hits: int = 0
@@ -328,7 +347,9 @@ class Fault:
         headers: Mapping[str, str] | None = None,
         **match: Any,
     ) -> Fault:
-        """Answer `status` with a short text body; 503/429 carry `Retry-After: 1` unless told otherwise."""
+        """Answer `status` with a short text body; 503/429 carry `Retry-After: 1` unless told
+        otherwise.
+        """
         if retry_after is None and status in (429, 503):
             retry_after = 1
         hdrs = dict(headers or {})
@@ -345,7 +366,9 @@ class Fault:
 
     @classmethod
     def reset(cls, after_bytes: int = 0, *, rst: bool = False, **match: Any) -> Fault:
-        """Send the headers and the first `after_bytes` of the body, then close the connection abruptly."""
+        """Send the headers and the first `after_bytes` of the body, then close the connection
+        abruptly.
+        """
         return cls("reset", after_bytes=after_bytes, rst=rst, **match)
 
     @classmethod
@@ -358,25 +381,33 @@ class Fault:
         until: threading.Event | None = None,
         **match: Any,
     ) -> Fault:
-        """Send `after_bytes` of the body then go silent for `seconds` (None: until shutdown) or `until` that event
-        is set, keeping the connection open; then close it, or send the rest if `resume`."""
-        return cls("stall", after_bytes=after_bytes, seconds=seconds, resume=resume, until=until, **match)
+        """Send `after_bytes` of the body then go silent for `seconds` (None: until shutdown) or
+        `until` that event is set, keeping the connection open; then close it, or send the rest if
+        `resume`."""
+        return cls(
+            "stall", after_bytes=after_bytes, seconds=seconds, resume=resume, until=until, **match
+        )
 
     @classmethod
     def full_body(cls, **match: Any) -> Fault:
-        """Answer a Range request with a plain 200 and the whole body (matches only requests with Range)."""
+        """Answer a Range request with a plain 200 and the whole body (matches only requests with
+        Range).
+        """
         return cls("full_body", **match)
 
     @classmethod
     def expire_urls(cls, **match: Any) -> Fault:
-        """Expire every signed URL issued so far (bump the generation) just before handling the request.
+        """Expire every signed URL issued so far (bump the generation) just before handling the
+        request.
 
         With `skip=N` on a path prefix this reads "after N requests, the signed URLs expire"."""
         return cls("expire", **match)
 
     @classmethod
     def call(cls, action: Callable[[], object], **match: Any) -> Fault:
-        """Run `action()` (e.g. `lambda: hub.replace_file(...)`) just before handling the request."""
+        """Run `action()` (e.g. `lambda: hub.replace_file(...)`) just before handling the
+        request.
+        """
         return cls("call", action=action, **match)
 
     def _matches(self, method: str, path: str, has_range: bool) -> bool:
@@ -414,13 +445,17 @@ class FaultPlan:
             return list(self._faults)
 
     def take(self, method: str, path: str, has_range: bool) -> tuple[list[Fault], Fault | None]:
-        """Pick the faults for one request: all matching side effects, the first matching response fault."""
+        """Pick the faults for one request: all matching side effects, the first matching
+        response fault.
+        """
         side: list[Fault] = []
         response: Fault | None = None
         with self._lock:
             for fault in list(self._faults):
                 is_side = fault.kind in _SIDE_EFFECTS
-                if (not is_side and response is not None) or not fault._matches(method, path, has_range):
+                if (not is_side and response is not None) or not fault._matches(
+                    method, path, has_range
+                ):
                     continue
                 fault.seen += 1
                 if fault.seen <= fault.skip:
@@ -445,8 +480,9 @@ class _Unsatisfiable(Exception):
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """Parse a single `bytes=` range into [start, end); None means "ignore it and send 200" (RFC 9110 §14.2:
-    a server may ignore a Range it does not support, e.g. multiple ranges or a malformed one)."""
+    """Parse a single `bytes=` range into [start, end); None means "ignore it and send 200" (RFC
+    9110 §14.2: a server may ignore a Range it does not support, e.g. multiple ranges or a malformed
+    one)."""
     unit, _, spec = header.strip().partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
@@ -471,7 +507,9 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 
 def _if_range_matches(if_range: str, etag: str | None, last_modified: str | None) -> bool:
-    """If-Range holds iff it strongly matches the current ETag or equals Last-Modified (RFC 9110 §13.1.5)."""
+    """If-Range holds iff it strongly matches the current ETag or equals Last-Modified (RFC 9110
+    §13.1.5).
+    """
     value = if_range.strip()
     if value.startswith(('"', "W/")):
         return etag is not None and not etag.startswith("W/") and value == etag
@@ -485,20 +523,27 @@ def _if_range_matches(if_range: str, etag: str | None, last_modified: str | None
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
-    block_on_close = False  # shutdown closes client sockets itself; joining idle keep-alive threads would hang
+    # shutdown closes client sockets itself; joining idle keep-alive threads would hang
+    block_on_close = False
     request_queue_size = 256  # 16+ parallel range connections must not hit SYN-retry delays
     owner: LoopbackServer
 
     def server_bind(self) -> None:
-        """Bind without HTTPServer's reverse-DNS lookup of the address (slow or hanging in sandboxes)."""
+        """Bind without HTTPServer's reverse-DNS lookup of the address (slow or hanging in
+        sandboxes).
+        """
         socketserver.TCPServer.server_bind(self)
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), int(port)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """Swallow client disconnects; keep anything else for the test to see (and print it once)."""
+        """Swallow client disconnects; keep anything else for the test to see (and print it
+        once).
+        """
         exc = sys.exc_info()[1]
-        if isinstance(exc, _DISCONNECTS) or (isinstance(exc, OSError) and self.owner._stopping.is_set()):
+        if isinstance(exc, _DISCONNECTS) or (
+            isinstance(exc, OSError) and self.owner._stopping.is_set()
+        ):
             return
         self.owner.errors.append(traceback.format_exc())
         traceback.print_exc()
@@ -511,7 +556,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        # Without TCP_NODELAY a headers write followed by a small body write can wait ~40 ms on delayed ACKs.
+        # Without TCP_NODELAY a headers write followed by a small body write can wait ~40 ms on
+        # delayed ACKs.
         with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn_id = self.server.owner._track(self.connection)
@@ -560,7 +606,8 @@ class Exchange:
         self.query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         self.headers = handler.headers
         length = int(handler.headers.get("Content-Length") or 0)
-        # Always read the body: an unread body would be parsed as the next request on this connection.
+        # Always read the body: an unread body would be parsed as the next request on this
+        # connection.
         self.body = handler.rfile.read(length) if length else b""
         self.fault: Fault | None = None
         self.record = RequestRecord(
@@ -572,10 +619,13 @@ class Exchange:
             time=time.time(),
         )
 
-    # -- sending -------------------------------------------------------------------------------------------
+    # -- sending
+    # -------------------------------------------------------------------------------------------
 
     def start(self, status: int, headers: Mapping[str, str]) -> None:
-        """Send the status line and headers (Content-Length must be among them) and log the request."""
+        """Send the status line and headers (Content-Length must be among them) and log the
+        request.
+        """
         self.record.status = status
         if self.fault is not None and self.fault.kind in _BODY_FAULTS:
             self.record.fault = self.fault.kind
@@ -601,12 +651,16 @@ class Exchange:
         else:
             self.record.complete = True
 
-    def send_json(self, obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> None:
+    def send_json(
+        self, obj: Any, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> None:
         """A JSON response."""
         body = json.dumps(obj).encode()
         self.send_bytes(status, body, headers, content_type="application/json; charset=utf-8")
 
-    def redirect(self, location: str, status: int = 302, headers: Mapping[str, str] | None = None) -> None:
+    def redirect(
+        self, location: str, status: int = 302, headers: Mapping[str, str] | None = None
+    ) -> None:
         """A redirect with an empty body."""
         self.send_bytes(status, b"", {**(headers or {}), "Location": location})
 
@@ -641,7 +695,9 @@ class Exchange:
             try:
                 selected = _parse_range(range_header, size)
             except _Unsatisfiable:
-                self.send_bytes(416, b"", {**base, "Content-Range": f"bytes */{size}"}, content_type)
+                self.send_bytes(
+                    416, b"", {**base, "Content-Range": f"bytes */{size}"}, content_type
+                )
                 return
             if selected is not None:
                 status, (start, end) = 206, selected
@@ -655,7 +711,9 @@ class Exchange:
 
     def write_body(self, content: Content, start: int, end: int) -> None:
         """Write [start, end) of `content`, honouring throttling and reset/stall faults."""
-        fault = self.fault if self.fault is not None and self.fault.kind in ("reset", "stall") else None
+        fault = (
+            self.fault if self.fault is not None and self.fault.kind in ("reset", "stall") else None
+        )
         stop_at = min(end, start + fault.after_bytes) if fault is not None else end
         bps = self.server.throttle_bps
         chunk = _CHUNK if not bps else max(1024, min(64 * 1024, int(bps / 50)))
@@ -693,7 +751,14 @@ class Exchange:
                 wfile.flush()
 
     def _write_range(
-        self, content: Content, start: int, end: int, chunk: int, bps: float | None, began: float, sent: int
+        self,
+        content: Content,
+        start: int,
+        end: int,
+        chunk: int,
+        bps: float | None,
+        began: float,
+        sent: int,
     ) -> int:
         record = self.record
         if content.path is not None and not bps:
@@ -701,7 +766,8 @@ class Exchange:
         for piece in content.iter_chunks(start, end, chunk):
             n = len(piece)
             if start + n >= end and (self.fault is None or self.fault.kind == "full_body"):
-                record.complete = True  # set before the last write so a client that has it all sees True
+                # set before the last write so a client that has it all sees True
+                record.complete = True
             self._send(piece)
             start += n
             sent += n
@@ -712,7 +778,9 @@ class Exchange:
         return sent
 
     def _send(self, piece: memoryview | bytes) -> None:
-        """Hand ``piece`` to the socket, each byte counted just before the socket takes it, none it refused."""
+        """Hand ``piece`` to the socket, each byte counted just before the socket takes it, none
+        it refused.
+        """
         view = memoryview(piece).cast("B")
         sock = self.handler.connection
         while view:
@@ -726,7 +794,9 @@ class Exchange:
             view = view[took:]
 
     def _sendfile_range(self, path: Path, start: int, end: int, sent: int) -> int:
-        """Zero-copy file → socket (os.sendfile): keeps a benchmark's server off the CPU the client needs."""
+        """Zero-copy file → socket (os.sendfile): keeps a benchmark's server off the CPU the
+        client needs.
+        """
         record = self.record
         sock_fd = self.handler.connection.fileno()
         fd = os.open(path, os.O_RDONLY)
@@ -757,9 +827,10 @@ class Exchange:
         with contextlib.suppress(OSError):
             self.handler.wfile.flush()
             if rst:
-                # SO_LINGER with a zero timeout turns close() into a RST (the client sees ECONNRESET). The
-                # handler's rfile still references the socket, so socket.close() would not close the fd (and
-                # the later shutdown would send a FIN first): detach and close the descriptor ourselves.
+                # SO_LINGER with a zero timeout turns close() into a RST (the client sees
+                # ECONNRESET). The handler's rfile still references the socket, so socket.close()
+                # would not close the fd (and the later shutdown would send a FIN first): detach and
+                # close the descriptor ourselves.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 os.close(sock.detach())
             else:
@@ -769,8 +840,8 @@ class Exchange:
 class LoopbackServer:
     """A threaded HTTP/1.1 server on 127.0.0.1:<free port> with a request log, faults and redirects.
 
-    Subclasses implement `route(exchange)`. The socket is bound at construction, so `url` is known before
-    `start()`; use as a context manager or call `start()` / `stop()`.
+    Subclasses implement `route(exchange)`. The socket is bound at construction, so `url` is known
+    before `start()`; use as a context manager or call `start()` / `stop()`.
     """
 
     name: ClassVar[str] = "server"
@@ -779,8 +850,10 @@ class LoopbackServer:
         self.log = RequestLog()
         self.faults = FaultPlan()
         self.throttle_bps = throttle_bps  # per response stream; None = as fast as loopback goes
-        self.ignore_ranges = False  # True: every request gets 200 and the full body (still advertising bytes)
-        self.errors: list[str] = []  # unexpected exceptions inside the server (tests may assert it stays empty)
+        # True: every request gets 200 and the full body (still advertising bytes)
+        self.ignore_ranges = False
+        # unexpected exceptions inside the server (tests may assert it stays empty)
+        self.errors: list[str] = []
         self._host_alias = host_alias
         self._redirects: dict[str, tuple[str, int]] = {}
         self._stopping = threading.Event()
@@ -791,7 +864,8 @@ class LoopbackServer:
         self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
 
-    # -- lifecycle -----------------------------------------------------------------------------------------
+    # -- lifecycle
+    # -----------------------------------------------------------------------------------------
 
     @property
     def port(self) -> int:
@@ -807,14 +881,18 @@ class LoopbackServer:
         """Serve in a daemon thread; returns self."""
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"{self.name}-server"
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"{self.name}-server",
             )
             self._thread.daemon = True
             self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving, wake stalled responses, close every client connection and the listening socket."""
+        """Stop serving, wake stalled responses, close every client connection and the listening
+        socket.
+        """
         self._stopping.set()
         if self._thread is not None:
             self._httpd.shutdown()
@@ -841,14 +919,18 @@ class LoopbackServer:
         with self._lock:
             self._conns.discard(conn)
 
-    # -- configuration -------------------------------------------------------------------------------------
+    # -- configuration
+    # -------------------------------------------------------------------------------------
 
     def add_redirect(self, path: str, target: str, status: int = 302) -> str:
-        """Redirect `path` (unquoted, like add_file) to `target` (absolute or relative); returns its URL."""
+        """Redirect `path` (unquoted, like add_file) to `target` (absolute or relative); returns
+        its URL.
+        """
         self._redirects[quote(path)] = (target, status)
         return self.url + quote(path)
 
-    # -- dispatch ------------------------------------------------------------------------------------------
+    # -- dispatch
+    # ------------------------------------------------------------------------------------------
 
     def _dispatch(self, handler: _Handler) -> None:
         ex = Exchange(self, handler)
@@ -901,9 +983,10 @@ class _Entry:
 class CdnServer(LoopbackServer):
     """A CDN / object store stand-in: files by path, Hub blobs by sha256, signed URLs, faults.
 
-    Signed URLs look like `...?X-Amz-Signature=<hex>&X-Amz-Expires=3600&gen=<n>`. `expire_signed_urls()` (or a
-    `Fault.expire_urls`) bumps the generation; older URLs then get 403 `AccessDenied` / "Request has expired",
-    and anything signed afterwards (e.g. by re-resolving at the Hub) works.
+    Signed URLs look like `...?X-Amz-Signature=<hex>&X-Amz-Expires=3600&gen=<n>`.
+    `expire_signed_urls()` (or a `Fault.expire_urls`) bumps the generation; older URLs then get 403
+    `AccessDenied` / "Request has expired", and anything signed afterwards (e.g. by re-resolving at
+    the Hub) works.
     """
 
     name = "cdn"
@@ -916,7 +999,8 @@ class CdnServer(LoopbackServer):
         require_signatures: bool = True,
     ) -> None:
         super().__init__(host_alias=host_alias, throttle_bps=throttle_bps)
-        self.require_signatures = require_signatures  # False: signed paths also work without a query
+        # False: signed paths also work without a query
+        self.require_signatures = require_signatures
         self.generation = 1
         self._secret = os.urandom(16)
         self._entries: dict[str, _Entry] = {}
@@ -936,18 +1020,22 @@ class CdnServer(LoopbackServer):
     ) -> str:
         """Serve `data` at `path` (given unquoted, e.g. "/files/a b.bin"); returns the URL.
 
-        Re-adding a path replaces the file (new default ETag), as a re-uploaded object would. `etag` defaults
-        to the quoted md5 like S3; pass "" for no ETag at all (and `dated=False` for no Last-Modified). `signed`
-        requires a valid signed query (see
-        `signed_url`). `required_headers` (e.g. an Authorization) must be sent exactly: 401 when absent,
-        403 when wrong.
+        Re-adding a path replaces the file (new default ETag), as a re-uploaded object would. `etag`
+        defaults to the quoted md5 like S3; pass "" for no ETag at all (and `dated=False` for no
+        Last-Modified). `signed` requires a valid signed query (see `signed_url`).
+        `required_headers` (e.g. an Authorization) must be sent exactly: 401 when absent, 403 when
+        wrong.
         """
         content = _as_content(data)
         quoted = quote(path)
         self._entries[quoted] = _Entry(
             content=content,
             etag=f'"{content.md5}"' if etag is None else (etag or None),
-            last_modified=_http_date(_FIXED_EPOCH if last_modified is None else last_modified) if dated else "",
+            last_modified=(
+                _http_date(_FIXED_EPOCH if last_modified is None else last_modified)
+                if dated
+                else ""
+            ),
             content_type=content_type,
             headers=dict(headers or {}),
             signed=signed,
@@ -979,7 +1067,11 @@ class CdnServer(LoopbackServer):
         quoted = quote(path)
         gen = self.generation
         query = urlencode(
-            {"X-Amz-Signature": self._signature(quoted, gen, expires), "X-Amz-Expires": expires, "gen": gen}
+            {
+                "X-Amz-Signature": self._signature(quoted, gen, expires),
+                "X-Amz-Expires": expires,
+                "gen": gen,
+            }
         )
         return f"{self.url}{quoted}?{query}"
 
@@ -999,7 +1091,8 @@ class CdnServer(LoopbackServer):
 
     def _access_denied(self, ex: Exchange, code: str, message: str) -> None:
         body = (
-            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>\n'
+            '<?xml version="1.0"'
+            f' encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>\n'
         ).encode()
         ex.send_bytes(403, body, content_type="application/xml")
 
@@ -1010,12 +1103,18 @@ class CdnServer(LoopbackServer):
             ex.send_bytes(404, b"not found\n")
             return
         if entry.signed and (self.require_signatures or "X-Amz-Signature" in ex.query):
-            sig, gen, expires = (ex.query.get(k, "") for k in ("X-Amz-Signature", "gen", "X-Amz-Expires"))
+            sig, gen, expires = (
+                ex.query.get(k, "") for k in ("X-Amz-Signature", "gen", "X-Amz-Expires")
+            )
             if not sig or not gen.isdigit() or not expires:
-                self._access_denied(ex, "AccessDenied", "Query-string authentication requires a signature")
+                self._access_denied(
+                    ex, "AccessDenied", "Query-string authentication requires a signature"
+                )
                 return
             if not hmac.compare_digest(sig, self._signature(ex.path, int(gen), expires)):
-                self._access_denied(ex, "SignatureDoesNotMatch", "The request signature does not match")
+                self._access_denied(
+                    ex, "SignatureDoesNotMatch", "The request signature does not match"
+                )
                 return
             if int(gen) < self.generation:
                 self._access_denied(ex, "AccessDenied", "Request has expired")
@@ -1069,7 +1168,10 @@ class HubFile:
     @property
     def pointer(self) -> bytes:
         """The git-lfs pointer file that git stores in place of an LFS file."""
-        text = f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {self.size}\n"
+        text = (
+            f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize"
+            f" {self.size}\n"
+        )
         return text.encode()
 
     @property
@@ -1101,8 +1203,10 @@ class Repo:
     repo_type: RepoType
     gated: Literal["auto", "manual"] | Literal[False] = False
     private: bool = False
-    gate_api: bool = False  # the real Hub shows gated repos' metadata and tree to anyone; True gates those too
-    granted_tokens: set[str] | None = None  # for gated/private repos: None = every valid token has access
+    # the real Hub shows gated repos' metadata and tree to anyone; True gates those too
+    gate_api: bool = False
+    # for gated/private repos: None = every valid token has access
+    granted_tokens: set[str] | None = None
     lfs_threshold: int = 10 * 1024 * 1024
     lfs_suffixes: tuple[str, ...] = DEFAULT_LFS_SUFFIXES
     allow_unsafe_paths: bool = False
@@ -1147,8 +1251,8 @@ class HubServer(LoopbackServer):
 
     Tokens: a request whose `Authorization: Bearer` token is not in `valid_tokens` gets 401 "Invalid
     credentials in Authorization header" (as the real Hub does, even for public repos).
-    `missing_repo_status` is 404 by default (the real Hub answers 401 to anonymous callers; set it to 401
-    to test that).
+    `missing_repo_status` is 404 by default (the real Hub answers 401 to anonymous callers; set it
+    to 401 to test that).
     """
 
     name = "hub"
@@ -1167,7 +1271,8 @@ class HubServer(LoopbackServer):
         self.valid_tokens: set[str] = set(valid_tokens)
         self.page_size = page_size
         self.missing_repo_status = 404
-        self.xet_hashes: dict[str, object] = {}  # opt-in: an LFS file's sha256 -> the xetHash its listing entry shows
+        # opt-in: an LFS file's sha256 -> the xetHash its listing entry shows
+        self.xet_hashes: dict[str, object] = {}
         self.repos: dict[tuple[str, str], Repo] = {}
         self._commit_counter = itertools.count(1)
 
@@ -1183,7 +1288,8 @@ class HubServer(LoopbackServer):
         if self._owns_cdn:
             self.cdn.stop()
 
-    # -- building repos ------------------------------------------------------------------------------------
+    # -- building repos
+    # ------------------------------------------------------------------------------------
 
     def add_repo(
         self,
@@ -1202,8 +1308,8 @@ class HubServer(LoopbackServer):
     ) -> Repo:
         """Create a repo whose `main` holds `files` ({path: data}); returns it.
 
-        `allow_unsafe_paths` lets hostile paths like "../evil.txt" or "/abs" in (they are listed and served),
-        so path validation in the client can be tested.
+        `allow_unsafe_paths` lets hostile paths like "../evil.txt" or "/abs" in (they are listed and
+        served), so path validation in the client can be tested.
         """
         if repo_type not in _URL_PREFIX:
             raise ValueError(f"bad repo_type {repo_type!r}")
@@ -1235,7 +1341,8 @@ class HubServer(LoopbackServer):
         branch: str = "main",
         title: str = "Update files",
     ) -> str:
-        """Make a commit on `branch` adding/replacing files (None deletes one); returns the new 40-hex sha.
+        """Make a commit on `branch` adding/replacing files (None deletes one); returns the new
+        40-hex sha.
 
         Older commits stay resolvable by sha; their LFS blobs stay on the CDN.
         """
@@ -1244,7 +1351,9 @@ class HubServer(LoopbackServer):
         files: dict[str, HubFile] = dict(repo.commits[parent].files) if parent else {}
         for path, data in changes.items():
             if not repo.allow_unsafe_paths and not _is_safe_repo_path(path):
-                raise ValueError(f"unsafe repo path {path!r} (pass allow_unsafe_paths=True to mean it)")
+                raise ValueError(
+                    f"unsafe repo path {path!r} (pass allow_unsafe_paths=True to mean it)"
+                )
             if data is None:
                 files.pop(path, None)
                 continue
@@ -1254,9 +1363,13 @@ class HubServer(LoopbackServer):
                 self.cdn.add_blob(content)
             files[path] = hub_file
         n = next(self._commit_counter)
-        ident = f"{repo_type}/{repo_id}\n{parent}\n{n}\n" + "\n".join(f"{p}:{f.oid}" for p, f in sorted(files.items()))
+        ident = f"{repo_type}/{repo_id}\n{parent}\n{n}\n" + "\n".join(
+            f"{p}:{f.oid}" for p, f in sorted(files.items())
+        )
         sha = hashlib.sha1(ident.encode()).hexdigest()
-        repo.commits[sha] = Commit(sha=sha, files=files, title=title, timestamp=_FIXED_EPOCH + n * 60)
+        repo.commits[sha] = Commit(
+            sha=sha, files=files, title=title, timestamp=_FIXED_EPOCH + n * 60
+        )
         repo.branches[branch] = sha
         return sha
 
@@ -1270,13 +1383,21 @@ class HubServer(LoopbackServer):
         branch: str = "main",
     ) -> str:
         """Commit a new version of one file; returns the new commit sha."""
-        return self.commit(repo_id, {path: data}, repo_type=repo_type, branch=branch, title=f"Update {path}")
+        return self.commit(
+            repo_id, {path: data}, repo_type=repo_type, branch=branch, title=f"Update {path}"
+        )
 
-    def delete_file(self, repo_id: str, path: str, *, repo_type: RepoType = "model", branch: str = "main") -> str:
+    def delete_file(
+        self, repo_id: str, path: str, *, repo_type: RepoType = "model", branch: str = "main"
+    ) -> str:
         """Commit the removal of one file; returns the new commit sha."""
-        return self.commit(repo_id, {path: None}, repo_type=repo_type, branch=branch, title=f"Delete {path}")
+        return self.commit(
+            repo_id, {path: None}, repo_type=repo_type, branch=branch, title=f"Delete {path}"
+        )
 
-    def create_branch(self, repo_id: str, branch: str, revision: str = "main", *, repo_type: RepoType = "model") -> str:
+    def create_branch(
+        self, repo_id: str, branch: str, revision: str = "main", *, repo_type: RepoType = "model"
+    ) -> str:
         """Point a (new) branch at `revision`; returns its commit sha."""
         repo = self.repo(repo_id, repo_type)
         commit = repo.resolve_revision(revision)
@@ -1285,7 +1406,9 @@ class HubServer(LoopbackServer):
         repo.branches[branch] = commit.sha
         return commit.sha
 
-    def create_tag(self, repo_id: str, tag: str, revision: str = "main", *, repo_type: RepoType = "model") -> str:
+    def create_tag(
+        self, repo_id: str, tag: str, revision: str = "main", *, repo_type: RepoType = "model"
+    ) -> str:
         """Tag `revision`; returns its commit sha."""
         repo = self.repo(repo_id, repo_type)
         commit = repo.resolve_revision(revision)
@@ -1294,18 +1417,24 @@ class HubServer(LoopbackServer):
         repo.tags[tag] = commit.sha
         return commit.sha
 
-    # -- URLs ----------------------------------------------------------------------------------------------
+    # -- URLs
+    # ----------------------------------------------------------------------------------------------
 
-    def file_url(self, repo_id: str, path: str, revision: str = "main", *, repo_type: RepoType = "model") -> str:
+    def file_url(
+        self, repo_id: str, path: str, revision: str = "main", *, repo_type: RepoType = "model"
+    ) -> str:
         """The resolve URL, built like `huggingface_hub.hf_hub_url`."""
         return f"{self.url}/{_URL_PREFIX[repo_type]}{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
 
-    def blob_url(self, repo_id: str, path: str, revision: str = "main", *, repo_type: RepoType = "model") -> str:
+    def blob_url(
+        self, repo_id: str, path: str, revision: str = "main", *, repo_type: RepoType = "model"
+    ) -> str:
         """A freshly signed CDN URL for an LFS file (what resolve would redirect to now)."""
         hub_file = self.repo(repo_id, repo_type).file(path, revision)
         return self.cdn.signed_url(self.cdn.add_blob(hub_file.content))
 
-    # -- routing -------------------------------------------------------------------------------------------
+    # -- routing
+    # -------------------------------------------------------------------------------------------
 
     def _error(self, ex: Exchange, status: int, code: str | None, message: str) -> None:
         headers = {"X-Error-Message": message}
@@ -1313,9 +1442,12 @@ class HubServer(LoopbackServer):
             headers["X-Error-Code"] = code
         ex.send_json({"error": message}, status=status, headers=headers)
 
-    def _find_repo(self, repo_type: RepoType, segs: list[str], marker: str | None) -> tuple[str, int]:
-        """Split decoded `segs` into a repo id ("org/name", or a legacy one-segment id like "gpt2") and the
-        index of what follows it. `marker` is the word expected right after the id ("resolve", "tree")."""
+    def _find_repo(
+        self, repo_type: RepoType, segs: list[str], marker: str | None
+    ) -> tuple[str, int]:
+        """Split decoded `segs` into a repo id ("org/name", or a legacy one-segment id like "gpt2")
+        and the index of what follows it. `marker` is the word expected right after the id
+        ("resolve", "tree")."""
         if len(segs) >= 2 and (repo_type, f"{segs[0]}/{segs[1]}") in self.repos:
             return f"{segs[0]}/{segs[1]}", 2
         if len(segs) == 1 or (marker is not None and segs[1] == marker):
@@ -1332,8 +1464,12 @@ class HubServer(LoopbackServer):
         token = token.strip()
         return token, scheme.lower() == "bearer" and token in self.valid_tokens
 
-    def _check_access(self, ex: Exchange, repo: Repo | None, repo_id: str, *, file_access: bool) -> Repo | None:
-        """Apply the Hub's auth rules; returns the repo if the request may go on (else the error is sent)."""
+    def _check_access(
+        self, ex: Exchange, repo: Repo | None, repo_id: str, *, file_access: bool
+    ) -> Repo | None:
+        """Apply the Hub's auth rules; returns the repo if the request may go on (else the error
+        is sent).
+        """
         token, token_ok = self._token(ex)
         if not token_ok:
             self._error(ex, 401, None, "Invalid credentials in Authorization header")
@@ -1341,7 +1477,9 @@ class HubServer(LoopbackServer):
         if repo is None:
             self._error(ex, self.missing_repo_status, "RepoNotFound", "Repository not found")
             return None
-        granted = token is not None and (repo.granted_tokens is None or token in repo.granted_tokens)
+        granted = token is not None and (
+            repo.granted_tokens is None or token in repo.granted_tokens
+        )
         if repo.private and not granted:
             # The real Hub hides private repos: same answer as a missing one, as a 401.
             self._error(ex, 401, "RepoNotFound", "Repository not found")
@@ -1350,22 +1488,23 @@ class HubServer(LoopbackServer):
             kind = repo.repo_type
             if token is None:
                 message = (
-                    f"Access to {kind} {repo.repo_id} is restricted. You must have access to it and be "
-                    "authenticated to access it. Please log in."
+                    f"Access to {kind} {repo.repo_id} is restricted. You must have access to it and"
+                    " be authenticated to access it. Please log in."
                 )
                 self._error(ex, 401, "GatedRepo", message)
             else:
                 message = (
-                    f"Access to {kind} {repo.repo_id} is restricted and you are not in the authorized list. "
-                    f"Visit {self.url}/{_URL_PREFIX[kind]}{repo.repo_id} to ask for access."
+                    f"Access to {kind} {repo.repo_id} is restricted and you are not in the"
+                    f" authorized list. Visit {self.url}/{_URL_PREFIX[kind]}{repo.repo_id} to ask"
+                    " for access."
                 )
                 self._error(ex, 403, "GatedRepo", message)
             return None
         return repo
 
     def _split_revision(self, repo: Repo, segs: list[str]) -> tuple[Commit | None, str, list[str]]:
-        """Take the revision off the front of `segs`: one (possibly %2F-encoded) segment, or several raw
-        segments when they spell a branch with slashes like refs/pr/1."""
+        """Take the revision off the front of `segs`: one (possibly %2F-encoded) segment, or several
+        raw segments when they spell a branch with slashes like refs/pr/1."""
         first = unquote(segs[0]) if segs else ""
         for k in range(1, len(segs) + 1):
             candidate = "/".join(unquote(s) for s in segs[:k])
@@ -1392,14 +1531,19 @@ class HubServer(LoopbackServer):
             self._route_resolve(ex, repo_type, segs)
             return
         if "blob" in segs[1:3]:  # the Hub's web page of a file: HTML, whatever the file is
-            page = f"<!doctype html><html><head><title>{escape(ex.path)}</title></head><body>a file</body></html>"
+            page = (
+                f"<!doctype html><html><head><title>{escape(ex.path)}</title></head><body>a"
+                " file</body></html>"
+            )
             ex.send_bytes(200, page.encode(), content_type="text/html; charset=utf-8")
             return
         self._error(ex, 404, None, "Not found")
 
     def _route_resolve(self, ex: Exchange, repo_type: RepoType, segs: list[str]) -> None:
         repo_id, i = self._find_repo(repo_type, [unquote(s) for s in segs], "resolve")
-        repo = self._check_access(ex, self.repos.get((repo_type, repo_id)), repo_id, file_access=True)
+        repo = self._check_access(
+            ex, self.repos.get((repo_type, repo_id)), repo_id, file_access=True
+        )
         if repo is None:
             return
         commit, revision, rest = self._split_revision(repo, segs[i + 1 :])
@@ -1430,19 +1574,25 @@ class HubServer(LoopbackServer):
             content_type="application/octet-stream",
             headers={
                 **common,
-                "Content-Disposition": f"inline; filename*=UTF-8''{quote(name)}; filename=\"{quote(name)}\";",
+                "Content-Disposition": (
+                    f"inline; filename*=UTF-8''{quote(name)}; filename=\"{quote(name)}\";"
+                ),
             },
         )
 
     def lfs_headers(self, repo: Repo, commit: Commit, path: str) -> dict[str, str]:
-        """Extra headers on an LFS file's resolve answer (a hook for subclasses, e.g. Xet's); none here."""
+        """Extra headers on an LFS file's resolve answer (a hook for subclasses, e.g. Xet's);
+        none here.
+        """
         return {}
 
     def _route_api(self, ex: Exchange, repo_type: RepoType, segs: list[str]) -> None:
         decoded = [unquote(s) for s in segs]
         marker = next((m for m in ("revision", "tree", "paths-info") if m in decoded[1:3]), None)
         repo_id, i = self._find_repo(repo_type, decoded, marker)
-        repo = self._check_access(ex, self.repos.get((repo_type, repo_id)), repo_id, file_access=False)
+        repo = self._check_access(
+            ex, self.repos.get((repo_type, repo_id)), repo_id, file_access=False
+        )
         if repo is None:
             return
         rest = segs[i:]
@@ -1472,7 +1622,11 @@ class HubServer(LoopbackServer):
             if blobs:
                 sibling.update(size=f.size, blobId=f.oid)
                 if f.lfs:
-                    sibling["lfs"] = {"sha256": f.sha256, "size": f.size, "pointerSize": len(f.pointer)}
+                    sibling["lfs"] = {
+                        "sha256": f.sha256,
+                        "size": f.size,
+                        "pointerSize": len(f.pointer),
+                    }
             siblings.append(sibling)
         info: dict[str, Any] = {
             "_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24],
@@ -1513,11 +1667,17 @@ class HubServer(LoopbackServer):
         if f.lfs:
             entry["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": len(f.pointer)}
         if expand:
-            entry["lastCommit"] = {"id": commit.sha, "title": commit.title, "date": _iso_date(commit.timestamp)}
+            entry["lastCommit"] = {
+                "id": commit.sha,
+                "title": commit.title,
+                "date": _iso_date(commit.timestamp),
+            }
         return entry
 
     def _send_paths_info(self, ex: Exchange, commit: Commit) -> None:
-        """POST paths-info: entries for the asked paths that exist (missing ones are left out, as on the Hub)."""
+        """POST paths-info: entries for the asked paths that exist (missing ones are left out, as
+        on the Hub).
+        """
         form = parse_qs(ex.body.decode(), keep_blank_values=True)
         expand = form.get("expand", ["false"])[-1].lower() in ("1", "true")
         dirs = self._dirs(commit)
@@ -1542,13 +1702,17 @@ class HubServer(LoopbackServer):
             return "/" not in rel or not _is_safe_repo_path(path)
 
         entries = [
-            self._entry(commit, path, expand=expand) for path in sorted(set(commit.files) | dirs) if wanted(path)
+            self._entry(commit, path, expand=expand)
+            for path in sorted(set(commit.files) | dirs)
+            if wanted(path)
         ]
-        for entry in entries:  # the Hub lists a Xet-backed file's hash (as any value, to test a bad one)
+        # the Hub lists a Xet-backed file's hash (as any value, to test a bad one)
+        for entry in entries:
             if (sha256 := entry.get("lfs", {}).get("oid")) in self.xet_hashes:
                 entry["xetHash"] = self.xet_hashes[sha256]
 
-        # Cursor pagination with a GitHub-style Link header, like the Hub (1000 entries per page there).
+        # Cursor pagination with a GitHub-style Link header, like the Hub (1000 entries per page
+        # there).
         try:
             offset = int(base64.urlsafe_b64decode(ex.query.get("cursor", "") or "MA==").decode())
         except ValueError:
@@ -1558,15 +1722,19 @@ class HubServer(LoopbackServer):
         headers: dict[str, str] = {}
         if offset + self.page_size < len(entries):
             params = {k: v for k, v in ex.query.items() if k != "cursor"}
-            params["cursor"] = base64.urlsafe_b64encode(str(offset + self.page_size).encode()).decode()
+            params["cursor"] = base64.urlsafe_b64encode(
+                str(offset + self.page_size).encode()
+            ).decode()
             headers["Link"] = f'<{self.url}{ex.path}?{urlencode(params)}>; rel="next"'
         ex.send_json(page, headers=headers)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve files from disk on a loopback CDN in its own process (for benchmarks): prints one URL per file.
+    """Serve files from disk on a loopback CDN in its own process (for benchmarks): prints one URL
+    per file.
 
-    `python tests/servers.py [--throttle BYTES_PER_SEC] [--ignore-ranges] FILE...`; stops on SIGINT/SIGTERM.
+    `python tests/servers.py [--throttle BYTES_PER_SEC] [--ignore-ranges] FILE...`; stops on
+    SIGINT/SIGTERM.
     """
     import argparse
     import signal

@@ -1,4 +1,6 @@
-"""Run the real `mdl` with stderr on a pseudo-terminal (what a person sees) or on a pipe (what cron sees)."""
+"""Run the real `mdl` with stderr on a pseudo-terminal (what a person sees) or on a pipe (what
+cron sees).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# What starts every line mdl writes on stderr off a terminal (and each plain progress line): when (UTC), which run.
+# What starts every line mdl writes on stderr off a terminal (and each plain progress line): when
+# (UTC), which run.
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \[(\d+)\](?: |$)", re.MULTILINE)
-# A plain progress line's own words (after its stamp): begin, start, resuming, waiting, a progress line, done.
+# A plain progress line's own words (after its stamp): begin, start, resuming, waiting, a progress
+# line, done.
 PLAIN = re.compile(r"^(begin \d+ files?\b|start |resuming |done |\S+ waiting: |\S+ \d+% )")
 
 
@@ -55,20 +59,25 @@ def run_mdl(
     columns: int = 120,
     ctrl_c_when: Callable[[str], bool] | None = None,
 ) -> Ran:
-    """``python -m mdl ARGS``; with ``tty`` its stderr is a pty of ``columns`` columns (TERM=xterm). With
-    ``ctrl_c_when`` the pty is its controlling terminal too, and Ctrl-C is typed on it once what mdl wrote so far
-    satisfies it (without control sequences): the terminal sends SIGINT and echoes ``^C``, as a person's does."""
+    """``python -m mdl ARGS``; with ``tty`` its stderr is a pty of ``columns`` columns (TERM=xterm).
+    With ``ctrl_c_when`` the pty is its controlling terminal too, and Ctrl-C is typed on it once
+    what mdl wrote so far satisfies it (without control sequences): the terminal sends SIGINT and
+    echoes ``^C``, as a person's does."""
     environ = dict(env)
     command = [sys.executable, "-m", "mdl", *args]
     if not tty:
-        done = subprocess.run(command, env=environ, cwd=cwd, capture_output=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            command, env=environ, cwd=cwd, capture_output=True, timeout=timeout, check=False
+        )
         return Ran(done.returncode, done.stdout, done.stderr.decode(errors="replace"))
     environ.update(TERM="xterm", COLUMNS=str(columns), LINES="40")
     master, slave = pty.openpty()
     stdin: int | None = None
-    if ctrl_c_when is not None:  # a new session whose controlling terminal is the pty (on stdin), then mdl itself
+    # a new session whose controlling terminal is the pty (on stdin), then mdl itself
+    if ctrl_c_when is not None:
         take_the_terminal = (
-            "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execv(sys.argv[1], sys.argv[1:])"
+            "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0);"
+            " os.execv(sys.argv[1], sys.argv[1:])"
         )
         command, stdin = [sys.executable, "-c", take_the_terminal, *command], slave
     try:
@@ -85,8 +94,11 @@ def run_mdl(
         os.close(slave)
     chunks: list[bytes] = []
     out_chunks: list[bytes] = []
-    # stdout is drained alongside: a child writing a big archive to it must never block on a full pipe.
-    drain = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read() if proc.stdout else b""))
+    # stdout is drained alongside: a child writing a big archive to it must never block on a full
+    # pipe.
+    drain = threading.Thread(
+        target=lambda: out_chunks.append(proc.stdout.read() if proc.stdout else b"")
+    )
     drain.start()
     try:
         while True:
@@ -101,7 +113,9 @@ def run_mdl(
             if not data:
                 break
             chunks.append(data)
-            if ctrl_c_when is not None and ctrl_c_when(_ESCAPES.sub("", b"".join(chunks).decode(errors="replace"))):
+            if ctrl_c_when is not None and ctrl_c_when(
+                _ESCAPES.sub("", b"".join(chunks).decode(errors="replace"))
+            ):
                 os.write(master, b"\x03")
                 ctrl_c_when = None
         code = proc.wait(timeout=timeout)
@@ -118,8 +132,9 @@ _TOKENS = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|.", re.DOTALL)
 
 
 def screen_of(output: str, *, columns: int) -> list[str]:
-    """The lines a terminal of ``columns`` columns shows after ``output``, as xterm draws them: a character after a
-    full line wraps to the next one; CR, LF, cursor up and down, erase in line; colours and the rest change nothing."""
+    """The lines a terminal of ``columns`` columns shows after ``output``, as xterm draws them: a
+    character after a full line wraps to the next one; CR, LF, cursor up and down, erase in line;
+    colours and the rest change nothing."""
     rows: list[list[str]] = [[]]
     row = col = 0
     for token in _TOKENS.findall(output):

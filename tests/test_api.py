@@ -1,4 +1,6 @@
-"""The Python API (``from mdl import pull, …``) against the loopback Hub and CDN: bytes, reports, errors, no output."""
+"""The Python API (``from mdl import pull, …``) against the loopback Hub and CDN: bytes, reports,
+errors, no output.
+"""
 
 from __future__ import annotations
 
@@ -38,10 +40,17 @@ def sha(data: bytes) -> str:
 
 @pytest.fixture
 def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path | str]:
-    """A Hub with one repo and a catalog naming it; cwd is an empty folder, nothing in os.environ points anywhere."""
+    """A Hub with one repo and a catalog naming it; cwd is an empty folder, nothing in os.environ
+    points anywhere.
+    """
     hub.add_repo(
         "org/tiny",
-        {"config.json": CONFIG, "model.safetensors": WEIGHTS, "sub/vocab.txt": b"a\nb\n", "x.msgpack": b"no"},
+        {
+            "config.json": CONFIG,
+            "model.safetensors": WEIGHTS,
+            "sub/vocab.txt": b"a\nb\n",
+            "x.msgpack": b"no",
+        },
     )
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG)
@@ -81,7 +90,9 @@ def test_pull_fetches_the_bytes_and_report_path_is_the_model_folder(
 
 
 def test_report_path_raises_the_models_own_error(world: dict[str, Path | str]) -> None:
-    report = mdl.pull("gone", "tiny", catalog=world["catalog"], dest=world["dest"], environ=env(world))
+    report = mdl.pull(
+        "gone", "tiny", catalog=world["catalog"], dest=world["dest"], environ=env(world)
+    )
     assert not report.ok
     assert report.exit_code == ExitCode.NOT_FOUND
     assert report.path("tiny").is_dir()
@@ -114,14 +125,18 @@ def test_environ_is_honoured_and_read_at_call_time(
 
 def test_progress_receives_the_transfer(world: dict[str, Path | str]) -> None:
     progress = RecordingProgress()
-    report = mdl.pull("tiny", catalog=world["catalog"], dest=world["dest"], environ=env(world), progress=progress)
+    report = mdl.pull(
+        "tiny", catalog=world["catalog"], dest=world["dest"], environ=env(world), progress=progress
+    )
     assert report.ok
     assert progress.begun is not None and progress.begun[1] == 3
     assert len(progress.started) == 3
     assert progress.advanced == len(WEIGHTS) + len(CONFIG) + len(b"a\nb\n")
 
 
-def test_verify_finds_a_corrupted_file(world: dict[str, Path | str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_finds_a_corrupted_file(
+    world: dict[str, Path | str], capsys: pytest.CaptureFixture[str]
+) -> None:
     pulled = mdl.pull("tiny", catalog=world["catalog"], dest=world["dest"], environ=env(world))
     good = mdl.verify("tiny", catalog=world["catalog"], dest=world["dest"], environ={})
     assert good.ok and {f.action for f in good.files} == {"verified"}
@@ -131,7 +146,8 @@ def test_verify_finds_a_corrupted_file(world: dict[str, Path | str], capsys: pyt
     broken[1000] ^= 0xFF  # same size: only the hash can tell
     weights.write_bytes(bytes(broken))
     bad = mdl.verify(all=True, catalog=world["catalog"], dest=world["dest"], environ={})
-    # "gone" was never pulled: missing (4, "not found") wins over the corruption (6); each outcome says which.
+    # "gone" was never pulled: missing (4, "not found") wins over the corruption (6); each outcome
+    # says which.
     assert not bad.ok and bad.exit_code == ExitCode.NOT_FOUND
     assert {f.model: f.action for f in bad.files if f.path is None} == {"gone": "missing"}
     failed = {f.path: f for f in bad.files if f.action == "failed"}
@@ -175,7 +191,9 @@ def test_catalog_accepts_a_loaded_catalog(world: dict[str, Path | str]) -> None:
     assert report.path("tiny").is_dir()
 
 
-def test_load_catalog_errors_carry_exit_code_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_catalog_errors_carry_exit_code_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CatalogError, match="catalog not found") as caught:
         mdl.load_catalog(tmp_path / "missing.toml")
@@ -194,7 +212,8 @@ def test_load_catalog_errors_carry_exit_code_2(tmp_path: Path, monkeypatch: pyte
         mdl.load_catalog(typo)
 
     with pytest.raises(UsageError, match="no catalog found") as caught:
-        mdl.load_catalog(environ={})  # no catalog.toml here, and the (isolated) user config dir is empty
+        # no catalog.toml here, and the (isolated) user config dir is empty
+        mdl.load_catalog(environ={})
     assert caught.value.exit_code == 2
 
     ok = tmp_path / "ok.toml"
@@ -203,7 +222,10 @@ def test_load_catalog_errors_carry_exit_code_2(tmp_path: Path, monkeypatch: pyte
 
 
 def test_get_fetches_a_url_and_checks_its_hash(
-    cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    cdn: CdnServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)
     data = make_data(500_000, seed=4)
@@ -211,7 +233,9 @@ def test_get_fetches_a_url_and_checks_its_hash(
     report = mdl.get(url, directory=tmp_path / "dl", sha256=sha(data), environ={})
     assert report.ok
     assert (tmp_path / "dl" / "lora.safetensors").read_bytes() == data
-    assert [(f.path, f.action, f.sha256) for f in report.files] == [("lora.safetensors", "downloaded", sha(data))]
+    assert [(f.path, f.action, f.sha256) for f in report.files] == [
+        ("lora.safetensors", "downloaded", sha(data))
+    ]
 
     wrong = mdl.get(url, output=tmp_path / "other.bin", sha256="ab" * 32, environ={})
     assert not wrong.ok and wrong.exit_code == ExitCode.INTEGRITY
@@ -278,10 +302,12 @@ def test_import_mdl_is_light() -> None:
         _ = mdl.no_such_thing
 
 
-def test_a_call_leaves_loggers_as_it_found_them(world: dict[str, Path | str], tmp_path: Path) -> None:
-    """huggingface_hub installs a stderr handler on its logger when it is first imported, which a call of mdl's
-    may be (a pull builds Hub URLs with it): mdl takes it off again, and its own logger has only a NullHandler
-    (issue 27)."""
+def test_a_call_leaves_loggers_as_it_found_them(
+    world: dict[str, Path | str], tmp_path: Path
+) -> None:
+    """huggingface_hub installs a stderr handler on its logger when it is first imported, which a
+    call of mdl's may be (a pull builds Hub URLs with it): mdl takes it off again, and its own
+    logger has only a NullHandler (issue 27)."""
     code = f"""
 import logging, sys
 import mdl
@@ -296,5 +322,7 @@ after = {{n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level) f
 assert after == before, (before, after)
 assert [type(h).__name__ for h in logging.getLogger("mdl").handlers] == ["NullHandler"]
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr

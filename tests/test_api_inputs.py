@@ -1,5 +1,6 @@
-"""The Python API's input layer (mdl/api/inputs.py): a wrong input is a UsageError (exit 2) naming the parameter,
-never a TypeError, AttributeError or ValueError; a str where a list goes is one item; get() needs a source."""
+"""The Python API's input layer (mdl/api/inputs.py): a wrong input is a UsageError (exit 2) naming
+the parameter, never a TypeError, AttributeError or ValueError; a str where a list goes is one item;
+get() needs a source."""
 
 from __future__ import annotations
 
@@ -47,7 +48,14 @@ def test_every_public_function_checks_its_inputs() -> None:
 
 def test_a_str_where_a_list_goes_is_one_item(place: Path) -> None:
     catalog = place / "catalog.toml"
-    mdl.add("json-only", "hf://org/other", include="*.json", exclude="*.bin", check=False, catalog=catalog)
+    mdl.add(
+        "json-only",
+        "hf://org/other",
+        include="*.json",
+        exclude="*.bin",
+        check=False,
+        catalog=catalog,
+    )
     entry = tomllib.loads(catalog.read_text())["models"]["json-only"]
     assert entry["include"] == ["*.json"] and entry["exclude"] == ["*.bin"]
     mdl.add("both", "hf://org/two", include=("*.json", "*.txt"), check=False, catalog=catalog)
@@ -64,34 +72,55 @@ def test_get_without_a_source_is_a_usage_error(place: Path) -> None:
     ("call", "words"),
     [
         (lambda c: mdl.pack(3), "run_dir: expected a path"),
-        (lambda c: mdl.pack("run", output=None, include=[1]), "include[0]: expected a string, got 1"),
+        (
+            lambda c: mdl.pack("run", output=None, include=[1]),
+            "include[0]: expected a string, got 1",
+        ),
         (lambda c: mdl.show(None, catalog=c), "name: expected a string, got None"),
         (lambda c: mdl.pull(["tiny"], catalog=c), "names[0]: expected a string, got list"),
-        (lambda c: mdl.pull("tiny", catalog=c, connections=True), "connections: expected a whole number, got True"),
+        (
+            lambda c: mdl.pull("tiny", catalog=c, connections=True),
+            "connections: expected a whole number, got True",
+        ),
         (lambda c: mdl.pull("tiny", catalog=c, force=1), "force: expected True or False, got 1"),
         (lambda c: mdl.pull("tiny", catalog=c, dest="a\x00b"), "dest: a NUL character"),
         (lambda c: mdl.unpack(Path("a\x00b")), "archive: a NUL character"),
         (lambda c: mdl.unpack(42), "archive: expected a path or a binary stream, got 42"),
-        (lambda c: mdl.unpack(io.StringIO("PK")), "archive: expected a path or a binary stream, got StringIO"),
-        (lambda c: mdl.pack("run", stream=io.StringIO()), "stream: expected a binary stream to write to"),
+        (
+            lambda c: mdl.unpack(io.StringIO("PK")),
+            "archive: expected a path or a binary stream, got StringIO",
+        ),
+        (
+            lambda c: mdl.pack("run", stream=io.StringIO()),
+            "stream: expected a binary stream to write to",
+        ),
         (lambda c: mdl.get("x", output=b"out"), "output: expected a path"),
         (lambda c: mdl.get("x", sha256=["abc"]), "sha256: expected a string, got list"),
         (lambda c: mdl.verify("tiny", catalog=c, environ={"A": 1}), "environ: expected strings"),
         (lambda c: mdl.load_catalog(""), "path: expected a path, got ''"),
         (lambda c: mdl.unpack("x.zip", max_ratio="10"), "max_ratio: expected a number, got '10'"),
-        (lambda c: mdl.list_models(catalog=c, progress=object()), "got an unexpected keyword argument 'progress'"),
+        (
+            lambda c: mdl.list_models(catalog=c, progress=object()),
+            "got an unexpected keyword argument 'progress'",
+        ),
         (lambda c: mdl.pull("tiny", catalog=c, progress="bar"), "progress: expected a Progress"),
-        (lambda c: mdl.add("x", "hf://o/r", include={"*.json": 1}), "include: expected a string or a list"),
+        (
+            lambda c: mdl.add("x", "hf://o/r", include={"*.json": 1}),
+            "include: expected a string or a list",
+        ),
     ],
 )
-def test_a_wrong_input_is_a_usage_error_naming_the_parameter(place: Path, call: Any, words: str) -> None:
+def test_a_wrong_input_is_a_usage_error_naming_the_parameter(
+    place: Path, call: Any, words: str
+) -> None:
     with pytest.raises(UsageError) as caught:
         call(place / "catalog.toml")
     assert words in caught.value.message
     assert caught.value.exit_code == ExitCode.USAGE
 
 
-# Values of every wrong kind, and text (a right kind with wrong contents: the function's own checks must hold).
+# Values of every wrong kind, and text (a right kind with wrong contents: the function's own checks
+# must hold).
 ODD = st.one_of(
     st.none(),
     st.booleans(),
@@ -110,11 +139,14 @@ ODD = st.one_of(
 
 
 def _baseline(name: str, place: Path) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Arguments that end fast and offline (mostly a UsageError of their own), so that only the perturbed one
-    is on trial."""
+    """Arguments that end fast and offline (mostly a UsageError of their own), so that only the
+    perturbed one is on trial."""
     catalog = str(place / "catalog.toml")
     quick: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
-        "add": (("new", "hf://org/new"), {"check": False, "force": True, "catalog": str(place / "add.toml")}),
+        "add": (
+            ("new", "hf://org/new"),
+            {"check": False, "force": True, "catalog": str(place / "add.toml")},
+        ),
         "clean": ((), {"catalog": catalog, "dest": str(place / "models")}),
         "get": (("no-such-job.json",), {"output": "-"}),
         "init": ((catalog,), {}),  # there already: refused
@@ -135,9 +167,13 @@ def _baseline(name: str, place: Path) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
 
 @pytest.mark.parametrize("name", API)
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
-def test_any_odd_input_is_an_mdl_error_or_works(name: str, place: Path, data: st.DataObject) -> None:
+def test_any_odd_input_is_an_mdl_error_or_works(
+    name: str, place: Path, data: st.DataObject
+) -> None:
     function = getattr(mdl, name)
     args, kwargs = _baseline(name, place)
     parameters = inspect.signature(function).parameters

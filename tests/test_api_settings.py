@@ -1,6 +1,7 @@
-"""One table (mdl/setting.py) holds every place a setting is spelt: the API's typed keywords, the options of each
-command, Overrides, the resolved Settings and the catalog's [settings] keys; each row's bounds are checked alike
-from a flag, the environment and the catalog, and its default is what a run gets when nothing sets it."""
+"""One table (mdl/setting.py) holds every place a setting is spelt: the API's typed keywords, the
+options of each command, Overrides, the resolved Settings and the catalog's [settings] keys; each
+row's bounds are checked alike from a flag, the environment and the catalog, and its default is what
+a run gets when nothing sets it."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from mdl.cli.app import COMMANDS, build_command
 from mdl.errors import CatalogError, UsageError
 from mdl.setting import SETTING, SETTINGS, Overrides, Setting
 
-# The API's annotation of a setting's keyword, by the setting's kind (as written: the API's annotations are text).
+# The API's annotation of a setting's keyword, by the setting's kind (as written: the API's
+# annotations are text).
 ANNOTATIONS = {
     "count": "int | None",
     "seconds": "float | None",
@@ -30,9 +32,16 @@ ANNOTATIONS = {
     "urls": "Sequence[str] | None",
     "switch": "bool",
 }
-PUBLIC = [getattr(mdl, name) for name in dir(api) if callable(getattr(mdl, name, None)) and hasattr(api, name)]
+PUBLIC = [
+    getattr(mdl, name)
+    for name in dir(api)
+    if callable(getattr(mdl, name, None)) and hasattr(api, name)
+]
 # The API function each command calls with its options (remove hands --dest and --layout to prune).
-CALLS = {name: getattr(api, {"list": "list_models", "remove": "prune"}.get(name, name)) for name in COMMANDS}
+CALLS = {
+    name: getattr(api, {"list": "list_models", "remove": "prune"}.get(name, name))
+    for name in COMMANDS
+}
 NUMBERS = [s for s in SETTINGS if s.kind in ("count", "seconds")]
 
 
@@ -42,7 +51,9 @@ def annotation(setting: Setting) -> str:
 
 
 def unset(setting: Setting) -> object:
-    """What a keyword (and Overrides) holds when the caller says nothing: off for a switch, None for the rest."""
+    """What a keyword (and Overrides) holds when the caller says nothing: off for a switch, None
+    for the rest.
+    """
     return False if setting.kind == "switch" and not setting.pair else None
 
 
@@ -74,8 +85,12 @@ def test_each_setting_option_of_a_command_is_the_tables_and_reaches_the_api(name
     for param in command.params:
         if param.name in SETTING:
             assert param.opts == [SETTING[param.name].flag], (name, param.name)
-            assert param.secondary_opts == (["--no-" + param.name] if SETTING[param.name].pair else []), param.name
-            assert param.name in keywords, f"mdl {name} takes {param.opts[0]}, api.{CALLS[name].__name__} does not"
+            assert param.secondary_opts == (
+                ["--no-" + param.name] if SETTING[param.name].pair else []
+            ), param.name
+            assert param.name in keywords, (
+                f"mdl {name} takes {param.opts[0]}, api.{CALLS[name].__name__} does not"
+            )
 
 
 def test_overrides_hold_each_setting_that_has_a_flag_and_the_runs_switches() -> None:
@@ -90,10 +105,14 @@ def test_a_run_that_sets_nothing_gets_each_default_of_the_table() -> None:
     settings = build_settings(environ={}, dest=Path("/tmp/dest"))
     resolved = {field.name for field in fields(Settings)}
     for setting in SETTINGS:
-        if setting.kind != "path" and unset(setting) is None:  # (--locked and --frozen: the lock mode, below)
+        # (--locked and --frozen: the lock mode, below)
+        if setting.kind != "path" and unset(setting) is None:
             assert setting.name in resolved
             assert getattr(settings, setting.name) == setting.default, setting.name
-    assert settings.lock_mode == "auto" and (settings.connections_set, settings.jobs_set) == (False, False)
+    assert settings.lock_mode == "auto" and (settings.connections_set, settings.jobs_set) == (
+        False,
+        False,
+    )
 
 
 def test_the_catalog_takes_each_setting_of_the_table_as_a_key() -> None:
@@ -107,15 +126,22 @@ def test_each_number_goes_from_any_source_to_the_run(setting: Setting) -> None:
     value = in_bounds(setting)
     catalog = parse_catalog(f"[settings]\n{setting.name} = {value}\n").settings
     as_set = int(value) if setting.kind == "count" else float(value)
-    assert getattr(build_settings(environ={}, dest=Path("d"), catalog=catalog), setting.name) == as_set
-    assert getattr(build_settings(environ={setting.env: value}, dest=Path("d")), setting.name) == as_set
+    assert (
+        getattr(build_settings(environ={}, dest=Path("d"), catalog=catalog), setting.name) == as_set
+    )
+    assert (
+        getattr(build_settings(environ={setting.env: value}, dest=Path("d")), setting.name)
+        == as_set
+    )
     if setting.flag:
         flags = Overrides(**{setting.name: as_set})
         assert getattr(build_settings(flags, environ={}, dest=Path("d")), setting.name) == as_set
 
 
 @pytest.mark.parametrize("setting", NUMBERS, ids=[s.name for s in NUMBERS])
-def test_each_bound_is_checked_alike_from_a_flag_the_environment_and_the_catalog(setting: Setting) -> None:
+def test_each_bound_is_checked_alike_from_a_flag_the_environment_and_the_catalog(
+    setting: Setting,
+) -> None:
     bad = out_of_bounds(setting)
     with pytest.raises(UsageError, match=rf"^\${setting.env}: must be "):
         build_settings(environ={setting.env: bad}, dest=Path("d"))
@@ -128,7 +154,9 @@ def test_each_bound_is_checked_alike_from_a_flag_the_environment_and_the_catalog
 
 
 def test_help_shows_each_settings_bounds_and_where_its_default_comes_from() -> None:
-    text = " ".join(build_command("pull").get_help(build_command("pull").make_context("pull", [])).split())
+    text = " ".join(
+        build_command("pull").get_help(build_command("pull").make_context("pull", [])).split()
+    )
     assert "Parallel ranges per big file, 1-64 (default: $MDL_CONNECTIONS, catalog, 8)." in text
     assert "(default: $MDL_LOCK_TIMEOUT, catalog, 3600)." in text
 
@@ -137,15 +165,21 @@ def test_help_shows_each_settings_bounds_and_where_its_default_comes_from() -> N
 def test_xet_is_turned_off_by_a_flag_the_environment_or_the_catalog(text: str) -> None:
     assert build_settings(environ={}, dest=Path("d")).xet is True
     assert build_settings(environ={"MDL_XET": text}, dest=Path("d")).xet is False
-    assert build_settings(Overrides(xet=False), environ={"MDL_XET": "1"}, dest=Path("d")).xet is False
-    assert build_settings(Overrides(xet=True), environ={"MDL_XET": text}, dest=Path("d")).xet is True
+    assert (
+        build_settings(Overrides(xet=False), environ={"MDL_XET": "1"}, dest=Path("d")).xet is False
+    )
+    assert (
+        build_settings(Overrides(xet=True), environ={"MDL_XET": text}, dest=Path("d")).xet is True
+    )
     catalog = parse_catalog("[settings]\nxet = false\n").settings
     assert build_settings(environ={}, dest=Path("d"), catalog=catalog).xet is False
     assert build_settings(environ={"MDL_XET": "yes"}, dest=Path("d"), catalog=catalog).xet is True
 
 
 def test_a_xet_setting_that_is_not_a_switch_is_refused_where_it_is_written() -> None:
-    with pytest.raises(UsageError, match=r"^\$MDL_XET: expected 1, true, yes, on or 0, false, no, off, got 'maybe'"):
+    with pytest.raises(
+        UsageError, match=r"^\$MDL_XET: expected 1, true, yes, on or 0, false, no, off, got 'maybe'"
+    ):
         build_settings(environ={"MDL_XET": "maybe"}, dest=Path("d"))
     with pytest.raises(CatalogError, match=r"settings\.xet: must be a boolean"):
         parse_catalog('[settings]\nxet = "no"\n')

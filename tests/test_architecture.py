@@ -1,6 +1,8 @@
-"""The house layout must not rot: parts as subpackages, imports one way, no cycles, parts used through their face.
+"""The house layout must not rot: parts as subpackages, imports one way, no cycles, parts used
+through their face.
 
-The rules are about imports and layering, not line counts (a count shapes code to fit it, not to read well)."""
+The rules are about imports and layering, not line counts (a count shapes code to fit it, not to
+read well)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mdl"
 # The parts, lowest first: a part may import from the ones before it, never from the ones after it.
-# Top-level modules (errors, redact, units, paths, progress, report) are the shared vocabulary below every part.
+# Top-level modules (errors, redact, units, paths, progress, report) are the shared vocabulary below
+# every part.
 PARTS = (
     "signing",
     "catalog",
@@ -59,7 +62,9 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
 
 
 def _part(module: str) -> str | None:
-    """The part a module belongs to (``mdl.store.layout`` → ``store``), ``api`` for mdl.api, None for the rest."""
+    """The part a module belongs to (``mdl.store.layout`` → ``store``), ``api`` for mdl.api, None
+    for the rest.
+    """
     pieces = module.split(".")
     if len(pieces) >= 2 and pieces[0] == "mdl" and pieces[1] in (*PARTS, "api"):
         return pieces[1]
@@ -67,7 +72,9 @@ def _part(module: str) -> str | None:
 
 
 def _edges() -> dict[str, set[str]]:
-    """Module → the mdl modules it imports (a submodule named in ``from pkg import mod`` counts as that module)."""
+    """Module → the mdl modules it imports (a submodule named in ``from pkg import mod`` counts
+    as that module).
+    """
     modules = _modules()
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
@@ -108,7 +115,9 @@ def test_no_import_cycles() -> None:
 
 
 def test_parts_import_one_way() -> None:
-    """cli → api → archive/upload/download → lockfile → xet → sources → transfer → store → catalog; never back up."""
+    """cli → api → archive/upload/download → lockfile → xet → sources → transfer → store →
+    catalog; never back up.
+    """
     rank = {part: i for i, part in enumerate(LAYERS)}
     wrong = sorted(
         f"{name} imports {target}"
@@ -120,7 +129,9 @@ def test_parts_import_one_way() -> None:
 
 
 def test_top_level_modules_import_no_part() -> None:
-    """errors, redact, units, paths, progress, report: the vocabulary every part shares, below all of them."""
+    """errors, redact, units, paths, progress, report: the vocabulary every part shares, below
+    all of them.
+    """
     wrong = sorted(
         f"{name} imports {target}"
         for name, targets in _edges().items()
@@ -136,7 +147,9 @@ def test_main_is_imported_by_nothing() -> None:
 
 
 def test_other_parts_are_used_through_their_package() -> None:
-    """A part's ``__init__`` exports what others may use; nobody reaches into another part's modules or privates."""
+    """A part's ``__init__`` exports what others may use; nobody reaches into another part's
+    modules or privates.
+    """
     modules = _modules()
     wrong = []
     for name, path in modules.items():
@@ -157,13 +170,17 @@ def test_each_part_says_what_it_does_and_what_it_exports(part: str) -> None:
     assert doc, f"mdl/{part}/__init__.py has no docstring"
     assert len(doc.strip().splitlines()) <= 2, f"mdl/{part}: say what the part does in two lines"
     exported = [
-        n for n in tree.body if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets)
+        n
+        for n in tree.body
+        if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets)
     ]
     assert exported or part == "cli", f"mdl/{part}/__init__.py has no __all__"
 
 
 def test_every_part_is_a_layer() -> None:
-    """Every subpackage of mdl is ranked (a new part must say where it stands), and every ranked part exists."""
+    """Every subpackage of mdl is ranked (a new part must say where it stands), and every ranked
+    part exists.
+    """
     found = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
     assert found == sorted(LAYERS)
 

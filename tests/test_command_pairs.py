@@ -1,11 +1,13 @@
-"""Issue 24: every command is safe beside every other on one destination (real processes, loopback servers only).
+"""Issue 24: every command is safe beside every other on one destination (real processes, loopback
+servers only).
 
-The matrix runs every pair of `pull get verify clean lock add unpack publish` (each with itself too) on one
-destination at once and checks that both end with a documented exit code — never 1, never a traceback — and that
-every byte each one was asked for is right. A run that moves bytes (pull, get) or asks the Hub (lock, add) goes
-first and is held at its server until the other has started (or finished); two offline commands start together.
-Pairs run side by side, each with its own Hub, CDN, catalog and destination. The other tests here: two `get`s of
-one file into one folder, a resumed `get`, a waiting run naming the holder's pid, and per-file locks.
+The matrix runs every pair of `pull get verify clean lock add unpack publish` (each with itself too)
+on one destination at once and checks that both end with a documented exit code — never 1, never a
+traceback — and that every byte each one was asked for is right. A run that moves bytes (pull, get)
+or asks the Hub (lock, add) goes first and is held at its server until the other has started (or
+finished); two offline commands start together. Pairs run side by side, each with its own Hub, CDN,
+catalog and destination. The other tests here: two `get`s of one file into one folder, a resumed
+`get`, a waiting run naming the holder's pid, and per-file locks.
 """
 
 from __future__ import annotations
@@ -37,18 +39,41 @@ CATALOG = '[models.base]\nrepo = "org/base"\n\n[models.fresh]\nrepo = "org/fresh
 TINY_URI = "hf://org/tiny-model/model.safetensors"
 BUCKET = "mdl-pairs"
 COMMANDS = ("pull", "get", "verify", "clean", "lock", "add", "unpack", "publish")
-FIRST = {"pull": 0, "get": 0, "lock": 1, "add": 1}  # who goes first and is held: transfers, then Hub askers
+# who goes first and is held: transfers, then Hub askers
+FIRST = {"pull": 0, "get": 0, "lock": 1, "add": 1}
 PAIRS = list(itertools.combinations_with_replacement(COMMANDS, 2))
 DROP = ("MDL_", "HF_", "XDG_", "HUGGINGFACE_", "AWS_")
 
 
 def clean_environ(home: Path) -> dict[str, str]:
-    """os.environ without the developer's MDL_/HF_/AWS_/proxy setup, with HOME and XDG dirs under `home`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(DROP) and not k.lower().endswith("_proxy")}
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "NO_COLOR"):
+    """os.environ without the developer's MDL_/HF_/AWS_/proxy setup, with HOME and XDG dirs under
+    `home`.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(DROP) and not k.lower().endswith("_proxy")
+    }
+    for name in (
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "NO_COLOR",
+    ):
         env.pop(name, None)
-    env.update(HOME=str(home), TERM="dumb", HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(home / ".cache" / "hf"))
-    for var, sub in (("CONFIG", ".config"), ("DATA", ".local/share"), ("CACHE", ".cache"), ("STATE", ".local/state")):
+    env.update(
+        HOME=str(home),
+        TERM="dumb",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HOME=str(home / ".cache" / "hf"),
+    )
+    for var, sub in (
+        ("CONFIG", ".config"),
+        ("DATA", ".local/share"),
+        ("CACHE", ".cache"),
+        ("STATE", ".local/state"),
+    ):
         env[f"XDG_{var}_HOME"] = str(home / sub)
     return env
 
@@ -62,7 +87,11 @@ def make_hub() -> HubServer:
 
 
 def tree(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []
+    return (
+        sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+        if folder.exists()
+        else []
+    )
 
 
 @dataclass
@@ -113,14 +142,17 @@ class Pair:
 
     def waiting_in_log(self, pid: int) -> bool:
         log = self.root / "mdl.log"
-        return log.exists() and any(f" pid={pid} " in ln and "waiting" in ln for ln in log.read_text().splitlines())
+        return log.exists() and any(
+            f" pid={pid} " in ln and "waiting" in ln for ln in log.read_text().splitlines()
+        )
 
 
 def make_pair(name: str, base_root: Path, kit: Kit) -> Pair:
     root = base_root / name
     root.mkdir(parents=True)
     (root / "catalog.toml").write_text(CATALOG)
-    shutil.copytree(kit.template, root / "models")  # `base` pulled and recorded (copy2 keeps the mtimes)
+    # `base` pulled and recorded (copy2 keeps the mtimes)
+    shutil.copytree(kit.template, root / "models")
     hub = make_hub()
     env = clean_environ(root / "home")
     env.update(aws_environ(kit.s3.endpoint))
@@ -135,11 +167,15 @@ def make_pair(name: str, base_root: Path, kit: Kit) -> Pair:
 
 
 def run_pair(pair: Pair, first: str, second: str, kit: Kit) -> None:
-    """Start `first`, hold it at its server, run `second` beside it, release, and check both and the bytes."""
+    """Start `first`, hold it at its server, run `second` beside it, release, and check both and
+    the bytes.
+    """
     gate = threading.Event()
     held: Fault | None = None
     if first in ("pull", "get"):
-        held = pair.hub.cdn.faults.add(Fault.call(lambda: gate.wait(20), path_prefix="/blobs/", times=None))
+        held = pair.hub.cdn.faults.add(
+            Fault.call(lambda: gate.wait(20), path_prefix="/blobs/", times=None)
+        )
     elif first in ("lock", "add"):
         held = pair.hub.faults.add(Fault.call(lambda: gate.wait(20), times=None))
     try:
@@ -176,7 +212,9 @@ def run_pair(pair: Pair, first: str, second: str, kit: Kit) -> None:
 
 
 def check_effects(pair: Pair, cmds: set[str], kit: Kit) -> None:
-    """Every byte each command was asked for is right, and nothing it was not asked for was touched."""
+    """Every byte each command was asked for is right, and nothing it was not asked for was
+    touched.
+    """
     expect: dict[str, bytes] = {f"base/{p}": d for p, d in BASE.items()}
     if "pull" in cmds:
         expect.update({f"fresh/{p}": d for p, d in FRESH.items()})
@@ -200,7 +238,11 @@ def check_effects(pair: Pair, cmds: set[str], kit: Kit) -> None:
         pair.problems.append(f"catalog models {sorted(catalog)}, expected {sorted(wanted)}")
     if "lock" in cmds:
         lock = pair.root / "catalog.lock"
-        names = {m["name"] for m in tomllib.loads(lock.read_text())["model"]} if lock.exists() else set()
+        names = (
+            {m["name"] for m in tomllib.loads(lock.read_text())["model"]}
+            if lock.exists()
+            else set()
+        )
         if not {"base", "fresh"} <= names:
             pair.problems.append(f"catalog.lock pins {sorted(names)}")
     if "publish" in cmds:
@@ -217,11 +259,25 @@ def matrix(tmp_path_factory: pytest.TempPathFactory, s3_server: S3) -> dict[str,
     s3_server.client().create_bucket(Bucket=BUCKET)
     hub = make_hub()
     try:
-        env = {**clean_environ(root / "home"), "HF_ENDPOINT": hub.url, "MDL_LOG_FILE": str(root / "setup.log")}
+        env = {
+            **clean_environ(root / "home"),
+            "HF_ENDPOINT": hub.url,
+            "MDL_LOG_FILE": str(root / "setup.log"),
+        }
         (root / "catalog.toml").write_text(CATALOG)
         template = root / "template"
         pulled = subprocess.run(
-            [sys.executable, "-m", "mdl", "pull", "base", "--catalog", "catalog.toml", "--dest", str(template)],
+            [
+                sys.executable,
+                "-m",
+                "mdl",
+                "pull",
+                "base",
+                "--catalog",
+                "catalog.toml",
+                "--dest",
+                str(template),
+            ],
             env=env,
             cwd=root,
             capture_output=True,
@@ -232,7 +288,17 @@ def matrix(tmp_path_factory: pytest.TempPathFactory, s3_server: S3) -> dict[str,
     make_hf_run(root / "run", steps=(10, 20))
     archive = root / "ckpt.zip"
     packed = subprocess.run(
-        [sys.executable, "-m", "mdl", "pack", str(root / "run"), "-o", str(archive), "--checkpoint", "latest"],
+        [
+            sys.executable,
+            "-m",
+            "mdl",
+            "pack",
+            str(root / "run"),
+            "-o",
+            str(archive),
+            "--checkpoint",
+            "latest",
+        ],
         env=env,
         cwd=root,
         capture_output=True,
@@ -262,7 +328,8 @@ def test_two_commands_at_once_on_one_destination(matrix: dict[str, list[str]], p
     assert matrix[pair] == [], "\n".join(matrix[pair])
 
 
-# -- get beside get, a resumed get, who holds the lock, per-file locks ------------------------------------------
+# -- get beside get, a resumed get, who holds the lock, per-file locks
+# ------------------------------------------
 
 
 @pytest.fixture
@@ -279,7 +346,8 @@ def env(hub: HubServer, tmp_path: Path) -> dict[str, str]:
         "MDL_CATALOG": str(tmp_path / "catalog.toml"),
         "MDL_DEST": str(tmp_path / "models"),
         "MDL_LOG_FILE": str(tmp_path / "mdl.log"),
-        "MDL_TIMEOUT": str(HANG),  # a held request waits as long as the test holds it, however slow the machine
+        # a held request waits as long as the test holds it, however slow the machine
+        "MDL_TIMEOUT": str(HANG),
     }
 
 
@@ -296,38 +364,55 @@ def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:
 
 def log_says_waiting(env: dict[str, str], pid: int) -> bool:
     log = Path(env["MDL_LOG_FILE"])
-    return log.exists() and any(f" pid={pid} " in ln and "waiting" in ln for ln in log.read_text().splitlines())
+    return log.exists() and any(
+        f" pid={pid} " in ln and "waiting" in ln for ln in log.read_text().splitlines()
+    )
 
 
 def hold_blobs(hub: HubServer, prefix: str = "/blobs/") -> tuple[threading.Event, Fault]:
     gate = threading.Event()
-    return gate, hub.cdn.faults.add(Fault.call(lambda: gate.wait(HANG), path_prefix=prefix, times=None))
+    return gate, hub.cdn.faults.add(
+        Fault.call(lambda: gate.wait(HANG), path_prefix=prefix, times=None)
+    )
 
 
-def test_two_gets_of_one_file_into_one_folder(hub: HubServer, env: dict[str, str], tmp_path: Path) -> None:
+def test_two_gets_of_one_file_into_one_folder(
+    hub: HubServer, env: dict[str, str], tmp_path: Path
+) -> None:
     same = tmp_path / "SAMEDIR"
     gate, held = hold_blobs(hub)
     first = spawn(env, "get", TINY_URI, "-d", str(same))
     try:
         wait_for(lambda: held.seen > 0 or first.poll() is not None, what="the first get at the CDN")
         second = spawn(env, "get", TINY_URI, "-d", str(same))
-        wait_for(lambda: held.seen > 1 or log_says_waiting(env, second.pid) or second.poll() is not None)
+        wait_for(
+            lambda: held.seen > 1 or log_says_waiting(env, second.pid) or second.poll() is not None
+        )
     finally:
         gate.set()
     (code1, _, err1), (code2, _, err2) = finish(first), finish(second)
     assert (code1, code2) == (0, 0), (err1, err2)
     assert "Traceback" not in err1 + err2
     assert (same / "model.safetensors").read_bytes() == TINY["model.safetensors"]
-    assert tree(same) == [".mdl", ".mdl/get.json", "model.safetensors"], "a finished get keeps only its record"
+    assert tree(same) == [".mdl", ".mdl/get.json", "model.safetensors"], (
+        "a finished get keeps only its record"
+    )
     if log_says_waiting(env, second.pid):
-        assert str(first.pid) in err2, f"the waiting get does not name the holder (pid {first.pid}): {err2}"
+        assert str(first.pid) in err2, (
+            f"the waiting get does not name the holder (pid {first.pid}): {err2}"
+        )
 
 
-def test_a_resumed_get_leaves_no_empty_state_folders(hub: HubServer, env: dict[str, str], tmp_path: Path) -> None:
+def test_a_resumed_get_leaves_no_empty_state_folders(
+    hub: HubServer, env: dict[str, str], tmp_path: Path
+) -> None:
     same = tmp_path / "SAMEDIR"
     hub.cdn.throttle_bps = 300_000
     first = spawn(env, "get", TINY_URI, "-d", str(same), "--connections", "2")
-    wait_for(lambda: any(p.stat().st_size for p in (same / ".mdl" / "partial").glob("*.part")), what="a partial")
+    wait_for(
+        lambda: any(p.stat().st_size for p in (same / ".mdl" / "partial").glob("*.part")),
+        what="a partial",
+    )
     time.sleep(0.8)
     first.send_signal(signal.SIGTERM)
     code, _, err = finish(first)
@@ -337,17 +422,26 @@ def test_a_resumed_get_leaves_no_empty_state_folders(hub: HubServer, env: dict[s
     code, out, err = finish(spawn(env, "get", TINY_URI, "-d", str(same), "--json"))
     assert code == 0, err
     assert (same / "model.safetensors").read_bytes() == TINY["model.safetensors"]
-    assert tree(same) == [".mdl", ".mdl/get.json", "model.safetensors"], "no empty .mdl/{locks,partial,records}"
+    assert tree(same) == [".mdl", ".mdl/get.json", "model.safetensors"], (
+        "no empty .mdl/{locks,partial,records}"
+    )
     assert json.loads(out)["files"][0]["action"] == "resumed", out
 
 
-def test_a_waiting_pull_names_the_pid_that_holds_the_lock(hub: HubServer, env: dict[str, str]) -> None:
+def test_a_waiting_pull_names_the_pid_that_holds_the_lock(
+    hub: HubServer, env: dict[str, str]
+) -> None:
     gate, held = hold_blobs(hub)
     first = spawn(env, "pull", "tiny")
     try:
-        wait_for(lambda: held.seen > 0 or first.poll() is not None, what="the first pull at the CDN")
+        wait_for(
+            lambda: held.seen > 0 or first.poll() is not None, what="the first pull at the CDN"
+        )
         second = spawn(env, "pull", "tiny")
-        wait_for(lambda: log_says_waiting(env, second.pid) or second.poll() is not None, what="the second waiting")
+        wait_for(
+            lambda: log_says_waiting(env, second.pid) or second.poll() is not None,
+            what="the second waiting",
+        )
         time.sleep(0.5)  # its stderr line is written when it starts to wait
     finally:
         gate.set()
@@ -355,16 +449,23 @@ def test_a_waiting_pull_names_the_pid_that_holds_the_lock(hub: HubServer, env: d
     assert (code1, code2) == (0, 0), (err1, err2)
     named = [line for line in err2.splitlines() if str(first.pid) in line]
     assert named, f"the waiting run does not name the holder (pid {first.pid}): {err2}"
-    assert any("pull" in line for line in named), f"the waiting run does not name the holder's command: {named}"
+    assert any("pull" in line for line in named), (
+        f"the waiting run does not name the holder's command: {named}"
+    )
 
 
-def test_a_file_another_run_finished_is_not_held_by_its_big_file(hub: HubServer, env: dict[str, str]) -> None:
+def test_a_file_another_run_finished_is_not_held_by_its_big_file(
+    hub: HubServer, env: dict[str, str]
+) -> None:
     big = f"/blobs/{hub.repo('org/mixed').files['big.safetensors'].sha256}"
     gate, held = hold_blobs(hub, big)
     dest = Path(env["MDL_DEST"]) / "mixed"
     first = spawn(env, "pull", "mixed")
     try:
-        wait_for(lambda: held.seen > 0 or first.poll() is not None, what="the first pull's big file at the CDN")
+        wait_for(
+            lambda: held.seen > 0 or first.poll() is not None,
+            what="the first pull's big file at the CDN",
+        )
         wait_for(lambda: (dest / "small.json").is_file() and (dest / "small.safetensors").is_file())
         assert first.poll() is None, finish(first)
         code, out, err = finish(spawn(env, "pull", "mixed", "--lock-timeout", "2", "--json"))
@@ -376,6 +477,11 @@ def test_a_file_another_run_finished_is_not_held_by_its_big_file(hub: HubServer,
     assert "Traceback" not in err
     actions = {f["path"]: f for f in json.loads(out)["files"]}
     for small in ("small.json", "small.safetensors"):
-        assert actions[small]["action"] != "failed", f"{small} waited for the other run's big file: {actions[small]}"
+        assert actions[small]["action"] != "failed", (
+            f"{small} waited for the other run's big file: {actions[small]}"
+        )
     if code == 7:
-        assert actions["big.safetensors"]["action"] == "failed" and "lock" in actions["big.safetensors"]["error"]
+        assert (
+            actions["big.safetensors"]["action"] == "failed"
+            and "lock" in actions["big.safetensors"]["error"]
+        )

@@ -1,6 +1,6 @@
-"""The docs cannot drift from the code: docs/commands.md documents exactly the options each `--help` shows,
-docs/layout.md names every part of mdl/ and only paths that exist, and CHANGELOG.md keeps its Keep-a-Changelog
-form with the released version mdl says it is."""
+"""The docs cannot drift from the code: docs/commands.md documents exactly the options each `--help`
+shows, docs/layout.md names every part of mdl/ and only paths that exist, and CHANGELOG.md keeps its
+Keep-a-Changelog form with the released version mdl says it is."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ ROOT = Path(__file__).parents[1]
 COMMANDS_MD = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
 LAYOUT_MD = (ROOT / "docs" / "layout.md").read_text(encoding="utf-8")
 CHANGELOG = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
-EVERY_COMMAND = "Options every command takes"  # the section of docs/commands.md whose options every command takes
+# the section of docs/commands.md whose options every command takes
+EVERY_COMMAND = "Options every command takes"
 OPTION = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
 
 
-# -- what --help says -------------------------------------------------------------------------------------------
+# -- what --help says
+# -------------------------------------------------------------------------------------------
 
 
 def help_text(*args: str) -> str:
@@ -31,7 +33,9 @@ def help_text(*args: str) -> str:
 
 
 def _section(text: str, title: str) -> list[str]:
-    """The lines of a help section (``Options:``, ``Commands:``) up to the blank line that ends it."""
+    """The lines of a help section (``Options:``, ``Commands:``) up to the blank line that ends
+    it.
+    """
     return text.split(f"\n{title}:\n", 1)[1].split("\n\n", 1)[0].splitlines()
 
 
@@ -39,21 +43,27 @@ def help_options(*args: str) -> set[str]:
     """Every option name `mdl ARGS --help` lists: ``-q, --quiet`` is ``-q`` and ``--quiet``."""
     names: set[str] = set()
     for line in _section(help_text(*args), "Options"):
-        if row := re.match(r"^  (-\S.*?)(?:  |$)", line):  # an option's row; its help is further right
+        # an option's row; its help is further right
+        if row := re.match(r"^  (-\S.*?)(?:  |$)", line):
             names.update(OPTION.findall(row[1].split(" [")[0]))
     return names
 
 
 def help_commands() -> list[str]:
-    return [row[1] for line in _section(help_text(), "Commands") if (row := re.match(r"^  (\w+)  ", line))]
+    return [
+        row[1]
+        for line in _section(help_text(), "Commands")
+        if (row := re.match(r"^  (\w+)  ", line))
+    ]
 
 
-# -- what docs/commands.md says ---------------------------------------------------------------------------------
+# -- what docs/commands.md says
+# ---------------------------------------------------------------------------------
 
 
 def documented_options() -> dict[str, set[str]]:
-    """Each section of docs/commands.md (`mdl NAME` by NAME, `mdl` itself as "") with the options in the first
-    column of its tables."""
+    """Each section of docs/commands.md (`mdl NAME` by NAME, `mdl` itself as "") with the options in
+    the first column of its tables."""
     found: dict[str, set[str]] = {}
     for section in re.split(r"^## ", COMMANDS_MD, flags=re.MULTILINE)[1:]:
         title = section.splitlines()[0]
@@ -62,7 +72,11 @@ def documented_options() -> dict[str, set[str]]:
         if key is None:
             continue
         assert key not in found, f"two sections for {title!r}"
-        cells = [re.split(r"(?<!\\)\|", line)[1] for line in section.splitlines() if line.startswith("| `-")]
+        cells = [
+            re.split(r"(?<!\\)\|", line)[1]
+            for line in section.splitlines()
+            if line.startswith("| `-")
+        ]
         found[key] = {name for cell in cells for name in OPTION.findall(cell)}
     return found
 
@@ -77,31 +91,50 @@ def test_commands_md_has_a_section_for_every_command_and_no_other() -> None:
 
 @pytest.mark.parametrize("command", ["", *help_commands()])
 def test_commands_md_documents_every_option_help_shows_and_no_other(command: str) -> None:
-    """A command's table holds what its --help shows beyond the options every command takes — no more, no less."""
+    """A command's table holds what its --help shows beyond the options every command takes — no
+    more, no less.
+    """
     shown = help_options(*([command] if command else []))
     every = DOCUMENTED[EVERY_COMMAND]
-    assert every <= shown, f"mdl {command} --help lacks {sorted(every - shown)}, documented for every command"
+    assert every <= shown, (
+        f"mdl {command} --help lacks {sorted(every - shown)}, documented for every command"
+    )
     own = DOCUMENTED[command]
-    assert not own - shown, f"docs/commands.md documents for mdl {command} what --help lacks: {sorted(own - shown)}"
-    assert not shown - every - own, f"docs/commands.md lacks mdl {command}'s {sorted(shown - every - own)}"
+    assert not own - shown, (
+        f"docs/commands.md documents for mdl {command} what --help lacks: {sorted(own - shown)}"
+    )
+    assert not shown - every - own, (
+        f"docs/commands.md lacks mdl {command}'s {sorted(shown - every - own)}"
+    )
 
 
 def test_the_option_check_sees_rows_and_names() -> None:
-    """The parsing above finds what it must: a short and a long name in one row, and an option of one command only."""
+    """The parsing above finds what it must: a short and a long name in one row, and an option of
+    one command only.
+    """
     assert {"-q", "--quiet", "-h", "--help", "--json"} <= DOCUMENTED[EVERY_COMMAND]
-    assert {"-o", "--output", "-d", "--dir", "-H", "--header"} <= help_options("get") & DOCUMENTED["get"]
+    assert {"-o", "--output", "-d", "--dir", "-H", "--header"} <= help_options("get") & DOCUMENTED[
+        "get"
+    ]
     assert "--upgrade" in DOCUMENTED["lock"] and "--upgrade" not in DOCUMENTED["pull"]
 
 
-# -- docs/layout.md ---------------------------------------------------------------------------------------------
+# -- docs/layout.md
+# ---------------------------------------------------------------------------------------------
 
 NAMED = set(re.findall(r"`(mdl/[\w./-]*)`", LAYOUT_MD))
 
 
 def test_layout_md_names_every_part_and_module() -> None:
-    parts = {f"{p.parent.relative_to(ROOT).as_posix()}/" for p in (ROOT / "mdl").rglob("__init__.py")} - {"mdl/"}
+    parts = {
+        f"{p.parent.relative_to(ROOT).as_posix()}/" for p in (ROOT / "mdl").rglob("__init__.py")
+    } - {"mdl/"}
     top = {p.relative_to(ROOT).as_posix() for p in (ROOT / "mdl").glob("*.py")}
-    inner = {p.relative_to(ROOT).as_posix() for p in (ROOT / "mdl").glob("*/**/*.py") if p.name != "__init__.py"}
+    inner = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "mdl").glob("*/**/*.py")
+        if p.name != "__init__.py"
+    }
     modules = top | inner
     assert parts and top and inner
     assert not parts - NAMED, f"docs/layout.md does not name {sorted(parts - NAMED)}"
@@ -114,24 +147,34 @@ def test_every_path_layout_md_names_exists() -> None:
     assert not missing, f"docs/layout.md names what mdl/ does not hold: {missing}"
 
 
-# -- CHANGELOG.md -----------------------------------------------------------------------------------------------
+# -- CHANGELOG.md
+# -----------------------------------------------------------------------------------------------
 
-KINDS = ("Added", "Changed", "Deprecated", "Removed", "Fixed", "Security")  # https://keepachangelog.com/en/1.1.0/
+# https://keepachangelog.com/en/1.1.0/
+KINDS = ("Added", "Changed", "Deprecated", "Removed", "Fixed", "Security")
 
 
 def changelog_versions() -> list[tuple[str, list[tuple[str, list[str]]]]]:
-    """Each ``## [VERSION]`` section of CHANGELOG.md with its ``### KIND`` sections and their entries."""
+    """Each ``## [VERSION]`` section of CHANGELOG.md with its ``### KIND`` sections and their
+    entries.
+    """
     versions: list[tuple[str, list[tuple[str, list[str]]]]] = []
     for line in CHANGELOG.splitlines():
         if line.startswith("## "):
-            heading = re.fullmatch(r"## \[(Unreleased|\d+\.\d+\.\d+)\](?: - (\d{4}-\d{2}-\d{2}))?", line)
+            heading = re.fullmatch(
+                r"## \[(Unreleased|\d+\.\d+\.\d+)\](?: - (\d{4}-\d{2}-\d{2}))?", line
+            )
             assert heading, f"not a version heading: {line!r}"
-            assert (heading[1] == "Unreleased") == (heading[2] is None), f"a release has a date, only: {line!r}"
+            assert (heading[1] == "Unreleased") == (heading[2] is None), (
+                f"a release has a date, only: {line!r}"
+            )
             versions.append((heading[1], []))
         elif line.startswith("### "):
             assert versions, line
             assert line[4:] in KINDS, f"not a Keep-a-Changelog section: {line!r}"
-            assert line[4:] not in [kind for kind, _ in versions[-1][1]], f"{line!r} twice in {versions[-1][0]}"
+            assert line[4:] not in [kind for kind, _ in versions[-1][1]], (
+                f"{line!r} twice in {versions[-1][0]}"
+            )
             versions[-1][1].append((line[4:], []))
         elif line.startswith("- "):
             assert versions and versions[-1][1], f"an entry outside a section: {line!r}"
@@ -146,7 +189,11 @@ def test_changelog_keeps_its_form() -> None:
     versions = changelog_versions()
     assert versions[0][0] == "Unreleased"
     released = [tuple(int(n) for n in version.split(".")) for version, _ in versions[1:]]
-    assert released and released == sorted(released, reverse=True) and len(set(released)) == len(released)
+    assert (
+        released
+        and released == sorted(released, reverse=True)
+        and len(set(released)) == len(released)
+    )
     assert all(entries for _, kinds in versions for _, entries in kinds), "an empty section"
     assert all(kinds for version, kinds in versions[1:]), "a release with no changes"
 

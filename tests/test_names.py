@@ -1,8 +1,9 @@
 """One rule for names mdl did not choose (item 13), checked before any byte is fetched or written.
 
-``mdl.paths.path_problem`` is the rule; ``path_clash`` finds an ``a`` file beside an ``a/b`` file; the destination
-must be creatable. pull (listing names), get (inline and URL-derived names) and unpack (entry names) all refuse
-the same names: too long for NAME_MAX with mdl's temp name, bidi overrides, line separators, control characters.
+``mdl.paths.path_problem`` is the rule; ``path_clash`` finds an ``a`` file beside an ``a/b`` file;
+the destination must be creatable. pull (listing names), get (inline and URL-derived names) and
+unpack (entry names) all refuse the same names: too long for NAME_MAX with mdl's temp name, bidi
+overrides, line separators, control characters.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from servers import HubServer, make_data
 from typer.testing import Result
 
 from mdl.errors import ExitCode, UnsafePathError
-from mdl.paths import MAX_COMPONENT_BYTES, NAME_MAX, path_clash, path_problem, safe_relative_path, temp_name
+from mdl.paths import (
+    MAX_COMPONENT_BYTES,
+    NAME_MAX,
+    path_clash,
+    path_problem,
+    safe_relative_path,
+    temp_name,
+)
 
 WEIGHTS = make_data(200_000, seed=51)
 
@@ -30,7 +38,8 @@ def tree(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
 
 
-# -- the rule, as properties -------------------------------------------------------------------------------
+# -- the rule, as properties
+# -------------------------------------------------------------------------------
 
 any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=300)
 components = st.text(st.characters(codec=None, exclude_characters="/"), min_size=1, max_size=260)
@@ -45,7 +54,9 @@ def test_path_problem_never_raises(name: str) -> None:
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(paths)
-def test_an_accepted_name_and_its_temp_name_can_be_created(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
+def test_an_accepted_name_and_its_temp_name_can_be_created(
+    tmp_path_factory: pytest.TempPathFactory, name: str
+) -> None:
     if path_problem(name) is not None:
         return
     assert safe_relative_path(name, where="x") == name, "the rule and the validator agree"
@@ -68,7 +79,9 @@ def test_names_without_a_clash_can_all_be_files(names: list[str]) -> None:
         assert folder in names and inside in names and inside.startswith(folder + "/")
         return
     files = set(names)
-    assert not any("/".join(n.split("/")[:i]) in files for n in files for i in range(1, n.count("/") + 1))
+    assert not any(
+        "/".join(n.split("/")[:i]) in files for n in files for i in range(1, n.count("/") + 1)
+    )
 
 
 @pytest.mark.parametrize(
@@ -109,10 +122,13 @@ def test_path_clash_finds_a_file_that_is_also_a_folder() -> None:
     assert path_clash(["a", "a/b"]) == ("a", "a/b")
     assert path_clash(["x/a", "x/a/b/c", "y"]) == ("x/a", "x/a/b/c")
     assert path_clash(["a", "ab", "a.b", "b/a"]) is None
-    assert path_clash(["README.md", "readme.md"]) is None, "case is not folded (the Hub and Linux tell them apart)"
+    assert path_clash(["README.md", "readme.md"]) is None, (
+        "case is not folded (the Hub and Linux tell them apart)"
+    )
 
 
-# -- pull: listing names are refused before anything is fetched --------------------------------------------
+# -- pull: listing names are refused before anything is fetched
+# --------------------------------------------
 
 
 @pytest.fixture
@@ -126,7 +142,9 @@ def hub_env(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 def pull_repo(hub: HubServer, tmp_path: Path, files: dict[str, bytes]) -> Result:
     hub.add_repo("org/odd", files)
     hub.add_repo("org/fine", {"config.json": b"{}", "model.safetensors": WEIGHTS})
-    (tmp_path / "catalog.toml").write_text('[models.odd]\nrepo = "org/odd"\n\n[models.fine]\nrepo = "org/fine"\n')
+    (tmp_path / "catalog.toml").write_text(
+        '[models.odd]\nrepo = "org/odd"\n\n[models.fine]\nrepo = "org/fine"\n'
+    )
     hub.log.clear()
     hub.cdn.log.clear()
     return mdl("pull", "odd", "fine", "--dest", "models", "--json")
@@ -139,24 +157,43 @@ def fetched(hub: HubServer, repo: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "bad",
-    ["x" * 300 + ".json", "d/" + "é" * 120 + ".bin", "evil\u202etxt.json", "two\u2028lines.json", "a\u2066b.txt"],
+    [
+        "x" * 300 + ".json",
+        "d/" + "é" * 120 + ".bin",
+        "evil\u202etxt.json",
+        "two\u2028lines.json",
+        "a\u2066b.txt",
+    ],
     ids=["300-chars", "long-component", "rlo", "line-sep", "isolate"],
 )
-def test_pull_refuses_a_model_with_an_unwritable_listing_name(hub_env: HubServer, tmp_path: Path, bad: str) -> None:
-    result = pull_repo(hub_env, tmp_path, {"config.json": b"{}", bad: b"data", "model.safetensors": WEIGHTS})
-    # Listing names are server bytes: a bad one is a bad reply (exit 5, like hubreplies' refusals), not input.
+def test_pull_refuses_a_model_with_an_unwritable_listing_name(
+    hub_env: HubServer, tmp_path: Path, bad: str
+) -> None:
+    result = pull_repo(
+        hub_env, tmp_path, {"config.json": b"{}", bad: b"data", "model.safetensors": WEIGHTS}
+    )
+    # Listing names are server bytes: a bad one is a bad reply (exit 5, like hubreplies' refusals),
+    # not input.
     assert result.exit_code == ExitCode.NETWORK, result.output
     doc = json.loads(result.stdout)
     odd = [f for f in doc["files"] if f["model"] == "odd"]
     assert [f["action"] for f in odd] == ["failed"], "the whole model is refused"
     assert "org/odd" in odd[0]["error"]
-    assert not fetched(hub_env, "org/odd") and not (tmp_path / "models" / "odd").exists(), "nothing fetched"
+    assert not fetched(hub_env, "org/odd") and not (tmp_path / "models" / "odd").exists(), (
+        "nothing fetched"
+    )
     fine = {f["path"]: f["action"] for f in doc["files"] if f["model"] == "fine"}
-    assert fine == {"config.json": "downloaded", "model.safetensors": "downloaded"}, "the other models go on"
+    assert fine == {"config.json": "downloaded", "model.safetensors": "downloaded"}, (
+        "the other models go on"
+    )
 
 
-def test_pull_refuses_a_file_beside_a_folder_of_the_same_name(hub_env: HubServer, tmp_path: Path) -> None:
-    result = pull_repo(hub_env, tmp_path, {"a": b"file", "a/b": b"inside", "model.safetensors": WEIGHTS})
+def test_pull_refuses_a_file_beside_a_folder_of_the_same_name(
+    hub_env: HubServer, tmp_path: Path
+) -> None:
+    result = pull_repo(
+        hub_env, tmp_path, {"a": b"file", "a/b": b"inside", "model.safetensors": WEIGHTS}
+    )
     assert result.exit_code == ExitCode.NETWORK, result.output
     odd = [f for f in json.loads(result.stdout)["files"] if f["model"] == "odd"]
     assert len(odd) == 1 and "'a'" in odd[0]["error"] and "'a/b'" in odd[0]["error"]
@@ -172,12 +209,15 @@ def test_pull_refuses_catalog_save_paths_that_clash(hub_env: HubServer, tmp_path
     )
     hub_env.log.clear()
     result = mdl("pull", "mix", "--dest", "models")
-    assert result.exit_code == ExitCode.USAGE, result.output  # the user's own save paths: the catalog refuses
+    # the user's own save paths: the catalog refuses
+    assert result.exit_code == ExitCode.USAGE, result.output
     assert "'vae/model.safetensors'" in result.stderr and "'vae'" in result.stderr
     assert not fetched(hub_env, "org/fine") and not (tmp_path / "models" / "mix").exists()
 
 
-def test_pull_refuses_a_destination_it_cannot_create_before_fetching(hub_env: HubServer, tmp_path: Path) -> None:
+def test_pull_refuses_a_destination_it_cannot_create_before_fetching(
+    hub_env: HubServer, tmp_path: Path
+) -> None:
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "odd").write_text("a file where the model folder must go")
     result = pull_repo(hub_env, tmp_path, {"config.json": b"{}", "model.safetensors": WEIGHTS})
@@ -197,18 +237,26 @@ def test_catalog_model_names_are_at_most_200_characters(hub_env: HubServer, tmp_
     assert (tmp_path / "models" / ("m" * 200) / "config.json").read_bytes() == b"{}"
 
 
-# -- get: inline and URL-derived names ---------------------------------------------------------------------
+# -- get: inline and URL-derived names
+# ---------------------------------------------------------------------
 
 
 def inline(name: str, data: bytes = b"payload") -> dict[str, object]:
-    return {"type": "file_data", "filename": name, "data": base64.b64encode(data).decode(), "size": len(data)}
+    return {
+        "type": "file_data",
+        "filename": name,
+        "data": base64.b64encode(data).decode(),
+        "size": len(data),
+    }
 
 
 BAD_GET_NAMES = ["n" * 250 + ".bin", "evil\u202etxt.bin", "two\u2028lines.bin"]
 
 
 @pytest.mark.parametrize("name", BAD_GET_NAMES, ids=["250-bytes", "rlo", "line-sep"])
-def test_get_refuses_an_inline_name_before_writing(hub_env: HubServer, tmp_path: Path, name: str) -> None:
+def test_get_refuses_an_inline_name_before_writing(
+    hub_env: HubServer, tmp_path: Path, name: str
+) -> None:
     (tmp_path / "job.json").write_text(json.dumps([inline("ok.bin"), inline(name)]))
     result = mdl("get", "job.json", "-d", "out")
     assert result.exit_code == ExitCode.USAGE, result.output
@@ -217,7 +265,9 @@ def test_get_refuses_an_inline_name_before_writing(hub_env: HubServer, tmp_path:
 
 
 @pytest.mark.parametrize("name", BAD_GET_NAMES, ids=["250-bytes", "rlo", "line-sep"])
-def test_get_refuses_a_url_name_before_fetching(hub_env: HubServer, tmp_path: Path, name: str) -> None:
+def test_get_refuses_a_url_name_before_fetching(
+    hub_env: HubServer, tmp_path: Path, name: str
+) -> None:
     from urllib.parse import quote
 
     hub_env.cdn.log.clear()
@@ -244,7 +294,8 @@ def test_get_refuses_a_folder_it_cannot_create(hub_env: HubServer, tmp_path: Pat
     assert not hub_env.cdn.log.records(), "refused before any request"
 
 
-# -- unpack: the same names, the same refusal ---------------------------------------------------------------
+# -- unpack: the same names, the same refusal
+# ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -252,7 +303,9 @@ def test_get_refuses_a_folder_it_cannot_create(hub_env: HubServer, tmp_path: Pat
     ["pkg/" + "n" * 240 + ".bin", "pkg/evil\u202etxt.bin", "pkg/two\u2028lines.bin"],
     ids=["240-bytes", "rlo", "line-sep"],
 )
-def test_unpack_refuses_the_same_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+def test_unpack_refuses_the_same_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     archive = tmp_path / "a.zip"
     with zipfile.ZipFile(archive, "w") as zf:

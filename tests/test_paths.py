@@ -126,7 +126,8 @@ def test_url_basename_error_hides_the_query() -> None:
     assert "https://x/dir/" in message
 
 
-# -- safe_file_name: one plain name, as job outputs must give ------------------------------------------------
+# -- safe_file_name: one plain name, as job outputs must give
+# ------------------------------------------------
 
 NAME_WHERE = "job.json.files[1].filename"
 
@@ -192,7 +193,8 @@ def test_safe_file_name_accepts(value: str) -> None:
         (".mdl", "reserves for its own state"),
         (".MDL", "reserves for its own state"),
         ("\uff0emdl", "reserves for its own state"),  # a full-width dot: NFKC makes it ".mdl"
-        (".mdl-unpack-0123", "reserves for its own state"),  # unpack's staging: get -d DIR must not plant one
+        # unpack's staging: get -d DIR must not plant one
+        (".mdl-unpack-0123", "reserves for its own state"),
         ("x" * 230, "longer than 229 bytes"),
         ("é" * 115, "longer than 229 bytes"),
     ],
@@ -210,8 +212,14 @@ def test_safe_file_name_rejects(value: str, reason: str) -> None:
 
 
 def test_an_hf_uri_that_is_refused_is_named_on_one_line() -> None:
-    """A Hub page URL with %0A in it decodes to a line break: the error names it on one line (no forged line)."""
+    """A Hub page URL with %0A in it decodes to a line break: the error names it on one line (no
+    forged line).
+    """
     with pytest.raises(UsageError) as info:
         parse_hf_uri("hf://org/tiny@main/a\nb.gguf\r\x1b[2J")
-    assert "\n" not in info.value.message and "\r" not in info.value.message and "\x1b" not in info.value.message
+    assert (
+        "\n" not in info.value.message
+        and "\r" not in info.value.message
+        and "\x1b" not in info.value.message
+    )
     assert info.value.message.startswith("hf://org/tiny@main/a")

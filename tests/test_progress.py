@@ -1,4 +1,6 @@
-"""The core's progress API: each call one Event handed to ``emit``; pack's and unpack's wrapper passes calls on."""
+"""The core's progress API: each call one Event handed to ``emit``; pack's and unpack's wrapper
+passes calls on.
+"""
 
 from __future__ import annotations
 
@@ -62,13 +64,26 @@ def test_the_archive_wrapper_passes_each_call_on_and_names_the_archive() -> None
     wrapped.advance("a", 3)
     wrapped.finish("a", ok=True)
     wrapped.note("n")
-    assert [name for name, _, _ in inner.calls] == ["begin", "start", "start", "waiting", "advance", "finish", "note"]
-    assert [fields.get("model") for name, _, fields in inner.calls if name == "start"] == ["best.zip", "m"]
+    assert [name for name, _, _ in inner.calls] == [
+        "begin",
+        "start",
+        "start",
+        "waiting",
+        "advance",
+        "finish",
+        "note",
+    ]
+    assert [fields.get("model") for name, _, fields in inner.calls if name == "start"] == [
+        "best.zip",
+        "m",
+    ]
     assert inner.calls[4][1] == ("a", 3)
 
 
 def test_pack_reports_to_any_object_with_the_methods(tmp_path: Path) -> None:
-    """The API's promise (``progress=`` takes any object with Progress's methods), through pack's wrapper."""
+    """The API's promise (``progress=`` takes any object with Progress's methods), through pack's
+    wrapper.
+    """
     run = make_hf_run(tmp_path / "bert-run", steps=(100, 200), best_step=200)
     progress = Calls()
     mdl.pack(run.root, output=tmp_path / "best.zip", checkpoint="best", progress=progress)  # type: ignore[arg-type]

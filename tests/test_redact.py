@@ -1,4 +1,6 @@
-"""Tokens and URL signatures never reach output: signed queries, userinfo, hf_ tokens, bearer values."""
+"""Tokens and URL signatures never reach output: signed queries, userinfo, hf_ tokens, bearer
+values.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ SECRET = "c0ffee1234deadbeef"
             f"https://cdn.example/m.bin?{REDACTED}",
         ),
         (f"https://files.example/m.bin?token={SECRET}", f"https://files.example/m.bin?{REDACTED}"),
-        (f"https://files.example/m.bin?x=1&TOKEN={SECRET}", f"https://files.example/m.bin?{REDACTED}"),
+        (
+            f"https://files.example/m.bin?x=1&TOKEN={SECRET}",
+            f"https://files.example/m.bin?{REDACTED}",
+        ),
         (
             f"https://acct.blob.example/c/m.bin?sv=2024&se=2030&sig={SECRET}",
             f"https://acct.blob.example/c/m.bin?{REDACTED}",
@@ -64,7 +69,8 @@ def test_unsigned_urls_are_untouched(url: str) -> None:
 def test_is_signed_url() -> None:
     assert is_signed_url(f"https://x/y?X-Amz-Signature={SECRET}")
     assert is_signed_url("https://x/y?sig=")  # a blank value still marks a signed URL
-    # Whole-query rule: any parameter whose name merely contains "sig" is enough (over-redacting is safe).
+    # Whole-query rule: any parameter whose name merely contains "sig" is enough (over-redacting is
+    # safe).
     assert is_signed_url("https://x/y?signature_version=2")
     assert not is_signed_url("https://x/y?download=true&revision=main")
 
@@ -90,12 +96,20 @@ def test_free_text_masks_tokens(text: str, leak: str) -> None:
 
 
 def test_free_text_drops_userinfo_from_urls() -> None:
-    assert redact_text(f"redirect to https://u:{SECRET}@h.example/p now") == "redirect to https://h.example/p now"
+    assert (
+        redact_text(f"redirect to https://u:{SECRET}@h.example/p now")
+        == "redirect to https://h.example/p now"
+    )
 
 
 def test_free_text_keeps_the_rest_readable() -> None:
-    text = "HTTP 403 from https://cdn.example/blobs/abc?X-Amz-Signature=ff&gen=1 - Request has expired"
-    assert redact_text(text) == f"HTTP 403 from https://cdn.example/blobs/abc?{REDACTED} - Request has expired"
+    text = (
+        "HTTP 403 from https://cdn.example/blobs/abc?X-Amz-Signature=ff&gen=1 - Request has expired"
+    )
+    assert (
+        redact_text(text)
+        == f"HTTP 403 from https://cdn.example/blobs/abc?{REDACTED} - Request has expired"
+    )
     assert redact_text("hf_ alone and Bearer x are fine") == "hf_ alone and Bearer x are fine"
     assert redact_text("plain message, nothing to hide") == "plain message, nothing to hide"
 
@@ -123,18 +137,13 @@ def test_printable_escapes_controls_and_invisible_characters() -> None:
     assert printable("plain ünïcode 🤖") == "plain ünïcode 🤖"
 
 
-# --- the whole-query rule, the registry, and the one function at every sink (issue 11, item 4) ----------------
+# --- the whole-query rule, the registry, and the one function at every sink (issue 11, item 4)
+# ----------------
 
 from hypothesis import assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from mdl.redact import (  # noqa: E402
-    Secrets,
-    is_secret_param,
-    printable,
-    safe_doc,
-    safe_text,
-)
+from mdl.redact import Secrets, is_secret_param, printable, safe_doc, safe_text  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -168,7 +177,9 @@ def test_any_credential_like_parameter_redacts_the_whole_query(param: str) -> No
     assert SECRET not in redact_text(f"GET {url} failed")
 
 
-@pytest.mark.parametrize("param", ["download", "revision", "x", "expires", "response-content-type", "gen"])
+@pytest.mark.parametrize(
+    "param", ["download", "revision", "x", "expires", "response-content-type", "gen"]
+)
 def test_ordinary_parameters_keep_the_query(param: str) -> None:
     assert not is_secret_param(param)
 
@@ -203,19 +214,31 @@ def test_catalog_header_values_from_the_environment_are_registered() -> None:
     spec = FileSpec(
         key_path="models.m.files[0]",
         url="https://h.example/x",
-        headers=(("X-Civitai", "${CIVITAI_KEY}"), ("Accept", "application/json"), ("X-Api-Key", "literal-key-1")),
+        headers=(
+            ("X-Civitai", "${CIVITAI_KEY}"),
+            ("Accept", "application/json"),
+            ("X-Api-Key", "literal-key-1"),
+        ),
     )
     secrets = Secrets()
-    catalog_secrets(Catalog(models=(ModelSpec("m", files=(spec,)),)), {"CIVITAI_KEY": "civ-value-42424242"}, secrets)
+    catalog_secrets(
+        Catalog(models=(ModelSpec("m", files=(spec,)),)),
+        {"CIVITAI_KEY": "civ-value-42424242"},
+        secrets,
+    )
     assert "civ-value-42424242" in secrets.known()
-    assert "literal-key-1" in secrets.known()  # a credential-like header name: secret even when literal
+    # a credential-like header name: secret even when literal
+    assert "literal-key-1" in secrets.known()
     assert "application/json" not in secrets.known()  # an ordinary literal header stays readable
 
 
 def test_safe_text_escapes_then_redacts_then_cuts() -> None:
     secrets = Secrets()
     secrets.add("s3cr3t-value-777")
-    assert safe_text("bad\x1b[2Jkey s3cr3t-value-777\nnext", secrets=secrets) == f"bad\\x1b[2Jkey {REDACTED} next"
+    assert (
+        safe_text("bad\x1b[2Jkey s3cr3t-value-777\nnext", secrets=secrets)
+        == f"bad\\x1b[2Jkey {REDACTED} next"
+    )
     assert safe_text("a\nb", multiline=True, secrets=secrets) == "a\nb"
     assert safe_text("s3cr3t-value-777 " + "x" * 50, limit=10, secrets=secrets) == f"{REDACTED} x…"
 
@@ -248,7 +271,8 @@ def test_safe_doc_cleans_the_text_of_a_json_document_and_keeps_its_data() -> Non
                 "hint": [f"server said {REDACTED} things"],  # text: every registered secret out
                 "size": 3,
                 "dest": "/important/\\x1bb\\xad",  # data: only made printable
-                "url": f"https://h.example/important/m.bin?{REDACTED}",  # a URL's credentials: structural
+                # a URL's credentials: structural
+                "url": f"https://h.example/important/m.bin?{REDACTED}",
             }
         ],
         "n": None,
@@ -256,7 +280,9 @@ def test_safe_doc_cleans_the_text_of_a_json_document_and_keeps_its_data() -> Non
     }
 
 
-_CONTROL = set(map(chr, [*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)])) | set("\u202e\u2028\u2029")
+_CONTROL = set(map(chr, [*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)])) | set(
+    "\u202e\u2028\u2029"
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -272,7 +298,9 @@ def test_printable_and_redaction_never_raise_and_leave_no_control_character(text
     redact_text(text)
 
 
-_SECRET_CHARS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~+/", min_size=8)
+_SECRET_CHARS = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~+/", min_size=8
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -284,7 +312,9 @@ def test_a_registered_secret_standing_as_a_token_never_survives_inside_arbitrary
     secrets = Secrets((secret,))
     shown = safe_text(f"{before} {secret}\n{after}", multiline=multiline, secrets=secrets)
     assert secret not in shown
-    assert secret not in safe_text(f"{before} {secret}{secret}\t{after} {secret}", limit=40, secrets=secrets)
+    assert secret not in safe_text(
+        f"{before} {secret}{secret}\t{after} {secret}", limit=40, secrets=secrets
+    )
     assert secret not in json.dumps(
         safe_doc({"error": [before, f"{secret} {after}"]}, secrets=secrets), ensure_ascii=False
     )
@@ -293,12 +323,18 @@ def test_a_registered_secret_standing_as_a_token_never_survives_inside_arbitrary
 @settings(max_examples=300, deadline=None)
 @given(st.text())
 def test_safe_text_twice_is_safe_text_once(text: str) -> None:
-    # Sinks may meet text that another sink already cleaned (a per-file error, then the console): no drift.
+    # Sinks may meet text that another sink already cleaned (a per-file error, then the console): no
+    # drift.
     once = safe_text(text)
     assert safe_text(once) == once
 
 
 def test_a_catalog_key_path_naming_the_authorization_header_stays_readable() -> None:
-    message = "models.m.files[0].headers.Authorization: environment variable CIVITAI_TOKEN is not set"
+    message = (
+        "models.m.files[0].headers.Authorization: environment variable CIVITAI_TOKEN is not set"
+    )
     assert redact_text(message) == message
-    assert redact_text("Authorization: Bearer abcdef123456 and more") == f"Authorization: {REDACTED} and more"
+    assert (
+        redact_text("Authorization: Bearer abcdef123456 and more")
+        == f"Authorization: {REDACTED} and more"
+    )

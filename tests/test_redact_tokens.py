@@ -1,10 +1,12 @@
-"""Issue 37 (D): a registered secret is matched as a token, however a server reflows it, and nothing else is.
+"""Issue 37 (D): a registered secret is matched as a token, however a server reflows it, and nothing
+else is.
 
-Properties: a secret split by line breaks, CRLF, header folding or wrapping spaces, with invisible format characters
-inside (zero-width space and joiners, soft hyphen, BOM, word joiner, bidi marks, tag characters), a hex one in any
-case, and in a text made printable before it reached its sink, never survives ``safe_text``. A value under 8
-characters rewrites nothing; a secret inside a longer word is that word's business; data (``shown_data``, the data
-keys of ``safe_doc``) is never rewritten; path parameters are secrets; the scan is linear in the text.
+Properties: a secret split by line breaks, CRLF, header folding or wrapping spaces, with invisible
+format characters inside (zero-width space and joiners, soft hyphen, BOM, word joiner, bidi marks,
+tag characters), a hex one in any case, and in a text made printable before it reached its sink,
+never survives ``safe_text``. A value under 8 characters rewrites nothing; a secret inside a longer
+word is that word's business; data (``shown_data``, the data keys of ``safe_doc``) is never
+rewritten; path parameters are secrets; the scan is linear in the text.
 """
 
 from __future__ import annotations
@@ -36,7 +38,21 @@ SECRETS = st.one_of(
     st.text(B64URL[:-2] + "+/=", min_size=12, max_size=48),
 ).filter(lambda s: s != REDACTED and not s.isdigit())
 # What a server, a proxy or a wrapping page puts inside a secret it echoes.
-MARKS = ["\n", "\r\n", "\r\n ", "\r\n\t", " ", "  ", "\t", "\u200b", "\u200c", "\u200d", "\xad", "\ufeff", "\u2060"]
+MARKS = [
+    "\n",
+    "\r\n",
+    "\r\n ",
+    "\r\n\t",
+    " ",
+    "  ",
+    "\t",
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\xad",
+    "\ufeff",
+    "\u2060",
+]
 MARKS += ["\u200e", "\u202e", "\u2066", "\U000e0041", "\u180e", "\u061c"]
 _ESCAPES = re.compile(r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[rnt])")
 
@@ -83,7 +99,8 @@ def test_a_reflowed_secret_never_survives(
 ) -> None:
     secret, echo = pair
     assume(secret.lower() not in squeezed(before + after).lower())
-    secrets = Secrets(() if registered else (secret,))  # a run's own secrets (its environment) from the start
+    # a run's own secrets (its environment) from the start
+    secrets = Secrets(() if registered else (secret,))
     if registered:
         secrets.add(secret)
     text = f"{before}{left}{echo}{right}{after}"
@@ -91,7 +108,9 @@ def test_a_reflowed_secret_never_survives(
         text = printable(text, multiline=multiline)
     shown = safe_text(text, multiline=multiline, secrets=secrets)
     folded = set(secret) <= set(HEX)
-    assert (secret.lower() if folded else secret) not in (squeezed(shown).lower() if folded else squeezed(shown))
+    assert (secret.lower() if folded else secret) not in (
+        squeezed(shown).lower() if folded else squeezed(shown)
+    )
     assert REDACTED in shown
 
 
@@ -102,7 +121,8 @@ def test_a_secret_inside_a_longer_word_is_not_a_token(secret: str, word: str) ->
     assume(secret[0].isalnum() and secret[-1].isalnum())
     secrets.add(secret)
     assert (
-        safe_text(f"see {word}{secret} and {secret}{word}", secrets=secrets) == f"see {word}{secret} and {secret}{word}"
+        safe_text(f"see {word}{secret} and {secret}{word}", secrets=secrets)
+        == f"see {word}{secret} and {secret}{word}"
     )
     assert (
         safe_text(f"see {secret}, ({secret}) and {secret}{secret}.", secrets=secrets)
@@ -118,7 +138,8 @@ def test_hex_matches_in_any_case_and_other_secrets_only_as_written() -> None:
         safe_text("sig 4F1D0C2B9A8E7D6C5B4A and 4f1D0c2B9a8E7d6C5b4A", secrets=secrets)
         == f"sig {REDACTED} and {REDACTED}"
     )
-    assert safe_text("token ZM9VYMFYLXNLY3JLDA", secrets=secrets) == "token ZM9VYMFYLXNLY3JLDA"  # another base64 value
+    # another base64 value
+    assert safe_text("token ZM9VYMFYLXNLY3JLDA", secrets=secrets) == "token ZM9VYMFYLXNLY3JLDA"
 
 
 def test_a_value_under_eight_characters_rewrites_nothing() -> None:
@@ -131,7 +152,8 @@ def test_a_value_under_eight_characters_rewrites_nothing() -> None:
             safe_text(f"/home/me/{short}/bert: {short} failed", secrets=secrets)
             == f"/home/me/{short}/bert: {short} failed"
         )
-        assert safe_text(f"{short} here", secrets=Secrets((short,))) == f"{short} here"  # a run's own short value too
+        # a run's own short value too
+        assert safe_text(f"{short} here", secrets=Secrets((short,))) == f"{short} here"
     secrets.add("testing1")  # eight: a secret
     assert safe_text("key testing1 refused", secrets=secrets) == f"key {REDACTED} refused"
 
@@ -141,11 +163,18 @@ def test_data_is_never_rewritten_by_the_registry() -> None:
     secrets.add("important-models")
     path = "/srv/important-models/hf-internal-testing/model.bin"
     assert shown_data(path) == path
-    doc = {"dest": path, "files": [{"path": path, "error": f"cannot write {path}"}], "url": f"https://h/{path}?sig=x"}
+    doc = {
+        "dest": path,
+        "files": [{"path": path, "error": f"cannot write {path}"}],
+        "url": f"https://h/{path}?sig=x",
+    }
     assert safe_doc(doc, secrets=secrets) == {
         "dest": path,
-        "files": [{"path": path, "error": f"cannot write /srv/{REDACTED}/hf-internal-testing/model.bin"}],
-        "url": f"https://h/{path}?{REDACTED}",  # the URL's credentials go: they are structural, not registered
+        "files": [
+            {"path": path, "error": f"cannot write /srv/{REDACTED}/hf-internal-testing/model.bin"}
+        ],
+        # the URL's credentials go: they are structural, not registered
+        "url": f"https://h/{path}?{REDACTED}",
     }
     assert shown_data("\x1b[2Jname\xad") == "\\x1b[2Jname\\xad"  # made printable, as on a terminal
 
@@ -153,11 +182,22 @@ def test_data_is_never_rewritten_by_the_registry() -> None:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("https://h.example/a;jsessionid=A7F3K9Q2M8X1/b.bin", f"https://h.example/a;jsessionid={REDACTED}/b.bin"),
-        ("https://h.example/a/b.bin;token=t0k3n-v4lue?x=1", f"https://h.example/a/b.bin;token={REDACTED}?x=1"),
-        ("https://h.example/a;JSESSIONID=s3ss10nvalue;v=2/b", f"https://h.example/a;JSESSIONID={REDACTED};v=2/b"),
-        ("https://h.example/a;v=2;type=i/b.bin", "https://h.example/a;v=2;type=i/b.bin"),  # not secrets
-        ("https://h.example/a;x-amz-date=20240101/b", "https://h.example/a;x-amz-date=20240101/b"),  # public
+        (
+            "https://h.example/a;jsessionid=A7F3K9Q2M8X1/b.bin",
+            f"https://h.example/a;jsessionid={REDACTED}/b.bin",
+        ),
+        (
+            "https://h.example/a/b.bin;token=t0k3n-v4lue?x=1",
+            f"https://h.example/a/b.bin;token={REDACTED}?x=1",
+        ),
+        (
+            "https://h.example/a;JSESSIONID=s3ss10nvalue;v=2/b",
+            f"https://h.example/a;JSESSIONID={REDACTED};v=2/b",
+        ),
+        # not secrets
+        ("https://h.example/a;v=2;type=i/b.bin", "https://h.example/a;v=2;type=i/b.bin"),
+        # public
+        ("https://h.example/a;x-amz-date=20240101/b", "https://h.example/a;x-amz-date=20240101/b"),
     ],
 )
 def test_path_parameters_are_secrets_like_query_parameters(url: str, expected: str) -> None:
@@ -168,7 +208,10 @@ def test_path_parameters_are_secrets_like_query_parameters(url: str, expected: s
 def test_a_path_parameter_read_in_a_url_is_registered() -> None:
     secrets = Secrets()
     secrets.add_url("https://h.example/app;jsessionid=A7F3K9Q2M8X1Z5W0/model.bin")
-    assert safe_text("session A7F3K9Q2\nM8X1Z5W0 expired", secrets=secrets) == f"session {REDACTED} expired"
+    assert (
+        safe_text("session A7F3K9Q2\nM8X1Z5W0 expired", secrets=secrets)
+        == f"session {REDACTED} expired"
+    )
 
 
 def test_every_format_character_is_escaped_and_matched_across() -> None:
@@ -177,23 +220,40 @@ def test_every_format_character_is_escaped_and_matched_across() -> None:
     secrets = Secrets()
 
     # What the scan squeezes out and what it maps back across are the same characters.
-    assert all(bool(_IGNORABLE.fullmatch(chr(c))) == (_squeeze(chr(c)) == "") for c in range(0x110000))
+    assert all(
+        bool(_IGNORABLE.fullmatch(chr(c))) == (_squeeze(chr(c)) == "") for c in range(0x110000)
+    )
     secrets.add("0123456789abcdef")
     for code in range(0x110000):
         char = chr(code)
         if unicodedata.category(char) != "Cf":
             continue
         assert char not in printable(f"a{char}b"), hex(code)
-        assert safe_text(f"x 01234567{char}89abcdef y", secrets=secrets) == f"x {REDACTED} y", hex(code)
+        assert safe_text(f"x 01234567{char}89abcdef y", secrets=secrets) == f"x {REDACTED} y", hex(
+            code
+        )
 
 
 def test_redaction_is_linear_in_the_text_with_thousands_of_secrets() -> None:
-    """Old: a 1.3 MB text with 20,000 registered signatures took 14 CPU-s (every signature sharing a 4-character
-    head was searched for through the whole text); now a fraction of a second, growing with the text alone."""
+    """Old: a 1.3 MB text with 20,000 registered signatures took 14 CPU-s (every signature sharing a
+    4-character head was searched for through the whole text); now a fraction of a second, growing
+    with the text alone."""
     secrets = Secrets()
     for i in range(20_000):
         secrets.add_url(f"https://cdn.example/f{i}?Signature=sig{i:08d}abcdef&Key-Pair-Id=K{i:06d}")
-    words = ("the", "request", "sig00000123", "signature", "does", "not", "match", "the", "one", "you", "sent")
+    words = (
+        "the",
+        "request",
+        "sig00000123",
+        "signature",
+        "does",
+        "not",
+        "match",
+        "the",
+        "one",
+        "you",
+        "sent",
+    )
     text = " ".join(words[i % len(words)] for i in range(200_000)) + " sig00012345abcdef."
     start = time.process_time()
     shown = safe_text(text, secrets=secrets)

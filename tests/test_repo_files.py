@@ -1,5 +1,6 @@
-"""The repository holds source, docs and tests only: no model file or mdl state that a run in its folder left behind
-(a 90-byte HTML page named ``style.safetensors`` and its ``.mdl/get.json`` were committed once)."""
+"""The repository holds source, docs and tests only: no model file or mdl state that a run in its
+folder left behind (a 90-byte HTML page named ``style.safetensors`` and its ``.mdl/get.json`` were
+committed once)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,34 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 ROOT = Path(__file__).parents[1]
-MODEL_SUFFIXES = {".safetensors", ".gguf", ".bin", ".ckpt", ".pt", ".pth", ".onnx", ".h5", ".msgpack"}
+MODEL_SUFFIXES = {
+    ".safetensors",
+    ".gguf",
+    ".bin",
+    ".ckpt",
+    ".pt",
+    ".pth",
+    ".onnx",
+    ".h5",
+    ".msgpack",
+}
 
 
 def tracked_files() -> list[str]:
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    done = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=False, timeout=60)
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=False, timeout=60
+    )
     if done.returncode != 0:
         pytest.skip(f"git ls-files failed: {done.stderr.decode(errors='replace')}")
     return [name for name in done.stdout.decode().split("\0") if name]
 
 
 def stray(names: list[str]) -> list[str]:
-    """Model files and mdl's own state outside tests/ and bench/ (fixtures there are made by code, not committed)."""
+    """Model files and mdl's own state outside tests/ and bench/ (fixtures there are made by
+    code, not committed).
+    """
     found = []
     for name in names:
         path = PurePosixPath(name)

@@ -1,4 +1,6 @@
-"""The loopback Hub and CDN behave like the real ones: checked with huggingface_hub itself and raw httpx2."""
+"""The loopback Hub and CDN behave like the real ones: checked with huggingface_hub itself and
+raw httpx2.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +34,9 @@ ODD_PATH = "sub dir/ünï cödé #1.txt"
 
 @pytest.fixture
 def tiny(hub: HubServer) -> HubServer:
-    """A hub holding org/tiny: a small JSON file, an LFS weights file, a nested and an oddly named file."""
+    """A hub holding org/tiny: a small JSON file, an LFS weights file, a nested and an oddly
+    named file.
+    """
     hub.add_repo(
         "org/tiny",
         {
@@ -46,7 +50,9 @@ def tiny(hub: HubServer) -> HubServer:
 
 
 def client(*, timeout: float = HANG, **kwargs: object) -> httpx2.Client:
-    """A raw client that never follows redirects unless asked (its timeout a safety net, not a measure of speed)."""
+    """A raw client that never follows redirects unless asked (its timeout a safety net, not a
+    measure of speed).
+    """
     return httpx2.Client(timeout=timeout, **kwargs)  # type: ignore[arg-type]
 
 
@@ -74,19 +80,30 @@ def test_model_info_matches_the_repo(tiny: HubServer) -> None:
     assert info.sha == repo.sha and len(info.sha) == 40
     assert info.gated is False and info.private is False
     siblings = {s.rfilename: s for s in info.siblings or []}
-    assert set(siblings) == {"config.json", "model.safetensors", "nested/deeper/vocab.txt", ODD_PATH}
+    assert set(siblings) == {
+        "config.json",
+        "model.safetensors",
+        "nested/deeper/vocab.txt",
+        ODD_PATH,
+    }
     assert siblings["config.json"].size == len(CONFIG)
     assert siblings["config.json"].blob_id == git_blob_sha1(CONFIG)
     assert siblings["config.json"].lfs is None
     lfs = siblings["model.safetensors"].lfs
-    assert lfs is not None and lfs.sha256 == hashlib.sha256(WEIGHTS).hexdigest() and lfs.size == len(WEIGHTS)
+    assert (
+        lfs is not None
+        and lfs.sha256 == hashlib.sha256(WEIGHTS).hexdigest()
+        and lfs.size == len(WEIGHTS)
+    )
 
     assert api.repo_info("org/tiny", revision="main").sha == repo.sha
     assert api.repo_info("org/tiny", revision=repo.sha).sha == repo.sha
 
 
 def test_dataset_and_space_repos(hub: HubServer) -> None:
-    hub.add_repo("org/data", {"train.parquet": b"P" * 100, "README.md": b"# data"}, repo_type="dataset")
+    hub.add_repo(
+        "org/data", {"train.parquet": b"P" * 100, "README.md": b"# data"}, repo_type="dataset"
+    )
     hub.add_repo("org/app", {"app.py": b"print(1)"}, repo_type="space")
     api = HfApi(endpoint=hub.url)
 
@@ -128,7 +145,11 @@ def test_list_repo_tree_recursive_with_pagination(tiny: HubServer) -> None:
     # Like git, the listed oid of an LFS file is the blob id of its pointer, not of the content.
     assert weights.blob_id != git_blob_sha1(WEIGHTS)
     config = by_path["config.json"]
-    assert isinstance(config, RepoFile) and config.lfs is None and config.blob_id == git_blob_sha1(CONFIG)
+    assert (
+        isinstance(config, RepoFile)
+        and config.lfs is None
+        and config.blob_id == git_blob_sha1(CONFIG)
+    )
 
     pages = tiny.log.records(path_prefix="/api/models/org/tiny/tree/")
     assert len(pages) == 4 and "cursor" in pages[-1].query
@@ -154,7 +175,9 @@ def test_file_metadata_for_lfs_and_plain_files(tiny: HubServer) -> None:
 
 def test_hf_hub_download_end_to_end(tiny: HubServer, tmp_path: Path) -> None:
     for name, data in [("model.safetensors", WEIGHTS), (ODD_PATH, b"odd"), ("config.json", CONFIG)]:
-        local = hf_hub_download("org/tiny", name, endpoint=tiny.url, cache_dir=tmp_path, token=TOKEN)
+        local = hf_hub_download(
+            "org/tiny", name, endpoint=tiny.url, cache_dir=tmp_path, token=TOKEN
+        )
         assert Path(local).read_bytes() == data
     assert any(r.authorization == f"Bearer {TOKEN}" for r in tiny.log)
     assert tiny.cdn.log.records(method="GET")[0].bytes_sent == len(WEIGHTS)
@@ -169,7 +192,9 @@ def test_error_classes_come_out_of_the_client(tiny: HubServer) -> None:
     with pytest.raises(RevisionNotFoundError):
         api.model_info("org/tiny", revision="v9")
     with pytest.raises(RevisionNotFoundError):
-        get_hf_file_metadata(hf_hub_url("org/tiny", "config.json", revision="v9", endpoint=tiny.url))
+        get_hf_file_metadata(
+            hf_hub_url("org/tiny", "config.json", revision="v9", endpoint=tiny.url)
+        )
     with pytest.raises(RevisionNotFoundError):
         list(api.list_repo_tree("org/tiny", revision="v9"))
     with pytest.raises(RemoteEntryNotFoundError):
@@ -191,7 +216,9 @@ def test_error_headers_on_raw_requests(tiny: HubServer) -> None:
         for path, code in cases.items():
             r = http.get(tiny.url + path)
             assert (r.status_code, r.headers["X-Error-Code"]) == (404, code)
-            assert r.headers["X-Error-Message"] and r.json()["error"] == r.headers["X-Error-Message"]
+            assert (
+                r.headers["X-Error-Message"] and r.json()["error"] == r.headers["X-Error-Message"]
+            )
 
 
 def test_gated_private_and_bad_tokens(hub: HubServer, tmp_path: Path) -> None:
@@ -215,7 +242,9 @@ def test_gated_private_and_bad_tokens(hub: HubServer, tmp_path: Path) -> None:
     # As on the real Hub, a gated repo's metadata is public; only its files need access.
     assert HfApi(endpoint=hub.url).model_info("org/gated").gated == "auto"
     assert get_hf_file_metadata(url, token=TOKEN).size == len(WEIGHTS)
-    local = hf_hub_download("org/gated", "w.safetensors", endpoint=hub.url, token=TOKEN, cache_dir=tmp_path)
+    local = hf_hub_download(
+        "org/gated", "w.safetensors", endpoint=hub.url, token=TOKEN, cache_dir=tmp_path
+    )
     assert Path(local).read_bytes() == WEIGHTS
 
     with pytest.raises(RepositoryNotFoundError):
@@ -231,7 +260,9 @@ def test_replace_file_makes_a_new_commit_and_keeps_the_old(tiny: HubServer) -> N
     assert new_sha != old_sha and len(new_sha) == 40 and repo.sha == new_sha
 
     main = get_hf_file_metadata(hf_hub_url("org/tiny", "model.safetensors", endpoint=tiny.url))
-    old = get_hf_file_metadata(hf_hub_url("org/tiny", "model.safetensors", revision=old_sha, endpoint=tiny.url))
+    old = get_hf_file_metadata(
+        hf_hub_url("org/tiny", "model.safetensors", revision=old_sha, endpoint=tiny.url)
+    )
     assert (main.commit_hash, main.etag) == (new_sha, hashlib.sha256(new_weights).hexdigest())
     assert (old.commit_hash, old.etag) == (old_sha, hashlib.sha256(WEIGHTS).hexdigest())
     with client() as http:
@@ -243,12 +274,16 @@ def test_replace_file_makes_a_new_commit_and_keeps_the_old(tiny: HubServer) -> N
     api = HfApi(endpoint=tiny.url)
     assert api.model_info("org/tiny", revision="v1").sha == old_sha
     assert api.model_info("org/tiny", revision="refs/pr/1").sha == new_sha
-    pr = get_hf_file_metadata(hf_hub_url("org/tiny", "config.json", revision="refs/pr/1", endpoint=tiny.url))
+    pr = get_hf_file_metadata(
+        hf_hub_url("org/tiny", "config.json", revision="refs/pr/1", endpoint=tiny.url)
+    )
     assert pr.commit_hash == new_sha
 
 
 def test_hostile_paths_are_listed_and_served(hub: HubServer) -> None:
-    hub.add_repo("org/evil", {"ok.txt": b"ok", "../evil.txt": b"x", "/abs": b"y"}, allow_unsafe_paths=True)
+    hub.add_repo(
+        "org/evil", {"ok.txt": b"ok", "../evil.txt": b"x", "/abs": b"y"}, allow_unsafe_paths=True
+    )
     api = HfApi(endpoint=hub.url)
     assert {e.path for e in api.list_repo_tree("org/evil", recursive=True)} == {
         "ok.txt",
@@ -278,7 +313,8 @@ def test_resolve_redirects_to_the_cdn_without_following(tiny: HubServer) -> None
         assert head.headers["X-Linked-Size"] == str(len(WEIGHTS))
         assert head.headers["X-Repo-Commit"] == tiny.repo("org/tiny").sha
         assert head.headers["Content-Length"] == "0"
-        got = http.get(head.headers["Location"])  # as a careful client would: no Authorization off-origin
+        # as a careful client would: no Authorization off-origin
+        got = http.get(head.headers["Location"])
         assert got.content == WEIGHTS and got.headers["ETag"] == head.headers["ETag"]
 
         plain = http.get(tiny.file_url("org/tiny", "config.json"), headers={"Range": "bytes=2-5"})
@@ -313,7 +349,9 @@ BODY = make_data(1000, seed=3)
         ("items=0-3", 200, None, BODY),
     ],
 )
-def test_cdn_ranges(cdn: CdnServer, range_header: str, status: int, content_range: str | None, body: bytes) -> None:
+def test_cdn_ranges(
+    cdn: CdnServer, range_header: str, status: int, content_range: str | None, body: bytes
+) -> None:
     url = cdn.add_file("/files/model.bin", BODY)
     with client() as http:
         r = http.get(url, headers={"Range": range_header})
@@ -330,18 +368,28 @@ def test_cdn_if_range_and_head(cdn: CdnServer) -> None:
     assert url.endswith("/files/a%20b.bin")
     with client() as http:
         head = http.head(url)
-        assert (head.status_code, head.headers["Content-Length"], head.content) == (200, "1000", b"")
-        assert http.head(url, headers={"Range": "bytes=10-"}).headers["Content-Range"] == "bytes 10-999/1000"
+        assert (head.status_code, head.headers["Content-Length"], head.content) == (
+            200,
+            "1000",
+            b"",
+        )
+        assert (
+            http.head(url, headers={"Range": "bytes=10-"}).headers["Content-Range"]
+            == "bytes 10-999/1000"
+        )
         match = http.get(url, headers={"Range": "bytes=10-", "If-Range": '"v1"'})
         assert (match.status_code, match.content) == (206, BODY[10:])
         stale = http.get(url, headers={"Range": "bytes=10-", "If-Range": '"v0"'})
         assert (stale.status_code, stale.content) == (200, BODY)
         weak = http.get(url, headers={"Range": "bytes=10-", "If-Range": 'W/"v1"'})
         assert weak.status_code == 200  # If-Range needs a strong match
-        by_date = http.get(url, headers={"Range": "bytes=10-", "If-Range": head.headers["Last-Modified"]})
+        by_date = http.get(
+            url, headers={"Range": "bytes=10-", "If-Range": head.headers["Last-Modified"]}
+        )
         assert by_date.status_code == 206
 
-        # Re-uploading the object changes its ETag: a resume with the old one gets the new body whole.
+        # Re-uploading the object changes its ETag: a resume with the old one gets the new body
+        # whole.
         new = make_data(1200, seed=4)
         cdn.add_file("/files/a b.bin", new)
         again = http.get(url, headers={"Range": "bytes=10-", "If-Range": '"v1"'})
@@ -354,7 +402,9 @@ def test_cdn_file_options(cdn: CdnServer, tmp_path: Path) -> None:
     on_disk.write_bytes(BODY)
     disk_url = cdn.add_file("/disk.bin", on_disk)
     no_etag = cdn.add_file("/plain.bin", b"abc", etag="")
-    private = cdn.add_file("/private.bin", b"p", required_headers={"Authorization": "Bearer civitai"})
+    private = cdn.add_file(
+        "/private.bin", b"p", required_headers={"Authorization": "Bearer civitai"}
+    )
     with client() as http:
         assert http.get(disk_url, headers={"Range": "bytes=100-199"}).content == BODY[100:200]
         assert "ETag" not in http.get(no_etag).headers
@@ -437,7 +487,9 @@ def test_big_parallel_ranges_add_up_to_the_file(cdn: CdnServer) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("status", "retry_after"), [(503, "1"), (429, "1"), (500, None), (408, None)])
+@pytest.mark.parametrize(
+    ("status", "retry_after"), [(503, "1"), (429, "1"), (500, None), (408, None)]
+)
 def test_fault_status(cdn: CdnServer, status: int, retry_after: str | None) -> None:
     url = cdn.add_file("/f.bin", BODY)
     fault = cdn.faults.add(Fault.http_error(status, "try later", times=2, path_prefix="/f"))
@@ -501,9 +553,9 @@ def test_fault_stall_that_recovers(cdn: CdnServer) -> None:
 
 
 def test_a_request_given_up_before_its_answer_counts_no_bytes_sent(cdn: CdnServer) -> None:
-    # A client that stops waiting for an answer (its --timeout) and asks again has fetched nothing twice: the
-    # bytes the server then fails to write into the abandoned socket are not "sent" (they once made an
-    # overlapping-runs test see 5 MiB fetched twice on a busy machine).
+    # A client that stops waiting for an answer (its --timeout) and asks again has fetched nothing
+    # twice: the bytes the server then fails to write into the abandoned socket are not "sent" (they
+    # once made an overlapping-runs test see 5 MiB fetched twice on a busy machine).
     url = cdn.add_file("/f.bin", make_data(3 << 20, seed=9))
     gate = threading.Event()
     held = cdn.faults.add(Fault.call(lambda: gate.wait(HANG), path_prefix="/f"))
@@ -577,7 +629,8 @@ def test_stop_does_not_wait_for_stalled_or_idle_connections() -> None:
     errors: list[BaseException] = []
 
     def stalled_download() -> None:
-        try:  # its own timeout is far beyond HANG: only the server's stop can end this download in time
+        # its own timeout is far beyond HANG: only the server's stop can end this download in time
+        try:
             with client(timeout=10 * HANG) as http, http.stream("GET", url) as r:
                 for _ in r.iter_raw():
                     pass
@@ -629,6 +682,10 @@ def test_paths_info_and_expanded_tree(tiny: HubServer) -> None:
         ("RepoFile", ODD_PATH),
     ]
     weights = infos[0]
-    assert isinstance(weights, RepoFile) and weights.lfs is not None and weights.size == len(WEIGHTS)
+    assert (
+        isinstance(weights, RepoFile) and weights.lfs is not None and weights.size == len(WEIGHTS)
+    )
     expanded = [e for e in api.list_repo_tree("org/tiny", expand=True) if isinstance(e, RepoFile)]
-    assert expanded and all(e.last_commit and e.last_commit.oid == tiny.repo("org/tiny").sha for e in expanded)
+    assert expanded and all(
+        e.last_commit and e.last_commit.oid == tiny.repo("org/tiny").sha for e in expanded
+    )

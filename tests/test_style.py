@@ -1,4 +1,6 @@
-"""House rules that must not rot: lint, strict types, a core free of typer/rich, and lazy heavy imports."""
+"""House rules that must not rot: lint, strict types, a core free of typer/rich, and lazy heavy
+imports.
+"""
 
 from __future__ import annotations
 
@@ -38,11 +40,13 @@ def test_nothing_imports_click_directly() -> None:
 
 
 def test_cli_import_is_light() -> None:
-    """`mdl --help` and `mdl list` stay fast: no huggingface_hub, httpx2 or rich.progress at import."""
+    """`mdl --help` and `mdl list` stay fast: no huggingface_hub, httpx2 or rich.progress at
+    import.
+    """
     code = (
-        "import sys, mdl.cli.app, mdl.store.inventory, mdl.cli.render.progress;"
-        "heavy = [m for m in ('huggingface_hub', 'httpx2', 'rich.progress', 'rich') if m in sys.modules];"
-        "print(','.join(heavy))"
+        "import sys, mdl.cli.app, mdl.store.inventory, mdl.cli.render.progress;heavy = [m for m in"
+        " ('huggingface_hub', 'httpx2', 'rich.progress', 'rich') if m in"
+        " sys.modules];print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
@@ -56,10 +60,14 @@ def _tool(name: str) -> str:
 
 
 def test_ruff_is_clean() -> None:
-    result = subprocess.run([_tool("ruff"), "check", "mdl", "tests", "bench"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [_tool("ruff"), "check", "mdl", "tests", "bench"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_strict_is_clean() -> None:
-    result = subprocess.run([_tool("mypy"), "--strict", "mdl"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [_tool("mypy"), "--strict", "mdl"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,4 +1,6 @@
-"""Sizes, rates and durations as people read them: binary units (KiB, MiB, GiB), three significant digits."""
+"""Sizes, rates and durations as people read them: binary units (KiB, MiB, GiB), three
+significant digits.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +48,14 @@ def test_rate_matches_limit_rate_units() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(None, "?"), (0, "0:00"), (6.2, "0:07"), (107, "1:47"), (3723, "1:02:03"), (float("inf"), "?")],
+    [
+        (None, "?"),
+        (0, "0:00"),
+        (6.2, "0:07"),
+        (107, "1:47"),
+        (3723, "1:02:03"),
+        (float("inf"), "?"),
+    ],
 )
 def test_human_clock(seconds: float | None, text: str) -> None:
     assert human_clock(seconds) == text
@@ -54,7 +63,15 @@ def test_human_clock(seconds: float | None, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.3, "0.3s"), (4, "4s"), (9.96, "10s"), (42.4, "42s"), (125, "2m05s"), (3720, "1h02m"), (97200, "1d03h")],
+    [
+        (0.3, "0.3s"),
+        (4, "4s"),
+        (9.96, "10s"),
+        (42.4, "42s"),
+        (125, "2m05s"),
+        (3720, "1h02m"),
+        (97200, "1d03h"),
+    ],
 )
 def test_human_duration(seconds: float, text: str) -> None:
     assert human_duration(seconds) == text

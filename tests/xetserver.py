@@ -1,29 +1,35 @@
-"""A Xet stand-in for tests and benchmarks: content minted from the spec, and a CAS origin that serves it.
+"""A Xet stand-in for tests and benchmarks: content minted from the spec, and a CAS origin that
+serves it.
 
-Written from the Hub's protocol documents (hub-docs `docs/xet/`: chunking, hashing, xorb, api, download-protocol,
-auth), independently of `mdl.xet`, so mdl's tests compare two implementations, and `hf_xet` checks this one.
+Written from the Hub's protocol documents (hub-docs `docs/xet/`: chunking, hashing, xorb, api,
+download-protocol, auth), independently of `mdl.xet`, so mdl's tests compare two implementations,
+and `hf_xet` checks this one.
 
-- Minting (pure, also used by benchmarks): `chunk` (gearhash content-defined chunking), `chunk_hash`,
-  `merkle_root`, `file_hash`, `hash_hex`, `encode_chunk`; `XetStore.add(data, scheme)` chunks a file, dedupes its
-  chunks against every xorb already stored (a global chunk index) and packs the new ones into new xorbs (at most
-  64 MiB / 8192 chunks each); it returns a `XetFile` (hash, sha256, size, terms).
-- `CasServer`: a `LoopbackServer` answering `GET /v1|v2/reconstructions/{hash}` (Bearer CAS token) and serving
-  xorb bytes at presigned URLs on the same origin (`/xorb/default/{hash}?X-Xet-Signature=…`), each URL granting
-  exact byte ranges only. Knobs for faults: see the class docstring.
-- `XetHubServer`: a `HubServer` whose LFS files are Xet-backed (tree `xetHash`, resolve `X-Xet-*` + `Link`
-  headers, `GET /api/{type}s/{repo}/xet-read-token/{rev}`), with its own `CasServer` (`hub.cas`).
-- `hf_download(hub, repo, files, home)`: huggingface_hub + hf_xet (the oracle) downloading from the stand-in, in
-  a child process with its own HF_HOME.
-- `python tests/xetserver.py FILE...` serves the files as successive commits from another process (benchmarks).
+- Minting (pure, also used by benchmarks): `chunk` (gearhash content-defined chunking),
+  `chunk_hash`, `merkle_root`, `file_hash`, `hash_hex`, `encode_chunk`; `XetStore.add(data, scheme)`
+  chunks a file, dedupes its chunks against every xorb already stored (a global chunk index) and
+  packs the new ones into new xorbs (at most 64 MiB / 8192 chunks each); it returns a `XetFile`
+  (hash, sha256, size, terms).
+- `CasServer`: a `LoopbackServer` answering `GET /v1|v2/reconstructions/{hash}` (Bearer CAS token)
+  and serving xorb bytes at presigned URLs on the same origin
+  (`/xorb/default/{hash}?X-Xet-Signature=…`), each URL granting exact byte ranges only. Knobs for
+  faults: see the class docstring.
+- `XetHubServer`: a `HubServer` whose LFS files are Xet-backed (tree `xetHash`, resolve `X-Xet-*` +
+  `Link` headers, `GET /api/{type}s/{repo}/xet-read-token/{rev}`), with its own `CasServer`
+  (`hub.cas`).
+- `hf_download(hub, repo, files, home)`: huggingface_hub + hf_xet (the oracle) downloading from the
+  stand-in, in a child process with its own HF_HOME.
+- `python tests/xetserver.py FILE...` serves the files as successive commits from another process
+  (benchmarks).
 
 Usage::
 
     with XetHubServer() as hub:
-        hub.add_repo("org/m", {"model.safetensors": make_data(4 << 20)}, scheme="lz4")
-        xf = hub.xet_file("org/m", "model.safetensors")       # XetFile: hash, sha256, size, terms
-        ...                                                  # a client downloads it
-        hub.cas.xorb_bytes()                                 # body bytes served from xorb URLs
-        hub.cas.corrupt(xf.terms[0].xorb, 3)                 # flip one byte of chunk 3 as served
+        hub.add_repo("org/m", {"model.safetensors": make_data(4 << 20)}, scheme="lz4") xf =
+        hub.xet_file("org/m", "model.safetensors")       # XetFile: hash, sha256, size, terms ...
+        # a client downloads it hub.cas.xorb_bytes()                                 # body bytes
+        served from xorb URLs hub.cas.corrupt(xf.terms[0].xorb, 3)                 # flip one byte
+        of chunk 3 as served
 """
 
 from __future__ import annotations
@@ -98,7 +104,8 @@ MIN_CHUNK = 8 * 1024
 MAX_CHUNK = 128 * 1024
 _MASK = 0xFFFF_0000_0000_0000
 _U64 = (1 << 64) - 1
-_WINDOW = 64  # the gear hash at a byte depends only on the last 64 bytes (h << 1 per byte, 64-bit wrapping)
+# the gear hash at a byte depends only on the last 64 bytes (h << 1 per byte, 64-bit wrapping)
+_WINDOW = 64
 
 # rust-gearhash's DEFAULT_TABLE (the table chunking.md names).
 _GEAR: tuple[int, ...] = (
@@ -160,8 +167,9 @@ _GEAR: tuple[int, ...] = (
 def chunk(data: bytes | memoryview) -> list[tuple[int, int]]:
     """The spec's content-defined chunks of `data` as [start, end) spans (none for empty data).
 
-    Same boundaries as testing every byte: the first test is at size MIN_CHUNK, and the hash there only depends on
-    the 64 bytes before it, so hashing starts 64 bytes earlier (the spec's cut-point skipping)."""
+    Same boundaries as testing every byte: the first test is at size MIN_CHUNK, and the hash there
+    only depends on the 64 bytes before it, so hashing starts 64 bytes earlier (the spec's cut-point
+    skipping)."""
     view = memoryview(data)
     n = len(view)
     spans: list[tuple[int, int]] = []
@@ -206,7 +214,9 @@ _MEAN_BRANCHING = 4
 
 
 def hash_hex(raw: bytes) -> str:
-    """The Xet string form of a 32-byte hash: each 8-byte little-endian word printed as one 16-digit number."""
+    """The Xet string form of a 32-byte hash: each 8-byte little-endian word printed as one
+    16-digit number.
+    """
     if len(raw) != 32:
         raise ValueError(f"a Xet hash is 32 bytes, not {len(raw)}")
     return "".join(raw[i : i + 8][::-1].hex() for i in range(0, 32, 8))
@@ -227,12 +237,14 @@ def chunk_hash(data: bytes | memoryview) -> bytes:
 
 def _node_hash(children: Sequence[tuple[bytes, int]]) -> tuple[bytes, int]:
     text = "".join(f"{hash_hex(h)} : {size}\n" for h, size in children)
-    return blake3.blake3(text.encode(), key=INTERNAL_NODE_KEY).digest(), sum(size for _, size in children)
+    return blake3.blake3(text.encode(), key=INTERNAL_NODE_KEY).digest(), sum(
+        size for _, size in children
+    )
 
 
 def _next_cut(level: Sequence[tuple[bytes, int]], start: int) -> int:
-    """Where the node starting at `start` ends: after the first child at offset >= 2 whose hash's last 64-bit
-    word is 0 mod 4, after at most 2*4+1 children, or at the end."""
+    """Where the node starting at `start` ends: after the first child at offset >= 2 whose hash's
+    last 64-bit word is 0 mod 4, after at most 2*4+1 children, or at the end."""
     remaining = len(level) - start
     if remaining <= 2:
         return len(level)
@@ -244,7 +256,9 @@ def _next_cut(level: Sequence[tuple[bytes, int]], start: int) -> int:
 
 
 def merkle_root(chunks: Sequence[tuple[bytes, int]]) -> bytes:
-    """The aggregated node hash (the xorb hash of these chunks): 32 zero bytes when empty, the hash itself for one."""
+    """The aggregated node hash (the xorb hash of these chunks): 32 zero bytes when empty, the
+    hash itself for one.
+    """
     level = list(chunks)
     if not level:
         return _ZERO_KEY
@@ -273,7 +287,8 @@ def xet_hash(data: bytes | memoryview) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Chunk serialization (xorb.md): 8-byte header + payload; 0 = stored, 1 = LZ4 frame, 2 = byte grouping 4 + LZ4
+# Chunk serialization (xorb.md): 8-byte header + payload; 0 = stored, 1 = LZ4 frame, 2 = byte
+# grouping 4 + LZ4
 # ----------------------------------------------------------------------------------------------------------
 
 Scheme = Literal["none", "lz4", "bg4", "mixed"]
@@ -285,7 +300,9 @@ _SCHEME_CODES: dict[str, int] = {"none": 0, "lz4": 1, "bg4": 2}
 
 
 def bg4_split(data: bytes) -> bytes:
-    """Byte grouping 4: bytes 0,4,8,… then 1,5,9,… then 2,… then 3,… (a short tail spreads over the first groups)."""
+    """Byte grouping 4: bytes 0,4,8,… then 1,5,9,… then 2,… then 3,… (a short tail spreads over
+    the first groups).
+    """
     return b"".join(data[g::4] for g in range(4))
 
 
@@ -301,7 +318,9 @@ def _bg4_join(grouped: bytes) -> bytes:
 
 
 def encode_chunk(data: bytes, scheme: int) -> bytes:
-    """One serialized chunk: header (version 0, compressed size u24 LE, scheme, uncompressed size u24 LE) + payload."""
+    """One serialized chunk: header (version 0, compressed size u24 LE, scheme, uncompressed size
+    u24 LE) + payload.
+    """
     if scheme == 0:
         payload = data
     elif scheme == 1:
@@ -310,7 +329,12 @@ def encode_chunk(data: bytes, scheme: int) -> bytes:
         payload = lz4.frame.compress(bg4_split(data))
     else:
         raise ValueError(f"unknown compression scheme {scheme}")
-    header = b"\x00" + len(payload).to_bytes(3, "little") + bytes([scheme]) + len(data).to_bytes(3, "little")
+    header = (
+        b"\x00"
+        + len(payload).to_bytes(3, "little")
+        + bytes([scheme])
+        + len(data).to_bytes(3, "little")
+    )
     return header + payload
 
 
@@ -334,7 +358,9 @@ MAX_XORB_CHUNKS = 8192
 
 @dataclass(frozen=True)
 class Term:
-    """One reconstruction term: chunks [start, end) of `xorb`, `length` bytes once decoded, at `offset` in the file."""
+    """One reconstruction term: chunks [start, end) of `xorb`, `length` bytes once decoded, at
+    `offset` in the file.
+    """
 
     xorb: str
     start: int
@@ -345,7 +371,9 @@ class Term:
 
 @dataclass(frozen=True)
 class Xorb:
-    """A serialized xorb: chunks back to back (no footer: the download protocol only reads chunk ranges)."""
+    """A serialized xorb: chunks back to back (no footer: the download protocol only reads chunk
+    ranges).
+    """
 
     hash: str
     data: bytes
@@ -360,7 +388,9 @@ class Xorb:
         return len(self.sizes)
 
     def byte_range(self, start: int, end: int) -> tuple[int, int]:
-        """The serialized bytes of chunks [start, end) as (first, last) inclusive, as in a `Range` header."""
+        """The serialized bytes of chunks [start, end) as (first, last) inclusive, as in a
+        `Range` header.
+        """
         return self.offsets[start], self.offsets[end] - 1
 
     def chunk_bytes(self, start: int, end: int) -> bytes:
@@ -376,7 +406,8 @@ class XetFile:
     sha256: str
     size: int
     terms: tuple[Term, ...]
-    chunks: tuple[tuple[str, int, int], ...]  # per file chunk: (xorb hash, index in the xorb, length)
+    # per file chunk: (xorb hash, index in the xorb, length)
+    chunks: tuple[tuple[str, int, int], ...]
     chunk_hashes: tuple[str, ...]  # per file chunk, Xet string form
 
     @property
@@ -408,14 +439,18 @@ class _Pending:
 
 
 class XetStore:
-    """Every xorb and file minted so far, with the global chunk index that deduplicates new files against them.
+    """Every xorb and file minted so far, with the global chunk index that deduplicates new files
+    against them.
 
-    `add(data)` chunks `data`; chunks already stored (in any xorb, or earlier in the same file) are referenced
-    where they are, new ones go to new xorbs (at most `max_xorb_bytes` serialized / `max_xorb_chunks` chunks).
-    So revision B of a file that changes some chunks reconstructs from A's xorbs plus new ones. Thread-safe.
+    `add(data)` chunks `data`; chunks already stored (in any xorb, or earlier in the same file) are
+    referenced where they are, new ones go to new xorbs (at most `max_xorb_bytes` serialized /
+    `max_xorb_chunks` chunks). So revision B of a file that changes some chunks reconstructs from
+    A's xorbs plus new ones. Thread-safe.
     """
 
-    def __init__(self, *, max_xorb_bytes: int = MAX_XORB_BYTES, max_xorb_chunks: int = MAX_XORB_CHUNKS) -> None:
+    def __init__(
+        self, *, max_xorb_bytes: int = MAX_XORB_BYTES, max_xorb_chunks: int = MAX_XORB_CHUNKS
+    ) -> None:
         self.max_xorb_bytes = max_xorb_bytes
         self.max_xorb_chunks = max_xorb_chunks
         self.xorbs: dict[str, Xorb] = {}
@@ -430,7 +465,9 @@ class XetStore:
         *,
         spans: Sequence[tuple[int, int]] | None = None,
     ) -> XetFile:
-        """Mint a file (`spans`: precomputed `chunk(data)`, e.g. cached by a benchmark); returns it."""
+        """Mint a file (`spans`: precomputed `chunk(data)`, e.g. cached by a benchmark); returns
+        it.
+        """
         if isinstance(data, Path):
             data = data.read_bytes()
         view = memoryview(data)
@@ -440,8 +477,10 @@ class XetStore:
 
     def _add(self, view: memoryview, scheme: Scheme, spans: Sequence[tuple[int, int]]) -> XetFile:
         pending: list[_Pending] = []
-        local: dict[bytes, tuple[int, int]] = {}  # chunk hash -> (pending xorb, index) for this file's new chunks
-        placed: list[tuple[str | int, int, int]] = []  # (stored xorb hash | pending number, index, length)
+        # chunk hash -> (pending xorb, index) for this file's new chunks
+        local: dict[bytes, tuple[int, int]] = {}
+        # (stored xorb hash | pending number, index, length)
+        placed: list[tuple[str | int, int, int]] = []
         hashes: list[tuple[bytes, int]] = []
         new = 0
         for start, end in spans:
@@ -474,7 +513,12 @@ class XetStore:
             name = hash_hex(merkle_root(list(zip(p.hashes, p.sizes, strict=True))))
             offsets = list(itertools.accumulate((len(b) for b in p.blobs), initial=0))
             self.xorbs[name] = Xorb(
-                name, b"".join(p.blobs), tuple(offsets), tuple(p.hashes), tuple(p.sizes), tuple(p.schemes)
+                name,
+                b"".join(p.blobs),
+                tuple(offsets),
+                tuple(p.hashes),
+                tuple(p.sizes),
+                tuple(p.schemes),
             )
             for i, h in enumerate(p.hashes):
                 self._index.setdefault(h, (name, i))
@@ -504,8 +548,8 @@ class XetStore:
         return bytes(out)
 
     def xorb_bytes(self, xf: XetFile) -> int:
-        """Serialized bytes of every chunk range its terms name, each xorb range counted once (what a client
-        without any cache must download)."""
+        """Serialized bytes of every chunk range its terms name, each xorb range counted once (what
+        a client without any cache must download)."""
         total = 0
         for xorb, ranges in _merged_ranges(xf.terms).items():
             x = self.xorbs[xorb]
@@ -513,7 +557,9 @@ class XetStore:
         return total
 
     def new_bytes(self, xf: XetFile, old: XetFile) -> int:
-        """Serialized bytes of the chunks of `xf` that `old` does not have (an ideal upgrade's download)."""
+        """Serialized bytes of the chunks of `xf` that `old` does not have (an ideal upgrade's
+        download).
+        """
         have = {(x, i) for x, i, _ in old.chunks}
         total = 0
         for x, i, _ in dict.fromkeys(xf.chunks):
@@ -524,8 +570,9 @@ class XetStore:
 
 
 def revise(data: bytes, places: int) -> bytes:
-    """A new revision of `data`: one byte changed at `places` evenly spaced offsets, so about `places` chunks
-    (sometimes a neighbour too) change and the rest deduplicate (e.g. 12 places in 8 MiB: ~10 % of its chunks)."""
+    """A new revision of `data`: one byte changed at `places` evenly spaced offsets, so about
+    `places` chunks (sometimes a neighbour too) change and the rest deduplicate (e.g. 12 places in 8
+    MiB: ~10 % of its chunks)."""
     out = bytearray(data)
     step = len(data) // places
     for k in range(places):
@@ -566,8 +613,8 @@ def bearer(record: RequestRecord) -> str | None:
 
 @dataclass
 class TokenGrant:
-    """A CAS access token the stand-in issued: valid until `expires` (unix seconds) for the files in `files`
-    (Xet hashes; None = any file), issued for `scope` (e.g. "model/org/name@<commit>")."""
+    """A CAS access token the stand-in issued: valid until `expires` (unix seconds) for the files in
+    `files` (Xet hashes; None = any file), issued for `scope` (e.g. "model/org/name@<commit>")."""
 
     token: str
     expires: float
@@ -580,43 +627,57 @@ _RANGE_RE = re.compile(r"bytes=(\d+)-(\d+)")
 
 
 class CasServer(LoopbackServer):
-    """The Xet CAS stand-in: reconstructions (v1, v2) and xorb bytes at presigned URLs, on one loopback origin.
+    """The Xet CAS stand-in: reconstructions (v1, v2) and xorb bytes at presigned URLs, on one
+    loopback origin.
 
     Routes:
-    - `GET /v1/reconstructions/{hash}`, `GET /v2/reconstructions/{hash}`: `Authorization: Bearer <CAS token>`
-      (401 when missing, unknown or expired; 403 when the token does not cover the file); 400 for a malformed
-      hash, 404 for an unknown one; an optional `Range: bytes=a-b` (416 when a >= size). v1 answers
-      `fetch_info` with one URL per merged (overlapping or adjacent) chunk range of each xorb; v2 answers `xorbs`
-      with `v2_ranges_per_url` ranges per URL entry (1 by default). Byte ranges are inclusive in both.
-    - `GET /xorb/default/{hash}?X-Xet-Ranges=…&X-Xet-Expires=…&gen=…&X-Xet-Signature=…`: the signature covers
-      path, granted ranges, expiry and generation. 403 when it is missing, wrong or expired, when the URL is
-      used up, when `Range` is absent or not exactly one granted `bytes=a-b`; else 206 with `Content-Range`.
+    - `GET /v1/reconstructions/{hash}`, `GET /v2/reconstructions/{hash}`: `Authorization: Bearer
+      <CAS token>` (401 when missing, unknown or expired; 403 when the token does not cover the
+      file); 400 for a malformed hash, 404 for an unknown one; an optional `Range: bytes=a-b` (416
+      when a >= size). v1 answers `fetch_info` with one URL per merged (overlapping or adjacent)
+      chunk range of each xorb; v2 answers `xorbs` with `v2_ranges_per_url` ranges per URL entry (1
+      by default). Byte ranges are inclusive in both.
+    - `GET /xorb/default/{hash}?X-Xet-Ranges=…&X-Xet-Expires=…&gen=…&X-Xet-Signature=…`: the
+      signature covers path, granted ranges, expiry and generation. 403 when it is missing, wrong or
+      expired, when the URL is used up, when `Range` is absent or not exactly one granted
+      `bytes=a-b`; else 206 with `Content-Range`.
 
     Knobs (plain attributes and methods, safe to change while serving):
     - `v2_status`: None serves v2; 404 or 501 answers that instead (a client then uses v1).
     - `v2_ranges_per_url`: how many ranges one v2 URL entry grants.
-    - `fail_reconstructions(status, times=…)`: the next `times` (None: every) reconstruction requests fail.
-    - `corrupt(xorb, chunk, at=…, only_from=…)`: flip one byte of a chunk's payload as served (stored, LZ4 or BG4
-      chunk); `only_from`: only in the copy sent to requests whose Range starts at that byte.
-    - `url_lifetime` (seconds a presigned URL lives), `url_uses` (None: unlimited; 1: a URL works once),
-      `expire_urls()` or `Fault.expire_urls(path_prefix="/xorb/", skip=N)` (every URL issued so far stops
-      working): a client must ask the reconstruction again.
-    - `reject_auth_on_xorbs` (True): a xorb request carrying an `Authorization` header gets 400, as S3 answers a
-      presigned URL sent with a second credential (so a client leaking its CAS token there fails loudly).
-    - `patch(xorb, offset, data)`: serve other bytes there (e.g. a chunk header with version 1 or scheme 3).
-    - `rewrite(version, reply) -> dict | bytes`: a hook that changes (or replaces with raw bytes) each successful
-      reconstruction reply before it is sent, for malformed-reply tests with real, working URLs.
+    - `fail_reconstructions(status, times=…)`: the next `times` (None: every) reconstruction
+      requests fail.
+    - `corrupt(xorb, chunk, at=…, only_from=…)`: flip one byte of a chunk's payload as served
+      (stored, LZ4 or BG4 chunk); `only_from`: only in the copy sent to requests whose Range starts
+      at that byte.
+    - `url_lifetime` (seconds a presigned URL lives), `url_uses` (None: unlimited; 1: a URL works
+      once), `expire_urls()` or `Fault.expire_urls(path_prefix="/xorb/", skip=N)` (every URL issued
+      so far stops working): a client must ask the reconstruction again.
+    - `reject_auth_on_xorbs` (True): a xorb request carrying an `Authorization` header gets 400, as
+      S3 answers a presigned URL sent with a second credential (so a client leaking its CAS token
+      there fails loudly).
+    - `patch(xorb, offset, data)`: serve other bytes there (e.g. a chunk header with version 1 or
+      scheme 3).
+    - `rewrite(version, reply) -> dict | bytes`: a hook that changes (or replaces with raw bytes)
+      each successful reconstruction reply before it is sent, for malformed-reply tests with real,
+      working URLs.
     - `stall_xorbs(after_bytes, seconds=…)`: xorb bodies go silent after that many bytes.
     - `token_lifetime` (seconds, for tokens issued from now on), `expire_tokens()`.
     - `down`: None, "503" (every request answers 503) or "reset" (connections are reset, no answer);
-      `refuse_connections()` / `accept_connections()`: the port refuses connections, then listens again.
-    The `log` records every request; `bearer(record)` gives its token, `xorb_bytes()` the xorb body bytes.
+      `refuse_connections()` / `accept_connections()`: the port refuses connections, then listens
+      again.
+    The `log` records every request; `bearer(record)` gives its token, `xorb_bytes()` the xorb body
+    bytes.
     """
 
     name = "cas"
 
     def __init__(
-        self, store: XetStore | None = None, *, host_alias: str = "127.0.0.1", throttle_bps: float | None = None
+        self,
+        store: XetStore | None = None,
+        *,
+        host_alias: str = "127.0.0.1",
+        throttle_bps: float | None = None,
     ) -> None:
         super().__init__(host_alias=host_alias, throttle_bps=throttle_bps)
         self.store = store if store is not None else XetStore()
@@ -632,15 +693,20 @@ class CasServer(LoopbackServer):
         self.generation = 1
         self._secret = os.urandom(16)
         self._uses: dict[str, int] = {}
-        self._served: dict[str, Content] = {}  # xorb hash -> the bytes served (corrupted copies included)
-        self._ranged: dict[tuple[str, int | None], Content] = {}  # (xorb, first byte asked) -> the bytes served then
+        # xorb hash -> the bytes served (corrupted copies included)
+        self._served: dict[str, Content] = {}
+        # (xorb, first byte asked) -> the bytes served then
+        self._ranged: dict[tuple[str, int | None], Content] = {}
 
-    # -- tokens and URLs ------------------------------------------------------------------------------------
+    # -- tokens and URLs
+    # ------------------------------------------------------------------------------------
 
     def issue_token(
         self, *, files: Iterable[str] | None = None, lifetime: float | None = None, scope: str = ""
     ) -> TokenGrant:
-        """A new CAS token for `files` (None: any), living `lifetime` seconds (default `token_lifetime`)."""
+        """A new CAS token for `files` (None: any), living `lifetime` seconds (default
+        `token_lifetime`).
+        """
         grant = TokenGrant(
             token="xet_" + secrets.token_urlsafe(24),
             expires=time.time() + (self.token_lifetime if lifetime is None else lifetime),
@@ -657,7 +723,9 @@ class CasServer(LoopbackServer):
             for grant in self.tokens.values():
                 grant.expires = min(grant.expires, time.time() - 1)
 
-    def presign(self, xorb: str, ranges: Sequence[tuple[int, int]], *, lifetime: float | None = None) -> str:
+    def presign(
+        self, xorb: str, ranges: Sequence[tuple[int, int]], *, lifetime: float | None = None
+    ) -> str:
         """A presigned URL for `xorb` granting exactly these inclusive byte ranges."""
         path = _XORB_PREFIX + xorb
         expires = int(time.time() + (self.url_lifetime if lifetime is None else lifetime))
@@ -681,45 +749,62 @@ class CasServer(LoopbackServer):
         msg = f"{path}\n{granted}\n{expires}\n{gen}".encode()
         return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
 
-    # -- faults ---------------------------------------------------------------------------------------------
+    # -- faults
+    # ---------------------------------------------------------------------------------------------
 
     def fail_reconstructions(
         self, status: int = 503, *, times: int | None = 1, version: int | None = None, **kw: Any
     ) -> Fault:
-        """The next `times` reconstruction requests (of `version`, or both) answer `status`; returns the fault."""
+        """The next `times` reconstruction requests (of `version`, or both) answer `status`;
+        returns the fault.
+        """
         prefix = f"/v{version}/reconstructions/" if version else "/v"
         return self.faults.add(Fault.http_error(status, path_prefix=prefix, times=times, **kw))
 
-    def stall_xorbs(self, after_bytes: int = 0, seconds: float | None = None, *, times: int | None = 1) -> Fault:
-        """The next `times` xorb bodies stop after `after_bytes` for `seconds` (None: until stop), then close."""
-        return self.faults.add(Fault.stall(after_bytes, seconds, path_prefix=_XORB_PREFIX, times=times))
+    def stall_xorbs(
+        self, after_bytes: int = 0, seconds: float | None = None, *, times: int | None = 1
+    ) -> Fault:
+        """The next `times` xorb bodies stop after `after_bytes` for `seconds` (None: until
+        stop), then close.
+        """
+        return self.faults.add(
+            Fault.stall(after_bytes, seconds, path_prefix=_XORB_PREFIX, times=times)
+        )
 
     def patch(self, xorb: str, offset: int, data: bytes, *, only_from: int | None = None) -> None:
-        """Serve `xorb` with `data` written over its bytes at `offset` (e.g. a chunk header's version byte at
-        `offsets[i]`, its scheme at `offsets[i] + 4`); `only_from`: only to requests whose Range starts at that
-        byte of the xorb (one piece's copy of a chunk, not another's). The stored xorb stays as minted."""
+        """Serve `xorb` with `data` written over its bytes at `offset` (e.g. a chunk header's
+        version byte at `offsets[i]`, its scheme at `offsets[i] + 4`); `only_from`: only to requests
+        whose Range starts at that byte of the xorb (one piece's copy of a chunk, not another's).
+        The stored xorb stays as minted."""
         with self._lock:
             key = (xorb, only_from)
             served = bytearray((self._ranged.get(key) or self._content(xorb)).read())
             if offset < 0 or offset + len(data) > len(served):
-                raise ValueError(f"{xorb} has {len(served)} bytes: cannot patch {len(data)} at {offset}")
+                raise ValueError(
+                    f"{xorb} has {len(served)} bytes: cannot patch {len(data)} at {offset}"
+                )
             served[offset : offset + len(data)] = data
             if only_from is None:
                 self._served[xorb] = Content(bytes(served))
             else:
                 self._ranged[key] = Content(bytes(served))
 
-    def corrupt(self, xorb: str, chunk: int, *, at: int | None = None, only_from: int | None = None) -> int:
-        """Serve `xorb` with one byte of chunk `chunk`'s payload flipped (`at`: offset in the payload, default the
-        middle, which is literal data even in an LZ4 frame of random data; `only_from`: as for `patch`); returns
-        the flipped byte's offset in the xorb. The stored xorb (and every hash) stays as minted."""
+    def corrupt(
+        self, xorb: str, chunk: int, *, at: int | None = None, only_from: int | None = None
+    ) -> int:
+        """Serve `xorb` with one byte of chunk `chunk`'s payload flipped (`at`: offset in the
+        payload, default the middle, which is literal data even in an LZ4 frame of random data;
+        `only_from`: as for `patch`); returns the flipped byte's offset in the xorb. The stored xorb
+        (and every hash) stays as minted."""
         x = self.store.xorbs[xorb]
         head, end = x.offsets[chunk] + 8, x.offsets[chunk + 1]
         pos = head + ((end - head) // 2 if at is None else at)
         if not head <= pos < end:
             raise ValueError(f"chunk {chunk} of {xorb} has {end - head} payload bytes, not {at}")
         with self._lock:
-            flipped = (self._ranged.get((xorb, only_from)) or self._content(xorb)).read()[pos] ^ 0xFF
+            flipped = (self._ranged.get((xorb, only_from)) or self._content(xorb)).read()[
+                pos
+            ] ^ 0xFF
         self.patch(xorb, pos, bytes([flipped]), only_from=only_from)
         return pos
 
@@ -736,8 +821,8 @@ class CasServer(LoopbackServer):
         return content
 
     def refuse_connections(self) -> None:
-        """Close the listening socket (and every open connection): connecting to `url` is refused until
-        `accept_connections()`. The port stays this server's as far as the tests go."""
+        """Close the listening socket (and every open connection): connecting to `url` is refused
+        until `accept_connections()`. The port stays this server's as far as the tests go."""
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join(timeout=5)
@@ -756,7 +841,8 @@ class CasServer(LoopbackServer):
         self._httpd.owner = self
         self.start()
 
-    # -- the log ---------------------------------------------------------------------------------------------
+    # -- the log
+    # ---------------------------------------------------------------------------------------------
 
     def xorb_records(self) -> list[RequestRecord]:
         """The logged xorb fetches."""
@@ -774,7 +860,8 @@ class CasServer(LoopbackServer):
             if re.fullmatch(rf"/v{version or '[12]'}/reconstructions/.*", r.url_path) is not None
         ]
 
-    # -- routing --------------------------------------------------------------------------------------------
+    # -- routing
+    # --------------------------------------------------------------------------------------------
 
     def route(self, ex: Exchange) -> None:
         """Reconstructions and xorb ranges."""
@@ -843,18 +930,26 @@ class CasServer(LoopbackServer):
         body: dict[str, Any] = {
             "offset_into_first_range": offset,
             "terms": [
-                {"hash": t.xorb, "unpacked_length": t.length, "range": {"start": t.start, "end": t.end}} for t in terms
+                {
+                    "hash": t.xorb,
+                    "unpacked_length": t.length,
+                    "range": {"start": t.start, "end": t.end},
+                }
+                for t in terms
             ],
         }
         merged = _merged_ranges(terms)
         if version == 1:
             body["fetch_info"] = {
-                xorb: [self._fetch_v1(xorb, s, e) for s, e in ranges] for xorb, ranges in merged.items()
+                xorb: [self._fetch_v1(xorb, s, e) for s, e in ranges]
+                for xorb, ranges in merged.items()
             }
         else:
             per = max(1, self.v2_ranges_per_url)
             body["xorbs"] = {
-                xorb: [self._fetch_v2(xorb, ranges[i : i + per]) for i in range(0, len(ranges), per)]
+                xorb: [
+                    self._fetch_v2(xorb, ranges[i : i + per]) for i in range(0, len(ranges), per)
+                ]
                 for xorb, ranges in merged.items()
             }
         if self.rewrite is not None:
@@ -886,22 +981,35 @@ class CasServer(LoopbackServer):
         }
 
     def _denied(self, ex: Exchange, message: str) -> None:
-        body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>{message}'
+        body = (
+            '<?xml version="1.0"'
+            f' encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>{message}'
+        )
         body += "</Message></Error>\n"
         ex.send_bytes(403, body.encode(), content_type="application/xml")
 
     def _xorb(self, ex: Exchange, xorb: str) -> None:
         q = ex.query
-        sig, granted, expires, gen = (q.get(k, "") for k in ("X-Xet-Signature", "X-Xet-Ranges", "X-Xet-Expires", "gen"))
+        sig, granted, expires, gen = (
+            q.get(k, "") for k in ("X-Xet-Signature", "X-Xet-Ranges", "X-Xet-Expires", "gen")
+        )
         path = _XORB_PREFIX + xorb
         if not sig or not hmac.compare_digest(sig, self._signature(path, granted, expires, gen)):
             self._denied(ex, "The request signature does not match")
             return
-        if not expires.isdigit() or int(expires) < time.time() or not gen.isdigit() or int(gen) < self.generation:
+        if (
+            not expires.isdigit()
+            or int(expires) < time.time()
+            or not gen.isdigit()
+            or int(gen) < self.generation
+        ):
             self._denied(ex, "Request has expired")
             return
         if self.reject_auth_on_xorbs and ex.headers.get("Authorization") is not None:
-            body = "<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed</Message></Error>\n"
+            body = (
+                "<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism"
+                " allowed</Message></Error>\n"
+            )
             ex.send_bytes(400, body.encode(), content_type="application/xml")
             return
         range_header = (ex.headers.get("Range") or "").strip()
@@ -930,7 +1038,9 @@ class CasServer(LoopbackServer):
 
 
 def _chunks_for(xf: XetFile, first: int, last: int) -> tuple[list[tuple[str, int, int]], int]:
-    """The file's chunks that hold bytes first..last (inclusive), and the offset of `first` in the first one."""
+    """The file's chunks that hold bytes first..last (inclusive), and the offset of `first` in
+    the first one.
+    """
     out: list[tuple[str, int, int]] = []
     pos = 0
     offset = 0
@@ -952,16 +1062,17 @@ _API_TYPES: dict[str, RepoType] = {"models": "model", "datasets": "dataset", "sp
 
 
 class XetHubServer(HubServer):
-    """A `HubServer` whose LFS files are Xet-backed (repos added with `xet=True`, the default), with its own
-    `CasServer` (`hub.cas`, sharing `hub.cas.store`) unless one is given.
+    """A `HubServer` whose LFS files are Xet-backed (repos added with `xet=True`, the default), with
+    its own `CasServer` (`hub.cas`, sharing `hub.cas.store`) unless one is given.
 
-    For a Xet-backed file: the tree / paths-info entry has `xetHash`; resolve HEAD/GET still redirect to the CDN
-    (the plain path keeps working) and add `X-Xet-Hash`, `X-Xet-Refresh-Route` and `Link: <…/xet-read-token/
-    {commit}>; rel="xet-auth", <{cas}/v1/reconstructions/{hash}>; rel="xet-reconstruction-info"`.
-    `GET /api/{type}s/{repo}/xet-read-token/{rev}` follows the repo's file-access rules (401 bad token, gated /
-    private as for resolve, 404 unknown repo or revision) and answers `{accessToken, exp, casUrl}` plus the
-    `X-Xet-Access-Token`, `X-Xet-Token-Expiration`, `X-Xet-Cas-Url` headers; the token covers the Xet files of
-    that commit only.
+    For a Xet-backed file: the tree / paths-info entry has `xetHash`; resolve HEAD/GET still
+    redirect to the CDN (the plain path keeps working) and add `X-Xet-Hash`, `X-Xet-Refresh-Route`
+    and `Link: <…/xet-read-token/ {commit}>; rel="xet-auth", <{cas}/v1/reconstructions/{hash}>;
+    rel="xet-reconstruction-info"`. `GET /api/{type}s/{repo}/xet-read-token/{rev}` follows the
+    repo's file-access rules (401 bad token, gated / private as for resolve, 404 unknown repo or
+    revision) and answers `{accessToken, exp, casUrl}` plus the `X-Xet-Access-Token`,
+    `X-Xet-Token-Expiration`, `X-Xet-Cas-Url` headers; the token covers the Xet files of that commit
+    only.
     """
 
     def __init__(
@@ -976,7 +1087,8 @@ class XetHubServer(HubServer):
         super().__init__(cdn, valid_tokens=valid_tokens, page_size=page_size, host_alias=host_alias)
         self._owns_cas = cas is None
         self.cas = cas if cas is not None else CasServer(host_alias=host_alias)
-        self._xet_repos: dict[tuple[str, str], Scheme | Mapping[str, Scheme]] = {}  # Xet repos -> their scheme
+        # Xet repos -> their scheme
+        self._xet_repos: dict[tuple[str, str], Scheme | Mapping[str, Scheme]] = {}
         self._xet: dict[str, dict[str, XetFile]] = {}  # commit sha -> {path: XetFile}
         self._minted: dict[tuple[str, str], XetFile] = {}  # (sha256, scheme) -> XetFile
 
@@ -997,7 +1109,8 @@ class XetHubServer(HubServer):
         if self._owns_cas:
             self.cas.stop()
 
-    # -- building repos -------------------------------------------------------------------------------------
+    # -- building repos
+    # -------------------------------------------------------------------------------------
 
     def add_repo(
         self,
@@ -1009,9 +1122,9 @@ class XetHubServer(HubServer):
         scheme: Scheme | Mapping[str, Scheme] = "none",
         **kwargs: Any,
     ) -> Repo:
-        """`HubServer.add_repo`, plus: `xet` makes its LFS files Xet-backed (now and in later commits), minted with
-        `scheme`: one for every file, or one per path ("none" for paths not named). Later commits mint their
-        new files the same way unless they say otherwise."""
+        """`HubServer.add_repo`, plus: `xet` makes its LFS files Xet-backed (now and in later
+        commits), minted with `scheme`: one for every file, or one per path ("none" for paths not
+        named). Later commits mint their new files the same way unless they say otherwise."""
         if xet:
             self._xet_repos[(repo_type, repo_id)] = scheme
         return super().add_repo(repo_id, files, repo_type=repo_type, **kwargs)
@@ -1026,7 +1139,9 @@ class XetHubServer(HubServer):
         title: str = "Update files",
         scheme: Scheme | Mapping[str, Scheme] | None = None,
     ) -> str:
-        """`HubServer.commit`, minting the changed LFS files of a Xet repo (with `scheme`, default the repo's)."""
+        """`HubServer.commit`, minting the changed LFS files of a Xet repo (with `scheme`,
+        default the repo's).
+        """
         parent = self.repo(repo_id, repo_type).branches.get(branch)
         sha = super().commit(repo_id, changes, repo_type=repo_type, branch=branch, title=title)
         setting = self._xet_repos.get((repo_type, repo_id))
@@ -1050,20 +1165,25 @@ class XetHubServer(HubServer):
         self._xet[sha] = minted
         return sha
 
-    def xet_file(self, repo_id: str, path: str, revision: str = "main", *, repo_type: RepoType = "model") -> XetFile:
+    def xet_file(
+        self, repo_id: str, path: str, revision: str = "main", *, repo_type: RepoType = "model"
+    ) -> XetFile:
         """The minted Xet file behind `path` at `revision` (KeyError if it is not Xet-backed)."""
         commit = self.repo(repo_id, repo_type).resolve_revision(revision)
         if commit is None:
             raise KeyError(revision)
         return self._xet[commit.sha][path]
 
-    def token_url(self, repo_id: str, revision: str = "main", *, repo_type: RepoType = "model") -> str:
+    def token_url(
+        self, repo_id: str, revision: str = "main", *, repo_type: RepoType = "model"
+    ) -> str:
         """The xet-read-token URL of a revision (as the Hub links it: by commit sha)."""
         commit = self.repo(repo_id, repo_type).resolve_revision(revision)
         sha = commit.sha if commit is not None else revision
         return f"{self.url}/api/{repo_type}s/{repo_id}/xet-read-token/{sha}"
 
-    # -- answers --------------------------------------------------------------------------------------------
+    # -- answers
+    # --------------------------------------------------------------------------------------------
 
     def lfs_headers(self, repo: Repo, commit: Commit, path: str) -> dict[str, str]:
         """The Xet headers of a Xet-backed file's resolve answer."""
@@ -1090,7 +1210,12 @@ class XetHubServer(HubServer):
     def route(self, ex: Exchange) -> None:
         """The xet-read-token route, then the Hub's."""
         segs = ex.path.split("/")[1:]
-        if len(segs) >= 4 and segs[0] == "api" and segs[1] in _API_TYPES and "xet-read-token" in segs[3:5]:
+        if (
+            len(segs) >= 4
+            and segs[0] == "api"
+            and segs[1] in _API_TYPES
+            and "xet-read-token" in segs[3:5]
+        ):
             self._send_xet_token(ex, _API_TYPES[segs[1]], segs[2:])
             return
         super().route(ex)
@@ -1098,7 +1223,9 @@ class XetHubServer(HubServer):
     def _send_xet_token(self, ex: Exchange, repo_type: RepoType, segs: list[str]) -> None:
         decoded = [unquote(s) for s in segs]
         repo_id, i = self._find_repo(repo_type, decoded, "xet-read-token")
-        repo = self._check_access(ex, self.repos.get((repo_type, repo_id)), repo_id, file_access=True)
+        repo = self._check_access(
+            ex, self.repos.get((repo_type, repo_id)), repo_id, file_access=True
+        )
         if repo is None:
             return
         commit, revision, tail = self._split_revision(repo, segs[i + 1 :])
@@ -1108,8 +1235,14 @@ class XetHubServer(HubServer):
         files = {xf.hash for xf in self._xet.get(commit.sha, {}).values()}
         grant = self.cas.issue_token(files=files, scope=f"{repo_type}/{repo_id}@{commit.sha}")
         exp = int(grant.expires)
-        headers = {"X-Xet-Access-Token": grant.token, "X-Xet-Token-Expiration": str(exp), "X-Xet-Cas-Url": self.cas.url}
-        ex.send_json({"accessToken": grant.token, "exp": exp, "casUrl": self.cas.url}, headers=headers)
+        headers = {
+            "X-Xet-Access-Token": grant.token,
+            "X-Xet-Token-Expiration": str(exp),
+            "X-Xet-Cas-Url": self.cas.url,
+        }
+        ex.send_json(
+            {"accessToken": grant.token, "exp": exp, "casUrl": self.cas.url}, headers=headers
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1138,15 +1271,17 @@ def hf_download(
     timeout: float = 120,
     env: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """Download `files` with huggingface_hub's `hf_hub_download` (so with `hf_xet` for Xet-backed files) in a child
-    process whose HF_HOME is `home`; returns the local paths. Raises `subprocess.CalledProcessError` (with the
-    child's stderr) when it fails."""
+    """Download `files` with huggingface_hub's `hf_hub_download` (so with `hf_xet` for Xet-backed
+    files) in a child process whose HF_HOME is `home`; returns the local paths. Raises
+    `subprocess.CalledProcessError` (with the child's stderr) when it fails."""
     import json
     import subprocess
     import sys
 
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
-    child_env.update(HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
+    child_env.update(
+        HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1"
+    )
     child_env.update(env or {})
     args = {
         "repo": repo_id,
@@ -1166,17 +1301,21 @@ def hf_download(
         check=False,
     )
     if done.returncode:
-        raise subprocess.CalledProcessError(done.returncode, "hf_hub_download", done.stdout, done.stderr)
+        raise subprocess.CalledProcessError(
+            done.returncode, "hf_hub_download", done.stdout, done.stderr
+        )
     return [Path(p) for p in json.loads(done.stdout.strip().splitlines()[-1])]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve a Xet Hub + CAS from another process (benchmarks: no shared GIL): each FILE is one commit of PATH.
+    """Serve a Xet Hub + CAS from another process (benchmarks: no shared GIL): each FILE is one
+    commit of PATH.
 
-    `python tests/xetserver.py [--repo org/bench] [--path model.safetensors] [--scheme none|lz4|bg4|mixed]
-    [--throttle BYTES_PER_SEC] FILE...` prints one JSON line once ready: hub and CAS URLs, the Hub token, the
-    commits (oldest first) and per file its Xet hash, sha256, size, xorb bytes and new bytes over the previous
-    file. `GET {cas}/_stats[?clear=1]` reports (and clears) the CAS log's totals. Stops on SIGINT/SIGTERM.
+    `python tests/xetserver.py [--repo org/bench] [--path model.safetensors] [--scheme
+    none|lz4|bg4|mixed] [--throttle BYTES_PER_SEC] FILE...` prints one JSON line once ready: hub and
+    CAS URLs, the Hub token, the commits (oldest first) and per file its Xet hash, sha256, size,
+    xorb bytes and new bytes over the previous file. `GET {cas}/_stats[?clear=1]` reports (and
+    clears) the CAS log's totals. Stops on SIGINT/SIGTERM.
     """
     import argparse
     import json
@@ -1188,7 +1327,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repo", default="org/bench")
     parser.add_argument("--path", default="model.safetensors")
     parser.add_argument("--scheme", default="none", choices=["none", "lz4", "bg4", "mixed"])
-    parser.add_argument("--throttle", type=float, default=None, help="bytes/s per xorb response stream")
+    parser.add_argument(
+        "--throttle", type=float, default=None, help="bytes/s per xorb response stream"
+    )
     args = parser.parse_args(argv)
     hub = XetHubServer()
     hub.cas.throttle_bps = args.throttle
@@ -1215,7 +1356,13 @@ def main(argv: list[str] | None = None) -> None:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     with hub, contextlib.suppress(KeyboardInterrupt):
-        info = {"hub": hub.url, "cas": hub.cas.url, "token": TOKEN, "repo": args.repo, "path": args.path}
+        info = {
+            "hub": hub.url,
+            "cas": hub.cas.url,
+            "token": TOKEN,
+            "repo": args.repo,
+            "path": args.path,
+        }
         sys.stdout.write(json.dumps({**info, "revisions": revisions, "files": files}) + "\n")
         sys.stdout.flush()
         done.wait()

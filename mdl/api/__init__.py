@@ -1,5 +1,6 @@
-"""The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises MdlError; every
-argument checked at this boundary (:mod:`mdl.api.inputs`), heavy parts imported inside the functions."""
+"""The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises
+MdlError; every argument checked at this boundary (:mod:`mdl.api.inputs`), heavy parts imported
+inside the functions."""
 
 from __future__ import annotations
 
@@ -28,20 +29,27 @@ if TYPE_CHECKING:
 
 STATUSES = ("installed", "partial", "missing")
 
-# A library prints nothing: without a handler, logging's last resort would write mdl's warnings to stderr.
+# A library prints nothing: without a handler, logging's last resort would write mdl's warnings to
+# stderr.
 logging.getLogger("mdl").addHandler(logging.NullHandler())
 
 
 def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
-    # A copy taken now: the call sees os.environ as it is when called, and threads see one fixed picture.
+    # A copy taken now: the call sees os.environ as it is when called, and threads see one fixed
+    # picture.
     return dict(os.environ) if environ is None else environ
 
 
 def _catalog(
-    given: Catalog | StrPath | None, environ: Mapping[str, str], *, required: bool, look: bool = True
+    given: Catalog | StrPath | None,
+    environ: Mapping[str, str],
+    *,
+    required: bool,
+    look: bool = True,
 ) -> Catalog:
-    """The command's catalog: ``given``, else the one lookup finds (``look`` False: only one named by
-    ``$MDL_CATALOG``; the one in this folder or the user's config dir is not read); none found: empty or an error."""
+    """The command's catalog: ``given``, else the one lookup finds (``look`` False: only one named
+    by ``$MDL_CATALOG``; the one in this folder or the user's config dir is not read); none found:
+    empty or an error."""
     from mdl.catalog import Catalog, find_catalog, named_catalog, no_catalog, user_config_dir
     from mdl.catalog import load_catalog as load_file
 
@@ -66,12 +74,14 @@ def _settings(
     *,
     look: bool = True,
 ) -> Settings:
-    """A command's settings over its catalog, if one is found (a command that needs one passes the Catalog;
-    ``look``: see _catalog)."""
+    """A command's settings over its catalog, if one is found (a command that needs one passes the
+    Catalog; ``look``: see _catalog)."""
     from mdl.catalog import settings_for
 
     env = _environ(environ)
-    return settings_for(_catalog(given, env, required=False, look=look), env, flags, secrets=secrets)
+    return settings_for(
+        _catalog(given, env, required=False, look=look), env, flags, secrets=secrets
+    )
 
 
 def _models(
@@ -83,7 +93,9 @@ def _models(
     all_models: bool,
     secrets: Secrets | None = None,
 ) -> tuple[Settings, list[ModelSpec], Lock | None]:
-    """Settings and models of a command that reads catalog.lock, and with --frozen the lock they come from alone."""
+    """Settings and models of a command that reads catalog.lock, and with --frozen the lock they
+    come from alone.
+    """
     from mdl.catalog import choose_lock_mode, lock_beside, settings_for
 
     env = _environ(environ)
@@ -101,8 +113,12 @@ def _models(
 
 
 @checked
-def load_catalog(path: StrPath | None = None, *, environ: Mapping[str, str] | None = None) -> Catalog:
-    """Find and load the catalog: ``path``, else ``$MDL_CATALOG``, else ./catalog.toml, else the user config one."""
+def load_catalog(
+    path: StrPath | None = None, *, environ: Mapping[str, str] | None = None
+) -> Catalog:
+    """Find and load the catalog: ``path``, else ``$MDL_CATALOG``, else ./catalog.toml, else the
+    user config one.
+    """
     return _catalog(path, _environ(environ), required=True)
 
 
@@ -128,11 +144,18 @@ def list_models(
     settings, specs, lock = _models(catalog, environ, [], flags, all_models=True)
     chosen = [spec for spec in specs if tag is None or tag in spec.tags]
     pins: Mapping[str, Sequence[ExpectedFile]] = {}
-    if locked or lock is not None or (settings.lock_path is not None and settings.lock_path.exists()):
-        from mdl.lockfile import LockUse  # only with a lock: a plain list stays light (no HTTP stack loaded)
+    if (
+        locked
+        or lock is not None
+        or (settings.lock_path is not None and settings.lock_path.exists())
+    ):
+        # only with a lock: a plain list stays light (no HTTP stack loaded)
+        from mdl.lockfile import LockUse
 
         pins = LockUse(settings, lock=lock).view(chosen)[0]
-    return ModelList(tuple(list_local(chosen, Layout(settings), status=status, pinned=pins)), settings.dest)
+    return ModelList(
+        tuple(list_local(chosen, Layout(settings), status=status, pinned=pins)), settings.dest
+    )
 
 
 @checked
@@ -146,7 +169,9 @@ def show(
     frozen: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> ModelInfo:
-    """One model: its files, sources, sizes, hashes and local state (offline), as catalog.lock pins it if fresh."""
+    """One model: its files, sources, sizes, hashes and local state (offline), as catalog.lock
+    pins it if fresh.
+    """
     from mdl.lockfile import LockUse
     from mdl.store import Layout, ModelInfo, model_status
 
@@ -178,8 +203,12 @@ def resolve(
     from mdl.report import Resolution
 
     flags = Overrides(dest=dest, layout=layout, timeout=timeout, locked=locked, frozen=frozen)
-    settings, models, lock = _models(catalog, environ, names, flags, all_models=all, secrets=secrets)
-    docs, failures = resolve_models(models, settings, follow=follow, progress=progress or NullProgress(), lock=lock)
+    settings, models, lock = _models(
+        catalog, environ, names, flags, all_models=all, secrets=secrets
+    )
+    docs, failures = resolve_models(
+        models, settings, follow=follow, progress=progress or NullProgress(), lock=lock
+    )
     return Resolution(tuple(docs), tuple(failures))
 
 
@@ -207,7 +236,9 @@ def pull(
     progress: Progress | None = None,
     secrets: Secrets | None = None,
 ) -> RunReport:
-    """Download what is missing or changed, resume what was cut off, verify, skip what is already right."""
+    """Download what is missing or changed, resume what was cut off, verify, skip what is already
+    right.
+    """
     from mdl.download import pull_models
     from mdl.report import hidden
 
@@ -228,7 +259,9 @@ def pull(
         force=force,
         dry_run=dry_run,
     )
-    settings, models, lock = _models(catalog, environ, names, flags, all_models=all, secrets=secrets)
+    settings, models, lock = _models(
+        catalog, environ, names, flags, all_models=all, secrets=secrets
+    )
     report = pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
     return replace(report, files=hidden(report.files, settings.secrets))
 
@@ -254,7 +287,9 @@ def verify(
     flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
     settings, models, lock = _models(catalog, environ, names, flags, all_models=all)
     pins, warnings, _ = LockUse(settings, lock=lock).view(models)
-    report = verify_models(models, settings, progress=progress or NullProgress(), on_file=on_file, pinned=pins)
+    report = verify_models(
+        models, settings, progress=progress or NullProgress(), on_file=on_file, pinned=pins
+    )
     return warned(report, warnings)
 
 
@@ -273,8 +308,10 @@ def clean(
     from mdl.store import clean as clean_partials
 
     settings = _settings(catalog, environ, Overrides(dest=dest, layout=layout, dry_run=dry_run))
-    Layout(settings)  # a destination (or cache) that is not a folder is refused (exit 2) before anything is looked at
-    # A killed `unpack -d DEST` leaves its hidden staging folder in DEST: clean finishes and removes it too.
+    # a destination (or cache) that is not a folder is refused (exit 2) before anything is looked at
+    Layout(settings)
+    # A killed `unpack -d DEST` leaves its hidden staging folder in DEST: clean finishes and removes
+    # it too.
     stagings = [
         CleanedFile(path, size, "an interrupted unpack's staging folder", not dry_run)
         for path, size in recover_unpacks(settings.dest, NullProgress(), dry_run=dry_run)
@@ -293,9 +330,9 @@ def prune(
     as_removed: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> PruneReport:
-    """Remove from the destination what the catalog no longer names (``only``: that model's files alone; with
-    ``as_removed``, as though it were out of the catalog: what ``remove --prune --dry-run`` shows), and only what mdl
-    recorded; a model another run is pulling is skipped."""
+    """Remove from the destination what the catalog no longer names (``only``: that model's files
+    alone; with ``as_removed``, as though it were out of the catalog: what ``remove --prune
+    --dry-run`` shows), and only what mdl recorded; a model another run is pulling is skipped."""
     from mdl.store import prune as prune_store
 
     env = _environ(environ)
@@ -327,8 +364,12 @@ def lock(
     cat = _catalog(catalog, env, required=True)
     if names and all:
         raise UsageError("name models or pass --all, not both")
-    settings = _settings(cat, env, Overrides(dest=dest, layout=layout, timeout=timeout), secrets=secrets)
-    locked = lock_catalog(cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress())
+    settings = _settings(
+        cat, env, Overrides(dest=dest, layout=layout, timeout=timeout), secrets=secrets
+    )
+    locked = lock_catalog(
+        cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress()
+    )
     return replace(locked, failures=hidden(locked.failures, settings.secrets))
 
 
@@ -351,15 +392,28 @@ def add(
     progress: Progress | None = None,
     secrets: Secrets | None = None,
 ) -> catalog_edit.CatalogChange:
-    """Add model ``name`` (a whole ``hf://`` repo, or files and URLs) to the catalog, keeping its comments; set its
-    ``description``, add ``tags`` (``force``: replace them), trust signatures by the public key ``signed_by``
-    (``force``: instead of another signer), on an entry that is there without any source too."""
+    """Add model ``name`` (a whole ``hf://`` repo, or files and URLs) to the catalog, keeping its
+    comments; set its ``description``, add ``tags`` (``force``: replace them), trust signatures by
+    the public key ``signed_by`` (``force``: instead of another signer), on an entry that is there
+    without any source too."""
     from mdl.download import add_model
 
-    entry: dict[str, Any] = {"include": include, "exclude": exclude, "save_as": save_as, "sha256": sha256}
+    entry: dict[str, Any] = {
+        "include": include,
+        "exclude": exclude,
+        "save_as": save_as,
+        "sha256": sha256,
+    }
     entry |= {"description": description, "tags": tags, "signed_by": signed_by, "force": force}
-    flags: dict[str, Any] = {"check": check, "catalog": catalog, "timeout": timeout, "environ": _environ(environ)}
-    return add_model(name, sources, entry, progress=progress or NullProgress(), secrets=secrets, **flags)
+    flags: dict[str, Any] = {
+        "check": check,
+        "catalog": catalog,
+        "timeout": timeout,
+        "environ": _environ(environ),
+    }
+    return add_model(
+        name, sources, entry, progress=progress or NullProgress(), secrets=secrets, **flags
+    )
 
 
 @checked
@@ -370,20 +424,28 @@ def init(
     project: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> catalog_edit.CatalogInit:
-    """Write the commented starter catalog where mdl looks for one: ``catalog``, else ``$MDL_CATALOG``, else the user
-    config one (then found from any folder); ``project``: an empty catalog, ``catalog`` else ./catalog.toml (a
-    project's own, as ``uv init`` writes). An existing file is refused (UsageError) unless ``force``."""
+    """Write the commented starter catalog where mdl looks for one: ``catalog``, else
+    ``$MDL_CATALOG``, else the user config one (then found from any folder); ``project``: an empty
+    catalog, ``catalog`` else ./catalog.toml (a project's own, as ``uv init`` writes). An existing
+    file is refused (UsageError) unless ``force``."""
     from mdl.catalog import files as catalog_files
 
-    return catalog_files.init_catalog(catalog=catalog, force=force, project=project, environ=_environ(environ))
+    return catalog_files.init_catalog(
+        catalog=catalog, force=force, project=project, environ=_environ(environ)
+    )
 
 
 @checked
 def remove(
-    name: str, *, catalog: StrPath | None = None, dry_run: bool = False, environ: Mapping[str, str] | None = None
+    name: str,
+    *,
+    catalog: StrPath | None = None,
+    dry_run: bool = False,
+    environ: Mapping[str, str] | None = None,
 ) -> catalog_edit.CatalogChange:
-    """Take model ``name`` out of the catalog (every other byte kept) and catalog.lock (``dry_run``: check it could,
-    write nothing); downloaded files stay (:func:`prune` with ``only=name`` removes them)."""
+    """Take model ``name`` out of the catalog (every other byte kept) and catalog.lock (``dry_run``:
+    check it could, write nothing); downloaded files stay (:func:`prune` with ``only=name`` removes
+    them)."""
     from mdl.download import remove_model
 
     return remove_model(name, catalog=catalog, environ=_environ(environ), dry_run=dry_run)
@@ -410,14 +472,18 @@ def get(
     input_file: StrPath | None = None,
     secrets: Secrets | None = None,
 ) -> RunReport:
-    """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into ``directory``;
-    ``input_file`` lists more, one a line (``-`` = stdin); ``headers`` go with the http(s) URLs given (as curl -H)."""
+    """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into
+    ``directory``; ``input_file`` lists more, one a line (``-`` = stdin); ``headers`` go with the
+    http(s) URLs given (as curl -H)."""
     from mdl.catalog import check_headers
     from mdl.download import get_sources, read_source
     from mdl.report import hidden
 
     if not sources and input_file is None:
-        raise UsageError("get: no source given", hint="name a URL, an hf:// file or repo, or a job-output JSON file")
+        raise UsageError(
+            "get: no source given",
+            hint="name a URL, an hf:// file or repo, or a job-output JSON file",
+        )
     if output is not None and directory is not None:
         raise UsageError("get: give output or directory, not both")
     if output is not None and str(output) == "-":
@@ -425,16 +491,30 @@ def get(
     if sources.count("-") > 1:
         raise UsageError("'-' (stdin) can be given only once")
     here = Path(directory or Path.cwd()).absolute()
-    flags = Overrides(dest=here, connections=connections, limit_rate=limit_rate, timeout=timeout, xet=xet, force=force)
-    # A one-off get names its sources: like pip and uv given a URL, it reads no project file it was not pointed at
-    # (a broken ./catalog.toml never blocks it); --catalog or $MDL_CATALOG lends it a catalog's [settings].
+    flags = Overrides(
+        dest=here,
+        connections=connections,
+        limit_rate=limit_rate,
+        timeout=timeout,
+        xet=xet,
+        force=force,
+    )
+    # A one-off get names its sources: like pip and uv given a URL, it reads no project file it was
+    # not pointed at (a broken ./catalog.toml never blocks it); --catalog or $MDL_CATALOG lends it a
+    # catalog's [settings].
     settings = _settings(catalog, environ, flags, secrets=secrets, look=False)
     out = Path(output).absolute() if output is not None else None
     kw: dict[str, Any] = {"output": out, "sha256": sha256, "include": include, "exclude": exclude}
-    kw |= {"headers": check_headers((headers or {}).items(), where="header", secrets=settings.secrets)}
+    kw |= {
+        "headers": check_headers((headers or {}).items(), where="header", secrets=settings.secrets)
+    }
     kw["input_file"] = None if input_file is None else str(input_file)
     report = get_sources(
-        sources, settings, progress=progress or NullProgress(), read_text=read_text or read_source, **kw
+        sources,
+        settings,
+        progress=progress or NullProgress(),
+        read_text=read_text or read_source,
+        **kw,
     )
     return replace(report, files=hidden(report.files, settings.secrets))
 
@@ -457,8 +537,9 @@ def pack(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
 ) -> PackResult:
-    """Zip a trained model or one of its checkpoints deterministically into ``output`` or ``stream``; ``sign``: an EC
-    private key (PEM) that signs the packed files into the archive's model.sig (OpenSSF model signing)."""
+    """Zip a trained model or one of its checkpoints deterministically into ``output`` or
+    ``stream``; ``sign``: an EC private key (PEM) that signs the packed files into the archive's
+    model.sig (OpenSSF model signing)."""
     from mdl.archive import PackOptions, pack_run
 
     if stream is not None and output is not None and str(output) != "-":
@@ -469,12 +550,26 @@ def pack(
     try:
         source_date_epoch = int(epoch) if epoch else None
     except ValueError:
-        raise UsageError(f"SOURCE_DATE_EPOCH: expected a whole number of seconds, got {epoch!r}") from None
+        raise UsageError(
+            f"SOURCE_DATE_EPOCH: expected a whole number of seconds, got {epoch!r}"
+        ) from None
     out = Path("-") if stream is not None else (Path(output) if output is not None else None)
-    kw: dict[str, Any] = {"checkpoint": checkpoint, "profile": profile, "with_logs": with_logs, "compress": compress}
-    kw |= {"includes": tuple(include), "excludes": tuple(exclude), "dry_run": dry_run, "force": force}
+    kw: dict[str, Any] = {
+        "checkpoint": checkpoint,
+        "profile": profile,
+        "with_logs": with_logs,
+        "compress": compress,
+    }
+    kw |= {
+        "includes": tuple(include),
+        "excludes": tuple(exclude),
+        "dry_run": dry_run,
+        "force": force,
+    }
     kw["sign"] = None if sign is None else Path(sign)
-    options = PackOptions(Path(run_dir), out, source_date_epoch=source_date_epoch, cwd=Path.cwd(), **kw)
+    options = PackOptions(
+        Path(run_dir), out, source_date_epoch=source_date_epoch, cwd=Path.cwd(), **kw
+    )
     return pack_run(options, progress=progress or NullProgress(), stdout=stream)
 
 
@@ -488,14 +583,22 @@ def unpack(
     signed_by: StrPath | None = None,
     progress: Progress | None = None,
 ) -> UnpackResult:
-    """Extract an archive (a path or a binary stream) into ``dest`` safely and verify it against its manifest;
-    ``signed_by``: a PEM public key its model.sig must verify with, every extracted file held to the signed digests."""
+    """Extract an archive (a path or a binary stream) into ``dest`` safely and verify it against its
+    manifest; ``signed_by``: a PEM public key its model.sig must verify with, every extracted file
+    held to the signed digests."""
     from mdl.archive import DEFAULT_MAX_RATIO, unpack_archive, unpack_stream
     from mdl.signing import Trust
 
-    kw: dict[str, Any] = {"dest": Path(dest) if dest is not None else None, "force": force, "cwd": Path.cwd()}
+    kw: dict[str, Any] = {
+        "dest": Path(dest) if dest is not None else None,
+        "force": force,
+        "cwd": Path.cwd(),
+    }
     kw["trust"] = None if signed_by is None else Trust(key=Path.cwd() / signed_by)
-    kw |= {"progress": progress or NullProgress(), "max_ratio": DEFAULT_MAX_RATIO if max_ratio is None else max_ratio}
+    kw |= {
+        "progress": progress or NullProgress(),
+        "max_ratio": DEFAULT_MAX_RATIO if max_ratio is None else max_ratio,
+    }
     if isinstance(archive, str | os.PathLike):
         return unpack_archive(Path(archive), **kw)
     return unpack_stream(archive, **kw)
@@ -520,8 +623,9 @@ def publish(
     progress: Progress | None = None,
     secrets: Secrets | None = None,
 ) -> PublishReport:
-    """Upload each model's verified local files, and a manifest per complete model, to ``to`` (``s3://...``); with
-    ``sign`` (an EC private key, PEM) then its model.sig. ``dry_run``: what would go up, nothing sent."""
+    """Upload each model's verified local files, and a manifest per complete model, to ``to``
+    (``s3://...``); with ``sign`` (an EC private key, PEM) then its model.sig. ``dry_run``: what
+    would go up, nothing sent."""
     from mdl.download import warned
     from mdl.lockfile import LockUse
     from mdl.paths import is_http_url
@@ -532,12 +636,25 @@ def publish(
     if endpoint is not None and not is_http_url(endpoint):
         raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
     if force and sign is None:
-        raise UsageError("publish: --force only lets --sign replace a model's own model.sig; give --sign KEY.pem")
-    flags = Overrides(dest=dest, layout=layout, connections=connections, locked=locked, frozen=frozen)
-    settings, models, lock = _models(catalog, environ, names, flags, all_models=all, secrets=secrets)
+        raise UsageError(
+            "publish: --force only lets --sign replace a model's own model.sig; give --sign KEY.pem"
+        )
+    flags = Overrides(
+        dest=dest, layout=layout, connections=connections, locked=locked, frozen=frozen
+    )
+    settings, models, lock = _models(
+        catalog, environ, names, flags, all_models=all, secrets=secrets
+    )
     pins, warnings, pinned = LockUse(settings, lock=lock).view(models)
     progress = progress or NullProgress()
     key = Path(sign) if sign is not None else None
-    options: dict[str, Any] = {"endpoint": endpoint, "sign": key, "force": force, "dry_run": dry_run}
-    report = publish_models(models, settings, target, progress=progress, pins=pins, locked=pinned, **options)
+    options: dict[str, Any] = {
+        "endpoint": endpoint,
+        "sign": key,
+        "force": force,
+        "dry_run": dry_run,
+    }
+    report = publish_models(
+        models, settings, target, progress=progress, pins=pins, locked=pinned, **options
+    )
     return warned(report, warnings)

@@ -1,7 +1,8 @@
-"""The Python API's one input check: each argument is checked against its annotation before any work, and a wrong
-one is a UsageError (exit 2) naming the parameter. A ``str`` where a sequence of strings goes is ONE item (as
-huggingface_hub's ``allow_patterns`` takes it); a ``bool`` is never a number; text never holds a NUL. An annotation
-no rule knows fails the first call (tests/test_api_inputs.py calls them all)."""
+"""The Python API's one input check: each argument is checked against its annotation before any
+work, and a wrong one is a UsageError (exit 2) naming the parameter. A ``str`` where a sequence of
+strings goes is ONE item (as huggingface_hub's ``allow_patterns`` takes it); a ``bool`` is never a
+number; text never holds a NUL. An annotation no rule knows fails the first call
+(tests/test_api_inputs.py calls them all)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def _kind(value: object) -> str:
 
 def _refuse(param: str, expected: str, value: object) -> UsageError:
     shown = repr(value) if isinstance(value, str | bytes | int | float) else _kind(value)
-    return UsageError(f"{param}: expected {expected}, got {shown[:77] + '...' if len(shown) > 80 else shown}")
+    return UsageError(
+        f"{param}: expected {expected}, got {shown[:77] + '...' if len(shown) > 80 else shown}"
+    )
 
 
 def _text(value: object, *, param: str) -> str:
@@ -41,7 +44,9 @@ def _text(value: object, *, param: str) -> str:
 def _strings(value: object, *, param: str) -> tuple[str, ...]:
     if isinstance(value, str):
         return (_text(value, param=param),)
-    if isinstance(value, bytes | bytearray | memoryview | Mapping) or not isinstance(value, Iterable):
+    if isinstance(value, bytes | bytearray | memoryview | Mapping) or not isinstance(
+        value, Iterable
+    ):
         raise _refuse(param, "a string or a list of strings", value)
     return tuple(_text(item, param=f"{param}[{i}]") for i, item in enumerate(value))
 
@@ -68,7 +73,9 @@ def _environ(value: object, *, param: str) -> Mapping[str, str]:
     return value
 
 
-def _is(test: Callable[[object], bool], expected: str, then: Callable[[Any], object] = lambda v: v) -> _Rule:
+def _is(
+    test: Callable[[object], bool], expected: str, then: Callable[[Any], object] = lambda v: v
+) -> _Rule:
     def check(value: object, *, param: str) -> object:
         if not test(value):
             raise _refuse(param, expected, value)
@@ -78,9 +85,12 @@ def _is(test: Callable[[object], bool], expected: str, then: Callable[[Any], obj
 
 
 def _has(*methods: str, binary: bool = False) -> Callable[[object], bool]:
-    """Has ``methods``; ``binary``: and is not a text stream (io.StringIO, sys.stdout), as archives are bytes."""
+    """Has ``methods``; ``binary``: and is not a text stream (io.StringIO, sys.stdout), as
+    archives are bytes.
+    """
     return lambda v: (
-        all(callable(getattr(v, m, None)) for m in methods) and not (binary and isinstance(v, io.TextIOBase))
+        all(callable(getattr(v, m, None)) for m in methods)
+        and not (binary and isinstance(v, io.TextIOBase))
     )
 
 
@@ -98,23 +108,31 @@ def _archive(value: object, *, param: str) -> object:
 
 _PROGRESS = ("begin", "start", "waiting", "advance", "finish", "note")  # the methods a Progress has
 _int = _is(lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number")
-# Each annotation the public API uses (as written: the modules use ``from __future__ import annotations``).
+# Each annotation the public API uses (as written: the modules use ``from __future__ import
+# annotations``).
 _RULES: dict[str, _Rule] = {
     "str": _text,
     "bool": _is(lambda v: isinstance(v, bool), "True or False"),
     "int": _int,
-    "float": _is(lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number", float),  # NaN: own check
+    # NaN: own check
+    "float": _is(
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number", float
+    ),
     "StrPath": _path,
     "Sequence[str]": _strings,
     "Catalog | StrPath": _catalog,
     "Mapping[str, str]": _environ,
     "Progress": _is(_has(*_PROGRESS), f"a Progress ({', '.join(_PROGRESS)})"),
-    "Secrets": _is(_has("add", "add_url"), "a Secrets (mdl.redact: the run's secrets, hidden from every sink)"),
+    "Secrets": _is(
+        _has("add", "add_url"), "a Secrets (mdl.redact: the run's secrets, hidden from every sink)"
+    ),
     "BinaryIO": _is(_has("write", binary=True), "a binary stream to write to"),
     "StrPath | BinaryIO": _archive,
     "Callable[[str], str]": _is(callable, "a function"),
     "Callable[[FileOutcome], None]": _is(callable, "a function"),
-    "str | int": lambda v, *, param: str(_int(v, param=param)) if isinstance(v, int) else _text(v, param=param),
+    "str | int": lambda v, *, param: (
+        str(_int(v, param=param)) if isinstance(v, int) else _text(v, param=param)
+    ),
 }
 
 
@@ -127,13 +145,17 @@ def _rules(func: Callable[..., object]) -> tuple[inspect.Signature, dict[str, tu
         text = str(parameter.annotation)
         base = text.removesuffix(" | None")
         if base not in _RULES:
-            raise MdlError(f"internal: {func.__name__}({name}) has an annotation no input rule knows: {text}")
+            raise MdlError(
+                f"internal: {func.__name__}({name}) has an annotation no input rule knows: {text}"
+            )
         rules[name] = (_RULES[base], base != text)
     return signature, rules
 
 
 def checked(func: Callable[P, R]) -> Callable[P, R]:
-    """Check and normalise every argument of a public API function before it runs (the one input layer)."""
+    """Check and normalise every argument of a public API function before it runs (the one input
+    layer).
+    """
 
     @functools.wraps(func)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -145,11 +167,13 @@ def checked(func: Callable[P, R]) -> Callable[P, R]:
         for name, value in bound.arguments.items():
             rule, optional = rules[name]
             if signature.parameters[name].kind is inspect.Parameter.VAR_POSITIONAL:
-                bound.arguments[name] = tuple(rule(v, param=f"{name}[{i}]") for i, v in enumerate(value))
+                bound.arguments[name] = tuple(
+                    rule(v, param=f"{name}[{i}]") for i, v in enumerate(value)
+                )
             elif value is not None or not optional:
                 bound.arguments[name] = rule(value, param=name)
-        # huggingface_hub puts a stderr handler (and a level) on its logger the first time it is imported, which
-        # a call may do: a library leaves the program's loggers as it found them.
+        # huggingface_hub puts a stderr handler (and a level) on its logger the first time it is
+        # imported, which a call may do: a library leaves the program's loggers as it found them.
         borrowed = logging.getLogger("huggingface_hub")
         handlers, level = list(borrowed.handlers), borrowed.level
         try:

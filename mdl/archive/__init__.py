@@ -1,4 +1,6 @@
-"""Packing a training run into a deterministic zip, and unpacking archives safely, from a file or a pipe."""
+"""Packing a training run into a deterministic zip, and unpacking archives safely, from a file or
+a pipe.
+"""
 
 from mdl.archive.packer import PackOptions, PackResult, pack_run
 from mdl.archive.unpack import UnpackResult, unpack_archive, unpack_stream

@@ -1,4 +1,6 @@
-"""Choosing a run's checkpoint (NAME, latest, best or step:N): find them, tell complete from broken ones."""
+"""Choosing a run's checkpoint (NAME, latest, best or step:N): find them, tell complete from
+broken ones.
+"""
 
 from __future__ import annotations
 
@@ -31,23 +33,28 @@ KNOWN_PATTERNS = (
     "*step=N*.ckpt, last.ckpt"
 )
 _SAFETENSORS_MAX_HEADER = 100_000_000  # the limit the safetensors library itself enforces
-_JSON_MAX = 64 << 20  # trainer_state.json and shard indexes are small; refuse to slurp anything huge
+# trainer_state.json and shard indexes are small; refuse to slurp anything huge
+_JSON_MAX = 64 << 20
 
 
 def _parse_int(text: str) -> int:
-    if abs(value := int(text)) >= 1 << 1024:  # past float range: no step, size or metric is this large
+    # past float range: no step, size or metric is this large
+    if abs(value := int(text)) >= 1 << 1024:
         raise ValueError(f"number {text[:20]}... is out of range")
     return value
 
 
 def _parse_float(text: str) -> float:
-    if not math.isfinite(value := float(text)):  # 1e400: a number that overflows is not a value anyone wrote on purpose
+    # 1e400: a number that overflows is not a value anyone wrote on purpose
+    if not math.isfinite(value := float(text)):
         raise ValueError(f"number {text[:40]} is out of range")
     return value
 
 
 def parse_json(raw: bytes) -> Any:
-    """``json.loads`` for untrusted input: numbers out of float range and nesting too deep are ValueError."""
+    """``json.loads`` for untrusted input: numbers out of float range and nesting too deep are
+    ValueError.
+    """
     try:
         return json.loads(raw, parse_int=_parse_int, parse_float=_parse_float)
     except RecursionError:
@@ -56,7 +63,9 @@ def parse_json(raw: bytes) -> Any:
 
 @contextlib.contextmanager
 def _opened(path: Path, shown: str) -> Iterator[tuple[int, os.stat_result]]:
-    """``path`` opened (no final link followed, no FIFO waited on) and its stat; an OSError is exit 2 naming it."""
+    """``path`` opened (no final link followed, no FIFO waited on) and its stat; an OSError is
+    exit 2 naming it.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -83,7 +92,9 @@ def read_small_json(path: Path, shown: str) -> Any:
 
 
 def safetensors_problem(path: Path, shown: str | None = None) -> str | None:
-    """Why a safetensors file is inconsistent (header length, JSON, data extent vs file size), or None."""
+    """Why a safetensors file is inconsistent (header length, JSON, data extent vs file size), or
+    None.
+    """
     shown = path.name if shown is None else shown
     with _opened(path, shown) as (fd, st):
         if not stat.S_ISREG(st.st_mode):
@@ -110,7 +121,10 @@ def safetensors_problem(path: Path, shown: str | None = None) -> str | None:
             return f"tensor {key!r} has bad data_offsets"
         end = max(end, last)
     if (expected := 8 + header_len + end) != st.st_size:
-        return f"data should end at byte {expected} but the file has {st.st_size} (truncated or still being written)"
+        return (
+            f"data should end at byte {expected} but the file has {st.st_size} (truncated or still"
+            " being written)"
+        )
     return None
 
 
@@ -127,7 +141,9 @@ class Candidate:
 
 @dataclass(frozen=True)
 class LeftOut:
-    """What is not packed, and why: a checkpoint ``latest`` passed over, or what the profile or a whole run left out."""
+    """What is not packed, and why: a checkpoint ``latest`` passed over, or what the profile or a
+    whole run left out.
+    """
 
     path: str  # relative to the run, as users know it; a folder ends with "/"
     checkpoint: str | None  # the checkpoint it is, when a whole checkpoint is left out
@@ -147,7 +163,9 @@ class Selection:
 
 
 def real_inside(path: Path, run_real: Path, shown: str) -> Path:
-    """The real path behind ``path``; a cycle, a dangling link or a way out of the run raises, naming ``shown``."""
+    """The real path behind ``path``; a cycle, a dangling link or a way out of the run raises,
+    naming ``shown``.
+    """
     try:
         real = Path(os.path.realpath(path, strict=True))
     except OSError as exc:
@@ -162,12 +180,13 @@ def real_inside(path: Path, run_real: Path, shown: str) -> Path:
 
 
 def candidate_problem(candidate: Candidate, run_real: Path) -> str | None:
-    """Why ``candidate`` is not a complete checkpoint (missing or inconsistent weights), or None; a link leaving the
-    run raises."""
+    """Why ``candidate`` is not a complete checkpoint (missing or inconsistent weights), or None; a
+    link leaving the run raises."""
     folder, shown = real_inside(candidate.path, run_real, candidate.name), candidate.name
     if not candidate.is_dir and candidate.name.endswith(".safetensors"):
         return safetensors_problem(folder, shown)
-    if not candidate.is_dir:  # a Lightning .ckpt is a pickle: never opened beyond its size while choosing
+    # a Lightning .ckpt is a pickle: never opened beyond its size while choosing
+    if not candidate.is_dir:
         return None if folder.stat().st_size > 0 else "empty file"
     # Weights sit at the top (Trainer, PEFT, accelerate) or one level down (diffusers: unet/, vae/).
     found_weights = False
@@ -194,16 +213,26 @@ def candidate_problem(candidate: Candidate, run_real: Path) -> str | None:
                     return f"{inside}: {problem}"
                 found_weights = True
             elif _PICKLED_WEIGHTS.fullmatch(weights.name):
-                found_weights = found_weights or real_inside(weights, run_real, label).stat().st_size > 0
+                found_weights = (
+                    found_weights or real_inside(weights, run_real, label).stat().st_size > 0
+                )
         found_weights = found_weights or bool(indexed)
-    return None if found_weights else "no weights (model.safetensors, shards with their index, or adapter weights)"
+    return (
+        None
+        if found_weights
+        else "no weights (model.safetensors, shards with their index, or adapter weights)"
+    )
 
 
 def _classify(name: str, is_dir: bool) -> tuple[int | None, str] | None:
     if is_dir:
         match = _HF_DIR.fullmatch(name)
         return (int(match.group(1)), "step") if match else None
-    for pattern, unit in ((_KOHYA_STEP, "step"), (_KOHYA_EPOCH, "epoch"), (_LIGHTNING_STEP, "step")):
+    for pattern, unit in (
+        (_KOHYA_STEP, "step"),
+        (_KOHYA_EPOCH, "epoch"),
+        (_LIGHTNING_STEP, "step"),
+    ):
         if match := pattern.fullmatch(name):
             return int(match.group(1)), unit
     return (None, "alias") if name == _LIGHTNING_LAST else None
@@ -225,11 +254,17 @@ def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
         with os.scandir(nested) as entries:
             for entry in entries:
                 if (match := _ACCELERATE_DIR.fullmatch(entry.name)) and entry.is_dir():
-                    found.append(Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True))
-    found.sort(key=lambda c: (c.number is None, c.number or 0, c.name))  # numerically: 500 before 1000
-    seen: dict[tuple[str, int | None], str] = {}  # two names for one step (checkpoint-7, checkpoint-007): ambiguous
+                    found.append(
+                        Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True)
+                    )
+    # numerically: 500 before 1000
+    found.sort(key=lambda c: (c.number is None, c.number or 0, c.name))
+    # two names for one step (checkpoint-7, checkpoint-007): ambiguous
+    seen: dict[tuple[str, int | None], str] = {}
     for cand in found:
-        if (first := seen.setdefault((cand.unit, cand.number), cand.name)) != cand.name and cand.number is not None:
+        if (
+            first := seen.setdefault((cand.unit, cand.number), cand.name)
+        ) != cand.name and cand.number is not None:
             raise UsageError(
                 f"checkpoints '{first}' and '{cand.name}' are both {cand.unit} {cand.number}",
                 hint="rename or remove one of them",
@@ -237,8 +272,12 @@ def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
     return found, sorted(temporary)
 
 
-def _complete(candidate: Candidate, run_real: Path, why: str, reason: str, metric: float | None = None) -> Selection:
-    """``candidate`` chosen for ``reason``; refused if it is incomplete, saying ``why`` it was asked for."""
+def _complete(
+    candidate: Candidate, run_real: Path, why: str, reason: str, metric: float | None = None
+) -> Selection:
+    """``candidate`` chosen for ``reason``; refused if it is incomplete, saying ``why`` it was
+    asked for.
+    """
     if problem := candidate_problem(candidate, run_real):
         raise UsageError(f"checkpoint '{candidate.name}' ({why}) is incomplete: {problem}")
     return Selection(candidate.name, candidate.path, not candidate.is_dir, reason, (), metric)
@@ -252,7 +291,9 @@ def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: 
             f"the run mixes {' and '.join(sorted(units))} numbering; 'latest' is ambiguous",
             hint="name the checkpoint with --checkpoint NAME",
         )
-    skipped = [LeftOut(name, name, "temporary folder left by an interrupted save") for name in temporary]
+    skipped = [
+        LeftOut(name, name, "temporary folder left by an interrupted save") for name in temporary
+    ]
     for cand in sorted(numbered, key=lambda c: c.number or 0, reverse=True):
         try:
             problem = candidate_problem(cand, run_real)
@@ -269,8 +310,11 @@ def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: 
 def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> Selection:
     """The checkpoint trainer_state.json calls best, by the basename of its (often stale) path."""
     # The trainer_state.json with the highest global_step (ordered by step, never by mtime).
-    places = [(run_dir, "")] + [(c.path, f"{c.name}/") for c in candidates if c.is_dir and c.unit == "step"]
-    found: list[tuple[int, int, str, Any]] = []  # (step, -order: ties go to the run's own file, shown, state)
+    places = [(run_dir, "")] + [
+        (c.path, f"{c.name}/") for c in candidates if c.is_dir and c.unit == "step"
+    ]
+    # (step, -order: ties go to the run's own file, shown, state)
+    found: list[tuple[int, int, str, Any]] = []
     for order, (folder, prefix) in enumerate(places):
         shown, path = f"{prefix}trainer_state.json", folder / "trainer_state.json"
         if path.is_file():
@@ -278,27 +322,39 @@ def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> 
             step = state.get("global_step") if isinstance(state, dict) else None
             found.append((step if isinstance(step, int) else -1, -order, shown, state))
     if not found:
-        raise UsageError("no trainer_state.json in the run or its checkpoints; cannot tell which is best")
+        raise UsageError(
+            "no trainer_state.json in the run or its checkpoints; cannot tell which is best"
+        )
     _, _, shown, state = max(found, key=lambda item: item[:2])
     recorded = state.get("best_model_checkpoint") if isinstance(state, dict) else None
     best_step = state.get("best_global_step") if isinstance(state, dict) else None
     if isinstance(recorded, str) and recorded.strip("/\\"):
-        # The path is as it was at training time (absolute, other machine): only its last part counts.
+        # The path is as it was at training time (absolute, other machine): only its last part
+        # counts.
         name = re.split(r"[/\\]", recorded.rstrip("/\\"))[-1]
         source = f"best_model_checkpoint {recorded!r} in {shown}"
     elif isinstance(best_step, int) and not isinstance(best_step, bool):
         name = f"checkpoint-{best_step}"
         source = f"best_global_step {best_step} in {shown}"
     else:
-        raise UsageError(f"{shown} records no best checkpoint (no best_model_checkpoint or best_global_step)")
-    if (chosen := next((c for c in candidates if c.name == name and c.is_dir and c.unit == "step"), None)) is None:
+        raise UsageError(
+            f"{shown} records no best checkpoint (no best_model_checkpoint or best_global_step)"
+        )
+    if (
+        chosen := next(
+            (c for c in candidates if c.name == name and c.is_dir and c.unit == "step"), None
+        )
+    ) is None:
         raise UsageError(f"{source} does not name a checkpoint folder in the run")
     metric, metric_value = state.get("best_metric"), None
     if isinstance(metric, int | float) and not isinstance(metric, bool):
-        # NaN and infinities (trainers write them) and ints past float range (isfinite overflows) count as none
+        # NaN and infinities (trainers write them) and ints past float range (isfinite overflows)
+        # count as none
         with contextlib.suppress(OverflowError):
             metric_value = float(metric) if math.isfinite(metric) else None
-    reason = f"best: {source}" + (f", best_metric {metric_value}" if metric_value is not None else "")
+    reason = f"best: {source}" + (
+        f", best_metric {metric_value}" if metric_value is not None else ""
+    )
     return _complete(chosen, run_real, "best", reason, metric_value)
 
 
@@ -316,11 +372,18 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
         if not (match := re.fullmatch(r"step:([0-9]+)", spec)):
             raise UsageError(f"bad checkpoint {spec!r}: step:N takes ASCII digits")
         step = int(match.group(1))
-        if (chosen_step := next((c for c in candidates if c.unit == "step" and c.number == step), None)) is None:
-            steps = sorted(c.number for c in candidates if c.unit == "step" and c.number is not None)
+        if (
+            chosen_step := next(
+                (c for c in candidates if c.unit == "step" and c.number == step), None
+            )
+        ) is None:
+            steps = sorted(
+                c.number for c in candidates if c.unit == "step" and c.number is not None
+            )
             near = min(steps, key=lambda n: (abs(n - step), n)) if steps else None
             raise UsageError(
-                f"no checkpoint for step {step} (steps present: {', '.join(map(str, steps)) or 'none'})",
+                f"no checkpoint for step {step} (steps present:"
+                f" {', '.join(map(str, steps)) or 'none'})",
                 hint=f"did you mean step:{near}?" if near is not None else None,
             )
         return _complete(chosen_step, run_real, spec, f"step {step} requested")
@@ -329,10 +392,18 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
         raise UsageError(f"checkpoint {spec!r} must be a name in the run, not a path")
     if (named := next((c for c in candidates if c.name == name), None)) is None:
         if _TMP_DIR.fullmatch(name):
-            raise UsageError(f"'{name}' is a temporary folder left by an interrupted save, not a checkpoint")
-        close = difflib.get_close_matches(name, ["latest", "best", *(c.name for c in candidates)], n=1, cutoff=0.6)
+            raise UsageError(
+                f"'{name}' is a temporary folder left by an interrupted save, not a checkpoint"
+            )
+        close = difflib.get_close_matches(
+            name, ["latest", "best", *(c.name for c in candidates)], n=1, cutoff=0.6
+        )
         hint = f"did you mean {close[0]}?" if close else None
-        if (run_dir / name).exists() or (_classify(name, True) is None and _classify(name, False) is None):
-            raise UsageError(f"'{name}' is not a checkpoint name (known: {KNOWN_PATTERNS})", hint=hint)
+        if (run_dir / name).exists() or (
+            _classify(name, True) is None and _classify(name, False) is None
+        ):
+            raise UsageError(
+                f"'{name}' is not a checkpoint name (known: {KNOWN_PATTERNS})", hint=hint
+            )
         raise UsageError(f"no checkpoint '{name}' in the run", hint=hint)
     return _complete(named, run_real, "named", "named on the command line")

@@ -1,15 +1,18 @@
-"""``mdl unpack``: reject hostile archives before writing a byte, extract privately, verify, then swap into place.
+"""``mdl unpack``: reject hostile archives before writing a byte, extract privately, verify, then
+swap into place.
 
-The swap leaves the target entirely old or entirely new, whatever happens. ``DEST/.mdl-unpack-<token>/`` holds
-``tree/`` (the extraction), ``old/`` (what the swap moved aside) and, during the swap, ``journal.json`` (each top-level
-name with the identity of the new entry and of the original): with atomic renames it says how far a swap got.
-SIGINT/SIGTERM wait until the swap is done or undone; after a kill -9 the next unpack into DEST (or ``mdl clean``)
-rolls it back, or finishes a committed one. Originals are never deleted before the new tree is in place.
+The swap leaves the target entirely old or entirely new, whatever happens.
+``DEST/.mdl-unpack-<token>/`` holds ``tree/`` (the extraction), ``old/`` (what the swap moved aside)
+and, during the swap, ``journal.json`` (each top-level name with the identity of the new entry and
+of the original): with atomic renames it says how far a swap got. SIGINT/SIGTERM wait until the swap
+is done or undone; after a kill -9 the next unpack into DEST (or ``mdl clean``) rolls it back, or
+finishes a committed one. Originals are never deleted before the new tree is in place.
 
-Provenance, not names: a staging is one this code made only if ``DEST/.mdl/unpack/<token>.json`` (a regular file with
-one link, the running user's, read without following links) names it by its random token and its folder's and lock's
-``st_dev``/``st_ino``, and its journal carries the same token. Anything else that looks like a staging (an archive
-cannot carry one: the name is reserved) is left alone, and what a roll-back renames is matched by identity first."""
+Provenance, not names: a staging is one this code made only if ``DEST/.mdl/unpack/<token>.json`` (a
+regular file with one link, the running user's, read without following links) names it by its random
+token and its folder's and lock's ``st_dev``/``st_ino``, and its journal carries the same token.
+Anything else that looks like a staging (an archive cannot carry one: the name is reserved) is left
+alone, and what a roll-back renames is matched by identity first."""
 
 from __future__ import annotations
 
@@ -33,16 +36,37 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mdl.archive import zipread
-from mdl.archive.zipread import DEFAULT_MAX_RATIO, MANIFEST_NAME, MAX_CENTRAL_BYTES, Entry, name_problem
-from mdl.errors import ArchiveError, IntegrityError, LocalFSError, MdlError, NoSpaceError, UsageError
+from mdl.archive.zipread import (
+    DEFAULT_MAX_RATIO,
+    MANIFEST_NAME,
+    MAX_CENTRAL_BYTES,
+    Entry,
+    name_problem,
+)
+from mdl.errors import (
+    ArchiveError,
+    IntegrityError,
+    LocalFSError,
+    MdlError,
+    NoSpaceError,
+    UsageError,
+)
 from mdl.paths import SHA256_HEX, STAGING_PREFIX, shown, temp_name
 from mdl.progress import ArchiveProgress, Progress
-from mdl.signing import MAX_SIGNATURE_BYTES, SIGNATURE_FILE, SignedFile, Trust, require_library, verify_signature
+from mdl.signing import (
+    MAX_SIGNATURE_BYTES,
+    SIGNATURE_FILE,
+    SignedFile,
+    Trust,
+    require_library,
+    verify_signature,
+)
 from mdl.store import confined, kind_of, not_a_file, stat_file
 
 MAX_MANIFEST_BYTES = 64 << 20
 CHUNK_SIZE = 1 << 20
-MAX_OPEN_FOLDERS = 64  # folder descriptors kept open while extracting (an archive may hold 100,000 folders)
+# folder descriptors kept open while extracting (an archive may hold 100,000 folders)
+MAX_OPEN_FOLDERS = 64
 STDIN, PIPE_HINT = "stdin", "mdl pack RUN -o - | mdl unpack - -d DIR"
 _NO_LINK = os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINK
@@ -51,7 +75,8 @@ PREFIX = STAGING_PREFIX
 RECORDS = Path(".mdl") / "unpack"  # under DEST: one record per staging, named after its token
 _TOKEN = re.compile("[0-9a-f]{32}")
 MAX_RECORD_BYTES = 4096
-MAX_JOURNAL_BYTES = 2 * MAX_CENTRAL_BYTES  # the top-level names come from a central directory, twice its size at most
+# the top-level names come from a central directory, twice its size at most
+MAX_JOURNAL_BYTES = 2 * MAX_CENTRAL_BYTES
 _LOCK, _JOURNAL, _TREE, _OLD = "lock", "journal.json", "tree", "old"
 _SWAPPING, _COMMITTED = "swapping", "committed"
 _DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # held while a swap runs, delivered after
@@ -60,19 +85,25 @@ Identity = tuple[int, int]  # st_dev, st_ino
 
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM for the duration of the block, then deliver them (main thread only)."""
+    """Hold SIGINT and SIGTERM for the duration of the block, then deliver them (main thread
+    only).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, _: caught.append(signum)) for sig in _DEFERRED_SIGNALS}
+    previous = {
+        sig: signal.signal(sig, lambda signum, _: caught.append(signum))
+        for sig in _DEFERRED_SIGNALS
+    }
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         if caught:
-            signal.raise_signal(caught[0])  # now handled as it would have been: KeyboardInterrupt, exit 130
+            # now handled as it would have been: KeyboardInterrupt, exit 130
+            signal.raise_signal(caught[0])
 
 
 def _identity(found: os.stat_result) -> Identity:
@@ -92,7 +123,9 @@ def _open_dir(name: str, dir_fd: int) -> int:
 
 @dataclass(frozen=True)
 class Top:
-    """One top-level name a swap moves, with the identity of the new entry and of the original it moves aside."""
+    """One top-level name a swap moves, with the identity of the new entry and of the original it
+    moves aside.
+    """
 
     name: str
     new: Identity
@@ -100,37 +133,55 @@ class Top:
 
 
 def _pair(value: object) -> Identity:
-    if not isinstance(value, list) or len(value) != 2 or not all(type(v) is int and v >= 0 for v in value):
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(type(v) is int and v >= 0 for v in value)
+    ):
         raise ValueError("malformed identity")
     return value[0], value[1]
 
 
 class Staging:
-    """The private folder beside the destination, locked while in use and recorded under ``DEST/.mdl/unpack/``;
-    its tree is made never through a link, and everything in it is reached from its own descriptor."""
+    """The private folder beside the destination, locked while in use and recorded under
+    ``DEST/.mdl/unpack/``; its tree is made never through a link, and everything in it is reached
+    from its own descriptor."""
 
     def __init__(self, dest: Path) -> None:
         self.dest, self.token = dest, secrets.token_hex(16)
-        self.path, self.record = dest / f"{PREFIX}{self.token}", dest / RECORDS / f"{self.token}.json"
+        self.path, self.record = (
+            dest / f"{PREFIX}{self.token}",
+            dest / RECORDS / f"{self.token}.json",
+        )
         self._dest_fd = self._fd = self._lock = self._root = -1
-        self._fds: OrderedDict[str, int] = OrderedDict()  # the tree's folders, least recently used first
+        # the tree's folders, least recently used first
+        self._fds: OrderedDict[str, int] = OrderedDict()
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        # A small share of what the process may open (`ulimit -n`), never fewer than the two in use at once.
+        # A small share of what the process may open (`ulimit -n`), never fewer than the two in use
+        # at once.
         self._max_open = max(2, min(MAX_OPEN_FOLDERS, soft // 8 if soft > 0 else MAX_OPEN_FOLDERS))
         made = False
         try:
-            self._dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the user's: may be a link
+            # the user's: may be a link
+            self._dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             os.mkdir(self.path.name, 0o700, dir_fd=self._dest_fd)
             made = True
             self._fd = _open_dir(self.path.name, self._dest_fd)
-            self._lock = os.open(_LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NO_LINK, 0o600, dir_fd=self._fd)
+            self._lock = os.open(
+                _LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NO_LINK, 0o600, dir_fd=self._fd
+            )
             fcntl.flock(self._lock, fcntl.LOCK_EX)
             for sub in (_TREE, _OLD):
                 os.mkdir(sub, 0o700, dir_fd=self._fd)
             self._root = _open_dir(_TREE, self._fd)
             ids = {"folder": _identity(os.fstat(self._fd)), "lock": _identity(os.fstat(self._lock))}
-            doc = {"version": 1, "token": self.token, **{key: list(value) for key, value in ids.items()}}
-            # The record comes last: recover() acts only on a staging a record names, and its lock is held by now.
+            doc = {
+                "version": 1,
+                "token": self.token,
+                **{key: list(value) for key, value in ids.items()},
+            }
+            # The record comes last: recover() acts only on a staging a record names, and its lock
+            # is held by now.
             confined.write_atomic(dest, self.record, json.dumps(doc).encode())
         except BaseException:
             self._close_fds()
@@ -140,7 +191,9 @@ class Staging:
             raise
 
     def folder(self, name: str) -> int:
-        """A descriptor for folder ``name`` (relative), created 0755 as needed; valid until the next call."""
+        """A descriptor for folder ``name`` (relative), created 0755 as needed; valid until the
+        next call.
+        """
         if not name:
             return self._root
         if name in self._fds:
@@ -148,7 +201,8 @@ class Staging:
             return self._fds[name]
         parent, _, base = name.rpartition("/")
         parent_fd = self.folder(parent)
-        with contextlib.suppress(FileExistsError):  # made earlier for a sibling; O_NOFOLLOW below refuses a non-folder
+        # made earlier for a sibling; O_NOFOLLOW below refuses a non-folder
+        with contextlib.suppress(FileExistsError):
             os.mkdir(base, 0o755, dir_fd=parent_fd)
         self._fds[name] = fd = os.open(base, _DIR, dir_fd=parent_fd)
         while len(self._fds) > self._max_open:
@@ -163,8 +217,9 @@ class Staging:
         progress: Progress,
         signed: Mapping[str, SignedFile] | None = None,
     ) -> list[UnpackedFile]:
-        """Write every entry into the tree, verifying size, CRC, the signed digests (``signed``: by entry name; a
-        signed sha256 is the one computed here anyway) and the manifest's sha256 (``hashes``)."""
+        """Write every entry into the tree, verifying size, CRC, the signed digests (``signed``: by
+        entry name; a signed sha256 is the one computed here anyway) and the manifest's sha256
+        (``hashes``)."""
         done: list[UnpackedFile] = []
         for entry in entries:
             if entry.is_dir:
@@ -175,7 +230,9 @@ class Staging:
             want = signed.get(entry.name) if signed else None
             check = want.check_apart() if want is not None else None  # shards, BLAKE: fed as read
             parent, _, base = entry.name.rpartition("/")
-            with os.fdopen(os.open(base, _NEW_FILE, 0o644, dir_fd=self.folder(parent)), "wb") as dst:
+            with os.fdopen(
+                os.open(base, _NEW_FILE, 0o644, dir_fd=self.folder(parent)), "wb"
+            ) as dst:
                 for chunk in zipread.read_data(fh, entry, CHUNK_SIZE):
                     digest.update(chunk)
                     if check is not None:
@@ -183,7 +240,8 @@ class Staging:
                     dst.write(chunk)
                     progress.advance(entry.name, len(chunk))
                 dst.flush()
-                os.fsync(dst.fileno())  # the renames into place must not expose files a power cut would empty
+                # the renames into place must not expose files a power cut would empty
+                os.fsync(dst.fileno())
             progress.finish(entry.name, ok=True)
             if want is not None:
                 got = digest.hexdigest()
@@ -192,36 +250,50 @@ class Staging:
                     bad = ("signed sha256", str(want.sha256), got)
                 if bad is not None:
                     raise IntegrityError(
-                        f"entry {shown(entry.name)} is not the file its signature signed: {bad[0]} mismatch "
-                        f"(the signature says {bad[1]}, the entry has {bad[2]})"
+                        f"entry {shown(entry.name)} is not the file its signature signed: {bad[0]}"
+                        f" mismatch (the signature says {bad[1]}, the entry has {bad[2]})"
                     )
             if hashes.get(entry.name) not in (None, digest.hexdigest()):
-                raise IntegrityError(f"entry {shown(entry.name)} does not match the sha256 in the manifest")
+                raise IntegrityError(
+                    f"entry {shown(entry.name)} does not match the sha256 in the manifest"
+                )
             done.append(UnpackedFile(entry.name, entry.file_size, digest.hexdigest()))
         return done
 
     def swap(self, names: list[str]) -> None:
-        """Move each of ``names`` from the tree into DEST, what was there into old/; all or nothing."""
+        """Move each of ``names`` from the tree into DEST, what was there into old/; all or
+        nothing.
+        """
         with deferred_signals():
-            # DEST's own flock (no lock file in DEST): two unpacks into one folder swap in turns, never onto each other.
+            # DEST's own flock (no lock file in DEST): two unpacks into one folder swap in turns,
+            # never onto each other.
             fcntl.flock(self._dest_fd, fcntl.LOCK_EX)
             old = _open_dir(_OLD, self._fd)
             try:
                 tops = []
                 for name in names:
-                    new, there = os.stat(name, dir_fd=self._root, follow_symlinks=False), _lstat(name, self._dest_fd)
-                    tops.append(Top(name, _identity(new), None if there is None else _identity(there)))
+                    new, there = (
+                        os.stat(name, dir_fd=self._root, follow_symlinks=False),
+                        _lstat(name, self._dest_fd),
+                    )
+                    tops.append(
+                        Top(name, _identity(new), None if there is None else _identity(there))
+                    )
                 try:
                     _write_journal(self._fd, self.token, tops, _SWAPPING)
                 except OSError as exc:
-                    raise LocalFSError(f"cannot write the swap journal in {self.path}: {exc.strerror}") from exc
+                    raise LocalFSError(
+                        f"cannot write the swap journal in {self.path}: {exc.strerror}"
+                    ) from exc
                 moving = ""
                 try:
                     for top in tops:
                         moving = top.name
                         if top.old is not None:  # a link moves itself, never its target
                             os.rename(top.name, top.name, src_dir_fd=self._dest_fd, dst_dir_fd=old)
-                        os.rename(top.name, top.name, src_dir_fd=self._root, dst_dir_fd=self._dest_fd)
+                        os.rename(
+                            top.name, top.name, src_dir_fd=self._root, dst_dir_fd=self._dest_fd
+                        )
                     os.fsync(self._dest_fd)
                     _write_journal(self._fd, self.token, tops, _COMMITTED)
                 except BaseException as exc:
@@ -231,11 +303,14 @@ class Staging:
                         kept = [f"{moving} ({undo.strerror})"]
                     if kept:
                         raise LocalFSError(
-                            f"cannot undo a partial move into {self.dest} ({', '.join(kept)}); the originals are "
-                            f"kept in {self.path} and the next mdl unpack into {self.dest} restores them"
+                            f"cannot undo a partial move into {self.dest} ({', '.join(kept)}); the"
+                            f" originals are kept in {self.path} and the next mdl unpack into"
+                            f" {self.dest} restores them"
                         ) from exc
                     if isinstance(exc, OSError):
-                        raise LocalFSError(f"cannot move '{moving}' into {self.dest}: {exc.strerror}") from exc
+                        raise LocalFSError(
+                            f"cannot move '{moving}' into {self.dest}: {exc.strerror}"
+                        ) from exc
                     raise
             finally:
                 os.close(old)
@@ -255,10 +330,13 @@ class Staging:
         self._lock = self._fd = self._dest_fd = -1
 
     def close(self) -> None:
-        """Remove the staging folder and its record unless it still holds originals a swap could not put back."""
+        """Remove the staging folder and its record unless it still holds originals a swap could
+        not put back.
+        """
         try:
             self._close_fds()
-            with contextlib.suppress(OSError, ValueError):  # an unreadable journal: keep what it may guard
+            # an unreadable journal: keep what it may guard
+            with contextlib.suppress(OSError, ValueError):
                 if (found := _read_journal(self._fd, self.token)) is None or found[0] == _COMMITTED:
                     _discard(self.dest, self._dest_fd, self._fd, self.token)
         finally:
@@ -266,7 +344,9 @@ class Staging:
 
 
 def _write_journal(staging_fd: int, token: str, tops: list[Top], state: str) -> None:
-    """The journal, replaced atomically (``os.replace``) from a fresh file: never written through a link."""
+    """The journal, replaced atomically (``os.replace``) from a fresh file: never written through
+    a link.
+    """
     doc = {"version": 2, "token": token, "state": state, "tops": [asdict(top) for top in tops]}
     temp = f"{_JOURNAL}.{secrets.token_hex(8)}.tmp"
     with os.fdopen(os.open(temp, _NEW_FILE, 0o600, dir_fd=staging_fd), "wb") as fh:
@@ -278,8 +358,12 @@ def _write_journal(staging_fd: int, token: str, tops: list[Top], state: str) -> 
 
 
 def _read_journal(staging_fd: int, token: str) -> tuple[str, list[Top]] | None:
-    """The journal's state and names; None when absent; ValueError when it is not this staging's or is not trusted."""
-    try:  # a file mdl made (confined.not_own, by lstat and fstat of one inode), else OSError; never through a link
+    """The journal's state and names; None when absent; ValueError when it is not this staging's
+    or is not trusted.
+    """
+    # a file mdl made (confined.not_own, by lstat and fstat of one inode), else OSError; never
+    # through a link
+    try:
         with os.fdopen(confined.open_entry(staging_fd, Path(_JOURNAL), os.O_RDONLY), "rb") as fh:
             data = fh.read(MAX_JOURNAL_BYTES + 1)
     except FileNotFoundError:
@@ -298,14 +382,16 @@ def _read_journal(staging_fd: int, token: str) -> tuple[str, list[Top]] | None:
         name = item.get("name") if isinstance(item, dict) else None
         if not isinstance(name, str) or "/" in name or name_problem(name):
             raise ValueError("the journal names an unsafe entry")
-        tops.append(Top(name, _pair(item["new"]), None if item.get("old") is None else _pair(item["old"])))
+        tops.append(
+            Top(name, _pair(item["new"]), None if item.get("old") is None else _pair(item["old"]))
+        )
     return state, tops
 
 
 def _roll_back(dest_fd: int, staging_fd: int, tops: list[Top]) -> list[str]:
-    """Put DEST back as it was, from whatever point the swap reached; safe to run again after a crash. Only entries
-    whose identity the journal recorded are moved, and an original never onto something new in its place: the names
-    that could not be restored (kept in old/) are returned."""
+    """Put DEST back as it was, from whatever point the swap reached; safe to run again after a
+    crash. Only entries whose identity the journal recorded are moved, and an original never onto
+    something new in its place: the names that could not be restored (kept in old/) are returned."""
     tree, old = _open_dir(_TREE, staging_fd), _open_dir(_OLD, staging_fd)
     kept: list[str] = []
     try:
@@ -330,16 +416,25 @@ def _roll_back(dest_fd: int, staging_fd: int, tops: list[Top]) -> list[str]:
 
 
 def _discard(dest: Path, dest_fd: int, staging_fd: int, token: str) -> None:
-    """Remove the staging (if the name still holds the folder ``staging_fd`` is), then its record."""
+    """Remove the staging (if the name still holds the folder ``staging_fd`` is), then its
+    record.
+    """
     name = f"{PREFIX}{token}"
     found = _lstat(name, dest_fd)
-    if found is not None and stat.S_ISDIR(found.st_mode) and _identity(found) == _identity(os.fstat(staging_fd)):
-        shutil.rmtree(name, ignore_errors=True, dir_fd=dest_fd)  # by descriptors, never following a link
+    if (
+        found is not None
+        and stat.S_ISDIR(found.st_mode)
+        and _identity(found) == _identity(os.fstat(staging_fd))
+    ):
+        # by descriptors, never following a link
+        shutil.rmtree(name, ignore_errors=True, dir_fd=dest_fd)
     _forget(dest, token)
 
 
 def _forget(dest: Path, token: str) -> None:
-    """Remove a staging's record, and mdl's folders it leaves empty (DEST ends as the archive made it)."""
+    """Remove a staging's record, and mdl's folders it leaves empty (DEST ends as the archive
+    made it).
+    """
     confined.unlink(dest, dest / RECORDS / f"{token}.json")
     for folder in (dest / RECORDS, dest / RECORDS.parent):
         confined.rmdir_empty(dest, folder)
@@ -356,9 +451,10 @@ def _staging_size(staging_fd: int) -> int:
 
 
 def recover(dest: Path, progress: Progress, *, dry_run: bool = False) -> list[tuple[Path, int]]:
-    """Roll back (or finish) the swaps killed unpacks left in ``dest`` and remove their staging folders (``dry_run``:
-    only name them), never one a running unpack holds; each folder handled, with the bytes it held. Only stagings a
-    record under ``dest/.mdl/unpack/`` names are touched; a lookalike is named in a note and left alone."""
+    """Roll back (or finish) the swaps killed unpacks left in ``dest`` and remove their staging
+    folders (``dry_run``: only name them), never one a running unpack holds; each folder handled,
+    with the bytes it held. Only stagings a record under ``dest/.mdl/unpack/`` names are touched; a
+    lookalike is named in a note and left alone."""
     try:
         dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -374,11 +470,16 @@ def recover(dest: Path, progress: Progress, *, dry_run: bool = False) -> list[tu
         for name, _ in records:
             if name.endswith(".json") and _TOKEN.fullmatch(token := name.removesuffix(".json")):
                 named.add(f"{PREFIX}{token}")
-                if (found := _recover_staging(dest, dest_fd, token, progress, dry_run=dry_run)) is not None:
+                if (
+                    found := _recover_staging(dest, dest_fd, token, progress, dry_run=dry_run)
+                ) is not None:
                     handled.append(found)
         for name in sorted(os.listdir(dest_fd)):  # noqa: PTH208 (a descriptor: no Path for it)
             if name.startswith(PREFIX) and name not in named:
-                progress.note(f"leaving {dest / name} alone: it looks like unpack's staging, but no unpack recorded it")
+                progress.note(
+                    f"leaving {dest / name} alone: it looks like unpack's staging, but no unpack"
+                    " recorded it"
+                )
     finally:
         os.close(dest_fd)
     return handled
@@ -387,8 +488,8 @@ def recover(dest: Path, progress: Progress, *, dry_run: bool = False) -> list[tu
 def _recover_staging(
     dest: Path, dest_fd: int, token: str, progress: Progress, *, dry_run: bool
 ) -> tuple[Path, int] | None:
-    """Finish one recorded staging (or only measure it: ``dry_run``) if its record, folder and lock are mdl's and
-    no running unpack holds it; the folder handled with its size, or None."""
+    """Finish one recorded staging (or only measure it: ``dry_run``) if its record, folder and lock
+    are mdl's and no running unpack holds it; the folder handled with its size, or None."""
     record, staging = dest / RECORDS / f"{token}.json", dest / f"{PREFIX}{token}"
     with contextlib.ExitStack() as closing:
         try:
@@ -398,14 +499,16 @@ def _recover_staging(
             folder_id, lock_id = _pair(doc.get("folder")), _pair(doc.get("lock"))
             try:
                 staging_fd = _open_dir(staging.name, dest_fd)
-            except FileNotFoundError:  # the staging was removed, its record not yet: the record goes too
+            # the staging was removed, its record not yet: the record goes too
+            except FileNotFoundError:
                 if not dry_run:
                     _forget(dest, token)
                 return None
             closing.callback(os.close, staging_fd)
             if _identity(os.fstat(staging_fd)) != folder_id:
                 raise ValueError(f"{staging} is not the folder its record names")
-            lock = confined.open_entry(staging_fd, staging / _LOCK, os.O_RDWR)  # a file mdl made, or OSError
+            # a file mdl made, or OSError
+            lock = confined.open_entry(staging_fd, staging / _LOCK, os.O_RDWR)
             closing.callback(os.close, lock)
             if _identity(os.fstat(lock)) != lock_id:
                 raise ValueError(f"{staging}'s lock is not the one its record names")
@@ -427,26 +530,40 @@ def _recover_staging(
 
 
 def _recover_one(
-    dest: Path, dest_fd: int, staging_fd: int, token: str, journal: tuple[str, list[Top]] | None, progress: Progress
+    dest: Path,
+    dest_fd: int,
+    staging_fd: int,
+    token: str,
+    journal: tuple[str, list[Top]] | None,
+    progress: Progress,
 ) -> bool:
-    """Roll back a swap the journal says was under way (a committed one is done), then remove the staging and its
-    record; False when an original cannot be put back (then both stay, and the note says why)."""
+    """Roll back a swap the journal says was under way (a committed one is done), then remove the
+    staging and its record; False when an original cannot be put back (then both stay, and the note
+    says why)."""
     staging = dest / f"{PREFIX}{token}"
     if journal is not None and journal[0] == _SWAPPING:
         try:
-            fcntl.flock(dest_fd, fcntl.LOCK_EX)  # as a swap takes it: never while another unpack swaps into DEST
+            # as a swap takes it: never while another unpack swaps into DEST
+            fcntl.flock(dest_fd, fcntl.LOCK_EX)
             try:
                 kept = _roll_back(dest_fd, staging_fd, journal[1])
             finally:
                 fcntl.flock(dest_fd, fcntl.LOCK_UN)
         except OSError as exc:
             raise LocalFSError(
-                f"cannot restore what an interrupted unpack moved aside in {staging}: {exc.strerror}"
+                f"cannot restore what an interrupted unpack moved aside in {staging}:"
+                f" {exc.strerror}"
             ) from exc
         if kept:
-            progress.note(f"leaving {staging} alone: {', '.join(kept)} in {dest} are not what the unpack left there")
+            progress.note(
+                f"leaving {staging} alone: {', '.join(kept)} in {dest} are not what the unpack left"
+                " there"
+            )
             return False
-        progress.note(f"restored {', '.join(t.name for t in journal[1])} in {dest}: an earlier unpack was interrupted")
+        progress.note(
+            f"restored {', '.join(t.name for t in journal[1])} in {dest}: an earlier unpack was"
+            " interrupted"
+        )
     _discard(dest, dest_fd, staging_fd, token)
     return True
 
@@ -474,7 +591,8 @@ class UnpackResult:
     checkpoint: str | None = None
     top_level: tuple[str, ...] = ()
     replaced: tuple[str, ...] = ()
-    signature: dict[str, Any] | None = None  # with --signed-by: {"verified": true, "by": who, "file": its entry}
+    # with --signed-by: {"verified": true, "by": who, "file": its entry}
+    signature: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:  # the fields in order, the tuples as lists
         doc = asdict(self)
@@ -482,11 +600,17 @@ class UnpackResult:
 
 
 def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], str | None] | None:
-    """The mdl manifest of a single-folder archive, checked against the entries, or None when absent."""
+    """The mdl manifest of a single-folder archive, checked against the entries, or None when
+    absent.
+    """
     if len(tops := {e.name.split("/", 1)[0] for e in entries}) != 1:
         return None
     top = next(iter(tops))
-    if (entry := next((e for e in entries if e.name == f"{top}/{MANIFEST_NAME}" and not e.is_dir), None)) is None:
+    if (
+        entry := next(
+            (e for e in entries if e.name == f"{top}/{MANIFEST_NAME}" and not e.is_dir), None
+        )
+    ) is None:
         return None
     if entry.file_size > MAX_MANIFEST_BYTES:
         raise ArchiveError(f"{shown(entry.name)} is too large to be a manifest")
@@ -499,9 +623,19 @@ def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], 
     if not isinstance(files, list):
         raise ArchiveError(f"{shown(entry.name)} has no files list")
     for item in files:
-        ok = isinstance(item, dict) and isinstance(item.get("path"), str) and type(item.get("size")) is int
-        if not ok or not SHA256_HEX.fullmatch(str(item.get("sha256"))) or f"{top}/{item['path']}" in listed:
-            raise ArchiveError(f"{shown(entry.name)} has a malformed or duplicate file record: {repr(item)[:200]}")
+        ok = (
+            isinstance(item, dict)
+            and isinstance(item.get("path"), str)
+            and type(item.get("size")) is int
+        )
+        if (
+            not ok
+            or not SHA256_HEX.fullmatch(str(item.get("sha256")))
+            or f"{top}/{item['path']}" in listed
+        ):
+            raise ArchiveError(
+                f"{shown(entry.name)} has a malformed or duplicate file record: {repr(item)[:200]}"
+            )
         listed[f"{top}/{item['path']}"] = (item["size"], item["sha256"])
     present = {e.name: e for e in entries if not e.is_dir and e is not entry}
     for name in present:
@@ -509,18 +643,23 @@ def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], 
             raise ArchiveError(f"entry {shown(name)} is not listed in the manifest")
     for name, (size, _) in listed.items():
         if name not in present:
-            raise IntegrityError(f"the manifest lists {shown(name)} but the archive has no such entry")
+            raise IntegrityError(
+                f"the manifest lists {shown(name)} but the archive has no such entry"
+            )
         if present[name].file_size != size:
             raise IntegrityError(
-                f"entry {shown(name)} declares {present[name].file_size} bytes, the manifest says {size}"
+                f"entry {shown(name)} declares {present[name].file_size} bytes, the manifest says"
+                f" {size}"
             )
     checkpoint = doc.get("checkpoint")
-    return {name: sha for name, (_, sha) in listed.items()}, checkpoint if isinstance(checkpoint, str) else None
+    return {name: sha for name, (_, sha) in listed.items()}, (
+        checkpoint if isinstance(checkpoint, str) else None
+    )
 
 
 def _signer(trust: Trust) -> str:
-    """Who a signature that verifies with ``trust`` comes from; exit 2 naming the extra or the key when either is
-    missing or unusable, before the archive is read."""
+    """Who a signature that verifies with ``trust`` comes from; exit 2 naming the extra or the key
+    when either is missing or unusable, before the archive is read."""
     require_library()
     return trust.by()
 
@@ -528,34 +667,47 @@ def _signer(trust: Trust) -> str:
 def _check_signature(
     fh: BinaryIO, entries: list[Entry], trust: Trust
 ) -> tuple[dict[str, SignedFile], str, list[Entry]]:
-    """The model.sig of the archive's model folder (its one top-level folder, else its root) verified with ``trust``,
-    each entry's signed digests by entry name, and the entries to extract: the signed ones, model.sig and mdl's
-    manifest, never what the signer left out (git's files, its ignore list: ``.git/config`` runs commands), as a pull
-    installs none of it. IntegrityError (exit 6) naming the signature or the entry when it is missing or bad, an entry
-    is not signed (but model.sig itself and what the signer left out), or a signed file is not in the archive. Nothing
+    """The model.sig of the archive's model folder (its one top-level folder, else its root)
+    verified with ``trust``, each entry's signed digests by entry name, and the entries to extract:
+    the signed ones, model.sig and mdl's manifest, never what the signer left out (git's files, its
+    ignore list: ``.git/config`` runs commands), as a pull installs none of it. IntegrityError (exit
+    6) naming the signature or the entry when it is missing or bad, an entry is not signed (but
+    model.sig itself and what the signer left out), or a signed file is not in the archive. Nothing
     is extracted yet."""
     files = {e.name: e for e in entries if not e.is_dir}
     tops = {name.split("/", 1)[0] for name in (e.name for e in entries)}
     prefix = f"{next(iter(tops))}/" if len(tops) == 1 and not tops & files.keys() else ""
     name = prefix + SIGNATURE_FILE
     if (entry := files.get(name)) is None:
-        raise IntegrityError(f"the archive has no {shown(name)}: it is not signed", hint="unpack without --signed-by")
+        raise IntegrityError(
+            f"the archive has no {shown(name)}: it is not signed", hint="unpack without --signed-by"
+        )
     if entry.file_size > MAX_SIGNATURE_BYTES:
-        raise IntegrityError(f"{shown(name)}: {entry.file_size} bytes is too big for a model signature")
-    statement = verify_signature(b"".join(zipread.read_data(fh, entry, CHUNK_SIZE)), trust, what=shown(name))
+        raise IntegrityError(
+            f"{shown(name)}: {entry.file_size} bytes is too big for a model signature"
+        )
+    statement = verify_signature(
+        b"".join(zipread.read_data(fh, entry, CHUNK_SIZE)), trust, what=shown(name)
+    )
     signed: dict[str, SignedFile] = {}
     for path in files:
         relative = path.removeprefix(prefix)
         if (found := statement.files.get(relative)) is not None:
             signed[path] = found
         elif path != name and not statement.ignores(relative):
-            raise IntegrityError(f"entry {shown(path)} is not signed: {shown(name)} does not cover it")
+            raise IntegrityError(
+                f"entry {shown(path)} is not signed: {shown(name)} does not cover it"
+            )
     for relative in statement.files:
         if prefix + relative not in signed:
-            raise IntegrityError(f"{shown(name)} signs {shown(prefix + relative)}, which the archive does not hold")
+            raise IntegrityError(
+                f"{shown(name)} signs {shown(prefix + relative)}, which the archive does not hold"
+            )
     own = {name, prefix + MANIFEST_NAME}
     kept = [
-        e for e in entries if e.name in signed or e.name in own or not statement.ignores(e.name.removeprefix(prefix))
+        e
+        for e in entries
+        if e.name in signed or e.name in own or not statement.ignores(e.name.removeprefix(prefix))
     ]
     return signed, name, kept
 
@@ -570,14 +722,16 @@ def unpack_archive(
     max_ratio: float = DEFAULT_MAX_RATIO,
     trust: Trust | None = None,
 ) -> UnpackResult:
-    """Validate every entry, extract into a private temp folder, verify (``trust``: its model.sig too, and every file
-    against it), then swap into ``dest``."""
+    """Validate every entry, extract into a private temp folder, verify (``trust``: its model.sig
+    too, and every file against it), then swap into ``dest``."""
     signer = None if trust is None else (trust, _signer(trust))
     dest_dir = cwd / dest if dest is not None else cwd
-    if not isinstance(progress, ArchiveProgress):  # every entry's bar names the archive (model=) for programs
+    # every entry's bar names the archive (model=) for programs
+    if not isinstance(progress, ArchiveProgress):
         progress = ArchiveProgress(progress, archive.name)
     try:
-        fd = os.open(cwd / archive, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not hang us
+        # a FIFO must not hang us
+        fd = os.open(cwd / archive, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise UsageError(f"archive not found: {archive}") from exc
     except OSError as exc:
@@ -587,7 +741,9 @@ def unpack_archive(
         raise UsageError(f"{archive} is not a regular file")
     with os.fdopen(fd, "rb") as fh:
         try:
-            return _unpack(fh, dest_dir, force=force, progress=progress, max_ratio=max_ratio, signer=signer)
+            return _unpack(
+                fh, dest_dir, force=force, progress=progress, max_ratio=max_ratio, signer=signer
+            )
         except OSError as exc:  # reading the archive, or looking at the destination
             raise LocalFSError(f"{exc.filename or archive}: {exc.strerror}") from exc
 
@@ -604,7 +760,8 @@ def _unpack(
     if (kind := not_a_file(dest_dir)) not in (None, "a folder"):
         raise LocalFSError(f"{dest_dir} is {kind}, not a folder: cannot unpack into it")
     if dest_dir.is_dir():
-        recover(dest_dir, progress)  # an earlier unpack killed mid-swap: put its originals back first
+        # an earlier unpack killed mid-swap: put its originals back first
+        recover(dest_dir, progress)
     entries, central_start = zipread.read_index(fh, max_entries=zipread.MAX_ENTRIES)
     for entry in entries:
         zipread.check_entry(entry)
@@ -622,17 +779,31 @@ def _unpack(
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LocalFSError(f"cannot create {dest_dir}: {exc.strerror}") from exc
-    occupied: list[str] = []  # top-level names already there: refused unless --force (an empty folder is fine)
+    # top-level names already there: refused unless --force (an empty folder is fine)
+    occupied: list[str] = []
     for top in tops:
         target = dest_dir / top
-        if (st := stat_file(target)) is None or (stat.S_ISDIR(st.st_mode) and not any(target.iterdir())):
+        if (st := stat_file(target)) is None or (
+            stat.S_ISDIR(st.st_mode) and not any(target.iterdir())
+        ):
             continue
-        kind = kind_of(st)  # from lstat: a FIFO or device is never opened; --force moves it aside like a file
+        # from lstat: a FIFO or device is never opened; --force moves it aside like a file
+        kind = kind_of(st)
         if kind not in (None, "a folder") and not force:
-            raise LocalFSError(f"{target} is {kind}, not a file or folder", hint="use --force to replace it")
+            raise LocalFSError(
+                f"{target} is {kind}, not a file or folder", hint="use --force to replace it"
+            )
         if not force:
-            what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not empty" if stat.S_ISDIR(st.st_mode) else "a file"
-            raise UsageError(f"'{target}' already exists and is {what}", hint="use --force to replace it")
+            what = (
+                "a symlink"
+                if stat.S_ISLNK(st.st_mode)
+                else "not empty"
+                if stat.S_ISDIR(st.st_mode)
+                else "a file"
+            )
+            raise UsageError(
+                f"'{target}' already exists and is {what}", hint="use --force to replace it"
+            )
         occupied.append(top)
     if shutil.disk_usage(dest_dir).free < total + (1 << 20):
         raise NoSpaceError(f"not enough space in {dest_dir} for {total} bytes")
@@ -641,7 +812,9 @@ def _unpack(
     try:
         staging = Staging(dest_dir)
     except OSError as exc:
-        raise LocalFSError(f"cannot create a temporary folder in {dest_dir}: {exc.strerror}") from exc
+        raise LocalFSError(
+            f"cannot create a temporary folder in {dest_dir}: {exc.strerror}"
+        ) from exc
     try:
         try:
             files = staging.extract(fh, entries, manifest[0] if manifest else {}, progress, signed)
@@ -660,7 +833,9 @@ def _unpack(
         top_level=tuple(tops),
         replaced=tuple(occupied),
         folders=tuple(e.name + "/" for e in entries if e.is_dir),
-        signature=None if signer is None else {"verified": True, "by": signer[1], "file": signature},
+        signature=(
+            None if signer is None else {"verified": True, "by": signer[1], "file": signature}
+        ),
     )
 
 
@@ -674,10 +849,12 @@ def unpack_stream(
     max_ratio: float = DEFAULT_MAX_RATIO,
     trust: Trust | None = None,
 ) -> UnpackResult:
-    """``mdl unpack -``: a zip's index is at its end, so the stream is spooled to a hidden file on the destination's
-    filesystem (in DIR, else its nearest existing folder: none is created before the archive is known to be good),
-    unpacked as :func:`unpack_archive` does a file, and removed whatever happens. A terminal is refused (exit 2)."""
-    with contextlib.suppress(AttributeError, ValueError):  # a closed or odd stream: reading it says what is wrong
+    """``mdl unpack -``: a zip's index is at its end, so the stream is spooled to a hidden file on
+    the destination's filesystem (in DIR, else its nearest existing folder: none is created before
+    the archive is known to be good), unpacked as :func:`unpack_archive` does a file, and removed
+    whatever happens. A terminal is refused (exit 2)."""
+    # a closed or odd stream: reading it says what is wrong
+    with contextlib.suppress(AttributeError, ValueError):
         if stream.isatty():
             raise UsageError("reading an archive from stdin needs a pipe", hint=PIPE_HINT)
     if trust is not None:
@@ -700,14 +877,24 @@ def unpack_stream(
         except OSError as exc:
             named.finish(STDIN, ok=False, message=str(exc.strerror or exc))
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise NoSpaceError(f"no space left in {spool.parent} while reading the archive from stdin") from exc
-            raise LocalFSError(f"cannot spool stdin into {spool.parent}: {exc.strerror or exc}") from exc
+                raise NoSpaceError(
+                    f"no space left in {spool.parent} while reading the archive from stdin"
+                ) from exc
+            raise LocalFSError(
+                f"cannot spool stdin into {spool.parent}: {exc.strerror or exc}"
+            ) from exc
         named.finish(STDIN, ok=True)
         if size == 0:
             raise UsageError("stdin is empty: expected a zip archive", hint=PIPE_HINT)
         try:
             return unpack_archive(
-                spool, dest=dest, force=force, progress=named, cwd=cwd, max_ratio=max_ratio, trust=trust
+                spool,
+                dest=dest,
+                force=force,
+                progress=named,
+                cwd=cwd,
+                max_ratio=max_ratio,
+                trust=trust,
             )
         except ArchiveError as exc:
             exc.message = f"{STDIN}: {exc.message}"

@@ -1,11 +1,13 @@
-"""Writing the deterministic zip: to a file (via ``.partial``), to stdout that is a regular file, or to a pipe.
+"""Writing the deterministic zip: to a file (via ``.partial``), to stdout that is a regular file, or
+to a pipe.
 
-Seekable output: zipfile writes each entry while sha256 and CRC-32 are computed (two threads), one read of each
-source; the manifest at the front is filled in last. A pipe cannot be rewound: every source is hashed first, then
-:class:`StreamZipWriter` writes stored entries with size and CRC-32 in their local headers (Java's ZipInputStream
-reads no *stored* entry with a data descriptor), deflated ones with a descriptor. An entry that only *starts* past
-4 GiB stays ZIP32, since Java reads an 8-byte descriptor only for big entries: stream-zip makes such entries ZIP64,
-which is why it is not used (bench/README-pack.md)."""
+Seekable output: zipfile writes each entry while sha256 and CRC-32 are computed (two threads), one
+read of each source; the manifest at the front is filled in last. A pipe cannot be rewound: every
+source is hashed first, then :class:`StreamZipWriter` writes stored entries with size and CRC-32 in
+their local headers (Java's ZipInputStream reads no *stored* entry with a data descriptor), deflated
+ones with a descriptor. An entry that only *starts* past 4 GiB stays ZIP32, since Java reads an
+8-byte descriptor only for big entries: stream-zip makes such entries ZIP64, which is why it is not
+used (bench/README-pack.md)."""
 
 from __future__ import annotations
 
@@ -35,17 +37,21 @@ from mdl.signing import SIGNATURE_FILE
 from mdl.store import not_a_file, not_a_file_error
 
 # 1 MiB chunks: big enough that per-chunk Python overhead vanishes, small enough to stay in L2/L3
-# while sha256 (one core) and crc32+write (the other) read the same buffer. See bench/README-pack.md.
+# while sha256 (one core) and crc32+write (the other) read the same buffer. See
+# bench/README-pack.md.
 CHUNK_SIZE = 1 << 20
 ENTRY_OVERHEAD = 30 + 46 + 20 + 28 + 16  # local + central headers, zip64 extras, data descriptor
 _DOS_MIN, _DOS_MAX = (1980, 1, 1, 0, 0, 0), (2107, 12, 31, 23, 59, 58)
 Stamp = tuple[int, int, int, int, int, int]
 _MARK = 0xFFFFFFFF  # "see the ZIP64 extra field"
 ZIP64_FROM = 0xFFFFFFFF  # sizes and offsets from here on need ZIP64 fields (lowered in tests)
-_FILE_ATTR, _FOLDER_ATTR = 0o100644 << 16, 0o040755 << 16 | 0x10  # and the MS-DOS directory bit, as zip -r
+# and the MS-DOS directory bit, as zip -r
+_FILE_ATTR, _FOLDER_ATTR = 0o100644 << 16, 0o040755 << 16 | 0x10
 _DESCRIPTOR, _UTF8 = 0x08, 0x800
-_COMMON = struct.Struct("<HHHHHLLLHH")  # what a local header and a central record share (APPNOTE 4.3.7, 4.3.12)
-# Room the manifest keeps for its model.sig record's size, whose digits are known only once it is signed.
+# what a local header and a central record share (APPNOTE 4.3.7, 4.3.12)
+_COMMON = struct.Struct("<HHHHHLLLHH")
+# Room the manifest keeps for its model.sig record's size, whose digits are known only once it is
+# signed.
 _SIZE_ROOM = 20
 
 
@@ -66,8 +72,9 @@ class SourceFile:
 
 @dataclass(frozen=True)
 class Contents:
-    """What one archive holds: its top-level folder, the manifest's fields, the files, the empty folders, and what
-    signs them (``sign``: the files' sha256 by arcname → the bytes of model.sig, written after the files)."""
+    """What one archive holds: its top-level folder, the manifest's fields, the files, the empty
+    folders, and what signs them (``sign``: the files' sha256 by arcname → the bytes of model.sig,
+    written after the files)."""
 
     stem: str
     meta: dict[str, Any]
@@ -77,23 +84,35 @@ class Contents:
     sign: Callable[[dict[str, str]], bytes] | None = None
 
     def manifest(self, hashes: dict[str, str], signature: bytes | None = None) -> bytes:
-        """The manifest, model.sig listed last like any file once signed; before (``signature`` None), a placeholder
-        as long as the final manifest can be: unknown hashes are zeros of the same length, and a signed archive's
-        leaves room for the signature's size, so it can be filled in place later (padded with spaces to fit)."""
+        """The manifest, model.sig listed last like any file once signed; before (``signature``
+        None), a placeholder as long as the final manifest can be: unknown hashes are zeros of the
+        same length, and a signed archive's leaves room for the signature's size, so it can be
+        filled in place later (padded with spaces to fit)."""
         listed = [
-            {"path": f.arcname, "size": f.size, "sha256": hashes.get(f.arcname, "0" * 64), "role": f.role}
+            {
+                "path": f.arcname,
+                "size": f.size,
+                "sha256": hashes.get(f.arcname, "0" * 64),
+                "role": f.role,
+            }
             for f in self.files
         ]
         if self.sign is not None:
             sha256 = "0" * 64 if signature is None else hashlib.sha256(signature).hexdigest()
             size = 0 if signature is None else len(signature)
-            listed.append({"path": SIGNATURE_FILE, "size": size, "sha256": sha256, "role": "signature"})
-        text = json.dumps({**self.meta, "files": listed}, indent=2, ensure_ascii=False, allow_nan=False)
+            listed.append(
+                {"path": SIGNATURE_FILE, "size": size, "sha256": sha256, "role": "signature"}
+            )
+        text = json.dumps(
+            {**self.meta, "files": listed}, indent=2, ensure_ascii=False, allow_nan=False
+        )
         room = _SIZE_ROOM if self.sign is not None and signature is None else 0
         return (text + " " * room + "\n").encode("utf-8")
 
     def signed(self, hashes: dict[str, str]) -> bytes | None:
-        """model.sig over the files' ``hashes`` (which gain its own sha256), or None for an unsigned archive."""
+        """model.sig over the files' ``hashes`` (which gain its own sha256), or None for an
+        unsigned archive.
+        """
         if self.sign is None:
             return None
         signature = self.sign(hashes)
@@ -106,15 +125,23 @@ class _Sink(Protocol):
 
 
 def zip_date_time(source_date_epoch: int | None) -> Stamp:
-    """The fixed entry timestamp: 1980-01-01, or SOURCE_DATE_EPOCH clamped to what DOS dates can hold."""
+    """The fixed entry timestamp: 1980-01-01, or SOURCE_DATE_EPOCH clamped to what DOS dates can
+    hold.
+    """
     if source_date_epoch is None:
         return _DOS_MIN
     stamp = tuple(time.gmtime(max(source_date_epoch, 0))[:6])
-    return max(_DOS_MIN, min(_DOS_MAX, (stamp[0], stamp[1], stamp[2], stamp[3], stamp[4], stamp[5])))
+    return max(
+        _DOS_MIN, min(_DOS_MAX, (stamp[0], stamp[1], stamp[2], stamp[3], stamp[4], stamp[5]))
+    )
 
 
-def entry_info(name: str, date_time: Stamp, size: int = 0, deflate: bool = False) -> zipfile.ZipInfo:
-    """A ZipInfo that depends on nothing but its arguments; a folder (``name`` ends with "/") as ``zip -r`` has it."""
+def entry_info(
+    name: str, date_time: Stamp, size: int = 0, deflate: bool = False
+) -> zipfile.ZipInfo:
+    """A ZipInfo that depends on nothing but its arguments; a folder (``name`` ends with "/") as
+    ``zip -r`` has it.
+    """
     info = zipfile.ZipInfo(name, date_time)
     info.create_system = 3  # Unix, so external_attr carries the mode
     info.external_attr = _FOLDER_ATTR if name.endswith("/") else _FILE_ATTR
@@ -127,7 +154,9 @@ def entry_info(name: str, date_time: Stamp, size: int = 0, deflate: bool = False
 
 
 def open_unchanged(src: SourceFile) -> int:
-    """Open ``src`` without following links or blocking on a FIFO, and check it is the file that was chosen."""
+    """Open ``src`` without following links or blocking on a FIFO, and check it is the file that
+    was chosen.
+    """
     try:
         fd = os.open(src.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -135,7 +164,9 @@ def open_unchanged(src: SourceFile) -> int:
     st = os.fstat(fd)
     if (st.st_dev, st.st_ino) != (src.device, src.inode) or not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise IntegrityError(f"'{src.shown}' was replaced while being packed; is the run still writing?")
+        raise IntegrityError(
+            f"'{src.shown}' was replaced while being packed; is the run still writing?"
+        )
     if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
         os.close(fd)
         raise IntegrityError(f"'{src.shown}' changed while being packed; is the run still writing?")
@@ -145,17 +176,24 @@ def open_unchanged(src: SourceFile) -> int:
 
 
 class HashingCopier(ThreadPoolExecutor):
-    """Copies a file in chunks to a sink while its one thread sha256-hashes the same chunk: hashlib and zlib.crc32
-    release the GIL on large buffers, and two buffers alternate so the next read overlaps the hashing."""
+    """Copies a file in chunks to a sink while its one thread sha256-hashes the same chunk: hashlib
+    and zlib.crc32 release the GIL on large buffers, and two buffers alternate so the next read
+    overlaps the hashing."""
 
     def __init__(self) -> None:
         super().__init__(max_workers=1, thread_name_prefix="mdl-sha256")
         self._buffers = (bytearray(CHUNK_SIZE), bytearray(CHUNK_SIZE))
 
     def digest_fd(
-        self, fd: int, advance: Callable[[int], None], sink: _Sink | None = None, src: SourceFile | None = None
+        self,
+        fd: int,
+        advance: Callable[[int], None],
+        sink: _Sink | None = None,
+        src: SourceFile | None = None,
     ) -> tuple[str, int]:
-        """sha256 and length of ``fd`` from its offset, also written to ``sink``; reading past ``src``'s size fails."""
+        """sha256 and length of ``fd`` from its offset, also written to ``sink``; reading past
+        ``src``'s size fails.
+        """
         digest = hashlib.sha256()
         pending: Future[None] | None = None
         total = turn = 0
@@ -163,7 +201,9 @@ class HashingCopier(ThreadPoolExecutor):
             while count := os.readv(fd, [self._buffers[turn]]):
                 total += count
                 if src is not None and total > src.size:
-                    raise IntegrityError(f"'{src.shown}' grew while being packed; is the run still writing?")
+                    raise IntegrityError(
+                        f"'{src.shown}' grew while being packed; is the run still writing?"
+                    )
                 view = memoryview(self._buffers[turn])[:count]
                 job = self.submit(digest.update, view)
                 if sink is not None:
@@ -179,8 +219,18 @@ class HashingCopier(ThreadPoolExecutor):
                 pending.result()
         return digest.hexdigest(), total
 
-    def copy(self, src: SourceFile, sink: _Sink, progress: Progress, key: str, *, expected: str | None = None) -> str:
-        """Stream ``src`` into ``sink`` as progress item ``key``; its sha256, which must be ``expected`` if given."""
+    def copy(
+        self,
+        src: SourceFile,
+        sink: _Sink,
+        progress: Progress,
+        key: str,
+        *,
+        expected: str | None = None,
+    ) -> str:
+        """Stream ``src`` into ``sink`` as progress item ``key``; its sha256, which must be
+        ``expected`` if given.
+        """
         fd = open_unchanged(src)
         try:
             digest, total = self.digest_fd(fd, partial(progress.advance, key), sink, src)
@@ -188,9 +238,13 @@ class HashingCopier(ThreadPoolExecutor):
         finally:
             os.close(fd)
         if total != src.size or (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
-            raise IntegrityError(f"'{src.shown}' changed while being packed; is the run still writing?")
+            raise IntegrityError(
+                f"'{src.shown}' changed while being packed; is the run still writing?"
+            )
         if expected is not None and digest != expected:
-            raise IntegrityError(f"'{src.shown}' changed between hashing and packing; is the run still writing?")
+            raise IntegrityError(
+                f"'{src.shown}' changed between hashing and packing; is the run still writing?"
+            )
         return digest
 
 
@@ -215,7 +269,9 @@ def write_entries(
     progress: Progress,
     force_zip64: bool = False,
 ) -> dict[str, str]:
-    """Write every source as ``top/arcname``; return sha256 per arcname. ``force_zip64``: ZIP64 headers always."""
+    """Write every source as ``top/arcname``; return sha256 per arcname. ``force_zip64``: ZIP64
+    headers always.
+    """
     hashes: dict[str, str] = {}
     for src in sources:
         info = entry_info(f"{top}/{src.arcname}", date_time, src.size, src.deflate)
@@ -236,26 +292,43 @@ def local_fs_error(exc: OSError, what: str) -> LocalFSError:
 def _write_seekable(
     fh: IO[bytes], contents: Contents, progress: Progress, name: str
 ) -> tuple[int, str, dict[str, str]]:
-    """The whole archive from ``fh``'s position, then read back for its own sha256: its size, sha256 and the files'."""
-    placeholder, stem, stamp, start = contents.manifest({}), contents.stem, zip_date_time(contents.epoch), fh.tell()
+    """The whole archive from ``fh``'s position, then read back for its own sha256: its size,
+    sha256 and the files'.
+    """
+    placeholder, stem, stamp, start = (
+        contents.manifest({}),
+        contents.stem,
+        zip_date_time(contents.epoch),
+        fh.tell(),
+    )
     with HashingCopier() as copier:
         with zipfile.ZipFile(fh, "w") as archive:
             manifest = entry_info(f"{stem}/{MANIFEST_NAME}", stamp, len(placeholder))
             archive.writestr(manifest, placeholder)  # first, small, stored, never ZIP64
             hashes = write_entries(
-                archive, top=stem, sources=contents.files, date_time=stamp, copier=copier, progress=progress
+                archive,
+                top=stem,
+                sources=contents.files,
+                date_time=stamp,
+                copier=copier,
+                progress=progress,
             )
-            if (signature := contents.signed(hashes)) is not None:  # after the files: it signs their digests
-                archive.writestr(entry_info(f"{stem}/{SIGNATURE_FILE}", stamp, len(signature)), signature)
+            # after the files: it signs their digests
+            if (signature := contents.signed(hashes)) is not None:
+                archive.writestr(
+                    entry_info(f"{stem}/{SIGNATURE_FILE}", stamp, len(signature)), signature
+                )
             for folder in contents.folders:
                 archive.mkdir(entry_info(f"{stem}/{folder}", stamp))
-            # The manifest comes first yet carries the files' hashes: its bytes (the hashes' zeros were as long, the
-            # signature's size had room) and CRC-32 patched in place, at the offsets of APPNOTE 4.3.7.
+            # The manifest comes first yet carries the files' hashes: its bytes (the hashes' zeros
+            # were as long, the signature's size had room) and CRC-32 patched in place, at the
+            # offsets of APPNOTE 4.3.7.
             data, written = contents.manifest(hashes, signature), fh.tell()
             data = data[:-1] + b" " * (len(placeholder) - len(data)) + data[-1:]
             fh.seek(manifest.header_offset)
             header = fh.read(30)
-            if len(data) != manifest.file_size or header[:4] != b"PK\x03\x04":  # never patch over another entry
+            # never patch over another entry
+            if len(data) != manifest.file_size or header[:4] != b"PK\x03\x04":
                 raise MdlError(f"internal: cannot rewrite '{manifest.filename}' in place")
             name_len, extra_len = struct.unpack("<HH", header[26:30])
             manifest.CRC = zlib.crc32(data)  # the central directory is written from this at close
@@ -276,22 +349,35 @@ def _write_seekable(
     return size, digest, hashes
 
 
-def write_file_archive(target: Path, contents: Contents, progress: Progress) -> tuple[int, str, dict[str, str]]:
-    """Write ``target`` via ``target.partial`` and rename; return its size, sha256 and the files' sha256."""
+def write_file_archive(
+    target: Path, contents: Contents, progress: Progress
+) -> tuple[int, str, dict[str, str]]:
+    """Write ``target`` via ``target.partial`` and rename; return its size, sha256 and the files'
+    sha256.
+    """
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise local_fs_error(exc, str(target.parent)) from exc
     files = contents.files
-    needed = sum(f.size + ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(contents.stem) for f in files) + (1 << 20)
+    needed = sum(
+        f.size + ENTRY_OVERHEAD + 2 * len(f.arcname.encode()) + len(contents.stem) for f in files
+    ) + (1 << 20)
     if (free := shutil.disk_usage(target.parent).free) < needed:  # fail before writing (exit 7)
-        raise NoSpaceError(f"not enough space in {target.parent}: the archive needs {needed} bytes, {free} are free")
+        raise NoSpaceError(
+            f"not enough space in {target.parent}: the archive needs {needed} bytes, {free} are"
+            " free"
+        )
     progress.begin(total_bytes=sum(f.size for f in files), files=len(files))
     partial_path = target.with_name(target.name + ".partial")
-    if (kind := not_a_file(partial_path)) is not None:  # lstat: a FIFO there would take the archive for good
-        raise not_a_file_error(partial_path, kind, hint="remove it: the archive is written there, then renamed")
-    # Made fresh (engine rule 14): what is at the name (a killed pack's leftover, or another name of an outside file
-    # planted there) loses only its name, never its bytes; nothing is written through it.
+    # lstat: a FIFO there would take the archive for good
+    if (kind := not_a_file(partial_path)) is not None:
+        raise not_a_file_error(
+            partial_path, kind, hint="remove it: the archive is written there, then renamed"
+        )
+    # Made fresh (engine rule 14): what is at the name (a killed pack's leftover, or another name of
+    # an outside file planted there) loses only its name, never its bytes; nothing is written
+    # through it.
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         partial_path.unlink(missing_ok=True)
@@ -312,7 +398,9 @@ def write_file_archive(target: Path, contents: Contents, progress: Progress) -> 
 
 
 def stdout_file(stdout: BinaryIO) -> tuple[int, str | None] | None:
-    """(descriptor, path) when stdout is a regular file, else None (a pipe, a terminal, a socket)."""
+    """(descriptor, path) when stdout is a regular file, else None (a pipe, a terminal, a
+    socket).
+    """
     try:
         fileno = stdout.fileno()
     except (AttributeError, OSError, ValueError):
@@ -325,13 +413,15 @@ def stdout_file(stdout: BinaryIO) -> tuple[int, str | None] | None:
         return fileno, None
 
 
-def write_stdout_archive(out: BinaryIO, contents: Contents, progress: Progress) -> tuple[int, str, dict[str, str]]:
+def write_stdout_archive(
+    out: BinaryIO, contents: Contents, progress: Progress
+) -> tuple[int, str, dict[str, str]]:
     """Write to stdout: in one pass when it is a regular file we can update, else hashing first."""
     try:  # the files are opened by open_unchanged, which raises our own errors
         out.flush()
         found, fd = stdout_file(out), None
-        # A read-write descriptor on the same file, to patch headers in place: never in append mode (every write
-        # would land at the end).
+        # A read-write descriptor on the same file, to patch headers in place: never in append mode
+        # (every write would land at the end).
         if found is not None and not fcntl.fcntl(found[0], fcntl.F_GETFL) & os.O_APPEND:
             with contextlib.suppress(OSError):
                 fd = os.open(f"/proc/self/fd/{found[0]}", os.O_RDWR | os.O_CLOEXEC)
@@ -345,20 +435,30 @@ def write_stdout_archive(out: BinaryIO, contents: Contents, progress: Progress) 
             fh.seek(os.lseek(found[0], 0, os.SEEK_CUR))
             name = Path(found[1]).name if found[1] else "stdout"
             size, digest, hashes = _write_seekable(fh, contents, progress, name)
-            os.lseek(found[0], fh.tell(), os.SEEK_SET)  # what the caller writes next goes after the archive
+            # what the caller writes next goes after the archive
+            os.lseek(found[0], fh.tell(), os.SEEK_SET)
         return size, digest, hashes
     except OSError as exc:
         raise local_fs_error(exc, "to stdout") from exc
 
 
-def _write_pipe(out: IO[bytes], contents: Contents, progress: Progress) -> tuple[int, str, dict[str, str]]:
-    """Hash every source (sha256 for the manifest, CRC-32 for the stored headers), then stream the archive."""
-    writer, stem, files = StreamZipWriter(out, zip_date_time(contents.epoch)), contents.stem, contents.files
+def _write_pipe(
+    out: IO[bytes], contents: Contents, progress: Progress
+) -> tuple[int, str, dict[str, str]]:
+    """Hash every source (sha256 for the manifest, CRC-32 for the stored headers), then stream
+    the archive.
+    """
+    writer, stem, files = (
+        StreamZipWriter(out, zip_date_time(contents.epoch)),
+        contents.stem,
+        contents.files,
+    )
     total = sum(f.size for f in files)
     hashes: dict[str, str] = {}
     crcs: dict[str, int] = {}
     with HashingCopier() as copier:
-        progress.begin(total_bytes=total, files=len(files))  # two batches: every file is hashed, then written
+        # two batches: every file is hashed, then written
+        progress.begin(total_bytes=total, files=len(files))
         for src in files:
             key, sink = "hash:" + src.arcname, _CrcSink()
             progress.start(key, label=f"hashing {src.arcname}", total=src.size, path=src.arcname)
@@ -370,7 +470,9 @@ def _write_pipe(out: IO[bytes], contents: Contents, progress: Progress) -> tuple
         progress.begin(total_bytes=total, files=len(files))
         for src in files:
             progress.start(src.arcname, label=src.arcname, total=src.size, path=src.arcname)
-            writer.start(f"{stem}/{src.arcname}", size=src.size, crc=crcs[src.arcname], deflate=src.deflate)
+            writer.start(
+                f"{stem}/{src.arcname}", size=src.size, crc=crcs[src.arcname], deflate=src.deflate
+            )
             copier.copy(src, writer, progress, src.arcname, expected=hashes[src.arcname])
             writer.end()
             progress.finish(src.arcname, ok=True)
@@ -388,11 +490,16 @@ def _mark(value: int) -> int:
 
 
 class StreamZipWriter:
-    """Writes entries in order (start, write, end; close), never seeking, keeping the size and sha256 of its output."""
+    """Writes entries in order (start, write, end; close), never seeking, keeping the size and
+    sha256 of its output.
+    """
 
     def __init__(self, out: IO[bytes], date_time: tuple[int, int, int, int, int, int]) -> None:
         year, month, day, hour, minute, second = date_time
-        self._stamp = (hour << 11 | minute << 5 | second // 2, (year - 1980) << 9 | month << 5 | day)
+        self._stamp = (
+            hour << 11 | minute << 5 | second // 2,
+            (year - 1980) << 9 | month << 5 | day,
+        )
         self._out, self.size, self.digest = out, 0, hashlib.sha256()
         self._central: list[bytes] = []
 
@@ -403,27 +510,55 @@ class StreamZipWriter:
             self.size += len(data)
 
     def _record(
-        self, prefix: bytes, version: int, crc: int, sizes: tuple[int, int], extra: bytes, tail: bytes
+        self,
+        prefix: bytes,
+        version: int,
+        crc: int,
+        sizes: tuple[int, int],
+        extra: bytes,
+        tail: bytes,
     ) -> bytes:
         common = _COMMON.pack(
-            version, self._flags, self._method, *self._stamp, crc, *sizes, len(self._name), len(extra)
+            version,
+            self._flags,
+            self._method,
+            *self._stamp,
+            crc,
+            *sizes,
+            len(self._name),
+            len(extra),
         )
         return prefix + common + tail + self._name + extra
 
-    def start(self, name: str, *, size: int, crc: int, deflate: bool, attr: int = _FILE_ATTR) -> None:
+    def start(
+        self, name: str, *, size: int, crc: int, deflate: bool, attr: int = _FILE_ATTR
+    ) -> None:
         """Begin an entry of ``size`` bytes and CRC-32 ``crc``, both known from the hashing pass."""
         self._shown, self._name, self._size, self._crc = name, name.encode("utf-8"), size, crc
-        self._offset, self._attr, self._method, self._count = self.size, attr, 8 if deflate else 0, 0
+        self._offset, self._attr, self._method, self._count = (
+            self.size,
+            attr,
+            8 if deflate else 0,
+            0,
+        )
         self._flags = (0 if self._name.isascii() else _UTF8) | (_DESCRIPTOR if deflate else 0)
-        self._squeezer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15) if deflate else None
-        # zlib's deflateBound: the most deflate can grow incompressible data. Only then ZIP64, because Java reads an
-        # 8-byte descriptor only when the real sizes need it, whatever the local header says.
-        self._zip64 = (size + (size >> 12) + (size >> 14) + (size >> 25) + 13 if deflate else size) >= ZIP64_FROM
-        known = (0, 0) if deflate else (size, size)  # a deflated entry's sizes and CRC-32 follow it, in its descriptor
+        self._squeezer = (
+            zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15) if deflate else None
+        )
+        # zlib's deflateBound: the most deflate can grow incompressible data. Only then ZIP64,
+        # because Java reads an 8-byte descriptor only when the real sizes need it, whatever the
+        # local header says.
+        self._zip64 = (
+            size + (size >> 12) + (size >> 14) + (size >> 25) + 13 if deflate else size
+        ) >= ZIP64_FROM
+        # a deflated entry's sizes and CRC-32 follow it, in its descriptor
+        known = (0, 0) if deflate else (size, size)
         extra = struct.pack("<HHQQ", 1, 16, *known) if self._zip64 else b""
         self._version = 45 if self._zip64 else 20
         sizes = (_MARK, _MARK) if self._zip64 else known
-        self._raw(self._record(b"PK\x03\x04", self._version, 0 if deflate else crc, sizes, extra, b""))
+        self._raw(
+            self._record(b"PK\x03\x04", self._version, 0 if deflate else crc, sizes, extra, b"")
+        )
         self._data_start = self.size
 
     def write(self, data: bytes | memoryview, /) -> int:
@@ -433,22 +568,32 @@ class StreamZipWriter:
 
     def end(self) -> None:
         """Finish the current entry: its descriptor if deflated, its central record."""
-        if self._count != self._size:  # the header (stored) or the central record already says the size
-            raise MdlError(f"internal: '{self._shown}' got {self._count} bytes, its header says {self._size}")
+        # the header (stored) or the central record already says the size
+        if self._count != self._size:
+            raise MdlError(
+                f"internal: '{self._shown}' got {self._count} bytes, its header says {self._size}"
+            )
         self._raw(self._squeezer.flush() if self._squeezer is not None else b"")
         compressed = self.size - self._data_start
         if self._squeezer is not None:
             if not self._zip64 and compressed >= _MARK:
-                raise MdlError(f"internal: '{self._shown}' deflated to more than 4 GiB without ZIP64")
+                raise MdlError(
+                    f"internal: '{self._shown}' deflated to more than 4 GiB without ZIP64"
+                )
             layout = "<4sLQQ" if self._zip64 else "<4sLLL"
             self._raw(struct.pack(layout, b"PK\x07\x08", self._crc, compressed, self._size))
         values = (self._size, compressed, self._offset)
         extra = b"".join(struct.pack("<Q", v) for v in values if v >= ZIP64_FROM)
-        extra, version = (struct.pack("<HH", 1, len(extra)) + extra, 45) if extra else (b"", self._version)
+        extra, version = (
+            (struct.pack("<HH", 1, len(extra)) + extra, 45) if extra else (b"", self._version)
+        )
         usize, csize, offset = map(_mark, values)
-        tail = struct.pack("<HHHLL", 0, 0, 0, self._attr, offset)  # comment length, disk, internal attributes
+        # comment length, disk, internal attributes
+        tail = struct.pack("<HHHLL", 0, 0, 0, self._attr, offset)
         self._central.append(
-            self._record(b"PK\x01\x02" + bytes([version, 3]), version, self._crc, (csize, usize), extra, tail)
+            self._record(
+                b"PK\x01\x02" + bytes([version, 3]), version, self._crc, (csize, usize), extra, tail
+            )
         )
 
     def stored(self, name: str, data: bytes = b"", *, attr: int = _FILE_ATTR) -> None:
@@ -462,8 +607,17 @@ class StreamZipWriter:
         start = self.size
         self._raw(b"".join(self._central))
         size, count = self.size - start, len(self._central)
-        if count >= 0xFFFF or start >= ZIP64_FROM or size >= ZIP64_FROM:  # the ZIP64 end record, then its locator
-            self._raw(struct.pack("<4sQHHLLQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, start))
+        # the ZIP64 end record, then its locator
+        if count >= 0xFFFF or start >= ZIP64_FROM or size >= ZIP64_FROM:
+            self._raw(
+                struct.pack(
+                    "<4sQHHLLQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, start
+                )
+            )
             self._raw(struct.pack("<4sLQL", b"PK\x06\x07", 0, start + size, 1))
         count16 = min(count, 0xFFFF)
-        self._raw(struct.pack("<4sHHHHLLH", b"PK\x05\x06", 0, 0, count16, count16, _mark(size), _mark(start), 0))
+        self._raw(
+            struct.pack(
+                "<4sHHHHLLH", b"PK\x05\x06", 0, 0, count16, count16, _mark(size), _mark(start), 0
+            )
+        )

@@ -1,5 +1,6 @@
-"""The catalog file: loading (its pydantic reader loads only when one is parsed), lookup, and the settings resolved
-from flags, environment and catalog. Other parts get frozen ``ModelSpec``, ``FileSpec`` and one ``Settings`` here."""
+"""The catalog file: loading (its pydantic reader loads only when one is parsed), lookup, and the
+settings resolved from flags, environment and catalog. Other parts get frozen ``ModelSpec``,
+``FileSpec`` and one ``Settings`` here."""
 
 from mdl.catalog.headers import check_headers, is_secret_header, parse_header
 from mdl.catalog.load import (
@@ -27,7 +28,8 @@ from mdl.catalog.settings import (
 )
 from mdl.catalog.specs import MAX_MODEL_NAME, Catalog, FileSpec, ModelSpec, is_model_name
 
-# Not here: mdl.catalog.edit (`from mdl.catalog import edit`), which only the commands that edit the catalog load.
+# Not here: mdl.catalog.edit (`from mdl.catalog import edit`), which only the commands that edit the
+# catalog load.
 __all__ = [
     "MAX_MODEL_NAME",
     "MIRROR_FIELDS",

@@ -1,5 +1,5 @@
-"""The catalog file on disk: found, read and validated, written atomically (keeping its mode and BOM) under a flock
-of its folder; ``mdl init`` writes the starter there."""
+"""The catalog file on disk: found, read and validated, written atomically (keeping its mode and
+BOM) under a flock of its folder; ``mdl init`` writes the starter there."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from mdl.catalog.edit import NEW_CATALOG, CatalogInit, catalog_to_edit, catalog_to_init, starter_catalog
+from mdl.catalog.edit import (
+    NEW_CATALOG,
+    CatalogInit,
+    catalog_to_edit,
+    catalog_to_init,
+    starter_catalog,
+)
 from mdl.catalog.load import MAX_CATALOG_BYTES, find_catalog, no_catalog, parse_catalog
 from mdl.catalog.settings import user_config_dir
 from mdl.catalog.specs import Catalog
@@ -24,11 +30,15 @@ log = logging.getLogger("mdl.lock")
 
 @contextlib.contextmanager
 def exclusive(path: Path) -> Iterator[None]:
-    """``flock`` the file's folder while it is read, merged and written: two runs at once never lose an entry."""
+    """``flock`` the file's folder while it is read, merged and written: two runs at once never
+    lose an entry.
+    """
     try:
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
-        raise LocalFSError(f"{path.parent}: cannot open the lock's folder: {exc.strerror or exc}") from exc
+        raise LocalFSError(
+            f"{path.parent}: cannot open the lock's folder: {exc.strerror or exc}"
+        ) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and a write: milliseconds
         yield
@@ -36,7 +46,9 @@ def exclusive(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the flock
 
 
-def catalog_text(catalog: StrPath | None, environ: Mapping[str, str], *, create: bool) -> tuple[Path, str, bool]:
+def catalog_text(
+    catalog: StrPath | None, environ: Mapping[str, str], *, create: bool
+) -> tuple[Path, str, bool]:
     """The catalog to edit, its text (without a BOM) and whether it is yet to be created."""
     find = catalog_to_edit if create else find_catalog  # the one to create, or the one there is
     given = Path(catalog) if catalog is not None else None
@@ -49,7 +61,8 @@ def catalog_text(catalog: StrPath | None, environ: Mapping[str, str], *, create:
 def read_catalog(path: Path, *, create: bool) -> tuple[str, bool]:
     """The catalog's text (without a BOM), validated, and whether it is yet to be created."""
     try:
-        data = read_small_file(path, limit=MAX_CATALOG_BYTES)  # a FIFO is never waited on, /dev/zero never read
+        # a FIFO is never waited on, /dev/zero never read
+        data = read_small_file(path, limit=MAX_CATALOG_BYTES)
     except FileNotFoundError:
         if create:
             return NEW_CATALOG, True
@@ -69,8 +82,8 @@ def valid(text: str, path: Path) -> Catalog:
 
 
 def write_catalog(path: Path, text: str, *, created: bool) -> None:
-    """Atomically (a fresh temp file renamed over it); through a symlink to the file it points at; keeping the file's
-    permissions and BOM."""
+    """Atomically (a fresh temp file renamed over it); through a symlink to the file it points at;
+    keeping the file's permissions and BOM."""
     target = path.resolve() if path.is_symlink() else path
     tmp = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
@@ -82,7 +95,9 @@ def write_catalog(path: Path, text: str, *, created: bool) -> None:
             if target.read_bytes().startswith(b"\xef\xbb\xbf"):
                 text = "\ufeff" + text
         try:
-            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "wb") as handle:
+            with open(
+                os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "wb"
+            ) as handle:
                 handle.write(text.encode())
             if mode is not None:
                 tmp.chmod(mode)
@@ -96,41 +111,57 @@ def write_catalog(path: Path, text: str, *, created: bool) -> None:
 
 
 def is_user_catalog(path: Path) -> bool:
-    """Whether ``path`` is the user config catalog, the one mdl reads in every folder without a catalog of its own."""
+    """Whether ``path`` is the user config catalog, the one mdl reads in every folder without a
+    catalog of its own.
+    """
     return path == user_config_dir() / "mdl" / "catalog.toml"
 
 
 def init_catalog(
     *, catalog: StrPath | None, force: bool, environ: Mapping[str, str], project: bool = False
 ) -> CatalogInit:
-    """Write the starter catalog where mdl looks for one (``project``: an empty one, ./catalog.toml unless
-    ``catalog`` names another); see :func:`mdl.api.init`."""
-    given, cwd, config_dir = Path(catalog) if catalog is not None else None, Path.cwd(), user_config_dir()
-    path = catalog_to_init(flag=given, environ=environ, cwd=cwd, config_dir=config_dir, project=project)
+    """Write the starter catalog where mdl looks for one (``project``: an empty one, ./catalog.toml
+    unless ``catalog`` names another); see :func:`mdl.api.init`."""
+    given, cwd, config_dir = (
+        Path(catalog) if catalog is not None else None,
+        Path.cwd(),
+        user_config_dir(),
+    )
+    path = catalog_to_init(
+        flag=given, environ=environ, cwd=cwd, config_dir=config_dir, project=project
+    )
     what = "an empty catalog" if project else "the starter"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LocalFSError(f"{path}: cannot create its folder: {exc.strerror or exc}") from exc
-    with exclusive(path):  # an mdl add or another init at the same moment: one of them finds the other's file
+    # an mdl add or another init at the same moment: one of them finds the other's file
+    with exclusive(path):
         try:
-            kind = kind_of(path.lstat())  # lstat: a FIFO is never opened, a device never replaced, --force or not
+            # lstat: a FIFO is never opened, a device never replaced, --force or not
+            kind = kind_of(path.lstat())
         except FileNotFoundError:
             kind = None
         except OSError as exc:
             raise LocalFSError(f"cannot look at {path}: {exc.strerror or exc}") from None
         if kind is not None:
-            raise UsageError(f"{path} is {kind}, not a catalog file", hint="name a file with --catalog PATH")
+            raise UsageError(
+                f"{path} is {kind}, not a catalog file", hint="name a file with --catalog PATH"
+            )
         there = path.exists() or path.is_symlink()
         if there and not force:
             raise UsageError(
                 f"{path} already exists; mdl init does not overwrite a catalog",
-                hint=f"edit it (or mdl add to it), pass --force to replace it with {what}, or --catalog PATH",
+                hint=(
+                    f"edit it (or mdl add to it), pass --force to replace it with {what}, or"
+                    " --catalog PATH"
+                ),
             )
         write_catalog(path, NEW_CATALOG if project else starter_catalog(), created=not there)
     log.info("%s: %s written%s", path, what, " (replaced)" if there else "")
     found = None
-    with contextlib.suppress(CatalogError):  # $MDL_CATALOG naming a file not there (--catalog wrote another)
+    # $MDL_CATALOG naming a file not there (--catalog wrote another)
+    with contextlib.suppress(CatalogError):
         found = find_catalog(flag=None, environ=environ, cwd=cwd, config_dir=config_dir)
     fallback = path == config_dir / "mdl" / "catalog.toml"
     return CatalogInit(path, replaced=there, found=found, fallback=fallback, empty=project)

@@ -1,6 +1,7 @@
-"""Key paths: as users read them (``models.x.files[1].as``, with "did you mean" hints), and the TOML line each is
-written on, found by letting tomllib (which reports no positions) read one header or ``key = value`` at a time: no
-scanner of ours reads strings, comments or quoted keys. Lines are a courtesy: anything unexpected stops the lookup."""
+"""Key paths: as users read them (``models.x.files[1].as``, with "did you mean" hints), and the TOML
+line each is written on, found by letting tomllib (which reports no positions) read one header or
+``key = value`` at a time: no scanner of ours reads strings, comments or quoted keys. Lines are a
+courtesy: anything unexpected stops the lookup."""
 
 from __future__ import annotations
 
@@ -33,7 +34,11 @@ ALIASES = {
 def did_you_mean(word: str, choices: Collection[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or ``""``."""
     alias = ALIASES.get(word)
-    close = [alias] if alias in choices else difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    close = (
+        [alias]
+        if alias in choices
+        else difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    )
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -48,21 +53,27 @@ def format_path(path: KeyPath) -> str:
     return "".join(parts).removeprefix(".")
 
 
-# A value that spans lines (array, multi-line string, TOML 1.1 inline table) ends on a line with one of these.
+# A value that spans lines (array, multi-line string, TOML 1.1 inline table) ends on a line with one
+# of these.
 _CLOSERS = ("]", '"""', "'''", "}")
-# Statements are reparsed while they grow; a hostile multi-line array must not make that quadratic for long.
+# Statements are reparsed while they grow; a hostile multi-line array must not make that quadratic
+# for long.
 _BUDGET_PER_CHAR = 20
 
 
 class LineIndex:
-    """The 1-based line where each key path is first written; computed on first use (only errors need it)."""
+    """The 1-based line where each key path is first written; computed on first use (only errors
+    need it).
+    """
 
     def __init__(self, text: str) -> None:
         self.text = text
         self._found: dict[KeyPath, int] | None = None
 
     def line_of(self, path: KeyPath) -> int | None:
-        """The line of ``path``, else of its closest written ancestor (a missing key → its table)."""
+        """The line of ``path``, else of its closest written ancestor (a missing key → its
+        table).
+        """
         if self._found is None:
             self._found = {}
             with contextlib.suppress(RecursionError):  # absurd nesting: keep what was found
@@ -109,15 +120,20 @@ def _statements(lines: list[str], *, budget: int) -> Iterator[tuple[int, int, di
         first = last + 1
 
 
-def _enter_table(parsed: dict[str, Any], line: int, found: dict[KeyPath, int], arrays: dict[KeyPath, int]) -> KeyPath:
-    """Record a ``[a.b]`` or ``[[a.b]]`` header and return the table it opens, counting array-of-tables entries."""
+def _enter_table(
+    parsed: dict[str, Any], line: int, found: dict[KeyPath, int], arrays: dict[KeyPath, int]
+) -> KeyPath:
+    """Record a ``[a.b]`` or ``[[a.b]]`` header and return the table it opens, counting
+    array-of-tables entries.
+    """
     keys, node = _leaf((), parsed)
     resolved: KeyPath = ()
     for depth, key in enumerate(keys):
         resolved = (*resolved, key)
         # [models.x] is also where "models" is first written, as far as a reader is concerned.
         found.setdefault(resolved, line)
-        # An earlier [[x]] makes "x" inside later headers mean its latest element (TOML's [[fruits]] example).
+        # An earlier [[x]] makes "x" inside later headers mean its latest element (TOML's [[fruits]]
+        # example).
         if depth < len(keys) - 1 and resolved in arrays:
             resolved = (*resolved, arrays[resolved] - 1)
     if isinstance(node, list):  # one more [[x]] element: the header opens it
@@ -128,16 +144,31 @@ def _enter_table(parsed: dict[str, Any], line: int, found: dict[KeyPath, int], a
 
 
 def _record_elements(
-    lines: list[str], first: int, last: int, path: KeyPath, items: list[Any], found: dict[KeyPath, int]
+    lines: list[str],
+    first: int,
+    last: int,
+    path: KeyPath,
+    items: list[Any],
+    found: dict[KeyPath, int],
 ) -> None:
-    """Give each element of a multi-line array the line it starts on, by reading that line alone as an array."""
+    """Give each element of a multi-line array the line it starts on, by reading that line alone
+    as an array.
+    """
     index = 0
     for row in range(first, last + 1):
         text = lines[row]
         # The first line holds "key = [", the last one the closing "]"; a comment may end any line.
-        snippet = f"{text}\n]" if row == first else f"x = [\n{text}" if row == last else f"x = [\n{text}\n]"
+        snippet = (
+            f"{text}\n]"
+            if row == first
+            else f"x = [\n{text}"
+            if row == last
+            else f"x = [\n{text}\n]"
+        )
         if (parsed := _parse(snippet)) is None:
-            return  # an element spans lines (a nested array or a multi-line string): the rest keep the key's line
+            # an element spans lines (a nested array or a multi-line string): the rest keep the
+            # key's line
+            return
         _, on_line = _leaf((), parsed)
         if not isinstance(on_line, list):
             return
@@ -147,7 +178,9 @@ def _record_elements(
 
 
 def _leaf(base: KeyPath, parsed: dict[str, Any]) -> tuple[KeyPath, Any]:
-    """The key path and value of a one-statement document (``a.b = v`` reads as ``{"a": {"b": v}}``)."""
+    """The key path and value of a one-statement document (``a.b = v`` reads as ``{"a": {"b":
+    v}}``).
+    """
     path, node = base, parsed
     while isinstance(node, dict) and len(node) == 1:
         key, node = next(iter(node.items()))
@@ -159,7 +192,13 @@ def _record(found: dict[KeyPath, int], path: KeyPath, value: Any, line: int) -> 
     """``path`` and everything inside ``value`` were written on ``line``, unless written earlier."""
     if path:
         found.setdefault(path, line)
-    inside = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    inside = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
     for key, item in inside:
         _record(found, (*path, key), item, line)
 

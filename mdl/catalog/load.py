@@ -18,9 +18,10 @@ MAX_CATALOG_BYTES = 16 << 20  # a catalog is a few KiB: a file this big is not o
 
 
 def read_bounded(handle: BinaryIO, *, limit: int) -> bytearray | None:
-    """Everything ``handle`` holds if it is at most ``limit`` bytes, else None (after reading at most one byte more):
-    the bound on the whole of a document mdl parses in memory (catalog.lock, a job output), checked before it is
-    parsed. Memory grows with what is read, never reserved for the limit up front."""
+    """Everything ``handle`` holds if it is at most ``limit`` bytes, else None (after reading at
+    most one byte more): the bound on the whole of a document mdl parses in memory (catalog.lock, a
+    job output), checked before it is parsed. Memory grows with what is read, never reserved for the
+    limit up front."""
     data = bytearray()
     while len(data) <= limit:
         chunk = handle.read(min(1 << 20, limit + 1 - len(data)))
@@ -33,7 +34,8 @@ def read_bounded(handle: BinaryIO, *, limit: int) -> bytearray | None:
 def load_catalog(path: Path) -> Catalog:
     """Read and validate the catalog at ``path``; raises CatalogError."""
     try:
-        data = read_small_file(path, limit=MAX_CATALOG_BYTES)  # a FIFO is never waited on, /dev/zero never read
+        # a FIFO is never waited on, /dev/zero never read
+        data = read_small_file(path, limit=MAX_CATALOG_BYTES)
     except FileNotFoundError as exc:
         raise CatalogError(f"{path}: catalog not found") from exc
     except IsADirectoryError as exc:
@@ -45,12 +47,15 @@ def load_catalog(path: Path) -> Catalog:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise CatalogError(f"{path}:{line}: not valid UTF-8 (TOML files must be UTF-8)") from exc
-    # Windows editors like to start UTF-8 files with a BOM, which tomllib refuses as a stray character.
+    # Windows editors like to start UTF-8 files with a BOM, which tomllib refuses as a stray
+    # character.
     return parse_catalog(text.removeprefix("\ufeff"), source=str(path), path=path)
 
 
 def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None = None) -> Catalog:
-    """Validate catalog TOML text; ``source`` names the file in error messages. Raises CatalogError."""
+    """Validate catalog TOML text; ``source`` names the file in error messages. Raises
+    CatalogError.
+    """
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -64,8 +69,12 @@ def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None 
     return validate_catalog(document, source=source, text=text, path=path)
 
 
-def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
-    """--catalog, else $MDL_CATALOG (must exist), else ./catalog.toml, else ``<config_dir>/mdl/catalog.toml``."""
+def find_catalog(
+    *, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path
+) -> Path | None:
+    """--catalog, else $MDL_CATALOG (must exist), else ./catalog.toml, else
+    ``<config_dir>/mdl/catalog.toml``.
+    """
     if (named := named_catalog(flag=flag, environ=environ, cwd=cwd)) is not None:
         candidate, given, origin = named
         if not candidate.exists():
@@ -77,17 +86,26 @@ def find_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, co
 
 
 def no_catalog(config_dir: Path) -> UsageError:
-    """The error of a command that needs a catalog and finds none; its hint is the command that writes one."""
+    """The error of a command that needs a catalog and finds none; its hint is the command that
+    writes one.
+    """
     default = config_dir / "mdl" / "catalog.toml"
     return UsageError(
-        f"no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder or in {default.parent}",
-        hint=f"run 'mdl init' to write a starter catalog to {default}, which mdl then reads from any folder "
-        "(or 'mdl init --project' for an empty ./catalog.toml here)",
+        "no catalog found: pass --catalog, set MDL_CATALOG, or put catalog.toml in this folder or"
+        f" in {default.parent}",
+        hint=(
+            f"run 'mdl init' to write a starter catalog to {default}, which mdl then reads from any"
+            " folder (or 'mdl init --project' for an empty ./catalog.toml here)"
+        ),
     )
 
 
-def find_lock(*, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path) -> Path | None:
-    """catalog.lock for ``--frozen`` (there may be no catalog): looked for where the catalog would be."""
+def find_lock(
+    *, flag: Path | None, environ: Mapping[str, str], cwd: Path, config_dir: Path
+) -> Path | None:
+    """catalog.lock for ``--frozen`` (there may be no catalog): looked for where the catalog
+    would be.
+    """
     if (named := named_catalog(flag=flag, environ=environ, cwd=cwd)) is not None:
         return lock_beside(named[0])  # named: its lock is the one meant, there or not
     return _first_file("catalog.lock", cwd=cwd, config_dir=config_dir)
@@ -98,23 +116,38 @@ def _first_file(name: str, *, cwd: Path, config_dir: Path) -> Path | None:
 
 
 def lock_beside(catalog: Path) -> Path:
-    """``catalog.toml`` → ``catalog.lock``; ``NAME.lock`` → ``NAME.lock.lock`` (never the catalog itself)."""
-    return catalog.with_name(catalog.name + ".lock") if catalog.suffix == ".lock" else catalog.with_suffix(".lock")
+    """``catalog.toml`` → ``catalog.lock``; ``NAME.lock`` → ``NAME.lock.lock`` (never the catalog
+    itself).
+    """
+    return (
+        catalog.with_name(catalog.name + ".lock")
+        if catalog.suffix == ".lock"
+        else catalog.with_suffix(".lock")
+    )
 
 
-def named_catalog(*, flag: Path | None, environ: Mapping[str, str], cwd: Path) -> tuple[Path, Path, str] | None:
-    """(absolute path, as given, by what) of the catalog --catalog or else $MDL_CATALOG names (empty: unset)."""
+def named_catalog(
+    *, flag: Path | None, environ: Mapping[str, str], cwd: Path
+) -> tuple[Path, Path, str] | None:
+    """(absolute path, as given, by what) of the catalog --catalog or else $MDL_CATALOG names
+    (empty: unset).
+    """
     env = environ.get("MDL_CATALOG", "")
     for given, origin in ((flag, "--catalog"), (Path(env) if env else None, "$MDL_CATALOG")):
-        if given is not None:  # ~ and ~/x from the run's HOME (the shell leaves a quoted "~/x" alone)
+        # ~ and ~/x from the run's HOME (the shell leaves a quoted "~/x" alone)
+        if given is not None:
             home, text = environ.get("HOME", ""), str(given)
-            path = Path(home) / text[2:] if home and (text == "~" or text.startswith("~/")) else given
+            path = (
+                Path(home) / text[2:] if home and (text == "~" or text.startswith("~/")) else given
+            )
             return (path if path.is_absolute() else cwd / path), given, origin
     return None
 
 
 def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """The file's headers with ``${VAR}`` replaced from ``environ``; CatalogError names a missing variable."""
+    """The file's headers with ``${VAR}`` replaced from ``environ``; CatalogError names a missing
+    variable.
+    """
     expanded: list[tuple[str, str]] = []
     for name, raw in spec.headers:
         for variable in VAR_RE.findall(raw):
@@ -122,14 +155,19 @@ def expand_headers(spec: FileSpec, environ: Mapping[str, str]) -> tuple[tuple[st
             where = f"{spec.key_path}.headers.{format_key(name)}: environment variable {variable}"
             # An empty token would only earn a puzzling 401 later; say what is missing now.
             if not value:
-                raise CatalogError(f"{where} is not set or empty", hint=f"export {variable}=… before running mdl")
+                raise CatalogError(
+                    f"{where} is not set or empty", hint=f"export {variable}=… before running mdl"
+                )
             # Never echo the value: it is usually a secret.
             if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in value):
                 raise CatalogError(f"{where} contains a line break or control character")
             if not value.isascii():
-                raise CatalogError(f"{where} has non-ASCII characters (HTTP header values are ASCII)")
+                raise CatalogError(
+                    f"{where} has non-ASCII characters (HTTP header values are ASCII)"
+                )
         value = VAR_RE.sub(lambda match: environ[match.group(1)], raw)  # secret: catalog_secrets
-        if (problem := header_value_problem(value)) is not None:  # the whole value, as it will be sent
+        # the whole value, as it will be sent
+        if (problem := header_value_problem(value)) is not None:
             used = ", ".join(dict.fromkeys(VAR_RE.findall(raw)))
             raise CatalogError(
                 f"{spec.key_path}.headers.{format_key(name)}: its value {problem}"
@@ -149,16 +187,28 @@ def _syntax_error_message(source: str, exc: tomllib.TOMLDecodeError, document: s
         last_line = document.rstrip("\n").count("\n") + 1
         return f"{source}:{last_line}: invalid TOML at the end of the file: {problem}"
     line, column = int(match.group(1)), int(match.group(2))
-    return f"{source}:{line}:{column}: invalid TOML: {problem}{_inline_table_hint(document, line, column)}"
+    return (
+        f"{source}:{line}:{column}: invalid TOML:"
+        f" {problem}{_inline_table_hint(document, line, column)}"
+    )
 
 
 def _inline_table_hint(document: str, line: int, column: int) -> str:
-    """A hint for a line break inside ``{ … ,``: TOML 1.0 wants inline tables on one line; tomllib does not say so."""
+    """A hint for a line break inside ``{ … ,``: TOML 1.0 wants inline tables on one line;
+    tomllib does not say so.
+    """
     lines = document.splitlines()
     if not 1 <= line <= len(lines):
         return ""
     text = lines[line - 1]
     before, after = text[: column - 1].rstrip(), text[column - 1 :].strip()
-    if (after and not after.startswith("#")) or not before.endswith((",", "{")) or "{" not in before:
+    if (
+        (after and not after.startswith("#"))
+        or not before.endswith((",", "{"))
+        or "{" not in before
+    ):
         return ""
-    return " (an inline table { … } must fit on one line; for long entries use [[models.NAME.files]] tables)"
+    return (
+        " (an inline table { … } must fit on one line; for long entries use [[models.NAME.files]]"
+        " tables)"
+    )

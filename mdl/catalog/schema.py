@@ -1,5 +1,6 @@
-"""The catalog's validating reader (loaded only when a catalog is parsed): pydantic tables, strict and closed, and
-every problem found, each as one line naming file, line and key path (``catalog.toml:4: models.z.files[1].as: …``)."""
+"""The catalog's validating reader (loaded only when a catalog is parsed): pydantic tables, strict
+and closed, and every problem found, each as one line naming file, line and key path
+(``catalog.toml:4: models.z.files[1].as: …``)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic import create_model as make_table
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from mdl.catalog.headers import header_name_problem, header_value_problem
 from mdl.catalog.lines import KeyPath, LineIndex, did_you_mean, format_key, format_path
 from mdl.catalog.settings import check_mirror, parse_rate
-from mdl.catalog.specs import MAX_MODEL_NAME, NAME_RE, VAR_RE, Catalog, CatalogSettings, FileSpec, ModelSpec
+from mdl.catalog.specs import (
+    MAX_MODEL_NAME,
+    NAME_RE,
+    VAR_RE,
+    Catalog,
+    CatalogSettings,
+    FileSpec,
+    ModelSpec,
+)
 from mdl.errors import CatalogError, UnsafePathError, UsageError
 from mdl.paths import SHA256_HEX, is_http_url, revision_problem, safe_relative_path, url_basename
 from mdl.setting import SETTINGS, Setting
@@ -28,7 +45,9 @@ SCHEMA_VERSION = 1
 
 
 def problem(message: str, *at: str | int) -> PydanticCustomError:
-    """One of our rules broken; ``at`` continues the key path (the message travels in the context: no placeholders)."""
+    """One of our rules broken; ``at`` continues the key path (the message travels in the
+    context: no placeholders).
+    """
     return PydanticCustomError("mdl_catalog", "{message}", {"message": message, "at": at})
 
 
@@ -61,7 +80,10 @@ def _reworded(check: Callable[[str], str]) -> AfterValidator:
 
 def _model_name(name: str) -> str:
     if not NAME_RE.fullmatch(name) or name.startswith("."):
-        raise problem(f"model names use letters, digits, '.', '_' and '-' and do not start with '.', got {name!r}")
+        raise problem(
+            "model names use letters, digits, '.', '_' and '-' and do not start with '.', got"
+            f" {name!r}"
+        )
     if len(name) > MAX_MODEL_NAME:
         raise problem(f"model names are at most {MAX_MODEL_NAME} characters, got {len(name)}")
     return name
@@ -85,7 +107,10 @@ def _one_of(choices: tuple[str, ...], *, hint: bool) -> AfterValidator:
 def _file_url(url: str) -> str:
     if not is_http_url(url):
         scheme = urlsplit(url).scheme if "://" in url else ""
-        raise problem(f"must be an http:// or https:// URL, got {f'scheme {scheme!r}' if scheme else 'no scheme'}")
+        raise problem(
+            "must be an http:// or https:// URL, got"
+            f" {f'scheme {scheme!r}' if scheme else 'no scheme'}"
+        )
     return url
 
 
@@ -110,16 +135,27 @@ def _between(low: int, high: int) -> AfterValidator:
 
 
 def _seconds(*, zero_ok: bool, most: int) -> BeforeValidator:
-    # Before pydantic's float check, so the message shows the number as written ("got 0", not "got 0.0").
+    # Before pydantic's float check, so the message shows the number as written ("got 0", not "got
+    # 0.0").
     def check(value: object) -> object:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return value  # pydantic's strict float check names the wrong type
-        shown = value if isinstance(value, float) or value.bit_length() < 64 else f"a {value.bit_length()}-bit number"
-        if (isinstance(value, float) and not math.isfinite(value)) or value < 0 or (value == 0 and not zero_ok):
+        shown = (
+            value
+            if isinstance(value, float) or value.bit_length() < 64
+            else f"a {value.bit_length()}-bit number"
+        )
+        if (
+            (isinstance(value, float) and not math.isfinite(value))
+            or value < 0
+            or (value == 0 and not zero_ok)
+        ):
             bound = ">= 0" if zero_ok else "> 0"
             raise problem(f"must be a finite number of seconds {bound}, got {shown}")
-        if value > most:  # the table's bound (mdl.setting): a wait every clock and timeout can take; (int first:
-            raise problem(f"must be at most {most} seconds, got {shown}")  # float() of a huge int raises)
+        # the table's bound (mdl.setting): a wait every clock and timeout can take; (int first:
+        if value > most:
+            # float() of a huge int raises)
+            raise problem(f"must be at most {most} seconds, got {shown}")
         return float(value)
 
     return BeforeValidator(check)
@@ -129,7 +165,9 @@ def _rate(text: str) -> str:
     try:
         parse_rate(text)
     except UsageError:
-        raise problem(f"must be a rate in bytes per second like '500K', '50M' or '1.5G' (> 0), got {text!r}") from None
+        raise problem(
+            f"must be a rate in bytes per second like '500K', '50M' or '1.5G' (> 0), got {text!r}"
+        ) from None
     return text
 
 
@@ -161,19 +199,28 @@ def _distinct_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 Text = Annotated[str, _rule(lambda value: value.strip() != "", "must not be empty")]
-Revision = Annotated[Text, _no_problem(revision_problem)]  # '..' would ask the Hub for its default branch
+# '..' would ask the Hub for its default branch
+Revision = Annotated[Text, _no_problem(revision_problem)]
 RepoId = Annotated[
-    Text, _rule(_is_repo_id, "must be 'owner/name' or 'name' using letters, digits, '.', '_' and '-', got {!r}")
+    Text,
+    _rule(
+        _is_repo_id,
+        "must be 'owner/name' or 'name' using letters, digits, '.', '_' and '-', got {!r}",
+    ),
 ]
 RepoType = Annotated[Text, _one_of(("model", "dataset", "space"), hint=True)]
 RelativePath = Annotated[str, _reworded(lambda path: safe_relative_path(path, where=""))]
-Size = Annotated[  # (a lock holds sizes below 2**63: a catalog that could not be locked is refused at load)
+# (a lock holds sizes below 2**63: a catalog that could not be locked is refused at load)
+Size = Annotated[
     int,
     _rule(lambda size: size >= 0, "must be >= 0 bytes, got {}"),
     _rule(lambda size: size < 1 << 63, "must be below 2**63 bytes, got {}"),
 ]
 Headers = Annotated[
-    dict[Annotated[str, _no_problem(header_name_problem)], Annotated[str, _no_problem(_header_value_problem)]],
+    dict[
+        Annotated[str, _no_problem(header_name_problem)],
+        Annotated[str, _no_problem(_header_value_problem)],
+    ],
     AfterValidator(_distinct_headers),
 ]
 
@@ -207,13 +254,17 @@ class FileEntry(Table):
         given = self.model_fields_set
         if self.url is None:
             if "repo" not in given and "path" not in given:
-                raise problem("needs 'repo' + 'path' (a file in a Hub repo) or 'url' (a direct URL)")
+                raise problem(
+                    "needs 'repo' + 'path' (a file in a Hub repo) or 'url' (a direct URL)"
+                )
             if "path" not in given:
                 raise problem("has 'repo' but no 'path' (the file's path in the repo)")
             if "repo" not in given:
                 raise problem("has 'path' but no 'repo' (the Hub repo the file is in)")
             if "headers" in given:
-                raise problem("only direct 'url' files take headers; Hub files use HF_TOKEN", "headers")
+                raise problem(
+                    "only direct 'url' files take headers; Hub files use HF_TOKEN", "headers"
+                )
             return self
         if "repo" in given or "path" in given:
             raise problem("has both 'url' and 'repo'/'path'; use one source")
@@ -229,7 +280,8 @@ class FileEntry(Table):
 
     def to_spec(self, key_path: str) -> FileSpec:
         """The spec other parts use; a Hub file's revision and repo type get their defaults."""
-        fields = {**dict(iter(self)), "headers": tuple((self.headers or {}).items())}  # not dict(self): keys()
+        # not dict(self): keys()
+        fields = {**dict(iter(self)), "headers": tuple((self.headers or {}).items())}
         if self.url is None:
             fields.update(revision=self.revision or "main", repo_type=self.repo_type or "model")
         return FileSpec(key_path, **fields)
@@ -237,19 +289,21 @@ class FileEntry(Table):
 
 def _signature_file(value: str) -> str:
     if "://" in value:
-        url_basename(_file_url(value), where="")  # its name in the model folder: the last segment, never the query
+        # its name in the model folder: the last segment, never the query
+        url_basename(_file_url(value), where="")
         return value
     return safe_relative_path(value, where="")
 
 
 class SignatureTable(Table):
-    """``[models.NAME.signature]`` (or ``[settings.signature]``, every model's default): whom the model's model.sig
-    must be signed by (exactly one of ``key``, ``certificates``, ``identity`` + ``issuer``) and where it is."""
+    """``[models.NAME.signature]`` (or ``[settings.signature]``, every model's default): whom the
+    model's model.sig must be signed by (exactly one of ``key``, ``certificates``, ``identity`` +
+    ``issuer``) and where it is."""
 
     key: Text | None = None
-    certificates: Annotated[list[Text], _rule(bool, "must name at least one certificate file")] | None = Field(
-        default=None, description="an array of certificate files (PEM)"
-    )
+    certificates: (
+        Annotated[list[Text], _rule(bool, "must name at least one certificate file")] | None
+    ) = Field(default=None, description="an array of certificate files (PEM)")
     identity: Text | None = None
     issuer: Text | None = None
     file: Annotated[Text, _reworded(_signature_file)] = SIGNATURE_FILE
@@ -262,7 +316,9 @@ class SignatureTable(Table):
             raise problem("has 'issuer' but no 'identity' (the signer's sigstore identity)")
         if len(kinds) != 1:
             said = f"has {' and '.join(repr(k) for k in kinds)}" if kinds else "names no signer"
-            raise problem(f"{said}; give exactly one of 'key', 'certificates' or 'identity' + 'issuer'")
+            raise problem(
+                f"{said}; give exactly one of 'key', 'certificates' or 'identity' + 'issuer'"
+            )
         if kinds == ["identity"] and "issuer" not in given:
             raise problem("has 'identity' but no 'issuer' (the OIDC issuer that vouched for it)")
         return self
@@ -278,7 +334,9 @@ class SignatureTable(Table):
         )
 
 
-SIGNATURE_URL_NEEDED = "a model whose files are not all in one Hub repo (and revision) needs the signature's URL"
+SIGNATURE_URL_NEEDED = (
+    "a model whose files are not all in one Hub repo (and revision) needs the signature's URL"
+)
 
 
 class ModelEntry(Table):
@@ -297,7 +355,9 @@ class ModelEntry(Table):
     signature: SignatureTable | None = None
 
     def needs_signature_url(self, signature: SignatureTable) -> bool:
-        """Whether ``signature`` (its own, or [settings]'s) cannot name a file in the model's one Hub repo."""
+        """Whether ``signature`` (its own, or [settings]'s) cannot name a file in the model's one
+        Hub repo.
+        """
         if not self.files or "://" in signature.file:
             return False
         repos = {(f.repo, f.revision or "main", f.repo_type or "model") for f in self.files}
@@ -309,7 +369,9 @@ class ModelEntry(Table):
         if self.signature is not None and self.needs_signature_url(self.signature):
             raise problem(SIGNATURE_URL_NEEDED, "signature", "file")
         if "repo" in given and "files" in given:
-            raise problem("has both 'repo' and 'files'; use 'repo' for a whole repo or 'files' for a list")
+            raise problem(
+                "has both 'repo' and 'files'; use 'repo' for a whole repo or 'files' for a list"
+            )
         if "repo" not in given and "files" not in given:
             raise problem("needs 'repo' (a whole repo) or 'files' (a list of files)")
         for key in ("repo_type", "revision", "include", "exclude"):
@@ -323,7 +385,9 @@ class ModelEntry(Table):
 
 
 class MirrorTable(Table):
-    """A mirror with its own S3 endpoint: ``{ url = "s3://bucket/prefix/{model}/{path}", endpoint = "…" }``."""
+    """A mirror with its own S3 endpoint: ``{ url = "s3://bucket/prefix/{model}/{path}", endpoint
+    = "…" }``.
+    """
 
     url: Annotated[Text, _reworded(lambda template: check_mirror(template, where="mirror"))]
     endpoint: Annotated[Text, AfterValidator(_endpoint)] | None = None
@@ -331,7 +395,10 @@ class MirrorTable(Table):
     @model_validator(mode="after")
     def _s3_only(self) -> Self:
         if self.endpoint is not None and not self.url.startswith("s3://"):
-            raise problem("an endpoint is for s3:// mirrors; an http(s) mirror's URL says where it is", "endpoint")
+            raise problem(
+                "an endpoint is for s3:// mirrors; an http(s) mirror's URL says where it is",
+                "endpoint",
+            )
         return self
 
 
@@ -351,7 +418,9 @@ def _setting_key(setting: Setting) -> tuple[Any, Any]:
             kind = Annotated[Text, AfterValidator(_endpoint)]
         case "switch":
             kind = bool
-    return kind | None, Field(default=None, description="a number of seconds" if setting.kind == "seconds" else None)
+    return kind | None, Field(
+        default=None, description="a number of seconds" if setting.kind == "seconds" else None
+    )
 
 
 if TYPE_CHECKING:
@@ -364,15 +433,20 @@ else:  # the table's settings that are [settings] keys, but mirrors (below: a li
 class SettingsTable(_SettingKeys):
     signature: SignatureTable | None = None  # every model's, unless it names its own
     # a mirror given as a plain string is a table with only its url
-    mirrors: list[Annotated[MirrorTable, BeforeValidator(lambda v: {"url": v} if isinstance(v, str) else v)]] = Field(
-        default_factory=list, description="an array of URL templates (strings, or { url, endpoint } tables)"
+    mirrors: list[
+        Annotated[MirrorTable, BeforeValidator(lambda v: {"url": v} if isinstance(v, str) else v)]
+    ] = Field(
+        default_factory=list,
+        description="an array of URL templates (strings, or { url, endpoint } tables)",
     )
 
     def to_spec(self) -> CatalogSettings:
         return CatalogSettings(
             **{key: value for key, value in self if key not in ("mirrors", "signature")},
             mirrors=tuple(m.url for m in self.mirrors),
-            mirror_endpoints=tuple((m.url, m.endpoint) for m in self.mirrors if m.endpoint is not None),
+            mirror_endpoints=tuple(
+                (m.url, m.endpoint) for m in self.mirrors if m.endpoint is not None
+            ),
         )
 
 
@@ -380,9 +454,13 @@ _UNSUPPORTED = f"unsupported catalog version {{}}; this mdl reads version {SCHEM
 
 
 class CatalogDocument(Table):
-    version: Annotated[int, _rule(lambda number: number == SCHEMA_VERSION, _UNSUPPORTED)] | None = None
+    version: Annotated[int, _rule(lambda number: number == SCHEMA_VERSION, _UNSUPPORTED)] | None = (
+        None
+    )
     settings: SettingsTable = Field(default_factory=SettingsTable)
-    models: dict[Annotated[str, AfterValidator(_model_name)], ModelEntry] = Field(default_factory=dict)
+    models: dict[Annotated[str, AfterValidator(_model_name)], ModelEntry] = Field(
+        default_factory=dict
+    )
 
 
 # "must be …" for pydantic's strict type errors, by type; a field's description says it better.
@@ -395,36 +473,63 @@ _TYPE_PHRASES = {
     "dict_type": "a table",
     "model_type": "a table",
 }
-# "…, got X": the TOML name of the type tomllib read (float, datetime, date and time go by their Python names).
-_TOML_TYPES: dict[type, str] = {bool: "boolean", int: "integer", str: "string", list: "array", dict: "table"}
+# "…, got X": the TOML name of the type tomllib read (float, datetime, date and time go by their
+# Python names).
+_TOML_TYPES: dict[type, str] = {
+    bool: "boolean",
+    int: "integer",
+    str: "string",
+    list: "array",
+    dict: "table",
+}
 
 
-# A catalog with many problems lists this many (the first ones written), then says how many more there are.
+# A catalog with many problems lists this many (the first ones written), then says how many more
+# there are.
 MAX_PROBLEMS = 20
 
 
-def validate_catalog(document: dict[str, Any], *, source: str, text: str, path: Path | None) -> Catalog:
-    """The catalog that tomllib's ``document`` describes; CatalogError listing every problem in ``text``, in line
-    order (pydantic reports every broken rule at once; save paths are checked in each entry that is valid)."""
+def validate_catalog(
+    document: dict[str, Any], *, source: str, text: str, path: Path | None
+) -> Catalog:
+    """The catalog that tomllib's ``document`` describes; CatalogError listing every problem in
+    ``text``, in line order (pydantic reports every broken rule at once; save paths are checked in
+    each entry that is valid)."""
     lines = LineIndex(text)
     found: list[tuple[KeyPath, str]] = []
     try:
         valid: CatalogDocument | None = CatalogDocument.model_validate(document)
     except ValidationError as exc:
         valid = None
-        found.extend((_key_path(error), _message(error, _key_path(error))) for error in exc.errors())
+        found.extend(
+            (_key_path(error), _message(error, _key_path(error))) for error in exc.errors()
+        )
     entries = valid.models if valid is not None else _valid_entries(document)
     models = []
     for name, entry in entries.items():
-        files = tuple(f.to_spec(format_path(("models", name, "files", i))) for i, f in enumerate(entry.files or ()))
+        files = tuple(
+            f.to_spec(format_path(("models", name, "files", i)))
+            for i, f in enumerate(entry.files or ())
+        )
         found.extend(_save_path_clashes(files, ("models", name)))
         values: dict[str, Any] = {
-            key: tuple(v) if isinstance(v, list) else v for key, v in entry if key not in ("files", "signature")
+            key: tuple(v) if isinstance(v, list) else v
+            for key, v in entry
+            if key not in ("files", "signature")
         }
         signed = entry.signature or (valid.settings.signature if valid is not None else None)
         if entry.signature is None and signed is not None and entry.needs_signature_url(signed):
-            found.append((("models", name), f"{SIGNATURE_URL_NEEDED}: give it its own [models.{name}.signature]"))
-        trust = signed.to_trust(path.parent if path is not None else Path.cwd()) if signed is not None else None
+            found.append(
+                (
+                    ("models", name),
+                    f"{SIGNATURE_URL_NEEDED}: give it its own [models.{name}.signature]",
+                )
+            )
+        trust = (
+            signed.to_trust(path.parent if path is not None else Path.cwd())
+            if signed is not None
+            else None
+        )
         models.append(ModelSpec(name=name, **values, files=files, signature=trust))
     if found or valid is None:
         message, problems = _listed(found, lines, source)
@@ -433,7 +538,9 @@ def validate_catalog(document: dict[str, Any], *, source: str, text: str, path: 
 
 
 def _valid_entries(document: dict[str, Any]) -> dict[str, ModelEntry]:
-    """The model entries that are valid on their own, in a catalog that is not (their save paths are checked too)."""
+    """The model entries that are valid on their own, in a catalog that is not (their save paths
+    are checked too).
+    """
     models = document.get("models")
     entries: dict[str, ModelEntry] = {}
     for name, raw in models.items() if isinstance(models, dict) else ():
@@ -442,17 +549,23 @@ def _valid_entries(document: dict[str, Any]) -> dict[str, ModelEntry]:
     return entries
 
 
-def _listed(found: Sequence[tuple[KeyPath, str]], lines: LineIndex, source: str) -> tuple[str, list[str]]:
-    """The error's message (one problem: one line; more: a line each, the first :data:`MAX_PROBLEMS` by line) and
-    its ``problems``, each ``file:line: key.path: what is wrong``."""
+def _listed(
+    found: Sequence[tuple[KeyPath, str]], lines: LineIndex, source: str
+) -> tuple[str, list[str]]:
+    """The error's message (one problem: one line; more: a line each, the first :data:`MAX_PROBLEMS`
+    by line) and its ``problems``, each ``file:line: key.path: what is wrong``."""
 
     def where(key_path: KeyPath) -> tuple[float, str]:  # (line or inf, "file:line: key.path")
         line = lines.line_of(key_path)
         head = f"{source}:{line}" if line is not None else source
-        return (line if line is not None else math.inf), f"{head}: {format_path(key_path)}" if key_path else head
+        return (line if line is not None else math.inf), (
+            f"{head}: {format_path(key_path)}" if key_path else head
+        )
 
     # sorted is stable: problems on one line keep pydantic's order
-    located = sorted(((*where(key_path), message) for key_path, message in found), key=lambda item: item[0])
+    located = sorted(
+        ((*where(key_path), message) for key_path, message in found), key=lambda item: item[0]
+    )
     problems = list(dict.fromkeys(f"{head}: {message}" for _, head, message in located))
     if len(problems) == 1:
         return problems[0], problems
@@ -462,7 +575,9 @@ def _listed(found: Sequence[tuple[KeyPath, str]], lines: LineIndex, source: str)
 
 
 def _key_path(error: ErrorDetails) -> KeyPath:
-    """pydantic's ``loc`` as our key path: a bad dict key is the key itself; our errors may point deeper."""
+    """pydantic's ``loc`` as our key path: a bad dict key is the key itself; our errors may point
+    deeper.
+    """
     loc = tuple(error["loc"])
     if loc and loc[-1] == "[key]":
         loc = loc[:-1]
@@ -496,7 +611,9 @@ def _message(error: ErrorDetails, path: KeyPath) -> str:
     if kind == "extra_forbidden":
         owner = _table_at(path[:-1])
         allowed = owner.keys() if owner is not None else []
-        hint = did_you_mean(str(path[-1]), allowed) or (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        hint = did_you_mean(str(path[-1]), allowed) or (
+            f" (allowed: {', '.join(allowed)})" if allowed else ""
+        )
         return f"unknown key{hint}"
     if kind in _TYPE_PHRASES:
         phrase = _TYPE_PHRASES[kind]
@@ -505,7 +622,9 @@ def _message(error: ErrorDetails, path: KeyPath) -> str:
                 phrase = f"a table like [models.{format_key(name)}]"
             case ("models", str(), "files", int()):
                 phrase = "a table like { repo = ..., path = ... }"
-            case (*table, str() as key) if (owner := _table_at(tuple(table))) and key in owner.model_fields:
+            case (*table, str() as key) if (
+                owner := _table_at(tuple(table))
+            ) and key in owner.model_fields:
                 phrase = owner.model_fields[key].description or phrase
         got = type(error["input"])
         return f"must be {phrase}, got {_TOML_TYPES.get(got, got.__name__)}"
@@ -514,21 +633,33 @@ def _message(error: ErrorDetails, path: KeyPath) -> str:
 
 
 def _save_path_clashes(files: Sequence[FileSpec], model_path: KeyPath) -> list[tuple[KeyPath, str]]:
-    """Each file saving where another does, or into another's file (the message names the other's key path)."""
+    """Each file saving where another does, or into another's file (the message names the other's
+    key path).
+    """
     clashes: list[tuple[KeyPath, str]] = []
     owners: dict[str, int] = {}  # save path → the first entry saving there
     folders: dict[str, int] = {}  # folder → the first entry saving inside it
     for index, spec in enumerate(files):
         target = spec.save_path
-        parents = list(itertools.accumulate(target.split("/")[:-1], lambda above, part: f"{above}/{part}"))
+        parents = list(
+            itertools.accumulate(target.split("/")[:-1], lambda above, part: f"{above}/{part}")
+        )
         inside = next((folder for folder in parents if folder in owners), None)
         clash = None
         if target in owners:
-            clash = f"saves to {target!r}, as {files[owners[target]].key_path} does; set 'as' on one of them"
+            clash = (
+                f"saves to {target!r}, as {files[owners[target]].key_path} does; set 'as' on one of"
+                " them"
+            )
         elif target in folders:
-            clash = f"saves to {target!r}, which {files[folders[target]].key_path} needs as a folder"
+            clash = (
+                f"saves to {target!r}, which {files[folders[target]].key_path} needs as a folder"
+            )
         elif inside is not None:
-            clash = f"saves to {target!r}, inside {inside!r}, which {files[owners[inside]].key_path} saves as a file"
+            clash = (
+                f"saves to {target!r}, inside {inside!r}, which {files[owners[inside]].key_path}"
+                " saves as a file"
+            )
         if clash is not None:
             clashes.append(((*model_path, "files", index), clash))
             continue

@@ -1,6 +1,7 @@
-"""Settings resolved once: flags > MDL_* environment > catalog [settings] > defaults. Mirror URL templates: literal
-text and ``{known_name}`` placeholders, filled by plain replacement; never ``str.format``, whose format specs a user
-could abuse (``{path:>99999999}`` builds a 100 MB string)."""
+"""Settings resolved once: flags > MDL_* environment > catalog [settings] > defaults. Mirror URL
+templates: literal text and ``{known_name}`` placeholders, filled by plain replacement; never
+``str.format``, whose format specs a user could abuse (``{path:>99999999}`` builds a 100 MB string).
+"""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from mdl.setting import SETTING, SETTINGS, Overrides, Setting
 LAYOUTS = SETTING["layout"].choices
 MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 
-# S3 bucket names (3-63 letters, digits, '.', '_', '-'; compatibles allow a little more than AWS does)
+# S3 bucket names (3-63 letters, digits, '.', '_', '-'; compatibles allow a little more than AWS
+# does)
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$")
 
@@ -38,7 +40,8 @@ class Settings:
     offline: bool
     connections: int
     jobs: int
-    connections_set: bool  # --connections, MDL_CONNECTIONS or the catalog chose it; else big files get more
+    # --connections, MDL_CONNECTIONS or the catalog chose it; else big files get more
+    connections_set: bool
     jobs_set: bool  # --jobs, MDL_JOBS or the catalog chose it; else small files get more in flight
     limit_rate: int | None
     stall_timeout: float
@@ -53,16 +56,23 @@ class Settings:
     layout: str  # "plain" model folders, or "hf-cache" (Hub files go into the Hugging Face cache)
     hf_cache: Path | None  # the Hugging Face hub cache, when layout is "hf-cache"
     mirrors: tuple[str, ...]  # URL templates tried in order before the origin
-    xet: bool  # Hub files stored in Xet fetched by chunk (reusing chunks on disk); False: whole, over plain HTTP
-    # an s3:// mirror's own endpoint (a catalog ``{ url, endpoint }`` entry), over AWS_ENDPOINT_URL[_S3]
+    # Hub files stored in Xet fetched by chunk (reusing chunks on disk); False: whole, over plain
+    # HTTP
+    xet: bool
+    # an s3:// mirror's own endpoint (a catalog ``{ url, endpoint }`` entry), over
+    # AWS_ENDPOINT_URL[_S3]
     mirror_endpoints: tuple[tuple[str, str], ...]
-    # How the run uses catalog.lock: "auto" (a fresh entry pins the model, a stale one is resolved with a warning),
-    # "locked" (a missing or stale entry is an error), "frozen" (the lock as written; the catalog is not consulted).
+    # How the run uses catalog.lock: "auto" (a fresh entry pins the model, a stale one is resolved
+    # with a warning), "locked" (a missing or stale entry is an error), "frozen" (the lock as
+    # written; the catalog is not consulted).
     lock_mode: str
     lock_path: Path | None  # catalog.lock beside the catalog (None: no catalog file, no lock)
-    catalog_path: Path | None  # the catalog file (absolute; --frozen without one: where its lock says it is)
-    netrc: Path | None  # credentials for direct URLs, as curl, wget and aria2c read them ($NETRC, ~/.netrc)
-    secrets: Secrets = field(default_factory=Secrets, compare=False, repr=False)  # the run's: learnt, then hidden
+    # the catalog file (absolute; --frozen without one: where its lock says it is)
+    catalog_path: Path | None
+    # credentials for direct URLs, as curl, wget and aria2c read them ($NETRC, ~/.netrc)
+    netrc: Path | None
+    # the run's: learnt, then hidden
+    secrets: Secrets = field(default_factory=Secrets, compare=False, repr=False)
 
     @property
     def state_dir(self) -> Path:
@@ -71,12 +81,18 @@ class Settings:
 
 
 def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
-    """Parse a rate like ``50M``, ``500k`` or ``1.5G`` into bytes per second (binary units, as curl and aria2c)."""
+    """Parse a rate like ``50M``, ``500k`` or ``1.5G`` into bytes per second (binary units, as
+    curl and aria2c).
+    """
     match = _RATE_RE.match(value)
     if not match:
         raise UsageError(f"{where}: expected a rate such as 50M or 500K, got {value!r}")
-    scaled = float(match.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
-    if not math.isfinite(scaled):  # hundreds of digits overflow the float; int(inf) would be a traceback
+    scaled = (
+        float(match.group(1))
+        * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[match.group(2).lower()]
+    )
+    # hundreds of digits overflow the float; int(inf) would be a traceback
+    if not math.isfinite(scaled):
         raise UsageError(f"{where}: the rate is too large, got {value!r}")
     rate = int(scaled)
     if rate <= 0:
@@ -90,18 +106,27 @@ def check_mirror(template: str, *, where: str) -> str:
         bucket = template[len("s3://") :].partition("/")[0]
         if not _BUCKET_RE.match(bucket) or ".." in bucket:
             raise UsageError(
-                f"{where}: {bucket!r} is not a bucket name in {template!r} (s3://bucket/prefix/{{model}}/{{path}})"
+                f"{where}: {bucket!r} is not a bucket name in {template!r}"
+                " (s3://bucket/prefix/{model}/{path})"
             )
     elif not template.startswith(("http://", "https://")):
-        raise UsageError(f"{where}: a mirror must be an http(s) or s3:// URL template, got {template!r}")
+        raise UsageError(
+            f"{where}: a mirror must be an http(s) or s3:// URL template, got {template!r}"
+        )
     parse_template(template, fields=MIRROR_FIELDS, where=where)
     return template
 
 
 def hf_hub_cache(environ: Mapping[str, str]) -> Path:
     """The Hugging Face hub cache, found as huggingface_hub does but from the run's environment."""
-    home = environ.get("HF_HOME") or str(Path(environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface"))
-    cache = environ.get("HF_HUB_CACHE") or environ.get("HUGGINGFACE_HUB_CACHE") or str(Path(home, "hub"))
+    home = environ.get("HF_HOME") or str(
+        Path(environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    )
+    cache = (
+        environ.get("HF_HUB_CACHE")
+        or environ.get("HUGGINGFACE_HUB_CACHE")
+        or str(Path(home, "hub"))
+    )
     return Path(os.path.expandvars(cache)).expanduser().absolute()
 
 
@@ -126,9 +151,15 @@ def user_config_dir() -> Path:  # the catalog fallback is <this>/mdl/catalog.tom
 
 
 def resolve_dest(
-    *, flag: Path | None, environ: Mapping[str, str], catalog_dest: str | None, catalog_dir: Path | None
+    *,
+    flag: Path | None,
+    environ: Mapping[str, str],
+    catalog_dest: str | None,
+    catalog_dir: Path | None,
 ) -> Path:
-    """The download root: ``--dest``, else ``$MDL_DEST``, else ``[settings].dest`` (relative to the catalog)."""
+    """The download root: ``--dest``, else ``$MDL_DEST``, else ``[settings].dest`` (relative to
+    the catalog).
+    """
     if flag is not None:
         return _home(flag).absolute()
     if env := environ.get(SETTING["dest"].env):
@@ -148,21 +179,23 @@ def _home(path: Path) -> Path:  # a ~user that does not exist stays as written, 
 NO_OVERRIDES = Overrides()
 
 
-# ASCII digits only, for every number a flag, a variable or the catalog gives (int() and float() also take '١٦' and
-# '1_6'); a sign is read so that -1 is refused by the bounds, naming them.
+# ASCII digits only, for every number a flag, a variable or the catalog gives (int() and float()
+# also take '١٦' and '1_6'); a sign is read so that -1 is refused by the bounds, naming them.
 _WHOLE_RE = re.compile(r"[+-]?[0-9]+")
 _DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def parse_number(setting: Setting, value: Any, *, where: str) -> int | float:
-    """A count or seconds setting's value (text, or a number from the API or the catalog) within the setting's
-    bounds, else UsageError naming ``where``: every value accepted is one every clock, wait and timeout can take."""
+    """A count or seconds setting's value (text, or a number from the API or the catalog) within the
+    setting's bounds, else UsageError naming ``where``: every value accepted is one every clock,
+    wait and timeout can take."""
     count = setting.kind == "count"
     if isinstance(value, str):
         text = value.strip(" \t")
         number: float | None = None
         if (_WHOLE_RE if count else _DECIMAL_RE).fullmatch(text):
-            number = int(text) if count and len(text) <= 20 else float(text)  # (int() of 5000 digits raises)
+            # (int() of 5000 digits raises)
+            number = int(text) if count and len(text) <= 20 else float(text)
     elif (isinstance(value, int) and not isinstance(value, bool)) or (
         isinstance(value, float) and (not count or value.is_integer())
     ):
@@ -189,8 +222,8 @@ def parse_number(setting: Setting, value: Any, *, where: str) -> int | float:
 
 
 def parse_setting(setting: Setting, value: Any, *, where: str) -> Any:
-    """``value`` (an environment variable's text, a flag's or the catalog's value) as ``setting`` holds it; a
-    UsageError naming ``where`` when it is not one."""
+    """``value`` (an environment variable's text, a flag's or the catalog's value) as ``setting``
+    holds it; a UsageError naming ``where`` when it is not one."""
     kind = setting.kind
     if kind in ("count", "seconds"):
         return parse_number(setting, value, where=where)
@@ -199,16 +232,23 @@ def parse_setting(setting: Setting, value: Any, *, where: str) -> Any:
     if kind == "choice" and value not in setting.choices:
         raise UsageError(f"{where}: expected one of {', '.join(setting.choices)}, got {value!r}")
     if kind == "url":
-        # The token guard compares origins (scheme, host, port): an endpoint must have one, or it is bad input.
+        # The token guard compares origins (scheme, host, port): an endpoint must have one, or it is
+        # bad input.
         url = str(value).rstrip("/")
         if not is_http_url(url):
             raise UsageError(f"{where}: expected an http(s) URL with a host, got {url!r}")
         return url
     if kind == "urls":
-        return tuple(check_mirror(m, where=where) for m in (value.split() if isinstance(value, str) else value))
-    if kind == "switch" and isinstance(value, str):  # an environment variable's text (a flag, the catalog: a bool)
+        return tuple(
+            check_mirror(m, where=where)
+            for m in (value.split() if isinstance(value, str) else value)
+        )
+    # an environment variable's text (a flag, the catalog: a bool)
+    if kind == "switch" and isinstance(value, str):
         if value.strip().lower() not in _TRUE | _FALSE:
-            raise UsageError(f"{where}: expected 1, true, yes, on or 0, false, no, off, got {value!r}")
+            raise UsageError(
+                f"{where}: expected 1, true, yes, on or 0, false, no, off, got {value!r}"
+            )
         return parse_bool(value)
     return value
 
@@ -221,13 +261,15 @@ def settings_for(
     lock_path: Path | None = None,
     secrets: Secrets | None = None,
 ) -> Settings:
-    """A run's settings: ``flags`` over the environment over the catalog's ``[settings]`` over the defaults; the
-    catalog's secrets registered in the run's (``secrets``)."""
+    """A run's settings: ``flags`` over the environment over the catalog's ``[settings]`` over the
+    defaults; the catalog's secrets registered in the run's (``secrets``)."""
     secrets = Secrets() if secrets is None else secrets
     catalog_secrets(catalog, environ, secrets)
     where = catalog.path.parent if catalog.path is not None else None
     flag = Path(flags.dest) if flags.dest is not None else None
-    root = resolve_dest(flag=flag, environ=environ, catalog_dest=catalog.settings.dest, catalog_dir=where)
+    root = resolve_dest(
+        flag=flag, environ=environ, catalog_dest=catalog.settings.dest, catalog_dir=where
+    )
     return build_settings(
         flags,
         environ=environ,
@@ -249,26 +291,32 @@ def build_settings(
     catalog_path: Path | None = None,
     secrets: Secrets | None = None,
 ) -> Settings:
-    """Combine flags, environment, catalog settings and defaults into one frozen Settings: each setting of the
-    table from the first source that gives it, every source given checked (a broken variable is reported even when
-    a flag wins). ``dest`` comes resolved (:func:`resolve_dest`), the lock mode from :func:`choose_lock_mode`; the
-    mirrors' secrets registered in ``secrets``."""
+    """Combine flags, environment, catalog settings and defaults into one frozen Settings: each
+    setting of the table from the first source that gives it, every source given checked (a broken
+    variable is reported even when a flag wins). ``dest`` comes resolved (:func:`resolve_dest`), the
+    lock mode from :func:`choose_lock_mode`; the mirrors' secrets registered in ``secrets``."""
     secrets = Secrets() if secrets is None else secrets
     catalog = catalog or CatalogSettings()
     values: dict[str, Any] = {}
     given: set[str] = set()
     for setting in SETTINGS:
-        if setting.kind == "path" or (setting.kind == "switch" and not setting.pair):  # dest; the lock mode
+        # dest; the lock mode
+        if setting.kind == "path" or (setting.kind == "switch" and not setting.pair):
             continue
         sources = (
             (getattr(flags, setting.name, None), setting.flag),
             (environ.get(setting.env), f"${setting.env}"),
             (getattr(catalog, setting.name, None), f"[settings].{setting.name}"),
         )
-        found = [parse_setting(setting, value, where=where) for value, where in sources if value not in (None, "", ())]
+        found = [
+            parse_setting(setting, value, where=where)
+            for value, where in sources
+            if value not in (None, "", ())
+        ]
         values[setting.name] = found[0] if found else setting.default
         given |= {setting.name} if found else set()
-    # huggingface_hub's switch for Xet stops mdl's too, as HF_HUB_OFFLINE does: below --xet and MDL_XET, as a variable.
+    # huggingface_hub's switch for Xet stops mdl's too, as HF_HUB_OFFLINE does: below --xet and
+    # MDL_XET, as a variable.
     if (
         flags.xet is None
         and not environ.get(SETTING["xet"].env)
@@ -276,11 +324,15 @@ def build_settings(
     ):
         values["xet"] = False
     for template in (*(flags.mirrors or ()), *(environ.get(SETTING["mirrors"].env) or "").split()):
-        secrets.add_url(template)  # the catalog's are registered with the catalog's other URLs (catalog_secrets)
+        # the catalog's are registered with the catalog's other URLs (catalog_secrets)
+        secrets.add_url(template)
     return Settings(
         dest=dest,
-        # huggingface_hub also honours TRANSFORMERS_OFFLINE; so do we, so that one switch stops every tool.
-        offline=parse_bool(environ.get("HF_HUB_OFFLINE") or environ.get("TRANSFORMERS_OFFLINE") or ""),
+        # huggingface_hub also honours TRANSFORMERS_OFFLINE; so do we, so that one switch stops
+        # every tool.
+        offline=parse_bool(
+            environ.get("HF_HUB_OFFLINE") or environ.get("TRANSFORMERS_OFFLINE") or ""
+        ),
         **values,
         connections_set="connections" in given,
         jobs_set="jobs" in given,
@@ -300,29 +352,40 @@ def build_settings(
 
 
 def catalog_file(catalog: Path | None, lock: Path | None) -> Path | None:
-    """The catalog a run reads, as records name it (absolute, links resolved): the file, else (``--frozen`` with
-    only its lock here) the catalog that lock is beside (``catalog.lock`` → ``catalog.toml``)."""
+    """The catalog a run reads, as records name it (absolute, links resolved): the file, else
+    (``--frozen`` with only its lock here) the catalog that lock is beside (``catalog.lock`` →
+    ``catalog.toml``)."""
     if catalog is None and lock is not None:
-        catalog = lock.with_suffix("") if lock.name.endswith(".lock.lock") else lock.with_suffix(".toml")
+        catalog = (
+            lock.with_suffix("") if lock.name.endswith(".lock.lock") else lock.with_suffix(".toml")
+        )
     return catalog.resolve() if catalog is not None else None
 
 
 def netrc_path(environ: Mapping[str, str]) -> Path | None:
-    """``$NETRC``, else ``$HOME/.netrc`` (None: neither is set), from the run's environment as curl finds it."""
-    given = environ.get("NETRC") or (str(Path(environ["HOME"], ".netrc")) if environ.get("HOME") else "")
+    """``$NETRC``, else ``$HOME/.netrc`` (None: neither is set), from the run's environment as
+    curl finds it.
+    """
+    given = environ.get("NETRC") or (
+        str(Path(environ["HOME"], ".netrc")) if environ.get("HOME") else ""
+    )
     return Path(given) if given else None
 
 
 def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) -> str:
-    """``--locked`` / ``--frozen``, else ``$MDL_LOCKED`` / ``$MDL_FROZEN`` (as uv's), else auto; both is an error."""
+    """``--locked`` / ``--frozen``, else ``$MDL_LOCKED`` / ``$MDL_FROZEN`` (as uv's), else auto;
+    both is an error.
+    """
     if locked and frozen:
         raise UsageError(
-            "--locked and --frozen: give one, not both (--locked checks the lock against the catalog, "
-            "--frozen uses it as written)"
+            "--locked and --frozen: give one, not both (--locked checks the lock against the"
+            " catalog, --frozen uses it as written)"
         )
     if locked or frozen:
         return "locked" if locked else "frozen"
-    env_locked, env_frozen = (parse_bool(environ.get(SETTING[name].env) or "") for name in ("locked", "frozen"))
+    env_locked, env_frozen = (
+        parse_bool(environ.get(SETTING[name].env) or "") for name in ("locked", "frozen")
+    )
     if env_locked and env_frozen:
         raise UsageError("$MDL_LOCKED and $MDL_FROZEN are both set: set one, not both")
     return "locked" if env_locked else ("frozen" if env_frozen else "auto")
@@ -331,8 +394,12 @@ def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
-def parse_template(template: str, *, fields: Sequence[str], where: str) -> tuple[str | Placeholder, ...]:
-    """Literal text and ``{name}`` placeholders of ``fields``; a format spec, conversion or stray brace is refused."""
+def parse_template(
+    template: str, *, fields: Sequence[str], where: str
+) -> tuple[str | Placeholder, ...]:
+    """Literal text and ``{name}`` placeholders of ``fields``; a format spec, conversion or stray
+    brace is refused.
+    """
     parts: list[str | Placeholder] = []
     at = 0
     for match in _PLACEHOLDER.finditer(template):
@@ -341,12 +408,15 @@ def parse_template(template: str, *, fields: Sequence[str], where: str) -> tuple
         bare = re.split(r"[:!]", name, maxsplit=1)[0]
         if name != bare and bare in fields:
             raise UsageError(
-                f"{where}: {{{bare}}} takes no format spec or conversion in {_cut(template)}; write {{{bare}}}"
+                f"{where}: {{{bare}}} takes no format spec or conversion in {_cut(template)}; write"
+                f" {{{bare}}}"
             )
         if name not in fields:
             known = ", ".join("{" + f + "}" for f in fields)
             shown = name if len(name) <= 40 else name[:40] + "…"
-            raise UsageError(f"{where}: unknown placeholder {{{shown}}} in {_cut(template)} (known: {known})")
+            raise UsageError(
+                f"{where}: unknown placeholder {{{shown}}} in {_cut(template)} (known: {known})"
+            )
         parts.append(Placeholder(name))
         at = match.end()
     parts.append(_literal(template[at:], template, where=where))
@@ -365,10 +435,14 @@ class Placeholder:  # {name} in a template
 
 def _literal(text: str, template: str, *, where: str) -> str:
     if "{" in text or "}" in text:
-        raise UsageError(f"{where}: a lone '{{' or '}}' in {_cut(template)}; placeholders are {{name}} alone")
+        raise UsageError(
+            f"{where}: a lone '{{' or '}}' in {_cut(template)}; placeholders are {{name}} alone"
+        )
     return text
 
 
 def _cut(template: str) -> str:
-    """A template as an error names it: quoted, and cut when it is long (a 20 MB template is not echoed)."""
+    """A template as an error names it: quoted, and cut when it is long (a 20 MB template is not
+    echoed).
+    """
     return repr(template if len(template) <= 200 else template[:200] + "…")

@@ -1,5 +1,6 @@
-"""The catalog as the rest of mdl uses it: frozen FileSpec, ModelSpec, CatalogSettings and Catalog, built by the
-validating reader (mdl.catalog.schema), which other parts never import: ``mdl get URL`` stays free of pydantic."""
+"""The catalog as the rest of mdl uses it: frozen FileSpec, ModelSpec, CatalogSettings and Catalog,
+built by the validating reader (mdl.catalog.schema), which other parts never import: ``mdl get URL``
+stays free of pydantic."""
 
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ from mdl.signing import Trust
 # ``${NAME}`` in a header value, expanded from the environment at request time (see expand_headers).
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME_RE = re.compile(r"[A-Za-z0-9._-]+")  # a model name, and each part of a repo id
-# A model name is a folder under dest and part of mdl's file names under <dest>/.mdl/: no leading '.', bounded.
+# A model name is a folder under dest and part of mdl's file names under <dest>/.mdl/: no leading
+# '.', bounded.
 MAX_MODEL_NAME = 200
 
 
 def is_model_name(name: str) -> bool:
-    return bool(NAME_RE.fullmatch(name)) and not name.startswith(".") and len(name) <= MAX_MODEL_NAME
+    return (
+        bool(NAME_RE.fullmatch(name)) and not name.startswith(".") and len(name) <= MAX_MODEL_NAME
+    )
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,8 @@ class ModelSpec:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     files: tuple[FileSpec, ...] = ()
-    signature: Trust | None = None  # whom its model.sig must be signed by (the catalog's, or [settings]'s)
+    # whom its model.sig must be signed by (the catalog's, or [settings]'s)
+    signature: Trust | None = None
 
     @property
     def is_snapshot(self) -> bool:
@@ -79,11 +84,19 @@ if TYPE_CHECKING:
         def __init__(self, **keys: Any) -> None: ...
         def __getattr__(self, name: str) -> Any: ...
 
-else:  # The optional [settings] table, as written (flags and environment override it elsewhere): the table's keys
-    # (None or (): not written), and the (template, endpoint) of its s3:// mirrors that name their own endpoint.
+
+# The optional [settings] table, as written (flags and environment override it elsewhere): the
+# table's keys
+else:
+    # (None or (): not written), and the (template, endpoint) of its s3:// mirrors that name their
+    # own endpoint.
     CatalogSettings = make_dataclass(
         "CatalogSettings",
-        [(s.name, object, field(default=() if s.kind == "urls" else None)) for s in SETTINGS if s.catalog]
+        [
+            (s.name, object, field(default=() if s.kind == "urls" else None))
+            for s in SETTINGS
+            if s.catalog
+        ]
         + [("mirror_endpoints", object, field(default=()))],
         frozen=True,
     )
@@ -105,11 +118,14 @@ class Catalog:
         where = f"in {self.path}" if self.path is not None else "(no catalog found)"
         suggestion = did_you_mean(name, [m.name for m in self.models])
         raise UsageError(
-            f"unknown model {name!r} {where}{suggestion}", hint="run 'mdl list' to see the catalog's models"
+            f"unknown model {name!r} {where}{suggestion}",
+            hint="run 'mdl list' to see the catalog's models",
         )
 
     def select(self, names: Sequence[str], *, all_models: bool) -> list[ModelSpec]:
-        """The named models in the order given, without duplicates; every model when ``all_models``."""
+        """The named models in the order given, without duplicates; every model when
+        ``all_models``.
+        """
         # Validate even with --all so that a typo is reported rather than silently ignored.
         chosen = {name: self.get(name) for name in names}
         if all_models:

@@ -1,7 +1,10 @@
-"""The Typer app: the ``mdl`` object, its global options, and its commands, each built from its module when used."""
+"""The Typer app: the ``mdl`` object, its global options, and its commands, each built from its
+module when used.
+"""
 
-# No `from __future__ import annotations` in the modules that define commands: Typer reads each signature four
-# times, and string annotations would be evaluated each time (~20 ms of every run, Tab included).
+# No `from __future__ import annotations` in the modules that define commands: Typer reads each
+# signature four times, and string annotations would be evaluated each time (~20 ms of every run,
+# Tab included).
 import difflib
 import importlib
 import inspect
@@ -18,8 +21,9 @@ from mdl.cli.stdout import EXIT_STDOUT_CLOSED
 from mdl.errors import ExitCode
 from mdl.version import __version__
 
-# Each command's module and function (``<name>_cmd``), in help's order. A run builds only the command it runs
-# (`mdl --help` and Tab build them all): building them all at each start cost ~15 ms of `mdl get`.
+# Each command's module and function (``<name>_cmd``), in help's order. A run builds only the
+# command it runs (`mdl --help` and Tab build them all): building them all at each start cost ~15 ms
+# of `mdl get`.
 COMMANDS = {
     name: (module, f"{name}_cmd")
     for module, names in (
@@ -35,7 +39,8 @@ COMMANDS = {
 }
 
 
-# Each command's examples (those that run it), and `mdl --help`'s below; tests/cli/test_help.py parses them.
+# Each command's examples (those that run it), and `mdl --help`'s below; tests/cli/test_help.py
+# parses them.
 _COMMAND_EXAMPLES = (
     ("mdl list", "every model and its local status"),
     ("mdl list --status missing", "only the models not pulled yet"),
@@ -78,13 +83,19 @@ _COMMAND_EXAMPLES = (
     ("mdl add tiny hf://org/tiny --include '*.json'", "a whole repo, some files"),
     ("mdl add z hf://org/repo/model.gguf", "one Hub file"),
     ("mdl add lora https://example.com/style.safetensors --sha256 HEX", "a URL, checked"),
-    ("mdl add tiny --description 'Tiny BERT for tests' --tag test --tag nlp", "describe and tag an entry"),
+    (
+        "mdl add tiny --description 'Tiny BERT for tests' --tag test --tag nlp",
+        "describe and tag an entry",
+    ),
     ("mdl remove lora", "downloaded files stay"),
     ("mdl remove lora --prune", "and its downloaded files go"),
     ("mdl remove lora --catalog deploy/catalog.toml", "from another catalog"),
     ("mdl publish tiny-bert --to s3://team-models/hub", "one model to a bucket"),
     ("mdl publish --all --to s3://bucket/hub --endpoint-url http://minio:9000", "to MinIO"),
-    ("mdl publish tiny-bert --to s3://team-models/hub --sign signing-key.pem", "with an OpenSSF model signature"),
+    (
+        "mdl publish tiny-bert --to s3://team-models/hub --sign signing-key.pem",
+        "with an OpenSSF model signature",
+    ),
 )
 EXAMPLES: dict[str, Sequence[tuple[str, str]]] = {
     "mdl": (
@@ -97,7 +108,8 @@ EXAMPLES: dict[str, Sequence[tuple[str, str]]] = {
     **{name: [e for e in _COMMAND_EXAMPLES if e[0].split()[1] == name] for name in COMMANDS},
 }
 
-# Names people type from other tools' habits, and the commands that do that here (before difflib's guesses).
+# Names people type from other tools' habits, and the commands that do that here (before difflib's
+# guesses).
 HABITS: dict[str, tuple[str, ...]] = {
     "download": ("pull", "get"),
     "new": ("init",),
@@ -133,11 +145,13 @@ EXIT_CODES: dict[int, str] = {
 
 
 def epilog(name: str) -> str:
-    """The examples of ``name`` as a help epilog (Click re-wraps no paragraph that starts with ``\\b``); ``mdl``'s
-    exit codes after its own."""
+    """The examples of ``name`` as a help epilog (Click re-wraps no paragraph that starts with
+    ``\\b``); ``mdl``'s exit codes after its own."""
     text = "\b\nExamples:\n" + "\n".join(f"  # {what}\n  {line}" for line, what in EXAMPLES[name])
     if name == "mdl":
-        text += "\n\n\b\nExit codes:\n" + "\n".join(f"  {int(code):>3}  {what}" for code, what in EXIT_CODES.items())
+        text += "\n\n\b\nExit codes:\n" + "\n".join(
+            f"  {int(code):>3}  {what}" for code, what in EXIT_CODES.items()
+        )
     return text
 
 
@@ -150,7 +164,10 @@ def unknown_command(name: str) -> str:
     found = suggestions(name)
     if not found:
         return f"no such command {name!r} (mdl help lists them)"
-    return f"no such command {name!r}; did you mean {', '.join(found[:-1]) + ' or ' if found[1:] else ''}{found[-1]}?"
+    return (
+        f"no such command {name!r}; did you mean"
+        f" {', '.join(found[:-1]) + ' or ' if found[1:] else ''}{found[-1]}?"
+    )
 
 
 def build_command(name: str) -> Any:
@@ -163,38 +180,56 @@ def build_command(name: str) -> Any:
 
 
 def worded(command: Any) -> None:
-    """Each value of ``command`` named by a word in its --help (:func:`mdl.cli.options.metavar`), not ``<str>``."""
-    declared = inspect.signature(command.callback, eval_str=True).parameters if command.callback else {}
+    """Each value of ``command`` named by a word in its --help (:func:`mdl.cli.options.metavar`),
+    not ``<str>``.
+    """
+    declared = (
+        inspect.signature(command.callback, eval_str=True).parameters if command.callback else {}
+    )
     for param in command.params:
-        if param.metavar is None and not getattr(param, "is_flag", False) and param.name in declared:
+        if (
+            param.metavar is None
+            and not getattr(param, "is_flag", False)
+            and param.name in declared
+        ):
             param.metavar = metavar(param.name, declared[param.name].annotation)
 
 
 def _shown(argument: Any, *, usage: bool = False) -> str:
-    """``SOURCE...``; on the usage line an optional one in brackets, as Click writes it: ``[NAME]...``."""
+    """``SOURCE...``; on the usage line an optional one in brackets, as Click writes it:
+    ``[NAME]...``.
+    """
     word = f"[{argument.metavar}]" if usage and not argument.required else argument.metavar
     return word + ("..." if argument.nargs != 1 else "")
 
 
 class MdlCommand(TyperCommand):
-    """A command whose help names its values with words: ``mdl add [OPTIONS] NAME SOURCE...``, ``--tag TAG``."""
+    """A command whose help names its values with words: ``mdl add [OPTIONS] NAME SOURCE...``,
+    ``--tag TAG``.
+    """
 
     def __init__(self, *args: Any, **attrs: Any) -> None:
         super().__init__(*args, **attrs)
         worded(self)
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        """``[OPTIONS]`` and the arguments as Click writes them (Typer's ``{name}`` for a required one is no word)."""
+        """``[OPTIONS]`` and the arguments as Click writes them (Typer's ``{name}`` for a
+        required one is no word).
+        """
         arguments = [p for p in self.get_params(ctx) if p.param_type_name == "argument"]
         return [self.options_metavar or "", *(_shown(a, usage=True) for a in arguments)]
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
-        """Arguments, then options, each with its help; an argument by its word alone (no ``<str>`` after it)."""
+        """Arguments, then options, each with its help; an argument by its word alone (no
+        ``<str>`` after it).
+        """
         rows: dict[str, list[tuple[str, str]]] = {"argument": [], "option": []}
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
             if record is not None and param.param_type_name in rows:
-                argument = (_shown(param), record[1]) if param.param_type_name == "argument" else record
+                argument = (
+                    (_shown(param), record[1]) if param.param_type_name == "argument" else record
+                )
                 rows[param.param_type_name].append(argument)
         for title, kind in (("Arguments", "argument"), ("Options", "option")):
             if rows[kind]:
@@ -203,7 +238,9 @@ class MdlCommand(TyperCommand):
 
 
 class MdlGroup(TyperGroup):
-    """``mdl``: :data:`COMMANDS` built when used, ``mdl help [CMD]`` as ``mdl [CMD] --help``, the nearest suggested."""
+    """``mdl``: :data:`COMMANDS` built when used, ``mdl help [CMD]`` as ``mdl [CMD] --help``, the
+    nearest suggested.
+    """
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
@@ -211,8 +248,13 @@ class MdlGroup(TyperGroup):
         worded(self)
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
-        """Each command with the first sentence of its help, whole (Click cuts it to the width with "...")."""
-        rows = [(name, self.get_command(ctx, name).get_short_help_str(limit=sys.maxsize)) for name in self.commands]
+        """Each command with the first sentence of its help, whole (Click cuts it to the width
+        with "...").
+        """
+        rows = [
+            (name, self.get_command(ctx, name).get_short_help_str(limit=sys.maxsize))
+            for name in self.commands
+        ]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -224,7 +266,8 @@ class MdlGroup(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
         name = args[0] if args else ""
         if ctx.resilient_parsing or name.startswith("-") or name in self.commands:
-            return super().resolve_command(ctx, args)  # (Tab completion included: `mdl help <Tab>` offers commands)
+            # (Tab completion included: `mdl help <Tab>` offers commands)
+            return super().resolve_command(ctx, args)
         if name != "help":
             ctx.fail(unknown_command(name))
         wanted = args[1:]
@@ -241,10 +284,14 @@ class MdlGroup(TyperGroup):
 app = typer.Typer(
     name="mdl",
     cls=MdlGroup,
-    help="Get model files onto the machines that need them — fast, resumable, verified — and pack checkpoints.",
+    help=(
+        "Get model files onto the machines that need them — fast, resumable, verified — and pack"
+        " checkpoints."
+    ),
     epilog=epilog("mdl"),
     no_args_is_help=True,
-    add_completion=True,  # Typer's own --install-completion / --show-completion (bash, zsh, fish, PowerShell)
+    # Typer's own --install-completion / --show-completion (bash, zsh, fish, PowerShell)
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -258,15 +305,23 @@ def _version_callback(value: bool) -> None:
 
 
 VersionOpt = Annotated[
-    bool, typer.Option("--version", help="Print the version and exit.", callback=_version_callback, is_eager=True)
+    bool,
+    typer.Option(
+        "--version", help="Print the version and exit.", callback=_version_callback, is_eager=True
+    ),
 ]
 
 
 def _root(ctx: typer.Context, version: VersionOpt = False, **flags: Any) -> None:
-    """The common flags, --catalog and --dest given before the command, kept for it to merge with its own."""
+    """The common flags, --catalog and --dest given before the command, kept for it to merge with
+    its own.
+    """
     ctx.obj = flags
 
 
-# --version, the common flags, --catalog and --dest: the root takes the common flags as every command takes them.
+# --version, the common flags, --catalog and --dest: the root takes the common flags as every
+# command takes them.
 root_params = [*inspect.signature(_root).parameters.values()][:2]
-app.callback()(declare(_root, [*root_params, *keywords(COMMON, COMMON), *keywords(WHERE, ("catalog", "dest"))]))
+app.callback()(
+    declare(_root, [*root_params, *keywords(COMMON, COMMON), *keywords(WHERE, ("catalog", "dest"))])
+)

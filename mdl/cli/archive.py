@@ -1,4 +1,6 @@
-"""``mdl pack`` and ``mdl unpack``: a training run into a deploy zip, and a zip safely back onto disk."""
+"""``mdl pack`` and ``mdl unpack``: a training run into a deploy zip, and a zip safely back onto
+disk.
+"""
 
 import sys
 from pathlib import Path
@@ -19,7 +21,9 @@ SHOWN_LEFT_OUT = 6  # paths named per reason on stderr; --json lists them all
 def pack_cmd(
     run: Run,
     run_dir: Annotated[Path, typer.Argument(help="The training run folder.")],
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Archive path ('-' = stdout).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Archive path ('-' = stdout).")
+    ] = None,
     checkpoint: Annotated[
         str | None,
         typer.Option(
@@ -28,32 +32,60 @@ def pack_cmd(
             autocompletion=complete_checkpoints,
         ),
     ] = None,
-    profile: Annotated[ProfileChoice, typer.Option("--profile", help="deploy (no training state) or full.")] = "deploy",
-    with_logs: Annotated[bool, typer.Option("--with-logs", help="Add the run's logs under logs/.")] = False,
+    profile: Annotated[
+        ProfileChoice, typer.Option("--profile", help="deploy (no training state) or full.")
+    ] = "deploy",
+    with_logs: Annotated[
+        bool, typer.Option("--with-logs", help="Add the run's logs under logs/.")
+    ] = False,
     include: Annotated[
-        list[str] | None, typer.Option("--include", help="Also pack the run's files matching GLOB (repeatable).")
+        list[str] | None,
+        typer.Option("--include", help="Also pack the run's files matching GLOB (repeatable)."),
     ] = None,
     exclude: Annotated[
-        list[str] | None, typer.Option("--exclude", help="Leave out files matching GLOB (repeatable).")
+        list[str] | None,
+        typer.Option("--exclude", help="Leave out files matching GLOB (repeatable)."),
     ] = None,
     compress: Annotated[
-        CompressChoice, typer.Option("--compress", help="auto (store weights, deflate text), none or deflate.")
+        CompressChoice,
+        typer.Option("--compress", help="auto (store weights, deflate text), none or deflate."),
     ] = "auto",
     dry_run: DryRunOpt = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an archive already at the output path.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an archive already at the output path.")
+    ] = False,
     sign: Annotated[
         Path | None,
-        typer.Option("--sign", help="Sign the packed files into model.sig with this EC private key (PEM)."),
+        typer.Option(
+            "--sign", help="Sign the packed files into model.sig with this EC private key (PEM)."
+        ),
     ] = None,
 ) -> None:
-    """Zip a trained model or one checkpoint for deployment: the right files, safely, deterministically."""
+    """Zip a trained model or one checkpoint for deployment: the right files, safely,
+    deterministically.
+    """
     to_stdout = output is not None and str(output) == "-"
     if to_stdout and run.json:
         raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")
-    options = {"checkpoint": checkpoint, "profile": profile, "with_logs": with_logs, "compress": compress, "sign": sign}
+    options = {
+        "checkpoint": checkpoint,
+        "profile": profile,
+        "with_logs": with_logs,
+        "compress": compress,
+        "sign": sign,
+    }
     globs = {"include": include or (), "exclude": exclude or ()}
     stream = sys.stdout.buffer if to_stdout else None
-    result = run.call(api.pack, run_dir, output=output, stream=stream, **options, **globs, dry_run=dry_run, force=force)
+    result = run.call(
+        api.pack,
+        run_dir,
+        output=output,
+        stream=stream,
+        **options,
+        **globs,
+        dry_run=dry_run,
+        force=force,
+    )
     doc = result.to_json()
     if run.json:
         run.emit(doc)
@@ -61,7 +93,8 @@ def pack_cmd(
     if not to_stdout:
         rows = [{**f, "size": human_size(f["size"])} for f in doc["files"]]
         run.table(rows, [("path", "PATH"), ("role", "ROLE"), ("size", "SIZE")])
-    # What is not in the archive, a line per reason: checkpoints `latest` passed over, then what the profile left out.
+    # What is not in the archive, a line per reason: checkpoints `latest` passed over, then what the
+    # profile left out.
     by_reason: dict[str, list[str]] = {}
     for item in doc["skipped"]:
         by_reason.setdefault(str(item["reason"]), []).append(str(item["path"]))
@@ -69,51 +102,82 @@ def pack_cmd(
         more = len(paths) - SHOWN_LEFT_OUT
         shown = paths[:SHOWN_LEFT_OUT] + ([f"and {more} more"] if more > 0 else [])
         run.console.info(f"left out {', '.join(shown)}: {reason}")
-    chosen = f"checkpoint {doc['checkpoint']} ({doc['reason']})" if doc.get("checkpoint") else doc.get("reason", "")
+    chosen = (
+        f"checkpoint {doc['checkpoint']} ({doc['reason']})"
+        if doc.get("checkpoint")
+        else doc.get("reason", "")
+    )
     count = plural(len(doc["files"]), "file")
     if dry_run:  # the archive's own size is known once written; what goes in is known now
         content = human_size(sum(f["size"] for f in doc["files"]))
         signed = f" and {doc['signature']}, signing them" if doc["signature"] else ""
-        run.console.info(f"would write {doc['archive']} ({count}{signed}, {content} before compression); {chosen}")
+        run.console.info(
+            f"would write {doc['archive']} ({count}{signed}, {content} before compression);"
+            f" {chosen}"
+        )
     else:
         signed = f", signed: {doc['signature']}" if doc["signature"] else ""
-        run.console.info(f"wrote {doc['archive']} ({human_size(doc.get('size'))}, {count}{signed}); {chosen}")
+        run.console.info(
+            f"wrote {doc['archive']} ({human_size(doc.get('size'))}, {count}{signed}); {chosen}"
+        )
 
 
 @command(where=())
 def unpack_cmd(
     run: Run,
-    archive: Annotated[Path, typer.Argument(help="The zip archive ('-' = read it from stdin, a pipe).")],
+    archive: Annotated[
+        Path, typer.Argument(help="The zip archive ('-' = read it from stdin, a pipe).")
+    ],
     directory: Annotated[
-        Path | None, typer.Option("-d", "--dir", help="Extract into this folder (default: current).")
+        Path | None,
+        typer.Option("-d", "--dir", help="Extract into this folder (default: current)."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace what the archive's top-level entries name.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace what the archive's top-level entries name.")
+    ] = False,
     max_ratio: Annotated[
         float | None,
         typer.Option(
             "--max-ratio",
             metavar="N",
-            help="Refuse entries, or the whole archive, expanding more than N:1 (default 200; 'inf' turns it off).",
+            help=(
+                "Refuse entries, or the whole archive, expanding more than N:1 (default 200; 'inf'"
+                " turns it off)."
+            ),
         ),
     ] = None,
     signed_by: Annotated[
         Path | None,
         typer.Option(
             "--signed-by",
-            help="Require the archive's model.sig to verify with this public key, and every file to match it.",
+            help=(
+                "Require the archive's model.sig to verify with this public key, and every file to"
+                " match it."
+            ),
         ),
     ] = None,
 ) -> None:
-    """Extract an archive safely (hostile names refused before a byte is written) and verify its manifest."""
+    """Extract an archive safely (hostile names refused before a byte is written) and verify its
+    manifest.
+    """
     with run.reporter() as progress:
         source = sys.stdin.buffer if str(archive) == "-" else archive
         result = api.unpack(
-            source, dest=directory, force=force, max_ratio=max_ratio, signed_by=signed_by, progress=progress
+            source,
+            dest=directory,
+            force=force,
+            max_ratio=max_ratio,
+            signed_by=signed_by,
+            progress=progress,
         )
     doc = result.to_json()
     if run.json:
         run.emit(doc)
         return
     run.line(*(f["path"] for f in doc["files"] if not run.quiet))
-    signed = f"; {doc['signature']['file']} verified, signed by {doc['signature']['by']}" if doc["signature"] else ""
+    signed = (
+        f"; {doc['signature']['file']} verified, signed by {doc['signature']['by']}"
+        if doc["signature"]
+        else ""
+    )
     run.console.info(f"extracted {len(doc['files'])} files into {doc['dest']}{signed}")

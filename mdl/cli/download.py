@@ -1,5 +1,5 @@
-"""``mdl pull``, ``mdl verify``, ``mdl clean`` and ``mdl prune``: the catalog's models onto this disk, checked, and
-tidied."""
+"""``mdl pull``, ``mdl verify``, ``mdl clean`` and ``mdl prune``: the catalog's models onto this
+disk, checked, and tidied."""
 
 import shlex
 from collections.abc import Sequence
@@ -21,32 +21,57 @@ if TYPE_CHECKING:
 
 
 @command(
-    where=(*PLACES, "connections", "jobs", "limit_rate", "stall_timeout", "timeout", "lock_timeout", "mirrors", "xet")
+    where=(
+        *PLACES,
+        "connections",
+        "jobs",
+        "limit_rate",
+        "stall_timeout",
+        "timeout",
+        "lock_timeout",
+        "mirrors",
+        "xet",
+    )
 )
 def pull_cmd(
     run: Run,
     names: NamesArg = None,
     all_models: AllOpt = False,
     no_verify: Annotated[
-        bool, typer.Option("--no-verify", help="Do not fail on a hash mismatch (sizes are still checked).")
+        bool,
+        typer.Option(
+            "--no-verify", help="Do not fail on a hash mismatch (sizes are still checked)."
+        ),
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Download again even if present.")] = False,
     dry_run: DryRunOpt = False,
     **where: Any,
 ) -> int:
-    """Download what is missing or changed; resume what was cut off; verify; skip what is already right.
+    """Download what is missing or changed; resume what was cut off; verify; skip what is already
+    right.
 
-    With catalog.lock beside the catalog, each model it pins is fetched at its locked commit and checked against
-    its locked sha256, without asking the Hub to list anything."""
-    options = {"all": all_models, "verify": not no_verify, "force": force, "dry_run": dry_run, "secrets": run.secrets}
+    With catalog.lock beside the catalog, each model it pins is fetched at its locked commit and
+    checked against its locked sha256, without asking the Hub to list anything."""
+    options = {
+        "all": all_models,
+        "verify": not no_verify,
+        "force": force,
+        "dry_run": dry_run,
+        "secrets": run.secrets,
+    }
     report = run.call(api.pull, *(names or ()), **options, **where)
     # `DIR=$(mdl pull tiny)`: the data is where each model is
-    return render_report(run, report, verb="pulled", data=lambda: run.line(*model_folders(report.files)))
+    return render_report(
+        run, report, verb="pulled", data=lambda: run.line(*model_folders(report.files))
+    )
 
 
 def model_folders(outcomes: Sequence["FileOutcome"]) -> list[str]:
-    """The folder of each model that is all here (each of its folders if several), in order: ``pull``'s stdout."""
-    from mdl.report import folder  # with its paths and redaction: ~7 ms that --help and list need not pay
+    """The folder of each model that is all here (each of its folders if several), in order:
+    ``pull``'s stdout.
+    """
+    # with its paths and redaction: ~7 ms that --help and list need not pay
+    from mdl.report import folder
 
     folders: list[str] = []
     for unit in units(outcomes).values():
@@ -58,9 +83,12 @@ def model_folders(outcomes: Sequence["FileOutcome"]) -> list[str]:
 
 @command(output_only=True)
 def verify_cmd(run: Run, names: NamesArg = None, all_models: AllOpt = False, **where: Any) -> int:
-    """Re-hash local files against the record and the catalog, or catalog.lock where it pins them (offline)."""
-    # Off a terminal (a pipe, a file), each row is written as soon as its file is hashed, so
-    # `mdl verify --all | head -1` ends at the first row; on a terminal the table follows the progress display.
+    """Re-hash local files against the record and the catalog, or catalog.lock where it pins them
+    (offline).
+    """
+    # Off a terminal (a pipe, a file), each row is written as soon as its file is hashed, so `mdl
+    # verify --all | head -1` ends at the first row; on a terminal the table follows the progress
+    # display.
     streaming = not run.json and not isatty(run.stdout)
 
     def row(outcome: "FileOutcome") -> None:
@@ -73,14 +101,19 @@ def verify_cmd(run: Run, names: NamesArg = None, all_models: AllOpt = False, **w
     def table() -> None:  # on a terminal, after the progress display: the files that are right
         rows = [f.to_json() for f in report.files if not f.failing]
         if rows:
-            run.table(rows, [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")])
+            run.table(
+                rows,
+                [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")],
+            )
 
     return render_report(run, report, verb="verified", data=None if streaming else table)
 
 
 @command(where=("dest", "layout", "catalog"), progress=False)
 def clean_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> None:
-    """Remove stale partial downloads and their resume records (never one a running mdl is using)."""
+    """Remove stale partial downloads and their resume records (never one a running mdl is
+    using).
+    """
     report = api.clean(dry_run=dry_run, **where, environ=run.environ)
     if run.json:
         run.emit(report.to_json())
@@ -92,21 +125,28 @@ def clean_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> None:
 
 @command(where=("dest", "layout", "catalog"), progress=False)
 def prune_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> int:
-    """Remove from the destination what the catalog no longer names: removed models' files and records, files a
-    model no longer has (and, in the Hugging Face cache, their snapshots and blobs no other snapshot uses). Only what
-    mdl recorded: files it did not write (or found in place), or that changed since, stay; so do models another
-    catalog pulled (see --catalog), and a model another run is pulling is skipped."""
+    """Remove from the destination what the catalog no longer names: removed models' files and
+    records, files a model no longer has (and, in the Hugging Face cache, their snapshots and blobs
+    no other snapshot uses). Only what mdl recorded: files it did not write (or found in place), or
+    that changed since, stay; so do models another catalog pulled (see --catalog), and a model
+    another run is pulling is skipped."""
     return render_prune(run, api.prune(dry_run=dry_run, **where, environ=run.environ))
 
 
 def _size_freed(removed: "PrunedPath") -> str:
-    """A removed file's size, and whether removing it freed it (another hard link keeps the bytes)."""
-    return f"{human_size(removed.size)}, another hard link keeps it" if removed.linked else human_size(removed.size)
+    """A removed file's size, and whether removing it freed it (another hard link keeps the
+    bytes).
+    """
+    return (
+        f"{human_size(removed.size)}, another hard link keeps it"
+        if removed.linked
+        else human_size(removed.size)
+    )
 
 
 def render_prune(run: Run, report: "PruneReport", *, emit: bool = True) -> int:
-    """Each removed path on stdout (as clean's), kept paths with -v, warnings, and the summary on stderr; with
-    --json the report as the document (``emit``: it is not part of another one)."""
+    """Each removed path on stdout (as clean's), kept paths with -v, warnings, and the summary on
+    stderr; with --json the report as the document (``emit``: it is not part of another one)."""
     for warning in report.warnings:
         run.console.warn(warning)
     if run.json:
@@ -114,7 +154,12 @@ def render_prune(run: Run, report: "PruneReport", *, emit: bool = True) -> int:
             run.emit(report.to_json())
     else:
         removed, freed = ("would remove", "would free") if report.dry_run else ("removed", "freed")
-        run.line(*(f"{removed}  {r.path}  ({_size_freed(r)})  {r.model}: {r.reason}" for r in report.removed))
+        run.line(
+            *(
+                f"{removed}  {r.path}  ({_size_freed(r)})  {r.model}: {r.reason}"
+                for r in report.removed
+            )
+        )
         if run.verbose:
             for k in report.kept:
                 run.console.info(f"kept {k.path}: {k.reason}")
@@ -124,8 +169,13 @@ def render_prune(run: Run, report: "PruneReport", *, emit: bool = True) -> int:
         kept = f"; kept {paths} path(s) mdl did not write{listed}" if paths else ""
         if others:
             prune_with = " or ".join(f"--catalog {shlex.quote(c)}" for c in report.other_catalogs)
-            kept += f"; kept {others} model(s) pulled with another catalog (prune them with {prune_with})"
-        run.console.info(f"{freed} {human_size(report.freed)} in {len(report.removed)} path(s){kept}")
+            kept += (
+                f"; kept {others} model(s) pulled with another catalog (prune them with"
+                f" {prune_with})"
+            )
+        run.console.info(
+            f"{freed} {human_size(report.freed)} in {len(report.removed)} path(s){kept}"
+        )
     for error in report.errors:
         run.console.error(error.message, hint=error.hint)
     return report.exit_code

@@ -1,5 +1,5 @@
-"""``mdl init``, ``mdl add`` and ``mdl remove``: write a starter (or an empty project) catalog.toml, edit one
-(comments and layout kept) and catalog.lock with it."""
+"""``mdl init``, ``mdl add`` and ``mdl remove``: write a starter (or an empty project) catalog.toml,
+edit one (comments and layout kept) and catalog.lock with it."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,7 +20,9 @@ _SAID = {
     "replaced": "replaced {name} in {catalog}",
     "updated": "updated {name} in {catalog}",
     "unchanged": "{name} is already in {catalog} as asked; nothing changed",
-    "removed": "removed {name} from {catalog} (files already downloaded stay: `mdl prune` removes them)",
+    "removed": (
+        "removed {name} from {catalog} (files already downloaded stay: `mdl prune` removes them)"
+    ),
 }
 
 
@@ -32,15 +34,18 @@ def init_cmd(
         bool,
         typer.Option(
             "--project",
-            help="Write an empty catalog.toml in this folder (or at --catalog): a project's own, which `mdl add` "
-            "fills and every mdl command run here reads.",
+            help=(
+                "Write an empty catalog.toml in this folder (or at --catalog): a project's own,"
+                " which `mdl add` "
+                "fills and every mdl command run here reads."
+            ),
         ),
     ] = False,
     **where: Any,
 ) -> None:
-    """Write a commented starter catalog (tiny-bert and more) where mdl finds it: --catalog PATH, else $MDL_CATALOG,
-    else the user config folder, read from any folder without a catalog.toml of its own; with --project, an empty
-    ./catalog.toml for this folder's project."""
+    """Write a commented starter catalog (tiny-bert and more) where mdl finds it: --catalog PATH,
+    else $MDL_CATALOG, else the user config folder, read from any folder without a catalog.toml of
+    its own; with --project, an empty ./catalog.toml for this folder's project."""
     done = api.init(**where, force=force, project=project, environ=run.environ)
     if run.json:
         run.emit(done.to_json())
@@ -48,72 +53,124 @@ def init_cmd(
         run.line(str(done.catalog))
     what = "an empty catalog" if done.empty else "the starter catalog"
     run.console.info(f"{'replaced' if done.replaced else 'wrote'} {done.catalog} with {what}")
-    then = "add models: mdl add NAME hf://owner/name" if done.empty else "try: mdl list, mdl pull tiny-bert"
+    then = (
+        "add models: mdl add NAME hf://owner/name"
+        if done.empty
+        else "try: mdl list, mdl pull tiny-bert"
+    )
     if done.found == done.catalog:
         place = "from any folder without a catalog.toml of its own" if done.fallback else "here"
         run.console.info(f"mdl reads it {place}; {then}")
-    elif done.fallback:  # ./catalog.toml (or $MDL_CATALOG's) comes first here: what the user just wrote is not used
-        run.console.warn(f"in this folder mdl reads {done.found} first; other folders use the new one")
-    elif done.empty and where["catalog"] is None:  # ./catalog.toml, but $MDL_CATALOG comes first in every folder
+    # ./catalog.toml (or $MDL_CATALOG's) comes first here: what the user just wrote is not used
+    elif done.fallback:
+        run.console.warn(
+            f"in this folder mdl reads {done.found} first; other folders use the new one"
+        )
+    # ./catalog.toml, but $MDL_CATALOG comes first in every folder
+    elif done.empty and where["catalog"] is None:
         named = run.environ.get("MDL_CATALOG", "")
-        run.console.warn(f"MDL_CATALOG={named} comes first in every folder; unset it to use {done.catalog}")
+        run.console.warn(
+            f"MDL_CATALOG={named} comes first in every folder; unset it to use {done.catalog}"
+        )
     else:
-        run.console.info(f"use it with --catalog {done.catalog} (or MDL_CATALOG={done.catalog}); {then}")
+        run.console.info(
+            f"use it with --catalog {done.catalog} (or MDL_CATALOG={done.catalog}); {then}"
+        )
 
 
 @command(where=("timeout", "catalog"))
 def add_cmd(
     run: Run,
     name: Annotated[
-        str, typer.Argument(help="Model name (new, or one to add files to).", autocompletion=complete_model_names)
+        str,
+        typer.Argument(
+            help="Model name (new, or one to add files to).", autocompletion=complete_model_names
+        ),
     ],
     sources: Annotated[
         list[str] | None,
         typer.Argument(
-            help="hf://[datasets/|spaces/]owner/name[@rev] (a whole repo), hf://owner/name[@rev]/path (a file; "
-            "several build a multi-file model) or https:// URLs; none to change only --description, --tag and "
-            "--signed-by."
+            help=(
+                "hf://[datasets/|spaces/]owner/name[@rev] (a whole repo),"
+                " hf://owner/name[@rev]/path (a file; "
+                "several build a multi-file model) or https:// URLs; none to change only"
+                " --description, --tag and "
+                "--signed-by."
+            )
         ),
     ] = None,
     include: Annotated[
-        list[str] | None, typer.Option("--include", help="Only repo files matching this glob (repeatable).")
+        list[str] | None,
+        typer.Option("--include", help="Only repo files matching this glob (repeatable)."),
     ] = None,
     exclude: Annotated[
-        list[str] | None, typer.Option("--exclude", help="Leave out repo files matching this glob (repeatable).")
+        list[str] | None,
+        typer.Option("--exclude", help="Leave out repo files matching this glob (repeatable)."),
     ] = None,
-    save_as: Annotated[str | None, typer.Option("--as", help="Save the (single) file under this path.")] = None,
-    sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 of the (single) file.")] = None,
+    save_as: Annotated[
+        str | None, typer.Option("--as", help="Save the (single) file under this path.")
+    ] = None,
+    sha256: Annotated[
+        str | None, typer.Option("--sha256", help="Expected sha256 of the (single) file.")
+    ] = None,
     description: Annotated[
-        str | None, typer.Option("--description", help="The entry's description (`mdl list` shows it).")
+        str | None,
+        typer.Option("--description", help="The entry's description (`mdl list` shows it)."),
     ] = None,
     tag: Annotated[
         list[str] | None,
-        typer.Option("--tag", help="Add a tag, kept once (repeatable; with --force they replace the entry's tags)."),
+        typer.Option(
+            "--tag",
+            help="Add a tag, kept once (repeatable; with --force they replace the entry's tags).",
+        ),
     ] = None,
     signed_by: Annotated[
         Path | None,
         typer.Option(
             "--signed-by",
-            help="Pull it only if its model.sig verifies with this public key (PEM): the entry's signature key, "
-            "written relative to the catalog's folder when the key is in it, else absolute.",
+            help=(
+                "Pull it only if its model.sig verifies with this public key (PEM): the entry's"
+                " signature key, "
+                "written relative to the catalog's folder when the key is in it, else absolute."
+            ),
         ),
     ] = None,
     force: Annotated[
         bool,
         typer.Option(
-            "--force", help="Replace what the entry says (another repo, a file at the same path, its tags, its signer)."
+            "--force",
+            help=(
+                "Replace what the entry says (another repo, a file at the same path, its tags, its"
+                " signer)."
+            ),
         ),
     ] = False,
     no_check: Annotated[
-        bool, typer.Option("--no-check", help="Do not ask the Hub or the server whether the source exists.")
+        bool,
+        typer.Option(
+            "--no-check", help="Do not ask the Hub or the server whether the source exists."
+        ),
     ] = False,
     **where: Any,
 ) -> int:
-    """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked upstream); set
-    its description, tags and signer."""
-    entry = {"save_as": save_as, "sha256": sha256, "description": description, "signed_by": signed_by, "force": force}
-    options = {"include": include or (), "exclude": exclude or (), "tags": tag or (), "check": not no_check}
-    change = run.call(api.add, name, *(sources or ()), **entry, **options, **where, secrets=run.secrets)
+    """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked
+    upstream); set its description, tags and signer."""
+    entry = {
+        "save_as": save_as,
+        "sha256": sha256,
+        "description": description,
+        "signed_by": signed_by,
+        "force": force,
+    }
+    options = {
+        "include": include or (),
+        "exclude": exclude or (),
+        "tags": tag or (),
+        "check": not no_check,
+    }
+    change = run.call(
+        api.add, name, *(sources or ()), **entry, **options, **where, secrets=run.secrets
+    )
     return _render(run, change)
 
 
@@ -123,48 +180,70 @@ def remove_cmd(
     name: NameArg,
     prune: Annotated[
         bool,
-        typer.Option("--prune", help="Then remove its downloaded files and records (`mdl prune` for this model)."),
+        typer.Option(
+            "--prune",
+            help="Then remove its downloaded files and records (`mdl prune` for this model).",
+        ),
     ] = False,
     dry_run: DryRunOpt = False,
     **where: Any,
 ) -> int:
-    """Take a model out of the catalog (and catalog.lock); every other line stays as written. Its downloaded files
-    stay unless --prune is given. --dry-run shows what would go (with --prune, the files as `mdl prune --dry-run`
-    lists them) and changes nothing."""
+    """Take a model out of the catalog (and catalog.lock); every other line stays as written. Its
+    downloaded files stay unless --prune is given. --dry-run shows what would go (with --prune, the
+    files as `mdl prune --dry-run` lists them) and changes nothing."""
     if not prune and (where["dest"] is not None or where["layout"] is not None):
         raise typer.BadParameter("--dest and --layout say where --prune removes files; add --prune")
     change = api.remove(name, catalog=where["catalog"], dry_run=dry_run, environ=run.environ)
     would = {"dry_run": True} if dry_run else {}
     if not prune:
-        return _render(run, change, more=would, said="would remove {name} from {catalog}" if dry_run else None)
-    report = api.prune(only=change.model, as_removed=True, dry_run=dry_run, **where, environ=run.environ)
+        return _render(
+            run, change, more=would, said="would remove {name} from {catalog}" if dry_run else None
+        )
+    report = api.prune(
+        only=change.model, as_removed=True, dry_run=dry_run, **where, environ=run.environ
+    )
     said = "would remove {name} from {catalog}" if dry_run else "removed {name} from {catalog}"
     code = _render(run, change, more={**would, "pruned": report.to_json()}, said=said)
     return render_prune(run, report, emit=False) or code
 
 
 def _render(
-    run: Run, change: "catalog_edit.CatalogChange", *, more: dict[str, Any] | None = None, said: str | None = None
+    run: Run,
+    change: "catalog_edit.CatalogChange",
+    *,
+    more: dict[str, Any] | None = None,
+    said: str | None = None,
 ) -> int:
-    """The JSON document, or one line on stderr (stdout is for data; an edit has none to print); the exit code."""
+    """The JSON document, or one line on stderr (stdout is for data; an edit has none to print);
+    the exit code.
+    """
     if run.json:
         run.emit({**change.to_json(), **(more or {})})
     if change.created:
         run.console.info(f"created {change.catalog}")
-    if change.user_catalog and not run.json:  # not this folder's: say whose, and how a project gets its own
+    # not this folder's: say whose, and how a project gets its own
+    if change.user_catalog and not run.json:
         run.console.info(
-            f"{change.catalog} is your user catalog, read in every folder without a catalog.toml of its own; "
-            "`mdl init --project` starts one in this folder"
+            f"{change.catalog} is your user catalog, read in every folder without a catalog.toml of"
+            " its own; `mdl init --project` starts one in this folder"
         )
     files = ", ".join(change.added)
     if not run.json:
-        run.console.info((said or _SAID[change.action]).format(name=change.model, catalog=change.catalog, files=files))
+        run.console.info(
+            (said or _SAID[change.action]).format(
+                name=change.model, catalog=change.catalog, files=files
+            )
+        )
         if change.lock is not None:
-            run.console.info(f"{'would update' if (more or {}).get('dry_run') else 'updated'} {change.lock}")
+            run.console.info(
+                f"{'would update' if (more or {}).get('dry_run') else 'updated'} {change.lock}"
+            )
     if change.warning is not None:
         run.console.warn(change.warning)
     if change.lock_error and change.exit_code:
-        run.console.error(change.lock_error, hint=f"the catalog was updated; run 'mdl lock {change.model}'")
+        run.console.error(
+            change.lock_error, hint=f"the catalog was updated; run 'mdl lock {change.model}'"
+        )
     elif change.lock_error:
         run.console.warn(change.lock_error)
     return change.exit_code

@@ -27,28 +27,41 @@ def get_cmd(
             show_default=False,
         ),
     ] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Save the (single) file here.")] = None,
-    directory: Annotated[
-        Path | None, typer.Option("-d", "--dir", help="Save files into this folder (default: current).")
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Save the (single) file here.")
     ] = None,
-    sha256: Annotated[str | None, typer.Option("--sha256", help="Expected sha256 of the (single) file.")] = None,
+    directory: Annotated[
+        Path | None,
+        typer.Option("-d", "--dir", help="Save files into this folder (default: current)."),
+    ] = None,
+    sha256: Annotated[
+        str | None, typer.Option("--sha256", help="Expected sha256 of the (single) file.")
+    ] = None,
     include: Annotated[
         list[str] | None,
-        typer.Option("--include", help="Whole hf:// repo: only paths matching this glob (repeatable)."),
+        typer.Option(
+            "--include", help="Whole hf:// repo: only paths matching this glob (repeatable)."
+        ),
     ] = None,
     exclude: Annotated[
         list[str] | None,
-        typer.Option("--exclude", help="Whole hf:// repo: leave out paths matching this glob (repeatable)."),
+        typer.Option(
+            "--exclude", help="Whole hf:// repo: leave out paths matching this glob (repeatable)."
+        ),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace files already there that differ (same bytes: kept).")
+        bool,
+        typer.Option("--force", help="Replace files already there that differ (same bytes: kept)."),
     ] = False,
     header: Annotated[
         list[str] | None,
         typer.Option(
             "-H",
             "--header",
-            help="Send 'Name: value' to the http(s) URLs given, on their origin only (repeatable, as curl -H).",
+            help=(
+                "Send 'Name: value' to the http(s) URLs given, on their origin only (repeatable, as"
+                " curl -H)."
+            ),
         ),
     ] = None,
     input_file: Annotated[
@@ -61,7 +74,9 @@ def get_cmd(
     ] = None,
     **where: Any,
 ) -> int:
-    """Fetch one-off sources: URLs, hf:// and s3:// files, whole hf:// repos, serverless job outputs."""
+    """Fetch one-off sources: URLs, hf:// and s3:// files, whole hf:// repos, serverless job
+    outputs.
+    """
     if output is not None and directory is not None:
         raise UsageError("use -o FILE or -d DIR, not both")
     if output is not None and str(output) == "-":
@@ -69,16 +84,31 @@ def get_cmd(
     from mdl.catalog import check_headers, parse_header
 
     headers = dict(check_headers((parse_header(line) for line in header or ()), where="--header"))
-    options = {"output": output, "directory": directory, "sha256": sha256, "force": force, "input_file": input_file}
+    options = {
+        "output": output,
+        "directory": directory,
+        "sha256": sha256,
+        "force": force,
+        "input_file": input_file,
+    }
     globs = {"include": include or (), "exclude": exclude or ()}
-    report = run.call(api.get, *(sources or ()), **options, **globs, **where, headers=headers, secrets=run.secrets)
+    report = run.call(
+        api.get, *(sources or ()), **options, **globs, **where, headers=headers, secrets=run.secrets
+    )
     # `P=$(mdl get URL)`: the data is where each file is
-    return render_report(run, report, verb="fetched", data=lambda: run.line(*fetched_paths(report.files)))
+    return render_report(
+        run, report, verb="fetched", data=lambda: run.line(*fetched_paths(report.files))
+    )
 
 
 def fetched_paths(outcomes: Sequence["FileOutcome"]) -> list[str]:
-    """Each file ``get`` has (fetched, or skipped as the same file), in order, and once the folder of a whole repo
-    that is all there (as ``hf download`` prints it), in place of its files: its stdout."""
+    """Each file ``get`` has (fetched, or skipped as the same file), in order, and once the folder
+    of a whole repo that is all there (as ``hf download`` prints it), in place of its files: its
+    stdout."""
     broken = {f.within for f in outcomes if f.within is not None and not ok([f])}
-    paths = [f.within or f.dest for f in outcomes if f.dest is not None and ok([f]) and f.within not in broken]
+    paths = [
+        f.within or f.dest
+        for f in outcomes
+        if f.dest is not None and ok([f]) and f.within not in broken
+    ]
     return list(dict.fromkeys(p for p in paths if p is not None))

@@ -1,4 +1,6 @@
-"""``mdl list``, ``mdl show`` and ``mdl resolve``: what the catalog holds, what is on disk, what is upstream."""
+"""``mdl list``, ``mdl show`` and ``mdl resolve``: what the catalog holds, what is on disk, what
+is upstream.
+"""
 
 from typing import Annotated, Any
 
@@ -14,7 +16,9 @@ from mdl.units import human_size
 @command(progress=False, output_only=True)
 def list_cmd(
     run: Run,
-    status: Annotated[StatusChoice | None, typer.Option("--status", help="Only models in this state.")] = None,
+    status: Annotated[
+        StatusChoice | None, typer.Option("--status", help="Only models in this state.")
+    ] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Only models with this tag.")] = None,
     **where: Any,
 ) -> None:
@@ -26,16 +30,24 @@ def list_cmd(
     rows = [
         {
             **m.list_json(),
-            "status": _status_text(m.status, m.unverified)
-            + _signed_text(m.signature, short=True)
-            + (", update available" if m.update_available else ""),
+            "status": (
+                _status_text(m.status, m.unverified)
+                + _signed_text(m.signature, short=True)
+                + (", update available" if m.update_available else "")
+            ),
             "size": human_size(m.size) if m.size is not None else "-",
         }
         for m in listing.models
     ]
     run.table(
         rows,
-        [("name", "NAME"), ("status", "STATUS"), ("files", "FILES"), ("size", "SIZE"), ("description", "DESCRIPTION")],
+        [
+            ("name", "NAME"),
+            ("status", "STATUS"),
+            ("files", "FILES"),
+            ("size", "SIZE"),
+            ("description", "DESCRIPTION"),
+        ],
     )
 
 
@@ -55,11 +67,13 @@ def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
     status = _status_text(info.status.status, info.status.unverified)
     if info.status.unverified:
         status += f"; `mdl verify {name}` re-hashes them"
-    if info.status.update_available:  # the signed version a pull installed whole; its last pull aimed at another
+    # the signed version a pull installed whole; its last pull aimed at another
+    if info.status.update_available:
         status += f"; upstream has another version, not installed here (`mdl pull {name}`)"
     run.line(f"{'status:':13}{status}")
     if info.status.signature is not None:
-        run.line(f"{'signature:':13}{_signed_text(info.status.signature, short=False).removeprefix(', ')}")
+        signed = _signed_text(info.status.signature, short=False).removeprefix(", ")
+        run.line(f"{'signature:':13}{signed}")
     run.line(f"{'dest:':13}{info.folder or '(several folders: see each file)'}")
     if not doc["files"]:
         run.line("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)")
@@ -74,29 +88,53 @@ def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
         }
         for f in doc["files"]
     ]
-    columns = [("path", "PATH"), ("state", "STATE"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "SOURCE")]
-    if info.folder is None:  # files in several folders (Hub files in the cache, direct URLs in the plain folder)
+    columns = [
+        ("path", "PATH"),
+        ("state", "STATE"),
+        ("size", "SIZE"),
+        ("sha256", "SHA256"),
+        ("url", "SOURCE"),
+    ]
+    # files in several folders (Hub files in the cache, direct URLs in the plain folder)
+    if info.folder is None:
         columns.insert(1, ("dest", "DEST"))
     run.table(rows, columns)
-    if info.status.extra:  # on disk from an earlier version, no longer part of the model: not counted
+    # on disk from an earlier version, no longer part of the model: not counted
+    if info.status.extra:
         said = [(path, info.status.why_extra(path)) for path in info.status.extra]
         width = max(len(path) for path, _ in said)
-        run.line("", "no longer part of the model, not counted:", *(f"  {p:{width}}  ({why})" for p, why in said))
+        run.line(
+            "",
+            "no longer part of the model, not counted:",
+            *(f"  {p:{width}}  ({why})" for p, why in said),
+        )
 
 
 def _signed_text(signature: dict[str, Any] | None, *, short: bool) -> str:
-    """``, signed by key 47a6f4b3b07a0765`` when the signature was verified; what is wrong otherwise."""
+    """``, signed by key 47a6f4b3b07a0765`` when the signature was verified; what is wrong
+    otherwise.
+    """
     if signature is None:
         return ""
     if signature["verified"]:
         return f", signed by {signature['by']}"
     if signature["by"] is None:
-        return ", signature not verified" if short else f", {signature['file']} not verified yet (run `mdl pull`)"
-    return ", signature not verified" if short else f", not as signed by {signature['by']} (run `mdl verify`)"
+        return (
+            ", signature not verified"
+            if short
+            else f", {signature['file']} not verified yet (run `mdl pull`)"
+        )
+    return (
+        ", signature not verified"
+        if short
+        else f", not as signed by {signature['by']} (run `mdl verify`)"
+    )
 
 
 def _status_text(status: str, unverified: int) -> str:
-    """``installed``, or ``installed (2 modified?)`` when files were touched since they were verified."""
+    """``installed``, or ``installed (2 modified?)`` when files were touched since they were
+    verified.
+    """
     return f"{status} ({unverified} modified?)" if unverified else status
 
 
@@ -105,12 +143,16 @@ def resolve_cmd(
     run: Run,
     names: NamesArg = None,
     all_models: AllOpt = False,
-    follow: Annotated[bool, typer.Option("--follow", help="Show the CDN URL the Hub redirects to.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Show the CDN URL the Hub redirects to.")
+    ] = False,
     **where: Any,
 ) -> int:
-    """The concrete files and direct URLs, sizes, sha256 and commit of models (network, except what catalog.lock
-    pins)."""
-    resolution = run.call(api.resolve, *(names or ()), all=all_models, follow=follow, **where, secrets=run.secrets)
+    """The concrete files and direct URLs, sizes, sha256 and commit of models (network, except what
+    catalog.lock pins)."""
+    resolution = run.call(
+        api.resolve, *(names or ()), all=all_models, follow=follow, **where, secrets=run.secrets
+    )
     for model in resolution.models:
         if model.get("warning"):
             run.console.warn(model["warning"])
@@ -119,9 +161,17 @@ def resolve_cmd(
             run.emit(resolution.to_json())
         else:
             for model in resolution.models:
-                run.line(f"{model['name']}  revision={model['revision'] or '-'}  commit={model['commit'] or '-'}")
-                rows = [{**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"} for f in model["files"]]
-                run.table(rows, [("path", "PATH"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "URL")])
+                run.line(
+                    f"{model['name']}  revision={model['revision'] or '-'} "
+                    f" commit={model['commit'] or '-'}"
+                )
+                rows = [
+                    {**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"}
+                    for f in model["files"]
+                ]
+                run.table(
+                    rows, [("path", "PATH"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "URL")]
+                )
     for failure in resolution.failures:
         run.file_error(failure)
     return resolution.exit_code

@@ -1,4 +1,6 @@
-"""``mdl lock``: pin the catalog's models in ``catalog.lock`` (``--upgrade`` moves them on, ``--check`` is for CI)."""
+"""``mdl lock``: pin the catalog's models in ``catalog.lock`` (``--upgrade`` moves them on,
+``--check`` is for CI).
+"""
 
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,15 +24,23 @@ def lock_cmd(
     names: NamesArg = None,
     all_models: AllOpt = False,
     upgrade: Annotated[
-        bool, typer.Option("--upgrade", help="Resolve again: branches and tags move to their current commits.")
+        bool,
+        typer.Option(
+            "--upgrade", help="Resolve again: branches and tags move to their current commits."
+        ),
     ] = False,
     check: Annotated[
         bool,
-        typer.Option("--check", help="Change nothing, ask nothing: exit 2 if the lock is missing or stale (for CI)."),
+        typer.Option(
+            "--check",
+            help="Change nothing, ask nothing: exit 2 if the lock is missing or stale (for CI).",
+        ),
     ] = False,
     **where: Any,
 ) -> int:
-    """Pin commits, files, sizes and sha256 in catalog.lock beside the catalog (all models when none is named)."""
+    """Pin commits, files, sizes and sha256 in catalog.lock beside the catalog (all models when
+    none is named).
+    """
     if upgrade and check:
         raise UsageError("--check changes nothing; it cannot go with --upgrade")
     options = {"all": all_models, "upgrade": upgrade, "check": check, "secrets": run.secrets}
@@ -40,19 +50,33 @@ def lock_cmd(
     if run.json:
         run.emit(report.to_json())
     elif check and report.missing:  # --check says one line: missing or stale (exit 2), or fresh
-        run.console.error(f"{report.path} does not exist", hint="run mdl lock, and commit the file it writes")
+        run.console.error(
+            f"{report.path} does not exist", hint="run mdl lock, and commit the file it writes"
+        )
     elif check and report.stale:
-        run.console.error(f"{report.path.name} is stale for: {', '.join(report.stale)} (run mdl lock)")
+        run.console.error(
+            f"{report.path.name} is stale for: {', '.join(report.stale)} (run mdl lock)"
+        )
     elif check:
         run.console.info(f"{report.path.name} is up to date")
-    else:  # a line per model that changed (every model with --upgrade) on stdout; failures and a summary on stderr
+    # a line per model that changed (every model with --upgrade) on stdout; failures and a summary
+    # on stderr
+    else:
         run.line(*(change_line(c) for c in report.changes if upgrade or c.status != "unchanged"))
         for failure in report.failures:
             run.console.error(failure.error or f"{failure.label}: failed", hint=failure.hint)
-        locked, resolved = sum(1 for c in report.changes if c.status != "removed"), len(report.resolved)
-        models = f"{plural(locked, 'model')}, {resolved} resolved, {locked - resolved} kept as locked"
+        locked, resolved = (
+            sum(1 for c in report.changes if c.status != "removed"),
+            len(report.resolved),
+        )
+        models = (
+            f"{plural(locked, 'model')}, {resolved} resolved, {locked - resolved} kept as locked"
+        )
         if report.failures:
-            run.console.info(f"{report.path} was left as it was: every model must resolve for the lock to be written")
+            run.console.info(
+                f"{report.path} was left as it was: every model must resolve for the lock to be"
+                " written"
+            )
         elif report.changed:
             run.console.info(f"wrote {report.path} ({models})")
         else:
@@ -61,8 +85,8 @@ def lock_cmd(
 
 
 def change_line(change: "ModelChange") -> str:
-    """``tiny: f191985 → 8c3e2aa; +1 file, -0, ~1 changed (model.bin 1.2 MiB → 1.3 MiB)`` (a model of several repos:
-    ``org/a f191985 → 8c3e2aa, org/b …``), or ``tiny: unchanged``."""
+    """``tiny: f191985 → 8c3e2aa; +1 file, -0, ~1 changed (model.bin 1.2 MiB → 1.3 MiB)`` (a model
+    of several repos: ``org/a f191985 → 8c3e2aa, org/b …``), or ``tiny: unchanged``."""
     if change.status == "unchanged":
         return f"{change.name}: unchanged"
     if change.status == "removed":
@@ -75,13 +99,20 @@ def change_line(change: "ModelChange") -> str:
     if change.old_commit != change.new_commit:
         moved = f"{(change.old_commit or '-')[:7]} → {(change.new_commit or '-')[:7]}; "
     elif change.repos:  # a model of files from several repos: each repo's move
-        moved = ", ".join(f"{r.repo} {r.old_commit[:7]} → {r.new_commit[:7]}" for r in change.repos) + "; "
-    counts = f"+{plural(len(change.added), 'file')}, -{len(change.removed)}, ~{len(change.changed)} changed"
+        moved = (
+            ", ".join(f"{r.repo} {r.old_commit[:7]} → {r.new_commit[:7]}" for r in change.repos)
+            + "; "
+        )
+    counts = (
+        f"+{plural(len(change.added), 'file')}, -{len(change.removed)}, ~{len(change.changed)}"
+        " changed"
+    )
     if change.repinned:
         counts += f", {len(change.repinned)} re-pinned"
     shown = [f"{new.path} {_bytes_moved(old, new)}" for old, new in change.changed]
     shown += [
-        new.path if change.repos else f"{new.path} {_commit(old)} → {_commit(new)}" for old, new in change.repinned
+        new.path if change.repos else f"{new.path} {_commit(old)} → {_commit(new)}"
+        for old, new in change.repinned
     ]
     if len(shown) > SHOWN_FILES:
         shown[SHOWN_FILES:] = [f"and {len(shown) - SHOWN_FILES} more"]
@@ -89,7 +120,9 @@ def change_line(change: "ModelChange") -> str:
 
 
 def _bytes_moved(old: "LockedFile", new: "LockedFile") -> str:
-    """``1.14 MiB → 1.24 MiB``; when the sizes read the same, the sha256 that moved (rebuilt bytes, same size)."""
+    """``1.14 MiB → 1.24 MiB``; when the sizes read the same, the sha256 that moved (rebuilt
+    bytes, same size).
+    """
     if (was := human_size(old.size)) != (now := human_size(new.size)):
         return f"{was} → {now}"
     return f"{now}, sha256 {old.sha256[:8]} → {new.sha256[:8]}"

@@ -1,4 +1,6 @@
-"""Options spelled alike in every command, their Tab completion, the common flags, and the :func:`command` skeleton."""
+"""Options spelled alike in every command, their Tab completion, the common flags, and the
+:func:`command` skeleton.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ from mdl.setting import SETTING, SETTINGS, Setting
 
 
 def complete_model_names(ctx: typer.Context, incomplete: str) -> list[str]:
-    """Model names starting with ``incomplete``, not yet on the line, from the catalog the command will read."""
+    """Model names starting with ``incomplete``, not yet on the line, from the catalog the
+    command will read.
+    """
     given = ctx.params.get("catalog") or ctx.find_root().params.get("catalog")
     typed = ctx.params.get("names") or ()
     try:
@@ -29,12 +33,15 @@ def complete_model_names(ctx: typer.Context, incomplete: str) -> list[str]:
 
 
 def complete_checkpoints(incomplete: str) -> list[str]:
-    """--checkpoint's keywords (a checkpoint's own name is taken too; Typer completes the Literal choices itself)."""
+    """--checkpoint's keywords (a checkpoint's own name is taken too; Typer completes the Literal
+    choices itself).
+    """
     return [value for value in ("latest", "best", "step:") if value.startswith(incomplete)]
 
 
-# Options with fixed choices: a Literal shows them in --help (`--layout [plain|hf-cache]`), completes them on Tab,
-# refuses anything else with exit 2 naming the option, and hands the command the plain string.
+# Options with fixed choices: a Literal shows them in --help (`--layout [plain|hf-cache]`),
+# completes them on Tab, refuses anything else with exit 2 naming the option, and hands the command
+# the plain string.
 LayoutChoice: Any = cast(Any, Literal)[SETTING["layout"].choices]
 StatusChoice = Literal["installed", "partial", "missing"]  # mdl.api.STATUSES
 ProfileChoice = Literal["deploy", "full"]
@@ -44,26 +51,36 @@ ProgressOpt = Annotated[
     ProgressChoice | None,
     typer.Option(
         "--progress",
-        help="auto (rich bars on a terminal, plain lines off it), rich, plain, json (one event per line on "
-        "stderr, for programs) or none.",
+        help=(
+            "auto (rich bars on a terminal, plain lines off it), rich, plain, json (one event per"
+            " line on stderr, for programs) or none."
+        ),
     ),
 ]
 CatalogOpt = Annotated[
-    Path | None, typer.Option("--catalog", help="Catalog file (default: $MDL_CATALOG, ./catalog.toml, user config).")
+    Path | None,
+    typer.Option(
+        "--catalog", help="Catalog file (default: $MDL_CATALOG, ./catalog.toml, user config)."
+    ),
 ]
 LogFileOpt = Annotated[
-    Path | None, typer.Option("--log-file", help="Log file (default: $MDL_LOG_FILE or user log dir).")
+    Path | None,
+    typer.Option("--log-file", help="Log file (default: $MDL_LOG_FILE or user log dir)."),
 ]
 NamesArg = Annotated[
-    list[str] | None, typer.Argument(help="Model names from the catalog.", autocompletion=complete_model_names)
+    list[str] | None,
+    typer.Argument(help="Model names from the catalog.", autocompletion=complete_model_names),
 ]
 NameArg = Annotated[str, typer.Argument(help="Model name.", autocompletion=complete_model_names)]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every model in the catalog.")]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would happen; change nothing.")
+]
 
 
-# The word each value shows in --help (`--limit-rate RATE`, never Typer's `<str>`), by parameter name: one kind of
-# value, one word, in every command. :func:`metavar` gives the others theirs; an option's own ``metavar=`` wins.
+# The word each value shows in --help (`--limit-rate RATE`, never Typer's `<str>`), by parameter
+# name: one kind of value, one word, in every command. :func:`metavar` gives the others theirs; an
+# option's own ``metavar=`` wins.
 METAVARS = {
     "names": "NAME",
     "sources": "SOURCE",
@@ -81,16 +98,25 @@ METAVARS = {
     "signed_by": "KEY",
     "input_file": "FILE",
 }
-# A setting's value by its kind (mdl.setting): its Python type, and its word where it is not the rule's. Numbers come
-# as text: the one parser (mdl.catalog.settings.parse_number) reads every spelling, as it reads $MDL_* and the catalog
-# (Click's int() and float() would take '١٦' and '1_6').
-TYPES: dict[str, Any] = {"count": str, "seconds": str, "rate": str, "url": str, "path": Path, "urls": list[str]}
+# A setting's value by its kind (mdl.setting): its Python type, and its word where it is not the
+# rule's. Numbers come as text: the one parser (mdl.catalog.settings.parse_number) reads every
+# spelling, as it reads $MDL_* and the catalog (Click's int() and float() would take '١٦' and
+# '1_6').
+TYPES: dict[str, Any] = {
+    "count": str,
+    "seconds": str,
+    "rate": str,
+    "url": str,
+    "path": Path,
+    "urls": list[str],
+}
 WORDS = {"count": "N", "seconds": "SECONDS", "rate": "RATE", "urls": "URL", "path": "DIR"}
 
 
 def metavar(name: str, annotation: Any) -> str:
-    """The word for parameter ``name`` (of type ``annotation``) in --help: its fixed choices (``[plain|hf-cache]``, as
-    Click shows them), its word in :data:`METAVARS`, ``N`` for a count, else its own name in capitals (as argparse)."""
+    """The word for parameter ``name`` (of type ``annotation``) in --help: its fixed choices
+    (``[plain|hf-cache]``, as Click shows them), its word in :data:`METAVARS`, ``N`` for a count,
+    else its own name in capitals (as argparse)."""
     kind = annotation
     while True:  # Annotated[T, ...], T | None, list[T]: the type of one value
         origin = get_origin(kind)
@@ -111,8 +137,9 @@ def switch(*flags: str, help: str) -> tuple[Any, Any]:
     return Annotated[bool, typer.Option(*flags, help=help)], False
 
 
-# The six flags every command takes, before or after its name (``mdl -q list`` = ``mdl list -q``): each one's
-# name (its parameter in the root callback and in every command, and the Run field it sets), option and default.
+# The six flags every command takes, before or after its name (``mdl -q list`` = ``mdl list -q``):
+# each one's name (its parameter in the root callback and in every command, and the Run field it
+# sets), option and default.
 COMMON: dict[str, tuple[Any, Any]] = {
     "json": switch("--json", help="Print exactly one JSON document on stdout."),
     "quiet": switch("-q", "--quiet", help="Silence stderr but errors (stdout's data stays)."),
@@ -124,8 +151,9 @@ COMMON: dict[str, tuple[Any, Any]] = {
 
 
 def number_of(setting: Setting) -> Callable[[str | None], int | float | None]:
-    """A count's or seconds' flag read by the one parser of numbers (as $MDL_* and the catalog are read): exit 2
-    naming the flag for anything else (Click's int() and float() would take '١٦', '1_6' and 1e300)."""
+    """A count's or seconds' flag read by the one parser of numbers (as $MDL_* and the catalog are
+    read): exit 2 naming the flag for anything else (Click's int() and float() would take '١٦',
+    '1_6' and 1e300)."""
 
     def parse(value: str | None) -> int | float | None:
         from mdl.catalog import parse_number  # here: `mdl --help` loads nothing below the CLI
@@ -140,52 +168,73 @@ def number_of(setting: Setting) -> Callable[[str | None], int | float | None]:
 
 
 def setting_option(setting: Setting) -> tuple[Any, Any]:
-    """A setting's option as Typer reads it (an ``Annotated`` type) and its default, from the table: its flag, its
-    help with bounds and where the default comes from."""
-    if setting.pair:  # --xet/--no-xet: not given is None (the environment, the catalog or the default decide)
-        pair = typer.Option(f"{setting.flag}/--no-{setting.flag.removeprefix('--')}", help=setting.help_text)
+    """A setting's option as Typer reads it (an ``Annotated`` type) and its default, from the table:
+    its flag, its help with bounds and where the default comes from."""
+    # --xet/--no-xet: not given is None (the environment, the catalog or the default decide)
+    if setting.pair:
+        pair = typer.Option(
+            f"{setting.flag}/--no-{setting.flag.removeprefix('--')}", help=setting.help_text
+        )
         return Annotated[bool | None, pair], None
     number = setting.kind in ("count", "seconds")
-    option = typer.Option(setting.flag, help=setting.help_text, callback=number_of(setting) if number else None)
+    option = typer.Option(
+        setting.flag, help=setting.help_text, callback=number_of(setting) if number else None
+    )
     if setting.kind == "switch":
         return Annotated[bool, option], False
     kind = cast(Any, Literal)[setting.choices] if setting.kind == "choice" else TYPES[setting.kind]
     return Annotated[kind | None, option], None
 
 
-# The settings' options and --catalog, declared once: after a command's own options, in this order; each command
-# names those it takes (``where``) and its function gets them as keywords (``**where``, handed to the api as they
-# are: a setting's option is named as the setting, and so is the api's keyword).
+# The settings' options and --catalog, declared once: after a command's own options, in this order;
+# each command names those it takes (``where``) and its function gets them as keywords (``**where``,
+# handed to the api as they are: a setting's option is named as the setting, and so is the api's
+# keyword).
 WHERE: dict[str, tuple[Any, Any]] = {
     **{setting.name: setting_option(setting) for setting in SETTINGS if setting.flag},
     "catalog": (CatalogOpt, None),
 }
-PLACES = ("dest", "layout", "locked", "frozen", "catalog")  # where a command over the catalog's models works
-CONTEXT = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+# where a command over the catalog's models works
+PLACES = ("dest", "layout", "locked", "frozen", "catalog")
+CONTEXT = inspect.Parameter(
+    "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
+)
 
 
 def command_flags(ctx: typer.Context) -> dict[str, Any]:
-    """The command's common flags, --catalog and --dest merged with those before its name (``ctx.obj``): a switch
-    counts wherever it is, a value after the command wins (as in curl and git); a value before a command without that
-    option is a usage error (``mdl --dest D get URL`` would save into .), but --progress's."""
+    """The command's common flags, --catalog and --dest merged with those before its name
+    (``ctx.obj``): a switch counts wherever it is, a value after the command wins (as in curl and
+    git); a value before a command without that option is a usage error (``mdl --dest D get URL``
+    would save into .), but --progress's."""
     before, own = ctx.obj or {}, ctx.params
     merged: dict[str, Any] = {}
-    for name, (_, default) in (*COMMON.items(), ("catalog", WHERE["catalog"]), ("dest", WHERE["dest"])):
+    for name, (_, default) in (
+        *COMMON.items(),
+        ("catalog", WHERE["catalog"]),
+        ("dest", WHERE["dest"]),
+    ):
         value, earlier = own.get(name), before.get(name)
         if default is False:
             merged[name] = bool(earlier or value)
         elif value is None and earlier is not None and name not in own and name != "progress":
             flag = "--" + name.replace("_", "-")
-            raise typer.BadParameter(f"mdl {ctx.info_name} does not take {flag}", ctx=ctx, param_hint=f"'{flag}'")
+            raise typer.BadParameter(
+                f"mdl {ctx.info_name} does not take {flag}", ctx=ctx, param_hint=f"'{flag}'"
+            )
         else:
             merged[name] = earlier if value is None else value
     return merged
 
 
 def keywords(table: dict[str, tuple[Any, Any]], names: Iterable[str]) -> list[inspect.Parameter]:
-    """Keyword parameters as Typer reads them: each name's option (an ``Annotated`` type) and default in ``table``."""
+    """Keyword parameters as Typer reads them: each name's option (an ``Annotated`` type) and
+    default in ``table``.
+    """
     keyword = inspect.Parameter.KEYWORD_ONLY
-    return [inspect.Parameter(name, keyword, default=table[name][1], annotation=table[name][0]) for name in names]
+    return [
+        inspect.Parameter(name, keyword, default=table[name][1], annotation=table[name][0])
+        for name in names
+    ]
 
 
 def declare(function: Callable[..., None], params: list[inspect.Parameter]) -> Callable[..., None]:
@@ -201,23 +250,35 @@ def command(
     progress: bool = True,
     output_only: bool | Callable[[dict[str, Any]], bool] = False,
 ) -> Callable[[Callable[..., int | None]], Callable[..., None]]:
-    """A command's skeleton: its function takes the :class:`Run`, its options and the catalog's in ``where``, and
-    returns its exit code (None: 0), under :func:`guarded`; ``output_only`` ones stop when stdout's reader goes."""
+    """A command's skeleton: its function takes the :class:`Run`, its options and the catalog's in
+    ``where``, and returns its exit code (None: 0), under :func:`guarded`; ``output_only`` ones stop
+    when stdout's reader goes."""
 
     def wrap(body: Callable[..., int | None]) -> Callable[..., None]:
         @functools.wraps(body)
         def run_command(ctx: typer.Context, **options: Any) -> None:
             flags = command_flags(ctx)
-            paths = {key: flags.pop(key) for key in ("catalog", "dest")}  # merged: they go to the command
-            options = {key: paths.get(key, value) for key, value in options.items() if key not in flags}
-            # -H lines (get's ``header``) as parsed: masked in the logged command line, whatever their spelling
-            run = Run(**flags, command=ctx.info_name or "", headers=tuple(options.get("header") or ()))
-            with guarded(run, output_only=output_only(options) if callable(output_only) else output_only):
+            # merged: they go to the command
+            paths = {key: flags.pop(key) for key in ("catalog", "dest")}
+            options = {
+                key: paths.get(key, value) for key, value in options.items() if key not in flags
+            }
+            # -H lines (get's ``header``) as parsed: masked in the logged command line, whatever
+            # their spelling
+            run = Run(
+                **flags, command=ctx.info_name or "", headers=tuple(options.get("header") or ())
+            )
+            with guarded(
+                run, output_only=output_only(options) if callable(output_only) else output_only
+            ):
                 code = body(run, **options)
                 if code:
                     raise typer.Exit(code)
 
-        keyword, params = inspect.Parameter.KEYWORD_ONLY, list(inspect.signature(body).parameters.values())[1:]
+        keyword, params = (
+            inspect.Parameter.KEYWORD_ONLY,
+            list(inspect.signature(body).parameters.values())[1:],
+        )
         own = [p.replace(kind=keyword) for p in params if p.kind != p.VAR_KEYWORD]
         group = keywords(WHERE, [name for name in WHERE if name in where])
         common = keywords(COMMON, [name for name in COMMON if progress or name != "progress"])

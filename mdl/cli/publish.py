@@ -1,4 +1,6 @@
-"""``mdl publish``: the verified local files of catalog models up to S3-compatible storage, for a fleet to pull."""
+"""``mdl publish``: the verified local files of catalog models up to S3-compatible storage, for a
+fleet to pull.
+"""
 
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,38 +42,59 @@ def publish_cmd(
     endpoint_url: Annotated[
         str | None,
         typer.Option(
-            "--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS)."
+            "--endpoint-url",
+            help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS).",
         ),
     ] = None,
     sign: Annotated[
         Path | None,
         typer.Option(
             "--sign",
-            help="Also upload <prefix>/<model>/model.sig, an OpenSSF model signature over the files published, made "
-            "with this EC private key (PEM; needs mdl[sign]).",
+            help=(
+                "Also upload <prefix>/<model>/model.sig, an OpenSSF model signature over the files"
+                " published, made "
+                "with this EC private key (PEM; needs mdl[sign])."
+            ),
             show_default=False,
         ),
     ] = None,
     force: Annotated[
         bool,
-        typer.Option("--force", help="With --sign: publish mdl's model.sig in place of the one the model has."),
+        typer.Option(
+            "--force",
+            help="With --sign: publish mdl's model.sig in place of the one the model has.",
+        ),
     ] = False,
     dry_run: DryRunOpt = False,
     **where: Any,
 ) -> int:
     """Upload the verified local files of models and a manifest per model to S3-compatible storage.
 
-    An object whose SHA-256 the store itself computed matches is skipped, so a re-run sends only what is
-    missing. Nodes then pull with the mirror s3://bucket/prefix/{model}/{path}, verifying every byte."""
+    An object whose SHA-256 the store itself computed matches is skipped, so a re-run sends only
+    what is missing. Nodes then pull with the mirror s3://bucket/prefix/{model}/{path}, verifying
+    every byte."""
     if not to:
-        raise UsageError("mdl publish needs --to s3://bucket/prefix", hint="mdl publish NAME --to s3://bucket/models")
-    options = {"connections": connections, "endpoint": endpoint_url, "sign": sign, "force": force, "dry_run": dry_run}
-    report = run.call(api.publish, *(names or ()), to=to, all=all_models, **options, **where, secrets=run.secrets)
+        raise UsageError(
+            "mdl publish needs --to s3://bucket/prefix",
+            hint="mdl publish NAME --to s3://bucket/models",
+        )
+    options = {
+        "connections": connections,
+        "endpoint": endpoint_url,
+        "sign": sign,
+        "force": force,
+        "dry_run": dry_run,
+    }
+    report = run.call(
+        api.publish, *(names or ()), to=to, all=all_models, **options, **where, secrets=run.secrets
+    )
     if not run.json:  # the JSON document has the manifests; people get a line per model
         for manifest in report.manifests:
             model = manifest.rsplit("/", 1)[-1].removesuffix(".json")
             files = [f for f in report.files if f.model == model and f.path is not None]
             size = sum(f.size or 0 for f in files)
             to = report.target.rstrip("/") + f"/{model}/"
-            run.console.info(f"{model} → {to} ({len(files)} files, {human_size(size)}; manifest {manifest})")
+            run.console.info(
+                f"{model} → {to} ({len(files)} files, {human_size(size)}; manifest {manifest})"
+            )
     return render_report(run, report, verb="published")

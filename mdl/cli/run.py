@@ -1,5 +1,6 @@
-"""One command's run: its streams, environment, logging, console and display, and the skeleton every command runs
-in (:func:`guarded`, :func:`invoke`): what ends it goes through the one translator (mdl.cli.translate)."""
+"""One command's run: its streams, environment, logging, console and display, and the skeleton every
+command runs in (:func:`guarded`, :func:`invoke`): what ends it goes through the one translator
+(mdl.cli.translate)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ T = TypeVar("T")
 
 @dataclass
 class Run:
-    """One command's I/O: streams, environment, output mode, and the console (built once, passed around)."""
+    """One command's I/O: streams, environment, output mode, and the console (built once, passed
+    around).
+    """
 
     json: bool = False
     quiet: bool = False
@@ -62,30 +65,44 @@ class Run:
     progress: str | None = None
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     command: str = ""  # its name (``pull``): what an interruption says was kept
-    headers: Sequence[str] = ()  # its -H lines as Click parsed them: what the logged command line masks
-    reserve: mmap.mmap | None = field(default=None, init=False, repr=False)  # room to say memory ran out (guarded)
-    watch: StdoutWatch = field(default_factory=StdoutWatch, init=False, repr=False)  # on stdout's reader (guarded)
+    # its -H lines as Click parsed them: what the logged command line masks
+    headers: Sequence[str] = ()
+    # room to say memory ran out (guarded)
+    reserve: mmap.mmap | None = field(default=None, init=False, repr=False)
+    # on stdout's reader (guarded)
+    watch: StdoutWatch = field(default_factory=StdoutWatch, init=False, repr=False)
 
     def __post_init__(self) -> None:
         from mdl.catalog import default_log_file
         from mdl.cli.render.log import setup_logging
 
         self.started = time.monotonic()
-        # --progress json: stderr is one event stream, shared by the progress display and the console; else off a
-        # terminal each line says when and which run (stderr_sink)
+        # --progress json: stderr is one event stream, shared by the progress display and the
+        # console; else off a terminal each line says when and which run (stderr_sink)
         json_events = (self.progress or "").lower() == "json"
         self.stdout, self.stderr = sys.stdout, stderr_sink(sys.stderr, events=json_events)
-        # The run's secrets: what it learns (tokens, headers, signed URLs) is told here, sinks hide it. Never printed
-        # either: anything like a credential in the environment, used by mdl or not (a server may echo one a wrapper
-        # script sent, and catalog headers expand ``${VAR}`` from it).
+        # The run's secrets: what it learns (tokens, headers, signed URLs) is told here, sinks hide
+        # it. Never printed either: anything like a credential in the environment, used by mdl or
+        # not (a server may echo one a wrapper script sent, and catalog headers expand ``${VAR}``
+        # from it).
         suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
-        self.secrets = Secrets(v for k, v in self.environ.items() if any(word in k.upper() for word in suspicious))
+        self.secrets = Secrets(
+            v for k, v in self.environ.items() if any(word in k.upper() for word in suspicious)
+        )
         self.events = EventStream(self.stderr, secrets=self.secrets) if json_events else None
-        self.console = self.events or Console(self.stderr, environ=self.environ, quiet=self.quiet, secrets=self.secrets)
-        self.summary: dict[str, Any] | None = None  # the run's counts for the ``end`` event (cli.summary)
-        chosen = self.log_file or (Path(self.environ["MDL_LOG_FILE"]) if self.environ.get("MDL_LOG_FILE") else None)
+        self.console = self.events or Console(
+            self.stderr, environ=self.environ, quiet=self.quiet, secrets=self.secrets
+        )
+        # the run's counts for the ``end`` event (cli.summary)
+        self.summary: dict[str, Any] | None = None
+        chosen = self.log_file or (
+            Path(self.environ["MDL_LOG_FILE"]) if self.environ.get("MDL_LOG_FILE") else None
+        )
         target = chosen or default_log_file()
-        if setup_logging(log_file=target, verbose=self.verbose, secrets=self.secrets) is None and chosen:
+        if (
+            setup_logging(log_file=target, verbose=self.verbose, secrets=self.secrets) is None
+            and chosen
+        ):
             self.console.warn(f"cannot write the log file {chosen}; going on without it")
 
     def reporter(self) -> Reporter:
@@ -96,32 +113,47 @@ class Run:
             environ=self.environ,
             requested=self.progress,
         )
-        return make_reporter(mode, stream=self.stderr, environ=self.environ, secrets=self.secrets, events=self.events)
+        return make_reporter(
+            mode, stream=self.stderr, environ=self.environ, secrets=self.secrets, events=self.events
+        )
 
     def call(self, action: Callable[..., T], /, *args: Any, **options: Any) -> T:
-        """``action`` (an api function) with this run's environment and its progress display open."""
+        """``action`` (an api function) with this run's environment and its progress display
+        open.
+        """
         with self.reporter() as progress:
             return action(*args, **options, environ=self.environ, progress=progress)
 
     def emit(self, doc: Mapping[str, Any]) -> None:
-        """The one JSON document on stdout, ``ok`` first; an absent value is ``null``, never ``""``."""
+        """The one JSON document on stdout, ``ok`` first; an absent value is ``null``, never
+        ``""``.
+        """
         emit_document({"ok": True, **doc}, stream=self.stdout, secrets=self.secrets)
 
     def line(self, *texts: str) -> None:
-        """Each text a line of data on stdout (a path, names, hashes: never rewritten by the secrets, control
-        characters escaped, a URL without its credentials). Flushed: in a log that takes stdout and stderr
-        (``>>log 2>&1``) the lines stand where they were said, not after the summary."""
+        """Each text a line of data on stdout (a path, names, hashes: never rewritten by the
+        secrets, control characters escaped, a URL without its credentials). Flushed: in a log that
+        takes stdout and stderr (``>>log 2>&1``) the lines stand where they were said, not after the
+        summary."""
         self.stdout.writelines(shown_data(text) + "\n" for text in texts)
         self.stdout.flush()
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
         """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
         color = color_enabled(isatty=isatty(self.stdout), environ=self.environ)
-        render_table(rows, columns, stream=self.stdout, color=color, width=table_width(self.stdout, self.environ))
+        render_table(
+            rows,
+            columns,
+            stream=self.stdout,
+            color=color,
+            width=table_width(self.stdout, self.environ),
+        )
         self.stdout.flush()
 
     def tell(self, error: MdlError) -> int:
-        """What ended the command, said once: in the log, the ``--json`` document and on stderr; its exit code."""
+        """What ended the command, said once: in the log, the ``--json`` document and on stderr;
+        its exit code.
+        """
         code = int(error.exit_code)
         log.error("%s", safe_text(error.message, secrets=self.secrets))
         if self.json:
@@ -130,10 +162,14 @@ class Run:
         return code
 
     def file_error(self, outcome: FileOutcome) -> None:
-        """A failed file or model, said once (as an ``error`` event unless the progress display said it)."""
+        """A failed file or model, said once (as an ``error`` event unless the progress display
+        said it).
+        """
         message, model = outcome.error or f"{outcome.label}: failed", outcome.model or None
         if self.events is None or (model, outcome.path) not in self.events.errors:
-            self.console.error(message, hint=outcome.hint, model=model, path=outcome.path, label=outcome.label)
+            self.console.error(
+                message, hint=outcome.hint, model=model, path=outcome.path, label=outcome.label
+            )
 
 
 ProgressMode = Literal["rich", "plain", "json", "none"]
@@ -141,13 +177,20 @@ ProgressChoice = Literal["auto", "rich", "plain", "json", "none"]  # --progress 
 
 
 def choose_progress_mode(
-    *, quiet: bool, no_progress: bool, stderr_isatty: bool, environ: Mapping[str, str], requested: str | None = None
+    *,
+    quiet: bool,
+    no_progress: bool,
+    stderr_isatty: bool,
+    environ: Mapping[str, str],
+    requested: str | None = None,
 ) -> ProgressMode:
-    """The display for ``--progress``: json even with -q or --no-progress (they silence people's output, not a
-    program's), else they mean none; auto is rich on a terminal, plain lines off it or with TERM=dumb."""
+    """The display for ``--progress``: json even with -q or --no-progress (they silence people's
+    output, not a program's), else they mean none; auto is rich on a terminal, plain lines off it or
+    with TERM=dumb."""
     choice = (requested or "auto").lower()
     if choice not in get_args(ProgressChoice):
-        raise ValueError(f"unknown progress mode {requested!r}")  # the option's choices keep users out of here
+        # the option's choices keep users out of here
+        raise ValueError(f"unknown progress mode {requested!r}")
     if (quiet or no_progress) and choice != "json":
         return "none"
     if choice == "auto":
@@ -166,25 +209,35 @@ def make_reporter(
     secrets: Secrets | None = None,
     events: EventStream | None = None,
 ) -> Reporter:
-    """The display for ``mode`` on ``stream`` (a context manager); ``json`` writes through ``events``, the run's own."""
+    """The display for ``mode`` on ``stream`` (a context manager); ``json`` writes through
+    ``events``, the run's own.
+    """
     from mdl.cli.render.bars import RichReporter  # (rich itself only when a rich display is made)
     from mdl.cli.render.progress import JsonReporter, PlainReporter, Reporter
 
     if mode == "rich":  # (it draws on the terminal: never through the stamps of lines off one)
-        return RichReporter(stream=unstamped(stream), no_color=no_color(environ), clock=clock, secrets=secrets)
+        return RichReporter(
+            stream=unstamped(stream), no_color=no_color(environ), clock=clock, secrets=secrets
+        )
     if mode == "plain":
-        return PlainReporter(stream=stream, wallclock=wallclock, interval=interval, clock=clock, secrets=secrets)
+        return PlainReporter(
+            stream=stream, wallclock=wallclock, interval=interval, clock=clock, secrets=secrets
+        )
     if mode == "json":
-        return JsonReporter(events or EventStream(stream, secrets=secrets, wallclock=wallclock), clock=clock)
+        return JsonReporter(
+            events or EventStream(stream, secrets=secrets, wallclock=wallclock), clock=clock
+        )
     return Reporter()
 
 
 def logged_argv(argv: Sequence[str], *, headers: Sequence[str] = ()) -> list[str]:
-    """The command line as the log keeps it: each value Click parsed as a header (``headers``) masked where it ends an
-    argument, however it was spelled (``-H V``, ``-HV``, ``-qH V``, ``-qvHV``, ``--header=V``), when it is a credential
-    (``X-Api-Key: ***``, whatever its length) or no ``Name: value`` line at all (``***``); URLs are redacted at the
-    sink. Masked from what was parsed, never by reading the spellings again: the parser decides what is a header."""
-    from mdl.catalog import is_secret_header  # here: `mdl --help` loads nothing below the CLI (test_startup)
+    """The command line as the log keeps it: each value Click parsed as a header (``headers``)
+    masked where it ends an argument, however it was spelled (``-H V``, ``-HV``, ``-qH V``,
+    ``-qvHV``, ``--header=V``), when it is a credential (``X-Api-Key: ***``, whatever its length) or
+    no ``Name: value`` line at all (``***``); URLs are redacted at the sink. Masked from what was
+    parsed, never by reading the spellings again: the parser decides what is a header."""
+    # here: `mdl --help` loads nothing below the CLI (test_startup)
+    from mdl.catalog import is_secret_header
 
     masks: dict[str, str] = {}
     for line in headers:
@@ -201,7 +254,9 @@ def logged_argv(argv: Sequence[str], *, headers: Sequence[str] = ()) -> list[str
 
 @contextlib.contextmanager
 def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
-    """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), the events' ``end`` last."""
+    """Every way a command ends becomes ``typer.Exit`` with its code (:func:`translate`), the
+    events' ``end`` last.
+    """
     log.info("mdl %s: %s", __version__, " ".join(logged_argv(sys.argv[1:], headers=run.headers)))
     run.reserve = reserve_memory()
     code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
@@ -213,7 +268,8 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
             code = 0
         except typer.Exit as exc:
             code = int(exc.exit_code or 0)
-            if code == 130 and run.watch.fired:  # the work stopped for the reader that left, as for a Ctrl-C: 141
+            # the work stopped for the reader that left, as for a Ctrl-C: 141
+            if code == 130 and run.watch.fired:
                 log.info("stdout was closed by its reader; exit %d", EXIT_STDOUT_CLOSED)
                 code = EXIT_STDOUT_CLOSED
                 raise typer.Exit(code) from None
@@ -226,27 +282,33 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
             raise typer.Exit(code) from None
     finally:
         seconds = time.monotonic() - run.started
-        if run.events is not None:  # the last event: the run's counts (cli.summary's, else none) and its seconds
+        # the last event: the run's counts (cli.summary's, else none) and its seconds
+        if run.events is not None:
             summary = run.summary or run_summary((), seconds=seconds, text=None)
             run.events.end(exit_code=code, summary={**summary, "seconds": round(seconds, 3)})
         log.info("done in %.1fs", seconds)
 
 
 def invoke(app: Any) -> int:
-    """Run the Typer app, what ends it outside a command translated too; a reader of stdout that left: 141."""
+    """Run the Typer app, what ends it outside a command translated too; a reader of stdout that
+    left: 141.
+    """
     try:
-        result = app(standalone_mode=False, prog_name="mdl")  # "mdl" under python -m too: _MDL_COMPLETE
+        # "mdl" under python -m too: _MDL_COMPLETE
+        result = app(standalone_mode=False, prog_name="mdl")
         code = result if isinstance(result, int) else 0
     except SystemExit as exc:
-        # Click ends output it writes itself (--help, --version) that meets a closed pipe with exit 1.
+        # Click ends output it writes itself (--help, --version) that meets a closed pipe with exit
+        # 1.
         if exc.code != 1 or not stdout_closed():
             raise
         code = EXIT_STDOUT_CLOSED
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - translated (a bug: logged, exit 1)
         code = translate(exc)
     if code == ExitCode.INTERRUPTED and stdout_closed():
-        # The watch's stop (a KeyboardInterrupt) that reached Typer past the command's own guard (a busy machine
-        # runs its handler late), which Typer turns into 130 unsaid: the reader left, as for cat, 141.
+        # The watch's stop (a KeyboardInterrupt) that reached Typer past the command's own guard (a
+        # busy machine runs its handler late), which Typer turns into 130 unsaid: the reader left,
+        # as for cat, 141.
         code = EXIT_STDOUT_CLOSED
     if code == EXIT_STDOUT_CLOSED:
         silence_stdout()

@@ -1,5 +1,5 @@
-"""stdout, where the data goes: the one JSON document, and a reader that leaves (``mdl list | head -1``) ends a command
-quietly with exit 141, as ``cat``, but a failing one's code."""
+"""stdout, where the data goes: the one JSON document, and a reader that leaves (``mdl list | head
+-1``) ends a command quietly with exit 141, as ``cat``, but a failing one's code."""
 
 from __future__ import annotations
 
@@ -22,13 +22,18 @@ from mdl.redact import Secrets, safe_doc
 log = logging.getLogger("mdl.cli")
 
 STDOUT_FD = 1
-EXIT_STDOUT_CLOSED = 128 + 13  # 128 + SIGPIPE: what a shell reports for `cat` killed by a closed pipe
-WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)  # POSIX only; elsewhere nothing is watched
+# 128 + SIGPIPE: what a shell reports for `cat` killed by a closed pipe
+EXIT_STDOUT_CLOSED = 128 + 13
+# POSIX only; elsewhere nothing is watched
+WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)
 
 
-def emit_document(doc: Mapping[str, Any], *, stream: TextIO, secrets: Secrets | None = None) -> None:
-    """The one JSON document on ``stream`` and a newline, indented on a terminal; an absent value is ``null``, never
-    ``""``; its text made safe (errors echo servers), its data only made printable (``safe_doc``)."""
+def emit_document(
+    doc: Mapping[str, Any], *, stream: TextIO, secrets: Secrets | None = None
+) -> None:
+    """The one JSON document on ``stream`` and a newline, indented on a terminal; an absent value is
+    ``null``, never ``""``; its text made safe (errors echo servers), its data only made printable
+    (``safe_doc``)."""
     clean = safe_doc(_nulled(doc), secrets=secrets)
     stream.write(json.dumps(clean, ensure_ascii=False, indent=2 if isatty(stream) else None) + "\n")
     stream.flush()
@@ -45,7 +50,9 @@ def _nulled(doc: Any) -> Any:
 
 
 class StdoutClosed(KeyboardInterrupt):
-    """stdout's reader has gone; raised in the main thread to stop the work (handled like Ctrl-C, then exit 141)."""
+    """stdout's reader has gone; raised in the main thread to stop the work (handled like Ctrl-C,
+    then exit 141).
+    """
 
 
 def stdout_closed(fd: int = STDOUT_FD) -> bool:
@@ -71,7 +78,9 @@ def is_closed_stdout_error(exc: BaseException) -> bool:
 
 
 def silence_stdout() -> None:
-    """Point fd 1 at /dev/null, so buffered output flushed at shutdown goes nowhere instead of failing."""
+    """Point fd 1 at /dev/null, so buffered output flushed at shutdown goes nowhere instead of
+    failing.
+    """
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
     except OSError:
@@ -82,7 +91,9 @@ def silence_stdout() -> None:
 
 @contextlib.contextmanager
 def unread_if_failing(*, failing: bool) -> Iterator[None]:
-    """Output of a failing command that no one reads is dropped: its own exit code says more than 141."""
+    """Output of a failing command that no one reads is dropped: its own exit code says more than
+    141.
+    """
     try:
         yield
     except OSError as exc:
@@ -99,8 +110,9 @@ def _is_pipe(fd: int) -> bool:
 
 
 class StdoutWatch:
-    """One command's watch on stdout: while :meth:`stop_when_closed` runs its body, a reader leaving stdout (a pipe)
-    raises :class:`StdoutClosed` (a Ctrl-C: every cleanup runs) in the main thread, once; ``fired`` says it did."""
+    """One command's watch on stdout: while :meth:`stop_when_closed` runs its body, a reader leaving
+    stdout (a pipe) raises :class:`StdoutClosed` (a Ctrl-C: every cleanup runs) in the main thread,
+    once; ``fired`` says it did."""
 
     def __init__(self) -> None:
         self.armed = self.fired = False
@@ -112,10 +124,17 @@ class StdoutWatch:
 
     @contextlib.contextmanager
     def stop_when_closed(self) -> Iterator[None]:
-        """A watcher thread polls fd 1 and wakes the main thread with SIGURG (every failed write sends SIGPIPE)."""
+        """A watcher thread polls fd 1 and wakes the main thread with SIGURG (every failed write
+        sends SIGPIPE).
+        """
         wake_signal, main_ident = WAKE_SIGNAL, threading.get_ident()
         main = threading.current_thread() is threading.main_thread()
-        if not main or wake_signal is None or not hasattr(select, "poll") or not _is_pipe(STDOUT_FD):
+        if (
+            not main
+            or wake_signal is None
+            or not hasattr(select, "poll")
+            or not _is_pipe(STDOUT_FD)
+        ):
             yield
             return
         wake_read, wake_write = os.pipe()
@@ -142,7 +161,8 @@ class StdoutWatch:
         try:
             yield
         finally:
-            self.armed = False  # from here on a late wake-up does nothing; a failed write is the error
+            # from here on a late wake-up does nothing; a failed write is the error
+            self.armed = False
             try:
                 os.write(wake_write, b"x")
                 watcher.join()

@@ -1,5 +1,5 @@
-"""The end of a pull, get, verify or publish, shared: the JSON document or the command's data on stdout, then each
-warning and failure once and one summary line on stderr."""
+"""The end of a pull, get, verify or publish, shared: the JSON document or the command's data on
+stdout, then each warning and failure once and one summary line on stderr."""
 
 from __future__ import annotations
 
@@ -21,40 +21,58 @@ if TYPE_CHECKING:
 log = logging.getLogger("mdl.cli")
 
 
-def render_report(run: Run, report: RunReport, *, verb: str, data: Callable[[], None] | None = None) -> int:
-    """``report`` as the JSON document, a dry run's plan, or the command's own ``data`` on stdout; each warning and
-    failure once, and the summary line saying what was ``verb`` (``pulled 2 models``) on stderr; its exit code."""
+def render_report(
+    run: Run, report: RunReport, *, verb: str, data: Callable[[], None] | None = None
+) -> int:
+    """``report`` as the JSON document, a dry run's plan, or the command's own ``data`` on stdout;
+    each warning and failure once, and the summary line saying what was ``verb`` (``pulled 2
+    models``) on stderr; its exit code."""
     with unread_if_failing(failing=bool(report.exit_code)):
         if run.json:
             run.emit(report.to_json())
         elif report.dry_run:
             rows = [{**f.to_json(), "size": human_size(f.size)} for f in report.files]
-            columns = [("action", "ACTION"), ("model", "MODEL"), ("path", "PATH"), ("size", "SIZE"), ("reason", "WHY")]
+            columns = [
+                ("action", "ACTION"),
+                ("model", "MODEL"),
+                ("path", "PATH"),
+                ("size", "SIZE"),
+                ("reason", "WHY"),
+            ]
             run.table(rows, columns)
         elif data is not None:
             data()
     # once per model (a kept model's files share its warning), in the order they happened
     for warning in dict.fromkeys(w for f in report.files for w in f.warnings):
         run.console.warn(warning)
-    # the one place a failure is shown (progress displays stay silent); a refusing Hub repo once, not once a file
-    from mdl.report import once_per_repo  # (with its paths and redaction: ~7 ms that --help and list need not pay)
+    # the one place a failure is shown (progress displays stay silent); a refusing Hub repo once,
+    # not once a file
+    # (with its paths and redaction: ~7 ms that --help and list need not pay)
+    from mdl.report import once_per_repo
 
-    for f, more in once_per_repo(report.files) if run.events is None else [(f, 0) for f in report.files if f.failing]:
-        told = f"{f.error or f.label + ': failed'} (and {plural(more, 'more file')} of {f.hub_repo})"
+    for f, more in (
+        once_per_repo(report.files)
+        if run.events is None
+        else [(f, 0) for f in report.files if f.failing]
+    ):
+        told = (
+            f"{f.error or f.label + ': failed'} (and {plural(more, 'more file')} of {f.hub_repo})"
+        )
         run.file_error(replace(f, error=told) if more else f)
     seconds = time.monotonic() - run.started
     summary = None if report.dry_run else summary_line(report.files, verb=verb, seconds=seconds)
     run.summary = run_summary(report.files, seconds=seconds, text=summary)
     if summary is not None:
         log.info("%s", summary)
-        # Not for one failure alone (its error line says it all, as curl's one message), nor to events (``end`` has it)
+        # Not for one failure alone (its error line says it all, as curl's one message), nor to
+        # events (``end`` has it)
         if (len(report.files) != 1 or ok(report.files)) and run.events is None:
             run.console.info(summary)
     return int(report.exit_code)
 
 
-# Short reasons for the summary line, by error kind (mdl/errors.py: else the kind's own words, ``not found``); the
-# error line above says it in full.
+# Short reasons for the summary line, by error kind (mdl/errors.py: else the kind's own words, ``not
+# found``); the error line above says it in full.
 _KIND_WORDS = {
     "usage": "refused",
     "catalog": "catalog error",
@@ -86,24 +104,29 @@ def ok(unit: Sequence[FileOutcome]) -> bool:
 
 def _files_part(files: Sequence[FileOutcome]) -> str:
     """``17 files: 16 downloaded, 1 skipped``: each action in people's words, most first."""
-    ranked = sorted(Counter(f.shown_action for f in files).items(), key=lambda item: (-item[1], item[0]))
+    ranked = sorted(
+        Counter(f.shown_action for f in files).items(), key=lambda item: (-item[1], item[0])
+    )
     return f"{plural(len(files), 'file')}: {', '.join(f'{n} {word}' for word, n in ranked)}"
 
 
 def _problem_detail(unit: Sequence[FileOutcome]) -> str:
-    """``badname (not found)``, failed as a whole (model or file), or ``badsha (6 files: 5 downloaded, 1 failed)``."""
+    """``badname (not found)``, failed as a whole (model or file), or ``badsha (6 files: 5
+    downloaded, 1 failed)``.
+    """
     name = unit[0].model or unit[0].path or "?"
     files = [f for f in unit if f.path is not None]
     if unit[0].model and files:
         return f"{name} ({_files_part(files)})"
-    kinds = dict.fromkeys(f.kind for f in unit if f.action == "failed" and f.kind)  # each kind's words are its own
+    # each kind's words are its own
+    kinds = dict.fromkeys(f.kind for f in unit if f.action == "failed" and f.kind)
     said = ", ".join(_KIND_WORDS.get(kind, kind.replace("_", " ")) for kind in kinds)
     return f"{name} ({said})" if said else name
 
 
 def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) -> str:
-    """The one summary line of a pull, verify or get: ``pulled 2 models (17 files: 16 downloaded, 1 skipped); 1 model
-    failed: badname (not found); 1.6 MiB in 3.2s``."""
+    """The one summary line of a pull, verify or get: ``pulled 2 models (17 files: 16 downloaded, 1
+    skipped); 1 model failed: badname (not found); 1.6 MiB in 3.2s``."""
     grouped = list(units(outcomes).values())
     one_off = all(not f.model for f in outcomes) and bool(outcomes)
     noun = "file" if one_off else "model"
@@ -117,9 +140,12 @@ def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) 
         files = [f for u in done for f in u if f.path is not None]
         text = f"{verb} {plural(len(done), noun)}" + (f" ({_files_part(files)})" if files else "")
     problems: dict[str, list[Sequence[FileOutcome]]] = {}
-    for unit in [u for u in grouped if not ok(u)]:  # by what went wrong: failed, or another action's word (missing)
+    # by what went wrong: failed, or another action's word (missing)
+    for unit in [u for u in grouped if not ok(u)]:
         word = (
-            "failed" if any(f.action == "failed" for f in unit) else next(f.shown_action for f in unit if f.exit_code)
+            "failed"
+            if any(f.action == "failed" for f in unit)
+            else next(f.shown_action for f in unit if f.exit_code)
         )
         problems.setdefault(word, []).append(unit)
     for word, bad in problems.items():
@@ -128,7 +154,9 @@ def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) 
         text += f"; {plural(len(bad), noun)} {word}: {named}{more}"
     fetched, reused = sum(f.fetched for f in outcomes), sum(f.reused for f in outcomes)
     if reused:  # Xet chunks copied from files already here: said only when there were some
-        text += f"; {human_size(fetched)} fetched, {human_size(reused)} reused from files already here"
+        text += (
+            f"; {human_size(fetched)} fetched, {human_size(reused)} reused from files already here"
+        )
         text += f" in {human_duration(seconds)}"
     elif fetched:
         text += f"; {human_size(fetched)} in {human_duration(seconds)}"

@@ -1,5 +1,5 @@
-"""The one translator of what ended mdl to its exit code and its words (stderr, ``--json``, events), by type: mdl's
-errors, Ctrl-C, memory, and Typer's parse errors."""
+"""The one translator of what ended mdl to its exit code and its words (stderr, ``--json``, events),
+by type: mdl's errors, Ctrl-C, memory, and Typer's parse errors."""
 
 from __future__ import annotations
 
@@ -14,19 +14,37 @@ from typing import Any, Protocol, TextIO
 import typer
 
 from mdl.cli.render.console import EventStream, run_summary, stderr_sink
-from mdl.cli.stdout import EXIT_STDOUT_CLOSED, emit_document, is_closed_stdout_error, silence_stdout, unread_if_failing
-from mdl.errors import CatalogError, InterruptedByUserError, MdlError, OutOfMemoryError, UsageError, causes
+from mdl.cli.stdout import (
+    EXIT_STDOUT_CLOSED,
+    emit_document,
+    is_closed_stdout_error,
+    silence_stdout,
+    unread_if_failing,
+)
+from mdl.errors import (
+    CatalogError,
+    InterruptedByUserError,
+    MdlError,
+    OutOfMemoryError,
+    UsageError,
+    causes,
+)
 from mdl.redact import Secrets, safe_text
 
 log = logging.getLogger("mdl.cli")
 
-# What a Ctrl-C (or SIGTERM) leaves behind, said after what was interrupted: each command's own (README "Exit codes").
+# What a Ctrl-C (or SIGTERM) leaves behind, said after what was interrupted: each command's own
+# (README "Exit codes").
 KEPT_ON_INTERRUPT = {
     "pull": "partial downloads were kept, run again to resume",
     "get": "partial downloads were kept, run again to resume",
     "publish": "files already uploaded are kept, run again to send the rest",
-    "pack": "the unfinished archive was removed (with -o -, what was written to stdout is incomplete)",
-    "unpack": "the destination was left as it was (or, if the final swap had begun, entirely unpacked)",
+    "pack": (
+        "the unfinished archive was removed (with -o -, what was written to stdout is incomplete)"
+    ),
+    "unpack": (
+        "the destination was left as it was (or, if the final swap had begun, entirely unpacked)"
+    ),
     "lock": "catalog.lock was not changed",
 }
 
@@ -42,8 +60,9 @@ class Told(Protocol):
 
 
 def reserve_memory(size: int = 16 << 20) -> mmap.mmap | None:
-    """Address space held back (mapped, never touched: no memory used) while a command runs, let go when memory runs
-    out so that the translator has room to say so (a process at its ``ulimit -v`` cannot even build a message)."""
+    """Address space held back (mapped, never touched: no memory used) while a command runs, let go
+    when memory runs out so that the translator has room to say so (a process at its ``ulimit -v``
+    cannot even build a message)."""
     try:
         return mmap.mmap(-1, size)
     except (OSError, ValueError):
@@ -51,7 +70,9 @@ def reserve_memory(size: int = 16 << 20) -> mmap.mmap | None:
 
 
 def translate(exc: BaseException, run: Told | None = None) -> int:
-    """The one translator of what ended mdl to its exit code, said on stderr, in ``--json`` and as events."""
+    """The one translator of what ended mdl to its exit code, said on stderr, in ``--json`` and
+    as events.
+    """
     if is_closed_stdout_error(exc):
         log.info("stdout was closed by its reader; exit %d", EXIT_STDOUT_CLOSED)
         silence_stdout()
@@ -61,25 +82,42 @@ def translate(exc: BaseException, run: Told | None = None) -> int:
         error = exc
     elif isinstance(exc, KeyboardInterrupt | typer.Abort):  # Typer's word for Ctrl-C
         error = InterruptedByUserError("interrupted")
-    # a local resource ran out, as a full disk: exit 7 (a thread the system refused has only a RuntimeError's words)
-    elif isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and str(exc) == "can't start new thread"):
+    # a local resource ran out, as a full disk: exit 7 (a thread the system refused has only a
+    # RuntimeError's words)
+    elif isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and str(exc) == "can't start new thread"
+    ):
         if run is not None and run.reserve is not None:
-            run.reserve.close()  # room to say so; and the traceback's frames hold what filled memory: let them go too
+            # room to say so; and the traceback's frames hold what filled memory: let them go too
+            run.reserve.close()
         for held in causes(exc):
             held.__traceback__ = None
         error = OutOfMemoryError(
-            "out of memory" if isinstance(exc, MemoryError) else "out of memory: cannot start a thread",
+            (
+                "out of memory"
+                if isinstance(exc, MemoryError)
+                else "out of memory: cannot start a thread"
+            ),
             hint="free memory or raise the process's limit, or ask for less at once (fewer models)",
         )
-    elif isinstance(exc, typer.TyperException):  # a parse error (Typer's public base of Click's): its usage, exit 2
-        context = getattr(getattr(exc, "ctx", None), "command_path", None) or "mdl"  # a usage error's command
+    # a parse error (Typer's public base of Click's): its usage, exit 2
+    elif isinstance(exc, typer.TyperException):
+        # a usage error's command
+        context = getattr(getattr(exc, "ctx", None), "command_path", None) or "mdl"
         error = UsageError(exc.format_message(), hint=f"see {context} --help")
     else:
         log.error("internal error", exc_info=exc)
         if (run.environ if run else os.environ).get("MDL_DEBUG", "") not in ("", "0"):
             raise exc
-        error = MdlError(f"internal error: {type(exc).__name__}: {exc}", hint="run with MDL_DEBUG=1 for a traceback")
-    if isinstance(error, InterruptedByUserError) and run is not None and (kept := KEPT_ON_INTERRUPT.get(run.command)):
+        error = MdlError(
+            f"internal error: {type(exc).__name__}: {exc}",
+            hint="run with MDL_DEBUG=1 for a traceback",
+        )
+    if (
+        isinstance(error, InterruptedByUserError)
+        and run is not None
+        and (kept := KEPT_ON_INTERRUPT.get(run.command))
+    ):
         error = InterruptedByUserError(f"{error.message}; {kept}", hint=error.hint)
     if run is not None:
         return run.tell(error)
@@ -90,24 +128,31 @@ def translate(exc: BaseException, run: Told | None = None) -> int:
     if wants_events(argv):
         failed_to_start(sys.stderr, message=error.message, exit_code=code, kind=error.kind)
     elif isinstance(exc, typer.TyperException) and callable(show := getattr(exc, "show", None)):
-        show(file=stderr_sink(sys.stderr))  # Typer's own usage text (its ClickException, not exported, has show)
+        # Typer's own usage text (its ClickException, not exported, has show)
+        show(file=stderr_sink(sys.stderr))
     else:
-        hint = f"  hint: {safe_text(error.hint)}\n" if error.hint else ""  # the one redaction, as at every sink
+        # the one redaction, as at every sink
+        hint = f"  hint: {safe_text(error.hint)}\n" if error.hint else ""
         stderr_sink(sys.stderr).write(f"mdl: error: {safe_text(error.message)}\n{hint}")
     return code
 
 
 def error_document(exc: MdlError, stream: Any, *, secrets: Secrets | None = None) -> None:
-    """The ``--json`` document of a run that failed; no one reading it is no reason to hide the error."""
+    """The ``--json`` document of a run that failed; no one reading it is no reason to hide the
+    error.
+    """
     error = {"code": int(exc.exit_code), "kind": exc.kind, "message": exc.message, "hint": exc.hint}
-    if isinstance(exc, CatalogError):  # each problem of the catalog apart (the message holds them all, on one line)
+    # each problem of the catalog apart (the message holds them all, on one line)
+    if isinstance(exc, CatalogError):
         error["problems"] = list(exc.problems)
     with unread_if_failing(failing=True):  # no one reads the JSON: the error still goes to stderr
         emit_document({"ok": False, "error": error}, stream=stream, secrets=secrets)
 
 
 def failed_to_start(stream: TextIO, *, message: str, exit_code: int, kind: str = "usage") -> None:
-    """The whole stream of a run whose command line did not parse: ``begin``, the ``error`` and ``end``."""
+    """The whole stream of a run whose command line did not parse: ``begin``, the ``error`` and
+    ``end``.
+    """
     events = EventStream(stream)
     events.error(message, code=exit_code, kind=kind)
     events.end(exit_code=exit_code, summary=run_summary((), seconds=0.0, text=None))
@@ -115,5 +160,6 @@ def failed_to_start(stream: TextIO, *, message: str, exit_code: int, kind: str =
 
 def wants_events(argv: Sequence[str]) -> bool:
     """Whether a command line (not parsed) asks for ``--progress json``."""
-    args = list(argv)[: argv.index("--")] if "--" in argv else argv  # what follows "--" are arguments, not options
+    # what follows "--" are arguments, not options
+    args = list(argv)[: argv.index("--")] if "--" in argv else argv
     return "--progress=json" in args or ("--progress", "json") in pairwise(args)

@@ -1,5 +1,5 @@
-"""Stage three of a pull: the planned files on ``jobs`` threads, each taking file after file under its file lock
-(mirrors first, every byte verified); their records written in batches."""
+"""Stage three of a pull: the planned files on ``jobs`` threads, each taking file after file under
+its file lock (mirrors first, every byte verified); their records written in batches."""
 
 from __future__ import annotations
 
@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from mdl.catalog import Settings
-from mdl.download.plan import Action, PlannedFile, done_outcome, identity_of, log_outcome, look, offline_error, recorded
+from mdl.download.plan import (
+    Action,
+    PlannedFile,
+    done_outcome,
+    identity_of,
+    log_outcome,
+    look,
+    offline_error,
+    recorded,
+)
 from mdl.download.session import MANY_JOBS, PullSession, label_of
 from mdl.errors import (
     AuthError,
@@ -44,7 +53,14 @@ from mdl.store import (
     open_file,
     rename,
 )
-from mdl.transfer import SPLIT_THRESHOLD, Credentials, RetryLog, TransferJob, TransferResult, discard_partial
+from mdl.transfer import (
+    SPLIT_THRESHOLD,
+    Credentials,
+    RetryLog,
+    TransferJob,
+    TransferResult,
+    discard_partial,
+)
 from mdl.units import human_size
 from mdl.xet import XetFallback
 
@@ -53,12 +69,15 @@ INTERRUPTED = "interrupted"  # what was kept: said by the command (mdl.cli.run.K
 
 
 def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcome]:
-    """Carry out every plan; Ctrl-C stops the streams and keeps their partial data. One outcome per plan."""
+    """Carry out every plan; Ctrl-C stops the streams and keeps their partial data. One outcome
+    per plan.
+    """
     todo = {i: p for i, p in enumerate(plans) if p.decision.action is not Action.SKIP}
-    # Bytes still to fetch, plus those a check hashes (a check that fails takes its bytes back); unknown while
-    # any file's size is (a server that never says it): never a made-up "0 B".
+    # Bytes still to fetch, plus those a check hashes (a check that fails takes its bytes back);
+    # unknown while any file's size is (a server that never says it): never a made-up "0 B".
     total: int | None = None
-    moving = [p for p in todo.values() if p.remote.staged is None]  # a staged signature was shown as it came
+    # a staged signature was shown as it came
+    moving = [p for p in todo.values() if p.remote.staged is None]
     if all(p.remote.size is not None for p in moving):
         kept = sum(p.partial_bytes for p in moving if p.decision.action is Action.RESUME)
         total = sum(p.remote.size or 0 for p in moving) - kept
@@ -70,11 +89,14 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
             try:
                 results[index] = _skip(session, plan)
             except MdlError as exc:
-                results[index] = failed(remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source)
+                results[index] = failed(
+                    remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source
+                )
             log_outcome(results[index])
-    # A signature verified before the others is placed after them, once every other file of its model that moves is
-    # in place: a transfer that fails or stops halfway leaves the signature of the version on disk, never a newer one
-    # beside it. (A file refused before any transfer, as not signed or not as signed, is no part of its version.)
+    # A signature verified before the others is placed after them, once every other file of its
+    # model that moves is in place: a transfer that fails or stops halfway leaves the signature of
+    # the version on disk, never a newer one beside it. (A file refused before any transfer, as not
+    # signed or not as signed, is no part of its version.)
     last = {i: p for i, p in todo.items() if p.remote.staged is not None}
     first = {i: p for i, p in todo.items() if i not in last}
     records = RecordQueue(session.store, dirs=session.dirs)
@@ -83,7 +105,8 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
     queue = WorkQueue(first, split=not jobs_set, small_workers=small_jobs, grow=not jobs_set)
     workers: list[Future[None]] = []
 
-    def drain(lane: str) -> None:  # one worker: file after file until none is left (no hand-off per file)
+    # one worker: file after file until none is left (no hand-off per file)
+    def drain(lane: str) -> None:
         while not session.cancel.is_set() and (taken := queue.take(lane)) is not None:
             index, plan = taken
             began, cpu = time.monotonic(), time.thread_time()
@@ -91,11 +114,15 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
                 results[index] = _fetch_one(session, records, plan)
             finally:
                 queue.done(index)
-            # A small file's time says what it waits on (a bulk file's is the bandwidth's); none after Ctrl-C.
+            # A small file's time says what it waits on (a bulk file's is the bandwidth's); none
+            # after Ctrl-C.
             if lane == SMALL and (plan.remote.size or 0) < BULK and not session.cancel.is_set():
                 spent = time.thread_time() - cpu
-                for _ in range(queue.more_workers(waited=time.monotonic() - began - spent, worked=spent)):
-                    workers.append(small_pool.submit(drain, SMALL))  # before this worker ends: the main thread waits
+                for _ in range(
+                    queue.more_workers(waited=time.monotonic() - began - spent, worked=spent)
+                ):
+                    # before this worker ends: the main thread waits
+                    workers.append(small_pool.submit(drain, SMALL))
 
     try:
         with (
@@ -103,16 +130,20 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
             ThreadPoolExecutor(max_workers=big_jobs, thread_name_prefix="big") as big_pool,
         ):
             pools = (small_pool, big_pool)
-            # From the first worker on: a Ctrl-C while the next one starts (slow on a busy machine) must cancel the
-            # first, or leaving the pools waits for it (in a lock wait: up to --lock-timeout).
+            # From the first worker on: a Ctrl-C while the next one starts (slow on a busy machine)
+            # must cancel the first, or leaving the pools waits for it (in a lock wait: up to
+            # --lock-timeout).
             try:
                 small_count = min(queue.small_workers, queue.count(SMALL))
                 workers += [small_pool.submit(drain, SMALL) for _ in range(small_count)]
-                workers += [big_pool.submit(drain, BIG) for _ in range(min(big_jobs, queue.count(BIG)))]
+                workers += [
+                    big_pool.submit(drain, BIG) for _ in range(min(big_jobs, queue.count(BIG)))
+                ]
                 done = 0
                 while done < len(workers):  # the list grows while small files wait (see WorkQueue)
                     try:
-                        workers[done].result(timeout=0.2)  # short: Ctrl-C is heard (a blocking wait swallows it)
+                        # short: Ctrl-C is heard (a blocking wait swallows it)
+                        workers[done].result(timeout=0.2)
                         done += 1
                     except TimeoutError:
                         for _ in range(queue.unstick(time.monotonic())):
@@ -128,7 +159,9 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
                 failing.setdefault(outcome.model, []).append(outcome.exit_code)
         for index, plan in last.items() if not session.cancel.is_set() else ():
             codes = failing.get(plan.remote.model)
-            results[index] = _held_back(plan, codes) if codes else _fetch_one(session, records, plan)
+            results[index] = (
+                _held_back(plan, codes) if codes else _fetch_one(session, records, plan)
+            )
     finally:
         records.close()
     if session.cancel.is_set():
@@ -137,59 +170,82 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
 
 
 def _held_back(plan: PlannedFile, codes: Sequence[int]) -> FileOutcome:
-    """A verified signature not placed: other files of its model failed (with exit ``codes``: its own is theirs). It
-    waits under .mdl/partial for the next pull; the one in place still signs the files on disk."""
+    """A verified signature not placed: other files of its model failed (with exit ``codes``: its
+    own is theirs). It waits under .mdl/partial for the next pull; the one in place still signs the
+    files on disk."""
     remote = plan.remote
     exc = error_for_exit_code(worst_exit_code(list(codes)))(
         f"{label_of(remote)}: verified, not placed: other files of {remote.model} failed",
-        hint="the signature in place still signs the files on disk; the next pull places it with them",
+        hint=(
+            "the signature in place still signs the files on disk; the next pull places it with"
+            " them"
+        ),
     )
-    outcome = failed(remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source)
+    outcome = failed(
+        remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source
+    )
     log_outcome(outcome)
     return outcome
 
 
-def is_big(plan: PlannedFile) -> bool:  # fetched as parallel ranges: its streams, not more files, keep the link busy
+# fetched as parallel ranges: its streams, not more files, keep the link busy
+def is_big(plan: PlannedFile) -> bool:
     return (plan.remote.size or 0) >= SPLIT_THRESHOLD  # an unknown size: one stream
 
 
 def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, int]:
-    """Files in flight, (small, big): ``--jobs`` for all, else up to MANY_JOBS latency-bound small ones, jobs big."""
+    """Files in flight, (small, big): ``--jobs`` for all, else up to MANY_JOBS latency-bound
+    small ones, jobs big.
+    """
     if settings.jobs_set:
         return settings.jobs, 1
     small = sum(1 for plan in todo if not is_big(plan))
     return max(1, min(MANY_JOBS, small)), max(1, settings.jobs)
 
 
-SMALL, BIG = "small", "big"  # the two lanes of workers: one stream per file, and parallel ranges (is_big)
-BULK = 1 << 20  # a file this big takes longer to move than to ask for on most links: bandwidth-bound, not latency-bound
-FIRST_WORKERS = 4  # small-lane workers at first without --jobs (more while its files wait on round trips) ...
-GROW_AFTER = 2.0  # ... once their files wait twice as long as sharing the CPU among them would make them, ...
+# the two lanes of workers: one stream per file, and parallel ranges (is_big)
+SMALL, BIG = "small", "big"
+# a file this big takes longer to move than to ask for on most links: bandwidth-bound, not
+# latency-bound
+BULK = 1 << 20
+# small-lane workers at first without --jobs (more while its files wait on round trips) ...
+FIRST_WORKERS = 4
+# ... once their files wait twice as long as sharing the CPU among them would make them, ...
+GROW_AFTER = 2.0
 STUCK = 0.5  # ... or for each file in flight this many seconds
 JUDGED = 8  # the small files whose waits say how many workers the lane needs
 
 
 class WorkQueue:
-    """The files still to start, taken by workers that loop until none is left. The small lane's bulk files (``BULK``
-    and more), largest first, hold at most half its workers while latency-bound ones wait, so bytes and round trips
-    overlap instead of taking turns (a repo lists its shards together: fetched in that order, 16 streams share the
-    bandwidth while the small files wait, then 16 small files wait on round trips while the bandwidth idles).
-    ``grow``: the small lane starts with a few workers and gets more while its files wait on something other than
-    this process's CPU (round trips, a slow server, the disk), up to ``small_workers``: on a near server more threads
+    """The files still to start, taken by workers that loop until none is left. The small lane's
+    bulk files (``BULK`` and more), largest first, hold at most half its workers while latency-bound
+    ones wait, so bytes and round trips overlap instead of taking turns (a repo lists its shards
+    together: fetched in that order, 16 streams share the bandwidth while the small files wait, then
+    16 small files wait on round trips while the bandwidth idles). ``grow``: the small lane starts
+    with a few workers and gets more while its files wait on something other than this process's CPU
+    (round trips, a slow server, the disk), up to ``small_workers``: on a near server more threads
     would only queue for the interpreter (the GIL) and spend CPU handing it over."""
 
-    def __init__(self, todo: dict[int, PlannedFile], *, split: bool, small_workers: int, grow: bool = False) -> None:
+    def __init__(
+        self, todo: dict[int, PlannedFile], *, split: bool, small_workers: int, grow: bool = False
+    ) -> None:
         self._lock = threading.Lock()
-        largest = sorted(todo.items(), key=lambda item: -(item[1].remote.size or 0))  # stable: listing order after
+        # stable: listing order after
+        largest = sorted(todo.items(), key=lambda item: -(item[1].remote.size or 0))
         self._big = deque(item for item in largest if split and is_big(item[1]))
-        self._bulk = deque(i for i in largest if not (split and is_big(i[1])) and (i[1].remote.size or 0) >= BULK)
-        self._small = deque(item for item in todo.items() if (item[1].remote.size or 0) < BULK)  # in listing order
+        self._bulk = deque(
+            i for i in largest if not (split and is_big(i[1])) and (i[1].remote.size or 0) >= BULK
+        )
+        # in listing order
+        self._small = deque(item for item in todo.items() if (item[1].remote.size or 0) < BULK)
         self._bulk_busy: set[int] = set()  # the bulk files being fetched
-        self._since: dict[int, float] = {}  # the small (latency-bound) files being fetched: since when
+        # the small (latency-bound) files being fetched: since when
+        self._since: dict[int, float] = {}
         self._stuck: set[int] = set()  # those of them a worker was added for
         self.most = small_workers
         self.small_workers = min(small_workers, FIRST_WORKERS) if grow else small_workers
-        self._waits: deque[float] = deque(maxlen=JUDGED)  # the last small files' waits, each over its own work
+        # the last small files' waits, each over its own work
+        self._waits: deque[float] = deque(maxlen=JUDGED)
 
     def count(self, lane: str) -> int:
         return len(self._big) if lane == BIG else len(self._bulk) + len(self._small)
@@ -199,12 +255,15 @@ class WorkQueue:
         with self._lock:
             if lane == BIG:
                 return self._big.popleft() if self._big else None
-            if self._bulk and (len(self._bulk_busy) < max(1, self.small_workers // 2) or not self._small):
+            if self._bulk and (
+                len(self._bulk_busy) < max(1, self.small_workers // 2) or not self._small
+            ):
                 taken = self._bulk.popleft()
                 self._bulk_busy.add(taken[0])
             elif self._small:
                 taken = self._small.popleft()
-                self._since[taken[0]] = time.monotonic()  # latency-bound: how long it waits says more workers help
+                # latency-bound: how long it waits says more workers help
+                self._since[taken[0]] = time.monotonic()
             else:
                 return None
             return taken
@@ -215,27 +274,36 @@ class WorkQueue:
             self._since.pop(index, None)
 
     def more_workers(self, *, waited: float, worked: float) -> int:
-        """Workers to add to the small lane after one of its small files waited and worked this long. A few workers
-        that only share the CPU each wait a few times their work; a file that waits far longer waits on a round trip
-        (or a disk) that more workers overlap: as many as keep the CPU busy through it (Little's law: the wait over
-        the work, plus one). Judged by the median of the last few files: one slow answer decides nothing."""
+        """Workers to add to the small lane after one of its small files waited and worked this
+        long. A few workers that only share the CPU each wait a few times their work; a file that
+        waits far longer waits on a round trip (or a disk) that more workers overlap: as many as
+        keep the CPU busy through it (Little's law: the wait over the work, plus one). Judged by the
+        median of the last few files: one slow answer decides nothing."""
         with self._lock:
             self._waits.append(waited / worked if worked > 0 else float(self.most))
             ratio = statistics.median(self._waits)
             return self._grow(int(ratio) + 1) if ratio > GROW_AFTER * FIRST_WORKERS else 0
 
     def unstick(self, now: float) -> int:
-        """Workers to add for the small lane's files in flight longer than ``STUCK`` (a slow server, a stall): each
-        waits on something no CPU of ours can hurry, and the files after it need not wait behind it."""
+        """Workers to add for the small lane's files in flight longer than ``STUCK`` (a slow server,
+        a stall): each waits on something no CPU of ours can hurry, and the files after it need not
+        wait behind it."""
         with self._lock:
-            stuck = {index for index, since in self._since.items() if now - since > STUCK} - self._stuck
+            stuck = {
+                index for index, since in self._since.items() if now - since > STUCK
+            } - self._stuck
             self._stuck |= stuck  # each is made up for once
             return self._grow(self.small_workers + len(stuck))
 
     def _grow(self, target: int) -> int:
-        """Raise the small lane's workers to ``target`` (at most its most, never more than files are left)."""
+        """Raise the small lane's workers to ``target`` (at most its most, never more than files
+        are left).
+        """
         target = min(self.most, target, self.small_workers + len(self._bulk) + len(self._small))
-        added, self.small_workers = max(0, target - self.small_workers), max(self.small_workers, target)
+        added, self.small_workers = (
+            max(0, target - self.small_workers),
+            max(self.small_workers, target),
+        )
         return added
 
 
@@ -243,27 +311,39 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
     session.layout.link(plan.placement)  # the blob may be there for another commit's snapshot
     remote, entry = plan.remote, recorded(session.store, plan.remote)
     if entry is not None and session.store.keeps_revisions:
-        # The Hugging Face cache: the blob kept, now the file of the remote's commit (its snapshot entry, linked
-        # above); the record of another commit's (its own snapshot entry) goes to ``earlier``, for prune to free.
+        # The Hugging Face cache: the blob kept, now the file of the remote's commit (its snapshot
+        # entry, linked above); the record of another commit's (its own snapshot entry) goes to
+        # ``earlier``, for prune to free.
         entry = replace(entry, source=remote.source, commit=remote.commit)
         record = session.store.read_record(remote.model)
         if record is not None and record.files.get(remote.path) != entry:
             session.store.update_record(remote.model, revision=None, commit=None, put=entry)
-    size = plan.remote.size if plan.remote.size is not None else (entry.size if entry is not None else None)
+    size = (
+        plan.remote.size
+        if plan.remote.size is not None
+        else (entry.size if entry is not None else None)
+    )
     sha256 = entry.sha256 if entry is not None else plan.remote.sha256
-    return done_outcome(plan, Action.SKIP, size=size, sha256=sha256, verified=_verified_as_kept(plan.remote, entry))
+    return done_outcome(
+        plan, Action.SKIP, size=size, sha256=sha256, verified=_verified_as_kept(plan.remote, entry)
+    )
 
 
 def _verified_as_kept(remote: RemoteFile, entry: FileRecord | None) -> bool:
-    """Whether a file kept on disk is verified: it matches a known hash, or is as verified as when it was recorded."""
+    """Whether a file kept on disk is verified: it matches a known hash, or is as verified as
+    when it was recorded.
+    """
     return bool(remote.sha256 or remote.git_oid) or (entry is not None and entry.verified)
 
 
 def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) -> FileOutcome:
-    """Lock the file, decide again, act; an expected failure becomes the file's outcome. Logs its line."""
+    """Lock the file, decide again, act; an expected failure becomes the file's outcome. Logs its
+    line.
+    """
     started, retries = time.monotonic(), RetryLog()
     remote, label = plan.remote, label_of(plan.remote)
-    for cause in remote.staged_retries:  # a signature fetched before the others: its retries are its outcome's
+    # a signature fetched before the others: its retries are its outcome's
+    for cause in remote.staged_retries:
         retries.add(cause)
     error: MdlError | None = None
     try:
@@ -273,7 +353,9 @@ def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) ->
             error = exc
         else:  # the reporter names the file itself: the message without its own "label: " in front
             session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
-        outcome = failed(remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source)
+        outcome = failed(
+            remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source
+        )
     outcome = replace(outcome, seconds=time.monotonic() - started, retries=retries.causes)
     log_outcome(outcome)
     if error is not None:
@@ -281,14 +363,25 @@ def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) ->
     return outcome
 
 
-def _locked(session: PullSession, records: RecordQueue, plan: PlannedFile, retries: RetryLog) -> FileOutcome:
-    remote, label, placement, waited = plan.remote, label_of(plan.remote), plan.placement, threading.Event()
+def _locked(
+    session: PullSession, records: RecordQueue, plan: PlannedFile, retries: RetryLog
+) -> FileOutcome:
+    remote, label, placement, waited = (
+        plan.remote,
+        label_of(plan.remote),
+        plan.placement,
+        threading.Event(),
+    )
     held = file_lock(session, remote, placement.store, shared_lock=placement.lock, waited=waited)
-    handed = False  # to a queued record: released once the record is on disk, so a waiting run finds it done
+    # to a queued record: released once the record is on disk, so a waiting run finds it done
+    handed = False
     try:
         # Another run may have finished (or changed) it while we waited: look again under the lock.
-        fresh = plan if session.settings.force else look(remote, placement, session.store, force=False)
-        if fresh.decision.action is Action.SKIP:  # it was counted in the batch: close its line or bar
+        fresh = (
+            plan if session.settings.force else look(remote, placement, session.store, force=False)
+        )
+        # it was counted in the batch: close its line or bar
+        if fresh.decision.action is Action.SKIP:
             outcome = _skip(session, fresh)
             done = "fetched by another mdl run" if waited.is_set() else "up to date"
             session.progress.finish(label, ok=True, message=done)
@@ -312,7 +405,9 @@ def file_lock(
     shared_lock: Path | None = None,
     waited: threading.Event | None = None,
 ) -> HeldLocks:
-    """The file's lock in ``store`` (``waited``: set when another run held it, as its bar says until it is ours)."""
+    """The file's lock in ``store`` (``waited``: set when another run held it, as its bar says
+    until it is ours).
+    """
     label = label_of(remote)
 
     def on_wait(holder: str) -> None:  # start() replaces the bar's word once the lock is ours
@@ -324,17 +419,28 @@ def file_lock(
 
     timeout, cancel = session.settings.lock_timeout, session.cancel
     return store.acquire_file_lock(
-        remote.model, remote.path, timeout=timeout, on_wait=on_wait, cancel=cancel, shared_lock=shared_lock
+        remote.model,
+        remote.path,
+        timeout=timeout,
+        on_wait=on_wait,
+        cancel=cancel,
+        shared_lock=shared_lock,
     )
 
 
-def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[FileOutcome, FileRecord]:
-    """Re-check, download, resume or repair the file; its outcome and the record of its verified bytes."""
+def _act(
+    session: PullSession, plan: PlannedFile, retries: RetryLog
+) -> tuple[FileOutcome, FileRecord]:
+    """Re-check, download, resume or repair the file; its outcome and the record of its verified
+    bytes.
+    """
     remote, action = plan.remote, plan.decision.action
     if action is Action.CHECK:
         size, sha256, git_oid = _hash_present(session, plan)
         entry = recorded(session.store, remote)
-        if _matches(remote, entry, size=size, sha256=sha256, git_oid=git_oid) and _as_signed(session, plan):
+        if _matches(remote, entry, size=size, sha256=sha256, git_oid=git_oid) and _as_signed(
+            session, plan
+        ):
             session.layout.link(plan.placement)
             verified = _verified_as_kept(remote, entry)
             adopted = adopted_when_found(entry)  # there before mdl: never mdl's to prune
@@ -348,17 +454,25 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
                 adopted=adopted,
                 kept=entry,
             )
-            return done_outcome(plan, Action.CHECK, size=size, sha256=sha256, verified=verified), record
+            return (
+                done_outcome(plan, Action.CHECK, size=size, sha256=sha256, verified=verified),
+                record,
+            )
         log.info("%s/%s: local file does not match, fetching it again", remote.model, remote.path)
-        session.progress.advance(label_of(remote), -size)  # hashed, not kept: the download counts anew
+        # hashed, not kept: the download counts anew
+        session.progress.advance(label_of(remote), -size)
         action = Action.REPAIR
     if session.settings.offline:  # no network at all, mirrors included
         raise offline_error(remote)
-    # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify or not.
-    # A signed model's files are held to their signature whatever --no-verify says: the catalog asks for it.
+    # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify
+    # or not. A signed model's files are held to their signature whatever --no-verify says: the
+    # catalog asks for it.
     verify = session.settings.verify or plan.placement.link is not None or remote.signed is not None
-    job = transfer_job(session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries)
-    result = _from_staged(session, job, remote)  # a signature verified before the others: shown as it came
+    job = transfer_job(
+        session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries
+    )
+    # a signature verified before the others: shown as it came
+    result = _from_staged(session, job, remote)
     if result is None:
         result = fetch_from_sources(session, job, remote)
         session.progress.finish(job.label, ok=True)
@@ -367,29 +481,49 @@ def _act(session: PullSession, plan: PlannedFile, retries: RetryLog) -> tuple[Fi
     size, sha256 = result.size, result.sha256
     etag = result.etag or remote.etag
     record = _record(
-        plan, size=size, sha256=sha256, git_oid=result.git_oid, etag=etag, verified=result.verified, result=result
+        plan,
+        size=size,
+        sha256=sha256,
+        git_oid=result.git_oid,
+        etag=etag,
+        verified=result.verified,
+        result=result,
     )
-    if action in (Action.DOWNLOAD, Action.RESUME):  # a partial that could not be used was fetched from zero
+    # a partial that could not be used was fetched from zero
+    if action in (Action.DOWNLOAD, Action.RESUME):
         action = Action.RESUME if result.resumed_from > 0 else Action.DOWNLOAD
-    return done_outcome(
-        plan, action, size=size, sha256=sha256, result=result, reason=_resume_reason(plan, result)
-    ), record
+    return (
+        done_outcome(
+            plan,
+            action,
+            size=size,
+            sha256=sha256,
+            result=result,
+            reason=_resume_reason(plan, result),
+        ),
+        record,
+    )
 
 
 def _resume_reason(plan: PlannedFile, result: TransferResult) -> str | None:
-    """What became of a planned resume, in words that are true once it is done (None: not one): the bytes it went on
-    from, or why the kept ones were thrown away (a server that ignores Range answers 200 with the whole file)."""
+    """What became of a planned resume, in words that are true once it is done (None: not one): the
+    bytes it went on from, or why the kept ones were thrown away (a server that ignores Range
+    answers 200 with the whole file)."""
     if plan.decision.action is not Action.RESUME:
         return None
     if result.resumed_from > 0:
         return f"{human_size(result.resumed_from)} already downloaded"
     why = result.discarded or "the partial download could not be resumed"
-    return f"{why}; the {human_size(plan.partial_bytes)} kept were discarded and the file downloaded again"
+    return (
+        f"{why}; the {human_size(plan.partial_bytes)} kept were discarded and the file downloaded"
+        " again"
+    )
 
 
 def _as_signed(session: PullSession, plan: PlannedFile) -> bool:
-    """A file found in place is as its signature says: free when it signs the sha256 just computed, else read once
-    more as the signature hashes it (shards, BLAKE2/3: only a file found in place costs this second read)."""
+    """A file found in place is as its signature says: free when it signs the sha256 just computed,
+    else read once more as the signature hashes it (shards, BLAKE2/3: only a file found in place
+    costs this second read)."""
     signed = plan.remote.signed
     if signed is None or signed.sha256 is not None:
         return True
@@ -399,11 +533,15 @@ def _as_signed(session: PullSession, plan: PlannedFile) -> bool:
         return False
     except OSError as exc:
         where = plan.placement.final
-        raise LocalFSError(f"{label_of(plan.remote)}: cannot read {where}: {exc.strerror or exc}") from exc
+        raise LocalFSError(
+            f"{label_of(plan.remote)}: cannot read {where}: {exc.strerror or exc}"
+        ) from exc
     return True
 
 
-def _matches(remote: RemoteFile, entry: FileRecord | None, *, size: int, sha256: str, git_oid: str | None) -> bool:
+def _matches(
+    remote: RemoteFile, entry: FileRecord | None, *, size: int, sha256: str, git_oid: str | None
+) -> bool:
     if remote.size is not None and size != remote.size:
         return False
     if remote.sha256:
@@ -417,11 +555,23 @@ def _hash_present(session: PullSession, plan: PlannedFile) -> tuple[int, str, st
     """(size, sha256, git blob id) of the file already there (with a bar: it may be gigabytes)."""
     remote, progress = plan.remote, session.progress
     label = label_of(remote)
-    progress.start(label, label=f"checking {label}", total=remote.size, model=remote.model or None, path=remote.path)
+    progress.start(
+        label,
+        label=f"checking {label}",
+        total=remote.size,
+        model=remote.model or None,
+        path=remote.path,
+    )
     try:
-        return hash_file(plan.placement.final, git=bool(remote.git_oid), on_bytes=partial(progress.advance, label))
+        return hash_file(
+            plan.placement.final,
+            git=bool(remote.git_oid),
+            on_bytes=partial(progress.advance, label),
+        )
     except OSError as exc:
-        raise LocalFSError(f"{label}: cannot read {plan.placement.final}: {exc.strerror or exc}") from exc
+        raise LocalFSError(
+            f"{label}: cannot read {plan.placement.final}: {exc.strerror or exc}"
+        ) from exc
 
 
 def _record(
@@ -436,19 +586,24 @@ def _record(
     result: TransferResult | None = None,
     kept: FileRecord | None = None,
 ) -> FileRecord:
-    """The record of the file's verified bytes: how they came (``result``: this run's transfer; else, for a file
-    found in place, its record ``kept`` when it names the same bytes)."""
+    """The record of the file's verified bytes: how they came (``result``: this run's transfer;
+    else, for a file found in place, its record ``kept`` when it names the same bytes)."""
     remote = plan.remote
     known = kept if kept is not None and kept.sha256 == sha256 else None
-    xet, reused, fetched = (known.xet, known.reused, known.fetched) if known is not None else (None, 0, None)
+    xet, reused, fetched = (
+        (known.xet, known.reused, known.fetched) if known is not None else (None, 0, None)
+    )
     if result is not None:
         xet, reused, fetched = result.xet, result.reused, result.fetched
     if xet is None and remote.xet is not None and remote.sha256 == sha256:
-        xet = remote.xet.hash  # the listing (HEAD, lock) pairs the Xet hash with the sha256 these bytes have
+        # the listing (HEAD, lock) pairs the Xet hash with the sha256 these bytes have
+        xet = remote.xet.hash
     try:
         mtime_ns = plan.placement.final.stat().st_mtime_ns
     except OSError as exc:
-        raise LocalFSError(f"{label_of(remote)}: {plan.placement.final} vanished: {exc.strerror or exc}") from exc
+        raise LocalFSError(
+            f"{label_of(remote)}: {plan.placement.final} vanished: {exc.strerror or exc}"
+        ) from exc
     return FileRecord(
         remote.path,
         size,
@@ -468,8 +623,12 @@ def _record(
     )
 
 
-def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: Path, **more: Any) -> TransferJob:
-    """The engine's job for the file: into ``final``, resumed from (and verified against) what it is known by."""
+def transfer_job(
+    session: PullSession, remote: RemoteFile, store: Store, final: Path, **more: Any
+) -> TransferJob:
+    """The engine's job for the file: into ``final``, resumed from (and verified against) what it
+    is known by.
+    """
     part, state = store.part_paths(remote.model, remote.path)
     job = TransferJob(
         label=label_of(remote),
@@ -482,7 +641,8 @@ def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: 
         state_path=state,
         source=remote.source,
         size_pinned=remote.size_pinned,
-        renewable=remote.hub,  # a direct URL that is refused stays refused: asking again cannot help
+        # a direct URL that is refused stays refused: asking again cannot help
+        renewable=remote.hub,
         model=remote.model or None,  # get's one-off files belong to no model
         path=remote.path,
         located=remote.located,
@@ -496,10 +656,13 @@ def transfer_job(session: PullSession, remote: RemoteFile, store: Store, final: 
     return job
 
 
-def fetch_from_sources(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult:
-    """The file from its mirrors, else its own source (a Xet-backed Hub file by chunk, unless the protocol cannot
-    deliver it: then over plain HTTP, as any file), into ``job.final_path``, verified. Its ``fetched`` (or its
-    error's) counts the bytes a mirror sent that were refused too: they crossed the network."""
+def fetch_from_sources(
+    session: PullSession, job: TransferJob, remote: RemoteFile
+) -> TransferResult:
+    """The file from its mirrors, else its own source (a Xet-backed Hub file by chunk, unless the
+    protocol cannot deliver it: then over plain HTTP, as any file), into ``job.final_path``,
+    verified. Its ``fetched`` (or its error's) counts the bytes a mirror sent that were refused too:
+    they crossed the network."""
     refused: list[int] = []
     try:
         result = _from_mirrors(session, job, remote, refused) or _from_origin(session, job, remote)
@@ -518,13 +681,18 @@ def _from_origin(session: PullSession, job: TransferJob, remote: RemoteFile) -> 
     return session.engine.fetch(job)
 
 
-def _from_staged(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult | None:
-    """A model's signature, fetched and verified before its other files (mdl.download.signed), moved into place; None
-    when it is no longer waiting (another run placed it, or it was cleaned): then it is fetched as any file."""
+def _from_staged(
+    session: PullSession, job: TransferJob, remote: RemoteFile
+) -> TransferResult | None:
+    """A model's signature, fetched and verified before its other files (mdl.download.signed), moved
+    into place; None when it is no longer waiting (another run placed it, or it was cleaned): then
+    it is fetched as any file."""
     if remote.staged is None or remote.sha256 is None:
         return None
     root = job.root or job.final_path.parent
-    try:  # opened as mdl's own state (no link followed), hashed as it is; rename refuses a hard link's other name
+    # opened as mdl's own state (no link followed), hashed as it is; rename refuses a hard link's
+    # other name
+    try:
         opened = open_file(root, remote.staged, os.O_RDONLY | os.O_NONBLOCK)
         size, sha256, git_oid = hash_descriptor(opened, remote.staged, git=bool(remote.git_oid))
         if sha256 != remote.sha256:  # changed while it waited: not the bytes that verified
@@ -533,19 +701,27 @@ def _from_staged(session: PullSession, job: TransferJob, remote: RemoteFile) -> 
     except (OSError, MdlError):
         return None
     session.dirs.add(job.final_path.parent)  # its progress was shown when it was fetched
-    return TransferResult(size=size, sha256=sha256, git_oid=git_oid, etag=None, resumed_from=0, fetched=size)
+    return TransferResult(
+        size=size, sha256=sha256, git_oid=git_oid, etag=None, resumed_from=0, fetched=size
+    )
 
 
 def _from_mirrors(
     session: PullSession, job: TransferJob, remote: RemoteFile, refused: list[int]
 ) -> TransferResult | None:
-    """The file from the first mirror that delivers its verified bytes, or None: the origin's turn (``refused``: the
-    bytes each failed mirror sent)."""
+    """The file from the first mirror that delivers its verified bytes, or None: the origin's turn
+    (``refused``: the bytes each failed mirror sent)."""
     label, retries = job.label, job.retries
-    # A mirror gets no credentials of ours (s3://: a GET presigned with the AWS chain's keys) and no origin's probe;
-    # its bytes must match the origin's hashes: always verified, a mismatch not retried there (the next source is).
+    # A mirror gets no credentials of ours (s3://: a GET presigned with the AWS chain's keys) and no
+    # origin's probe; its bytes must match the origin's hashes: always verified, a mismatch not
+    # retried there (the next source is).
     mirrored = replace(
-        job, credentials=Credentials(), verify=True, retry_on_mismatch=False, renewable=False, located=None
+        job,
+        credentials=Credentials(),
+        verify=True,
+        retry_on_mismatch=False,
+        renewable=False,
+        located=None,
     )
     for template, url in mirror_targets(session.settings.mirrors, remote):
         if template in session.dead_mirrors:
@@ -561,16 +737,20 @@ def _from_mirrors(
             refused.append(exc.fetched)
             if session.cancel.is_set():
                 raise InterruptedByUserError(INTERRUPTED) from exc
-            # The next source never resumes on a mirror's bytes: with --no-verify nothing would catch a splice.
+            # The next source never resumes on a mirror's bytes: with --no-verify nothing would
+            # catch a splice.
             discard_partial(job)
             why = exc.message.removeprefix(f"{label}: ")
             if s3:  # the store's XML error code says it better than the reply to a signed URL does
                 why = s3_reason(exc.server_text or exc.message, exc.status) or why
             if not _mirror_is_down(exc, s3=s3):
-                # A fleet node that silently bypasses its mirror defeats the mirror: every fallback is a warning.
+                # A fleet node that silently bypasses its mirror defeats the mirror: every fallback
+                # is a warning.
                 retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
             elif session.mark_mirror_down(template):  # said once, with the first file it failed
-                retries.warn(f"mirror {safe_text(template)} is not usable ({why}); using the next source")
+                retries.warn(
+                    f"mirror {safe_text(template)} is not usable ({why}); using the next source"
+                )
             else:
                 retries.add(f"mirror {shown} failed ({why})")
         else:
@@ -579,19 +759,31 @@ def _from_mirrors(
     return None
 
 
-# What an S3 store answers when the mirror as a whole cannot serve us (the keys, the bucket), as opposed to
-# AccessDenied / NoSuchKey, which a read-only policy without s3:ListBucket also answers for one missing object.
-_S3_DOWN = ("NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AllAccessDisabled")
+# What an S3 store answers when the mirror as a whole cannot serve us (the keys, the bucket), as
+# opposed to AccessDenied / NoSuchKey, which a read-only policy without s3:ListBucket also answers
+# for one missing object.
+_S3_DOWN = (
+    "NoSuchBucket",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "AllAccessDisabled",
+)
 
 
 def _mirror_is_down(exc: MdlError, *, s3: bool) -> bool:
-    """Whether a mirror failed as a whole (nothing listens, bad keys, no such bucket, no s3 extra), not only for one
-    file (missing there, other bytes, a reset or a 5xx that may pass): then it is left for the run."""
+    """Whether a mirror failed as a whole (nothing listens, bad keys, no such bucket, no s3 extra),
+    not only for one file (missing there, other bytes, a reset or a 5xx that may pass): then it is
+    left for the run."""
     said = f"{exc.message} {exc.server_text or ''}"
-    if isinstance(exc, UsageError):  # the s3 extra missing, or the store's endpoint unusable; a bad key is per file
+    # the s3 extra missing, or the store's endpoint unusable; a bad key is per file
+    if isinstance(exc, UsageError):
         return "mdl[s3]" in said or "endpoint" in said.lower()
     if isinstance(exc, NetworkError) and exc.status is None:
-        return any(words in said for words in ("cannot connect", "cannot reach", "did not accept a connection"))
+        return any(
+            words in said
+            for words in ("cannot connect", "cannot reach", "did not accept a connection")
+        )
     if s3:
         return any(code in said for code in _S3_DOWN)
     return isinstance(exc, AuthError)

@@ -1,6 +1,7 @@
-"""``mdl get``: one-off sources into a folder, as a pull of them: the sources parsed (mdl.sources: URLs, ``hf://``
-files and whole repos, ``s3://``, job outputs) → resolved (Hub files asked, URLs probed) → planned (a file already
-there by plan's GET rules) → fetched and recorded in the folder's .mdl/get.json; a job's inline files are written."""
+"""``mdl get``: one-off sources into a folder, as a pull of them: the sources parsed (mdl.sources:
+URLs, ``hf://`` files and whole repos, ``s3://``, job outputs) → resolved (Hub files asked, URLs
+probed) → planned (a file already there by plan's GET rules) → fetched and recorded in the folder's
+.mdl/get.json; a job's inline files are written."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ from pathlib import Path
 
 from mdl.catalog import FileSpec, Settings
 from mdl.download.fetch import fetch
-from mdl.download.plan import FORCED, GET, PlannedFile, check_space, kept_in_place, log_outcome, plan_file
+from mdl.download.plan import (
+    FORCED,
+    GET,
+    PlannedFile,
+    check_space,
+    kept_in_place,
+    log_outcome,
+    plan_file,
+)
 from mdl.download.resolve import still_verified
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
@@ -41,9 +50,11 @@ from mdl.store import Store, rmdir_empty
 from mdl.transfer import Opening
 
 log = logging.getLogger("mdl.get")
-read_source = read_job_output  # the text of a job-output JSON source: a file, or stdin for ``-`` (bounded)
-# A get's record is the folder's .mdl/get.json (the store's record of model "", keyed by file name): what it wrote
-# and what the server said of it (length, validator), so a second get of an unchanged file is a no-op (wget -N).
+# the text of a job-output JSON source: a file, or stdin for ``-`` (bounded)
+read_source = read_job_output
+# A get's record is the folder's .mdl/get.json (the store's record of model "", keyed by file name):
+# what it wrote and what the server said of it (length, validator), so a second get of an unchanged
+# file is a no-op (wget -N).
 ONE_OFF = ""
 UNUSED_HEADERS = (
     "--header goes to the http(s) URLs given as sources, and none was given: no header was sent "
@@ -64,9 +75,9 @@ def get_sources(
     headers: tuple[tuple[str, str], ...] = (),
     input_file: str | None = None,
 ) -> RunReport:
-    """Fetch one-off sources (and ``input_file``'s) into ``settings.dest`` (or ``output``), verified and atomic; a file
-    already there is kept with the expected bytes or as a get wrote it if upstream is unchanged (wget -N), else
-    refused unless forced."""
+    """Fetch one-off sources (and ``input_file``'s) into ``settings.dest`` (or ``output``), verified
+    and atomic; a file already there is kept with the expected bytes or as a get wrote it if
+    upstream is unchanged (wget -N), else refused unless forced."""
     expected = check_expected_sha256(sha256)
     named, endpoint = output is not None, settings.endpoint
     given = read_sources(
@@ -79,31 +90,49 @@ def get_sources(
         progress=progress,
         secrets=settings.secrets,
     )
-    _refuse_misuse(given, settings, output=output, expected=expected, include=include, exclude=exclude)
+    _refuse_misuse(
+        given, settings, output=output, expected=expected, include=include, exclude=exclude
+    )
     unused = bool(headers) and not any(isinstance(item, UrlFile) and item.headers for item in given)
     if unused:
         log.warning("%s", UNUSED_HEADERS)
     folder = settings.dest if output is None else output.parent  # -o names one file
-    # One run for the listing and the files, exactly where -o/-d say, never into the Hugging Face cache; opened when
-    # first needed: after the local checks, which name the file a folder that cannot be created is in the way of.
+    # One run for the listing and the files, exactly where -o/-d say, never into the Hugging Face
+    # cache; opened when first needed: after the local checks, which name the file a folder that
+    # cannot be created is in the way of.
     opened: list[PullSession] = []
 
     def run() -> PullSession:
         if not opened:
             dest = folder.absolute()
-            opened.append(PullSession(replace(settings, dest=dest, layout="plain", hf_cache=None), progress=progress))
+            opened.append(
+                PullSession(
+                    replace(settings, dest=dest, layout="plain", hf_cache=None), progress=progress
+                )
+            )
         return opened[0]
 
     try:
         repos = any(isinstance(item, HfUri) for item in given)
         hub = run().hub if repos else None
-        items = list_repos(given, hub, include=include, exclude=exclude) if hub is not None else given
+        items = (
+            list_repos(given, hub, include=include, exclude=exclude) if hub is not None else given
+        )
         assert all(not isinstance(item, HfUri) for item in items), "offline was refused above"
-        return fetch_sources(items, settings, run=run, output=output, sha256=expected, progress=progress, unused=unused)
+        return fetch_sources(
+            items,
+            settings,
+            run=run,
+            output=output,
+            sha256=expected,
+            progress=progress,
+            unused=unused,
+        )
     finally:
         for session in opened:
             session.close()
-            # A finished get leaves no empty state folder under .mdl (deepest first; a partial or another run's stays).
+            # A finished get leaves no empty state folder under .mdl (deepest first; a partial or
+            # another run's stays).
             for sub in ("partial", "locks", "records", ""):
                 rmdir_empty(session.store.dest, session.store.state_dir / sub)
 
@@ -122,13 +151,20 @@ def _refuse_misuse(
     if repo is None:
         for flag, filters in (("--include", include), ("--exclude", exclude)):
             if filters:
-                raise UsageError(f"{flag} filters a whole Hub repo (hf://owner/name), and no SOURCE is one")
+                raise UsageError(
+                    f"{flag} filters a whole Hub repo (hf://owner/name), and no SOURCE is one"
+                )
     elif output is not None:
-        raise UsageError(f"-o names one file, but {repo} is a whole repo", hint="use -d DIR to save its files there")
+        raise UsageError(
+            f"-o names one file, but {repo} is a whole repo",
+            hint="use -d DIR to save its files there",
+        )
     elif expected is not None:
         raise UsageError(f"--sha256 applies to a single file, but {repo} is a whole repo")
     elif settings.offline:
-        raise UsageError(f"{repo}: HF_HUB_OFFLINE is set, and a whole repo needs the Hub to list its files")
+        raise UsageError(
+            f"{repo}: HF_HUB_OFFLINE is set, and a whole repo needs the Hub to list its files"
+        )
 
 
 def fetch_sources(
@@ -141,13 +177,18 @@ def fetch_sources(
     progress: Progress,
     unused: bool = False,
 ) -> RunReport:
-    """What can be checked locally first (names, inline payloads, files in the way); then inline writes, downloads
-    (a whole repo's files said to be ``within`` the folder; ``unused``: -H went to no URL, said with every file)."""
+    """What can be checked locally first (names, inline payloads, files in the way); then inline
+    writes, downloads (a whole repo's files said to be ``within`` the folder; ``unused``: -H went to
+    no URL, said with every file)."""
     files = [item for item in items if not isinstance(item, HfUri)]
     if output is not None and len(files) != 1:
-        raise UsageError(f"-o names one file, but the sources stand for {len(files)} files; use -d DIR")
+        raise UsageError(
+            f"-o names one file, but the sources stand for {len(files)} files; use -d DIR"
+        )
     if sha256 is not None and len(files) != 1:
-        raise UsageError(f"--sha256 applies to a single file, but the sources stand for {len(files)} files")
+        raise UsageError(
+            f"--sha256 applies to a single file, but the sources stand for {len(files)} files"
+        )
     force = settings.force
     targets = save_targets(files, output=output, directory=settings.dest, force=force)
     checks = check_payloads(files, sha256=sha256, progress=progress)
@@ -163,13 +204,28 @@ def fetch_sources(
         except MdlError as exc:
             outcomes[index] = failed("", item.filename, exc, dest=target, source=item.where)
         else:
-            # fetched: counted in the total like downloaded bytes (written from the job's output); verified: whole in
-            # the document, the bytes written hashed and held to the checked decoding (and any sha256 it was given)
+            # fetched: counted in the total like downloaded bytes (written from the job's output);
+            # verified: whole in the document, the bytes written hashed and held to the checked
+            # decoding (and any sha256 it was given)
             word, reason = (GET.replaced, FORCED) if replaced else (None, "")
-            done = FileOutcome("", item.filename, str(target), check.size, check.sha256, "downloaded", reason=reason)
-            outcomes[index] = replace(done, fetched=check.size, source=item.where, word=word, verified=True)
+            done = FileOutcome(
+                "",
+                item.filename,
+                str(target),
+                check.size,
+                check.sha256,
+                "downloaded",
+                reason=reason,
+            )
+            outcomes[index] = replace(
+                done, fetched=check.size, source=item.where, word=word, verified=True
+            )
         log_outcome(outcomes[index])
-    remote = [(i, item, targets[i]) for i, item in enumerate(files) if isinstance(item, UrlFile) and i not in outcomes]
+    remote = [
+        (i, item, targets[i])
+        for i, item in enumerate(files)
+        if isinstance(item, UrlFile) and i not in outcomes
+    ]
     if remote:
         outcomes.update(_fetch_remote(run(), remote, sha256=sha256))
     within, warning = str(settings.dest), UNUSED_HEADERS if unused else None
@@ -177,7 +233,9 @@ def fetch_sources(
 
 
 def _said(outcome: FileOutcome, item: Source, within: str, warning: str | None) -> FileOutcome:
-    """What the run says of a file besides what was done: the folder a whole repo went into, the unused -H."""
+    """What the run says of a file besides what was done: the folder a whole repo went into, the
+    unused -H.
+    """
     if isinstance(item, UrlFile) and item.listed is not None:
         outcome = replace(outcome, within=within)
     if warning is not None:
@@ -186,10 +244,15 @@ def _said(outcome: FileOutcome, item: Source, within: str, warning: str | None) 
 
 
 def _already_there(
-    items: Sequence[Source], targets: Sequence[Path], checks: dict[int, InlineCheck], *, expected: str | None
+    items: Sequence[Source],
+    targets: Sequence[Path],
+    checks: dict[int, InlineCheck],
+    *,
+    expected: str | None,
 ) -> dict[int, FileOutcome]:
-    """Files already at their targets with the expected bytes are kept (``skipped``); any other but those a get wrote
-    refuses the whole get (``in_place``: Hub files are held to theirs once the Hub has said them)."""
+    """Files already at their targets with the expected bytes are kept (``skipped``); any other but
+    those a get wrote refuses the whole get (``in_place``: Hub files are held to theirs once the Hub
+    has said them)."""
     kept: dict[int, FileOutcome] = {}
     refused: list[UsageError] = []
     for index, (item, target) in enumerate(zip(items, targets, strict=True)):
@@ -197,8 +260,14 @@ def _already_there(
             continue
         want = checks[index].sha256 if isinstance(item, InlineFile) else expected or item.sha256
         try:
-            path, ours = (item.filename, False) if isinstance(item, InlineFile) else (target.name, _ours(target))
-            if (done := kept_in_place(target, path, sha256=want, where=item.where, ours=ours)) is not None:
+            path, ours = (
+                (item.filename, False)
+                if isinstance(item, InlineFile)
+                else (target.name, _ours(target))
+            )
+            if (
+                done := kept_in_place(target, path, sha256=want, where=item.where, ours=ours)
+            ) is not None:
                 kept[index] = done
         except UsageError as exc:
             refused.append(exc)
@@ -213,16 +282,18 @@ def _already_there(
 def _fetch_remote(
     session: PullSession, items: list[tuple[int, UrlFile, Path]], *, sha256: str | None
 ) -> dict[int, FileOutcome]:
-    """Download the remote files into the run's folder (``-d``: Hub files keep their folders under it; ``-o``: its
-    folder)."""
+    """Download the remote files into the run's folder (``-d``: Hub files keep their folders under
+    it; ``-o``: its folder)."""
     outcomes: dict[int, FileOutcome] = {}
     folder, force, offline = session.store.dest, session.settings.force, session.settings.offline
     planned: list[tuple[int, PlannedFile]] = []
-    present = {i for i, _, target in items if os.path.lexists(target)}  # ours (_already_there), or --force
+    # ours (_already_there), or --force
+    present = {i for i, _, target in items if os.path.lexists(target)}
     openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
     try:
         for index, item, target in items:
-            name = target.absolute().relative_to(folder).as_posix()  # its path in the folder (Hub files: with theirs)
+            # its path in the folder (Hub files: with theirs)
+            name = target.absolute().relative_to(folder).as_posix()
             try:
                 if item.hub is not None:
                     repo_type, repo, revision, path = item.hub
@@ -234,7 +305,11 @@ def _fetch_remote(
                     remote = item.listed or resolve_file("", spec, hub=hub, environ={})
                     there = not force and os.path.lexists(target)
                     oid, where = remote.git_oid, item.where
-                    if there and (kept := kept_in_place(target, name, sha256=remote.sha256, git_oid=oid, where=where)):
+                    if there and (
+                        kept := kept_in_place(
+                            target, name, sha256=remote.sha256, git_oid=oid, where=where
+                        )
+                    ):
                         outcomes[index] = kept
                         continue
                 else:
@@ -242,36 +317,51 @@ def _fetch_remote(
                     source = item.where if item.where.startswith("s3://") else redact_url(item.url)
                     expected = sha256 or item.sha256
                     remote = RemoteFile(
-                        "", name, item.url, item.size, expected, source=source, headers=item.headers, typed=item.typed
+                        "",
+                        name,
+                        item.url,
+                        item.size,
+                        expected,
+                        source=source,
+                        headers=item.headers,
+                        typed=item.typed,
                     )
-                    if not offline and (remote.size is None or not remote.sha256):  # a sha256 never turns ranges off
-                        # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
+                    # a sha256 never turns ranges off
+                    if not offline and (remote.size is None or not remote.sha256):
+                        # One file, not resumed, not there (it may be unchanged): its probe carries
+                        # its first bytes.
                         part, _ = session.store.part_paths(ONE_OFF, name)
                         carry = len(items) == 1 and not part.exists() and index not in present
                         remote = _probe(session, remote, item, carry=carry)
                         openings.append(remote.opening)
-                planned.append((index, plan_file(session.layout, remote, force=force, offline=offline)))
+                planned.append(
+                    (index, plan_file(session.layout, remote, force=force, offline=offline))
+                )
             except MdlError as exc:
                 outcomes[index] = failed("", name, exc, dest=target, source=item.where)
                 warning = session.netrc_warning(typed=item.typed)
-                if warning is not None:  # a 401 may be why: said here too (fetch says it with the others)
+                # a 401 may be why: said here too (fetch says it with the others)
+                if warning is not None:
                     outcomes[index] = replace(outcomes[index], warning=warning)
                 log_outcome(outcomes[index])
         if planned:
             plans = [plan for _, plan in planned]
             session.store.ensure_dirs()
             check_space(plans)
-            outcomes.update(zip((index for index, _ in planned), fetch(session, plans), strict=True))
+            outcomes.update(
+                zip((index for index, _ in planned), fetch(session, plans), strict=True)
+            )
     finally:
         for opening in openings:
-            if opening is not None:  # skipped, failed or never reached: its probe's answer is closed
+            # skipped, failed or never reached: its probe's answer is closed
+            if opening is not None:
                 opening.close()
     return outcomes
 
 
 def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bool) -> RemoteFile:
-    """A direct URL's size and ETag; a size that contradicts the one given (the job output's, or the store's for an
-    ``s3://`` object) is refused before any byte moves."""
+    """A direct URL's size and ETag; a size that contradicts the one given (the job output's, or the
+    store's for an ``s3://`` object) is refused before any byte moves."""
     probed = session.probe(replace(remote, size=None), carry=carry)
     if item.size is None:
         return probed
@@ -280,7 +370,8 @@ def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bo
             probed.opening.close()
         said = "the store lists" if item.where.startswith("s3://") else "the job output says"
         raise IntegrityError(
-            f"{item.where}: {said} {item.size} bytes, but its download from the server is {probed.size} bytes"
+            f"{item.where}: {said} {item.size} bytes, but its download from the server is"
+            f" {probed.size} bytes"
         )
     return replace(probed, size=item.size, size_pinned=True)
 

@@ -1,7 +1,8 @@
-"""The workflows that pin models: ``mdl lock`` resolves them (hashing what upstream does not say, through the same
-fetch stage and mirrors as a pull) and records catalog.lock, as ``uv lock`` does (a fresh entry is kept unless
-``upgrade``; nothing is written if one model fails); ``mdl add``/``remove`` edit the catalog (mdl.catalog) with the
-source checked upstream and the lock in step."""
+"""The workflows that pin models: ``mdl lock`` resolves them (hashing what upstream does not say,
+through the same fetch stage and mirrors as a pull) and records catalog.lock, as ``uv lock`` does (a
+fresh entry is kept unless ``upgrade``; nothing is written if one model fails); ``mdl
+add``/``remove`` edit the catalog (mdl.catalog) with the source checked upstream and the lock in
+step."""
 
 from __future__ import annotations
 
@@ -48,7 +49,14 @@ from mdl.redact import Secrets, redact_url
 from mdl.report import FileOutcome, failed
 from mdl.setting import Overrides
 from mdl.signing import key_id
-from mdl.sources import RemoteFile, ResolvedModel, read_hub_pages, resolve_file, resolve_model, signature_spec
+from mdl.sources import (
+    RemoteFile,
+    ResolvedModel,
+    read_hub_pages,
+    resolve_file,
+    resolve_model,
+    signature_spec,
+)
 from mdl.store import unlink
 
 log = logging.getLogger("mdl.lock")
@@ -70,14 +78,18 @@ def add_model(
     """Add (extend, or with ``entry["force"]`` replace) a model entry; see :func:`mdl.api.add`."""
     secrets = secrets or Secrets()
     name = catalog_edit.check_model_name(name)
-    if entry.get("signed_by") is not None:  # a PEM public key, or exit 2 naming it before the catalog is read
+    # a PEM public key, or exit 2 naming it before the catalog is read
+    if entry.get("signed_by") is not None:
         entry = {**entry, "signed_by": Path(entry["signed_by"]).expanduser()}
         key_id(entry["signed_by"])
     path, text, created = catalog_files.catalog_text(catalog, environ, create=True)
     entry = {**entry, "folder": path.parent}  # what the signature's key is written relative to
-    if any(is_http_url(source) for source in sources):  # a Hub page URL is added as the hf:// it stands for
+    # a Hub page URL is added as the hf:// it stands for
+    if any(is_http_url(source) for source in sources):
         valid = catalog_files.valid(text, path)
-        endpoint = settings_for(valid, environ, Overrides(timeout=timeout), secrets=secrets).endpoint
+        endpoint = settings_for(
+            valid, environ, Overrides(timeout=timeout), secrets=secrets
+        ).endpoint
         sources = read_hub_pages(sources, endpoint=endpoint, progress=progress)
     parsed = [catalog_edit.parse_source(source, secrets) for source in sources]
     edit = catalog_edit.add_entry(text, name, parsed, **entry)
@@ -90,20 +102,24 @@ def add_model(
         return change
     edited = catalog_files.valid(edit.text, path)
     settings = settings_for(edited, environ, Overrides(timeout=timeout), secrets=secrets)
-    # a new description or tags alone change nothing to fetch: nothing to ask upstream, nothing to lock; a signature
-    # does (its file is one of the model's): the lock is renewed, the source not asked again
+    # a new description or tags alone change nothing to fetch: nothing to ask upstream, nothing to
+    # lock; a signature does (its file is one of the model's): the lock is renewed, the source not
+    # asked again
     before = catalog_files.valid(text, path).get(name) if edit.action == "updated" else None
     fetches = before is None or fingerprint(before) != fingerprint(edited.get(name))
     online = check and not settings.offline and fetches
     if online and edit.action != "updated":
         spec = edited.get(name)
-        _check_entry(spec, settings, files=[f for f in spec.files if f.save_path in added], progress=progress)
+        _check_entry(
+            spec, settings, files=[f for f in spec.files if f.save_path in added], progress=progress
+        )
     if created:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LocalFSError(f"{path}: cannot create its folder: {exc.strerror or exc}") from exc
-    with exclusive(path):  # another mdl add or remove may have written the catalog while this one checked
+    # another mdl add or remove may have written the catalog while this one checked
+    with exclusive(path):
         now, created = catalog_files.read_catalog(path, create=True)
         if now != text:  # the same request, made on the catalog as it is now
             edit = catalog_edit.add_entry(now, name, parsed, **entry)
@@ -113,32 +129,42 @@ def add_model(
             catalog_files.write_catalog(path, edit.text, created=created)
     change = replace(change, checked=online and edit.action != "updated")
     if online and entry.get("signed_by") is not None:
-        change = replace(change, warning=_no_signature_upstream(edited.get(name), settings, progress=progress))
+        change = replace(
+            change, warning=_no_signature_upstream(edited.get(name), settings, progress=progress)
+        )
     lock_file = lock_beside(path)
     if not lock_file.exists() or not fetches:
         return change
     if not online:
         why = "HF_HUB_OFFLINE is set" if settings.offline else "--no-check"
-        return replace(change, lock_error=f"{lock_file} was not updated for {name} ({why}); run 'mdl lock {name}'")
-    # The new model locked in catalog.lock, the other entries as they are; a failure is the change's error (the
-    # catalog stays edited: it is what the user asked for, and `mdl lock` can be run again).
+        return replace(
+            change,
+            lock_error=f"{lock_file} was not updated for {name} ({why}); run 'mdl lock {name}'",
+        )
+    # The new model locked in catalog.lock, the other entries as they are; a failure is the change's
+    # error (the catalog stays edited: it is what the user asked for, and `mdl lock` can be run
+    # again).
     report = lock_catalog(edited, (name,), settings, upgrade=False, check=False, progress=progress)
     if report.failures:
         error = report.failures[0].error or "failed"
-        return replace(change, lock_error=f"{report.path} was not updated: {error}", exit_code=report.exit_code)
+        return replace(
+            change, lock_error=f"{report.path} was not updated: {error}", exit_code=report.exit_code
+        )
     return replace(change, lock=report.path)
 
 
 def remove_model(
     name: str, *, catalog: StrPath | None, environ: Mapping[str, str], dry_run: bool = False
 ) -> catalog_edit.CatalogChange:
-    """Take a model out of the catalog and its lock (``dry_run``: check it could, write nothing); see
-    :func:`mdl.api.remove`."""
+    """Take a model out of the catalog and its lock (``dry_run``: check it could, write nothing);
+    see :func:`mdl.api.remove`."""
     path, _, _ = catalog_files.catalog_text(catalog, environ, create=False)
     lock_file = lock_beside(path)
-    with exclusive(path):  # the catalog and its lock as they are now, edited by nobody else meanwhile
+    # the catalog and its lock as they are now, edited by nobody else meanwhile
+    with exclusive(path):
         text, _ = catalog_files.read_catalog(path, create=False)
-        old = catalog_files.valid(text, path).get(name)  # an unknown model: UsageError with a did-you-mean
+        # an unknown model: UsageError with a did-you-mean
+        old = catalog_files.valid(text, path).get(name)
         edited = catalog_edit.remove_entry(text, name)
         catalog_files.valid(edited, path)
         lock = read_lock(lock_file)  # a broken lock is refused before the catalog is touched
@@ -149,36 +175,51 @@ def remove_model(
             return catalog_edit.CatalogChange(path, old.name, "removed", user_catalog=user_catalog)
         if not dry_run:
             write_lock_file(lock_file, lock.with_models({}, keep=lambda other: other != name))
-    return catalog_edit.CatalogChange(path, old.name, "removed", lock=lock_file, user_catalog=user_catalog)
+    return catalog_edit.CatalogChange(
+        path, old.name, "removed", lock=lock_file, user_catalog=user_catalog
+    )
 
 
-def _no_signature_upstream(spec: ModelSpec, settings: Settings, *, progress: Progress) -> str | None:
-    """Why a pull of ``spec`` will find no signature at its source (one HEAD request), or None: it is there, or it
-    could not be asked (the pull will say). Said as a warning: a publisher may sign later, a mirror may have one."""
+def _no_signature_upstream(
+    spec: ModelSpec, settings: Settings, *, progress: Progress
+) -> str | None:
+    """Why a pull of ``spec`` will find no signature at its source (one HEAD request), or None: it
+    is there, or it could not be asked (the pull will say). Said as a warning: a publisher may sign
+    later, a mirror may have one."""
     trust = spec.signature
     if trust is None:
         return None
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
         try:
             hub = None if trust.file_is_url else session.hub
-            remote = resolve_file(spec.name, signature_spec(spec, trust), hub=hub, environ=session.environ)
+            remote = resolve_file(
+                spec.name, signature_spec(spec, trust), hub=hub, environ=session.environ
+            )
             if trust.file_is_url:
                 session.probe(remote)
         except NotFoundError:
             repo = spec.repo or spec.files[0].repo
-            where = f"no signature at {redact_url(trust.file)}" if trust.file_is_url else f"{repo} has no {trust.file}"
+            where = (
+                f"no signature at {redact_url(trust.file)}"
+                if trust.file_is_url
+                else f"{repo} has no {trust.file}"
+            )
             return (
-                f"{spec.name}: {where}: `mdl pull {spec.name}` fails (exit 6) until the model is signed there "
-                f"(model_signing sign), or a mirror has its model.sig (mdl publish --sign)"
+                f"{spec.name}: {where}: `mdl pull {spec.name}` fails (exit 6) until the model is"
+                " signed there (model_signing sign), or a mirror has its model.sig (mdl publish"
+                " --sign)"
             )
         except MdlError:
             return None
     return None
 
 
-def _check_entry(spec: ModelSpec, settings: Settings, *, files: Sequence[FileSpec], progress: Progress) -> None:
-    """Raise the error a pull would meet: a whole repo is resolved (an ``include`` that matches nothing is found now);
-    each of ``files`` is asked about once (a Hub file's HEAD also checks ``--sha256``)."""
+def _check_entry(
+    spec: ModelSpec, settings: Settings, *, files: Sequence[FileSpec], progress: Progress
+) -> None:
+    """Raise the error a pull would meet: a whole repo is resolved (an ``include`` that matches
+    nothing is found now); each of ``files`` is asked about once (a Hub file's HEAD also checks
+    ``--sha256``)."""
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
         if spec.is_snapshot:
             resolve_model(spec, hub=session.hub, environ=session.environ)
@@ -198,13 +239,18 @@ class LockReport:  # what ``mdl lock`` did (or, with ``check``, found) for the s
     stale: tuple[str, ...] = ()  # check: the models the lock does not pin as the catalog says now
     missing: bool = False  # check: there is no lock file at all
     checked: bool = False
-    resolved: tuple[str, ...] = ()  # the models asked upstream in this run (the others were kept as locked)
-    failures: tuple[FileOutcome, ...] = ()  # models that could not be locked (then nothing was written)
-    warnings: tuple[str, ...] = ()  # for the user: the old lock could not be read and was written anew
+    # the models asked upstream in this run (the others were kept as locked)
+    resolved: tuple[str, ...] = ()
+    # models that could not be locked (then nothing was written)
+    failures: tuple[FileOutcome, ...] = ()
+    # for the user: the old lock could not be read and was written anew
+    warnings: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> int:
-        """2 when a check finds the lock missing or stale; else the lowest code above 1 among the failures."""
+        """2 when a check finds the lock missing or stale; else the lowest code above 1 among the
+        failures.
+        """
         if self.checked and (self.stale or self.missing):
             return int(ExitCode.USAGE)
         return worst_exit_code([f.exit_code for f in self.failures])
@@ -225,9 +271,17 @@ class LockReport:  # what ``mdl lock`` did (or, with ``check``, found) for the s
 
 
 def lock_catalog(
-    catalog: Catalog, names: Sequence[str], settings: Settings, *, upgrade: bool, check: bool, progress: Progress
+    catalog: Catalog,
+    names: Sequence[str],
+    settings: Settings,
+    *,
+    upgrade: bool,
+    check: bool,
+    progress: Progress,
 ) -> LockReport:
-    """Lock the named models (every model, and drop entries the catalog no longer has, when ``names`` is empty)."""
+    """Lock the named models (every model, and drop entries the catalog no longer has, when
+    ``names`` is empty).
+    """
     if upgrade and check:
         raise UsageError("--check changes nothing; it cannot go with --upgrade")
     if catalog.path is None:
@@ -240,29 +294,48 @@ def lock_catalog(
     if broken:
         log.warning("%s", broken)
     in_catalog = {m.name for m in catalog.models}
-    if check:  # no network, nothing written: which selected models the lock does not pin as the catalog says now
-        dropped = {name for name in old.models if name not in in_catalog} if everything and old is not None else set()
+    # no network, nothing written: which selected models the lock does not pin as the catalog says
+    # now
+    if check:
+        dropped = (
+            {name for name in old.models if name not in in_catalog}
+            if everything and old is not None
+            else set()
+        )
         stale = {s.name for s in specs if old is None or old.fresh(s) is None} | dropped
-        return LockReport(path, False, stale=tuple(sorted(stale)), missing=old is None, checked=True)
+        return LockReport(
+            path, False, stale=tuple(sorted(stale)), missing=old is None, checked=True
+        )
     base = old or Lock()
     todo = [spec for spec in specs if upgrade or base.fresh(spec) is None]
-    fresh, failures = _lock_models(todo, settings, old=base, progress=progress) if todo else ({}, [])
+    fresh, failures = (
+        _lock_models(todo, settings, old=base, progress=progress) if todo else ({}, [])
+    )
     resolved = tuple(spec.name for spec in todo)
     if failures:
-        return LockReport(path, False, resolved=resolved, failures=tuple(failures), warnings=warnings)
-    with exclusive(path):  # another mdl lock or add may have written it since: merge into what is there now
+        return LockReport(
+            path, False, resolved=resolved, failures=tuple(failures), warnings=warnings
+        )
+    # another mdl lock or add may have written it since: merge into what is there now
+    with exclusive(path):
         base = _read_lock(path, anew=everything)[0] or Lock()
-        new = base.with_models(fresh, keep=(lambda name: name in in_catalog) if everything else (lambda name: True))
+        new = base.with_models(
+            fresh, keep=(lambda name: name in in_catalog) if everything else (lambda name: True)
+        )
         changed = write_lock_file(path, new)
     scope = set(base.models) | set(new.models) if everything else {spec.name for spec in specs}
     before, after = ({n: m for n, m in lock.models.items() if n in scope} for lock in (base, new))
     changes = diff_locks(before, after)
-    log.info("%s: %s (%d model(s) resolved)", path, "written" if changed else "unchanged", len(resolved))
+    log.info(
+        "%s: %s (%d model(s) resolved)", path, "written" if changed else "unchanged", len(resolved)
+    )
     return LockReport(path, changed, tuple(changes), resolved=resolved, warnings=warnings)
 
 
 def _read_lock(path: Path, *, anew: bool) -> tuple[Lock | None, str | None]:
-    """The lock on disk; with ``anew`` (it is written whole) a broken one (a bad merge) is None, and why."""
+    """The lock on disk; with ``anew`` (it is written whole) a broken one (a bad merge) is None,
+    and why.
+    """
     try:
         return read_lock(path), None
     except CatalogError as exc:
@@ -274,13 +347,19 @@ def _read_lock(path: Path, *, anew: bool) -> tuple[Lock | None, str | None]:
 def _lock_models(
     specs: list[ModelSpec], settings: Settings, *, old: Lock, progress: Progress
 ) -> tuple[dict[str, LockedModel], list[FileOutcome]]:
-    """Resolve the models upstream (never from the lock) and hash what upstream did not; their lock entries."""
-    if settings.offline:  # the record of a past pull is no resolution: it may be any commit, and lack files
+    """Resolve the models upstream (never from the lock) and hash what upstream did not; their
+    lock entries.
+    """
+    # the record of a past pull is no resolution: it may be any commit, and lack files
+    if settings.offline:
         why = "HF_HUB_OFFLINE is set; it must be resolved to be locked"
         return {}, [failed(s.name, None, NetworkError(f"{s.name}: {why}")) for s in specs]
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
-        resolved, failures = resolve(session, specs, lock=None)  # what it renews: never from the lock
-        blobs = {f.git_oid: (f.size, f.sha256) for m in old.models.values() for f in m.files if f.git_oid}
+        # what it renews: never from the lock
+        resolved, failures = resolve(session, specs, lock=None)
+        blobs = {
+            f.git_oid: (f.size, f.sha256) for m in old.models.values() for f in m.files if f.git_oid
+        }
         complete, unhashed = _complete(session, resolved, blobs=blobs)
         failures.extend(unhashed)
         by_name = {spec.name: spec for spec in specs}
@@ -296,8 +375,9 @@ def _lock_models(
 def _complete(
     session: PullSession, models: list[ResolvedModel], *, blobs: Mapping[str, tuple[int, str]]
 ) -> tuple[list[ResolvedModel], list[FileOutcome]]:
-    """The models with every size and sha256 known (see ``_known``), else learnt by one download to a temp file that is
-    hashed and removed (as ``pip-compile --generate-hashes`` does). A model with a file that cannot fails whole."""
+    """The models with every size and sha256 known (see ``_known``), else learnt by one download to
+    a temp file that is hashed and removed (as ``pip-compile --generate-hashes`` does). A model with
+    a file that cannot fails whole."""
     failures: dict[int, FileOutcome] = {}
     known: list[list[RemoteFile | None]] = [[] for _ in models]
     for m, model in enumerate(models):
@@ -306,12 +386,24 @@ def _complete(
                 known[m].append(_known(session, remote, blobs))
             except MdlError as exc:
                 failures.setdefault(m, failed(model.name, remote.path, exc))
-    todo = [(m, i) for m, row in enumerate(known) if m not in failures for i, file in enumerate(row) if file is None]
-    # The same bytes are fetched once: what names them before they are fetched is the git blob id, else the URL.
-    unique = {models[m].files[i].git_oid or models[m].files[i].url: models[m].files[i].size for m, i in todo}
+    todo = [
+        (m, i)
+        for m, row in enumerate(known)
+        if m not in failures
+        for i, file in enumerate(row)
+        if file is None
+    ]
+    # The same bytes are fetched once: what names them before they are fetched is the git blob id,
+    # else the URL.
+    unique = {
+        models[m].files[i].git_oid or models[m].files[i].url: models[m].files[i].size
+        for m, i in todo
+    }
     if unique:
         sizes = list(unique.values())
-        session.progress.begin(total_bytes=None if None in sizes else sum(s or 0 for s in sizes), files=len(unique))
+        session.progress.begin(
+            total_bytes=None if None in sizes else sum(s or 0 for s in sizes), files=len(unique)
+        )
     hashed: dict[str, RemoteFile] = {}
     for m, i in todo:
         remote = models[m].files[i]
@@ -326,25 +418,36 @@ def _complete(
             raise
         except MdlError as exc:
             failures[m] = failed(models[m].name, remote.path, exc)
-    done = [replace(model, files=tuple(filter(None, known[m]))) for m, model in enumerate(models) if m not in failures]
+    done = [
+        replace(model, files=tuple(filter(None, known[m])))
+        for m, model in enumerate(models)
+        if m not in failures
+    ]
     return done, [failures[m] for m in sorted(failures)]
 
 
-def _known(session: PullSession, remote: RemoteFile, blobs: Mapping[str, tuple[int, str]]) -> RemoteFile | None:
-    """The file with size and sha256 filled in without fetching it (from upstream, the old lock's ``blobs`` by git
-    blob id: the same bytes, a verified local record, a probe for the size), or None when only its bytes can tell."""
+def _known(
+    session: PullSession, remote: RemoteFile, blobs: Mapping[str, tuple[int, str]]
+) -> RemoteFile | None:
+    """The file with size and sha256 filled in without fetching it (from upstream, the old lock's
+    ``blobs`` by git blob id: the same bytes, a verified local record, a probe for the size), or
+    None when only its bytes can tell."""
     if remote.sha256 and remote.size is not None:
         return remote
     if remote.git_oid and remote.git_oid in blobs:
         size, sha256 = blobs[remote.git_oid]
         if remote.size is None or remote.size == size:
             return replace(remote, size=size, sha256=sha256)
-    # A verified local record of the same bytes: same sha256 or git blob id, or (a URL without either) same source.
+    # A verified local record of the same bytes: same sha256 or git blob id, or (a URL without
+    # either) same source.
     entry = recorded(session.store, remote)
-    if entry is not None and same_content(entry, remote, unnamed=not remote.hub and entry.source == remote.source):
+    if entry is not None and same_content(
+        entry, remote, unnamed=not remote.hub and entry.source == remote.source
+    ):
         log.info("%s: sha256 from the verified local record", label_of(remote))
         return replace(remote, size=entry.size, sha256=entry.sha256)
-    if remote.sha256 and not remote.hub:  # a URL the catalog gives a sha256 but no size for: one request
+    # a URL the catalog gives a sha256 but no size for: one request
+    if remote.sha256 and not remote.hub:
         probed = session.probe(remote)
         if probed.size is not None:
             return replace(remote, size=probed.size)
@@ -352,7 +455,9 @@ def _known(session: PullSession, remote: RemoteFile, blobs: Mapping[str, tuple[i
 
 
 def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
-    """Fetch the file once into a temp file beside the partial downloads, under the file's lock; hash it."""
+    """Fetch the file once into a temp file beside the partial downloads, under the file's lock;
+    hash it.
+    """
     store, label = session.store, label_of(remote)
     store.ensure_dirs()
     part, _ = store.part_paths(remote.model, remote.path)
@@ -362,10 +467,14 @@ def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
         try:
             job = transfer_job(session, remote, store, target, verify=True)
             log.info("%s: downloading it once to learn its sha256", label)
-            try:  # from the mirrors first, as a pull would (a signature may be on a mirror only: publish --sign)
+            # from the mirrors first, as a pull would (a signature may be on a mirror only: publish
+            # --sign)
+            try:
                 result = fetch_from_sources(session, job, remote)
             except MdlError as exc:
-                session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
+                session.progress.finish(
+                    label, ok=False, message=exc.message.removeprefix(f"{label}: ")
+                )
                 raise
             session.progress.finish(label, ok=True, message="hashed")
         finally:

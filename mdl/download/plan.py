@@ -1,5 +1,6 @@
-"""Stage two of a pull: each resolved file → where it goes and what to do with it, decided from the disk (no hashing)
-before any byte moves; the space check; what a run reports per file, and its log line (what was done, from where)."""
+"""Stage two of a pull: each resolved file → where it goes and what to do with it, decided from the
+disk (no hashing) before any byte moves; the space check; what a run reports per file, and its log
+line (what was done, from where)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ from mdl.transfer import Identity, TransferResult, saved_progress
 from mdl.units import human_size
 
 log = logging.getLogger("mdl.pull")
-file_log = logging.getLogger("mdl.files")  # the line per file; the log handler makes it safe (no secrets)
+# the line per file; the log handler makes it safe (no secrets)
+file_log = logging.getLogger("mdl.files")
 
 
 class Action(StrEnum):
@@ -48,7 +50,8 @@ class Action(StrEnum):
     DOWNLOAD = "download"  # absent (or changed upstream): fetch from zero
     RESUME = "resume"  # a partial download of the same content exists
     REPAIR = "repair"  # present but not what it should be: fetch again
-    CHECK = "check"  # present but changed since verified (or never recorded): re-hash, then skip or repair
+    # present but changed since verified (or never recorded): re-hash, then skip or repair
+    CHECK = "check"
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,20 @@ class Decision:
 
 
 def same_content(record: FileRecord, remote: RemoteFile, *, unnamed: bool = True) -> bool:
-    """Whether a recorded file is the version upstream has now, by the strongest key both know; ``unnamed``: what a
-    file no key tells apart counts as (pull keeps it; a get fetches it again, as ``wget -N`` without Last-Modified).
-    Without a hash, a file is known by its source too: a validator or length of another URL (nginx's ETag is only
-    mtime and size) says nothing of the file fetched before, so another source is another file (wget's way)."""
+    """Whether a recorded file is the version upstream has now, by the strongest key both know;
+    ``unnamed``: what a file no key tells apart counts as (pull keeps it; a get fetches it again, as
+    ``wget -N`` without Last-Modified). Without a hash, a file is known by its source too: a
+    validator or length of another URL (nginx's ETag is only mtime and size) says nothing of the
+    file fetched before, so another source is another file (wget's way)."""
     if remote.size is not None and record.size != remote.size:
         return False
-    if remote.signed is not None and remote.signed.recorded is not None and record.signed != remote.signed.recorded:
-        return False  # held to other digests than these (or to none): hashed again as the signature says
+    if (
+        remote.signed is not None
+        and remote.signed.recorded is not None
+        and record.signed != remote.signed.recorded
+    ):
+        # held to other digests than these (or to none): hashed again as the signature says
+        return False
     if remote.sha256:
         return record.sha256 == remote.sha256
     if remote.git_oid:
@@ -94,19 +103,26 @@ def same_content(record: FileRecord, remote: RemoteFile, *, unnamed: bool = True
 
 
 def same_source(record: FileRecord, remote: RemoteFile) -> bool:
-    """Whether the file was recorded from the source it comes from now (as records keep it: without secrets); a
-    record that names none (written before sources counted) is of no known source, so never the same."""
+    """Whether the file was recorded from the source it comes from now (as records keep it: without
+    secrets); a record that names none (written before sources counted) is of no known source, so
+    never the same."""
     return bool(record.source) and record.source in (remote.source, record_text(remote.source))
 
 
 UNNAMED = "the server names no version to compare with the one fetched before"
 NEW_SOURCE = "another source than the one it was fetched from"
-# The reason of a present file fetched again because of --force: people read "re-downloaded", JSON "downloaded".
+# The reason of a present file fetched again because of --force: people read "re-downloaded", JSON
+# "downloaded".
 FORCED = "--force"
 
 
 def decide(
-    remote: RemoteFile, record: FileRecord | None, local: LocalState, *, force: bool, unnamed: bool = True
+    remote: RemoteFile,
+    record: FileRecord | None,
+    local: LocalState,
+    *,
+    force: bool,
+    unnamed: bool = True,
 ) -> Decision:
     """What to do, from the file's state as ``show`` names it (``unnamed``: see same_content)."""
     state = judge(record, local.size, local.mtime_ns)
@@ -116,13 +132,19 @@ def decide(
         return Decision(Action.DOWNLOAD, "missing" if record is not None else "not downloaded yet")
     if force:  # replaced, never called a repair: nothing says it was wrong
         return Decision(Action.DOWNLOAD, FORCED)
-    if record is None and not (remote.sha256 or remote.git_oid):  # unrecorded (with a hash: checked, below)
+    # unrecorded (with a hash: checked, below)
+    if record is None and not (remote.sha256 or remote.git_oid):
         # Not known to be wrong, so not a repair: fetched again because nothing can vouch for it.
-        return Decision(Action.DOWNLOAD, "unrecorded (present, never verified by mdl) and no hash to check it against")
+        return Decision(
+            Action.DOWNLOAD,
+            "unrecorded (present, never verified by mdl) and no hash to check it against",
+        )
     if record is not None and not same_content(record, remote, unnamed=unnamed):
         if not (remote.sha256 or remote.git_oid or same_source(record, remote)):
             return Decision(Action.DOWNLOAD, NEW_SOURCE)
-        return Decision(Action.DOWNLOAD, UNNAMED if same_content(record, remote) else "changed upstream")
+        return Decision(
+            Action.DOWNLOAD, UNNAMED if same_content(record, remote) else "changed upstream"
+        )
     if state == INSTALLED:
         return Decision(Action.SKIP, "up to date")
     return Decision(Action.CHECK, RECHECK_REASON[state])
@@ -130,17 +152,22 @@ def decide(
 
 @dataclass(frozen=True)
 class InPlace:
-    """A workflow's rules for a file found where it goes, as data: ``look`` decides by them, ``done_outcome`` words."""
+    """A workflow's rules for a file found where it goes, as data: ``look`` decides by them,
+    ``done_outcome`` words.
+    """
 
     unnamed: bool  # a recorded file no key tells apart is kept (see same_content)
     kept: str | None  # why a file found in place was kept (None: the decision's own reason)
-    replaced: str | None  # the word for a file that was there and is fetched anew (None: the action's own)
+    # the word for a file that was there and is fetched anew (None: the action's own)
+    replaced: str | None
 
 
 PULL = InPlace(unnamed=True, kept=None, replaced=None)
-# get (a one-off file: no model) into a folder the user owns: kept only for the version the server names (wget -N)
+# get (a one-off file: no model) into a folder the user owns: kept only for the version the server
+# names (wget -N)
 GET = InPlace(unnamed=False, kept="already there, unchanged upstream", replaced="replaced")
-SAME_BYTES = "already there, same bytes"  # a file get finds in place with the bytes asked for: kept, whoever wrote it
+# a file get finds in place with the bytes asked for: kept, whoever wrote it
+SAME_BYTES = "already there, same bytes"
 
 
 def policy_of(remote: RemoteFile) -> InPlace:
@@ -153,12 +180,17 @@ class PlannedFile:
     decision: Decision
     partial_bytes: int
     placement: Placement
-    warning: str | None = None  # a FIFO, socket or device where the file goes: replaced, and said so
+    # a FIFO, socket or device where the file goes: replaced, and said so
+    warning: str | None = None
     present: bool = False  # something was where the file goes (replaced, or kept)
 
 
-def plan_models(session: PullSession, resolved: Sequence[ResolvedModel]) -> tuple[list[PlannedFile], list[FileOutcome]]:
-    """Plan every file (probing direct URLs without a sha256); a model that cannot be saved fails whole."""
+def plan_models(
+    session: PullSession, resolved: Sequence[ResolvedModel]
+) -> tuple[list[PlannedFile], list[FileOutcome]]:
+    """Plan every file (probing direct URLs without a sha256); a model that cannot be saved fails
+    whole.
+    """
     plans: list[PlannedFile] = []
     failures: list[FileOutcome] = []
     force, offline = session.settings.force, session.settings.offline
@@ -169,12 +201,14 @@ def plan_models(session: PullSession, resolved: Sequence[ResolvedModel]) -> tupl
             if clash is not None:
                 file, child = clash
                 raise UnsafePathError(
-                    f"{model.name}: {file!r} is a file and also the folder of {child!r}; both cannot be saved"
+                    f"{model.name}: {file!r} is a file and also the folder of {child!r}; both"
+                    " cannot be saved"
                 )
             for remote in model.files:
                 try:
                     if not offline and not remote.hub and not remote.sha256:
-                        remote = session.probe(remote)  # its size and validator say whether it changed upstream
+                        # its size and validator say whether it changed upstream
+                        remote = session.probe(remote)
                     planned.append(plan_file(session.layout, remote, force=force, offline=offline))
                 except MdlError as exc:
                     failures.append(failed(remote.model, remote.path, exc))
@@ -193,7 +227,12 @@ def plan_file(layout: Layout, file: RemoteFile, *, force: bool, offline: bool) -
     """Where the file goes in ``layout`` and what to do with it (``look``)."""
     try:
         placement = layout.place(
-            file.model, file.path, source=file.source, sha256=file.sha256, git_oid=file.git_oid, revision=file.revision
+            file.model,
+            file.path,
+            source=file.source,
+            sha256=file.sha256,
+            git_oid=file.git_oid,
+            revision=file.revision,
         )
     except MdlError:
         if offline:  # never pulled: where it would go is only known upstream
@@ -203,48 +242,70 @@ def plan_file(layout: Layout, file: RemoteFile, *, force: bool, offline: bool) -
 
 
 def look(remote: RemoteFile, placement: Placement, records: Store, *, force: bool) -> PlannedFile:
-    """Decide from the disk as it is now (the fetch stage looks again once it holds the file's lock)."""
+    """Decide from the disk as it is now (the fetch stage looks again once it holds the file's
+    lock).
+    """
     entry = recorded(records, remote)
     part, state = placement.store.part_paths(remote.model, remote.path)
-    # A partial mdl did not make (a hard link, another user's) is never resumed: the engine sets it aside.
+    # A partial mdl did not make (a hard link, another user's) is never resumed: the engine sets it
+    # aside.
     found = stat_file(part)
-    partial = saved_progress(state, identity_of(remote)) if found is not None and not_own(found) is None else 0
+    partial = (
+        saved_progress(state, identity_of(remote))
+        if found is not None and not_own(found) is None
+        else 0
+    )
     there = stat_file(placement.final)
     local = LocalState.of(there, partial_bytes=partial)
     decision = decide(remote, entry, local, force=force, unnamed=policy_of(remote).unnamed)
     warning = _in_the_way(placement)
     if warning is not None and force and decision.action is Action.DOWNLOAD:
-        decision = Decision(Action.DOWNLOAD, FORCED)  # get --force: what was there is replaced, as a file is
+        # get --force: what was there is replaced, as a file is
+        decision = Decision(Action.DOWNLOAD, FORCED)
     return PlannedFile(remote, decision, partial, placement, warning, present=there is not None)
 
 
 def kept_in_place(
-    target: Path, path: str, *, sha256: str | None, git_oid: str | None = None, where: str, ours: bool = False
+    target: Path,
+    path: str,
+    *,
+    sha256: str | None,
+    git_oid: str | None = None,
+    where: str,
+    ours: bool = False,
 ) -> FileOutcome | None:
-    """get's rule for a file already where it would be saved (without --force), as ``unpack`` and aria2c refuse to
-    overwrite: its outcome (``SAME_BYTES``, logged) when it has the bytes asked for; None when it is the one a get
-    wrote (``ours``: then ``look`` decides from its record, as wget -N does); else the UsageError refusing it."""
+    """get's rule for a file already where it would be saved (without --force), as ``unpack`` and
+    aria2c refuse to overwrite: its outcome (``SAME_BYTES``, logged) when it has the bytes asked
+    for; None when it is the one a get wrote (``ours``: then ``look`` decides from its record, as
+    wget -N does); else the UsageError refusing it."""
     if sha256 or git_oid:
         with contextlib.suppress(OSError):  # unreadable counts as different
             size, have_sha, have_oid = hash_file(target, git=git_oid is not None and not sha256)
             if (have_sha == sha256) if sha256 else (have_oid == git_oid):
                 # hashed now, and the hash it was held to matched: verified
-                kept = FileOutcome("", path, str(target), size, sha256, "skipped", reason=SAME_BYTES, source=where)
+                kept = FileOutcome(
+                    "", path, str(target), size, sha256, "skipped", reason=SAME_BYTES, source=where
+                )
                 kept = replace(kept, verified=True)
                 log_outcome(kept)
                 return kept
     if ours:
         return None
     if sha256 or git_oid:
-        raise UsageError(f"{target}: already exists and differs from {where}", hint="--force to replace it")
+        raise UsageError(
+            f"{target}: already exists and differs from {where}", hint="--force to replace it"
+        )
     raise UsageError(
-        f"{target}: already exists, and with no sha256 for {where} mdl cannot tell whether it is the same file",
+        f"{target}: already exists, and with no sha256 for {where} mdl cannot tell whether it is"
+        " the same file",
         hint="--force to replace it, or --sha256 HEX to keep it when it matches",
     )
 
 
 def _in_the_way(placement: Placement) -> str | None:
-    """A FIFO, socket or device where the file goes is never opened: the atomic rename replaces it, and says so."""
+    """A FIFO, socket or device where the file goes is never opened: the atomic rename replaces
+    it, and says so.
+    """
     for path in dict.fromkeys((placement.final, placement.shown)):
         kind = not_a_file(path)
         if kind is not None and kind != "a folder":
@@ -259,36 +320,52 @@ def check_space(plans: Sequence[PlannedFile]) -> None:
         action = plan.decision.action
         if action in (Action.DOWNLOAD, Action.REPAIR, Action.RESUME):
             kept = plan.partial_bytes if action is Action.RESUME else 0
-            needed[plan.placement.store] = needed.get(plan.placement.store, 0) + max(0, (plan.remote.size or 0) - kept)
+            needed[plan.placement.store] = needed.get(plan.placement.store, 0) + max(
+                0, (plan.remote.size or 0) - kept
+            )
     for store, total in needed.items():
         store.ensure_dirs()
         free = store.free_bytes()
         if total > free:
             raise NoSpaceError(
-                f"not enough space in {store.dest}: {human_size(total)} still to download, {human_size(free)} free"
+                f"not enough space in {store.dest}: {human_size(total)} still to download,"
+                f" {human_size(free)} free"
             )
 
 
 def recorded(store: Store, remote: RemoteFile) -> FileRecord | None:
-    """The record of the file, for the content upstream names now when mdl has it (another commit's, in the Hugging
-    Face cache: its blob is still there, judged as any recorded file)."""
+    """The record of the file, for the content upstream names now when mdl has it (another commit's,
+    in the Hugging Face cache: its blob is still there, judged as any recorded file)."""
     record = store.read_record(remote.model)
-    return record.entry_for(remote.path, sha256=remote.sha256, git_oid=remote.git_oid) if record is not None else None
+    return (
+        record.entry_for(remote.path, sha256=remote.sha256, git_oid=remote.git_oid)
+        if record is not None
+        else None
+    )
 
 
 def identity_of(remote: RemoteFile) -> Identity:
-    """What a partial download must match to be resumed (a Hub file is known by its hashes, not a CDN ETag)."""
-    return Identity(remote.size, remote.sha256, remote.git_oid, remote.etag if not remote.hub else None)
+    """What a partial download must match to be resumed (a Hub file is known by its hashes, not a
+    CDN ETag).
+    """
+    return Identity(
+        remote.size, remote.sha256, remote.git_oid, remote.etag if not remote.hub else None
+    )
 
 
 def offline_error(remote: RemoteFile) -> MdlError:
-    """A file to fetch while HF_HUB_OFFLINE is set: named as the model's file, or (``get``) by its source."""
+    """A file to fetch while HF_HUB_OFFLINE is set: named as the model's file, or (``get``) by
+    its source.
+    """
     what = label_of(remote) if remote.model else remote.source or remote.path
-    return NetworkError(f"{what}: HF_HUB_OFFLINE is set and the file must be fetched", hint="unset HF_HUB_OFFLINE")
+    return NetworkError(
+        f"{what}: HF_HUB_OFFLINE is set and the file must be fetched", hint="unset HF_HUB_OFFLINE"
+    )
 
 
-# What each action is called once done (the JSON's words): a file replaced because of --force is "downloaded" with
-# reason "--force" ("re-downloaded" for people); "repaired" is only a present file that was hashed and found wrong.
+# What each action is called once done (the JSON's words): a file replaced because of --force is
+# "downloaded" with reason "--force" ("re-downloaded" for people); "repaired" is only a present file
+# that was hashed and found wrong.
 DONE_WORD = {
     Action.SKIP: "skipped",
     Action.DOWNLOAD: "downloaded",
@@ -308,8 +385,8 @@ def done_outcome(
     verified: bool | None = None,
     reason: str | None = None,
 ) -> FileOutcome:
-    """The file's outcome once ``action`` (it may differ from the planned one) was done; ``result``: its transfer;
-    ``reason``: what the transfer made of the plan's (a resume that was not one)."""
+    """The file's outcome once ``action`` (it may differ from the planned one) was done; ``result``:
+    its transfer; ``reason``: what the transfer made of the plan's (a resume that was not one)."""
     remote, reason = plan.remote, reason or plan.decision.reason
     word = "re-downloaded" if action is Action.DOWNLOAD and reason == FORCED else None
     policy = policy_of(remote)
@@ -317,7 +394,9 @@ def done_outcome(
         word = policy.replaced
     if plan.present and DONE_WORD[action] == "skipped" and policy.kept is not None:
         reason = policy.kept
-    fetched, mirror, reused = (result.fetched, result.mirror, result.reused) if result is not None else (0, None, 0)
+    fetched, mirror, reused = (
+        (result.fetched, result.mirror, result.reused) if result is not None else (0, None, 0)
+    )
     return FileOutcome(
         remote.model,
         remote.path,
@@ -337,7 +416,9 @@ def done_outcome(
 
 
 def dry_run_outcome(plan: PlannedFile) -> FileOutcome:
-    done = done_outcome(plan, plan.decision.action, size=plan.remote.size, sha256=plan.remote.sha256)
+    done = done_outcome(
+        plan, plan.decision.action, size=plan.remote.size, sha256=plan.remote.sha256
+    )
     return replace(done, action=plan.decision.action.value, word=None, source=None)
 
 
@@ -352,7 +433,9 @@ def _value(text: str) -> str:
 
 
 def file_line(outcome: FileOutcome) -> str:
-    """``file model=… path=… action=… …``: a value with spaces, quotes, ``=`` or nothing in it is a JSON string."""
+    """``file model=… path=… action=… …``: a value with spaces, quotes, ``=`` or nothing in it is
+    a JSON string.
+    """
     fields: list[tuple[str, object | None]] = [
         ("model", outcome.model),
         ("path", outcome.path or ""),
@@ -369,10 +452,18 @@ def file_line(outcome: FileOutcome) -> str:
         ("causes", " | ".join(outcome.retries) or None),
     ]
     if outcome.action == "failed":
-        server_text = safe_text(outcome.server_text, limit=SERVER_TEXT_LIMIT) if outcome.server_text else None
-        fields += [("exit", outcome.exit_code), ("status", outcome.status), ("server_text", server_text)]
+        server_text = (
+            safe_text(outcome.server_text, limit=SERVER_TEXT_LIMIT) if outcome.server_text else None
+        )
+        fields += [
+            ("exit", outcome.exit_code),
+            ("status", outcome.status),
+            ("server_text", server_text),
+        ]
         fields.append(("error", outcome.error or "failed"))
-    return "file " + " ".join(f"{key}={_value(safe_text(str(value)))}" for key, value in fields if value is not None)
+    return "file " + " ".join(
+        f"{key}={_value(safe_text(str(value)))}" for key, value in fields if value is not None
+    )
 
 
 def log_outcome(outcome: FileOutcome) -> None:
@@ -384,4 +475,7 @@ def log_outcome(outcome: FileOutcome) -> None:
 def parse_file_line(line: str) -> dict[str, str]:
     """The fields of a ``file …`` line (anywhere in a log line), JSON strings decoded."""
     start = line.find(" file ") + 6 if not line.startswith("file ") else 5
-    return {key: json.loads(raw) if raw.startswith('"') else raw for key, raw in _FIELD.findall(line[start:])}
+    return {
+        key: json.loads(raw) if raw.startswith('"') else raw
+        for key, raw in _FIELD.findall(line[start:])
+    }

@@ -1,4 +1,6 @@
-"""``mdl pull``: resolve → plan → (space) → fetch → report, each stage handing its data to the next."""
+"""``mdl pull``: resolve → plan → (space) → fetch → report, each stage handing its data to the
+next.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +11,14 @@ from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.download.fetch import fetch
-from mdl.download.plan import Action, PlannedFile, check_space, dry_run_outcome, log_outcome, plan_models
+from mdl.download.plan import (
+    Action,
+    PlannedFile,
+    check_space,
+    dry_run_outcome,
+    log_outcome,
+    plan_models,
+)
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, warned
 from mdl.download.signed import Signatures, check_signatures
@@ -23,8 +32,11 @@ from mdl.store import ExpectedFile, Store
 def pull_models(
     models: Sequence[ModelSpec], settings: Settings, *, progress: Progress, lock: Lock | None = None
 ) -> RunReport:
-    """Pull the given catalog models into ``settings.dest`` (pinned by ``lock``, else by the lock settings name)."""
-    lockfile = LockUse(settings, lock=lock)  # catalog.lock: read once for the run, if ``lock`` was not read already
+    """Pull the given catalog models into ``settings.dest`` (pinned by ``lock``, else by the lock
+    settings name).
+    """
+    # catalog.lock: read once for the run, if ``lock`` was not read already
+    lockfile = LockUse(settings, lock=lock)
     with closing(PullSession(settings, progress=progress)) as session:
         resolved, outcomes = resolve(session, models, lock=lockfile, keep_installed=True)
         signatures = check_signatures(session, models, resolved)
@@ -32,7 +44,8 @@ def pull_models(
         outcomes.extend(signatures.failures)
         plans, failures = plan_models(session, resolved)
         outcomes.extend(failures)
-        for outcome in outcomes:  # models or files that failed before any transfer: their lines first
+        # models or files that failed before any transfer: their lines first
+        for outcome in outcomes:
             log_outcome(outcome)
         if settings.dry_run:
             planned = tuple(outcomes) + tuple(dry_run_outcome(p) for p in plans)
@@ -43,17 +56,25 @@ def pull_models(
         _expect(session.store, resolved, plans, signatures, catalog=settings.catalog_path)
         outcomes.extend(fetch(session, plans))
         signed = _record_signed(session.store, resolved, signatures, outcomes)
-        said = {spec.name: _said(spec, signatures, signed) for spec in models if spec.signature is not None}
+        said = {
+            spec.name: _said(spec, signatures, signed)
+            for spec in models
+            if spec.signature is not None
+        }
         return warned(RunReport(tuple(outcomes), signatures=said), lockfile.warnings)
 
 
 def _said(spec: ModelSpec, signatures: Signatures, installed: set[str]) -> dict[str, Any]:
-    """The model's signature as ``verify --json`` and ``list --json`` say it: verified when it verified and this run
-    installed every file it signs."""
+    """The model's signature as ``verify --json`` and ``list --json`` say it: verified when it
+    verified and this run installed every file it signs."""
     assert spec.signature is not None
     kept = signatures.records.get(spec.name)
     file = kept.file if kept is not None else spec.signature.installed_as
-    return {"verified": spec.name in installed, "by": kept.by if kept is not None else None, "file": file}
+    return {
+        "verified": spec.name in installed,
+        "by": kept.by if kept is not None else None,
+        "file": file,
+    }
 
 
 def _expect(
@@ -64,20 +85,31 @@ def _expect(
     *,
     catalog: Path | None,
 ) -> None:
-    """Write what each model should be into its record before the first byte moves (atomically): a pull that
-    stops halfway leaves a model every offline view calls ``partial``, never ``installed``."""
-    planned = {(p.remote.model, p.remote.path): p.remote for p in plans}  # probed: sizes direct URLs told
-    whose = str(catalog) if catalog is not None else None  # whose models these are: prune's to remove, not another's
+    """Write what each model should be into its record before the first byte moves (atomically): a
+    pull that stops halfway leaves a model every offline view calls ``partial``, never
+    ``installed``."""
+    # probed: sizes direct URLs told
+    planned = {(p.remote.model, p.remote.path): p.remote for p in plans}
+    # whose models these are: prune's to remove, not another's
+    whose = str(catalog) if catalog is not None else None
     for model in resolved:
         files = (planned.get((model.name, f.path), f) for f in model.files)
-        expected = {f.path: ExpectedFile(f.path, f.size, f.sha256, f.git_oid, f.source) for f in files}
-        expected.update((f.path, f) for f in signatures.withheld.get(model.name, ()))  # not as signed: not installed
+        expected = {
+            f.path: ExpectedFile(f.path, f.size, f.sha256, f.git_oid, f.source) for f in files
+        }
+        # not as signed: not installed
+        expected.update((f.path, f) for f in signatures.withheld.get(model.name, ()))
         record = store.read_record(model.name)
         old = (record.revision, record.catalog) if record is not None else (None, None)
         now = (expected, model.commit, model.revision or old[0], whose or old[1])
-        # A file its signature does not sign, installed by an earlier pull (before the catalog asked for a signer), is
-        # no longer vouched for: its record goes, so no view calls it (or its model) installed and signed.
-        unsigned = tuple(path for path in signatures.unsigned.get(model.name, ()) if record and path in record.files)
+        # A file its signature does not sign, installed by an earlier pull (before the catalog asked
+        # for a signer), is no longer vouched for: its record goes, so no view calls it (or its
+        # model) installed and signed.
+        unsigned = tuple(
+            path
+            for path in signatures.unsigned.get(model.name, ())
+            if record and path in record.files
+        )
         kept = (record.expected, record.commit, record.revision, record.catalog) if record else None
         if unsigned or kept != now:
             store.update_record(
@@ -91,11 +123,15 @@ def _expect(
 
 
 def _record_signed(
-    store: Store, resolved: Sequence[ResolvedModel], signatures: Signatures, outcomes: Sequence[FileOutcome]
+    store: Store,
+    resolved: Sequence[ResolvedModel],
+    signatures: Signatures,
+    outcomes: Sequence[FileOutcome],
 ) -> set[str]:
-    """Each signed model this run installed whole: its signature recorded with the files (path → sha256) it vouched
-    for, once every one of them is in place as signed. Only then: a pull that stops halfway, or that a newer version
-    upstream fails, leaves the record naming the signed version still on disk (``list`` calls it installed)."""
+    """Each signed model this run installed whole: its signature recorded with the files (path →
+    sha256) it vouched for, once every one of them is in place as signed. Only then: a pull that
+    stops halfway, or that a newer version upstream fails, leaves the record naming the signed
+    version still on disk (``list`` calls it installed)."""
     failing = {o.model for o in outcomes if o.failing}
     installed: set[str] = set()
     for model in resolved:
@@ -108,6 +144,8 @@ def _record_signed(
         if len(files) != len(model.files):  # not each of them recorded: not installed whole
             continue
         if record is None or (record.signature, record.signed_files) != (signature, files):
-            store.update_record(model.name, revision=None, commit=None, signature=signature, signed_files=files)
+            store.update_record(
+                model.name, revision=None, commit=None, signature=signature, signed_files=files
+            )
         installed.add(model.name)
     return installed

@@ -1,4 +1,6 @@
-"""Stage one of a pull: catalog models → what each is upstream (from catalog.lock where it pins it); ``mdl resolve``."""
+"""Stage one of a pull: catalog models → what each is upstream (from catalog.lock where it pins
+it); ``mdl resolve``.
+"""
 
 from __future__ import annotations
 
@@ -19,17 +21,30 @@ from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
 from mdl.sources import ResolvedModel, hub_file_url, marked_signature, resolve_model, xet_token_url
-from mdl.store import FileRecord, Layout, adopt_cached, file_state, hash_file, model_status, unplaced_path
+from mdl.store import (
+    FileRecord,
+    Layout,
+    adopt_cached,
+    file_state,
+    hash_file,
+    model_status,
+    unplaced_path,
+)
 from mdl.transfer import UnreachableError
 
 log = logging.getLogger("mdl.pull")
 
 
 def resolve(
-    session: PullSession, models: Sequence[ModelSpec], *, lock: LockUse | None, keep_installed: bool = False
+    session: PullSession,
+    models: Sequence[ModelSpec],
+    *,
+    lock: LockUse | None,
+    keep_installed: bool = False,
 ) -> tuple[list[ResolvedModel], list[FileOutcome]]:
-    """Resolve every model (``lock``: by catalog.lock's pins, as its policy says); one that fails is reported and the
-    others go on (a Hub that did not answer at all is not asked again; ``keep_installed``: see ``_kept``)."""
+    """Resolve every model (``lock``: by catalog.lock's pins, as its policy says); one that fails is
+    reported and the others go on (a Hub that did not answer at all is not asked again;
+    ``keep_installed``: see ``_kept``)."""
     if lock is not None:
         lock.require(models)  # --locked: refused before anything is asked or fetched
     offline = session.settings.offline
@@ -54,14 +69,21 @@ def resolve(
                 )
                 resolved.append(marked_signature(spec, model))
                 continue
-            if outage is not None and needs_hub:  # the same outage, told for this model: the Hub is not asked again
+            # the same outage, told for this model: the Hub is not asked again
+            if outage is not None and needs_hub:
                 _, sep, rest = outage.message.partition(": ")
-                raise type(outage)(f"{spec.name}: {rest if sep else outage.message}", hint=outage.hint)
+                raise type(outage)(
+                    f"{spec.name}: {rest if sep else outage.message}", hint=outage.hint
+                )
             hub = session.hub if needs_hub else None
             record = session.store.read_record(spec.name)
             if offline and session.layout.cache_root is not None:
                 record = adopt_cached(spec, record, session.layout.cache_root)
-            resolved.append(resolve_model(spec, hub=hub, offline=offline, environ=session.environ, record=record))
+            resolved.append(
+                resolve_model(
+                    spec, hub=hub, offline=offline, environ=session.environ, record=record
+                )
+            )
         except MdlError as exc:
             if needs_hub and _is_unreachable(exc):
                 outage = exc
@@ -76,16 +98,21 @@ def resolve(
 
 
 def _is_unreachable(exc: MdlError) -> bool:
-    """The Hub did not answer at all (no connection, or no answer in time): asking again in this run is futile."""
+    """The Hub did not answer at all (no connection, or no answer in time): asking again in this
+    run is futile.
+    """
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, UnreachableError):
         cause = cause.__cause__
     return cause is not None
 
 
-def _kept(spec: ModelSpec, exc: MdlError, layout: Layout, *, token: str | None) -> list[FileOutcome] | None:
-    """The model's files as ``skipped`` with one warning when the Hub is down (or refuses a check made without a
-    token) and the model is installed at a verified commit, as hf_hub_download serves its cache; else None."""
+def _kept(
+    spec: ModelSpec, exc: MdlError, layout: Layout, *, token: str | None
+) -> list[FileOutcome] | None:
+    """The model's files as ``skipped`` with one warning when the Hub is down (or refuses a check
+    made without a token) and the model is installed at a verified commit, as hf_hub_download serves
+    its cache; else None."""
     if not (isinstance(exc, NetworkError) or (isinstance(exc, AuthError) and token is None)):
         return None  # with a token, a refusal is news to report
     status = model_status(spec, layout)
@@ -94,21 +121,37 @@ def _kept(spec: ModelSpec, exc: MdlError, layout: Layout, *, token: str | None) 
         return None
     if not all(still_verified(f.final, record.files.get(f.path)) for f in status.files):
         return None
-    commits = {commit for commit in (record.commit, *(entry.commit for entry in record.files.values())) if commit}
+    commits = {
+        commit
+        for commit in (record.commit, *(entry.commit for entry in record.files.values()))
+        if commit
+    }
     kept = f"commit {commits.pop()[:12]}" if len(commits) == 1 else "the installed files"
-    head, sep, rest = exc.message.partition(": ")  # the message without its leading "<model>[/path]: "
+    # the message without its leading "<model>[/path]: "
+    head, sep, rest = exc.message.partition(": ")
     why = rest if sep and (head == spec.name or head.startswith(f"{spec.name}/")) else exc.message
     warning = f"could not check {spec.name} for updates: {why}; keeping {kept}"
     log.warning("%s", warning)
     reason = "Hub unreachable: kept the verified copy"
     return [
-        FileOutcome(spec.name, f.path, str(f.dest), f.size, f.sha256, "skipped", reason=reason, warning=warning)
+        FileOutcome(
+            spec.name,
+            f.path,
+            str(f.dest),
+            f.size,
+            f.sha256,
+            "skipped",
+            reason=reason,
+            warning=warning,
+        )
         for f in status.files
     ]
 
 
 def still_verified(path: Path, entry: FileRecord | None) -> bool:
-    """The file at ``path`` is the one its record verified: same size and mtime, or (touched since) same sha256."""
+    """The file at ``path`` is the one its record verified: same size and mtime, or (touched
+    since) same sha256.
+    """
     if entry is None:
         return False
     try:
@@ -121,10 +164,18 @@ def still_verified(path: Path, entry: FileRecord | None) -> bool:
 
 
 def resolve_models(
-    models: Sequence[ModelSpec], settings: Settings, *, follow: bool, progress: Progress, lock: Lock | None = None
+    models: Sequence[ModelSpec],
+    settings: Settings,
+    *,
+    follow: bool,
+    progress: Progress,
+    lock: Lock | None = None,
 ) -> tuple[list[dict[str, Any]], list[FileOutcome]]:
-    """Resolve models (network, unless catalog.lock pins them): concrete files, URLs, sizes, sha256, commit."""
-    lockfile = LockUse(settings, lock=lock)  # catalog.lock: read once for the run, if ``lock`` was not read already
+    """Resolve models (network, unless catalog.lock pins them): concrete files, URLs, sizes,
+    sha256, commit.
+    """
+    # catalog.lock: read once for the run, if ``lock`` was not read already
+    lockfile = LockUse(settings, lock=lock)
     with closing(PullSession(settings, progress=progress)) as session:
         resolved, failures = resolve(session, models, lock=lockfile)
         docs: list[dict[str, Any]] = []
@@ -138,9 +189,16 @@ def resolve_models(
                     except MdlError as exc:
                         failures.append(failed(remote.model, remote.path, exc))
                 entry = recorded(session.store, remote)
-                state, placement = file_state(session.layout, remote.model, remote.path, remote.source, entry)
+                state, placement = file_state(
+                    session.layout, remote.model, remote.path, remote.source, entry
+                )
                 dest = placement.shown if placement else unplaced_path(session.layout, remote.model)
-                if state == "installed" and entry is not None and remote.sha256 and entry.sha256 != remote.sha256:
+                if (
+                    state == "installed"
+                    and entry is not None
+                    and remote.sha256
+                    and entry.sha256 != remote.sha256
+                ):
                     state = "outdated"
                 files.append(
                     {
@@ -155,7 +213,12 @@ def resolve_models(
                     }
                 )
             warning = lockfile.warnings.get(model.name)  # resolved fresh: not locked
-            doc = {"name": model.name, "revision": model.revision, "commit": model.commit, "files": files}
+            doc = {
+                "name": model.name,
+                "revision": model.revision,
+                "commit": model.commit,
+                "files": files,
+            }
             docs.append({**doc, "locked": warning is None and lockfile.lock is not None})
             if warning is not None:
                 docs[-1]["warning"] = warning

@@ -1,5 +1,6 @@
-"""What one run's stages share: settings, layout and store, its use of catalog.lock (read once, one warning per model
-resolved fresh, ``--locked``'s refusal), the Hub client and token (lazy), HTTP pool, engines."""
+"""What one run's stages share: settings, layout and store, its use of catalog.lock (read once, one
+warning per model resolved fresh, ``--locked``'s refusal), the Hub client and token (lazy), HTTP
+pool, engines."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from typing import TypeVar
 from mdl.catalog import Settings
 from mdl.progress import Progress
 from mdl.report import RunReport
-from mdl.sources import Hub, NetrcLogins, RemoteFile, S3Signer, read_netrc, resolve_token, with_probe
+from mdl.sources import (
+    Hub,
+    NetrcLogins,
+    RemoteFile,
+    S3Signer,
+    read_netrc,
+    resolve_token,
+    with_probe,
+)
 from mdl.store import DirSyncs, ExpectedFile, Layout, Store
 from mdl.transfer import (
     Credentials,
@@ -31,28 +40,39 @@ from mdl.transfer import (
 from mdl.xet import XetSource
 
 MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see fetch.job_counts)
-MIRROR_RETRIES = 1  # a sick mirror is left for the next source quickly; the origin gets the full retries
+# a sick mirror is left for the next source quickly; the origin gets the full retries
+MIRROR_RETRIES = 1
 log = logging.getLogger("mdl.lock")
 ReportT = TypeVar("ReportT", bound=RunReport)
 Pins = dict[str, tuple[ExpectedFile, ...]]  # model → the files catalog.lock pins for it
 
 
 class PullSession:
-    def __init__(self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None
+    ) -> None:
         self.settings = settings
         self.progress = progress
         self.cancel = cancel or threading.Event()
         self.layout = Layout(settings)
-        self.store: Store = self.layout.records  # model records (and, in the plain layout, everything else)
+        # model records (and, in the plain layout, everything else)
+        self.store: Store = self.layout.records
         self.environ = dict(settings.environ or {})
         self.retry = RetryPolicy(retries=settings.retries)
-        self.dirs = DirSyncs()  # one fsync per folder per record write, not one per file (RecordQueue flushes)
-        # big files' ranges, plus the small files in flight (more when --jobs is left to follow the work)
+        # one fsync per folder per record write, not one per file (RecordQueue flushes)
+        self.dirs = DirSyncs()
+        # big files' ranges, plus the small files in flight (more when --jobs is left to follow the
+        # work)
         small = settings.jobs if settings.jobs_set else max(settings.jobs, MANY_JOBS)
         pool_size = max(4, settings.jobs * settings.connections + small)
-        self.transport = NetTransport(timeout=settings.timeout, environ=self.environ, pool_size=pool_size)
+        self.transport = NetTransport(
+            timeout=settings.timeout, environ=self.environ, pool_size=pool_size
+        )
         self.client = make_client(
-            timeout=settings.timeout, pool_size=pool_size, transport=self.transport, secrets=settings.secrets
+            timeout=settings.timeout,
+            pool_size=pool_size,
+            transport=self.transport,
+            secrets=settings.secrets,
         )
         # Every request of the run passes this hook: the Hub token never leaves for another origin.
         self.guard = TokenGuard.on(self.client, settings.endpoint)
@@ -63,28 +83,43 @@ class PullSession:
             stall_timeout=settings.stall_timeout,
         )
         mirror = replace(
-            config, scale_connections=False, retry=RetryPolicy(retries=MIRROR_RETRIES), max_stalls=MIRROR_RETRIES
+            config,
+            scale_connections=False,
+            retry=RetryPolicy(retries=MIRROR_RETRIES),
+            max_stalls=MIRROR_RETRIES,
         )
         limiter = RateLimiter(settings.limit_rate) if settings.limit_rate else None
-        engine = partial(Engine, self.client, progress=progress, cancel=self.cancel, limiter=limiter, dirs=self.dirs)
+        engine = partial(
+            Engine,
+            self.client,
+            progress=progress,
+            cancel=self.cancel,
+            limiter=limiter,
+            dirs=self.dirs,
+        )
         self.engine, self.mirror_engine = engine(config), engine(mirror)
-        # s3:// mirrors: presigned GETs from one client per endpoint (boto3 is imported only when one is asked)
+        # s3:// mirrors: presigned GETs from one client per endpoint (boto3 is imported only when
+        # one is asked)
         self.s3 = S3Signer(dict(settings.mirror_endpoints), secrets=settings.secrets)
-        # Xet-backed Hub files: by chunk, with the read tokens and the chunks on disk the run's files share
+        # Xet-backed Hub files: by chunk, with the read tokens and the chunks on disk the run's
+        # files share
         self.xet = XetSource(
             self.client,
             retry=self.retry,
             progress=progress,
             cancel=self.cancel,
-            streams=config.streams,  # as many streams as the plain path would open for the same file
+            # as many streams as the plain path would open for the same file
+            streams=config.streams,
             stall_timeout=settings.stall_timeout,
             hub=lambda: Credentials(hub_origin=origin(settings.endpoint), token=self.token),
             secrets=settings.secrets,
             dirs=self.dirs,
             recorded=self.recorded_xet,
-            limiter=limiter,  # --limit-rate caps the run: xorb bytes count with every other download's
+            # --limit-rate caps the run: xorb bytes count with every other download's
+            limiter=limiter,
         )
-        # A mirror that is down, denied or has no such bucket is asked once per run, not once per file.
+        # A mirror that is down, denied or has no such bucket is asked once per run, not once per
+        # file.
         self.dead_mirrors: set[str] = set()
         self.mirror_lock = threading.Lock()
 
@@ -99,14 +134,21 @@ class PullSession:
         self.client.close()
 
     def recorded_xet(self, model: str) -> list[str]:
-        """The Xet hashes of the model's files on disk, as its record says (what a new revision may copy chunks of)."""
+        """The Xet hashes of the model's files on disk, as its record says (what a new revision
+        may copy chunks of).
+        """
         record = self.store.read_record(model)
-        return [entry.xet for entry in record.files.values() if entry.xet] if record is not None else []
+        return (
+            [entry.xet for entry in record.files.values() if entry.xet]
+            if record is not None
+            else []
+        )
 
     def abort(self) -> None:
-        """Ctrl-C: stop every stream of both engines now (their partial data is kept; they share ``cancel``). The
-        sockets are shut down before the engines close their answers: a closed answer's socket has no descriptor left
-        to shut down, and a read already waiting on it would wait on (and the server go on sending) until data came."""
+        """Ctrl-C: stop every stream of both engines now (their partial data is kept; they share
+        ``cancel``). The sockets are shut down before the engines close their answers: a closed
+        answer's socket has no descriptor left to shut down, and a read already waiting on it would
+        wait on (and the server go on sending) until data came."""
         self.cancel.set()  # first: a stream woken by the shutdown stops instead of retrying
         try:
             self.transport.abort()
@@ -128,14 +170,16 @@ class PullSession:
         return Hub(self.settings.endpoint, self.token, client=self.client, retry=self.retry)
 
     @cached_property
-    def netrc(self) -> NetrcLogins:  # read once, when the run's first direct URL asks (a problem: logged there)
+    # read once, when the run's first direct URL asks (a problem: logged there)
+    def netrc(self) -> NetrcLogins:
         return read_netrc(self.settings.netrc, self.settings.secrets)
 
     def credentials(self, remote: RemoteFile) -> Credentials:
-        """The one place that decides what a file's requests carry: the Hub token for Hub files (to the Hub origin
-        only); for a direct URL the user typed (``remote.typed``) its own headers, with a netrc login when they have
-        no Authorization, to that URL's origin only (never after a redirect elsewhere: ``Credentials``); for one a
-        document or a listing named (a job output's link, a presigned GET), nothing of the user's."""
+        """The one place that decides what a file's requests carry: the Hub token for Hub files (to
+        the Hub origin only); for a direct URL the user typed (``remote.typed``) its own headers,
+        with a netrc login when they have no Authorization, to that URL's origin only (never after a
+        redirect elsewhere: ``Credentials``); for one a document or a listing named (a job output's
+        link, a presigned GET), nothing of the user's."""
         if remote.hub:
             return Credentials(hub_origin=origin(self.settings.endpoint), token=self.token)
         if not remote.typed:
@@ -147,35 +191,48 @@ class PullSession:
         return Credentials(extra=headers, extra_origin=origin(remote.url), netrc=login is not None)
 
     def netrc_warning(self, *, typed: bool) -> str | None:
-        """Why the netrc file was not used, for the outcome of a direct URL the user typed (None: it was, or the file
-        is not one a netrc login would go to)."""
+        """Why the netrc file was not used, for the outcome of a direct URL the user typed (None: it
+        was, or the file is not one a netrc login would go to)."""
         return self.netrc.problem if typed else None
 
     def probe(self, remote: RemoteFile, *, carry: bool = False) -> RemoteFile:
-        """A direct URL with its size and validator (``carry``: and its first bytes, left for the download to read,
-        holding a connection until then: only for a few files at a time)."""
+        """A direct URL with its size and validator (``carry``: and its first bytes, left for the
+        download to read, holding a connection until then: only for a few files at a time)."""
         found = self.probed(remote, carry=carry)
         located = found.url if found.ranged else None
-        return with_probe(remote, size=found.size, etag=found.validator, located=located, opening=found.opening)
+        return with_probe(
+            remote, size=found.size, etag=found.validator, located=located, opening=found.opening
+        )
 
     def probed(self, remote: RemoteFile, *, carry: bool = False) -> Probed:
-        """What the first request for the file learned (``.url``: where it redirects to in the end)."""
+        """What the first request for the file learned (``.url``: where it redirects to in the
+        end).
+        """
         what = label_of(remote)
         credentials = self.credentials(remote)
         ask = partial(
-            probe, self.client, remote.url, credentials=credentials, what=what, carry=carry, saved_as=remote.path
+            probe,
+            self.client,
+            remote.url,
+            credentials=credentials,
+            what=what,
+            carry=carry,
+            saved_as=remote.path,
         )
         return self.retry.run(ask, what=what, wait=self.cancel.wait)
 
 
 def label_of(remote: RemoteFile) -> str:
-    """``model/path`` as shown in progress and messages (just the path for one-off ``get`` files)."""
+    """``model/path`` as shown in progress and messages (just the path for one-off ``get``
+    files).
+    """
     return f"{remote.model}/{remote.path}" if remote.model else remote.path
 
 
 def warned(report: ReportT, warnings: Mapping[str, str]) -> ReportT:
     """The report, each outcome of a model the lock did not pin carrying why."""
     files = tuple(
-        replace(o, warning=warnings[o.model]) if o.model in warnings and o.warning is None else o for o in report.files
+        replace(o, warning=warnings[o.model]) if o.model in warnings and o.warning is None else o
+        for o in report.files
     )
     return replace(report, files=files)

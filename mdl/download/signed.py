@@ -1,7 +1,8 @@
-"""The stage between resolve and plan for models whose catalog entry names a signer: their model.sig is fetched
-first (into ``.mdl/partial``, from mirrors or the source), verified against the trust policy, and only then placed;
-every other file is then held to the digest it signs (pinned as the sha256 the download computes anyway). A file
-the signature does not cover, or whose source lists other bytes, fails before a byte of it moves."""
+"""The stage between resolve and plan for models whose catalog entry names a signer: their model.sig
+is fetched first (into ``.mdl/partial``, from mirrors or the source), verified against the trust
+policy, and only then placed; every other file is then held to the digest it signs (pinned as the
+sha256 the download computes anyway). A file the signature does not cover, or whose source lists
+other bytes, fails before a byte of it moves."""
 
 from __future__ import annotations
 
@@ -18,9 +19,24 @@ from mdl.download.plan import Action, plan_file
 from mdl.download.session import PullSession, label_of
 from mdl.errors import IntegrityError, MdlError, NotFoundError, UsageError
 from mdl.report import FileOutcome, failed
-from mdl.signing import MAX_SIGNATURE_BYTES, SignedManifest, Trust, git_path, require_library, verify_signature
+from mdl.signing import (
+    MAX_SIGNATURE_BYTES,
+    SignedManifest,
+    Trust,
+    git_path,
+    require_library,
+    verify_signature,
+)
 from mdl.sources import RemoteFile, ResolvedModel
-from mdl.store import ExpectedFile, SignatureRecord, read_bytes, read_signature, selected, signed_name, write_atomic
+from mdl.store import (
+    ExpectedFile,
+    SignatureRecord,
+    read_bytes,
+    read_signature,
+    selected,
+    signed_name,
+    write_atomic,
+)
 from mdl.transfer import RetryLog, discard_partial
 
 log = logging.getLogger("mdl.pull")
@@ -28,31 +44,43 @@ log = logging.getLogger("mdl.pull")
 
 @dataclass
 class Signatures:
-    """What the stage hands on: the models to plan (signed ones pinned), the failures (a bad signature fails its
-    whole model; a file not as signed fails by name), each signed model's signature record, and the files held back
-    (still part of the model: it is not ``installed`` without them)."""
+    """What the stage hands on: the models to plan (signed ones pinned), the failures (a bad
+    signature fails its whole model; a file not as signed fails by name), each signed model's
+    signature record, and the files held back (still part of the model: it is not ``installed``
+    without them)."""
 
     models: list[ResolvedModel] = field(default_factory=list)
     failures: list[FileOutcome] = field(default_factory=list)
     records: dict[str, SignatureRecord] = field(default_factory=dict)
     withheld: dict[str, list[ExpectedFile]] = field(default_factory=dict)
-    unsigned: dict[str, list[str]] = field(default_factory=dict)  # of those, the ones it does not sign at all
+    # of those, the ones it does not sign at all
+    unsigned: dict[str, list[str]] = field(default_factory=dict)
 
 
-def check_signatures(session: PullSession, specs: Sequence[ModelSpec], resolved: Sequence[ResolvedModel]) -> Signatures:
-    """Every signed model's signature fetched and verified, its files pinned (the others pass unchanged)."""
+def check_signatures(
+    session: PullSession, specs: Sequence[ModelSpec], resolved: Sequence[ResolvedModel]
+) -> Signatures:
+    """Every signed model's signature fetched and verified, its files pinned (the others pass
+    unchanged).
+    """
     trusts = {spec.name: spec.signature for spec in specs if spec.signature is not None}
     fingerprints: dict[str, str] = {}
     if trusts and any(model.name in trusts for model in resolved):
         require_library()  # exit 2 naming mdl[sign], before anything is fetched
-        for name, signer in trusts.items():  # and each signer's key or certificates readable (exit 2 naming it)
+        # and each signer's key or certificates readable (exit 2 naming it)
+        for name, signer in trusts.items():
             try:
                 fingerprints[name] = signer.fingerprint()
             except OSError as exc:
                 where = f"models.{name}.signature"
-                raise UsageError(f"{where}: cannot read {exc.filename or 'its key'}: {exc.strerror or exc}") from None
-    if session.settings.dry_run:  # nothing is fetched: the signature is checked when the files are (git's are not)
-        return Signatures(models=[_without_git_files(m) if m.name in trusts else m for m in resolved])
+                raise UsageError(
+                    f"{where}: cannot read {exc.filename or 'its key'}: {exc.strerror or exc}"
+                ) from None
+    # nothing is fetched: the signature is checked when the files are (git's are not)
+    if session.settings.dry_run:
+        return Signatures(
+            models=[_without_git_files(m) if m.name in trusts else m for m in resolved]
+        )
     found = Signatures()
     for model in resolved:
         trust = trusts.get(model.name)
@@ -71,11 +99,18 @@ def check_signatures(session: PullSession, specs: Sequence[ModelSpec], resolved:
 
 def _without_git_files(model: ResolvedModel) -> ResolvedModel:
     """The model without git's files, which no signature signs and a signed pull never installs."""
-    return replace(model, files=tuple(f for f in model.files if not git_path(signed_name(f.path, f.source))))
+    return replace(
+        model, files=tuple(f for f in model.files if not git_path(signed_name(f.path, f.source)))
+    )
 
 
 def _signed(
-    session: PullSession, spec: ModelSpec, trust: Trust, fingerprint: str, model: ResolvedModel, found: Signatures
+    session: PullSession,
+    spec: ModelSpec,
+    trust: Trust,
+    fingerprint: str,
+    model: ResolvedModel,
+    found: Signatures,
 ) -> None:
     sig = next((f for f in model.files if f.path == trust.installed_as), None)
     assert sig is not None, "the resolver adds the signature file to a signed model"
@@ -88,7 +123,14 @@ def _signed(
     files, refused, withheld = _pinned(spec, model, manifest, sig.path)
     unsigned = [f.path for f in withheld if signed_name(f.path, f.source) not in manifest.files]
     files.append(
-        replace(sig, sha256=sha256, size=len(data), signature=True, staged=staged, staged_retries=retries.causes)
+        replace(
+            sig,
+            sha256=sha256,
+            size=len(data),
+            signature=True,
+            staged=staged,
+            staged_retries=retries.causes,
+        )
     )
     files.sort(key=lambda f: f.path)
     found.models.append(replace(model, files=tuple(files)))
@@ -100,12 +142,22 @@ def _signed(
         found.unsigned[model.name] = unsigned
 
 
-def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -> tuple[bytes, Path | None]:
-    """The signature's bytes and where they wait to be placed (None: they are the installed file, up to date)."""
-    if sig.sha256 or sig.git_oid or session.settings.offline:  # a known version: the installed one may be it
-        plan = plan_file(session.layout, sig, force=session.settings.force, offline=session.settings.offline)
+def _fetch_signature(
+    session: PullSession, sig: RemoteFile, retries: RetryLog
+) -> tuple[bytes, Path | None]:
+    """The signature's bytes and where they wait to be placed (None: they are the installed file,
+    up to date).
+    """
+    # a known version: the installed one may be it
+    if sig.sha256 or sig.git_oid or session.settings.offline:
+        plan = plan_file(
+            session.layout, sig, force=session.settings.force, offline=session.settings.offline
+        )
         if plan.decision.action is Action.SKIP or session.settings.offline:
-            return read_signature(plan.placement.store.dest, plan.placement.final, what=label_of(sig)), None
+            return (
+                read_signature(plan.placement.store.dest, plan.placement.final, what=label_of(sig)),
+                None,
+            )
     store = session.layout.store_for(sig.source)
     staged = store.staged_path(sig.model, sig.path)
     store.ensure_dirs()
@@ -115,9 +167,14 @@ def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -
         by = f" (held by {holder})" if holder else ""
         session.progress.waiting(job.label, f"another mdl run is fetching it{by}")
 
-    # Its partial is the one the fetch stage would use: held as that stage holds it, against another run's pull.
+    # Its partial is the one the fetch stage would use: held as that stage holds it, against another
+    # run's pull.
     held = store.acquire_file_lock(
-        sig.model, sig.path, timeout=session.settings.lock_timeout, on_wait=on_wait, cancel=session.cancel
+        sig.model,
+        sig.path,
+        timeout=session.settings.lock_timeout,
+        on_wait=on_wait,
+        cancel=session.cancel,
     )
     try:
         fetch_from_sources(session, job, sig)
@@ -126,7 +183,10 @@ def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -
     except NotFoundError as exc:
         raise IntegrityError(
             f"{label_of(sig)}: the catalog asks for a signature and none was found ({exc.message})",
-            hint="the model is not installed unsigned; remove [signature] from its catalog entry to take it as is",
+            hint=(
+                "the model is not installed unsigned; remove [signature] from its catalog entry to"
+                " take it as is"
+            ),
         ) from None
     except MdlError:
         discard_partial(job)
@@ -135,32 +195,41 @@ def _fetch_signature(session: PullSession, sig: RemoteFile, retries: RetryLog) -
         held.release()
 
 
-def _verified(session: PullSession, data: bytes, trust: Trust, fingerprint: str, *, what: str) -> SignedManifest:
+def _verified(
+    session: PullSession, data: bytes, trust: Trust, fingerprint: str, *, what: str
+) -> SignedManifest:
     """The statement ``data`` signs, verified against ``trust`` here once: its result is kept under
-    ``.mdl/signatures`` by the signature's and the trust's digests, so a pull of an unchanged model (cron) neither
-    verifies it again nor imports model_signing (~0.4 CPU-s); another key, certificate or signature is verified
-    anew. ``mdl verify`` always verifies it afresh."""
+    ``.mdl/signatures`` by the signature's and the trust's digests, so a pull of an unchanged model
+    (cron) neither verifies it again nor imports model_signing (~0.4 CPU-s); another key,
+    certificate or signature is verified anew. ``mdl verify`` always verifies it afresh."""
     store = session.store
     name = hashlib.sha256(hashlib.sha256(data).digest() + fingerprint.encode()).hexdigest()
     kept = store.state_dir / "signatures" / f"{name}.json"
     try:
-        return SignedManifest.from_json(json.loads(read_bytes(store.dest, kept, limit=2 * MAX_SIGNATURE_BYTES)))
+        return SignedManifest.from_json(
+            json.loads(read_bytes(store.dest, kept, limit=2 * MAX_SIGNATURE_BYTES))
+        )
     except (OSError, ValueError, MdlError):
         pass  # not kept (or not as mdl keeps it): verified now
     manifest = verify_signature(data, trust, what=what)
     try:
-        write_atomic(store.dest, kept, json.dumps(manifest.to_json(), separators=(",", ":")).encode())
+        write_atomic(
+            store.dest, kept, json.dumps(manifest.to_json(), separators=(",", ":")).encode()
+        )
     except OSError as exc:  # only the next run's saving is lost
-        log.warning("%s: cannot keep the verified signature at %s: %s", what, kept, exc.strerror or exc)
+        log.warning(
+            "%s: cannot keep the verified signature at %s: %s", what, kept, exc.strerror or exc
+        )
     return manifest
 
 
 def _pinned(
     spec: ModelSpec, model: ResolvedModel, manifest: SignedManifest, sig_path: str
 ) -> tuple[list[RemoteFile], list[FileOutcome], list[ExpectedFile]]:
-    """Each of the model's files held to its signed digest; a file not signed, listed with other bytes, or signed
-    but absent upstream fails by name (exit 6). A file the signer left out on purpose (``.gitattributes``, its
-    ignore list) is not installed: every byte installed from a signed model was signed."""
+    """Each of the model's files held to its signed digest; a file not signed, listed with other
+    bytes, or signed but absent upstream fails by name (exit 6). A file the signer left out on
+    purpose (``.gitattributes``, its ignore list) is not installed: every byte installed from a
+    signed model was signed."""
     files: list[RemoteFile] = []
     refused: list[FileOutcome] = []
     withheld: list[ExpectedFile] = []
@@ -172,19 +241,30 @@ def _pinned(
         problem = None
         if one is None:
             if manifest.ignores(signed_name(remote.path, remote.source)):
-                log.info("%s: left out: its signature does not sign it (the signer ignored it)", label_of(remote))
+                log.info(
+                    "%s: left out: its signature does not sign it (the signer ignored it)",
+                    label_of(remote),
+                )
                 continue
             problem = "is not covered by the model's signature"
         elif one.sha256 and remote.sha256 and one.sha256 != remote.sha256:
             problem = (
-                f"differs from the signed file: the source lists sha256 {remote.sha256}, the signature {one.sha256}"
+                f"differs from the signed file: the source lists sha256 {remote.sha256}, the"
+                f" signature {one.sha256}"
             )
         elif one.size is not None and remote.size is not None and one.size != remote.size:
-            problem = f"differs from the signed file: the source lists {remote.size} bytes, the signature {one.size}"
+            problem = (
+                f"differs from the signed file: the source lists {remote.size} bytes, the signature"
+                f" {one.size}"
+            )
         if problem is not None:
-            exc = IntegrityError(f"{label_of(remote)}: {problem}", hint="nothing of it was installed")
+            exc = IntegrityError(
+                f"{label_of(remote)}: {problem}", hint="nothing of it was installed"
+            )
             refused.append(failed(remote.model, remote.path, exc, source=remote.source))
-            withheld.append(ExpectedFile(remote.path, remote.size, remote.sha256, remote.git_oid, remote.source))
+            withheld.append(
+                ExpectedFile(remote.path, remote.size, remote.sha256, remote.git_oid, remote.source)
+            )
             log.error("%s", refused[-1].error)
             continue
         assert one is not None
@@ -193,12 +273,15 @@ def _pinned(
         if _selected(spec, path):
             exc = IntegrityError(f"{model.name}/{path}: signed, but the source does not have it")
             refused.append(failed(model.name, path, exc))
-            withheld.append(ExpectedFile(path, manifest.files[path].size, manifest.files[path].sha256))
+            withheld.append(
+                ExpectedFile(path, manifest.files[path].size, manifest.files[path].sha256)
+            )
             log.error("%s", refused[-1].error)
     return files, refused, withheld
 
 
 def _selected(spec: ModelSpec, path: str) -> bool:
-    """Whether the catalog entry would take ``path`` if its source listed it (a signed file missing upstream
-    matters only then: a signature covers a whole repo, and pulling part of it is fine)."""
-    return spec.is_snapshot and bool(selected(spec, [path]))  # a list of files: the ones listed are the model
+    """Whether the catalog entry would take ``path`` if its source listed it (a signed file missing
+    upstream matters only then: a signature covers a whole repo, and pulling part of it is fine)."""
+    # a list of files: the ones listed are the model
+    return spec.is_snapshot and bool(selected(spec, [path]))

@@ -1,8 +1,16 @@
-"""``catalog.lock``: every catalog model's commit, files, sizes and sha256, pinned so that every machine pulls the same
-bytes without asking the Hub to list anything; and how a run uses it (LockUse: --locked, --frozen)."""
+"""``catalog.lock``: every catalog model's commit, files, sizes and sha256, pinned so that every
+machine pulls the same bytes without asking the Hub to list anything; and how a run uses it
+(LockUse: --locked, --frozen)."""
 
 from mdl.lockfile.io import ModelChange, diff_locks, exclusive, parse_lock, read_lock, write_lock
-from mdl.lockfile.model import Lock, LockedFile, LockedModel, fingerprint, locked_from_resolved, resolved_from_locked
+from mdl.lockfile.model import (
+    Lock,
+    LockedFile,
+    LockedModel,
+    fingerprint,
+    locked_from_resolved,
+    resolved_from_locked,
+)
 from mdl.lockfile.policy import LockUse, frozen_models
 
 __all__ = [

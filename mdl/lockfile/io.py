@@ -1,5 +1,6 @@
-"""``catalog.lock`` read strictly (it may come from anyone's pull request), written deterministically (sorted, no
-timestamps, one line per file, so a diff shows what moved), and compared per model for ``mdl lock --upgrade``."""
+"""``catalog.lock`` read strictly (it may come from anyone's pull request), written
+deterministically (sorted, no timestamps, one line per file, so a diff shows what moved), and
+compared per model for ``mdl lock --upgrade``."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from mdl.errors import CatalogError, LocalFSError
 from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel, validation_message
 from mdl.store import write_atomic
 
-exclusive = files.exclusive  # the lock is edited as the catalog beside it is: under a flock of their folder
+# the lock is edited as the catalog beside it is: under a flock of their folder
+exclusive = files.exclusive
 
 _HEADER = (
-    "# catalog.lock: written by `mdl lock` from the catalog beside it. Commit it; do not edit it by hand.\n"
-    "# Every machine that runs `mdl pull --locked` gets exactly these commits and bytes.\n"
+    "# catalog.lock: written by `mdl lock` from the catalog beside it. Commit it; do not edit it by"
+    " hand.\n# Every machine that runs `mdl pull --locked` gets exactly these commits and bytes.\n"
 )
 
 
@@ -31,7 +33,9 @@ MAX_LOCK_BYTES = 64 << 20  # about 250,000 files at one line each; checked befor
 
 
 def read_lock(path: Path) -> Lock | None:
-    """The lock at ``path``, None when there is none; CatalogError naming the file when it is bad or too big."""
+    """The lock at ``path``, None when there is none; CatalogError naming the file when it is bad
+    or too big.
+    """
     try:
         # O_NONBLOCK: a FIFO at the lock's name is never waited on (fstat says what it is)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -55,7 +59,8 @@ def read_lock(path: Path) -> Lock | None:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CatalogError(f"{path}: not valid UTF-8") from exc
-    del data  # each form is let go once the next is made: memory is the lock's entries, not copies of it
+    # each form is let go once the next is made: memory is the lock's entries, not copies of it
+    del data
     document = _document(text, source=str(path))
     del text
     return _validated(document, source=str(path))
@@ -63,11 +68,15 @@ def read_lock(path: Path) -> Lock | None:
 
 def _too_big(path: Path, has: str, done: str) -> CatalogError:
     hint = "a lock holds one line per file: pin fewer or smaller models in it"
-    return CatalogError(f"{path}: {has} the {MAX_LOCK_BYTES >> 20} MiB a lock may hold; not {done}", hint=hint)
+    return CatalogError(
+        f"{path}: {has} the {MAX_LOCK_BYTES >> 20} MiB a lock may hold; not {done}", hint=hint
+    )
 
 
 def parse_lock(text: str, *, source: str = "catalog.lock") -> Lock:
-    """Validate lock TOML; every problem names the file and the key (``model[2].files[3].sha256``)."""
+    """Validate lock TOML; every problem names the file and the key
+    (``model[2].files[3].sha256``).
+    """
     return _validated(_document(text, source=source), source=source)
 
 
@@ -81,8 +90,8 @@ def _document(text: str, *, source: str) -> dict[str, Any]:
 
 
 def _validated(document: dict[str, Any], *, source: str) -> Lock:
-    """The lock a parsed document holds, validated one file at a time: each file's table is let go as its entry is
-    made, so memory holds the entries and not the document besides."""
+    """The lock a parsed document holds, validated one file at a time: each file's table is let go
+    as its entry is made, so memory holds the entries and not the document besides."""
     version = document.get("version", LOCK_VERSION)
     if type(version) is int and version > LOCK_VERSION:
         raise CatalogError(
@@ -90,7 +99,9 @@ def _validated(document: dict[str, Any], *, source: str) -> Lock:
             hint="upgrade mdl, or run 'mdl lock' to write a version 1 lock",
         )
     if version != LOCK_VERSION or type(version) is not int:
-        raise CatalogError(f"{source}: version: must be {LOCK_VERSION}, got {version!r}", hint=_AGAIN)
+        raise CatalogError(
+            f"{source}: version: must be {LOCK_VERSION}, got {version!r}", hint=_AGAIN
+        )
     if unknown := sorted(set(document) - {"version", "model"}):
         raise CatalogError(f"{source}: {unknown[0]}: Extra inputs are not permitted", hint=_AGAIN)
     tables = document.pop("model", [])
@@ -132,7 +143,9 @@ def dump_lock(lock: Lock) -> str:
 
 
 def write_lock(path: Path, lock: Lock) -> bool:
-    """Write the lock atomically unless the file already holds exactly this text; True when it changed."""
+    """Write the lock atomically unless the file already holds exactly this text; True when it
+    changed.
+    """
     text = dump_lock(lock)
     if len(text.encode()) > MAX_LOCK_BYTES:  # never a lock that mdl would refuse to read
         raise _too_big(path, f"the lock would be {len(text.encode())} bytes, more than", "written")
@@ -150,11 +163,15 @@ def write_lock(path: Path, lock: Lock) -> bool:
     return True
 
 
-_FILE_KEYS = ("path", "size", "sha256", "source", "git_oid", "revision", "xet")  # a file's line, in this order
+# a file's line, in this order
+_FILE_KEYS = ("path", "size", "sha256", "source", "git_oid", "revision", "xet")
 
 
 def _model_text(model: LockedModel) -> str:
-    out = ["\n[[model]]\n", *(f"{pair}\n" for pair in _pairs(model, ("name", "fingerprint", "revision", "commit")))]
+    out = [
+        "\n[[model]]\n",
+        *(f"{pair}\n" for pair in _pairs(model, ("name", "fingerprint", "revision", "commit"))),
+    ]
     out.append("files = [\n")
     for f in sorted(model.files, key=lambda f: f.path):
         out.append(f"  {{ {', '.join(_pairs(f, _FILE_KEYS))} }},\n")
@@ -163,7 +180,9 @@ def _model_text(model: LockedModel) -> str:
 
 
 def _pairs(item: object, keys: tuple[str, ...]) -> list[str]:
-    return [f"{key} = {_toml(getattr(item, key))}" for key in keys if getattr(item, key) is not None]
+    return [
+        f"{key} = {_toml(getattr(item, key))}" for key in keys if getattr(item, key) is not None
+    ]
 
 
 def _toml(value: str | int) -> str:
@@ -173,9 +192,12 @@ def _toml(value: str | int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class RepoMove:
-    """One repo of a model made of several (no one commit says the model's) moved from commit to commit."""
+    """One repo of a model made of several (no one commit says the model's) moved from commit to
+    commit.
+    """
 
-    repo: str  # ``[datasets/|spaces/]owner/name``, with ``@revision`` when its files were asked at one
+    # ``[datasets/|spaces/]owner/name``, with ``@revision`` when its files were asked at one
+    repo: str
     old_commit: str
     new_commit: str
 
@@ -185,7 +207,9 @@ class RepoMove:
 
 @dataclasses.dataclass(frozen=True)
 class ModelChange:
-    """One model's difference between two locks (``old`` None: newly locked; ``new`` None: dropped)."""
+    """One model's difference between two locks (``old`` None: newly locked; ``new`` None:
+    dropped).
+    """
 
     name: str
     old_commit: str | None
@@ -194,14 +218,18 @@ class ModelChange:
     removed: tuple[LockedFile, ...] = ()
     changed: tuple[tuple[LockedFile, LockedFile], ...] = ()
     status: str = "changed"  # added | removed | changed | unchanged
-    # Same bytes pinned to another commit, when the model has no one commit that says so (files from several
-    # repos): the lock moved them, so the model is not "unchanged".
+    # Same bytes pinned to another commit, when the model has no one commit that says so (files from
+    # several repos): the lock moved them, so the model is not "unchanged".
     repinned: tuple[tuple[LockedFile, LockedFile], ...] = ()
-    repos: tuple[RepoMove, ...] = ()  # each repo's commit move, for a model of files from several repos
+    # each repo's commit move, for a model of files from several repos
+    repos: tuple[RepoMove, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         doc = {key: getattr(self, key) for key in ("name", "status", "old_commit", "new_commit")}
-        doc |= {key: [{"path": f.path, "size": f.size} for f in getattr(self, key)] for key in ("added", "removed")}
+        doc |= {
+            key: [{"path": f.path, "size": f.size} for f in getattr(self, key)]
+            for key in ("added", "removed")
+        }
         doc["changed"] = [_moved(old, new, "size", "sha256") for old, new in self.changed]
         doc["repinned"] = [_moved(old, new, "source") for old, new in self.repinned]
         doc["repos"] = [move.to_json() for move in self.repos]
@@ -217,7 +245,9 @@ def _moved(old: LockedFile, new: LockedFile, *keys: str) -> dict[str, Any]:
 
 def diff_locks(old: Mapping[str, LockedModel], new: Mapping[str, LockedModel]) -> list[ModelChange]:
     """Per model in either lock, sorted by name, what changed (``unchanged`` ones included)."""
-    return [_model_change(name, old.get(name), new.get(name)) for name in sorted(set(old) | set(new))]
+    return [
+        _model_change(name, old.get(name), new.get(name)) for name in sorted(set(old) | set(new))
+    ]
 
 
 def _model_change(name: str, before: LockedModel | None, after: LockedModel | None) -> ModelChange:
@@ -232,18 +262,22 @@ def _model_change(name: str, before: LockedModel | None, after: LockedModel | No
     removed = tuple(was[p] for p in sorted(set(was) - set(now)))
     both = [(was[p], now[p]) for p in sorted(set(was) & set(now))]
     changed = tuple((a, b) for a, b in both if (a.sha256, a.size) != (b.sha256, b.size))
-    repinned = tuple((a, b) for a, b in both if a.source != b.source and (a.sha256, a.size) == (b.sha256, b.size))
+    repinned = tuple(
+        (a, b) for a, b in both if a.source != b.source and (a.sha256, a.size) == (b.sha256, b.size)
+    )
     if before.commit is not None and before.commit != after.commit:
         repinned = ()  # the model's commit moved, and the line says so: its files followed it
     moved = before.commit != after.commit or added or removed or changed or repinned
     status = "changed" if moved else "unchanged"
     repos = _repo_moves(both) if before.commit is None and after.commit is None else ()
-    return ModelChange(name, before.commit, after.commit, added, removed, changed, status, repinned, repos)
+    return ModelChange(
+        name, before.commit, after.commit, added, removed, changed, status, repinned, repos
+    )
 
 
 def _repo_moves(both: list[tuple[LockedFile, LockedFile]]) -> tuple[RepoMove, ...]:
-    """Per repo (and revision its files were asked at) of the files in both locks: its commit move, when all its
-    files were at one commit before and are at one now, and those differ."""
+    """Per repo (and revision its files were asked at) of the files in both locks: its commit move,
+    when all its files were at one commit before and are at one now, and those differ."""
     commits: dict[str, tuple[set[str], set[str]]] = {}
     for old, new in both:
         was, now = old.hub, new.hub

@@ -1,5 +1,5 @@
-"""Lock policy: how a run uses catalog.lock (``--locked``, ``--frozen``, or pins where fresh, warning once per model
-resolved fresh), and ``--frozen``'s models read from the lock alone."""
+"""Lock policy: how a run uses catalog.lock (``--locked``, ``--frozen``, or pins where fresh,
+warning once per model resolved fresh), and ``--frozen``'s models read from the lock alone."""
 
 from __future__ import annotations
 
@@ -33,12 +33,15 @@ Pins = dict[str, tuple[ExpectedFile, ...]]  # model → the files catalog.lock p
 
 
 class LockUse:
-    """The run's lock (``settings.lock_path``), read at most once, and what it says about each model."""
+    """The run's lock (``settings.lock_path``), read at most once, and what it says about each
+    model.
+    """
 
     def __init__(self, settings: Settings, *, lock: Lock | None = None) -> None:
         self.mode = settings.lock_mode
         self.path = settings.lock_path
-        self.name = self.path.name if self.path is not None else "catalog.lock"  # as messages say it
+        # as messages say it
+        self.name = self.path.name if self.path is not None else "catalog.lock"
         if lock is not None:
             self.lock = lock
         self.warnings: dict[str, str] = {}  # model → the one warning said about it in this run
@@ -48,7 +51,9 @@ class LockUse:
         return read_lock(self.path) if self.path is not None else None
 
     def pinned(self, spec: ModelSpec, *, doing: str = "resolving it fresh") -> LockedModel | None:
-        """The model's locked entry to use, or None: resolve it fresh (said once when a lock exists)."""
+        """The model's locked entry to use, or None: resolve it fresh (said once when a lock
+        exists).
+        """
         lock = self.lock
         if lock is None:
             return None
@@ -56,25 +61,40 @@ class LockUse:
             return lock.models.get(spec.name)
         fresh = lock.fresh(spec)
         if fresh is None and spec.name not in self.warnings:
-            why = f"{self.name} is out of date for this model" if spec.name in lock.models else f"not in {self.name}"
+            why = (
+                f"{self.name} is out of date for this model"
+                if spec.name in lock.models
+                else f"not in {self.name}"
+            )
             warning = f"{spec.name}: {why}; {doing} (run mdl lock)"
             log.warning("%s", warning)
             self.warnings[spec.name] = warning
         return fresh
 
-    def view(self, specs: Sequence[ModelSpec]) -> tuple[Pins, dict[str, str], dict[str, LockedModel]]:
-        """For the offline views (show, verify, publish): per model the pinned files, the warnings, the lock entries."""
+    def view(
+        self, specs: Sequence[ModelSpec]
+    ) -> tuple[Pins, dict[str, str], dict[str, LockedModel]]:
+        """For the offline views (show, verify, publish): per model the pinned files, the
+        warnings, the lock entries.
+        """
         self.require(specs)
-        pinned = {spec.name: self.pinned(spec, doing="using the catalog entry and the record") for spec in specs}
+        pinned = {
+            spec.name: self.pinned(spec, doing="using the catalog entry and the record")
+            for spec in specs
+        }
         entries = {name: locked for name, locked in pinned.items() if locked is not None}
         pins: Pins = {
-            name: tuple(ExpectedFile(f.path, f.size, f.sha256, source=f.source) for f in locked.files)
+            name: tuple(
+                ExpectedFile(f.path, f.size, f.sha256, source=f.source) for f in locked.files
+            )
             for name, locked in entries.items()
         }
         return pins, dict(self.warnings), entries
 
     def require(self, specs: Sequence[ModelSpec]) -> None:
-        """``--locked``: UsageError (exit 2) naming the models when the lock is missing or stale for any of them."""
+        """``--locked``: UsageError (exit 2) naming the models when the lock is missing or stale
+        for any of them.
+        """
         if self.mode != "locked":
             return
         lock, hint = self.lock, "run `mdl lock` and commit the lock"
@@ -82,21 +102,31 @@ class LockUse:
             where = f" ({self.path})" if self.path is not None else ""
             names = ", ".join(spec.name for spec in specs)
             raise UsageError(f"--locked: there is no {self.name}{where} to pin {names}", hint=hint)
-        stale = [spec.name for spec in specs if spec.name in lock.models and lock.fresh(spec) is None]
+        stale = [
+            spec.name for spec in specs if spec.name in lock.models and lock.fresh(spec) is None
+        ]
         absent = [spec.name for spec in specs if spec.name not in lock.models]
-        parts = [f"is out of date for {', '.join(stale)} (the catalog changed since it was locked)"] if stale else []
+        parts = (
+            [f"is out of date for {', '.join(stale)} (the catalog changed since it was locked)"]
+            if stale
+            else []
+        )
         parts += [f"does not hold {', '.join(absent)}"] if absent else []
         if parts:
             raise UsageError(f"--locked: {self.name} {' and '.join(parts)}", hint=hint)
 
 
 def frozen_models(
-    given: Catalog | StrPath | None, environ: Mapping[str, str], names: Sequence[str], *, all_models: bool
+    given: Catalog | StrPath | None,
+    environ: Mapping[str, str],
+    names: Sequence[str],
+    *,
+    all_models: bool,
 ) -> tuple[Catalog, Path | None, Lock, list[ModelSpec]]:
-    """``--frozen``: the catalog if any (for its settings), its lock (which must exist: beside the named catalog, else
-    ./catalog.lock) and the named models (or all) from the lock alone; a catalog entry lends only its description and
-    the headers (and signed query) of URLs the lock holds, and its signer: a lock stores no secrets nor trust, and alone
-    decides the bytes."""
+    """``--frozen``: the catalog if any (for its settings), its lock (which must exist: beside the
+    named catalog, else ./catalog.lock) and the named models (or all) from the lock alone; a catalog
+    entry lends only its description and the headers (and signed query) of URLs the lock holds, and
+    its signer: a lock stores no secrets nor trust, and alone decides the bytes."""
     if isinstance(given, Catalog):
         catalog, path = given, lock_beside(given.path) if given.path is not None else None
     else:
@@ -106,7 +136,11 @@ def frozen_models(
         except CatalogError:  # named but not there: only its lock came to this machine
             found = None
         catalog = load_catalog(found) if found is not None else Catalog()
-        path = lock_beside(found) if found else find_lock(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=config)
+        path = (
+            lock_beside(found)
+            if found
+            else find_lock(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=config)
+        )
     lock = read_lock(path) if path is not None else None
     if lock is None:
         where = str(path) if path is not None else "beside the catalog or in this folder"
@@ -140,20 +174,38 @@ def _spec_from_locked(locked: LockedModel, catalog: ModelSpec) -> ModelSpec:
     for index, f in enumerate(locked.files):
         key = f"catalog.lock: {locked.name}.files[{index}]"
         if (ref := f.hub) is not None:  # pinned to its commit
-            spec = FileSpec(key, ref.repo, ref.path, revision=ref.commit, repo_type=ref.repo_type, save_as=f.path)
+            spec = FileSpec(
+                key,
+                ref.repo,
+                ref.path,
+                revision=ref.commit,
+                repo_type=ref.repo_type,
+                save_as=f.path,
+            )
             files.append(replace(spec, sha256=f.sha256, size=f.size))
             continue
         entry = by_path.get(f.path)
         url, headers = f.source, tuple[tuple[str, str], ...]()
         if entry is not None and entry.url is not None and redact_url(entry.url) == f.source:
             url, headers = entry.url, entry.headers
-        if url.endswith("?" + REDACTED):  # the lock never holds a signature: fetching it would only get a 403
+        # the lock never holds a signature: fetching it would only get a 403
+        if url.endswith("?" + REDACTED):
             raise UsageError(
-                f"{locked.name}/{f.path}: catalog.lock holds this signed URL without its signature, so --frozen "
-                "cannot fetch it alone",
+                f"{locked.name}/{f.path}: catalog.lock holds this signed URL without its signature,"
+                " so --frozen cannot fetch it alone",
                 hint="put the catalog that has the signed URL beside the lock (or pass --catalog)",
             )
-        files.append(FileSpec(key_path=key, url=url, sha256=f.sha256, size=f.size, save_as=f.path, headers=headers))
-    # Whom its model.sig must be signed by is the catalog's to say (a lock holds bytes, not trust): a signed model
-    # stays signed under --frozen.
-    return ModelSpec(locked.name, catalog.description, catalog.tags, files=tuple(files), signature=catalog.signature)
+        files.append(
+            FileSpec(
+                key_path=key, url=url, sha256=f.sha256, size=f.size, save_as=f.path, headers=headers
+            )
+        )
+    # Whom its model.sig must be signed by is the catalog's to say (a lock holds bytes, not trust):
+    # a signed model stays signed under --frozen.
+    return ModelSpec(
+        locked.name,
+        catalog.description,
+        catalog.tags,
+        files=tuple(files),
+        signature=catalog.signature,
+    )

@@ -1,6 +1,14 @@
-"""OpenSSF model signatures (model.sig): whom to trust, what a verified signature says, and making one."""
+"""OpenSSF model signatures (model.sig): whom to trust, what a verified signature says, and
+making one.
+"""
 
-from mdl.signing.library import MAX_SIGNATURE_BYTES, public_key_of, require_library, sign_digests, verify_signature
+from mdl.signing.library import (
+    MAX_SIGNATURE_BYTES,
+    public_key_of,
+    require_library,
+    sign_digests,
+    verify_signature,
+)
 from mdl.signing.statement import (
     SIGNATURE_FILE,
     SignedFile,

@@ -1,13 +1,14 @@
-"""The one place mdl talks to ``model_signing`` (OpenSSF model signing, the ``mdl[sign]`` extra), imported only when
-a signature is asked for.
+"""The one place mdl talks to ``model_signing`` (OpenSSF model signing, the ``mdl[sign]`` extra),
+imported only when a signature is asked for.
 
-model_signing's public API verifies a signature only together with hashing the model folder again. mdl has hashed
-every byte once already, while downloading (or packing): it hands ``verifying.Config`` a hashing configuration that
-reads nothing and returns a manifest that keeps whatever it is compared with. The library does all of its own work
-(the bundle, the key, certificate chain or sigstore checks, the DSSE envelope, the in-toto statement, the root digest)
-and then compares its verified manifest with ours: that is how the verified manifest reaches mdl, which then holds
-each file to it with the digest it already has. Signing is the same in reverse: the library signs the manifest of
-digests mdl computed."""
+model_signing's public API verifies a signature only together with hashing the model folder again.
+mdl has hashed every byte once already, while downloading (or packing): it hands
+``verifying.Config`` a hashing configuration that reads nothing and returns a manifest that keeps
+whatever it is compared with. The library does all of its own work (the bundle, the key, certificate
+chain or sigstore checks, the DSSE envelope, the in-toto statement, the root digest) and then
+compares its verified manifest with ours: that is how the verified manifest reaches mdl, which then
+holds each file to it with the digest it already has. Signing is the same in reverse: the library
+signs the manifest of digests mdl computed."""
 
 from __future__ import annotations
 
@@ -23,10 +24,18 @@ from typing import Any
 from mdl.errors import IntegrityError, NetworkError, UsageError
 from mdl.paths import read_small_file, shown_path
 from mdl.redact import printable
-from mdl.signing.statement import GIT_PATHS, MAX_KEY_BYTES, SIGNATURE_FILE, SignedManifest, Trust, manifest_from_items
+from mdl.signing.statement import (
+    GIT_PATHS,
+    MAX_KEY_BYTES,
+    SIGNATURE_FILE,
+    SignedManifest,
+    Trust,
+    manifest_from_items,
+)
 
 EXTRA_HINT = "pip install 'mdl[sign]'"
-MAX_SIGNATURE_BYTES = 64 << 20  # a statement for ~400,000 files; anything bigger is not a model's signature
+# a statement for ~400,000 files; anything bigger is not a model's signature
+MAX_SIGNATURE_BYTES = 64 << 20
 
 
 def _library() -> Any:
@@ -34,15 +43,17 @@ def _library() -> Any:
         import model_signing
     except ImportError:
         raise UsageError(
-            f"signed models need model_signing, which is not installed: {EXTRA_HINT}", hint=EXTRA_HINT
+            f"signed models need model_signing, which is not installed: {EXTRA_HINT}",
+            hint=EXTRA_HINT,
         ) from None
     return model_signing
 
 
 def require_library() -> None:
-    """UsageError (exit 2) naming the extra when model_signing is not installed (found, not imported: a verified
-    signature kept from an earlier run needs no import)."""
-    with contextlib.suppress(ImportError, ValueError):  # a parent that is not a package, or a module blocked
+    """UsageError (exit 2) naming the extra when model_signing is not installed (found, not
+    imported: a verified signature kept from an earlier run needs no import)."""
+    # a parent that is not a package, or a module blocked
+    with contextlib.suppress(ImportError, ValueError):
         if importlib.util.find_spec("model_signing") is not None:
             return
     _library()  # raises the one error that names the extra
@@ -50,13 +61,16 @@ def require_library() -> None:
 
 
 def _quiet() -> contextlib.AbstractContextManager[object]:
-    """model_signing prints warnings on stdout, which is mdl's data: they go nowhere (our own messages say it)."""
+    """model_signing prints warnings on stdout, which is mdl's data: they go nowhere (our own
+    messages say it).
+    """
     return contextlib.redirect_stdout(io.StringIO())
 
 
 def verify_signature(data: bytes, trust: Trust, *, what: str) -> SignedManifest:
-    """The statement ``data`` (a model.sig bundle) signs, verified against ``trust``; IntegrityError (exit 6) naming
-    ``what`` when it is not a signature, not a valid one, or not one by whom ``trust`` names."""
+    """The statement ``data`` (a model.sig bundle) signs, verified against ``trust``; IntegrityError
+    (exit 6) naming ``what`` when it is not a signature, not a valid one, or not one by whom
+    ``trust`` names."""
     _library()
     if len(data) > MAX_SIGNATURE_BYTES:
         raise IntegrityError(f"{what}: {len(data)} bytes is too big for a model signature")
@@ -65,15 +79,18 @@ def verify_signature(data: bytes, trust: Trust, *, what: str) -> SignedManifest:
 
 
 def _verified(data: bytes, trust: Trust, folder: Path, *, what: str) -> SignedManifest:
-    """verify_signature in ``folder``, where the library reads the signature and the trust's key or certificates:
-    copies of the bytes the trust read once (a small regular file each), never the user's paths again."""
+    """verify_signature in ``folder``, where the library reads the signature and the trust's key or
+    certificates: copies of the bytes the trust read once (a small regular file each), never the
+    user's paths again."""
     from model_signing import hashing, manifest, verifying
 
     try:
         trusted = [Path(folder, f"trusted-{n}.pem") for n in range(len(trust.material))]
     except OSError as exc:
         named = shown_path(exc.filename) if exc.filename else trust.kind
-        raise UsageError(f"{what}: cannot read the trusted {named}: {exc.strerror or exc}") from None
+        raise UsageError(
+            f"{what}: cannot read the trusted {named}: {exc.strerror or exc}"
+        ) from None
     for path, material in zip(trusted, trust.material, strict=True):
         path.write_bytes(material)
     config = verifying.Config()  # type: ignore[no-untyped-call]
@@ -86,18 +103,24 @@ def _verified(data: bytes, trust: Trust, folder: Path, *, what: str) -> SignedMa
             assert trust.identity is not None and trust.issuer is not None
             config.use_sigstore_verifier(identity=trust.identity, oidc_issuer=trust.issuer)
     except OSError as exc:
-        raise UsageError(f"{what}: cannot read the trusted key or certificates: {exc.strerror or exc}") from None
+        raise UsageError(
+            f"{what}: cannot read the trusted key or certificates: {exc.strerror or exc}"
+        ) from None
     except Exception as exc:  # noqa: BLE001  # the library's own words for a key or certificate it cannot use
         from sigstore.errors import TUFError  # installed with model_signing
 
-        if isinstance(exc, TUFError):  # keyless: sigstore's trust root is refreshed from the network (TUF)
+        # keyless: sigstore's trust root is refreshed from the network (TUF)
+        if isinstance(exc, TUFError):
             raise NetworkError(
-                f"{what}: keyless (sigstore) verification needs sigstore's trust root from the network: {_said(exc)}",
+                f"{what}: keyless (sigstore) verification needs sigstore's trust root from the"
+                f" network: {_said(exc)}",
                 hint="a signature made with a key or a certificate chain is verified offline",
             ) from None
         raise UsageError(f"{what}: the trusted {trust.kind} cannot be used: {_said(exc)}") from None
     found: list[Any] = []
-    kind = manifest.SerializationType.from_args({"method": "files", "hash_type": "sha256", "allow_symlinks": False})
+    kind = manifest.SerializationType.from_args(
+        {"method": "files", "hash_type": "sha256", "allow_symlinks": False}
+    )
 
     class Keeper(manifest.Manifest):  # equal to what it is compared with, which it keeps
         def __eq__(self, other: object) -> bool:
@@ -119,7 +142,9 @@ def _verified(data: bytes, trust: Trust, folder: Path, *, what: str) -> SignedMa
     except Exception as exc:  # noqa: BLE001  # whatever a malformed bundle raises: a bad signature, no traceback
         raise IntegrityError(f"{what}: the signature does not verify: {_said(exc)}") from None
     if len(found) != 1 or not isinstance(found[0], manifest.Manifest):
-        raise IntegrityError(f"{what}: the signature does not verify: model_signing returned no statement")
+        raise IntegrityError(
+            f"{what}: the signature does not verify: model_signing returned no statement"
+        )
     signed = found[0]
     try:
         args = signed.serialization_type
@@ -149,13 +174,15 @@ def sign_digests(
     signature_name: str = SIGNATURE_FILE,
     ignore_paths: Sequence[str] = (),
 ) -> bytes:
-    """A model.sig (the format model_signing's ``sign key`` writes) over ``digests`` (path → sha256 hex, computed by
-    the caller), signed with the EC private key at ``private_key``; UsageError (exit 2) naming the key if unusable.
-    ``ignore_paths`` (relative to the model folder) are left out by the signer, as ``sign key --ignore-paths``."""
+    """A model.sig (the format model_signing's ``sign key`` writes) over ``digests`` (path → sha256
+    hex, computed by the caller), signed with the EC private key at ``private_key``; UsageError
+    (exit 2) naming the key if unusable. ``ignore_paths`` (relative to the model folder) are left
+    out by the signer, as ``sign key --ignore-paths``."""
     _library()
     from model_signing import hashing, manifest, signing
 
-    # The digest type the public manifest item asks for (it has no public name of its own): no private import.
+    # The digest type the public manifest item asks for (it has no public name of its own): no
+    # private import.
     digest = typing.get_type_hints(manifest.FileManifestItem.__init__)["digest"]
 
     ignored = [signature_name, *ignore_paths, *GIT_PATHS]
@@ -163,7 +190,9 @@ def sign_digests(
         {"method": "files", "hash_type": "sha256", "allow_symlinks": False, "ignore_paths": ignored}
     )
     items = [
-        manifest.FileManifestItem(path=PurePosixPath(path), digest=digest("sha256", bytes.fromhex(sha256)))
+        manifest.FileManifestItem(
+            path=PurePosixPath(path), digest=digest("sha256", bytes.fromhex(sha256))
+        )
         for path, sha256 in sorted(digests.items())
     ]
     made = manifest.Manifest(model_name, items, kind)
@@ -173,12 +202,17 @@ def sign_digests(
             return made
 
     try:
-        read_small_file(private_key, limit=MAX_KEY_BYTES)  # a regular file, small: the library reads it whole, blocking
+        # a regular file, small: the library reads it whole, blocking
+        read_small_file(private_key, limit=MAX_KEY_BYTES)
         config = signing.Config().use_elliptic_key_signer(private_key=private_key)  # type: ignore[no-untyped-call]
     except OSError as exc:
-        raise UsageError(f"signing key {private_key}: cannot read it: {exc.strerror or exc}") from None
+        raise UsageError(
+            f"signing key {private_key}: cannot read it: {exc.strerror or exc}"
+        ) from None
     except Exception as exc:  # noqa: BLE001  # the library's own words for a key it cannot use
-        raise UsageError(f"signing key {private_key}: not a usable EC private key (PEM): {_said(exc)}") from None
+        raise UsageError(
+            f"signing key {private_key}: not a usable EC private key (PEM): {_said(exc)}"
+        ) from None
     config.set_hashing_config(Precomputed())  # type: ignore[no-untyped-call]
     with tempfile.TemporaryDirectory(prefix="mdl-sign-") as folder:
         out = Path(folder, signature_name)
@@ -189,18 +223,30 @@ def sign_digests(
 
 def _said(exc: BaseException) -> str:
     """The library's message on one line, bounded (it may quote a whole bundle)."""
-    if isinstance(exc, KeyError):  # a bundle without a field it needs (the key is the bundle's text: made printable)
-        return f"it has no {printable(repr(exc.args[0]), limit=80)}" if exc.args else "a field is missing"
-    return printable(" ".join(str(exc).split()) or type(exc).__name__, limit=300)  # it quotes the bundle's text
+    # a bundle without a field it needs (the key is the bundle's text: made printable)
+    if isinstance(exc, KeyError):
+        return (
+            f"it has no {printable(repr(exc.args[0]), limit=80)}"
+            if exc.args
+            else "a field is missing"
+        )
+    # it quotes the bundle's text
+    return printable(" ".join(str(exc).split()) or type(exc).__name__, limit=300)
 
 
 def public_key_of(private_key: Path) -> bytes:
-    """The PEM public key of an EC private key (UsageError naming the file when it cannot be read as one)."""
+    """The PEM public key of an EC private key (UsageError naming the file when it cannot be read
+    as one).
+    """
     from cryptography.hazmat.primitives import serialization
 
     try:
-        key = serialization.load_pem_private_key(read_small_file(private_key, limit=MAX_KEY_BYTES), password=None)
+        key = serialization.load_pem_private_key(
+            read_small_file(private_key, limit=MAX_KEY_BYTES), password=None
+        )
     except (OSError, ValueError, TypeError) as exc:
         said = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise UsageError(f"signing key {private_key}: cannot read it: {said}") from None
-    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )

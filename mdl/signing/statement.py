@@ -1,9 +1,10 @@
-"""Whom a signature must come from (:class:`Trust`), what a verified one says (each signed file's digests), and
-the checks that hold a file to them.
+"""Whom a signature must come from (:class:`Trust`), what a verified one says (each signed file's
+digests), and the checks that hold a file to them.
 
-The default serialisation (``files`` with sha256) names the very digest mdl computes while it downloads: such a file
-is checked for free, by pinning its sha256. Any other (``shards``, BLAKE2 or BLAKE3) is hashed as it says by a
-:class:`Check` fed the bytes in order as they arrive (mdl.transfer's Hasher), or read once from disk (verify)."""
+The default serialisation (``files`` with sha256) names the very digest mdl computes while it
+downloads: such a file is checked for free, by pinning its sha256. Any other (``shards``, BLAKE2 or
+BLAKE3) is hashed as it says by a :class:`Check` fed the bytes in order as they arrive
+(mdl.transfer's Hasher), or read once from disk (verify)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ from mdl.errors import IntegrityError, UsageError
 from mdl.paths import path_problem, read_small_file, url_basename
 from mdl.redact import printable
 
-GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")  # model_signing leaves these out unless told
+# model_signing leaves these out unless told
+GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
 # a serialisation's hash_type → the name of each item's digest (and of the hash mdl computes)
 ALGORITHMS = {"sha256": "sha256", "blake2": "blake2b", "blake2b": "blake2b", "blake3": "blake3"}
 READ_SIZE = 1 << 20
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 SIGNATURE_FILE = "model.sig"  # the name model_signing's own CLI writes and publishers ship
-MAX_KEY_BYTES = 1 << 20  # a PEM key or certificate chain is a few KiB: a bigger file is not one (nor /dev/zero)
+# a PEM key or certificate chain is a few KiB: a bigger file is not one (nor /dev/zero)
+MAX_KEY_BYTES = 1 << 20
 
 
 class Digest(Protocol):
@@ -33,13 +36,15 @@ class Digest(Protocol):
 
 
 def git_path(path: str) -> bool:
-    """Whether ``path`` is git's (``.gitattributes``, ``.git/…``): model_signing leaves those out of every signature,
-    and mdl never installs them from a signed model."""
+    """Whether ``path`` is git's (``.gitattributes``, ``.git/…``): model_signing leaves those out of
+    every signature, and mdl never installs them from a signed model."""
     return skipped_by_signature(path, ())
 
 
 def skipped_by_signature(path: str, ignore_paths: Iterable[str]) -> bool:
-    """Whether a signature leaves ``path`` out: it is one of ``ignore_paths`` (or below one), or git's."""
+    """Whether a signature leaves ``path`` out: it is one of ``ignore_paths`` (or below one), or
+    git's.
+    """
     parts = PurePosixPath(path).parts
     for ignored in (*ignore_paths, *GIT_PATHS):
         below = PurePosixPath(ignored).parts
@@ -49,7 +54,8 @@ def skipped_by_signature(path: str, ignore_paths: Iterable[str]) -> bool:
 
 
 def new_digest(algorithm: str) -> Digest:
-    if algorithm in ("sha256", "blake2b"):  # model_signing's "blake2" is BLAKE2b with its default 64-byte digest
+    # model_signing's "blake2" is BLAKE2b with its default 64-byte digest
+    if algorithm in ("sha256", "blake2b"):
         return hashlib.new(algorithm)
     if algorithm == "blake3":
         from blake3 import blake3  # installed with model_signing (mdl[sign])
@@ -60,16 +66,21 @@ def new_digest(algorithm: str) -> Digest:
 
 @dataclass(frozen=True)
 class SignedFile:
-    """One file's signed digests: one ``(0, size, hex)`` for ``files``, one per shard for ``shards``."""
+    """One file's signed digests: one ``(0, size, hex)`` for ``files``, one per shard for
+    ``shards``.
+    """
 
     path: str
     algorithm: str
-    pieces: tuple[tuple[int, int | None, str], ...]  # (start, end, hex digest); end None: to the end of the file
+    # (start, end, hex digest); end None: to the end of the file
+    pieces: tuple[tuple[int, int | None, str], ...]
     sharded: bool = False
 
     @property
     def sha256(self) -> str | None:
-        """The signed sha256 when it is the whole file's (the default serialisation): checked for free."""
+        """The signed sha256 when it is the whole file's (the default serialisation): checked for
+        free.
+        """
         if self.algorithm == "sha256" and not self.sharded and len(self.pieces) == 1:
             return self.pieces[0][2]
         return None
@@ -77,8 +88,14 @@ class SignedFile:
     @property
     def key(self) -> str:
         """One string naming exactly what was signed (kept in the file's record once checked)."""
-        joined = hashlib.sha256(";".join(f"{s}:{e}:{d}" for s, e, d in self.pieces).encode()).hexdigest()
-        return f"{self.algorithm}:{self.pieces[0][2]}" if not self.sharded else f"shards-{self.algorithm}:{joined}"
+        joined = hashlib.sha256(
+            ";".join(f"{s}:{e}:{d}" for s, e, d in self.pieces).encode()
+        ).hexdigest()
+        return (
+            f"{self.algorithm}:{self.pieces[0][2]}"
+            if not self.sharded
+            else f"shards-{self.algorithm}:{joined}"
+        )
 
     @property
     def size(self) -> int | None:
@@ -89,17 +106,21 @@ class SignedFile:
         return Check(self)
 
     def check_apart(self) -> Check | None:
-        """The check to run beside the sha256 mdl computes anyway (shards, BLAKE2/3), or None: that sha256 is it."""
+        """The check to run beside the sha256 mdl computes anyway (shards, BLAKE2/3), or None:
+        that sha256 is it.
+        """
         return Check(self) if self.sha256 is None else None
 
     @property
     def recorded(self) -> str | None:
-        """What a file's record keeps once its bytes were held to these digests: the key when they are not its
-        sha256 (which the record holds anyway)."""
+        """What a file's record keeps once its bytes were held to these digests: the key when they
+        are not its sha256 (which the record holds anyway)."""
         return self.key if self.sha256 is None else None
 
     def check_path(self, path: Path, *, on_bytes: Callable[[int], object] | None = None) -> None:
-        """Read ``path`` once and hold it to the signed digests (IntegrityError naming the file otherwise)."""
+        """Read ``path`` once and hold it to the signed digests (IntegrityError naming the file
+        otherwise).
+        """
         check = self.check()
         with path.open("rb") as handle:
             while chunk := handle.read(READ_SIZE):
@@ -107,21 +128,31 @@ class SignedFile:
                 if on_bytes is not None:
                     on_bytes(len(chunk))
         if (bad := check.mismatch()) is not None:
-            raise IntegrityError(f"{self.path}: {bad[0]} mismatch: the signature says {bad[1]}, the file has {bad[2]}")
+            raise IntegrityError(
+                f"{self.path}: {bad[0]} mismatch: the signature says {bad[1]}, the file has"
+                f" {bad[2]}"
+            )
 
 
 class Check:
-    """The signed digests of one file, computed from its bytes fed in order (shards are cut as they pass)."""
+    """The signed digests of one file, computed from its bytes fed in order (shards are cut as
+    they pass).
+    """
 
     def __init__(self, signed: SignedFile) -> None:
         self.signed, self.position = signed, 0
-        self.got: list[str] = []  # the digests of the pieces hashed so far: the next one is pieces[len(got)]
+        # the digests of the pieces hashed so far: the next one is pieces[len(got)]
+        self.got: list[str] = []
         self.digest = new_digest(signed.algorithm)
 
     def update(self, data: bytes | memoryview) -> None:
         view, pieces = memoryview(data), self.signed.pieces
         while len(view):
-            end = pieces[len(self.got)][1] if len(self.got) < len(pieces) and self.signed.sharded else None
+            end = (
+                pieces[len(self.got)][1]
+                if len(self.got) < len(pieces) and self.signed.sharded
+                else None
+            )
             take = len(view) if end is None else min(len(view), end - self.position)
             self.digest.update(view[:take])
             self.position += take
@@ -139,8 +170,11 @@ class Check:
         if not self.signed.sharded:
             got = self.digest.hexdigest()
             return None if got == pieces[0][2] else (kind, pieces[0][2], got)
-        if (index := len(self.got)) < len(pieces) and (self.position > pieces[index][0] or pieces[index][1] == 0):
-            self._close_piece()  # a short last shard (the file ended inside it), or an empty file's one shard
+        if (index := len(self.got)) < len(pieces) and (
+            self.position > pieces[index][0] or pieces[index][1] == 0
+        ):
+            # a short last shard (the file ended inside it), or an empty file's one shard
+            self._close_piece()
         if len(self.got) != len(pieces) or self.position != pieces[-1][1]:
             return ("signed size", f"{pieces[-1][1]} bytes", f"{self.position} bytes")
         for (start, end, want), got in zip(pieces, self.got, strict=True):
@@ -151,7 +185,9 @@ class Check:
 
 @dataclass(frozen=True)
 class SignedManifest:
-    """A signature's statement, verified: the files it signs, how, and the paths its signer left out."""
+    """A signature's statement, verified: the files it signs, how, and the paths its signer left
+    out.
+    """
 
     method: str  # "files" or "shards"
     algorithm: str
@@ -163,55 +199,83 @@ class SignedManifest:
 
     @property
     def free(self) -> bool:
-        """Whether every file's check is a sha256 mdl computes anyway (the default serialisation)."""
+        """Whether every file's check is a sha256 mdl computes anyway (the default
+        serialisation).
+        """
         return self.method == "files" and self.algorithm == "sha256"
 
     def file(self, path: str, size: int | None) -> SignedFile | None:
-        """What the signature says of ``path`` (``size`` bytes, if known): its digests, or None when it does not sign
-        it. Sharded signatures list no shard for an empty file, and model_signing takes one as signed: so does mdl
-        (held to be empty)."""
+        """What the signature says of ``path`` (``size`` bytes, if known): its digests, or None when
+        it does not sign it. Sharded signatures list no shard for an empty file, and model_signing
+        takes one as signed: so does mdl (held to be empty)."""
         found = self.files.get(path)
         if found is None and self.method == "shards" and size == 0:
             return SignedFile(path, "sha256", ((0, None, EMPTY_SHA256),))
         return found
 
     def to_json(self) -> dict[str, object]:
-        """The statement as mdl keeps it once verified (``from_json`` reads it back, checked like any input)."""
+        """The statement as mdl keeps it once verified (``from_json`` reads it back, checked like
+        any input).
+        """
         return {
             "method": self.method,
             "algorithm": self.algorithm,
             "ignore_paths": list(self.ignore_paths),
             "model_name": self.model_name,
-            "files": {path: [list(piece) for piece in one.pieces] for path, one in sorted(self.files.items())},
+            "files": {
+                path: [list(piece) for piece in one.pieces]
+                for path, one in sorted(self.files.items())
+            },
         }
 
     @classmethod
     def from_json(cls, doc: object) -> SignedManifest:
-        """A kept statement; ValueError when it is not one ``to_json`` wrote (then the signature is verified again)."""
+        """A kept statement; ValueError when it is not one ``to_json`` wrote (then the signature
+        is verified again).
+        """
         keys = ("method", "algorithm", "ignore_paths", "model_name", "files")
         if not isinstance(doc, dict) or set(doc) != set(keys):
             raise ValueError("not a kept statement")
         method, algorithm, ignored, name, files = (doc[key] for key in keys)
-        ok = method in ("files", "shards") and algorithm in ALGORITHMS.values() and isinstance(name, str)
-        ok = ok and isinstance(ignored, list) and all(isinstance(p, str) for p in ignored) and isinstance(files, dict)
+        ok = (
+            method in ("files", "shards")
+            and algorithm in ALGORITHMS.values()
+            and isinstance(name, str)
+        )
+        ok = (
+            ok
+            and isinstance(ignored, list)
+            and all(isinstance(p, str) for p in ignored)
+            and isinstance(files, dict)
+        )
         kept: dict[str, SignedFile] = {}
         for path, pieces in files.items() if ok else ():
-            ok = isinstance(path, str) and isinstance(pieces, list) and bool(pieces) and all(map(_kept_piece, pieces))
+            ok = (
+                isinstance(path, str)
+                and isinstance(pieces, list)
+                and bool(pieces)
+                and all(map(_kept_piece, pieces))
+            )
             if not ok:
                 break
-            kept[path] = SignedFile(path, algorithm, tuple(map(tuple, pieces)), sharded=method == "shards")
+            kept[path] = SignedFile(
+                path, algorithm, tuple(map(tuple, pieces)), sharded=method == "shards"
+            )
         if not ok:
             raise ValueError("not a kept statement")
         return cls(method, algorithm, kept, tuple(ignored), name)
 
     def ignores(self, path: str) -> bool:
-        """Whether the signer left ``path`` out on purpose (its ``ignore_paths``, or the git files model_signing
-        always leaves out): such a file is not the model's, and is not installed from a signed source."""
+        """Whether the signer left ``path`` out on purpose (its ``ignore_paths``, or the git files
+        model_signing always leaves out): such a file is not the model's, and is not installed from
+        a signed source."""
         return skipped_by_signature(path, self.ignore_paths)
 
 
 def _kept_piece(piece: object) -> bool:
-    """Whether ``piece`` is a ``[start, end or null, hex digest]`` list, as ``to_json`` writes one."""
+    """Whether ``piece`` is a ``[start, end or null, hex digest]`` list, as ``to_json`` writes
+    one.
+    """
     match piece:
         case [int(), int() | None, str()]:
             return isinstance(piece, list)
@@ -227,22 +291,38 @@ def manifest_from_items(
     ignore_paths: Iterable[str] = (),
     model_name: str = "",
 ) -> SignedManifest:
-    """Our view of a manifest from its ``(identifier, algorithm, digest)`` items (a shard is ``path:start:end``)."""
+    """Our view of a manifest from its ``(identifier, algorithm, digest)`` items (a shard is
+    ``path:start:end``).
+    """
     if algorithm not in ALGORITHMS:
-        raise IntegrityError(f"the signature uses digest algorithm {algorithm!r}, which mdl does not know")
+        raise IntegrityError(
+            f"the signature uses digest algorithm {algorithm!r}, which mdl does not know"
+        )
     if method not in ("files", "shards"):
-        raise IntegrityError(f"the signature uses serialisation {method!r}, which mdl does not know")
+        raise IntegrityError(
+            f"the signature uses serialisation {method!r}, which mdl does not know"
+        )
     if method == "shards":  # a JSON number (protobuf's Struct reads every number as a float)
-        if isinstance(shard_size, bool) or not isinstance(shard_size, int | float) or not 0 < shard_size < 1 << 62:
-            raise IntegrityError(f"the signature's shard size {shard_size!r} is not a positive number of bytes")
+        if (
+            isinstance(shard_size, bool)
+            or not isinstance(shard_size, int | float)
+            or not 0 < shard_size < 1 << 62
+        ):
+            raise IntegrityError(
+                f"the signature's shard size {shard_size!r} is not a positive number of bytes"
+            )
         if shard_size != int(shard_size):
-            raise IntegrityError(f"the signature's shard size {shard_size!r} is not a whole number of bytes")
+            raise IntegrityError(
+                f"the signature's shard size {shard_size!r} is not a whole number of bytes"
+            )
         shard_size = int(shard_size)
     named = ALGORITHMS[algorithm] + (f"-sharded-{shard_size}" if method == "shards" else "")
     pieces: dict[str, list[tuple[int, int | None, str]]] = {}
     for identifier, item_algorithm, value in items:
         if item_algorithm != named:
-            raise IntegrityError(f"the signature mixes digest algorithms ({item_algorithm} and {named})")
+            raise IntegrityError(
+                f"the signature mixes digest algorithms ({item_algorithm} and {named})"
+            )
         if method == "shards":
             path, start, end = identifier.rsplit(":", 2)
             pieces.setdefault(path, []).append((int(start), int(end), value.hex()))
@@ -250,27 +330,38 @@ def manifest_from_items(
             pieces.setdefault(identifier, []).append((0, None, value.hex()))
     files: dict[str, SignedFile] = {}
     for path, parts in pieces.items():
-        if (problem := path_problem(path)) is not None:  # no folder holds it: the official tool fails it too
-            raise IntegrityError(f"the signature names '{printable(path, limit=120)}', not a model's file: {problem}")
+        # no folder holds it: the official tool fails it too
+        if (problem := path_problem(path)) is not None:
+            raise IntegrityError(
+                f"the signature names '{printable(path, limit=120)}', not a model's file: {problem}"
+            )
         parts.sort()
         if method == "shards":
             assert shard_size is not None
             ends = [0, *(end for _, end, _ in parts)][:-1]
             lengths = [e - s if e is not None else -1 for s, e, _ in parts]
             whole = all(n == shard_size for n in lengths[:-1]) and 0 <= lengths[-1] <= shard_size
-            if [start for start, _, _ in parts] != ends or not whole or (lengths[-1] == 0 and len(parts) > 1):
-                raise IntegrityError(f"the signature's shards of {path!r} do not cover it end to end")
+            if (
+                [start for start, _, _ in parts] != ends
+                or not whole
+                or (lengths[-1] == 0 and len(parts) > 1)
+            ):
+                raise IntegrityError(
+                    f"the signature's shards of {path!r} do not cover it end to end"
+                )
         elif len(parts) != 1:
             raise IntegrityError(f"the signature names {path!r} twice")
-        files[path] = SignedFile(path, ALGORITHMS[algorithm], tuple(parts), sharded=method == "shards")
+        files[path] = SignedFile(
+            path, ALGORITHMS[algorithm], tuple(parts), sharded=method == "shards"
+        )
     return SignedManifest(method, ALGORITHMS[algorithm], files, tuple(ignore_paths), model_name)
 
 
 @dataclass(frozen=True)
 class Trust:
-    """A ``[models.NAME.signature]`` table, its paths resolved against the catalog's folder: exactly one of
-    ``key``, ``certificates`` or ``identity`` + ``issuer``; ``file`` is where the signature is (a path in the model,
-    or a URL)."""
+    """A ``[models.NAME.signature]`` table, its paths resolved against the catalog's folder: exactly
+    one of ``key``, ``certificates`` or ``identity`` + ``issuer``; ``file`` is where the signature
+    is (a path in the model, or a URL)."""
 
     key: Path | None = None
     certificates: tuple[Path, ...] = ()
@@ -280,7 +371,9 @@ class Trust:
 
     @property
     def kind(self) -> str:
-        return "key" if self.key is not None else "certificates" if self.certificates else "identity"
+        return (
+            "key" if self.key is not None else "certificates" if self.certificates else "identity"
+        )
 
     @property
     def file_is_url(self) -> bool:
@@ -288,25 +381,29 @@ class Trust:
 
     @property
     def installed_as(self) -> str:
-        """Its path in the model folder: as the repo has it, or a URL's last path segment (never its query: a
-        presigned URL's signature or a token)."""
+        """Its path in the model folder: as the repo has it, or a URL's last path segment (never its
+        query: a presigned URL's signature or a token)."""
         return url_basename(self.file, where="signature.file") if self.file_is_url else self.file
 
     @cached_property
     def material(self) -> tuple[bytes, ...]:
-        """The key's or each certificate's bytes, read once for the run (a small regular file each: a FIFO or device
-        is refused, never waited on or read without end): what the fingerprint digests, ``by`` names and the
-        signature is verified with are the same bytes. OSError naming the file when one cannot be read."""
+        """The key's or each certificate's bytes, read once for the run (a small regular file each:
+        a FIFO or device is refused, never waited on or read without end): what the fingerprint
+        digests, ``by`` names and the signature is verified with are the same bytes. OSError naming
+        the file when one cannot be read."""
         return tuple(read_small_file(path, limit=MAX_KEY_BYTES) for path in self.paths)
 
     @property
     def paths(self) -> tuple[Path, ...]:
-        """The files this trust reads: its key, or its certificate chain (none for a sigstore identity)."""
+        """The files this trust reads: its key, or its certificate chain (none for a sigstore
+        identity).
+        """
         return (self.key,) if self.key is not None else self.certificates
 
     def fingerprint(self) -> str:
-        """A digest of everything this trust decides by: the key's or certificates' bytes, or the identity and
-        issuer (OSError when a file cannot be read). Another key at the same path is another trust."""
+        """A digest of everything this trust decides by: the key's or certificates' bytes, or the
+        identity and issuer (OSError when a file cannot be read). Another key at the same path is
+        another trust."""
         digest = hashlib.sha256(self.kind.encode())
         for data in self.material:
             digest.update(b"\0" + data)
@@ -314,13 +411,16 @@ class Trust:
         return digest.hexdigest()
 
     def by(self) -> str:
-        """Who signed what verifies with it, as ``list``/``show`` say it: the key's id (the sha256 of its PEM, as
-        model_signing's bundles hint it), the chain's first certificate's file, or the sigstore identity."""
+        """Who signed what verifies with it, as ``list``/``show`` say it: the key's id (the sha256
+        of its PEM, as model_signing's bundles hint it), the chain's first certificate's file, or
+        the sigstore identity."""
         if self.key is not None:
             try:
                 data = self.material[0]
             except OSError as exc:
-                raise UsageError(f"signature key {self.key}: cannot read it: {exc.strerror or exc}") from None
+                raise UsageError(
+                    f"signature key {self.key}: cannot read it: {exc.strerror or exc}"
+                ) from None
             return f"key {pem_key_id(data, self.key)[:16]}"
         if self.certificates:
             return f"certificate chain {self.certificates[0].name}"
@@ -328,8 +428,9 @@ class Trust:
 
 
 def key_id(path: Path) -> str:
-    """The public key's id as model_signing writes it in a bundle (sha256 of its SubjectPublicKeyInfo PEM);
-    UsageError (exit 2) naming the file when it cannot be read or is not an EC public key in PEM."""
+    """The public key's id as model_signing writes it in a bundle (sha256 of its
+    SubjectPublicKeyInfo PEM); UsageError (exit 2) naming the file when it cannot be read or is not
+    an EC public key in PEM."""
     try:
         data = read_small_file(path, limit=MAX_KEY_BYTES)
     except OSError as exc:
@@ -348,6 +449,10 @@ def pem_key_id(data: bytes, path: Path) -> str:
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise UsageError(f"signature key {path}: not a PEM public key") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise UsageError(f"signature key {path}: not an elliptic-curve key (model signing keys are ECDSA)") from None
-    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        raise UsageError(
+            f"signature key {path}: not an elliptic-curve key (model signing keys are ECDSA)"
+        ) from None
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return hashlib.sha256(pem).hexdigest()

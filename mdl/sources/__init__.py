@@ -1,9 +1,26 @@
-"""Where files come from (the Hub, URLs, hf://, s3://, job outputs, mirrors): RemoteFiles and what is known of them."""
+"""Where files come from (the Hub, URLs, hf://, s3://, job outputs, mirrors): RemoteFiles and
+what is known of them.
+"""
 
 from mdl.sources.hub import Hub, hub_file_url, read_hub_pages, resolve_token, xet_token_url
-from mdl.sources.joboutput import InlineCheck, InlineFile, UrlFile, check_expected_sha256, read_job_output, write_inline
+from mdl.sources.joboutput import (
+    InlineCheck,
+    InlineFile,
+    UrlFile,
+    check_expected_sha256,
+    read_job_output,
+    write_inline,
+)
 from mdl.sources.netrc import NetrcLogins, read_netrc
-from mdl.sources.oneoff import Parsed, Source, check_payloads, list_repos, parse_sources, read_sources, save_targets
+from mdl.sources.oneoff import (
+    Parsed,
+    Source,
+    check_payloads,
+    list_repos,
+    parse_sources,
+    read_sources,
+    save_targets,
+)
 from mdl.sources.resolve import (
     RemoteFile,
     ResolvedModel,

@@ -1,5 +1,6 @@
-"""The Hub API (huggingface_hub's requests) on the run's one client and TokenGuard; every reply passes hubreplies.
-Hub web URLs (``…/blob/{rev}/{path}``, ``…/resolve/…``, a repo page) are read as the ``hf://`` they stand for."""
+"""The Hub API (huggingface_hub's requests) on the run's one client and TokenGuard; every reply
+passes hubreplies. Hub web URLs (``…/blob/{rev}/{path}``, ``…/resolve/…``, a repo page) are read as
+the ``hf://`` they stand for."""
 
 from __future__ import annotations
 
@@ -33,26 +34,32 @@ from mdl.transfer import (
 )
 from mdl.transfer import retry_after_seconds as _retry_after
 
-if TYPE_CHECKING:  # pydantic models, built only when the Hub answers (mdl get of a plain URL never asks it)
+# pydantic models, built only when the Hub answers (mdl get of a plain URL never asks it)
+if TYPE_CHECKING:
     from mdl.sources.hubreplies import FileMetadata, TreeEntry
 
-HUB_WEB = "https://huggingface.co"  # the Hub's own web origin: its page URLs are Hub files, whatever HF_ENDPOINT says
+# the Hub's own web origin: its page URLs are Hub files, whatever HF_ENDPOINT says
+HUB_WEB = "https://huggingface.co"
 HUB_HINT = "check the network, or set HF_ENDPOINT to a reachable mirror"
 MAX_REPLY_BYTES = 32 << 20  # a listing page of 1000 entries is ~300 kB; more is not a Hub talking
 log = logging.getLogger("mdl.hub")
 # The segments the Hub's own pages start with: never an owner (a repo page URL is /{owner}/{name}).
-_NOT_OWNERS = frozenset({"api", "docs", "blog", "papers", "collections", "organizations", "settings", "models"})
+_NOT_OWNERS = frozenset(
+    {"api", "docs", "blog", "papers", "collections", "organizations", "settings", "models"}
+)
 _PREFIXES = {"datasets": "datasets/", "spaces": "spaces/"}
 _REPO_PART = re.compile(r"[\w.-]+")
 _OWNER = re.compile(r"[A-Za-z0-9][\w.-]*")
-_REF_KINDS = ("pr", "convert")  # refs/pr/N and refs/convert/X: the revisions with slashes hf:// can name
+# refs/pr/N and refs/convert/X: the revisions with slashes hf:// can name
+_REF_KINDS = ("pr", "convert")
 _REF = re.compile(r"refs/(?:pr|convert)/[\w.-]+")  # as mdl.paths's hf:// pattern takes them
 
 
 @dataclass(frozen=True)
 class ListingLimits:
-    """What one repo's listing may hold in all (README, "Safe"): the Hub advises under 100k files a repo, so these are
-    far above any real one and far below what would exhaust memory or wait forever."""
+    """What one repo's listing may hold in all (README, "Safe"): the Hub advises under 100k files a
+    repo, so these are far above any real one and far below what would exhaust memory or wait
+    forever."""
 
     files: int = 500_000  # entries, files and folders
     bytes: int = 512 << 20  # of all its pages' bodies
@@ -61,11 +68,14 @@ class ListingLimits:
 
 
 LISTING_LIMITS = ListingLimits()
-OWN_CLIENT_READ_TIMEOUT = 30.0  # only for a Hub made without the run's client (tests, one-off callers)
+# only for a Hub made without the run's client (tests, one-off callers)
+OWN_CLIENT_READ_TIMEOUT = 30.0
 
 
 def resolve_token(environ: Mapping[str, str]) -> str | None:
-    """``HF_TOKEN``, else the token huggingface_hub has stored (read only when the Hub is needed)."""
+    """``HF_TOKEN``, else the token huggingface_hub has stored (read only when the Hub is
+    needed).
+    """
     if token := environ.get("HF_TOKEN"):
         return token
     from huggingface_hub import get_token
@@ -78,7 +88,8 @@ def hub_file_url(endpoint: str, repo: str, path: str, repo_type: str, revision: 
     from huggingface_hub import hf_hub_url
     from huggingface_hub.errors import HFValidationError
 
-    check_revision(revision, where=repo)  # quoted whole, yet '..' would still ask for another revision
+    # quoted whole, yet '..' would still ask for another revision
+    check_revision(revision, where=repo)
     try:
         return hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=endpoint)
     except HFValidationError as exc:  # a repo id the catalog allows but the Hub does not (org/a--b)
@@ -86,11 +97,17 @@ def hub_file_url(endpoint: str, repo: str, path: str, repo_type: str, revision: 
 
 
 def hub_api_url(endpoint: str, repo: str, repo_type: str, *parts: str) -> str:
-    """``{endpoint}/api/{type}s/{repo}/{part}/…``, each part quoted whole: the Hub API's URL of one repo's ``parts``
-    (a revision or a commit among them: one a URL path would fold away is refused, exit 2)."""
+    """``{endpoint}/api/{type}s/{repo}/{part}/…``, each part quoted whole: the Hub API's URL of one
+    repo's ``parts`` (a revision or a commit among them: one a URL path would fold away is refused,
+    exit 2)."""
     for part in parts:
         check_revision(part, where=repo)
-    return "/".join([f"{endpoint.rstrip('/')}/api/{repo_type}s/{repo}", *(quote(part, safe="") for part in parts)])
+    return "/".join(
+        [
+            f"{endpoint.rstrip('/')}/api/{repo_type}s/{repo}",
+            *(quote(part, safe="") for part in parts),
+        ]
+    )
 
 
 def xet_token_url(endpoint: str, repo: str, repo_type: str, commit: str) -> str:
@@ -99,17 +116,28 @@ def xet_token_url(endpoint: str, repo: str, repo_type: str, commit: str) -> str:
 
 
 class Hub:
-    """The Hub API on one httpx2 client, with its replies validated and its errors turned into ours."""
+    """The Hub API on one httpx2 client, with its replies validated and its errors turned into
+    ours.
+    """
 
     def __init__(
-        self, endpoint: str, token: str | None, *, client: httpx2.Client | None = None, retry: RetryPolicy | None = None
+        self,
+        endpoint: str,
+        token: str | None,
+        *,
+        client: httpx2.Client | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.origin = origin(self.endpoint)
         self.token = token or None
         self.retry = retry or RetryPolicy()
         self._owns_client = client is None
-        self.client = client if client is not None else make_client(timeout=OWN_CLIENT_READ_TIMEOUT, pool_size=4)
+        self.client = (
+            client
+            if client is not None
+            else make_client(timeout=OWN_CLIENT_READ_TIMEOUT, pool_size=4)
+        )
         TokenGuard.on(self.client, self.endpoint).protect(self.token)
 
     def close(self) -> None:  # the run's client is the run's to close
@@ -125,14 +153,24 @@ class Hub:
         return parse_revision(body, what=what, url=url, secrets=Secrets.of(response)).sha
 
     def list_files(
-        self, repo: str, *, repo_type: str, commit: str, what: str, limits: ListingLimits | None = None
+        self,
+        repo: str,
+        *,
+        repo_type: str,
+        commit: str,
+        what: str,
+        limits: ListingLimits | None = None,
     ) -> list[TreeEntry]:
-        """Every file of the repo at ``commit``, with sizes and LFS sha256 (one listing, paged, no HEADs), within
-        ``limits`` in all; a next page must be this repo's listing at this commit (exit 5 naming it otherwise)."""
+        """Every file of the repo at ``commit``, with sizes and LFS sha256 (one listing, paged, no
+        HEADs), within ``limits`` in all; a next page must be this repo's listing at this commit
+        (exit 5 naming it otherwise)."""
         from mdl.sources.hubreplies import next_page_url, parse_tree_page
 
         limits = limits or LISTING_LIMITS
-        first = hub_api_url(self.endpoint, repo, repo_type, "tree", commit) + "?recursive=true&expand=false"
+        first = (
+            hub_api_url(self.endpoint, repo, repo_type, "tree", commit)
+            + "?recursive=true&expand=false"
+        )
         url: str | None = first
         files: list[TreeEntry] = []
         seen: set[str] = set()
@@ -141,8 +179,8 @@ class Hub:
         while url is not None:
             if url in seen or len(seen) >= limits.pages:
                 raise HubReplyError(
-                    f"{what}: hostile listing of {repo} from the Hub at {self.endpoint}: its pages never end "
-                    f"(at {redact_url(url)}, after {len(seen)} pages)"
+                    f"{what}: hostile listing of {repo} from the Hub at {self.endpoint}: its pages"
+                    f" never end (at {redact_url(url)}, after {len(seen)} pages)"
                 )
             seen.add(url)
             response, body = self._fetch("GET", url, what=what, repo=repo, revision=commit)
@@ -157,20 +195,31 @@ class Hub:
                 raise HubReplyError(
                     f"{what}: the listing of {repo} from the Hub at {self.endpoint} {over} "
                     f"after {len(seen)} pages; refused",
-                    hint="no repo mdl pulls is listed so; check HF_ENDPOINT (a mirror or a proxy that loops)",
+                    hint=(
+                        "no repo mdl pulls is listed so; check HF_ENDPOINT (a mirror or a proxy"
+                        " that loops)"
+                    ),
                 )
             files.extend(entry for entry in page if entry.type == "file")  # folders are not kept
             del page, body
-            url = next_page_url(response.links.get("next", {}).get("url"), current=url, first=first, what=what)
+            url = next_page_url(
+                response.links.get("next", {}).get("url"), current=url, first=first, what=what
+            )
         return files
 
-    def file_metadata(self, repo: str, path: str, *, repo_type: str, revision: str, what: str) -> FileMetadata:
-        """HEAD the file's resolve URL: commit, ETag (sha256 for LFS, blob sha1 otherwise), size, Xet hash."""
+    def file_metadata(
+        self, repo: str, path: str, *, repo_type: str, revision: str, what: str
+    ) -> FileMetadata:
+        """HEAD the file's resolve URL: commit, ETag (sha256 for LFS, blob sha1 otherwise), size,
+        Xet hash.
+        """
         from mdl.sources.hubreplies import parse_file_metadata, parse_xet_head
 
         url = self.file_url(repo, path, repo_type=repo_type, revision=revision)
         response, _ = self._fetch("HEAD", url, what=what, repo=repo, revision=revision, path=path)
-        meta = parse_file_metadata(response.headers, redirected=response.is_redirect, what=what, url=url)
+        meta = parse_file_metadata(
+            response.headers, redirected=response.is_redirect, what=what, url=url
+        )
         xet = parse_xet_head(response, endpoint=self.endpoint, what=what)
         return meta if xet is None else replace(meta, xet_hash=xet[0], xet_auth=xet[1])
 
@@ -178,20 +227,29 @@ class Hub:
         return hub_file_url(self.endpoint, repo, path, repo_type, revision)
 
     def file_urls(self, repo: str, *, repo_type: str, revision: str) -> Callable[[str], str]:
-        """``file_url`` for many files of one repo at one revision: the repo checked once, each path only quoted."""
+        """``file_url`` for many files of one repo at one revision: the repo checked once, each
+        path only quoted.
+        """
         probe = "x"
-        base = self.file_url(repo, probe, repo_type=repo_type, revision=revision).removesuffix(probe)
-        odd = "d ir/ü #?%.x"  # a path its quoting must agree on, checked against huggingface_hub once per listing
-        if base.endswith("/") and base + quote(odd) == self.file_url(repo, odd, repo_type=repo_type, revision=revision):
+        base = self.file_url(repo, probe, repo_type=repo_type, revision=revision).removesuffix(
+            probe
+        )
+        # a path its quoting must agree on, checked against huggingface_hub once per listing
+        odd = "d ir/ü #?%.x"
+        if base.endswith("/") and base + quote(odd) == self.file_url(
+            repo, odd, repo_type=repo_type, revision=revision
+        ):
             return lambda path: base + quote(path)  # hf_hub_url's quoting of a filename
-        return lambda path: self.file_url(repo, path, repo_type=repo_type, revision=revision)  # built otherwise now
+        # built otherwise now
+        return lambda path: self.file_url(repo, path, repo_type=repo_type, revision=revision)
 
     def _fetch(
         self, method: str, url: str, *, what: str, repo: str, revision: str, path: str | None = None
     ) -> tuple[httpx2.Response, bytes]:
-        """The last answer and its whole body, errors translated, retried on 5xx, 429 and dropped connections.
-        Redirects stay on the Hub's origin; a HEAD stops at one that leaves it (the metadata is on that answer, as
-        in huggingface_hub); an API call redirected off the Hub is hostile."""
+        """The last answer and its whole body, errors translated, retried on 5xx, 429 and dropped
+        connections. Redirects stay on the Hub's origin; a HEAD stops at one that leaves it (the
+        metadata is on that answer, as in huggingface_hub); an API call redirected off the Hub is
+        hostile."""
 
         def rule(current: str, target: str) -> bool:
             if origin(target) == self.origin:
@@ -199,7 +257,8 @@ class Hub:
             if method == "HEAD":
                 return False
             raise HubReplyError(
-                f"{what}: the Hub redirected {redact_url(current)} to another origin ({redact_url(target)}); refused"
+                f"{what}: the Hub redirected {redact_url(current)} to another origin"
+                f" ({redact_url(target)}); refused"
             )
 
         def attempt() -> tuple[httpx2.Response, bytes]:
@@ -221,30 +280,56 @@ class Hub:
                         body += chunk
                         if len(body) > MAX_REPLY_BYTES:
                             raise HubReplyError(
-                                f"{what}: the reply from {redact_url(str(response.url))} is larger than "
-                                f"{MAX_REPLY_BYTES} bytes"
+                                f"{what}: the reply from {redact_url(str(response.url))} is larger"
+                                f" than {MAX_REPLY_BYTES} bytes"
                             )
             except httpx2.TransportError as exc:
                 raise transport_error(
-                    exc, what=what, url=self.endpoint, server=f"the Hub at {self.endpoint}", hint=HUB_HINT
+                    exc,
+                    what=what,
+                    url=self.endpoint,
+                    server=f"the Hub at {self.endpoint}",
+                    hint=HUB_HINT,
                 ) from exc
             except httpx2.DecodingError as exc:
-                raise HubReplyError(f"{what}: the Hub at {self.endpoint} sent a body that cannot be decoded") from exc
+                raise HubReplyError(
+                    f"{what}: the Hub at {self.endpoint} sent a body that cannot be decoded"
+                ) from exc
             if response.is_error:
-                raise _status_error(response, bytes(body), what=what, repo=repo, revision=revision, path=path, hub=self)
+                raise _status_error(
+                    response,
+                    bytes(body),
+                    what=what,
+                    repo=repo,
+                    revision=revision,
+                    path=path,
+                    hub=self,
+                )
             return response, bytes(body)
 
         return self.retry.run(attempt, what=what)
 
 
 def _status_error(
-    response: httpx2.Response, body: bytes, *, what: str, repo: str, revision: str, path: str | None, hub: Hub
+    response: httpx2.Response,
+    body: bytes,
+    *,
+    what: str,
+    repo: str,
+    revision: str,
+    path: str | None,
+    hub: Hub,
 ) -> MdlError:
-    """A 4xx/5xx from the Hub as our error, read the way huggingface_hub's ``hf_raise_for_status`` reads it."""
+    """A 4xx/5xx from the Hub as our error, read the way huggingface_hub's
+    ``hf_raise_for_status`` reads it.
+    """
     status = response.status_code
     code = response.headers.get("X-Error-Code")
-    # The Hub says what is wrong in X-Error-Message; a proxy or a mirror in its body (an HTML page: its title).
-    text = response.headers.get("X-Error-Message") or body_excerpt(body[:8192].decode("utf-8", errors="replace"))
+    # The Hub says what is wrong in X-Error-Message; a proxy or a mirror in its body (an HTML page:
+    # its title).
+    text = response.headers.get("X-Error-Message") or body_excerpt(
+        body[:8192].decode("utf-8", errors="replace")
+    )
     secrets = Secrets.of(response)  # the run's: a token or signature it sent, echoed, is cut whole
     detail = f": {printable(redact_text(text, secrets=secrets), limit=200)}" if text else ""
     target = f"{repo}/{path}" if path else repo
@@ -253,34 +338,40 @@ def _status_error(
     if code == "RevisionNotFound":
         error = NotFoundError(f"{what}: revision {printable(revision)!r} not found in {repo}")
     elif code == "EntryNotFound":
-        error = NotFoundError(f"{what}: {path or 'file'} not found in {repo} at {printable(revision)!r}")
+        error = NotFoundError(
+            f"{what}: {path or 'file'} not found in {repo} at {printable(revision)!r}"
+        )
     elif code == "GatedRepo":
         error = AuthError(
-            f"{what}: {repo} is gated and this request is not authorised{detail}", hint=hub_auth_hint(code, response)
+            f"{what}: {repo} is gated and this request is not authorised{detail}",
+            hint=hub_auth_hint(code, response),
         )
     elif code == "RepoNotFound":
         hint = None if hub.token else "if it is private, set HF_TOKEN"
         error = NotFoundError(f"{what}: repository {repo} not found", hint=hint)
     elif status in (401, 403):
         error = AuthError(
-            f"{what}: not authorised for {target} (HTTP {status}){detail}", hint=hub_auth_hint(code, response)
+            f"{what}: not authorised for {target} (HTTP {status}){detail}",
+            hint=hub_auth_hint(code, response),
         )
     elif status in RETRYABLE_STATUSES:
         error = RetryableError(shown, retry_after=_retry_after(response.headers.get("Retry-After")))
     else:
         error = NetworkError(shown)
-    # For the log's per-file line: the status and the server's own words (sanitised, 500 characters).
+    # For the log's per-file line: the status and the server's own words (sanitised, 500
+    # characters).
     error.status, error.server_text = status, safe_text(text, limit=500, secrets=secrets)
     return error
 
 
 def hub_page_as_hf(url: str, *, endpoint: str) -> str | None:
-    """The ``hf://`` text a URL on the Hub at ``endpoint`` — or on huggingface.co, whatever the endpoint: a URL pasted
-    from the browser names a Hub file wherever it is served from, as ``hf download`` with HF_ENDPOINT fetches it from
-    the mirror — stands for: ``…/blob|resolve/{rev}/{path}`` a file, ``/{owner}/{name}`` and ``…/tree/{rev}`` the
-    whole repo; None for any other URL (another origin, another shape, a revision with a '/' that hf:// cannot name);
-    UsageError for a folder's page or a revision a URL path folds away ('..'). The query and fragment
-    (``?download=true``) are dropped; segments are URL-decoded (``refs%2Fpr%2F1``)."""
+    """The ``hf://`` text a URL on the Hub at ``endpoint`` — or on huggingface.co, whatever the
+    endpoint: a URL pasted from the browser names a Hub file wherever it is served from, as ``hf
+    download`` with HF_ENDPOINT fetches it from the mirror — stands for:
+    ``…/blob|resolve/{rev}/{path}`` a file, ``/{owner}/{name}`` and ``…/tree/{rev}`` the whole repo;
+    None for any other URL (another origin, another shape, a revision with a '/' that hf:// cannot
+    name); UsageError for a folder's page or a revision a URL path folds away ('..'). The query and
+    fragment (``?download=true``) are dropped; segments are URL-decoded (``refs%2Fpr%2F1``)."""
     if not is_http_url(url) or not is_http_url(endpoint):
         return None
     if origin(url) == origin(endpoint):
@@ -297,7 +388,12 @@ def hub_page_as_hf(url: str, *, endpoint: str) -> str | None:
         segs.pop()  # a trailing '/'
     prefix = _PREFIXES.get(segs[0], "") if segs else ""
     segs = segs[1:] if prefix else segs
-    if len(segs) < 2 or segs[0] in _NOT_OWNERS or not _OWNER.fullmatch(segs[0]) or not _REPO_PART.fullmatch(segs[1]):
+    if (
+        len(segs) < 2
+        or segs[0] in _NOT_OWNERS
+        or not _OWNER.fullmatch(segs[0])
+        or not _REPO_PART.fullmatch(segs[1])
+    ):
         return None
     repo, rest = f"{prefix}{segs[0]}/{segs[1]}", segs[2:]
     if not rest:
@@ -305,7 +401,8 @@ def hub_page_as_hf(url: str, *, endpoint: str) -> str | None:
     if rest[0] not in ("blob", "resolve", "tree") or len(rest) < 2:
         return None
     revision, rest = _revision(rest[1:])
-    check_revision(revision, where=redact_url(url))  # '..' or '%2E%2E' would ask for the default branch
+    # '..' or '%2E%2E' would ask for the default branch
+    check_revision(revision, where=redact_url(url))
     if "/" in revision and not _REF.fullmatch(revision):
         return None
     file = "/".join(rest)
@@ -320,20 +417,27 @@ def hub_page_as_hf(url: str, *, endpoint: str) -> str | None:
 
 
 def _revision(segs: list[str]) -> tuple[str, list[str]]:
-    """The revision at the front of ``segs`` (one segment, or ``refs/pr/N`` written with its slashes) and the rest."""
+    """The revision at the front of ``segs`` (one segment, or ``refs/pr/N`` written with its
+    slashes) and the rest.
+    """
     if len(segs) >= 3 and segs[0] == "refs" and segs[1] in _REF_KINDS:
         return "/".join(segs[:3]), segs[3:]
     return segs[0], segs[1:]
 
 
 def read_hub_pages(sources: Sequence[str], *, endpoint: str, progress: Progress) -> list[str]:
-    """``sources`` with each URL on the Hub that names a file or a repo replaced by its ``hf://`` (a note says which):
-    the token, the listing's checks and the catalog entry are then those of hf://, as a user of the Hub expects."""
+    """``sources`` with each URL on the Hub that names a file or a repo replaced by its ``hf://`` (a
+    note says which): the token, the listing's checks and the catalog entry are then those of hf://,
+    as a user of the Hub expects."""
     read: list[str] = []
     for source in sources:
         uri = hub_page_as_hf(source, endpoint=endpoint)
         if uri is not None:
-            served = "" if origin(source) == origin(endpoint) else f" (from the Hub at {redact_url(endpoint)})"
+            served = (
+                ""
+                if origin(source) == origin(endpoint)
+                else f" (from the Hub at {redact_url(endpoint)})"
+            )
             log.info("reading %s as %s%s", redact_url(source), uri, served)
             progress.note(f"mdl: reading {redact_url(source)} as {uri}{served}")
         read.append(source if uri is None else uri)

@@ -1,4 +1,6 @@
-"""The one validating layer for Hub replies (strict pydantic models): anything unexpected is a HubReplyError."""
+"""The one validating layer for Hub replies (strict pydantic models): anything unexpected is a
+HubReplyError.
+"""
 
 from __future__ import annotations
 
@@ -32,21 +34,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mdl.hub")
 EXCERPT_CHARS = 200
-_GIT_OID = r"^[0-9a-f]{40}$"  # a commit or git blob id; pydantic's Rust regex: '$' is the end of the text
-# Characters no file name from a listing may hold: controls (C0, DEL, C1), line and paragraph separators,
-# lone surrogates, and the bidi overrides/isolates that make "x\u202etxt.exe" show as "xexe.txt".
+# a commit or git blob id; pydantic's Rust regex: '$' is the end of the text
+_GIT_OID = r"^[0-9a-f]{40}$"
+# Characters no file name from a listing may hold: controls (C0, DEL, C1), line and paragraph
+# separators, lone surrogates, and the bidi overrides/isolates that make "x\u202etxt.exe" show as
+# "xexe.txt".
 _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
 _REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
 _XET_HASH = re.compile(r"[0-9a-f]{64}")  # a Xet file hash as the Hub writes it (docs/xet/api.md)
 
 
 def xet_hash(value: object, *, where: str) -> str | None:
-    """``value`` when it is a Xet hash (64 lowercase hex digits), else None with a debug line: a Hub field mdl does not
-    need to fetch the file (it is then fetched whole, as before), never a reason to refuse a reply."""
+    """``value`` when it is a Xet hash (64 lowercase hex digits), else None with a debug line: a Hub
+    field mdl does not need to fetch the file (it is then fetched whole, as before), never a reason
+    to refuse a reply."""
     if isinstance(value, str) and _XET_HASH.fullmatch(value):
         return value
     if value is not None:
-        log.debug("%s: ignoring a Xet hash that is not 64 lowercase hex digits: %s", where, printable(repr(value)[:80]))
+        log.debug(
+            "%s: ignoring a Xet hash that is not 64 lowercase hex digits: %s",
+            where,
+            printable(repr(value)[:80]),
+        )
     return None
 
 
@@ -59,7 +68,8 @@ def name_problem(path: str) -> str | None:
 
 
 class _Strict(BaseModel):
-    # Unknown keys are the Hub's to add (lastCommit, xetHash, securityFileStatus...); known ones must be right.
+    # Unknown keys are the Hub's to add (lastCommit, xetHash, securityFileStatus...); known ones
+    # must be right.
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 
@@ -78,12 +88,16 @@ class TreeEntry(_Strict):  # GET /api/{type}s/{repo}/tree/{commit}?recursive=tru
     size: Annotated[StrictInt, Field(ge=0)]
     oid: Annotated[StrictStr, Field(pattern=_GIT_OID)]  # git blob (or tree) id
     lfs: LfsInfo | None = None
-    xet_hash: str | None = Field(default=None, alias="xetHash")  # the file's Xet hash; not one: as if absent
+    # the file's Xet hash; not one: as if absent
+    xet_hash: str | None = Field(default=None, alias="xetHash")
 
     @field_validator("xet_hash", mode="plain")
     @classmethod
     def _xet_hash(cls, value: Any, info: ValidationInfo) -> str | None:
-        return xet_hash(value, where=f"{printable(str(info.data.get('path', '?')), limit=120)}: the listing's xetHash")
+        return xet_hash(
+            value,
+            where=f"{printable(str(info.data.get('path', '?')), limit=120)}: the listing's xetHash",
+        )
 
     @field_validator("path")
     @classmethod
@@ -99,18 +113,24 @@ _Reply = TypeVar("_Reply")
 
 @dataclass(frozen=True)
 class FileMetadata:
-    """What the HEAD of a resolve URL says: the commit, the ETag (sha256 for LFS, git blob id otherwise), the size."""
+    """What the HEAD of a resolve URL says: the commit, the ETag (sha256 for LFS, git blob id
+    otherwise), the size.
+    """
 
     commit: str | None
     etag: str | None
     size: int | None
     xet_hash: str | None = None  # X-Xet-Hash: the file is stored in Xet
-    xet_auth: str | None = None  # where its read token is (``Link: <…>; rel="xet-auth"``), on the Hub's origin
+    # where its read token is (``Link: <…>; rel="xet-auth"``), on the Hub's origin
+    xet_auth: str | None = None
 
 
-def parse_xet_head(response: httpx2.Response, *, endpoint: str, what: str) -> tuple[str, str] | None:
-    """A resolve HEAD's Xet hash and token URL (huggingface_hub's reading of ``X-Xet-Hash`` and the ``xet-auth``
-    link), or None: none, not a hash, or a token URL off the Hub's origin (the Hub token goes nowhere else)."""
+def parse_xet_head(
+    response: httpx2.Response, *, endpoint: str, what: str
+) -> tuple[str, str] | None:
+    """A resolve HEAD's Xet hash and token URL (huggingface_hub's reading of ``X-Xet-Hash`` and the
+    ``xet-auth`` link), or None: none, not a hash, or a token URL off the Hub's origin (the Hub
+    token goes nowhere else)."""
     from huggingface_hub.utils import parse_xet_file_data_from_response  # type: ignore[attr-defined]
 
     found = parse_xet_file_data_from_response(response, endpoint=endpoint)
@@ -122,18 +142,26 @@ def parse_xet_head(response: httpx2.Response, *, endpoint: str, what: str) -> tu
     except ValueError:
         same = False
     if not same:
-        log.debug("%s: ignoring a Xet token URL off the Hub: %s", what, printable(redact_url(found.refresh_route)))
+        log.debug(
+            "%s: ignoring a Xet token URL off the Hub: %s",
+            what,
+            printable(redact_url(found.refresh_route)),
+        )
     return (file_hash, found.refresh_route) if file_hash is not None and same else None
 
 
 def reply_error(
     what: str, url: str, body: bytes | str, problem: str, *, secrets: Secrets | None = None
 ) -> HubReplyError:
-    """The one error for a reply mdl cannot use: model, redacted URL, what is wrong, start of the body (without the
-    run's ``secrets``: a page may quote the token sent)."""
+    """The one error for a reply mdl cannot use: model, redacted URL, what is wrong, start of the
+    body (without the run's ``secrets``: a page may quote the token sent)."""
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
     excerpt = text[: EXCERPT_CHARS * 4]
-    excerpt = printable(redact_text(excerpt, secrets=secrets), limit=EXCERPT_CHARS) if text.strip() else ""
+    excerpt = (
+        printable(redact_text(excerpt, secrets=secrets), limit=EXCERPT_CHARS)
+        if text.strip()
+        else ""
+    )
     starts = f"; the reply starts: {excerpt}" if excerpt else "; the reply was empty"
     return HubReplyError(
         f"{what}: unexpected reply from {redact_url(url)}: {printable(problem, limit=300)}{starts}",
@@ -141,22 +169,30 @@ def reply_error(
     )
 
 
-def parse_revision(body: bytes, *, what: str, url: str, secrets: Secrets | None = None) -> RevisionInfo:
+def parse_revision(
+    body: bytes, *, what: str, url: str, secrets: Secrets | None = None
+) -> RevisionInfo:
     return _parse(TypeAdapter(RevisionInfo), body, what=what, url=url, secrets=secrets)
 
 
-def parse_tree_page(body: bytes, *, what: str, url: str, secrets: Secrets | None = None) -> list[TreeEntry]:
+def parse_tree_page(
+    body: bytes, *, what: str, url: str, secrets: Secrets | None = None
+) -> list[TreeEntry]:
     return _parse(_TREE_PAGE, body, what=what, url=url, secrets=secrets)
 
 
-def _parse(adapter: TypeAdapter[_Reply], body: bytes, *, what: str, url: str, secrets: Secrets | None) -> _Reply:
+def _parse(
+    adapter: TypeAdapter[_Reply], body: bytes, *, what: str, url: str, secrets: Secrets | None
+) -> _Reply:
     try:
         return adapter.validate_json(body)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in first["loc"])
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise reply_error(what, url, body, f"{where}: {message}" if where else message, secrets=secrets) from None
+        raise reply_error(
+            what, url, body, f"{where}: {message}" if where else message, secrets=secrets
+        ) from None
 
 
 def _size(value: str | None, *, header: str, what: str, url: str) -> int | None:
@@ -164,19 +200,30 @@ def _size(value: str | None, *, header: str, what: str, url: str) -> int | None:
         return None
     text = value.strip()
     if not text.isascii() or not text.isdigit() or len(text) > 20:
-        raise reply_error(what, url, "", f"header {header} is not a size: {printable(value, limit=60)!r}")
+        raise reply_error(
+            what, url, "", f"header {header} is not a size: {printable(value, limit=60)!r}"
+        )
     return int(text)
 
 
-def parse_file_metadata(headers: Mapping[str, str], *, redirected: bool, what: str, url: str) -> FileMetadata:
-    """X-Repo-Commit, X-Linked-Etag (else ETag), X-Linked-Size (else Content-Length) of a HEAD; missing: None."""
+def parse_file_metadata(
+    headers: Mapping[str, str], *, redirected: bool, what: str, url: str
+) -> FileMetadata:
+    """X-Repo-Commit, X-Linked-Etag (else ETag), X-Linked-Size (else Content-Length) of a HEAD;
+    missing: None.
+    """
     commit = headers.get("X-Repo-Commit")
     if commit is not None and not GIT_OID_HEX.fullmatch(commit):
-        raise reply_error(what, url, "", f"X-Repo-Commit is not a commit id: {printable(commit, limit=60)!r}")
+        raise reply_error(
+            what, url, "", f"X-Repo-Commit is not a commit id: {printable(commit, limit=60)!r}"
+        )
     etag = headers.get("X-Linked-Etag") or headers.get("ETag")
-    etag = (etag.removeprefix("W/").strip('"') or None) if etag else None  # 'W/"x"' and '"x"' both mean x
+    # 'W/"x"' and '"x"' both mean x
+    etag = (etag.removeprefix("W/").strip('"') or None) if etag else None
     if etag is not None and name_problem(etag) is not None:
-        raise reply_error(what, url, "", f"the ETag holds control characters: {printable(etag, limit=80)!r}")
+        raise reply_error(
+            what, url, "", f"the ETag holds control characters: {printable(etag, limit=80)!r}"
+        )
     size = _size(headers.get("X-Linked-Size"), header="X-Linked-Size", what=what, url=url)
     if size is None and not redirected:
         size = _size(headers.get("Content-Length"), header="Content-Length", what=what, url=url)
@@ -184,9 +231,10 @@ def parse_file_metadata(headers: Mapping[str, str], *, redirected: bool, what: s
 
 
 def next_page_url(link: str | None, *, current: str, first: str, what: str) -> str | None:
-    """The ``Link: rel="next"`` target of a listing page (None on the last). It must be the same listing as ``first``
-    (the page asked for first): the same origin and the same path, so the same repo at the same commit; another is
-    hostile (a next page that merged another repo's files into the model, or sent the token elsewhere)."""
+    """The ``Link: rel="next"`` target of a listing page (None on the last). It must be the same
+    listing as ``first`` (the page asked for first): the same origin and the same path, so the same
+    repo at the same commit; another is hostile (a next page that merged another repo's files into
+    the model, or sent the token elsewhere)."""
     if not link:
         return None
     try:
@@ -195,17 +243,21 @@ def next_page_url(link: str | None, *, current: str, first: str, what: str) -> s
     except ValueError:  # '[' without ']', a port that is not a number or out of range
         target_origin = None
     if target_origin != origin(first):
-        shown = f"{target_origin[0]}://{target_origin[1]}:{target_origin[2]}" if target_origin else "a malformed URL"
+        shown = (
+            f"{target_origin[0]}://{target_origin[1]}:{target_origin[2]}"
+            if target_origin
+            else "a malformed URL"
+        )
         raise HubReplyError(
-            f"{what}: hostile listing from {redact_url(current)}: its next page is on another origin "
-            f"({printable(shown, limit=120)}); refused, nothing was sent there",
+            f"{what}: hostile listing from {redact_url(current)}: its next page is on another"
+            f" origin ({printable(shown, limit=120)}); refused, nothing was sent there",
             hint="the Hub (or what answers at HF_ENDPOINT) must page within its own origin",
         )
     if unquote(urlsplit(target).path) != unquote(urlsplit(first).path):
         raise HubReplyError(
-            f"{what}: hostile listing from {redact_url(current)}: its next page is another listing "
-            f"({printable(redact_url(target), limit=200)}), not {urlsplit(first).path}; refused, its files are not "
-            "the model's",
+            f"{what}: hostile listing from {redact_url(current)}: its next page is another listing"
+            f" ({printable(redact_url(target), limit=200)}), not {urlsplit(first).path}; refused,"
+            " its files are not the model's",
             hint="a listing's pages must stay in one repo at one commit",
         )
     return target

@@ -1,4 +1,6 @@
-"""Serverless job output: descriptors (inline base64 or presigned links), validated, decoded in chunks."""
+"""Serverless job output: descriptors (inline base64 or presigned links), validated, decoded in
+chunks.
+"""
 
 from __future__ import annotations
 
@@ -24,28 +26,35 @@ from mdl.progress import NullProgress, Progress
 from mdl.sources.resolve import RemoteFile
 from mdl.store import fsync_dir
 
-# Base64 text decoded per step: a multiple of 4 characters, small enough that a payload of any size costs
-# a few MiB of memory (the JSON text itself is already in memory once; never hold a second full copy).
+# Base64 text decoded per step: a multiple of 4 characters, small enough that a payload of any size
+# costs a few MiB of memory (the JSON text itself is already in memory once; never hold a second
+# full copy).
 B64_CHUNK = 1 << 20
-# A job output is read whole and parsed in memory: a bound on it, checked before parsing (a platform's inline
-# results are tens of MiB at most; bigger outputs come as links).
+# A job output is read whole and parsed in memory: a bound on it, checked before parsing (a
+# platform's inline results are tens of MiB at most; bigger outputs come as links).
 MAX_JOB_OUTPUT_BYTES = 256 << 20
-_WHITESPACE = " \t\r\n\f\v"  # MIME-wrapped payloads (RFC 2045 §6.8) put a newline every 76 characters
+# MIME-wrapped payloads (RFC 2045 §6.8) put a newline every 76 characters
+_WHITESPACE = " \t\r\n\f\v"
 _DROP_WHITESPACE = str.maketrans("", "", _WHITESPACE)
 _WRAPPER_KEYS = ("files", "outputs", "results", "data")
 _PENDING = frozenset({"in_queue", "in_progress", "queued", "running", "pending", "starting"})
 _MAX_ERROR_TEXT = 300
-# Plain http is for hosts that cannot be on the public internet: a presigned link over http to anywhere
-# else would hand its signature (and the bytes) to every hop on the way. Decided by name only: no DNS.
+# Plain http is for hosts that cannot be on the public internet: a presigned link over http to
+# anywhere else would hand its signature (and the bytes) to every hop on the way. Decided by name
+# only: no DNS.
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
 # Loopback, private (RFC 1918, RFC 4193) and link-local networks.
-_LOCAL_NETS = "127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7 169.254.0.0/16 fe80::/10"
+_LOCAL_NETS = (
+    "127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7 169.254.0.0/16 fe80::/10"
+)
 _LOCAL_NETWORKS = tuple(ipaddress.ip_network(net) for net in _LOCAL_NETS.split())
 
 
 @dataclass(frozen=True)
 class InlineFile:
-    """A job output carried inside the JSON as base64 (``type = file_data``); ``data`` is never copied."""
+    """A job output carried inside the JSON as base64 (``type = file_data``); ``data`` is never
+    copied.
+    """
 
     filename: str
     data: str
@@ -56,17 +65,23 @@ class InlineFile:
 
 @dataclass(frozen=True)
 class UrlFile:
-    """A file to download: a direct/presigned URL (a ``redirect`` descriptor or an argument) or a Hub file."""
+    """A file to download: a direct/presigned URL (a ``redirect`` descriptor or an argument) or a
+    Hub file.
+    """
 
     filename: str
     url: str | None
     size: int | None
     sha256: str | None
-    where: str  # what to call it in errors (descriptor key path, the redacted URL, or the hf:// URI)
+    # what to call it in errors (descriptor key path, the redacted URL, or the hf:// URI)
+    where: str
     hub: tuple[str, str, str, str] | None = None  # (repo_type, repo, revision, path)
-    listed: RemoteFile | None = None  # a whole repo's file, as its listing named it (no HEAD needed)
-    headers: tuple[tuple[str, str], ...] = ()  # -H headers (a URL given as a SOURCE): secrets, never output
-    typed: bool = False  # the user typed the URL (a SOURCE): not a job output's link, nor a presigned s3:// GET
+    # a whole repo's file, as its listing named it (no HEAD needed)
+    listed: RemoteFile | None = None
+    # -H headers (a URL given as a SOURCE): secrets, never output
+    headers: tuple[tuple[str, str], ...] = ()
+    # the user typed the URL (a SOURCE): not a job output's link, nor a presigned s3:// GET
+    typed: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,16 +91,19 @@ class InlineCheck:  # what an inline payload decodes to (nothing of it is kept)
 
 
 def name_key(name: str) -> str:
-    """What makes two file names the same file on macOS and Windows (case and Unicode form ignored)."""
+    """What makes two file names the same file on macOS and Windows (case and Unicode form
+    ignored).
+    """
     return unicodedata.normalize("NFC", name).casefold()
 
 
 def read_job_output(source: str) -> str:
-    """The text of a job-output JSON source: a file, or stdin for ``-``; more than MAX_JOB_OUTPUT_BYTES is refused
-    before it is parsed (exit 2), and never read past that."""
+    """The text of a job-output JSON source: a file, or stdin for ``-``; more than
+    MAX_JOB_OUTPUT_BYTES is refused before it is parsed (exit 2), and never read past that."""
     where = "stdin" if source == "-" else source
     try:
-        if source == "-" and not hasattr(sys.stdin, "buffer"):  # a text stream put in its place (io.StringIO)
+        # a text stream put in its place (io.StringIO)
+        if source == "-" and not hasattr(sys.stdin, "buffer"):
             text = sys.stdin.read(MAX_JOB_OUTPUT_BYTES + 1)
             if len(text) > MAX_JOB_OUTPUT_BYTES:
                 raise _too_big(where)
@@ -103,12 +121,17 @@ def read_job_output(source: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise JobOutputError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise JobOutputError(
+            f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
 
 
 def _read_at_most(handle: BinaryIO, *, where: str) -> bytearray:
-    """All of ``handle`` within the bound: a file's size says it at once, a pipe is read to one byte past it."""
-    with contextlib.suppress(OSError, ValueError):  # no descriptor (a test's stream): read and count
+    """All of ``handle`` within the bound: a file's size says it at once, a pipe is read to one
+    byte past it.
+    """
+    # no descriptor (a test's stream): read and count
+    with contextlib.suppress(OSError, ValueError):
         found = os.fstat(handle.fileno())
         if stat.S_ISREG(found.st_mode) and found.st_size > MAX_JOB_OUTPUT_BYTES:
             raise _too_big(where)
@@ -126,16 +149,24 @@ def _too_big(where: str) -> JobOutputError:
 
 
 def parse_job_output(text: str, *, where: str) -> list[InlineFile | UrlFile]:
-    """Job output JSON → its files: a descriptor, a list, ``{"files": [...]}``, or a completed job's ``output``."""
-    if len(text) > MAX_JOB_OUTPUT_BYTES:  # text from any reader (the API's read_text too), before it is parsed
+    """Job output JSON → its files: a descriptor, a list, ``{"files": [...]}``, or a completed
+    job's ``output``.
+    """
+    # text from any reader (the API's read_text too), before it is parsed
+    if len(text) > MAX_JOB_OUTPUT_BYTES:
         raise _too_big(where)
     try:
-        doc = json.loads(text.removeprefix("\ufeff"))  # a byte-order mark, as Windows tools write, is not JSON
+        # a byte-order mark, as Windows tools write, is not JSON
+        doc = json.loads(text.removeprefix("\ufeff"))
     except json.JSONDecodeError as exc:
-        raise JobOutputError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
-    except (ValueError, RecursionError) as exc:  # a 5000-digit number, or nesting deeper than Python recurses
+        raise JobOutputError(
+            f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from exc
+    # a 5000-digit number, or nesting deeper than Python recurses
+    except (ValueError, RecursionError) as exc:
         raise JobOutputError(f"{where}: not usable JSON ({str(exc)[:120]})") from None
-    if isinstance(doc, dict) and "type" not in doc and ("output" in doc or "status" in doc):  # a platform's job record
+    # a platform's job record
+    if isinstance(doc, dict) and "type" not in doc and ("output" in doc or "status" in doc):
         doc, where = _unwrap_envelope(doc, where=where)
     found = [_descriptor(item, where=at) for item, at in _descriptors(doc, where=where)]
     _refuse_duplicates(found)
@@ -145,7 +176,11 @@ def parse_job_output(text: str, *, where: str) -> list[InlineFile | UrlFile]:
 def _unwrap_envelope(doc: dict[str, Any], *, where: str) -> tuple[Any, str]:
     """The envelope's ``output`` (and its key path), once its ``status`` says the job completed."""
     job = doc.get("id")
-    name = f"job {_one_line(str(job))}" if isinstance(job, str | int) and not isinstance(job, bool) else "the job"
+    name = (
+        f"job {_one_line(str(job))}"
+        if isinstance(job, str | int) and not isinstance(job, bool)
+        else "the job"
+    )
     if "status" in doc:
         status = doc["status"]
         if not isinstance(status, str):
@@ -156,7 +191,11 @@ def _unwrap_envelope(doc: dict[str, Any], *, where: str) -> tuple[Any, str]:
             pending = status.strip().lower() in _PENDING
             raise JobOutputError(
                 f"{where}: {name} is {_one_line(status) or repr(status)}{detail}",
-                hint="it has not finished: wait, fetch its output again, then run mdl get" if pending else None,
+                hint=(
+                    "it has not finished: wait, fetch its output again, then run mdl get"
+                    if pending
+                    else None
+                ),
             )
     if doc.get("output") is not None:
         return doc["output"], f"{where}.output"
@@ -173,8 +212,11 @@ def _error_text(error: Any) -> str:
     return _one_line(error if isinstance(error, str) else json.dumps(error, ensure_ascii=False))
 
 
-def _one_line(text: str) -> str:  # for error messages: control characters dropped, whitespace squeezed, shortened
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cs") or ch in _WHITESPACE)
+# for error messages: control characters dropped, whitespace squeezed, shortened
+def _one_line(text: str) -> str:
+    text = "".join(
+        ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cs") or ch in _WHITESPACE
+    )
     text = " ".join(text.split())
     return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "…"
 
@@ -188,8 +230,8 @@ def _descriptors(doc: Any, *, where: str) -> list[tuple[Any, str]]:
         if key is None:
             keys = ", ".join(sorted(map(str, doc))[:8]) or "none"
             raise JobOutputError(
-                f"{where}: expected a file (an object with a 'type'), a list of them, or an object with 'files' "
-                f"(keys found: {_one_line(keys)})"
+                f"{where}: expected a file (an object with a 'type'), a list of them, or an object"
+                f" with 'files' (keys found: {_one_line(keys)})"
             )
         doc, where = doc[key], f"{where}.{key}"
     if not isinstance(doc, list):
@@ -202,7 +244,9 @@ def _descriptors(doc: Any, *, where: str) -> list[tuple[Any, str]]:
 def _descriptor(item: Any, *, where: str) -> InlineFile | UrlFile:
     """One ``file_data`` or ``redirect`` descriptor, checked field by field (base64 later)."""
     if not isinstance(item, dict):
-        raise JobOutputError(f"{where}: expected an object with a 'type', got {type(item).__name__}")
+        raise JobOutputError(
+            f"{where}: expected an object with a 'type', got {type(item).__name__}"
+        )
     kind = item.get("type")
     if kind not in ("file_data", "redirect"):
         shown = _one_line(repr(kind))
@@ -213,9 +257,13 @@ def _descriptor(item: Any, *, where: str) -> InlineFile | UrlFile:
     filename = safe_file_name(filename, where=f"{where}.filename")
     size = item.get("size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-        raise JobOutputError(f"{where}.size: expected a whole number of bytes, got {_one_line(repr(size))}")
+        raise JobOutputError(
+            f"{where}.size: expected a whole number of bytes, got {_one_line(repr(size))}"
+        )
     sha256 = item.get("sha256")
-    if sha256 is not None and (not isinstance(sha256, str) or not SHA256_HEX.fullmatch(sha256.lower())):
+    if sha256 is not None and (
+        not isinstance(sha256, str) or not SHA256_HEX.fullmatch(sha256.lower())
+    ):
         raise JobOutputError(f"{where}.sha256: expected 64 hex digits")
     sha256 = sha256.lower() if sha256 else None
     if kind == "file_data":
@@ -233,12 +281,15 @@ def _descriptor(item: Any, *, where: str) -> InlineFile | UrlFile:
 
 
 def is_local_host(host: str) -> bool:
-    """Whether ``host`` is loopback, private or link-local by its name or address alone (no DNS lookup)."""
+    """Whether ``host`` is loopback, private or link-local by its name or address alone (no DNS
+    lookup).
+    """
     host = host.strip("[]").rstrip(".").lower()
     if not host:
         return False
     try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])  # without an IPv6 zone ("fe80::1%eth0")
+        # without an IPv6 zone ("fe80::1%eth0")
+        address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         # Single-label names ("minio") resolve only through local search domains.
         return host == "localhost" or "." not in host or host.endswith(_LOCAL_SUFFIXES)
@@ -247,27 +298,37 @@ def is_local_host(host: str) -> bool:
     return any(address in net for net in _LOCAL_NETWORKS)
 
 
-ACCEPTED_URLS = "mdl takes https:// URLs, and http:// ones to loopback or private hosts (localhost, 10.x, 192.168.x)"
+ACCEPTED_URLS = (
+    "mdl takes https:// URLs, and http:// ones to loopback or private hosts (localhost, 10.x,"
+    " 192.168.x)"
+)
 
 
 def check_url(url: str, *, where: str) -> None:
-    """An http(s) URL as ``paths.is_http_url`` has it, plain http only to a loopback/private host, else UsageError."""
+    """An http(s) URL as ``paths.is_http_url`` has it, plain http only to a loopback/private
+    host, else UsageError.
+    """
     if not is_http_url(url):  # `where` names it: the URL itself (get), or its key (a job output)
-        scheme = "http://" if url[:7].lower() == "http://" else "https://"  # the one it was written as
+        # the one it was written as
+        scheme = "http://" if url[:7].lower() == "http://" else "https://"
         raise UsageError(
-            f"{where}: not a valid {scheme} URL (it needs a host, a port up to 65535 if any, no spaces)",
+            f"{where}: not a valid {scheme} URL (it needs a host, a port up to 65535 if any, no"
+            " spaces)",
             hint=ACCEPTED_URLS,
         )
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.scheme == "http" and not is_local_host(host):
         raise UsageError(
-            f"{where}: plain http:// is only allowed to loopback or private hosts, not {host}; use https://"
+            f"{where}: plain http:// is only allowed to loopback or private hosts, not {host}; use"
+            " https://"
         )
 
 
 def _refuse_duplicates(items: list[InlineFile | UrlFile]) -> None:
-    """Two descriptors with one file name would overwrite each other (also on case-insensitive disks)."""
+    """Two descriptors with one file name would overwrite each other (also on case-insensitive
+    disks).
+    """
     seen: dict[str, str] = {}
     for item in items:
         first = seen.setdefault(name_key(item.filename), item.where)
@@ -279,7 +340,9 @@ def _refuse_duplicates(items: list[InlineFile | UrlFile]) -> None:
 
 
 def iter_base64(data: str, *, where: str) -> Iterator[bytes]:
-    """Decode base64 text a chunk at a time: strict alphabet and padding, ASCII whitespace ignored."""
+    """Decode base64 text a chunk at a time: strict alphabet and padding, ASCII whitespace
+    ignored.
+    """
     carry = ""
     ended = False  # a group with '=' padding was seen: only whitespace may follow
     for start in range(0, len(data), B64_CHUNK):
@@ -300,11 +363,15 @@ def iter_base64(data: str, *, where: str) -> Iterator[bytes]:
             decoded = base64.b64decode(block, validate=True)
         except ValueError as exc:  # binascii.Error is one
             raise JobOutputError(f"{where}.data: not valid base64 ({exc})") from None
-        # validate=True accepts '=' only at the end of what it is given; across chunks we check it ourselves.
+        # validate=True accepts '=' only at the end of what it is given; across chunks we check it
+        # ourselves.
         ended = block.endswith("=")
         yield decoded
     if carry:
-        raise JobOutputError(f"{where}.data: not valid base64 (incorrect padding: {len(carry)} character(s) left over)")
+        raise JobOutputError(
+            f"{where}.data: not valid base64 (incorrect padding: {len(carry)} character(s) left"
+            " over)"
+        )
 
 
 def decoded_size(item: InlineFile) -> int:
@@ -319,8 +386,11 @@ def check_inline(
     digest = hashlib.sha256()
     size = 0
     key = f"check:{item.filename}"
-    progress = progress or NullProgress()  # a big payload takes seconds to decode: its bar moves meanwhile
-    progress.start(key, label=f"checking {item.filename}", total=decoded_size(item), path=item.filename)
+    # a big payload takes seconds to decode: its bar moves meanwhile
+    progress = progress or NullProgress()
+    progress.start(
+        key, label=f"checking {item.filename}", total=decoded_size(item), path=item.filename
+    )
     for chunk in iter_base64(item.data, where=item.where):
         digest.update(chunk)
         size += len(chunk)
@@ -328,30 +398,49 @@ def check_inline(
     progress.finish(key, ok=True)
     actual = digest.hexdigest()
     if item.size is not None and item.size != size:
-        raise IntegrityError(f"{item.where}: the job output says {item.size} bytes, its data decodes to {size}")
+        raise IntegrityError(
+            f"{item.where}: the job output says {item.size} bytes, its data decodes to {size}"
+        )
     if item.sha256 is not None and item.sha256 != actual:
-        raise IntegrityError(f"{item.where}: sha256 mismatch: the job output says {item.sha256}, the data is {actual}")
+        raise IntegrityError(
+            f"{item.where}: sha256 mismatch: the job output says {item.sha256}, the data is"
+            f" {actual}"
+        )
     if expected_sha256 is not None and expected_sha256 != actual:
-        raise IntegrityError(f"{item.where}: sha256 mismatch: --sha256 says {expected_sha256}, the data is {actual}")
+        raise IntegrityError(
+            f"{item.where}: sha256 mismatch: --sha256 says {expected_sha256}, the data is {actual}"
+        )
     return InlineCheck(size, actual)
 
 
 def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress: Progress) -> None:
-    """Decode ``item`` chunk by chunk into a temp file beside ``target``, then move it into place atomically."""
+    """Decode ``item`` chunk by chunk into a temp file beside ``target``, then move it into place
+    atomically.
+    """
     label = item.filename
     progress.start(label, label=label, total=check.size, path=label)  # belongs to no model
-    # Dot-prefixed and in the target's folder: invisible to scanners, and the rename stays atomic. Its length
-    # is what path_problem keeps room for, so a name that passed the check always fits here too.
+    # Dot-prefixed and in the target's folder: invisible to scanners, and the rename stays atomic.
+    # Its length is what path_problem keeps room for, so a name that passed the check always fits
+    # here too.
     tmp = target.with_name(temp_name(target.name))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        flags = (
+            os.O_WRONLY
+            | os.O_CREAT
+            | os.O_EXCL
+            | getattr(os, "O_NOFOLLOW", 0)
+            | getattr(os, "O_CLOEXEC", 0)
+        )
         fd = os.open(tmp, flags, 0o666)  # the umask applies, as for any file open() creates
     except OSError as exc:
         progress.finish(label, ok=False, message=str(exc.strerror or exc))
-        raise LocalFSError(f"{item.where}: cannot write into {target.parent}: {exc.strerror or exc}") from exc
+        raise LocalFSError(
+            f"{item.where}: cannot write into {target.parent}: {exc.strerror or exc}"
+        ) from exc
     try:
-        # check_inline verified a first decoding; what is installed is this second one, so it is checked too.
+        # check_inline verified a first decoding; what is installed is this second one, so it is
+        # checked too.
         digest, size = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as handle:
             for chunk in iter_base64(item.data, where=item.where):
@@ -361,7 +450,8 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
                 progress.advance(label, len(chunk))
             handle.flush()
             os.fsync(handle.fileno())
-        if (size, digest.hexdigest()) != (check.size, check.sha256):  # the data is immutable: a bug if so
+        # the data is immutable: a bug if so
+        if (size, digest.hexdigest()) != (check.size, check.sha256):
             raise IntegrityError(f"{item.where}: decoded differently on the second pass")
         tmp.replace(target)
         fsync_dir(target.parent)
@@ -369,7 +459,9 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
         with contextlib.suppress(OSError):
             tmp.unlink()
         if not isinstance(exc, OSError):
-            progress.finish(label, ok=False, message=exc.message if isinstance(exc, MdlError) else "interrupted")
+            progress.finish(
+                label, ok=False, message=exc.message if isinstance(exc, MdlError) else "interrupted"
+            )
             raise
         progress.finish(label, ok=False, message=str(exc.strerror or exc))
         raise LocalFSError(f"{item.where}: cannot write {target}: {exc.strerror or exc}") from exc

@@ -1,5 +1,6 @@
-"""Logins for direct URLs from a netrc file (``$NETRC``, ``~/.netrc``), read with the stdlib as curl, wget and aria2c
-read it: Basic auth for the URL's host (or the ``default`` entry), never for Hub, S3 or signed URLs."""
+"""Logins for direct URLs from a netrc file (``$NETRC``, ``~/.netrc``), read with the stdlib as
+curl, wget and aria2c read it: Basic auth for the URL's host (or the ``default`` entry), never for
+Hub, S3 or signed URLs."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ MAX_NETRC_BYTES = 1 << 20  # logins for a few thousand hosts: a bigger file is n
 
 @dataclass(frozen=True)
 class NetrcLogins:
-    """The netrc file's logins by host (lower case), or why it is not used (``problem``: said as a warning)."""
+    """The netrc file's logins by host (lower case), or why it is not used (``problem``: said as
+    a warning).
+    """
 
     path: Path | None = None
     logins: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # host → (login, password)
@@ -29,13 +32,18 @@ class NetrcLogins:
     secrets: Secrets = field(default_factory=Secrets, compare=False, repr=False)
 
     def authorization(self, url: str, headers: Mapping[str, str]) -> str | None:
-        """The ``Authorization`` value for a direct URL, or None: the netrc names neither its host nor a default, or
-        the URL already carries a credential (an Authorization header, which wins as with curl -H; userinfo; a
-        signed query such as a presigned S3 URL's, which a second credential would break)."""
+        """The ``Authorization`` value for a direct URL, or None: the netrc names neither its host
+        nor a default, or the URL already carries a credential (an Authorization header, which wins
+        as with curl -H; userinfo; a signed query such as a presigned S3 URL's, which a second
+        credential would break)."""
         if not self.logins or any(name.lower() == "authorization" for name in headers):
             return None
         parts = urlsplit(url)
-        if parts.scheme.lower() not in ("http", "https") or "@" in parts.netloc or is_signed_url(url):
+        if (
+            parts.scheme.lower() not in ("http", "https")
+            or "@" in parts.netloc
+            or is_signed_url(url)
+        ):
             return None
         found = self.logins.get((parts.hostname or "").lower()) or self.logins.get(_DEFAULT)
         if found is None:
@@ -47,20 +55,25 @@ class NetrcLogins:
 
 
 def read_netrc(path: Path | None, secrets: Secrets | None = None) -> NetrcLogins:
-    """The logins in ``path``; a missing file is no logins, a broken or unreadable one is no logins and a ``problem``
-    naming the file (and line): mdl reads it unasked, as curl --netrc-optional and wget do, so it never stops a run."""
+    """The logins in ``path``; a missing file is no logins, a broken or unreadable one is no logins
+    and a ``problem`` naming the file (and line): mdl reads it unasked, as curl --netrc-optional and
+    wget do, so it never stops a run."""
     if path is None:
         return NetrcLogins()
     try:
-        read_small_file(path, limit=MAX_NETRC_BYTES)  # a FIFO or a device is no netrc: never waited on or read whole
-        parsed = netrc.netrc(str(path))  # an explicit file: the stdlib skips its ~/.netrc permission check, as curl
+        # a FIFO or a device is no netrc: never waited on or read whole
+        read_small_file(path, limit=MAX_NETRC_BYTES)
+        # an explicit file: the stdlib skips its ~/.netrc permission check, as curl
+        parsed = netrc.netrc(str(path))
     except FileNotFoundError:
         return NetrcLogins(path)
     except netrc.NetrcParseError as exc:
         # Never the parser's words: they quote the token it stumbled on, which may be a password.
         # (The stdlib counts the line break after the token it stumbled on: "near".)
         near = f" near line {exc.lineno}" if exc.lineno else ""
-        return _unused(path, f"{shown_path(str(exc.filename or path))}: cannot parse this netrc file{near}")
+        return _unused(
+            path, f"{shown_path(str(exc.filename or path))}: cannot parse this netrc file{near}"
+        )
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
         return _unused(path, f"{shown_path(str(path))}: cannot read this netrc file ({why})")

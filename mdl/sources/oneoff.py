@@ -1,5 +1,6 @@
-"""``mdl get``'s SOURCE arguments (and ``-i`` lists) → the one-off files they stand for (https URLs, ``hf://`` files
-and whole repos listed at one commit, ``s3://`` objects, serverless job-output JSON), where each is saved, checked."""
+"""``mdl get``'s SOURCE arguments (and ``-i`` lists) → the one-off files they stand for (https URLs,
+``hf://`` files and whole repos listed at one commit, ``s3://`` objects, serverless job-output
+JSON), where each is saved, checked."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ from mdl.store import REPLACEABLE, creatable_problem, hub_source, not_a_file, no
 log = logging.getLogger("mdl.get")
 Source = InlineFile | UrlFile
 Parsed = Source | HfUri  # what a SOURCE argument stands for: files, or a whole Hub repo
-MAX_SOURCE_LINE = 64 * 1024  # longer than any URL a server takes (8-64 KiB): a list line past it is not a source
+# longer than any URL a server takes (8-64 KiB): a list line past it is not a source
+MAX_SOURCE_LINE = 64 * 1024
 
 
 def read_sources(
@@ -55,10 +57,14 @@ def read_sources(
     progress: Progress,
     secrets: Secrets | None = None,
 ) -> list[Parsed]:
-    """The SOURCE arguments and the ``-i`` list's, Hub page URLs read as their hf://, each parsed (parse_sources)."""
+    """The SOURCE arguments and the ``-i`` list's, Hub page URLs read as their hf://, each parsed
+    (parse_sources).
+    """
     combined = combined_sources(sources, input_file=input_file, read_text=read_text)
     combined = read_hub_pages(combined, endpoint=endpoint, progress=progress)
-    return parse_sources(combined, read_text=read_text, named=named, headers=headers, secrets=secrets)
+    return parse_sources(
+        combined, read_text=read_text, named=named, headers=headers, secrets=secrets
+    )
 
 
 def parse_sources(
@@ -69,16 +75,19 @@ def parse_sources(
     headers: tuple[tuple[str, str], ...] = (),
     secrets: Secrets | None = None,
 ) -> list[Parsed]:
-    """Every SOURCE argument → the files it stands for, or a whole Hub repo; ``named``: -o gives the file its name;
-    ``headers`` (-H) go with the http(s) URLs given, as a catalog's ``headers`` go with its ``url`` files; every URL
-    read (given, in a job output, presigned for s3://) registered in ``secrets``."""
+    """Every SOURCE argument → the files it stands for, or a whole Hub repo; ``named``: -o gives the
+    file its name; ``headers`` (-H) go with the http(s) URLs given, as a catalog's ``headers`` go
+    with its ``url`` files; every URL read (given, in a job output, presigned for s3://) registered
+    in ``secrets``."""
     found: list[Parsed] = []
     for source in sources:
         if source.lower().startswith(("https://", "http://")):
             shown = redact_url(source)
             check_url(source, where=shown)
             name = "" if named else url_basename(source, where=shown)
-            found.append(UrlFile(name, source, None, None, where=shown, headers=headers, typed=True))
+            found.append(
+                UrlFile(name, source, None, None, where=shown, headers=headers, typed=True)
+            )
         elif source.startswith("hf://"):
             uri = parse_hf_uri(source)
             if uri.path is None:
@@ -98,41 +107,62 @@ def parse_sources(
 
 
 def read_source_list(source: str, *, read_text: Callable[[str], str]) -> list[str]:
-    """``-i FILE`` (``-`` = stdin), as aria2c -i and wget -i read one: a SOURCE a line, surrounding blanks dropped,
-    blank lines and ``#`` comment lines skipped."""
+    """``-i FILE`` (``-`` = stdin), as aria2c -i and wget -i read one: a SOURCE a line, surrounding
+    blanks dropped, blank lines and ``#`` comment lines skipped."""
     if source != "-" and not os.path.lexists(source):
-        raise UsageError(f"-i {source}: no such file", hint="-i FILE names a list of sources, one a line")
+        raise UsageError(
+            f"-i {source}: no such file", hint="-i FILE names a list of sources, one a line"
+        )
     try:
         text = read_text(source)
     except MdlError as exc:  # unreadable, not UTF-8, too big: said of the list
         exc.message, exc.hint = f"-i {exc.message}", "-i FILE names a list of sources, one a line"
         raise
     listed: list[str] = []
-    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):  # a BOM: lists saved by Notepad
+    # a BOM: lists saved by Notepad
+    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
         if len(line := line.strip()) > MAX_SOURCE_LINE:
             shown = "stdin" if source == "-" else source
-            raise UsageError(f"-i {shown}:{number}: a line of {len(line):,} characters is not a source")
+            raise UsageError(
+                f"-i {shown}:{number}: a line of {len(line):,} characters is not a source"
+            )
         if line and not line.startswith("#"):
             listed.append(line)
     return listed
 
 
-def combined_sources(sources: Sequence[str], *, input_file: str | None, read_text: Callable[[str], str]) -> list[str]:
+def combined_sources(
+    sources: Sequence[str], *, input_file: str | None, read_text: Callable[[str], str]
+) -> list[str]:
     """The SOURCE arguments, then the ``-i`` list's; stdin is read at most once, for one of them."""
     listed = read_source_list(input_file, read_text=read_text) if input_file is not None else []
     if input_file == "-" and "-" in (*sources, *listed):
-        raise UsageError("-i - reads the list of sources from stdin, so '-' (a job output on stdin) cannot be one")
+        raise UsageError(
+            "-i - reads the list of sources from stdin, so '-' (a job output on stdin) cannot"
+            " be one"
+        )
     combined = [*sources, *listed]
     if not combined:
-        where = f" ({input_file if input_file != '-' else 'stdin'} lists none)" if input_file is not None else ""
-        raise UsageError(f"get: no source given{where}", hint="name a URL, an hf:// file or repo, or a job output")
+        where = (
+            f" ({input_file if input_file != '-' else 'stdin'} lists none)"
+            if input_file is not None
+            else ""
+        )
+        raise UsageError(
+            f"get: no source given{where}",
+            hint="name a URL, an hf:// file or repo, or a job output",
+        )
     if combined.count("-") > 1:
         raise UsageError("'-' (stdin) can be given only once")
     return combined
 
 
-def list_repos(items: Sequence[Parsed], hub: Hub, *, include: Sequence[str], exclude: Sequence[str]) -> list[Source]:
-    """Every whole repo among ``items`` → its (filtered) files at one commit; a name get cannot save is exit 2."""
+def list_repos(
+    items: Sequence[Parsed], hub: Hub, *, include: Sequence[str], exclude: Sequence[str]
+) -> list[Source]:
+    """Every whole repo among ``items`` → its (filtered) files at one commit; a name get cannot
+    save is exit 2.
+    """
     found: list[Source] = []
     for item in items:
         if not isinstance(item, HfUri):
@@ -144,7 +174,9 @@ def list_repos(items: Sequence[Parsed], hub: Hub, *, include: Sequence[str], exc
         for file in resolve_model(spec, hub=hub, environ={}).files:
             ref = (item.repo_type, item.repo, file.commit or spec.revision, file.path)
             where = hub_source(item.repo, item.repo_type, item.revision, file.path)
-            one = UrlFile(file.path, None, file.size, file.sha256, where, ref, replace(file, model=""))
+            one = UrlFile(
+                file.path, None, file.size, file.sha256, where, ref, replace(file, model="")
+            )
             try:
                 save_parts(one)
             except UnsafePathError as exc:
@@ -155,27 +187,34 @@ def list_repos(items: Sequence[Parsed], hub: Hub, *, include: Sequence[str], exc
 
 
 def save_parts(item: Source) -> list[str]:
-    """Where a file goes under ``-d``, as path components (a Hub file keeps its folders), each held to the rule for
-    one file name: names from URLs and the Hub are as untrusted as a job's."""
+    """Where a file goes under ``-d``, as path components (a Hub file keeps its folders), each held
+    to the rule for one file name: names from URLs and the Hub are as untrusted as a job's."""
     keeps_folders = isinstance(item, UrlFile) and item.hub is not None
     names = item.filename.split("/") if keeps_folders else [item.filename]
     return [safe_file_name(name, where=f"{item.where}: its file name") for name in names]
 
 
-def save_targets(items: Sequence[Source], *, output: Path | None, directory: Path, force: bool) -> list[Path]:
-    """Where each file goes; refuses unsafe names, two files at one place, and what is not a file in the way: a
-    folder or a device always, a FIFO or a socket unless ``force`` (it is replaced, never opened)."""
+def save_targets(
+    items: Sequence[Source], *, output: Path | None, directory: Path, force: bool
+) -> list[Path]:
+    """Where each file goes; refuses unsafe names, two files at one place, and what is not a file in
+    the way: a folder or a device always, a FIFO or a socket unless ``force`` (it is replaced, never
+    opened)."""
     targets: list[Path] = []
-    files: dict[str, str] = {}  # name key → source: two sources at one place (case and Unicode form ignored, as
-    folders: dict[str, str] = {}  # on macOS and Windows), or a file where another's folder must be, are refused
+    # name key → source: two sources at one place (case and Unicode form ignored, as
+    files: dict[str, str] = {}
+    # on macOS and Windows), or a file where another's folder must be, are refused
+    folders: dict[str, str] = {}
     for item in items:
         if output is not None:
             target = output
-            # os.path.isdir: a name the filesystem refuses (too long, ...) is no folder; creatable_problem names it
+            # os.path.isdir: a name the filesystem refuses (too long, ...) is no folder;
+            # creatable_problem names it
             if os.path.isdir(target):  # noqa: PTH112
                 raise UsageError(f"-o {output}: is a folder; use -d {output} to save into it")
             problem = path_problem(target.name)  # the same rule as for names from servers
-            if problem is None and reserved_by_mdl(target.name):  # get keeps its state in the folder's .mdl/
+            # get keeps its state in the folder's .mdl/
+            if problem is None and reserved_by_mdl(target.name):
                 problem = RESERVED_WHY
             if problem is not None:
                 raise UnsafePathError(f"-o {output}: cannot be used as a file name: {problem}")
@@ -185,16 +224,24 @@ def save_targets(items: Sequence[Source], *, output: Path | None, directory: Pat
             target = directory.joinpath(*parts)
         kind = not_a_file(target)
         if kind is not None and not (force and kind in REPLACEABLE):
-            hint = "--force to replace it" if kind in REPLACEABLE else f"mdl never replaces {kind} with a file"
+            hint = (
+                "--force to replace it"
+                if kind in REPLACEABLE
+                else f"mdl never replaces {kind} with a file"
+            )
             raise not_a_file_error(target, kind, where=f"{item.where}: ", hint=hint)
         problem = creatable_problem(target)  # before any byte is fetched or written
         if problem is not None:
-            raise LocalFSError(f"{shown_path(item.where)}: cannot be saved at {shown_path(target)}: {problem}")
+            raise LocalFSError(
+                f"{shown_path(item.where)}: cannot be saved at {shown_path(target)}: {problem}"
+            )
         key, where = name_key("/".join(parts)), item.where
         if key in files:
             raise UsageError(f"{where} and {files[key]} would both be saved as {target}")
         if key in folders:
-            raise UsageError(f"{where} would be saved as {target}, where {folders[key]} needs a folder")
+            raise UsageError(
+                f"{where} would be saved as {target}, where {folders[key]} needs a folder"
+            )
         for depth in range(1, len(parts)):
             folder = name_key("/".join(parts[:depth]))
             if folder in files:
@@ -205,12 +252,18 @@ def save_targets(items: Sequence[Source], *, output: Path | None, directory: Pat
     return targets
 
 
-def check_payloads(items: Sequence[Source], *, sha256: str | None, progress: Progress) -> dict[int, InlineCheck]:
-    """Decode every inline payload once without keeping it; refuse the whole job if any is wrong (lowest code wins)."""
+def check_payloads(
+    items: Sequence[Source], *, sha256: str | None, progress: Progress
+) -> dict[int, InlineCheck]:
+    """Decode every inline payload once without keeping it; refuse the whole job if any is wrong
+    (lowest code wins).
+    """
     checks: dict[int, InlineCheck] = {}
     errors: list[MdlError] = []
     inline = {index: item for index, item in enumerate(items) if isinstance(item, InlineFile)}
-    progress.begin(total_bytes=sum(decoded_size(item) for item in inline.values()), files=len(inline))
+    progress.begin(
+        total_bytes=sum(decoded_size(item) for item in inline.values()), files=len(inline)
+    )
     for index, item in inline.items():
         try:
             checks[index] = check_inline(item, expected_sha256=sha256, progress=progress)

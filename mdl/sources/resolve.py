@@ -1,4 +1,6 @@
-"""Catalog entries to concrete remote files (Hub, direct URLs, the record offline), and their mirror URLs."""
+"""Catalog entries to concrete remote files (Hub, direct URLs, the record offline), and their
+mirror URLs.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +11,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from mdl.catalog import MIRROR_FIELDS, FileSpec, ModelSpec, Placeholder, expand_headers, fill_template, parse_template
+from mdl.catalog import (
+    MIRROR_FIELDS,
+    FileSpec,
+    ModelSpec,
+    Placeholder,
+    expand_headers,
+    fill_template,
+    parse_template,
+)
 from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, path_clash, path_problem
 from mdl.redact import printable, redact_url
@@ -21,20 +31,26 @@ if TYPE_CHECKING:
     from mdl.transfer import Opening
 
 log = logging.getLogger("mdl.mirrors")
-SAFE_IN_URL = {"model": "", "path": "/", "repo": "/", "revision": ""}  # fields quoted in http(s) mirror URLs
+# fields quoted in http(s) mirror URLs
+SAFE_IN_URL = {"model": "", "path": "/", "repo": "/", "revision": ""}
 
 
 @dataclass(frozen=True)
 class XetRef:
-    """A Hub file stored in Xet: its Xet file hash (64 lowercase hex) and where its read token is asked for."""
+    """A Hub file stored in Xet: its Xet file hash (64 lowercase hex) and where its read token is
+    asked for.
+    """
 
     hash: str
-    token_url: str  # {endpoint}/api/{type}s/{repo}/xet-read-token/{commit}: the Hub token may go there
+    # {endpoint}/api/{type}s/{repo}/xet-read-token/{commit}: the Hub token may go there
+    token_url: str
 
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One concrete file to fetch: where from, what it must be, and where it goes in the model folder."""
+    """One concrete file to fetch: where from, what it must be, and where it goes in the model
+    folder.
+    """
 
     model: str
     path: str  # save path inside the model folder (validated)
@@ -46,21 +62,30 @@ class RemoteFile:
     commit: str | None = None
     source: str = ""  # redacted, for records and output
     hub: bool = False  # the Hub token may go to the Hub origin for this file
-    headers: tuple[tuple[str, str], ...] = ()  # direct-URL headers, expanded (secrets: never output)
-    # The user typed this direct URL (a SOURCE, the catalog, its lock): only such a URL gets their headers and a netrc
-    # login (mdl.download.session.credentials); one a document, a listing or a mirror named never does.
+    # direct-URL headers, expanded (secrets: never output)
+    headers: tuple[tuple[str, str], ...] = ()
+    # The user typed this direct URL (a SOURCE, the catalog, its lock): only such a URL gets their
+    # headers and a netrc login (mdl.download.session.credentials); one a document, a listing or a
+    # mirror named never does.
     typed: bool = False
     size_pinned: bool = True  # False when the size is only what a probe of a direct URL saw
     revision: str | None = None  # the branch/tag asked for (Hub files), for refs/ in the HF cache
     repo: str | None = None  # owner/name (Hub files), for mirror URL templates
-    located: str | None = None  # where a probe found it answering ranges (the download need not ask again)
-    opening: Opening | None = field(default=None, compare=False)  # that probe's answer, its first bytes unread
-    # The model's model.sig: its bytes are proved by their own signature, so a mirror may serve it with no hash.
+    # where a probe found it answering ranges (the download need not ask again)
+    located: str | None = None
+    # that probe's answer, its first bytes unread
+    opening: Opening | None = field(default=None, compare=False)
+    # The model's model.sig: its bytes are proved by their own signature, so a mirror may serve it
+    # with no hash.
     signature: bool = False
-    signed: SignedFile | None = None  # what the model's verified signature says of the file (checked as it arrives)
-    staged: Path | None = field(default=None, compare=False)  # its verified bytes, already here (the signature)
-    staged_retries: tuple[str, ...] = field(default=(), compare=False)  # what fetching them had to retry, or warned
-    xet: XetRef | None = None  # a Hub file stored in Xet (its listing, its HEAD or the lock said so)
+    # what the model's verified signature says of the file (checked as it arrives)
+    signed: SignedFile | None = None
+    # its verified bytes, already here (the signature)
+    staged: Path | None = field(default=None, compare=False)
+    # what fetching them had to retry, or warned
+    staged_retries: tuple[str, ...] = field(default=(), compare=False)
+    # a Hub file stored in Xet (its listing, its HEAD or the lock said so)
+    xet: XetRef | None = None
 
 
 @dataclass(frozen=True)
@@ -92,58 +117,85 @@ def resolve_model(
     if trust is not None and trust.installed_as not in {f.path for f in files}:
         files.append(resolve_file(spec.name, signature_spec(spec, trust), hub=hub, environ=environ))
     commits = {remote.commit for remote in files if remote.commit}
-    resolved = ResolvedModel(spec.name, None, commits.pop() if len(commits) == 1 else None, tuple(files))
+    resolved = ResolvedModel(
+        spec.name, None, commits.pop() if len(commits) == 1 else None, tuple(files)
+    )
     return marked_signature(spec, resolved)
 
 
 def marked_signature(spec: ModelSpec, model: ResolvedModel) -> ResolvedModel:
-    """The model with its signature file marked (its own signature proves its bytes: a mirror may serve it)."""
+    """The model with its signature file marked (its own signature proves its bytes: a mirror may
+    serve it).
+    """
     if spec.signature is None:
         return model
     path = spec.signature.installed_as
-    return replace(model, files=tuple(replace(f, signature=True) if f.path == path else f for f in model.files))
+    return replace(
+        model, files=tuple(replace(f, signature=True) if f.path == path else f for f in model.files)
+    )
 
 
 def signature_spec(spec: ModelSpec, trust: Trust) -> FileSpec:
-    """The model's model.sig as a file entry: its URL, or its path in the repo its (one) Hub repo files are in."""
+    """The model's model.sig as a file entry: its URL, or its path in the repo its (one) Hub repo
+    files are in.
+    """
     where = f"models.{spec.name}.signature.file"
     if trust.file_is_url:
         return FileSpec(where, url=trust.file, save_as=trust.installed_as)
     if spec.repo is not None:  # a whole repo
-        return FileSpec(where, repo=spec.repo, path=trust.file, revision=spec.revision, repo_type=spec.repo_type)
-    first = spec.files[0]  # the catalog's reader made sure every file is in this repo at this revision
-    return FileSpec(where, repo=first.repo, path=trust.file, revision=first.revision, repo_type=first.repo_type)
+        return FileSpec(
+            where, repo=spec.repo, path=trust.file, revision=spec.revision, repo_type=spec.repo_type
+        )
+    # the catalog's reader made sure every file is in this repo at this revision
+    first = spec.files[0]
+    return FileSpec(
+        where, repo=first.repo, path=trust.file, revision=first.revision, repo_type=first.repo_type
+    )
 
 
 def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     assert spec.repo is not None
-    commit = hub.commit_of(spec.repo, repo_type=spec.repo_type, revision=spec.revision, what=spec.name)
+    commit = hub.commit_of(
+        spec.repo, repo_type=spec.repo_type, revision=spec.revision, what=spec.name
+    )
     listing = hub.list_files(spec.repo, repo_type=spec.repo_type, commit=commit, what=spec.name)
     items = sorted(selected(spec, listing, key=lambda item: item.path), key=lambda item: item.path)
-    signature = spec.signature.file if spec.signature is not None and not spec.signature.file_is_url else None
-    if signature is not None and signature not in {item.path for item in items}:  # fetched, selected or not
+    signature = (
+        spec.signature.file
+        if spec.signature is not None and not spec.signature.file_is_url
+        else None
+    )
+    # fetched, selected or not
+    if signature is not None and signature not in {item.path for item in items}:
         items.extend(item for item in listing if item.path == signature)
         items.sort(key=lambda item: item.path)
     del listing  # the chosen entries are all that is kept
     for item in items:
-        # Listing paths are server bytes (a mirror could send '../x'): the one name rule, before any byte is
-        # fetched; a name that fails it refuses the whole model as a bad reply (exit 5), like any other.
+        # Listing paths are server bytes (a mirror could send '../x'): the one name rule, before any
+        # byte is fetched; a name that fails it refuses the whole model as a bad reply (exit 5),
+        # like any other.
         if (problem := path_problem(item.path)) is not None:
             raise HubReplyError(
-                f"{spec.name}: the listing of {spec.repo} names a file mdl cannot save, "
-                f"'{printable(item.path, limit=120)}': {problem}; the model was refused before anything was fetched"
+                f"{spec.name}: the listing of {spec.repo} names a file mdl cannot save,"
+                f" '{printable(item.path, limit=120)}': {problem}; the model was refused before"
+                " anything was fetched"
             )
     if (problem := listing_clash([item.path for item in items])) is not None:
         raise HubReplyError(
-            f"{spec.name}: the listing of {spec.repo} {problem}; the model was refused before anything was fetched",
-            hint="an exclude pattern (the catalog's exclude, get's --exclude) leaves one of them out",
+            f"{spec.name}: the listing of {spec.repo} {problem}; the model was refused before"
+            " anything was fetched",
+            hint=(
+                "an exclude pattern (the catalog's exclude, get's --exclude) leaves one of them out"
+            ),
         )
     file_url = hub.file_urls(spec.repo, repo_type=spec.repo_type, revision=commit)
-    token_url = xet_token_url(hub.endpoint, spec.repo, spec.repo_type, commit)  # one for the listing's Xet files
+    # one for the listing's Xet files
+    token_url = xet_token_url(hub.endpoint, spec.repo, spec.repo_type, commit)
     files: list[RemoteFile] = []
     items.reverse()
     while items:
-        item = items.pop()  # each entry let go as its file is made: memory holds the files, not both
+        # each entry let go as its file is made: memory holds the files, not both
+        item = items.pop()
         files.append(
             RemoteFile(
                 model=spec.name,
@@ -157,28 +209,41 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
                 hub=True,
                 revision=spec.revision,
                 repo=spec.repo,
-                xet=XetRef(item.xet_hash, token_url) if item.xet_hash and item.lfs is not None else None,
+                xet=(
+                    XetRef(item.xet_hash, token_url)
+                    if item.xet_hash and item.lfs is not None
+                    else None
+                ),
             )
         )
     if not files:
         patterns = ", ".join(spec.include) or "*"
-        raise NotFoundError(f"{spec.name}: no files in {spec.repo}@{spec.revision} match include = [{patterns}]")
+        raise NotFoundError(
+            f"{spec.name}: no files in {spec.repo}@{spec.revision} match include = [{patterns}]"
+        )
     if spec.signature is not None and spec.signature.installed_as not in {f.path for f in files}:
-        trust = spec.signature  # not in the listing (a mirror may have it: publish --sign), or a URL
+        # not in the listing (a mirror may have it: publish --sign), or a URL
+        trust = spec.signature
         if trust.file_is_url:
             files.append(resolve_file(spec.name, signature_spec(spec, trust), hub=None, environ={}))
         else:
-            url, source = file_url(trust.file), hub_source(spec.repo, spec.repo_type, commit, trust.file)
-            sig = RemoteFile(spec.name, trust.file, url, commit=commit, source=source, hub=True, repo=spec.repo)
+            url, source = (
+                file_url(trust.file),
+                hub_source(spec.repo, spec.repo_type, commit, trust.file),
+            )
+            sig = RemoteFile(
+                spec.name, trust.file, url, commit=commit, source=source, hub=True, repo=spec.repo
+            )
             files.append(replace(sig, revision=spec.revision))
     return ResolvedModel(spec.name, spec.revision, commit, tuple(files))
 
 
 def listing_clash(paths: Sequence[str]) -> str | None:
-    """The one rule for the files of one listing (every consumer: pull, get, lock, resolve): why they cannot all be
-    saved as files of one model, or None: a path named twice, or a file that is also another's folder. Names that
-    differ only in case or Unicode form are two files, as on the Hub and on Linux (``get`` refuses them for its own
-    folders, which a user may share with macOS or Windows)."""
+    """The one rule for the files of one listing (every consumer: pull, get, lock, resolve): why
+    they cannot all be saved as files of one model, or None: a path named twice, or a file that is
+    also another's folder. Names that differ only in case or Unicode form are two files, as on the
+    Hub and on Linux (``get`` refuses them for its own folders, which a user may share with macOS or
+    Windows)."""
     seen: set[str] = set()
     for path in paths:
         if path in seen:
@@ -187,11 +252,18 @@ def listing_clash(paths: Sequence[str]) -> str | None:
     clash = path_clash(seen)
     if clash is None:
         return None
-    return f"has {printable(clash[0], limit=120)!r} as a file and as the folder of {printable(clash[1], limit=120)!r}"
+    return (
+        f"has {printable(clash[0], limit=120)!r} as a file and as the folder of"
+        f" {printable(clash[1], limit=120)!r}"
+    )
 
 
-def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mapping[str, str]) -> RemoteFile:
-    """One explicit file: a direct URL as given, or a Hub file pinned to the commit its metadata names."""
+def resolve_file(
+    model: str, file: FileSpec, *, hub: Hub | None, environ: Mapping[str, str]
+) -> RemoteFile:
+    """One explicit file: a direct URL as given, or a Hub file pinned to the commit its metadata
+    names.
+    """
     # A one-off `get hf://owner/name/path` has no model: it is named by its repo and path.
     what = f"{model}/{file.save_path}" if model or file.repo is None else f"{file.repo}/{file.path}"
     if file.url is not None:
@@ -208,7 +280,9 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
     assert file.repo is not None and file.path is not None and hub is not None
     repo_type = file.repo_type or "model"
     revision = file.revision or "main"
-    meta = hub.file_metadata(file.repo, file.path, repo_type=repo_type, revision=revision, what=what)
+    meta = hub.file_metadata(
+        file.repo, file.path, repo_type=repo_type, revision=revision, what=what
+    )
     sha256 = meta.etag if meta.etag and SHA256_HEX.fullmatch(meta.etag) else None
     git_oid = meta.etag if meta.etag and GIT_OID_HEX.fullmatch(meta.etag) else None
     if file.sha256 and sha256 and file.sha256 != sha256:
@@ -217,11 +291,15 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
             hint=f"update {file.key_path}.sha256 or pin {file.key_path}.revision",
         )
     if file.size is not None and meta.size is not None and file.size != meta.size:
-        raise IntegrityError(f"{what}: the catalog expects {file.size} bytes but {file.repo} has {meta.size}")
+        raise IntegrityError(
+            f"{what}: the catalog expects {file.size} bytes but {file.repo} has {meta.size}"
+        )
     return RemoteFile(
         model=model,
         path=file.save_path,
-        url=hub.file_url(file.repo, file.path, repo_type=repo_type, revision=meta.commit or revision),
+        url=hub.file_url(
+            file.repo, file.path, repo_type=repo_type, revision=meta.commit or revision
+        ),
         size=meta.size if meta.size is not None else file.size,
         sha256=file.sha256 or sha256,
         git_oid=git_oid,
@@ -235,10 +313,12 @@ def resolve_file(model: str, file: FileSpec, *, hub: Hub | None, environ: Mappin
 
 
 def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedModel:
-    """HF_HUB_OFFLINE: the files as last recorded, plus catalog files never fetched (they will fail offline)."""
+    """HF_HUB_OFFLINE: the files as last recorded, plus catalog files never fetched (they will
+    fail offline).
+    """
     recorded = record.files if record is not None else {}
-    # The model's files: what the last pull expected (an unfinished one fails offline, by name), as recorded where
-    # it was; records from before expected sets know only what they recorded.
+    # The model's files: what the last pull expected (an unfinished one fails offline, by name), as
+    # recorded where it was; records from before expected sets know only what they recorded.
     expected = record.expected if record is not None and record.expected is not None else recorded
     files: list[RemoteFile] = []
     for path, want in expected.items():
@@ -255,7 +335,8 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
                 etag=rec.etag if rec is not None else None,
                 commit=rec.commit if rec is not None else None,
                 source=one.source,
-                revision=ref_revision(spec, record, path),  # a verified file keeps its ref offline too
+                # a verified file keeps its ref offline too
+                revision=ref_revision(spec, record, path),
             )
         )
     names = {f.path for f in files}
@@ -264,10 +345,19 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
             in_hub = hub_source(file.repo or "", file.repo_type or "model", None, file.path or "")
             source = redact_url(file.url) if file.url else in_hub
             files.append(
-                RemoteFile(spec.name, file.save_path, url="", size=file.size, sha256=file.sha256, source=source)
+                RemoteFile(
+                    spec.name,
+                    file.save_path,
+                    url="",
+                    size=file.size,
+                    sha256=file.sha256,
+                    source=source,
+                )
             )
     if not files or (spec.is_snapshot and not recorded):  # a snapshot is its record's files
-        raise NetworkError(f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before")
+        raise NetworkError(
+            f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before"
+        )
     revision, commit = (record.revision, record.commit) if record else (None, None)
     return ResolvedModel(spec.name, revision, commit, tuple(files))
 
@@ -280,27 +370,47 @@ def with_probe(
     located: str | None = None,
     opening: Opening | None = None,
 ) -> RemoteFile:
-    """The file with what a probe learned (size, validator, where it answered a range, its unread answer)."""
+    """The file with what a probe learned (size, validator, where it answered a range, its unread
+    answer).
+    """
     if remote.size is not None:
         return replace(remote, etag=remote.etag or etag, located=located, opening=opening)
-    return replace(remote, size=size, etag=remote.etag or etag, size_pinned=False, located=located, opening=opening)
+    return replace(
+        remote,
+        size=size,
+        etag=remote.etag or etag,
+        size_pinned=False,
+        located=located,
+        opening=opening,
+    )
 
 
 def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[str, str]]:
-    """(template, URL) of the file on each mirror whose template it can fill (values URL-quoted, but not in s3://
-    keys: those are quoted when signed); none without a sha256 or git blob id, as a mirror's bytes must be checked."""
+    """(template, URL) of the file on each mirror whose template it can fill (values URL-quoted, but
+    not in s3:// keys: those are quoted when signed); none without a sha256 or git blob id, as a
+    mirror's bytes must be checked."""
     if not templates or not (remote.sha256 or remote.git_oid or remote.signature):
         return []
-    raw = {name: getattr(remote, name) or "" for name in MIRROR_FIELDS}  # each a RemoteFile attribute of that name
+    # each a RemoteFile attribute of that name
+    raw = {name: getattr(remote, name) or "" for name in MIRROR_FIELDS}
     quoted = {**raw, **{key: quote(raw[key], safe=safe) for key, safe in SAFE_IN_URL.items()}}
     urls: list[tuple[str, str]] = []
     for template in templates:
         values = raw if template.startswith("s3://") else quoted
-        # checked when the settings were read: parsing again only splits it (a template is never str.format-ed)
+        # checked when the settings were read: parsing again only splits it (a template is never
+        # str.format-ed)
         parts = parse_template(template, fields=MIRROR_FIELDS, where="mirror")
-        missing = sorted({p.name for p in parts if isinstance(p, Placeholder) and not values.get(p.name)})
+        missing = sorted(
+            {p.name for p in parts if isinstance(p, Placeholder) and not values.get(p.name)}
+        )
         if missing:
-            log.debug("%s/%s: mirror %s needs %s, which this file lacks", remote.model, remote.path, template, missing)
+            log.debug(
+                "%s/%s: mirror %s needs %s, which this file lacks",
+                remote.model,
+                remote.path,
+                template,
+                missing,
+            )
             continue
         urls.append((template, fill_template(parts, values)))
     return urls

@@ -1,4 +1,6 @@
-"""``s3://`` through boto3 (``mdl[s3]``, imported on use): a HEAD, then the engine fetches a presigned GET URL."""
+"""``s3://`` through boto3 (``mdl[s3]``, imported on use): a HEAD, then the engine fetches a
+presigned GET URL.
+"""
 
 from __future__ import annotations
 
@@ -19,13 +21,15 @@ from mdl.sources.joboutput import UrlFile
 log = logging.getLogger("mdl.s3")
 
 EXTRA_HINT = "pip install 'mdl[s3]'"
-# A presigned link must outlive the slowest download of one file (the engine cannot sign again); SigV4 allows
-# up to 7 days, and temporary credentials end the link earlier anyway.
+# A presigned link must outlive the slowest download of one file (the engine cannot sign again);
+# SigV4 allows up to 7 days, and temporary credentials end the link earlier anyway.
 PRESIGN_SECONDS = 12 * 3600
-# botocore's "standard" retries (503 SlowDown, 500s, resets, with backoff): 5 attempts unless AWS_MAX_ATTEMPTS says
+# botocore's "standard" retries (503 SlowDown, 500s, resets, with backoff): 5 attempts unless
+# AWS_MAX_ATTEMPTS says
 RETRY_ATTEMPTS = 5
-# Bucket names as S3 defines them (3-63 lowercase letters, digits, dots and hyphens, a letter or digit at both
-# ends); compatibles that allow more (uppercase, underscores) are served by the same rule relaxed a little.
+# Bucket names as S3 defines them (3-63 lowercase letters, digits, dots and hyphens, a letter or
+# digit at both ends); compatibles that allow more (uppercase, underscores) are served by the same
+# rule relaxed a little.
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 _MULTIPART_ETAG = re.compile(r'^"?[0-9a-fA-F]{32}-\d+"?$')
 _NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "NotFound", "404", "410"}
@@ -46,25 +50,33 @@ class S3Object:
 
 
 def parse_s3_uri(uri: str) -> S3Object:
-    """``s3://bucket/key`` → the object; anything else (no key, a folder, a bad bucket name) is refused (exit 2)."""
+    """``s3://bucket/key`` → the object; anything else (no key, a folder, a bad bucket name) is
+    refused (exit 2).
+    """
     shown = safe_text(uri)
     if not uri.startswith("s3://"):
         raise UsageError(f"{shown}: expected s3://bucket/key")
     bucket, _, key = uri[len("s3://") :].partition("/")
     if not _BUCKET.match(bucket) or ".." in bucket:
-        raise UsageError(f"{shown}: {printable(bucket)!r} is not a bucket name; expected s3://bucket/key")
+        raise UsageError(
+            f"{shown}: {printable(bucket)!r} is not a bucket name; expected s3://bucket/key"
+        )
     if not key:
         raise UsageError(f"{shown}: names a bucket, not an object; expected s3://bucket/key")
     if key.endswith("/"):
         raise UsageError(f"{shown}: names a folder, not an object; give the object's key")
     if printable(key) != key or len(key.encode("utf-8", "surrogatepass")) > 1024:
-        raise UsageError(f"{shown}: not a valid object key (control characters, or longer than 1024 bytes)")
+        raise UsageError(
+            f"{shown}: not a valid object key (control characters, or longer than 1024 bytes)"
+        )
     return S3Object(bucket, key)
 
 
 @dataclass(frozen=True)
 class S3Prefix:
-    """A place in a bucket: ``s3://bucket`` or ``s3://bucket/some/prefix`` (``prefix`` without its slashes)."""
+    """A place in a bucket: ``s3://bucket`` or ``s3://bucket/some/prefix`` (``prefix`` without
+    its slashes).
+    """
 
     bucket: str
     prefix: str
@@ -73,11 +85,17 @@ class S3Prefix:
         return "/".join(p for p in (self.prefix, *parts) if p)
 
     def uri(self, *parts: str) -> str:
-        return f"s3://{self.bucket}/{self.key(*parts)}" if (self.prefix or parts) else f"s3://{self.bucket}"
+        return (
+            f"s3://{self.bucket}/{self.key(*parts)}"
+            if (self.prefix or parts)
+            else f"s3://{self.bucket}"
+        )
 
 
 def parse_s3_prefix(uri: str, *, what: str = "--to") -> S3Prefix:
-    """``s3://bucket[/prefix]`` → where to publish; a bad bucket, ``..`` or an empty segment is refused (exit 2)."""
+    """``s3://bucket[/prefix]`` → where to publish; a bad bucket, ``..`` or an empty segment is
+    refused (exit 2).
+    """
     shown = safe_text(uri)
     if not uri.startswith("s3://"):
         raise UsageError(f"{what}: expected s3://bucket/prefix, got {shown!r}")
@@ -85,34 +103,43 @@ def parse_s3_prefix(uri: str, *, what: str = "--to") -> S3Prefix:
     if not _BUCKET.match(bucket) or ".." in bucket:
         raise UsageError(f"{what}: {printable(bucket)!r} is not a bucket name in {shown!r}")
     prefix = prefix.strip("/")
-    if (prefix and any(seg in ("", ".", "..") for seg in prefix.split("/"))) or printable(prefix) != prefix:
-        raise UsageError(f"{what}: {shown!r} has an empty, '.' or '..' segment or a control character")
+    if (prefix and any(seg in ("", ".", "..") for seg in prefix.split("/"))) or printable(
+        prefix
+    ) != prefix:
+        raise UsageError(
+            f"{what}: {shown!r} has an empty, '.' or '..' segment or a control character"
+        )
     if any(ch in prefix for ch in "{}?#"):
         place = f"s3://{bucket}/{prefix.split('{', 1)[0].rstrip('/')}"
         raise UsageError(
             f"{what}: {shown!r} is a template or a URL, not a place in a bucket",
             hint=f"publish to {place}; nodes pull with {place.rstrip('/')}/{{model}}/{{path}}",
         )
-    if len(prefix.encode("utf-8", "surrogatepass")) > 512:  # room left for <model>/<path> in a 1024-byte key
+    # room left for <model>/<path> in a 1024-byte key
+    if len(prefix.encode("utf-8", "surrogatepass")) > 512:
         raise UsageError(f"{what}: the prefix of {shown!r} is too long (at most 512 bytes)")
     return S3Prefix(bucket, prefix)
 
 
 def s3_client(*, endpoint: str | None = None, secrets: Secrets | None = None) -> Any:
-    """A boto3 S3 client from the standard credential chain (unsigned without credentials: public buckets; the secret
-    ones registered in the run's ``secrets``)."""
+    """A boto3 S3 client from the standard credential chain (unsigned without credentials: public
+    buckets; the secret ones registered in the run's ``secrets``)."""
     try:
         import boto3
         import botocore.exceptions
         from botocore import UNSIGNED
         from botocore.config import Config
     except ImportError:
-        raise UsageError(f"s3:// sources need boto3, which is not installed: {EXTRA_HINT}", hint=EXTRA_HINT) from None
+        raise UsageError(
+            f"s3:// sources need boto3, which is not installed: {EXTRA_HINT}", hint=EXTRA_HINT
+        ) from None
     try:
         session = boto3.session.Session()
         credentials = session.get_credentials()
     except botocore.exceptions.ProfileNotFound as exc:
-        raise UsageError(f"S3: {safe_text(str(exc))}", hint="check AWS_PROFILE and ~/.aws/config") from None
+        raise UsageError(
+            f"S3: {safe_text(str(exc))}", hint="check AWS_PROFILE and ~/.aws/config"
+        ) from None
     except botocore.exceptions.BotoCoreError as exc:
         raise AuthError(f"S3: cannot read the AWS credentials: {safe_text(str(exc))}") from None
     retries: dict[str, Any] = {"mode": "standard"}
@@ -140,7 +167,9 @@ def s3_error(exc: BaseException, *, what: str) -> MdlError:
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):
         if type(exc).__name__ == "NoCredentialsError":
-            return AuthError(f"{what}: no AWS credentials", hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID")
+            return AuthError(
+                f"{what}: no AWS credentials", hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID"
+            )
         return NetworkError(f"{what}: {safe_text(str(exc), limit=300)}")
     error = response.get("Error") or {}
     code = str(error.get("Code") or "")
@@ -154,7 +183,10 @@ def s3_error(exc: BaseException, *, what: str) -> MdlError:
             f"{what}: access denied ({detail})",
             hint="check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID) and the bucket's policy",
         )
-    elif code in {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"} or status == 503:
+    elif (
+        code in {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
+        or status == 503
+    ):
         made = NetworkError(f"{what}: the store is still throttling after its retries ({detail})")
     else:
         made = NetworkError(f"{what}: the store refused ({detail})")
@@ -164,7 +196,9 @@ def s3_error(exc: BaseException, *, what: str) -> MdlError:
 
 
 @contextmanager
-def s3_errors(what: str, adjust: Callable[[BaseException, MdlError], MdlError] | None = None) -> Iterator[None]:
+def s3_errors(
+    what: str, adjust: Callable[[BaseException, MdlError], MdlError] | None = None
+) -> Iterator[None]:
     """botocore's failures as ours (``s3_error``), each passed through ``adjust``."""
     import botocore.exceptions
 
@@ -176,11 +210,14 @@ def s3_errors(what: str, adjust: Callable[[BaseException, MdlError], MdlError] |
 
 
 def head_s3(client: Any, obj: S3Object) -> dict[str, Any]:
-    """The object's metadata (size, ETag, checksum); a 404 says whether the bucket or the key is missing."""
+    """The object's metadata (size, ETag, checksum); a 404 says whether the bucket or the key is
+    missing.
+    """
     import botocore.exceptions
 
     def adjust(_: BaseException, error: MdlError) -> MdlError:
-        if isinstance(error, NotFoundError):  # a HEAD reply has no body to say whether the bucket or the key is missing
+        # a HEAD reply has no body to say whether the bucket or the key is missing
+        if isinstance(error, NotFoundError):
             try:
                 client.head_bucket(Bucket=obj.bucket)
                 missing = f"no such key in bucket {printable(obj.bucket)!r}"
@@ -190,21 +227,32 @@ def head_s3(client: Any, obj: S3Object) -> dict[str, Any]:
                     missing = f"no such bucket {printable(obj.bucket)!r}"
             error.message = f"{safe_text(obj.uri)}: {missing}"
             error.args = (error.message,)
-        if isinstance(error, AuthError) and client.meta.config.signature_version is botocore.UNSIGNED:
-            error.hint = "no AWS credentials were found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        if (
+            isinstance(error, AuthError)
+            and client.meta.config.signature_version is botocore.UNSIGNED
+        ):
+            error.hint = (
+                "no AWS credentials were found: set AWS_PROFILE, or"
+                " AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+            )
         return error
 
     with s3_errors(safe_text(obj.uri), adjust):
-        head: dict[str, Any] = client.head_object(Bucket=obj.bucket, Key=obj.key, ChecksumMode="ENABLED")
+        head: dict[str, Any] = client.head_object(
+            Bucket=obj.bucket, Key=obj.key, ChecksumMode="ENABLED"
+        )
     return head
 
 
 def sha256_of_head(head: dict[str, Any]) -> str | None:
-    """The object's SHA-256 as hex when the store keeps a full-object one (a multipart object's is of its parts')."""
+    """The object's SHA-256 as hex when the store keeps a full-object one (a multipart object's
+    is of its parts').
+    """
     value = head.get("ChecksumSHA256")
     if not isinstance(value, str) or "-" in value or head.get("ChecksumType") == "COMPOSITE":
         return None
-    if _MULTIPART_ETAG.match(str(head.get("ETag") or "")):  # compatibles may leave both marks out: "<md5>-N" says it
+    # compatibles may leave both marks out: "<md5>-N" says it
+    if _MULTIPART_ETAG.match(str(head.get("ETag") or "")):
         return None
     try:
         digest = base64.b64decode(value, validate=True)
@@ -222,19 +270,27 @@ def presign_get(client: Any, obj: S3Object) -> str:
 
 
 def s3_source(uri: str, *, named: bool = False, secrets: Secrets | None = None) -> UrlFile:
-    """An ``s3://`` argument of ``mdl get``: a presigned URL, the HEAD's size and SHA-256 (``named``: by -o)."""
+    """An ``s3://`` argument of ``mdl get``: a presigned URL, the HEAD's size and SHA-256
+    (``named``: by -o).
+    """
     obj = parse_s3_uri(uri)
     client = s3_client(secrets=secrets)
     head = head_s3(client, obj)
     size, name = head.get("ContentLength"), "" if named else obj.key.rsplit("/", 1)[-1]
     size = size if isinstance(size, int) else None
-    return UrlFile(name, presign_get(client, obj), size, sha256_of_head(head), where=safe_text(obj.uri))
+    return UrlFile(
+        name, presign_get(client, obj), size, sha256_of_head(head), where=safe_text(obj.uri)
+    )
 
 
 class S3Signer:
-    """Presigned GETs for ``s3://`` mirror URLs: one client per endpoint for the run (one costs tens of ms)."""
+    """Presigned GETs for ``s3://`` mirror URLs: one client per endpoint for the run (one costs
+    tens of ms).
+    """
 
-    def __init__(self, endpoints: dict[str, str] | None = None, *, secrets: Secrets | None = None) -> None:
+    def __init__(
+        self, endpoints: dict[str, str] | None = None, *, secrets: Secrets | None = None
+    ) -> None:
         self._endpoints = endpoints or {}  # mirror template → its catalog endpoint
         self._secrets = secrets
         self._clients: dict[str | None, Any] = {}
@@ -263,7 +319,9 @@ _CODE_WORDS = {
 
 
 def s3_reason(text: str | None, status: int | None) -> str | None:
-    """What an S3 error reply to a presigned request says, in a few words (its XML ``<Code>``), or None."""
+    """What an S3 error reply to a presigned request says, in a few words (its XML ``<Code>``),
+    or None.
+    """
     found = _ERROR_CODE.search(text or "")
     if found is None:
         return None

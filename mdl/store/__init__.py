@@ -1,7 +1,15 @@
-"""The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free space, partial files,
-and the offline views of it (list, show, verify, clean, prune)."""
+"""The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free
+space, partial files, and the offline views of it (list, show, verify, clean, prune)."""
 
-from mdl.store.confined import not_own, open_file, read_bytes, rename, rmdir_empty, unlink, write_atomic
+from mdl.store.confined import (
+    not_own,
+    open_file,
+    read_bytes,
+    rename,
+    rmdir_empty,
+    unlink,
+    write_atomic,
+)
 from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import (
     REPLACEABLE,
@@ -48,7 +56,14 @@ from mdl.store.layout import (
 )
 from mdl.store.prune import PrunedPath, PruneReport, prune
 from mdl.store.recordqueue import RecordQueue
-from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, SignatureRecord, adopted_when_found, now_iso
+from mdl.store.records import (
+    ExpectedFile,
+    FileRecord,
+    ModelRecord,
+    SignatureRecord,
+    adopted_when_found,
+    now_iso,
+)
 from mdl.store.store import Store
 
 __all__ = [

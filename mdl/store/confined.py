@@ -1,8 +1,9 @@
-"""Files under a root mdl owns, never through a link: the root (the user's choice) may be a link; below it every
-folder is opened relative to the one above with ``O_NOFOLLOW`` and every open, rename and unlink is relative to
-its folder's descriptor, so a link planted below the root, even while mdl runs, is refused (exit 2). An existing
-file of mdl's state is trusted only if mdl made it (engine rule 14, checked in ``not_own``, the one place): a
-regular file with one link, the running user's, the same inode when opened as when looked at."""
+"""Files under a root mdl owns, never through a link: the root (the user's choice) may be a link;
+below it every folder is opened relative to the one above with ``O_NOFOLLOW`` and every open, rename
+and unlink is relative to its folder's descriptor, so a link planted below the root, even while mdl
+runs, is refused (exit 2). An existing file of mdl's state is trusted only if mdl made it (engine
+rule 14, checked in ``not_own``, the one place): a regular file with one link, the running user's,
+the same inode when opened as when looked at."""
 
 from __future__ import annotations
 
@@ -25,10 +26,11 @@ _FRESH_TRIES = 3  # a folder another run removed (empty) between our walk and ou
 
 
 def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
-    """A descriptor of ``folder`` inside ``root``, no link below ``root`` followed; ``create`` makes the missing
-    folders. UnsafePathError (exit 2) names a link on the way, LocalFSError (exit 7) a file where a folder must be.
-    Each folder is opened first and made only when missing: a walk to folders that exist (every one but a run's
-    first) costs one open per level, not a mkdir and an open."""
+    """A descriptor of ``folder`` inside ``root``, no link below ``root`` followed; ``create`` makes
+    the missing folders. UnsafePathError (exit 2) names a link on the way, LocalFSError (exit 7) a
+    file where a folder must be. Each folder is opened first and made only when missing: a walk to
+    folders that exist (every one but a run's first) costs one open per level, not a mkdir and an
+    open."""
     try:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -56,14 +58,18 @@ def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
 
 
 def _open_child(fd: int, name: str, where: Path, root: Path, *, create: bool) -> int:
-    """The folder ``name`` in the folder ``fd`` (made when missing and ``create``), never through a link."""
+    """The folder ``name`` in the folder ``fd`` (made when missing and ``create``), never through
+    a link.
+    """
     for attempt in range(_FRESH_TRIES):
         try:
             return os.open(name, _DIR_FLAGS, dir_fd=fd)
         except FileNotFoundError:
-            if not create or attempt == _FRESH_TRIES - 1:  # (removed again each time since made: give up)
+            # (removed again each time since made: give up)
+            if not create or attempt == _FRESH_TRIES - 1:
                 raise
-            with contextlib.suppress(FileExistsError):  # made by another run since we looked: opened next
+            # made by another run since we looked: opened next
+            with contextlib.suppress(FileExistsError):
                 os.mkdir(name, 0o777, dir_fd=fd)
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
@@ -72,7 +78,9 @@ def _open_child(fd: int, name: str, where: Path, root: Path, *, create: bool) ->
             with contextlib.suppress(OSError):
                 found = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if found is not None and st.S_ISLNK(found.st_mode):
-                raise UnsafePathError(f"{where} is a symbolic link; mdl never follows links inside {root}") from None
+                raise UnsafePathError(
+                    f"{where} is a symbolic link; mdl never follows links inside {root}"
+                ) from None
             raise LocalFSError(f"{where} is not a folder") from None
     raise AssertionError("unreachable")
 
@@ -87,9 +95,10 @@ def folder(root: Path, path: Path, *, create: bool = True) -> Iterator[int]:
 
 
 def not_own(found: os.stat_result) -> str | None:
-    """Why an entry where mdl keeps its state is not one mdl made (its ``lstat`` or ``fstat``), None if it may be:
-    mdl makes regular files with one link, owned by the running user. Another name of a hard link, or another
-    user's file, may be an outside file: never trusted, written, truncated or renamed through."""
+    """Why an entry where mdl keeps its state is not one mdl made (its ``lstat`` or ``fstat``), None
+    if it may be: mdl makes regular files with one link, owned by the running user. Another name of
+    a hard link, or another user's file, may be an outside file: never trusted, written, truncated
+    or renamed through."""
     if st.S_ISLNK(found.st_mode):
         return "a symbolic link"
     if (kind := kind_of(found)) is not None:
@@ -102,13 +111,18 @@ def not_own(found: os.stat_result) -> str | None:
 
 
 class ForeignEntryError(PermissionError):
-    """An entry where mdl keeps its state that mdl did not make (an OSError: whoever reads it as a record treats it
-    as an unreadable one, set aside and written anew by an atomic rename, never through it)."""
+    """An entry where mdl keeps its state that mdl did not make (an OSError: whoever reads it as a
+    record treats it as an unreadable one, set aside and written anew by an atomic rename, never
+    through it)."""
 
     def __init__(self, path: Path, why: str) -> None:
-        super().__init__(errno.EPERM, f"{path} is {why}, not a file mdl made: it is never trusted or written through")
+        super().__init__(
+            errno.EPERM,
+            f"{path} is {why}, not a file mdl made: it is never trusted or written through",
+        )
         self.path, self.why = path, why
-        # a link (symbolic or hard) or another user's file, as opposed to no file at all (a folder, a FIFO, ...)
+        # a link (symbolic or hard) or another user's file, as opposed to no file at all (a folder,
+        # a FIFO, ...)
         self.linked = why == "a symbolic link" or why.startswith(("a hard link", "another user"))
 
     def refusal(self) -> UnsafePathError:
@@ -118,10 +132,11 @@ class ForeignEntryError(PermissionError):
 
 
 def open_entry(dir_fd: int, path: Path, flags: int, mode: int = 0o644) -> int:
-    """Open the entry ``path.name`` of the folder ``dir_fd`` never following a link: a new file is made fresh
-    (``O_EXCL``); an existing one only if ``not_own`` finds it mdl's, by ``lstat`` and again by ``fstat`` of what
-    was opened (the same ``st_dev``/``st_ino``), and only then truncated if ``O_TRUNC`` asks. ForeignEntryError
-    (an OSError) names anything else; FileNotFoundError without ``O_CREAT``."""
+    """Open the entry ``path.name`` of the folder ``dir_fd`` never following a link: a new file is
+    made fresh (``O_EXCL``); an existing one only if ``not_own`` finds it mdl's, by ``lstat`` and
+    again by ``fstat`` of what was opened (the same ``st_dev``/``st_ino``), and only then truncated
+    if ``O_TRUNC`` asks. ForeignEntryError (an OSError) names anything else; FileNotFoundError
+    without ``O_CREAT``."""
     for _ in range(_FRESH_TRIES):
         try:
             before = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
@@ -138,7 +153,8 @@ def open_entry(dir_fd: int, path: Path, flags: int, mode: int = 0o644) -> int:
             raise FileExistsError(errno.EEXIST, "File exists", str(path))
         if (why := not_own(before)) is not None:
             raise ForeignEntryError(path, why)
-        # O_NONBLOCK: a FIFO put there since the lstat must not hang the run (it then fails the fstat check).
+        # O_NONBLOCK: a FIFO put there since the lstat must not hang the run (it then fails the
+        # fstat check).
         plain = flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)
         try:
             fd = os.open(path.name, plain | _NO_LINK | os.O_NONBLOCK, dir_fd=dir_fd)
@@ -150,8 +166,12 @@ def open_entry(dir_fd: int, path: Path, flags: int, mode: int = 0o644) -> int:
             raise
         try:
             found = os.fstat(fd)
-            if found.st_nlink == 0 or (found.st_dev, found.st_ino) != (before.st_dev, before.st_ino):
-                os.close(fd)  # removed, or replaced, since we looked (another run released its lock): look again
+            if found.st_nlink == 0 or (found.st_dev, found.st_ino) != (
+                before.st_dev,
+                before.st_ino,
+            ):
+                # removed, or replaced, since we looked (another run released its lock): look again
+                os.close(fd)
                 continue
             if (why := not_own(found)) is not None:
                 raise ForeignEntryError(path, why)
@@ -161,55 +181,71 @@ def open_entry(dir_fd: int, path: Path, flags: int, mode: int = 0o644) -> int:
             os.close(fd)
             raise
         return fd
-    raise FileNotFoundError(errno.ENOENT, "it keeps being removed and made while mdl opens it", str(path))
+    raise FileNotFoundError(
+        errno.ENOENT, "it keeps being removed and made while mdl opens it", str(path)
+    )
 
 
 def open_file(root: Path, path: Path, flags: int, mode: int = 0o644) -> int:
-    """Open ``path`` (inside ``root``) with ``flags``, never following a link, its own name included; an existing
-    file only if mdl made it (``open_entry``), else UnsafePathError (exit 2) naming it: never written through."""
+    """Open ``path`` (inside ``root``) with ``flags``, never following a link, its own name
+    included; an existing file only if mdl made it (``open_entry``), else UnsafePathError (exit 2)
+    naming it: never written through."""
     for attempt in range(_FRESH_TRIES):
         with folder(root, path.parent, create=bool(flags & os.O_CREAT)) as dir_fd:
             try:
                 return open_entry(dir_fd, path, flags, mode)
             except ForeignEntryError as exc:
                 if exc.why == "a symbolic link":
-                    raise UnsafePathError(f"{path} is a symbolic link; mdl never follows links inside {root}") from None
+                    raise UnsafePathError(
+                        f"{path} is a symbolic link; mdl never follows links inside {root}"
+                    ) from None
                 if not exc.linked:
                     raise  # a folder, a FIFO, ...: the OSError it is, as the caller says (exit 7)
                 raise exc.refusal() from None
             except FileNotFoundError:
-                if not flags & os.O_CREAT or os.fstat(dir_fd).st_nlink or attempt == _FRESH_TRIES - 1:
+                if (
+                    not flags & os.O_CREAT
+                    or os.fstat(dir_fd).st_nlink
+                    or attempt == _FRESH_TRIES - 1
+                ):
                     raise
     raise AssertionError("unreachable")
 
 
 def read_bytes(root: Path, path: Path, *, limit: int, head: bool = False) -> bytes:
-    """The whole of a file of mdl's state inside ``root`` (``head``: its first ``limit`` bytes), never through a
-    link, never blocking (a FIFO or device is never opened). ForeignEntryError (an OSError, as for an unreadable
-    file) names an entry mdl did not make (``not_own``); a file over ``limit`` bytes is UsageError (exit 2) naming
-    it and the limit, checked before a byte is read, never cut short into something that fails to parse."""
+    """The whole of a file of mdl's state inside ``root`` (``head``: its first ``limit`` bytes),
+    never through a link, never blocking (a FIFO or device is never opened). ForeignEntryError (an
+    OSError, as for an unreadable file) names an entry mdl did not make (``not_own``); a file over
+    ``limit`` bytes is UsageError (exit 2) naming it and the limit, checked before a byte is read,
+    never cut short into something that fails to parse."""
     with (
         folder(root, path.parent, create=False) as dir_fd,
         os.fdopen(open_entry(dir_fd, path, os.O_RDONLY), "rb") as handle,
     ):
         size = os.fstat(handle.fileno()).st_size
-        data = b"" if size > limit and not head else handle.read(limit if head else limit + 1)  # +1: it grew since
+        # +1: it grew since
+        data = b"" if size > limit and not head else handle.read(limit if head else limit + 1)
     if not head and max(size, len(data)) > limit:
         raise UsageError(
-            f"{path} is {human_size(max(size, len(data)))}, more than the {human_size(limit)} mdl reads of one of "
-            "its own files: it is not one mdl wrote",
+            f"{path} is {human_size(max(size, len(data)))}, more than the {human_size(limit)} mdl"
+            " reads of one of its own files: it is not one mdl wrote",
             hint="remove it: mdl checks again what it described",
         )
     return data
 
 
 def write_atomic(root: Path, path: Path, data: bytes) -> None:
-    """Write ``data`` beside ``path`` and rename it over, never through a link: readers see old or new, never half."""
-    tmp = f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # threads of one run may write one file
+    """Write ``data`` beside ``path`` and rename it over, never through a link: readers see old
+    or new, never half.
+    """
+    # threads of one run may write one file
+    tmp = f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     for attempt in range(_FRESH_TRIES):
         with folder(root, path.parent) as dir_fd:
             try:  # made fresh: nothing at a random name is written through
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINK, 0o666, dir_fd=dir_fd)
+                fd = os.open(
+                    tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINK, 0o666, dir_fd=dir_fd
+                )
             except FileNotFoundError:
                 if os.fstat(dir_fd).st_nlink or attempt == _FRESH_TRIES - 1:
                     raise
@@ -221,25 +257,32 @@ def write_atomic(root: Path, path: Path, data: bytes) -> None:
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=dir_fd)
-                if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):  # a folder where the file goes
+                # a folder where the file goes
+                if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
                     raise OSError(exc.errno, f"{path} is a folder, not a file") from None
                 raise
             return
 
 
 def unlink(root: Path, path: Path) -> None:
-    """Remove the entry ``path`` if it is there (a link itself, never its target; a folder never)."""
+    """Remove the entry ``path`` if it is there (a link itself, never its target; a folder
+    never).
+    """
     try:
-        with contextlib.suppress(FileNotFoundError), folder(root, path.parent, create=False) as dir_fd:
+        with (
+            contextlib.suppress(FileNotFoundError),
+            folder(root, path.parent, create=False) as dir_fd,
+        ):
             os.unlink(path.name, dir_fd=dir_fd)
     except IsADirectoryError:
         raise not_a_file_error(path, "a folder") from None
 
 
 def rename(root: Path, source: Path, target: Path, *, own: bool = True) -> None:
-    """Rename ``source`` to ``target`` inside ``root``, creating the target's folders; no link followed. ``own``: a
-    file at ``source`` must be one mdl made (``not_own``; a partial swapped for a hard link is never installed),
-    else UnsafePathError (exit 2) naming it; a folder or link is moved as the entry it is."""
+    """Rename ``source`` to ``target`` inside ``root``, creating the target's folders; no link
+    followed. ``own``: a file at ``source`` must be one mdl made (``not_own``; a partial swapped for
+    a hard link is never installed), else UnsafePathError (exit 2) naming it; a folder or link is
+    moved as the entry it is."""
     with folder(root, source.parent, create=False) as src_fd, folder(root, target.parent) as dst_fd:
         moved = os.stat(source.name, dir_fd=src_fd, follow_symlinks=False)
         if own and st.S_ISREG(moved.st_mode) and (why := not_own(moved)) is not None:
@@ -254,14 +297,19 @@ def rename(root: Path, source: Path, target: Path, *, own: bool = True) -> None:
 
 def rmdir_empty(root: Path, path: Path) -> None:
     """Remove the folder ``path`` inside ``root`` if it is empty (a link there is left alone)."""
-    with contextlib.suppress(OSError, UnsafePathError, LocalFSError), folder(root, path.parent, create=False) as dir_fd:
+    with (
+        contextlib.suppress(OSError, UnsafePathError, LocalFSError),
+        folder(root, path.parent, create=False) as dir_fd,
+    ):
         found = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
         if st.S_ISDIR(found.st_mode):
             os.rmdir(path.name, dir_fd=dir_fd)
 
 
 def entries(root: Path, path: Path) -> list[tuple[str, os.stat_result]]:
-    """The entries of the folder ``path`` inside ``root`` with their ``lstat``, sorted; none when it is missing."""
+    """The entries of the folder ``path`` inside ``root`` with their ``lstat``, sorted; none when
+    it is missing.
+    """
     try:
         with folder(root, path, create=False) as dir_fd:
             found: list[tuple[str, os.stat_result]] = []
@@ -274,7 +322,9 @@ def entries(root: Path, path: Path) -> list[tuple[str, os.stat_result]]:
 
 
 def symlink(root: Path, target: str, path: Path) -> None:
-    """Make ``path`` a symlink to ``target``, atomically replacing what is there (never following it)."""
+    """Make ``path`` a symlink to ``target``, atomically replacing what is there (never following
+    it).
+    """
     tmp = f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.mdl-tmp"
     with folder(root, path.parent) as dir_fd:
         os.symlink(target, tmp, dir_fd=dir_fd)
@@ -288,8 +338,9 @@ def symlink(root: Path, target: str, path: Path) -> None:
 
 @dataclass(frozen=True)
 class Removal:
-    """What :func:`unlink_checked` did: ``removed`` the entry (``found``: its ``lstat``, taken once it was set
-    aside), or kept it: put back, or (``kept_at``) left under its set-aside name when another entry took its name."""
+    """What :func:`unlink_checked` did: ``removed`` the entry (``found``: its ``lstat``, taken once
+    it was set aside), or kept it: put back, or (``kept_at``) left under its set-aside name when
+    another entry took its name."""
 
     removed: bool
     found: os.stat_result | None = None
@@ -297,10 +348,11 @@ class Removal:
 
 
 def unlink_checked(root: Path, path: Path, approve: Callable[[os.stat_result], bool]) -> Removal:
-    """Remove the entry ``path`` only if the object removed is one ``approve`` accepts (by its ``lstat``: the inode
-    and the size and mtime a caller checked). The entry is first renamed to a private name (atomic: whatever is
-    renamed over ``path`` from then on is left alone) and judged there, where no other program renames; one judged
-    otherwise goes back to ``path``, never over an entry that took the name meanwhile (``link``: no-replace)."""
+    """Remove the entry ``path`` only if the object removed is one ``approve`` accepts (by its
+    ``lstat``: the inode and the size and mtime a caller checked). The entry is first renamed to a
+    private name (atomic: whatever is renamed over ``path`` from then on is left alone) and judged
+    there, where no other program renames; one judged otherwise goes back to ``path``, never over an
+    entry that took the name meanwhile (``link``: no-replace)."""
     aside = f".{path.name[:64]}.{secrets.token_hex(6)}.mdl-prune"
     with folder(root, path.parent, create=False) as dir_fd:
         try:
@@ -312,7 +364,8 @@ def unlink_checked(root: Path, path: Path, approve: Callable[[os.stat_result], b
             if (st.S_ISREG(found.st_mode) or st.S_ISLNK(found.st_mode)) and approve(found):
                 os.unlink(aside, dir_fd=dir_fd)
                 return Removal(removed=True, found=found)
-        except BaseException:  # an error, a Ctrl-C, a failing judge: the object goes back before anything else
+        # an error, a Ctrl-C, a failing judge: the object goes back before anything else
+        except BaseException:
             _put_back(dir_fd, aside, path.name)
             raise
         if _put_back(dir_fd, aside, path.name):
@@ -321,13 +374,15 @@ def unlink_checked(root: Path, path: Path, approve: Callable[[os.stat_result], b
 
 
 def _put_back(dir_fd: int, aside: str, name: str) -> bool:
-    """Give the set-aside entry its name again, never over an entry that took it meanwhile; False: it keeps
-    ``aside``. A name, never the object: a link back and the private name dropped (a rename would replace)."""
+    """Give the set-aside entry its name again, never over an entry that took it meanwhile; False:
+    it keeps ``aside``. A name, never the object: a link back and the private name dropped (a rename
+    would replace)."""
     try:
         os.link(aside, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
     except FileExistsError:
         return False
-    except OSError:  # no hard link here (a folder, a filesystem without them): renamed back if the name is free
+    # no hard link here (a folder, a filesystem without them): renamed back if the name is free
+    except OSError:
         try:
             os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:

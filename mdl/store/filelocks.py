@@ -1,6 +1,7 @@
-"""Cross-process file locks through their folder's descriptor, naming their holder (as apt's), removed on release:
-``flock`` (as filelock and huggingface_hub take it) on a file mdl opens itself, never truncating or writing a file
-mdl did not make (``confined.not_own``): such a lock file of mdl's own is set aside once this run holds it."""
+"""Cross-process file locks through their folder's descriptor, naming their holder (as apt's),
+removed on release: ``flock`` (as filelock and huggingface_hub take it) on a file mdl opens itself,
+never truncating or writing a file mdl did not make (``confined.not_own``): such a lock file of
+mdl's own is set aside once this run holds it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from mdl.errors import InterruptedByUserError, LocalFSError, LockTimeoutError, MdlError, UnsafePathError
+from mdl.errors import (
+    InterruptedByUserError,
+    LocalFSError,
+    LockTimeoutError,
+    MdlError,
+    UnsafePathError,
+)
 from mdl.redact import printable
 from mdl.store import confined
 
@@ -24,7 +31,8 @@ log = logging.getLogger("mdl.store")
 
 POLL = 0.2  # seconds between tries while another run holds a lock (Ctrl-C is noticed in between)
 _RETRY = 0.05  # seconds between two tries of a lock within one poll (filelock's own interval)
-_VANISHED = 100  # times a lock's folder may go (emptied by a get) while we walk to it, before we give up
+# times a lock's folder may go (emptied by a get) while we walk to it, before we give up
+_VANISHED = 100
 
 
 @dataclass
@@ -32,11 +40,13 @@ class _Held:
     fd: int  # the lock file, open and locked
     dir_fd: int  # the lock's folder, open while it is held: the lock's path goes through it
     name: str
-    remove: bool  # mdl's own lock files go with their release; huggingface_hub's stay, as it leaves them
+    # mdl's own lock files go with their release; huggingface_hub's stay, as it leaves them
+    remove: bool
 
     def release(self) -> None:
         try:
-            # While still held: a run waiting on this file finds it unlinked and opens anew (only ours is unlinked).
+            # While still held: a run waiting on this file finds it unlinked and opens anew (only
+            # ours is unlinked).
             with contextlib.suppress(OSError):
                 if self.remove and _still_named(self.fd, self.dir_fd, self.name):
                     os.unlink(self.name, dir_fd=self.dir_fd)
@@ -49,7 +59,9 @@ class _Held:
 
 @dataclass
 class HeldLocks(contextlib.AbstractContextManager["HeldLocks"]):
-    """File locks held together, released together (in reverse order); ``with`` releases them after the block."""
+    """File locks held together, released together (in reverse order); ``with`` releases them
+    after the block.
+    """
 
     locks: list[_Held]
 
@@ -57,13 +69,17 @@ class HeldLocks(contextlib.AbstractContextManager["HeldLocks"]):
         self.release()
 
     def release(self, *, keep: int = 0) -> None:
-        """Release the locks but the first ``keep`` (1: our own per-file lock stays, the blob lock goes), last first."""
+        """Release the locks but the first ``keep`` (1: our own per-file lock stays, the blob
+        lock goes), last first.
+        """
         while len(self.locks) > keep:
             self.locks.pop().release()
 
 
 def _lock(fd: int) -> bool:
-    """One try at the exclusive lock of ``fd``: filelock's own (a ``flock``, so huggingface_hub's locks agree)."""
+    """One try at the exclusive lock of ``fd``: filelock's own (a ``flock``, so huggingface_hub's
+    locks agree).
+    """
     from filelock import lock_descriptor
 
     return bool(lock_descriptor(fd, blocking=False))
@@ -76,7 +92,9 @@ def _unlock(fd: int) -> None:
 
 
 def _still_named(fd: int, dir_fd: int, name: str) -> bool:
-    """Whether ``name`` is still the file ``fd`` has open (a run releasing a lock unlinks it while holding it)."""
+    """Whether ``name`` is still the file ``fd`` has open (a run releasing a lock unlinks it
+    while holding it).
+    """
     try:
         now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -112,21 +130,26 @@ def acquire_locks(
     on_wait: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> HeldLocks:
-    """Take locks at ``paths`` in order within one ``timeout``; ``on_wait(holder)`` once if another run holds any."""
+    """Take locks at ``paths`` in order within one ``timeout``; ``on_wait(holder)`` once if
+    another run holds any.
+    """
     held = HeldLocks([])
     deadline = time.monotonic() + timeout
     try:
         for index, where in enumerate(paths):
             waited = False
             # the first is our own per-file lock, the second huggingface_hub's blob lock
-            while (taken := _take(root, where, waited=waited, deadline=deadline, own=index == 0)) is None:
+            while (
+                taken := _take(root, where, waited=waited, deadline=deadline, own=index == 0)
+            ) is None:
                 if cancel is not None and cancel.is_set():
                     raise InterruptedByUserError(f"{label}: interrupted while waiting for a lock")
                 if waited and time.monotonic() >= deadline:
                     holder = holder_of(root, where)
                     held_by = f"{holder}; " if holder else ""
                     raise LockTimeoutError(
-                        f"{label}: another mdl run holds the lock {where} ({held_by}waited {timeout:g}s)",
+                        f"{label}: another mdl run holds the lock {where} ({held_by}waited"
+                        f" {timeout:g}s)",
                         hint="raise --lock-timeout, or check that process",
                     )
                 if on_wait is not None:  # once, however many of the locks we wait for
@@ -141,8 +164,8 @@ def acquire_locks(
 
 
 def try_lock(root: Path, where: Path) -> HeldLocks | None:
-    """The lock at ``where`` if no run holds it now, else None (clean-up never waits, nor takes a lock file that is
-    a link or no file: it leaves what that lock guards alone)."""
+    """The lock at ``where`` if no run holds it now, else None (clean-up never waits, nor takes a
+    lock file that is a link or no file: it leaves what that lock guards alone)."""
     try:
         taken = _take(root, where, waited=False, deadline=0.0, own=True)
     except (OSError, MdlError):
@@ -151,28 +174,43 @@ def try_lock(root: Path, where: Path) -> HeldLocks | None:
 
 
 def _open_lock(dir_fd: int, where: Path, *, own: bool) -> tuple[int, bool]:
-    """The lock file at ``where`` opened (made fresh if missing), and whether it may be written (mdl made it)."""
+    """The lock file at ``where`` opened (made fresh if missing), and whether it may be written
+    (mdl made it).
+    """
     try:
-        return confined.open_entry(dir_fd, where, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666), True
+        return (
+            confined.open_entry(dir_fd, where, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666),
+            True,
+        )
     except confined.ForeignEntryError as exc:
         if exc.why == "a symbolic link":
             raise OSError(errno.ELOOP, exc.why) from None
         if not exc.linked:  # a FIFO, a folder: no lock at all
             raise LocalFSError(f"cannot lock {where}: it is {exc.why}, not a file") from None
-    # Another name of a hard link, or another user's file: locked read-only (a flock writes nothing), never written.
-    # huggingface_hub's own lock (``own`` False) is only ever locked; one of mdl's is set aside once held.
+    # Another name of a hard link, or another user's file: locked read-only (a flock writes
+    # nothing), never written. huggingface_hub's own lock (``own`` False) is only ever locked; one
+    # of mdl's is set aside once held.
     try:
-        return os.open(where.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd), False
+        return (
+            os.open(
+                where.name,
+                os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                dir_fd=dir_fd,
+            ),
+            False,
+        )
     except OSError as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise confined.ForeignEntryError(where, f"a lock file mdl cannot use ({exc.strerror})").refusal() from None
+        raise confined.ForeignEntryError(
+            where, f"a lock file mdl cannot use ({exc.strerror})"
+        ).refusal() from None
 
 
 def _take(root: Path, where: Path, *, waited: bool, deadline: float, own: bool) -> _Held | None:
-    """The lock at ``where`` (at once, or within a poll once ``waited``), None while another run holds it. A lock
-    file of mdl's own that mdl did not make is set aside once held (unlinked, as a release does: a waiting run opens
-    anew) and made fresh; its other name keeps its bytes."""
+    """The lock at ``where`` (at once, or within a poll once ``waited``), None while another run
+    holds it. A lock file of mdl's own that mdl did not make is set aside once held (unlinked, as a
+    release does: a waiting run opens anew) and made fresh; its other name keeps its bytes."""
     until = time.monotonic() + (min(POLL, max(0.0, deadline - time.monotonic())) if waited else 0.0)
     vanished = 0
     while True:
@@ -191,7 +229,9 @@ def _take(root: Path, where: Path, *, waited: bool, deadline: float, own: bool) 
         except OSError as exc:  # not a lock mdl can take: never followed, never replaced
             os.close(dir_fd)
             if exc.errno == errno.ELOOP:
-                raise UnsafePathError(f"{where} is a symbolic link; mdl never follows links inside {root}") from None
+                raise UnsafePathError(
+                    f"{where} is a symbolic link; mdl never follows links inside {root}"
+                ) from None
             raise LocalFSError(f"cannot lock {where}: {exc.strerror or exc}") from None
         except BaseException:
             os.close(dir_fd)
@@ -205,7 +245,9 @@ def _take(root: Path, where: Path, *, waited: bool, deadline: float, own: bool) 
 
 
 def _try(dir_fd: int, where: Path, *, own: bool) -> _Held | None:
-    """One try at the lock in ``dir_fd`` (which the lock keeps when taken); None while another run holds it."""
+    """One try at the lock in ``dir_fd`` (which the lock keeps when taken); None while another
+    run holds it.
+    """
     while True:
         fd, writable = _open_lock(dir_fd, where, own=own)
         try:
@@ -213,17 +255,20 @@ def _try(dir_fd: int, where: Path, *, own: bool) -> _Held | None:
                 os.close(fd)
                 return None
             if not _still_named(fd, dir_fd, where.name):
-                os.close(fd)  # released (unlinked) since we opened it: the flock won goes with it; open anew
+                # released (unlinked) since we opened it: the flock won goes with it; open anew
+                os.close(fd)
                 continue
             if writable or not own:  # huggingface_hub's lock is only locked, never written
                 if writable and own:
                     _write_holder(fd)
                 return _Held(fd, dir_fd, where.name, remove=own)
             why = confined.not_own(os.fstat(fd))
-            if why is not None:  # (None: made fresh by another run since we looked; opened again, for writing)
+            # (None: made fresh by another run since we looked; opened again, for writing)
+            if why is not None:
                 log.warning("%s: set aside a lock file mdl did not make (it is %s)", where, why)
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(where.name, dir_fd=dir_fd)  # held: no run is between its open and its lock of it
+                    # held: no run is between its open and its lock of it
+                    os.unlink(where.name, dir_fd=dir_fd)
         except BaseException:
             os.close(fd)
             raise

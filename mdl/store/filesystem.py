@@ -1,4 +1,6 @@
-"""Filesystem helpers of the store: lstat, hashing, durable renames and free space (atomic writes: confined)."""
+"""Filesystem helpers of the store: lstat, hashing, durable renames and free space (atomic
+writes: confined).
+"""
 
 from __future__ import annotations
 
@@ -16,16 +18,21 @@ from mdl.paths import kind_of as kind_of  # re-exported: the store says what is 
 from mdl.paths import shown_path
 
 PATH_MAX = 4096  # bytes, with the terminating NUL, on Linux
-# What the filesystem says about a *name* (too long, not encodable, something in the way): a problem of that one
-# path, for that file or model to fail with exit 7 while the rest of the run goes on.
-NAME_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EILSEQ, errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.EINVAL})
-# What ``--force`` may replace where a user's file goes (get's targets, pack's output): an entry no program reads
-# as a file. A folder is never replaced, nor a device (``-o /dev/null`` must not unlink the device node).
+# What the filesystem says about a *name* (too long, not encodable, something in the way): a problem
+# of that one path, for that file or model to fail with exit 7 while the rest of the run goes on.
+NAME_ERRNOS = frozenset(
+    {errno.ENAMETOOLONG, errno.EILSEQ, errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.EINVAL}
+)
+# What ``--force`` may replace where a user's file goes (get's targets, pack's output): an entry no
+# program reads as a file. A folder is never replaced, nor a device (``-o /dev/null`` must not
+# unlink the device node).
 REPLACEABLE = frozenset({"a FIFO", "a socket"})
 
 
 def stat_file(path: Path) -> os.stat_result | None:
-    """``lstat`` of a destination file, or None if absent; a name the filesystem refuses is LocalFSError."""
+    """``lstat`` of a destination file, or None if absent; a name the filesystem refuses is
+    LocalFSError.
+    """
     try:
         return path.lstat()
     except (FileNotFoundError, NotADirectoryError):
@@ -37,12 +44,16 @@ def stat_file(path: Path) -> os.stat_result | None:
 
 
 def not_a_file(path: Path) -> str | None:
-    """What is at ``path`` instead of a file (``kind_of`` of its ``lstat``: a FIFO is never opened)."""
+    """What is at ``path`` instead of a file (``kind_of`` of its ``lstat``: a FIFO is never
+    opened).
+    """
     found = stat_file(path)
     return None if found is None else kind_of(found)
 
 
-def not_a_file_error(path: Path, kind: str, *, where: str = "", hint: str | None = None) -> LocalFSError:
+def not_a_file_error(
+    path: Path, kind: str, *, where: str = "", hint: str | None = None
+) -> LocalFSError:
     return LocalFSError(f"{where}{shown_path(path)} is {kind}, not a file", hint=hint)
 
 
@@ -56,7 +67,9 @@ def fsync_dir(folder: Path) -> None:
 
 
 class DirSyncs:
-    """Folders with new entries, each fsynced once per flush (before the record naming them), not once per file."""
+    """Folders with new entries, each fsynced once per flush (before the record naming them), not
+    once per file.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -75,16 +88,26 @@ class DirSyncs:
 
 
 def hash_file(
-    path: Path, *, git: bool = False, block: int = 8 * 1024 * 1024, on_bytes: Callable[[int], None] | None = None
+    path: Path,
+    *,
+    git: bool = False,
+    block: int = 8 * 1024 * 1024,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> tuple[int, str, str | None]:
-    """(size, sha256, git blob sha1 if asked) of a local file, read once; ``on_bytes(n)`` hears each block."""
-    # A FIFO, socket or device where a file was expected is refused before it is opened (it could block or act);
-    # O_NONBLOCK and fstat: one put there since must not hang the run either.
+    """(size, sha256, git blob sha1 if asked) of a local file, read once; ``on_bytes(n)`` hears
+    each block.
+    """
+    # A FIFO, socket or device where a file was expected is refused before it is opened (it could
+    # block or act); O_NONBLOCK and fstat: one put there since must not hang the run either.
     kind = kind_of(path.stat())
     if kind is not None:
         raise OSError(errno.EINVAL, f"it is {kind}, not a file", str(path))
     return hash_descriptor(
-        os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), path, git=git, block=block, on_bytes=on_bytes
+        os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC),
+        path,
+        git=git,
+        block=block,
+        on_bytes=on_bytes,
     )
 
 
@@ -96,8 +119,9 @@ def hash_descriptor(
     block: int = 8 * 1024 * 1024,
     on_bytes: Callable[[int], None] | None = None,
 ) -> tuple[int, str, str | None]:
-    """:func:`hash_file` of a file already opened (``fd``, closed here; ``path`` names it in errors): one opened
-    where no link is followed (:mod:`mdl.store.confined`) is hashed as it is, never opened again by name."""
+    """:func:`hash_file` of a file already opened (``fd``, closed here; ``path`` names it in
+    errors): one opened where no link is followed (:mod:`mdl.store.confined`) is hashed as it is,
+    never opened again by name."""
     sha = hashlib.sha256()
     with os.fdopen(fd, "rb", buffering=0) as handle:
         found = os.fstat(fd)
@@ -118,11 +142,14 @@ def hash_descriptor(
 
 
 def nearest_existing(path: Path) -> tuple[Path, os.stat_result] | None:
-    """``path`` or its nearest parent that exists, with its ``stat`` (links followed); None when none does."""
+    """``path`` or its nearest parent that exists, with its ``stat`` (links followed); None when
+    none does.
+    """
     while True:
         try:
             return path, path.stat()
-        except (FileNotFoundError, NotADirectoryError):  # not there yet (or a file on the way): look higher up
+        # not there yet (or a file on the way): look higher up
+        except (FileNotFoundError, NotADirectoryError):
             if path == path.parent:
                 return None
             path = path.parent

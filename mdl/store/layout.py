@@ -1,7 +1,8 @@
-"""Where finished files go: plain model folders under dest, or the Hugging Face cache (``--layout hf-cache``): a
-blob named by its ETag in ``blobs/``, a relative symlink ``snapshots/<commit>/<path>``, ``refs/<revision>``, as
-``hf_hub_download`` writes them; mdl's state under ``<cache>/.locks/mdl/`` (skipped by ``scan_cache_dir``, on the
-blobs' filesystem); a blob's lock is huggingface_hub's own. Direct URLs keep the plain layout."""
+"""Where finished files go: plain model folders under dest, or the Hugging Face cache (``--layout
+hf-cache``): a blob named by its ETag in ``blobs/``, a relative symlink
+``snapshots/<commit>/<path>``, ``refs/<revision>``, as ``hf_hub_download`` writes them; mdl's state
+under ``<cache>/.locks/mdl/`` (skipped by ``scan_cache_dir``, on the blobs' filesystem); a blob's
+lock is huggingface_hub's own. Direct URLs keep the plain layout."""
 
 from __future__ import annotations
 
@@ -17,16 +18,24 @@ from mdl.catalog import ModelSpec, Settings
 from mdl.errors import LocalFSError, MdlError, UsageError
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, safe_relative_path, shown_path
 from mdl.store import confined
-from mdl.store.filesystem import creatable_problem, kind_of, nearest_existing, not_a_file, not_a_file_error
+from mdl.store.filesystem import (
+    creatable_problem,
+    kind_of,
+    nearest_existing,
+    not_a_file,
+    not_a_file_error,
+)
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.store import Store
 
 _HUB_SOURCE = re.compile(
     r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)(?:@(?P<commit>[^/]+))?/(?P<path>.+)$"
 )
-BLOB_NAME = re.compile(f"{GIT_OID_HEX.pattern}|{SHA256_HEX.pattern}")  # a cache blob's name: git blob id or sha256
+# a cache blob's name: git blob id or sha256
+BLOB_NAME = re.compile(f"{GIT_OID_HEX.pattern}|{SHA256_HEX.pattern}")
 _TYPES = {None: "model", "datasets": "dataset", "spaces": "space"}
-# huggingface_hub's shared store of Xet-fetched files (huggingface_hub/utils/_shared_blobs.py, layout version 1)
+# huggingface_hub's shared store of Xet-fetched files (huggingface_hub/utils/_shared_blobs.py,
+# layout version 1)
 SHARED_STORE, SHARED_STORE_MARKER = "blobs", ".huggingface-shared-blobs"
 _REPO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _Item = TypeVar("_Item")
@@ -46,16 +55,20 @@ def hub_source(repo: str, repo_type: str, commit: str | None, path: str) -> str:
 
 
 def parse_hub_source(source: str) -> HubFileRef | None:
-    """``hf://[datasets/|spaces/]owner/name@commit/path`` parsed; None for anything else (direct URLs)."""
+    """``hf://[datasets/|spaces/]owner/name@commit/path`` parsed; None for anything else (direct
+    URLs).
+    """
     match = _HUB_SOURCE.match(source)
     if match is None:
         return None
-    return HubFileRef(_TYPES[match.group("type")], match.group("repo"), match.group("commit"), match.group("path"))
+    return HubFileRef(
+        _TYPES[match.group("type")], match.group("repo"), match.group("commit"), match.group("path")
+    )
 
 
 def signed_name(path: str, source: str) -> str:
-    """The name a model's signature gives one of its files: a Hub file's path in its repo (what its publisher
-    signed, whatever ``as`` saves it as), else its path in the model folder."""
+    """The name a model's signature gives one of its files: a Hub file's path in its repo (what its
+    publisher signed, whatever ``as`` saves it as), else its path in the model folder."""
     hub = parse_hub_source(source)
     return hub.path if hub is not None else path
 
@@ -67,24 +80,32 @@ class Placement:
     final: Path  # the atomic-rename target (a blob, in the Hugging Face cache)
     shown: Path  # the path programs open (the snapshot entry, in the Hugging Face cache)
     store: Store  # partials and locks for this file (same filesystem as ``final``)
-    lock: Path | None = None  # a lock shared with huggingface_hub; None: the store's own per-file lock
+    # a lock shared with huggingface_hub; None: the store's own per-file lock
+    lock: Path | None = None
     link: Path | None = None  # the snapshot symlink to point at ``final``
     ref: tuple[Path, str] | None = None  # refs/<revision> and the commit it must name
-    # huggingface_hub's link ``blobs/<etag>`` when ``final`` is the entry of its shared Xet store it leads to
+    # huggingface_hub's link ``blobs/<etag>`` when ``final`` is the entry of its shared Xet store it
+    # leads to
     shared_via: Path | None = None
 
     @property
     def blob(self) -> Path:
-        """The repo's ``blobs/<etag>`` entry, which the snapshot entry names (the file itself, when plain)."""
+        """The repo's ``blobs/<etag>`` entry, which the snapshot entry names (the file itself,
+        when plain).
+        """
         return self.shared_via or self.final
 
     def check_writable(self, *, label: str) -> None:
-        """Refuse (exit 7), before any byte is fetched, a file that cannot be created where it goes."""
+        """Refuse (exit 7), before any byte is fetched, a file that cannot be created where it
+        goes.
+        """
         partial, _ = self.store.part_paths("", label)
         for target in dict.fromkeys((self.final, self.shown, partial)):
             problem = creatable_problem(target)
             if problem is not None:
-                raise LocalFSError(f"{shown_path(label)}: cannot be saved at {shown_path(target)}: {problem}")
+                raise LocalFSError(
+                    f"{shown_path(label)}: cannot be saved at {shown_path(target)}: {problem}"
+                )
 
     def linked(self) -> bool:
         """Whether the snapshot entry (if any) reaches ``final``."""
@@ -106,12 +127,15 @@ class Layout:
         if self.cache_root is not None:
             check_folder(self.cache_root, what="the Hugging Face cache")
         self.cache = (
-            Store(self.cache_root, state_dir=self.cache_root / ".locks" / "mdl", keeps_revisions=True)
+            Store(
+                self.cache_root, state_dir=self.cache_root / ".locks" / "mdl", keeps_revisions=True
+            )
             if self.cache_root
             else None
         )
         self.records = self.cache or self.plain  # the store whose records describe the models
-        self.stores = [self.plain] if self.cache is None else [self.cache, self.plain]  # where partials may be
+        # where partials may be
+        self.stores = [self.plain] if self.cache is None else [self.cache, self.plain]
 
     def place(
         self,
@@ -129,10 +153,15 @@ class Layout:
             return Placement(final=final, shown=final, store=self.plain)
         label = f"{model}/{path}"
         if hub.commit is None or not GIT_OID_HEX.fullmatch(hub.commit):
-            raise UsageError(f"{label}: the Hub did not name the commit of {hub.repo}; cannot place it in the HF cache")
+            raise UsageError(
+                f"{label}: the Hub did not name the commit of {hub.repo}; cannot place it in the HF"
+                " cache"
+            )
         etag = git_oid or sha256
         if etag is None or not BLOB_NAME.fullmatch(etag):
-            raise UsageError(f"{label}: no sha256 or git blob id to name its blob in the Hugging Face cache")
+            raise UsageError(
+                f"{label}: no sha256 or git blob id to name its blob in the Hugging Face cache"
+            )
         repo_dir = self.cache.dest / repo_folder(hub.repo, hub.repo_type)
         in_repo = safe_relative_path(hub.path, where=f"{label}: path in {hub.repo}")
         link = repo_dir.joinpath("snapshots", hub.commit, *in_repo.split("/"))
@@ -141,16 +170,22 @@ class Layout:
         blob = repo_dir / "blobs" / etag
         shared = shared_blob(self.cache.dest, blob)
         via = blob if shared is not None else None
-        return Placement(shared or blob, link, self.cache, lock=lock, link=link, ref=ref, shared_via=via)
+        return Placement(
+            shared or blob, link, self.cache, lock=lock, link=link, ref=ref, shared_via=via
+        )
 
     def store_for(self, source: str) -> Store:
-        """The store a file from ``source`` goes into (its partials and locks): the cache for Hub files there."""
+        """The store a file from ``source`` goes into (its partials and locks): the cache for Hub
+        files there.
+        """
         if self.cache is not None and parse_hub_source(source) is not None:
             return self.cache
         return self.plain
 
     def ref_for(self, source: str, revision: str | None, *, label: str) -> tuple[Path, str] | None:
-        """``refs/<revision>`` in the Hugging Face cache and the commit it must name, if there is one to write."""
+        """``refs/<revision>`` in the Hugging Face cache and the commit it must name, if there is
+        one to write.
+        """
         if self.cache_root is None:
             return None
         hub = parse_hub_source(source)
@@ -159,17 +194,29 @@ class Layout:
         if not revision or revision == hub.commit:
             return None
         ref_name = safe_relative_path(revision, where=f"{label}: revision")
-        return self.cache_root.joinpath(repo_folder(hub.repo, hub.repo_type), "refs", *ref_name.split("/")), hub.commit
+        return (
+            self.cache_root.joinpath(
+                repo_folder(hub.repo, hub.repo_type), "refs", *ref_name.split("/")
+            ),
+            hub.commit,
+        )
 
     def link(self, placement: Placement) -> None:
-        """Point the snapshot entry at the blob and the ref at the commit, atomically (no-op when plain)."""
+        """Point the snapshot entry at the blob and the ref at the commit, atomically (no-op when
+        plain).
+        """
         root = placement.store.dest
         if placement.link is not None and not placement.linked():
             try:
-                confined.symlink(root, os.path.relpath(placement.blob, placement.link.parent), placement.link)
+                confined.symlink(
+                    root, os.path.relpath(placement.blob, placement.link.parent), placement.link
+                )
             except OSError as exc:
-                if (kind := not_a_file(placement.link)) is not None:  # a folder where the snapshot entry goes
-                    raise not_a_file_error(placement.link, kind, hint="remove it and pull again") from exc
+                # a folder where the snapshot entry goes
+                if (kind := not_a_file(placement.link)) is not None:
+                    raise not_a_file_error(
+                        placement.link, kind, hint="remove it and pull again"
+                    ) from exc
                 raise LocalFSError(
                     f"cannot link {placement.link} in the Hugging Face cache: {exc.strerror or exc}"
                 ) from exc
@@ -178,12 +225,14 @@ class Layout:
 
 
 def shared_blob(cache_root: Path, blob: Path) -> Path | None:
-    """The entry of huggingface_hub's shared Xet store (``<cache>/blobs/<2 hex>/<xet hash>``, huggingface_hub >= 2.4)
-    that the repo blob ``blob`` is huggingface_hub's link to, or None. Such a link is read through, a planted one never:
-    it must be relative, lead (as written, never resolved through another link) into the marked store of the same
-    cache, to a regular file reached without a link on the way; anything else is no blob to read, as before."""
+    """The entry of huggingface_hub's shared Xet store (``<cache>/blobs/<2 hex>/<xet hash>``,
+    huggingface_hub >= 2.4) that the repo blob ``blob`` is huggingface_hub's link to, or None. Such
+    a link is read through, a planted one never: it must be relative, lead (as written, never
+    resolved through another link) into the marked store of the same cache, to a regular file
+    reached without a link on the way; anything else is no blob to read, as before."""
     try:
-        if not st.S_ISLNK(os.lstat(blob).st_mode):  # (the common case, in one call: a blob file, or none yet)
+        # (the common case, in one call: a blob file, or none yet)
+        if not st.S_ISLNK(os.lstat(blob).st_mode):
             return None
         with confined.folder(cache_root, blob.parent, create=False) as dir_fd:
             if not st.S_ISLNK(os.stat(blob.name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
@@ -196,7 +245,8 @@ def shared_blob(cache_root: Path, blob: Path) -> Path | None:
     entry = store / xet_hash[:2] / xet_hash
     if Path(target).is_absolute() or not SHA256_HEX.fullmatch(xet_hash):
         return None
-    if os.path.normpath(blob.parent / target) != os.path.normpath(entry):  # as written: never through another link
+    # as written: never through another link
+    if os.path.normpath(blob.parent / target) != os.path.normpath(entry):
         return None
     try:
         marker = confined.read_bytes(cache_root, store / SHARED_STORE_MARKER, limit=16)
@@ -208,65 +258,87 @@ def shared_blob(cache_root: Path, blob: Path) -> Path | None:
 
 
 def check_folder(path: Path, *, what: str) -> None:
-    """Refuse (exit 2) a root every command would fail on: a file (or anything but a folder) at ``path`` or at the
-    first of its parents that exists. Links are followed: the root is the user's choice."""
+    """Refuse (exit 2) a root every command would fail on: a file (or anything but a folder) at
+    ``path`` or at the first of its parents that exists. Links are followed: the root is the user's
+    choice."""
     try:
         if (existing := nearest_existing(path)) is None:
             return
     except OSError:
-        return  # what the commands then say about it (permissions, a name too long) is theirs to say
+        # what the commands then say about it (permissions, a name too long) is theirs to say
+        return
     probe, found = existing
     if not st.S_ISDIR(found.st_mode):
         kind = kind_of(found) or "a file"
         where = "" if probe == path else f"cannot be created: {shown_path(probe)} "
         raise UsageError(
             f"{what} {shown_path(path)} {where}is {kind}, not a folder",
-            hint="pass --dest DIR naming a folder" if what == "the destination" else "point HF_HUB_CACHE at a folder",
+            hint=(
+                "pass --dest DIR naming a folder"
+                if what == "the destination"
+                else "point HF_HUB_CACHE at a folder"
+            ),
         )
 
 
 def ref_revision(spec: ModelSpec, record: ModelRecord | None, path: str) -> str | None:
-    """The revision whose ref names a file's commit: a snapshot's only while the catalog still asks for the revision
-    it was pulled at, else the one the file's catalog entry asks for."""
+    """The revision whose ref names a file's commit: a snapshot's only while the catalog still asks
+    for the revision it was pulled at, else the one the file's catalog entry asks for."""
     if spec.is_snapshot:
         return spec.revision if record is not None and record.revision == spec.revision else None
-    return next((f.revision or "main" for f in spec.files if f.repo is not None and f.save_path == path), None)
+    return next(
+        (f.revision or "main" for f in spec.files if f.repo is not None and f.save_path == path),
+        None,
+    )
 
 
 def write_ref(root: Path, ref: Path, commit: str) -> None:
-    """Make ``refs/<revision>`` name ``commit`` (huggingface_hub's offline reads go through it); a ref that is not
-    a regular file is exit 7, never replaced."""
+    """Make ``refs/<revision>`` name ``commit`` (huggingface_hub's offline reads go through it); a
+    ref that is not a regular file is exit 7, never replaced."""
     current = None
     try:
         found = os.lstat(ref)
         if (kind := kind_of(found)) is not None:
             hint = "remove it and pull again: huggingface_hub reads refs as files"
             raise not_a_file_error(ref, kind, where="the ref ", hint=hint)
-        # A link where a ref goes is replaced as the entry it is, never read through. Compared verbatim:
-        # huggingface_hub joins what it reads to snapshots/, so "<commit>\n" is no commit to it.
+        # A link where a ref goes is replaced as the entry it is, never read through. Compared
+        # verbatim: huggingface_hub joins what it reads to snapshots/, so "<commit>\n" is no commit
+        # to it.
         if not st.S_ISLNK(found.st_mode):
-            current = confined.read_bytes(root, ref, limit=256, head=True).decode("utf-8", "replace")
-    except (FileNotFoundError, confined.ForeignEntryError):  # a hard link or another user's: replaced, never read
+            current = confined.read_bytes(root, ref, limit=256, head=True).decode(
+                "utf-8", "replace"
+            )
+    # a hard link or another user's: replaced, never read
+    except (FileNotFoundError, confined.ForeignEntryError):
         pass
     except OSError as exc:
-        raise LocalFSError(f"cannot read the ref {ref} in the Hugging Face cache: {exc.strerror or exc}") from exc
+        raise LocalFSError(
+            f"cannot read the ref {ref} in the Hugging Face cache: {exc.strerror or exc}"
+        ) from exc
     if current == commit:
         return
     try:
-        confined.write_atomic(root, ref, commit.encode())  # no newline: huggingface_hub reads it verbatim
+        # no newline: huggingface_hub reads it verbatim
+        confined.write_atomic(root, ref, commit.encode())
     except OSError as exc:
-        raise LocalFSError(f"cannot write the ref {ref} in the Hugging Face cache: {exc.strerror or exc}") from exc
+        raise LocalFSError(
+            f"cannot write the ref {ref} in the Hugging Face cache: {exc.strerror or exc}"
+        ) from exc
 
 
 def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) -> list[FileRecord]:
-    """The files of ``revision`` already in the Hugging Face cache (offline: refs/ names the commit), by repo path."""
+    """The files of ``revision`` already in the Hugging Face cache (offline: refs/ names the
+    commit), by repo path.
+    """
     repo_dir = cache_root / repo_folder(repo, repo_type)
     commit = revision
     if not GIT_OID_HEX.fullmatch(revision):
         try:
             ref_name = safe_relative_path(revision, where="revision")
             # never blocks (a FIFO) nor follows a link; undecodable bytes are no commit
-            raw = confined.read_bytes(cache_root, repo_dir.joinpath("refs", *ref_name.split("/")), limit=256, head=True)
+            raw = confined.read_bytes(
+                cache_root, repo_dir.joinpath("refs", *ref_name.split("/")), limit=256, head=True
+            )
             commit = raw.decode("utf-8", "replace").strip()
         except (OSError, MdlError):
             return []
@@ -275,20 +347,26 @@ def cached_snapshot(cache_root: Path, repo: str, repo_type: str, revision: str) 
     snapshot = repo_dir / "snapshots" / commit
     found: list[FileRecord] = []
     for entry in sorted(snapshot.rglob("*")):
-        etag = entry.readlink().name if entry.is_symlink() else ""  # the blob's name: sha256 (LFS) or git blob id
+        # the blob's name: sha256 (LFS) or git blob id
+        etag = entry.readlink().name if entry.is_symlink() else ""
         if not BLOB_NAME.fullmatch(etag) or not entry.is_file():
             continue  # not a link into blobs/ (or a dangling one): not something we can verify
         path = entry.relative_to(snapshot).as_posix()
-        # A git file's sha256 is unknown until hashed; mtime -1 never matches: it is re-hashed before it is trusted.
+        # A git file's sha256 is unknown until hashed; mtime -1 never matches: it is re-hashed
+        # before it is trusted.
         sha256, git_oid = (etag, None) if len(etag) == 64 else ("", etag)
         source = hub_source(repo, repo_type, commit, path)
-        found.append(FileRecord(path, entry.stat().st_size, sha256, -1, source, git_oid, commit=commit))
+        found.append(
+            FileRecord(path, entry.stat().st_size, sha256, -1, source, git_oid, commit=commit)
+        )
     return found
 
 
-def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) -> ModelRecord | None:
-    """Offline, in the hf-cache layout: the files already cached added to what the record knows (re-hashed against
-    their blob names before they are trusted)."""
+def adopt_cached(
+    spec: ModelSpec, record: ModelRecord | None, cache_root: Path
+) -> ModelRecord | None:
+    """Offline, in the hf-cache layout: the files already cached added to what the record knows
+    (re-hashed against their blob names before they are trusted)."""
     known = dict(record.files) if record is not None else {}
     cached: list[FileRecord] = []  # by save path
     if spec.is_snapshot and spec.repo is not None:
@@ -297,7 +375,9 @@ def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) 
     else:
         for file in spec.files:
             if file.repo is not None and file.path is not None:
-                found = cached_snapshot(cache_root, file.repo, file.repo_type or "model", file.revision or "main")
+                found = cached_snapshot(
+                    cache_root, file.repo, file.repo_type or "model", file.revision or "main"
+                )
                 cached.extend(replace(c, path=file.save_path) for c in found if c.path == file.path)
     for entry in cached:
         known.setdefault(entry.path, entry)
@@ -306,12 +386,18 @@ def adopt_cached(spec: ModelSpec, record: ModelRecord | None, cache_root: Path) 
     return replace(record or ModelRecord(name=spec.name), files=known)
 
 
-def selected(spec: ModelSpec, items: Iterable[_Item], *, key: Callable[[_Item], str] | None = None) -> list[_Item]:
-    """The ``items`` a whole-repo entry takes by its include and exclude patterns, as huggingface_hub applies them."""
+def selected(
+    spec: ModelSpec, items: Iterable[_Item], *, key: Callable[[_Item], str] | None = None
+) -> list[_Item]:
+    """The ``items`` a whole-repo entry takes by its include and exclude patterns, as
+    huggingface_hub applies them.
+    """
     from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
 
     include, exclude = list(spec.include) or None, list(spec.exclude) or None
-    return list(filter_repo_objects(items, allow_patterns=include, ignore_patterns=exclude, key=key))
+    return list(
+        filter_repo_objects(items, allow_patterns=include, ignore_patterns=exclude, key=key)
+    )
 
 
 def repo_folder(repo: str, repo_type: str) -> str:

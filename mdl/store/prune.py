@@ -1,9 +1,10 @@
-"""``mdl prune``: remove from the destination what the catalog no longer names, and only what mdl recorded — the
-files, records and (in the Hugging Face cache) snapshot entries and blobs of models taken out of the catalog, and the
-files a model no longer names (``show``'s extra files). A file changed since mdl wrote it, a file mdl found in place
-and adopted (never wrote), anything mdl never recorded, and a model another catalog pulled (catalogs without ``dest``
-share one destination) stay. Each model is pruned holding its files' locks: a model another run is pulling is
-skipped, and a pull starting meanwhile waits. Every removal goes through :mod:`mdl.store.confined`: a planted link is
+"""``mdl prune``: remove from the destination what the catalog no longer names, and only what mdl
+recorded — the files, records and (in the Hugging Face cache) snapshot entries and blobs of models
+taken out of the catalog, and the files a model no longer names (``show``'s extra files). A file
+changed since mdl wrote it, a file mdl found in place and adopted (never wrote), anything mdl never
+recorded, and a model another catalog pulled (catalogs without ``dest`` share one destination) stay.
+Each model is pruned holding its files' locks: a model another run is pulling is skipped, and a pull
+starting meanwhile waits. Every removal goes through :mod:`mdl.store.confined`: a planted link is
 never followed."""
 
 from __future__ import annotations
@@ -34,10 +35,14 @@ log = logging.getLogger("mdl.store")
 
 GONE = "not in the catalog"  # the reason for every file of a model taken out of the catalog
 EXTRA = "no longer part of the model"  # a recorded file the model's last pull no longer named
-EARLIER = "of another commit than the model's"  # the Hugging Face cache: a file of a commit the model moved from
-ADOPTED = "found in place, not written by mdl"  # a recorded file mdl adopted (FileRecord.adopted): kept
-OTHER_CATALOG = "pulled with another catalog: "  # + its path: a model whose record names another catalog: kept
-_REMOVED, _GONE, _KEPT, _FAILED = "removed", "gone", "kept", "failed"  # what became of one entry prune looked at
+# the Hugging Face cache: a file of a commit the model moved from
+EARLIER = "of another commit than the model's"
+# a recorded file mdl adopted (FileRecord.adopted): kept
+ADOPTED = "found in place, not written by mdl"
+# + its path: a model whose record names another catalog: kept
+OTHER_CATALOG = "pulled with another catalog: "
+# what became of one entry prune looked at
+_REMOVED, _GONE, _KEPT, _FAILED = "removed", "gone", "kept", "failed"
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,8 @@ class PrunedPath:
 
 @dataclass(frozen=True)
 class KeptPath:
-    """A path prune left alone although it sits where it worked: mdl did not write it, or it changed since;
-    ``catalog``: the other catalog whose model it is (that catalog's prune removes it)."""
+    """A path prune left alone although it sits where it worked: mdl did not write it, or it changed
+    since; ``catalog``: the other catalog whose model it is (that catalog's prune removes it)."""
 
     path: Path
     model: str | None
@@ -64,7 +69,9 @@ class KeptPath:
 
 @dataclass(frozen=True)
 class PruneReport:
-    """What prune removed (or would remove), what it kept, and the models it skipped or could not finish."""
+    """What prune removed (or would remove), what it kept, and the models it skipped or could not
+    finish.
+    """
 
     removed: tuple[PrunedPath, ...]
     kept: tuple[KeptPath, ...] = ()
@@ -98,7 +105,10 @@ class PruneReport:
             }
             for r in self.removed
         ]
-        kept = [{"path": str(k.path), "model": k.model, "reason": k.reason, "catalog": k.catalog} for k in self.kept]
+        kept = [
+            {"path": str(k.path), "model": k.model, "reason": k.reason, "catalog": k.catalog}
+            for k in self.kept
+        ]
         return {
             "ok": not self.errors,
             "dry_run": self.dry_run,
@@ -112,7 +122,9 @@ class PruneReport:
 
 @dataclass
 class _Pruning:
-    """One prune's running tally, and the paths of the files that stay (another model still uses them)."""
+    """One prune's running tally, and the paths of the files that stay (another model still uses
+    them).
+    """
 
     layout: Layout
     dry_run: bool
@@ -123,8 +135,12 @@ class _Pruning:
     errors: list[MdlError] = field(default_factory=list)
 
 
-def prune(specs: Sequence[ModelSpec], settings: Settings, *, only: str | None = None) -> PruneReport:
-    """Remove what the catalog (``specs``) no longer names and mdl recorded (``only``: that model's alone)."""
+def prune(
+    specs: Sequence[ModelSpec], settings: Settings, *, only: str | None = None
+) -> PruneReport:
+    """Remove what the catalog (``specs``) no longer names and mdl recorded (``only``: that
+    model's alone).
+    """
     layout = Layout(settings)
     catalog = {spec.name: spec for spec in specs}
     records = {name: layout.records.read_record(name) for name in recorded_models(layout.records)}
@@ -132,9 +148,11 @@ def prune(specs: Sequence[ModelSpec], settings: Settings, *, only: str | None = 
     others = {
         name: other
         for name, record in records.items()
-        if record is not None and (other := other_catalog(record, settings.catalog_path)) is not None
+        if record is not None
+        and (other := other_catalog(record, settings.catalog_path)) is not None
     }
-    used = {  # the files of the models that stay: this catalog's, and every model another catalog pulled
+    # the files of the models that stay: this catalog's, and every model another catalog pulled
+    used = {
         path
         for name, record in records.items()
         if record is not None and (name in catalog or name in others)
@@ -144,45 +162,68 @@ def prune(specs: Sequence[ModelSpec], settings: Settings, *, only: str | None = 
     for name in models:
         record = records.get(name)
         if record is None:
-            run.warnings.append(f"{name}: its record cannot be read (the log says why); its files are kept")
+            run.warnings.append(
+                f"{name}: its record cannot be read (the log says why); its files are kept"
+            )
             continue
         spec = catalog.get(name)
         paths = sorted(record.files) if spec is None else list(model_status(spec, layout).extra)
         targets = {path: record.files[path] for path in paths}
-        earlier = _earlier_unused(record, signed=spec is not None) if layout.cache is not None else {}
+        earlier = (
+            _earlier_unused(record, signed=spec is not None) if layout.cache is not None else {}
+        )
         if not (targets or earlier or spec is None):
             continue
-        if name in others:  # named by its folder in the destination, else (all in the Hugging Face cache) its record
+        # named by its folder in the destination, else (all in the Hugging Face cache) its record
+        if name in others:
             folder = layout.plain.model_dir(name)
             where = folder if os.path.lexists(folder) else layout.records.record_path(name)
             run.kept.append(KeptPath(where, name, OTHER_CATALOG + others[name], others[name]))
         else:
             _prune_model(run, record, targets, earlier, whole=spec is None)
     dest = layout.plain.dest
-    for name, info in confined.entries(dest, dest) if only is None else ():  # neither in the catalog nor recorded
-        if name != ".mdl" and name not in catalog and name not in records and st.S_ISDIR(info.st_mode):
+    # neither in the catalog nor recorded
+    for name, info in confined.entries(dest, dest) if only is None else ():
+        if (
+            name != ".mdl"
+            and name not in catalog
+            and name not in records
+            and st.S_ISDIR(info.st_mode)
+        ):
             run.kept.append(KeptPath(dest / name, None, "not recorded by mdl"))
-    return PruneReport(tuple(run.removed), tuple(run.kept), tuple(run.warnings), tuple(run.errors), settings.dry_run)
+    return PruneReport(
+        tuple(run.removed),
+        tuple(run.kept),
+        tuple(run.warnings),
+        tuple(run.errors),
+        settings.dry_run,
+    )
 
 
 def recorded_models(store: Store) -> list[str]:
     """The models with a record in ``store`` (regular files ``<model>.json`` under ``records/``)."""
     found = confined.entries(store.dest, store.state_dir / "records")
-    names = (name.removesuffix(".json") for name, info in found if st.S_ISREG(info.st_mode) and name.endswith(".json"))
+    names = (
+        name.removesuffix(".json")
+        for name, info in found
+        if st.S_ISREG(info.st_mode) and name.endswith(".json")
+    )
     return [name for name in names if is_model_name(name)]
 
 
 def other_catalog(record: ModelRecord, catalog: Path | None) -> str | None:
-    """The catalog that pulled the model when it is not ``catalog`` (the one prune works for); None: this catalog's
-    to prune. A record naming no catalog (an older mdl's) counts as this catalog's: upgrading users can still prune."""
+    """The catalog that pulled the model when it is not ``catalog`` (the one prune works for); None:
+    this catalog's to prune. A record naming no catalog (an older mdl's) counts as this catalog's:
+    upgrading users can still prune."""
     if record.catalog is None or catalog is None or record.catalog == str(catalog):
         return None
     return record.catalog
 
 
 def _paths_in_use(layout: Layout, spec: ModelSpec | None, record: ModelRecord) -> Iterator[Path]:
-    """Where the files of a model that stays are (a blob or snapshot entry may be shared with a removed model);
-    ``spec`` None: all of them (another catalog's model, its other commits' too), else all but its extra files."""
+    """Where the files of a model that stays are (a blob or snapshot entry may be shared with a
+    removed model); ``spec`` None: all of them (another catalog's model, its other commits' too),
+    else all but its extra files."""
     extra = set(model_status(spec, layout).extra) if spec is not None else set()
     files = record.files if spec is not None else {**record.files, **record.earlier}
     for path, entry in files.items():
@@ -193,17 +234,24 @@ def _paths_in_use(layout: Layout, spec: ModelSpec | None, record: ModelRecord) -
 
 def _place(layout: Layout, model: str, entry: FileRecord) -> Placement | None:
     try:
-        return layout.place(model, entry.path, source=entry.source, sha256=entry.sha256, git_oid=entry.git_oid)
+        return layout.place(
+            model, entry.path, source=entry.source, sha256=entry.sha256, git_oid=entry.git_oid
+        )
     except MdlError:
         return None
 
 
 def _prune_model(
-    run: _Pruning, record: ModelRecord, targets: dict[str, FileRecord], earlier: dict[str, FileRecord], *, whole: bool
+    run: _Pruning,
+    record: ModelRecord,
+    targets: dict[str, FileRecord],
+    earlier: dict[str, FileRecord],
+    *,
+    whole: bool,
 ) -> None:
-    """Remove ``targets`` (recorded files, by path) and ``earlier`` (the files of other commits mdl wrote into the
-    Hugging Face cache, by ``<commit>/<path>``) of one model under its locks, then their record entries (``whole``:
-    the record itself, and the model's folder once empty)."""
+    """Remove ``targets`` (recorded files, by path) and ``earlier`` (the files of other commits mdl
+    wrote into the Hugging Face cache, by ``<commit>/<path>``) of one model under its locks, then
+    their record entries (``whole``: the record itself, and the model's folder once empty)."""
     model = record.name
     entries = {
         **{("files", key): e for key, e in targets.items()},
@@ -215,30 +263,41 @@ def _prune_model(
         held = _lock_model(run.layout, model, placements)
     except LockTimeoutError as exc:
         log.info("%s", exc.message)
-        run.warnings.append(f"{model}: skipped: another mdl run is pulling it (its files are locked)")
+        run.warnings.append(
+            f"{model}: skipped: another mdl run is pulling it (its files are locked)"
+        )
         return
-    except MdlError as exc:  # a lock file or folder mdl cannot use (a planted link): nothing removed
+    # a lock file or folder mdl cannot use (a planted link): nothing removed
+    except MdlError as exc:
         run.warnings.append(f"{model}: skipped: {exc.message}")
         return
     with held:
-        dropped: list[tuple[str, str]] = []  # entries mdl no longer answers for: removed, gone, or changed since
+        # entries mdl no longer answers for: removed, gone, or changed since
+        dropped: list[tuple[str, str]] = []
         blobs: dict[Path, tuple[Placement, FileRecord, str]] = {}
         for key, placement in placements.items():
             entry, reason = entries[key], reasons[key[0]]
             if placement is None:  # nowhere it could be (a Hub file never placed): nothing on disk
                 done = _GONE
-            elif entry.adopted:  # found in place, never written by mdl: neither it nor its blob is mdl's to remove
+            # found in place, never written by mdl: neither it nor its blob is mdl's to remove
+            elif entry.adopted:
                 if placement.shown not in run.used and os.path.lexists(placement.shown):
                     run.kept.append(KeptPath(placement.shown, model, ADOPTED))
                 done = _KEPT
             elif placement.link is not None:
-                done = _remove_entry(run, model, placement.store.dest, placement.shown, entry, reason, link=placement)
-                if done in (_REMOVED, _GONE) and placement.shared_via is None:  # a shared one: hf's to collect
+                done = _remove_entry(
+                    run, model, placement.store.dest, placement.shown, entry, reason, link=placement
+                )
+                # a shared one: hf's to collect
+                if done in (_REMOVED, _GONE) and placement.shared_via is None:
                     blobs.setdefault(placement.final, (placement, entry, reason))
-            elif key[0] == "earlier":  # never outside the cache: a plain file of another commit is overwritten
+            # never outside the cache: a plain file of another commit is overwritten
+            elif key[0] == "earlier":
                 done = _KEPT
             else:
-                done = _remove_entry(run, model, placement.store.dest, placement.final, entry, reason)
+                done = _remove_entry(
+                    run, model, placement.store.dest, placement.final, entry, reason
+                )
             if done != _FAILED:
                 dropped.append(key)
         for placement, entry, reason in blobs.values():
@@ -248,31 +307,45 @@ def _prune_model(
             _note_left_in(run, model, run.layout.plain.model_dir(model))
         if run.dry_run:
             return
-        with contextlib.suppress(OSError, MdlError):  # a folder left behind is no failure (a link there stays)
+        # a folder left behind is no failure (a link there stays)
+        with contextlib.suppress(OSError, MdlError):
             _tidy(run, model, placements, whole=whole)
         try:
-            paths, forget = (tuple(key for kind, key in dropped if kind == part) for part in ("files", "earlier"))
+            paths, forget = (
+                tuple(key for kind, key in dropped if kind == part) for part in ("files", "earlier")
+            )
             run.layout.records.drop_from_record(model, paths, whole=whole, forget=forget)
         except MdlError as exc:
             run.errors.append(exc)
 
 
-def _lock_model(layout: Layout, model: str, placements: dict[tuple[str, str], Placement | None]) -> HeldLocks:
-    """Every lock of the model's files, at once or not at all (LockTimeoutError): the files prune removes, with their
-    blobs' locks, and any other file of the model a run is fetching now (its lock file is there)."""
+def _lock_model(
+    layout: Layout, model: str, placements: dict[tuple[str, str], Placement | None]
+) -> HeldLocks:
+    """Every lock of the model's files, at once or not at all (LockTimeoutError): the files prune
+    removes, with their blobs' locks, and any other file of the model a run is fetching now (its
+    lock file is there)."""
     held = HeldLocks([])
     taken: set[Path] = set()
     try:
         for (_, path), placement in placements.items():
             store = placement.store if placement is not None else layout.plain
-            shared = placement.lock if placement is not None and placement.lock not in taken else None
-            held.locks.extend(store.acquire_file_lock(model, path, timeout=0, shared_lock=shared).locks)
+            shared = (
+                placement.lock if placement is not None and placement.lock not in taken else None
+            )
+            held.locks.extend(
+                store.acquire_file_lock(model, path, timeout=0, shared_lock=shared).locks
+            )
             taken |= {store.lock_path(model, path), *((shared,) if shared else ())}
         pattern = re.compile(re.escape(key_prefix(model)) + r"-[0-9a-f]{16}-.*\.lock", re.DOTALL)
         for store in layout.stores:
             folder = store.state_dir / "locks"
             for name, info in confined.entries(store.dest, folder):
-                if pattern.fullmatch(name) and st.S_ISREG(info.st_mode) and folder / name not in taken:
+                if (
+                    pattern.fullmatch(name)
+                    and st.S_ISREG(info.st_mode)
+                    and folder / name not in taken
+                ):
                     other = store.try_file_lock(name.removesuffix(".lock"))
                     if other is None:
                         raise LockTimeoutError(f"{model}: a run holds {folder / name}")
@@ -284,11 +357,19 @@ def _lock_model(layout: Layout, model: str, placements: dict[tuple[str, str], Pl
 
 
 def _remove_entry(
-    run: _Pruning, model: str, root: Path, path: Path, entry: FileRecord, reason: str, *, link: Placement | None = None
+    run: _Pruning,
+    model: str,
+    root: Path,
+    path: Path,
+    entry: FileRecord,
+    reason: str,
+    *,
+    link: Placement | None = None,
 ) -> str:
-    """Remove ``path`` if it is what mdl wrote: the file it recorded, or (``link``) the snapshot entry leading to its
-    blob. Anything else there is kept as the user's; a link on the way is never followed. What is removed is the
-    object checked, never whatever has its name by then (:func:`confined.unlink_checked`)."""
+    """Remove ``path`` if it is what mdl wrote: the file it recorded, or (``link``) the snapshot
+    entry leading to its blob. Anything else there is kept as the user's; a link on the way is never
+    followed. What is removed is the object checked, never whatever has its name by then
+    (:func:`confined.unlink_checked`)."""
     if path in run.used:
         return _KEPT  # another model's file too (the same blob or snapshot entry): it stays
     try:
@@ -303,7 +384,9 @@ def _remove_entry(
         else:
             why = None
         if why is None and not run.dry_run:
-            removal = confined.unlink_checked(root, path, functools.partial(_same_object, checked=checked))
+            removal = confined.unlink_checked(
+                root, path, functools.partial(_same_object, checked=checked)
+            )
             if removal.found is None:
                 return _GONE
             found = removal.found
@@ -317,18 +400,23 @@ def _remove_entry(
         run.warnings.append(f"{model}/{entry.path}: kept: {exc.message}")
         return _FAILED
     except OSError as exc:
-        run.errors.append(LocalFSError(f"{model}/{entry.path}: cannot remove {path}: {exc.strerror or exc}"))
+        run.errors.append(
+            LocalFSError(f"{model}/{entry.path}: cannot remove {path}: {exc.strerror or exc}")
+        )
         return _FAILED
-    linked = link is None and found.st_nlink > 1  # (counted before the unlink: the name removed is one of them)
-    run.removed.append(PrunedPath(path, 0 if link is not None else found.st_size, model, reason, linked))
+    # (counted before the unlink: the name removed is one of them)
+    linked = link is None and found.st_nlink > 1
+    run.removed.append(
+        PrunedPath(path, 0 if link is not None else found.st_size, model, reason, linked)
+    )
     return _REMOVED
 
 
 def _not_as_recorded(
     root: Path, path: Path, found: os.stat_result, entry: FileRecord
 ) -> tuple[str | None, os.stat_result]:
-    """Why the entry at ``path`` is not the file mdl recorded (None: it is, by size and mtime or by its hash), and
-    the ``stat`` of the object judged (the one hashed, when it was)."""
+    """Why the entry at ``path`` is not the file mdl recorded (None: it is, by size and mtime or by
+    its hash), and the ``stat`` of the object judged (the one hashed, when it was)."""
     if not st.S_ISREG(found.st_mode):
         return "not the file mdl wrote (a link or no file)", found
     state = judge(entry, found.st_size, found.st_mtime_ns)
@@ -337,20 +425,32 @@ def _not_as_recorded(
     changed = "changed since mdl wrote it"
     if state != MODIFIED_MAYBE:
         return changed, found
-    fd = confined.open_file(root, path, os.O_RDONLY | os.O_NONBLOCK)  # hashed by descriptor, never by name again
-    hashed = os.fstat(fd)  # taken before the bytes: a write meanwhile moves its mtime, and it is no longer this
+    # hashed by descriptor, never by name again
+    fd = confined.open_file(root, path, os.O_RDONLY | os.O_NONBLOCK)
+    # taken before the bytes: a write meanwhile moves its mtime, and it is no longer this
+    hashed = os.fstat(fd)
     _, sha256, _ = hash_descriptor(fd, path)
     return (None if sha256 == entry.sha256 else changed), hashed
 
 
 def _same_object(now: os.stat_result, checked: os.stat_result) -> bool:
-    """Whether ``now`` (the ``lstat`` of what is about to be removed) is the object checked, unchanged since."""
+    """Whether ``now`` (the ``lstat`` of what is about to be removed) is the object checked,
+    unchanged since.
+    """
     same = (now.st_dev, now.st_ino, st.S_IFMT(now.st_mode), now.st_size, now.st_mtime_ns)
-    return same == (checked.st_dev, checked.st_ino, st.S_IFMT(checked.st_mode), checked.st_size, checked.st_mtime_ns)
+    return same == (
+        checked.st_dev,
+        checked.st_ino,
+        st.S_IFMT(checked.st_mode),
+        checked.st_size,
+        checked.st_mtime_ns,
+    )
 
 
 def _lstat(root: Path, path: Path) -> os.stat_result | None:
-    """``lstat`` of ``path`` inside ``root``, never through a link on the way (UnsafePathError names it)."""
+    """``lstat`` of ``path`` inside ``root``, never through a link on the way (UnsafePathError
+    names it).
+    """
     try:
         with confined.folder(root, path.parent, create=False) as dir_fd:
             return os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
@@ -366,12 +466,15 @@ def _leads_to(link: Path, blob: Path) -> bool:
 
 
 def _linked_elsewhere(run: _Pruning, model: str, placement: Placement) -> bool:
-    """Whether a snapshot entry prune does not remove leads to the blob (another revision, huggingface_hub's own)."""
+    """Whether a snapshot entry prune does not remove leads to the blob (another revision,
+    huggingface_hub's own).
+    """
     blob, snapshots = placement.blob, placement.blob.parent.parent / "snapshots"
     if snapshots.is_symlink():
         return True  # never walked: kept
     leaving = {r.path for r in run.removed if r.model == model}
-    for folder, dirs, files in os.walk(snapshots):  # links are listed, never followed (followlinks=False)
+    # links are listed, never followed (followlinks=False)
+    for folder, dirs, files in os.walk(snapshots):
         for name in (*files, *dirs):
             entry = Path(folder) / name
             if entry not in leaving and entry.is_symlink() and _leads_to(entry, blob):
@@ -379,9 +482,12 @@ def _linked_elsewhere(run: _Pruning, model: str, placement: Placement) -> bool:
     return False
 
 
-def _tidy(run: _Pruning, model: str, placements: dict[tuple[str, str], Placement | None], *, whole: bool) -> None:
-    """Remove the folders prune emptied: a removed model's folder; in the Hugging Face cache, emptied snapshots
-    (with the refs naming them: huggingface_hub calls a ref to no snapshot a corrupted cache) and emptied repos."""
+def _tidy(
+    run: _Pruning, model: str, placements: dict[tuple[str, str], Placement | None], *, whole: bool
+) -> None:
+    """Remove the folders prune emptied: a removed model's folder; in the Hugging Face cache,
+    emptied snapshots (with the refs naming them: huggingface_hub calls a ref to no snapshot a
+    corrupted cache) and emptied repos."""
     plain = run.layout.plain
     for placement in placements.values():
         if placement is None:
@@ -409,20 +515,25 @@ def _rmdir_up(root: Path, folder: Path, top: Path, *, including: bool) -> None:
 
 
 def _earlier_unused(record: ModelRecord, *, signed: bool) -> dict[str, FileRecord]:
-    """The files of other commits mdl wrote in the Hugging Face cache (only it keeps them), but those of the signed
-    version a pull installed whole while the model is still in the catalog: it is what ``list`` calls installed."""
+    """The files of other commits mdl wrote in the Hugging Face cache (only it keeps them), but
+    those of the signed version a pull installed whole while the model is still in the catalog: it
+    is what ``list`` calls installed."""
     vouched = (record.signed_files or {}) if signed else {}
 
     def needed(key: str, entry: FileRecord) -> bool:
         path = key.partition("/")[2]
         current = record.files.get(path)
-        return vouched.get(path) == entry.sha256 and (current is None or current.sha256 != entry.sha256)
+        return vouched.get(path) == entry.sha256 and (
+            current is None or current.sha256 != entry.sha256
+        )
 
     return {key: entry for key, entry in record.earlier.items() if not needed(key, entry)}
 
 
 def _drop_refs(run: _Pruning, model: str, root: Path, repo: Path, commit: str) -> None:
-    """Remove the refs naming ``commit``, whose snapshot prune removed (read and removed as entries, never followed)."""
+    """Remove the refs naming ``commit``, whose snapshot prune removed (read and removed as
+    entries, never followed).
+    """
     if not GIT_OID_HEX.fullmatch(commit):
         return
     refs = repo / "refs"
@@ -433,16 +544,26 @@ def _drop_refs(run: _Pruning, model: str, root: Path, repo: Path, commit: str) -
             ref = Path(folder) / name
             try:
                 checked = _lstat(root, ref)
-                if checked is None or confined.read_bytes(root, ref, limit=256, head=True) != commit.encode():
+                if (
+                    checked is None
+                    or confined.read_bytes(root, ref, limit=256, head=True) != commit.encode()
+                ):
                     continue
-                removal = confined.unlink_checked(root, ref, functools.partial(_same_object, checked=checked))
-                if not removal.removed:  # replaced since it was read: kept (under its set-aside name if one took it)
+                removal = confined.unlink_checked(
+                    root, ref, functools.partial(_same_object, checked=checked)
+                )
+                # replaced since it was read: kept (under its set-aside name if one took it)
+                if not removal.removed:
                     if removal.kept_at is not None:
-                        run.kept.append(KeptPath(removal.kept_at, model, "replaced while prune checked it"))
+                        run.kept.append(
+                            KeptPath(removal.kept_at, model, "replaced while prune checked it")
+                        )
                     continue
             except (OSError, MdlError):
                 continue  # not a ref mdl can read as its own: kept
-            run.removed.append(PrunedPath(ref, len(commit), model, "names a snapshot prune removed"))
+            run.removed.append(
+                PrunedPath(ref, len(commit), model, "names a snapshot prune removed")
+            )
             _rmdir_up(root, ref.parent, refs, including=False)
 
 
@@ -460,7 +581,9 @@ def _drop_empty_repo(root: Path, repo: Path) -> None:
 
 
 def _note_left_in(run: _Pruning, model: str, folder: Path) -> None:
-    """The files mdl did not write left in a removed model's folder (they stay, and so does the folder)."""
+    """The files mdl did not write left in a removed model's folder (they stay, and so does the
+    folder).
+    """
     if folder.is_symlink():
         run.kept.append(KeptPath(folder, model, "a link mdl did not make"))
         return

@@ -1,4 +1,6 @@
-"""The record stage of a run: verified files' records written in batches, their file locks released only then."""
+"""The record stage of a run: verified files' records written in batches, their file locks
+released only then.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ RECORD_FLUSH_INTERVAL = 1.0  # seconds between writes of the records while files
 
 
 class RecordQueue:
-    """The verified files' records not yet written, with their file locks: written at most once a second (per file
-    it would be O(files²)) and the locks released only then, so a waiting run finds those files done. A file whose
-    entry was not written yet (kill -9) is only re-hashed by the next run, never trusted blindly."""
+    """The verified files' records not yet written, with their file locks: written at most once a
+    second (per file it would be O(files²)) and the locks released only then, so a waiting run finds
+    those files done. A file whose entry was not written yet (kill -9) is only re-hashed by the next
+    run, never trusted blindly."""
 
     def __init__(self, store: Store, *, dirs: DirSyncs) -> None:
         self.store = store
@@ -26,12 +29,15 @@ class RecordQueue:
         self._lock = threading.Lock()
         self._pending: dict[str, list[tuple[FileRecord, HeldLocks]]] = {}
         self._closed = threading.Event()
-        self._writer = threading.Thread(target=self._write_every_interval, name="records", daemon=True)
+        self._writer = threading.Thread(
+            target=self._write_every_interval, name="records", daemon=True
+        )
         self._writer.start()
 
     def add(self, model: str, record: FileRecord, lock: HeldLocks) -> None:
-        # The blob is in place and linked: free its shared lock now, or it would block this run's other jobs on the
-        # same blob (identical files, two models on one repo) and any hf_hub_download until the flush.
+        # The blob is in place and linked: free its shared lock now, or it would block this run's
+        # other jobs on the same blob (identical files, two models on one repo) and any
+        # hf_hub_download until the flush.
         lock.release(keep=1)
         with self._lock:
             self._pending.setdefault(model, []).append((record, lock))
@@ -40,7 +46,8 @@ class RecordQueue:
         while not self._closed.wait(RECORD_FLUSH_INTERVAL):
             try:
                 self.flush()
-            except MdlError as exc:  # the files stay; the next run re-hashes them instead of trusting a record
+            # the files stay; the next run re-hashes them instead of trusting a record
+            except MdlError as exc:
                 log.warning("%s", exc.message)
 
     def close(self) -> None:
@@ -52,13 +59,16 @@ class RecordQueue:
     def flush(self) -> None:
         with self._lock:
             batches, self._pending = self._pending, {}
-        # Every file in the batch was renamed (and its folder noted) before it was queued: its folder entry goes to
-        # disk before the record that names it.
+        # Every file in the batch was renamed (and its folder noted) before it was queued: its
+        # folder entry goes to disk before the record that names it.
         self.dirs.flush()
         for model, queued in batches.items():
             try:  # its revision and commit: written before the first byte moved (puller._expect)
-                self.store.update_record(model, revision=None, commit=None, puts=tuple(r for r, _ in queued))
+                self.store.update_record(
+                    model, revision=None, commit=None, puts=tuple(r for r, _ in queued)
+                )
             finally:
-                # Only now may a waiting run take these files: it will find them recorded, not re-fetch them.
+                # Only now may a waiting run take these files: it will find them recorded, not
+                # re-fetch them.
                 for _, lock in queued:
                     lock.release()

@@ -17,7 +17,8 @@ from mdl.redact import printable, record_text
 log = logging.getLogger("mdl.store")
 
 RECORD_VERSION = 1
-_SERVER_TEXT = frozenset({"source", "etag", "commit", "git_oid", "sha256"})  # a sha256 mdl computed passes unchanged
+# a sha256 mdl computed passes unchanged
+_SERVER_TEXT = frozenset({"source", "etag", "commit", "git_oid", "sha256"})
 _Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")
 _MAX_INT = 2**63 - 1
 
@@ -35,30 +36,36 @@ class FileRecord:
     etag: str | None = None
     commit: str | None = None
     fetched_at: str = ""
-    # Checked against a known hash, or fetched whole in one answer (engine rule 15); False: its parts are tied only by
-    # the server's validator and a resume's overlap. Records written before this field were taken as verified.
+    # Checked against a known hash, or fetched whole in one answer (engine rule 15); False: its
+    # parts are tied only by the server's validator and a resume's overlap. Records written before
+    # this field were taken as verified.
     verified: bool = True
-    # Found in place and taken as the file (it matched), never written by mdl: the user's copy, huggingface_hub's
-    # own blob or snapshot entry. ``prune`` keeps it. Records written before this field: mdl wrote their files.
+    # Found in place and taken as the file (it matched), never written by mdl: the user's copy,
+    # huggingface_hub's own blob or snapshot entry. ``prune`` keeps it. Records written before this
+    # field: mdl wrote their files.
     adopted: bool = False
-    # The signed digests (mdl.signing.SignedFile.key) the bytes were held to, when the signature's are not the sha256
-    # above (shards, BLAKE2/3): a later pull knows the file is as signed without hashing it again.
+    # The signed digests (mdl.signing.SignedFile.key) the bytes were held to, when the signature's
+    # are not the sha256 above (shards, BLAKE2/3): a later pull knows the file is as signed without
+    # hashing it again.
     signed: str | None = None
     xet: str | None = None  # its Xet hash (64 hex), when it was fetched or checked as a Xet file
     reused: int = 0  # of its bytes, those copied from files already here (Xet chunks), not fetched
-    fetched: int | None = None  # of its bytes, those that came over the network (None: not known, an older record)
+    # of its bytes, those that came over the network (None: not known, an older record)
+    fetched: int | None = None
 
 
 def adopted_when_found(entry: FileRecord | None) -> bool:
-    """Whether a file found in place and matching is adopted rather than mdl's own: unless mdl's record says mdl
-    wrote it (then a re-check keeps it mdl's), it was there before mdl, and stays adopted across re-checks."""
+    """Whether a file found in place and matching is adopted rather than mdl's own: unless mdl's
+    record says mdl wrote it (then a re-check keeps it mdl's), it was there before mdl, and stays
+    adopted across re-checks."""
     return entry is None or entry.adopted
 
 
 @dataclass(frozen=True)
 class ExpectedFile:
-    """One file the model should have, as its last resolution said (the Hub listing, the lock or the catalog):
-    written before the first byte of a pull moves, so a pull that stops halfway never looks installed."""
+    """One file the model should have, as its last resolution said (the Hub listing, the lock or the
+    catalog): written before the first byte of a pull moves, so a pull that stops halfway never
+    looks installed."""
 
     path: str
     size: int | None
@@ -69,8 +76,9 @@ class ExpectedFile:
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """What the model should be (``expected``; None in older records) and what mdl fetched and verified;
-    ``catalog``: the catalog file (absolute) whose pull wrote it last (None: an older mdl's record, or no catalog)."""
+    """What the model should be (``expected``; None in older records) and what mdl fetched and
+    verified; ``catalog``: the catalog file (absolute) whose pull wrote it last (None: an older
+    mdl's record, or no catalog)."""
 
     name: str
     revision: str | None = None
@@ -79,20 +87,25 @@ class ModelRecord:
     updated_at: str = ""
     expected: dict[str, ExpectedFile] | None = None
     catalog: str | None = None
-    signature: SignatureRecord | None = None  # the model.sig its files were held to, when the catalog asks for one
-    # In the Hugging Face cache, the files of other commits mdl wrote (each commit's snapshot entry and blob stay on
-    # disk when a pull moves to another): by ``<commit>/<path>`` (their ``path`` too), so a pull back to that commit
-    # reuses them and prune frees those no model needs.
+    # the model.sig its files were held to, when the catalog asks for one
+    signature: SignatureRecord | None = None
+    # In the Hugging Face cache, the files of other commits mdl wrote (each commit's snapshot entry
+    # and blob stay on disk when a pull moves to another): by ``<commit>/<path>`` (their ``path``
+    # too), so a pull back to that commit reuses them and prune frees those no model needs.
     earlier: dict[str, FileRecord] = field(default_factory=dict)
-    # The files (path → sha256) ``signature`` vouched for when a pull installed them all: the signed version on disk,
-    # still ``installed`` when a later pull aims at a newer one upstream and does not finish (None: not known).
+    # The files (path → sha256) ``signature`` vouched for when a pull installed them all: the signed
+    # version on disk, still ``installed`` when a later pull aims at a newer one upstream and does
+    # not finish (None: not known).
     signed_files: dict[str, str] | None = None
 
     def entry_for(self, path: str, *, sha256: str | None, git_oid: str | None) -> FileRecord | None:
-        """The record of ``path`` for the content named (sha256, else git blob id): the current one, or one of an
-        earlier commit with that content (as ``path``'s); else the current one, whatever it holds."""
+        """The record of ``path`` for the content named (sha256, else git blob id): the current one,
+        or one of an earlier commit with that content (as ``path``'s); else the current one,
+        whatever it holds."""
         current = self.files.get(path)
-        if (sha256 is None and git_oid is None) or (current is not None and _holds(current, sha256, git_oid)):
+        if (sha256 is None and git_oid is None) or (
+            current is not None and _holds(current, sha256, git_oid)
+        ):
             return current
         for key, entry in sorted(self.earlier.items()):
             if key.partition("/")[2] == path and _holds(entry, sha256, git_oid):
@@ -100,7 +113,9 @@ class ModelRecord:
         return current
 
     def to_json(self) -> dict[str, Any]:
-        """The record as stored on disk: server-provided text passes ``record_text`` (printable, no secrets)."""
+        """The record as stored on disk: server-provided text passes ``record_text`` (printable,
+        no secrets).
+        """
         return {
             "version": RECORD_VERSION,
             "name": self.name,
@@ -108,11 +123,19 @@ class ModelRecord:
             "commit": record_text(self.commit),
             "updated_at": self.updated_at,
             "files": _files_json(self.files),
-            **({} if self.expected is None else {"expected": _files_json(self.expected, drop="path")}),
+            **(
+                {}
+                if self.expected is None
+                else {"expected": _files_json(self.expected, drop="path")}
+            ),
             **({} if self.catalog is None else {"catalog": self.catalog}),
             **({} if self.signature is None else {"signature": asdict(self.signature)}),
             **({"earlier": _files_json(self.earlier)} if self.earlier else {}),
-            **({} if self.signed_files is None else {"signed_files": dict(sorted(self.signed_files.items()))}),
+            **(
+                {}
+                if self.signed_files is None
+                else {"signed_files": dict(sorted(self.signed_files.items()))}
+            ),
         }
 
 
@@ -121,23 +144,37 @@ def _holds(entry: FileRecord, sha256: str | None, git_oid: str | None) -> bool:
 
 
 def earlier_key(entry: FileRecord) -> str | None:
-    """Where ``ModelRecord.earlier`` keeps ``entry`` once another commit's file replaces it: ``<commit>/<path>``."""
-    return f"{entry.commit}/{entry.path}" if entry.commit and GIT_OID_HEX.fullmatch(entry.commit) else None
+    """Where ``ModelRecord.earlier`` keeps ``entry`` once another commit's file replaces it:
+    ``<commit>/<path>``.
+    """
+    return (
+        f"{entry.commit}/{entry.path}"
+        if entry.commit and GIT_OID_HEX.fullmatch(entry.commit)
+        else None
+    )
 
 
 @dataclass(frozen=True)
 class SignatureRecord:
-    """A model's verified signature: its file in the model, that file's sha256, and who signed it (as shown)."""
+    """A model's verified signature: its file in the model, that file's sha256, and who signed it
+    (as shown).
+    """
 
     file: str
     sha256: str
     by: str
 
 
-def _files_json(entries: Mapping[str, FileRecord | ExpectedFile], *, drop: str = "") -> dict[str, Any]:
+def _files_json(
+    entries: Mapping[str, FileRecord | ExpectedFile], *, drop: str = ""
+) -> dict[str, Any]:
     """The entries by path; their source URL, ETag and commit came from servers or the catalog."""
     return {
-        path: {k: record_text(v) if k in _SERVER_TEXT else v for k, v in asdict(one).items() if k != drop}
+        path: {
+            k: record_text(v) if k in _SERVER_TEXT else v
+            for k, v in asdict(one).items()
+            if k != drop
+        }
         for path, one in sorted(entries.items())
     }
 
@@ -146,16 +183,21 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path.read_bytes) -> ModelRecord | None:
-    """The record stored at ``path``, or None if absent or unreadable (then files are re-checked, never trusted).
-    Anything may have edited it: every field is checked (a ``"size": "2"`` must not reach ``list``'s arithmetic),
-    and one bad field makes the whole record unreadable rather than half-trusted."""
+def parse_record(
+    model: str, path: Path, *, read: Callable[[Path], bytes] = Path.read_bytes
+) -> ModelRecord | None:
+    """The record stored at ``path``, or None if absent or unreadable (then files are re-checked,
+    never trusted). Anything may have edited it: every field is checked (a ``"size": "2"`` must not
+    reach ``list``'s arithmetic), and one bad field makes the whole record unreadable rather than
+    half-trusted."""
     try:
         raw = json.loads(read(path).decode("utf-8"))
         if not isinstance(raw, dict):
             raise RecordFieldError(f"expected an object, got {type(raw).__name__}")
         if raw.get("version", RECORD_VERSION) != RECORD_VERSION:
-            raise RecordFieldError(f"version: expected {RECORD_VERSION}, got {_shown(raw.get('version'))}")
+            raise RecordFieldError(
+                f"version: expected {RECORD_VERSION}, got {_shown(raw.get('version'))}"
+            )
         return ModelRecord(
             files=_section(raw, "files", FileRecord) or {},
             expected=_section(raw, "expected", ExpectedFile, optional=True),
@@ -170,7 +212,8 @@ def parse_record(model: str, path: Path, *, read: Callable[[Path], bytes] = Path
         )
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and RecordFieldError are ValueErrors
+    # JSONDecodeError and RecordFieldError are ValueErrors
+    except (OSError, ValueError, RecursionError) as exc:
         log.warning("ignoring unreadable record %s: %s", path, exc)
         return None
 
@@ -179,7 +222,9 @@ class RecordFieldError(ValueError):
     """A record field of the wrong type or form (names the key path)."""
 
 
-def _section(raw: dict[str, Any], name: str, cls: type[_Entry], *, optional: bool = False) -> dict[str, _Entry] | None:
+def _section(
+    raw: dict[str, Any], name: str, cls: type[_Entry], *, optional: bool = False
+) -> dict[str, _Entry] | None:
     value = raw.get(name, None if optional else {})
     if value is None and optional:
         return None
@@ -189,7 +234,9 @@ def _section(raw: dict[str, Any], name: str, cls: type[_Entry], *, optional: boo
 
 
 def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
-    """One entry of ``files`` or ``expected``: its key a safe relative path, each field of the type it declares."""
+    """One entry of ``files`` or ``expected``: its key a safe relative path, each field of the
+    type it declares.
+    """
     where = f"{section}.{path}"
     try:
         safe_relative_path(path, where=where)
@@ -208,7 +255,8 @@ def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
             if got is not None and not isinstance(got, bool):
                 raise RecordFieldError(f"{where}.{key}: expected true or false, got {_shown(got)}")
             found[key] = one.default if got is None else got
-        elif key not in value and one.default is not MISSING:  # a field newer than the record: its default
+        # a field newer than the record: its default
+        elif key not in value and one.default is not MISSING:
             found[key] = one.default
         elif kind.startswith("int"):
             if isinstance(got, bool) or not isinstance(got, int) or not 0 <= got <= _MAX_INT:
@@ -216,7 +264,9 @@ def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
             found[key] = got
         elif key in ("sha256", "xet"):
             if not isinstance(got, str) or not SHA256_HEX.fullmatch(got):
-                raise RecordFieldError(f"{where}.{key}: expected 64 lowercase hex digits, got {_shown(got)}")
+                raise RecordFieldError(
+                    f"{where}.{key}: expected 64 lowercase hex digits, got {_shown(got)}"
+                )
             found[key] = got
         else:
             found[key] = _optional_text(value, key, f"{where}.{key}") or ""
@@ -229,9 +279,14 @@ def _signature(raw: dict[str, Any]) -> SignatureRecord | None:
         return None
     if not isinstance(value, dict) or set(value) != {"file", "sha256", "by"}:
         raise RecordFieldError("signature: expected an object with file, sha256 and by")
-    texts = {key: _optional_text(value, key, f"signature.{key}") or "" for key in ("file", "sha256", "by")}
+    texts = {
+        key: _optional_text(value, key, f"signature.{key}") or ""
+        for key in ("file", "sha256", "by")
+    }
     if not SHA256_HEX.fullmatch(texts["sha256"]):
-        raise RecordFieldError(f"signature.sha256: expected 64 lowercase hex digits, got {_shown(texts['sha256'])}")
+        raise RecordFieldError(
+            f"signature.sha256: expected 64 lowercase hex digits, got {_shown(texts['sha256'])}"
+        )
     return SignatureRecord(**texts)
 
 
@@ -247,7 +302,9 @@ def _signed_files(raw: dict[str, Any]) -> dict[str, str] | None:
         except UnsafePathError as exc:
             raise RecordFieldError(exc.message) from None
         if not isinstance(sha256, str) or not SHA256_HEX.fullmatch(sha256):
-            raise RecordFieldError(f"signed_files.{path}: expected 64 lowercase hex digits, got {_shown(sha256)}")
+            raise RecordFieldError(
+                f"signed_files.{path}: expected 64 lowercase hex digits, got {_shown(sha256)}"
+            )
     return dict(value)
 
 

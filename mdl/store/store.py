@@ -1,4 +1,6 @@
-"""The destination under ``<dest>/.mdl``: its paths, records read and written under their lock, partials, free space."""
+"""The destination under ``<dest>/.mdl``: its paths, records read and written under their lock,
+partials, free space.
+"""
 
 from __future__ import annotations
 
@@ -27,19 +29,24 @@ from mdl.store.records import (
 )
 
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-# mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", and their temp files (pid-tagged or not)
+# mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", and their temp files
+# (pid-tagged or not)
 _OWN_PARTIAL = re.compile(
     r"[A-Za-z0-9._-]*-[0-9a-f]{16}-[A-Za-z0-9._-]*(?:\.part(?:\.json)?|\.hash|\.signed)(?:\.[0-9]+\.[0-9a-f]{8})?(?:\.tmp)?"
 )
-RECORD_MAX = 256 << 20  # bytes: a record lists every file of a model; more than this is not one mdl wrote
-GET_RECORD = "get.json"  # what one-off gets wrote into this folder (beside records/: never a model's record)
-RECORD_LOCK_TIMEOUT = 60  # seconds; a record is rewritten in milliseconds, so a longer wait means a stuck run
+# bytes: a record lists every file of a model; more than this is not one mdl wrote
+RECORD_MAX = 256 << 20
+# what one-off gets wrote into this folder (beside records/: never a model's record)
+GET_RECORD = "get.json"
+# seconds; a record is rewritten in milliseconds, so a longer wait means a stuck run
+RECORD_LOCK_TIMEOUT = 60
 
 
 def key_prefix(model: str) -> str:
-    """The start of every partial and lock file name of ``model`` under ``.mdl/``. Never "-" (``rm *`` and other
-    tools would read such a name as options): one that would start with it — a one-off get's (model "") or a model
-    named "-x" — gets "_" in front; every other model's names are as they were, so its partials stay resumable."""
+    """The start of every partial and lock file name of ``model`` under ``.mdl/``. Never "-" (``rm
+    *`` and other tools would read such a name as options): one that would start with it — a one-off
+    get's (model "") or a model named "-x" — gets "_" in front; every other model's names are as
+    they were, so its partials stay resumable."""
     prefix = _SAFE_CHARS.sub("_", model)[:100]
     return prefix if prefix[:1] not in ("", "-") else f"_{prefix}"
 
@@ -52,16 +59,20 @@ class PartialFile:
     state_path: Path
     size: int
     label: str
-    identity: tuple[int, int] | None = None  # (st_dev, st_ino) of ``part_path`` when listed: only that one is removed
+    # (st_dev, st_ino) of ``part_path`` when listed: only that one is removed
+    identity: tuple[int, int] | None = None
 
 
 class Store:
     """Paths and records of one destination root."""
 
-    def __init__(self, dest: Path, *, state_dir: Path | None = None, keeps_revisions: bool = False) -> None:
+    def __init__(
+        self, dest: Path, *, state_dir: Path | None = None, keeps_revisions: bool = False
+    ) -> None:
         self.dest = dest
         self.state_dir = state_dir or dest / ".mdl"
-        # the Hugging Face cache: a file replaced by another commit's stays on disk, so its record stays (earlier)
+        # the Hugging Face cache: a file replaced by another commit's stays on disk, so its record
+        # stays (earlier)
         self.keeps_revisions = keeps_revisions
         self._record_cache: dict[str, tuple[tuple[int, int, int], ModelRecord]] = {}
 
@@ -79,7 +90,8 @@ class Store:
     def _key(self, model: str, path: str) -> str:
         digest = hashlib.sha1(f"{model}\0{path}".encode()).hexdigest()[:16]
         tail = _SAFE_CHARS.sub("_", path.rsplit("/", 1)[-1])[-60:]
-        # The digest tells files apart; the readable parts are cut so a key plus ".part.json.tmp" fits NAME_MAX.
+        # The digest tells files apart; the readable parts are cut so a key plus ".part.json.tmp"
+        # fits NAME_MAX.
         return f"{key_prefix(model)}-{digest}-{tail}"
 
     def part_paths(self, model: str, path: str) -> tuple[Path, Path]:
@@ -89,7 +101,9 @@ class Store:
         return folder / f"{key}.part", folder / f"{key}.part.json"
 
     def staged_path(self, model: str, path: str) -> Path:
-        """Where a model's signature waits, fetched, until it verifies (then it is moved into place)."""
+        """Where a model's signature waits, fetched, until it verifies (then it is moved into
+        place).
+        """
         return self.state_dir / "partial" / f"{self._key(model, path)}.signed"
 
     def lock_path(self, model: str, path: str) -> Path:
@@ -97,8 +111,12 @@ class Store:
         return self.state_dir / "locks" / f"{self._key(model, path)}.lock"
 
     def record_path(self, model: str) -> Path:
-        """``.mdl/records/<model>.json``; for one-off gets (model ``""``) ``.mdl/get.json``, keyed by file name."""
-        return self.state_dir / "records" / f"{model}.json" if model else self.state_dir / GET_RECORD
+        """``.mdl/records/<model>.json``; for one-off gets (model ``""``) ``.mdl/get.json``,
+        keyed by file name.
+        """
+        return (
+            self.state_dir / "records" / f"{model}.json" if model else self.state_dir / GET_RECORD
+        )
 
     def ensure_dirs(self) -> None:
         """Create the destination and its state folders; a link on the way is refused."""
@@ -118,15 +136,19 @@ class Store:
         cancel: threading.Event | None = None,
         shared_lock: Path | None = None,
     ) -> HeldLocks:
-        """Take the per-file lock (not tied to a thread: pull releases it once the record is written), then
-        ``shared_lock``, huggingface_hub's lock of a cache blob; ``on_wait(holder)`` once if another run holds one."""
+        """Take the per-file lock (not tied to a thread: pull releases it once the record is
+        written), then ``shared_lock``, huggingface_hub's lock of a cache blob; ``on_wait(holder)``
+        once if another run holds one."""
         paths = (self.lock_path(model, path), *((shared_lock,) if shared_lock else ()))
         label = f"{model}/{path}" if model else path
-        return acquire_locks(self.dest, paths, label=label, timeout=timeout, on_wait=on_wait, cancel=cancel)
+        return acquire_locks(
+            self.dest, paths, label=label, timeout=timeout, on_wait=on_wait, cancel=cancel
+        )
 
     def read_record(self, model: str) -> ModelRecord | None:
-        """The model's record, or None if absent or unreadable (then files are re-checked, never trusted).
-        Cached by (mtime, size, inode): a record another run rewrote (atomically: a new inode) is read again."""
+        """The model's record, or None if absent or unreadable (then files are re-checked, never
+        trusted). Cached by (mtime, size, inode): a record another run rewrote (atomically: a new
+        inode) is read again."""
         path = self.record_path(model)
         try:
             stat = path.stat()
@@ -135,9 +157,15 @@ class Store:
         except OSError:
             stat = None
         key = (stat.st_mtime_ns, stat.st_size, stat.st_ino) if stat is not None else None
-        if key is not None and (cached := self._record_cache.get(model)) is not None and cached[0] == key:
+        if (
+            key is not None
+            and (cached := self._record_cache.get(model)) is not None
+            and cached[0] == key
+        ):
             return cached[1]
-        record = parse_record(model, path, read=lambda p: confined.read_bytes(self.dest, p, limit=RECORD_MAX))
+        record = parse_record(
+            model, path, read=lambda p: confined.read_bytes(self.dest, p, limit=RECORD_MAX)
+        )
         if key is not None and record is not None:
             self._record_cache[model] = (key, record)
         return record
@@ -157,20 +185,26 @@ class Store:
         forget: tuple[str, ...] = (),
         signed_files: dict[str, str] | None = None,
     ) -> ModelRecord:
-        """Read-modify-write the model's record under its lock, atomically (other runs may be writing); ``forget``:
-        keys of ``earlier`` (files of other commits) to drop."""
+        """Read-modify-write the model's record under its lock, atomically (other runs may be
+        writing); ``forget``: keys of ``earlier`` (files of other commits) to drop."""
         with self._record_locked(model):
             current = self.read_record(model) or ModelRecord(name=model)
             files = {path: one for path, one in current.files.items() if path not in remove}
             earlier = {key: one for key, one in current.earlier.items() if key not in forget}
             for one in (*puts, *((put,) if put is not None else ())):
                 old = files.get(one.path)
-                if self.keeps_revisions and old is not None and old.commit != one.commit and (key := earlier_key(old)):
+                if (
+                    self.keeps_revisions
+                    and old is not None
+                    and old.commit != one.commit
+                    and (key := earlier_key(old))
+                ):
                     earlier[key] = replace(old, path=key)  # still on disk in its own snapshot
                 if (key := earlier_key(one)) is not None:
                     earlier.pop(key, None)  # current again
                 files[one.path] = one
-            record = ModelRecord(  # a revision, commit, expected set or catalog of None keeps the old one
+            # a revision, commit, expected set or catalog of None keeps the old one
+            record = ModelRecord(
                 name=model,
                 revision=revision if revision is not None else current.revision,
                 commit=commit if commit is not None else current.commit,
@@ -184,16 +218,25 @@ class Store:
             )
             target = self.record_path(model)
             try:
-                confined.write_atomic(self.dest, target, (json.dumps(record.to_json(), indent=1) + "\n").encode())
+                confined.write_atomic(
+                    self.dest, target, (json.dumps(record.to_json(), indent=1) + "\n").encode()
+                )
             except OSError as exc:
-                raise LocalFSError(f"{model or 'get'}: cannot write record {target}: {exc.strerror or exc}") from exc
+                raise LocalFSError(
+                    f"{model or 'get'}: cannot write record {target}: {exc.strerror or exc}"
+                ) from exc
             return record
 
     def drop_from_record(
-        self, model: str, paths: tuple[str, ...], *, whole: bool = False, forget: tuple[str, ...] = ()
+        self,
+        model: str,
+        paths: tuple[str, ...],
+        *,
+        whole: bool = False,
+        forget: tuple[str, ...] = (),
     ) -> None:
-        """Take ``paths`` (and ``forget``: keys of ``earlier``) out of the model's record (``whole``: remove the record,
-        unless it names other files)."""
+        """Take ``paths`` (and ``forget``: keys of ``earlier``) out of the model's record
+        (``whole``: remove the record, unless it names other files)."""
         with self._record_locked(model):
             current = self.read_record(model)
             if current is None:
@@ -202,26 +245,33 @@ class Store:
                 try:
                     confined.unlink(self.dest, self.record_path(model))
                 except OSError as exc:
-                    raise LocalFSError(f"{model}: cannot remove its record: {exc.strerror or exc}") from exc
+                    raise LocalFSError(
+                        f"{model}: cannot remove its record: {exc.strerror or exc}"
+                    ) from exc
                 return
         if paths or forget:
             self.update_record(model, revision=None, commit=None, remove=paths, forget=forget)
 
     def _record_locked(self, model: str) -> HeldLocks:
-        # The one-off record's lock: ".get", a name no catalog model can have (none starts with ".").
+        # The one-off record's lock: ".get", a name no catalog model can have (none starts with
+        # ".").
         lock = self.state_dir / "locks" / f"{model or '.get'}.record.lock"
         label = f"{model or 'get'}: its record"
         return acquire_locks(self.dest, [lock], label=label, timeout=RECORD_LOCK_TIMEOUT)
 
     def free_bytes(self) -> int:
-        """Free space where the destination is (or would be): the nearest existing parent's filesystem."""
+        """Free space where the destination is (or would be): the nearest existing parent's
+        filesystem.
+        """
         probe = self.dest
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
         return shutil.disk_usage(probe).free
 
     def partials(self) -> list[PartialFile]:
-        """Partial downloads, orphan resume records and stray temp files: regular files with mdl's names only."""
+        """Partial downloads, orphan resume records and stray temp files: regular files with
+        mdl's names only.
+        """
         folder = self.state_dir / "partial"
         listed = confined.entries(self.dest, folder)
         names = {name for name, found in listed if stat.S_ISREG(found.st_mode)}
@@ -233,15 +283,17 @@ class Store:
             if name.endswith(".part"):
                 state = entry.with_name(name + ".json")
                 ident = (info.st_dev, info.st_ino)
-                found.append(PartialFile(entry, state, info.st_blocks * 512, self._label_of(state), ident))
+                found.append(
+                    PartialFile(entry, state, info.st_blocks * 512, self._label_of(state), ident)
+                )
             elif name.endswith(".tmp") or name.removesuffix(".json") not in names:
                 ident = (info.st_dev, info.st_ino)
                 found.append(PartialFile(entry, entry, info.st_size, self._label_of(entry), ident))
         return found
 
     def remove_partial(self, partial: PartialFile) -> bool:
-        """Delete a partial file and its resume record (the entries, never a link's target); the partial only if it is
-        still the file listed (``identity``), else both stay (False)."""
+        """Delete a partial file and its resume record (the entries, never a link's target); the
+        partial only if it is still the file listed (``identity``), else both stay (False)."""
         paths = {partial.part_path, partial.state_path}
         if (listed := partial.identity) is not None:
             removal = confined.unlink_checked(
@@ -260,7 +312,10 @@ class Store:
 
     def _label_of(self, state_path: Path) -> str:
         try:
-            source = json.loads(confined.read_bytes(self.dest, state_path, limit=1 << 20)).get("source", "")
-        except (OSError, ValueError, AttributeError, MdlError):  # not one mdl made, or too big: named by its name
+            source = json.loads(confined.read_bytes(self.dest, state_path, limit=1 << 20)).get(
+                "source", ""
+            )
+        # not one mdl made, or too big: named by its name
+        except (OSError, ValueError, AttributeError, MdlError):
             source = ""
         return str(source) or state_path.name

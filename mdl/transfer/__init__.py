@@ -1,8 +1,14 @@
-"""Bytes over HTTP: the one client and redirect follower, and the engine that fetches one file into a ``.part``
-over parallel ranges with a resume record, verifies it and finishes atomically."""
+"""Bytes over HTTP: the one client and redirect follower, and the engine that fetches one file into
+a ``.part`` over parallel ranges with a resume record, verifies it and finishes atomically."""
 
 from mdl.transfer.body import promised, read_body
-from mdl.transfer.connection import NetTransport, origin, set_body_deadline, set_read_timeout, set_reply_deadline
+from mdl.transfer.connection import (
+    NetTransport,
+    origin,
+    set_body_deadline,
+    set_read_timeout,
+    set_reply_deadline,
+)
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import (
     RETRYABLE_STATUSES,

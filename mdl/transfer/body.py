@@ -1,4 +1,6 @@
-"""An answer's body against what its headers promise: the span they name, and the one reader every path takes."""
+"""An answer's body against what its headers promise: the span they name, and the one reader
+every path takes.
+"""
 
 from __future__ import annotations
 
@@ -12,25 +14,34 @@ import httpx2
 from mdl.errors import NetworkError
 from mdl.redact import redact_url
 from mdl.transfer.connection import Pace, WireStream, httpx2_errors, pace_of, read_buffer
-from mdl.transfer.headers import ContentRangeError, content_codings, parse_content_range, parse_decimal
+from mdl.transfer.headers import (
+    ContentRangeError,
+    content_codings,
+    parse_content_range,
+    parse_decimal,
+)
 
 MiB = 1 << 20
-# A body read past the parser skips h11's four copies of every byte (0.75 CPU-s per GiB here, bench/bench_raw.py) but
-# costs its connection: h11 never saw the end, so it closes it. RAW_LEAST is worth a handshake of RAW_HANDSHAKE; a
-# connection whose handshake took longer needs proportionally more (on a far link its reuse is worth more).
+# A body read past the parser skips h11's four copies of every byte (0.75 CPU-s per GiB here,
+# bench/bench_raw.py) but costs its connection: h11 never saw the end, so it closes it. RAW_LEAST is
+# worth a handshake of RAW_HANDSHAKE; a connection whose handshake took longer needs proportionally
+# more (on a far link its reuse is worth more).
 RAW_LEAST = 16 * MiB
 RAW_HANDSHAKE = 0.012  # seconds: about what copying RAW_LEAST bytes through the parser costs
 
 
 class BodyOverrunError(NetworkError):
-    """A body that went on past the bytes its headers named: nothing of that answer is to be kept."""
+    """A body that went on past the bytes its headers named: nothing of that answer is to be
+    kept.
+    """
 
 
 @dataclass(frozen=True)
 class Span:
-    """Bytes ``[start, end)`` of a file of ``total`` bytes, as an answer's headers name them (``end`` None: not
-    said, the body ends when it ends; ``total`` None: not said). ``ranged``: a part of the file, as asked (a 206, or a
-    200 that names a part in its Content-Range, as ``rclone serve s3`` answers); else the whole file."""
+    """Bytes ``[start, end)`` of a file of ``total`` bytes, as an answer's headers name them
+    (``end`` None: not said, the body ends when it ends; ``total`` None: not said). ``ranged``: a
+    part of the file, as asked (a 206, or a 200 that names a part in its Content-Range, as ``rclone
+    serve s3`` answers); else the whole file."""
 
     start: int
     end: int | None
@@ -47,27 +58,43 @@ class Span:
 
 
 def promised(response: httpx2.Response, *, what: str) -> Span:
-    """What a 200's or a 206's headers say its body holds; headers that contradict each other are exit 5."""
+    """What a 200's or a 206's headers say its body holds; headers that contradict each other are
+    exit 5.
+    """
     status, headers = response.status_code, response.headers
-    if content_codings(response):  # its lengths count coded bytes: the file's bytes are known once decoded
+    # its lengths count coded bytes: the file's bytes are known once decoded
+    if content_codings(response):
         return Span(0, None, None, ranged=status == 206)
-    # Chunked framing wins over a Content-Length beside it (RFC 9112 §6.3): then only the framing says where it ends.
-    length = None if "Transfer-Encoding" in headers else parse_decimal(headers.get("Content-Length"))
+    # Chunked framing wins over a Content-Length beside it (RFC 9112 §6.3): then only the framing
+    # says where it ends.
+    length = (
+        None if "Transfer-Encoding" in headers else parse_decimal(headers.get("Content-Length"))
+    )
     value = headers.get("Content-Range")
     if status == 206 or value is not None:
         try:
             first, last, total = parse_content_range(value or "")
         except ContentRangeError as exc:
-            if status == 200:  # RFC 9110 gives a 200's Content-Range no meaning: one we cannot read is left aside
+            # RFC 9110 gives a 200's Content-Range no meaning: one we cannot read is left aside
+            if status == 200:
                 return Span(0, length, length, ranged=False)
-            raise NetworkError(f"{what}: bad Content-Range from {redact_url(str(response.url))}: {exc}") from exc
+            raise NetworkError(
+                f"{what}: bad Content-Range from {redact_url(str(response.url))}: {exc}"
+            ) from exc
         if length is not None and length != last - first + 1:
             raise NetworkError(
-                f"{what}: the server sent a {length}-byte body for bytes {first}-{last} ({last - first + 1} bytes)"
+                f"{what}: the server sent a {length}-byte body for bytes {first}-{last}"
+                f" ({last - first + 1} bytes)"
             )
-        # A 200 naming the whole file is the whole file, unless ``bytes=0-`` was asked: then it is that range too (as
-        # rclone answers); to any other range it is a server ignoring ranges.
-        whole = status == 200 and first == 0 and total is not None and last + 1 == total and not _asked_all(response)
+        # A 200 naming the whole file is the whole file, unless ``bytes=0-`` was asked: then it is
+        # that range too (as rclone answers); to any other range it is a server ignoring ranges.
+        whole = (
+            status == 200
+            and first == 0
+            and total is not None
+            and last + 1 == total
+            and not _asked_all(response)
+        )
         return Span(first, last + 1, total, ranged=not whole)
     return Span(0, length, length, ranged=False)
 
@@ -79,17 +106,23 @@ def _asked_all(response: httpx2.Response) -> bool:
         return False
 
 
-def read_body(response: httpx2.Response, span: Span, *, encoded: bool, what: str) -> Iterator[bytes | memoryview]:
-    """The body's bytes, never more than ``span`` names, however the body is framed (``BodyOverrunError`` before a
-    byte past it is given): a big sized range straight from its socket into this thread's buffer (each view valid
-    until the next one), anything else through the parser, decoded when content-coded."""
+def read_body(
+    response: httpx2.Response, span: Span, *, encoded: bool, what: str
+) -> Iterator[bytes | memoryview]:
+    """The body's bytes, never more than ``span`` names, however the body is framed
+    (``BodyOverrunError`` before a byte past it is given): a big sized range straight from its
+    socket into this thread's buffer (each view valid until the next one), anything else through the
+    parser, decoded when content-coded."""
     chunks = _parsed(response, encoded=encoded, what=what)
     body: Iterator[bytes | memoryview] = chunks
     limit = None if encoded else span.length
     sock = None if encoded else raw_socket(response, span)
     if sock is not None and limit is not None:
-        first = next(chunks, b"")  # what the parser holds past the headers (``chunks`` kept: dropped, it closes)
-        rest = _received(sock, read_buffer(), limit - len(first), response.request, pace=pace_of(response))
+        # what the parser holds past the headers (``chunks`` kept: dropped, it closes)
+        first = next(chunks, b"")
+        rest = _received(
+            sock, read_buffer(), limit - len(first), response.request, pace=pace_of(response)
+        )
         body = itertools.chain([first], rest)
     if limit is None:
         yield from body
@@ -99,9 +132,12 @@ def read_body(response: httpx2.Response, span: Span, *, encoded: bool, what: str
         got += len(chunk)
         if got > limit:
             raise BodyOverrunError(
-                f"{what}: the server sent more than the {limit} bytes its headers name ({span.shown}); "
-                "nothing of that answer was kept",
-                hint="a proxy or server on the way is broken; mdl never writes bytes an answer did not name",
+                f"{what}: the server sent more than the {limit} bytes its headers name"
+                f" ({span.shown}); nothing of that answer was kept",
+                hint=(
+                    "a proxy or server on the way is broken; mdl never writes bytes an answer did"
+                    " not name"
+                ),
             )
         yield chunk
 
@@ -111,16 +147,22 @@ def _parsed(response: httpx2.Response, *, encoded: bool, what: str) -> Iterator[
         yield from response.iter_bytes() if encoded else response.iter_raw()
     except httpx2.DecodingError as exc:  # only a decoder raises it
         raise NetworkError(
-            f"{what}: the {', '.join(content_codings(response))} body from {redact_url(str(response.url))} "
-            f"is corrupt: {exc}"
+            f"{what}: the {', '.join(content_codings(response))} body from"
+            f" {redact_url(str(response.url))} is corrupt: {exc}"
         ) from exc
 
 
 def raw_socket(response: httpx2.Response, span: Span) -> WireStream | None:
-    """The connection a big range framed by its Content-Length (``promised`` checked it is the range's) is read
-    from, or None (read by the parser, the connection kept)."""
-    if not span.ranged or span.length is None or span.length < RAW_LEAST or "Transfer-Encoding" in response.headers:
-        return None  # chunked framing (even beside a Content-Length, RFC 9112 §6.3) is the parser's to undo
+    """The connection a big range framed by its Content-Length (``promised`` checked it is the
+    range's) is read from, or None (read by the parser, the connection kept)."""
+    if (
+        not span.ranged
+        or span.length is None
+        or span.length < RAW_LEAST
+        or "Transfer-Encoding" in response.headers
+    ):
+        # chunked framing (even beside a Content-Length, RFC 9112 §6.3) is the parser's to undo
+        return None
     if parse_decimal(response.headers.get("Content-Length")) != span.length:
         return None  # no length: the body ends with its connection, which only the parser sees
     stream = response.extensions.get("network_stream")
@@ -130,16 +172,23 @@ def raw_socket(response: httpx2.Response, span: Span) -> WireStream | None:
 
 
 def _received(
-    stream: WireStream, view: memoryview, left: int, request: httpx2.Request, *, pace: Pace | None = None
+    stream: WireStream,
+    view: memoryview,
+    left: int,
+    request: httpx2.Request,
+    *,
+    pace: Pace | None = None,
 ) -> Iterator[memoryview]:
-    timeout = (request.extensions.get("timeout") or {}).get("read")  # each read bounded as the parser's are
+    # each read bounded as the parser's are
+    timeout = (request.extensions.get("timeout") or {}).get("read")
     while left > 0:
         began = time.monotonic()
         with httpx2_errors(request):
             got = stream.read_into(view[: min(len(view), left)], timeout)
         if pace is not None:
             pace.count(began, got)
-        if got == 0:  # the connection ended (or was closed) short of the bytes named: an error, as the parser's
+        # the connection ended (or was closed) short of the bytes named: an error, as the parser's
+        if got == 0:
             raise httpx2.RemoteProtocolError(
                 f"the connection ended with {left} bytes of the body to come", request=request
             )

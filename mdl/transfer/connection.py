@@ -1,5 +1,6 @@
-"""The one transport: httpx2 mounts for the environment's proxies (as curl picks them) and CAs, each an httpcore2 pool
-on a network backend that bounds the whole header block; bodies paced in the one chunk loop every reader takes."""
+"""The one transport: httpx2 mounts for the environment's proxies (as curl picks them) and CAs, each
+an httpcore2 pool on a network backend that bounds the whole header block; bodies paced in the one
+chunk loop every reader takes."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def _scheme_proxy(scheme: str, environ: Mapping[str, str]) -> Proxy | None:
     if found is None:
         return None
     value, source = found
-    return Proxy(value if "://" in value else f"http://{value}", source)  # curl's default proxy scheme
+    # curl's default proxy scheme
+    return Proxy(value if "://" in value else f"http://{value}", source)
 
 
 _HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
@@ -88,26 +90,34 @@ def _split_port(entry: str) -> tuple[str, int | None]:
 
 
 def _is_port(text: str) -> bool:
-    return text.isascii() and text.isdigit() and len(text) <= 5  # int() takes '²' and chokes on 5000 digits
+    # int() takes '²' and chokes on 5000 digits
+    return text.isascii() and text.isdigit() and len(text) <= 5
 
 
 def _no_proxy_host(entry: str) -> str | None:
-    """The host part of the mount pattern one NO_PROXY entry makes (None: an entry that names no host)."""
+    """The host part of the mount pattern one NO_PROXY entry makes (None: an entry that names no
+    host).
+    """
     name, port = _split_port(entry)
     suffix = "" if port is None else f":{port}"
     try:
         network = ipaddress.ip_network(name, strict=False)
-    except ValueError:  # a host name: itself and its subdomains ("*example.com" is not "notexample.com")
+    # a host name: itself and its subdomains ("*example.com" is not "notexample.com")
+    except ValueError:
         name = name.lstrip(".").removeprefix("*.")
         if not _HOST_NAME.fullmatch(name):
             return None
-        # httpx2 cannot put its wildcard before a punycode label ("*xn--…"): such a name is matched exactly
-        return next((host for host in (f"*{name}{suffix}", f"{name}{suffix}") if _parses(host)), None)
+        # httpx2 cannot put its wildcard before a punycode label ("*xn--…"): such a name is matched
+        # exactly
+        return next(
+            (host for host in (f"*{name}{suffix}", f"{name}{suffix}") if _parses(host)), None
+        )
     address = network.network_address
     host = f"[{address.compressed}]" if network.version == 6 else address.compressed
     if network.num_addresses == 1:
         return f"{host}{suffix}"
-    return f"{host}/{network.prefixlen}"  # httpx2 has no port on a network: the whole block goes direct
+    # httpx2 has no port on a network: the whole block goes direct
+    return f"{host}/{network.prefixlen}"
 
 
 def _parses(host: str) -> bool:
@@ -118,10 +128,11 @@ def _parses(host: str) -> bool:
 
 
 def route_table(environ: Mapping[str, str]) -> dict[str, Proxy | None]:
-    """httpx2 mount patterns and the proxy each goes through (None: direct), as curl picks it: ``<scheme>_proxy`` then
-    ``all_proxy``, lowercase first; NO_PROXY's ``*``, names (and their subdomains), ``.names``, IPs and CIDR blocks,
-    each with an optional ``:port``, direct. httpx2 tries a host, a network, then a scheme alone (URLPattern's
-    priority), so an entry wins over its scheme's proxy."""
+    """httpx2 mount patterns and the proxy each goes through (None: direct), as curl picks it:
+    ``<scheme>_proxy`` then ``all_proxy``, lowercase first; NO_PROXY's ``*``, names (and their
+    subdomains), ``.names``, IPs and CIDR blocks, each with an optional ``:port``, direct. httpx2
+    tries a host, a network, then a scheme alone (URLPattern's priority), so an entry wins over its
+    scheme's proxy."""
     no_proxy = _lookup(environ, "no_proxy")
     entries = [entry.strip().lower() for entry in (no_proxy[0] if no_proxy else "").split(",")]
     table: dict[str, Proxy | None] = {}
@@ -134,16 +145,21 @@ def route_table(environ: Mapping[str, str]) -> dict[str, Proxy | None]:
     return table
 
 
-READ_SIZE = 1 << 20  # bytes asked of the socket per read (httpcore2's 64 KiB costs ~3x the CPU per byte)
+# bytes asked of the socket per read (httpcore2's 64 KiB costs ~3x the CPU per byte)
+READ_SIZE = 1 << 20
 MIN_BODY_RATE = 1024  # bytes per second of waiting: slower than this for a whole window is a stall
 
-_request = threading.local()  # this thread's header budget (seconds) and, once its first I/O began, its deadline
-_buffers = threading.local()  # this thread's read buffer: one for every read of every stream it reads
+# this thread's header budget (seconds) and, once its first I/O began, its deadline
+_request = threading.local()
+# this thread's read buffer: one for every read of every stream it reads
+_buffers = threading.local()
 
 
 @contextmanager
 def _header_budget(seconds: float) -> Iterator[None]:
-    """Connect, TLS, proxy tunnel, send and the header block all within ``seconds``, from the first network call."""
+    """Connect, TLS, proxy tunnel, send and the header block all within ``seconds``, from the
+    first network call.
+    """
     _request.budget, _request.deadline = seconds, None
     try:
         yield
@@ -152,7 +168,9 @@ def _header_budget(seconds: float) -> Iterator[None]:
 
 
 def _cut(timeout: float | None, kind: type[Exception]) -> float | None:
-    """``timeout``, cut to what is left of this thread's header budget (counted from its first network call)."""
+    """``timeout``, cut to what is left of this thread's header budget (counted from its first
+    network call).
+    """
     budget: float | None = getattr(_request, "budget", None)
     if budget is None:
         return timeout
@@ -166,7 +184,9 @@ def _cut(timeout: float | None, kind: type[Exception]) -> float | None:
 
 
 def read_buffer() -> memoryview:
-    """This thread's read buffer (``READ_SIZE``), made once: a view of it is valid until the thread's next read."""
+    """This thread's read buffer (``READ_SIZE``), made once: a view of it is valid until the
+    thread's next read.
+    """
     view: memoryview | None = getattr(_buffers, "view", None)
     if view is None:
         view = _buffers.view = memoryview(bytearray(READ_SIZE))
@@ -174,26 +194,37 @@ def read_buffer() -> memoryview:
 
 
 class WireStream(httpcore2.NetworkStream):
-    """A connection as httpcore2 sees it: reads ``READ_SIZE`` at a time into the thread's buffer, with the socket's
-    timeout set only when it changes (httpcore2's own stream sets it, an ioctl, at every read); while a header block
-    is awaited every call is cut to the request's budget. TLS inside a proxy's TLS is left to httpcore2's stream."""
+    """A connection as httpcore2 sees it: reads ``READ_SIZE`` at a time into the thread's buffer,
+    with the socket's timeout set only when it changes (httpcore2's own stream sets it, an ioctl, at
+    every read); while a header block is awaited every call is cut to the request's budget. TLS
+    inside a proxy's TLS is left to httpcore2's stream."""
 
-    def __init__(self, inner: httpcore2.NetworkStream, *, layers: int, live: LiveStreams, handshake: float) -> None:
-        self._inner, self._layers, self._live = inner, layers, live  # layers 0: TCP, 1: TLS, 2: TLS inside TLS
-        self.handshake = handshake  # seconds its connect (and TLS) took: what opening another one would cost
+    def __init__(
+        self, inner: httpcore2.NetworkStream, *, layers: int, live: LiveStreams, handshake: float
+    ) -> None:
+        # layers 0: TCP, 1: TLS, 2: TLS inside TLS
+        self._inner, self._layers, self._live = inner, layers, live
+        # seconds its connect (and TLS) took: what opening another one would cost
+        self.handshake = handshake
         sock = inner.get_extra_info("socket")
-        own = isinstance(sock, socket.socket) and layers == (1 if isinstance(sock, ssl.SSLSocket) else 0)
+        own = isinstance(sock, socket.socket) and layers == (
+            1 if isinstance(sock, ssl.SSLSocket) else 0
+        )
         self._sock: socket.socket | None = sock if own else None
         self._timeout = sock.gettimeout() if own else None
         live.add(self)
 
     @property
     def can_read_into(self) -> bool:
-        """Whether the socket itself yields the plaintext (TCP, or TLS on it): what :meth:`read_into` needs."""
+        """Whether the socket itself yields the plaintext (TCP, or TLS on it): what
+        :meth:`read_into` needs.
+        """
         return self._sock is not None
 
     def read_into(self, view: memoryview, timeout: float | None = None) -> int:
-        """Read into ``view``, as many bytes as came (0: the peer closed), httpcore2's errors on failure."""
+        """Read into ``view``, as many bytes as came (0: the peer closed), httpcore2's errors on
+        failure.
+        """
         sock = self._sock
         assert sock is not None
         try:
@@ -209,22 +240,29 @@ class WireStream(httpcore2.NetworkStream):
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         if self._sock is None:
-            return self._inner.read(max(max_bytes, READ_SIZE), timeout=_cut(timeout, httpcore2.ReadTimeout))
+            return self._inner.read(
+                max(max_bytes, READ_SIZE), timeout=_cut(timeout, httpcore2.ReadTimeout)
+            )
         view = read_buffer()
         return bytes(view[: self.read_into(view, timeout)])  # copied out: the parser keeps it
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._timeout = math.nan  # httpcore2's write sets the socket's timeout (once a request): reads set it again
+        # httpcore2's write sets the socket's timeout (once a request): reads set it again
+        self._timeout = math.nan
         self._inner.write(buffer, timeout=_cut(timeout, httpcore2.WriteTimeout))
 
     def close(self) -> None:
-        if self._sock is not None:  # wakes a read another thread waits in: a bare close() leaves it waiting for data
+        # wakes a read another thread waits in: a bare close() leaves it waiting for data
+        if self._sock is not None:
             with suppress(OSError):
                 socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
         self._inner.close()
 
     def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
     ) -> httpcore2.NetworkStream:
         limit, began = _cut(timeout, httpcore2.ConnectTimeout), time.monotonic()
         inner = self._inner.start_tls(ssl_context, server_hostname=server_hostname, timeout=limit)
@@ -236,8 +274,9 @@ class WireStream(httpcore2.NetworkStream):
 
 
 class LiveStreams:
-    """The run's open connections, for Ctrl-C to shut down: threads add the ones they open while another lists them
-    (a bare WeakSet raises "changed size during iteration" at exactly that moment)."""
+    """The run's open connections, for Ctrl-C to shut down: threads add the ones they open while
+    another lists them (a bare WeakSet raises "changed size during iteration" at exactly that
+    moment)."""
 
     def __init__(self) -> None:
         self._streams: weakref.WeakSet[WireStream] = weakref.WeakSet()
@@ -274,8 +313,8 @@ class WireBackend(httpcore2.NetworkBackend):
 
 @dataclass
 class Pace:
-    """``window`` seconds spent waiting on the network must bring ``window × MIN_BODY_RATE`` bytes (time spent
-    writing or rate-limited is not waiting); ``deadline`` bounds the whole body."""
+    """``window`` seconds spent waiting on the network must bring ``window × MIN_BODY_RATE`` bytes
+    (time spent writing or rate-limited is not waiting); ``deadline`` bounds the whole body."""
 
     window: float
     request: httpx2.Request | None = None  # what the error names
@@ -284,15 +323,18 @@ class Pace:
     got: int = 0
 
     def count(self, began: float, got: int) -> None:
-        """One read that brought ``got`` bytes after waiting since ``began``; ReadTimeout on a stall or past the
-        deadline (each read is bounded by the read timeout, so neither is overshot by more than one)."""
+        """One read that brought ``got`` bytes after waiting since ``began``; ReadTimeout on a stall
+        or past the deadline (each read is bounded by the read timeout, so neither is overshot by
+        more than one)."""
         now = time.monotonic()
         self.waited += now - began
         self.got += got
         if self.got >= self.window * MIN_BODY_RATE:
             self.waited, self.got = 0.0, 0
         elif self.waited >= self.window:
-            raise httpx2.ReadTimeout(f"under {MIN_BODY_RATE} bytes/s for {self.window:g} s", request=self.request)
+            raise httpx2.ReadTimeout(
+                f"under {MIN_BODY_RATE} bytes/s for {self.window:g} s", request=self.request
+            )
         if self.deadline is not None and now >= self.deadline:
             raise httpx2.ReadTimeout("the body did not arrive in time", request=self.request)
 
@@ -301,10 +343,12 @@ BODY = "mdl_body"  # the response extension holding its :class:`Body`
 
 
 class Body(httpx2.SyncByteStream):
-    """An answer's body: the chunk loop every reader goes through (``iter_raw``, ``iter_bytes``, ``read``), its pace
-    checked after each read."""
+    """An answer's body: the chunk loop every reader goes through (``iter_raw``, ``iter_bytes``,
+    ``read``), its pace checked after each read."""
 
-    def __init__(self, answer: httpcore2.Response, *, window: float, request: httpx2.Request) -> None:
+    def __init__(
+        self, answer: httpcore2.Response, *, window: float, request: httpx2.Request
+    ) -> None:
         self._answer = answer
         self.pace = Pace(window=window, request=request)
 
@@ -330,10 +374,17 @@ def pace_of(response: httpx2.Response) -> Pace | None:
 
 
 class Route(httpx2.BaseTransport):
-    """One way out, direct or through one proxy: an httpcore2 pool on the run's backend, made at its first request
-    (so a run that never opens TLS never loads the CAs); an error through a proxy names it (``exc.mdl_proxy``)."""
+    """One way out, direct or through one proxy: an httpcore2 pool on the run's backend, made at its
+    first request (so a run that never opens TLS never loads the CAs); an error through a proxy
+    names it (``exc.mdl_proxy``)."""
 
-    def __init__(self, open_pool: Callable[[], httpcore2.ConnectionPool], *, timeout: float, proxy: Proxy | None):
+    def __init__(
+        self,
+        open_pool: Callable[[], httpcore2.ConnectionPool],
+        *,
+        timeout: float,
+        proxy: Proxy | None,
+    ):
         self._open_pool, self.timeout, self.proxy = open_pool, timeout, proxy
         self._pool: httpcore2.ConnectionPool | None = None
         self._lock = threading.Lock()
@@ -345,20 +396,26 @@ class Route(httpx2.BaseTransport):
             return self._pool
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        # Whatever the caller asked (even timeout=None), no phase waits longer than the run's timeout ...
-        request.extensions["timeout"] = dict.fromkeys(("connect", "read", "write", "pool"), self.timeout)
+        # Whatever the caller asked (even timeout=None), no phase waits longer than the run's
+        # timeout ...
+        request.extensions["timeout"] = dict.fromkeys(
+            ("connect", "read", "write", "pool"), self.timeout
+        )
         assert isinstance(request.stream, httpx2.SyncByteStream)
         url = request.url
         core = httpcore2.Request(
             method=request.method,
-            url=httpcore2.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
+            url=httpcore2.URL(
+                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+            ),
             headers=request.headers.raw,
             content=request.stream,
             extensions=request.extensions,
         )
         pool = self._pool or self._ready()
         try:
-            # ... and the whole header block (connect, TLS, proxy tunnel, send, headers) comes within it, in total.
+            # ... and the whole header block (connect, TLS, proxy tunnel, send, headers) comes
+            # within it, in total.
             with _header_budget(self.timeout), httpx2_errors(request):
                 answer = pool.handle_request(core)
         except httpx2.TransportError as exc:
@@ -367,7 +424,9 @@ class Route(httpx2.BaseTransport):
             raise
         body = Body(answer, window=self.timeout, request=request)
         extensions = {**answer.extensions, BODY: body}
-        return httpx2.Response(status_code=answer.status, headers=answer.headers, stream=body, extensions=extensions)
+        return httpx2.Response(
+            status_code=answer.status, headers=answer.headers, stream=body, extensions=extensions
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -376,18 +435,23 @@ class Route(httpx2.BaseTransport):
 
 
 class NetTransport:
-    """The run's routes, built once from its environ: ``mounts`` for ``httpx2.Client`` (see :func:`route_table`), a
-    direct ``default``, all on one backend so ``abort`` reaches every connection (``make_client`` takes it)."""
+    """The run's routes, built once from its environ: ``mounts`` for ``httpx2.Client`` (see
+    :func:`route_table`), a direct ``default``, all on one backend so ``abort`` reaches every
+    connection (``make_client`` takes it)."""
 
-    def __init__(self, *, timeout: float, environ: Mapping[str, str] | None, pool_size: int = 10) -> None:
+    def __init__(
+        self, *, timeout: float, environ: Mapping[str, str] | None, pool_size: int = 10
+    ) -> None:
         self.timeout = timeout
         self._environ = dict(environ or {})
-        # A CA variable naming nothing is exit 2 now; loading the CAs (~30-50 ms) waits for the first TLS connection.
+        # A CA variable naming nothing is exit 2 now; loading the CAs (~30-50 ms) waits for the
+        # first TLS connection.
         ca_locations(self._environ)
         self._ssl: ssl.SSLContext | None = None
         self._pool_size = pool_size
         self._backend = WireBackend()
-        routes = {scheme: self._route(None, tls=scheme == "https") for scheme in SCHEMES}  # direct, by scheme
+        # direct, by scheme
+        routes = {scheme: self._route(None, tls=scheme == "https") for scheme in SCHEMES}
         self.mounts: dict[str, httpx2.BaseTransport | None] = {}
         for pattern, proxy in route_table(self._environ).items():
             scheme = pattern.partition("://")[0]
@@ -403,33 +467,50 @@ class NetTransport:
     def _pool(self, proxy: Proxy | None, *, tls: bool) -> httpcore2.ConnectionPool:
         parts = urlsplit(proxy.url if proxy is not None else "http://direct")
         if proxy is not None and (parts.scheme.lower() not in SCHEMES or not parts.hostname):
-            # said at its first use: a run that needs no network is not stopped by a proxy it would not use
-            raise UsageError(f"${proxy.source}: expected an http:// or https:// proxy URL, got {proxy.shown!r}")
-        # A plain http:// pool never opens TLS: its context trusts no CA, so it would fail closed if it ever did.
+            # said at its first use: a run that needs no network is not stopped by a proxy it would
+            # not use
+            raise UsageError(
+                f"${proxy.source}: expected an http:// or https:// proxy URL, got {proxy.shown!r}"
+            )
+        # A plain http:// pool never opens TLS: its context trusts no CA, so it would fail closed if
+        # it ever did.
         if tls:  # two routes opening at once may load the CAs twice: harmless, and rare
             self._ssl = context = self._ssl or ssl_context(self._environ)
         else:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        common: dict[str, Any] = {"max_connections": self._pool_size, "max_keepalive_connections": self._pool_size}
-        common.update(ssl_context=context, keepalive_expiry=KEEPALIVE_SECONDS, network_backend=self._backend)
+        common: dict[str, Any] = {
+            "max_connections": self._pool_size,
+            "max_keepalive_connections": self._pool_size,
+        }
+        common.update(
+            ssl_context=context, keepalive_expiry=KEEPALIVE_SECONDS, network_backend=self._backend
+        )
         if proxy is None:
             return httpcore2.ConnectionPool(**common)
-        parsed = httpx2.Proxy(proxy.url)  # credentials in the URL become Proxy-Authorization as httpx2 does it
+        # credentials in the URL become Proxy-Authorization as httpx2 does it
+        parsed = httpx2.Proxy(proxy.url)
         return httpcore2.HTTPProxy(
             proxy_url=httpcore2.URL(
-                scheme=parsed.url.raw_scheme, host=parsed.url.raw_host, port=parsed.url.port, target=parsed.url.raw_path
+                scheme=parsed.url.raw_scheme,
+                host=parsed.url.raw_host,
+                port=parsed.url.port,
+                target=parsed.url.raw_path,
             ),
             proxy_auth=parsed.raw_auth,
-            proxy_ssl_context=context if proxy.url.lower().startswith("https://") else None,  # the servers' CAs
+            # the servers' CAs
+            proxy_ssl_context=context if proxy.url.lower().startswith("https://") else None,
             **common,
         )
 
     def abort(self) -> None:
-        """Shut every open connection down (Ctrl-C): closing a response does not wake a read already waiting."""
+        """Shut every open connection down (Ctrl-C): closing a response does not wake a read
+        already waiting.
+        """
         for stream in self._backend.live.snapshot():
             sock = stream.get_extra_info("socket")
             if isinstance(sock, socket.socket):
-                with suppress(OSError):  # the fd's shutdown, not SSLSocket's unwrap: a waiting read wakes at EOF
+                # the fd's shutdown, not SSLSocket's unwrap: a waiting read wakes at EOF
+                with suppress(OSError):
                     socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
@@ -465,8 +546,9 @@ def httpx2_errors(request: httpx2.Request | None = None) -> Iterator[None]:
 
 
 def set_read_timeout(response: httpx2.Response, seconds: float) -> None:
-    """The stall timeout for the rest of the body: no read waits longer, and no ``seconds`` of waiting may bring fewer
-    than ``seconds × MIN_BODY_RATE`` bytes (httpcore2 reads the extension when the body starts)."""
+    """The stall timeout for the rest of the body: no read waits longer, and no ``seconds`` of
+    waiting may bring fewer than ``seconds × MIN_BODY_RATE`` bytes (httpcore2 reads the extension
+    when the body starts)."""
     extensions = response.request.extensions
     extensions["timeout"] = {**(extensions.get("timeout") or {}), "read": seconds}
     pace = pace_of(response)
@@ -481,23 +563,29 @@ def set_body_deadline(response: httpx2.Response, seconds: float) -> None:
         pace.deadline = time.monotonic() + seconds
 
 
-REPLY_FACTOR = 3  # an API reply read whole (the Hub's, the CAS's, a token) must be whole within this many timeouts
+# an API reply read whole (the Hub's, the CAS's, a token) must be whole within this many timeouts
+REPLY_FACTOR = 3
 
 
 def set_reply_deadline(response: httpx2.Response, timeout: float | None) -> None:
-    """An API reply read whole: the rest of its body within ``REPLY_FACTOR`` × the read ``timeout`` (None: no
-    deadline), however it trickles (a pace above the stall floor keeps each read alive, not the whole reply)."""
+    """An API reply read whole: the rest of its body within ``REPLY_FACTOR`` × the read ``timeout``
+    (None: no deadline), however it trickles (a pace above the stall floor keeps each read alive,
+    not the whole reply)."""
     if timeout is not None:
         set_body_deadline(response, REPLY_FACTOR * timeout)
 
 
-DRAIN_LIMIT = 64 * 1024  # a leftover body this small is read so its connection can serve the next request
+# a leftover body this small is read so its connection can serve the next request
+DRAIN_LIMIT = 64 * 1024
 DRAIN_SECONDS = 1.0  # ... if it comes within this long
 
 
 def drain(response: httpx2.Response) -> None:
-    """Close a response, reading a small sized body first: one closed mid-body takes its keep-alive connection along."""
-    with closing(response), suppress(httpx2.HTTPError):  # a read failed: closing the connection is all there is to do
+    """Close a response, reading a small sized body first: one closed mid-body takes its
+    keep-alive connection along.
+    """
+    # a read failed: closing the connection is all there is to do
+    with closing(response), suppress(httpx2.HTTPError):
         length = parse_decimal(response.headers.get("Content-Length"))
         if length is not None and length <= DRAIN_LIMIT:
             set_read_timeout(response, DRAIN_SECONDS)
@@ -506,19 +594,23 @@ def drain(response: httpx2.Response) -> None:
                 pass
 
 
-# Which CAs to trust, read from the run's environment in this order: a bundle file in REQUESTS_CA_BUNDLE (requests),
-# CURL_CA_BUNDLE (curl) or SSL_CERT_FILE (OpenSSL); a folder of hashed certificates in SSL_CERT_DIR; else the system's.
+# Which CAs to trust, read from the run's environment in this order: a bundle file in
+# REQUESTS_CA_BUNDLE (requests), CURL_CA_BUNDLE (curl) or SSL_CERT_FILE (OpenSSL); a folder of
+# hashed certificates in SSL_CERT_DIR; else the system's.
 CA_FILE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")
 CA_DIR_VARIABLE = "SSL_CERT_DIR"
 _OPENSSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)")
 CA_HINT = (
-    "if a proxy or your company re-signs TLS, point REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or SSL_CERT_FILE "
-    "at its CA bundle (or SSL_CERT_DIR at a folder of hashed certificates); mdl reads them in that order"
+    "if a proxy or your company re-signs TLS, point REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or"
+    " SSL_CERT_FILE at its CA bundle (or SSL_CERT_DIR at a folder of hashed certificates); mdl"
+    " reads them in that order"
 )
 
 
 def ca_locations(environ: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
-    """(cafile, capath, the variable that named them) from the environment, checked to exist (else exit 2)."""
+    """(cafile, capath, the variable that named them) from the environment, checked to exist
+    (else exit 2).
+    """
     cafile = capath = None
     name = next((n for n in CA_FILE_VARIABLES if environ.get(n, "").strip()), None)
     if name is not None:
@@ -531,7 +623,10 @@ def ca_locations(environ: Mapping[str, str]) -> tuple[str | None, str | None, st
             raise UsageError(f"${name}: no such CA bundle {str(path)!r}", hint=CA_HINT)
     if folder := environ.get(CA_DIR_VARIABLE, "").strip():
         if not Path(folder).expanduser().is_dir():
-            raise UsageError(f"${CA_DIR_VARIABLE}: no such folder {str(Path(folder).expanduser())!r}", hint=CA_HINT)
+            raise UsageError(
+                f"${CA_DIR_VARIABLE}: no such folder {str(Path(folder).expanduser())!r}",
+                hint=CA_HINT,
+            )
         capath = capath or str(Path(folder).expanduser())
     return cafile, capath, name or (CA_DIR_VARIABLE if folder else None)
 
@@ -543,11 +638,15 @@ def ssl_context(environ: Mapping[str, str]) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=cafile, capath=capath)
     except (ssl.SSLError, OSError, ValueError) as exc:
-        raise UsageError(f"${where}: cannot load the CA certificates: {exc}", hint=CA_HINT) from None
+        raise UsageError(
+            f"${where}: cannot load the CA certificates: {exc}", hint=CA_HINT
+        ) from None
 
 
 def certificate_problem(exc: BaseException) -> str | None:
-    """The verification failure behind a transport error (``certificate has expired``, ...), if it is one."""
+    """The verification failure behind a transport error (``certificate has expired``, ...), if
+    it is one.
+    """
     chain: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and all(current is not seen for seen in chain):

@@ -1,4 +1,6 @@
-"""One file over HTTP into a ``.part`` and its resume record: parallel ranges, retries, stalls; verified, moved."""
+"""One file over HTTP into a ``.part`` and its resume record: parallel ranges, retries, stalls;
+verified, moved.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +16,36 @@ from collections.abc import Iterator
 
 import httpx2
 
-from mdl.errors import IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NetworkError, NoSpaceError
+from mdl.errors import (
+    IntegrityError,
+    InterruptedByUserError,
+    LocalFSError,
+    MdlError,
+    NetworkError,
+    NoSpaceError,
+)
 from mdl.progress import Progress
 from mdl.store import DirSyncs, open_file
 from mdl.transfer.body import BodyOverrunError, Span, promised, read_body
 from mdl.transfer.connection import set_read_timeout
 from mdl.transfer.headers import content_range_total, is_encoded
-from mdl.transfer.http import ExpiredURLError, RetryableError, Tries, error_for_status, follow, seconds, transport_error
-from mdl.transfer.job import EngineConfig, HashMismatch, RangesIgnoredError, SourceChanged, TransferJob, TransferResult
+from mdl.transfer.http import (
+    ExpiredURLError,
+    RetryableError,
+    Tries,
+    error_for_status,
+    follow,
+    seconds,
+    transport_error,
+)
+from mdl.transfer.job import (
+    EngineConfig,
+    HashMismatch,
+    RangesIgnoredError,
+    SourceChanged,
+    TransferJob,
+    TransferResult,
+)
 from mdl.transfer.replies import check_range, check_size, check_version, locate, probe, size_differs
 from mdl.transfer.resume import (
     HASH_BLOCK,
@@ -33,13 +57,23 @@ from mdl.transfer.resume import (
     keeping,
     load_state,
 )
-from mdl.transfer.scheduling import MIN_PIECE, MiB, Piece, RateLimiter, StreamStopped, run_pieces, spread, window
+from mdl.transfer.scheduling import (
+    MIN_PIECE,
+    MiB,
+    Piece,
+    RateLimiter,
+    StreamStopped,
+    run_pieces,
+    spread,
+    window,
+)
 from mdl.units import human_size
 
 log = logging.getLogger("mdl.transfer")
 
 MAX_RESTARTS = 4
-IGNORED_RANGE = "the server ignored the range"  # why kept bytes were thrown away (a resume's outcome says it)
+# why kept bytes were thrown away (a resume's outcome says it)
+IGNORED_RANGE = "the server ignored the range"
 COMPRESSED = "the server sent a compressed body, which cannot be resumed"
 PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
 
@@ -56,8 +90,12 @@ class Engine:
     progress: Progress
     cancel: threading.Event
     limiter: RateLimiter | None = None
-    dirs: DirSyncs | None = None  # folders to fsync before a record names their files (None: fsync at each finish)
-    _open: dict[httpx2.Response, DownloadState] = dataclasses.field(default_factory=dict, init=False)  # by file
+    # folders to fsync before a record names their files (None: fsync at each finish)
+    dirs: DirSyncs | None = None
+    # by file
+    _open: dict[httpx2.Response, DownloadState] = dataclasses.field(
+        default_factory=dict, init=False
+    )
     _open_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False)
 
     def abort(self) -> None:
@@ -65,9 +103,15 @@ class Engine:
         self.close()
 
     def close(self, state: DownloadState | None = None) -> None:
-        """Close the answers being read for ``state`` (None: for every file): their streams wake and end."""
+        """Close the answers being read for ``state`` (None: for every file): their streams wake
+        and end.
+        """
         with self._open_lock:
-            doomed = [response for response, owner in self._open.items() if state is None or owner is state]
+            doomed = [
+                response
+                for response, owner in self._open.items()
+                if state is None or owner is state
+            ]
         for response in doomed:
             with contextlib.suppress(Exception):
                 response.close()
@@ -79,7 +123,9 @@ class Engine:
             raise StreamStopped
 
     def announce(self, state: DownloadState, kind: str, count: int, text: str) -> None:
-        """One line per retry of a file, however many of its streams hit it at once (the highest count wins)."""
+        """One line per retry of a file, however many of its streams hit it at once (the highest
+        count wins).
+        """
         with state.lock:
             if state.announced.get(kind, 0) >= count:
                 return
@@ -96,7 +142,9 @@ class Engine:
         )
 
     def run_piece(self, state: DownloadState, piece: Piece) -> None:
-        """Fetch one piece, resuming from its last byte; only tries that moved nothing onto the disk spend retries."""
+        """Fetch one piece, resuming from its last byte; only tries that moved nothing onto the
+        disk spend retries.
+        """
         job = state.job
         tries = Tries(
             self.config.retry,
@@ -104,10 +152,12 @@ class Engine:
             wait=self.cancel.wait,
             on_retry=job.retries.add,
             announce=lambda count, line: self.announce(state, "retry", count, line),
-            quick_unreachable=False,  # this host answered the file's first request: a refusal now is a blip
+            # this host answered the file's first request: a refusal now is a blip
+            quick_unreachable=False,
         )
         stalls = 0
-        high = piece.start + piece.done  # the furthest this piece has got: progress is getting past it
+        # the furthest this piece has got: progress is getting past it
+        high = piece.start + piece.done
         while not piece.complete:
             self.check_stop(state)
             url = state.url
@@ -116,19 +166,26 @@ class Engine:
                 answered_end = self._stream_piece(state, piece, url)
                 if piece.end is None:
                     return
-                # Short of its range, the connection was lost; a tiny legal answer spends a try (or it goes on forever).
+                # Short of its range, the connection was lost; a tiny legal answer spends a try (or
+                # it goes on forever).
                 reached = piece.start + piece.done
                 if reached < min(piece.end, answered_end or piece.end):
                     raise _ClosedEarly(f"{job.label}: connection closed early at byte {reached}")
                 if not piece.complete and reached < piece.asked and reached - began < PROGRESS:
-                    raise RetryableError(f"{job.label}: the server sent only {piece.answered} bytes of the range")
+                    raise RetryableError(
+                        f"{job.label}: the server sent only {piece.answered} bytes of the range"
+                    )
                 high = max(high, reached)
                 tries.failures = 0
             except ExpiredURLError:
-                probed = bool(job.located) and url == job.located  # its signed target expired while the file waited
-                if not probed and (not job.renewable or tries.failures >= self.config.retry.retries):
+                # its signed target expired while the file waited
+                probed = bool(job.located) and url == job.located
+                if not probed and (
+                    not job.renewable or tries.failures >= self.config.retry.retries
+                ):
                     raise
-                tries.failures += not probed  # a re-resolve spends a try: a CDN refusing every signed URL gives up
+                # a re-resolve spends a try: a CDN refusing every signed URL gives up
+                tries.failures += not probed
                 with state.relocate_lock:  # once for all streams of this file
                     if state.url == url and probed:
                         if state.relocated_probe:
@@ -138,52 +195,79 @@ class Engine:
                     elif state.url == url:
                         log.info("%s: signed URL refused (403), resolving it again", job.label)
                         job.retries.add("signed URL refused (HTTP 403), resolved it again")
-                        state.url = self.locate_retrying(state) if state.multi else job.url  # the Hub signs anew
+                        # the Hub signs anew
+                        state.url = self.locate_retrying(state) if state.multi else job.url
             except httpx2.ReadTimeout as exc:
                 self.check_stop(state)
                 stalls += 1
                 if stalls > self.config.max_stalls:
                     raise NetworkError(f"{job.label}: stalled {stalls} times, giving up") from exc
-                log.info("%s: stream stalled, resuming at byte %d", job.label, piece.start + piece.done)
+                log.info(
+                    "%s: stream stalled, resuming at byte %d", job.label, piece.start + piece.done
+                )
                 job.retries.add(f"stalled at byte {piece.start + piece.done}")
                 silence = self.config.stall_timeout or self.client.timeout.read
-                again = f"no bytes for {seconds(silence or 0)}, reconnecting ({stalls}/{self.config.max_stalls})"
+                again = (
+                    f"no bytes for {seconds(silence or 0)}, reconnecting"
+                    f" ({stalls}/{self.config.max_stalls})"
+                )
                 self.announce(state, "stall", stalls, again)
             except (RetryableError, httpx2.TransportError, httpx2.StreamClosed) as exc:
                 self.check_stop(state)
-                err = exc if isinstance(exc, RetryableError) else transport_error(exc, what=job.label, url=url)
-                if not isinstance(err, RetryableError):  # a refused certificate: trying again changes nothing
+                err = (
+                    exc
+                    if isinstance(exc, RetryableError)
+                    else transport_error(exc, what=job.label, url=url)
+                )
+                # a refused certificate: trying again changes nothing
+                if not isinstance(err, RetryableError):
                     raise err from exc
                 reached = piece.start + piece.done
-                if reached >= high + PROGRESS:  # this try moved the piece on: the budget is for tries that did not
+                # this try moved the piece on: the budget is for tries that did not
+                if reached >= high + PROGRESS:
                     tries.failures = 0
                 high = max(high, reached)
-                # A connection that went away mid-answer (httpx2's own error, or an answer cut short) is "lost".
+                # A connection that went away mid-answer (httpx2's own error, or an answer cut
+                # short) is "lost".
                 tries.failed(err, lost=exc is not err or isinstance(exc, _ClosedEarly))
 
     def _stream_piece(self, state: DownloadState, piece: Piece, url: str) -> int | None:
-        """One request for (part of) ``piece``; returns where its answer ends (None: the end of the file). Bytes on
-        disk before its frontier are another answer's (an earlier run's, a broken stream's, the carried probe's, a
-        short range's, the last window's): it starts a little before them when no hash checks the file and compares
-        (engine rule 15: every join of two answers proves they are one version; ``state.overlap``)."""
+        """One request for (part of) ``piece``; returns where its answer ends (None: the end of the
+        file). Bytes on disk before its frontier are another answer's (an earlier run's, a broken
+        stream's, the carried probe's, a short range's, the last window's): it starts a little
+        before them when no hash checks the file and compares (engine rule 15: every join of two
+        answers proves they are one version; ``state.overlap``)."""
         job, multi = state.job, state.multi
         if state.whole_only and (multi or piece.done > 0):
-            raise RangesIgnoredError  # a content-coding server: only one decoded whole-file stream, never spliced
+            # a content-coding server: only one decoded whole-file stream, never spliced
+            raise RangesIgnoredError
         if piece.done > 0 and not multi and state.validator is None and not job.identity.has_hash:
             # nothing tells this version from the next: a resume could splice two
             self.drop(state, piece, why="the server names no version to resume against")
         offset = piece.start + piece.done
-        opening = job.opening.take() if job.opening is not None and offset == 0 and url == job.located else None
-        back = state.overlap(piece) if opening is None else 0  # bytes on disk the answer must repeat
+        opening = (
+            job.opening.take()
+            if job.opening is not None and offset == 0 and url == job.located
+            else None
+        )
+        # bytes on disk the answer must repeat
+        back = state.overlap(piece) if opening is None else 0
         headers: dict[str, str] = {}
         ranged = multi or offset > 0 or opening is not None
-        with state.lock:  # a window of the piece: what lies past it may be stolen, never what was asked for
-            if piece.complete:  # a stream reading on past its own piece took this one whole meanwhile
+        # a window of the piece: what lies past it may be stolen, never what was asked for
+        with state.lock:
+            # a stream reading on past its own piece took this one whole meanwhile
+            if piece.complete:
                 return piece.end
-            if opening is not None:  # the probe asked for the first bytes: its answer is this piece's first window
+            # the probe asked for the first bytes: its answer is this piece's first window
+            if opening is not None:
                 asked_end: int | None = opening.end
             else:
-                asked_end = window(piece, offset, state.ttfb) if multi and piece.end is not None else piece.end
+                asked_end = (
+                    window(piece, offset, state.ttfb)
+                    if multi and piece.end is not None
+                    else piece.end
+                )
             piece.asked = asked_end or 0
             validator = state.validator
         if ranged:
@@ -192,12 +276,18 @@ class Engine:
                 headers["If-Range"] = validator  # RFC 9110 §13.1.5: a changed file comes back whole
         asked = time.monotonic()
         answer = opening or follow(
-            self.client, url, credentials=job.credentials, headers=headers, what=job.label, saved_as=job.path
+            self.client,
+            url,
+            credentials=job.credentials,
+            headers=headers,
+            what=job.label,
+            saved_as=job.path,
         )
         with answer as resp:
             if opening is None:
                 state.saw_first_byte(time.monotonic() - asked)
-            if self.config.stall_timeout is not None:  # the answer began: from here on, silence is a stall
+            # the answer began: from here on, silence is a stall
+            if self.config.stall_timeout is not None:
                 set_read_timeout(resp, self.config.stall_timeout)
             with self._open_lock:
                 self._open[resp] = state
@@ -205,7 +295,8 @@ class Engine:
                 if resp.status_code == 416 and piece.end is not None:
                     check_size(state, content_range_total(resp.headers.get("Content-Range")))
                     raise NetworkError(
-                        f"{job.label}: server says bytes {offset}- are out of range (HTTP 416); the remote size changed"
+                        f"{job.label}: server says bytes {offset}- are out of range (HTTP 416); the"
+                        " remote size changed"
                     )
                 if resp.status_code not in (200, 206):
                     raise error_for_status(resp, what=job.label, credentials=job.credentials)
@@ -214,38 +305,57 @@ class Engine:
                     state.whole_only = True
                 span = promised(resp, what=job.label)  # its body is held to it as it is read
                 answered_end = asked_end
-                if span.ranged:  # a 206, or a 200 naming a part of the file (rclone serve s3): read as that range
+                # a 206, or a 200 naming a part of the file (rclone serve s3): read as that range
+                if span.ranged:
                     if not ranged:
-                        raise NetworkError(f"{job.label}: the server sent {span.shown} when the whole file was asked")
-                    if encoded:  # a slice of a compressed stream is not a slice of the file: start over, whole
-                        log.info("%s: server sent a content-coded range, restarting as one decoded stream", job.label)
+                        raise NetworkError(
+                            f"{job.label}: the server sent {span.shown} when the whole file was"
+                            " asked"
+                        )
+                    # a slice of a compressed stream is not a slice of the file: start over, whole
+                    if encoded:
+                        log.info(
+                            "%s: server sent a content-coded range, restarting as one decoded"
+                            " stream",
+                            job.label,
+                        )
                         raise RangesIgnoredError
                     answered_end = check_range(state, span, offset - back, asked_end)
                     check_version(state, resp, total=span.total)
-                    if url == job.url and str(resp.url) != url:  # redirected (Hub → CDN): later requests go there
+                    # redirected (Hub → CDN): later requests go there
+                    if url == job.url and str(resp.url) != url:
                         with state.lock:
                             state.url = str(resp.url) if state.url == url else state.url
                 else:
                     back = 0  # the whole file: nothing to compare, the body starts at byte 0
-                    if multi:  # another version (SourceChanged) or ranges ignored: both restart the file
+                    # another version (SourceChanged) or ranges ignored: both restart the file
+                    if multi:
                         check_version(state, resp, total=span.total)
                         raise RangesIgnoredError
-                    check_size(state, span.total)  # a coded body's says nothing; another size is another version
+                    # a coded body's says nothing; another size is another version
+                    check_size(state, span.total)
                     before = state.validator
-                    check_version(state, resp, total=span.total, whole=True)  # another version: taken from this answer
-                    if offset > 0:  # the server ignored our Range, or (If-Range) sent a new version: from byte 0
+                    # another version: taken from this answer
+                    check_version(state, resp, total=span.total, whole=True)
+                    # the server ignored our Range, or (If-Range) sent a new version: from byte 0
+                    if offset > 0:
                         log.info("%s: server sent the whole file, restarting from zero", job.label)
                         changed = before is not None and state.validator != before
                         if changed:
                             self.progress.note(
-                                f"{job.label}: the file changed on the server, downloading the new version"
+                                f"{job.label}: the file changed on the server, downloading the new"
+                                " version"
                             )
                         else:
                             self.ignored_range(state)
-                        self.drop(state, piece, why="the file changed on the server" if changed else IGNORED_RANGE)
-                # A stream reading on past its own piece (the probe's answer) may have taken this piece's first
-                # bytes while this answer was on its way: they are repeated (compared, engine rule 15), or, the whole
-                # piece taken, the answer is dropped.
+                        self.drop(
+                            state,
+                            piece,
+                            why="the file changed on the server" if changed else IGNORED_RANGE,
+                        )
+                # A stream reading on past its own piece (the probe's answer) may have taken this
+                # piece's first bytes while this answer was on its way: they are repeated (compared,
+                # engine rule 15), or, the whole piece taken, the answer is dropped.
                 moved = state.begin(piece) - offset
                 back += moved if span.ranged else 0
                 if piece.complete:
@@ -257,12 +367,18 @@ class Engine:
         return answered_end
 
     def ignored_range(self, state: DownloadState) -> None:
-        """Say once that the bytes on disk are thrown away: a resume the display announced is not one after all."""
+        """Say once that the bytes on disk are thrown away: a resume the display announced is not
+        one after all.
+        """
         size = human_size(state.size) if state.size is not None else "the file"
-        self.announce(state, "whole", 1, f"server ignored the range; fetching {size} from the start")
+        self.announce(
+            state, "whole", 1, f"server ignored the range; fetching {size} from the start"
+        )
 
     def drop(self, state: DownloadState, piece: Piece, *, why: str) -> None:
-        with state.lock:  # with the frontier: the hashing thread sees both or none; no record claims the dropped bytes
+        # with the frontier: the hashing thread sees both or none; no record claims the dropped
+        # bytes
+        with state.lock:
             state.discarded = state.discarded or (why if piece.done else None)
             dropped, piece.done = piece.done, 0
             state.restarted, state.answers, state.flushed = True, 0, None
@@ -270,7 +386,9 @@ class Engine:
         self.progress.advance(state.job.label, -dropped)
 
     def take_back(self, state: DownloadState, piece: Piece, frontier: int) -> None:
-        """Move ``piece``'s frontier back to ``frontier``: what an answer wrote past it is no longer claimed."""
+        """Move ``piece``'s frontier back to ``frontier``: what an answer wrote past it is no
+        longer claimed.
+        """
         with state.lock:
             dropped = max(0, piece.start + piece.done - frontier)
             piece.done -= dropped
@@ -281,59 +399,81 @@ class Engine:
         self.progress.advance(state.job.label, -dropped)
 
     def copy_body(
-        self, state: DownloadState, piece: Piece, resp: httpx2.Response, span: Span, *, encoded: bool, back: int = 0
+        self,
+        state: DownloadState,
+        piece: Piece,
+        resp: httpx2.Response,
+        span: Span,
+        *,
+        encoded: bool,
+        back: int = 0,
     ) -> None:
-        """Write the body at the piece's frontier till it ends or the piece is done: written, hashed, counted, saved;
-        its first ``back`` bytes are compared with those on disk before the frontier, never written."""
+        """Write the body at the piece's frontier till it ends or the piece is done: written,
+        hashed, counted, saved; its first ``back`` bytes are compared with those on disk before the
+        frontier, never written."""
         job, fd, began = state.job, state.fd, time.monotonic()
         offset = start = piece.start + piece.done  # this stream alone moves its piece's frontier
 
-        def take(chunk: bytes | memoryview) -> bool:  # True: read no further (another stream has the rest)
+        # True: read no further (another stream has the rest)
+        def take(chunk: bytes | memoryview) -> bool:
             nonlocal offset
-            limit = piece.end  # read per chunk: a steal may have given this piece's tail to another stream
-            carrying = limit is not None and offset + len(chunk) > limit and piece.asked > limit  # asked on past it
-            # Reading on into the next pieces, it claims and writes their bytes under the lock: an answer for one of
-            # them that begins meanwhile (``state.begin``) finds every byte it no longer owns on disk.
+            # read per chunk: a steal may have given this piece's tail to another stream
+            limit = piece.end
+            # asked on past it
+            carrying = limit is not None and offset + len(chunk) > limit and piece.asked > limit
+            # Reading on into the next pieces, it claims and writes their bytes under the lock: an
+            # answer for one of them that begins meanwhile (``state.begin``) finds every byte it no
+            # longer owns on disk.
             with state.lock if carrying else contextlib.nullcontext():
                 if carrying:
                     limit = state.carry(piece, offset + len(chunk))
                 if limit is not None and offset + len(chunk) > limit:
                     if not span.ranged:  # a whole body longer than the file we expect
                         raise size_differs(state, offset + len(chunk))
-                    chunk = chunk[: max(0, limit - offset)]  # never write past our piece, whatever the server sends
+                    # never write past our piece, whatever the server sends
+                    chunk = chunk[: max(0, limit - offset)]
                 written = write_at(fd, chunk, offset)
                 state.hasher.offer(offset, chunk)  # before `done` moves: the frontier's ours
                 with state.lock:
-                    counted = written if piece.end is None else min(written, piece.left)  # its end may have moved in
+                    # its end may have moved in
+                    counted = written if piece.end is None else min(written, piece.left)
                     piece.done += counted
                     state.fetched += counted
                     complete = piece.complete
-                    if complete or (piece.done % HASH_BLOCK) < counted:  # a block for the hasher, not every chunk
+                    # a block for the hasher, not every chunk
+                    if complete or (piece.done % HASH_BLOCK) < counted:
                         state.lock.notify_all()
                     save = state.save_due(self.config.checkpoint_interval)
             offset += written
             self.progress.advance(job.label, counted)
-            self.check_stop(state)  # after the write: a Ctrl-C keeps (and records) every byte that had arrived
+            # after the write: a Ctrl-C keeps (and records) every byte that had arrived
+            self.check_stop(state)
             if self.limiter is not None:
                 self.limiter.consume(written, self.cancel)
             if complete and piece.end != piece.asked and state.free_after(piece) is None:
-                return True  # its answer runs on, but the bytes after are another stream's (its answer has begun)
-            if save and state.background:  # the keeper writes it: a stream never waits on a rename or a flush
+                # its answer runs on, but the bytes after are another stream's (its answer has
+                # begun)
+                return True
+            # the keeper writes it: a stream never waits on a rename or a flush
+            if save and state.background:
                 state.save_wanted.set()
-            elif save:  # a lone stream (a small file) saves its own, cheap (no flush where there is a boot id)
+            # a lone stream (a small file) saves its own, cheap (no flush where there is a boot id)
+            elif save:
                 state.save()
             return False
 
         chunks = read_body(resp, span, encoded=encoded, what=job.label)
         try:
-            if back:  # compared before the loop: the chunks after the overlap go straight to ``take``
+            # compared before the loop: the chunks after the overlap go straight to ``take``
+            if back:
                 rest = repeated(state, chunks, start - back, back)
                 chunks = itertools.chain((rest,), chunks) if len(rest) else chunks
             for chunk in chunks:
                 if take(chunk):
                     break
         except BodyOverrunError:
-            self.take_back(state, piece, start)  # which of its bytes were not the file's, nothing tells
+            # which of its bytes were not the file's, nothing tells
+            self.take_back(state, piece, start)
             raise
         finally:
             piece.answered = offset - start + back  # what the next answer's overlap is sized by
@@ -345,7 +485,9 @@ class Engine:
             piece.rate = (offset - start) / elapsed
 
     def fetch(self, job: TransferJob) -> TransferResult:
-        """Download (or resume) one file into place, verified; a bad hash is tried again from zero only when suspect."""
+        """Download (or resume) one file into place, verified; a bad hash is tried again from
+        zero only when suspect.
+        """
         thrown = 0  # bytes of a first try whose hash did not match: fetched, so counted
         if job.retry_on_mismatch:
             try:
@@ -356,7 +498,8 @@ class Engine:
                 self.progress.note(f"{job.label}: {exc.kind} mismatch, downloading again from zero")
                 thrown = exc.fetched
         try:
-            result = self._fetch_once(dataclasses.replace(job, retry_on_mismatch=False))  # the last try
+            # the last try
+            result = self._fetch_once(dataclasses.replace(job, retry_on_mismatch=False))
         except MdlError as exc:
             exc.fetched += thrown
             raise
@@ -364,43 +507,73 @@ class Engine:
 
     def _fetch_once(self, job: TransferJob) -> TransferResult:
         loaded = load_state(job)
-        if loaded is None and job.identity.size is None and job.opening is None:  # its first request learns the size
+        # its first request learns the size
+        if loaded is None and job.identity.size is None and job.opening is None:
             found = self.config.retry.run(
                 lambda: probe(
-                    self.client, job.url, credentials=job.credentials, what=job.label, carry=True, saved_as=job.path
+                    self.client,
+                    job.url,
+                    credentials=job.credentials,
+                    what=job.label,
+                    carry=True,
+                    saved_as=job.path,
                 ),
                 what=job.label,
                 wait=self.cancel.wait,
                 on_retry=job.retries.add,
             )
-            if found.size is not None and found.ranged:  # else no ranges here (or a coded body): one stream, as before
-                identity = dataclasses.replace(job.identity, size=found.size, etag=job.identity.etag or found.validator)
-                job = dataclasses.replace(
-                    job, identity=identity, size_pinned=False, located=found.url, opening=found.opening
+            # else no ranges here (or a coded body): one stream, as before
+            if found.size is not None and found.ranged:
+                identity = dataclasses.replace(
+                    job.identity, size=found.size, etag=job.identity.etag or found.validator
                 )
-        with job.opening or contextlib.nullcontext():  # a probe's answer this download did not take is closed after
+                job = dataclasses.replace(
+                    job,
+                    identity=identity,
+                    size_pinned=False,
+                    located=found.url,
+                    opening=found.opening,
+                )
+        # a probe's answer this download did not take is closed after
+        with job.opening or contextlib.nullcontext():
             return self._fetch_known(job, loaded)
 
     def _fetch_known(self, job: TransferJob, loaded: Loaded | None) -> TransferResult:
-        pieces, validator = (loaded.pieces, loaded.validator) if loaded else (self.config.plan(job.identity.size), None)
+        pieces, validator = (
+            (loaded.pieces, loaded.validator)
+            if loaded
+            else (self.config.plan(job.identity.size), None)
+        )
         try:
             fd = open_file(job_root(job), job.part_path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
-            raise LocalFSError(f"{job.label}: cannot write {job.part_path}: {exc.strerror}") from exc
+            raise LocalFSError(
+                f"{job.label}: cannot write {job.part_path}: {exc.strerror}"
+            ) from exc
         state = DownloadState(job, fd, pieces, validator)
         state.flushed = loaded.flushed if loaded else None
         if state.overlaps and not state.provable():
-            log.info("%s: no bytes on disk can be compared with the server's, starting over", job.label)
-            state.discarded = "no kept byte could be compared with the server's" if state.on_disk() else None
+            log.info(
+                "%s: no bytes on disk can be compared with the server's, starting over", job.label
+            )
+            state.discarded = (
+                "no kept byte could be compared with the server's" if state.on_disk() else None
+            )
             state.forget()
         resumed_from = state.on_disk()
         try:
             if loaded is None and state.size is not None:
                 os.ftruncate(fd, state.size)
-            if len(state.pieces) > 1:  # a one-stream file saves its record at the first checkpoint, if it lasts
+            # a one-stream file saves its record at the first checkpoint, if it lasts
+            if len(state.pieces) > 1:
                 state.save()
             self.progress.start(
-                job.label, label=job.label, total=state.size, completed=resumed_from, model=job.model, path=job.path
+                job.label,
+                label=job.label,
+                total=state.size,
+                completed=resumed_from,
+                model=job.model,
+                path=job.path,
             )
             self._run_until_done(state)
             if state.size is None:  # unknown size: the stream ended, its length is the size
@@ -409,23 +582,32 @@ class Engine:
             state.hasher.catch_up(state.contiguous())
             size = os.fstat(fd).st_size
             state.verify(size)
-            os.fdatasync(fd)  # the bytes (and the size that reads them back); the rename is made durable apart
+            # the bytes (and the size that reads them back); the rename is made durable apart
+            os.fdatasync(fd)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 discard_partial(job)  # the space comes back when ``finally`` closes the file
-                raise NoSpaceError(f"{job.label}: no space left on device while writing {job.part_path}") from exc
+                raise NoSpaceError(
+                    f"{job.label}: no space left on device while writing {job.part_path}"
+                ) from exc
             raise LocalFSError(f"{job.label}: {exc.strerror or exc} ({job.part_path})") from exc
         except HashMismatch as exc:
-            self.progress.advance(job.label, resumed_from - state.on_disk())  # thrown away: not progress
+            # thrown away: not progress
+            self.progress.advance(job.label, resumed_from - state.on_disk())
             discard_partial(job)
-            spliced = len(state.pieces) > 1 and state.validator is None  # ranges no version tied together
-            # Only a transfer that may be to blame (kept bytes, ranges no validator tied) is fetched again from zero.
-            if not job.retry_on_mismatch or not ((resumed_from > 0 and not state.restarted) or spliced):
+            # ranges no version tied together
+            spliced = len(state.pieces) > 1 and state.validator is None
+            # Only a transfer that may be to blame (kept bytes, ranges no validator tied) is fetched
+            # again from zero.
+            if not job.retry_on_mismatch or not (
+                (resumed_from > 0 and not state.restarted) or spliced
+            ):
                 error = IntegrityError(
                     f"{job.label}: {exc.kind} mismatch: expected {exc.expected}, got {exc.actual}",
                     hint="the source changed or is corrupt; the partial file was removed",
                 )
-                error.fetched = state.fetched  # fetched, then refused: the run's byte counts include them
+                # fetched, then refused: the run's byte counts include them
+                error.fetched = state.fetched
                 raise error from None
             exc.fetched = state.fetched
             raise
@@ -440,7 +622,8 @@ class Engine:
             raise
         finally:
             os.close(fd)
-        if state.restarted:  # the kept bytes were thrown away on the way: every byte was fetched now
+        # the kept bytes were thrown away on the way: every byte was fetched now
+        if state.restarted:
             resumed_from = 0
         try:
             finish_part(job, self.dirs, record=loaded is not None or state.saved_once)
@@ -460,7 +643,9 @@ class Engine:
         )
 
     def _run_until_done(self, state: DownloadState) -> None:
-        """Run the streams; start over when ranges are ignored or, once, when the file changed: never two versions."""
+        """Run the streams; start over when ranges are ignored or, once, when the file changed:
+        never two versions.
+        """
         job, fd = state.job, state.fd
         for _ in range(MAX_RESTARTS):
             try:
@@ -468,36 +653,49 @@ class Engine:
                 return
             except RangesIgnoredError:
                 log.info("%s: server ignores ranges, restarting as one stream", job.label)
-                if state.on_disk() > 0 and not state.whole_only:  # kept bytes fetched again (a coded body: not ranges)
+                # kept bytes fetched again (a coded body: not ranges)
+                if state.on_disk() > 0 and not state.whole_only:
                     self.ignored_range(state)
                 if state.on_disk() > 0:
-                    state.discarded = state.discarded or (COMPRESSED if state.whole_only else IGNORED_RANGE)
+                    state.discarded = state.discarded or (
+                        COMPRESSED if state.whole_only else IGNORED_RANGE
+                    )
                 job.retries.add("server ignores ranges, restarted as one stream")
                 layout = [Piece(0, state.size)]
             except SourceChanged as changed:
                 state.count_change()
                 log.info("%s: the file changed on the server, starting over", job.label)
                 job.retries.add("the file changed on the server, started over")
-                self.progress.note(f"{job.label}: the file changed on the server, downloading the new version")
+                self.progress.note(
+                    f"{job.label}: the file changed on the server, downloading the new version"
+                )
                 if state.on_disk() > 0:
                     state.discarded = state.discarded or "the file changed on the server"
-                layout = self.config.plan(state.size if changed.new_size is None else changed.new_size)
+                layout = self.config.plan(
+                    state.size if changed.new_size is None else changed.new_size
+                )
             self.progress.advance(job.label, -state.on_disk())
             state.reset(layout)
             os.ftruncate(fd, 0)  # never splice two versions: drop every byte of the old one
             if state.size is not None:
                 os.ftruncate(fd, state.size)
             state.save()
-        raise NetworkError(f"{job.label}: the server kept changing the file or ignoring ranges; giving up")
+        raise NetworkError(
+            f"{job.label}: the server kept changing the file or ignoring ranges; giving up"
+        )
 
     def _run_streams(self, state: DownloadState) -> None:
         job, connections = state.job, self.config.streams(state.size)
-        state.multi, state.url = len(state.pieces) > 1, job.located if job.located and not state.restarted else job.url
+        state.multi, state.url = (
+            len(state.pieces) > 1,
+            job.located if job.located and not state.restarted else job.url,
+        )
         if state.multi and not all(p.complete for p in state.pieces):
             state.multi = self._aim_ranges(state, connections)
         todo = [p for p in state.pieces if not p.complete]
         if len(todo) <= 1 and (state.size is None or state.size < self.config.split_threshold):
-            state.hasher.catch_up(state.contiguous())  # a resumed prefix first: then the stream hashes from memory
+            # a resumed prefix first: then the stream hashes from memory
+            state.hasher.catch_up(state.contiguous())
             for piece in todo:  # small file: one stream, hashed as it arrives
                 self.run_piece(state, piece)
             return
@@ -520,20 +718,25 @@ class Engine:
         self.check_stop(state)  # Ctrl-C: the streams ended early
 
     def _aim_ranges(self, state: DownloadState, connections: int) -> bool:
-        """Where a split file's ranges go, and whether in parallel (not if nothing tells two versions' ranges apart)."""
+        """Where a split file's ranges go, and whether in parallel (not if nothing tells two
+        versions' ranges apart).
+        """
         job = state.job
-        # A probe of this run found where ranges are answered (state.url is there), or a hash will prove the result
-        # whatever the answers' versions: every stream asks at once, each answer checked as locate's would be (the
-        # first one's final URL serves the later requests). Else one round trip first fixes the version.
+        # A probe of this run found where ranges are answered (state.url is there), or a hash will
+        # prove the result whatever the answers' versions: every stream asks at once, each answer
+        # checked as locate's would be (the first one's final URL serves the later requests). Else
+        # one round trip first fixes the version.
         if (job.located and not state.restarted) or (job.verify and job.identity.has_hash):
-            if state.validator is None and not state.restarted:  # after a restart the next answer says
+            # after a restart the next answer says
+            if state.validator is None and not state.restarted:
                 state.adopt(job.identity.etag)  # If-Range on every range
         else:
             state.url = self.locate_retrying(state)
         if state.validator is None and not job.identity.has_hash and state.on_disk() == 0:
             job.retries.warn(
-                f"{job.label}: the server names no version of the file (no strong ETag, no usable Last-Modified) and "
-                "no sha256 checks it: fetched as one stream, and an interruption starts it over"
+                f"{job.label}: the server names no version of the file (no strong ETag, no usable"
+                " Last-Modified) and no sha256 checks it: fetched as one stream, and an"
+                " interruption starts it over"
             )
             with state.lock:
                 state.pieces = [Piece(0, state.size)]
@@ -544,8 +747,9 @@ class Engine:
 
 
 def write_at(fd: int, data: bytes | memoryview, offset: int) -> int:
-    """Write all of ``data`` at ``offset``: a short write is continued, so the next call raises what stopped it (a
-    full disk). Kept short, the rest of the chunk would be lost and the next one written where it should have been."""
+    """Write all of ``data`` at ``offset``: a short write is continued, so the next call raises what
+    stopped it (a full disk). Kept short, the rest of the chunk would be lost and the next one
+    written where it should have been."""
     view, done = memoryview(data), 0
     while done < len(view):
         written = os.pwrite(fd, view[done:], offset + done)
@@ -555,15 +759,23 @@ def write_at(fd: int, data: bytes | memoryview, offset: int) -> int:
     return done
 
 
-def repeated(state: DownloadState, body: Iterator[bytes | memoryview], at: int, count: int) -> bytes | memoryview:
-    """Read the body's first ``count`` bytes, which must be the bytes on disk at ``at`` (engine rule 15: an answer
-    continuing another's proves it is of the same version; else ``SourceChanged``); returns what the last chunk read
-    held past them (the rest of ``body`` is left to read, off this check)."""
+def repeated(
+    state: DownloadState, body: Iterator[bytes | memoryview], at: int, count: int
+) -> bytes | memoryview:
+    """Read the body's first ``count`` bytes, which must be the bytes on disk at ``at`` (engine rule
+    15: an answer continuing another's proves it is of the same version; else ``SourceChanged``);
+    returns what the last chunk read held past them (the rest of ``body`` is left to read, off this
+    check)."""
     seen = 0
     for chunk in body:
         take = min(len(chunk), count - seen)
-        if chunk[:take] != os.pread(state.fd, take, at + seen):  # short: the .part ends before its record says
-            log.info("%s: the bytes before byte %d differ from those on disk", state.job.label, at + count)
+        # short: the .part ends before its record says
+        if chunk[:take] != os.pread(state.fd, take, at + seen):
+            log.info(
+                "%s: the bytes before byte %d differ from those on disk",
+                state.job.label,
+                at + count,
+            )
             raise SourceChanged
         seen += take
         if seen == count:

@@ -1,4 +1,6 @@
-"""What a reply's headers say: strict numbers and ranges (RFC 9110 §14.4, §8.6), content codings (§8.4)."""
+"""What a reply's headers say: strict numbers and ranges (RFC 9110 §14.4, §8.6), content codings
+(§8.4).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ MAX_DIGITS = 19  # ASCII digits a number may have (``int()`` takes '²' and chok
 _NUMBER = rf"[0-9]{{1,{MAX_DIGITS}}}"
 _DECIMAL = re.compile(rf"[ \t]*({_NUMBER})[ \t]*", re.ASCII)
 _CONTENT_RANGE = re.compile(
-    rf"[ \t]*bytes[ \t]+(?:({_NUMBER})-({_NUMBER})|\*)/({_NUMBER}|\*)[ \t]*", re.ASCII | re.IGNORECASE
+    rf"[ \t]*bytes[ \t]+(?:({_NUMBER})-({_NUMBER})|\*)/({_NUMBER}|\*)[ \t]*",
+    re.ASCII | re.IGNORECASE,
 )
 
 
@@ -34,19 +37,24 @@ def parse_content_range(value: str) -> tuple[int, int, int | None]:
 
 
 def parse_decimal(value: str | None) -> int | None:
-    """A header holding one non-negative number (``Content-Length``, ``Retry-After`` seconds), else None."""
+    """A header holding one non-negative number (``Content-Length``, ``Retry-After`` seconds),
+    else None.
+    """
     match = _DECIMAL.fullmatch(value or "")
     return int(match.group(1)) if match else None
 
 
 def content_range_total(value: str | None) -> int | None:
-    """The complete length in a Content-Range (``bytes a-b/N``, or ``bytes */N`` of a 416), or None."""
+    """The complete length in a Content-Range (``bytes a-b/N``, or ``bytes */N`` of a 416), or
+    None.
+    """
     match = _CONTENT_RANGE.fullmatch(value or "")
     return int(match.group(3)) if match and match.group(3) != "*" else None
 
 
-# The package that lets httpx2 decode a coding (its ``brotli``/``zstd`` extras); an install made with --no-deps may
-# lack brotli, and then a ``br`` body is refused naming it. Looked up without importing them.
+# The package that lets httpx2 decode a coding (its ``brotli``/``zstd`` extras); an install made
+# with --no-deps may lack brotli, and then a ``br`` body is refused naming it. Looked up without
+# importing them.
 PACKAGES = {"br": "brotli", "zstd": "zstandard"}
 DECODABLE = frozenset(
     {"gzip", "deflate"}
@@ -61,13 +69,22 @@ def content_codings(response: httpx2.Response) -> tuple[str, ...]:
 
 
 def is_encoded(response: httpx2.Response, *, what: str) -> bool:
-    """Whether the body is content-coded; a coding we cannot decode is a network error naming the URL (exit 5)."""
+    """Whether the body is content-coded; a coding we cannot decode is a network error naming the
+    URL (exit 5).
+    """
     codings = content_codings(response)
     if unknown := [c for c in codings if c not in DECODABLE]:
         missing = [PACKAGES[c] for c in unknown if c in PACKAGES]
-        sent = f"{what}: {redact_url(str(response.url))} sent the file with Content-Encoding {', '.join(unknown)}"
+        sent = (
+            f"{what}: {redact_url(str(response.url))} sent the file with Content-Encoding"
+            f" {', '.join(unknown)}"
+        )
         raise NetworkError(
-            f"{sent}; pip install {' '.join(missing)} to accept it" if missing else f"{sent}, which mdl cannot decode",
+            (
+                f"{sent}; pip install {' '.join(missing)} to accept it"
+                if missing
+                else f"{sent}, which mdl cannot decode"
+            ),
             hint=("or have the server" if missing else "the server should")
             + " send the file as it is (identity); mdl never saves encoded bytes as the file",
         )

@@ -1,4 +1,6 @@
-"""The one HTTP client (httpx2), the one redirect follower (the token guard), errors in words, the one retry loop."""
+"""The one HTTP client (httpx2), the one redirect follower (the token guard), errors in words,
+the one retry loop.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +40,15 @@ from mdl.redact import (
     redact_url,
     safe_text,
 )
-from mdl.transfer.connection import CA_HINT, DEFAULT_TIMEOUT, NetTransport, Proxy, certificate_problem, drain, origin
+from mdl.transfer.connection import (
+    CA_HINT,
+    DEFAULT_TIMEOUT,
+    NetTransport,
+    Proxy,
+    certificate_problem,
+    drain,
+    origin,
+)
 from mdl.transfer.headers import parse_decimal
 from mdl.version import __version__
 
@@ -47,9 +57,14 @@ T = TypeVar("T")
 
 USER_AGENT = f"mdl/{__version__}"
 MAX_REDIRECTS = 10
-UNREACHABLE_RETRIES = 1  # a host that does not answer at all is offline, not flaky: fail within seconds
+# a host that does not answer at all is offline, not flaky: fail within seconds
+UNREACHABLE_RETRIES = 1
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
-_TIMEOUT_PHASES = ((httpx2.ConnectTimeout, "connect"), (httpx2.WriteTimeout, "write"), (httpx2.PoolTimeout, "pool"))
+_TIMEOUT_PHASES = (
+    (httpx2.ConnectTimeout, "connect"),
+    (httpx2.WriteTimeout, "write"),
+    (httpx2.PoolTimeout, "pool"),
+)
 
 
 def make_client(
@@ -60,10 +75,14 @@ def make_client(
     transport: NetTransport | httpx2.BaseTransport | None = None,
     secrets: Secrets | None = None,
 ) -> httpx2.Client:
-    """A pooled client that never follows redirects itself (``follow`` does); proxies and CAs from ``environ`` alone
-    (or ``transport``'s: the run's routes as mounts, or one transport for every URL); ``secrets``: the run's, told
-    every URL asked for."""
-    net = NetTransport(timeout=timeout, environ=environ, pool_size=pool_size) if transport is None else transport
+    """A pooled client that never follows redirects itself (``follow`` does); proxies and CAs from
+    ``environ`` alone (or ``transport``'s: the run's routes as mounts, or one transport for every
+    URL); ``secrets``: the run's, told every URL asked for."""
+    net = (
+        NetTransport(timeout=timeout, environ=environ, pool_size=pool_size)
+        if transport is None
+        else transport
+    )
     return httpx2.Client(
         timeout=httpx2.Timeout(timeout),
         follow_redirects=False,
@@ -86,39 +105,57 @@ def shown_origin_of(at: tuple[str, str, int]) -> str:
 
 @dataclass(frozen=True)
 class Credentials:
-    """What a request carries to whom: the Hub token to the Hub's origin, a direct URL's own headers (``-H``, the
-    catalog's ``headers``, a netrc login) to that URL's origin (``extra_origin``), on any hop that lands there and
-    never on one that leaves it (as curl keeps Authorization on the host it was given for)."""
+    """What a request carries to whom: the Hub token to the Hub's origin, a direct URL's own headers
+    (``-H``, the catalog's ``headers``, a netrc login) to that URL's origin (``extra_origin``), on
+    any hop that lands there and never on one that leaves it (as curl keeps Authorization on the
+    host it was given for)."""
 
     hub_origin: tuple[str, str, int] | None = None
     token: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
     extra_origin: tuple[str, str, int] | None = None
-    netrc: bool = False  # extra's Authorization is a netrc login (named when a redirect leaves it behind)
+    # extra's Authorization is a netrc login (named when a redirect leaves it behind)
+    netrc: bool = False
 
     def headers_for(self, url: str) -> dict[str, str]:
         at = origin(url)
-        headers: dict[str, str] = dict(self.extra) if self.extra_origin is not None and at == self.extra_origin else {}
+        headers: dict[str, str] = (
+            dict(self.extra) if self.extra_origin is not None and at == self.extra_origin else {}
+        )
         if self.token and self.hub_origin is not None and at == self.hub_origin:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
     def withheld(self, url: str) -> tuple[str, str] | None:
-        """Why a request to ``url`` carried none of ``extra`` (a redirect left the origin they were given for), and
-        what would send them there; None: they went, or there were none."""
+        """Why a request to ``url`` carried none of ``extra`` (a redirect left the origin they were
+        given for), and what would send them there; None: they went, or there were none."""
         at = origin(url)
         if not self.extra or self.extra_origin is None or at == self.extra_origin:
             return None
         (scheme, host, _), given = at, self.extra_origin
-        why = "another host" if host != given[1] else "another scheme" if scheme != given[0] else "another port"
+        why = (
+            "another host"
+            if host != given[1]
+            else "another scheme"
+            if scheme != given[0]
+            else "another port"
+        )
         login = "the netrc login" if self.netrc else ""
-        headers = "the headers given (-H, the catalog's headers)" if len(self.extra) > self.netrc else ""
+        headers = (
+            "the headers given (-H, the catalog's headers)" if len(self.extra) > self.netrc else ""
+        )
         what = " and ".join(filter(None, (login, headers)))
         were = "were" if headers else "was"
         return (
-            f"{what} for {shown_origin_of(given)} {were} withheld on the redirect to {shown_origin_of(at)} ({why}: mdl "
-            "sends credentials only to the origin they were given for, on no redirect that leaves it)",
-            f"give the URL it redirects to ({redact_url(url)}) so that they go there, if you trust it with them",
+            (
+                f"{what} for {shown_origin_of(given)} {were} withheld on the redirect to"
+                f" {shown_origin_of(at)} ({why}: mdl sends credentials only to the origin they were"
+                " given for, on no redirect that leaves it)"
+            ),
+            (
+                f"give the URL it redirects to ({redact_url(url)}) so that they go there, if you"
+                " trust it with them"
+            ),
         )
 
     def from_hub(self, response: httpx2.Response) -> bool:
@@ -130,7 +167,9 @@ class Credentials:
 
 
 class TokenGuard:
-    """A request hook: a protected token in any header to an origin not the Hub endpoint's is refused before sending."""
+    """A request hook: a protected token in any header to an origin not the Hub endpoint's is
+    refused before sending.
+    """
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint, self.origin = endpoint, origin(endpoint)
@@ -140,7 +179,9 @@ class TokenGuard:
     @classmethod
     def on(cls, client: httpx2.Client, endpoint: str) -> TokenGuard:
         hooks = client.event_hooks["request"]
-        if found := next((h for h in hooks if isinstance(h, TokenGuard) and h.origin == origin(endpoint)), None):
+        if found := next(
+            (h for h in hooks if isinstance(h, TokenGuard) and h.origin == origin(endpoint)), None
+        ):
             return found
         hooks.append(guard := cls(endpoint))
         return guard
@@ -157,35 +198,45 @@ class TokenGuard:
         for name, value in request.headers.items():
             if any(token in value for token in tokens):
                 raise TokenLeakError(
-                    f"refused to send the Hub token ({name} header) to {shown_origin(str(request.url))}: "
-                    f"it goes to the Hub at {shown_origin(self.endpoint)} only",
+                    f"refused to send the Hub token ({name} header) to"
+                    f" {shown_origin(str(request.url))}: it goes to the Hub at"
+                    f" {shown_origin(self.endpoint)} only",
                     hint="a server sent mdl to another origin; nothing was sent there",
                 )
 
 
 class RetryableError(NetworkError):
-    """A failure worth retrying (reset, timeout, 408, 429, 5xx); carries the server's Retry-After."""
+    """A failure worth retrying (reset, timeout, 408, 429, 5xx); carries the server's
+    Retry-After.
+    """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, hint: str | None = None
+    ) -> None:
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
 
 
 class UnreachableError(RetryableError):
-    """The host did not answer at all (refused, DNS, connect timeout): worth a quick retry, not five."""
+    """The host did not answer at all (refused, DNS, connect timeout): worth a quick retry, not
+    five.
+    """
 
 
 class ExpiredURLError(AuthError):
     """A 403 from a CDN on a signed URL: re-resolve from the Hub and continue."""
 
 
-ERROR_BODY_LIMIT = 8 * 1024  # bytes of an error body read at most: a hostile server may send gigabytes
+# bytes of an error body read at most: a hostile server may send gigabytes
+ERROR_BODY_LIMIT = 8 * 1024
 SERVER_TEXT_LIMIT = 500  # characters of the server's text kept for the log
 MESSAGE_TEXT_LIMIT = 200  # characters of it in the one-line message people see
 
 
 def server_text(response: httpx2.Response) -> str:
-    """The server's own error text (X-Error-Message, else the start of the body), printable and redacted."""
+    """The server's own error text (X-Error-Message, else the start of the body), printable and
+    redacted.
+    """
     text = response.headers.get("X-Error-Message", "")
     if not text:
         body = bytearray()
@@ -201,7 +252,9 @@ def server_text(response: httpx2.Response) -> str:
 
 
 # Markup that starts an HTML document (an XML or JSON body is left alone: its text is the message).
-_HTML_START = re.compile(r"<(?:!doctype\s+html|html|head|body|title|meta|h1|center)\b", re.IGNORECASE)
+_HTML_START = re.compile(
+    r"<(?:!doctype\s+html|html|head|body|title|meta|h1|center)\b", re.IGNORECASE
+)
 _HIDDEN = frozenset({"script", "style", "noscript", "template", "head"})
 _SCAN_CHARS = 64 * 1024  # a title past this is not worth looking for
 
@@ -244,11 +297,14 @@ def looks_like_html(text: str) -> bool:
 
 
 def body_excerpt(text: str) -> str:
-    """An error body on one line: an HTML page by its title, else its first visible text; any other body as it is."""
+    """An error body on one line: an HTML page by its title, else its first visible text; any
+    other body as it is.
+    """
     if not looks_like_html(text):
         return " ".join(text.split())
     page = _PageText()
-    with suppress(AssertionError, ValueError):  # malformed markup older parsers reject: keep what was read
+    # malformed markup older parsers reject: keep what was read
+    with suppress(AssertionError, ValueError):
         page.feed(text[:_SCAN_CHARS])
         page.close()
     return " ".join("".join(page.title).split()) or " ".join("".join(page.text).split())
@@ -266,55 +322,95 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
 
 
 def hub_auth_hint(code: str | None, response: httpx2.Response) -> str:
-    """What to do about the Hub's 401/403 ``response`` (a gated repo also needs its terms accepted, as GatedRepoError
-    says): set a token when none was sent; when one was, it was refused or lacks access, and setting one is no help."""
+    """What to do about the Hub's 401/403 ``response`` (a gated repo also needs its terms accepted,
+    as GatedRepoError says): set a token when none was sent; when one was, it was refused or lacks
+    access, and setting one is no help."""
     sent = credentials_sent(response)
     if sent and code == "GatedRepo":
-        return "the token sent has no access: request it on the repo's Hub page (check the account: `hf auth whoami`)"
+        return (
+            "the token sent has no access: request it on the repo's Hub page (check the account:"
+            " `hf auth whoami`)"
+        )
     if sent:
         return (
-            "the Hub refused the token sent: check HF_TOKEN (or `hf auth login`) with `hf auth whoami`; "
-            "a gated repo also needs access requested on its Hub page"
+            "the Hub refused the token sent: check HF_TOKEN (or `hf auth login`) with `hf auth"
+            " whoami`; a gated repo also needs access requested on its Hub page"
         )
     if code == "GatedRepo":
         return "accept the repo's terms on its Hub page, then set HF_TOKEN or run `hf auth login`"
-    return "set HF_TOKEN or run `hf auth login` (a gated repo also needs its terms accepted on its Hub page)"
+    return (
+        "set HF_TOKEN or run `hf auth login` (a gated repo also needs its terms accepted on its Hub"
+        " page)"
+    )
 
 
 def credentials_sent(response: httpx2.Response) -> bool:
-    """Whether the request ``response`` answers carried a credential (Authorization, an API key, a cookie)."""
+    """Whether the request ``response`` answers carried a credential (Authorization, an API key,
+    a cookie).
+    """
     try:
-        return any(is_secret_param(name) or name.lower() == "cookie" for name in response.request.headers)
+        return any(
+            is_secret_param(name) or name.lower() == "cookie" for name in response.request.headers
+        )
     except RuntimeError:  # a response made without its request (tests): nothing was sent
         return False
 
 
-REFUSED_CREDENTIALS = "the server refused the credentials sent (-H, the catalog's headers or ~/.netrc): check them"
-NO_CREDENTIALS = "the server wants credentials: send them with -H (get), the catalog's headers or a ~/.netrc login"
+REFUSED_CREDENTIALS = (
+    "the server refused the credentials sent (-H, the catalog's headers or ~/.netrc): check them"
+)
+NO_CREDENTIALS = (
+    "the server wants credentials: send them with -H (get), the catalog's headers or a ~/.netrc"
+    " login"
+)
 
 
 def error_for_status(
-    response: httpx2.Response, *, what: str, hub: bool | None = None, credentials: Credentials | None = None
+    response: httpx2.Response,
+    *,
+    what: str,
+    hub: bool | None = None,
+    credentials: Credentials | None = None,
 ) -> MdlError:
-    """The error a final answer that is not the file's is (``hub``: from the Hub, else as ``credentials`` say; a 401
-    after a redirect that left the user's credentials behind says so)."""
+    """The error a final answer that is not the file's is (``hub``: from the Hub, else as
+    ``credentials`` say; a 401 after a redirect that left the user's credentials behind says so)."""
     if hub is None:
         hub = credentials is not None and credentials.from_hub(response)
     status, text = response.status_code, server_text(response)
     suffix = f": {detail}" if (detail := safe_text(text, limit=MESSAGE_TEXT_LIMIT)) else ""
     where, code = redact_url(str(response.url)), response.headers.get("X-Error-Code")
     error: MdlError
-    withheld = credentials.withheld(str(response.url)) if credentials is not None and not hub else None
+    withheld = (
+        credentials.withheld(str(response.url)) if credentials is not None and not hub else None
+    )
     if status == 401 and withheld is not None:
-        error = AuthError(f"{what}: not authorised (HTTP 401 from {where}){suffix}; {withheld[0]}", hint=withheld[1])
+        error = AuthError(
+            f"{what}: not authorised (HTTP 401 from {where}){suffix}; {withheld[0]}",
+            hint=withheld[1],
+        )
     elif status == 401:
-        hint = hub_auth_hint(code, response) if hub else REFUSED_CREDENTIALS if credentials_sent(response) else None
-        error = AuthError(f"{what}: not authorised (HTTP 401 from {where}){suffix}", hint=hint or NO_CREDENTIALS)
+        hint = (
+            hub_auth_hint(code, response)
+            if hub
+            else REFUSED_CREDENTIALS
+            if credentials_sent(response)
+            else None
+        )
+        error = AuthError(
+            f"{what}: not authorised (HTTP 401 from {where}){suffix}", hint=hint or NO_CREDENTIALS
+        )
     elif status == 403 and hub:
-        error = AuthError(f"{what}: access denied (HTTP 403 from {where}){suffix}", hint=hub_auth_hint(code, response))
+        error = AuthError(
+            f"{what}: access denied (HTTP 403 from {where}){suffix}",
+            hint=hub_auth_hint(code, response),
+        )
     elif status == 403:
         signed = is_signed_url(str(response.url))  # only its issuer can sign a new one
-        denied = "the link has expired or was revoked; ask for a fresh one" if signed else "access denied"
+        denied = (
+            "the link has expired or was revoked; ask for a fresh one"
+            if signed
+            else "access denied"
+        )
         hint = REFUSED_CREDENTIALS if not signed and credentials_sent(response) else None
         error = ExpiredURLError(f"{what}: {denied} (HTTP 403 from {where}){suffix}", hint=hint)
     elif status in (404, 410):
@@ -333,15 +429,21 @@ def error_for_status(
 def transport_error(
     exc: Exception, *, what: str, url: str, server: str | None = None, hint: str | None = None
 ) -> NetworkError:
-    """A transport failure in one line naming the proxy, server or certificate (refused: final, else retryable)."""
+    """A transport failure in one line naming the proxy, server or certificate (refused: final,
+    else retryable).
+    """
     parts = urlsplit(url)
     host = parts.hostname or parts.netloc.rsplit("@", 1)[-1]
     who = server or parts.netloc.rsplit("@", 1)[-1]
     reason = printable(redact_text(str(exc)), limit=300) or type(exc).__name__
     proxy: Proxy | None = getattr(exc, "mdl_proxy", None)
     if (problem := certificate_problem(exc)) is not None:
-        return NetworkError(f"{what}: TLS certificate of {host} not trusted ({redact_text(problem)})", hint=CA_HINT)
-    if proxy is not None and isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.ProxyError):
+        return NetworkError(
+            f"{what}: TLS certificate of {host} not trusted ({redact_text(problem)})", hint=CA_HINT
+        )
+    if proxy is not None and isinstance(
+        exc, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.ProxyError
+    ):
         return UnreachableError(
             f"{what}: cannot reach {proxy.describe()}: {reason}",
             hint=f"check the proxy, or add {host} to NO_PROXY to go direct",
@@ -354,10 +456,15 @@ def transport_error(
         except RuntimeError:  # an exception raised without its request
             limit = None
         within = f" within {limit:g} s" if isinstance(limit, int | float) else ""
-        verb = "did not accept a connection" if isinstance(exc, httpx2.ConnectTimeout) else "did not answer"
+        verb = (
+            "did not accept a connection"
+            if isinstance(exc, httpx2.ConnectTimeout)
+            else "did not answer"
+        )
         return UnreachableError(f"{what}: {who} {verb}{within}{through}", hint=hint)
     if isinstance(exc, httpx2.ConnectError):
-        verb = "cannot reach" if server else "cannot connect to"  # "cannot reach the Hub at …", "… to host:port"
+        # "cannot reach the Hub at …", "… to host:port"
+        verb = "cannot reach" if server else "cannot connect to"
         return UnreachableError(f"{what}: {verb} {who}{through}: {reason}", hint=hint)
     return RetryableError(f"{what}: error from {who}{through}: {reason}", hint=hint)
 
@@ -376,20 +483,28 @@ def follow(
     hint: str | None = None,
     saved_as: str | None = None,
 ) -> Iterator[httpx2.Response]:
-    """Yield the final, unread response (closed after): ``credentials`` decide each hop's headers, ``rule(current,
-    target)`` whether to follow (False: yield the redirect); https→http never; ``saved_as``: the name the body is
-    saved under, when it is a download (a web page is refused for a model file's name)."""
+    """Yield the final, unread response (closed after): ``credentials`` decide each hop's headers,
+    ``rule(current, target)`` whether to follow (False: yield the redirect); https→http never;
+    ``saved_as``: the name the body is saved under, when it is a download (a web page is refused for
+    a model file's name)."""
     current = url  # each hop's URL registered by the client's Secrets hook as it is sent
     for _ in range(MAX_REDIRECTS + 1):
         request_headers = {**(headers or {}), **credentials.headers_for(current)}
         try:
-            response = client.send(client.build_request(method, current, headers=request_headers), stream=True)
-        except httpx2.LocalProtocolError as exc:  # refused here, before a byte left: no server said anything, and
-            # asking again cannot help. Never its words: h11 quotes the header value it refused (usually a secret).
+            response = client.send(
+                client.build_request(method, current, headers=request_headers), stream=True
+            )
+        # refused here, before a byte left: no server said anything, and
+        except httpx2.LocalProtocolError as exc:
+            # asking again cannot help. Never its words: h11 quotes the header value it refused
+            # (usually a secret).
             raise UsageError(
-                f"{what}: the HTTP library refused to send the request to {redact_url(current)} (a header or the URL "
-                "it cannot send); nothing was sent",
-                hint="check the headers given (-H, the catalog's headers, the variables they take) and the URL",
+                f"{what}: the HTTP library refused to send the request to {redact_url(current)} (a"
+                " header or the URL it cannot send); nothing was sent",
+                hint=(
+                    "check the headers given (-H, the catalog's headers, the variables they take)"
+                    " and the URL"
+                ),
             ) from exc
         except httpx2.TransportError as exc:
             raise transport_error(exc, what=what, url=current, server=server, hint=hint) from exc
@@ -401,9 +516,13 @@ def follow(
                     location = urljoin(current, response.headers["Location"])
                     if (secrets := Secrets.of(response)) is not None:
                         secrets.add_url(location)
-                    origin(location)  # a port that is not a number fails here, not halfway through the next hop
-                except ValueError:  # 'http://[' from a hostile or broken server: its reply, not our bug
-                    raise NetworkError(f"{what}: {redact_url(current)} redirected to a malformed URL") from None
+                    # a port that is not a number fails here, not halfway through the next hop
+                    origin(location)
+                # 'http://[' from a hostile or broken server: its reply, not our bug
+                except ValueError:
+                    raise NetworkError(
+                        f"{what}: {redact_url(current)} redirected to a malformed URL"
+                    ) from None
                 if rule is None or rule(current, location):
                     drain(response)
                     refuse_redirect(current, location, what=what)
@@ -413,36 +532,48 @@ def follow(
             refuse_web_page(response, asked=url, saved_as=saved_as, what=what)
             yield response
             return
-    raise NetworkError(f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}")
+    raise NetworkError(
+        f"{what}: too many redirects (more than {MAX_REDIRECTS}) from {redact_url(url)}"
+    )
 
 
-def refuse_web_page(response: httpx2.Response, *, asked: str, saved_as: str | None, what: str) -> None:
-    """A URL or a save name (``-o``, the catalog's ``as``) that names a model file (``x.gguf``) answered with an HTML
-    page (a login wall, the Hub's page of the file) is refused before a byte of it is kept (WebPageError, exit 5):
-    every download asks through ``follow``."""
+def refuse_web_page(
+    response: httpx2.Response, *, asked: str, saved_as: str | None, what: str
+) -> None:
+    """A URL or a save name (``-o``, the catalog's ``as``) that names a model file (``x.gguf``)
+    answered with an HTML page (a login wall, the Hub's page of the file) is refused before a byte
+    of it is kept (WebPageError, exit 5): every download asks through ``follow``."""
     named = names_model_file(asked) or (saved_as is not None and is_model_file_name(saved_as))
     if response.status_code not in (200, 206) or not named:
         return
     media = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
     if media in ("text/html", "application/xhtml+xml"):
         raise WebPageError(
-            f"{what}: {redact_url(asked)} answered with a web page ({media}), not the file; nothing was kept",
-            hint="a Hub page URL (.../blob/...)? use its .../resolve/... URL, or hf://owner/name/path",
+            f"{what}: {redact_url(asked)} answered with a web page ({media}), not the file; nothing"
+            " was kept",
+            hint=(
+                "a Hub page URL (.../blob/...)? use its .../resolve/... URL, or"
+                " hf://owner/name/path"
+            ),
         )
 
 
 def refuse_redirect(current: str, location: str, *, what: str) -> None:
-    """A redirect mdl never follows is exit 5 at once, naming the scheme and where it came from: to anything but
-    http(s) (``file:``, ``data:``, ``ftp:``: no retry can make them HTTP), and from https to http."""
+    """A redirect mdl never follows is exit 5 at once, naming the scheme and where it came from: to
+    anything but http(s) (``file:``, ``data:``, ``ftp:``: no retry can make them HTTP), and from
+    https to http."""
     scheme = urlsplit(location).scheme.lower()
     shown = safe_text(redact_url(location), limit=200)
     if scheme not in ("http", "https"):
         said = f"a {scheme}: URL" if scheme else "a URL with no scheme"
         raise NetworkError(
-            f"{what}: {redact_url(current)} redirected to {said} ({shown}); mdl follows only http and https"
+            f"{what}: {redact_url(current)} redirected to {said} ({shown}); mdl follows only http"
+            " and https"
         )
     if urlsplit(current).scheme.lower() == "https" and scheme != "https":
-        raise NetworkError(f"{what}: refused redirect from https to {scheme} ({shown}), from {redact_url(current)}")
+        raise NetworkError(
+            f"{what}: refused redirect from https to {scheme} ({shown}), from {redact_url(current)}"
+        )
 
 
 def seconds(value: float) -> str:
@@ -472,7 +603,9 @@ class RetryPolicy:
         on_retry: Callable[[str], None] | None = None,
         announce: Callable[[int, str], None] | None = None,
     ) -> T:
-        """``call()``, retrying RetryableErrors with backoff; an unreachable host gets at most one retry."""
+        """``call()``, retrying RetryableErrors with backoff; an unreachable host gets at most
+        one retry.
+        """
         tries = Tries(self, what, wait=wait, on_retry=on_retry, announce=announce)
         while True:
             try:
@@ -483,7 +616,9 @@ class RetryPolicy:
 
 @dataclass
 class Tries:
-    """One operation's retry budget (``wait`` is True on Ctrl-C; ``quick_unreachable``: a silent host, one retry)."""
+    """One operation's retry budget (``wait`` is True on Ctrl-C; ``quick_unreachable``: a silent
+    host, one retry).
+    """
 
     policy: RetryPolicy
     what: str
@@ -494,21 +629,31 @@ class Tries:
     failures: int = 0
 
     def failed(self, exc: RetryableError, *, lost: bool = False) -> None:
-        """Count a failed try and wait; NetworkError once the budget is spent. ``lost``: said as a lost connection."""
+        """Count a failed try and wait; NetworkError once the budget is spent. ``lost``: said as
+        a lost connection.
+        """
         self.failures += 1
         limit = self.policy.retries
         if self.quick_unreachable and isinstance(exc, UnreachableError):
             limit = min(limit, UNREACHABLE_RETRIES)
         if self.failures > limit:
-            raise NetworkError(f"{exc.message} (gave up after {self.failures} tries)", hint=exc.hint) from exc
+            raise NetworkError(
+                f"{exc.message} (gave up after {self.failures} tries)", hint=exc.hint
+            ) from exc
         delay = self.policy.delay(self.failures, retry_after=exc.retry_after)
         said = exc.message.removeprefix(f"{self.what}: ")
         log.info("%s: %s; retry %d in %.1fs", self.what, said, self.failures, delay)
         if self.on_retry is not None:
             self.on_retry(said)
         if self.announce is not None:
-            told = f"connection lost ({said})" if lost and not isinstance(exc, UnreachableError) else said
-            self.announce(self.failures, f"{told}, retrying in {seconds(delay)} ({self.failures}/{limit})")
+            told = (
+                f"connection lost ({said})"
+                if lost and not isinstance(exc, UnreachableError)
+                else said
+            )
+            self.announce(
+                self.failures, f"{told}, retrying in {seconds(delay)} ({self.failures}/{limit})"
+            )
         if self.wait is None:
             self.policy.sleep(delay)
         elif self.wait(delay):

@@ -1,4 +1,6 @@
-"""What one transfer is (identity, job, result, the engine's knobs) and the signals that restart or reject it."""
+"""What one transfer is (identity, job, result, the engine's knobs) and the signals that restart
+or reject it.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from mdl.transfer.scheduling import SPLIT_THRESHOLD, MiB, Piece, plan_pieces
 
 log = logging.getLogger("mdl.transfer")
 
-BYTES_PER_CONNECTION = 32 * MiB  # without --connections, a big file gets one stream per this many bytes ...
+# without --connections, a big file gets one stream per this many bytes ...
+BYTES_PER_CONNECTION = 32 * MiB
 MAX_AUTO_CONNECTIONS = 16  # ... up to this many
 
 
@@ -34,10 +37,16 @@ class Identity:
     def matches(self, other: Identity) -> bool:
         if self.size is not None and other.size is not None and self.size != other.size:
             return False
-        for mine, theirs in ((self.sha256, other.sha256), (self.git_oid, other.git_oid), (self.etag, other.etag)):
+        for mine, theirs in (
+            (self.sha256, other.sha256),
+            (self.git_oid, other.git_oid),
+            (self.etag, other.etag),
+        ):
             if mine and theirs:  # the first name both sides know decides
                 return mine == theirs
-        return self.size is not None and self.size == other.size and not (self.sha256 or other.sha256)
+        return (
+            self.size is not None and self.size == other.size and not (self.sha256 or other.sha256)
+        )
 
     @property
     def has_hash(self) -> bool:
@@ -45,13 +54,16 @@ class Identity:
 
 
 class RetryLog:
-    """Why a transfer had to try again, one cause per retry, in order; streams add theirs from their own threads."""
+    """Why a transfer had to try again, one cause per retry, in order; streams add theirs from
+    their own threads.
+    """
 
     def __init__(self) -> None:
         self._causes: list[str] = []
 
     def add(self, cause: str) -> None:
-        self._causes.append(cause)  # append and tuple() are atomic (Python FAQ, "thread-safe" mutations): no lock
+        # append and tuple() are atomic (Python FAQ, "thread-safe" mutations): no lock
+        self._causes.append(cause)
 
     def warn(self, message: str) -> None:
         """A cause logged now and said with the file's outcome."""
@@ -64,7 +76,9 @@ class RetryLog:
 
 
 class Opening:
-    """A probe's unread answer, bytes ``[0, end)``: taken by one stream (``with`` it), closed by the last holder."""
+    """A probe's unread answer, bytes ``[0, end)``: taken by one stream (``with`` it), closed by
+    the last holder.
+    """
 
     def __init__(self, response: httpx2.Response, close: Callable[[], None], *, end: int) -> None:
         self.response, self.end, self._close = response, end, close
@@ -100,16 +114,25 @@ class TransferJob:
     state_path: Path
     source: str  # redacted description for records and logs
     verify: bool = True
-    size_pinned: bool = True  # False: the size is only what a probe saw; a new size means a new version
-    retry_on_mismatch: bool = True  # False for a mirror: a bad hash there sends us to the next source
-    renewable: bool = False  # True: a 403 is cured by asking the URL again (the Hub signs a fresh CDN link)
-    retries: RetryLog = field(default_factory=RetryLog, compare=False)  # filled as the transfer goes
-    model: str | None = None  # what the file belongs to and its path in it, for programs (--progress json)
+    # False: the size is only what a probe saw; a new size means a new version
+    size_pinned: bool = True
+    # False for a mirror: a bad hash there sends us to the next source
+    retry_on_mismatch: bool = True
+    # True: a 403 is cured by asking the URL again (the Hub signs a fresh CDN link)
+    renewable: bool = False
+    # filled as the transfer goes
+    retries: RetryLog = field(default_factory=RetryLog, compare=False)
+    # what the file belongs to and its path in it, for programs (--progress json)
+    model: str | None = None
     path: str | None = None
-    located: str | None = None  # the final URL a probe of this run saw answer a range: no second probe
-    opening: Opening | None = field(default=None, compare=False)  # that probe's answer, its body still unread
-    root: Path | None = None  # the destination root: no link below it is followed (default: see resume.job_root)
-    # A signature's digests other than the sha256 (shards, BLAKE2/3): computed from the bytes as they are hashed
+    # the final URL a probe of this run saw answer a range: no second probe
+    located: str | None = None
+    # that probe's answer, its body still unread
+    opening: Opening | None = field(default=None, compare=False)
+    # the destination root: no link below it is followed (default: see resume.job_root)
+    root: Path | None = None
+    # A signature's digests other than the sha256 (shards, BLAKE2/3): computed from the bytes as
+    # they are hashed
     signed: SignedFile | None = field(default=None, compare=False)
 
 
@@ -122,32 +145,42 @@ class TransferResult:
     resumed_from: int
     fetched: int
     mirror: str | None = None  # the (redacted) mirror the bytes came from, if not the origin
-    # Checked against a known hash, or fetched whole in one answer: only then is the file known to be one version
-    # (a resume or parallel ranges without a hash rest on the server's validator and an overlap of bytes).
+    # Checked against a known hash, or fetched whole in one answer: only then is the file known to
+    # be one version (a resume or parallel ranges without a hash rest on the server's validator and
+    # an overlap of bytes).
     verified: bool = True
-    reused: int = 0  # bytes copied from files already on disk instead of the network (``fetched`` is the network's)
+    # bytes copied from files already on disk instead of the network (``fetched`` is the network's)
+    reused: int = 0
     xet: str | None = None  # the file's Xet hash, when it was fetched or checked as Xet
-    discarded: str | None = None  # why bytes on disk (an earlier run's) were thrown away, when some were
+    # why bytes on disk (an earlier run's) were thrown away, when some were
+    discarded: str | None = None
 
 
 @dataclass(frozen=True)
 class EngineConfig:
     connections: int = 8
-    scale_connections: bool = False  # True: big files get more streams than ``connections`` (the default only)
+    # True: big files get more streams than ``connections`` (the default only)
+    scale_connections: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     split_threshold: int = SPLIT_THRESHOLD
-    checkpoint_interval: float = 0.2  # seconds between resume-record saves (a kill -9 loses at most this much)
+    # seconds between resume-record saves (a kill -9 loses at most this much)
+    checkpoint_interval: float = 0.2
     max_stalls: int = 20  # stalls resumed per piece before giving up (they spend no retry)
-    stall_timeout: float | None = None  # seconds of silence in a body before it is a stall (None: the client's)
+    # seconds of silence in a body before it is a stall (None: the client's)
+    stall_timeout: float | None = None
 
     def streams(self, size: int | None) -> int:
-        """``--connections`` when given; else one per ``BYTES_PER_CONNECTION`` (at least the default, at most 16)."""
+        """``--connections`` when given; else one per ``BYTES_PER_CONNECTION`` (at least the
+        default, at most 16).
+        """
         if not self.scale_connections or size is None:
             return self.connections
         return max(self.connections, min(MAX_AUTO_CONNECTIONS, size // BYTES_PER_CONNECTION))
 
     def plan(self, size: int | None) -> list[Piece]:
-        return plan_pieces(size, connections=self.streams(size), split_threshold=self.split_threshold)
+        return plan_pieces(
+            size, connections=self.streams(size), split_threshold=self.split_threshold
+        )
 
 
 class RangesIgnoredError(Exception):
@@ -168,4 +201,5 @@ class HashMismatch(Exception):
     def __init__(self, kind: str, expected: str, actual: str) -> None:
         super().__init__(kind)
         self.kind, self.expected, self.actual = kind, expected, actual
-        self.fetched = 0  # bytes this try fetched (counted in the run's totals though they are thrown away)
+        # bytes this try fetched (counted in the run's totals though they are thrown away)
+        self.fetched = 0

@@ -1,4 +1,6 @@
-"""What a server's reply must satisfy before its bytes are used: ranges, lengths and totals against the file."""
+"""What a server's reply must satisfy before its bytes are used: ranges, lengths and totals
+against the file.
+"""
 
 from __future__ import annotations
 
@@ -19,17 +21,25 @@ from mdl.transfer.resume import DownloadState
 
 
 def locate(client: httpx2.Client, state: DownloadState) -> str:
-    """Follow redirects once (Hub → CDN) so every range goes to the final URL; its answer is checked like any other."""
+    """Follow redirects once (Hub → CDN) so every range goes to the final URL; its answer is
+    checked like any other.
+    """
     job, headers = state.job, {"Range": "bytes=0-0"}
     if state.validator:
         headers["If-Range"] = state.validator
     with follow(
-        client, job.url, credentials=job.credentials, headers=headers, what=job.label, saved_as=job.path
+        client,
+        job.url,
+        credentials=job.credentials,
+        headers=headers,
+        what=job.label,
+        saved_as=job.path,
     ) as response:
         if response.status_code not in (200, 206):
             raise error_for_status(response, what=job.label, credentials=job.credentials)
         if is_encoded(response, what=job.label):
-            state.whole_only = True  # ranges of a content-coded body cannot be spliced: one decoded stream instead
+            # ranges of a content-coded body cannot be spliced: one decoded stream instead
+            state.whole_only = True
             raise RangesIgnoredError
         span = promised(response, what=job.label)
         check_version(state, response, total=span.total)
@@ -50,30 +60,51 @@ class Probed:
 
 
 def probe(
-    client: httpx2.Client, url: str, *, credentials: Credentials, what: str, carry: bool, saved_as: str | None = None
+    client: httpx2.Client,
+    url: str,
+    *,
+    credentials: Credentials,
+    what: str,
+    carry: bool,
+    saved_as: str | None = None,
 ) -> Probed:
-    """Ask for the first byte; with ``carry``, the whole file from byte 0 (``bytes=0-``), its body left unread for the
-    download: no round trip is spent only to learn the size, and the first stream streams on at full speed while the
-    others start (as aria2c's first GET; engine rule 19)."""
+    """Ask for the first byte; with ``carry``, the whole file from byte 0 (``bytes=0-``), its body
+    left unread for the download: no round trip is spent only to learn the size, and the first
+    stream streams on at full speed while the others start (as aria2c's first GET; engine rule 19).
+    """
     asked = {"Range": "bytes=0-" if carry else "bytes=0-0"}
     with contextlib.ExitStack() as stack:
         response = stack.enter_context(
-            follow(client, url, credentials=credentials, headers=asked, what=what, saved_as=saved_as)
+            follow(
+                client, url, credentials=credentials, headers=asked, what=what, saved_as=saved_as
+            )
         )
         span = None
         if response.status_code in (200, 206):
             if is_encoded(response, what=what):
-                # Its lengths count coded bytes and its ETag names the coding: size and version unknown till decoded.
+                # Its lengths count coded bytes and its ETag names the coding: size and version
+                # unknown till decoded.
                 return Probed(str(response.url), None, None, ranged=False)
             total = (span := promised(response, what=what)).total
-        elif response.status_code == 416 and content_range_total(response.headers.get("Content-Range")) == 0:
+        elif (
+            response.status_code == 416
+            and content_range_total(response.headers.get("Content-Range")) == 0
+        ):
             total = 0  # a 416's "bytes */0": an empty file has no byte 0 to give (RFC 9110 §14.1.1)
         else:
             raise error_for_status(response, what=what, credentials=credentials)
         etag, modified = validators(response)
         ranged, opening = span is not None and span.ranged, None
-        if span is not None and ranged and carry and span.start == 0 and span.end is not None and total is not None:
-            opening = Opening(response, stack.pop_all().close, end=span.end)  # the download reads on, and closes it
+        if (
+            span is not None
+            and ranged
+            and carry
+            and span.start == 0
+            and span.end is not None
+            and total is not None
+        ):
+            # the download reads on, and closes it
+            opening = Opening(response, stack.pop_all().close, end=span.end)
         elif ranged:
             drain(response)  # one byte: read it, and the connection carries the download next
         # The version the download is of: a strong ETag, else Last-Modified (If-Range takes either).
@@ -81,8 +112,8 @@ def probe(
 
 
 def validators(response: httpx2.Response) -> tuple[str | None, str | None]:
-    """The strong ETag (§13.1.5) and the Last-Modified a second or more before the answer's Date (§8.8.2.2: else a
-    file changed twice within its second has one date for two versions)."""
+    """The strong ETag (§13.1.5) and the Last-Modified a second or more before the answer's Date
+    (§8.8.2.2: else a file changed twice within its second has one date for two versions)."""
     etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
     strong = etag if etag and not etag.startswith("W/") else None
     if not modified or _seconds(response.headers.get("Date")) < _seconds(modified) + 1:
@@ -97,20 +128,26 @@ def _seconds(date: str | None) -> float:
         return -math.inf
 
 
-def check_version(state: DownloadState, response: httpx2.Response, *, total: int | None, whole: bool = False) -> None:
-    """The first answer fixes the file's version, later ones must be of it or ``SourceChanged`` (the file's size:
-    ``total``); ``whole``: a 200 on the only stream, whose new version is taken at once. A validator left out is no
-    contradiction (proxies strip)."""
+def check_version(
+    state: DownloadState, response: httpx2.Response, *, total: int | None, whole: bool = False
+) -> None:
+    """The first answer fixes the file's version, later ones must be of it or ``SourceChanged`` (the
+    file's size: ``total``); ``whole``: a 200 on the only stream, whose new version is taken at
+    once. A validator left out is no contradiction (proxies strip)."""
     etag, modified = validators(response)
     sent = response.headers.get("Last-Modified")  # as sent, usable or not
     with state.lock:
-        if etag and state.etag:  # two strong ETags decide alone: equal means byte-identical (RFC 9110 §8.8.3)
+        # two strong ETags decide alone: equal means byte-identical (RFC 9110 §8.8.3)
+        if etag and state.etag:
             changed = etag != state.etag
         else:
-            # A date too close to its answer's Date cannot prove two answers are one version, but a date that
-            # differs proves they are not: a server ignoring If-Range with a fresh date is another version.
+            # A date too close to its answer's Date cannot prove two answers are one version, but a
+            # date that differs proves they are not: a server ignoring If-Range with a fresh date is
+            # another version.
             changed = bool(sent and state.modified_seen and sent != state.modified_seen)
-            changed = changed or bool(modified and state.last_modified and modified != state.last_modified)
+            changed = changed or bool(
+                modified and state.last_modified and modified != state.last_modified
+            )
         changed = changed and state.validator is not None
         if changed and not whole:
             raise SourceChanged(new_size=total)
@@ -126,26 +163,32 @@ def check_version(state: DownloadState, response: httpx2.Response, *, total: int
 
 
 def check_range(state: DownloadState, span: Span, offset: int, asked_end: int | None) -> int:
-    """A range answer must start at ``offset``, end before ``asked_end`` and be of the file's size; returns where it
-    ends (its length against its headers: ``promised``)."""
+    """A range answer must start at ``offset``, end before ``asked_end`` and be of the file's size;
+    returns where it ends (its length against its headers: ``promised``)."""
     label = state.job.label
     if span.start != offset:
         raise NetworkError(f"{label}: asked for bytes from {offset}, server sent from {span.start}")
     check_size(state, span.total)
     if span.end is None or (asked_end is not None and span.end > asked_end):
         asked = f"bytes {offset}-{'' if asked_end is None else asked_end - 1}"
-        raise NetworkError(f"{label}: server sent bytes past the requested range ({span.shown}; asked for {asked})")
+        raise NetworkError(
+            f"{label}: server sent bytes past the requested range ({span.shown}; asked for {asked})"
+        )
     return span.end
 
 
 def check_size(state: DownloadState, total: int | None) -> None:
-    """The file's size an answer states (a whole answer's length, else its Content-Range total) is the known one."""
+    """The file's size an answer states (a whole answer's length, else its Content-Range total)
+    is the known one.
+    """
     if total is not None and state.size is not None and total != state.size:
         raise size_differs(state, total)
 
 
 def size_differs(state: DownloadState, actual: int) -> Exception:
-    """A pinned size that the server contradicts is an integrity failure; a probed one means a new version."""
+    """A pinned size that the server contradicts is an integrity failure; a probed one means a
+    new version.
+    """
     if not state.job.size_pinned:
         return SourceChanged(new_size=actual)
     return HashMismatch("size", f"{state.size} bytes", f"{actual} bytes (server)")

@@ -1,4 +1,6 @@
-"""The partial file on disk: shared progress, hashes as it fills, the resume record, writeback, the atomic finish."""
+"""The partial file on disk: shared progress, hashes as it fills, the resume record, writeback,
+the atomic finish.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +21,16 @@ from typing import Any
 
 from mdl.errors import LocalFSError, MdlError, NetworkError, UsageError
 from mdl.signing import SignedFile
-from mdl.store import DirSyncs, fsync_dir, not_own, read_bytes, rename, stat_file, unlink, write_atomic
+from mdl.store import (
+    DirSyncs,
+    fsync_dir,
+    not_own,
+    read_bytes,
+    rename,
+    stat_file,
+    unlink,
+    write_atomic,
+)
 from mdl.transfer.job import HashMismatch, Identity, TransferJob
 from mdl.transfer.scheduling import MIN_STEAL, MiB, Piece, split_largest
 
@@ -28,33 +39,48 @@ log = logging.getLogger("mdl.transfer")
 STATE_VERSION = 1
 STATE_MAX = 64 << 20  # bytes: a resume record lists at most a few thousand pieces
 WRITEBACK_EVERY = 0.1  # seconds between nudges to the kernel to start writing what arrived
-DURABLE_EVERY = 30.0  # seconds between flushed records of a big download: what a crash of the machine may lose at most
-SAVE_SHARE = 50  # a record is saved once 1/this of the file more is on disk, however soon (a kill -9 loses < 5%) ...
-SAVE_BYTES = (1 * MiB, 32 * MiB)  # ... but not for less than the first nor waiting for more than the second
+# seconds between flushed records of a big download: what a crash of the machine may lose at most
+DURABLE_EVERY = 30.0
+# a record is saved once 1/this of the file more is on disk, however soon (a kill -9 loses < 5%) ...
+SAVE_SHARE = 50
+# ... but not for less than the first nor waiting for more than the second
+SAVE_BYTES = (1 * MiB, 32 * MiB)
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # Linux: changes at every boot
 SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do not wait for it
 HASH_BLOCK = 8 * MiB  # the hashing thread is woken when a piece completes or fills a block this big
-READ_BACK = 1 * MiB  # bytes read back per step, so a stream at the frontier never waits long for the lock
-OVERLAP = 64 * 1024  # bytes on disk a resumed range repeats, when no hash will check the file (engine rule 15)
-OVERLAP_SHARE = 16  # ... at most this fraction of its last answer (a server capping its 206s pays ~6%, not more) ...
+# bytes read back per step, so a stream at the frontier never waits long for the lock
+READ_BACK = 1 * MiB
+# bytes on disk a resumed range repeats, when no hash will check the file (engine rule 15)
+OVERLAP = 64 * 1024
+# ... at most this fraction of its last answer (a server capping its 206s pays ~6%, not more) ...
+OVERLAP_SHARE = 16
 OVERLAP_LEAST = 4 * 1024  # ... and never less
 
 
 class Hasher:
-    """Hashes of the file's contiguous prefix: offered from memory at the frontier, else read back (``catch_up``)."""
+    """Hashes of the file's contiguous prefix: offered from memory at the frontier, else read
+    back (``catch_up``).
+    """
 
-    def __init__(self, fd: int, size: int | None, *, git: bool, signed: SignedFile | None = None) -> None:
+    def __init__(
+        self, fd: int, size: int | None, *, git: bool, signed: SignedFile | None = None
+    ) -> None:
         self.fd, self.size, self.git, self.signed = fd, size, git, signed
         self.lock = threading.Lock()
         self._buffer: bytearray | None = None
-        self.epoch = 0  # bumped by reset: a catch-up begun before it stops instead of hashing old bytes
+        # bumped by reset: a catch-up begun before it stops instead of hashing old bytes
+        self.epoch = 0
         self.reset()
 
     def reset(self) -> None:
         with self.lock:
             self.epoch += 1
             self.sha256 = hashlib.sha256()
-            self.sha1 = hashlib.sha1(b"blob %d\0" % self.size) if self.git and self.size is not None else None
+            self.sha1 = (
+                hashlib.sha1(b"blob %d\0" % self.size)
+                if self.git and self.size is not None
+                else None
+            )
             self.check = self.signed.check_apart() if self.signed is not None else None
             self.position = 0
 
@@ -72,7 +98,9 @@ class Hasher:
                 self._update(memoryview(data)[self.position - offset :])
 
     def catch_up(self, limit: int, *, epoch: int | None = None) -> None:
-        """Hash bytes [position, limit) from the file; stops if reset since ``epoch`` (``limit`` may be stale)."""
+        """Hash bytes [position, limit) from the file; stops if reset since ``epoch`` (``limit``
+        may be stale).
+        """
         epoch = self.epoch if epoch is None else epoch
         while True:
             with self.lock:
@@ -88,41 +116,53 @@ class Hasher:
 
 
 class DownloadState:
-    def __init__(self, job: TransferJob, fd: int, pieces: list[Piece], validator: str | None) -> None:
+    def __init__(
+        self, job: TransferJob, fd: int, pieces: list[Piece], validator: str | None
+    ) -> None:
         self.job, self.fd, self.pieces = job, fd, pieces  # fd: the .part, open for the download
-        self.adopt(validator)  # validator, etag, last_modified, modified_seen: then replies.check_version keeps them
-        self.changes = 0  # times the file changed upstream during this download (a second one gives up)
+        # validator, etag, last_modified, modified_seen: then replies.check_version keeps them
+        self.adopt(validator)
+        # times the file changed upstream during this download (a second one gives up)
+        self.changes = 0
         self.lock = threading.Condition()
         self.last_save = time.monotonic()
         self.saved_bytes = 0  # bytes on disk that the last saved record claims
         self.saved_fetched = 0  # ``fetched`` when the last record was saved
-        self.flushed: list[list[int | None]] | None = None  # a layout whose bytes are on the disk (a durable save's)
+        # a layout whose bytes are on the disk (a durable save's)
+        self.flushed: list[list[int | None]] | None = None
         self.saved_once = False  # this run wrote a record (else only a loaded one may be there)
         self.save_every = min(max(SAVE_BYTES[0], (self.size or 0) // SAVE_SHARE), SAVE_BYTES[1])
         self.stop = threading.Event()  # set when one stream fails for good: the others end quietly
         self.save_lock = threading.Lock()  # one save at a time: streams checkpoint concurrently
         self.url = job.url  # where the streams fetch from now (a re-signed CDN URL after an expiry)
         self.relocate_lock = threading.Lock()  # one re-resolve per expiry, not one per stream
-        self.relocated_probe = False  # the probe's final URL (job.located) expired once and was located afresh
-        self.restarted = False  # the bytes of an earlier run were dropped: this is a download, not a resume
-        self.discarded: str | None = None  # why bytes on disk were first thrown away (a resume's outcome says it)
-        self.whole_only = False  # the server sends content codings: only one whole-file stream is trusted
-        self.announced: dict[str, int] = {}  # per kind of retry, the highest count told to the user (one line each)
+        # the probe's final URL (job.located) expired once and was located afresh
+        self.relocated_probe = False
+        # the bytes of an earlier run were dropped: this is a download, not a resume
+        self.restarted = False
+        # why bytes on disk were first thrown away (a resume's outcome says it)
+        self.discarded: str | None = None
+        # the server sends content codings: only one whole-file stream is trusted
+        self.whole_only = False
+        # per kind of retry, the highest count told to the user (one line each)
+        self.announced: dict[str, int] = {}
         self.began = time.monotonic()
-        self.fetched = 0  # bytes written by this run (for the per-stream rate that prices a stolen tail)
+        # bytes written by this run (for the per-stream rate that prices a stolen tail)
+        self.fetched = 0
         self.ttfb = 0.0  # the mean time to first byte seen: what one more request costs
         self.hasher = self.new_hasher()  # this attempt's: fed at the frontier
-        self.background = False  # a keeper thread saves the record: the streams never wait on the disk's journal
+        # a keeper thread saves the record: the streams never wait on the disk's journal
+        self.background = False
         self.save_wanted = threading.Event()  # a stream found a save due: the keeper writes it now
         self.multi = False  # this attempt runs ranges that may go in parallel (engine._aim_ranges)
-        # No hash will check the result: a request continuing bytes another answer wrote first repeats some of them
-        # (engine rule 15)
+        # No hash will check the result: a request continuing bytes another answer wrote first
+        # repeats some of them (engine rule 15)
         self.overlaps = not (job.verify and job.identity.has_hash)
         self.answers = 0  # answers that wrote bytes since the bytes on disk were last dropped
 
     def overlap(self, piece: Piece) -> int:
-        """Bytes on disk right before ``piece``'s frontier (its own, or a finished piece's before it) the piece's next
-        request repeats and compares (0: none)."""
+        """Bytes on disk right before ``piece``'s frontier (its own, or a finished piece's before
+        it) the piece's next request repeats and compares (0: none)."""
         if not self.overlaps:
             return 0
         with self.lock:
@@ -130,12 +170,16 @@ class DownloadState:
                 share = piece.answered // OVERLAP_SHARE if piece.answered else OVERLAP
                 return min(OVERLAP, piece.done, max(OVERLAP_LEAST, share))
             before = next((p for p in self.pieces if p.end == piece.start and p.complete), None)
-            return 0 if before is None or before.end is None else min(OVERLAP, before.end - before.start)
+            return (
+                0
+                if before is None or before.end is None
+                else min(OVERLAP, before.end - before.start)
+            )
 
     def provable(self) -> bool:
-        """Whether some resumed request can compare bytes on disk with the server's: a piece resumed partway, or a
-        piece to fetch right after a finished one, or nothing left to fetch (else the bytes on disk are only the
-        earlier run's word)."""
+        """Whether some resumed request can compare bytes on disk with the server's: a piece resumed
+        partway, or a piece to fetch right after a finished one, or nothing left to fetch (else the
+        bytes on disk are only the earlier run's word)."""
         todo = [p for p in self.pieces if not p.complete]
         return not todo or self.on_disk() == 0 or any(self.overlap(p) > 0 for p in todo)
 
@@ -147,22 +191,27 @@ class DownloadState:
             self.flushed = None
 
     def adopt(self, validator: str | None) -> None:
-        """A version fixed earlier (record, probe; None: not yet): an ETag is quoted, a date not. A weak ETag cannot
-        guard a range (RFC 9110 §13.1.5), so it counts as none."""
+        """A version fixed earlier (record, probe; None: not yet): an ETag is quoted, a date not. A
+        weak ETag cannot guard a range (RFC 9110 §13.1.5), so it counts as none."""
         usable = validator if validator and not validator.startswith("W/") else None
         is_etag = usable is not None and usable.startswith('"')
         self.validator = usable  # sent as If-Range with every range
         self.etag = usable if is_etag else None
-        # A date: the Last-Modified that guards ranges, and the first one an answer sent (check_version updates both)
+        # A date: the Last-Modified that guards ranges, and the first one an answer sent
+        # (check_version updates both)
         self.last_modified = self.modified_seen = None if is_etag else usable
 
     def carry(self, piece: Piece, upto: int) -> int:
-        """Move ``piece``'s end on towards ``upto`` over the pieces after it that no answer has begun (their requests
-        may be on the way): its stream's answer runs on past its end (the probe's open-ended first GET), and what it
-        reads need not come again. A piece taken whole leaves the layout; its answer, when it comes, is dropped.
-        Returns the piece's end."""
+        """Move ``piece``'s end on towards ``upto`` over the pieces after it that no answer has
+        begun (their requests may be on the way): its stream's answer runs on past its end (the
+        probe's open-ended first GET), and what it reads need not come again. A piece taken whole
+        leaves the layout; its answer, when it comes, is dropped. Returns the piece's end."""
         with self.lock:
-            while piece.end is not None and piece.end < upto and (after := self.free_after(piece)) is not None:
+            while (
+                piece.end is not None
+                and piece.end < upto
+                and (after := self.free_after(piece)) is not None
+            ):
                 assert after.end is not None
                 after.start = piece.end = min(upto, after.end)
                 if after.complete:
@@ -170,20 +219,26 @@ class DownloadState:
             return piece.end or upto
 
     def free_after(self, piece: Piece) -> Piece | None:
-        """The piece right after ``piece`` if no answer for it has begun and it holds no bytes (``carry`` may take
-        it), else None."""
+        """The piece right after ``piece`` if no answer for it has begun and it holds no bytes
+        (``carry`` may take it), else None."""
         with self.lock:
             after = next((p for p in self.pieces if p.start == piece.end), None)
-            return None if after is None or after.end is None or after.begun or after.done else after
+            return (
+                None if after is None or after.end is None or after.begun or after.done else after
+            )
 
     def begin(self, piece: Piece) -> int:
-        """An answer for ``piece`` arrived: no stream reads on into it from now; returns its frontier."""
+        """An answer for ``piece`` arrived: no stream reads on into it from now; returns its
+        frontier.
+        """
         with self.lock:
             piece.begun = True
             return piece.start + piece.done
 
     def steal(self, streams: int) -> Piece | None:
-        """A running piece's tail for an idle stream: more than twice what a stream moves in one time to first byte."""
+        """A running piece's tail for an idle stream: more than twice what a stream moves in one
+        time to first byte.
+        """
         with self.lock:
             elapsed = max(1e-3, time.monotonic() - self.began)
             per_stream = self.fetched / elapsed / max(1, streams)
@@ -210,9 +265,10 @@ class DownloadState:
         return sum(p.done for p in self.pieces)
 
     def save(self, *, durable: bool = False) -> None:
-        """Persist the record. ``durable`` (an exit; or no boot id to tell a restart by): after the bytes it claims are
-        flushed. Else cheap, no flush (a kill -9 loses no page the kernel holds), marked with this boot: after a
-        crash of the machine the bytes it claims may be gone, and ``load_state`` drops it."""
+        """Persist the record. ``durable`` (an exit; or no boot id to tell a restart by): after the
+        bytes it claims are flushed. Else cheap, no flush (a kill -9 loses no page the kernel
+        holds), marked with this boot: after a crash of the machine the bytes it claims may be gone,
+        and ``load_state`` drops it."""
         boot = None if durable else boot_id()
         with self.save_lock:
             with self.lock:
@@ -224,7 +280,8 @@ class DownloadState:
                     "validator": self.validator,
                     "pieces": layout,
                 }
-                if boot is not None:  # and what a crash of the machine cannot have lost: the last durable layout
+                # and what a crash of the machine cannot have lost: the last durable layout
+                if boot is not None:
                     snapshot.update(boot=boot, flushed=self.flushed)
                 self.last_save = time.monotonic()
                 self.saved_bytes, self.saved_fetched = self.on_disk(), self.fetched
@@ -235,16 +292,23 @@ class DownloadState:
             write_atomic(job_root(self.job), self.job.state_path, json.dumps(snapshot).encode())
 
     def save_due(self, interval: float) -> bool:
-        """Whether a record is due: ``interval`` seconds or ``save_every`` bytes since the last (under ``lock``)."""
-        return self.fetched - self.saved_fetched >= self.save_every or time.monotonic() - self.last_save >= interval
+        """Whether a record is due: ``interval`` seconds or ``save_every`` bytes since the last
+        (under ``lock``).
+        """
+        return (
+            self.fetched - self.saved_fetched >= self.save_every
+            or time.monotonic() - self.last_save >= interval
+        )
 
     def count_change(self) -> None:
-        """One more version of the file seen upstream during the download: the second change gives up."""
+        """One more version of the file seen upstream during the download: the second change
+        gives up.
+        """
         self.changes += 1
         if self.changes > 1:
             raise NetworkError(
-                f"{self.job.label}: the file kept changing upstream while it was downloaded ({self.changes + 1} "
-                "versions seen); nothing was kept",
+                f"{self.job.label}: the file kept changing upstream while it was downloaded"
+                f" ({self.changes + 1} versions seen); nothing was kept",
                 hint="try again once the source has stopped changing",
             ) from None
 
@@ -258,10 +322,14 @@ class DownloadState:
         self.stop.clear()
 
     def new_hasher(self) -> Hasher:
-        return Hasher(self.fd, self.size, git=self.job.identity.git_oid is not None, signed=self.job.signed)
+        return Hasher(
+            self.fd, self.size, git=self.job.identity.git_oid is not None, signed=self.job.signed
+        )
 
     def verify(self, size: int) -> None:
-        """The bytes on disk are the expected file (size, sha256, git blob id), or ``HashMismatch``."""
+        """The bytes on disk are the expected file (size, sha256, git blob id), or
+        ``HashMismatch``.
+        """
         ident, hasher = self.job.identity, self.hasher
         if ident.size is not None and self.job.size_pinned and size != ident.size:
             raise HashMismatch("size", f"{ident.size} bytes", f"{size} bytes")
@@ -276,13 +344,15 @@ class DownloadState:
 
 
 def parse_state(raw: object) -> tuple[Identity, list[Piece], str | None]:
-    """A resume record's identity, pieces and validator; ValueError unless the pieces tile [0, size) in order, or
-    when it is a cheap save (``DownloadState.save``) of another boot: its bytes may never have reached the disk."""
+    """A resume record's identity, pieces and validator; ValueError unless the pieces tile [0, size)
+    in order, or when it is a cheap save (``DownloadState.save``) of another boot: its bytes may
+    never have reached the disk."""
     if not isinstance(raw, dict):
         raise ValueError("not an object")
     if raw.get("version") != STATE_VERSION:
         raise ValueError(f"version {raw.get('version')!r}")
-    if "boot" in raw and raw["boot"] != boot_id():  # the machine restarted: only its last durable layout holds
+    # the machine restarted: only its last durable layout holds
+    if "boot" in raw and raw["boot"] != boot_id():
         if raw.get("flushed") is None:
             raise ValueError("saved before the machine restarted, its bytes never flushed")
         raw = {**raw, "pieces": raw["flushed"]}
@@ -332,36 +402,48 @@ def _is_offset(value: object) -> bool:
 
 
 def job_root(job: TransferJob) -> Path:
-    """No link below this folder is followed: the destination root, else the deepest folder both paths share."""
+    """No link below this folder is followed: the destination root, else the deepest folder both
+    paths share.
+    """
     return job.root or Path(os.path.commonpath([job.part_path.parent, job.final_path.parent]))
 
 
-BY_CHUNK = "xet"  # the "kind" of a resume record mdl.xet writes (terms, not pieces): each engine leaves the other's
+# the "kind" of a resume record mdl.xet writes (terms, not pieces): each engine leaves the other's
+BY_CHUNK = "xet"
 
 
 class _ByChunk(ValueError):
-    """The record is the Xet fetcher's (``"kind": "xet"``, terms not pieces): not damage, another engine's partial."""
+    """The record is the Xet fetcher's (``"kind": "xet"``, terms not pieces): not damage, another
+    engine's partial.
+    """
 
 
-def _read_state(path: Path, root: Path) -> tuple[Identity, list[Piece], str | None, list[list[int | None]] | None]:
+def _read_state(
+    path: Path, root: Path
+) -> tuple[Identity, list[Piece], str | None, list[list[int | None]] | None]:
     """``parse_state`` of the record, and the layout of it known to be on the disk (None: none)."""
     try:
         raw = json.loads(read_bytes(root, path, limit=STATE_MAX).decode("utf-8"))
-        if isinstance(raw, dict) and raw.get("kind") == BY_CHUNK:  # mdl.xet's record of a partial fetched by chunk
+        # mdl.xet's record of a partial fetched by chunk
+        if isinstance(raw, dict) and raw.get("kind") == BY_CHUNK:
             raise _ByChunk("a partial download by chunk (Xet) is not resumed over plain HTTP")
         saved, pieces, validator = parse_state(raw)
     except RecursionError as exc:  # a deeply nested document: as unreadable as any other
         raise ValueError("nested too deeply") from exc
-    durable = "boot" not in raw or raw["boot"] != boot_id()  # a durable save's, or its flushed layout
+    # a durable save's, or its flushed layout
+    durable = "boot" not in raw or raw["boot"] != boot_id()
     flushed = [[p.start, p.end, p.done] for p in pieces] if durable else raw.get("flushed")
     if flushed is not None:
-        parse_state({**raw, "pieces": flushed, "boot": boot_id()})  # checked as strictly as the pieces
+        # checked as strictly as the pieces
+        parse_state({**raw, "pieces": flushed, "boot": boot_id()})
     return saved, pieces, validator, flushed
 
 
 @dataclasses.dataclass(frozen=True)
 class Loaded:
-    """An earlier run's resume record: its pieces, validator, and the layout of it known to be on the disk."""
+    """An earlier run's resume record: its pieces, validator, and the layout of it known to be on
+    the disk.
+    """
 
     pieces: list[Piece]
     validator: str | None
@@ -372,17 +454,30 @@ def load_state(job: TransferJob) -> Loaded | None:
     """The saved pieces of an earlier run of the same content, or None (and stale files removed)."""
     try:
         saved, pieces, validator, flushed = _read_state(job.state_path, job_root(job))
-    except (OSError, ValueError, UsageError) as exc:  # UsageError: over its size limit, so not one mdl wrote
+    # UsageError: over its size limit, so not one mdl wrote
+    except (OSError, ValueError, UsageError) as exc:
         if isinstance(exc, _ByChunk):  # not damage: said once in the log, not on stderr
             log.info("%s: %s, starting over", job.label, exc)
         elif not isinstance(exc, FileNotFoundError):  # no record: nothing to say
             log.warning("%s: unreadable resume record (%s), starting over", job.label, exc)
         discard_partial(job)
         return None
-    known = any((saved.has_hash, saved.etag, job.identity.has_hash, job.identity.etag, isinstance(validator, str)))
+    known = any(
+        (
+            saved.has_hash,
+            saved.etag,
+            job.identity.has_hash,
+            job.identity.etag,
+            isinstance(validator, str),
+        )
+    )
     found = stat_file(job.part_path) if known else None
-    if not known:  # nothing tells two versions of this size apart, and no If-Range protects the resume
-        log.info("%s: no hash or ETag to prove the partial download is of this version, starting over", job.label)
+    # nothing tells two versions of this size apart, and no If-Range protects the resume
+    if not known:
+        log.info(
+            "%s: no hash or ETag to prove the partial download is of this version, starting over",
+            job.label,
+        )
     elif found is not None and planted(job, found):
         pass  # set aside below, never written through
     elif not saved.matches(job.identity) or found is None:
@@ -396,15 +491,22 @@ def load_state(job: TransferJob) -> Loaded | None:
 
 
 def planted(job: TransferJob, found: os.stat_result) -> bool:
-    """Whether the ``.part`` is not a file mdl made (a link put there): said once; the caller sets it aside and starts
-    over, never writing through it (engine rule 14)."""
+    """Whether the ``.part`` is not a file mdl made (a link put there): said once; the caller sets
+    it aside and starts over, never writing through it (engine rule 14)."""
     if (foreign := not_own(found)) is not None:
-        log.warning("%s: set aside %s: it is %s, not a file mdl made; starting over", job.label, job.part_path, foreign)
+        log.warning(
+            "%s: set aside %s: it is %s, not a file mdl made; starting over",
+            job.label,
+            job.part_path,
+            foreign,
+        )
     return foreign is not None
 
 
 def saved_progress(state_path: Path, identity: Identity) -> int:
-    """Bytes a resume record of this identity says are on disk, for planning (the preallocated ``.part`` cannot)."""
+    """Bytes a resume record of this identity says are on disk, for planning (the preallocated
+    ``.part`` cannot).
+    """
     try:
         saved, pieces, _, _ = _read_state(state_path, state_path.parent)
     except (OSError, ValueError, MdlError):
@@ -418,8 +520,9 @@ def discard_partial(job: TransferJob) -> None:
 
 
 def finish_part(job: TransferJob, dirs: DirSyncs | None = None, *, record: bool = True) -> None:
-    """Rename into place; the folder's entry made durable now or, with ``dirs``, before a record names it; the resume
-    record removed (``record``: there may be one; a small file's single stream often saved none)."""
+    """Rename into place; the folder's entry made durable now or, with ``dirs``, before a record
+    names it; the resume record removed (``record``: there may be one; a small file's single stream
+    often saved none)."""
     try:
         rename(job_root(job), job.part_path, job.final_path)
     except LocalFSError as exc:
@@ -439,7 +542,8 @@ def _sync_file_range() -> Callable[..., Any] | None:
     import ctypes  # only big downloads get here: kept off start-up
 
     try:
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range  # the process's own libc; it returns an int
+        # the process's own libc; it returns an int
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
         return None
     call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
@@ -447,22 +551,29 @@ def _sync_file_range() -> Callable[..., Any] | None:
 
 
 def start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing dirty pages now, or the final fsync waits for most of the file."""
+    """Ask the kernel to start writing dirty pages now, or the final fsync waits for most of the
+    file.
+    """
     call = _sync_file_range()
     if call is not None:
         call(fd, 0, 0, SYNC_FILE_RANGE_WRITE)  # a failure only means the final fsync has more to do
 
 
 @contextlib.contextmanager
-def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[], None]) -> Iterator[None]:
-    """Off the streams (an fdatasync would stall one): hashing read back, writeback, saves; a failed save is raised."""
+def keeping(
+    state: DownloadState, *, checkpoint: float, on_failure: Callable[[], None]
+) -> Iterator[None]:
+    """Off the streams (an fdatasync would stall one): hashing read back, writeback, saves; a
+    failed save is raised.
+    """
     hasher, lock, done = state.hasher, state.lock, threading.Event()
 
     def keep() -> None:
         nudged = flushed = time.monotonic()
         try:
             while True:
-                state.save_wanted.wait(WRITEBACK_EVERY)  # a save a stream found due, or the next nudge
+                # a save a stream found due, or the next nudge
+                state.save_wanted.wait(WRITEBACK_EVERY)
                 state.save_wanted.clear()
                 if done.is_set():
                     return
@@ -473,7 +584,8 @@ def keeping(state: DownloadState, *, checkpoint: float, on_failure: Callable[[],
                 with state.lock:
                     due = state.save_due(checkpoint)
                 if due and on_disk > state.saved_bytes:
-                    # Cheap saves are lost with the machine: now and then one waits for the disk, so a crash keeps it.
+                    # Cheap saves are lost with the machine: now and then one waits for the disk, so
+                    # a crash keeps it.
                     durable = now - flushed >= DURABLE_EVERY
                     state.save(durable=durable)
                     flushed = now if durable else flushed

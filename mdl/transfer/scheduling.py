@@ -1,4 +1,6 @@
-"""A file's byte ranges, the pool of streams that works through them (stealing tails), and their rate cap."""
+"""A file's byte ranges, the pool of streams that works through them (stealing tails), and their
+rate cap.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ from dataclasses import dataclass, field
 MiB = 1024 * 1024
 SPLIT_THRESHOLD = 32 * MiB  # files at least this big are fetched as parallel ranges
 MIN_PIECE = 4 * MiB  # no first range is smaller: below this a request costs more than its bytes
-MIN_STEAL = 2 * MiB  # a stolen tail is at least this big (and at least what a request's round trip costs)
+# a stolen tail is at least this big (and at least what a request's round trip costs)
+MIN_STEAL = 2 * MiB
 STEAL_ALIGN = 64 * 1024  # split points fall on page-friendly offsets
 FIRST_WINDOW = 32 * MiB  # a stream's first request asks for at most this much of its piece
 WINDOW_SECONDS = 2.0  # later requests ask for about this many seconds of the stream's own rate
-WINDOW_ROUND_TRIPS = 20  # ... and at least this many times the time to first byte (a request costs <5%)
+# ... and at least this many times the time to first byte (a request costs <5%)
+WINDOW_ROUND_TRIPS = 20
 ASSUMED_RATE = 10 * MiB  # bytes/s a stream is assumed to move before its first request has told
 
 
@@ -29,9 +33,12 @@ class Piece:
     end: int | None  # None: unknown size, read to EOF
     done: int = 0
     asked: int = field(default=0, compare=False)  # end of the range requested so far: never stolen
-    rate: float = field(default=0.0, compare=False)  # bytes/s of this piece's last request (0: none yet)
-    answered: int = field(default=0, compare=False)  # body bytes of this piece's last answer (0: none this run)
-    begun: bool = field(default=False, compare=False)  # an answer for it arrived: no stream reads on into it now
+    # bytes/s of this piece's last request (0: none yet)
+    rate: float = field(default=0.0, compare=False)
+    # body bytes of this piece's last answer (0: none this run)
+    answered: int = field(default=0, compare=False)
+    # an answer for it arrived: no stream reads on into it now
+    begun: bool = field(default=False, compare=False)
 
     @property
     def complete(self) -> bool:
@@ -43,7 +50,9 @@ class Piece:
 
 
 def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> list[Piece]:
-    """One piece per connection, each at least ``MIN_PIECE`` (a stream that finishes early steals a tail)."""
+    """One piece per connection, each at least ``MIN_PIECE`` (a stream that finishes early steals
+    a tail).
+    """
     if size is None or connections <= 1 or size < split_threshold:  # unknown size: read to EOF
         return [Piece(0, size)]
     count = max(1, min(connections, size // MIN_PIECE))
@@ -53,9 +62,12 @@ def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> 
 
 
 def window(piece: Piece, offset: int, ttfb: float) -> int:
-    """Where the next request ends: short enough that no steal cuts one short, long enough to dwarf its round trip."""
+    """Where the next request ends: short enough that no steal cuts one short, long enough to
+    dwarf its round trip.
+    """
     assert piece.end is not None
-    rate, least = (piece.rate, MIN_PIECE) if piece.rate > 0 else (ASSUMED_RATE, FIRST_WINDOW)  # no rate yet: a guess
+    # no rate yet: a guess
+    rate, least = (piece.rate, MIN_PIECE) if piece.rate > 0 else (ASSUMED_RATE, FIRST_WINDOW)
     span = max(least, int(rate * max(WINDOW_SECONDS, WINDOW_ROUND_TRIPS * ttfb)))
     if piece.end - (offset + span) < span // 2:  # no short request for a remainder: take it along
         return piece.end
@@ -63,11 +75,15 @@ def window(piece: Piece, offset: int, ttfb: float) -> int:
 
 
 def stealable(piece: Piece) -> int:
-    return 0 if piece.end is None else max(0, piece.end - max(piece.asked, piece.start + piece.done))
+    return (
+        0 if piece.end is None else max(0, piece.end - max(piece.asked, piece.start + piece.done))
+    )
 
 
 def split_largest(pieces: list[Piece], *, least: int) -> Piece | None:
-    """The unasked tail cut off the piece with most left (each side keeps ``least``) and inserted, or None; locked."""
+    """The unasked tail cut off the piece with most left (each side keeps ``least``) and
+    inserted, or None; locked.
+    """
     candidates = [p for p in pieces if stealable(p) >= 2 * max(least, MIN_STEAL)]
     if not candidates:
         return None
@@ -100,8 +116,9 @@ def run_pieces(
     on_failure: Callable[[], None],
     steal: Callable[[], Piece | None] | None = None,
 ) -> None:
-    """Work through ``todo`` with up to ``connections`` streams (an idle one asks ``steal``); the first failure
-    calls ``on_failure`` (which must end the others) and is raised once all have ended."""
+    """Work through ``todo`` with up to ``connections`` streams (an idle one asks ``steal``); the
+    first failure calls ``on_failure`` (which must end the others) and is raised once all have
+    ended."""
     queue = list(todo)
     queue_lock = threading.Lock()
     workers = max(1, min(connections, len(todo)))
@@ -140,7 +157,8 @@ class RateLimiter:
     def consume(self, nbytes: int, cancel: threading.Event) -> None:
         with self._lock:
             now = self._clock()
-            start = max(now - 0.25, self._next_free)  # a burst of at most 0.25 s: idling banks no more credit
+            # a burst of at most 0.25 s: idling banks no more credit
+            start = max(now - 0.25, self._next_free)
             self._next_free = start + nbytes / self.rate
             delay = self._next_free - now
         if delay > 0:

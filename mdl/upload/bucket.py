@@ -1,4 +1,6 @@
-"""The bucket side of ``mdl publish``: what it holds already (by SHA-256), uploads checksummed and hashed as sent."""
+"""The bucket side of ``mdl publish``: what it holds already (by SHA-256), uploads checksummed
+and hashed as sent.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +17,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mdl.errors import AuthError, IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NotFoundError
+from mdl.errors import (
+    AuthError,
+    IntegrityError,
+    InterruptedByUserError,
+    LocalFSError,
+    MdlError,
+    NotFoundError,
+)
 from mdl.progress import Progress
 from mdl.redact import Secrets, printable, safe_text
 from mdl.report import FileOutcome, failed
@@ -23,13 +32,16 @@ from mdl.sources import S3Prefix, s3_client, s3_error, s3_errors, sha256_of_head
 
 log = logging.getLogger("mdl.publish")
 MiB = 1024 * 1024
-MIN_PART = 16 * MiB  # S3 wants ≥ 5 MiB parts; 16 MiB keeps the request count low at real round-trip times
+# S3 wants ≥ 5 MiB parts; 16 MiB keeps the request count low at real round-trip times
+MIN_PART = 16 * MiB
 S3_MAX_PARTS = 10_000  # parts a multipart object can have
 MAX_PARTS = 9_000  # parts per upload of ours: leave room
 HEAD_WORKERS = 16  # HEADs to decide what to skip are latency-bound: many at once
-SHA256_META = "sha256"  # x-amz-meta-sha256: the full SHA-256, for readers; never trusted to skip an upload
+# x-amz-meta-sha256: the full SHA-256, for readers; never trusted to skip an upload
+SHA256_META = "sha256"
 READ_CHUNK = MiB  # local reads when a multipart object's composite checksum is recomputed
-POLL_SECONDS = 0.05  # how often finished uploads are looked for (s3transfer futures have no completion callback)
+# how often finished uploads are looked for (s3transfer futures have no completion callback)
+POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -45,9 +57,9 @@ class ReadyFile:
 
 
 class HashingReader:
-    """A file read front to back, hashed as it goes. No ``seek``: s3transfer then reads it strictly in order, so
-    the hash is of exactly the bytes sent. Opened at the first read (a batch of thousands holds only the ones in
-    flight open), and kept open: one inode from start to end."""
+    """A file read front to back, hashed as it goes. No ``seek``: s3transfer then reads it strictly
+    in order, so the hash is of exactly the bytes sent. Opened at the first read (a batch of
+    thousands holds only the ones in flight open), and kept open: one inode from start to end."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -62,7 +74,8 @@ class HashingReader:
         data = self._handle.read(amount)
         self.sha256.update(data)
         self.size += len(data)
-        if amount is None or amount < 0 or len(data) < amount:  # end of file: thousands queued hold no descriptor
+        # end of file: thousands queued hold no descriptor
+        if amount is None or amount < 0 or len(data) < amount:
             self.close()
         return data
 
@@ -75,28 +88,35 @@ class HashingReader:
 class Bucket:
     """The publish target: a bucket and prefix, through one boto3 client."""
 
-    def __init__(self, target: S3Prefix, *, endpoint: str | None = None, secrets: Secrets | None = None) -> None:
+    def __init__(
+        self, target: S3Prefix, *, endpoint: str | None = None, secrets: Secrets | None = None
+    ) -> None:
         self.target, self.client = target, s3_client(endpoint=endpoint, secrets=secrets)
 
     def _failures(self, what: str) -> AbstractContextManager[None]:
         return s3_errors(what, lambda exc, _: self._error(exc, what=what))
 
     def holds(self, key: str, file: ReadyFile) -> bool:
-        """Whether the object at ``key`` is this file, by a SHA-256 the store computed: the full-object checksum, or
-        the composite one recomputed from the local file cut as the object's parts are. Our ``x-amz-meta-sha256``
-        never decides: whoever can write the object can set it."""
+        """Whether the object at ``key`` is this file, by a SHA-256 the store computed: the
+        full-object checksum, or the composite one recomputed from the local file cut as the
+        object's parts are. Our ``x-amz-meta-sha256`` never decides: whoever can write the object
+        can set it."""
         if (head := self._head(key)) is None or head.get("ContentLength") != file.size:
             return False
         if not isinstance(value := head.get("ChecksumSHA256"), str):
             return False
         full = sha256_of_head(head)
-        if full is not None or head.get("ChecksumType") == "FULL_OBJECT":  # FULL_OBJECT: even of a multipart one
+        # FULL_OBJECT: even of a multipart one
+        if full is not None or head.get("ChecksumType") == "FULL_OBJECT":
             return (full or sha256_of_head({"ChecksumSHA256": value})) == file.sha256
-        # Composite ("<b64>-N"; moto leaves the -N out, its ETag says multipart). A layout guessed wrong costs an
-        # upload, never a wrong skip: equal composites mean equal part digests, so equal bytes.
+        # Composite ("<b64>-N"; moto leaves the -N out, its ETag says multipart). A layout guessed
+        # wrong costs an upload, never a wrong skip: equal composites mean equal part digests, so
+        # equal bytes.
         digest, _, count = value.partition("-")
         first = self._head(key, PartNumber=1) or {}  # a part HEAD refused: no layout
-        sizes = part_layout(file.size, first=first.get("ContentLength"), count=first.get("PartsCount"))
+        sizes = part_layout(
+            file.size, first=first.get("ContentLength"), count=first.get("PartsCount")
+        )
         if sizes is None or count not in ("", str(len(sizes))):
             return False
         return _composite_b64(file, sizes) == digest
@@ -110,8 +130,11 @@ class Bucket:
             )
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             error = self._error(exc, what=f"s3://{self.target.bucket}/{printable(key)}")
-            if isinstance(error, NotFoundError) or (extra and isinstance(exc, botocore.exceptions.ClientError)):
-                return None  # a store that refuses part HEADs: the layout is unknown, the file goes up again
+            if isinstance(error, NotFoundError) or (
+                extra and isinstance(exc, botocore.exceptions.ClientError)
+            ):
+                # a store that refuses part HEADs: the layout is unknown, the file goes up again
+                return None
             raise error from None
         return head
 
@@ -119,11 +142,19 @@ class Bucket:
         return self.target.key(file.model, file.path)
 
     def already_there(self, model: str, files: Sequence[ReadyFile]) -> set[str]:
-        """The paths of ``files`` the bucket already holds with the same bytes (only those listed at their size)."""
+        """The paths of ``files`` the bucket already holds with the same bytes (only those listed
+        at their size).
+        """
         prefix = self.target.key(model) + "/"
         with self._failures(self.target.uri(model)):
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.target.bucket, Prefix=prefix)
-            sizes = {str(item["Key"]): int(item["Size"]) for page in pages for item in page.get("Contents", [])}
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.target.bucket, Prefix=prefix
+            )
+            sizes = {
+                str(item["Key"]): int(item["Size"])
+                for page in pages
+                for item in page.get("Contents", [])
+            }
         if not (candidates := [f for f in files if sizes.get(self.key(f)) == f.size]):
             return set()
         pool = ThreadPoolExecutor(max_workers=min(HEAD_WORKERS, len(candidates)))
@@ -131,21 +162,31 @@ class Bucket:
             same = pool.map(lambda f: self.holds(self.key(f), f), candidates)
             return {f.path for f, kept in zip(candidates, list(same), strict=True) if kept}
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C does not wait for thousands of HEADs
+            # Ctrl-C does not wait for thousands of HEADs
+            pool.shutdown(wait=False, cancel_futures=True)
 
-    def send(self, files: Sequence[ReadyFile], *, connections: int, progress: Progress) -> list[FileOutcome]:
-        """Upload ``files`` through one transfer manager, each closed as soon as it is done, not in submission order.
-        On an exception (Ctrl-C too) the manager cancels and aborts unfinished uploads."""
-        from boto3.s3.transfer import ProgressCallbackInvoker, TransferConfig, create_transfer_manager
+    def send(
+        self, files: Sequence[ReadyFile], *, connections: int, progress: Progress
+    ) -> list[FileOutcome]:
+        """Upload ``files`` through one transfer manager, each closed as soon as it is done, not in
+        submission order. On an exception (Ctrl-C too) the manager cancels and aborts unfinished
+        uploads."""
+        from boto3.s3.transfer import (
+            ProgressCallbackInvoker,
+            TransferConfig,
+            create_transfer_manager,
+        )
 
-        # At least MIN_PART, in whole MiB, and few enough parts of the batch's largest file for S3's limit.
+        # At least MIN_PART, in whole MiB, and few enough parts of the batch's largest file for S3's
+        # limit.
         chunk = max(MIN_PART, math.ceil(max(f.size for f in files) / MAX_PARTS / MiB) * MiB)
         config = TransferConfig(
             multipart_threshold=chunk,
             multipart_chunksize=chunk,
             max_concurrency=connections,
             use_threads=True,
-            # the classic manager: the CRT one (picked on some EC2 types) has another non-seekable/checksum path
+            # the classic manager: the CRT one (picked on some EC2 types) has another
+            # non-seekable/checksum path
             preferred_transfer_client="classic",
         )
         # s3transfer keeps at most this many parts of non-seekable streams in memory at once.
@@ -160,24 +201,35 @@ class Bucket:
                         extra = {"ChecksumAlgorithm": "SHA256", "Metadata": {SHA256_META: f.sha256}}
                         meter = [ProgressCallbackInvoker(_meter(progress, f))]
                         future = manager.upload(
-                            reader, self.target.bucket, self.key(f), extra_args=extra, subscribers=meter
+                            reader,
+                            self.target.bucket,
+                            self.key(f),
+                            extra_args=extra,
+                            subscribers=meter,
                         )
                         pending[index] = (f, future, reader)
                     while pending:
                         done = [index for index, item in pending.items() if item[1].done()]
-                        outcomes.extend(self._close(*pending.pop(index), progress=progress) for index in done)
+                        outcomes.extend(
+                            self._close(*pending.pop(index), progress=progress) for index in done
+                        )
                         if not done:
                             time.sleep(POLL_SECONDS)
                 finally:
                     for _, _, reader in pending.values():  # interrupted: no descriptor is left open
                         reader.close()
         except KeyboardInterrupt:
-            # The manager cancelled, aborting unfinished multipart uploads: complete objects stay, to be skipped.
+            # The manager cancelled, aborting unfinished multipart uploads: complete objects stay,
+            # to be skipped.
             raise InterruptedByUserError("interrupted while uploading") from None
         return outcomes
 
-    def _close(self, f: ReadyFile, future: Any, reader: HashingReader, *, progress: Progress) -> FileOutcome:
-        """Wait for one file: bytes sent that are not the verified ones are deleted again (exit 6)."""
+    def _close(
+        self, f: ReadyFile, future: Any, reader: HashingReader, *, progress: Progress
+    ) -> FileOutcome:
+        """Wait for one file: bytes sent that are not the verified ones are deleted again (exit
+        6).
+        """
         label = f"{f.model}/{f.path}"
         try:
             self._finish(f, future, reader, label=label)
@@ -202,17 +254,23 @@ class Bucket:
         if reader.size != f.size or sent != f.sha256:
             self.delete(self.key(f))
             raise IntegrityError(
-                f"{label}: changed while it was uploaded ({reader.size} bytes with sha256 {sent}, verified "
-                f"{f.size} bytes with {f.sha256}); the object was removed again",
+                f"{label}: changed while it was uploaded ({reader.size} bytes with sha256 {sent},"
+                f" verified {f.size} bytes with {f.sha256}); the object was removed again",
                 hint="run `mdl verify` and publish again",
             )
 
     def outcome(self, f: ReadyFile, action: str) -> FileOutcome:
         """A file ``skipped`` (its object is already these bytes) or ``uploaded``."""
-        reason = "already in the bucket (the store's SHA-256 checksum matches)" if action == "skipped" else ""
+        reason = (
+            "already in the bucket (the store's SHA-256 checksum matches)"
+            if action == "skipped"
+            else ""
+        )
         fetched = f.size if action == "uploaded" else 0
         dest = self.target.uri(f.model, f.path)
-        return FileOutcome(f.model, f.path, dest, f.size, f.sha256, action, reason=reason, fetched=fetched)
+        return FileOutcome(
+            f.model, f.path, dest, f.size, f.sha256, action, reason=reason, fetched=fetched
+        )
 
     def delete(self, key: str) -> None:
         """Best effort: a failure is logged, the caller's error says what went wrong."""
@@ -222,13 +280,18 @@ class Bucket:
             self.client.delete_object(Bucket=self.target.bucket, Key=key)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             log.warning(
-                "could not remove s3://%s/%s again: %s", self.target.bucket, printable(key), safe_text(str(exc))
+                "could not remove s3://%s/%s again: %s",
+                self.target.bucket,
+                printable(key),
+                safe_text(str(exc)),
             )
 
     def read_small(self, key: str) -> bytes | None:
         try:
             with self._failures(f"s3://{self.target.bucket}/{printable(key)}"):
-                return bytes(self.client.get_object(Bucket=self.target.bucket, Key=key)["Body"].read())
+                return bytes(
+                    self.client.get_object(Bucket=self.target.bucket, Key=key)["Body"].read()
+                )
         except NotFoundError:
             return None
 
@@ -247,23 +310,35 @@ class Bucket:
         error = s3_error(exc, what=safe_text(what))
         code = str(((getattr(exc, "response", None) or {}).get("Error") or {}).get("Code") or "")
         if code == "NoSuchBucket":
-            error = NotFoundError(f"{safe_text(what)}: no such bucket {printable(self.target.bucket)!r}")
+            error = NotFoundError(
+                f"{safe_text(what)}: no such bucket {printable(self.target.bucket)!r}"
+            )
         if isinstance(error, AuthError) and not error.hint:
-            error.hint = "publishing needs s3:ListBucket, s3:GetObject and s3:PutObject on the prefix"
+            error.hint = (
+                "publishing needs s3:ListBucket, s3:GetObject and s3:PutObject on the prefix"
+            )
         return error
 
 
 def part_layout(size: int, *, first: object, count: object) -> list[int] | None:
-    """The part sizes of a ``size``-byte object of ``count`` parts, the first ``first`` bytes (as the store said):
-    S3's clients cut every part but the last at one size. None when the reply cannot be such a layout."""
-    if not isinstance(first, int) or not isinstance(count, int) or not 0 < count <= S3_MAX_PARTS or first < 1:
+    """The part sizes of a ``size``-byte object of ``count`` parts, the first ``first`` bytes (as
+    the store said): S3's clients cut every part but the last at one size. None when the reply
+    cannot be such a layout."""
+    if (
+        not isinstance(first, int)
+        or not isinstance(count, int)
+        or not 0 < count <= S3_MAX_PARTS
+        or first < 1
+    ):
         return None
     last = size - first * (count - 1)
     return [first] * (count - 1) + [last] if 0 < last <= first else None
 
 
 def _composite_b64(file: ReadyFile, sizes: Sequence[int]) -> str | None:
-    """S3's composite SHA-256 of the local file cut into ``sizes`` (base64); None unless its verified bytes."""
+    """S3's composite SHA-256 of the local file cut into ``sizes`` (base64); None unless its
+    verified bytes.
+    """
     whole, digests = hashlib.sha256(), []
     try:
         with file.local.open("rb") as handle:
@@ -284,7 +359,9 @@ def _composite_b64(file: ReadyFile, sizes: Sequence[int]) -> str | None:
 
 
 def _meter(progress: Progress, f: ReadyFile) -> Callable[[int], None]:
-    """A file's progress from the transfer threads: its row starts with its first bytes on the wire."""
+    """A file's progress from the transfer threads: its row starts with its first bytes on the
+    wire.
+    """
     label, lock, started = f"{f.model}/{f.path}", threading.Lock(), threading.Event()
 
     def advance(nbytes: int) -> None:

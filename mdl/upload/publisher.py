@@ -1,5 +1,6 @@
-"""``mdl publish``: verified local files to the bucket, then per complete model a manifest a re-run leaves as is,
-and with ``--sign KEY.pem`` a model.sig made from the sha256 each file was checked by (nothing is read again)."""
+"""``mdl publish``: verified local files to the bucket, then per complete model a manifest a re-run
+leaves as is, and with ``--sign KEY.pem`` a model.sig made from the sha256 each file was checked by
+(nothing is read again)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ from mdl.lockfile import LockedModel
 from mdl.progress import Progress
 from mdl.redact import record_text
 from mdl.report import FileOutcome, RunReport, failed
-from mdl.signing import SIGNATURE_FILE, Trust, public_key_of, sign_digests, skipped_by_signature, verify_signature
+from mdl.signing import (
+    SIGNATURE_FILE,
+    Trust,
+    public_key_of,
+    sign_digests,
+    skipped_by_signature,
+    verify_signature,
+)
 from mdl.sources import S3Prefix
 from mdl.store import (
     INSTALLED,
@@ -35,9 +43,11 @@ from mdl.version import __version__
 
 log = logging.getLogger("mdl.publish")
 MANIFEST_VERSION = 1
-MANIFEST_FOLDER = ".mdl"  # beside the model folders, as <dest>/.mdl/ is on disk: no model folder holds it
+# beside the model folders, as <dest>/.mdl/ is on disk: no model folder holds it
+MANIFEST_FOLDER = ".mdl"
 SHOWN = 5  # unfinished files named in the error; a model of thousands says how many more
-# What a signature leaves out, as model_signing's own `sign` and `verify` do: itself and the .git* files.
+# What a signature leaves out, as model_signing's own `sign` and `verify` do: itself and the .git*
+# files.
 LEFT_OUT = (SIGNATURE_FILE,)
 
 
@@ -51,43 +61,63 @@ class Signature:
 
 
 class Signer:
-    """Signs with one EC private key (PEM): refused at once (exit 2 naming it, or ``mdl[sign]``) when not usable."""
+    """Signs with one EC private key (PEM): refused at once (exit 2 naming it, or ``mdl[sign]``)
+    when not usable.
+    """
 
     def __init__(self, key: Path, *, force: bool) -> None:
-        sign_digests({}, private_key=key, model_name="")  # the library and the key, before anything is read or sent
+        # the library and the key, before anything is read or sent
+        sign_digests({}, private_key=key, model_name="")
         self.key, self.force = key, force
         self.public_key = public_key_of(key)  # to check a model.sig already in the bucket
 
     def without_own(self, model: LocalModel) -> LocalModel:
-        """The model without a model.sig of its own (from its source), where ours goes: with ``--force``; without it,
-        UsageError (exit 2), as our signature would replace it in the bucket."""
-        if SIGNATURE_FILE not in {*(f.path for f in model.ready), *(f.path for f in model.failures)}:
+        """The model without a model.sig of its own (from its source), where ours goes: with
+        ``--force``; without it, UsageError (exit 2), as our signature would replace it in the
+        bucket."""
+        if SIGNATURE_FILE not in {
+            *(f.path for f in model.ready),
+            *(f.path for f in model.failures),
+        }:
             return model
         if not self.force:
             raise UsageError(
-                f"{model.spec.name}/{SIGNATURE_FILE}: the model has a signature of its own (from its source), "
-                f"which --sign would replace in the bucket",
-                hint="--force publishes mdl's signature in its place; without --sign the model's own is published",
+                f"{model.spec.name}/{SIGNATURE_FILE}: the model has a signature of its own (from"
+                " its source), which --sign would replace in the bucket",
+                hint=(
+                    "--force publishes mdl's signature in its place; without --sign the model's own"
+                    " is published"
+                ),
             )
         ready = tuple(f for f in model.ready if f.path != SIGNATURE_FILE)
-        return replace(model, ready=ready, failures=tuple(f for f in model.failures if f.path != SIGNATURE_FILE))
+        return replace(
+            model,
+            ready=ready,
+            failures=tuple(f for f in model.failures if f.path != SIGNATURE_FILE),
+        )
 
     def sign(self, model: str, files: Sequence[ReadyFile]) -> Signature:
-        """The signature over every file published but those a signature leaves out (model.sig, ``.git*``)."""
+        """The signature over every file published but those a signature leaves out (model.sig,
+        ``.git*``).
+        """
         digests = {f.path: f.sha256 for f in files if not skipped_by_signature(f.path, LEFT_OUT)}
-        return Signature(model, digests, sign_digests(digests, private_key=self.key, model_name=model))
+        return Signature(
+            model, digests, sign_digests(digests, private_key=self.key, model_name=model)
+        )
 
     def there(self, bucket: Bucket, signature: Signature) -> Signature | None:
-        """The bucket's model.sig when it already signs these digests for this model with this key (a re-run then
-        writes nothing): verified with the key, never taken for its looks. Another key's, another statement's or a
-        damaged one is None: replaced."""
+        """The bucket's model.sig when it already signs these digests for this model with this key
+        (a re-run then writes nothing): verified with the key, never taken for its looks. Another
+        key's, another statement's or a damaged one is None: replaced."""
         if (data := bucket.read_small(bucket.target.key(signature.model, SIGNATURE_FILE))) is None:
             return None
         with tempfile.TemporaryDirectory(prefix="mdl-publish-") as folder:
             public = Path(folder, "key.pub")
             public.write_bytes(self.public_key)
             try:
-                signed = verify_signature(data, Trust(key=public), what=bucket.target.uri(signature.model))
+                signed = verify_signature(
+                    data, Trust(key=public), what=bucket.target.uri(signature.model)
+                )
             except IntegrityError:
                 return None
         files = {path: f.sha256 for path, f in signed.files.items()}
@@ -95,18 +125,32 @@ class Signer:
         return replace(signature, data=data) if same else None
 
     def outcome(self, bucket: Bucket, signature: Signature, action: str) -> FileOutcome:
-        """The model.sig's row: ``uploaded``, ``skipped`` (already there), or a dry run's ``upload``/``skip``."""
+        """The model.sig's row: ``uploaded``, ``skipped`` (already there), or a dry run's
+        ``upload``/``skip``.
+        """
         data, reason = signature.data, f"signed with {self.key}"
         if action.startswith("skip"):
             reason = "already in the bucket (verified: this key signed these files)"
-        dest, sha256 = bucket.target.uri(signature.model, SIGNATURE_FILE), hashlib.sha256(data).hexdigest()
+        dest, sha256 = (
+            bucket.target.uri(signature.model, SIGNATURE_FILE),
+            hashlib.sha256(data).hexdigest(),
+        )
         fetched = len(data) if action == "uploaded" else 0
         return FileOutcome(
-            signature.model, SIGNATURE_FILE, dest, len(data), sha256, action, reason=reason, fetched=fetched
+            signature.model,
+            SIGNATURE_FILE,
+            dest,
+            len(data),
+            sha256,
+            action,
+            reason=reason,
+            fetched=fetched,
         )
 
     def publish(self, bucket: Bucket, signature: Signature) -> FileOutcome:
-        """Put the model.sig at ``<prefix>/<model>/model.sig``, unless the one there already signs the same."""
+        """Put the model.sig at ``<prefix>/<model>/model.sig``, unless the one there already
+        signs the same.
+        """
         dest = bucket.target.uri(signature.model, SIGNATURE_FILE)
         try:
             if (kept := self.there(bucket, signature)) is not None:
@@ -143,16 +187,25 @@ def publish_models(
     force: bool = False,
     dry_run: bool = False,
 ) -> PublishReport:
-    """Publish each model's verified files and, once all of a model's files are there, its manifest, and with
-    ``sign`` (an EC private key) then its model.sig. ``dry_run``: say what would go up, sending nothing."""
-    signer = Signer(sign, force=force) if sign is not None else None  # before anything: exit 2 naming the key
+    """Publish each model's verified files and, once all of a model's files are there, its manifest,
+    and with ``sign`` (an EC private key) then its model.sig. ``dry_run``: say what would go up,
+    sending nothing."""
+    # before anything: exit 2 naming the key
+    signer = Signer(sign, force=force) if sign is not None else None
     layout = Layout(settings)
-    models = [local_model(spec, layout, pinned=pins.get(spec.name), progress=progress) for spec in specs]
+    models = [
+        local_model(spec, layout, pinned=pins.get(spec.name), progress=progress) for spec in specs
+    ]
     signatures: dict[str, Signature] = {}
     if signer is not None:
         models = [signer.without_own(model) for model in models]
-        # Made before any object goes up, for each model that can be complete: the digests its files were checked by.
-        signatures = {m.spec.name: signer.sign(m.spec.name, m.ready) for m in models if m.ready and not m.failures}
+        # Made before any object goes up, for each model that can be complete: the digests its files
+        # were checked by.
+        signatures = {
+            m.spec.name: signer.sign(m.spec.name, m.ready)
+            for m in models
+            if m.ready and not m.failures
+        }
     bucket = Bucket(target, endpoint=endpoint, secrets=settings.secrets)
     outcomes: list[FileOutcome] = []
     uploads: list[ReadyFile] = []
@@ -160,16 +213,21 @@ def publish_models(
         outcomes.extend(model.failures)
         if not model.ready:
             continue
-        there = bucket.already_there(model.spec.name, model.ready)  # the bucket missing or denied ends the run: 4, 3
+        # the bucket missing or denied ends the run: 4, 3
+        there = bucket.already_there(model.spec.name, model.ready)
         outcomes += [bucket.outcome(f, "skipped") for f in model.ready if f.path in there]
         uploads += [f for f in model.ready if f.path not in there]
     if dry_run:
         planned = [replace(o, action="skip") if o.action == "skipped" else o for o in outcomes]
-        planned += [replace(bucket.outcome(f, "uploaded"), action="upload", fetched=0) for f in uploads]
+        planned += [
+            replace(bucket.outcome(f, "uploaded"), action="upload", fetched=0) for f in uploads
+        ]
         if signer is not None:
             for signature in signatures.values():
                 kept = signer.there(bucket, signature)
-                planned.append(signer.outcome(bucket, kept or signature, "upload" if kept is None else "skip"))
+                planned.append(
+                    signer.outcome(bucket, kept or signature, "upload" if kept is None else "skip")
+                )
         return PublishReport(_ordered(planned, models), dry_run=True, target=target.uri())
     progress.begin(total_bytes=sum(f.size for f in uploads), files=len(uploads))
     if uploads:
@@ -178,13 +236,20 @@ def publish_models(
     for model in models:
         if not model.ready:  # a model with nothing here says nothing about what the bucket holds
             continue
-        manifests.extend(written := _manifest(bucket, model, outcomes, locked=locked.get(model.spec.name)))
-        if signer is not None and written and model.spec.name in signatures:  # last: every object it names is there
+        manifests.extend(
+            written := _manifest(bucket, model, outcomes, locked=locked.get(model.spec.name))
+        )
+        # last: every object it names is there
+        if signer is not None and written and model.spec.name in signatures:
             outcomes.append(signer.publish(bucket, signatures[model.spec.name]))
-    return PublishReport(_ordered(outcomes, models), target=target.uri(), manifests=tuple(manifests))
+    return PublishReport(
+        _ordered(outcomes, models), target=target.uri(), manifests=tuple(manifests)
+    )
 
 
-def _ordered(outcomes: Sequence[FileOutcome], models: Sequence[LocalModel]) -> tuple[FileOutcome, ...]:
+def _ordered(
+    outcomes: Sequence[FileOutcome], models: Sequence[LocalModel]
+) -> tuple[FileOutcome, ...]:
     """Report order: model by model as asked, a model-wide failure first, then files by path."""
     rank = {model.spec.name: index for index, model in enumerate(models)}
     return tuple(sorted(outcomes, key=lambda o: (rank[o.model], o.path is not None, o.path or "")))
@@ -193,21 +258,31 @@ def _ordered(outcomes: Sequence[FileOutcome], models: Sequence[LocalModel]) -> t
 def _manifest(
     bucket: Bucket, model: LocalModel, outcomes: list[FileOutcome], *, locked: LockedModel | None
 ) -> list[str]:
-    """Write the manifest of a model wholly in the bucket, else remove an untrue one; its URI when current."""
+    """Write the manifest of a model wholly in the bucket, else remove an untrue one; its URI
+    when current.
+    """
     name = model.spec.name
-    key, uri = bucket.target.key(MANIFEST_FOLDER, f"{name}.json"), bucket.target.uri(MANIFEST_FOLDER, f"{name}.json")
+    key, uri = (
+        bucket.target.key(MANIFEST_FOLDER, f"{name}.json"),
+        bucket.target.uri(MANIFEST_FOLDER, f"{name}.json"),
+    )
     body = manifest_bytes(model, locked)
     try:
         if any(f.failing for f in outcomes if f.model == name):
-            # Objects of the model changed in this run but not all are there: an older manifest no longer tells the
-            # truth. When nothing was sent (a local file is missing or wrong), the bucket and its manifest stand.
+            # Objects of the model changed in this run but not all are there: an older manifest no
+            # longer tells the truth. When nothing was sent (a local file is missing or wrong), the
+            # bucket and its manifest stand.
             sent = any(
                 f.action in ("uploaded", "failed") and f.path is not None
                 for f in outcomes
                 if f.model == name and f.dest is not None and f.dest.startswith("s3://")
             )
             if sent and bucket.read_small(key) is not None:
-                log.warning("%s: not all files are in the bucket; removing its out-of-date manifest %s", name, uri)
+                log.warning(
+                    "%s: not all files are in the bucket; removing its out-of-date manifest %s",
+                    name,
+                    uri,
+                )
                 bucket.delete(key)
             return []
         if bucket.read_small(key) != body:
@@ -221,7 +296,9 @@ def _manifest(
 
 @dataclass(frozen=True)
 class LocalModel:
-    """A model's publishable files, its record (commit, revision), and the failures that keep it back."""
+    """A model's publishable files, its record (commit, revision), and the failures that keep it
+    back.
+    """
 
     spec: ModelSpec
     record: ModelRecord | None
@@ -232,49 +309,70 @@ class LocalModel:
 def local_model(
     spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFile] | None, progress: Progress
 ) -> LocalModel:
-    """The model's publishable files: those whose size and mtime match their record are trusted unread (as
-    ``pull`` does), any other is re-hashed. A model never pulled or not fully installed is ``missing`` (exit 4),
-    none of its files offered; other bytes than recorded or pinned are an integrity failure (exit 6)."""
+    """The model's publishable files: those whose size and mtime match their record are trusted
+    unread (as ``pull`` does), any other is re-hashed. A model never pulled or not fully installed
+    is ``missing`` (exit 4), none of its files offered; other bytes than recorded or pinned are an
+    integrity failure (exit 6)."""
     status = model_status(spec, layout, pinned=pinned)
     record = status.record
     if record is None or status.status != INSTALLED:
         error = _not_ready(status, layout)
         outcome = failed(spec.name, None, error, dest=status.folder)
         missing = replace(outcome, action="missing")
-        return LocalModel(spec, record, (), (outcome if isinstance(error, IntegrityError) else missing,))
-    expected = {p.path: p.sha256 for p in pinned} if pinned is not None else {f.save_path: f.sha256 for f in spec.files}
+        return LocalModel(
+            spec, record, (), (outcome if isinstance(error, IntegrityError) else missing,)
+        )
+    expected = (
+        {p.path: p.sha256 for p in pinned}
+        if pinned is not None
+        else {f.save_path: f.sha256 for f in spec.files}
+    )
     pinned_by = "catalog.lock" if pinned is not None else "catalog"
     ready: list[ReadyFile] = []
     failures: list[FileOutcome] = []
     for file in status.files:
         entry, want = record.files.get(file.path), expected.get(file.path)
         if file.state == INSTALLED and entry is not None and (want is None or want == entry.sha256):
-            ready.append(ReadyFile(spec.name, file.path, file.final, entry.size, entry.sha256, entry.source))
+            ready.append(
+                ReadyFile(spec.name, file.path, file.final, entry.size, entry.sha256, entry.source)
+            )
             continue
         checked = verify_file(layout.records, spec.name, file, record, (want, pinned_by), progress)
         if checked.failing or checked.sha256 is None or checked.size is None:
             failures.append(checked)
         else:
-            ready.append(ReadyFile(spec.name, file.path, file.final, checked.size, checked.sha256, file.source))
+            ready.append(
+                ReadyFile(
+                    spec.name, file.path, file.final, checked.size, checked.sha256, file.source
+                )
+            )
     return LocalModel(spec, record, tuple(ready), tuple(failures))
 
 
 def _not_ready(status: ModelStatus, layout: Layout) -> MdlError:
-    """Why a model offers no file: never pulled (exit 4), its record damaged (6), or not fully installed (4)."""
+    """Why a model offers no file: never pulled (exit 4), its record damaged (6), or not fully
+    installed (4).
+    """
     name = status.spec.name
     if status.record is None and layout.records.record_path(name).exists():
         return IntegrityError(
-            f"{name}: its record is damaged (the log says how), so no file is trusted", hint=f"run `mdl pull {name}`"
+            f"{name}: its record is damaged (the log says how), so no file is trusted",
+            hint=f"run `mdl pull {name}`",
         )
     if status.record is None:
         return NotFoundError(
             f"{name}: not on this disk (never pulled into {status.folder or layout.plain.dest})",
             hint=f"run `mdl pull {name}` first",
         )
-    files = [f"{f.path} ({f.state})" for f in status.files if f.state not in (INSTALLED, MODIFIED_MAYBE)]
-    listed = ", ".join(files[:SHOWN]) + (f" and {len(files) - SHOWN} more" if len(files) > SHOWN else "")
+    files = [
+        f"{f.path} ({f.state})" for f in status.files if f.state not in (INSTALLED, MODIFIED_MAYBE)
+    ]
+    listed = ", ".join(files[:SHOWN]) + (
+        f" and {len(files) - SHOWN} more" if len(files) > SHOWN else ""
+    )
     return NotFoundError(
-        f"{name}: not fully installed ({status.status}): {listed or 'no files, or a download is unfinished'}",
+        f"{name}: not fully installed ({status.status}):"
+        f" {listed or 'no files, or a download is unfinished'}",
         hint=f"run `mdl pull {name}` to finish it, then publish again",
     )
 

@@ -1,8 +1,17 @@
-"""Xet-backed Hub files by chunk: hashes, xorb decoding and strict CAS replies; the fetcher that copies chunks on
-disk, fetches the rest and verifies every byte (blake3 and lz4 are imported only when a Xet file is fetched)."""
+"""Xet-backed Hub files by chunk: hashes, xorb decoding and strict CAS replies; the fetcher that
+copies chunks on disk, fetches the rest and verifies every byte (blake3 and lz4 are imported only
+when a Xet file is fetched)."""
 
 from mdl.xet.fetch import XetFallback, XetSource
-from mdl.xet.hashing import HASH_BYTES, chunk_hash, file_hash, from_hex, is_hash, merkle_root, to_hex
+from mdl.xet.hashing import (
+    HASH_BYTES,
+    chunk_hash,
+    file_hash,
+    from_hex,
+    is_hash,
+    merkle_root,
+    to_hex,
+)
 from mdl.xet.protocol import (
     Fetch,
     Reconstruction,

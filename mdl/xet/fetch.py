@@ -1,9 +1,10 @@
-"""A Xet-backed Hub file fetched the way the Hub stores it: a read token from the Hub, the file's reconstruction from
-the CAS, the chunks already on disk copied (each checked against its recorded hash), the other xorb ranges fetched in
-parallel on the run's client with exactly the Range each names, decoded, written into the partial, resumed by term.
-Every byte is verified twice before the file is moved into place: the Xet file hash, from the hashes of the chunks
-as they were written, and the sha256 as always. What the protocol cannot deliver raises ``XetFallback``: the plain
-resolve path then fetches the file."""
+"""A Xet-backed Hub file fetched the way the Hub stores it: a read token from the Hub, the file's
+reconstruction from the CAS, the chunks already on disk copied (each checked against its recorded
+hash), the other xorb ranges fetched in parallel on the run's client with exactly the Range each
+names, decoded, written into the partial, resumed by term. Every byte is verified twice before the
+file is moved into place: the Xet file hash, from the hashes of the chunks as they were written, and
+the sha256 as always. What the protocol cannot deliver raises ``XetFallback``: the plain resolve
+path then fetches the file."""
 
 from __future__ import annotations
 
@@ -24,7 +25,14 @@ from urllib.parse import urlsplit
 
 import httpx2
 
-from mdl.errors import AuthError, IntegrityError, InterruptedByUserError, LocalFSError, MdlError, NoSpaceError
+from mdl.errors import (
+    AuthError,
+    IntegrityError,
+    InterruptedByUserError,
+    LocalFSError,
+    MdlError,
+    NoSpaceError,
+)
 from mdl.progress import Progress
 from mdl.redact import Secrets, redact_url
 from mdl.sources import XetRef
@@ -80,27 +88,35 @@ from mdl.xet.xorb import MAX_CHUNK, UnknownFormat, XorbError, chunk_size, decode
 log = logging.getLogger("mdl.xet")
 
 REPLY_MAX = 64 << 20  # a reconstruction of a 1 TB file lists ~16k terms: far less than this ...
-REPLY_BASE = 64 << 10  # ... and of a file or span of n bytes at most this plus n / REPLY_SHARE: a term and its URL
-REPLY_SHARE = 8  # (well under 1 KiB) per 8 KiB of file, the smallest chunk; a padded reply costs no more memory
+# ... and of a file or span of n bytes at most this plus n / REPLY_SHARE: a term and its URL
+REPLY_BASE = 64 << 10
+# (well under 1 KiB) per 8 KiB of file, the smallest chunk; a padded reply costs no more memory
+REPLY_SHARE = 8
 TOKEN_MAX = 256 << 10  # auth.md: accessToken and casUrl are at most 64000 characters each
 STATE_MAX = 64 << 20
 REFRESH_BEFORE = 30.0  # seconds before its expiry a read token is asked again (auth.md)
 WRITE_BLOCK = 1 << 20  # decoded bytes of one term gathered before one pwritev
 READ_BLOCK = 4 << 20  # bytes of a resumed run read back at once to check its chunks' hashes
 MIN_PIECE = 8 << 20  # a term is cut into pieces (one request and stream each) no smaller than this
-# Resume records, as the plain engine spaces them: once 1/SAVE_PART of the file more is on disk (1 to 32 MiB) or
-# SAVE_EVERY seconds passed, whichever first, each listing every chunk on disk (a kill -9 loses about that much) ...
+# Resume records, as the plain engine spaces them: once 1/SAVE_PART of the file more is on disk (1
+# to 32 MiB) or SAVE_EVERY seconds passed, whichever first, each listing every chunk on disk (a kill
+# -9 loses about that much) ...
 SAVE_PART = 50
 SAVE_BYTES = (1 << 20, 32 << 20)
 SAVE_EVERY = 1.0
-SAVE_SHARE = 0.05  # ... but saving takes at most this share of the time (a 50 GB file's record is ~50 MB)
-WRITEBACK_EVERY = 0.1  # seconds between nudges to the kernel to write what arrived: the final fsync has little left
-CAS_RETRIES = 2  # a CAS that is down is left for the plain path quickly, not after the origin's long backoff
+# ... but saving takes at most this share of the time (a 50 GB file's record is ~50 MB)
+SAVE_SHARE = 0.05
+# seconds between nudges to the kernel to write what arrived: the final fsync has little left
+WRITEBACK_EVERY = 0.1
+# a CAS that is down is left for the plain path quickly, not after the origin's long backoff
+CAS_RETRIES = 2
 CAS_BACKOFF_CAP = 1.0
 
 
 class XetFallback(Exception):
-    """The protocol cannot deliver this file now (why: the message); the plain resolve path fetches it."""
+    """The protocol cannot deliver this file now (why: the message); the plain resolve path
+    fetches it.
+    """
 
 
 class _Refused(Exception):
@@ -108,11 +124,15 @@ class _Refused(Exception):
 
 
 class _Suspect(Exception):
-    """A mismatch after bytes were resumed or copied: fetched again whole before it is called corrupt."""
+    """A mismatch after bytes were resumed or copied: fetched again whole before it is called
+    corrupt.
+    """
 
 
 class _Unsplittable(Exception):
-    """A piece's reconstruction is not the part of its term it should be: the file is fetched again unsplit."""
+    """A piece's reconstruction is not the part of its term it should be: the file is fetched
+    again unsplit.
+    """
 
 
 class _Stopped(Exception):
@@ -121,7 +141,9 @@ class _Stopped(Exception):
 
 @dataclass
 class _Slot:
-    """A term being fetched: its chunks so far, the decoded bytes not yet written and where they go."""
+    """A term being fetched: its chunks so far, the decoded bytes not yet written and where they
+    go.
+    """
 
     index: int
     offset: int
@@ -133,8 +155,9 @@ class _Slot:
 
 
 class _Gate:
-    """At most ``slots`` streams decode at once (more would only fight for the GIL); a freed slot goes to the waiting
-    stream earliest in its file, so the bytes at the sha256's frontier come first and are hashed from memory."""
+    """At most ``slots`` streams decode at once (more would only fight for the GIL); a freed slot
+    goes to the waiting stream earliest in its file, so the bytes at the sha256's frontier come
+    first and are hashed from memory."""
 
     def __init__(self, slots: int) -> None:
         self._cond = threading.Condition()
@@ -161,7 +184,9 @@ class _Gate:
 
 
 class _Terms:
-    """Where a xorb range's chunks go: every term of the range that holds each, written in blocks at its offset."""
+    """Where a xorb range's chunks go: every term of the range that holds each, written in blocks
+    at its offset.
+    """
 
     def __init__(self, file: _File, users: list[int]) -> None:
         self.file = file
@@ -169,7 +194,8 @@ class _Terms:
         self.terms = users
         self.holding = _Holding(self.slots, file.rec.terms)
 
-    def at(self) -> int:  # where in the file the next bytes land (the decode gate serves the earliest first)
+    # where in the file the next bytes land (the decode gate serves the earliest first)
+    def at(self) -> int:
         return self.slots[0].offset + self.slots[0].written
 
     def place(self, index: int, data: bytes) -> None:
@@ -185,22 +211,33 @@ class _Terms:
             last = index == term.end - 1
             if slot.pending_bytes >= WRITE_BLOCK or last:
                 if slot.written + slot.pending_bytes > term.length:
-                    raise file._corrupt(f"term {slot.index} decoded to more than {term.length} bytes")
+                    raise file._corrupt(
+                        f"term {slot.index} decoded to more than {term.length} bytes"
+                    )
                 self._flush(slot)
             if last and slot.written == term.length:
-                file._finished(slot.index, Written(term.xorb, term.start, term.end, slot.offset, tuple(slot.chunks)))
+                file._finished(
+                    slot.index,
+                    Written(term.xorb, term.start, term.end, slot.offset, tuple(slot.chunks)),
+                )
 
     def _flush(self, slot: _Slot) -> None:
         self.file._write(slot.offset + slot.written, slot.pending)
         slot.written += slot.pending_bytes
         slot.pending, slot.pending_bytes = [], 0
-        slot.safe = len(slot.chunks)  # after the write: a record never claims a chunk before its bytes are written
+        # after the write: a record never claims a chunk before its bytes are written
+        slot.safe = len(slot.chunks)
         self.file._moved(slot.index, slot.written)
 
     def keep(self) -> None:
-        """Interrupted: the chunks decoded but not yet written go to disk, for the record saved on the way out."""
+        """Interrupted: the chunks decoded but not yet written go to disk, for the record saved
+        on the way out.
+        """
         for slot in self.slots:
-            if slot.pending and slot.written + slot.pending_bytes <= self.file.rec.terms[slot.index].length:
+            if (
+                slot.pending
+                and slot.written + slot.pending_bytes <= self.file.rec.terms[slot.index].length
+            ):
                 self._flush(slot)
 
     def runs(self) -> Iterator[tuple[int, Written]]:
@@ -210,14 +247,22 @@ class _Terms:
                 term = self.file.rec.terms[slot.index]
                 yield (
                     slot.index,
-                    Written(term.xorb, term.start, term.start + safe, slot.offset, tuple(slot.chunks[:safe])),
+                    Written(
+                        term.xorb,
+                        term.start,
+                        term.start + safe,
+                        slot.offset,
+                        tuple(slot.chunks[:safe]),
+                    ),
                 )
 
     def close(self) -> None:
         for slot in self.slots:
             term = self.file.rec.terms[slot.index]
             if slot.written != term.length:
-                raise self.file._corrupt(f"term {slot.index} decoded to {slot.written} bytes, not {term.length}")
+                raise self.file._corrupt(
+                    f"term {slot.index} decoded to {slot.written} bytes, not {term.length}"
+                )
 
     def undo(self) -> None:
         """A stream that failed: its unfinished terms count again from zero."""
@@ -227,12 +272,14 @@ class _Terms:
 
 
 class _Holding:
-    """The slots whose terms hold each chunk of a range, asked in chunk order: a slot joins at its term's first chunk
-    and leaves after its last, so a range of many terms costs each chunk only the terms holding it."""
+    """The slots whose terms hold each chunk of a range, asked in chunk order: a slot joins at its
+    term's first chunk and leaves after its last, so a range of many terms costs each chunk only the
+    terms holding it."""
 
     def __init__(self, slots: list[_Slot], terms: tuple[Term, ...]) -> None:
         self.terms = terms
-        self.waiting = sorted(slots, key=lambda slot: terms[slot.index].start, reverse=True)  # next to join: last
+        # next to join: last
+        self.waiting = sorted(slots, key=lambda slot: terms[slot.index].start, reverse=True)
         self.active: list[_Slot] = []
 
     def at(self, index: int) -> list[_Slot]:
@@ -244,8 +291,8 @@ class _Holding:
 
 @dataclass(frozen=True)
 class _Placed:
-    """A chunk a piece wrote (some of): its index in the xorb, where the piece placed its first byte in the file, its
-    hash and length."""
+    """A chunk a piece wrote (some of): its index in the xorb, where the piece placed its first byte
+    in the file, its hash and length."""
 
     index: int
     pos: int
@@ -255,7 +302,9 @@ class _Placed:
 
 @dataclass(frozen=True)
 class _Kept:
-    """A run of a term resumed from disk, as a piece that is already done: its chunks, each where it lies."""
+    """A run of a term resumed from disk, as a piece that is already done: its chunks, each where
+    it lies.
+    """
 
     owned: tuple[_Placed, ...]
     lead: None = None
@@ -264,15 +313,20 @@ class _Kept:
     def of(cls, run: Written) -> _Kept:
         places = itertools.accumulate((size for _, size in run.chunks), initial=run.offset)
         chunks = zip(itertools.count(run.start), places, run.chunks, strict=False)
-        return cls(tuple(_Placed(index, pos, digest, size) for index, pos, (digest, size) in chunks))
+        return cls(
+            tuple(_Placed(index, pos, digest, size) for index, pos, (digest, size) in chunks)
+        )
 
 
 class _Window:
-    """Where a piece's chunks go: file bytes ``[first, end)`` of term ``term``; the chunk at ``at`` is ``chunks[0]``.
-    Every byte written comes from a chunk hashed here: one starting in the window (``owned``: its hash goes into the
-    Xet file hash) or the one across ``first`` (``lead``: it must be the piece before's owned chunk, hash and place)."""
+    """Where a piece's chunks go: file bytes ``[first, end)`` of term ``term``; the chunk at ``at``
+    is ``chunks[0]``. Every byte written comes from a chunk hashed here: one starting in the window
+    (``owned``: its hash goes into the Xet file hash) or the one across ``first`` (``lead``: it must
+    be the piece before's owned chunk, hash and place)."""
 
-    def __init__(self, file: _File, term: int, first: int, end: int, *, at: int, chunks: tuple[int, int]) -> None:
+    def __init__(
+        self, file: _File, term: int, first: int, end: int, *, at: int, chunks: tuple[int, int]
+    ) -> None:
         self.file, self.term, self.first, self.end, self.pos = file, term, first, end, at
         self.terms = (term,)
         self.start_chunk, self.end_chunk = chunks
@@ -281,7 +335,9 @@ class _Window:
         self.pending: list[bytes | memoryview] = []
         self.pending_bytes = self.written = 0
         self.owned_at = -1  # where the first owned chunk starts in the file
-        self.safe = 0  # owned chunks wholly on disk from here (the one across ``end`` is the next piece's to finish)
+        # owned chunks wholly on disk from here (the one across ``end`` is the next piece's to
+        # finish)
+        self.safe = 0
         self._safe_end = 0  # where the last of them ends
 
     def at(self) -> int:
@@ -333,7 +389,8 @@ class _Window:
         self._flush()
         if self.written != self.end - self.first:
             raise _Unsplittable(
-                f"a piece of term {self.term} holds {self.written} of its {self.end - self.first} bytes"
+                f"a piece of term {self.term} holds {self.written} of its {self.end - self.first}"
+                " bytes"
             )
 
     def undo(self) -> None:
@@ -342,7 +399,9 @@ class _Window:
 
 
 class XetSource:
-    """What one run's Xet fetches share: the client, read tokens by repo and revision, and the chunks on disk."""
+    """What one run's Xet fetches share: the client, read tokens by repo and revision, and the
+    chunks on disk.
+    """
 
     def __init__(
         self,
@@ -361,9 +420,16 @@ class XetSource:
     ) -> None:
         self.client, self.progress, self.cancel, self.dirs = client, progress, cancel, dirs
         self.retry = replace(retry, retries=min(retry.retries, CAS_RETRIES), cap=CAS_BACKOFF_CAP)
-        self.streams, self.stall_timeout, self.hub, self.secrets = streams, stall_timeout, hub, secrets
-        self.recorded = recorded  # a model's installed Xet files (their Xet hashes), from its record
-        self.limiter = limiter  # --limit-rate: the run's one budget, shared with the plain engine's streams
+        self.streams, self.stall_timeout, self.hub, self.secrets = (
+            streams,
+            stall_timeout,
+            hub,
+            secrets,
+        )
+        # a model's installed Xet files (their Xet hashes), from its record
+        self.recorded = recorded
+        # --limit-rate: the run's one budget, shared with the plain engine's streams
+        self.limiter = limiter
         self.decoding = _Gate(max(1, len(os.sched_getaffinity(0))))
         self._tokens: dict[str, XetToken] = {}
         self._token_lock = threading.Lock()
@@ -371,10 +437,13 @@ class XetSource:
         self._parsing = threading.Lock()
         self._index_lock = threading.Lock()
 
-    # --- the token and the reconstruction ------------------------------------------------------------------------
+    # --- the token and the reconstruction
+    # ------------------------------------------------------------------------
 
     def token(self, url: str, what: str, *, fresh: bool = False) -> XetToken:
-        """The read token for ``url`` (a repo at a revision), asked again ``REFRESH_BEFORE`` its expiry."""
+        """The read token for ``url`` (a repo at a revision), asked again ``REFRESH_BEFORE`` its
+        expiry.
+        """
         with self._token_lock:
             known = self._tokens.get(url)
             if known is None or fresh or known.expires - REFRESH_BEFORE <= time.time():
@@ -397,7 +466,8 @@ class XetSource:
 
         try:
             token = self.retry.run(once, what=what, wait=self.cancel.wait)
-        except (AuthError, InterruptedByUserError):  # the Hub refused the token: exit 3, as for any Hub file
+        # the Hub refused the token: exit 3, as for any Hub file
+        except (AuthError, InterruptedByUserError):
             raise
         except (MdlError, ReplyError) as exc:
             raise XetFallback(f"no Xet read token ({_why(exc)})") from exc
@@ -407,29 +477,39 @@ class XetSource:
     def reconstruction(
         self, ref: XetRef, what: str, *, size: int, span: tuple[int, int] | None = None
     ) -> Reconstruction:
-        """The file's reconstruction (v2, else v1; ``span``: of bytes first..last only), with one fresh token if the
-        CAS refuses the one we hold. Its reply is at most in proportion to the ``size`` bytes of the file (or of the
-        span) it describes, and parsed one at a time per run."""
-        limit = min(REPLY_MAX, REPLY_BASE + (size if span is None else span[1] - span[0] + 1) // REPLY_SHARE)
+        """The file's reconstruction (v2, else v1; ``span``: of bytes first..last only), with one
+        fresh token if the CAS refuses the one we hold. Its reply is at most in proportion to the
+        ``size`` bytes of the file (or of the span) it describes, and parsed one at a time per run.
+        """
+        limit = min(
+            REPLY_MAX, REPLY_BASE + (size if span is None else span[1] - span[0] + 1) // REPLY_SHARE
+        )
         for fresh in (False, True):
             token = self.token(ref.token_url, what, fresh=fresh)
-            if _downgraded(ref.token_url, token.cas_url):  # as a redirect from https to http is refused
+            # as a redirect from https to http is refused
+            if _downgraded(ref.token_url, token.cas_url):
                 raise XetFallback("the Hub, asked over https, names a Xet storage over plain http")
             credentials = Credentials(
-                extra={"Authorization": f"Bearer {token.access_token}"}, extra_origin=origin(token.cas_url)
+                extra={"Authorization": f"Bearer {token.access_token}"},
+                extra_origin=origin(token.cas_url),
             )
             base = token.cas_url.rstrip("/")
             try:
                 for version in (2, 1):
                     url = f"{base}/v{version}/reconstructions/{ref.hash}"
-                    body = self._ask_reconstruction(url, credentials, what, span, limit, v2=version == 2)
+                    body = self._ask_reconstruction(
+                        url, credentials, what, span, limit, v2=version == 2
+                    )
                     if body is None:
                         continue
                     with self._parsing:  # a parsed reply costs a few times its bytes: one at a time
                         rec = parse_reconstruction(body, version=version, ranged=span is not None)
                     del body
-                    if any(_downgraded(base, fetch.url) for fetch in rec.fetches):  # presigned URLs are secrets
-                        raise XetFallback("its reconstruction, asked over https, names xorb URLs over plain http")
+                    # presigned URLs are secrets
+                    if any(_downgraded(base, fetch.url) for fetch in rec.fetches):
+                        raise XetFallback(
+                            "its reconstruction, asked over https, names xorb URLs over plain http"
+                        )
                     return rec
             except _Refused:
                 continue
@@ -438,12 +518,21 @@ class XetSource:
         raise XetFallback("the Xet storage refused a fresh read token")
 
     def _ask_reconstruction(
-        self, url: str, credentials: Credentials, what: str, span: tuple[int, int] | None, limit: int, *, v2: bool
+        self,
+        url: str,
+        credentials: Credentials,
+        what: str,
+        span: tuple[int, int] | None,
+        limit: int,
+        *,
+        v2: bool,
     ) -> bytearray | None:
         headers = {"Range": f"bytes={span[0]}-{span[1]}"} if span is not None else None
 
         def once() -> bytearray | None:
-            with follow(self.client, url, credentials=credentials, headers=headers, what=what) as response:
+            with follow(
+                self.client, url, credentials=credentials, headers=headers, what=what
+            ) as response:
                 if response.status_code == 200:
                     self._stall_rule(response)
                     return _read(response, limit, what=what, timeout=self.client.timeout.read)
@@ -461,24 +550,29 @@ class XetSource:
             raise XetFallback(f"the Xet storage failed ({_why(exc)})") from exc
 
     def _stall_rule(self, response: httpx2.Response) -> None:
-        """A reply's body that goes silent is a stall: ``--stall-timeout`` holds when it is shorter than the client's
-        wait (a small JSON reply never waits longer than an answer may take to begin)."""
+        """A reply's body that goes silent is a stall: ``--stall-timeout`` holds when it is shorter
+        than the client's wait (a small JSON reply never waits longer than an answer may take to
+        begin)."""
         timeouts = response.request.extensions.get("timeout") or {}
         read = timeouts.get("read")
         if self.stall_timeout is not None and (read is None or self.stall_timeout < read):
             set_read_timeout(response, self.stall_timeout)
 
-    # --- the file ------------------------------------------------------------------------------------------------
+    # --- the file
+    # ---------------------------------------------------------------------------------------------
 
     def fetch(self, job: TransferJob, ref: XetRef) -> TransferResult:
-        """The file into ``job.final_path``, verified; XetFallback when the plain path must fetch it."""
+        """The file into ``job.final_path``, verified; XetFallback when the plain path must fetch
+        it.
+        """
         size = job.identity.size
         if not size:
             raise XetFallback("its size is not known")
         if (found := stat_file(job.part_path)) is not None and planted(job, found):
             discard_partial(job)
         loaded = load_state(job_root(job), job.state_path, STATE_MAX)
-        if loaded == "plain":  # an earlier run's partial download over plain HTTP: resumed there, not thrown away
+        # an earlier run's partial download over plain HTTP: resumed there, not thrown away
+        if loaded == "plain":
             raise XetFallback("a partial download over plain HTTP is waiting to be resumed")
         rec = self.reconstruction(ref, job.label, size=size)
         if rec.size != size:
@@ -492,7 +586,9 @@ class XetSource:
                 discard_partial(job)
                 return _File(self, job, ref, rec, split=False).run((), reuse=True)
         except _Suspect as exc:
-            log.warning("%s: %s after reusing bytes on disk; fetching it again whole", job.label, exc)
+            log.warning(
+                "%s: %s after reusing bytes on disk; fetching it again whole", job.label, exc
+            )
             job.retries.add(f"{exc}, fetched again whole")
             discard_partial(job)
             del rec
@@ -500,7 +596,9 @@ class XetSource:
             return _File(self, job, ref, fresh, split=False).run((), reuse=False)
 
     def index_for(self, job: TransferJob) -> ReuseIndex:
-        """The chunks of the model's Xet files on disk (read once per run and model; files this run writes join)."""
+        """The chunks of the model's Xet files on disk (read once per run and model; files this
+        run writes join).
+        """
         root, model = job_root(job), job.model or ""
         with self._index_lock:
             index = self._indexes.get((root, model))
@@ -515,7 +613,11 @@ class XetSource:
         """A fresh URL for ``fetch``'s chunks: the reconstruction asked again (its URLs expired)."""
         rec = self.reconstruction(ref, what, size=size)
         for candidate in rec.fetches:
-            if candidate.xorb == fetch.xorb and candidate.start <= fetch.start and candidate.end >= fetch.end:
+            if (
+                candidate.xorb == fetch.xorb
+                and candidate.start <= fetch.start
+                and candidate.end >= fetch.end
+            ):
                 return candidate
         raise XetFallback("the refreshed reconstruction no longer holds the chunks asked for")
 
@@ -524,10 +626,17 @@ class _File:
     """One attempt at one file: resume, copy, fetch, verify, move into place."""
 
     def __init__(
-        self, source: XetSource, job: TransferJob, ref: XetRef, rec: Reconstruction, *, split: bool = True
+        self,
+        source: XetSource,
+        job: TransferJob,
+        ref: XetRef,
+        rec: Reconstruction,
+        *,
+        split: bool = True,
     ) -> None:
         self.source, self.job, self.ref, self.rec, self.split = source, job, ref, rec, split
-        self.spans: dict[int, list[tuple[int, int]]] = {}  # terms fetched as pieces: each piece's file bytes
+        # terms fetched as pieces: each piece's file bytes
+        self.spans: dict[int, list[tuple[int, int]]] = {}
         self.owned: dict[int, dict[int, _Window | _Kept]] = {}  # their pieces on disk, by piece
         self.root = job_root(job)
         self.offsets: list[int] = []
@@ -540,15 +649,19 @@ class _File:
         self.stop = threading.Event()
         self.resumed = self.reused = self.fetched = 0
         self.frontier = 0  # terms before this index are all done
-        self.moving: dict[int, int] = {}  # terms being written: bytes of each on disk from its start
-        self.wrote = threading.Condition(self.lock)  # notified when the sha256's frontier may have moved on
+        # terms being written: bytes of each on disk from its start
+        self.moving: dict[int, int] = {}
+        # notified when the sha256's frontier may have moved on
+        self.wrote = threading.Condition(self.lock)
         self.last_save = self.last_nudge = time.monotonic()
         self.save_cost = 0.0  # seconds the last resume record took to write
         self.unsaved = 0  # bytes written since the last resume record
         self.save_every = min(max(SAVE_BYTES[0], rec.size // SAVE_PART), SAVE_BYTES[1])
         self.save_lock = threading.Lock()  # one record written at a time
-        self.kept: dict[int, list[Written]] = {}  # unfinished terms: the runs of their chunks resumed from disk
-        self.sinks: list[_Terms | _Window] = []  # streams that wrote chunks of unfinished terms (for the record)
+        # unfinished terms: the runs of their chunks resumed from disk
+        self.kept: dict[int, list[Written]] = {}
+        # streams that wrote chunks of unfinished terms (for the record)
+        self.sinks: list[_Terms | _Window] = []
         self.fd = -1
         self.hasher: Hasher | None = None
 
@@ -557,7 +670,9 @@ class _File:
         try:
             self.fd = open_file(self.root, job.part_path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
-            raise LocalFSError(f"{job.label}: cannot write {job.part_path}: {exc.strerror}") from exc
+            raise LocalFSError(
+                f"{job.label}: cannot write {job.part_path}: {exc.strerror}"
+            ) from exc
         self.hasher = Hasher(self.fd, size, git=False, signed=job.signed)
         try:
             if not kept:
@@ -565,7 +680,12 @@ class _File:
             os.ftruncate(self.fd, size)
             self._resume(kept)
             self.source.progress.start(
-                job.label, label=job.label, total=size, completed=self.resumed, model=job.model, path=job.path
+                job.label,
+                label=job.label,
+                total=size,
+                completed=self.resumed,
+                model=job.model,
+                path=job.path,
             )
             with self._hashing():
                 self._fetch_rest(self.source.index_for(job) if reuse else None)
@@ -575,12 +695,15 @@ class _File:
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 discard_partial(job)
-                raise NoSpaceError(f"{job.label}: no space left on device while writing {job.part_path}") from exc
+                raise NoSpaceError(
+                    f"{job.label}: no space left on device while writing {job.part_path}"
+                ) from exc
             raise LocalFSError(f"{job.label}: {exc.strerror or exc} ({job.part_path})") from exc
         except (_Suspect, IntegrityError, _Unsplittable):
             raise
         except XetFallback:  # the plain path starts over: no Xet partial is left for it to misread
-            discard_partial(job)  # (its progress is replaced when the plain path starts the file again)
+            # (its progress is replaced when the plain path starts the file again)
+            discard_partial(job)
             raise
         except BaseException:
             with contextlib.suppress(OSError, MdlError):
@@ -591,12 +714,22 @@ class _File:
         try:
             finish_part(job, self.source.dirs, record=True)
         except OSError as exc:
-            raise LocalFSError(f"{job.label}: cannot move it into place at {job.final_path}: {exc.strerror}") from exc
+            raise LocalFSError(
+                f"{job.label}: cannot move it into place at {job.final_path}: {exc.strerror}"
+            ) from exc
         terms = [self.done[i] for i in range(len(self.rec.terms))]
         index = self.source.index_for(job)
-        if job.model:  # found again through the model's record (a one-off get's file is found by none: none kept)
-            write_sidecar(self.root, _state_dir(job), xet_hash=self.ref.hash, where=job.final_path, terms=terms)
-            for old in index.replaced(job.final_path, self.ref.hash):  # overwritten here: its chunks are gone
+        # found again through the model's record (a one-off get's file is found by none: none kept)
+        if job.model:
+            write_sidecar(
+                self.root,
+                _state_dir(job),
+                xet_hash=self.ref.hash,
+                where=job.final_path,
+                terms=terms,
+            )
+            # overwritten here: its chunks are gone
+            for old in index.replaced(job.final_path, self.ref.hash):
                 unlink(self.root, sidecar_path(_state_dir(job), old))
         index.add(job.final_path, terms, xet_hash=self.ref.hash)
         return TransferResult(
@@ -610,12 +743,13 @@ class _File:
             xet=self.ref.hash,
         )
 
-    # --- what is already here -------------------------------------------------------------------------------------
+    # --- what is already here
+    # -------------------------------------------------------------------------------------
 
     def _resume(self, kept: Sequence[Written]) -> None:
-        """The chunks an earlier run recorded, each kept while its bytes on disk still hash as recorded and it lies
-        where the file's terms can hold it: a term all of whose chunks are kept is done, another keeps its runs (the
-        chunks between them are fetched, ``_fetch_rest``)."""
+        """The chunks an earlier run recorded, each kept while its bytes on disk still hash as
+        recorded and it lies where the file's terms can hold it: a term all of whose chunks are kept
+        is done, another keeps its runs (the chunks between them are fetched, ``_fetch_rest``)."""
         by_xorb: dict[str, list[Written]] = {}
         for run in kept:
             by_xorb.setdefault(run.xorb, []).append(run)
@@ -624,28 +758,39 @@ class _File:
             inside = [
                 run
                 for run in by_xorb.get(term.xorb, ())
-                if term.start <= run.start and run.end <= term.end and first <= run.offset <= end - run.length
+                if term.start <= run.start
+                and run.end <= term.end
+                and first <= run.offset <= end - run.length
             ]
             runs: list[Written] = []
             for candidate in sorted(inside, key=lambda run: (run.start, run.offset)):
                 for found in self._verified(candidate):
-                    part = _after(runs[-1], found) if runs else found  # overlapping runs: each chunk once
-                    if part is not None and _between(runs[-1] if runs else None, part, term.start, first):
+                    # overlapping runs: each chunk once
+                    part = _after(runs[-1], found) if runs else found
+                    if part is not None and _between(
+                        runs[-1] if runs else None, part, term.start, first
+                    ):
                         runs.append(part)
-            while runs and not _fits(runs[-1].end, runs[-1].offset + runs[-1].length, term.end, end):
+            while runs and not _fits(
+                runs[-1].end, runs[-1].offset + runs[-1].length, term.end, end
+            ):
                 runs.pop()
             if not runs:
                 continue
             got = sum(run.length for run in runs)
             self.resumed += got
             if got == term.length:
-                self.done[i] = Written(term.xorb, term.start, term.end, first, tuple(c for r in runs for c in r.chunks))
+                self.done[i] = Written(
+                    term.xorb, term.start, term.end, first, tuple(c for r in runs for c in r.chunks)
+                )
             else:
                 self.kept[i] = runs
         self._advance_frontier()
 
     def _verified(self, run: Written) -> Iterator[Written]:
-        """The parts of ``run`` whose chunks still hash on disk as recorded (read a few MiB at a time)."""
+        """The parts of ``run`` whose chunks still hash on disk as recorded (read a few MiB at a
+        time).
+        """
         good: list[tuple[bytes, int]] = []
         begin = begin_at = 0
         index, at, k = run.start, run.offset, 0
@@ -670,7 +815,9 @@ class _File:
             yield Written(run.xorb, begin, begin + len(good), begin_at, tuple(good))
 
     def _copy(self, i: int, copies: list[Copy]) -> None:
-        """Term ``i`` copied from files already here, each chunk checked as it is read; fetched when one changed."""
+        """Term ``i`` copied from files already here, each chunk checked as it is read; fetched
+        when one changed.
+        """
         term = self.rec.terms[i]
         parts: list[bytes] = []
         chunks: list[tuple[bytes, int]] = []
@@ -686,13 +833,15 @@ class _File:
             self.reused += term.length
         self._finished(i, Written(term.xorb, term.start, term.end, self.offsets[i], tuple(chunks)))
 
-    # --- what is fetched ------------------------------------------------------------------------------------------
+    # --- what is fetched
+    # ------------------------------------------------------------------------------------------
 
     def _fetch_rest(self, index: ReuseIndex | None) -> None:
-        """Every term not done: copied when all its chunks are in files already here (``index``), else fetched with
-        the other terms its xorb range holds, a big range cut (``_streams_for``); in file order, on as many streams as
-        the plain path would open for the file, copies beside fetches. A term partly resumed is fetched as the pieces
-        between its runs on disk, each from a reconstruction of its span: no kept chunk is fetched again."""
+        """Every term not done: copied when all its chunks are in files already here (``index``),
+        else fetched with the other terms its xorb range holds, a big range cut (``_streams_for``);
+        in file order, on as many streams as the plain path would open for the file, copies beside
+        fetches. A term partly resumed is fetched as the pieces between its runs on disk, each from
+        a reconstruction of its span: no kept chunk is fetched again."""
         copies: dict[int, list[Copy]] = {}
         groups: dict[int, list[int]] = {}
         gaps = [task for i in self.kept for task in self._gaps(i)]
@@ -700,12 +849,16 @@ class _File:
             if i in self.done or i in self.kept:
                 continue
             found = index.find(term.xorb, term.start, term.end) if index is not None else None
-            if found is not None and sum(size for c in found for _, size in c.chunks) == term.length:
+            if (
+                found is not None
+                and sum(size for c in found for _, size in c.chunks) == term.length
+            ):
                 copies[i] = found
             else:
                 groups.setdefault(self.rec.fetch_of[i], []).append(i)
         want = self.source.streams(self.rec.size)
-        counts = self._streams_for(groups, want) if self.split else {}  # copies are the disk's, not streams
+        # copies are the disk's, not streams
+        counts = self._streams_for(groups, want) if self.split else {}
         tasks: list[tuple[int, Callable[[], None]]] = [
             (i, partial(self._copy, i, found)) for i, found in copies.items()
         ]
@@ -717,14 +870,20 @@ class _File:
             elif len(users) == 1:  # one big term: pieces of it, each cut where the file's bytes are
                 (i,) = users
                 start, length = self.offsets[i], self.rec.terms[i].length
-                self.spans[i] = [(start + length * j // count, start + length * (j + 1) // count) for j in range(count)]
-                tasks += [(p, partial(self._piece, i, j, p, q)) for j, (p, q) in enumerate(self.spans[i])]
+                self.spans[i] = [
+                    (start + length * j // count, start + length * (j + 1) // count)
+                    for j in range(count)
+                ]
+                tasks += [
+                    (p, partial(self._piece, i, j, p, q)) for j, (p, q) in enumerate(self.spans[i])
+                ]
             else:  # many terms in one range (a new revision's new chunks): runs of whole terms
                 for run in _runs(users, [self.rec.terms[i].length for i in users], count):
                     tasks.append((self.offsets[run[0]], partial(self._run, f, run)))
         if not tasks:
             return
-        tasks.sort(key=lambda task: task[0])  # the sha256 follows the file's start: its frontier moves on in order
+        # the sha256 follows the file's start: its frontier moves on in order
+        tasks.sort(key=lambda task: task[0])
         streams = max(1, min(want, len(tasks)))
         failures: list[BaseException] = []
         with ThreadPoolExecutor(streams, thread_name_prefix=f"xet:{self.job.label}") as pool:
@@ -739,7 +898,9 @@ class _File:
             raise _worst(failures, cancelled=self.source.cancel.is_set(), what=self.job.label)
 
     def _gaps(self, i: int) -> list[tuple[int, Callable[[], None]]]:
-        """Term ``i`` as pieces: its runs resumed from disk, on disk already, and the spans between them, to fetch."""
+        """Term ``i`` as pieces: its runs resumed from disk, on disk already, and the spans
+        between them, to fetch.
+        """
         end = self.offsets[i] + self.rec.terms[i].length
         spans: list[tuple[int, int]] = []
         owned: dict[int, _Window | _Kept] = {}
@@ -759,15 +920,23 @@ class _File:
         if upto:  # the runs from the term's start: the sha256 may go on through them
             self.moving[i] = spans[upto - 1][1] - self.offsets[i]
         log.debug(
-            "%s: term %d resumed in %d runs, %d spans to fetch", self.job.label, i, len(owned), len(spans) - len(owned)
+            "%s: term %d resumed in %d runs, %d spans to fetch",
+            self.job.label,
+            i,
+            len(owned),
+            len(spans) - len(owned),
         )
-        return [(p, partial(self._piece, i, j, p, q)) for j, (p, q) in enumerate(spans) if j not in owned]
+        return [
+            (p, partial(self._piece, i, j, p, q))
+            for j, (p, q) in enumerate(spans)
+            if j not in owned
+        ]
 
     def _streams_for(self, groups: dict[int, list[int]], room: int) -> dict[int, int]:
-        """How many streams each xorb range gets, so that the file has ``room`` (a range is one request: one stream
-        per 64 MiB xorb, or one for all of a new revision's new chunks, is fewer than the plain path opens). The
-        range with most bytes a stream is cut again, never below ``MIN_PIECE`` bytes nor, for a range of many
-        terms, into more runs than it has terms."""
+        """How many streams each xorb range gets, so that the file has ``room`` (a range is one
+        request: one stream per 64 MiB xorb, or one for all of a new revision's new chunks, is fewer
+        than the plain path opens). The range with most bytes a stream is cut again, never below
+        ``MIN_PIECE`` bytes nor, for a range of many terms, into more runs than it has terms."""
         size = {f: sum(self.rec.terms[i].length for i in users) for f, users in groups.items()}
         count = dict.fromkeys(groups, 1)
         streams = len(groups)
@@ -793,7 +962,8 @@ class _File:
             nonlocal fetch
             if fresh:
                 fetch = self.source.refetch(self.ref, self.job.label, fetch, size=self.rec.size)
-            with self.lock:  # a retry writes (and counts) again only the terms the failed stream did not finish
+            # a retry writes (and counts) again only the terms the failed stream did not finish
+            with self.lock:
                 left = [i for i in users if i not in self.done]
             if left:
                 self._stream(fetch, _Terms(self, left))
@@ -801,38 +971,54 @@ class _File:
         self._retrying(attempt)
 
     def _piece(self, i: int, j: int, first: int, end: int) -> None:
-        """Bytes ``[first, end)`` of term ``i`` from a reconstruction of that span alone: its xorb range is the part
-        of the term's that holds them (the chunk across each cut is fetched by both pieces; each owns the chunks
-        that start in its span)."""
+        """Bytes ``[first, end)`` of term ``i`` from a reconstruction of that span alone: its xorb
+        range is the part of the term's that holds them (the chunk across each cut is fetched by
+        both pieces; each owns the chunks that start in its span)."""
         term = self.rec.terms[i]
 
         def attempt(fresh: bool) -> None:
-            sub = self.source.reconstruction(self.ref, self.job.label, size=self.rec.size, span=(first, end - 1))
+            sub = self.source.reconstruction(
+                self.ref, self.job.label, size=self.rec.size, span=(first, end - 1)
+            )
             if len(sub.terms) != 1 or sub.terms[0].xorb != term.xorb:
                 raise _Unsplittable(f"a piece of term {i} came back as {len(sub.terms)} terms")
             part = sub.terms[0]
             if not term.start <= part.start < part.end <= term.end:
                 raise _Unsplittable(f"a piece of term {i} names chunks outside it")
-            window = _Window(self, i, first, end, at=first - sub.offset, chunks=(part.start, part.end))
+            window = _Window(
+                self, i, first, end, at=first - sub.offset, chunks=(part.start, part.end)
+            )
             self._stream(sub.fetches[sub.fetch_of[0]], window)
             self._piece_done(i, j, window)
 
         self._retrying(attempt)
 
     def _run(self, f: int, run: list[int]) -> None:
-        """Terms ``run`` (whole, one after another in the file) of xorb range ``f``, from a reconstruction of their
-        file bytes alone: its range of that xorb holds their chunks and no more than the span's own need."""
+        """Terms ``run`` (whole, one after another in the file) of xorb range ``f``, from a
+        reconstruction of their file bytes alone: its range of that xorb holds their chunks and no
+        more than the span's own need."""
         first, last = run[0], run[-1]
         span = (self.offsets[first], self.offsets[last] + self.rec.terms[last].length - 1)
         xorb = self.rec.fetches[f].xorb
-        low, high = min(self.rec.terms[i].start for i in run), max(self.rec.terms[i].end for i in run)
+        low, high = (
+            min(self.rec.terms[i].start for i in run),
+            max(self.rec.terms[i].end for i in run),
+        )
 
         def attempt(fresh: bool) -> None:
-            sub = self.source.reconstruction(self.ref, self.job.label, size=self.rec.size, span=span)
-            fetch = next((x for x in sub.fetches if x.xorb == xorb and x.start <= low and x.end >= high), None)
+            sub = self.source.reconstruction(
+                self.ref, self.job.label, size=self.rec.size, span=span
+            )
+            fetch = next(
+                (x for x in sub.fetches if x.xorb == xorb and x.start <= low and x.end >= high),
+                None,
+            )
             if fetch is None or sub.offset:
-                raise _Unsplittable(f"the reconstruction of terms {first}-{last} does not hold their chunks")
-            with self.lock:  # a retry writes (and counts) again only the terms the failed stream did not finish
+                raise _Unsplittable(
+                    f"the reconstruction of terms {first}-{last} does not hold their chunks"
+                )
+            # a retry writes (and counts) again only the terms the failed stream did not finish
+            with self.lock:
                 left = [i for i in run if i not in self.done]
             if left:
                 self._stream(fetch, _Terms(self, left))
@@ -840,9 +1026,10 @@ class _File:
         self._retrying(attempt)
 
     def _piece_done(self, i: int, j: int, window: _Window) -> None:
-        """A piece of term ``i`` on disk; the last one finishes the term once its pieces agree: their owned chunks
-        are the term's, each placed where the ones before end, and each piece's copy of the chunk across its cut
-        hashes as the owner's and sits where it does (every byte on disk is a byte the Xet file hash was built from)."""
+        """A piece of term ``i`` on disk; the last one finishes the term once its pieces agree:
+        their owned chunks are the term's, each placed where the ones before end, and each piece's
+        copy of the chunk across its cut hashes as the owner's and sits where it does (every byte on
+        disk is a byte the Xet file hash was built from)."""
         term, spans = self.rec.terms[i], self.spans[i]
         with self.lock:
             got = self.owned.setdefault(i, {})
@@ -851,7 +1038,8 @@ class _File:
             upto = 0
             while upto in got:
                 upto += 1
-            if upto:  # the pieces from the term's start are on disk: the sha256 may go on through them
+            # the pieces from the term's start are on disk: the sha256 may go on through them
+            if upto:
                 self.moving[i] = spans[upto - 1][1] - self.offsets[i]
                 if i == self.frontier:
                     self.wrote.notify()
@@ -861,7 +1049,9 @@ class _File:
         at = self.offsets[i]
         for k, chunk in enumerate(chunks):
             if chunk.index != term.start + k or chunk.pos != at:
-                raise _Unsplittable(f"the pieces of term {i} do not place its chunks one after another")
+                raise _Unsplittable(
+                    f"the pieces of term {i} do not place its chunks one after another"
+                )
             at += chunk.size
         if len(chunks) != term.end - term.start or at != self.offsets[i] + term.length:
             raise _Unsplittable(f"the pieces of term {i} do not add up to its chunks")
@@ -869,12 +1059,19 @@ class _File:
             lead = got[k].lead
             if lead is not None and chunks[lead.index - term.start] != lead:
                 raise _Unsplittable(f"the two pieces of term {i} holding chunk {lead.index} differ")
-        written = Written(term.xorb, term.start, term.end, self.offsets[i], tuple((c.digest, c.size) for c in chunks))
+        written = Written(
+            term.xorb,
+            term.start,
+            term.end,
+            self.offsets[i],
+            tuple((c.digest, c.size) for c in chunks),
+        )
         self._finished(i, written)
 
     def _retrying(self, attempt: Callable[[bool], None]) -> None:
-        """``attempt(fresh)`` until it succeeds: after a 403 once with fresh URLs, after a failed stream as often as
-        the CAS's quick policy allows; then the file falls back to the plain path."""
+        """``attempt(fresh)`` until it succeeds: after a 403 once with fresh URLs, after a failed
+        stream as often as the CAS's quick policy allows; then the file falls back to the plain
+        path."""
         source, what = self.source, self.job.label
         refreshed, failures = False, 0
         while True:
@@ -883,7 +1080,9 @@ class _File:
                 return
             except _Refused:
                 if refreshed:
-                    raise XetFallback("a xorb URL was refused again after a fresh reconstruction") from None
+                    raise XetFallback(
+                        "a xorb URL was refused again after a fresh reconstruction"
+                    ) from None
                 refreshed = True
             except (InterruptedByUserError, IntegrityError, XetFallback, _Stopped, _Unsplittable):
                 raise
@@ -891,31 +1090,39 @@ class _File:
                 if source.cancel.is_set() or self.stop.is_set():
                     raise _Stopped from None
                 failures += 1
-                err = exc if isinstance(exc, RetryableError) else transport_error(exc, what=what, url="the Xet storage")
+                err = (
+                    exc
+                    if isinstance(exc, RetryableError)
+                    else transport_error(exc, what=what, url="the Xet storage")
+                )
                 if failures > source.retry.retries:
                     raise XetFallback(f"the Xet storage failed ({_why(err)})") from exc
                 self.job.retries.add(_why(err))
                 if source.cancel.wait(source.retry.delay(failures, retry_after=None)):
                     raise _Stopped from None
-            except MdlError as exc:  # a 404, a 410, a refused answer: the plain path has the file too
+            # a 404, a 410, a refused answer: the plain path has the file too
+            except MdlError as exc:
                 raise XetFallback(f"the Xet storage failed ({_why(exc)})") from exc
 
     def _stream(self, fetch: Fetch, sink: _Terms | _Window) -> None:
-        """One xorb range, each chunk decoded as it arrives and handed to ``sink``; what it wrote is undone if the
-        stream fails, and kept for the resume record if it is stopped."""
+        """One xorb range, each chunk decoded as it arrives and handed to ``sink``; what it wrote is
+        undone if the stream fails, and kept for the resume record if it is stopped."""
         source, what = self.source, self.job.label
         headers = {"Range": f"bytes={fetch.first}-{fetch.last}"}
         with self.lock:
             self.sinks.append(sink)
         try:
-            with follow(source.client, fetch.url, credentials=Credentials(), headers=headers, what=what) as response:
+            with follow(
+                source.client, fetch.url, credentials=Credentials(), headers=headers, what=what
+            ) as response:
                 if response.status_code == 403:
                     raise _Refused
                 if response.status_code != 206:
                     if response.status_code == 200:
                         raise XetFallback("the xorb server ignored the Range asked for")
                     raise error_for_status(response, what=what, hub=False)
-                if source.stall_timeout is not None:  # the answer began: from here on, silence is a stall
+                # the answer began: from here on, silence is a stall
+                if source.stall_timeout is not None:
                     set_read_timeout(response, source.stall_timeout)
                 span = promised(response, what=what)
                 if span.start != fetch.first or span.end != fetch.last + 1:
@@ -939,11 +1146,15 @@ class _File:
                     chunks.close()
                 except XorbError as exc:
                     if isinstance(exc, UnknownFormat):
-                        raise XetFallback(f"a xorb is in a format mdl does not know ({exc})") from exc
+                        raise XetFallback(
+                            f"a xorb is in a format mdl does not know ({exc})"
+                        ) from exc
                     raise self._corrupt(f"xorb {fetch.xorb[:12]}… chunk {index}: {exc}") from exc
             sink.close()
         except BaseException as exc:
-            if source.cancel.is_set() or isinstance(exc, _Stopped | InterruptedByUserError | KeyboardInterrupt):
+            if source.cancel.is_set() or isinstance(
+                exc, _Stopped | InterruptedByUserError | KeyboardInterrupt
+            ):
                 with contextlib.suppress(OSError):
                     sink.keep()  # decoded and hashed: on disk for the record saved on the way out
             else:
@@ -959,13 +1170,15 @@ class _File:
             raise OSError(errno.ENOSPC, "short write")
         assert self.hasher is not None
         at = offset
-        for part in parts:  # hashed from memory when at the frontier of the sha256, else read back later
+        # hashed from memory when at the frontier of the sha256, else read back later
+        for part in parts:
             self.hasher.offer(at, part)
             at += len(part)
         self.source.progress.advance(self.job.label, total)
         with self.lock:
             self.unsaved += total
-        if (now := time.monotonic()) - self.last_nudge >= WRITEBACK_EVERY:  # a stale read races harmlessly
+        # a stale read races harmlessly
+        if (now := time.monotonic()) - self.last_nudge >= WRITEBACK_EVERY:
             self.last_nudge = now
             start_writeback(self.fd)
 
@@ -981,7 +1194,8 @@ class _File:
     def _checkpoint(self) -> None:
         """A cheap resume record, when one is due, written by the stream that finds it due."""
         if self.unsaved < self.save_every and time.monotonic() - self.last_save < SAVE_EVERY:
-            return  # the common case, without the lock every stream takes (a stale read only delays a save)
+            # the common case, without the lock every stream takes (a stale read only delays a save)
+            return
         with self.lock:
             elapsed = time.monotonic() - self.last_save
             due = self.unsaved > 0 and elapsed >= self.save_cost / SAVE_SHARE
@@ -992,8 +1206,8 @@ class _File:
             self._save(durable=False)
 
     def _moved(self, index: int, written: int, *, undo: int = 0) -> None:
-        """Term ``index`` has ``written`` bytes on disk from its start (``undo``: bytes thrown away, no longer
-        progress)."""
+        """Term ``index`` has ``written`` bytes on disk from its start (``undo``: bytes thrown away,
+        no longer progress)."""
         if undo:
             self.source.progress.advance(self.job.label, -undo)
         with self.lock:
@@ -1005,15 +1219,18 @@ class _File:
                 self.wrote.notify()
 
     def _contiguous(self) -> int:
-        """Bytes on disk from the file's start: the terms done, and what the next one has of its start (under lock)."""
+        """Bytes on disk from the file's start: the terms done, and what the next one has of its
+        start (under lock).
+        """
         if self.frontier >= len(self.offsets):
             return self.rec.size
         return self.offsets[self.frontier] + self.moving.get(self.frontier, 0)
 
     @contextlib.contextmanager
     def _hashing(self) -> Iterator[None]:
-        """A thread hashing the file's contiguous start as it grows (read back where no stream offered it from
-        memory): the sha256 keeps pace with the streams instead of reading the whole file after the last byte."""
+        """A thread hashing the file's contiguous start as it grows (read back where no stream
+        offered it from memory): the sha256 keeps pace with the streams instead of reading the whole
+        file after the last byte."""
         assert self.hasher is not None
         hasher, finished = self.hasher, threading.Event()
 
@@ -1029,10 +1246,13 @@ class _File:
                     return
                 try:  # streams that went quiet leave a record due by time: saved here, not by them
                     self._checkpoint()
-                except (OSError, MdlError) as exc:  # a record not saved costs only a later resume its bytes
+                # a record not saved costs only a later resume its bytes
+                except (OSError, MdlError) as exc:
                     log.info("%s: could not save the resume record (%s)", self.job.label, exc)
 
-        thread = threading.Thread(target=follow_frontier, name=f"xet-hash:{self.job.label}", daemon=True)
+        thread = threading.Thread(
+            target=follow_frontier, name=f"xet-hash:{self.job.label}", daemon=True
+        )
         thread.start()
         try:
             yield
@@ -1047,28 +1267,36 @@ class _File:
             self.frontier += 1
 
     def _save(self, *, durable: bool) -> None:
-        """The resume record: every chunk on disk, in runs (a finished term is one), each claimed only once its bytes
-        are written. A durable record is written after the bytes it claims are flushed; a cheap one names this boot
-        (a crash of the machine may lose their pages, and a later boot drops it)."""
+        """The resume record: every chunk on disk, in runs (a finished term is one), each claimed
+        only once its bytes are written. A durable record is written after the bytes it claims are
+        flushed; a cheap one names this boot (a crash of the machine may lose their pages, and a
+        later boot drops it)."""
         with self.save_lock:
             with self.lock:
                 runs = list(self.done.values())
                 runs += [run for i, kept in self.kept.items() if i not in self.done for run in kept]
-                self.sinks = [sink for sink in self.sinks if not all(i in self.done for i in sink.terms)]
+                self.sinks = [
+                    sink for sink in self.sinks if not all(i in self.done for i in sink.terms)
+                ]
                 runs += [run for sink in self.sinks for i, run in sink.runs() if i not in self.done]
             if not runs:
                 return
             began = time.monotonic()
             if durable:
                 os.fdatasync(self.fd)
-            state = Resumable(self.ref.hash, self.rec.size, None if durable else boot_id(), tuple(runs))
+            state = Resumable(
+                self.ref.hash, self.rec.size, None if durable else boot_id(), tuple(runs)
+            )
             save_state(self.root, self.job.state_path, state, source=self.job.source)
             self.save_cost = time.monotonic() - began
 
-    # --- verification ----------------------------------------------------------------------------------------------
+    # --- verification
+    # ----------------------------------------------------------------------------------------------
 
     def _verify(self) -> None:
-        """The Xet file hash from every chunk's hash, the sha256 (and a signature's digests) from the bytes on disk."""
+        """The Xet file hash from every chunk's hash, the sha256 (and a signature's digests) from
+        the bytes on disk.
+        """
         assert self.hasher is not None
         chunks = [chunk for i in range(len(self.rec.terms)) for chunk in self.done[i].chunks]
         got = to_hex(file_hash(chunks))
@@ -1089,19 +1317,25 @@ class _File:
         discard_partial(self.job)
         return IntegrityError(
             f"{self.job.label}: {why}",
-            hint="the Xet storage served bytes that are not this file; the partial file was removed",
+            hint=(
+                "the Xet storage served bytes that are not this file; the partial file was removed"
+            ),
         )
 
 
 class _Chunks:
-    """A xorb range's chunks as its bytes arrive: each decoded once it is whole; exactly ``count`` of them."""
+    """A xorb range's chunks as its bytes arrive: each decoded once it is whole; exactly
+    ``count`` of them.
+    """
 
     def __init__(self, count: int) -> None:
         self.left, self.buffer, self.at = count, bytearray(), 0
 
     def feed(self, data: bytes | memoryview) -> Iterator[bytes]:
         self.buffer += data
-        while (need := chunk_size(self.buffer, self.at)) is not None and len(self.buffer) - self.at >= need:
+        while (need := chunk_size(self.buffer, self.at)) is not None and len(
+            self.buffer
+        ) - self.at >= need:
             if self.left == 0:
                 raise XorbError("more bytes than the chunks the range names")
             with memoryview(self.buffer) as view:
@@ -1116,7 +1350,9 @@ class _Chunks:
     def close(self) -> None:
         if self.left or self.at != len(self.buffer):
             raise XorbError(
-                f"the range ended {self.left} chunk(s) short" if self.left else "bytes after the last chunk"
+                f"the range ended {self.left} chunk(s) short"
+                if self.left
+                else "bytes after the last chunk"
             )
 
 
@@ -1137,16 +1373,19 @@ def _runs(items: list[int], sizes: list[int], count: int) -> list[list[int]]:
 
 
 def _read(response: httpx2.Response, limit: int, *, what: str, timeout: float | None) -> bytearray:
-    """A JSON reply's body, at most ``limit`` bytes (more: ReplyError naming the URL's host, never read on into
-    memory), whole within the deadline of any API reply (``timeout``: the read timeout); a connection lost, silent or
-    too slow mid-body is the retryable NetworkError it is, as for any answer."""
+    """A JSON reply's body, at most ``limit`` bytes (more: ReplyError naming the URL's host, never
+    read on into memory), whole within the deadline of any API reply (``timeout``: the read
+    timeout); a connection lost, silent or too slow mid-body is the retryable NetworkError it is, as
+    for any answer."""
     set_reply_deadline(response, timeout)
     body = bytearray()
     try:
         for block in response.iter_bytes():
             body += block
             if len(body) > limit:
-                raise ReplyError(f"the reply from {redact_url(str(response.url))} is longer than {limit:,} bytes")
+                raise ReplyError(
+                    f"the reply from {redact_url(str(response.url))} is longer than {limit:,} bytes"
+                )
     except httpx2.TransportError as exc:
         raise transport_error(exc, what=what, url=str(response.url)) from exc
     return body
@@ -1157,7 +1396,9 @@ def _why(exc: BaseException) -> str:
 
 
 def _downgraded(asked: str, named: str) -> bool:
-    """Whether an answer read over https names a URL over plain http (its secrets and bytes then in the clear)."""
+    """Whether an answer read over https names a URL over plain http (its secrets and bytes then
+    in the clear).
+    """
     return urlsplit(asked).scheme.lower() == "https" and urlsplit(named).scheme.lower() != "https"
 
 
@@ -1166,8 +1407,8 @@ def _state_dir(job: TransferJob) -> Path:
 
 
 def _fits(chunk: int, at: int, next_chunk: int, next_at: int) -> bool:
-    """Whether the chunks from ``chunk`` (at byte ``at``) to ``next_chunk`` (at ``next_at``) can lie there: each 1 to
-    MAX_CHUNK bytes (a record placing a run where it cannot be is not believed)."""
+    """Whether the chunks from ``chunk`` (at byte ``at``) to ``next_chunk`` (at ``next_at``) can lie
+    there: each 1 to MAX_CHUNK bytes (a record placing a run where it cannot be is not believed)."""
     count, size = next_chunk - chunk, next_at - at
     return 0 <= count <= size <= count * MAX_CHUNK
 
@@ -1184,21 +1425,27 @@ def _after(before: Written, run: Written) -> Written | None:
 
 
 def _between(before: Written | None, run: Written, start: int, first: int) -> bool:
-    """Whether ``run`` can follow ``before`` (None: the start of its term, chunk ``start`` at byte ``first``)."""
+    """Whether ``run`` can follow ``before`` (None: the start of its term, chunk ``start`` at
+    byte ``first``).
+    """
     if before is None:
         return _fits(start, first, run.start, run.offset)
     return _fits(before.end, before.offset + before.length, run.start, run.offset)
 
 
 def _usable(loaded: object, ref: XetRef, size: int) -> bool:
-    """Whether an earlier run's record is of this file, saved durable or in this boot (else its pages may be lost)."""
+    """Whether an earlier run's record is of this file, saved durable or in this boot (else its
+    pages may be lost).
+    """
     if not isinstance(loaded, Resumable) or loaded.xet_hash != ref.hash or loaded.size != size:
         return False
     return loaded.boot is None or loaded.boot == boot_id()
 
 
 def _worst(failures: list[BaseException], *, cancelled: bool, what: str) -> BaseException:
-    """The failure a file's tasks end with: Ctrl-C, then a corrupt xorb, a fallback, any other error."""
+    """The failure a file's tasks end with: Ctrl-C, then a corrupt xorb, a fallback, any other
+    error.
+    """
     if cancelled or any(isinstance(f, KeyboardInterrupt) for f in failures):
         return InterruptedByUserError(f"{what}: interrupted")
     for kind in (IntegrityError, AuthError, XetFallback, MdlError):

@@ -1,5 +1,5 @@
-"""Xet hashes (hub-docs docs/xet/hashing.md, api.md): chunk hashes, the aggregated Merkle tree, file hashes, and
-the string form that prints each 8-byte little-endian word of a hash as one number."""
+"""Xet hashes (hub-docs docs/xet/hashing.md, api.md): chunk hashes, the aggregated Merkle tree, file
+hashes, and the string form that prints each 8-byte little-endian word of a hash as one number."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ from collections.abc import Sequence
 from typing import TypeGuard
 
 HASH_BYTES = 32
-# The blake3 keys hashing.md gives as byte lists (DATA_KEY [102, 151, …], INTERNAL_NODE_KEY [1, 126, …]), in hex.
+# The blake3 keys hashing.md gives as byte lists (DATA_KEY [102, 151, …], INTERNAL_NODE_KEY [1, 126,
+# …]), in hex.
 DATA_KEY = bytes.fromhex("6697f5775b9550de3135cbaca597181c9de421109beb2b58b4d0b04b93adf229")
-INTERNAL_NODE_KEY = bytes.fromhex("017ec5c7a5472996fd946666b48a02e65ddd536f37c76dd2f86352e64a53713f")
+INTERNAL_NODE_KEY = bytes.fromhex(
+    "017ec5c7a5472996fd946666b48a02e65ddd536f37c76dd2f86352e64a53713f"
+)
 _ZEROS = bytes(HASH_BYTES)
-# A node takes 2 to 2*4+1 children (xet-core merklehash/src/aggregated_hashes.rs, mean branching factor 4).
+# A node takes 2 to 2*4+1 children (xet-core merklehash/src/aggregated_hashes.rs, mean branching
+# factor 4).
 _BRANCHING = 4
 _MOST_CHILDREN = 2 * _BRANCHING + 1
 _WORDS = struct.Struct("<4Q")
@@ -29,12 +33,16 @@ def chunk_hash(data: bytes | memoryview) -> bytes:
 
 
 def to_hex(raw: bytes) -> str:
-    """The Xet string form of a raw hash: each 8-byte little-endian word as a 16-digit hex number, in order."""
+    """The Xet string form of a raw hash: each 8-byte little-endian word as a 16-digit hex
+    number, in order.
+    """
     return _HEX_FORM(*_WORDS.unpack(raw))
 
 
 def from_hex(text: str) -> bytes:
-    """The raw hash a Xet string stands for; ValueError unless it is exactly 64 lowercase hex characters."""
+    """The raw hash a Xet string stands for; ValueError unless it is exactly 64 lowercase hex
+    characters.
+    """
     if not is_hash(text):
         raise ValueError("a Xet hash is 64 lowercase hex characters")
     return _WORDS.pack(*(int(text[i : i + 16], 16) for i in range(0, 64, 16)))
@@ -46,22 +54,24 @@ def is_hash(text: object) -> TypeGuard[str]:
 
 
 def _cut(level: Sequence[tuple[bytes, int]], start: int) -> int:
-    """Where the node that starts at ``start`` ends: after the first child from the third on whose hash's last
-    64-bit little-endian word is 0 mod 4, after at most 9 children, and never leaving a single child behind."""
+    """Where the node that starts at ``start`` ends: after the first child from the third on whose
+    hash's last 64-bit little-endian word is 0 mod 4, after at most 9 children, and never leaving a
+    single child behind."""
     left = len(level) - start
     if left <= 2:
         return len(level)
     end = start + min(left, _MOST_CHILDREN)
     for i in range(start + 2, end):
-        # The last word is bytes 24..31 little-endian: its value mod 4 is its lowest byte's, byte 24, mod 4.
+        # The last word is bytes 24..31 little-endian: its value mod 4 is its lowest byte's, byte
+        # 24, mod 4.
         if level[i][0][24] % _BRANCHING == 0:
             return i + 1
     return end
 
 
 def merkle_root(chunks: Sequence[tuple[bytes, int]]) -> bytes:
-    """The aggregated node hash of (chunk hash, length) pairs: a xorb's hash, and the root under a file's hash.
-    No chunks give 32 zero bytes; one chunk gives its own hash."""
+    """The aggregated node hash of (chunk hash, length) pairs: a xorb's hash, and the root under a
+    file's hash. No chunks give 32 zero bytes; one chunk gives its own hash."""
     from blake3 import blake3
 
     if not chunks:
@@ -74,14 +84,21 @@ def merkle_root(chunks: Sequence[tuple[bytes, int]]) -> bytes:
             end = _cut(level, start)
             children = level[start:end]
             text = "".join([f"{to_hex(raw)} : {size}\n" for raw, size in children])
-            above.append((blake3(text.encode(), key=INTERNAL_NODE_KEY).digest(), sum(size for _, size in children)))
+            above.append(
+                (
+                    blake3(text.encode(), key=INTERNAL_NODE_KEY).digest(),
+                    sum(size for _, size in children),
+                )
+            )
             start = end
         level = above
     return level[0][0]
 
 
 def file_hash(chunks: Sequence[tuple[bytes, int]]) -> bytes:
-    """A file's Xet hash: its chunks' Merkle root hashed again with blake3 keyed by 32 zero bytes (empty: zeros)."""
+    """A file's Xet hash: its chunks' Merkle root hashed again with blake3 keyed by 32 zero bytes
+    (empty: zeros).
+    """
     from blake3 import blake3
 
     if not chunks:

@@ -1,5 +1,6 @@
-"""The CAS replies mdl reads (hub-docs docs/xet/download-protocol.md, api.md, auth.md): reconstructions (v1 and
-v2), read tokens and the Hub's X-Xet-* and Link headers, each read strictly: what mdl cannot use is a ReplyError."""
+"""The CAS replies mdl reads (hub-docs docs/xet/download-protocol.md, api.md, auth.md):
+reconstructions (v1 and v2), read tokens and the Hub's X-Xet-* and Link headers, each read strictly:
+what mdl cannot use is a ReplyError."""
 
 from __future__ import annotations
 
@@ -13,17 +14,24 @@ from urllib.parse import urlsplit
 from mdl.xet.hashing import is_hash
 from mdl.xet.xorb import HEADER_BYTES, MAX_CHUNK
 
-_LIMIT = 2**53  # JSON numbers beyond this are not exact in every reader; no real offset or count comes near
+# JSON numbers beyond this are not exact in every reader; no real offset or count comes near
+_LIMIT = 2**53
 _TEXT_LIMIT = 64_000  # auth.md: accessToken and casUrl are at most 64000 characters
-_TOKEN_CHARS = re.compile(r"[!-~]+")  # visible ASCII: a token goes into an Authorization header as it is
+# visible ASCII: a token goes into an Authorization header as it is
+_TOKEN_CHARS = re.compile(r"[!-~]+")
 _DIGITS = re.compile(r"[0-9]{1,16}")
-_DENSITY = 8  # a reply's JSON has at most one value (a ``,``, ``{`` or ``[``) per this many bytes: a real one has one
+# a reply's JSON has at most one value (a ``,``, ``{`` or ``[``) per this many bytes: a real one has
+# one
+_DENSITY = 8
 # per 12-20 bytes; padding of tiny values (``[],`` or ``0,``) would cost 10-20x its size once parsed
-# One link-value of a Link header (RFC 8288 section 3): <target> then ; name[=token or "quoted"] parameters.
+# One link-value of a Link header (RFC 8288 section 3): <target> then ; name[=token or "quoted"]
+# parameters.
 _LINK = re.compile(
     r'[\s,]*<([^<>]*)>((?:\s*;\s*[!#$%&\'*+.^_`|~0-9A-Za-z-]+(?:\s*=\s*(?:"(?:[^"\\]|\\.)*"|[^\s",;]*))?)*)\s*(?:,|$)'
 )
-_PARAM = re.compile(r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)(?:\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s",;]*)))?')
+_PARAM = re.compile(
+    r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)(?:\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s",;]*)))?'
+)
 _ESCAPE = re.compile(r"\\(.)")
 
 
@@ -43,7 +51,9 @@ class Term:
 
 @dataclass(frozen=True, slots=True)
 class Fetch:
-    """Chunks [start, end) of ``xorb`` are bytes first..last (inclusive) of ``url``: send exactly that Range."""
+    """Chunks [start, end) of ``xorb`` are bytes first..last (inclusive) of ``url``: send exactly
+    that Range.
+    """
 
     xorb: str
     url: str
@@ -55,8 +65,9 @@ class Fetch:
 
 @dataclass(frozen=True)
 class Reconstruction:
-    """A file as terms in order; ``fetches`` holds the fetches some term uses, in the order terms first need them,
-    and ``fetch_of[i]`` is the index of term i's fetch (the reply's first fetch of its xorb that contains it)."""
+    """A file as terms in order; ``fetches`` holds the fetches some term uses, in the order terms
+    first need them, and ``fetch_of[i]`` is the index of term i's fetch (the reply's first fetch of
+    its xorb that contains it)."""
 
     offset: int
     terms: tuple[Term, ...]
@@ -71,7 +82,9 @@ class Reconstruction:
 
 @dataclass(frozen=True)
 class XetToken:
-    """A CAS read token, when it expires (unix seconds) and the CAS it is for (no trailing slash)."""
+    """A CAS read token, when it expires (unix seconds) and the CAS it is for (no trailing
+    slash).
+    """
 
     access_token: str
     expires: float
@@ -79,18 +92,22 @@ class XetToken:
 
 
 def _load(body: bytes | bytearray) -> object:
-    """The JSON, refused before it is parsed when it is mostly tiny values (what parsing would multiply)."""
+    """The JSON, refused before it is parsed when it is mostly tiny values (what parsing would
+    multiply).
+    """
     if (body.count(b",") + body.count(b"{") + body.count(b"[")) * _DENSITY > len(body) + 64:
         raise ReplyError("more values than a reply of its size holds")
     try:
         return json.loads(body, object_pairs_hook=_pairs)
-    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, too many digits, too deep
+    # JSONDecodeError, UnicodeDecodeError, too many digits, too deep
+    except (ValueError, RecursionError):
         raise ReplyError("not JSON") from None
 
 
 def _pairs(pairs: list[tuple[str, object]]) -> object:
-    """A JSON object as parsed: ``{"start": a, "end": b}`` (two per xorb range, one per term: most of a reply) as the
-    tuple ``(a, b)`` (JSON has no tuples: nothing else parses to one), a third of a dict's memory; others a dict."""
+    """A JSON object as parsed: ``{"start": a, "end": b}`` (two per xorb range, one per term: most
+    of a reply) as the tuple ``(a, b)`` (JSON has no tuples: nothing else parses to one), a third of
+    a dict's memory; others a dict."""
     if len(pairs) == 2 and pairs[0][0] == "start" and pairs[1][0] == "end":
         return (pairs[0][1], pairs[1][1])
     return dict(pairs)
@@ -131,9 +148,13 @@ def _hash(value: object, where: str) -> str:
 
 
 def _url(value: object, where: str) -> str:
-    """An absolute http(s) URL with a host and nothing a request line cannot carry; never echoed (it may be
-    presigned)."""
-    if not isinstance(value, str) or not 0 < len(value) <= _TEXT_LIMIT or not _TOKEN_CHARS.fullmatch(value):
+    """An absolute http(s) URL with a host and nothing a request line cannot carry; never echoed (it
+    may be presigned)."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= _TEXT_LIMIT
+        or not _TOKEN_CHARS.fullmatch(value)
+    ):
         raise ReplyError(f"{where} is not a URL")
     try:
         parts = urlsplit(value)
@@ -146,10 +167,15 @@ def _url(value: object, where: str) -> str:
 
 
 def _span(obj: Mapping[str, object], key: str, where: str, *, inclusive: bool) -> tuple[int, int]:
-    """A {start, end} range: end-exclusive (chunks: start < end) or end-inclusive (bytes: start <= end)."""
+    """A {start, end} range: end-exclusive (chunks: start < end) or end-inclusive (bytes: start
+    <= end).
+    """
     found = _field(obj, key, where)
     if isinstance(found, tuple):  # {"start": a, "end": b} as parsed (``_pairs``)
-        start, end = _whole(found[0], f"{where}.{key}.start"), _whole(found[1], f"{where}.{key}.end")
+        start, end = (
+            _whole(found[0], f"{where}.{key}.start"),
+            _whole(found[1], f"{where}.{key}.end"),
+        )
     else:
         inner = _object(found, f"{where}.{key}")
         start, end = _int(inner, "start", f"{where}.{key}"), _int(inner, "end", f"{where}.{key}")
@@ -158,7 +184,9 @@ def _span(obj: Mapping[str, object], key: str, where: str, *, inclusive: bool) -
     return start, end
 
 
-def _fetch(xorb: str, url: str, chunks: tuple[int, int], byte_span: tuple[int, int], where: str) -> Fetch:
+def _fetch(
+    xorb: str, url: str, chunks: tuple[int, int], byte_span: tuple[int, int], where: str
+) -> Fetch:
     (start, end), (first, last) = chunks, byte_span
     if last - first + 1 < (end - start) * HEADER_BYTES:
         raise ReplyError(f"{where}: {last - first + 1} bytes cannot hold {end - start} chunks")
@@ -206,11 +234,14 @@ def _term(value: object, where: str) -> Term:
     return Term(xorb=xorb, start=start, end=end, length=length)
 
 
-def _first_holders(terms: tuple[Term, ...], available: Mapping[str, list[Fetch]]) -> list[Fetch | None]:
-    """For each term, the first fetch of its xorb (in reply order) holding its chunks, or None; in O(n log n), not
-    terms x fetches (a reply of many terms and many ranges of one xorb must not cost minutes of CPU). Per xorb, terms
-    by start: the fetches starting at or before a term's start are added to a Fenwick tree over their ends (largest
-    first) keeping the least reply index; the first holder is the least index among those ending at or after it."""
+def _first_holders(
+    terms: tuple[Term, ...], available: Mapping[str, list[Fetch]]
+) -> list[Fetch | None]:
+    """For each term, the first fetch of its xorb (in reply order) holding its chunks, or None; in
+    O(n log n), not terms x fetches (a reply of many terms and many ranges of one xorb must not cost
+    minutes of CPU). Per xorb, terms by start: the fetches starting at or before a term's start are
+    added to a Fenwick tree over their ends (largest first) keeping the least reply index; the first
+    holder is the least index among those ending at or after it."""
     found: list[Fetch | None] = [None] * len(terms)
     asked: dict[str, list[int]] = {}
     for i, term in enumerate(terms):
@@ -230,7 +261,8 @@ def _first_holders(terms: tuple[Term, ...], available: Mapping[str, list[Fetch]]
                     tree[rank] = min(tree[rank], j)
                     rank += rank & -rank
                 added += 1
-            best, rank = len(candidates), len(ends) - bisect_left(ends, term.end)  # ranks of ends >= term.end
+            # ranks of ends >= term.end
+            best, rank = len(candidates), len(ends) - bisect_left(ends, term.end)
             while rank > 0:
                 best = min(best, tree[rank])
                 rank -= rank & -rank
@@ -238,10 +270,12 @@ def _first_holders(terms: tuple[Term, ...], available: Mapping[str, list[Fetch]]
     return found
 
 
-def parse_reconstruction(body: bytes | bytearray, *, version: int, ranged: bool = False) -> Reconstruction:
-    """A /v1 or /v2 reconstruction reply for a whole file (``ranged``: for a byte range of it, which may start inside
-    its first term), checked: every term has a fetch of its xorb that holds its chunks. Unknown keys are ignored; a
-    known key that is wrong is a ReplyError."""
+def parse_reconstruction(
+    body: bytes | bytearray, *, version: int, ranged: bool = False
+) -> Reconstruction:
+    """A /v1 or /v2 reconstruction reply for a whole file (``ranged``: for a byte range of it, which
+    may start inside its first term), checked: every term has a fetch of its xorb that holds its
+    chunks. Unknown keys are ignored; a known key that is wrong is a ReplyError."""
     if version not in (1, 2):
         raise ValueError(f"no reconstruction version {version}")
     reply = _object(_load(body), "the reply")
@@ -250,7 +284,8 @@ def parse_reconstruction(body: bytes | bytearray, *, version: int, ranged: bool 
         raise ReplyError(f"offset_into_first_range is {offset}, not 0, for a whole file")
     listed = _list(_field(reply, "terms", "the reply"), "terms")
     terms = tuple(_term(value, f"terms[{i}]") for i, value in enumerate(listed))
-    listed.clear()  # the parsed JSON of the terms goes before their fetches are read: not both at the peak
+    # the parsed JSON of the terms goes before their fetches are read: not both at the peak
+    listed.clear()
     available = _fetches_v1(reply) if version == 1 else _fetches_v2(reply)
     holders = _first_holders(terms, available)
     fetches: list[Fetch] = []
@@ -258,20 +293,37 @@ def parse_reconstruction(body: bytes | bytearray, *, version: int, ranged: bool 
     fetch_of: list[int] = []
     for i, (term, fetch) in enumerate(zip(terms, holders, strict=True)):
         if fetch is None:
-            raise ReplyError(f"terms[{i}]: no fetch holds chunks {term.start}-{term.end} of xorb {term.xorb[:8]}…")
+            raise ReplyError(
+                f"terms[{i}]: no fetch holds chunks {term.start}-{term.end} of xorb"
+                f" {term.xorb[:8]}…"
+            )
         if id(fetch) not in index:
             index[id(fetch)] = len(fetches)
             fetches.append(fetch)
         fetch_of.append(index[id(fetch)])
-    return Reconstruction(offset=offset, terms=terms, fetches=tuple(fetches), fetch_of=tuple(fetch_of))
+    return Reconstruction(
+        offset=offset, terms=terms, fetches=tuple(fetches), fetch_of=tuple(fetch_of)
+    )
 
 
 def _token(access_token: object, expires: object, cas_url: object) -> XetToken:
-    if not isinstance(access_token, str) or len(access_token) > _TEXT_LIMIT or not _TOKEN_CHARS.fullmatch(access_token):
+    if (
+        not isinstance(access_token, str)
+        or len(access_token) > _TEXT_LIMIT
+        or not _TOKEN_CHARS.fullmatch(access_token)
+    ):
         raise ReplyError("accessToken is not a token")
-    if isinstance(expires, bool) or not isinstance(expires, int | float) or not 0 <= expires < _LIMIT:
+    if (
+        isinstance(expires, bool)
+        or not isinstance(expires, int | float)
+        or not 0 <= expires < _LIMIT
+    ):
         raise ReplyError("exp is not a time")
-    return XetToken(access_token=access_token, expires=float(expires), cas_url=_url(cas_url, "casUrl").rstrip("/"))
+    return XetToken(
+        access_token=access_token,
+        expires=float(expires),
+        cas_url=_url(cas_url, "casUrl").rstrip("/"),
+    )
 
 
 def parse_token(body: bytes | bytearray) -> XetToken:
@@ -286,11 +338,16 @@ def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def token_from_headers(headers: Mapping[str, str]) -> XetToken | None:
-    """The token a Hub reply carries in X-Xet-Access-Token, X-Xet-Token-Expiration and X-Xet-Cas-Url; None
-    unless all three are there and usable (the token endpoint is asked instead)."""
+    """The token a Hub reply carries in X-Xet-Access-Token, X-Xet-Token-Expiration and
+    X-Xet-Cas-Url; None unless all three are there and usable (the token endpoint is asked instead).
+    """
     found = _lowered(headers)
-    values = [found.get(f"x-xet-{name}") for name in ("access-token", "token-expiration", "cas-url")]
-    access_token, expires, cas_url = (value.strip() if value is not None else None for value in values)
+    values = [
+        found.get(f"x-xet-{name}") for name in ("access-token", "token-expiration", "cas-url")
+    ]
+    access_token, expires, cas_url = (
+        value.strip() if value is not None else None for value in values
+    )
     if access_token is None or cas_url is None or expires is None or not _DIGITS.fullmatch(expires):
         return None
     try:
@@ -300,8 +357,9 @@ def token_from_headers(headers: Mapping[str, str]) -> XetToken | None:
 
 
 def _rel_link(header: str, rel: str) -> str | None:
-    """The target of the first link in a Link header whose rel holds ``rel`` (RFC 8288: the first rel parameter
-    counts; rel types compare without case); None if there is none or the header does not parse."""
+    """The target of the first link in a Link header whose rel holds ``rel`` (RFC 8288: the first
+    rel parameter counts; rel types compare without case); None if there is none or the header does
+    not parse."""
     at = 0
     while at < len(header) and header[at:].strip(" \t,"):
         link = _LINK.match(header, at)
@@ -318,8 +376,9 @@ def _rel_link(header: str, rel: str) -> str | None:
 
 
 def xet_from_headers(headers: Mapping[str, str]) -> tuple[str, str | None] | None:
-    """(the X-Xet-Hash, the target of ``Link: <…>; rel="xet-auth"`` or None) from a Hub resolve reply; None when
-    there is no valid X-Xet-Hash. The target is returned as written (resolve a relative one against the reply)."""
+    """(the X-Xet-Hash, the target of ``Link: <…>; rel="xet-auth"`` or None) from a Hub resolve
+    reply; None when there is no valid X-Xet-Hash. The target is returned as written (resolve a
+    relative one against the reply)."""
     found = _lowered(headers)
     xet_hash = found.get("x-xet-hash", "").strip()
     if not is_hash(xet_hash):

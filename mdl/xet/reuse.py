@@ -1,6 +1,6 @@
-"""What mdl keeps of each Xet file it wrote: its reconstruction (terms, their offsets, every chunk's hash and length)
-beside the destination's records, and the index a later pull of the same model copies chunks from; and the resume
-record of a Xet partial, by term."""
+"""What mdl keeps of each Xet file it wrote: its reconstruction (terms, their offsets, every chunk's
+hash and length) beside the destination's records, and the index a later pull of the same model
+copies chunks from; and the resume record of a Xet partial, by term."""
 
 from __future__ import annotations
 
@@ -22,15 +22,16 @@ from mdl.xet.xorb import MAX_CHUNK
 log = logging.getLogger("mdl.xet")
 
 SIDECAR_VERSION = 1
-SIDECAR_MAX = 256 << 20  # a 1 TB file has ~16M chunks: far less than this in hex; a bigger one is not mdl's
+# a 1 TB file has ~16M chunks: far less than this in hex; a bigger one is not mdl's
+SIDECAR_MAX = 256 << 20
 STATE_VERSION = 1
 _MAX_INT = 2**53
 
 
 @dataclass(frozen=True)
 class Written:
-    """Chunks ``[start, end)`` of ``xorb`` as they lie on disk at ``offset`` (a term of a file, or a run of one's),
-    each chunk's (hash, length) in order."""
+    """Chunks ``[start, end)`` of ``xorb`` as they lie on disk at ``offset`` (a term of a file, or a
+    run of one's), each chunk's (hash, length) in order."""
 
     xorb: str
     start: int
@@ -50,7 +51,9 @@ def _int(value: object) -> int:
 
 
 def _size(value: object) -> int:
-    """A chunk's length: 1 to MAX_CHUNK bytes (more would be read into memory whole before its hash is checked)."""
+    """A chunk's length: 1 to MAX_CHUNK bytes (more would be read into memory whole before its
+    hash is checked).
+    """
     size = _int(value)
     if not 0 < size <= MAX_CHUNK:
         raise ValueError(f"not a chunk's length: {size}")
@@ -58,7 +61,9 @@ def _size(value: object) -> int:
 
 
 def _terms(raw: object) -> list[Written]:
-    """Terms as saved: ``[xorb, start, end, offset, "<hex of every chunk hash>", [lengths]]``; ValueError if not."""
+    """Terms as saved: ``[xorb, start, end, offset, "<hex of every chunk hash>", [lengths]]``;
+    ValueError if not.
+    """
     if not isinstance(raw, list):
         raise ValueError("terms is not a list")
     terms: list[Written] = []
@@ -67,20 +72,35 @@ def _terms(raw: object) -> list[Written]:
             raise ValueError("a term is not a 6-item list")
         xorb, start, end, offset, hashes, sizes = item
         start, end, offset = _int(start), _int(end), _int(offset)
-        if not is_hash(xorb) or start >= end or not isinstance(hashes, str) or not isinstance(sizes, list):
+        if (
+            not is_hash(xorb)
+            or start >= end
+            or not isinstance(hashes, str)
+            or not isinstance(sizes, list)
+        ):
             raise ValueError("a term is malformed")
         raw_hashes = bytes.fromhex(hashes)
         count = end - start
         if len(raw_hashes) != count * HASH_BYTES or len(sizes) != count:
             raise ValueError("a term's chunks do not match its range")
-        chunks = tuple((raw_hashes[i * HASH_BYTES : (i + 1) * HASH_BYTES], _size(size)) for i, size in enumerate(sizes))
+        chunks = tuple(
+            (raw_hashes[i * HASH_BYTES : (i + 1) * HASH_BYTES], _size(size))
+            for i, size in enumerate(sizes)
+        )
         terms.append(Written(xorb, start, end, offset, chunks))
     return terms
 
 
 def _saved(terms: Iterable[Written]) -> list[list[object]]:
     return [
-        [t.xorb, t.start, t.end, t.offset, b"".join(h for h, _ in t.chunks).hex(), [s for _, s in t.chunks]]
+        [
+            t.xorb,
+            t.start,
+            t.end,
+            t.offset,
+            b"".join(h for h, _ in t.chunks).hex(),
+            [s for _, s in t.chunks],
+        ]
         for t in terms
     ]
 
@@ -89,25 +109,50 @@ def sidecar_path(state_dir: Path, xet_hash: str) -> Path:
     return state_dir / "xet" / f"{xet_hash}.json"
 
 
-def write_sidecar(root: Path, state_dir: Path, *, xet_hash: str, where: Path, terms: Sequence[Written]) -> None:
-    """Record the file at ``where`` (inside ``root``) as these terms; a failure only costs a later pull its reuse."""
-    body = {"version": SIDECAR_VERSION, "xet": xet_hash, "where": where.relative_to(root).as_posix()}
+def write_sidecar(
+    root: Path, state_dir: Path, *, xet_hash: str, where: Path, terms: Sequence[Written]
+) -> None:
+    """Record the file at ``where`` (inside ``root``) as these terms; a failure only costs a
+    later pull its reuse.
+    """
+    body = {
+        "version": SIDECAR_VERSION,
+        "xet": xet_hash,
+        "where": where.relative_to(root).as_posix(),
+    }
     body["terms"] = _saved(terms)
     try:
-        write_atomic(root, sidecar_path(state_dir, xet_hash), json.dumps(body, separators=(",", ":")).encode())
+        write_atomic(
+            root,
+            sidecar_path(state_dir, xet_hash),
+            json.dumps(body, separators=(",", ":")).encode(),
+        )
     except (OSError, MdlError) as exc:
-        log.info("could not record the chunks of %s (%s): a later pull fetches them again", where, exc)
+        log.info(
+            "could not record the chunks of %s (%s): a later pull fetches them again", where, exc
+        )
 
 
 def read_sidecar(root: Path, state_dir: Path, xet_hash: str) -> tuple[Path, list[Written]] | None:
-    """Where a recorded Xet file lies and its terms, or None (none, unreadable or malformed: logged, not an error)."""
+    """Where a recorded Xet file lies and its terms, or None (none, unreadable or malformed:
+    logged, not an error).
+    """
     path = sidecar_path(state_dir, xet_hash)
     try:
         raw = json.loads(read_bytes(root, path, limit=SIDECAR_MAX))
-        if not isinstance(raw, dict) or raw.get("version") != SIDECAR_VERSION or raw.get("xet") != xet_hash:
+        if (
+            not isinstance(raw, dict)
+            or raw.get("version") != SIDECAR_VERSION
+            or raw.get("xet") != xet_hash
+        ):
             raise ValueError("not a record of this file")
         where = raw.get("where")
-        if not isinstance(where, str) or not where or where.startswith("/") or ".." in where.split("/"):
+        if (
+            not isinstance(where, str)
+            or not where
+            or where.startswith("/")
+            or ".." in where.split("/")
+        ):
             raise ValueError("bad location")
         return root / where, _terms(raw.get("terms"))
     except FileNotFoundError:
@@ -119,7 +164,9 @@ def read_sidecar(root: Path, state_dir: Path, xet_hash: str) -> tuple[Path, list
 
 @dataclass(frozen=True)
 class Copy:
-    """Bytes ``[offset, offset + sum(sizes))`` of ``path`` are these chunks (each checked as it is read)."""
+    """Bytes ``[offset, offset + sum(sizes))`` of ``path`` are these chunks (each checked as it
+    is read).
+    """
 
     path: Path
     offset: int
@@ -127,16 +174,19 @@ class Copy:
 
 
 class ReuseIndex:
-    """The chunks of one model's Xet files on disk, by xorb: a term whose every chunk is here is copied, not fetched.
-    Filled lazily per model from its record's Xet files; files this run writes are added as they are written."""
+    """The chunks of one model's Xet files on disk, by xorb: a term whose every chunk is here is
+    copied, not fetched. Filled lazily per model from its record's Xet files; files this run writes
+    are added as they are written."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock = threading.Lock()
         self._by_xorb: dict[str, list[tuple[Path, Written]]] = {}
-        self._files: dict[Path, set[str]] = {}  # each file's Xet hashes as recorded (an old version's too)
-        # per xorb, made when first asked after an add: its terms' starts in order, and for each place the term
-        # reaching farthest among those starting there or before (a chunk is held iff that one's end is past it)
+        # each file's Xet hashes as recorded (an old version's too)
+        self._files: dict[Path, set[str]] = {}
+        # per xorb, made when first asked after an add: its terms' starts in order, and for each
+        # place the term reaching farthest among those starting there or before (a chunk is held iff
+        # that one's end is past it)
         self._reach: dict[str, tuple[list[int], list[tuple[Path, Written]]]] = {}
 
     def add(self, path: Path, terms: Iterable[Written], *, xet_hash: str) -> None:
@@ -147,12 +197,16 @@ class ReuseIndex:
                 self._reach.pop(term.xorb, None)
 
     def replaced(self, path: Path, xet_hash: str) -> list[str]:
-        """The Xet hashes recorded for ``path`` other than ``xet_hash``: versions a new one overwrote there."""
+        """The Xet hashes recorded for ``path`` other than ``xet_hash``: versions a new one
+        overwrote there.
+        """
         with self._lock:
             return sorted(self._files.get(path, set()) - {xet_hash})
 
     def find(self, xorb: str, start: int, end: int) -> list[Copy] | None:
-        """Copies that together hold chunks ``[start, end)`` of ``xorb`` in order, or None when any chunk is missing."""
+        """Copies that together hold chunks ``[start, end)`` of ``xorb`` in order, or None when
+        any chunk is missing.
+        """
         with self._lock:
             reach = self._reach.get(xorb)
             if reach is None:
@@ -160,14 +214,17 @@ class ReuseIndex:
         starts, farthest = reach
         copies: list[Copy] = []
         index = start
-        while index < end:  # each step in O(log n): a model of many terms in one xorb is not terms x terms
+        # each step in O(log n): a model of many terms in one xorb is not terms x terms
+        while index < end:
             at = bisect_right(starts, index) - 1
             if at < 0 or farthest[at][1].end <= index:
                 return None
             path, term = farthest[at]
             upto = min(end, term.end)
             skip = sum(size for _, size in term.chunks[: index - term.start])
-            copies.append(Copy(path, term.offset + skip, term.chunks[index - term.start : upto - term.start]))
+            copies.append(
+                Copy(path, term.offset + skip, term.chunks[index - term.start : upto - term.start])
+            )
             index = upto
         return copies
 
@@ -181,8 +238,8 @@ def _reach(known: list[tuple[Path, Written]]) -> tuple[list[int], list[tuple[Pat
 
 
 def read_copy(root: Path, copy: Copy) -> list[bytes] | None:
-    """The chunks of ``copy`` read from disk, each matching its recorded hash; None when the file changed (or is gone,
-    or is not mdl's to read): the term is fetched instead."""
+    """The chunks of ``copy`` read from disk, each matching its recorded hash; None when the file
+    changed (or is gone, or is not mdl's to read): the term is fetched instead."""
     total = sum(size for _, size in copy.chunks)
     try:
         fd = open_file(root, copy.path, os.O_RDONLY)
@@ -208,8 +265,8 @@ def read_copy(root: Path, copy: Copy) -> list[bytes] | None:
 
 @dataclass(frozen=True)
 class Resumable:
-    """A Xet partial's record: the file it is of and the runs of chunks on disk (a whole term, or part of one), with
-    their chunks' hashes as written."""
+    """A Xet partial's record: the file it is of and the runs of chunks on disk (a whole term, or
+    part of one), with their chunks' hashes as written."""
 
     xet_hash: str
     size: int
@@ -219,14 +276,22 @@ class Resumable:
 
 def save_state(root: Path, path: Path, state: Resumable, *, source: str) -> None:
     """``source`` (redacted): what ``mdl clean`` names the partial by."""
-    body = {"version": STATE_VERSION, "kind": BY_CHUNK, "source": source, "xet": state.xet_hash, "size": state.size}
+    body = {
+        "version": STATE_VERSION,
+        "kind": BY_CHUNK,
+        "source": source,
+        "xet": state.xet_hash,
+        "size": state.size,
+    }
     body["boot"] = state.boot
     body["terms"] = _saved(state.terms)
     write_atomic(root, path, json.dumps(body, separators=(",", ":")).encode())
 
 
 def load_state(root: Path, path: Path, limit: int) -> Resumable | str | None:
-    """The Xet partial's record; None when there is none or it is unusable; "plain" for the plain engine's record."""
+    """The Xet partial's record; None when there is none or it is unusable; "plain" for the plain
+    engine's record.
+    """
     try:
         raw = json.loads(read_bytes(root, path, limit=limit))
     except FileNotFoundError:
@@ -237,7 +302,11 @@ def load_state(root: Path, path: Path, limit: int) -> Resumable | str | None:
     if isinstance(raw, dict) and raw.get("kind") != BY_CHUNK and "pieces" in raw:
         return "plain"
     try:
-        if not isinstance(raw, dict) or raw.get("version") != STATE_VERSION or not is_hash(raw.get("xet")):
+        if (
+            not isinstance(raw, dict)
+            or raw.get("version") != STATE_VERSION
+            or not is_hash(raw.get("xet"))
+        ):
             raise ValueError("not a Xet resume record")
         boot = raw.get("boot")
         if boot is not None and not isinstance(boot, str):

@@ -1,14 +1,17 @@
-"""Xorb ranges (hub-docs docs/xet/xorb.md): chunks back to back, each an 8-byte header and its stored, LZ4 or
-byte-grouped LZ4 bytes, decoded with every length checked and no decompression larger than a chunk can be."""
+"""Xorb ranges (hub-docs docs/xet/xorb.md): chunks back to back, each an 8-byte header and its
+stored, LZ4 or byte-grouped LZ4 bytes, decoded with every length checked and no decompression larger
+than a chunk can be."""
 
 from __future__ import annotations
 
 import struct
 
-MAX_CHUNK = 128 * 1024  # an uncompressed chunk is never larger (xorb.md, chunking.md's MAX_CHUNK_SIZE)
+# an uncompressed chunk is never larger (xorb.md, chunking.md's MAX_CHUNK_SIZE)
+MAX_CHUNK = 128 * 1024
 HEADER_BYTES = 8
 STORED, LZ4, GROUPED_LZ4 = 0, 1, 2  # the compression schemes xorb.md defines
-# version u8 + compressed length u24 LE, then scheme u8 + uncompressed length u24 LE: two u32 LE words.
+# version u8 + compressed length u24 LE, then scheme u8 + uncompressed length u24 LE: two u32 LE
+# words.
 _HEADER = struct.Struct("<II")
 
 
@@ -17,11 +20,15 @@ class XorbError(ValueError):
 
 
 class UnknownFormat(XorbError):
-    """A chunk header names a version or compression scheme this reader does not know (a newer format)."""
+    """A chunk header names a version or compression scheme this reader does not know (a newer
+    format).
+    """
 
 
 def _inflate(index: int, payload: memoryview, length: int) -> bytes:
-    """One LZ4 frame that must decode to exactly ``length`` bytes; never more than that is decompressed."""
+    """One LZ4 frame that must decode to exactly ``length`` bytes; never more than that is
+    decompressed.
+    """
     from lz4.frame import LZ4FrameDecompressor
 
     decompressor = LZ4FrameDecompressor()
@@ -44,7 +51,9 @@ def _inflate(index: int, payload: memoryview, length: int) -> bytes:
 
 
 def _ungroup(grouped: bytes) -> bytes:
-    """Undo byte grouping by 4: group i holds bytes i, i+4, i+8, … and the first ``len % 4`` groups one more."""
+    """Undo byte grouping by 4: group i holds bytes i, i+4, i+8, … and the first ``len % 4``
+    groups one more.
+    """
     size = len(grouped)
     out = bytearray(size)
     whole, extra = divmod(size, 4)
@@ -57,8 +66,8 @@ def _ungroup(grouped: bytes) -> bytes:
 
 
 def chunk_size(data: bytes | bytearray | memoryview, at: int) -> int | None:
-    """Bytes the chunk whose header starts at ``at`` takes, its header included; None while the header is cut short
-    (a stream's reader asks before it has the whole chunk)."""
+    """Bytes the chunk whose header starts at ``at`` takes, its header included; None while the
+    header is cut short (a stream's reader asks before it has the whole chunk)."""
     if len(data) - at < HEADER_BYTES:
         return None
     first: int = _HEADER.unpack_from(data, at)[0]  # version u8, then the compressed length u24
@@ -66,15 +75,18 @@ def chunk_size(data: bytes | bytearray | memoryview, at: int) -> int | None:
 
 
 def decode_chunks(data: bytes | memoryview, count: int) -> list[bytes]:
-    """Exactly ``count`` chunks back to back that consume ``data`` exactly, decoded; XorbError (UnknownFormat for
-    a header version other than 0 or a scheme other than 0/1/2) says which chunk of the range and what is wrong."""
+    """Exactly ``count`` chunks back to back that consume ``data`` exactly, decoded; XorbError
+    (UnknownFormat for a header version other than 0 or a scheme other than 0/1/2) says which chunk
+    of the range and what is wrong."""
     view = memoryview(data)
     size = len(view)
     chunks: list[bytes] = []
     at = 0
     for index in range(count):
         if size - at < HEADER_BYTES:
-            raise XorbError(f"chunk {index}: cut short in its header ({size - at} of {HEADER_BYTES} bytes)")
+            raise XorbError(
+                f"chunk {index}: cut short in its header ({size - at} of {HEADER_BYTES} bytes)"
+            )
         first, second = _HEADER.unpack_from(view, at)
         version, packed, scheme, length = first & 0xFF, first >> 8, second & 0xFF, second >> 8
         if version != 0:
@@ -82,7 +94,9 @@ def decode_chunks(data: bytes | memoryview, count: int) -> list[bytes]:
         if scheme not in (STORED, LZ4, GROUPED_LZ4):
             raise UnknownFormat(f"chunk {index}: unknown compression scheme {scheme}")
         if length > MAX_CHUNK:
-            raise XorbError(f"chunk {index}: header says {length} bytes, more than a chunk's {MAX_CHUNK}")
+            raise XorbError(
+                f"chunk {index}: header says {length} bytes, more than a chunk's {MAX_CHUNK}"
+            )
         at += HEADER_BYTES
         if packed > size - at:
             raise XorbError(f"chunk {index}: cut short ({size - at} of {packed} bytes)")
@@ -90,7 +104,9 @@ def decode_chunks(data: bytes | memoryview, count: int) -> list[bytes]:
         at += packed
         if scheme == STORED:
             if packed != length:
-                raise XorbError(f"chunk {index}: stored with {packed} bytes, its header says {length}")
+                raise XorbError(
+                    f"chunk {index}: stored with {packed} bytes, its header says {length}"
+                )
             chunks.append(bytes(payload))
         elif scheme == LZ4:
             chunks.append(_inflate(index, payload, length))

@@ -1,4 +1,6 @@
-"""Choosing checkpoints: NAME, latest, best, step:N, completeness, and the quirks of the trainers' output folders."""
+"""Choosing checkpoints: NAME, latest, best, step:N, completeness, and the quirks of the
+trainers' output folders.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +9,14 @@ import struct
 from pathlib import Path
 
 import pytest
-from runfixtures import make_hf_run, make_kohya_run, make_lightning_run, safetensors_bytes, write, write_json
+from runfixtures import (
+    make_hf_run,
+    make_kohya_run,
+    make_lightning_run,
+    safetensors_bytes,
+    write,
+    write_json,
+)
 
 from mdl.archive.checkpoints import safetensors_problem, select_checkpoint
 from mdl.errors import ExitCode, UsageError
@@ -24,7 +33,10 @@ def test_latest_is_the_highest_complete_step_and_says_what_it_skipped(tmp_path: 
     assert chosen.root == run.ckpt("checkpoint-300")
     reasons = {s.checkpoint: s.reason for s in chosen.skipped}
     assert set(reasons) == {"checkpoint-400", "tmp-checkpoint-500"}
-    assert "model.safetensors" in reasons["checkpoint-400"] and "truncated" in reasons["checkpoint-400"]
+    assert (
+        "model.safetensors" in reasons["checkpoint-400"]
+        and "truncated" in reasons["checkpoint-400"]
+    )
     assert "interrupted" in reasons["tmp-checkpoint-500"]
 
 
@@ -48,7 +60,8 @@ def test_a_weight_map_naming_a_path_outside_is_never_followed(tmp_path: Path) ->
     run = make_hf_run(tmp_path / "run", steps=(100, 200), sharded=(200,))
     write(tmp_path / "secret.safetensors", safetensors_bytes({"w": 8}))
     write_json(
-        run.ckpt("checkpoint-200") / "model.safetensors.index.json", {"weight_map": {"w": "../secret.safetensors"}}
+        run.ckpt("checkpoint-200") / "model.safetensors.index.json",
+        {"weight_map": {"w": "../secret.safetensors"}},
     )
     chosen = select_checkpoint(run.root, "latest")
     assert chosen.checkpoint == "checkpoint-100"
@@ -57,7 +70,9 @@ def test_a_weight_map_naming_a_path_outside_is_never_followed(tmp_path: Path) ->
         select_checkpoint(run.root, "checkpoint-200")
 
 
-def test_best_uses_the_basename_of_a_stale_absolute_path_and_reports_the_metric(tmp_path: Path) -> None:
+def test_best_uses_the_basename_of_a_stale_absolute_path_and_reports_the_metric(
+    tmp_path: Path,
+) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100, 200, 300), best_step=200)
     chosen = select_checkpoint(run.root, "best")
     assert chosen.checkpoint == "checkpoint-200"
@@ -66,7 +81,9 @@ def test_best_uses_the_basename_of_a_stale_absolute_path_and_reports_the_metric(
     assert "checkpoint-300/trainer_state.json" in chosen.reason  # the newest state, by step
 
 
-def test_best_reads_the_trainer_state_with_the_highest_step_not_the_newest_file(tmp_path: Path) -> None:
+def test_best_reads_the_trainer_state_with_the_highest_step_not_the_newest_file(
+    tmp_path: Path,
+) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100, 200), best_step=100)
     stale = {"global_step": 100, "best_model_checkpoint": "out/checkpoint-200", "best_metric": 9.0}
     write_json(run.ckpt("checkpoint-100") / "trainer_state.json", stale)
@@ -76,14 +93,21 @@ def test_best_reads_the_trainer_state_with_the_highest_step_not_the_newest_file(
 
 def test_best_falls_back_to_best_global_step(tmp_path: Path) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100, 200))
-    write_json(run.root / "trainer_state.json", {"global_step": 200, "best_global_step": 200, "best_metric": 0.1})
+    write_json(
+        run.root / "trainer_state.json",
+        {"global_step": 200, "best_global_step": 200, "best_metric": 0.1},
+    )
     chosen = select_checkpoint(run.root, "best")
     assert chosen.checkpoint == "checkpoint-200"
     assert "best_global_step 200" in chosen.reason
 
 
-@pytest.mark.parametrize("recorded", ["/etc", "../../x", "/tmp/other-run/checkpoint-999", "C:\\runs\\oops"])
-def test_best_model_checkpoint_that_names_no_checkpoint_in_the_run_is_refused(tmp_path: Path, recorded: str) -> None:
+@pytest.mark.parametrize(
+    "recorded", ["/etc", "../../x", "/tmp/other-run/checkpoint-999", "C:\\runs\\oops"]
+)
+def test_best_model_checkpoint_that_names_no_checkpoint_in_the_run_is_refused(
+    tmp_path: Path, recorded: str
+) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100, 200), best_path=recorded)
     with pytest.raises(UsageError) as err:
         select_checkpoint(run.root, "best")
@@ -104,20 +128,26 @@ def test_step_n_matches_numbers_not_spellings(tmp_path: Path) -> None:
 
 def test_two_names_for_one_step_is_an_error(tmp_path: Path) -> None:
     run = make_hf_run(tmp_path / "run", steps=(7,))
-    make_hf_run(tmp_path / "other", steps=(7,)).ckpt("checkpoint-7").rename(run.root / "checkpoint-007")
+    make_hf_run(tmp_path / "other", steps=(7,)).ckpt("checkpoint-7").rename(
+        run.root / "checkpoint-007"
+    )
     with pytest.raises(UsageError, match=r"'checkpoint-007' and 'checkpoint-7' are both step 7"):
         select_checkpoint(run.root, "latest")
 
 
 def test_full_width_digits_are_not_a_checkpoint(tmp_path: Path) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100,))
-    make_hf_run(tmp_path / "other", steps=(5,)).ckpt("checkpoint-5").rename(run.root / "checkpoint-００５")
+    make_hf_run(tmp_path / "other", steps=(5,)).ckpt("checkpoint-5").rename(
+        run.root / "checkpoint-００５"
+    )
     assert select_checkpoint(run.root, "latest").checkpoint == "checkpoint-100"
     with pytest.raises(UsageError, match="not a checkpoint name"):
         select_checkpoint(run.root, "checkpoint-００５")
 
 
-@pytest.mark.parametrize("spec", ["../run/checkpoint-100", "checkpoint-100/model.safetensors", "/etc", ".."])
+@pytest.mark.parametrize(
+    "spec", ["../run/checkpoint-100", "checkpoint-100/model.safetensors", "/etc", ".."]
+)
 def test_a_checkpoint_name_is_never_a_path(tmp_path: Path, spec: str) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100,))
     with pytest.raises(UsageError, match=r"not a path|not a checkpoint name"):
@@ -157,13 +187,19 @@ def test_kohya_epochs(tmp_path: Path) -> None:
 def test_accelerate_nested_checkpoints(tmp_path: Path) -> None:
     root = tmp_path / "acc"
     for i in (0, 1):
-        write(root / "checkpoints" / f"checkpoint_{i}" / "model.safetensors", safetensors_bytes({"w": 64}, seed=str(i)))
+        write(
+            root / "checkpoints" / f"checkpoint_{i}" / "model.safetensors",
+            safetensors_bytes({"w": 64}, seed=str(i)),
+        )
         write(root / "checkpoints" / f"checkpoint_{i}" / "optimizer.bin", b"state")
     assert select_checkpoint(root, "latest").root == root / "checkpoints" / "checkpoint_1"
 
 
 def test_safetensors_consistency(tmp_path: Path) -> None:
-    good = write(tmp_path / "good.safetensors", safetensors_bytes({"a": 10, "b": 6}, metadata={"format": "pt"}))
+    good = write(
+        tmp_path / "good.safetensors",
+        safetensors_bytes({"a": 10, "b": 6}, metadata={"format": "pt"}),
+    )
     assert safetensors_problem(good) is None
     long = write(tmp_path / "long.safetensors", safetensors_bytes({"a": 10}) + b"extra")
     assert "should end at byte" in (safetensors_problem(long) or "")
@@ -173,7 +209,10 @@ def test_safetensors_consistency(tmp_path: Path) -> None:
     assert safetensors_problem(notjson) == "header is not JSON"
     tiny = write(tmp_path / "tiny.safetensors", b"abc")
     assert "no header" in (safetensors_problem(tiny) or "")
-    bad = write(tmp_path / "bad.safetensors", struct.pack("<Q", 40) + b'{"w": {"data_offsets": [5, 1]}}'.ljust(40))
+    bad = write(
+        tmp_path / "bad.safetensors",
+        struct.pack("<Q", 40) + b'{"w": {"data_offsets": [5, 1]}}'.ljust(40),
+    )
     assert "bad data_offsets" in (safetensors_problem(bad) or "")
 
 
@@ -186,7 +225,9 @@ def test_steps_are_listed_numerically_and_the_nearest_is_suggested(tmp_path: Pat
     with pytest.raises(UsageError, match=r"checkpoint-1500.*incomplete"):
         select_checkpoint(run.root, "step:1500")
     chosen = select_checkpoint(run.root, "latest")
-    assert chosen.checkpoint == "checkpoint-1000" and [s.checkpoint for s in chosen.skipped] == ["checkpoint-1500"]
+    assert chosen.checkpoint == "checkpoint-1000" and [s.checkpoint for s in chosen.skipped] == [
+        "checkpoint-1500"
+    ]
 
 
 @pytest.mark.parametrize(

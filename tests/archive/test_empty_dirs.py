@@ -1,4 +1,6 @@
-"""Empty folders are packed as `zip -r` packs them (an entry `name/`), and unpack makes them again."""
+"""Empty folders are packed as `zip -r` packs them (an entry `name/`), and unpack makes them
+again.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ FOLDERS = ["assets/", "samples/none-yet/"]
 
 
 class Pipe:
-    """A stream that can only be written to, in order (no fileno, no seek): the pipe writer's case."""
+    """A stream that can only be written to, in order (no fileno, no seek): the pipe writer's
+    case.
+    """
 
     def __init__(self) -> None:
         self.data = bytearray()
@@ -67,14 +71,19 @@ def test_empty_folders_are_entries_of_their_own(run_dir: Path, tmp_path: Path, t
         for info in folders.values():
             assert info.file_size == 0 and stat.S_ISDIR(info.external_attr >> 16)
     (tmp_path / "check.zip").write_bytes(data)
-    unpacked = mdl.unpack("check.zip", dest="u")  # mdl's own reader takes each writer's folder entries
+    # mdl's own reader takes each writer's folder entries
+    unpacked = mdl.unpack("check.zip", dest="u")
     assert unpacked.manifest and (tmp_path / "u" / top / "samples" / "none-yet").is_dir()
     if shutil.which("unzip"):  # the tool users check with lists them as zip -r's own folders
-        listing = subprocess.run(["unzip", "-l", str(tmp_path / "check.zip")], capture_output=True, text=True)
+        listing = subprocess.run(
+            ["unzip", "-l", str(tmp_path / "check.zip")], capture_output=True, text=True
+        )
         assert f"{top}/assets/" in listing.stdout and f"{top}/samples/none-yet/" in listing.stdout
 
 
-def test_unpack_makes_them_again_and_the_manifest_still_verifies(run_dir: Path, tmp_path: Path) -> None:
+def test_unpack_makes_them_again_and_the_manifest_still_verifies(
+    run_dir: Path, tmp_path: Path
+) -> None:
     mdl.pack(run_dir, checkpoint="latest", output="out.zip")
     result = mdl.unpack("out.zip", dest="there")
     assert result.manifest and sorted(result.folders) == ["out/assets/", "out/samples/none-yet/"]
@@ -82,14 +91,20 @@ def test_unpack_makes_them_again_and_the_manifest_still_verifies(run_dir: Path, 
     assert (tmp_path / "there" / "out" / "samples" / "none-yet").is_dir()
     assert not any((tmp_path / "there" / "out" / "assets").iterdir())
     (tmp_path / "there" / "out" / "mdl-manifest.json").unlink()
-    again = mdl.pack(tmp_path / "there" / "out", output="again.zip")  # and round trip back into a pack
+    # and round trip back into a pack
+    again = mdl.pack(tmp_path / "there" / "out", output="again.zip")
     assert list(again.folders) == FOLDERS
 
 
 def test_a_pattern_that_leaves_a_folder_out_leaves_it_out(run_dir: Path) -> None:
-    assert mdl.pack(run_dir, checkpoint="latest", exclude="assets/", dry_run=True).folders == ("samples/none-yet/",)
+    assert mdl.pack(run_dir, checkpoint="latest", exclude="assets/", dry_run=True).folders == (
+        "samples/none-yet/",
+    )
     everything = mdl.pack(run_dir, checkpoint="latest", dry_run=True).folders
-    assert mdl.pack(run_dir, checkpoint="latest", include="*.json", dry_run=True).folders == everything  # it adds
+    # it adds
+    assert (
+        mdl.pack(run_dir, checkpoint="latest", include="*.json", dry_run=True).folders == everything
+    )
 
 
 def test_a_folder_made_empty_by_the_profile_is_not_an_entry(run_dir: Path) -> None:

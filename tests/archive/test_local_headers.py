@@ -1,6 +1,7 @@
-"""Issue 37, class B: unpack compares every field of a local header (what streaming readers such as Java's
-``ZipInputStream`` or ``bsdtar`` believe) with the central directory, and a data descriptor's values too. Any
-disagreement is exit 2 naming the entry and the field in words, before a byte is written."""
+"""Issue 37, class B: unpack compares every field of a local header (what streaming readers such as
+Java's ``ZipInputStream`` or ``bsdtar`` believe) with the central directory, and a data descriptor's
+values too. Any disagreement is exit 2 naming the entry and the field in words, before a byte is
+written."""
 
 from __future__ import annotations
 
@@ -33,7 +34,11 @@ FIELDS = {
     "csize": (18, 4, "compressed size"),
     "usize": (22, 4, "uncompressed size"),
 }
-DESCRIPTOR = {"crc": (4, "CRC-32"), "csize": (8, "compressed size"), "usize": (12, "uncompressed size")}
+DESCRIPTOR = {
+    "crc": (4, "CRC-32"),
+    "csize": (8, "compressed size"),
+    "usize": (12, "uncompressed size"),
+}
 
 
 class Unseekable(io.RawIOBase):
@@ -66,7 +71,9 @@ def unpack_bytes(raw: bytes) -> tuple[ArchiveError | None, Path]:
     folder = Path(tempfile.mkdtemp())
     (folder / "a.zip").write_bytes(raw)
     try:
-        unpack_archive(Path("a.zip"), dest=Path("dest"), force=False, progress=NullProgress(), cwd=folder)
+        unpack_archive(
+            Path("a.zip"), dest=Path("dest"), force=False, progress=NullProgress(), cwd=folder
+        )
     except ArchiveError as exc:
         return exc, folder / "dest"
     return None, folder / "dest"
@@ -87,7 +94,9 @@ def test_the_unmutated_archives_unpack() -> None:
     field=st.sampled_from(sorted(FIELDS)),
     value=st.integers(min_value=0, max_value=0xFFFFFFFF),
 )
-def test_any_local_header_field_that_disagrees_is_refused(descriptor: bool, entry: str, field: str, value: int) -> None:
+def test_any_local_header_field_that_disagrees_is_refused(
+    descriptor: bool, entry: str, field: str, value: int
+) -> None:
     raw, offsets = build(descriptor=descriptor)
     offset, width, words = FIELDS[field]
     at = offsets[entry] + offset
@@ -97,10 +106,14 @@ def test_any_local_header_field_that_disagrees_is_refused(descriptor: bool, entr
         value ^= 1
     mutated = raw[:at] + value.to_bytes(width, "little") + raw[at + width :]
     agrees = False
-    if descriptor and field in ("crc", "csize", "usize"):  # zeros there: zero or the central value agree
+    # zeros there: zero or the central value agree
+    if descriptor and field in ("crc", "csize", "usize"):
         with zipfile.ZipFile(io.BytesIO(raw)) as zf:
             info = zf.getinfo(entry)
-        agrees = value in (0, {"crc": info.CRC, "csize": info.compress_size, "usize": info.file_size}[field])
+        agrees = value in (
+            0,
+            {"crc": info.CRC, "csize": info.compress_size, "usize": info.file_size}[field],
+        )
     error, dest = unpack_bytes(mutated)
     if agrees:
         assert error is None
@@ -114,8 +127,9 @@ def test_any_local_header_field_that_disagrees_is_refused(descriptor: bool, entr
 @PROPERTY
 @given(entry=st.sampled_from(sorted(ENTRIES)), version=st.integers(min_value=0, max_value=0xFFFF))
 def test_the_version_needed_may_differ_within_what_unpack_reads(entry: str, version: int) -> None:
-    """zipfile raises the central directory's version to 4.5 for an entry past 4 GiB, so versions may differ; a
-    local header asking for more than 6.3 is refused as the central directory's would be."""
+    """zipfile raises the central directory's version to 4.5 for an entry past 4 GiB, so versions
+    may differ; a local header asking for more than 6.3 is refused as the central directory's would
+    be."""
     raw, offsets = build(descriptor=False)
     at = offsets[entry] + 4
     error, dest = unpack_bytes(raw[:at] + struct.pack("<H", version) + raw[at + 2 :])
@@ -146,7 +160,11 @@ def test_a_data_descriptor_that_disagrees_is_refused(entry: str, field: str, val
     mutated = raw[: start + offset] + value.to_bytes(4, "little") + raw[start + offset + 4 :]
     error, dest = unpack_bytes(mutated)
     assert error is not None and error.exit_code == ExitCode.USAGE
-    assert repr(entry) in error.message and "data descriptor" in error.message and words in error.message
+    assert (
+        repr(entry) in error.message
+        and "data descriptor" in error.message
+        and words in error.message
+    )
     assert not dest.exists()
 
 
@@ -171,16 +189,22 @@ def test_each_field_is_named_in_words(field: str, value: int, words: str) -> Non
 
 
 def test_a_local_unicode_path_field_naming_another_file_is_refused() -> None:
-    """The raw names agree, but a local Info-ZIP Unicode Path field (0x7075) tells streaming readers another name."""
+    """The raw names agree, but a local Info-ZIP Unicode Path field (0x7075) tells streaming
+    readers another name.
+    """
     name = b"pkg/nice.txt"
     body = b"\x01" + struct.pack("<L", zlib.crc32(name)) + b"pkg/evil.txt"
     extra = struct.pack("<HH", 0x7075, len(body)) + body
     data = b"x"
     fields = (20, 0, 0, 0, 0x21, zlib.crc32(data), 1, 1, len(name))
     local = struct.pack("<4sHHHHHLLLHH", b"PK\x03\x04", *fields, len(extra)) + name + extra + data
-    central = struct.pack("<4sBBHHHHHLLLHHHHHLL", b"PK\x01\x02", 20, 3, *fields, 0, 0, 0, 0, 0o100644 << 16, 0)
+    central = struct.pack(
+        "<4sBBHHHHHLLLHHHHHLL", b"PK\x01\x02", 20, 3, *fields, 0, 0, 0, 0, 0o100644 << 16, 0
+    )
     central += name
     end = struct.pack("<4sHHHHLLH", b"PK\x05\x06", 0, 0, 1, 1, len(central), len(local), 0)
     error, dest = unpack_bytes(local + central + end)
-    assert error is not None and "Unicode Path" in error.message and "'pkg/nice.txt'" in error.message
+    assert (
+        error is not None and "Unicode Path" in error.message and "'pkg/nice.txt'" in error.message
+    )
     assert not dest.exists()

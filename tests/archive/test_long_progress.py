@@ -1,4 +1,6 @@
-"""pack and unpack show their long work: stamped lines off a terminal, a total bar on one (a pty)."""
+"""pack and unpack show their long work: stamped lines off a terminal, a total bar on one (a
+pty).
+"""
 
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ def lines(stderr: str) -> list[str]:
     return [STAMP.sub("", line) for line in stderr.splitlines() if STAMP.match(line)]
 
 
-def test_pack_to_a_file_off_a_terminal_says_writing_and_checksumming(world: tuple[Path, dict[str, str]]) -> None:
+def test_pack_to_a_file_off_a_terminal_says_writing_and_checksumming(
+    world: tuple[Path, dict[str, str]],
+) -> None:
     cwd, env = world
     ran = run_mdl(["pack", "run", "-o", "run.zip"], env=env, tty=False, cwd=cwd)
     assert ran.code == 0, ran.stderr
@@ -42,11 +46,14 @@ def test_pack_to_a_pipe_on_a_terminal_shows_a_total_bar(world: tuple[Path, dict[
     cwd, env = world
     ran = run_mdl(["pack", "run", "-o", "-"], env=env, tty=True, cwd=cwd)
     assert ran.code == 0, ran.screen
-    assert ran.stdout.startswith(b"PK\x03\x04")  # the archive went to stdout, the bars to the terminal
+    # the archive went to stdout, the bars to the terminal
+    assert ran.stdout.startswith(b"PK\x03\x04")
     assert TOTAL.search(ran.screen), ran.screen
 
 
-def test_pack_to_a_pipe_off_a_terminal_hashes_then_writes_each_file(world: tuple[Path, dict[str, str]]) -> None:
+def test_pack_to_a_pipe_off_a_terminal_hashes_then_writes_each_file(
+    world: tuple[Path, dict[str, str]],
+) -> None:
     cwd, env = world
     ran = run_mdl(["pack", "run", "-o", "-"], env=env, tty=False, cwd=cwd)
     assert ran.code == 0, ran.stderr
@@ -55,10 +62,13 @@ def test_pack_to_a_pipe_off_a_terminal_hashes_then_writes_each_file(world: tuple
     writing = said.index(next(x for x in said if x.startswith("start big.safetensors (")))
     assert hashing < writing
     begins = [x for x in said if x.startswith("begin ")]
-    assert len(begins) == 2 and begins[0] == begins[1], begins  # one batch to hash, the same one to write
+    # one batch to hash, the same one to write
+    assert len(begins) == 2 and begins[0] == begins[1], begins
 
 
-def test_unpack_shows_extracting_on_a_terminal_and_off_it(world: tuple[Path, dict[str, str]]) -> None:
+def test_unpack_shows_extracting_on_a_terminal_and_off_it(
+    world: tuple[Path, dict[str, str]],
+) -> None:
     cwd, env = world
     assert run_mdl(["pack", "run", "-o", "run.zip"], env=env, tty=False, cwd=cwd).code == 0
     plain = run_mdl(["unpack", "run.zip", "-d", "plain"], env=env, tty=False, cwd=cwd)
@@ -69,4 +79,6 @@ def test_unpack_shows_extracting_on_a_terminal_and_off_it(world: tuple[Path, dic
     live = run_mdl(["unpack", "run.zip", "-d", "live"], env=env, tty=True, cwd=cwd)
     assert live.code == 0, live.screen
     assert TOTAL.search(live.screen), live.screen
-    assert (cwd / "live" / "run" / "big.safetensors").read_bytes() == (cwd / "run" / "big.safetensors").read_bytes()
+    assert (cwd / "live" / "run" / "big.safetensors").read_bytes() == (
+        cwd / "run" / "big.safetensors"
+    ).read_bytes()

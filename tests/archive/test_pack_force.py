@@ -1,4 +1,6 @@
-"""`mdl pack -o` onto an existing file needs --force, like `get` and `unpack`; the replacement is atomic."""
+"""`mdl pack -o` onto an existing file needs --force, like `get` and `unpack`; the replacement is
+atomic.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "run"
 
 
-def test_pack_onto_an_existing_file_is_refused_with_the_force_hint(run_dir: Path, tmp_path: Path) -> None:
+def test_pack_onto_an_existing_file_is_refused_with_the_force_hint(
+    run_dir: Path, tmp_path: Path
+) -> None:
     existing = tmp_path / "existing.zip"
     existing.write_bytes(b"precious")
     result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", str(existing), "--json")
@@ -36,7 +40,9 @@ def test_pack_onto_an_existing_file_is_refused_with_the_force_hint(run_dir: Path
     assert not list(tmp_path.glob("*.partial"))
 
 
-def test_dry_run_says_so_too_and_the_default_name_is_no_exception(run_dir: Path, tmp_path: Path) -> None:
+def test_dry_run_says_so_too_and_the_default_name_is_no_exception(
+    run_dir: Path, tmp_path: Path
+) -> None:
     first = run_mdl("pack", str(run_dir), "--checkpoint", "latest")
     assert first.exit_code == 0, first.stderr
     archive = tmp_path / "run-checkpoint-100.zip"
@@ -51,8 +57,11 @@ def test_force_replaces_it_atomically(run_dir: Path, tmp_path: Path) -> None:
     target = tmp_path / "out.zip"
     target.write_bytes(b"old archive")
     old_inode = target.stat().st_ino
-    watcher = target.open("rb")  # a reader of the old file keeps its bytes: the new one is renamed over it
-    result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", str(target), "--force", "--json")
+    # a reader of the old file keeps its bytes: the new one is renamed over it
+    watcher = target.open("rb")
+    result = run_mdl(
+        "pack", str(run_dir), "--checkpoint", "latest", "-o", str(target), "--force", "--json"
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["ok"] is True
     assert watcher.read() == b"old archive"
@@ -81,8 +90,12 @@ def test_a_folder_at_the_output_is_refused_even_with_force(run_dir: Path, tmp_pa
 
 
 @pytest.mark.parametrize("plant", ["hard link", "leftover"])
-def test_a_planted_partial_is_never_written_through(run_dir: Path, tmp_path: Path, plant: str) -> None:
-    """Issue 37 (rule 14): OUT.zip.partial is made fresh; another name of an outside file there loses only its name."""
+def test_a_planted_partial_is_never_written_through(
+    run_dir: Path, tmp_path: Path, plant: str
+) -> None:
+    """Issue 37 (rule 14): OUT.zip.partial is made fresh; another name of an outside file there
+    loses only its name.
+    """
     outside = tmp_path / "outside.txt"
     outside.write_bytes(b"PRECIOUS DATA")
     before = outside.stat()
@@ -91,16 +104,23 @@ def test_a_planted_partial_is_never_written_through(run_dir: Path, tmp_path: Pat
         os.link(outside, partial)
     else:
         partial.write_bytes(b"half an archive from a killed pack")
-    result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", str(tmp_path / "out.zip"))
+    result = run_mdl(
+        "pack", str(run_dir), "--checkpoint", "latest", "-o", str(tmp_path / "out.zip")
+    )
     assert result.exit_code == 0, result.stderr
     assert outside.read_bytes() == b"PRECIOUS DATA"
-    assert (outside.stat().st_ino, outside.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert (outside.stat().st_ino, outside.stat().st_mtime_ns) == (
+        before.st_ino,
+        before.st_mtime_ns,
+    )
     assert zipfile.ZipFile(tmp_path / "out.zip").testzip() is None
     assert not partial.exists()
 
 
 def test_mdl_state_in_a_run_is_left_out_not_refused(run_dir: Path, tmp_path: Path) -> None:
-    """`mdl get -d RUN` keeps RUN/.mdl/get.json: pack leaves mdl's state out (listed), as git leaves out .git."""
+    """`mdl get -d RUN` keeps RUN/.mdl/get.json: pack leaves mdl's state out (listed), as git
+    leaves out .git.
+    """
     (run_dir / ".mdl").mkdir()
     (run_dir / ".mdl" / "get.json").write_text("{}")
     result = run_mdl("pack", str(run_dir), "-o", str(tmp_path / "out.zip"), "--json")

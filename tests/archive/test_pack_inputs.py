@@ -1,5 +1,5 @@
-"""``mdl pack`` on broken or hostile run folders: every failure is a documented exit code naming the file, and
-non-finite metrics never reach JSON (findings 10 and 11)."""
+"""``mdl pack`` on broken or hostile run folders: every failure is a documented exit code naming the
+file, and non-finite metrics never reach JSON (findings 10 and 11)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,9 @@ def set_state(run: Path, **changes: Any) -> None:
         path.write_text(json.dumps(state))
 
 
-def test_an_unreadable_trainer_state_is_exit_2_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreadable_trainer_state_is_exit_2_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_hf_run(tmp_path / "run", steps=(100, 200))
     real_open = os.open
 
@@ -63,8 +65,12 @@ def test_an_unreadable_trainer_state_is_exit_2_naming_it(tmp_path: Path, monkeyp
     refused(tmp_path, "best", "trainer_state.json", "Permission denied")
 
 
-@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin", "adapter_model.safetensors"])
-def test_a_dangling_weights_link_under_latest_is_exit_2_naming_it(tmp_path: Path, weights: str) -> None:
+@pytest.mark.parametrize(
+    "weights", ["model.safetensors", "pytorch_model.bin", "adapter_model.safetensors"]
+)
+def test_a_dangling_weights_link_under_latest_is_exit_2_naming_it(
+    tmp_path: Path, weights: str
+) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100, 200))
     folder = run.root / "checkpoint-200"
     (folder / "model.safetensors").unlink()
@@ -85,7 +91,10 @@ def test_json_nested_100k_deep_is_exit_2_naming_the_file(tmp_path: Path) -> None
 def test_a_safetensors_header_nested_too_deeply_is_just_not_complete(tmp_path: Path) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100,))
     header = b"[" * 60_000 + b"]" * 60_000
-    write(run.root / "checkpoint-100" / "model.safetensors", len(header).to_bytes(8, "little") + header)
+    write(
+        run.root / "checkpoint-100" / "model.safetensors",
+        len(header).to_bytes(8, "little") + header,
+    )
     refused(tmp_path, "latest", "no complete checkpoint", "header is not JSON")
 
 
@@ -93,11 +102,15 @@ def test_a_safetensors_header_nested_too_deeply_is_just_not_complete(tmp_path: P
 def test_a_best_metric_out_of_range_is_exit_2_naming_the_file(tmp_path: Path, literal: str) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100, 200))
     for path in run.root.rglob("trainer_state.json"):
-        path.write_text(path.read_text().replace('"best_metric": 0.25', f'"best_metric": {literal}'))
+        path.write_text(
+            path.read_text().replace('"best_metric": 0.25', f'"best_metric": {literal}')
+        )
     refused(tmp_path, "best", "trainer_state.json", "out of range")
 
 
-@pytest.mark.parametrize("name", ["model.safetensors.index.json", "adapter_model.safetensors.index.json"])
+@pytest.mark.parametrize(
+    "name", ["model.safetensors.index.json", "adapter_model.safetensors.index.json"]
+)
 def test_a_folder_named_like_an_index_is_exit_2_naming_it(tmp_path: Path, name: str) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100, 200))
     (run.root / "checkpoint-200" / name).mkdir()
@@ -132,7 +145,18 @@ def test_nan_through_the_cli_json_is_valid_json(tmp_path: Path) -> None:
     set_state(run.root, best_metric=float("nan"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     done = subprocess.run(
-        [sys.executable, "-m", "mdl", "pack", "run", "--checkpoint", "best", "-o", "x.zip", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "mdl",
+            "pack",
+            "run",
+            "--checkpoint",
+            "best",
+            "-o",
+            "x.zip",
+            "--json",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -160,7 +184,9 @@ def test_the_cli_says_exit_2_for_deep_json(tmp_path: Path) -> None:
     assert "trainer_state.json" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_other_unreadable_files_are_a_documented_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_other_unreadable_files_are_a_documented_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_hf_run(tmp_path / "run", steps=(100,))
     real_scandir = os.scandir
 
@@ -172,7 +198,10 @@ def test_other_unreadable_files_are_a_documented_code(tmp_path: Path, monkeypatc
     monkeypatch.setattr(os, "scandir", deny)
     with pytest.raises(MdlError) as err:
         pack(tmp_path, "checkpoint-100")
-    assert err.value.exit_code in (ExitCode.USAGE, ExitCode.LOCAL) and "checkpoint-100" in err.value.message
+    assert (
+        err.value.exit_code in (ExitCode.USAGE, ExitCode.LOCAL)
+        and "checkpoint-100" in err.value.message
+    )
     assert not isinstance(err.value, UsageError) or err.value.exit_code == ExitCode.USAGE
 
 
@@ -188,9 +217,11 @@ def test_other_unreadable_files_are_a_documented_code(tmp_path: Path, monkeypatc
     ],
     ids=repr,
 )
-def test_folders_that_differ_only_in_case_or_form_are_not_packed(tmp_path: Path, names: list[str]) -> None:
-    """What unpack would refuse (a case-insensitive filesystem merges the two folders), pack refuses first,
-    at any depth, before the archive is written (issue 27)."""
+def test_folders_that_differ_only_in_case_or_form_are_not_packed(
+    tmp_path: Path, names: list[str]
+) -> None:
+    """What unpack would refuse (a case-insensitive filesystem merges the two folders), pack refuses
+    first, at any depth, before the archive is written (issue 27)."""
     run = make_hf_run(tmp_path / "run")
     for name in names:
         write(run.root / name, b"x")

@@ -1,7 +1,8 @@
-"""Issue 37: ``pack --with-logs`` takes the logs where runs keep them (``*.log``, ``progress.json``, ``metrics*.json``,
-``trainer_state.json`` at the top, all of ``logs/``, TensorBoard's ``runs/**/events.out.tfevents.*``), says what it
-took and warns when there are none; ``--include`` matches inside folders as git and rsync do and adds to the chosen
-checkpoint, never replaces it; ``--exclude`` still wins; a pattern matching nothing is still exit 2."""
+"""Issue 37: ``pack --with-logs`` takes the logs where runs keep them (``*.log``, ``progress.json``,
+``metrics*.json``, ``trainer_state.json`` at the top, all of ``logs/``, TensorBoard's
+``runs/**/events.out.tfevents.*``), says what it took and warns when there are none; ``--include``
+matches inside folders as git and rsync do and adds to the chosen checkpoint, never replaces it;
+``--exclude`` still wins; a pattern matching nothing is still exit 2."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def pack(root: Path, run: str = "run", **kwargs: Any) -> tuple[PackResult, Recor
 
 
 def bare_run(root: Path) -> Path:
-    """An HF run whose own top holds no log at all (the fixture's training.log, progress.json... removed)."""
+    """An HF run whose own top holds no log at all (the fixture's training.log, progress.json...
+    removed).
+    """
     run = make_hf_run(root / "run", steps=(100, 200)).root
     for name in ("training.log", "progress.json", "all_results.json"):
         (run / name).unlink()
@@ -65,7 +68,9 @@ def test_with_logs_warns_when_the_run_has_none(tmp_path: Path) -> None:
     assert any("no logs found" in note and "logs/" in note for note in progress.notes)
 
 
-def test_the_cli_lists_the_logs_and_warns_on_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cli_lists_the_logs_and_warns_on_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     run = bare_run(tmp_path)
     write(run / "logs" / "training.log", "x\n")
@@ -95,7 +100,9 @@ def test_include_takes_files_of_the_run_at_any_depth_and_exclude_wins(tmp_path: 
     write(run / "train.log", "top\n")
     write(run / "logs" / "a" / "deep.log", "deep\n")
     write(run / "logs" / "debug.log", "noisy\n")
-    result, _ = pack(tmp_path, checkpoint="latest", includes=("**/*.log", "*.json"), excludes=("logs/debug.log",))
+    result, _ = pack(
+        tmp_path, checkpoint="latest", includes=("**/*.log", "*.json"), excludes=("logs/debug.log",)
+    )
     paths = [f.path for f in result.files]
     assert len(paths) == len(set(paths))  # a checkpoint file the pattern takes again is packed once
     names = set(paths)
@@ -128,7 +135,8 @@ def test_the_cli_include_keeps_the_weights(tmp_path: Path, monkeypatch: pytest.M
     ("path", "pattern", "expected"),
     [
         ("logs/training.log", "logs/*", True),
-        ("logs/a/b.log", "logs/*", True),  # the folder logs/a matches: all of it is taken, as git does
+        # the folder logs/a matches: all of it is taken, as git does
+        ("logs/a/b.log", "logs/*", True),
         ("a.log", "**/*.log", True),
         ("x/y/a.log", "**/*.log", True),
         ("x/y/a.log", "*.log", True),  # no slash: any depth

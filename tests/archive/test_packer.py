@@ -1,4 +1,6 @@
-"""``mdl pack`` on real run folders: selection, layout, determinism, links, special files, ZIP64, atomicity."""
+"""``mdl pack`` on real run folders: selection, layout, determinism, links, special files, ZIP64,
+atomicity.
+"""
 
 from __future__ import annotations
 
@@ -85,21 +87,31 @@ def test_latest_checkpoint_layout_manifest_and_zip_details(tmp_path: Path) -> No
         manifest = json.loads(zf.read(manifest_info))
     # One top-level folder named after the archive; the manifest first, then sorted names.
     assert names[0] == "run-checkpoint-200/mdl-manifest.json"
-    assert names[1:] == sorted(names[1:]) and all(n.startswith("run-checkpoint-200/") for n in names)
+    assert names[1:] == sorted(names[1:]) and all(
+        n.startswith("run-checkpoint-200/") for n in names
+    )
     assert manifest_info.compress_type == zipfile.ZIP_STORED and manifest_info.extract_version == 20
     inside = {n.split("/", 1)[1] for n in names}
-    assert {"model-00001-of-00002.safetensors", "model.safetensors.index.json", "logs/training.log"} <= inside
+    assert {
+        "model-00001-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "logs/training.log",
+    } <= inside
     assert not inside & set(TRAINING_STATE)  # deploy profile
     for info in infos:
         assert info.date_time == (1980, 1, 1, 0, 0, 0)
         assert info.create_system == 3 and info.external_attr >> 16 == stat.S_IFREG | 0o644
         stored = info.filename.endswith((".safetensors", "mdl-manifest.json"))
-        assert info.compress_type == (zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED), info.filename
+        assert info.compress_type == (zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED), (
+            info.filename
+        )
     # The manifest says what was chosen and why, and each file's size, sha256 and role.
     assert manifest["checkpoint"] == "checkpoint-200" and "latest" in manifest["reason"]
     by_path = {f["path"]: f for f in manifest["files"]}
     ckpt = run.ckpt("checkpoint-200")
-    assert by_path["model-00001-of-00002.safetensors"]["sha256"] == sha256(ckpt / "model-00001-of-00002.safetensors")
+    assert by_path["model-00001-of-00002.safetensors"]["sha256"] == sha256(
+        ckpt / "model-00001-of-00002.safetensors"
+    )
     assert by_path["logs/training.log"]["sha256"] == sha256(run.root / "training.log")
     roles = {p: f["role"] for p, f in by_path.items()}
     assert roles["model-00002-of-00002.safetensors"] == "weights"
@@ -136,7 +148,8 @@ def test_same_input_same_bytes(tmp_path: Path) -> None:
     run = make_hf_run(tmp_path / "run", steps=(100,))
     first = pack(tmp_path, checkpoint="latest", output=Path("a/run.zip"))
     for path in run.root.rglob("*"):
-        os.utime(path, (1_700_000_000, 1_700_000_000), follow_symlinks=False)  # mtimes must not matter
+        # mtimes must not matter
+        os.utime(path, (1_700_000_000, 1_700_000_000), follow_symlinks=False)
     os.chmod(run.ckpt("checkpoint-100") / "config.json", 0o600)  # nor permissions
     second = pack(tmp_path, checkpoint="latest", output=Path("b/run.zip"))
     assert first.sha256 == second.sha256
@@ -145,8 +158,12 @@ def test_same_input_same_bytes(tmp_path: Path) -> None:
 
 def test_source_date_epoch_sets_every_timestamp(tmp_path: Path) -> None:
     make_hf_run(tmp_path / "run", steps=(100,))
-    one = pack(tmp_path, checkpoint="latest", output=Path("one.zip"), source_date_epoch=1_700_000_000)
-    two = pack(tmp_path, checkpoint="latest", output=Path("two/one.zip"), source_date_epoch=1_700_000_000)
+    one = pack(
+        tmp_path, checkpoint="latest", output=Path("one.zip"), source_date_epoch=1_700_000_000
+    )
+    two = pack(
+        tmp_path, checkpoint="latest", output=Path("two/one.zip"), source_date_epoch=1_700_000_000
+    )
     assert one.sha256 == two.sha256
     with zipfile.ZipFile(tmp_path / "one.zip") as zf:
         assert {i.date_time for i in zf.infolist()} == {(2023, 11, 14, 22, 13, 20)}
@@ -160,7 +177,8 @@ def test_compress_none_and_deflate(tmp_path: Path) -> None:
         assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
     with zipfile.ZipFile(tmp_path / "deflate.zip") as zf:
         types = {i.filename.rsplit("/", 1)[1]: i.compress_type for i in zf.infolist()}
-        assert types.pop("mdl-manifest.json") == zipfile.ZIP_STORED  # always stored, so it can be filled in
+        # always stored, so it can be filled in
+        assert types.pop("mdl-manifest.json") == zipfile.ZIP_STORED
         assert set(types.values()) == {zipfile.ZIP_DEFLATED}
         assert zf.testzip() is None
     with pytest.raises(UsageError, match="unknown compression 'zstd'"):
@@ -174,7 +192,9 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     result = pack(tmp_path, checkpoint="latest", dry_run=True)
     assert result.dry_run and result.size is None and result.sha256 is None
     assert result.archive == str(tmp_path / "run-checkpoint-100.zip")
-    assert {f.sha256 for f in result.files} == {None} and "model.safetensors" in {f.path for f in result.files}
+    assert {f.sha256 for f in result.files} == {None} and "model.safetensors" in {
+        f.path for f in result.files
+    }
     assert leftovers(tmp_path) == []
 
 
@@ -182,18 +202,26 @@ def test_include_adds_to_the_checkpoint_and_exclude_wins(tmp_path: Path) -> None
     make_hf_run(tmp_path / "run", steps=(100,))
     progress = RecordingProgress()
     result = pack(
-        tmp_path, checkpoint="latest", includes=("*.json",), excludes=("tokenizer*",), with_logs=True, progress=progress
+        tmp_path,
+        checkpoint="latest",
+        includes=("*.json",),
+        excludes=("tokenizer*",),
+        with_logs=True,
+        progress=progress,
     )
     names = {f.path for f in result.files}
     assert "model.safetensors" in names  # --include adds to the checkpoint, never replaces it
-    assert {"config.json", "logs/progress.json", "all_results.json"} <= names  # '*.json' at any depth of the run
+    # '*.json' at any depth of the run
+    assert {"config.json", "logs/progress.json", "all_results.json"} <= names
     assert not {n for n in names if n.rsplit("/", 1)[-1].startswith("tokenizer")}
-    # The run's own config.json would take the checkpoint's name: the checkpoint's is packed, and that is said.
+    # The run's own config.json would take the checkpoint's name: the checkpoint's is packed, and
+    # that is said.
     assert any("not packing 'config.json'" in note for note in progress.notes)
     with pytest.raises(UsageError, match=r"--include '\*\.gguf' matches no file"):
         pack(tmp_path, checkpoint="latest", includes=("*.gguf",))
     with pytest.raises(UsageError, match=r"--exclude 'optimizer\.pt' matches no file"):
-        pack(tmp_path, checkpoint="latest", excludes=("optimizer.pt",))  # already left out by the profile
+        # already left out by the profile
+        pack(tmp_path, checkpoint="latest", excludes=("optimizer.pt",))
 
 
 def test_in_run_symlink_is_stored_as_its_targets_bytes(tmp_path: Path) -> None:
@@ -246,7 +274,9 @@ def test_a_fifo_is_skipped_with_a_note_and_never_opened(tmp_path: Path) -> None:
     os.mkfifo(run.ckpt("checkpoint-100") / "events.pipe")
     progress = RecordingProgress()
     outcome: list[Any] = []
-    worker = threading.Thread(target=lambda: outcome.append(pack(tmp_path, checkpoint="latest", progress=progress)))
+    worker = threading.Thread(
+        target=lambda: outcome.append(pack(tmp_path, checkpoint="latest", progress=progress))
+    )
     worker.start()
     worker.join(timeout=HANG)
     assert not worker.is_alive(), "pack hung on a FIFO"
@@ -263,8 +293,13 @@ def test_a_file_growing_while_packed_fails_and_leaves_nothing(tmp_path: Path) ->
             with growing.open("ab") as fh:
                 fh.write(b"more")
 
-    with pytest.raises(IntegrityError, match=r"'checkpoint-100/model\.safetensors' (grew|changed) while being packed"):
-        pack(tmp_path, checkpoint="checkpoint-100", progress=RecordingProgress(trainer_still_writing))
+    with pytest.raises(
+        IntegrityError,
+        match=r"'checkpoint-100/model\.safetensors' (grew|changed) while being packed",
+    ):
+        pack(
+            tmp_path, checkpoint="checkpoint-100", progress=RecordingProgress(trainer_still_writing)
+        )
     assert leftovers(tmp_path) == []
 
 
@@ -309,22 +344,34 @@ def test_output_name_and_top_folder(tmp_path: Path) -> None:
 
 
 def test_an_archive_is_never_written_inside_the_run(tmp_path: Path) -> None:
-    """Finding 9: `-o RUN/checkpoint-N/model.safetensors` replaced the weights with the zip (exit 0)."""
+    """Finding 9: `-o RUN/checkpoint-N/model.safetensors` replaced the weights with the zip (exit
+    0).
+    """
     run = make_hf_run(tmp_path / "run", steps=(100, 200))
     weights = run.root / "checkpoint-200" / "model.safetensors"
     before = weights.read_bytes()
     (tmp_path / "via-link").symlink_to(run.root / "checkpoint-200")
-    for output in ("run/checkpoint-200/model.safetensors", "run/run.zip", "run", "via-link/model.safetensors"):
+    for output in (
+        "run/checkpoint-200/model.safetensors",
+        "run/run.zip",
+        "run",
+        "via-link/model.safetensors",
+    ):
         with pytest.raises(UnsafePathError, match="is inside the run folder") as err:
             pack(tmp_path, checkpoint="latest", output=Path(output))
         assert err.value.exit_code == ExitCode.USAGE and output.split("/")[-1] in err.value.message
     assert weights.read_bytes() == before
     assert leftovers(run.root / "checkpoint-200") == [] and leftovers(run.root) == []
-    with pytest.raises(UnsafePathError, match="is inside the run folder"):  # the default name, from inside the run
+    # the default name, from inside the run
+    with pytest.raises(UnsafePathError, match="is inside the run folder"):
         pack(run.root, ".", checkpoint="latest")
     inside = r"'-' \(stdout is .*piped.zip\) is inside the run folder"
-    with (run.root / "checkpoint-200" / "piped.zip").open("wb") as out, pytest.raises(UnsafePathError, match=inside):
-        pack(tmp_path, checkpoint="latest", output=Path("-"), stdout=out)  # `mdl pack run -o - > run/...`
+    with (
+        (run.root / "checkpoint-200" / "piped.zip").open("wb") as out,
+        pytest.raises(UnsafePathError, match=inside),
+    ):
+        # `mdl pack run -o - > run/...`
+        pack(tmp_path, checkpoint="latest", output=Path("-"), stdout=out)
     assert weights.read_bytes() == before
 
 
@@ -355,7 +402,8 @@ def test_not_enough_space_fails_before_writing(tmp_path: Path) -> None:
     if size >= 15 << 40:
         pytest.skip("too much free space to fake with a sparse file on this filesystem")
     with (run / "huge.bin").open("wb") as fh:
-        fh.truncate(size)  # sparse: takes no room, but more than is free, so the check must refuse it
+        # sparse: takes no room, but more than is free, so the check must refuse it
+        fh.truncate(size)
     with pytest.raises(NoSpaceError) as err:
         pack(tmp_path)
     assert err.value.exit_code == ExitCode.LOCAL
@@ -363,13 +411,22 @@ def test_not_enough_space_fails_before_writing(tmp_path: Path) -> None:
 
 
 def test_zip64_headers_are_read_by_zipfile_and_unzip(tmp_path: Path) -> None:
-    """The ZIP64 path (forced, on small files) with mdl's entry attributes passes zipfile and ``unzip -t``."""
+    """The ZIP64 path (forced, on small files) with mdl's entry attributes passes zipfile and
+    ``unzip -t``.
+    """
     sources = []
-    for name, data in (("w.safetensors", safetensors_bytes({"w": 4096})), ("config.json", b'{"a": 1}' * 50)):
+    for name, data in (
+        ("w.safetensors", safetensors_bytes({"w": 4096})),
+        ("config.json", b'{"a": 1}' * 50),
+    ):
         path = write(tmp_path / "src" / name, data)
         st = path.stat()
         deflate = name.endswith(".json")
-        sources.append(SourceFile(name, path, name, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, "other", deflate))
+        sources.append(
+            SourceFile(
+                name, path, name, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, "other", deflate
+            )
+        )
     archive = tmp_path / "zip64.zip"
     with zipfile.ZipFile(archive, "w") as zf, HashingCopier() as copier:
         hashes = write_entries(
@@ -383,15 +440,20 @@ def test_zip64_headers_are_read_by_zipfile_and_unzip(tmp_path: Path) -> None:
         )
     with zipfile.ZipFile(archive) as zf:
         assert zf.testzip() is None
-        assert {i.extract_version for i in zf.infolist()} == {45}  # ZIP64 headers in every local header
+        # ZIP64 headers in every local header
+        assert {i.extract_version for i in zf.infolist()} == {45}
         assert hashlib.sha256(zf.read("z/w.safetensors")).hexdigest() == hashes["w.safetensors"]
     assert_unzip_clean(archive)
 
 
 @pytest.mark.soak
-@pytest.mark.skipif(not os.environ.get("MDL_SOAK"), reason="writes 2 GiB (~10-25 s); set MDL_SOAK=1 to run")
+@pytest.mark.skipif(
+    not os.environ.get("MDL_SOAK"), reason="writes 2 GiB (~10-25 s); set MDL_SOAK=1 to run"
+)
 def test_zip64_for_an_entry_over_2_gib(tmp_path: Path) -> None:
-    """A >2 GiB shard (sparse on disk, consistent safetensors header) gets ZIP64 headers; the manifest does not."""
+    """A >2 GiB shard (sparse on disk, consistent safetensors header) gets ZIP64 headers; the
+    manifest does not.
+    """
     run = tmp_path / "run"
     ckpt = run / "checkpoint-1"
     data_size = (2 << 30) + 4096
@@ -402,7 +464,8 @@ def test_zip64_for_an_entry_over_2_gib(tmp_path: Path) -> None:
     archive = tmp_path / "run-checkpoint-1.zip"
     with archive.open("rb") as fh:
         local = fh.read(30)
-        assert local[:4] == b"PK\x03\x04" and struct.unpack("<H", local[4:6])[0] == 20  # manifest: no ZIP64
+        # manifest: no ZIP64
+        assert local[:4] == b"PK\x03\x04" and struct.unpack("<H", local[4:6])[0] == 20
     with zipfile.ZipFile(archive) as zf:
         big = zf.getinfo("run-checkpoint-1/model.safetensors")
         assert big.file_size == len(header) + data_size and big.extract_version >= 45
@@ -420,11 +483,15 @@ class _GrowingManifest(Contents):
 
 
 def test_a_manifest_that_would_not_fit_its_place_is_never_patched_in(tmp_path: Path) -> None:
-    """The manifest is rewritten in place only over its own bytes: one that grew would overwrite the next entry."""
+    """The manifest is rewritten in place only over its own bytes: one that grew would overwrite
+    the next entry.
+    """
     src = tmp_path / "w.bin"
     src.write_bytes(b"weights")
     st = src.stat()
-    source = SourceFile("w.bin", src, "w.bin", st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, "weights", False)
+    source = SourceFile(
+        "w.bin", src, "w.bin", st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, "weights", False
+    )
     contents = _GrowingManifest("run", {"format": 1}, [source], [], None)
     target = tmp_path / "out" / "run.zip"
     with pytest.raises(MdlError, match=r"cannot rewrite 'run/mdl-manifest\.json' in place"):

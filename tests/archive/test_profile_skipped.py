@@ -1,4 +1,6 @@
-"""What a profile leaves out is said: `skipped` with its reason in --json, on stderr, and in --dry-run too."""
+"""What a profile leaves out is said: `skipped` with its reason in --json, on stderr, and in
+--dry-run too.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +23,10 @@ def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     run = make_hf_run(tmp_path / "run", steps=(100, 500))
-    write(run.root / "checkpoint-500" / "global_step500" / "zero_pp_rank_0_optim_states.pt", pseudo_random(64, "ds"))
+    write(
+        run.root / "checkpoint-500" / "global_step500" / "zero_pp_rank_0_optim_states.pt",
+        pseudo_random(64, "ds"),
+    )
     return run.root
 
 
@@ -33,11 +38,19 @@ def _left_out(doc: dict[str, object]) -> dict[str, str]:
 
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_deploy_lists_the_training_state_it_leaves_out(run_dir: Path, dry_run: bool) -> None:
-    result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "--json", *(["--dry-run"] if dry_run else []))
+    result = run_mdl(
+        "pack",
+        str(run_dir),
+        "--checkpoint",
+        "latest",
+        "--json",
+        *(["--dry-run"] if dry_run else []),
+    )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     expected = {f"checkpoint-500/{name}": DENY_REASON for name in TRAINING_STATE}
-    expected["checkpoint-500/global_step500/"] = DENY_REASON  # a folder of state: one entry, not its files
+    # a folder of state: one entry, not its files
+    expected["checkpoint-500/global_step500/"] = DENY_REASON
     assert _left_out(doc) == expected
     assert all(set(item) == {"path", "checkpoint", "reason"} for item in doc["skipped"])
     packed = {f["path"] for f in doc["files"]}
@@ -47,11 +60,14 @@ def test_deploy_lists_the_training_state_it_leaves_out(run_dir: Path, dry_run: b
 
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_the_human_output_says_it_too(run_dir: Path, dry_run: bool) -> None:
-    result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", *(["--dry-run"] if dry_run else []))
+    result = run_mdl(
+        "pack", str(run_dir), "--checkpoint", "latest", *(["--dry-run"] if dry_run else [])
+    )
     assert result.exit_code == 0, result.stderr
     line = next(x for x in unstamped(result.stderr) if x.startswith("left out "))
     assert "checkpoint-500/optimizer.pt" in line and line.endswith(DENY_REASON)
-    assert "checkpoint-500/global_step500/" in line and "more" not in line  # up to six paths are named
+    # up to six paths are named
+    assert "checkpoint-500/global_step500/" in line and "more" not in line
     assert "optimizer.pt" not in result.stdout  # stdout lists what is in the archive
 
 
@@ -71,10 +87,14 @@ def test_a_whole_run_pack_names_the_checkpoints_and_state_it_leaves_out(run_dir:
     }
     assert skipped["training_args.bin"]["reason"] == DENY_REASON
     with zipfile.ZipFile("whole.zip") as zf:
-        assert not [n for n in zf.namelist() if "checkpoint-" in n or n.endswith("training_args.bin")]
+        assert not [
+            n for n in zf.namelist() if "checkpoint-" in n or n.endswith("training_args.bin")
+        ]
 
 
-def test_latest_passing_over_a_checkpoint_is_listed_with_the_same_keys(tmp_path: Path, run_dir: Path) -> None:
+def test_latest_passing_over_a_checkpoint_is_listed_with_the_same_keys(
+    tmp_path: Path, run_dir: Path
+) -> None:
     (run_dir / "checkpoint-500" / "model.safetensors").unlink()
     doc = mdl.pack(run_dir, checkpoint="latest", dry_run=True).to_json()
     assert doc["checkpoint"] == "checkpoint-100"
@@ -92,7 +112,9 @@ def test_kohya_state_folders_are_listed(tmp_path: Path, monkeypatch: pytest.Monk
     }
 
 
-def test_the_manifest_lists_what_was_left_out_as_the_json_does(run_dir: Path, tmp_path: Path) -> None:
+def test_the_manifest_lists_what_was_left_out_as_the_json_does(
+    run_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "exp.zip"
     result = run_mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", str(out), "--json")
     assert result.exit_code == 0, result.stderr

@@ -1,5 +1,6 @@
-"""The parsers of untrusted input in pack/unpack, fuzzed: whatever the bytes, the outcome is success or an MdlError
-with a documented exit code — never another exception, never a byte written outside the target folder."""
+"""The parsers of untrusted input in pack/unpack, fuzzed: whatever the bytes, the outcome is success
+or an MdlError with a documented exit code — never another exception, never a byte written outside
+the target folder."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ DOCUMENTED = {ExitCode.USAGE, ExitCode.INTEGRITY, ExitCode.LOCAL}
 
 
 def _seed_archives() -> list[bytes]:
-    """Valid archives to mutate: an mdl pack (manifest, stored and deflated), a plain zip with folders and
-    UTF-8 names, and one with ZIP64 extras and an Info-ZIP Unicode Path field."""
+    """Valid archives to mutate: an mdl pack (manifest, stored and deflated), a plain zip with
+    folders and UTF-8 names, and one with ZIP64 extras and an Info-ZIP Unicode Path field."""
     seeds: list[bytes] = []
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -83,7 +84,9 @@ def _unpack_and_check(data: bytes) -> None:
         (root / "a.zip").write_bytes(data)
         dest = root / "out" / "dest"
         try:
-            unpack_archive(Path("a.zip"), dest=Path("out/dest"), force=False, progress=NullProgress(), cwd=root)
+            unpack_archive(
+                Path("a.zip"), dest=Path("out/dest"), force=False, progress=NullProgress(), cwd=root
+            )
         except MdlError as exc:
             assert exc.exit_code in DOCUMENTED, exc
             assert "\n" not in exc.message
@@ -124,11 +127,13 @@ def mutated(draw: st.DrawFn) -> bytes:
         if kind == "byte":
             data[pos] = draw(st.integers(0, 255))
         elif kind == "word":
-            data[pos : pos + 2] = draw(st.sampled_from([0, 1, 0x800, 0x8, 0x40, 0x20, 0xFFFF, 63, 70])).to_bytes(
-                2, "little"
-            )
+            data[pos : pos + 2] = draw(
+                st.sampled_from([0, 1, 0x800, 0x8, 0x40, 0x20, 0xFFFF, 63, 70])
+            ).to_bytes(2, "little")
         elif kind == "big":
-            data[pos : pos + 4] = draw(st.sampled_from([0, 0xFFFFFFFF, 1 << 31, 1 << 20, 7])).to_bytes(4, "little")
+            data[pos : pos + 4] = draw(
+                st.sampled_from([0, 0xFFFFFFFF, 1 << 31, 1 << 20, 7])
+            ).to_bytes(4, "little")
         elif kind == "cut":
             del data[pos:]
             if not data:
@@ -159,7 +164,9 @@ def test_names_that_pass_are_safe(name: str) -> None:
 
 @FUZZ
 @given(st.binary(max_size=60), st.integers(0, 0xFFFF), st.one_of(st.none(), st.binary(max_size=40)))
-def test_decoding_names_is_a_string_or_an_archive_error(raw: bytes, flags: int, extra: bytes | None) -> None:
+def test_decoding_names_is_a_string_or_an_archive_error(
+    raw: bytes, flags: int, extra: bytes | None
+) -> None:
     try:
         assert isinstance(decode_name(raw, flags, extra), str)
     except ArchiveError as exc:
@@ -172,8 +179,12 @@ JSON = st.recursive(
     | st.integers()
     | st.floats()
     | st.text(max_size=20)
-    | st.sampled_from(["checkpoint-1", "/old/run/checkpoint-1", "../../x", "/etc", "checkpoint-１"]),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    | st.sampled_from(
+        ["checkpoint-1", "/old/run/checkpoint-1", "../../x", "/etc", "checkpoint-１"]
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 STATE = st.fixed_dictionaries(
@@ -182,7 +193,9 @@ STATE = st.fixed_dictionaries(
         "global_step": JSON | st.integers(0, 5),
         "best_metric": JSON,
         "best_global_step": JSON | st.integers(0, 3),
-        "best_model_checkpoint": JSON | st.sampled_from(["checkpoint-1", "x/checkpoint-1", "checkpoint-2"]),
+        "best_model_checkpoint": (
+            JSON | st.sampled_from(["checkpoint-1", "x/checkpoint-1", "checkpoint-2"])
+        ),
     },
 )
 

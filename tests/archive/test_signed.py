@@ -1,7 +1,8 @@
-"""Signed archives: ``mdl pack --sign KEY.pem`` writes an OpenSSF model.sig over the packed files (which the official
-``model_signing verify key`` accepts once unpacked), and ``mdl unpack --signed-by PUB.pem`` verifies it and holds every
-extracted file to it: a bad, missing or foreign signature, an unsigned, changed or missing file is exit 6 with
-nothing of the archive at its final paths. Keys are made here; model_signing's own CLI is the judge."""
+"""Signed archives: ``mdl pack --sign KEY.pem`` writes an OpenSSF model.sig over the packed files
+(which the official ``model_signing verify key`` accepts once unpacked), and ``mdl unpack
+--signed-by PUB.pem`` verifies it and holds every extracted file to it: a bad, missing or foreign
+signature, an unsigned, changed or missing file is exit 6 with nothing of the archive at its final
+paths. Keys are made here; model_signing's own CLI is the judge."""
 
 from __future__ import annotations
 
@@ -38,23 +39,43 @@ def make_keys(folder: Path, name: str = "key") -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     private, public = folder / f"{name}.pem", folder / f"{name}.pub"
     private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     )
     public.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     )
     return private, public
 
 
 def official_verify(folder: Path, public: Path) -> subprocess.CompletedProcess[str]:
-    """``model_signing verify key FOLDER --public_key PUB --signature FOLDER/model.sig``, the official CLI."""
-    args = ["verify", "key", str(folder), "--public_key", str(public), "--signature", str(folder / "model.sig")]
-    return subprocess.run([sys.executable, "-m", "model_signing", *args], capture_output=True, text=True, check=False)
+    """``model_signing verify key FOLDER --public_key PUB --signature FOLDER/model.sig``, the
+    official CLI.
+    """
+    args = [
+        "verify",
+        "key",
+        str(folder),
+        "--public_key",
+        str(public),
+        "--signature",
+        str(folder / "model.sig"),
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "model_signing", *args], capture_output=True, text=True, check=False
+    )
 
 
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A training run, a key pair (key.pem, key.pub) and a second one (other.*), in the current folder."""
+    """A training run, a key pair (key.pem, key.pub) and a second one (other.*), in the current
+    folder.
+    """
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     make_hf_run(tmp_path / "run", steps=(100,))
@@ -64,7 +85,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def pack_signed(folder: Path, *extra: str) -> Path:
-    result = mdl("pack", "run", "--checkpoint", "latest", "-o", "model.zip", "--sign", "key.pem", *extra)
+    result = mdl(
+        "pack", "run", "--checkpoint", "latest", "-o", "model.zip", "--sign", "key.pem", *extra
+    )
     assert result.exit_code == 0, result.stderr
     return folder / "model.zip"
 
@@ -77,7 +100,11 @@ def no_traceback(result: Result) -> None:
 def nothing_installed(dest: Path) -> None:
     """Nothing of the archive at its final paths, and no staging left behind."""
     assert not (dest / TOP).exists()
-    assert not [p.name for p in dest.iterdir() if p.name.startswith(".mdl-unpack-")] if dest.exists() else True
+    assert (
+        not [p.name for p in dest.iterdir() if p.name.startswith(".mdl-unpack-")]
+        if dest.exists()
+        else True
+    )
 
 
 def top_of(archive: Path) -> str:
@@ -89,19 +116,27 @@ def members(archive: Path) -> dict[str, bytes]:
     """The archive's files by their path in its top-level folder."""
     top = top_of(archive)
     with zipfile.ZipFile(archive) as zf:
-        return {i.filename.removeprefix(f"{top}/"): zf.read(i) for i in zf.infolist() if not i.is_dir()}
+        return {
+            i.filename.removeprefix(f"{top}/"): zf.read(i) for i in zf.infolist() if not i.is_dir()
+        }
 
 
 def rezip(archive: Path, target: Path, change: Callable[[dict[str, bytes]], None]) -> Path:
-    """The archive rewritten after ``change`` edits its files (by path in the top folder), every CRC-32 right and
-    mdl's manifest listing each file's new size and sha256: only the signature can tell what changed."""
+    """The archive rewritten after ``change`` edits its files (by path in the top folder), every
+    CRC-32 right and mdl's manifest listing each file's new size and sha256: only the signature can
+    tell what changed."""
     top, files = top_of(archive), members(archive)
     change(files)
     if MANIFEST in files:
         doc = json.loads(files[MANIFEST])
         roles = {item["path"]: item["role"] for item in doc["files"]}
         doc["files"] = [
-            {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest(), "role": roles.get(p, "other")}
+            {
+                "path": p,
+                "size": len(d),
+                "sha256": hashlib.sha256(d).hexdigest(),
+                "role": roles.get(p, "other"),
+            }
             for p, d in files.items()
             if p != MANIFEST
         ]
@@ -112,7 +147,8 @@ def rezip(archive: Path, target: Path, change: Callable[[dict[str, bytes]], None
     return target
 
 
-# --- pack --sign --------------------------------------------------------------------------------------------------
+# --- pack --sign
+# --------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("to", ["file", "pipe"])
@@ -125,7 +161,8 @@ def test_pack_sign_passes_the_official_verifier_once_unpacked(world: Path, to: s
         assert doc["signature"] == "model.sig"
         signed = [f for f in doc["files"] if f["path"] == "model.sig"]
         assert signed and signed[0]["role"] == "signature"
-    else:  # -o -: every file hashed first, then streamed (the signature is made before the manifest)
+    # -o -: every file hashed first, then streamed (the signature is made before the manifest)
+    else:
         packed = mdl(*args[:-1], "-o", "-")
         assert packed.exit_code == 0, packed.stderr
         (world / "model.zip").write_bytes(packed.stdout_bytes)
@@ -140,7 +177,8 @@ def test_pack_sign_passes_the_official_verifier_once_unpacked(world: Path, to: s
     }
     with zipfile.ZipFile(world / "model.zip") as zf:
         assert zf.namelist()[0].endswith(f"/{MANIFEST}") and zf.testzip() is None
-    unpacked = mdl("unpack", "model.zip", "-d", "out")  # without --signed-by: model.sig is a file like any other
+    # without --signed-by: model.sig is a file like any other
+    unpacked = mdl("unpack", "model.zip", "-d", "out")
     assert unpacked.exit_code == 0, unpacked.stderr
     folder = world / "out" / top_of(world / "model.zip")
     judged = official_verify(folder, world / "key.pub")
@@ -159,9 +197,15 @@ def test_pack_dry_run_says_model_sig_would_be_added(world: Path) -> None:
 
 @pytest.mark.parametrize(
     ("key", "words"),
-    [("missing.pem", "cannot read it"), ("key.pub", "not a usable EC private key"), ("run", "cannot read it")],
+    [
+        ("missing.pem", "cannot read it"),
+        ("key.pub", "not a usable EC private key"),
+        ("run", "cannot read it"),
+    ],
 )
-def test_a_bad_signing_key_is_exit_2_naming_it_before_anything_is_written(world: Path, key: str, words: str) -> None:
+def test_a_bad_signing_key_is_exit_2_naming_it_before_anything_is_written(
+    world: Path, key: str, words: str
+) -> None:
     result = mdl("pack", "run", "--checkpoint", "latest", "-o", "model.zip", "--sign", key)
     assert result.exit_code == ExitCode.USAGE, result.stderr
     assert key in result.stderr and words in result.stderr
@@ -186,23 +230,31 @@ def test_git_files_are_packed_but_left_out_of_the_signature(world: Path) -> None
     assert "leaves out .gitattributes" in packed.stderr
     unpacked = mdl("unpack", "model.zip", "-d", "out", "--signed-by", "key.pub")
     assert unpacked.exit_code == 0, unpacked.stderr
-    assert not (world / "out" / TOP / ".gitattributes").exists()  # unsigned: not extracted, as a pull installs none
-    assert (world / "out" / TOP / MANIFEST).is_file()  # mdl's own, left out of the signature by pack
+    # unsigned: not extracted, as a pull installs none
+    assert not (world / "out" / TOP / ".gitattributes").exists()
+    # mdl's own, left out of the signature by pack
+    assert (world / "out" / TOP / MANIFEST).is_file()
     assert official_verify(world / "out" / TOP, world / "key.pub").returncode == 0
     plain = mdl("unpack", "model.zip", "-d", "plain")  # no signer asked for: the archive as it is
     assert plain.exit_code == 0 and (world / "plain" / TOP / ".gitattributes").is_file()
 
 
 def test_signed_by_never_extracts_what_the_signer_left_out(world: Path) -> None:
-    """Entries the signature leaves out (git's files) with a manifest rewritten to list them (the manifest is not
-    signed): ``.git/config`` with ``core.fsmonitor`` runs its command at the next ``git status`` in the folder. Under
-    --signed-by only signed bytes are extracted."""
+    """Entries the signature leaves out (git's files) with a manifest rewritten to list them (the
+    manifest is not signed): ``.git/config`` with ``core.fsmonitor`` runs its command at the next
+    ``git status`` in the folder. Under --signed-by only signed bytes are extracted."""
     archive = pack_signed(world)
     with zipfile.ZipFile(archive) as z:
         doc = json.loads(z.read(f"{TOP}/{MANIFEST}"))
         kept = {name: z.read(name) for name in z.namelist() if name != f"{TOP}/{MANIFEST}"}
-    planted = {".git/config": b"[core]\n\tfsmonitor = touch pwned\n", ".gitattributes": b"* filter=x\n"}
-    doc["files"] += [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for p, d in planted.items()]
+    planted = {
+        ".git/config": b"[core]\n\tfsmonitor = touch pwned\n",
+        ".gitattributes": b"* filter=x\n",
+    }
+    doc["files"] += [
+        {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+        for p, d in planted.items()
+    ]
     with zipfile.ZipFile(world / "planted.zip", "w") as z:
         for name, data in {**kept, **{f"{TOP}/{p}": d for p, d in planted.items()}}.items():
             z.writestr(name, data)
@@ -222,17 +274,20 @@ def test_without_model_signing_sign_and_signed_by_are_exit_2_naming_the_extra(
 ) -> None:
     unsigned = mdl("pack", "run", "--checkpoint", "latest", "-o", "plain.zip")
     assert unsigned.exit_code == 0, unsigned.stderr
-    monkeypatch.setitem(sys.modules, "model_signing", None)  # as after installing mdl without mdl[sign]
+    # as after installing mdl without mdl[sign]
+    monkeypatch.setitem(sys.modules, "model_signing", None)
     packed = mdl("pack", "run", "--checkpoint", "latest", "-o", "model.zip", "--sign", "key.pem")
     assert packed.exit_code == ExitCode.USAGE and "mdl[sign]" in packed.stderr
     assert not list(world.glob("model.zip*"))
     unpacked = mdl("unpack", "plain.zip", "-d", "out", "--signed-by", "key.pub")
     assert unpacked.exit_code == ExitCode.USAGE and "mdl[sign]" in unpacked.stderr
     nothing_installed(world / "out")
-    assert mdl("unpack", "plain.zip", "-d", "out").exit_code == 0  # no signature asked for: as before
+    # no signature asked for: as before
+    assert mdl("unpack", "plain.zip", "-d", "out").exit_code == 0
 
 
-# --- unpack --signed-by -------------------------------------------------------------------------------------------
+# --- unpack --signed-by
+# -------------------------------------------------------------------------------------------
 
 
 def test_unpack_signed_by_verifies_and_says_by_whom(world: Path) -> None:
@@ -256,10 +311,14 @@ def test_unpack_signed_by_verifies_and_says_by_whom(world: Path) -> None:
 def test_unpack_signed_by_from_stdin(world: Path) -> None:
     archive = pack_signed(world)
     piped = archive.read_bytes()
-    result = CliRunner().invoke(app, ["unpack", "-", "-d", "out", "--signed-by", "key.pub", "--json"], input=piped)
+    result = CliRunner().invoke(
+        app, ["unpack", "-", "-d", "out", "--signed-by", "key.pub", "--json"], input=piped
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["signature"]["verified"] is True
-    forged = CliRunner().invoke(app, ["unpack", "-", "-d", "forged", "--signed-by", "other.pub"], input=piped)
+    forged = CliRunner().invoke(
+        app, ["unpack", "-", "-d", "forged", "--signed-by", "other.pub"], input=piped
+    )
     assert forged.exit_code == ExitCode.INTEGRITY
     nothing_installed(world / "forged")
 
@@ -279,10 +338,12 @@ def test_a_member_changed_after_signing_is_exit_6_and_the_old_tree_stays(world: 
     before = {p: p.read_bytes() for p in (world / "out").rglob("*") if p.is_file()}
 
     def swap_weights(files: dict[str, bytes]) -> None:
-        files["model.safetensors"] = files["model.safetensors"][:-1] + b"!"  # same size: CRC and manifest redone
+        # same size: CRC and manifest redone
+        files["model.safetensors"] = files["model.safetensors"][:-1] + b"!"
 
     rezip(archive, world / "tampered.zip", swap_weights)
-    assert mdl("unpack", "tampered.zip", "-d", "fresh").exit_code == 0  # the archive itself is consistent
+    # the archive itself is consistent
+    assert mdl("unpack", "tampered.zip", "-d", "fresh").exit_code == 0
     result = mdl("unpack", "tampered.zip", "-d", "out", "--force", "--signed-by", "key.pub")
     assert result.exit_code == ExitCode.INTEGRITY, result.stderr
     assert f"{TOP}/model.safetensors" in result.stderr and "signed sha256 mismatch" in result.stderr
@@ -321,9 +382,17 @@ def test_an_unsigned_archive_is_exit_6_with_signed_by(world: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "signature", [b"not json at all", b"{}", b'{"mediaType": "application/vnd.dev.sigstore.bundle+json"}', b"\xff" * 9]
+    "signature",
+    [
+        b"not json at all",
+        b"{}",
+        b'{"mediaType": "application/vnd.dev.sigstore.bundle+json"}',
+        b"\xff" * 9,
+    ],
 )
-def test_a_model_sig_that_is_no_bundle_is_exit_6_without_traceback(world: Path, signature: bytes) -> None:
+def test_a_model_sig_that_is_no_bundle_is_exit_6_without_traceback(
+    world: Path, signature: bytes
+) -> None:
     archive = pack_signed(world)
     rezip(archive, world / "bad.zip", lambda files: files.update({"model.sig": signature}))
     result = mdl("unpack", "bad.zip", "-d", "out", "--signed-by", "key.pub")
@@ -342,11 +411,21 @@ def test_a_missing_public_key_is_exit_2_before_the_archive_is_read(world: Path) 
 
 
 def test_a_folder_the_official_tool_signed_and_zipped_verifies(world: Path) -> None:
-    """What ``model_signing sign key`` makes, mdl verifies: a plain zip of a signed folder (no mdl manifest)."""
+    """What ``model_signing sign key`` makes, mdl verifies: a plain zip of a signed folder (no
+    mdl manifest).
+    """
     folder = world / TOP
     write(folder / "weights.bin", bytes(range(256)) * 300)
     write(folder / "sub" / "config.json", b'{"a": 1}')
-    args = ["sign", "key", str(folder), "--private_key", "key.pem", "--signature", str(folder / "model.sig")]
+    args = [
+        "sign",
+        "key",
+        str(folder),
+        "--private_key",
+        "key.pem",
+        "--signature",
+        str(folder / "model.sig"),
+    ]
     subprocess.run([sys.executable, "-m", "model_signing", *args], check=True, capture_output=True)
     with zipfile.ZipFile(world / "theirs.zip", "w") as zf:
         for path in sorted(folder.rglob("*")):
@@ -365,14 +444,19 @@ def test_a_folder_the_official_tool_signed_and_zipped_verifies(world: Path) -> N
 
 
 def test_a_blake3_signature_is_checked_as_the_bytes_are_extracted(world: Path) -> None:
-    """A signature over BLAKE3 digests (the library's own API: its CLI has no flag for it) costs a second hash, fed
-    the same bytes as they are written: a changed byte is exit 6, nothing installed."""
+    """A signature over BLAKE3 digests (the library's own API: its CLI has no flag for it) costs a
+    second hash, fed the same bytes as they are written: a changed byte is exit 6, nothing
+    installed."""
     from model_signing import hashing, signing
 
     folder = world / TOP
     write(folder / "weights.bin", bytes(range(256)) * 4096)
     hashed = hashing.Config().use_file_serialization(hashing_algorithm="blake3")
-    signer = signing.Config().use_elliptic_key_signer(private_key=world / "key.pem").set_hashing_config(hashed)
+    signer = (
+        signing.Config()
+        .use_elliptic_key_signer(private_key=world / "key.pem")
+        .set_hashing_config(hashed)
+    )
     signer.sign(folder, folder / "model.sig")
     with zipfile.ZipFile(world / "blake3.zip", "w") as zf:
         for name in ("weights.bin", "model.sig"):
@@ -392,17 +476,24 @@ def test_a_blake3_signature_is_checked_as_the_bytes_are_extracted(world: Path) -
     nothing_installed(world / "bad")
 
 
-# --- any model.sig ------------------------------------------------------------------------------------------------
+# --- any model.sig
+# ------------------------------------------------------------------------------------------------
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=40),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
 
-def _statement_edit(bundle: dict[str, Any], edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """The bundle with its DSSE payload (the signed in-toto statement) edited, the signature left as it was."""
+def _statement_edit(
+    bundle: dict[str, Any], edit: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """The bundle with its DSSE payload (the signed in-toto statement) edited, the signature left
+    as it was.
+    """
     envelope = dict(bundle["dsseEnvelope"])
     statement = json.loads(base64.b64decode(envelope["payload"]))
     edit(statement)
@@ -436,14 +527,20 @@ def _mutations(genuine: bytes) -> st.SearchStrategy[bytes]:
             lambda edit: json.dumps(json_replaced(bundle, edit[0], edit[1])).encode()
         ),
         st.sampled_from(places[1:]).map(  # a field dropped
-            lambda path: json.dumps(json_replaced(bundle, path[:-1], _without(bundle, path))).encode()
+            lambda path: json.dumps(
+                json_replaced(bundle, path[:-1], _without(bundle, path))
+            ).encode()
         ),
         JSON_VALUES.map(
-            lambda value: json.dumps(_statement_edit(bundle, lambda s: a_subject_digest(s, value))).encode()
+            lambda value: json.dumps(
+                _statement_edit(bundle, lambda s: a_subject_digest(s, value))
+            ).encode()
         ),
         st.sampled_from(["a" * 64, "0" * 64]).map(
             lambda hex_: json.dumps(
-                _statement_edit(bundle, lambda s: s["subject"][0]["digest"].update({"sha256": hex_}))
+                _statement_edit(
+                    bundle, lambda s: s["subject"][0]["digest"].update({"sha256": hex_})
+                )
             ).encode()
         ),
     )
@@ -464,21 +561,33 @@ def _signed_parts(bundle: bytes) -> tuple[Any, Any, Any]:
     return envelope["payload"], envelope["payloadType"], [s["sig"] for s in envelope["signatures"]]
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(data=st.data())
-def test_any_model_sig_is_exit_0_only_when_genuine(data: st.DataObject, signed_archive: tuple[Path, bytes]) -> None:
+def test_any_model_sig_is_exit_0_only_when_genuine(
+    data: st.DataObject, signed_archive: tuple[Path, bytes]
+) -> None:
     archive, genuine = signed_archive
     signature = data.draw(_mutations(genuine))
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         rezip(archive, root / "m.zip", lambda files: files.update({"model.sig": signature}))
         result = mdl(
-            "unpack", str(root / "m.zip"), "-d", str(root / "out"), "--signed-by", str(archive.parent / "key.pub")
+            "unpack",
+            str(root / "m.zip"),
+            "-d",
+            str(root / "out"),
+            "--signed-by",
+            str(archive.parent / "key.pub"),
         )
         no_traceback(result)
         if signature == genuine:
             assert result.exit_code == 0, result.stderr
-        elif result.exit_code == 0:  # only the bundle's unsigned parts (a key hint, the log entries) may differ
+        # only the bundle's unsigned parts (a key hint, the log entries) may differ
+        elif result.exit_code == 0:
             assert _signed_parts(signature) == _signed_parts(genuine)
         else:
             assert result.exit_code in (ExitCode.INTEGRITY, ExitCode.USAGE), result.stderr

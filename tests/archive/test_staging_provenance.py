@@ -1,7 +1,8 @@
-"""Issue 37, class A: unpack's staging is known by where it came from, never by its name. An archive carrying any
-name mdl reserves (``.mdl``, ``.mdl-unpack-*``, in any spelling a filesystem folds together) is refused before a
-byte is written; a staging folder planted beside a real destination, whatever it holds, is never acted on by
-``mdl unpack -d DIR`` or ``mdl clean --dest DIR``: every bystander's inode, bytes and folder stay as they were."""
+"""Issue 37, class A: unpack's staging is known by where it came from, never by its name. An archive
+carrying any name mdl reserves (``.mdl``, ``.mdl-unpack-*``, in any spelling a filesystem folds
+together) is refused before a byte is written; a staging folder planted beside a real destination,
+whatever it holds, is never acted on by ``mdl unpack -d DIR`` or ``mdl clean --dest DIR``: every
+bystander's inode, bytes and folder stay as they were."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from mdl.archive.zipread import name_problem
 from mdl.errors import ArchiveError, ExitCode
 from mdl.progress import NullProgress
 
-# A top-level component each spelling of which a case-folding or normalising filesystem takes for a reserved one.
+# A top-level component each spelling of which a case-folding or normalising filesystem takes for a
+# reserved one.
 RESERVED_SPELLINGS = [
     ".mdl",
     ".MDL",
@@ -60,7 +62,9 @@ def zip_of(path: Path, names: dict[str, bytes]) -> Path:
 
 
 def state(*folders: Path) -> dict[str, tuple[int, int, int, str | None]]:
-    """Every entry under ``folders`` (never following a link): inode, mode, a file's mtime and its bytes' sha256."""
+    """Every entry under ``folders`` (never following a link): inode, mode, a file's mtime and
+    its bytes' sha256.
+    """
     found: dict[str, tuple[int, int, int, str | None]] = {}
     for folder in folders:
         for root, dirs, files in os.walk(folder):
@@ -79,7 +83,9 @@ def test_an_archive_with_a_reserved_name_is_refused_before_a_byte_is_written(
     tmp_path: Path, top: str, nested: bool
 ) -> None:
     name = f"model/{top}/journal.json" if nested else f"{top}/journal.json"
-    archive = zip_of(tmp_path / "evil.zip", {"model/config.json": b"{}", name: b'{"state": "swapping"}'})
+    archive = zip_of(
+        tmp_path / "evil.zip", {"model/config.json": b"{}", name: b'{"state": "swapping"}'}
+    )
     dest = tmp_path / "dest"
     with pytest.raises(ArchiveError) as err:
         unpack_archive(archive, dest=dest, force=False, progress=NullProgress(), cwd=tmp_path)
@@ -98,8 +104,9 @@ def test_the_cli_names_the_reserved_entry_with_exit_2(tmp_path: Path) -> None:
 
 
 def plant_staging(dest: Path, name: str, journal: dict[str, object]) -> Path:
-    """What the issue's archive put in DEST: a staging lookalike whose journal "rolls back" a swap of victim and
-    bystander (folders it never made), with the archive's own victim waiting in old/."""
+    """What the issue's archive put in DEST: a staging lookalike whose journal "rolls back" a swap
+    of victim and bystander (folders it never made), with the archive's own victim waiting in old/.
+    """
     planted = dest / name
     (planted / "tree").mkdir(parents=True)
     (planted / "old" / "victim").mkdir(parents=True)
@@ -117,7 +124,12 @@ def bystanders(tmp_path: Path) -> tuple[Path, Path]:
     return dest, outside
 
 
-LEGACY = {"version": 1, "state": "swapping", "tops": ["victim", "bystander"], "present": ["victim", "bystander"]}
+LEGACY = {
+    "version": 1,
+    "state": "swapping",
+    "tops": ["victim", "bystander"],
+    "present": ["victim", "bystander"],
+}
 
 
 def current_journal(token: str) -> dict[str, object]:
@@ -125,19 +137,23 @@ def current_journal(token: str) -> dict[str, object]:
     return {"version": 2, "token": token, "state": "swapping", "tops": tops}
 
 
-@pytest.mark.parametrize("kind", ["legacy", "current", "forged-record", "linked-record", "symlinked-record"])
+@pytest.mark.parametrize(
+    "kind", ["legacy", "current", "forged-record", "linked-record", "symlinked-record"]
+)
 def test_a_planted_staging_is_never_acted_on_by_unpack_or_clean(tmp_path: Path, kind: str) -> None:
     dest, outside = bystanders(tmp_path)
     token = "ab" * 16
     name = f"{unpack.PREFIX}{'0123abcd' if kind == 'legacy' else token}"
     plant_staging(dest, name, LEGACY if kind == "legacy" else current_journal(token))
-    if kind != "legacy" and kind != "current":  # a record under .mdl/ too, but not one mdl made for that folder
+    # a record under .mdl/ too, but not one mdl made for that folder
+    if kind != "legacy" and kind != "current":
         records = dest / unpack.RECORDS
         records.mkdir(parents=True)
         forged = {"version": 1, "token": token, "folder": [1, 2], "lock": [3, 4]}
         if kind == "forged-record":
             st = (dest / name).stat()
-            lock = (dest / name / "lock").stat()  # even the right identities: the journal is not this token's own
+            # even the right identities: the journal is not this token's own
+            lock = (dest / name / "lock").stat()
             forged |= {"folder": [st.st_dev, st.st_ino], "lock": [lock.st_dev, lock.st_ino]}
             (dest / name / "journal.json").write_text(json.dumps(current_journal("cd" * 16)))
             (records / f"{token}.json").write_text(json.dumps(forged))
@@ -170,7 +186,8 @@ def test_a_recorded_stagings_journal_that_is_a_link_is_not_trusted(tmp_path: Pat
     dest, outside = bystanders(tmp_path)
     staging = unpack.Staging(dest)
     (outside / "journal.json").write_text(json.dumps(current_journal(staging.token)))
-    os.link(outside / "journal.json", staging.path / "journal.json")  # a hard link: two names, one file
+    # a hard link: two names, one file
+    os.link(outside / "journal.json", staging.path / "journal.json")
     staging._close_fds()
     staging._close_own()
     before = state(dest, outside)

@@ -1,5 +1,6 @@
-"""``mdl pack -o -``: stored entries carry sizes and CRC in their local headers (no data descriptor), so
-streaming readers (Java's ZipInputStream, unzip from a pipe) read them; a regular-file stdout is one pass."""
+"""``mdl pack -o -``: stored entries carry sizes and CRC in their local headers (no data
+descriptor), so streaming readers (Java's ZipInputStream, unzip from a pipe) read them; a
+regular-file stdout is one pass."""
 
 from __future__ import annotations
 
@@ -59,7 +60,9 @@ class Local:
 
 
 def walk_local_headers(data: bytes) -> list[Local]:
-    """Read the archive front to back as a streaming reader does, never looking at the central directory."""
+    """Read the archive front to back as a streaming reader does, never looking at the central
+    directory.
+    """
     found: list[Local] = []
     pos = 0
     while data[pos : pos + 4] == b"PK\x03\x04":
@@ -87,11 +90,15 @@ def walk_local_headers(data: bytes) -> list[Local]:
             pos = start + csize
         assert zlib.crc32(body) == crc and len(body) == usize, name
         found.append(Local(name, flags, method, crc, usize, body))
-    assert data[pos : pos + 4] == b"PK\x01\x02", "the entries do not run up to the central directory"
+    assert data[pos : pos + 4] == b"PK\x01\x02", (
+        "the entries do not run up to the central directory"
+    )
     return found
 
 
-def pack_into_pipe(root: Path, checkpoint: str | None = None, **kwargs: Any) -> tuple[PackResult, bytes]:
+def pack_into_pipe(
+    root: Path, checkpoint: str | None = None, **kwargs: Any
+) -> tuple[PackResult, bytes]:
     """pack_run with stdout the write end of a real pipe (not seekable), read by a thread."""
     read_fd, write_fd = os.pipe()
     received: list[bytes] = []
@@ -104,7 +111,9 @@ def pack_into_pipe(root: Path, checkpoint: str | None = None, **kwargs: Any) -> 
     reader.start()
     try:
         with os.fdopen(write_fd, "wb") as out:
-            options = PackOptions(run_dir=Path("run"), output=Path("-"), checkpoint=checkpoint, cwd=root, **kwargs)
+            options = PackOptions(
+                run_dir=Path("run"), output=Path("-"), checkpoint=checkpoint, cwd=root, **kwargs
+            )
             result = pack_run(options, progress=NullProgress(), stdout=out)
     finally:
         reader.join()
@@ -123,8 +132,11 @@ def check_readers(archive: Path, expected: int, *, streaming: bool = True) -> No
     if streaming and shutil.which("java"):  # reads from the first byte: no stub before the archive
         source = archive.parent / "ReadZip.java"
         source.write_text(JAVA_READER)
-        read = subprocess.run(["java", str(source), str(archive)], capture_output=True, text=True, timeout=120)
-        assert read.returncode == 0, read.stderr  # "only DEFLATED entries can have EXT descriptor" before the fix
+        read = subprocess.run(
+            ["java", str(source), str(archive)], capture_output=True, text=True, timeout=120
+        )
+        # "only DEFLATED entries can have EXT descriptor" before the fix
+        assert read.returncode == 0, read.stderr
         assert len(read.stdout.splitlines()) == expected
 
 
@@ -143,7 +155,9 @@ def test_a_piped_pack_has_no_descriptor_on_stored_entries(tmp_path: Path) -> Non
     archive = tmp_path / "piped.zip"
     archive.write_bytes(data)
     check_readers(archive, len(result.files) + 1)
-    unpacked = unpack_archive(archive, dest=tmp_path / "out", force=False, progress=NullProgress(), cwd=tmp_path)
+    unpacked = unpack_archive(
+        archive, dest=tmp_path / "out", force=False, progress=NullProgress(), cwd=tmp_path
+    )
     assert unpacked.manifest
 
 
@@ -169,11 +183,16 @@ def test_zip64_fields_in_a_stream_are_read_everywhere(
     assert b"PK\x06\x06" in data[-200:]  # the ZIP64 end record
     archive = tmp_path / "zip64.zip"
     archive.write_bytes(data)
-    # Java reads an 8-byte descriptor only when the real sizes pass 4 GiB, so a deflated entry declared ZIP64
-    # but smaller is beyond it; with the real threshold that is a window of ~1 MB just under 4 GiB.
+    # Java reads an 8-byte descriptor only when the real sizes pass 4 GiB, so a deflated entry
+    # declared ZIP64 but smaller is beyond it; with the real threshold that is a window of ~1 MB
+    # just under 4 GiB.
     check_readers(archive, len(result.files) + 1, streaming=not deflated_zip64)
-    unpack_archive(archive, dest=tmp_path / "out", force=False, progress=NullProgress(), cwd=tmp_path)
-    assert (tmp_path / "out" / "run" / "big.safetensors").read_bytes() == (run / "big.safetensors").read_bytes()
+    unpack_archive(
+        archive, dest=tmp_path / "out", force=False, progress=NullProgress(), cwd=tmp_path
+    )
+    assert (tmp_path / "out" / "run" / "big.safetensors").read_bytes() == (
+        run / "big.safetensors"
+    ).read_bytes()
 
 
 def test_the_cli_streams_to_a_pipe(tmp_path: Path) -> None:
@@ -196,7 +215,9 @@ def test_stdout_that_is_a_regular_file_is_written_in_one_pass(tmp_path: Path) ->
     progress = RecordingProgress()
     with out_path.open("wb") as out:
         out.write(b"#!stub\n")  # something before the archive, as in `{ echo; mdl pack -o -; } > f`
-        options = PackOptions(run_dir=Path("run"), output=Path("-"), checkpoint="latest", cwd=tmp_path)
+        options = PackOptions(
+            run_dir=Path("run"), output=Path("-"), checkpoint="latest", cwd=tmp_path
+        )
         result = pack_run(options, progress=progress, stdout=out)
         out.write(b"")
     data = out_path.read_bytes()
@@ -208,22 +229,30 @@ def test_stdout_that_is_a_regular_file_is_written_in_one_pass(tmp_path: Path) ->
     assert sum(n for key, n in progress.by_key.items() if not key.startswith("sha256:")) == total
     assert progress.by_key["sha256:redirected.zip"] == result.size
     check_readers(out_path, len(result.files) + 1, streaming=False)
-    unpack_archive(out_path, dest=tmp_path / "out", force=False, progress=NullProgress(), cwd=tmp_path)
+    unpack_archive(
+        out_path, dest=tmp_path / "out", force=False, progress=NullProgress(), cwd=tmp_path
+    )
 
 
 def test_stdout_opened_for_append_falls_back_to_the_stream(tmp_path: Path) -> None:
     make_hf_run(tmp_path / "run", steps=(100,))
     out_path = tmp_path / "appended.zip"
     with out_path.open("ab") as out:
-        options = PackOptions(run_dir=Path("run"), output=Path("-"), checkpoint="latest", cwd=tmp_path)
+        options = PackOptions(
+            run_dir=Path("run"), output=Path("-"), checkpoint="latest", cwd=tmp_path
+        )
         result = pack_run(options, progress=NullProgress(), stdout=out)
     assert result.sha256 == hashlib.sha256(out_path.read_bytes()).hexdigest()
-    assert all(e.flags & 0x8 == 0 for e in walk_local_headers(out_path.read_bytes()) if e.method == 0)
+    assert all(
+        e.flags & 0x8 == 0 for e in walk_local_headers(out_path.read_bytes()) if e.method == 0
+    )
 
 
 @pytest.mark.parametrize("deflate", [False, True])
 def test_an_entry_that_is_not_the_size_it_announced_is_never_finished(deflate: bool) -> None:
-    """The stored header (or the descriptor and central record) carries the announced size: bytes that differ stop."""
+    """The stored header (or the descriptor and central record) carries the announced size: bytes
+    that differ stop.
+    """
     writer = zipstream.StreamZipWriter(io.BytesIO(), zipstream.zip_date_time(0))
     writer.start("run/a.bin", size=3, crc=zlib.crc32(b"abc"), deflate=deflate)
     writer.write(b"ab")

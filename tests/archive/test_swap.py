@@ -1,5 +1,6 @@
-"""``mdl unpack --force`` swaps the target entirely or not at all: SIGTERM and Ctrl-C wait for the swap, a
-failed rename is undone, and what a kill -9 leaves behind is rolled back by the next unpack, never deleted."""
+"""``mdl unpack --force`` swaps the target entirely or not at all: SIGTERM and Ctrl-C wait for the
+swap, a failed rename is undone, and what a kill -9 leaves behind is rolled back by the next unpack,
+never deleted."""
 
 from __future__ import annotations
 
@@ -41,8 +42,12 @@ def staging_folders(dest: Path) -> list[str]:
     return sorted(p.name for p in dest.iterdir() if p.name.startswith(unpack.PREFIX))
 
 
-def make_old_and_new(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes | None], dict[str, bytes | None]]:
-    """A destination full of old files, and an archive replacing every one of its TOPS top-level names."""
+def make_old_and_new(
+    tmp_path: Path,
+) -> tuple[Path, Path, dict[str, bytes | None], dict[str, bytes | None]]:
+    """A destination full of old files, and an archive replacing every one of its TOPS top-level
+    names.
+    """
     dest = tmp_path / "dest"
     for i in range(TOPS):
         if i % 4 == 0:
@@ -71,32 +76,36 @@ def make_old_and_new(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes | None
 def child_script(archive: Path, dest: Path, body: str) -> str:
     """A Python child that runs ``body`` (which patches os.rename) and then the real CLI."""
     return (
-        textwrap.dedent(
-            """
+        textwrap.dedent("""
         import os, signal, sys, time
         from pathlib import Path
         real_rename = os.rename
         calls = [0]
         def swapping(src):  # the swap's own moves, not the record's or a journal's rename
             return str(src).startswith("top")
-        """
-        )
+        """)
         + textwrap.dedent(body)
-        + textwrap.dedent(
-            f"""
+        + textwrap.dedent(f"""
         os.rename = hooked
         sys.argv = ["mdl", "unpack", {str(archive)!r}, "-d", {str(dest)!r}, "--force"]
         from mdl.__main__ import main
         main()
-        """
-        )
+        """)
     )
 
 
 def run_child(script: str, tmp_path: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}", "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}",
+        "MDL_LOG_FILE": str(tmp_path / "mdl.log"),
+    }
     return subprocess.Popen(
-        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", script],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -141,11 +150,15 @@ def test_a_kill_9_mid_swap_is_rolled_back_by_the_next_unpack(tmp_path: Path) -> 
     [leftover] = staging_folders(dest)
     journal = json.loads((dest / leftover / "journal.json").read_text())
     assert journal["state"] == "swapping" and len(journal["tops"]) == TOPS
-    assert snapshot(dest) not in (old, new)  # what a kill -9 leaves: the journal is what makes it recoverable
+    # what a kill -9 leaves: the journal is what makes it recoverable
+    assert snapshot(dest) not in (old, new)
 
     (tmp_path / "junk.zip").write_bytes(b"not a zip")
-    with pytest.raises(ArchiveError):  # the next run restores first, whatever its own archive turns out to be
-        unpack_archive(Path("junk.zip"), dest=dest, force=True, progress=NullProgress(), cwd=tmp_path)
+    # the next run restores first, whatever its own archive turns out to be
+    with pytest.raises(ArchiveError):
+        unpack_archive(
+            Path("junk.zip"), dest=dest, force=True, progress=NullProgress(), cwd=tmp_path
+        )
     assert snapshot(dest) == old
     assert staging_folders(dest) == []
     with pytest.raises(UsageError, match="already exists"):
@@ -156,7 +169,9 @@ def test_a_kill_9_mid_swap_is_rolled_back_by_the_next_unpack(tmp_path: Path) -> 
     assert snapshot(dest) == new
 
 
-def test_a_rename_that_fails_mid_swap_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rename_that_fails_mid_swap_is_undone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     archive, dest, old, _ = make_old_and_new(tmp_path)
     real = os.rename
     calls = [0]
@@ -175,7 +190,9 @@ def test_a_rename_that_fails_mid_swap_is_undone(tmp_path: Path, monkeypatch: pyt
     assert staging_folders(dest) == []
 
 
-def test_ctrl_c_during_the_swap_is_delivered_after_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_during_the_swap_is_delivered_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     archive, dest, _, new = make_old_and_new(tmp_path)
     real = os.rename
     calls = [0]
@@ -197,8 +214,8 @@ def test_ctrl_c_during_the_swap_is_delivered_after_it(tmp_path: Path, monkeypatc
 
 
 def killed_after_swap(dest: Path, name: str, content: str) -> unpack.Staging:
-    """A staging whose swap of ``name`` committed, then abandoned as a kill -9 leaves it (lock released, nothing
-    removed): its record, journal and old/ are still there."""
+    """A staging whose swap of ``name`` committed, then abandoned as a kill -9 leaves it (lock
+    released, nothing removed): its record, journal and old/ are still there."""
     staging = unpack.Staging(dest)
     (staging.path / "tree" / name).mkdir()
     (staging.path / "tree" / name / "new.txt").write_text(content)
@@ -213,7 +230,9 @@ def test_a_committed_swap_is_finished_and_a_live_one_left_alone(tmp_path: Path) 
     (dest / "model").mkdir(parents=True)
     (dest / "model" / "old.txt").write_text("old")
     dead = killed_after_swap(dest, "model", "new")
-    assert (dest / "model" / "new.txt").read_text() == "new" and (dead.path / "old" / "model" / "old.txt").exists()
+    assert (dest / "model" / "new.txt").read_text() == "new" and (
+        dead.path / "old" / "model" / "old.txt"
+    ).exists()
     live = unpack.Staging(dest)  # holds its lock, as a running unpack does
     try:
         handled = unpack.recover(dest, NullProgress())
@@ -223,15 +242,21 @@ def test_a_committed_swap_is_finished_and_a_live_one_left_alone(tmp_path: Path) 
     finally:
         live.close()
     assert staging_folders(dest) == []
-    assert sorted(p.name for p in dest.iterdir()) == ["model"]  # the records and .mdl/ went with them
+    # the records and .mdl/ went with them
+    assert sorted(p.name for p in dest.iterdir()) == ["model"]
 
 
-def test_a_staging_being_made_is_never_taken_for_abandoned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another unpack's recovery, run just before a new staging locks its lock file, leaves that staging alone."""
+def test_a_staging_being_made_is_never_taken_for_abandoned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another unpack's recovery, run just before a new staging locks its lock file, leaves that
+    staging alone.
+    """
     flock = unpack.fcntl.flock
 
     def recovery_first(fd: int, operation: int) -> None:
-        if operation == unpack.fcntl.LOCK_EX:  # the new staging's own lock, not recovery's LOCK_NB probe
+        # the new staging's own lock, not recovery's LOCK_NB probe
+        if operation == unpack.fcntl.LOCK_EX:
             unpack.recover(tmp_path, NullProgress())
         flock(fd, operation)
 
@@ -246,17 +271,21 @@ def test_a_hand_written_journal_with_unsafe_names_is_not_acted_on(tmp_path: Path
     planted = dest / f"{unpack.PREFIX}planted"
     (planted / "tree").mkdir(parents=True)
     (planted / "lock").touch()
-    (planted / "journal.json").write_text(json.dumps({"state": "swapping", "tops": ["../x"], "present": []}))
+    (planted / "journal.json").write_text(
+        json.dumps({"state": "swapping", "tops": ["../x"], "present": []})
+    )
     (tmp_path / "x").write_text("outside")
     unpack.recover(dest, NullProgress())
     assert (tmp_path / "x").read_text() == "outside"
     assert staging_folders(dest) == [planted.name]
 
 
-def test_what_a_killed_unpack_left_is_named_by_clean_dry_run_and_finished_by_clean(tmp_path: Path) -> None:
-    """The hidden staging folder a kill -9 leaves in DIR (up to 32 MB) does not wait for the next unpack there:
-    `mdl clean --dest DIR --dry-run` names it with its size, `mdl clean --dest DIR` restores what it moved aside
-    and removes it (issue 27)."""
+def test_what_a_killed_unpack_left_is_named_by_clean_dry_run_and_finished_by_clean(
+    tmp_path: Path,
+) -> None:
+    """The hidden staging folder a kill -9 leaves in DIR (up to 32 MB) does not wait for the next
+    unpack there: `mdl clean --dest DIR --dry-run` names it with its size, `mdl clean --dest DIR`
+    restores what it moved aside and removes it (issue 27)."""
 
     archive, dest, old, _ = make_old_and_new(tmp_path)
     body = """

@@ -1,8 +1,8 @@
-"""trainer_state.json is untrusted input that decides what gets packed. Beyond select_checkpoint (fuzzed in
-test_properties.py), the whole ``mdl pack`` is fuzzed here: whatever the file holds and whatever it is (a
-folder, a FIFO, a symlink out of the run or to nowhere, deep or huge JSON), pack ends in a sound archive whose
-manifest and report are strict JSON (no NaN: issue 11 item 11) or an MdlError with a documented exit code
-(issue 11 item 10) — and writes nothing but its archive."""
+"""trainer_state.json is untrusted input that decides what gets packed. Beyond select_checkpoint
+(fuzzed in test_properties.py), the whole ``mdl pack`` is fuzzed here: whatever the file holds and
+whatever it is (a folder, a FIFO, a symlink out of the run or to nowhere, deep or huge JSON), pack
+ends in a sound archive whose manifest and report are strict JSON (no NaN: issue 11 item 11) or an
+MdlError with a documented exit code (issue 11 item 10) — and writes nothing but its archive."""
 
 from __future__ import annotations
 
@@ -27,19 +27,36 @@ DOCUMENTED = {ExitCode.USAGE, ExitCode.INTEGRITY, ExitCode.LOCAL}
 NUMBERS = st.one_of(
     st.integers(min_value=-3, max_value=3),
     st.floats(),
-    st.sampled_from(["1e400", "-1e400", "NaN", "Infinity", "9" * 5000, "1" + "0" * 400, "true", '"2"']),
+    st.sampled_from(
+        ["1e400", "-1e400", "NaN", "Infinity", "9" * 5000, "1" + "0" * 400, "true", '"2"']
+    ),
 ).map(lambda v: v if isinstance(v, str) else json.dumps(v))
 NAMES = st.sampled_from(
-    ["checkpoint-1", "checkpoint-2", "/old/run/checkpoint-2", "../../etc", "checkpoint-１", "", "/", "c\\checkpoint-1"]
+    [
+        "checkpoint-1",
+        "checkpoint-2",
+        "/old/run/checkpoint-2",
+        "../../etc",
+        "checkpoint-１",
+        "",
+        "/",
+        "c\\checkpoint-1",
+    ]
 ).map(json.dumps)
 
 
 @st.composite
 def state_texts(draw: st.DrawFn) -> str:
-    """A trainer_state.json text: fields of any type, numbers JSON cannot hold, or not JSON at all."""
+    """A trainer_state.json text: fields of any type, numbers JSON cannot hold, or not JSON at
+    all.
+    """
     kind = draw(st.integers(min_value=0, max_value=5))
     if kind == 0:
-        return draw(st.sampled_from(["", "{", "[" * 100_000 + "]" * 100_000, "null", "[]", "\ufeff{}", "\xff"]))
+        return draw(
+            st.sampled_from(
+                ["", "{", "[" * 100_000 + "]" * 100_000, "null", "[]", "\ufeff{}", "\xff"]
+            )
+        )
     fields = {
         "global_step": draw(NUMBERS),
         "best_metric": draw(NUMBERS),
@@ -85,12 +102,18 @@ def test_pack_with_any_trainer_state(
         run = root / "run"
         make_hf_run(run, steps=(1, 2))
         _place(run / "trainer_state.json", top_kind, top_text, root / "outside-top.json")
-        _place(run / "checkpoint-2" / "trainer_state.json", ckpt_kind, ckpt_text, root / "outside-ckpt.json")
+        _place(
+            run / "checkpoint-2" / "trainer_state.json",
+            ckpt_kind,
+            ckpt_text,
+            root / "outside-ckpt.json",
+        )
         before = set(root.rglob("*"))
         output = root / "out" / "m.zip"
         try:
             result = pack_run(
-                PackOptions(run_dir=run, output=output, checkpoint=checkpoint, cwd=root), progress=NullProgress()
+                PackOptions(run_dir=run, output=output, checkpoint=checkpoint, cwd=root),
+                progress=NullProgress(),
             )
         except MdlError as exc:
             assert exc.exit_code in DOCUMENTED, exc
@@ -100,7 +123,9 @@ def test_pack_with_any_trainer_state(
             json.dumps(report, allow_nan=False)  # --json is strict JSON
             with zipfile.ZipFile(output) as archive:
                 assert archive.testzip() is None
-                manifests = [name for name in archive.namelist() if name.endswith("/" + MANIFEST_NAME)]
+                manifests = [
+                    name for name in archive.namelist() if name.endswith("/" + MANIFEST_NAME)
+                ]
                 assert len(manifests) == 1, archive.namelist()
                 json.loads(archive.read(manifests[0]), parse_constant=_refuse_constant)
         after = set(root.rglob("*"))

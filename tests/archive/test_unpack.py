@@ -1,5 +1,5 @@
-"""``mdl unpack``: every hostile archive (links, devices, bombs, lying sizes, bad CRCs, names that climb) is refused
-before a byte is written; good archives round-trip."""
+"""``mdl unpack``: every hostile archive (links, devices, bombs, lying sizes, bad CRCs, names that
+climb) is refused before a byte is written; good archives round-trip."""
 
 from __future__ import annotations
 
@@ -55,8 +55,12 @@ def typed(name: str, mode: int) -> zipfile.ZipInfo:
     return info
 
 
-def unpack(archive: Path, dest: Path, *, force: bool = False, progress: Progress | None = None) -> UnpackResult:
-    return unpack_archive(archive, dest=dest, force=force, progress=progress or NullProgress(), cwd=archive.parent)
+def unpack(
+    archive: Path, dest: Path, *, force: bool = False, progress: Progress | None = None
+) -> UnpackResult:
+    return unpack_archive(
+        archive, dest=dest, force=force, progress=progress or NullProgress(), cwd=archive.parent
+    )
 
 
 def listing(folder: Path) -> list[str]:
@@ -65,13 +69,19 @@ def listing(folder: Path) -> list[str]:
 
 def pack_to(tmp_path: Path, checkpoint: str | None = "latest", output: str = "model.zip") -> Path:
     make_hf_run(tmp_path / "run", steps=(100,))
-    options = PackOptions(run_dir=Path("run"), output=Path(output), checkpoint=checkpoint, cwd=tmp_path)
+    options = PackOptions(
+        run_dir=Path("run"), output=Path(output), checkpoint=checkpoint, cwd=tmp_path
+    )
     pack_run(options, progress=NullProgress())
     return tmp_path / output
 
 
-def rewrite(source: Path, target: Path, change: dict[str, bytes | None], extra: list[Entry] | None = None) -> Path:
-    """Copy an archive entry by entry, replacing (bytes) or dropping (None) some, and adding ``extra``."""
+def rewrite(
+    source: Path, target: Path, change: dict[str, bytes | None], extra: list[Entry] | None = None
+) -> Path:
+    """Copy an archive entry by entry, replacing (bytes) or dropping (None) some, and adding
+    ``extra``.
+    """
     entries: list[Entry] = []
     with zipfile.ZipFile(source) as zf:
         for info in zf.infolist():
@@ -116,7 +126,8 @@ def test_dest_defaults_to_cwd_like_unzip(tmp_path: Path) -> None:
 
 def test_plain_zip_without_manifest_and_stored_permissions_ignored(tmp_path: Path) -> None:
     archive = build_zip(
-        tmp_path / "plain.zip", [(typed("tool/run.sh", stat.S_IFREG | 0o4777), b"#!/bin/sh\n"), ("tool/d/", b"")]
+        tmp_path / "plain.zip",
+        [(typed("tool/run.sh", stat.S_IFREG | 0o4777), b"#!/bin/sh\n"), ("tool/d/", b"")],
     )
     result = unpack(archive, tmp_path / "out")
     assert not result.manifest
@@ -150,7 +161,9 @@ HOSTILE_NAMES = [
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES, ids=repr)
 def test_hostile_names_are_refused_before_writing(tmp_path: Path, name: str) -> None:
-    archive = build_zip(tmp_path / "evil.zip", [("ok/first.txt", b"fine"), (raw_name(name), b"evil")])
+    archive = build_zip(
+        tmp_path / "evil.zip", [("ok/first.txt", b"fine"), (raw_name(name), b"evil")]
+    )
     dest = tmp_path / "dest" / "inner"
     with pytest.raises(ArchiveError) as err:
         unpack(archive, dest)
@@ -174,10 +187,14 @@ def test_hostile_names_are_refused_before_writing(tmp_path: Path, name: str) -> 
     ids=repr,
 )
 def test_duplicates_collisions_and_file_folder_clashes(tmp_path: Path, names: list[str]) -> None:
-    archive = build_zip(tmp_path / "clash.zip", [(n, b"x" if not n.endswith("/") else b"") for n in names])
+    archive = build_zip(
+        tmp_path / "clash.zip", [(n, b"x" if not n.endswith("/") else b"") for n in names]
+    )
     with pytest.raises(ArchiveError) as err:
         unpack(archive, tmp_path / "dest")
-    assert any(repr(n) in err.value.message or repr(n.rstrip("/")) in err.value.message for n in names)
+    assert any(
+        repr(n) in err.value.message or repr(n.rstrip("/")) in err.value.message for n in names
+    )
     assert listing(tmp_path / "dest") == []
 
 
@@ -187,7 +204,8 @@ NFC, NFD = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "
 @pytest.mark.parametrize(
     "names",
     [
-        # folders that differ only in case or Unicode form, at depth 1 and 3, whatever the files in them
+        # folders that differ only in case or Unicode form, at depth 1 and 3, whatever the files in
+        # them
         ["top/Dir/a.txt", "top/dir/b.txt"],
         ["Top/a.txt", "top/b.txt"],
         [f"{NFC}/a.txt", f"{NFD}/b.txt"],
@@ -198,10 +216,14 @@ NFC, NFD = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "
     ],
     ids=repr,
 )
-def test_folders_that_differ_only_in_case_or_form_are_refused_at_any_depth(tmp_path: Path, names: list[str]) -> None:
-    """On a case-insensitive (or normalising) filesystem the two folders are one: refused before a byte is
-    written, whatever the files inside them (issue 27)."""
-    archive = build_zip(tmp_path / "twins.zip", [(n, b"" if n.endswith("/") else b"x") for n in names])
+def test_folders_that_differ_only_in_case_or_form_are_refused_at_any_depth(
+    tmp_path: Path, names: list[str]
+) -> None:
+    """On a case-insensitive (or normalising) filesystem the two folders are one: refused before a
+    byte is written, whatever the files inside them (issue 27)."""
+    archive = build_zip(
+        tmp_path / "twins.zip", [(n, b"" if n.endswith("/") else b"x") for n in names]
+    )
     with pytest.raises(ArchiveError, match="differ only in case or Unicode form") as err:
         unpack(archive, tmp_path / "dest")
     assert err.value.exit_code == ExitCode.USAGE
@@ -218,7 +240,9 @@ def test_folders_that_differ_only_in_case_or_form_are_refused_at_any_depth(tmp_p
     ],
 )
 @pytest.mark.parametrize("target", [b"/etc/passwd", b"../../outside"])
-def test_link_and_device_entries_are_refused(tmp_path: Path, mode: int, words: str, target: bytes) -> None:
+def test_link_and_device_entries_are_refused(
+    tmp_path: Path, mode: int, words: str, target: bytes
+) -> None:
     archive = build_zip(tmp_path / "links.zip", [(typed("pkg/link", mode), target)])
     with pytest.raises(ArchiveError, match=words) as err:
         unpack(archive, tmp_path / "dest")
@@ -255,20 +279,28 @@ def _find_central(raw: bytes, name: str) -> int:
 
 
 def _declare_size(path: Path, name: str, size: int) -> None:
-    """Both headers of the archive's only entry declare ``size`` bytes (a lie that agrees with itself)."""
+    """Both headers of the archive's only entry declare ``size`` bytes (a lie that agrees with
+    itself).
+    """
     _patch(path, 22, size.to_bytes(4, "little"))  # the local header, at offset 0
     _patch(path, _find_central(path.read_bytes(), name) + 24, size.to_bytes(4, "little"))
 
 
 def test_a_lying_file_size_is_caught(tmp_path: Path) -> None:
-    data = pseudo_random(3000, "lie").hex().encode()  # text: deflates, and deflate is where sizes can lie
+    # text: deflates, and deflate is where sizes can lie
+    data = pseudo_random(3000, "lie").hex().encode()
     smaller = build_zip(tmp_path / "smaller.zip", [("pkg/a.txt", data)], deflate=True)
     _declare_size(smaller, "pkg/a.txt", 100)
-    with pytest.raises(ArchiveError, match=re.escape("'pkg/a.txt' is larger than its declared 100 bytes")):
-        unpack(smaller, tmp_path / "d1")  # real output bytes are counted: it stops at the declared size
+    with pytest.raises(
+        ArchiveError, match=re.escape("'pkg/a.txt' is larger than its declared 100 bytes")
+    ):
+        # real output bytes are counted: it stops at the declared size
+        unpack(smaller, tmp_path / "d1")
     larger = build_zip(tmp_path / "larger.zip", [("pkg/a.txt", data)], deflate=True)
     _declare_size(larger, "pkg/a.txt", len(data) + 10)
-    with pytest.raises(ArchiveError, match=re.escape("'pkg/a.txt' holds 6000 bytes but declares 6010")):
+    with pytest.raises(
+        ArchiveError, match=re.escape("'pkg/a.txt' holds 6000 bytes but declares 6010")
+    ):
         unpack(larger, tmp_path / "d2")
     stored = build_zip(tmp_path / "stored.zip", [("pkg/a.txt", data)])
     _declare_size(stored, "pkg/a.txt", len(data) + 10)
@@ -290,7 +322,9 @@ def test_a_truncated_archive_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_bad_crc_is_an_integrity_error_and_nothing_lands(tmp_path: Path) -> None:
-    archive = build_zip(tmp_path / "crc.zip", [("pkg/a.bin", b"A" * 5000), ("pkg/b.bin", b"B" * 10)])
+    archive = build_zip(
+        tmp_path / "crc.zip", [("pkg/a.bin", b"A" * 5000), ("pkg/b.bin", b"B" * 10)]
+    )
     raw = archive.read_bytes()
     _patch(archive, raw.index(b"A" * 100) + 50, b"Z")
     with pytest.raises(IntegrityError, match=r"'pkg/a.bin' is corrupt: its CRC-32") as err:
@@ -299,19 +333,26 @@ def test_a_bad_crc_is_an_integrity_error_and_nothing_lands(tmp_path: Path) -> No
     assert listing(tmp_path / "dest") == []
 
 
-@pytest.mark.parametrize(("method", "flags", "words"), [(93, 0, "compression method 93"), (99, 1, "encrypted")])
-def test_zstd_and_aes_entries_are_refused(tmp_path: Path, method: int, flags: int, words: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "flags", "words"), [(93, 0, "compression method 93"), (99, 1, "encrypted")]
+)
+def test_zstd_and_aes_entries_are_refused(
+    tmp_path: Path, method: int, flags: int, words: str
+) -> None:
     archive = build_zip(tmp_path / "method.zip", [("pkg/w.bin", b"data")])
     central = _find_central(archive.read_bytes(), "pkg/w.bin")
     _patch(archive, central + 8, flags.to_bytes(2, "little") + method.to_bytes(2, "little"))
-    _patch(archive, 6, flags.to_bytes(2, "little") + method.to_bytes(2, "little"))  # the local header too
+    # the local header too
+    _patch(archive, 6, flags.to_bytes(2, "little") + method.to_bytes(2, "little"))
     with pytest.raises(ArchiveError, match=words) as err:
         unpack(archive, tmp_path / "dest")
     assert "'pkg/w.bin'" in err.value.message
 
 
 def test_overlapping_entries_are_refused(tmp_path: Path) -> None:
-    archive = build_zip(tmp_path / "overlap.zip", [("pkg/a.bin", b"a" * 100), ("pkg/b.bin", b"b" * 100)])
+    archive = build_zip(
+        tmp_path / "overlap.zip", [("pkg/a.bin", b"a" * 100), ("pkg/b.bin", b"b" * 100)]
+    )
     central = _find_central(archive.read_bytes(), "pkg/b.bin")
     _patch(archive, central + 42, (0).to_bytes(4, "little"))  # b's data "starts" where a's does
     with pytest.raises(ArchiveError, match="overlap"):
@@ -330,8 +371,12 @@ def test_not_a_zip_and_missing_archive(tmp_path: Path) -> None:
 
 
 def test_an_entry_missing_from_the_manifest_is_refused(tmp_path: Path) -> None:
-    archive = rewrite(pack_to(tmp_path), tmp_path / "extra.zip", {}, [("model/payload.sh", b"rm -rf /")])
-    with pytest.raises(ArchiveError, match=re.escape("'model/payload.sh' is not listed in the manifest")):
+    archive = rewrite(
+        pack_to(tmp_path), tmp_path / "extra.zip", {}, [("model/payload.sh", b"rm -rf /")]
+    )
+    with pytest.raises(
+        ArchiveError, match=re.escape("'model/payload.sh' is not listed in the manifest")
+    ):
         unpack(archive, tmp_path / "dest")
     assert listing(tmp_path / "dest") == []
 
@@ -341,8 +386,12 @@ def test_a_wrong_sha256_is_an_integrity_error_and_nothing_lands(tmp_path: Path) 
     with zipfile.ZipFile(original) as zf:
         weights = bytearray(zf.read("model/model.safetensors"))
     weights[-1] ^= 0xFF  # same size, valid CRC for the new bytes, wrong sha256
-    archive = rewrite(original, tmp_path / "tampered.zip", {"model/model.safetensors": bytes(weights)})
-    with pytest.raises(IntegrityError, match=re.escape("'model/model.safetensors' does not match the sha256")) as err:
+    archive = rewrite(
+        original, tmp_path / "tampered.zip", {"model/model.safetensors": bytes(weights)}
+    )
+    with pytest.raises(
+        IntegrityError, match=re.escape("'model/model.safetensors' does not match the sha256")
+    ) as err:
         unpack(archive, tmp_path / "dest")
     assert err.value.exit_code == ExitCode.INTEGRITY
     assert listing(tmp_path / "dest") == []
@@ -351,10 +400,15 @@ def test_a_wrong_sha256_is_an_integrity_error_and_nothing_lands(tmp_path: Path) 
 def test_an_entry_listed_but_absent_or_resized(tmp_path: Path) -> None:
     original = pack_to(tmp_path)
     dropped = rewrite(original, tmp_path / "dropped.zip", {"model/config.json": None})
-    with pytest.raises(IntegrityError, match=re.escape("lists 'model/config.json' but the archive has no such entry")):
+    with pytest.raises(
+        IntegrityError,
+        match=re.escape("lists 'model/config.json' but the archive has no such entry"),
+    ):
         unpack(dropped, tmp_path / "dest")
     resized = rewrite(original, tmp_path / "resized.zip", {"model/config.json": b"{}"})
-    with pytest.raises(IntegrityError, match=re.escape("'model/config.json' declares 2 bytes, the manifest says")):
+    with pytest.raises(
+        IntegrityError, match=re.escape("'model/config.json' declares 2 bytes, the manifest says")
+    ):
         unpack(resized, tmp_path / "dest")
     assert listing(tmp_path / "dest") == []
 
@@ -428,8 +482,7 @@ def test_a_kill_during_extraction_never_exposes_a_partial_tree(tmp_path: Path) -
     archive = pack_to(tmp_path)
     dest = tmp_path / "dest"
     marker = tmp_path / "extracting"
-    child = textwrap.dedent(
-        f"""
+    child = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
         sys.path[:0] = {[str(Path(__file__).parents[1]), str(Path(__file__).parents[2])]!r}
@@ -440,8 +493,7 @@ def test_a_kill_during_extraction_never_exposes_a_partial_tree(tmp_path: Path) -
             time.sleep(60)
         unpack_archive(Path({str(archive)!r}), dest=Path({str(dest)!r}), force=False,
                        progress=RecordingProgress(stall), cwd=Path("."))
-        """
-    )
+        """)
     proc = subprocess.Popen([sys.executable, "-c", child])
     deadline = time.monotonic() + 30
     while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -451,7 +503,8 @@ def test_a_kill_during_extraction_never_exposes_a_partial_tree(tmp_path: Path) -
     proc.wait()
     assert not (dest / "model").exists()
     leftovers = [p for p in os.listdir(dest) if p.startswith(".mdl-unpack-")]
-    assert len(leftovers) == 1  # hidden staging, beside the destination, never the destination itself
+    # hidden staging, beside the destination, never the destination itself
+    assert len(leftovers) == 1
     assert unpack(archive, dest).files  # a later run is not blocked by it
     assert (dest / "model" / "config.json").is_file()
 
@@ -464,12 +517,19 @@ def test_errors_are_mdl_errors_with_one_line_messages(tmp_path: Path) -> None:
 
 
 def test_an_archive_streamed_to_stdout_unpacks_too(tmp_path: Path) -> None:
-    """Piped archives carry data descriptors (a pipe cannot be rewound); they verify all the same."""
+    """Piped archives carry data descriptors (a pipe cannot be rewound); they verify all the
+    same.
+    """
     make_hf_run(tmp_path / "run", steps=(100,))
     with (tmp_path / "streamed.zip").open("wb") as out:
-        options = PackOptions(run_dir=Path("run"), output=Path("-"), checkpoint="latest", cwd=tmp_path)
+        options = PackOptions(
+            run_dir=Path("run"), output=Path("-"), checkpoint="latest", cwd=tmp_path
+        )
         pack_run(options, progress=NullProgress(), stdout=out)
     result = unpack(tmp_path / "streamed.zip", tmp_path / "dest")
     assert result.manifest and result.top_level == ("run-checkpoint-100",)
     weights = tmp_path / "dest" / "run-checkpoint-100" / "model.safetensors"
-    assert weights.read_bytes() == (tmp_path / "run" / "checkpoint-100" / "model.safetensors").read_bytes()
+    assert (
+        weights.read_bytes()
+        == (tmp_path / "run" / "checkpoint-100" / "model.safetensors").read_bytes()
+    )

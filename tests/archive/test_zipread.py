@@ -1,5 +1,6 @@
-"""The hostile-archive reader on hand-made zips: versions, flags, names (UTF-8, Info-ZIP, CP437, bidi, lengths),
-bombs spread over many entries, lying sizes and descriptor use. Every refusal is exit 2 naming the entry."""
+"""The hostile-archive reader on hand-made zips: versions, flags, names (UTF-8, Info-ZIP, CP437,
+bidi, lengths), bombs spread over many entries, lying sizes and descriptor use. Every refusal is
+exit 2 naming the entry."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class Raw:
-    """One entry exactly as it will be written: raw name bytes, flags, version, extra and (for bombs) lies."""
+    """One entry exactly as it will be written: raw name bytes, flags, version, extra and (for
+    bombs) lies.
+    """
 
     name: bytes
     data: bytes = b""
@@ -40,7 +43,9 @@ class Raw:
 
 
 def craft(entries: list[Raw]) -> bytes:
-    """A zip with full control over every header field (zipfile would fix or refuse what these tests need)."""
+    """A zip with full control over every header field (zipfile would fix or refuse what these
+    tests need).
+    """
     out = bytearray()
     central = bytearray()
     for e in entries:
@@ -52,7 +57,18 @@ def craft(entries: list[Raw]) -> bytes:
         size = len(e.data) if e.declared_size is None else e.declared_size
         crc = zlib.crc32(e.data)
         offset = len(out)
-        fields = (e.version, e.flags, e.method, 0, 0x21, crc, len(payload), size, len(e.name), len(e.extra))
+        fields = (
+            e.version,
+            e.flags,
+            e.method,
+            0,
+            0x21,
+            crc,
+            len(payload),
+            size,
+            len(e.name),
+            len(e.extra),
+        )
         out += struct.pack("<4sHHHHHLLLHH", b"PK\x03\x04", *fields) + e.name + e.extra + payload
         central += struct.pack(
             "<4sBBHHHHHLLLHHHHHLL",
@@ -69,12 +85,16 @@ def craft(entries: list[Raw]) -> bytes:
         central += e.name + e.extra
     start = len(out)
     out += central
-    out += struct.pack("<4sHHHHLLH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(central), start, 0)
+    out += struct.pack(
+        "<4sHHHHLLH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(central), start, 0
+    )
     return bytes(out)
 
 
 def unicode_path(header_name: bytes, real: str) -> bytes:
-    """Info-ZIP's Unicode Path extra field (0x7075): version 1, CRC-32 of the header name, the UTF-8 name."""
+    """Info-ZIP's Unicode Path extra field (0x7075): version 1, CRC-32 of the header name, the
+    UTF-8 name.
+    """
     body = b"\x01" + struct.pack("<L", zlib.crc32(header_name)) + real.encode()
     return struct.pack("<HH", 0x7075, len(body)) + body
 
@@ -85,22 +105,36 @@ def save(tmp_path: Path, entries: list[Raw], name: str = "crafted.zip") -> Path:
     return path
 
 
-def unpack(archive: Path, dest: Path, *, progress: Progress | None = None, **kwargs: float) -> UnpackResult:
+def unpack(
+    archive: Path, dest: Path, *, progress: Progress | None = None, **kwargs: float
+) -> UnpackResult:
     return unpack_archive(
-        archive, dest=dest, force=False, progress=progress or NullProgress(), cwd=archive.parent, **kwargs
+        archive,
+        dest=dest,
+        force=False,
+        progress=progress or NullProgress(),
+        cwd=archive.parent,
+        **kwargs,
     )
 
 
 def tree(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []
+    return (
+        sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+        if folder.exists()
+        else []
+    )
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MDL_LOG_FILE": str(cwd / "mdl.log")}
-    return subprocess.run([sys.executable, "-m", "mdl", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "mdl", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
 
 
-# --- finding 10: what zipfile raised as NotImplementedError or UnicodeDecodeError (exit 1) is exit 2 -------
+# --- finding 10: what zipfile raised as NotImplementedError or UnicodeDecodeError (exit 1) is exit
+# 2 -------
 
 
 @pytest.mark.parametrize(
@@ -113,9 +147,18 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         (Raw(b"pkg/w.bin", b"data", flags=0x2000), "encrypted"),
         (Raw(b"pkg/w.bin", b"data", flags=0x1), "encrypted"),
     ],
-    ids=["version-7.0", "version-6.4", "strong-encryption", "patched", "masked-headers", "encrypted"],
+    ids=[
+        "version-7.0",
+        "version-6.4",
+        "strong-encryption",
+        "patched",
+        "masked-headers",
+        "encrypted",
+    ],
 )
-def test_unsupported_versions_and_flags_are_exit_2_naming_the_entry(tmp_path: Path, raw: Raw, words: str) -> None:
+def test_unsupported_versions_and_flags_are_exit_2_naming_the_entry(
+    tmp_path: Path, raw: Raw, words: str
+) -> None:
     archive = save(tmp_path, [Raw(b"pkg/ok.txt", b"fine"), raw])
     with pytest.raises(ArchiveError, match=words) as err:
         unpack(archive, tmp_path / "dest")
@@ -132,7 +175,11 @@ def test_utf8_flag_with_invalid_utf8_is_exit_2_naming_the_entry(tmp_path: Path) 
 
 def test_the_same_archives_through_the_cli_exit_2(tmp_path: Path) -> None:
     for i, raw in enumerate(
-        [Raw(b"p/a", b"x", version=70), Raw(b"p/a", b"x", flags=0x40), Raw(b"p/\xff", b"x", flags=0x800)]
+        [
+            Raw(b"p/a", b"x", version=70),
+            Raw(b"p/a", b"x", flags=0x40),
+            Raw(b"p/\xff", b"x", flags=0x800),
+        ]
     ):
         save(tmp_path, [raw], f"a{i}.zip")
         result = cli("unpack", f"a{i}.zip", "-d", "out", cwd=tmp_path)
@@ -141,7 +188,9 @@ def test_the_same_archives_through_the_cli_exit_2(tmp_path: Path) -> None:
 
 
 def test_zipfile_made_archives_patched_the_same_way(tmp_path: Path) -> None:
-    """The reviewer's recipe: a normal archive with its version or flag fields edited in both headers."""
+    """The reviewer's recipe: a normal archive with its version or flag fields edited in both
+    headers.
+    """
     for field, value, words in ((4, 70, "7.0"), (6, 0x40, "encrypted"), (6, 0x20, "patched")):
         path = tmp_path / f"z{field}{value}.zip"
         with zipfile.ZipFile(path, "w") as zf:
@@ -149,17 +198,21 @@ def test_zipfile_made_archives_patched_the_same_way(tmp_path: Path) -> None:
         raw = bytearray(path.read_bytes())
         central = raw.index(b"PK\x01\x02")
         struct.pack_into("<H", raw, field, value)
-        struct.pack_into("<H", raw, central + field + 2, value)  # the central record has "version made by" first
+        # the central record has "version made by" first
+        struct.pack_into("<H", raw, central + field + 2, value)
         path.write_bytes(raw)
         with pytest.raises(ArchiveError, match=words):
             unpack(path, tmp_path / "dest")
 
 
-# --- finding 19: names as unzip, 7-Zip and bsdtar read them -------------------------------------------
+# --- finding 19: names as unzip, 7-Zip and bsdtar read them
+# -------------------------------------------
 
 
 def test_raw_utf8_names_without_the_flag_are_utf8(tmp_path: Path) -> None:
-    archive = save(tmp_path, [Raw("café/模型.txt".encode(), b"x"), Raw(b"caf\xc3\xa9/plain.txt", b"y")])
+    archive = save(
+        tmp_path, [Raw("café/模型.txt".encode(), b"x"), Raw(b"caf\xc3\xa9/plain.txt", b"y")]
+    )
     unpack(archive, tmp_path / "dest")
     assert tree(tmp_path / "dest") == ["café", "café/plain.txt", "café/模型.txt"]
 
@@ -169,7 +222,8 @@ def test_the_info_zip_unicode_path_field_wins_when_its_crc_matches(tmp_path: Pat
     good = Raw(b"d1/" + header, b"x", extra=unicode_path(b"d1/" + header, "d1/Ölmodell.txt"))
     stale = Raw(b"d2/" + header, b"y", extra=unicode_path(b"d2/other", "d2/ignored.txt"))
     unpack(save(tmp_path, [good, stale]), tmp_path / "dest")
-    assert tree(tmp_path / "dest") == ["d1", "d1/Ölmodell.txt", "d2", "d2/Ölmodell.txt"]  # stale: CP437
+    # stale: CP437
+    assert tree(tmp_path / "dest") == ["d1", "d1/Ölmodell.txt", "d2", "d2/Ölmodell.txt"]
 
 
 def test_names_that_are_not_utf8_are_cp437(tmp_path: Path) -> None:
@@ -179,7 +233,9 @@ def test_names_that_are_not_utf8_are_cp437(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("real", ["../evil.txt", "pkg/a\u202etxt.exe", "pkg/CON", "pkg/a\u2028b"])
 def test_name_checks_apply_to_the_decoded_name(tmp_path: Path, real: str) -> None:
-    archive = save(tmp_path, [Raw(b"pkg/harmless.txt", b"x", extra=unicode_path(b"pkg/harmless.txt", real))])
+    archive = save(
+        tmp_path, [Raw(b"pkg/harmless.txt", b"x", extra=unicode_path(b"pkg/harmless.txt", real))]
+    )
     with pytest.raises(ArchiveError, match="unsafe entry"):
         unpack(archive, tmp_path / "dest")
     assert tree(tmp_path / "dest") == []
@@ -201,17 +257,27 @@ def test_an_info_zip_archive_with_non_ascii_names_round_trips(tmp_path: Path) ->
     (src / "modèle").mkdir(parents=True)
     (src / "modèle" / "配置.json").write_text("{}")
     env = {**os.environ, "LC_ALL": "C.UTF-8"}
-    subprocess.run(["zip", "-q", "-r", str(tmp_path / "iz.zip"), "modèle"], cwd=src, env=env, check=True)
+    subprocess.run(
+        ["zip", "-q", "-r", str(tmp_path / "iz.zip"), "modèle"], cwd=src, env=env, check=True
+    )
     unpack(tmp_path / "iz.zip", tmp_path / "dest")
     assert (tmp_path / "dest" / "modèle" / "配置.json").read_text() == "{}"
 
 
-# --- finding 13 (archive share): invisible and direction characters, NAME_MAX and PATH_MAX ------------
+# --- finding 13 (archive share): invisible and direction characters, NAME_MAX and PATH_MAX
+# ------------
 
 
 @pytest.mark.parametrize(
     "name",
-    ["pkg/evil\u202etxt.exe", "pkg/a\u2028b", "pkg/a\u2029b", "pkg/zero\u200bwidth", "pkg/\ufeffbom", "pkg/a\u0085b"],
+    [
+        "pkg/evil\u202etxt.exe",
+        "pkg/a\u2028b",
+        "pkg/a\u2029b",
+        "pkg/zero\u200bwidth",
+        "pkg/\ufeffbom",
+        "pkg/a\u0085b",
+    ],
     ids=repr,
 )
 def test_bidi_separators_and_invisible_characters_are_refused(tmp_path: Path, name: str) -> None:
@@ -223,13 +289,16 @@ def test_bidi_separators_and_invisible_characters_are_refused(tmp_path: Path, na
 
 
 def test_components_over_name_max_bytes_are_refused(tmp_path: Path) -> None:
-    archive = save(tmp_path, [Raw(("pkg/" + "é" * 128).encode(), b"x", flags=0x800)])  # 256 bytes, 128 chars
-    with pytest.raises(ArchiveError, match="longer than 229 bytes"):  # 255 less room for mdl's temp name
+    # 256 bytes, 128 chars
+    archive = save(tmp_path, [Raw(("pkg/" + "é" * 128).encode(), b"x", flags=0x800)])
+    # 255 less room for mdl's temp name
+    with pytest.raises(ArchiveError, match="longer than 229 bytes"):
         unpack(archive, tmp_path / "dest")
 
 
 def test_paths_too_long_for_the_destination_are_refused_before_writing(tmp_path: Path) -> None:
-    dest = tmp_path.joinpath(*["d" * 250] * 14)  # ~3.6 kB: an entry of ~500 bytes pushes it past PATH_MAX
+    # ~3.6 kB: an entry of ~500 bytes pushes it past PATH_MAX
+    dest = tmp_path.joinpath(*["d" * 250] * 14)
     name = "pkg/" + "/".join(["n" * 200] * 3)
     archive = save(tmp_path, [Raw(name.encode(), b"x")])
     with pytest.raises(ArchiveError, match="would make a path of"):
@@ -237,7 +306,8 @@ def test_paths_too_long_for_the_destination_are_refused_before_writing(tmp_path:
     assert not (tmp_path / ("d" * 250)).exists()
 
 
-# --- findings 6 and 23: bombs, per entry and in total, with a way to let a legitimate archive through --
+# --- findings 6 and 23: bombs, per entry and in total, with a way to let a legitimate archive
+# through --
 
 
 def test_a_bomb_spread_over_many_entries_is_refused_in_total(tmp_path: Path) -> None:
@@ -259,7 +329,10 @@ def test_max_ratio_lets_a_legitimate_archive_through(tmp_path: Path) -> None:
     assert err.value.hint is not None
     allowed = int(err.value.hint.split("--max-ratio ")[1].split()[0])
     result = unpack(archive, tmp_path / "d2", max_ratio=allowed)
-    assert len(result.files) == 8 and (tmp_path / "d2" / "sparse" / "7.bin").stat().st_size == 1_000_000
+    assert (
+        len(result.files) == 8
+        and (tmp_path / "d2" / "sparse" / "7.bin").stat().st_size == 1_000_000
+    )
 
 
 def test_a_single_entry_bomb_says_how_to_override(tmp_path: Path) -> None:
@@ -278,7 +351,9 @@ def test_max_ratio_must_be_positive(tmp_path: Path, bad: float) -> None:
 
 
 def test_real_output_is_counted_and_stops_at_the_declared_size(tmp_path: Path) -> None:
-    """A deflate stream that makes 16 MiB while both headers declare 1000 bytes: at most 1000 are written."""
+    """A deflate stream that makes 16 MiB while both headers declare 1000 bytes: at most 1000 are
+    written.
+    """
     liar = Raw(b"pkg/small.txt", bytes(16 << 20), method=8, declared_size=1000)
     progress = RecordingProgress()
     with pytest.raises(ArchiveError, match="larger than its declared 1000 bytes"):
@@ -287,14 +362,14 @@ def test_real_output_is_counted_and_stops_at_the_declared_size(tmp_path: Path) -
     assert tree(tmp_path / "dest") == []
 
 
-# --- finding 8: folder descriptors stay bounded ---------------------------------------------------------
+# --- finding 8: folder descriptors stay bounded
+# ---------------------------------------------------------
 
 
 def test_many_folders_unpack_under_a_low_descriptor_limit(tmp_path: Path) -> None:
     entries = [Raw(f"many/d{i:04}/f.txt".encode(), b"x") for i in range(400)]
     archive = save(tmp_path, entries)
-    child = textwrap.dedent(
-        f"""
+    child = textwrap.dedent(f"""
         import resource, sys
         from pathlib import Path
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
@@ -303,21 +378,24 @@ def test_many_folders_unpack_under_a_low_descriptor_limit(tmp_path: Path) -> Non
         result = unpack_archive(Path({str(archive)!r}), dest=Path({str(tmp_path / "dest")!r}), force=False,
                                 progress=NullProgress(), cwd=Path("."))
         print(len(result.files))
-        """
-    )
+        """)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "400"
     assert (tmp_path / "dest" / "many" / "d0399" / "f.txt").read_bytes() == b"x"
 
 
-# --- the parser itself --------------------------------------------------------------------------------
+# --- the parser itself
+# --------------------------------------------------------------------------------
 
 
 def test_local_header_names_must_match_the_central_directory(tmp_path: Path) -> None:
     raw = bytearray(craft([Raw(b"pkg/nice.txt", b"x")]))
-    raw[30:42] = b"pkg/evil.txt"  # the local header's copy of the name (readers that stream believe it)
+    # the local header's copy of the name (readers that stream believe it)
+    raw[30:42] = b"pkg/evil.txt"
     (tmp_path / "spoof.zip").write_bytes(raw)
     with pytest.raises(ArchiveError, match="spoofed"):
         unpack(tmp_path / "spoof.zip", tmp_path / "dest")

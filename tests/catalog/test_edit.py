@@ -1,4 +1,6 @@
-"""Style-preserving catalog edits: what mdl add and mdl remove change, and every byte they must not."""
+"""Style-preserving catalog edits: what mdl add and mdl remove change, and every byte they must
+not.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from mdl.errors import UsageError
 
 HEX = "ab" * 32
 
-# A hand-written catalog with comments everywhere a person puts them: above, beside and under entries, inside a
-# multi-line files array, free-standing between entries, and at the very end.
+# A hand-written catalog with comments everywhere a person puts them: above, beside and under
+# entries, inside a multi-line files array, free-standing between entries, and at the very end.
 HAND = """\
 # My models. Pulled nightly by cron on the GPU boxes.
 version = 1
@@ -63,7 +65,10 @@ def lines_without(text: str, removed: str) -> list[str]:
 
 def test_a_new_model_goes_after_the_last_one_and_every_other_byte_stays() -> None:
     out = add(HAND, "qwen", "hf://unsloth/Qwen3-4B@v2", include=["*.gguf"], exclude=["*F16*"])
-    block = '\n[models.qwen]\nrepo = "unsloth/Qwen3-4B"\nrevision = "v2"\ninclude = ["*.gguf"]\nexclude = ["*F16*"]\n'
+    block = (
+        '\n[models.qwen]\nrepo = "unsloth/Qwen3-4B"\nrevision = "v2"\ninclude = ["*.gguf"]\nexclude'
+        ' = ["*F16*"]\n'
+    )
     assert lines_without(out, block) == HAND.splitlines()
     assert out.endswith(block + "\n# end of catalog\n")  # the closing comment stays last, apart
     assert tomllib.loads(out)["models"]["qwen"] == {
@@ -75,8 +80,15 @@ def test_a_new_model_goes_after_the_last_one_and_every_other_byte_stays() -> Non
 
 
 def test_a_file_is_appended_inside_the_array_keeping_its_comments() -> None:
-    out = add(HAND, "z-image-turbo", "hf://unsloth/Qwen3-4B-Instruct-2507-GGUF/Qwen3-4B-Instruct-2507-Q8_0.gguf")
-    new = '  { repo = "unsloth/Qwen3-4B-Instruct-2507-GGUF", path = "Qwen3-4B-Instruct-2507-Q8_0.gguf" },\n'
+    out = add(
+        HAND,
+        "z-image-turbo",
+        "hf://unsloth/Qwen3-4B-Instruct-2507-GGUF/Qwen3-4B-Instruct-2507-Q8_0.gguf",
+    )
+    new = (
+        '  { repo = "unsloth/Qwen3-4B-Instruct-2507-GGUF", path ='
+        ' "Qwen3-4B-Instruct-2507-Q8_0.gguf" },\n'
+    )
     assert lines_without(out, new) == HAND.splitlines()
     assert out.index(new) < out.index("]\n# (text encoder still to add)")
     files = tomllib.loads(out)["models"]["z-image-turbo"]["files"]
@@ -84,9 +96,16 @@ def test_a_file_is_appended_inside_the_array_keeping_its_comments() -> None:
 
 
 def test_a_one_line_array_stays_on_one_line() -> None:
-    out = add(HAND, "style.lora", "https://cdn.example.com/loras/extra.safetensors", save_as="extra/x.safetensors")
+    out = add(
+        HAND,
+        "style.lora",
+        "https://cdn.example.com/loras/extra.safetensors",
+        save_as="extra/x.safetensors",
+    )
     line = next(line for line in out.splitlines() if line.startswith("files = [{ url"))
-    assert line.endswith(', { url = "https://cdn.example.com/loras/extra.safetensors", as = "extra/x.safetensors" }]')
+    assert line.endswith(
+        ', { url = "https://cdn.example.com/loras/extra.safetensors", as = "extra/x.safetensors" }]'
+    )
     assert len(out.splitlines()) == len(HAND.splitlines())
 
 
@@ -94,7 +113,8 @@ def test_a_one_line_array_stays_on_one_line() -> None:
     "array",
     [
         'files = [\n  { url = "https://h/a.bin" }\n]\n',  # no trailing comma
-        'files = [{ url = "https://h/a.bin" },\n         { url = "https://h/b.bin" }]\n',  # ']' after the last
+        # ']' after the last
+        'files = [{ url = "https://h/a.bin" },\n         { url = "https://h/b.bin" }]\n',
         'files = [{ url = "https://h/a.bin" },]\n',
         'files = [  # a comment, with a comma, and a ]\n  { url = "https://h/a.bin" },  # x ]\n]\n',
     ],
@@ -103,16 +123,21 @@ def test_files_arrays_in_any_style_get_the_new_file(array: str) -> None:
     text = f"[models.m]\n{array}\n[models.n]\nrepo = 'o/n'\n"
     out = add(text, "m", "hf://datasets/o/d@refs/pr/1/data/x.parquet")
     files = tomllib.loads(out)["models"]["m"]["files"]
-    assert files[-1] == {"repo": "o/d", "path": "data/x.parquet", "revision": "refs/pr/1", "repo_type": "dataset"}
+    assert files[-1] == {
+        "repo": "o/d",
+        "path": "data/x.parquet",
+        "revision": "refs/pr/1",
+        "repo_type": "dataset",
+    }
     assert out.endswith("\n[models.n]\nrepo = 'o/n'\n")
 
 
 def test_files_as_tables_of_an_array_get_one_more_table_and_keep_every_comment() -> None:
     text = (
-        "# top\n[models.m]  # m\ndescription = 'two'\n\n"
-        '[[models.m.files]]  # the first\nrepo = "o/a"  # a\npath = "a.bin"\n# about a\n\n'
-        '[[models.m.files]]  # the second\nurl = "https://h/b.bin"\n[models.m.files.headers]  # its headers\n'
-        'X-Team = "render"\n# under the headers\n\n# above settings\n[settings]\njobs = 2\n'
+        "# top\n[models.m]  # m\ndescription = 'two'\n\n[[models.m.files]]  # the first\nrepo ="
+        ' "o/a"  # a\npath = "a.bin"\n# about a\n\n[[models.m.files]]  # the second\nurl ='
+        ' "https://h/b.bin"\n[models.m.files.headers]  # its headers\nX-Team = "render"\n# under'
+        " the headers\n\n# above settings\n[settings]\njobs = 2\n"
     )
     out = add(text, "m", "hf://o/c/c.bin")
     assert tomllib.loads(out)["models"]["m"]["files"] == [
@@ -121,7 +146,8 @@ def test_files_as_tables_of_an_array_get_one_more_table_and_keep_every_comment()
         {"repo": "o/c", "path": "c.bin"},
     ]
     assert out == text.replace(
-        "# under the headers\n\n", '# under the headers\n\n[[models.m.files]]\nrepo = "o/c"\npath = "c.bin"\n\n'
+        "# under the headers\n\n",
+        '# under the headers\n\n[[models.m.files]]\nrepo = "o/c"\npath = "c.bin"\n\n',
     )
 
 
@@ -133,25 +159,48 @@ def test_models_written_as_one_inline_table_are_edited_with_tomlkit() -> None:
 
 
 def test_the_same_request_twice_changes_nothing() -> None:
-    assert add_entry(
-        HAND, "tiny", [parse_source("hf://org/tiny@main")], include=["*.json", "*.safetensors"]
-    ).action == ("unchanged")
-    again = add_entry(HAND, "z-image-turbo", [parse_source("hf://leejet/Z-Image-Turbo-GGUF/z_image_turbo-Q8_0.gguf")])
+    assert (
+        add_entry(
+            HAND, "tiny", [parse_source("hf://org/tiny@main")], include=["*.json", "*.safetensors"]
+        ).action
+        == "unchanged"
+    )
+    again = add_entry(
+        HAND,
+        "z-image-turbo",
+        [parse_source("hf://leejet/Z-Image-Turbo-GGUF/z_image_turbo-Q8_0.gguf")],
+    )
     assert (again.action, again.text) == ("unchanged", HAND)
 
 
 def test_contradictions_are_refused_naming_the_entry_and_force_replaces() -> None:
-    with pytest.raises(UsageError, match=r"models.tiny is already a whole-repo snapshot of org/tiny; pass --force"):
+    with pytest.raises(
+        UsageError, match=r"models.tiny is already a whole-repo snapshot of org/tiny; pass --force"
+    ):
         add(HAND, "tiny", "hf://org/other")
-    with pytest.raises(UsageError, match=r"models\.tiny is a whole-repo snapshot of org/tiny; files cannot be added"):
+    with pytest.raises(
+        UsageError,
+        match=r"models\.tiny is a whole-repo snapshot of org/tiny; files cannot be added",
+    ):
         add(HAND, "tiny", "hf://org/tiny/config.json")
-    with pytest.raises(UsageError, match=r"models.z-image-turbo.files\[1\] already saves to 'vae/ae.safetensors'"):
+    with pytest.raises(
+        UsageError, match=r"models.z-image-turbo.files\[1\] already saves to 'vae/ae.safetensors'"
+    ):
         add(HAND, "z-image-turbo", "hf://other/vae/ae.safetensors", save_as="vae/ae.safetensors")
     out = add(HAND, "tiny", "hf://org/other", force=True)
-    assert tomllib.loads(out)["models"]["tiny"] == {"description": "Tiny random BERT", "repo": "org/other"}
+    assert tomllib.loads(out)["models"]["tiny"] == {
+        "description": "Tiny random BERT",
+        "repo": "org/other",
+    }
     assert out.startswith(HAND[: HAND.index("[models.tiny]")])  # the comment above it stays
     assert out.endswith(HAND[HAND.index("\n# ---- image models") :])
-    out = add(HAND, "z-image-turbo", "hf://other/vae/x.safetensors", save_as="vae/ae.safetensors", force=True)
+    out = add(
+        HAND,
+        "z-image-turbo",
+        "hf://other/vae/x.safetensors",
+        save_as="vae/ae.safetensors",
+        force=True,
+    )
     assert tomllib.loads(out)["models"]["z-image-turbo"]["files"][1]["repo"] == "other/vae"
 
 
@@ -171,7 +220,9 @@ def test_flags_that_do_not_fit_the_sources_are_usage_errors(
         add(HAND, "new", *sources, **options)
 
 
-@pytest.mark.parametrize("source", ["owner/name", "s3://b/k", "hf://onlyname", "hf://o/n/../x", "ftp://h/x"])
+@pytest.mark.parametrize(
+    "source", ["owner/name", "s3://b/k", "hf://onlyname", "hf://o/n/../x", "ftp://h/x"]
+)
 def test_sources_that_are_not_hub_uris_or_urls_are_refused(source: str) -> None:
     with pytest.raises(UsageError):
         parse_source(source)
@@ -192,7 +243,11 @@ def test_remove_takes_the_entry_and_its_comments_but_not_the_next_ones() -> None
     )
     assert out == HAND.replace(gone, "", 1)
     out = remove_entry(HAND, "z-image-turbo")
-    assert "# ---- image models" in out and "Z-Image" not in out and "(text encoder still to add)" not in out
+    assert (
+        "# ---- image models" in out
+        and "Z-Image" not in out
+        and "(text encoder still to add)" not in out
+    )
     assert out.replace("\n\n\n", "\n\n") == out  # never two blank lines where the entry was
     assert "tiny" in tomllib.loads(out)["models"]
 
@@ -204,7 +259,10 @@ def test_remove_of_the_last_entry_leaves_no_trailing_blank_lines() -> None:
 
 
 def test_remove_handles_inline_and_out_of_order_entries() -> None:
-    text = '[models]\na = { repo = "o/a" }  # one line\nb = { repo = "o/b" }\n\n[models.c]\nrepo = "o/c"\n'
+    text = (
+        '[models]\na = { repo = "o/a" }  # one line\nb = { repo = "o/b" }\n\n[models.c]\nrepo ='
+        ' "o/c"\n'
+    )
     assert remove_entry(text, "a") == '[models]\nb = { repo = "o/b" }\n\n[models.c]\nrepo = "o/c"\n'
     split = '[models.a]\nrepo = "o/a"\n\n[settings]\njobs = 1\n\n[models.a.extra]\n'
     with pytest.raises(UsageError, match="did you mean 'a'"):
@@ -214,7 +272,10 @@ def test_remove_handles_inline_and_out_of_order_entries() -> None:
 def test_models_written_as_root_keys_or_split_by_other_tables_keep_every_comment() -> None:
     dotted = 'models.d.repo = "o/d"\nmodels.c.repo = "o/c"  # c\n# about c\n'
     assert add(dotted, "n", "hf://o/n") == dotted + '\n[models.n]\nrepo = "o/n"\n'
-    split = '[models.a]\nrepo = "o/a"\n\n[settings]\njobs = 1\n\n[models]\nc = { repo = "o/c" }  # c\n\n# free\n'
+    split = (
+        '[models.a]\nrepo = "o/a"\n\n[settings]\njobs = 1\n\n[models]\nc = { repo = "o/c" }  #'
+        " c\n\n# free\n"
+    )
     assert remove_entry(split, "c") == split.replace('c = { repo = "o/c" }  # c\n', "")
     assert remove_entry(split, "a") == split.replace('[models.a]\nrepo = "o/a"\n\n', "")
 
@@ -226,7 +287,8 @@ def test_crlf_files_stay_crlf() -> None:
     assert remove_entry(out, "new") == text
 
 
-# -- properties --------------------------------------------------------------------------------------------------
+# -- properties
+# --------------------------------------------------------------------------------------------------
 
 NAMES = st.from_regex(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,20}", fullmatch=True)
 PATH_PART = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9 ._'\"#=\[\]{}é-]{0,12}", fullmatch=True).filter(
@@ -234,18 +296,30 @@ PATH_PART = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9 ._'\"#=\[\]{}é-]{0,12}", ful
 )
 PATHS = st.lists(PATH_PART, min_size=1, max_size=3).map("/".join)
 GLOBS = st.lists(  # the schema refuses a blank pattern (" ")
-    st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=10).filter(str.strip), max_size=3
+    st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=10).filter(
+        str.strip
+    ),
+    max_size=3,
 )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(name=NAMES, repo=st.sampled_from(["o/a", "org-x/b.c", "u_1/R-2"]), include=GLOBS, exclude=GLOBS)
-def test_any_snapshot_entry_loads_back_exactly(name: str, repo: str, include: list[str], exclude: list[str]) -> None:
+@given(
+    name=NAMES, repo=st.sampled_from(["o/a", "org-x/b.c", "u_1/R-2"]), include=GLOBS, exclude=GLOBS
+)
+def test_any_snapshot_entry_loads_back_exactly(
+    name: str, repo: str, include: list[str], exclude: list[str]
+) -> None:
     out = add(HAND, name, f"hf://{repo}", include=include, exclude=exclude, force=True)
     model = next(m for m in parse_catalog(out).models if m.name == name)
     assert (model.repo, list(model.include), list(model.exclude)) == (repo, include, exclude)
     if name not in tomllib.loads(HAND)["models"]:
-        assert [m.name for m in parse_catalog(out).models] == ["tiny", "z-image-turbo", "style.lora", name]
+        assert [m.name for m in parse_catalog(out).models] == [
+            "tiny",
+            "z-image-turbo",
+            "style.lora",
+            name,
+        ]
         assert remove_entry(out, name) == HAND
 
 
@@ -253,14 +327,19 @@ def test_any_snapshot_entry_loads_back_exactly(name: str, repo: str, include: li
 @given(
     name=NAMES,
     paths=st.lists(PATHS, min_size=1, max_size=3, unique=True).filter(
-        lambda ps: not any(b.startswith(a + "/") for a in ps for b in ps)  # a file is not another's folder
+        # a file is not another's folder
+        lambda ps: not any(b.startswith(a + "/") for a in ps for b in ps)
     ),
     save_as=st.none() | PATHS,
 )
-def test_any_file_entry_loads_back_exactly(name: str, paths: list[str], save_as: str | None) -> None:
+def test_any_file_entry_loads_back_exactly(
+    name: str, paths: list[str], save_as: str | None
+) -> None:
     text = HAND
     for path in paths:
-        text = add(text, name, f"hf://o/r/{path}", save_as=save_as if len(paths) == 1 else None, force=True)
+        text = add(
+            text, name, f"hf://o/r/{path}", save_as=save_as if len(paths) == 1 else None, force=True
+        )
     model = next(m for m in parse_catalog(text).models if m.name == name)
     wanted = [save_as] if save_as is not None and len(paths) == 1 else paths
     assert [f.save_path for f in model.files][-len(paths) :] == wanted
@@ -276,7 +355,9 @@ def _toml_string(text: str, style: str) -> str:
     return tomlkit.string(text).as_string()
 
 
-TRICKY = st.lists(st.sampled_from([*"ab #=[]{}\"'\\,\n\t.", "é", '"""', "'''"]), max_size=20).map("".join)
+TRICKY = st.lists(st.sampled_from([*"ab #=[]{}\"'\\,\n\t.", "é", '"""', "'''"]), max_size=20).map(
+    "".join
+)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -288,21 +369,26 @@ TRICKY = st.lists(st.sampled_from([*"ab #=[]{}\"'\\,\n\t.", "é", '"""', "'''"])
 def test_strings_and_comments_of_other_entries_never_confuse_the_edit(
     texts: list[str], styles: list[str], missing_newline: bool
 ) -> None:
-    """Brackets, quotes, '#' and line breaks inside other entries' strings are data, not structure."""
+    """Brackets, quotes, '#' and line breaks inside other entries' strings are data, not
+    structure.
+    """
     values = []
     for text, style in zip(texts, styles, strict=True):
         if style == "literal" and ("'" in text or "\n" in text):
             style = "basic"
         values.append(_toml_string(text, style))
     catalog = (
-        f"# {texts[0]!r}\n[models.a]  # ] [models.z]\ndescription = {values[0]}\nrepo = 'o/a'\n\n"
-        f"[models.b]\ndescription = {values[1]}\nfiles = [\n  {{ url = 'https://h/x.bin' }},  # ] '\n]"
+        f"# {texts[0]!r}\n[models.a]  # ] [models.z]\ndescription = {values[0]}\nrepo ="
+        f" 'o/a'\n\n[models.b]\ndescription = {values[1]}\nfiles = [\n  {{ url = 'https://h/x.bin'"
+        " },  # ] '\n]"
     )
     if not missing_newline:
         catalog += "\n"
     document = tomllib.loads(catalog)
     out = add(catalog, "c", "hf://o/c")
-    assert out.startswith(catalog.rstrip("\n")) and tomllib.loads(out)["models"]["c"] == {"repo": "o/c"}
+    assert out.startswith(catalog.rstrip("\n")) and tomllib.loads(out)["models"]["c"] == {
+        "repo": "o/c"
+    }
     out = add(catalog, "b", "hf://o/c/c.bin")
     assert tomllib.loads(out)["models"]["b"]["files"][-1] == {"repo": "o/c", "path": "c.bin"}
     assert tomllib.loads(out)["models"]["a"] == document["models"]["a"]
@@ -322,7 +408,9 @@ def meta(text: str, name: str, *sources: str, **options: Any) -> tuple[str, str]
 
 
 def test_a_new_entry_gets_its_description_and_tags_first() -> None:
-    out, action = meta(HAND, "qwen", "hf://o/qwen", description="Qwen 4B", tags=["llm", "gguf", "llm"])
+    out, action = meta(
+        HAND, "qwen", "hf://o/qwen", description="Qwen 4B", tags=["llm", "gguf", "llm"]
+    )
     block = '\n[models.qwen]\ndescription = "Qwen 4B"\ntags = ["llm", "gguf"]\nrepo = "o/qwen"\n'
     assert action == "added"
     assert lines_without(out, block) == HAND.splitlines()
@@ -333,11 +421,14 @@ def test_an_existing_entry_gets_them_without_a_source_keeping_every_comment() ->
     assert action == "updated"
     # the description replaced where it is, the tags right after it; every other line as it was
     assert out == HAND.replace(
-        'description = "Tiny random BERT"\n', 'description = "Tiny random BERT (a few MB)"\ntags = ["test"]\n'
+        'description = "Tiny random BERT"\n',
+        'description = "Tiny random BERT (a few MB)"\ntags = ["test"]\n',
     )
     out, action = meta(HAND, "z-image-turbo", tags=["image"])
     assert action == "updated"
-    assert out == HAND.replace("[models.z-image-turbo]\n", '[models.z-image-turbo]\ntags = ["image"]\n')
+    assert out == HAND.replace(
+        "[models.z-image-turbo]\n", '[models.z-image-turbo]\ntags = ["image"]\n'
+    )
 
 
 def test_tags_are_added_once_and_force_replaces_them() -> None:
@@ -351,11 +442,14 @@ def test_tags_are_added_once_and_force_replaces_them() -> None:
 
 
 def test_a_comment_on_the_value_replaced_stays() -> None:
-    text = '[models.a]  # a\ntags = ["x"]   # why x\nrepo = "o/a"  # public\n\n[models.b]\nrepo = "o/b"\n'
+    text = (
+        '[models.a]  # a\ntags = ["x"]   # why x\nrepo = "o/a"  # public\n\n[models.b]\nrepo ='
+        ' "o/b"\n'
+    )
     out, _ = meta(text, "a", tags=["y"], description="A")
-    assert out == (
-        '[models.a]  # a\ntags = ["x", "y"]   # why x\ndescription = "A"\nrepo = "o/a"  # public\n\n'
-        '[models.b]\nrepo = "o/b"\n'
+    assert (
+        out == '[models.a]  # a\ntags = ["x", "y"]   # why x\ndescription = "A"\nrepo = "o/a"  #'
+        ' public\n\n[models.b]\nrepo = "o/b"\n'
     )
 
 
@@ -363,12 +457,17 @@ def test_with_sources_and_in_other_layouts() -> None:
     out, action = meta(HAND, "z-image-turbo", "hf://o/enc/qwen.gguf", tags=["image"])
     assert action == "extended"
     model = tomllib.loads(out)["models"]["z-image-turbo"]
-    assert model["tags"] == ["image"] and model["files"][-1] == {"repo": "o/enc", "path": "qwen.gguf"}
+    assert model["tags"] == ["image"] and model["files"][-1] == {
+        "repo": "o/enc",
+        "path": "qwen.gguf",
+    }
     assert "  # the VAE comes from FLUX\n" in out and "# (text encoder still to add)\n" in out
     out, action = meta(
         HAND, "tiny", "hf://org/tiny", include=["*.json", "*.safetensors"], description="same repo"
     )  # the source as it is: "updated"
-    assert action == "updated" and tomllib.loads(out)["models"]["tiny"]["description"] == "same repo"
+    assert (
+        action == "updated" and tomllib.loads(out)["models"]["tiny"]["description"] == "same repo"
+    )
     out, action = meta(HAND, "tiny", "hf://org/other", tags=["t"], force=True)
     assert action == "replaced"
     assert tomllib.loads(out)["models"]["tiny"] == {
@@ -381,7 +480,10 @@ def test_with_sources_and_in_other_layouts() -> None:
     assert out == '[models]\nx = { description = "X", repo = "o/x" }  # one line\n'
     tables = '[[models.c.files]]\nurl = "https://h/c.bin"\n'  # no [models.c] header
     out, _ = meta(tables, "c", tags=["c"])
-    assert tomllib.loads(out)["models"]["c"] == {"tags": ["c"], "files": [{"url": "https://h/c.bin"}]}
+    assert tomllib.loads(out)["models"]["c"] == {
+        "tags": ["c"],
+        "files": [{"url": "https://h/c.bin"}],
+    }
 
 
 def test_description_and_tags_refusals() -> None:
@@ -391,7 +493,9 @@ def test_description_and_tags_refusals() -> None:
         add_entry(HAND, "tiny", [], tags=[" "])
     with pytest.raises(UsageError, match="give at least one SOURCE"):
         add_entry(HAND, "tiny", [])
-    with pytest.raises(UsageError, match="--include, --exclude, --as and --sha256 describe a SOURCE"):
+    with pytest.raises(
+        UsageError, match="--include, --exclude, --as and --sha256 describe a SOURCE"
+    ):
         add_entry(HAND, "tiny", [], tags=["t"], include=["*.json"])
 
 
@@ -406,23 +510,34 @@ def test_any_description_and_tags_load_back_exactly_and_keep_every_comment(
     name: str, description: str | None, tags: list[str], crlf: bool
 ) -> None:
     text = HAND.replace("\n", "\r\n") if crlf else HAND
-    edit = add_entry(text, name, [], description=description, tags=tags) if description is not None or tags else None
+    edit = (
+        add_entry(text, name, [], description=description, tags=tags)
+        if description is not None or tags
+        else None
+    )
     if edit is None:
         return
     model = next(m for m in parse_catalog(edit.text).models if m.name == name)
     old = tomllib.loads(text)["models"][name]
     assert model.description == (old.get("description", "") if description is None else description)
     assert list(model.tags) == list(dict.fromkeys([*old.get("tags", []), *tags]))
-    comments = [[line for line in t.splitlines() if line.lstrip().startswith("#")] for t in (text, edit.text)]
+    comments = [
+        [line for line in t.splitlines() if line.lstrip().startswith("#")]
+        for t in (text, edit.text)
+    ]
     assert comments[0] == comments[1]
     if crlf:  # the new lines end as the others do
         assert "\n" not in edit.text.replace("\r\n", "")
 
 
 def test_a_layout_no_edit_can_keep_is_a_usage_error_and_nothing_is_written() -> None:
-    """Dotted keys of a model spread before other tables: neither the entry's own place nor tomlkit can edit it
-    into the same document, so the user is told how to write it (exit 2), never an internal error (exit 1)."""
-    text = '# dotted\nmodels.x.repo = "org/tiny"\nmodels.x.tags = ["a"]\nversion = 1\n[settings]\njobs = 2\n'
+    """Dotted keys of a model spread before other tables: neither the entry's own place nor tomlkit
+    can edit it into the same document, so the user is told how to write it (exit 2), never an
+    internal error (exit 1)."""
+    text = (
+        '# dotted\nmodels.x.repo = "org/tiny"\nmodels.x.tags = ["a"]\nversion = 1\n[settings]\njobs'
+        " = 2\n"
+    )
     with pytest.raises(UsageError, match="could not edit the catalog safely for 'x'") as info:
         add_entry(text, "x", [], tags=["b"])
     assert info.value.hint is not None and "[models.NAME] table" in info.value.hint

@@ -1,4 +1,6 @@
-"""The catalog file on disk: written atomically, through a symlink, keeping its mode and BOM, no temp file left."""
+"""The catalog file on disk: written atomically, through a symlink, keeping its mode and BOM, no
+temp file left.
+"""
 
 from __future__ import annotations
 

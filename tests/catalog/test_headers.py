@@ -1,5 +1,6 @@
-"""``mdl get -H 'Name: value'`` lines are untrusted input: whatever the text, a header that may be sent or a
-one-line exit-2 error naming it, never showing its value; and the catalog's ``headers`` obey the same rule."""
+"""``mdl get -H 'Name: value'`` lines are untrusted input: whatever the text, a header that may be
+sent or a one-line exit-2 error naming it, never showing its value; and the catalog's ``headers``
+obey the same rule."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from mdl.errors import ExitCode, UsageError
 from mdl.redact import Secrets, safe_text
 
 TOKEN_CHARS = "!#$%&'*+.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-"
-NAMES = st.text(alphabet=TOKEN_CHARS, min_size=1, max_size=20).filter(lambda n: n.lower() not in MANAGED_HEADERS)
+NAMES = st.text(alphabet=TOKEN_CHARS, min_size=1, max_size=20).filter(
+    lambda n: n.lower() not in MANAGED_HEADERS
+)
 # Printable ASCII (and tabs) with no blank at either end: what a value is once its OWS is dropped.
 VALUES = (
     st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=60)
@@ -46,7 +49,9 @@ def test_any_line_is_a_sendable_header_or_a_usage_error(line: str) -> None:
     assert name.lower() not in MANAGED_HEADERS
     assert value and value == value.strip(" \t")
     assert value.isascii()
-    assert not re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value), "no CR, LF or other control character goes out"
+    assert not re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value), (
+        "no CR, LF or other control character goes out"
+    )
 
 
 @given(NAMES, VALUES, st.sampled_from(["", " ", "  ", "\t"]))
@@ -66,13 +71,19 @@ def test_a_refused_value_is_never_shown(name: str, value: str) -> None:
 def test_credential_values_are_registered_as_secrets() -> None:
     secrets = Secrets()
     check_headers(
-        [("Authorization", "Bearer tok-0123456789"), ("X-Api-Key", "k3y-abcdefgh"), ("X-Trace", "t-0123456789")],
+        [
+            ("Authorization", "Bearer tok-0123456789"),
+            ("X-Api-Key", "k3y-abcdefgh"),
+            ("X-Trace", "t-0123456789"),
+        ],
         where="header",
         secrets=secrets,
     )
     assert "Bearer tok-0123456789" in secrets.known()
     assert "k3y-abcdefgh" in secrets.known()
-    assert "t-0123456789" not in secrets.known(), "a header that is no credential stays readable, as in the catalog"
+    assert "t-0123456789" not in secrets.known(), (
+        "a header that is no credential stays readable, as in the catalog"
+    )
     assert "tok-0123456789" not in safe_text("the server said tok-0123456789", secrets=secrets)
 
 

@@ -39,16 +39,14 @@ def test_crlf_line_endings() -> None:
 
 
 def test_array_of_tables_then_a_subtable_of_its_latest_element() -> None:
-    index = lines(
-        """
+    index = lines("""
 [[models.z.files]]
 url = "https://h/a"
 [[models.z.files]]
 url = "https://h/b"
 [models.z.files.headers]
 Authorization = "x"
-"""
-    )
+""")
     assert index.line_of(("models", "z", "files", 0, "url")) == 2
     assert index.line_of(("models", "z", "files", 1)) == 3
     assert index.line_of(("models", "z", "files", 1, "headers", "Authorization")) == 6
@@ -80,11 +78,16 @@ def test_multiline_strings_hide_headers_and_keys() -> None:
     assert index.line_of(("d", "c")) == 6
 
 
-def test_a_hostile_multiline_array_costs_work_linear_in_its_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Counted, not timed: reparsing the growing statement at each line would read ~4 * 10^7 characters here.
+def test_a_hostile_multiline_array_costs_work_linear_in_its_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Counted, not timed: reparsing the growing statement at each line would read ~4 * 10^7
+    # characters here.
     text = "x = [\n" + "[1],\n" * 4_000 + "]\n"
     read: list[int] = []
     parse = lines_module._parse
-    monkeypatch.setattr(lines_module, "_parse", lambda chunk: read.append(len(chunk)) or parse(chunk))
+    monkeypatch.setattr(
+        lines_module, "_parse", lambda chunk: read.append(len(chunk)) or parse(chunk)
+    )
     LineIndex(text).line_of(("x", 5))
     assert 0 < sum(read) <= 25 * len(text) + 10_000

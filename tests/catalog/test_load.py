@@ -1,4 +1,6 @@
-"""Catalog loading and strict validation: every kind of bad input, good catalogs, lookup and headers."""
+"""Catalog loading and strict validation: every kind of bad input, good catalogs, lookup and
+headers.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +29,9 @@ MALFORMED_VAR = "has a malformed '${…}'; write ${NAME} with letters, digits an
 
 
 def bad(text: str) -> str:
-    """Parse ``text`` (leading newline dropped, so line 1 is the first written line); return the error."""
+    """Parse ``text`` (leading newline dropped, so line 1 is the first written line); return the
+    error.
+    """
     with pytest.raises(CatalogError) as info:
         parse_catalog(text.removeprefix("\n"), source="cat.toml")
     assert info.value.exit_code == ExitCode.USAGE == 2
@@ -46,35 +50,29 @@ def good(text: str) -> Catalog:
 
 
 def test_toml_syntax_error_has_line_and_column() -> None:
-    message = bad(
-        """
+    message = bad("""
 [models.x]
 repo = "a/b"
 tags = [1, 2
-"""
-    )
+""")
     assert message.startswith("cat.toml:")
     assert "invalid TOML" in message
 
 
 def test_toml_syntax_error_mid_file_line_and_column() -> None:
-    message = bad(
-        """
+    message = bad("""
 [models.x]
 repo = = "a/b"
-"""
-    )
+""")
     assert message.startswith("cat.toml:2:8: invalid TOML: ")
 
 
 def test_toml_duplicate_key_is_a_syntax_error() -> None:
-    message = bad(
-        """
+    message = bad("""
 [models.x]
 repo = "a/b"
 repo = "c/d"
-"""
-    )
+""")
     assert "invalid TOML" in message
     assert message.startswith("cat.toml:3")
 
@@ -83,17 +81,16 @@ def test_absurd_nesting_is_a_catalog_error() -> None:
     assert bad("a = " + "[" * 100_000 + "]" * 100_000 + "\n").startswith("cat.toml")
 
 
-# ----------------------------------------------------------------------------------------- top level
+# ----------------------------------------------------------------------------------------- top
+# level
 
 
 def test_unknown_top_level_key_with_hint() -> None:
-    message = bad(
-        """
+    message = bad("""
 version = 1
 [model.x]
 repo = "a/b"
-"""
-    )
+""")
     assert message == "cat.toml:2: model: unknown key (did you mean 'models'?)"
 
 
@@ -121,35 +118,34 @@ def test_settings_must_be_a_table() -> None:
     assert bad("settings = 3\n") == "cat.toml:1: settings: must be a table, got integer"
 
 
-# -------------------------------------------------------------------------------------- unknown keys
+# -------------------------------------------------------------------------------------- unknown
+# keys
 
 
 def test_unknown_model_key_with_did_you_mean() -> None:
-    message = bad(
-        """
+    message = bad("""
 [models.tiny]
 repo = "a/b"
 includes = ["*.json"]
-"""
-    )
+""")
     assert message == "cat.toml:3: models.tiny.includes: unknown key (did you mean 'include'?)"
 
 
 def test_unknown_model_key_from_huggingface_hub_vocabulary() -> None:
     message = bad('[models.tiny]\nrepo = "a/b"\nallow_patterns = ["*.json"]\n')
-    assert message == "cat.toml:3: models.tiny.allow_patterns: unknown key (did you mean 'include'?)"
+    assert (
+        message == "cat.toml:3: models.tiny.allow_patterns: unknown key (did you mean 'include'?)"
+    )
 
 
 def test_unknown_file_key_with_did_you_mean() -> None:
-    message = bad(
-        f"""
+    message = bad(f"""
 [models.z]
 files = [
   {{ repo = "a/b", path = "x.bin" }},
   {{ repo = "a/b", path = "y.bin", sha265 = "{HEX}" }},
 ]
-"""
-    )
+""")
     assert message == "cat.toml:4: models.z.files[1].sha265: unknown key (did you mean 'sha256'?)"
 
 
@@ -158,7 +154,8 @@ def test_unknown_settings_key_with_did_you_mean() -> None:
     assert message == "cat.toml:2: settings.conections: unknown key (did you mean 'connections'?)"
 
 
-# ---------------------------------------------------------------------------------------- wrong types
+# ---------------------------------------------------------------------------------------- wrong
+# types
 
 
 @pytest.mark.parametrize(
@@ -181,7 +178,9 @@ def test_wrong_types_in_a_snapshot_model(line: str, key: str, expected: str) -> 
 
 
 def test_repo_must_be_a_string() -> None:
-    assert bad("[models.m]\nrepo = 5\n") == "cat.toml:2: models.m.repo: must be a string, got integer"
+    assert (
+        bad("[models.m]\nrepo = 5\n") == "cat.toml:2: models.m.repo: must be a string, got integer"
+    )
 
 
 @pytest.mark.parametrize(
@@ -223,20 +222,19 @@ def test_bad_sha256(value: str, expected: str) -> None:
 
 def test_sha256_uppercase_and_prefix_are_normalised() -> None:
     upper = HEX.upper()
-    catalog = good(
-        f"""
+    catalog = good(f"""
 [models.m]
 files = [
   {{ url = "https://h/a.bin", sha256 = "{upper}" }},
   {{ url = "https://h/b.bin", sha256 = "sha256:{HEX}" }},
   {{ url = "https://h/c.bin", sha256 = "SHA256:{upper}" }},
 ]
-"""
-    )
+""")
     assert [f.sha256 for f in catalog.models[0].files] == [HEX, HEX, HEX]
 
 
-# ----------------------------------------------------------------------------------- model structure
+# ----------------------------------------------------------------------------------- model
+# structure
 
 
 def test_model_with_both_repo_and_files() -> None:
@@ -246,7 +244,9 @@ def test_model_with_both_repo_and_files() -> None:
 
 def test_model_with_neither_repo_nor_files() -> None:
     message = bad('[models.m]\ndescription = "nothing"\n')
-    assert message == "cat.toml:1: models.m: needs 'repo' (a whole repo) or 'files' (a list of files)"
+    assert (
+        message == "cat.toml:1: models.m: needs 'repo' (a whole repo) or 'files' (a list of files)"
+    )
 
 
 def test_empty_model_table() -> None:
@@ -254,7 +254,9 @@ def test_empty_model_table() -> None:
 
 
 def test_empty_files() -> None:
-    assert bad("[models.m]\nfiles = []\n") == "cat.toml:2: models.m.files: must list at least one file"
+    assert (
+        bad("[models.m]\nfiles = []\n") == "cat.toml:2: models.m.files: must list at least one file"
+    )
 
 
 def test_files_must_be_an_array() -> None:
@@ -264,7 +266,9 @@ def test_files_must_be_an_array() -> None:
 
 def test_file_entry_must_be_a_table() -> None:
     message = bad('[models.m]\nfiles = ["x.bin"]\n')
-    assert message.startswith("cat.toml:2: models.m.files[0]: must be a table like { repo = ..., path = ... }")
+    assert message.startswith(
+        "cat.toml:2: models.m.files[0]: must be a table like { repo = ..., path = ... }"
+    )
 
 
 def test_model_must_be_a_table() -> None:
@@ -276,7 +280,9 @@ def test_model_must_be_a_table() -> None:
 def test_snapshot_keys_on_a_files_model(key: str) -> None:
     value = '"dataset"' if key == "repo_type" else '"main"' if key == "revision" else '["*"]'
     message = bad(f'[models.m]\nfiles = [{{ repo = "a/b", path = "x" }}]\n{key} = {value}\n')
-    assert message.startswith(f"cat.toml:3: models.m.{key}: only a whole-repo model (with 'repo') takes")
+    assert message.startswith(
+        f"cat.toml:3: models.m.{key}: only a whole-repo model (with 'repo') takes"
+    )
 
 
 # ------------------------------------------------------------------------------------ file entries
@@ -299,13 +305,18 @@ def test_file_source_rules(entry: str, expected: str) -> None:
 
 def test_headers_on_a_repo_file() -> None:
     message = bad('[models.m]\nfiles = [{ repo = "a/b", path = "x", headers = { A = "b" } }]\n')
-    assert message.startswith("cat.toml:2: models.m.files[0].headers: only direct 'url' files take headers")
+    assert message.startswith(
+        "cat.toml:2: models.m.files[0].headers: only direct 'url' files take headers"
+    )
 
 
 @pytest.mark.parametrize("key", ["revision", "repo_type"])
 def test_hub_only_keys_on_a_url_file(key: str) -> None:
     message = bad(f'[models.m]\nfiles = [{{ url = "https://h/x", {key} = "model" }}]\n')
-    assert message == f"cat.toml:2: models.m.files[0].{key}: only Hub files ('repo' + 'path') take {key!r}"
+    assert (
+        message
+        == f"cat.toml:2: models.m.files[0].{key}: only Hub files ('repo' + 'path') take {key!r}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -320,7 +331,10 @@ def test_hub_only_keys_on_a_url_file(key: str) -> None:
 )
 def test_url_must_be_http(url: str, got: str) -> None:
     message = bad(f'[models.m]\nfiles = [{{ url = "{url}" }}]\n')
-    assert message == f"cat.toml:2: models.m.files[0].url: must be an http:// or https:// URL, got {got}"
+    assert (
+        message
+        == f"cat.toml:2: models.m.files[0].url: must be an http:// or https:// URL, got {got}"
+    )
 
 
 def test_url_without_a_file_name_needs_as() -> None:
@@ -345,17 +359,22 @@ def test_good_repo_id(repo: str) -> None:
 
 def test_bad_repo_type_with_hint() -> None:
     message = bad('[models.m]\nrepo = "a/b"\nrepo_type = "datasets"\n')
-    assert message == (
-        "cat.toml:3: models.m.repo_type: must be one of model, dataset, space, got 'datasets' (did you mean 'dataset'?)"
+    assert (
+        message
+        == "cat.toml:3: models.m.repo_type: must be one of model, dataset, space, got 'datasets'"
+        " (did you mean 'dataset'?)"
     )
 
 
 def test_bad_repo_type_on_a_file() -> None:
     message = bad('[models.m]\nfiles = [{ repo = "a/b", path = "x", repo_type = "space-x" }]\n')
-    assert message.startswith("cat.toml:2: models.m.files[0].repo_type: must be one of model, dataset, space")
+    assert message.startswith(
+        "cat.toml:2: models.m.files[0].repo_type: must be one of model, dataset, space"
+    )
 
 
-# --------------------------------------------------------------------------------------- unsafe paths
+# --------------------------------------------------------------------------------------- unsafe
+# paths
 
 
 @pytest.mark.parametrize(
@@ -373,17 +392,16 @@ def test_bad_repo_type_on_a_file() -> None:
 def test_unsafe_path_or_as(key: str, value: str, reason: str) -> None:
     extra = "" if key == "path" else ', path = "ok.bin"'
     entry = f'{{ repo = "a/b", {key} = "{value}"{extra} }}'
-    message = bad(
-        f"""
+    message = bad(f"""
 [models.z]
 files = [
   {{ repo = "a/b", path = "first.bin" }},
   {entry},
 ]
-"""
-    )
+""")
     assert message.startswith(
-        f"cat.toml:4: models.z.files[1].{key}: must be a relative path inside the folder, got {value!r}"
+        f"cat.toml:4: models.z.files[1].{key}: must be a relative path inside the folder, got"
+        f" {value!r}"
     )
     assert reason in message
 
@@ -404,18 +422,18 @@ def test_leading_dot_slash_is_normalised() -> None:
 
 
 def test_duplicate_save_paths_name_both_entries() -> None:
-    message = bad(
-        """
+    message = bad("""
 [models.z]
 files = [
   { repo = "a/b", path = "model.gguf" },
   { repo = "c/d", path = "other.gguf" },
   { url = "https://h/x/model.gguf" },
 ]
-"""
-    )
-    assert message == (
-        "cat.toml:5: models.z.files[2]: saves to 'model.gguf', as models.z.files[0] does; set 'as' on one of them"
+""")
+    assert (
+        message
+        == "cat.toml:5: models.z.files[2]: saves to 'model.gguf', as models.z.files[0] does; set"
+        " 'as' on one of them"
     )
 
 
@@ -428,7 +446,9 @@ def test_duplicate_save_path_via_as() -> None:
 
 
 def test_save_paths_are_case_sensitive() -> None:
-    catalog = good('[models.z]\nfiles = [{ repo = "a/b", path = "X.bin" }, { repo = "a/b", path = "x.bin" }]\n')
+    catalog = good(
+        '[models.z]\nfiles = [{ repo = "a/b", path = "X.bin" }, { repo = "a/b", path = "x.bin" }]\n'
+    )
     assert [f.save_path for f in catalog.models[0].files] == ["X.bin", "x.bin"]
 
 
@@ -445,12 +465,18 @@ def test_file_where_another_needs_a_folder() -> None:
         '[models.z]\nfiles = [\n  { repo = "a/b", path = "vae/ae.bin" },\n'
         '  { repo = "a/b", path = "x", as = "vae" },\n]\n'
     )
-    assert message == "cat.toml:4: models.z.files[1]: saves to 'vae', which models.z.files[0] needs as a folder"
-    message = bad(
-        '[models.z]\nfiles = [\n  { repo = "a/b", path = "vae" },\n  { repo = "a/b", path = "vae/ae.bin" },\n]\n'
+    assert (
+        message
+        == "cat.toml:4: models.z.files[1]: saves to 'vae', which models.z.files[0] needs as a"
+        " folder"
     )
-    assert message == (
-        "cat.toml:4: models.z.files[1]: saves to 'vae/ae.bin', inside 'vae', which models.z.files[0] saves as a file"
+    message = bad(
+        '[models.z]\nfiles = [\n  { repo = "a/b", path = "vae" },\n  { repo = "a/b", path ='
+        ' "vae/ae.bin" },\n]\n'
+    )
+    assert (
+        message == "cat.toml:4: models.z.files[1]: saves to 'vae/ae.bin', inside 'vae', which"
+        " models.z.files[0] saves as a file"
     )
 
 
@@ -469,7 +495,9 @@ def test_file_where_another_needs_a_folder() -> None:
 )
 def test_bad_model_names(header: str, shown: str) -> None:
     message = bad(f'{header}\nrepo = "a/b"\n')
-    assert message.startswith(f"cat.toml:1: {shown}: model names use letters, digits, '.', '_' and '-'")
+    assert message.startswith(
+        f"cat.toml:1: {shown}: model names use letters, digits, '.', '_' and '-'"
+    )
 
 
 def test_dotted_model_name_is_quoted_in_key_paths() -> None:
@@ -494,7 +522,10 @@ def test_dotted_model_name_is_quoted_in_key_paths() -> None:
         ("retries = -1", "retries: must be between 0 and 100, got -1"),
         ("retries = 101", "retries: must be between 0 and 100, got 101"),
         ('endpoint = "ftp://mirror"', "endpoint: must be an http(s) URL, got 'ftp://mirror'"),
-        ('endpoint = "mirror.example.com"', "endpoint: must be an http(s) URL, got 'mirror.example.com'"),
+        (
+            'endpoint = "mirror.example.com"',
+            "endpoint: must be an http(s) URL, got 'mirror.example.com'",
+        ),
         ('limit_rate = "fast"', f"limit_rate: {RATE_RULE}, got 'fast'"),
         ('limit_rate = "0"', f"limit_rate: {RATE_RULE}, got '0'"),
         ('limit_rate = "0.0001"', f"limit_rate: {RATE_RULE}, got '0.0001'"),
@@ -518,8 +549,7 @@ def test_bad_settings(line: str, expected: str) -> None:
 
 
 def test_good_settings() -> None:
-    catalog = good(
-        """
+    catalog = good("""
 [settings]
 dest = "~/models"
 connections = 8
@@ -530,8 +560,7 @@ stall_timeout = 30
 timeout = 5
 lock_timeout = 0
 retries = 5
-"""
-    )
+""")
     assert catalog.settings == CatalogSettings(
         dest="~/models",
         connections=8,
@@ -559,8 +588,16 @@ def test_limit_rate_accepts_the_limit_rate_flag_grammar(rate: str) -> None:
     ("headers", "key", "expected"),
     [
         ('{ "Bad Name" = "x" }', 'headers."Bad Name"', "is not a valid HTTP header name"),
-        ('{ A = "x\\r\\nEvil: 1" }', "headers.A", "must not contain line breaks or control characters"),
-        ('{ A = "v\u00e4lue" }', "headers.A", "must be ASCII (percent- or base64-encode other characters)"),
+        (
+            '{ A = "x\\r\\nEvil: 1" }',
+            "headers.A",
+            "must not contain line breaks or control characters",
+        ),
+        (
+            '{ A = "v\u00e4lue" }',
+            "headers.A",
+            "must be ASCII (percent- or base64-encode other characters)",
+        ),
         ("{ A = 1 }", "headers.A", "must be a string, got integer"),
         ('{ A = "Bearer ${TOKEN" }', "headers.A", MALFORMED_VAR),
         ('{ A = "Bearer ${1X}" }', "headers.A", MALFORMED_VAR),
@@ -574,13 +611,11 @@ def test_bad_headers(headers: str, key: str, expected: str) -> None:
 
 
 def _lora() -> FileSpec:
-    catalog = good(
-        """
+    catalog = good("""
 [[models.style-lora.files]]
 url = "https://cdn.example.com/loras/style.safetensors"
 headers = { Authorization = "Bearer ${CIVITAI_TOKEN}", X-Note = "costs $5, ${A}${B}" }
-"""
-    )
+""")
     return catalog.models[0].files[0]
 
 
@@ -602,8 +637,10 @@ def test_expand_headers() -> None:
 def test_expand_headers_missing_variable() -> None:
     with pytest.raises(CatalogError) as info:
         expand_headers(_lora(), {"A": "1", "B": "2"})
-    assert str(info.value) == (
-        "models.style-lora.files[0].headers.Authorization: environment variable CIVITAI_TOKEN is not set or empty"
+    assert (
+        str(info.value)
+        == "models.style-lora.files[0].headers.Authorization: environment variable CIVITAI_TOKEN is"
+        " not set or empty"
     )
     assert info.value.exit_code == 2
     assert info.value.hint is not None
@@ -718,7 +755,10 @@ def test_product_example_parses_into_dataclasses() -> None:
 
 
 def test_per_file_revision_and_repo_type() -> None:
-    catalog = good('[models.m]\nfiles = [{ repo = "a/b", path = "x", revision = "v1.0", repo_type = "dataset" }]\n')
+    catalog = good(
+        '[models.m]\nfiles = [{ repo = "a/b", path = "x", revision = "v1.0", repo_type = "dataset"'
+        " }]\n"
+    )
     spec = catalog.models[0].files[0]
     assert (spec.revision, spec.repo_type) == ("v1.0", "dataset")
 
@@ -744,8 +784,7 @@ as = "../y.bin"
 
 
 def test_line_numbers_survive_strings_and_comments() -> None:
-    message = bad(
-        '''
+    message = bad('''
 # [models.fake] in a comment
 [models.m]  # trailing comment with "quotes" and [brackets]
 description = """
@@ -755,32 +794,27 @@ includes = ["in a multi-line string"]
 tags = ['a]', "b\\"]", """c"""]
 repo = "a/b"
 includes = ["*.json"]
-'''
-    )
+''')
     assert message == "cat.toml:9: models.m.includes: unknown key (did you mean 'include'?)"
 
 
 def test_line_of_an_entry_in_a_multiline_array() -> None:
-    message = bad(
-        """
+    message = bad("""
 [models.m]
 files = [
   { url = "https://h/a.bin" },  # a comment, with { braces
   { url = "https://h/b.bin", size = -5 },
 ]
-"""
-    )
+""")
     assert message == "cat.toml:4: models.m.files[1].size: must be >= 0 bytes, got -5"
 
 
 def test_multiline_inline_table_gets_a_hint() -> None:
-    message = bad(
-        """
+    message = bad("""
 [models.m]
 files = [{ url = "https://h/x.bin",
            size = 5 }]
-"""
-    )
+""")
     assert message.startswith("cat.toml:2:")
     assert "invalid TOML" in message
     assert "must fit on one line; for long entries use [[models.NAME.files]] tables" in message
@@ -788,9 +822,13 @@ files = [{ url = "https://h/x.bin",
 
 def test_dotted_keys_and_models_table_form() -> None:
     catalog = good('[models]\nm.repo = "a/b"\nm.tags = ["t"]\nn = { repo = "c/d" }\n')
-    assert [(m.name, m.repo, m.tags) for m in catalog.models] == [("m", "a/b", ("t",)), ("n", "c/d", ())]
-    assert bad('[models]\nm.repo = "a/b"\nm.tag = ["t"]\n') == (
-        "cat.toml:3: models.m.tag: unknown key (did you mean 'tags'?)"
+    assert [(m.name, m.repo, m.tags) for m in catalog.models] == [
+        ("m", "a/b", ("t",)),
+        ("n", "c/d", ()),
+    ]
+    assert (
+        bad('[models]\nm.repo = "a/b"\nm.tag = ["t"]\n')
+        == "cat.toml:3: models.m.tag: unknown key (did you mean 'tags'?)"
     )
 
 
@@ -844,7 +882,9 @@ def test_shipped_catalog_example_in_comments_is_valid() -> None:
     # The commented-out style-lora example must work when a user uncomments it.
     lines = SHIPPED.read_text(encoding="utf-8").splitlines()
     start = lines.index("# [models.style-lora]")
-    example = "\n".join(line.removeprefix("# ") for line in lines[start:]).replace("<64 hex digits>", HEX)
+    example = "\n".join(line.removeprefix("# ") for line in lines[start:]).replace(
+        "<64 hex digits>", HEX
+    )
     catalog = parse_catalog(example)
     assert catalog.models[0].files[0].save_path == "style.safetensors"
 
@@ -896,7 +936,8 @@ def test_load_catalog_sets_path(tmp_path: Path) -> None:
 @pytest.fixture
 def three() -> Catalog:
     return parse_catalog(
-        '[models.tiny-bert]\nrepo = "a/b"\n[models.pn-summary]\nrepo = "c/d"\n[models.z]\nrepo = "e/f"\n',
+        '[models.tiny-bert]\nrepo = "a/b"\n[models.pn-summary]\nrepo = "c/d"\n[models.z]\nrepo ='
+        ' "e/f"\n',
         path=Path("/etc/mdl/catalog.toml"),
     )
 
@@ -906,7 +947,10 @@ def test_get_unknown_model_with_hint(three: Catalog) -> None:
         three.get("tiny-bret")
     assert not isinstance(info.value, CatalogError)
     assert info.value.exit_code == 2
-    assert str(info.value) == "unknown model 'tiny-bret' in /etc/mdl/catalog.toml (did you mean 'tiny-bert'?)"
+    assert (
+        str(info.value)
+        == "unknown model 'tiny-bret' in /etc/mdl/catalog.toml (did you mean 'tiny-bert'?)"
+    )
 
 
 def test_get_unknown_model_without_catalog() -> None:
@@ -955,7 +999,9 @@ def places(tmp_path: Path) -> dict[str, Path]:
 
 
 def _find(places: dict[str, Path], *, flag: Path | None, environ: dict[str, str]) -> Path | None:
-    return find_catalog(flag=flag, environ=environ, cwd=places["cwd_dir"], config_dir=places["config_dir"])
+    return find_catalog(
+        flag=flag, environ=environ, cwd=places["cwd_dir"], config_dir=places["config_dir"]
+    )
 
 
 def test_find_catalog_order(places: dict[str, Path]) -> None:
@@ -992,7 +1038,9 @@ def test_find_catalog_missing_flag(places: dict[str, Path], tmp_path: Path) -> N
 
 
 def test_find_catalog_missing_env(places: dict[str, Path]) -> None:
-    with pytest.raises(CatalogError, match=r"catalog not found: /nowhere/c\.toml \(from \$MDL_CATALOG\)"):
+    with pytest.raises(
+        CatalogError, match=r"catalog not found: /nowhere/c\.toml \(from \$MDL_CATALOG\)"
+    ):
         _find(places, flag=None, environ={"MDL_CATALOG": "/nowhere/c.toml"})
 
 
@@ -1005,7 +1053,9 @@ def test_find_catalog_flag_is_a_folder(places: dict[str, Path]) -> None:
 
 
 def problems_in(text: str) -> CatalogError:
-    """The error of a catalog with several problems: exit 2, a ``cat.toml: N problems`` line, then one each."""
+    """The error of a catalog with several problems: exit 2, a ``cat.toml: N problems`` line,
+    then one each.
+    """
     with pytest.raises(CatalogError) as info:
         parse_catalog(text.removeprefix("\n"), source="cat.toml")
     assert info.value.exit_code == 2
@@ -1028,9 +1078,10 @@ def test_several_problems_are_all_reported_in_line_order() -> None:
 
 
 def test_every_kind_of_problem_in_one_run() -> None:
-    """Unknown keys, wrong types, bad hex, bad paths and a duplicate save path: all of them, each with its line."""
-    error = problems_in(
-        f"""
+    """Unknown keys, wrong types, bad hex, bad paths and a duplicate save path: all of them, each
+    with its line.
+    """
+    error = problems_in(f"""
 [settings]
 conections = 4
 [models.a]
@@ -1049,17 +1100,24 @@ files = [
 ]
 [models.d]
 files = [{{ repo = "o/e", path = "x.bin" }}, {{ url = "https://h/x.bin" }}]
-"""
-    )
+""")
     assert error.problems == (
         "cat.toml:2: settings.conections: unknown key (did you mean 'connections'?)",
         "cat.toml:5: models.a.revison: unknown key (did you mean 'revision'?)",
-        "cat.toml:8: models.b.files[0].sha256: must be 64 hex digits (optionally 'sha256:…'), found 'x'",
-        "cat.toml:9: models.b.files[1].path: must be a relative path inside the folder, got '../w.bin' (it climbs "
-        "out with '..')",
+        (
+            "cat.toml:8: models.b.files[0].sha256: must be 64 hex digits (optionally 'sha256:…'),"
+            " found 'x'"
+        ),
+        (
+            "cat.toml:9: models.b.files[1].path: must be a relative path inside the folder, got"
+            " '../w.bin' (it climbs out with '..')"
+        ),
         "cat.toml:12: models.c.tags: must be an array of strings, got string",
         # a duplicate save path in an entry that is otherwise valid is found in the same run
-        "cat.toml:18: models.d.files[1]: saves to 'x.bin', as models.d.files[0] does; set 'as' on one of them",
+        (
+            "cat.toml:18: models.d.files[1]: saves to 'x.bin', as models.d.files[0] does; set 'as'"
+            " on one of them"
+        ),
     )
     assert str(error).split("\n")[0] == "cat.toml: 6 problems"
 
@@ -1082,14 +1140,22 @@ def test_one_problem_is_one_line_and_its_own_problem() -> None:
 
 
 def test_toml_dates_are_not_strings() -> None:
-    assert bad("[models.m]\nrepo = 2024-01-01\n") == "cat.toml:2: models.m.repo: must be a string, got date"
+    assert (
+        bad("[models.m]\nrepo = 2024-01-01\n")
+        == "cat.toml:2: models.m.repo: must be a string, got date"
+    )
 
 
 def test_settings_subtables_and_array_of_tables_get_lines() -> None:
     message = bad(
-        '[[models.z.files]]\nurl = "https://h/a.bin"\n[models.z.files.headers]\nA = "x"\nB = "line\\nbreak"\n'
+        '[[models.z.files]]\nurl = "https://h/a.bin"\n[models.z.files.headers]\nA = "x"\nB ='
+        ' "line\\nbreak"\n'
     )
-    assert message == "cat.toml:5: models.z.files[0].headers.B: must not contain line breaks or control characters"
+    assert (
+        message
+        == "cat.toml:5: models.z.files[0].headers.B: must not contain line breaks or control"
+        " characters"
+    )
 
 
 def test_a_rate_too_large_for_a_float_is_a_catalog_error() -> None:
@@ -1110,17 +1176,23 @@ def test_importing_the_catalog_does_not_load_pydantic() -> None:
 
 @pytest.mark.parametrize("value", [" Bearer x", "Bearer x ", "x\\t"])
 def test_a_header_value_with_a_blank_at_an_end_is_refused_at_load(value: str) -> None:
-    """The HTTP library refuses it at send time: said at load, naming the file, line and key (exit 2), never a request
-    retried and reported as an error from a server."""
-    message = bad(f'[models.m]\nfiles = [{{ url = "https://h/x", headers = {{ A = "{value}" }} }}]\n')
-    assert message == "cat.toml:2: models.m.files[0].headers.A: must not begin or end with a space or tab"
+    """The HTTP library refuses it at send time: said at load, naming the file, line and key (exit
+    2), never a request retried and reported as an error from a server."""
+    message = bad(
+        f'[models.m]\nfiles = [{{ url = "https://h/x", headers = {{ A = "{value}" }} }}]\n'
+    )
+    assert (
+        message
+        == "cat.toml:2: models.m.files[0].headers.A: must not begin or end with a space or tab"
+    )
 
 
 def test_a_header_value_a_variable_makes_blank_at_an_end_is_refused_naming_it() -> None:
     with pytest.raises(CatalogError) as info:
         expand_headers(_lora(), {"CIVITAI_TOKEN": "tok123 ", "A": "1", "B": "2"})
     assert info.value.exit_code == 2
-    assert info.value.message == (
-        "models.style-lora.files[0].headers.Authorization: its value must not begin or end with a space or tab "
-        "(as CIVITAI_TOKEN sets it)"
+    assert (
+        info.value.message
+        == "models.style-lora.files[0].headers.Authorization: its value must not begin or end with"
+        " a space or tab (as CIVITAI_TOKEN sets it)"
     )

@@ -1,6 +1,7 @@
-"""One model per concept: what the catalog's reader validates (pydantic tables, loaded only when a catalog is
-parsed) and the frozen specs every other part uses (``mdl get URL`` never imports pydantic) hold the same fields,
-so a key added to one and not the other fails here rather than being dropped on the way."""
+"""One model per concept: what the catalog's reader validates (pydantic tables, loaded only when a
+catalog is parsed) and the frozen specs every other part uses (``mdl get URL`` never imports
+pydantic) hold the same fields, so a key added to one and not the other fails here rather than being
+dropped on the way."""
 
 from __future__ import annotations
 
@@ -23,7 +24,12 @@ def test_a_model_entry_is_a_model_spec_but_for_its_name_which_is_its_table_key()
     assert set(ModelEntry.model_fields) == names(ModelSpec) - {"name"}
 
 
-def test_the_settings_table_is_the_catalog_settings_and_both_are_the_setting_tables_catalog_keys() -> None:
-    # signature: every model's default, moved onto each ModelSpec; mirror_endpoints: read from the mirror tables
-    assert set(SettingsTable.model_fields) - {"signature"} == names(CatalogSettings) - {"mirror_endpoints"}
+def test_the_settings_table_is_the_catalog_settings_and_both_are_the_setting_tables_catalog_keys() -> (
+    None
+):
+    # signature: every model's default, moved onto each ModelSpec; mirror_endpoints: read from the
+    # mirror tables
+    assert set(SettingsTable.model_fields) - {"signature"} == names(CatalogSettings) - {
+        "mirror_endpoints"
+    }
     assert names(CatalogSettings) - {"mirror_endpoints"} == {s.name for s in SETTINGS if s.catalog}

@@ -1,4 +1,6 @@
-"""The catalog is untrusted input: whatever its text, loading ends in a Catalog or a one-line exit-2 error."""
+"""The catalog is untrusted input: whatever its text, loading ends in a Catalog or a one-line
+exit-2 error.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from mdl.errors import CatalogError, UsageError
 SHIPPED = Path(__file__).resolve().parents[2] / "catalog.toml"
 HEX = "ab" * 32
 
-# Keys the schema knows, the aliases people bring, and a few near misses, so documents get past the first table.
+# Keys the schema knows, the aliases people bring, and a few near misses, so documents get past the
+# first table.
 KEYS = sorted(
     {*CatalogDocument.keys(), *SettingsTable.keys(), *ModelEntry.keys(), *FileEntry.keys()}
     | {"repo_id", "rev", "save_as", "sha265", "includes", ""}
@@ -76,25 +79,37 @@ VALUES = st.recursive(
 )
 # Mostly plausible values (strings, lists of strings, small numbers), sometimes anything at all.
 PLAUSIBLE = st.one_of(STRINGS, STRINGS, st.lists(STRINGS, max_size=3), st.integers(-2, 200), VALUES)
-HEADERS = st.dictionaries(st.sampled_from(["Authorization", "authorization", "X-A", "Bad Name"]), STRINGS, max_size=2)
+HEADERS = st.dictionaries(
+    st.sampled_from(["Authorization", "authorization", "X-A", "Bad Name"]), STRINGS, max_size=2
+)
 FILE_TABLES = st.dictionaries(
     st.sampled_from(FileEntry.keys()) | TABLE_KEYS, PLAUSIBLE | HEADERS, min_size=1, max_size=5
 )
 MODEL_TABLES = st.one_of(
     st.fixed_dictionaries({"files": st.lists(FILE_TABLES, min_size=1, max_size=4)}),
     st.fixed_dictionaries({"repo": STRINGS}),
-    st.dictionaries(st.sampled_from(ModelEntry.keys()), PLAUSIBLE | st.lists(FILE_TABLES, max_size=3), max_size=5),
+    st.dictionaries(
+        st.sampled_from(ModelEntry.keys()),
+        PLAUSIBLE | st.lists(FILE_TABLES, max_size=3),
+        max_size=5,
+    ),
     st.dictionaries(TABLE_KEYS, VALUES, max_size=3),
 )
 GOOD_NAMES = st.sampled_from(["m", "tiny-bert", "sd-v1.5", "z"])
 MODEL_NAMES = st.one_of(
     GOOD_NAMES, GOOD_NAMES, GOOD_NAMES, st.sampled_from([".hidden", "a/b", ""]), st.text(max_size=6)
 )
-SETTINGS = st.dictionaries(st.sampled_from(SettingsTable.keys()), PLAUSIBLE | st.floats(), max_size=4)
-# Most documents get past the top level, so that model and file rules are reached; some are chaos throughout.
+SETTINGS = st.dictionaries(
+    st.sampled_from(SettingsTable.keys()), PLAUSIBLE | st.floats(), max_size=4
+)
+# Most documents get past the top level, so that model and file rules are reached; some are chaos
+# throughout.
 DOCUMENTS = st.one_of(
     st.fixed_dictionaries(
-        {"version": st.just(1), "models": st.dictionaries(MODEL_NAMES, MODEL_TABLES, min_size=1, max_size=3)},
+        {
+            "version": st.just(1),
+            "models": st.dictionaries(MODEL_NAMES, MODEL_TABLES, min_size=1, max_size=3),
+        },
         optional={"settings": SETTINGS},
     ),
     st.fixed_dictionaries({"settings": SETTINGS}),
@@ -103,7 +118,9 @@ DOCUMENTS = st.one_of(
 
 
 def toml_value(value: Any) -> str:
-    """``value`` as a TOML inline value (the test writes its own TOML: the project reads it, never writes it)."""
+    """``value`` as a TOML inline value (the test writes its own TOML: the project reads it,
+    never writes it).
+    """
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -121,11 +138,18 @@ def toml_value(value: Any) -> str:
 
 
 def toml_document(document: dict[str, Any], *, headers: bool) -> str:
-    """A whole document; with ``headers``, tables of tables become ``[top."name"]`` sections, files multi-line."""
+    """A whole document; with ``headers``, tables of tables become ``[top."name"]`` sections,
+    files multi-line.
+    """
     lines: list[str] = []
     sections: list[str] = []
     for key, value in document.items():
-        if headers and isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+        if (
+            headers
+            and isinstance(value, dict)
+            and value
+            and all(isinstance(v, dict) for v in value.values())
+        ):
             for name, table in value.items():
                 sections.append(f"[{toml_value(key)}.{toml_value(name)}]")
                 for inner, item in table.items():
@@ -139,8 +163,9 @@ def toml_document(document: dict[str, Any], *, headers: bool) -> str:
 
 
 def check(text: str) -> None:
-    """Loading ``text`` gives a Catalog or a UsageError (CatalogError is one) naming the source: one line, or a
-    ``c.toml: N problems`` line and then one line per problem (at most MAX_PROBLEMS, then how many more)."""
+    """Loading ``text`` gives a Catalog or a UsageError (CatalogError is one) naming the source: one
+    line, or a ``c.toml: N problems`` line and then one line per problem (at most MAX_PROBLEMS, then
+    how many more)."""
     try:
         catalog = parse_catalog(text, source="c.toml")
     except UsageError as exc:
@@ -148,14 +173,18 @@ def check(text: str) -> None:
         assert exc.exit_code == 2
         assert message.startswith("c.toml"), message
         problems = exc.problems if isinstance(exc, CatalogError) else (message,)
-        assert problems and all(p.startswith("c.toml") and "\n" not in p for p in problems), problems
+        assert problems and all(p.startswith("c.toml") and "\n" not in p for p in problems), (
+            problems
+        )
         if len(problems) == 1:
             assert message == problems[0]
             return
         head, *lines = message.split("\n")
         assert head == f"c.toml: {len(problems)} problems"
         more = len(problems) - MAX_PROBLEMS
-        assert lines == [f"  {p}" for p in problems[:MAX_PROBLEMS]] + ([f"  and {more} more"] if more > 0 else [])
+        assert lines == [f"  {p}" for p in problems[:MAX_PROBLEMS]] + (
+            [f"  and {more} more"] if more > 0 else []
+        )
     else:
         assert isinstance(catalog, Catalog)
         for model in catalog.models:
@@ -164,7 +193,9 @@ def check(text: str) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(DOCUMENTS, st.booleans())
-def test_random_documents_load_or_fail_with_a_catalog_error(document: dict[str, Any], headers: bool) -> None:
+def test_random_documents_load_or_fail_with_a_catalog_error(
+    document: dict[str, Any], headers: bool
+) -> None:
     check(toml_document(document, headers=headers))
 
 
@@ -175,7 +206,11 @@ def test_mangled_catalogs_load_or_fail_with_a_catalog_error(data: st.DataObject)
     for _ in range(data.draw(st.integers(1, 4))):
         at = data.draw(st.integers(0, len(text)))
         cut = data.draw(st.integers(0, 8))
-        text = text[:at] + data.draw(st.text(max_size=8) | st.sampled_from(list("[]{}=\"',.#\n"))) + text[at + cut :]
+        text = (
+            text[:at]
+            + data.draw(st.text(max_size=8) | st.sampled_from(list("[]{}=\"',.#\n")))
+            + text[at + cut :]
+        )
     check(text)
 
 

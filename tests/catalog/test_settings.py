@@ -22,18 +22,26 @@ from mdl.setting import SETTING, Overrides
 DEFAULT_CONNECTIONS, DEFAULT_JOBS, DEFAULT_RETRIES = (
     SETTING[name].default for name in ("connections", "jobs", "retries")
 )
-DEFAULT_ENDPOINT, DEFAULT_STALL_TIMEOUT = SETTING["endpoint"].default, SETTING["stall_timeout"].default
+DEFAULT_ENDPOINT, DEFAULT_STALL_TIMEOUT = (
+    SETTING["endpoint"].default,
+    SETTING["stall_timeout"].default,
+)
 DEFAULT_TIMEOUT, DEFAULT_LOCK_TIMEOUT = SETTING["timeout"].default, SETTING["lock_timeout"].default
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 
 
-def settings(environ: dict[str, str] | None = None, catalog: CatalogSettings | None = None, **flags: Any) -> Settings:
+def settings(
+    environ: dict[str, str] | None = None, catalog: CatalogSettings | None = None, **flags: Any
+) -> Settings:
     """build_settings with a fixed dest and the given environment mapping (never os.environ)."""
-    return build_settings(Overrides(**flags), environ=environ or {}, dest=Path("/tmp/dest"), catalog=catalog)
+    return build_settings(
+        Overrides(**flags), environ=environ or {}, dest=Path("/tmp/dest"), catalog=catalog
+    )
 
 
-# -- parse_rate ----------------------------------------------------------------------------------------------
+# -- parse_rate
+# ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -82,7 +90,9 @@ def test_parse_rate_names_the_given_source() -> None:
         parse_rate("soon", where="$MDL_LIMIT_RATE")
 
 
-@pytest.mark.parametrize(("text", "expected"), [("1", True), ("true", True), (" YES ", True), ("on", True)])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1", True), ("true", True), (" YES ", True), ("on", True)]
+)
 def test_parse_bool_true(text: str, expected: bool) -> None:
     assert parse_bool(text) is expected
 
@@ -92,7 +102,8 @@ def test_parse_bool_false(text: str) -> None:
     assert parse_bool(text) is False
 
 
-# -- precedence ----------------------------------------------------------------------------------------------
+# -- precedence
+# ----------------------------------------------------------------------------------------------
 
 
 def test_defaults_when_nothing_is_set() -> None:
@@ -111,7 +122,8 @@ def test_defaults_when_nothing_is_set() -> None:
     assert s.state_dir == Path("/tmp/dest/.mdl")
 
 
-# [settings]: dest, connections, jobs, endpoint, limit_rate, stall_timeout, timeout, lock_timeout, retries
+# [settings]: dest, connections, jobs, endpoint, limit_rate, stall_timeout, timeout, lock_timeout,
+# retries
 CATALOG = {
     "catalog": CatalogSettings(
         dest=None,
@@ -174,14 +186,17 @@ def test_empty_environment_values_are_ignored() -> None:
 
 
 def test_token_offline_and_switches() -> None:
-    s = settings({"HF_TOKEN": "hf_abc", "HF_HUB_OFFLINE": "1"}, verify=False, force=True, dry_run=True)
+    s = settings(
+        {"HF_TOKEN": "hf_abc", "HF_HUB_OFFLINE": "1"}, verify=False, force=True, dry_run=True
+    )
     assert s.token == "hf_abc"
     assert s.offline is True
     assert (s.verify, s.force, s.dry_run) == (False, True, True)
     assert s.environ == {"HF_TOKEN": "hf_abc", "HF_HUB_OFFLINE": "1"}
 
 
-# -- bad values --------------------------------------------------------------------------------------------
+# -- bad values
+# --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -224,7 +239,9 @@ def test_bad_flags_are_usage_errors_naming_the_flag(kwargs: dict[str, object], n
         ({"HF_ENDPOINT": "mirror.example"}, "HF_ENDPOINT"),
     ],
 )
-def test_bad_environment_is_a_usage_error_naming_the_variable(env: dict[str, str], names: str) -> None:
+def test_bad_environment_is_a_usage_error_naming_the_variable(
+    env: dict[str, str], names: str
+) -> None:
     with pytest.raises(UsageError) as info:
         settings(env)
     assert info.value.exit_code == 2
@@ -232,7 +249,8 @@ def test_bad_environment_is_a_usage_error_naming_the_variable(env: dict[str, str
 
 
 def test_flag_in_range_overrides_a_bad_environment_value_is_still_reported() -> None:
-    # The environment is read even when a flag wins: a broken MDL_CONNECTIONS is reported, not hidden.
+    # The environment is read even when a flag wins: a broken MDL_CONNECTIONS is reported, not
+    # hidden.
     with pytest.raises(UsageError, match=r"\$MDL_CONNECTIONS"):
         settings({"MDL_CONNECTIONS": "lots"}, connections=4)
 
@@ -249,7 +267,8 @@ def test_stall_timeout_from_environment_must_be_positive(value: str) -> None:
         settings({"MDL_STALL_TIMEOUT": value})
 
 
-# -- where files go --------------------------------------------------------------------------------------
+# -- where files go
+# --------------------------------------------------------------------------------------
 
 
 def test_dest_flag_wins_and_expands_home(isolated_env: Path) -> None:
@@ -262,7 +281,9 @@ def test_dest_flag_wins_and_expands_home(isolated_env: Path) -> None:
     assert got == isolated_env / "flagged"
 
 
-def test_dest_relative_flag_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dest_relative_flag_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     got = resolve_dest(flag=Path("here"), environ={}, catalog_dest=None, catalog_dir=None)
     assert got == tmp_path / "here"
@@ -271,7 +292,10 @@ def test_dest_relative_flag_is_made_absolute(tmp_path: Path, monkeypatch: pytest
 
 def test_dest_environment_beats_catalog_and_expands_home(isolated_env: Path) -> None:
     got = resolve_dest(
-        flag=None, environ={"MDL_DEST": "~/from-env"}, catalog_dest="/cat/dest", catalog_dir=Path("/cat")
+        flag=None,
+        environ={"MDL_DEST": "~/from-env"},
+        catalog_dest="/cat/dest",
+        catalog_dir=Path("/cat"),
     )
     assert got == isolated_env / "from-env"
 
@@ -279,7 +303,9 @@ def test_dest_environment_beats_catalog_and_expands_home(isolated_env: Path) -> 
 def test_catalog_dest_is_relative_to_the_catalog_folder(tmp_path: Path) -> None:
     got = resolve_dest(flag=None, environ={}, catalog_dest="models", catalog_dir=tmp_path / "proj")
     assert got == tmp_path / "proj" / "models"
-    got = resolve_dest(flag=None, environ={}, catalog_dest="../shared", catalog_dir=tmp_path / "proj")
+    got = resolve_dest(
+        flag=None, environ={}, catalog_dest="../shared", catalog_dir=tmp_path / "proj"
+    )
     assert got == tmp_path / "proj" / ".." / "shared"
 
 
@@ -289,7 +315,9 @@ def test_catalog_dest_expands_home(isolated_env: Path, tmp_path: Path) -> None:
 
 
 def test_catalog_dest_absolute_is_kept(tmp_path: Path) -> None:
-    got = resolve_dest(flag=None, environ={}, catalog_dest=str(tmp_path / "abs"), catalog_dir=Path("/x"))
+    got = resolve_dest(
+        flag=None, environ={}, catalog_dest=str(tmp_path / "abs"), catalog_dir=Path("/x")
+    )
     assert got == tmp_path / "abs"
 
 
@@ -298,9 +326,14 @@ def test_default_dest_is_under_the_xdg_data_dir(isolated_env: Path) -> None:
     assert default_dest() == expected
     assert resolve_dest(flag=None, environ={}, catalog_dest=None, catalog_dir=None) == expected
     # An empty MDL_DEST counts as unset.
-    assert resolve_dest(flag=None, environ={"MDL_DEST": ""}, catalog_dest=None, catalog_dir=None) == expected
+    assert (
+        resolve_dest(flag=None, environ={"MDL_DEST": ""}, catalog_dest=None, catalog_dir=None)
+        == expected
+    )
 
 
-def test_default_dest_follows_xdg_data_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_default_dest_follows_xdg_data_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     assert default_dest() == tmp_path / "data" / "mdl" / "models"

@@ -1,5 +1,6 @@
-"""mdl add and mdl remove against the loopback Hub and CDN: the catalog edited in place, checked upstream first,
-exit codes per failure with the file untouched, offline edits, and catalog.lock kept in step."""
+"""mdl add and mdl remove against the loopback Hub and CDN: the catalog edited in place, checked
+upstream first, exit codes per failure with the file untouched, offline edits, and catalog.lock kept
+in step."""
 
 from __future__ import annotations
 
@@ -53,7 +54,9 @@ def world(hub: HubServer, catalog: Path) -> Path:
 
 
 def block_added(before: str, after: str) -> str:
-    """The one contiguous run of lines ``after`` has that ``before`` has not; asserts nothing else changed."""
+    """The one contiguous run of lines ``after`` has that ``before`` has not; asserts nothing
+    else changed.
+    """
     a, b = before.splitlines(keepends=True), after.splitlines(keepends=True)
     head = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(a))
     tail = len(a) - head
@@ -74,14 +77,25 @@ def test_add_a_repo_keeps_every_comment_and_pulls(world: Path, hub: HubServer) -
 
 
 def test_add_builds_a_multi_repo_model_one_file_at_a_time(world: Path, tmp_path: Path) -> None:
-    assert mdl("add", "z", "hf://org/diffusion/vae/ae.safetensors", "--as", "vae/ae.safetensors").exit_code == 0
+    assert (
+        mdl(
+            "add", "z", "hf://org/diffusion/vae/ae.safetensors", "--as", "vae/ae.safetensors"
+        ).exit_code
+        == 0
+    )
     result = mdl("add", "z", "hf://org/encoder/qwen.gguf", "--json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert (doc["ok"], doc["action"], doc["added"], doc["checked"]) == (True, "extended", ["qwen.gguf"], True)
+    assert (doc["ok"], doc["action"], doc["added"], doc["checked"]) == (
+        True,
+        "extended",
+        ["qwen.gguf"],
+        True,
+    )
     added = block_added(HAND, world.read_text())
-    assert added == (
-        '  { repo = "org/diffusion", path = "vae/ae.safetensors", as = "vae/ae.safetensors" },\n'
+    assert (
+        added
+        == '  { repo = "org/diffusion", path = "vae/ae.safetensors", as = "vae/ae.safetensors" },\n'
         '  { repo = "org/encoder", path = "qwen.gguf" },\n'
     )
     pulled = mdl("pull", "z")
@@ -130,7 +144,9 @@ def test_an_include_that_matches_nothing_is_not_found(world: Path) -> None:
     assert world.read_text() == HAND
 
 
-def test_a_missing_url_is_4_and_a_hub_outage_is_5(world: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_url_is_4_and_a_hub_outage_is_5(
+    world: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     missing = mdl("add", "new", f"{hub.cdn.url}/nowhere/x.bin")
     assert missing.exit_code == 4, missing.stderr
     monkeypatch.setenv("MDL_RETRIES", "0")
@@ -145,7 +161,9 @@ def test_a_token_opens_a_gated_file(world: Path, monkeypatch: pytest.MonkeyPatch
     assert mdl("add", "g", "hf://org/gated/w.bin").exit_code == 0
 
 
-def test_offline_add_asks_nothing(world: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_add_asks_nothing(
+    world: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.log.clear()
     result = mdl("add", "later", "hf://org/not-yet-there/x.bin", "--json")
@@ -192,7 +210,9 @@ def test_the_catalog_is_created_where_mdl_would_look(
     assert result.exit_code == 0, result.stderr
     assert f"created {here / 'catalog.toml'}" in result.stderr
     text = (here / "catalog.toml").read_text()
-    assert text.startswith("# catalog.toml: ") and text.endswith('\n\n[models.tiny]\nrepo = "org/tiny"\n')
+    assert text.startswith("# catalog.toml: ") and text.endswith(
+        '\n\n[models.tiny]\nrepo = "org/tiny"\n'
+    )
     elsewhere = tmp_path / "new" / "dir" / "models.toml"
     assert mdl("add", "tiny", "hf://org/tiny", "--catalog", str(elsewhere)).exit_code == 0
     assert elsewhere.read_text() == text
@@ -211,7 +231,9 @@ def test_a_symlinked_catalog_stays_a_symlink_with_its_mode(world: Path, tmp_path
 def test_remove_keeps_every_other_byte_and_says_did_you_mean(world: Path) -> None:
     result = mdl("remove", "tiny")
     assert result.exit_code == 0, result.stderr
-    assert world.read_text() == HAND.replace('# smoke test\n[models.tiny]\nrepo = "org/tiny"  # public\n\n', "")
+    assert world.read_text() == HAND.replace(
+        '# smoke test\n[models.tiny]\nrepo = "org/tiny"  # public\n\n', ""
+    )
     unknown = mdl("remove", "zz")
     assert unknown.exit_code == 2
     assert "unknown model 'zz'" in unknown.stderr and "did you mean 'z'?" in unknown.stderr
@@ -221,7 +243,11 @@ def _lock_with(*names: str) -> Lock:
     source = "hf://org/tiny@" + "a" * 40 + "/config.json"
     models = {
         name: LockedModel(
-            name, "sha256:" + "0" * 64, "main", "a" * 40, (LockedFile("config.json", 2, "b" * 64, source),)
+            name,
+            "sha256:" + "0" * 64,
+            "main",
+            "a" * 40,
+            (LockedFile("config.json", 2, "b" * 64, source),),
         )
         for name in names
     }
@@ -238,7 +264,9 @@ def test_remove_drops_the_model_from_the_lock(world: Path) -> None:
     assert lock is not None and list(lock.models) == ["z"]
 
 
-def test_offline_add_with_a_lock_says_to_lock_later(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_add_with_a_lock_says_to_lock_later(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lock_file = lock_beside(world)
     write_lock(lock_file, _lock_with("tiny"))
     before = lock_file.read_bytes()
@@ -311,14 +339,18 @@ def test_add_to_files_written_as_tables_of_an_array_keeps_every_comment(world: P
     result = mdl("add", "pack", "hf://org/encoder/qwen.gguf")
     assert result.exit_code == 0, result.stderr
     assert (
-        block_added(before, world.read_text()) == '\n[[models.pack.files]]\nrepo = "org/encoder"\npath = "qwen.gguf"\n'
+        block_added(before, world.read_text())
+        == '\n[[models.pack.files]]\nrepo = "org/encoder"\npath = "qwen.gguf"\n'
     )
     assert mdl("pull", "pack").exit_code == 0
 
 
-def test_two_adds_at_once_keep_both_entries_and_both_lock_entries(world: Path, hub: HubServer) -> None:
-    """Each add reads the catalog, checks its source upstream (slow here), then writes: the second write must not
-    drop the first's entry. Two real processes; the Hub stand-in holds each API request back so both read first."""
+def test_two_adds_at_once_keep_both_entries_and_both_lock_entries(
+    world: Path, hub: HubServer
+) -> None:
+    """Each add reads the catalog, checks its source upstream (slow here), then writes: the second
+    write must not drop the first's entry. Two real processes; the Hub stand-in holds each API
+    request back so both read first."""
     assert mdl("lock").exit_code == 0
     hub.faults.add(Fault.call(lambda: time.sleep(1.5), path_prefix="/api/", times=None))
     runs = [
@@ -334,7 +366,8 @@ def test_two_adds_at_once_keep_both_entries_and_both_lock_entries(world: Path, h
     for run in runs:
         _, err = run.communicate(timeout=HANG)
         assert run.returncode == 0, err
-    added = block_added(HAND, world.read_text())  # every line of HAND kept; the two entries side by side
+    # every line of HAND kept; the two entries side by side
+    added = block_added(HAND, world.read_text())
     assert "[models.enc]" in added and "[models.data]" in added
     lock = read_lock(lock_beside(world))
     assert lock is not None and sorted(lock.models) == ["data", "enc", "tiny", "z"]
@@ -347,11 +380,24 @@ def test_description_and_tags_on_an_entry_that_is_there_ask_nothing_and_keep_the
     assert mdl("lock").exit_code == 0
     lock_file = lock_beside(world)
     before = lock_file.read_bytes()
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # no Hub: a question upstream would fail (exit 5)
-    result = mdl("add", "tiny", "--description", "Tiny model for smoke tests", "--tag", "test", "--tag", "nlp")
+    # no Hub: a question upstream would fail (exit 5)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    result = mdl(
+        "add",
+        "tiny",
+        "--description",
+        "Tiny model for smoke tests",
+        "--tag",
+        "test",
+        "--tag",
+        "nlp",
+    )
     assert result.exit_code == 0, result.stderr
     assert f"updated tiny in {world}" in result.stderr and "lock" not in result.stderr
-    block = '[models.tiny]\ndescription = "Tiny model for smoke tests"\ntags = ["test", "nlp"]\nrepo = "org/tiny"'
+    block = (
+        '[models.tiny]\ndescription = "Tiny model for smoke tests"\ntags = ["test", "nlp"]\nrepo ='
+        ' "org/tiny"'
+    )
     assert world.read_text() == HAND.replace('[models.tiny]\nrepo = "org/tiny"', block)
     assert lock_file.read_bytes() == before  # description and tags are not what a lock pins
     doc = json.loads(mdl("add", "tiny", "--tag", "bert", "--tag", "test", "--json").stdout)

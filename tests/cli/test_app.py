@@ -1,4 +1,6 @@
-"""The CLI end to end against the loopback Hub: exit codes, stdout vs stderr, --json shapes, resume."""
+"""The CLI end to end against the loopback Hub: exit codes, stdout vs stderr, --json shapes,
+resume.
+"""
 
 from __future__ import annotations
 
@@ -69,10 +71,13 @@ def world(hub: HubServer, catalog: Path, tmp_path: Path) -> dict[str, object]:
 
 
 def body_bytes(hub: HubServer) -> int:
-    return hub.cdn.log.body_bytes(method="GET") + hub.log.body_bytes(method="GET", path_prefix="/org/")
+    return hub.cdn.log.body_bytes(method="GET") + hub.log.body_bytes(
+        method="GET", path_prefix="/org/"
+    )
 
 
-# -- pull ---------------------------------------------------------------------------------------------
+# -- pull
+# ---------------------------------------------------------------------------------------------
 
 
 def test_pull_fetches_right_bytes_and_rerun_transfers_nothing(world: dict[str, object]) -> None:
@@ -103,7 +108,9 @@ def test_pull_fetches_right_bytes_and_rerun_transfers_nothing(world: dict[str, o
     assert body_bytes(hub) == before, "a second pull must transfer no file data"
 
 
-def test_pull_all_then_verify_catches_flipped_byte_and_pull_repairs(world: dict[str, object]) -> None:
+def test_pull_all_then_verify_catches_flipped_byte_and_pull_repairs(
+    world: dict[str, object],
+) -> None:
     dest = world["dest"]
     assert isinstance(dest, Path)
     assert mdl("pull", "tiny", "multi").exit_code == 0
@@ -114,7 +121,8 @@ def test_pull_all_then_verify_catches_flipped_byte_and_pull_repairs(world: dict[
         handle.seek(12345)
         handle.write(bytes([byte[0] ^ 0xFF]))
     stat = target.stat()
-    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime: verify must still re-hash
+    # same mtime: verify must still re-hash
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
     verify = mdl("verify", "multi")
     assert verify.exit_code == 6
@@ -143,10 +151,13 @@ def test_verify_json_shape(world: dict[str, object]) -> None:
     assert all(len(f["sha256"]) == 64 for f in doc["files"])
 
 
-# -- exit codes ---------------------------------------------------------------------------------------
+# -- exit codes
+# ---------------------------------------------------------------------------------------
 
 
-def test_bad_catalog_is_exit_2_naming_file_key_and_line(world: dict[str, object], tmp_path: Path) -> None:
+def test_bad_catalog_is_exit_2_naming_file_key_and_line(
+    world: dict[str, object], tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[models.x]\nrepo = "a/b"\nincldue = ["*.json"]\n')
     result = mdl("pull", "x", "--catalog", str(bad))
@@ -209,7 +220,9 @@ def test_gated_without_token_is_exit_3_and_with_token_works(
     assert "X-Amz-Signature=" not in log_text
 
 
-def test_unreachable_hub_is_exit_5_quickly(world: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_hub_is_exit_5_quickly(
+    world: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -222,7 +235,9 @@ def test_unreachable_hub_is_exit_5_quickly(world: dict[str, object], monkeypatch
     assert "Traceback" not in result.stderr
 
 
-def test_wrong_sha256_is_exit_6_and_leaves_nothing(world: dict[str, object], tmp_path: Path) -> None:
+def test_wrong_sha256_is_exit_6_and_leaves_nothing(
+    world: dict[str, object], tmp_path: Path
+) -> None:
     hub = world["hub"]
     assert isinstance(hub, HubServer)
     url = hub.cdn.add_file("/files/style.safetensors", BIG)
@@ -244,7 +259,9 @@ def test_direct_url_gets_its_headers_and_never_the_hub_token(
 ) -> None:
     hub = world["hub"]
     assert isinstance(hub, HubServer)
-    url = hub.cdn.add_file("/files/lora.bin", BIG, required_headers={"Authorization": "Bearer civitai-secret"})
+    url = hub.cdn.add_file(
+        "/files/lora.bin", BIG, required_headers={"Authorization": "Bearer civitai-secret"}
+    )
     catalog = tmp_path / "url.toml"
     catalog.write_text(
         f'[models.lora]\nfiles = [{{ url = "{url}", size = {len(BIG)}, '
@@ -263,7 +280,9 @@ def test_direct_url_gets_its_headers_and_never_the_hub_token(
 def test_cdn_refusing_direct_url_is_exit_3(world: dict[str, object], tmp_path: Path) -> None:
     hub = world["hub"]
     assert isinstance(hub, HubServer)
-    url = hub.cdn.add_file("/files/private.bin", BIG, required_headers={"Authorization": "Bearer x"})
+    url = hub.cdn.add_file(
+        "/files/private.bin", BIG, required_headers={"Authorization": "Bearer x"}
+    )
     catalog = tmp_path / "url.toml"
     catalog.write_text(f'[models.p]\nfiles = [{{ url = "{url}", sha256 = "{sha(BIG)}" }}]\n')
     result = mdl("pull", "p", "--catalog", str(catalog))
@@ -289,7 +308,8 @@ def test_several_failures_lowest_code_above_one_wins(world: dict[str, object]) -
     assert any(f["model"] == "tiny" and f["action"] == "downloaded" for f in doc["files"])
 
 
-# -- list / show / resolve / clean --------------------------------------------------------------------
+# -- list / show / resolve / clean
+# --------------------------------------------------------------------
 
 
 def test_list_statuses_and_json(world: dict[str, object]) -> None:
@@ -305,8 +325,12 @@ def test_list_statuses_and_json(world: dict[str, object]) -> None:
     assert models["multi"]["status"] == "missing"
     assert set(models["tiny"]) >= {"name", "description", "tags", "status", "files", "size"}
     (dest / "tiny" / "vocab.txt").unlink()
-    assert {m["name"] for m in json.loads(mdl("list", "--json", "--status", "partial").stdout)["models"]} == {"tiny"}
-    assert [m["name"] for m in json.loads(mdl("list", "--json", "--tag", "test").stdout)["models"]] == ["tiny"]
+    assert {
+        m["name"] for m in json.loads(mdl("list", "--json", "--status", "partial").stdout)["models"]
+    } == {"tiny"}
+    assert [
+        m["name"] for m in json.loads(mdl("list", "--json", "--tag", "test").stdout)["models"]
+    ] == ["tiny"]
     table = mdl("list")
     assert "tiny" in table.stdout and "partial" in table.stdout
 
@@ -332,7 +356,9 @@ def test_show_and_resolve_json_shapes(world: dict[str, object]) -> None:
     assert model["name"] == "tiny" and model["commit"] == hub.repo("org/tiny").sha
     files = {f["path"]: f for f in model["files"]}
     assert files["model.safetensors"]["sha256"] == sha(BIG)
-    assert files["model.safetensors"]["url"].startswith(f"{hub.url}/org/tiny/resolve/{model['commit']}/")
+    assert files["model.safetensors"]["url"].startswith(
+        f"{hub.url}/org/tiny/resolve/{model['commit']}/"
+    )
     assert set(files["config.json"]) >= {"path", "dest", "url", "size", "sha256", "state"}
     follow = json.loads(mdl("resolve", "tiny", "--follow", "--json").stdout)["models"][0]
     cdn_url = {f["path"]: f["url"] for f in follow["files"]}["model.safetensors"]
@@ -360,7 +386,9 @@ def test_plain_progress_lines_on_stderr_name_files(world: dict[str, object]) -> 
     assert result.stdout == f"{world['dest']}/tiny\n"
     assert "tiny/model.safetensors" in result.stderr
     assert "\x1b" not in result.stderr and "\r" not in result.stderr
-    assert all(line[:4].isdigit() or line.startswith("pulled") for line in result.stderr.splitlines())
+    assert all(
+        line[:4].isdigit() or line.startswith("pulled") for line in result.stderr.splitlines()
+    )
 
 
 def test_version_flag() -> None:
@@ -369,17 +397,25 @@ def test_version_flag() -> None:
     assert result.stdout.startswith("mdl ")
 
 
-# -- interruption and resume (real processes) ---------------------------------------------------------
+# -- interruption and resume (real processes)
+# ---------------------------------------------------------
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "mdl", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "mdl", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
 def _partial_bytes(dest: Path) -> int:
-    parts = list((dest / ".mdl" / "partial").glob("*.part")) if (dest / ".mdl" / "partial").exists() else []
+    parts = (
+        list((dest / ".mdl" / "partial").glob("*.part"))
+        if (dest / ".mdl" / "partial").exists()
+        else []
+    )
     total = 0
     for part in parts:
         state = part.with_name(part.name + ".json")
@@ -391,11 +427,14 @@ def _partial_bytes(dest: Path) -> int:
 
 @pytest.mark.realtime
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_exits_130_and_next_run_resumes(world: dict[str, object], sig: signal.Signals) -> None:
+def test_interrupt_exits_130_and_next_run_resumes(
+    world: dict[str, object], sig: signal.Signals
+) -> None:
     hub = world["hub"]
     dest = world["dest"]
     assert isinstance(hub, HubServer) and isinstance(dest, Path)
-    hub.cdn.throttle_bps = 1_000_000  # ~10 s for the whole: the signal comes long before, however busy the machine
+    # ~10 s for the whole: the signal comes long before, however busy the machine
+    hub.cdn.throttle_bps = 1_000_000
     env = dict(os.environ)
     proc = _spawn(["pull", "multi", "--connections", "4"], env)
     wait_for(lambda: _partial_bytes(dest) > 2_000_000)
@@ -414,7 +453,9 @@ def test_interrupt_exits_130_and_next_run_resumes(world: dict[str, object], sig:
     assert actions["weights.bin"] == "resumed"
     assert (dest / "multi" / "weights.bin").read_bytes() == WEIGHTS
     sent = hub.cdn.log.body_bytes(method="GET")
-    assert sent <= len(WEIGHTS) - kept + 4 * 1024 * 1024, "the resume re-fetched data it already had"
+    assert sent <= len(WEIGHTS) - kept + 4 * 1024 * 1024, (
+        "the resume re-fetched data it already had"
+    )
 
 
 @pytest.mark.realtime
@@ -422,7 +463,8 @@ def test_kill_9_loses_at_most_the_last_second(world: dict[str, object]) -> None:
     hub = world["hub"]
     dest = world["dest"]
     assert isinstance(hub, HubServer) and isinstance(dest, Path)
-    hub.cdn.throttle_bps = 1_500_000  # ~13 s for the whole: the kill comes long before, however busy the machine
+    # ~13 s for the whole: the kill comes long before, however busy the machine
+    hub.cdn.throttle_bps = 1_500_000
     proc = _spawn(["pull", "multi", "--connections", "2"], dict(os.environ))
     wait_for(lambda: _partial_bytes(dest) > 3_000_000)
     time.sleep(1.5)
@@ -435,7 +477,8 @@ def test_kill_9_loses_at_most_the_last_second(world: dict[str, object]) -> None:
     assert result.exit_code == 0, result.stderr
     assert (dest / "multi" / "weights.bin").read_bytes() == WEIGHTS
     sent = hub.cdn.log.body_bytes(method="GET")
-    # What the record claimed is never fetched again; a kill -9 costs at most what arrived after the last save.
+    # What the record claimed is never fetched again; a kill -9 costs at most what arrived after the
+    # last save.
     assert sent <= len(WEIGHTS) - recorded + 2 * 1024 * 1024
 
 
@@ -461,7 +504,9 @@ def test_clean_removes_stale_partials(world: dict[str, object]) -> None:
 
 
 def test_parse_errors_honour_json_in_a_real_process(tmp_path: Path) -> None:
-    """Typer's own usage errors (bad flag values, unknown commands) still give one JSON document and exit 2."""
+    """Typer's own usage errors (bad flag values, unknown commands) still give one JSON document
+    and exit 2.
+    """
     env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     bad = subprocess.run(
         [sys.executable, "-m", "mdl", "pull", "x", "--json", "--connections", "abc"],
@@ -471,20 +516,31 @@ def test_parse_errors_honour_json_in_a_real_process(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     doc = json.loads(bad.stdout)
-    assert doc["ok"] is False and doc["error"]["code"] == 2 and "--connections" in doc["error"]["message"]
+    assert (
+        doc["ok"] is False
+        and doc["error"]["code"] == 2
+        and "--connections" in doc["error"]["message"]
+    )
     assert "--connections" in bad.stderr
-    unknown = subprocess.run([sys.executable, "-m", "mdl", "nosuch"], capture_output=True, text=True, env=env)
+    unknown = subprocess.run(
+        [sys.executable, "-m", "mdl", "nosuch"], capture_output=True, text=True, env=env
+    )
     assert unknown.returncode == 2 and unknown.stdout == "" and "nosuch" in unknown.stderr
-    version = subprocess.run([sys.executable, "-m", "mdl", "--version"], capture_output=True, text=True, env=env)
+    version = subprocess.run(
+        [sys.executable, "-m", "mdl", "--version"], capture_output=True, text=True, env=env
+    )
     assert version.returncode == 0 and version.stdout.startswith("mdl ")
 
 
-def test_direct_url_headers_never_follow_a_redirect_to_another_origin(world: dict[str, object], tmp_path: Path) -> None:
-    """A direct URL's own Authorization goes to that URL's origin only, not to the CDN it redirects to (big files
-    too: every range of every connection asks the CDN without it)."""
+def test_direct_url_headers_never_follow_a_redirect_to_another_origin(
+    world: dict[str, object], tmp_path: Path
+) -> None:
+    """A direct URL's own Authorization goes to that URL's origin only, not to the CDN it redirects
+    to (big files too: every range of every connection asks the CDN without it)."""
     hub = world["hub"]
     assert isinstance(hub, HubServer)
-    elsewhere = CdnServer(host_alias="localhost").start()  # another origin: another host name and port
+    # another origin: another host name and port
+    elsewhere = CdnServer(host_alias="localhost").start()
     try:
         target = elsewhere.add_file("/store/big.bin", WEIGHTS)
         url = hub.cdn.add_redirect("/dl/big.bin", target)
@@ -499,4 +555,6 @@ def test_direct_url_headers_never_follow_a_redirect_to_another_origin(world: dic
         assert store_requests and all(r.authorization is None for r in store_requests)
     finally:
         elsewhere.stop()
-    assert any(r.authorization == "Bearer direct-secret" for r in hub.cdn.log.records(path_prefix="/dl/"))
+    assert any(
+        r.authorization == "Bearer direct-secret" for r in hub.cdn.log.records(path_prefix="/dl/")
+    )

@@ -1,4 +1,6 @@
-"""``mdl pack``'s checkpoint choice as users meet it: numeric step lists, "did you mean", a run with no final model."""
+"""``mdl pack``'s checkpoint choice as users meet it: numeric step lists, "did you mean", a run
+with no final model.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +22,15 @@ def test_pack_of_a_run_with_only_checkpoints_says_so_and_hints_latest(tmp_path: 
     run = checkpoint_only_run(tmp_path)
     result = mdl("pack", str(run), "-o", str(tmp_path / "out.zip"))
     assert result.exit_code == 2
-    assert "run has no final model, only checkpoints (checkpoint-500, checkpoint-1000, checkpoint-1500)" in (
-        result.stderr
+    assert (
+        "run has no final model, only checkpoints (checkpoint-500, checkpoint-1000,"
+        " checkpoint-1500)" in (result.stderr)
     )
     assert "--checkpoint latest" in result.stderr
     assert not (tmp_path / "out.zip").exists()
-    packed = mdl("pack", str(run), "--checkpoint", "latest", "-o", str(tmp_path / "out.zip"), "--json")
+    packed = mdl(
+        "pack", str(run), "--checkpoint", "latest", "-o", str(tmp_path / "out.zip"), "--json"
+    )
     assert packed.exit_code == 0, packed.stderr
     assert json.loads(packed.stdout)["checkpoint"] == "checkpoint-1500"
 
@@ -36,4 +41,6 @@ def test_misspelt_checkpoint_and_missing_step_on_the_command_line(tmp_path: Path
     assert typo.exit_code == 2 and "did you mean latest?" in typo.stderr
     step = mdl("pack", str(run), "--checkpoint", "step:1200", "--dry-run")
     assert step.exit_code == 2
-    assert "steps present: 500, 1000, 1500" in step.stderr and "did you mean step:1000?" in step.stderr
+    assert (
+        "steps present: 500, 1000, 1500" in step.stderr and "did you mean step:1000?" in step.stderr
+    )

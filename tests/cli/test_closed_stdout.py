@@ -1,11 +1,13 @@
-"""Every command with a stdout whose reader leaves early (``mdl list | head -1``), as a real process.
+"""Every command with a stdout whose reader leaves early (``mdl list | head -1``), as a real
+process.
 
-The contract (issue 11 item 15): a closed stdout ends the command quietly, as it ends ``cat``. Exit 141
-(128 + SIGPIPE, what a shell reports for ``cat`` killed by a closed pipe) when the command had something to
-write and the pipe was closed; exit 0 when it had nothing to write on stdout (``pull`` and ``get`` without
-``--json`` report on stderr only) or its whole output fitted in the pipe before the reader left. Never a
-traceback, never "internal error"; commands that only print stop their work, commands that change the disk
-finish it (no half-written file). A command that fails keeps its own exit code (its error is on stderr).
+The contract (issue 11 item 15): a closed stdout ends the command quietly, as it ends ``cat``. Exit
+141 (128 + SIGPIPE, what a shell reports for ``cat`` killed by a closed pipe) when the command had
+something to write and the pipe was closed; exit 0 when it had nothing to write on stdout (``pull``
+and ``get`` without ``--json`` report on stderr only) or its whole output fitted in the pipe before
+the reader left. Never a traceback, never "internal error"; commands that only print stop their
+work, commands that change the disk finish it (no half-written file). A command that fails keeps its
+own exit code (its error is on stderr).
 """
 
 from __future__ import annotations
@@ -34,14 +36,19 @@ FILES = {
     "model.safetensors": WEIGHTS,
 }
 CATALOG = (
-    "".join(f'[models.m{i}]\ndescription = "model {i}"\ntags = ["test"]\nrepo = "org/tiny"\n\n' for i in range(12))
+    "".join(
+        f'[models.m{i}]\ndescription = "model {i}"\ntags = ["test"]\nrepo = "org/tiny"\n\n'
+        for i in range(12)
+    )
     + '[models.big]\nfiles = [{ repo = "org/big", path = "weights.bin" }]\n'
 )
 
 
 @pytest.fixture
 def world(hub: HubServer, tmp_path: Path) -> dict[str, Path]:
-    """A Hub with a small repo that 12 catalog models name and one big file; everything pulled once."""
+    """A Hub with a small repo that 12 catalog models name and one big file; everything pulled
+    once.
+    """
     hub.add_repo("org/tiny", FILES)
     hub.add_repo("org/big", {"weights.bin": make_data(1000, seed=2)})
     catalog = tmp_path / "catalog.toml"
@@ -52,7 +59,10 @@ def world(hub: HubServer, tmp_path: Path) -> dict[str, Path]:
         "log": tmp_path / "mdl.log",
         "tmp": tmp_path,
     }
-    assert api.pull(all=True, catalog=catalog, dest=paths["dest"], environ=_env(hub, paths)).exit_code == 0
+    assert (
+        api.pull(all=True, catalog=catalog, dest=paths["dest"], environ=_env(hub, paths)).exit_code
+        == 0
+    )
     make_hf_run(tmp_path / "run")
     return paths
 
@@ -68,9 +78,13 @@ def _env(hub: HubServer, paths: dict[str, Path]) -> dict[str, str]:
 
 
 def run_closed(args: list[str], env: dict[str, str], stderr_file: Path, *, read_lines: int) -> int:
-    """Run ``mdl ARGS`` with stdout a pipe that the reader closes after ``read_lines`` lines; its exit code."""
+    """Run ``mdl ARGS`` with stdout a pipe that the reader closes after ``read_lines`` lines; its
+    exit code.
+    """
     with stderr_file.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "mdl", *args], env=env, stdout=subprocess.PIPE, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mdl", *args], env=env, stdout=subprocess.PIPE, stderr=err
+        )
         assert proc.stdout is not None
         for _ in range(read_lines):
             proc.stdout.readline()
@@ -83,14 +97,19 @@ def _stderr(world: dict[str, Path]) -> str:
 
 
 def assert_quiet(stderr_file: Path) -> None:
-    """Nothing on stderr but at most one line (a summary), and never a traceback or an internal error."""
+    """Nothing on stderr but at most one line (a summary), and never a traceback or an internal
+    error.
+    """
     text = stderr_file.read_text(errors="replace")
-    assert "Traceback" not in text and "internal error" not in text and "Exception ignored" not in text, text
+    assert (
+        "Traceback" not in text and "internal error" not in text and "Exception ignored" not in text
+    ), text
     assert "BrokenPipe" not in text, text
     assert len(text.splitlines()) <= 1, text
 
 
-# Commands that print and change nothing: they stop as soon as the reader leaves (exit 141 with none read).
+# Commands that print and change nothing: they stop as soon as the reader leaves (exit 141 with none
+# read).
 PRINTING = [
     (["list"], 0),
     (["list"], 1),
@@ -108,48 +127,74 @@ PRINTING = [
 ]
 
 
-@pytest.mark.parametrize(("args", "read_lines"), PRINTING, ids=[f"{' '.join(a)}-read{n}" for a, n in PRINTING])
+@pytest.mark.parametrize(
+    ("args", "read_lines"), PRINTING, ids=[f"{' '.join(a)}-read{n}" for a, n in PRINTING]
+)
 def test_printing_commands_end_quietly(
     world: dict[str, Path], hub: HubServer, args: list[str], read_lines: int
 ) -> None:
-    code = run_closed([*args, "--no-progress"], _env(hub, world), world["tmp"] / "err", read_lines=read_lines)
-    # With no line read the pipe is closed before mdl writes: always 141. After one line, the rest may
-    # have fitted in the pipe before the reader left (0) or not (141).
-    assert code == EXIT_CLOSED if read_lines == 0 else code in (0, EXIT_CLOSED), (code, _stderr(world))
+    code = run_closed(
+        [*args, "--no-progress"], _env(hub, world), world["tmp"] / "err", read_lines=read_lines
+    )
+    # With no line read the pipe is closed before mdl writes: always 141. After one line, the rest
+    # may have fitted in the pipe before the reader left (0) or not (141).
+    assert code == EXIT_CLOSED if read_lines == 0 else code in (0, EXIT_CLOSED), (
+        code,
+        _stderr(world),
+    )
     assert_quiet(world["tmp"] / "err")
 
 
 def test_clean_with_nothing_to_print_exits_0(world: dict[str, Path], hub: HubServer) -> None:
-    code = run_closed(["clean", "--no-progress"], _env(hub, world), world["tmp"] / "err", read_lines=0)
+    code = run_closed(
+        ["clean", "--no-progress"], _env(hub, world), world["tmp"] / "err", read_lines=0
+    )
     assert code == 0  # nothing to clean: no line for stdout, so nothing found the pipe closed
     assert_quiet(world["tmp"] / "err")
 
 
 @pytest.mark.parametrize("json_out", [False, True])
-def test_pull_finishes_every_file_then_ends_quietly(world: dict[str, Path], hub: HubServer, json_out: bool) -> None:
+def test_pull_finishes_every_file_then_ends_quietly(
+    world: dict[str, Path], hub: HubServer, json_out: bool
+) -> None:
     fresh = world["tmp"] / "fresh"
     env = {**_env(hub, world), "MDL_DEST": str(fresh)}
     args = ["pull", "m1", "m2", "big", "--no-progress", *(["--json"] if json_out else [])]
     code = run_closed(args, env, world["tmp"] / "err", read_lines=0)
-    # Its folders (or, with --json, its one document) meet the closed pipe: 141, after the downloads finished.
+    # Its folders (or, with --json, its one document) meet the closed pipe: 141, after the downloads
+    # finished.
     assert code == EXIT_CLOSED
     assert_quiet(world["tmp"] / "err")
     for model in ("m1", "m2"):
         for name, data in FILES.items():
             assert (fresh / model / name).read_bytes() == data
-    assert not list((fresh / ".mdl" / "partial").glob("*.part")) if (fresh / ".mdl" / "partial").exists() else True
-    verify = subprocess.run([sys.executable, "-m", "mdl", "verify", "m1", "m2", "big", "-q"], env=env)
+    assert (
+        not list((fresh / ".mdl" / "partial").glob("*.part"))
+        if (fresh / ".mdl" / "partial").exists()
+        else True
+    )
+    verify = subprocess.run(
+        [sys.executable, "-m", "mdl", "verify", "m1", "m2", "big", "-q"], env=env
+    )
     assert verify.returncode == 0
 
 
 @pytest.mark.parametrize("json_out", [False, True])
-def test_get_finishes_the_file_then_ends_quietly(world: dict[str, Path], hub: HubServer, json_out: bool) -> None:
+def test_get_finishes_the_file_then_ends_quietly(
+    world: dict[str, Path], hub: HubServer, json_out: bool
+) -> None:
     out = world["tmp"] / "got"
     args = ["get", "hf://org/tiny/model.safetensors", "-d", str(out), "--no-progress"]
-    code = run_closed([*args, *(["--json"] if json_out else [])], _env(hub, world), world["tmp"] / "err", read_lines=0)
+    code = run_closed(
+        [*args, *(["--json"] if json_out else [])],
+        _env(hub, world),
+        world["tmp"] / "err",
+        read_lines=0,
+    )
     assert code == EXIT_CLOSED  # as for pull: its path (or its --json document) met the closed pipe
     assert_quiet(world["tmp"] / "err")
-    assert sorted(p.name for p in out.iterdir()) == [".mdl", "model.safetensors"]  # no temp files left behind
+    # no temp files left behind
+    assert sorted(p.name for p in out.iterdir()) == [".mdl", "model.safetensors"]
     assert [p.name for p in (out / ".mdl").iterdir()] == ["get.json"]  # only the get's record
     assert (out / "model.safetensors").read_bytes() == WEIGHTS
 
@@ -160,10 +205,21 @@ def test_pack_to_a_file_finishes_the_archive(
     world: dict[str, Path], hub: HubServer, json_out: bool, read_lines: int
 ) -> None:
     archive = world["tmp"] / "out.zip"
-    args = ["pack", str(world["tmp"] / "run"), "-o", str(archive), "--no-progress", *(["--json"] if json_out else [])]
+    args = [
+        "pack",
+        str(world["tmp"] / "run"),
+        "-o",
+        str(archive),
+        "--no-progress",
+        *(["--json"] if json_out else []),
+    ]
     code = run_closed(args, _env(hub, world), world["tmp"] / "err", read_lines=read_lines)
-    assert code == EXIT_CLOSED if read_lines == 0 else code in (0, EXIT_CLOSED), (code, _stderr(world))
-    # What the profile left out is said on stderr before the summary: those lines are the pack's own words.
+    assert code == EXIT_CLOSED if read_lines == 0 else code in (0, EXIT_CLOSED), (
+        code,
+        _stderr(world),
+    )
+    # What the profile left out is said on stderr before the summary: those lines are the pack's own
+    # words.
     said = [line for line in unstamped(_stderr(world)) if not line.startswith("left out ")]
     (world["tmp"] / "err").write_text("\n".join(said) + ("\n" if said else ""))
     assert_quiet(world["tmp"] / "err")
@@ -186,12 +242,24 @@ def test_unpack_finishes_then_ends_quietly(
 ) -> None:
     archive = world["tmp"] / "out.zip"
     env = _env(hub, world)
-    packed = subprocess.run([sys.executable, "-m", "mdl", "pack", str(world["tmp"] / "run"), "-o", str(archive), "-q"])
+    packed = subprocess.run(
+        [sys.executable, "-m", "mdl", "pack", str(world["tmp"] / "run"), "-o", str(archive), "-q"]
+    )
     assert packed.returncode == 0
     target = world["tmp"] / "unpacked"
-    args = ["unpack", str(archive), "-d", str(target), "--no-progress", *(["--json"] if json_out else [])]
+    args = [
+        "unpack",
+        str(archive),
+        "-d",
+        str(target),
+        "--no-progress",
+        *(["--json"] if json_out else []),
+    ]
     code = run_closed(args, env, world["tmp"] / "err", read_lines=read_lines)
-    assert code == EXIT_CLOSED if read_lines == 0 else code in (0, EXIT_CLOSED), (code, _stderr(world))
+    assert code == EXIT_CLOSED if read_lines == 0 else code in (0, EXIT_CLOSED), (
+        code,
+        _stderr(world),
+    )
     assert_quiet(world["tmp"] / "err")
     with zipfile.ZipFile(archive) as done:
         for info in done.infolist():
@@ -210,9 +278,12 @@ def _seconds_to_hash(nbytes: int) -> float:
     return (time.perf_counter() - started) * nbytes / sample
 
 
-def test_verify_stops_hashing_when_the_reader_leaves(world: dict[str, Path], hub: HubServer) -> None:
-    # The big model's file becomes a sparse file so large that hashing it would take far longer than HANG on this
-    # machine (measured here, not assumed); verify must end within HANG, a safety net (its exit code says why).
+def test_verify_stops_hashing_when_the_reader_leaves(
+    world: dict[str, Path], hub: HubServer
+) -> None:
+    # The big model's file becomes a sparse file so large that hashing it would take far longer than
+    # HANG on this machine (measured here, not assumed); verify must end within HANG, a safety net
+    # (its exit code says why).
     weights = world["dest"] / "big" / "weights.bin"
     size = 1 << 30
     per_gib = _seconds_to_hash(size)
@@ -238,9 +309,11 @@ def test_verify_stops_hashing_when_the_reader_leaves(world: dict[str, Path], hub
     assert "stdout was closed by its reader" in log
 
 
-def test_verify_streams_each_row_so_head_1_ends_it_early(world: dict[str, Path], hub: HubServer) -> None:
-    # `mdl verify m1 big | head -1`: m1's first row reaches the reader while big (minutes of hashing on this
-    # machine) is still ahead; the reader leaves after that row and verify ends there.
+def test_verify_streams_each_row_so_head_1_ends_it_early(
+    world: dict[str, Path], hub: HubServer
+) -> None:
+    # `mdl verify m1 big | head -1`: m1's first row reaches the reader while big (minutes of hashing
+    # on this machine) is still ahead; the reader leaves after that row and verify ends there.
     weights = world["dest"] / "big" / "weights.bin"
     size = 1 << 30
     while _seconds_to_hash(size) < 300 and size < (8 << 40):
@@ -277,7 +350,9 @@ def test_output_click_writes_itself_ends_quietly(tmp_path: Path, args: list[str]
 
 
 def test_a_usage_error_keeps_its_code_when_no_one_reads_the_json(tmp_path: Path) -> None:
-    code = run_closed(["list", "--bogus", "--json"], dict(os.environ), tmp_path / "err", read_lines=0)
+    code = run_closed(
+        ["list", "--bogus", "--json"], dict(os.environ), tmp_path / "err", read_lines=0
+    )
     assert code == 2  # the error is what happened; it is still said on stderr
     text = (tmp_path / "err").read_text()
     assert "--bogus" in text and "Traceback" not in text and "BrokenPipe" not in text
@@ -287,15 +362,23 @@ def test_a_failure_keeps_its_own_exit_code(world: dict[str, Path], hub: HubServe
     catalog = world["tmp"] / "gone.toml"
     catalog.write_text('[models.gone]\nrepo = "org/does-not-exist"\n')
     env = {**_env(hub, world), "MDL_CATALOG": str(catalog)}
-    code = run_closed(["pull", "gone", "--json", "--no-progress"], env, world["tmp"] / "err", read_lines=0)
+    code = run_closed(
+        ["pull", "gone", "--json", "--no-progress"], env, world["tmp"] / "err", read_lines=0
+    )
     assert code == 4  # not found upstream: what happened matters more than who read the JSON
     text = _stderr(world)
-    assert "gone" in text and "Traceback" not in text and "BrokenPipe" not in text and "internal error" not in text
+    assert (
+        "gone" in text
+        and "Traceback" not in text
+        and "BrokenPipe" not in text
+        and "internal error" not in text
+    )
 
 
 def test_a_late_stop_that_reaches_typer_is_still_141() -> None:
-    """The watch's stop (a KeyboardInterrupt) run late on a busy machine can pass the command's guard; Typer turns it
-    into 130 unsaid. With stdout's reader gone, the exit is cat's 141 (it was 130 one run in five under load)."""
+    """The watch's stop (a KeyboardInterrupt) run late on a busy machine can pass the command's
+    guard; Typer turns it into 130 unsaid. With stdout's reader gone, the exit is cat's 141 (it was
+    130 one run in five under load)."""
     script = (
         "import os, select, sys, typer\n"
         "from mdl.cli.run import invoke\n"
@@ -310,7 +393,9 @@ def test_a_late_stop_that_reaches_typer_is_still_141() -> None:
         "while not poller.poll(100): pass  # until the reader has left\n"
         "sys.exit(invoke(app))\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script, "late"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, "late"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert proc.stdout is not None
     proc.stdout.close()
     _, err = proc.communicate(timeout=HANG)

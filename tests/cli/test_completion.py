@@ -1,5 +1,6 @@
-"""Shell completion: Typer's own scripts (`mdl --show-completion`), model names from the catalog on Tab, and the
-fixed choices of a few options. Each case runs `python -m mdl` as the shell's completion script does."""
+"""Shell completion: Typer's own scripts (`mdl --show-completion`), model names from the catalog on
+Tab, and the fixed choices of a few options. Each case runs `python -m mdl` as the shell's
+completion script does."""
 
 from __future__ import annotations
 
@@ -13,13 +14,18 @@ from pathlib import Path
 import pytest
 from runfixtures import mdl
 
-CATALOG = '[models.tiny]\nrepo = "org/tiny"\n\n[models.tiny-two]\nrepo = "org/two"\n\n[models.other]\nrepo = "org/o"\n'
+CATALOG = (
+    '[models.tiny]\nrepo = "org/tiny"\n\n[models.tiny-two]\nrepo ='
+    ' "org/two"\n\n[models.other]\nrepo = "org/o"\n'
+)
 ELSEWHERE = '[models.far-away]\nrepo = "org/far"\n'
 
 
 @pytest.fixture
 def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A project folder holding catalog.toml (found as ./catalog.toml) and a second catalog beside it."""
+    """A project folder holding catalog.toml (found as ./catalog.toml) and a second catalog
+    beside it.
+    """
     (tmp_path / "catalog.toml").write_text(CATALOG)
     (tmp_path / "far.toml").write_text(ELSEWHERE)
     monkeypatch.chdir(tmp_path)
@@ -29,20 +35,29 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def mdl_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mdl", *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=60
+        [sys.executable, "-m", "mdl", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
     )
 
 
 def bash_complete(line: str) -> list[str]:
-    """What bash offers on Tab after ``line`` (the protocol of the script `mdl --show-completion bash` prints)."""
+    """What bash offers on Tab after ``line`` (the protocol of the script `mdl --show-completion
+    bash` prints).
+    """
     words = line.split(" ")
-    done = mdl_process({"_MDL_COMPLETE": "complete_bash", "COMP_WORDS": line, "COMP_CWORD": str(len(words) - 1)})
+    done = mdl_process(
+        {"_MDL_COMPLETE": "complete_bash", "COMP_WORDS": line, "COMP_CWORD": str(len(words) - 1)}
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     return [word for word in done.stdout.splitlines() if word]  # nothing to offer is one empty line
 
 
-# -- the scripts ------------------------------------------------------------------------------------------
+# -- the scripts
+# ------------------------------------------------------------------------------------------
 
 
 def test_help_offers_install_and_show_completion() -> None:
@@ -52,8 +67,8 @@ def test_help_offers_install_and_show_completion() -> None:
 
 
 def _shell_named(name: str, tmp_path: Path) -> str:
-    """A shell process named ``name`` (Typer detects the shell from the parent process's name): bash itself,
-    or bash under another name, so the test needs no zsh or fish installed."""
+    """A shell process named ``name`` (Typer detects the shell from the parent process's name): bash
+    itself, or bash under another name, so the test needs no zsh or fish installed."""
     bash = shutil.which("bash")
     if bash is None:
         pytest.skip("bash is not installed")
@@ -89,7 +104,8 @@ def test_show_completion_prints_the_script_for_the_shell_it_runs_in(
         assert piece in done.stdout
 
 
-# -- model names -------------------------------------------------------------------------------------------
+# -- model names
+# -------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("command", ["pull", "verify", "show", "resolve"])
@@ -122,12 +138,16 @@ def test_mdl_catalog_is_used(folder: Path, monkeypatch: pytest.MonkeyPatch) -> N
         "\udcff",  # not UTF-8 (written with surrogateescape below)
     ],
 )
-def test_a_broken_catalog_gives_no_completions_and_prints_nothing(folder: Path, catalog: str) -> None:
+def test_a_broken_catalog_gives_no_completions_and_prints_nothing(
+    folder: Path, catalog: str
+) -> None:
     (folder / "catalog.toml").write_bytes(catalog.encode("utf-8", "surrogateescape"))
     assert bash_complete("mdl pull ti") == []
 
 
-def test_no_catalog_anywhere_gives_no_completions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_catalog_anywhere_gives_no_completions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     assert bash_complete("mdl pull ") == []
@@ -136,7 +156,12 @@ def test_no_catalog_anywhere_gives_no_completions(tmp_path: Path, monkeypatch: p
 
 def test_zsh_and_fish_protocols_complete_names(folder: Path) -> None:
     zsh = mdl_process({"_MDL_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "mdl show ti"})
-    assert zsh.returncode == 0 and '"tiny"' in zsh.stdout and '"tiny-two"' in zsh.stdout and "other" not in zsh.stdout
+    assert (
+        zsh.returncode == 0
+        and '"tiny"' in zsh.stdout
+        and '"tiny-two"' in zsh.stdout
+        and "other" not in zsh.stdout
+    )
     fish = mdl_process(
         {
             "_MDL_COMPLETE": "complete_fish",
@@ -150,20 +175,26 @@ def test_zsh_and_fish_protocols_complete_names(folder: Path) -> None:
 def test_completion_stays_light(folder: Path) -> None:
     """A Tab press loads the catalog, never the Hub client or the HTTP stack."""
     code = (
-        "import atexit, sys\n"
-        "atexit.register(lambda: sys.stderr.write(' '.join(m for m in ('huggingface_hub', 'httpx2', 'rich.progress')"
-        " if m in sys.modules)))\n"
-        "from mdl.__main__ import main\n"
-        "main()\n"
+        "import atexit, sys\natexit.register(lambda: sys.stderr.write(' '.join(m for m in"
+        " ('huggingface_hub', 'httpx2', 'rich.progress') if m in sys.modules)))\nfrom mdl.__main__"
+        " import main\nmain()\n"
     )
-    env = {**os.environ, "_MDL_COMPLETE": "complete_bash", "COMP_WORDS": "mdl pull ti", "COMP_CWORD": "2"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    env = {
+        **os.environ,
+        "_MDL_COMPLETE": "complete_bash",
+        "COMP_WORDS": "mdl pull ti",
+        "COMP_CWORD": "2",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
     assert done.returncode == 0
     assert done.stdout.split() == ["tiny", "tiny-two"]
     assert done.stderr == ""
 
 
-# -- option values -----------------------------------------------------------------------------------------
+# -- option values
+# -----------------------------------------------------------------------------------------
 
 
 def test_option_choices_complete(folder: Path) -> None:
@@ -193,8 +224,12 @@ def test_commands_and_flags_complete(folder: Path) -> None:
     assert "--dry-run" in bash_complete("mdl pull --d")
 
 
-def test_install_completion_writes_the_bash_script_and_sources_it(tmp_path: Path, isolated_env: Path) -> None:
-    """`mdl --install-completion` in bash: the script under ~/.bash_completions, sourced from ~/.bashrc."""
+def test_install_completion_writes_the_bash_script_and_sources_it(
+    tmp_path: Path, isolated_env: Path
+) -> None:
+    """`mdl --install-completion` in bash: the script under ~/.bash_completions, sourced from
+    ~/.bashrc.
+    """
     command = f"{shlex.quote(sys.executable)} -m mdl --install-completion; true"
     done = subprocess.run(
         [_shell_named("bash", tmp_path), "-c", command],

@@ -1,5 +1,5 @@
-"""Ctrl-C typed under the live display (a real terminal: SIGINT and its echoed ``^C``) leaves one final frame — one
-``total`` line — above the interruption's words, whatever the rows' width."""
+"""Ctrl-C typed under the live display (a real terminal: SIGINT and its echoed ``^C``) leaves one
+final frame — one ``total`` line — above the interruption's words, whatever the rows' width."""
 
 from __future__ import annotations
 
@@ -16,10 +16,14 @@ MiB = 1024 * 1024
 @pytest.mark.parametrize("columns", [80, 120])
 def test_ctrl_c_leaves_one_final_frame(tmp_path: Path, columns: int) -> None:
     with CdnServer(throttle_bps=2_000_000) as cdn:
-        urls = [cdn.add_file(f"/files/{name}.bin", make_data(64 * MiB, seed=seed)) for seed, name in enumerate("wx")]
+        urls = [
+            cdn.add_file(f"/files/{name}.bin", make_data(64 * MiB, seed=seed))
+            for seed, name in enumerate("wx")
+        ]
         env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
 
-        def drawn(output: str) -> bool:  # the display is up and showing bytes: the moment a person presses Ctrl-C
+        # the display is up and showing bytes: the moment a person presses Ctrl-C
+        def drawn(output: str) -> bool:
             return bool(TOTAL.search(output)) and "MiB/s" in output
 
         ran = run_mdl(
@@ -36,9 +40,14 @@ def test_ctrl_c_leaves_one_final_frame(tmp_path: Path, columns: int) -> None:
     totals = [line for line in screen if TOTAL.search(line)]
     assert len(totals) == 1, "\n".join(screen)
     rows = screen.index(totals[0])
-    assert sorted(line.split()[0] for line in screen[rows + 1 : rows + 3]) == ["w.bin", "x.bin"], "\n".join(screen)
-    assert screen[-1].startswith("mdl: error: interrupted; partial downloads were kept"), "\n".join(screen)
-    if columns == 80:  # the rows fill the line: where the echo used to wrap and shift the final redraw
+    assert sorted(line.split()[0] for line in screen[rows + 1 : rows + 3]) == ["w.bin", "x.bin"], (
+        "\n".join(screen)
+    )
+    assert screen[-1].startswith("mdl: error: interrupted; partial downloads were kept"), "\n".join(
+        screen
+    )
+    # the rows fill the line: where the echo used to wrap and shift the final redraw
+    if columns == 80:
         assert len(totals[0]) == columns, totals[0]
 
 

@@ -1,11 +1,12 @@
 """Issue 37 (D): a secret a server echoes reformatted never reaches a sink.
 
-A loopback server refuses a presigned URL quoting its secret as real servers and proxies reflow text: split by a
-line break (CRLF too), wrapped at a space, in a folded header line, with a zero-width space, soft hyphen, BOM, word
-joiner or invisible tag character inside, or a hex signature upper-cased. Another redirects to a URL whose path
-parameter (``;jsessionid=…``) is a secret, which ``-v`` logs. The real CLI (``mdl get``) runs against them; stdout
-(``--json``), stderr (human, and ``--progress json`` events) and the log keep the server's words but no form of
-the secret.
+A loopback server refuses a presigned URL quoting its secret as real servers and proxies reflow
+text: split by a line break (CRLF too), wrapped at a space, in a folded header line, with a
+zero-width space, soft hyphen, BOM, word joiner or invisible tag character inside, or a hex
+signature upper-cased. Another redirects to a URL whose path parameter (``;jsessionid=…``) is a
+secret, which ``-v`` logs. The real CLI (``mdl get``) runs against them; stdout (``--json``), stderr
+(human, and ``--progress json`` events) and the log keep the server's words but no form of the
+secret.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ STYLES = {
 
 
 class Reflowing(LoopbackServer):
-    """Refuses every request with a 403 quoting ``secret`` as ``style`` says; ``/start`` redirects first to a path
-    with a ``;jsessionid=`` parameter."""
+    """Refuses every request with a 403 quoting ``secret`` as ``style`` says; ``/start`` redirects
+    first to a path with a ``;jsessionid=`` parameter."""
 
     name = "reflowing"
     style: ClassVar[str] = "line-break"
@@ -60,9 +61,15 @@ class Reflowing(LoopbackServer):
         reflow, where = STYLES[self.style]
         echoed = reflow(secret.upper() if self.upper else secret)
         if where == "header":
-            ex.send_bytes(403, b"denied", headers={"X-Error-Message": f"SignatureDoesNotMatch: {echoed} refused"})
+            ex.send_bytes(
+                403,
+                b"denied",
+                headers={"X-Error-Message": f"SignatureDoesNotMatch: {echoed} refused"},
+            )
         else:
-            ex.send_bytes(403, f"SignatureDoesNotMatch: signature {echoed} refused for {ex.path}".encode())
+            ex.send_bytes(
+                403, f"SignatureDoesNotMatch: signature {echoed} refused for {ex.path}".encode()
+            )
 
 
 @pytest.fixture(scope="module")
@@ -76,22 +83,38 @@ _INVISIBLE = re.compile("[\\s\xad\u200b-\u200f\u2060-\u206f\ufeff\U000e0000-\U00
 
 
 def squeezed(text: str) -> str:
-    """``text`` as a reader would piece a secret back: escapes, whitespace and invisible characters out, lower case."""
+    """``text`` as a reader would piece a secret back: escapes, whitespace and invisible
+    characters out, lower case.
+    """
     return _INVISIBLE.sub("", _ESCAPES.sub("", text)).lower()
 
 
 def sinks(server: Reflowing, url: str, folder: Path) -> dict[str, str]:
-    """``mdl get url`` twice (``--json`` with events and ``-v``; people's ``-v``): stdout, stderr and the log."""
+    """``mdl get url`` twice (``--json`` with events and ``-v``; people's ``-v``): stdout, stderr
+    and the log.
+    """
     log = folder / "mdl.log"
     env = {"MDL_LOG_FILE": str(log), "MDL_RETRIES": "0"}
-    machine = mdl("get", url, "-d", str(folder / "a"), "--json", "--progress", "json", "-v", env=env)
+    machine = mdl(
+        "get", url, "-d", str(folder / "a"), "--json", "--progress", "json", "-v", env=env
+    )
     human = mdl("get", url, "-d", str(folder / "b"), "-v", "--no-progress", env=env)
     assert machine.exit_code == human.exit_code == 3, (machine.stderr, human.stderr)
     assert "403" in human.stderr
-    shown = {"--json": machine.stdout, "events": machine.stderr, "stderr": human.stderr, "log": log.read_text()}
-    assert "REDACTED" in shown["log"] and "SignatureDoesNotMatch" in shown["log"]  # the server's words are kept
-    for name, text in shown.items():  # and what is left of an invisible character is its escape, on every sink
-        assert not [c for c in text if unicodedata.category(c) in ("Cc", "Cf") and c not in "\n"], (name, text)
+    shown = {
+        "--json": machine.stdout,
+        "events": machine.stderr,
+        "stderr": human.stderr,
+        "log": log.read_text(),
+    }
+    # the server's words are kept
+    assert "REDACTED" in shown["log"] and "SignatureDoesNotMatch" in shown["log"]
+    # and what is left of an invisible character is its escape, on every sink
+    for name, text in shown.items():
+        assert not [c for c in text if unicodedata.category(c) in ("Cc", "Cf") and c not in "\n"], (
+            name,
+            text,
+        )
     return shown
 
 
@@ -106,17 +129,23 @@ def test_a_reflowed_echo_of_a_secret_reaches_no_sink(
 
 
 @pytest.mark.parametrize("style", ["line-break", "zero-width-space", "folded-header", "wrapped"])
-def test_an_upper_cased_hex_signature_reaches_no_sink(server: Reflowing, tmp_path: Path, style: str) -> None:
+def test_an_upper_cased_hex_signature_reaches_no_sink(
+    server: Reflowing, tmp_path: Path, style: str
+) -> None:
     server.style, server.upper = style, True
     try:
-        for name, text in sinks(server, f"{server.url}/b/model.bin?X-Amz-Signature={SIGNATURE}", tmp_path).items():
+        for name, text in sinks(
+            server, f"{server.url}/b/model.bin?X-Amz-Signature={SIGNATURE}", tmp_path
+        ).items():
             assert SIGNATURE not in squeezed(text), (style, name, text)
     finally:
         server.upper = False
 
 
 def test_a_path_parameter_of_a_redirect_is_a_secret(server: Reflowing, tmp_path: Path) -> None:
-    """The redirect's ``;jsessionid=`` reaches neither the ``-v`` log's redirect line nor the echo of it."""
+    """The redirect's ``;jsessionid=`` reaches neither the ``-v`` log's redirect line nor the
+    echo of it.
+    """
     server.style = "wrapped"
     shown = sinks(server, f"{server.url}/start/model.bin", tmp_path)
     assert ";jsessionid=REDACTED" in shown["log"]  # the redirect is logged, without its session

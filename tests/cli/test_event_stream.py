@@ -1,6 +1,6 @@
-"""`--progress json` is a pure stream: every stderr line is one JSON document, one `begin` first, warnings and errors
-as events, one `end` last with the exit code and the summary — with or without -q, on success, failure, a usage
-error or a bug.
+"""`--progress json` is a pure stream: every stderr line is one JSON document, one `begin` first,
+warnings and errors as events, one `end` last with the exit code and the summary — with or without
+-q, on success, failure, a usage error or a bug.
 
 Against the loopback Hub and CDN (tests/servers.py), through the real CLI.
 """
@@ -31,8 +31,8 @@ CONFIG = b'{"hidden_size": 8}'
 
 
 def stream(text: str) -> list[dict[str, Any]]:
-    """Every line of ``text`` as a JSON object (a line that is not one fails the test), checked as a stream: one
-    ``begin``, first; one ``end``, last; every event stamped."""
+    """Every line of ``text`` as a JSON object (a line that is not one fails the test), checked as a
+    stream: one ``begin``, first; one ``end``, last; every event stamped."""
     events = [json.loads(line) for line in text.splitlines()]
     assert events, "no events"
     assert all(isinstance(e, dict) and {"event", "time"} <= set(e) for e in events)
@@ -45,12 +45,22 @@ def stream(text: str) -> list[dict[str, Any]]:
 def end_of(events: list[dict[str, Any]]) -> dict[str, Any]:
     end = events[-1]
     assert set(end) == {"event", "time", "ok", "exit_code", "summary"}
-    assert set(end["summary"]) == {"models", "files", "actions", "failed", "bytes", "seconds", "text"}
+    assert set(end["summary"]) == {
+        "models",
+        "files",
+        "actions",
+        "failed",
+        "bytes",
+        "seconds",
+        "text",
+    }
     return end
 
 
 @pytest.fixture
-def world(hub: HubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+def world(
+    hub: HubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Path]:
     hub.add_repo("org/tiny", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
     catalog.write_text('[models.tiny]\nrepo = "org/tiny"\n\n[models.badname]\nrepo = "org/nope"\n')
     monkeypatch.chdir(tmp_path)
@@ -69,7 +79,9 @@ def test_a_pull_is_one_stream_from_begin_to_end(world: dict[str, Path], quiet: l
     assert end["ok"] is True and end["exit_code"] == 0
     summary = end["summary"]
     assert summary["models"] == 1 and summary["files"] == 2 and summary["failed"] == 0
-    assert summary["actions"] == {"downloaded": 2} and summary["bytes"] == len(CONFIG) + len(WEIGHTS)
+    assert summary["actions"] == {"downloaded": 2} and summary["bytes"] == len(CONFIG) + len(
+        WEIGHTS
+    )
     assert summary["text"].startswith("pulled 1 model (2 files: 2 downloaded)")
 
 
@@ -82,16 +94,32 @@ def test_a_failing_pull_says_each_error_once_and_ends_with_its_code(world: dict[
     assert "badname" in errors[0]["message"] and "hint" in errors[0]
     end = end_of(events)
     assert end["ok"] is False and end["exit_code"] == 4
-    assert end["summary"]["failed"] == 1 and end["summary"]["actions"] == {"failed": 1, "downloaded": 2}
+    assert end["summary"]["failed"] == 1 and end["summary"]["actions"] == {
+        "failed": 1,
+        "downloaded": 2,
+    }
 
 
 def test_a_run_that_fails_before_any_file_still_begins_and_ends(world: dict[str, Path]) -> None:
-    result = mdl("pull", "tiny", "--progress", "json", "--catalog", str(world["tmp"] / "missing.toml"))
+    result = mdl(
+        "pull", "tiny", "--progress", "json", "--catalog", str(world["tmp"] / "missing.toml")
+    )
     assert result.exit_code == 2
     events = stream(result.stderr)
-    assert events[0] == {"event": "begin", "time": events[0]["time"], "files": None, "total": None, "pid": os.getpid()}
+    assert events[0] == {
+        "event": "begin",
+        "time": events[0]["time"],
+        "files": None,
+        "total": None,
+        "pid": os.getpid(),
+    }
     [error] = [e for e in events if e["event"] == "error"]
-    assert error["code"] == 2 and error["kind"] and error["model"] is None and "missing.toml" in error["message"]
+    assert (
+        error["code"] == 2
+        and error["kind"]
+        and error["model"] is None
+        and "missing.toml" in error["message"]
+    )
     assert end_of(events)["exit_code"] == 2
 
 
@@ -127,10 +155,17 @@ def test_verify_is_one_stream(world: dict[str, Path]) -> None:
 
 
 def _inline(name: str, data: bytes) -> dict[str, Any]:
-    return {"type": "file_data", "filename": name, "data": base64.b64encode(data).decode(), "size": len(data)}
+    return {
+        "type": "file_data",
+        "filename": name,
+        "data": base64.b64encode(data).decode(),
+        "size": len(data),
+    }
 
 
-def test_a_job_output_with_three_outputs_is_one_stream(world: dict[str, Path], cdn: CdnServer) -> None:
+def test_a_job_output_with_three_outputs_is_one_stream(
+    world: dict[str, Path], cdn: CdnServer
+) -> None:
     big = make_data(100_000, seed=32)
     url = cdn.add_file("/results/job-9/model.safetensors", big, signed=True)
     job = {
@@ -147,19 +182,33 @@ def test_a_job_output_with_three_outputs_is_one_stream(world: dict[str, Path], c
     (world["tmp"] / "job.json").write_text(json.dumps(job))
     result = mdl("get", "job.json", "-d", "out", "--progress", "json")
     assert result.exit_code == 0, result.stderr
-    events = stream(result.stderr)  # one begin, even when the sources are planned in batches (``plan`` events)
-    assert {e["path"] for e in events if e["event"] == "finish"} == {"a.bin", "b.bin", "model.safetensors"}
+    # one begin, even when the sources are planned in batches (``plan`` events)
+    events = stream(result.stderr)
+    assert {e["path"] for e in events if e["event"] == "finish"} == {
+        "a.bin",
+        "b.bin",
+        "model.safetensors",
+    }
     assert all(e["files"] is not None for e in events if e["event"] in ("begin", "plan"))
     end = end_of(events)
     assert end["ok"] is True and end["summary"]["files"] == 3 and end["summary"]["models"] == 0
     out = world["tmp"] / "out"
-    assert result.stdout.splitlines() == [str(out / "a.bin"), str(out / "b.bin"), str(out / "model.safetensors")]
-    assert hashlib.sha256((out / "model.safetensors").read_bytes()).digest() == hashlib.sha256(big).digest()
+    assert result.stdout.splitlines() == [
+        str(out / "a.bin"),
+        str(out / "b.bin"),
+        str(out / "model.safetensors"),
+    ]
+    assert (
+        hashlib.sha256((out / "model.safetensors").read_bytes()).digest()
+        == hashlib.sha256(big).digest()
+    )
     assert "X-Amz-Signature=" not in result.stderr
 
 
 def test_a_list_asked_for_json_progress_is_a_stream_too(world: dict[str, Path]) -> None:
-    """A command without a progress display still keeps the promise: begin, its warnings/notes, end."""
+    """A command without a progress display still keeps the promise: begin, its warnings/notes,
+    end.
+    """
     result = mdl("--progress", "json", "list")
     assert result.exit_code == 0, result.stderr
     assert "tiny" in result.stdout
@@ -176,7 +225,9 @@ def test_a_list_asked_for_json_progress_is_a_stream_too(world: dict[str, Path]) 
         (["pull", "--progress"], False),
     ],
 )
-def test_a_command_line_that_asks_for_events_is_seen_before_it_parses(argv: list[str], wanted: bool) -> None:
+def test_a_command_line_that_asks_for_events_is_seen_before_it_parses(
+    argv: list[str], wanted: bool
+) -> None:
     assert wants_events(argv) is wanted
 
 
@@ -190,18 +241,32 @@ def test_a_run_that_never_started_is_still_a_whole_stream() -> None:
     assert end_of(events)["exit_code"] == 2 and events[-1]["ok"] is False
 
 
-@pytest.mark.parametrize("argv", [["pull", "--progress", "json", "--bogus"], ["--progress=json", "--json", "nosuch"]])
-def test_a_command_line_that_did_not_parse_is_a_whole_stream_in_a_real_process(argv: list[str]) -> None:
-    """The entry point's translator (mdl.cli.run.invoke): no usage text on a stderr that a program reads."""
-    done = subprocess.run([sys.executable, "-m", "mdl", *argv], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize(
+    "argv", [["pull", "--progress", "json", "--bogus"], ["--progress=json", "--json", "nosuch"]]
+)
+def test_a_command_line_that_did_not_parse_is_a_whole_stream_in_a_real_process(
+    argv: list[str],
+) -> None:
+    """The entry point's translator (mdl.cli.run.invoke): no usage text on a stderr that a
+    program reads.
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", "mdl", *argv], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2
     events = stream(done.stderr)
     assert [e["event"] for e in events] == ["begin", "error", "end"]
-    assert events[1]["kind"] == "usage" and events[1]["code"] == 2 and argv[-1] in events[1]["message"]
+    assert (
+        events[1]["kind"] == "usage" and events[1]["code"] == 2 and argv[-1] in events[1]["message"]
+    )
     assert end_of(events)["exit_code"] == 2
     if "--json" in argv:
         doc = json.loads(done.stdout)
-        assert doc["ok"] is False and doc["error"]["code"] == 2 and doc["error"]["hint"] == "see mdl --help"
+        assert (
+            doc["ok"] is False
+            and doc["error"]["code"] == 2
+            and doc["error"]["hint"] == "see mdl --help"
+        )
     else:
         assert done.stdout == ""
 
@@ -236,11 +301,17 @@ def test_one_begin_however_many_batches_and_nothing_after_end() -> None:
         ["--json", "--progress", "json", "get"],
     ],
 )
-def test_a_command_line_that_does_not_parse_is_a_whole_stream_from_the_real_entry_point(argv: list[str]) -> None:
-    """The console script itself (mdl/__main__.py), not only its parts: Click's usage text never reaches stderr."""
+def test_a_command_line_that_does_not_parse_is_a_whole_stream_from_the_real_entry_point(
+    argv: list[str],
+) -> None:
+    """The console script itself (mdl/__main__.py), not only its parts: Click's usage text never
+    reaches stderr.
+    """
     import subprocess
 
-    done = subprocess.run([sys.executable, "-m", "mdl", *argv], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "mdl", *argv], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2
     events = stream(done.stderr)
     assert [e["event"] for e in events] == ["begin", "error", "end"]
@@ -250,8 +321,9 @@ def test_a_command_line_that_does_not_parse_is_a_whole_stream_from_the_real_entr
 def test_work_stopped_for_a_reader_that_left_ends_141_in_the_exit_code_and_the_end_event(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """`mdl verify --progress json | head -1`: the work stops as for a Ctrl-C (its report says interrupted, 130),
-    and the run ends 141, as `cat` would; the stream's ``end`` says the same code as the process."""
+    """`mdl verify --progress json | head -1`: the work stops as for a Ctrl-C (its report says
+    interrupted, 130), and the run ends 141, as `cat` would; the stream's ``end`` says the same code
+    as the process."""
     stderr = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stderr)
     run = Run(progress="json", command="verify")

@@ -1,4 +1,6 @@
-"""The common flags before or after the command, as git and hf users type them: `mdl -q list` = `mdl list -q`."""
+"""The common flags before or after the command, as git and hf users type them: `mdl -q list` =
+`mdl list -q`.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ CATALOG = '[models.tiny]\ndescription = "tiny test model"\nrepo = "org/tiny"\n'
 
 @dataclass
 class World:
-    """A Hub with one repo, a catalog beside it (not where mdl looks by itself), a CDN file and a training run."""
+    """A Hub with one repo, a catalog beside it (not where mdl looks by itself), a CDN file and a
+    training run.
+    """
 
     hub: HubServer
     tmp: Path
@@ -56,7 +60,8 @@ def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Wo
     return World(hub, tmp_path, catalog, tmp_path / "models", url, tmp_path / "run")
 
 
-# Each command with arguments that succeed offline or against the loopback servers; `tag` keeps outputs apart.
+# Each command with arguments that succeed offline or against the loopback servers; `tag` keeps
+# outputs apart.
 COMMANDS: dict[str, Callable[[World, str], list[str]]] = {
     "list": lambda w, tag: ["list"],
     "show": lambda w, tag: ["show", "tiny"],
@@ -82,13 +87,17 @@ def prepare(world: World, command: str) -> None:
 
 
 def placed(world: World, command: str, flags: list[str], position: str, tag: str = "") -> list[str]:
-    """The command line with ``flags`` before the command (``mdl FLAGS cmd …``) or after it (``mdl cmd … FLAGS``)."""
+    """The command line with ``flags`` before the command (``mdl FLAGS cmd …``) or after it
+    (``mdl cmd … FLAGS``).
+    """
     args = COMMANDS[command](world, tag or position)
     return [*flags, *args] if position == "before" else [*args, *flags]
 
 
 def progress_lines(stderr: str) -> list[str]:
-    """The plain progress display's lines (every line off a terminal is stamped: these are its own words)."""
+    """The plain progress display's lines (every line off a terminal is stamped: these are its
+    own words).
+    """
     return [line for line in unstamped(stderr) if PLAIN.match(line)]
 
 
@@ -98,7 +107,9 @@ EVERY_COMMAND = pytest.mark.parametrize("command", list(COMMANDS))
 
 @EVERY_COMMAND
 @BOTH
-def test_json_in_either_position_prints_one_document(world: World, command: str, position: str) -> None:
+def test_json_in_either_position_prints_one_document(
+    world: World, command: str, position: str
+) -> None:
     prepare(world, command)
     result = mdl(*placed(world, command, ["--json"], position))
     assert result.exit_code == 0, result.stderr
@@ -108,19 +119,24 @@ def test_json_in_either_position_prints_one_document(world: World, command: str,
 
 @EVERY_COMMAND
 @BOTH
-def test_quiet_in_either_position_silences_stderr_not_the_data(world: World, command: str, position: str) -> None:
+def test_quiet_in_either_position_silences_stderr_not_the_data(
+    world: World, command: str, position: str
+) -> None:
     prepare(world, command)
     result = mdl(*placed(world, command, ["-q"], position))
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
-    # clean and prune have nothing to remove; unpack's file list still honours -q (mdl/cli/archive.py)
+    # clean and prune have nothing to remove; unpack's file list still honours -q
+    # (mdl/cli/archive.py)
     if command not in ("clean", "prune", "unpack"):
         assert result.stdout.strip(), "-q silences stderr, never the data a command exists to print"
 
 
 @EVERY_COMMAND
 @BOTH
-def test_log_file_in_either_position_gets_the_run(world: World, command: str, position: str) -> None:
+def test_log_file_in_either_position_gets_the_run(
+    world: World, command: str, position: str
+) -> None:
     prepare(world, command)
     log = world.tmp / "logs" / f"{command}-{position}.log"
     args = placed(world, command, ["--log-file", str(log)], position)
@@ -128,12 +144,16 @@ def test_log_file_in_either_position_gets_the_run(world: World, command: str, po
     result = mdl(*args)
     assert result.exit_code == 0, result.stderr
     assert "done in" in log.read_text()  # the run's last log line went to the file named
-    assert not (world.tmp / "mdl.log").exists(), "$MDL_LOG_FILE is the default; the flag overrides it"
+    assert not (world.tmp / "mdl.log").exists(), (
+        "$MDL_LOG_FILE is the default; the flag overrides it"
+    )
 
 
 @pytest.mark.parametrize("command", PROGRESS_COMMANDS)
 @BOTH
-def test_no_progress_in_either_position_leaves_only_the_summary(world: World, command: str, position: str) -> None:
+def test_no_progress_in_either_position_leaves_only_the_summary(
+    world: World, command: str, position: str
+) -> None:
     prepare(world, command)
     result = mdl(*placed(world, command, ["--no-progress"], position))
     assert result.exit_code == 0, result.stderr
@@ -144,7 +164,9 @@ def test_without_no_progress_pull_shows_plain_lines(world: World) -> None:
     """The control for the test above: the lines it looks for are there by default."""
     result = mdl("pull", "tiny")
     assert result.exit_code == 0, result.stderr
-    assert any("tiny/model.safetensors" in line for line in progress_lines(result.stderr)), result.stderr
+    assert any("tiny/model.safetensors" in line for line in progress_lines(result.stderr)), (
+        result.stderr
+    )
 
 
 @BOTH
@@ -154,13 +176,18 @@ def test_verbose_in_either_position_logs_debug(world: World, position: str) -> N
     assert result.exit_code == 0, result.stderr
     assert " DEBUG " in log.read_text()  # the Hub's redirect to its CDN is logged at DEBUG
     quiet_log = world.tmp / f"plain-{position}.log"
-    assert mdl(*placed(world, "pull", ["--log-file", str(quiet_log)], position, tag="again")).exit_code == 0
+    assert (
+        mdl(*placed(world, "pull", ["--log-file", str(quiet_log)], position, tag="again")).exit_code
+        == 0
+    )
     assert " DEBUG " not in quiet_log.read_text()
 
 
 @pytest.mark.parametrize("command", CATALOG_COMMANDS)
 @BOTH
-def test_catalog_in_either_position(world: World, command: str, position: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_catalog_in_either_position(
+    world: World, command: str, position: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     prepare(world, command)
     monkeypatch.delenv("MDL_CATALOG")
     result = mdl(*placed(world, command, ["--catalog", str(world.catalog), "--json"], position))
@@ -171,7 +198,9 @@ def test_catalog_in_either_position(world: World, command: str, position: str, m
 
 @pytest.mark.parametrize("command", DEST_COMMANDS)
 @BOTH
-def test_dest_in_either_position(world: World, command: str, position: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dest_in_either_position(
+    world: World, command: str, position: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     elsewhere = world.tmp / "elsewhere"
     monkeypatch.delenv("MDL_DEST")
     assert mdl("pull", "tiny", "--dest", str(elsewhere), "-q").exit_code == 0
@@ -194,8 +223,12 @@ def test_pull_dest_in_either_position_saves_there(world: World, position: str) -
     assert not world.dest.exists()
 
 
-@pytest.mark.parametrize(("flag", "command"), [("--dest", "get"), ("--dest", "pack"), ("--catalog", "unpack")])
-def test_a_value_before_a_command_that_does_not_take_it_is_a_usage_error(world: World, flag: str, command: str) -> None:
+@pytest.mark.parametrize(
+    ("flag", "command"), [("--dest", "get"), ("--dest", "pack"), ("--catalog", "unpack")]
+)
+def test_a_value_before_a_command_that_does_not_take_it_is_a_usage_error(
+    world: World, flag: str, command: str
+) -> None:
     result = mdl(*placed(world, command, [flag, str(world.tmp / "x")], "before"))
     assert result.exit_code == 2
     assert f"mdl {command} does not take {flag}" in result.stderr
@@ -225,17 +258,22 @@ def test_json_list_is_list_json(world: World) -> None:
 
 
 def test_quiet_list_keeps_its_table(world: World) -> None:
-    """-q silences stderr, never stdout: `mdl -q list` prints the table `mdl list` prints, wherever -q is."""
+    """-q silences stderr, never stdout: `mdl -q list` prints the table `mdl list` prints,
+    wherever -q is.
+    """
     assert mdl("-q", "list").stdout == mdl("list", "-q").stdout == mdl("list").stdout
     assert "tiny" in mdl("-q", "list").stdout
 
 
-# -- --progress -----------------------------------------------------------------------------------------
+# -- --progress
+# -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("command", PROGRESS_COMMANDS)
 @BOTH
-def test_bad_progress_value_is_exit_2_naming_the_choices(world: World, command: str, position: str) -> None:
+def test_bad_progress_value_is_exit_2_naming_the_choices(
+    world: World, command: str, position: str
+) -> None:
     result = mdl(*placed(world, command, ["--progress", "fancy"], position))
     assert result.exit_code == 2
     assert "--progress" in result.stderr
@@ -245,19 +283,25 @@ def test_bad_progress_value_is_exit_2_naming_the_choices(world: World, command: 
 
 @pytest.mark.parametrize("command", ["list", "show", "clean", "prune"])
 def test_progress_belongs_to_the_commands_that_show_progress(world: World, command: str) -> None:
-    """Before any command --progress is accepted (it is global); after one that shows none it is unknown."""
+    """Before any command --progress is accepted (it is global); after one that shows none it is
+    unknown.
+    """
     assert mdl(*placed(world, command, ["--progress", "plain"], "before")).exit_code == 0
     after = mdl(*placed(world, command, ["--progress", "plain"], "after"))
     assert after.exit_code == 2 and "--progress" in after.stderr
 
 
 def _mode_of(requested: str) -> str:
-    return choose_progress_mode(quiet=False, no_progress=False, stderr_isatty=False, environ={}, requested=requested)
+    return choose_progress_mode(
+        quiet=False, no_progress=False, stderr_isatty=False, environ={}, requested=requested
+    )
 
 
-# The modes themselves come with the display work (mdl/cli/render/progress.py); these check the flag reaches it.
+# The modes themselves come with the display work (mdl/cli/render/progress.py); these check the flag
+# reaches it.
 needs_modes = pytest.mark.skipif(
-    _mode_of("none") != "none" or _mode_of("json") != "json", reason="--progress modes are not wired in yet"
+    _mode_of("none") != "none" or _mode_of("json") != "json",
+    reason="--progress modes are not wired in yet",
 )
 
 
@@ -281,16 +325,21 @@ def test_progress_json_in_either_position_writes_events(world: World, position: 
 
 
 def test_progress_after_the_command_wins(world: World) -> None:
-    """`mdl --progress plain pull x --progress fancy`: the command's own value is the one checked and used."""
+    """`mdl --progress plain pull x --progress fancy`: the command's own value is the one checked
+    and used.
+    """
     result = mdl("--progress", "plain", "pull", "tiny", "--progress", "fancy")
     assert result.exit_code == 2 and "fancy" in result.stderr
 
 
-# -- real processes, as a shell runs them -------------------------------------------------------------------
+# -- real processes, as a shell runs them
+# -------------------------------------------------------------------
 
 
 def _python_m(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mdl", *args], capture_output=True, text=True, env=dict(os.environ))
+    return subprocess.run(
+        [sys.executable, "-m", "mdl", *args], capture_output=True, text=True, env=dict(os.environ)
+    )
 
 
 def test_quiet_before_the_command_in_a_real_process(world: World) -> None:
@@ -304,4 +353,8 @@ def test_json_before_the_command_shapes_parse_errors_too(world: World) -> None:
     done = _python_m("--json", "pull", "tiny", "--connections", "abc")
     assert done.returncode == 2
     doc = json.loads(done.stdout)
-    assert doc["ok"] is False and doc["error"]["code"] == 2 and "--connections" in doc["error"]["message"]
+    assert (
+        doc["ok"] is False
+        and doc["error"]["code"] == 2
+        and "--connections" in doc["error"]["message"]
+    )

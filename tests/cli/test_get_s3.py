@@ -1,6 +1,7 @@
 """`mdl get s3://bucket/key` against a real S3 server on loopback (moto, tests/s3server.py).
 
-The object is fetched by the transfer engine from a presigned URL: parallel ranges, resume, verification.
+The object is fetched by the transfer engine from a presigned URL: parallel ranges, resume,
+verification.
 """
 
 from __future__ import annotations
@@ -35,7 +36,15 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_get_a_multi_mib_object_with_parallel_ranges(s3: S3, here: Path) -> None:  # noqa: F811
     s3.put("team-bucket", "runs/7/model.safetensors", BIG)
-    result = mdl("get", "s3://team-bucket/runs/7/model.safetensors", "-d", "out", "--connections", "4", "--json")
+    result = mdl(
+        "get",
+        "s3://team-bucket/runs/7/model.safetensors",
+        "-d",
+        "out",
+        "--connections",
+        "4",
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     assert (here / "out" / "model.safetensors").read_bytes() == BIG
     doc = json.loads(result.stdout)
@@ -49,8 +58,12 @@ def test_get_a_multi_mib_object_with_parallel_ranges(s3: S3, here: Path) -> None
     ranged = [r for r in s3.cutter.ranges if r not in (None, "bytes=0-0")]
     assert len(ranged) >= 4, f"--connections 4: parallel ranges, got {s3.cutter.ranges}"
     assert "source=s3://team-bucket/runs/7/model.safetensors" in (here / "mdl.log").read_text()
-    assert sorted(p.name for p in (here / "out").iterdir()) == [".mdl", "model.safetensors"], "no temp files left"
-    assert [p.name for p in (here / "out" / ".mdl").iterdir()] == ["get.json"], "only the get's record"
+    assert sorted(p.name for p in (here / "out").iterdir()) == [".mdl", "model.safetensors"], (
+        "no temp files left"
+    )
+    assert [p.name for p in (here / "out" / ".mdl").iterdir()] == ["get.json"], (
+        "only the get's record"
+    )
 
 
 def test_output_file_and_sha256(s3: S3, here: Path) -> None:  # noqa: F811
@@ -101,7 +114,8 @@ def test_denied_exits_3(s3: S3, here: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
     s3.put("bucket-5", "secret.bin", b"classified")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNUSER00000")
-    with enable_iam_authentication():  # moto checks the signer against its IAM users: this key is unknown
+    # moto checks the signer against its IAM users: this key is unknown
+    with enable_iam_authentication():
         result = mdl("get", "s3://bucket-5/secret.bin", "--json")
     assert result.exit_code == ExitCode.AUTH, result.output
     assert "access denied" in result.stderr
@@ -110,7 +124,15 @@ def test_denied_exits_3(s3: S3, here: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.mark.parametrize(
-    "uri", ["s3://", "s3://bucket", "s3://bucket/", "s3://b/key", "s3://bad_bucket!/k", "s3://bucket/dir/"]
+    "uri",
+    [
+        "s3://",
+        "s3://bucket",
+        "s3://bucket/",
+        "s3://b/key",
+        "s3://bad_bucket!/k",
+        "s3://bucket/dir/",
+    ],
 )
 def test_bad_uris_exit_2(uri: str, here: Path) -> None:
     result = mdl("get", uri)
@@ -133,16 +155,26 @@ def test_secrets_never_shown(s3: S3, here: Path) -> None:  # noqa: F811
 
 def test_missing_extra_exit_2_naming_it(s3: S3, tmp_path: Path) -> None:  # noqa: F811
     env = without_modules(tmp_path, "boto3", "botocore")
-    code = "import sys; from mdl.__main__ import main; sys.argv = ['mdl', 'get', 's3://bucket/key.bin']; main()"
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    code = (
+        "import sys; from mdl.__main__ import main; sys.argv = ['mdl', 'get',"
+        " 's3://bucket/key.bin']; main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
     assert proc.returncode == ExitCode.USAGE, proc.stderr
     assert "pip install 'mdl[s3]'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_help_does_not_import_boto3(tmp_path: Path) -> None:
-    code = "import sys; from mdl.cli.app import app; import mdl.download.get; assert 'boto3' not in sys.modules"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    code = (
+        "import sys; from mdl.cli.app import app; import mdl.download.get; assert 'boto3' not in"
+        " sys.modules"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
 
 

@@ -1,5 +1,6 @@
-"""Help that teaches (issue 25): every command's --help ends with examples that parse as real command lines, options
-with fixed choices show them, `mdl help [CMD]` is `mdl [CMD] --help`, and an unknown command suggests the nearest."""
+"""Help that teaches (issue 25): every command's --help ends with examples that parse as real
+command lines, options with fixed choices show them, `mdl help [CMD]` is `mdl [CMD] --help`, and an
+unknown command suggests the nearest."""
 
 from __future__ import annotations
 
@@ -26,7 +27,12 @@ def mdl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     """The real `mdl` (its own usage-error rendering included), as a user's shell runs it."""
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     return subprocess.run(
-        [sys.executable, "-m", "mdl", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=60
+        [sys.executable, "-m", "mdl", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
     )
 
 
@@ -43,7 +49,9 @@ def test_every_help_ends_with_examples(name: str) -> None:
     commands = [line.strip() for line in examples if line.strip().startswith("mdl ")]
     prefix = "mdl " if name == "mdl" else f"mdl {name}"
     assert len(commands) >= 2 and all(line.startswith(prefix) for line in commands), text
-    assert [line for line in examples if line.strip()] == [line for line in examples if line.startswith("    ")]
+    assert [line for line in examples if line.strip()] == [
+        line for line in examples if line.startswith("    ")
+    ]
     assert all(len(line) <= 80 for line in text.splitlines())
     assert [line.strip() for line in examples if line.strip().startswith("# ")] == [
         f"# {what}" for _, what in EXAMPLES[name]
@@ -66,7 +74,9 @@ def _invocations(line: str) -> list[list[str]]:
 
 @pytest.mark.parametrize("name", list(EXAMPLES))
 def test_every_example_is_a_command_line_mdl_accepts(name: str) -> None:
-    """Each example parses as its command's arguments: its options exist, its choices are allowed."""
+    """Each example parses as its command's arguments: its options exist, its choices are
+    allowed.
+    """
     for line, _ in EXAMPLES[name]:
         for args in _invocations(line):
             assert args and args[0] in (*COMMANDS, "help"), line
@@ -97,7 +107,9 @@ def test_fixed_choices_are_shown(name: str, option: str) -> None:
 def test_every_layout_option_shows_its_choices_and_none_shows_a_bare_str() -> None:
     for name in COMMANDS:
         text = help_of(name)
-        assert "<str>" not in "".join(line for line in text.splitlines() if "--layout" in line or "--status" in line)
+        assert "<str>" not in "".join(
+            line for line in text.splitlines() if "--layout" in line or "--status" in line
+        )
         if "--layout" in text:
             assert "--layout [plain|hf-cache]" in text, name
 
@@ -141,7 +153,10 @@ def test_an_unknown_command_suggests_the_nearest() -> None:
     assert "Traceback" not in done.stderr
     assert "did you mean list?" in mdl("lsit").stderr
     nothing = mdl("frobnicate")
-    assert nothing.returncode == 2 and "no such command 'frobnicate' (mdl help lists them)" in nothing.stderr
+    assert (
+        nothing.returncode == 2
+        and "no such command 'frobnicate' (mdl help lists them)" in nothing.stderr
+    )
 
 
 def test_habits_name_real_commands() -> None:
@@ -152,13 +167,16 @@ def test_habits_name_real_commands() -> None:
     assert suggestions("fetch")[:2] == ["get", "pull"]
 
 
-# A value's name in help: a word (`RATE`, `NAME...`) or fixed choices as Click shows them (`[plain|hf-cache]`); never
-# Typer's type names (`<str>`, `<list[str]>`) nor its braces around a required argument (`{name}`).
+# A value's name in help: a word (`RATE`, `NAME...`) or fixed choices as Click shows them
+# (`[plain|hf-cache]`); never Typer's type names (`<str>`, `<list[str]>`) nor its braces around a
+# required argument (`{name}`).
 WORD = re.compile(r"^(\[?[A-Z][A-Z0-9_]*\]?(\.\.\.)?|\[[a-z0-9-]+(\|[a-z0-9-]+)+\])$")
 
 
 def _sections(text: str) -> dict[str, list[str]]:
-    """Help's sections (``Options:``, ``Commands:``…) and their lines; ``Usage:`` holds its own line."""
+    """Help's sections (``Options:``, ``Commands:``…) and their lines; ``Usage:`` holds its own
+    line.
+    """
     sections: dict[str, list[str]] = {}
     current = ""
     for line in text.splitlines():
@@ -173,13 +191,17 @@ def _sections(text: str) -> dict[str, list[str]]:
 
 
 def _value_words(rows: list[str]) -> list[str]:
-    """The words that name values in a help list's first column (``-o, --output FILE``: ``FILE``)."""
+    """The words that name values in a help list's first column (``-o, --output FILE``:
+    ``FILE``).
+    """
     words = []
     for row in rows:
-        if not row.startswith("  ") or row.startswith("   "):  # a row starts at column 2; continuations further in
+        # a row starts at column 2; continuations further in
+        if not row.startswith("  ") or row.startswith("   "):
             continue
         column = re.split(r"\s{2,}", row.strip())[0]
-        column = re.sub(r"^(--[a-z-]+) / (--no-[a-z-]+)$", r"\1 \2", column)  # a pair (--xet / --no-xet): no value
+        # a pair (--xet / --no-xet): no value
+        column = re.sub(r"^(--[a-z-]+) / (--no-[a-z-]+)$", r"\1 \2", column)
         words += [w for w in column.replace(",", " ").split() if not w.startswith("-")]
     return words
 
@@ -187,14 +209,20 @@ def _value_words(rows: list[str]) -> list[str]:
 @pytest.mark.parametrize("width", ["80", "200"])
 @pytest.mark.parametrize("name", ["mdl", *COMMANDS])
 def test_every_value_in_help_is_a_word(name: str, width: str) -> None:
-    """The usage line, every argument and every option of every command name their values by a word."""
+    """The usage line, every argument and every option of every command name their values by a
+    word.
+    """
     args = [] if name == "mdl" else [name]
     result = invoke(*args, "--help", env={"COLUMNS": width})
     assert result.exit_code == 0, result.stderr
     sections = _sections(result.stdout)
     usage = sections["Usage"][0].split()[2 if name == "mdl" else 3 :]  # after `Usage: mdl [CMD]`
     assert usage[0] == "[OPTIONS]", result.stdout
-    named = [*usage[1:], *_value_words(sections.get("Arguments", [])), *_value_words(sections["Options"])]
+    named = [
+        *usage[1:],
+        *_value_words(sections.get("Arguments", [])),
+        *_value_words(sections["Options"]),
+    ]
     if name == "mdl":
         assert usage[1:] == ["COMMAND", "[ARGS]..."]
         named = named[2:]
@@ -206,20 +234,30 @@ def test_every_value_in_help_is_a_word(name: str, width: str) -> None:
 
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_every_option_and_argument_has_a_word(name: str) -> None:
-    """The same, from the command itself: each parameter that takes a value has a word, or its fixed choices."""
+    """The same, from the command itself: each parameter that takes a value has a word, or its
+    fixed choices.
+    """
     command = build_command(name)
     for param in command.params:
         if getattr(param, "is_flag", False):
             continue
-        assert param.metavar is not None and WORD.match(param.metavar), (name, param.name, param.metavar)
+        assert param.metavar is not None and WORD.match(param.metavar), (
+            name,
+            param.name,
+            param.metavar,
+        )
 
 
 def test_a_new_option_gets_a_word_by_the_rule() -> None:
-    """Options and arguments added later get words with no ``metavar=``: their choices, N for a count, their name."""
+    """Options and arguments added later get words with no ``metavar=``: their choices, N for a
+    count, their name.
+    """
 
     def new_cmd(
         source: Annotated[list[str], typer.Argument(help="What to fetch.")],
-        header: Annotated[list[str] | None, typer.Option("-H", "--header", help="A header.")] = None,
+        header: Annotated[
+            list[str] | None, typer.Option("-H", "--header", help="A header.")
+        ] = None,
         retries: Annotated[int | None, typer.Option("--retries", help="How many times.")] = None,
         mode: Annotated[Literal["fast", "safe"], typer.Option("--mode", help="How.")] = "safe",
         sha256: Annotated[str | None, typer.Option("--sha256", help="Expected hash.")] = None,
@@ -232,7 +270,9 @@ def test_a_new_option_gets_a_word_by_the_rule() -> None:
     with typer.main.get_command(one).make_context("new", ["--help"], resilient_parsing=True) as ctx:
         text = ctx.get_help()
     assert "Usage: new [OPTIONS] SOURCE..." in text
-    assert "-H, --header HEADER" in text and "--retries N" in text and "--mode [fast|safe]" in text, text
+    assert (
+        "-H, --header HEADER" in text and "--retries N" in text and "--mode [fast|safe]" in text
+    ), text
     assert "--sha256 HEX" in text and "-q, --quiet  " in text, text
 
 
@@ -250,7 +290,9 @@ def _command_rows(text: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("width", ["60", "80", "200"])
 def test_mdl_help_lists_every_command_whole(width: str) -> None:
-    """Each command with the first sentence of its help, never cut short with "..." to fit the width."""
+    """Each command with the first sentence of its help, never cut short with "..." to fit the
+    width.
+    """
     result = invoke("--help", env={"COLUMNS": width})
     rows = _command_rows(result.stdout)
     assert list(rows) == list(COMMANDS), result.stdout
@@ -261,7 +303,9 @@ def test_mdl_help_lists_every_command_whole(width: str) -> None:
 
 
 def test_mdl_help_names_every_exit_code() -> None:
-    """`mdl --help` ends with the exit codes and what each means, as docs/output.md's table says them."""
+    """`mdl --help` ends with the exit codes and what each means, as docs/output.md's table says
+    them.
+    """
     lines = _sections(help_of())["Exit codes"]
     shown = {int(m[1]): m[2] for line in lines if (m := re.match(r"^\s+(\d+)  (\S.*)$", line))}
     assert sorted(shown) == sorted([*(int(code) for code in ExitCode), EXIT_STDOUT_CLOSED]), lines

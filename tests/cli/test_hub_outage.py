@@ -1,8 +1,10 @@
-"""A Hub outage keeps installed, verified models (issue 11, item 17): cron stays green for what is already here.
+"""A Hub outage keeps installed, verified models (issue 11, item 17): cron stays green for what is
+already here.
 
-Like ``hf_hub_download`` serving its cache: when the Hub cannot be asked (down, silent, 5xx after the retries) or
-refuses a check made without a token, a model installed at a verified commit is ``skipped`` with one warning and
-counts as present. A model never installed (or changed since it was verified) fails as before.
+Like ``hf_hub_download`` serving its cache: when the Hub cannot be asked (down, silent, 5xx after
+the retries) or refuses a check made without a token, a model installed at a verified commit is
+``skipped`` with one warning and counts as present. A model never installed (or changed since it was
+verified) fails as before.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ repo = "org/never-pulled"
 def hub_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[HubServer, Path]]:
     """A Hub (stopped by the tests that need an outage) and a catalog of models on it."""
     server = HubServer().start()
-    server.add_repo("org/tiny", {"config.json": b'{"a": 1}', "model.safetensors": make_data(200_000, seed=1)})
+    server.add_repo(
+        "org/tiny", {"config.json": b'{"a": 1}', "model.safetensors": make_data(200_000, seed=1)}
+    )
     server.add_repo("org/big", {"weights.bin": make_data(3_000_000, seed=2)})
     server.add_repo("org/gated", {"w.bin": make_data(50_000, seed=3)}, gated="auto", gate_api=True)
     server.add_repo("org/never-pulled", {"x.bin": b"x"})
@@ -76,7 +80,9 @@ def test_hub_down_keeps_installed_models(hub_world: tuple[HubServer, Path]) -> N
     assert doc["ok"] is True
     assert {f["action"] for f in doc["files"]} == {"skipped"}
     assert {f["path"] for f in doc["files"]} == {"config.json", "model.safetensors", "weights.bin"}
-    assert all(f["warning"].startswith(f"could not check {f['model']} for updates") for f in doc["files"])
+    assert all(
+        f["warning"].startswith(f"could not check {f['model']} for updates") for f in doc["files"]
+    )
 
 
 def test_hub_down_still_fails_a_model_never_installed(hub_world: tuple[HubServer, Path]) -> None:
@@ -125,7 +131,9 @@ def test_installed_gated_model_without_token_is_kept(
     assert len(warnings_in(result.stderr)) == 1
 
 
-def test_gated_model_never_installed_without_token_is_still_exit_3(hub_world: tuple[HubServer, Path]) -> None:
+def test_gated_model_never_installed_without_token_is_still_exit_3(
+    hub_world: tuple[HubServer, Path],
+) -> None:
     result = mdl("pull", "gated")
     assert result.exit_code == 3
     assert not warnings_in(result.stderr)
@@ -146,7 +154,9 @@ def test_a_wrong_token_is_reported_not_hidden(
 def test_a_silent_hub_keeps_installed_models_within_the_timeout(
     hub_world: tuple[HubServer, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A Hub that accepts connections and never answers is an outage too (and is asked once per run)."""
+    """A Hub that accepts connections and never answers is an outage too (and is asked once per
+    run).
+    """
     assert mdl("pull", "tiny", "big").exit_code == 0
     with SilentServer() as silent:
         monkeypatch.setenv("HF_ENDPOINT", silent.url)

@@ -1,5 +1,6 @@
-"""The habits users bring from the browser and hf: a Hub page URL is read as its hf:// (get, add), a web page where a
-model file was asked is refused (exit 5), and the Hub's refusals are said once per repo, in words that fit."""
+"""The habits users bring from the browser and hf: a Hub page URL is read as its hf:// (get, add), a
+web page where a model file was asked is refused (exit 5), and the Hub's refusals are said once per
+repo, in words that fit."""
 
 from __future__ import annotations
 
@@ -30,20 +31,28 @@ def notes(stderr: str) -> list[str]:
     return [line for line in unstamped(stderr) if "mdl: reading " in line]
 
 
-def test_a_blob_url_of_the_hub_fetches_the_file_as_hf_does(world: HubServer, tmp_path: Path) -> None:
+def test_a_blob_url_of_the_hub_fetches_the_file_as_hf_does(
+    world: HubServer, tmp_path: Path
+) -> None:
     url = f"{world.url}/org/repo/blob/main/x.gguf"
     result = mdl("get", url, "-d", "out")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "out" / "x.gguf").read_bytes() == WEIGHTS
     assert result.stdout.splitlines() == [str(tmp_path / "out" / "x.gguf")]
     assert notes(result.stderr) == [f"mdl: reading {url} as hf://org/repo@main/x.gguf"]
-    assert not world.log.records(path_prefix="/org/repo/blob/"), "the page itself was never asked for"
-    assert world.log.records(method="HEAD", path_prefix="/org/repo/resolve/main/x.gguf"), "its metadata (sha256) was"
+    assert not world.log.records(path_prefix="/org/repo/blob/"), (
+        "the page itself was never asked for"
+    )
+    assert world.log.records(method="HEAD", path_prefix="/org/repo/resolve/main/x.gguf"), (
+        "its metadata (sha256) was"
+    )
     quiet = mdl("get", url, "-d", "again", "-q")
     assert quiet.exit_code == 0 and notes(quiet.stderr) == [], quiet.stderr
 
 
-def test_a_resolve_url_with_a_query_and_an_encoded_pr_revision(world: HubServer, tmp_path: Path) -> None:
+def test_a_resolve_url_with_a_query_and_an_encoded_pr_revision(
+    world: HubServer, tmp_path: Path
+) -> None:
     url = f"{world.url}/org/repo/resolve/refs%2Fpr%2F1/config.json?download=true"
     result = mdl("get", url, "-d", "out")
     assert result.exit_code == 0, result.stderr
@@ -53,10 +62,15 @@ def test_a_resolve_url_with_a_query_and_an_encoded_pr_revision(world: HubServer,
     assert requested and all("download" not in path for path in requested), requested
 
 
-def test_a_repo_page_gets_the_whole_repo_and_a_folder_page_says_what_to_use(world: HubServer, tmp_path: Path) -> None:
+def test_a_repo_page_gets_the_whole_repo_and_a_folder_page_says_what_to_use(
+    world: HubServer, tmp_path: Path
+) -> None:
     result = mdl("get", f"{world.url}/org/repo/tree/main", "-d", "out")
     assert result.exit_code == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file()) == ["config.json", "x.gguf"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file()) == [
+        "config.json",
+        "x.gguf",
+    ]
     folder = mdl("get", f"{world.url}/org/repo/tree/main/sub", "-d", "out")
     assert folder.exit_code == 2
     assert "hf://org/repo@main --include 'sub/*'" in folder.stderr
@@ -66,17 +80,22 @@ def test_a_repo_page_gets_the_whole_repo_and_a_folder_page_says_what_to_use(worl
 def test_a_huggingface_co_url_is_fetched_from_the_mirror_hf_endpoint_names(
     world: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verb: str
 ) -> None:
-    """HF_ENDPOINT is a mirror (the loopback Hub) and the URL is pasted from the browser: the file comes from the
-    mirror, as hf download would fetch it, and the note says where. Nothing may go to huggingface.co: https goes to a
-    loopback port nothing listens on, so a try would fail the run."""
+    """HF_ENDPOINT is a mirror (the loopback Hub) and the URL is pasted from the browser: the file
+    comes from the mirror, as hf download would fetch it, and the note says where. Nothing may go to
+    huggingface.co: https goes to a loopback port nothing listens on, so a try would fail the run.
+    """
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("NO_PROXY", "")
     url = f"https://huggingface.co/org/repo/{verb}/main/x.gguf?download=true"
     result = mdl("get", url, "-d", "out")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "out" / "x.gguf").read_bytes() == WEIGHTS
-    assert notes(result.stderr) == [f"mdl: reading {url} as hf://org/repo@main/x.gguf (from the Hub at {world.url})"]
-    assert world.log.records(method="HEAD", path_prefix="/org/repo/resolve/main/x.gguf"), "asked of the mirror"
+    assert notes(result.stderr) == [
+        f"mdl: reading {url} as hf://org/repo@main/x.gguf (from the Hub at {world.url})"
+    ]
+    assert world.log.records(method="HEAD", path_prefix="/org/repo/resolve/main/x.gguf"), (
+        "asked of the mirror"
+    )
     whole = mdl("get", "https://huggingface.co/org/repo/tree/main", "-d", "whole")
     assert whole.exit_code == 0, whole.stderr
     assert (tmp_path / "whole" / "config.json").read_bytes() == b"{}"
@@ -86,24 +105,32 @@ def test_the_html_page_at_a_url_that_is_not_the_hub_is_refused_and_nothing_kept(
     world: HubServer, cdn: CdnServer, tmp_path: Path
 ) -> None:
     for url in (
-        f"{world.url}/org/repo/blob/main/x.gguf?download=true".replace("127.0.0.1", "localhost"),  # another origin
+        # another origin
+        f"{world.url}/org/repo/blob/main/x.gguf?download=true".replace("127.0.0.1", "localhost"),
         cdn.add_file("/org/repo/blob/main/model.safetensors", PAGE, content_type="text/html"),
     ):
         result = mdl("get", url, "-d", "out")
         assert result.exit_code == 5, result.stderr
         assert "answered with a web page (text/html), not the file" in result.stderr
-        assert "hint: a Hub page URL (.../blob/...)? use its .../resolve/... URL, or hf://" in result.stderr
+        assert (
+            "hint: a Hub page URL (.../blob/...)? use its .../resolve/... URL, or hf://"
+            in result.stderr
+        )
         assert "download=true" in result.stderr or url.startswith(cdn.url)
         assert notes(result.stderr) == []
         out = tmp_path / "out"
-        assert not out.exists() or [p for p in out.rglob("*") if p.is_file()] == [], "nothing installed, no partial"
+        assert not out.exists() or [p for p in out.rglob("*") if p.is_file()] == [], (
+            "nothing installed, no partial"
+        )
 
 
 def test_a_page_named_as_a_page_is_fetched_and_the_same_page_refused_in_a_pull(
     world: HubServer, cdn: CdnServer, tmp_path: Path
 ) -> None:
     readme = cdn.add_file("/docs/index.html", PAGE, content_type="text/html; charset=utf-8")
-    assert mdl("get", readme, "-d", "out").exit_code == 0, "an HTML file asked for as such is a file like any other"
+    assert mdl("get", readme, "-d", "out").exit_code == 0, (
+        "an HTML file asked for as such is a file like any other"
+    )
     weights = cdn.add_file("/m/model.ckpt", PAGE, content_type="text/html; charset=utf-8")
     (tmp_path / "catalog.toml").write_text(f'[models.w]\nfiles = [{{ url = "{weights}" }}]\n')
     pulled = mdl("pull", "w")
@@ -115,8 +142,9 @@ def test_a_page_named_as_a_page_is_fetched_and_the_same_page_refused_in_a_pull(
 def test_a_page_saved_under_a_model_files_name_is_refused_too(
     cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A download link names no file (civitai's /api/download/models/N): the name it is saved as (-o, the catalog's
-    `as`) says a model file was asked for, and a login page is refused for it as for a URL named so."""
+    """A download link names no file (civitai's /api/download/models/N): the name it is saved as
+    (-o, the catalog's `as`) says a model file was asked for, and a login page is refused for it as
+    for a URL named so."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
     login = cdn.add_file("/api/download/models/1234", PAGE, content_type="text/html")
@@ -124,11 +152,14 @@ def test_a_page_saved_under_a_model_files_name_is_refused_too(
     assert got.exit_code == 5, got.stderr
     assert "answered with a web page (text/html), not the file" in got.stderr
     assert not (tmp_path / "style.safetensors").exists()
-    (tmp_path / "catalog.toml").write_text(f'[models.s]\nfiles = [{{ url = "{login}", as = "lora/style.gguf" }}]\n')
+    (tmp_path / "catalog.toml").write_text(
+        f'[models.s]\nfiles = [{{ url = "{login}", as = "lora/style.gguf" }}]\n'
+    )
     pulled = mdl("pull", "s")
     assert pulled.exit_code == 5, pulled.stderr
     assert not (tmp_path / "models" / "s" / "lora" / "style.gguf").exists()
-    assert mdl("get", login, "-o", "page.html").exit_code == 0  # saved as a page: a file like any other
+    # saved as a page: a file like any other
+    assert mdl("get", login, "-o", "page.html").exit_code == 0
 
 
 def test_add_stores_a_hub_url_as_its_hub_file(world: HubServer, tmp_path: Path) -> None:
@@ -140,7 +171,9 @@ def test_add_stores_a_hub_url_as_its_hub_file(world: HubServer, tmp_path: Path) 
     assert entry == {"files": [{"repo": "org/repo", "path": "x.gguf", "revision": "refs/pr/1"}]}
     repo = mdl("add", "whole", f"{world.url}/org/repo")
     assert repo.exit_code == 0, repo.stderr
-    assert tomllib.loads((tmp_path / "catalog.toml").read_text())["models"]["whole"] == {"repo": "org/repo"}
+    assert tomllib.loads((tmp_path / "catalog.toml").read_text())["models"]["whole"] == {
+        "repo": "org/repo"
+    }
 
 
 def test_a_gated_resolve_url_gets_the_hubs_hint_not_the_headers_one(
@@ -158,11 +191,15 @@ def test_a_gated_resolve_url_gets_the_hubs_hint_not_the_headers_one(
     granted = mdl("get", url, "-d", "out")
     assert granted.exit_code == 0, granted.stderr
     tokens = {r.authorization for r in world.log.records(path_prefix="/org/gated/")}
-    assert tokens == {"Bearer hf_noaccess0123456789", f"Bearer {TOKEN}"}, "the token went to the Hub, as for hf://"
+    assert tokens == {"Bearer hf_noaccess0123456789", f"Bearer {TOKEN}"}, (
+        "the token went to the Hub, as for hf://"
+    )
     assert all(r.authorization is None for r in world.cdn.log), "and never to the CDN"
 
 
-def test_a_refused_token_is_said_to_be_refused(world: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refused_token_is_said_to_be_refused(
+    world: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_wrong0123456789abcdef")
     result = mdl("get", "hf://org/repo/config.json", "-d", "out")
     assert result.exit_code == 3, result.stderr
@@ -181,7 +218,9 @@ def test_a_gated_repo_is_said_once_for_all_its_files(world: HubServer) -> None:
     assert errors[0].endswith("(and 3 more files of org/gated)")
     assert result.stderr.count("  hint: ") == 1
     doc = json.loads(mdl("get", *sources, "-d", "out", "--json").stdout)
-    assert [f["action"] for f in doc["files"]] == ["failed"] * 4, "every file still fails in the JSON"
+    assert [f["action"] for f in doc["files"]] == ["failed"] * 4, (
+        "every file still fails in the JSON"
+    )
     assert all("gated" in f["error"] for f in doc["files"])
 
 

@@ -1,5 +1,6 @@
-"""mdl init: the starter catalog written where mdl looks for one, so that the README's Quick start works from any
-folder after `pip install`; and a broken catalog's every problem in one run, on stderr and in --json."""
+"""mdl init: the starter catalog written where mdl looks for one, so that the README's Quick start
+works from any folder after `pip install`; and a broken catalog's every problem in one run, on
+stderr and in --json."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ SHIPPED = ROOT / "catalog.toml"
 
 @pytest.fixture
 def home(isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty working folder (no catalog anywhere: HOME and XDG are isolated), downloads and log in tmp_path."""
+    """An empty working folder (no catalog anywhere: HOME and XDG are isolated), downloads and
+    log in tmp_path.
+    """
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -35,14 +38,19 @@ def home(isolated_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def user_catalog(home: Path) -> Path:
-    return home / ".config" / "mdl" / "catalog.toml"  # XDG_CONFIG_HOME (conftest) + mdl/catalog.toml
+    # XDG_CONFIG_HOME (conftest) + mdl/catalog.toml
+    return home / ".config" / "mdl" / "catalog.toml"
 
 
 def test_the_starter_is_the_repo_catalog_and_ships_as_package_data() -> None:
-    """One text: the repo's catalog.toml and mdl/catalog/starter.toml may not drift, and pip install ships it."""
+    """One text: the repo's catalog.toml and mdl/catalog/starter.toml may not drift, and pip
+    install ships it.
+    """
     assert starter_catalog() == SHIPPED.read_text(encoding="utf-8")
     assert (ROOT / "mdl" / "catalog" / "starter.toml").read_bytes() == SHIPPED.read_bytes()
-    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mdl"]
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["mdl"]
     assert any(fnmatch.fnmatch("catalog/starter.toml", pattern) for pattern in package_data)
     assert "tiny-bert" in tomllib.loads(starter_catalog())["models"]
 
@@ -50,7 +58,9 @@ def test_the_starter_is_the_repo_catalog_and_ships_as_package_data() -> None:
 def test_init_then_the_quick_start_works_from_any_folder(
     home: Path, tmp_path: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hub.add_repo("hf-internal-testing/tiny-random-bert", {"config.json": b"{}", "vocab.txt": b"[PAD]\n" * 50})
+    hub.add_repo(
+        "hf-internal-testing/tiny-random-bert", {"config.json": b"{}", "vocab.txt": b"[PAD]\n" * 50}
+    )
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     before = mdl("pull", "tiny-bert")
     assert before.exit_code == 2
@@ -89,11 +99,18 @@ def test_init_never_overwrites_unless_forced(home: Path) -> None:
     assert again.stdout == ""
     assert written.read_text() == "# mine\n"
     doc = json.loads(mdl("init", "--json").stdout)
-    assert doc["ok"] is False and doc["error"]["code"] == 2 and str(written) in doc["error"]["message"]
+    assert (
+        doc["ok"] is False and doc["error"]["code"] == 2 and str(written) in doc["error"]["message"]
+    )
     os.chmod(written, 0o600)
     forced = mdl("init", "--force", "--json")
     assert forced.exit_code == 0, forced.stderr
-    assert json.loads(forced.stdout) == {"ok": True, "catalog": str(written), "replaced": True, "empty": False}
+    assert json.loads(forced.stdout) == {
+        "ok": True,
+        "catalog": str(written),
+        "replaced": True,
+        "empty": False,
+    }
     assert written.read_text(encoding="utf-8") == starter_catalog()
     assert written.stat().st_mode & 0o777 == 0o600  # a replaced catalog keeps its permissions
 
@@ -104,7 +121,12 @@ def test_init_writes_where_catalog_or_mdl_catalog_says(
     nested = tmp_path / "deploy" / "gpu" / "models.toml"
     result = mdl("init", "--catalog", str(nested), "--json")
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout) == {"ok": True, "catalog": str(nested), "replaced": False, "empty": False}
+    assert json.loads(result.stdout) == {
+        "ok": True,
+        "catalog": str(nested),
+        "replaced": False,
+        "empty": False,
+    }
     assert nested.read_text(encoding="utf-8") == starter_catalog()  # its folders created
     assert not user_catalog(home).exists()
     assert mdl("show", "tiny-bert", "--catalog", str(nested)).exit_code == 0
@@ -133,7 +155,10 @@ def test_a_catalog_in_this_folder_that_comes_first_is_said(home: Path) -> None:
     (Path.cwd() / "catalog.toml").write_text('[models.mine]\nrepo = "o/mine"\n')
     result = mdl("init")
     assert result.exit_code == 0, result.stderr
-    assert f"mdl: warning: in this folder mdl reads {Path.cwd() / 'catalog.toml'} first" in result.stderr
+    assert (
+        f"mdl: warning: in this folder mdl reads {Path.cwd() / 'catalog.toml'} first"
+        in result.stderr
+    )
     assert user_catalog(home).exists()
 
 
@@ -173,16 +198,22 @@ def test_every_catalog_problem_in_one_run_and_in_json(home: Path) -> None:
         f"mdl: error: {catalog}: 3 problems",
         f"  {catalog}:4: settings.conections: unknown key (did you mean 'connections'?)",
         f"  {catalog}:8: models.a.revison: unknown key (did you mean 'revision'?)",
-        f"  {catalog}:11: models.b.files[0].sha256: must be 64 hex digits (optionally 'sha256:…'), found 'n'",
+        (
+            f"  {catalog}:11: models.b.files[0].sha256: must be 64 hex digits (optionally"
+            " 'sha256:…'), found 'n'"
+        ),
     ]
     doc = json.loads(mdl("pull", "a", "--json").stdout)
     assert doc["ok"] is False and doc["error"]["code"] == 2
     assert doc["error"]["problems"] == [line.strip() for line in lines[1:4]]
-    assert all(problem in doc["error"]["message"] for problem in doc["error"]["problems"])  # on one line
+    # on one line
+    assert all(problem in doc["error"]["message"] for problem in doc["error"]["problems"])
 
 
 def test_init_never_opens_or_replaces_what_is_not_a_file(home: Path, tmp_path: Path) -> None:
-    """A FIFO is never opened (it would wait forever) and a device never replaced, --force or not: exit 2."""
+    """A FIFO is never opened (it would wait forever) and a device never replaced, --force or
+    not: exit 2.
+    """
     fifo = tmp_path / "fifo.toml"
     os.mkfifo(fifo)
     for force in ([], ["--force"]):
@@ -190,7 +221,8 @@ def test_init_never_opens_or_replaces_what_is_not_a_file(home: Path, tmp_path: P
         assert result.exit_code == 2, result.stderr
         assert f"{fifo} is a FIFO, not a catalog file" in result.stderr
     assert fifo.is_fifo()
-    device = tmp_path / "null.toml"  # never the real /dev/null: were the check to go, the test must harm nothing
+    # never the real /dev/null: were the check to go, the test must harm nothing
+    device = tmp_path / "null.toml"
     try:
         os.mknod(device, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
     except PermissionError:

@@ -1,4 +1,6 @@
-"""show, list, verify and pull --dry-run against one vocabulary of local states, and the folder show prints."""
+"""show, list, verify and pull --dry-run against one vocabulary of local states, and the folder
+show prints.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +34,9 @@ repo = "org/never"
 
 
 @pytest.fixture
-def world(hub: HubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+def world(
+    hub: HubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Path]:
     hub.add_repo("org/tiny", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
     hub.add_repo("org/never", {"w.bin": b"never pulled"})
     catalog.write_text(CATALOG)
@@ -46,14 +50,19 @@ def field(text: str, key: str) -> str:
     return line.split(":", 1)[1].strip()
 
 
-# -- item: show prints the folder that exists, in either layout ----------------------------------------
+# -- item: show prints the folder that exists, in either layout
+# ----------------------------------------
 
 
-def test_show_in_hf_cache_layout_prints_the_snapshot_folder(world: dict[str, Path], hub: HubServer) -> None:
+def test_show_in_hf_cache_layout_prints_the_snapshot_folder(
+    world: dict[str, Path], hub: HubServer
+) -> None:
     cache = world["cache"]
     before = mdl("show", "tiny", "--layout", "hf-cache")
     assert before.exit_code == 0, before.stderr
-    assert field(before.stdout, "dest") == str(cache / "models--org--tiny"), "not pulled: the repo's folder"
+    assert field(before.stdout, "dest") == str(cache / "models--org--tiny"), (
+        "not pulled: the repo's folder"
+    )
 
     assert mdl("pull", "tiny", "--layout", "hf-cache").exit_code == 0
     snapshot = cache / "models--org--tiny" / "snapshots" / hub.repo("org/tiny").sha
@@ -71,15 +80,20 @@ def test_show_in_hf_cache_layout_prints_the_snapshot_folder(world: dict[str, Pat
     assert plain["dest"] == str(world["dest"] / "tiny"), "the plain layout keeps its own folder"
 
 
-def test_show_of_files_renamed_in_the_cache_names_the_snapshot(world: dict[str, Path], hub: HubServer) -> None:
+def test_show_of_files_renamed_in_the_cache_names_the_snapshot(
+    world: dict[str, Path], hub: HubServer
+) -> None:
     assert mdl("pull", "multi", "--layout", "hf-cache").exit_code == 0
     snapshot = world["cache"] / "models--org--tiny" / "snapshots" / hub.repo("org/tiny").sha
     doc = json.loads(mdl("show", "multi", "--layout", "hf-cache", "--json").stdout)["models"][0]
     assert doc["dest"] == str(snapshot)
-    assert {f["path"]: f["dest"] for f in doc["files"]}["cfg/config.json"] == str(snapshot / "config.json")
+    assert {f["path"]: f["dest"] for f in doc["files"]}["cfg/config.json"] == str(
+        snapshot / "config.json"
+    )
 
 
-# -- item: one state vocabulary in show, list and pull --dry-run ----------------------------------------
+# -- item: one state vocabulary in show, list and pull --dry-run
+# ----------------------------------------
 
 
 def states(model: str) -> tuple[dict[str, str], dict[str, object], dict[str, tuple[str, str]]]:
@@ -97,7 +111,11 @@ def states(model: str) -> tuple[dict[str, str], dict[str, object], dict[str, tup
 def test_same_size_edit_is_modified_in_show_list_and_dry_run(world: dict[str, Path]) -> None:
     assert mdl("pull", "tiny").exit_code == 0
     show, listed, plan = states("tiny")
-    assert set(show.values()) == {"installed"} and listed["status"] == "installed" and listed["unverified"] == 0
+    assert (
+        set(show.values()) == {"installed"}
+        and listed["status"] == "installed"
+        and listed["unverified"] == 0
+    )
     assert {action for action, _ in plan.values()} == {"skip"}
 
     weights = world["dest"] / "tiny" / "model.safetensors"
@@ -108,18 +126,25 @@ def test_same_size_edit_is_modified_in_show_list_and_dry_run(world: dict[str, Pa
     show, listed, plan = states("tiny")
     assert show == {"config.json": "installed", "model.safetensors": "modified?"}
     assert listed["status"] == "installed" and listed["unverified"] == 1
-    assert plan["model.safetensors"][0] == "check" and plan["model.safetensors"][1].startswith("modified?")
+    assert plan["model.safetensors"][0] == "check" and plan["model.safetensors"][1].startswith(
+        "modified?"
+    )
     assert plan["config.json"] == ("skip", "up to date")
     text = mdl("show", "tiny").stdout
     assert field(text, "status") == "installed (1 modified?); `mdl verify tiny` re-hashes them"
     assert re.search(r"model\.safetensors\s+modified\?", text)
     assert re.search(r"tiny\s+installed \(1 modified\?\)", mdl("list").stdout)
-    assert [m["name"] for m in json.loads(mdl("list", "--status", "installed", "--json").stdout)["models"]] == ["tiny"]
+    assert [
+        m["name"]
+        for m in json.loads(mdl("list", "--status", "installed", "--json").stdout)["models"]
+    ] == ["tiny"]
 
     weights.write_bytes(bytes(data) + b"more")  # another size: certainly not what was verified
     show, listed, plan = states("tiny")
     assert show["model.safetensors"] == "modified" and listed["status"] == "partial"
-    assert plan["model.safetensors"][0] == "check" and plan["model.safetensors"][1].startswith("modified (")
+    assert plan["model.safetensors"][0] == "check" and plan["model.safetensors"][1].startswith(
+        "modified ("
+    )
 
     weights.unlink()
     show, listed, plan = states("tiny")
@@ -134,7 +159,9 @@ def test_a_file_mdl_never_verified_is_unrecorded_everywhere(world: dict[str, Pat
     show, listed, plan = states("multi")
     assert show == {"cfg/config.json": "unrecorded", "model.safetensors": "missing"}
     assert listed["status"] == "partial"
-    assert plan["cfg/config.json"][0] == "check" and plan["cfg/config.json"][1].startswith("unrecorded")
+    assert plan["cfg/config.json"][0] == "check" and plan["cfg/config.json"][1].startswith(
+        "unrecorded"
+    )
     assert plan["model.safetensors"] == ("download", "not downloaded yet")
 
 
@@ -148,17 +175,22 @@ def test_a_cut_download_is_partial_everywhere_and_dry_run_says_how_much_in_human
     show, listed, plan = states("multi")
     assert show["model.safetensors"] == "partial" and listed["status"] == "partial"
     action, reason = plan["model.safetensors"]
-    assert action == "resume" and re.fullmatch(r"\d+(\.\d+)? (KiB|MiB) already downloaded", reason), reason
+    assert action == "resume" and re.fullmatch(
+        r"\d+(\.\d+)? (KiB|MiB) already downloaded", reason
+    ), reason
     text = mdl("pull", "multi", "--dry-run")
     assert text.exit_code == 0, text.stderr
     assert "already downloaded" in text.stdout and "MiB" in text.stdout
     assert not re.search(r"\d{4,} ?(bytes|B)\b", text.stdout), text.stdout
 
 
-# -- item: verify of a model or file that is not on this disk ------------------------------------------
+# -- item: verify of a model or file that is not on this disk
+# ------------------------------------------
 
 
-def test_verify_all_with_a_never_pulled_model_exits_4_and_verifies_the_rest(world: dict[str, Path]) -> None:
+def test_verify_all_with_a_never_pulled_model_exits_4_and_verifies_the_rest(
+    world: dict[str, Path],
+) -> None:
     assert mdl("pull", "tiny").exit_code == 0
     result = mdl("verify", "tiny", "never", "--json")
     assert result.exit_code == 4, result.stderr
@@ -185,7 +217,10 @@ def test_verify_missing_file_and_corrupt_file_exit_4_and_say_which(world: dict[s
     missing = mdl("verify", "tiny", "--json")
     assert missing.exit_code == 4
     by_path = {f["path"]: f for f in json.loads(missing.stdout)["files"]}
-    assert by_path["config.json"]["action"] == "missing" and by_path["model.safetensors"]["action"] == "verified"
+    assert (
+        by_path["config.json"]["action"] == "missing"
+        and by_path["model.safetensors"]["action"] == "verified"
+    )
 
     weights = world["dest"] / "tiny" / "model.safetensors"
     weights.write_bytes(make_data(len(WEIGHTS), seed=99))
@@ -199,7 +234,9 @@ def test_verify_missing_file_and_corrupt_file_exit_4_and_say_which(world: dict[s
     assert mdl("verify", "tiny").exit_code == 6, "corruption alone stays integrity"
 
 
-def test_verify_off_a_terminal_writes_one_row_per_file_as_it_is_hashed(world: dict[str, Path]) -> None:
+def test_verify_off_a_terminal_writes_one_row_per_file_as_it_is_hashed(
+    world: dict[str, Path],
+) -> None:
     assert mdl("pull", "tiny").exit_code == 0
     result = mdl("verify", "tiny", "never")
     assert result.exit_code == 4

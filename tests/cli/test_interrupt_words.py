@@ -1,9 +1,10 @@
-"""Issue 37, exits and words: a Ctrl-C says what was kept for *that* command (pull and get: partial downloads; pack:
-the unfinished archive removed; unpack: the destination as it was; publish: what was uploaded), each said once;
-and running out of memory is exit 7 "out of memory", never exit 1 "internal error".
+"""Issue 37, exits and words: a Ctrl-C says what was kept for *that* command (pull and get: partial
+downloads; pack: the unfinished archive removed; unpack: the destination as it was; publish: what
+was uploaded), each said once; and running out of memory is exit 7 "out of memory", never exit 1
+"internal error".
 
-The interrupts are real SIGINTs sent to real `python -m mdl` processes caught mid-work; the memory runs out under
-a real address-space limit (RLIMIT_AS).
+The interrupts are real SIGINTs sent to real `python -m mdl` processes caught mid-work; the memory
+runs out under a real address-space limit (RLIMIT_AS).
 """
 
 from __future__ import annotations
@@ -73,11 +74,16 @@ def parts(dest: Path) -> list[Path]:
     return found
 
 
-# -- each command says what it kept ------------------------------------------------------------------------
+# -- each command says what it kept
+# ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", sorted({*KEPT_ON_INTERRUPT, "list", "show", "resolve", "verify", "clean"}))
-def test_every_command_says_its_own_words_once(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "command", sorted({*KEPT_ON_INTERRUPT, "list", "show", "resolve", "verify", "clean"})
+)
+def test_every_command_says_its_own_words_once(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = Run(command=command)
     for ending in (KeyboardInterrupt(), InterruptedByUserError("interrupted")):
         assert translate(ending, run) == 130
@@ -89,9 +95,17 @@ def test_every_command_says_its_own_words_once(command: str, capsys: pytest.Capt
             assert "partial downloads" not in err
 
 
-def test_a_core_interruption_keeps_its_own_words_and_gets_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    assert translate(InterruptedByUserError("tiny/w.bin: interrupted while waiting for a lock"), Run(command="pull"))
-    assert "tiny/w.bin: interrupted while waiting for a lock; partial downloads were kept" in capsys.readouterr().err
+def test_a_core_interruption_keeps_its_own_words_and_gets_the_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert translate(
+        InterruptedByUserError("tiny/w.bin: interrupted while waiting for a lock"),
+        Run(command="pull"),
+    )
+    assert (
+        "tiny/w.bin: interrupted while waiting for a lock; partial downloads were kept"
+        in capsys.readouterr().err
+    )
 
 
 @pytest.fixture
@@ -103,7 +117,9 @@ def slow_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubSer
         yield hub
 
 
-def test_pull_interrupted_says_partial_downloads_were_kept(slow_hub: HubServer, tmp_path: Path) -> None:
+def test_pull_interrupted_says_partial_downloads_were_kept(
+    slow_hub: HubServer, tmp_path: Path
+) -> None:
     proc = spawn(["pull", "big"], cwd=tmp_path)
     err = interrupt(proc, lambda: bool(parts(tmp_path / "models")), what="a partial download")
     assert err.count(KEPT_DOWNLOADS) == 1, err
@@ -122,11 +138,16 @@ def test_get_interrupted_says_partial_downloads_were_kept(tmp_path: Path) -> Non
 def test_pack_interrupted_says_the_unfinished_archive_was_removed(tmp_path: Path) -> None:
     run = tmp_path / "run"
     make_hf_run(run, steps=(100,))
-    with (run / "big.safetensors").open("wb") as handle:  # sparse: quick to read, slow enough to write
+    # sparse: quick to read, slow enough to write
+    with (run / "big.safetensors").open("wb") as handle:
         handle.truncate(2048 * MiB)
     partial = tmp_path / "out.zip.partial"
     proc = spawn(["pack", "run", "-o", "out.zip"], cwd=tmp_path)
-    err = interrupt(proc, lambda: partial.exists() and partial.stat().st_size > 16 * MiB, what="an archive on its way")
+    err = interrupt(
+        proc,
+        lambda: partial.exists() and partial.stat().st_size > 16 * MiB,
+        what="an archive on its way",
+    )
     assert "interrupted; the unfinished archive was removed" in err, err
     assert "partial downloads" not in err
     assert not partial.exists() and not (tmp_path / "out.zip").exists()
@@ -137,7 +158,10 @@ def test_unpack_interrupted_says_the_destination_was_left_as_it_was(tmp_path: Pa
     make_hf_run(run, steps=(100,))
     (run / "big.safetensors").write_bytes(os.urandom(24 * MiB))
     archive = subprocess.run(
-        [sys.executable, "-m", "mdl", "pack", "run", "-o", "-"], cwd=tmp_path, capture_output=True, check=True
+        [sys.executable, "-m", "mdl", "pack", "run", "-o", "-"],
+        cwd=tmp_path,
+        capture_output=True,
+        check=True,
     ).stdout
     dest = tmp_path / "dest"
     dest.mkdir()
@@ -175,11 +199,15 @@ def test_publish_interrupted_says_what_was_uploaded_is_kept(
 
     err = interrupt(proc, uploading, what="a multipart upload")
     s3.cutter.write_delay = 0.0
-    assert "interrupted while uploading; files already uploaded are kept, run again to send the rest" in err, err
+    assert (
+        "interrupted while uploading; files already uploaded are kept, run again to send the rest"
+        in err
+    ), err
     assert "partial downloads" not in err
 
 
-# -- out of memory -----------------------------------------------------------------------------------------
+# -- out of memory
+# -----------------------------------------------------------------------------------------
 
 
 def big_lock(folder: Path, files: int) -> None:
@@ -190,15 +218,23 @@ def big_lock(folder: Path, files: int) -> None:
     commit = "c" * 40
     entries = tuple(
         LockedFile(
-            f"s/p-{i:06d}.bin", i, hashlib.sha256(b"%d" % i).hexdigest(), f"hf://org/big@{commit}/s/p-{i:06d}.bin"
+            f"s/p-{i:06d}.bin",
+            i,
+            hashlib.sha256(b"%d" % i).hexdigest(),
+            f"hf://org/big@{commit}/s/p-{i:06d}.bin",
         )
         for i in range(files)
     )
-    write_lock(folder / "catalog.lock", Lock({"big": LockedModel("big", fingerprint(spec), "main", commit, entries)}))
+    write_lock(
+        folder / "catalog.lock",
+        Lock({"big": LockedModel("big", fingerprint(spec), "main", commit, entries)}),
+    )
 
 
 def list_under(folder: Path, limit: int) -> subprocess.CompletedProcess[str]:
-    """``mdl list`` in ``folder`` with at most ``limit`` bytes of address space (stdout a file: no watcher thread)."""
+    """``mdl list`` in ``folder`` with at most ``limit`` bytes of address space (stdout a file:
+    no watcher thread).
+    """
 
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -225,7 +261,9 @@ def test_running_out_of_memory_is_exit_7_out_of_memory(tmp_path: Path) -> None:
     big.mkdir()
     big_lock(small, 2)
     big_lock(big, 60_000)  # 14 MB of lock: ~100 MiB more to hold its entries than a small one
-    limit = next((mb << 20 for mb in range(40, 400, 10) if list_under(small, mb << 20).returncode == 0), None)
+    limit = next(
+        (mb << 20 for mb in range(40, 400, 10) if list_under(small, mb << 20).returncode == 0), None
+    )
     assert limit is not None, "mdl list never ran under 400 MiB"
     done = list_under(big, limit + 20 * MiB)
     assert done.returncode == ExitCode.LOCAL == 7, done.stderr
@@ -233,7 +271,9 @@ def test_running_out_of_memory_is_exit_7_out_of_memory(tmp_path: Path) -> None:
     assert "internal error" not in done.stderr and "MemoryError" not in done.stderr
 
 
-def test_a_memory_error_anywhere_in_a_command_is_exit_7(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_memory_error_anywhere_in_a_command_is_exit_7(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     use_catalog(tmp_path, monkeypatch, '[models.a]\nrepo = "org/a"\n')
     from mdl import store
 

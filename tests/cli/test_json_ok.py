@@ -1,5 +1,6 @@
-"""Every command's --json document has ``ok`` (true exactly when the exit code is 0), absent values are null
-(never ""), and an error document is ``{"ok": false, "error": {"code", "kind", "message", "hint"}}``."""
+"""Every command's --json document has ``ok`` (true exactly when the exit code is 0), absent values
+are null (never ""), and an error document is ``{"ok": false, "error": {"code", "kind", "message",
+"hint"}}``."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ url = "{url}"
 
 @pytest.fixture
 def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    hub.add_repo("org/tiny", {"config.json": b'{"hidden_size": 8}\n', "model.bin": make_data(300_000, seed=3)})
+    hub.add_repo(
+        "org/tiny",
+        {"config.json": b'{"hidden_size": 8}\n', "model.bin": make_data(300_000, seed=3)},
+    )
     url = hub.cdn.add_file("/style.safetensors", make_data(20_000, seed=4))
     (tmp_path / "catalog.toml").write_text(CATALOG.format(url=url))
     monkeypatch.chdir(tmp_path)
@@ -52,7 +56,9 @@ def check_shape(args: list[str], code: int, stdout: str) -> dict[str, Any]:
     lines = stdout.splitlines()
     assert len(lines) == 1, f"{args}: one JSON document, got {stdout!r}"
     doc = json.loads(lines[0])
-    assert isinstance(doc, dict) and doc.get("ok") is (code == 0), f"{args} (exit {code}): ok is {doc.get('ok')!r}"
+    assert isinstance(doc, dict) and doc.get("ok") is (code == 0), (
+        f"{args} (exit {code}): ok is {doc.get('ok')!r}"
+    )
     assert empty_strings(doc) == [], f"{args}: empty strings instead of null"
     if "error" in doc:
         assert set(doc["error"]) == {"code", "kind", "message", "hint"}, args
@@ -108,7 +114,12 @@ def test_a_parse_error_document_carries_a_hint_too(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     for args in (["pack", "--bogus", "--json"], ["get", "--bogus", "--json"]):
         result = subprocess.run(
-            [sys.executable, "-m", "mdl", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "mdl", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode == 2
         doc = check_shape(args, result.returncode, result.stdout)

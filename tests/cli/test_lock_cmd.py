@@ -1,4 +1,6 @@
-"""``mdl lock`` on the command line: what it prints where, its --json, --upgrade and --check, and its exit codes."""
+"""``mdl lock`` on the command line: what it prints where, its --json, --upgrade and --check, and
+its exit codes.
+"""
 
 from __future__ import annotations
 
@@ -56,7 +58,9 @@ def test_lock_writes_the_lock_and_a_second_run_asks_nothing(catalog: Path, hub: 
 
 
 def test_quiet_silences_stderr_but_never_the_lines_on_stdout(catalog: Path, hub: HubServer) -> None:
-    """-q silences stderr but errors; the lines saying what was locked are the command's data (product rules)."""
+    """-q silences stderr but errors; the lines saying what was locked are the command's data
+    (product rules).
+    """
     quiet = mdl("lock", "-q")
     assert quiet.exit_code == 0, quiet.stderr
     commit = hub.repo("org/tiny").sha
@@ -85,7 +89,9 @@ def test_upgrade_reports_the_new_commit_and_the_file_diff(catalog: Path, hub: Hu
     assert doc["changed"] is True and doc["lock"] == str(catalog.with_suffix(".lock"))
     (model,) = doc["models"]
     assert model["name"] == "tiny" and model["status"] == "changed" and model["old_commit"] == new
-    assert [f["path"] for f in model["removed"]] == ["tokenizer.json"] and model["added"] == model["changed"] == []
+    assert [f["path"] for f in model["removed"]] == ["tokenizer.json"] and model["added"] == model[
+        "changed"
+    ] == []
 
 
 def test_check_exit_codes_fresh_stale_and_missing(catalog: Path, hub: HubServer) -> None:
@@ -98,7 +104,9 @@ def test_check_exit_codes_fresh_stale_and_missing(catalog: Path, hub: HubServer)
     fresh = mdl("lock", "--check")
     assert fresh.exit_code == 0 and fresh.stdout == ""
     assert "catalog.lock is up to date" in fresh.stderr
-    catalog.write_text(catalog.read_text().replace('repo = "org/tiny"', 'repo = "org/tiny"\nexclude = ["*.json"]'))
+    catalog.write_text(
+        catalog.read_text().replace('repo = "org/tiny"', 'repo = "org/tiny"\nexclude = ["*.json"]')
+    )
     stale = mdl("lock", "--check")
     assert stale.exit_code == 2
     assert "catalog.lock is stale for: tiny (run mdl lock)" in stale.stderr
@@ -108,7 +116,9 @@ def test_check_exit_codes_fresh_stale_and_missing(catalog: Path, hub: HubServer)
     assert list(hub.log) == []  # --check never asks anything
 
 
-def test_a_model_that_cannot_be_resolved_fails_with_its_code_and_writes_nothing(catalog: Path, hub: HubServer) -> None:
+def test_a_model_that_cannot_be_resolved_fails_with_its_code_and_writes_nothing(
+    catalog: Path, hub: HubServer
+) -> None:
     assert mdl("lock").exit_code == 0
     lock = catalog.with_suffix(".lock")
     before = lock.read_bytes()
@@ -141,11 +151,15 @@ def test_a_broken_lock_is_refused_by_check_and_written_again_by_lock(catalog: Pa
     assert named.exit_code == 2
     result = mdl("lock")
     assert result.exit_code == 0, result.stderr
-    assert "mdl: warning: " in result.stderr and "writing it again from the catalog" in result.stderr
+    assert (
+        "mdl: warning: " in result.stderr and "writing it again from the catalog" in result.stderr
+    )
     assert lock.read_text() == good
 
 
-def test_upgrade_of_a_multi_repo_model_says_which_files_moved_to_a_new_commit(catalog: Path, hub: HubServer) -> None:
+def test_upgrade_of_a_multi_repo_model_says_which_files_moved_to_a_new_commit(
+    catalog: Path, hub: HubServer
+) -> None:
     hub.add_repo("org/vae", {"ae.safetensors": WEIGHTS, "README.md": b"vae"})
     catalog.write_text(
         catalog.read_text()
@@ -154,14 +168,17 @@ def test_upgrade_of_a_multi_repo_model_says_which_files_moved_to_a_new_commit(ca
     )
     assert mdl("lock").exit_code == 0
     old = hub.repo("org/vae").sha
-    new = hub.commit("org/vae", {"README.md": b"vae, v2"})  # the file z uses is the same bytes, at a new commit
+    # the file z uses is the same bytes, at a new commit
+    new = hub.commit("org/vae", {"README.md": b"vae, v2"})
     lock = catalog.with_suffix(".lock")
     assert f"org/vae@{old}/ae.safetensors" in lock.read_text()
     moved = mdl("lock", "--upgrade", "z")
     assert moved.exit_code == 0, moved.stderr
-    assert f"org/vae@{new}/ae.safetensors" in lock.read_text()  # the lock moved: the report must say so
+    # the lock moved: the report must say so
+    assert f"org/vae@{new}/ae.safetensors" in lock.read_text()
     assert moved.stdout.splitlines() == [
-        f"z: org/vae {old[:7]} → {new[:7]}; +0 files, -0, ~0 changed, 1 re-pinned (vae/ae.safetensors)"
+        f"z: org/vae {old[:7]} → {new[:7]}; +0 files, -0, ~0 changed, 1 re-pinned"
+        " (vae/ae.safetensors)"
     ]
     hub.commit("org/vae", {"README.md": b"vae, v3"})
     doc = json.loads(mdl("lock", "--upgrade", "z", "--json").stdout)
@@ -174,13 +191,20 @@ def test_upgrade_of_a_multi_repo_model_says_which_files_moved_to_a_new_commit(ca
             "new_source": f"hf://org/vae@{hub.repo('org/vae').sha}/ae.safetensors",
         }
     ]
-    assert model["repos"] == [{"repo": "org/vae", "old_commit": new, "new_commit": hub.repo("org/vae").sha}]
-    assert json.loads(mdl("lock", "--upgrade", "z", "--json").stdout)["models"][0]["status"] == "unchanged"
+    assert model["repos"] == [
+        {"repo": "org/vae", "old_commit": new, "new_commit": hub.repo("org/vae").sha}
+    ]
+    assert (
+        json.loads(mdl("lock", "--upgrade", "z", "--json").stdout)["models"][0]["status"]
+        == "unchanged"
+    )
 
 
-def test_upgrade_says_each_repo_s_commit_move_and_bytes_rebuilt_at_the_same_size(catalog: Path, hub: HubServer) -> None:
-    """Issue 50, F: a multi-repo model's line shows every repo's move, and rebuilt bytes of the same size say their
-    sha256 moved (not "1.14 MiB → 1.14 MiB")."""
+def test_upgrade_says_each_repo_s_commit_move_and_bytes_rebuilt_at_the_same_size(
+    catalog: Path, hub: HubServer
+) -> None:
+    """Issue 50, F: a multi-repo model's line shows every repo's move, and rebuilt bytes of the same
+    size say their sha256 moved (not "1.14 MiB → 1.14 MiB")."""
     hub.add_repo("org/vae", {"ae.safetensors": WEIGHTS})
     catalog.write_text(
         catalog.read_text()
@@ -197,13 +221,21 @@ def test_upgrade_says_each_repo_s_commit_move_and_bytes_rebuilt_at_the_same_size
     was, now = hashlib.sha256(WEIGHTS).hexdigest()[:8], hashlib.sha256(rebuilt).hexdigest()[:8]
     assert moved.stdout.splitlines() == [
         "lora: unchanged",
-        f"tiny: {tiny_old[:7]} → {tiny_new[:7]}; +0 files, -0, ~1 changed (model.bin 1.14 MiB, sha256 {was} → {now})",
-        f"z: org/tiny {tiny_old[:7]} → {tiny_new[:7]}, org/vae {vae_old[:7]} → {vae_new[:7]}; +0 files, -0, "
-        f"~1 changed, 1 re-pinned (vae/ae.safetensors 1.14 MiB, sha256 {was} → {now}, config.json)",
+        (
+            f"tiny: {tiny_old[:7]} → {tiny_new[:7]}; +0 files, -0, ~1 changed (model.bin 1.14 MiB,"
+            f" sha256 {was} → {now})"
+        ),
+        (
+            f"z: org/tiny {tiny_old[:7]} → {tiny_new[:7]}, org/vae {vae_old[:7]} → {vae_new[:7]};"
+            f" +0 files, -0, ~1 changed, 1 re-pinned (vae/ae.safetensors 1.14 MiB, sha256 {was} →"
+            f" {now}, config.json)"
+        ),
     ]
 
 
-def test_a_catalog_named_something_dot_lock_is_never_overwritten_by_its_lock(catalog: Path, tmp_path: Path) -> None:
+def test_a_catalog_named_something_dot_lock_is_never_overwritten_by_its_lock(
+    catalog: Path, tmp_path: Path
+) -> None:
     named = tmp_path / "models.lock"
     named.write_text("# precious comments\n" + catalog.read_text())
     before = named.read_text()

@@ -1,5 +1,6 @@
-"""pull, verify, show and resolve with catalog.lock from the command line: --locked and --frozen, the one warning
-for a stale model, a machine that has only the lock, exit codes, stdout vs stderr and the JSON."""
+"""pull, verify, show and resolve with catalog.lock from the command line: --locked and --frozen,
+the one warning for a stale model, a machine that has only the lock, exit codes, stdout vs stderr
+and the JSON."""
 
 from __future__ import annotations
 
@@ -37,15 +38,26 @@ def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
 
 
 def api_requests(hub: HubServer) -> list[str]:
-    return [f"{r.method} {r.url_path}" for r in hub.log if r.url_path.startswith("/api/") or r.method == "HEAD"]
+    return [
+        f"{r.method} {r.url_path}"
+        for r in hub.log
+        if r.url_path.startswith("/api/") or r.method == "HEAD"
+    ]
 
 
-def test_a_stale_model_is_warned_about_once_on_stderr_and_in_the_json(world: Path, hub: HubServer) -> None:
+def test_a_stale_model_is_warned_about_once_on_stderr_and_in_the_json(
+    world: Path, hub: HubServer
+) -> None:
     lock_catalog(world, hub)
-    world.write_text(CATALOG.replace('repo = "org/tiny"\n', 'repo = "org/tiny"\ninclude = ["*"]\n', 1))
+    world.write_text(
+        CATALOG.replace('repo = "org/tiny"\n', 'repo = "org/tiny"\ninclude = ["*"]\n', 1)
+    )
     result = mdl("pull", "--all")
     assert result.exit_code == 0, result.stderr
-    warning = "mdl: warning: tiny: catalog.lock is out of date for this model; resolving it fresh (run mdl lock)"
+    warning = (
+        "mdl: warning: tiny: catalog.lock is out of date for this model; resolving it fresh (run"
+        " mdl lock)"
+    )
     assert result.stderr.count("catalog.lock") == 1 and warning in result.stderr
     assert "catalog.lock" not in result.stdout
     doc = json.loads(mdl("pull", "--all", "--json").stdout)
@@ -55,7 +67,9 @@ def test_a_stale_model_is_warned_about_once_on_stderr_and_in_the_json(world: Pat
     }
 
 
-def test_locked_refuses_with_exit_2_naming_the_models(world: Path, hub: HubServer, tmp_path: Path) -> None:
+def test_locked_refuses_with_exit_2_naming_the_models(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
     missing = mdl("pull", "--all", "--locked")
     assert missing.exit_code == 2
     assert "--locked: there is no catalog.lock" in missing.stderr and "tiny, pair" in missing.stderr
@@ -64,8 +78,10 @@ def test_locked_refuses_with_exit_2_naming_the_models(world: Path, hub: HubServe
     world.write_text(CATALOG.replace('as = "cfg/config.json"', 'as = "config.json"'))
     stale = mdl("pull", "--all", "--locked", "--json")
     assert stale.exit_code == 2
-    assert json.loads(stale.stdout)["error"]["message"] == (
-        "--locked: catalog.lock is out of date for pair (the catalog changed since it was locked)"
+    assert (
+        json.loads(stale.stdout)["error"]["message"]
+        == "--locked: catalog.lock is out of date for pair (the catalog changed since it was"
+        " locked)"
     )
     env_stale = mdl("verify", "pair", env={"MDL_LOCKED": "1"})
     assert env_stale.exit_code == 2 and "out of date for pair" in env_stale.stderr
@@ -84,7 +100,8 @@ def test_frozen_works_on_a_machine_that_has_only_the_lock(
     (machine / "catalog.lock").write_bytes(lock.read_bytes())
     monkeypatch.delenv("MDL_CATALOG")
     monkeypatch.chdir(machine)
-    hub.commit("org/tiny", {"model.safetensors": make_data(150_000, seed=99)})  # main moved since the lock
+    # main moved since the lock
+    hub.commit("org/tiny", {"model.safetensors": make_data(150_000, seed=99)})
     hub.log.clear()
     pulled = mdl("pull", "--frozen", "--all", "--dest", str(machine / "models"))
     assert pulled.exit_code == 0, pulled.stderr
@@ -98,7 +115,11 @@ def test_frozen_works_on_a_machine_that_has_only_the_lock(
     assert json.loads(shown.stdout)["models"][0]["status"] == "installed"
 
     unknown = mdl("pull", "--frozen", "tiyn")
-    assert unknown.exit_code == 2 and "'tiyn'" in unknown.stderr and "did you mean 'tiny'" in unknown.stderr
+    assert (
+        unknown.exit_code == 2
+        and "'tiyn'" in unknown.stderr
+        and "did you mean 'tiny'" in unknown.stderr
+    )
     assert mdl("pull", "--all").exit_code == 2  # without --frozen a catalog is needed
 
 
@@ -116,7 +137,9 @@ def test_frozen_finds_the_lock_beside_the_catalog_flag_even_when_the_catalog_is_
     assert none.exit_code == 2 and "--frozen: no catalog.lock found" in none.stderr
 
 
-def test_frozen_direct_urls_come_from_the_lock(tmp_path: Path, cdn: CdnServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_frozen_direct_urls_come_from_the_lock(
+    tmp_path: Path, cdn: CdnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = make_data(70_000, seed=5)
     url = cdn.add_file("/files/lora.safetensors", data)
     catalog = tmp_path / "catalog.toml"
@@ -141,19 +164,32 @@ def test_show_and_resolve_use_the_lock(world: Path, hub: HubServer) -> None:
     assert shown.exit_code == 0, shown.stderr
     model = json.loads(shown.stdout)["models"][0]
     assert model["commit"] == commit and model["status"] == "missing"
-    assert {f["path"]: f["state"] for f in model["files"]} == {"config.json": "missing", "model.safetensors": "missing"}
+    assert {f["path"]: f["state"] for f in model["files"]} == {
+        "config.json": "missing",
+        "model.safetensors": "missing",
+    }
     resolved = mdl("resolve", "tiny", "--json")
     assert resolved.exit_code == 0, resolved.stderr
     doc = json.loads(resolved.stdout)["models"][0]
     assert doc["commit"] == commit and doc["locked"] is True
-    assert sorted(f["path"] for f in doc["files"]) == ["config.json", "model.safetensors"]  # not extra.txt
+    # not extra.txt
+    assert sorted(f["path"] for f in doc["files"]) == ["config.json", "model.safetensors"]
     assert all(f"/resolve/{commit}/" in f["url"] for f in doc["files"])
     assert len(hub.log) == 0  # neither asked the Hub anything
 
-    world.write_text(CATALOG.replace('description = "tiny test model"', 'description = "tiny"\ninclude = ["*.json"]'))
+    world.write_text(
+        CATALOG.replace(
+            'description = "tiny test model"', 'description = "tiny"\ninclude = ["*.json"]'
+        )
+    )
     stale = mdl("show", "tiny")
     assert stale.exit_code == 0
-    assert stale.stderr.count("tiny: catalog.lock is out of date for this model; using the catalog entry") == 1
+    assert (
+        stale.stderr.count(
+            "tiny: catalog.lock is out of date for this model; using the catalog entry"
+        )
+        == 1
+    )
 
 
 def test_frozen_needs_the_catalog_for_a_signed_url(
@@ -169,23 +205,32 @@ def test_frozen_needs_the_catalog_for_a_signed_url(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     with_catalog = mdl("pull", "--frozen", "--all", "--dest", str(tmp_path / "models"))
-    assert with_catalog.exit_code == 0, with_catalog.stderr  # the catalog beside the lock lends the signed URL
+    # the catalog beside the lock lends the signed URL
+    assert with_catalog.exit_code == 0, with_catalog.stderr
     assert (tmp_path / "models" / "signed" / "signed.bin").read_bytes() == data
     catalog.unlink()
     alone = mdl("pull", "--frozen", "--all", "--dest", str(tmp_path / "other"))
     assert alone.exit_code == 2
-    assert "signed/signed.bin: catalog.lock holds this signed URL without its signature" in alone.stderr
+    assert (
+        "signed/signed.bin: catalog.lock holds this signed URL without its signature"
+        in alone.stderr
+    )
     assert len([r for r in cdn.log if r.method == "GET"]) == 1  # the first pull's only
 
 
-def test_frozen_refuses_a_lock_whose_model_name_climbs_out_of_dest(world: Path, hub: HubServer, tmp_path: Path) -> None:
+def test_frozen_refuses_a_lock_whose_model_name_climbs_out_of_dest(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
     lock = lock_catalog(world, hub)
     lock.write_text(lock.read_text().replace('name = "tiny"', 'name = "../../evil"'))
     hub.log.clear()
     for flag in ("--frozen", "--locked"):
         result = mdl("pull", flag, "--all", "--dest", str(tmp_path / "deep" / "er" / "models"))
         assert result.exit_code == 2, result.stderr
-        assert f"{lock}: model[1].name: model names use" in result.stderr and "Traceback" not in result.stderr
+        assert (
+            f"{lock}: model[1].name: model names use" in result.stderr
+            and "Traceback" not in result.stderr
+        )
     assert not (tmp_path / "evil").exists() and not (tmp_path / "deep").exists()
     assert len(hub.log) == 0 and len(hub.cdn.log) == 0
 
@@ -195,4 +240,7 @@ def test_a_hub_repo_id_the_hub_refuses_is_exit_2_not_a_crash(world: Path, hub: H
     for args in (("lock",), ("pull", "odd")):
         result = mdl(*args)
         assert result.exit_code == 2, (args, result.stderr)
-        assert "org/a--b: not a valid Hub repo id" in result.stderr and "internal error" not in result.stderr
+        assert (
+            "org/a--b: not a valid Hub repo id" in result.stderr
+            and "internal error" not in result.stderr
+        )

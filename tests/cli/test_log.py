@@ -1,5 +1,5 @@
-"""The log file tells the story: one parseable line per file, retries with their causes, a server's status and
-text for a failure (sanitised), and two processes rotating one log lose no line."""
+"""The log file tells the story: one parseable line per file, retries with their causes, a server's
+status and text for a failure (sanitised), and two processes rotating one log lose no line."""
 
 from __future__ import annotations
 
@@ -23,15 +23,27 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def file_lines(log: Path) -> list[dict[str, str]]:
-    return [parse_file_line(line) for line in log.read_text(encoding="utf-8").splitlines() if " file " in line]
+    return [
+        parse_file_line(line)
+        for line in log.read_text(encoding="utf-8").splitlines()
+        if " file " in line
+    ]
 
 
 @pytest.fixture
 def setup(cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """A catalog of direct URLs on the loopback CDN: a plain file, a flaky one, a refused one, a broken one."""
-    urls = {name: cdn.add_file(f"/files/{name}.bin", DATA) for name in ("plain", "flaky", "refused", "broken")}
+    """A catalog of direct URLs on the loopback CDN: a plain file, a flaky one, a refused one, a
+    broken one.
+    """
+    urls = {
+        name: cdn.add_file(f"/files/{name}.bin", DATA)
+        for name in ("plain", "flaky", "refused", "broken")
+    }
     sha = hashlib.sha256(DATA).hexdigest()
-    entries = (f'[models.{name}]\nfiles = [{{ url = "{url}", sha256 = "{sha}" }}]\n\n' for name, url in urls.items())
+    entries = (
+        f'[models.{name}]\nfiles = [{{ url = "{url}", sha256 = "{sha}" }}]\n\n'
+        for name, url in urls.items()
+    )
     use_catalog(tmp_path, monkeypatch, "".join(entries))
     monkeypatch.setenv("MDL_RETRIES", "3")
     return {"cdn": cdn, "log": tmp_path / "mdl.log", "urls": urls}
@@ -60,7 +72,9 @@ def test_downloaded_then_skipped_lines_carry_every_field(setup: dict[str, object
 def test_retries_are_counted_with_their_causes(setup: dict[str, object]) -> None:
     cdn = setup["cdn"]
     assert isinstance(cdn, CdnServer)
-    cdn.faults.add(Fault.http_error(503, body="busy, try later", retry_after=0, path_prefix="/files/flaky.bin"))
+    cdn.faults.add(
+        Fault.http_error(503, body="busy, try later", retry_after=0, path_prefix="/files/flaky.bin")
+    )
     cdn.faults.add(Fault.reset(after_bytes=50_000, path_prefix="/files/flaky.bin"))
     result = mdl("pull", "flaky", "--no-progress")
     assert result.exit_code == 0, result.stderr
@@ -76,8 +90,14 @@ def test_a_failure_keeps_status_and_sanitised_server_text(setup: dict[str, objec
     cdn = setup["cdn"]
     assert isinstance(cdn, CdnServer)
     hostile = "denied\x1b]0;owned\x07\x1b[2J\nFAKE 2026-01-01 INFO forged line\r" + "x" * 9000
-    cdn.faults.add(Fault.http_error(403, body=hostile, path_prefix="/files/refused.bin", times=None))
-    cdn.faults.add(Fault.http_error(500, body="kaput", retry_after=0, path_prefix="/files/broken.bin", times=None))
+    cdn.faults.add(
+        Fault.http_error(403, body=hostile, path_prefix="/files/refused.bin", times=None)
+    )
+    cdn.faults.add(
+        Fault.http_error(
+            500, body="kaput", retry_after=0, path_prefix="/files/broken.bin", times=None
+        )
+    )
     result = mdl("pull", "refused", "broken", "plain", "--no-progress")
     assert result.exit_code == 3  # 403 (3) and a server error (5): the lowest above 1
     text = setup["log"].read_text(encoding="utf-8")  # type: ignore[union-attr]
@@ -88,9 +108,13 @@ def test_a_failure_keeps_status_and_sanitised_server_text(setup: dict[str, objec
     assert refused["action"] == "failed"
     assert refused["status"] == "403"
     assert refused["exit"] == "3"
-    # Escapes shown as text; line breaks (\n, \r) folded into spaces, so the forged line stays inside this one.
-    assert refused["server_text"].startswith("denied\\x1b]0;owned\\x07\\x1b[2J FAKE 2026-01-01 INFO forged line xxx")
-    assert len(refused["server_text"]) <= 501  # the first 500 characters, and a mark where it was cut
+    # Escapes shown as text; line breaks (\n, \r) folded into spaces, so the forged line stays
+    # inside this one.
+    assert refused["server_text"].startswith(
+        "denied\\x1b]0;owned\\x07\\x1b[2J FAKE 2026-01-01 INFO forged line xxx"
+    )
+    # the first 500 characters, and a mark where it was cut
+    assert len(refused["server_text"]) <= 501
     assert refused["server_text"].endswith("…")
     assert "HTTP 403" in refused["error"]
     broken = lines["broken"]
@@ -99,7 +123,9 @@ def test_a_failure_keeps_status_and_sanitised_server_text(setup: dict[str, objec
     assert lines["plain"]["action"] == "downloaded"
 
 
-def test_a_failed_file_says_how_many_bytes_it_fetched_before_it_failed(setup: dict[str, object]) -> None:
+def test_a_failed_file_says_how_many_bytes_it_fetched_before_it_failed(
+    setup: dict[str, object],
+) -> None:
     cdn = setup["cdn"]
     assert isinstance(cdn, CdnServer)
     cdn.faults.add(Fault.reset(after_bytes=20_000, path_prefix="/files/broken.bin", times=None))
@@ -107,7 +133,8 @@ def test_a_failed_file_says_how_many_bytes_it_fetched_before_it_failed(setup: di
     assert result.exit_code == 5, result.stderr
     (line,) = file_lines(setup["log"])  # type: ignore[arg-type]
     assert line["action"] == "failed" and line["retries"] == "3"
-    # Four answers cut after 20,000 bytes each, each resumed where the last stopped: every byte kept is counted.
+    # Four answers cut after 20,000 bytes each, each resumed where the last stopped: every byte kept
+    # is counted.
     assert int(line["fetched"]) == 4 * 20_000
 
 
@@ -125,15 +152,16 @@ def test_file_line_round_trips_awkward_values() -> None:
         status=500,
         server_text="",
     )
-    fields = parse_file_line("2026-01-01T00:00:00.000Z ERROR pid=1 [t] mdl.files: " + file_line(outcome))
+    fields = parse_file_line(
+        "2026-01-01T00:00:00.000Z ERROR pid=1 [t] mdl.files: " + file_line(outcome)
+    )
     assert fields["path"] == 'dir with space/"quoted" = x.bin'
     assert fields["error"] == 'm/x: HTTP 500: "oops" \\ back'
     assert fields["status"] == "500" and fields["retries"] == "2"
     assert "server_text" not in fields and "size" not in fields
 
 
-WRITER = textwrap.dedent(
-    """
+WRITER = textwrap.dedent("""
     import logging, sys, time
     from pathlib import Path
     from mdl.cli.render.log import setup_logging
@@ -145,24 +173,29 @@ WRITER = textwrap.dedent(
     log = logging.getLogger("mdl.test")
     for i in range(400):
         log.info("writer=%s line=%d %s", name, i, "y" * 40)
-    """
-)
+    """)
 
 
 def test_two_processes_rotating_one_log_lose_no_line(tmp_path: Path) -> None:
     log_file, go = tmp_path / "logs" / "mdl.log", tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(log_file), str(go), name], env=env) for name in "AB"]
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(log_file), str(go), name], env=env)
+        for name in "AB"
+    ]
     go.touch()
     for writer in writers:
         assert writer.wait(timeout=120) == 0
     seen: list[str] = []
     files = sorted(log_file.parent.iterdir())
     for path in files:
-        seen.extend(line for line in path.read_text(encoding="utf-8").splitlines() if "writer=" in line)
+        seen.extend(
+            line for line in path.read_text(encoding="utf-8").splitlines() if "writer=" in line
+        )
     assert len(files) > 10  # it really rotated, many times, while both wrote
     got = [re.search(r"writer=(\w) line=(\d+) ", line).groups() for line in seen]  # type: ignore[union-attr]
-    assert sorted(got) == sorted((name, str(i)) for name in "AB" for i in range(400))  # none lost, none twice
+    # none lost, none twice
+    assert sorted(got) == sorted((name, str(i)) for name in "AB" for i in range(400))
     assert all(path.stat().st_size <= 1500 for path in files)
 
 

@@ -1,9 +1,10 @@
-"""Issue 24: the log counts each file once per run, also when two pulls of one model overlap on one log file.
+"""Issue 24: the log counts each file once per run, also when two pulls of one model overlap on one
+log file.
 
-Real processes, one `--log-file`: the first `mdl pull` of a 10-file model is held at the CDN (every blob, or one
-file stalled mid-body) while a second pull of the same model starts, waits for the first run's locks and then finds
-the files done. In the log, each run (told apart by the `pid=` every line carries) has exactly one `file` line per
-file, and its `--json` lists each file once.
+Real processes, one `--log-file`: the first `mdl pull` of a 10-file model is held at the CDN (every
+blob, or one file stalled mid-body) while a second pull of the same model starts, waits for the
+first run's locks and then finds the files done. In the log, each run (told apart by the `pid=`
+every line carries) has exactly one `file` line per file, and its `--json` lists each file once.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ FILES: dict[str, bytes] = {
     "tokenizer.json": b'{"vocab": {"a": 0}}',
     "vocab.txt": b"a\nb\nc\n",
     "README.md": b"# ten\n",
-    **{f"shard{i}.safetensors": make_data(200_000, seed=300 + i) for i in range(4)},  # LFS: through the CDN
+    # LFS: through the CDN
+    **{f"shard{i}.safetensors": make_data(200_000, seed=300 + i) for i in range(4)},
 }
 LFS = sorted(p for p in FILES if p.endswith(".safetensors"))
 SMALL = sorted(set(FILES) - set(LFS))
@@ -88,7 +90,9 @@ def assert_each_file_once(log: Path, pid: int, out: str) -> None:
     counts = file_lines_by_run(log).get(pid, Counter())
     twice = {p: n for p, n in counts.items() if n != 1}
     missing = sorted(set(FILES) - set(counts))
-    assert not twice and not missing, f"run pid={pid}: file lines {dict(counts)}; twice {twice}; missing {missing}"
+    assert not twice and not missing, (
+        f"run pid={pid}: file lines {dict(counts)}; twice {twice}; missing {missing}"
+    )
     paths = Counter(f["path"] for f in json.loads(out)["files"])
     assert paths == Counter(list(FILES)), f"run pid={pid}: --json lists {dict(paths)}"
 
@@ -111,22 +115,32 @@ def test_one_run_logs_each_file_once(env: dict[str, str], tmp_path: Path) -> Non
     assert_each_file_once(log, again.pid, out)  # all skipped: still one line each
 
 
-def test_two_overlapping_pulls_each_log_every_file_once(hub: HubServer, env: dict[str, str], tmp_path: Path) -> None:
+def test_two_overlapping_pulls_each_log_every_file_once(
+    hub: HubServer, env: dict[str, str], tmp_path: Path
+) -> None:
     log = tmp_path / "shared.log"
     gate = threading.Event()
-    held = hub.cdn.faults.add(Fault.call(lambda: gate.wait(10 * HANG), path_prefix="/blobs/", times=None))
+    held = hub.cdn.faults.add(
+        Fault.call(lambda: gate.wait(10 * HANG), path_prefix="/blobs/", times=None)
+    )
     first = spawn(env, log)
     try:
         wait_for(lambda: held.seen > 0 or first.poll() is not None, what="the first run at the CDN")
         wait_for(
-            lambda: all((Path(env["MDL_DEST"]) / MODEL / p).is_file() for p in SMALL) or first.poll() is not None,
+            lambda: (
+                all((Path(env["MDL_DEST"]) / MODEL / p).is_file() for p in SMALL)
+                or first.poll() is not None
+            ),
             what="the first run's small files",
         )
         assert first.poll() is None, finish(first)
         second = spawn(env, log)
         # The second run reaches the files the first one holds and waits for them (the log says so).
         wait_for(
-            lambda: any(WAITING in line for line in log_lines(log, second.pid)) or second.poll() is not None,
+            lambda: (
+                any(WAITING in line for line in log_lines(log, second.pid))
+                or second.poll() is not None
+            ),
             what="the second run waiting for the first run's locks",
         )
     finally:
@@ -147,22 +161,31 @@ def test_a_file_stalled_mid_body_is_still_logged_once_per_run(
 ) -> None:
     log = tmp_path / "shared.log"
     slow = f"/blobs/{hub.repo('org/ten').files[LFS[0]].sha256}"
-    # The stall lasts until the second run waits for the file's lock (an event, not 3 s: a busy machine may take
-    # longer to start the second run), then the rest is sent.
+    # The stall lasts until the second run waits for the file's lock (an event, not 3 s: a busy
+    # machine may take longer to start the second run), then the rest is sent.
     release = threading.Event()
-    stall = hub.cdn.faults.add(Fault.stall(after_bytes=50_000, resume=True, until=release, path_prefix=slow))
+    stall = hub.cdn.faults.add(
+        Fault.stall(after_bytes=50_000, resume=True, until=release, path_prefix=slow)
+    )
     first = spawn(env, log, "--connections", "1")
     try:
-        wait_for(lambda: stall.hits > 0 or first.poll() is not None, what="the first run's stalled file")
+        wait_for(
+            lambda: stall.hits > 0 or first.poll() is not None, what="the first run's stalled file"
+        )
         second = spawn(env, log, "--connections", "1")
         waiting = lambda: any(WAITING in line for line in log_lines(log, second.pid))  # noqa: E731
-        wait_for(lambda: waiting() or second.poll() is not None, what="the second run waiting for the lock")
+        wait_for(
+            lambda: waiting() or second.poll() is not None,
+            what="the second run waiting for the lock",
+        )
     finally:
         release.set()
     code1, out1, err1 = finish(first)
     code2, out2, err2 = finish(second)
     assert (code1, code2) == (0, 0), (err1, err2)
     assert_files_right(env)
-    assert any(WAITING in line for line in log_lines(log, second.pid)), "the runs did not overlap on a lock"
+    assert any(WAITING in line for line in log_lines(log, second.pid)), (
+        "the runs did not overlap on a lock"
+    )
     assert_each_file_once(log, first.pid, out1)
     assert_each_file_once(log, second.pid, out2)

@@ -1,7 +1,9 @@
-"""Every command that talks to a server, against one that accepts connections and never answers (issue 11, item 14).
+"""Every command that talks to a server, against one that accepts connections and never answers
+(issue 11, item 14).
 
-Each must end with exit 5 and one line naming the endpoint that did not answer, well within HANG (two minutes) with
-``--timeout 0.3`` (the bound is generous: it tells "bounded" from "hangs", not fast from slow).
+Each must end with exit 5 and one line naming the endpoint that did not answer, well within HANG
+(two minutes) with ``--timeout 0.3`` (the bound is generous: it tells "bounded" from "hangs", not
+fast from slow).
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from hostile import SilentServer
 from runfixtures import HANG, mdl, use_catalog
 from terminal import unstamped
 
-BOUND = HANG  # a hang would be forever; two 0.3 s timeouts and a backoff are about a second on a quiet machine
+# a hang would be forever; two 0.3 s timeouts and a backoff are about a second on a quiet machine
+BOUND = HANG
 
 
 @pytest.fixture
 def silent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SilentServer]:
-    """A silent server as the Hub, and a catalog whose models need it (snapshot, Hub file, direct URL)."""
+    """A silent server as the Hub, and a catalog whose models need it (snapshot, Hub file, direct
+    URL).
+    """
     with SilentServer() as server:
         text = f"""
 [models.snapshot]
@@ -46,13 +51,17 @@ COMMANDS = [
     pytest.param(["resolve", "hub-file"], "the Hub at {url}", id="resolve-hub-file"),
     pytest.param(["resolve", "--follow", "direct"], "{host}", id="resolve-follow-direct"),
     pytest.param(["get", "{url}/file.bin", "-d", "out"], "{host}", id="get-url"),
-    pytest.param(["get", "hf://org/tiny/config.json", "-d", "out"], "the Hub at {url}", id="get-hf-uri"),
+    pytest.param(
+        ["get", "hf://org/tiny/config.json", "-d", "out"], "the Hub at {url}", id="get-hf-uri"
+    ),
 ]
 
 
 @pytest.mark.realtime
 @pytest.mark.parametrize(("args", "names"), COMMANDS)
-def test_a_server_that_never_answers_is_exit_5_naming_it(silent: SilentServer, args: list[str], names: str) -> None:
+def test_a_server_that_never_answers_is_exit_5_naming_it(
+    silent: SilentServer, args: list[str], names: str
+) -> None:
     host = f"127.0.0.1:{silent.port}"
     argv = [a.format(url=silent.url, host=host) for a in args]
     started = time.monotonic()
@@ -68,7 +77,9 @@ def test_a_server_that_never_answers_is_exit_5_naming_it(silent: SilentServer, a
 
 
 @pytest.mark.realtime
-def test_the_default_timeout_is_named_in_the_message(silent: SilentServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_default_timeout_is_named_in_the_message(
+    silent: SilentServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """MDL_TIMEOUT is the same setting as --timeout (flags > environment > catalog > 10 s)."""
     monkeypatch.setenv("MDL_TIMEOUT", "0.5")
     result = mdl("resolve", "snapshot")
@@ -81,5 +92,7 @@ def test_one_silent_hub_is_asked_once_per_run_not_once_per_model(silent: SilentS
     """`pull --all` against a dead Hub does not wait the timeout again for every model."""
     result = mdl("pull", "snapshot", "hub-file", "--timeout", "0.3")
     assert result.exit_code == 5
-    assert result.stderr.count(f"the Hub at {silent.url} did not answer") == 2  # both models fail, naming the Hub
-    assert silent.accepted <= 3  # the first model's tries (and at most one more), not two tries per model
+    # both models fail, naming the Hub
+    assert result.stderr.count(f"the Hub at {silent.url} did not answer") == 2
+    # the first model's tries (and at most one more), not two tries per model
+    assert silent.accepted <= 3

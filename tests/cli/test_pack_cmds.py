@@ -1,4 +1,6 @@
-"""`mdl pack` / `mdl unpack` through the CLI: exit codes, stdout vs stderr, --json shapes, round trip."""
+"""`mdl pack` / `mdl unpack` through the CLI: exit codes, stdout vs stderr, --json shapes, round
+trip.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +31,18 @@ def test_pack_best_is_deploy_ready_and_round_trips(run_dir: Path, tmp_path: Path
     assert archive == tmp_path / "bert-run-checkpoint-200.zip"
     assert hashlib.sha256(archive.read_bytes()).hexdigest() == doc["sha256"]
     names = {f["path"] for f in doc["files"]}
-    assert "model.safetensors.index.json" in names and "config.json" in names and "tokenizer.json" in names
-    assert not names & {"optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "training_args.bin"}
+    assert (
+        "model.safetensors.index.json" in names
+        and "config.json" in names
+        and "tokenizer.json" in names
+    )
+    assert not names & {
+        "optimizer.pt",
+        "scheduler.pt",
+        "scaler.pt",
+        "rng_state.pth",
+        "training_args.bin",
+    }
     with zipfile.ZipFile(archive) as zf:
         assert zf.namelist()[0] == "bert-run-checkpoint-200/mdl-manifest.json"
         assert zf.testzip() is None
@@ -41,15 +53,21 @@ def test_pack_best_is_deploy_ready_and_round_trips(run_dir: Path, tmp_path: Path
     udoc = json.loads(unpacked.stdout)
     assert Path(udoc["dest"]) == out
     for name in names:
-        assert (out / "bert-run-checkpoint-200" / name).read_bytes() == (run_dir / "checkpoint-200" / name).read_bytes()
+        assert (out / "bert-run-checkpoint-200" / name).read_bytes() == (
+            run_dir / "checkpoint-200" / name
+        ).read_bytes()
     again = mdl("unpack", str(archive), "-d", str(out))
     assert again.exit_code == 2 and "--force" in again.stderr
 
 
 def test_pack_is_deterministic(run_dir: Path, tmp_path: Path) -> None:
     # The archive's stem names its top folder, so the same input means the same name in two places.
-    first = json.loads(mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", "one/m.zip", "--json").stdout)
-    second = json.loads(mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", "two/m.zip", "--json").stdout)
+    first = json.loads(
+        mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", "one/m.zip", "--json").stdout
+    )
+    second = json.loads(
+        mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", "two/m.zip", "--json").stdout
+    )
     assert first["sha256"] == second["sha256"]
     assert first["checkpoint"] == "checkpoint-300"
 
@@ -87,7 +105,9 @@ def test_pack_escaping_symlink_is_exit_2(run_dir: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.zip*"))
 
 
-def test_unpack_hostile_archive_is_exit_2_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unpack_hostile_archive_is_exit_2_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zf:
@@ -98,11 +118,15 @@ def test_unpack_hostile_archive_is_exit_2_and_writes_nothing(tmp_path: Path, mon
     assert result.exit_code == 2
     assert "../escape.txt" in result.stderr
     assert not (tmp_path / "escape.txt").exists()
-    assert not out.exists() or not any(p for p in out.iterdir() if not p.name.startswith(".mdl-unpack"))
+    assert not out.exists() or not any(
+        p for p in out.iterdir() if not p.name.startswith(".mdl-unpack")
+    )
 
 
 def test_unpack_corrupt_archive_is_exit_6(run_dir: Path, tmp_path: Path) -> None:
-    doc = json.loads(mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", "x.zip", "--json").stdout)
+    doc = json.loads(
+        mdl("pack", str(run_dir), "--checkpoint", "latest", "-o", "x.zip", "--json").stdout
+    )
     data = bytearray(Path(doc["archive"]).read_bytes())
     with zipfile.ZipFile(doc["archive"]) as zf:
         info = zf.getinfo("x/model.safetensors")
@@ -137,7 +161,9 @@ def test_unpack_max_ratio_refuses_by_default_and_names_the_override(
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan"])
-def test_unpack_max_ratio_must_be_positive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+def test_unpack_max_ratio_must_be_positive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     _zeros_zip(tmp_path / "z.zip")
     result = mdl("unpack", "z.zip", "-d", "out", "--max-ratio", value)

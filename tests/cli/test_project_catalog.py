@@ -1,5 +1,6 @@
-"""A project's own catalog (issue 50, F): `mdl init --project` writes an empty ./catalog.toml, as `uv init` writes a
-project file, and `mdl add` says which catalog it edits — the user catalog by name, when no project has one."""
+"""A project's own catalog (issue 50, F): `mdl init --project` writes an empty ./catalog.toml, as
+`uv init` writes a project file, and `mdl add` says which catalog it edits — the user catalog by
+name, when no project has one."""
 
 from __future__ import annotations
 
@@ -31,16 +32,21 @@ def user_catalog(home: Path) -> Path:
 
 
 def test_init_project_writes_an_empty_catalog_here_that_add_fills(home: Path) -> None:
-    assert mdl("init").exit_code == 0  # a user catalog exists: the project's comes first in its folder
+    # a user catalog exists: the project's comes first in its folder
+    assert mdl("init").exit_code == 0
     here = Path.cwd() / "catalog.toml"
     started = mdl("init", "--project")
     assert started.exit_code == 0, started.stderr
     assert started.stdout == f"{here}\n"
     assert here.read_text(encoding="utf-8") == NEW_CATALOG and tomllib.loads(NEW_CATALOG) == {}
-    assert f"wrote {here} with an empty catalog" in started.stderr and "mdl reads it here" in started.stderr
+    assert (
+        f"wrote {here} with an empty catalog" in started.stderr
+        and "mdl reads it here" in started.stderr
+    )
     listed = mdl("list", "--json")
     assert listed.exit_code == 0, listed.stderr
-    assert json.loads(listed.stdout)["models"] == []  # the project's catalog, not the starter's tiny-bert
+    # the project's catalog, not the starter's tiny-bert
+    assert json.loads(listed.stdout)["models"] == []
     added = mdl("add", "lora", URL, "--sha256", "a" * 64, "--no-check")
     assert added.exit_code == 0, added.stderr
     assert f"added lora to {here}" in added.stderr and "user catalog" not in added.stderr
@@ -57,7 +63,9 @@ def test_add_without_a_project_catalog_names_the_user_catalog_it_edits(home: Pat
     added = mdl("add", "lora", URL, "--sha256", "a" * 64, "--no-check")
     assert added.exit_code == 0, added.stderr
     assert f"added lora to {written}" in added.stderr
-    assert f"{written} is your user catalog" in added.stderr and "mdl init --project" in added.stderr
+    assert (
+        f"{written} is your user catalog" in added.stderr and "mdl init --project" in added.stderr
+    )
     assert not (Path.cwd() / "catalog.toml").exists()
     doc = json.loads(mdl("add", "lora", "--tag", "style", "--json").stdout)
     assert doc["catalog"] == str(written) and doc["user_catalog"] is True
@@ -73,7 +81,9 @@ def test_add_with_no_catalog_anywhere_creates_the_project_one(home: Path) -> Non
     assert doc["user_catalog"] is False
 
 
-def test_init_project_says_when_mdl_catalog_comes_first(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_init_project_says_when_mdl_catalog_comes_first(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     other = home / "team.toml"
     other.write_text("")
     monkeypatch.setenv("MDL_CATALOG", str(other))

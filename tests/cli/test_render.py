@@ -1,4 +1,6 @@
-"""The ui layer: stderr messages, JSON on stdout, tables and the log file (progress: tests/cli/render/)."""
+"""The ui layer: stderr messages, JSON on stdout, tables and the log file (progress:
+tests/cli/render/).
+"""
 
 from __future__ import annotations
 
@@ -39,7 +41,9 @@ def reset_mdl_logger() -> object:
 def test_console_error_format_and_hint() -> None:
     stream = io.StringIO()
     Console(stream, environ={}).error("model 'x' is not in the catalog", hint="run `mdl list`")
-    assert stream.getvalue() == "mdl: error: model 'x' is not in the catalog\n  hint: run `mdl list`\n"
+    assert (
+        stream.getvalue() == "mdl: error: model 'x' is not in the catalog\n  hint: run `mdl list`\n"
+    )
 
 
 def test_console_redacts_tokens_signed_urls_and_known_secrets() -> None:
@@ -68,7 +72,8 @@ def test_console_colour_only_when_asked_and_strips_escape_sequences_from_message
     Console(plain_stream, environ={}).error("bad \x1b[2J thing")  # StringIO is no TTY: no colour
     assert coloured.getvalue().startswith("\x1b[1;31mmdl: error: \x1b[0m")
     assert "\x1b[2J" not in coloured.getvalue()
-    # The one sanitiser (mdl.redact.printable): the escape shows as text, visible and never interpreted.
+    # The one sanitiser (mdl.redact.printable): the escape shows as text, visible and never
+    # interpreted.
     assert plain_stream.getvalue() == "mdl: error: bad \\x1b[2J thing\n"
 
 
@@ -110,7 +115,12 @@ def test_render_table_aligns_plain_text() -> None:
         {"name": "z-image-turbo", "status": None, "files": 12},
         {"name": "evil\x1b[2J", "status": "missing", "files": 0},
     ]
-    render_table(rows, [("name", "NAME"), ("status", "STATUS"), ("files", "FILES")], stream=stream, color=False)
+    render_table(
+        rows,
+        [("name", "NAME"), ("status", "STATUS"), ("files", "FILES")],
+        stream=stream,
+        color=False,
+    )
     assert stream.getvalue().splitlines() == [
         "NAME           STATUS     FILES",
         "tiny-bert      installed      3",
@@ -128,9 +138,14 @@ def test_render_table_bold_header_only_with_colour() -> None:
 # --- logging -------------------------------------------------------------------------------------
 
 
-def test_setup_logging_writes_redacted_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_setup_logging_writes_redacted_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     log_file = tmp_path / "logs" / "mdl" / "mdl.log"
-    assert setup_logging(log_file=log_file, verbose=False, secrets=Secrets(("my-civitai-key",))) == log_file
+    assert (
+        setup_logging(log_file=log_file, verbose=False, secrets=Secrets(("my-civitai-key",)))
+        == log_file
+    )
     log = logging.getLogger("mdl.transfer")
     log.info("GET %s with key %s", SIGNED, "my-civitai-key")
     log.debug("not at INFO")
@@ -145,7 +160,9 @@ def test_setup_logging_writes_redacted_records(tmp_path: Path, capsys: pytest.Ca
     assert "not at INFO" not in text
     assert "ConnectionError: reset while reading https://cdn.example.com/m.bin?REDACTED" in text
     first = text.splitlines()[0]
-    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO pid=\d+ \[MainThread\] mdl\.transfer: ", first)
+    assert re.match(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO pid=\d+ \[MainThread\] mdl\.transfer: ", first
+    )
     assert capsys.readouterr().err == ""  # the log never goes to stderr
 
 
@@ -183,6 +200,11 @@ def test_setup_logging_falls_back_when_the_file_cannot_be_opened(
 
 
 def test_importing_ui_does_not_import_rich() -> None:
-    code = "import sys, mdl.cli.render.progress; print(sorted(m for m in sys.modules if m.startswith('rich')))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = (
+        "import sys, mdl.cli.render.progress; print(sorted(m for m in sys.modules if"
+        " m.startswith('rich')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"

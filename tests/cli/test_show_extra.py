@@ -1,6 +1,6 @@
-"""`mdl show` says why a file on disk is no longer part of its model, truly (issue 50, F): taken out of the catalog
-(a file, a pattern, another repo) or gone from the repo the catalog still takes it from; never "removed upstream"
-for what the user removed from the catalog."""
+"""`mdl show` says why a file on disk is no longer part of its model, truly (issue 50, F): taken out
+of the catalog (a file, a pattern, another repo) or gone from the repo the catalog still takes it
+from; never "removed upstream" for what the user removed from the catalog."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def test_a_file_taken_out_of_the_catalog_is_said_to_be(
     cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = cdn.add_file("/a.bin", A), cdn.add_file("/b.bin", B)
-    catalog = use_catalog(tmp_path, monkeypatch, f'[models.m]\nfiles = [{{ url = "{a}" }}, {{ url = "{b}" }}]\n')
+    catalog = use_catalog(
+        tmp_path, monkeypatch, f'[models.m]\nfiles = [{{ url = "{a}" }}, {{ url = "{b}" }}]\n'
+    )
     assert mdl("pull", "m").exit_code == 0
     catalog.write_text(f'[models.m]\nfiles = [{{ url = "{a}" }}]\n')
     assert mdl("pull", "m").exit_code == 0
@@ -45,4 +47,7 @@ def test_a_file_gone_from_the_repo_or_left_out_by_a_pattern_says_which(
     assert mdl("pull", "tiny").exit_code == 0
     shown = mdl("show", "tiny")
     assert shown.exit_code == 0, shown.stderr
-    assert extra_lines(shown.stdout) == ["a.bin  (no longer in the catalog)", "b.bin  (no longer in org/tiny)"]
+    assert extra_lines(shown.stdout) == [
+        "a.bin  (no longer in the catalog)",
+        "b.bin  (no longer in org/tiny)",
+    ]

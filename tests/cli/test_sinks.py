@@ -1,8 +1,10 @@
-"""Item 4 and 5 at every sink: no secret and no control character reaches stdout, stderr, --json, the log or records.
+"""Item 4 and 5 at every sink: no secret and no control character reaches stdout, stderr, --json,
+the log or records.
 
-The secrets come in every way the issue names: a catalog header from ``${CIVITAI_KEY}`` (a variable whose name
-does not look secret), presigned URLs of other clouds (x-oss-signature, q-signature, jwt, Authorization in the
-query), and a server that echoes the header value back in its 401 body, with escape sequences around it.
+The secrets come in every way the issue names: a catalog header from ``${CIVITAI_KEY}`` (a variable
+whose name does not look secret), presigned URLs of other clouds (x-oss-signature, q-signature, jwt,
+Authorization in the query), and a server that echoes the header value back in its 401 body, with
+escape sequences around it.
 """
 
 from __future__ import annotations
@@ -27,11 +29,15 @@ DATA = make_data(50_000, seed=11)
 
 
 def everything_written(result: Result, tmp_path: Path) -> dict[str, str]:
-    """stdout, stderr, the log (and rotated logs) and every file under the destination's state folder."""
+    """stdout, stderr, the log (and rotated logs) and every file under the destination's state
+    folder.
+    """
     sinks = {"stdout": result.stdout, "stderr": result.stderr}
     for path in sorted(tmp_path.rglob("*")):
         if path.is_file() and (path.name.startswith("mdl.log") or ".mdl" in path.parts):
-            sinks[str(path.relative_to(tmp_path))] = path.read_text(encoding="utf-8", errors="replace")
+            sinks[str(path.relative_to(tmp_path))] = path.read_text(
+                encoding="utf-8", errors="replace"
+            )
     return sinks
 
 
@@ -44,13 +50,20 @@ def assert_no_secret(sinks: dict[str, str]) -> None:
 
 @pytest.fixture
 def served(cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Files behind presigned-looking URLs, one that refuses the key echoing it, and a catalog naming them."""
+    """Files behind presigned-looking URLs, one that refuses the key echoing it, and a catalog
+    naming them.
+    """
     echo = f"invalid key {CIVITAI} for this file\x1b]0;pwned\x07\x1b[2J"
     cdn.faults.add(Fault.http_error(401, body=echo, path_prefix="/files/refused.bin", times=None))
     cdn.add_file("/files/refused.bin", DATA)
     urls = {
-        "oss": cdn.add_file("/files/oss.bin", DATA) + f"?Expires=1&OSSAccessKeyId=AK&x-oss-signature={OSS_SIG}",
-        "cos": cdn.add_file("/files/cos.bin", DATA) + f"?q-sign-algorithm=sha1&q-signature={COS_SIG}",
+        "oss": (
+            cdn.add_file("/files/oss.bin", DATA)
+            + f"?Expires=1&OSSAccessKeyId=AK&x-oss-signature={OSS_SIG}"
+        ),
+        "cos": (
+            cdn.add_file("/files/cos.bin", DATA) + f"?q-sign-algorithm=sha1&q-signature={COS_SIG}"
+        ),
         "jwt": cdn.add_file("/files/jwt.bin", DATA) + f"?jwt={JWT}",
         "gone": f"{cdn.url}/files/gone.bin?Authorization={AUTH}",
         "refused": f"{cdn.url}/files/refused.bin",
@@ -58,14 +71,22 @@ def served(cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> d
     header = 'headers = { X-Civitai = "${CIVITAI_KEY}" }'
     lines = ["[models.presigned]", "files = ["]
     lines += [f'  {{ url = "{urls[k]}", as = "{k}.bin" }},' for k in ("oss", "cos", "jwt", "gone")]
-    lines += ["]", "", "[models.civitai]", f'files = [{{ url = "{urls["refused"]}", {header} }}]', ""]
+    lines += [
+        "]",
+        "",
+        "[models.civitai]",
+        f'files = [{{ url = "{urls["refused"]}", {header} }}]',
+        "",
+    ]
     use_catalog(tmp_path, monkeypatch, "\n".join(lines))
     monkeypatch.setenv("CIVITAI_KEY", CIVITAI)
     return urls
 
 
 @pytest.mark.parametrize("verbose", [False, True])
-def test_pull_json_keeps_every_secret_out_of_every_sink(served: dict[str, str], tmp_path: Path, verbose: bool) -> None:
+def test_pull_json_keeps_every_secret_out_of_every_sink(
+    served: dict[str, str], tmp_path: Path, verbose: bool
+) -> None:
     args = ["pull", "presigned", "civitai", "--json", "--no-progress", *(["-v"] if verbose else [])]
     result = mdl(*args)
     assert result.exit_code == 3, result.stderr  # 401 (3) and 404 (4): the lowest above 1 wins
@@ -83,7 +104,8 @@ def test_pull_json_keeps_every_secret_out_of_every_sink(served: dict[str, str], 
     assert "invalid key" in errors["refused.bin"]
     assert "gone.bin?REDACTED" in errors["gone.bin"]
     sinks = everything_written(result, tmp_path)
-    assert any(".mdl/records" in name for name in sinks), sinks.keys()  # records were written, and checked
+    # records were written, and checked
+    assert any(".mdl/records" in name for name in sinks), sinks.keys()
     assert_no_secret(sinks)
     lines = [parse_file_line(line) for line in sinks["mdl.log"].splitlines() if " file " in line]
     refused = next(f for f in lines if f["path"] == "refused.bin")
@@ -94,7 +116,9 @@ def test_pull_json_keeps_every_secret_out_of_every_sink(served: dict[str, str], 
     assert sources["cos.bin"].endswith("/files/cos.bin?REDACTED")
 
 
-def test_get_url_with_authorization_in_the_query_is_redacted_everywhere(served: dict[str, str], tmp_path: Path) -> None:
+def test_get_url_with_authorization_in_the_query_is_redacted_everywhere(
+    served: dict[str, str], tmp_path: Path
+) -> None:
     ok = served["jwt"].replace(f"jwt={JWT}", f"Authorization={AUTH}")
     result = mdl("get", ok, served["gone"], "-d", str(tmp_path / "out"), "--json", "-v")
     assert result.exit_code == 4, result.stderr
@@ -113,7 +137,9 @@ def test_a_usage_error_naming_a_signed_url_is_redacted_in_json_and_stderr(tmp_pa
 def test_show_prints_a_hostile_record_escaped_in_text_and_json(
     served: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A record written by an older mdl (or tampered with) holding a terminal escape and a signed URL."""
+    """A record written by an older mdl (or tampered with) holding a terminal escape and a signed
+    URL.
+    """
     records = tmp_path / "models" / ".mdl" / "records"
     records.mkdir(parents=True)
     hostile = "\x1b]0;pwned\x07\x1b[2Jdeadbeef"
@@ -145,7 +171,9 @@ def test_show_prints_a_hostile_record_escaped_in_text_and_json(
 def test_a_stored_hub_token_without_the_hf_prefix_is_never_shown(
     hub: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The token huggingface_hub stored (not in the environment, not shaped like hf_…), echoed by the Hub."""
+    """The token huggingface_hub stored (not in the environment, not shaped like hf_…), echoed by
+    the Hub.
+    """
     from servers import HubServer
 
     assert isinstance(hub, HubServer)
@@ -154,7 +182,8 @@ def test_a_stored_hub_token_without_the_hf_prefix_is_never_shown(
     hub.add_repo("org/tiny", {"config.json": b"{}"})
     from huggingface_hub import constants
 
-    # huggingface_hub fixes its token path when first imported (another test's HF_HOME): point it here.
+    # huggingface_hub fixes its token path when first imported (another test's HF_HOME): point it
+    # here.
     token_file = tmp_path / "hf-home" / "token"
     token_file.parent.mkdir(parents=True)
     token_file.write_text(stored)

@@ -1,6 +1,6 @@
-"""Start-up (issue 15): each command loads only what it uses. `mdl --help` and `mdl list` never load the HTTP stack,
-the Hub client or boto3; `mdl get` of a plain URL never loads the Hub client. Checked on real `python -m mdl`
-processes by the modules they end with (behaviour, not timing)."""
+"""Start-up (issue 15): each command loads only what it uses. `mdl --help` and `mdl list` never load
+the HTTP stack, the Hub client or boto3; `mdl get` of a plain URL never loads the Hub client.
+Checked on real `python -m mdl` processes by the modules they end with (behaviour, not timing)."""
 
 from __future__ import annotations
 
@@ -18,14 +18,35 @@ ROOT = Path(__file__).resolve().parents[2]
 NET = ("httpx2", "httpcore2", "huggingface_hub", "boto3", "botocore")
 # Help is written and the process ends before any work: nothing below the CLI is needed for it.
 NOT_FOR_HELP = (*NET, "rich.progress", "mdl.catalog", "mdl.store", "mdl.download", "mdl.transfer")
-NOT_FOR_LIST = (*NET, "rich.progress", "mdl.transfer", "mdl.download", "mdl.sources", "mdl.catalog.edit")
-# A URL is not the Hub: neither the Hub client, nor its pydantic reply models, nor (without a catalog) the catalog's.
-NOT_FOR_GET = ("huggingface_hub", "boto3", "botocore", "mdl.sources.hubreplies", "mdl.catalog.schema")
-# A run builds only the command it runs (mdl.cli.app.COMMANDS): the other command modules are not even imported.
-COMMAND_MODULES = tuple(f"mdl.cli.{m}" for m in ("archive", "download", "edit", "get", "inspect", "lock", "publish"))
-CATALOG = '[models.tiny]\nrepo = "org/tiny"\n\n[models.direct]\nfiles = [{ url = "https://example.com/x.bin" }]\n'
+NOT_FOR_LIST = (
+    *NET,
+    "rich.progress",
+    "mdl.transfer",
+    "mdl.download",
+    "mdl.sources",
+    "mdl.catalog.edit",
+)
+# A URL is not the Hub: neither the Hub client, nor its pydantic reply models, nor (without a
+# catalog) the catalog's.
+NOT_FOR_GET = (
+    "huggingface_hub",
+    "boto3",
+    "botocore",
+    "mdl.sources.hubreplies",
+    "mdl.catalog.schema",
+)
+# A run builds only the command it runs (mdl.cli.app.COMMANDS): the other command modules are not
+# even imported.
+COMMAND_MODULES = tuple(
+    f"mdl.cli.{m}" for m in ("archive", "download", "edit", "get", "inspect", "lock", "publish")
+)
+CATALOG = (
+    '[models.tiny]\nrepo = "org/tiny"\n\n[models.direct]\nfiles = [{ url ='
+    ' "https://example.com/x.bin" }]\n'
+)
 
-# Runs mdl as the console script does, then writes which of the modules named in argv[1] (JSON) were loaded.
+# Runs mdl as the console script does, then writes which of the modules named in argv[1] (JSON) were
+# loaded.
 PROBE = """\
 import atexit, json, sys
 watch, out = json.loads(sys.argv[1]), sys.argv[2]
@@ -53,8 +74,9 @@ def loaded(tmp_path: Path, watch: tuple[str, ...], *args: str) -> list[str]:
 
 
 def test_help_loads_nothing_below_the_cli(tmp_path: Path) -> None:
-    # Not even pydantic: Typer converts option values through pydantic, and `mdl --help` converts none. (`mdl pull
-    # --help` does convert the global options first, and Typer 0.29's public API offers no way around that.)
+    # Not even pydantic: Typer converts option values through pydantic, and `mdl --help` converts
+    # none. (`mdl pull --help` does convert the global options first, and Typer 0.29's public API
+    # offers no way around that.)
     assert loaded(tmp_path, (*NOT_FOR_HELP, "pydantic"), "--help") == []
     assert loaded(tmp_path, NOT_FOR_HELP, "pull", "--help") == []
     assert loaded(tmp_path, NOT_FOR_HELP, "help", "pull") == []
@@ -63,17 +85,23 @@ def test_help_loads_nothing_below_the_cli(tmp_path: Path) -> None:
 def test_list_is_offline_and_light(tmp_path: Path) -> None:
     (tmp_path / "catalog.toml").write_text(CATALOG)
     assert loaded(tmp_path, NOT_FOR_LIST, "list") == []
-    assert loaded(tmp_path, (*NOT_FOR_LIST, *COMMAND_MODULES), "list", "--json") == ["mdl.cli.inspect"]
+    assert loaded(tmp_path, (*NOT_FOR_LIST, *COMMAND_MODULES), "list", "--json") == [
+        "mdl.cli.inspect"
+    ]
 
 
 def test_get_of_a_url_never_loads_the_hub_client(tmp_path: Path, cdn: CdnServer) -> None:
     url = cdn.add_file("/x.bin", b"forty-two bytes of a very small model file")
-    assert loaded(tmp_path, (*NOT_FOR_GET, *COMMAND_MODULES), "get", url, "-o", "x.bin") == ["mdl.cli.get"]
+    assert loaded(tmp_path, (*NOT_FOR_GET, *COMMAND_MODULES), "get", url, "-o", "x.bin") == [
+        "mdl.cli.get"
+    ]
     assert (tmp_path / "x.bin").read_bytes() == b"forty-two bytes of a very small model file"
 
 
 def test_every_command_is_built_as_registered() -> None:
-    """The lazy table builds each command from its own function, under its own name; help lists them in order."""
+    """The lazy table builds each command from its own function, under its own name; help lists
+    them in order.
+    """
     import typer.main
 
     from mdl.cli.app import COMMANDS, app, build_command
@@ -82,11 +110,16 @@ def test_every_command_is_built_as_registered() -> None:
         command = build_command(name)
         assert command.name == name
         assert command.callback is not None
-        assert (command.callback.__module__, command.callback.__name__) == (f"mdl.cli.{module}", function)
+        assert (command.callback.__module__, command.callback.__name__) == (
+            f"mdl.cli.{module}",
+            function,
+        )
     group = typer.main.get_command(app)
     assert list(group.commands) == list(COMMANDS)  # type: ignore[attr-defined]
     section = mdl("--help").stdout.split("Commands:")[1].split("\n\n")[0]  # then Examples
-    listed = [line.split()[0] for line in section.splitlines() if line.startswith("  ") and line[2] != " "]
+    listed = [
+        line.split()[0] for line in section.splitlines() if line.startswith("  ") and line[2] != " "
+    ]
     assert listed == list(COMMANDS)
 
 
@@ -94,29 +127,40 @@ def test_pull_of_a_one_url_model_never_loads_the_hub_client(tmp_path: Path, cdn:
     url = cdn.add_file("/w.bin", b"weights")
     catalog = f'[settings]\ndest = "models"\n\n[models.one]\nfiles = [{{ url = "{url}" }}]\n'
     (tmp_path / "catalog.toml").write_text(catalog)
-    assert loaded(tmp_path, ("huggingface_hub", "boto3", "mdl.sources.hubreplies"), "pull", "one") == []
+    assert (
+        loaded(tmp_path, ("huggingface_hub", "boto3", "mdl.sources.hubreplies"), "pull", "one")
+        == []
+    )
     assert (tmp_path / "models" / "one" / "w.bin").read_bytes() == b"weights"
 
 
 def test_get_reads_only_a_catalog_it_is_given(tmp_path: Path, cdn: CdnServer) -> None:
-    """A catalog beside a get is not read (get names its sources); one named with --catalog is, schema and all."""
+    """A catalog beside a get is not read (get names its sources); one named with --catalog is,
+    schema and all.
+    """
     (tmp_path / "catalog.toml").write_text(CATALOG)
     url = cdn.add_file("/x.bin", b"42")
     watched = ("mdl.catalog.schema", "huggingface_hub")
     assert loaded(tmp_path, watched, "get", url, "-o", "x.bin") == []
-    assert loaded(tmp_path, watched, "get", url, "-o", "y.bin", "--catalog", "catalog.toml") == ["mdl.catalog.schema"]
+    assert loaded(tmp_path, watched, "get", url, "-o", "y.bin", "--catalog", "catalog.toml") == [
+        "mdl.catalog.schema"
+    ]
 
 
-# -- the rules behind it -----------------------------------------------------------------------------------
+# -- the rules behind it
+# -----------------------------------------------------------------------------------
 
 
 def test_command_modules_keep_real_annotations() -> None:
-    """Typer reads each command's signature at every start; string annotations would be evaluated each time."""
+    """Typer reads each command's signature at every start; string annotations would be evaluated
+    each time.
+    """
     postponed = []
     for path in sorted((ROOT / "mdl" / "cli").glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         defines_command = any(
-            isinstance(node, ast.FunctionDef) and (node.name.endswith("_cmd") or node.name == "_root")
+            isinstance(node, ast.FunctionDef)
+            and (node.name.endswith("_cmd") or node.name == "_root")
             for node in tree.body
         )
         future = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in tree.body)

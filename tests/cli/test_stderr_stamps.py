@@ -1,5 +1,6 @@
-"""Off a terminal (cron's shared log), every line mdl writes on stderr says when (UTC) and which run (pid), as wget's
-and aria2c's logs do: two overlapping runs' lines stay apart. On a terminal nothing is added; events stay pure JSON."""
+"""Off a terminal (cron's shared log), every line mdl writes on stderr says when (UTC) and which run
+(pid), as wget's and aria2c's logs do: two overlapping runs' lines stay apart. On a terminal nothing
+is added; events stay pure JSON."""
 
 from __future__ import annotations
 
@@ -24,8 +25,12 @@ def catalog(tmp_path: Path) -> Path:
     return path
 
 
-def test_two_runs_writing_one_log_are_told_apart_by_their_stamps(tmp_path: Path, catalog: Path) -> None:
-    """Two runs at once, both appending to one file (`>>log 2>&1`): each line names its run's pid, after the time."""
+def test_two_runs_writing_one_log_are_told_apart_by_their_stamps(
+    tmp_path: Path, catalog: Path
+) -> None:
+    """Two runs at once, both appending to one file (`>>log 2>&1`): each line names its run's
+    pid, after the time.
+    """
     log = tmp_path / "cron.log"
     args = [sys.executable, "-m", "mdl", "pull", "nope", "--no-progress", "--catalog", str(catalog)]
     env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
@@ -49,11 +54,17 @@ def test_two_runs_writing_one_log_are_told_apart_by_their_stamps(tmp_path: Path,
 
 def test_a_usage_error_off_a_terminal_is_stamped_too(catalog: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "mdl", "pull", "--limit-rate"], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "mdl", "pull", "--limit-rate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 2 and done.stdout == ""
     said = unstamped(done.stderr)
-    assert any(line.startswith("Error: Option '--limit-rate' requires an argument") for line in said), done.stderr
+    assert any(
+        line.startswith("Error: Option '--limit-rate' requires an argument") for line in said
+    ), done.stderr
 
 
 def test_on_a_terminal_nothing_is_added(tmp_path: Path, catalog: Path) -> None:
@@ -67,16 +78,29 @@ def test_on_a_terminal_nothing_is_added(tmp_path: Path, catalog: Path) -> None:
 
 def test_progress_json_stays_pure_and_begin_names_the_pid(tmp_path: Path, catalog: Path) -> None:
     env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
-    args = [sys.executable, "-m", "mdl", "pull", "nope", "--progress", "json", "--catalog", str(catalog)]
+    args = [
+        sys.executable,
+        "-m",
+        "mdl",
+        "pull",
+        "nope",
+        "--progress",
+        "json",
+        "--catalog",
+        str(catalog),
+    ]
     run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     _, stderr = run.communicate(timeout=60)
-    events = [json.loads(line) for line in stderr.splitlines()]  # every line a JSON document: no stamps
+    # every line a JSON document: no stamps
+    events = [json.loads(line) for line in stderr.splitlines()]
     assert [e["event"] for e in events] == ["begin", "error", "end"]
     assert events[0]["pid"] == run.pid
 
 
 def test_stamped_lines_prefix_each_line_once_in_one_write() -> None:
-    """Pieces of a line get one stamp; a blank line gets no trailing space; each write is one write below."""
+    """Pieces of a line get one stamp; a blank line gets no trailing space; each write is one
+    write below.
+    """
     below = io.StringIO()
     writes: list[str] = []
     below.write = writes.append  # type: ignore[method-assign]

@@ -1,7 +1,8 @@
-"""stdout is data: `DIR=$(mdl pull tiny)` and `P=$(mdl get URL)` capture the path, `-q` never silences stdout, and
-every `--json` document has `ok` and says an absent value as null.
+"""stdout is data: `DIR=$(mdl pull tiny)` and `P=$(mdl get URL)` capture the path, `-q` never
+silences stdout, and every `--json` document has `ok` and says an absent value as null.
 
-Against the loopback Hub and CDN (tests/servers.py); the capture tests run a real shell, as a script would.
+Against the loopback Hub and CDN (tests/servers.py); the capture tests run a real shell, as a script
+would.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ OTHER = make_data(1000, seed=22)
 def world(
     hub: HubServer, catalog: Path, cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, Any]:
-    """Two models on the loopback Hub, one the Hub does not know, a CDN file; MDL_* set; cwd in tmp_path."""
+    """Two models on the loopback Hub, one the Hub does not know, a CDN file; MDL_* set; cwd in
+    tmp_path.
+    """
     hub.add_repo("org/tiny", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
     hub.add_repo("org/other", {"weights.bin": OTHER})
     catalog.write_text(
@@ -49,11 +52,16 @@ def shell(script: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``script`` in a real ``sh``, with ``$MDL`` the command that runs this mdl."""
     mdl_cmd = f"{sys.executable} -m mdl"
     return subprocess.run(
-        ["sh", "-c", script], capture_output=True, text=True, env={**os.environ, "MDL": mdl_cmd, **env}, timeout=120
+        ["sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MDL": mdl_cmd, **env},
+        timeout=120,
     )
 
 
-# -- 1. the path on stdout, as `hf download` prints it -------------------------------------------------------
+# -- 1. the path on stdout, as `hf download` prints it
+# -------------------------------------------------------
 
 
 @pytest.mark.parametrize("flags", ["", "--no-progress", "-q", "--progress plain"])
@@ -67,7 +75,8 @@ def test_pull_prints_each_model_folder_in_the_order_given(world: dict[str, Any])
     result = mdl("pull", "other", "tiny")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines() == [str(world["dest"] / "other"), str(world["dest"] / "tiny")]
-    assert "→" not in result.stderr and str(world["dest"]) not in result.stderr  # stderr: a summary in words
+    # stderr: a summary in words
+    assert "→" not in result.stderr and str(world["dest"]) not in result.stderr
     assert any(line.startswith("pulled 2 models") for line in unstamped(result.stderr))
 
 
@@ -99,7 +108,8 @@ def test_a_failed_get_prints_only_the_files_it_has(world: dict[str, Any]) -> Non
 
 
 def test_json_and_dry_run_keep_their_own_stdout(world: dict[str, Any]) -> None:
-    doc = json.loads(mdl("pull", "tiny", "--json").stdout)  # one document, not a folder line before it
+    # one document, not a folder line before it
+    doc = json.loads(mdl("pull", "tiny", "--json").stdout)
     assert doc["ok"] is True and len(doc["files"]) == 2
     dry = mdl("pull", "other", "--dry-run")
     assert dry.exit_code == 0, dry.stderr
@@ -107,7 +117,8 @@ def test_json_and_dry_run_keep_their_own_stdout(world: dict[str, Any]) -> None:
     assert str(world["dest"] / "other") + "\n" not in dry.stdout
 
 
-# -- 2. -q silences stderr, never stdout ---------------------------------------------------------------------
+# -- 2. -q silences stderr, never stdout
+# ---------------------------------------------------------------------
 
 
 def test_quiet_list_and_show_print_their_data(world: dict[str, Any]) -> None:
@@ -134,7 +145,8 @@ def test_quiet_still_shows_errors(world: dict[str, Any]) -> None:
     assert unstamped(bad.stderr)[0].startswith("mdl: error: badname")
 
 
-# -- 3. every --json document: ok, and null for an absent value ----------------------------------------------
+# -- 3. every --json document: ok, and null for an absent value
+# ----------------------------------------------
 
 
 def _strings(doc: Any) -> list[str]:
@@ -148,8 +160,8 @@ def _strings(doc: Any) -> list[str]:
 
 
 def _json_cases(w: dict[str, Any]) -> dict[str, tuple[list[str], list[str]]]:
-    """Each command (lock aside: its --check document is another change's) with a succeeding and a failing
-    command line."""
+    """Each command (lock aside: its --check document is another change's) with a succeeding and a
+    failing command line."""
     tmp: Path = w["tmp"]
     run = make_hf_run(tmp / "run", steps=(100,))
     archive = tmp / "run.zip"
@@ -162,8 +174,14 @@ def _json_cases(w: dict[str, Any]) -> dict[str, tuple[list[str], list[str]]]:
         "clean": (["clean"], ["clean", "--catalog", str(tmp / "missing.toml")]),
         "prune": (["prune"], ["prune", "--catalog", str(tmp / "missing.toml")]),
         "get": (["get", w["url"], "-d", "j"], ["get", w["gone"], "-d", "j"]),
-        "pack": (["pack", str(run.root), "-o", str(archive)], ["pack", str(tmp / "norun"), "-o", str(tmp / "x.zip")]),
-        "unpack": (["unpack", str(archive), "-d", str(tmp / "un")], ["unpack", str(tmp / "none.zip"), "-d", "u2"]),
+        "pack": (
+            ["pack", str(run.root), "-o", str(archive)],
+            ["pack", str(tmp / "norun"), "-o", str(tmp / "x.zip")],
+        ),
+        "unpack": (
+            ["unpack", str(archive), "-d", str(tmp / "un")],
+            ["unpack", str(tmp / "none.zip"), "-d", "u2"],
+        ),
     }
 
 
@@ -192,7 +210,10 @@ def test_an_error_document_carries_its_hint(world: dict[str, Any]) -> None:
     result = mdl("get", "-o", "x", "-d", "y", world["url"], "--json")
     assert result.exit_code == 2
     doc = json.loads(result.stdout)
-    assert doc == {"ok": False, "error": {"code": 2, "kind": "usage", "message": doc["error"]["message"], "hint": None}}
+    assert doc == {
+        "ok": False,
+        "error": {"code": 2, "kind": "usage", "message": doc["error"]["message"], "hint": None},
+    }
     unknown = mdl("show", "nosuch", "--json")
     error = json.loads(unknown.stdout)["error"]
     assert error["code"] == 2 and "nosuch" in error["message"]

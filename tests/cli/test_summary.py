@@ -1,7 +1,8 @@
-"""What pull, verify and get say when they end: where each model is, each failure once, one summary line.
+"""What pull, verify and get say when they end: where each model is, each failure once, one summary
+line.
 
-Against the loopback Hub and CDN (tests/servers.py), through the real CLI with stderr off a terminal (the plain
-lines cron sees).
+Against the loopback Hub and CDN (tests/servers.py), through the real CLI with stderr off a terminal
+(the plain lines cron sees).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def world(hub: HubServer, catalog: Path, cdn: CdnServer, tmp_path: Path) -> dict
     hub.add_repo("org/tiny", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
     hub.add_repo("org/other", {"weights.bin": make_data(1000, seed=2)})
     hub.add_repo("org/gated", {"w.bin": make_data(1000, seed=5)}, gated="auto", gate_api=True)
-    hub.add_repo("org/gatedfiles", {"w.bin": make_data(1000, seed=6)}, gated="manual", granted_tokens=set())
+    hub.add_repo(
+        "org/gatedfiles", {"w.bin": make_data(1000, seed=6)}, gated="manual", granted_tokens=set()
+    )
     url = cdn.add_file("/files/ok.bin", b"hello")
     catalog.write_text(
         '[models.tiny]\nrepo = "org/tiny"\n\n'
@@ -46,11 +49,14 @@ def world(hub: HubServer, catalog: Path, cdn: CdnServer, tmp_path: Path) -> dict
 
 
 def messages(result: Result) -> list[str]:
-    """stderr without the plain progress lines, each line without its stamp (every one has its own)."""
+    """stderr without the plain progress lines, each line without its stamp (every one has its
+    own).
+    """
     return [line for line in unstamped(result.stderr) if not PLAIN.match(line)]
 
 
-# -- 1. where each model is ----------------------------------------------------------------------------
+# -- 1. where each model is
+# ----------------------------------------------------------------------------
 
 
 def test_pull_prints_where_each_model_is_then_says_one_summary_line(world: dict[str, Path]) -> None:
@@ -69,9 +75,23 @@ def test_quiet_says_nothing_on_stderr_and_json_is_unchanged(world: dict[str, Pat
     assert quiet.stdout == f"{world['dest'] / 'tiny'}\n", "-q silences stderr, never the data"
     doc = json.loads(mdl("pull", "tiny", "--json").stdout)
     assert [sorted(f) for f in doc["files"]] == [
-        ["action", "dest", "error", "hint", "model", "path", "reason", "sha256", "size", "verified", "warning"]
+        [
+            "action",
+            "dest",
+            "error",
+            "hint",
+            "model",
+            "path",
+            "reason",
+            "sha256",
+            "size",
+            "verified",
+            "warning",
+        ]
     ] * 2
-    assert [f["verified"] for f in doc["files"]] == [True, True], "Hub files are checked against their hashes"
+    assert [f["verified"] for f in doc["files"]] == [True, True], (
+        "Hub files are checked against their hashes"
+    )
     assert {f["dest"] for f in doc["files"]} == {
         str(world["dest"] / "tiny" / p) for p in ("config.json", "model.safetensors")
     }
@@ -88,16 +108,21 @@ def test_hf_cache_layout_names_the_snapshot_folder(world: dict[str, Path], hub: 
     assert snapshot.exists()
 
 
-# -- 2. models and files counted apart -------------------------------------------------------------------
+# -- 2. models and files counted apart
+# -------------------------------------------------------------------
 
 
 def test_a_model_that_failed_at_resolution_is_a_failed_model(world: dict[str, Path]) -> None:
     result = mdl("pull", "tiny", "badname")
     assert result.exit_code == 4
     summary = messages(result)[-1]
-    assert summary.startswith("pulled 1 model (2 files: 2 downloaded); 1 model failed: badname (not found)"), summary
+    assert summary.startswith(
+        "pulled 1 model (2 files: 2 downloaded); 1 model failed: badname (not found)"
+    ), summary
     assert "file(s)" not in result.stderr
-    assert result.stdout.splitlines() == [str(world["dest"] / "tiny")], "a failed model has no folder to print"
+    assert result.stdout.splitlines() == [str(world["dest"] / "tiny")], (
+        "a failed model has no folder to print"
+    )
 
 
 def test_a_model_whose_file_failed_is_named_with_its_files(world: dict[str, Path]) -> None:
@@ -105,7 +130,8 @@ def test_a_model_whose_file_failed_is_named_with_its_files(world: dict[str, Path
     assert result.exit_code == 4  # not found (4) and integrity (6): the lowest code above 1
     summary = messages(result)[-1]
     assert summary.startswith(
-        "pulled 1 model (2 files: 2 downloaded); 2 models failed: badname (not found), badsha (1 file: 1 failed)"
+        "pulled 1 model (2 files: 2 downloaded); 2 models failed: badname (not found), badsha (1"
+        " file: 1 failed)"
     ), summary
 
 
@@ -116,8 +142,12 @@ def test_the_offline_quick_start_fails_with_one_message(
     result = mdl("pull", "tiny")
     assert result.exit_code == 5
     lines = messages(result)
-    assert lines[0].startswith("mdl: error: tiny: cannot reach the Hub at http://127.0.0.1:9"), lines
-    assert [line for line in lines[1:] if not line.startswith("  hint: ")] == [], "one message, no summary line"
+    assert lines[0].startswith("mdl: error: tiny: cannot reach the Hub at http://127.0.0.1:9"), (
+        lines
+    )
+    assert [line for line in lines[1:] if not line.startswith("  hint: ")] == [], (
+        "one message, no summary line"
+    )
 
 
 def test_the_log_names_each_model_once_and_keeps_the_summary(
@@ -130,8 +160,14 @@ def test_the_log_names_each_model_once_and_keeps_the_summary(
     assert mdl("pull", "other").exit_code == 5
     logged = world["log"].read_text()
     assert "; retry 1 in" in logged
-    assert "tiny: tiny:" not in logged and "safetensors: tiny/" not in logged and "json: tiny/" not in logged
-    assert "pulled 0 models; 1 model failed: other (network error)" in logged, "the log has the summary line"
+    assert (
+        "tiny: tiny:" not in logged
+        and "safetensors: tiny/" not in logged
+        and "json: tiny/" not in logged
+    )
+    assert "pulled 0 models; 1 model failed: other (network error)" in logged, (
+        "the log has the summary line"
+    )
 
 
 def test_nothing_to_do_and_all_skipped(world: dict[str, Path]) -> None:
@@ -147,10 +183,13 @@ def test_verify_counts_a_never_pulled_model_as_missing(world: dict[str, Path]) -
     assert messages(result)[-1] == "verified 1 model (2 files: 2 verified); 1 model missing: other"
     alone = mdl("verify", "other")
     assert alone.exit_code == 4
-    assert [line for line in messages(alone) if not line.startswith(("mdl: error: other: ", "  hint: "))] == []
+    assert [
+        line for line in messages(alone) if not line.startswith(("mdl: error: other: ", "  hint: "))
+    ] == []
 
 
-# -- 3. words ----------------------------------------------------------------------------------------------
+# -- 3. words
+# ----------------------------------------------------------------------------------------------
 
 
 def test_force_re_downloads_and_json_says_downloaded_with_reason(world: dict[str, Path]) -> None:
@@ -162,7 +201,9 @@ def test_force_re_downloads_and_json_says_downloaded_with_reason(world: dict[str
     doc = json.loads(mdl("pull", "tiny", "--force", "--json").stdout)
     assert {(f["action"], f["reason"]) for f in doc["files"]} == {("downloaded", "--force")}
     dry = mdl("pull", "tiny", "--force", "--dry-run", "--json")
-    assert {(f["action"], f["reason"]) for f in json.loads(dry.stdout)["files"]} == {("download", "--force")}
+    assert {(f["action"], f["reason"]) for f in json.loads(dry.stdout)["files"]} == {
+        ("download", "--force")
+    }
 
 
 def test_repaired_is_a_present_file_that_was_wrong(world: dict[str, Path]) -> None:
@@ -177,28 +218,38 @@ def test_repaired_is_a_present_file_that_was_wrong(world: dict[str, Path]) -> No
     assert hashlib.sha256(weights.read_bytes()).digest() == hashlib.sha256(WEIGHTS).digest()
 
 
-# -- 4. each failure once -----------------------------------------------------------------------------------
+# -- 4. each failure once
+# -----------------------------------------------------------------------------------
 
 
 def test_each_failed_file_is_shown_once_with_its_label_once(world: dict[str, Path]) -> None:
     result = mdl("pull", "badsha", "tiny")
     assert result.exit_code == 6
-    assert "badsha/ok.bin: badsha/ok.bin" not in result.stderr and "FAILED badsha/ok.bin: badsha" not in result.stderr
+    assert (
+        "badsha/ok.bin: badsha/ok.bin" not in result.stderr
+        and "FAILED badsha/ok.bin: badsha" not in result.stderr
+    )
     errors = [line for line in messages(result) if line.startswith("mdl: error: ")]
     assert errors == [
-        f"mdl: error: badsha/ok.bin: sha256 mismatch: expected {'0' * 64}, got {hashlib.sha256(b'hello').hexdigest()}"
+        f"mdl: error: badsha/ok.bin: sha256 mismatch: expected {'0' * 64}, got"
+        f" {hashlib.sha256(b'hello').hexdigest()}"
     ]
     lines = messages(result)
     assert lines[lines.index(errors[0]) + 1].startswith("  hint: ")
-    assert lines[-1].startswith("pulled 1 model (2 files: 2 downloaded); 1 model failed: badsha (1 file: 1 failed)")
+    assert lines[-1].startswith(
+        "pulled 1 model (2 files: 2 downloaded); 1 model failed: badsha (1 file: 1 failed)"
+    )
     if any(" FAILED " in line for line in result.stderr.splitlines()):
-        pytest.skip("the plain progress reporter still prints FAILED lines (removed on the display branch)")
+        pytest.skip(
+            "the plain progress reporter still prints FAILED lines (removed on the display branch)"
+        )
     assert result.stderr.count("sha256 mismatch: expected") == 1
 
 
 def test_progress_json_has_one_error_event_per_failed_file_or_model(world: dict[str, Path]) -> None:
-    """A dashboard learns of every failure from the events: a model the Hub does not know and a URL that is 404
-    fail before any byte (no ``start``), a wrong sha256 fails in transfer; each is one ``error`` event."""
+    """A dashboard learns of every failure from the events: a model the Hub does not know and a URL
+    that is 404 fail before any byte (no ``start``), a wrong sha256 fails in transfer; each is one
+    ``error`` event."""
     result = mdl("pull", "badname", "gone", "badsha", "tiny", "-q", "--progress", "json", "--json")
     assert result.exit_code == 4, result.stderr
     json.loads(result.stdout)  # stdout stays one JSON document
@@ -212,34 +263,52 @@ def test_progress_json_has_one_error_event_per_failed_file_or_model(world: dict[
     assert all(e["message"] for e in events if e["event"] == "error")
 
 
-def test_progress_json_names_a_get_that_failed_before_a_byte(world: dict[str, Path], cdn: CdnServer) -> None:
+def test_progress_json_names_a_get_that_failed_before_a_byte(
+    world: dict[str, Path], cdn: CdnServer
+) -> None:
     out = world["tmp"] / "out"
     result = mdl(
-        "get", f"{cdn.url}/files/gone.bin", cdn.add_file("/files/x.bin", b"x"), "-d", str(out), "--progress", "json"
+        "get",
+        f"{cdn.url}/files/gone.bin",
+        cdn.add_file("/files/x.bin", b"x"),
+        "-d",
+        str(out),
+        "--progress",
+        "json",
     )
     assert result.exit_code == 4, result.stderr
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-    assert [(e["model"], e["path"]) for e in events if e["event"] == "error"] == [(None, "gone.bin")]
+    assert [(e["model"], e["path"]) for e in events if e["event"] == "error"] == [
+        (None, "gone.bin")
+    ]
 
 
-# -- 5. error text ---------------------------------------------------------------------------------------------
+# -- 5. error text
+# ---------------------------------------------------------------------------------------------
 
 NGINX_404 = (
-    b"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 Not Found</h1></center>\r\n"
-    b"<hr><center>nginx/1.24.0</center>\r\n</body>\r\n</html>\r\n" + b"<!-- a padding comment -->\r\n" * 6
+    b"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 Not"
+    b" Found</h1></center>\r\n<hr><center>nginx/1.24.0</center>\r\n</body>\r\n</html>\r\n"
+    + b"<!-- a padding comment -->\r\n"
+    * 6
 )
 BAD_GATEWAY = (
-    b"<!DOCTYPE html><html><head><style>body{font:12px}</style><title>502 Bad Gateway</title></head>"
-    b"<body><h1>Bad Gateway</h1><p>" + b"The proxy could not reach the upstream server. " * 20 + b"</p></body></html>"
+    b"<!DOCTYPE html><html><head><style>body{font:12px}</style><title>502 Bad"
+    b" Gateway</title></head><body><h1>Bad Gateway</h1><p>"
+    + b"The proxy could not reach the upstream server. " * 20
+    + b"</p></body></html>"
 )
 
 
-def test_an_html_404_keeps_status_url_with_port_and_the_title_only(world: dict[str, Path], cdn: CdnServer) -> None:
+def test_an_html_404_keeps_status_url_with_port_and_the_title_only(
+    world: dict[str, Path], cdn: CdnServer
+) -> None:
     cdn.faults.add(Fault.http_error(404, NGINX_404, path_prefix="/files/gone.bin", times=None))
     result = mdl("pull", "gone")
     assert result.exit_code == 4
     assert messages(result) == [
-        f"mdl: error: gone/gone.bin: not found (HTTP 404 from {cdn.url}/files/gone.bin): 404 Not Found"
+        f"mdl: error: gone/gone.bin: not found (HTTP 404 from {cdn.url}/files/gone.bin): 404 Not"
+        " Found"
     ]
     assert "<" not in result.stderr and "nginx" not in result.stderr
     logged = world["log"].read_text()
@@ -273,14 +342,30 @@ def test_a_gated_repo_says_how_to_authenticate(
         assert refused.exit_code == 3
         hint = next(line for line in messages(refused) if line.startswith("  hint: "))
         # a token was sent: the hint says it has no access, not to set one
-        assert "token sent has no access" in hint and "hf auth whoami" in hint and "set HF_TOKEN" not in hint, hint
+        assert (
+            "token sent has no access" in hint
+            and "hf auth whoami" in hint
+            and "set HF_TOKEN" not in hint
+        ), hint
 
 
-# -- the summary's words, for outcomes other commands make ---------------------------------------------
+# -- the summary's words, for outcomes other commands make
+# ---------------------------------------------
 
 
-def outcome(model: str, path: str | None, action: str, *, code: int = 0, kind: str | None = None) -> FileOutcome:
-    return FileOutcome(model, path, f"/d/{model}/{path}" if path else None, 10, None, action, exit_code=code, kind=kind)
+def outcome(
+    model: str, path: str | None, action: str, *, code: int = 0, kind: str | None = None
+) -> FileOutcome:
+    return FileOutcome(
+        model,
+        path,
+        f"/d/{model}/{path}" if path else None,
+        10,
+        None,
+        action,
+        exit_code=code,
+        kind=kind,
+    )
 
 
 def test_a_missing_model_is_counted_like_any_other_action() -> None:
@@ -290,8 +375,8 @@ def test_a_missing_model_is_counted_like_any_other_action() -> None:
         outcome("c", "z.bin", "failed", code=6, kind="integrity"),
     ]
     line = summary_line(files, verb="verified", seconds=1.0)
-    assert line == (
-        "verified 1 model (1 file: 1 verified); 1 model missing: b (1 file: 1 missing); "
+    assert (
+        line == "verified 1 model (1 file: 1 verified); 1 model missing: b (1 file: 1 missing); "
         "1 model failed: c (1 file: 1 failed)"
     )
 
@@ -302,8 +387,9 @@ def test_a_get_counts_files_and_names_the_failed_one() -> None:
         outcome("", "b.bin", "skipped"),
         outcome("", "c.bin", "failed", code=4, kind="not_found"),
     ]
-    assert summary_line(files, verb="fetched", seconds=1.0) == (
-        "fetched 2 files: 1 downloaded, 1 skipped; 1 file failed: c.bin (not found)"
+    assert (
+        summary_line(files, verb="fetched", seconds=1.0)
+        == "fetched 2 files: 1 downloaded, 1 skipped; 1 file failed: c.bin (not found)"
     )
     assert model_folders(files) == []
     assert fetched_paths(files) == ["/d//a.bin", "/d//b.bin"]
@@ -312,16 +398,29 @@ def test_a_get_counts_files_and_names_the_failed_one() -> None:
 def test_many_failed_models_are_named_up_to_five() -> None:
     files = [outcome(f"m{i}", None, "failed", code=5, kind="network") for i in range(7)]
     line = summary_line(files, verb="pulled", seconds=1.0)
-    assert line == (
-        "pulled 0 models; 7 models failed: m0 (network error), m1 (network error), m2 (network error), "
-        "m3 (network error), m4 (network error) and 2 more"
+    assert (
+        line
+        == "pulled 0 models; 7 models failed: m0 (network error), m1 (network error), m2 (network"
+        " error), m3 (network error), m4 (network error) and 2 more"
     )
 
 
 def test_a_model_in_several_folders_names_each() -> None:
     files = [
-        FileOutcome("m", "config.json", "/cache/models--o--a/snapshots/c1/config.json", 7, None, "downloaded"),
+        FileOutcome(
+            "m",
+            "config.json",
+            "/cache/models--o--a/snapshots/c1/config.json",
+            7,
+            None,
+            "downloaded",
+        ),
         FileOutcome("m", "w.bin", "/cache/models--o--b/snapshots/c2/w.bin", 1024, None, "skipped"),
-        FileOutcome("m", "cfg/x.json", "/cache/models--o--a/snapshots/c1/x.json", 1, None, "downloaded"),
+        FileOutcome(
+            "m", "cfg/x.json", "/cache/models--o--a/snapshots/c1/x.json", 1, None, "downloaded"
+        ),
     ]
-    assert model_folders(files) == ["/cache/models--o--a/snapshots/c1", "/cache/models--o--b/snapshots/c2"]
+    assert model_folders(files) == [
+        "/cache/models--o--a/snapshots/c1",
+        "/cache/models--o--b/snapshots/c2",
+    ]

@@ -1,7 +1,7 @@
-"""Tables fit the terminal (issue 25): on a terminal of 60 or 80 columns every table line fits, headers stay whole,
-text folds at its spaces and values without spaces (paths, URLs, hashes) are cut with `…`, never a word broken
-mid-way; off a terminal (a pipe) every value is whole. End to end through a real pty, and a Hypothesis property
-on the renderer."""
+"""Tables fit the terminal (issue 25): on a terminal of 60 or 80 columns every table line fits,
+headers stay whole, text folds at its spaces and values without spaces (paths, URLs, hashes) are cut
+with `…`, never a word broken mid-way; off a terminal (a pipe) every value is whole. End to end
+through a real pty, and a Hypothesis property on the renderer."""
 
 from __future__ import annotations
 
@@ -38,8 +38,12 @@ repo = "org/never"
 """
 
 
-def on_terminal(args: list[str], *, columns: int, env: dict[str, str], cwd: Path, use_env: bool) -> str:
-    """``mdl ARGS`` with stdout on a pty ``columns`` wide (told by ``$COLUMNS``, or only by the terminal itself)."""
+def on_terminal(
+    args: list[str], *, columns: int, env: dict[str, str], cwd: Path, use_env: bool
+) -> str:
+    """``mdl ARGS`` with stdout on a pty ``columns`` wide (told by ``$COLUMNS``, or only by the
+    terminal itself).
+    """
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     environ = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
@@ -73,14 +77,20 @@ def on_terminal(args: list[str], *, columns: int, env: dict[str, str], cwd: Path
 
 def on_pipe(args: list[str], *, env: dict[str, str], cwd: Path) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "mdl", *args], capture_output=True, text=True, env={**env, "COLUMNS": "60"}, cwd=cwd
+        [sys.executable, "-m", "mdl", *args],
+        capture_output=True,
+        text=True,
+        env={**env, "COLUMNS": "60"},
+        cwd=cwd,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
 def table(text: str, first_header: str) -> list[str]:
-    """The lines of the table whose header starts with ``first_header`` (up to a blank line or the end)."""
+    """The lines of the table whose header starts with ``first_header`` (up to a blank line or
+    the end).
+    """
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(first_header + " "))
     end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
@@ -88,13 +98,18 @@ def table(text: str, first_header: str) -> list[str]:
 
 
 def assert_fits(narrow: list[str], whole: list[str], columns: int) -> None:
-    """Every line fits; the headers are the same whole words; every other word is whole or a cut start of one."""
+    """Every line fits; the headers are the same whole words; every other word is whole or a cut
+    start of one.
+    """
     assert all(len(line) <= columns for line in narrow), "\n".join(narrow)
     assert narrow[0].split() == whole[0].split()
     words = {word for line in whole[1:] for word in line.split()}
     for token in (token for line in narrow[1:] for token in line.split()):
         if token not in words:
-            assert token.endswith(ELLIPSIS) and any(w.startswith(token[:-1]) for w in words), (token, narrow)
+            assert token.endswith(ELLIPSIS) and any(w.startswith(token[:-1]) for w in words), (
+                token,
+                narrow,
+            )
 
 
 @pytest.fixture
@@ -115,7 +130,9 @@ def world(hub: HubServer, tmp_path: Path) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("columns", [60, 80])
-def test_every_table_fits_the_terminal(world: dict[str, object], columns: int, tmp_path: Path) -> None:
+def test_every_table_fits_the_terminal(
+    world: dict[str, object], columns: int, tmp_path: Path
+) -> None:
     env, cwd = world["env"], world["cwd"]
     assert isinstance(env, dict) and isinstance(cwd, Path)
     run = make_hf_run(tmp_path / "a-training-run-with-a-long-name", steps=(100,))
@@ -132,12 +149,16 @@ def test_every_table_fits_the_terminal(world: dict[str, object], columns: int, t
         if header is None:
             on_pipe(args, env=env, cwd=cwd)
             continue
-        whole = table(on_terminal(args, columns=500, env=env, cwd=cwd, use_env=True), header)  # (verify streams
+        # (verify streams
+        whole = table(on_terminal(args, columns=500, env=env, cwd=cwd, use_env=True), header)
         # rows without a table into a pipe: a terminal wide enough for every value is the reference)
         # every other case tells the width by $COLUMNS; the rest only by the terminal's own size
-        narrow = table(on_terminal(args, columns=columns, env=env, cwd=cwd, use_env=number % 2 == 0), header)
+        narrow = table(
+            on_terminal(args, columns=columns, env=env, cwd=cwd, use_env=number % 2 == 0), header
+        )
         assert_fits(narrow, whole, columns)
-        if max(len(line) for line in whole) > columns:  # it had to give way: something was cut or folded
+        # it had to give way: something was cut or folded
+        if max(len(line) for line in whole) > columns:
             assert narrow != whole
 
 
@@ -146,11 +167,14 @@ def test_show_at_60_columns_keeps_source_whole_and_cuts_values(world: dict[str, 
     env, cwd = world["env"], world["cwd"]
     assert isinstance(env, dict) and isinstance(cwd, Path)
     on_pipe(["pull", "tiny", "-q"], env=env, cwd=cwd)
-    shown = table(on_terminal(["show", "tiny"], columns=60, env=env, cwd=cwd, use_env=False), "PATH")
+    shown = table(
+        on_terminal(["show", "tiny"], columns=60, env=env, cwd=cwd, use_env=False), "PATH"
+    )
     assert shown[0].split() == ["PATH", "STATE", "SIZE", "SHA256", "SOURCE"]
     assert any(ELLIPSIS in line for line in shown[1:])  # the long path and the URLs are cut…
     whole = on_pipe(["show", "tiny"], env=env, cwd=cwd)
-    assert LONG in whole and ELLIPSIS not in whole  # …on the terminal only: a pipe gets every value whole
+    # …on the terminal only: a pipe gets every value whole
+    assert LONG in whole and ELLIPSIS not in whole
 
 
 def test_list_folds_the_description_at_its_spaces(world: dict[str, object]) -> None:
@@ -159,7 +183,10 @@ def test_list_folds_the_description_at_its_spaces(world: dict[str, object]) -> N
     listed = table(on_terminal(["list"], columns=60, env=env, cwd=cwd, use_env=True), "NAME")
     start = listed[0].index("DESCRIPTION")
     folded = " ".join(line[start:].strip() for line in listed[1:] if line[start:].strip())
-    assert "A tiny random model whose description is much longer than any narrow terminal is wide" in folded
+    assert (
+        "A tiny random model whose description is much longer than any narrow terminal is wide"
+        in folded
+    )
 
 
 def test_off_a_terminal_a_table_is_whole_whatever_columns_says(world: dict[str, object]) -> None:
@@ -169,7 +196,8 @@ def test_off_a_terminal_a_table_is_whole_whatever_columns_says(world: dict[str, 
     assert ELLIPSIS not in result.stdout
 
 
-# -- the renderer ----------------------------------------------------------------------------------------------
+# -- the renderer
+# ----------------------------------------------------------------------------------------------
 
 WORD = st.text(alphabet="abcdefghij0123456789/.-é", min_size=1, max_size=40)
 CELL = st.lists(WORD, min_size=1, max_size=6).map(" ".join)
@@ -186,8 +214,12 @@ def _columns_of(header_line: str) -> list[int]:
     data=st.data(),
     width=st.integers(min_value=40, max_value=160),
 )
-def test_a_table_fits_any_width_and_breaks_no_word(headers: list[str], data: st.DataObject, width: int) -> None:
-    rows = data.draw(st.lists(st.fixed_dictionaries(dict.fromkeys(headers, CELL)), min_size=1, max_size=5))
+def test_a_table_fits_any_width_and_breaks_no_word(
+    headers: list[str], data: st.DataObject, width: int
+) -> None:
+    rows = data.draw(
+        st.lists(st.fixed_dictionaries(dict.fromkeys(headers, CELL)), min_size=1, max_size=5)
+    )
     out = io.StringIO()
     render_table(rows, [(h, h) for h in headers], stream=out, color=False, width=width)
     lines = out.getvalue().splitlines()
@@ -199,7 +231,10 @@ def test_a_table_fits_any_width_and_breaks_no_word(headers: list[str], data: st.
         meant = [word for row in rows for word in row[header].split()]
         assert len(shown) == len(meant), (header, shown, meant)
         for token, word in zip(shown, meant, strict=True):
-            assert token == word or (token.endswith(ELLIPSIS) and word.startswith(token[:-1])), (token, word)
+            assert token == word or (token.endswith(ELLIPSIS) and word.startswith(token[:-1])), (
+                token,
+                word,
+            )
 
 
 @given(text=CELL, width=st.integers(min_value=1, max_value=60))
@@ -216,7 +251,8 @@ def test_wide_characters_are_cut_by_the_columns_they_take() -> None:
     rows = [{"path": "模型/权重文件-00001-of-00002.safetensors", "size": "1 MiB"}]
     render_table(rows, [("path", "PATH"), ("size", "SIZE")], stream=out, color=False, width=20)
     columns = [
-        sum(2 if unicodedata.east_asian_width(c) == "W" else 1 for c in line) for line in out.getvalue().splitlines()
+        sum(2 if unicodedata.east_asian_width(c) == "W" else 1 for c in line)
+        for line in out.getvalue().splitlines()
     ]
     assert max(columns) <= 20
     assert out.getvalue().splitlines()[1].split()[0].endswith(ELLIPSIS)
@@ -225,5 +261,11 @@ def test_wide_characters_are_cut_by_the_columns_they_take() -> None:
 def test_headers_that_only_just_fit_leave_the_first_column_no_extra_room() -> None:
     headers = ["AAAAAA", "BBBBBB", "CCCCCC", "DDDDDD", "EEEEEE"]  # 30 columns and 4 gaps of 2 in 40
     out = io.StringIO()
-    render_table([dict.fromkeys(headers, "x" * 30)], [(h, h) for h in headers], stream=out, color=False, width=40)
+    render_table(
+        [dict.fromkeys(headers, "x" * 30)],
+        [(h, h) for h in headers],
+        stream=out,
+        color=False,
+        width=40,
+    )
     assert [len(line) for line in out.getvalue().splitlines()] == [40, 40]

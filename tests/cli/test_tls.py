@@ -1,5 +1,6 @@
-"""HTTPS against a loopback server with a scratch CA (issue 11, item 16): an untrusted certificate is one clear
-failure, not retried, with a hint naming the CA variables; each of those variables makes it work."""
+"""HTTPS against a loopback server with a scratch CA (issue 11, item 16): an untrusted certificate
+is one clear failure, not retried, with a hint naming the CA variables; each of those variables
+makes it work."""
 
 from __future__ import annotations
 
@@ -56,7 +57,10 @@ def test_each_ca_bundle_variable_is_honoured(
     monkeypatch.setenv(variable, str(ca.write_bundle(tmp_path / "ca.pem")))
     result = get(f"{tls_cdn.url}/w.bin")
     assert result.exit_code == 0, result.stderr
-    assert hashlib.sha256((Path("out") / "w.bin").read_bytes()).digest() == hashlib.sha256(DATA).digest()
+    assert (
+        hashlib.sha256((Path("out") / "w.bin").read_bytes()).digest()
+        == hashlib.sha256(DATA).digest()
+    )
 
 
 def test_ssl_cert_dir_is_honoured(
@@ -73,7 +77,9 @@ def test_ssl_cert_dir_is_honoured(
 def test_requests_ca_bundle_comes_first(
     tls_cdn: TlsCdn, ca: ScratchCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The order is explicit: REQUESTS_CA_BUNDLE > CURL_CA_BUNDLE > SSL_CERT_FILE (a wrong first one wins)."""
+    """The order is explicit: REQUESTS_CA_BUNDLE > CURL_CA_BUNDLE > SSL_CERT_FILE (a wrong first
+    one wins).
+    """
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ScratchCA().write_bundle(tmp_path / "other.pem")))
     monkeypatch.setenv("SSL_CERT_FILE", str(ca.write_bundle(tmp_path / "ca.pem")))
     assert get(f"{tls_cdn.url}/w.bin").exit_code == 5
@@ -95,7 +101,9 @@ def test_a_missing_ca_bundle_is_a_usage_error_naming_the_variable(
 def test_the_hub_client_trusts_the_same_cas(
     tls_cdn: TlsCdn, ca: ScratchCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Hub calls (through huggingface_hub's client) refuse the scratch certificate too, with the same words."""
+    """Hub calls (through huggingface_hub's client) refuse the scratch certificate too, with the
+    same words.
+    """
     monkeypatch.setenv("HF_ENDPOINT", tls_cdn.url)
     result = get("hf://org/tiny/config.json")
     assert result.exit_code == 5

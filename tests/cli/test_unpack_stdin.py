@@ -1,8 +1,8 @@
 """`mdl unpack -`: the archive from a pipe (`mdl pack RUN -o - | ssh gpu mdl unpack - -d /models`).
 
-Real processes and a real shell pipe: the bytes arrive identical, the spool (a hidden temp file on the
-destination's filesystem) is gone afterwards whatever happened, and a terminal, an empty or a non-zip stdin
-are refused as usage errors naming stdin.
+Real processes and a real shell pipe: the bytes arrive identical, the spool (a hidden temp file on
+the destination's filesystem) is gone afterwards whatever happened, and a terminal, an empty or a
+non-zip stdin are refused as usage errors naming stdin.
 """
 
 from __future__ import annotations
@@ -34,18 +34,25 @@ def spools(folder: Path) -> list[str]:
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     run = tmp_path / "run"
     make_hf_run(run, steps=(100,))
-    (run / "big.safetensors").write_bytes(os.urandom(24 * MiB))  # big enough for progress to have to move
+    # big enough for progress to have to move
+    (run / "big.safetensors").write_bytes(os.urandom(24 * MiB))
     return run
 
 
-def test_pack_to_stdout_piped_into_unpack_from_stdin_gives_identical_bytes(run_dir: Path, tmp_path: Path) -> None:
+def test_pack_to_stdout_piped_into_unpack_from_stdin_gives_identical_bytes(
+    run_dir: Path, tmp_path: Path
+) -> None:
     dest = tmp_path / "deploy" / "models"
     done = subprocess.run(
         f"{MDL} pack run -o - | {MDL} unpack - -d {shlex.quote(str(dest))}",
@@ -70,11 +77,16 @@ def test_pack_to_stdout_piped_into_unpack_from_stdin_gives_identical_bytes(run_d
     assert spools(dest) == [] and spools(dest.parent) == [] and spools(tmp_path) == []
 
 
-def test_unpack_from_stdin_into_an_existing_folder_leaves_only_the_archive(run_dir: Path, tmp_path: Path) -> None:
+def test_unpack_from_stdin_into_an_existing_folder_leaves_only_the_archive(
+    run_dir: Path, tmp_path: Path
+) -> None:
     dest = tmp_path / "out"
     dest.mkdir()
     packed = subprocess.run(
-        [sys.executable, "-m", "mdl", "pack", "run", "-o", "-"], cwd=tmp_path, capture_output=True, check=True
+        [sys.executable, "-m", "mdl", "pack", "run", "-o", "-"],
+        cwd=tmp_path,
+        capture_output=True,
+        check=True,
     )
     done = subprocess.run(
         [sys.executable, "-m", "mdl", "unpack", "-", "-d", str(dest), "--json"],
@@ -87,9 +99,14 @@ def test_unpack_from_stdin_into_an_existing_folder_leaves_only_the_archive(run_d
     assert sorted(p.name for p in dest.iterdir()) == ["run"]  # no spool, no staging folder
 
 
-def test_an_interrupted_stdin_leaves_no_spool_and_nothing_in_the_destination(run_dir: Path, tmp_path: Path) -> None:
+def test_an_interrupted_stdin_leaves_no_spool_and_nothing_in_the_destination(
+    run_dir: Path, tmp_path: Path
+) -> None:
     archive = subprocess.run(
-        [sys.executable, "-m", "mdl", "pack", "run", "-o", "-"], cwd=tmp_path, capture_output=True, check=True
+        [sys.executable, "-m", "mdl", "pack", "run", "-o", "-"],
+        cwd=tmp_path,
+        capture_output=True,
+        check=True,
     ).stdout
     dest = tmp_path / "target" / "models"
     proc = subprocess.Popen(
@@ -100,10 +117,12 @@ def test_an_interrupted_stdin_leaves_no_spool_and_nothing_in_the_destination(run
         stderr=subprocess.PIPE,
     )
     assert proc.stdin is not None
-    proc.stdin.write(archive[: len(archive) // 2])  # the writer is still going when the user presses Ctrl-C
+    # the writer is still going when the user presses Ctrl-C
+    proc.stdin.write(archive[: len(archive) // 2])
     proc.stdin.flush()
     deadline = time.monotonic() + 30
-    while not spools(tmp_path) and time.monotonic() < deadline:  # DIR does not exist yet: the spool is beside it
+    # DIR does not exist yet: the spool is beside it
+    while not spools(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert spools(tmp_path), "no spool appeared"
     proc.send_signal(signal.SIGINT)
@@ -138,7 +157,9 @@ def test_a_terminal_on_stdin_is_refused(tmp_path: Path) -> None:
         (b"hello, this is not a zip\n", "stdin: not a readable zip archive"),
     ],
 )
-def test_empty_or_non_zip_stdin_is_a_usage_error_naming_stdin(tmp_path: Path, data: bytes, message: str) -> None:
+def test_empty_or_non_zip_stdin_is_a_usage_error_naming_stdin(
+    tmp_path: Path, data: bytes, message: str
+) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "mdl", "unpack", "-", "-d", str(tmp_path / "d")],
         input=data,
@@ -151,12 +172,16 @@ def test_empty_or_non_zip_stdin_is_a_usage_error_naming_stdin(tmp_path: Path, da
     assert not (tmp_path / "d").exists() and spools(tmp_path) == []
 
 
-def test_api_unpack_accepts_a_binary_stream(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_unpack_accepts_a_binary_stream(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     buffer = io.BytesIO()
     api.pack("run", stream=buffer)
     result = api.unpack(io.BytesIO(buffer.getvalue()), dest="api-out")
-    assert (tmp_path / "api-out" / "run" / "big.safetensors").read_bytes() == (run_dir / "big.safetensors").read_bytes()
+    assert (tmp_path / "api-out" / "run" / "big.safetensors").read_bytes() == (
+        run_dir / "big.safetensors"
+    ).read_bytes()
     assert result.dest == str(tmp_path / "api-out")
     assert spools(tmp_path) == [] and spools(tmp_path / "api-out") == []
     with pytest.raises(UsageError, match="stdin is empty"):

@@ -1,9 +1,10 @@
-"""Every warning is seen: a mirror that fails a file (404, 500, nothing listening) or serves a wrong copy, and a
-model kept on a Hub outage, are a `mdl: warning:` line on stderr in every progress mode (plain, --no-progress,
-none), a `warning` on the file in --json, a `warning` event with --progress json, and a log line — and nothing on
-stderr with -q.
+"""Every warning is seen: a mirror that fails a file (404, 500, nothing listening) or serves a wrong
+copy, and a model kept on a Hub outage, are a `mdl: warning:` line on stderr in every progress mode
+(plain, --no-progress, none), a `warning` on the file in --json, a `warning` event with --progress
+json, and a log line — and nothing on stderr with -q.
 
-Against the loopback Hub and a loopback mirror that serves what it holds and nothing else (tests/servers.py).
+Against the loopback Hub and a loopback mirror that serves what it holds and nothing else
+(tests/servers.py).
 """
 
 from __future__ import annotations
@@ -68,8 +69,14 @@ def dead_url() -> str:
 
 
 def warnings(stderr: str) -> list[str]:
-    """The ``mdl: warning:`` lines' messages (each line of stderr, off a terminal, after its stamp)."""
-    return [line.removeprefix("mdl: warning: ") for line in unstamped(stderr) if line.startswith("mdl: warning: ")]
+    """The ``mdl: warning:`` lines' messages (each line of stderr, off a terminal, after its
+    stamp).
+    """
+    return [
+        line.removeprefix("mdl: warning: ")
+        for line in unstamped(stderr)
+        if line.startswith("mdl: warning: ")
+    ]
 
 
 MODES = [[], ["--no-progress"], ["--progress", "plain"], ["--progress", "none"]]
@@ -79,7 +86,8 @@ MODE_IDS = ["default", "no-progress", "plain", "none"]
 def pull_through(mirror_url: str, world: dict[str, Path], *flags: str) -> Result:
     result = mdl("pull", "tiny", "--mirror", mirror_url + "/{model}/{path}", *flags)
     assert result.exit_code == 0, result.stderr
-    assert (world["dest"] / "tiny" / "model.safetensors").read_bytes() == WEIGHTS  # the origin made up for it
+    # the origin made up for it
+    assert (world["dest"] / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
     return result
 
 
@@ -90,19 +98,28 @@ def test_a_mirror_missing_a_file_is_a_warning_in_every_mode(
     mirror.held = {"/tiny/config.json": CONFIG}  # it lacks the weights
     result = pull_through(mirror.url, world, *flags)
     [said] = warnings(result.stderr)
-    assert said.startswith(f"tiny/model.safetensors: mirror {mirror.url}/tiny/model.safetensors failed (")
+    assert said.startswith(
+        f"tiny/model.safetensors: mirror {mirror.url}/tiny/model.safetensors failed ("
+    )
     assert "404" in said and said.endswith("trying the next source")
-    assert "WARNING" in world["log"].read_text() and "tiny/model.safetensors: mirror" in world["log"].read_text()
+    assert (
+        "WARNING" in world["log"].read_text()
+        and "tiny/model.safetensors: mirror" in world["log"].read_text()
+    )
 
 
-def test_a_mirror_answering_500_is_a_warning_per_file_and_in_json(world: dict[str, Path], mirror: Mirror) -> None:
+def test_a_mirror_answering_500_is_a_warning_per_file_and_in_json(
+    world: dict[str, Path], mirror: Mirror
+) -> None:
     mirror.held = {f"/tiny/{path}": data for path, data in FILES.items()}
     mirror.faults.add(Fault.http_error(500, "boom", times=None))
     result = pull_through(mirror.url, world, "--json")
     doc = json.loads(result.stdout)
     by_path = {f["path"]: f for f in doc["files"]}
     for path in FILES:
-        assert by_path[path]["warning"].startswith(f"tiny/{path}: mirror {mirror.url}/tiny/{path} failed (")
+        assert by_path[path]["warning"].startswith(
+            f"tiny/{path}: mirror {mirror.url}/tiny/{path} failed ("
+        )
         assert "mirror" not in by_path[path]  # the origin served it
     assert sorted(warnings(result.stderr)) == sorted(by_path[p]["warning"] for p in FILES)
 
@@ -126,7 +143,9 @@ def test_a_dead_mirror_is_said_once_for_the_run(world: dict[str, Path]) -> None:
     assert "is not usable" in said and said.endswith("using the next source")
 
 
-def test_quiet_hides_the_warning_but_json_and_the_log_keep_it(world: dict[str, Path], mirror: Mirror) -> None:
+def test_quiet_hides_the_warning_but_json_and_the_log_keep_it(
+    world: dict[str, Path], mirror: Mirror
+) -> None:
     result = pull_through(mirror.url, world, "-q", "--json")
     assert result.stderr == ""
     doc = json.loads(result.stdout)
@@ -143,7 +162,8 @@ def test_progress_json_says_the_warning_as_an_event(world: dict[str, Path], mirr
     assert events[-1]["event"] == "end" and events[-1]["ok"] is True
 
 
-# -- a model kept on a Hub outage ----------------------------------------------------------------------------
+# -- a model kept on a Hub outage
+# ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("flags", MODES, ids=MODE_IDS)
@@ -161,7 +181,8 @@ def test_a_model_kept_on_a_hub_outage_is_a_warning_in_every_mode(
     assert quiet.exit_code == 0 and quiet.stderr == ""
 
 
-# -- a server that names no version of a big file: no resume, no parallel ranges, and the user hears of it ----
+# -- a server that names no version of a big file: no resume, no parallel ranges, and the user hears
+# of it ----
 
 
 @pytest.mark.parametrize("flags", MODES, ids=MODE_IDS)
@@ -169,7 +190,8 @@ def test_a_big_file_with_no_validator_is_a_warning_in_every_mode(
     cdn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str]
 ) -> None:
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
-    data = make_data(33 * 1024 * 1024, seed=7)  # above the split threshold: ranges would be used if they were safe
+    # above the split threshold: ranges would be used if they were safe
+    data = make_data(33 * 1024 * 1024, seed=7)
     url = cdn.add_file("/big.bin", data, etag="", dated=False)
     result = mdl("get", url, "-d", str(tmp_path / "out"), *flags)
     assert result.exit_code == 0, result.stderr
@@ -181,12 +203,21 @@ def test_a_big_file_with_no_validator_is_a_warning_in_every_mode(
 
 def test_a_big_file_with_no_validator_is_a_warning_in_json(cdn: Any, tmp_path: Path) -> None:
     data = make_data(33 * 1024 * 1024, seed=8)
-    url = cdn.add_file("/big.bin", data, etag='W/"weak"', dated=False)  # a weak ETag names no version either
+    # a weak ETag names no version either
+    url = cdn.add_file("/big.bin", data, etag='W/"weak"', dated=False)
     result = mdl("get", url, "-d", str(tmp_path / "out"), "--json")
     assert result.exit_code == 0, result.stderr
     (row,) = json.loads(result.stdout)["files"]
     assert "names no version of the file" in row["warning"]
     quiet = mdl("get", url, "-d", str(tmp_path / "again"), "-q")
     assert quiet.exit_code == 0 and quiet.stderr == ""
-    with_sha = mdl("get", url, "-d", str(tmp_path / "sha"), "--sha256", __import__("hashlib").sha256(data).hexdigest())
-    assert with_sha.exit_code == 0 and warnings(with_sha.stderr) == []  # a hash checks the result: ranges are safe
+    with_sha = mdl(
+        "get",
+        url,
+        "-d",
+        str(tmp_path / "sha"),
+        "--sha256",
+        __import__("hashlib").sha256(data).hexdigest(),
+    )
+    # a hash checks the result: ranges are safe
+    assert with_sha.exit_code == 0 and warnings(with_sha.stderr) == []

@@ -1,6 +1,7 @@
-"""What a pull says and records of Xet files: the Xet hash the listing gave (its sha256 verified), the bytes fetched
-and reused in the record and in ``show --json``; the summary and ``--json`` name reused bytes only when there are some;
---xet/--no-xet, MDL_XET and ``[settings] xet`` reach the run."""
+"""What a pull says and records of Xet files: the Xet hash the listing gave (its sha256 verified),
+the bytes fetched and reused in the record and in ``show --json``; the summary and ``--json`` name
+reused bytes only when there are some; --xet/--no-xet, MDL_XET and ``[settings] xet`` reach the run.
+"""
 
 from __future__ import annotations
 
@@ -37,12 +38,17 @@ def _show(name: str) -> dict[str, dict[str, object]]:
     return {f["path"]: f for f in model["files"]}
 
 
-def test_a_pulled_file_records_its_xet_hash_and_the_bytes_fetched_and_show_json_says_so(tiny: Path) -> None:
+def test_a_pulled_file_records_its_xet_hash_and_the_bytes_fetched_and_show_json_says_so(
+    tiny: Path,
+) -> None:
     result = mdl("pull", "tiny", "--no-xet")
     assert result.exit_code == 0, result.stderr
     assert "reused" not in result.stderr  # nothing was
     files = _show("tiny")
-    assert (files["model.safetensors"]["xet"], files["model.safetensors"]["fetched"]) == (XET, len(WEIGHTS))
+    assert (files["model.safetensors"]["xet"], files["model.safetensors"]["fetched"]) == (
+        XET,
+        len(WEIGHTS),
+    )
     assert files["model.safetensors"]["reused"] == 0
     assert files["config.json"]["xet"] is None and files["config.json"]["fetched"] == 3
     record = json.loads((tiny.parent / "models" / ".mdl" / "records" / "tiny.json").read_text())
@@ -68,7 +74,12 @@ def test_show_json_of_a_file_recorded_by_an_older_mdl_says_what_is_not_known(tin
         del entry["xet"], entry["reused"], entry["fetched"]
     path.write_text(json.dumps(record))
     shown = _show("tiny")["model.safetensors"]
-    assert (shown["state"], shown["xet"], shown["fetched"], shown["reused"]) == ("installed", None, None, 0)
+    assert (shown["state"], shown["xet"], shown["fetched"], shown["reused"]) == (
+        "installed",
+        None,
+        None,
+        0,
+    )
 
 
 @pytest.mark.parametrize(
@@ -88,7 +99,12 @@ def test_show_json_of_a_file_recorded_by_an_older_mdl_says_what_is_not_known(tin
     ],
 )
 def test_the_setting_reaches_the_run_from_a_flag_the_environment_and_the_catalog(
-    tiny: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str], catalog_line: str, xet: bool
+    tiny: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    catalog_line: str,
+    xet: bool,
 ) -> None:
     import mdl.download as download
 

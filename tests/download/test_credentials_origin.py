@@ -1,6 +1,6 @@
-"""A credential only where the user sent it (issue 50, C): a netrc login and -H headers go to the URLs the user typed,
-on their own origin; a URL a document, a listing or a redirect named gets neither, and a 401 after a redirect that
-left the login behind says so. Real loopback servers."""
+"""A credential only where the user sent it (issue 50, C): a netrc login and -H headers go to the
+URLs the user typed, on their own origin; a URL a document, a listing or a redirect named gets
+neither, and a 401 after a redirect that left the login behind says so. Real loopback servers."""
 
 from __future__ import annotations
 
@@ -59,11 +59,15 @@ def other() -> Iterator[CdnServer]:
 def test_a_job_outputs_link_gets_no_netrc_login_nor_header(
     cdn: CdnServer, here: Path, isolated_env: Path, entry: str
 ) -> None:
-    """The document names the host: a ``default`` entry (or the host's own) would send Basic credentials to whatever
-    host a job output names, as -H headers are rightly withheld from the same link."""
+    """The document names the host: a ``default`` entry (or the host's own) would send Basic
+    credentials to whatever host a job output names, as -H headers are rightly withheld from the
+    same link."""
     (isolated_env / ".netrc").write_text(f"{entry} login alice password {PASSWORD}\n")
-    link = cdn.add_file("/out/a.bin", DATA)  # a plain link: not a presigned one (those never got a login)
-    (here / "job.json").write_text(json.dumps({"type": "redirect", "url": link, "filename": "a.bin"}))
+    # a plain link: not a presigned one (those never got a login)
+    link = cdn.add_file("/out/a.bin", DATA)
+    (here / "job.json").write_text(
+        json.dumps({"type": "redirect", "url": link, "filename": "a.bin"})
+    )
     result = mdl("get", "job.json", "-H", f"X-Api-Key: {KEY}")
     assert result.exit_code == 0, result.stderr
     assert (here / "a.bin").read_bytes() == DATA
@@ -73,7 +77,9 @@ def test_a_job_outputs_link_gets_no_netrc_login_nor_header(
 
 
 def test_a_url_the_user_typed_still_gets_its_netrc_login(cdn: CdnServer, here: Path) -> None:
-    url = cdn.add_file("/private/a.bin", DATA, required_headers={"Authorization": basic("alice", PASSWORD)})
+    url = cdn.add_file(
+        "/private/a.bin", DATA, required_headers={"Authorization": basic("alice", PASSWORD)}
+    )
     result = mdl("get", url)
     assert result.exit_code == 0, result.stderr
     assert basic("alice", PASSWORD) in sent(cdn, "Authorization")
@@ -82,7 +88,9 @@ def test_a_url_the_user_typed_still_gets_its_netrc_login(cdn: CdnServer, here: P
 def test_a_redirect_elsewhere_gets_neither_and_its_401_says_the_login_was_withheld(
     cdn: CdnServer, other: CdnServer, here: Path
 ) -> None:
-    target = other.add_file("/cdn/a.bin", DATA, required_headers={"Authorization": basic("alice", PASSWORD)})
+    target = other.add_file(
+        "/cdn/a.bin", DATA, required_headers={"Authorization": basic("alice", PASSWORD)}
+    )
     url = cdn.add_redirect("/go/a.bin", target)
     result = mdl("get", url, "-H", f"X-Api-Key: {KEY}")
     assert result.exit_code == 3, result.stderr
@@ -90,8 +98,9 @@ def test_a_redirect_elsewhere_gets_neither_and_its_401_says_the_login_was_withhe
     assert set(sent(other, "X-Api-Key")) == {None}
     said = " ".join(result.stderr.split())
     assert (
-        f"the netrc login and the headers given (-H, the catalog's headers) for http://127.0.0.1:{cdn.port} were "
-        f"withheld on the redirect to http://localhost:{other.port} (another host" in said
+        "the netrc login and the headers given (-H, the catalog's headers) for"
+        f" http://127.0.0.1:{cdn.port} were withheld on the redirect to"
+        f" http://localhost:{other.port} (another host" in said
     )
     assert f"hint: give the URL it redirects to (http://localhost:{other.port}/cdn/a.bin)" in said
     assert PASSWORD not in result.stderr
@@ -100,19 +109,22 @@ def test_a_redirect_elsewhere_gets_neither_and_its_401_says_the_login_was_withhe
 def test_an_http_to_https_redirect_on_the_same_host_says_why_the_login_stayed_behind(
     cdn: CdnServer, here: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Safer than curl, wget and aria2c (the login stays on http://127.0.0.1), and now said: exit 3 names the login,
-    the origin it was withheld from and why, with the way to send it."""
+    """Safer than curl, wget and aria2c (the login stays on http://127.0.0.1), and now said: exit 3
+    names the login, the origin it was withheld from and why, with the way to send it."""
     ca = ScratchCA()
     monkeypatch.setenv("SSL_CERT_FILE", str(ca.write_bundle(tmp_path / "ca.pem")))
     secure = TlsCdn(ca).start()
     try:
-        target = secure.add_file("/a.bin", DATA, required_headers={"Authorization": basic("alice", PASSWORD)})
+        target = secure.add_file(
+            "/a.bin", DATA, required_headers={"Authorization": basic("alice", PASSWORD)}
+        )
         result = mdl("get", cdn.add_redirect("/a.bin", target))
         assert result.exit_code == 3, result.stderr
         said = " ".join(result.stderr.split())
         assert (
-            f"the netrc login for http://127.0.0.1:{cdn.port} was withheld on the redirect to "
-            f"https://127.0.0.1:{secure.port} (another scheme: mdl sends credentials only to the origin" in said
+            f"the netrc login for http://127.0.0.1:{cdn.port} was withheld on the redirect to"
+            f" https://127.0.0.1:{secure.port} (another scheme: mdl sends credentials only to the"
+            " origin" in said
         )
         assert f"give the URL it redirects to ({target})" in said
         assert basic("alice", PASSWORD) in sent(cdn, "Authorization"), "the typed URL got it"
@@ -125,11 +137,15 @@ def test_an_http_to_https_redirect_on_the_same_host_says_why_the_login_stayed_be
         secure.stop()
 
 
-@pytest.mark.parametrize(("raw", "env"), [('"Bearer tok-1 "', {}), ('"Bearer ${TOK}"', {"TOK": "tok-1 "})])
+@pytest.mark.parametrize(
+    ("raw", "env"), [('"Bearer tok-1 "', {}), ('"Bearer ${TOK}"', {"TOK": "tok-1 "})]
+)
 def test_a_catalog_header_value_the_library_would_refuse_is_exit_2_before_any_request(
     cdn: CdnServer, here: Path, monkeypatch: pytest.MonkeyPatch, raw: str, env: dict[str, str]
 ) -> None:
-    """It was accepted, refused by the HTTP library at send time, retried and reported as exit 5 "error from"."""
+    """It was accepted, refused by the HTTP library at send time, retried and reported as exit 5
+    "error from".
+    """
     url = cdn.add_file("/w.bin", DATA)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -158,9 +174,9 @@ URLS = st.builds(
 def test_no_url_but_one_the_user_typed_gets_a_login_or_a_header_and_never_on_another_origin(
     url: str, hop: str, typed: bool, user_headers: bool
 ) -> None:
-    """The class property, at the one place that decides it (session.credentials), with a netrc ``default`` entry
-    that matches every host: a document's or a listing's URL gets nothing of the user's, and a typed URL's login and
-    headers go to no hop on another origin (a redirect)."""
+    """The class property, at the one place that decides it (session.credentials), with a netrc
+    ``default`` entry that matches every host: a document's or a listing's URL gets nothing of the
+    user's, and a typed URL's login and headers go to no hop on another origin (a redirect)."""
     with tempfile.TemporaryDirectory() as folder:
         netrc_file = Path(folder, "netrc")
         netrc_file.write_text(f"default login alice password {PASSWORD}\n")
@@ -175,6 +191,8 @@ def test_no_url_but_one_the_user_typed_gets_a_login_or_a_header_and_never_on_ano
                 if not typed or origin(at) != origin(url):
                     assert sent_there == {}, (at, sent_there)
                 else:
-                    assert sent_there.get("Authorization", basic("alice", PASSWORD)) == basic("alice", PASSWORD)
+                    assert sent_there.get("Authorization", basic("alice", PASSWORD)) == basic(
+                        "alice", PASSWORD
+                    )
         finally:
             session.close()

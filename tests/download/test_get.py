@@ -55,7 +55,8 @@ def files_in(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
 
 
-RECORD = [".mdl", ".mdl/get.json"]  # what a get keeps beside the files it downloaded: their record, nothing else
+# what a get keeps beside the files it downloaded: their record, nothing else
+RECORD = [".mdl", ".mdl/get.json"]
 
 
 def signature_of(url: str) -> str:
@@ -77,10 +78,13 @@ def write_job(tmp_path: Path, doc: Any, name: str = "job.json") -> str:
     return name
 
 
-# -- the issue's "done when" -------------------------------------------------------------------------------
+# -- the issue's "done when"
+# -------------------------------------------------------------------------------
 
 
-def test_saved_job_with_inline_lora_and_presigned_large_file(env: HubServer, tmp_path: Path) -> None:
+def test_saved_job_with_inline_lora_and_presigned_large_file(
+    env: HubServer, tmp_path: Path
+) -> None:
     big = make_data(40 * MiB, seed=13)  # above the split threshold: fetched as parallel ranges
     url = env.cdn.add_file("/results/job-7/model.safetensors", big, signed=True)
     job = {
@@ -107,15 +111,20 @@ def test_saved_job_with_inline_lora_and_presigned_large_file(env: HubServer, tmp
     ]
     assert (tmp_path / "out" / "style_lora.safetensors").read_bytes() == LORA
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == big
-    assert files_in(tmp_path / "out") == [*RECORD, "model.safetensors", "style_lora.safetensors"], "no temp files"
+    assert files_in(tmp_path / "out") == [*RECORD, "model.safetensors", "style_lora.safetensors"], (
+        "no temp files"
+    )
     ranged = [
-        r for r in env.cdn.log.records(method="GET", path_prefix="/results/") if r.range not in (None, "bytes=0-0")
+        r
+        for r in env.cdn.log.records(method="GET", path_prefix="/results/")
+        if r.range not in (None, "bytes=0-0")
     ]
     assert len(ranged) > 1, "--connections: a big file comes as parallel ranges"
     assert signature_of(url) not in result.stdout + result.stderr
 
 
-# -- every shape, from a file and from stdin ---------------------------------------------------------------
+# -- every shape, from a file and from stdin
+# ---------------------------------------------------------------
 
 ONE = inline("a.bin", b"alpha")
 TWO = [inline("a.bin", b"alpha"), inline("b.bin", b"beta")]
@@ -129,7 +138,9 @@ TWO = [inline("a.bin", b"alpha"), inline("b.bin", b"beta")]
         pytest.param({"files": TWO}, id="files"),
         pytest.param({"id": "j", "status": "COMPLETED", "output": ONE}, id="envelope-descriptor"),
         pytest.param({"id": "j", "status": "COMPLETED", "output": TWO}, id="envelope-list"),
-        pytest.param({"id": "j", "status": "completed", "output": {"files": TWO}}, id="envelope-files"),
+        pytest.param(
+            {"id": "j", "status": "completed", "output": {"files": TWO}}, id="envelope-files"
+        ),
     ],
 )
 @pytest.mark.parametrize("via", ["file", "stdin"])
@@ -139,7 +150,9 @@ def test_every_job_output_shape(env: HubServer, tmp_path: Path, doc: Any, via: s
     else:
         result = mdl("get", write_job(tmp_path, doc), "-d", "out", "--json")
     assert result.exit_code == 0, result.stderr
-    expected = {"a.bin": b"alpha", "b.bin": b"beta"} if "b.bin" in json.dumps(doc) else {"a.bin": b"alpha"}
+    expected = (
+        {"a.bin": b"alpha", "b.bin": b"beta"} if "b.bin" in json.dumps(doc) else {"a.bin": b"alpha"}
+    )
     assert {f["path"]: (f["size"], f["sha256"]) for f in json.loads(result.stdout)["files"]} == {
         name: (len(data), sha(data)) for name, data in expected.items()
     }
@@ -155,7 +168,12 @@ def test_job_output_from_stdin_into_the_current_folder(env: HubServer, tmp_path:
 
 
 def test_mime_wrapped_base64_is_decoded(env: HubServer, tmp_path: Path) -> None:
-    job = {"type": "file_data", "filename": "a.bin", "data": base64.encodebytes(LORA).decode(), "sha256": sha(LORA)}
+    job = {
+        "type": "file_data",
+        "filename": "a.bin",
+        "data": base64.encodebytes(LORA).decode(),
+        "sha256": sha(LORA),
+    }
     result = mdl("get", "-", stdin=json.dumps(job))
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "a.bin").read_bytes() == LORA
@@ -168,14 +186,31 @@ def test_one_descriptor_can_be_named_with_o(env: HubServer, tmp_path: Path) -> N
     assert files_in(tmp_path / "w") == ["lora.bin"]
 
 
-# -- refusals: the exit code, the culprit named, and nothing written ------------------------------------
+# -- refusals: the exit code, the culprit named, and nothing written
+# ------------------------------------
 
 
 @pytest.mark.parametrize(
     "name",
-    ["../evil", "a/evil", "a\\evil", "..", ".", "", "C:evil", "CON", "nul.txt", "a\x00b", "evil.", ".mdl", "COM1.bin"],
+    [
+        "../evil",
+        "a/evil",
+        "a\\evil",
+        "..",
+        ".",
+        "",
+        "C:evil",
+        "CON",
+        "nul.txt",
+        "a\x00b",
+        "evil.",
+        ".mdl",
+        "COM1.bin",
+    ],
 )
-def test_hostile_filenames_are_exit_2_and_nothing_is_written(env: HubServer, tmp_path: Path, name: str) -> None:
+def test_hostile_filenames_are_exit_2_and_nothing_is_written(
+    env: HubServer, tmp_path: Path, name: str
+) -> None:
     url = env.cdn.add_file("/x/ok2.bin", DATA)
     job = {"files": [inline("ok.bin", b"fine"), redirect("ok2.bin", url), inline(name, b"evil")]}
     result = mdl("get", write_job(tmp_path, job), "-d", "out")
@@ -217,7 +252,9 @@ def test_two_sources_naming_one_file_are_exit_2(env: HubServer, tmp_path: Path) 
         ({"id": "abc123", "status": "CANCELLED", "output": ONE}, "job abc123 is CANCELLED"),
     ],
 )
-def test_a_job_that_did_not_complete_is_exit_2(env: HubServer, tmp_path: Path, doc: Any, needle: str) -> None:
+def test_a_job_that_did_not_complete_is_exit_2(
+    env: HubServer, tmp_path: Path, doc: Any, needle: str
+) -> None:
     result = mdl("get", write_job(tmp_path, doc), "--json")
     assert result.exit_code == 2
     assert needle in result.stderr
@@ -239,7 +276,9 @@ def test_a_job_that_did_not_complete_is_exit_2(env: HubServer, tmp_path: Path, d
         ("[]", "no files"),
     ],
 )
-def test_broken_job_output_is_exit_2(env: HubServer, tmp_path: Path, payload: str, needle: str) -> None:
+def test_broken_job_output_is_exit_2(
+    env: HubServer, tmp_path: Path, payload: str, needle: str
+) -> None:
     result = mdl("get", "-", stdin=payload)
     assert result.exit_code == 2
     assert needle in result.stderr
@@ -248,7 +287,11 @@ def test_broken_job_output_is_exit_2(env: HubServer, tmp_path: Path, payload: st
 
 def test_bad_base64_anywhere_means_nothing_is_written(env: HubServer, tmp_path: Path) -> None:
     url = env.cdn.add_file("/x/c.bin", DATA)
-    job = [inline("a.bin", b"fine"), redirect("c.bin", url), {**inline("b.bin", b"x"), "data": "!!!!"}]
+    job = [
+        inline("a.bin", b"fine"),
+        redirect("c.bin", url),
+        {**inline("b.bin", b"x"), "data": "!!!!"},
+    ]
     result = mdl("get", "-", "-d", "out", stdin=json.dumps(job))
     assert result.exit_code == 2
     assert "stdin[2].data: not valid base64" in result.stderr
@@ -294,7 +337,8 @@ def test_inline_against_sha256_flag(env: HubServer, tmp_path: Path) -> None:
     assert (tmp_path / "a.bin").read_bytes() == b"alpha"
 
 
-# -- redirect descriptors and URLs: the engine, its checks, and expiry ----------------------------------
+# -- redirect descriptors and URLs: the engine, its checks, and expiry
+# ----------------------------------
 
 
 def test_redirect_descriptor_with_sha256_is_verified(env: HubServer, tmp_path: Path) -> None:
@@ -308,7 +352,9 @@ def test_redirect_descriptor_with_sha256_is_verified(env: HubServer, tmp_path: P
     result = mdl("get", "-", stdin=json.dumps(bad))
     assert result.exit_code == 6
     assert "sha256 mismatch" in result.stderr
-    assert files_in(tmp_path) == [*RECORD, "a.bin", "mdl.log"], "no file at the final path, no partial left"
+    assert files_in(tmp_path) == [*RECORD, "a.bin", "mdl.log"], (
+        "no file at the final path, no partial left"
+    )
 
 
 @pytest.mark.parametrize("with_sha256", [False, True], ids=["probed", "streamed"])
@@ -339,7 +385,9 @@ def test_expired_presigned_url_is_exit_3(env: HubServer, tmp_path: Path, with_sh
     assert "/out/lora.safetensors?REDACTED" in result.stderr
     doc = json.loads(result.stdout)
     assert doc["ok"] is False and "link has expired" in doc["files"][0]["error"]
-    assert signature_of(url) not in result.stdout + result.stderr + (tmp_path / "mdl.log").read_text()
+    assert (
+        signature_of(url) not in result.stdout + result.stderr + (tmp_path / "mdl.log").read_text()
+    )
     assert len(env.cdn.log) == 1, "a direct link cannot be renewed: it is not asked again"
     assert not (tmp_path / "lora.safetensors").exists()
 
@@ -365,13 +413,21 @@ def test_plain_http_urls_need_a_local_host(env: HubServer, tmp_path: Path) -> No
 
 @pytest.mark.parametrize("port", ["99999", "abc", "-1"])
 @pytest.mark.parametrize("scheme", ["https", "http", "HTTP"])
-def test_a_url_with_a_bad_port_is_exit_2_naming_it(env: HubServer, tmp_path: Path, port: str, scheme: str) -> None:
-    """Said as the scheme it was given with (an http:// URL is no "https:// URL"), with what mdl takes."""
+def test_a_url_with_a_bad_port_is_exit_2_naming_it(
+    env: HubServer, tmp_path: Path, port: str, scheme: str
+) -> None:
+    """Said as the scheme it was given with (an http:// URL is no "https:// URL"), with what mdl
+    takes.
+    """
     url = f"{scheme}://127.0.0.1:{port}/x.bin"
     result = mdl("get", url)
     assert result.exit_code == 2, result.stderr
-    assert f"{url.lower()}: not a valid {scheme.lower()}:// URL" in result.stderr  # shown redacted: scheme lowered
-    assert "hint: mdl takes https:// URLs, and http:// ones to loopback or private hosts" in result.stderr
+    # shown redacted: scheme lowered
+    assert f"{url.lower()}: not a valid {scheme.lower()}:// URL" in result.stderr
+    assert (
+        "hint: mdl takes https:// URLs, and http:// ones to loopback or private hosts"
+        in result.stderr
+    )
     assert not list(tmp_path.glob("x.bin*"))
 
 
@@ -386,13 +442,19 @@ def test_a_url_without_a_file_name_needs_o(env: HubServer, tmp_path: Path) -> No
     assert reserved.exit_code == 2 and "reserved device name" in reserved.stderr
 
 
-# -- secrets: never in stdout, stderr, the log, or anything left on disk --------------------------------
+# -- secrets: never in stdout, stderr, the log, or anything left on disk
+# --------------------------------
 
 
 def test_signature_never_shows_on_a_successful_get(env: HubServer, tmp_path: Path) -> None:
     target = env.cdn.add_file("/store/lora.bin", DATA)
-    env.cdn.add_redirect("/dl/lora.bin", target + "?X-Amz-Signature=SECRETSIG2222&X-Amz-Credential=SECRETCRED")
-    url = env.cdn.url + "/dl/lora.bin?X-Amz-Signature=SECRETSIG1111&X-Amz-Security-Token=SECRETTOKEN&X-Amz-Expires=60"
+    env.cdn.add_redirect(
+        "/dl/lora.bin", target + "?X-Amz-Signature=SECRETSIG2222&X-Amz-Credential=SECRETCRED"
+    )
+    url = (
+        env.cdn.url
+        + "/dl/lora.bin?X-Amz-Signature=SECRETSIG1111&X-Amz-Security-Token=SECRETTOKEN&X-Amz-Expires=60"
+    )
     job = {"id": "j", "status": "COMPLETED", "output": [redirect("lora.bin", url, size=len(DATA))]}
     result = mdl("get", write_job(tmp_path, job), "-d", "out", "-v", "--json")
     assert result.exit_code == 0, result.stderr
@@ -406,9 +468,12 @@ def test_signature_never_shows_on_a_successful_get(env: HubServer, tmp_path: Pat
 
 
 def test_signature_never_shows_when_a_get_is_cut_short(env: HubServer, tmp_path: Path) -> None:
-    """The link expires mid-download: exit 3, the partial and its resume record are kept, and neither
-    they, the output nor the log carry the signature."""
-    url = env.cdn.add_file("/out/model.bin", DATA, signed=True) + "&X-Amz-Security-Token=SECRETSIG3333"
+    """The link expires mid-download: exit 3, the partial and its resume record are kept, and
+    neither they, the output nor the log carry the signature."""
+    url = (
+        env.cdn.add_file("/out/model.bin", DATA, signed=True)
+        + "&X-Amz-Security-Token=SECRETSIG3333"
+    )
     env.cdn.faults.add(Fault.reset(after_bytes=1_000_000, path_prefix="/out/"))
     env.cdn.faults.add(Fault.expire_urls(path_prefix="/out/", skip=1))
     job = [redirect("model.bin", url, size=len(DATA), sha256=sha(DATA))]
@@ -427,7 +492,8 @@ def test_signature_never_shows_when_a_get_is_cut_short(env: HubServer, tmp_path:
                 assert secret not in path.read_text(errors="replace"), path
 
 
-# -- hf:// and plain URLs ------------------------------------------------------------------------------
+# -- hf:// and plain URLs
+# ------------------------------------------------------------------------------
 
 
 def test_hf_uri_and_output_file(env: HubServer, tmp_path: Path) -> None:
@@ -437,11 +503,15 @@ def test_hf_uri_and_output_file(env: HubServer, tmp_path: Path) -> None:
     assert json.loads(result.stdout)["files"][0]["sha256"] == sha(DATA)
     ds = mdl("get", "hf://datasets/org/ds@main/data/train.jsonl")
     assert ds.exit_code == 0, ds.stderr
-    assert (tmp_path / "data" / "train.jsonl").read_bytes() == b'{"x": 1}\n', "its folder in the repo is kept"
+    assert (tmp_path / "data" / "train.jsonl").read_bytes() == b'{"x": 1}\n', (
+        "its folder in the repo is kept"
+    )
     assert mdl("get", "hf://org/tiny/missing.bin").exit_code == 4
 
 
-def test_get_ignores_the_hf_cache_layout(env: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_get_ignores_the_hf_cache_layout(
+    env: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MDL_LAYOUT", "hf-cache")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     result = mdl("get", "hf://org/tiny/model.safetensors", "-d", "out")
@@ -477,7 +547,9 @@ def test_get_usage_errors(env: HubServer, tmp_path: Path) -> None:
     assert files_in(tmp_path) == ["folder", "job.json", "mdl.log"]
 
 
-def test_a_folder_in_the_way_is_exit_7_before_anything_is_written(env: HubServer, tmp_path: Path) -> None:
+def test_a_folder_in_the_way_is_exit_7_before_anything_is_written(
+    env: HubServer, tmp_path: Path
+) -> None:
     (tmp_path / "out" / "b.bin").mkdir(parents=True)
     result = mdl("get", "-", "-d", "out", stdin=json.dumps(TWO))
     assert result.exit_code == 7
@@ -485,7 +557,8 @@ def test_a_folder_in_the_way_is_exit_7_before_anything_is_written(env: HubServer
     assert files_in(tmp_path / "out") == ["b.bin"]
 
 
-# -- memory: a big inline payload is never held twice ----------------------------------------------------
+# -- memory: a big inline payload is never held twice
+# ----------------------------------------------------
 
 
 def test_inline_base64_is_decoded_without_a_second_full_copy(tmp_path: Path) -> None:
@@ -494,7 +567,8 @@ def test_inline_base64_is_decoded_without_a_second_full_copy(tmp_path: Path) -> 
     digest = sha(payload)
     text = json.dumps({"files": [inline("big.safetensors", payload, sha256=digest)]})
     del payload
-    items = parse_sources(["job.json"], read_text=lambda _: text)  # the JSON is in memory, parsed, once
+    # the JSON is in memory, parsed, once
+    items = parse_sources(["job.json"], read_text=lambda _: text)
     item = items[0]
     assert isinstance(item, InlineFile)
     settings = build_settings(environ={}, dest=tmp_path / "out")
@@ -503,7 +577,9 @@ def test_inline_base64_is_decoded_without_a_second_full_copy(tmp_path: Path) -> 
 
     tracemalloc.start()
     try:
-        report = fetch_sources(items, settings, run=lambda: session, output=None, sha256=None, progress=NullProgress())
+        report = fetch_sources(
+            items, settings, run=lambda: session, output=None, sha256=None, progress=NullProgress()
+        )
         _, peak = tracemalloc.get_traced_memory()
         # The yardstick is sound: decoding the whole string at once would blow through it.
         tracemalloc.reset_peak()
@@ -516,7 +592,9 @@ def test_inline_base64_is_decoded_without_a_second_full_copy(tmp_path: Path) -> 
     assert report.ok, report.files
     assert report.files[0].sha256 == digest and report.files[0].size == decoded
     assert whole_peak > limit
-    assert peak < limit, f"peak {peak / MiB:.1f} MiB while writing a {decoded / MiB:.0f} MiB inline file"
+    assert peak < limit, (
+        f"peak {peak / MiB:.1f} MiB while writing a {decoded / MiB:.0f} MiB inline file"
+    )
     assert (tmp_path / "out" / "big.safetensors").stat().st_size == decoded
 
 
@@ -534,15 +612,19 @@ def test_a_probed_url_is_not_probed_again_and_its_answer_carries_the_first_bytes
     assert (tmp_path / "f.bin").read_bytes() == big
     gets = env.cdn.log.records(method="GET", path_prefix="/results/")
     probe, ranges = gets[0], gets[1:]
-    # get's probe is an open-ended GET (aria2c's first request): it found the size, the ETag and that ranges work,
-    # and its answer is the whole first piece, read by the download while the other streams start: no second probe,
-    # no range asks for a byte of that piece but the 64 KiB a join repeats to prove it continues the probe's answer
-    # (engine rule 15: no sha256 checks this file).
+    # get's probe is an open-ended GET (aria2c's first request): it found the size, the ETag and
+    # that ranges work, and its answer is the whole first piece, read by the download while the
+    # other streams start: no second probe, no range asks for a byte of that piece but the 64 KiB a
+    # join repeats to prove it continues the probe's answer (engine rule 15: no sha256 checks this
+    # file).
     assert probe.range == "bytes=0-"
     assert all(r.range != "bytes=0-0" for r in gets)
     assert ranges and all(r.if_range for r in ranges)  # the probe's ETag guards every range
     first_piece = len(big) // 4
-    assert min(int(r.range.removeprefix("bytes=").split("-")[0]) for r in ranges) >= first_piece - OVERLAP
+    assert (
+        min(int(r.range.removeprefix("bytes=").split("-")[0]) for r in ranges)
+        >= first_piece - OVERLAP
+    )
     assert sum(r.bytes_sent for r in ranges) <= len(big) - first_piece + len(ranges) * OVERLAP
 
 
@@ -562,15 +644,18 @@ def test_a_small_file_is_fetched_by_its_probe_alone(env: HubServer, tmp_path: Pa
 def test_a_known_sha256_keeps_parallel_ranges(env: HubServer, tmp_path: Path) -> None:
     big = make_data(40 * MiB, seed=12)
     url = env.cdn.add_file("/results/hashed.bin", big)
-    result = mdl("get", url, "-o", str(tmp_path / "f.bin"), "--connections", "4", "--sha256", sha256(big))
+    result = mdl(
+        "get", url, "-o", str(tmp_path / "f.bin"), "--connections", "4", "--sha256", sha256(big)
+    )
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "f.bin").read_bytes() == big
     gets = env.cdn.log.records(method="GET", path_prefix="/results/")
     assert len(gets) >= 4 and all(r.status == 206 for r in gets)
     assert len({r.connection for r in gets}) >= 4
-    # The size probe is an open-ended GET whose answer is read as the first piece (what it wrote into its socket
-    # past that is not counted): the other ranges ask for the rest, each byte once (the hash checks the joins; the
-    # probe's answer may read on into a piece whose answer has not begun, which then sends less).
+    # The size probe is an open-ended GET whose answer is read as the first piece (what it wrote
+    # into its socket past that is not counted): the other ranges ask for the rest, each byte once
+    # (the hash checks the joins; the probe's answer may read on into a piece whose answer has not
+    # begun, which then sends less).
     probe, ranges = gets[0], gets[1:]
     assert probe.range == "bytes=0-"
     first_piece = len(big) // 4
@@ -580,20 +665,27 @@ def test_a_known_sha256_keeps_parallel_ranges(env: HubServer, tmp_path: Path) ->
     assert sum(r.bytes_sent for r in ranges) <= len(big) - first_piece
 
 
-def test_a_probed_target_that_expired_before_the_ranges_is_located_afresh(env: HubServer, tmp_path: Path) -> None:
+def test_a_probed_target_that_expired_before_the_ranges_is_located_afresh(
+    env: HubServer, tmp_path: Path
+) -> None:
     big = make_data(40 * MiB, seed=15)
     env.cdn.add_file("/blobs/late.bin", big, signed=True)
 
-    def point() -> None:  # a stable download link that redirects to a freshly signed one, as a job API's does
+    # a stable download link that redirects to a freshly signed one, as a job API's does
+    def point() -> None:
         env.cdn.add_redirect("/dl/late.bin", env.cdn.signed_url("/blobs/late.bin"))
 
     point()
-    # After the probe's request, the signed URLs expire (the file waited its turn) and the link is re-signed.
-    env.cdn.faults.add(Fault.call(lambda: (env.cdn.expire_signed_urls(), point()), skip=1, path_prefix="/blobs/"))
+    # After the probe's request, the signed URLs expire (the file waited its turn) and the link is
+    # re-signed.
+    env.cdn.faults.add(
+        Fault.call(lambda: (env.cdn.expire_signed_urls(), point()), skip=1, path_prefix="/blobs/")
+    )
     url = env.cdn.url + "/dl/late.bin"
     result = mdl("get", url, "-o", str(tmp_path / "late.bin"), "--connections", "4")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "late.bin").read_bytes() == big
     blobs = env.cdn.log.records(method="GET", path_prefix="/blobs/")
     assert any(r.status == 403 for r in blobs)  # the probe's target had expired
-    assert len(env.cdn.log.records(method="GET", path_prefix="/dl/")) == 2  # the probe, then one fresh locate
+    # the probe, then one fresh locate
+    assert len(env.cdn.log.records(method="GET", path_prefix="/dl/")) == 2

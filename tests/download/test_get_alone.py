@@ -1,6 +1,6 @@
-"""`mdl get` stands alone: a plain URL needs no catalog (a broken ./catalog.toml in the folder never stops it, one
-named with --catalog or $MDL_CATALOG is still read), and offline (HF_HUB_OFFLINE) it asks no server and names the
-URL it could not fetch."""
+"""`mdl get` stands alone: a plain URL needs no catalog (a broken ./catalog.toml in the folder never
+stops it, one named with --catalog or $MDL_CATALOG is still read), and offline (HF_HUB_OFFLINE) it
+asks no server and names the URL it could not fetch."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def errors(stderr: str) -> list[str]:
     return [line for line in unstamped(stderr) if line.startswith("mdl: error:")]
 
 
-def test_a_broken_catalog_in_the_folder_does_not_stop_a_plain_url_get(cdn: CdnServer, here: Path) -> None:
+def test_a_broken_catalog_in_the_folder_does_not_stop_a_plain_url_get(
+    cdn: CdnServer, here: Path
+) -> None:
     (here / "catalog.toml").write_text(BROKEN)
     url = cdn.add_file("/w/model.bin", DATA)
     result = mdl("get", url, "-d", "out")
@@ -36,7 +38,9 @@ def test_a_broken_catalog_in_the_folder_does_not_stop_a_plain_url_get(cdn: CdnSe
     assert "catalog" not in result.stderr
 
 
-def test_nor_one_in_the_user_config_dir(cdn: CdnServer, here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nor_one_in_the_user_config_dir(
+    cdn: CdnServer, here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = here / "config"
     (config / "mdl").mkdir(parents=True)
     (config / "mdl" / "catalog.toml").write_text(BROKEN)
@@ -57,7 +61,8 @@ def test_a_catalog_named_on_purpose_is_still_read(cdn: CdnServer, here: Path, na
     broken = mdl("get", url, *given, env=env)
     assert broken.exit_code == 2 and "named.toml:1" in broken.stderr, broken.stderr
     assert not cdn.log.records(), "refused before anything was asked"
-    (here / "named.toml").write_text('[settings]\nconnections = "many"\n')  # only a catalog read has it
+    # only a catalog read has it
+    (here / "named.toml").write_text('[settings]\nconnections = "many"\n')
     bad = mdl("get", url, *given, env=env)
     assert bad.exit_code == 2 and "connections" in bad.stderr, bad.stderr
     (here / "named.toml").write_text("[settings]\nconnections = 3\n")
@@ -76,7 +81,9 @@ def test_offline_a_url_is_never_asked_and_its_error_names_it(
     assert result.exit_code == 5, result.stderr
     assert not cdn.log.records(), "HF_HUB_OFFLINE: no request to any server"
     shown = f"{url}?REDACTED"
-    assert errors(result.stderr) == [f"mdl: error: {shown}: HF_HUB_OFFLINE is set and the file must be fetched"]
+    assert errors(result.stderr) == [
+        f"mdl: error: {shown}: HF_HUB_OFFLINE is set and the file must be fetched"
+    ]
     assert secret not in result.stderr
     doc = json.loads(mdl("get", signed, "-d", "out", "--json").stdout)
     (file,) = doc["files"]

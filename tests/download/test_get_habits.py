@@ -1,6 +1,6 @@
-"""Habits from curl, wget and aria2c: ``mdl get -H``, ``-i FILE|-``, ``~/.netrc`` logins, and an honest word when a
-server ignores the range of a resume. Real loopback servers: 127.0.0.1 and localhost on other ports are other
-origins."""
+"""Habits from curl, wget and aria2c: ``mdl get -H``, ``-i FILE|-``, ``~/.netrc`` logins, and an
+honest word when a server ignores the range of a resume. Real loopback servers: 127.0.0.1 and
+localhost on other ports are other origins."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def everything_said(result: object, here: Path) -> str:
     return f"{result.stdout}{result.stderr}{log.read_text() if log.exists() else ''}"  # type: ignore[attr-defined]
 
 
-# -- --header ------------------------------------------------------------------------------------------------------
+# -- --header
+# ------------------------------------------------------------------------------------------------------
 
 
 def test_header_reaches_the_url_and_is_never_shown(cdn: CdnServer, here: Path) -> None:
@@ -77,36 +78,64 @@ def test_header_reaches_the_url_and_is_never_shown(cdn: CdnServer, here: Path) -
     result = mdl("get", url, "-H", f"X-Api-Key: {KEY}", "-H", "X-Trace:  t1 ", "-v", "--json")
     assert result.exit_code == 0, result.stderr
     assert (here / "w.bin").read_bytes() == DATA
-    assert set(sent(cdn, "X-Trace")[-1:]) == {"t1"}, "the value's surrounding blanks are dropped, as curl does"
+    assert set(sent(cdn, "X-Trace")[-1:]) == {"t1"}, (
+        "the value's surrounding blanks are dropped, as curl does"
+    )
     assert KEY not in everything_said(result, here)
 
 
-def test_the_logged_command_line_hides_credential_headers_of_any_length(cdn: CdnServer, here: Path) -> None:
-    """The log's first line is the command line, written before -H is parsed: its credential values are masked."""
+def test_the_logged_command_line_hides_credential_headers_of_any_length(
+    cdn: CdnServer, here: Path
+) -> None:
+    """The log's first line is the command line, written before -H is parsed: its credential
+    values are masked.
+    """
     url = cdn.add_file("/open/w.bin", DATA)
-    args = ["-H", f"X-Api-Key: {KEY}", "-HCookie: c=s3cr", f"--header=Private-Token: {PASSWORD}", "-H", "X-Trace: t1"]
-    command = [sys.executable, "-m", "mdl", "get", url, *args]  # the log reads the process's own command line
-    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=60)
+    args = [
+        "-H",
+        f"X-Api-Key: {KEY}",
+        "-HCookie: c=s3cr",
+        f"--header=Private-Token: {PASSWORD}",
+        "-H",
+        "X-Trace: t1",
+    ]
+    # the log reads the process's own command line
+    command = [sys.executable, "-m", "mdl", "get", url, *args]
+    done = subprocess.run(
+        command, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     log = (here / "mdl.log").read_text()
     assert KEY not in log and "c=s3cr" not in log and PASSWORD not in log
     assert "X-Api-Key: ***" in log and "-HCookie: ***" in log and "X-Trace: t1" in log
 
 
-def test_a_401_hint_says_how_to_send_credentials_or_that_those_sent_were_refused(cdn: CdnServer, here: Path) -> None:
+def test_a_401_hint_says_how_to_send_credentials_or_that_those_sent_were_refused(
+    cdn: CdnServer, here: Path
+) -> None:
     url = cdn.add_file("/locked/w.bin", DATA, required_headers={"X-Api-Key": KEY})
     bare = mdl("get", url)
     assert bare.exit_code == 3
-    assert "hint: the server wants credentials: send them with -H (get), the catalog's headers" in bare.stderr
+    assert (
+        "hint: the server wants credentials: send them with -H (get), the catalog's headers"
+        in bare.stderr
+    )
     wrong = mdl("get", url, "-H", "X-Api-Key: not-the-right-key")
     assert wrong.exit_code == 3
-    assert "hint: the server refused the credentials sent (-H, the catalog's headers or ~/.netrc)" in wrong.stderr
+    assert (
+        "hint: the server refused the credentials sent (-H, the catalog's headers or ~/.netrc)"
+        in wrong.stderr
+    )
 
 
-def test_header_stays_with_its_origin_across_a_redirect(cdn: CdnServer, elsewhere: CdnServer, here: Path) -> None:
+def test_header_stays_with_its_origin_across_a_redirect(
+    cdn: CdnServer, elsewhere: CdnServer, here: Path
+) -> None:
     target = elsewhere.add_file("/cdn/w.bin", DATA)
     url = cdn.add_redirect("/go/w.bin", target)
-    result = mdl("get", url, "-H", f"X-Api-Key: {KEY}", "-H", "Authorization: Bearer tok-0123456789")
+    result = mdl(
+        "get", url, "-H", f"X-Api-Key: {KEY}", "-H", "Authorization: Bearer tok-0123456789"
+    )
     assert result.exit_code == 0, result.stderr
     assert (here / "w.bin").read_bytes() == DATA
     assert KEY in sent(cdn, "X-Api-Key")
@@ -116,7 +145,9 @@ def test_header_stays_with_its_origin_across_a_redirect(cdn: CdnServer, elsewher
 
 
 def test_header_follows_a_redirect_on_its_own_origin(cdn: CdnServer, here: Path) -> None:
-    """As curl keeps a header on the host it was given for: a moved file behind the same key still downloads."""
+    """As curl keeps a header on the host it was given for: a moved file behind the same key
+    still downloads.
+    """
     target = cdn.add_file("/private/moved.bin", DATA, required_headers={"X-Api-Key": KEY})
     url = cdn.add_redirect("/old/moved.bin", target)
     result = mdl("get", url, "-H", f"X-Api-Key: {KEY}")
@@ -130,12 +161,17 @@ def test_header_follows_a_redirect_on_its_own_origin(cdn: CdnServer, here: Path)
         ("X-Api-Key", "--header 'X-Api-Key': expected 'Name: value'"),
         (": v", "--header: the header has no name"),
         ("Bad Name: v", "--header 'Bad Name' is not a valid HTTP header name"),
-        ("X-Key:\tsecret-value\r\nEvil: 1", "--header 'X-Key' has a value that must not contain line breaks"),
+        (
+            "X-Key:\tsecret-value\r\nEvil: 1",
+            "--header 'X-Key' has a value that must not contain line breaks",
+        ),
         ("X-Key:", "--header 'X-Key' has no value"),
         ("Range: bytes=5-", "--header 'Range' is a header mdl sets itself"),
     ],
 )
-def test_a_malformed_header_is_exit_2_naming_it(cdn: CdnServer, here: Path, header: str, said: str) -> None:
+def test_a_malformed_header_is_exit_2_naming_it(
+    cdn: CdnServer, here: Path, header: str, said: str
+) -> None:
     url = cdn.add_file("/w.bin", DATA)
     result = mdl("get", url, "-H", header)
     assert result.exit_code == 2
@@ -161,7 +197,9 @@ def test_a_header_with_only_hub_and_job_sources_warns(cdn: CdnServer, here: Path
     assert "no header was sent" in json.loads(result.stdout)["files"][0]["warning"]
 
 
-def test_a_header_never_goes_to_the_hub(hub: HubServer, here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_header_never_goes_to_the_hub(
+    hub: HubServer, here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hub.add_repo("org/tiny", {"config.json": b'{"a": 1}', "w.safetensors": DATA})
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     result = mdl("get", "hf://org/tiny/w.safetensors", "-H", f"X-Api-Key: {KEY}")
@@ -173,10 +211,13 @@ def test_a_header_never_goes_to_the_hub(hub: HubServer, here: Path, monkeypatch:
     assert {r.header("X-Api-Key") for r in seen} == {None}
 
 
-# -- -i FILE / -i - --------------------------------------------------------------------------------------------------
+# -- -i FILE / -i -
+# --------------------------------------------------------------------------------------------------
 
 
-def test_a_list_on_stdin_joins_the_command_line(cdn: CdnServer, elsewhere: CdnServer, here: Path) -> None:
+def test_a_list_on_stdin_joins_the_command_line(
+    cdn: CdnServer, elsewhere: CdnServer, here: Path
+) -> None:
     first = cdn.add_file("/a/one.bin", DATA)
     second = elsewhere.add_file("/b/two.bin", OTHER)
     third = cdn.add_file("/c/three.bin", BIG)
@@ -184,7 +225,9 @@ def test_a_list_on_stdin_joins_the_command_line(cdn: CdnServer, elsewhere: CdnSe
     result = mdl("get", first, "-i", "-", "-d", "out", stdin=listing)
     assert result.exit_code == 0, result.stderr
     out = here / "out"
-    assert result.stdout.splitlines() == [str(out / n) for n in ("one.bin", "two.bin", "three.bin")], "in order"
+    assert result.stdout.splitlines() == [
+        str(out / n) for n in ("one.bin", "two.bin", "three.bin")
+    ], "in order"
     assert (out / "two.bin").read_bytes() == OTHER
     assert (out / "three.bin").read_bytes() == BIG
 
@@ -239,10 +282,13 @@ def test_list_usage_errors(cdn: CdnServer, here: Path) -> None:
     assert bad.exit_code == 2, "a listed source is held to the command line's parser"
 
 
-# -- .netrc ----------------------------------------------------------------------------------------------------------
+# -- .netrc
+# ----------------------------------------------------------------------------------------------------------
 
 
-def test_netrc_logs_in_to_its_host_only(cdn: CdnServer, elsewhere: CdnServer, here: Path, isolated_env: Path) -> None:
+def test_netrc_logs_in_to_its_host_only(
+    cdn: CdnServer, elsewhere: CdnServer, here: Path, isolated_env: Path
+) -> None:
     login = basic("alice", PASSWORD)
     url = cdn.add_file("/private/w.bin", DATA, required_headers={"Authorization": login})
     assert mdl("get", url).exit_code == 3, "401 without the netrc"
@@ -268,13 +314,22 @@ def test_netrc_default_entry_and_the_netrc_variable(
     login = basic("bob", PASSWORD)
     url = cdn.add_file("/w.bin", DATA, required_headers={"Authorization": login})
     monkeypatch.setenv(
-        "NETRC", str(netrc(here, f"machine other.example login x password y\ndefault login bob password {PASSWORD}\n"))
+        "NETRC",
+        str(
+            netrc(
+                here,
+                "machine other.example login x password y\ndefault login bob password"
+                f" {PASSWORD}\n",
+            )
+        ),
     )
     result = mdl("get", url)
     assert result.exit_code == 0, result.stderr
 
 
-def test_a_header_authorization_wins_over_netrc(cdn: CdnServer, here: Path, isolated_env: Path) -> None:
+def test_a_header_authorization_wins_over_netrc(
+    cdn: CdnServer, here: Path, isolated_env: Path
+) -> None:
     netrc(isolated_env, f"machine 127.0.0.1 login alice password {PASSWORD}\n")
     url = cdn.add_file("/w.bin", DATA, required_headers={"Authorization": "Bearer tok-0123456789"})
     result = mdl("get", url, "-H", "authorization: Bearer tok-0123456789")
@@ -287,13 +342,17 @@ def test_netrc_logs_in_for_catalog_url_files(
 ) -> None:
     netrc(isolated_env, f"machine 127.0.0.1 login alice password {PASSWORD}\n")
     url = cdn.add_file("/w.bin", DATA, required_headers={"Authorization": basic("alice", PASSWORD)})
-    use_catalog(here, monkeypatch, f'[models.m]\nfiles = [{{ url = "{url}", sha256 = "{sha(DATA)}" }}]\n')
+    use_catalog(
+        here, monkeypatch, f'[models.m]\nfiles = [{{ url = "{url}", sha256 = "{sha(DATA)}" }}]\n'
+    )
     result = mdl("pull", "m")
     assert result.exit_code == 0, result.stderr
     assert (here / "models" / "m" / "w.bin").read_bytes() == DATA
 
 
-def test_a_broken_netrc_is_a_warning_naming_its_line(cdn: CdnServer, here: Path, isolated_env: Path) -> None:
+def test_a_broken_netrc_is_a_warning_naming_its_line(
+    cdn: CdnServer, here: Path, isolated_env: Path
+) -> None:
     path = netrc(isolated_env, f"machine 127.0.0.1 login alice password {PASSWORD}\n\nmachine\n")
     url = cdn.add_file("/w.bin", DATA)
     result = mdl("get", url, "--json")
@@ -302,16 +361,23 @@ def test_a_broken_netrc_is_a_warning_naming_its_line(cdn: CdnServer, here: Path,
     assert PASSWORD not in result.stderr
     assert "netrc" in json.loads(result.stdout)["files"][0]["warning"]
     assert set(sent(cdn, "Authorization")) == {None}
-    refused = cdn.add_file("/p.bin", DATA, required_headers={"Authorization": basic("alice", PASSWORD)})
+    refused = cdn.add_file(
+        "/p.bin", DATA, required_headers={"Authorization": basic("alice", PASSWORD)}
+    )
     denied = mdl("get", refused, "--json")
     assert denied.exit_code == 3
-    assert "netrc" in json.loads(denied.stdout)["files"][0]["warning"], "said beside the 401 it may explain"
+    assert "netrc" in json.loads(denied.stdout)["files"][0]["warning"], (
+        "said beside the 401 it may explain"
+    )
 
 
-# -- a server that ignores Range -------------------------------------------------------------------------------------
+# -- a server that ignores Range
+# -------------------------------------------------------------------------------------
 
 
-def test_a_resume_the_server_ignores_says_so(cdn: CdnServer, here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_resume_the_server_ignores_says_so(
+    cdn: CdnServer, here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = cdn.add_file("/big.bin", BIG)
     monkeypatch.setenv("MDL_RETRIES", "0")
     cdn.faults.add(Fault.reset(after_bytes=1_000_000))
@@ -323,7 +389,10 @@ def test_a_resume_the_server_ignores_says_so(cdn: CdnServer, here: Path, monkeyp
     assert result.exit_code == 0, result.stderr
     assert (here / "big.bin").read_bytes() == BIG
     assert "resuming big.bin at" in result.stderr
-    assert result.stderr.count("big.bin: server ignored the range; fetching 2.86 MiB from the start") == 1
+    assert (
+        result.stderr.count("big.bin: server ignored the range; fetching 2.86 MiB from the start")
+        == 1
+    )
     assert json.loads(result.stdout)["files"][0]["action"] == "downloaded", "every byte came again"
 
 
@@ -334,8 +403,9 @@ KEPT = r"\d+(\.\d+)? (KiB|MiB)"
 def test_the_reason_of_a_resume_is_true_once_it_is_done(
     cdn: CdnServer, here: Path, monkeypatch: pytest.MonkeyPatch, ignores: bool
 ) -> None:
-    """A 206 goes on from the kept bytes ("… already downloaded"); a 200 with the whole file (nginx's gzip_static, a
-    server that ignores Range) throws them away: said so, not "… already downloaded"."""
+    """A 206 goes on from the kept bytes ("… already downloaded"); a 200 with the whole file
+    (nginx's gzip_static, a server that ignores Range) throws them away: said so, not "… already
+    downloaded"."""
     url = cdn.add_file("/big.bin", BIG)
     monkeypatch.setenv("MDL_RETRIES", "0")
     cdn.faults.add(Fault.reset(after_bytes=1_000_000))
@@ -347,9 +417,14 @@ def test_the_reason_of_a_resume_is_true_once_it_is_done(
     (file,) = json.loads(result.stdout)["files"]
     if ignores:
         assert file["action"] == "downloaded"
-        discarded = rf"the server ignored the range; the {KEPT} kept were discarded and the file downloaded again"
+        discarded = (
+            rf"the server ignored the range; the {KEPT} kept were discarded and the file downloaded"
+            r" again"
+        )
         assert re.fullmatch(discarded, file["reason"]), file["reason"]
     else:
         assert file["action"] == "resumed"
         assert re.fullmatch(rf"{KEPT} already downloaded", file["reason"]), file["reason"]
-    assert [r for r in cdn.log.records(method="GET") if r.range is not None], "the second run asked for a range"
+    assert [r for r in cdn.log.records(method="GET") if r.range is not None], (
+        "the second run asked for a range"
+    )

@@ -1,10 +1,12 @@
-"""Running ``mdl get`` again is a no-op, as ``wget -N``, ``curl -z`` and ``aria2c --conditional-get`` are.
+"""Running ``mdl get`` again is a no-op, as ``wget -N``, ``curl -z`` and ``aria2c
+--conditional-get`` are.
 
-A get records what it wrote (``D/.mdl/get.json``: size, mtime, sha256, the server's validator, the source
-redacted). A second get of a file it wrote asks the server for one byte: the same version (strong ETag, else
-Last-Modified, and length) is ``skipped`` with no body sent; another version replaces the file (wget -N); a
-server that names no version gets the file fetched again. A file mdl did not write (or one changed since) is
-still refused without ``--force``. A wrong sha256 fails after one download.
+A get records what it wrote (``D/.mdl/get.json``: size, mtime, sha256, the server's validator, the
+source redacted). A second get of a file it wrote asks the server for one byte: the same version
+(strong ETag, else Last-Modified, and length) is ``skipped`` with no body sent; another version
+replaces the file (wget -N); a server that names no version gets the file fetched again. A file mdl
+did not write (or one changed since) is still refused without ``--force``. A wrong sha256 fails
+after one download.
 """
 
 from __future__ import annotations
@@ -96,16 +98,21 @@ def test_a_second_get_of_an_unchanged_file_is_skipped_without_its_body(
 def test_a_touched_file_with_its_bytes_is_still_skipped(env: HubServer, tmp_path: Path) -> None:
     url = env.cdn.add_file("/files/data.bin", DATA, etag='"v1"')
     assert mdl("get", url, "-o", "out.bin").exit_code == 0
-    os.utime(tmp_path / "out.bin", ns=(1, 1))  # a copy tool or backup restore changed its mtime only
+    # a copy tool or backup restore changed its mtime only
+    os.utime(tmp_path / "out.bin", ns=(1, 1))
     env.cdn.log.clear()
     again = mdl("get", url, "-o", "out.bin", "--json")
     assert again.exit_code == 0, again.stderr
     assert [(f["action"], f["reason"]) for f in files_of(again)] == [("skipped", UNCHANGED)]
     assert env.cdn.log.body_bytes() <= 1
-    assert record(tmp_path)["files"]["out.bin"]["mtime_ns"] == (tmp_path / "out.bin").stat().st_mtime_ns
+    assert (
+        record(tmp_path)["files"]["out.bin"]["mtime_ns"]
+        == (tmp_path / "out.bin").stat().st_mtime_ns
+    )
 
 
-# The same URL, another version: a new ETag (same length), a new date (no ETag), a new length (same ETag).
+# The same URL, another version: a new ETag (same length), a new date (no ETag), a new length (same
+# ETag).
 CHANGES = {
     "etag": ({"etag": '"v1"'}, NEW, {"etag": '"v2"'}),
     "last-modified": (
@@ -118,7 +125,9 @@ CHANGES = {
 
 
 @pytest.mark.parametrize("change", sorted(CHANGES))
-def test_a_new_version_upstream_replaces_the_file(env: HubServer, tmp_path: Path, change: str) -> None:
+def test_a_new_version_upstream_replaces_the_file(
+    env: HubServer, tmp_path: Path, change: str
+) -> None:
     old, data, new = CHANGES[change]
     url = env.cdn.add_file("/files/data.bin", DATA, **old)
     assert mdl("get", url).exit_code == 0
@@ -127,7 +136,11 @@ def test_a_new_version_upstream_replaces_the_file(env: HubServer, tmp_path: Path
     again = mdl("get", url, "--json")
     assert again.exit_code == 0, again.stderr
     [done] = files_of(again)
-    assert (done["action"], done["reason"], done["sha256"]) == ("downloaded", "changed upstream", sha(data))
+    assert (done["action"], done["reason"], done["sha256"]) == (
+        "downloaded",
+        "changed upstream",
+        sha(data),
+    )
     assert (tmp_path / "data.bin").read_bytes() == data
     assert record(tmp_path)["files"]["data.bin"]["sha256"] == sha(data)
     assert env.cdn.log.body_bytes() <= 1.1 * len(data), "the new version, fetched once"
@@ -140,10 +153,13 @@ def test_a_new_version_upstream_replaces_the_file(env: HubServer, tmp_path: Path
     assert (tmp_path / "data.bin").read_bytes() == DATA
 
 
-def test_a_server_that_names_no_version_gets_the_file_fetched_again(env: HubServer, tmp_path: Path) -> None:
+def test_a_server_that_names_no_version_gets_the_file_fetched_again(
+    env: HubServer, tmp_path: Path
+) -> None:
     url = env.cdn.add_file("/files/data.bin", DATA, etag="", dated=False)
     assert mdl("get", url).exit_code == 0
-    env.cdn.add_file("/files/data.bin", NEW, etag="", dated=False)  # same length: only the bytes tell
+    # same length: only the bytes tell
+    env.cdn.add_file("/files/data.bin", NEW, etag="", dated=False)
     again = mdl("get", url, "--json")
     assert again.exit_code == 0, again.stderr
     [done] = files_of(again)
@@ -152,7 +168,8 @@ def test_a_server_that_names_no_version_gets_the_file_fetched_again(env: HubServ
     assert (tmp_path / "data.bin").read_bytes() == NEW
 
 
-# -- files mdl did not write, --force, sha256 ---------------------------------------------------------------
+# -- files mdl did not write, --force, sha256
+# ---------------------------------------------------------------
 
 
 def test_a_file_mdl_did_not_write_is_still_refused(env: HubServer, tmp_path: Path) -> None:
@@ -201,7 +218,9 @@ def test_a_wrong_sha256_fails_after_one_download(env: HubServer, tmp_path: Path)
     assert "sha256 mismatch" in result.stderr
     assert env.cdn.log.body_bytes() <= 1.1 * len(DATA)
     assert not (tmp_path / "D" / "data.bin").exists()
-    assert not [p for p in (tmp_path / "D").rglob("*") if p.is_file()], "no partial, no record: nothing half-written"
+    assert not [p for p in (tmp_path / "D").rglob("*") if p.is_file()], (
+        "no partial, no record: nothing half-written"
+    )
 
 
 def test_a_wrong_sha256_over_a_file_mdl_wrote_keeps_it(env: HubServer, tmp_path: Path) -> None:
@@ -214,15 +233,20 @@ def test_a_wrong_sha256_over_a_file_mdl_wrote_keeps_it(env: HubServer, tmp_path:
     result = mdl("get", "job.json")
     assert result.exit_code == 6, result.stderr
     assert env.cdn.log.body_bytes() <= 1.1 * len(NEW)
-    assert (tmp_path / "data.bin").read_bytes() == DATA, "the file mdl wrote stays until a verified one replaces it"
+    assert (tmp_path / "data.bin").read_bytes() == DATA, (
+        "the file mdl wrote stays until a verified one replaces it"
+    )
     assert record(tmp_path)["files"]["data.bin"]["sha256"] == sha(DATA)
     assert not list((tmp_path / ".mdl").rglob("*.part"))
 
 
-# -- what the record holds -----------------------------------------------------------------------------------
+# -- what the record holds
+# -----------------------------------------------------------------------------------
 
 
-def test_the_record_holds_no_secret_and_a_fresh_signature_is_the_same_file(env: HubServer, tmp_path: Path) -> None:
+def test_the_record_holds_no_secret_and_a_fresh_signature_is_the_same_file(
+    env: HubServer, tmp_path: Path
+) -> None:
     url = env.cdn.add_file("/out/model.bin", DATA, signed=True, etag='"v1"')
     assert "X-Amz-Signature=" in url
     assert mdl("get", url, "-d", "out").exit_code == 0
@@ -240,7 +264,10 @@ def test_the_record_holds_no_secret_and_a_fresh_signature_is_the_same_file(env: 
     assert again.exit_code == 0, again.stderr
     assert [(f["action"], f["reason"]) for f in files_of(again)] == [("skipped", UNCHANGED)]
     assert env.cdn.log.body_bytes() <= 1
-    assert fresh.split("X-Amz-Signature=")[1].split("&")[0] not in (tmp_path / "out" / ".mdl" / "get.json").read_text()
+    assert (
+        fresh.split("X-Amz-Signature=")[1].split("&")[0]
+        not in (tmp_path / "out" / ".mdl" / "get.json").read_text()
+    )
 
 
 def test_two_files_in_one_folder_share_its_record(env: HubServer, tmp_path: Path) -> None:
@@ -252,6 +279,9 @@ def test_two_files_in_one_folder_share_its_record(env: HubServer, tmp_path: Path
     env.cdn.log.clear()
     again = mdl("get", one, two, "-d", "D", "--json")
     assert again.exit_code == 0, again.stderr
-    assert [(f["path"], f["action"]) for f in files_of(again)] == [("one.bin", "skipped"), ("two.bin", "downloaded")]
+    assert [(f["path"], f["action"]) for f in files_of(again)] == [
+        ("one.bin", "skipped"),
+        ("two.bin", "downloaded"),
+    ]
     assert env.cdn.log.body_bytes(path_prefix="/files/one.bin") <= 1
     assert record(tmp_path / "D")["files"]["two.bin"]["sha256"] == sha(LONGER)

@@ -1,4 +1,6 @@
-"""`mdl get` of a big inline payload (a job output's file_data) shows its check and its write as they go."""
+"""`mdl get` of a big inline payload (a job output's file_data) shows its check and its write as
+they go.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +35,9 @@ def test_a_big_inline_file_off_a_terminal_says_checking_then_writing(tmp_path: P
     ran = run_mdl(["get", "job.json", "-d", "out"], env=dict(os.environ), tty=False, cwd=tmp_path)
     assert ran.code == 0, ran.stderr
     said = [STAMP.sub("", line) for line in ran.stderr.splitlines() if STAMP.match(line)]
-    checking = said.index(next(x for x in said if x.startswith("start checking adapter.safetensors (")))
+    checking = said.index(
+        next(x for x in said if x.startswith("start checking adapter.safetensors ("))
+    )
     writing = said.index(next(x for x in said if x.startswith("start adapter.safetensors (")))
     assert checking < writing, said
     assert any(x.startswith("done adapter.safetensors ") for x in said), said
@@ -60,7 +64,9 @@ class Moves(NullProgress):
 
 
 def test_checking_a_payload_advances_as_it_decodes() -> None:
-    item = InlineFile("a.bin", base64.b64encode(PAYLOAD[: 4 * MiB]).decode(), None, None, "job.json")
+    item = InlineFile(
+        "a.bin", base64.b64encode(PAYLOAD[: 4 * MiB]).decode(), None, None, "job.json"
+    )
     moves = Moves()
     check = check_inline(item, progress=moves)
     assert check.size == 4 * MiB and sum(moves.steps) == 4 * MiB and len(moves.steps) > 1

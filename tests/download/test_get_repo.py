@@ -1,4 +1,6 @@
-"""`mdl get hf://owner/name[@rev]`: whole repos and folders as `hf download --local-dir` fetches them."""
+"""`mdl get hf://owner/name[@rev]`: whole repos and folders as `hf download --local-dir` fetches
+them.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ TINY = {
 
 
 def files_in(folder: Path) -> list[str]:
-    """Every file under ``folder``, relative, sorted (hidden ones included; folders and get's own record in
-    ``.mdl/`` left out)."""
+    """Every file under ``folder``, relative, sorted (hidden ones included; folders and get's own
+    record in ``.mdl/`` left out)."""
     if not folder.exists():
         return []
     found = (p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
@@ -39,7 +41,11 @@ def files_in(folder: Path) -> list[str]:
 @pytest.fixture
 def env(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
     hub.add_repo("org/tiny", TINY)
-    hub.add_repo("org/ds", {"data/train.parquet": b"PAR1train", "data/test.parquet": b"PAR1test"}, repo_type="dataset")
+    hub.add_repo(
+        "org/ds",
+        {"data/train.parquet": b"PAR1train", "data/test.parquet": b"PAR1test"},
+        repo_type="dataset",
+    )
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     monkeypatch.chdir(tmp_path)
@@ -47,14 +53,21 @@ def env(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubS
 
 
 def body_gets(hub: HubServer) -> int:
-    """File bodies fetched (the Hub's resolve GETs and the CDN's blob GETs), HEADs and API calls left out."""
-    return len(hub.log.records(method="GET", path_prefix="/org/")) + len(hub.cdn.log.records(method="GET"))
+    """File bodies fetched (the Hub's resolve GETs and the CDN's blob GETs), HEADs and API calls
+    left out.
+    """
+    return len(hub.log.records(method="GET", path_prefix="/org/")) + len(
+        hub.cdn.log.records(method="GET")
+    )
 
 
-# -- whole repos -------------------------------------------------------------------------------------------
+# -- whole repos
+# -------------------------------------------------------------------------------------------
 
 
-def test_a_whole_repo_lands_in_dir_with_its_folders_and_stdout_names_the_folder(env: HubServer, tmp_path: Path) -> None:
+def test_a_whole_repo_lands_in_dir_with_its_folders_and_stdout_names_the_folder(
+    env: HubServer, tmp_path: Path
+) -> None:
     result = run_mdl("get", "hf://org/tiny", "-d", "out")
     assert result.exit_code == 0, result.stderr
     out = tmp_path / "out"
@@ -64,11 +77,17 @@ def test_a_whole_repo_lands_in_dir_with_its_folders_and_stdout_names_the_folder(
     assert result.stdout.splitlines() == [str(out)], "the folder once, as hf download prints it"
     assert env.log.records(method="HEAD") == [], "the listing named every file: no HEAD per file"
     listed = run_mdl("get", "hf://org/tiny", "-d", "out", "--json")  # --json still lists every file
-    assert sorted(f["dest"] for f in json.loads(listed.stdout)["files"]) == [str(out / p) for p in sorted(TINY)]
+    assert sorted(f["dest"] for f in json.loads(listed.stdout)["files"]) == [
+        str(out / p) for p in sorted(TINY)
+    ]
 
 
-def test_a_whole_repo_beside_one_file_prints_the_folder_once_and_the_file(env: HubServer, tmp_path: Path) -> None:
-    result = run_mdl("get", "hf://org/tiny", "hf://datasets/org/ds/data/test.parquet", "-d", "out", "-q")
+def test_a_whole_repo_beside_one_file_prints_the_folder_once_and_the_file(
+    env: HubServer, tmp_path: Path
+) -> None:
+    result = run_mdl(
+        "get", "hf://org/tiny", "hf://datasets/org/ds/data/test.parquet", "-d", "out", "-q"
+    )
     assert result.exit_code == 0, result.stderr
     out = tmp_path / "out"
     assert result.stdout.splitlines() == [str(out), str(out / "data" / "test.parquet")]
@@ -100,7 +119,16 @@ def test_the_default_folder_is_the_current_one(env: HubServer, tmp_path: Path) -
 
 def test_include_and_exclude_follow_hf_download_patterns(env: HubServer, tmp_path: Path) -> None:
     result = run_mdl(
-        "get", "hf://org/tiny", "-d", "out", "--include", "*.json", "--include", "tokenizer/*", "--exclude", "*merges*"
+        "get",
+        "hf://org/tiny",
+        "-d",
+        "out",
+        "--include",
+        "*.json",
+        "--include",
+        "tokenizer/*",
+        "--exclude",
+        "*merges*",
     )
     assert result.exit_code == 0, result.stderr
     assert files_in(tmp_path / "out") == ["config.json", "tokenizer/vocab.txt"]
@@ -119,11 +147,15 @@ def test_a_revision_gets_that_commit(env: HubServer, tmp_path: Path) -> None:
     env.create_tag("org/tiny", "v1")
     env.commit("org/tiny", {"config.json": b'{"a": 2}', "added.txt": b"new"})
     for rev, folder in (("v1", "tag"), (old, "sha")):
-        result = run_mdl("get", f"hf://org/tiny@{rev}", "-d", folder, "--include", "*.json", "--include", "*.txt")
+        result = run_mdl(
+            "get", f"hf://org/tiny@{rev}", "-d", folder, "--include", "*.json", "--include", "*.txt"
+        )
         assert result.exit_code == 0, result.stderr
         assert (tmp_path / folder / "config.json").read_bytes() == b'{"a": 1}'
         assert not (tmp_path / folder / "added.txt").exists()
-    head = run_mdl("get", "hf://org/tiny", "-d", "head", "--include", "*.json", "--include", "*.txt")
+    head = run_mdl(
+        "get", "hf://org/tiny", "-d", "head", "--include", "*.json", "--include", "*.txt"
+    )
     assert head.exit_code == 0, head.stderr
     assert (tmp_path / "head" / "config.json").read_bytes() == b'{"a": 2}'
     assert (tmp_path / "head" / "added.txt").read_bytes() == b"new"
@@ -137,13 +169,16 @@ def test_a_dataset_repo(env: HubServer, tmp_path: Path) -> None:
 
 
 def test_the_python_api_takes_the_same_filters(env: HubServer, tmp_path: Path) -> None:
-    report = mdl.get("hf://org/tiny", directory=tmp_path / "api", include="tokenizer/*", exclude=["*merges*"])
+    report = mdl.get(
+        "hf://org/tiny", directory=tmp_path / "api", include="tokenizer/*", exclude=["*merges*"]
+    )
     assert report.ok
     assert files_in(tmp_path / "api") == ["tokenizer/vocab.txt"]
     assert [f.path for f in report.files] == ["tokenizer/vocab.txt"]
 
 
-# -- single files keep their folder ------------------------------------------------------------------------
+# -- single files keep their folder
+# ------------------------------------------------------------------------
 
 
 def test_a_single_file_keeps_its_folder_and_o_names_it(env: HubServer, tmp_path: Path) -> None:
@@ -156,7 +191,9 @@ def test_a_single_file_keeps_its_folder_and_o_names_it(env: HubServer, tmp_path:
     assert (tmp_path / "train.bin").read_bytes() == b"PAR1train"
 
 
-def test_a_file_where_a_folder_must_be_is_refused_before_anything_is_fetched(env: HubServer, tmp_path: Path) -> None:
+def test_a_file_where_a_folder_must_be_is_refused_before_anything_is_fetched(
+    env: HubServer, tmp_path: Path
+) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "tokenizer").write_bytes(b"mine")
     result = run_mdl("get", "hf://org/tiny", "-d", "out")
@@ -166,7 +203,8 @@ def test_a_file_where_a_folder_must_be_is_refused_before_anything_is_fetched(env
     assert body_gets(env) == 0
 
 
-# -- hostile listings and names ----------------------------------------------------------------------------
+# -- hostile listings and names
+# ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("evil", ["../evil.txt", "a/../../x", "/abs"])
@@ -183,7 +221,9 @@ def test_a_listing_path_that_climbs_out_is_exit_5_and_nothing_is_written(
 
 
 @pytest.mark.parametrize("odd", [".mdl/records/x.json", "src/aux.py", "a/b:c"])
-def test_a_listed_name_get_cannot_save_is_exit_2_with_an_exclude_hint(env: HubServer, tmp_path: Path, odd: str) -> None:
+def test_a_listed_name_get_cannot_save_is_exit_2_with_an_exclude_hint(
+    env: HubServer, tmp_path: Path, odd: str
+) -> None:
     env.add_repo("org/odd", {"ok.txt": b"ok", odd: b"odd"})
     result = run_mdl("get", "hf://org/odd", "-d", "out")
     assert result.exit_code == 2, result.stderr
@@ -202,15 +242,23 @@ def test_two_names_that_differ_only_in_case_are_refused(env: HubServer, tmp_path
     assert not (tmp_path / "out").exists()
 
 
-# -- usage errors ------------------------------------------------------------------------------------------
+# -- usage errors
+# ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("bad", ["hf://just-a-name", "hf://", "hf://org/tiny@", "hf://-org/x"])
-def test_a_bad_uri_names_the_accepted_forms_and_survives_redaction(env: HubServer, bad: str) -> None:
+def test_a_bad_uri_names_the_accepted_forms_and_survives_redaction(
+    env: HubServer, bad: str
+) -> None:
     result = run_mdl("get", bad)
     assert result.exit_code == 2
     assert "REDACTED" not in result.stderr
-    for form in ("hf://owner/name,", "hf://owner/name@revision", "hf://owner/name/path", "hf://datasets/owner/name/"):
+    for form in (
+        "hf://owner/name,",
+        "hf://owner/name@revision",
+        "hf://owner/name/path",
+        "hf://datasets/owner/name/",
+    ):
         assert form in result.stderr, result.stderr
 
 
@@ -221,7 +269,9 @@ def test_add_says_the_same_forms(env: HubServer) -> None:
 
 
 @pytest.mark.parametrize("flag", ["--include", "--exclude"])
-def test_filters_without_a_whole_repo_are_refused_naming_the_flag(env: HubServer, tmp_path: Path, flag: str) -> None:
+def test_filters_without_a_whole_repo_are_refused_naming_the_flag(
+    env: HubServer, tmp_path: Path, flag: str
+) -> None:
     url = env.cdn.add_file("/files/x.bin", b"x")
     for source in (url, "hf://org/tiny/config.json"):
         result = run_mdl("get", source, flag, "*.json")
@@ -250,7 +300,8 @@ def test_offline_a_whole_repo_is_a_usage_error_naming_it(
     assert env.log.records() == []
 
 
-# -- the one parser ----------------------------------------------------------------------------------------
+# -- the one parser
+# ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -259,11 +310,16 @@ def test_offline_a_whole_repo_is_a_usage_error_naming_it(
         ("hf://org/tiny", ("model", "org/tiny", None, None)),
         ("hf://org/tiny/", ("model", "org/tiny", None, None)),
         ("hf://models/org/tiny@v1", ("model", "org/tiny", "v1", None)),
-        ("hf://datasets/org/ds/data/train.parquet", ("dataset", "org/ds", None, "data/train.parquet")),
+        (
+            "hf://datasets/org/ds/data/train.parquet",
+            ("dataset", "org/ds", None, "data/train.parquet"),
+        ),
         ("hf://spaces/org/app@refs/pr/3/app.py", ("space", "org/app", "refs/pr/3", "app.py")),
     ],
 )
-def test_get_and_add_read_hf_uris_alike(text: str, want: tuple[str, str, str | None, str | None]) -> None:
+def test_get_and_add_read_hf_uris_alike(
+    text: str, want: tuple[str, str, str | None, str | None]
+) -> None:
     uri = parse_hf_uri(text)
     assert (uri.repo_type, uri.repo, uri.revision, uri.path) == want
     added = parse_source(text)
@@ -294,7 +350,9 @@ def test_listing_order_and_sha256_match_the_hub(env: HubServer, tmp_path: Path) 
     assert only.sha256 == hashlib.sha256(WEIGHTS).hexdigest()
 
 
-def test_a_link_planted_where_a_repo_folder_goes_is_never_written_through(env: HubServer, tmp_path: Path) -> None:
+def test_a_link_planted_where_a_repo_folder_goes_is_never_written_through(
+    env: HubServer, tmp_path: Path
+) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "out" / "data").symlink_to(tmp_path / "elsewhere")

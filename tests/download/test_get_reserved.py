@@ -1,5 +1,6 @@
-"""Issue 37 (rule 14): `get` never saves a file under a name mdl keeps for its own state (`DIR/.mdl/`, unpack's
-`DIR/.mdl-unpack-*`), whether the name comes from `-o`, a URL or a listing: exit 2 naming it, before any byte."""
+"""Issue 37 (rule 14): `get` never saves a file under a name mdl keeps for its own state
+(`DIR/.mdl/`, unpack's `DIR/.mdl-unpack-*`), whether the name comes from `-o`, a URL or a listing:
+exit 2 naming it, before any byte."""
 
 from __future__ import annotations
 

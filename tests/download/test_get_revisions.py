@@ -1,6 +1,7 @@
-"""Whatever a revision is spelled as (in ``hf://…@REV``, or in a Hub page URL, percent-encoded or not), ``get`` asks the
-Hub for exactly that revision (quoted whole in the URL path) or refuses it with exit 2 naming the source; never another
-revision: ``..`` or ``%2E%2E`` folded away on the way would have fetched the default branch."""
+"""Whatever a revision is spelled as (in ``hf://…@REV``, or in a Hub page URL, percent-encoded or
+not), ``get`` asks the Hub for exactly that revision (quoted whole in the URL path) or refuses it
+with exit 2 naming the source; never another revision: ``..`` or ``%2E%2E`` folded away on the way
+would have fetched the default branch."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from mdl.errors import MdlError, UsageError
 REPO = "org/repo"
 SHA = re.compile(r"[0-9a-f]{40}")
 # The characters revision spellings that fold away are made of, and some a name holds.
-ALPHABET = st.sampled_from([".", "%", "2", "e", "E", "5", "c", "C", "F", "f", "/", "\\", "a", "m", "é", " ", "#", "@"])
+ALPHABET = st.sampled_from(
+    [".", "%", "2", "e", "E", "5", "c", "C", "F", "f", "/", "\\", "a", "m", "é", " ", "#", "@"]
+)
 spelled = st.text(ALPHABET, min_size=1, max_size=9)
 
 
@@ -31,8 +34,9 @@ def world(hub: HubServer) -> HubServer:
 
 
 def asked_revisions(hub: HubServer) -> list[str]:
-    """The revision of every request to the Hub API or resolve paths, as the server reads it (one segment, decoded
-    once); a request of another shape (the repo's info: no revision at all) is there as itself."""
+    """The revision of every request to the Hub API or resolve paths, as the server reads it (one
+    segment, decoded once); a request of another shape (the repo's info: no revision at all) is
+    there as itself."""
     asked: list[str] = []
     for record in hub.log.records():
         path = record.url_path.split("?", 1)[0]
@@ -40,7 +44,8 @@ def asked_revisions(hub: HubServer) -> list[str]:
             asked.append(unquote(m.group(1)))
         elif m := re.fullmatch(rf"/api/models/{REPO}/tree/([0-9a-f]{{40}})", path):
             continue  # the listing at the commit the revision named
-        elif m := re.fullmatch(rf"/{REPO}/(?:resolve|blob)/([^/]+)/config\.json", path):  # blob: a plain URL
+        # blob: a plain URL
+        elif m := re.fullmatch(rf"/{REPO}/(?:resolve|blob)/([^/]+)/config\.json", path):
             asked.append(unquote(m.group(1)))
         else:
             asked.append(f"<{path}>")
@@ -64,7 +69,9 @@ def check_get(hub: HubServer, source: str, revision: str) -> None:
     assert all(one == revision or SHA.fullmatch(one) for one in asked), (source, revision, asked)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(revision=spelled.filter(lambda r: "/" not in r), whole=st.booleans())
 @example(revision="..", whole=True)
 @example(revision="..", whole=False)
@@ -72,14 +79,19 @@ def check_get(hub: HubServer, source: str, revision: str) -> None:
 @example(revision="%2e.", whole=True)
 @example(revision="%252E%252E", whole=True)
 @example(revision="v1", whole=True)
-def test_an_hf_uri_asks_for_its_revision_or_is_refused(world: HubServer, revision: str, whole: bool) -> None:
+def test_an_hf_uri_asks_for_its_revision_or_is_refused(
+    world: HubServer, revision: str, whole: bool
+) -> None:
     source = f"hf://{REPO}@{revision}" + ("" if whole else "/config.json")
     check_get(world, source, revision)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(revision=spelled, verb=st.sampled_from(["resolve", "blob", "tree"]), encode=st.booleans())
-@example(revision="2/2", verb="blob", encode=True)  # hf:// cannot name it: the page's URL is fetched as written
+# hf:// cannot name it: the page's URL is fetched as written
+@example(revision="2/2", verb="blob", encode=True)
 @example(revision="..", verb="resolve", encode=False)
 @example(revision="..", verb="tree", encode=True)
 @example(revision="%2E%2E", verb="tree", encode=False)
@@ -88,25 +100,37 @@ def test_an_hf_uri_asks_for_its_revision_or_is_refused(world: HubServer, revisio
 def test_a_hub_page_url_asks_for_its_revision_or_is_refused(
     world: HubServer, revision: str, verb: str, encode: bool
 ) -> None:
-    """``encode``: the revision percent-encoded whole (as huggingface_hub writes it), else only what a URL cannot hold
-    as such (a '%' is written as itself when it starts no escape: a browser keeps it)."""
+    """``encode``: the revision percent-encoded whole (as huggingface_hub writes it), else only what
+    a URL cannot hold as such (a '%' is written as itself when it starts no escape: a browser keeps
+    it)."""
     if not encode and "/" in revision and not revision.startswith("refs/"):
-        revision = revision.replace("/", "%2F")  # written with its '/', the Hub reads a shorter revision and a path
+        # written with its '/', the Hub reads a shorter revision and a path
+        revision = revision.replace("/", "%2F")
     written = quote(revision, safe="") if encode else quote(revision, safe="/%.")
     page = f"{world.url}/{REPO}/{verb}/{written}" + ("" if verb == "tree" else "/config.json")
     check_get(world, page, unquote(written))
 
 
 @pytest.mark.parametrize("revision", ["..", "%2E%2E", "refs/pr/..", "a//b"])
-def test_a_catalog_revision_that_folds_away_is_a_catalog_error_naming_its_key(revision: str) -> None:
+def test_a_catalog_revision_that_folds_away_is_a_catalog_error_naming_its_key(
+    revision: str,
+) -> None:
     from mdl.catalog import parse_catalog
     from mdl.errors import CatalogError
 
     for text, key in (
         (f'[models.m]\nrepo = "org/repo"\nrevision = "{revision}"\n', "models.m.revision"),
-        (f'[models.f]\nfiles = [{{ repo = "org/repo", path = "x.bin", revision = "{revision}" }}]\n', "files[0]"),
+        (
+            (
+                '[models.f]\nfiles = [{ repo = "org/repo", path = "x.bin", revision ='
+                f' "{revision}" }}]\n'
+            ),
+            "files[0]",
+        ),
     ):
         with pytest.raises(CatalogError) as caught:
             parse_catalog(text)
         assert caught.value.exit_code == 2
-        assert key in caught.value.message and "cannot be asked for" in caught.value.message, caught.value.message
+        assert key in caught.value.message and "cannot be asked for" in caught.value.message, (
+            caught.value.message
+        )

@@ -1,9 +1,10 @@
-"""``mdl get -d D`` keeps only its record in ``D/.mdl/`` and never touches anyone else's state there.
+"""``mdl get -d D`` keeps only its record in ``D/.mdl/`` and never touches anyone else's state
+there.
 
-A ``mdl pull --dest D`` may use the same folder: its records, locks and partial downloads survive any get. A
-finished get keeps the record of what it wrote (``D/.mdl/get.json``, so that running it again is a no-op),
-removes its lock files and the empty folders it created; a partial download (something to resume) stays until
-a later get finishes it.
+A ``mdl pull --dest D`` may use the same folder: its records, locks and partial downloads survive
+any get. A finished get keeps the record of what it wrote (``D/.mdl/get.json``, so that running it
+again is a no-op), removes its lock files and the empty folders it created; a partial download
+(something to resume) stays until a later get finishes it.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def test_get_with_o_leaves_only_the_file(url: str, tmp_path: Path) -> None:
     assert tree(tmp_path / "out") == [*RECORD, "x.bin"]
 
 
-def test_a_failed_get_without_bytes_leaves_nothing(url: str, hub: HubServer, tmp_path: Path) -> None:
+def test_a_failed_get_without_bytes_leaves_nothing(
+    url: str, hub: HubServer, tmp_path: Path
+) -> None:
     result = mdl("get", f"{hub.cdn.url}/files/absent.bin", "-d", "D")
     assert result.exit_code == ExitCode.NOT_FOUND, result.output
     assert tree(tmp_path / "D") == []
@@ -80,10 +83,13 @@ def test_a_resumed_get_leaves_nothing_behind(
     assert tree(tmp_path / "D") == [*RECORD, "data.bin"], "no partial, no lock, no empty folder"
 
 
-def test_a_pulls_state_in_the_same_folder_survives_a_get(url: str, hub: HubServer, tmp_path: Path) -> None:
+def test_a_pulls_state_in_the_same_folder_survives_a_get(
+    url: str, hub: HubServer, tmp_path: Path
+) -> None:
     dest = tmp_path / "D"
     assert mdl("pull", "tiny", "--dest", str(dest)).exit_code == 0
-    # A pull still under way elsewhere: a partial download and its lock, beside the finished model's record.
+    # A pull still under way elsewhere: a partial download and its lock, beside the finished model's
+    # record.
     partial = dest / ".mdl" / "partial" / "tiny-0123456789abcdef-big.bin.part"
     partial.write_bytes(b"x" * 100)
     foreign_lock = dest / ".mdl" / "locks" / "tiny-0123456789abcdef-big.bin.lock"
@@ -96,21 +102,28 @@ def test_a_pulls_state_in_the_same_folder_survives_a_get(url: str, hub: HubServe
     assert (dest / "data.bin").read_bytes() == DATA
     after = {p: p.read_bytes() for p in (dest / ".mdl").rglob("*") if p.is_file()}
     record = after.pop(dest / ".mdl" / "get.json")
-    assert after == before, "every file the pull keeps is there, unchanged, and get added only its record"
+    assert after == before, (
+        "every file the pull keeps is there, unchanged, and get added only its record"
+    )
     assert list(json.loads(record)["files"]) == ["data.bin"]
     # ... and the pull's record still serves list/verify.
     assert mdl("verify", "tiny", "--dest", str(dest)).exit_code == 0
 
 
-def test_a_pull_that_starts_during_a_get_keeps_its_folder(url: str, hub: HubServer, tmp_path: Path) -> None:
+def test_a_pull_that_starts_during_a_get_keeps_its_folder(
+    url: str, hub: HubServer, tmp_path: Path
+) -> None:
     dest = tmp_path / "D"
 
     def pull_now() -> None:  # runs inside the get's download: a pull --dest D beginning meanwhile
         assert mdl("pull", "tiny", "--dest", str(dest)).exit_code == 0
 
-    hub.cdn.faults.add(Fault.call(pull_now, path_prefix="/files/"))  # during the download (its probe)
+    # during the download (its probe)
+    hub.cdn.faults.add(Fault.call(pull_now, path_prefix="/files/"))
     result = mdl("get", url, "-d", str(dest))
     assert result.exit_code == 0, result.output
-    assert (dest / ".mdl" / "records" / "tiny.json").is_file(), "the pull's record survived the get's clean-up"
+    assert (dest / ".mdl" / "records" / "tiny.json").is_file(), (
+        "the pull's record survived the get's clean-up"
+    )
     assert mdl("verify", "tiny", "--dest", str(dest)).exit_code == 0
     assert list(json.loads((dest / ".mdl" / "get.json").read_text())["files"]) == ["data.bin"]

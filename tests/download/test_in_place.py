@@ -1,4 +1,6 @@
-"""get's rule for a file already where it goes (plan.kept_in_place) and the words each workflow uses (plan.InPlace)."""
+"""get's rule for a file already where it goes (plan.kept_in_place) and the words each workflow
+uses (plan.InPlace).
+"""
 
 from __future__ import annotations
 
@@ -17,14 +19,25 @@ DATA = b"the bytes asked for"
 def test_the_bytes_asked_for_are_kept_whoever_wrote_them(tmp_path: Path) -> None:
     target = tmp_path / "f.bin"
     target.write_bytes(DATA)
-    kept = kept_in_place(target, "f.bin", sha256=hashlib.sha256(DATA).hexdigest(), where="src", ours=False)
-    assert kept is not None and (kept.action, kept.reason, kept.size) == ("skipped", SAME_BYTES, len(DATA))
+    kept = kept_in_place(
+        target, "f.bin", sha256=hashlib.sha256(DATA).hexdigest(), where="src", ours=False
+    )
+    assert kept is not None and (kept.action, kept.reason, kept.size) == (
+        "skipped",
+        SAME_BYTES,
+        len(DATA),
+    )
 
 
 def test_a_file_get_wrote_is_left_for_its_record_to_decide(tmp_path: Path) -> None:
     target = tmp_path / "f.bin"
     target.write_bytes(b"other bytes")
-    assert kept_in_place(target, "f.bin", sha256=hashlib.sha256(DATA).hexdigest(), where="src", ours=True) is None
+    assert (
+        kept_in_place(
+            target, "f.bin", sha256=hashlib.sha256(DATA).hexdigest(), where="src", ours=True
+        )
+        is None
+    )
     assert kept_in_place(target, "f.bin", sha256=None, where="src", ours=True) is None
 
 
@@ -32,7 +45,9 @@ def test_any_other_file_is_refused_saying_whether_it_is_known_to_differ(tmp_path
     target = tmp_path / "f.bin"
     target.write_bytes(b"other bytes")
     with pytest.raises(UsageError, match="differs from src") as differs:
-        kept_in_place(target, "f.bin", sha256=hashlib.sha256(DATA).hexdigest(), where="src", ours=False)
+        kept_in_place(
+            target, "f.bin", sha256=hashlib.sha256(DATA).hexdigest(), where="src", ours=False
+        )
     assert differs.value.hint == "--force to replace it"
     with pytest.raises(UsageError, match="cannot tell whether it is the same file"):
         kept_in_place(target, "f.bin", sha256=None, where="src", ours=False)

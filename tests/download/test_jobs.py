@@ -1,4 +1,6 @@
-"""How many files a pull keeps in flight: small files follow the work unless --jobs (or MDL_JOBS) says."""
+"""How many files a pull keeps in flight: small files follow the work unless --jobs (or MDL_JOBS)
+says.
+"""
 
 from __future__ import annotations
 
@@ -29,13 +31,17 @@ def most_at_once(records: list[Any], hold: float) -> int:
 def slow_repo(hub: HubServer) -> HubServer:
     hub.add_repo("org/many", FILES)
     # Every file's body waits 0.4 s after its headers: a round trip far from the Hub, not bandwidth.
-    hub.faults.add(Fault.stall(seconds=0.4, resume=True, times=None, path_prefix="/org/many/resolve/"))
+    hub.faults.add(
+        Fault.stall(seconds=0.4, resume=True, times=None, path_prefix="/org/many/resolve/")
+    )
     return hub
 
 
 def run(hub: HubServer, dest: Path, env: dict[str, str] | None = None, **flags: Any) -> None:
     models = parse_catalog('[models.many]\nrepo = "org/many"\n').models
-    settings = build_settings(environ={"HF_ENDPOINT": hub.url, **(env or {})}, dest=dest, flags=Overrides(**flags))
+    settings = build_settings(
+        environ={"HF_ENDPOINT": hub.url, **(env or {})}, dest=dest, flags=Overrides(**flags)
+    )
     report = pull_models(models, settings, progress=NullProgress())
     assert {f.action for f in report.files} == {"downloaded"}
     for path, data in FILES.items():
@@ -70,7 +76,9 @@ def test_big_files_keep_the_jobs_count_small_ones_get_more(hub: HubServer, tmp_p
         (model,) = parse_catalog('[models.m]\nrepo = "org/mixed"\n').models
         plans, _ = plan_models(session, resolve(session, [model], lock=None)[0])
         assert job_counts(settings, plans) == (2, 4)  # two small files: no more threads than files
-        fixed = build_settings(environ={"HF_ENDPOINT": hub.url}, dest=tmp_path, flags=Overrides(jobs=7))
+        fixed = build_settings(
+            environ={"HF_ENDPOINT": hub.url}, dest=tmp_path, flags=Overrides(jobs=7)
+        )
         assert job_counts(fixed, plans) == (7, 1)
     finally:
         session.close()

@@ -1,7 +1,9 @@
-"""A file another run is fetching: its bar says the run waits (progress.waiting), then starts or is closed.
+"""A file another run is fetching: its bar says the run waits (progress.waiting), then starts or is
+closed.
 
-Two pulls in two threads share the destination: filelock's locks are per open file, so the second pull waits
-for the first exactly as a second process would. The CDN holds the first pull's body until the second waits.
+Two pulls in two threads share the destination: filelock's locks are per open file, so the second
+pull waits for the first exactly as a second process would. The CDN holds the first pull's body
+until the second waits.
 """
 
 from __future__ import annotations
@@ -75,7 +77,12 @@ def test_a_held_file_says_so_on_its_bar_then_starts_when_the_lock_is_free(
     waiting = next(e for e in events.calls if e.kind == "waiting")
     assert (waiting.key, waiting.message) == ("w/weights.bin", WAIT)
     start = next(e for e in events.calls if e.kind == "start")
-    assert (start.key, start.label, start.model, start.path) == ("w/weights.bin", "w/weights.bin", "w", "weights.bin")
+    assert (start.key, start.label, start.model, start.path) == (
+        "w/weights.bin",
+        "w/weights.bin",
+        "w",
+        "weights.bin",
+    )
     assert not [e for e in events.calls if e.kind == "note"]  # said on the bar, not as a loose line
     assert (dest / "w" / "weights.bin").read_bytes() == WEIGHTS
 
@@ -85,14 +92,20 @@ def test_a_file_the_other_run_finished_is_closed_not_left_waiting(
 ) -> None:
     dest = tmp_path / "models"
     gate = threading.Event()
-    held = hub.cdn.faults.add(Fault.call(lambda: gate.wait(10 * HANG), path_prefix="/blobs/", times=None))
+    held = hub.cdn.faults.add(
+        Fault.call(lambda: gate.wait(10 * HANG), path_prefix="/blobs/", times=None)
+    )
     first_events, second_events = Events(), Events()
     reports: dict[str, RunReport] = {}
-    first = threading.Thread(target=lambda: reports.update(first=pull(hub, dest, model, first_events)))
+    first = threading.Thread(
+        target=lambda: reports.update(first=pull(hub, dest, model, first_events))
+    )
     first.start()
     try:
         wait_for(lambda: held.seen > 0)  # the first run holds the lock and is fetching
-        second = threading.Thread(target=lambda: reports.update(second=pull(hub, dest, model, second_events)))
+        second = threading.Thread(
+            target=lambda: reports.update(second=pull(hub, dest, model, second_events))
+        )
         second.start()
         wait_for(lambda: "waiting" in second_events.kinds("w/weights.bin"))
     finally:

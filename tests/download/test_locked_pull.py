@@ -1,5 +1,6 @@
-"""Pulls pinned by catalog.lock, against the loopback Hub: the same bytes on every machine, no Hub API calls,
-stale entries resolved fresh with one warning, the lock's sha256 enforced, and offline pulls from the lock."""
+"""Pulls pinned by catalog.lock, against the loopback Hub: the same bytes on every machine, no Hub
+API calls, stale entries resolved fresh with one warning, the lock's sha256 enforced, and offline
+pulls from the lock."""
 
 from __future__ import annotations
 
@@ -27,9 +28,15 @@ files = [{ repo = "org/other", path = "weights.bin" }, { repo = "org/other", pat
 def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     hub.add_repo(
         "org/tiny",
-        {"config.json": b'{"v": 1}', "model.safetensors": make_data(300_000, seed=1), "vocab.txt": b"a\nb\n"},
+        {
+            "config.json": b'{"v": 1}',
+            "model.safetensors": make_data(300_000, seed=1),
+            "vocab.txt": b"a\nb\n",
+        },
     )
-    hub.add_repo("org/other", {"weights.bin": make_data(200_000, seed=2), "config.json": b'{"o": 1}'})
+    hub.add_repo(
+        "org/other", {"weights.bin": make_data(200_000, seed=2), "config.json": b'{"o": 1}'}
+    )
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG)
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
@@ -38,12 +45,20 @@ def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
 
 
 def api_requests(hub: HubServer) -> list[str]:
-    """Every request the Hub stand-in got that is not a file download (revision info, tree, HEAD metadata)."""
-    return [f"{r.method} {r.url_path}" for r in hub.log if r.url_path.startswith("/api/") or r.method == "HEAD"]
+    """Every request the Hub stand-in got that is not a file download (revision info, tree, HEAD
+    metadata).
+    """
+    return [
+        f"{r.method} {r.url_path}"
+        for r in hub.log
+        if r.url_path.startswith("/api/") or r.method == "HEAD"
+    ]
 
 
 def move_main(hub: HubServer) -> None:
-    hub.commit("org/tiny", {"model.safetensors": make_data(300_000, seed=9), "vocab.txt": b"a\nb\nc\n"})
+    hub.commit(
+        "org/tiny", {"model.safetensors": make_data(300_000, seed=9), "vocab.txt": b"a\nb\nc\n"}
+    )
     hub.commit("org/other", {"weights.bin": make_data(200_000, seed=8)})
 
 
@@ -73,7 +88,9 @@ def test_main_moved_between_two_machines_locked_pulls_get_the_same_bytes(
     assert three["tiny/config.json"] == one["tiny/config.json"]
 
 
-def test_a_locked_pull_of_a_300_file_repo_asks_the_hub_api_nothing(hub: HubServer, tmp_path: Path) -> None:
+def test_a_locked_pull_of_a_300_file_repo_asks_the_hub_api_nothing(
+    hub: HubServer, tmp_path: Path
+) -> None:
     files = {f"shard-{i:03d}.json": b'{"i": %d}' % i for i in range(280)}
     files |= {f"weights/part-{i:02d}.safetensors": make_data(4096, seed=i) for i in range(20)}
     hub.add_repo("org/big", files)
@@ -94,24 +111,35 @@ def test_a_locked_pull_of_a_300_file_repo_asks_the_hub_api_nothing(hub: HubServe
     hub.log.clear()
     catalog.with_suffix(".lock").unlink()
     assert api.pull("big", catalog=catalog, dest=tmp_path / "fresh", environ=env).ok
-    assert any("/tree/" in r for r in api_requests(hub)) and any("/revision/" in r for r in api_requests(hub))
+    assert any("/tree/" in r for r in api_requests(hub)) and any(
+        "/revision/" in r for r in api_requests(hub)
+    )
 
 
-def test_a_stale_entry_alone_is_resolved_fresh_with_one_warning(world: Path, hub: HubServer, tmp_path: Path) -> None:
+def test_a_stale_entry_alone_is_resolved_fresh_with_one_warning(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
     lock_catalog(world, hub)
-    world.write_text(CATALOG.replace('repo = "org/tiny"', 'repo = "org/tiny"\nexclude = ["vocab.txt"]'))
+    world.write_text(
+        CATALOG.replace('repo = "org/tiny"', 'repo = "org/tiny"\nexclude = ["vocab.txt"]')
+    )
     move_main(hub)
     hub.log.clear()
     report = api.pull(all=True, catalog=world, dest=tmp_path / "models")
     assert report.ok, report.files
     warned = {f.warning for f in report.files if f.model == "tiny"}
-    assert warned == {"tiny: catalog.lock is out of date for this model; resolving it fresh (run mdl lock)"}
+    assert warned == {
+        "tiny: catalog.lock is out of date for this model; resolving it fresh (run mdl lock)"
+    }
     assert all(f.warning is None for f in report.files if f.model == "other")
-    assert api_requests(hub) and all("/org/tiny/" in r for r in api_requests(hub))  # only the stale one is asked
+    # only the stale one is asked
+    assert api_requests(hub) and all("/org/tiny/" in r for r in api_requests(hub))
     models = tmp_path / "models"
     assert not (models / "tiny" / "vocab.txt").exists()  # the catalog as edited
-    assert (models / "tiny" / "model.safetensors").read_bytes() == make_data(300_000, seed=9)  # main, now
-    assert (models / "other" / "weights.bin").read_bytes() == make_data(200_000, seed=2)  # still the lock's
+    # main, now
+    assert (models / "tiny" / "model.safetensors").read_bytes() == make_data(300_000, seed=9)
+    # still the lock's
+    assert (models / "other" / "weights.bin").read_bytes() == make_data(200_000, seed=2)
 
 
 def test_a_model_missing_from_the_lock_is_resolved_fresh_and_says_so(
@@ -125,8 +153,12 @@ def test_a_model_missing_from_the_lock_is_resolved_fresh_and_says_so(
     }
 
 
-def test_locked_refuses_a_missing_or_stale_lock_before_any_request(world: Path, hub: HubServer, tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"--locked: there is no catalog.lock .* to pin tiny, other"):
+def test_locked_refuses_a_missing_or_stale_lock_before_any_request(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        UsageError, match=r"--locked: there is no catalog.lock .* to pin tiny, other"
+    ):
         api.pull(all=True, catalog=world, dest=tmp_path / "models", locked=True)
     lock_catalog(world, hub)
     world.write_text(CATALOG.replace('path = "weights.bin"', 'path = "weights.bin", as = "w.bin"'))
@@ -139,13 +171,20 @@ def test_locked_refuses_a_missing_or_stale_lock_before_any_request(world: Path, 
         api.pull("tiny", catalog=world, locked=True, frozen=True)
 
 
-def test_the_locks_sha256_wins_over_what_the_hub_serves_now(world: Path, hub: HubServer, tmp_path: Path) -> None:
+def test_the_locks_sha256_wins_over_what_the_hub_serves_now(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
     lock_path = lock_catalog(world, hub)
     lock = parse_lock(lock_path.read_text())
     tiny = lock.models["tiny"]
-    bad = tuple(dataclasses.replace(f, sha256="0" * 64) if f.path == "vocab.txt" else f for f in tiny.files)
+    bad = tuple(
+        dataclasses.replace(f, sha256="0" * 64) if f.path == "vocab.txt" else f for f in tiny.files
+    )
     write_lock(
-        lock_path, dataclasses.replace(lock, models={**lock.models, "tiny": dataclasses.replace(tiny, files=bad)})
+        lock_path,
+        dataclasses.replace(
+            lock, models={**lock.models, "tiny": dataclasses.replace(tiny, files=bad)}
+        ),
     )
     report = api.pull("tiny", catalog=world, dest=tmp_path / "models")
     assert report.exit_code == ExitCode.INTEGRITY
@@ -165,7 +204,9 @@ def test_a_local_file_of_another_version_than_the_lock_is_fetched_again(
     assert verify.exit_code == ExitCode.INTEGRITY
     outdated = sorted(f.path or "" for f in verify.files if f.failing)
     assert outdated == ["model.safetensors", "vocab.txt"]
-    assert all("outdated: catalog.lock pins sha256" in (f.error or "") for f in verify.files if f.failing)
+    assert all(
+        "outdated: catalog.lock pins sha256" in (f.error or "") for f in verify.files if f.failing
+    )
     report = api.pull("tiny", catalog=world, dest=dest)
     assert {f.path: f.action for f in report.files} == {
         "config.json": "skipped",

@@ -1,5 +1,6 @@
-"""``mdl lock`` as the API does it, against the loopback Hub and CDN: what the lock pins, that a re-lock asks
-nothing and rewrites nothing, what --upgrade moves, what --check finds, and that a failure writes nothing."""
+"""``mdl lock`` as the API does it, against the loopback Hub and CDN: what the lock pins, that a
+re-lock asks nothing and rewrites nothing, what --upgrade moves, what --check finds, and that a
+failure writes nothing."""
 
 from __future__ import annotations
 
@@ -34,8 +35,7 @@ def sha256(data: bytes) -> str:
 def write_catalog(folder: Path, hub: HubServer, *, extra: str = "") -> Path:
     lora = hub.cdn.add_file("/loras/style.safetensors", LORA)
     catalog = folder / "catalog.toml"
-    catalog.write_text(
-        f"""
+    catalog.write_text(f"""
 [models.tiny]
 repo = "org/tiny"
 
@@ -47,8 +47,7 @@ as = "cfg/config.json"
 [[models.combo.files]]
 url = "{lora}"
 {extra}
-"""
-    )
+""")
     return catalog
 
 
@@ -88,13 +87,16 @@ def test_the_lock_pins_commit_sizes_and_sha256_of_every_file(world: World, hub: 
     files = {f.path: f for f in tiny.files}
     assert files["model.bin"].sha256 == sha256(WEIGHTS) and files["model.bin"].size == len(WEIGHTS)
     assert files["model.bin"].source == f"hf://org/tiny@{commit}/model.bin"
-    # A small git file: the Hub names only its blob id; the lock still has its sha256 (fetched once and hashed).
+    # A small git file: the Hub names only its blob id; the lock still has its sha256 (fetched once
+    # and hashed).
     assert files["config.json"].sha256 == sha256(CONFIG)
     assert files["config.json"].git_oid == git_blob_sha1(CONFIG)
     combo = {f.path: f for f in locked.models["combo"].files}
     assert combo["cfg/config.json"].sha256 == sha256(CONFIG)
     # A URL without a catalog sha256: downloaded once to hash it, and nothing of it left behind.
-    assert combo["style.safetensors"].sha256 == sha256(LORA) and combo["style.safetensors"].size == len(LORA)
+    assert combo["style.safetensors"].sha256 == sha256(LORA) and combo[
+        "style.safetensors"
+    ].size == len(LORA)
     assert combo["style.safetensors"].source == hub.cdn.url + "/loras/style.safetensors"
     state = world.dest / ".mdl" / "partial"
     assert not state.exists() or list(state.iterdir()) == []
@@ -142,11 +144,21 @@ def test_upgrade_moves_main_and_says_what_changed(world: World, hub: HubServer) 
     new = hub.commit("org/tiny", {"model.bin": WEIGHTS_2, "extra.json": b"{}"})
     hub.log.clear()
     report = lock(world, "tiny", upgrade=True)
-    fetched = [r.url_path.rsplit("/", 1)[-1] for r in hub.log.records(method="GET") if "/resolve/" in r.url_path]
-    assert fetched == ["extra.json"]  # config.json is the same git blob: its sha256 comes from the old lock
+    fetched = [
+        r.url_path.rsplit("/", 1)[-1]
+        for r in hub.log.records(method="GET")
+        if "/resolve/" in r.url_path
+    ]
+    # config.json is the same git blob: its sha256 comes from the old lock
+    assert fetched == ["extra.json"]
     assert report.ok and report.changed and report.resolved == ("tiny",)
     (change,) = report.changes
-    assert (change.name, change.status, change.old_commit, change.new_commit) == ("tiny", "changed", old, new)
+    assert (change.name, change.status, change.old_commit, change.new_commit) == (
+        "tiny",
+        "changed",
+        old,
+        new,
+    )
     assert [f.path for f in change.added] == ["extra.json"] and change.removed == ()
     ((before, after),) = change.changed
     assert (before.path, before.size, after.size) == ("model.bin", len(WEIGHTS), len(WEIGHTS_2))
@@ -156,11 +168,15 @@ def test_upgrade_moves_main_and_says_what_changed(world: World, hub: HubServer) 
     assert doc["models"][0]["changed"][0]["new_size"] == len(WEIGHTS_2)
 
 
-def test_an_edited_entry_is_relocked_alone_and_a_removed_one_dropped(world: World, hub: HubServer) -> None:
+def test_an_edited_entry_is_relocked_alone_and_a_removed_one_dropped(
+    world: World, hub: HubServer
+) -> None:
     lock(world)
     catalog = world.catalog
     catalog.write_text(
-        catalog.read_text().replace('repo = "org/tiny"\n\n', 'repo = "org/tiny"\ninclude = ["*.bin"]\n\n', 1)
+        catalog.read_text().replace(
+            'repo = "org/tiny"\n\n', 'repo = "org/tiny"\ninclude = ["*.bin"]\n\n', 1
+        )
     )
     assert lock(world, check=True).stale == ("tiny",)
     hub.log.clear()
@@ -169,7 +185,8 @@ def test_an_edited_entry_is_relocked_alone_and_a_removed_one_dropped(world: Worl
     assert [f.path for f in world.locked().models["tiny"].files] == ["model.bin"]
     text = catalog.read_text()
     catalog.write_text(text[: text.index("[[models.combo.files]]")])
-    assert lock(world, check=True).stale == ("combo",)  # an entry the catalog no longer has: the lock would change
+    # an entry the catalog no longer has: the lock would change
+    assert lock(world, check=True).stale == ("combo",)
     report = lock(world)
     assert {c.name: c.status for c in report.changes} == {"combo": "removed", "tiny": "unchanged"}
     assert set(world.locked().models) == {"tiny"}
@@ -177,7 +194,11 @@ def test_an_edited_entry_is_relocked_alone_and_a_removed_one_dropped(world: Worl
 
 def test_check_is_fresh_missing_or_stale_and_asks_nothing(world: World, hub: HubServer) -> None:
     missing = lock(world, check=True)
-    assert missing.missing and missing.stale == ("combo", "tiny") and missing.exit_code == ExitCode.USAGE
+    assert (
+        missing.missing
+        and missing.stale == ("combo", "tiny")
+        and missing.exit_code == ExitCode.USAGE
+    )
     assert not world.lock.exists()
     lock(world)
     hub.log.clear()
@@ -213,12 +234,17 @@ def test_offline_a_fresh_lock_is_fine_and_a_stale_one_fails(world: World, hub: H
     hub.log.clear()
     assert api.lock(catalog=world.catalog, environ=env).ok
     report = api.lock(catalog=world.catalog, environ=env, upgrade=True)
-    assert report.exit_code == ExitCode.NETWORK and {f.model for f in report.failures} == {"combo", "tiny"}
+    assert report.exit_code == ExitCode.NETWORK and {f.model for f in report.failures} == {
+        "combo",
+        "tiny",
+    }
     assert list(hub.log) == []
 
 
 class Seen(NullProgress):
-    """Keeps what the progress protocol was told (one thread: the hashing runs one file at a time)."""
+    """Keeps what the progress protocol was told (one thread: the hashing runs one file at a
+    time).
+    """
 
     def __init__(self) -> None:
         self.events: list[tuple[str, str]] = []
@@ -233,28 +259,42 @@ class Seen(NullProgress):
         self.events.append(("finish", f"{key} {ok} {message}"))
 
 
-def test_files_hashed_by_download_show_progress_and_the_same_bytes_come_once(world: World, hub: HubServer) -> None:
+def test_files_hashed_by_download_show_progress_and_the_same_bytes_come_once(
+    world: World, hub: HubServer
+) -> None:
     seen = Seen()
     assert api.lock(catalog=world.catalog, environ=world.env, progress=seen).ok
     assert seen.events[0] == ("begin", "None/2")  # the URL's size is not known before it comes
     assert ("start", "combo/style.safetensors") in seen.events
     assert ("finish", "combo/style.safetensors True hashed") in seen.events
-    # tiny/config.json and combo/cfg/config.json are one git blob: fetched once, the same sha256 for both.
-    gets = [r.url_path for r in hub.log.records(method="GET") if r.url_path.endswith("/config.json")]
+    # tiny/config.json and combo/cfg/config.json are one git blob: fetched once, the same sha256 for
+    # both.
+    gets = [
+        r.url_path for r in hub.log.records(method="GET") if r.url_path.endswith("/config.json")
+    ]
     assert len(gets) == 1
 
 
 def test_two_locks_at_once_keep_both_models(world: World, hub: HubServer, tmp_path: Path) -> None:
-    """Each run reads the lock, asks the Hub (slow here), then writes: the second write must not drop the first's
-    model. Two real processes, the Hub stand-in holding each revision request back so both read before either
-    writes."""
+    """Each run reads the lock, asks the Hub (slow here), then writes: the second write must not
+    drop the first's model. Two real processes, the Hub stand-in holding each revision request back
+    so both read before either writes."""
     hub.add_repo("org/other", {"config.json": CONFIG})
     world.catalog.write_text(world.catalog.read_text() + '\n[models.other]\nrepo = "org/other"\n')
     hub.faults.add(Fault.call(lambda: time.sleep(1.5), path_prefix="/api/models/", times=None))
     env = {**os.environ, **world.env, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "mdl", "lock", name, "--catalog", str(world.catalog), "--no-progress"],
+            [
+                sys.executable,
+                "-m",
+                "mdl",
+                "lock",
+                name,
+                "--catalog",
+                str(world.catalog),
+                "--no-progress",
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -1,7 +1,8 @@
-"""Files of odd sizes through pull and get: empty files from a direct URL, and servers that never say a size.
+"""Files of odd sizes through pull and get: empty files from a direct URL, and servers that never
+say a size.
 
-Against real loopback servers: `CdnServer` (exact RFC 9110 ranges: a range of an empty file is 416) and
-`hostile.UnsizedCdn` (no Content-Length, no ranges, the body ends with the connection).
+Against real loopback servers: `CdnServer` (exact RFC 9110 ranges: a range of an empty file is 416)
+and `hostile.UnsizedCdn` (no Content-Length, no ranges, the body ends with the connection).
 """
 
 from __future__ import annotations
@@ -38,18 +39,28 @@ def events(result: Result) -> list[dict[str, object]]:
     return [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
 
 
-# -- empty files -------------------------------------------------------------------------------------------
+# -- empty files
+# -------------------------------------------------------------------------------------------
 
 
 def test_pull_of_an_empty_file_at_a_direct_url_succeeds(
     cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The probe asks for bytes=0-0; an empty file has no byte 0, so a correct server answers 416 bytes */0.
-    write_catalog(tmp_path, monkeypatch, cdn.add_file("/files/empty.txt", b""), cdn.add_file("/files/w.bin", DATA))
+    # The probe asks for bytes=0-0; an empty file has no byte 0, so a correct server answers 416
+    # bytes */0.
+    write_catalog(
+        tmp_path,
+        monkeypatch,
+        cdn.add_file("/files/empty.txt", b""),
+        cdn.add_file("/files/w.bin", DATA),
+    )
     result = mdl("pull", "m", "--json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert {f["path"]: f["action"] for f in doc["files"]} == {"empty.txt": "downloaded", "w.bin": "downloaded"}
+    assert {f["path"]: f["action"] for f in doc["files"]} == {
+        "empty.txt": "downloaded",
+        "w.bin": "downloaded",
+    }
     assert (tmp_path / "models" / "m" / "empty.txt").read_bytes() == b""
     again = mdl("pull", "m", "--json")
     assert again.exit_code == 0, again.stderr
@@ -63,14 +74,22 @@ def test_get_of_an_empty_file_at_a_url_succeeds(cdn: CdnServer, tmp_path: Path) 
     assert (tmp_path / "out" / "empty.txt").read_bytes() == b""
 
 
-# -- sizes nobody says -------------------------------------------------------------------------------------
+# -- sizes nobody says
+# -------------------------------------------------------------------------------------
 
 
 def test_a_batch_with_a_file_of_unknown_size_has_an_unknown_total(
     unsized: UnsizedCdn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Not "0 B" (plain), not `"total": 0` (json), not "2 MiB/0 B … 0:00" (rich): the total is not known."""
-    write_catalog(tmp_path, monkeypatch, unsized.add_file("/files/w.bin", DATA), unsized.add_file("/files/e", b""))
+    """Not "0 B" (plain), not `"total": 0` (json), not "2 MiB/0 B … 0:00" (rich): the total is
+    not known.
+    """
+    write_catalog(
+        tmp_path,
+        monkeypatch,
+        unsized.add_file("/files/w.bin", DATA),
+        unsized.add_file("/files/e", b""),
+    )
     result = mdl("pull", "m", "--progress", "json", "--json")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "models" / "m" / "w.bin").read_bytes() == DATA
@@ -84,7 +103,9 @@ def test_a_batch_with_a_file_of_unknown_size_has_an_unknown_total(
     assert begin.endswith("begin 2 files"), begin
 
 
-def test_get_with_a_file_of_unknown_size_has_an_unknown_total(unsized: UnsizedCdn, tmp_path: Path) -> None:
+def test_get_with_a_file_of_unknown_size_has_an_unknown_total(
+    unsized: UnsizedCdn, tmp_path: Path
+) -> None:
     url = unsized.add_file("/files/w.bin", DATA)
     log = str(tmp_path / "mdl.log")
     result = mdl("get", url, "-d", str(tmp_path / "out"), "--progress", "json", "--log-file", log)

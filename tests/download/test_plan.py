@@ -30,7 +30,14 @@ def remote(
     source: str = SOURCE,
 ) -> RemoteFile:
     return RemoteFile(
-        model="m", path="f.bin", url=source, size=size, sha256=sha256, git_oid=git_oid, etag=etag, source=source
+        model="m",
+        path="f.bin",
+        url=source,
+        size=size,
+        sha256=sha256,
+        git_oid=git_oid,
+        etag=etag,
+        source=source,
     )
 
 
@@ -44,7 +51,13 @@ def record(
     source: str = SOURCE,
 ) -> FileRecord:
     return FileRecord(
-        path="f.bin", size=size, sha256=sha256, mtime_ns=mtime_ns, git_oid=git_oid, etag=etag, source=source
+        path="f.bin",
+        size=size,
+        sha256=sha256,
+        mtime_ns=mtime_ns,
+        git_oid=git_oid,
+        etag=etag,
+        source=source,
     )
 
 
@@ -59,13 +72,45 @@ RESIZED = LocalState(size=11, mtime_ns=MTIME, partial_bytes=0)
     ("case", "rem", "rec", "local", "force", "action", "reason"),
     [
         ("absent+force", remote(), record(), ABSENT, True, Action.DOWNLOAD, "missing"),
-        ("absent+force+partial", remote(), None, ABSENT_WITH_PARTIAL, True, Action.RESUME, "4 B already downloaded"),
-        ("absent+partial", remote(), None, ABSENT_WITH_PARTIAL, False, Action.RESUME, "4 B already downloaded"),
-        ("absent+partial+record", remote(), record(), ABSENT_WITH_PARTIAL, False, Action.RESUME, "4 B already"),
+        (
+            "absent+force+partial",
+            remote(),
+            None,
+            ABSENT_WITH_PARTIAL,
+            True,
+            Action.RESUME,
+            "4 B already downloaded",
+        ),
+        (
+            "absent+partial",
+            remote(),
+            None,
+            ABSENT_WITH_PARTIAL,
+            False,
+            Action.RESUME,
+            "4 B already downloaded",
+        ),
+        (
+            "absent+partial+record",
+            remote(),
+            record(),
+            ABSENT_WITH_PARTIAL,
+            False,
+            Action.RESUME,
+            "4 B already",
+        ),
         ("deleted since recorded", remote(), record(), ABSENT, False, Action.DOWNLOAD, "missing"),
         ("never fetched", remote(), None, ABSENT, False, Action.DOWNLOAD, "not downloaded yet"),
         ("present+force", remote(), record(), PRESENT, True, Action.DOWNLOAD, "--force"),
-        ("present+force, unrecorded", remote(sha256=None), None, PRESENT, True, Action.DOWNLOAD, "--force"),
+        (
+            "present+force, unrecorded",
+            remote(sha256=None),
+            None,
+            PRESENT,
+            True,
+            Action.DOWNLOAD,
+            "--force",
+        ),
         ("unrecorded, sha256 known", remote(), None, PRESENT, False, Action.CHECK, "unrecorded"),
         (
             "unrecorded, git oid known",
@@ -76,7 +121,15 @@ RESIZED = LocalState(size=11, mtime_ns=MTIME, partial_bytes=0)
             Action.CHECK,
             "unrecorded",
         ),
-        ("unrecorded, nothing to check", remote(sha256=None), None, PRESENT, False, Action.DOWNLOAD, "no hash"),
+        (
+            "unrecorded, nothing to check",
+            remote(sha256=None),
+            None,
+            PRESENT,
+            False,
+            Action.DOWNLOAD,
+            "no hash",
+        ),
         (
             "changed upstream (sha)",
             remote(sha256=OTHER_SHA),
@@ -86,10 +139,26 @@ RESIZED = LocalState(size=11, mtime_ns=MTIME, partial_bytes=0)
             Action.DOWNLOAD,
             "changed upstream",
         ),
-        ("changed upstream (size)", remote(size=12), record(), PRESENT, False, Action.DOWNLOAD, "changed upstream"),
+        (
+            "changed upstream (size)",
+            remote(size=12),
+            record(),
+            PRESENT,
+            False,
+            Action.DOWNLOAD,
+            "changed upstream",
+        ),
         ("up to date", remote(), record(), PRESENT, False, Action.SKIP, "up to date"),
         ("mtime changed", remote(), record(), TOUCHED, False, Action.CHECK, "modified? (same size"),
-        ("size changed locally", remote(), record(), RESIZED, False, Action.CHECK, "modified (its size"),
+        (
+            "size changed locally",
+            remote(),
+            record(),
+            RESIZED,
+            False,
+            Action.CHECK,
+            "modified (its size",
+        ),
     ],
 )
 def test_decide(
@@ -130,12 +199,19 @@ def test_same_content(rem: RemoteFile, rec: FileRecord, same: bool) -> None:
 
 
 def test_a_one_off_get_trusts_no_size_alone() -> None:
-    """``unnamed=False`` (get, as wget -N): without a hash or a validator on both sides, fetch again."""
-    for rem, rec in ((remote(sha256=None), record()), (remote(sha256=None, etag='"e1"'), record(etag=None))):
+    """``unnamed=False`` (get, as wget -N): without a hash or a validator on both sides, fetch
+    again.
+    """
+    for rem, rec in (
+        (remote(sha256=None), record()),
+        (remote(sha256=None, etag='"e1"'), record(etag=None)),
+    ):
         assert same_content(rec, rem, unnamed=False) is False
         decision = decide(rem, rec, PRESENT, force=False, unnamed=False)
         assert (decision.action, decision.reason) == (Action.DOWNLOAD, UNNAMED)
-    kept = decide(remote(sha256=None, etag='"e1"'), record(etag='"e1"'), PRESENT, force=False, unnamed=False)
+    kept = decide(
+        remote(sha256=None, etag='"e1"'), record(etag='"e1"'), PRESENT, force=False, unnamed=False
+    )
     assert kept.action is Action.SKIP
 
 
@@ -158,7 +234,9 @@ def test_action_values_are_the_dry_run_words() -> None:
 
 
 def test_resume_reason_is_a_human_size_not_a_byte_count() -> None:
-    decision = decide(remote(), None, LocalState(size=None, mtime_ns=None, partial_bytes=1_523_456), force=False)
+    decision = decide(
+        remote(), None, LocalState(size=None, mtime_ns=None, partial_bytes=1_523_456), force=False
+    )
     assert decision.reason == "1.45 MiB already downloaded"
 
 
@@ -168,12 +246,14 @@ RELEASE_2 = "http://x/release-2/f.bin"
 @pytest.mark.parametrize(
     ("rem", "rec", "same"),
     [
-        # nginx's ETag is "<mtime>-<size>": two releases copied with `cp -p` share it; the source tells them apart
+        # nginx's ETag is "<mtime>-<size>": two releases copied with `cp -p` share it; the source
+        # tells them apart
         (remote(sha256=None, etag='"5f3a-a"', source=RELEASE_2), record(etag='"5f3a-a"'), False),
         (remote(sha256=None, source=RELEASE_2), record(), False),
         # a record from before sources counted names none: of no known source, never the same
         (remote(sha256=None, etag='"e1"'), record(etag='"e1"', source=""), False),
-        # a hash names the bytes wherever they come from: another source of the same bytes is the same file
+        # a hash names the bytes wherever they come from: another source of the same bytes is the
+        # same file
         (remote(source=RELEASE_2), record(), True),
         (remote(sha256=None, git_oid=OID, source=RELEASE_2), record(git_oid=OID, source=""), True),
         # a source as records keep it (secrets redacted) is the same source
@@ -184,7 +264,9 @@ RELEASE_2 = "http://x/release-2/f.bin"
         ),
     ],
 )
-def test_a_file_is_known_by_its_source_when_no_hash_names_it(rem: RemoteFile, rec: FileRecord, same: bool) -> None:
+def test_a_file_is_known_by_its_source_when_no_hash_names_it(
+    rem: RemoteFile, rec: FileRecord, same: bool
+) -> None:
     assert same_content(rec, rem) is same
     assert same_content(rec, rem, unnamed=False) is same
 
@@ -194,6 +276,12 @@ def test_another_source_is_fetched_again_and_says_why() -> None:
     for unnamed in (True, False):
         decision = decide(rem, record(etag='"5f3a-a"'), PRESENT, force=False, unnamed=unnamed)
         assert (decision.action, decision.reason) == (Action.DOWNLOAD, NEW_SOURCE)
-    assert decide(rem, record(etag='"5f3a-a"', source=""), TOUCHED, force=False).action is Action.DOWNLOAD
+    assert (
+        decide(rem, record(etag='"5f3a-a"', source=""), TOUCHED, force=False).action
+        is Action.DOWNLOAD
+    )
     # the same source, the same validator: kept
-    assert decide(remote(sha256=None, etag='"e"'), record(etag='"e"'), PRESENT, force=False).action is Action.SKIP
+    assert (
+        decide(remote(sha256=None, etag='"e"'), record(etag='"e"'), PRESENT, force=False).action
+        is Action.SKIP
+    )

@@ -1,4 +1,6 @@
-"""pull end to end against the loopback Hub and CDN: download, skip, check/repair, dry run, space, failures."""
+"""pull end to end against the loopback Hub and CDN: download, skip, check/repair, dry run,
+space, failures.
+"""
 
 from __future__ import annotations
 
@@ -49,7 +51,12 @@ class Notes(NullProgress):
 def tiny(hub: HubServer) -> HubServer:
     hub.add_repo(
         "org/tiny",
-        {"config.json": CONFIG, "model.safetensors": WEIGHTS, "nested/vocab.txt": VOCAB, "README.md": b"# t\n"},
+        {
+            "config.json": CONFIG,
+            "model.safetensors": WEIGHTS,
+            "nested/vocab.txt": VOCAB,
+            "README.md": b"# t\n",
+        },
     )
     return hub
 
@@ -74,7 +81,9 @@ sha256 = "{sha256(LORA)}"
     return {m.name: m for m in parse_catalog(text).models}
 
 
-def make_settings(hub: HubServer, dest: Path, env: dict[str, str] | None = None, **flags: Any) -> Settings:
+def make_settings(
+    hub: HubServer, dest: Path, env: dict[str, str] | None = None, **flags: Any
+) -> Settings:
     environ = {"HF_ENDPOINT": hub.url, **(env or {})}
     return build_settings(Overrides(**flags), environ=environ, dest=dest)
 
@@ -98,10 +107,13 @@ def assert_tiny_on_disk(dest: Path) -> None:
 
 def body_requests(hub: HubServer) -> list[Any]:
     """Requests that carried file contents: GETs on resolve URLs and anything on the CDN."""
-    return [r for r in hub.log.records(method="GET") if "/resolve/" in r.url_path] + hub.cdn.log.records()
+    return [
+        r for r in hub.log.records(method="GET") if "/resolve/" in r.url_path
+    ] + hub.cdn.log.records()
 
 
-# -- the happy path --------------------------------------------------------------------------------------
+# -- the happy path
+# --------------------------------------------------------------------------------------
 
 
 def test_full_pull_is_byte_exact_and_recorded(tiny: HubServer, tmp_path: Path) -> None:
@@ -172,14 +184,14 @@ def test_hub_token_reaches_the_hub_only(hub: HubServer, tmp_path: Path) -> None:
 
 
 def test_direct_url_headers_from_the_environment(hub: HubServer, tmp_path: Path) -> None:
-    url = hub.cdn.add_file("/private/w.bin", LORA, required_headers={"Authorization": "Bearer civ-123"})
-    (spec,) = parse_catalog(
-        f"""
+    url = hub.cdn.add_file(
+        "/private/w.bin", LORA, required_headers={"Authorization": "Bearer civ-123"}
+    )
+    (spec,) = parse_catalog(f"""
 [[models.lora.files]]
 url = "{url}"
 headers = {{ Authorization = "Bearer ${{CIVITAI_TOKEN}}" }}
-"""
-    ).models
+""").models
     report = pull(hub, tmp_path, [spec], env={"CIVITAI_TOKEN": "civ-123", "HF_TOKEN": TOKEN})
     assert report.ok, report.files
     assert (tmp_path / "lora" / "w.bin").read_bytes() == LORA
@@ -191,10 +203,13 @@ headers = {{ Authorization = "Bearer ${{CIVITAI_TOKEN}}" }}
     assert record.files["w.bin"].etag == f'"{hashlib.md5(LORA).hexdigest()}"'
 
 
-# -- check, repair, force --------------------------------------------------------------------------------
+# -- check, repair, force
+# --------------------------------------------------------------------------------
 
 
-def test_modified_file_is_repaired_and_touched_file_only_rechecked(tiny: HubServer, tmp_path: Path) -> None:
+def test_modified_file_is_repaired_and_touched_file_only_rechecked(
+    tiny: HubServer, tmp_path: Path
+) -> None:
     dest = tmp_path / "models"
     spec = catalog_models(tiny)["tiny"]
     assert pull(tiny, dest, [spec]).ok
@@ -223,7 +238,11 @@ def test_modified_file_is_repaired_and_touched_file_only_rechecked(tiny: HubServ
         ("tiny", "nested/vocab.txt"): "downloaded",
     }
     assert_tiny_on_disk(dest)
-    fetched = {r.url_path.rsplit("/", 1)[-1] for r in tiny.log.records(method="GET") if "/resolve/" in r.url_path}
+    fetched = {
+        r.url_path.rsplit("/", 1)[-1]
+        for r in tiny.log.records(method="GET")
+        if "/resolve/" in r.url_path
+    }
     assert "config.json" not in fetched
     assert "vocab.txt" in fetched
     assert tiny.cdn.log.body_bytes() >= len(WEIGHTS)
@@ -257,7 +276,8 @@ def test_force_fetches_again(tiny: HubServer, tmp_path: Path) -> None:
     assert pull(tiny, dest, [spec]).ok
     tiny.cdn.log.clear()
     report = pull(tiny, dest, [spec], force=True)
-    # Replaced, not "repaired": nothing said they were wrong (the JSON contract's word, with the reason).
+    # Replaced, not "repaired": nothing said they were wrong (the JSON contract's word, with the
+    # reason).
     assert set(actions(report).values()) == {"downloaded"}
     assert {f.reason for f in report.files} == {"--force"}
     assert {f.shown_action for f in report.files} == {"re-downloaded"}
@@ -278,7 +298,8 @@ def test_changed_upstream_is_downloaded_again(tiny: HubServer, tmp_path: Path) -
     assert record.commit == tiny.repo("org/tiny").sha
 
 
-# -- dry run, offline, space ---------------------------------------------------------------------------
+# -- dry run, offline, space
+# ---------------------------------------------------------------------------
 
 
 def test_dry_run_changes_nothing(tiny: HubServer, tmp_path: Path) -> None:
@@ -341,13 +362,15 @@ def test_space_check_counts_only_what_is_missing(
     spec = catalog_models(tiny)["tiny"]
     assert pull(tiny, dest, [spec]).ok
     (dest / "tiny" / "config.json").unlink()
-    monkeypatch.setattr(Store, "free_bytes", lambda self: len(CONFIG))  # exactly enough for the one file
+    # exactly enough for the one file
+    monkeypatch.setattr(Store, "free_bytes", lambda self: len(CONFIG))
     report = pull(tiny, dest, [spec])
     assert report.ok
     assert actions(report)[("tiny", "config.json")] == "downloaded"
 
 
-# -- failures ----------------------------------------------------------------------------------------------
+# -- failures
+# ----------------------------------------------------------------------------------------------
 
 
 def test_per_model_failures_do_not_stop_the_others(tiny: HubServer, tmp_path: Path) -> None:
@@ -373,7 +396,9 @@ sha256 = "{"0" * 64}"
     assert report.exit_code == ExitCode.AUTH == 3  # codes 4, 3 and 6: the lowest above 1 wins
     by_model = {f.model: f for f in report.files if f.action == "failed"}
     assert set(by_model) == {"missing", "gated", "corrupt"}
-    assert by_model["missing"].exit_code == 4 and "org/does-not-exist" in (by_model["missing"].error or "")
+    assert by_model["missing"].exit_code == 4 and "org/does-not-exist" in (
+        by_model["missing"].error or ""
+    )
     assert by_model["gated"].exit_code == 3
     assert by_model["corrupt"].exit_code == 6 and sha256(LORA) in (by_model["corrupt"].error or "")
     assert [f.action for f in report.files if f.model == "tiny"] == ["downloaded"] * 3
@@ -448,6 +473,9 @@ def test_two_concurrent_pulls_fetch_the_bytes_once(tiny: HubServer, tmp_path: Pa
     assert_tiny_on_disk(dest)
     # Fetched about once: the second run waited for the lock, then found the file done.
     assert tiny.cdn.log.body_bytes() == len(WEIGHTS)
-    weights_actions = sorted(next(f.action for f in r.files if f.path == "model.safetensors") for r in reports)
+    weights_actions = sorted(
+        next(f.action for f in r.files if f.path == "model.safetensors") for r in reports
+    )
     assert weights_actions == ["downloaded", "skipped"]
-    assert any("another mdl run" in n for p in notes for n in p.waits)  # on the file's bar, not as a loose line
+    # on the file's bar, not as a loose line
+    assert any("another mdl run" in n for p in notes for n in p.waits)

@@ -19,14 +19,19 @@ from mdl.setting import Overrides
 
 @pytest.mark.realtime
 def test_abort_wakes_streams_waiting_on_a_silent_server(cdn: CdnServer, tmp_path: Path) -> None:
-    """The server sends a little of each range, then nothing. The session's abort must shut the sockets down before
-    the engines close their answers: a closed answer's socket has no descriptor left to shut down, and a read already
-    waiting on it would wait for the stall timeout (10 x HANG here) with the connection held open."""
+    """The server sends a little of each range, then nothing. The session's abort must shut the
+    sockets down before the engines close their answers: a closed answer's socket has no descriptor
+    left to shut down, and a read already waiting on it would wait for the stall timeout (10 x HANG
+    here) with the connection held open."""
     data = make_data(8_000_000, seed=52)
     url = cdn.add_file("/f.bin", data)
-    cdn.faults.add(Fault.stall(after_bytes=100_000))  # every answer: headers, a little body, then silence
-    wrong = 10 * HANG  # the stall and answer timeouts: a wait for them would outlast HANG many times
-    settings = build_settings(Overrides(connections=4, stall_timeout=wrong, timeout=wrong), environ={}, dest=tmp_path)
+    # every answer: headers, a little body, then silence
+    cdn.faults.add(Fault.stall(after_bytes=100_000))
+    # the stall and answer timeouts: a wait for them would outlast HANG many times
+    wrong = 10 * HANG
+    settings = build_settings(
+        Overrides(connections=4, stall_timeout=wrong, timeout=wrong), environ={}, dest=tmp_path
+    )
     session = PullSession(settings, progress=NullProgress(), cancel=threading.Event())
     job = transfer_job(tmp_path, url, data)
     errors: list[BaseException] = []
@@ -40,9 +45,11 @@ def test_abort_wakes_streams_waiting_on_a_silent_server(cdn: CdnServer, tmp_path
     thread = threading.Thread(target=run)
     try:
         thread.start()
-        # (One stream: the file is under the split threshold. This waited 10 s for a second request that never came.)
+        # (One stream: the file is under the split threshold. This waited 10 s for a second request
+        # that never came.)
         wait_for(lambda: len(cdn.log) >= 1, what="the stream started and waiting on the silence")
-        time.sleep(0.3)  # most likely in their reads by now (a stream not yet there finds cancel set: the same end)
+        # most likely in their reads by now (a stream not yet there finds cancel set: the same end)
+        time.sleep(0.3)
         session.abort()
         thread.join(HANG)
         assert not thread.is_alive()  # woken by the shutdown, not by the stall timeout (10 x HANG)

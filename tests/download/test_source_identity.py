@@ -1,8 +1,9 @@
-"""Issue 37: a file's identity in a record includes its source. nginx names a static file by ``"<mtime>-<size>"``,
-so two builds of one size copied with their mtime carry one ETag (and one Last-Modified) under two URLs: without a
-hash, only the URL tells them apart. Another source for the same path is another file: fetched and swapped in
-(as wget does), never "skipped, unchanged upstream" with the old bytes kept. A record that names no source (from
-before sources counted) is of no known source: the file is fetched again, never kept on its validator alone.
+"""Issue 37: a file's identity in a record includes its source. nginx names a static file by
+``"<mtime>-<size>"``, so two builds of one size copied with their mtime carry one ETag (and one
+Last-Modified) under two URLs: without a hash, only the URL tells them apart. Another source for the
+same path is another file: fetched and swapped in (as wget does), never "skipped, unchanged
+upstream" with the old bytes kept. A record that names no source (from before sources counted) is of
+no known source: the file is fetched again, never kept on its validator alone.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typer.testing import Result
 from mdl.download.plan import NEW_SOURCE
 
 RELEASE_1 = make_data(300_001, seed=371)
-RELEASE_2 = make_data(300_001, seed=372)  # another build, the same size and (copied with `cp -p`) the same mtime
+# another build, the same size and (copied with `cp -p`) the same mtime
+RELEASE_2 = make_data(300_001, seed=372)
 UNCHANGED = "already there, unchanged upstream"
 
 
@@ -69,20 +71,26 @@ def test_get_of_another_source_for_the_same_file_fetches_it(
     recorded = json.loads((target.parent / ".mdl" / "get.json").read_text())["files"][target.name]
     assert recorded["source"] == f"{nginx.url}/release-2/model.bin"
 
-    [third] = files_of(mdl("get", f"{nginx.url}/release-2/model.bin", *where, "--json"))  # the same source: kept
+    # the same source: kept
+    [third] = files_of(mdl("get", f"{nginx.url}/release-2/model.bin", *where, "--json"))
     assert (third["action"], third["reason"]) == ("skipped", UNCHANGED), third
     assert target.read_bytes() == RELEASE_2
 
 
-def test_a_get_record_without_a_source_is_not_trusted_to_keep_a_file(nginx: NginxCdn, tmp_path: Path) -> None:
-    """A get.json written before sources counted still parses; with no source named, the file is fetched again."""
+def test_a_get_record_without_a_source_is_not_trusted_to_keep_a_file(
+    nginx: NginxCdn, tmp_path: Path
+) -> None:
+    """A get.json written before sources counted still parses; with no source named, the file is
+    fetched again.
+    """
     url = f"{nginx.url}/release-1/model.bin"
     assert files_of(mdl("get", url, "-o", "F", "--json"))[0]["action"] == "downloaded"
     record_path = tmp_path / ".mdl" / "get.json"
     doc = json.loads(record_path.read_text())
     del doc["files"]["F"]["source"]
     record_path.write_text(json.dumps(doc))
-    nginx.add_file("/release-1/model.bin", RELEASE_2)  # rebuilt in place, same size and mtime: the same ETag
+    # rebuilt in place, same size and mtime: the same ETag
+    nginx.add_file("/release-1/model.bin", RELEASE_2)
 
     [again] = files_of(mdl("get", url, "-o", "F", "--json"))
     assert (again["action"], again["reason"]) == ("downloaded", NEW_SOURCE), again
@@ -96,7 +104,9 @@ def test_pull_takes_a_changed_catalog_url_for_another_file(
 ) -> None:
     catalog = use_catalog(tmp_path, monkeypatch, None)
     for release, data in ((1, RELEASE_1), (2, RELEASE_2)):
-        catalog.write_text(f'[models.m]\nfiles = [{{ url = "{nginx.url}/release-{release}/model.bin" }}]\n')
+        catalog.write_text(
+            f'[models.m]\nfiles = [{{ url = "{nginx.url}/release-{release}/model.bin" }}]\n'
+        )
         [done] = files_of(mdl("pull", "m", "--json"))
         assert done["action"] == "downloaded", done
         assert (tmp_path / "models" / "m" / "model.bin").read_bytes() == data, f"release {release}"

@@ -1,6 +1,7 @@
-"""Issue 37 (engine rule 15): only a file checked against a known hash, or fetched whole in one answer, is recorded
-and shown as verified; a file put together from several answers that only the server's validator ties together
-is recorded (``get.json``, the model record) and shown (``--json``, the summary line, ``show``) as unverified."""
+"""Issue 37 (engine rule 15): only a file checked against a known hash, or fetched whole in one
+answer, is recorded and shown as verified; a file put together from several answers that only the
+server's validator ties together is recorded (``get.json``, the model record) and shown (``--json``,
+the summary line, ``show``) as unverified."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from servers import make_data
 from mdl.store.records import FileRecord, parse_record
 
 SMALL = make_data(20_000, seed=3701)
-BIG = make_data(34 << 20, seed=3702)  # past the split threshold: the probe's answer plus other ranges
-PACED = ("--connections", "4", "--limit-rate", "64M")  # the probe's answer cannot read on through every piece
+# past the split threshold: the probe's answer plus other ranges
+BIG = make_data(34 << 20, seed=3702)
+# the probe's answer cannot read on through every piece
+PACED = ("--connections", "4", "--limit-rate", "64M")
 
 
 @pytest.fixture
@@ -53,7 +56,9 @@ def test_a_file_whole_in_one_answer_is_verified(cdn: NginxCdn, tmp_path: Path) -
     assert recorded(tmp_path / "D", "small.bin")["verified"] is True
 
 
-def test_a_file_from_several_answers_without_a_hash_is_unverified(cdn: NginxCdn, tmp_path: Path) -> None:
+def test_a_file_from_several_answers_without_a_hash_is_unverified(
+    cdn: NginxCdn, tmp_path: Path
+) -> None:
     one, _ = get_json(f"{cdn.url}/big.bin", "-d", "D", *PACED)
     assert (tmp_path / "D" / "big.bin").read_bytes() == BIG
     assert one["verified"] is False and one["action"] == "downloaded"
@@ -75,7 +80,9 @@ def test_a_skip_keeps_what_the_record_says(cdn: NginxCdn, tmp_path: Path) -> Non
     assert again["action"] == "skipped" and again["verified"] is False
 
 
-def test_records_from_before_the_field_read_as_verified_and_a_wrong_type_is_unreadable(tmp_path: Path) -> None:
+def test_records_from_before_the_field_read_as_verified_and_a_wrong_type_is_unreadable(
+    tmp_path: Path,
+) -> None:
     entry = {"size": 1, "sha256": "0" * 64, "mtime_ns": 1, "source": "https://example.invalid/a"}
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"version": 1, "files": {"a": entry}}))
@@ -85,4 +92,6 @@ def test_records_from_before_the_field_read_as_verified_and_a_wrong_type_is_unre
     assert parse_record("m", path) is None
     path.write_text(json.dumps({"version": 1, "files": {"a": {**entry, "verified": False}}}))
     record = parse_record("m", path)
-    assert record is not None and record.files["a"] == FileRecord("a", 1, "0" * 64, 1, entry["source"], verified=False)
+    assert record is not None and record.files["a"] == FileRecord(
+        "a", 1, "0" * 64, 1, entry["source"], verified=False
+    )

@@ -1,4 +1,6 @@
-"""catalog.lock on disk: byte-identical round trips, and a strict reader for a file anyone can edit."""
+"""catalog.lock on disk: byte-identical round trips, and a strict reader for a file anyone can
+edit.
+"""
 
 from __future__ import annotations
 
@@ -19,29 +21,37 @@ SHA = "b" * 64
 
 
 def _model(name: str = "tiny", *files: LockedFile) -> LockedModel:
-    files = files or (LockedFile("config.json", 12, SHA, f"hf://owner/tiny@{COMMIT}/config.json", "c" * 40),)
+    files = files or (
+        LockedFile("config.json", 12, SHA, f"hf://owner/tiny@{COMMIT}/config.json", "c" * 40),
+    )
     return LockedModel(name, "sha256:" + "d" * 64, "main", COMMIT, files)
 
 
 def test_a_lock_round_trips_and_writes_the_same_bytes(tmp_path: Path) -> None:
     lock = Lock(
         models={
-            "b-url": _model("b-url", LockedFile("w.bin", 3, SHA, "https://cdn.example/w.bin?REDACTED")),
+            "b-url": _model(
+                "b-url", LockedFile("w.bin", 3, SHA, "https://cdn.example/w.bin?REDACTED")
+            ),
             "a-hub": _model("a-hub"),
         }
     )
     text = dump_lock(lock)
     assert parse_lock(text) == Lock(models=dict(sorted(lock.models.items())))
-    assert text.index('name = "a-hub"') < text.index('name = "b-url"')  # sorted, whatever the input order
+    # sorted, whatever the input order
+    assert text.index('name = "a-hub"') < text.index('name = "b-url"')
     target = tmp_path / "catalog.lock"
     assert write_lock(target, lock) is True
     before = target.stat().st_mtime_ns
-    assert write_lock(target, parse_lock(target.read_text())) is False  # unchanged: not even rewritten
+    # unchanged: not even rewritten
+    assert write_lock(target, parse_lock(target.read_text())) is False
     assert target.stat().st_mtime_ns == before
     assert target.read_text() == text
 
 
-_names = st.text(alphabet=string.ascii_letters + string.digits + '-_. é"\\\x7f\x01', min_size=1, max_size=30)
+_names = st.text(
+    alphabet=string.ascii_letters + string.digits + '-_. é"\\\x7f\x01', min_size=1, max_size=30
+)
 _model_names = st.from_regex(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,29}", fullmatch=True)
 
 
@@ -70,28 +80,49 @@ def test_any_name_and_size_survive_the_round_trip(name: str, size: int, revision
     [
         (lambda t: t.replace("version = 1", "version = 2"), "newer"),
         (lambda t: t.replace(SHA, "B" * 64), "model[0].files[0].sha256"),
-        (lambda t: t.replace('path = "config.json"', 'path = "../etc/passwd"'), "model[0].files[0].path"),
+        (
+            lambda t: t.replace('path = "config.json"', 'path = "../etc/passwd"'),
+            "model[0].files[0].path",
+        ),
         (lambda t: t.replace(f"@{COMMIT}", "@main"), "model[0].files[0].source"),
         (lambda t: t.replace("size = 12", 'size = "12"'), "model[0].files[0].size"),
         (lambda t: t.replace("size = 12", "size = -1"), "model[0].files[0].size"),
         (lambda t: t + "surprise = 1\n", "model[0].surprise"),
         (lambda t: t.replace('name = "tiny"', "name = 3"), "model[0].name"),
         (lambda t: t[: len(t) // 2], "invalid TOML"),
-        # --frozen takes model names from the lock alone: a name is a folder under dest, as in the catalog.
-        (lambda t: t.replace('name = "tiny"', 'name = "../../evil"'), "model[0].name: model names use"),
+        # --frozen takes model names from the lock alone: a name is a folder under dest, as in the
+        # catalog.
+        (
+            lambda t: t.replace('name = "tiny"', 'name = "../../evil"'),
+            "model[0].name: model names use",
+        ),
         (lambda t: t.replace('name = "tiny"', 'name = "a/b"'), "model[0].name"),
         (lambda t: t.replace('name = "tiny"', 'name = "ti\\u0000ny"'), "model[0].name"),
         (lambda t: t.replace('name = "tiny"', 'name = ".mdl"'), "model[0].name"),
-        (lambda t: t.replace("hf://owner/tiny@", "hf://owner/a--b@"), "model[0].files[0].source: not a Hub repo id"),
-        (lambda t: t.replace("hf://owner/tiny@", "hf://..@"), "model[0].files[0].source: not a Hub repo id"),
-        (lambda t: t.replace(f"{COMMIT}/config.json", f"{COMMIT}/../../api/whoami"), "unsafe path in the repo"),
+        (
+            lambda t: t.replace("hf://owner/tiny@", "hf://owner/a--b@"),
+            "model[0].files[0].source: not a Hub repo id",
+        ),
+        (
+            lambda t: t.replace("hf://owner/tiny@", "hf://..@"),
+            "model[0].files[0].source: not a Hub repo id",
+        ),
+        (
+            lambda t: t.replace(f"{COMMIT}/config.json", f"{COMMIT}/../../api/whoami"),
+            "unsafe path in the repo",
+        ),
         (lambda t: t.replace("version = 1", "version = true"), "version: must be 1, got True"),
         (lambda t: t.replace("version = 1", "version = 0"), "version: must be 1, got 0"),
         (lambda t: t.replace("version = 1", "version = 1.0"), "version: must be 1, got 1.0"),
-        (lambda t: t.replace("version = 1", "version = 1\nsurprise = 1"), "surprise: Extra inputs are not permitted"),
+        (
+            lambda t: t.replace("version = 1", "version = 1\nsurprise = 1"),
+            "surprise: Extra inputs are not permitted",
+        ),
         (
             lambda t: t.replace(
-                "  {", f'  {{ path = "config.json", size = 1, sha256 = "{SHA}", source = "https://h/x" }},\n  {{'
+                "  {",
+                f'  {{ path = "config.json", size = 1, sha256 = "{SHA}", source = "https://h/x"'
+                " },\n  {",
             ),
             "model[0].files: two files share a save path",
         ),
@@ -116,8 +147,12 @@ def test_any_text_is_a_lock_or_a_catalog_error(text: str) -> None:
 
 
 def test_a_lock_entry_is_checked_as_it_is_built() -> None:
-    """One model: what the reader refuses cannot be built in code either (so it is never written)."""
+    """One model: what the reader refuses cannot be built in code either (so it is never
+    written).
+    """
     with pytest.raises(ValueError, match="unsafe save path"):
         LockedFile("../x", 1, SHA, "https://h/x")
     with pytest.raises(ValueError, match="two files share a save path"):
-        _model("tiny", LockedFile("a", 1, SHA, "https://h/a"), LockedFile("a", 2, SHA, "https://h/b"))
+        _model(
+            "tiny", LockedFile("a", 1, SHA, "https://h/a"), LockedFile("a", 2, SHA, "https://h/b")
+        )

@@ -1,6 +1,6 @@
-"""Issue 37, class C: catalog.lock has a bound on the whole, checked before a byte of it is parsed (exit 2 naming the
-file and the limit), mdl never writes a lock it would refuse to read, and reading one costs memory for its entries,
-not for copies of its text."""
+"""Issue 37, class C: catalog.lock has a bound on the whole, checked before a byte of it is parsed
+(exit 2 naming the file and the limit), mdl never writes a lock it would refuse to read, and reading
+one costs memory for its entries, not for copies of its text."""
 
 from __future__ import annotations
 
@@ -51,17 +51,30 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-COMMANDS = [("list",), ("show", "big"), ("verify", "big"), ("resolve", "big"), ("lock", "--check"), ("pull", "big")]
+COMMANDS = [
+    ("list",),
+    ("show", "big"),
+    ("verify", "big"),
+    ("resolve", "big"),
+    ("lock", "--check"),
+    ("pull", "big"),
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
-def test_an_oversize_lock_is_exit_2_naming_the_file_and_the_limit_unparsed(env: Path, command: tuple[str, ...]) -> None:
+def test_an_oversize_lock_is_exit_2_naming_the_file_and_the_limit_unparsed(
+    env: Path, command: tuple[str, ...]
+) -> None:
     lock = env / "catalog.lock"
-    with lock.open("wb") as handle:  # sparse: 64 MiB of NULs, which any parse would call invalid TOML
+    # sparse: 64 MiB of NULs, which any parse would call invalid TOML
+    with lock.open("wb") as handle:
         handle.truncate(lock_io.MAX_LOCK_BYTES + 1)
     result = mdl(*command)
     assert result.exit_code == ExitCode.USAGE == 2, result.output
-    assert f"{lock}: {lock_io.MAX_LOCK_BYTES + 1} bytes, more than the 64 MiB a lock may hold" in result.stderr
+    assert (
+        f"{lock}: {lock_io.MAX_LOCK_BYTES + 1} bytes, more than the 64 MiB a lock may hold"
+        in result.stderr
+    )
     assert "invalid TOML" not in result.stderr and "internal error" not in result.stderr
 
 
@@ -78,14 +91,18 @@ def test_a_lock_one_byte_over_the_limit_is_refused_and_at_the_limit_is_read(
     assert info.value.exit_code == 2 and str(path) in info.value.message
 
 
-def test_mdl_never_writes_a_lock_it_would_refuse_to_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mdl_never_writes_a_lock_it_would_refuse_to_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     small = big_lock(tmp_path, 2)
     before = small.read_bytes()
     (tmp_path / "other").mkdir()
     lock = read_lock(big_lock(tmp_path / "other", 20))
     assert lock is not None
     monkeypatch.setattr(lock_io, "MAX_LOCK_BYTES", len(before) + 10)
-    with pytest.raises(CatalogError, match=r"the lock would be \d+ bytes, more than the 0 MiB a lock may hold; not"):
+    with pytest.raises(
+        CatalogError, match=r"the lock would be \d+ bytes, more than the 0 MiB a lock may hold; not"
+    ):
         write_lock(small, lock)
     assert small.read_bytes() == before, "the lock there is left as it was"
 
@@ -93,7 +110,12 @@ def test_mdl_never_writes_a_lock_it_would_refuse_to_read(tmp_path: Path, monkeyp
 def test_a_fifo_at_the_locks_name_is_refused_without_waiting(env: Path) -> None:
     os.mkfifo(env / "catalog.lock")
     done = subprocess.run(
-        [sys.executable, "-m", "mdl", "list"], capture_output=True, text=True, timeout=60, check=False, env=os.environ
+        [sys.executable, "-m", "mdl", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=os.environ,
     )
     assert done.returncode == 2, done.stderr
     assert "catalog.lock: not a regular file" in done.stderr
@@ -109,9 +131,9 @@ def test_reading_a_lock_costs_its_entries_not_copies_of_its_text(tmp_path: Path)
     finally:
         tracemalloc.stop()
     assert lock is not None and len(lock.models["big"].files) == 5000
-    # Before: the bytes, the text, the whole TOML document and the entries at once (7.3 x the file's size at the
-    # peak, 3.3 MiB of entries); now each form is let go as the next is made, each file's table as its entry is,
-    # and the entries have no __dict__ (4.2 x, 2.1 MiB).
+    # Before: the bytes, the text, the whole TOML document and the entries at once (7.3 x the file's
+    # size at the peak, 3.3 MiB of entries); now each form is let go as the next is made, each
+    # file's table as its entry is, and the entries have no __dict__ (4.2 x, 2.1 MiB).
     size = path.stat().st_size
     assert peak < 5.5 * size, f"peak {peak / size:.1f} x the lock's size"
     assert kept < 2.5 * size, f"entries {kept / size:.1f} x the lock's size"
@@ -120,7 +142,9 @@ def test_reading_a_lock_costs_its_entries_not_copies_of_its_text(tmp_path: Path)
 def test_a_lock_error_still_names_the_key_path(tmp_path: Path) -> None:
     path = big_lock(tmp_path, 3)
     path.write_text(path.read_text().replace("size = 2,", 'size = "2",'))
-    with pytest.raises(CatalogError, match=r"model\[0\]\.files\[2\]\.size: Input should be a valid integer"):
+    with pytest.raises(
+        CatalogError, match=r"model\[0\]\.files\[2\]\.size: Input should be a valid integer"
+    ):
         read_lock(path)
 
 

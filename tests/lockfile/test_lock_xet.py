@@ -1,5 +1,5 @@
-"""catalog.lock's ``xet``: a Hub file's Xet hash, written when known and read strictly, so a locked pull fetches it by
-chunk without a listing; a lock written before the field stays valid."""
+"""catalog.lock's ``xet``: a Hub file's Xet hash, written when known and read strictly, so a locked
+pull fetches it by chunk without a listing; a lock written before the field stays valid."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from mdl.catalog import ModelSpec
 from mdl.errors import CatalogError
-from mdl.lockfile import Lock, LockedFile, LockedModel, locked_from_resolved, parse_lock, resolved_from_locked
+from mdl.lockfile import (
+    Lock,
+    LockedFile,
+    LockedModel,
+    locked_from_resolved,
+    parse_lock,
+    resolved_from_locked,
+)
 from mdl.lockfile.io import dump_lock
 from mdl.redact import Secrets
 from mdl.sources import RemoteFile, ResolvedModel, XetRef, hub_file_url, xet_token_url

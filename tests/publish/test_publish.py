@@ -1,7 +1,9 @@
-"""`mdl publish` to a real S3 server on loopback (moto, tests/s3server.py), and a fleet node pulling from it.
+"""`mdl publish` to a real S3 server on loopback (moto, tests/s3server.py), and a fleet node pulling
+from it.
 
 Machine A pulls from the Hub stand-in and publishes; machine B pulls with the mirror
-``s3://bucket/prefix/{model}/{path}`` and must get every byte from the bucket, verified against the Hub's hashes.
+``s3://bucket/prefix/{model}/{path}`` and must get every byte from the bucket, verified against the
+Hub's hashes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ BIG = make_data(34 * MiB, seed=71)  # above the 16 MiB part size: a multipart up
 WEIGHTS = make_data(300_003, seed=72)
 CONFIG = b'{"model_type": "bert", "hidden_size": 8}\n'
 VOCAB = b"[PAD]\n[UNK]\n" * 50
-FILES = {"config.json": CONFIG, "model.safetensors": WEIGHTS, "vocab.txt": VOCAB, "nested/big.safetensors": BIG}
+FILES = {
+    "config.json": CONFIG,
+    "model.safetensors": WEIGHTS,
+    "vocab.txt": VOCAB,
+    "nested/big.safetensors": BIG,
+}
 BUCKET = "team-models"
 MIRROR = f"s3://{BUCKET}/hub/{{model}}/{{path}}"
 
@@ -45,7 +52,9 @@ def hub_repo(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "catalog.toml").write_text('[models.tiny]\nrepo = "org/tiny"\n\n[models.other]\nrepo = "org/tiny"\n')
+    (tmp_path / "catalog.toml").write_text(
+        '[models.tiny]\nrepo = "org/tiny"\n\n[models.other]\nrepo = "org/tiny"\n'
+    )
     return hub
 
 
@@ -61,39 +70,45 @@ def seeded(hub_repo: HubServer, s3: S3, tmp_path: Path) -> Path:
 
 def uploads(s3: S3, key_part: str) -> int:
     """Writes that carried a file's bytes to the key (a PUT, or a multipart's parts)."""
-    return sum(1 for method, path, _ in s3.cutter.writes if method == "PUT" and path.endswith(key_part))
+    return sum(
+        1 for method, path, _ in s3.cutter.writes if method == "PUT" and path.endswith(key_part)
+    )
 
 
 def test_publish_then_a_fresh_node_pulls_from_the_bucket_with_zero_hub_bytes(
-    seeded: Path,
-    s3: S3,
-    hub_repo: HubServer,
-    tmp_path: Path,
+    seeded: Path, s3: S3, hub_repo: HubServer, tmp_path: Path
 ) -> None:
-    published = mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub/", "--dest", str(seeded), "--json")
+    published = mdl(
+        "publish", "tiny", "--to", f"s3://{BUCKET}/hub/", "--dest", str(seeded), "--json"
+    )
     assert published.exit_code == 0, published.stderr
     doc = json.loads(published.stdout)
     assert doc["ok"] and doc["to"] == f"s3://{BUCKET}/hub"
     assert doc["manifests"] == [f"s3://{BUCKET}/hub/.mdl/tiny.json"]
-    assert {p: (f["action"], f["size"], f["sha256"], f["dest"]) for p, f in files_of(published).items()} == {
-        p: ("uploaded", len(d), sha(d), f"s3://{BUCKET}/hub/tiny/{p}") for p, d in FILES.items()
-    }
+    assert {
+        p: (f["action"], f["size"], f["sha256"], f["dest"]) for p, f in files_of(published).items()
+    } == {p: ("uploaded", len(d), sha(d), f"s3://{BUCKET}/hub/tiny/{p}") for p, d in FILES.items()}
     client = s3.client()
     for path, data in FILES.items():
         obj = client.get_object(Bucket=BUCKET, Key=f"hub/tiny/{path}", ChecksumMode="ENABLED")
         assert obj["Body"].read() == data
         assert obj["Metadata"]["sha256"] == sha(data)
-        assert "ChecksumSHA256" in obj, "uploaded with S3's SHA-256 checksum: the store checks every part"
+        assert "ChecksumSHA256" in obj, (
+            "uploaded with S3's SHA-256 checksum: the store checks every part"
+        )
     head = client.head_object(Bucket=BUCKET, Key="hub/tiny/config.json", ChecksumMode="ENABLED")
     assert base64.b64decode(head["ChecksumSHA256"]).hex() == sha(CONFIG)
-    assert sum(1 for _, _, q in s3.cutter.writes if "partNumber=" in q) == 3, "the 34 MiB file went up in 3 parts"
+    assert sum(1 for _, _, q in s3.cutter.writes if "partNumber=" in q) == 3, (
+        "the 34 MiB file went up in 3 parts"
+    )
     manifest = json.loads(client.get_object(Bucket=BUCKET, Key="hub/.mdl/tiny.json")["Body"].read())
     assert manifest["model"] == "tiny" and manifest["commit"] == hub_repo.tiny_commit  # type: ignore[attr-defined]
     assert {f["path"]: (f["size"], f["sha256"]) for f in manifest["files"]} == {
         p: (len(d), sha(d)) for p, d in FILES.items()
     }
 
-    # Node B: a fresh destination, the bucket as its mirror; the Hub is asked for hashes, never for bytes.
+    # Node B: a fresh destination, the bucket as its mirror; the Hub is asked for hashes, never for
+    # bytes.
     hub_repo.log.clear()
     hub_repo.cdn.log.clear()
     pulled = mdl("pull", "tiny", "--dest", str(tmp_path / "b"), "--mirror", MIRROR, "--json")
@@ -104,13 +119,13 @@ def test_publish_then_a_fresh_node_pulls_from_the_bucket_with_zero_hub_bytes(
         assert (tmp_path / "b" / "tiny" / path).read_bytes() == data
     mirrors = {p: f.get("mirror") for p, f in files_of(pulled).items()}
     assert mirrors == {p: f"s3://{BUCKET}/hub/tiny/{p}" for p in FILES}
-    assert "X-Amz-Signature" not in pulled.stdout + pulled.stderr + (tmp_path / "mdl.log").read_text()
+    assert (
+        "X-Amz-Signature" not in pulled.stdout + pulled.stderr + (tmp_path / "mdl.log").read_text()
+    )
 
 
 def test_a_rerun_skips_what_is_there_and_an_interrupted_publish_resumes(
-    seeded: Path,
-    s3: S3,
-    monkeypatch: pytest.MonkeyPatch,
+    seeded: Path, s3: S3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     s3.cutter.fail_writes_after = 2  # two small files get up, then the store fails every write
@@ -119,7 +134,9 @@ def test_a_rerun_skips_what_is_there_and_an_interrupted_publish_resumes(
     done = {p for p, f in files_of(first).items() if f["action"] == "uploaded"}
     assert 1 <= len(done) < len(FILES)
     assert json.loads(first.stdout)["manifests"] == []
-    assert "Contents" not in s3.client().list_objects_v2(Bucket=BUCKET, Prefix="hub/.mdl/"), "no manifest yet"
+    assert "Contents" not in s3.client().list_objects_v2(Bucket=BUCKET, Prefix="hub/.mdl/"), (
+        "no manifest yet"
+    )
     assert s3.client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
 
     s3.cutter.fail_writes_after = None
@@ -141,8 +158,11 @@ def test_a_rerun_skips_what_is_there_and_an_interrupted_publish_resumes(
 
 
 def test_an_object_that_changed_in_the_bucket_is_uploaded_again(seeded: Path, s3: S3) -> None:
-    assert mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded)).exit_code == 0
-    s3.put(BUCKET, "hub/tiny/vocab.txt", b"X" * len(VOCAB))  # same size, other bytes, no sha256 of ours
+    assert (
+        mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded)).exit_code == 0
+    )
+    # same size, other bytes, no sha256 of ours
+    s3.put(BUCKET, "hub/tiny/vocab.txt", b"X" * len(VOCAB))
     again = mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded), "--json")
     assert again.exit_code == 0, again.output
     assert files_of(again)["vocab.txt"]["action"] == "uploaded"
@@ -150,12 +170,11 @@ def test_an_object_that_changed_in_the_bucket_is_uploaded_again(seeded: Path, s3
 
 
 def test_a_tampered_object_is_caught_and_the_origin_serves_that_file(
-    seeded: Path,
-    s3: S3,
-    hub_repo: HubServer,
-    tmp_path: Path,
+    seeded: Path, s3: S3, hub_repo: HubServer, tmp_path: Path
 ) -> None:
-    assert mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded)).exit_code == 0
+    assert (
+        mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded)).exit_code == 0
+    )
     evil = bytearray(WEIGHTS)
     evil[1000] ^= 0xFF
     s3.put(BUCKET, "hub/tiny/model.safetensors", bytes(evil))
@@ -165,27 +184,40 @@ def test_a_tampered_object_is_caught_and_the_origin_serves_that_file(
     assert (tmp_path / "b" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
     got = files_of(pulled)
     assert "mirror" not in got["model.safetensors"], "the tampered file came from the origin"
-    assert got["nested/big.safetensors"]["mirror"] == f"s3://{BUCKET}/hub/tiny/nested/big.safetensors"
+    assert (
+        got["nested/big.safetensors"]["mirror"] == f"s3://{BUCKET}/hub/tiny/nested/big.safetensors"
+    )
     assert hub_repo.cdn.log.body_bytes() == len(WEIGHTS)
     assert pulled.stderr.count("mirror") == 1, pulled.stderr
-    assert "tiny/model.safetensors: mirror s3://team-models/hub/tiny/model.safetensors failed" in pulled.stderr
+    assert (
+        "tiny/model.safetensors: mirror s3://team-models/hub/tiny/model.safetensors failed"
+        in pulled.stderr
+    )
 
 
 def test_a_bucket_that_is_stale_or_gone_falls_back_to_the_origin(
-    seeded: Path,
-    s3: S3,
-    hub_repo: HubServer,
-    tmp_path: Path,
+    seeded: Path, s3: S3, hub_repo: HubServer, tmp_path: Path
 ) -> None:
-    # Stale: the bucket holds only config.json; the rest comes from the origin, one warning per missing file.
+    # Stale: the bucket holds only config.json; the rest comes from the origin, one warning per
+    # missing file.
     s3.put(BUCKET, "hub/tiny/config.json", CONFIG)
     stale = mdl("pull", "tiny", "--dest", str(tmp_path / "b"), "--mirror", MIRROR, "--json")
     assert stale.exit_code == 0, stale.stderr
     assert files_of(stale)["config.json"]["mirror"] == f"s3://{BUCKET}/hub/tiny/config.json"
     assert all("mirror" not in f for p, f in files_of(stale).items() if p != "config.json")
-    assert "tiny/vocab.txt: mirror s3://team-models/hub/tiny/vocab.txt failed (not in the bucket)" in stale.stderr
+    assert (
+        "tiny/vocab.txt: mirror s3://team-models/hub/tiny/vocab.txt failed (not in the bucket)"
+        in stale.stderr
+    )
     # Gone: no such bucket. One warning for the run, every file from the origin.
-    gone = mdl("pull", "tiny", "--dest", str(tmp_path / "c"), "--mirror", "s3://no-such-bucket/hub/{model}/{path}")
+    gone = mdl(
+        "pull",
+        "tiny",
+        "--dest",
+        str(tmp_path / "c"),
+        "--mirror",
+        "s3://no-such-bucket/hub/{model}/{path}",
+    )
     assert gone.exit_code == 0, gone.stderr
     assert gone.stderr.count("no-such-bucket") == 1, gone.stderr
     assert "is not usable (no such bucket); using the next source" in gone.stderr
@@ -194,13 +226,11 @@ def test_a_bucket_that_is_stale_or_gone_falls_back_to_the_origin(
 
 
 def test_a_mirror_with_its_own_endpoint_in_the_catalog(
-    seeded: Path,
-    s3: S3,
-    hub_repo: HubServer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    seeded: Path, s3: S3, hub_repo: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded)).exit_code == 0
+    assert (
+        mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded)).exit_code == 0
+    )
     monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the catalog says where the store is
     catalog = tmp_path / "node.toml"
     catalog.write_text(
@@ -214,24 +244,35 @@ def test_a_mirror_with_its_own_endpoint_in_the_catalog(
     assert all(f.get("mirror") for f in files_of(pulled).values())
 
 
-def test_publish_of_a_locked_model_carries_the_lock_entry(seeded: Path, s3: S3, tmp_path: Path) -> None:
+def test_publish_of_a_locked_model_carries_the_lock_entry(
+    seeded: Path, s3: S3, tmp_path: Path
+) -> None:
     assert mdl("lock", "tiny").exit_code == 0
-    published = mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded), "--locked")
+    published = mdl(
+        "publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded), "--locked"
+    )
     assert published.exit_code == 0, published.output
-    manifest = json.loads(s3.client().get_object(Bucket=BUCKET, Key="hub/.mdl/tiny.json")["Body"].read())
-    assert {f["path"]: f["sha256"] for f in manifest["lock"]["files"]} == {p: sha(d) for p, d in FILES.items()}
+    manifest = json.loads(
+        s3.client().get_object(Bucket=BUCKET, Key="hub/.mdl/tiny.json")["Body"].read()
+    )
+    assert {f["path"]: f["sha256"] for f in manifest["lock"]["files"]} == {
+        p: sha(d) for p, d in FILES.items()
+    }
     assert manifest["lock"]["fingerprint"]
 
 
 def test_a_file_changed_on_disk_is_re_hashed_and_never_published(seeded: Path, s3: S3) -> None:
     touched = seeded / "tiny" / "config.json"
-    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))  # record stale, same bytes
+    # record stale, same bytes
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
     corrupt = seeded / "tiny" / "vocab.txt"
     corrupt.write_bytes(b"Y" * len(VOCAB))
     result = mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded), "--json")
     assert result.exit_code == ExitCode.INTEGRITY, result.output
     got = files_of(result)
-    assert got["config.json"]["action"] == "uploaded", "a stale record is re-hashed, and the same bytes go up"
+    assert got["config.json"]["action"] == "uploaded", (
+        "a stale record is re-hashed, and the same bytes go up"
+    )
     assert got["vocab.txt"]["action"] == "failed" and "sha256 mismatch" in got["vocab.txt"]["error"]
     keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=BUCKET).get("Contents", [])]
     assert "hub/tiny/vocab.txt" not in keys
@@ -246,7 +287,9 @@ def test_a_model_never_pulled_is_exit_4(seeded: Path, s3: S3) -> None:
     assert "mdl pull other" in result.stderr
 
 
-def test_a_missing_bucket_is_exit_4_and_denied_is_exit_3(seeded: Path, s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_bucket_is_exit_4_and_denied_is_exit_3(
+    seeded: Path, s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
     missing = mdl("publish", "tiny", "--to", "s3://absent-bucket/hub", "--dest", str(seeded))
     assert missing.exit_code == ExitCode.NOT_FOUND, missing.output
     assert "no such bucket 'absent-bucket'" in missing.stderr
@@ -256,7 +299,9 @@ def test_a_missing_bucket_is_exit_4_and_denied_is_exit_3(seeded: Path, s3: S3, m
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNUSER00000")
     with enable_iam_authentication():
-        denied = mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded), "--json")
+        denied = mdl(
+            "publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded), "--json"
+        )
     assert denied.exit_code == ExitCode.AUTH, denied.output
     assert "access denied" in denied.stderr
     assert json.loads(denied.stdout)["error"]["code"] == ExitCode.AUTH
@@ -283,7 +328,9 @@ def test_a_bad_target_is_exit_2_naming_it(to: str, seeded: Path) -> None:
 
 
 def test_secrets_never_shown(seeded: Path, s3: S3, tmp_path: Path) -> None:
-    result = mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded), "--json", "-v")
+    result = mdl(
+        "publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded), "--json", "-v"
+    )
     assert result.exit_code == 0, result.output
     pulled = mdl("pull", "tiny", "--dest", str(tmp_path / "b"), "--mirror", MIRROR, "--json", "-v")
     assert pulled.exit_code == 0, pulled.output
@@ -296,9 +343,7 @@ def test_secrets_never_shown(seeded: Path, s3: S3, tmp_path: Path) -> None:
 
 
 def test_ctrl_c_mid_publish_exits_130_leaves_no_open_upload_and_the_rerun_finishes(
-    seeded: Path,
-    s3: S3,
-    tmp_path: Path,
+    seeded: Path, s3: S3, tmp_path: Path
 ) -> None:
     import signal
     import subprocess
@@ -306,11 +351,24 @@ def test_ctrl_c_mid_publish_exits_130_leaves_no_open_upload_and_the_rerun_finish
     import time
 
     s3.cutter.write_delay = 0.4  # a slow uplink: every PUT (and every part) takes a while
-    command = [sys.executable, "-m", "mdl", "publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded)]
+    command = [
+        sys.executable,
+        "-m",
+        "mdl",
+        "publish",
+        "tiny",
+        "--to",
+        f"s3://{BUCKET}/hub",
+        "--dest",
+        str(seeded),
+    ]
     proc = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while not any("partNumber=" in q for _, _, q in s3.cutter.writes) and time.monotonic() < deadline:
+        while (
+            not any("partNumber=" in q for _, _, q in s3.cutter.writes)
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         assert time.monotonic() < deadline, "the big file's parts never started"
         proc.send_signal(signal.SIGINT)
@@ -321,23 +379,25 @@ def test_ctrl_c_mid_publish_exits_130_leaves_no_open_upload_and_the_rerun_finish
     assert proc.returncode == ExitCode.INTERRUPTED, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     client = s3.client()
-    assert client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == [], "the cut multipart was aborted"
+    assert client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == [], (
+        "the cut multipart was aborted"
+    )
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
     assert "hub/tiny/nested/big.safetensors" not in keys and "hub/.mdl/tiny.json" not in keys
 
     s3.cutter.write_delay = 0.0
     again = mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded), "--json")
     assert again.exit_code == 0, again.output
-    assert client.get_object(Bucket=BUCKET, Key="hub/tiny/nested/big.safetensors")["Body"].read() == BIG
+    assert (
+        client.get_object(Bucket=BUCKET, Key="hub/tiny/nested/big.safetensors")["Body"].read()
+        == BIG
+    )
     done_before = {k.removeprefix("hub/tiny/") for k in keys}
     assert {p for p, f in files_of(again).items() if f["action"] == "skipped"} == done_before
 
 
 def test_a_mirror_endpoint_nothing_listens_on_is_warned_about_once(
-    hub_repo: HubServer,
-    s3: S3,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    hub_repo: HubServer, s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import socket
 
@@ -346,7 +406,8 @@ def test_a_mirror_endpoint_nothing_listens_on_is_warned_about_once(
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
     catalog = tmp_path / "dead.toml"
     catalog.write_text(
-        f'[settings]\nmirrors = [{{ url = "{MIRROR}", endpoint = "{dead}" }}]\n\n[models.tiny]\nrepo = "org/tiny"\n'
+        f'[settings]\nmirrors = [{{ url = "{MIRROR}", endpoint = "{dead}"'
+        ' }]\n\n[models.tiny]\nrepo = "org/tiny"\n'
     )
     pulled = mdl("pull", "tiny", "--catalog", str(catalog), "--dest", str(tmp_path / "b"), "--json")
     assert pulled.exit_code == 0, pulled.stderr
@@ -358,7 +419,16 @@ def test_a_mirror_endpoint_nothing_listens_on_is_warned_about_once(
 def test_an_unusable_endpoint_is_exit_2_for_publish_and_the_origin_for_pull(
     seeded: Path, s3: S3, hub_repo: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    flag = mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded), "--endpoint-url", "http://")
+    flag = mdl(
+        "publish",
+        "tiny",
+        "--to",
+        f"s3://{BUCKET}/hub",
+        "--dest",
+        str(seeded),
+        "--endpoint-url",
+        "http://",
+    )
     assert flag.exit_code == ExitCode.USAGE, flag.output
     assert "--endpoint-url" in flag.stderr
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://")

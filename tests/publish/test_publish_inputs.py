@@ -1,4 +1,6 @@
-"""Inputs of publish and of s3:// mirrors: targets, templates, catalog tables, the missing extra, the Python API."""
+"""Inputs of publish and of s3:// mirrors: targets, templates, catalog tables, the missing extra,
+the Python API.
+"""
 
 from __future__ import annotations
 
@@ -50,7 +52,9 @@ def test_a_multipart_checksum_is_never_taken_for_the_objects_sha256() -> None:
         "ChecksumSHA256": "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=",
         "ETag": '"5d41402abc4b2a76b9719d911017c592"',
     }
-    assert sha256_of_head(full) == "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    assert (
+        sha256_of_head(full) == "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    )
     assert sha256_of_head({**full, "ETag": '"5d41402abc4b2a76b9719d911017c592-3"'}) is None
     assert sha256_of_head({**full, "ChecksumType": "COMPOSITE"}) is None
     assert sha256_of_head({**full, "ChecksumSHA256": full["ChecksumSHA256"] + "-3"}) is None
@@ -59,10 +63,16 @@ def test_a_multipart_checksum_is_never_taken_for_the_objects_sha256() -> None:
 @pytest.mark.parametrize(
     ("mirrors", "said"),
     [
-        ('[{ url = "http://m/{model}/{path}", endpoint = "http://e" }]', "settings.mirrors[0].endpoint"),
+        (
+            '[{ url = "http://m/{model}/{path}", endpoint = "http://e" }]',
+            "settings.mirrors[0].endpoint",
+        ),
         ('[{ url = "s3://b!/x/{path}" }]', "settings.mirrors[0].url: 'b!' is not a bucket name"),
         ('[{ url = "s3://bkt/{path}", endpont = "http://e" }]', "did you mean 'endpoint'"),
-        ('[{ url = "s3://bkt/{path}", endpoint = "ftp://e" }]', "settings.mirrors[0].endpoint: must be an http(s) URL"),
+        (
+            '[{ url = "s3://bkt/{path}", endpoint = "ftp://e" }]',
+            "settings.mirrors[0].endpoint: must be an http(s) URL",
+        ),
         ('["s3://bkt/{pth}"]', "unknown placeholder {pth}"),
     ],
 )
@@ -75,15 +85,19 @@ def test_bad_mirror_entries_name_the_key(mirrors: str, said: str) -> None:
 
 def test_mirror_entries_keep_their_endpoints() -> None:
     catalog = parse_catalog(
-        '[settings]\nmirrors = ["http://m/{model}/{path}", '
-        '{ url = "s3://bkt/hub/{model}/{path}", endpoint = "http://127.0.0.1:9/" }]\n\n[models.x]\nrepo = "a/b"\n'
+        '[settings]\nmirrors = ["http://m/{model}/{path}", { url = "s3://bkt/hub/{model}/{path}",'
+        ' endpoint = "http://127.0.0.1:9/" }]\n\n[models.x]\nrepo = "a/b"\n'
     )
     assert catalog.settings.mirrors == ("http://m/{model}/{path}", "s3://bkt/hub/{model}/{path}")
-    assert catalog.settings.mirror_endpoints == (("s3://bkt/hub/{model}/{path}", "http://127.0.0.1:9"),)
+    assert catalog.settings.mirror_endpoints == (
+        ("s3://bkt/hub/{model}/{path}", "http://127.0.0.1:9"),
+    )
 
 
 @pytest.mark.parametrize("bad", ["ftp://x/{path}", "s3://no_such!/{path}", "http://m/{nope}"])
-def test_a_bad_mirror_flag_is_exit_2_naming_it(bad: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_mirror_flag_is_exit_2_naming_it(
+    bad: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "catalog.toml").write_text('[models.x]\nrepo = "a/b"\n')
     result = mdl("pull", "x", "--mirror", bad)
@@ -95,18 +109,29 @@ def test_publish_without_the_extra_is_exit_2_naming_it(tmp_path: Path) -> None:
     (tmp_path / "catalog.toml").write_text('[models.x]\nrepo = "a/b"\n')
     home = tmp_path / "home"
     (home / "d" / "x").mkdir(parents=True)
-    env = {**without_modules(tmp_path, "boto3", "botocore"), "HOME": str(home), "AWS_EC2_METADATA_DISABLED": "true"}
-    command = [sys.executable, "-m", "mdl", "publish", "x", "--to", "s3://bucket-1/p", "--dest", str(home / "d")]
+    env = {
+        **without_modules(tmp_path, "boto3", "botocore"),
+        "HOME": str(home),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "mdl",
+        "publish",
+        "x",
+        "--to",
+        "s3://bucket-1/p",
+        "--dest",
+        str(home / "d"),
+    ]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode in (ExitCode.USAGE, ExitCode.NOT_FOUND), proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_the_python_api_publishes_and_prints_nothing(
-    hub: HubServer,
-    s3: S3,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    hub: HubServer, s3: S3, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import mdl as mdl_api
 
@@ -117,7 +142,9 @@ def test_the_python_api_publishes_and_prints_nothing(
     pulled = mdl_api.pull("tiny", catalog=catalog, dest=tmp_path / "d", environ=env)
     assert pulled.ok
     s3.client().create_bucket(Bucket="api-bucket")
-    report = mdl_api.publish("tiny", to="s3://api-bucket/m", catalog=catalog, dest=tmp_path / "d", environ=env)
+    report = mdl_api.publish(
+        "tiny", to="s3://api-bucket/m", catalog=catalog, dest=tmp_path / "d", environ=env
+    )
     assert report.ok and report.target == "s3://api-bucket/m"
     assert report.manifests == ("s3://api-bucket/m/.mdl/tiny.json",)
     assert sorted((f.path, f.action) for f in report.files) == [
@@ -125,6 +152,8 @@ def test_the_python_api_publishes_and_prints_nothing(
         ("w.safetensors", "uploaded"),
     ]
     with pytest.raises(UsageError):
-        mdl_api.publish("tiny", to="https://not-s3/x", catalog=catalog, dest=tmp_path / "d", environ=env)
+        mdl_api.publish(
+            "tiny", to="https://not-s3/x", catalog=catalog, dest=tmp_path / "d", environ=env
+        )
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""

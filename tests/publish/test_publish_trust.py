@@ -1,8 +1,9 @@
-"""What `mdl publish` trusts to skip an object: only a SHA-256 the store computed over the object's bytes (issue 24).
+"""What `mdl publish` trusts to skip an object: only a SHA-256 the store computed over the object's
+bytes (issue 24).
 
-Metadata (`x-amz-meta-sha256`) is set by whoever writes the object, so an object with the right size and metadata
-but other bytes must be uploaded again; what mdl uploaded itself, single-part and multipart, is still skipped. A
-model that is not fully installed is refused before anything is sent.
+Metadata (`x-amz-meta-sha256`) is set by whoever writes the object, so an object with the right size
+and metadata but other bytes must be uploaded again; what mdl uploaded itself, single-part and
+multipart, is still skipped. A model that is not fully installed is refused before anything is sent.
 """
 
 from __future__ import annotations
@@ -56,10 +57,12 @@ def bare_client(s3: S3) -> Any:
 
 
 def put_multipart(client: Any, key: str, data: bytes, *, part: int, checksum: bool) -> None:
-    """Write ``data`` as a multipart object of ``part``-byte parts, our metadata on it, with or without S3's
-    SHA-256 checksums."""
+    """Write ``data`` as a multipart object of ``part``-byte parts, our metadata on it, with or
+    without S3's SHA-256 checksums."""
     extra: dict[str, Any] = {"ChecksumAlgorithm": "SHA256"} if checksum else {}
-    upload = client.create_multipart_upload(Bucket=BUCKET, Key=key, Metadata={"sha256": sha(BIG)}, **extra)
+    upload = client.create_multipart_upload(
+        Bucket=BUCKET, Key=key, Metadata={"sha256": sha(BIG)}, **extra
+    )
     done = []
     for number, start in enumerate(range(0, len(data), part), start=1):
         reply = client.upload_part(
@@ -114,26 +117,42 @@ def assert_bucket_is_right(s3: S3) -> None:
     for path, data in FILES.items():
         assert client.get_object(Bucket=BUCKET, Key=f"hub/tiny/{path}")["Body"].read() == data, path
     manifest = json.loads(client.get_object(Bucket=BUCKET, Key="hub/.mdl/tiny.json")["Body"].read())
-    assert {f["path"]: f["sha256"] for f in manifest["files"]} == {p: sha(d) for p, d in FILES.items()}
+    assert {f["path"]: f["sha256"] for f in manifest["files"]} == {
+        p: sha(d) for p, d in FILES.items()
+    }
 
 
-def test_a_rerun_skips_every_object_mdl_uploaded_single_part_and_multipart(published: Path, s3: S3) -> None:
-    head = s3.client().head_object(Bucket=BUCKET, Key="hub/tiny/big.safetensors", ChecksumMode="ENABLED")
+def test_a_rerun_skips_every_object_mdl_uploaded_single_part_and_multipart(
+    published: Path, s3: S3
+) -> None:
+    head = s3.client().head_object(
+        Bucket=BUCKET, Key="hub/tiny/big.safetensors", ChecksumMode="ENABLED"
+    )
     assert head["ETag"].endswith('-2"'), "the big file went up in 2 parts"
     assert publish_again(published) == dict.fromkeys(FILES, "skipped")
     assert s3.cutter.writes == [], "nothing is sent again"
 
 
 @pytest.mark.parametrize("stored", [b"X" * len(VOCAB), VOCAB], ids=["other-bytes", "same-bytes"])
-def test_metadata_without_a_store_checksum_never_decides(published: Path, s3: S3, stored: bytes) -> None:
-    bare_client(s3).put_object(Bucket=BUCKET, Key="hub/tiny/vocab.txt", Body=stored, Metadata={"sha256": sha(VOCAB)})
+def test_metadata_without_a_store_checksum_never_decides(
+    published: Path, s3: S3, stored: bytes
+) -> None:
+    bare_client(s3).put_object(
+        Bucket=BUCKET, Key="hub/tiny/vocab.txt", Body=stored, Metadata={"sha256": sha(VOCAB)}
+    )
     head = s3.client().head_object(Bucket=BUCKET, Key="hub/tiny/vocab.txt", ChecksumMode="ENABLED")
     assert head["ContentLength"] == len(VOCAB) and head["Metadata"]["sha256"] == sha(VOCAB)
     assert "ChecksumSHA256" not in head
     actions = publish_again(published)
-    assert actions == {"config.json": "skipped", "vocab.txt": "uploaded", "big.safetensors": "skipped"}
+    assert actions == {
+        "config.json": "skipped",
+        "vocab.txt": "uploaded",
+        "big.safetensors": "skipped",
+    }
     assert_bucket_is_right(s3)
-    assert publish_again(published)["vocab.txt"] == "skipped", "what mdl uploaded again is trusted again"
+    assert publish_again(published)["vocab.txt"] == "skipped", (
+        "what mdl uploaded again is trusted again"
+    )
 
 
 def test_a_store_checksum_of_other_bytes_is_uploaded_again(published: Path, s3: S3) -> None:
@@ -149,26 +168,40 @@ def test_a_store_checksum_of_other_bytes_is_uploaded_again(published: Path, s3: 
 
 
 @pytest.mark.parametrize("checksum", [True, False], ids=["composite-of-other-bytes", "no-checksum"])
-def test_a_tampered_multipart_object_is_uploaded_again(published: Path, s3: S3, checksum: bool) -> None:
+def test_a_tampered_multipart_object_is_uploaded_again(
+    published: Path, s3: S3, checksum: bool
+) -> None:
     evil = bytearray(BIG)
     evil[16 * MiB + 7] ^= 0xFF  # one byte in the second part
-    put_multipart(bare_client(s3), "hub/tiny/big.safetensors", bytes(evil), part=16 * MiB, checksum=checksum)
-    head = s3.client().head_object(Bucket=BUCKET, Key="hub/tiny/big.safetensors", ChecksumMode="ENABLED")
+    put_multipart(
+        bare_client(s3), "hub/tiny/big.safetensors", bytes(evil), part=16 * MiB, checksum=checksum
+    )
+    head = s3.client().head_object(
+        Bucket=BUCKET, Key="hub/tiny/big.safetensors", ChecksumMode="ENABLED"
+    )
     assert head["ContentLength"] == len(BIG) and head["Metadata"]["sha256"] == sha(BIG)
     assert ("ChecksumSHA256" in head) is checksum
     actions = publish_again(published)
-    assert actions == {"config.json": "skipped", "vocab.txt": "skipped", "big.safetensors": "uploaded"}
+    assert actions == {
+        "config.json": "skipped",
+        "vocab.txt": "skipped",
+        "big.safetensors": "uploaded",
+    }
     assert_bucket_is_right(s3)
 
 
-def test_a_multipart_object_of_other_part_sizes_is_recognised_from_its_layout(published: Path, s3: S3) -> None:
+def test_a_multipart_object_of_other_part_sizes_is_recognised_from_its_layout(
+    published: Path, s3: S3
+) -> None:
     put_multipart(bare_client(s3), "hub/tiny/big.safetensors", BIG, part=6 * MiB, checksum=True)
     s3.cutter.writes.clear()
     assert publish_again(published)["big.safetensors"] == "skipped"
     assert s3.cutter.writes == []
 
 
-def test_a_model_not_fully_installed_is_refused_with_exit_4_and_nothing_is_sent(seeded: Path, s3: S3) -> None:
+def test_a_model_not_fully_installed_is_refused_with_exit_4_and_nothing_is_sent(
+    seeded: Path, s3: S3
+) -> None:
     (seeded / "tiny" / "vocab.txt").unlink()
     result = mdl("publish", "tiny", "--to", TO, "--dest", str(seeded), "--json")
     assert result.exit_code == ExitCode.NOT_FOUND, result.output
@@ -179,7 +212,9 @@ def test_a_model_not_fully_installed_is_refused_with_exit_4_and_nothing_is_sent(
     [refused] = doc["files"]
     assert (refused["model"], refused["action"]) == ("tiny", "missing")
     assert refused["error"] == "tiny: not fully installed (partial): vocab.txt (missing)"
-    assert "Contents" not in s3.client().list_objects_v2(Bucket=BUCKET), "no object and no manifest key"
+    assert "Contents" not in s3.client().list_objects_v2(Bucket=BUCKET), (
+        "no object and no manifest key"
+    )
 
 
 @given(
@@ -187,7 +222,9 @@ def test_a_model_not_fully_installed_is_refused_with_exit_4_and_nothing_is_sent(
     st.one_of(st.integers(min_value=-5, max_value=10**12), st.none(), st.text(max_size=3)),
     st.one_of(st.integers(min_value=-5, max_value=10**6), st.none(), st.floats()),
 )
-def test_a_part_layout_from_the_store_is_whole_and_bounded_or_none(size: int, first: object, count: object) -> None:
+def test_a_part_layout_from_the_store_is_whole_and_bounded_or_none(
+    size: int, first: object, count: object
+) -> None:
     sizes = part_layout(size, first=first, count=count)
     if sizes is None:
         return
@@ -195,10 +232,18 @@ def test_a_part_layout_from_the_store_is_whole_and_bounded_or_none(size: int, fi
     assert sum(sizes) == size and all(s == first for s in sizes[:-1]) and 0 < sizes[-1] <= sizes[0]
 
 
-@given(st.integers(min_value=1, max_value=10**10), st.integers(min_value=1, max_value=S3_MAX_PARTS), st.data())
-def test_every_layout_of_equal_parts_and_a_last_one_is_learned(first: int, count: int, data: st.DataObject) -> None:
+@given(
+    st.integers(min_value=1, max_value=10**10),
+    st.integers(min_value=1, max_value=S3_MAX_PARTS),
+    st.data(),
+)
+def test_every_layout_of_equal_parts_and_a_last_one_is_learned(
+    first: int, count: int, data: st.DataObject
+) -> None:
     last = data.draw(st.integers(min_value=1, max_value=first))
     size = first * (count - 1) + last
     assert part_layout(size, first=first, count=count) == [first] * (count - 1) + [last]
-    assert part_layout(size + first, first=first, count=count) is None, "the parts must make up the object"
+    assert part_layout(size + first, first=first, count=count) is None, (
+        "the parts must make up the object"
+    )
     assert part_layout(size, first=first, count=S3_MAX_PARTS + 1) is None

@@ -1,6 +1,7 @@
-"""`mdl publish --sign KEY.pem`: a model.sig beside the model's objects, over exactly the files published, that the
-official `model_signing verify key` accepts once the objects are downloaded; written last, refused before any upload
-when the key (or the library) is not usable, and named by --dry-run."""
+"""`mdl publish --sign KEY.pem`: a model.sig beside the model's objects, over exactly the files
+published, that the official `model_signing verify key` accepts once the objects are downloaded;
+written last, refused before any upload when the key (or the library) is not usable, and named by
+--dry-run."""
 
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ FILES = {
     "config.json": b'{"model_type": "bert"}\n',
     "model.safetensors": make_data(200_003, seed=81),
     "nested/extra.bin": make_data(5_000, seed=82),
-    ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",  # every Hub repo has one
+    # every Hub repo has one
+    ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
 }
-SIGNED = {p: d for p, d in FILES.items() if p != ".gitattributes"}  # model_signing leaves .git* out, as mdl does
+# model_signing leaves .git* out, as mdl does
+SIGNED = {p: d for p, d in FILES.items() if p != ".gitattributes"}
 
 
 def sha(data: bytes) -> str:
@@ -42,7 +45,9 @@ def files_of(result: Result) -> dict[str, dict[str, Any]]:
 
 
 def make_key(folder: Path, name: str = "signer") -> tuple[Path, Path]:
-    """An EC P-256 key pair made here (no key file is committed): the private key's PEM and the public key's."""
+    """An EC P-256 key pair made here (no key file is committed): the private key's PEM and the
+    public key's.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     private, public = folder / f"{name}.pem", folder / f"{name}.pub"
     pkcs8, none = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -60,9 +65,13 @@ def official_verify(folder: Path, public: Path) -> subprocess.CompletedProcess[s
 
 
 def download(s3: S3, prefix: str, folder: Path) -> set[str]:
-    """Every object under ``prefix`` into ``folder`` (boto3 against the loopback server): the paths fetched."""
+    """Every object under ``prefix`` into ``folder`` (boto3 against the loopback server): the
+    paths fetched.
+    """
     client = s3.client()
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+    keys = [
+        o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+    ]
     for key in keys:
         target = folder / key.removeprefix(prefix)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -76,14 +85,16 @@ def keys_in(s3: S3) -> list[str]:
 
 @pytest.fixture
 def seeded(hub: HubServer, s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """`tiny` (org/tiny) pulled into tmp/a from the Hub stand-in, `own` (org/own, which ships a model.sig) named in
-    the catalog; the bucket exists, empty."""
+    """`tiny` (org/tiny) pulled into tmp/a from the Hub stand-in, `own` (org/own, which ships a
+    model.sig) named in the catalog; the bucket exists, empty."""
     hub.add_repo("org/tiny", FILES)
     hub.add_repo("org/own", {**FILES, "model.sig": b'{"not": "ours"}\n'})
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "catalog.toml").write_text('[models.tiny]\nrepo = "org/tiny"\n\n[models.own]\nrepo = "org/own"\n')
+    (tmp_path / "catalog.toml").write_text(
+        '[models.tiny]\nrepo = "org/tiny"\n\n[models.own]\nrepo = "org/own"\n'
+    )
     s3.client().create_bucket(Bucket=BUCKET)
     pulled = mdl("pull", "tiny", "--dest", str(tmp_path / "a"))
     assert pulled.exit_code == 0, pulled.stderr
@@ -95,18 +106,28 @@ def test_the_signature_goes_up_last_and_the_official_tool_verifies_the_bucket_co
     seeded: Path, s3: S3, tmp_path: Path
 ) -> None:
     private, public = make_key(tmp_path)
-    published = mdl("publish", "tiny", "--to", TO, "--dest", str(seeded), "--sign", str(private), "--json")
+    published = mdl(
+        "publish", "tiny", "--to", TO, "--dest", str(seeded), "--sign", str(private), "--json"
+    )
     assert published.exit_code == 0, published.stderr
     got = files_of(published)
     assert set(got) == {*FILES, "model.sig"}
     sig = got["model.sig"]
     assert (sig["action"], sig["dest"]) == ("uploaded", f"{TO}/tiny/model.sig")
-    # Where a pull from the mirror s3://team-models/hub/{model}/{path} looks for path model.sig, and last of all:
-    # after every file object and the manifest.
-    puts = [path for method, path, query in s3.cutter.writes if method == "PUT" and "partNumber=" not in query]
+    # Where a pull from the mirror s3://team-models/hub/{model}/{path} looks for path model.sig, and
+    # last of all: after every file object and the manifest.
+    puts = [
+        path
+        for method, path, query in s3.cutter.writes
+        if method == "PUT" and "partNumber=" not in query
+    ]
     assert puts[-2:] == [f"/{BUCKET}/hub/.mdl/tiny.json", f"/{BUCKET}/hub/tiny/model.sig"], puts
-    manifest = json.loads(s3.client().get_object(Bucket=BUCKET, Key="hub/.mdl/tiny.json")["Body"].read())
-    assert {f["path"] for f in manifest["files"]} == set(FILES), "the manifest lists the model's files"
+    manifest = json.loads(
+        s3.client().get_object(Bucket=BUCKET, Key="hub/.mdl/tiny.json")["Body"].read()
+    )
+    assert {f["path"] for f in manifest["files"]} == set(FILES), (
+        "the manifest lists the model's files"
+    )
 
     folder = tmp_path / "downloaded"
     assert download(s3, "hub/tiny/", folder) == {*FILES, "model.sig"}
@@ -115,10 +136,14 @@ def test_the_signature_goes_up_last_and_the_official_tool_verifies_the_bucket_co
     assert judged.returncode == 0, judged.stdout + judged.stderr
     assert "Verification succeeded" in judged.stdout
 
-    # It names exactly the files published (those a signature leaves out, model.sig and .git*, said so), and
-    # their bytes: one of them changed in the bucket copy, the judge refuses it.
-    statement = verify_signature((folder / "model.sig").read_bytes(), Trust(key=public), what="model.sig")
-    assert {p: f.sha256 for p, f in statement.files.items()} == {p: sha(d) for p, d in SIGNED.items()}
+    # It names exactly the files published (those a signature leaves out, model.sig and .git*, said
+    # so), and their bytes: one of them changed in the bucket copy, the judge refuses it.
+    statement = verify_signature(
+        (folder / "model.sig").read_bytes(), Trust(key=public), what="model.sig"
+    )
+    assert {p: f.sha256 for p, f in statement.files.items()} == {
+        p: sha(d) for p, d in SIGNED.items()
+    }
     assert statement.model_name == "tiny"
     assert statement.ignores(".gitattributes") and statement.ignores("model.sig")
     (folder / "nested" / "extra.bin").write_bytes(b"X" + FILES["nested/extra.bin"][1:])
@@ -150,9 +175,22 @@ def test_without_model_signing_it_is_exit_2_naming_the_extra(
     assert s3.cutter.writes == [] and keys_in(s3) == []
 
 
-def test_dry_run_names_the_signature_and_uploads_nothing(seeded: Path, s3: S3, tmp_path: Path) -> None:
+def test_dry_run_names_the_signature_and_uploads_nothing(
+    seeded: Path, s3: S3, tmp_path: Path
+) -> None:
     private, _ = make_key(tmp_path)
-    planned = mdl("publish", "tiny", "--to", TO, "--dest", str(seeded), "--sign", str(private), "--dry-run", "--json")
+    planned = mdl(
+        "publish",
+        "tiny",
+        "--to",
+        TO,
+        "--dest",
+        str(seeded),
+        "--sign",
+        str(private),
+        "--dry-run",
+        "--json",
+    )
     assert planned.exit_code == 0, planned.output
     assert json.loads(planned.stdout)["dry_run"] is True
     assert {p: f["action"] for p, f in files_of(planned).items()} == {
@@ -162,38 +200,65 @@ def test_dry_run_names_the_signature_and_uploads_nothing(seeded: Path, s3: S3, t
     assert files_of(planned)["model.sig"]["dest"] == f"{TO}/tiny/model.sig"
     assert s3.cutter.writes == [] and keys_in(s3) == []
 
-    assert mdl("publish", "tiny", "--to", TO, "--dest", str(seeded)).exit_code == 0  # the files, unsigned
+    # the files, unsigned
+    assert mdl("publish", "tiny", "--to", TO, "--dest", str(seeded)).exit_code == 0
     s3.cutter.writes.clear()
-    table = mdl("publish", "tiny", "--to", TO, "--dest", str(seeded), "--sign", str(private), "--dry-run")
+    table = mdl(
+        "publish", "tiny", "--to", TO, "--dest", str(seeded), "--sign", str(private), "--dry-run"
+    )
     assert table.exit_code == 0, table.output
     rows = {line.split()[2]: line.split()[0] for line in table.stdout.splitlines()[1:]}
     assert rows == {**dict.fromkeys(FILES, "skip"), "model.sig": "upload"}, table.stdout
     assert s3.cutter.writes == [] and "hub/tiny/model.sig" not in keys_in(s3)
 
 
-def test_a_model_with_a_model_sig_of_its_own_is_refused_unless_forced(seeded: Path, s3: S3, tmp_path: Path) -> None:
+def test_a_model_with_a_model_sig_of_its_own_is_refused_unless_forced(
+    seeded: Path, s3: S3, tmp_path: Path
+) -> None:
     private, public = make_key(tmp_path)
     assert mdl("pull", "own", "--dest", str(seeded)).exit_code == 0
-    refused = mdl("publish", "tiny", "own", "--to", TO, "--dest", str(seeded), "--sign", str(private))
+    refused = mdl(
+        "publish", "tiny", "own", "--to", TO, "--dest", str(seeded), "--sign", str(private)
+    )
     assert refused.exit_code == ExitCode.USAGE, refused.output
     assert "own/model.sig" in refused.stderr and "--force" in refused.stderr
     assert s3.cutter.writes == [] and keys_in(s3) == []
 
-    forced = mdl("publish", "own", "--to", TO, "--dest", str(seeded), "--sign", str(private), "--force", "--json")
+    forced = mdl(
+        "publish",
+        "own",
+        "--to",
+        TO,
+        "--dest",
+        str(seeded),
+        "--sign",
+        str(private),
+        "--force",
+        "--json",
+    )
     assert forced.exit_code == 0, forced.output
     data = s3.client().get_object(Bucket=BUCKET, Key="hub/own/model.sig")["Body"].read()
     assert data != b'{"not": "ours"}\n' and sha(data) == files_of(forced)["model.sig"]["sha256"]
     statement = verify_signature(data, Trust(key=public), what="model.sig")
     assert set(statement.files) == set(SIGNED) and statement.model_name == "own"
-    manifest = json.loads(s3.client().get_object(Bucket=BUCKET, Key="hub/.mdl/own.json")["Body"].read())
-    assert "model.sig" not in {f["path"] for f in manifest["files"]}, "the model's own signature was not published"
+    manifest = json.loads(
+        s3.client().get_object(Bucket=BUCKET, Key="hub/.mdl/own.json")["Body"].read()
+    )
+    assert "model.sig" not in {f["path"] for f in manifest["files"]}, (
+        "the model's own signature was not published"
+    )
 
 
-def test_a_model_not_wholly_published_gets_no_signature(seeded: Path, s3: S3, tmp_path: Path) -> None:
+def test_a_model_not_wholly_published_gets_no_signature(
+    seeded: Path, s3: S3, tmp_path: Path
+) -> None:
     private, _ = make_key(tmp_path)
     weights = seeded / "tiny" / "model.safetensors"
-    weights.write_bytes(b"X" + FILES["model.safetensors"][1:])  # other bytes than verified: not uploaded (exit 6)
-    failed = mdl("publish", "tiny", "--to", TO, "--dest", str(seeded), "--sign", str(private), "--json")
+    # other bytes than verified: not uploaded (exit 6)
+    weights.write_bytes(b"X" + FILES["model.safetensors"][1:])
+    failed = mdl(
+        "publish", "tiny", "--to", TO, "--dest", str(seeded), "--sign", str(private), "--json"
+    )
     assert failed.exit_code == ExitCode.INTEGRITY, failed.output
     assert "model.sig" not in files_of(failed)
     assert "hub/tiny/model.sig" not in keys_in(s3) and "hub/.mdl/tiny.json" not in keys_in(s3)
@@ -241,10 +306,14 @@ def test_force_without_sign_is_exit_2(seeded: Path, s3: S3) -> None:
 
 
 def test_from_the_hugging_face_cache_layout_too(seeded: Path, s3: S3, tmp_path: Path) -> None:
-    """The files are blobs behind a snapshot's links there: the signature names their save paths all the same."""
+    """The files are blobs behind a snapshot's links there: the signature names their save paths
+    all the same.
+    """
     private, public = make_key(tmp_path)
     assert mdl("pull", "tiny", "--layout", "hf-cache").exit_code == 0
-    published = mdl("publish", "tiny", "--to", TO, "--layout", "hf-cache", "--sign", str(private), "--json")
+    published = mdl(
+        "publish", "tiny", "--to", TO, "--layout", "hf-cache", "--sign", str(private), "--json"
+    )
     assert published.exit_code == 0, published.output
     assert files_of(published)["model.sig"]["action"] == "uploaded"
     folder = tmp_path / "downloaded"
@@ -256,10 +325,14 @@ def test_from_the_hugging_face_cache_layout_too(seeded: Path, s3: S3, tmp_path: 
 def test_a_pull_from_the_signed_mirror_checks_its_signature(
     seeded: Path, s3: S3, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The fleet's way: publish --sign once, then every node pulls from the mirror and checks the publisher's key;
-    the source repo has no model.sig. A mirror copy replaced afterwards is refused by name."""
+    """The fleet's way: publish --sign once, then every node pulls from the mirror and checks the
+    publisher's key; the source repo has no model.sig. A mirror copy replaced afterwards is refused
+    by name."""
     private, public = make_key(tmp_path)
-    assert mdl("publish", "tiny", "--to", TO, "--dest", str(seeded), "--sign", str(private)).exit_code == 0
+    assert (
+        mdl("publish", "tiny", "--to", TO, "--dest", str(seeded), "--sign", str(private)).exit_code
+        == 0
+    )
     node = tmp_path / "node.toml"
     node.write_text(
         f'[settings]\nmirrors = ["{TO}/{{model}}/{{path}}"]\n\n'
@@ -273,5 +346,7 @@ def test_a_pull_from_the_signed_mirror_checks_its_signature(
     _, other = make_key(tmp_path, "other")
     node.write_text(node.read_text().replace(str(public), str(other)))
     refused = mdl("pull", "tiny", "--catalog", str(node), "--dest", str(tmp_path / "c"))
-    assert refused.exit_code == ExitCode.INTEGRITY and "tiny/model.sig" in refused.stderr, refused.stderr
+    assert refused.exit_code == ExitCode.INTEGRITY and "tiny/model.sig" in refused.stderr, (
+        refused.stderr
+    )
     assert not (tmp_path / "c" / "tiny" / "model.safetensors").exists()

@@ -1,4 +1,6 @@
-"""The signed-pull tests' world: the loopback Hub, models under tmp/models, and the catalog's path."""
+"""The signed-pull tests' world: the loopback Hub, models under tmp/models, and the catalog's
+path.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from servers import HubServer
 
 @pytest.fixture
 def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """HF_ENDPOINT at the loopback Hub, MDL_DEST at tmp/models, and MDL_CATALOG at tmp/project/catalog.toml (made by
-    the test)."""
+    """HF_ENDPOINT at the loopback Hub, MDL_DEST at tmp/models, and MDL_CATALOG at
+    tmp/project/catalog.toml (made by the test)."""
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))

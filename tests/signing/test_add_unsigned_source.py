@@ -1,6 +1,7 @@
-"""mdl add --signed-by of a source that has no model.sig: the entry is written (a publisher may sign later, a mirror
-may hold the signature: mdl publish --sign) and a warning on stderr (and ``warning`` in --json) says the pull will
-fail until it is signed. A signed source gets no warning; --no-check asks nothing."""
+"""mdl add --signed-by of a source that has no model.sig: the entry is written (a publisher may sign
+later, a mirror may hold the signature: mdl publish --sign) and a warning on stderr (and ``warning``
+in --json) says the pull will fail until it is signed. A signed source gets no warning; --no-check
+asks nothing."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ def test_a_new_entry_from_an_unsigned_repo_is_added_with_a_warning(
     _, public = key_pair(tmp_path / "keys")
     result = mdl("add", "plain", "hf://org/plain", "--signed-by", str(public))
     assert result.exit_code == 0, result.stderr
-    assert "org/plain has no model.sig" in result.stderr and "mdl pull plain" in result.stderr, result.stderr
+    assert "org/plain has no model.sig" in result.stderr and "mdl pull plain" in result.stderr, (
+        result.stderr
+    )
     assert "signature = { key = " in catalog.read_text()
     pulled = mdl("pull", "plain")  # what the warning said
     assert pulled.exit_code == 6 and "none was found" in pulled.stderr, pulled.stderr
@@ -50,11 +53,15 @@ def test_the_warning_is_in_json_and_for_an_entry_given_a_signer_later(
     assert doc["action"] == "updated" and "org/plain has no model.sig" in doc["warning"], doc
 
 
-def test_a_signed_repo_gets_no_warning_and_no_check_asks_nothing(catalog: Path, hub: HubServer, tmp_path: Path) -> None:
+def test_a_signed_repo_gets_no_warning_and_no_check_asks_nothing(
+    catalog: Path, hub: HubServer, tmp_path: Path
+) -> None:
     _, public, _ = signed_repo(hub, tmp_path)
     result = mdl("add", "tiny", "hf://org/tiny", "--signed-by", str(public), "--json")
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["warning"] is None and "model.sig" not in result.stderr, result.stderr
+    assert json.loads(result.stdout)["warning"] is None and "model.sig" not in result.stderr, (
+        result.stderr
+    )
     hub.add_repo("org/plain", dict(FILES))
     hub.log.clear()
     quiet = mdl("add", "plain", "hf://org/plain", "--signed-by", str(public), "--no-check")

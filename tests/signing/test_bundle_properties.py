@@ -1,5 +1,6 @@
-"""Hypothesis over model.sig bundles: any change to a genuine bundle's fields (or any bytes at all) is a verified
-statement equal to the genuine one, or IntegrityError (exit 6) / UsageError (exit 2); never anything else."""
+"""Hypothesis over model.sig bundles: any change to a genuine bundle's fields (or any bytes at all)
+is a verified statement equal to the genuine one, or IntegrityError (exit 6) / UsageError (exit 2);
+never anything else."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from mdl.signing import SignedManifest, Trust, verify_signature
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -42,7 +45,8 @@ def _outcome(data: bytes, trust: Trust, original: SignedManifest) -> None:
     except (IntegrityError, UsageError) as exc:
         assert exc.message.startswith("m/model.sig: ")
         return
-    assert signed.files == original.files  # whatever else changed, the statement is the one that was signed
+    # whatever else changed, the statement is the one that was signed
+    assert signed.files == original.files
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

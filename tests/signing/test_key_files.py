@@ -1,6 +1,7 @@
-"""A signer's key or certificate is a small regular file: a FIFO or a device named as one is refused at once (exit 2
-naming it), never waited on (a FIFO with no writer blocks a plain read for ever) nor read without end (/dev/zero).
-Each run is a child process: its timeout is only a safety net, the assertions are on exit codes and messages."""
+"""A signer's key or certificate is a small regular file: a FIFO or a device named as one is refused
+at once (exit 2 naming it), never waited on (a FIFO with no writer blocks a plain read for ever) nor
+read without end (/dev/zero). Each run is a child process: its timeout is only a safety net, the
+assertions are on exit codes and messages."""
 
 from __future__ import annotations
 
@@ -59,20 +60,28 @@ def test_a_catalog_signer_key_that_is_a_fifo_or_a_device_is_exit_2_naming_it(
     listed = run("list")  # list asks who signed: the key is refused there too, never read
     assert listed.returncode == 0 and "signature not verified" in listed.stdout, listed.stderr
     verified = run("verify", "tiny")
-    assert verified.returncode == 2 and str(key) in verified.stderr and said in verified.stderr, verified.stderr
+    assert verified.returncode == 2 and str(key) in verified.stderr and said in verified.stderr, (
+        verified.stderr
+    )
 
 
-def test_a_certificate_that_is_a_fifo_is_exit_2_naming_it(world: Path, hub: HubServer, tmp_path: Path) -> None:
+def test_a_certificate_that_is_a_fifo_is_exit_2_naming_it(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
     signed_repo(hub, tmp_path)
     fifo = tmp_path / "chain.pem"
     os.mkfifo(fifo)
-    world.write_text(f'[models.tiny]\nrepo = "org/tiny"\n[models.tiny.signature]\ncertificates = ["{fifo}"]\n')
+    world.write_text(
+        f'[models.tiny]\nrepo = "org/tiny"\n[models.tiny.signature]\ncertificates = ["{fifo}"]\n'
+    )
     done = run("pull", "tiny")
     assert done.returncode == 2, done.stderr
     assert str(fifo) in done.stderr and "a FIFO" in done.stderr, done.stderr
 
 
-def test_add_signed_by_a_fifo_or_a_device_is_exit_2_naming_it(tmp_path: Path, bad_key: tuple[Path, str]) -> None:
+def test_add_signed_by_a_fifo_or_a_device_is_exit_2_naming_it(
+    tmp_path: Path, bad_key: tuple[Path, str]
+) -> None:
     key, said = bad_key
     catalog = tmp_path / "catalog.toml"
     done = run("--catalog", str(catalog), "add", "tiny", "hf://org/tiny", "--signed-by", str(key))
@@ -81,16 +90,21 @@ def test_add_signed_by_a_fifo_or_a_device_is_exit_2_naming_it(tmp_path: Path, ba
     assert not catalog.exists()
 
 
-def test_unpack_signed_by_a_fifo_or_a_device_is_exit_2_naming_it(tmp_path: Path, bad_key: tuple[Path, str]) -> None:
+def test_unpack_signed_by_a_fifo_or_a_device_is_exit_2_naming_it(
+    tmp_path: Path, bad_key: tuple[Path, str]
+) -> None:
     key, said = bad_key
     archive = tmp_path / "model.zip"
-    archive.write_bytes(b"PK\x05\x06" + b"\0" * 18)  # an empty zip: the key is refused before it is read
+    # an empty zip: the key is refused before it is read
+    archive.write_bytes(b"PK\x05\x06" + b"\0" * 18)
     done = run("unpack", str(archive), "-d", str(tmp_path / "out"), "--signed-by", str(key))
     assert done.returncode == 2, done.stderr
     assert key.name in done.stderr and said in done.stderr, done.stderr
 
 
-def test_pack_sign_with_a_fifo_or_a_device_is_exit_2_naming_it(tmp_path: Path, bad_key: tuple[Path, str]) -> None:
+def test_pack_sign_with_a_fifo_or_a_device_is_exit_2_naming_it(
+    tmp_path: Path, bad_key: tuple[Path, str]
+) -> None:
     key, said = bad_key
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -101,7 +115,9 @@ def test_pack_sign_with_a_fifo_or_a_device_is_exit_2_naming_it(tmp_path: Path, b
     assert not (tmp_path / "out.zip").exists()
 
 
-def test_a_key_file_bigger_than_any_key_is_exit_2(world: Path, hub: HubServer, tmp_path: Path) -> None:
+def test_a_key_file_bigger_than_any_key_is_exit_2(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
     signed_repo(hub, tmp_path)
     _, public = key_pair(tmp_path / "big")
     public.write_bytes(public.read_bytes() + b"\n" * (1 << 20))  # a real key, padded past 1 MiB
@@ -131,7 +147,9 @@ def test_a_small_regular_file_is_read_whole_within_its_limit_and_refused_past_it
 def test_a_catalog_that_is_a_fifo_a_device_or_too_big_is_exit_2_naming_it(
     tmp_path: Path, bad_key: tuple[Path, str], command: tuple[str, ...]
 ) -> None:
-    """The same class: the catalog is a small file the user names (read by ``list``, edited by ``add``)."""
+    """The same class: the catalog is a small file the user names (read by ``list``, edited by
+    ``add``).
+    """
     catalog, _ = bad_key
     done = run("--catalog", str(catalog), *command)
     assert done.returncode == 2 and str(catalog) in done.stderr, done.stderr
@@ -143,14 +161,22 @@ def test_a_catalog_that_is_a_fifo_a_device_or_too_big_is_exit_2_naming_it(
 
 
 def test_a_netrc_that_is_a_fifo_or_a_device_is_not_used_and_said(bad_key: tuple[Path, str]) -> None:
-    """The same class: $NETRC (or ~/.netrc) is read unasked, so it is a warning, never a hang or a stop."""
+    """The same class: $NETRC (or ~/.netrc) is read unasked, so it is a warning, never a hang or
+    a stop.
+    """
     netrc, said = bad_key
     script = (
         "import sys; from pathlib import Path; from mdl.sources import read_netrc\n"
         "print(read_netrc(Path(sys.argv[1])).problem)"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, str(netrc)], capture_output=True, text=True, timeout=SAFETY_NET, check=False
+        [sys.executable, "-c", script, str(netrc)],
+        capture_output=True,
+        text=True,
+        timeout=SAFETY_NET,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert str(netrc) in done.stdout and said in done.stdout and "not using it" in done.stdout, done.stdout
+    assert str(netrc) in done.stdout and said in done.stdout and "not using it" in done.stdout, (
+        done.stdout
+    )

@@ -1,5 +1,6 @@
-"""mdl.signing against model_signing's own CLI, both ways: what it signs mdl verifies (a key, a certificate chain),
-what mdl signs it verifies; keyless without the network is a clean network error; no stdout, ever."""
+"""mdl.signing against model_signing's own CLI, both ways: what it signs mdl verifies (a key, a
+certificate chain), what mdl signs it verifies; keyless without the network is a clean network
+error; no stdout, ever."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ from signkeys import key_pair, official, official_sign, official_verify
 from mdl.errors import IntegrityError, NetworkError, UsageError
 from mdl.signing import Trust, sign_digests, verify_signature
 
-FILES = {"config.json": b"{}", "weights/model.safetensors": b"w" * 100_000, "README.md": b"# model\n"}
+FILES = {
+    "config.json": b"{}",
+    "weights/model.safetensors": b"w" * 100_000,
+    "README.md": b"# model\n",
+}
 
 
 def model_folder(root: Path) -> Path:
@@ -33,7 +38,11 @@ def test_a_key_signature_by_the_official_tool_is_verified_with_its_digests(tmp_p
     assert {path: one.sha256 for path, one in signed.files.items()} == {
         path: hashlib.sha256(data).hexdigest() for path, data in FILES.items()
     }
-    assert signed.ignores("model.sig") and signed.ignores(".gitattributes") and not signed.ignores("README.md")
+    assert (
+        signed.ignores("model.sig")
+        and signed.ignores(".gitattributes")
+        and not signed.ignores("README.md")
+    )
 
 
 def test_another_key_is_refused(tmp_path: Path) -> None:
@@ -44,7 +53,9 @@ def test_another_key_is_refused(tmp_path: Path) -> None:
         verify_signature(signature, Trust(key=other), what="model/model.sig")
 
 
-def test_a_certificate_chain_signature_is_verified_against_the_trusted_ca_only(tmp_path: Path) -> None:
+def test_a_certificate_chain_signature_is_verified_against_the_trusted_ca_only(
+    tmp_path: Path,
+) -> None:
     ca, stranger = trustme.CA(), trustme.CA()
     leaf = ca.issue_cert("signer.example.com")
     for name, blob in (("ca.pem", ca.cert_pem), ("stranger.pem", stranger.cert_pem)):
@@ -69,7 +80,9 @@ def test_what_mdl_signs_the_official_tool_verifies(tmp_path: Path) -> None:
     private, public = key_pair(tmp_path / "keys")
     folder = model_folder(tmp_path)
     digests = {path: hashlib.sha256(data).hexdigest() for path, data in FILES.items()}
-    (folder / "model.sig").write_bytes(sign_digests(digests, private_key=private, model_name="model"))
+    (folder / "model.sig").write_bytes(
+        sign_digests(digests, private_key=private, model_name="model")
+    )
     judged = official_verify(folder, public)
     assert judged.returncode == 0, judged.stderr + judged.stdout
     (folder / "README.md").write_bytes(b"# changed\n")
@@ -88,8 +101,16 @@ def test_an_unusable_signing_key_is_exit_2_naming_it(tmp_path: Path) -> None:
 def test_keyless_without_the_network_is_a_network_error_not_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # sigstore refreshes its trust root over TUF: every request goes to a closed port on 127.0.0.1, never out.
-    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
+    # sigstore refreshes its trust root over TUF: every request goes to a closed port on 127.0.0.1,
+    # never out.
+    for name in (
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "ALL_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "all_proxy",
+    ):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
@@ -100,14 +121,20 @@ def test_keyless_without_the_network_is_a_network_error_not_a_traceback(
         verify_signature(signature, trust, what="m/model.sig")
 
 
-def test_without_model_signing_it_is_exit_2_naming_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_model_signing_it_is_exit_2_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "model_signing", None)
     with pytest.raises(UsageError, match=r"mdl\[sign\]"):
         verify_signature(b"{}", Trust(key=tmp_path / "k.pub"), what="m")
 
 
-def test_the_library_never_writes_to_stdout(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    """A bundle without a key hint makes model_signing print a warning on stdout, which is mdl's data."""
+def test_the_library_never_writes_to_stdout(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A bundle without a key hint makes model_signing print a warning on stdout, which is mdl's
+    data.
+    """
     import json
 
     private, public = key_pair(tmp_path / "keys")
@@ -118,7 +145,9 @@ def test_the_library_never_writes_to_stdout(tmp_path: Path, capfd: pytest.Captur
 
 
 def test_the_library_s_words_about_a_bundle_reach_no_terminal_raw(tmp_path: Path) -> None:
-    """A bundle's text is the sender's: a control character in it is escaped in the message, which stays one line."""
+    """A bundle's text is the sender's: a control character in it is escaped in the message,
+    which stays one line.
+    """
     import json
 
     private, public = key_pair(tmp_path / "keys")

@@ -1,5 +1,5 @@
-"""A hostile review of signed pulls (issue 40): each test is one way a signed model was installed, shown or refused
-other than as its catalog's signer says."""
+"""A hostile review of signed pulls (issue 40): each test is one way a signed model was installed,
+shown or refused other than as its catalog's signer says."""
 
 from __future__ import annotations
 
@@ -24,9 +24,12 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_frozen_pull_of_a_signed_model_still_checks_its_signature(world: Path, hub: HubServer, tmp_path: Path) -> None:
-    """--frozen takes the files from the lock, and the signer from the catalog: a lock made while a file was replaced
-    upstream (its listing names the new bytes) installs nothing that the signer did not sign."""
+def test_frozen_pull_of_a_signed_model_still_checks_its_signature(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    """--frozen takes the files from the lock, and the signer from the catalog: a lock made while a
+    file was replaced upstream (its listing names the new bytes) installs nothing that the signer
+    did not sign."""
     _, public, _ = signed_repo(hub, tmp_path)
     write_catalog(world, public)
     assert mdl("lock").exit_code == 0
@@ -37,18 +40,23 @@ def test_frozen_pull_of_a_signed_model_still_checks_its_signature(world: Path, h
     assert shown["signature"]["verified"] is True
     shutil.rmtree(tmp_path / "models")
     hub.replace_file("org/tiny", "model.safetensors", b"tampered after signing")
-    assert mdl("lock", "--upgrade").exit_code == 0  # a lock pins what the Hub lists: it checks no signature
+    # a lock pins what the Hub lists: it checks no signature
+    assert mdl("lock", "--upgrade").exit_code == 0
     result = mdl("pull", "tiny", "--frozen")
     assert result.exit_code == 6, result.stderr
     assert "tiny/model.safetensors" in result.stderr
     folder = tmp_path / "models" / "tiny"
     assert not (folder / "model.safetensors").exists()
-    assert not (folder / ".gitattributes").exists()  # left out by the signer: not installed from a signed model
+    # left out by the signer: not installed from a signed model
+    assert not (folder / ".gitattributes").exists()
 
 
-def test_a_locked_signed_model_is_shown_installed_and_verifies(world: Path, hub: HubServer, tmp_path: Path) -> None:
-    """A lock pins every file the Hub lists, .gitattributes too, which a signed pull leaves out (its signer did):
-    list, show and verify with the lock must not call the model partial, unsigned, or not covered."""
+def test_a_locked_signed_model_is_shown_installed_and_verifies(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    """A lock pins every file the Hub lists, .gitattributes too, which a signed pull leaves out (its
+    signer did): list, show and verify with the lock must not call the model partial, unsigned, or
+    not covered."""
     _, public, _ = signed_repo(hub, tmp_path)
     write_catalog(world, public)
     assert mdl("lock").exit_code == 0
@@ -67,11 +75,13 @@ def test_a_locked_signed_model_is_shown_installed_and_verifies(world: Path, hub:
 def test_a_signature_at_a_presigned_url_is_saved_as_its_file_name_never_with_its_query(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
-    """``file = "https://…/model.sig?X-Amz-Signature=…"``: the query is a secret; it must not become the installed
-    file's name, nor appear in the JSON on stdout or in show's table."""
+    """``file = "https://…/model.sig?X-Amz-Signature=…"``: the query is a secret; it must not become
+    the installed file's name, nor appear in the JSON on stdout or in show's table."""
     private, public = key_pair(tmp_path / "keys")
     hub.cdn.add_file("/f/w.bin", WEIGHTS)
-    hub.cdn.add_file("/f/model.sig", sign_digests({"w.bin": sha(WEIGHTS)}, private_key=private, model_name="w"))
+    hub.cdn.add_file(
+        "/f/model.sig", sign_digests({"w.bin": sha(WEIGHTS)}, private_key=private, model_name="w")
+    )
     secret = "0123456789abcdef0123456789abcdef"
     url = f"{hub.cdn.url}/f/model.sig?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature={secret}"
     world.write_text(
@@ -81,13 +91,18 @@ def test_a_signature_at_a_presigned_url_is_saved_as_its_file_name_never_with_its
     result = mdl("pull", "tiny", "--json")
     assert result.exit_code == 0, result.stderr
     assert secret not in result.stdout + result.stderr
-    assert sorted(p.name for p in (tmp_path / "models" / "tiny").iterdir()) == ["model.sig", "w.bin"]
+    assert sorted(p.name for p in (tmp_path / "models" / "tiny").iterdir()) == [
+        "model.sig",
+        "w.bin",
+    ]
     shown = mdl("show", "tiny")
     assert shown.exit_code == 0 and secret not in shown.stdout + shown.stderr
     assert "signed by key" in shown.stdout
 
 
-def test_a_signature_url_without_a_file_name_is_a_catalog_error(world: Path, hub: HubServer, tmp_path: Path) -> None:
+def test_a_signature_url_without_a_file_name_is_a_catalog_error(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
     _, public = key_pair(tmp_path / "keys")
     world.write_text(
         f'[models.tiny]\nfiles = [{{ url = "{hub.cdn.url}/f/w.bin" }}]\n\n'
@@ -102,33 +117,43 @@ def test_a_signature_url_without_a_file_name_is_a_catalog_error(world: Path, hub
 def test_a_settings_signature_on_a_model_of_urls_is_a_catalog_error_not_an_internal_one(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
-    """[settings.signature] (file = "model.sig", a path in a repo) given to a model of direct URLs, or of files from
-    two repos: the rule a model's own table is held to (name the signature's URL) holds for the default too."""
+    """[settings.signature] (file = "model.sig", a path in a repo) given to a model of direct URLs,
+    or of files from two repos: the rule a model's own table is held to (name the signature's URL)
+    holds for the default too."""
     _, public = key_pair(tmp_path / "keys")
     world.write_text(
-        f'[settings.signature]\nkey = "{public}"\n\n'
-        f'[models.tiny]\nfiles = [{{ url = "{hub.cdn.url}/f/w.bin" }}]\n\n'
-        '[models.two]\nfiles = [{ repo = "org/a", path = "x.bin" }, { repo = "org/b", path = "y.bin" }]\n'
+        f'[settings.signature]\nkey = "{public}"\n\n[models.tiny]\nfiles = [{{ url ='
+        f' "{hub.cdn.url}/f/w.bin" }}]\n\n[models.two]\nfiles = [{{ repo = "org/a", path = "x.bin"'
+        ' }, { repo = "org/b", path = "y.bin" }]\n'
     )
     result = mdl("pull", "tiny")
     assert result.exit_code == 2, result.stderr
     assert "internal error" not in result.stderr
-    assert "models.tiny" in result.stderr and "models.two" in result.stderr and "signature's URL" in result.stderr
+    assert (
+        "models.tiny" in result.stderr
+        and "models.two" in result.stderr
+        and "signature's URL" in result.stderr
+    )
 
 
 @pytest.mark.parametrize("bad", ["../escape.bin", "/etc/abs.bin", "a/../../b.bin", "bell\x07.bin"])
 def test_a_statement_naming_a_path_no_folder_can_hold_refuses_the_model(
     world: Path, hub: HubServer, tmp_path: Path, bad: str
 ) -> None:
-    """A signed statement naming '../x' (or '/x', or a control character) was taken as "signed, missing upstream":
-    its expected entry made the model's record unreadable, so show said `installed` and verify exit 0 after a pull
-    that failed. No folder can match it (model_signing's verify fails it too): the signature is refused whole."""
+    """A signed statement naming '../x' (or '/x', or a control character) was taken as "signed,
+    missing upstream": its expected entry made the model's record unreadable, so show said
+    `installed` and verify exit 0 after a pull that failed. No folder can match it (model_signing's
+    verify fails it too): the signature is refused whole."""
     private, public = key_pair(tmp_path / "keys")
     digests = {path: sha(data) for path, data in FILES.items()} | {bad: sha(b"x")}
-    hub.add_repo("org/tiny", {**FILES, "model.sig": sign_digests(digests, private_key=private, model_name="m")})
+    hub.add_repo(
+        "org/tiny",
+        {**FILES, "model.sig": sign_digests(digests, private_key=private, model_name="m")},
+    )
     write_catalog(world, public)
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "escape.bin").write_bytes(b"x")  # what '../escape.bin' would name beside the folder
+    # what '../escape.bin' would name beside the folder
+    (tmp_path / "models" / "escape.bin").write_bytes(b"x")
     result = mdl("pull", "tiny")
     assert result.exit_code == 6, result.stderr
     assert "tiny/model.sig" in result.stderr and "\x07" not in result.stderr
@@ -141,9 +166,9 @@ def test_a_statement_naming_a_path_no_folder_can_hold_refuses_the_model(
 def test_an_unsigned_file_an_earlier_pull_installed_is_not_shown_installed_and_signed(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
-    """Pulled before the catalog named a signer, an unsigned file added upstream stays on disk; once the catalog asks
-    for the signature the pull refuses it (exit 6, "nothing of it was installed"), so list and show must not call the
-    model installed and signed with that file in it."""
+    """Pulled before the catalog named a signer, an unsigned file added upstream stays on disk; once
+    the catalog asks for the signature the pull refuses it (exit 6, "nothing of it was installed"),
+    so list and show must not call the model installed and signed with that file in it."""
     _, public, _ = signed_repo(hub, tmp_path)
     hub.commit("org/tiny", {"extra.bin": b"added upstream, never signed"})
     world.write_text('[models.tiny]\nrepo = "org/tiny"\n')
@@ -159,10 +184,13 @@ def test_an_unsigned_file_an_earlier_pull_installed_is_not_shown_installed_and_s
     assert mdl("verify", "tiny").exit_code != 0
 
 
-def test_concurrent_pulls_of_one_signed_model_all_succeed(world: Path, hub: HubServer, tmp_path: Path) -> None:
-    """Runs of `mdl pull` on one model wait for each other's file locks; the signature was fetched into the model's
-    shared .part and staging file with no lock, so one run renamed it away under another ("cannot move it into
-    place") or another read it half-written ("the signature does not verify")."""
+def test_concurrent_pulls_of_one_signed_model_all_succeed(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    """Runs of `mdl pull` on one model wait for each other's file locks; the signature was fetched
+    into the model's shared .part and staging file with no lock, so one run renamed it away under
+    another ("cannot move it into place") or another read it half-written ("the signature does not
+    verify")."""
     _, public, signature = signed_repo(hub, tmp_path)
     write_catalog(world, public)
     runs = [
@@ -183,8 +211,8 @@ def test_concurrent_pulls_of_one_signed_model_all_succeed(world: Path, hub: HubS
 def test_list_and_show_do_not_vouch_for_a_signer_the_catalog_no_longer_names(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
-    """The catalog's key is changed (or its file is gone) after a pull: the model was not signed by the key the
-    catalog names now, so it is not shown verified (verify and pull already fail)."""
+    """The catalog's key is changed (or its file is gone) after a pull: the model was not signed by
+    the key the catalog names now, so it is not shown verified (verify and pull already fail)."""
     _, public, _ = signed_repo(hub, tmp_path)
     write_catalog(world, public)
     assert mdl("pull", "tiny").exit_code == 0
@@ -196,7 +224,10 @@ def test_list_and_show_do_not_vouch_for_a_signer_the_catalog_no_longer_names(
         assert shown["signature"]["verified"] is False, (command, shown)
     other.unlink()
     listed = mdl("list", "--json")
-    assert listed.exit_code == 0 and json.loads(listed.stdout)["models"][0]["signature"]["verified"] is False
+    assert (
+        listed.exit_code == 0
+        and json.loads(listed.stdout)["models"][0]["signature"]["verified"] is False
+    )
     write_catalog(world, public)  # the signer it was pulled with: vouched for again
     assert json.loads(mdl("list", "--json").stdout)["models"][0]["signature"]["verified"] is True
 
@@ -216,7 +247,9 @@ def test_a_signed_hub_file_saved_under_another_name_is_still_signed(
     assert mdl("verify", "tiny").exit_code == 0
 
 
-def test_add_signed_by_writes_the_signature_table(world: Path, hub: HubServer, tmp_path: Path) -> None:
+def test_add_signed_by_writes_the_signature_table(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
     _, public, _ = signed_repo(hub, tmp_path)
     world.write_text("")
     added = mdl("add", "tiny", "hf://org/tiny", "--signed-by", str(public))

@@ -1,6 +1,6 @@
-"""docs/signed-models.md's publisher recipe, run as written: each line of its shell block in bash (openssl, the
-official model_signing command, mdl add and mdl pull), the push (`hf upload`) done on the loopback Hub by the test,
-and the install line held to the `sign` extra it names."""
+"""docs/signed-models.md's publisher recipe, run as written: each line of its shell block in bash
+(openssl, the official model_signing command, mdl add and mdl pull), the push (`hf upload`) done on
+the loopback Hub by the test, and the install line held to the `sign` extra it names."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ SAFETY_NET = 300  # seconds; only a hang reaches it
 
 def recipe() -> list[str]:
     """The commands of the publisher's shell block (comments dropped)."""
-    block = DOC.split("The publisher, once per version", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    block = (
+        DOC.split("The publisher, once per version", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    )
     return [re.sub(r"\s+#.*$", "", line).strip() for line in block.splitlines() if line.strip()]
 
 
@@ -32,7 +34,10 @@ def test_the_install_line_names_the_extra_that_brings_model_signing_and_openssl(
     extra = re.fullmatch(r"pip install 'mdl\[(\w+)\]'", install)
     assert extra is not None, install
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    wanted = {re.split(r"[<>=\[ ]", dep)[0].lower() for dep in pyproject["project"]["optional-dependencies"][extra[1]]}
+    wanted = {
+        re.split(r"[<>=\[ ]", dep)[0].lower()
+        for dep in pyproject["project"]["optional-dependencies"][extra[1]]
+    }
     assert {"model_signing", "pyopenssl"} <= wanted
 
 
@@ -46,7 +51,8 @@ def test_the_publisher_recipe_run_as_written_pulls_a_verified_model(
     (folder / "model.safetensors").write_bytes(os.urandom(50_000))
     env = {
         **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # model_signing, mdl
+        # model_signing, mdl
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "HF_ENDPOINT": hub.url,
         "MDL_CATALOG": str(tmp_path / "catalog.toml"),
         "MDL_DEST": str(tmp_path / "models"),
@@ -61,7 +67,13 @@ def test_the_publisher_recipe_run_as_written_pulls_a_verified_model(
             hub.add_repo(repo, {p.name: p.read_bytes() for p in (tmp_path / local).iterdir()})
             continue
         done = subprocess.run(
-            ["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=SAFETY_NET, check=False
+            ["bash", "-c", line],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=SAFETY_NET,
+            check=False,
         )
         assert done.returncode == 0, f"{line}\n{done.stderr}{done.stdout}"
         ran.append(line.split()[0])
@@ -69,4 +81,6 @@ def test_the_publisher_recipe_run_as_written_pulls_a_verified_model(
     assert (folder / "model.sig").is_file()  # inside the model, where the push takes it
     pulled = tmp_path / "models" / "my-model"
     assert (pulled / "model.sig").read_bytes() == (folder / "model.sig").read_bytes()
-    assert (pulled / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
+    assert (pulled / "model.safetensors").read_bytes() == (
+        folder / "model.safetensors"
+    ).read_bytes()

@@ -1,5 +1,6 @@
-"""pull of models whose catalog names a signer: model.sig fetched first and verified, every file held to its signed
-digest, on the loopback Hub, with model_signing's own CLI as the judge both ways."""
+"""pull of models whose catalog names a signer: model.sig fetched first and verified, every file
+held to its signed digest, on the loopback Hub, with model_signing's own CLI as the judge both ways.
+"""
 
 from __future__ import annotations
 
@@ -17,16 +18,25 @@ CONFIG = b'{"model_type": "bert"}\n'
 FILES = {"config.json": CONFIG, "model.safetensors": WEIGHTS, "nested/vocab.txt": b"[PAD]\n" * 40}
 
 
-def signed_repo(hub: HubServer, tmp_path: Path, files: dict[str, bytes] = FILES) -> tuple[Path, Path, bytes]:
-    """org/tiny on the Hub with a model.sig made by the official CLI: (private key, public key, signature)."""
+def signed_repo(
+    hub: HubServer, tmp_path: Path, files: dict[str, bytes] = FILES
+) -> tuple[Path, Path, bytes]:
+    """org/tiny on the Hub with a model.sig made by the official CLI: (private key, public key,
+    signature).
+    """
     private, public = key_pair(tmp_path / "keys")
     signature = official_sign(write_files(tmp_path / "upstream", files), private)
-    hub.add_repo("org/tiny", {**files, "model.sig": signature, ".gitattributes": b"*.safetensors filter=lfs\n"})
+    hub.add_repo(
+        "org/tiny",
+        {**files, "model.sig": signature, ".gitattributes": b"*.safetensors filter=lfs\n"},
+    )
     return private, public, signature
 
 
 def write_catalog(catalog: Path, public: Path, extra: str = "") -> None:
-    catalog.write_text(f'[models.tiny]\nrepo = "org/tiny"\n{extra}\n[models.tiny.signature]\nkey = "{public}"\n')
+    catalog.write_text(
+        f'[models.tiny]\nrepo = "org/tiny"\n{extra}\n[models.tiny.signature]\nkey = "{public}"\n'
+    )
 
 
 def test_a_signed_repo_is_verified_and_the_official_tool_accepts_the_folder(
@@ -39,14 +49,18 @@ def test_a_signed_repo_is_verified_and_the_official_tool_accepts_the_folder(
     folder = tmp_path / "models" / "tiny"
     assert (folder / "model.sig").read_bytes() == signature
     assert (folder / "model.safetensors").read_bytes() == WEIGHTS
-    assert not (folder / ".gitattributes").exists()  # the signer left it out: not installed from a signed model
+    # the signer left it out: not installed from a signed model
+    assert not (folder / ".gitattributes").exists()
     judged = official_verify(folder, public)
     assert judged.returncode == 0, judged.stderr + judged.stdout
 
 
-def test_a_file_replaced_upstream_after_signing_is_refused(world: Path, hub: HubServer, tmp_path: Path) -> None:
+def test_a_file_replaced_upstream_after_signing_is_refused(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
     _, public, _ = signed_repo(hub, tmp_path)
-    hub.replace_file("org/tiny", "model.safetensors", make_data(300_003, seed=9))  # the listing's sha256 is the new one
+    # the listing's sha256 is the new one
+    hub.replace_file("org/tiny", "model.safetensors", make_data(300_003, seed=9))
     write_catalog(world, public)
     result = mdl("pull", "tiny")
     assert result.exit_code == 6, result.stderr
@@ -61,7 +75,9 @@ def test_a_wrong_key_refuses_the_whole_model(world: Path, hub: HubServer, tmp_pa
     result = mdl("pull", "tiny")
     assert result.exit_code == 6, result.stderr
     assert "model.sig" in result.stderr
-    assert not (tmp_path / "models" / "tiny").exists() or not any((tmp_path / "models" / "tiny").iterdir())
+    assert not (tmp_path / "models" / "tiny").exists() or not any(
+        (tmp_path / "models" / "tiny").iterdir()
+    )
 
 
 def test_an_unsigned_file_added_upstream_fails_by_name_and_the_rest_installs(
@@ -90,7 +106,8 @@ def test_a_signed_file_missing_upstream_fails_when_the_catalog_selects_it(
     write_catalog(world, public)
     result = mdl("pull", "tiny")
     assert result.exit_code == 6 and "tiny/nested/vocab.txt" in result.stderr, result.stderr
-    write_catalog(world, public, 'include = ["*.json", "*.safetensors"]')  # not selected: a part of a repo is fine
+    # not selected: a part of a repo is fine
+    write_catalog(world, public, 'include = ["*.json", "*.safetensors"]')
     again = mdl("pull", "tiny")
     assert again.exit_code == 0, again.stderr
 
@@ -121,12 +138,17 @@ def test_a_signature_that_is_not_a_bundle_is_exit_6_and_nothing_is_installed(
     result = mdl("pull", "tiny")
     assert result.exit_code == 6, result.stderr
     assert "tiny/model.sig" in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "models" / "tiny").exists() or not any((tmp_path / "models" / "tiny").iterdir())
+    assert not (tmp_path / "models" / "tiny").exists() or not any(
+        (tmp_path / "models" / "tiny").iterdir()
+    )
 
 
-def test_no_verify_does_not_skip_a_signature_the_catalog_asks_for(world: Path, hub: HubServer, tmp_path: Path) -> None:
+def test_no_verify_does_not_skip_a_signature_the_catalog_asks_for(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
     _, public, _ = signed_repo(hub, tmp_path)
-    hub.replace_file("org/tiny", "config.json", b'{"model_type": "evil"}\n')  # a small file: a git blob id, no sha256
+    # a small file: a git blob id, no sha256
+    hub.replace_file("org/tiny", "config.json", b'{"model_type": "evil"}\n')
     write_catalog(world, public)
     result = mdl("pull", "tiny", "--no-verify")
     assert result.exit_code == 6 and "tiny/config.json" in result.stderr, result.stderr
@@ -144,7 +166,9 @@ def test_without_the_sign_extra_a_signed_catalog_is_exit_2_naming_it(
     _, public, _ = signed_repo(hub, tmp_path)
     write_catalog(world, public)
     env = without_modules(tmp_path, "model_signing")
-    done = subprocess.run([sys.executable, "-m", "mdl", "pull", "tiny"], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "mdl", "pull", "tiny"], env=env, capture_output=True, text=True
+    )
     assert done.returncode == 2, done.stderr
     assert "mdl[sign]" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "models" / "tiny").exists()
@@ -195,7 +219,9 @@ def test_the_hf_cache_layout_installs_a_signed_model_as_links(
     result = mdl("pull", "tiny", "--layout", "hf-cache")
     assert result.exit_code == 0, result.stderr
     snapshot = next((tmp_path / "hf" / "models--org--tiny" / "snapshots").iterdir())
-    assert (snapshot / "model.sig").is_symlink() and (snapshot / "model.sig").read_bytes() == signature
+    assert (snapshot / "model.sig").is_symlink() and (
+        snapshot / "model.sig"
+    ).read_bytes() == signature
     assert (snapshot / "model.safetensors").read_bytes() == WEIGHTS
     assert mdl("verify", "tiny", "--layout", "hf-cache").exit_code == 0
 
@@ -217,10 +243,12 @@ def test_other_serialisations_are_checked_as_they_say(
     result = mdl("pull", "tiny")
     assert result.exit_code == 0, result.stderr
     assert mdl("verify", "tiny").exit_code == 0
-    hub.replace_file("org/tiny", "model.safetensors", make_data(300_003, seed=8))  # other bytes, same size
+    # other bytes, same size
+    hub.replace_file("org/tiny", "model.safetensors", make_data(300_003, seed=8))
     again = mdl("pull", "tiny")
     assert again.exit_code == 6 and "tiny/model.safetensors" in again.stderr, again.stderr
-    assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS  # the signed one stays
+    # the signed one stays
+    assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
 
 
 def test_a_mirror_serving_a_forged_signature_is_passed_over_for_the_source(
@@ -247,7 +275,9 @@ def test_a_mirror_serving_a_forged_signature_is_passed_over_for_the_source(
 def test_a_signature_only_a_mirror_has_is_fetched_there_and_checked(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
-    """``publish --sign`` puts model.sig on the mirror only: a pull from that mirror fetches and checks it."""
+    """``publish --sign`` puts model.sig on the mirror only: a pull from that mirror fetches and
+    checks it.
+    """
     private, public = key_pair(tmp_path / "keys")
     signature = official_sign(write_files(tmp_path / "upstream", FILES), private)
     hub.add_repo("org/tiny", dict(FILES))  # no model.sig at the source
@@ -259,23 +289,30 @@ def test_a_signature_only_a_mirror_has_is_fetched_there_and_checked(
     result = mdl("pull", "tiny")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == signature
-    hub.cdn.add_file("/mirror/tiny/model.sig", b"{}")  # the mirror's copy is now forged: the next pull says so
+    # the mirror's copy is now forged: the next pull says so
+    hub.cdn.add_file("/mirror/tiny/model.sig", b"{}")
     (tmp_path / "models" / "tiny" / "model.sig").unlink()
     again = mdl("pull", "tiny")
     assert again.exit_code == 6 and "tiny/model.sig" in again.stderr, again.stderr
 
 
-def test_no_signature_anywhere_is_exit_6_naming_it(world: Path, hub: HubServer, tmp_path: Path) -> None:
+def test_no_signature_anywhere_is_exit_6_naming_it(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
     _, public = key_pair(tmp_path / "keys")
     hub.add_repo("org/tiny", dict(FILES))
     write_catalog(world, public)
     result = mdl("pull", "tiny")
     assert result.exit_code == 6, result.stderr
     assert "tiny/model.sig" in result.stderr and "no signature" not in result.stdout
-    assert not (tmp_path / "models" / "tiny").exists() or not any((tmp_path / "models" / "tiny").iterdir())
+    assert not (tmp_path / "models" / "tiny").exists() or not any(
+        (tmp_path / "models" / "tiny").iterdir()
+    )
 
 
-def test_the_lock_pins_the_signature_and_a_locked_pull_checks_it(world: Path, hub: HubServer, tmp_path: Path) -> None:
+def test_the_lock_pins_the_signature_and_a_locked_pull_checks_it(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
     _, public, signature = signed_repo(hub, tmp_path)
     write_catalog(world, public, 'include = ["*.safetensors"]')
     assert mdl("lock").exit_code == 0
@@ -294,8 +331,8 @@ def test_the_lock_pins_the_signature_and_a_locked_pull_checks_it(world: Path, hu
 def test_a_pull_of_an_unchanged_signed_model_does_not_verify_it_again(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
-    """The verified statement is kept (by the signature's and the key's digests): a cron re-pull does not import
-    model_signing again, and another key at the same path is verified afresh."""
+    """The verified statement is kept (by the signature's and the key's digests): a cron re-pull
+    does not import model_signing again, and another key at the same path is verified afresh."""
     import os
     import subprocess
     import sys
@@ -305,21 +342,25 @@ def test_a_pull_of_an_unchanged_signed_model_does_not_verify_it_again(
     assert mdl("pull", "tiny").exit_code == 0
     probe = tmp_path / "imported"
     script = (
-        "import atexit, runpy, sys\n"
-        f"atexit.register(lambda: open({str(probe)!r}, 'w').write(str('model_signing' in sys.modules)))\n"
-        "sys.argv = ['mdl', 'pull', 'tiny']\n"
-        "runpy.run_module('mdl', run_name='__main__')\n"
+        f"import atexit, runpy, sys\natexit.register(lambda: open({str(probe)!r},"
+        " 'w').write(str('model_signing' in sys.modules)))\nsys.argv = ['mdl', 'pull',"
+        " 'tiny']\nrunpy.run_module('mdl', run_name='__main__')\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ), capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=dict(os.environ), capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert probe.read_text() == "False"
     _, other = key_pair(tmp_path / "other")
-    public.write_bytes(other.read_bytes())  # another key at the same path: not the one that verified it
+    # another key at the same path: not the one that verified it
+    public.write_bytes(other.read_bytes())
     again = mdl("pull", "tiny")
     assert again.exit_code == 6 and "tiny/model.sig" in again.stderr, again.stderr
 
 
-def test_the_lock_pins_a_signature_only_a_mirror_has(world: Path, hub: HubServer, tmp_path: Path) -> None:
+def test_the_lock_pins_a_signature_only_a_mirror_has(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
     private, public = key_pair(tmp_path / "keys")
     signature = official_sign(write_files(tmp_path / "upstream", FILES), private)
     hub.add_repo("org/tiny", dict(FILES))

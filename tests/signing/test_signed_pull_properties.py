@@ -1,5 +1,6 @@
-"""Hypothesis over the model.sig a Hub serves, end to end: a pull is exit 0 with every installed file as signed,
-or exit 6 (or 2) naming the signature or a file, with nothing unsigned at a final path; never a traceback."""
+"""Hypothesis over the model.sig a Hub serves, end to end: a pull is exit 0 with every installed
+file as signed, or exit 6 (or 2) naming the signature or a file, with nothing unsigned at a final
+path; never a traceback."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from signkeys import key_pair, mutated_bundle, official_sign, write_files
 FILES = {"config.json": b'{"a": 1}\n', "model.safetensors": make_data(70_000, seed=4)}
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 _runs = itertools.count()
@@ -30,12 +33,16 @@ def signed(hub: HubServer, tmp_path: Path) -> tuple[HubServer, Path, bytes, Path
     signature = official_sign(write_files(tmp_path / "upstream", FILES), private)
     hub.add_repo("org/tiny", {**FILES, "model.sig": signature})
     catalog = tmp_path / "catalog.toml"
-    catalog.write_text(f'[models.tiny]\nrepo = "org/tiny"\n\n[models.tiny.signature]\nkey = "{public}"\n')
+    catalog.write_text(
+        f'[models.tiny]\nrepo = "org/tiny"\n\n[models.tiny.signature]\nkey = "{public}"\n'
+    )
     return hub, catalog, signature, tmp_path
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(in_statement=st.booleans(), pick=st.integers(min_value=0), value=JSON)
 def test_a_pull_of_any_changed_signature(
@@ -69,8 +76,13 @@ def test_a_genuine_signature_of_another_statement_fails_every_file_by_name(
     for path in FILES:
         (other / path).write_bytes(b"other bytes for " + path.encode())
     private = root / "keys" / "signer.pem"
-    hub.replace_file("org/tiny", "model.sig", official_sign(other, private))  # the right key, another statement
-    result = mdl("pull", "tiny", env={"HF_ENDPOINT": hub.url, "MDL_CATALOG": str(catalog), "MDL_DEST": str(root / "d")})
+    # the right key, another statement
+    hub.replace_file("org/tiny", "model.sig", official_sign(other, private))
+    result = mdl(
+        "pull",
+        "tiny",
+        env={"HF_ENDPOINT": hub.url, "MDL_CATALOG": str(catalog), "MDL_DEST": str(root / "d")},
+    )
     assert result.exit_code == 6, result.output
     for path in FILES:
         assert f"tiny/{path}" in result.stderr

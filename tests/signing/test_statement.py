@@ -1,5 +1,5 @@
-"""What a verified signature says, held to bytes: shards cut as the bytes pass, any split of the stream, a short or
-long file, and a statement whose shards do not tile its file refused."""
+"""What a verified signature says, held to bytes: shards cut as the bytes pass, any split of the
+stream, a short or long file, and a statement whose shards do not tile its file refused."""
 
 from __future__ import annotations
 
@@ -27,8 +27,14 @@ def sharded(data: bytes, size: int, path: str = "w.bin") -> SignedManifest:
     return manifest_from_items(items, method="shards", algorithm="sha256", shard_size=float(size))
 
 
-@given(data=st.binary(max_size=3000), size=st.integers(1, 700), cuts=st.lists(st.integers(0, 3000), max_size=6))
-def test_shards_hold_the_file_however_its_bytes_arrive(data: bytes, size: int, cuts: list[int]) -> None:
+@given(
+    data=st.binary(max_size=3000),
+    size=st.integers(1, 700),
+    cuts=st.lists(st.integers(0, 3000), max_size=6),
+)
+def test_shards_hold_the_file_however_its_bytes_arrive(
+    data: bytes, size: int, cuts: list[int]
+) -> None:
     signed = sharded(data, size).files["w.bin"]
     check = signed.check()
     edges = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
@@ -37,7 +43,9 @@ def test_shards_hold_the_file_however_its_bytes_arrive(data: bytes, size: int, c
     assert check.mismatch() is None
 
 
-@given(data=st.binary(min_size=1, max_size=2000), size=st.integers(1, 500), flip=st.integers(0, 1999))
+@given(
+    data=st.binary(min_size=1, max_size=2000), size=st.integers(1, 500), flip=st.integers(0, 1999)
+)
 def test_any_changed_byte_is_caught(data: bytes, size: int, flip: int) -> None:
     signed = sharded(data, size).files["w.bin"]
     changed = bytearray(data)
@@ -68,7 +76,9 @@ def test_shards_that_do_not_tile_the_file_are_refused() -> None:
     with pytest.raises(IntegrityError, match="mixes digest algorithms"):
         manifest_from_items([("a", "blake3", digest)], method="files", algorithm="sha256")
     with pytest.raises(IntegrityError, match="names 'a' twice"):
-        manifest_from_items([("a", "sha256", digest), ("a", "sha256", digest)], method="files", algorithm="sha256")
+        manifest_from_items(
+            [("a", "sha256", digest), ("a", "sha256", digest)], method="files", algorithm="sha256"
+        )
 
 
 @pytest.mark.parametrize("algorithm", ["blake2", "blake3", "sha256"])
@@ -76,9 +86,15 @@ def test_whole_file_digests_of_each_algorithm(algorithm: str) -> None:
     from blake3 import blake3
 
     data = b"model bytes" * 1000
-    value = {"blake2": hashlib.blake2b(data), "blake3": blake3(data), "sha256": hashlib.sha256(data)}[algorithm]
+    value = {
+        "blake2": hashlib.blake2b(data),
+        "blake3": blake3(data),
+        "sha256": hashlib.sha256(data),
+    }[algorithm]
     item = {"blake2": "blake2b", "blake3": "blake3", "sha256": "sha256"}[algorithm]
-    signed = manifest_from_items([("w", item, value.digest())], method="files", algorithm=algorithm).files["w"]
+    signed = manifest_from_items(
+        [("w", item, value.digest())], method="files", algorithm=algorithm
+    ).files["w"]
     assert (signed.sha256 is not None) == (algorithm == "sha256")
     check = signed.check()
     check.update(data)

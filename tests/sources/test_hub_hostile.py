@@ -1,8 +1,9 @@
-"""A hostile Hub (tests/hostile.py `HostileHub`): the token stays home, bad listings fail one model, escapes stay out.
+"""A hostile Hub (tests/hostile.py `HostileHub`): the token stays home, bad listings fail one model,
+escapes stay out.
 
-Issue 11 items 2, 3 and 5 (Hub side): a `Link: rel="next"` to another origin, every bad listing shape, terminal
-escapes in a commit id or in server error text. Each runs end to end through the CLI (exit code, stdout, stderr,
-records) and, where the layer matters, through `Hub` directly.
+Issue 11 items 2, 3 and 5 (Hub side): a `Link: rel="next"` to another origin, every bad listing
+shape, terminal escapes in a commit id or in server error text. Each runs end to end through the CLI
+(exit code, stdout, stderr, records) and, where the layer matters, through `Hub` directly.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def other() -> Iterator[CdnServer]:
 
 @pytest.fixture
 def env(hostile: HostileHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Catalog and destination for the CLI, the hostile Hub as HF_ENDPOINT, the test token as HF_TOKEN."""
+    """Catalog and destination for the CLI, the hostile Hub as HF_ENDPOINT, the test token as
+    HF_TOKEN.
+    """
     use_catalog(tmp_path, monkeypatch, CATALOG, endpoint=hostile.url)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setenv("MDL_RETRIES", "0")
@@ -74,16 +77,23 @@ def only_bad(rewrite: Callable[[Any], Any]) -> Callable[[Exchange, Any], Any]:
 
 def everything_written(dest: Path) -> bytes:
     """Every byte mdl left under the destination (records, files), to search for raw escapes."""
-    return b"".join(p.read_bytes() for p in sorted(dest.rglob("*")) if p.is_file()) if dest.exists() else b""
+    return (
+        b"".join(p.read_bytes() for p in sorted(dest.rglob("*")) if p.is_file())
+        if dest.exists()
+        else b""
+    )
 
 
-# -- item 2: the token never follows a next-page link off the Hub's origin ---------------------------------
+# -- item 2: the token never follows a next-page link off the Hub's origin
+# ---------------------------------
 
 
 def _targets(hub: HostileHub, other: CdnServer) -> dict[str, str]:
     return {
         "other port": f"{other.url}/api/models/org/bad/tree/x?cursor=MQ==",
-        "localhost for 127.0.0.1": f"http://localhost:{hub.port}/api/models/org/bad/tree/x?cursor=MQ==",
+        "localhost for 127.0.0.1": (
+            f"http://localhost:{hub.port}/api/models/org/bad/tree/x?cursor=MQ=="
+        ),
         "https for http": f"https://127.0.0.1:{hub.port}/api/models/org/bad/tree/x?cursor=MQ==",
     }
 
@@ -108,7 +118,9 @@ def test_next_page_on_another_origin_is_refused_and_gets_no_token(
     assert (env / "file" / "config.json").read_bytes() == b'{"a": 1}'
 
 
-def test_next_page_on_the_same_origin_is_followed_with_the_token(hostile: HostileHub, env: Path) -> None:
+def test_next_page_on_the_same_origin_is_followed_with_the_token(
+    hostile: HostileHub, env: Path
+) -> None:
     result = mdl("pull", "good")
     assert result.exit_code == 0, result.output
     pages = hostile.log.records(path_prefix="/api/models/org/good/tree/")
@@ -116,14 +128,20 @@ def test_next_page_on_the_same_origin_is_followed_with_the_token(hostile: Hostil
     assert pages[0].query == {"recursive": "true", "expand": "false"}
 
 
-def test_guard_refuses_the_token_to_another_origin_before_sending(hostile: HostileHub, other: CdnServer) -> None:
+def test_guard_refuses_the_token_to_another_origin_before_sending(
+    hostile: HostileHub, other: CdnServer
+) -> None:
     """The hook on the one client catches a leak whatever code path builds the request."""
     client = make_client(timeout=5, pool_size=2)
     try:
         guard = TokenGuard.on(client, hostile.url)
         assert TokenGuard.on(client, hostile.url) is guard  # installed once
         guard.protect(TOKEN)
-        for url in (other.url + "/x", f"http://localhost:{hostile.port}/x", f"https://127.0.0.1:{hostile.port}/x"):
+        for url in (
+            other.url + "/x",
+            f"http://localhost:{hostile.port}/x",
+            f"https://127.0.0.1:{hostile.port}/x",
+        ):
             for headers in ({"Authorization": f"Bearer {TOKEN}"}, {"X-Anything": TOKEN}):
                 with pytest.raises(TokenLeakError) as info:
                     client.get(url, headers=headers)
@@ -132,7 +150,9 @@ def test_guard_refuses_the_token_to_another_origin_before_sending(hostile: Hosti
         assert other.log.records() == []
         assert hostile.log.records() == []
         # The Hub's own origin gets it; other origins get requests without it.
-        assert client.get(hostile.url + "/api/models/org/good", headers={"Authorization": f"Bearer {TOKEN}"}).is_success
+        assert client.get(
+            hostile.url + "/api/models/org/good", headers={"Authorization": f"Bearer {TOKEN}"}
+        ).is_success
         assert client.get(other.url + "/x").status_code == 404
     finally:
         client.close()
@@ -148,7 +168,8 @@ def test_guard_is_on_the_runs_client(hostile: HostileHub, other: CdnServer) -> N
         hub.close()
 
 
-# -- item 3: every bad listing shape fails its model (exit 5) and the others go on ------------------------
+# -- item 3: every bad listing shape fails its model (exit 5) and the others go on
+# ------------------------
 
 BAD_LISTINGS: dict[str, Callable[[Any], Any]] = {
     "html with 200": lambda doc: b"<html><body>Please log in to the Wi-Fi</body></html>",
@@ -168,7 +189,9 @@ BAD_LISTINGS: dict[str, Callable[[Any], Any]] = {
 
 
 @pytest.mark.parametrize("shape", list(BAD_LISTINGS))
-def test_bad_listing_fails_that_model_and_the_others_are_pulled(hostile: HostileHub, env: Path, shape: str) -> None:
+def test_bad_listing_fails_that_model_and_the_others_are_pulled(
+    hostile: HostileHub, env: Path, shape: str
+) -> None:
     hostile.rewrite_json = only_bad(BAD_LISTINGS[shape])
     result = mdl("pull", "--all")
     assert result.exit_code == ExitCode.NETWORK == 5, result.output
@@ -207,15 +230,23 @@ def test_resolve_with_a_bad_listing_is_exit_5_not_internal(hostile: HostileHub, 
     assert "internal" not in result.output.lower()
 
 
-# -- item 5: a commit is 40 hex or refused; server text is made printable ------------------------------
+# -- item 5: a commit is 40 hex or refused; server text is made printable
+# ------------------------------
 
 
 ESCAPES = "\x1b]0;pwned\x07\x1b[2J"
 
 
-def test_commit_with_escapes_is_refused_never_shown_or_recorded(hostile: HostileHub, env: Path) -> None:
+def test_commit_with_escapes_is_refused_never_shown_or_recorded(
+    hostile: HostileHub, env: Path
+) -> None:
     hostile.sha = ESCAPES + "0" * 26
-    for args in (("pull", "good"), ("resolve", "good"), ("resolve", "good", "--json"), ("show", "good")):
+    for args in (
+        ("pull", "good"),
+        ("resolve", "good"),
+        ("resolve", "good", "--json"),
+        ("show", "good"),
+    ):
         result = mdl(*args)
         assert "\x1b" not in result.stdout and "\x07" not in result.stdout, args
         assert "\x1b" not in result.stderr and "\x07" not in result.stderr, args
@@ -225,8 +256,12 @@ def test_commit_with_escapes_is_refused_never_shown_or_recorded(hostile: Hostile
     assert b"\\u001b]0;pwned" not in everything_written(env)
 
 
-@pytest.mark.parametrize("sha", ["ABCDEF" + "0" * 34, "0" * 39, "0" * 41, "g" * 40, "0" * 40 + "\n"])
-def test_commit_that_is_not_40_lowercase_hex_is_refused(hostile: HostileHub, env: Path, sha: str) -> None:
+@pytest.mark.parametrize(
+    "sha", ["ABCDEF" + "0" * 34, "0" * 39, "0" * 41, "g" * 40, "0" * 40 + "\n"]
+)
+def test_commit_that_is_not_40_lowercase_hex_is_refused(
+    hostile: HostileHub, env: Path, sha: str
+) -> None:
     hostile.sha = sha
     result = mdl("pull", "good", "--json")
     assert result.exit_code == 5, result.output
@@ -242,7 +277,9 @@ def test_file_commit_header_that_is_not_a_commit_is_refused(hostile: HostileHub,
 
 
 def test_error_body_with_escapes_is_printable(hostile: HostileHub, env: Path) -> None:
-    hostile.faults.add(Fault.http_error(400, body=ESCAPES + "broken mirror", times=None, path_prefix="/api/"))
+    hostile.faults.add(
+        Fault.http_error(400, body=ESCAPES + "broken mirror", times=None, path_prefix="/api/")
+    )
     result = mdl("pull", "good")
     assert result.exit_code == 5, result.output
     assert "\x1b" not in result.stderr and "\x07" not in result.stderr
@@ -252,18 +289,31 @@ def test_error_body_with_escapes_is_printable(hostile: HostileHub, env: Path) ->
 
 
 @pytest.mark.parametrize("status", [403, 404, 400, 500])
-def test_error_message_header_with_escapes_is_printable(hostile: HostileHub, env: Path, status: int) -> None:
+def test_error_message_header_with_escapes_is_printable(
+    hostile: HostileHub, env: Path, status: int
+) -> None:
     message = ESCAPES + "denied\x9b31m"  # C1 CSI: latin-1 on the wire, as a header can carry it
-    hostile.faults.add(Fault.http_error(status, headers={"X-Error-Message": message}, times=None, path_prefix="/api/"))
+    hostile.faults.add(
+        Fault.http_error(
+            status, headers={"X-Error-Message": message}, times=None, path_prefix="/api/"
+        )
+    )
     result = mdl("pull", "good", "--json")
     assert result.exit_code in (3, 4, 5), result.output
-    for text in (result.stdout, result.stderr, (env.parent / "mdl.log").read_text(encoding="utf-8")):
+    for text in (
+        result.stdout,
+        result.stderr,
+        (env.parent / "mdl.log").read_text(encoding="utf-8"),
+    ):
         assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
-    if status != 404:  # a 404 without X-Error-Code is the Hub's "not found"; others carry the message
+    # a 404 without X-Error-Code is the Hub's "not found"; others carry the message
+    if status != 404:
         assert "\\x1b]0;pwned\\x07" in result.stderr and "denied" in result.stderr
 
 
-def test_show_escapes_a_commit_from_a_record_written_before_the_checks(hostile: HostileHub, env: Path) -> None:
+def test_show_escapes_a_commit_from_a_record_written_before_the_checks(
+    hostile: HostileHub, env: Path
+) -> None:
     assert mdl("pull", "good").exit_code == 0
     (record,) = (env / ".mdl" / "records").glob("good*.json")
     doc = json.loads(record.read_text(encoding="utf-8"))
@@ -275,15 +325,21 @@ def test_show_escapes_a_commit_from_a_record_written_before_the_checks(hostile: 
     assert "commit:" in shown.stdout and "\\x1b]0;pwned" in shown.stdout
 
 
-# -- redirects and pagination loops on the Hub API ---------------------------------------------------------
+# -- redirects and pagination loops on the Hub API
+# ---------------------------------------------------------
 
 
 def test_api_redirect_within_the_hub_is_followed_with_the_token(hostile: HostileHub) -> None:
     """A renamed repo: the Hub answers its API with a redirect to the new name on its own origin."""
-    hostile.add_redirect("/api/models/org/old/revision/main", "/api/models/org/good/revision/main", 307)
+    hostile.add_redirect(
+        "/api/models/org/old/revision/main", "/api/models/org/good/revision/main", 307
+    )
     hub = Hub(hostile.url, TOKEN, retry=NO_RETRY)
     try:
-        assert hub.commit_of("org/old", repo_type="model", revision="main", what="m") == hostile.repo("org/good").sha
+        assert (
+            hub.commit_of("org/old", repo_type="model", revision="main", what="m")
+            == hostile.repo("org/good").sha
+        )
     finally:
         hub.close()
     followed = hostile.log.records(path_prefix="/api/models/org/good/revision/")
@@ -291,7 +347,9 @@ def test_api_redirect_within_the_hub_is_followed_with_the_token(hostile: Hostile
 
 
 def test_api_redirect_to_another_origin_is_refused(hostile: HostileHub, other: CdnServer) -> None:
-    hostile.add_redirect("/api/models/org/good/revision/main", other.url + "/api/models/org/good/revision/main")
+    hostile.add_redirect(
+        "/api/models/org/good/revision/main", other.url + "/api/models/org/good/revision/main"
+    )
     hub = Hub(hostile.url, TOKEN, retry=NO_RETRY)
     try:
         with pytest.raises(HubReplyError, match=r"redirected .* to another origin") as info:
@@ -303,11 +361,15 @@ def test_api_redirect_to_another_origin_is_refused(hostile: HostileHub, other: C
 
 
 def test_head_stops_at_a_redirect_off_the_hub_and_reads_it(hostile: HostileHub) -> None:
-    """As huggingface_hub: the metadata of an LFS file is on the redirect to the CDN, which is never asked."""
+    """As huggingface_hub: the metadata of an LFS file is on the redirect to the CDN, which is
+    never asked.
+    """
     hostile.add_repo("org/lfs", {"w.safetensors": b"s" * 4000})
     hub = Hub(hostile.url, TOKEN, retry=NO_RETRY)
     try:
-        meta = hub.file_metadata("org/lfs", "w.safetensors", repo_type="model", revision="main", what="m")
+        meta = hub.file_metadata(
+            "org/lfs", "w.safetensors", repo_type="model", revision="main", what="m"
+        )
     finally:
         hub.close()
     assert (meta.commit, meta.size) == (hostile.repo("org/lfs").sha, 4000)
@@ -317,7 +379,9 @@ def test_head_stops_at_a_redirect_off_the_hub_and_reads_it(hostile: HostileHub) 
 
 def test_a_listing_whose_pages_loop_is_refused(hostile: HostileHub) -> None:
     sha = hostile.repo("org/good").sha
-    hostile.next_link = lambda honest: f"{hostile.url}/api/models/org/good/tree/{sha}?recursive=true&cursor=MA=="
+    hostile.next_link = lambda honest: (
+        f"{hostile.url}/api/models/org/good/tree/{sha}?recursive=true&cursor=MA=="
+    )
     hub = Hub(hostile.url, None, retry=NO_RETRY)
     try:
         commit = hub.commit_of("org/good", repo_type="model", revision="main", what="m")
@@ -328,32 +392,51 @@ def test_a_listing_whose_pages_loop_is_refused(hostile: HostileHub) -> None:
 
 
 def test_mdl_never_lets_huggingface_hub_make_requests() -> None:
-    """Every Hub request goes through the run's client (and its TokenGuard): no huggingface_hub HTTP helper is used."""
+    """Every Hub request goes through the run's client (and its TokenGuard): no huggingface_hub
+    HTTP helper is used.
+    """
     import ast
 
     import mdl
 
-    http_helpers = {"HfApi", "get_hf_file_metadata", "hf_hub_download", "snapshot_download", "get_session", "http_get"}
+    http_helpers = {
+        "HfApi",
+        "get_hf_file_metadata",
+        "hf_hub_download",
+        "snapshot_download",
+        "get_session",
+        "http_get",
+    }
     used: list[str] = []
     for path in Path(mdl.__file__).parent.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("huggingface_hub"):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "huggingface_hub"
+            ):
                 used += [f"{path.name}: {a.name}" for a in node.names if a.name in http_helpers]
     assert used == []
 
 
-def test_the_pull_sessions_client_guards_downloads_too(hostile: HostileHub, other: CdnServer, tmp_path: Path) -> None:
-    """Were a download's headers ever wrong (here: the token as a direct URL's own header), the hook refuses."""
+def test_the_pull_sessions_client_guards_downloads_too(
+    hostile: HostileHub, other: CdnServer, tmp_path: Path
+) -> None:
+    """Were a download's headers ever wrong (here: the token as a direct URL's own header), the
+    hook refuses.
+    """
     from mdl.catalog.settings import build_settings
     from mdl.download.session import PullSession
     from mdl.progress import NullProgress
     from mdl.transfer import Credentials, follow, origin
 
-    settings = build_settings(environ={"HF_ENDPOINT": hostile.url, "HF_TOKEN": TOKEN}, dest=tmp_path / "d")
+    settings = build_settings(
+        environ={"HF_ENDPOINT": hostile.url, "HF_TOKEN": TOKEN}, dest=tmp_path / "d"
+    )
     session = PullSession(settings, progress=NullProgress())
     try:
         assert session.token == TOKEN
-        wrong = Credentials(extra={"Authorization": f"Bearer {TOKEN}"}, extra_origin=origin(other.url))
+        wrong = Credentials(
+            extra={"Authorization": f"Bearer {TOKEN}"}, extra_origin=origin(other.url)
+        )
         with (
             pytest.raises(TokenLeakError),
             follow(session.client, other.url + "/f.bin", credentials=wrong, what="m/f.bin"),
@@ -367,8 +450,12 @@ def test_the_pull_sessions_client_guards_downloads_too(hostile: HostileHub, othe
 @pytest.mark.parametrize(
     "endpoint", ["http://127.0.0.1:abc", "http://[::1", "https://hub.example:99999", "http://:8080"]
 )
-def test_an_endpoint_without_an_origin_is_exit_2(env: Path, monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
-    """The token guard compares origins, so an endpoint must have one: bad input, not an internal error."""
+def test_an_endpoint_without_an_origin_is_exit_2(
+    env: Path, monkeypatch: pytest.MonkeyPatch, endpoint: str
+) -> None:
+    """The token guard compares origins, so an endpoint must have one: bad input, not an internal
+    error.
+    """
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     result = mdl("resolve", "good")
     assert result.exit_code == ExitCode.USAGE == 2, result.output
@@ -392,19 +479,25 @@ def test_a_malformed_redirect_location_is_a_network_error(other: CdnServer) -> N
     assert info.value.exit_code == 5
 
 
-MIRROR_TOKEN = "mirrortoken-0123456789abcdef"  # no hf_ shape: only the run's secrets can tell it from a word
+# no hf_ shape: only the run's secrets can tell it from a word
+MIRROR_TOKEN = "mirrortoken-0123456789abcdef"
 
 
 @pytest.mark.parametrize("command", ["get", "pull"])
-def test_a_reply_mdl_cannot_read_never_quotes_the_runs_token_to_the_library(tmp_path: Path, command: str) -> None:
-    """A Hub mirror answering 200 with a page that quotes the request (a captive portal, a proxy's echo): the error a
-    Python caller gets (raised, or in the report) says how the reply starts, without the token it echoes."""
+def test_a_reply_mdl_cannot_read_never_quotes_the_runs_token_to_the_library(
+    tmp_path: Path, command: str
+) -> None:
+    """A Hub mirror answering 200 with a page that quotes the request (a captive portal, a proxy's
+    echo): the error a Python caller gets (raised, or in the report) says how the reply starts,
+    without the token it echoes."""
     from mdl import api
 
     server = HostileHub(valid_tokens=[MIRROR_TOKEN]).start()
     try:
         server.add_repo("org/bad", {"config.json": b"{}"})
-        server.rewrite_json = lambda ex, doc: f"<html>you sent Token: {MIRROR_TOKEN}</html>".encode()
+        server.rewrite_json = lambda ex, doc: (
+            f"<html>you sent Token: {MIRROR_TOKEN}</html>".encode()
+        )
         environ = {"HF_ENDPOINT": server.url, "HF_TOKEN": MIRROR_TOKEN, "MDL_RETRIES": "0"}
         if command == "get":
             with pytest.raises(HubReplyError) as info:

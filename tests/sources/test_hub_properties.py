@@ -1,8 +1,10 @@
-"""Hypothesis properties for the Hub's replies: any bytes, JSON or headers are parsed or refused as HubReplyError.
+"""Hypothesis properties for the Hub's replies: any bytes, JSON or headers are parsed or refused as
+HubReplyError.
 
-Whatever a Hub, a mirror or a captive portal sends as a revision reply, a tree page, a HEAD's headers or a
-`Link` header, `mdl.sources.hubreplies` returns validated data or raises HubReplyError (exit 5) with a printable
-message — never another exception. The last property sends the bytes over a real loopback Hub.
+Whatever a Hub, a mirror or a captive portal sends as a revision reply, a tree page, a HEAD's
+headers or a `Link` header, `mdl.sources.hubreplies` returns validated data or raises HubReplyError
+(exit 5) with a printable message — never another exception. The last property sends the bytes over
+a real loopback Hub.
 """
 
 from __future__ import annotations
@@ -37,17 +39,29 @@ URL = "http://127.0.0.1:9/api/models/org/m/tree/" + "a" * 40
 HUB_ORIGIN = origin(URL)
 HEX = "0123456789abcdef"
 # What a printable message may not hold (mdl.redact.printable's set, tab and newline included).
-UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2028\u2029\u2060-\u2069\ufeff]")
+UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2028\u2029\u2060-\u2069\ufeff]"
+)
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30)
+json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30)
+)
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 hexes = st.text(HEX, min_size=38, max_size=42) | st.text(min_size=0, max_size=70)
-sizes = st.integers(min_value=-2, max_value=2**70) | st.text(string.digits, max_size=5) | st.none() | st.floats()
-# Entries that are nearly right, so the properties reach the per-field checks and not only "not a list".
+sizes = (
+    st.integers(min_value=-2, max_value=2**70)
+    | st.text(string.digits, max_size=5)
+    | st.none()
+    | st.floats()
+)
+# Entries that are nearly right, so the properties reach the per-field checks and not only "not a
+# list".
 entries = st.fixed_dictionaries(
     {},
     optional={
@@ -55,12 +69,17 @@ entries = st.fixed_dictionaries(
         "path": st.text(max_size=40) | st.integers(),
         "size": sizes,
         "oid": hexes,
-        "lfs": st.none()
-        | st.fixed_dictionaries({}, optional={"oid": st.text(HEX, min_size=63, max_size=65), "size": sizes}),
+        "lfs": (
+            st.none()
+            | st.fixed_dictionaries(
+                {}, optional={"oid": st.text(HEX, min_size=63, max_size=65), "size": sizes}
+            )
+        ),
         "lastCommit": json_values,
     },
 )
-# And entries that are right, so the properties also see pages that parse (and check what they hold).
+# And entries that are right, so the properties also see pages that parse (and check what they
+# hold).
 valid_entries = st.fixed_dictionaries(
     {
         "type": st.sampled_from(["file", "directory"]),
@@ -69,13 +88,19 @@ valid_entries = st.fixed_dictionaries(
         "oid": st.text(HEX, min_size=40, max_size=40),
     },
     optional={
-        "lfs": st.none()
-        | st.fixed_dictionaries({"oid": st.text(HEX, min_size=64, max_size=64), "size": st.integers(0, 2**40)}),
+        "lfs": (
+            st.none()
+            | st.fixed_dictionaries(
+                {"oid": st.text(HEX, min_size=64, max_size=64), "size": st.integers(0, 2**40)}
+            )
+        ),
         "xetHash": st.text(max_size=10),
     },
 )
 tree_documents = st.lists(valid_entries | entries, max_size=5) | json_values
-revision_documents = st.fixed_dictionaries({}, optional={"sha": hexes, "id": json_values}) | json_values
+revision_documents = (
+    st.fixed_dictionaries({}, optional={"sha": hexes, "id": json_values}) | json_values
+)
 
 
 def _bodies(documents: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
@@ -113,15 +138,23 @@ def test_any_revision_reply_is_a_commit_or_refused(body: bytes) -> None:
     assert re.fullmatch("[0-9a-f]{40}", info.sha)
 
 
-header_values = st.text(max_size=50) | st.text(HEX, min_size=40, max_size=40) | st.text(string.digits, max_size=25)
+header_values = (
+    st.text(max_size=50)
+    | st.text(HEX, min_size=40, max_size=40)
+    | st.text(string.digits, max_size=25)
+)
 header_sets = st.dictionaries(
-    st.sampled_from(["X-Repo-Commit", "X-Linked-Etag", "ETag", "X-Linked-Size", "Content-Length", "X-Other"]),
+    st.sampled_from(
+        ["X-Repo-Commit", "X-Linked-Etag", "ETag", "X-Linked-Size", "Content-Length", "X-Other"]
+    ),
     header_values,
 )
 
 
 @given(header_sets, st.booleans())
-def test_any_head_headers_are_metadata_or_refused(headers: dict[str, str], redirected: bool) -> None:
+def test_any_head_headers_are_metadata_or_refused(
+    headers: dict[str, str], redirected: bool
+) -> None:
     try:
         meta = parse_file_metadata(headers, redirected=redirected, what="m/f", url=URL)
     except HubReplyError as exc:
@@ -150,11 +183,15 @@ def test_any_next_link_stays_on_the_hub_origin_or_is_refused(link: str | None) -
         assert_printable_refusal(exc)
         assert "hostile listing" in exc.message
         return
-    # the same listing: its origin, and its path (this repo at this commit); only the query (a cursor) may change
-    assert target is None or (origin(target) == HUB_ORIGIN and unquote(urlsplit(target).path) == urlsplit(URL).path)
+    # the same listing: its origin, and its path (this repo at this commit); only the query (a
+    # cursor) may change
+    assert target is None or (
+        origin(target) == HUB_ORIGIN and unquote(urlsplit(target).path) == urlsplit(URL).path
+    )
 
 
-# -- the same over the wire: any bytes as the tree reply of a real loopback Hub --------------------------
+# -- the same over the wire: any bytes as the tree reply of a real loopback Hub
+# --------------------------
 
 
 @pytest.fixture(scope="module")
@@ -164,9 +201,12 @@ def wire_hub() -> Iterator[HostileHub]:
         yield server
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(body=_bodies(tree_documents), link=st.none() | links)
-@example(body=b"[]", link="0\x1f")  # found by this property: a control character in a next-page link's error text
+# found by this property: a control character in a next-page link's error text
+@example(body=b"[]", link="0\x1f")
 def test_any_listing_over_the_wire_ends_in_files_or_an_mdl_error(
     wire_hub: HostileHub, body: bytes, link: str | None
 ) -> None:
@@ -190,7 +230,8 @@ def test_any_listing_over_the_wire_ends_in_files_or_an_mdl_error(
         wire_hub.next_link = None
 
 
-# -- any error answer from the Hub is one of our errors, with printable text ----------------------------
+# -- any error answer from the Hub is one of our errors, with printable text
+# ----------------------------
 
 
 @given(
@@ -211,13 +252,21 @@ def test_any_error_answer_is_an_mdl_error_with_printable_text(
 
     headers = {  # bytes, as they come off the wire (latin-1 is what a header can carry)
         name: value.encode("latin-1")
-        for name, value in (("X-Error-Code", code), ("X-Error-Message", message), ("Retry-After", retry_after))
+        for name, value in (
+            ("X-Error-Code", code),
+            ("X-Error-Message", message),
+            ("Retry-After", retry_after),
+        )
         if value is not None
     }
-    response = httpx2.Response(status, headers=headers, content=body, request=httpx2.Request("GET", URL))
+    response = httpx2.Response(
+        status, headers=headers, content=body, request=httpx2.Request("GET", URL)
+    )
     hub = Hub("http://127.0.0.1:9", None)
     try:
-        error = _status_error(response, body, what="m", repo="org/m", revision="main", path=None, hub=hub)
+        error = _status_error(
+            response, body, what="m", repo="org/m", revision="main", path=None, hub=hub
+        )
     finally:
         hub.close()
     assert isinstance(error, MdlError)

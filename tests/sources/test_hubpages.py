@@ -1,5 +1,5 @@
-"""Hub web URLs read as the hf:// they stand for: the shapes, the origin rule, and properties of the parser (it takes
-whatever a user pastes)."""
+"""Hub web URLs read as the hf:// they stand for: the shapes, the origin rule, and properties of the
+parser (it takes whatever a user pastes)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,16 @@ HUB = "https://huggingface.co"
         (f"{HUB}/org/repo/resolve/main/sub/x.gguf?download=true", "hf://org/repo@main/sub/x.gguf"),
         (f"{HUB}/org/repo/resolve/refs%2Fpr%2F1/x.bin", "hf://org/repo@refs/pr/1/x.bin"),
         (f"{HUB}/org/repo/blob/refs/pr/12/x.bin#L3", "hf://org/repo@refs/pr/12/x.bin"),
-        (f"{HUB}/datasets/org/ds/resolve/v1.0/data/a%20b.parquet", "hf://datasets/org/ds@v1.0/data/a b.parquet"),
+        (
+            f"{HUB}/datasets/org/ds/resolve/v1.0/data/a%20b.parquet",
+            "hf://datasets/org/ds@v1.0/data/a b.parquet",
+        ),
         (f"{HUB}/spaces/org/app/blob/main/app.py", "hf://spaces/org/app@main/app.py"),
         (f"{HUB}/org/repo", "hf://org/repo"),
         (f"{HUB}/org/repo/", "hf://org/repo"),
         (f"{HUB}/org/repo/tree/dev", "hf://org/repo@dev"),
-        ("https://HuggingFace.co:443/org/repo/blob/main/x.gguf", "hf://org/repo@main/x.gguf"),  # one origin
+        # one origin
+        ("https://HuggingFace.co:443/org/repo/blob/main/x.gguf", "hf://org/repo@main/x.gguf"),
         # not a Hub file or repo: left a plain URL
         ("https://example.com/org/repo/blob/main/x.gguf", None),  # another host
         ("http://huggingface.co/org/repo/blob/main/x.gguf", None),  # another scheme
@@ -48,14 +52,19 @@ def test_hub_urls_and_others(url: str, expected: str | None) -> None:
 
 def test_an_endpoint_with_a_path_is_the_prefix_of_its_urls() -> None:
     mirror = "http://127.0.0.1:8080/hf/"
-    assert hub_page_as_hf("http://127.0.0.1:8080/hf/org/r/blob/main/x", endpoint=mirror) == "hf://org/r@main/x"
+    assert (
+        hub_page_as_hf("http://127.0.0.1:8080/hf/org/r/blob/main/x", endpoint=mirror)
+        == "hf://org/r@main/x"
+    )
     assert hub_page_as_hf("http://127.0.0.1:8080/org/r/blob/main/x", endpoint=mirror) is None
-    assert hub_page_as_hf("http://127.0.0.1:8080/elsewhere/org/r/blob/main/x", endpoint=mirror) is None
+    assert (
+        hub_page_as_hf("http://127.0.0.1:8080/elsewhere/org/r/blob/main/x", endpoint=mirror) is None
+    )
 
 
 def test_a_huggingface_co_url_is_a_hub_file_whatever_the_endpoint() -> None:
-    """Pasted from the browser with HF_ENDPOINT set to a mirror: the same Hub file, fetched from the mirror (as hf
-    download would); only https://huggingface.co, not its look-alikes."""
+    """Pasted from the browser with HF_ENDPOINT set to a mirror: the same Hub file, fetched from the
+    mirror (as hf download would); only https://huggingface.co, not its look-alikes."""
     mirror = "http://127.0.0.1:8080/hf/"
     assert hub_page_as_hf(f"{HUB}/org/r/blob/main/x", endpoint=mirror) == "hf://org/r@main/x"
     assert (
@@ -64,7 +73,10 @@ def test_a_huggingface_co_url_is_a_hub_file_whatever_the_endpoint() -> None:
     )
     assert hub_page_as_hf(f"{HUB}/org/r", endpoint=mirror) == "hf://org/r"
     assert hub_page_as_hf("http://huggingface.co/org/r/blob/main/x", endpoint=mirror) is None
-    assert hub_page_as_hf("https://huggingface.co.evil.example/org/r/blob/main/x", endpoint=mirror) is None
+    assert (
+        hub_page_as_hf("https://huggingface.co.evil.example/org/r/blob/main/x", endpoint=mirror)
+        is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -85,8 +97,12 @@ def test_a_huggingface_co_url_is_a_hub_file_whatever_the_endpoint() -> None:
     ],
 )
 @pytest.mark.parametrize("endpoint", [HUB, "http://127.0.0.1:8080/hf"])
-def test_a_revision_a_url_path_folds_away_is_refused_naming_the_url(page: str, endpoint: str) -> None:
-    """'..' (any spelling) would be folded away on the way and the default branch fetched instead: exit 2."""
+def test_a_revision_a_url_path_folds_away_is_refused_naming_the_url(
+    page: str, endpoint: str
+) -> None:
+    """'..' (any spelling) would be folded away on the way and the default branch fetched
+    instead: exit 2.
+    """
     url = f"{endpoint}/{page}?download=true"
     with pytest.raises(UsageError) as caught:
         hub_page_as_hf(url, endpoint=endpoint)
@@ -118,7 +134,9 @@ def test_an_hf_uri_whose_revision_or_repo_folds_away_is_refused(text: str) -> No
     assert caught.value.message.startswith(f"{text}: "), caught.value.message
 
 
-@pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/1", "a..b", "...", ".x", "x.", "%", "%zz", "1.2.3"])
+@pytest.mark.parametrize(
+    "revision", ["main", "v1.0", "refs/pr/1", "a..b", "...", ".x", "x.", "%", "%zz", "1.2.3"]
+)
 def test_revisions_that_are_names_are_kept_as_written(revision: str) -> None:
     assert parse_hf_uri(f"hf://org/name@{revision}/x.bin").revision == revision
 
@@ -126,7 +144,9 @@ def test_revisions_that_are_names_are_kept_as_written(revision: str) -> None:
 def test_a_folder_page_is_refused_with_the_hf_uri_to_use() -> None:
     with pytest.raises(UsageError) as caught:
         hub_page_as_hf(f"{HUB}/org/repo/tree/main/sub/dir", endpoint=HUB)
-    assert caught.value.hint == "to fetch that folder, give hf://org/repo@main --include 'sub/dir/*'"
+    assert (
+        caught.value.hint == "to fetch that folder, give hf://org/repo@main --include 'sub/dir/*'"
+    )
 
 
 owners = st.from_regex(r"[A-Za-z0-9][\w.-]{0,12}", fullmatch=True).filter(
@@ -159,7 +179,8 @@ def test_a_hub_file_url_round_trips_through_the_hf_parser(
 ) -> None:
     rev = quote(revision, safe="" if encoded else "/")
     url = f"{HUB}/{kind}{quote(owner)}/{quote(name)}/{verb}/{rev}/{'/'.join(quote(p, safe='') for p in path)}?x=1"
-    if any(seg in (".", "..") for seg in revision.split("/")):  # folded away on the way: another revision
+    # folded away on the way: another revision
+    if any(seg in (".", "..") for seg in revision.split("/")):
         with pytest.raises(UsageError):
             hub_page_as_hf(url, endpoint=HUB)
         return
@@ -193,14 +214,16 @@ revision_spellings = st.one_of(
 )
 
 
-@settings(deadline=None)  # the first example imports huggingface_hub: no test depends on wall-clock speed
+# the first example imports huggingface_hub: no test depends on wall-clock speed
+@settings(deadline=None)
 @given(revision=revision_spellings, api=st.booleans())
 @example(revision="..", api=True)
 @example(revision=".", api=False)
 @example(revision="..", api=False)
 def test_a_revision_is_requested_as_itself_or_refused(revision: str, api: bool) -> None:
-    """Through the client's own URL normaliser (httpx2 folds '.' and '..'): the path the server gets names exactly
-    ``revision`` (one segment, decoded once), or the revision is refused (exit 2) before any URL is built."""
+    """Through the client's own URL normaliser (httpx2 folds '.' and '..'): the path the server gets
+    names exactly ``revision`` (one segment, decoded once), or the revision is refused (exit 2)
+    before any URL is built."""
     import httpx2
 
     from mdl.sources.hub import hub_api_url, hub_file_url
@@ -217,5 +240,7 @@ def test_a_revision_is_requested_as_itself_or_refused(revision: str, api: bool) 
     path = httpx2.URL(url).raw_path.decode("ascii").split("?", 1)[0]
     prefix = "/hf/api/models/org/repo/revision/" if api else "/hf/org/repo/resolve/"
     assert path.startswith(prefix), (revision, url, path)
-    segment = path.removeprefix(prefix).removesuffix("/x.bin") if not api else path.removeprefix(prefix)
+    segment = (
+        path.removeprefix(prefix).removesuffix("/x.bin") if not api else path.removeprefix(prefix)
+    )
     assert "/" not in segment and unquote(segment) == revision, (revision, url, path)

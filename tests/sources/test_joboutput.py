@@ -1,4 +1,6 @@
-"""Job-output parsing, chunked base64, inline checks and writes, and the plain-http rule (no network)."""
+"""Job-output parsing, chunked base64, inline checks and writes, and the plain-http rule (no
+network).
+"""
 
 from __future__ import annotations
 
@@ -32,14 +34,23 @@ def b64(data: bytes) -> str:
 
 
 def inline(name: str, data: bytes, **extra: Any) -> dict[str, Any]:
-    return {"type": "file_data", "filename": name, "data": b64(data), "content_type": "x/y", **extra}
+    return {
+        "type": "file_data",
+        "filename": name,
+        "data": b64(data),
+        "content_type": "x/y",
+        **extra,
+    }
 
 
-def redirect(name: str, url: str = "https://cdn.example.com/x?X-Amz-Signature=abc", **extra: Any) -> dict[str, Any]:
+def redirect(
+    name: str, url: str = "https://cdn.example.com/x?X-Amz-Signature=abc", **extra: Any
+) -> dict[str, Any]:
     return {"type": "redirect", "filename": name, "url": url, **extra}
 
 
-# -- shapes ------------------------------------------------------------------------------------------------
+# -- shapes
+# ------------------------------------------------------------------------------------------------
 
 ONE = inline("a.bin", b"xyz", size=3)
 TWO = [inline("a.bin", b"xyz"), redirect("b.bin", size=10)]
@@ -99,8 +110,14 @@ def test_sha256_is_kept_lower_case() -> None:
             "job abc123 is FAILED: boom",
         ),
         ({"id": 7, "status": "CANCELLED"}, "job 7 is CANCELLED"),
-        ({"status": "TIMED_OUT", "error": "line 1\nline 2\x1b[31m"}, "the job is TIMED_OUT: line 1 line 2[31m"),
-        ({"id": "abc", "status": "COMPLETED", "output": None}, "job abc completed without an output"),
+        (
+            {"status": "TIMED_OUT", "error": "line 1\nline 2\x1b[31m"},
+            "the job is TIMED_OUT: line 1 line 2[31m",
+        ),
+        (
+            {"id": "abc", "status": "COMPLETED", "output": None},
+            "job abc completed without an output",
+        ),
         ({"id": "abc", "status": "COMPLETED"}, "job abc completed without an output"),
         ({"id": "abc", "status": 3, "output": ONE}, "job.json.status: expected a string"),
     ],
@@ -135,9 +152,15 @@ def test_a_huge_error_text_is_shortened() -> None:
         ("just a string", "expected a JSON object or list, got str"),
         ({"foo": 1}, "keys found: foo"),
         ([1], "job.json[0]: expected an object"),
-        ([{"type": "ftp", "filename": "a"}], "job.json[0].type: expected 'file_data' or 'redirect'"),
+        (
+            [{"type": "ftp", "filename": "a"}],
+            "job.json[0].type: expected 'file_data' or 'redirect'",
+        ),
         ([{"type": "file_data", "data": "eHl6"}], "job.json[0].filename: missing"),
-        ([{"type": "file_data", "filename": 3, "data": "eHl6"}], "job.json[0].filename: missing or not a string"),
+        (
+            [{"type": "file_data", "filename": 3, "data": "eHl6"}],
+            "job.json[0].filename: missing or not a string",
+        ),
         ([inline("a", b"x", size=-1)], "job.json[0].size"),
         ([inline("a", b"x", size=True)], "job.json[0].size"),
         ([inline("a", b"x", size="3")], "job.json[0].size"),
@@ -147,13 +170,22 @@ def test_a_huge_error_text_is_shortened() -> None:
         ([redirect("a", url="file:///etc/passwd")], "job.json[0].url: expected an http(s) URL"),
         ([redirect("a", url="ftp://x/y")], "job.json[0].url: expected an http(s) URL"),
         ([redirect("a", url="https://x/a\nb")], "job.json[0].url: contains control characters"),
-        ([redirect("a", url="http://cdn.example.com/a")], "job.json[0].url: plain http:// is only allowed"),
+        (
+            [redirect("a", url="http://cdn.example.com/a")],
+            "job.json[0].url: plain http:// is only allowed",
+        ),
         (
             [inline("a.bin", b"x"), inline("a.bin", b"y")],
             "job.json[1].filename: 'a.bin' is also the file name of job.json[0]",
         ),
-        ([inline("A.bin", b"x"), redirect("a.BIN")], "job.json[1].filename: 'a.BIN' is also the file name"),
-        ([inline("\u00e9.bin", b"x"), inline("e\u0301.bin", b"y")], "is also the file name of job.json[0]"),
+        (
+            [inline("A.bin", b"x"), redirect("a.BIN")],
+            "job.json[1].filename: 'a.BIN' is also the file name",
+        ),
+        (
+            [inline("\u00e9.bin", b"x"), inline("e\u0301.bin", b"y")],
+            "is also the file name of job.json[0]",
+        ),
     ],
 )
 def test_broken_job_output_names_the_culprit(doc: Any, needle: str) -> None:
@@ -168,7 +200,9 @@ def test_invalid_json_says_where() -> None:
         parse_job_output("{nope", where="job.json")
 
 
-@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"type": "file_data", "size": ' + "1" * 5000 + "}"])
+@pytest.mark.parametrize(
+    "text", ["[" * 100_000 + "]" * 100_000, '{"type": "file_data", "size": ' + "1" * 5000 + "}"]
+)
 def test_json_python_cannot_hold_is_bad_input_not_a_crash(text: str) -> None:
     with pytest.raises(JobOutputError, match=r"job\.json: not usable JSON"):
         parse_job_output(text, where="job.json")
@@ -176,11 +210,16 @@ def test_json_python_cannot_hold_is_bad_input_not_a_crash(text: str) -> None:
 
 def test_hostile_file_names_are_refused_with_the_descriptor_named() -> None:
     with pytest.raises(UsageError) as info:
-        parse_job_output(json.dumps({"files": [inline("ok.bin", b"x"), inline("..\\x", b"y")]}), where="job.json")
-    assert str(info.value).startswith("job.json.files[1].filename: must be a plain file name, got '..\\\\x'")
+        parse_job_output(
+            json.dumps({"files": [inline("ok.bin", b"x"), inline("..\\x", b"y")]}), where="job.json"
+        )
+    assert str(info.value).startswith(
+        "job.json.files[1].filename: must be a plain file name, got '..\\\\x'"
+    )
 
 
-# -- chunked base64 ----------------------------------------------------------------------------------------
+# -- chunked base64
+# ----------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -256,7 +295,8 @@ def test_check_inline_mismatch_is_integrity(
     assert info.value.exit_code == ExitCode.INTEGRITY
 
 
-# -- writing -----------------------------------------------------------------------------------------------
+# -- writing
+# -----------------------------------------------------------------------------------------------
 
 
 def test_write_inline_is_atomic_and_leaves_no_temp(tmp_path: Path, tiny_chunks: None) -> None:
@@ -287,11 +327,15 @@ def test_an_interrupted_write_leaves_nothing(tmp_path: Path, tiny_chunks: None) 
     with pytest.raises(KeyboardInterrupt):
         write_inline(item, tmp_path / "a.bin", check=check_inline(item), progress=_Interrupting())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
-    assert (tmp_path / "a.bin").read_bytes() == b"old", "the old file is untouched until the new one is whole"
+    assert (tmp_path / "a.bin").read_bytes() == b"old", (
+        "the old file is untouched until the new one is whole"
+    )
 
 
 def test_bytes_that_decode_otherwise_than_checked_are_not_installed(tmp_path: Path) -> None:
-    """What is installed is hashed as it is written: a second decoding unlike the checked one stays out."""
+    """What is installed is hashed as it is written: a second decoding unlike the checked one
+    stays out.
+    """
     item = InlineFile("a.bin", b64(b"new"), None, None, "j[0]")
     (tmp_path / "a.bin").write_bytes(b"old")
     checked_other = InlineCheck(3, hashlib.sha256(b"NEW").hexdigest())
@@ -311,7 +355,8 @@ def test_write_inline_into_an_unwritable_place_is_exit_7(tmp_path: Path) -> None
     assert str(info.value).startswith("j[0]: cannot write")
 
 
-# -- plain http only where it cannot leave the machine or the local network ------------------------------
+# -- plain http only where it cannot leave the machine or the local network
+# ------------------------------
 
 
 @pytest.mark.parametrize(
@@ -346,7 +391,15 @@ def test_local_hosts_may_use_plain_http(host: str) -> None:
 
 @pytest.mark.parametrize(
     "host",
-    ["example.com", "cdn.example.com", "8.8.8.8", "172.32.0.1", "100.64.0.1", "[2001:db8::1]", "127.0.0.1.nip.io"],
+    [
+        "example.com",
+        "cdn.example.com",
+        "8.8.8.8",
+        "172.32.0.1",
+        "100.64.0.1",
+        "[2001:db8::1]",
+        "127.0.0.1.nip.io",
+    ],
 )
 def test_public_hosts_need_https(host: str) -> None:
     assert not is_local_host(host)
@@ -359,7 +412,9 @@ def test_public_hosts_need_https(host: str) -> None:
     assert "SECRET" not in message
 
 
-@pytest.mark.parametrize("url", ["https:///nohost", "http://", "https://[::1/x", "https://h:99999/x", "https://h:p/x"])
+@pytest.mark.parametrize(
+    "url", ["https:///nohost", "http://", "https://[::1/x", "https://h:99999/x", "https://h:p/x"]
+)
 def test_urls_without_a_host_are_refused(url: str) -> None:
     with pytest.raises(UsageError):
         check_url(url, where="w")

@@ -1,5 +1,5 @@
-"""Issue 37, class C: a job-output JSON document (a file, or stdin) has a bound on the whole, checked before it is
-parsed and never read past: exit 2 naming the source and the limit."""
+"""Issue 37, class C: a job-output JSON document (a file, or stdin) has a bound on the whole,
+checked before it is parsed and never read past: exit 2 naming the source and the limit."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ SMALL = json.dumps({"type": "file_data", "filename": "a.txt", "data": "aGk="})  
 
 def test_an_oversize_job_output_file_is_exit_2_naming_it_and_the_limit(tmp_path: Path) -> None:
     job = tmp_path / "job.json"
-    with job.open("wb") as handle:  # sparse: reading it would take a while, parsing it would say "not JSON"
+    # sparse: reading it would take a while, parsing it would say "not JSON"
+    with job.open("wb") as handle:
         handle.truncate(joboutput.MAX_JOB_OUTPUT_BYTES + 1)
     result = mdl("get", str(job), "-d", str(tmp_path / "out"))
     assert result.exit_code == ExitCode.USAGE == 2, result.output
@@ -43,7 +44,9 @@ def test_an_oversize_job_output_on_stdin_is_read_only_to_one_byte_past_the_limit
 
 
 def test_an_endless_pipe_on_stdin_stops_at_the_limit(tmp_path: Path) -> None:
-    """`yes | mdl get -`: a writer that never stops is cut off at the bound, and mdl exits 2 at once."""
+    """`yes | mdl get -`: a writer that never stops is cut off at the bound, and mdl exits 2 at
+    once.
+    """
     writer = subprocess.Popen(["yes", "x" * 1000], stdout=subprocess.PIPE)
     try:
         done = subprocess.run(
@@ -62,7 +65,9 @@ def test_an_endless_pipe_on_stdin_stops_at_the_limit(tmp_path: Path) -> None:
     assert "stdin: more than the 256 MiB a job output may be; not read" in done.stderr
 
 
-def test_text_from_any_reader_is_bounded_before_it_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_text_from_any_reader_is_bounded_before_it_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(joboutput, "MAX_JOB_OUTPUT_BYTES", 10)
     with pytest.raises(JobOutputError, match=r"job\.json: more than the 0 MiB a job output may be"):
         parse_job_output("[" + " " * 20 + "]", where="job.json")

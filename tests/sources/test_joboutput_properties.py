@@ -1,6 +1,6 @@
-"""Serverless job-output JSON is untrusted input: whatever its text, parsing ends in a list of sound file
-descriptors or a JobOutputError (exit 2); decoding ends in the bytes or exit 2/6; and ``mdl get`` of it
-writes nothing outside the folder it was given."""
+"""Serverless job-output JSON is untrusted input: whatever its text, parsing ends in a list of sound
+file descriptors or a JobOutputError (exit 2); decoding ends in the bytes or exit 2/6; and ``mdl
+get`` of it writes nothing outside the folder it was given."""
 
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ from hypothesis import strategies as st
 from mdl import api
 from mdl.errors import ExitCode, JobOutputError, MdlError
 from mdl.paths import safe_file_name
-from mdl.sources.joboutput import InlineFile, UrlFile, check_expected_sha256, check_inline, parse_job_output
+from mdl.sources.joboutput import (
+    InlineFile,
+    UrlFile,
+    check_expected_sha256,
+    check_inline,
+    parse_job_output,
+)
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PAYLOAD = b"lora weights \x00\xff" * 20
@@ -31,7 +37,12 @@ INLINE = {
     "sha256": SHA,
     "content_type": "application/octet-stream",
 }
-REDIRECT = {"type": "redirect", "url": "https://bucket.example/x?X-Amz-Signature=abc", "filename": "big.bin", "size": 9}
+REDIRECT = {
+    "type": "redirect",
+    "url": "https://bucket.example/x?X-Amz-Signature=abc",
+    "filename": "big.bin",
+    "size": 9,
+}
 SEEDS: list[Any] = [
     INLINE,
     [INLINE, {**INLINE, "filename": "b.bin"}],
@@ -71,11 +82,25 @@ SCALARS = st.one_of(
 )
 VALUES = st.recursive(
     SCALARS,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 KEYS = st.sampled_from(
-    ["type", "filename", "data", "url", "size", "sha256", "files", "output", "status", "id", "error"]
+    [
+        "type",
+        "filename",
+        "data",
+        "url",
+        "size",
+        "sha256",
+        "files",
+        "output",
+        "status",
+        "id",
+        "error",
+    ]
 )
 
 
@@ -88,7 +113,9 @@ def documents(draw: st.DrawFn) -> Any:
     for _ in range(draw(st.integers(min_value=0, max_value=3))):
         node: Any = doc
         while isinstance(node, dict | list) and node and draw(st.booleans()):
-            child = node[draw(st.sampled_from(list(node) if isinstance(node, dict) else range(len(node))))]
+            child = node[
+                draw(st.sampled_from(list(node) if isinstance(node, dict) else range(len(node))))
+            ]
             if not isinstance(child, dict | list) or not child:
                 break
             node = child
@@ -106,7 +133,9 @@ def documents(draw: st.DrawFn) -> Any:
 TEXTS = st.one_of(
     documents().map(json.dumps),
     st.text(max_size=80),
-    st.sampled_from(["", "\ufeff[]", "[" * 5000, '{"size": ' + "9" * 5000 + "}", "NaN", '{"a": 1e400}']),
+    st.sampled_from(
+        ["", "\ufeff[]", "[" * 5000, '{"size": ' + "9" * 5000 + "}", "NaN", '{"a": 1e400}']
+    ),
 )
 
 
@@ -122,7 +151,9 @@ def test_parsing_is_sound_descriptors_or_exit_2(text: str) -> None:
     for item in found:
         assert safe_file_name(item.filename, where="x") == item.filename
         assert item.size is None or (type(item.size) is int and item.size >= 0)
-        assert item.sha256 is None or (len(item.sha256) == 64 and set(item.sha256) <= set("0123456789abcdef"))
+        assert item.sha256 is None or (
+            len(item.sha256) == 64 and set(item.sha256) <= set("0123456789abcdef")
+        )
         if isinstance(item, UrlFile):
             assert item.url is not None and item.url.lower().startswith(("https://", "http://"))
         else:

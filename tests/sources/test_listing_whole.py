@@ -1,9 +1,9 @@
-"""Issue 37, class C and B: a Hub listing has a bound on the whole (entries, bytes, time), never leaves its repo and
-commit, and one duplicate-path rule refuses a listing that names one file twice, for every consumer (pull, get,
-lock, resolve): exit 5 naming the path, before any byte is fetched.
+"""Issue 37, class C and B: a Hub listing has a bound on the whole (entries, bytes, time), never
+leaves its repo and commit, and one duplicate-path rule refuses a listing that names one file twice,
+for every consumer (pull, get, lock, resolve): exit 5 naming the path, before any byte is fetched.
 
-Every Hub here is a scripted loopback server (tests/hostile.py `HostileHub`); the endless one stops by itself
-because mdl stops asking.
+Every Hub here is a scripted loopback server (tests/hostile.py `HostileHub`); the endless one stops
+by itself because mdl stops asking.
 """
 
 from __future__ import annotations
@@ -60,18 +60,26 @@ def env(hostile: HostileHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def fetched(hub: HostileHub) -> int:
-    """Requests for file bytes (the Hub's resolve URLs and the CDN): none may be made for a refused listing."""
-    return len([r for r in hub.log.records() if "/resolve/" in r.url_path]) + len(hub.cdn.log.records())
+    """Requests for file bytes (the Hub's resolve URLs and the CDN): none may be made for a
+    refused listing.
+    """
+    return len([r for r in hub.log.records() if "/resolve/" in r.url_path]) + len(
+        hub.cdn.log.records()
+    )
 
 
 def endless(hub: HostileHub, *, delay: float = 0.0, path_bytes: int = 0) -> None:
-    """Make org/good's listing never end: every page holds PAGE new files and links to one more page."""
+    """Make org/good's listing never end: every page holds PAGE new files and links to one more
+    page.
+    """
     sha = hub.repo("org/good").sha
     pages = itertools.count(10**6)
 
     def link(honest: str | None) -> str:
         cursor = base64.urlsafe_b64encode(str(next(pages)).encode()).decode()
-        return f"{hub.url}/api/models/org/good/tree/{sha}?recursive=true&expand=false&cursor={cursor}"
+        return (
+            f"{hub.url}/api/models/org/good/tree/{sha}?recursive=true&expand=false&cursor={cursor}"
+        )
 
     numbers = itertools.count()
 
@@ -81,14 +89,16 @@ def endless(hub: HostileHub, *, delay: float = 0.0, path_bytes: int = 0) -> None
         time.sleep(delay)
         pad = "p" * path_bytes
         return [
-            {"type": "file", "path": f"d/{pad}{next(numbers)}.bin", "size": 1, "oid": "0" * 40} for _ in range(PAGE)
+            {"type": "file", "path": f"d/{pad}{next(numbers)}.bin", "size": 1, "oid": "0" * 40}
+            for _ in range(PAGE)
         ]
 
     hub.next_link = link
     hub.rewrite_json = rewrite
 
 
-# -- a listing that never ends stops at its bound on the whole ------------------------------------------------
+# -- a listing that never ends stops at its bound on the whole
+# ------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -101,9 +111,17 @@ def endless(hub: HostileHub, *, delay: float = 0.0, path_bytes: int = 0) -> None
     ids=["entries", "bytes", "time"],
 )
 def test_an_endless_listing_stops_at_its_bound_exit_5_naming_the_hub(
-    hostile: HostileHub, env: Path, monkeypatch: pytest.MonkeyPatch, limits: ListingLimits, said: str
+    hostile: HostileHub,
+    env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    limits: ListingLimits,
+    said: str,
 ) -> None:
-    endless(hostile, delay=0.2 if limits.seconds < 10 else 0.0, path_bytes=600 if limits.bytes < 2 << 20 else 0)
+    endless(
+        hostile,
+        delay=0.2 if limits.seconds < 10 else 0.0,
+        path_bytes=600 if limits.bytes < 2 << 20 else 0,
+    )
     monkeypatch.setattr(hub_module, "LISTING_LIMITS", limits)
     result = mdl("pull", "good")
     assert result.exit_code == ExitCode.NETWORK == 5, result.output
@@ -117,21 +135,30 @@ def test_an_endless_listing_stops_at_its_bound_exit_5_naming_the_hub(
 
 def test_the_default_bounds_are_far_above_a_real_repo_and_bounded() -> None:
     limits = hub_module.LISTING_LIMITS
-    assert limits.files >= 200_000 and limits.bytes >= 256 << 20  # the Hub advises under 100k files a repo
-    assert limits.files <= 1_000_000 and limits.bytes <= 1 << 30 and limits.seconds <= 3600 and limits.pages <= 10_000
+    # the Hub advises under 100k files a repo
+    assert limits.files >= 200_000 and limits.bytes >= 256 << 20
+    assert (
+        limits.files <= 1_000_000
+        and limits.bytes <= 1 << 30
+        and limits.seconds <= 3600
+        and limits.pages <= 10_000
+    )
 
 
 def test_a_listing_within_its_bounds_is_whole(hostile: HostileHub) -> None:
     hub = Hub(hostile.url, None, retry=NO_RETRY)
     try:
         commit = hub.commit_of("org/good", repo_type="model", revision="main", what="m")
-        files = hub.list_files("org/good", repo_type="model", commit=commit, what="m", limits=ListingLimits(files=2))
+        files = hub.list_files(
+            "org/good", repo_type="model", commit=commit, what="m", limits=ListingLimits(files=2)
+        )
     finally:
         hub.close()
     assert [f.path for f in files] == ["config.json", "weights.bin"]
 
 
-# -- a next page never leaves the repo and commit ------------------------------------------------------------
+# -- a next page never leaves the repo and commit
+# ------------------------------------------------------------
 
 
 def _elsewhere(hub: HostileHub, kind: str) -> str:
@@ -140,14 +167,19 @@ def _elsewhere(hub: HostileHub, kind: str) -> str:
         return f"{hub.url}/api/models/org/other/tree/{other.sha}?recursive=true&expand=false&cursor=MQ=="
     if kind == "another commit":
         old = good.sha
-        hub.commit("org/good", {"evil.bin": b"e" * 100})  # main moves on; the old commit stays listable
+        # main moves on; the old commit stays listable
+        hub.commit("org/good", {"evil.bin": b"e" * 100})
         return f"{hub.url}/api/models/org/good/tree/{old}?recursive=true&expand=false&cursor=MQ=="
     if kind == "a dataset of the same name":
         return f"{hub.url}/api/datasets/org/good/tree/{good.sha}?recursive=true&expand=false&cursor=MQ=="
-    return f"{hub.url}/api/models/org/good/tree/{good.sha}/../../../other/tree/{other.sha}?cursor=MQ=="
+    return (
+        f"{hub.url}/api/models/org/good/tree/{good.sha}/../../../other/tree/{other.sha}?cursor=MQ=="
+    )
 
 
-@pytest.mark.parametrize("kind", ["another repo", "another commit", "a dataset of the same name", "dot segments"])
+@pytest.mark.parametrize(
+    "kind", ["another repo", "another commit", "a dataset of the same name", "dot segments"]
+)
 def test_a_next_page_into_another_listing_is_refused_and_nothing_of_it_is_merged(
     hostile: HostileHub, env: Path, kind: str
 ) -> None:
@@ -155,8 +187,13 @@ def test_a_next_page_into_another_listing_is_refused_and_nothing_of_it_is_merged
     hostile.next_link = lambda honest: target if honest and "/org/good/" in honest else honest
     result = mdl("pull", "good")
     assert result.exit_code == ExitCode.NETWORK == 5, result.output
-    assert "good: hostile listing" in result.stderr and "its next page is another listing" in result.stderr
-    assert "/org/other/tree/" not in "".join(r.url_path for r in hostile.log.records()), "it was never asked"
+    assert (
+        "good: hostile listing" in result.stderr
+        and "its next page is another listing" in result.stderr
+    )
+    assert "/org/other/tree/" not in "".join(r.url_path for r in hostile.log.records()), (
+        "it was never asked"
+    )
     assert fetched(hostile) == 0
     assert not (env / "good").exists()
     resolved = mdl("resolve", "good", "--json")
@@ -184,7 +221,9 @@ same_origin_paths = st.sampled_from(
 
 
 @given(path=same_origin_paths, query=st.text(max_size=20), relative=st.booleans())
-def test_any_same_origin_next_link_is_this_listing_or_refused(path: str, query: str, relative: bool) -> None:
+def test_any_same_origin_next_link_is_this_listing_or_refused(
+    path: str, query: str, relative: bool
+) -> None:
     from urllib.parse import unquote, urlsplit
 
     from mdl.sources.hubreplies import next_page_url
@@ -199,11 +238,14 @@ def test_any_same_origin_next_link_is_this_listing_or_refused(path: str, query: 
     assert target is not None and unquote(urlsplit(target).path) == urlsplit(first).path
 
 
-# -- one duplicate-path rule for every listing consumer -------------------------------------------------------
+# -- one duplicate-path rule for every listing consumer
+# -------------------------------------------------------
 
 
 def twice(path: str, *, as_: str | None = None) -> Any:
-    """A rewrite of org/good's listing (one page) that names ``path`` once more (as ``as_``: another spelling)."""
+    """A rewrite of org/good's listing (one page) that names ``path`` once more (as ``as_``:
+    another spelling).
+    """
 
     def apply(ex: Exchange, doc: Any) -> Any:
         if "/org/good/tree/" not in ex.path or not isinstance(doc, list):
@@ -232,7 +274,13 @@ COMMANDS = {
     ids=["lfs-size file", "small file"],
 )
 def test_a_listing_that_names_one_file_twice_is_exit_5_before_any_byte(
-    hostile: HostileHub, env: Path, tmp_path: Path, command: str, path: str, as_: str | None, said: str
+    hostile: HostileHub,
+    env: Path,
+    tmp_path: Path,
+    command: str,
+    path: str,
+    as_: str | None,
+    said: str,
 ) -> None:
     hostile.page_size = 1000  # one page: the duplicate is in the same answer
     hostile.rewrite_json = twice(path, as_=as_)
@@ -251,14 +299,18 @@ def test_a_listing_that_names_one_file_twice_is_exit_5_before_any_byte(
 
 
 def test_names_that_differ_in_case_or_unicode_form_are_two_files() -> None:
-    """As on the Hub and on Linux: only ``get`` refuses them, for its own folders (exit 2, tests/download)."""
+    """As on the Hub and on Linux: only ``get`` refuses them, for its own folders (exit 2,
+    tests/download).
+    """
     composed, decomposed = "caf\u00e9.bin", unicodedata.normalize("NFD", "caf\u00e9.bin")
     assert composed != decomposed
     assert listing_clash(["a.bin", composed, decomposed, "README.md", "readme.md"]) is None
 
 
 @given(st.lists(st.text(st.characters(codec="utf-8"), min_size=1, max_size=6), max_size=8))
-def test_listing_clash_refuses_exactly_the_lists_that_are_not_distinct_files(paths: list[str]) -> None:
+def test_listing_clash_refuses_exactly_the_lists_that_are_not_distinct_files(
+    paths: list[str],
+) -> None:
     from mdl.paths import path_clash
 
     problem = listing_clash(paths)

@@ -1,9 +1,10 @@
-"""Mirrors ([settings].mirrors / $MDL_MIRRORS) against real loopback servers: a folder served over HTTP.
+"""Mirrors ([settings].mirrors / $MDL_MIRRORS) against real loopback servers: a folder served over
+HTTP.
 
-The fleet recipe of the README: one machine pulls from the Hub into a folder, a static HTTP server serves that
-folder, the rest of the fleet pulls with ``mirrors = ["http://host/{model}/{path}"]`` and verifies every byte
-against the hashes the Hub (or the catalog) gives. A mirror that is corrupt, dead or sick is left for the next
-source; a mirror never sees a credential.
+The fleet recipe of the README: one machine pulls from the Hub into a folder, a static HTTP server
+serves that folder, the rest of the fleet pulls with ``mirrors = ["http://host/{model}/{path}"]``
+and verifies every byte against the hashes the Hub (or the catalog) gives. A mirror that is corrupt,
+dead or sick is left for the next source; a mirror never sees a credential.
 """
 
 from __future__ import annotations
@@ -40,25 +41,33 @@ from mdl.store.store import Store
 WEIGHTS = make_data(300_003, seed=11)  # LFS on the Hub: known by sha256
 CONFIG = b'{"model_type": "bert", "hidden_size": 8}\n'  # small: known by its git blob id only
 VOCAB = b"[PAD]\n[UNK]\n[CLS]\n" * 40
-SPECIAL = "nested/spécial tokens.json"  # a space and a non-ASCII letter: the mirror URL must quote both
+# a space and a non-ASCII letter: the mirror URL must quote both
+SPECIAL = "nested/spécial tokens.json"
 SPECIAL_DATA = b'{"pad": "[PAD]"}\n'
 LORA = make_data(50_001, seed=12)
-TINY_FILES = {"config.json": CONFIG, "model.safetensors": WEIGHTS, "vocab.txt": VOCAB, SPECIAL: SPECIAL_DATA}
+TINY_FILES = {
+    "config.json": CONFIG,
+    "model.safetensors": WEIGHTS,
+    "vocab.txt": VOCAB,
+    SPECIAL: SPECIAL_DATA,
+}
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-# -- a static folder server (what `python -m http.server` or nginx would be in the README recipe) -------------
+# -- a static folder server (what `python -m http.server` or nginx would be in the README recipe)
+# -------------
 
 
 class FolderServer(LoopbackServer):
-    """Serves the files under ``root`` by path, with Range and If-Range, like a plain static web server.
+    """Serves the files under ``root`` by path, with Range and If-Range, like a plain static web
+    server.
 
-    It knows nothing about mdl: no hashes, no signatures, an nginx-style ``"mtime-size"`` ETag. It reads the
-    folder on every request, so a test may corrupt a file between runs. Nothing outside ``root`` is served,
-    and ``/.mdl/`` is denied as in the README's nginx recipe.
+    It knows nothing about mdl: no hashes, no signatures, an nginx-style ``"mtime-size"`` ETag. It
+    reads the folder on every request, so a test may corrupt a file between runs. Nothing outside
+    ``root`` is served, and ``/.mdl/`` is denied as in the README's nginx recipe.
     """
 
     name = "mirror"
@@ -70,7 +79,8 @@ class FolderServer(LoopbackServer):
 
     def route(self, ex: Exchange) -> None:
         """Answer a GET/HEAD for a file under the root, else 404."""
-        if ex.path.startswith("/.mdl/"):  # the README's nginx recipe: `location /.mdl/ { deny all; }`
+        # the README's nginx recipe: `location /.mdl/ { deny all; }`
+        if ex.path.startswith("/.mdl/"):
             ex.send_bytes(403, b"forbidden\n")
             return
         target = (self.root / unquote(ex.path).lstrip("/")).resolve()
@@ -112,13 +122,16 @@ def dead_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-# -- the Hub side ------------------------------------------------------------------------------------------
+# -- the Hub side
+# ------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def tiny(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
     """The Hub stand-in with org/tiny, HF_ENDPOINT pointing at it, and a log file in tmp_path."""
-    hub.add_repo("org/tiny", {**TINY_FILES, "README.md": b"# tiny\n", "flax_model.msgpack": b"unwanted"})
+    hub.add_repo(
+        "org/tiny", {**TINY_FILES, "README.md": b"# tiny\n", "flax_model.msgpack": b"unwanted"}
+    )
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     return hub
@@ -149,7 +162,13 @@ def models(mirrors: list[str] | None = None, *, extra: str = "") -> dict[str, Mo
     return {m.name: m for m in parse_catalog(catalog_text(mirrors, extra=extra)).models}
 
 
-def pull(hub: HubServer, dest: Path, specs: list[ModelSpec], env: dict[str, str] | None = None, **flags: Any) -> Any:
+def pull(
+    hub: HubServer,
+    dest: Path,
+    specs: list[ModelSpec],
+    env: dict[str, str] | None = None,
+    **flags: Any,
+) -> Any:
     environ = {"HF_ENDPOINT": hub.url, **(env or {})}
     catalog = CatalogSettings(mirrors=tuple(flags.pop("mirrors", ())))
     settings = build_settings(Overrides(**flags), environ=environ, dest=dest, catalog=catalog)
@@ -166,8 +185,12 @@ def by_path(report: RunReport) -> dict[tuple[str, str | None], Any]:
 
 
 def origin_body_requests(hub: HubServer) -> list[Any]:
-    """Requests that carried file contents from the origin: GETs on Hub resolve URLs and anything on its CDN."""
-    return [r for r in hub.log.records(method="GET") if "/resolve/" in r.url_path] + hub.cdn.log.records()
+    """Requests that carried file contents from the origin: GETs on Hub resolve URLs and anything
+    on its CDN.
+    """
+    return [
+        r for r in hub.log.records(method="GET") if "/resolve/" in r.url_path
+    ] + hub.cdn.log.records()
 
 
 def assert_no_debris(dest: Path, model: str, paths: list[str]) -> None:
@@ -188,7 +211,9 @@ def clear_logs(*servers: LoopbackServer) -> None:
 
 
 class FinalPathWatcher:
-    """Polls final paths while a pull runs and remembers any moment one held bytes other than the expected."""
+    """Polls final paths while a pull runs and remembers any moment one held bytes other than the
+    expected.
+    """
 
     def __init__(self, expected: dict[Path, bytes]) -> None:
         self.expected = expected
@@ -216,7 +241,8 @@ class FinalPathWatcher:
         self._thread.join()
 
 
-# == 1. the fleet recipe, end to end ======================================================================
+# == 1. the fleet recipe, end to end
+# ======================================================================
 
 
 def test_fleet_recipe_pulls_from_the_folder_mirror_and_verifies_against_the_hub(
@@ -224,7 +250,15 @@ def test_fleet_recipe_pulls_from_the_folder_mirror_and_verifies_against_the_hub(
 ) -> None:
     # Machine A: a plain pull from the Hub.
     dest_a = tmp_path / "machine-a"
-    first = mdl("pull", "tiny", "combo", "--catalog", str(write_catalog(tmp_path / "a.toml")), "--dest", str(dest_a))
+    first = mdl(
+        "pull",
+        "tiny",
+        "combo",
+        "--catalog",
+        str(write_catalog(tmp_path / "a.toml")),
+        "--dest",
+        str(dest_a),
+    )
     assert first.exit_code == 0, first.stderr
     # Serve machine A's folder as it is (its .mdl/ state is simply never asked for).
     with FolderServer(dest_a) as folder:
@@ -232,7 +266,9 @@ def test_fleet_recipe_pulls_from_the_folder_mirror_and_verifies_against_the_hub(
         catalog_b = write_catalog(tmp_path / "b.toml", [template])
         clear_logs(tiny)
         dest_b = tmp_path / "machine-b"
-        result = mdl("pull", "tiny", "combo", "--catalog", str(catalog_b), "--dest", str(dest_b), "--json")
+        result = mdl(
+            "pull", "tiny", "combo", "--catalog", str(catalog_b), "--dest", str(dest_b), "--json"
+        )
         assert result.exit_code == 0, result.stderr
 
         files = outcomes(result)
@@ -247,7 +283,9 @@ def test_fleet_recipe_pulls_from_the_folder_mirror_and_verifies_against_the_hub(
         assert set(files) == set(expected)
         for (model, path), data in expected.items():
             outcome = files[(model, path)]
-            assert (dest_b / model / path).read_bytes() == data == (dest_a / model / path).read_bytes()
+            assert (
+                (dest_b / model / path).read_bytes() == data == (dest_a / model / path).read_bytes()
+            )
             assert outcome["action"] == "downloaded"
             assert outcome["sha256"] == sha(data)
             assert outcome["mirror"] == f"{folder.url}/{model}/{quote(path)}"
@@ -257,13 +295,15 @@ def test_fleet_recipe_pulls_from_the_folder_mirror_and_verifies_against_the_hub(
         # The origin sent no file bytes: only the listing/metadata calls, which give the hashes.
         assert origin_body_requests(tiny) == []
         assert tiny.cdn.log.body_bytes() == 0
-        assert tiny.log.records(method="GET", path_prefix="/api/")  # the listing (hashes come from the Hub)
+        # the listing (hashes come from the Hub)
+        assert tiny.log.records(method="GET", path_prefix="/api/")
         assert {r.method for r in tiny.log.records()} <= {"GET", "HEAD"}
         # The mirror sent each file exactly once, and nothing else.
         assert folder.log.body_bytes() == sum(len(d) for d in expected.values())
         assert all(r.status in (200, 206) for r in folder.log.records())
         assert not any(".mdl" in r.url_path for r in folder.log.records())
-        # Records name the origin, not the mirror: a later verify or re-run does not depend on the mirror.
+        # Records name the origin, not the mirror: a later verify or re-run does not depend on the
+        # mirror.
         record = Store(dest_b).read_record("tiny")
         assert record is not None
         assert record.files["model.safetensors"].source.startswith("hf://org/tiny@")
@@ -271,23 +311,36 @@ def test_fleet_recipe_pulls_from_the_folder_mirror_and_verifies_against_the_hub(
 
         # A second run on machine B transfers nothing from anyone.
         clear_logs(tiny, folder)
-        again = mdl("pull", "tiny", "combo", "--catalog", str(catalog_b), "--dest", str(dest_b), "--json")
+        again = mdl(
+            "pull", "tiny", "combo", "--catalog", str(catalog_b), "--dest", str(dest_b), "--json"
+        )
         assert again.exit_code == 0, again.stderr
         assert {f["action"] for f in outcomes(again).values()} == {"skipped"}
         assert all("mirror" not in f for f in outcomes(again).values())
         assert folder.log.records() == [] and origin_body_requests(tiny) == []
 
-        verify = mdl("verify", "tiny", "combo", "--catalog", str(catalog_b), "--dest", str(dest_b), "--json")
+        verify = mdl(
+            "verify", "tiny", "combo", "--catalog", str(catalog_b), "--dest", str(dest_b), "--json"
+        )
         assert verify.exit_code == 0, verify.stderr
 
 
-def test_big_file_is_fetched_from_the_mirror_as_parallel_ranges(tiny: HubServer, mirror: FolderServer) -> None:
-    big = make_data(34 * 1024 * 1024 + 7, seed=13)  # above the split threshold: several ranged streams
+def test_big_file_is_fetched_from_the_mirror_as_parallel_ranges(
+    tiny: HubServer, mirror: FolderServer
+) -> None:
+    # above the split threshold: several ranged streams
+    big = make_data(34 * 1024 * 1024 + 7, seed=13)
     tiny.commit("org/tiny", {"big.safetensors": big})
     fill_folder(mirror.root, {"big.safetensors": big}, model="big")
     dest = mirror.root.parent / "dest"
     extra = '[models.big]\nfiles = [{ repo = "org/tiny", path = "big.safetensors" }]\n'
-    report = pull(tiny, dest, [models(extra=extra)["big"]], mirrors=[mirror.url + "/{model}/{path}"], connections=4)
+    report = pull(
+        tiny,
+        dest,
+        [models(extra=extra)["big"]],
+        mirrors=[mirror.url + "/{model}/{path}"],
+        connections=4,
+    )
     assert report.ok, report.files
     (outcome,) = report.files
     assert outcome.mirror == mirror.url + "/big/big.safetensors"
@@ -297,13 +350,18 @@ def test_big_file_is_fetched_from_the_mirror_as_parallel_ranges(tiny: HubServer,
     assert tiny.cdn.log.body_bytes() == 0
 
 
-# == 2. a corrupt mirror is rejected, the origin is used ==================================================
+# == 2. a corrupt mirror is rejected, the origin is used
+# ==================================================
 
 
 @pytest.mark.parametrize(
     ("path", "corrupt"),
     [
-        pytest.param("model.safetensors", lambda d: d[:1000] + bytes([d[1000] ^ 1]) + d[1001:], id="lfs-same-size"),
+        pytest.param(
+            "model.safetensors",
+            lambda d: d[:1000] + bytes([d[1000] ^ 1]) + d[1001:],
+            id="lfs-same-size",
+        ),
         pytest.param("config.json", lambda d: d.replace(b"bert", b"gpt2"), id="git-same-size"),
         pytest.param("model.safetensors", lambda d: d + b"\0" * 10, id="lfs-longer"),
         pytest.param("config.json", lambda d: d[:-5], id="git-shorter"),
@@ -316,13 +374,16 @@ def test_corrupt_file_on_the_mirror_is_rejected_and_the_origin_used(
     assert bad != TINY_FILES[path]
     fill_folder(mirror.root, {**TINY_FILES, path: bad})
     # The template carries a signature-like query: it must never be shown, only its redacted form.
-    catalog = write_catalog(tmp_path / "c.toml", [mirror.url + "/{model}/{path}?X-Amz-Signature=deadbeef0123"])
+    catalog = write_catalog(
+        tmp_path / "c.toml", [mirror.url + "/{model}/{path}?X-Amz-Signature=deadbeef0123"]
+    )
     dest = tmp_path / "dest"
     final = dest / "tiny" / path
     with FinalPathWatcher({final: TINY_FILES[path]}) as watcher:
         result = mdl("pull", "tiny", "--catalog", str(catalog), "--dest", str(dest), "--json")
     assert result.exit_code == 0, result.stderr
-    assert watcher.bad == []  # the final path never held the mirror's bad bytes, not even for a moment
+    # the final path never held the mirror's bad bytes, not even for a moment
+    assert watcher.bad == []
     assert final.read_bytes() == TINY_FILES[path]
 
     files = outcomes(result)
@@ -352,11 +413,18 @@ def test_corrupt_file_on_the_mirror_is_rejected_and_the_origin_used(
 def test_a_corrupt_mirror_is_still_verified_with_no_verify(
     tiny: HubServer, mirror: FolderServer, tmp_path: Path
 ) -> None:
-    # --no-verify trusts the origin's bytes, never a mirror's: a mirror without a hash check is a hole.
+    # --no-verify trusts the origin's bytes, never a mirror's: a mirror without a hash check is a
+    # hole.
     bad = bytearray(WEIGHTS)
     bad[7] ^= 0xFF
     fill_folder(mirror.root, {**TINY_FILES, "model.safetensors": bytes(bad)})
-    report = pull(tiny, tmp_path / "d", [models()["tiny"]], mirrors=[mirror.url + "/{model}/{path}"], verify=False)
+    report = pull(
+        tiny,
+        tmp_path / "d",
+        [models()["tiny"]],
+        mirrors=[mirror.url + "/{model}/{path}"],
+        verify=False,
+    )
     assert report.ok, report.files
     assert (tmp_path / "d" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
     assert by_path(report)[("tiny", "model.safetensors")].mirror is None
@@ -367,7 +435,9 @@ def test_mirror_cut_mid_body_falls_back_to_a_correct_file(
     tiny: HubServer, mirror: FolderServer, tmp_path: Path
 ) -> None:
     fill_folder(mirror.root, TINY_FILES)
-    mirror.faults.add(Fault.reset(after_bytes=100_000, path_prefix="/tiny/model.safetensors", times=None))
+    mirror.faults.add(
+        Fault.reset(after_bytes=100_000, path_prefix="/tiny/model.safetensors", times=None)
+    )
     dest = tmp_path / "d"
     report = pull(tiny, dest, [models()["tiny"]], mirrors=[mirror.url + "/{model}/{path}"])
     assert report.ok, report.files
@@ -377,7 +447,8 @@ def test_mirror_cut_mid_body_falls_back_to_a_correct_file(
     assert_no_debris(dest, "tiny", list(TINY_FILES))
 
 
-# == 3. dead and sick mirrors fall through ================================================================
+# == 3. dead and sick mirrors fall through
+# ================================================================
 
 
 def test_dead_mirror_falls_through_to_the_origin_quickly(tiny: HubServer, tmp_path: Path) -> None:
@@ -397,7 +468,9 @@ def test_mirror_answering_404_falls_through_after_one_request(
     tiny: HubServer, mirror: FolderServer, tmp_path: Path
 ) -> None:
     fill_folder(mirror.root, {"config.json": CONFIG})  # it has one file and lacks the others
-    report = pull(tiny, tmp_path / "d", [models()["tiny"]], mirrors=[mirror.url + "/{model}/{path}"])
+    report = pull(
+        tiny, tmp_path / "d", [models()["tiny"]], mirrors=[mirror.url + "/{model}/{path}"]
+    )
     assert report.ok, report.files
     mirrored = {f.path for f in report.files if f.mirror}
     assert mirrored == {"config.json"}
@@ -408,10 +481,14 @@ def test_mirror_answering_404_falls_through_after_one_request(
         assert (tmp_path / "d" / "tiny" / path).read_bytes() == data
 
 
-def test_mirror_answering_503_is_retried_at_most_once(tiny: HubServer, mirror: FolderServer, tmp_path: Path) -> None:
+def test_mirror_answering_503_is_retried_at_most_once(
+    tiny: HubServer, mirror: FolderServer, tmp_path: Path
+) -> None:
     fill_folder(mirror.root, TINY_FILES)
     mirror.faults.add(Fault.http_error(503, retry_after=0, times=None))
-    report = pull(tiny, tmp_path / "d", [models()["tiny"]], mirrors=[mirror.url + "/{model}/{path}"])
+    report = pull(
+        tiny, tmp_path / "d", [models()["tiny"]], mirrors=[mirror.url + "/{model}/{path}"]
+    )
     assert report.ok, report.files
     assert all(f.mirror is None for f in report.files)
     for path in TINY_FILES:
@@ -419,10 +496,18 @@ def test_mirror_answering_503_is_retried_at_most_once(tiny: HubServer, mirror: F
         assert [r.status for r in requests] == [503] * (1 + MIRROR_RETRIES)
 
 
-def test_stalling_mirror_is_left_after_at_most_one_retry(tiny: HubServer, mirror: FolderServer, tmp_path: Path) -> None:
+def test_stalling_mirror_is_left_after_at_most_one_retry(
+    tiny: HubServer, mirror: FolderServer, tmp_path: Path
+) -> None:
     fill_folder(mirror.root, TINY_FILES)
-    mirror.faults.add(Fault.stall(after_bytes=1000, seconds=10, path_prefix="/tiny/model.safetensors", times=None))
-    specs = [models(extra='[models.w]\nfiles = [{ repo = "org/tiny", path = "model.safetensors" }]\n')["w"]]
+    mirror.faults.add(
+        Fault.stall(after_bytes=1000, seconds=10, path_prefix="/tiny/model.safetensors", times=None)
+    )
+    specs = [
+        models(extra='[models.w]\nfiles = [{ repo = "org/tiny", path = "model.safetensors" }]\n')[
+            "w"
+        ]
+    ]
     report = pull(
         tiny,
         tmp_path / "d",
@@ -435,7 +520,8 @@ def test_stalling_mirror_is_left_after_at_most_one_retry(tiny: HubServer, mirror
     assert len(mirror.gets("/tiny/model.safetensors")) <= 1 + MIRROR_RETRIES
 
 
-# == 4. several mirrors, in order ========================================================================
+# == 4. several mirrors, in order
+# ========================================================================
 
 
 @pytest.mark.parametrize("first", ["dead", "404", "corrupt"])
@@ -457,21 +543,30 @@ def test_second_mirror_is_used_when_the_first_fails(
             SPECIAL: mirror.url + "/tiny/nested/sp%C3%A9cial%20tokens.json",
         }
         if first != "dead":
-            assert len(other.gets()) == len(TINY_FILES)  # each file asked there once, in order, before the second
+            # each file asked there once, in order, before the second
+            assert len(other.gets()) == len(TINY_FILES)
     for path, data in TINY_FILES.items():
         assert (tmp_path / "d" / "tiny" / path).read_bytes() == data
     assert origin_body_requests(tiny) == []
 
 
-# == 5. mirrors get no credentials ========================================================================
+# == 5. mirrors get no credentials
+# ========================================================================
 
 
-def test_hub_token_is_never_sent_to_a_mirror(tiny: HubServer, mirror: FolderServer, tmp_path: Path) -> None:
-    fill_folder(mirror.root, {**TINY_FILES, "config.json": b"{}"})  # one corrupt file: the origin is used too
+def test_hub_token_is_never_sent_to_a_mirror(
+    tiny: HubServer, mirror: FolderServer, tmp_path: Path
+) -> None:
+    # one corrupt file: the origin is used too
+    fill_folder(mirror.root, {**TINY_FILES, "config.json": b"{}"})
     fill_folder(mirror.root, {"vae/ae.safetensors": WEIGHTS, "config.json": CONFIG}, model="combo")
     m = models()
     report = pull(
-        tiny, tmp_path / "d", [m["tiny"], m["combo"]], env={"HF_TOKEN": TOKEN}, mirrors=[mirror.url + "/{model}/{path}"]
+        tiny,
+        tmp_path / "d",
+        [m["tiny"], m["combo"]],
+        env={"HF_TOKEN": TOKEN},
+        mirrors=[mirror.url + "/{model}/{path}"],
     )
     assert report.ok, report.files
     assert by_path(report)[("tiny", "config.json")].mirror is None
@@ -479,12 +574,18 @@ def test_hub_token_is_never_sent_to_a_mirror(tiny: HubServer, mirror: FolderServ
     assert mirror.log.records()
     assert all(r.authorization is None for r in mirror.log.records())
     # The token still went to the Hub (for the listing and the file that fell back), and only there.
-    assert tiny.log.records() and all(r.authorization == f"Bearer {TOKEN}" for r in tiny.log.records())
+    assert tiny.log.records() and all(
+        r.authorization == f"Bearer {TOKEN}" for r in tiny.log.records()
+    )
     assert all(r.authorization is None for r in tiny.cdn.log.records())
 
 
 def test_direct_url_headers_are_never_sent_to_a_mirror(
-    tiny: HubServer, cdn: CdnServer, mirror: FolderServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: HubServer,
+    cdn: CdnServer,
+    mirror: FolderServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     secret = {"Authorization": "Bearer civ-secret-123", "X-Api-Key": "k-secret-456"}
     url = cdn.add_file("/loras/style.safetensors", LORA, required_headers=secret)
@@ -497,7 +598,9 @@ files = [
   {{ url = "{broken}", sha256 = "{sha(LORA)}", headers = {headers} }},
 ]
 """
-    fill_folder(mirror.root, {"style.safetensors": LORA, "broken.safetensors": LORA[::-1]}, model="lora")
+    fill_folder(
+        mirror.root, {"style.safetensors": LORA, "broken.safetensors": LORA[::-1]}, model="lora"
+    )
     report = pull(
         tiny,
         tmp_path / "d",
@@ -506,22 +609,32 @@ files = [
         mirrors=[mirror.url + "/{model}/{path}"],
     )
     assert report.ok, report.files
-    assert by_path(report)[("lora", "style.safetensors")].mirror == mirror.url + "/lora/style.safetensors"
-    assert by_path(report)[("lora", "broken.safetensors")].mirror is None  # corrupt there: the origin, with headers
+    assert (
+        by_path(report)[("lora", "style.safetensors")].mirror
+        == mirror.url + "/lora/style.safetensors"
+    )
+    # corrupt there: the origin, with headers
+    assert by_path(report)[("lora", "broken.safetensors")].mirror is None
     assert (tmp_path / "d" / "lora" / "broken.safetensors").read_bytes() == LORA
     assert len(mirror.gets()) == 2
     for record in mirror.log.records():
         assert record.authorization is None and record.header("x-api-key") is None
-    # The origin got its headers for the file that fell back, and served nothing for the mirrored one.
+    # The origin got its headers for the file that fell back, and served nothing for the mirrored
+    # one.
     assert [r.url_path for r in cdn.log.records(method="GET")] == ["/loras/broken.safetensors"]
     assert all(r.authorization == "Bearer civ-secret-123" for r in cdn.log.records())
 
 
-# == 6. templates: filling, validation, precedence =======================================================
+# == 6. templates: filling, validation, precedence
+# =======================================================
 
 
 def remote(**fields: Any) -> RemoteFile:
-    base: dict[str, Any] = {"model": "tiny", "path": "model.safetensors", "url": "https://origin.example/x"}
+    base: dict[str, Any] = {
+        "model": "tiny",
+        "path": "model.safetensors",
+        "url": "https://origin.example/x",
+    }
     return RemoteFile(**{**base, **fields})
 
 
@@ -567,8 +680,12 @@ def test_mirror_urls_skip_templates_the_file_cannot_fill() -> None:
         "http://m/{model}/{path}",
     ]
     direct = remote(sha256=HEX64)  # a direct URL: no repo, no commit
-    assert mirror_urls(templates, direct) == [f"http://m/cas/{HEX64}", "http://m/tiny/model.safetensors"]
-    small = remote(path="config.json", git_oid=HEX40, repo="org/tiny", commit=COMMIT)  # a small Hub file
+    assert mirror_urls(templates, direct) == [
+        f"http://m/cas/{HEX64}",
+        "http://m/tiny/model.safetensors",
+    ]
+    # a small Hub file
+    small = remote(path="config.json", git_oid=HEX40, repo="org/tiny", commit=COMMIT)
     assert mirror_urls(templates, small) == [
         "http://m/org/tiny/config.json",
         f"http://m/{COMMIT}/config.json",
@@ -624,7 +741,9 @@ def test_first_bad_mirror_is_named_by_its_index(tiny: HubServer, tmp_path: Path)
 
 def test_mirrors_must_be_a_list_of_strings(tiny: HubServer, tmp_path: Path) -> None:
     catalog = tmp_path / "bad.toml"
-    catalog.write_text('[settings]\nmirrors = "http://m/{model}/{path}"\n[models.x]\nrepo = "org/tiny"\n')
+    catalog.write_text(
+        '[settings]\nmirrors = "http://m/{model}/{path}"\n[models.x]\nrepo = "org/tiny"\n'
+    )
     result = mdl("list", "--catalog", str(catalog))
     assert result.exit_code == 2
     assert "settings.mirrors" in result.stderr
@@ -637,9 +756,14 @@ def test_env_mirrors_override_the_catalog(
     with FolderServer(tmp_path / "catalog-root") as catalog_mirror:
         fill_folder(catalog_mirror.root, TINY_FILES)
         catalog = write_catalog(tmp_path / "c.toml", [catalog_mirror.url + "/{model}/{path}"])
-        # Whitespace-separated, the first one dead: both env mirrors are used in order, the catalog's never.
-        monkeypatch.setenv("MDL_MIRRORS", f"  {dead_url()}/{{model}}/{{path}}\n\t{mirror.url}/{{model}}/{{path}} ")
-        result = mdl("pull", "tiny", "--catalog", str(catalog), "--dest", str(tmp_path / "d"), "--json")
+        # Whitespace-separated, the first one dead: both env mirrors are used in order, the
+        # catalog's never.
+        monkeypatch.setenv(
+            "MDL_MIRRORS", f"  {dead_url()}/{{model}}/{{path}}\n\t{mirror.url}/{{model}}/{{path}} "
+        )
+        result = mdl(
+            "pull", "tiny", "--catalog", str(catalog), "--dest", str(tmp_path / "d"), "--json"
+        )
         assert result.exit_code == 0, result.stderr
         assert {f["mirror"] for f in outcomes(result).values()} == {
             mirror.url + "/tiny/config.json",
@@ -650,9 +774,18 @@ def test_env_mirrors_override_the_catalog(
         assert catalog_mirror.log.records() == []
 
 
-def test_bad_env_mirror_is_a_usage_error(tiny: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_env_mirror_is_a_usage_error(
+    tiny: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MDL_MIRRORS", "http://ok/{model}/{path} http://m/{nope}")
-    result = mdl("pull", "tiny", "--catalog", str(write_catalog(tmp_path / "c.toml")), "--dest", str(tmp_path / "d"))
+    result = mdl(
+        "pull",
+        "tiny",
+        "--catalog",
+        str(write_catalog(tmp_path / "c.toml")),
+        "--dest",
+        str(tmp_path / "d"),
+    )
     assert result.exit_code == 2, result.stderr
     assert "$MDL_MIRRORS" in result.stderr and "{nope}" in result.stderr
     assert len(tiny.log) == 0
@@ -667,7 +800,8 @@ def test_content_addressed_mirror_serves_lfs_files_by_sha256(
     m = models()
     report = pull(tiny, dest, [m["tiny"], m["combo"]], mirrors=[mirror.url + "/cas/{sha256}"])
     assert report.ok, report.files
-    # Both copies of the LFS file come from the store; the small git files have no sha256 to address: the origin.
+    # Both copies of the LFS file come from the store; the small git files have no sha256 to
+    # address: the origin.
     assert {(f.model, f.path): f.mirror for f in report.files} == {
         ("tiny", "config.json"): None,
         ("tiny", "model.safetensors"): f"{mirror.url}/cas/{sha(WEIGHTS)}",
@@ -681,25 +815,34 @@ def test_content_addressed_mirror_serves_lfs_files_by_sha256(
     assert tiny.cdn.log.body_bytes() == 0  # the only LFS blob never left the origin's CDN
 
 
-def test_hub_shaped_mirror_by_repo_and_revision_follows_its_redirects(tiny: HubServer, tmp_path: Path) -> None:
+def test_hub_shaped_mirror_by_repo_and_revision_follows_its_redirects(
+    tiny: HubServer, tmp_path: Path
+) -> None:
     # A second Hub stand-in (a caching proxy of the Hub, say): resolve URLs that 302 to its own CDN.
     with HubServer() as proxy:
         proxy.add_repo("org/tiny", TINY_FILES)
         template = proxy.url + "/{repo}/resolve/{revision}/{path}"
-        report = pull(tiny, tmp_path / "d", [models()["tiny"]], env={"HF_TOKEN": TOKEN}, mirrors=[template])
-        assert report.ok, report.files
-        assert by_path(report)[("tiny", "model.safetensors")].mirror == proxy.url + (
-            "/org/tiny/resolve/main/model.safetensors"
+        report = pull(
+            tiny, tmp_path / "d", [models()["tiny"]], env={"HF_TOKEN": TOKEN}, mirrors=[template]
         )
-        assert proxy.cdn.log.body_bytes() == len(WEIGHTS)  # the LFS file came via the proxy's redirect
-        assert all(r.authorization is None for r in [*proxy.log.records(), *proxy.cdn.log.records()])
+        assert report.ok, report.files
+        assert (
+            by_path(report)[("tiny", "model.safetensors")].mirror
+            == proxy.url + "/org/tiny/resolve/main/model.safetensors"
+        )
+        # the LFS file came via the proxy's redirect
+        assert proxy.cdn.log.body_bytes() == len(WEIGHTS)
+        assert all(
+            r.authorization is None for r in [*proxy.log.records(), *proxy.cdn.log.records()]
+        )
         assert proxy.errors == [] and proxy.cdn.errors == []
     assert origin_body_requests(tiny) == []
     for path, data in TINY_FILES.items():
         assert (tmp_path / "d" / "tiny" / path).read_bytes() == data
 
 
-# == 7. offline means no network, mirrors included =======================================================
+# == 7. offline means no network, mirrors included
+# =======================================================
 
 
 def test_offline_never_asks_a_mirror(tiny: HubServer, mirror: FolderServer, tmp_path: Path) -> None:
@@ -712,11 +855,23 @@ def test_offline_never_asks_a_mirror(tiny: HubServer, mirror: FolderServer, tmp_
 
     online = mdl("pull", "tiny", "--catalog", str(catalog), "--dest", str(dest), "--json")
     assert online.exit_code == 0  # sanity: without HF_HUB_OFFLINE the mirror fills the gap
-    assert outcomes(online)[("tiny", "model.safetensors")]["mirror"] == mirror.url + "/tiny/model.safetensors"
+    assert (
+        outcomes(online)[("tiny", "model.safetensors")]["mirror"]
+        == mirror.url + "/tiny/model.safetensors"
+    )
     (dest / "tiny" / "model.safetensors").unlink()
     clear_logs(tiny, mirror)
 
-    result = mdl("pull", "tiny", "--catalog", str(catalog), "--dest", str(dest), "--json", env={"HF_HUB_OFFLINE": "1"})
+    result = mdl(
+        "pull",
+        "tiny",
+        "--catalog",
+        str(catalog),
+        "--dest",
+        str(dest),
+        "--json",
+        env={"HF_HUB_OFFLINE": "1"},
+    )
     assert result.exit_code == ExitCode.NETWORK, result.stderr
     failed = [f for f in outcomes(result).values() if f["action"] == "failed"]
     assert [f["path"] for f in failed] == ["model.safetensors"]
@@ -724,12 +879,22 @@ def test_offline_never_asks_a_mirror(tiny: HubServer, mirror: FolderServer, tmp_
     assert mirror.log.records() == []
     assert len(tiny.log) == len(tiny.cdn.log) == 0
 
-    never = mdl("pull", "combo", "--catalog", str(catalog), "--dest", str(dest), "--json", env={"HF_HUB_OFFLINE": "1"})
+    never = mdl(
+        "pull",
+        "combo",
+        "--catalog",
+        str(catalog),
+        "--dest",
+        str(dest),
+        "--json",
+        env={"HF_HUB_OFFLINE": "1"},
+    )
     assert never.exit_code == 5
     assert mirror.log.records() == [] and len(tiny.log) == 0
 
 
-# == 8. direct-URL files through a mirror =================================================================
+# == 8. direct-URL files through a mirror
+# =================================================================
 
 
 def test_direct_url_file_is_served_by_the_mirror(
@@ -744,22 +909,32 @@ files = [
   {{ url = "{unhashed}" }},
 ]
 """
-    fill_folder(mirror.root, {"loras/style v2.safetensors": LORA, "nohash.bin": b"no hash known\n"}, model="lora")
+    fill_folder(
+        mirror.root,
+        {"loras/style v2.safetensors": LORA, "nohash.bin": b"no hash known\n"},
+        model="lora",
+    )
     dest = tmp_path / "d"
-    report = pull(tiny, dest, [models(extra=extra)["lora"]], mirrors=[mirror.url + "/{model}/{path}"])
+    report = pull(
+        tiny, dest, [models(extra=extra)["lora"]], mirrors=[mirror.url + "/{model}/{path}"]
+    )
     assert report.ok, report.files
     assert by_path(report)[("lora", "loras/style v2.safetensors")].mirror == (
         mirror.url + "/lora/loras/style%20v2.safetensors"
     )
     assert (dest / "lora" / "loras" / "style v2.safetensors").read_bytes() == LORA
-    # A file with no sha256 cannot be checked against the origin: the mirror is not even asked for it.
+    # A file with no sha256 cannot be checked against the origin: the mirror is not even asked for
+    # it.
     assert by_path(report)[("lora", "nohash.bin")].mirror is None
     assert [unquote(r.url_path) for r in mirror.gets()] == ["/lora/loras/style v2.safetensors"]
-    assert [r.url_path for r in cdn.log.records(method="GET") if r.bytes_sent > 1] == ["/loras/nohash.bin"]
+    assert [r.url_path for r in cdn.log.records(method="GET") if r.bytes_sent > 1] == [
+        "/loras/nohash.bin"
+    ]
     assert cdn.log.body_bytes(path_prefix="/loras/style.safetensors") == 0
 
 
-# == the same mirror feeds the hf-cache layout ============================================================
+# == the same mirror feeds the hf-cache layout
+# ============================================================
 
 
 def test_mirror_feeds_the_hf_cache_layout(
@@ -770,7 +945,15 @@ def test_mirror_feeds_the_hf_cache_layout(
     fill_folder(mirror.root, TINY_FILES)
     catalog = write_catalog(tmp_path / "c.toml", [mirror.url + "/{model}/{path}"])
     result = mdl(
-        "pull", "tiny", "--catalog", str(catalog), "--dest", str(tmp_path / "d"), "--layout", "hf-cache", "--json"
+        "pull",
+        "tiny",
+        "--catalog",
+        str(catalog),
+        "--dest",
+        str(tmp_path / "d"),
+        "--layout",
+        "hf-cache",
+        "--json",
     )
     assert result.exit_code == 0, result.stderr
     assert all("mirror" in f for f in outcomes(result).values())
@@ -781,9 +964,12 @@ def test_mirror_feeds_the_hf_cache_layout(
     assert origin_body_requests(tiny) == []
 
 
-def test_renamed_hub_file_from_a_hub_shaped_mirror_is_still_correct(tiny: HubServer, tmp_path: Path) -> None:
-    # combo saves org/tiny:model.safetensors `as` vae/ae.safetensors: {path} is the save path, so a Hub-shaped
-    # template asks the proxy for vae/ae.safetensors, which it does not have. Whatever it asks, the result is right.
+def test_renamed_hub_file_from_a_hub_shaped_mirror_is_still_correct(
+    tiny: HubServer, tmp_path: Path
+) -> None:
+    # combo saves org/tiny:model.safetensors `as` vae/ae.safetensors: {path} is the save path, so a
+    # Hub-shaped template asks the proxy for vae/ae.safetensors, which it does not have. Whatever it
+    # asks, the result is right.
     with HubServer() as proxy:
         proxy.add_repo("org/tiny", TINY_FILES)
         template = proxy.url + "/{repo}/resolve/{revision}/{path}"
@@ -791,17 +977,25 @@ def test_renamed_hub_file_from_a_hub_shaped_mirror_is_still_correct(tiny: HubSer
         assert report.ok, report.files
         assert (tmp_path / "d" / "combo" / "vae" / "ae.safetensors").read_bytes() == WEIGHTS
         assert (tmp_path / "d" / "combo" / "config.json").read_bytes() == CONFIG
-        assert by_path(report)[("combo", "config.json")].mirror == proxy.url + "/org/tiny/resolve/main/config.json"
+        assert (
+            by_path(report)[("combo", "config.json")].mirror
+            == proxy.url + "/org/tiny/resolve/main/config.json"
+        )
 
 
-# == when every source fails, the origin's failure is the one reported ===================================
+# == when every source fails, the origin's failure is the one reported
+# ===================================
 
 
 @pytest.mark.parametrize("status", [401, 403, 410, 500])
-def test_mirror_error_statuses_fall_through(tiny: HubServer, mirror: FolderServer, tmp_path: Path, status: int) -> None:
+def test_mirror_error_statuses_fall_through(
+    tiny: HubServer, mirror: FolderServer, tmp_path: Path, status: int
+) -> None:
     fill_folder(mirror.root, TINY_FILES)
     mirror.faults.add(Fault.http_error(status, retry_after=0, times=None))
-    report = pull(tiny, tmp_path / "d", [models()["tiny"]], mirrors=[mirror.url + "/{model}/{path}"])
+    report = pull(
+        tiny, tmp_path / "d", [models()["tiny"]], mirrors=[mirror.url + "/{model}/{path}"]
+    )
     assert report.ok, report.files
     assert all(f.mirror is None for f in report.files)
     for path, data in TINY_FILES.items():
@@ -816,22 +1010,31 @@ def test_corrupt_mirror_and_unreachable_origin_fail_as_a_network_error(
     fill_folder(mirror.root, {**TINY_FILES, "model.safetensors": bytes(bad)})
     tiny.cdn.faults.add(Fault.http_error(503, retry_after=0, path_prefix="/blobs/", times=None))
     dest = tmp_path / "d"
-    report = pull(tiny, dest, [models()["tiny"]], env={"MDL_RETRIES": "1"}, mirrors=[mirror.url + "/{model}/{path}"])
+    report = pull(
+        tiny,
+        dest,
+        [models()["tiny"]],
+        env={"MDL_RETRIES": "1"},
+        mirrors=[mirror.url + "/{model}/{path}"],
+    )
     failed = by_path(report)[("tiny", "model.safetensors")]
     assert failed.action == "failed"
-    # The last source tried was the origin, and it is the origin's failure that counts (a later run may succeed),
-    # not the mirror's mismatch (which would read as "the upstream file is corrupt").
+    # The last source tried was the origin, and it is the origin's failure that counts (a later run
+    # may succeed), not the mirror's mismatch (which would read as "the upstream file is corrupt").
     assert report.exit_code == ExitCode.NETWORK, failed.error
     assert "503" in (failed.error or "")
     assert not (dest / "tiny" / "model.safetensors").exists()
     assert all(f.action == "downloaded" for f in report.files if f.path != "model.safetensors")
 
 
-def test_dead_mirror_and_corrupt_origin_fail_as_an_integrity_error(tiny: HubServer, tmp_path: Path) -> None:
+def test_dead_mirror_and_corrupt_origin_fail_as_an_integrity_error(
+    tiny: HubServer, tmp_path: Path
+) -> None:
     bad = bytearray(WEIGHTS)
     bad[5] ^= 1
     blob = tiny.cdn.add_blob(tiny.repo("org/tiny").file("model.safetensors").content)
-    tiny.cdn.add_file(blob, bytes(bad), etag=f'"{sha(WEIGHTS)}"', signed=True)  # the CDN now serves bad bytes
+    # the CDN now serves bad bytes
+    tiny.cdn.add_file(blob, bytes(bad), etag=f'"{sha(WEIGHTS)}"', signed=True)
     dest = tmp_path / "d"
     report = pull(tiny, dest, [models()["tiny"]], mirrors=[dead_url() + "/{model}/{path}"])
     failed = by_path(report)[("tiny", "model.safetensors")]
@@ -843,7 +1046,9 @@ def test_dead_mirror_and_corrupt_origin_fail_as_an_integrity_error(tiny: HubServ
 
 
 class ByteCounter(NullProgress):
-    """Sums what the engine reports as transferred (what the total bar and its ETA are built from)."""
+    """Sums what the engine reports as transferred (what the total bar and its ETA are built
+    from).
+    """
 
     def __init__(self) -> None:
         self.total = 0
@@ -862,14 +1067,20 @@ def test_discarded_mirror_bytes_are_taken_back_from_the_progress_total(
     fill_folder(mirror.root, {**TINY_FILES, "model.safetensors": bytes(bad)})
     counter = ByteCounter()
     mirrors = CatalogSettings(mirrors=(mirror.url + "/{model}/{path}",))
-    settings = build_settings(environ={"HF_ENDPOINT": tiny.url}, dest=tmp_path / "d", catalog=mirrors)
+    settings = build_settings(
+        environ={"HF_ENDPOINT": tiny.url}, dest=tmp_path / "d", catalog=mirrors
+    )
     report = pull_models([models()["tiny"]], settings, progress=counter)
     assert report.ok, report.files
     assert counter.total == sum(len(data) for data in TINY_FILES.values())
 
 
-def test_a_failed_mirror_leaves_no_bytes_for_the_origin_to_resume_on(hub: HubServer, tmp_path: Path) -> None:
-    """A mirror that cuts off, claiming the origin's ETag, must not get its bytes spliced in (even --no-verify)."""
+def test_a_failed_mirror_leaves_no_bytes_for_the_origin_to_resume_on(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    """A mirror that cuts off, claiming the origin's ETag, must not get its bytes spliced in
+    (even --no-verify).
+    """
     good = make_data(3_000_000, seed=31)
     bad = make_data(3_000_000, seed=32)
     hub.add_repo("org/m", {"w.safetensors": good})
@@ -879,16 +1090,22 @@ def test_a_failed_mirror_leaves_no_bytes_for_the_origin_to_resume_on(hub: HubSer
         mirror.faults.add(Fault.reset(after_bytes=1_000_000, path_prefix="/m/"))
         mirror.faults.add(Fault.http_error(404, path_prefix="/m/", times=None))
         spec = parse_catalog('[models.m]\nrepo = "org/m"\n', source="c.toml").get("m")
-        report = pull(hub, tmp_path / "d", [spec], mirrors=[mirror.url + "/{model}/{path}"], verify=False)
+        report = pull(
+            hub, tmp_path / "d", [spec], mirrors=[mirror.url + "/{model}/{path}"], verify=False
+        )
     finally:
         mirror.stop()
     assert report.ok, report.files
     assert (tmp_path / "d" / "m" / "w.safetensors").read_bytes() == good
-    assert report.files[0].action == "downloaded", "fetched from zero, not resumed on the mirror's bytes"
+    assert report.files[0].action == "downloaded", (
+        "fetched from zero, not resumed on the mirror's bytes"
+    )
 
 
 @pytest.mark.parametrize("where", ["--mirror", "MDL_MIRRORS"])
-@pytest.mark.parametrize("template", ["http://m/{model}/{path:d}", "http://m/{path:>20000000}", "http://m/{path!s}"])
+@pytest.mark.parametrize(
+    "template", ["http://m/{model}/{path:d}", "http://m/{path:>20000000}", "http://m/{path!s}"]
+)
 def test_a_format_spec_from_the_flag_or_environment_is_refused_before_any_request(
     tiny: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, template: str
 ) -> None:
@@ -912,8 +1129,9 @@ _TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=1
 
 @given(pieces=st.lists(st.one_of(_TEXT, _FIELD.map(lambda f: "{" + f + "}")), max_size=8))
 def test_any_accepted_template_is_filled_by_plain_replacement(pieces: list[str]) -> None:
-    """Whatever the text, a template is either refused (UsageError) or filled by replacing each {field} with its
-    value and nothing else: the result never depends on str.format's mini-language."""
+    """Whatever the text, a template is either refused (UsageError) or filled by replacing each
+    {field} with its value and nothing else: the result never depends on str.format's mini-language.
+    """
     template = "http://m/" + "".join(pieces)
     try:
         parts = parse_template(template, fields=MIRROR_FIELDS, where="mirror")

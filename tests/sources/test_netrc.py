@@ -1,4 +1,6 @@
-"""netrc logins for direct URLs: which URL gets one, which never does, and a broken file said, not fatal."""
+"""netrc logins for direct URLs: which URL gets one, which never does, and a broken file said,
+not fatal.
+"""
 
 from __future__ import annotations
 
@@ -22,13 +24,16 @@ def login(user: str, password: str) -> str:
 def logins(tmp_path: Path) -> NetrcLogins:
     path = tmp_path / "netrc"
     path.write_text(
-        f"machine Files.Example.com login alice password {PASSWORD}\ndefault login anon password guest-pass\n"
+        f"machine Files.Example.com login alice password {PASSWORD}\ndefault login anon password"
+        " guest-pass\n"
     )
     return read_netrc(path, Secrets())
 
 
 def test_the_urls_host_then_the_default_entry(logins: NetrcLogins) -> None:
-    assert logins.authorization("https://files.example.com:8443/a.bin", {}) == login("alice", PASSWORD)
+    assert logins.authorization("https://files.example.com:8443/a.bin", {}) == login(
+        "alice", PASSWORD
+    )
     assert logins.authorization("http://other.example/a.bin", {}) == login("anon", "guest-pass")
     assert PASSWORD in logins.secrets.known()
     assert login("alice", PASSWORD).split()[1] in logins.secrets.known()
@@ -37,13 +42,17 @@ def test_the_urls_host_then_the_default_entry(logins: NetrcLogins) -> None:
 @pytest.mark.parametrize(
     ("url", "headers"),
     [
-        ("https://files.example.com/a.bin", {"authorization": "Bearer x"}),  # a header wins, as curl -H does
+        # a header wins, as curl -H does
+        ("https://files.example.com/a.bin", {"authorization": "Bearer x"}),
         ("https://bob:pw@files.example.com/a.bin", {}),  # the URL's own login wins, as with curl
-        ("https://files.example.com/a.bin?X-Amz-Signature=abc&X-Amz-Expires=60", {}),  # presigned: one credential
+        # presigned: one credential
+        ("https://files.example.com/a.bin?X-Amz-Signature=abc&X-Amz-Expires=60", {}),
         ("s3://bucket/a.bin", {}),
     ],
 )
-def test_no_login_where_the_url_has_a_credential(logins: NetrcLogins, url: str, headers: dict[str, str]) -> None:
+def test_no_login_where_the_url_has_a_credential(
+    logins: NetrcLogins, url: str, headers: dict[str, str]
+) -> None:
     assert logins.authorization(url, headers) is None
 
 

@@ -1,4 +1,6 @@
-"""Resolving catalog models against the loopback Hub with mdl's own Hub client (huggingface_hub's requests)."""
+"""Resolving catalog models against the loopback Hub with mdl's own Hub client (huggingface_hub's
+requests).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +24,13 @@ from mdl.errors import (
     NotFoundError,
 )
 from mdl.sources.hub import Hub
-from mdl.sources.resolve import RemoteFile, ResolvedModel, resolve_model, resolve_offline, with_probe
+from mdl.sources.resolve import (
+    RemoteFile,
+    ResolvedModel,
+    resolve_model,
+    resolve_offline,
+    with_probe,
+)
 from mdl.store.layout import hub_source
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.transfer.http import RetryPolicy
@@ -80,7 +88,8 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# -- snapshots -------------------------------------------------------------------------------------------
+# -- snapshots
+# -------------------------------------------------------------------------------------------
 
 
 def test_snapshot_pins_every_file_to_one_commit(tiny: HubServer) -> None:
@@ -89,7 +98,13 @@ def test_snapshot_pins_every_file_to_one_commit(tiny: HubServer) -> None:
     assert (model.name, model.revision, model.commit) == ("tiny", "main", sha)
     by_path = {f.path: f for f in model.files}
     assert list(by_path) == sorted(by_path)
-    assert set(by_path) == {"README.md", "config.json", "flax_model.msgpack", "model.safetensors", "nested/vocab.txt"}
+    assert set(by_path) == {
+        "README.md",
+        "config.json",
+        "flax_model.msgpack",
+        "model.safetensors",
+        "nested/vocab.txt",
+    }
     for f in model.files:
         assert f.commit == sha
         assert f.url == tiny.file_url("org/tiny", f.path, revision=sha)
@@ -100,7 +115,11 @@ def test_snapshot_pins_every_file_to_one_commit(tiny: HubServer) -> None:
     weights = by_path["model.safetensors"]
     assert (weights.size, weights.sha256, weights.git_oid) == (len(WEIGHTS), sha256(WEIGHTS), None)
     config = by_path["config.json"]
-    assert (config.size, config.sha256, config.git_oid) == (len(CONFIG), None, git_blob_sha1(CONFIG))
+    assert (config.size, config.sha256, config.git_oid) == (
+        len(CONFIG),
+        None,
+        git_blob_sha1(CONFIG),
+    )
     assert by_path["nested/vocab.txt"].git_oid == git_blob_sha1(VOCAB)
     no_downloads(tiny)
 
@@ -142,7 +161,9 @@ def test_snapshot_include_exclude(
 
 
 def test_snapshot_filter_matching_nothing_is_not_found(tiny: HubServer) -> None:
-    with pytest.raises(NotFoundError, match=r"no files in org/tiny@main match include = \[\*\.gguf\]") as info:
+    with pytest.raises(
+        NotFoundError, match=r"no files in org/tiny@main match include = \[\*\.gguf\]"
+    ) as info:
         resolve(tiny, snapshot(include=("*.gguf",)))
     assert info.value.exit_code == ExitCode.NOT_FOUND
 
@@ -150,7 +171,9 @@ def test_snapshot_filter_matching_nothing_is_not_found(tiny: HubServer) -> None:
 @pytest.mark.parametrize(("repo_type", "prefix"), [("dataset", "datasets/"), ("space", "spaces/")])
 def test_datasets_and_spaces(hub: HubServer, repo_type: str, prefix: str) -> None:
     data = make_data(3000, seed=2)
-    hub.add_repo("org/thing", {"data/train.parquet": data, "app.py": b"print()\n"}, repo_type=repo_type)  # type: ignore[arg-type]
+    hub.add_repo(
+        "org/thing", {"data/train.parquet": data, "app.py": b"print()\n"}, repo_type=repo_type
+    )  # type: ignore[arg-type]
     sha = hub.repo("org/thing", repo_type).sha  # type: ignore[arg-type]
     model = resolve(hub, snapshot(name="t", repo="org/thing", repo_type=repo_type))
     by_path = {f.path: f for f in model.files}
@@ -164,7 +187,8 @@ def test_datasets_and_spaces(hub: HubServer, repo_type: str, prefix: str) -> Non
 @pytest.mark.parametrize("evil", ["../evil", "../../etc/cron.d/x", "a/../../x"])
 def test_listing_with_an_unsafe_path_is_refused(hub: HubServer, evil: str) -> None:
     hub.add_repo("org/evil", {"ok.txt": b"ok", evil: b"pwned"}, allow_unsafe_paths=True)
-    # A listing name is server bytes: refused like any bad reply (exit 5), by the one name rule (item 13).
+    # A listing name is server bytes: refused like any bad reply (exit 5), by the one name rule
+    # (item 13).
     with pytest.raises(HubReplyError) as info:
         resolve(hub, snapshot(name="e", repo="org/evil"))
     assert info.value.exit_code == ExitCode.NETWORK == 5
@@ -181,7 +205,8 @@ def test_odd_file_names_are_quoted_in_urls(hub: HubServer) -> None:
     assert f.url.endswith("/" + quote(name))
 
 
-# -- explicit files ----------------------------------------------------------------------------------------
+# -- explicit files
+# ----------------------------------------------------------------------------------------
 
 
 def test_explicit_files_use_file_metadata(tiny: HubServer) -> None:
@@ -212,7 +237,10 @@ def test_explicit_files_use_file_metadata(tiny: HubServer) -> None:
         None,
         git_blob_sha1(CONFIG),
     )
-    assert [r.method for r in tiny.log.records(path_prefix="/org/tiny/resolve/")] == ["HEAD", "HEAD"]
+    assert [r.method for r in tiny.log.records(path_prefix="/org/tiny/resolve/")] == [
+        "HEAD",
+        "HEAD",
+    ]
     no_downloads(tiny)
 
 
@@ -225,9 +253,15 @@ def test_explicit_file_at_a_branch_is_pinned_to_its_commit(tiny: HubServer) -> N
 
 def test_files_from_several_repos_have_no_single_commit(tiny: HubServer) -> None:
     tiny.add_repo("org/other", {"other.gguf": make_data(100, seed=3)})
-    model = resolve(tiny, files_model(hub_file("org/tiny", "config.json", 0), hub_file("org/other", "other.gguf", 1)))
+    model = resolve(
+        tiny,
+        files_model(hub_file("org/tiny", "config.json", 0), hub_file("org/other", "other.gguf", 1)),
+    )
     assert model.commit is None
-    assert [f.commit for f in model.files] == [tiny.repo("org/tiny").sha, tiny.repo("org/other").sha]
+    assert [f.commit for f in model.files] == [
+        tiny.repo("org/tiny").sha,
+        tiny.repo("org/other").sha,
+    ]
 
 
 def test_dataset_file(hub: HubServer) -> None:
@@ -240,7 +274,9 @@ def test_dataset_file(hub: HubServer) -> None:
 
 
 def test_catalog_sha256_agreeing_is_kept(tiny: HubServer) -> None:
-    (f,) = resolve(tiny, files_model(hub_file("org/tiny", "model.safetensors", sha256=sha256(WEIGHTS)))).files
+    (f,) = resolve(
+        tiny, files_model(hub_file("org/tiny", "model.safetensors", sha256=sha256(WEIGHTS)))
+    ).files
     assert f.sha256 == sha256(WEIGHTS)
 
 
@@ -262,20 +298,20 @@ def test_catalog_size_disagreeing_with_the_hub(tiny: HubServer) -> None:
 
 
 def test_catalog_sha256_for_a_small_file_is_kept_alongside_the_git_oid(tiny: HubServer) -> None:
-    (f,) = resolve(tiny, files_model(hub_file("org/tiny", "config.json", sha256=sha256(CONFIG)))).files
+    (f,) = resolve(
+        tiny, files_model(hub_file("org/tiny", "config.json", sha256=sha256(CONFIG)))
+    ).files
     assert (f.sha256, f.git_oid) == (sha256(CONFIG), git_blob_sha1(CONFIG))
 
 
 def test_direct_url_files_need_no_hub() -> None:
-    catalog = parse_catalog(
-        f"""
+    catalog = parse_catalog(f"""
         [[models.lora.files]]
         url = "https://cdn.example/l/style.safetensors?X-Amz-Signature=s3cr3t&x=1"
         sha256 = "{"c" * 64}"
         size = 10
         headers = {{ Authorization = "Bearer ${{CIVITAI_TOKEN}}" }}
-        """
-    )
+        """)
     (spec,) = catalog.models
     model = resolve_model(spec, hub=None, environ={"CIVITAI_TOKEN": "tok-123"})
     (f,) = model.files
@@ -289,7 +325,8 @@ def test_direct_url_files_need_no_hub() -> None:
         resolve_model(spec, hub=None, environ={})
 
 
-# -- failures ----------------------------------------------------------------------------------------------
+# -- failures
+# ----------------------------------------------------------------------------------------------
 
 
 def test_missing_repo_is_not_found(tiny: HubServer) -> None:
@@ -339,14 +376,18 @@ def test_gated_snapshot_with_gated_api(hub: HubServer) -> None:
     with pytest.raises(AuthError) as info:
         resolve(hub, snapshot(name="g", repo="org/gated"))
     assert info.value.exit_code == 3
-    assert [f.path for f in resolve(hub, snapshot(name="g", repo="org/gated"), token=TOKEN).files] == ["model.gguf"]
+    assert [
+        f.path for f in resolve(hub, snapshot(name="g", repo="org/gated"), token=TOKEN).files
+    ] == ["model.gguf"]
 
 
 def test_gated_repo_not_granted_to_this_token(hub: HubServer) -> None:
     hub.valid_tokens.add("hf_othervalidtoken123")
     hub.add_repo("org/gated", {"model.gguf": WEIGHTS}, gated="manual", granted_tokens=[TOKEN])
     with pytest.raises(AuthError) as info:
-        resolve(hub, files_model(hub_file("org/gated", "model.gguf")), token="hf_othervalidtoken123")
+        resolve(
+            hub, files_model(hub_file("org/gated", "model.gguf")), token="hf_othervalidtoken123"
+        )
     assert info.value.exit_code == 3
 
 
@@ -355,7 +396,9 @@ def test_private_repo_needs_the_token(hub: HubServer) -> None:
     with pytest.raises(NotFoundError) as info:
         resolve(hub, snapshot(name="p", repo="org/private"))
     assert "HF_TOKEN" in (info.value.hint or "")
-    assert [f.path for f in resolve(hub, snapshot(name="p", repo="org/private"), token=TOKEN).files] == ["config.json"]
+    assert [
+        f.path for f in resolve(hub, snapshot(name="p", repo="org/private"), token=TOKEN).files
+    ] == ["config.json"]
 
 
 def test_invalid_token_is_an_auth_error(tiny: HubServer) -> None:
@@ -401,13 +444,20 @@ def test_hub_api_5xx_outlasting_the_retries(tiny: HubServer) -> None:
     assert len(tiny.log.records(method="HEAD")) == 2
 
 
-# -- offline -----------------------------------------------------------------------------------------------
+# -- offline
+# -----------------------------------------------------------------------------------------------
 
 
 def record_for(name: str, *paths: str) -> ModelRecord:
     files = {
         p: FileRecord(
-            path=p, size=3, sha256="0" * 64, mtime_ns=1, source=f"hf://org/x@c/{p}", git_oid="9" * 40, commit="c"
+            path=p,
+            size=3,
+            sha256="0" * 64,
+            mtime_ns=1,
+            source=f"hf://org/x@c/{p}",
+            git_oid="9" * 40,
+            commit="c",
         )
         for p in paths
     }
@@ -443,12 +493,13 @@ def test_offline_resolution_still_lists_catalog_files_never_fetched() -> None:
         FileSpec(key_path="models.z.files[1]", url="https://cdn.example/b.bin"),
     )
     model = resolve_offline(spec, record_for("z", "a.bin"))
-    # b.bin was added to the catalog after the last pull: it must show up (and then fail offline), or
-    # `pull` would report exit 0 for a model whose file is missing.
+    # b.bin was added to the catalog after the last pull: it must show up (and then fail offline),
+    # or `pull` would report exit 0 for a model whose file is missing.
     assert sorted(f.path for f in model.files) == ["a.bin", "b.bin"]
 
 
-# -- helpers -----------------------------------------------------------------------------------------------
+# -- helpers
+# -----------------------------------------------------------------------------------------------
 
 
 def test_hub_source() -> None:
@@ -460,6 +511,7 @@ def test_hub_source() -> None:
 def test_with_probe_fills_only_what_is_missing() -> None:
     bare = RemoteFile(model="m", path="p", url="u")
     probed = RemoteFile(model="m", path="p", url="u", size=5, etag='"e"', size_pinned=False)
-    assert with_probe(bare, size=5, etag='"e"') == probed  # a probed size is advisory, not an integrity pin
+    # a probed size is advisory, not an integrity pin
+    assert with_probe(bare, size=5, etag='"e"') == probed
     known = RemoteFile(model="m", path="p", url="u", size=7, etag='"k"')
     assert with_probe(known, size=5, etag='"e"') == known

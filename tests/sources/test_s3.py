@@ -1,4 +1,6 @@
-"""mdl/sources/s3.py: s3:// URIs, the client from the standard AWS chain, checksums and secrets (real moto server)."""
+"""mdl/sources/s3.py: s3:// URIs, the client from the standard AWS chain, checksums and secrets
+(real moto server).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +12,26 @@ from s3server import S3, SECRET_KEY, s3, s3_server  # noqa: F401
 
 from mdl.errors import AuthError, NetworkError, NotFoundError, UsageError
 from mdl.redact import REDACTED, Secrets, safe_text
-from mdl.sources.s3 import S3Object, head_s3, parse_s3_uri, s3_client, s3_error, s3_source, sha256_of_head
+from mdl.sources.s3 import (
+    S3Object,
+    head_s3,
+    parse_s3_uri,
+    s3_client,
+    s3_error,
+    s3_source,
+    sha256_of_head,
+)
 
 
 @pytest.mark.parametrize(
     ("uri", "bucket", "key"),
     [
         ("s3://my-bucket/a.bin", "my-bucket", "a.bin"),
-        ("s3://my.bucket/deep/er/key with space.safetensors", "my.bucket", "deep/er/key with space.safetensors"),
+        (
+            "s3://my.bucket/deep/er/key with space.safetensors",
+            "my.bucket",
+            "deep/er/key with space.safetensors",
+        ),
         ("s3://abc/x?y#z", "abc", "x?y#z"),  # keys are literal, as for the AWS CLI
     ],
 )
@@ -29,8 +43,22 @@ def test_parse(uri: str, bucket: str, key: str) -> None:
 @pytest.mark.parametrize(
     "uri",
     [
-        *("s3:/b/k", "S3://bucket/k", "s3://", "s3://bucket", "s3://bucket/", "s3://ab/k", "s3://-ab/k", "s3://a..b/k"),
-        *("s3://bucket/dir/", "s3://bucket/a\x1bb", "s3://bucket/" + "k" * 1025, "s3://" + "b" * 64 + "/k"),
+        *(
+            "s3:/b/k",
+            "S3://bucket/k",
+            "s3://",
+            "s3://bucket",
+            "s3://bucket/",
+            "s3://ab/k",
+            "s3://-ab/k",
+            "s3://a..b/k",
+        ),
+        *(
+            "s3://bucket/dir/",
+            "s3://bucket/a\x1bb",
+            "s3://bucket/" + "k" * 1025,
+            "s3://" + "b" * 64 + "/k",
+        ),
     ],
 )
 def test_parse_refuses(uri: str) -> None:
@@ -43,7 +71,9 @@ def test_sha256_of_head() -> None:
     value = base64.b64encode(digest).decode()
     assert sha256_of_head({"ChecksumSHA256": value}) == digest.hex()
     assert sha256_of_head({"ChecksumSHA256": value, "ChecksumType": "FULL_OBJECT"}) == digest.hex()
-    assert sha256_of_head({"ChecksumSHA256": value + "-3"}) is None, "a composite of parts is not the file's sha256"
+    assert sha256_of_head({"ChecksumSHA256": value + "-3"}) is None, (
+        "a composite of parts is not the file's sha256"
+    )
     assert sha256_of_head({"ChecksumSHA256": value, "ChecksumType": "COMPOSITE"}) is None
     assert sha256_of_head({"ChecksumSHA256": "not base64!"}) is None
     assert sha256_of_head({}) is None
@@ -63,16 +93,22 @@ def test_source_from_a_real_head(s3: S3) -> None:  # noqa: F811
     assert s3_source("s3://bucket-a/m/w.bin", named=True).filename == ""
 
 
-def test_secret_key_and_session_token_are_registered(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_secret_key_and_session_token_are_registered(
+    s3: S3,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token-value-123456")
     s3_client(secrets=(secrets := Secrets()))
     assert SECRET_KEY not in safe_text(f"oops {SECRET_KEY}", secrets=secrets)
-    assert "session-token-value-123456" not in safe_text("token session-token-value-123456 here", secrets=secrets)
+    assert "session-token-value-123456" not in safe_text(
+        "token session-token-value-123456 here", secrets=secrets
+    )
 
 
 def test_endpoint_override_wins(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     s3.put("bucket-b", "k", b"v")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the discard port: nothing answers there
+    # the discard port: nothing answers there
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     client = s3_client(endpoint=s3.endpoint)
     assert head_s3(client, S3Object("bucket-b", "k"))["ContentLength"] == 1
 
@@ -101,7 +137,10 @@ def test_error_mapping() -> None:
     def client_error(code: str, status: int) -> Exception:
         import botocore.exceptions
 
-        response = {"Error": {"Code": code, "Message": "msg"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        response = {
+            "Error": {"Code": code, "Message": "msg"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
         return botocore.exceptions.ClientError(response, "GetObject")  # type: ignore[arg-type]
 
     assert isinstance(s3_error(client_error("NoSuchKey", 404), what="w"), NotFoundError)

@@ -1,5 +1,6 @@
-"""Which Hub files are stored in Xet: from the tree listing's ``xetHash`` (no request more per file), from a resolve
-HEAD's ``X-Xet-Hash`` and ``xet-auth`` link; a value that is not a Xet hash is ignored, never an error."""
+"""Which Hub files are stored in Xet: from the tree listing's ``xetHash`` (no request more per
+file), from a resolve HEAD's ``X-Xet-Hash`` and ``xet-auth`` link; a value that is not a Xet hash is
+ignored, never an error."""
 
 from __future__ import annotations
 
@@ -24,7 +25,17 @@ WEIGHTS = make_data(30_000, seed=7)
 WEIGHTS_SHA = hashlib.sha256(WEIGHTS).hexdigest()
 CONFIG = b'{"model_type": "bert"}\n'
 XET = "0123456789abcdef" * 4
-NOT_HASHES = [XET.upper(), XET[:-1], XET + "0", 12, None, ["x"], {"h": XET}, "g" * 64, " " + XET[1:]]
+NOT_HASHES = [
+    XET.upper(),
+    XET[:-1],
+    XET + "0",
+    12,
+    None,
+    ["x"],
+    {"h": XET},
+    "g" * 64,
+    " " + XET[1:],
+]
 
 
 @pytest.fixture
@@ -45,14 +56,17 @@ def snapshot(client: Hub) -> dict[str, RemoteFile]:
     return {f.path: f for f in resolved.files}
 
 
-def test_the_listings_xet_hash_marks_the_lfs_file_with_no_request_more(tiny: HubServer, client: Hub) -> None:
+def test_the_listings_xet_hash_marks_the_lfs_file_with_no_request_more(
+    tiny: HubServer, client: Hub
+) -> None:
     plain = snapshot(client)
     asked = len(tiny.log.records())
     assert plain["model.safetensors"].xet is None
     tiny.log.clear()
     tiny.xet_hashes[WEIGHTS_SHA] = XET
     files = snapshot(client)
-    assert len(tiny.log.records()) == asked == 2  # the revision and the listing: no HEAD per file, Xet or not
+    # the revision and the listing: no HEAD per file, Xet or not
+    assert len(tiny.log.records()) == asked == 2
     assert not tiny.log.records(method="HEAD")
     commit = files["model.safetensors"].commit
     assert commit is not None
@@ -80,13 +94,18 @@ def test_a_listed_xet_hash_that_is_not_one_is_ignored_with_a_debug_line(
     with caplog.at_level(logging.DEBUG, logger="mdl.hub"):
         files = snapshot(client)
     assert files["model.safetensors"].xet is None
-    assert files["model.safetensors"].sha256 == WEIGHTS_SHA  # the file itself is as before: fetched whole
+    # the file itself is as before: fetched whole
+    assert files["model.safetensors"].sha256 == WEIGHTS_SHA
     said = [r.getMessage() for r in caplog.records if "Xet hash" in r.getMessage()]
     assert (said != []) is (bad is not None), said
     assert all("model.safetensors" in line for line in said)
 
 
-@given(value=st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=70), st.lists, max_leaves=4))
+@given(
+    value=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=70), st.lists, max_leaves=4
+    )
+)
 def test_any_xet_hash_value_in_a_listing_is_read_or_ignored_never_refused(value: Any) -> None:
     entry = {"type": "file", "path": "w.bin", "size": 3, "oid": "a" * 40, "xetHash": value}
     (parsed,) = parse_tree_page(json.dumps([entry]).encode(), what="m", url="http://127.0.0.1/api")
@@ -95,7 +114,9 @@ def test_any_xet_hash_value_in_a_listing_is_read_or_ignored_never_refused(value:
 
 
 class XetHeadHub(HubServer):
-    """The Hub stand-in whose LFS resolve answers carry ``head`` too (as the Hub's do for a file in Xet)."""
+    """The Hub stand-in whose LFS resolve answers carry ``head`` too (as the Hub's do for a file
+    in Xet).
+    """
 
     head: Mapping[str, str] = {}
 
@@ -130,10 +151,14 @@ def resolve_one(server: HubServer) -> RemoteFile:
 def test_a_resolve_heads_xet_hash_and_auth_link_mark_the_file(head_hub: XetHeadHub) -> None:
     commit = head_hub.repo("org/tiny").branches["main"]
     link = f"{head_hub.url}/api/models/org/tiny/xet-read-token/{commit}"
-    head_hub.head = {"X-Xet-Hash": XET, "Link": f'<{link}>; rel="xet-auth", <https://cas.example/x>; rel="next"'}
+    head_hub.head = {
+        "X-Xet-Hash": XET,
+        "Link": f'<{link}>; rel="xet-auth", <https://cas.example/x>; rel="next"',
+    }
     remote = resolve_one(head_hub)
     assert remote.xet == XetRef(XET, link)
-    assert len(head_hub.log.records(method="HEAD")) == 1  # the HEAD mdl makes anyway: no request more
+    # the HEAD mdl makes anyway: no request more
+    assert len(head_hub.log.records(method="HEAD")) == 1
 
 
 @pytest.mark.parametrize(
@@ -141,7 +166,8 @@ def test_a_resolve_heads_xet_hash_and_auth_link_mark_the_file(head_hub: XetHeadH
     [
         (XET.upper(), "{hub}/api/models/org/tiny/xet-read-token/c"),  # not lowercase
         (XET[:40], "{hub}/api/models/org/tiny/xet-read-token/c"),  # too short
-        (XET, "https://elsewhere.example/api/models/org/tiny/xet-read-token/c"),  # the token would leave the Hub
+        # the token would leave the Hub
+        (XET, "https://elsewhere.example/api/models/org/tiny/xet-read-token/c"),
         (XET, None),  # no xet-auth link
     ],
 )
@@ -168,7 +194,9 @@ def test_a_head_without_xet_headers_is_a_plain_file(head_hub: XetHeadHub) -> Non
 )
 def test_any_head_gives_a_valid_xet_ref_on_the_hub_or_none(headers: dict[str, str]) -> None:
     endpoint = "http://127.0.0.1:9"
-    response = httpx2.Response(302, headers=headers, request=httpx2.Request("HEAD", endpoint + "/x"))
+    response = httpx2.Response(
+        302, headers=headers, request=httpx2.Request("HEAD", endpoint + "/x")
+    )
     found = parse_xet_head(response, endpoint=endpoint, what="m")
     if found is not None:
         assert len(found[0]) == 64 and set(found[0]) <= set("0123456789abcdef")

@@ -1,8 +1,9 @@
-"""A Hugging Face cache blob named by a sha256 (or git blob id) only ever holds those bytes, ``--no-verify`` or not.
+"""A Hugging Face cache blob named by a sha256 (or git blob id) only ever holds those bytes,
+``--no-verify`` or not.
 
-``hf_hub_download(local_files_only=True)`` serves whatever sits under the blob's name, so mdl refuses (exit 6,
-naming the file, the expected and the actual hash) to store other bytes there, and ``mdl verify`` calls a
-corrupt blob corrupt, never "missing".
+``hf_hub_download(local_files_only=True)`` serves whatever sits under the blob's name, so mdl
+refuses (exit 6, naming the file, the expected and the actual hash) to store other bytes there, and
+``mdl verify`` calls a corrupt blob corrupt, never "missing".
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def blobs(cache: Path) -> dict[str, bytes]:
 def serve_corrupt_weights(hub: HubServer) -> bytes:
     """The CDN answers every request for the weights' blob with other bytes of the same size."""
     bad = corrupted(WEIGHTS)
-    hub.cdn.faults.add(Fault.http_error(200, bad, path_prefix=f"/blobs/{sha256(WEIGHTS)}", times=None))
+    hub.cdn.faults.add(
+        Fault.http_error(200, bad, path_prefix=f"/blobs/{sha256(WEIGHTS)}", times=None)
+    )
     return bad
 
 
@@ -63,7 +66,9 @@ def test_no_verify_refuses_wrong_bytes_for_a_cache_blob(hub: HubServer, cache: P
     assert "model.safetensors" in error and sha256(WEIGHTS) in error and sha256(bad) in error
     assert files["config.json"]["action"] == "downloaded"
     stored = blobs(cache)
-    assert sha256(WEIGHTS) not in stored and sha256(bad) not in stored, "nothing stored under any name"
+    assert sha256(WEIGHTS) not in stored and sha256(bad) not in stored, (
+        "nothing stored under any name"
+    )
     for name, data in stored.items():  # every blob that is there holds the bytes its name says
         assert name in (sha256(data), hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest())
     snapshot = next((cache / "models--org--tiny" / "snapshots").iterdir())
@@ -76,8 +81,11 @@ def test_no_verify_with_right_bytes_still_fills_the_cache(hub: HubServer, cache:
     assert blobs(cache)[sha256(WEIGHTS)] == WEIGHTS
 
 
-def test_no_verify_still_trusts_the_plain_layout(hub: HubServer, cache: Path, tmp_path: Path) -> None:
-    # Outside the cache no name claims a hash: --no-verify keeps its meaning (size checked, hash not).
+def test_no_verify_still_trusts_the_plain_layout(
+    hub: HubServer, cache: Path, tmp_path: Path
+) -> None:
+    # Outside the cache no name claims a hash: --no-verify keeps its meaning (size checked, hash
+    # not).
     bad = serve_corrupt_weights(hub)
     result = mdl("pull", "tiny", "--dest", "models", "--no-verify")
     assert result.exit_code == 0, result.output
@@ -91,13 +99,17 @@ def test_verify_reports_a_corrupt_blob_as_corrupt(hub: HubServer, cache: Path) -
     blob.write_bytes(corrupted(WEIGHTS))
     result = mdl("verify", "tiny", "--layout", "hf-cache", "--json")
     assert result.exit_code == ExitCode.INTEGRITY, result.output
-    error = str({f["path"]: f for f in json.loads(result.stdout)["files"]}["model.safetensors"]["error"])
+    error = str(
+        {f["path"]: f for f in json.loads(result.stdout)["files"]}["model.safetensors"]["error"]
+    )
     assert "missing" not in error and sha256(corrupted(WEIGHTS)) in error, error
 
 
-def test_verify_reports_bytes_misnamed_by_an_older_mdl_as_corrupt(hub: HubServer, cache: Path) -> None:
-    """What an older ``--no-verify`` left: the blob named by the expected sha256 holds other bytes, and the
-    record, written from those bytes, carries their hash."""
+def test_verify_reports_bytes_misnamed_by_an_older_mdl_as_corrupt(
+    hub: HubServer, cache: Path
+) -> None:
+    """What an older ``--no-verify`` left: the blob named by the expected sha256 holds other bytes,
+    and the record, written from those bytes, carries their hash."""
     assert mdl("pull", "tiny", "--layout", "hf-cache").exit_code == 0
     bad = corrupted(WEIGHTS)
     blob = cache / "models--org--tiny" / "blobs" / sha256(WEIGHTS)
@@ -116,6 +128,8 @@ def test_verify_reports_bytes_misnamed_by_an_older_mdl_as_corrupt(hub: HubServer
     record_path.write_text(json.dumps(record))
     result = mdl("verify", "tiny", "--layout", "hf-cache", "--json")
     assert result.exit_code == ExitCode.INTEGRITY, result.output
-    error = str({f["path"]: f for f in json.loads(result.stdout)["files"]}["model.safetensors"]["error"])
+    error = str(
+        {f["path"]: f for f in json.loads(result.stdout)["files"]}["model.safetensors"]["error"]
+    )
     assert "corrupt" in error and "missing" not in error, error
     assert sha256(bad) in error

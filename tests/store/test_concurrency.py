@@ -1,8 +1,10 @@
-"""Overlapping `mdl pull` runs on one destination (cron jobs that run into each other): real processes.
+"""Overlapping `mdl pull` runs on one destination (cron jobs that run into each other): real
+processes.
 
-They must all succeed, fetch each byte once (a per-file lock: the later run waits, then finds the file done),
-and leave nothing stray behind. A lock that cannot be had within --lock-timeout is exit 7. No test here depends
-on how fast the machine is: they wait for events, and their time limits are safety nets that only a hang reaches.
+They must all succeed, fetch each byte once (a per-file lock: the later run waits, then finds the
+file done), and leave nothing stray behind. A lock that cannot be had within --lock-timeout is exit
+7. No test here depends on how fast the machine is: they wait for events, and their time limits are
+safety nets that only a hang reaches.
 """
 
 from __future__ import annotations
@@ -47,16 +49,20 @@ EXPECTED: dict[tuple[str, str], bytes] = {
     ("extra", "adapter.safetensors"): EXTRA,
     ("extra", "base/config.json"): CONFIG,
 }
-TOTAL = len(WEIGHTS) + len(MODEL) + len(EXTRA)  # what goes through the CDN (config.json comes from the Hub)
+# what goes through the CDN (config.json comes from the Hub)
+TOTAL = len(WEIGHTS) + len(MODEL) + len(EXTRA)
 PATIENCE = 300.0  # seconds: a safety net against a hang, never reached by a slow run
-# Every run here is patient: a busy machine can keep a process off the CPU for seconds, and a request or stream
-# that gives up is tried again (what a retry costs is tests/transfer's business, not what these tests count).
+# Every run here is patient: a busy machine can keep a process off the CPU for seconds, and a
+# request or stream that gives up is tried again (what a retry costs is tests/transfer's business,
+# not what these tests count).
 PATIENT = {"MDL_TIMEOUT": str(PATIENCE), "MDL_STALL_TIMEOUT": str(PATIENCE)}
 
 
 @pytest.fixture
 def env(hub: HubServer, catalog: Path) -> dict[str, str]:
-    hub.add_repo("org/pair", {"weights.bin": WEIGHTS, "model.safetensors": MODEL, "config.json": CONFIG})
+    hub.add_repo(
+        "org/pair", {"weights.bin": WEIGHTS, "model.safetensors": MODEL, "config.json": CONFIG}
+    )
     hub.add_repo("org/extra", {"adapter.safetensors": EXTRA})
     catalog.write_text(CATALOG)
     return {**os.environ, **PATIENT}
@@ -68,7 +74,10 @@ def dest_of(env: dict[str, str]) -> Path:
 
 def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "mdl", "pull", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "mdl", "pull", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -92,22 +101,29 @@ def partial_bytes(dest: Path) -> int:
 
 
 def assert_each_byte_sent_once(hub: HubServer, expected: int) -> None:
-    """The CDN sent ``expected`` body bytes in all (each file's bytes once); if not, the requests say which."""
+    """The CDN sent ``expected`` body bytes in all (each file's bytes once); if not, the requests
+    say which.
+    """
     sent = hub.cdn.log.body_bytes(method="GET")
     requests = "\n".join(
-        f"{r.url_path[-12:]} {r.range or 'whole'} -> {r.status}, {r.bytes_sent} bytes, {r.error or 'complete'}"
+        f"{r.url_path[-12:]} {r.range or 'whole'} -> {r.status}, {r.bytes_sent} bytes,"
+        f" {r.error or 'complete'}"
         for r in hub.cdn.log.records(method="GET")
     )
     assert sent == expected, f"{sent} bytes sent for {expected}:\n{requests}"
 
 
 def assert_complete_and_clean(dest: Path, models: tuple[str, ...] = ("pair", "extra")) -> None:
-    """Every expected file byte-exact; model folders hold nothing else; no partial or temp file anywhere."""
+    """Every expected file byte-exact; model folders hold nothing else; no partial or temp file
+    anywhere.
+    """
     for (model, path), data in EXPECTED.items():
         if model in models:
             assert (dest / model / path).read_bytes() == data, f"{model}/{path}"
     for model in models:
-        found = {p.relative_to(dest / model).as_posix() for p in (dest / model).rglob("*") if p.is_file()}
+        found = {
+            p.relative_to(dest / model).as_posix() for p in (dest / model).rglob("*") if p.is_file()
+        }
         assert found == {path for m, path in EXPECTED if m == model}, found
     strays = [
         p.relative_to(dest).as_posix()
@@ -117,27 +133,36 @@ def assert_complete_and_clean(dest: Path, models: tuple[str, ...] = ("pair", "ex
     assert strays == []
 
 
-def test_two_overlapping_runs_both_succeed_and_fetch_the_bytes_once(hub: HubServer, env: dict[str, str]) -> None:
+def test_two_overlapping_runs_both_succeed_and_fetch_the_bytes_once(
+    hub: HubServer, env: dict[str, str]
+) -> None:
     dest = dest_of(env)
-    # The CDN holds the first run's requests until the second run has said it is waiting for a file: the two
-    # runs overlap for sure, however slowly the processes start.
-    # (This once failed on a busy machine with 5 MiB too many: the second run took longer than --timeout to start,
-    # the first run's 5 held requests were tried again, and the test server counted the 1 MiB it then failed to
-    # write into each abandoned socket. Nothing reached mdl twice; the server counts no refused write now, and the
-    # runs here are patient.)
+    # The CDN holds the first run's requests until the second run has said it is waiting for a file:
+    # the two runs overlap for sure, however slowly the processes start. (This once failed on a busy
+    # machine with 5 MiB too many: the second run took longer than --timeout to start, the first
+    # run's 5 held requests were tried again, and the test server counted the 1 MiB it then failed
+    # to write into each abandoned socket. Nothing reached mdl twice; the server counts no refused
+    # write now, and the runs here are patient.)
     gate = threading.Event()
-    held = hub.cdn.faults.add(Fault.call(lambda: gate.wait(PATIENCE), path_prefix="/blobs/", times=None))
+    held = hub.cdn.faults.add(
+        Fault.call(lambda: gate.wait(PATIENCE), path_prefix="/blobs/", times=None)
+    )
     first = spawn(env, "pair", "--connections", "4")
     wait_for(lambda: held.seen > 0, timeout=PATIENCE)
     second = spawn(env, "pair", "--connections", "4", "--json")
     assert second.stderr is not None
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(line.decode() for line in second.stderr or ()))
+    reader = threading.Thread(
+        target=lambda: lines.extend(line.decode() for line in second.stderr or ())
+    )
     reader.start()
     log = Path(env["MDL_LOG_FILE"])
     try:
-        # The log says so (how stderr shows a wait is the display's business: tests/download/test_lock_wait.py).
-        wait_for(lambda: "another mdl run is fetching it; waiting" in text_of(log), timeout=PATIENCE)
+        # The log says so (how stderr shows a wait is the display's business:
+        # tests/download/test_lock_wait.py).
+        wait_for(
+            lambda: "another mdl run is fetching it; waiting" in text_of(log), timeout=PATIENCE
+        )
     finally:
         gate.set()
     code1, _, err1 = finish(first)
@@ -147,12 +172,16 @@ def test_two_overlapping_runs_both_succeed_and_fetch_the_bytes_once(hub: HubServ
     assert (code1, code2) == (0, 0), (err1, "".join(lines))
     # The later run waited for the files being fetched and found them done.
     actions = {f["path"]: f["action"] for f in json.loads(out2)["files"]}
-    assert actions["weights.bin"] == "skipped" and actions["model.safetensors"] == "skipped", actions
+    assert actions["weights.bin"] == "skipped" and actions["model.safetensors"] == "skipped", (
+        actions
+    )
     assert_each_byte_sent_once(hub, len(WEIGHTS) + len(MODEL))
     assert_complete_and_clean(dest, ("pair",))
 
 
-def test_three_runs_started_together_on_overlapping_models(hub: HubServer, env: dict[str, str]) -> None:
+def test_three_runs_started_together_on_overlapping_models(
+    hub: HubServer, env: dict[str, str]
+) -> None:
     dest = dest_of(env)
     hub.cdn.throttle_bps = 20 * MB
     procs = [
@@ -165,10 +194,13 @@ def test_three_runs_started_together_on_overlapping_models(hub: HubServer, env: 
     assert_each_byte_sent_once(hub, TOTAL)
     assert_complete_and_clean(dest)
     records = json.loads((dest / ".mdl" / "records" / "extra.json").read_text())
-    assert set(records["files"]) == {"adapter.safetensors", "base/config.json"}  # no record update was lost
+    # no record update was lost
+    assert set(records["files"]) == {"adapter.safetensors", "base/config.json"}
 
 
-def test_lock_not_obtained_within_lock_timeout_is_exit_7(hub: HubServer, env: dict[str, str]) -> None:
+def test_lock_not_obtained_within_lock_timeout_is_exit_7(
+    hub: HubServer, env: dict[str, str]
+) -> None:
     dest = dest_of(env)
     lock_path = Store(dest).lock_path("pair", "weights.bin")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +218,9 @@ def test_lock_not_obtained_within_lock_timeout_is_exit_7(hub: HubServer, env: di
     assert (dest / "pair" / "model.safetensors").read_bytes() == MODEL
     assert not (dest / "pair" / "weights.bin").exists()
     weights_blob = f"/blobs/{hub.repo('org/pair').files['weights.bin'].sha256}"
-    assert hub.cdn.log.records(path_prefix=weights_blob) == [], "fetched a file it did not hold the lock for"
+    assert hub.cdn.log.records(path_prefix=weights_blob) == [], (
+        "fetched a file it did not hold the lock for"
+    )
 
 
 def test_a_killed_run_does_not_leave_its_lock_held(hub: HubServer, env: dict[str, str]) -> None:
@@ -201,24 +235,32 @@ def test_a_killed_run_does_not_leave_its_lock_held(hub: HubServer, env: dict[str
     assert code == 0, err
     assert "waiting" not in err  # the lock went with the killed process: nothing to wait for
     assert "resumed" in {f["action"] for f in json.loads(out)["files"]}
-    # A kill -9 in the middle of a resume record's save leaves that save's temp file (named with the killed pid; on
-    # a busy machine saves are slow, so this happens): `mdl clean` removes it, and then nothing is stray.
+    # A kill -9 in the middle of a resume record's save leaves that save's temp file (named with the
+    # killed pid; on a busy machine saves are slow, so this happens): `mdl clean` removes it, and
+    # then nothing is stray.
     strays = [p.name for p in (dest / ".mdl").rglob("*.tmp")]
     assert all(f".{victim.pid}." in name for name in strays), strays
-    cleaned = subprocess.run([sys.executable, "-m", "mdl", "clean"], env=env, capture_output=True, timeout=PATIENCE)
+    cleaned = subprocess.run(
+        [sys.executable, "-m", "mdl", "clean"], env=env, capture_output=True, timeout=PATIENCE
+    )
     assert cleaned.returncode == 0, cleaned.stderr
     assert_complete_and_clean(dest, ("pair",))
 
 
-def test_sigterm_while_waiting_for_a_lock_ends_the_wait_with_exit_130(hub: HubServer, env: dict[str, str]) -> None:
+def test_sigterm_while_waiting_for_a_lock_ends_the_wait_with_exit_130(
+    hub: HubServer, env: dict[str, str]
+) -> None:
     dest = dest_of(env)
     lock_path = Store(dest).lock_path("extra", "adapter.safetensors")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     log = Path(env["MDL_LOG_FILE"])
     with FileLock(lock_path, timeout=0):
-        # An hour's --lock-timeout: only SIGTERM ends this wait within the safety net (a lock timeout is exit 7).
+        # An hour's --lock-timeout: only SIGTERM ends this wait within the safety net (a lock
+        # timeout is exit 7).
         waiter = spawn(env, "extra", "--lock-timeout", "3600")
-        wait_for(lambda: "another mdl run is fetching it; waiting" in text_of(log), timeout=PATIENCE)
+        wait_for(
+            lambda: "another mdl run is fetching it; waiting" in text_of(log), timeout=PATIENCE
+        )
         waiter.send_signal(signal.SIGTERM)
         code, _, err = finish(waiter)
     assert code == 130, err

@@ -1,10 +1,12 @@
-"""Issue 24: a pull writes what the model should be before its first byte; every offline view judges from that.
+"""Issue 24: a pull writes what the model should be before its first byte; every offline view judges
+from that.
 
-Real processes against the loopback Hub: a pull is cut (SIGTERM → exit 130, or kill -9) while the model's big file
-is held at the CDN, after its small files are done. Then the record `<dest>/.mdl/records/<model>.json` already names
-the commit and every file with its size and hash, and `list`, `list --status`, `show` and `verify` all say
-`partial` (verify: exit 4 naming the missing file) — with and without a `catalog.lock`. Pulled again to the end,
-everything says `installed` and verify exits 0.
+Real processes against the loopback Hub: a pull is cut (SIGTERM → exit 130, or kill -9) while the
+model's big file is held at the CDN, after its small files are done. Then the record
+`<dest>/.mdl/records/<model>.json` already names the commit and every file with its size and hash,
+and `list`, `list --status`, `show` and `verify` all say `partial` (verify: exit 4 naming the
+missing file) — with and without a `catalog.lock`. Pulled again to the end, everything says
+`installed` and verify exits 0.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ CATALOG = f'[models.{MODEL}]\ndescription = "half pulled, then finished"\nrepo =
 
 
 class Setup:
-    """The catalog, destination and environment of one test, and a way to run mdl in a real process."""
+    """The catalog, destination and environment of one test, and a way to run mdl in a real
+    process.
+    """
 
     def __init__(self, hub: HubServer, tmp_path: Path) -> None:
         self.hub = hub
@@ -64,11 +68,15 @@ class Setup:
 
     def record(self) -> Any:
         path = self.dest / ".mdl" / "records" / f"{MODEL}.json"
-        assert path.is_file(), f"no record at {path}: the expected state was not written before the first byte"
+        assert path.is_file(), (
+            f"no record at {path}: the expected state was not written before the first byte"
+        )
         return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _run(setup: Setup, *args: str, offline: bool = True, timeout: float = 60) -> tuple[int, str, str]:
+def _run(
+    setup: Setup, *args: str, offline: bool = True, timeout: float = 60
+) -> tuple[int, str, str]:
     proc = setup.spawn(*args, offline=offline)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out.decode(), err.decode()
@@ -82,15 +90,24 @@ def setup(hub: HubServer, tmp_path: Path) -> Iterator[Setup]:
 
 
 def interrupt_pull(setup: Setup, sig: signal.Signals) -> tuple[int, str]:
-    """Start `mdl pull half`, hold its big file at the CDN until the small files are in place, then send `sig`."""
+    """Start `mdl pull half`, hold its big file at the CDN until the small files are in place,
+    then send `sig`.
+    """
     big_blob = f"/blobs/{setup.hub.repo('org/half').files[BIG].sha256}"
     gate = threading.Event()
-    held = setup.hub.cdn.faults.add(Fault.call(lambda: gate.wait(10 * HANG), path_prefix=big_blob, times=None))
+    held = setup.hub.cdn.faults.add(
+        Fault.call(lambda: gate.wait(10 * HANG), path_prefix=big_blob, times=None)
+    )
     proc = setup.spawn("pull", MODEL, "--no-progress")
     try:
-        wait_for(lambda: held.seen > 0 or proc.poll() is not None, what="the big file's request at the CDN")
         wait_for(
-            lambda: all((setup.dest / MODEL / p).is_file() for p in SMALL) or proc.poll() is not None,
+            lambda: held.seen > 0 or proc.poll() is not None,
+            what="the big file's request at the CDN",
+        )
+        wait_for(
+            lambda: (
+                all((setup.dest / MODEL / p).is_file() for p in SMALL) or proc.poll() is not None
+            ),
             what="the small files in place",
         )
         assert proc.poll() is None, f"the pull ended before it was cut: {proc.communicate()}"
@@ -104,7 +121,9 @@ def interrupt_pull(setup: Setup, sig: signal.Signals) -> tuple[int, str]:
 
 
 def find_expected_entry(doc: Any, path: str) -> dict[str, Any] | None:
-    """The record's entry for `path`, whatever the record's shape: a dict keyed by path or holding `"path"`."""
+    """The record's entry for `path`, whatever the record's shape: a dict keyed by path or
+    holding `"path"`.
+    """
     stack: list[tuple[str | None, Any]] = [(None, doc)]
     while stack:
         key, node = stack.pop()
@@ -118,7 +137,9 @@ def find_expected_entry(doc: Any, path: str) -> dict[str, Any] | None:
 
 
 def assert_expected_state_recorded(setup: Setup) -> None:
-    """The record names the commit and every file with its size and hash — the big one too, never fetched."""
+    """The record names the commit and every file with its size and hash — the big one too, never
+    fetched.
+    """
     repo = setup.hub.repo("org/half")
     doc = setup.record()
     text = json.dumps(doc)
@@ -129,7 +150,9 @@ def assert_expected_state_recorded(setup: Setup) -> None:
         assert entry["size"] == len(data), (path, entry)
         hub_file = repo.files[path]
         hashes = {hub_file.sha256, hub_file.oid, hub_file.content.git_sha1}
-        assert hashes & {str(v) for v in entry.values()}, f"{path}: no sha256 or git blob id in {entry}"
+        assert hashes & {str(v) for v in entry.values()}, (
+            f"{path}: no sha256 or git blob id in {entry}"
+        )
 
 
 def list_entry(setup: Setup, *extra: str) -> dict[str, Any] | None:
@@ -138,7 +161,9 @@ def list_entry(setup: Setup, *extra: str) -> dict[str, Any] | None:
     return next((m for m in json.loads(out)["models"] if m["name"] == MODEL), None)
 
 
-def run_views(setup: Setup, status: str, locked: tuple[str, ...]) -> dict[str, tuple[int, str, str]]:
+def run_views(
+    setup: Setup, status: str, locked: tuple[str, ...]
+) -> dict[str, tuple[int, str, str]]:
     """Every offline view at once (they only read): key → (exit code, stdout, stderr)."""
     other = "installed" if status == "partial" else "partial"
     views = {
@@ -152,7 +177,9 @@ def run_views(setup: Setup, status: str, locked: tuple[str, ...]) -> dict[str, t
     }
     procs = {key: setup.spawn(*args, *locked, offline=True) for key, args in views.items()}
     done = {key: proc.communicate(timeout=60) for key, proc in procs.items()}
-    return {key: (procs[key].returncode, out.decode(), err.decode()) for key, (out, err) in done.items()}
+    return {
+        key: (procs[key].returncode, out.decode(), err.decode()) for key, (out, err) in done.items()
+    }
 
 
 def in_listing(result: tuple[int, str, str]) -> dict[str, Any] | None:
@@ -162,7 +189,9 @@ def in_listing(result: tuple[int, str, str]) -> dict[str, Any] | None:
 
 
 def assert_views_say(setup: Setup, status: str, *, locked: tuple[str, ...] = ()) -> None:
-    """`list` (table and JSON), `list --status`, `show` (JSON and text) and `verify` all agree on `status`."""
+    """`list` (table and JSON), `list --status`, `show` (JSON and text) and `verify` all agree on
+    `status`.
+    """
     got = run_views(setup, status, locked)
     flags = " ".join(locked)
     entry = in_listing(got["list --json"])
@@ -172,13 +201,19 @@ def assert_views_say(setup: Setup, status: str, *, locked: tuple[str, ...] = ())
     (row,) = [line for line in out.splitlines() if line.split()[:1] == [MODEL]]
     assert row.split()[1] == status, f"list {flags}: {row!r}"
     other = "installed" if status == "partial" else "partial"
-    assert in_listing(got[f"list --status {status}"]) is not None, f"list --status {status} {flags} leaves it out"
-    assert in_listing(got[f"list --status {other}"]) is None, f"list --status {other} {flags} shows it"
+    assert in_listing(got[f"list --status {status}"]) is not None, (
+        f"list --status {status} {flags} leaves it out"
+    )
+    assert in_listing(got[f"list --status {other}"]) is None, (
+        f"list --status {other} {flags} shows it"
+    )
     code, out, err = got["show --json"]
     assert code == 0, err
     (shown,) = json.loads(out)["models"]
     assert shown["status"] == status, f"show --json {flags}: {shown['status']}"
-    assert {f["path"] for f in shown["files"]} == set(FILES), f"show lists {[f['path'] for f in shown['files']]}"
+    assert {f["path"] for f in shown["files"]} == set(FILES), (
+        f"show lists {[f['path'] for f in shown['files']]}"
+    )
     code, out, err = got["show"]
     assert code == 0, err
     assert any(line.startswith("status:") and status in line for line in out.splitlines()), out
@@ -189,7 +224,9 @@ def assert_views_say(setup: Setup, status: str, *, locked: tuple[str, ...] = ())
         assert actions == dict.fromkeys(FILES, "verified"), actions
     else:
         assert code == 4, f"verify {flags} of a partial model: exit {code}, {err}"
-        assert actions.get(BIG) == "missing", f"verify {flags} does not name {BIG} as missing: {actions}"
+        assert actions.get(BIG) == "missing", (
+            f"verify {flags} does not name {BIG} as missing: {actions}"
+        )
         assert BIG in err, f"verify's stderr does not name {BIG}: {err}"
         assert "Traceback" not in err
 
@@ -228,18 +265,26 @@ def test_an_interrupted_pull_is_partial_everywhere_until_it_is_finished(
 
 
 def test_the_expected_state_is_written_before_the_first_byte(setup: Setup) -> None:
-    """Held before any LFS byte arrives (every blob gated): the record already names all four files."""
+    """Held before any LFS byte arrives (every blob gated): the record already names all four
+    files.
+    """
     gate = threading.Event()
-    held = setup.hub.cdn.faults.add(Fault.call(lambda: gate.wait(10 * HANG), path_prefix="/blobs/", times=None))
+    held = setup.hub.cdn.faults.add(
+        Fault.call(lambda: gate.wait(10 * HANG), path_prefix="/blobs/", times=None)
+    )
     proc = setup.spawn("pull", MODEL, "--no-progress")
     try:
         wait_for(lambda: held.seen > 0 or proc.poll() is not None, what="the first CDN request")
         time.sleep(0.3)
         assert proc.poll() is None, proc.communicate()
-        assert not any((setup.dest / MODEL / p).exists() for p in FILES if p.endswith(".safetensors"))
+        assert not any(
+            (setup.dest / MODEL / p).exists() for p in FILES if p.endswith(".safetensors")
+        )
         assert_expected_state_recorded(setup)
         entry = list_entry(setup)
-        assert entry is not None and entry["status"] != "installed", f"a model mid-pull listed as {entry}"
+        assert entry is not None and entry["status"] != "installed", (
+            f"a model mid-pull listed as {entry}"
+        )
     finally:
         gate.set()
     _, err = proc.communicate(timeout=HANG)
@@ -265,15 +310,21 @@ def test_list_takes_locked_and_frozen(setup: Setup) -> None:
 
 
 def test_sigterm_ends_a_pull_a_silent_server_holds_at_once(setup: Setup) -> None:
-    # The CDN never answers the big file; SIGTERM must not wait for --timeout or --stall-timeout (10 x HANG here,
-    # far past the safety net): the run shuts its connections down and exits 130 with the small files kept.
+    # The CDN never answers the big file; SIGTERM must not wait for --timeout or --stall-timeout (10
+    # x HANG here, far past the safety net): the run shuts its connections down and exits 130 with
+    # the small files kept.
     big_blob = f"/blobs/{setup.hub.repo('org/half').files[BIG].sha256}"
     gate = threading.Event()
-    held = setup.hub.cdn.faults.add(Fault.call(lambda: gate.wait(10 * HANG), path_prefix=big_blob, times=None))
+    held = setup.hub.cdn.faults.add(
+        Fault.call(lambda: gate.wait(10 * HANG), path_prefix=big_blob, times=None)
+    )
     wrong = str(10 * HANG)
     proc = setup.spawn("pull", MODEL, "--no-progress", "--timeout", wrong, "--stall-timeout", wrong)
     try:
-        wait_for(lambda: held.seen > 0 or proc.poll() is not None, what="the big file's request at the CDN")
+        wait_for(
+            lambda: held.seen > 0 or proc.poll() is not None,
+            what="the big file's request at the CDN",
+        )
         time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=HANG)  # a wait for the silent server would outlast this many times

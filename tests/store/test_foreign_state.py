@@ -1,11 +1,13 @@
-"""Issue 37, class A: an entry where mdl keeps its state is trusted only if mdl made it (engine rule 14).
+"""Issue 37, class A: an entry where mdl keeps its state is trusted only if mdl made it (engine rule
+14).
 
-O_NOFOLLOW stops symbolic links only. Here a hard link to a file outside the destination (or another user's file)
-sits where mdl keeps a lock, a partial download, a resume record, a record or get.json, in `<dest>/.mdl/` and in
-the Hugging Face cache (huggingface_hub's blob lock included). Whatever the command does, the outside file keeps
-its bytes, size and mtime: a lock file is locked, never truncated to its holder line; a partial beside a resume
-record that matches is set aside and the download starts over, never written in place; a record is replaced by an
-atomic rename, never written through.
+O_NOFOLLOW stops symbolic links only. Here a hard link to a file outside the destination (or another
+user's file) sits where mdl keeps a lock, a partial download, a resume record, a record or get.json,
+in `<dest>/.mdl/` and in the Hugging Face cache (huggingface_hub's blob lock included). Whatever the
+command does, the outside file keeps its bytes, size and mtime: a lock file is locked, never
+truncated to its holder line; a partial beside a resume record that matches is set aside and the
+download starts over, never written in place; a record is replaced by an atomic rename, never
+written through.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ FOREIGN_UID = 12345
 
 
 class Dest:
-    """A destination, a Hugging Face cache, an outside folder of canaries and a catalog naming the Hub's `org/tiny`."""
+    """A destination, a Hugging Face cache, an outside folder of canaries and a catalog naming
+    the Hub's `org/tiny`.
+    """
 
     def __init__(self, root: Path, hub: HubServer) -> None:
         self.root, self.hub = root, hub
@@ -80,12 +84,15 @@ def ok(result: Result) -> str:
     return shown
 
 
-# -- lock files ----------------------------------------------------------------------------------------------
+# -- lock files
+# ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("which", ["file", "record"])
 @pytest.mark.parametrize("command", [("pull", "tiny"), ("get", "hf://org/tiny/config.json")])
-def test_a_hard_linked_lock_file_is_never_truncated(place: Dest, which: str, command: tuple[str, ...]) -> None:
+def test_a_hard_linked_lock_file_is_never_truncated(
+    place: Dest, which: str, command: tuple[str, ...]
+) -> None:
     model = "tiny" if command[0] == "pull" else ""
     lock = place.store.lock_path(model, "config.json")
     if which == "record":
@@ -93,8 +100,11 @@ def test_a_hard_linked_lock_file_is_never_truncated(place: Dest, which: str, com
     place.hard_link(lock, "victim.txt")
     before = snapshot(place.outside)
     ok(place.mdl(*command))
-    assert snapshot(place.outside) == before, "the lock file's holder line was written into the outside file"
-    assert (place.outside / "victim.txt").stat().st_nlink == 1  # set aside: the link is gone, the file is not
+    assert snapshot(place.outside) == before, (
+        "the lock file's holder line was written into the outside file"
+    )
+    # set aside: the link is gone, the file is not
+    assert (place.outside / "victim.txt").stat().st_nlink == 1
 
 
 def test_a_lock_file_of_another_user_is_never_written(place: Dest) -> None:
@@ -114,23 +124,33 @@ def test_a_lock_file_of_another_user_is_never_written(place: Dest) -> None:
 
 
 def test_huggingface_hubs_blob_lock_is_locked_never_written(place: Dest) -> None:
-    """The cache's own lock (`.locks/models--org--tiny/<sha>.lock`) is huggingface_hub's: mdl only ever locks it."""
+    """The cache's own lock (`.locks/models--org--tiny/<sha>.lock`) is huggingface_hub's: mdl
+    only ever locks it.
+    """
     blob_lock = place.cache / ".locks" / "models--org--tiny" / f"{SHA}.lock"
     place.hard_link(blob_lock, "blob.lock")
     place.hard_link(place.cache_store.lock_path("tiny", "model.safetensors"), "own.lock")
     before = snapshot(place.outside)
     ok(place.mdl("pull", "tiny", "--layout", "hf-cache"))
     assert snapshot(place.outside) == before
-    assert blob_lock.samefile(place.outside / "blob.lock"), "huggingface_hub's lock file is not mdl's to set aside"
+    assert blob_lock.samefile(place.outside / "blob.lock"), (
+        "huggingface_hub's lock file is not mdl's to set aside"
+    )
 
 
-# -- partial downloads and resume records ----------------------------------------------------------------------
+# -- partial downloads and resume records
+# ----------------------------------------------------------------------
 
 
 def resume_record(done: int) -> bytes:
     """A resume record that matches the Hub's model.safetensors, claiming `done` bytes on disk."""
     identity = {"size": len(WEIGHTS), "sha256": SHA, "git_oid": None, "etag": None}
-    doc = {"version": 1, "source": "hf://org/tiny/model.safetensors", "identity": identity, "validator": None}
+    doc = {
+        "version": 1,
+        "source": "hf://org/tiny/model.safetensors",
+        "identity": identity,
+        "validator": None,
+    }
     return json.dumps({**doc, "pieces": [[0, len(WEIGHTS), done]]}).encode()
 
 
@@ -140,12 +160,17 @@ def test_a_hard_linked_partial_beside_a_matching_resume_record_is_never_written_
 ) -> None:
     store = place.store if layout == "plain" else place.cache_store
     part, state = store.part_paths("tiny", "model.safetensors")
-    place.hard_link(part, "victim.bin", b"\0" * len(WEIGHTS))  # as long as the file: its bytes look resumable
+    # as long as the file: its bytes look resumable
+    place.hard_link(part, "victim.bin", b"\0" * len(WEIGHTS))
     state.write_bytes(resume_record(len(WEIGHTS) // 2))
     before = snapshot(place.outside)
     ok(place.mdl("pull", "tiny", "--layout", layout))
     assert snapshot(place.outside) == before, "the download was written into the outside file"
-    final = place.dest / "tiny" / "model.safetensors" if layout == "plain" else place.cache.glob("*/blobs/" + SHA)
+    final = (
+        place.dest / "tiny" / "model.safetensors"
+        if layout == "plain"
+        else place.cache.glob("*/blobs/" + SHA)
+    )
     blob = final if isinstance(final, Path) else next(iter(final))
     assert blob.read_bytes() == WEIGHTS
     assert not part.exists() and not state.exists()
@@ -154,26 +179,33 @@ def test_a_hard_linked_partial_beside_a_matching_resume_record_is_never_written_
 def test_a_hard_linked_resume_record_is_never_trusted_or_written_through(place: Dest) -> None:
     part, state = place.store.part_paths("tiny", "model.safetensors")
     place.hard_link(state, "state.json", resume_record(len(WEIGHTS)))
-    part.write_bytes(b"\0" * len(WEIGHTS))  # a record claiming every byte: trusted, it would be installed
+    # a record claiming every byte: trusted, it would be installed
+    part.write_bytes(b"\0" * len(WEIGHTS))
     before = snapshot(place.outside)
     ok(place.mdl("pull", "tiny"))
     assert snapshot(place.outside) == before
     assert (place.dest / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
 
 
-# -- records ---------------------------------------------------------------------------------------------------
+# -- records
+# ---------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("command", [("pull", "tiny"), ("verify", "tiny"), ("list",), ("clean",)])
-def test_a_hard_linked_record_is_replaced_never_written_through(place: Dest, command: tuple[str, ...]) -> None:
+def test_a_hard_linked_record_is_replaced_never_written_through(
+    place: Dest, command: tuple[str, ...]
+) -> None:
     ok(place.mdl("pull", "tiny"))
     record = place.store.record_path("tiny")
     text = record.read_bytes()
     record.unlink()
-    place.hard_link(record, "record.json", text)  # even a record with the right content: not one mdl made
+    # even a record with the right content: not one mdl made
+    place.hard_link(record, "record.json", text)
     before = snapshot(place.outside)
     result = place.mdl(*command)
-    assert result.exit_code in (0, 4, 6) and "Traceback" not in result.stdout + result.stderr, result.stderr
+    assert result.exit_code in (0, 4, 6) and "Traceback" not in result.stdout + result.stderr, (
+        result.stderr
+    )
     assert snapshot(place.outside) == before
     ok(place.mdl("pull", "tiny"))  # re-hashed, recorded anew beside it
     assert snapshot(place.outside) == before
@@ -189,14 +221,16 @@ def test_a_hard_linked_get_json_is_replaced_never_written_through(place: Dest) -
     record.unlink()
     place.hard_link(record, "get.json", text)
     before = snapshot(place.outside)
-    result = place.mdl("get", url)  # not a record mdl made: the file there is mdl's no more (exit 2, --force)
+    # not a record mdl made: the file there is mdl's no more (exit 2, --force)
+    result = place.mdl("get", url)
     assert result.exit_code in (0, 2), result.stderr
     ok(place.mdl("get", url, "--force"))
     assert snapshot(place.outside) == before
     assert not record.samefile(place.outside / "get.json")
 
 
-# -- the one check -----------------------------------------------------------------------------------------------
+# -- the one check
+# -----------------------------------------------------------------------------------------------
 
 
 def test_not_own_names_what_mdl_did_not_make(tmp_path: Path) -> None:
@@ -229,14 +263,16 @@ def test_confined_reads_and_opens_refuse_a_hard_link(tmp_path: Path) -> None:
         open_file(tmp_path / "root", state / "x.part", os.O_RDWR | os.O_CREAT | os.O_TRUNC)
     assert caught.value.exit_code == 2
     assert outside.read_bytes() == b"outside bytes"
-    fresh = open_file(tmp_path / "root", state / "y.part", os.O_RDWR | os.O_CREAT)  # made fresh: one link, ours
+    # made fresh: one link, ours
+    fresh = open_file(tmp_path / "root", state / "y.part", os.O_RDWR | os.O_CREAT)
     os.close(fresh)
     assert not_own((state / "y.part").lstat()) is None
 
 
 def test_a_lock_set_aside_still_excludes_every_other_taker(tmp_path: Path) -> None:
-    """Eight takers race for one lock whose file is first a hard link to an outside file: the one holding it sets
-    it aside (unlinks it while held, as a release does), so no two ever hold the lock at once."""
+    """Eight takers race for one lock whose file is first a hard link to an outside file: the one
+    holding it sets it aside (unlinks it while held, as a release does), so no two ever hold the
+    lock at once."""
     import threading
 
     from mdl.store.filelocks import acquire_locks

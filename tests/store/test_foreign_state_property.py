@@ -1,9 +1,9 @@
-"""Issue 37, property: hard links to outside files and other users' files planted at every place mdl writes its
-state — lock files (its own and huggingface_hub's blob lock), partial downloads (beside a resume record that
-matches), resume records, records and get.json, in `<dest>/.mdl/` and in the Hugging Face cache (with a ref and a
-blob) — then any sequence
-of `pull` (both layouts), `get`, `verify`, `clean` and `list`: no command exits 1, and every outside inode keeps its
-bytes, size and mtime (another user's file too, looked at through a descriptor held across the commands).
+"""Issue 37, property: hard links to outside files and other users' files planted at every place mdl
+writes its state — lock files (its own and huggingface_hub's blob lock), partial downloads (beside a
+resume record that matches), resume records, records and get.json, in `<dest>/.mdl/` and in the
+Hugging Face cache (with a ref and a blob) — then any sequence of `pull` (both layouts), `get`,
+`verify`, `clean` and `list`: no command exits 1, and every outside inode keeps its bytes, size and
+mtime (another user's file too, looked at through a descriptor held across the commands).
 """
 
 from __future__ import annotations
@@ -36,10 +36,20 @@ T0 = 1_600_000_000_000_000_000
 
 def _places() -> list[str]:
     """Where mdl keeps state, relative to the test folder: `dest/…` and `hf-cache/…`."""
-    plain, cache = Store(Path("dest")), Store(Path("hf-cache"), state_dir=Path("hf-cache/.locks/mdl"))
-    found = ["dest/.mdl/records/tiny.json", "dest/.mdl/get.json", "dest/.mdl/locks/tiny.record.lock"]
+    plain, cache = (
+        Store(Path("dest")),
+        Store(Path("hf-cache"), state_dir=Path("hf-cache/.locks/mdl")),
+    )
+    found = [
+        "dest/.mdl/records/tiny.json",
+        "dest/.mdl/get.json",
+        "dest/.mdl/locks/tiny.record.lock",
+    ]
     found += ["dest/.mdl/locks/.get.record.lock", "hf-cache/.locks/mdl/records/tiny.json"]
-    found += ["hf-cache/.locks/mdl/locks/tiny.record.lock", f"hf-cache/.locks/models--org--tiny/{SHA}.lock"]
+    found += [
+        "hf-cache/.locks/mdl/locks/tiny.record.lock",
+        f"hf-cache/.locks/models--org--tiny/{SHA}.lock",
+    ]
     found += ["hf-cache/models--org--tiny/refs/main", f"hf-cache/models--org--tiny/blobs/{SHA}"]
     for store in (plain, cache):
         for model, path in [("tiny", p) for p in FILES] + (
@@ -58,8 +68,14 @@ def resume_record(path: str) -> bytes:
     """A resume record matching what the Hub serves at `path` (any number of bytes claimed done)."""
     data = FILES.get(path.rsplit("-", 1)[-1].removesuffix(".part"), WEIGHTS)
     sha = hashlib.sha256(data).hexdigest()
-    doc = {"version": 1, "source": "", "identity": {"size": len(data), "sha256": sha, "git_oid": None, "etag": None}}
-    return json.dumps({**doc, "validator": None, "pieces": [[0, len(data), len(data) // 2]]}).encode()
+    doc = {
+        "version": 1,
+        "source": "",
+        "identity": {"size": len(data), "sha256": sha, "git_oid": None, "etag": None},
+    }
+    return json.dumps(
+        {**doc, "validator": None, "pieces": [[0, len(data), len(data) // 2]]}
+    ).encode()
 
 
 class Place:
@@ -71,14 +87,19 @@ class Place:
         self.catalog = root / "catalog.toml"
         self.catalog.write_text('[models.tiny]\nrepo = "org/tiny"\n')
         self.url = hub.cdn.add_file("/files/w.bin", WEIGHTS)
-        self.held: list[tuple[int, bytes, int, int]] = []  # another user's files: fd, bytes, size, mtime
+        # another user's files: fd, bytes, size, mtime
+        self.held: list[tuple[int, bytes, int, int]] = []
 
     def plant(self, index: int, where: str, kind: str) -> None:
         target = self.root / where
         if target.exists() or target.is_symlink():
             return
         target.parent.mkdir(parents=True, exist_ok=True)
-        data = WEIGHTS[: 1000 + index] if where.endswith(".part") else b"canary %d %s\n" % (index, where.encode())
+        data = (
+            WEIGHTS[: 1000 + index]
+            if where.endswith(".part")
+            else b"canary %d %s\n" % (index, where.encode())
+        )
         if kind == "hardlink":
             outside = self.outside / f"canary-{index}"
             outside.write_bytes(data)
@@ -91,10 +112,14 @@ class Place:
             fd = os.open(target, os.O_RDONLY)
             self.held.append((fd, data, len(data), T0))
         if where.endswith(".part") and not target.with_name(target.name + ".json").exists():
-            target.with_name(target.name + ".json").write_bytes(resume_record(target.name))  # resumable, were it ours
+            # resumable, were it ours
+            target.with_name(target.name + ".json").write_bytes(resume_record(target.name))
 
     def run(self, command: str) -> Result:
-        dest, cat = str(self.root / "dest"), ["--catalog", str(self.catalog), "--dest", str(self.root / "dest")]
+        dest, cat = (
+            str(self.root / "dest"),
+            ["--catalog", str(self.catalog), "--dest", str(self.root / "dest")],
+        )
         args = {
             "pull": ["pull", "tiny", *cat, "--lock-timeout", "5"],
             "pull-cache": ["pull", "tiny", *cat, "--layout", "hf-cache", "--lock-timeout", "5"],
@@ -131,10 +156,14 @@ def hub_env(hub: HubServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 KINDS = ["hardlink", "foreign"] if os.geteuid() == 0 else ["hardlink"]
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     pulled_first=st.booleans(),
-    plants=st.lists(st.tuples(st.sampled_from(PLACES), st.sampled_from(KINDS)), min_size=1, max_size=6),
+    plants=st.lists(
+        st.tuples(st.sampled_from(PLACES), st.sampled_from(KINDS)), min_size=1, max_size=6
+    ),
     commands=st.lists(st.sampled_from(COMMANDS), min_size=1, max_size=5),
 )
 def test_no_command_writes_through_state_mdl_did_not_make(
@@ -167,8 +196,12 @@ def test_no_command_writes_through_state_mdl_did_not_make(
                     f"{command}: {result.exit_code}\n{shown}"
                 )
                 after = snapshot(place.outside)
-                changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+                changed = sorted(
+                    k for k in before.keys() | after.keys() if before.get(k) != after.get(k)
+                )
                 assert not changed, f"step {step} ({command}) wrote through a hard link: {changed}"
-                assert not place.foreign_unchanged(), f"step {step} ({command}) wrote another user's file"
+                assert not place.foreign_unchanged(), (
+                    f"step {step} ({command}) wrote another user's file"
+                )
         finally:
             place.close()

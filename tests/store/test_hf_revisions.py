@@ -1,6 +1,7 @@
-"""The Hugging Face cache keeps each commit's snapshot and blobs: a pull back to a revision already there reuses its
-intact blobs (0 bytes fetched), and mdl's records keep every commit's files it wrote, so ``prune`` (and ``remove
---prune``) frees those no model needs any more, with the refs naming their emptied snapshots."""
+"""The Hugging Face cache keeps each commit's snapshot and blobs: a pull back to a revision already
+there reuses its intact blobs (0 bytes fetched), and mdl's records keep every commit's files it
+wrote, so ``prune`` (and ``remove --prune``) frees those no model needs any more, with the refs
+naming their emptied snapshots."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ def cache(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
 
 
 def at(catalog: Path, revision: str) -> None:
-    catalog.write_text(f'[settings]\nlayout = "hf-cache"\n\n[models.m]\nrepo = "org/m"\nrevision = "{revision}"\n')
+    catalog.write_text(
+        f'[settings]\nlayout = "hf-cache"\n\n[models.m]\nrepo = "org/m"\nrevision = "{revision}"\n'
+    )
 
 
 def pulled(*args: str) -> dict[str, str]:
@@ -52,7 +55,9 @@ def blob(cache: Path, data: bytes) -> Path:
     return cache / "models--org--m" / "blobs" / hashlib.sha256(data).hexdigest()
 
 
-def test_a_pull_back_to_a_revision_in_the_cache_reuses_its_blobs(hub: HubServer, cache: Path) -> None:
+def test_a_pull_back_to_a_revision_in_the_cache_reuses_its_blobs(
+    hub: HubServer, cache: Path
+) -> None:
     catalog = Path(os.environ["MDL_CATALOG"])
     at(catalog, "v1")
     assert pulled()[WEIGHTS] == "downloaded"
@@ -61,18 +66,26 @@ def test_a_pull_back_to_a_revision_in_the_cache_reuses_its_blobs(hub: HubServer,
     at(catalog, "v1")
     hub.cdn.log.clear()
     assert pulled() == {WEIGHTS: "skipped", "config.json": "skipped"}
-    assert hub.cdn.log.body_bytes() == 0, "the old weights are intact in the cache: not fetched again"
+    assert hub.cdn.log.body_bytes() == 0, (
+        "the old weights are intact in the cache: not fetched again"
+    )
     shown = json.loads(mdl("show", "m", "--json").stdout)["models"][0]
     assert shown["status"] == "installed"
-    assert {f["path"]: f["sha256"] for f in shown["files"]}[WEIGHTS] == hashlib.sha256(OLD).hexdigest()
+    assert {f["path"]: f["sha256"] for f in shown["files"]}[WEIGHTS] == hashlib.sha256(
+        OLD
+    ).hexdigest()
     verified = mdl("verify", "m", "--json")
     assert verified.exit_code == 0, verified.stdout
     hub.cdn.log.clear()
-    assert pulled() == {WEIGHTS: "skipped", "config.json": "skipped"}, "and recorded as the model's files again"
+    assert pulled() == {WEIGHTS: "skipped", "config.json": "skipped"}, (
+        "and recorded as the model's files again"
+    )
     assert hub.cdn.log.body_bytes() == 0
 
 
-def test_prune_frees_the_files_of_a_commit_the_model_moved_from(hub: HubServer, cache: Path) -> None:
+def test_prune_frees_the_files_of_a_commit_the_model_moved_from(
+    hub: HubServer, cache: Path
+) -> None:
     catalog = Path(os.environ["MDL_CATALOG"])
     at(catalog, "main")
     pulled()
@@ -95,11 +108,16 @@ def test_prune_frees_the_files_of_a_commit_the_model_moved_from(hub: HubServer, 
     }
     assert not blob(cache, NEW).exists(), "the weights only the commit left behind used are gone"
     assert blob(cache, OLD).read_bytes() == OLD, "the model's own stay"
-    assert not (refs / "main").exists(), "a ref to a removed snapshot would be a corrupted cache to huggingface_hub"
+    assert not (refs / "main").exists(), (
+        "a ref to a removed snapshot would be a corrupted cache to huggingface_hub"
+    )
     assert (refs / "v1").exists()
     assert json.loads(mdl("show", "m", "--json").stdout)["models"][0]["status"] == "installed"
     assert json.loads(mdl("prune", "--json").stdout)["removed"] == []
-    code = f'from huggingface_hub import hf_hub_download; open(hf_hub_download("org/m", "{WEIGHTS}", revision="v1"))'
+    code = (
+        f'from huggingface_hub import hf_hub_download; open(hf_hub_download("org/m", "{WEIGHTS}",'
+        ' revision="v1"))'
+    )
     run = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env={**os.environ, "HF_HUB_OFFLINE": "1"},

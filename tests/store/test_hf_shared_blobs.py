@@ -1,6 +1,7 @@
-"""huggingface_hub >= 2.4 keeps Xet-fetched files in a shared store (``<cache>/blobs/<2 hex>/<xet hash>``), the repo's
-``blobs/<etag>`` a relative link to it. In the hf-cache layout mdl reads such a file where huggingface_hub put it
-(0 bytes fetched, one copy on disk), while a link planted anywhere else stays refused."""
+"""huggingface_hub >= 2.4 keeps Xet-fetched files in a shared store (``<cache>/blobs/<2 hex>/<xet
+hash>``), the repo's ``blobs/<etag>`` a relative link to it. In the hf-cache layout mdl reads such a
+file where huggingface_hub put it (0 bytes fetched, one copy on disk), while a link planted anywhere
+else stays refused."""
 
 from __future__ import annotations
 
@@ -47,8 +48,14 @@ def test_a_file_huggingface_hub_fetched_by_xet_is_read_from_its_shared_store(
         assert entry.read_bytes() == DATA
         snapshot = next((cache / "models--org--m" / "snapshots").iterdir())
         assert (snapshot / WEIGHTS).resolve() == entry.resolve()
-        assert os.readlink(snapshot / WEIGHTS) == f"../../blobs/{SHA}", "the snapshot names the repo blob"
-        copies = [p for p in cache.rglob("*") if p.is_file() and not p.is_symlink() and p.read_bytes() == DATA]
+        assert os.readlink(snapshot / WEIGHTS) == f"../../blobs/{SHA}", (
+            "the snapshot names the repo blob"
+        )
+        copies = [
+            p
+            for p in cache.rglob("*")
+            if p.is_file() and not p.is_symlink() and p.read_bytes() == DATA
+        ]
         assert copies == [entry]
 
         verified = mdl("verify", "m", "--json")
@@ -58,7 +65,9 @@ def test_a_file_huggingface_hub_fetched_by_xet_is_read_from_its_shared_store(
 
         pruned = mdl("remove", "m", "--prune", "--json")
         assert pruned.exit_code == 0, pruned.stderr
-        assert entry.read_bytes() == DATA and repo_blob.is_symlink(), "huggingface_hub's shared store is its own"
+        assert entry.read_bytes() == DATA and repo_blob.is_symlink(), (
+            "huggingface_hub's shared store is its own"
+        )
 
 
 def _planted(cache: Path, repo_blob: Path, how: str, outside: Path) -> Path:
@@ -68,7 +77,8 @@ def _planted(cache: Path, repo_blob: Path, how: str, outside: Path) -> Path:
     entry = store / fake_hash[:2] / fake_hash
     if how == "outside":  # leads out of the cache root
         target, link = outside, os.path.relpath(outside, repo_blob.parent)
-    elif how == "absolute":  # to the store, but written absolute (huggingface_hub writes relative links)
+    # to the store, but written absolute (huggingface_hub writes relative links)
+    elif how == "absolute":
         target, link = entry, str(entry)
     elif how == "unmarked":  # the store's shape, without huggingface_hub's marker
         target, link = entry, os.path.relpath(entry, repo_blob.parent)
@@ -110,7 +120,9 @@ def test_a_link_huggingface_hub_did_not_make_is_never_read_through(
 
     result = mdl("pull", "m", "--no-progress")
     assert result.exit_code == 0, result.stderr
-    assert hub.cdn.log.body_bytes() == len(DATA), "what the planted link leads to is no blob to read"
+    assert hub.cdn.log.body_bytes() == len(DATA), (
+        "what the planted link leads to is no blob to read"
+    )
     assert not repo_blob.is_symlink() and repo_blob.read_bytes() == DATA
     assert target.read_bytes() == DATA and outside.read_bytes() == DATA, "never written through"
 
@@ -118,14 +130,17 @@ def test_a_link_huggingface_hub_did_not_make_is_never_read_through(
 def test_a_shared_store_entry_laid_out_as_huggingface_hub_does_is_read(
     hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same layout made by huggingface_hub's own publisher (no Xet server): read, not fetched."""
+    """The same layout made by huggingface_hub's own publisher (no Xet server): read, not
+    fetched.
+    """
     hub.add_repo("org/m", {WEIGHTS: DATA})
     cache = tmp_path / "hf-cache"
     use_catalog(tmp_path, monkeypatch, CATALOG, endpoint=hub.url)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     assert mdl("pull", "m", "--no-progress").exit_code == 0
     repo_blob = cache / "models--org--m" / "blobs" / SHA
-    from huggingface_hub.utils._shared_blobs import publish_blob_to_shared_store  # the real writer of the layout
+    # the real writer of the layout
+    from huggingface_hub.utils._shared_blobs import publish_blob_to_shared_store
 
     xet_hash = hashlib.sha256(b"a xet hash").hexdigest()
     assert publish_blob_to_shared_store(
@@ -136,4 +151,6 @@ def test_a_shared_store_entry_laid_out_as_huggingface_hub_does_is_read(
     result = mdl("pull", "m", "--no-progress")
     assert result.exit_code == 0, result.stderr
     assert hub.cdn.log.body_bytes() == 0
-    assert repo_blob.is_symlink() and (cache / "blobs" / xet_hash[:2] / xet_hash).read_bytes() == DATA
+    assert (
+        repo_blob.is_symlink() and (cache / "blobs" / xet_hash[:2] / xet_hash).read_bytes() == DATA
+    )

@@ -1,4 +1,6 @@
-"""``--layout hf-cache``: what mdl writes there is found, offline, by huggingface_hub itself (run in a subprocess)."""
+"""``--layout hf-cache``: what mdl writes there is found, offline, by huggingface_hub itself (run
+in a subprocess).
+"""
 
 from __future__ import annotations
 
@@ -41,13 +43,17 @@ def cache(tmp_path: Path) -> Path:
 def env(hub: HubServer, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
     hub.add_repo(
         "org/tiny",
-        {"config.json": CONFIG, "model.safetensors": WEIGHTS, "nested/vocab.txt": VOCAB, "README.md": b"# t\n"},
+        {
+            "config.json": CONFIG,
+            "model.safetensors": WEIGHTS,
+            "nested/vocab.txt": VOCAB,
+            "README.md": b"# t\n",
+        },
     )
     hub.add_repo("other/vae", {"ae.safetensors": LORA})
     lora = hub.cdn.add_file("/loras/style.safetensors", LORA)
     (tmp_path / "catalog.toml").write_text(
-        textwrap.dedent(
-            f"""
+        textwrap.dedent(f"""
             [models.tiny]
             repo = "org/tiny"
             include = ["*.json", "*.safetensors", "*.txt"]
@@ -64,8 +70,7 @@ def env(hub: HubServer, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyP
             [[models.combo.files]]
             url = "{lora}"
             sha256 = "{sha256(LORA)}"
-            """
-        )
+            """)
     )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
@@ -76,18 +81,26 @@ def env(hub: HubServer, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyP
 
 
 def run_hf(code: str, *, offline: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run huggingface_hub in a fresh interpreter (its settings are frozen at import) with this test's env."""
+    """Run huggingface_hub in a fresh interpreter (its settings are frozen at import) with this
+    test's env.
+    """
     environ = dict(os.environ)
     if offline:
         environ["HF_HUB_OFFLINE"] = "1"
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], env=environ, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
-def test_snapshot_in_hf_cache_loads_offline_through_huggingface_hub(env: HubServer, cache: Path) -> None:
+def test_snapshot_in_hf_cache_loads_offline_through_huggingface_hub(
+    env: HubServer, cache: Path
+) -> None:
     result = mdl("pull", "tiny", "--layout", "hf-cache", "--json")
     assert result.exit_code == 0, result.stderr
     commit = env.repo("org/tiny").sha
@@ -96,18 +109,21 @@ def test_snapshot_in_hf_cache_loads_offline_through_huggingface_hub(env: HubServ
     assert {f["dest"] for f in doc["files"]} == {
         str(snapshot / p) for p in ("config.json", "model.safetensors", "nested/vocab.txt")
     }
-    # The layout itself: blobs named by ETag (sha256 for LFS, git blob id otherwise), relative links, refs/main.
+    # The layout itself: blobs named by ETag (sha256 for LFS, git blob id otherwise), relative
+    # links, refs/main.
     assert (cache / "models--org--tiny" / "refs" / "main").read_text() == commit
     weights_link = snapshot / "model.safetensors"
     assert weights_link.is_symlink() and not os.path.isabs(os.readlink(weights_link))
-    assert weights_link.resolve() == (cache / "models--org--tiny" / "blobs" / sha256(WEIGHTS)).resolve()
+    assert (
+        weights_link.resolve()
+        == (cache / "models--org--tiny" / "blobs" / sha256(WEIGHTS)).resolve()
+    )
     assert (snapshot / "config.json").resolve().name == git_blob_sha1(CONFIG)
     assert not (cache / ".mdl").exists(), "scan_cache_dir would warn about a stray folder"
     assert not (Path("models") / "tiny").exists(), "nothing in the plain layout"
 
     requests_before = len(env.log) + len(env.cdn.log)
-    out = run_hf(
-        f"""
+    out = run_hf(f"""
         import json
         from huggingface_hub import hf_hub_download, scan_cache_dir, snapshot_download, try_to_load_from_cache
         folder = snapshot_download("org/tiny", local_files_only=True)
@@ -123,8 +139,7 @@ def test_snapshot_in_hf_cache_loads_offline_through_huggingface_hub(env: HubServ
             "refs": sorted(ref for rev in repo.revisions for ref in rev.refs),
             "size": repo.size_on_disk,
         }}))
-        """
-    )
+        """)
     found = json.loads(out.stdout)
     assert found["folder"] == str(snapshot)
     assert Path(found["weights"]).read_bytes() == WEIGHTS
@@ -134,9 +149,13 @@ def test_snapshot_in_hf_cache_loads_offline_through_huggingface_hub(env: HubServ
     assert found["repos"] == ["org/tiny"] and found["files"] == 3 and found["refs"] == ["main"]
     assert found["size"] == len(WEIGHTS) + len(CONFIG) + len(VOCAB)
     hf_cli = Path(sys.executable).parent / "hf"
-    if hf_cli.exists():  # the `hf` command huggingface_hub installs: `hf cache ls` lists what mdl wrote
+    # the `hf` command huggingface_hub installs: `hf cache ls` lists what mdl wrote
+    if hf_cli.exists():
         listed = subprocess.run(
-            [str(hf_cli), "cache", "ls"], env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True
+            [str(hf_cli), "cache", "ls"],
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            capture_output=True,
+            text=True,
         )
         assert listed.returncode == 0 and "org/tiny" in listed.stdout, listed.stdout + listed.stderr
         assert "warning" not in (listed.stdout + listed.stderr).lower()
@@ -147,7 +166,9 @@ def test_list_verify_clean_understand_the_cache(env: HubServer, cache: Path) -> 
     assert mdl("pull", "tiny", "--layout", "hf-cache").exit_code == 0
     listed = json.loads(mdl("list", "--layout", "hf-cache", "--json").stdout)
     assert {m["name"]: m["status"] for m in listed["models"]}["tiny"] == "installed"
-    assert json.loads(mdl("list", "--json").stdout)["models"][0]["status"] == "missing", "plain layout: not there"
+    assert json.loads(mdl("list", "--json").stdout)["models"][0]["status"] == "missing", (
+        "plain layout: not there"
+    )
     shown = json.loads(mdl("show", "tiny", "--layout", "hf-cache", "--json").stdout)["models"][0]
     assert all("/snapshots/" in f["dest"] and f["state"] == "installed" for f in shown["files"])
     verified = mdl("verify", "tiny", "--layout", "hf-cache", "--json")
@@ -157,22 +178,31 @@ def test_list_verify_clean_understand_the_cache(env: HubServer, cache: Path) -> 
     commit = env.repo("org/tiny").sha
     link = cache / "models--org--tiny" / "snapshots" / commit / "config.json"
     link.unlink()
-    assert json.loads(mdl("list", "--layout", "hf-cache", "--json").stdout)["models"][0]["status"] == "partial"
+    assert (
+        json.loads(mdl("list", "--layout", "hf-cache", "--json").stdout)["models"][0]["status"]
+        == "partial"
+    )
     broken = mdl("verify", "tiny", "--layout", "hf-cache")
-    assert broken.exit_code == 4 and "config.json" in broken.stderr, "the file programs open is missing"
+    assert broken.exit_code == 4 and "config.json" in broken.stderr, (
+        "the file programs open is missing"
+    )
     assert "snapshot entry" in broken.stderr and "mdl pull tiny" in broken.stderr
     env.cdn.log.clear()
     repaired = mdl("pull", "tiny", "--layout", "hf-cache", "--json")
     assert repaired.exit_code == 0
-    assert link.read_bytes() == CONFIG and env.cdn.log.body_bytes() == 0, "relinked, not downloaded again"
+    assert link.read_bytes() == CONFIG and env.cdn.log.body_bytes() == 0, (
+        "relinked, not downloaded again"
+    )
 
     blob = cache / "models--org--tiny" / "blobs" / sha256(WEIGHTS)
-    blob.write_bytes(make_data(len(WEIGHTS), seed=99))  # same size, other bytes: only a re-hash can tell
+    # same size, other bytes: only a re-hash can tell
+    blob.write_bytes(make_data(len(WEIGHTS), seed=99))
     corrupt = mdl("verify", "tiny", "--layout", "hf-cache", "--json")
     assert corrupt.exit_code == 6
     assert "model.safetensors" in json.dumps(json.loads(corrupt.stdout))
 
-    partial, _ = Store(cache, state_dir=cache / ".locks" / "mdl").part_paths("tiny", "leftover.bin")  # mdl's name
+    # mdl's name
+    partial, _ = Store(cache, state_dir=cache / ".locks" / "mdl").part_paths("tiny", "leftover.bin")
     partial.write_bytes(b"x" * 10)
     cleaned = mdl("clean", "--layout", "hf-cache", "--json")
     assert cleaned.exit_code == 0 and not partial.exists()
@@ -185,18 +215,27 @@ def test_catalog_setting_and_mixed_sources(env: HubServer, tmp_path: Path, cache
     assert result.exit_code == 0, result.stderr
     dests = {f["path"]: Path(f["dest"]) for f in json.loads(result.stdout)["files"]}
     vae_commit = env.repo("other/vae").sha
-    # A Hub file goes to its own repo's cache folder under its repo path ("as" renames only in the plain layout).
-    assert dests["vae/ae.safetensors"] == cache / "models--other--vae" / "snapshots" / vae_commit / "ae.safetensors"
+    # A Hub file goes to its own repo's cache folder under its repo path ("as" renames only in the
+    # plain layout).
+    assert (
+        dests["vae/ae.safetensors"]
+        == cache / "models--other--vae" / "snapshots" / vae_commit / "ae.safetensors"
+    )
     assert dests["vae/ae.safetensors"].read_bytes() == LORA
     # A direct URL has no place in the Hub cache: it keeps the plain layout.
     assert dests["style.safetensors"] == tmp_path / "models" / "combo" / "style.safetensors"
     assert dests["style.safetensors"].read_bytes() == LORA
     assert json.loads(mdl("list", "--json").stdout)["models"][1]["status"] == "installed"
     assert mdl("verify", "combo").exit_code == 0
-    run_hf('from huggingface_hub import hf_hub_download; open(hf_hub_download("other/vae", "ae.safetensors"), "rb")')
+    run_hf(
+        'from huggingface_hub import hf_hub_download; open(hf_hub_download("other/vae",'
+        ' "ae.safetensors"), "rb")'
+    )
 
 
-def test_blob_already_in_the_cache_from_huggingface_hub_is_adopted(env: HubServer, cache: Path) -> None:
+def test_blob_already_in_the_cache_from_huggingface_hub_is_adopted(
+    env: HubServer, cache: Path
+) -> None:
     run_hf(
         """
         from huggingface_hub import snapshot_download
@@ -218,7 +257,8 @@ def test_a_blob_locked_by_huggingface_hub_is_waited_for(env: HubServer, cache: P
     with lock:
         result = mdl("pull", "tiny", "--layout", "hf-cache", "--lock-timeout", "0.5")
     assert result.exit_code == 7
-    # How the wait shows while it lasts is the display's (progress.waiting); the failure says it waited.
+    # How the wait shows while it lasts is the display's (progress.waiting); the failure says it
+    # waited.
     assert "config.json" in result.stderr and "(waited 0.5s)" in result.stderr
 
 
@@ -256,10 +296,18 @@ def test_cache_location_matches_huggingface_hub(tmp_path: Path) -> None:
         {"XDG_CACHE_HOME": str(tmp_path / "d")},
         {"HF_HOME": str(tmp_path / "e"), "HF_HUB_CACHE": str(tmp_path / "f")},
     ]
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "XDG_CACHE"))}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HF_", "HUGGINGFACE_", "XDG_CACHE"))
+    }
     for case in cases:
         theirs = subprocess.run(
-            [sys.executable, "-c", "from huggingface_hub import constants; print(constants.HF_HUB_CACHE)"],
+            [
+                sys.executable,
+                "-c",
+                "from huggingface_hub import constants; print(constants.HF_HUB_CACHE)",
+            ],
             env={**base, **case},
             capture_output=True,
             text=True,
@@ -270,16 +318,21 @@ def test_cache_location_matches_huggingface_hub(tmp_path: Path) -> None:
 
 def test_layout_setting_is_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "catalog.toml").write_text('[settings]\nlayout = "flat"\n[models.a]\nrepo = "o/a"\n')
+    (tmp_path / "catalog.toml").write_text(
+        '[settings]\nlayout = "flat"\n[models.a]\nrepo = "o/a"\n'
+    )
     bad = mdl("list")
     assert bad.exit_code == 2 and "settings.layout" in bad.stderr
     (tmp_path / "catalog.toml").write_text('[models.a]\nrepo = "o/a"\n')
     flag = mdl("list", "--layout", "nope")
-    assert flag.exit_code == 2 and "'--layout'" in flag.stderr  # a Literal option: Typer names the choices
+    # a Literal option: Typer names the choices
+    assert flag.exit_code == 2 and "'--layout'" in flag.stderr
     assert "'nope' is not one of 'plain', 'hf-cache'" in flag.stderr
     monkeypatch.setenv("MDL_LAYOUT", "flat")
     env_var = mdl("list")
-    assert env_var.exit_code == 2 and "$MDL_LAYOUT: expected one of plain, hf-cache" in env_var.stderr
+    assert (
+        env_var.exit_code == 2 and "$MDL_LAYOUT: expected one of plain, hf-cache" in env_var.stderr
+    )
     monkeypatch.setenv("MDL_LAYOUT", "hf-cache")
     settings = build_settings(environ=dict(os.environ), dest=tmp_path)
     assert settings.layout == "hf-cache" and settings.hf_cache == hf_hub_cache(os.environ)
@@ -287,10 +340,14 @@ def test_layout_setting_is_validated(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_placement_refuses_what_cannot_be_placed(tmp_path: Path) -> None:
     settings = build_settings(
-        environ={"HF_HUB_CACHE": str(tmp_path)}, dest=tmp_path / "d", flags=Overrides(layout="hf-cache")
+        environ={"HF_HUB_CACHE": str(tmp_path)},
+        dest=tmp_path / "d",
+        flags=Overrides(layout="hf-cache"),
     )
     layout = Layout(settings)
-    good = layout.place("m", "a.bin", source=f"hf://o/r@{'a' * 40}/a.bin", sha256="b" * 64, git_oid=None)
+    good = layout.place(
+        "m", "a.bin", source=f"hf://o/r@{'a' * 40}/a.bin", sha256="b" * 64, git_oid=None
+    )
     assert good.final == tmp_path / "models--o--r" / "blobs" / ("b" * 64)
     refused = [
         ("hf://o/r/a.bin", "b" * 64, "m/a.bin: the Hub did not name the commit of o/r"),
@@ -301,7 +358,9 @@ def test_placement_refuses_what_cannot_be_placed(tmp_path: Path) -> None:
     for source, sha, message in refused:
         with pytest.raises(UsageError) as info:
             layout.place("m", "a.bin", source=source, sha256=sha, git_oid=None)
-        assert info.value.exit_code == ExitCode.USAGE and info.value.message.startswith(message), info.value
+        assert info.value.exit_code == ExitCode.USAGE and info.value.message.startswith(message), (
+            info.value
+        )
     url = layout.place("m", "a.bin", source="https://cdn.example/a.bin", sha256=None, git_oid=None)
     assert url.final == tmp_path / "d" / "m" / "a.bin" and url.link is None
     ds = parse_hub_source(f"hf://datasets/o/r@{'c' * 40}/x/y.json")
@@ -309,7 +368,9 @@ def test_placement_refuses_what_cannot_be_placed(tmp_path: Path) -> None:
     assert parse_hub_source("https://x/y") is None
 
 
-def test_offline_pull_adopts_what_huggingface_hub_cached(env: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_pull_adopts_what_huggingface_hub_cached(
+    env: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_hf(
         """
         from huggingface_hub import hf_hub_download, snapshot_download
@@ -323,13 +384,23 @@ def test_offline_pull_adopts_what_huggingface_hub_cached(env: HubServer, monkeyp
     result = mdl("pull", "tiny", "--layout", "hf-cache", "--json")
     assert result.exit_code == 0, result.stderr
     files = json.loads(result.stdout)["files"]
-    assert sorted(f["path"] for f in files) == ["config.json", "model.safetensors", "nested/vocab.txt"]
-    assert {f["sha256"] for f in files} == {sha256(CONFIG), sha256(WEIGHTS), sha256(VOCAB)}, "hashed, then trusted"
+    assert sorted(f["path"] for f in files) == [
+        "config.json",
+        "model.safetensors",
+        "nested/vocab.txt",
+    ]
+    assert {f["sha256"] for f in files} == {sha256(CONFIG), sha256(WEIGHTS), sha256(VOCAB)}, (
+        "hashed, then trusted"
+    )
     combo = mdl("pull", "combo", "--layout", "hf-cache")
     assert combo.exit_code == 5, "the direct URL was never fetched"
     assert "combo/style.safetensors" in combo.stderr
     # The adopted file is only checked (hashed, its bar says so), never fetched or failed.
-    assert [line for line in combo.stderr.splitlines() if "vae/ae.safetensors" in line and "checking" not in line] == []
+    assert [
+        line
+        for line in combo.stderr.splitlines()
+        if "vae/ae.safetensors" in line and "checking" not in line
+    ] == []
     assert len(env.log) + len(env.cdn.log) == before
     assert mdl("verify", "tiny", "--layout", "hf-cache").exit_code == 0
 
@@ -337,47 +408,67 @@ def test_offline_pull_adopts_what_huggingface_hub_cached(env: HubServer, monkeyp
 def test_dataset_at_a_tag_lands_where_huggingface_hub_looks(
     env: HubServer, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env.add_repo("org/ds", {"data/train.jsonl": b'{"x": 1}\n', "README.md": b"# ds\n"}, repo_type="dataset")
+    env.add_repo(
+        "org/ds", {"data/train.jsonl": b'{"x": 1}\n', "README.md": b"# ds\n"}, repo_type="dataset"
+    )
     catalog = tmp_path / "catalog.toml"
     catalog.write_text('[models.ds]\nrepo = "org/ds"\nrepo_type = "dataset"\n')
     result = mdl("pull", "ds", "--layout", "hf-cache", "--json")
     assert result.exit_code == 0, result.stderr
     commit = env.repo("org/ds", "dataset").sha
     assert (cache / "datasets--org--ds" / "refs" / "main").read_text() == commit
-    run_hf(
-        """
+    run_hf("""
         from huggingface_hub import hf_hub_download, snapshot_download
         folder = snapshot_download("org/ds", repo_type="dataset", local_files_only=True)
         assert open(folder + "/data/train.jsonl", "rb").read() == b'{"x": 1}\\n'
         assert open(hf_hub_download("org/ds", "README.md", repo_type="dataset"), "rb").read() == b"# ds\\n"
-        """
-    )
+        """)
     # Pinned to the commit itself: no ref to write, and huggingface_hub finds it by that commit.
-    catalog.write_text(f'[models.ds]\nrepo = "org/ds"\nrepo_type = "dataset"\nrevision = "{commit}"\n')
+    catalog.write_text(
+        f'[models.ds]\nrepo = "org/ds"\nrepo_type = "dataset"\nrevision = "{commit}"\n'
+    )
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache2"))
     assert mdl("pull", "ds", "--layout", "hf-cache").exit_code == 0
     assert not (tmp_path / "cache2" / "datasets--org--ds" / "refs").exists()
-    run_hf(
-        f"""
+    run_hf(f"""
         from huggingface_hub import snapshot_download
         snapshot_download("org/ds", repo_type="dataset", revision="{commit}", local_files_only=True)
-        """
-    )
+        """)
 
 
-def test_one_blob_wanted_twice_in_one_run_does_not_wait_on_itself(env: HubServer, tmp_path: Path, cache: Path) -> None:
+def test_one_blob_wanted_twice_in_one_run_does_not_wait_on_itself(
+    env: HubServer, tmp_path: Path, cache: Path
+) -> None:
     same = make_data(200_000, seed=23)
-    env.add_repo("org/ckpt", {f"checkpoint-{n}/config.json": CONFIG for n in (1, 2, 3)} | {"w.safetensors": same})
+    env.add_repo(
+        "org/ckpt",
+        {f"checkpoint-{n}/config.json": CONFIG for n in (1, 2, 3)} | {"w.safetensors": same},
+    )
     (tmp_path / "catalog.toml").write_text(
         '[models.a]\nrepo = "org/ckpt"\n[models.b]\nrepo = "org/ckpt"\n'
         '[[models.c.files]]\nrepo = "org/ckpt"\npath = "w.safetensors"\n'
         '[[models.c.files]]\nrepo = "org/ckpt"\npath = "w.safetensors"\nas = "copy/w.safetensors"\n'
     )
     for jobs in ("1", "4"):
-        result = mdl("pull", "a", "b", "c", "--layout", "hf-cache", "--jobs", jobs, "--lock-timeout", "5", "--json")
+        result = mdl(
+            "pull",
+            "a",
+            "b",
+            "c",
+            "--layout",
+            "hf-cache",
+            "--jobs",
+            jobs,
+            "--lock-timeout",
+            "5",
+            "--json",
+        )
         assert result.exit_code == 0, result.stderr
         assert len(json.loads(result.stdout)["files"]) == 10
-    assert json.loads(mdl("list", "--layout", "hf-cache", "--json").stdout)["models"][0]["status"] == "installed"
+    assert (
+        json.loads(mdl("list", "--layout", "hf-cache", "--json").stdout)["models"][0]["status"]
+        == "installed"
+    )
 
 
 def test_a_snapshot_link_that_cannot_be_made_is_exit_7(env: HubServer, cache: Path) -> None:
@@ -393,10 +484,10 @@ def test_a_snapshot_link_that_cannot_be_made_is_exit_7(env: HubServer, cache: Pa
     assert "Traceback" not in result.stderr
 
 
-# -- the cache stays usable (issue 27): whenever `pull` (online or offline) or `verify` finds a model whole and
-# verified there, refs/<revision> names its commit afterwards (a garbage, missing or stale ref is rewritten
-# atomically) and huggingface_hub's own offline read finds the snapshot; a ref that is a folder or a FIFO is exit
-# 7 naming the ref.
+# -- the cache stays usable (issue 27): whenever `pull` (online or offline) or `verify` finds a
+# model whole and verified there, refs/<revision> names its commit afterwards (a garbage, missing or
+# stale ref is rewritten atomically) and huggingface_hub's own offline read finds the snapshot; a
+# ref that is a folder or a FIFO is exit 7 naming the ref.
 
 
 def ref_of(cache: Path) -> Path:
@@ -410,19 +501,18 @@ def damage(ref: Path, how: str) -> None:
         ref.unlink()
     elif how == "stale":
         ref.write_text("0" * 40)
-    elif how == "newline":  # the commit and a newline: huggingface_hub reads "<commit>\n" verbatim, finds no snapshot
+    # the commit and a newline: huggingface_hub reads "<commit>\n" verbatim, finds no snapshot
+    elif how == "newline":
         ref.write_text(ref.read_text() + "\n")
     else:  # pragma: no cover
         raise AssertionError(how)
 
 
 def huggingface_hub_reads_it_offline(commit: str) -> None:
-    out = run_hf(
-        """
+    out = run_hf("""
         from huggingface_hub import snapshot_download
         print(snapshot_download("org/tiny", local_files_only=True))
-        """
-    )
+        """)
     assert out.stdout.strip().endswith(commit)
 
 
@@ -447,7 +537,9 @@ def test_a_damaged_ref_is_rewritten_when_the_model_is_found_whole(
     result = mdl(*args, "--layout", "hf-cache")
     assert result.exit_code == 0, result.stderr
     assert ref_of(cache).read_text() == pulled  # no newline: huggingface_hub reads it verbatim
-    assert not [p for p in ref_of(cache).parent.iterdir() if p.name != "main"], "no temp file left beside the ref"
+    assert not [p for p in ref_of(cache).parent.iterdir() if p.name != "main"], (
+        "no temp file left beside the ref"
+    )
     huggingface_hub_reads_it_offline(pulled)
 
 
@@ -468,8 +560,12 @@ def test_a_ref_that_is_not_a_file_is_exit_7_naming_the_ref(
     assert kind_at(ref) == kind  # left as it was
 
 
-def test_a_repaired_ref_is_left_alone_and_a_lost_refs_folder_comes_back(pulled: str, cache: Path) -> None:
-    """After the repair, a second offline pull changes nothing and huggingface_hub still reads the snapshot."""
+def test_a_repaired_ref_is_left_alone_and_a_lost_refs_folder_comes_back(
+    pulled: str, cache: Path
+) -> None:
+    """After the repair, a second offline pull changes nothing and huggingface_hub still reads
+    the snapshot.
+    """
     damage(ref_of(cache), "garbage")
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:

@@ -1,12 +1,12 @@
 """Issue 27: only regular files are read or replaced.
 
-A FIFO, a socket, a device or a folder where mdl must read, hash or replace a file — a `get` target, a pulled
-file in either layout, a record, a resume record, `pack -o`, an `unpack` target, a file `verify` hashes — is
-looked at with `lstat` first (never opened, so never a hang): `get`, `pack`, `unpack` and `verify` say exit 7
-naming the path and its kind; `--force` replaces a FIFO, socket or device like a file, never a folder (nor,
-for `get` and `pack`, a device). Where mdl owns the place (a model folder, a record, a resume record), `pull`
-replaces the entry with a warning naming it, as it repairs a damaged file. Never exit 1, never a traceback,
-and nothing but the target is changed.
+A FIFO, a socket, a device or a folder where mdl must read, hash or replace a file — a `get` target,
+a pulled file in either layout, a record, a resume record, `pack -o`, an `unpack` target, a file
+`verify` hashes — is looked at with `lstat` first (never opened, so never a hang): `get`, `pack`,
+`unpack` and `verify` say exit 7 naming the path and its kind; `--force` replaces a FIFO, socket or
+device like a file, never a folder (nor, for `get` and `pack`, a device). Where mdl owns the place
+(a model folder, a record, a resume record), `pull` replaces the entry with a warning naming it, as
+it repairs a damaged file. Never exit 1, never a traceback, and nothing but the target is changed.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ ALL = [*REPLACEABLE, "folder"]
 
 
 class World:
-    """A destination, a folder for `get`, a catalog naming one Hub model, and a way to run mdl that cannot hang."""
+    """A destination, a folder for `get`, a catalog naming one Hub model, and a way to run mdl
+    that cannot hang.
+    """
 
     def __init__(self, root: Path, hub: HubServer) -> None:
         self.root = root
@@ -49,7 +51,9 @@ class World:
         self.url = hub.cdn.add_file("/files/abc.bin", ABC)
 
     def source(self, which: str) -> str:
-        """abc.bin from the CDN (url) or inline in a job's output (job); config.json from the Hub (hf)."""
+        """abc.bin from the CDN (url) or inline in a job's output (job); config.json from the Hub
+        (hf).
+        """
         if which == "job":
             data = base64.b64encode(ABC).decode()
             job = {"type": "file_data", "filename": "abc.bin", "data": data, "size": len(ABC)}
@@ -62,10 +66,14 @@ class World:
             return mdl(*args, "--no-progress")
 
     def pull(self, *args: str) -> Result:
-        return self.mdl("pull", "tiny", "--catalog", str(self.catalog), "--dest", str(self.dest), *args)
+        return self.mdl(
+            "pull", "tiny", "--catalog", str(self.catalog), "--dest", str(self.dest), *args
+        )
 
     def verify(self, *args: str) -> Result:
-        return self.mdl("verify", "tiny", "--catalog", str(self.catalog), "--dest", str(self.dest), *args)
+        return self.mdl(
+            "verify", "tiny", "--catalog", str(self.catalog), "--dest", str(self.dest), *args
+        )
 
 
 @pytest.fixture
@@ -79,7 +87,11 @@ def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
 
 
 def shown(result: Result) -> str:
-    crash = "" if result.exception is None or isinstance(result.exception, SystemExit) else repr(result.exception)
+    crash = (
+        ""
+        if result.exception is None or isinstance(result.exception, SystemExit)
+        else repr(result.exception)
+    )
     return result.stdout + result.stderr + crash
 
 
@@ -108,13 +120,16 @@ def logged(world: World) -> str:
     return (world.root / "mdl.log").read_text()
 
 
-# -- get: the user's folder: refused (exit 7) unless --force, and a folder or a device is never replaced ---------
+# -- get: the user's folder: refused (exit 7) unless --force, and a folder or a device is never
+# replaced ---------
 
 
 @pytest.mark.parametrize("kind", ALL)
 @pytest.mark.parametrize("sha", [False, True])
 @pytest.mark.parametrize("source", ["url", "hf", "job"])
-def test_get_refuses_an_entry_that_is_not_a_file(world: World, kind: str, sha: bool, source: str) -> None:
+def test_get_refuses_an_entry_that_is_not_a_file(
+    world: World, kind: str, sha: bool, source: str
+) -> None:
     data, name = (CONFIG, "config.json") if source == "hf" else (ABC, "abc.bin")
     target = world.out / name
     plant(target, kind)
@@ -129,7 +144,9 @@ def test_get_refuses_an_entry_that_is_not_a_file(world: World, kind: str, sha: b
 
 @pytest.mark.parametrize("kind", ALL)
 @pytest.mark.parametrize("source", ["url", "job"])
-def test_get_force_replaces_a_fifo_or_socket_never_a_folder_or_device(world: World, kind: str, source: str) -> None:
+def test_get_force_replaces_a_fifo_or_socket_never_a_folder_or_device(
+    world: World, kind: str, source: str
+) -> None:
     target = world.out / "abc.bin"
     plant(target, kind)
     result = world.mdl("get", world.source(source), "-d", str(world.out), "--force", "--json")
@@ -152,7 +169,9 @@ def test_get_dash_o_onto_an_entry_that_is_not_a_file(world: World, kind: str) ->
 
 @pytest.mark.parametrize("kind", ["fifo", "socket", "folder"])
 def test_get_record_that_is_not_a_file(world: World, kind: str) -> None:
-    """get's own record (`DIR/.mdl/get.json`): a FIFO or socket is ignored and replaced, a folder is exit 7."""
+    """get's own record (`DIR/.mdl/get.json`): a FIFO or socket is ignored and replaced, a folder
+    is exit 7.
+    """
     record = Store(world.out).record_path("")
     plant(record, kind)
     result = world.mdl("get", world.url, "-d", str(world.out))
@@ -166,11 +185,14 @@ def test_get_record_that_is_not_a_file(world: World, kind: str) -> None:
         assert (world.out / "abc.bin").read_bytes() == ABC and kind_at(record) == "file"
 
 
-# -- pull: mdl's own folders: the entry is replaced (a warning names it); a folder is exit 7 ---------------------
+# -- pull: mdl's own folders: the entry is replaced (a warning names it); a folder is exit 7
+# ---------------------
 
 
 def final_paths(world: World, layout: str) -> dict[str, Path]:
-    """config.json's entries after a pull: its file (plain), or its blob and its snapshot link (hf-cache)."""
+    """config.json's entries after a pull: its file (plain), or its blob and its snapshot link
+    (hf-cache).
+    """
     if layout == "plain":
         return {"file": world.dest / "tiny" / "config.json"}
     link = next(world.cache.glob("models--org--tiny/snapshots/*/config.json"))
@@ -178,7 +200,9 @@ def final_paths(world: World, layout: str) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("kind", ALL)
-@pytest.mark.parametrize(("layout", "entry"), [("plain", "file"), ("hf-cache", "blob"), ("hf-cache", "link")])
+@pytest.mark.parametrize(
+    ("layout", "entry"), [("plain", "file"), ("hf-cache", "blob"), ("hf-cache", "link")]
+)
 def test_pull_replaces_an_entry_where_its_file_goes_but_never_a_folder(
     world: World, kind: str, layout: str, entry: str
 ) -> None:
@@ -194,7 +218,10 @@ def test_pull_replaces_an_entry_where_its_file_goes_but_never_a_folder(
     text = succeeded(result)
     assert f"{shown_path(target)} is {KINDS[kind]}" in text  # said, then replaced
     assert kind_at(target) == ("link" if entry == "link" else "file")
-    assert (final_paths(world, layout)["blob" if layout == "hf-cache" else "file"]).read_bytes() == CONFIG
+    assert (
+        (final_paths(world, layout)["blob" if layout == "hf-cache" else "file"]).read_bytes()
+        == CONFIG
+    )
     succeeded(world.verify("--layout", layout))
 
 
@@ -209,7 +236,8 @@ def test_a_model_record_that_is_not_a_file(world: World, kind: str) -> None:
         refused(result, record, kind)
         return
     succeeded(result)
-    assert f"{shown_path(record)} is {KINDS[kind]}" in logged(world)  # as a damaged record is: ignored, said in the log
+    # as a damaged record is: ignored, said in the log
+    assert f"{shown_path(record)} is {KINDS[kind]}" in logged(world)
     assert kind_at(record) == "file"
     succeeded(world.verify())
 
@@ -232,12 +260,17 @@ def test_a_resume_record_or_partial_that_is_not_a_file(world: World, kind: str, 
     assert kind_at(target) is None  # replaced, then removed once the file was finished
 
 
-# -- verify: a model file that is not a file is exit 7 naming it -------------------------------------------------
+# -- verify: a model file that is not a file is exit 7 naming it
+# -------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", ALL)
-@pytest.mark.parametrize(("layout", "entry"), [("plain", "file"), ("hf-cache", "blob"), ("hf-cache", "link")])
-def test_verify_names_a_model_file_that_is_not_a_file(world: World, kind: str, layout: str, entry: str) -> None:
+@pytest.mark.parametrize(
+    ("layout", "entry"), [("plain", "file"), ("hf-cache", "blob"), ("hf-cache", "link")]
+)
+def test_verify_names_a_model_file_that_is_not_a_file(
+    world: World, kind: str, layout: str, entry: str
+) -> None:
     succeeded(world.pull("--layout", layout))
     target = final_paths(world, layout)[entry]
     target.unlink()
@@ -252,7 +285,8 @@ def test_verify_names_a_model_file_that_is_not_a_file(world: World, kind: str, l
     assert kind_at(target) == kind
 
 
-# -- pack -o and unpack ------------------------------------------------------------------------------------------
+# -- pack -o and unpack
+# ------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -280,10 +314,20 @@ def test_pack_output_that_is_not_a_file(world: World, run_dir: Path, kind: str) 
 
 @pytest.mark.parametrize("kind", ALL)
 def test_pack_partial_output_that_is_not_a_file(world: World, run_dir: Path, kind: str) -> None:
-    """`OUT.zip.partial`, where the archive is written before its rename: a FIFO there would swallow it."""
+    """`OUT.zip.partial`, where the archive is written before its rename: a FIFO there would
+    swallow it.
+    """
     partial = world.root / "out.zip.partial"
     plant(partial, kind)
-    pack = ("pack", str(run_dir), "--checkpoint", "latest", "-o", str(world.root / "out.zip"), "--force")
+    pack = (
+        "pack",
+        str(run_dir),
+        "--checkpoint",
+        "latest",
+        "-o",
+        str(world.root / "out.zip"),
+        "--force",
+    )
     refused(world.mdl(*pack), partial, kind)
     assert kind_at(partial) == kind and kind_at(world.root / "out.zip") is None
 
@@ -297,7 +341,8 @@ def test_unpack_onto_an_entry_that_is_not_a_file(world: World, run_dir: Path, ki
     plant(target, kind)
     before = snapshot(into)
     result = world.mdl("unpack", str(archive), "-d", str(into))
-    if kind == "folder":  # a folder that is not empty: exit 2, as documented, and --force replaces it
+    # a folder that is not empty: exit 2, as documented, and --force replaces it
+    if kind == "folder":
         assert result.exit_code == 2 and str(target) in shown(result), shown(result)
     else:
         refused(result, target, kind)

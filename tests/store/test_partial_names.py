@@ -1,5 +1,6 @@
-"""Partial downloads, resume records and lock files under ``<dest>/.mdl/`` never have a name starting with "-"
-(``rm *``, ``ls *`` and other tools would read it as options), whatever the file or model is called."""
+"""Partial downloads, resume records and lock files under ``<dest>/.mdl/`` never have a name
+starting with "-" (``rm *``, ``ls *`` and other tools would read it as options), whatever the file
+or model is called."""
 
 from __future__ import annotations
 
@@ -18,9 +19,14 @@ from mdl.store import Store
 
 DATA = make_data(2_000_000, seed=39)
 MODELS = st.one_of(
-    st.just(""), st.from_regex(rf"[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{MAX_MODEL_NAME - 1}}}", fullmatch=True)
+    st.just(""),
+    st.from_regex(rf"[A-Za-z0-9_-][A-Za-z0-9._-]{{0,{MAX_MODEL_NAME - 1}}}", fullmatch=True),
 )
-PATHS = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1, max_size=80)
+PATHS = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
+    min_size=1,
+    max_size=80,
+)
 
 
 @given(model=MODELS, name=PATHS)

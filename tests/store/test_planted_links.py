@@ -1,10 +1,11 @@
 """Issue 24, examples: links planted in mdl's own folders and in model folders are never followed.
 
-`<dest>/.mdl/` (and `partial`, `locks`, `records` in it), a model folder, and in the Hugging Face cache
-`.locks/…` and `models--o--n/{blobs,snapshots,refs}`, are made symlinks to folders outside the destination that
-hold canary files — some named as mdl names its own files, so no name filter can save them. Whatever mdl does
-(refuse with exit 2 naming the link, or work without following it), it never exits 1, never shows a traceback,
-and every file outside is left byte for byte as it was, with no file added or removed.
+`<dest>/.mdl/` (and `partial`, `locks`, `records` in it), a model folder, and in the Hugging Face
+cache `.locks/…` and `models--o--n/{blobs,snapshots,refs}`, are made symlinks to folders outside the
+destination that hold canary files — some named as mdl names its own files, so no name filter can
+save them. Whatever mdl does (refuse with exit 2 naming the link, or work without following it), it
+never exits 1, never shows a traceback, and every file outside is left byte for byte as it was, with
+no file added or removed.
 """
 
 from __future__ import annotations
@@ -34,7 +35,15 @@ HANG_SECONDS = 15.0
 def mdl_names() -> list[str]:
     """The names mdl gives its own files for model `tiny` (and for a `get` of config.json)."""
     store = Store(Path("/nowhere"))
-    names = ["tiny.json", "tiny.record.lock", "backup.tmp", "disk.part", "db.lock", "x.part", "x.part.json"]
+    names = [
+        "tiny.json",
+        "tiny.record.lock",
+        "backup.tmp",
+        "disk.part",
+        "db.lock",
+        "x.part",
+        "x.part.json",
+    ]
     for model, path in [("tiny", p) for p in FILES] + [("", "config.json")]:
         part, state = store.part_paths(model, path)
         names += [part.name, state.name, f"{state.name}.tmp", store.lock_path(model, path).name]
@@ -45,7 +54,15 @@ def make_outside(root: Path) -> Path:
     """A folder outside the destination full of canaries, in the shapes mdl's own folders have."""
     outside = root / "outside"
     sha = hashlib.sha256(WEIGHTS).hexdigest()
-    top = [*mdl_names(), "config.json", "model.safetensors", "main", git_blob_sha1(CONFIG), sha, f"{sha}.lock"]
+    top = [
+        *mdl_names(),
+        "config.json",
+        "model.safetensors",
+        "main",
+        git_blob_sha1(CONFIG),
+        sha,
+        f"{sha}.lock",
+    ]
     for sub in ("", "partial", "locks", "records", "model", "model/nested", "blobs", "refs"):
         (outside / sub).mkdir(parents=True, exist_ok=True)
         for name in top:
@@ -67,14 +84,18 @@ class World:
         self.dest.mkdir()
 
     def link(self, rel: str, target: str = "", *, under: Path | None = None) -> Path:
-        """Make `<dest>/<rel>` (or `<under>/<rel>`) a link to `outside/<target>`; its parents are real folders."""
+        """Make `<dest>/<rel>` (or `<under>/<rel>`) a link to `outside/<target>`; its parents are
+        real folders.
+        """
         link = (under or self.dest) / rel
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(self.outside / target if target else self.outside)
         return link
 
     def mdl(self, *args: str) -> Result:
-        """Run one command in-process; a watchdog releases FIFOs and then interrupts it if it hangs."""
+        """Run one command in-process; a watchdog releases FIFOs and then interrupts it if it
+        hangs.
+        """
         if args[0] == "get":  # get takes neither --catalog nor --dest: it fetches into -d DIR
             common = ["-d", str(self.dest), "--no-progress"]
         else:
@@ -84,7 +105,11 @@ class World:
 
 
 def text_of(result: Result) -> str:
-    crash = "" if result.exception is None or isinstance(result.exception, SystemExit) else repr(result.exception)
+    crash = (
+        ""
+        if result.exception is None or isinstance(result.exception, SystemExit)
+        else repr(result.exception)
+    )
     return result.stdout + result.stderr + crash
 
 
@@ -107,7 +132,8 @@ def world(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     yield World(tmp_path, hub)
 
 
-# -- clean ---------------------------------------------------------------------------------------------------
+# -- clean
+# ---------------------------------------------------------------------------------------------------
 
 
 def test_clean_never_deletes_through_linked_partial_and_locks(world: World) -> None:
@@ -135,7 +161,9 @@ def test_clean_dry_run_lists_nothing_behind_links(world: World) -> None:
 
 @pytest.mark.parametrize("target", ["disk.part", "partial", "nowhere.part"])
 def test_clean_removes_at_most_a_planted_link_never_its_target(world: World, target: str) -> None:
-    """`.mdl/partial` is real; links in it named like mdl's partials point at an outside file, folder, nothing."""
+    """`.mdl/partial` is real; links in it named like mdl's partials point at an outside file,
+    folder, nothing.
+    """
     part, state = Store(world.dest).part_paths("tiny", "model.safetensors")
     links = [world.link(f".mdl/partial/{p.name}", target) for p in (part, state)]
     links.append(world.link(".mdl/partial/x.part", target))
@@ -144,7 +172,8 @@ def test_clean_removes_at_most_a_planted_link_never_its_target(world: World, tar
     assert snapshot(world.outside) == before
 
 
-# -- pull into a destination with links where mdl keeps its state ------------------------------------------
+# -- pull into a destination with links where mdl keeps its state
+# ------------------------------------------
 
 
 @pytest.mark.parametrize("sub", ["records", "partial", "locks"])
@@ -157,29 +186,38 @@ def test_pull_never_writes_through_a_linked_state_folder(world: World, sub: str)
     assert snapshot(world.outside) == before, f"pull wrote through .mdl/{sub}"
 
 
-@pytest.mark.parametrize("command", [("pull", "tiny"), ("clean",), ("clean", "--dry-run"), ("verify", "tiny")])
+@pytest.mark.parametrize(
+    "command", [("pull", "tiny"), ("clean",), ("clean", "--dry-run"), ("verify", "tiny")]
+)
 def test_a_linked_dot_mdl_is_never_followed(world: World, command: tuple[str, ...]) -> None:
     link = world.link(".mdl")
     before = snapshot(world.outside)
     result = world.mdl(*command)
-    if command[0] == "verify" and result.exit_code == 4:  # nothing pulled yet: "missing" is the answer
+    # nothing pulled yet: "missing" is the answer
+    if command[0] == "verify" and result.exit_code == 4:
         assert "Traceback" not in text_of(result)
     else:
         check(result, link)
     assert snapshot(world.outside) == before
-    if command[0] == "pull" and result.exit_code == 0:  # it worked without the link: files in the real folder
+    # it worked without the link: files in the real folder
+    if command[0] == "pull" and result.exit_code == 0:
         assert (world.dest / "tiny" / "config.json").read_bytes() == CONFIG
 
 
 @pytest.mark.parametrize("target", ["locks", "db.lock", "nowhere.lock"])
 @pytest.mark.parametrize(
     ("command", "model", "path"),
-    [(("pull", "tiny"), "tiny", "config.json"), (("get", "hf://org/tiny/config.json"), "", "config.json")],
+    [
+        (("pull", "tiny"), "tiny", "config.json"),
+        (("get", "hf://org/tiny/config.json"), "", "config.json"),
+    ],
 )
 def test_a_link_where_a_lock_file_goes_is_never_followed(
     world: World, target: str, command: tuple[str, ...], model: str, path: str
 ) -> None:
-    """`.mdl/locks` is real; the lock file of one file (and the record lock) is a link to a folder, a file, nothing."""
+    """`.mdl/locks` is real; the lock file of one file (and the record lock) is a link to a
+    folder, a file, nothing.
+    """
     store = Store(world.dest)
     links = [world.link(f".mdl/locks/{store.lock_path(model, path).name}", target)]
     if model:
@@ -199,20 +237,25 @@ def test_a_link_where_a_lock_file_goes_is_never_followed(
         ".mdl/locks/tiny.record.lock",
     ],
 )
-@pytest.mark.parametrize("command", [("pull", "tiny"), ("verify", "tiny"), ("clean",), ("clean", "--dry-run")])
+@pytest.mark.parametrize(
+    "command", [("pull", "tiny"), ("verify", "tiny"), ("clean",), ("clean", "--dry-run")]
+)
 def test_a_fifo_where_mdl_keeps_its_state_never_hangs_a_command(
     world: World, rel: str, command: tuple[str, ...]
 ) -> None:
     store = Store(world.dest)
     part, state = store.part_paths("tiny", "model.safetensors")
-    fifo = world.dest / rel.format(part=part.name, state=state.name, lock=store.lock_path("tiny", "config.json").name)
+    fifo = world.dest / rel.format(
+        part=part.name, state=state.name, lock=store.lock_path("tiny", "config.json").name
+    )
     fifo.parent.mkdir(parents=True)
     os.mkfifo(fifo)
     before = snapshot(world.outside)
     result = world.mdl(*command)  # the watchdog fails the test if it hangs
     shown = text_of(result)
     assert result.exit_code not in (1, 130) and "Traceback" not in shown, shown
-    assert result.exit_code in (0, 2, 4, 6, 7), f"exit {result.exit_code}\n{shown}"  # 6: a damaged record
+    # 6: a damaged record
+    assert result.exit_code in (0, 2, 4, 6, 7), f"exit {result.exit_code}\n{shown}"
     assert snapshot(world.outside) == before
 
 
@@ -236,10 +279,13 @@ def test_a_fifo_where_a_file_goes_never_hangs_a_command(
     os.mkfifo(world.dest / rel)
     result = world.mdl(*command)  # the watchdog fails the test if it hangs
     shown = text_of(result)
-    assert result.exit_code in (0, 2, 4, 6, 7) and "Traceback" not in shown, f"exit {result.exit_code}\n{shown}"
+    assert result.exit_code in (0, 2, 4, 6, 7) and "Traceback" not in shown, (
+        f"exit {result.exit_code}\n{shown}"
+    )
 
 
-# -- model folders -------------------------------------------------------------------------------------------
+# -- model folders
+# -------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -252,7 +298,9 @@ def test_a_fifo_where_a_file_goes_never_hangs_a_command(
         ("tiny/nested/vocab.txt", "nowhere"),
     ],
 )
-def test_pull_never_writes_through_a_link_in_the_model_folder(world: World, rel: str, target: str) -> None:
+def test_pull_never_writes_through_a_link_in_the_model_folder(
+    world: World, rel: str, target: str
+) -> None:
     link = world.link(rel, target)
     before = snapshot(world.outside)
     result = world.mdl("pull", "tiny")
@@ -265,7 +313,9 @@ def test_pull_never_writes_through_a_link_in_the_model_folder(world: World, rel:
             assert final.resolve().is_relative_to(world.dest.resolve())
 
 
-def test_a_link_planted_after_a_pull_is_never_followed_by_verify_or_a_forced_pull(world: World) -> None:
+def test_a_link_planted_after_a_pull_is_never_followed_by_verify_or_a_forced_pull(
+    world: World,
+) -> None:
     assert world.mdl("pull", "tiny").exit_code == 0
     (world.dest / "tiny" / "config.json").unlink()
     link = world.link("tiny/config.json", "config.json")
@@ -276,7 +326,8 @@ def test_a_link_planted_after_a_pull_is_never_followed_by_verify_or_a_forced_pul
     assert snapshot(world.outside) == before
 
 
-# -- the Hugging Face cache ------------------------------------------------------------------------------------
+# -- the Hugging Face cache
+# ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -297,7 +348,13 @@ def test_a_link_planted_after_a_pull_is_never_followed_by_verify_or_a_forced_pul
 def test_hf_cache_folders_mdl_manages_are_never_written_through(
     world: World, rel: str, command: tuple[str, ...]
 ) -> None:
-    target = {"blobs": "blobs", "refs": "refs", "partial": "partial", "records": "records", "locks": "locks"}
+    target = {
+        "blobs": "blobs",
+        "refs": "refs",
+        "partial": "partial",
+        "records": "records",
+        "locks": "locks",
+    }
     link = world.link(rel, target.get(rel.rsplit("/", 1)[-1], ""), under=world.cache)
     before = snapshot(world.outside)
     result = world.mdl(*command, "--layout", "hf-cache")
@@ -318,8 +375,12 @@ def test_hf_cache_folders_mdl_manages_are_never_written_through(
     ],
 )
 @pytest.mark.parametrize("target", ["db.lock", "nowhere"])
-def test_hf_cache_entries_mdl_manages_are_never_written_through(world: World, rel: str, target: str) -> None:
-    """The cache's folders are real; one entry mdl writes (a lock, record, partial, blob, ref, link) is a link."""
+def test_hf_cache_entries_mdl_manages_are_never_written_through(
+    world: World, rel: str, target: str
+) -> None:
+    """The cache's folders are real; one entry mdl writes (a lock, record, partial, blob, ref,
+    link) is a link.
+    """
     store = Store(world.cache, state_dir=world.cache / ".locks" / "mdl")
     names = {
         "sha": hashlib.sha256(WEIGHTS).hexdigest(),

@@ -1,11 +1,13 @@
-"""Issue 24, property: whatever is planted under `<dest>`, no command writes outside it, crashes or hangs.
+"""Issue 24, property: whatever is planted under `<dest>`, no command writes outside it, crashes or
+hangs.
 
-Symlinks (to a folder of canaries outside `<dest>`, to outside files, dangling), FIFOs and foreign regular files
-are planted at random places — `.mdl`, its folders, entries in them named as mdl names its own files, the model
-folder and the files the model will have — then a random sequence of `pull`, `get`, `clean`, `clean --dry-run`,
-`verify`, `unpack --force` and `prune` (with a catalog that no longer names the model, and with `--dry-run`)
-runs against the loopback Hub. No command may exit 1 or show a traceback, each must finish (a FIFO must not hang
-it), and the outside tree must stay as it was: same names, sizes, mtimes and bytes, nothing added or removed.
+Symlinks (to a folder of canaries outside `<dest>`, to outside files, dangling), FIFOs and foreign
+regular files are planted at random places — `.mdl`, its folders, entries in them named as mdl names
+its own files, the model folder and the files the model will have — then a random sequence of
+`pull`, `get`, `clean`, `clean --dry-run`, `verify`, `unpack --force` and `prune` (with a catalog
+that no longer names the model, and with `--dry-run`) runs against the loopback Hub. No command may
+exit 1 or show a traceback, each must finish (a FIFO must not hang it), and the outside tree must
+stay as it was: same names, sizes, mtimes and bytes, nothing added or removed.
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ VOCAB = b"[PAD]\n[UNK]\n"
 FILES = {"config.json": CONFIG, "model.safetensors": WEIGHTS, "nested/vocab.txt": VOCAB}
 CATALOG = '[models.tiny]\nrepo = "org/tiny"\n'
 HANG_SECONDS = 10.0
-DOCUMENTED = {0, 2, 3, 4, 5, 6, 7}  # exit codes other than 1 (a bug) and 130 (our watchdog's Ctrl-C)
+# exit codes other than 1 (a bug) and 130 (our watchdog's Ctrl-C)
+DOCUMENTED = {0, 2, 3, 4, 5, 6, 7}
 
 
 def _own_names() -> tuple[list[str], list[str]]:
-    """mdl's names for the partials, resume records and locks of `tiny`'s files and of a `get` of config.json."""
+    """mdl's names for the partials, resume records and locks of `tiny`'s files and of a `get` of
+    config.json.
+    """
     store = Store(Path("/nowhere"))
     partial: list[str] = []
     locks = ["tiny.record.lock"]
@@ -71,12 +76,22 @@ PLACES = [
 ]
 KINDS = ["link-dir", "link-file", "dangling", "fifo", "foreign"]
 OUTSIDE_DIRS = ["", "partial", "locks", "records", "model", "model/nested"]
-CANARIES = [*PARTIAL_NAMES, *LOCK_NAMES, "tiny.json", "config.json", "model.safetensors", "disk.part", "db.lock"]
+CANARIES = [
+    *PARTIAL_NAMES,
+    *LOCK_NAMES,
+    "tiny.json",
+    "config.json",
+    "model.safetensors",
+    "disk.part",
+    "db.lock",
+]
 COMMANDS = ["pull", "get", "clean", "clean-dry", "verify", "unpack", "prune", "prune-dry"]
 
 
 class Place:
-    """A destination, an outside folder full of canaries, a catalog and a small archive, in one folder."""
+    """A destination, an outside folder full of canaries, a catalog and a small archive, in one
+    folder.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -86,7 +101,8 @@ class Place:
         self.archive = root / "bundle.zip"
         self.dest.mkdir()
         self.catalog.write_text(CATALOG)
-        self.emptied = root / "emptied.toml"  # the catalog once `tiny` is taken out: prune removes it
+        # the catalog once `tiny` is taken out: prune removes it
+        self.emptied = root / "emptied.toml"
         self.emptied.write_text("[settings]\n")
         for sub in OUTSIDE_DIRS:
             (self.outside / sub).mkdir(parents=True, exist_ok=True)
@@ -97,7 +113,9 @@ class Place:
             zf.writestr("notes/readme.txt", b"hello\n")
 
     def plant(self, where: str, kind: str, pick: int) -> None:
-        """Put a `kind` entry at `<dest>/<where>`; its folders are made real unless one is already planted."""
+        """Put a `kind` entry at `<dest>/<where>`; its folders are made real unless one is
+        already planted.
+        """
         target = self.dest / where
         parent = target.parent
         while parent != self.dest:
@@ -112,7 +130,9 @@ class Place:
         if kind == "link-dir":
             target.symlink_to(self.outside / OUTSIDE_DIRS[pick % len(OUTSIDE_DIRS)])
         elif kind == "link-file":
-            target.symlink_to(self.outside / OUTSIDE_DIRS[pick % 3] / CANARIES[pick % len(CANARIES)])
+            target.symlink_to(
+                self.outside / OUTSIDE_DIRS[pick % 3] / CANARIES[pick % len(CANARIES)]
+            )
         elif kind == "dangling":
             target.symlink_to(self.outside / f"ghost-{pick}")
         elif kind == "fifo":
@@ -130,11 +150,20 @@ class Place:
             "verify": ["verify", "tiny", *common],
             "unpack": ["unpack", str(self.archive), "-d", str(self.dest), "--force"],
             "prune": ["prune", "--catalog", str(self.emptied), "--dest", str(self.dest)],
-            "prune-dry": ["prune", "--dry-run", "--catalog", str(self.emptied), "--dest", str(self.dest)],
+            "prune-dry": [
+                "prune",
+                "--dry-run",
+                "--catalog",
+                str(self.emptied),
+                "--dest",
+                str(self.dest),
+            ],
         }[command]
 
     def run(self, command: str, *, as_json: bool) -> Result:
-        """One command in-process; a watchdog releases FIFOs, then interrupts it, if it runs too long."""
+        """One command in-process; a watchdog releases FIFOs, then interrupts it, if it runs too
+        long.
+        """
         done = threading.Event()
         hung: list[bool] = []
         main = threading.get_ident()
@@ -171,31 +200,52 @@ def hub_env(hub: HubServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 
 def check_result(command: str, result: Result) -> None:
-    crash = "" if result.exception is None or isinstance(result.exception, SystemExit) else repr(result.exception)
+    crash = (
+        ""
+        if result.exception is None or isinstance(result.exception, SystemExit)
+        else repr(result.exception)
+    )
     shown = result.stdout + result.stderr + crash
     assert result.exit_code != 1, f"{command}: exit 1\n{shown}"
-    assert "Traceback" not in shown and "internal error" not in shown.lower(), f"{command}: crashed\n{shown}"
+    assert "Traceback" not in shown and "internal error" not in shown.lower(), (
+        f"{command}: crashed\n{shown}"
+    )
     assert result.exit_code in DOCUMENTED, f"{command}: exit {result.exit_code}\n{shown}"
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     pulled_first=st.booleans(),
     plants=st.lists(
-        st.tuples(st.sampled_from(PLACES), st.sampled_from(KINDS), st.integers(0, 50)), min_size=1, max_size=8
+        st.tuples(st.sampled_from(PLACES), st.sampled_from(KINDS), st.integers(0, 50)),
+        min_size=1,
+        max_size=8,
     ),
     commands=st.lists(st.tuples(st.sampled_from(COMMANDS), st.booleans()), min_size=1, max_size=6),
 )
-# Falsifying examples found earlier, kept so every run tries them: a link where a lock file goes (exit 1 then),
-# a FIFO where `get` finds an existing file (a hang then).
-@example(pulled_first=False, plants=[(".mdl/locks/tiny.record.lock", "link-dir", 0)], commands=[("pull", False)])
-@example(pulled_first=False, plants=[(f".mdl/locks/{LOCK_NAMES[-1]}", "link-dir", 0)], commands=[("get", False)])
+# Falsifying examples found earlier, kept so every run tries them: a link where a lock file goes
+# (exit 1 then), a FIFO where `get` finds an existing file (a hang then).
+@example(
+    pulled_first=False,
+    plants=[(".mdl/locks/tiny.record.lock", "link-dir", 0)],
+    commands=[("pull", False)],
+)
+@example(
+    pulled_first=False,
+    plants=[(f".mdl/locks/{LOCK_NAMES[-1]}", "link-dir", 0)],
+    commands=[("get", False)],
+)
 @example(pulled_first=True, plants=[("config.json", "fifo", 0)], commands=[("get", False)])
 @example(pulled_first=True, plants=[("tiny", "link-dir", 4)], commands=[("prune", False)])
 @example(pulled_first=True, plants=[("tiny/nested", "link-dir", 5)], commands=[("prune", True)])
 @example(pulled_first=True, plants=[(".mdl/locks", "link-dir", 2)], commands=[("prune", False)])
 def test_nothing_outside_dest_is_ever_touched(
-    hub_env: HubServer, pulled_first: bool, plants: list[tuple[str, str, int]], commands: list[tuple[str, bool]]
+    hub_env: HubServer,
+    pulled_first: bool,
+    plants: list[tuple[str, str, int]],
+    commands: list[tuple[str, bool]],
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="mdl-planted-") as folder:
         place = Place(Path(folder))
@@ -209,5 +259,9 @@ def test_nothing_outside_dest_is_ever_touched(
             result = place.run(command, as_json=as_json)
             check_result(command, result)
             after = snapshot(place.outside)
-            changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-            assert not changed, f"step {step} ({command}) wrote, renamed or deleted outside <dest>: {changed}"
+            changed = sorted(
+                k for k in before.keys() | after.keys() if before.get(k) != after.get(k)
+            )
+            assert not changed, (
+                f"step {step} ({command}) wrote, renamed or deleted outside <dest>: {changed}"
+            )

@@ -1,5 +1,6 @@
-"""``mdl prune`` and ``mdl remove --prune``: what the catalog no longer names goes, and only what mdl recorded; a
-model another run is pulling is kept; links planted in the destination are never followed."""
+"""``mdl prune`` and ``mdl remove --prune``: what the catalog no longer names goes, and only what
+mdl recorded; a model another run is pulling is kept; links planted in the destination are never
+followed."""
 
 from __future__ import annotations
 
@@ -35,14 +36,23 @@ repo = "org/other"
 
 
 @pytest.fixture
-def world(hub: HubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    hub.add_repo("org/tiny", {"config.json": CONFIG, "model.safetensors": WEIGHTS, "sub/vocab.txt": VOCAB})
+def world(
+    hub: HubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Path]:
+    hub.add_repo(
+        "org/tiny", {"config.json": CONFIG, "model.safetensors": WEIGHTS, "sub/vocab.txt": VOCAB}
+    )
     hub.add_repo("org/other", {"config.json": b"{}"})
     catalog.write_text(CATALOG)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("MDL_DEST", str(tmp_path / "models"))
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
-    return {"dest": tmp_path / "models", "cache": tmp_path / "hf-cache", "catalog": catalog, "root": tmp_path}
+    return {
+        "dest": tmp_path / "models",
+        "cache": tmp_path / "hf-cache",
+        "catalog": catalog,
+        "root": tmp_path,
+    }
 
 
 def pull(*args: str) -> None:
@@ -56,14 +66,18 @@ def drop_model(catalog: Path, name: str) -> None:
     assert f"[models.{name}]" not in catalog.read_text()
 
 
-def test_prune_removes_a_removed_models_files_and_record_and_nothing_else(world: dict[str, Path]) -> None:
+def test_prune_removes_a_removed_models_files_and_record_and_nothing_else(
+    world: dict[str, Path],
+) -> None:
     dest = world["dest"]
     pull("tiny", "other")
     (dest / "tiny" / "notes.txt").write_text("mine")  # a user's own file in the model folder
     (dest / "mine").mkdir()  # an unrecorded folder in dest
     (dest / "mine" / "w.bin").write_bytes(b"x")
     result = mdl("remove", "tiny")
-    assert "mdl prune" in result.stderr, "remove without --prune names the command that removes the files"
+    assert "mdl prune" in result.stderr, (
+        "remove without --prune names the command that removes the files"
+    )
     assert (dest / "tiny" / "config.json").exists()
 
     dry = mdl("prune", "--dry-run")
@@ -78,7 +92,9 @@ def test_prune_removes_a_removed_models_files_and_record_and_nothing_else(world:
         str(dest / "tiny" / p) for p in ("config.json", "model.safetensors", "sub/vocab.txt")
     )
     assert all(line.startswith("removed  ") for line in lines)
-    assert "freed" in result.stderr and "kept 2 path(s) mdl did not write" in result.stderr, result.stderr
+    assert "freed" in result.stderr and "kept 2 path(s) mdl did not write" in result.stderr, (
+        result.stderr
+    )
     assert (dest / "tiny" / "notes.txt").read_text() == "mine"
     assert not (dest / "tiny" / "sub").exists(), "emptied folders go"
     assert (dest / "mine" / "w.bin").exists()
@@ -98,7 +114,11 @@ def test_prune_keeps_a_file_changed_since_mdl_wrote_it(world: dict[str, Path]) -
     assert doc["ok"] is True
     removed = {r["path"] for r in doc["removed"]}
     assert str(dest / "tiny" / "config.json") not in removed
-    changed = {"path": str(dest / "tiny" / "config.json"), "model": "tiny", "reason": "changed since mdl wrote it"}
+    changed = {
+        "path": str(dest / "tiny" / "config.json"),
+        "model": "tiny",
+        "reason": "changed since mdl wrote it",
+    }
     assert {**changed, "catalog": None} in doc["kept"]
     assert (dest / "tiny" / "config.json").exists()
     assert doc["freed"] == len(WEIGHTS) + len(VOCAB)
@@ -134,7 +154,9 @@ def test_remove_prune_does_both(world: dict[str, Path]) -> None:
     assert "[models.tiny]" not in world["catalog"].read_text()
 
 
-def test_remove_prune_dry_run_lists_what_would_go_and_changes_nothing(world: dict[str, Path]) -> None:
+def test_remove_prune_dry_run_lists_what_would_go_and_changes_nothing(
+    world: dict[str, Path],
+) -> None:
     dest, catalog = world["dest"], world["catalog"]
     pull("tiny", "other")
     assert mdl("lock", "--all").exit_code == 0
@@ -148,7 +170,9 @@ def test_remove_prune_dry_run_lists_what_would_go_and_changes_nothing(world: dic
     assert all(line.startswith("would remove  ") for line in dry.stdout.splitlines())
     assert "would remove tiny from" in dry.stderr and "would free" in dry.stderr, dry.stderr
     assert "would update" in dry.stderr, dry.stderr
-    assert (catalog.read_text(), lock.read_text(), sorted(p for p in dest.rglob("*"))) == before, "nothing changed"
+    assert (catalog.read_text(), lock.read_text(), sorted(p for p in dest.rglob("*"))) == before, (
+        "nothing changed"
+    )
 
     doc = json.loads(mdl("remove", "tiny", "--prune", "--dry-run", "--json").stdout)
     assert doc["dry_run"] is True and doc["pruned"]["dry_run"] is True
@@ -158,8 +182,11 @@ def test_remove_prune_dry_run_lists_what_would_go_and_changes_nothing(world: dic
     assert just_the_catalog.exit_code == 0 and "would remove tiny from" in just_the_catalog.stderr
     assert (catalog.read_text(), lock.read_text(), sorted(p for p in dest.rglob("*"))) == before
 
-    done = json.loads(mdl("remove", "tiny", "--prune", "--json").stdout)  # then for real: what the dry run said
-    assert [r["path"] for r in done["pruned"]["removed"]] == [r["path"] for r in doc["pruned"]["removed"]]
+    # then for real: what the dry run said
+    done = json.loads(mdl("remove", "tiny", "--prune", "--json").stdout)
+    assert [r["path"] for r in done["pruned"]["removed"]] == [
+        r["path"] for r in doc["pruned"]["removed"]
+    ]
     assert not (dest / "tiny").exists() and "[models.tiny]" not in catalog.read_text()
 
 
@@ -193,7 +220,9 @@ def test_a_model_being_pulled_is_skipped_and_its_files_kept(world: dict[str, Pat
 
 
 def test_a_pull_starting_mid_prune_waits_for_its_locks(world: dict[str, Path]) -> None:
-    """Prune holds the files' locks while it removes them: a run taking one meanwhile waits until it is done."""
+    """Prune holds the files' locks while it removes them: a run taking one meanwhile waits until
+    it is done.
+    """
     dest = world["dest"]
     pull("tiny")
     drop_model(world["catalog"], "tiny")
@@ -201,7 +230,8 @@ def test_a_pull_starting_mid_prune_waits_for_its_locks(world: dict[str, Path]) -
     waited: list[bool] = []
     real_rename = os.rename
 
-    def set_aside_then_look(path: str, *args: object, **kwargs: object) -> None:  # a removal starts by setting aside
+    # a removal starts by setting aside
+    def set_aside_then_look(path: str, *args: object, **kwargs: object) -> None:
         if not waited and str(path) == "config.json":
             try:
                 store.acquire_file_lock("tiny", "config.json", timeout=0)
@@ -221,9 +251,11 @@ def test_a_pull_starting_mid_prune_waits_for_its_locks(world: dict[str, Path]) -
 
 
 @pytest.mark.parametrize("swapped", ["blob", "snapshot entry"])
-def test_in_the_hf_cache_an_entry_replaced_as_prune_removes_it_survives(world: dict[str, Path], swapped: str) -> None:
-    """Another tool renames a new file (or link) over the blob or the snapshot entry prune checked, just before prune
-    removes it: what is removed is what was checked, and the newcomer stays."""
+def test_in_the_hf_cache_an_entry_replaced_as_prune_removes_it_survives(
+    world: dict[str, Path], swapped: str
+) -> None:
+    """Another tool renames a new file (or link) over the blob or the snapshot entry prune checked,
+    just before prune removes it: what is removed is what was checked, and the newcomer stays."""
     cache = world["cache"]
     pull("tiny", "--layout", "hf-cache")
     drop_model(world["catalog"], "tiny")
@@ -240,7 +272,8 @@ def test_in_the_hf_cache_an_entry_replaced_as_prune_removes_it_survives(world: d
     made = newcomer.lstat().st_ino
     real_rename, real_unlink = os.rename, os.unlink
 
-    def swap_first(call: Any) -> Any:  # before prune's first act on the name (setting it aside, or unlinking it)
+    # before prune's first act on the name (setting it aside, or unlinking it)
+    def swap_first(call: Any) -> Any:
         def act(path: str, *args: object, **kwargs: object) -> None:
             if str(path) == target.name and os.path.lexists(newcomer):
                 real_rename(newcomer, target)
@@ -256,11 +289,15 @@ def test_in_the_hf_cache_an_entry_replaced_as_prune_removes_it_survives(world: d
         report = api.prune(layout="hf-cache")
     assert target.lstat().st_ino == made, "the newcomer is where it was put"
     assert target not in [r.path for r in report.removed]
-    assert [k.reason for k in report.kept if k.path == target] == ["replaced while prune checked it"]
+    assert [k.reason for k in report.kept if k.path == target] == [
+        "replaced while prune checked it"
+    ]
     assert report.freed < len(WEIGHTS), "the weights it did not remove are not counted as freed"
 
 
-def test_prune_in_the_hf_cache_keeps_blobs_another_snapshot_uses(world: dict[str, Path], hub: HubServer) -> None:
+def test_prune_in_the_hf_cache_keeps_blobs_another_snapshot_uses(
+    world: dict[str, Path], hub: HubServer
+) -> None:
     cache = world["cache"]
     pull("tiny", "--layout", "hf-cache")
     first = hub.repo("org/tiny").sha
@@ -278,10 +315,14 @@ def test_prune_in_the_hf_cache_keeps_blobs_another_snapshot_uses(world: dict[str
     assert result.exit_code == 0, result.stderr
     removed = {r["path"] for r in json.loads(result.stdout)["removed"]}
     assert str(repo / "snapshots" / first / "model.safetensors") in removed
-    assert str(weights_blob) not in removed and weights_blob.is_file(), "another snapshot links to it"
+    assert str(weights_blob) not in removed and weights_blob.is_file(), (
+        "another snapshot links to it"
+    )
     assert str(repo / "snapshots" / first / "config.json") in removed
     assert not (repo / "snapshots" / first).exists()
-    assert not (repo / "refs" / "main").exists(), "a ref naming a removed snapshot corrupts the cache"
+    assert not (repo / "refs" / "main").exists(), (
+        "a ref naming a removed snapshot corrupts the cache"
+    )
     from huggingface_hub import scan_cache_dir
 
     scanned = scan_cache_dir(cache)
@@ -302,8 +343,12 @@ def test_prune_in_the_hf_cache_removes_an_emptied_repo(world: dict[str, Path]) -
     assert not scan_cache_dir(cache).warnings
 
 
-def test_a_blob_shared_with_a_model_that_stays_is_kept(world: dict[str, Path], catalog: Path) -> None:
-    catalog.write_text(CATALOG + '\n[models.again]\nfiles = [{ repo = "org/tiny", path = "model.safetensors" }]\n')
+def test_a_blob_shared_with_a_model_that_stays_is_kept(
+    world: dict[str, Path], catalog: Path
+) -> None:
+    catalog.write_text(
+        CATALOG + '\n[models.again]\nfiles = [{ repo = "org/tiny", path = "model.safetensors" }]\n'
+    )
     cache = world["cache"]
     pull("tiny", "again", "--layout", "hf-cache")
     drop_model(catalog, "tiny")
@@ -318,7 +363,9 @@ def test_a_blob_shared_with_a_model_that_stays_is_kept(world: dict[str, Path], c
 
 
 @pytest.mark.parametrize("planted", ["model", "sub"])
-def test_a_planted_link_never_makes_prune_delete_outside(world: dict[str, Path], planted: str) -> None:
+def test_a_planted_link_never_makes_prune_delete_outside(
+    world: dict[str, Path], planted: str
+) -> None:
     dest, root = world["dest"], world["root"]
     pull("tiny")
     outside = root / "outside"
@@ -327,7 +374,8 @@ def test_a_planted_link_never_makes_prune_delete_outside(world: dict[str, Path],
     for rel in ("config.json", "model.safetensors", "sub/vocab.txt"):
         src = dest / "tiny" / rel
         (outside / rel).write_bytes(src.read_bytes())
-        os.utime(outside / rel, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns))  # looks just as recorded
+        # looks just as recorded
+        os.utime(outside / rel, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns))
     if planted == "model":
         os.rename(dest / "tiny", root / "moved")
         (dest / "tiny").symlink_to(outside)
@@ -346,7 +394,9 @@ def test_a_planted_link_never_makes_prune_delete_outside(world: dict[str, Path],
 
 
 @pytest.mark.parametrize("planted", ["snapshots", "blobs", "refs", "repo"])
-def test_a_planted_link_in_the_hf_cache_never_makes_prune_delete_outside(world: dict[str, Path], planted: str) -> None:
+def test_a_planted_link_in_the_hf_cache_never_makes_prune_delete_outside(
+    world: dict[str, Path], planted: str
+) -> None:
     cache, root = world["cache"], world["root"]
     pull("tiny", "--layout", "hf-cache")
     repo = cache / "models--org--tiny"
@@ -370,9 +420,12 @@ def test_remove_refuses_dest_without_prune(world: dict[str, Path]) -> None:
     assert "[models.tiny]" in world["catalog"].read_text(), "nothing changed"
 
 
-def test_prune_while_another_process_pulls_the_model_keeps_it(world: dict[str, Path], hub: HubServer) -> None:
-    """A real `mdl pull` in another process, its download held mid-body: prune with its catalog edited to no longer
-    name the model skips it (the file in flight is locked, though not yet recorded), and the pull finishes whole."""
+def test_prune_while_another_process_pulls_the_model_keeps_it(
+    world: dict[str, Path], hub: HubServer
+) -> None:
+    """A real `mdl pull` in another process, its download held mid-body: prune with its catalog
+    edited to no longer name the model skips it (the file in flight is locked, though not yet
+    recorded), and the pull finishes whole."""
     dest = world["dest"]
     pull("other")
     hub.cdn.faults.add(Fault.stall(after_bytes=100_000, seconds=4, path_prefix="/blobs/"))
@@ -383,19 +436,30 @@ def test_prune_while_another_process_pulls_the_model_keeps_it(world: dict[str, P
         stderr=subprocess.PIPE,
     )
     try:
-        wait_for(lambda: any((dest / ".mdl" / "partial").glob("*.part")), timeout=30, what="the pull's partial")
+        wait_for(
+            lambda: any((dest / ".mdl" / "partial").glob("*.part")),
+            timeout=30,
+            what="the pull's partial",
+        )
         assert (dest / "tiny" / "config.json").exists() or Store(dest).record_path("tiny").exists()
-        world["catalog"].write_text('[models.other]\nrepo = "org/other"\n')  # the catalog that pulls it, edited
+        # the catalog that pulls it, edited
+        world["catalog"].write_text('[models.other]\nrepo = "org/other"\n')
         result = mdl("prune", "--json")
         world["catalog"].write_text(CATALOG)
         assert result.exit_code == 0, result.stderr
         doc = json.loads(result.stdout)
         assert [r for r in doc["removed"] if r["model"] == "tiny"] == []
-        assert any(w.startswith("tiny: skipped: another mdl run is pulling it") for w in doc["warnings"]), doc
+        assert any(
+            w.startswith("tiny: skipped: another mdl run is pulling it") for w in doc["warnings"]
+        ), doc
     finally:
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()
-    for rel, data in {"config.json": CONFIG, "model.safetensors": WEIGHTS, "sub/vocab.txt": VOCAB}.items():
+    for rel, data in {
+        "config.json": CONFIG,
+        "model.safetensors": WEIGHTS,
+        "sub/vocab.txt": VOCAB,
+    }.items():
         assert (dest / "tiny" / rel).read_bytes() == data
     assert mdl("verify", "tiny").exit_code == 0
 
@@ -407,11 +471,14 @@ def record_of(store: Store, model: str) -> dict[str, object]:
     return dict(json.loads(store.record_path(model).read_text()))
 
 
-def test_a_file_found_in_place_is_adopted_and_kept_by_prune(world: dict[str, Path], hub: HubServer) -> None:
+def test_a_file_found_in_place_is_adopted_and_kept_by_prune(
+    world: dict[str, Path], hub: HubServer
+) -> None:
     dest, data = world["dest"], make_data(50_000, seed=7)
     url = hub.cdn.add_file("/files/x.bin", data)
     world["catalog"].write_text(
-        f'[models.u]\nfiles = [{{ url = "{url}", sha256 = "{hashlib.sha256(data).hexdigest()}" }}]\n'
+        f'[models.u]\nfiles = [{{ url = "{url}", sha256 = "{hashlib.sha256(data).hexdigest()}"'
+        " }]\n"
     )
     (dest / "u").mkdir(parents=True)
     (dest / "u" / "x.bin").write_bytes(data)  # the user's own copy, there before mdl
@@ -420,22 +487,36 @@ def test_a_file_found_in_place_is_adopted_and_kept_by_prune(world: dict[str, Pat
     assert len(hub.cdn.log) == 0, "checked by hash, not fetched"
     files = record_of(Store(dest), "u")["files"]
     assert isinstance(files, dict) and files["x.bin"]["adopted"] is True
-    os.utime(dest / "u" / "x.bin", ns=(1, 1))  # touched: the next pull re-checks it, and it stays adopted
+    # touched: the next pull re-checks it, and it stays adopted
+    os.utime(dest / "u" / "x.bin", ns=(1, 1))
     pull("u")
     files = record_of(Store(dest), "u")["files"]
-    assert isinstance(files, dict) and files["x.bin"]["adopted"] is True and files["x.bin"]["mtime_ns"] == 1
+    assert (
+        isinstance(files, dict)
+        and files["x.bin"]["adopted"] is True
+        and files["x.bin"]["mtime_ns"] == 1
+    )
 
     result = mdl("remove", "u", "--prune", "--json")
     assert result.exit_code == 0, result.stderr
     assert (dest / "u" / "x.bin").read_bytes() == data, "never mdl's to remove"
     kept = json.loads(result.stdout)["pruned"]["kept"]
     reason = "found in place, not written by mdl"
-    assert {"path": str(dest / "u" / "x.bin"), "model": "u", "reason": reason, "catalog": None} in kept
-    assert not Store(dest).record_path("u").exists(), "no longer mdl's: out of its records, as a changed file"
+    assert {
+        "path": str(dest / "u" / "x.bin"),
+        "model": "u",
+        "reason": reason,
+        "catalog": None,
+    } in kept
+    assert not Store(dest).record_path("u").exists(), (
+        "no longer mdl's: out of its records, as a changed file"
+    )
 
 
 def run_hf(code: str, *, offline: bool = True) -> subprocess.CompletedProcess[str]:
-    """huggingface_hub in a fresh interpreter (its settings are read at import) with this test's environment."""
+    """huggingface_hub in a fresh interpreter (its settings are read at import) with this test's
+    environment.
+    """
     environ = {**os.environ, **({"HF_HUB_OFFLINE": "1"} if offline else {})}
     command = [sys.executable, "-c", textwrap.dedent(code)]
     result = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120)
@@ -448,15 +529,24 @@ def cache_files(cache: Path) -> dict[str, str]:
     found = {}
     for path in sorted(cache.rglob("*")):
         if ".locks" not in path.relative_to(cache).parts and (path.is_symlink() or path.is_file()):
-            found[str(path.relative_to(cache))] = os.readlink(path) if path.is_symlink() else str(path.stat().st_size)
+            found[str(path.relative_to(cache))] = (
+                os.readlink(path) if path.is_symlink() else str(path.stat().st_size)
+            )
     return found
 
 
-def test_prune_keeps_what_huggingface_hub_downloaded_into_the_cache(world: dict[str, Path], hub: HubServer) -> None:
+def test_prune_keeps_what_huggingface_hub_downloaded_into_the_cache(
+    world: dict[str, Path], hub: HubServer
+) -> None:
     cache = world["cache"]
-    run_hf('from huggingface_hub import snapshot_download; snapshot_download("org/tiny")', offline=False)
+    run_hf(
+        'from huggingface_hub import snapshot_download; snapshot_download("org/tiny")',
+        offline=False,
+    )
     before = cache_files(cache)
-    world["catalog"].write_text('[settings]\nlayout = "hf-cache"\n\n[models.tinyall]\nrepo = "org/tiny"\n')
+    world["catalog"].write_text(
+        '[settings]\nlayout = "hf-cache"\n\n[models.tinyall]\nrepo = "org/tiny"\n'
+    )
     hub.cdn.log.clear()
     pull("--all")
     assert hub.cdn.log.body_bytes() == 0, "checked by hash, not downloaded again"
@@ -466,13 +556,23 @@ def test_prune_keeps_what_huggingface_hub_downloaded_into_the_cache(world: dict[
     assert doc["removed"] == []
     assert {k["reason"] for k in doc["kept"]} == {"found in place, not written by mdl"}
     assert cache_files(cache) == before, "huggingface_hub's links, blobs and refs all stay"
-    run_hf('from huggingface_hub import hf_hub_download; open(hf_hub_download("org/tiny", "model.safetensors"), "rb")')
+    run_hf(
+        'from huggingface_hub import hf_hub_download; open(hf_hub_download("org/tiny",'
+        ' "model.safetensors"), "rb")'
+    )
 
 
-def test_prune_in_the_cache_removes_what_mdl_wrote_beside_what_it_found(world: dict[str, Path]) -> None:
+def test_prune_in_the_cache_removes_what_mdl_wrote_beside_what_it_found(
+    world: dict[str, Path],
+) -> None:
     cache = world["cache"]
-    run_hf('from huggingface_hub import hf_hub_download; hf_hub_download("org/tiny", "config.json")', offline=False)
-    world["catalog"].write_text('[settings]\nlayout = "hf-cache"\n\n[models.tinyall]\nrepo = "org/tiny"\n')
+    run_hf(
+        'from huggingface_hub import hf_hub_download; hf_hub_download("org/tiny", "config.json")',
+        offline=False,
+    )
+    world["catalog"].write_text(
+        '[settings]\nlayout = "hf-cache"\n\n[models.tinyall]\nrepo = "org/tiny"\n'
+    )
     pull("--all")
     result = mdl("remove", "tinyall", "--prune", "--json")
     assert result.exit_code == 0, result.stderr
@@ -486,7 +586,10 @@ def test_prune_in_the_cache_removes_what_mdl_wrote_beside_what_it_found(world: d
     }
     assert [k["path"] for k in doc["kept"]] == [str(snapshot / "config.json")]
     assert not (snapshot / "model.safetensors").exists() and not (snapshot / "sub").exists()
-    run_hf('from huggingface_hub import hf_hub_download; open(hf_hub_download("org/tiny", "config.json"), "rb")')
+    run_hf(
+        'from huggingface_hub import hf_hub_download; open(hf_hub_download("org/tiny",'
+        ' "config.json"), "rb")'
+    )
 
 
 # --- catalogs sharing one destination: each prunes only the models it pulled ---
@@ -517,21 +620,35 @@ def test_prune_keeps_the_models_another_catalog_pulled(world: dict[str, Path]) -
     assert doc["removed"] == []
     reason = f"pulled with another catalog: {first.resolve()}"
     assert doc["kept"] == [
-        {"path": str(dest / "tiny"), "model": "tiny", "reason": reason, "catalog": str(first.resolve())}
+        {
+            "path": str(dest / "tiny"),
+            "model": "tiny",
+            "reason": reason,
+            "catalog": str(first.resolve()),
+        }
     ]
     assert (dest / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
     said = mdl("prune", env={"MDL_CATALOG": str(second)})
-    assert f"kept 1 model(s) pulled with another catalog (prune them with --catalog {first.resolve()})" in said.stderr
+    assert (
+        f"kept 1 model(s) pulled with another catalog (prune them with --catalog {first.resolve()})"
+        in said.stderr
+    )
     assert "mdl did not write" not in said.stderr
 
     first.write_text("")  # the catalog that pulled it drops it: its prune removes it
     doc = with_catalog(first, "prune")
-    assert {Path(r["path"]).name for r in doc["removed"]} == {"config.json", "model.safetensors", "vocab.txt"}
+    assert {Path(r["path"]).name for r in doc["removed"]} == {
+        "config.json",
+        "model.safetensors",
+        "vocab.txt",
+    }
     assert not Store(dest).record_path("tiny").exists()
     assert (dest / "other" / "config.json").exists(), "the other catalog's model stays"
 
 
-def test_a_record_naming_no_catalog_is_the_running_catalogs_to_prune(world: dict[str, Path]) -> None:
+def test_a_record_naming_no_catalog_is_the_running_catalogs_to_prune(
+    world: dict[str, Path],
+) -> None:
     dest = world["dest"]
     first, second = two_catalogs(world["root"])
     with_catalog(first, "pull", "tiny")
@@ -539,7 +656,11 @@ def test_a_record_naming_no_catalog_is_the_running_catalogs_to_prune(world: dict
     del written["catalog"]  # as an mdl before catalogs were recorded wrote it
     Store(dest).record_path("tiny").write_text(json.dumps(written))
     doc = with_catalog(second, "prune")
-    assert {Path(r["path"]).name for r in doc["removed"]} == {"config.json", "model.safetensors", "vocab.txt"}
+    assert {Path(r["path"]).name for r in doc["removed"]} == {
+        "config.json",
+        "model.safetensors",
+        "vocab.txt",
+    }
 
 
 def test_a_frozen_pull_records_the_catalog_beside_its_lock(world: dict[str, Path]) -> None:
@@ -560,7 +681,9 @@ def test_whose_model_prune_may_remove() -> None:
 
     here = Path("/w/a/catalog.toml")
     assert other_catalog(ModelRecord("m", catalog=str(here)), here) is None
-    assert other_catalog(ModelRecord("m"), here) is None, "an older mdl's record: the running catalog's"
+    assert other_catalog(ModelRecord("m"), here) is None, (
+        "an older mdl's record: the running catalog's"
+    )
     assert other_catalog(ModelRecord("m", catalog="/w/b/catalog.toml"), here) == "/w/b/catalog.toml"
     assert catalog_file(None, Path("/w/a/catalog.lock")) == here
     assert catalog_file(None, Path("/w/a/x.lock.lock")) == Path("/w/a/x.lock")

@@ -1,5 +1,6 @@
-"""Prune acts on the object it checked: a file another program renames over a recorded path at any moment of a
-prune (an atomic write: a new inode under the old name) survives, and is never reported as removed or freed."""
+"""Prune acts on the object it checked: a file another program renames over a recorded path at any
+moment of a prune (an atomic write: a new inode under the old name) survives, and is never reported
+as removed or freed."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from mdl import api
 from mdl.store import FileRecord, PruneReport, Store, confined
 
 ORIGINAL = b"weights mdl wrote " * 500
-THEIRS = b"another tool's file" * 474  # not the same bytes; the same size (8 bytes short of ORIGINAL is not)
+# not the same bytes; the same size (8 bytes short of ORIGINAL is not)
+THEIRS = b"another tool's file" * 474
 THEIRS = THEIRS.ljust(len(ORIGINAL), b"!")
 MOST_CALLS = 160  # more filesystem calls than one prune of the scene makes (a test holds it)
 _CALLS = ("stat", "lstat", "open", "fstat", "rename", "link", "unlink", "listdir")
@@ -33,12 +35,13 @@ class Scene:
     catalog: Path
     target: Path  # the recorded file prune removes
     original: int  # its inode
-    theirs: Path  # the file another tool renames over the target (prepared beside, on the same filesystem)
+    # the file another tool renames over the target (prepared beside, on the same filesystem)
+    theirs: Path
 
 
 def make_scene(root: Path, *, touched: bool) -> Scene:
-    """A model no longer in the catalog, its one file recorded as mdl wrote it (``touched``: its mtime moved since,
-    so prune hashes it before removing it)."""
+    """A model no longer in the catalog, its one file recorded as mdl wrote it (``touched``: its
+    mtime moved since, so prune hashes it before removing it)."""
     root.mkdir(parents=True, exist_ok=True)
     dest, catalog = root / "models", root / "catalog.toml"
     catalog.write_text('[models.stays]\nrepo = "org/stays"\n')
@@ -46,21 +49,26 @@ def make_scene(root: Path, *, touched: bool) -> Scene:
     target.parent.mkdir(parents=True)
     target.write_bytes(ORIGINAL)
     found = target.stat()
-    record = FileRecord("w.bin", len(ORIGINAL), hashlib.sha256(ORIGINAL).hexdigest(), found.st_mtime_ns)
+    record = FileRecord(
+        "w.bin", len(ORIGINAL), hashlib.sha256(ORIGINAL).hexdigest(), found.st_mtime_ns
+    )
     Store(dest).update_record("gone", revision=None, commit=None, put=record)
     if touched:
         os.utime(target, ns=(found.st_atime_ns, found.st_mtime_ns + 1_000_000_000))
     theirs = root / "elsewhere" / "theirs.bin"
     theirs.parent.mkdir()
     theirs.write_bytes(THEIRS)
-    # as like the recorded file as another file can be: its size, and the mtime prune would accept unhashed
+    # as like the recorded file as another file can be: its size, and the mtime prune would accept
+    # unhashed
     os.utime(theirs, ns=(found.st_atime_ns, found.st_mtime_ns))
     return Scene(root, dest, catalog, target, found.st_ino, theirs)
 
 
 @contextmanager
 def at_call(moment: int | None, act: Callable[[], None]) -> Iterator[list[str]]:
-    """Count the filesystem calls made meanwhile; run ``act`` just before call number ``moment`` (None: never)."""
+    """Count the filesystem calls made meanwhile; run ``act`` just before call number ``moment``
+    (None: never).
+    """
     seen: list[str] = []
     real = {name: getattr(os, name) for name in (*_CALLS, "readlink")}
 
@@ -69,7 +77,8 @@ def at_call(moment: int | None, act: Callable[[], None]) -> Iterator[list[str]]:
             if len(seen) == moment:
                 seen.append("swap")
                 act()
-            if name == "listdir" and args and isinstance(args[0], int):  # which folder: by its descriptor
+            # which folder: by its descriptor
+            if name == "listdir" and args and isinstance(args[0], int):
                 seen.append(f"listdir {Path(real['readlink'](f'/proc/self/fd/{args[0]}')).name}")
             else:
                 seen.append(name)
@@ -104,13 +113,17 @@ def prune_with_a_swap(scene: Scene, moment: int | None) -> tuple[PruneReport, li
         report = api.prune(catalog=scene.catalog, dest=scene.dest, environ={})
     if moment is not None and "swap" in seen:
         alive = names_of(scene.root)
-        assert swapped in alive, f"the file renamed over the path at call {moment} ({seen}) was deleted"
+        assert swapped in alive, (
+            f"the file renamed over the path at call {moment} ({seen}) was deleted"
+        )
         assert all(p.read_bytes() == THEIRS for p in alive[swapped])
     return report, seen
 
 
 def check(report: PruneReport, scene: Scene) -> None:
-    """What prune says it removed is what is gone: the recorded file, and only when its inode is gone."""
+    """What prune says it removed is what is gone: the recorded file, and only when its inode is
+    gone.
+    """
     alive = names_of(scene.root)
     removed = [r for r in report.removed if r.path == scene.target]
     if removed:
@@ -119,7 +132,9 @@ def check(report: PruneReport, scene: Scene) -> None:
     else:
         assert report.freed == 0
     kept_aside = [p for paths in alive.values() for p in paths if p.name.endswith(".mdl-prune")]
-    assert all(any(k.path == p for k in report.kept) for p in kept_aside), "a set-aside file prune does not name"
+    assert all(any(k.path == p for k in report.kept) for p in kept_aside), (
+        "a set-aside file prune does not name"
+    )
 
 
 @pytest.mark.parametrize("touched", [False, True], ids=["unchanged", "hashed"])
@@ -133,19 +148,28 @@ def test_without_a_swap_the_recorded_file_goes(tmp_path: Path, touched: bool) ->
 
 
 @pytest.mark.parametrize("touched", [False, True], ids=["unchanged", "hashed"])
-def test_a_file_renamed_over_the_path_after_it_was_checked_survives(tmp_path: Path, touched: bool) -> None:
-    """The report's example: the swap lands after the check (the hash, for a touched file), before the removal."""
+def test_a_file_renamed_over_the_path_after_it_was_checked_survives(
+    tmp_path: Path, touched: bool
+) -> None:
+    """The report's example: the swap lands after the check (the hash, for a touched file),
+    before the removal.
+    """
     scene = make_scene(tmp_path / "run", touched=touched)
     _, seen = prune_with_a_swap(make_scene(tmp_path / "dry", touched=touched), None)
-    moment = next(i for i, call in enumerate(seen) if call in ("rename", "unlink"))  # the removal: checked by then
+    # the removal: checked by then
+    moment = next(i for i, call in enumerate(seen) if call in ("rename", "unlink"))
     report, _ = prune_with_a_swap(scene, moment)
     assert scene.target.read_bytes() == THEIRS
-    assert [k.reason for k in report.kept if k.path == scene.target] == ["replaced while prune checked it"]
+    assert [k.reason for k in report.kept if k.path == scene.target] == [
+        "replaced while prune checked it"
+    ]
     assert report.removed == () and report.freed == 0
     check(report, scene)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(moment=st.integers(0, MOST_CALLS), touched=st.booleans())
 def test_a_file_swapped_at_any_moment_of_a_prune_survives(moment: int, touched: bool) -> None:
     with tempfile.TemporaryDirectory() as root:
@@ -172,7 +196,8 @@ def test_freed_leaves_out_a_file_another_hard_link_keeps(tmp_path: Path) -> None
     assert (tmp_path / "backup.bin").read_bytes() == ORIGINAL
 
 
-# -- clean: a partial download is removed only if it is the file clean listed --------------------------------
+# -- clean: a partial download is removed only if it is the file clean listed
+# --------------------------------
 
 
 @settings(max_examples=40, deadline=None)
@@ -196,16 +221,24 @@ def test_a_partial_swapped_at_any_moment_of_a_clean_survives(moment: int) -> Non
             "stat", seen.index("listdir partial")
         )  # the lstat of the names listed: the partial as listed
         if "swap" in seen and seen.index("swap") > looked:
-            assert swapped in alive, f"a file renamed over the partial at call {moment} ({seen}) was deleted"
+            assert swapped in alive, (
+                f"a file renamed over the partial at call {moment} ({seen}) was deleted"
+            )
         if any(f.path == part for f in report.files):
-            assert original not in alive, "reported removed, yet the partial clean listed is still here"
+            assert original not in alive, (
+                "reported removed, yet the partial clean listed is still here"
+            )
         else:
             assert original in alive or "swap" in seen, "removed, yet not reported"
 
 
 @pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError])
-def test_a_removal_stopped_while_judging_puts_the_entry_back(tmp_path: Path, failure: type[BaseException]) -> None:
-    """A Ctrl-C (or an error) while the set-aside entry is judged: it has its own name again, none is left hidden."""
+def test_a_removal_stopped_while_judging_puts_the_entry_back(
+    tmp_path: Path, failure: type[BaseException]
+) -> None:
+    """A Ctrl-C (or an error) while the set-aside entry is judged: it has its own name again,
+    none is left hidden.
+    """
     target = tmp_path / "weights.bin"
     target.write_bytes(b"someone's bytes")
 

@@ -1,7 +1,8 @@
-"""Issue 37, class C: a record (``.mdl/records/<model>.json``, ``get.json``) has a size limit checked before it is
-parsed, or even read: a bigger one is exit 2 naming the file and the limit, never cut short into JSON that fails to
-parse with a confusing message (nor read whole into memory). And a destination that is a file is exit 2 naming it,
-in every command taking ``--dest`` and in the API."""
+"""Issue 37, class C: a record (``.mdl/records/<model>.json``, ``get.json``) has a size limit
+checked before it is parsed, or even read: a bigger one is exit 2 naming the file and the limit,
+never cut short into JSON that fails to parse with a confusing message (nor read whole into memory).
+And a destination that is a file is exit 2 naming it, in every command taking ``--dest`` and in the
+API."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ CATALOG = '[models.tiny]\nrepo = "org/tiny"\n'
 
 
 def sparse(path: Path, size: int) -> Path:
-    """A file of ``size`` bytes that takes no room (and would take ``size`` bytes of memory if read)."""
+    """A file of ``size`` bytes that takes no room (and would take ``size`` bytes of memory if
+    read).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as handle:
         handle.truncate(size)
@@ -30,17 +33,23 @@ def sparse(path: Path, size: int) -> Path:
 
 
 def test_read_bytes_refuses_a_file_over_its_limit_before_reading_it(tmp_path: Path) -> None:
-    big = sparse(tmp_path / "root" / "state.json", 8 << 30)  # 8 GiB: reading it first would be the bug
-    with pytest.raises(UsageError, match=r"state\.json is 8\.00 GiB, more than the 1\.00 KiB") as caught:
+    # 8 GiB: reading it first would be the bug
+    big = sparse(tmp_path / "root" / "state.json", 8 << 30)
+    with pytest.raises(
+        UsageError, match=r"state\.json is 8\.00 GiB, more than the 1\.00 KiB"
+    ) as caught:
         read_bytes(tmp_path / "root", big, limit=1024)
     assert caught.value.exit_code == ExitCode.USAGE
-    assert read_bytes(tmp_path / "root", big, limit=16, head=True) == b"\0" * 16  # a head is only its start
+    # a head is only its start
+    assert read_bytes(tmp_path / "root", big, limit=16, head=True) == b"\0" * 16
     exact = tmp_path / "root" / "exact.json"
     exact.write_bytes(b"x" * 1024)
     assert read_bytes(tmp_path / "root", exact, limit=1024) == b"x" * 1024
 
 
-@pytest.mark.parametrize("command", [("list",), ("show", "tiny"), ("verify", "tiny"), ("pull", "tiny")])
+@pytest.mark.parametrize(
+    "command", [("list",), ("show", "tiny"), ("verify", "tiny"), ("pull", "tiny")]
+)
 def test_a_record_over_the_limit_is_exit_2_naming_it(
     hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
 ) -> None:
@@ -48,7 +57,9 @@ def test_a_record_over_the_limit_is_exit_2_naming_it(
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     (tmp_path / "catalog.toml").write_text(CATALOG)
     record = sparse(Store(tmp_path / "dest").record_path("tiny"), RECORD_MAX + 1)
-    result = mdl(*command, "--catalog", str(tmp_path / "catalog.toml"), "--dest", str(tmp_path / "dest"))
+    result = mdl(
+        *command, "--catalog", str(tmp_path / "catalog.toml"), "--dest", str(tmp_path / "dest")
+    )
     assert result.exit_code == ExitCode.USAGE, result.stdout + result.stderr
     assert str(record) in result.stderr and "256 MiB" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -64,18 +75,27 @@ def test_a_get_record_over_the_limit_is_exit_2_naming_it(hub: HubServer, tmp_pat
     assert str(record) in result.stderr and "256 MiB" in result.stderr, result.stderr
 
 
-# -- a destination that is a file ------------------------------------------------------------------------------
+# -- a destination that is a file
+# ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "command",
-    [("clean",), ("clean", "--dry-run"), ("list",), ("show", "tiny"), ("verify", "tiny"), ("pull", "tiny")],
+    [
+        ("clean",),
+        ("clean", "--dry-run"),
+        ("list",),
+        ("show", "tiny"),
+        ("verify", "tiny"),
+        ("pull", "tiny"),
+    ],
 )
 @pytest.mark.parametrize("below", [False, True])
 def test_a_destination_that_is_a_file_is_exit_2_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...], below: bool
 ) -> None:
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # refused before the Hub is asked: nothing listens here
+    # refused before the Hub is asked: nothing listens here
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     (tmp_path / "catalog.toml").write_text(CATALOG)
     (tmp_path / "F").write_text("a file, not a folder")
     dest = tmp_path / "F" / "sub" if below else tmp_path / "F"
@@ -88,13 +108,20 @@ def test_a_destination_that_is_a_file_is_exit_2_naming_it(
 
 def test_the_api_refuses_a_destination_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "F").write_text("a file")
-    for call in (lambda: api.clean(dest=tmp_path / "F"), lambda: api.clean(dest=tmp_path / "F", dry_run=True)):
+    for call in (
+        lambda: api.clean(dest=tmp_path / "F"),
+        lambda: api.clean(dest=tmp_path / "F", dry_run=True),
+    ):
         with pytest.raises(UsageError, match="is a file, not a folder") as caught:
             call()
-        assert caught.value.exit_code == ExitCode.USAGE and str(tmp_path / "F") in caught.value.message
+        assert (
+            caught.value.exit_code == ExitCode.USAGE and str(tmp_path / "F") in caught.value.message
+        )
 
 
-def test_a_cache_that_is_a_file_is_exit_2_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cache_that_is_a_file_is_exit_2_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "cache").write_text("a file")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     result = mdl("clean", "--layout", "hf-cache", "--dest", str(tmp_path / "dest"))
@@ -103,9 +130,11 @@ def test_a_cache_that_is_a_file_is_exit_2_naming_it(tmp_path: Path, monkeypatch:
     assert not os.path.exists(tmp_path / "dest" / ".mdl")
 
 
-def test_a_resume_record_over_its_limit_is_set_aside_like_any_unreadable_one(hub: HubServer, tmp_path: Path) -> None:
-    """A resume record is scratch: one over its limit is not mdl's, so the download starts over (exit 0), as for a
-    damaged or hard-linked one, instead of stopping the run."""
+def test_a_resume_record_over_its_limit_is_set_aside_like_any_unreadable_one(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    """A resume record is scratch: one over its limit is not mdl's, so the download starts over
+    (exit 0), as for a damaged or hard-linked one, instead of stopping the run."""
     from mdl.transfer.resume import STATE_MAX
 
     data = b"w" * 300_000

@@ -1,5 +1,6 @@
-"""``list`` and ``show`` take an installed file's size and sha256 from its record when the catalog or listing gave
-none: a URL added with ``--sha256`` alone, a small Hub file (the Hub lists its git blob id, mdl hashed it)."""
+"""``list`` and ``show`` take an installed file's size and sha256 from its record when the catalog
+or listing gave none: a URL added with ``--sha256`` alone, a small Hub file (the Hub lists its git
+blob id, mdl hashed it)."""
 
 from __future__ import annotations
 
@@ -38,13 +39,19 @@ def test_a_url_added_with_sha256_alone_shows_its_recorded_size(
     assert "68.4 KiB" in text and "?" not in text.split("SOURCE", 1)[1], text
 
 
-def test_a_small_hub_file_shows_the_sha256_mdl_computed(hub: HubServer, catalog: Path, tmp_path: Path) -> None:
+def test_a_small_hub_file_shows_the_sha256_mdl_computed(
+    hub: HubServer, catalog: Path, tmp_path: Path
+) -> None:
     hub.add_repo("org/tiny", {"config.json": CONFIG})
     catalog.write_text('[models.tiny]\nrepo = "org/tiny"\n')
     assert mdl("pull", "tiny", "--no-progress", "--dest", str(tmp_path / "m")).exit_code == 0
-    shown = json.loads(mdl("show", "tiny", "--json", "--dest", str(tmp_path / "m")).stdout)["models"][0]["files"][0]
+    shown = json.loads(mdl("show", "tiny", "--json", "--dest", str(tmp_path / "m")).stdout)[
+        "models"
+    ][0]["files"][0]
     assert shown["sha256"] == hashlib.sha256(CONFIG).hexdigest()
-    verified = json.loads(mdl("verify", "tiny", "--json", "--dest", str(tmp_path / "m")).stdout)["files"][0]
+    verified = json.loads(mdl("verify", "tiny", "--json", "--dest", str(tmp_path / "m")).stdout)[
+        "files"
+    ][0]
     assert verified["sha256"] == shown["sha256"]
     assert verified["verified"] is True
 
@@ -52,8 +59,8 @@ def test_a_small_hub_file_shows_the_sha256_mdl_computed(hub: HubServer, catalog:
 def test_a_hash_mismatch_says_how_to_repair_it_and_pull_repairs_it(
     hub: HubServer, catalog: Path, tmp_path: Path
 ) -> None:
-    """Bytes changed in place (same size, mtime put back): verify says so with a hint, and the pull it names
-    re-checks the file instead of trusting its record, and repairs it."""
+    """Bytes changed in place (same size, mtime put back): verify says so with a hint, and the pull
+    it names re-checks the file instead of trusting its record, and repairs it."""
     hub.add_repo("org/tiny", {"config.json": CONFIG})
     catalog.write_text('[models.tiny]\nrepo = "org/tiny"\n')
     dest = ["--dest", str(tmp_path / "m")]
@@ -66,9 +73,14 @@ def test_a_hash_mismatch_says_how_to_repair_it_and_pull_repairs_it(
     result = mdl("verify", "tiny", *dest)
     assert result.exit_code == 6
     assert "sha256 mismatch" in result.stderr
-    assert "`mdl pull tiny` repairs it; `mdl pull tiny --force` fetches it again" in result.stderr, result.stderr
+    assert (
+        "`mdl pull tiny` repairs it; `mdl pull tiny --force` fetches it again" in result.stderr
+    ), result.stderr
     doc = json.loads(mdl("verify", "tiny", "--json", *dest).stdout)
-    assert doc["files"][0]["hint"] == "`mdl pull tiny` repairs it; `mdl pull tiny --force` fetches it again"
+    assert (
+        doc["files"][0]["hint"]
+        == "`mdl pull tiny` repairs it; `mdl pull tiny --force` fetches it again"
+    )
 
     repaired = json.loads(mdl("pull", "tiny", "--json", *dest).stdout)
     assert repaired["files"][0]["action"] == "repaired"

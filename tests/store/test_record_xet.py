@@ -1,4 +1,6 @@
-"""A file record's ``xet``, ``reused`` and ``fetched``: written as read, read strictly, absent in older records."""
+"""A file record's ``xet``, ``reused`` and ``fetched``: written as read, read strictly, absent in
+older records.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +19,11 @@ SHA = "b" * 64
 
 
 def _write(path: Path, entry: dict[str, Any]) -> ModelRecord | None:
-    doc = {"version": 1, "name": "m", "files": {"a.bin": {"path": "a.bin", "size": 3, "sha256": SHA, "mtime_ns": 1}}}
+    doc = {
+        "version": 1,
+        "name": "m",
+        "files": {"a.bin": {"path": "a.bin", "size": 3, "sha256": SHA, "mtime_ns": 1}},
+    }
     doc["files"]["a.bin"].update(entry)
     path.write_text(json.dumps(doc))
     return parse_record("m", path)
@@ -34,7 +40,11 @@ def test_xet_reused_and_fetched_round_trip(tmp_path: Path) -> None:
 def test_a_record_written_before_the_fields_reads_with_nothing_known(tmp_path: Path) -> None:
     record = _write(tmp_path / "m.json", {})
     assert record is not None
-    assert (record.files["a.bin"].xet, record.files["a.bin"].reused, record.files["a.bin"].fetched) == (None, 0, None)
+    assert (
+        record.files["a.bin"].xet,
+        record.files["a.bin"].reused,
+        record.files["a.bin"].fetched,
+    ) == (None, 0, None)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +64,9 @@ def test_a_record_written_before_the_fields_reads_with_nothing_known(tmp_path: P
     ],
     ids=repr,
 )
-def test_a_field_of_the_wrong_form_makes_the_record_unreadable(tmp_path: Path, entry: dict[str, Any]) -> None:
+def test_a_field_of_the_wrong_form_makes_the_record_unreadable(
+    tmp_path: Path, entry: dict[str, Any]
+) -> None:
     assert _write(tmp_path / "m.json", entry) is None
 
 

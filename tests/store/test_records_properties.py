@@ -1,7 +1,8 @@
-"""Records and resume records are untrusted input (any editor, disk error or other tool may have changed them):
-whatever their bytes, reading them ends in a sound record or "unreadable" (files re-checked, never trusted), and
-the commands that read them end in success or an MdlError with a documented exit code — never a crash
-(issue 11 item 10: a record with ``"size": "2"`` was "internal error: TypeError")."""
+"""Records and resume records are untrusted input (any editor, disk error or other tool may have
+changed them): whatever their bytes, reading them ends in a sound record or "unreadable" (files
+re-checked, never trusted), and the commands that read them end in success or an MdlError with a
+documented exit code — never a crash (issue 11 item 10: a record with ``"size": "2"`` was "internal
+error: TypeError")."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ VALID_RECORD: dict[str, Any] = {
         }
     },
     "catalog": "/home/u/catalog.toml",
-    # The Hugging Face cache: the files of other commits mdl wrote (prune frees them), fuzzed like the rest.
+    # The Hugging Face cache: the files of other commits mdl wrote (prune frees them), fuzzed like
+    # the rest.
     "earlier": {
         f"{'c' * 40}/a.bin": {
             "path": f"{'c' * 40}/a.bin",
@@ -62,7 +64,12 @@ VALID_RECORD: dict[str, Any] = {
     },
     # What the model should be (written before a pull's first byte): fuzzed like the rest.
     "expected": {
-        "a.bin": {"size": len(DATA), "sha256": SHA, "git_oid": None, "source": "https://example.invalid/a.bin"}
+        "a.bin": {
+            "size": len(DATA),
+            "sha256": SHA,
+            "git_oid": None,
+            "source": "https://example.invalid/a.bin",
+        }
     },
 }
 VALID_STATE: dict[str, Any] = {
@@ -83,7 +90,9 @@ JSON_SCALARS = st.one_of(
 )
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -125,7 +134,9 @@ def _assert_sound(record: ModelRecord) -> None:
         assert type(entry.mtime_ns) is int and entry.mtime_ns >= 0
         assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
         assert all(isinstance(v, str) for v in (entry.source, entry.fetched_at))
-        assert all(v is None or isinstance(v, str) for v in (entry.git_oid, entry.etag, entry.commit))
+        assert all(
+            v is None or isinstance(v, str) for v in (entry.git_oid, entry.etag, entry.commit)
+        )
         assert type(entry.verified) is bool and type(entry.adopted) is bool
     assert record.revision is None or isinstance(record.revision, str)
     assert record.catalog is None or isinstance(record.catalog, str)
@@ -148,7 +159,11 @@ def test_adopted_and_the_catalog_read_back_and_default_for_older_records(tmp_pat
     path = tmp_path / "m.json"
     path.write_text(json.dumps(VALID_RECORD))
     record = parse_record("m", path)
-    assert record is not None and record.catalog == "/home/u/catalog.toml" and record.files["a.bin"].adopted is True
+    assert (
+        record is not None
+        and record.catalog == "/home/u/catalog.toml"
+        and record.files["a.bin"].adopted is True
+    )
     assert parse_record("m", tmp_path / "m.json") == record
     path.write_text(json.dumps(record.to_json()))
     assert parse_record("m", path) == record, "written as read"
@@ -157,11 +172,15 @@ def test_adopted_and_the_catalog_read_back_and_default_for_older_records(tmp_pat
     path.write_text(json.dumps(older))
     record = parse_record("m", path)
     assert record is not None and record.catalog is None, "an older mdl's record names no catalog"
-    assert record.files["a.bin"].adopted is False and record.files["a.bin"].verified is True, "each field's default"
+    assert record.files["a.bin"].adopted is False and record.files["a.bin"].verified is True, (
+        "each field's default"
+    )
     for field, bad in (("adopted", "yes"), ("adopted", 1)):
         older["files"]["a.bin"][field] = bad
         path.write_text(json.dumps(older))
-        assert parse_record("m", path) is None, "read strictly: one bad field, the whole record unreadable"
+        assert parse_record("m", path) is None, (
+            "read strictly: one bad field, the whole record unreadable"
+        )
     older["files"]["a.bin"]["adopted"], older["catalog"] = False, 3
     path.write_text(json.dumps(older))
     assert parse_record("m", path) is None
@@ -187,7 +206,8 @@ def test_commands_reading_a_damaged_record_end_in_a_documented_way(doc: Any) -> 
         root = Path(folder)
         catalog = root / "catalog.toml"
         catalog.write_text(
-            f'[models.m]\nfiles = [{{ url = "https://example.invalid/a.bin", sha256 = "{SHA}", size = {len(DATA)} }}]\n'
+            f'[models.m]\nfiles = [{{ url = "https://example.invalid/a.bin", sha256 = "{SHA}", size'
+            f" = {len(DATA)} }}]\n"
         )
         dest = root / "dest"
         (dest / "m").mkdir(parents=True)
@@ -206,7 +226,8 @@ def test_commands_reading_a_damaged_record_end_in_a_documented_way(doc: Any) -> 
             except MdlError as exc:
                 assert exc.exit_code in DOCUMENTED, exc
         after = {p.relative_to(root) for p in root.rglob("*")}
-        assert after <= {*before, *(p for p in after if p.parts[:2] == ("dest", ".mdl"))}  # nothing outside
+        # nothing outside
+        assert after <= {*before, *(p for p in after if p.parts[:2] == ("dest", ".mdl"))}
         assert (dest / "m" / "a.bin").read_bytes() == DATA
 
 
@@ -243,12 +264,20 @@ def test_saved_progress_is_a_byte_count(text: str) -> None:
 def test_the_record_written_by_save_is_accepted() -> None:
     saved, pieces, validator = parse_state(copy.deepcopy(VALID_STATE))
     assert saved.size == 300 and [p.done for p in pieces] == [100, 5, 0] and validator == '"e"'
-    assert parse_state({**VALID_STATE, "identity": {**VALID_STATE["identity"], "size": None}, "pieces": [[0, None, 7]]})
+    assert parse_state(
+        {
+            **VALID_STATE,
+            "identity": {**VALID_STATE["identity"], "size": None},
+            "pieces": [[0, None, 7]],
+        }
+    )
 
 
 def test_verify_names_a_damaged_record(tmp_path: Path) -> None:
     catalog = tmp_path / "catalog.toml"
-    catalog.write_text(f'[models.m]\nfiles = [{{ url = "https://example.invalid/a.bin", sha256 = "{SHA}" }}]\n')
+    catalog.write_text(
+        f'[models.m]\nfiles = [{{ url = "https://example.invalid/a.bin", sha256 = "{SHA}" }}]\n'
+    )
     dest = tmp_path / "dest"
     (dest / "m").mkdir(parents=True)
     (dest / "m" / "a.bin").write_bytes(DATA)

@@ -1,7 +1,9 @@
-"""Disk space: refuse before transferring when the known sizes do not fit; ENOSPC mid-way removes the .part.
+"""Disk space: refuse before transferring when the known sizes do not fit; ENOSPC mid-way removes
+the .part.
 
-Both exit 7. The real cases run on a small tmpfs the test mounts (root only, skipped otherwise with the reason);
-the injected cases (a fake free-space probe, a pwrite that fails with ENOSPC) run everywhere.
+Both exit 7. The real cases run on a small tmpfs the test mounts (root only, skipped otherwise with
+the reason); the injected cases (a fake free-space probe, a pwrite that fails with ENOSPC) run
+everywhere.
 """
 
 from __future__ import annotations
@@ -36,7 +38,11 @@ repo = "org/medium"
 repo = "org/big"
 """
 
-FILES = {"small": ("w.bin", SMALL), "medium": ("model.safetensors", MEDIUM), "big": ("weights.bin", BIG)}
+FILES = {
+    "small": ("w.bin", SMALL),
+    "medium": ("model.safetensors", MEDIUM),
+    "big": ("weights.bin", BIG),
+}
 
 
 @pytest.fixture
@@ -62,7 +68,8 @@ def fake_free_space(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
     monkeypatch.setattr(Store, "free_bytes", lambda self: free)
 
 
-# -- a small real filesystem -------------------------------------------------------------------------------
+# -- a small real filesystem
+# -------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -76,10 +83,14 @@ def small_fs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         target = tmp_path / f"fs-{len(mounted)}"
         target.mkdir()
         done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], capture_output=True, text=True
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)],
+            capture_output=True,
+            text=True,
         )
         if done.returncode != 0:
-            pytest.skip(f"`mount -t tmpfs` is not allowed here: {done.stderr.strip() or done.returncode}")
+            pytest.skip(
+                f"`mount -t tmpfs` is not allowed here: {done.stderr.strip() or done.returncode}"
+            )
         mounted.append(target)
         return target
 
@@ -105,10 +116,13 @@ def fill(path: Path, nbytes: int | None = None) -> None:
                 raise
 
 
-# -- refusing before any transfer ----------------------------------------------------------------------
+# -- refusing before any transfer
+# ----------------------------------------------------------------------
 
 
-def test_refuses_before_transferring_naming_both_sizes(world: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refuses_before_transferring_naming_both_sizes(
+    world: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake_free_space(monkeypatch, 5 * MB)
     result = run_mdl("pull", "medium", "big", "--json")
     assert result.exit_code == 7, result.stderr
@@ -117,7 +131,9 @@ def test_refuses_before_transferring_naming_both_sizes(world: HubServer, monkeyp
     doc = json.loads(result.stdout)
     assert doc["ok"] is False and doc["error"]["code"] == 7
     assert "49.6 MiB" in doc["error"]["message"] and "4.77 MiB" in doc["error"]["message"]
-    assert world.cdn.log.records(method="GET") == [], "bytes were transferred before the space check"
+    assert world.cdn.log.records(method="GET") == [], (
+        "bytes were transferred before the space check"
+    )
     assert world.log.records(path_prefix="/org/") == []
     dest = Path(os.environ["MDL_DEST"])
     assert partial_files(dest) == []
@@ -146,7 +162,9 @@ def test_refuses_on_a_small_real_filesystem(
     assert (dest / "small" / "w.bin").read_bytes() == SMALL
 
 
-def test_resume_checks_space_for_the_bytes_still_to_come(world: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_checks_space_for_the_bytes_still_to_come(
+    world: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # An interrupted run leaves a partial download with a few MB of the 40 MB done.
     monkeypatch.setenv("MDL_RETRIES", "0")
     world.cdn.faults.add(Fault.reset(after_bytes=2 * MB, path_prefix="/blobs/", skip=2, times=None))
@@ -159,7 +177,8 @@ def test_resume_checks_space_for_the_bytes_still_to_come(world: HubServer, monke
     assert world.cdn.log.records(method="GET") == []
 
 
-# -- ENOSPC mid-download -------------------------------------------------------------------------------
+# -- ENOSPC mid-download
+# -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -179,7 +198,9 @@ def test_enospc_mid_download_removes_the_part_and_exits_7(
     root = small_fs(fs_size)
     dest = use_dest(monkeypatch, root / "models")
     # The space check passes; then something else fills the disk as the download starts.
-    fault = world.cdn.faults.add(Fault.call(lambda: fill(root / "filler", filler), path_prefix="/blobs/"))
+    fault = world.cdn.faults.add(
+        Fault.call(lambda: fill(root / "filler", filler), path_prefix="/blobs/")
+    )
     result = run_mdl("pull", model, *args)
     assert fault.hits == 1
     assert result.exit_code == 7, result.stderr
@@ -202,7 +223,8 @@ def test_enospc_on_the_resume_record_leaves_nothing(
     root = small_fs("8m")
     dest = use_dest(monkeypatch, root / "models")
     Store(dest).ensure_dirs()
-    fill(root / "filler")  # the disk fills up between the space check (faked: it said yes) and the first write
+    # the disk fills up between the space check (faked: it said yes) and the first write
+    fill(root / "filler")
     fake_free_space(monkeypatch, 100 * MB)
     result = run_mdl("pull", "small")
     assert result.exit_code == 7, result.stderr

@@ -17,7 +17,13 @@ import pytest
 from filelock import FileLock
 from runfixtures import HANG
 
-from mdl.errors import ExitCode, InterruptedByUserError, LocalFSError, LockTimeoutError, UnsafePathError
+from mdl.errors import (
+    ExitCode,
+    InterruptedByUserError,
+    LocalFSError,
+    LockTimeoutError,
+    UnsafePathError,
+)
 from mdl.store import FileRecord, ModelRecord, Store
 from mdl.store.filesystem import hash_file, stat_file
 
@@ -36,7 +42,8 @@ def rec(path: str, n: int = 1) -> FileRecord:
     )
 
 
-# -- paths -----------------------------------------------------------------------------------------------
+# -- paths
+# -----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("path", ["model.bin", "vae/ae.safetensors", "a/b/c.txt", "a/../b.txt"])
@@ -46,7 +53,9 @@ def test_final_path_inside_the_model_folder(tmp_path: Path, path: str) -> None:
     assert os.path.normpath(got).startswith(str(tmp_path / "m") + os.sep)
 
 
-@pytest.mark.parametrize("path", ["..", "../x", "../../etc/passwd", "a/../../x", "", "a/../..", "."])
+@pytest.mark.parametrize(
+    "path", ["..", "../x", "../../etc/passwd", "a/../../x", "", "a/../..", "."]
+)
 def test_final_path_refuses_escaping_paths(tmp_path: Path, path: str) -> None:
     with pytest.raises(UnsafePathError) as info:
         Store(tmp_path).final_path("m", path)
@@ -66,7 +75,8 @@ def test_state_paths_live_under_dot_mdl(tmp_path: Path) -> None:
     assert store.record_path("m") == tmp_path / ".mdl" / "records" / "m.json"
 
 
-# -- records ---------------------------------------------------------------------------------------------
+# -- records
+# ---------------------------------------------------------------------------------------------
 
 
 def test_record_round_trip(tmp_path: Path) -> None:
@@ -111,7 +121,9 @@ def test_update_record_merges_concurrent_puts(tmp_path: Path) -> None:
     got = store.read_record("m")
     assert got is not None
     assert sorted(got.files) == names
-    leftovers = [p.name for p in (tmp_path / ".mdl" / "records").iterdir() if p.name.endswith(".tmp")]
+    leftovers = [
+        p.name for p in (tmp_path / ".mdl" / "records").iterdir() if p.name.endswith(".tmp")
+    ]
     assert leftovers == []
 
 
@@ -124,7 +136,9 @@ def test_update_record_merges_puts_from_other_processes(tmp_path: Path) -> None:
         " put=FileRecord(path=p, size=i, sha256='0'*64, mtime_ns=0))\n"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), tag], cwd=Path(__file__).parents[2])
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path), tag], cwd=Path(__file__).parents[2]
+        )
         for tag in ("x", "y", "z")
     ]
     for proc in procs:
@@ -167,7 +181,8 @@ def test_model_record_to_json_sorts_files() -> None:
     assert list(record.to_json()["files"]) == ["a", "b"]
 
 
-# -- partials --------------------------------------------------------------------------------------------
+# -- partials
+# --------------------------------------------------------------------------------------------
 
 
 def test_partials_lists_parts_orphans_and_temp_files(tmp_path: Path) -> None:
@@ -181,9 +196,11 @@ def test_partials_lists_parts_orphans_and_temp_files(tmp_path: Path) -> None:
     state.write_text(json.dumps({"source": "hf://org/x@c/big.bin"}))
     orphan_part, orphan_state = store.part_paths("m", "gone.bin")
     orphan_state.write_text(json.dumps({"source": "https://cdn.example/gone.bin"}))
-    tmp = state.with_name(state.name + ".tmp")  # a resume record being written when the run was killed
+    # a resume record being written when the run was killed
+    tmp = state.with_name(state.name + ".tmp")
     tmp.write_text("{")
-    foreign = tmp_path / ".mdl" / "partial" / "notes.tmp"  # not a name mdl gives: never mdl's to remove
+    # not a name mdl gives: never mdl's to remove
+    foreign = tmp_path / ".mdl" / "partial" / "notes.tmp"
     foreign.write_text("mine")
 
     found = {p.part_path: p for p in store.partials()}
@@ -200,14 +217,16 @@ def test_partials_lists_parts_orphans_and_temp_files(tmp_path: Path) -> None:
     assert not orphan_part.exists()
 
 
-# -- hashing ---------------------------------------------------------------------------------------------
+# -- hashing
+# ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("data", "git_sha1"),
     [
         (b"", "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"),  # `git hash-object /dev/null`
-        (b"hello\n", "ce013625030ba8dba906f756967f9e9ca394464a"),  # `echo hello | git hash-object --stdin`
+        # `echo hello | git hash-object --stdin`
+        (b"hello\n", "ce013625030ba8dba906f756967f9e9ca394464a"),
         (b"hello world\n", "3b18e512dba79e4c8300dd08aeb37f8e728b8dad"),
     ],
 )
@@ -235,14 +254,17 @@ def test_stat_file(tmp_path: Path) -> None:
     assert stat_file(tmp_path / "f" / "under-a-file") is None
 
 
-# -- locks -----------------------------------------------------------------------------------------------
+# -- locks
+# -----------------------------------------------------------------------------------------------
 
 
 def test_file_lock_uncontended_does_not_call_on_wait(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.ensure_dirs()
     waited: list[bool] = []
-    with store.acquire_file_lock("m", "a.bin", timeout=1, on_wait=lambda holder: waited.append(True)):
+    with store.acquire_file_lock(
+        "m", "a.bin", timeout=1, on_wait=lambda holder: waited.append(True)
+    ):
         assert store.lock_path("m", "a.bin").exists()
     assert waited == []
 
@@ -254,7 +276,8 @@ def test_file_lock_waits_for_a_holder_in_another_thread(tmp_path: Path) -> None:
     released = threading.Event()
     waiting = threading.Event()
 
-    def hold_until_waited_for() -> None:  # not a fixed 0.3 s: the waiter may be late on a busy machine
+    # not a fixed 0.3 s: the waiter may be late on a busy machine
+    def hold_until_waited_for() -> None:
         # filelock state is per thread: acquire and release in the holder's own thread.
         with FileLock(store.lock_path("m", "a.bin")):
             held.set()
@@ -282,7 +305,9 @@ def test_file_lock_times_out_when_another_process_holds_it(tmp_path: Path) -> No
         "import sys, time; from filelock import FileLock\n"
         "l = FileLock(sys.argv[1]); l.acquire(); print('held', flush=True); time.sleep(3600)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script, str(lock)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(lock)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "held"
@@ -290,10 +315,13 @@ def test_file_lock_times_out_when_another_process_holds_it(tmp_path: Path) -> No
         started = time.monotonic()
         with (
             pytest.raises(LockTimeoutError) as info,
-            store.acquire_file_lock("m", "a.bin", timeout=0.3, on_wait=lambda holder: waited.append(True)),
+            store.acquire_file_lock(
+                "m", "a.bin", timeout=0.3, on_wait=lambda holder: waited.append(True)
+            ),
         ):
             pytest.fail("the lock must not be obtained")
-        assert time.monotonic() - started >= 0.25  # it waited its timeout (a slow machine only adds to it)
+        # it waited its timeout (a slow machine only adds to it)
+        assert time.monotonic() - started >= 0.25
         assert waited == [True]
         assert info.value.exit_code == ExitCode.LOCAL == 7
         assert "m/a.bin" in info.value.message
@@ -323,8 +351,11 @@ def test_file_lock_wait_is_cancellable(tmp_path: Path) -> None:
         assert held.wait(HANG)
         cancel = threading.Event()
         threading.Timer(0.2, cancel.set).start()
-        with (  # a timeout far past HANG: only the cancel ends this wait (a lock timeout is another error)
-            pytest.raises(InterruptedByUserError, match="interrupted while waiting for a lock") as info,
+        # a timeout far past HANG: only the cancel ends this wait (a lock timeout is another error)
+        with (
+            pytest.raises(
+                InterruptedByUserError, match="interrupted while waiting for a lock"
+            ) as info,
             store.acquire_file_lock("m", "a.bin", timeout=10 * HANG, cancel=cancel),
         ):
             pytest.fail("the lock must not be obtained")
@@ -343,14 +374,17 @@ def test_free_bytes_probes_the_nearest_existing_parent(tmp_path: Path) -> None:
 def test_a_folder_where_a_lock_file_goes_is_exit_7_naming_it(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.lock_path("m", "a.bin").mkdir(parents=True)
-    with pytest.raises(LocalFSError, match=r"cannot lock .*\.lock: it is a folder, not a file") as caught:
+    with pytest.raises(
+        LocalFSError, match=r"cannot lock .*\.lock: it is a folder, not a file"
+    ) as caught:
         store.acquire_file_lock("m", "a.bin", timeout=1)
     assert caught.value.exit_code == 7
 
 
 def test_the_cache_store_keeps_the_records_of_earlier_commits(tmp_path: Path) -> None:
-    """In the Hugging Face cache another commit's file stays on disk: its record moves to ``earlier``, comes back
-    when a pull returns to that content, and round-trips through the file; the plain layout keeps no history."""
+    """In the Hugging Face cache another commit's file stays on disk: its record moves to
+    ``earlier``, comes back when a pull returns to that content, and round-trips through the file;
+    the plain layout keeps no history."""
     old_commit, new_commit = "a" * 40, "b" * 40
 
     def hub(commit: str, sha: str) -> FileRecord:
@@ -358,17 +392,26 @@ def test_the_cache_store_keeps_the_records_of_earlier_commits(tmp_path: Path) ->
 
     cache = Store(tmp_path / "cache", keeps_revisions=True)
     cache.update_record("m", revision="v1", commit=old_commit, put=hub(old_commit, "1" * 64))
-    record = cache.update_record("m", revision="main", commit=new_commit, put=hub(new_commit, "2" * 64))
+    record = cache.update_record(
+        "m", revision="main", commit=new_commit, put=hub(new_commit, "2" * 64)
+    )
     assert record.files["w.bin"].commit == new_commit
-    assert record.earlier == {f"{old_commit}/w.bin": replace(hub(old_commit, "1" * 64), path=f"{old_commit}/w.bin")}
+    assert record.earlier == {
+        f"{old_commit}/w.bin": replace(hub(old_commit, "1" * 64), path=f"{old_commit}/w.bin")
+    }
     assert cache.read_record("m") == record, "round-trips through the file"
     assert record.entry_for("w.bin", sha256="1" * 64, git_oid=None) == hub(old_commit, "1" * 64)
     assert record.entry_for("w.bin", sha256="2" * 64, git_oid=None) == hub(new_commit, "2" * 64)
     back = cache.update_record("m", revision="v1", commit=old_commit, put=hub(old_commit, "1" * 64))
-    assert set(back.earlier) == {f"{new_commit}/w.bin"}, "current again: out of earlier; the other one in"
+    assert set(back.earlier) == {f"{new_commit}/w.bin"}, (
+        "current again: out of earlier; the other one in"
+    )
     cache.drop_from_record("m", (), forget=(f"{new_commit}/w.bin",))
     assert cache.read_record("m").earlier == {}  # type: ignore[union-attr]
 
     plain = Store(tmp_path / "plain")
     plain.update_record("m", revision="v1", commit=old_commit, put=hub(old_commit, "1" * 64))
-    assert plain.update_record("m", revision=None, commit=None, put=hub(new_commit, "2" * 64)).earlier == {}
+    assert (
+        plain.update_record("m", revision=None, commit=None, put=hub(new_commit, "2" * 64)).earlier
+        == {}
+    )

@@ -67,7 +67,9 @@ def test_verify_on_a_terminal_draws_a_total_bar(env: dict[str, str]) -> None:
     assert ran.stdout  # the table of results is still data on stdout
 
 
-def test_verify_hashes_with_a_bar_per_file_under_one_total(env: dict[str, str], tmp_path: Path) -> None:
+def test_verify_hashes_with_a_bar_per_file_under_one_total(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     from mdl.catalog.load import load_catalog
     from mdl.catalog.settings import build_settings
 
@@ -76,7 +78,8 @@ def test_verify_hashes_with_a_bar_per_file_under_one_total(env: dict[str, str], 
     calls = Calls()
     report = verify_models(catalog.models, settings, progress=calls)
     assert {f.action for f in report.files if f.model == "big"} == {"verified"}
-    # One total for what is on disk and recorded (the never-pulled model adds nothing), then a bar per file.
+    # One total for what is on disk and recorded (the never-pulled model adds nothing), then a bar
+    # per file.
     assert calls.begun == [(len(BIG) + len(SMALL), 2)]
     assert sorted(calls.started) == [
         ("big/small.safetensors", len(SMALL), "big", "small.safetensors"),

@@ -10,7 +10,9 @@ from hostile import ScriptedServer
 
 @pytest.fixture
 def started() -> Iterator[list[ScriptedServer]]:
-    """The scripted servers a test starts (it appends them): stopped afterwards, and none may have failed."""
+    """The scripted servers a test starts (it appends them): stopped afterwards, and none may
+    have failed.
+    """
     servers: list[ScriptedServer] = []
     yield servers
     for server in servers:

@@ -1,7 +1,9 @@
-"""The action a run reports is what happened: ``resumed`` only when bytes of an earlier run were kept.
+"""The action a run reports is what happened: ``resumed`` only when bytes of an earlier run were
+kept.
 
-A server that answers a ranged request with a whole 200 (Apache answering ``If-Range`` with an old ETag, or
-ignoring ranges) makes mdl start over from zero: that file was ``downloaded``, not ``resumed``.
+A server that answers a ranged request with a whole 200 (Apache answering ``If-Range`` with an old
+ETag, or ignoring ranges) makes mdl start over from zero: that file was ``downloaded``, not
+``resumed``.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ def action_of(result: Result) -> str:
     return str(file["action"])
 
 
-def test_get_resumed_when_the_server_honours_the_range(cdn: CdnServer, served: str, tmp_path: Path) -> None:
+def test_get_resumed_when_the_server_honours_the_range(
+    cdn: CdnServer, served: str, tmp_path: Path
+) -> None:
     cut_first_run(cdn, "get", served, "-d", "out")
     cdn.log.clear()
     assert action_of(mdl("get", served, "-d", "out", "--json")) == "resumed"
@@ -56,25 +60,37 @@ def test_get_resumed_when_the_server_honours_the_range(cdn: CdnServer, served: s
     assert (tmp_path / "out" / "weights.bin").read_bytes() == DATA
 
 
-def test_get_restarted_by_a_200_to_if_range_is_downloaded(cdn: CdnServer, served: str, tmp_path: Path) -> None:
+def test_get_restarted_by_a_200_to_if_range_is_downloaded(
+    cdn: CdnServer, served: str, tmp_path: Path
+) -> None:
     cut_first_run(cdn, "get", served, "-d", "out")
     cdn.log.clear()
     # 200 and the whole body to every ranged request, whatever If-Range says (the probe's too).
     cdn.faults.add(Fault.full_body(path_prefix="/files/", times=None))
     result = mdl("get", served, "-d", "out", "--json")
     guarded = [r for r in cdn.log.records(method="GET") if r.if_range is not None]
-    assert guarded and guarded[0].if_range == '"v1"', "the resume asked for the rest, guarded by the old ETag"
-    # ... from a little before the bytes on disk: no hash checks this file, so the overlap is compared (rule 15)
+    assert guarded and guarded[0].if_range == '"v1"', (
+        "the resume asked for the rest, guarded by the old ETag"
+    )
+    # ... from a little before the bytes on disk: no hash checks this file, so the overlap is
+    # compared (rule 15)
     assert guarded[0].range == f"bytes={CUT - OVERLAP}-{len(DATA) - 1}", guarded[0].range
     assert action_of(result) == "downloaded"
     assert (tmp_path / "out" / "weights.bin").read_bytes() == DATA
 
 
-def test_get_restarted_because_the_etag_changed_is_downloaded(cdn: CdnServer, served: str, tmp_path: Path) -> None:
+def test_get_restarted_because_the_etag_changed_is_downloaded(
+    cdn: CdnServer, served: str, tmp_path: Path
+) -> None:
     cut_first_run(cdn, "get", served, "-d", "out")
-    # Re-uploaded with a new ETag after the probe: the ranged GET with If-Range "v1" gets the whole new file.
+    # Re-uploaded with a new ETag after the probe: the ranged GET with If-Range "v1" gets the whole
+    # new file.
     cdn.faults.add(
-        Fault.call(lambda: cdn.add_file("/files/weights.bin", DATA, etag='"v2"'), path_prefix="/files/", skip=1)
+        Fault.call(
+            lambda: cdn.add_file("/files/weights.bin", DATA, etag='"v2"'),
+            path_prefix="/files/",
+            skip=1,
+        )
     )
     cdn.log.clear()
     assert action_of(mdl("get", served, "-d", "out", "--json")) == "downloaded"
@@ -84,7 +100,10 @@ def test_get_restarted_because_the_etag_changed_is_downloaded(cdn: CdnServer, se
 
 def test_pull_restarted_by_a_200_is_downloaded(cdn: CdnServer, served: str, tmp_path: Path) -> None:
     catalog = tmp_path / "catalog.toml"
-    catalog.write_text(f'[models.w]\nfiles = [{{ url = "{served}", sha256 = "{sha(DATA)}", size = {len(DATA)} }}]\n')
+    catalog.write_text(
+        f'[models.w]\nfiles = [{{ url = "{served}", sha256 = "{sha(DATA)}", size = {len(DATA)}'
+        " }]\n"
+    )
     args = ("pull", "w", "--catalog", str(catalog), "--dest", str(tmp_path / "models"))
     cut_first_run(cdn, *args)
     cdn.faults.add(Fault.full_body(path_prefix="/files/", times=None))

@@ -1,4 +1,6 @@
-"""Which answers are read straight from their socket into a reused buffer, and that the bytes are the same."""
+"""Which answers are read straight from their socket into a reused buffer, and that the bytes are
+the same.
+"""
 
 from __future__ import annotations
 
@@ -31,11 +33,15 @@ def client() -> Iterator[httpx2.Client]:
 
 @pytest.fixture
 def raw_from_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Read even small test bodies raw (the real threshold keeps small answers on keep-alive connections)."""
+    """Read even small test bodies raw (the real threshold keeps small answers on keep-alive
+    connections).
+    """
     monkeypatch.setattr("mdl.transfer.body.RAW_LEAST", 0)
 
 
-def test_a_short_206_keeps_its_connection_for_the_next_request(cdn: CdnServer, client: httpx2.Client) -> None:
+def test_a_short_206_keeps_its_connection_for_the_next_request(
+    cdn: CdnServer, client: httpx2.Client
+) -> None:
     data = make_data(3_000_000, seed=90)
     url = cdn.add_file("/f.bin", data)
     assert len(data) < RAW_LEAST
@@ -51,16 +57,23 @@ def test_a_short_206_keeps_its_connection_for_the_next_request(cdn: CdnServer, c
 
 
 @pytest.mark.usefixtures("raw_from_any_size")
-def test_a_plain_206_is_read_from_its_socket_a_200_is_not(cdn: CdnServer, client: httpx2.Client) -> None:
+def test_a_plain_206_is_read_from_its_socket_a_200_is_not(
+    cdn: CdnServer, client: httpx2.Client
+) -> None:
     data = make_data(3_000_000, seed=91)
     url = cdn.add_file("/f.bin", data)
-    with follow(client, url, credentials=Credentials(), headers={"Range": "bytes=10-2999999"}, what="f") as resp:
+    with follow(
+        client, url, credentials=Credentials(), headers={"Range": "bytes=10-2999999"}, what="f"
+    ) as resp:
         assert resp.status_code == 206
         stream = raw_socket(resp, promised(resp, what="f"))
         assert isinstance(stream, WireStream)
         body = resp.iter_raw()  # kept: a dropped iterator closes its connection
         first = next(body, b"")  # what the parser holds past the headers
-        rest = b"".join(bytes(v) for v in _received(stream, read_buffer(), len(data) - 10 - len(first), resp.request))
+        rest = b"".join(
+            bytes(v)
+            for v in _received(stream, read_buffer(), len(data) - 10 - len(first), resp.request)
+        )
         assert first + rest == data[10:]
     with follow(client, url, credentials=Credentials(), headers={}, what="f") as resp:
         assert resp.status_code == 200
@@ -69,10 +82,14 @@ def test_a_plain_206_is_read_from_its_socket_a_200_is_not(cdn: CdnServer, client
 
 
 @pytest.mark.usefixtures("raw_from_any_size")
-def test_a_closed_connection_mid_body_is_an_httpx2_read_error(cdn: CdnServer, client: httpx2.Client) -> None:
+def test_a_closed_connection_mid_body_is_an_httpx2_read_error(
+    cdn: CdnServer, client: httpx2.Client
+) -> None:
     data = make_data(3_000_000, seed=92)
     url = cdn.add_file("/f.bin", data)
-    with follow(client, url, credentials=Credentials(), headers={"Range": "bytes=0-2999999"}, what="f") as resp:
+    with follow(
+        client, url, credentials=Credentials(), headers={"Range": "bytes=0-2999999"}, what="f"
+    ) as resp:
         stream = raw_socket(resp, promised(resp, what="f"))
         assert stream is not None
         stream.close()  # as Ctrl-C's close of every response does
@@ -81,9 +98,11 @@ def test_a_closed_connection_mid_body_is_an_httpx2_read_error(cdn: CdnServer, cl
 
 
 class ChunkedWithLength:
-    """A server that frames every answer as chunked *and* gives a Content-Length (RFC 9112 §6.3: chunked wins).
+    """A server that frames every answer as chunked *and* gives a Content-Length (RFC 9112 §6.3:
+    chunked wins).
 
-    Some proxy/origin pairs send both; the bytes of the file are only what the chunked framing carries.
+    Some proxy/origin pairs send both; the bytes of the file are only what the chunked framing
+    carries.
     """
 
     def __init__(self, data: bytes) -> None:
@@ -118,7 +137,9 @@ class ChunkedWithLength:
                     last = int(match.group(2)) if match and match.group(2) else len(self.data) - 1
                     body = self.data[first : last + 1]
                     status = "206 Partial Content" if match else "200 OK"
-                    extra = f"Content-Range: bytes {first}-{last}/{len(self.data)}\r\n" if match else ""
+                    extra = (
+                        f"Content-Range: bytes {first}-{last}/{len(self.data)}\r\n" if match else ""
+                    )
                     conn.sendall(
                         f'HTTP/1.1 {status}\r\n{extra}ETag: "v1"\r\nContent-Length: {len(body)}\r\n'
                         "Transfer-Encoding: chunked\r\n\r\n".encode()
@@ -131,19 +152,23 @@ class ChunkedWithLength:
                 return
 
     def close(self) -> None:
-        # Wake the accept first: a listener closed under a blocked accept() leaves a thread that may accept on
-        # the fd number a later test's server gets, and answer its requests.
+        # Wake the accept first: a listener closed under a blocked accept() leaves a thread that may
+        # accept on the fd number a later test's server gets, and answer its requests.
         self.server.shutdown(socket.SHUT_RDWR)
         self.thread.join(5)
         self.server.close()
 
 
-def test_a_chunked_206_with_a_content_length_is_never_read_raw(client: httpx2.Client, tmp_path: Path) -> None:
+def test_a_chunked_206_with_a_content_length_is_never_read_raw(
+    client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(12_000_000, seed=93)
     server = ChunkedWithLength(data)
     try:
         job = transfer_job(tmp_path, server.url, data)
-        config = EngineConfig(connections=4, retry=RetryPolicy(retries=0), split_threshold=64 * 1024)
+        config = EngineConfig(
+            connections=4, retry=RetryPolicy(retries=0), split_threshold=64 * 1024
+        )
         Engine(client, config, progress=NullProgress(), cancel=threading.Event()).fetch(job)
         assert job.final_path.read_bytes() == data  # no chunk-size lines spliced into the file
     finally:
@@ -159,7 +184,8 @@ def test_a_catch_up_of_a_frontier_read_before_a_reset_hashes_nothing(tmp_path: P
         hasher = Hasher(fd, len(old), git=False)
         limit, epoch = len(old), hasher.epoch  # the hashing thread reads the frontier...
         hasher.reset()  # ...the stream gets a whole new body and restarts from zero...
-        hasher.catch_up(limit, epoch=epoch)  # ...and the catch-up of the old frontier must not hash old bytes
+        # ...and the catch-up of the old frontier must not hash old bytes
+        hasher.catch_up(limit, epoch=epoch)
         assert hasher.position == 0
         assert hasher.sha256.hexdigest() == hashlib.sha256(b"").hexdigest()
         hasher.catch_up(1000)  # a frontier read after the reset is caught up as usual

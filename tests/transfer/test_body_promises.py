@@ -1,9 +1,10 @@
-"""One check, every path (issue 37, class B; engine rule 16): an answer's body never exceeds what its headers name,
-whether the probe, the engine's parser or its raw socket reader reads it, and a 200 that carries a Content-Range for
-part of the file (``rclone serve s3``) is read as that range.
+"""One check, every path (issue 37, class B; engine rule 16): an answer's body never exceeds what
+its headers name, whether the probe, the engine's parser or its raw socket reader reads it, and a
+200 that carries a Content-Range for part of the file (``rclone serve s3``) is read as that range.
 
-The servers are `FramedServer`s (tests/hostile.py): scripted files whose answers a policy may frame as chunked with
-more or fewer bytes than their Content-Range names, or answer a range with rclone's 200.
+The servers are `FramedServer`s (tests/hostile.py): scripted files whose answers a policy may frame
+as chunked with more or fewer bytes than their Content-Range names, or answer a range with rclone's
+200.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from hostile import Answer, FramedServer, Phase, Policy, ScriptedServer, Seen, chunked, rclone_ranges
+from hostile import (
+    Answer,
+    FramedServer,
+    Phase,
+    Policy,
+    ScriptedServer,
+    Seen,
+    chunked,
+    rclone_ranges,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from runfixtures import mdl, transfer_job
@@ -51,19 +61,23 @@ def serve(
 
 
 def get_file(server: ScriptedServer, out: Path, *extra: str) -> tuple[int, str]:
-    result = mdl("get", server.url + PATH, "-o", str(out), "--no-progress", *extra, env={"MDL_RETRIES": "1"})
+    result = mdl(
+        "get", server.url + PATH, "-o", str(out), "--no-progress", *extra, env={"MDL_RETRIES": "1"}
+    )
     return result.exit_code, result.stderr
 
 
-# -- the carried probe: a chunked first window with more bytes than its Content-Range names ------------------------
+# -- the carried probe: a chunked first window with more bytes than its Content-Range names
+# ------------------------
 
 
 @pytest.mark.parametrize("framing", ["chunked", "content-length"])
 def test_a_probe_answer_longer_than_its_range_is_refused_and_nothing_is_kept(
     started: list[ScriptedServer], tmp_path: Path, framing: str
 ) -> None:
-    """The regression: chunked, the first window's 11 extra bytes were written at its end and the download went on
-    from there + 11 (right size, wrong bytes, exit 0). Now either framing is exit 5 and no file."""
+    """The regression: chunked, the first window's 11 extra bytes were written at its end and the
+    download went on from there + 11 (right size, wrong bytes, exit 0). Now either framing is exit 5
+    and no file."""
     data = make_data(12 * MiB, seed=3701)
 
     def policy(index: int, seen: Seen, server: ScriptedServer) -> Answer | None:
@@ -71,7 +85,9 @@ def test_a_probe_answer_longer_than_its_range_is_refused_and_nothing_is_kept(
         if seen.range == "bytes=0-":  # the probe's open-ended first GET
             if framing == "chunked":
                 return chunked(answer, extra=b"X" * 11)
-            return Answer(answer.status, answer.headers, bytes(answer.body) + b"X" * 11, phase=answer.phase)
+            return Answer(
+                answer.status, answer.headers, bytes(answer.body) + b"X" * 11, phase=answer.phase
+            )
         return answer
 
     server = serve(started, data, policy)
@@ -91,8 +107,8 @@ def test_a_probe_answer_longer_than_its_range_is_refused_and_nothing_is_kept(
 def test_a_range_answer_longer_than_its_range_takes_back_what_it_wrote(
     started: list[ScriptedServer], tmp_path: Path, raw: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The engine's ranges (read by the parser, or from the socket when big): a body past its range is exit 5, and
-    the resume record claims none of that answer's bytes."""
+    """The engine's ranges (read by the parser, or from the socket when big): a body past its range
+    is exit 5, and the resume record claims none of that answer's bytes."""
     if raw:
         monkeypatch.setattr("mdl.transfer.body.RAW_LEAST", 0)
     data = make_data(12 * MiB, seed=3702)
@@ -105,8 +121,13 @@ def test_a_range_answer_longer_than_its_range_takes_back_what_it_wrote(
 
     server = serve(started, data, policy)
     job = transfer_job(tmp_path, server.url + PATH, size=len(data), etag=ETAG)
-    config = EngineConfig(connections=3, retry=RetryPolicy(retries=2, base=0.01, cap=0.05), split_threshold=MiB)
-    with make_client(pool_size=4, timeout=5) as client, pytest.raises(NetworkError, match="more than the"):
+    config = EngineConfig(
+        connections=3, retry=RetryPolicy(retries=2, base=0.01, cap=0.05), split_threshold=MiB
+    )
+    with (
+        make_client(pool_size=4, timeout=5) as client,
+        pytest.raises(NetworkError, match="more than the"),
+    ):
         Engine(client, config, progress=NullProgress(), cancel=threading.Event()).fetch(job)
     assert not job.final_path.exists()
     record = json.loads(job.state_path.read_text())
@@ -117,7 +138,9 @@ def test_a_range_answer_longer_than_its_range_takes_back_what_it_wrote(
             assert done == 0, "an answer that went past its range is not kept"
 
 
-def test_a_chunked_body_that_fits_its_range_is_read(started: list[ScriptedServer], tmp_path: Path) -> None:
+def test_a_chunked_body_that_fits_its_range_is_read(
+    started: list[ScriptedServer], tmp_path: Path
+) -> None:
     data = make_data(12 * MiB, seed=3703)
     server = serve(started, data, lambda i, seen, s: chunked(s.reply(seen)))
     out = tmp_path / "out" / "f.bin"
@@ -126,7 +149,8 @@ def test_a_chunked_body_that_fits_its_range_is_read(started: list[ScriptedServer
     assert out.read_bytes() == data
 
 
-# -- rclone serve s3: a 200 with a Content-Range and only the range ----------------------------------------------
+# -- rclone serve s3: a 200 with a Content-Range and only the range
+# ----------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -137,8 +161,9 @@ def test_a_chunked_body_that_fits_its_range_is_read(started: list[ScriptedServer
 def test_a_200_naming_a_range_is_read_as_that_range(
     started: list[ScriptedServer], tmp_path: Path, size: int, cap: int | None
 ) -> None:
-    """rclone answers every ranged GET with a 200 naming the range, the probe's open-ended one too (``cap``: each
-    answer at most that long, a legal short one, so the probe's names a part of the file and a join follows)."""
+    """rclone answers every ranged GET with a 200 naming the range, the probe's open-ended one too
+    (``cap``: each answer at most that long, a legal short one, so the probe's names a part of the
+    file and a join follows)."""
     data = make_data(size, seed=3704)
     server = ScriptedServer({PATH: [Phase(data, etag=ETAG, cap=cap)]}, policy=rclone_ranges).start()
     started.append(server)
@@ -148,18 +173,26 @@ def test_a_200_naming_a_range_is_read_as_that_range(
     assert out.read_bytes() == data
     seen = server.seen(PATH)
     probe, later = seen[0], seen[1:]
-    assert probe.range == "bytes=0-" and all(s.status == 200 for s in seen), [(s.range, s.status) for s in seen]
-    # The probe's answer is the download's first piece (a small file whole), read to its end or the answer's: no
-    # later request asks for those bytes again but the 64 KiB a join repeats (no sha256 checks the file: rule 15).
+    assert probe.range == "bytes=0-" and all(s.status == 200 for s in seen), [
+        (s.range, s.status) for s in seen
+    ]
+    # The probe's answer is the download's first piece (a small file whole), read to its end or the
+    # answer's: no later request asks for those bytes again but the 64 KiB a join repeats (no sha256
+    # checks the file: rule 15).
     held = min(EngineConfig(connections=4).plan(size)[0].end or size, cap or size)
     asked = [(s.range, s.range_start) for s in later]
-    assert all(r is not None and start is not None and start >= held - OVERLAP for r, start in asked), asked
+    assert all(
+        r is not None and start is not None and start >= held - OVERLAP for r, start in asked
+    ), asked
     # Each later 200 was read as its range: no byte fetched twice but the joins' 64 KiB.
     assert sum(s.sent for s in later) <= size - held + len(later) * OVERLAP, asked
-    if cap is not None:  # every answer exact (the probe's too): each join repeats 64 KiB, nothing else
+    # every answer exact (the probe's too): each join repeats 64 KiB, nothing else
+    if cap is not None:
         assert sum(s.sent for s in seen) == size + len(later) * OVERLAP, asked
     if size > 32 * MiB:
-        assert sum(1 for s in later if (s.range_start or 0) > 0) >= 3, "parallel ranges, as with 206s"
+        assert sum(1 for s in later if (s.range_start or 0) > 0) >= 3, (
+            "parallel ranges, as with 206s"
+        )
 
 
 def test_a_job_output_size_the_server_contradicts_names_both_in_the_users_words(
@@ -175,21 +208,40 @@ def test_a_job_output_size_the_server_contradicts_names_both_in_the_users_words(
     assert f"{len(data)} bytes" in result.stderr and "descriptor" not in result.stderr
 
 
-# -- the span an answer's headers promise (a parser of untrusted headers) ----------------------------------------
+# -- the span an answer's headers promise (a parser of untrusted headers)
+# ----------------------------------------
 
 
 def answer(status: int, headers: dict[str, str]) -> httpx2.Response:
-    return httpx2.Response(status, headers=headers, request=httpx2.Request("GET", "http://127.0.0.1/f"))
+    return httpx2.Response(
+        status, headers=headers, request=httpx2.Request("GET", "http://127.0.0.1/f")
+    )
 
 
 def test_promised_spans() -> None:
     cases = [
-        (206, {"Content-Range": "bytes 5-9/20", "Content-Length": "5"}, Span(5, 10, 20, ranged=True)),
-        (200, {"Content-Range": "bytes 5-9/20", "Content-Length": "5"}, Span(5, 10, 20, ranged=True)),
-        (200, {"Content-Range": "bytes 0-19/20", "Content-Length": "20"}, Span(0, 20, 20, ranged=False)),
+        (
+            206,
+            {"Content-Range": "bytes 5-9/20", "Content-Length": "5"},
+            Span(5, 10, 20, ranged=True),
+        ),
+        (
+            200,
+            {"Content-Range": "bytes 5-9/20", "Content-Length": "5"},
+            Span(5, 10, 20, ranged=True),
+        ),
+        (
+            200,
+            {"Content-Range": "bytes 0-19/20", "Content-Length": "20"},
+            Span(0, 20, 20, ranged=False),
+        ),
         (200, {"Content-Length": "20"}, Span(0, 20, 20, ranged=False)),
         (200, {"Transfer-Encoding": "chunked"}, Span(0, None, None, ranged=False)),
-        (206, {"Content-Range": "bytes 0-9/*", "Transfer-Encoding": "chunked"}, Span(0, 10, None, ranged=True)),
+        (
+            206,
+            {"Content-Range": "bytes 0-9/*", "Transfer-Encoding": "chunked"},
+            Span(0, 10, None, ranged=True),
+        ),
         (200, {"Content-Range": "nonsense", "Content-Length": "20"}, Span(0, 20, 20, ranged=False)),
     ]
     for status, headers, span in cases:
@@ -204,14 +256,19 @@ def test_promised_spans() -> None:
 
 
 RANGES = st.builds(
-    "bytes {}-{}/{}".format, st.integers(0, 50), st.integers(0, 50), st.one_of(st.just("*"), st.integers(0, 60))
+    "bytes {}-{}/{}".format,
+    st.integers(0, 50),
+    st.integers(0, 50),
+    st.one_of(st.just("*"), st.integers(0, 60)),
 )
 
 
 @settings(max_examples=300, deadline=None)
 @given(
     status=st.sampled_from([200, 206]),
-    value=st.one_of(st.none(), st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40), RANGES),
+    value=st.one_of(
+        st.none(), st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40), RANGES
+    ),
     length=st.one_of(st.none(), st.integers(0, 60)),
     chunked_framing=st.booleans(),
 )
@@ -239,7 +296,8 @@ def test_promised_is_a_span_of_the_file_or_exit_5(
         assert span.length == length, "a Content-Length beside the range is the range's"
 
 
-# -- whatever the bodies and headers say, the file is the file or nothing -------------------------------------------
+# -- whatever the bodies and headers say, the file is the file or nothing
+# -------------------------------------------
 
 KINDS = ("honest", "longer", "shorter", "rclone", "length-lies", "chunked")
 
@@ -274,7 +332,10 @@ def test_answers_that_disagree_with_their_headers_end_in_the_file_or_nothing(
     def policy(index: int, seen: Seen, server: ScriptedServer) -> Answer | None:
         return shaped(kinds[index % len(kinds)], server.reply(seen), extra)
 
-    with tempfile.TemporaryDirectory() as tmp, FramedServer({PATH: [Phase(data, etag=ETAG)]}, policy=policy) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        FramedServer({PATH: [Phase(data, etag=ETAG)]}, policy=policy) as server,
+    ):
         job = transfer_job(
             Path(tmp),
             server.url + PATH,
@@ -282,24 +343,38 @@ def test_answers_that_disagree_with_their_headers_end_in_the_file_or_nothing(
             sha=sha(data) if hashed else None,
             etag=ETAG,
         )
-        config = EngineConfig(connections=3, retry=RetryPolicy(retries=3, base=0.001, cap=0.01), split_threshold=MiB)
+        config = EngineConfig(
+            connections=3, retry=RetryPolicy(retries=3, base=0.001, cap=0.01), split_threshold=MiB
+        )
         with make_client(pool_size=4, timeout=5) as client:
             try:
                 Engine(client, config, progress=NullProgress(), cancel=threading.Event()).fetch(job)
             except MdlError as exc:
-                assert exc.exit_code in (ExitCode.NETWORK, ExitCode.INTEGRITY), f"{type(exc).__name__}: {exc}"
+                assert exc.exit_code in (ExitCode.NETWORK, ExitCode.INTEGRITY), (
+                    f"{type(exc).__name__}: {exc}"
+                )
                 assert not job.final_path.exists()
             else:
-                assert job.final_path.read_bytes() == data, [(s.range, s.status, s.sent) for s in server.seen()]
+                assert job.final_path.read_bytes() == data, [
+                    (s.range, s.status, s.sent) for s in server.seen()
+                ]
         assert not server.errors, server.errors
 
 
-def test_follow_reads_a_200_with_a_content_range_as_its_range(started: list[ScriptedServer]) -> None:
+def test_follow_reads_a_200_with_a_content_range_as_its_range(
+    started: list[ScriptedServer],
+) -> None:
     data = make_data(100_000, seed=3707)
     server = serve(started, data, rclone_ranges, cls=ScriptedServer)
     with (
         make_client(pool_size=1, timeout=5) as client,
-        follow(client, server.url + PATH, credentials=Credentials(), headers={"Range": "bytes=10-19"}, what="f") as r,
+        follow(
+            client,
+            server.url + PATH,
+            credentials=Credentials(),
+            headers={"Range": "bytes=10-19"},
+            what="f",
+        ) as r,
     ):
         assert r.status_code == 200
         assert promised(r, what="f") == Span(10, 20, len(data), ranged=True)

@@ -1,5 +1,6 @@
-"""A server that forces ``Content-Encoding: br`` is decoded (brotli is a dependency); where brotli is missing (an
-install made with --no-deps), the body is refused naming the package: exit 5, nothing written."""
+"""A server that forces ``Content-Encoding: br`` is decoded (brotli is a dependency); where brotli
+is missing (an install made with --no-deps), the body is refused naming the package: exit 5, nothing
+written."""
 
 from __future__ import annotations
 
@@ -24,8 +25,12 @@ def _serve_br(cdn: CdnServer, body: bytes) -> str:
     return f"{cdn.url}/br/tokenizer.json"
 
 
-def test_a_br_body_is_decoded(cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    brotli = pytest.importorskip("brotli", reason="brotli is a dependency of mdl; this environment lacks it")
+def test_a_br_body_is_decoded(
+    cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    brotli = pytest.importorskip(
+        "brotli", reason="brotli is a dependency of mdl; this environment lacks it"
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     encoded = brotli.compress(TOKENIZER)
@@ -39,11 +44,19 @@ def test_a_br_body_is_decoded(cdn: CdnServer, tmp_path: Path, monkeypatch: pytes
     assert (tmp_path / "out" / "tokenizer.json").read_bytes() == TOKENIZER
 
 
-def test_without_brotli_a_br_body_is_refused_naming_the_package(cdn: CdnServer, tmp_path: Path) -> None:
-    # A real interpreter where neither brotli nor brotlicffi can be imported, as after `pip install --no-deps mdl`.
+def test_without_brotli_a_br_body_is_refused_naming_the_package(
+    cdn: CdnServer, tmp_path: Path
+) -> None:
+    # A real interpreter where neither brotli nor brotlicffi can be imported, as after `pip install
+    # --no-deps mdl`.
     url = _serve_br(cdn, b"\x1b\x00\x00\x00not really brotli")
-    env = {**without_modules(tmp_path, "brotli", "brotlicffi"), "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
-    probe = subprocess.run([sys.executable, "-c", "import brotli"], env=env, capture_output=True, text=True)
+    env = {
+        **without_modules(tmp_path, "brotli", "brotlicffi"),
+        "MDL_LOG_FILE": str(tmp_path / "mdl.log"),
+    }
+    probe = subprocess.run(
+        [sys.executable, "-c", "import brotli"], env=env, capture_output=True, text=True
+    )
     assert probe.returncode != 0, "the blocker must make brotli unimportable"
     result = subprocess.run(
         [sys.executable, "-m", "mdl", "get", url, "-d", "out", "--json"],

@@ -1,8 +1,10 @@
-"""A content-coded body (``Content-Encoding: gzip`` sent regardless of ``Accept-Encoding: identity``) is decoded.
+"""A content-coded body (``Content-Encoding: gzip`` sent regardless of ``Accept-Encoding:
+identity``) is decoded.
 
-Against `hostile.GzipCdn` (nginx with ``gzip_static always``): the file on disk is always the decoded bytes, size
-and sha256 are checked on them, a ranged answer with a coding is never spliced (one decoded stream instead), and a
-coding mdl cannot decode is exit 5 naming the URL with nothing written.
+Against `hostile.GzipCdn` (nginx with ``gzip_static always``): the file on disk is always the
+decoded bytes, size and sha256 are checked on them, a ranged answer with a coding is never spliced
+(one decoded stream instead), and a coding mdl cannot decode is exit 5 naming the URL with nothing
+written.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from mdl.errors import ExitCode
 
 MiB = 1024 * 1024
 TOKENIZER = json.dumps({"vocab": {f"tok{i}": i for i in range(20_000)}}).encode()
-BIG = make_data(40 * MiB, seed=20)  # above the split threshold: pulled as parallel ranges unless refused
+# above the split threshold: pulled as parallel ranges unless refused
+BIG = make_data(40 * MiB, seed=20)
 
 
 def sha(data: bytes) -> str:
@@ -55,10 +58,16 @@ def only_file(result: Result) -> dict[str, object]:
 
 def test_get_decodes_a_gzip_body(gzip_cdn: GzipCdn, tmp_path: Path) -> None:
     url = gzip_cdn.add_file("/static/tokenizer.json", TOKENIZER)
-    assert len(gzip.compress(TOKENIZER)) < len(TOKENIZER) // 2, "the wire carries far fewer bytes than the file"
+    assert len(gzip.compress(TOKENIZER)) < len(TOKENIZER) // 2, (
+        "the wire carries far fewer bytes than the file"
+    )
     file = only_file(mdl("get", url, "-d", "out", "--json"))
     assert (tmp_path / "out" / "tokenizer.json").read_bytes() == TOKENIZER
-    assert (file["size"], file["sha256"], file["action"]) == (len(TOKENIZER), sha(TOKENIZER), "downloaded")
+    assert (file["size"], file["sha256"], file["action"]) == (
+        len(TOKENIZER),
+        sha(TOKENIZER),
+        "downloaded",
+    )
     assert files_in(tmp_path / "out") == [".mdl", ".mdl/get.json", "tokenizer.json"]
 
 
@@ -74,7 +83,8 @@ def test_get_checks_sha256_of_the_decoded_bytes(gzip_cdn: GzipCdn, tmp_path: Pat
 def test_pull_decodes_and_checks_the_pinned_size(gzip_cdn: GzipCdn, tmp_path: Path) -> None:
     url = gzip_cdn.add_file("/static/tokenizer.json", TOKENIZER)
     (tmp_path / "catalog.toml").write_text(
-        f'[models.tok]\nfiles = [{{ url = "{url}", sha256 = "{sha(TOKENIZER)}", size = {len(TOKENIZER)} }}]\n'
+        f'[models.tok]\nfiles = [{{ url = "{url}", sha256 = "{sha(TOKENIZER)}", size ='
+        f" {len(TOKENIZER)} }}]\n"
     )
     file = only_file(mdl("pull", "tok", "--dest", "models", "--json"))
     assert file["action"] == "downloaded"
@@ -93,13 +103,17 @@ def test_pull_never_splices_coded_ranges(gzip_cdn: GzipCdn, tmp_path: Path) -> N
     gets = gzip_cdn.log.records(method="GET")
     assert gets[0].range is not None and gets[0].status == 206, "it asked for ranges first"
     whole = [r for r in gets if r.range is None]
-    assert len(whole) == 1 and whole[0].status == 200 and whole[0].complete, "then one whole decoded stream"
-    # No locate first (a sha256 checks the file): each stream asked its range at once, and the first coded answer
-    # restarted the file as one decoded stream; nothing ranged was asked after it began (and the file is BIG: no
-    # coded slice was kept).
+    assert len(whole) == 1 and whole[0].status == 200 and whole[0].complete, (
+        "then one whole decoded stream"
+    )
+    # No locate first (a sha256 checks the file): each stream asked its range at once, and the first
+    # coded answer restarted the file as one decoded stream; nothing ranged was asked after it began
+    # (and the file is BIG: no coded slice was kept).
     first = gets.index(whole[0])
     coded = gets[:first]
-    assert 1 <= len(coded) <= 4 and all(r.range != "bytes=0-0" and r.status == 206 for r in coded), coded
+    assert 1 <= len(coded) <= 4 and all(
+        r.range != "bytes=0-0" and r.status == 206 for r in coded
+    ), coded
     assert gets[first:] == whole, "a coded slice was asked after the file restarted as one stream"
 
 
@@ -113,7 +127,9 @@ def test_a_resume_answered_with_a_coded_range_starts_over(
     gzip_cdn.faults.add(Fault.reset(after_bytes=MiB, path_prefix="/files/", times=None))
     assert mdl(*args).exit_code == ExitCode.NETWORK
     gzip_cdn.faults.clear()
-    assert [p for p in files_in(tmp_path / "out") if p.endswith(".part")], "a partial download was kept"
+    assert [p for p in files_in(tmp_path / "out") if p.endswith(".part")], (
+        "a partial download was kept"
+    )
     monkeypatch.delenv("MDL_RETRIES")
     gzip_cdn.log.clear()
     file = only_file(mdl(*args))
@@ -123,10 +139,16 @@ def test_a_resume_answered_with_a_coded_range_starts_over(
     assert any(r.status == 206 for r in gets) and gets[-1].range is None and gets[-1].status == 200
 
 
-def test_deflate_is_decoded_too(cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deflate_is_decoded_too(
+    cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     headers = {"Content-Encoding": "deflate", "Content-Type": "application/json"}
-    cdn.faults.add(Fault.http_error(200, zlib.compress(TOKENIZER), headers=headers, path_prefix="/d/", times=None))
+    cdn.faults.add(
+        Fault.http_error(
+            200, zlib.compress(TOKENIZER), headers=headers, path_prefix="/d/", times=None
+        )
+    )
     assert mdl("get", f"{cdn.url}/d/vocab.json", "-d", "out").exit_code == 0
     assert (tmp_path / "out" / "vocab.json").read_bytes() == TOKENIZER
 
@@ -137,7 +159,11 @@ def test_unknown_coding_is_exit_5_naming_the_url(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     headers = {"Content-Encoding": coding}
-    cdn.faults.add(Fault.http_error(200, b"\x1f\x9d\x90garbage", headers=headers, path_prefix="/u/", times=None))
+    cdn.faults.add(
+        Fault.http_error(
+            200, b"\x1f\x9d\x90garbage", headers=headers, path_prefix="/u/", times=None
+        )
+    )
     result = mdl("get", f"{cdn.url}/u/model.bin", "-d", "out", "--json")
     assert result.exit_code == ExitCode.NETWORK, result.output
     message = json.loads(result.stdout)["files"][0]["error"]

@@ -1,7 +1,9 @@
-"""Deadlines for whole requests (issue 23): a server that drips its answer cannot keep a request alive for ever.
+"""Deadlines for whole requests (issue 23): a server that drips its answer cannot keep a request
+alive for ever.
 
-``--timeout`` bounds the time to a complete header block, a Hub API reply must be whole within its deadline, and a
-body slower than the minimum pace for the stall timeout is a stall; all against a raw dripping server on 127.0.0.1.
+``--timeout`` bounds the time to a complete header block, a Hub API reply must be whole within its
+deadline, and a body slower than the minimum pace for the stall timeout is a stall; all against a
+raw dripping server on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class DrippingServer:
-    """Answers every request on 127.0.0.1 slowly: its header block one byte per ``interval`` (``headers``), or its
-    headers at once and then ``chunk`` bytes of body per ``interval`` (``body``)."""
+    """Answers every request on 127.0.0.1 slowly: its header block one byte per ``interval``
+    (``headers``), or its headers at once and then ``chunk`` bytes of body per ``interval``
+    (``body``)."""
 
-    def __init__(self, mode: str, *, interval: float = 0.5, chunk: int = 1, length: int = 1_000_000) -> None:
+    def __init__(
+        self, mode: str, *, interval: float = 0.5, chunk: int = 1, length: int = 1_000_000
+    ) -> None:
         self.mode, self.interval, self.chunk, self.length = mode, interval, chunk, length
         self.accepted = 0
         self._stop = threading.Event()
@@ -47,7 +52,8 @@ class DrippingServer:
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept: no thread outlives this server (test_body.py)
+        # wakes the accept: no thread outlives this server (test_body.py)
+        self._server.shutdown(socket.SHUT_RDWR)
         self._thread.join(5)
         self._server.close()
 
@@ -76,7 +82,8 @@ class DrippingServer:
                         return
                     head += got
                 headers = (
-                    f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {self.length}\r\n\r\n"
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length:"
+                    f" {self.length}\r\n\r\n"
                 ).encode()
                 body = b'{"sha": "' + b"0" * (self.length - 11) + b'"}'
                 if self.mode == "headers":
@@ -102,7 +109,8 @@ def test_dripping_headers_end_at_the_timeout_not_per_byte() -> None:
             follow(client, f"{server.url}/f", credentials=Credentials(), what="m/f"),
         ):
             pass
-        assert time.monotonic() - started < HANG  # one 1 s budget for the whole block (a byte a second: ~40 s)
+        # one 1 s budget for the whole block (a byte a second: ~40 s)
+        assert time.monotonic() - started < HANG
 
 
 @pytest.mark.realtime
@@ -117,13 +125,15 @@ def test_a_body_dripping_below_the_minimum_pace_is_a_stall() -> None:
         with pytest.raises(httpx2.ReadTimeout):
             for _ in response.iter_raw():
                 pass
-        assert time.monotonic() - started < HANG  # bytes kept coming every 0.25 s: a per-read timeout never fires
+        # bytes kept coming every 0.25 s: a per-read timeout never fires
+        assert time.monotonic() - started < HANG
 
 
 @pytest.mark.realtime
 def test_a_slow_body_above_the_minimum_pace_is_not_a_stall() -> None:
-    # 4 KiB every 0.25 s is ~16 KiB/s, above the 1 KiB/s floor: 4 s of it goes on untroubled at a 3 s stall timeout
-    # (each drip brings a whole window's due: only a drip late by 3 s, not a busy machine, would look like a stall).
+    # 4 KiB every 0.25 s is ~16 KiB/s, above the 1 KiB/s floor: 4 s of it goes on untroubled at a 3
+    # s stall timeout (each drip brings a whole window's due: only a drip late by 3 s, not a busy
+    # machine, would look like a stall).
     with (
         DrippingServer("body", interval=0.25, chunk=4096, length=16 * 4096) as server,
         make_client(pool_size=1, timeout=10 * HANG) as client,
@@ -135,34 +145,41 @@ def test_a_slow_body_above_the_minimum_pace_is_not_a_stall() -> None:
 
 @pytest.mark.realtime
 def test_time_the_reader_spends_elsewhere_is_not_a_stall(cdn: CdnServer) -> None:
-    """The pace counts time spent waiting on the network, so a slow consumer (--limit-rate) never stalls."""
+    """The pace counts time spent waiting on the network, so a slow consumer (--limit-rate) never
+    stalls.
+    """
     data = make_data(3_000_000, seed=5)
     url = cdn.add_file("/f.bin", data)
     with (
         make_client(pool_size=1, timeout=10 * HANG) as client,
         follow(client, url, credentials=Credentials(), what="m/f") as response,
     ):
-        set_read_timeout(response, 2.0)  # long enough that a busy machine's slow loopback is no stall
+        # long enough that a busy machine's slow loopback is no stall
+        set_read_timeout(response, 2.0)
         got = b""
         for chunk in response.iter_raw(65536):
             got += chunk
             if len(got) < 400_000:
-                time.sleep(0.4)  # ~2.8 s of not reading: longer than the stall timeout, yet no wait on the network
+                # ~2.8 s of not reading: longer than the stall timeout, yet no wait on the network
+                time.sleep(0.4)
         assert got == data
 
 
 @pytest.mark.realtime
 def test_a_hub_reply_dripping_its_json_fails_naming_the_hub(no_sleep: RetryPolicy) -> None:
-    # 2 kB/s passes the pace, but the reply must be whole within 3 timeouts: 100 kB at that speed is not
+    # 2 kB/s passes the pace, but the reply must be whole within 3 timeouts: 100 kB at that speed is
+    # not
     with (
-        DrippingServer("body", interval=0.1, chunk=200, length=1_000_000) as server,  # whole: ~8 min a try
+        # whole: ~8 min a try
+        DrippingServer("body", interval=0.1, chunk=200, length=1_000_000) as server,
         make_client(pool_size=1, timeout=0.5) as client,
     ):
         hub = Hub(server.url, None, client=client, retry=no_sleep)
         started = time.monotonic()
         with pytest.raises(NetworkError, match=f"the Hub at {server.url} did not answer"):
             hub.commit_of("org/tiny", repo_type="model", revision="main", what="tiny")
-        assert 1.4 < time.monotonic() - started < HANG  # each try cut at its 1.5 s deadline, not at a per-read timeout
+        # each try cut at its 1.5 s deadline, not at a per-read timeout
+        assert 1.4 < time.monotonic() - started < HANG
         assert server.accepted == 2  # one retry, as for any Hub that does not answer
 
 
@@ -172,8 +189,11 @@ def test_pull_against_a_dripping_hub_is_exit_5_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, chunk: int
 ) -> None:
 
-    with DrippingServer(mode, interval=0.1, chunk=chunk) as server:  # a byte well within each 0.3 s read
-        use_catalog(tmp_path, monkeypatch, '[models.snapshot]\nrepo = "org/tiny"\n', endpoint=server.url)
+    # a byte well within each 0.3 s read
+    with DrippingServer(mode, interval=0.1, chunk=chunk) as server:
+        use_catalog(
+            tmp_path, monkeypatch, '[models.snapshot]\nrepo = "org/tiny"\n', endpoint=server.url
+        )
         started = time.monotonic()
         result = mdl("pull", "snapshot", "--timeout", "0.3")
         elapsed = time.monotonic() - started
@@ -183,8 +203,8 @@ def test_pull_against_a_dripping_hub_is_exit_5_naming_it(
 
 
 def test_mdl_leaves_httpcore2_defaults_alone(cdn: CdnServer) -> None:
-    """mdl reads up to 1 MiB per recv on its own streams only: huggingface_hub's client in the same process keeps
-    httpcore2's defaults (no process-wide patch)."""
+    """mdl reads up to 1 MiB per recv on its own streams only: huggingface_hub's client in the same
+    process keeps httpcore2's defaults (no process-wide patch)."""
     before = httpcore2.HTTP11Connection.READ_NUM_BYTES
     data = make_data(8_000_000, seed=6)
     url = cdn.add_file("/big.bin", data)

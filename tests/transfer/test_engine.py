@@ -1,4 +1,6 @@
-"""The download engine against the real loopback CDN/Hub: ranges, resume, verification, retries, limits."""
+"""The download engine against the real loopback CDN/Hub: ranges, resume, verification, retries,
+limits.
+"""
 
 from __future__ import annotations
 
@@ -63,7 +65,8 @@ class Recorder(Progress):
 
 @pytest.fixture
 def client() -> Iterator[httpx2.Client]:
-    with make_client(timeout=60, pool_size=32) as c:  # a safety net: no test here waits for it to fire
+    # a safety net: no test here waits for it to fire
+    with make_client(timeout=60, pool_size=32) as c:
         yield c
 
 
@@ -83,7 +86,9 @@ def make_engine(
         split_threshold=split_threshold,
         checkpoint_interval=checkpoint_interval,
     )
-    return Engine(client, config, progress=progress or Recorder(), cancel=threading.Event(), **kwargs)
+    return Engine(
+        client, config, progress=progress or Recorder(), cancel=threading.Event(), **kwargs
+    )
 
 
 def saved_state(job: TransferJob) -> dict[str, Any]:
@@ -91,7 +96,9 @@ def saved_state(job: TransferJob) -> dict[str, Any]:
 
 
 def assert_claims_backed_by_data(job: TransferJob, data: bytes) -> int:
-    """Every byte the resume record claims is on disk in the .part, and right; returns the bytes claimed."""
+    """Every byte the resume record claims is on disk in the .part, and right; returns the bytes
+    claimed.
+    """
     part = job.part_path.read_bytes()
     claimed = 0
     for start, end, done in saved_state(job)["pieces"]:
@@ -111,7 +118,8 @@ def gets(server: CdnServer) -> list[Any]:
     return server.log.records(method="GET")
 
 
-# -- whole downloads -------------------------------------------------------------------------------------
+# -- whole downloads
+# -------------------------------------------------------------------------------------
 
 
 def test_single_stream_byte_exact(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
@@ -121,7 +129,12 @@ def test_single_stream_byte_exact(cdn: CdnServer, client: httpx2.Client, tmp_pat
     job = transfer_job(tmp_path, url, data)
     result = make_engine(client, split_threshold=32 * MiB, progress=progress).fetch(job)
     assert_finished(job, data)
-    assert (result.size, result.sha256, result.resumed_from, result.fetched) == (len(data), sha256(data), 0, len(data))
+    assert (result.size, result.sha256, result.resumed_from, result.fetched) == (
+        len(data),
+        sha256(data),
+        0,
+        len(data),
+    )
     assert result.etag == f'"{hashlib.md5(data).hexdigest()}"'
     (request,) = gets(cdn)
     assert request.range is None
@@ -131,11 +144,14 @@ def test_single_stream_byte_exact(cdn: CdnServer, client: httpx2.Client, tmp_pat
 
 
 @pytest.mark.parametrize("connections", [4, 8])
-def test_parallel_ranges_byte_exact(cdn: CdnServer, client: httpx2.Client, tmp_path: Path, connections: int) -> None:
+def test_parallel_ranges_byte_exact(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path, connections: int
+) -> None:
     data = make_data(9_000_003, seed=2)
     url = cdn.add_file("/f.bin", data)
-    # Each range lasts ~0.2 s: with no locate first to open a connection, a stream whose thread starts late on a busy
-    # machine still finds the other's answer running (else it may reuse its finished connection).
+    # Each range lasts ~0.2 s: with no locate first to open a connection, a stream whose thread
+    # starts late on a busy machine still finds the other's answer running (else it may reuse its
+    # finished connection).
     cdn.throttle_bps = 20_000_000
     job = transfer_job(tmp_path, url, data, git_oid=git_blob_sha1(data))
     result = make_engine(client, connections=connections).fetch(job)
@@ -143,7 +159,8 @@ def test_parallel_ranges_byte_exact(cdn: CdnServer, client: httpx2.Client, tmp_p
     assert (result.sha256, result.git_oid) == (sha256(data), git_blob_sha1(data))
     pieces = plan_pieces(len(data), connections=connections, split_threshold=SMALL)
     assert len(pieces) == 2  # one piece per connection, but none under MIN_PIECE: 9 MB makes two
-    # A hash checks the file: no 1-byte locate first, every stream asks its range at once (engine rule 19).
+    # A hash checks the file: no 1-byte locate first, every stream asks its range at once (engine
+    # rule 19).
     ranged = gets(cdn)
     assert all(r.range != "bytes=0-0" for r in ranged)
     # One request per piece: each fits in a stream's first window, so nothing is left to steal.
@@ -188,7 +205,9 @@ def test_unknown_size(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> 
     assert_finished(job, data)
 
 
-def test_final_path_replaces_an_old_file(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_final_path_replaces_an_old_file(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(5000, seed=5)
     url = cdn.add_file("/f.bin", data)
     job = transfer_job(tmp_path, url, size=len(data))
@@ -198,7 +217,8 @@ def test_final_path_replaces_an_old_file(cdn: CdnServer, client: httpx2.Client, 
     assert_finished(job, data)
 
 
-# -- verification ----------------------------------------------------------------------------------------
+# -- verification
+# ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("parallel", [False, True])
@@ -206,7 +226,8 @@ def test_wrong_sha256_fails_after_one_download(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path, parallel: bool
 ) -> None:
     data = make_data(9_000_003 if parallel else 100_003, seed=6)
-    url = cdn.add_file("/f.bin", data)  # an ETag ties the parallel ranges to one version: nothing suspect
+    # an ETag ties the parallel ranges to one version: nothing suspect
+    url = cdn.add_file("/f.bin", data)
     wrong = "0" * 64
     progress = Recorder()
     job = transfer_job(tmp_path, url, size=len(data), sha=wrong)
@@ -220,8 +241,10 @@ def test_wrong_sha256_fails_after_one_download(
     assert not job.state_path.exists()
     assert not job.final_path.exists()
     assert not job.final_path.parent.exists()
-    # One download: a clean transfer that hashes wrong is a wrong file (or hash); a second one would say so again.
-    assert cdn.log.body_bytes(method="GET") == len(data)  # parallel too: the hash spares the 1-byte locate
+    # One download: a clean transfer that hashes wrong is a wrong file (or hash); a second one would
+    # say so again.
+    # parallel too: the hash spares the 1-byte locate
+    assert cdn.log.body_bytes(method="GET") == len(data)
     assert job.retries.causes == ()
     if not parallel:
         (only,) = gets(cdn)
@@ -234,7 +257,8 @@ def test_a_mismatch_after_a_resume_is_fetched_again_from_zero(
     good = make_data(400_003, seed=7)
     corrupt = bytearray(good)
     corrupt[50_000] ^= 0xFF
-    # The first run keeps 300 KB of a corrupt copy that carries the same ETag as the good one (a bad cache).
+    # The first run keeps 300 KB of a corrupt copy that carries the same ETag as the good one (a bad
+    # cache).
     url = cdn.add_file("/f.bin", bytes(corrupt), etag='"v1"')
     cdn.faults.add(Fault.reset(after_bytes=300_000))
     job = transfer_job(tmp_path, url, good)
@@ -247,8 +271,12 @@ def test_a_mismatch_after_a_resume_is_fetched_again_from_zero(
     assert_finished(job, good)
     assert result.sha256 == sha256(good)
     first, second = gets(cdn)
-    assert first.range == "bytes=300000-400002" and second.range is None, "the resumed bytes were suspect"
-    assert result.fetched == (len(good) - 300_000) + len(good), "the refused try's bytes crossed the network too"
+    assert first.range == "bytes=300000-400002" and second.range is None, (
+        "the resumed bytes were suspect"
+    )
+    assert result.fetched == (len(good) - 300_000) + len(good), (
+        "the refused try's bytes crossed the network too"
+    )
     assert job.retries.causes == ("sha256 mismatch, fetched again from zero",)
     assert any("mismatch" in note for note in progress.notes)
 
@@ -274,7 +302,9 @@ def test_wrong_git_blob_sha1_fails(cdn: CdnServer, client: httpx2.Client, tmp_pa
     assert not job.part_path.exists()
 
 
-def test_no_verify_skips_the_hash_but_not_the_size(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_no_verify_skips_the_hash_but_not_the_size(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(10_000, seed=8)
     url = cdn.add_file("/f.bin", data)
     job = transfer_job(tmp_path, url, size=len(data), sha="0" * 64, verify=False)
@@ -305,7 +335,9 @@ def test_server_file_smaller_than_expected_is_a_size_mismatch(
     assert not job.final_path.exists()
 
 
-def test_parallel_size_disagreement_is_a_size_mismatch(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_parallel_size_disagreement_is_a_size_mismatch(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(9_000_003, seed=11)
     url = cdn.add_file("/f.bin", data)
     job = transfer_job(tmp_path, url, size=len(data) + 1)
@@ -316,7 +348,8 @@ def test_parallel_size_disagreement_is_a_size_mismatch(cdn: CdnServer, client: h
     assert not job.final_path.exists()
 
 
-# -- resume ----------------------------------------------------------------------------------------------
+# -- resume
+# ----------------------------------------------------------------------------------------------
 
 
 def test_resume_single_stream_asks_for_the_rest_with_if_range(
@@ -334,7 +367,12 @@ def test_resume_single_stream_asks_for_the_rest_with_if_range(
     assert not job.final_path.exists()
     state = saved_state(job)
     assert state["validator"] == etag
-    assert state["identity"] == {"size": len(data), "sha256": sha256(data), "git_oid": None, "etag": None}
+    assert state["identity"] == {
+        "size": len(data),
+        "sha256": sha256(data),
+        "git_oid": None,
+        "etag": None,
+    }
     assert state["pieces"] == [[0, len(data), cut]]
     assert assert_claims_backed_by_data(job, data) == cut
 
@@ -351,11 +389,15 @@ def test_resume_single_stream_asks_for_the_rest_with_if_range(
     assert progress.starts == [("m/f.bin", len(data), cut)]
 
 
-def test_resume_parallel_fetches_only_the_missing_ranges(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_resume_parallel_fetches_only_the_missing_ranges(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(9_000_003, seed=13)
     url = cdn.add_file("/f.bin", data)
-    cdn.throttle_bps = 4_000_000  # per stream: every range is still in flight when one of them is cut
-    cdn.faults.add(Fault.reset(after_bytes=300_000))  # the first range to arrive (a hash checks it: no locate)
+    # per stream: every range is still in flight when one of them is cut
+    cdn.throttle_bps = 4_000_000
+    # the first range to arrive (a hash checks it: no locate)
+    cdn.faults.add(Fault.reset(after_bytes=300_000))
     job = transfer_job(tmp_path, url, data)
     with pytest.raises(NetworkError):
         make_engine(client, retries=0).fetch(job)
@@ -397,7 +439,9 @@ def test_resume_record_claiming_more_than_the_part_is_clamped(
     assert request.range == f"bytes=100000-{len(data) - 1}"
 
 
-def test_unreadable_resume_record_starts_over(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_unreadable_resume_record_starts_over(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(50_000, seed=15)
     url = cdn.add_file("/f.bin", data)
     job = transfer_job(tmp_path, url, size=len(data))
@@ -410,7 +454,9 @@ def test_unreadable_resume_record_starts_over(cdn: CdnServer, client: httpx2.Cli
     assert request.range is None
 
 
-def test_changed_identity_discards_the_old_partial(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_changed_identity_discards_the_old_partial(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     old = make_data(300_000, seed=16)
     new = make_data(300_000, seed=17)
     url = cdn.add_file("/f.bin", old)
@@ -431,7 +477,8 @@ def test_changed_identity_discards_the_old_partial(cdn: CdnServer, client: httpx
 def test_changed_file_behind_the_same_identity_is_refetched_whole(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path
 ) -> None:
-    # The identity only knows the size; If-Range with the old ETag makes the server send the new file whole.
+    # The identity only knows the size; If-Range with the old ETag makes the server send the new
+    # file whole.
     old = make_data(300_000, seed=18)
     new = make_data(300_000, seed=19)
     url = cdn.add_file("/f.bin", old)
@@ -482,12 +529,15 @@ def test_server_ignoring_ranges_on_resume_restarts_from_zero(
     (request,) = gets(cdn)
     assert request.range == f"bytes=100000-{len(data) - 1}"
     assert request.status == 200
-    # Progress was rewound: what it saw adds up to the file once; the resume it announced is said to be none.
+    # Progress was rewound: what it saw adds up to the file once; the resume it announced is said to
+    # be none.
     assert progress.starts[0][2] + progress.advanced["m/f.bin"] == len(data)
     assert progress.notes == ["m/f.bin: server ignored the range; fetching 293 KiB from the start"]
 
 
-def test_server_ignoring_a_parallel_resume_says_so_once(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_server_ignoring_a_parallel_resume_says_so_once(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(9_000_003, seed=25)
     url = cdn.add_file("/f.bin", data)
     cdn.throttle_bps = 4_000_000
@@ -511,15 +561,20 @@ def test_server_ignoring_ranges_parallel_falls_back_to_one_stream(
     data = make_data(9_000_003, seed=23)
     url = cdn.add_file("/f.bin", data)
     cdn.ignore_ranges = True
-    job = transfer_job(tmp_path, url, data) if hashed else transfer_job(tmp_path, url, size=len(data))
+    job = (
+        transfer_job(tmp_path, url, data) if hashed else transfer_job(tmp_path, url, size=len(data))
+    )
     make_engine(client, connections=8).fetch(job)
     assert_finished(job, data)
     *ignored, last = gets(cdn)
     if hashed:  # no locate: the first ranges asked in parallel come back whole (200)
         pieces = plan_pieces(len(data), connections=8, split_threshold=SMALL)
         assert 1 <= len(ignored) <= len(pieces)
-        assert all(r.range is not None and r.range != "bytes=0-0" and r.status == 200 for r in ignored)
-    else:  # the locate (no hash: it fixes the validator before ranges go in parallel) comes back whole
+        assert all(
+            r.range is not None and r.range != "bytes=0-0" and r.status == 200 for r in ignored
+        )
+    # the locate (no hash: it fixes the validator before ranges go in parallel) comes back whole
+    else:
         assert [(r.range, r.status) for r in ignored] == [("bytes=0-0", 200)]
     # Then the file starts over as one stream that asks no range.
     assert last.range is None
@@ -531,7 +586,8 @@ def test_full_body_answer_to_one_range_falls_back_to_one_stream(
 ) -> None:
     data = make_data(9_000_003, seed=24)
     url = cdn.add_file("/f.bin", data)
-    cdn.faults.add(Fault.full_body(skip=1))  # one range passes (no locate: a hash checks it), then a plain 200
+    # one range passes (no locate: a hash checks it), then a plain 200
+    cdn.faults.add(Fault.full_body(skip=1))
     job = transfer_job(tmp_path, url, data, git_oid=git_blob_sha1(data))
     make_engine(client, connections=4).fetch(job)
     assert_finished(job, data)
@@ -542,7 +598,8 @@ def test_full_body_answer_to_one_range_falls_back_to_one_stream(
 
 def test_wrong_offset_in_206_is_refused(httpx2_mock: HTTPXMock, tmp_path: Path) -> None:
     data = make_data(1000, seed=25)
-    job = transfer_job(tmp_path, "https://files.example/f.bin", data)  # hashed: the resume repeats no bytes
+    # hashed: the resume repeats no bytes
+    job = transfer_job(tmp_path, "https://files.example/f.bin", data)
     job.part_path.parent.mkdir(parents=True)
     job.part_path.write_bytes(data[:500] + b"\0" * 500)
     job.state_path.write_text(
@@ -550,8 +607,14 @@ def test_wrong_offset_in_206_is_refused(httpx2_mock: HTTPXMock, tmp_path: Path) 
             {
                 "version": 1,
                 "source": job.url,
-                "identity": {"size": 1000, "sha256": job.identity.sha256, "git_oid": None, "etag": None},
-                "validator": '"v1"',  # without any validator a partial is never resumed (could be another version)
+                "identity": {
+                    "size": 1000,
+                    "sha256": job.identity.sha256,
+                    "git_oid": None,
+                    "etag": None,
+                },
+                # without any validator a partial is never resumed (could be another version)
+                "validator": '"v1"',
                 "pieces": [[0, 1000, 500]],
             }
         )
@@ -564,7 +627,8 @@ def test_wrong_offset_in_206_is_refused(httpx2_mock: HTTPXMock, tmp_path: Path) 
         content=data,
     )
     with (
-        # httpx2_mock answers for httpx2's own transport (mdl's own carries the deadlines, not needed here).
+        # httpx2_mock answers for httpx2's own transport (mdl's own carries the deadlines, not
+        # needed here).
         make_client(timeout=5, pool_size=2, transport=httpx2.HTTPTransport()) as client,
         pytest.raises(NetworkError, match="asked for bytes from 500, server sent from 0"),
     ):
@@ -573,7 +637,9 @@ def test_wrong_offset_in_206_is_refused(httpx2_mock: HTTPXMock, tmp_path: Path) 
     assert saved_state(job)["pieces"] == [[0, 1000, 500]]
 
 
-def test_complete_partial_is_finished_without_a_request(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_complete_partial_is_finished_without_a_request(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     # A crash after the last byte but before the rename: the next run only verifies and moves it.
     data = make_data(300_000, seed=40)
     url = cdn.add_file("/f.bin", data)
@@ -582,7 +648,9 @@ def test_complete_partial_is_finished_without_a_request(cdn: CdnServer, client: 
     with pytest.raises(NetworkError):
         make_engine(client).fetch(job)
     job.part_path.write_bytes(data)
-    job.state_path.write_text(json.dumps({**saved_state(job), "pieces": [[0, len(data), len(data)]]}))
+    job.state_path.write_text(
+        json.dumps({**saved_state(job), "pieces": [[0, len(data), len(data)]]})
+    )
     cdn.log.clear()
     result = make_engine(client).fetch(job)
     assert_finished(job, data)
@@ -611,10 +679,13 @@ def test_corrupt_resumed_bytes_are_caught_and_fetched_again(
     assert second.bytes_sent == len(data)
 
 
-# -- the resume record -----------------------------------------------------------------------------------
+# -- the resume record
+# -----------------------------------------------------------------------------------
 
 
-def test_record_never_claims_more_than_is_on_disk(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_record_never_claims_more_than_is_on_disk(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(9_000_003, seed=26)
     url = cdn.add_file("/f.bin", data)
     cdn.throttle_bps = 6_000_000
@@ -642,7 +713,9 @@ def test_record_never_claims_more_than_is_on_disk(cdn: CdnServer, client: httpx2
     assert outcome and job.final_path.read_bytes() == data
 
 
-def test_frequent_checkpoints_from_many_streams(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_frequent_checkpoints_from_many_streams(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(13_000_003, seed=27)
     url = cdn.add_file("/f.bin", data)
     job = transfer_job(tmp_path, url, size=len(data))
@@ -650,7 +723,8 @@ def test_frequent_checkpoints_from_many_streams(cdn: CdnServer, client: httpx2.C
     assert_finished(job, data)
 
 
-# -- identity and the final path ---------------------------------------------------------------------------
+# -- identity and the final path
+# ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -674,7 +748,9 @@ def test_identity_matches(mine: Identity, theirs: Identity, same: bool) -> None:
     assert theirs.matches(mine) is same
 
 
-def test_final_path_symlink_is_replaced_not_followed(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_final_path_symlink_is_replaced_not_followed(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(5000, seed=42)
     url = cdn.add_file("/f.bin", data)
     job = transfer_job(tmp_path, url, size=len(data))
@@ -688,7 +764,9 @@ def test_final_path_symlink_is_replaced_not_followed(cdn: CdnServer, client: htt
     assert outside.read_bytes() == b"keep me"
 
 
-def test_final_path_taken_by_a_folder(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_final_path_taken_by_a_folder(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(5000, seed=43)
     url = cdn.add_file("/f.bin", data)
     job = transfer_job(tmp_path, url, size=len(data))
@@ -698,10 +776,13 @@ def test_final_path_taken_by_a_folder(cdn: CdnServer, client: httpx2.Client, tmp
     assert info.value.exit_code == ExitCode.LOCAL
 
 
-# -- retries, stalls, errors -----------------------------------------------------------------------------
+# -- retries, stalls, errors
+# -----------------------------------------------------------------------------
 
 
-def test_retry_on_503_honours_retry_after(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_retry_on_503_honours_retry_after(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(20_000, seed=28)
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.http_error(503, retry_after=1))
@@ -728,7 +809,9 @@ def test_retries_run_out(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) 
     assert not job.state_path.exists()
 
 
-def test_reset_mid_body_keeps_what_arrived(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_reset_mid_body_keeps_what_arrived(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(600_000, seed=30)
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.reset(after_bytes=250_000))
@@ -742,10 +825,13 @@ def test_reset_mid_body_keeps_what_arrived(cdn: CdnServer, client: httpx2.Client
     assert result.fetched == len(data)
 
 
-def test_reset_in_one_range_retries_only_that_range(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_reset_in_one_range_retries_only_that_range(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(9_000_003, seed=31)
     url = cdn.add_file("/f.bin", data)
-    cdn.faults.add(Fault.reset(after_bytes=1_000_000))  # the first range to arrive (a hash checks it: no locate)
+    # the first range to arrive (a hash checks it: no locate)
+    cdn.faults.add(Fault.reset(after_bytes=1_000_000))
     job = transfer_job(tmp_path, url, data)
     make_engine(client, retries=2).fetch(job)
     assert_finished(job, data)
@@ -753,7 +839,8 @@ def test_reset_in_one_range_retries_only_that_range(cdn: CdnServer, client: http
     assert len(requests) == 2 + 1  # a request per piece, and the cut one's retry
     cut = next(r for r in requests if r.fault == "reset")
     start = int(cut.range.removeprefix("bytes=").split("-")[0])
-    # The other ranges may still be running when the retry starts: find it by its range, not its position.
+    # The other ranges may still be running when the retry starts: find it by its range, not its
+    # position.
     later = requests[requests.index(cut) + 1 :]
     assert [r for r in later if r.range.startswith(f"bytes={start + 1_000_000}-")]
     assert sum(r.bytes_sent for r in requests) == len(data)
@@ -764,7 +851,8 @@ def test_stall_is_resumed_without_spending_a_retry(cdn: CdnServer, tmp_path: Pat
     url = cdn.add_file("/f.bin", data)
     cdn.faults.add(Fault.stall(after_bytes=100_000))  # silent until the server stops
     job = transfer_job(tmp_path, url, data)
-    with make_client(timeout=3, pool_size=4) as client:  # the stall is endless: only this timeout can end it
+    # the stall is endless: only this timeout can end it
+    with make_client(timeout=3, pool_size=4) as client:
         make_engine(client, retries=0).fetch(job)
     assert_finished(job, data)
     first, second = gets(cdn)
@@ -772,9 +860,16 @@ def test_stall_is_resumed_without_spending_a_retry(cdn: CdnServer, tmp_path: Pat
     assert second.range == f"bytes=100000-{len(data) - 1}"
 
 
-@pytest.mark.parametrize(("status", "cls", "code"), [(404, NotFoundError, 4), (410, NotFoundError, 4)])
+@pytest.mark.parametrize(
+    ("status", "cls", "code"), [(404, NotFoundError, 4), (410, NotFoundError, 4)]
+)
 def test_not_found_is_not_retried(
-    cdn: CdnServer, client: httpx2.Client, tmp_path: Path, status: int, cls: type[Exception], code: int
+    cdn: CdnServer,
+    client: httpx2.Client,
+    tmp_path: Path,
+    status: int,
+    cls: type[Exception],
+    code: int,
 ) -> None:
     url = cdn.add_file("/f.bin", b"x" * 100)
     cdn.faults.add(Fault.http_error(status, times=None))
@@ -787,7 +882,9 @@ def test_not_found_is_not_retried(
     assert not job.final_path.exists()
 
 
-def test_cdn_403_on_a_fixed_link_is_an_expired_url(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_cdn_403_on_a_fixed_link_is_an_expired_url(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     url = cdn.add_file("/f.bin", b"x" * 100, signed=True)
     cdn.expire_signed_urls()
     job = transfer_job(tmp_path, url, size=100)
@@ -804,7 +901,8 @@ def test_expired_signed_urls_are_resolved_again_at_the_hub(
     data = make_data(9_000_003, seed=33)
     hub.add_repo("org/m", {"model.safetensors": data}, gated="auto")
     url = hub.file_url("org/m", "model.safetensors")
-    hub.cdn.faults.add(Fault.expire_urls(skip=1))  # after the first range, the URLs expire: later ones get a 403
+    # after the first range, the URLs expire: later ones get a 403
+    hub.cdn.faults.add(Fault.expire_urls(skip=1))
     creds = Credentials(hub_origin=origin(hub.url), token=TOKEN)
     job = transfer_job(tmp_path, url, data, credentials=creds)
     make_engine(client, retries=3).fetch(replace(job, renewable=True))
@@ -815,27 +913,37 @@ def test_expired_signed_urls_are_resolved_again_at_the_hub(
     assert all(r.authorization is None for r in hub.cdn.log.records())
 
 
-def test_hub_token_never_reaches_the_cdn_in_parallel(hub: HubServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_hub_token_never_reaches_the_cdn_in_parallel(
+    hub: HubServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(9_000_003, seed=34)
     hub.add_repo("org/m", {"model.safetensors": data}, private=True)
     creds = Credentials(hub_origin=origin(hub.url), token=TOKEN)
     job = transfer_job(
-        tmp_path, hub.file_url("org/m", "model.safetensors"), size=len(data), sha=sha256(data), credentials=creds
+        tmp_path,
+        hub.file_url("org/m", "model.safetensors"),
+        size=len(data),
+        sha=sha256(data),
+        credentials=creds,
     )
     make_engine(client, connections=8).fetch(job)
     assert_finished(job, data)
-    # No locate (a hash checks the file): each stream asks its range at the Hub, with the token, until the first
-    # redirected answer names the CDN URL; then every request goes there, without it.
+    # No locate (a hash checks the file): each stream asks its range at the Hub, with the token,
+    # until the first redirected answer names the CDN URL; then every request goes there, without
+    # it.
     hub_requests = hub.log.records()
     pieces = plan_pieces(len(data), connections=8, split_threshold=SMALL)
     assert 1 <= len(hub_requests) <= len(pieces)
-    assert all(r.authorization == f"Bearer {TOKEN}" and r.range != "bytes=0-0" for r in hub_requests)
+    assert all(
+        r.authorization == f"Bearer {TOKEN}" and r.range != "bytes=0-0" for r in hub_requests
+    )
     cdn_requests = hub.cdn.log.records()
     assert len(cdn_requests) >= len(pieces)
     assert all(r.authorization is None for r in cdn_requests)
 
 
-# -- rate limit and interruption -------------------------------------------------------------------------
+# -- rate limit and interruption
+# -------------------------------------------------------------------------
 
 
 @pytest.mark.realtime
@@ -851,7 +959,9 @@ def test_limit_rate_really_limits(cdn: CdnServer, client: httpx2.Client, tmp_pat
     assert elapsed >= 1.5  # 2 MB at 1 MB/s, less the first burst (a slow machine only adds to it)
 
 
-def test_abort_stops_quickly_and_keeps_the_partial(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_abort_stops_quickly_and_keeps_the_partial(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(2_000_000, seed=36)
     url = cdn.add_file("/f.bin", data)
     cdn.throttle_bps = 256_000
@@ -867,7 +977,8 @@ def test_abort_stops_quickly_and_keeps_the_partial(cdn: CdnServer, client: httpx
 
     thread = threading.Thread(target=run)
     thread.start()
-    wait_for(lambda: cdn.log.body_bytes() >= 300_000, what="bytes on their way")  # the whole takes ~8 s or more
+    # the whole takes ~8 s or more
+    wait_for(lambda: cdn.log.body_bytes() >= 300_000, what="bytes on their way")
     engine.abort()
     thread.join(HANG)
     assert not thread.is_alive()
@@ -886,14 +997,17 @@ def test_abort_stops_quickly_and_keeps_the_partial(cdn: CdnServer, client: httpx
     assert request.range == f"bytes={kept}-{len(data) - 1}"
 
 
-def test_cancel_during_rate_limit_wait(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_cancel_during_rate_limit_wait(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(2_000_000, seed=37)
     url = cdn.add_file("/f.bin", data)
     job = transfer_job(tmp_path, url, size=len(data))
     recorder = Recorder()
     engine = make_engine(client, limiter=RateLimiter(200_000), progress=recorder)
 
-    def cancel_once_bytes_arrived() -> None:  # not a fixed delay: a loaded machine may not have a byte yet
+    # not a fixed delay: a loaded machine may not have a byte yet
+    def cancel_once_bytes_arrived() -> None:
         deadline = time.monotonic() + HANG
         while sum(recorder.advanced.values()) == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -901,15 +1015,18 @@ def test_cancel_during_rate_limit_wait(cdn: CdnServer, client: httpx2.Client, tm
         engine.cancel.set()
 
     threading.Thread(target=cancel_once_bytes_arrived, daemon=True).start()
-    with pytest.raises(InterruptedByUserError):  # (not cancelled, the capped fetch would end in about 10 s)
+    # (not cancelled, the capped fetch would end in about 10 s)
+    with pytest.raises(InterruptedByUserError):
         engine.fetch(job)
     assert job.state_path.exists()
     assert not job.final_path.exists()
 
 
-def test_partial_without_any_validator_is_never_resumed(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
-    """No hash, no ETag, no Last-Modified: a same-size replacement could not be detected, so a resume would risk a
-    splice."""
+def test_partial_without_any_validator_is_never_resumed(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    """No hash, no ETag, no Last-Modified: a same-size replacement could not be detected, so a
+    resume would risk a splice."""
     old = make_data(300_000, seed=40)
     new = make_data(300_000, seed=41)
     url = cdn.add_file("/blind.bin", old, etag="", dated=False)

@@ -1,11 +1,12 @@
 """Reliability under faults, end to end through the CLI against the loopback Hub and its CDN.
 
-Every case injects one kind of misbehaviour (tests/servers.py `Fault`), runs `mdl pull` once, checks the exit
-code and the final bytes, and then reads the servers' request logs for what the fault proves: where a resume
-started, how long a Retry-After was honoured, that an expired URL was resolved again at the Hub, and so on.
+Every case injects one kind of misbehaviour (tests/servers.py `Fault`), runs `mdl pull` once, checks
+the exit code and the final bytes, and then reads the servers' request logs for what the fault
+proves: where a resume started, how long a Retry-After was honoured, that an expired URL was
+resolved again at the Hub, and so on.
 
-Two sizes: SMALL (12 MB) goes over one stream; BIG (40 MB, above the engine's 32 MiB split threshold) is
-fetched as parallel ranges with `--connections 4`.
+Two sizes: SMALL (12 MB) goes over one stream; BIG (40 MB, above the engine's 32 MiB split
+threshold) is fetched as parallel ranges with `--connections 4`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ MB = 1_000_000
 SMALL = make_data(12 * MB, seed=21)
 BIG = make_data(40 * MB, seed=22)
 CONFIG = b'{"hidden_size": 8}'
-# A little slack for "resumed from about where it broke": the client may not have written the very last chunk.
+# A little slack for "resumed from about where it broke": the client may not have written the very
+# last chunk.
 SLACK = 256 * 1024
 
 CATALOG = """
@@ -58,7 +60,9 @@ class World:
     def resolves(self, repo: str, path: str) -> list[RequestRecord]:
         """Every GET the Hub saw on the file's resolve URL."""
         return [
-            r for r in self.hub.log.records(method="GET", path_prefix=f"/{repo}/resolve/") if r.url_path.endswith(path)
+            r
+            for r in self.hub.log.records(method="GET", path_prefix=f"/{repo}/resolve/")
+            if r.url_path.endswith(path)
         ]
 
     def partial_dir(self) -> Path:
@@ -101,12 +105,15 @@ def assert_big_ok(world: World, result: Result) -> None:
     assert world.leftovers() == []
 
 
-# -- resets: keep what arrived, resume from it ---------------------------------------------------------
+# -- resets: keep what arrived, resume from it
+# ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("rst", [False, True], ids=["fin", "rst"])
 def test_reset_mid_body_resumes_from_the_bytes_received(world: World, rst: bool) -> None:
-    fault = world.hub.cdn.faults.add(Fault.reset(after_bytes=5 * MB, rst=rst, path_prefix="/blobs/"))
+    fault = world.hub.cdn.faults.add(
+        Fault.reset(after_bytes=5 * MB, rst=rst, path_prefix="/blobs/")
+    )
     result = mdl("pull", "one")
     assert_one_ok(world, result)
     assert fault.hits == 1
@@ -114,8 +121,9 @@ def test_reset_mid_body_resumes_from_the_bytes_received(world: World, rst: bool)
     assert [g.fault for g in gets] == ["reset", None]
     cut, resumed = gets
     assert cut.bytes_sent == 5 * MB and not cut.complete
-    # The resume asks for the rest, from (about) where the cut happened: nothing received is fetched again.
-    # An RST may throw away what the kernel had not yet delivered, so only a FIN makes the bound tight.
+    # The resume asks for the rest, from (about) where the cut happened: nothing received is fetched
+    # again. An RST may throw away what the kernel had not yet delivered, so only a FIN makes the
+    # bound tight.
     low = 5 * MB - SLACK if not rst else 1
     assert low <= range_start(resumed) <= 5 * MB, resumed.range
     assert resumed.status == 206 and resumed.complete
@@ -125,8 +133,11 @@ def test_reset_mid_body_resumes_from_the_bytes_received(world: World, rst: bool)
 
 
 def test_reset_in_one_of_the_parallel_ranges_resumes_that_range(world: World) -> None:
-    # skip=2: two ranges pass (no locate first: the Hub names the sha256), the third range is cut after 1.5 MB.
-    fault = world.hub.cdn.faults.add(Fault.reset(after_bytes=1_500_000, path_prefix="/blobs/", skip=2))
+    # skip=2: two ranges pass (no locate first: the Hub names the sha256), the third range is cut
+    # after 1.5 MB.
+    fault = world.hub.cdn.faults.add(
+        Fault.reset(after_bytes=1_500_000, path_prefix="/blobs/", skip=2)
+    )
     result = mdl("pull", "big", "--connections", "4")
     assert_big_ok(world, result)
     assert fault.hits == 1
@@ -137,12 +148,14 @@ def test_reset_in_one_of_the_parallel_ranges_resumes_that_range(world: World) ->
     later = [g for g in gets[gets.index(cut) + 1 :] if start < range_start(g) <= end]
     assert len(later) == 1, [g.range for g in gets]
     assert start + 1_500_000 - SLACK <= range_start(later[0]) <= start + 1_500_000
-    assert later[0].range == f"bytes={range_start(later[0])}-{end}"  # the same piece, not a new layout
+    # the same piece, not a new layout
+    assert later[0].range == f"bytes={range_start(later[0])}-{end}"
     assert world.hub.cdn.log.body_bytes(method="GET") <= len(BIG) + SLACK
 
 
 def test_resets_on_every_range_still_finish_within_the_retries(world: World) -> None:
-    # The first four range requests (no locate before them) are each cut after 1 MB: every stream resumes.
+    # The first four range requests (no locate before them) are each cut after 1 MB: every stream
+    # resumes.
     world.hub.cdn.faults.add(Fault.reset(after_bytes=1 * MB, path_prefix="/blobs/", times=4))
     result = mdl("pull", "big", "--connections", "4")
     assert_big_ok(world, result)
@@ -150,7 +163,8 @@ def test_resets_on_every_range_still_finish_within_the_retries(world: World) -> 
     assert world.hub.cdn.log.body_bytes(method="GET") <= len(BIG) + 4 * SLACK
 
 
-# -- retryable statuses: 503 / 429 with Retry-After, other 5xx and 408 -----------------------------------
+# -- retryable statuses: 503 / 429 with Retry-After, other 5xx and 408
+# -----------------------------------
 
 
 @pytest.mark.realtime
@@ -181,7 +195,9 @@ def test_other_transient_statuses_are_retried(world: World, status: int) -> None
 
 def test_503_on_parallel_ranges_is_retried_per_range(world: World) -> None:
     # One range passes (no locate first), the next three are refused once each.
-    world.hub.cdn.faults.add(Fault.http_error(503, retry_after=0, path_prefix="/blobs/", skip=1, times=3))
+    world.hub.cdn.faults.add(
+        Fault.http_error(503, retry_after=0, path_prefix="/blobs/", skip=1, times=3)
+    )
     result = mdl("pull", "big", "--connections", "4")
     assert_big_ok(world, result)
     assert sum(1 for g in world.blob_gets() if g.status == 503) == 3
@@ -199,20 +215,31 @@ def test_hub_api_503_is_retried(world: World) -> None:
 
 
 def test_hub_resolve_429_is_retried(world: World) -> None:
-    world.hub.faults.add(Fault.http_error(429, retry_after=0, path_prefix="/org/one/resolve/", times=2))
+    world.hub.faults.add(
+        Fault.http_error(429, retry_after=0, path_prefix="/org/one/resolve/", times=2)
+    )
     result = mdl("pull", "one")
     assert_one_ok(world, result)
     statuses = [r.status for r in world.resolves("org/one", "model.safetensors")]
-    assert statuses.count(429) + [r.status for r in world.resolves("org/one", "config.json")].count(429) == 2
+    assert (
+        statuses.count(429)
+        + [r.status for r in world.resolves("org/one", "config.json")].count(429)
+        == 2
+    )
 
 
-# -- stalls: dropped and resumed without spending a retry ---------------------------------------------
+# -- stalls: dropped and resumed without spending a retry
+# ---------------------------------------------
 
 
-def test_stall_is_dropped_and_resumed_without_spending_a_retry(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stall_is_dropped_and_resumed_without_spending_a_retry(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MDL_RETRIES", "0")  # a stall must not need a retry at all
     # The stall outlasts HANG: only the stall timeout can end this run within it.
-    world.hub.cdn.faults.add(Fault.stall(after_bytes=4 * MB, seconds=2 * HANG, path_prefix="/blobs/"))
+    world.hub.cdn.faults.add(
+        Fault.stall(after_bytes=4 * MB, seconds=2 * HANG, path_prefix="/blobs/")
+    )
     started = time.monotonic()
     result = mdl("pull", "one", "--stall-timeout", "1")
     elapsed = time.monotonic() - started
@@ -224,10 +251,14 @@ def test_stall_is_dropped_and_resumed_without_spending_a_retry(world: World, mon
     assert resumed.time - stalled.time >= 0.9  # it waited for the stall timeout, then resumed
 
 
-def test_stall_in_one_parallel_range_is_resumed(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stall_in_one_parallel_range_is_resumed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MDL_RETRIES", "0")
     # One range passes (no locate first), the next two go silent after 1 MB.
-    world.hub.cdn.faults.add(Fault.stall(after_bytes=1 * MB, seconds=20, path_prefix="/blobs/", skip=1, times=2))
+    world.hub.cdn.faults.add(
+        Fault.stall(after_bytes=1 * MB, seconds=20, path_prefix="/blobs/", skip=1, times=2)
+    )
     result = mdl("pull", "big", "--connections", "4", "--stall-timeout", "1")
     assert_big_ok(world, result)
     gets = world.blob_gets()
@@ -235,10 +266,13 @@ def test_stall_in_one_parallel_range_is_resumed(world: World, monkeypatch: pytes
     assert len(stalled) == 2
     for cut in stalled:
         start = range_start(cut)
-        assert any(start + 1 * MB - SLACK <= range_start(g) <= start + 1 * MB for g in gets), [g.range for g in gets]
+        assert any(start + 1 * MB - SLACK <= range_start(g) <= start + 1 * MB for g in gets), [
+            g.range for g in gets
+        ]
 
 
-# -- a 200 to a range request: restart that file cleanly as one stream ----------------------------------
+# -- a 200 to a range request: restart that file cleanly as one stream
+# ----------------------------------
 
 
 def test_full_200_to_a_resume_restarts_the_file_from_zero(world: World) -> None:
@@ -248,11 +282,12 @@ def test_full_200_to_a_resume_restarts_the_file_from_zero(world: World) -> None:
     assert_one_ok(world, result)
     gets = world.blob_gets()
     assert [(g.status, g.fault) for g in gets] == [(200, "reset"), (200, "full_body")]
-    assert gets[1].range is not None and gets[1].complete  # asked for a range, took the whole body from byte 0
+    # asked for a range, took the whole body from byte 0
+    assert gets[1].range is not None and gets[1].complete
 
 
-# No locate first (the Hub names the sha256): the first range to arrive, or the third (test_engine holds the
-# locate answered whole, where no hash spares it).
+# No locate first (the Hub names the sha256): the first range to arrive, or the third (test_engine
+# holds the locate answered whole, where no hash spares it).
 @pytest.mark.parametrize("skip", [0, 2], ids=["on-the-first-range", "on-a-later-range"])
 def test_full_200_to_parallel_ranges_restarts_as_one_stream(world: World, skip: int) -> None:
     world.hub.cdn.faults.add(Fault.full_body(path_prefix="/blobs/", skip=skip))
@@ -267,19 +302,22 @@ def test_full_200_to_parallel_ranges_restarts_as_one_stream(world: World, skip: 
     assert all(g.range is None for g in gets[gets.index(whole[0]) :])
 
 
-# -- signed CDN URLs that expire: re-resolve at the Hub and continue -------------------------------------
+# -- signed CDN URLs that expire: re-resolve at the Hub and continue
+# -------------------------------------
 
 
 def test_expired_signed_urls_are_resolved_again_and_ranges_continue(world: World) -> None:
-    # Three ranges go through (no locate first: the Hub names the sha256); then every signed URL issued so far
-    # expires, the fourth's too.
+    # Three ranges go through (no locate first: the Hub names the sha256); then every signed URL
+    # issued so far expires, the fourth's too.
     fault = world.hub.cdn.faults.add(Fault.expire_urls(path_prefix="/blobs/", skip=3))
     result = mdl("pull", "big", "--connections", "4")
     assert_big_ok(world, result)
     assert fault.hits == 1
     gets = world.blob_gets()
     assert any(g.status == 403 for g in gets)
-    assert len(world.resolves("org/big", "weights.bin")) >= 2, "the Hub was not asked for a fresh URL"
+    assert len(world.resolves("org/big", "weights.bin")) >= 2, (
+        "the Hub was not asked for a fresh URL"
+    )
     # Continued, not restarted: the ranges done before the expiry were not fetched again.
     assert world.hub.cdn.log.body_bytes(method="GET", status=206) <= len(BIG) + SLACK
     fresh = [g for g in gets if g.status == 206 and g.query.get("gen") == "2"]
@@ -287,15 +325,17 @@ def test_expired_signed_urls_are_resolved_again_and_ranges_continue(world: World
 
 
 def test_one_expiry_costs_one_resolve_per_stream_not_per_piece(world: World) -> None:
-    # 40 MB over 2 connections: a piece each, each asked first at the Hub (no locate: it names the sha256). The
-    # first range to reach the CDN expires every signed URL issued so far: it (and the other stream's, if signed
-    # before) meets a 403: one resolve each at most, however many requests follow.
+    # 40 MB over 2 connections: a piece each, each asked first at the Hub (no locate: it names the
+    # sha256). The first range to reach the CDN expires every signed URL issued so far: it (and the
+    # other stream's, if signed before) meets a 403: one resolve each at most, however many requests
+    # follow.
     world.hub.cdn.faults.add(Fault.expire_urls(path_prefix="/blobs/"))
     result = mdl("pull", "big", "--connections", "2")
     assert_big_ok(world, result)
     refused = [g for g in world.blob_gets() if g.status == 403]
     assert 1 <= len(refused) <= 2, f"{len(refused)} requests went to the expired URL"
-    assert len(world.resolves("org/big", "weights.bin")) <= 2 + 2  # each stream's first request, one resolve each
+    # each stream's first request, one resolve each
+    assert len(world.resolves("org/big", "weights.bin")) <= 2 + 2
 
 
 def test_expired_url_after_a_reset_on_one_stream(world: World) -> None:
@@ -310,13 +350,18 @@ def test_expired_url_after_a_reset_on_one_stream(world: World) -> None:
     assert len(world.resolves("org/one", "model.safetensors")) == 3
 
 
-# -- the file changes upstream: start over, never splice --------------------------------------------------
+# -- the file changes upstream: start over, never splice
+# --------------------------------------------------
 
 
 def _interrupt(world: World, monkeypatch: pytest.MonkeyPatch, *args: str, skip: int) -> int:
-    """Run a pull that is cut off for good (no retries) and keeps a partial download; returns its bytes."""
+    """Run a pull that is cut off for good (no retries) and keeps a partial download; returns its
+    bytes.
+    """
     monkeypatch.setenv("MDL_RETRIES", "0")
-    world.hub.cdn.faults.add(Fault.reset(after_bytes=3 * MB, path_prefix="/blobs/", skip=skip, times=None))
+    world.hub.cdn.faults.add(
+        Fault.reset(after_bytes=3 * MB, path_prefix="/blobs/", skip=skip, times=None)
+    )
     first = mdl("pull", *args)
     assert first.exit_code == 5, first.stderr
     world.hub.cdn.faults.clear()
@@ -332,7 +377,8 @@ def _interrupt(world: World, monkeypatch: pytest.MonkeyPatch, *args: str, skip: 
     ("model", "path", "old", "args", "skip"),
     [
         ("one", "model.safetensors", SMALL, ("one",), 0),
-        ("big", "weights.bin", BIG, ("big", "--connections", "4"), 1),  # one range passes, the others are cut
+        # one range passes, the others are cut
+        ("big", "weights.bin", BIG, ("big", "--connections", "4"), 1),
     ],
     ids=["one-stream", "parallel-ranges"],
 )
@@ -356,8 +402,12 @@ def test_file_replaced_upstream_between_runs_starts_over(
     entry = next(f for f in json.loads(result.stdout)["files"] if f["path"] == path)
     assert entry["sha256"] == sha(new)
     gets = world.blob_gets()
-    assert all(sha(new) in g.url_path for g in gets), "asked the old blob for the rest of the old version"
-    assert world.hub.cdn.log.body_bytes(method="GET") >= len(new), "did not fetch the new version whole"
+    assert all(sha(new) in g.url_path for g in gets), (
+        "asked the old blob for the rest of the old version"
+    )
+    assert world.hub.cdn.log.body_bytes(method="GET") >= len(new), (
+        "did not fetch the new version whole"
+    )
     assert world.leftovers() == []
 
 
@@ -368,23 +418,34 @@ def test_direct_url_replaced_mid_download_gives_the_new_file_whole(world: World)
     world.catalog.write_text(f'[models.lora]\nfiles = [{{ url = "{url}" }}]\n')
     # probe (1), first stream cut after 4 MB (2); the object is replaced before the resume (3).
     cdn.faults.add(Fault.reset(after_bytes=4 * MB, path_prefix="/files/", skip=1))
-    cdn.faults.add(Fault.call(lambda: cdn.add_file("/files/lora.safetensors", new), path_prefix="/files/", skip=2))
+    cdn.faults.add(
+        Fault.call(
+            lambda: cdn.add_file("/files/lora.safetensors", new), path_prefix="/files/", skip=2
+        )
+    )
     result = mdl("pull", "lora")
     assert result.exit_code == 0, result.stderr
     assert sha((world.dest / "lora" / "lora.safetensors").read_bytes()) == sha(new)
     resume = cdn.log.records(method="GET", path_prefix="/files/")[2]
-    assert resume.if_range is not None, "a resume must carry If-Range so a changed object comes back whole"
+    assert resume.if_range is not None, (
+        "a resume must carry If-Range so a changed object comes back whole"
+    )
     assert resume.status == 200
     assert world.leftovers() == []
 
 
 def test_direct_url_replaced_mid_download_by_another_size_starts_over(world: World) -> None:
     cdn = world.hub.cdn
-    new = make_data(len(SMALL) + 2 * MB, seed=96)  # neither sha256 nor size is pinned in the catalog
+    # neither sha256 nor size is pinned in the catalog
+    new = make_data(len(SMALL) + 2 * MB, seed=96)
     url = cdn.add_file("/files/lora.safetensors", SMALL)
     world.catalog.write_text(f'[models.lora]\nfiles = [{{ url = "{url}" }}]\n')
     cdn.faults.add(Fault.reset(after_bytes=4 * MB, path_prefix="/files/", skip=1))
-    cdn.faults.add(Fault.call(lambda: cdn.add_file("/files/lora.safetensors", new), path_prefix="/files/", skip=2))
+    cdn.faults.add(
+        Fault.call(
+            lambda: cdn.add_file("/files/lora.safetensors", new), path_prefix="/files/", skip=2
+        )
+    )
     result = mdl("pull", "lora")
     assert result.exit_code == 0, result.stderr
     assert sha((world.dest / "lora" / "lora.safetensors").read_bytes()) == sha(new)
@@ -397,7 +458,11 @@ def test_direct_url_replaced_mid_download_then_rerun_transfers_nothing(world: Wo
     url = cdn.add_file("/files/lora.safetensors", SMALL)
     world.catalog.write_text(f'[models.lora]\nfiles = [{{ url = "{url}" }}]\n')
     cdn.faults.add(Fault.reset(after_bytes=4 * MB, path_prefix="/files/", skip=1))
-    cdn.faults.add(Fault.call(lambda: cdn.add_file("/files/lora.safetensors", new), path_prefix="/files/", skip=2))
+    cdn.faults.add(
+        Fault.call(
+            lambda: cdn.add_file("/files/lora.safetensors", new), path_prefix="/files/", skip=2
+        )
+    )
     assert mdl("pull", "lora").exit_code == 0
     cdn.log.clear()
     again = mdl("pull", "lora", "--json")
@@ -411,16 +476,20 @@ def test_direct_url_replaced_between_parallel_ranges_restarts_whole(world: World
     new = make_data(len(BIG), seed=97)
     url = cdn.add_file("/files/big.bin", BIG)
     world.catalog.write_text(f'[models.direct]\nfiles = [{{ url = "{url}" }}]\n')
-    # the probe (it names the ETag: no locate) and three ranges; then the object changes: the last range's If-Range
-    # no longer matches.
-    cdn.faults.add(Fault.call(lambda: cdn.add_file("/files/big.bin", new), path_prefix="/files/", skip=4))
+    # the probe (it names the ETag: no locate) and three ranges; then the object changes: the last
+    # range's If-Range no longer matches.
+    cdn.faults.add(
+        Fault.call(lambda: cdn.add_file("/files/big.bin", new), path_prefix="/files/", skip=4)
+    )
     result = mdl("pull", "direct", "--connections", "4")
     assert result.exit_code == 0, result.stderr
     assert sha((world.dest / "direct" / "big.bin").read_bytes()) == sha(new)
     assert world.leftovers() == []
 
 
-def test_restart_after_upstream_change_is_reported_as_downloaded(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_restart_after_upstream_change_is_reported_as_downloaded(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     done = _interrupt(world, monkeypatch, "big", "--connections", "4", skip=1)
     dry = json.loads(mdl("pull", "big", "--dry-run", "--json").stdout)["files"][0]
     assert dry["action"] == "resume"
@@ -432,16 +501,20 @@ def test_restart_after_upstream_change_is_reported_as_downloaded(world: World, m
     assert json.loads(result.stdout)["files"][0]["action"] == "downloaded"
 
 
-# -- one file's failure must not hurt the others in flight ---------------------------------------------------
+# -- one file's failure must not hurt the others in flight
+# ---------------------------------------------------
 
 
-def test_a_failing_file_does_not_break_the_streams_of_another(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_file_does_not_break_the_streams_of_another(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MDL_RETRIES", "0")  # b.bin sees no fault at all, so it needs no retry
     other = make_data(34 * MB, seed=23)  # above the split threshold too
     world.hub.add_repo("org/two", {"a.bin": BIG, "b.bin": other})
     world.catalog.write_text(CATALOG + '\n[models.two]\nrepo = "org/two"\n')
     cdn = world.hub.cdn
-    cdn.throttle_bps = 4 * MB  # per stream: b.bin's 4 MiB ranges are in flight for about a second each
+    # per stream: b.bin's 4 MiB ranges are in flight for about a second each
+    cdn.throttle_bps = 4 * MB
     a_blob, b_blob = f"/blobs/{sha(BIG)}", f"/blobs/{sha(other)}"
 
     def while_b_is_busy() -> None:
@@ -452,12 +525,16 @@ def test_a_failing_file_does_not_break_the_streams_of_another(world: World, monk
             time.sleep(0.01)
         time.sleep(0.3)
 
-    # From a.bin's second range on (no locate first): once b.bin's ranges are flowing, a 404 for good (exit 4).
+    # From a.bin's second range on (no locate first): once b.bin's ranges are flowing, a 404 for
+    # good (exit 4).
     cdn.faults.add(Fault.call(while_b_is_busy, path_prefix=a_blob, skip=1, times=None))
     cdn.faults.add(Fault.http_error(404, path_prefix=a_blob, skip=1, times=None))
-    # A stall timeout bounds the other way this goes wrong: a read that hangs on a socket closed under it (a stall
-    # then cuts that range, which the last assertion sees); long enough that a busy machine is never a stall.
-    result = mdl("pull", "two", "--connections", "4", "--jobs", "2", "--stall-timeout", "60", "--json")
+    # A stall timeout bounds the other way this goes wrong: a read that hangs on a socket closed
+    # under it (a stall then cuts that range, which the last assertion sees); long enough that a
+    # busy machine is never a stall.
+    result = mdl(
+        "pull", "two", "--connections", "4", "--jobs", "2", "--stall-timeout", "60", "--json"
+    )
     assert result.exit_code == 4, result.stderr
     files = {f["path"]: f for f in json.loads(result.stdout)["files"]}
     assert files["a.bin"]["action"] == "failed"
@@ -467,7 +544,8 @@ def test_a_failing_file_does_not_break_the_streams_of_another(world: World, monk
     assert cut == [], f"b.bin's ranges were cut by a.bin's failure: {cut}"
 
 
-# -- not worth retrying: 404, 401; and the retries running out -------------------------------------------
+# -- not worth retrying: 404, 401; and the retries running out
+# -------------------------------------------
 
 
 def test_404_from_the_cdn_mid_way_is_exit_4_without_a_retry_storm(world: World) -> None:
@@ -479,7 +557,8 @@ def test_404_from_the_cdn_mid_way_is_exit_4_without_a_retry_storm(world: World) 
     assert "not found" in result.stderr and "injected 404 error" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (world.dest / "one" / "model.safetensors").exists()
-    assert (world.dest / "one" / "config.json").read_bytes() == CONFIG  # the other file is unaffected
+    # the other file is unaffected
+    assert (world.dest / "one" / "config.json").read_bytes() == CONFIG
 
 
 def test_401_from_the_cdn_is_exit_3_and_not_retried(world: World) -> None:
@@ -492,7 +571,9 @@ def test_401_from_the_cdn_is_exit_3_and_not_retried(world: World) -> None:
     assert world.leftovers() == []
 
 
-def test_unreachable_cdn_is_retried_then_exit_5_naming_the_host(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_cdn_is_retried_then_exit_5_naming_the_host(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MDL_RETRIES", "1")
     world.hub.cdn.stop()  # the Hub still redirects there: connection refused
     result = mdl("pull", "one")
@@ -503,21 +584,26 @@ def test_unreachable_cdn_is_retried_then_exit_5_naming_the_host(world: World, mo
     assert world.leftovers() == []  # nothing was received: nothing to resume, no debris
 
 
-@pytest.mark.parametrize("args", [("one",), ("big", "--connections", "4")], ids=["one-stream", "parallel-ranges"])
+@pytest.mark.parametrize(
+    "args", [("one",), ("big", "--connections", "4")], ids=["one-stream", "parallel-ranges"]
+)
 def test_retries_exhausted_is_exit_5_quickly_with_the_server_message(
     world: World, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]
 ) -> None:
     monkeypatch.setenv("MDL_RETRIES", "2")
     world.hub.cdn.faults.add(
-        Fault.http_error(503, "backend on fire (shard 7)", retry_after=0, path_prefix="/blobs/", times=None)
+        Fault.http_error(
+            503, "backend on fire (shard 7)", retry_after=0, path_prefix="/blobs/", times=None
+        )
     )
     result = mdl("pull", *args, "--json")
     assert result.exit_code == 5, result.stderr
     assert "backend on fire (shard 7)" in result.stderr
     failed = [f for f in json.loads(result.stdout)["files"] if f["action"] == "failed"]
     assert len(failed) == 1 and "backend on fire (shard 7)" in failed[0]["error"]
-    # The first try and two retries, no more, for each range: with no locate first (the Hub names the sha256), each
-    # stream meets the 503 with its own range and spends its own budget; the first to give up stops the others.
+    # The first try and two retries, no more, for each range: with no locate first (the Hub names
+    # the sha256), each stream meets the 503 with its own range and spends its own budget; the first
+    # to give up stops the others.
     gets = world.blob_gets()
     tries = Counter(g.range for g in gets)
     assert max(tries.values()) == 3, tries

@@ -1,5 +1,6 @@
-"""Issue 38, round trips and interrupts: the probe's open-ended answer streams on into the pieces whose answers have
-not begun (engine rule 19), and resume records are cheap, frequent and tied to the boot they are good for."""
+"""Issue 38, round trips and interrupts: the probe's open-ended answer streams on into the pieces
+whose answers have not begun (engine rule 19), and resume records are cheap, frequent and tied to
+the boot they are good for."""
 
 from __future__ import annotations
 
@@ -24,19 +25,27 @@ def get(url: str, out: Path, *extra: str) -> tuple[int, str]:
 
 
 def ranged_starts(cdn: CdnServer) -> list[int]:
-    return [int(r.range.removeprefix("bytes=").split("-")[0]) for r in cdn.log.records(method="GET")[1:]]
+    return [
+        int(r.range.removeprefix("bytes=").split("-")[0]) for r in cdn.log.records(method="GET")[1:]
+    ]
 
 
 @pytest.mark.realtime
-def test_the_first_answer_reads_on_while_the_other_answers_are_on_their_way(cdn: CdnServer, tmp_path: Path) -> None:
-    """Every answer after the probe's waits until the probe's open-ended answer has been sent whole (and 1 s more for
-    the last of it to be read: an event, not a race against the clock), so the pieces it read are not fetched again
-    (their answers are dropped) and the bytes are the file's."""
+def test_the_first_answer_reads_on_while_the_other_answers_are_on_their_way(
+    cdn: CdnServer, tmp_path: Path
+) -> None:
+    """Every answer after the probe's waits until the probe's open-ended answer has been sent whole
+    (and 1 s more for the last of it to be read: an event, not a race against the clock), so the
+    pieces it read are not fetched again (their answers are dropped) and the bytes are the file's.
+    """
     data = make_data(48 * MiB, seed=3801)
     url = cdn.add_file("/f.bin", data)
 
     def after_the_probe() -> None:
-        wait_for(lambda: any(r.complete for r in cdn.log.records(method="GET")[:1]), what="the probe's answer sent")
+        wait_for(
+            lambda: any(r.complete for r in cdn.log.records(method="GET")[:1]),
+            what="the probe's answer sent",
+        )
         time.sleep(1.0)
 
     cdn.faults.add(Fault.call(after_the_probe, path_prefix="/f.bin", skip=1, times=3))
@@ -46,14 +55,18 @@ def test_the_first_answer_reads_on_while_the_other_answers_are_on_their_way(cdn:
     assert out.read_bytes() == data
     probe, *later = cdn.log.records(method="GET")
     assert probe.range == "bytes=0-" and later, [r.range for r in cdn.log.records(method="GET")]
-    assert sum(r.bytes_sent for r in later if r.complete) == 0, "no piece the probe's answer read came again whole"
+    assert sum(r.bytes_sent for r in later if r.complete) == 0, (
+        "no piece the probe's answer read came again whole"
+    )
     assert not list((tmp_path / ".mdl").rglob("*.part")), "no partial left behind"
 
 
-def test_a_piece_partly_read_on_into_is_continued_after_a_compare(cdn: CdnServer, tmp_path: Path) -> None:
-    """The probe's answer is throttled: it reads into the next piece only a little before that piece's answer
-    begins; the file is right and the join is compared (nothing of the piece is asked for twice but the bytes
-    the first answer took)."""
+def test_a_piece_partly_read_on_into_is_continued_after_a_compare(
+    cdn: CdnServer, tmp_path: Path
+) -> None:
+    """The probe's answer is throttled: it reads into the next piece only a little before that
+    piece's answer begins; the file is right and the join is compared (nothing of the piece is asked
+    for twice but the bytes the first answer took)."""
     data = make_data(48 * MiB, seed=3802)
     url = cdn.add_file("/f.bin", data)
     cdn.throttle_bps = 12 * MiB
@@ -66,26 +79,43 @@ def test_a_piece_partly_read_on_into_is_continued_after_a_compare(cdn: CdnServer
 
 
 def test_carry_moves_only_pieces_no_answer_has_begun(tmp_path: Path) -> None:
-    """The one rule, on the layout: the first piece takes the next pieces' bytes until an answer for one begins,
-    a piece taken whole leaves the layout, and the pieces still tile the file."""
+    """The one rule, on the layout: the first piece takes the next pieces' bytes until an answer for
+    one begins, a piece taken whole leaves the layout, and the pieces still tile the file."""
     job = transfer_job(tmp_path, "http://127.0.0.1:9/f.bin", size=40 * MiB)
-    pieces = [Piece(0, 10 * MiB, asked=40 * MiB), Piece(10 * MiB, 20 * MiB), Piece(20 * MiB, 30 * MiB)]
+    pieces = [
+        Piece(0, 10 * MiB, asked=40 * MiB),
+        Piece(10 * MiB, 20 * MiB),
+        Piece(20 * MiB, 30 * MiB),
+    ]
     pieces.append(Piece(30 * MiB, 40 * MiB))
     state = DownloadState(job, -1, pieces, None)
     first, second, third, fourth = pieces
     assert state.carry(first, 12 * MiB) == 12 * MiB and second.start == 12 * MiB
-    assert state.carry(first, 21 * MiB) == 21 * MiB and second not in state.pieces and third.start == 21 * MiB
+    assert (
+        state.carry(first, 21 * MiB) == 21 * MiB
+        and second not in state.pieces
+        and third.start == 21 * MiB
+    )
     assert state.begin(third) == 21 * MiB
-    assert state.carry(first, 25 * MiB) == 21 * MiB, "an answer for the third piece began: it is its own"
-    assert [(p.start, p.end) for p in state.pieces] == [(0, 21 * MiB), (21 * MiB, 30 * MiB), (30 * MiB, 40 * MiB)]
+    assert state.carry(first, 25 * MiB) == 21 * MiB, (
+        "an answer for the third piece began: it is its own"
+    )
+    assert [(p.start, p.end) for p in state.pieces] == [
+        (0, 21 * MiB),
+        (21 * MiB, 30 * MiB),
+        (30 * MiB, 40 * MiB),
+    ]
     fourth.done = 1
     assert state.carry(third, 35 * MiB) == 30 * MiB, "a piece with bytes of its own is never taken"
 
 
-# -- resume records: cheap while running, durable at exit, tied to the boot ------------------------------------
+# -- resume records: cheap while running, durable at exit, tied to the boot
+# ------------------------------------
 
 
-def test_a_record_saved_without_a_flush_is_not_trusted_after_a_restart(cdn: CdnServer, tmp_path: Path) -> None:
+def test_a_record_saved_without_a_flush_is_not_trusted_after_a_restart(
+    cdn: CdnServer, tmp_path: Path
+) -> None:
     data = make_data(3 * MiB, seed=3803)
     url = cdn.add_file("/f.bin", data)
     job = transfer_job(tmp_path, url, data)
@@ -102,7 +132,9 @@ def test_a_record_saved_without_a_flush_is_not_trusted_after_a_restart(cdn: CdnS
         state.save()
         record = json.loads(job.state_path.read_text())
         job.state_path.write_text(json.dumps({**record, "boot": "another-boot"}))
-        assert load_state(job) is None, "a cheap record of another boot may claim bytes the crash lost"
+        assert load_state(job) is None, (
+            "a cheap record of another boot may claim bytes the crash lost"
+        )
         assert not job.part_path.exists(), "its partial goes with it"
         job.part_path.write_bytes(data[: 2 * MiB] + bytes(MiB))
         state.save(durable=True)  # an exit's: the bytes flushed first, no boot mark
@@ -112,11 +144,18 @@ def test_a_record_saved_without_a_flush_is_not_trusted_after_a_restart(cdn: CdnS
         os.close(fd)
 
 
-@pytest.mark.parametrize(("size", "every"), [(48 * MiB, MiB), (1 << 30, (1 << 30) // 50), (1 << 40, 32 * MiB)])
-def test_a_record_is_due_every_two_percent_of_the_file_or_its_interval(tmp_path: Path, size: int, every: int) -> None:
-    """A kill -9 loses at most what arrived since the last record: < 5% of the file at any moment (aria2c's
-    control file does it), with a floor (a tiny file is not saved per chunk) and a ceiling."""
-    state = DownloadState(transfer_job(tmp_path, "http://127.0.0.1:9/f.bin", size=size), -1, [Piece(0, size)], None)
+@pytest.mark.parametrize(
+    ("size", "every"), [(48 * MiB, MiB), (1 << 30, (1 << 30) // 50), (1 << 40, 32 * MiB)]
+)
+def test_a_record_is_due_every_two_percent_of_the_file_or_its_interval(
+    tmp_path: Path, size: int, every: int
+) -> None:
+    """A kill -9 loses at most what arrived since the last record: < 5% of the file at any moment
+    (aria2c's control file does it), with a floor (a tiny file is not saved per chunk) and a
+    ceiling."""
+    state = DownloadState(
+        transfer_job(tmp_path, "http://127.0.0.1:9/f.bin", size=size), -1, [Piece(0, size)], None
+    )
     assert state.save_every == every
     assert not state.save_due(60.0)
     state.fetched = every - 1

@@ -1,4 +1,6 @@
-"""The HTTP layer: per-hop auth rules against real loopback servers, status mapping, Retry-After, backoff."""
+"""The HTTP layer: per-hop auth rules against real loopback servers, status mapping, Retry-After,
+backoff.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +16,14 @@ from pytest_httpx2 import HTTPXMock
 from servers import TOKEN, CdnServer, Fault, HubServer, make_data
 
 from mdl import __version__
-from mdl.errors import AuthError, ExitCode, InterruptedByUserError, MdlError, NetworkError, NotFoundError
+from mdl.errors import (
+    AuthError,
+    ExitCode,
+    InterruptedByUserError,
+    MdlError,
+    NetworkError,
+    NotFoundError,
+)
 from mdl.transfer.http import (
     MAX_REDIRECTS,
     Credentials,
@@ -40,12 +49,16 @@ def client() -> Iterator[httpx2.Client]:
 
 @pytest.fixture
 def mocked() -> Iterator[httpx2.Client]:
-    """A client on httpx2's own transport, which httpx2_mock answers (mdl's transport opens real sockets)."""
+    """A client on httpx2's own transport, which httpx2_mock answers (mdl's transport opens real
+    sockets).
+    """
     with make_client(timeout=5, pool_size=4, transport=httpx2.HTTPTransport()) as c:
         yield c
 
 
-def fetch(client: httpx2.Client, url: str, credentials: Credentials, **kwargs: object) -> tuple[int, bytes, str]:
+def fetch(
+    client: httpx2.Client, url: str, credentials: Credentials, **kwargs: object
+) -> tuple[int, bytes, str]:
     with follow(client, url, credentials=credentials, what="m/f", **kwargs) as resp:  # type: ignore[arg-type]
         return resp.status_code, resp.read(), str(resp.url)
 
@@ -56,7 +69,8 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# -- origins and credentials -----------------------------------------------------------------------------
+# -- origins and credentials
+# -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -92,9 +106,13 @@ def test_hub_token_only_for_the_exact_origin(url: str, gets_token: bool) -> None
 
 def test_credentials_extra_headers_only_to_their_own_origin_and_secrets() -> None:
     creds = Credentials(
-        extra={"Authorization": "Bearer civitai", "X-Key": "k1"}, extra_origin=origin("https://a.example/x")
+        extra={"Authorization": "Bearer civitai", "X-Key": "k1"},
+        extra_origin=origin("https://a.example/x"),
     )
-    assert creds.headers_for("https://a.example/y") == {"Authorization": "Bearer civitai", "X-Key": "k1"}
+    assert creds.headers_for("https://a.example/y") == {
+        "Authorization": "Bearer civitai",
+        "X-Key": "k1",
+    }
     for elsewhere in (
         "https://cdn.a.example/x",
         "http://a.example/x",
@@ -102,17 +120,21 @@ def test_credentials_extra_headers_only_to_their_own_origin_and_secrets() -> Non
         "https://b.example/",
     ):
         assert creds.headers_for(elsewhere) == {}
-    assert Credentials(extra={"X-Key": "k1"}).headers_for("https://a.example/x") == {}  # no origin: nowhere
+    # no origin: nowhere
+    assert Credentials(extra={"X-Key": "k1"}).headers_for("https://a.example/x") == {}
     assert set(creds.secrets) == {"Bearer civitai", "k1"}
     assert Credentials(token="hf_t").secrets == ("hf_t",)
     # No hub origin: a token goes nowhere.
     assert Credentials(token="hf_t").headers_for("https://hub.example/") == {}
 
 
-# -- follow against the loopback servers ----------------------------------------------------------------
+# -- follow against the loopback servers
+# ----------------------------------------------------------------
 
 
-def test_client_sends_identity_encoding_and_user_agent(cdn: CdnServer, client: httpx2.Client) -> None:
+def test_client_sends_identity_encoding_and_user_agent(
+    cdn: CdnServer, client: httpx2.Client
+) -> None:
     url = cdn.add_file("/f.bin", DATA)
     status, body, _ = fetch(client, url, Credentials())
     assert (status, body) == (200, DATA)
@@ -121,7 +143,9 @@ def test_client_sends_identity_encoding_and_user_agent(cdn: CdnServer, client: h
     assert record.header("user-agent") == f"mdl/{__version__}"
 
 
-def test_hub_token_goes_to_the_hub_and_never_to_the_cdn(hub: HubServer, client: httpx2.Client) -> None:
+def test_hub_token_goes_to_the_hub_and_never_to_the_cdn(
+    hub: HubServer, client: httpx2.Client
+) -> None:
     hub.add_repo("org/m", {"model.safetensors": DATA}, gated="auto")
     creds = Credentials(hub_origin=origin(hub.url), token=TOKEN)
     status, body, final = fetch(client, hub.file_url("org/m", "model.safetensors"), creds)
@@ -141,8 +165,8 @@ def test_hub_token_goes_to_the_hub_and_never_to_the_cdn(hub: HubServer, client: 
 def test_hub_token_not_sent_on_redirect_back_to_same_host_other_port(
     hub: HubServer, cdn: CdnServer, client: httpx2.Client
 ) -> None:
-    # A Hub-origin URL that redirects to another loopback server that itself sends us back to the Hub:
-    # only the requests to the Hub's exact origin carry the token.
+    # A Hub-origin URL that redirects to another loopback server that itself sends us back to the
+    # Hub: only the requests to the Hub's exact origin carry the token.
     hub.add_repo("org/m", {"config.json": b"{}"})
     back = hub.file_url("org/m", "config.json")
     cdn.add_redirect("/hop", back)
@@ -159,7 +183,9 @@ def test_direct_url_headers_follow_a_redirect_on_their_origin_only(
 ) -> None:
     cdn.add_file("/real.bin", DATA)
     start = cdn.add_redirect("/start.bin", "/real.bin")  # relative Location, same origin
-    creds = Credentials(extra={"X-Api-Key": "k-123", "Authorization": "Bearer direct"}, extra_origin=origin(start))
+    creds = Credentials(
+        extra={"X-Api-Key": "k-123", "Authorization": "Bearer direct"}, extra_origin=origin(start)
+    )
     status, body, final = fetch(client, start, creds, headers={"Range": "bytes=0-9"})
     assert (status, body) == (206, DATA[:10])
     assert final == f"{cdn.url}/real.bin"
@@ -170,7 +196,8 @@ def test_direct_url_headers_follow_a_redirect_on_their_origin_only(
     assert first.range == second.range == "bytes=0-9"
     # A redirect to another origin (another port of the same host) gets none of them.
     away = cdn.add_redirect("/away.bin", f"{hub.url}/elsewhere.bin")
-    fetch(client, away, creds)  # the other server knows no such file: what matters is what it was sent
+    # the other server knows no such file: what matters is what it was sent
+    fetch(client, away, creds)
     (elsewhere,) = hub.log.records()
     assert (elsewhere.url_path, elsewhere.header("x-api-key"), elsewhere.authorization) == (
         "/elsewhere.bin",
@@ -211,7 +238,9 @@ def test_https_to_http_redirect_is_refused(httpx2_mock: HTTPXMock, mocked: httpx
 
 def test_https_to_https_redirect_is_followed(httpx2_mock: HTTPXMock, mocked: httpx2.Client) -> None:
     httpx2_mock.add_response(
-        url="https://hub.example/m/resolve/main/x", status_code=302, headers={"Location": "https://cdn.example/x"}
+        url="https://hub.example/m/resolve/main/x",
+        status_code=302,
+        headers={"Location": "https://cdn.example/x"},
     )
     httpx2_mock.add_response(url="https://cdn.example/x", content=b"payload")
     creds = Credentials(hub_origin=origin("https://hub.example"), token="hf_secret0123")
@@ -230,7 +259,8 @@ def test_unreachable_host_is_a_retryable_network_error(client: httpx2.Client) ->
     assert info.value.exit_code == ExitCode.NETWORK
 
 
-# -- status mapping ----------------------------------------------------------------------------------------
+# -- status mapping
+# ----------------------------------------------------------------------------------------
 
 
 def error_from(cdn: CdnServer, client: httpx2.Client, fault: Fault, *, hub: bool) -> MdlError:
@@ -277,7 +307,9 @@ def test_401_hint_depends_on_the_source(cdn: CdnServer, client: httpx2.Client) -
     assert "headers" in (error_from(cdn, client, Fault.http_error(401), hub=False).hint or "")
 
 
-@pytest.mark.parametrize(("status", "header", "seconds"), [(429, "7", 7.0), (503, "2", 2.0), (503, "0", 0.0)])
+@pytest.mark.parametrize(
+    ("status", "header", "seconds"), [(429, "7", 7.0), (503, "2", 2.0), (503, "0", 0.0)]
+)
 def test_retry_after_is_parsed_into_the_error(
     cdn: CdnServer, client: httpx2.Client, status: int, header: str, seconds: float
 ) -> None:
@@ -294,12 +326,17 @@ def test_retryable_error_without_retry_after(cdn: CdnServer, client: httpx2.Clie
 
 def test_server_error_text_is_kept(cdn: CdnServer, client: httpx2.Client) -> None:
     fault = Fault.http_error(
-        404, body="ignored body", headers={"X-Error-Message": "Entry not found: weights.bin"}, retry_after=None
+        404,
+        body="ignored body",
+        headers={"X-Error-Message": "Entry not found: weights.bin"},
+        retry_after=None,
     )
     err = error_from(cdn, client, fault, hub=True)
     assert err.message.endswith(": Entry not found: weights.bin")
     # Without X-Error-Message the start of the body is used, whitespace squeezed.
-    err = error_from(cdn, client, Fault.http_error(500, body="  upstream\n\n  exploded  " + "x" * 500), hub=False)
+    err = error_from(
+        cdn, client, Fault.http_error(500, body="  upstream\n\n  exploded  " + "x" * 500), hub=False
+    )
     assert ": upstream exploded xxx" in err.message
     assert len(err.message) < 400
 
@@ -315,7 +352,8 @@ def test_error_text_and_url_are_redacted(cdn: CdnServer, client: httpx2.Client) 
     assert f"{cdn.url}/s.bin?REDACTED" in err.message
 
 
-# -- Retry-After and backoff -------------------------------------------------------------------------------
+# -- Retry-After and backoff
+# -------------------------------------------------------------------------------
 
 
 def test_retry_after_seconds_forms() -> None:
@@ -368,7 +406,8 @@ def test_retry_policy_jitter_stays_in_bounds() -> None:
         assert max(delays) > bound / 2  # full jitter really spreads over the range
 
 
-# -- RetryPolicy.run -----------------------------------------------------------------------------------------
+# -- RetryPolicy.run
+# -----------------------------------------------------------------------------------------
 
 
 class Flaky:
@@ -432,7 +471,9 @@ def test_run_wait_can_cancel() -> None:
         waits.append(seconds)
         return True
 
-    policy = RetryPolicy(retries=5, sleep=lambda s: pytest.fail("sleep must not be used when wait is given"))
+    policy = RetryPolicy(
+        retries=5, sleep=lambda s: pytest.fail("sleep must not be used when wait is given")
+    )
     call = Flaky(RetryableError("m: 503", retry_after=2.0))
     with pytest.raises(InterruptedByUserError) as info:
         policy.run(call, what="m/f", wait=cancelled)

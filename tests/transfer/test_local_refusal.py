@@ -1,5 +1,6 @@
-"""A request the HTTP library refuses to send (issue 50, D) is bad input said at once: never retried, never called an
-error from a server, and its words (h11 quotes the header value) never shown. A real loopback server sees nothing."""
+"""A request the HTTP library refuses to send (issue 50, D) is bad input said at once: never
+retried, never called an error from a server, and its words (h11 quotes the header value) never
+shown. A real loopback server sees nothing."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from mdl.transfer.http import Credentials, RetryPolicy, follow, make_client
 
 
 @pytest.mark.parametrize("value", [" s3cr3t-v", "s3cr3t-v ", "s3cr3t-v\t"])
-def test_a_header_the_library_refuses_is_exit_2_not_retried_and_nothing_is_sent(cdn: CdnServer, value: str) -> None:
+def test_a_header_the_library_refuses_is_exit_2_not_retried_and_nothing_is_sent(
+    cdn: CdnServer, value: str
+) -> None:
     url = cdn.add_file("/a.bin", make_data(100, seed=1))
     tries: list[int] = []
 
@@ -37,8 +40,9 @@ def test_a_header_the_library_refuses_is_exit_2_not_retried_and_nothing_is_sent(
 
 @given(st.text(alphabet=st.characters(codec="latin-1"), max_size=8))
 def test_a_value_the_header_rule_accepts_is_one_the_library_sends(value: str) -> None:
-    """The rule checked where a header is given (catalog, -H, the API, the variables) is the HTTP library's own: any
-    value it accepts, the library builds into a request line without refusing it."""
+    """The rule checked where a header is given (catalog, -H, the API, the variables) is the HTTP
+    library's own: any value it accepts, the library builds into a request line without refusing it.
+    """
     if header_value_problem(value) is not None or not value:
         return
     import h11
@@ -52,4 +56,6 @@ def test_the_rule_refuses_what_the_library_refuses() -> None:
     for value in (" v", "v ", "\tv", "v\t", "a\r\nb", "a\x00b"):
         assert header_value_problem(value) is not None
         with pytest.raises(h11.LocalProtocolError):
-            h11.Request(method="GET", target="/", headers=[("Host", "h"), ("X-Key", value.encode("ascii"))])
+            h11.Request(
+                method="GET", target="/", headers=[("Host", "h"), ("X-Key", value.encode("ascii"))]
+            )

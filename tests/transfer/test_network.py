@@ -1,7 +1,8 @@
 """Proxies and timeouts on the wire (issue 11, items 14 and 16), all on 127.0.0.1.
 
-A dead proxy is named (password redacted) instead of blaming the server; NO_PROXY goes direct; a live proxy is
-really used; the lowercase variable wins like curl; the stall timeout bounds a body, the timeout its start.
+A dead proxy is named (password redacted) instead of blaming the server; NO_PROXY goes direct; a
+live proxy is really used; the lowercase variable wins like curl; the stall timeout bounds a body,
+the timeout its start.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ def test_a_dead_proxy_is_named_not_the_server(cdn: CdnServer) -> None:
 
 def test_no_proxy_goes_direct(cdn: CdnServer) -> None:
     url = cdn.add_file("/w.bin", DATA)
-    environ = {"HTTP_PROXY": f"http://127.0.0.1:{closed_port()}", "NO_PROXY": "example.com,127.0.0.1"}
+    environ = {
+        "HTTP_PROXY": f"http://127.0.0.1:{closed_port()}",
+        "NO_PROXY": "example.com,127.0.0.1",
+    }
     assert fetch(url, environ) == DATA
 
 
@@ -79,8 +83,12 @@ def test_all_proxy_is_the_fallback(cdn: CdnServer) -> None:
         assert proxy.requests == [url]  # HTTPS_PROXY is for https URLs only
 
 
-def test_the_hub_client_names_a_dead_proxy(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """huggingface_hub's calls go through the same transport: `mdl resolve` blames the proxy, not the Hub."""
+def test_the_hub_client_names_a_dead_proxy(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """huggingface_hub's calls go through the same transport: `mdl resolve` blames the proxy, not
+    the Hub.
+    """
     hub.add_repo("org/tiny", {"config.json": b"{}"})
     use_catalog(tmp_path, monkeypatch, '[models.tiny]\nrepo = "org/tiny"\n', endpoint=hub.url)
     port = closed_port()
@@ -114,13 +122,17 @@ def test_no_proxy_rules(host: str, port: int, no_proxy: str, expected: bool) -> 
 
 def test_proxy_for_reads_scheme_then_all_and_adds_http() -> None:
     env = {"HTTPS_PROXY": "proxy.local:3128", "all_proxy": "http://all:1"}
-    assert proxy_for("https://huggingface.co/x", env) == Proxy("http://proxy.local:3128", "HTTPS_PROXY")
+    assert proxy_for("https://huggingface.co/x", env) == Proxy(
+        "http://proxy.local:3128", "HTTPS_PROXY"
+    )
     assert proxy_for("http://cdn/x", env) == Proxy("http://all:1", "all_proxy")
     assert proxy_for("http://cdn/x", {}) is None
 
 
 def test_the_stall_timeout_bounds_the_body_and_the_timeout_its_start() -> None:
-    """A server that sends headers then nothing: the body read gives up after the stall timeout it was given."""
+    """A server that sends headers then nothing: the body read gives up after the stall timeout
+    it was given.
+    """
     from mdl.transfer.connection import set_read_timeout
 
     with (
@@ -133,4 +145,5 @@ def test_the_stall_timeout_bounds_the_body_and_the_timeout_its_start() -> None:
         with pytest.raises(httpx2.ReadTimeout):
             for _ in response.iter_raw():
                 pass
-        assert time.monotonic() - started < HANG  # the stall timeout (0.5 s) took over from the timeout (10 x HANG)
+        # the stall timeout (0.5 s) took over from the timeout (10 x HANG)
+        assert time.monotonic() - started < HANG

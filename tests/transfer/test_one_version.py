@@ -1,12 +1,13 @@
-"""One file, one version (issue 23: every range is checked against the first answer's validator): whatever a
-server does between ranges, the final file holds exactly one version's bytes, or the run fails with a documented
-exit (5 network, 6 integrity) and leaves no file.
+"""One file, one version (issue 23: every range is checked against the first answer's validator):
+whatever a server does between ranges, the final file holds exactly one version's bytes, or the run
+fails with a documented exit (5 network, 6 integrity) and leaves no file.
 
-Each test runs the real CLI (`python -m mdl get`, a subprocess with a time limit) against `ScriptedServer`
-(tests/hostile.py) on 127.0.0.1, serving a 40 MiB file (above the 32 MiB split threshold, so `--connections 4`
-means parallel ranges) whose versions change after a scripted number of requests. The assertions are on the
-final file's bytes and on what the server saw: every range that does not start at byte 0 carries `If-Range` with
-the first answer's validator (strong ETag, else Last-Modified as an HTTP-date; never a weak ETag).
+Each test runs the real CLI (`python -m mdl get`, a subprocess with a time limit) against
+`ScriptedServer` (tests/hostile.py) on 127.0.0.1, serving a 40 MiB file (above the 32 MiB split
+threshold, so `--connections 4` means parallel ranges) whose versions change after a scripted number
+of requests. The assertions are on the final file's bytes and on what the server saw: every range
+that does not start at byte 0 carries `If-Range` with the first answer's validator (strong ETag,
+else Last-Modified as an HTTP-date; never a weak ETag).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def sha(data: bytes) -> str:
 
 @pytest.fixture
 def serve() -> Iterator[list[ScriptedServer]]:
-    """Start ScriptedServers for a test (``serve_file``); stop them after, and fail on any error inside them."""
+    """Start ScriptedServers for a test (``serve_file``); stop them after, and fail on any error
+    inside them.
+    """
     started: list[ScriptedServer] = []
     yield started
     for server in started:
@@ -67,11 +70,19 @@ def serve_file(started: list[ScriptedServer], *phases: Phase) -> ScriptedServer:
 
 
 def run_mdl(tmp_path: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """The CLI as users run it, in a subprocess (the environment is the test's isolated one); a run that
-    outlasts ``timeout`` seconds is a failure."""
+    """The CLI as users run it, in a subprocess (the environment is the test's isolated one); a run
+    that outlasts ``timeout`` seconds is a failure."""
     try:
         return subprocess.run(
-            [sys.executable, "-m", "mdl", *args, "--no-progress", "--log-file", str(tmp_path / "mdl.log")],
+            [
+                sys.executable,
+                "-m",
+                "mdl",
+                *args,
+                "--no-progress",
+                "--log-file",
+                str(tmp_path / "mdl.log"),
+            ],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -90,8 +101,8 @@ def get(
 
 
 def composition(data: bytes) -> str:
-    """Which version each MiB of ``data`` comes from, run-length encoded ("A×10 B×30"; "0" for zeros, "?" for
-    anything else), for failure messages."""
+    """Which version each MiB of ``data`` comes from, run-length encoded ("A×10 B×30"; "0" for
+    zeros, "?" for anything else), for failure messages."""
     runs: list[list[object]] = []
     for pos in range(0, len(data), MiB):
         block = data[pos : pos + MiB]
@@ -106,18 +117,26 @@ def composition(data: bytes) -> str:
 
 
 def assert_one_version(
-    result: subprocess.CompletedProcess[str], tmp_path: Path, versions: dict[str, bytes], *, exits: Sequence[int]
+    result: subprocess.CompletedProcess[str],
+    tmp_path: Path,
+    versions: dict[str, bytes],
+    *,
+    exits: Sequence[int],
 ) -> str | None:
-    """The run made a final file that is exactly one of ``versions`` (returns its name), or it failed with one of
-    ``exits`` and left no final file (returns None)."""
+    """The run made a final file that is exactly one of ``versions`` (returns its name), or it
+    failed with one of ``exits`` and left no final file (returns None)."""
     out = tmp_path / "out" / "f.bin"
     if result.returncode == 0:
         data = out.read_bytes()
         for name, whole in versions.items():
             if data == whole:
                 return name
-        pytest.fail(f"exit 0 with a file of no single version: {composition(data)}\n{result.stderr}")
-    assert result.returncode in exits, f"exit {result.returncode}, expected one of {exits}: {result.stderr}"
+        pytest.fail(
+            f"exit 0 with a file of no single version: {composition(data)}\n{result.stderr}"
+        )
+    assert result.returncode in exits, (
+        f"exit {result.returncode}, expected one of {exits}: {result.stderr}"
+    )
     assert "Traceback" not in result.stderr
     assert not out.exists(), f"exit {result.returncode} left a final file"
     return None
@@ -128,25 +147,36 @@ def ranged(server: ScriptedServer) -> list[Seen]:
 
 
 def assert_if_range(server: ScriptedServer, first: str, allowed: set[str]) -> None:
-    """Every range that does not start at 0 carries If-Range with one of the ``allowed`` validators, the first
-    identity's (``first``) among them; a weak ETag is never sent as a validator."""
+    """Every range that does not start at 0 carries If-Range with one of the ``allowed`` validators,
+    the first identity's (``first``) among them; a weak ETag is never sent as a validator."""
     later = [s for s in ranged(server) if (s.range_start or 0) > 0]
-    assert later, f"no range beyond byte 0 was asked: {[(s.range, s.status) for s in server.seen()]}"
+    assert later, (
+        f"no range beyond byte 0 was asked: {[(s.range, s.status) for s in server.seen()]}"
+    )
     sent = [s.if_range for s in later]
-    assert all(v in allowed for v in sent), f"If-Range values {sent}, expected among {sorted(allowed)}"
+    assert all(v in allowed for v in sent), (
+        f"If-Range values {sent}, expected among {sorted(allowed)}"
+    )
     assert first in sent, f"If-Range {first!r} (the first answer's validator) never sent: {sent}"
-    assert not any(s.if_range and s.if_range.startswith("W/") for s in server.seen()), "a weak ETag as If-Range"
+    assert not any(s.if_range and s.if_range.startswith("W/") for s in server.seen()), (
+        "a weak ETag as If-Range"
+    )
 
 
 def parallel_ranges(server: ScriptedServer) -> int:
-    """How many ranged GETs started beyond byte 0 (several means the file was split over connections)."""
+    """How many ranged GETs started beyond byte 0 (several means the file was split over
+    connections).
+    """
     return sum(1 for s in ranged(server) if (s.range_start or 0) > 0)
 
 
-# -- the server does what it says (so the tests below prove something) -----------------------------------------
+# -- the server does what it says (so the tests below prove something)
+# -----------------------------------------
 
 
-def _ask(conn: http.client.HTTPConnection, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+def _ask(
+    conn: http.client.HTTPConnection, headers: dict[str, str]
+) -> tuple[int, dict[str, str], bytes]:
     conn.request("GET", PATH, headers=headers)
     reply = conn.getresponse()
     return reply.status, dict(reply.getheaders()), reply.read()
@@ -154,10 +184,19 @@ def _ask(conn: http.client.HTTPConnection, headers: dict[str, str]) -> tuple[int
 
 def test_scripted_server_phases_if_range_caps_and_keep_alive(serve: list[ScriptedServer]) -> None:
     a, b = b"a" * 1000, b"B" * 1200
-    server = serve_file(serve, Phase(a, etag='"a"', requests=2, cap=100), Phase(b, last_modified=LM_B, if_range=False))
+    server = serve_file(
+        serve,
+        Phase(a, etag='"a"', requests=2, cap=100),
+        Phase(b, last_modified=LM_B, if_range=False),
+    )
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
     status, headers, body = _ask(conn, {"Range": "bytes=0-499"})
-    assert (status, headers["Content-Range"], body, headers["ETag"]) == (206, "bytes 0-99/1000", a[:100], '"a"')
+    assert (status, headers["Content-Range"], body, headers["ETag"]) == (
+        206,
+        "bytes 0-99/1000",
+        a[:100],
+        '"a"',
+    )
     status, headers, body = _ask(conn, {"Range": "bytes=100-", "If-Range": '"other"'})
     assert (status, body) == (200, a), "If-Range that does not match: the whole current version"
     status, headers, body = _ask(conn, {"Range": "bytes=100-199", "If-Range": '"a"'})
@@ -184,7 +223,8 @@ def test_scripted_server_ignores_ranges_and_drips(serve: list[ScriptedServer]) -
     conn.close()
 
 
-# -- an ETag change, If-Range ignored: the 206s carry another ETag --------------------------------------------
+# -- an ETag change, If-Range ignored: the 206s carry another ETag
+# --------------------------------------------
 
 
 @pytest.mark.parametrize("switch", [1, 3], ids=["after-probe", "mid-ranges"])
@@ -193,7 +233,9 @@ def test_etag_change_with_if_range_ignored_is_one_version(
 ) -> None:
     a, b = version("A"), version("B")
     server = serve_file(
-        serve, Phase(a, etag='"a"', requests=switch, if_range=False), Phase(b, etag='"b"', if_range=False)
+        serve,
+        Phase(a, etag='"a"', requests=switch, if_range=False),
+        Phase(b, etag='"b"', if_range=False),
     )
     result = get(tmp_path, server)
     got = assert_one_version(result, tmp_path, {"B": b}, exits=[5])
@@ -201,11 +243,14 @@ def test_etag_change_with_if_range_ignored_is_one_version(
     assert_if_range(server, '"a"', {'"a"', '"b"'})
 
 
-# -- Last-Modified only (no ETag, or only a weak one), If-Range honoured: If-Range must be the date ------------
+# -- Last-Modified only (no ETag, or only a weak one), If-Range honoured: If-Range must be the date
+# ------------
 
 
 @pytest.mark.parametrize("weak", [False, True], ids=["no-etag", "weak-etag"])
-def test_last_modified_validator_is_sent_as_if_range(serve: list[ScriptedServer], tmp_path: Path, weak: bool) -> None:
+def test_last_modified_validator_is_sent_as_if_range(
+    serve: list[ScriptedServer], tmp_path: Path, weak: bool
+) -> None:
     a, b = version("A"), version("B")
     server = serve_file(
         serve,
@@ -218,7 +263,9 @@ def test_last_modified_validator_is_sent_as_if_range(serve: list[ScriptedServer]
     assert_if_range(server, LM_A, {LM_A, LM_B})
 
 
-def test_last_modified_unchanged_keeps_parallel_ranges(serve: list[ScriptedServer], tmp_path: Path) -> None:
+def test_last_modified_unchanged_keeps_parallel_ranges(
+    serve: list[ScriptedServer], tmp_path: Path
+) -> None:
     a = version("A")
     server = serve_file(serve, Phase(a, last_modified=LM_A))
     result = get(tmp_path, server)
@@ -229,7 +276,8 @@ def test_last_modified_unchanged_keeps_parallel_ranges(serve: list[ScriptedServe
     assert all(s.status == 206 for s in ranged(server))
 
 
-# -- no validator at all: one stream (or ranges only under a sha256) -----------------------------------------
+# -- no validator at all: one stream (or ranges only under a sha256)
+# -----------------------------------------
 
 
 @pytest.mark.parametrize("weak", [False, True], ids=["nothing", "weak-etag-only"])
@@ -239,30 +287,42 @@ def test_no_validator_is_one_stream_and_one_version(
 ) -> None:
     a, b = version("A"), version("B")
     server = serve_file(
-        serve, Phase(a, etag='W/"a"' if weak else None, requests=switch), Phase(b, etag='W/"b"' if weak else None)
+        serve,
+        Phase(a, etag='W/"a"' if weak else None, requests=switch),
+        Phase(b, etag='W/"b"' if weak else None),
     )
     result = get(tmp_path, server)
     assert_one_version(result, tmp_path, {"A": a, "B": b}, exits=[5, 6])
     assert parallel_ranges(server) <= 1, (
-        f"no validator and no sha256: one stream, no parallel ranges: {[(s.range, s.status) for s in server.seen()]}"
+        "no validator and no sha256: one stream, no parallel ranges:"
+        f" {[(s.range, s.status) for s in server.seen()]}"
     )
     assert not any(s.if_range for s in server.seen()), "nothing to send as If-Range"
 
 
 @pytest.mark.parametrize("expected", ["B", "A"])
-def test_no_validator_with_sha256_ends_verified(serve: list[ScriptedServer], tmp_path: Path, expected: str) -> None:
-    """No validator, but a sha256: ranges may be used, and the hash decides. A lasts two requests, then B for ever:
-    the final file is the hashed version whole, or the run fails (exit 5 or 6) with no file."""
+def test_no_validator_with_sha256_ends_verified(
+    serve: list[ScriptedServer], tmp_path: Path, expected: str
+) -> None:
+    """No validator, but a sha256: ranges may be used, and the hash decides. A lasts two requests,
+    then B for ever: the final file is the hashed version whole, or the run fails (exit 5 or 6) with
+    no file."""
     a, b = version("A"), version("B")
     server = serve_file(serve, Phase(a, requests=2), Phase(b))
     result = get(tmp_path, server, "--sha256", sha(version(expected)))
-    assert assert_one_version(result, tmp_path, {expected: version(expected)}, exits=[5, 6]) in (expected, None)
+    assert assert_one_version(result, tmp_path, {expected: version(expected)}, exits=[5, 6]) in (
+        expected,
+        None,
+    )
 
 
-# -- a known sha256 never turns ranges off ----------------------------------------------------------------------
+# -- a known sha256 never turns ranges off
+# ----------------------------------------------------------------------
 
 
-def test_get_with_sha256_still_uses_parallel_ranges(serve: list[ScriptedServer], tmp_path: Path) -> None:
+def test_get_with_sha256_still_uses_parallel_ranges(
+    serve: list[ScriptedServer], tmp_path: Path
+) -> None:
     a = version("A")
     server = serve_file(serve, Phase(a, etag='"a"'))
     result = get(tmp_path, server, "--sha256", sha(a))
@@ -280,9 +340,13 @@ def test_catalog_entry_with_sha256_and_no_size_uses_parallel_ranges(
     a = version("A")
     server = serve_file(serve, Phase(a, etag='"a"'))
     catalog = tmp_path / "catalog.toml"
-    catalog.write_text(f'[models.m]\nfiles = [{{ url = "{server.url}{PATH}", sha256 = "{sha(a)}" }}]\n')
+    catalog.write_text(
+        f'[models.m]\nfiles = [{{ url = "{server.url}{PATH}", sha256 = "{sha(a)}" }}]\n'
+    )
     dest = tmp_path / "dest"
-    result = run_mdl(tmp_path, "pull", "m", "--catalog", str(catalog), "--dest", str(dest), "--connections", "4")
+    result = run_mdl(
+        tmp_path, "pull", "m", "--catalog", str(catalog), "--dest", str(dest), "--connections", "4"
+    )
     assert result.returncode == 0, result.stderr
     (final,) = [p for p in dest.rglob("f.bin") if ".mdl" not in p.parts]
     assert final.read_bytes() == a
@@ -292,7 +356,8 @@ def test_catalog_entry_with_sha256_and_no_size_uses_parallel_ranges(
     assert not any(s.status == 200 for s in server.seen()), "no whole-file 200"
 
 
-# -- the complete length changes -------------------------------------------------------------------------------
+# -- the complete length changes
+# -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("delta", [333 * KiB, -5 * MiB], ids=["grows", "shrinks"])
@@ -300,7 +365,9 @@ def test_catalog_entry_with_sha256_and_no_size_uses_parallel_ranges(
 def test_complete_length_change_is_a_new_version(
     serve: list[ScriptedServer], tmp_path: Path, delta: int, validator: str
 ) -> None:
-    """The server keeps the validator (a broken origin) but the Content-Range total changes: only the length tells."""
+    """The server keeps the validator (a broken origin) but the Content-Range total changes: only
+    the length tells.
+    """
     a, b = version("A"), version("B", SIZE + delta)
     keys = {"etag": '"same"'} if validator == "same-etag" else {"last_modified": LM_A}
     server = serve_file(serve, Phase(a, requests=2, **keys), Phase(b, **keys))
@@ -310,13 +377,16 @@ def test_complete_length_change_is_a_new_version(
     assert_if_range(server, first, {first})
 
 
-# -- 200 to a ranged request --------------------------------------------------------------------------------------
+# -- 200 to a ranged request
+# --------------------------------------------------------------------------------------
 
 
 def test_200_to_a_ranged_request_of_a_changed_file_restarts_from_it(
     serve: list[ScriptedServer], tmp_path: Path
 ) -> None:
-    """A compliant server: If-Range "a" no longer matches, so the ranges get 200 and the whole new version."""
+    """A compliant server: If-Range "a" no longer matches, so the ranges get 200 and the whole
+    new version.
+    """
     a, b = version("A"), version("B")
     server = serve_file(serve, Phase(a, etag='"a"', requests=2), Phase(b, etag='"b"'))
     result = get(tmp_path, server)
@@ -325,8 +395,12 @@ def test_200_to_a_ranged_request_of_a_changed_file_restarts_from_it(
     assert_if_range(server, '"a"', {'"a"', '"b"'})
 
 
-def test_200_to_a_ranged_request_of_the_same_file_is_one_stream(serve: list[ScriptedServer], tmp_path: Path) -> None:
-    """Ranges ignored after the first answer (same bytes, same ETag): mdl keeps one stream of the 200."""
+def test_200_to_a_ranged_request_of_the_same_file_is_one_stream(
+    serve: list[ScriptedServer], tmp_path: Path
+) -> None:
+    """Ranges ignored after the first answer (same bytes, same ETag): mdl keeps one stream of the
+    200.
+    """
     a = version("A")
     server = serve_file(serve, Phase(a, etag='"a"', requests=1), Phase(a, etag='"a"', ranges=False))
     result = get(tmp_path, server)
@@ -334,11 +408,14 @@ def test_200_to_a_ranged_request_of_the_same_file_is_one_stream(serve: list[Scri
     assert assert_one_version(result, tmp_path, {"A": a}, exits=[]) == "A"
 
 
-# -- short 206s are progress ----------------------------------------------------------------------------------------
+# -- short 206s are progress
+# ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("validator", ["etag", "last-modified"])
-def test_every_206_capped_at_512k_succeeds(serve: list[ScriptedServer], tmp_path: Path, validator: str) -> None:
+def test_every_206_capped_at_512k_succeeds(
+    serve: list[ScriptedServer], tmp_path: Path, validator: str
+) -> None:
     a = version("A")
     keys = {"etag": '"a"'} if validator == "etag" else {"last_modified": LM_A}
     server = serve_file(serve, Phase(a, cap=512 * KiB, **keys))
@@ -346,11 +423,15 @@ def test_every_206_capped_at_512k_succeeds(serve: list[ScriptedServer], tmp_path
     assert result.returncode == 0, f"short 206s are progress, not failures: {result.stderr}"
     assert assert_one_version(result, tmp_path, {"A": a}, exits=[]) == "A"
     served = sum(s.sent for s in server.seen())
-    assert served <= SIZE * 1.1, f"{served} bytes served for a {SIZE}-byte file: short answers were thrown away"
+    assert served <= SIZE * 1.1, (
+        f"{served} bytes served for a {SIZE}-byte file: short answers were thrown away"
+    )
     assert all(s.status == 206 for s in ranged(server))
 
 
-def test_short_206s_continue_on_the_same_connections(serve: list[ScriptedServer], tmp_path: Path) -> None:
+def test_short_206s_continue_on_the_same_connections(
+    serve: list[ScriptedServer], tmp_path: Path
+) -> None:
     a = version("A")
     server = serve_file(serve, Phase(a, etag='"a"', cap=512 * KiB))
     result = get(tmp_path, server)
@@ -358,13 +439,17 @@ def test_short_206s_continue_on_the_same_connections(serve: list[ScriptedServer]
     requests = server.seen()
     connections = {s.connection for s in requests}
     assert len(requests) >= SIZE // (512 * KiB)
-    assert len(connections) <= 2 * 4 + 1, f"{len(requests)} requests on {len(connections)} connections: no keep-alive"
+    assert len(connections) <= 2 * 4 + 1, (
+        f"{len(requests)} requests on {len(connections)} connections: no keep-alive"
+    )
 
 
 def test_a_server_trickling_tiny_206s_gives_up_with_exit_5(
     serve: list[ScriptedServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A short answer is progress, but one of a few KiB per request spends a try: the work stays bounded."""
+    """A short answer is progress, but one of a few KiB per request spends a try: the work stays
+    bounded.
+    """
     monkeypatch.setenv("MDL_RETRIES", "1")
     a = version("A")
     server = serve_file(serve, Phase(a, etag='"a"', cap=16 * KiB))
@@ -377,12 +462,17 @@ def test_a_server_trickling_tiny_206s_gives_up_with_exit_5(
     assert len(server.seen()) < 40, "a request per 16 KiB of a 40 MiB file would be thousands"
 
 
-# -- a file that keeps changing ---------------------------------------------------------------------------------------
+# -- a file that keeps changing
+# ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("validator", ["etag", "last-modified"])
-def test_file_changing_twice_is_exit_5_and_no_file(serve: list[ScriptedServer], tmp_path: Path, validator: str) -> None:
-    """A, then B (long enough for mdl to restart on it), then C: the second change during one download is exit 5."""
+def test_file_changing_twice_is_exit_5_and_no_file(
+    serve: list[ScriptedServer], tmp_path: Path, validator: str
+) -> None:
+    """A, then B (long enough for mdl to restart on it), then C: the second change during one
+    download is exit 5.
+    """
     a, b, c = version("A"), version("B"), version("C")
     cap = 1 * MiB  # many requests per version, so mdl sees each change
     if validator == "etag":
@@ -402,15 +492,16 @@ def test_file_changing_twice_is_exit_5_and_no_file(serve: list[ScriptedServer], 
     assert server.phase(PATH) == 2, "the test is void unless mdl saw the third version"
 
 
-# -- a header block that drips: --timeout bounds the whole header block ------------------------------------------------
+# -- a header block that drips: --timeout bounds the whole header block
+# ------------------------------------------------
 
 
 @pytest.mark.realtime
 def test_dripping_header_block_is_exit_5_at_its_timeout(
     serve: list[ScriptedServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # ~200 header bytes, one per 0.3 s: a minute a try (two tries). Exit 5 at all says the block's 1 s budget fired (a
-    # budget per byte would read it all and succeed).
+    # ~200 header bytes, one per 0.3 s: a minute a try (two tries). Exit 5 at all says the block's 1
+    # s budget fired (a budget per byte would read it all and succeed).
     server = serve_file(serve, Phase(b"tiny file", etag='"t"', drip_headers=0.3))
     monkeypatch.setenv("MDL_RETRIES", "1")
     result = get(tmp_path, server, "--timeout", "1", connections=1, timeout=HANG)

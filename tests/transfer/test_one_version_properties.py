@@ -1,18 +1,21 @@
-"""Whatever a server answers, range after range, mdl ends with one version's bytes or nothing (issue 23).
+"""Whatever a server answers, range after range, mdl ends with one version's bytes or nothing (issue
+23).
 
-Hypothesis properties over short scripts of server behaviour (`ScriptedServer` phases in tests/hostile.py): which
-version of the file is served, with which validator (strong ETag, weak ETag, Last-Modified, both, none), for how
-many requests, whether ranges and If-Range are honoured and how many bytes each 206 carries. The final file must be
-exactly one version's bytes (the hashed one, when a sha256 is given), or the run must fail with exit 5 or 6 and
-leave no final file. Two ways in, both real:
+Hypothesis properties over short scripts of server behaviour (`ScriptedServer` phases in
+tests/hostile.py): which version of the file is served, with which validator (strong ETag, weak
+ETag, Last-Modified, both, none), for how many requests, whether ranges and If-Range are honoured
+and how many bytes each 206 carries. The final file must be exactly one version's bytes (the hashed
+one, when a sha256 is given), or the run must fail with exit 5 or 6 and leave no final file. Two
+ways in, both real:
 
-- `mdl.api.get(URL)` (what `mdl get` runs: the probe, then the engine) on a 33 MiB file, just above the 32 MiB
-  split threshold, with 4 connections;
-- `mdl.transfer.Engine` directly with a known size (a catalog entry with a size) on a 12 MiB file split over
-  4 connections with a 1 MiB threshold (the engine never cuts a first range below 4 MiB, whatever the threshold).
+- `mdl.api.get(URL)` (what `mdl get` runs: the probe, then the engine) on a 33 MiB file, just above
+  the 32 MiB split threshold, with 4 connections;
+- `mdl.transfer.Engine` directly with a known size (a catalog entry with a size) on a 12 MiB file
+  split over 4 connections with a 1 MiB threshold (the engine never cuts a first range below 4 MiB,
+  whatever the threshold).
 
-Validators are honest here: a version's validator belongs to its bytes (a server that keeps both ETag and size
-while changing the bytes cannot be caught without a hash).
+Validators are honest here: a version's validator belongs to its bytes (a server that keeps both
+ETag and size while changing the bytes cannot be caught without a hash).
 """
 
 from __future__ import annotations
@@ -52,11 +55,21 @@ def content(seed: int, size: int) -> bytes:
 
 
 def phase_of(
-    seed: int, size: int, validator: str, requests: int, ranges: bool, if_range: bool, cap: int | None
+    seed: int,
+    size: int,
+    validator: str,
+    requests: int,
+    ranges: bool,
+    if_range: bool,
+    cap: int | None,
 ) -> Phase:
-    """A phase serving version (seed, size) with honest validators: they change exactly when the bytes do."""
+    """A phase serving version (seed, size) with honest validators: they change exactly when the
+    bytes do.
+    """
     tag = f"{seed}-{size}"
-    etag = {"strong": f'"{tag}"', "weak": f'W/"{tag}"', "strong+last-modified": f'"{tag}"'}.get(validator)
+    etag = {"strong": f'"{tag}"', "weak": f'W/"{tag}"', "strong+last-modified": f'"{tag}"'}.get(
+        validator
+    )
     modified = http_date(1_767_225_600 + 86_400 * (seed * 1000 + size % 997))
     last_modified = modified if "last-modified" in validator else None
     return Phase(
@@ -72,9 +85,10 @@ def phase_of(
 
 @st.composite
 def scripts(draw: st.DrawFn, base: int, seeds: int) -> list[Phase]:
-    """Two or three phases of a file of about ``base`` bytes (mostly the same length; or grown a little, or shrunk
-    by 1 MiB). One server configuration (validator kind, If-Range honoured, cap per 206) for the whole script, as a
-    real origin has; versions, lifetimes and whether ranges are honoured change per phase."""
+    """Two or three phases of a file of about ``base`` bytes (mostly the same length; or grown a
+    little, or shrunk by 1 MiB). One server configuration (validator kind, If-Range honoured, cap
+    per 206) for the whole script, as a real origin has; versions, lifetimes and whether ranges are
+    honoured change per phase."""
     validator = draw(st.sampled_from(VALIDATORS))
     if_range = draw(st.booleans())
     cap = draw(st.sampled_from([None, None, 256 * KiB, 1 * MiB]))
@@ -94,10 +108,12 @@ def scripts(draw: st.DrawFn, base: int, seeds: int) -> list[Phase]:
 
 
 def known_cases(base: int) -> list[list[Phase]]:
-    """The splices issue 23 found, always tried: ETag change with If-Range ignored, Last-Modified only with
-    If-Range honoured, no validator at all, and short 206s."""
+    """The splices issue 23 found, always tried: ETag change with If-Range ignored, Last-Modified
+    only with If-Range honoured, no validator at all, and short 206s."""
 
-    def script(validator: str, if_range: bool, cap: int | None = None, switch: int = 2) -> list[Phase]:
+    def script(
+        validator: str, if_range: bool, cap: int | None = None, switch: int = 2
+    ) -> list[Phase]:
         return [
             phase_of(0, base, validator, switch, True, if_range, cap),
             phase_of(1, base, validator, 6, True, if_range, cap),
@@ -109,8 +125,9 @@ def known_cases(base: int) -> list[list[Phase]]:
         script("none", if_range=True, switch=1),
         script("weak", if_range=True, switch=3),
         script("strong", if_range=True, cap=256 * KiB, switch=200),
-        # Found by this property: the first version's date is usable, the next one's is in the future (too close to
-        # its Date to prove sameness) and the server ignores If-Range: the differing date still proves a change.
+        # Found by this property: the first version's date is usable, the next one's is in the
+        # future (too close to its Date to prove sameness) and the server ignores If-Range: the
+        # differing date still proves a change.
         script("last-modified", if_range=False, switch=1),
     ]
 
@@ -121,20 +138,29 @@ def expected_hash(phases: list[Phase], hashed: int | None) -> str | None:
     return hashlib.sha256(phases[min(hashed, len(phases) - 1)].data).hexdigest()
 
 
-def check_final(final: Path, phases: list[Phase], sha256: str | None, server: ScriptedServer) -> None:
-    """A final file, if there is one, is exactly one version (the hashed one, when a hash was given)."""
+def check_final(
+    final: Path, phases: list[Phase], sha256: str | None, server: ScriptedServer
+) -> None:
+    """A final file, if there is one, is exactly one version (the hashed one, when a hash was
+    given).
+    """
     assert not server.errors, server.errors
     if not final.exists():
         return
     data = final.read_bytes()
     story = [(s.range, s.if_range, s.status, s.phase, s.sent) for s in server.seen()]
     one = any(data == phase.data for phase in phases)
-    assert one, f"{len(data)} bytes of no single version; (range, if-range, status, phase, sent): {story}"
+    assert one, (
+        f"{len(data)} bytes of no single version; (range, if-range, status, phase, sent): {story}"
+    )
     if sha256 is not None:
-        assert hashlib.sha256(data).hexdigest() == sha256, "a final file that is not the hashed version"
+        assert hashlib.sha256(data).hexdigest() == sha256, (
+            "a final file that is not the hashed version"
+        )
 
 
-# -- through `mdl get` (the API): probe, then the engine -------------------------------------------------------------
+# -- through `mdl get` (the API): probe, then the engine
+# -------------------------------------------------------------
 
 
 def tried_first(base: int, **extra: object) -> Callable[[Any], Any]:
@@ -169,21 +195,28 @@ def test_get_ends_with_one_version_or_nothing(phases: list[Phase], hashed: int |
         check_final(final, phases, sha256, server)
 
 
-# -- the engine with a known size (a catalog entry with a size) ------------------------------------------------------
+# -- the engine with a known size (a catalog entry with a size)
+# ------------------------------------------------------
 
 
 def fetch(server: ScriptedServer, folder: Path, *, size: int | None, sha256: str | None) -> Path:
-    """One fetch of the scripted file by the real engine; returns the final path (which may not exist)."""
+    """One fetch of the scripted file by the real engine; returns the final path (which may not
+    exist).
+    """
     # The size is what a listing said (not pinned): a new size means a new version.
     job = transfer_job(folder, server.url + PATH, size=size, sha=sha256, size_pinned=False)
-    config = EngineConfig(connections=4, retry=RetryPolicy(retries=2, base=0.01, cap=0.05), split_threshold=1 * MiB)
+    config = EngineConfig(
+        connections=4, retry=RetryPolicy(retries=2, base=0.01, cap=0.05), split_threshold=1 * MiB
+    )
     with make_client(timeout=5, pool_size=16) as client:
         engine = Engine(client, config, progress=NullProgress(), cancel=threading.Event())
         try:
             engine.fetch(job)
         except MdlError as exc:
             assert exc.exit_code in FAILURES, f"{type(exc).__name__}: {exc}"
-            assert not job.final_path.exists(), f"exit {int(exc.exit_code)} ({exc}) left a final file"
+            assert not job.final_path.exists(), (
+                f"exit {int(exc.exit_code)} ({exc}) left a final file"
+            )
     return job.final_path
 
 
@@ -194,7 +227,9 @@ def fetch(server: ScriptedServer, folder: Path, *, size: int | None, sha256: str
     hashed=st.one_of(st.none(), st.integers(0, 2)),
 )
 @tried_first(ENGINE_SIZE, size_known=True)
-def test_engine_ends_with_one_version_or_nothing(phases: list[Phase], size_known: bool, hashed: int | None) -> None:
+def test_engine_ends_with_one_version_or_nothing(
+    phases: list[Phase], size_known: bool, hashed: int | None
+) -> None:
     sha256 = expected_hash(phases, hashed)
     size = len(phases[0].data) if size_known else None
     with tempfile.TemporaryDirectory() as tmp, ScriptedServer({PATH: phases}) as server:

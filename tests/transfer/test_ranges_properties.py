@@ -1,6 +1,7 @@
-"""Range and length headers are untrusted input: whatever a server sends, parsing ends in numbers that make
-sense or the parser's own error (turned into a remote error, exit 5, by its callers) — never another
-exception, and never a number read from non-ASCII digits or an unbounded digit string."""
+"""Range and length headers are untrusted input: whatever a server sends, parsing ends in numbers
+that make sense or the parser's own error (turned into a remote error, exit 5, by its callers) —
+never another exception, and never a number read from non-ASCII digits or an unbounded digit string.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +20,27 @@ from mdl.transfer.headers import (
 )
 from mdl.transfer.http import retry_after_seconds
 
-# Header values are Latin-1 text; add the digits Python's int() would take ('²' is Latin-1, so on the wire).
-ODD_DIGITS = ["²", "³", "¹", "٣", "０", "𝟗", "\u0e53", "1_0", "+1", "-0", " 1", "1\n", "\t7\t", "9" * 5000]
-PIECES = st.sampled_from(["bytes", "BYTES", " ", "\t", "-", "/", "*", "0", "1", "99", "9" * 25, *ODD_DIGITS])
+# Header values are Latin-1 text; add the digits Python's int() would take ('²' is Latin-1, so on
+# the wire).
+ODD_DIGITS = [
+    "²",
+    "³",
+    "¹",
+    "٣",
+    "０",
+    "𝟗",
+    "\u0e53",
+    "1_0",
+    "+1",
+    "-0",
+    " 1",
+    "1\n",
+    "\t7\t",
+    "9" * 5000,
+]
+PIECES = st.sampled_from(
+    ["bytes", "BYTES", " ", "\t", "-", "/", "*", "0", "1", "99", "9" * 25, *ODD_DIGITS]
+)
 HEADERS = st.one_of(
     st.text(max_size=60),
     st.text(alphabet=st.characters(max_codepoint=0xFF), max_size=60),
@@ -62,7 +81,12 @@ def test_decimal_headers_are_ascii_and_bounded(value: str | None) -> None:
 
 
 @FUZZ
-@given(st.one_of(HEADERS, st.builds(lambda t: f"bytes */{t}", st.one_of(st.integers(), st.sampled_from(ODD_DIGITS)))))
+@given(
+    st.one_of(
+        HEADERS,
+        st.builds(lambda t: f"bytes */{t}", st.one_of(st.integers(), st.sampled_from(ODD_DIGITS))),
+    )
+)
 def test_content_range_total_is_ascii_and_bounded(value: str) -> None:
     total = content_range_total(value)
     if total is not None:
@@ -78,20 +102,38 @@ def test_retry_after_is_a_finite_delay_or_none(value: str | None) -> None:
 
 
 def test_the_cases_that_used_to_crash_or_pass() -> None:
-    for value in ("bytes ²-5/10", "bytes 0-٣/10", "bytes 0-9/１０", "bytes 0-1/" + "9" * 5000, "bytes 0-1/2\n"):
+    for value in (
+        "bytes ²-5/10",
+        "bytes 0-٣/10",
+        "bytes 0-9/１０",
+        "bytes 0-1/" + "9" * 5000,
+        "bytes 0-1/2\n",
+    ):
         try:
             parse_content_range(value)
         except ContentRangeError:
             continue
         raise AssertionError(f"accepted {value!r}")
-    assert parse_decimal("²") is None and parse_decimal("9" * 5000) is None and parse_decimal(" 42 ") == 42
+    assert (
+        parse_decimal("²") is None
+        and parse_decimal("9" * 5000) is None
+        and parse_decimal(" 42 ") == 42
+    )
     assert retry_after_seconds("²") is None
-    assert content_range_total("bytes */²") is None and content_range_total("bytes */" + "9" * 5000) is None
+    assert (
+        content_range_total("bytes */²") is None
+        and content_range_total("bytes */" + "9" * 5000) is None
+    )
     assert content_range_total("bytes */100") == 100 and content_range_total("bytes 0-9/100") == 100
 
 
 @FUZZ
-@given(st.lists(st.one_of(st.text(max_size=12), st.sampled_from(["h:²", "[::1]:٣", "h:" + "9" * 5000])), max_size=4))
+@given(
+    st.lists(
+        st.one_of(st.text(max_size=12), st.sampled_from(["h:²", "[::1]:٣", "h:" + "9" * 5000])),
+        max_size=4,
+    )
+)
 def test_no_proxy_entries_never_crash(entries: list[str]) -> None:
     # NO_PROXY comes from the environment; a port there is read with the same ASCII, bounded rule.
     assert bypasses("example.com", 443, ",".join(entries)) in (True, False)

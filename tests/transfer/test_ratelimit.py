@@ -36,7 +36,8 @@ def test_rate_limiter_token_bucket_with_a_fake_clock() -> None:
     limiter = RateLimiter(1000, clock=clock)
     limiter.consume(250, event)
     limiter.consume(1000, event)
-    assert event.waits == [pytest.approx(0.25), pytest.approx(1.0)]  # paced at 1000 B/s from the start
+    # paced at 1000 B/s from the start
+    assert event.waits == [pytest.approx(0.25), pytest.approx(1.0)]
     clock.now += 60  # a long idle period banks at most a quarter second of credit
     limiter.consume(500, event)
     limiter.consume(250, event)

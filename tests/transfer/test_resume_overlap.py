@@ -1,9 +1,10 @@
 """A resume proves it continues the same bytes (issue 37, class A; engine rule 15).
 
-nginx gives two builds of one size and mtime the same ETag (``"<mtime hex>-<size hex>"``: ``cp -p``, ``rsync -a``,
-a fixed-timestamp unzip), so If-Range cannot tell them apart. Where no hash will check the file, a resumed range
-starts a little before the bytes on disk and compares that overlap: a difference is a new version, and the file is
-fetched again from the start. Only a file checked against a known hash, or fetched whole in one answer, is verified.
+nginx gives two builds of one size and mtime the same ETag (``"<mtime hex>-<size hex>"``: ``cp -p``,
+``rsync -a``, a fixed-timestamp unzip), so If-Range cannot tell them apart. Where no hash will check
+the file, a resumed range starts a little before the bytes on disk and compares that overlap: a
+difference is a new version, and the file is fetched again from the start. Only a file checked
+against a known hash, or fetched whole in one answer, is verified.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ SIZE = 12 * MiB
 PATH = "/f.bin"
 MTIME = 1_767_225_600
 NGINX_ETAG = f'"{MTIME:x}-{SIZE:x}"'  # nginx's: the same for every build of this size and mtime
-PROBE_CUT = 4 * MiB  # the probe's open-ended answer is a legal short 206 of this much: the download joins on to it
-CUT_AT = PROBE_CUT - OVERLAP + 2 * MiB  # the next answer (repeating the probe's last 64 KiB) breaks off 2 MiB in
+# the probe's open-ended answer is a legal short 206 of this much: the download joins on to it
+PROBE_CUT = 4 * MiB
+# the next answer (repeating the probe's last 64 KiB) breaks off 2 MiB in
+CUT_AT = PROBE_CUT - OVERLAP + 2 * MiB
 V1, V2 = make_data(SIZE, seed=3720), make_data(SIZE, seed=3721)
 
 
@@ -47,16 +50,22 @@ def nginx_build(data: bytes, **more: object) -> Phase:
 
 
 def v1_cut_short() -> list[Phase]:
-    """Build 1 for two answers, the probe's cut short at ``PROBE_CUT`` (else a small file is its probe alone)."""
+    """Build 1 for two answers, the probe's cut short at ``PROBE_CUT`` (else a small file is its
+    probe alone).
+    """
     return [nginx_build(V1, requests=1, cap=PROBE_CUT), nginx_build(V1, requests=1)]
 
 
 def cut_second_get(index: int, seen: Seen, server: ScriptedServer) -> Answer | None:
-    """The first answer past the probe breaks off mid-body (its Content-Length promised more): a lost connection."""
+    """The first answer past the probe breaks off mid-body (its Content-Length promised more): a
+    lost connection.
+    """
     answer = server.reply(seen)
     if index == 1:
         headers = {**answer.headers, "Content-Length": str(len(answer.body))}
-        return Answer(answer.status, headers, answer.body[: 2 * MiB], close=True, phase=answer.phase)
+        return Answer(
+            answer.status, headers, answer.body[: 2 * MiB], close=True, phase=answer.phase
+        )
     return answer
 
 
@@ -69,26 +78,35 @@ def get(server: ScriptedServer, out: Path, *extra: str, retries: int) -> tuple[i
 def test_a_resume_across_runs_onto_another_build_under_one_etag_starts_over(
     started: list[ScriptedServer], tmp_path: Path
 ) -> None:
-    server = ScriptedServer({PATH: [*v1_cut_short(), nginx_build(V2)]}, policy=cut_second_get).start()
+    server = ScriptedServer(
+        {PATH: [*v1_cut_short(), nginx_build(V2)]}, policy=cut_second_get
+    ).start()
     started.append(server)
     out = tmp_path / "out" / "f.bin"
     code, _, stderr = get(server, out, retries=0)
     assert code == ExitCode.NETWORK, stderr  # broken off mid-v1: a partial download is kept
     assert not out.exists()
-    code, stdout, stderr = get(server, out, retries=0)  # the server now has v2, same size, mtime and ETag
+    # the server now has v2, same size, mtime and ETag
+    code, stdout, stderr = get(server, out, retries=0)
     assert code == 0, stderr
     assert out.read_bytes() == V2, "no file of two builds"
     resumed = [s for s in server.seen(PATH)[2:] if (s.range_start or 0) > 0]
-    assert resumed and resumed[0].range_start == CUT_AT - OVERLAP, [s.range for s in server.seen(PATH)]
+    assert resumed and resumed[0].range_start == CUT_AT - OVERLAP, [
+        s.range for s in server.seen(PATH)
+    ]
     assert resumed[0].if_range == NGINX_ETAG
     [file] = json.loads(stdout)["files"]
-    assert file["action"] == "downloaded", "the kept bytes were another build: fetched from the start"
+    assert file["action"] == "downloaded", (
+        "the kept bytes were another build: fetched from the start"
+    )
 
 
 def test_a_retry_within_a_run_onto_another_build_under_one_etag_starts_over(
     started: list[ScriptedServer], tmp_path: Path
 ) -> None:
-    server = ScriptedServer({PATH: [*v1_cut_short(), nginx_build(V2)]}, policy=cut_second_get).start()
+    server = ScriptedServer(
+        {PATH: [*v1_cut_short(), nginx_build(V2)]}, policy=cut_second_get
+    ).start()
     started.append(server)
     out = tmp_path / "out" / "f.bin"
     code, _, stderr = get(server, out, retries=2)
@@ -98,8 +116,12 @@ def test_a_retry_within_a_run_onto_another_build_under_one_etag_starts_over(
     assert retried.range_start == CUT_AT - OVERLAP, "the retry repeats the bytes before the break"
 
 
-def test_a_resume_of_the_same_build_keeps_its_bytes(started: list[ScriptedServer], tmp_path: Path) -> None:
-    server = ScriptedServer({PATH: [*v1_cut_short(), nginx_build(V1)]}, policy=cut_second_get).start()
+def test_a_resume_of_the_same_build_keeps_its_bytes(
+    started: list[ScriptedServer], tmp_path: Path
+) -> None:
+    server = ScriptedServer(
+        {PATH: [*v1_cut_short(), nginx_build(V1)]}, policy=cut_second_get
+    ).start()
     started.append(server)
     out = tmp_path / "out" / "f.bin"
     code, _, stderr = get(server, out, retries=0)
@@ -110,13 +132,19 @@ def test_a_resume_of_the_same_build_keeps_its_bytes(started: list[ScriptedServer
     [file] = json.loads(stdout)["files"]
     assert file["action"] == "resumed"
     served = sum(s.sent for s in server.seen(PATH))
-    # The join after the probe's short answer and the resume each repeat one overlap (and the second run's 1-byte
-    # probe)
-    assert served <= SIZE + 2 * OVERLAP + 1, f"{served} bytes served: a resume repeats at most the overlap"
+    # The join after the probe's short answer and the resume each repeat one overlap (and the second
+    # run's 1-byte probe)
+    assert served <= SIZE + 2 * OVERLAP + 1, (
+        f"{served} bytes served: a resume repeats at most the overlap"
+    )
 
 
-def test_with_a_sha256_a_resume_repeats_nothing(started: list[ScriptedServer], tmp_path: Path) -> None:
-    server = ScriptedServer({PATH: [*v1_cut_short(), nginx_build(V2)]}, policy=cut_second_get).start()
+def test_with_a_sha256_a_resume_repeats_nothing(
+    started: list[ScriptedServer], tmp_path: Path
+) -> None:
+    server = ScriptedServer(
+        {PATH: [*v1_cut_short(), nginx_build(V2)]}, policy=cut_second_get
+    ).start()
     started.append(server)
     out = tmp_path / "out" / "f.bin"
     code, _, stderr = get(server, out, "--sha256", sha(V2), retries=0)
@@ -125,38 +153,55 @@ def test_with_a_sha256_a_resume_repeats_nothing(started: list[ScriptedServer], t
     assert code == 0, stderr
     assert out.read_bytes() == V2  # the hash caught the splice and fetched it again
     starts = [s.range_start for s in server.seen(PATH)]
-    joins = (PROBE_CUT, PROBE_CUT + 2 * MiB)  # after the probe's short answer; the resume after the break
+    # after the probe's short answer; the resume after the break
+    joins = (PROBE_CUT, PROBE_CUT + 2 * MiB)
     assert set(joins) <= set(starts), starts
-    assert not any(start in (j - OVERLAP for j in joins) for start in starts), "a hash checks it: no overlap"
+    assert not any(start in (j - OVERLAP for j in joins) for start in starts), (
+        "a hash checks it: no overlap"
+    )
 
 
-# -- the engine: pieces an earlier run finished, and what is called verified ----------------------------------------
+# -- the engine: pieces an earlier run finished, and what is called verified
+# ----------------------------------------
 
 
 def engine(client: httpx2.Client, *, connections: int = 3, retries: int = 0) -> Engine:
     config = EngineConfig(
-        connections=connections, retry=RetryPolicy(retries=retries, base=0.01, cap=0.05), split_threshold=MiB
+        connections=connections,
+        retry=RetryPolicy(retries=retries, base=0.01, cap=0.05),
+        split_threshold=MiB,
     )
     return Engine(client, config, progress=NullProgress(), cancel=threading.Event())
 
 
-def plant(job_part: Path, job_state: Path, url: str, pieces: list[list[int]], data: bytes, etag: str) -> None:
-    """A .part and its record as an earlier run leaves them: each piece's first ``done`` bytes from ``data``."""
+def plant(
+    job_part: Path, job_state: Path, url: str, pieces: list[list[int]], data: bytes, etag: str
+) -> None:
+    """A .part and its record as an earlier run leaves them: each piece's first ``done`` bytes
+    from ``data``.
+    """
     job_part.parent.mkdir(parents=True, exist_ok=True)
     part = bytearray(len(data))
     for start, _, done in pieces:
         part[start : start + done] = data[start : start + done]
     job_part.write_bytes(bytes(part))
     identity = {"size": len(data), "sha256": None, "git_oid": None, "etag": etag}
-    record = {"version": 1, "source": url, "identity": identity, "validator": etag, "pieces": pieces}
+    record = {
+        "version": 1,
+        "source": url,
+        "identity": identity,
+        "validator": etag,
+        "pieces": pieces,
+    }
     job_state.write_text(json.dumps(record))
 
 
 def test_finished_pieces_no_resumed_range_can_compare_are_fetched_again(
     started: list[ScriptedServer], tmp_path: Path
 ) -> None:
-    """Only the last piece was finished by the earlier run: no range of this run starts next to its bytes, so
-    nothing could show they are of another build. They are fetched again, never trusted on the record's word."""
+    """Only the last piece was finished by the earlier run: no range of this run starts next to its
+    bytes, so nothing could show they are of another build. They are fetched again, never trusted on
+    the record's word."""
     server = ScriptedServer({PATH: [nginx_build(V2)]}).start()
     started.append(server)
     job = transfer_job(tmp_path, server.url + PATH, size=SIZE, etag=NGINX_ETAG)
@@ -176,13 +221,17 @@ def test_finished_pieces_no_resumed_range_can_compare_are_fetched_again(
 
 
 @pytest.mark.parametrize("hashed", [False, True])
-def test_only_a_hash_or_one_whole_answer_makes_a_file_verified(cdn: CdnServer, tmp_path: Path, hashed: bool) -> None:
+def test_only_a_hash_or_one_whole_answer_makes_a_file_verified(
+    cdn: CdnServer, tmp_path: Path, hashed: bool
+) -> None:
     data = make_data(12 * MiB, seed=3722)
     url = cdn.add_file("/f.bin", data, etag='"v"')
     with make_client(pool_size=4, timeout=5) as client:
         one = transfer_job(tmp_path / "one", url, size=len(data), sha=sha(data) if hashed else None)
         assert engine(client, connections=1).fetch(one).verified, "whole, in one answer"
-        split = transfer_job(tmp_path / "split", url, size=len(data), sha=sha(data) if hashed else None)
+        split = transfer_job(
+            tmp_path / "split", url, size=len(data), sha=sha(data) if hashed else None
+        )
         result = engine(client, connections=3).fetch(split)
         assert split.final_path.read_bytes() == data
         assert result.verified is hashed, "parallel ranges are verified only by a hash"
@@ -190,13 +239,18 @@ def test_only_a_hash_or_one_whole_answer_makes_a_file_verified(cdn: CdnServer, t
         cut = transfer_job(tmp_path / "cut", url, size=len(data), sha=sha(data) if hashed else None)
         result = engine(client, connections=1, retries=2).fetch(cut)
         assert cut.final_path.read_bytes() == data
-        assert result.verified is hashed, "a stream resumed after a break is verified only by a hash"
+        assert result.verified is hashed, (
+            "a stream resumed after a break is verified only by a hash"
+        )
 
 
-# -- a redirect to a scheme mdl does not speak -----------------------------------------------------------------
+# -- a redirect to a scheme mdl does not speak
+# -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", ["file:///etc/passwd", "data:text/plain;base64,aGVsbG8=", "ftp://127.0.0.1/f.bin"])
+@pytest.mark.parametrize(
+    "target", ["file:///etc/passwd", "data:text/plain;base64,aGVsbG8=", "ftp://127.0.0.1/f.bin"]
+)
 def test_a_redirect_to_a_non_http_scheme_is_exit_5_at_once(
     started: list[ScriptedServer], tmp_path: Path, target: str
 ) -> None:
@@ -214,7 +268,8 @@ def test_a_redirect_to_a_non_http_scheme_is_exit_5_at_once(
     assert "error from :" not in result.stderr and "Traceback" not in result.stderr
 
 
-# -- a property: builds switched under one ETag, streams broken anywhere --------------------------------------------
+# -- a property: builds switched under one ETag, streams broken anywhere
+# --------------------------------------------
 
 SMALL = 2 * MiB
 S1, S2 = make_data(SMALL, seed=3723), make_data(SMALL, seed=3724)
@@ -229,9 +284,9 @@ S1, S2 = make_data(SMALL, seed=3723), make_data(SMALL, seed=3724)
 def test_builds_under_one_etag_and_broken_streams_end_in_one_build_or_nothing(
     switch: int, cuts: list[int | None], retries: int
 ) -> None:
-    """One stream, no hash: the server swaps build 1 for build 2 (same size, same ETag) after ``switch`` requests,
-    and answers break off after ``cuts[i]`` body bytes. Two runs (the second resumes what the first kept): the final
-    file is one build whole, or there is none."""
+    """One stream, no hash: the server swaps build 1 for build 2 (same size, same ETag) after
+    ``switch`` requests, and answers break off after ``cuts[i]`` body bytes. Two runs (the second
+    resumes what the first kept): the final file is one build whole, or there is none."""
     etag = f'"{MTIME:x}-{SMALL:x}"'
 
     def policy(index: int, seen: Seen, server: ScriptedServer) -> Answer | None:
@@ -243,7 +298,10 @@ def test_builds_under_one_etag_and_broken_streams_end_in_one_build_or_nothing(
         return Answer(answer.status, headers, answer.body[:cut], close=True, phase=answer.phase)
 
     phases = [Phase(S1, etag=etag, requests=switch), Phase(S2, etag=etag)]
-    with tempfile.TemporaryDirectory() as tmp, ScriptedServer({PATH: phases}, policy=policy) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ScriptedServer({PATH: phases}, policy=policy) as server,
+    ):
         job = transfer_job(Path(tmp), server.url + PATH, size=SMALL, etag=etag)
         with make_client(pool_size=2, timeout=5) as client:
             for _ in range(2):
@@ -251,7 +309,9 @@ def test_builds_under_one_etag_and_broken_streams_end_in_one_build_or_nothing(
                     engine(client, connections=1, retries=retries).fetch(job)
                     break
                 except MdlError as exc:
-                    assert exc.exit_code in (ExitCode.NETWORK, ExitCode.INTEGRITY), f"{type(exc).__name__}: {exc}"
+                    assert exc.exit_code in (ExitCode.NETWORK, ExitCode.INTEGRITY), (
+                        f"{type(exc).__name__}: {exc}"
+                    )
         if job.final_path.exists():
             data = job.final_path.read_bytes()
             story = [(s.range, s.status, s.phase, s.sent) for s in server.seen()]

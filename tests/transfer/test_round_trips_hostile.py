@@ -1,4 +1,6 @@
-"""Hostile answers to issue 38's round trips: the open-ended probe, reading on, no locate, cheap records."""
+"""Hostile answers to issue 38's round trips: the open-ended probe, reading on, no locate, cheap
+records.
+"""
 
 from __future__ import annotations
 
@@ -35,10 +37,11 @@ def spans(header: str) -> tuple[int, int]:
 def test_a_server_ignoring_ranges_that_names_the_whole_file_in_every_200_still_downloads(
     started: list[ScriptedServer], tmp_path: Path
 ) -> None:
-    """Some servers ignore Range and still send ``Content-Range: bytes 0-N-1/N`` with their 200 (rule 16 reads such a
-    200 as the range it names). Before 59ccf01 the probe's ``bytes=0-0`` got a 200 naming the whole file, read as the
-    whole file: one stream. Now ``bytes=0-`` makes the same 200 "ranged", the file is split, and every later piece's
-    200 starts at byte 0: "asked for bytes from X, server sent from 0", exit 5 instead of the file."""
+    """Some servers ignore Range and still send ``Content-Range: bytes 0-N-1/N`` with their 200
+    (rule 16 reads such a 200 as the range it names). Before 59ccf01 the probe's ``bytes=0-0`` got a
+    200 naming the whole file, read as the whole file: one stream. Now ``bytes=0-`` makes the same
+    200 "ranged", the file is split, and every later piece's 200 starts at byte 0: "asked for bytes
+    from X, server sent from 0", exit 5 instead of the file."""
     data = make_data(40 * MiB, seed=3811)
     phase = Phase(data, etag='"v1"')
 
@@ -57,16 +60,20 @@ def test_a_server_ignoring_ranges_that_names_the_whole_file_in_every_200_still_d
 def test_a_broken_stream_retried_at_a_server_whose_200_names_the_whole_file_restarts_from_zero(
     started: list[ScriptedServer], tmp_path: Path
 ) -> None:
-    """One stream (a small file): the first answer breaks off halfway; the retry's ``Range: bytes=N-`` gets a 200
-    with ``Content-Range: bytes 0-N-1/N`` and the whole body (ranges ignored). Before 59ccf01 such a 200 was the
-    whole file: "server sent the whole file, restarting from zero", exit 0. ``promised`` now reads it as a range
-    because a Range was asked, ``check_range`` finds it starts at 0, and the get fails (exit 5)."""
+    """One stream (a small file): the first answer breaks off halfway; the retry's ``Range:
+    bytes=N-`` gets a 200 with ``Content-Range: bytes 0-N-1/N`` and the whole body (ranges ignored).
+    Before 59ccf01 such a 200 was the whole file: "server sent the whole file, restarting from
+    zero", exit 0. ``promised`` now reads it as a range because a Range was asked, ``check_range``
+    finds it starts at 0, and the get fails (exit 5)."""
     data = make_data(4 * MiB, seed=3812)
     whole = {"ETag": '"v1"', "Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"}
 
     def policy(index: int, seen: Seen, server: ScriptedServer) -> Answer:
-        if index == 0:  # the probe: the headers of the whole file, half of its body, then the connection is gone
-            return Answer(200, {**whole, "Content-Length": str(len(data))}, data[: len(data) // 2], close=True)
+        # the probe: the headers of the whole file, half of its body, then the connection is gone
+        if index == 0:
+            return Answer(
+                200, {**whole, "Content-Length": str(len(data))}, data[: len(data) // 2], close=True
+            )
         return Answer(200, whole, data)
 
     server = ScriptedServer({"/f.bin": [Phase(data, etag='"v1"')]}, policy=policy).start()
@@ -80,12 +87,13 @@ def test_a_broken_stream_retried_at_a_server_whose_200_names_the_whole_file_rest
 def test_a_piece_taken_whole_just_before_its_request_asks_no_unsatisfiable_range(
     started: list[ScriptedServer], tmp_path: Path
 ) -> None:
-    """``run_piece`` checks ``piece.complete`` and then ``_stream_piece`` reads the frontier: between the two the
-    carrier may take the piece whole (``DownloadState.carry``: ``after.start = after.end``). With a hash (no overlap
-    to repeat) the request is then ``Range: bytes=E-(E-1)``, an invalid range: a server ignores it (200, the whole
-    file: ``RangesIgnoredError``, every byte fetched so far thrown away and the file fetched again as one stream) or
-    refuses it with a 416 (``_stream_piece`` reads that as "the remote size changed": exit 5).
-    Here the state the race leaves is built directly and the one request it makes is looked at."""
+    """``run_piece`` checks ``piece.complete`` and then ``_stream_piece`` reads the frontier:
+    between the two the carrier may take the piece whole (``DownloadState.carry``: ``after.start =
+    after.end``). With a hash (no overlap to repeat) the request is then ``Range: bytes=E-(E-1)``,
+    an invalid range: a server ignores it (200, the whole file: ``RangesIgnoredError``, every byte
+    fetched so far thrown away and the file fetched again as one stream) or refuses it with a 416
+    (``_stream_piece`` reads that as "the remote size changed": exit 5). Here the state the race
+    leaves is built directly and the one request it makes is looked at."""
     data = make_data(8 * MiB, seed=3813)
     server = ScriptedServer({"/f.bin": [Phase(data, etag='"v1"')]}).start()
     started.append(server)
@@ -119,10 +127,11 @@ def test_a_piece_taken_whole_just_before_its_request_asks_no_unsatisfiable_range
 def test_a_resumed_run_does_not_make_its_durable_record_untrusted_before_any_new_byte(
     started: list[ScriptedServer], tmp_path: Path
 ) -> None:
-    """Run 1 ended on an error: its record was saved durable (the bytes flushed first, no boot mark). Run 2 resumes
-    it and, before a single new byte arrives, rewrites the record cheaply: marked with this boot, claiming the very
-    same (flushed) bytes. A machine crash now (the next boot has another id) discards the record and the partial:
-    every byte run 1 had made durable is lost, though none of them was ever at risk."""
+    """Run 1 ended on an error: its record was saved durable (the bytes flushed first, no boot
+    mark). Run 2 resumes it and, before a single new byte arrives, rewrites the record cheaply:
+    marked with this boot, claiming the very same (flushed) bytes. A machine crash now (the next
+    boot has another id) discards the record and the partial: every byte run 1 had made durable is
+    lost, though none of them was ever at risk."""
     data = make_data(40 * MiB, seed=3814)
     release = threading.Event()
     asked = threading.Event()
@@ -141,7 +150,9 @@ def test_a_resumed_run_does_not_make_its_durable_record_untrusted_before_any_new
     job.part_path.write_bytes(data[:half] + bytes(len(data) - half))
     fd = os.open(job.part_path, os.O_RDWR)
     try:  # run 1's exit: the first half on disk, its record durable
-        DownloadState(job, fd, [Piece(0, half, done=half), Piece(half, len(data))], '"v1"').save(durable=True)
+        DownloadState(job, fd, [Piece(0, half, done=half), Piece(half, len(data))], '"v1"').save(
+            durable=True
+        )
     finally:
         os.close(fd)
     assert "boot" not in json.loads(job.state_path.read_text())
@@ -151,12 +162,17 @@ def test_a_resumed_run_does_not_make_its_durable_record_untrusted_before_any_new
         with ThreadPoolExecutor(1) as pool:
             running = pool.submit(engine.fetch, job)
             try:
-                assert asked.wait(5)  # the run's first request: every save so far is of run 1's bytes alone
-                record = json.loads(job.state_path.read_text())  # what a crash of the machine now leaves
+                # the run's first request: every save so far is of run 1's bytes alone
+                assert asked.wait(5)
+                # what a crash of the machine now leaves
+                record = json.loads(job.state_path.read_text())
             finally:
                 release.set()
             running.result(timeout=10)
     claimed = sum(done for _, _, done in record["pieces"])
     assert claimed == half, "no new byte yet: the record claims only what run 1 flushed"
-    _, after_reboot, _ = parse_state({**record, "boot": "another-boot"})  # what the next boot trusts of it
-    assert sum(p.done for p in after_reboot) == half, "a crash of the machine now keeps every byte run 1 flushed"
+    # what the next boot trusts of it
+    _, after_reboot, _ = parse_state({**record, "boot": "another-boot"})
+    assert sum(p.done for p in after_reboot) == half, (
+        "a crash of the machine now keeps every byte run 1 flushed"
+    )

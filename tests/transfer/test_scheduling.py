@@ -41,7 +41,8 @@ def test_plan_pieces_cover_the_file_exactly(size: int, connections: int) -> None
     if connections == 1 or size < SMALL:
         assert len(pieces) == 1
     else:
-        # One piece per stream, never one under MIN_PIECE; every piece but the last on a 64 KiB boundary.
+        # One piece per stream, never one under MIN_PIECE; every piece but the last on a 64 KiB
+        # boundary.
         assert len(pieces) == max(1, min(connections, size // MIN_PIECE))
         assert all((p.end - p.start) % (64 * 1024) == 0 for p in pieces[:-1])  # type: ignore[operator]
 
@@ -50,22 +51,27 @@ def test_plan_pieces_unknown_size_and_threshold() -> None:
     assert plan_pieces(None, connections=8, split_threshold=SMALL) == [Piece(0, None)]
     assert plan_pieces(100, connections=8, split_threshold=101) == [Piece(0, 100)]
     assert len(plan_pieces(256 * MiB, connections=8, split_threshold=32 * MiB)) == 8
-    assert len(plan_pieces(33 * MiB, connections=16, split_threshold=32 * MiB)) == 8  # 4 MiB each at least
+    # 4 MiB each at least
+    assert len(plan_pieces(33 * MiB, connections=16, split_threshold=32 * MiB)) == 8
 
 
 def tiles(pieces: list[Piece], size: int) -> bool:
     return (
-        pieces[0].start == 0 and pieces[-1].end == size and all(a.end == b.start for a, b in itertools.pairwise(pieces))
+        pieces[0].start == 0
+        and pieces[-1].end == size
+        and all(a.end == b.start for a, b in itertools.pairwise(pieces))
     )
 
 
 def test_a_steal_takes_the_unasked_half_of_the_piece_with_most_left() -> None:
     pieces = [Piece(0, 100 * MiB, done=90 * MiB), Piece(100 * MiB, 200 * MiB, done=10 * MiB)]
-    pieces[1].asked = 30 * MiB + 100 * MiB  # its stream has asked up to 130 MiB: those bytes stay its own
+    # its stream has asked up to 130 MiB: those bytes stay its own
+    pieces[1].asked = 30 * MiB + 100 * MiB
     tail = split_largest(pieces, least=MIN_STEAL)
     assert tail is not None
     assert tiles(pieces, 200 * MiB)
-    assert pieces[1].end == tail.start == 155 * MiB  # from 110 MiB, half of the 90 MiB left (past the asked 130)
+    # from 110 MiB, half of the 90 MiB left (past the asked 130)
+    assert pieces[1].end == tail.start == 155 * MiB
     assert (tail.end, tail.done) == (200 * MiB, 0)
 
 
@@ -80,15 +86,22 @@ def test_a_steal_never_takes_bytes_already_asked_for() -> None:
 def test_no_steal_below_what_a_request_costs() -> None:
     piece = Piece(0, 100 * MiB, done=0)
     piece.asked = MiB
-    assert split_largest([piece], least=60 * MiB) is None  # a round trip is worth more than half of it
+    # a round trip is worth more than half of it
+    assert split_largest([piece], least=60 * MiB) is None
     assert split_largest([piece], least=10 * MiB) is not None
 
 
 @given(
-    st.lists(st.tuples(st.integers(1, 64 * MiB), st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=8),
+    st.lists(
+        st.tuples(st.integers(1, 64 * MiB), st.floats(0, 1), st.floats(0, 1)),
+        min_size=1,
+        max_size=8,
+    ),
     st.integers(0, 16 * MiB),
 )
-def test_steals_keep_the_pieces_tiling_the_file(shape: list[tuple[int, float, float]], least: int) -> None:
+def test_steals_keep_the_pieces_tiling_the_file(
+    shape: list[tuple[int, float, float]], least: int
+) -> None:
     pieces: list[Piece] = []
     offset = 0
     for length, done, asked in shape:
@@ -101,7 +114,8 @@ def test_steals_keep_the_pieces_tiling_the_file(shape: list[tuple[int, float, fl
         assert tail.end is not None and tail.end - tail.start >= max(least, MIN_STEAL)
     assert tiles(pieces, offset)
     kept = [(p.start + p.done, p.asked) for p in pieces if p.done or p.asked]
-    assert all(pair in kept for pair in before if pair[0] or pair[1])  # no stream lost bytes it had or asked for
+    # no stream lost bytes it had or asked for
+    assert all(pair in kept for pair in before if pair[0] or pair[1])
     assert all(p.end is not None and p.asked <= p.end for p in pieces if p.asked)
 
 
@@ -183,7 +197,15 @@ def test_run_pieces_idle_streams_steal_until_nothing_is_worth_it() -> None:
         with lock:
             ran.append(piece.start)
 
-    run_pieces(queue, run, connections=1, name="t", stopped=lambda: False, on_failure=lambda: None, steal=steal)
+    run_pieces(
+        queue,
+        run,
+        connections=1,
+        name="t",
+        stopped=lambda: False,
+        on_failure=lambda: None,
+        steal=steal,
+    )
     assert sorted(ran) == [0, 10, 20]
 
 

@@ -1,5 +1,5 @@
-"""Work stealing against the real loopback CDN: an idle stream takes the unasked tail of a slow one, no byte
-is fetched twice, and resume records of the older, finer layout still resume."""
+"""Work stealing against the real loopback CDN: an idle stream takes the unasked tail of a slow one,
+no byte is fetched twice, and resume records of the older, finer layout still resume."""
 
 from __future__ import annotations
 
@@ -30,13 +30,16 @@ def sha256(data: bytes) -> str:
 
 @pytest.fixture
 def client() -> Iterator[httpx2.Client]:
-    with make_client(pool_size=8, timeout=HANG) as c:  # a safety net: a stall here waits on an event
+    # a safety net: a stall here waits on an event
+    with make_client(pool_size=8, timeout=HANG) as c:
         yield c
 
 
 def engine(client: httpx2.Client, connections: int, *, retries: int = 0) -> Engine:
     config = EngineConfig(
-        connections=connections, retry=RetryPolicy(retries=retries, base=0.01, cap=0.05), split_threshold=SMALL
+        connections=connections,
+        retry=RetryPolicy(retries=retries, base=0.01, cap=0.05),
+        split_threshold=SMALL,
     )
     return Engine(client, config, progress=NullProgress(), cancel=threading.Event())
 
@@ -53,10 +56,12 @@ def ranges(cdn: CdnServer) -> list[tuple[int, int]]:
 def test_an_idle_stream_steals_the_unasked_tail_of_a_stalled_one(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path
 ) -> None:
-    data = make_data(120_000_000, seed=71)  # two pieces of 60 MB: each stream first asks for 32 MiB of its own
+    # two pieces of 60 MB: each stream first asks for 32 MiB of its own
+    data = make_data(120_000_000, seed=71)
     url = cdn.add_file("/f.bin", data)
-    # The first range to arrive (a hash checks the file: no locate before it) goes silent after 1 MB until the other
-    # stream has asked for its unasked tail (an event, not seconds: however slow the machine), then sends the rest.
+    # The first range to arrive (a hash checks the file: no locate before it) goes silent after 1 MB
+    # until the other stream has asked for its unasked tail (an event, not seconds: however slow the
+    # machine), then sends the rest.
     release = threading.Event()
     cdn.faults.add(Fault.stall(after_bytes=1_000_000, resume=True, until=release))
 
@@ -66,7 +71,10 @@ def test_an_idle_stream_steals_the_unasked_tail_of_a_stalled_one(
             stalled = [r for r in records if r.fault == "stall"]
             if stalled and stalled[0].range is not None:
                 first = int(stalled[0].range.removeprefix("bytes=").split("-")[0])
-                if any(r.range and r.range.startswith(f"bytes={first + FIRST_WINDOW}-") for r in records):
+                if any(
+                    r.range and r.range.startswith(f"bytes={first + FIRST_WINDOW}-")
+                    for r in records
+                ):
                     break
             time.sleep(0.02)
         release.set()
@@ -84,13 +92,18 @@ def test_an_idle_stream_steals_the_unasked_tail_of_a_stalled_one(
     assert (0, 0) not in asked  # no locate: every stream asked its own range at once
     stalled = next(r for r in cdn.log.records(method="GET") if r.fault == "stall")
     first, _ = (int(x) for x in stalled.range.removeprefix("bytes=").split("-"))
-    # The stalled piece's own request stops at its first window; the idle stream asked for the rest of it.
+    # The stalled piece's own request stops at its first window; the idle stream asked for the rest
+    # of it.
     plan = plan_pieces(len(data), connections=2, split_threshold=SMALL)
     assert len(plan) == 2
     piece_end = next(p.end for p in plan if p.start == first)
     assert piece_end is not None
     assert (first + FIRST_WINDOW, piece_end - 1) in asked
-    thief = next(r for r in cdn.log.records(method="GET") if r.range == f"bytes={first + FIRST_WINDOW}-{piece_end - 1}")
+    thief = next(
+        r
+        for r in cdn.log.records(method="GET")
+        if r.range == f"bytes={first + FIRST_WINDOW}-{piece_end - 1}"
+    )
     assert thief.connection != stalled.connection
     # No byte was asked for twice and none fetched twice: requests are never cut short.
     spans = sorted(asked)

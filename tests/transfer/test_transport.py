@@ -1,7 +1,9 @@
-"""The transport on httpx2's supported surface (issue 38): routes as mounts, errors by type, sockets set up once.
+"""The transport on httpx2's supported surface (issue 38): routes as mounts, errors by type, sockets
+set up once.
 
-Each NO_PROXY entry kind is tried against a real loopback proxy and a direct server on 127.0.0.1; kinds that need
-other addresses (IPv6 blocks, other hosts' subdomains) are checked through the same mounts with httpx2's matcher.
+Each NO_PROXY entry kind is tried against a real loopback proxy and a direct server on 127.0.0.1;
+kinds that need other addresses (IPv6 blocks, other hosts' subdomains) are checked through the same
+mounts with httpx2's matcher.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def test_each_no_proxy_kind_beats_the_scheme_proxy(
         ("http://[fd00::5]/x", "fd00::/8", True),  # an IPv6 block
         ("http://[fe80::1]/x", "fd00::/8", False),
         ("http://[fd00::5]/x", "10.0.0.0/8", False),
-        ("http://example.com/x", "ex ample.com,[,::/999,1.2.3.4/33", False),  # entries naming nothing are left out
+        # entries naming nothing are left out
+        ("http://example.com/x", "ex ample.com,[,::/999,1.2.3.4/33", False),
     ],
 )
 def test_no_proxy_entries_as_httpx2_matches_them(url: str, no_proxy: str, direct: bool) -> None:
@@ -114,7 +117,9 @@ def test_a_scheme_proxy_is_for_its_scheme_only() -> None:
 
 
 def test_httpcore2_errors_become_httpx2_errors_by_type() -> None:
-    """Every httpcore2 exception httpx2 has a twin of maps to exactly that twin (a new one fails here)."""
+    """Every httpcore2 exception httpx2 has a twin of maps to exactly that twin (a new one fails
+    here).
+    """
     request = httpx2.Request("GET", "http://127.0.0.1/")
     twins = [
         (getattr(httpcore2, name), getattr(httpx2, name))
@@ -136,7 +141,9 @@ def test_httpcore2_errors_become_httpx2_errors_by_type() -> None:
 def test_a_connection_sets_its_socket_timeout_per_request_not_per_read(
     cdn: CdnServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """httpcore2's own stream calls settimeout (an ioctl) before every read; mdl's only when the timeout changes."""
+    """httpcore2's own stream calls settimeout (an ioctl) before every read; mdl's only when the
+    timeout changes.
+    """
     url = cdn.add_file("/big.bin", make_data(16_000_000, seed=39))
     calls: list[float | None] = []
     settimeout = socket.socket.settimeout
@@ -157,17 +164,22 @@ def test_a_connection_sets_its_socket_timeout_per_request_not_per_read(
 def test_a_bulk_range_over_a_slow_handshake_keeps_its_connection(
     cdn: CdnServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past the parser, a body costs its connection: worth it only where a new one is cheap to open."""
+    """Past the parser, a body costs its connection: worth it only where a new one is cheap to
+    open.
+    """
     monkeypatch.setattr("mdl.transfer.body.RAW_LEAST", 1 << 20)  # a small test body counts as bulk
     data = make_data(3_000_000, seed=40)
     url = cdn.add_file("/f.bin", data)
     with make_client(pool_size=2, timeout=10) as client:
         for far in (False, True):
-            with follow(client, url, credentials=Credentials(), headers={"Range": "bytes=0-"}, what="f") as resp:
+            with follow(
+                client, url, credentials=Credentials(), headers={"Range": "bytes=0-"}, what="f"
+            ) as resp:
                 stream = resp.extensions["network_stream"]
                 assert isinstance(stream, WireStream)
                 if far:
-                    stream.handshake = 1.0  # as over a far link: a new connection would cost a second
+                    # as over a far link: a new connection would cost a second
+                    stream.handshake = 1.0
                 span = promised(resp, what="f")
                 assert (raw_socket(resp, span) is None) is far
                 got = b"".join(bytes(c) for c in read_body(resp, span, encoded=False, what="f"))
@@ -175,16 +187,20 @@ def test_a_bulk_range_over_a_slow_handshake_keeps_its_connection(
         with follow(client, url, credentials=Credentials(), what="f") as resp:
             assert resp.read() == data
     connections = [record.connection for record in cdn.log.records(method="GET")]
-    # the first range was read raw (its connection closed), the far one by the parser: the next request reuses it
+    # the first range was read raw (its connection closed), the far one by the parser: the next
+    # request reuses it
     assert connections[0] != connections[1] == connections[2]
     assert RAW_LEAST >= 16 << 20  # the shipped threshold: far above a small answer's size
 
 
 class DrippingRange:
-    """Answers one request on 127.0.0.1 with a 206 of ``length`` bytes (``body``, else x's): its headers and first
-    ``head`` bytes in one write, then a byte per ``interval`` (a trickle below any pace)."""
+    """Answers one request on 127.0.0.1 with a 206 of ``length`` bytes (``body``, else x's): its
+    headers and first ``head`` bytes in one write, then a byte per ``interval`` (a trickle below any
+    pace)."""
 
-    def __init__(self, *, length: int = 100_000, head: int = 1000, interval: float = 0.2, body: bytes = b"") -> None:
+    def __init__(
+        self, *, length: int = 100_000, head: int = 1000, interval: float = 0.2, body: bytes = b""
+    ) -> None:
         self.length, self.head, self.interval = len(body) or length, head, interval
         self.body = body or b"x" * self.length
         self._stop = threading.Event()
@@ -209,8 +225,8 @@ class DrippingRange:
                 while b"\r\n\r\n" not in conn.recv(65536):
                     pass
                 conn.sendall(
-                    f"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-{self.length - 1}/{self.length}\r\n"
-                    f"Content-Length: {self.length}\r\n\r\n".encode()
+                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes"
+                    f" 0-{self.length - 1}/{self.length}\r\nContent-Length: {self.length}\r\n\r\n".encode()
                     + self.body[: self.head]
                 )
                 for at in range(self.head, self.length):
@@ -221,7 +237,9 @@ class DrippingRange:
 
 @pytest.mark.realtime
 @pytest.mark.parametrize("raw", [False, True], ids=["parser", "raw-socket"])
-def test_a_trickling_range_is_a_stall_on_either_reader(raw: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_trickling_range_is_a_stall_on_either_reader(
+    raw: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each read returns within the read timeout, yet the pace checked in the chunk loop ends it."""
     monkeypatch.setattr("mdl.transfer.body.RAW_LEAST", 0 if raw else 1 << 40)
     with (
@@ -236,15 +254,19 @@ def test_a_trickling_range_is_a_stall_on_either_reader(raw: bool, monkeypatch: p
         with pytest.raises(httpx2.ReadTimeout):
             for _ in read_body(response, span, encoded=False, what="f"):
                 pass
-        assert time.monotonic() - started < HANG  # the pace fired: not the timeout (10 x HANG) nor the whole trickle
+        # the pace fired: not the timeout (10 x HANG) nor the whole trickle
+        assert time.monotonic() - started < HANG
 
 
 @pytest.mark.realtime
 @pytest.mark.parametrize("raw", [False, True], ids=["parser", "raw-socket"])
-def test_a_body_deadline_ends_a_body_that_keeps_its_pace(raw: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_body_deadline_ends_a_body_that_keeps_its_pace(
+    raw: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("mdl.transfer.body.RAW_LEAST", 0 if raw else 1 << 40)
     with (
-        DrippingRange(interval=0.0005) as server,  # ~2 kB/s in many tiny reads: above the pace, never done in time
+        # ~2 kB/s in many tiny reads: above the pace, never done in time
+        DrippingRange(interval=0.0005) as server,
         make_client(pool_size=1, timeout=10 * HANG) as client,
         follow(client, server.url, credentials=Credentials(), what="f") as response,
     ):
@@ -253,13 +275,17 @@ def test_a_body_deadline_ends_a_body_that_keeps_its_pace(raw: bool, monkeypatch:
         with pytest.raises(httpx2.ReadTimeout):
             for _ in read_body(response, promised(response, what="f"), encoded=False, what="f"):
                 pass
-        assert time.monotonic() - started < HANG  # the body deadline fired: not the timeout (10 x HANG)
+        # the body deadline fired: not the timeout (10 x HANG)
+        assert time.monotonic() - started < HANG
 
 
-def test_the_raw_read_takes_over_exactly_where_the_parser_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The raw reader's one assumption about httpcore2 and h11: the first body chunk is everything the parser read
-    past the headers. Headers and most of the body arrive in one write here, so the parser holds a lot; a library
-    that read ahead or kept some back would splice the bytes, and this fails."""
+def test_the_raw_read_takes_over_exactly_where_the_parser_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The raw reader's one assumption about httpcore2 and h11: the first body chunk is everything
+    the parser read past the headers. Headers and most of the body arrive in one write here, so the
+    parser holds a lot; a library that read ahead or kept some back would splice the bytes, and this
+    fails."""
     monkeypatch.setattr("mdl.transfer.body.RAW_LEAST", 0)
     body = make_data(3_000_000, seed=41)
     with (
@@ -276,12 +302,15 @@ def test_the_raw_read_takes_over_exactly_where_the_parser_stopped(monkeypatch: p
 
 @pytest.mark.realtime
 def test_abort_wakes_a_read_waiting_on_a_tls_connection(tmp_path: Path) -> None:
-    """Ctrl-C shuts every connection down: over TLS too, where the TLS socket object replaced the TCP one."""
+    """Ctrl-C shuts every connection down: over TLS too, where the TLS socket object replaced the
+    TCP one.
+    """
     ca = ScratchCA()
     server = TlsCdn(ca).start()
     try:
         server.add_file("/w.bin", DATA)
-        server.faults.add(Fault.stall(after_bytes=1000))  # headers and a little, then silence until the server stops
+        # headers and a little, then silence until the server stops
+        server.faults.add(Fault.stall(after_bytes=1000))
         environ = {"SSL_CERT_FILE": str(ca.write_bundle(tmp_path / "ca.pem"))}
         transport = NetTransport(timeout=10 * HANG, environ=environ, pool_size=1)
         with (
@@ -292,21 +321,28 @@ def test_abort_wakes_a_read_waiting_on_a_tls_connection(tmp_path: Path) -> None:
             started = time.monotonic()
             with pytest.raises(httpx2.TransportError):
                 response.read()
-            assert time.monotonic() - started < HANG  # woken by the abort, not by the timeout (10 x HANG)
+            # woken by the abort, not by the timeout (10 x HANG)
+            assert time.monotonic() - started < HANG
     finally:
         server.stop()
 
 
 @pytest.mark.realtime
 @pytest.mark.parametrize("raw", [False, True])
-def test_closing_a_connection_wakes_a_read_waiting_on_it(raw: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A stream's failure closes its file's other answers from its own thread (and Ctrl-C may find a socket already
-    closed): closing must wake a read another thread waits in, whichever reader, not leave it waiting for data."""
+def test_closing_a_connection_wakes_a_read_waiting_on_it(
+    raw: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream's failure closes its file's other answers from its own thread (and Ctrl-C may find a
+    socket already closed): closing must wake a read another thread waits in, whichever reader, not
+    leave it waiting for data."""
     monkeypatch.setattr("mdl.transfer.body.RAW_LEAST", 0 if raw else 1 << 62)
     with CdnServer() as cdn, make_client(pool_size=1, timeout=10 * HANG) as client:
         url = cdn.add_file("/w.bin", make_data(3_000_000, seed=53))
-        cdn.faults.add(Fault.stall(after_bytes=1000))  # headers and a little, then silence until the server stops
-        with follow(client, url, credentials=Credentials(), what="f", headers={"Range": "bytes=0-"}) as response:
+        # headers and a little, then silence until the server stops
+        cdn.faults.add(Fault.stall(after_bytes=1000))
+        with follow(
+            client, url, credentials=Credentials(), what="f", headers={"Range": "bytes=0-"}
+        ) as response:
             span = promised(response, what="f")
             assert (raw_socket(response, span) is not None) == raw
             stream = response.extensions["network_stream"]
@@ -322,7 +358,9 @@ def test_closing_a_connection_wakes_a_read_waiting_on_it(raw: bool, monkeypatch:
 
             reader = threading.Thread(target=read)
             reader.start()
-            time.sleep(0.3)  # most likely in its read by now (if not, the read finds the stream closed: the same end)
+            # most likely in its read by now (if not, the read finds the stream closed: the same
+            # end)
+            time.sleep(0.3)
             stream.close()
             reader.join(HANG)
             assert not reader.is_alive()  # woken by the close, not by the timeout (10 x HANG)
@@ -330,8 +368,9 @@ def test_closing_a_connection_wakes_a_read_waiting_on_it(raw: bool, monkeypatch:
 
 
 def test_ctrl_c_can_list_the_connections_while_threads_open_more() -> None:
-    """Ctrl-C lists the open connections while streams are still connecting: the list never fails for that (a bare
-    WeakSet raises "Set changed size during iteration", and the interrupt became an internal error)."""
+    """Ctrl-C lists the open connections while streams are still connecting: the list never fails
+    for that (a bare WeakSet raises "Set changed size during iteration", and the interrupt became an
+    internal error)."""
 
     class Opened:  # stands for a WireStream: the set only keeps weak references to what it is given
         pass
@@ -340,7 +379,8 @@ def test_ctrl_c_can_list_the_connections_while_threads_open_more() -> None:
     kept: list[Any] = []
     stop = threading.Event()
 
-    def connect() -> None:  # connections open and close (a closed one leaves the set) while Ctrl-C lists them
+    # connections open and close (a closed one leaves the set) while Ctrl-C lists them
+    def connect() -> None:
         recent: deque[Any] = deque(maxlen=200)
         while not stop.is_set():
             recent.append(Opened())

@@ -30,7 +30,10 @@ def client() -> Iterator[httpx2.Client]:
 
 def engine(client: httpx2.Client, connections: int) -> Engine:
     config = EngineConfig(
-        connections=connections, retry=RetryPolicy(retries=0), split_threshold=64 * 1024, checkpoint_interval=0.3
+        connections=connections,
+        retry=RetryPolicy(retries=0),
+        split_threshold=64 * 1024,
+        checkpoint_interval=0.3,
     )
     return Engine(client, config, progress=NullProgress(), cancel=threading.Event())
 
@@ -56,10 +59,13 @@ def test_a_record_that_cannot_be_saved_stops_the_download_with_its_reason(
         engine(client, connections=2).fetch(job)
     blocker.join(5)
     assert not job.final_path.exists()
-    assert cdn.log.body_bytes(method="GET") < len(data)  # the streams stopped: the file was not finished
+    # the streams stopped: the file was not finished
+    assert cdn.log.body_bytes(method="GET") < len(data)
 
 
-def test_the_keeper_saves_what_the_streams_wrote(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
+def test_the_keeper_saves_what_the_streams_wrote(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
     data = make_data(12_000_000, seed=82)
     url = cdn.add_file("/f.bin", data)
     cdn.throttle_bps = 2_000_000
@@ -67,16 +73,20 @@ def test_the_keeper_saves_what_the_streams_wrote(cdn: CdnServer, client: httpx2.
     saved: list[int] = []
     problems: list[BaseException] = []
 
-    def watch() -> None:  # the record appears while the streams run, each claim backed by bytes in the .part
+    # the record appears while the streams run, each claim backed by bytes in the .part
+    def watch() -> None:
         try:
             while not job.final_path.exists():
                 try:
                     record = json.loads(job.state_path.read_text())
                     part = job.part_path.read_bytes()
-                except (OSError, ValueError):  # not written yet, or the file was just moved into place
+                # not written yet, or the file was just moved into place
+                except (OSError, ValueError):
                     continue
                 for start, _end, done in record["pieces"]:
-                    assert part[start : start + done] == data[start : start + done], f"claim at {start} not backed"
+                    assert part[start : start + done] == data[start : start + done], (
+                        f"claim at {start} not backed"
+                    )
                 saved.append(sum(d for _, _, d in record["pieces"]))
         except BaseException as exc:  # raised again in the test's own thread below
             problems.append(exc)
@@ -93,9 +103,10 @@ def test_the_keeper_saves_what_the_streams_wrote(cdn: CdnServer, client: httpx2.
 def test_the_keeper_writes_every_record_the_streams_find_due(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A stream that finds a save due (here by bytes: every MiB, the floor of 2% of the file) only asks: the keeper
-    thread writes the record, so no stream waits on a rename or a flush while the disk is busy; and it writes it at
-    once, not at its next writeback nudge (a kill -9 must lose under 5% of the file)."""
+    """A stream that finds a save due (here by bytes: every MiB, the floor of 2% of the file) only
+    asks: the keeper thread writes the record, so no stream waits on a rename or a flush while the
+    disk is busy; and it writes it at once, not at its next writeback nudge (a kill -9 must lose
+    under 5% of the file)."""
     data = make_data(12_000_000, seed=83)
     url = cdn.add_file("/f.bin", data)
     cdn.throttle_bps = 3_000_000
@@ -108,21 +119,28 @@ def test_the_keeper_writes_every_record_the_streams_find_due(
         save(state, durable=durable)
 
     monkeypatch.setattr(DownloadState, "save", recorded)
-    monkeypatch.setattr("mdl.transfer.resume.WRITEBACK_EVERY", 60.0)  # no nudge: only the streams' asks wake it
+    # no nudge: only the streams' asks wake it
+    monkeypatch.setattr("mdl.transfer.resume.WRITEBACK_EVERY", 60.0)
     config = EngineConfig(
-        connections=2, retry=RetryPolicy(retries=0), split_threshold=64 * 1024, checkpoint_interval=60.0
+        connections=2,
+        retry=RetryPolicy(retries=0),
+        split_threshold=64 * 1024,
+        checkpoint_interval=60.0,
     )
     Engine(client, config, progress=NullProgress(), cancel=threading.Event()).fetch(job)
     assert job.final_path.read_bytes() == data
-    assert sum(name.startswith("keep:") for name in savers) >= 8  # one per MiB of the 12 MB, each by bytes
-    assert not [name for name in savers if name.startswith("get:")]  # never a stream (the set-up saves before them)
+    # one per MiB of the 12 MB, each by bytes
+    assert sum(name.startswith("keep:") for name in savers) >= 8
+    # never a stream (the set-up saves before them)
+    assert not [name for name in savers if name.startswith("get:")]
 
 
 def test_a_long_download_flushes_a_record_now_and_then(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Cheap saves claim bytes the page cache holds: a crash of the machine drops them (``parse_state``). So the
-    keeper makes one durable every ``DURABLE_EVERY``: a first run that a power cut stops keeps what was flushed."""
+    """Cheap saves claim bytes the page cache holds: a crash of the machine drops them
+    (``parse_state``). So the keeper makes one durable every ``DURABLE_EVERY``: a first run that a
+    power cut stops keeps what was flushed."""
     data = make_data(12_000_000, seed=84)
     url = cdn.add_file("/f.bin", data)
     cdn.throttle_bps = 3_000_000
@@ -154,9 +172,12 @@ def test_writeback_of_a_file_is_harmless(tmp_path: Path) -> None:
     assert path.read_bytes() == b"x" * 100_000
 
 
-def test_a_short_write_is_continued_never_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """pwrite may write less than asked (a disk filling up, a signal): the rest goes on at the right offset, and what
-    stopped it is raised by the next call, never a chunk left half-written with the next one shifted into its place."""
+def test_a_short_write_is_continued_never_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pwrite may write less than asked (a disk filling up, a signal): the rest goes on at the right
+    offset, and what stopped it is raised by the next call, never a chunk left half-written with the
+    next one shifted into its place."""
     calls: list[int] = []
     real = os.pwrite
 

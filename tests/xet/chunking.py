@@ -1,13 +1,15 @@
-"""The Xet content-defined chunker (hub-docs docs/xet/chunking.md, gearhash CDC), for tests and stand-ins only:
-``chunk(data)`` gives the (start, end) of each chunk. mdl itself never chunks: it downloads chunks the CAS cut.
+"""The Xet content-defined chunker (hub-docs docs/xet/chunking.md, gearhash CDC), for tests and
+stand-ins only: ``chunk(data)`` gives the (start, end) of each chunk. mdl itself never chunks: it
+downloads chunks the CAS cut.
 
-A pure-Python byte loop runs at ~10 MB/s. This one finds every cut candidate at once with Python's big integers:
-the gear hash after byte i is sum(TABLE[data[i-k]] << k for k < 64) mod 2**64 (older bytes are shifted out), so
-it does not depend on where the chunk began once 64 bytes of it are in — the spec's skip-ahead to MIN_CHUNK-64-1
-rests on the same fact. Each byte's table value goes in a 128-bit lane of one big integer and six shift-and-adds
-sum the 64 shifted terms (the sum stays below 2**128, so no lane spills into the next); a cut candidate is a lane
-whose bits 48..63 are zero. The chunks are then the greedy walk of the spec over those candidates.
-It runs 32 MiB in ~3 s on one core.
+A pure-Python byte loop runs at ~10 MB/s. This one finds every cut candidate at once with Python's
+big integers: the gear hash after byte i is sum(TABLE[data[i-k]] << k for k < 64) mod 2**64 (older
+bytes are shifted out), so it does not depend on where the chunk began once 64 bytes of it are in —
+the spec's skip-ahead to MIN_CHUNK-64-1 rests on the same fact. Each byte's table value goes in a
+128-bit lane of one big integer and six shift-and-adds sum the 64 shifted terms (the sum stays below
+2**128, so no lane spills into the next); a cut candidate is a lane whose bits 48..63 are zero. The
+chunks are then the greedy walk of the spec over those candidates. It runs 32 MiB in ~3 s on one
+core.
 """
 
 from __future__ import annotations
@@ -25,8 +27,7 @@ _LANE = 16
 # rust-gearhash src/table.rs DEFAULT_TABLE, the table chunking.md names
 TABLE = struct.unpack(
     ">256Q",
-    bytes.fromhex(
-        """
+    bytes.fromhex("""
 b088d3a9e840f559 5652c7f739ed20d6 45b28969898972ab 6b0a89d5b68ec777 368f573e8b7a31b7 1dc636dce936d94b 207a4c4e5554d5b6
 a474b34628239acb 3b06a83e1ca3b912 90e78d6c2f02baf7 e1c92df7150d9a8a 8e95053a1086d3ad 5a2ef4f1b83a0722 a50fac949f807fae
 0e7303eb80d8d681 99b07edc1570ad0f 689d2fb555fd3076 00005082119ea468 c4b08306a88fcc28 3eb0678af6374afd f19f87ab86ad7436
@@ -64,16 +65,18 @@ da3f90178401b18e 70ff906de33a5feb 0527d5a7c06970e7 22d8e773607c13e9 c9ab70df643c
 17a43ed8b7a38f84 6eccec511d9adbeb f9cab30913335afb 4a5e60c5f415eed2 00006967503672b4 9da51d121454bb87 84321e13b9bbc816
 fb3d6fb6ab2fdd8d 60305eed8e160a8d cbbf4b14e9946ce8 00004f63381b10c3 07d5b7816fcc4e10 e5a536726a6a8155 57afb23447a07fdd
 18f346f7abc9d394 636dc655d61ad33d cc8bab4939f7f3f6 63c7a906c1dd187b
-"""
-    ),
+"""),
 )
 _PLANES = [bytes((value >> (8 * j)) & 0xFF for value in TABLE) for j in range(8)]
 
 
 def candidates(data: bytes) -> list[int]:
-    """Every end ``e`` (exclusive) at or after WINDOW where the gear hash of data[e-64:e] has its MASK bits zero."""
+    """Every end ``e`` (exclusive) at or after WINDOW where the gear hash of data[e-64:e] has its
+    MASK bits zero.
+    """
     found: list[int] = []
-    shift = 8 * _LANE + 1  # one lane up and one bit up: the next byte's term is the previous one doubled
+    # one lane up and one bit up: the next byte's term is the previous one doubled
+    shift = 8 * _LANE + 1
     for base in range(0, len(data), _BLOCK):
         low = max(0, base - (WINDOW - 1))
         piece = data[low : base + _BLOCK]
@@ -96,7 +99,9 @@ def candidates(data: bytes) -> list[int]:
 
 
 def chunk(data: bytes) -> list[tuple[int, int]]:
-    """The chunks of ``data`` as (start, end) pairs, exactly as the spec's byte-by-byte pseudocode cuts them."""
+    """The chunks of ``data`` as (start, end) pairs, exactly as the spec's byte-by-byte
+    pseudocode cuts them.
+    """
     size = len(data)
     if size < MIN_CHUNK:
         return [(0, size)] if size else []

@@ -1,4 +1,6 @@
-"""Fixtures for Xet tests: a Hub stand-in with Xet-backed LFS files and its CAS (tests/xetserver.py)."""
+"""Fixtures for Xet tests: a Hub stand-in with Xet-backed LFS files and its CAS
+(tests/xetserver.py).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from xetserver import CasServer, XetHubServer
 
 @pytest.fixture
 def xet_hub() -> Iterator[XetHubServer]:
-    """A started Hub stand-in whose LFS files are Xet-backed, with its CDN (`.cdn`) and CAS (`.cas`); stopped after
-    the test, which must not have made any of them crash."""
+    """A started Hub stand-in whose LFS files are Xet-backed, with its CDN (`.cdn`) and CAS
+    (`.cas`); stopped after the test, which must not have made any of them crash."""
     server = XetHubServer().start()
     try:
         yield server
@@ -23,5 +25,7 @@ def xet_hub() -> Iterator[XetHubServer]:
 
 @pytest.fixture
 def cas(xet_hub: XetHubServer) -> CasServer:
-    """The CAS origin of `xet_hub` (reconstructions, presigned xorb URLs, its own request log and knobs)."""
+    """The CAS origin of `xet_hub` (reconstructions, presigned xorb URLs, its own request log and
+    knobs).
+    """
     return xet_hub.cas

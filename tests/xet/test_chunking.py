@@ -1,4 +1,6 @@
-"""The test-side chunker (tests/xet/chunking.py) cuts exactly where chunking.md's byte-by-byte pseudocode does."""
+"""The test-side chunker (tests/xet/chunking.py) cuts exactly where chunking.md's byte-by-byte
+pseudocode does.
+"""
 
 from __future__ import annotations
 
@@ -39,15 +41,18 @@ def test_chunks_match_the_pseudocode_on_random_repeated_and_zero_data() -> None:
     assert any(MIN_CHUNK <= size < MAX_CHUNK for size in sizes)  # content-defined cuts happen too
 
 
-@pytest.mark.parametrize("size", [0, 1, MIN_CHUNK - 1, MIN_CHUNK, MIN_CHUNK + 1, MAX_CHUNK, MAX_CHUNK + 1])
+@pytest.mark.parametrize(
+    "size", [0, 1, MIN_CHUNK - 1, MIN_CHUNK, MIN_CHUNK + 1, MAX_CHUNK, MAX_CHUNK + 1]
+)
 def test_small_and_exact_sizes_match_the_pseudocode(size: int) -> None:
     data = bytes(size)  # zeros: no content-defined cut, so only the size rules decide
     assert chunk(data) == spec_chunk(data)
 
 
 def _candidate_at(offset: int, seed: int = 11) -> bytes:
-    """Zeros (never a candidate), then the 64 bytes that end a cut candidate exactly ``offset`` bytes in, then more
-    random bytes: the gear hash at a byte depends on the 64 bytes up to it only."""
+    """Zeros (never a candidate), then the 64 bytes that end a cut candidate exactly ``offset``
+    bytes in, then more random bytes: the gear hash at a byte depends on the 64 bytes up to it only.
+    """
     data = random.Random(seed).randbytes(4 * MAX_CHUNK)
     end = next(end for end in candidates(data) if end >= 64)
     moved = bytes(offset - 64) + data[end - 64 :]

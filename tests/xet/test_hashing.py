@@ -1,5 +1,5 @@
-"""Xet hashes to the bit: the hex form of api.md, the Merkle reference vectors of xet-core, and hf_xet as an oracle
-for whole files cut by the spec's chunker."""
+"""Xet hashes to the bit: the hex form of api.md, the Merkle reference vectors of xet-core, and
+hf_xet as an oracle for whole files cut by the spec's chunker."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def test_the_keys_are_the_ones_hashing_md_lists() -> None:
 
 
 def test_the_hex_form_prints_each_little_endian_word_as_a_number() -> None:
-    # api.md's example: bytes 0..31 print as 0706050403020100 0f0e… (its text drops the "10" of the third word:
-    # 62 characters there; each word is 16 digits).
+    # api.md's example: bytes 0..31 print as 0706050403020100 0f0e… (its text drops the "10" of the
+    # third word: 62 characters there; each word is 16 digits).
     text = to_hex(bytes(range(32)))
     assert text == "07060504030201000f0e0d0c0b0a090817161514131211101f1e1d1c1b1a1918"
     assert from_hex(text) == bytes(range(32))
@@ -53,7 +53,17 @@ def test_hex_round_trips(raw: bytes) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "0" * 63, "0" * 65, "A" * 64, "g" * 64, " " + "0" * 63, "0" * 64 + "\n", "０" * 64, "+" + "0" * 63],
+    [
+        "",
+        "0" * 63,
+        "0" * 65,
+        "A" * 64,
+        "g" * 64,
+        " " + "0" * 63,
+        "0" * 64 + "\n",
+        "０" * 64,
+        "+" + "0" * 63,
+    ],
 )
 def test_from_hex_takes_only_64_lowercase_hex_characters(text: str) -> None:
     assert not is_hash(text)
@@ -76,7 +86,8 @@ def test_is_hash_is_false_for_what_is_not_a_string(value: object) -> None:
     assert not is_hash(value)
 
 
-# xet-core merklehash/src/aggregated_hashes.rs test_correctness: (leaves, node hash, file hash with the zero salt).
+# xet-core merklehash/src/aggregated_hashes.rs test_correctness: (leaves, node hash, file hash with
+# the zero salt).
 A = "cfc5d07f6f03c29bbf424132963fe08d19a37d5757aaf520bf08119f05cd56d6"
 B = "c3e67584b5c4fc2a89837ec39e40f2c8a6bb0b2987ac94cd4b31e5fbdd210a72"
 C = "0d2beb91b9196929a5ddec9f6e306924ddf4a24268e3e59fd8464738d525af37"
@@ -132,7 +143,9 @@ REFERENCE = [
 ]
 
 
-@pytest.mark.parametrize(("leaves", "node", "file"), REFERENCE, ids=[f"{len(r[0])}-leaves" for r in REFERENCE])
+@pytest.mark.parametrize(
+    ("leaves", "node", "file"), REFERENCE, ids=[f"{len(r[0])}-leaves" for r in REFERENCE]
+)
 def test_merkle_root_and_file_hash_match_xet_core_reference(
     leaves: list[tuple[str, int]], node: str, file: str
 ) -> None:
@@ -166,7 +179,14 @@ def _mixed(seed: int, size: int) -> bytes:
 
 @pytest.mark.parametrize(
     ("seed", "size"),
-    [(1, 3 * 1024 * 1024 + 17), (2, MIN_CHUNK - 1), (3, MIN_CHUNK), (4, MAX_CHUNK + 1), (5, 1), (6, 0)],
+    [
+        (1, 3 * 1024 * 1024 + 17),
+        (2, MIN_CHUNK - 1),
+        (3, MIN_CHUNK),
+        (4, MAX_CHUNK + 1),
+        (5, 1),
+        (6, 0),
+    ],
 )
 def test_file_hash_agrees_with_hf_xet(tmp_path: Path, seed: int, size: int) -> None:
     data = _mixed(seed, size)
@@ -181,8 +201,13 @@ def test_file_hash_agrees_with_hf_xet(tmp_path: Path, seed: int, size: int) -> N
 
 
 def test_importing_mdl_xet_loads_neither_blake3_nor_lz4() -> None:
-    """They are imported when a Xet file is fetched, so `import mdl.xet` (and every command that never fetches one)
-    stays light."""
-    code = "import sys, mdl.xet; print(sorted(m for m in ('blake3', 'lz4', 'lz4.frame') if m in sys.modules))"
-    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
+    """They are imported when a Xet file is fetched, so `import mdl.xet` (and every command that
+    never fetches one) stays light."""
+    code = (
+        "import sys, mdl.xet; print(sorted(m for m in ('blake3', 'lz4', 'lz4.frame') if m in"
+        " sys.modules))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
+    )
     assert shown.stdout.strip() == "[]"

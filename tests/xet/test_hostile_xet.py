@@ -1,5 +1,5 @@
-"""Hostile reviews of the Xet path: what a hostile CAS, a hostile disk or an impatient user does to a Xet pull, and
-what the plain path does that the Xet path must do too."""
+"""Hostile reviews of the Xet path: what a hostile CAS, a hostile disk or an impatient user does to
+a Xet pull, and what the plain path does that the Xet path must do too."""
 
 from __future__ import annotations
 
@@ -77,14 +77,15 @@ def test_limit_rate_holds_for_xorb_streams(xet_hub: XetHubServer, catalog: Path)
 def test_progress_bytes_add_up_after_a_stream_is_retried(
     xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two terms of one xorb range (one fetch): the first is done when the stream stalls; the retry must not count
-    its bytes again."""
+    """Two terms of one xorb range (one fetch): the first is done when the stream stalls; the retry
+    must not count its bytes again."""
     part, other = make_data(1 << 20, seed=110), make_data(256 << 10, seed=111)
     xet_hub.add_repo("org/parts", {"a.safetensors": part}, scheme="none")
     whole = part[:600_000] + other + part
     xet_hub.add_repo("org/m", {WEIGHTS: whole}, scheme="none")
     xf = xet_hub.xet_file("org/m", WEIGHTS)
-    assert xf.terms[0].xorb == xf.terms[-1].xorb and xf.terms[0].end > xf.terms[-1].start  # overlapping: one fetch
+    # overlapping: one fetch
+    assert xf.terms[0].xorb == xf.terms[-1].xorb and xf.terms[0].end > xf.terms[-1].start
     xet_hub.cas.v2_status = 404  # v1 merges overlapping ranges into one URL
     xet_hub.cas.stall_xorbs(after_bytes=xf.terms[0].length + 50_000, seconds=None, times=1)
     result = mdl("pull", "m", "--progress", "json", "--stall-timeout", "1", "--connections", "1")
@@ -126,7 +127,8 @@ def test_get_of_a_single_xet_file(xet_hub: XetHubServer, catalog: Path, tmp_path
     found = out / WEIGHTS if out.is_dir() else out
     assert found.read_bytes() == data
     assert xet_hub.cas.xorb_bytes() > 0  # by chunk
-    assert not (found.parent / ".mdl" / "xet").exists()  # a chunk record only a model's record would ever read
+    # a chunk record only a model's record would ever read
+    assert not (found.parent / ".mdl" / "xet").exists()
 
 
 def test_dry_run_touches_no_cas(xet_hub: XetHubServer, catalog: Path) -> None:
@@ -138,8 +140,8 @@ def test_dry_run_touches_no_cas(xet_hub: XetHubServer, catalog: Path) -> None:
 
 
 def test_the_record_of_a_xet_pull_is_the_plain_path_s(xet_hub: XetHubServer, catalog: Path) -> None:
-    """Every field but how the bytes came (fetched, reused, when) and the resolve answer's ETag, which a Xet pull never
-    asks for (the sha256 decides for such a file, never the ETag)."""
+    """Every field but how the bytes came (fetched, reused, when) and the resolve answer's ETag,
+    which a Xet pull never asks for (the sha256 decides for such a file, never the ETag)."""
     xet_hub.add_repo("org/m", {WEIGHTS: make_data(1 << 20, seed=106)})
     record = catalog.parent / "models" / ".mdl" / "records" / "m.json"
     assert mdl("pull", "m").exit_code == 0
@@ -148,21 +150,30 @@ def test_the_record_of_a_xet_pull_is_the_plain_path_s(xet_hub: XetHubServer, cat
     plain = json.loads(record.read_text())["files"][WEIGHTS]
     assert xet_hub.cas.xorb_bytes() > 0 and by_chunk["fetched"] != plain["fetched"]
     skip = {"fetched", "reused", "fetched_at", "mtime_ns", "etag"}
-    assert {k: v for k, v in by_chunk.items() if k not in skip} == {k: v for k, v in plain.items() if k not in skip}
-    assert by_chunk["verified"] is True and by_chunk["xet"] == xet_hub.xet_file("org/m", WEIGHTS).hash
+    assert {k: v for k, v in by_chunk.items() if k not in skip} == {
+        k: v for k, v in plain.items() if k not in skip
+    }
+    assert (
+        by_chunk["verified"] is True and by_chunk["xet"] == xet_hub.xet_file("org/m", WEIGHTS).hash
+    )
 
 
-# --- Ctrl-C mid-pull, then the plain path or a CAS that is down: the Xet partial never confuses the plain engine ----
+# --- Ctrl-C mid-pull, then the plain path or a CAS that is down: the Xet partial never confuses the
+# plain engine ----
 
 
-def _interrupted(tmp_path: Path, hub: XetHubServer, *, seed: int, plain: bool = False) -> tuple[dict[str, str], bytes]:
-    """A child ``mdl pull m`` stopped by SIGINT once some of the file is on disk: exit 130, the partial kept."""
+def _interrupted(
+    tmp_path: Path, hub: XetHubServer, *, seed: int, plain: bool = False
+) -> tuple[dict[str, str], bytes]:
+    """A child ``mdl pull m`` stopped by SIGINT once some of the file is on disk: exit 130, the
+    partial kept.
+    """
     parts = [make_data(512 << 10, seed=seed + i) for i in range(6)]
     whole = b"".join(parts)
     hub.add_repo("org/parts", {f"p{i}.safetensors": p for i, p in enumerate(parts)}, scheme="none")
     hub.add_repo("org/m", {WEIGHTS: whole}, scheme="none")
-    # 12 s for the whole at this rate: a busy machine's slow look at the record still comes long before the end
-    # (at 1 MiB/s the pull was sometimes done before its SIGINT).
+    # 12 s for the whole at this rate: a busy machine's slow look at the record still comes long
+    # before the end (at 1 MiB/s the pull was sometimes done before its SIGINT).
     hub.cas.throttle_bps = hub.cdn.throttle_bps = 256 << 10
     (tmp_path / "catalog.toml").write_text('[models.m]\nrepo = "org/m"\n')
     env = {
@@ -185,7 +196,9 @@ def _interrupted(tmp_path: Path, hub: XetHubServer, *, seed: int, plain: bool = 
         return False
 
     args = [sys.executable, "-m", "mdl", "pull", "m", *(["--no-xet"] if plain else [])]
-    child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         wait_for(saved, what="a resume record")
         time.sleep(0.3)
@@ -205,7 +218,14 @@ def test_a_xet_partial_is_never_misread_by_the_plain_engine(tmp_path: Path, then
         env, whole = _interrupted(tmp_path, hub, seed=120)
         if then == "cas-down":
             hub.cas.down = "503"
-        args = [sys.executable, "-m", "mdl", "pull", "m", *(["--no-xet"] if then == "no-xet" else [])]
+        args = [
+            sys.executable,
+            "-m",
+            "mdl",
+            "pull",
+            "m",
+            *(["--no-xet"] if then == "no-xet" else []),
+        ]
         result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
@@ -213,17 +233,27 @@ def test_a_xet_partial_is_never_misread_by_the_plain_engine(tmp_path: Path, then
         assert "unreadable resume record" not in (tmp_path / "mdl.log").read_text()
 
 
-def test_ctrl_c_then_resume_fetches_only_missing_terms_and_clean_names_the_partial(tmp_path: Path) -> None:
+def test_ctrl_c_then_resume_fetches_only_missing_terms_and_clean_names_the_partial(
+    tmp_path: Path,
+) -> None:
     with XetHubServer() as hub:
         env, whole = _interrupted(tmp_path, hub, seed=130)
         listed = subprocess.run(
-            [sys.executable, "-m", "mdl", "clean", "--dry-run"], env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "mdl", "clean", "--dry-run"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert listed.returncode == 0, listed.stderr
         assert WEIGHTS in listed.stdout + listed.stderr
         first = hub.cas.xorb_bytes()
         result = subprocess.run(
-            [sys.executable, "-m", "mdl", "pull", "m"], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "mdl", "pull", "m"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
@@ -235,7 +265,11 @@ def test_a_plain_partial_is_resumed_by_the_plain_path(tmp_path: Path) -> None:
         env, whole = _interrupted(tmp_path, hub, seed=140, plain=True)
         before = sum(r.bytes_sent for r in hub.cdn.log.records())
         result = subprocess.run(
-            [sys.executable, "-m", "mdl", "pull", "m"], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "mdl", "pull", "m"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
@@ -243,19 +277,26 @@ def test_a_plain_partial_is_resumed_by_the_plain_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("where", ["reconstruction", "token"])
-def test_a_stalled_json_reply_falls_back_in_a_bounded_wait(xet_hub: XetHubServer, catalog: Path, where: str) -> None:
-    """The body of a reconstruction (or of the read token) goes silent: a clean fallback, no internal error."""
+def test_a_stalled_json_reply_falls_back_in_a_bounded_wait(
+    xet_hub: XetHubServer, catalog: Path, where: str
+) -> None:
+    """The body of a reconstruction (or of the read token) goes silent: a clean fallback, no
+    internal error.
+    """
     data = make_data(1 << 20, seed=150)
     xet_hub.add_repo("org/m", {WEIGHTS: data})
     if where == "reconstruction":
         xet_hub.cas.faults.add(Fault.stall(10, None, path_prefix="/v", times=None))
     else:
-        xet_hub.faults.add(Fault.stall(10, None, path_prefix="/api/models/org/m/xet-read-token/", times=None))
+        xet_hub.faults.add(
+            Fault.stall(10, None, path_prefix="/api/models/org/m/xet-read-token/", times=None)
+        )
     began = time.monotonic()
     result = mdl("pull", "m", "--stall-timeout", "1")
     assert result.exit_code == 0, result.stderr
     assert _installed(catalog).read_bytes() == data
-    assert time.monotonic() - began < HANG  # the stall is endless: ending at all is the stall timeout firing
+    # the stall is endless: ending at all is the stall timeout firing
+    assert time.monotonic() - began < HANG
 
 
 def test_hf_cache_upgrade_reuses_the_old_blob(
@@ -276,7 +317,9 @@ def test_hf_cache_upgrade_reuses_the_old_blob(
 
 
 @pytest.mark.parametrize("plant", ["fifo", "symlink", "outside", "absolute", "huge_chunk"])
-def test_a_planted_chunk_record_costs_at_most_a_fetch(xet_hub: XetHubServer, catalog: Path, plant: str) -> None:
+def test_a_planted_chunk_record_costs_at_most_a_fetch(
+    xet_hub: XetHubServer, catalog: Path, plant: str
+) -> None:
     old = make_data(2 << 20, seed=152)
     xet_hub.add_repo("org/m", {WEIGHTS: old})
     assert mdl("pull", "m").exit_code == 0
@@ -308,7 +351,8 @@ def test_a_planted_chunk_record_costs_at_most_a_fetch(xet_hub: XetHubServer, cat
     assert _installed(catalog).read_bytes() == new
 
 
-# --- a signed model: every Xet file is held to its signature as on the plain path -------------------------------
+# --- a signed model: every Xet file is held to its signature as on the plain path
+# -------------------------------
 
 
 @pytest.mark.parametrize("replaced", [False, True])
@@ -321,9 +365,12 @@ def test_a_signed_model_s_xet_file_is_held_to_its_signature(
     signature = official_sign(write_files(tmp_path / "upstream", files), private)
     xet_hub.add_repo("org/tiny", {**files, "model.sig": signature})
     if replaced:
-        xet_hub.commit("org/tiny", {WEIGHTS: make_data(1 << 20, seed=161)})  # the listing's hashes are the new file's
+        # the listing's hashes are the new file's
+        xet_hub.commit("org/tiny", {WEIGHTS: make_data(1 << 20, seed=161)})
     catalog = use_catalog(tmp_path, monkeypatch, None, endpoint=xet_hub.url)
-    catalog.write_text(f'[models.tiny]\nrepo = "org/tiny"\n[models.tiny.signature]\nkey = "{public}"\n')
+    catalog.write_text(
+        f'[models.tiny]\nrepo = "org/tiny"\n[models.tiny.signature]\nkey = "{public}"\n'
+    )
     result = mdl("pull", "tiny")
     installed = tmp_path / "models" / "tiny" / WEIGHTS
     if replaced:  # refused by the listing's sha256 before a chunk is asked
@@ -336,9 +383,12 @@ def test_a_signed_model_s_xet_file_is_held_to_its_signature(
         assert xet_hub.cas.xorb_bytes() > 0  # by chunk
 
 
-def test_a_lying_chunk_record_is_caught_and_the_file_fetched_again(xet_hub: XetHubServer, catalog: Path) -> None:
-    """The record claims the new file's chunks lie in the old file (their hashes taken from the old bytes, so each
-    read checks out): the Xet file hash catches it and the file is fetched again whole."""
+def test_a_lying_chunk_record_is_caught_and_the_file_fetched_again(
+    xet_hub: XetHubServer, catalog: Path
+) -> None:
+    """The record claims the new file's chunks lie in the old file (their hashes taken from the old
+    bytes, so each read checks out): the Xet file hash catches it and the file is fetched again
+    whole."""
     old = make_data(2 << 20, seed=170)
     xet_hub.add_repo("org/m", {WEIGHTS: old})
     assert mdl("pull", "m").exit_code == 0
@@ -371,7 +421,11 @@ def test_two_runs_pulling_one_xet_file_at_once(xet_hub: XetHubServer, catalog: P
     xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
     xet_hub.cas.throttle_bps = 4 << 20
     runs = [
-        subprocess.Popen([sys.executable, "-m", "mdl", "pull", "m"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-m", "mdl", "pull", "m"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for _ in range(2)
     ]
     for run in runs:
@@ -385,8 +439,8 @@ def test_two_runs_pulling_one_xet_file_at_once(xet_hub: XetHubServer, catalog: P
 def test_a_reply_of_one_chunk_terms_over_one_range_ends_in_the_right_bytes(
     xet_hub: XetHubServer, catalog: Path
 ) -> None:
-    """Every term split into one-chunk terms, all read from one merged v1 range (the streams place each chunk into the
-    terms holding it, not into every term of the range)."""
+    """Every term split into one-chunk terms, all read from one merged v1 range (the streams place
+    each chunk into the terms holding it, not into every term of the range)."""
     data = make_data(4 << 20, seed=180)
     xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="lz4")
     xorbs = xet_hub.store.xorbs
@@ -396,7 +450,13 @@ def test_a_reply_of_one_chunk_terms_over_one_range_ends_in_the_right_bytes(
         for term in reply["terms"]:  # type: ignore[attr-defined]
             sizes = xorbs[term["hash"]].sizes
             for i in range(term["range"]["start"], term["range"]["end"]):
-                terms.append({"hash": term["hash"], "range": {"start": i, "end": i + 1}, "unpacked_length": sizes[i]})
+                terms.append(
+                    {
+                        "hash": term["hash"],
+                        "range": {"start": i, "end": i + 1},
+                        "unpacked_length": sizes[i],
+                    }
+                )
         return {**reply, "terms": terms}
 
     xet_hub.cas.v2_status = 404
@@ -404,7 +464,8 @@ def test_a_reply_of_one_chunk_terms_over_one_range_ends_in_the_right_bytes(
     result = mdl("pull", "m")
     assert result.exit_code == 0, result.stderr
     assert _installed(catalog).read_bytes() == data
-    assert xet_hub.cas.xorb_bytes() == xet_hub.store.xorb_bytes(xet_hub.xet_file("org/m", WEIGHTS))  # once each
+    # once each
+    assert xet_hub.cas.xorb_bytes() == xet_hub.store.xorb_bytes(xet_hub.xet_file("org/m", WEIGHTS))
 
 
 def _index_of_one_chunk_terms(xorb: str, count: int) -> ReuseIndex:
@@ -415,8 +476,9 @@ def _index_of_one_chunk_terms(xorb: str, count: int) -> ReuseIndex:
 
 
 def test_the_chunks_on_disk_are_found_in_log_time_however_many_terms() -> None:
-    """A model whose files hold 16,384 one-chunk terms of one xorb: finding each took a scan of them all (seconds,
-    growing with the square of the terms); the farthest-reaching term wins, and gaps are still gaps."""
+    """A model whose files hold 16,384 one-chunk terms of one xorb: finding each took a scan of them
+    all (seconds, growing with the square of the terms); the farthest-reaching term wins, and gaps
+    are still gaps."""
     xorb, count = "ab" * 32, 16_384
     indexes = {n: _index_of_one_chunk_terms(xorb, n) for n in (count // 8, count)}
 
@@ -424,20 +486,27 @@ def test_the_chunks_on_disk_are_found_in_log_time_however_many_terms() -> None:
         for i in range(n):
             assert (indexes[n].find(xorb, i, i + 1) is None) == (i == 7)
 
-    assert growth(find_each, count // 8, count) < 3 * 8  # 8 times the finds: about 8 times the time, not 64
+    # 8 times the finds: about 8 times the time, not 64
+    assert growth(find_each, count // 8, count) < 3 * 8
     index = indexes[count]
     whole = index.find(xorb, 8, count)
     assert whole is not None and len(whole) == count - 8 and whole[0].offset == 800
-    index.add(Path("/nowhere/b"), [Written(xorb, 0, 20, 5, ((bytes(32), 1),) * 20)], xet_hash="ef" * 32)
+    index.add(
+        Path("/nowhere/b"), [Written(xorb, 0, 20, 5, ((bytes(32), 1),) * 20)], xet_hash="ef" * 32
+    )
     (copy,) = index.find(xorb, 3, 12) or []
     assert (copy.path, copy.offset, len(copy.chunks)) == (Path("/nowhere/b"), 8, 9)
 
 
-def test_a_reconstruction_redirected_off_the_cas_carries_no_cas_token(xet_hub: XetHubServer, catalog: Path) -> None:
+def test_a_reconstruction_redirected_off_the_cas_carries_no_cas_token(
+    xet_hub: XetHubServer, catalog: Path
+) -> None:
     data = make_data(1 << 20, seed=190)
     xet_hub.add_repo("org/m", {WEIGHTS: data})
     elsewhere = xet_hub.cdn.url + "/v2/reconstructions/x"
-    xet_hub.cas.faults.add(Fault.http_error(302, headers={"Location": elsewhere}, path_prefix="/v", times=None))
+    xet_hub.cas.faults.add(
+        Fault.http_error(302, headers={"Location": elsewhere}, path_prefix="/v", times=None)
+    )
     result = mdl("pull", "m")
     assert result.exit_code == 0, result.stderr
     assert _installed(catalog).read_bytes() == data
@@ -452,17 +521,27 @@ def test_a_xorb_stream_cut_or_unranged_ends_in_the_right_bytes(
 ) -> None:
     data = make_data(2 << 20, seed=191)
     xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="bg4")
-    made = Fault.reset(50_000, path_prefix="/xorb/") if fault == "reset" else Fault.full_body(path_prefix="/xorb/")
+    made = (
+        Fault.reset(50_000, path_prefix="/xorb/")
+        if fault == "reset"
+        else Fault.full_body(path_prefix="/xorb/")
+    )
     xet_hub.cas.faults.add(made)
     result = mdl("pull", "m")
     assert result.exit_code == 0, result.stderr
     assert _installed(catalog).read_bytes() == data
-    lines = [line for line in (catalog.parent / "mdl.log").read_text().splitlines() if "over plain HTTP" in line]
+    lines = [
+        line
+        for line in (catalog.parent / "mdl.log").read_text().splitlines()
+        if "over plain HTTP" in line
+    ]
     assert len(lines) == (1 if fault == "full_body" else 0), lines
 
 
 @pytest.mark.parametrize("tamper", ["hashes", "lengths", "other_file", "garbage", "bytes"])
-def test_a_tampered_xet_resume_record_or_partial_ends_in_the_right_bytes(tmp_path: Path, tamper: str) -> None:
+def test_a_tampered_xet_resume_record_or_partial_ends_in_the_right_bytes(
+    tmp_path: Path, tamper: str
+) -> None:
     with XetHubServer() as hub:
         env, whole = _interrupted(tmp_path, hub, seed=200)
         state = tmp_path / "models" / ".mdl" / "partial"
@@ -485,7 +564,11 @@ def test_a_tampered_xet_resume_record_or_partial_ends_in_the_right_bytes(tmp_pat
         else:
             record.write_text(json.dumps(body))
         result = subprocess.run(
-            [sys.executable, "-m", "mdl", "pull", "m"], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "mdl", "pull", "m"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr
@@ -503,26 +586,35 @@ def test_xorb_urls_at_a_port_that_never_answers_fall_back_in_a_bounded_wait(
         cas_url, port = xet_hub.cas.url, silent.getsockname()[1]
 
         def elsewhere(_version: int, reply: dict[str, object]) -> bytes:
-            return json.dumps(reply).replace(cas_url + "/xorb/", f"http://127.0.0.1:{port}/xorb/").encode()
+            return (
+                json.dumps(reply)
+                .replace(cas_url + "/xorb/", f"http://127.0.0.1:{port}/xorb/")
+                .encode()
+            )
 
         xet_hub.cas.rewrite = elsewhere
         began = time.monotonic()
         result = mdl("pull", "m", "--timeout", "1")
     assert result.exit_code == 0, result.stderr
-    assert time.monotonic() - began < HANG  # the silent server never answers: ending at all is --timeout firing
+    # the silent server never answers: ending at all is --timeout firing
+    assert time.monotonic() - began < HANG
     assert _installed(catalog).read_bytes() == data
 
 
 def test_a_costly_resume_record_is_saved_less_often(
     xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A huge file's record (every chunk's hash) takes long to write: saving it every second would take the streams'
-    time (a 50 GB file's record is ~50 MB and ~0.5 s of CPU); saves are spaced so they cost at most a small share."""
+    """A huge file's record (every chunk's hash) takes long to write: saving it every second would
+    take the streams' time (a 50 GB file's record is ~50 MB and ~0.5 s of CPU); saves are spaced so
+    they cost at most a small share."""
     parts = [make_data(512 << 10, seed=220 + i) for i in range(8)]
     whole = b"".join(parts)
-    xet_hub.add_repo("org/parts", {f"p{i}.safetensors": p for i, p in enumerate(parts)}, scheme="none")
+    xet_hub.add_repo(
+        "org/parts", {f"p{i}.safetensors": p for i, p in enumerate(parts)}, scheme="none"
+    )
     xet_hub.add_repo("org/m", {WEIGHTS: whole}, scheme="none")
-    xet_hub.cas.throttle_bps = 1 << 20  # one stream: about half a second a term, four seconds in all
+    # one stream: about half a second a term, four seconds in all
+    xet_hub.cas.throttle_bps = 1 << 20
     saves: list[float] = []
     real = xet_fetch.save_state
 
@@ -538,17 +630,24 @@ def test_a_costly_resume_record_is_saved_less_often(
     assert 1 <= len(saves) <= 2, saves  # every second, it would have been three or four
 
 
-@pytest.mark.parametrize("cause", ["token_503", "xorb_404", "xorb_403_always", "xorb_reset_always", "size"])
+@pytest.mark.parametrize(
+    "cause", ["token_503", "xorb_404", "xorb_403_always", "xorb_reset_always", "size"]
+)
 def test_every_fallback_mid_way_ends_in_the_right_bytes_and_one_line(
     xet_hub: XetHubServer, catalog: Path, cause: str
 ) -> None:
     parts = [make_data(512 << 10, seed=230 + i) for i in range(4)]
     whole = b"".join(parts)
-    xet_hub.add_repo("org/parts", {f"p{i}.safetensors": p for i, p in enumerate(parts)}, scheme="lz4")
+    xet_hub.add_repo(
+        "org/parts", {f"p{i}.safetensors": p for i, p in enumerate(parts)}, scheme="lz4"
+    )
     xet_hub.add_repo("org/m", {WEIGHTS: whole}, scheme="lz4")
-    xorb = "/xorb/default/" + xet_hub.xet_file("org/m", WEIGHTS).terms[-1].xorb  # the others are fetched first
+    # the others are fetched first
+    xorb = "/xorb/default/" + xet_hub.xet_file("org/m", WEIGHTS).terms[-1].xorb
     if cause == "token_503":
-        xet_hub.faults.add(Fault.http_error(503, path_prefix="/api/models/org/m/xet-read-token/", times=None))
+        xet_hub.faults.add(
+            Fault.http_error(503, path_prefix="/api/models/org/m/xet-read-token/", times=None)
+        )
     elif cause == "xorb_404":
         xet_hub.cas.faults.add(Fault.http_error(404, path_prefix=xorb, times=None))
     elif cause == "xorb_403_always":
@@ -564,13 +663,17 @@ def test_every_fallback_mid_way_ends_in_the_right_bytes_and_one_line(
     assert result.exit_code == 0, result.stderr
     assert _installed(catalog).read_bytes() == whole
     log = (catalog.parent / "mdl.log").read_text()
-    assert len([line for line in log.splitlines() if "fetching it over plain HTTP" in line]) == 1, log
+    assert len([line for line in log.splitlines() if "fetching it over plain HTTP" in line]) == 1, (
+        log
+    )
     assert "WARNING" not in log, log
     assert not list((catalog.parent / "models" / ".mdl" / "partial").glob("*.part*"))
 
 
 @pytest.mark.parametrize("link", ["hard", "symbolic"])
-def test_a_partial_replaced_by_a_link_is_set_aside_never_written_through(tmp_path: Path, link: str) -> None:
+def test_a_partial_replaced_by_a_link_is_set_aside_never_written_through(
+    tmp_path: Path, link: str
+) -> None:
     with XetHubServer() as hub:
         env, whole = _interrupted(tmp_path, hub, seed=240)
         (part,) = (tmp_path / "models" / ".mdl" / "partial").glob("*.part")
@@ -582,14 +685,20 @@ def test_a_partial_replaced_by_a_link_is_set_aside_never_written_through(tmp_pat
         else:
             part.symlink_to(outside)
         result = subprocess.run(
-            [sys.executable, "-m", "mdl", "pull", "m"], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "mdl", "pull", "m"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
         assert outside.read_bytes() == b"precious" * 1000
 
 
-def test_progress_of_an_upgrade_adds_up_to_the_file_size(xet_hub: XetHubServer, catalog: Path) -> None:
+def test_progress_of_an_upgrade_adds_up_to_the_file_size(
+    xet_hub: XetHubServer, catalog: Path
+) -> None:
     old = make_data(4 << 20, seed=250)
     new = bytearray(old)
     new[(3 << 20) : (3 << 20) + 50] = b"z" * 50
@@ -608,7 +717,8 @@ def test_progress_of_an_upgrade_adds_up_to_the_file_size(xet_hub: XetHubServer, 
     ("header", "code"),
     [
         (b"\x00\xff\xff\xff", 6),  # version 0, 16 MiB compressed: never buffered past the range
-        (b"\x00\x08\x00\x00\x00\x00\x00\x10", 6),  # an uncompressed length of 1 MiB: more than a chunk
+        # an uncompressed length of 1 MiB: more than a chunk
+        (b"\x00\x08\x00\x00\x00\x00\x00\x10", 6),
         (b"\x00\x00\x00\x00\x00\x00\x00\x00", 6),  # an empty chunk
     ],
 )
@@ -625,7 +735,8 @@ def test_a_lying_chunk_header_is_exit_6_never_a_traceback(
     assert not _installed(catalog).exists()
 
 
-# --- https never gives way to http: the CAS token and presigned URLs stay off the clear ---------------------------
+# --- https never gives way to http: the CAS token and presigned URLs stay off the clear
+# ---------------------------
 
 _HUB = "https://hub.test"
 _TOKEN_URL = f"{_HUB}/api/models/org/m/xet-read-token/main"
@@ -651,9 +762,20 @@ def _reply(url: str) -> dict[str, object]:
     return {
         "offset_into_first_range": 0,
         "terms": [{"hash": _HASH, "range": {"start": 0, "end": 1}, "unpacked_length": 10}],
-        "fetch_info": {_HASH: [{"range": {"start": 0, "end": 1}, "url": url, "url_range": {"start": 0, "end": 9}}]},
+        "fetch_info": {
+            _HASH: [
+                {"range": {"start": 0, "end": 1}, "url": url, "url_range": {"start": 0, "end": 9}}
+            ]
+        },
         "xorbs": {
-            _HASH: [{"url": url, "ranges": [{"chunks": {"start": 0, "end": 1}, "bytes": {"start": 0, "end": 17}}]}]
+            _HASH: [
+                {
+                    "url": url,
+                    "ranges": [
+                        {"chunks": {"start": 0, "end": 1}, "bytes": {"start": 0, "end": 17}}
+                    ],
+                }
+            ]
         },
     }
 
@@ -661,25 +783,35 @@ def _reply(url: str) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("cas", "xorb_url", "falls_back"),
     [
-        ("http://cas.test", "http://cas.test/xorb/x?sig=1", True),  # the Hub over https names a CAS over http
-        ("https://cas.test", "http://cdn.test/xorb/x?sig=1", True),  # the CAS over https names xorbs over http
+        # the Hub over https names a CAS over http
+        ("http://cas.test", "http://cas.test/xorb/x?sig=1", True),
+        # the CAS over https names xorbs over http
+        ("https://cas.test", "http://cdn.test/xorb/x?sig=1", True),
         ("https://cas.test", "https://cdn.test/xorb/x?sig=1", False),
     ],
 )
 def test_a_xet_answer_over_https_naming_plain_http_falls_back(
     httpx2_mock: HTTPXMock, cas: str, xorb_url: str, falls_back: bool
 ) -> None:
-    httpx2_mock.add_response(url=_TOKEN_URL, json={"accessToken": "xet_tok", "exp": time.time() + 3600, "casUrl": cas})
-    httpx2_mock.add_response(url=f"{cas}/v2/reconstructions/{_HASH}", json=_reply(xorb_url), is_optional=True)
+    httpx2_mock.add_response(
+        url=_TOKEN_URL, json={"accessToken": "xet_tok", "exp": time.time() + 3600, "casUrl": cas}
+    )
+    httpx2_mock.add_response(
+        url=f"{cas}/v2/reconstructions/{_HASH}", json=_reply(xorb_url), is_optional=True
+    )
     with make_client(timeout=5, pool_size=4, transport=httpx2.HTTPTransport()) as client:
         source = _source(client)
         if falls_back:
             with pytest.raises(XetFallback, match="over plain http"):
                 source.reconstruction(XetRef(_HASH, _TOKEN_URL), "m/f", size=10)
         else:
-            assert source.reconstruction(XetRef(_HASH, _TOKEN_URL), "m/f", size=10).fetches[0].url == xorb_url
+            assert (
+                source.reconstruction(XetRef(_HASH, _TOKEN_URL), "m/f", size=10).fetches[0].url
+                == xorb_url
+            )
     sent = [str(r.url) for r in httpx2_mock.get_requests()]
-    assert not [url for url in sent if url.startswith("http://")]  # the CAS token never went over http
+    # the CAS token never went over http
+    assert not [url for url in sent if url.startswith("http://")]
 
 
 def test_get_of_a_xet_file_to_a_relative_output(

@@ -1,5 +1,6 @@
-"""The CAS replies, read strictly: v1 and v2 reconstructions, read tokens, and the Hub's X-Xet-* and Link headers.
-Whatever a server sends, the parsers give a usable object or a ReplyError (for headers: None), nothing else."""
+"""The CAS replies, read strictly: v1 and v2 reconstructions, read tokens, and the Hub's X-Xet-* and
+Link headers. Whatever a server sends, the parsers give a usable object or a ReplyError (for
+headers: None), nothing else."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from mdl.xet import (
 )
 
 H1 = "a1b2c3d4e5f6789012345678901234567890abcdef1234567890abcdef123456"
-H2_AS_DOCUMENTED = "fedcba0987654321098765432109876543210fedcba098765432109876543"  # 61 characters in the doc
+# 61 characters in the doc
+H2_AS_DOCUMENTED = "fedcba0987654321098765432109876543210fedcba098765432109876543"
 H2 = H2_AS_DOCUMENTED + "210"
 SIGNED = "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=3600&X-Amz-Signature=d6796aa6097c82ba7e33b4725e8396f8"
 URL1 = f"https://transfer.xethub.hf.co/xorb/default/{H1}{SIGNED}"
@@ -45,8 +47,20 @@ def _v1_example(second: str) -> dict[str, Any]:
             {"hash": H1, "unpacked_length": 3063572, "range": {"start": 3, "end": 43}},
         ],
         "fetch_info": {
-            H1: [{"range": {"start": 1, "end": 43}, "url": URL1, "url_range": {"start": 57980, "end": 1433008}}],
-            second: [{"range": {"start": 0, "end": 3}, "url": url2, "url_range": {"start": 0, "end": 65670}}],
+            H1: [
+                {
+                    "range": {"start": 1, "end": 43},
+                    "url": URL1,
+                    "url_range": {"start": 57980, "end": 1433008},
+                }
+            ],
+            second: [
+                {
+                    "range": {"start": 0, "end": 3},
+                    "url": url2,
+                    "url_range": {"start": 0, "end": 65670},
+                }
+            ],
         },
     }
 
@@ -64,7 +78,11 @@ def test_the_documented_v1_example_reads_with_one_fetch_for_two_terms() -> None:
         Term(xorb=H1, start=3, end=43, length=3063572),
     )
     assert parsed.fetches[0] == Fetch(xorb=H1, url=URL1, start=1, end=43, first=57980, last=1433008)
-    assert (parsed.fetches[1].xorb, parsed.fetches[1].first, parsed.fetches[1].last) == (H2, 0, 65670)
+    assert (parsed.fetches[1].xorb, parsed.fetches[1].first, parsed.fetches[1].last) == (
+        H2,
+        0,
+        65670,
+    )
     assert parsed.fetch_of == (0, 1, 0)  # chunk 3 of H1 serves terms 0 and 2: fetched once
     assert parsed.size == 263873 + 143890 + 3063572
 
@@ -90,12 +108,21 @@ def test_the_first_v1_example_reads() -> None:
     }
     parsed = parse_reconstruction(body(reply), version=1)
     assert parsed.fetches == (
-        Fetch(xorb=H1, url=f"https://transfer.xethub.hf.co/xorb/default/{H1}", start=0, end=4, first=0, last=131071),
+        Fetch(
+            xorb=H1,
+            url=f"https://transfer.xethub.hf.co/xorb/default/{H1}",
+            start=0,
+            end=4,
+            first=0,
+            last=131071,
+        ),
     )
 
 
 def _v2_example() -> dict[str, Any]:
-    """api.md's QueryReconstructionResponseV2: one signed URL per xorb entry, each covering several ranges."""
+    """api.md's QueryReconstructionResponseV2: one signed URL per xorb entry, each covering
+    several ranges.
+    """
     return {
         "offset_into_first_range": 0,
         "terms": [
@@ -109,7 +136,10 @@ def _v2_example() -> dict[str, Any]:
                     "url": "https://cas.test/v2/xorb/a?sig=1",
                     "ranges": [
                         {"chunks": {"start": 0, "end": 2}, "bytes": {"start": 0, "end": 99_999}},
-                        {"chunks": {"start": 10, "end": 13}, "bytes": {"start": 500_000, "end": 650_000}},
+                        {
+                            "chunks": {"start": 10, "end": 13},
+                            "bytes": {"start": 500_000, "end": 650_000},
+                        },
                     ],
                 }
             ],
@@ -117,7 +147,9 @@ def _v2_example() -> dict[str, Any]:
                 {"url": "https://cas.test/v2/xorb/b?sig=2", "ranges": []},
                 {
                     "url": "https://cas.test/v2/xorb/b?sig=3",
-                    "ranges": [{"chunks": {"start": 4, "end": 8}, "bytes": {"start": 10, "end": 90_000}}],
+                    "ranges": [
+                        {"chunks": {"start": 4, "end": 8}, "bytes": {"start": 10, "end": 90_000}}
+                    ],
                 },
             ],
         },
@@ -128,9 +160,20 @@ def _v2_example() -> dict[str, Any]:
 def test_a_v2_reply_gives_one_fetch_per_range_entry_with_its_url() -> None:
     parsed = parse_reconstruction(body(_v2_example()), version=2)
     assert parsed.fetches == (
-        Fetch(xorb=H1, url="https://cas.test/v2/xorb/a?sig=1", start=0, end=2, first=0, last=99_999),
-        Fetch(xorb=H2, url="https://cas.test/v2/xorb/b?sig=3", start=4, end=8, first=10, last=90_000),
-        Fetch(xorb=H1, url="https://cas.test/v2/xorb/a?sig=1", start=10, end=13, first=500_000, last=650_000),
+        Fetch(
+            xorb=H1, url="https://cas.test/v2/xorb/a?sig=1", start=0, end=2, first=0, last=99_999
+        ),
+        Fetch(
+            xorb=H2, url="https://cas.test/v2/xorb/b?sig=3", start=4, end=8, first=10, last=90_000
+        ),
+        Fetch(
+            xorb=H1,
+            url="https://cas.test/v2/xorb/a?sig=1",
+            start=10,
+            end=13,
+            first=500_000,
+            last=650_000,
+        ),
     )
     assert parsed.fetch_of == (0, 1, 2)
     assert parsed.size == 600_000
@@ -147,12 +190,21 @@ def test_the_version_decides_which_key_holds_the_fetches() -> None:
 
 def test_a_term_takes_the_first_fetch_that_holds_it_and_unused_fetches_are_dropped() -> None:
     reply = _v1_example(H2)
-    narrow = {"range": {"start": 1, "end": 5}, "url": "https://a.test/narrow", "url_range": {"start": 0, "end": 999}}
-    unused = {"range": {"start": 50, "end": 60}, "url": "https://a.test/unused", "url_range": {"start": 0, "end": 999}}
+    narrow = {
+        "range": {"start": 1, "end": 5},
+        "url": "https://a.test/narrow",
+        "url_range": {"start": 0, "end": 999},
+    }
+    unused = {
+        "range": {"start": 50, "end": 60},
+        "url": "https://a.test/unused",
+        "url_range": {"start": 0, "end": 999},
+    }
     reply["fetch_info"][H1][:0] = [unused, narrow]
     parsed = parse_reconstruction(body(reply), version=1)
     assert [f.url for f in parsed.fetches] == ["https://a.test/narrow", parsed.fetches[1].url, URL1]
-    assert parsed.fetch_of == (0, 1, 2)  # term 0 (1-4) fits the narrow fetch; term 2 (3-43) only the wide one
+    # term 0 (1-4) fits the narrow fetch; term 2 (3-43) only the wide one
+    assert parsed.fetch_of == (0, 1, 2)
 
 
 @pytest.mark.parametrize(
@@ -177,7 +229,9 @@ def test_a_term_whose_xorb_has_no_fetch_is_refused() -> None:
 
 
 def test_an_empty_file_has_no_terms() -> None:
-    parsed = parse_reconstruction(b'{"offset_into_first_range": 0, "terms": [], "fetch_info": {}}', version=1)
+    parsed = parse_reconstruction(
+        b'{"offset_into_first_range": 0, "terms": [], "fetch_info": {}}', version=1
+    )
     assert parsed == Reconstruction(offset=0, terms=(), fetches=(), fetch_of=())
     assert parsed.size == 0
 
@@ -211,7 +265,11 @@ F1 = f"fetch_info.{H1}.0"
         ("terms.0", [], r"terms\[0\] is not an object"),
         ("terms.0.hash", H1.upper(), r"terms\[0\]\.hash is not a 64-character"),
         ("terms.0.unpacked_length", 0, "3 chunks cannot decode to 0 bytes"),
-        ("terms.0.unpacked_length", 3 * MAX_CHUNK + 1, f"3 chunks cannot decode to {3 * MAX_CHUNK + 1} bytes"),
+        (
+            "terms.0.unpacked_length",
+            3 * MAX_CHUNK + 1,
+            f"3 chunks cannot decode to {3 * MAX_CHUNK + 1} bytes",
+        ),
         ("terms.0.unpacked_length", 2**53, "whole number from 0 to 2\\*\\*53"),
         ("terms.0.range.start", 4, r"terms\[0\]\.range ends before it starts"),
         ("terms.0.range.end", DELETE, "has no 'end'"),
@@ -229,7 +287,9 @@ F1 = f"fetch_info.{H1}.0"
         (f"{F1}.url", 7, "url is not a URL"),
     ],
 )
-def test_each_wrong_field_is_a_reply_error_naming_it(path: str, value: object, message: str) -> None:
+def test_each_wrong_field_is_a_reply_error_naming_it(
+    path: str, value: object, message: str
+) -> None:
     with pytest.raises(ReplyError, match=message):
         parse_reconstruction(body(_set(_v1_example(H2), path, value)), version=1)
 
@@ -241,7 +301,9 @@ def test_a_fetch_info_key_that_is_not_a_hash_is_refused() -> None:
         parse_reconstruction(body(reply), version=1)
 
 
-@pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe\x00", b"[]", b"null", b"1" * 5000, b"[" * 100_000])
+@pytest.mark.parametrize(
+    "raw", [b"", b"{", b"\xff\xfe\x00", b"[]", b"null", b"1" * 5000, b"[" * 100_000]
+)
 def test_what_is_not_a_json_object_is_refused(raw: bytes) -> None:
     with pytest.raises(ReplyError):
         parse_reconstruction(raw, version=1)
@@ -251,7 +313,11 @@ def test_what_is_not_a_json_object_is_refused(raw: bytes) -> None:
 
 def test_messages_never_carry_a_presigned_url() -> None:
     secret = "X-Amz-Signature=TOPSECRET"
-    for url in (f"https://cas.test/x?{secret}", f"ftp://cas.test/x?{secret}", f"https://cas.test/x y?{secret}"):
+    for url in (
+        f"https://cas.test/x?{secret}",
+        f"ftp://cas.test/x?{secret}",
+        f"https://cas.test/x y?{secret}",
+    ):
         reply = _set(_v1_example(H2), f"{F1}.url", url)
         reply["fetch_info"][H1][0]["url_range"]["end"] = 1
         with pytest.raises(ReplyError) as caught:
@@ -259,11 +325,14 @@ def test_messages_never_carry_a_presigned_url() -> None:
         assert "TOPSECRET" not in str(caught.value)
 
 
-# -- properties --------------------------------------------------------------------------------------------------
+# -- properties
+# --------------------------------------------------------------------------------------------------
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=70),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 HASHES = st.binary(min_size=32, max_size=32).map(to_hex)
@@ -304,20 +373,33 @@ def valid_replies(draw: st.DrawFn, version: int) -> dict[str, Any]:
         end = start + draw(st.integers(1, 4))
         length = draw(st.integers(1, (end - start) * MAX_CHUNK))
         terms.append(
-            {"hash": draw(st.sampled_from(xorbs)), "unpacked_length": length, "range": {"start": start, "end": end}}
+            {
+                "hash": draw(st.sampled_from(xorbs)),
+                "unpacked_length": length,
+                "range": {"start": start, "end": end},
+            }
         )
     spans: dict[str, list[dict[str, Any]]] = {}
     for term in terms:
         start, end = term["range"]["start"], term["range"]["end"]
         first = draw(st.integers(0, 10**6))
         spans.setdefault(term["hash"], []).append(
-            {"chunks": {"start": start, "end": end}, "bytes": {"start": first, "end": first + 8 * (end - start) + 99}}
+            {
+                "chunks": {"start": start, "end": end},
+                "bytes": {"start": first, "end": first + 8 * (end - start) + 99},
+            }
         )
     if version == 2:
-        entries = {h: [{"url": f"https://cas.test/{h[:6]}?sig=s", "ranges": ranges}] for h, ranges in spans.items()}
+        entries = {
+            h: [{"url": f"https://cas.test/{h[:6]}?sig=s", "ranges": ranges}]
+            for h, ranges in spans.items()
+        }
         return {"offset_into_first_range": 0, "terms": terms, "xorbs": entries}
     info = {
-        h: [{"range": r["chunks"], "url": f"http://cas.test/{h[:6]}", "url_range": r["bytes"]} for r in ranges]
+        h: [
+            {"range": r["chunks"], "url": f"http://cas.test/{h[:6]}", "url_range": r["bytes"]}
+            for r in ranges
+        ]
         for h, ranges in spans.items()
     }
     return {"offset_into_first_range": 0, "terms": terms, "fetch_info": info}
@@ -351,7 +433,9 @@ def mutated_replies(draw: st.DrawFn, version: int) -> dict[str, Any]:
         elif choice == "number":
             node[last] = draw(st.integers(-2, 2**54) | st.sampled_from([0, 1, 2**53 - 1, 2**53]))
         else:
-            node[last] = draw(JSON | HASHES | st.sampled_from(["https://x.test/", "http://", "HTTPS://A.TEST/B"]))
+            node[last] = draw(
+                JSON | HASHES | st.sampled_from(["https://x.test/", "http://", "HTTPS://A.TEST/B"])
+            )
     return reply
 
 
@@ -368,7 +452,9 @@ def test_valid_replies_parse_with_every_invariant(version: int, data: st.DataObj
 @pytest.mark.parametrize("version", [1, 2])
 @given(data=st.data())
 @settings(max_examples=300)
-def test_mutated_replies_parse_with_every_invariant_or_are_refused(version: int, data: st.DataObject) -> None:
+def test_mutated_replies_parse_with_every_invariant_or_are_refused(
+    version: int, data: st.DataObject
+) -> None:
     parse_or_refuse(body(data.draw(mutated_replies(version))), version)
 
 
@@ -376,7 +462,9 @@ def test_mutated_replies_parse_with_every_invariant_or_are_refused(version: int,
 @given(
     value=JSON
     | st.dictionaries(
-        st.sampled_from(["offset_into_first_range", "terms", "fetch_info", "xorbs", "other"]), JSON, max_size=4
+        st.sampled_from(["offset_into_first_range", "terms", "fetch_info", "xorbs", "other"]),
+        JSON,
+        max_size=4,
     )
 )
 def test_any_json_is_a_reconstruction_or_a_reply_error(version: int, value: object) -> None:
@@ -388,19 +476,27 @@ def test_any_bytes_are_a_reconstruction_or_a_reply_error(raw: bytes) -> None:
     parse_or_refuse(raw, 1)
 
 
-# -- tokens ------------------------------------------------------------------------------------------------------
+# -- tokens
+# ------------------------------------------------------------------------------------------------------
 
 
 def test_the_auth_md_example_token_reads() -> None:
-    raw = b'{"accessToken": "xet_xxxxxxxxxxx", "exp": 1848535668, "casUrl": "https://cas-server.xethub.hf.co"}'
+    raw = (
+        b'{"accessToken": "xet_xxxxxxxxxxx", "exp": 1848535668, "casUrl":'
+        b' "https://cas-server.xethub.hf.co"}'
+    )
     assert parse_token(raw) == XetToken(
-        access_token="xet_xxxxxxxxxxx", expires=1848535668.0, cas_url="https://cas-server.xethub.hf.co"
+        access_token="xet_xxxxxxxxxxx",
+        expires=1848535668.0,
+        cas_url="https://cas-server.xethub.hf.co",
     )
 
 
 def test_a_token_cas_url_loses_its_trailing_slash_and_exp_may_be_fractional() -> None:
     raw = b'{"accessToken": "t", "exp": 17.5, "casUrl": "http://127.0.0.1:8080/cas/", "more": 1}'
-    assert parse_token(raw) == XetToken(access_token="t", expires=17.5, cas_url="http://127.0.0.1:8080/cas")
+    assert parse_token(raw) == XetToken(
+        access_token="t", expires=17.5, cas_url="http://127.0.0.1:8080/cas"
+    )
 
 
 GOOD_TOKEN = {"accessToken": "xet_t", "exp": 100, "casUrl": "https://cas.test"}
@@ -441,7 +537,11 @@ def test_any_json_is_a_token_or_a_reply_error(value: object) -> None:
         token = parse_token(body(value))
     except ReplyError:
         return
-    assert token.access_token and token.expires >= 0 and token.cas_url.startswith(("http://", "https://"))
+    assert (
+        token.access_token
+        and token.expires >= 0
+        and token.cas_url.startswith(("http://", "https://"))
+    )
 
 
 TOKEN_HEADERS = {
@@ -452,9 +552,14 @@ TOKEN_HEADERS = {
 
 
 def test_a_token_comes_from_the_three_headers_whatever_their_case() -> None:
-    expected = XetToken(access_token="xet_abc", expires=1848535668.0, cas_url="https://cas-server.xethub.hf.co")
+    expected = XetToken(
+        access_token="xet_abc", expires=1848535668.0, cas_url="https://cas-server.xethub.hf.co"
+    )
     assert token_from_headers(TOKEN_HEADERS) == expected
-    assert token_from_headers({name.lower(): value for name, value in TOKEN_HEADERS.items()}) == expected
+    assert (
+        token_from_headers({name.lower(): value for name, value in TOKEN_HEADERS.items()})
+        == expected
+    )
     assert token_from_headers(httpx2.Headers(TOKEN_HEADERS)) == expected
 
 
@@ -484,7 +589,8 @@ def test_any_token_headers_give_a_token_or_none(headers: dict[str, str]) -> None
     assert token is None or isinstance(token, XetToken)
 
 
-# -- the resolve reply's X-Xet-Hash and Link ---------------------------------------------------------------------
+# -- the resolve reply's X-Xet-Hash and Link
+# ---------------------------------------------------------------------
 
 XET_HASH = "0123456789abcdef" * 4
 AUTH = "https://huggingface.co/api/models/org/m/xet-read-token/abc123"
@@ -495,10 +601,16 @@ AUTH = "https://huggingface.co/api/models/org/m/xet-read-token/abc123"
     [
         f'<{AUTH}>; rel="xet-auth"',
         f"<{AUTH}>; rel=xet-auth",
-        f'<https://huggingface.co/api/models/org/m/tree/main?cursor=x>; rel="next", <{AUTH}>; rel="xet-auth"',
+        (
+            f'<https://huggingface.co/api/models/org/m/tree/main?cursor=x>; rel="next", <{AUTH}>;'
+            ' rel="xet-auth"'
+        ),
         f'<{AUTH}>; rel="xet-auth", <https://huggingface.co/next>; rel="next"',
         f'<https://h.test/a,b;c>; title="a, b; <c>"; rel="next",<{AUTH}>;rel="preload XET-AUTH"',
-        f'<https://h.test/x>; title="say \\"rel=xet-auth\\""; rel="next", <{AUTH}>; REL="xet-auth"; anchor="#a"',
+        (
+            f'<https://h.test/x>; title="say \\"rel=xet-auth\\""; rel="next", <{AUTH}>;'
+            ' REL="xet-auth"; anchor="#a"'
+        ),
         f'  <{AUTH}> ; rel = "xet-auth" ,  ',
     ],
 )
@@ -525,13 +637,14 @@ def test_no_usable_xet_auth_link_gives_the_hash_alone(link: str) -> None:
 
 def test_without_a_link_header_the_hash_comes_alone_and_names_are_not_case_sensitive() -> None:
     assert xet_from_headers({"x-xet-hash": XET_HASH}) == (XET_HASH, None)
-    assert xet_from_headers(httpx2.Headers({"X-XET-HASH": f" {XET_HASH} ", "LINK": f'<{AUTH}>; rel="xet-auth"'})) == (
-        XET_HASH,
-        AUTH,
-    )
+    assert xet_from_headers(
+        httpx2.Headers({"X-XET-HASH": f" {XET_HASH} ", "LINK": f'<{AUTH}>; rel="xet-auth"'})
+    ) == (XET_HASH, AUTH)
 
 
-@pytest.mark.parametrize("value", ["", XET_HASH.upper(), XET_HASH[:-1], XET_HASH + "0", "sha256:" + XET_HASH[7:]])
+@pytest.mark.parametrize(
+    "value", ["", XET_HASH.upper(), XET_HASH[:-1], XET_HASH + "0", "sha256:" + XET_HASH[7:]]
+)
 def test_no_valid_xet_hash_gives_none(value: str) -> None:
     assert xet_from_headers({"X-Xet-Hash": value, "Link": f'<{AUTH}>; rel="xet-auth"'}) is None
     assert xet_from_headers({"Link": f'<{AUTH}>; rel="xet-auth"'}) is None
@@ -539,9 +652,10 @@ def test_no_valid_xet_hash_gives_none(value: str) -> None:
 
 @given(
     st.text(max_size=120)
-    | st.lists(st.sampled_from(["<", ">", ";", ",", '"', "\\", "rel", "=", "xet-auth", " ", "u"]), max_size=40).map(
-        "".join
-    )
+    | st.lists(
+        st.sampled_from(["<", ">", ";", ",", '"', "\\", "rel", "=", "xet-auth", " ", "u"]),
+        max_size=40,
+    ).map("".join)
 )
 @settings(max_examples=300)
 def test_any_link_header_gives_a_target_or_none(link: str) -> None:
@@ -551,12 +665,16 @@ def test_any_link_header_gives_a_target_or_none(link: str) -> None:
 
 
 def test_many_terms_and_ranges_of_one_xorb_read_in_near_linear_time() -> None:
-    """A hostile (or merely unmerged) reply: 40,000 terms, each its own range of one xorb, listed last first. Read
-    term by fetch it took ~15 s (terms x ranges); a 64 MiB reply would have cost many minutes of CPU."""
+    """A hostile (or merely unmerged) reply: 40,000 terms, each its own range of one xorb, listed
+    last first. Read term by fetch it took ~15 s (terms x ranges); a 64 MiB reply would have cost
+    many minutes of CPU."""
     count, url = 40_000, "https://cas.test/xorb"
 
     def reply(n: int) -> bytes:
-        terms = [{"hash": H1, "range": {"start": 2 * i, "end": 2 * i + 1}, "unpacked_length": 100} for i in range(n)]
+        terms = [
+            {"hash": H1, "range": {"start": 2 * i, "end": 2 * i + 1}, "unpacked_length": 100}
+            for i in range(n)
+        ]
         ranges = [
             {
                 "range": {"start": 2 * i, "end": 2 * i + 1},
@@ -568,7 +686,8 @@ def test_many_terms_and_ranges_of_one_xorb_read_in_near_linear_time() -> None:
         return body({"offset_into_first_range": 0, "terms": terms, "fetch_info": {H1: ranges}})
 
     replies = {n: reply(n) for n in (count // 8, count)}
-    assert growth(lambda n: parse_reconstruction(replies[n], version=1), count // 8, count) < 3 * 8  # not 8 * 8
+    # not 8 * 8
+    assert growth(lambda n: parse_reconstruction(replies[n], version=1), count // 8, count) < 3 * 8
     parsed = parse_reconstruction(replies[count], version=1)
     assert [(f.start, f.first) for f in parsed.fetches[:2]] == [(0, 0), (2, 200)]
     assert parsed.fetch_of == tuple(range(count))
@@ -582,12 +701,20 @@ def test_many_terms_and_ranges_of_one_xorb_read_in_near_linear_time() -> None:
 def test_each_term_takes_the_first_fetch_in_reply_order_that_holds_it(
     spans: list[tuple[int, int]], holders: list[tuple[int, int]]
 ) -> None:
-    terms = [{"hash": H1, "range": {"start": a, "end": a + n}, "unpacked_length": n} for a, n in spans]
+    terms = [
+        {"hash": H1, "range": {"start": a, "end": a + n}, "unpacked_length": n} for a, n in spans
+    ]
     ranges = [
-        {"range": {"start": a, "end": a + n}, "url": f"{URL1}&k={k}", "url_range": {"start": 0, "end": 8 * n}}
+        {
+            "range": {"start": a, "end": a + n},
+            "url": f"{URL1}&k={k}",
+            "url_range": {"start": 0, "end": 8 * n},
+        }
         for k, (a, n) in enumerate(holders)
     ]
-    reply = body({"offset_into_first_range": 0, "terms": terms, "fetch_info": {H1: ranges}} if ranges else {})
+    reply = body(
+        {"offset_into_first_range": 0, "terms": terms, "fetch_info": {H1: ranges}} if ranges else {}
+    )
     expected = []
     for a, n in spans:
         first = next((k for k, (b, m) in enumerate(holders) if b <= a and b + m >= a + n), None)
@@ -601,8 +728,8 @@ def test_each_term_takes_the_first_fetch_in_reply_order_that_holds_it(
 
 
 def _respelled(value: object, order: list[bool], extra: list[bool]) -> object:
-    """``value`` with each {"start", "end"} object's keys swapped (``order``) or joined by an unknown key (``extra``),
-    taken in turn (cycled): a different spelling of the same reply."""
+    """``value`` with each {"start", "end"} object's keys swapped (``order``) or joined by an
+    unknown key (``extra``), taken in turn (cycled): a different spelling of the same reply."""
     if isinstance(value, list):
         return [_respelled(v, order, extra) for v in value]
     if not isinstance(value, dict):
@@ -625,18 +752,36 @@ def _respelled(value: object, order: list[bool], extra: list[bool]) -> object:
 def test_a_span_reads_the_same_however_its_object_is_spelled(
     terms: list[tuple[int, int]], order: list[bool], extra: list[bool], version: int
 ) -> None:
-    """Spans ({"start", "end"}) are kept compact as they are parsed; any key order or unknown key reads the same."""
-    listed = [{"hash": H1, "range": {"start": s, "end": s + n}, "unpacked_length": 100 * n} for s, n in terms]
+    """Spans ({"start", "end"}) are kept compact as they are parsed; any key order or unknown key
+    reads the same.
+    """
+    listed = [
+        {"hash": H1, "range": {"start": s, "end": s + n}, "unpacked_length": 100 * n}
+        for s, n in terms
+    ]
     low, high = min(s for s, _ in terms), max(s + n for s, n in terms)
     span = {"start": 1000 * low, "end": 1000 * high}
     if version == 1:
         fetch: dict[str, Any] = {
-            "fetch_info": {H1: [{"range": {"start": low, "end": high}, "url": "https://c.test/x", "url_range": span}]}
+            "fetch_info": {
+                H1: [
+                    {
+                        "range": {"start": low, "end": high},
+                        "url": "https://c.test/x",
+                        "url_range": span,
+                    }
+                ]
+            }
         }
     else:
         fetch = {
             "xorbs": {
-                H1: [{"url": "https://c.test/x", "ranges": [{"chunks": {"start": low, "end": high}, "bytes": span}]}]
+                H1: [
+                    {
+                        "url": "https://c.test/x",
+                        "ranges": [{"chunks": {"start": low, "end": high}, "bytes": span}],
+                    }
+                ]
             }
         }
     reply = {"offset_into_first_range": 0, "terms": listed, **fetch}

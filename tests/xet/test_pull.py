@@ -1,6 +1,7 @@
-"""`mdl pull` of Xet-backed Hub files against the Hub + CAS stand-in (tests/xetserver.py): by chunk, verified, reusing
-what is on disk (resuming: tests/xet/test_resume.py); every fault of the protocol ends in the right bytes over plain
-HTTP, or in exit 6 with nothing at the final path when the CAS serves corrupt bytes."""
+"""`mdl pull` of Xet-backed Hub files against the Hub + CAS stand-in (tests/xetserver.py): by chunk,
+verified, reusing what is on disk (resuming: tests/xet/test_resume.py); every fault of the protocol
+ends in the right bytes over plain HTTP, or in exit 6 with nothing at the final path when the CAS
+serves corrupt bytes."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ def _log(catalog: Path) -> str:
 
 
 def _edited(data: bytes, *, every: int = 1 << 20, seed: int = 5) -> bytes:
-    """``data`` with a 50-byte span changed per ``every`` bytes: about one chunk in sixteen changes."""
+    """``data`` with a 50-byte span changed per ``every`` bytes: about one chunk in sixteen
+    changes.
+    """
     out, rng = bytearray(data), random.Random(seed)
     for start in range(0, len(data) - every + 1, every):
         at = start + rng.randrange(every - 64)
@@ -50,21 +53,30 @@ def _cdn_bytes(hub: XetHubServer) -> int:
 
 
 @pytest.mark.parametrize("scheme", ["none", "lz4", "bg4", "mixed"])
-def test_a_first_pull_fetches_xorb_ranges_not_the_plain_file(xet_hub: XetHubServer, catalog: Path, scheme: str) -> None:
+def test_a_first_pull_fetches_xorb_ranges_not_the_plain_file(
+    xet_hub: XetHubServer, catalog: Path, scheme: str
+) -> None:
     data = make_data(3 << 20, seed=1)
     xet_hub.add_repo("org/m", {WEIGHTS: data, "config.json": b"{}"}, scheme=scheme)
     xf = xet_hub.xet_file("org/m", WEIGHTS)
     result = mdl("pull", "m")
     assert result.exit_code == 0, result.stderr
     assert _installed(catalog).read_bytes() == data
-    assert xet_hub.cas.xorb_bytes() == xet_hub.store.xorb_bytes(xf)  # every xorb range once, nothing more
+    # every xorb range once, nothing more
+    assert xet_hub.cas.xorb_bytes() == xet_hub.store.xorb_bytes(xf)
     assert _cdn_bytes(xet_hub) == 0  # the plain path sent nothing
     show = json.loads(mdl("show", "m", "--json").stdout)["models"][0]["files"]
     weights = next(f for f in show if f["path"] == WEIGHTS)
-    assert (weights["xet"], weights["fetched"], weights["reused"]) == (xf.hash, xet_hub.cas.xorb_bytes(), 0)
+    assert (weights["xet"], weights["fetched"], weights["reused"]) == (
+        xf.hash,
+        xet_hub.cas.xorb_bytes(),
+        0,
+    )
 
 
-def test_an_upgrade_fetches_only_the_chunks_not_on_disk(xet_hub: XetHubServer, catalog: Path) -> None:
+def test_an_upgrade_fetches_only_the_chunks_not_on_disk(
+    xet_hub: XetHubServer, catalog: Path
+) -> None:
     old = make_data(8 << 20, seed=2)
     new = _edited(old)
     xet_hub.add_repo("org/m", {WEIGHTS: old}, scheme="mixed")
@@ -86,13 +98,18 @@ def test_an_upgrade_fetches_only_the_chunks_not_on_disk(xet_hub: XetHubServer, c
     assert "reused from files already here" in result.stderr
 
 
-def test_chunks_that_changed_on_disk_are_fetched_not_copied(xet_hub: XetHubServer, catalog: Path) -> None:
-    """Reused bytes are checked chunk by chunk as they are read: a file edited in place is no source."""
+def test_chunks_that_changed_on_disk_are_fetched_not_copied(
+    xet_hub: XetHubServer, catalog: Path
+) -> None:
+    """Reused bytes are checked chunk by chunk as they are read: a file edited in place is no
+    source.
+    """
     old = make_data(4 << 20, seed=3)
     xet_hub.add_repo("org/m", {WEIGHTS: old}, scheme="lz4")
     assert mdl("pull", "m").exit_code == 0
     installed = _installed(catalog)
-    with installed.open("r+b") as handle:  # same size, same mtime is not needed: the chunk hashes decide
+    # same size, same mtime is not needed: the chunk hashes decide
+    with installed.open("r+b") as handle:
         handle.seek(1 << 20)
         handle.write(b"\0" * 4096)
     new = _edited(old)
@@ -117,10 +134,13 @@ def test_a_corrupt_xorb_byte_is_exit_6_and_nothing_reaches_the_final_path(
     assert "model.safetensors" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_an_expired_xorb_url_asks_the_reconstruction_again(xet_hub: XetHubServer, catalog: Path) -> None:
+def test_an_expired_xorb_url_asks_the_reconstruction_again(
+    xet_hub: XetHubServer, catalog: Path
+) -> None:
     data = make_data(3 << 20, seed=6)
     xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
-    xet_hub.cas.faults.add(Fault.expire_urls(path_prefix="/xorb/", times=1))  # the first URLs expire (403)
+    # the first URLs expire (403)
+    xet_hub.cas.faults.add(Fault.expire_urls(path_prefix="/xorb/", times=1))
     result = mdl("pull", "m")
     assert result.exit_code == 0, result.stderr
     assert _installed(catalog).read_bytes() == data
@@ -130,8 +150,11 @@ def test_an_expired_xorb_url_asks_the_reconstruction_again(xet_hub: XetHubServer
 
 
 def test_a_token_near_its_expiry_is_asked_again(xet_hub: XetHubServer, catalog: Path) -> None:
-    xet_hub.add_repo("org/m", {WEIGHTS: make_data(2 << 20, seed=7), "b.safetensors": make_data(2 << 20, seed=8)})
-    xet_hub.cas.token_lifetime = 10  # less than the 30 s mdl keeps in hand: every use asks a fresh one
+    xet_hub.add_repo(
+        "org/m", {WEIGHTS: make_data(2 << 20, seed=7), "b.safetensors": make_data(2 << 20, seed=8)}
+    )
+    # less than the 30 s mdl keeps in hand: every use asks a fresh one
+    xet_hub.cas.token_lifetime = 10
     result = mdl("pull", "m", "--jobs", "1")
     assert result.exit_code == 0, result.stderr
     token_asks = [r for r in xet_hub.log.records() if "/xet-read-token/" in r.url_path]
@@ -159,7 +182,8 @@ def test_a_stalled_xorb_stream_ends_in_a_bounded_wait(
     began = time.monotonic()
     result = mdl("pull", "m")
     assert result.exit_code == 0, result.stderr
-    assert time.monotonic() - began < HANG  # the stall is endless: ending at all is the stall timeout firing
+    # the stall is endless: ending at all is the stall timeout firing
+    assert time.monotonic() - began < HANG
     assert _installed(catalog).read_bytes() == data
 
 
@@ -173,14 +197,20 @@ def test_token_scope_each_credential_goes_to_its_own_origin_only(
     hub_sent = {bearer(r) for r in xet_hub.log.records()}
     assert hub_sent == {TOKEN}  # the Hub gets the Hub token, and never a CAS token
     reconstructions = xet_hub.cas.reconstruction_records()
-    assert reconstructions and {bearer(r) for r in reconstructions} <= cas_tokens  # the CAS token, never the Hub's
-    assert {bearer(r) for r in xet_hub.cas.xorb_records()} == {None}  # presigned URLs carry no credential
+    # the CAS token, never the Hub's
+    assert reconstructions and {bearer(r) for r in reconstructions} <= cas_tokens
+    # presigned URLs carry no credential
+    assert {bearer(r) for r in xet_hub.cas.xorb_records()} == {None}
     assert all(bearer(r) is None for r in xet_hub.cdn.log.records())
 
 
-def test_a_refused_hub_token_is_exit_3(xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refused_hub_token_is_exit_3(
+    xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     xet_hub.add_repo("org/m", {WEIGHTS: make_data(1 << 20, seed=12)})
-    xet_hub.faults.add(Fault.http_error(403, path_prefix="/api/models/org/m/xet-read-token/", times=None))
+    xet_hub.faults.add(
+        Fault.http_error(403, path_prefix="/api/models/org/m/xet-read-token/", times=None)
+    )
     result = mdl("pull", "m")
     assert result.exit_code == 3, result.stderr
     assert not _installed(catalog).exists()
@@ -190,7 +220,8 @@ def _falls_back(hub: XetHubServer, catalog: Path, data: bytes, why: str) -> None
     result = mdl("pull", "m")
     assert result.exit_code == 0, result.stderr
     assert _installed(catalog).read_bytes() == data
-    waits = [float(s) for s in re.findall(r"; retry \d+ in ([\d.]+)s", _log(catalog))]  # as mdl announced them
+    # as mdl announced them
+    waits = [float(s) for s in re.findall(r"; retry \d+ in ([\d.]+)s", _log(catalog))]
     assert len(waits) <= 2 and sum(waits) < 5, waits  # no long backoff on a sick CAS
     assert _cdn_bytes(hub) >= len(data)  # over plain HTTP
     lines = [line for line in _log(catalog).splitlines() if "fetching it over plain HTTP" in line]
@@ -228,7 +259,9 @@ def test_no_v2_means_v1(xet_hub: XetHubServer, catalog: Path) -> None:
     assert xet_hub.cas.reconstruction_records(version=1) and _cdn_bytes(xet_hub) == 0
 
 
-def test_no_xet_takes_the_plain_path(xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_xet_takes_the_plain_path(
+    xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = make_data(1 << 20, seed=17)
     xet_hub.add_repo("org/m", {WEIGHTS: data})
     assert mdl("pull", "m", "--no-xet").exit_code == 0
@@ -237,7 +270,9 @@ def test_no_xet_takes_the_plain_path(xet_hub: XetHubServer, catalog: Path, monke
     assert not [r for r in xet_hub.log.records() if "/xet-read-token/" in r.url_path]
 
 
-def test_no_verify_still_holds_every_chunk_to_the_xet_hash(xet_hub: XetHubServer, catalog: Path) -> None:
+def test_no_verify_still_holds_every_chunk_to_the_xet_hash(
+    xet_hub: XetHubServer, catalog: Path
+) -> None:
     xet_hub.add_repo("org/m", {WEIGHTS: make_data(1 << 20, seed=18)}, scheme="none")
     xf = xet_hub.xet_file("org/m", WEIGHTS)
     xet_hub.cas.corrupt(xf.terms[0].xorb, 2)
@@ -250,11 +285,14 @@ def test_no_verify_still_holds_every_chunk_to_the_xet_hash(xet_hub: XetHubServer
 def test_presigned_urls_and_the_cas_token_never_show(xet_hub: XetHubServer, catalog: Path) -> None:
     data = make_data(2 << 20, seed=19)
     xet_hub.add_repo("org/m", {WEIGHTS: data})
-    xet_hub.cas.faults.add(Fault.expire_urls(path_prefix="/xorb/", times=1))  # a refused URL: said in the log
+    # a refused URL: said in the log
+    xet_hub.cas.faults.add(Fault.expire_urls(path_prefix="/xorb/", times=1))
     xet_hub.cas.stall_xorbs(after_bytes=1000, seconds=None, times=1)
     result = mdl("pull", "m", "--stall-timeout", "1", "--json")
     assert result.exit_code == 0, result.stderr
-    signatures = {r.path.split("X-Xet-Signature=")[1].split("&")[0] for r in xet_hub.cas.xorb_records()}
+    signatures = {
+        r.path.split("X-Xet-Signature=")[1].split("&")[0] for r in xet_hub.cas.xorb_records()
+    }
     tokens = set(xet_hub.cas.tokens)
     assert signatures and tokens
     state = catalog.parent / "models" / ".mdl"
@@ -277,7 +315,8 @@ def test_a_new_version_replaces_the_old_chunk_record(xet_hub: XetHubServer, cata
     assert kept == {second.hash} != {first.hash}
 
 
-# --- malformed replies and chunk headers: the right bytes, or exit 5/6 with nothing in place; never a traceback ---
+# --- malformed replies and chunk headers: the right bytes, or exit 5/6 with nothing in place; never
+# a traceback ---
 
 _MUTATIONS = st.sampled_from(
     [
@@ -320,7 +359,7 @@ def _mutate(reply: dict[str, object], how: str, pick: int) -> object:
     elif how == "garbage":
         return b"\x00{not json" + bytes([pick % 256])
     elif how == "no_fetch":
-        return {k: ({} if k in ("fetch_info", "xorbs") else v) for k, v in reply.items()}
+        return {k: {} if k in ("fetch_info", "xorbs") else v for k, v in reply.items()}
     elif how == "dup_term":
         terms.insert(pick % len(terms), term)
     elif how == "null":
@@ -328,7 +367,9 @@ def _mutate(reply: dict[str, object], how: str, pick: int) -> object:
     return {**reply, "terms": terms}
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(how=_MUTATIONS, pick=st.integers(0, 7), version=st.sampled_from([1, 2]))
 def test_a_malformed_reconstruction_never_writes_wrong_bytes(
     xet_hub: XetHubServer,
@@ -340,7 +381,9 @@ def test_a_malformed_reconstruction_never_writes_wrong_bytes(
 ) -> None:
     if "org/hyp" not in {r for _, r in xet_hub.repos}:
         parts = [make_data(256 << 10, seed=60 + i) for i in range(4)]
-        xet_hub.add_repo("org/hypparts", {f"p{i}.bin": p for i, p in enumerate(parts)}, scheme="mixed")
+        xet_hub.add_repo(
+            "org/hypparts", {f"p{i}.bin": p for i, p in enumerate(parts)}, scheme="mixed"
+        )
         xet_hub.add_repo("org/hyp", {WEIGHTS: b"".join(parts)}, scheme="mixed")
     data = xet_hub.store.reconstruct(xet_hub.xet_file("org/hyp", WEIGHTS))
     folder = tmp_path_factory.mktemp("hyp")
@@ -367,9 +410,12 @@ def test_limit_rate_caps_xorb_bytes_too(xet_hub: XetHubServer, catalog: Path) ->
     assert xet_hub.cas.xorb_bytes() > 0 and _cdn_bytes(xet_hub) == 0
 
 
-def test_a_big_term_is_fetched_as_pieces_on_parallel_streams(xet_hub: XetHubServer, catalog: Path) -> None:
-    """One 24 MiB xorb range would be one stream where the plain path opens eight: it is cut into pieces, each
-    from a reconstruction of its span; the chunk across each cut comes twice, nothing else does."""
+def test_a_big_term_is_fetched_as_pieces_on_parallel_streams(
+    xet_hub: XetHubServer, catalog: Path
+) -> None:
+    """One 24 MiB xorb range would be one stream where the plain path opens eight: it is cut into
+    pieces, each from a reconstruction of its span; the chunk across each cut comes twice, nothing
+    else does."""
     data = make_data(24 << 20, seed=22)
     xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="lz4")
     xf = xet_hub.xet_file("org/m", WEIGHTS)
@@ -379,7 +425,11 @@ def test_a_big_term_is_fetched_as_pieces_on_parallel_streams(xet_hub: XetHubServ
     assert _installed(catalog).read_bytes() == data
     xorbs = [r for r in xet_hub.cas.xorb_records() if r.status == 206]
     assert len(xorbs) == 3  # 24 MiB in pieces of at least 8 MiB
-    assert xet_hub.store.xorb_bytes(xf) < xet_hub.cas.xorb_bytes() <= xet_hub.store.xorb_bytes(xf) + 2 * (128 << 10)
+    assert (
+        xet_hub.store.xorb_bytes(xf)
+        < xet_hub.cas.xorb_bytes()
+        <= xet_hub.store.xorb_bytes(xf) + 2 * (128 << 10)
+    )
     ranged = [r for r in xet_hub.cas.reconstruction_records() if "range" in r.headers]
     assert len(ranged) == 3
     show = json.loads(mdl("show", "m", "--json").stdout)["models"][0]["files"][0]
@@ -396,7 +446,8 @@ def test_a_piece_reply_that_does_not_fit_its_term_fetches_the_file_unsplit(
         term = reply["terms"][0]
         if term["range"]["start"] == 0:  # the whole file's reply (and the first piece's) as it is
             return reply
-        return {**reply, "terms": [term, term]}  # a later piece's: parses, but is not the part of its term
+        # a later piece's: parses, but is not the part of its term
+        return {**reply, "terms": [term, term]}
 
     xet_hub.cas.rewrite = pieces_in_two_terms
     result = mdl("pull", "m")
@@ -409,7 +460,9 @@ def test_a_piece_reply_that_does_not_fit_its_term_fetches_the_file_unsplit(
 def test_pieces_finishing_out_of_order_still_hash_the_bytes_on_disk(
     xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The sha256 follows only bytes on disk from the file's start: a later piece done first is not a start done."""
+    """The sha256 follows only bytes on disk from the file's start: a later piece done first is
+    not a start done.
+    """
     from mdl.xet import fetch as xet_fetch
 
     data = make_data(24 << 20, seed=24)
@@ -428,7 +481,9 @@ def test_pieces_finishing_out_of_order_still_hash_the_bytes_on_disk(
 
 
 @given(sizes=st.lists(st.integers(1, 1 << 20), min_size=1, max_size=40), data=st.data())
-def test_runs_cut_terms_in_order_into_the_count_asked(sizes: list[int], data: st.DataObject) -> None:
+def test_runs_cut_terms_in_order_into_the_count_asked(
+    sizes: list[int], data: st.DataObject
+) -> None:
     from mdl.xet.fetch import _runs
 
     count = data.draw(st.integers(1, len(sizes)))
@@ -438,9 +493,12 @@ def test_runs_cut_terms_in_order_into_the_count_asked(sizes: list[int], data: st
     assert [item for run in runs for item in run] == items
 
 
-def test_a_new_revisions_new_chunks_come_on_several_streams(xet_hub: XetHubServer, catalog: Path) -> None:
-    """An upgrade's new chunks sit in one new xorb, one range for many terms: they come as runs of whole terms, each
-    from a reconstruction of its span, on parallel streams, and still no byte more than the new chunks."""
+def test_a_new_revisions_new_chunks_come_on_several_streams(
+    xet_hub: XetHubServer, catalog: Path
+) -> None:
+    """An upgrade's new chunks sit in one new xorb, one range for many terms: they come as runs of
+    whole terms, each from a reconstruction of its span, on parallel streams, and still no byte more
+    than the new chunks."""
     old = make_data(32 << 20, seed=25)
     new = _edited(old, every=96 << 10)  # most chunks change: well over 16 MiB of new chunks
     xet_hub.add_repo("org/m", {WEIGHTS: old}, scheme="none")

@@ -1,6 +1,7 @@
-"""Every reply the Xet path reads whole (the read token, reconstructions v1 and v2) has a deadline for the whole body
-and a size in proportion to what it describes: a CAS trickling a padded reply or sending a huge one is left for the
-plain path, naming why; a real loopback server for the bytes on the wire."""
+"""Every reply the Xet path reads whole (the read token, reconstructions v1 and v2) has a deadline
+for the whole body and a size in proportion to what it describes: a CAS trickling a padded reply or
+sending a huge one is left for the plain path, naming why; a real loopback server for the bytes on
+the wire."""
 
 from __future__ import annotations
 
@@ -30,11 +31,13 @@ _HASH = "ab" * 32
 
 
 class SlowCas:
-    """A Hub token endpoint and a CAS on 127.0.0.1 in one: ``slow`` ("token" or "reconstruction") answers its
-    headers at once, then a padded JSON body ``chunk`` bytes per ``interval`` (above any stall floor, never whole
-    in a few seconds); the other answers at once."""
+    """A Hub token endpoint and a CAS on 127.0.0.1 in one: ``slow`` ("token" or "reconstruction")
+    answers its headers at once, then a padded JSON body ``chunk`` bytes per ``interval`` (above any
+    stall floor, never whole in a few seconds); the other answers at once."""
 
-    def __init__(self, slow: str, *, interval: float = 0.05, chunk: int = 2048, length: int = 10_000_000) -> None:
+    def __init__(
+        self, slow: str, *, interval: float = 0.05, chunk: int = 2048, length: int = 10_000_000
+    ) -> None:
         self.slow, self.interval, self.chunk, self.length = slow, interval, chunk, length
         self.asked: list[str] = []
         self._stop = threading.Event()
@@ -76,9 +79,12 @@ class SlowCas:
                 if kind == self.slow:
                     body = b'{"pad": "' + b"x" * (self.length - 12) + b'"}'
                 else:
-                    body = json.dumps({"accessToken": "xet_t", "exp": 4_000_000_000, "casUrl": self.url}).encode()
+                    body = json.dumps(
+                        {"accessToken": "xet_t", "exp": 4_000_000_000, "casUrl": self.url}
+                    ).encode()
                 conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length:"
+                    b" %d\r\n\r\n" % len(body)
                 )
                 if kind != self.slow:
                     conn.sendall(body)
@@ -116,12 +122,18 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 @pytest.mark.realtime
 @pytest.mark.parametrize("slow", ["token", "reconstruction"])
 def test_a_trickling_reply_ends_at_the_whole_reply_deadline_and_falls_back(slow: str) -> None:
-    """40 KiB/s keeps every read alive (the stall floor is 1 KiB/s), but 10 MB of it would take minutes: the reply
-    must be whole within 3 read timeouts (4.5 s), as any Hub API reply, then the file goes to the plain path."""
-    with SlowCas(slow) as cas, make_client(pool_size=2, timeout=1.5) as client:  # no read waits 1.5 s, even loaded
+    """40 KiB/s keeps every read alive (the stall floor is 1 KiB/s), but 10 MB of it would take
+    minutes: the reply must be whole within 3 read timeouts (4.5 s), as any Hub API reply, then the
+    file goes to the plain path."""
+    # no read waits 1.5 s, even loaded
+    with SlowCas(slow) as cas, make_client(pool_size=2, timeout=1.5) as client:
         source = _source(client)
         with pytest.raises(XetFallback) as caught:
-            source.reconstruction(XetRef(_HASH, f"{cas.url}/api/models/org/m/xet-read-token/main"), "m/f", size=1 << 30)
+            source.reconstruction(
+                XetRef(_HASH, f"{cas.url}/api/models/org/m/xet-read-token/main"),
+                "m/f",
+                size=1 << 30,
+            )
     timeouts = [c for c in _causes(caught.value) if isinstance(c, httpx2.ReadTimeout)]
     assert timeouts, [repr(c) for c in _causes(caught.value)]
     assert "did not arrive in time" in str(timeouts[0])  # the deadline fired, not the stall pace
@@ -130,14 +142,18 @@ def test_a_trickling_reply_ends_at_the_whole_reply_deadline_and_falls_back(slow:
 
 
 def test_a_reply_bigger_than_its_file_needs_is_refused_naming_its_url() -> None:
-    """A token reply past its 256 KiB cap (64000-character fields) is refused before it is read on."""
+    """A token reply past its 256 KiB cap (64000-character fields) is refused before it is read
+    on.
+    """
     with (
         SlowCas("token", interval=0.0, chunk=1 << 20, length=1_000_000) as cas,
         make_client(pool_size=2, timeout=5) as client,
         pytest.raises(XetFallback) as caught,
     ):
         _source(client).token(f"{cas.url}/api/models/org/m/xet-read-token/main", "m/f")
-    assert f"the reply from {cas.url}/api/models/org/m/xet-read-token/main is longer than" in str(caught.value)
+    assert f"the reply from {cas.url}/api/models/org/m/xet-read-token/main is longer than" in str(
+        caught.value
+    )
 
 
 @pytest.fixture
@@ -151,8 +167,8 @@ def catalog(xet_hub: XetHubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_a_reconstruction_padded_past_its_file_s_share_falls_back_naming_its_url(
     xet_hub: XetHubServer, catalog: Path, v2: bool
 ) -> None:
-    """A 1 MiB file's reconstruction may be 64 KiB + 1 MiB / 8: a 300 kB one is refused (not read on), the plain
-    path fetches the file."""
+    """A 1 MiB file's reconstruction may be 64 KiB + 1 MiB / 8: a 300 kB one is refused (not read
+    on), the plain path fetches the file."""
     data = make_data(1 << 20, seed=401)
     xet_hub.add_repo("org/m", {WEIGHTS: data})
     xf = xet_hub.xet_file("org/m", WEIGHTS)
@@ -167,14 +183,25 @@ def test_a_reconstruction_padded_past_its_file_s_share_falls_back_naming_its_url
     assert (catalog.parent / "models" / "m" / WEIGHTS).read_bytes() == data
     version = 2 if v2 else 1
     log = (catalog.parent / "mdl.log").read_text()
-    assert f"the reply from {xet_hub.cas.url}/v{version}/reconstructions/{xf.hash} is longer than 196,608 bytes" in log
+    assert (
+        f"the reply from {xet_hub.cas.url}/v{version}/reconstructions/{xf.hash} is longer than"
+        " 196,608 bytes" in log
+    )
 
 
 def _dense_v2(n: int) -> bytes:
-    """A v2 reply of ``n`` one-chunk terms over ``n`` ranges of one URL: the most values per byte a real reply has."""
-    terms = [{"hash": _HASH, "range": {"start": i, "end": i + 1}, "unpacked_length": 65536} for i in range(n)]
+    """A v2 reply of ``n`` one-chunk terms over ``n`` ranges of one URL: the most values per byte
+    a real reply has.
+    """
+    terms = [
+        {"hash": _HASH, "range": {"start": i, "end": i + 1}, "unpacked_length": 65536}
+        for i in range(n)
+    ]
     ranges = [
-        {"chunks": {"start": i, "end": i + 1}, "bytes": {"start": 70_000 * i, "end": 70_000 * i + 69_999}}
+        {
+            "chunks": {"start": i, "end": i + 1},
+            "bytes": {"start": 70_000 * i, "end": 70_000 * i + 69_999},
+        }
         for i in range(n)
     ]
     reply = {

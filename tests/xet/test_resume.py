@@ -1,8 +1,9 @@
-"""An interrupted Xet pull resumes by chunk: SIGINT, SIGTERM or kill -9 while every term is in flight keeps the chunks
-that arrived (written, then recorded), and the rerun fetches only the chunks missing, each span from a reconstruction
-of its own bytes, a kept run inside a bigger xorb range never fetched again. The interrupt is driven from the server:
-every xorb body stops after a set share of its bytes, the test waits until the client's record claims them, then
-sends the signal (no timing is assumed; the waits are safety nets)."""
+"""An interrupted Xet pull resumes by chunk: SIGINT, SIGTERM or kill -9 while every term is in
+flight keeps the chunks that arrived (written, then recorded), and the rerun fetches only the chunks
+missing, each span from a reconstruction of its own bytes, a kept run inside a bigger xorb range
+never fetched again. The interrupt is driven from the server: every xorb body stops after a set
+share of its bytes, the test waits until the client's record claims them, then sends the signal (no
+timing is assumed; the waits are safety nets)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,9 @@ class Pull:
         }
 
     def interrupted(self, how: signal.Signals, *, claimed: int) -> int:
-        """Start a pull, wait until its record claims ``claimed`` bytes, send ``how``; the bytes claimed then."""
+        """Start a pull, wait until its record claims ``claimed`` bytes, send ``how``; the bytes
+        claimed then.
+        """
         child = subprocess.Popen(
             [sys.executable, "-m", "mdl", "pull", "m"],
             env=self.env,
@@ -64,7 +67,11 @@ class Pull:
             stderr=subprocess.PIPE,
         )
         try:
-            wait_for(lambda: _claimed(self.state) >= claimed, timeout=120, what=f"{claimed} bytes recorded")
+            wait_for(
+                lambda: _claimed(self.state) >= claimed,
+                timeout=120,
+                what=f"{claimed} bytes recorded",
+            )
         finally:
             child.send_signal(how)
             _, stderr = child.communicate(timeout=120)
@@ -98,7 +105,9 @@ def hub() -> Iterator[XetHubServer]:
 
 
 def _minted(hub: XetHubServer, parts: list[bytes]) -> tuple[bytes, XetFile]:
-    """A file whose terms point into one xorb per part (the parts are minted first, in another repo)."""
+    """A file whose terms point into one xorb per part (the parts are minted first, in another
+    repo).
+    """
     hub.add_repo("org/parts", {f"p{i}.safetensors": p for i, p in enumerate(parts)}, scheme="none")
     whole = b"".join(parts)
     hub.add_repo("org/m", {WEIGHTS: whole}, scheme="none")
@@ -106,23 +115,29 @@ def _minted(hub: XetHubServer, parts: list[bytes]) -> tuple[bytes, XetFile]:
 
 
 def _resumed(hub: XetHubServer, pull: Pull, whole: bytes, xf: XetFile) -> int:
-    """The rerun after the interrupt, without the pause: the right file, verified; the xorb bytes it fetched."""
+    """The rerun after the interrupt, without the pause: the right file, verified; the xorb bytes
+    it fetched.
+    """
     hub.cas.faults.clear()
     before = hub.cas.xorb_bytes()
     pull.rerun()
     assert pull.installed.read_bytes() == whole
-    assert "after reusing bytes on disk; fetching it again whole" not in pull.log()  # no Xet hash mismatch
+    # no Xet hash mismatch
+    assert "after reusing bytes on disk; fetching it again whole" not in pull.log()
     record = next((pull.root / "models" / ".mdl" / "xet").glob("*.json"))
-    assert json.loads(record.read_text())["xet"] == xf.hash  # recorded once the Xet file hash matched
+    # recorded once the Xet file hash matched
+    assert json.loads(record.read_text())["xet"] == xf.hash
     return hub.cas.xorb_bytes() - before
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda how: how.name)
+@pytest.mark.parametrize(
+    "how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda how: how.name
+)
 def test_an_interrupt_with_every_term_in_flight_keeps_what_arrived(
     hub: XetHubServer, tmp_path: Path, how: signal.Signals
 ) -> None:
-    """Finding E: 16 streams for a file of fewer terms, each paused at 3/4 of its range: no term is finished, yet
-    the rerun fetches well under half of the file."""
+    """Finding E: 16 streams for a file of fewer terms, each paused at 3/4 of its range: no term is
+    finished, yet the rerun fetches well under half of the file."""
     whole, xf = _minted(hub, [make_data(2 * MiB, seed=60 + i) for i in range(8)])
     assert 8 <= len(xf.terms) <= 16
     total = hub.store.xorb_bytes(xf)
@@ -131,7 +146,8 @@ def test_an_interrupt_with_every_term_in_flight_keeps_what_arrived(
     claimed = pull.interrupted(how, claimed=len(whole) // 2)
     assert claimed >= len(whole) // 2
     fetched = _resumed(hub, pull, whole, xf)
-    assert fetched <= total - claimed + len(xf.terms) * 2 * 128 * 1024  # at most a chunk or two more per term
+    # at most a chunk or two more per term
+    assert fetched <= total - claimed + len(xf.terms) * 2 * 128 * 1024
     assert fetched <= total // 2
 
 
@@ -139,9 +155,9 @@ def test_an_interrupt_with_every_term_in_flight_keeps_what_arrived(
 def test_two_big_chunk_ranges_cut_at_half_resume_from_half(
     hub: XetHubServer, tmp_path: Path, how: signal.Signals
 ) -> None:
-    """Finding G: two 18 MiB terms, each fetched as two pieces, every piece paused at ~56 %: the rerun fetches only
-    the spans after each piece's chunks on disk (kept chunks sit inside the xorb ranges of the first run: never
-    again)."""
+    """Finding G: two 18 MiB terms, each fetched as two pieces, every piece paused at ~56 %: the
+    rerun fetches only the spans after each piece's chunks on disk (kept chunks sit inside the xorb
+    ranges of the first run: never again)."""
     whole, xf = _minted(hub, [make_data(18 * MiB, seed=70), make_data(18 * MiB, seed=71)])
     assert len([t for t in xf.terms if t.length > 16 * MiB]) == 2
     total = hub.store.xorb_bytes(xf)
@@ -156,24 +172,28 @@ def test_two_big_chunk_ranges_cut_at_half_resume_from_half(
 
 
 def test_a_kept_chunk_changed_on_disk_is_fetched_again(hub: XetHubServer, tmp_path: Path) -> None:
-    """The record is only a claim: every kept chunk is hashed from disk before it counts, and the Xet file hash is
-    built from those hashes; a chunk changed since is fetched again, the file right."""
+    """The record is only a claim: every kept chunk is hashed from disk before it counts, and the
+    Xet file hash is built from those hashes; a chunk changed since is fetched again, the file
+    right."""
     whole, xf = _minted(hub, [make_data(2 * MiB, seed=80 + i) for i in range(4)])
     total = hub.store.xorb_bytes(xf)
     hub.cas.faults.add(Fault.stall(3 * MiB // 2, None, path_prefix="/xorb/", times=None))
     pull = Pull(hub, tmp_path, connections=16)
     claimed = pull.interrupted(signal.SIGINT, claimed=len(whole) // 2)
     (part,) = pull.state.glob("*.part")
-    with part.open("r+b") as handle:  # one byte of the first chunk on disk, as another tool might leave it
+    # one byte of the first chunk on disk, as another tool might leave it
+    with part.open("r+b") as handle:
         handle.seek(10)
         byte = handle.read(1)
         handle.seek(10)
         handle.write(bytes([byte[0] ^ 0xFF]))
     fetched = _resumed(hub, pull, whole, xf)
-    assert total - claimed < fetched <= total - claimed + 2 * MiB  # that chunk's run (cut at it) and no more
+    # that chunk's run (cut at it) and no more
+    assert total - claimed < fetched <= total - claimed + 2 * MiB
 
 
-# --- the record is only a claim: what is kept is what lies on disk as it says -----------------------------------------
+# --- the record is only a claim: what is kept is what lies on disk as it says
+# -----------------------------------------
 
 
 @settings(max_examples=400, deadline=None)
@@ -184,9 +204,10 @@ def test_a_kept_chunk_changed_on_disk_is_fetched_again(hub: XetHubServer, tmp_pa
 def test_a_resume_record_keeps_only_chunks_lying_on_disk_as_it_says(
     terms: list[list[int]], data: st.DataObject
 ) -> None:
-    """Any record (true runs, runs moved, cut, of other terms, with wrong hashes or lengths) over any partial: every
-    chunk kept hashes on disk as recorded, the kept runs lie in order inside their terms where their chunks can fit,
-    and a record of only true runs over written chunks is kept whole."""
+    """Any record (true runs, runs moved, cut, of other terms, with wrong hashes or lengths) over
+    any partial: every chunk kept hashes on disk as recorded, the kept runs lie in order inside
+    their terms where their chunks can fit, and a record of only true runs over written chunks is
+    kept whole."""
     from mdl.xet.fetch import _File
     from mdl.xet.hashing import chunk_hash
     from mdl.xet.protocol import Reconstruction, Term
@@ -198,7 +219,13 @@ def test_a_resume_record_keeps_only_chunks_lying_on_disk_as_it_says(
     at = 0
     for i, sizes in enumerate(terms):
         xorb, start = xorbs[i % 2], data.draw(st.integers(0, 3))
-        layout.append((Term(xorb, start, start + len(sizes), sum(sizes)), at, [rng.randbytes(n) for n in sizes]))
+        layout.append(
+            (
+                Term(xorb, start, start + len(sizes), sum(sizes)),
+                at,
+                [rng.randbytes(n) for n in sizes],
+            )
+        )
         at += sum(sizes)
     disk = bytearray(at)
     written: set[tuple[int, int]] = set()
@@ -207,7 +234,9 @@ def test_a_resume_record_keeps_only_chunks_lying_on_disk_as_it_says(
         for k, chunk in enumerate(chunks):
             state = data.draw(st.sampled_from(["written", "missing", "garbage"]))
             if state != "missing":
-                disk[pos : pos + len(chunk)] = chunk if state == "written" else bytes(b ^ 1 for b in chunk)
+                disk[pos : pos + len(chunk)] = (
+                    chunk if state == "written" else bytes(b ^ 1 for b in chunk)
+                )
             if state == "written":
                 written.add((i, k))
             pos += len(chunk)
@@ -216,7 +245,11 @@ def test_a_resume_record_keeps_only_chunks_lying_on_disk_as_it_says(
         term, offset, chunks = layout[i]
         at = offset + sum(len(c) for c in chunks[:k])
         return Written(
-            term.xorb, term.start + k, term.start + j, at, tuple((chunk_hash(c), len(c)) for c in chunks[k:j])
+            term.xorb,
+            term.start + k,
+            term.start + j,
+            at,
+            tuple((chunk_hash(c), len(c)) for c in chunks[k:j]),
         )
 
     honest = data.draw(st.booleans())
@@ -226,27 +259,54 @@ def test_a_resume_record_keeps_only_chunks_lying_on_disk_as_it_says(
         n = len(layout[i][2])
         k = data.draw(st.integers(0, n - 1))
         run = true_run(i, k, data.draw(st.integers(k + 1, n)))
-        lie = "none" if honest else data.draw(st.sampled_from(["none", "offset", "start", "hash", "size", "xorb"]))
+        lie = (
+            "none"
+            if honest
+            else data.draw(st.sampled_from(["none", "offset", "start", "hash", "size", "xorb"]))
+        )
         if lie == "offset":
-            run = Written(run.xorb, run.start, run.end, max(0, run.offset + data.draw(st.integers(-5, 5))), run.chunks)
+            run = Written(
+                run.xorb,
+                run.start,
+                run.end,
+                max(0, run.offset + data.draw(st.integers(-5, 5))),
+                run.chunks,
+            )
         elif lie == "start":
             shift = data.draw(st.integers(-2, 2))
-            run = Written(run.xorb, max(0, run.start + shift), max(1, run.end + shift), run.offset, run.chunks)
+            run = Written(
+                run.xorb, max(0, run.start + shift), max(1, run.end + shift), run.offset, run.chunks
+            )
             if run.end - run.start != len(run.chunks):
                 continue
         elif lie == "hash":
-            run = Written(run.xorb, run.start, run.end, run.offset, ((bytes(32), run.chunks[0][1]), *run.chunks[1:]))
+            run = Written(
+                run.xorb,
+                run.start,
+                run.end,
+                run.offset,
+                ((bytes(32), run.chunks[0][1]), *run.chunks[1:]),
+            )
         elif lie == "size":
-            run = Written(run.xorb, run.start, run.end, run.offset, ((run.chunks[0][0], run.chunks[0][1] + 1),))
+            run = Written(
+                run.xorb,
+                run.start,
+                run.end,
+                run.offset,
+                ((run.chunks[0][0], run.chunks[0][1] + 1),),
+            )
             if run.end - run.start != 1:
                 continue
         elif lie == "xorb":
-            run = Written(xorbs[xorbs.index(run.xorb) - 1], run.start, run.end, run.offset, run.chunks)
+            run = Written(
+                xorbs[xorbs.index(run.xorb) - 1], run.start, run.end, run.offset, run.chunks
+            )
         record.append(run)
     with tempfile.TemporaryFile() as handle:
         handle.write(disk)
         handle.flush()
-        file = _File.__new__(_File)  # only what ``_resume`` reads: the reconstruction and the partial on disk
+        # only what ``_resume`` reads: the reconstruction and the partial on disk
+        file = _File.__new__(_File)
         file.rec = Reconstruction(0, tuple(term for term, _, _ in layout), (), ())
         file.offsets = [offset for _, offset, _ in layout]
         file.fd, file.done, file.kept, file.resumed, file.frontier = handle.fileno(), {}, {}, 0, 0
@@ -271,12 +331,16 @@ def test_a_resume_record_keeps_only_chunks_lying_on_disk_as_it_says(
             (i, run.start - layout[i][0].start + k)
             for run in record
             for i in range(len(layout))
-            if layout[i][0].xorb == run.xorb and layout[i][1] <= run.offset < layout[i][1] + layout[i][0].length
+            if layout[i][0].xorb == run.xorb
+            and layout[i][1] <= run.offset < layout[i][1] + layout[i][0].length
             for k in range(len(run.chunks))
         }
         kept = sum(
             run.length
-            for runs in ([file.done[i]] if i in file.done else file.kept.get(i, []) for i in range(len(layout)))
+            for runs in (
+                [file.done[i]] if i in file.done else file.kept.get(i, [])
+                for i in range(len(layout))
+            )
             for run in runs
         )
         assert kept == sum(len(layout[i][2][k]) for i, k in claimed if (i, k) in written)

@@ -1,5 +1,6 @@
-"""The Xet stand-in (tests/xetserver.py) is trustworthy: its hashes are hf_xet's, hf_xet downloads from it
-byte-identically through the xorb route, and it really serves what mdl's tests need (corruption, dedup, faults)."""
+"""The Xet stand-in (tests/xetserver.py) is trustworthy: its hashes are hf_xet's, hf_xet downloads
+from it byte-identically through the xorb route, and it really serves what mdl's tests need
+(corruption, dedup, faults)."""
 
 from __future__ import annotations
 
@@ -88,14 +89,17 @@ def test_chunks_cover_the_data_within_the_size_limits() -> None:
     assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
     assert all(MIN_CHUNK <= e - s <= MAX_CHUNK for s, e in spans[:-1])
     in_zeros = [e - s for s, e in spans if s >= 2 * MIB]
-    assert in_zeros[:-1] == [MAX_CHUNK] * (len(in_zeros) - 1) and len(in_zeros) >= 2  # no boundary: forced cuts
+    # no boundary: forced cuts
+    assert in_zeros[:-1] == [MAX_CHUNK] * (len(in_zeros) - 1) and len(in_zeros) >= 2
     # Content-defined: a prefix changes nothing after the next boundaries.
     shifted = chunk(b"xyz" + data)
     assert {e + 3 for _, e in spans[3:]} <= {e for _, e in shifted}
 
 
 def spec_chunks(data: bytes) -> list[tuple[int, int]]:
-    """chunking.md's pseudocode, byte by byte (an empty input has no chunk, as xet-core and hf_xet say)."""
+    """chunking.md's pseudocode, byte by byte (an empty input has no chunk, as xet-core and
+    hf_xet say).
+    """
     if len(data) < MIN_CHUNK:
         return [(0, len(data))] if data else []
     spans, start, h = [], 0, 0
@@ -111,14 +115,18 @@ def spec_chunks(data: bytes) -> list[tuple[int, int]]:
 
 
 PIECES = st.lists(
-    st.tuples(st.sampled_from(["random", "zeros", "again"]), st.integers(1, 150_000), st.integers(0, 9)),
+    st.tuples(
+        st.sampled_from(["random", "zeros", "again"]), st.integers(1, 150_000), st.integers(0, 9)
+    ),
     max_size=5,
 )
 
 
 @settings(max_examples=20, deadline=None)
 @given(PIECES)
-@example([("random", 150_000, 1), ("zeros", 140_000, 0), ("again", 100_000, 0), ("random", 70_000, 2)])
+@example(
+    [("random", 150_000, 1), ("zeros", 140_000, 0), ("again", 100_000, 0), ("random", 70_000, 2)]
+)
 def test_chunk_is_the_spec_pseudocode(pieces: list[tuple[str, int, int]]) -> None:
     data = b""
     for kind, size, seed in pieces:
@@ -132,7 +140,10 @@ def test_chunk_is_the_spec_pseudocode(pieces: list[tuple[str, int, int]]) -> Non
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.binary(max_size=3000) | st.builds(bytes, st.integers(0, MAX_CHUNK)), st.sampled_from([0, 1, 2]))
+@given(
+    st.binary(max_size=3000) | st.builds(bytes, st.integers(0, MAX_CHUNK)),
+    st.sampled_from([0, 1, 2]),
+)
 def test_any_chunk_round_trips(data: bytes, scheme: int) -> None:
     blob = encode_chunk(data, scheme)
     assert decode_chunk(blob) == data and len(blob) == 8 + int.from_bytes(blob[1:4], "little")
@@ -149,7 +160,9 @@ def test_chunk_serialization_round_trips(scheme: int) -> None:
 
 
 def test_byte_grouping_is_the_spec_layout() -> None:
-    assert bg4_split(bytes([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])) == bytes([1, 5, 9, 2, 6, 10, 3, 7, 4, 8])
+    assert bg4_split(bytes([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])) == bytes(
+        [1, 5, 9, 2, 6, 10, 3, 7, 4, 8]
+    )
 
 
 def test_store_dedupes_a_new_revision_against_stored_xorbs() -> None:
@@ -186,7 +199,12 @@ def test_store_caps_xorbs_by_chunks_and_bytes() -> None:
 
 
 def test_merged_ranges_join_overlapping_and_adjacent_terms_only() -> None:
-    terms = [Term("x", 0, 3, 1, 0), Term("y", 0, 1, 1, 0), Term("x", 3, 5, 1, 0), Term("x", 7, 9, 1, 0)]
+    terms = [
+        Term("x", 0, 3, 1, 0),
+        Term("y", 0, 1, 1, 0),
+        Term("x", 3, 5, 1, 0),
+        Term("x", 7, 9, 1, 0),
+    ]
     terms.append(Term("x", 8, 10, 1, 0))
     assert _merged_ranges(terms) == {"x": [(0, 5), (7, 10)], "y": [(0, 1)]}
 
@@ -218,9 +236,14 @@ def test_listing_and_resolve_announce_xet_files(repo: XetHubServer) -> None:
     token_url = f"{repo.url}/api/models/org/m/xet-read-token/{sha}"
     assert head.headers["X-Xet-Refresh-Route"] == token_url == repo.token_url("org/m")
     assert head.links["xet-auth"]["url"] == token_url
-    assert head.links["xet-reconstruction-info"]["url"] == f"{repo.cas.url}/v1/reconstructions/{xf.hash}"
+    assert (
+        head.links["xet-reconstruction-info"]["url"]
+        == f"{repo.cas.url}/v1/reconstructions/{xf.hash}"
+    )
     assert plain.content == WEIGHTS  # the plain path still serves the bytes
-    meta = get_hf_file_metadata(repo.file_url("org/m", "model.safetensors"), token=TOKEN, endpoint=repo.url)
+    meta = get_hf_file_metadata(
+        repo.file_url("org/m", "model.safetensors"), token=TOKEN, endpoint=repo.url
+    )
     assert meta.xet_file_data is not None
     assert (meta.xet_file_data.file_hash, meta.xet_file_data.refresh_route) == (xf.hash, token_url)
 
@@ -274,9 +297,13 @@ def test_read_token_follows_gating(xet_hub: XetHubServer) -> None:
     xet_hub.valid_tokens.add("hf_other")
     xet_hub.add_repo("org/private", {"w.safetensors": WEIGHTS}, private=True)
     with client() as http:
-        gated = http.get(xet_hub.token_url("org/gated"), headers={"Authorization": f"Bearer {TOKEN}"})
+        gated = http.get(
+            xet_hub.token_url("org/gated"), headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         private = http.get(xet_hub.token_url("org/private"))
-        allowed = http.get(xet_hub.token_url("org/private"), headers={"Authorization": f"Bearer {TOKEN}"})
+        allowed = http.get(
+            xet_hub.token_url("org/private"), headers={"Authorization": f"Bearer {TOKEN}"}
+        )
     assert gated.status_code == 403 and gated.headers["X-Error-Code"] == "GatedRepo"
     assert private.status_code == 401
     assert allowed.status_code == 200
@@ -289,10 +316,16 @@ def test_read_token_follows_gating(xet_hub: XetHubServer) -> None:
 
 def token_for(hub: XetHubServer, repo_id: str = "org/m") -> str:
     with client() as http:
-        return str(http.get(hub.token_url(repo_id), headers={"Authorization": f"Bearer {TOKEN}"}).json()["accessToken"])
+        return str(
+            http.get(hub.token_url(repo_id), headers={"Authorization": f"Bearer {TOKEN}"}).json()[
+                "accessToken"
+            ]
+        )
 
 
-def test_reconstruction_needs_a_live_token_covering_the_file(repo: XetHubServer, cas: CasServer) -> None:
+def test_reconstruction_needs_a_live_token_covering_the_file(
+    repo: XetHubServer, cas: CasServer
+) -> None:
     xf = repo.xet_file("org/m", "model.safetensors")
     other = cas.store.add(make_data(20_000, seed=11))
     token = token_for(repo)
@@ -302,7 +335,9 @@ def test_reconstruction_needs_a_live_token_covering_the_file(repo: XetHubServer,
         assert http.get(url).status_code == 401
         assert http.get(url, headers={"Authorization": "Bearer xet_nope"}).status_code == 401
         assert http.get(url, headers=auth).status_code == 200
-        assert http.get(f"{cas.url}/v1/reconstructions/{other.hash}", headers=auth).status_code == 403
+        assert (
+            http.get(f"{cas.url}/v1/reconstructions/{other.hash}", headers=auth).status_code == 403
+        )
         assert http.get(f"{cas.url}/v1/reconstructions/{'0' * 64}", headers=auth).status_code == 404
         assert http.get(f"{cas.url}/v1/reconstructions/ABC", headers=auth).status_code == 400
         cas.expire_tokens()
@@ -315,7 +350,9 @@ def test_v1_and_v2_replies_name_exact_xorb_ranges(repo: XetHubServer, cas: CasSe
     repo.add_repo("org/up", {"w.bin": a})
     repo.replace_file("org/up", "w.bin", revise(a, 3))
     xf = repo.xet_file("org/up", "w.bin")
-    old = repo.xet_file("org/up", "w.bin", repo.repo("org/up").commits[next(iter(repo.repo("org/up").commits))].sha)
+    old = repo.xet_file(
+        "org/up", "w.bin", repo.repo("org/up").commits[next(iter(repo.repo("org/up").commits))].sha
+    )
     auth = {"Authorization": f"Bearer {token_for(repo, 'org/up')}"}
     with client() as http:
         v1 = http.get(f"{cas.url}/v1/reconstructions/{xf.hash}", headers=auth).json()
@@ -325,12 +362,16 @@ def test_v1_and_v2_replies_name_exact_xorb_ranges(repo: XetHubServer, cas: CasSe
         assert sum(t["unpacked_length"] for t in v1["terms"]) == xf.size
         assert len(v1["terms"]) == len(xf.terms) >= 5  # old, new, old, new, ... old
         [old_xorb] = old.xorbs
-        assert len(v1["fetch_info"][old_xorb]) == 4  # the unchanged runs of the old xorb: not adjacent
+        # the unchanged runs of the old xorb: not adjacent
+        assert len(v1["fetch_info"][old_xorb]) == 4
         rebuilt = b""
         for term in v2["terms"]:
             entry = covering(v2["xorbs"][term["hash"]], term)
             [rng] = entry["ranges"]
-            got = http.get(entry["url"], headers={"Range": f"bytes={rng['bytes']['start']}-{rng['bytes']['end']}"})
+            got = http.get(
+                entry["url"],
+                headers={"Range": f"bytes={rng['bytes']['start']}-{rng['bytes']['end']}"},
+            )
             assert got.status_code == 206
             x = cas.store.xorbs[term["hash"]]
             assert got.content == x.chunk_bytes(rng["chunks"]["start"], rng["chunks"]["end"])
@@ -358,8 +399,14 @@ def test_reconstruction_of_a_byte_range(repo: XetHubServer, cas: CasServer) -> N
     auth = {"Authorization": f"Bearer {token_for(repo)}"}
     first, last = 200_000, 300_000
     with client() as http:
-        body = http.get(f"{cas.url}/v2/reconstructions/{xf.hash}", headers={**auth, "Range": f"bytes={first}-{last}"})
-        beyond = http.get(f"{cas.url}/v1/reconstructions/{xf.hash}", headers={**auth, "Range": f"bytes={xf.size}-"})
+        body = http.get(
+            f"{cas.url}/v2/reconstructions/{xf.hash}",
+            headers={**auth, "Range": f"bytes={first}-{last}"},
+        )
+        beyond = http.get(
+            f"{cas.url}/v1/reconstructions/{xf.hash}",
+            headers={**auth, "Range": f"bytes={xf.size}-"},
+        )
     reply = body.json()
     start = sum(n for _, _, n in xf.chunks[: reply["terms"][0]["range"]["start"]])
     assert start + reply["offset_into_first_range"] == first
@@ -372,7 +419,9 @@ def xorb_fetch(repo: XetHubServer, cas: CasServer) -> tuple[str, str]:
     xf = repo.xet_file("org/m", "model.safetensors")
     auth = {"Authorization": f"Bearer {token_for(repo)}"}
     with client() as http:
-        info = http.get(f"{cas.url}/v1/reconstructions/{xf.hash}", headers=auth).json()["fetch_info"]
+        info = http.get(f"{cas.url}/v1/reconstructions/{xf.hash}", headers=auth).json()[
+            "fetch_info"
+        ]
     [entry] = info[xf.terms[0].xorb]
     return entry["url"], f"bytes={entry['url_range']['start']}-{entry['url_range']['end']}"
 
@@ -381,12 +430,27 @@ def test_xorb_urls_grant_exactly_their_ranges(repo: XetHubServer, cas: CasServer
     url, rng = xorb_fetch(repo, cas)
     with client() as http:
         ok = http.get(url, headers={"Range": rng})
-        assert ok.status_code == 206 and ok.headers["Content-Range"].startswith(rng.replace("=", " ") + "/")
+        assert ok.status_code == 206 and ok.headers["Content-Range"].startswith(
+            rng.replace("=", " ") + "/"
+        )
         assert http.get(url).status_code == 403  # no Range
         assert http.get(url, headers={"Range": "bytes=0-99"}).status_code == 403
-        assert http.get(url.replace("X-Xet-Signature=", "X-Xet-Signature=0"), headers={"Range": rng}).status_code == 403
-        assert http.get(url.replace("X-Xet-Ranges=", "X-Xet-Ranges=0-9%2C"), headers={"Range": rng}).status_code == 403
-        assert http.get(url, headers={"Range": rng, "Authorization": "Bearer xet_x"}).status_code == 400
+        assert (
+            http.get(
+                url.replace("X-Xet-Signature=", "X-Xet-Signature=0"), headers={"Range": rng}
+            ).status_code
+            == 403
+        )
+        assert (
+            http.get(
+                url.replace("X-Xet-Ranges=", "X-Xet-Ranges=0-9%2C"), headers={"Range": rng}
+            ).status_code
+            == 403
+        )
+        assert (
+            http.get(url, headers={"Range": rng, "Authorization": "Bearer xet_x"}).status_code
+            == 400
+        )
         cas.expire_urls()
         assert http.get(url, headers={"Range": rng}).status_code == 403
     assert [bearer(r) for r in cas.xorb_records()] == [None] * 5 + ["xet_x", None]
@@ -396,7 +460,11 @@ def test_a_fault_expires_the_urls_after_some_fetches(repo: XetHubServer, cas: Ca
     url, rng = xorb_fetch(repo, cas)
     cas.faults.add(Fault.expire_urls(path_prefix="/xorb/", skip=1))
     with client() as http:
-        assert [http.get(url, headers={"Range": rng}).status_code for _ in range(3)] == [206, 403, 403]
+        assert [http.get(url, headers={"Range": rng}).status_code for _ in range(3)] == [
+            206,
+            403,
+            403,
+        ]
         url, rng = xorb_fetch(repo, cas)  # a new reconstruction signs new URLs
         assert http.get(url, headers={"Range": rng}).status_code == 206
 
@@ -418,9 +486,15 @@ def test_v2_can_be_absent_and_reconstructions_can_fail(repo: XetHubServer, cas: 
     with client() as http:
         for status in (404, 501):
             cas.v2_status = status
-            assert http.get(f"{cas.url}/v2/reconstructions/{xf.hash}", headers=auth).status_code == status
+            assert (
+                http.get(f"{cas.url}/v2/reconstructions/{xf.hash}", headers=auth).status_code
+                == status
+            )
         cas.fail_reconstructions(500, times=2, version=1)
-        codes = [http.get(f"{cas.url}/v1/reconstructions/{xf.hash}", headers=auth).status_code for _ in range(3)]
+        codes = [
+            http.get(f"{cas.url}/v1/reconstructions/{xf.hash}", headers=auth).status_code
+            for _ in range(3)
+        ]
         assert codes == [500, 500, 200]
         cas.down = "503"
         assert http.get(f"{cas.url}/v1/reconstructions/{xf.hash}", headers=auth).status_code == 503
@@ -438,7 +512,10 @@ def test_v2_can_be_absent_and_reconstructions_can_fail(repo: XetHubServer, cas: 
 def test_xorb_bodies_can_stall(repo: XetHubServer, cas: CasServer) -> None:
     url, rng = xorb_fetch(repo, cas)
     cas.stall_xorbs(after_bytes=1000)
-    with httpx2.Client(timeout=httpx2.Timeout(5, read=0.3)) as http, pytest.raises(httpx2.ReadTimeout):
+    with (
+        httpx2.Client(timeout=httpx2.Timeout(5, read=0.3)) as http,
+        pytest.raises(httpx2.ReadTimeout),
+    ):
         http.get(url, headers={"Range": rng})
     [record] = cas.xorb_records()
     assert record.bytes_sent == 1000 and record.fault == "stall"
@@ -461,7 +538,9 @@ def test_corrupt_flips_one_served_byte_of_a_chunk(xet_hub: XetHubServer, cas: Ca
         assert decode_chunk(blob) != decode_chunk(x.data[x.offsets[index] : x.offsets[index + 1]])
 
 
-def test_patch_rewrites_served_headers_and_rewrite_changes_replies(repo: XetHubServer, cas: CasServer) -> None:
+def test_patch_rewrites_served_headers_and_rewrite_changes_replies(
+    repo: XetHubServer, cas: CasServer
+) -> None:
     xf = repo.xet_file("org/m", "model.safetensors")
     x = cas.store.xorbs[xf.terms[0].xorb]
     cas.patch(x.hash, x.offsets[1], b"\x01")  # chunk 1 claims header version 1
@@ -490,7 +569,14 @@ def test_served_from_another_process(tmp_path: Path) -> None:
     (tmp_path / "b.bin").write_bytes(revise(a, 1))
     script = Path(__file__).parents[1] / "xetserver.py"
     child = subprocess.Popen(
-        [sys.executable, str(script), "--scheme", "bg4", str(tmp_path / "a.bin"), str(tmp_path / "b.bin")],
+        [
+            sys.executable,
+            str(script),
+            "--scheme",
+            "bg4",
+            str(tmp_path / "a.bin"),
+            str(tmp_path / "b.bin"),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         cwd=script.parent,
@@ -499,12 +585,19 @@ def test_served_from_another_process(tmp_path: Path) -> None:
         assert child.stdout is not None
         info = json.loads(child.stdout.readline())
         with client() as http:
-            token = http.get(f"{info['hub']}/api/models/org/bench/xet-read-token/{info['revisions'][1]}").json()
+            token = http.get(
+                f"{info['hub']}/api/models/org/bench/xet-read-token/{info['revisions'][1]}"
+            ).json()
             auth = {"Authorization": f"Bearer {token['accessToken']}"}
-            reply = http.get(f"{info['cas']}/v1/reconstructions/{info['files'][1]['hash']}", headers=auth).json()
+            reply = http.get(
+                f"{info['cas']}/v1/reconstructions/{info['files'][1]['hash']}", headers=auth
+            ).json()
             fetch = reply["fetch_info"][reply["terms"][1]["hash"]][0]
             first, last = fetch["url_range"]["start"], fetch["url_range"]["end"]
-            assert http.get(fetch["url"], headers={"Range": f"bytes={first}-{last}"}).status_code == 206
+            assert (
+                http.get(fetch["url"], headers={"Range": f"bytes={first}-{last}"}).status_code
+                == 206
+            )
             stats = http.get(f"{info['cas']}/_stats", params={"clear": "1"}).json()
             after = http.get(f"{info['cas']}/_stats").json()
     finally:
@@ -523,11 +616,18 @@ def test_served_from_another_process(tmp_path: Path) -> None:
 SCHEMES = ("none", "lz4", "bg4", "mixed")
 
 
-def test_hf_xet_downloads_every_scheme_through_the_xorb_route(xet_hub: XetHubServer, tmp_path: Path) -> None:
-    files = {f"{s}.safetensors": make_data(MIB + 1000 * i, seed=20 + i) for i, s in enumerate(SCHEMES)}
-    files["zeros.bin"] = bytes(5 * MAX_CHUNK + 77)  # chunk 0 five times (the last term also takes chunk 1)
+def test_hf_xet_downloads_every_scheme_through_the_xorb_route(
+    xet_hub: XetHubServer, tmp_path: Path
+) -> None:
+    files = {
+        f"{s}.safetensors": make_data(MIB + 1000 * i, seed=20 + i) for i, s in enumerate(SCHEMES)
+    }
+    # chunk 0 five times (the last term also takes chunk 1)
+    files["zeros.bin"] = bytes(5 * MAX_CHUNK + 77)
     files["tiny.bin"] = b"tiny"  # a single short chunk
-    xet_hub.add_repo("org/schemes", files, scheme={f"{s}.safetensors": s for s in SCHEMES} | {"zeros.bin": "lz4"})
+    xet_hub.add_repo(
+        "org/schemes", files, scheme={f"{s}.safetensors": s for s in SCHEMES} | {"zeros.bin": "lz4"}
+    )
     assert len(xet_hub.xet_file("org/schemes", "zeros.bin").terms) == 5
     paths = hf_download(xet_hub, "org/schemes", list(files), tmp_path / "hf")
     for name, path in zip(files, paths, strict=True):
@@ -537,7 +637,8 @@ def test_hf_xet_downloads_every_scheme_through_the_xorb_route(xet_hub: XetHubSer
     assert {s for xf in minted for x in xf.xorbs for s in cas.store.xorbs[x].schemes} == {0, 1, 2}
     assert cas.xorb_bytes() == sum(cas.store.xorb_bytes(xf) for xf in minted)
     assert xet_hub.cdn.log.body_bytes(path_prefix="/blobs/") == 0  # not the plain path
-    # Token scope: the Hub token only went to the Hub, the CAS token only to reconstructions, none to xorb URLs.
+    # Token scope: the Hub token only went to the Hub, the CAS token only to reconstructions, none
+    # to xorb URLs.
     hub_tokens = {bearer(r) for r in xet_hub.log}
     cas_tokens = {bearer(r) for r in cas.reconstruction_records()}
     assert hub_tokens == {TOKEN}
@@ -554,20 +655,25 @@ def test_hf_xet_uses_v1_when_v2_is_absent(status: int, repo: XetHubServer, tmp_p
     assert repo.cas.reconstruction_records(1) and repo.cas.xorb_bytes() > 0
 
 
-def test_hf_xet_writes_a_corrupted_chunk_without_noticing(xet_hub: XetHubServer, tmp_path: Path) -> None:
+def test_hf_xet_writes_a_corrupted_chunk_without_noticing(
+    xet_hub: XetHubServer, tmp_path: Path
+) -> None:
     data = make_data(2 * MIB, seed=30)
     xet_hub.add_repo("org/bad", {"model.safetensors": data})
     xf = xet_hub.xet_file("org/bad", "model.safetensors")
     [xorb] = xf.xorbs
     x = xet_hub.store.xorbs[xorb]
     index = 5
-    pos = xet_hub.cas.corrupt(xorb, index)  # a stored chunk: the flipped byte lands in the file as is
+    # a stored chunk: the flipped byte lands in the file as is
+    pos = xet_hub.cas.corrupt(xorb, index)
     [path] = hf_download(xet_hub, "org/bad", ["model.safetensors"], tmp_path / "hf")
     got = path.read_bytes()
     assert len(got) == len(data)
     assert hashlib.sha256(got).hexdigest() != xf.sha256
     in_file = sum(x.sizes[:index]) + pos - x.offsets[index] - 8
-    assert [i for i in range(0, len(data), 4096) if got[i : i + 4096] != data[i : i + 4096]] == [in_file // 4096 * 4096]
+    assert [i for i in range(0, len(data), 4096) if got[i : i + 4096] != data[i : i + 4096]] == [
+        in_file // 4096 * 4096
+    ]
     assert got[in_file] == data[in_file] ^ 0xFF
 
 
@@ -589,5 +695,6 @@ def test_hf_xet_refetches_an_upgrade_whole(xet_hub: XetHubServer, tmp_path: Path
     [pb] = hf_download(xet_hub, "org/up", ["model.safetensors"], home)
     assert pb.read_bytes() == b
     fetched = cas.xorb_bytes()
-    assert fetched >= 0.9 * store.xorb_bytes(fb) > 3 * new  # about everything, not just what changed
+    # about everything, not just what changed
+    assert fetched >= 0.9 * store.xorb_bytes(fb) > 3 * new
     print(json.dumps({"new_xorb_bytes": new, "hf_xet_fetched": fetched, "file": fb.size}))

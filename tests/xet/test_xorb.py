@@ -1,5 +1,5 @@
-"""Xorb chunk decoding (xorb.md): every scheme round-trips, every header field and every length is checked, and a
-decompression bomb stops at one chunk's size."""
+"""Xorb chunk decoding (xorb.md): every scheme round-trips, every header field and every length is
+checked, and a decompression bomb stops at one chunk's size."""
 
 from __future__ import annotations
 
@@ -87,8 +87,12 @@ def test_an_uncompressed_length_above_a_chunk_is_refused(scheme: int) -> None:
 
 
 @pytest.mark.parametrize("scheme", [1, 2])
-@pytest.mark.parametrize(("claimed", "message"), [(999, "more than the 999 bytes"), (1001, "decodes to 1000 bytes")])
-def test_a_decoded_length_other_than_the_header_says_is_refused(scheme: int, claimed: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("claimed", "message"), [(999, "more than the 999 bytes"), (1001, "decodes to 1000 bytes")]
+)
+def test_a_decoded_length_other_than_the_header_says_is_refused(
+    scheme: int, claimed: int, message: str
+) -> None:
     body = encode(sample(1000), scheme)[8:]
     with pytest.raises(XorbError, match=f"chunk 0: .*{message}"):
         decode_chunks(header(len(body), claimed, scheme=scheme) + body, 1)
@@ -153,10 +157,13 @@ def test_a_decompression_bomb_stops_at_one_chunk(scheme: int) -> None:
     assert peak < 8 * 1024 * 1024
 
 
-# -- properties: whatever the bytes, a XorbError or the right chunks, never another exception -------------------
+# -- properties: whatever the bytes, a XorbError or the right chunks, never another exception
+# -------------------
 
 SCHEMES = st.sampled_from([0, 1, 2])
-CHUNK = st.binary(max_size=3000) | st.builds(lambda n, b: bytes([b]) * n, st.integers(0, MAX_CHUNK), st.integers(0, 3))
+CHUNK = st.binary(max_size=3000) | st.builds(
+    lambda n, b: bytes([b]) * n, st.integers(0, MAX_CHUNK), st.integers(0, 3)
+)
 
 
 @given(st.binary(max_size=200), st.integers(0, 4))
@@ -193,7 +200,12 @@ def test_any_header_gives_the_right_chunk_or_a_xorb_error(
     fields = {"version": 0, "packed": len(body), "scheme": original, "length": len(data)}
     drawn = {"version": version, "packed": packed, "scheme": scheme, "length": length}
     fields.update({key: drawn[key] for key in changed})
-    wire = header(fields["packed"], fields["length"], scheme=fields["scheme"], version=fields["version"]) + body
+    wire = (
+        header(
+            fields["packed"], fields["length"], scheme=fields["scheme"], version=fields["version"]
+        )
+        + body
+    )
     try:
         decoded = decode_chunks(wire, 1)
     except UnknownFormat:
@@ -207,7 +219,9 @@ def test_any_header_gives_the_right_chunk_or_a_xorb_error(
 
 @given(st.lists(st.tuples(CHUNK, SCHEMES), min_size=1, max_size=3), st.data())
 @settings(max_examples=60)
-def test_cut_or_padded_ranges_are_xorb_errors(chunks: list[tuple[bytes, int]], data: st.DataObject) -> None:
+def test_cut_or_padded_ranges_are_xorb_errors(
+    chunks: list[tuple[bytes, int]], data: st.DataObject
+) -> None:
     wire = b"".join(encode(chunk, scheme) for chunk, scheme in chunks)
     cut = data.draw(st.integers(0, len(wire) - 1))
     with pytest.raises(XorbError):

@@ -1,1 +1,3 @@
-"""What people and programs see: progress displays, stderr messages, tables, JSON, the log (rich only here)."""
+"""What people and programs see: progress displays, stderr messages, tables, JSON, the log (rich
+only here).
+"""

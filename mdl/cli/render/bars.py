@@ -1,4 +1,6 @@
-"""Live bars on a terminal (rich): a row per file in flight and the total, laid out for the terminal's width."""
+"""Live bars on a terminal (rich): a row per file in flight and the total, laid out for the
+terminal's width.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ PERCENT_WIDTH = 4  # "100%"
 MOVED_WIDTH = 8  # "1023 MiB": what the percentage column shows for a file of unknown size
 BAR_MIN, BAR_MAX = 10, 40
 LABEL_MIN = 16
-# As the terminal narrows: the bar goes first, then the rate, then the size (a percentage stands in for it
-# while it fits); the time left stays.
+# As the terminal narrows: the bar goes first, then the rate, then the size (a percentage stands in
+# for it while it fits); the time left stays.
 LAYOUTS: tuple[tuple[str, ...], ...] = (
     ("bar", "size", "rate", "eta"),
     ("size", "rate", "eta"),
@@ -38,21 +40,32 @@ _SEPARATORS = "/-_."
 
 
 class RichReporter(Reporter):
-    """Rows for the items in flight and the batch's total, redrawn by rich's Live from a snapshot of the counts."""
+    """Rows for the items in flight and the batch's total, redrawn by rich's Live from a snapshot
+    of the counts.
+    """
 
-    def __init__(self, *, stream: TextIO, no_color: bool, console: RichConsole | None = None, **common: Any) -> None:
+    def __init__(
+        self, *, stream: TextIO, no_color: bool, console: RichConsole | None = None, **common: Any
+    ) -> None:
         super().__init__(**common)
         # Imported here: rich costs tens of ms, which `mdl --help` should not pay.
         from rich.console import Console as RichConsole
         from rich.live import Live
 
-        # The caller chose rich because stderr is a terminal; forcing it keeps that decision in one place.
-        self.console = console or RichConsole(file=stream, force_terminal=True, no_color=no_color, highlight=False)
+        # The caller chose rich because stderr is a terminal; forcing it keeps that decision in one
+        # place.
+        self.console = console or RichConsole(
+            file=stream, force_terminal=True, no_color=no_color, highlight=False
+        )
         self.color, self._closed = not no_color, False
         self._rows: list[Row] = []
         # Never redirect: rich would route the command's stdout (data, JSON) to the stderr console.
         self._live = Live(
-            self, console=self.console, refresh_per_second=10, redirect_stdout=False, redirect_stderr=False
+            self,
+            console=self.console,
+            refresh_per_second=10,
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
 
     def show(self, event: Event, item: Item | None, now: float) -> None:
@@ -60,17 +73,27 @@ class RichReporter(Reporter):
             self._print(event.message)
         elif event.kind == "start" and event.completed:
             self._print(resuming(event))
-        # On the first row: a run with nothing to show (an empty batch) draws nothing. A failure prints nothing
-        # either: the final report names each failed file once.
-        if (self._tally.files or self._tally.items) and not self._live.is_started and not self._closed:
+        # On the first row: a run with nothing to show (an empty batch) draws nothing. A failure
+        # prints nothing either: the final report names each failed file once.
+        if (
+            (self._tally.files or self._tally.items)
+            and not self._live.is_started
+            and not self._closed
+        ):
             self._live.start()
 
     def _print(self, text: str) -> None:
-        """A redacted, control-free line above the live display (markup off: file names may hold "[")."""
-        self.console.print(safe_text(text, multiline=True, secrets=self._secrets), markup=False, highlight=False)
+        """A redacted, control-free line above the live display (markup off: file names may hold
+        "[").
+        """
+        self.console.print(
+            safe_text(text, multiline=True, secrets=self._secrets), markup=False, highlight=False
+        )
 
     def __rich_console__(self, console: RichConsole, options: ConsoleOptions) -> RenderResult:
-        """The rows in the width of each redraw; the last snapshot while a worker holds the lock (never waited on)."""
+        """The rows in the width of each redraw; the last snapshot while a worker holds the lock
+        (never waited on).
+        """
         from rich.text import Text
 
         if self._lock.acquire(blocking=False):
@@ -80,9 +103,10 @@ class RichReporter(Reporter):
                 self._lock.release()
         yield from render_rows(self._rows, options.max_width, color=self.color)
         if not self._closed:
-            # The cursor waits on a blank line below the rows, not after the last one: a rows' line may fill the width,
-            # and the terminal's echo of a Ctrl-C (``^C``) there wraps onto a new line, shifting where rich's next
-            # redraw begins: the final frame would leave the first row (the total) twice on screen.
+            # The cursor waits on a blank line below the rows, not after the last one: a rows' line
+            # may fill the width, and the terminal's echo of a Ctrl-C (``^C``) there wraps onto a
+            # new line, shifting where rich's next redraw begins: the final frame would leave the
+            # first row (the total) twice on screen.
             yield Text("")
 
     def _snapshot(self, now: float) -> list[Row]:
@@ -90,17 +114,32 @@ class RichReporter(Reporter):
         tally, rows = self._tally, []
         if tally.files:
             label = f"total {tally.done}/{plural(tally.files, 'file')}"  # never cut on screen
-            rows.append(Row(label, tally.moved, tally.total, tally.rate(now), tally.seconds_left(now), whole=True))
+            rows.append(
+                Row(
+                    label,
+                    tally.moved,
+                    tally.total,
+                    tally.rate(now),
+                    tally.seconds_left(now),
+                    whole=True,
+                )
+            )
         for item in tally.items.values():
             waiting = None
             if item.waiting is not None:
-                waiting = f"waiting ({human_clock(now - item.waiting_since)}): {self._safe(item.waiting)}"
+                waiting = (
+                    f"waiting ({human_clock(now - item.waiting_since)}): {self._safe(item.waiting)}"
+                )
             rate, left = item.meter.rate(now), item.seconds_left(now)
-            rows.append(Row(self._safe(item.label), item.completed, item.total, rate, left, waiting))
+            rows.append(
+                Row(self._safe(item.label), item.completed, item.total, rate, left, waiting)
+            )
         return rows
 
     def close(self) -> None:
-        """Stop the live display, leaving its last frame on screen (without the blank line below it)."""
+        """Stop the live display, leaving its last frame on screen (without the blank line below
+        it).
+        """
         with self._lock:
             self._closed = True
             self._live.stop()  # (a display never started stays undrawn)
@@ -129,7 +168,8 @@ class Layout(NamedTuple):
 def choose_layout(rows: Sequence[Row], width: int) -> Layout:
     """The richest column set that leaves the label its minimum (the total's label whole)."""
     need = max((display_width(r.label) for r in rows), default=LABEL_MIN)
-    minimum = min(need, max([LABEL_MIN, *(display_width(r.label) for r in rows if r.whole)]))  # the total's whole
+    # the total's whole
+    minimum = min(need, max([LABEL_MIN, *(display_width(r.label) for r in rows if r.whole)]))
     need = min(need, max(minimum, width * 3 // 5))  # a narrow terminal keeps room for the numbers
     widths = {**_WIDTHS, "percent": _percent_width(rows)}
     for columns in LAYOUTS:
@@ -143,8 +183,14 @@ def choose_layout(rows: Sequence[Row], width: int) -> Layout:
 
 
 def _percent_width(rows: Sequence[Row]) -> int:
-    """The share done ("42%"), or the bytes so far where no size is known (a server that never says it)."""
-    return MOVED_WIDTH if any(row.total is None and row.waiting is None for row in rows) else PERCENT_WIDTH
+    """The share done ("42%"), or the bytes so far where no size is known (a server that never
+    says it).
+    """
+    return (
+        MOVED_WIDTH
+        if any(row.total is None and row.waiting is None for row in rows)
+        else PERCENT_WIDTH
+    )
 
 
 def render_rows(rows: Sequence[Row], width: int, *, color: bool) -> list[Text]:
@@ -168,10 +214,18 @@ def render_rows(rows: Sequence[Row], width: int, *, color: bool) -> list[Text]:
             if column == "bar":
                 line.append_text(_bar(row, layout.bar, color=color))
             elif column == "size":
-                line.append(f"{human_size(row.completed)}/{human_size(row.total)}".rjust(SIZE_WIDTH), "green")
+                line.append(
+                    f"{human_size(row.completed)}/{human_size(row.total)}".rjust(SIZE_WIDTH),
+                    "green",
+                )
             elif column == "percent":  # no share without a size: the bytes show it moves
                 share = f"{min(100 * row.completed // row.total, 100)}%" if row.total else "100%"
-                line.append((human_size(row.completed) if row.total is None else share).rjust(percent_width), "green")
+                line.append(
+                    (human_size(row.completed) if row.total is None else share).rjust(
+                        percent_width
+                    ),
+                    "green",
+                )
             elif column == "rate":
                 line.append(human_rate(row.rate).rjust(RATE_WIDTH), "red")
             else:
@@ -197,8 +251,9 @@ def _tail(text: str, width: int) -> str:
 
 
 def shorten(text: str, width: int, *, keep: int | None = None) -> str:
-    """``text`` in at most ``width`` columns, cut in the middle (``big/model-0…02.safetensors``); the character at
-    ``keep`` (where it differs from another label) stays seen: the tail starts at its word, or the head reaches it."""
+    """``text`` in at most ``width`` columns, cut in the middle (``big/model-0…02.safetensors``);
+    the character at ``keep`` (where it differs from another label) stays seen: the tail starts at
+    its word, or the head reaches it."""
     if display_width(text) <= width:
         return text
     if width <= 1:
@@ -224,20 +279,28 @@ def shorten(text: str, width: int, *, keep: int | None = None) -> str:
 
 
 def _first_difference(text: str, other: str) -> int:
-    """The first index where ``text`` and ``other`` differ (the last character if one starts the other)."""
+    """The first index where ``text`` and ``other`` differ (the last character if one starts the
+    other).
+    """
     common = len(os.path.commonprefix([text, other]))  # noqa: RUF071 - characters, not path parts, are meant
     return common if common < len(text) else len(text) - 1
 
 
 def fit_labels(labels: Sequence[str], width: int) -> list[str]:
-    """Each label in ``width`` columns, cut so that distinct labels stay distinct on screen where possible."""
+    """Each label in ``width`` columns, cut so that distinct labels stay distinct on screen where
+    possible.
+    """
     shown: list[str] = []
     for i, text in enumerate(labels):
-        keep = max((_first_difference(text, o) for j, o in enumerate(labels) if j != i and o != text), default=None)
+        keep = max(
+            (_first_difference(text, o) for j, o in enumerate(labels) if j != i and o != text),
+            default=None,
+        )
         shown.append(shorten(text, width, keep=keep))
     seen: dict[str, int] = {}
     for i, text in enumerate(shown):
         if text in seen and labels[seen[text]] != labels[i]:
-            shown[i] = ELLIPSIS + _tail(labels[i], width - 1)  # still alike: the plain tail, where shards differ
+            # still alike: the plain tail, where shards differ
+            shown[i] = ELLIPSIS + _tail(labels[i], width - 1)
         seen.setdefault(shown[i], i)
     return shown

@@ -1,5 +1,6 @@
-"""Text for people and programs: stderr messages, or with ``--progress json`` one :class:`EventStream` (a program never
-meets a human line, a second ``begin`` or an event after ``end``); JSON on stdout; tables that fit the terminal."""
+"""Text for people and programs: stderr messages, or with ``--progress json`` one
+:class:`EventStream` (a program never meets a human line, a second ``begin`` or an event after
+``end``); JSON on stdout; tables that fit the terminal."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ def color_enabled(*, isatty: bool, environ: Mapping[str, str]) -> bool:
 
 
 def isatty(stream: Any) -> bool:
-    """Whether ``stream`` is a terminal; streams without a usable ``isatty`` (tests) count as not."""
+    """Whether ``stream`` is a terminal; streams without a usable ``isatty`` (tests) count as
+    not.
+    """
     return callable(method := getattr(stream, "isatty", None)) and bool(method())
 
 
@@ -38,15 +41,24 @@ def utc(moment: datetime) -> datetime:
 
 
 def line_prefix(moment: datetime, pid: int) -> str:
-    """What starts each line mdl writes on stderr off a terminal: ``2026-11-25T14:07:33Z [4242] `` (UTC, pid)."""
+    """What starts each line mdl writes on stderr off a terminal: ``2026-11-25T14:07:33Z [4242]
+    `` (UTC, pid).
+    """
     return f"{utc(moment).strftime('%Y-%m-%dT%H:%M:%SZ')} [{pid}] "
 
 
 class StampedLines:
-    """stderr off a terminal (cron, CI, a shared log): every line starts with :func:`line_prefix` — when, and which
-    run — as wget's and aria2c's logs do, so two runs writing one log stay apart. A write is one write below."""
+    """stderr off a terminal (cron, CI, a shared log): every line starts with :func:`line_prefix` —
+    when, and which run — as wget's and aria2c's logs do, so two runs writing one log stay apart. A
+    write is one write below."""
 
-    def __init__(self, stream: TextIO, *, wallclock: Callable[[], datetime] | None = None, pid: int | None = None):
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        wallclock: Callable[[], datetime] | None = None,
+        pid: int | None = None,
+    ):
         self.stream = stream
         self._wallclock = wallclock or (lambda: datetime.now(UTC))
         self._pid = os.getpid() if pid is None else pid
@@ -76,36 +88,57 @@ class StampedLines:
 
 
 def stamped(stream: TextIO, **options: Any) -> TextIO:
-    """``stream`` with each line stamped (:class:`StampedLines`; once: a stamped stream is returned as it is)."""
-    return stream if isinstance(stream, StampedLines) else cast(TextIO, StampedLines(stream, **options))
+    """``stream`` with each line stamped (:class:`StampedLines`; once: a stamped stream is
+    returned as it is).
+    """
+    return (
+        stream
+        if isinstance(stream, StampedLines)
+        else cast(TextIO, StampedLines(stream, **options))
+    )
 
 
 def unstamped(stream: TextIO) -> TextIO:
-    """The stream under :func:`stamped` (a display that draws on the terminal itself needs it as it is)."""
+    """The stream under :func:`stamped` (a display that draws on the terminal itself needs it as
+    it is).
+    """
     return stream.stream if isinstance(stream, StampedLines) else stream
 
 
 def stderr_sink(stream: TextIO, *, events: bool = False) -> TextIO:
-    """Where mdl's lines for people go: ``stream`` on a terminal (nothing added) or for an event stream (pure
-    JSON, each event with its own ``time``), else :func:`stamped`."""
+    """Where mdl's lines for people go: ``stream`` on a terminal (nothing added) or for an event
+    stream (pure JSON, each event with its own ``time``), else :func:`stamped`."""
     return stream if events or isatty(stream) else stamped(stream)
 
 
 class EventStream:
-    """Events, a JSON document a line: ``begin`` first (null totals if something else is), ``plan``, ``end`` last."""
+    """Events, a JSON document a line: ``begin`` first (null totals if something else is),
+    ``plan``, ``end`` last.
+    """
 
     def __init__(
-        self, stream: TextIO, *, secrets: Secrets | None = None, wallclock: Callable[[], datetime] | None = None
+        self,
+        stream: TextIO,
+        *,
+        secrets: Secrets | None = None,
+        wallclock: Callable[[], datetime] | None = None,
     ) -> None:
-        self._stream, self._secrets, self._wallclock = stream, secrets, wallclock or (lambda: datetime.now(UTC))
+        self._stream, self._secrets, self._wallclock = (
+            stream,
+            secrets,
+            wallclock or (lambda: datetime.now(UTC)),
+        )
         self._lock = threading.RLock()
         self._begun = self._ended = False
-        self._empty: dict[str, int | None] | None = None  # an empty batch's totals, said only if nothing follows
-        self.errors: set[tuple[str | None, str | None]] = set()  # (model, path) an ``error`` event named
+        # an empty batch's totals, said only if nothing follows
+        self._empty: dict[str, int | None] | None = None
+        # (model, path) an ``error`` event named
+        self.errors: set[tuple[str | None, str | None]] = set()
 
     def _write(self, event: str, fields: Mapping[str, Any]) -> None:
         stamp = utc(self._wallclock()).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        if event == "begin":  # which run the stream is (two runs' streams may share a file, as their plain lines)
+        # which run the stream is (two runs' streams may share a file, as their plain lines)
+        if event == "begin":
             fields = {**fields, "pid": os.getpid()}
         clean = safe_doc({"event": event, "time": stamp, **fields}, secrets=self._secrets)
         try:
@@ -124,7 +157,9 @@ class EventStream:
             self._write(event, fields)
 
     def begin(self, *, files: int, total: int | None) -> None:
-        """The run's totals: ``begin`` the first time, ``plan`` later; an empty batch's wait for a truer ``begin``."""
+        """The run's totals: ``begin`` the first time, ``plan`` later; an empty batch's wait for
+        a truer ``begin``.
+        """
         with self._lock:
             if files <= 0 and not self._begun:
                 self._empty = {"files": files, "total": total}
@@ -132,13 +167,19 @@ class EventStream:
                 self._write("plan" if self._begun else "begin", {"files": files, "total": total})
                 self._begun = True
 
-    def error(self, message: str, *, model: str | None = None, path: str | None = None, **fields: Any) -> None:
-        """An ``error`` event: model, path, label, message, hint, then any other ``fields`` (code, kind)."""
+    def error(
+        self, message: str, *, model: str | None = None, path: str | None = None, **fields: Any
+    ) -> None:
+        """An ``error`` event: model, path, label, message, hint, then any other ``fields``
+        (code, kind).
+        """
         with self._lock:
             if model is not None or path is not None:
                 self.errors.add((model, path))
             label, hint = fields.pop("label", None), fields.pop("hint", None)
-            self.emit("error", model=model, path=path, label=label, message=message, hint=hint, **fields)
+            self.emit(
+                "error", model=model, path=path, label=label, message=message, hint=hint, **fields
+            )
 
     # As a Console says them: a run's console is its event stream with --progress json.
     def warn(self, message: str) -> None:
@@ -154,7 +195,9 @@ class EventStream:
 
 
 def run_summary(outcomes: Sequence[Any], *, seconds: float, text: str | None) -> dict[str, Any]:
-    """The ``end`` event's ``summary``: counts, bytes fetched, seconds, and the summary line people read."""
+    """The ``end`` event's ``summary``: counts, bytes fetched, seconds, and the summary line
+    people read.
+    """
     return {
         "models": len({o.model for o in outcomes if o.model}),
         "files": sum(1 for o in outcomes if o.path is not None),
@@ -171,7 +214,9 @@ _BOLD_RED, _YELLOW, _BOLD, _RESET = "\x1b[1;31m", "\x1b[33m", "\x1b[1m", "\x1b[0
 
 
 class Console:
-    """Errors, warnings and info for people on stderr, redacted (with ``--progress json``, the run's events)."""
+    """Errors, warnings and info for people on stderr, redacted (with ``--progress json``, the
+    run's events).
+    """
 
     def __init__(
         self,
@@ -183,7 +228,9 @@ class Console:
         color: bool | None = None,
     ) -> None:
         self._stream, self._quiet, self._secrets = stream, quiet, secrets
-        self._color = color_enabled(isatty=isatty(stream), environ=environ) if color is None else color
+        self._color = (
+            color_enabled(isatty=isatty(stream), environ=environ) if color is None else color
+        )
         self._lock = threading.Lock()
 
     def _write(self, prefix: str, paint: str, message: str) -> None:
@@ -195,7 +242,9 @@ class Console:
             self._stream.flush()
 
     def error(self, message: str, *, hint: str | None = None, **fields: Any) -> None:
-        """``mdl: error: <message>`` and ``  hint: <hint>``, even under -q; ``fields`` are for events only."""
+        """``mdl: error: <message>`` and ``  hint: <hint>``, even under -q; ``fields`` are for
+        events only.
+        """
         self._write("mdl: error: ", _BOLD_RED, message)
         if hint:
             self._write("  hint: ", _BOLD, hint)
@@ -222,7 +271,12 @@ def _char_width(char: str) -> int:
 
 def head(text: str, width: int) -> str:
     """The longest start of ``text`` that fits ``width`` columns."""
-    return text[: next((i for i, used in enumerate(accumulate(map(_char_width, text))) if used > width), len(text))]
+    return text[
+        : next(
+            (i for i, used in enumerate(accumulate(map(_char_width, text))) if used > width),
+            len(text),
+        )
+    ]
 
 
 ELLIPSIS = "…"
@@ -230,7 +284,9 @@ GAP = 2  # spaces between columns
 
 
 def table_width(stream: TextIO, environ: Mapping[str, str]) -> int | None:
-    """A table's width on ``stream``: ``$COLUMNS`` or the terminal's; off a terminal None, every value whole."""
+    """A table's width on ``stream``: ``$COLUMNS`` or the terminal's; off a terminal None, every
+    value whole.
+    """
     if not isatty(stream):
         return None
     columns = environ.get("COLUMNS", "")
@@ -243,7 +299,9 @@ def table_width(stream: TextIO, environ: Mapping[str, str]) -> int | None:
 
 
 def fit_cell(text: str, width: int) -> list[str]:
-    """A cell's lines in ``width`` columns: text folds at its spaces; a word too long (a path, a URL) is cut."""
+    """A cell's lines in ``width`` columns: text folds at its spaces; a word too long (a path, a
+    URL) is cut.
+    """
     if display_width(text) <= width:
         return [text]
     lines: list[str] = []
@@ -261,22 +319,27 @@ def fit_cell(text: str, width: int) -> list[str]:
 
 
 def _column_widths(natural: list[int], least: list[int], width: int | None) -> list[int]:
-    """Widest cells if the table fits; else the widest give way first (to one level), never below their header."""
+    """Widest cells if the table fits; else the widest give way first (to one level), never below
+    their header.
+    """
     room = None if width is None else width - GAP * (len(natural) - 1)
     if room is None or sum(natural) <= room:
         return list(natural)
     first = [max(least[0], min(natural[0], room // 3)), *least[1:]]
-    least = first if sum(first) <= room else least  # the first column (a name, a path) keeps a third of the room
+    # the first column (a name, a path) keeps a third of the room
+    least = first if sum(first) <= room else least
 
     def capped(level: int) -> list[int]:
         return [max(low, min(w, level)) for w, low in zip(natural, least, strict=True)]
 
-    low = max(natural) - 1  # the highest level at which the table fits (0: none does, every column at its least)
+    # the highest level at which the table fits (0: none does, every column at its least)
+    low = max(natural) - 1
     while low > 0 and sum(capped(low)) > room:
         low -= 1
     widths = capped(low)
     spare = room - sum(widths)
-    for i, w in enumerate(widths):  # what the level leaves over goes to the first capped columns, one each
+    # what the level leaves over goes to the first capped columns, one each
+    for i, w in enumerate(widths):
         if spare > 0 and w == low and natural[i] > low:
             widths[i] += 1
             spare -= 1
@@ -291,17 +354,32 @@ def render_table(
     color: bool,
     width: int | None = None,
 ) -> None:
-    """An aligned table of ``columns`` (key, header) in ``width`` if given; numbers right, headers bold in colour."""
-    cells = [["-" if row.get(key) is None else shown_data(str(row.get(key))) for key, _ in columns] for row in rows]
+    """An aligned table of ``columns`` (key, header) in ``width`` if given; numbers right,
+    headers bold in colour.
+    """
+    cells = [
+        ["-" if row.get(key) is None else shown_data(str(row.get(key))) for key, _ in columns]
+        for row in rows
+    ]
     headers = [header for _, header in columns]
     least = [display_width(header) for header in headers]
-    natural = [max([least[i], *(display_width(line[i]) for line in cells)]) for i in range(len(columns))]
+    natural = [
+        max([least[i], *(display_width(line[i]) for line in cells)]) for i in range(len(columns))
+    ]
     widths = _column_widths(natural, least, width)
-    numeric = [bool(rows) and all(isinstance(row.get(key), int | float) for row in rows) for key, _ in columns]
+    numeric = [
+        bool(rows) and all(isinstance(row.get(key), int | float) for row in rows)
+        for key, _ in columns
+    ]
 
     def line(values: list[str]) -> str:
-        pads = [" " * (room - display_width(value)) for value, room in zip(values, widths, strict=True)]
-        shown = (pad + value if right else value + pad for value, pad, right in zip(values, pads, numeric, strict=True))
+        pads = [
+            " " * (room - display_width(value)) for value, room in zip(values, widths, strict=True)
+        ]
+        shown = (
+            pad + value if right else value + pad
+            for value, pad, right in zip(values, pads, numeric, strict=True)
+        )
         return (" " * GAP).join(shown).rstrip()
 
     head = line(headers)

@@ -1,4 +1,6 @@
-"""The run log: a rotated file shared safely by concurrent runs, every record made safe, nothing on stderr."""
+"""The run log: a rotated file shared safely by concurrent runs, every record made safe, nothing
+on stderr.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ _HANDLER = "mdl-run-log"  # the name of the handler setup_logging installs (and 
 
 
 class SharedRotatingFileHandler(RotatingFileHandler):
-    """A size-rotated log file that several processes (two cron runs) may write and rotate at once: each record is
-    written under a ``flock`` of the file now at the path (re-opened if another process rotated meanwhile), and the
-    old file stays locked until the renames are done (``RotatingFileHandler`` alone assumes one writer)."""
+    """A size-rotated log file that several processes (two cron runs) may write and rotate at once:
+    each record is written under a ``flock`` of the file now at the path (re-opened if another
+    process rotated meanwhile), and the old file stays locked until the renames are done
+    (``RotatingFileHandler`` alone assumes one writer)."""
 
     def _lock_current(self) -> None:
         for _ in range(100):
@@ -46,7 +49,8 @@ class SharedRotatingFileHandler(RotatingFileHandler):
 
     def doRollover(self) -> None:
         assert self.stream is not None  # locked by emit
-        held = os.dup(self.stream.fileno())  # shares the old file's lock: its waiters wait until the new one is ours
+        # shares the old file's lock: its waiters wait until the new one is ours
+        held = os.dup(self.stream.fileno())
         try:
             super().doRollover()
             self._lock_current()
@@ -54,7 +58,9 @@ class SharedRotatingFileHandler(RotatingFileHandler):
             os.close(held)
 
     def handleError(self, record: logging.LogRecord) -> None:
-        """Drop the record: stderr is for progress and messages; a broken log must not stop a run."""
+        """Drop the record: stderr is for progress and messages; a broken log must not stop a
+        run.
+        """
 
 
 def setup_logging(
@@ -65,23 +71,32 @@ def setup_logging(
     max_bytes: int = 5 * 1024 * 1024,
     backups: int = 3,
 ) -> Path | None:
-    """Send the ``mdl`` logger to a rotated, redacted file; returns the file, or None when there is none."""
+    """Send the ``mdl`` logger to a rotated, redacted file; returns the file, or None when there
+    is none.
+    """
     logger = logging.getLogger("mdl")
-    # Idempotent: replace what an earlier call installed (CliRunner runs many commands in one process).
+    # Idempotent: replace what an earlier call installed (CliRunner runs many commands in one
+    # process).
     for old in [h for h in logger.handlers if h.name == _HANDLER]:
         logger.removeHandler(old)
         old.close()
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
 
-    # Without a file, a NullHandler still keeps logging's "last resort" handler from writing to stderr.
+    # Without a file, a NullHandler still keeps logging's "last resort" handler from writing to
+    # stderr.
     handler: logging.Handler = logging.NullHandler()
     if log_file is not None:
         try:
             log_file.parent.mkdir(parents=True, exist_ok=True)
             handler = SharedRotatingFileHandler(
-                log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", errors="backslashreplace"
+                log_file,
+                maxBytes=max_bytes,
+                backupCount=backups,
+                encoding="utf-8",
+                errors="backslashreplace",
             )
-        except OSError:  # an unwritable log location: the run goes on without a log; the caller sees None and warns
+        # an unwritable log location: the run goes on without a log; the caller sees None and warns
+        except OSError:
             log_file = None
 
     def redact(record: logging.LogRecord) -> bool:
@@ -94,7 +109,8 @@ def setup_logging(
         # One record, one line: a newline from a server's text could otherwise forge a log line.
         record.msg, record.args = safe_text(message, secrets=secrets), None
         if record.exc_info and not record.exc_text:
-            # Render the traceback now (the formatter would reuse exc_text) so its URLs get redacted too.
+            # Render the traceback now (the formatter would reuse exc_text) so its URLs get redacted
+            # too.
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = safe_text(record.exc_text, multiline=True, secrets=secrets)
@@ -103,7 +119,9 @@ def setup_logging(
         return True
 
     # Timestamps in UTC ISO-8601 with milliseconds (``2026-11-22T08:03:39.123Z``): machines line up.
-    formatter = logging.Formatter("%(asctime)s %(levelname)s pid=%(process)d [%(threadName)s] %(name)s: %(message)s")
+    formatter = logging.Formatter(
+        "%(asctime)s %(levelname)s pid=%(process)d [%(threadName)s] %(name)s: %(message)s"
+    )
     formatter.converter = time.gmtime
     formatter.default_time_format, formatter.default_msec_format = "%Y-%m-%dT%H:%M:%S", "%s.%03dZ"
     handler.setFormatter(formatter)

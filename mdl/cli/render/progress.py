@@ -1,5 +1,6 @@
-"""Displays of the core's events but the rich one (bars.py): the counts they share (rates, times left), their base
-(each event folded into the counts once, then shown), plain lines and JSON events."""
+"""Displays of the core's events but the rich one (bars.py): the counts they share (rates, times
+left), their base (each event folded into the counts once, then shown), plain lines and JSON events.
+"""
 
 from __future__ import annotations
 
@@ -24,18 +25,22 @@ _FOLD = 0.05  # seconds: bytes are folded in at most this often, so a 64 KiB chu
 
 
 class RateMeter:
-    """An exponentially weighted rate over ~``WINDOW`` seconds (not thread-safe: displays hold their lock). Bytes
-    and time are weighted alike, so the first seconds read as the plain average, not a value climbing from zero, and
-    a stall decays to 0; time counts from the first bytes (the wait for them is latency, not speed)."""
+    """An exponentially weighted rate over ~``WINDOW`` seconds (not thread-safe: displays hold their
+    lock). Bytes and time are weighted alike, so the first seconds read as the plain average, not a
+    value climbing from zero, and a stall decays to 0; time counts from the first bytes (the wait
+    for them is latency, not speed)."""
 
     def __init__(self, now: float) -> None:
         self._last, self._bytes, self._time = now, 0.0, 0.0  # weighted bytes and seconds
         self._pending, self._flowing = 0, False
 
     def add(self, nbytes: int, now: float) -> None:
-        """Count ``nbytes`` arriving at ``now``; bytes thrown away (negative counts) did cross the link."""
+        """Count ``nbytes`` arriving at ``now``; bytes thrown away (negative counts) did cross
+        the link.
+        """
         if not self._flowing:
-            if nbytes > 0:  # the clock starts at the first bytes, which came over an unknown part of the wait
+            # the clock starts at the first bytes, which came over an unknown part of the wait
+            if nbytes > 0:
                 self._flowing, self._last = True, now
             return
         self._pending += max(nbytes, 0)
@@ -44,18 +49,22 @@ class RateMeter:
 
     def _fold(self, now: float) -> None:
         elapsed = now - self._last
-        if elapsed <= 0:  # bytes counted at the instant of the last fold: no interval to spread them over
+        # bytes counted at the instant of the last fold: no interval to spread them over
+        if elapsed <= 0:
             self._bytes, self._pending = self._bytes + self._pending, 0
             return
         decay = math.exp(-elapsed / WINDOW)
         weight = WINDOW * (1 - decay)  # the weighted length of the interval the bytes arrived over
-        # The bytes are spread over that interval, as the time is: a steady rate reads exactly as itself.
+        # The bytes are spread over that interval, as the time is: a steady rate reads exactly as
+        # itself.
         self._bytes = self._bytes * decay + self._pending * weight / elapsed
         self._time = self._time * decay + weight
         self._pending, self._last = 0, now
 
     def rate(self, now: float) -> float | None:
-        """Bytes per second around ``now``; None before a fifth of a second has been seen (too noisy to show)."""
+        """Bytes per second around ``now``; None before a fifth of a second has been seen (too
+        noisy to show).
+        """
         if not self._flowing:
             return None
         self._fold(now)
@@ -70,9 +79,12 @@ def seconds_left(remaining: int | None, rate: float | None) -> float | None:
     return left if left < _NEVER else None
 
 
-def total_seconds_left(remaining: int | None, rate: float | None, files: Iterable[float | None]) -> float | None:
-    """The batch's time left: its bytes over the aggregate rate, never less than a file's own (finished files still
-    weigh in the smoothed aggregate: the total must not promise less than the throttled file it waits for)."""
+def total_seconds_left(
+    remaining: int | None, rate: float | None, files: Iterable[float | None]
+) -> float | None:
+    """The batch's time left: its bytes over the aggregate rate, never less than a file's own
+    (finished files still weigh in the smoothed aggregate: the total must not promise less than the
+    throttled file it waits for)."""
     return max((s for s in (seconds_left(remaining, rate), *files) if s is not None), default=None)
 
 
@@ -88,7 +100,8 @@ class Item:
     path: str | None = None
     waiting: str | None = None  # what it waits for (another run's lock), until bytes arrive
     waiting_since: float = 0.0
-    initial: int = field(init=False)  # bytes present before this run (a resume): not part of the speed
+    # bytes present before this run (a resume): not part of the speed
+    initial: int = field(init=False)
     meter: RateMeter = field(init=False)
     shown: float = field(init=False)  # when a display last wrote a line for it
 
@@ -102,7 +115,9 @@ class Item:
 
 
 class Tally:
-    """The counts every display shows, kept from the events; not thread-safe (the display holds its lock)."""
+    """The counts every display shows, kept from the events; not thread-safe (the display holds
+    its lock).
+    """
 
     def __init__(self) -> None:
         self.items: dict[str, Item] = {}
@@ -113,7 +128,9 @@ class Tally:
         self.meter: RateMeter | None = None  # all bytes, all items
 
     def apply(self, event: Event, now: float) -> Item | None:
-        """Fold ``event`` into the counts; returns the item it is about (a wait's only if its message is news)."""
+        """Fold ``event`` into the counts; returns the item it is about (a wait's only if its
+        message is news).
+        """
         key, kind = event.key, event.kind
         if kind == "advance":  # (first: most events are bytes)
             self.moved += event.nbytes
@@ -121,7 +138,8 @@ class Tally:
                 self.meter.add(event.nbytes, now)
             found = self.items.get(key)
             if found is not None:
-                if found.waiting is not None and event.nbytes > 0:  # the wait is over: measure from now
+                # the wait is over: measure from now
+                if found.waiting is not None and event.nbytes > 0:
                     found.waiting, found.meter = None, RateMeter(now)
                 found.completed += event.nbytes
                 found.meter.add(event.nbytes, now)
@@ -131,7 +149,9 @@ class Tally:
         elif kind == "start":  # a retry of the same key replaces it
             self.meter = self.meter or RateMeter(now)
             self.items.pop(key, None)
-            item = self.items[key] = Item(event.label, event.total, now, event.completed, event.model, event.path)
+            item = self.items[key] = Item(
+                event.label, event.total, now, event.completed, event.model, event.path
+            )
             return item
         elif kind == "waiting":  # a lock taken before its start gets the item a row
             item = self.items.setdefault(key, Item(key, None, now))
@@ -149,16 +169,22 @@ class Tally:
     def seconds_left(self, now: float) -> float | None:
         remaining = None if self.total is None else self.total - self.moved
         if remaining is None and any(item.total is None for item in self.items.values()):
-            return None  # a file of unknown size still streams: the slowest known file only bounds the end
-        return total_seconds_left(remaining, self.rate(now), [i.seconds_left(now) for i in self.items.values()])
+            # a file of unknown size still streams: the slowest known file only bounds the end
+            return None
+        return total_seconds_left(
+            remaining, self.rate(now), [i.seconds_left(now) for i in self.items.values()]
+        )
 
 
 class Reporter(Progress, AbstractContextManager["Reporter"]):
-    """A display of the core's events: each folded into the counts, then shown, under one lock (workers emit at
-    once); closed when the run ends. This base shows nothing (-q)."""
+    """A display of the core's events: each folded into the counts, then shown, under one lock
+    (workers emit at once); closed when the run ends. This base shows nothing (-q)."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, secrets: Secrets | None = None) -> None:
-        # Re-entrant: the rich display redraws from inside console.print, which runs under this lock.
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, secrets: Secrets | None = None
+    ) -> None:
+        # Re-entrant: the rich display redraws from inside console.print, which runs under this
+        # lock.
         self._lock = threading.RLock()
         self.transferred = 0  # bytes advanced so far, over all items
         self._clock, self._secrets, self._tally = clock, secrets, Tally()
@@ -173,7 +199,9 @@ class Reporter(Progress, AbstractContextManager["Reporter"]):
             self.show(event, self._tally.apply(event, now), now)
 
     def show(self, event: Event, item: Item | None, now: float) -> None:
-        """Show one event, already counted; ``item`` is what :meth:`Tally.apply` returned (under the lock)."""
+        """Show one event, already counted; ``item`` is what :meth:`Tally.apply` returned (under
+        the lock).
+        """
 
     def close(self) -> None:
         """Stop the display; safe to call more than once."""
@@ -183,11 +211,16 @@ class Reporter(Progress, AbstractContextManager["Reporter"]):
 
 
 class PlainReporter(Reporter):
-    """Lines for cron, CI and pipes, each stamped (UTC, pid: :func:`stamped`): start (or resuming), a progress line per
-    interval, done."""
+    """Lines for cron, CI and pipes, each stamped (UTC, pid: :func:`stamped`): start (or resuming),
+    a progress line per interval, done."""
 
     def __init__(
-        self, *, stream: TextIO, wallclock: Callable[[], datetime] | None, interval: float, **common: Any
+        self,
+        *,
+        stream: TextIO,
+        wallclock: Callable[[], datetime] | None,
+        interval: float,
+        **common: Any,
     ) -> None:
         super().__init__(**common)
         self._stream, self._interval = stamped(stream, wallclock=wallclock), interval
@@ -204,7 +237,9 @@ class PlainReporter(Reporter):
         elif kind == "start" and event.completed:
             self._write(resuming(event))
         elif kind == "start":
-            self._write(f"start {event.label} ({'size unknown' if total is None else human_size(total)})")
+            self._write(
+                f"start {event.label} ({'size unknown' if total is None else human_size(total)})"
+            )
         elif kind == "waiting" and item is not None:  # (said once per message)
             self._write(f"{item.label} waiting: {event.message}")
         elif kind == "advance" and item is not None and now - item.shown >= self._interval:
@@ -225,14 +260,20 @@ class PlainReporter(Reporter):
 
 
 def resuming(event: Event) -> str:
-    """What a display says of a start with bytes present: ``resuming m/a.bin at 600 MiB of 1.60 GiB``."""
+    """What a display says of a start with bytes present: ``resuming m/a.bin at 600 MiB of 1.60
+    GiB``.
+    """
     return f"resuming {event.label} at {human_size(event.completed)} of {human_size(event.total)}"
 
 
 def _progress_text(item: Item, rate: float | None) -> str:
     """``label 45% 120 MiB/265 MiB 38.2 MiB/s ETA 4s``, leaving out what is unknown."""
     done = human_size(item.completed)
-    shown = f"{100 * item.completed // item.total}% {done}/{human_size(item.total)}" if item.total else done
+    shown = (
+        f"{100 * item.completed // item.total}% {done}/{human_size(item.total)}"
+        if item.total
+        else done
+    )
     parts = [item.label, shown, human_rate(rate)]
     if item.total and rate and item.completed < item.total:
         parts.append(f"ETA {human_duration(math.ceil((item.total - item.completed) / rate))}")
@@ -240,8 +281,9 @@ def _progress_text(item: Item, rate: float | None) -> str:
 
 
 class JsonReporter(Reporter):
-    """``--progress json``: ``start``, ``progress`` (once a second per file at most: bytes, size, smoothed rate),
-    ``waiting``, ``note``, ``finish`` (bytes, seconds) and ``error`` events, through the run's :class:`EventStream`."""
+    """``--progress json``: ``start``, ``progress`` (once a second per file at most: bytes, size,
+    smoothed rate), ``waiting``, ``note``, ``finish`` (bytes, seconds) and ``error`` events, through
+    the run's :class:`EventStream`."""
 
     def __init__(self, events: EventStream, *, clock: Callable[[], float]) -> None:
         super().__init__(clock=clock)
@@ -252,16 +294,21 @@ class JsonReporter(Reporter):
 
     def show(self, event: Event, item: Item | None, now: float) -> None:
         kind = event.kind
-        if kind == "begin":  # (the batch's counts are the stream's to say: the items are this display's)
+        # (the batch's counts are the stream's to say: the items are this display's)
+        if kind == "begin":
             self._events.begin(files=event.files, total=event.total)
         elif kind == "note":
             self._events.info(event.message)
         elif kind == "finish":
             item = item or Item(event.key, None, now)
             if event.ok:
-                self._emit("finish", item, bytes=item.completed, seconds=round(now - item.started, 3))
+                self._emit(
+                    "finish", item, bytes=item.completed, seconds=round(now - item.started, 3)
+                )
             else:
-                self._events.error(event.message or "failed", model=item.model, path=item.path, label=item.label)
+                self._events.error(
+                    event.message or "failed", model=item.model, path=item.path, label=item.label
+                )
         elif item is None:  # a wait already said, or bytes of an item never started
             return
         elif kind == "start":

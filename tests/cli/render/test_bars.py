@@ -1,4 +1,6 @@
-"""The live display on a terminal: rows per file and a total, resume and waiting said, failures left to the report."""
+"""The live display on a terminal: rows per file and a total, resume and waiting said, failures
+left to the report.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ def recording(width: int) -> Console:
 
 
 def frame_lines(reporter: RichReporter, width: int) -> list[str]:
-    """The rows the live display draws (while it runs, a blank line below them holds the cursor: checked, left out)."""
+    """The rows the live display draws (while it runs, a blank line below them holds the cursor:
+    checked, left out).
+    """
     console = recording(width)
     console.print(reporter)  # the reporter is the renderable the live display redraws
     *rows, cursor_line = console.export_text().splitlines()
@@ -48,8 +52,12 @@ def clock_seconds(text: str) -> int:
 
 
 def throttled_pull(clock: FakeClock, width: int) -> RichReporter:
-    """Five small files done in the first second; two shards still going, one throttled, one file waiting."""
-    reporter = RichReporter(stream=io.StringIO(), no_color=False, clock=clock, console=recording(width))
+    """Five small files done in the first second; two shards still going, one throttled, one file
+    waiting.
+    """
+    reporter = RichReporter(
+        stream=io.StringIO(), no_color=False, clock=clock, console=recording(width)
+    )
     reporter.begin(total_bytes=2 * 200 * MiB + 5 * 8 * MiB + 700, files=8)
     for i in range(5):
         reporter.start(f"s{i}", label=f"big/small-{i}.json", total=8 * MiB)
@@ -82,7 +90,8 @@ def test_throttled_pull_at_each_width(clock: FakeClock, width: int) -> None:
     total, one, two, waiting = lines
     assert total.startswith("total 5/8 files")
     assert one.split()[0] != two.split()[0]
-    # The wait's clock comes first, so a narrow terminal still shows it ticking (issue 12: not frozen for minutes).
+    # The wait's clock comes first, so a narrow terminal still shows it ticking (issue 12: not
+    # frozen for minutes).
     assert re.search(r"waiting \(0:05\)", waiting), waiting
     # The issue's case: the total waits for the throttled shard (195 MiB at 1 MiB/s), never less.
     assert clock_seconds(total.split()[-1]) >= clock_seconds(one.split()[-1]) >= 190
@@ -93,12 +102,24 @@ def test_total_row_counts_bytes_and_files(clock: FakeClock) -> None:
     total, one, two, waiting = frame_lines(reporter, 120)
     assert "95.0 MiB/440 MiB" in total
     assert SHARD_1 in one and "5.00 MiB/200 MiB" in one
-    assert re.search(r" (0\.9[6-9]|1\.0[0-4]) MiB/s ", one)  # timed from its first bytes (batched: within a chunk)
+    # timed from its first bytes (batched: within a chunk)
+    assert re.search(r" (0\.9[6-9]|1\.0[0-4]) MiB/s ", one)
     assert SHARD_2 in two and "50.0 MiB/200 MiB" in two
-    # Its own smoothed rate, timed from its first bytes; this shard's bytes reach the rows one flush late here
-    # (advanced after the flush each step triggers), so up to one step's bytes too many: within 5%.
+    # Its own smoothed rate, timed from its first bytes; this shard's bytes reach the rows one flush
+    # late here (advanced after the flush each step triggers), so up to one step's bytes too many:
+    # within 5%.
     assert re.search(r" (9\.9\d|10\.[0-4]) MiB/s ", two)
-    assert waiting.split() == ["big/config.json", "waiting", "(0:05):", "another", "mdl", "run", "holds", "the", "lock"]
+    assert waiting.split() == [
+        "big/config.json",
+        "waiting",
+        "(0:05):",
+        "another",
+        "mdl",
+        "run",
+        "holds",
+        "the",
+        "lock",
+    ]
     clock.now += 1
     reporter.advance("c", 700)  # bytes flow: the row becomes a normal one
     assert "waiting" not in frame_lines(reporter, 120)[3]
@@ -126,7 +147,8 @@ def test_failure_prints_nothing_and_notes_are_redacted(clock: FakeClock) -> None
     output = stream.getvalue()
     assert "no bytes for 30 s" in output and "reconnecting" in output
     assert "resuming tiny-bert/[bold]odd.json" in output  # markup off: brackets stay text
-    assert "FAILED" not in output and "sha256 mismatch" not in output  # the final report says it, once
+    # the final report says it, once
+    assert "FAILED" not in output and "sha256 mismatch" not in output
     assert "deadbeefcafe" not in output
     assert "total 2/2 files" in output
     assert reporter.transferred == 500_000
@@ -135,10 +157,15 @@ def test_failure_prints_nothing_and_notes_are_redacted(clock: FakeClock) -> None
 
 
 def test_one_row_per_item_even_on_retry(clock: FakeClock) -> None:
-    reporter = RichReporter(stream=io.StringIO(), no_color=True, clock=clock, console=recording(100))
+    reporter = RichReporter(
+        stream=io.StringIO(), no_color=True, clock=clock, console=recording(100)
+    )
     reporter.start("a", label="tiny-bert/model.safetensors", total=1_000)
-    reporter.start("a", label="tiny-bert/model.safetensors", total=1_000)  # a retry from zero: still one row
-    reporter.start("b", label="persiannlp/mt5-small-parsinlu-squad-reading-comprehension/spiece.model", total=9)
+    # a retry from zero: still one row
+    reporter.start("a", label="tiny-bert/model.safetensors", total=1_000)
+    reporter.start(
+        "b", label="persiannlp/mt5-small-parsinlu-squad-reading-comprehension/spiece.model", total=9
+    )
     reporter.advance("a", 10)
     lines = frame_lines(reporter, 100)
     reporter.close()
@@ -156,7 +183,9 @@ def test_nothing_drawn_for_an_empty_run() -> None:
 
 
 def test_threads_and_the_redraw_thread_never_deadlock() -> None:
-    """Workers advance and print notes (under the reporter's lock) while rich's own thread redraws the rows."""
+    """Workers advance and print notes (under the reporter's lock) while rich's own thread
+    redraws the rows.
+    """
     import threading
 
     stream = io.StringIO()
@@ -177,19 +206,35 @@ def test_threads_and_the_redraw_thread_never_deadlock() -> None:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a worker is stuck: lock-order deadlock"
+    assert not any(thread.is_alive() for thread in threads), (
+        "a worker is stuck: lock-order deadlock"
+    )
     reporter.close()
     assert reporter.transferred == 8 * 20_000 * 7
     assert "total 8/8 files" in stream.getvalue()
 
 
 def test_waiting_before_the_start_gets_a_row(clock: FakeClock) -> None:
-    """The lock is taken before the first byte: the row says why nothing moves, then becomes the file's bar."""
-    reporter = RichReporter(stream=io.StringIO(), no_color=True, clock=clock, console=recording(100))
+    """The lock is taken before the first byte: the row says why nothing moves, then becomes the
+    file's bar.
+    """
+    reporter = RichReporter(
+        stream=io.StringIO(), no_color=True, clock=clock, console=recording(100)
+    )
     reporter.waiting("big/w.bin", "another mdl run holds the lock")
     clock.now += 80
     (line,) = frame_lines(reporter, 100)
-    assert line.split() == ["big/w.bin", "waiting", "(1:20):", "another", "mdl", "run", "holds", "the", "lock"]
+    assert line.split() == [
+        "big/w.bin",
+        "waiting",
+        "(1:20):",
+        "another",
+        "mdl",
+        "run",
+        "holds",
+        "the",
+        "lock",
+    ]
     reporter.start("big/w.bin", label="big/w.bin", total=1000)
     (line,) = frame_lines(reporter, 100)
     assert "waiting" not in line and "0 B/1000 B" in line

@@ -1,4 +1,6 @@
-"""``--progress json``: one event per line on stderr, each parseable, named by model and path, redacted."""
+"""``--progress json``: one event per line on stderr, each parseable, named by model and path,
+redacted.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +33,9 @@ def test_event_shapes(clock: FakeClock) -> None:
     stream = io.StringIO()
     reporter = make_reporter("json", stream=stream, environ={}, clock=clock, wallclock=wallclock)
     reporter.begin(total_bytes=3000, files=2)
-    reporter.start("a", label="tiny/model.bin", total=2000, completed=500, model="tiny", path="model.bin")
+    reporter.start(
+        "a", label="tiny/model.bin", total=2000, completed=500, model="tiny", path="model.bin"
+    )
     reporter.start("b", label="tiny/config.json", total=1000, model="tiny", path="config.json")
     reporter.waiting("b", "another mdl run holds the lock")
     for _ in range(8):
@@ -52,7 +56,8 @@ def test_event_shapes(clock: FakeClock) -> None:
         {"event": "start", **file_a, "total": 2000, "completed": 500},
         {"event": "start", **file_b, "total": 1000, "completed": 0},
         {"event": "waiting", **file_b, "message": "another mdl run holds the lock"},
-        {"event": "progress", **file_a, "bytes": 900, "total": 2000, "rate": 400},  # at most once a second
+        # at most once a second
+        {"event": "progress", **file_a, "bytes": 900, "total": 2000, "rate": 400},
         {"event": "progress", **file_a, "bytes": 1300, "total": 2000, "rate": 400},
         {"event": "note", "message": "no bytes for 30 s, reconnecting (1/20)"},
         {"event": "finish", **file_a, "bytes": 1300, "seconds": 2.0},
@@ -62,7 +67,9 @@ def test_event_shapes(clock: FakeClock) -> None:
 
 def test_events_are_redacted_and_single_lines(clock: FakeClock) -> None:
     stream = io.StringIO()
-    reporter = make_reporter("json", stream=stream, environ={}, clock=clock, secrets=Secrets(("s3cr3t-value",)))
+    reporter = make_reporter(
+        "json", stream=stream, environ={}, clock=clock, secrets=Secrets(("s3cr3t-value",))
+    )
     reporter.start("x", label="evil/\x1b[2Jname\n.bin", total=None, model="evil", path="name\n.bin")
     reporter.finish("x", ok=False, message=f"403 for {SIGNED}\nbody: s3cr3t-value\r\x1b[31m")
     reporter.note("hf_abcdefghijklmnop is your token")
@@ -70,7 +77,13 @@ def test_events_are_redacted_and_single_lines(clock: FakeClock) -> None:
     assert len(text.splitlines()) == 4  # begin (said first, totals unknown) and the three
     for secret in ("deadbeefcafe", "s3cr3t-value", "hf_abcdefghijklmnop", "\x1b", "\\u001b"):
         assert secret not in text
-    begin = {"event": "begin", "time": events(stream)[0]["time"], "files": None, "total": None, "pid": os.getpid()}
+    begin = {
+        "event": "begin",
+        "time": events(stream)[0]["time"],
+        "files": None,
+        "total": None,
+        "pid": os.getpid(),
+    }
     assert events(stream)[0] == begin
     assert events(stream)[2]["message"].startswith("403 for https://cdn.example.com/m.bin?REDACTED")
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", events(stream)[0]["time"])
@@ -96,7 +109,8 @@ def check_pull_events(lines: list[str]) -> None:
 
 def test_json_events_from_a_real_pull(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stderr = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", stderr)  # the run's one event stream writes to the stderr it starts with
+    # the run's one event stream writes to the stderr it starts with
+    monkeypatch.setattr(sys, "stderr", stderr)
     run = Run(progress="json", quiet=True)  # -q silences people's output, not the events asked for
     with run.reporter() as progress:
         report = api.pull("tiny", progress=progress)
@@ -107,12 +121,16 @@ def test_json_events_from_a_real_pull(tiny: Path, monkeypatch: pytest.MonkeyPatc
 def test_cli_progress_json(tiny: Path) -> None:
     helptext = mdl("pull", "--help", env={"COLUMNS": "200"}).output
     if not re.search(r"(?<![\w-])--progress\b", helptext):
-        pytest.skip("`mdl pull --progress` lands from another helper's branch; unskips itself once it is there")
+        pytest.skip(
+            "`mdl pull --progress` lands from another helper's branch; unskips itself once it is"
+            " there"
+        )
     # With -q the events are all there is on stderr (errors aside): every line parses.
     result = mdl("pull", "tiny", "-q", "--progress", "json")
     assert result.exit_code == 0, result.output
     check_pull_events(result.stderr.splitlines())
-    # Without -q too: people's lines (the summary, warnings) become events, so every line still parses.
+    # Without -q too: people's lines (the summary, warnings) become events, so every line still
+    # parses.
     again = mdl("pull", "tiny", "--force", "--progress", "json")
     assert again.exit_code == 0, again.output
     check_pull_events(again.stderr.splitlines())

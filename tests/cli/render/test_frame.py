@@ -1,4 +1,6 @@
-"""The live frame at fixed widths: nothing wider than the terminal, distinct rows, the total whole, ETA last."""
+"""The live frame at fixed widths: nothing wider than the terminal, distinct rows, the total
+whole, ETA last.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +18,14 @@ ROWS = [
     Row("total 4/6 files", 700 * MiB, 4 * GiB, 21 * MiB, 107.0, whole=True),
     Row(SHARD_1, int(52.4 * MiB), int(1.6 * GiB), 20 * MiB, 107.0),
     Row(SHARD_2, 600 * MiB, int(1.6 * GiB), 1 * MiB, 1000.0),
-    Row("big/config.json", 0, 700, None, None, waiting="waiting (1:20): another mdl run holds the lock"),
+    Row(
+        "big/config.json",
+        0,
+        700,
+        None,
+        None,
+        waiting="waiting (1:20): another mdl run holds the lock",
+    ),
 ]
 
 
@@ -69,7 +78,9 @@ def test_unknown_values_show_as_such() -> None:
 
 @pytest.mark.parametrize("width", [40, 60, 80, 120, 200])
 def test_a_file_of_unknown_size_shows_its_bytes_at_every_width(width: int) -> None:
-    """No Content-Length: no share to show, so the bytes so far say it moves (at 40 columns it was "-:--" alone)."""
+    """No Content-Length: no share to show, so the bytes so far say it moves (at 40 columns it
+    was "-:--" alone).
+    """
     rows = [
         Row("total 1/2 files", 5 * MiB, None, 2 * MiB, None, whole=True),
         Row("m/stream.bin", 5 * MiB, None, 2 * MiB, None),

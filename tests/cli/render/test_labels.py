@@ -39,7 +39,9 @@ def test_cut_counts_display_width_not_characters() -> None:
 
 
 def test_labels_alike_only_in_the_hidden_middle_still_differ() -> None:
-    labels = [f"org/a-very-long-repository-name-{c}-with-a-long-tail/model.safetensors" for c in "xyz"]
+    labels = [
+        f"org/a-very-long-repository-name-{c}-with-a-long-tail/model.safetensors" for c in "xyz"
+    ]
     shown = fit_labels(labels, 28)
     assert len(set(shown)) == 3
     assert all(display_width(s) <= 28 for s in shown)

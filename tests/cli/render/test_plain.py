@@ -1,4 +1,6 @@
-"""Plain lines for cron and pipes: stamped, smoothed rates in binary units, resume named, never control chars."""
+"""Plain lines for cron and pipes: stamped, smoothed rates in binary units, resume named, never
+control chars.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +23,18 @@ PID = f"[{os.getpid()}]"
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 
 
-def plain(clock: FakeClock, *, interval: float = 5.0, secrets: Secrets | None = None) -> tuple[Reporter, io.StringIO]:
+def plain(
+    clock: FakeClock, *, interval: float = 5.0, secrets: Secrets | None = None
+) -> tuple[Reporter, io.StringIO]:
     stream = io.StringIO()
     reporter = make_reporter(
-        "plain", stream=stream, environ={}, clock=clock, wallclock=wallclock, interval=interval, secrets=secrets
+        "plain",
+        stream=stream,
+        environ={},
+        clock=clock,
+        wallclock=wallclock,
+        interval=interval,
+        secrets=secrets,
     )
     return reporter, stream
 
@@ -61,7 +71,9 @@ def test_plain_reports_start_progress_and_done_with_timestamps(clock: FakeClock)
 
 def test_plain_resume_is_the_start_line(clock: FakeClock) -> None:
     reporter, stream = plain(clock)
-    reporter.start("m", label="big/model.safetensors", total=int(1.6 * GiB), completed=600 * MiB, model="big")
+    reporter.start(
+        "m", label="big/model.safetensors", total=int(1.6 * GiB), completed=600 * MiB, model="big"
+    )
     assert body(stream) == ["resuming big/model.safetensors at 600 MiB of 1.60 GiB"]
 
 
@@ -78,7 +90,8 @@ def test_plain_waiting_is_written_once(clock: FakeClock) -> None:
     reporter.start("b", label="m/b.bin", total=10)
     for _ in range(3):
         reporter.waiting("b", "another mdl run holds the lock")
-    reporter.waiting("m/c.bin", "another mdl run holds the lock")  # a lock is taken before the start
+    # a lock is taken before the start
+    reporter.waiting("m/c.bin", "another mdl run holds the lock")
     reporter.start("m/c.bin", label="m/c.bin", total=5)
     assert body(stream) == [
         "start m/b.bin (10 B)",
@@ -130,7 +143,9 @@ def test_plain_timestamps_come_from_the_wallclock_in_utc() -> None:
     reporter.note("hello")
     assert stream.getvalue() == f"2026-11-22T09:03:39Z {PID} hello\n"
     naive = io.StringIO()
-    make_reporter("plain", stream=naive, environ={}, wallclock=lambda: datetime(2026, 1, 2, 3, 4, 5)).note("x")
+    make_reporter(
+        "plain", stream=naive, environ={}, wallclock=lambda: datetime(2026, 1, 2, 3, 4, 5)
+    ).note("x")
     assert naive.getvalue() == f"2026-01-02T03:04:05Z {PID} x\n"
     assert datetime(2026, 1, 2, tzinfo=UTC)  # naive stamps are taken as UTC
 

@@ -1,4 +1,6 @@
-"""Choosing the display: --progress auto|rich|plain|json|none, -q and --no-progress, terminals and TERM=dumb."""
+"""Choosing the display: --progress auto|rich|plain|json|none, -q and --no-progress, terminals
+and TERM=dumb.
+"""
 
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ def test_auto_mode(
     ("requested", "quiet", "no_progress", "tty", "mode"),
     [
         ("json", False, False, True, "json"),
-        ("json", True, False, False, "json"),  # for programs: -q silences people's output, not this channel
+        # for programs: -q silences people's output, not this channel
+        ("json", True, False, False, "json"),
         ("json", False, True, False, "json"),
         ("rich", False, False, False, "rich"),  # asked for: bars even off a terminal
         ("plain", False, False, True, "plain"),
@@ -51,14 +54,20 @@ def test_auto_mode(
         ("plain", False, True, True, "none"),
     ],
 )
-def test_requested_mode(requested: str, quiet: bool, no_progress: bool, tty: bool, mode: str) -> None:
-    got = choose_progress_mode(quiet=quiet, no_progress=no_progress, stderr_isatty=tty, environ={}, requested=requested)
+def test_requested_mode(
+    requested: str, quiet: bool, no_progress: bool, tty: bool, mode: str
+) -> None:
+    got = choose_progress_mode(
+        quiet=quiet, no_progress=no_progress, stderr_isatty=tty, environ={}, requested=requested
+    )
     assert got == mode
 
 
 def test_unknown_mode_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unknown progress mode"):
-        choose_progress_mode(quiet=False, no_progress=False, stderr_isatty=True, environ={}, requested="fancy")
+        choose_progress_mode(
+            quiet=False, no_progress=False, stderr_isatty=True, environ={}, requested="fancy"
+        )
 
 
 def test_none_mode_writes_nothing() -> None:

@@ -1,4 +1,6 @@
-"""Smoothed rates and times left, on an injected clock: the total never promises less than its slowest file."""
+"""Smoothed rates and times left, on an injected clock: the total never promises less than its
+slowest file.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +24,11 @@ def test_meter_reads_the_average_at_first_then_follows_the_link() -> None:
 
 
 def test_meter_times_from_the_first_byte_not_from_the_request() -> None:
-    """A file starts (Hub call, redirect, connect) half a second before its first byte: that wait is not its speed.
+    """A file starts (Hub call, redirect, connect) half a second before its first byte: that wait is
+    not its speed.
 
-    Counted, a file just started read ~1.3 MiB/s for 2 MiB/s, so its time left (and the total's floor) jumped up
-    each time a big file started.
+    Counted, a file just started read ~1.3 MiB/s for 2 MiB/s, so its time left (and the total's
+    floor) jumped up each time a big file started.
     """
     meter = RateMeter(0.0)
     assert meter.rate(0.5) is None  # waiting for the first byte: no speed yet
@@ -61,7 +64,9 @@ def test_total_is_never_less_than_the_slowest_file() -> None:
 
 
 def test_files_finishing_early_do_not_make_the_total_optimistic() -> None:
-    """The issue's case: five small files finish in the first second, the big throttled one shows 1:47 left."""
+    """The issue's case: five small files finish in the first second, the big throttled one shows
+    1:47 left.
+    """
     tally = Tally()
     now = 0.0
     big, small = 120 * MiB, 8 * MiB
@@ -70,7 +75,8 @@ def test_files_finishing_early_do_not_make_the_total_optimistic() -> None:
     for key in keys:
         size = big if key == "big" else small
         tally.apply(Event("start", key, key, size), now)
-    for _ in range(10):  # the first second: small files at 40 MiB/s each, the big one throttled to 1 MiB/s
+    # the first second: small files at 40 MiB/s each, the big one throttled to 1 MiB/s
+    for _ in range(10):
         now += 0.1
         for key in keys[1:]:
             tally.apply(Event("advance", key, nbytes=4 * MiB), now)
@@ -91,8 +97,9 @@ def test_files_finishing_early_do_not_make_the_total_optimistic() -> None:
 
 
 def test_no_total_time_while_a_file_of_unknown_size_is_coming() -> None:
-    """A server that never says a size: the batch's end cannot be known while that file streams (not the other
-    file's 0:04, which only bounds it); once it is done, the known files' times are what is left."""
+    """A server that never says a size: the batch's end cannot be known while that file streams (not
+    the other file's 0:04, which only bounds it); once it is done, the known files' times are what
+    is left."""
     tally = Tally()
     now = 0.0
     tally.apply(Event("begin", total=None, files=2), now)
