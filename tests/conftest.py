@@ -7,8 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from runfixtures import use_catalog
 from servers import CdnServer, HubServer
+
+# No test may depend on wall-clock speed: Hypothesis' default 200 ms deadline per example fails a
+# property on a busy machine (the examples are not slow, the machine is), so it is off for all.
+settings.register_profile("mdl", deadline=None)
+settings.load_profile("mdl")
 
 NETWORK_TRUST = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"}
 

@@ -1,6 +1,5 @@
-"""The catalog file: loading (its pydantic reader loads only when one is parsed), lookup, and the
-settings resolved from flags, environment and catalog. Other parts get frozen ``ModelSpec``,
-``FileSpec`` and one ``Settings`` here."""
+"""The catalog file: lookup, loading (pydantic only when one is parsed) and settings resolved from
+flags, environment and catalog; others get frozen ``ModelSpec``, ``FileSpec`` and ``Settings``."""
 
 from mdl.catalog.headers import check_headers, is_secret_header, parse_header
 from mdl.catalog.load import (

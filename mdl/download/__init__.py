@@ -1,6 +1,5 @@
-"""The workflows over the same stages (resolve → plan → fetch → record): ``pull`` catalog models,
-``get`` one-off sources into a folder, ``lock`` them into catalog.lock, ``add``/``remove`` catalog
-entries with the lock in step."""
+"""The workflows over the same stages (resolve → plan → fetch → record): ``pull`` models, ``get``
+one-off sources, ``lock`` them, ``add``/``remove`` catalog entries with the lock in step."""
 
 from mdl.download.get import get_sources, read_source
 from mdl.download.lock import LockReport, add_model, lock_catalog, remove_model

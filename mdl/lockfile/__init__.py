@@ -1,6 +1,5 @@
-"""``catalog.lock``: every catalog model's commit, files, sizes and sha256, pinned so that every
-machine pulls the same bytes without asking the Hub to list anything; and how a run uses it
-(LockUse: --locked, --frozen)."""
+"""``catalog.lock``: each model's commit, files, sizes and sha256, pinned so every machine pulls the
+same bytes without a Hub listing; and how a run uses it (LockUse: --locked, --frozen)."""
 
 from mdl.lockfile.io import ModelChange, diff_locks, exclusive, parse_lock, read_lock, write_lock
 from mdl.lockfile.model import (

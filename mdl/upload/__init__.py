@@ -1,6 +1,5 @@
 """Publishing: the verified local files of catalog models, uploaded to S3-compatible storage with a
-manifest per model, so that a fleet pulls from its own bucket (``s3://`` mirrors) instead of the
-Hub."""
+manifest each, so a fleet pulls from its own bucket (``s3://`` mirrors) instead of the Hub."""
 
 from mdl.upload.publisher import PublishReport, publish_models
 
