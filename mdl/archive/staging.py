@@ -121,10 +121,8 @@ class Staging:
 
     def __init__(self, dest: Path) -> None:
         self.dest, self.token = dest, secrets.token_hex(16)
-        self.path, self.record = (
-            dest / f"{PREFIX}{self.token}",
-            dest / RECORDS / f"{self.token}.json",
-        )
+        self.path = dest / f"{PREFIX}{self.token}"
+        self.record = dest / RECORDS / f"{self.token}.json"
         self._dest_fd = self._fd = self._lock = self._root = -1
         # the tree's folders, least recently used first
         self._fds: OrderedDict[str, int] = OrderedDict()
@@ -193,10 +191,8 @@ class Staging:
             try:
                 tops = []
                 for name in names:
-                    new, there = (
-                        os.stat(name, dir_fd=self._root, follow_symlinks=False),
-                        _lstat(name, self._dest_fd),
-                    )
+                    new = os.stat(name, dir_fd=self._root, follow_symlinks=False)
+                    there = _lstat(name, self._dest_fd)
                     tops.append(
                         Top(name, _identity(new), None if there is None else _identity(there))
                     )
