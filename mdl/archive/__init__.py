@@ -2,9 +2,10 @@
 a pipe.
 """
 
-from mdl.archive.packer import PackOptions, PackResult, pack_run
+from mdl.archive.collect import PackOptions
+from mdl.archive.packer import PackResult, pack_run
+from mdl.archive.staging import recover as recover_unpacks
 from mdl.archive.unpack import UnpackResult, unpack_archive, unpack_stream
-from mdl.archive.unpack import recover as recover_unpacks
 from mdl.archive.zipread import DEFAULT_MAX_RATIO
 
 __all__ = [

@@ -91,41 +91,68 @@ def read_small_json(path: Path, shown: str) -> Any:
         raise UsageError(f"'{shown}' is not valid JSON: {str(exc)[:200]}") from exc
 
 
+class _Incomplete(Exception):
+    """Why a checkpoint or a safetensors file is not complete: said by the step that finds it."""
+
+
 def safetensors_problem(path: Path, shown: str | None = None) -> str | None:
     """Why a safetensors file is inconsistent (header length, JSON, data extent vs file size), or
     None.
     """
-    shown = path.name if shown is None else shown
+    try:
+        header_len, size, header = _safetensors_header(path, path.name if shown is None else shown)
+        end = _data_end(header)
+    except _Incomplete as exc:
+        return str(exc)
+    expected = 8 + header_len + end
+    if expected != size:
+        return (
+            f"data should end at byte {expected} but the file has {size} (truncated or still"
+            " being written)"
+        )
+    return None
+
+
+def _safetensors_header(path: Path, shown: str) -> tuple[int, int, dict[str, Any]]:
+    """The header's length, the file's size and the header itself; _Incomplete when unreadable."""
     with _opened(path, shown) as (fd, st):
         if not stat.S_ISREG(st.st_mode):
-            return "not a regular file"
-        if len(head := os.pread(fd, 8, 0)) < 8:
-            return f"truncated: {st.st_size} bytes, no header"
+            raise _Incomplete("not a regular file")
+        head = os.pread(fd, 8, 0)
+        if len(head) < 8:
+            raise _Incomplete(f"truncated: {st.st_size} bytes, no header")
         header_len = int.from_bytes(head, "little")
         if header_len > _SAFETENSORS_MAX_HEADER or 8 + header_len > st.st_size:
-            return f"header length {header_len} does not fit in {st.st_size} bytes"
+            raise _Incomplete(f"header length {header_len} does not fit in {st.st_size} bytes")
         raw = os.pread(fd, header_len, 8)
     try:
         header = parse_json(raw)
     except ValueError:
-        return "header is not JSON"
+        raise _Incomplete("header is not JSON") from None
     if not isinstance(header, dict):
-        return "header is not a JSON object"
+        raise _Incomplete("header is not a JSON object")
+    return header_len, st.st_size, header
+
+
+def _data_end(header: dict[str, Any]) -> int:
+    """Where the last tensor's data ends, past the header."""
     end = 0
     for key, tensor in header.items():
-        if key == "__metadata__":
-            continue
-        offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
-        first, last = offsets if isinstance(offsets, list) and len(offsets) == 2 else (None, None)
-        if not (type(first) is int and type(last) is int and 0 <= first <= last):
-            return f"tensor {key!r} has bad data_offsets"
-        end = max(end, last)
-    if (expected := 8 + header_len + end) != st.st_size:
-        return (
-            f"data should end at byte {expected} but the file has {st.st_size} (truncated or still"
-            " being written)"
-        )
-    return None
+        if key != "__metadata__":
+            end = max(end, _tensor_end(key, tensor))
+    return end
+
+
+def _tensor_end(key: str, tensor: object) -> int:
+    """A tensor's end offset; _Incomplete unless its data_offsets are two ordered natural ints."""
+    bad = _Incomplete(f"tensor {key!r} has bad data_offsets")
+    offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
+    if not isinstance(offsets, list) or len(offsets) != 2:
+        raise bad
+    first, last = offsets
+    if not (type(first) is int and type(last) is int and 0 <= first <= last):
+        raise bad
+    return int(last)
 
 
 @dataclass(frozen=True)
@@ -182,46 +209,94 @@ def real_inside(path: Path, run_real: Path, shown: str) -> Path:
 def candidate_problem(candidate: Candidate, run_real: Path) -> str | None:
     """Why ``candidate`` is not a complete checkpoint (missing or inconsistent weights), or None; a
     link leaving the run raises."""
-    folder, shown = real_inside(candidate.path, run_real, candidate.name), candidate.name
-    if not candidate.is_dir and candidate.name.endswith(".safetensors"):
-        return safetensors_problem(folder, shown)
-    # a Lightning .ckpt is a pickle: never opened beyond its size while choosing
-    if not candidate.is_dir:
-        return None if folder.stat().st_size > 0 else "empty file"
-    # Weights sit at the top (Trainer, PEFT, accelerate) or one level down (diffusers: unet/, vae/).
-    found_weights = False
-    for sub in [folder, *sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())]:
+    path = real_inside(candidate.path, run_real, candidate.name)
+    try:
+        if candidate.is_dir:
+            _CheckpointFolder(path, candidate.name, run_real).check()
+        else:
+            _check_single_file(path, candidate.name)
+    except _Incomplete as exc:
+        return str(exc)
+    return None
+
+
+def _check_single_file(path: Path, shown: str) -> None:
+    """A single-file checkpoint: a safetensors file whole, a Lightning .ckpt (a pickle: never
+    opened beyond its size while choosing) not empty."""
+    if shown.endswith(".safetensors"):
+        problem = safetensors_problem(path, shown)
+        if problem is not None:
+            raise _Incomplete(problem)
+    elif path.stat().st_size == 0:
+        raise _Incomplete("empty file")
+
+
+def _unsafe_name(name: str) -> bool:
+    """Whether ``name`` is not one plain name (a path, empty, ``.`` or ``..``)."""
+    return "/" in name or "\\" in name or name in ("", ".", "..")
+
+
+@dataclass(frozen=True)
+class _CheckpointFolder:
+    """A checkpoint folder (real path, as shown) checked for complete weights."""
+
+    folder: Path
+    shown: str
+    run_real: Path
+
+    def check(self) -> None:
+        """Weights sit at the top (Trainer, PEFT, accelerate) or one level down (diffusers: unet/,
+        vae/); _Incomplete names the first problem, or that there are none."""
+        subfolders = (p for p in self.folder.iterdir() if p.is_dir() and not p.is_symlink())
+        found_weights = False
+        for sub in [self.folder, *sorted(subfolders)]:
+            indexed = self.indexed_shards(sub)
+            found_weights = self.has_weights(sub, found_weights) or bool(indexed)
+        if not found_weights:
+            raise _Incomplete(
+                "no weights (model.safetensors, shards with their index, or adapter weights)"
+            )
+
+    def label(self, path: Path) -> str:
+        """``path`` as shown: under the checkpoint's name."""
+        return f"{self.shown}/{path.relative_to(self.folder)}"
+
+    def indexed_shards(self, sub: Path) -> set[str]:
+        """The shards the ``*.index.json`` files in ``sub`` name, each one there."""
         indexed: set[str] = set()
         for index in sorted(sub.glob("*.index.json")):
-            label = f"{shown}/{index.relative_to(folder)}"
-            data = read_small_json(real_inside(index, run_real, label), label)
-            weight_map = data.get("weight_map") if isinstance(data, dict) else None
-            if not isinstance(weight_map, dict) or not weight_map:
-                return f"{index.name} has no weight_map"
-            for shard in sorted({str(v) for v in weight_map.values()}):
-                # Shards live beside their index; anything else is a hostile or broken index.
-                if "/" in shard or "\\" in shard or shard in ("", ".", ".."):
-                    return f"{index.name} names unsafe shard path {shard!r}"
-                if not (sub / shard).exists() and not (sub / shard).is_symlink():
-                    return f"shard {shard} named in {index.name} is missing"
-                indexed.add(shard)
+            indexed |= self.shards_of(index, sub)
+        return indexed
+
+    def shards_of(self, index: Path, sub: Path) -> set[str]:
+        """The shards one index names; shards live beside their index, anything else is a hostile
+        or broken index."""
+        label = self.label(index)
+        data = read_small_json(real_inside(index, self.run_real, label), label)
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise _Incomplete(f"{index.name} has no weight_map")
+        shards = sorted({str(v) for v in weight_map.values()})
+        for shard in shards:
+            if _unsafe_name(shard):
+                raise _Incomplete(f"{index.name} names unsafe shard path {shard!r}")
+            if not (sub / shard).exists() and not (sub / shard).is_symlink():
+                raise _Incomplete(f"shard {shard} named in {index.name} is missing")
+        return set(shards)
+
+    def has_weights(self, sub: Path, found: bool) -> bool:
+        """Whether weights were ``found`` or ``sub`` holds some: each safetensors file whole, a
+        pickled weights file not empty (looked at only while none is found)."""
         for weights in sorted(sub.iterdir()):
-            inside = weights.relative_to(folder)
-            label = f"{shown}/{inside}"
+            label = self.label(weights)
             if weights.name.endswith(".safetensors"):
-                if problem := safetensors_problem(real_inside(weights, run_real, label), label):
-                    return f"{inside}: {problem}"
-                found_weights = True
-            elif _PICKLED_WEIGHTS.fullmatch(weights.name):
-                found_weights = (
-                    found_weights or real_inside(weights, run_real, label).stat().st_size > 0
-                )
-        found_weights = found_weights or bool(indexed)
-    return (
-        None
-        if found_weights
-        else "no weights (model.safetensors, shards with their index, or adapter weights)"
-    )
+                problem = safetensors_problem(real_inside(weights, self.run_real, label), label)
+                if problem:
+                    raise _Incomplete(f"{weights.relative_to(self.folder)}: {problem}")
+                found = True
+            elif not found and _PICKLED_WEIGHTS.fullmatch(weights.name):
+                found = real_inside(weights, self.run_real, label).stat().st_size > 0
+        return found
 
 
 def _classify(name: str, is_dir: bool) -> tuple[int | None, str] | None:
@@ -240,6 +315,16 @@ def _classify(name: str, is_dir: bool) -> tuple[int | None, str] | None:
 
 def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
     """Every checkpoint in the run, and the names of tmp-checkpoint-* folders (sorted by name)."""
+    found, temporary = _top_candidates(run_dir)
+    found += _accelerate_candidates(run_dir / "checkpoints")
+    # numerically: 500 before 1000
+    found.sort(key=lambda c: (c.number is None, c.number or 0, c.name))
+    _refuse_twin_steps(found)
+    return found, sorted(temporary)
+
+
+def _top_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
+    """The checkpoints at the run's top, and its tmp-checkpoint-* folders."""
     found: list[Candidate] = []
     temporary: list[str] = []
     with os.scandir(run_dir) as entries:
@@ -248,28 +333,37 @@ def find_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
             if is_dir and _TMP_DIR.fullmatch(entry.name):
                 temporary.append(entry.name)
                 continue
-            if (kind := _classify(entry.name, is_dir)) is not None and (is_dir or entry.is_file()):
+            kind = _classify(entry.name, is_dir)
+            if kind is not None and (is_dir or entry.is_file()):
                 found.append(Candidate(entry.name, Path(entry.path), kind[0], kind[1], is_dir))
-    if (nested := run_dir / "checkpoints").is_dir() and not nested.is_symlink():
-        with os.scandir(nested) as entries:
-            for entry in entries:
-                if (match := _ACCELERATE_DIR.fullmatch(entry.name)) and entry.is_dir():
-                    found.append(
-                        Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True)
-                    )
-    # numerically: 500 before 1000
-    found.sort(key=lambda c: (c.number is None, c.number or 0, c.name))
-    # two names for one step (checkpoint-7, checkpoint-007): ambiguous
+    return found, temporary
+
+
+def _accelerate_candidates(nested: Path) -> list[Candidate]:
+    """accelerate's checkpoints/checkpoint_<i>/ folders (a linked checkpoints/ is not looked in)."""
+    if not nested.is_dir() or nested.is_symlink():
+        return []
+    found: list[Candidate] = []
+    with os.scandir(nested) as entries:
+        for entry in entries:
+            match = _ACCELERATE_DIR.fullmatch(entry.name)
+            if match and entry.is_dir():
+                found.append(
+                    Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True)
+                )
+    return found
+
+
+def _refuse_twin_steps(found: list[Candidate]) -> None:
+    """Two names for one step (checkpoint-7, checkpoint-007) are ambiguous: exit 2."""
     seen: dict[tuple[str, int | None], str] = {}
     for cand in found:
-        if (
-            first := seen.setdefault((cand.unit, cand.number), cand.name)
-        ) != cand.name and cand.number is not None:
+        first = seen.setdefault((cand.unit, cand.number), cand.name)
+        if first != cand.name and cand.number is not None:
             raise UsageError(
                 f"checkpoints '{first}' and '{cand.name}' are both {cand.unit} {cand.number}",
                 hint="rename or remove one of them",
             )
-    return found, sorted(temporary)
 
 
 def _complete(
@@ -307,55 +401,79 @@ def _select_latest(candidates: list[Candidate], temporary: list[str], run_real: 
     raise UsageError(f"no complete checkpoint in the run ({detail})")
 
 
+def _step_folders(candidates: list[Candidate]) -> list[Candidate]:
+    """The checkpoint folders numbered by step (the Trainer's, which ``best`` can name)."""
+    return [c for c in candidates if c.is_dir and c.unit == "step"]
+
+
 def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> Selection:
     """The checkpoint trainer_state.json calls best, by the basename of its (often stale) path."""
-    # The trainer_state.json with the highest global_step (ordered by step, never by mtime).
-    places = [(run_dir, "")] + [
-        (c.path, f"{c.name}/") for c in candidates if c.is_dir and c.unit == "step"
-    ]
-    # (step, -order: ties go to the run's own file, shown, state)
+    shown, state = _newest_trainer_state(run_dir, candidates, run_real)
+    name, source = _recorded_best(shown, state)
+    chosen = next((c for c in _step_folders(candidates) if c.name == name), None)
+    if chosen is None:
+        raise UsageError(f"{source} does not name a checkpoint folder in the run")
+    metric = _finite_metric(state.get("best_metric"))
+    reason = f"best: {source}"
+    if metric is not None:
+        reason += f", best_metric {metric}"
+    return _complete(chosen, run_real, "best", reason, metric)
+
+
+def _newest_trainer_state(
+    run_dir: Path, candidates: list[Candidate], run_real: Path
+) -> tuple[str, Any]:
+    """The trainer_state.json with the highest global_step (ordered by step, never by mtime; ties
+    go to the run's own file), as shown, and its contents."""
+    places = [(run_dir, ""), *((c.path, f"{c.name}/") for c in _step_folders(candidates))]
+    # (step, -order, shown, state)
     found: list[tuple[int, int, str, Any]] = []
     for order, (folder, prefix) in enumerate(places):
         shown, path = f"{prefix}trainer_state.json", folder / "trainer_state.json"
         if path.is_file():
             state = read_small_json(real_inside(path, run_real, shown), shown)
-            step = state.get("global_step") if isinstance(state, dict) else None
-            found.append((step if isinstance(step, int) else -1, -order, shown, state))
+            found.append((_global_step(state), -order, shown, state))
     if not found:
         raise UsageError(
             "no trainer_state.json in the run or its checkpoints; cannot tell which is best"
         )
     _, _, shown, state = max(found, key=lambda item: item[:2])
-    recorded = state.get("best_model_checkpoint") if isinstance(state, dict) else None
-    best_step = state.get("best_global_step") if isinstance(state, dict) else None
+    return shown, state
+
+
+def _global_step(state: Any) -> int:
+    """A trainer state's global_step, -1 when it has none."""
+    step = state.get("global_step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) else -1
+
+
+def _recorded_best(shown: str, state: Any) -> tuple[str, str]:
+    """The checkpoint name a trainer state records as best, and where that was read."""
+    fields = state if isinstance(state, dict) else {}
+    recorded = fields.get("best_model_checkpoint")
+    best_step = fields.get("best_global_step")
     if isinstance(recorded, str) and recorded.strip("/\\"):
         # The path is as it was at training time (absolute, other machine): only its last part
         # counts.
         name = re.split(r"[/\\]", recorded.rstrip("/\\"))[-1]
-        source = f"best_model_checkpoint {recorded!r} in {shown}"
-    elif isinstance(best_step, int) and not isinstance(best_step, bool):
-        name = f"checkpoint-{best_step}"
-        source = f"best_global_step {best_step} in {shown}"
-    else:
-        raise UsageError(
-            f"{shown} records no best checkpoint (no best_model_checkpoint or best_global_step)"
-        )
-    if (
-        chosen := next(
-            (c for c in candidates if c.name == name and c.is_dir and c.unit == "step"), None
-        )
-    ) is None:
-        raise UsageError(f"{source} does not name a checkpoint folder in the run")
-    metric, metric_value = state.get("best_metric"), None
-    if isinstance(metric, int | float) and not isinstance(metric, bool):
-        # NaN and infinities (trainers write them) and ints past float range (isfinite overflows)
-        # count as none
-        with contextlib.suppress(OverflowError):
-            metric_value = float(metric) if math.isfinite(metric) else None
-    reason = f"best: {source}" + (
-        f", best_metric {metric_value}" if metric_value is not None else ""
+        return name, f"best_model_checkpoint {recorded!r} in {shown}"
+    if isinstance(best_step, int) and not isinstance(best_step, bool):
+        return f"checkpoint-{best_step}", f"best_global_step {best_step} in {shown}"
+    raise UsageError(
+        f"{shown} records no best checkpoint (no best_model_checkpoint or best_global_step)"
     )
-    return _complete(chosen, run_real, "best", reason, metric_value)
+
+
+def _finite_metric(metric: object) -> float | None:
+    """best_metric as a float; NaN and infinities (trainers write them) and ints past float range
+    count as none."""
+    if not isinstance(metric, int | float) or isinstance(metric, bool):
+        return None
+    try:
+        finite = math.isfinite(metric)
+    except OverflowError:
+        return None
+    return float(metric) if finite else None
 
 
 def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
@@ -369,41 +487,58 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
     if spec == "best":
         return _select_best(run_dir, candidates, run_real)
     if spec.startswith("step:"):
-        if not (match := re.fullmatch(r"step:([0-9]+)", spec)):
-            raise UsageError(f"bad checkpoint {spec!r}: step:N takes ASCII digits")
-        step = int(match.group(1))
-        if (
-            chosen_step := next(
-                (c for c in candidates if c.unit == "step" and c.number == step), None
-            )
-        ) is None:
-            steps = sorted(
-                c.number for c in candidates if c.unit == "step" and c.number is not None
-            )
-            near = min(steps, key=lambda n: (abs(n - step), n)) if steps else None
-            raise UsageError(
-                f"no checkpoint for step {step} (steps present:"
-                f" {', '.join(map(str, steps)) or 'none'})",
-                hint=f"did you mean step:{near}?" if near is not None else None,
-            )
-        return _complete(chosen_step, run_real, spec, f"step {step} requested")
+        return _select_step(spec, candidates, run_real)
+    return _select_named(spec, run_dir, candidates, run_real)
+
+
+def _select_step(spec: str, candidates: list[Candidate], run_real: Path) -> Selection:
+    """``step:N``: the checkpoint numbered by step N; exit 2 naming the steps there are."""
+    match = re.fullmatch(r"step:([0-9]+)", spec)
+    if not match:
+        raise UsageError(f"bad checkpoint {spec!r}: step:N takes ASCII digits")
+    step = int(match.group(1))
+    chosen = next((c for c in candidates if c.unit == "step" and c.number == step), None)
+    if chosen is None:
+        raise _no_step(step, candidates)
+    return _complete(chosen, run_real, spec, f"step {step} requested")
+
+
+def _no_step(step: int, candidates: list[Candidate]) -> UsageError:
+    """No checkpoint for ``step``: the steps there are, and the nearest as a hint."""
+    steps = sorted(c.number for c in candidates if c.unit == "step" and c.number is not None)
+    near = min(steps, key=lambda n: (abs(n - step), n)) if steps else None
+    present = ", ".join(map(str, steps)) or "none"
+    return UsageError(
+        f"no checkpoint for step {step} (steps present: {present})",
+        hint=f"did you mean step:{near}?" if near is not None else None,
+    )
+
+
+def _select_named(
+    spec: str, run_dir: Path, candidates: list[Candidate], run_real: Path
+) -> Selection:
+    """A checkpoint named on the command line; exit 2 with the closest name when there is none."""
     name = spec.removesuffix("/")
-    if "/" in name or "\\" in name or name in ("", ".", ".."):
+    if _unsafe_name(name):
         raise UsageError(f"checkpoint {spec!r} must be a name in the run, not a path")
-    if (named := next((c for c in candidates if c.name == name), None)) is None:
-        if _TMP_DIR.fullmatch(name):
-            raise UsageError(
-                f"'{name}' is a temporary folder left by an interrupted save, not a checkpoint"
-            )
-        close = difflib.get_close_matches(
-            name, ["latest", "best", *(c.name for c in candidates)], n=1, cutoff=0.6
-        )
-        hint = f"did you mean {close[0]}?" if close else None
-        if (run_dir / name).exists() or (
-            _classify(name, True) is None and _classify(name, False) is None
-        ):
-            raise UsageError(
-                f"'{name}' is not a checkpoint name (known: {KNOWN_PATTERNS})", hint=hint
-            )
-        raise UsageError(f"no checkpoint '{name}' in the run", hint=hint)
+    named = next((c for c in candidates if c.name == name), None)
+    if named is None:
+        raise _no_checkpoint_named(name, run_dir, candidates)
     return _complete(named, run_real, "named", "named on the command line")
+
+
+def _no_checkpoint_named(name: str, run_dir: Path, candidates: list[Candidate]) -> UsageError:
+    """What to say when no checkpoint has ``name``: a temporary folder, no checkpoint's name at
+    all, or a checkpoint name the run lacks."""
+    if _TMP_DIR.fullmatch(name):
+        return UsageError(
+            f"'{name}' is a temporary folder left by an interrupted save, not a checkpoint"
+        )
+    close = difflib.get_close_matches(
+        name, ["latest", "best", *(c.name for c in candidates)], n=1, cutoff=0.6
+    )
+    hint = f"did you mean {close[0]}?" if close else None
+    unknown = _classify(name, True) is None and _classify(name, False) is None
+    if (run_dir / name).exists() or unknown:
+        return UsageError(f"'{name}' is not a checkpoint name (known: {KNOWN_PATTERNS})", hint=hint)
+    return UsageError(f"no checkpoint '{name}' in the run", hint=hint)

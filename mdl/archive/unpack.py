@@ -1,571 +1,43 @@
 """``mdl unpack``: reject hostile archives before writing a byte, extract privately, verify, then
 swap into place.
 
-The swap leaves the target entirely old or entirely new, whatever happens.
-``DEST/.mdl-unpack-<token>/`` holds ``tree/`` (the extraction), ``old/`` (what the swap moved aside)
-and, during the swap, ``journal.json`` (each top-level name with the identity of the new entry and
-of the original): with atomic renames it says how far a swap got. SIGINT/SIGTERM wait until the swap
-is done or undone; after a kill -9 the next unpack into DEST (or ``mdl clean``) rolls it back, or
-finishes a committed one. Originals are never deleted before the new tree is in place.
-
-Provenance, not names: a staging is one this code made only if ``DEST/.mdl/unpack/<token>.json`` (a
-regular file with one link, the running user's, read without following links) names it by its random
-token and its folder's and lock's ``st_dev``/``st_ino``, and its journal carries the same token.
-Anything else that looks like a staging (an archive cannot carry one: the name is reserved) is left
-alone, and what a roll-back renames is matched by identity first."""
+The checks read the archive's index, its manifest and its signature before a byte is written; the
+private folder, the swap and the recovery of an interrupted one are in ``staging.py``."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
-import re
-import resource
-import secrets
 import shutil
-import signal
 import stat
-import threading
-from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeGuard
 
 from mdl.archive import zipread
-from mdl.archive.zipread import (
-    DEFAULT_MAX_RATIO,
-    MANIFEST_NAME,
-    MAX_CENTRAL_BYTES,
-    Entry,
-    name_problem,
-)
-from mdl.errors import (
-    ArchiveError,
-    IntegrityError,
-    LocalFSError,
-    MdlError,
-    NoSpaceError,
-    UsageError,
-)
-from mdl.paths import SHA256_HEX, STAGING_PREFIX, shown, temp_name
+from mdl.archive.staging import NEW_FILE, Staging, recover
+from mdl.archive.zipread import DEFAULT_MAX_RATIO, MANIFEST_NAME, Entry
+from mdl.errors import ArchiveError, IntegrityError, LocalFSError, NoSpaceError, UsageError
+from mdl.paths import SHA256_HEX, shown, temp_name
 from mdl.progress import ArchiveProgress, Progress
 from mdl.signing import (
     MAX_SIGNATURE_BYTES,
     SIGNATURE_FILE,
     SignedFile,
+    SignedManifest,
     Trust,
     require_library,
     verify_signature,
 )
-from mdl.store import confined, kind_of, not_a_file, stat_file
+from mdl.store import kind_of, not_a_file, stat_file
 
 MAX_MANIFEST_BYTES = 64 << 20
 CHUNK_SIZE = 1 << 20
-# folder descriptors kept open while extracting (an archive may hold 100,000 folders)
-MAX_OPEN_FOLDERS = 64
 STDIN, PIPE_HINT = "stdin", "mdl pack RUN -o - | mdl unpack - -d DIR"
-_NO_LINK = os.O_NOFOLLOW | os.O_CLOEXEC
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINK
-_DIR = os.O_RDONLY | os.O_DIRECTORY | _NO_LINK
-PREFIX = STAGING_PREFIX
-RECORDS = Path(".mdl") / "unpack"  # under DEST: one record per staging, named after its token
-_TOKEN = re.compile("[0-9a-f]{32}")
-MAX_RECORD_BYTES = 4096
-# the top-level names come from a central directory, twice its size at most
-MAX_JOURNAL_BYTES = 2 * MAX_CENTRAL_BYTES
-_LOCK, _JOURNAL, _TREE, _OLD = "lock", "journal.json", "tree", "old"
-_SWAPPING, _COMMITTED = "swapping", "committed"
-_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # held while a swap runs, delivered after
-Identity = tuple[int, int]  # st_dev, st_ino
-
-
-@contextlib.contextmanager
-def deferred_signals() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM for the duration of the block, then deliver them (main thread
-    only).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = {
-        sig: signal.signal(sig, lambda signum, _: caught.append(signum))
-        for sig in _DEFERRED_SIGNALS
-    }
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        if caught:
-            # now handled as it would have been: KeyboardInterrupt, exit 130
-            signal.raise_signal(caught[0])
-
-
-def _identity(found: os.stat_result) -> Identity:
-    return found.st_dev, found.st_ino
-
-
-def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-def _open_dir(name: str, dir_fd: int) -> int:
-    return os.open(name, _DIR, dir_fd=dir_fd)
-
-
-@dataclass(frozen=True)
-class Top:
-    """One top-level name a swap moves, with the identity of the new entry and of the original it
-    moves aside.
-    """
-
-    name: str
-    new: Identity
-    old: Identity | None
-
-
-def _pair(value: object) -> Identity:
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or not all(type(v) is int and v >= 0 for v in value)
-    ):
-        raise ValueError("malformed identity")
-    return value[0], value[1]
-
-
-class Staging:
-    """The private folder beside the destination, locked while in use and recorded under
-    ``DEST/.mdl/unpack/``; its tree is made never through a link, and everything in it is reached
-    from its own descriptor."""
-
-    def __init__(self, dest: Path) -> None:
-        self.dest, self.token = dest, secrets.token_hex(16)
-        self.path, self.record = (
-            dest / f"{PREFIX}{self.token}",
-            dest / RECORDS / f"{self.token}.json",
-        )
-        self._dest_fd = self._fd = self._lock = self._root = -1
-        # the tree's folders, least recently used first
-        self._fds: OrderedDict[str, int] = OrderedDict()
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        # A small share of what the process may open (`ulimit -n`), never fewer than the two in use
-        # at once.
-        self._max_open = max(2, min(MAX_OPEN_FOLDERS, soft // 8 if soft > 0 else MAX_OPEN_FOLDERS))
-        made = False
-        try:
-            # the user's: may be a link
-            self._dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            os.mkdir(self.path.name, 0o700, dir_fd=self._dest_fd)
-            made = True
-            self._fd = _open_dir(self.path.name, self._dest_fd)
-            self._lock = os.open(
-                _LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NO_LINK, 0o600, dir_fd=self._fd
-            )
-            fcntl.flock(self._lock, fcntl.LOCK_EX)
-            for sub in (_TREE, _OLD):
-                os.mkdir(sub, 0o700, dir_fd=self._fd)
-            self._root = _open_dir(_TREE, self._fd)
-            ids = {"folder": _identity(os.fstat(self._fd)), "lock": _identity(os.fstat(self._lock))}
-            doc = {
-                "version": 1,
-                "token": self.token,
-                **{key: list(value) for key, value in ids.items()},
-            }
-            # The record comes last: recover() acts only on a staging a record names, and its lock
-            # is held by now.
-            confined.write_atomic(dest, self.record, json.dumps(doc).encode())
-        except BaseException:
-            self._close_fds()
-            if made:
-                shutil.rmtree(self.path.name, ignore_errors=True, dir_fd=self._dest_fd)
-            self._close_own()
-            raise
-
-    def folder(self, name: str) -> int:
-        """A descriptor for folder ``name`` (relative), created 0755 as needed; valid until the
-        next call.
-        """
-        if not name:
-            return self._root
-        if name in self._fds:
-            self._fds.move_to_end(name)
-            return self._fds[name]
-        parent, _, base = name.rpartition("/")
-        parent_fd = self.folder(parent)
-        # made earlier for a sibling; O_NOFOLLOW below refuses a non-folder
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(base, 0o755, dir_fd=parent_fd)
-        self._fds[name] = fd = os.open(base, _DIR, dir_fd=parent_fd)
-        while len(self._fds) > self._max_open:
-            os.close(self._fds.popitem(last=False)[1])  # never the one just opened, nor its parent
-        return fd
-
-    def extract(
-        self,
-        fh: BinaryIO,
-        entries: list[Entry],
-        hashes: dict[str, str],
-        progress: Progress,
-        signed: Mapping[str, SignedFile] | None = None,
-    ) -> list[UnpackedFile]:
-        """Write every entry into the tree, verifying size, CRC, the signed digests (``signed``: by
-        entry name; a signed sha256 is the one computed here anyway) and the manifest's sha256
-        (``hashes``)."""
-        done: list[UnpackedFile] = []
-        for entry in entries:
-            if entry.is_dir:
-                self.folder(entry.name)
-                continue
-            progress.start(entry.name, label=entry.name, total=entry.file_size, path=entry.name)
-            digest = hashlib.sha256()
-            want = signed.get(entry.name) if signed else None
-            check = want.check_apart() if want is not None else None  # shards, BLAKE: fed as read
-            parent, _, base = entry.name.rpartition("/")
-            with os.fdopen(
-                os.open(base, _NEW_FILE, 0o644, dir_fd=self.folder(parent)), "wb"
-            ) as dst:
-                for chunk in zipread.read_data(fh, entry, CHUNK_SIZE):
-                    digest.update(chunk)
-                    if check is not None:
-                        check.update(chunk)
-                    dst.write(chunk)
-                    progress.advance(entry.name, len(chunk))
-                dst.flush()
-                # the renames into place must not expose files a power cut would empty
-                os.fsync(dst.fileno())
-            progress.finish(entry.name, ok=True)
-            if want is not None:
-                got = digest.hexdigest()
-                bad = check.mismatch() if check is not None else None
-                if check is None and want.sha256 != got:
-                    bad = ("signed sha256", str(want.sha256), got)
-                if bad is not None:
-                    raise IntegrityError(
-                        f"entry {shown(entry.name)} is not the file its signature signed: {bad[0]}"
-                        f" mismatch (the signature says {bad[1]}, the entry has {bad[2]})"
-                    )
-            if hashes.get(entry.name) not in (None, digest.hexdigest()):
-                raise IntegrityError(
-                    f"entry {shown(entry.name)} does not match the sha256 in the manifest"
-                )
-            done.append(UnpackedFile(entry.name, entry.file_size, digest.hexdigest()))
-        return done
-
-    def swap(self, names: list[str]) -> None:
-        """Move each of ``names`` from the tree into DEST, what was there into old/; all or
-        nothing.
-        """
-        with deferred_signals():
-            # DEST's own flock (no lock file in DEST): two unpacks into one folder swap in turns,
-            # never onto each other.
-            fcntl.flock(self._dest_fd, fcntl.LOCK_EX)
-            old = _open_dir(_OLD, self._fd)
-            try:
-                tops = []
-                for name in names:
-                    new, there = (
-                        os.stat(name, dir_fd=self._root, follow_symlinks=False),
-                        _lstat(name, self._dest_fd),
-                    )
-                    tops.append(
-                        Top(name, _identity(new), None if there is None else _identity(there))
-                    )
-                try:
-                    _write_journal(self._fd, self.token, tops, _SWAPPING)
-                except OSError as exc:
-                    raise LocalFSError(
-                        f"cannot write the swap journal in {self.path}: {exc.strerror}"
-                    ) from exc
-                moving = ""
-                try:
-                    for top in tops:
-                        moving = top.name
-                        if top.old is not None:  # a link moves itself, never its target
-                            os.rename(top.name, top.name, src_dir_fd=self._dest_fd, dst_dir_fd=old)
-                        os.rename(
-                            top.name, top.name, src_dir_fd=self._root, dst_dir_fd=self._dest_fd
-                        )
-                    os.fsync(self._dest_fd)
-                    _write_journal(self._fd, self.token, tops, _COMMITTED)
-                except BaseException as exc:
-                    try:
-                        kept = _roll_back(self._dest_fd, self._fd, tops)
-                    except OSError as undo:
-                        kept = [f"{moving} ({undo.strerror})"]
-                    if kept:
-                        raise LocalFSError(
-                            f"cannot undo a partial move into {self.dest} ({', '.join(kept)}); the"
-                            f" originals are kept in {self.path} and the next mdl unpack into"
-                            f" {self.dest} restores them"
-                        ) from exc
-                    if isinstance(exc, OSError):
-                        raise LocalFSError(
-                            f"cannot move '{moving}' into {self.dest}: {exc.strerror}"
-                        ) from exc
-                    raise
-            finally:
-                os.close(old)
-                fcntl.flock(self._dest_fd, fcntl.LOCK_UN)
-
-    def _close_fds(self) -> None:
-        for fd in (*self._fds.values(), self._root):
-            if fd >= 0:
-                os.close(fd)
-        self._fds.clear()
-        self._root = -1
-
-    def _close_own(self) -> None:
-        for fd in (self._lock, self._fd, self._dest_fd):
-            if fd >= 0:
-                os.close(fd)
-        self._lock = self._fd = self._dest_fd = -1
-
-    def close(self) -> None:
-        """Remove the staging folder and its record unless it still holds originals a swap could
-        not put back.
-        """
-        try:
-            self._close_fds()
-            # an unreadable journal: keep what it may guard
-            with contextlib.suppress(OSError, ValueError):
-                if (found := _read_journal(self._fd, self.token)) is None or found[0] == _COMMITTED:
-                    _discard(self.dest, self._dest_fd, self._fd, self.token)
-        finally:
-            self._close_own()
-
-
-def _write_journal(staging_fd: int, token: str, tops: list[Top], state: str) -> None:
-    """The journal, replaced atomically (``os.replace``) from a fresh file: never written through
-    a link.
-    """
-    doc = {"version": 2, "token": token, "state": state, "tops": [asdict(top) for top in tops]}
-    temp = f"{_JOURNAL}.{secrets.token_hex(8)}.tmp"
-    with os.fdopen(os.open(temp, _NEW_FILE, 0o600, dir_fd=staging_fd), "wb") as fh:
-        fh.write(json.dumps(doc, allow_nan=False).encode())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temp, _JOURNAL, src_dir_fd=staging_fd, dst_dir_fd=staging_fd)
-    os.fsync(staging_fd)
-
-
-def _read_journal(staging_fd: int, token: str) -> tuple[str, list[Top]] | None:
-    """The journal's state and names; None when absent; ValueError when it is not this staging's
-    or is not trusted.
-    """
-    # a file mdl made (confined.not_own, by lstat and fstat of one inode), else OSError; never
-    # through a link
-    try:
-        with os.fdopen(confined.open_entry(staging_fd, Path(_JOURNAL), os.O_RDONLY), "rb") as fh:
-            data = fh.read(MAX_JOURNAL_BYTES + 1)
-    except FileNotFoundError:
-        return None
-    if len(data) > MAX_JOURNAL_BYTES:
-        raise ValueError(f"its {_JOURNAL} is larger than {MAX_JOURNAL_BYTES} bytes")
-    doc = json.loads(data)
-
-    if not isinstance(doc, dict) or not secrets.compare_digest(str(doc.get("token")), token):
-        raise ValueError("its journal is not this staging's own (no matching token)")
-    state, listed = doc.get("state"), doc.get("tops")
-    if state not in (_SWAPPING, _COMMITTED) or not isinstance(listed, list):
-        raise ValueError("malformed journal")
-    tops: list[Top] = []
-    for item in listed:
-        name = item.get("name") if isinstance(item, dict) else None
-        if not isinstance(name, str) or "/" in name or name_problem(name):
-            raise ValueError("the journal names an unsafe entry")
-        tops.append(
-            Top(name, _pair(item["new"]), None if item.get("old") is None else _pair(item["old"]))
-        )
-    return state, tops
-
-
-def _roll_back(dest_fd: int, staging_fd: int, tops: list[Top]) -> list[str]:
-    """Put DEST back as it was, from whatever point the swap reached; safe to run again after a
-    crash. Only entries whose identity the journal recorded are moved, and an original never onto
-    something new in its place: the names that could not be restored (kept in old/) are returned."""
-    tree, old = _open_dir(_TREE, staging_fd), _open_dir(_OLD, staging_fd)
-    kept: list[str] = []
-    try:
-        for top in reversed(tops):
-            here = _lstat(top.name, dest_fd)
-            if here is not None and _identity(here) == top.new and _lstat(top.name, tree) is None:
-                os.rename(top.name, top.name, src_dir_fd=dest_fd, dst_dir_fd=tree)
-                here = None
-            if top.old is not None and (aside := _lstat(top.name, old)) is not None:
-                if here is None and _identity(aside) == top.old:
-                    os.rename(top.name, top.name, src_dir_fd=old, dst_dir_fd=dest_fd)
-                else:
-                    kept.append(top.name)
-        os.fsync(dest_fd)
-        if not kept:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(_JOURNAL, dir_fd=staging_fd)
-    finally:
-        os.close(tree)
-        os.close(old)
-    return kept
-
-
-def _discard(dest: Path, dest_fd: int, staging_fd: int, token: str) -> None:
-    """Remove the staging (if the name still holds the folder ``staging_fd`` is), then its
-    record.
-    """
-    name = f"{PREFIX}{token}"
-    found = _lstat(name, dest_fd)
-    if (
-        found is not None
-        and stat.S_ISDIR(found.st_mode)
-        and _identity(found) == _identity(os.fstat(staging_fd))
-    ):
-        # by descriptors, never following a link
-        shutil.rmtree(name, ignore_errors=True, dir_fd=dest_fd)
-    _forget(dest, token)
-
-
-def _forget(dest: Path, token: str) -> None:
-    """Remove a staging's record, and mdl's folders it leaves empty (DEST ends as the archive
-    made it).
-    """
-    confined.unlink(dest, dest / RECORDS / f"{token}.json")
-    for folder in (dest / RECORDS, dest / RECORDS.parent):
-        confined.rmdir_empty(dest, folder)
-
-
-def _staging_size(staging_fd: int) -> int:
-    """The bytes of the regular files in a staging, never following a link."""
-    size = 0
-    for _, _, files, root_fd in os.fwalk(".", dir_fd=staging_fd):
-        for file in files:
-            if (found := _lstat(file, root_fd)) is not None and stat.S_ISREG(found.st_mode):
-                size += found.st_size
-    return size
-
-
-def recover(dest: Path, progress: Progress, *, dry_run: bool = False) -> list[tuple[Path, int]]:
-    """Roll back (or finish) the swaps killed unpacks left in ``dest`` and remove their staging
-    folders (``dry_run``: only name them), never one a running unpack holds; each folder handled,
-    with the bytes it held. Only stagings a record under ``dest/.mdl/unpack/`` names are touched; a
-    lookalike is named in a note and left alone."""
-    try:
-        dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return []
-    handled: list[tuple[Path, int]] = []
-    try:
-        try:
-            records = confined.entries(dest, dest / RECORDS)
-        except (OSError, MdlError) as exc:
-            progress.note(f"leaving unpack's staging folders in {dest} alone: {exc}")
-            return []
-        named = set()
-        for name, _ in records:
-            if name.endswith(".json") and _TOKEN.fullmatch(token := name.removesuffix(".json")):
-                named.add(f"{PREFIX}{token}")
-                if (
-                    found := _recover_staging(dest, dest_fd, token, progress, dry_run=dry_run)
-                ) is not None:
-                    handled.append(found)
-        for name in sorted(os.listdir(dest_fd)):  # noqa: PTH208 (a descriptor: no Path for it)
-            if name.startswith(PREFIX) and name not in named:
-                progress.note(
-                    f"leaving {dest / name} alone: it looks like unpack's staging, but no unpack"
-                    " recorded it"
-                )
-    finally:
-        os.close(dest_fd)
-    return handled
-
-
-def _recover_staging(
-    dest: Path, dest_fd: int, token: str, progress: Progress, *, dry_run: bool
-) -> tuple[Path, int] | None:
-    """Finish one recorded staging (or only measure it: ``dry_run``) if its record, folder and lock
-    are mdl's and no running unpack holds it; the folder handled with its size, or None."""
-    record, staging = dest / RECORDS / f"{token}.json", dest / f"{PREFIX}{token}"
-    with contextlib.ExitStack() as closing:
-        try:
-            doc = json.loads(confined.read_bytes(dest, record, limit=MAX_RECORD_BYTES))
-            if not isinstance(doc, dict) or doc.get("token") != token:
-                raise ValueError(f"{record} is not a staging's record")
-            folder_id, lock_id = _pair(doc.get("folder")), _pair(doc.get("lock"))
-            try:
-                staging_fd = _open_dir(staging.name, dest_fd)
-            # the staging was removed, its record not yet: the record goes too
-            except FileNotFoundError:
-                if not dry_run:
-                    _forget(dest, token)
-                return None
-            closing.callback(os.close, staging_fd)
-            if _identity(os.fstat(staging_fd)) != folder_id:
-                raise ValueError(f"{staging} is not the folder its record names")
-            # a file mdl made, or OSError
-            lock = confined.open_entry(staging_fd, staging / _LOCK, os.O_RDWR)
-            closing.callback(os.close, lock)
-            if _identity(os.fstat(lock)) != lock_id:
-                raise ValueError(f"{staging}'s lock is not the one its record names")
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except (FileNotFoundError, BlockingIOError):
-            return None  # a running unpack owns it, or is removing it right now
-        except (OSError, ValueError, RecursionError, MdlError) as exc:
-            progress.note(f"leaving {staging} alone: {exc}")
-            return None
-        try:
-            journal = _read_journal(staging_fd, token)
-        except (OSError, ValueError, RecursionError) as exc:
-            progress.note(f"leaving {staging} alone: its journal cannot be trusted ({exc})")
-            return None
-        size = _staging_size(staging_fd)
-        if not dry_run and not _recover_one(dest, dest_fd, staging_fd, token, journal, progress):
-            return None
-        return staging, size
-
-
-def _recover_one(
-    dest: Path,
-    dest_fd: int,
-    staging_fd: int,
-    token: str,
-    journal: tuple[str, list[Top]] | None,
-    progress: Progress,
-) -> bool:
-    """Roll back a swap the journal says was under way (a committed one is done), then remove the
-    staging and its record; False when an original cannot be put back (then both stay, and the note
-    says why)."""
-    staging = dest / f"{PREFIX}{token}"
-    if journal is not None and journal[0] == _SWAPPING:
-        try:
-            # as a swap takes it: never while another unpack swaps into DEST
-            fcntl.flock(dest_fd, fcntl.LOCK_EX)
-            try:
-                kept = _roll_back(dest_fd, staging_fd, journal[1])
-            finally:
-                fcntl.flock(dest_fd, fcntl.LOCK_UN)
-        except OSError as exc:
-            raise LocalFSError(
-                f"cannot restore what an interrupted unpack moved aside in {staging}:"
-                f" {exc.strerror}"
-            ) from exc
-        if kept:
-            progress.note(
-                f"leaving {staging} alone: {', '.join(kept)} in {dest} are not what the unpack left"
-                " there"
-            )
-            return False
-        progress.note(
-            f"restored {', '.join(t.name for t in journal[1])} in {dest}: an earlier unpack was"
-            " interrupted"
-        )
-    _discard(dest, dest_fd, staging_fd, token)
-    return True
 
 
 @dataclass(frozen=True)
@@ -599,45 +71,131 @@ class UnpackResult:
         return doc | {key: list(doc[key]) for key in ("files", "folders", "top_level", "replaced")}
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """An archive once checked: the entries to extract, the manifest's sha256 by entry name, and
+    the signed digests by entry name (``signed``: empty unless a signature was asked for)."""
+
+    fh: BinaryIO
+    entries: list[Entry]
+    hashes: Mapping[str, str]
+    signed: Mapping[str, SignedFile]
+
+
+def _extract(staging: Staging, archive: _Checked, progress: Progress) -> list[UnpackedFile]:
+    """Write every entry into the staging's tree, verifying size, CRC, the signed digests (a signed
+    sha256 is the one computed here anyway) and the manifest's sha256."""
+    done: list[UnpackedFile] = []
+    for entry in archive.entries:
+        if entry.is_dir:
+            staging.folder(entry.name)
+            continue
+        got = _extract_file(staging, archive, entry, progress)
+        if archive.hashes.get(entry.name) not in (None, got):
+            raise IntegrityError(
+                f"entry {shown(entry.name)} does not match the sha256 in the manifest"
+            )
+        done.append(UnpackedFile(entry.name, entry.file_size, got))
+    return done
+
+
+def _extract_file(staging: Staging, archive: _Checked, entry: Entry, progress: Progress) -> str:
+    """Write one file entry, checked against its signature as it is read; its sha256."""
+    progress.start(entry.name, label=entry.name, total=entry.file_size, path=entry.name)
+    digest = hashlib.sha256()
+    want = archive.signed.get(entry.name)
+    check = want.check_apart() if want is not None else None  # shards, BLAKE: fed as read
+    parent, _, base = entry.name.rpartition("/")
+    with os.fdopen(os.open(base, NEW_FILE, 0o644, dir_fd=staging.folder(parent)), "wb") as dst:
+        for chunk in zipread.read_data(archive.fh, entry, CHUNK_SIZE):
+            digest.update(chunk)
+            if check is not None:
+                check.update(chunk)
+            dst.write(chunk)
+            progress.advance(entry.name, len(chunk))
+        dst.flush()
+        # the renames into place must not expose files a power cut would empty
+        os.fsync(dst.fileno())
+    progress.finish(entry.name, ok=True)
+    got = digest.hexdigest()
+    if want is not None:
+        bad = check.mismatch() if check is not None else None
+        if check is None and want.sha256 != got:
+            bad = ("signed sha256", str(want.sha256), got)
+        if bad is not None:
+            raise IntegrityError(
+                f"entry {shown(entry.name)} is not the file its signature signed: {bad[0]}"
+                f" mismatch (the signature says {bad[1]}, the entry has {bad[2]})"
+            )
+    return got
+
+
 def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], str | None] | None:
     """The mdl manifest of a single-folder archive, checked against the entries, or None when
     absent.
     """
-    if len(tops := {e.name.split("/", 1)[0] for e in entries}) != 1:
+    entry = _manifest_entry(entries)
+    if entry is None:
         return None
-    top = next(iter(tops))
-    if (
-        entry := next(
-            (e for e in entries if e.name == f"{top}/{MANIFEST_NAME}" and not e.is_dir), None
-        )
-    ) is None:
+    doc = _manifest_doc(fh, entry)
+    listed = _listed_files(doc["files"], entry.name)
+    _refuse_unlisted_entries(listed, entries, entry)
+    checkpoint = doc.get("checkpoint")
+    hashes = {name: sha for name, (_, sha) in listed.items()}
+    return hashes, checkpoint if isinstance(checkpoint, str) else None
+
+
+def _manifest_entry(entries: list[Entry]) -> Entry | None:
+    """The manifest's entry in the archive's one top-level folder, or None."""
+    tops = {e.name.split("/", 1)[0] for e in entries}
+    if len(tops) != 1:
         return None
+    name = f"{next(iter(tops))}/{MANIFEST_NAME}"
+    return next((e for e in entries if e.name == name and not e.is_dir), None)
+
+
+def _manifest_doc(fh: BinaryIO, entry: Entry) -> dict[str, Any]:
+    """The manifest's JSON, a document with a files list; ArchiveError otherwise."""
     if entry.file_size > MAX_MANIFEST_BYTES:
         raise ArchiveError(f"{shown(entry.name)} is too large to be a manifest")
     try:
         doc = json.loads(b"".join(zipread.read_data(fh, entry, CHUNK_SIZE)))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ArchiveError(f"{shown(entry.name)} is not valid JSON: {str(exc)[:200]}") from None
-    listed: dict[str, tuple[int, str]] = {}
-    files = doc.get("files") if isinstance(doc, dict) else None
-    if not isinstance(files, list):
+    if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
         raise ArchiveError(f"{shown(entry.name)} has no files list")
+    return doc
+
+
+def _listed_files(files: list[object], manifest: str) -> dict[str, tuple[int, str]]:
+    """The manifest's files as (size, sha256) by entry name; a malformed or repeated one is
+    ArchiveError."""
+    top = manifest.split("/", 1)[0]
+    listed: dict[str, tuple[int, str]] = {}
     for item in files:
-        ok = (
-            isinstance(item, dict)
-            and isinstance(item.get("path"), str)
-            and type(item.get("size")) is int
-        )
-        if (
-            not ok
-            or not SHA256_HEX.fullmatch(str(item.get("sha256")))
-            or f"{top}/{item['path']}" in listed
-        ):
+        if not _good_record(item) or f"{top}/{item['path']}" in listed:
             raise ArchiveError(
-                f"{shown(entry.name)} has a malformed or duplicate file record: {repr(item)[:200]}"
+                f"{shown(manifest)} has a malformed or duplicate file record: {repr(item)[:200]}"
             )
         listed[f"{top}/{item['path']}"] = (item["size"], item["sha256"])
-    present = {e.name: e for e in entries if not e.is_dir and e is not entry}
+    return listed
+
+
+def _good_record(item: object) -> TypeGuard[dict[str, Any]]:
+    """Whether a manifest's file record has a path, an int size and a sha256."""
+    return (
+        isinstance(item, dict)
+        and isinstance(item.get("path"), str)
+        and type(item.get("size")) is int
+        and SHA256_HEX.fullmatch(str(item.get("sha256"))) is not None
+    )
+
+
+def _refuse_unlisted_entries(
+    listed: dict[str, tuple[int, str]], entries: list[Entry], manifest: Entry
+) -> None:
+    """Every file entry is listed, every listed file is an entry, with the size it declares."""
+    present = {e.name: e for e in entries if not e.is_dir and e is not manifest}
     for name in present:
         if name not in listed:
             raise ArchiveError(f"entry {shown(name)} is not listed in the manifest")
@@ -651,10 +209,6 @@ def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], 
                 f"entry {shown(name)} declares {present[name].file_size} bytes, the manifest says"
                 f" {size}"
             )
-    checkpoint = doc.get("checkpoint")
-    return {name: sha for name, (_, sha) in listed.items()}, (
-        checkpoint if isinstance(checkpoint, str) else None
-    )
 
 
 def _signer(trust: Trust) -> str:
@@ -675,10 +229,25 @@ def _check_signature(
     model.sig itself and what the signer left out), or a signed file is not in the archive. Nothing
     is extracted yet."""
     files = {e.name: e for e in entries if not e.is_dir}
-    tops = {name.split("/", 1)[0] for name in (e.name for e in entries)}
+    tops = {e.name.split("/", 1)[0] for e in entries}
     prefix = f"{next(iter(tops))}/" if len(tops) == 1 and not tops & files.keys() else ""
     name = prefix + SIGNATURE_FILE
-    if (entry := files.get(name)) is None:
+    statement = _verified_statement(fh, files.get(name), name, trust)
+    signed = _signed_entries(statement, files, prefix, name)
+    own = {name, prefix + MANIFEST_NAME}
+    kept = [
+        e
+        for e in entries
+        if e.name in signed or e.name in own or not statement.ignores(e.name.removeprefix(prefix))
+    ]
+    return signed, name, kept
+
+
+def _verified_statement(
+    fh: BinaryIO, entry: Entry | None, name: str, trust: Trust
+) -> SignedManifest:
+    """What the archive's model.sig (``entry``, None when there is none) signs, verified."""
+    if entry is None:
         raise IntegrityError(
             f"the archive has no {shown(name)}: it is not signed", hint="unpack without --signed-by"
         )
@@ -686,13 +255,20 @@ def _check_signature(
         raise IntegrityError(
             f"{shown(name)}: {entry.file_size} bytes is too big for a model signature"
         )
-    statement = verify_signature(
-        b"".join(zipread.read_data(fh, entry, CHUNK_SIZE)), trust, what=shown(name)
-    )
+    data = b"".join(zipread.read_data(fh, entry, CHUNK_SIZE))
+    return verify_signature(data, trust, what=shown(name))
+
+
+def _signed_entries(
+    statement: SignedManifest, files: dict[str, Entry], prefix: str, name: str
+) -> dict[str, SignedFile]:
+    """Each file entry's signed digests; an entry the signature neither signs nor leaves out, or a
+    signed file the archive lacks, is IntegrityError."""
     signed: dict[str, SignedFile] = {}
     for path in files:
         relative = path.removeprefix(prefix)
-        if (found := statement.files.get(relative)) is not None:
+        found = statement.files.get(relative)
+        if found is not None:
             signed[path] = found
         elif path != name and not statement.ignores(relative):
             raise IntegrityError(
@@ -703,13 +279,7 @@ def _check_signature(
             raise IntegrityError(
                 f"{shown(name)} signs {shown(prefix + relative)}, which the archive does not hold"
             )
-    own = {name, prefix + MANIFEST_NAME}
-    kept = [
-        e
-        for e in entries
-        if e.name in signed or e.name in own or not statement.ignores(e.name.removeprefix(prefix))
-    ]
-    return signed, name, kept
+    return signed
 
 
 def unpack_archive(
@@ -757,18 +327,9 @@ def _unpack(
     max_ratio: float,
     signer: tuple[Trust, str] | None = None,
 ) -> UnpackResult:
-    if (kind := not_a_file(dest_dir)) not in (None, "a folder"):
-        raise LocalFSError(f"{dest_dir} is {kind}, not a folder: cannot unpack into it")
-    if dest_dir.is_dir():
-        # an earlier unpack killed mid-swap: put its originals back first
-        recover(dest_dir, progress)
-    entries, central_start = zipread.read_index(fh, max_entries=zipread.MAX_ENTRIES)
-    for entry in entries:
-        zipread.check_entry(entry)
-    zipread.check_names(entries)
-    entries = zipread.check_layout(fh, entries, central_start)
-    total = zipread.check_limits(entries, max_ratio)
-    zipread.check_lengths(entries, dest_dir)
+    """Check the destination and the archive, then extract and swap into place."""
+    _recover_dest(dest_dir, progress)
+    entries, total = _checked_entries(fh, dest_dir, max_ratio)
     manifest = _read_manifest(fh, entries)
     signed: dict[str, SignedFile] = {}
     signature = None
@@ -779,52 +340,12 @@ def _unpack(
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LocalFSError(f"cannot create {dest_dir}: {exc.strerror}") from exc
-    # top-level names already there: refused unless --force (an empty folder is fine)
-    occupied: list[str] = []
-    for top in tops:
-        target = dest_dir / top
-        if (st := stat_file(target)) is None or (
-            stat.S_ISDIR(st.st_mode) and not any(target.iterdir())
-        ):
-            continue
-        # from lstat: a FIFO or device is never opened; --force moves it aside like a file
-        kind = kind_of(st)
-        if kind not in (None, "a folder") and not force:
-            raise LocalFSError(
-                f"{target} is {kind}, not a file or folder", hint="use --force to replace it"
-            )
-        if not force:
-            what = (
-                "a symlink"
-                if stat.S_ISLNK(st.st_mode)
-                else "not empty"
-                if stat.S_ISDIR(st.st_mode)
-                else "a file"
-            )
-            raise UsageError(
-                f"'{target}' already exists and is {what}", hint="use --force to replace it"
-            )
-        occupied.append(top)
+    occupied = _occupied(dest_dir, tops, force=force)
     if shutil.disk_usage(dest_dir).free < total + (1 << 20):
         raise NoSpaceError(f"not enough space in {dest_dir} for {total} bytes")
-
     progress.begin(total_bytes=total, files=sum(not e.is_dir for e in entries))
-    try:
-        staging = Staging(dest_dir)
-    except OSError as exc:
-        raise LocalFSError(
-            f"cannot create a temporary folder in {dest_dir}: {exc.strerror}"
-        ) from exc
-    try:
-        try:
-            files = staging.extract(fh, entries, manifest[0] if manifest else {}, progress, signed)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise NoSpaceError(f"no space left in {dest_dir} while extracting") from exc
-            raise LocalFSError(f"cannot extract into {dest_dir}: {exc.strerror}") from exc
-        staging.swap(tops)
-    finally:
-        staging.close()
+    checked = _Checked(fh, entries, manifest[0] if manifest else {}, signed)
+    files = _extract_and_swap(checked, dest_dir, tops, progress)
     return UnpackResult(
         dest=str(dest_dir),
         files=tuple(files),
@@ -837,6 +358,82 @@ def _unpack(
             None if signer is None else {"verified": True, "by": signer[1], "file": signature}
         ),
     )
+
+
+def _recover_dest(dest_dir: Path, progress: Progress) -> None:
+    """Refuse a destination that is no folder; put back what an earlier unpack killed mid-swap
+    moved aside."""
+    kind = not_a_file(dest_dir)
+    if kind not in (None, "a folder"):
+        raise LocalFSError(f"{dest_dir} is {kind}, not a folder: cannot unpack into it")
+    if dest_dir.is_dir():
+        recover(dest_dir, progress)
+
+
+def _checked_entries(fh: BinaryIO, dest_dir: Path, max_ratio: float) -> tuple[list[Entry], int]:
+    """The archive's entries, each checked (names, layout, limits, lengths at ``dest_dir``), and
+    the bytes they unpack to."""
+    entries, central_start = zipread.read_index(fh, max_entries=zipread.MAX_ENTRIES)
+    for entry in entries:
+        zipread.check_entry(entry)
+    zipread.check_names(entries)
+    entries = zipread.check_layout(fh, entries, central_start)
+    total = zipread.check_limits(entries, max_ratio)
+    zipread.check_lengths(entries, dest_dir)
+    return entries, total
+
+
+def _occupied(dest_dir: Path, tops: list[str], *, force: bool) -> list[str]:
+    """The top-level names already there, refused unless --force (an empty folder is fine)."""
+    occupied: list[str] = []
+    for top in tops:
+        target = dest_dir / top
+        st = stat_file(target)
+        if st is None or (stat.S_ISDIR(st.st_mode) and not any(target.iterdir())):
+            continue
+        if not force:
+            _refuse_replacing(target, st)
+        occupied.append(top)
+    return occupied
+
+
+def _refuse_replacing(target: Path, st: os.stat_result) -> None:
+    """What is at ``target`` is not replaced without --force: say what it is."""
+    # from lstat: a FIFO or device is never opened; --force moves it aside like a file
+    kind = kind_of(st)
+    if kind not in (None, "a folder"):
+        raise LocalFSError(
+            f"{target} is {kind}, not a file or folder", hint="use --force to replace it"
+        )
+    what = "a file"
+    if stat.S_ISLNK(st.st_mode):
+        what = "a symlink"
+    elif stat.S_ISDIR(st.st_mode):
+        what = "not empty"
+    raise UsageError(f"'{target}' already exists and is {what}", hint="use --force to replace it")
+
+
+def _extract_and_swap(
+    checked: _Checked, dest_dir: Path, tops: list[str], progress: Progress
+) -> list[UnpackedFile]:
+    """Extract into a staging beside ``dest_dir``, swap ``tops`` into place, remove the staging."""
+    try:
+        staging = Staging(dest_dir)
+    except OSError as exc:
+        raise LocalFSError(
+            f"cannot create a temporary folder in {dest_dir}: {exc.strerror}"
+        ) from exc
+    try:
+        try:
+            files = _extract(staging, checked, progress)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpaceError(f"no space left in {dest_dir} while extracting") from exc
+            raise LocalFSError(f"cannot extract into {dest_dir}: {exc.strerror}") from exc
+        staging.swap(tops)
+    finally:
+        staging.close()
+    return files
 
 
 def unpack_stream(
@@ -862,30 +459,11 @@ def unpack_stream(
     spool = zipread.nearest_folder(cwd / dest if dest is not None else cwd) / temp_name("stdin.zip")
     named = ArchiveProgress(progress, None)
     try:
-        fd = os.open(spool, _NEW_FILE, 0o600)
+        fd = os.open(spool, NEW_FILE, 0o600)
     except OSError as exc:
         raise LocalFSError(f"cannot spool stdin into {spool.parent}: {exc.strerror}") from exc
     try:
-        named.begin(total_bytes=None, files=1)
-        named.start(STDIN, label="reading stdin", total=None)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := stream.read(CHUNK_SIZE):
-                    out.write(chunk)
-                    named.advance(STDIN, len(chunk))
-                size = out.tell()
-        except OSError as exc:
-            named.finish(STDIN, ok=False, message=str(exc.strerror or exc))
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise NoSpaceError(
-                    f"no space left in {spool.parent} while reading the archive from stdin"
-                ) from exc
-            raise LocalFSError(
-                f"cannot spool stdin into {spool.parent}: {exc.strerror or exc}"
-            ) from exc
-        named.finish(STDIN, ok=True)
-        if size == 0:
-            raise UsageError("stdin is empty: expected a zip archive", hint=PIPE_HINT)
+        _spool(stream, fd, spool, named)
         try:
             return unpack_archive(
                 spool,
@@ -902,3 +480,27 @@ def unpack_stream(
             raise
     finally:
         spool.unlink(missing_ok=True)
+
+
+def _spool(stream: BinaryIO, fd: int, spool: Path, named: Progress) -> None:
+    """Copy ``stream`` into ``fd`` (the spool file), showing it as one file; empty is exit 2."""
+    named.begin(total_bytes=None, files=1)
+    named.start(STDIN, label="reading stdin", total=None)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(CHUNK_SIZE):
+                out.write(chunk)
+                named.advance(STDIN, len(chunk))
+            size = out.tell()
+    except OSError as exc:
+        named.finish(STDIN, ok=False, message=str(exc.strerror or exc))
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpaceError(
+                f"no space left in {spool.parent} while reading the archive from stdin"
+            ) from exc
+        raise LocalFSError(
+            f"cannot spool stdin into {spool.parent}: {exc.strerror or exc}"
+        ) from exc
+    named.finish(STDIN, ok=True)
+    if size == 0:
+        raise UsageError("stdin is empty: expected a zip archive", hint=PIPE_HINT)

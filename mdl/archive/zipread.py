@@ -34,13 +34,8 @@ DEFAULT_MAX_RATIO = 200.0  # real weights compress <= 1.5x, text ~10x; 1000:1 is
 RATIO_FLOOR = 1 << 20
 _DOS_DIRECTORY, _DOS_REPARSE_POINT = 0x10, 0x400  # low 16 bits of external_attr (MS-DOS attributes)
 _STAGING_MARGIN = 64  # DEST/.mdl-unpack-<32 hex>/tree/ is longer than DEST/ by less than this
-_FLAG_ENCRYPTED, _FLAG_PATCHED, _FLAG_STRONG, _FLAG_UTF8, _FLAG_MASKED = (
-    0x1,
-    0x20,
-    0x40,
-    0x800,
-    0x2000,
-)
+_FLAG_ENCRYPTED, _FLAG_PATCHED, _FLAG_STRONG = 0x1, 0x20, 0x40
+_FLAG_UTF8, _FLAG_MASKED = 0x800, 0x2000
 _FLAG_DESCRIPTOR = 0x8  # CRC-32 and sizes follow the data (the local header holds zeros)
 _FLAG_WORDS = {
     _FLAG_DESCRIPTOR: "data descriptor flag (bit 3)",
@@ -68,6 +63,25 @@ def shown_raw(raw: bytes) -> str:
 
 def name_problem(name: str) -> str | None:
     """Why ``name`` (a ``/``-separated path inside an archive) is unsafe or unportable, or None."""
+    # The rest is paths.path_problem, the rule pull and get apply (bidi controls, '.'/'..' parts,
+    # reserved device names, component length with the temp name): an archive's names get no weaker
+    # check than a server's.
+    problem = _refused_outright(name) or path_problem(name)
+    if problem:
+        return problem
+    if ":" in name:  # a drive or an NTFS alternate data stream on Windows
+        return "colon in name"
+    for part in name.split("/"):
+        problem = _component_problem(part)
+        if problem:
+            return problem
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return f"name longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def _refused_outright(name: str) -> str | None:
+    """An empty name, a control character, a backslash, an absolute path or a drive letter."""
     refused = (
         (not name, "empty name"),
         (
@@ -78,24 +92,20 @@ def name_problem(name: str) -> str | None:
         (name.startswith("/"), "absolute path"),
         (DRIVE_RE.match(name) is not None, "drive letter"),
     )
-    # The rest is paths.path_problem, the rule pull and get apply (bidi controls, '.'/'..' parts,
-    # reserved device names, component length with the temp name): an archive's names get no weaker
-    # check than a server's.
-    if problem := next((why for bad, why in refused if bad), None) or path_problem(name):
-        return problem
-    if ":" in name:  # a drive or an NTFS alternate data stream on Windows
-        return "colon in name"
-    for part in name.split("/"):
-        if part[-1] in ". ":
-            return "component ending in a dot or space"
-        if part.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES:
-            return "reserved device name"
-        try:
-            safe_file_name(part, where="path component")
-        except UnsafePathError as exc:
-            return exc.message
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        return f"name longer than {MAX_NAME_BYTES} bytes"
+    return next((why for bad, why in refused if bad), None)
+
+
+def _component_problem(part: str) -> str | None:
+    """Why one component of a name is unportable (Windows): a trailing dot or space, a device's
+    name, a character a file name cannot hold."""
+    if part[-1] in ". ":
+        return "component ending in a dot or space"
+    if part.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES:
+        return "reserved device name"
+    try:
+        safe_file_name(part, where="path component")
+    except UnsafePathError as exc:
+        return exc.message
     return None
 
 
@@ -203,29 +213,7 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[Entry], int]:
     """Every entry of the central directory, and where it starts; refuse what is corrupt, split
     or too many.
     """
-    if (size := fh.seek(0, 2)) < _EOCD.size:
-        raise _broken(f"{size} bytes is too short for a zip")
-    tail_start = max(0, size - _EOCD.size - 0xFFFF)
-    tail = _read_at(fh, tail_start, size - tail_start)
-    # the last with room for a whole record
-    pos = tail.rfind(b"PK\x05\x06", 0, len(tail) - _EOCD.size + 4)
-    if pos < 0:
-        raise _broken("no end of central directory record")
-    _, disk, cd_disk, count_here, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, pos)
-    cd_end = tail_start + pos  # where the central directory ends: the first end record after it
-    if cd_end >= _EOCD64_LOCATOR.size:
-        locator = _read_at(fh, cd_end - _EOCD64_LOCATOR.size, _EOCD64_LOCATOR.size)
-        if locator.startswith(b"PK\x06\x07"):
-            if _EOCD64_LOCATOR.unpack(locator)[3] > 1:
-                raise ArchiveError("split or spanned archives are not supported")
-            cd_end -= _EOCD64_LOCATOR.size + _EOCD64.size
-            if not (record := _read_at(fh, cd_end, _EOCD64.size)).startswith(b"PK\x06\x06"):
-                raise _broken("the ZIP64 end record is missing")
-            _, _, _, _, disk, cd_disk, count_here, count, cd_size, cd_offset = _EOCD64.unpack(
-                record
-            )
-    if disk != 0 or cd_disk != 0 or count_here != count:
-        raise ArchiveError("split or spanned archives are not supported")
+    count, cd_size, cd_offset, cd_end = _end_record(fh)
     if count > max_entries:
         raise ArchiveError(f"the archive has {count} entries (limit {max_entries})")
     cd_start = cd_end - cd_size
@@ -241,43 +229,88 @@ def read_index(fh: BinaryIO, *, max_entries: int) -> tuple[list[Entry], int]:
     while pos < len(data):
         if len(entries) >= count:
             raise _broken("the central directory holds more records than the end record counts")
-        if pos + _CENTRAL.size > len(data) or data[pos : pos + 4] != b"PK\x01\x02":
-            raise _broken(f"bad central directory record at offset {pos}")
-        rec = _Central._make(_CENTRAL.unpack_from(data, pos))
-        start = pos + _CENTRAL.size
-        if (end := start + rec.name_len + rec.extra_len + rec.comment_len) > len(data):
-            raise _broken(f"central directory record at offset {pos} runs past its end")
-        raw = data[start : start + rec.name_len]
-        extras = _extras(
-            data[start + rec.name_len : start + rec.name_len + rec.extra_len], shown_raw(raw)
-        )
-        name = decode_name(raw, rec.flags, extras.get(_EXTRA_UNICODE_PATH))
-        usize, csize, offset, disk = _zip64_values(extras.get(_EXTRA_ZIP64), rec, name)
-        if disk != 0:
-            raise ArchiveError(
-                f"entry {shown(name)} is on another disk: split archives are not supported"
-            )
-        found = (
-            rec.flags,
-            rec.method,
-            rec.version & 0xFF,
-            rec.crc,
-            csize,
-            usize,
-            base + offset,
-            rec.system,
-            rec.attr,
-        )
-        modified = rec.date << 16 | rec.time
-        entries.append(
-            Entry(raw, name, name.removesuffix("/"), name.endswith("/"), *found, modified=modified)
-        )
-        pos = end
+        entry, pos = _central_record(data, pos, base)
+        entries.append(entry)
     if len(entries) != count:
         raise _broken(
             f"the end record counts {count} entries but the central directory has {len(entries)}"
         )
     return entries, cd_start
+
+
+def _end_record(fh: BinaryIO) -> tuple[int, int, int, int]:
+    """The entry count, the central directory's size and offset, and where it ends (the first end
+    record after it): from the ZIP64 end record when there is one."""
+    if (size := fh.seek(0, 2)) < _EOCD.size:
+        raise _broken(f"{size} bytes is too short for a zip")
+    tail_start = max(0, size - _EOCD.size - 0xFFFF)
+    tail = _read_at(fh, tail_start, size - tail_start)
+    # the last with room for a whole record
+    pos = tail.rfind(b"PK\x05\x06", 0, len(tail) - _EOCD.size + 4)
+    if pos < 0:
+        raise _broken("no end of central directory record")
+    _, disk, cd_disk, count_here, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, pos)
+    cd_end = tail_start + pos
+    zip64 = _zip64_end_record(fh, cd_end)
+    if zip64 is not None:
+        cd_end, (disk, cd_disk, count_here, count, cd_size, cd_offset) = zip64
+    if disk != 0 or cd_disk != 0 or count_here != count:
+        raise ArchiveError("split or spanned archives are not supported")
+    return count, cd_size, cd_offset, cd_end
+
+
+def _zip64_end_record(fh: BinaryIO, cd_end: int) -> tuple[int, tuple[int, ...]] | None:
+    """Where the central directory ends and the ZIP64 end record's disks, counts, size and offset,
+    when its locator sits before the end record ``cd_end`` points at; else None."""
+    if cd_end < _EOCD64_LOCATOR.size:
+        return None
+    locator = _read_at(fh, cd_end - _EOCD64_LOCATOR.size, _EOCD64_LOCATOR.size)
+    if not locator.startswith(b"PK\x06\x07"):
+        return None
+    if _EOCD64_LOCATOR.unpack(locator)[3] > 1:
+        raise ArchiveError("split or spanned archives are not supported")
+    cd_end -= _EOCD64_LOCATOR.size + _EOCD64.size
+    record = _read_at(fh, cd_end, _EOCD64.size)
+    if not record.startswith(b"PK\x06\x06"):
+        raise _broken("the ZIP64 end record is missing")
+    return cd_end, _EOCD64.unpack(record)[4:]
+
+
+def _central_record(data: bytes, pos: int, base: int) -> tuple[Entry, int]:
+    """The central directory record at ``pos`` in ``data``, decoded, and where the next begins."""
+    if pos + _CENTRAL.size > len(data) or data[pos : pos + 4] != b"PK\x01\x02":
+        raise _broken(f"bad central directory record at offset {pos}")
+    rec = _Central._make(_CENTRAL.unpack_from(data, pos))
+    start = pos + _CENTRAL.size
+    if (end := start + rec.name_len + rec.extra_len + rec.comment_len) > len(data):
+        raise _broken(f"central directory record at offset {pos} runs past its end")
+    raw = data[start : start + rec.name_len]
+    extras = _extras(
+        data[start + rec.name_len : start + rec.name_len + rec.extra_len], shown_raw(raw)
+    )
+    name = decode_name(raw, rec.flags, extras.get(_EXTRA_UNICODE_PATH))
+    usize, csize, offset, disk = _zip64_values(extras.get(_EXTRA_ZIP64), rec, name)
+    if disk != 0:
+        raise ArchiveError(
+            f"entry {shown(name)} is on another disk: split archives are not supported"
+        )
+    entry = Entry(
+        raw,
+        name,
+        name.removesuffix("/"),
+        name.endswith("/"),
+        rec.flags,
+        rec.method,
+        rec.version & 0xFF,
+        rec.crc,
+        csize,
+        usize,
+        base + offset,
+        rec.system,
+        rec.attr,
+        modified=rec.date << 16 | rec.time,
+    )
+    return entry, end
 
 
 def _zip64_values(field: bytes | None, rec: _Central, name: str) -> list[int]:
@@ -296,13 +329,8 @@ def _zip64_values(field: bytes | None, rec: _Central, name: str) -> list[int]:
 
 def check_entry(entry: Entry) -> None:
     """Refuse one entry's unsafe name or type, and what this reader cannot do safely."""
-    raw, attr, flags, v, is_dir = (
-        entry.stored,
-        entry.external_attr,
-        entry.flags,
-        entry.version_needed,
-        entry.is_dir,
-    )
+    raw, attr, flags = entry.stored, entry.external_attr, entry.flags
+    v, is_dir = entry.version_needed, entry.is_dir
     if problem := name_problem(entry.name):
         raise ArchiveError(f"unsafe entry {shown(raw)}: {problem}")
     kind = stat.S_IFMT(attr >> 16) if entry.create_system == 3 else 0
@@ -440,10 +468,8 @@ def _disagreement(entry: Entry, local: _Local) -> str | None:
         != entry.stored
     ):
         return "has another name (its Unicode Path field) in its local header: refused as spoofed"
-    values, wanted = (
-        [local.crc, local.csize, local.usize],
-        [entry.crc, entry.compress_size, entry.file_size],
-    )
+    values = [local.crc, local.csize, local.usize]
+    wanted = [entry.crc, entry.compress_size, entry.file_size]
     # then zeros here, the values in the data descriptor (some writers: both)
     if entry.flags & _FLAG_DESCRIPTOR:
         values = [value or expected for value, expected in zip(values, wanted, strict=True)]
@@ -587,37 +613,58 @@ def read_data(fh: BinaryIO, entry: Entry, chunk: int) -> Iterator[bytes]:
     """A file entry's bytes in pieces of at most ``chunk`` whatever its deflate stream claims,
     stopping before one more than it declares; its size and CRC-32 checked at the end."""
     what, size = shown(entry.stored), entry.file_size
-    remaining, crc, written = entry.compress_size, 0, 0
+    crc = written = 0
     fh.seek(entry.start)
-    inflater = zlib.decompressobj(-15) if entry.method == DEFLATED else None
-    # bytes after the end of a deflate stream are never read as data
-    while inflater is None or not inflater.eof:
-        if inflater is not None and inflater.unconsumed_tail:
-            data = inflater.unconsumed_tail
-        elif remaining:
-            if not (data := fh.read(min(chunk, remaining))):
-                raise ArchiveError(
-                    f"entry {what} is truncated: its data runs past the end of the file"
-                )
-            remaining -= len(data)
-        elif inflater is None:
-            break
-        else:
-            # input used up: drain what the inflater still holds, then it must have ended
-            data = b""
-        try:
-            out = data if inflater is None else inflater.decompress(data, chunk)
-        except zlib.error as exc:
-            raise ArchiveError(f"entry {what} has a broken deflate stream: {exc}") from None
-        if inflater is not None and not data and not out and not inflater.eof:
-            raise ArchiveError(f"entry {what} has a broken deflate stream: it ends early")
+    if entry.method == DEFLATED:
+        pieces = _inflated(fh, entry.compress_size, chunk, what)
+    else:
+        pieces = _stored(fh, entry.compress_size, chunk, what)
+    for out in pieces:
         if written + len(out) > size:
             raise ArchiveError(f"entry {what} is larger than its declared {size} bytes")
-        if out:
-            written += len(out)
-            crc = zlib.crc32(out, crc)
-            yield out
+        written += len(out)
+        crc = zlib.crc32(out, crc)
+        yield out
     if written != size:
         raise ArchiveError(f"entry {what} holds {written} bytes but declares {size}")
     if crc != entry.crc:
         raise IntegrityError(f"entry {what} is corrupt: its CRC-32 does not match")
+
+
+def _read_some(fh: BinaryIO, size: int, what: str) -> bytes:
+    """Up to ``size`` bytes of an entry's data (more than none)."""
+    data = fh.read(size)
+    if not data:
+        raise ArchiveError(f"entry {what} is truncated: its data runs past the end of the file")
+    return data
+
+
+def _stored(fh: BinaryIO, remaining: int, chunk: int, what: str) -> Iterator[bytes]:
+    """A stored entry's ``remaining`` bytes, in pieces of at most ``chunk``."""
+    while remaining:
+        data = _read_some(fh, min(chunk, remaining), what)
+        remaining -= len(data)
+        yield data
+
+
+def _inflated(fh: BinaryIO, remaining: int, chunk: int, what: str) -> Iterator[bytes]:
+    """A deflated entry's ``remaining`` bytes inflated, in pieces of at most ``chunk``; bytes after
+    the end of the deflate stream are never read as data."""
+    inflater = zlib.decompressobj(-15)
+    while not inflater.eof:
+        if inflater.unconsumed_tail:
+            data = inflater.unconsumed_tail
+        elif remaining:
+            data = _read_some(fh, min(chunk, remaining), what)
+            remaining -= len(data)
+        else:
+            # input used up: drain what the inflater still holds, then it must have ended
+            data = b""
+        try:
+            out = inflater.decompress(data, chunk)
+        except zlib.error as exc:
+            raise ArchiveError(f"entry {what} has a broken deflate stream: {exc}") from None
+        if not data and not out and not inflater.eof:
+            raise ArchiveError(f"entry {what} has a broken deflate stream: it ends early")
+        if out:
+            yield out

@@ -295,12 +295,8 @@ def _write_seekable(
     """The whole archive from ``fh``'s position, then read back for its own sha256: its size,
     sha256 and the files'.
     """
-    placeholder, stem, stamp, start = (
-        contents.manifest({}),
-        contents.stem,
-        zip_date_time(contents.epoch),
-        fh.tell(),
-    )
+    placeholder, stem = contents.manifest({}), contents.stem
+    stamp, start = zip_date_time(contents.epoch), fh.tell()
     with HashingCopier() as copier:
         with zipfile.ZipFile(fh, "w") as archive:
             manifest = entry_info(f"{stem}/{MANIFEST_NAME}", stamp, len(placeholder))
@@ -448,11 +444,8 @@ def _write_pipe(
     """Hash every source (sha256 for the manifest, CRC-32 for the stored headers), then stream
     the archive.
     """
-    writer, stem, files = (
-        StreamZipWriter(out, zip_date_time(contents.epoch)),
-        contents.stem,
-        contents.files,
-    )
+    writer = StreamZipWriter(out, zip_date_time(contents.epoch))
+    stem, files = contents.stem, contents.files
     total = sum(f.size for f in files)
     hashes: dict[str, str] = {}
     crcs: dict[str, int] = {}

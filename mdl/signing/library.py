@@ -19,9 +19,9 @@ import tempfile
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mdl.errors import IntegrityError, NetworkError, UsageError
+from mdl.errors import IntegrityError, MdlError, NetworkError, UsageError
 from mdl.paths import read_small_file, shown_path
 from mdl.redact import printable
 from mdl.signing.statement import (
@@ -32,6 +32,9 @@ from mdl.signing.statement import (
     Trust,
     manifest_from_items,
 )
+
+if TYPE_CHECKING:
+    from model_signing import hashing, manifest, verifying
 
 EXTRA_HINT = "pip install 'mdl[sign]'"
 # a statement for ~400,000 files; anything bigger is not a model's signature
@@ -82,8 +85,28 @@ def _verified(data: bytes, trust: Trust, folder: Path, *, what: str) -> SignedMa
     """verify_signature in ``folder``, where the library reads the signature and the trust's key or
     certificates: copies of the bytes the trust read once (a small regular file each), never the
     user's paths again."""
-    from model_signing import hashing, manifest, verifying
+    from model_signing import manifest
 
+    config = _verifier(trust, _trusted_copies(trust, folder, what=what), what=what)
+    found: list[Any] = []
+    config.set_hashing_config(_keeping_hashing(found))
+    signature = Path(folder, SIGNATURE_FILE)
+    signature.write_bytes(data)
+    try:
+        with _quiet():
+            config.verify(Path(folder, "model"), signature)
+    # whatever a malformed bundle raises: a bad signature, no traceback
+    except Exception as exc:  # noqa: BLE001
+        raise IntegrityError(f"{what}: the signature does not verify: {_said(exc)}") from None
+    if len(found) != 1 or not isinstance(found[0], manifest.Manifest):
+        raise IntegrityError(
+            f"{what}: the signature does not verify: model_signing returned no statement"
+        )
+    return _statement(found[0], what=what)
+
+
+def _trusted_copies(trust: Trust, folder: Path, *, what: str) -> list[Path]:
+    """The trust's key or certificates, as read once, written into ``folder`` for the library."""
     try:
         trusted = [Path(folder, f"trusted-{n}.pem") for n in range(len(trust.material))]
     except OSError as exc:
@@ -93,6 +116,15 @@ def _verified(data: bytes, trust: Trust, folder: Path, *, what: str) -> SignedMa
         ) from None
     for path, material in zip(trusted, trust.material, strict=True):
         path.write_bytes(material)
+    return trusted
+
+
+def _verifier(trust: Trust, trusted: list[Path], *, what: str) -> verifying.Config:
+    """model_signing's verifying configuration for ``trust`` (a key, a certificate chain or a
+    sigstore identity); exit 2 when the library cannot use it, 4 when sigstore's root is out of
+    reach."""
+    from model_signing import verifying
+
     config = verifying.Config()  # type: ignore[no-untyped-call]
     try:
         if trust.key is not None:
@@ -106,18 +138,31 @@ def _verified(data: bytes, trust: Trust, folder: Path, *, what: str) -> SignedMa
         raise UsageError(
             f"{what}: cannot read the trusted key or certificates: {exc.strerror or exc}"
         ) from None
-    except Exception as exc:  # noqa: BLE001  # the library's own words for a key or certificate it cannot use
-        from sigstore.errors import TUFError  # installed with model_signing
+    # the library's own words for a key or certificate it cannot use
+    except Exception as exc:  # noqa: BLE001
+        raise _unusable(exc, trust, what=what) from None
+    return config
 
-        # keyless: sigstore's trust root is refreshed from the network (TUF)
-        if isinstance(exc, TUFError):
-            raise NetworkError(
-                f"{what}: keyless (sigstore) verification needs sigstore's trust root from the"
-                f" network: {_said(exc)}",
-                hint="a signature made with a key or a certificate chain is verified offline",
-            ) from None
-        raise UsageError(f"{what}: the trusted {trust.kind} cannot be used: {_said(exc)}") from None
-    found: list[Any] = []
+
+def _unusable(exc: Exception, trust: Trust, *, what: str) -> MdlError:
+    """The error for a trust the library refused: keyless (sigstore) verification refreshes its
+    trust root from the network (TUF), so that failing is a network error."""
+    from sigstore.errors import TUFError  # installed with model_signing
+
+    if isinstance(exc, TUFError):
+        return NetworkError(
+            f"{what}: keyless (sigstore) verification needs sigstore's trust root from the"
+            f" network: {_said(exc)}",
+            hint="a signature made with a key or a certificate chain is verified offline",
+        )
+    return UsageError(f"{what}: the trusted {trust.kind} cannot be used: {_said(exc)}")
+
+
+def _keeping_hashing(found: list[Any]) -> hashing.Config:
+    """A hashing configuration that reads nothing (mdl hashed every byte already) and returns a
+    manifest equal to whatever it is compared with, which it keeps in ``found``."""
+    from model_signing import hashing, manifest
+
     kind = manifest.SerializationType.from_args(
         {"method": "files", "hash_type": "sha256", "allow_symlinks": False}
     )
@@ -133,19 +178,12 @@ def _verified(data: bytes, trust: Trust, folder: Path, *, what: str) -> SignedMa
         def hash(self, model_path: Any, *, files_to_hash: Any = None) -> Any:
             return Keeper("", [], kind)
 
-    config.set_hashing_config(NoHashing())  # type: ignore[no-untyped-call]
-    signature = Path(folder, SIGNATURE_FILE)
-    signature.write_bytes(data)
-    try:
-        with _quiet():
-            config.verify(Path(folder, "model"), signature)
-    except Exception as exc:  # noqa: BLE001  # whatever a malformed bundle raises: a bad signature, no traceback
-        raise IntegrityError(f"{what}: the signature does not verify: {_said(exc)}") from None
-    if len(found) != 1 or not isinstance(found[0], manifest.Manifest):
-        raise IntegrityError(
-            f"{what}: the signature does not verify: model_signing returned no statement"
-        )
-    signed = found[0]
+    return NoHashing()  # type: ignore[no-untyped-call]
+
+
+def _statement(signed: manifest.Manifest, *, what: str) -> SignedManifest:
+    """Our view of the manifest the library verified; IntegrityError naming ``what`` when it is
+    not one mdl can hold files to."""
     try:
         args = signed.serialization_type
         items = [
@@ -204,12 +242,14 @@ def sign_digests(
     try:
         # a regular file, small: the library reads it whole, blocking
         read_small_file(private_key, limit=MAX_KEY_BYTES)
-        config = signing.Config().use_elliptic_key_signer(private_key=private_key)  # type: ignore[no-untyped-call]
+        signer = signing.Config()  # type: ignore[no-untyped-call]
+        config = signer.use_elliptic_key_signer(private_key=private_key)
     except OSError as exc:
         raise UsageError(
             f"signing key {private_key}: cannot read it: {exc.strerror or exc}"
         ) from None
-    except Exception as exc:  # noqa: BLE001  # the library's own words for a key it cannot use
+    # the library's own words for a key it cannot use
+    except Exception as exc:  # noqa: BLE001
         raise UsageError(
             f"signing key {private_key}: not a usable EC private key (PEM): {_said(exc)}"
         ) from None

@@ -237,32 +237,9 @@ class SignedManifest:
         if not isinstance(doc, dict) or set(doc) != set(keys):
             raise ValueError("not a kept statement")
         method, algorithm, ignored, name, files = (doc[key] for key in keys)
-        ok = (
-            method in ("files", "shards")
-            and algorithm in ALGORITHMS.values()
-            and isinstance(name, str)
-        )
-        ok = (
-            ok
-            and isinstance(ignored, list)
-            and all(isinstance(p, str) for p in ignored)
-            and isinstance(files, dict)
-        )
-        kept: dict[str, SignedFile] = {}
-        for path, pieces in files.items() if ok else ():
-            ok = (
-                isinstance(path, str)
-                and isinstance(pieces, list)
-                and bool(pieces)
-                and all(map(_kept_piece, pieces))
-            )
-            if not ok:
-                break
-            kept[path] = SignedFile(
-                path, algorithm, tuple(map(tuple, pieces)), sharded=method == "shards"
-            )
-        if not ok:
+        if not _kept_header(method, algorithm, ignored, name) or not isinstance(files, dict):
             raise ValueError("not a kept statement")
+        kept = {path: _kept_file(path, pieces, algorithm, method) for path, pieces in files.items()}
         return cls(method, algorithm, kept, tuple(ignored), name)
 
     def ignores(self, path: str) -> bool:
@@ -270,6 +247,26 @@ class SignedManifest:
         model_signing always leaves out): such a file is not the model's, and is not installed from
         a signed source."""
         return skipped_by_signature(path, self.ignore_paths)
+
+
+def _kept_header(method: object, algorithm: object, ignored: object, name: object) -> bool:
+    """Whether a kept statement's fields besides its files are as ``to_json`` writes them."""
+    return (
+        method in ("files", "shards")
+        and algorithm in ALGORITHMS.values()
+        and isinstance(name, str)
+        and isinstance(ignored, list)
+        and all(isinstance(p, str) for p in ignored)
+    )
+
+
+def _kept_file(path: object, pieces: object, algorithm: str, method: str) -> SignedFile:
+    """One kept file's digests; ValueError unless they are as ``to_json`` writes them."""
+    if not isinstance(path, str) or not isinstance(pieces, list) or not pieces:
+        raise ValueError("not a kept statement")
+    if not all(map(_kept_piece, pieces)):
+        raise ValueError("not a kept statement")
+    return SignedFile(path, algorithm, tuple(map(tuple, pieces)), sharded=method == "shards")
 
 
 def _kept_piece(piece: object) -> bool:
@@ -302,59 +299,79 @@ def manifest_from_items(
         raise IntegrityError(
             f"the signature uses serialisation {method!r}, which mdl does not know"
         )
-    if method == "shards":  # a JSON number (protobuf's Struct reads every number as a float)
-        if (
-            isinstance(shard_size, bool)
-            or not isinstance(shard_size, int | float)
-            or not 0 < shard_size < 1 << 62
-        ):
-            raise IntegrityError(
-                f"the signature's shard size {shard_size!r} is not a positive number of bytes"
-            )
-        if shard_size != int(shard_size):
-            raise IntegrityError(
-                f"the signature's shard size {shard_size!r} is not a whole number of bytes"
-            )
-        shard_size = int(shard_size)
-    named = ALGORITHMS[algorithm] + (f"-sharded-{shard_size}" if method == "shards" else "")
-    pieces: dict[str, list[tuple[int, int | None, str]]] = {}
+    size = _shard_size(shard_size) if method == "shards" else None
+    named = ALGORITHMS[algorithm] + (f"-sharded-{size}" if size is not None else "")
+    pieces = _pieces(items, named, sharded=size is not None)
+    files = {
+        path: _signed_file(path, parts, ALGORITHMS[algorithm], size)
+        for path, parts in pieces.items()
+    }
+    return SignedManifest(method, ALGORITHMS[algorithm], files, tuple(ignore_paths), model_name)
+
+
+def _shard_size(value: float | None) -> int:
+    """The shard size of a sharded signature, a whole positive number of bytes (a JSON number:
+    protobuf's Struct reads every number as a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1 << 62:
+        raise IntegrityError(
+            f"the signature's shard size {value!r} is not a positive number of bytes"
+        )
+    if value != int(value):
+        raise IntegrityError(f"the signature's shard size {value!r} is not a whole number of bytes")
+    return int(value)
+
+
+_Piece = tuple[int, int | None, str]  # start, end (None: the whole file), hex digest
+
+
+def _pieces(
+    items: Iterable[tuple[str, str, bytes]], named: str, *, sharded: bool
+) -> dict[str, list[_Piece]]:
+    """The items' digests by path (a file's one, or a sharded file's shards), each of the digest
+    algorithm ``named``."""
+    pieces: dict[str, list[_Piece]] = {}
     for identifier, item_algorithm, value in items:
         if item_algorithm != named:
             raise IntegrityError(
                 f"the signature mixes digest algorithms ({item_algorithm} and {named})"
             )
-        if method == "shards":
+        if sharded:
             path, start, end = identifier.rsplit(":", 2)
-            pieces.setdefault(path, []).append((int(start), int(end), value.hex()))
+            piece: _Piece = (int(start), int(end), value.hex())
         else:
-            pieces.setdefault(identifier, []).append((0, None, value.hex()))
-    files: dict[str, SignedFile] = {}
-    for path, parts in pieces.items():
-        # no folder holds it: the official tool fails it too
-        if (problem := path_problem(path)) is not None:
-            raise IntegrityError(
-                f"the signature names '{printable(path, limit=120)}', not a model's file: {problem}"
-            )
-        parts.sort()
-        if method == "shards":
-            assert shard_size is not None
-            ends = [0, *(end for _, end, _ in parts)][:-1]
-            lengths = [e - s if e is not None else -1 for s, e, _ in parts]
-            whole = all(n == shard_size for n in lengths[:-1]) and 0 <= lengths[-1] <= shard_size
-            if (
-                [start for start, _, _ in parts] != ends
-                or not whole
-                or (lengths[-1] == 0 and len(parts) > 1)
-            ):
-                raise IntegrityError(
-                    f"the signature's shards of {path!r} do not cover it end to end"
-                )
-        elif len(parts) != 1:
-            raise IntegrityError(f"the signature names {path!r} twice")
-        files[path] = SignedFile(
-            path, ALGORITHMS[algorithm], tuple(parts), sharded=method == "shards"
+            path, piece = identifier, (0, None, value.hex())
+        pieces.setdefault(path, []).append(piece)
+    return pieces
+
+
+def _signed_file(
+    path: str, parts: list[_Piece], algorithm: str, shard_size: int | None
+) -> SignedFile:
+    """One signed file, its path a model's and its pieces whole: one digest, or shards of
+    ``shard_size`` end to end."""
+    # no folder holds it: the official tool fails it too
+    problem = path_problem(path)
+    if problem is not None:
+        raise IntegrityError(
+            f"the signature names '{printable(path, limit=120)}', not a model's file: {problem}"
         )
-    return SignedManifest(method, ALGORITHMS[algorithm], files, tuple(ignore_paths), model_name)
+    parts.sort()
+    if shard_size is not None:
+        _check_shards(path, parts, shard_size)
+    elif len(parts) != 1:
+        raise IntegrityError(f"the signature names {path!r} twice")
+    return SignedFile(path, algorithm, tuple(parts), sharded=shard_size is not None)
+
+
+def _check_shards(path: str, parts: list[_Piece], shard_size: int) -> None:
+    """The shards of ``path`` (sorted) cover it end to end, each ``shard_size`` long but the
+    last."""
+    ends = [0, *(end for _, end, _ in parts)][:-1]
+    lengths = [e - s if e is not None else -1 for s, e, _ in parts]
+    whole = all(n == shard_size for n in lengths[:-1]) and 0 <= lengths[-1] <= shard_size
+    starts = [start for start, _, _ in parts]
+    if starts != ends or not whole or (lengths[-1] == 0 and len(parts) > 1):
+        raise IntegrityError(f"the signature's shards of {path!r} do not cover it end to end")
 
 
 @dataclass(frozen=True)

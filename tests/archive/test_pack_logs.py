@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from runfixtures import RecordingProgress, make_hf_run, mdl, write
 
-from mdl.archive.packer import PackOptions, PackResult, glob_matches, pack_run
+from mdl.archive.collect import glob_matches
+from mdl.archive.packer import PackOptions, PackResult, pack_run
 from mdl.errors import UsageError
 
 

@@ -14,7 +14,7 @@ from runfixtures import mdl as run_mdl
 from terminal import unstamped
 
 import mdl
-from mdl.archive.packer import DENY_REASON, RUN_LEVEL_REASON
+from mdl.archive.collect import DENY_REASON, RUN_LEVEL_REASON
 from mdl.units import human_size
 
 

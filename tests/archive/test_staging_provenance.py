@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from runfixtures import RecordingProgress, mdl
 
-from mdl.archive import unpack
+from mdl.archive import staging as unpack_staging
 from mdl.archive.unpack import unpack_archive
 from mdl.archive.zipread import name_problem
 from mdl.errors import ArchiveError, ExitCode
@@ -143,11 +143,11 @@ def current_journal(token: str) -> dict[str, object]:
 def test_a_planted_staging_is_never_acted_on_by_unpack_or_clean(tmp_path: Path, kind: str) -> None:
     dest, outside = bystanders(tmp_path)
     token = "ab" * 16
-    name = f"{unpack.PREFIX}{'0123abcd' if kind == 'legacy' else token}"
+    name = f"{unpack_staging.PREFIX}{'0123abcd' if kind == 'legacy' else token}"
     plant_staging(dest, name, LEGACY if kind == "legacy" else current_journal(token))
     # a record under .mdl/ too, but not one mdl made for that folder
     if kind != "legacy" and kind != "current":
-        records = dest / unpack.RECORDS
+        records = dest / unpack_staging.RECORDS
         records.mkdir(parents=True)
         forged = {"version": 1, "token": token, "folder": [1, 2], "lock": [3, 4]}
         if kind == "forged-record":
@@ -166,7 +166,7 @@ def test_a_planted_staging_is_never_acted_on_by_unpack_or_clean(tmp_path: Path, 
     before = state(dest, outside)
 
     progress = RecordingProgress()
-    assert unpack.recover(dest, progress) == []
+    assert unpack_staging.recover(dest, progress) == []
     assert state(dest, outside) == before
     assert any(name in note for note in progress.notes)  # named, and left alone
 
@@ -184,7 +184,7 @@ def test_a_planted_staging_is_never_acted_on_by_unpack_or_clean(tmp_path: Path, 
 
 def test_a_recorded_stagings_journal_that_is_a_link_is_not_trusted(tmp_path: Path) -> None:
     dest, outside = bystanders(tmp_path)
-    staging = unpack.Staging(dest)
+    staging = unpack_staging.Staging(dest)
     (outside / "journal.json").write_text(json.dumps(current_journal(staging.token)))
     # a hard link: two names, one file
     os.link(outside / "journal.json", staging.path / "journal.json")
@@ -192,6 +192,6 @@ def test_a_recorded_stagings_journal_that_is_a_link_is_not_trusted(tmp_path: Pat
     staging._close_own()
     before = state(dest, outside)
     progress = RecordingProgress()
-    unpack.recover(dest, progress)
+    unpack_staging.recover(dest, progress)
     assert state(dest, outside) == before
     assert any("journal" in note and staging.path.name in note for note in progress.notes)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from runfixtures import mdl
 
-from mdl.archive import unpack
+from mdl.archive import staging as unpack_staging
 from mdl.archive.unpack import unpack_archive
 from mdl.errors import ArchiveError, ExitCode, LocalFSError, UsageError
 from mdl.progress import NullProgress
@@ -33,13 +33,13 @@ def snapshot(folder: Path) -> dict[str, bytes | None]:
     found: dict[str, bytes | None] = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
-        if not rel.startswith(unpack.PREFIX):
+        if not rel.startswith(unpack_staging.PREFIX):
             found[rel] = None if path.is_dir() else path.read_bytes()
     return found
 
 
 def staging_folders(dest: Path) -> list[str]:
-    return sorted(p.name for p in dest.iterdir() if p.name.startswith(unpack.PREFIX))
+    return sorted(p.name for p in dest.iterdir() if p.name.startswith(unpack_staging.PREFIX))
 
 
 def make_old_and_new(
@@ -213,10 +213,10 @@ def test_ctrl_c_during_the_swap_is_delivered_after_it(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def killed_after_swap(dest: Path, name: str, content: str) -> unpack.Staging:
+def killed_after_swap(dest: Path, name: str, content: str) -> unpack_staging.Staging:
     """A staging whose swap of ``name`` committed, then abandoned as a kill -9 leaves it (lock
     released, nothing removed): its record, journal and old/ are still there."""
-    staging = unpack.Staging(dest)
+    staging = unpack_staging.Staging(dest)
     (staging.path / "tree" / name).mkdir()
     (staging.path / "tree" / name / "new.txt").write_text(content)
     staging.swap([name])
@@ -233,9 +233,9 @@ def test_a_committed_swap_is_finished_and_a_live_one_left_alone(tmp_path: Path) 
     assert (dest / "model" / "new.txt").read_text() == "new" and (
         dead.path / "old" / "model" / "old.txt"
     ).exists()
-    live = unpack.Staging(dest)  # holds its lock, as a running unpack does
+    live = unpack_staging.Staging(dest)  # holds its lock, as a running unpack does
     try:
-        handled = unpack.recover(dest, NullProgress())
+        handled = unpack_staging.recover(dest, NullProgress())
         assert [path for path, _ in handled] == [dead.path]
         assert staging_folders(dest) == [live.path.name]
         assert (dest / "model" / "new.txt").read_text() == "new"
@@ -252,30 +252,30 @@ def test_a_staging_being_made_is_never_taken_for_abandoned(
     """Another unpack's recovery, run just before a new staging locks its lock file, leaves that
     staging alone.
     """
-    flock = unpack.fcntl.flock
+    flock = unpack_staging.fcntl.flock
 
     def recovery_first(fd: int, operation: int) -> None:
         # the new staging's own lock, not recovery's LOCK_NB probe
-        if operation == unpack.fcntl.LOCK_EX:
-            unpack.recover(tmp_path, NullProgress())
+        if operation == unpack_staging.fcntl.LOCK_EX:
+            unpack_staging.recover(tmp_path, NullProgress())
         flock(fd, operation)
 
-    monkeypatch.setattr(unpack.fcntl, "flock", recovery_first)
-    staging = unpack.Staging(tmp_path)
+    monkeypatch.setattr(unpack_staging.fcntl, "flock", recovery_first)
+    staging = unpack_staging.Staging(tmp_path)
     assert staging_folders(tmp_path) == [staging.path.name]
     staging.close()
 
 
 def test_a_hand_written_journal_with_unsafe_names_is_not_acted_on(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
-    planted = dest / f"{unpack.PREFIX}planted"
+    planted = dest / f"{unpack_staging.PREFIX}planted"
     (planted / "tree").mkdir(parents=True)
     (planted / "lock").touch()
     (planted / "journal.json").write_text(
         json.dumps({"state": "swapping", "tops": ["../x"], "present": []})
     )
     (tmp_path / "x").write_text("outside")
-    unpack.recover(dest, NullProgress())
+    unpack_staging.recover(dest, NullProgress())
     assert (tmp_path / "x").read_text() == "outside"
     assert staging_folders(dest) == [planted.name]
 
@@ -316,9 +316,9 @@ def test_what_a_killed_unpack_left_is_named_by_clean_dry_run_and_finished_by_cle
 def test_clean_leaves_a_running_unpacks_staging_folder_alone(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
     dest.mkdir()
-    staging = unpack.Staging(dest)  # held by this process, as a running unpack holds it
+    staging = unpack_staging.Staging(dest)  # held by this process, as a running unpack holds it
     try:
-        assert unpack.recover(dest, NullProgress()) == []
+        assert unpack_staging.recover(dest, NullProgress()) == []
         assert staging_folders(dest) == [staging.path.name]
     finally:
         staging.close()

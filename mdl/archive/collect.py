@@ -1,0 +1,559 @@
+"""Which of a run's files ``mdl pack`` takes: the profile, the link rules, special files, the
+``--include``/``--exclude`` patterns, the logs, and each file's role in the manifest.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import os
+import re
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+
+from mdl.archive.checkpoints import LeftOut, Selection, find_candidates, real_inside
+from mdl.archive.zipread import MANIFEST_NAME, collision_key, first_twin, name_problem
+from mdl.archive.zipwriter import SourceFile
+from mdl.errors import UnsafePathError, UsageError
+from mdl.paths import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, reserved_by_mdl
+from mdl.progress import Progress
+from mdl.signing import SIGNATURE_FILE
+
+PROFILES = ("deploy", "full")
+COMPRESSIONS = ("auto", "none", "deflate")
+# Training state that a deployment never needs (left out by --profile deploy); matched on names.
+DEPLOY_DENY: tuple[str, ...] = (
+    "optimizer.*",
+    "scheduler.*",
+    "scaler.pt",
+    "rng_state*.pth",
+    "random_states_*.pkl",
+)
+DEPLOY_DENY += ("sampler.bin", "training_args.bin", "global_step*", "*-state")
+# Checkpoint folders are left out when the whole run (no --checkpoint) is packed.
+STATE_REASON = "mdl's own state (records, partial downloads): never packed"
+_RUN_LEVEL_SKIP = ("checkpoint-*", "tmp-checkpoint-*", "checkpoints")
+DENY_REASON = "training state, not needed to deploy (profile deploy; --profile full keeps it)"
+RUN_LEVEL_REASON = (
+    "a checkpoint: the whole run packs its own final model (--checkpoint NAME packs one)"
+)
+# --with-logs: these at the top of the run, everything under logs/, TensorBoard's event files under
+# runs/.
+LOG_PATTERNS = (
+    "*.log",
+    "progress.json",
+    "metrics*.json",
+    "trainer_state.json",
+    "*_results.json",
+    "metrics.csv",
+)
+LOG_FOLDER, EVENTS_FOLDER, EVENTS_PREFIX = "logs", "runs", "events.out.tfevents."
+_LOGS_LOOKED_FOR = (
+    f"{', '.join(LOG_PATTERNS)} at its top, {LOG_FOLDER}/, {EVENTS_FOLDER}/**/{EVENTS_PREFIX}*"
+)
+_SHOWN_LOGS = 8
+# Tensors, pickles and what is compressed already are stored: deflate saves ~7-8 % on fp16/fp32
+# weights at 40-120x the time (measured).
+_COMPRESSED = frozenset(
+    {".zip", ".gz", ".bz2", ".xz", ".zst", ".7z", ".png", ".jpg", ".jpeg", ".webp"}
+)
+STORED_SUFFIXES = PICKLE_SUFFIXES | WEIGHT_SUFFIXES | _COMPRESSED
+_TOKENIZER_NAMES = frozenset(
+    {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "merges.txt",
+    }
+    | {"spiece.model", "tokenizer.model", "sentencepiece.bpe.model", "chat_template.jinja"}
+)
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    """Everything ``mdl pack`` was asked to do."""
+
+    run_dir: Path
+    output: Path | None  # None: "<run>[-<checkpoint>].zip" in cwd; Path("-"): stream to stdout
+    checkpoint: str | None  # NAME | "latest" | "best" | "step:N" | None
+    profile: str = "deploy"
+    with_logs: bool = False
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    compress: str = "auto"
+    dry_run: bool = False
+    source_date_epoch: int | None = None
+    cwd: Path = Path()
+    # replace an archive already at the output path (never silently, as get and unpack)
+    force: bool = False
+    # an EC private key (PEM): model.sig over the packed files goes in with them
+    sign: Path | None = None
+
+
+def role_of(arcname: str) -> str:
+    """The manifest role of a file: weights, config, tokenizer, logs, pickle or other."""
+    name = arcname.rsplit("/", 1)[-1]
+    suffix = PurePosixPath(name).suffix.lower()
+    logs = (
+        arcname.startswith("logs/")
+        or name == "trainer_state.json"
+        or name.startswith("events.out.tfevents.")
+    )
+    roles = (
+        (logs or _matches(name, LOG_PATTERNS), "logs"),
+        (suffix in PICKLE_SUFFIXES, "pickle"),
+        (suffix in WEIGHT_SUFFIXES, "weights"),
+        (name in _TOKENIZER_NAMES or name.startswith("vocab."), "tokenizer"),
+        (suffix in (".json", ".yaml", ".yml", ".toml") or name == "README.md", "config"),
+    )
+    return next((role for matched, role in roles if matched), "other")
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+@functools.lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> tuple[re.Pattern[str], bool]:
+    """A ``--include``/``--exclude`` pattern as git and rsync read it, and whether it names only
+    folders (``dir/``). ``*`` and ``?`` stay within one folder, ``**`` crosses folders (``**/`` may
+    be none), ``[...]`` is a class; a pattern with no ``/`` but at its end matches a name at any
+    depth; one with a ``/`` (``logs/*``, ``/x``) is anchored at the run's top."""
+    folders_only = pattern.endswith("/")
+    body = pattern.rstrip("/")
+    anchored = "/" in body
+    body = body.removeprefix("/")
+    out, i = [], 0
+    while i < len(body):
+        if body.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif body.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif body[i] == "[" and (end := body.find("]", i + 2)) > 0:
+            inner = body[i + 1 : end]
+            out.append(
+                "["
+                + ("^" + inner[1:] if inner.startswith("!") else inner).replace("\\", "\\\\")
+                + "]"
+            )
+            i = end + 1
+        else:
+            out.append({"*": "[^/]*", "?": "[^/]"}.get(body[i], re.escape(body[i])))
+            i += 1
+    return re.compile(("" if anchored else "(?:.*/)?") + "".join(out)), folders_only
+
+
+def glob_matches(path: str, pattern: str) -> bool:
+    """Whether ``pattern`` (git/rsync rules, see ``_glob_regex``) takes ``path`` (a ``/`` path in
+    the run): the file itself, or a folder it is in (``logs`` and ``logs/`` take all of ``logs/``).
+    """
+    regex, folders_only = _glob_regex(pattern)
+    parts = path.strip("/").split("/")
+    itself = not folders_only or path.endswith("/")  # an empty folder's path ends in "/"
+    return any(
+        regex.fullmatch("/".join(parts[:depth]))
+        for depth in range(1, len(parts) + (1 if itself else 0))
+    )
+
+
+def _any_glob(paths: Iterable[str], patterns: Iterable[str]) -> bool:
+    return any(glob_matches(path, pattern) for path in paths for pattern in patterns)
+
+
+# arcname, path in the run, and the file (see _Collector.found)
+Found = tuple[str, str, "SourceFile | str | None"]
+# which paths in the run a collector looks at (None: all)
+_Keep = Callable[[str], bool] | None
+
+
+def _special_kind(mode: int) -> str:
+    """What a file that is not a regular one is, as the note names it."""
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    return "socket" if stat.S_ISSOCK(mode) else "device"
+
+
+@dataclass
+class _Collector:
+    """Walks folders with lstat, applying the profile and the link rules, into candidate files."""
+
+    run_real: Path
+    deny: tuple[str, ...]
+    excludes: tuple[str, ...]
+    compress: str  # auto, none or deflate
+    # names left out at the top (checkpoint folders, for a whole-run pack)
+    top_skip: tuple[str, ...]
+    # Only the files (and links) whose path in the run this takes are looked at; empty folders then
+    # are not packed.
+    keep: _Keep = None
+    # (arcname, path in the run, file): a special file's is the note said if it is selected, an
+    # empty folder's ("a/b/") is None
+    found: list[Found] = field(default_factory=list)
+    left_out: list[LeftOut] = field(default_factory=list)
+
+    def add_file(self, real: Path, st: os.stat_result, arcname: str, shown: str) -> None:
+        """Record one file (or a special file, to skip with a note if it ends up selected)."""
+        if not stat.S_ISREG(st.st_mode):
+            kind = _special_kind(st.st_mode)
+            self.found.append((arcname, shown, f"skipping {kind} '{shown}': not a regular file"))
+            return
+        suffix = PurePosixPath(arcname).suffix.lower()
+        squeeze = self.compress == "deflate" or (
+            self.compress == "auto" and suffix not in STORED_SUFFIXES
+        )
+        src = SourceFile(
+            arcname,
+            real,
+            shown,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_dev,
+            st.st_ino,
+            role_of(arcname),
+            squeeze,
+        )
+        self.found.append((arcname, shown, src))
+
+    def walk(
+        self, folder: Path, arc_prefix: str, shown_prefix: str, above: frozenset[Path] = frozenset()
+    ) -> None:
+        """Collect everything under ``folder`` (a real path), following in-run links by their
+        targets.
+        """
+        ancestors = above | {folder}
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        # an empty folder is packed as zip -r packs it
+        if not entries and arc_prefix and self.keep is None:
+            self.found.append((arc_prefix, shown_prefix, None))
+        for entry in entries:
+            arcname, shown = arc_prefix + entry.name, shown_prefix + entry.name
+            if self.leaves_out(entry, shown, top=not arc_prefix):
+                continue
+            target = self.target(entry, arcname, shown)
+            if target is None:
+                continue
+            path, st = target
+            if not stat.S_ISDIR(st.st_mode):
+                self.add_file(path, st, arcname, shown)
+                continue
+            if path in ancestors or folder.is_relative_to(path):
+                raise UnsafePathError(
+                    f"symlink cycle: '{shown}' leads back to a folder that contains it"
+                )
+            self.walk(path, arcname + "/", shown + "/", ancestors)
+
+    def leaves_out(self, entry: os.DirEntry[str], shown: str, *, top: bool) -> bool:
+        """Whether the profile, mdl's own state or a whole-run pack leaves ``entry`` out (noted in
+        ``left_out``)."""
+        # `mdl get -d RUN` keeps RUN/.mdl/: mdl's state, never a run's
+        reserved = reserved_by_mdl(entry.name)
+        denied = _matches(entry.name, self.deny)
+        whole_run = top and _matches(entry.name, self.top_skip)
+        if reserved:
+            checkpoint, reason = None, STATE_REASON
+        elif denied:
+            checkpoint, reason = None, DENY_REASON
+        elif whole_run:
+            checkpoint, reason = entry.name, RUN_LEVEL_REASON
+        else:
+            return False
+        slash = "/" if entry.is_dir(follow_symlinks=False) else ""
+        self.left_out.append(LeftOut(shown + slash, checkpoint, reason))
+        return True
+
+    def target(
+        self, entry: os.DirEntry[str], arcname: str, shown: str
+    ) -> tuple[Path, os.stat_result] | None:
+        """What ``entry`` is, by lstat, a link by its target inside the run; None when it is not
+        looked at (not asked for, or a link --exclude leaves out)."""
+        path = Path(entry.path)
+        st = entry.stat(follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode) and self.keep is not None and not self.keep(shown):
+            return None  # not asked for: never resolved nor opened
+        if not stat.S_ISLNK(st.st_mode):
+            return path, st
+        if _any_glob((arcname, shown), self.excludes):
+            # Left out by --exclude: never resolved, but listed so the pattern counts as matching.
+            self.found.append((arcname, shown, f"skipping symlink '{shown}': excluded"))
+            return None
+        real = real_inside(path, self.run_real, shown)
+        return real, real.stat()
+
+
+def _is_log(path: str) -> bool:
+    """Whether a path in the run is one of its logs (``--with-logs``)."""
+    top, _, rest = path.partition("/")
+    if not rest:
+        return _matches(top, LOG_PATTERNS)
+    return top == LOG_FOLDER or (
+        top == EVENTS_FOLDER and path.rsplit("/", 1)[-1].startswith(EVENTS_PREFIX)
+    )
+
+
+def _log_arcname(path: str) -> str:
+    """Where a log goes in a checkpoint's archive: under ``logs/`` (a file of the run's ``logs/``
+    keeps its path).
+    """
+    return path if path.startswith(LOG_FOLDER + "/") else f"{LOG_FOLDER}/{path}"
+
+
+def _run_logs(run_real: Path, options: PackOptions) -> list[Found]:
+    """The run's logs, each under its name in the archive: its top's log files, ``logs/``,
+    TensorBoard's events.
+    """
+    logs = _Collector(run_real, (), options.excludes, options.compress, (), keep=_is_log)
+    with os.scandir(run_real) as it:
+        for entry in sorted(it, key=lambda e: e.name):
+            name, arcname = entry.name, _log_arcname(entry.name)
+            if name in (LOG_FOLDER, EVENTS_FOLDER) and entry.is_dir(follow_symlinks=False):
+                logs.walk(Path(entry.path), _log_arcname(name + "/"), name + "/")
+            elif _is_log(name) and not entry.is_dir():
+                if entry.is_symlink() and _any_glob([name, arcname], options.excludes):
+                    logs.found.append((arcname, name, f"skipping symlink '{name}': excluded"))
+                    continue
+                real = real_inside(Path(entry.path), run_real, name)
+                logs.add_file(real, real.stat(), arcname, name)
+    return logs.found
+
+
+def _logs_note(logs: list[Found], excludes: tuple[str, ...], *, whole_run: bool) -> str:
+    """What ``--with-logs`` found: the logs packed (the first few named), or where it looked."""
+    taken = [
+        a for a, p, src in logs if isinstance(src, SourceFile) and not _any_glob((a, p), excludes)
+    ]
+    if not taken:
+        return f"--with-logs: no logs found in the run (looked for {_LOGS_LOOKED_FOR})"
+    listed = ", ".join(taken[:_SHOWN_LOGS])
+    more = len(taken) - _SHOWN_LOGS
+    if more > 0:
+        listed += f" and {more} more"
+    whole = " (a whole-run archive holds them already)" if whole_run else ""
+    plural = "s" if len(taken) != 1 else ""
+    return f"--with-logs: {len(taken)} log file{plural}{whole}: {listed}"
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What pack takes from a run: the files and empty folders ("a/b/") to pack, sorted, what the
+    profile or a whole-run pack left out, and the notes said on the way."""
+
+    files: list[SourceFile]
+    folders: list[str]
+    left_out: list[LeftOut]
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The run being packed, what ``--checkpoint`` chose in it, and the options that pick files."""
+
+    selection: Selection
+    run_dir: Path
+    real: Path
+    options: PackOptions
+
+    @property
+    def deny(self) -> tuple[str, ...]:
+        """The names the profile leaves out."""
+        return DEPLOY_DENY if self.options.profile == "deploy" else ()
+
+    def collector(
+        self, deny: tuple[str, ...], top_skip: tuple[str, ...] = (), keep: _Keep = None
+    ) -> _Collector:
+        """A collector over this run with its --exclude patterns and compression."""
+        options = self.options
+        return _Collector(self.real, deny, options.excludes, options.compress, top_skip, keep)
+
+    def selected(self) -> _Collector:
+        """The chosen checkpoint (a folder or one file), or the whole run without checkpoints."""
+        selection = self.selection
+        if selection.checkpoint is None:
+            collector = self.collector(self.deny, _RUN_LEVEL_SKIP)
+            collector.walk(self.real, "", "")
+            return collector
+        collector = self.collector(self.deny)
+        shown = selection.root.relative_to(self.run_dir).as_posix()
+        root = real_inside(selection.root, self.real, shown)
+        if selection.single_file:
+            collector.add_file(root, root.stat(), selection.root.name, shown)
+        else:
+            collector.walk(root, "", shown + "/")
+        return collector
+
+    def logs(self, selected: list[Found]) -> list[Found]:
+        """``--with-logs``: the logs among the whole run's files, or the run's, for a checkpoint."""
+        if self.selection.checkpoint is None:
+            return [item for item in selected if _is_log(item[1])]
+        return _run_logs(self.real, self.options)
+
+    def inside(self, path: str) -> str | None:
+        """``path`` (in the run) as named in a checkpoint's archive if it is part of the chosen
+        checkpoint, else None.
+        """
+        selection = self.selection
+        if selection.checkpoint is None:
+            return path
+        shown = selection.root.relative_to(self.run_dir).as_posix()
+        if selection.single_file:
+            return selection.root.name if path == shown else None
+        return path.removeprefix(shown + "/") if path.startswith(shown + "/") else None
+
+    def included(self) -> list[Found]:
+        """What ``--include`` adds from anywhere in the run (the profile still applies), named as in
+        the chosen checkpoint when part of it; a pattern matching nothing is exit 2."""
+        includes = self.options.includes
+        adding = self.collector(self.deny, keep=lambda path: _any_glob((path,), includes))
+        adding.walk(self.real, "", "")
+        added: list[Found] = []
+        for _, path, src in adding.found:
+            arcname = self.inside(path) or path
+            if isinstance(src, SourceFile) and src.arcname != arcname:
+                src = replace(src, arcname=arcname, role=role_of(arcname))
+            added.append((arcname, path, src))
+        for pattern in includes:
+            if not any(glob_matches(path, pattern) for _, path, _ in adding.found):
+                hint = None
+                if self.deny:
+                    hint = "the deploy profile leaves training state out: --profile full keeps it"
+                raise UsageError(f"--include {pattern!r} matches no file", hint=hint)
+        return added
+
+
+def collect_files(
+    selection: Selection, *, run_dir: Path, options: PackOptions, progress: Progress
+) -> Collected:
+    """The files and empty folders to pack, what was left out, and the notes said on the way. The
+    chosen checkpoint (or the whole run), then ``--with-logs``, then what ``--include`` adds from
+    anywhere in the run (the profile still applies); ``--exclude`` wins over all of them."""
+    run = _Run(selection, run_dir, Path(os.path.realpath(run_dir)), options)
+    collector = run.selected()
+    candidates = list(collector.found)
+    notes: list[str] = []
+    if options.with_logs:
+        logs = run.logs(collector.found)
+        if selection.checkpoint is not None:
+            candidates += logs
+        notes.append(_logs_note(logs, options.excludes, whole_run=selection.checkpoint is None))
+    if options.includes:
+        candidates += run.included()
+    _refuse_unmatched_excludes(candidates, options.excludes)
+    files, folders = _first_of_each_name(candidates, options.excludes, notes)
+    for note in notes:
+        progress.note(note)
+    _refuse_run_without_model(run, files)
+    _refuse_bad_names(files, folders, signing=options.sign is not None)
+    return Collected(files, folders, collector.left_out, notes)
+
+
+def _refuse_unmatched_excludes(candidates: list[Found], excludes: tuple[str, ...]) -> None:
+    """A pattern matching nothing is a typo, said rather than ignored."""
+    for pattern in excludes:
+        if not any(
+            glob_matches(arcname, pattern) or glob_matches(path, pattern)
+            for arcname, path, _ in candidates
+        ):
+            raise UsageError(f"--exclude {pattern!r} matches no file")
+
+
+def _first_of_each_name(
+    candidates: list[Found], excludes: tuple[str, ...], notes: list[str]
+) -> tuple[list[SourceFile], list[str]]:
+    """The files and empty folders not excluded, sorted, each name from the first candidate that
+    has it; another file for a taken name, and a special file, are noted."""
+    files: list[SourceFile] = []
+    folders: list[str] = []
+    # arcname -> the path in the run it comes from: the first wins
+    chosen: dict[str, tuple[str, object]] = {}
+    for arcname, path, src in candidates:
+        if _any_glob((arcname, path), excludes):
+            continue
+        identity = (src.device, src.inode) if isinstance(src, SourceFile) else path
+        key = arcname.rstrip("/")
+        # the same file found twice, or another file for one name
+        if key in chosen:
+            first, first_identity = chosen[key]
+            if isinstance(src, SourceFile) and first_identity != identity:
+                notes.append(
+                    f"not packing '{path}': '{first}' is packed under its name, '{arcname}'"
+                )
+            continue
+        chosen[key] = (path, identity)
+        if src is None:
+            folders.append(arcname)
+        elif isinstance(src, str):
+            notes.append(src)  # opening a FIFO would hang
+        else:
+            files.append(src)
+    files.sort(key=lambda f: f.arcname)
+    folders.sort()
+    return files, folders
+
+
+def _refuse_run_without_model(run: _Run, files: list[SourceFile]) -> None:
+    """A whole-run pack with no weights of its own, only checkpoints: packing it would leave the
+    model out."""
+    if run.selection.checkpoint is not None or run.options.includes:
+        return
+    # training_args.bin and optimizer state are no model
+    if any(_is_model(f) for f in files):
+        return
+    found = find_candidates(run.run_dir)[0]
+    if not found:
+        return
+    names = [c.name for c in found]
+    listed = ", ".join([*names[:3], "…", *names[-2:]] if len(names) > 6 else names)
+    raise UsageError(
+        f"{run.run_dir.name} has no final model, only checkpoints ({listed}): the whole run would"
+        " pack none of them",
+        hint="choose one: --checkpoint latest (or best, step:N, a name)",
+    )
+
+
+def _is_model(file: SourceFile) -> bool:
+    """Whether a packed file is model weights (a pickle, unless it is training state)."""
+    if file.role == "weights":
+        return True
+    return file.role == "pickle" and not _matches(file.arcname.rsplit("/", 1)[-1], DEPLOY_DENY)
+
+
+def _refuse_bad_names(files: list[SourceFile], folders: list[str], *, signing: bool) -> None:
+    """Refuse names that mdl unpack (or Windows/macOS) would reject or fold together."""
+    seen: dict[str, str] = {}
+    named = [(src.arcname, src.shown) for src in files]
+    named += [(name.rstrip("/"), name) for name in folders]
+    for arcname, shown in named:
+        _refuse_name(arcname, shown, signing=signing)
+        key = collision_key(arcname)
+        if key in seen:
+            raise UnsafePathError(
+                f"cannot pack both '{seen[key]}' and '{shown}': their names collide"
+            )
+        seen[key] = shown
+    # Unpack refuses such an archive: a case-insensitive filesystem merges the two.
+    twins = first_twin(arcname for arcname, _ in named)
+    if twins is not None:
+        raise UnsafePathError(
+            f"cannot pack both '{twins[0]}' and '{twins[1]}': they differ only in case or Unicode"
+            " form"
+        )
+
+
+def _refuse_name(arcname: str, shown: str, *, signing: bool) -> None:
+    """One name unpack would reject, mdl's manifest's, or (``signing``) model.sig's."""
+    problem = name_problem(arcname)
+    if problem:
+        raise UnsafePathError(f"cannot pack '{shown}': {problem}")
+    if arcname == MANIFEST_NAME:
+        raise UsageError(f"cannot pack '{shown}': {MANIFEST_NAME} is reserved for mdl's manifest")
+    top = arcname.split("/", 1)[0]
+    if signing and collision_key(top) == collision_key(SIGNATURE_FILE):
+        raise UsageError(
+            f"cannot pack '{shown}' with --sign: {SIGNATURE_FILE} is the signature --sign writes",
+            hint=f"--exclude {top} leaves it out (the new signature covers every packed file)",
+        )
