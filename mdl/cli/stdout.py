@@ -16,14 +16,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
 from mdl.cli.render.console import isatty
+from mdl.errors import EXIT_STDOUT_CLOSED as EXIT_STDOUT_CLOSED  # re-exported beside its rule
 from mdl.errors import causes
 from mdl.redact import Secrets, safe_doc
 
 log = logging.getLogger("mdl.cli")
 
 STDOUT_FD = 1
-# 128 + SIGPIPE: what a shell reports for `cat` killed by a closed pipe
-EXIT_STDOUT_CLOSED = 128 + 13
 # POSIX only; elsewhere nothing is watched
 WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)
 
