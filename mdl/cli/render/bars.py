@@ -213,26 +213,32 @@ def render_rows(rows: Sequence[Row], width: int, *, color: bool) -> list[Text]:
             line.append(" ")
             if column == "bar":
                 line.append_text(_bar(row, layout.bar, color=color))
-            elif column == "size":
-                line.append(
-                    f"{human_size(row.completed)}/{human_size(row.total)}".rjust(SIZE_WIDTH),
-                    "green",
-                )
-            elif column == "percent":  # no share without a size: the bytes show it moves
-                share = f"{min(100 * row.completed // row.total, 100)}%" if row.total else "100%"
-                line.append(
-                    (human_size(row.completed) if row.total is None else share).rjust(
-                        percent_width
-                    ),
-                    "green",
-                )
-            elif column == "rate":
-                line.append(human_rate(row.rate).rjust(RATE_WIDTH), "red")
             else:
-                eta = "-:--" if row.left is None else human_clock(row.left)
-                line.append(eta.rjust(ETA_WIDTH), "cyan")
+                line.append(*_figure(row, column, percent_width=percent_width))
         lines.append(line)
     return lines
+
+
+def _figure(row: Row, column: str, *, percent_width: int) -> tuple[str, str]:
+    """A row's figure for ``column`` (size, percent, rate or time left), right-aligned in its
+    width, and its colour."""
+    if column == "size":
+        return f"{human_size(row.completed)}/{human_size(row.total)}".rjust(SIZE_WIDTH), "green"
+    if column == "percent":
+        return _share(row).rjust(percent_width), "green"
+    if column == "rate":
+        return human_rate(row.rate).rjust(RATE_WIDTH), "red"
+    eta = "-:--" if row.left is None else human_clock(row.left)
+    return eta.rjust(ETA_WIDTH), "cyan"
+
+
+def _share(row: Row) -> str:
+    """``45%`` done; no share without a size: the bytes so far show it moves."""
+    if row.total is None:
+        return human_size(row.completed)
+    if not row.total:
+        return "100%"
+    return f"{min(100 * row.completed // row.total, 100)}%"
 
 
 def _bar(row: Row, width: int, *, color: bool) -> Text:

@@ -10,6 +10,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import accumulate
 from typing import Any, TextIO, cast
@@ -357,35 +358,62 @@ def render_table(
     """An aligned table of ``columns`` (key, header) in ``width`` if given; numbers right,
     headers bold in colour.
     """
-    cells = [
-        ["-" if row.get(key) is None else shown_data(str(row.get(key))) for key, _ in columns]
-        for row in rows
-    ]
+    cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
     headers = [header for _, header in columns]
+    layout = _Columns(_fitted_widths(cells, headers, width), _numeric(rows, columns))
+    head = layout.line(headers)
+    stream.write((f"{_BOLD}{head}{_RESET}" if color else head) + "\n")
+    for values in cells:
+        for line in layout.folded(values):
+            stream.write(line + "\n")
+    stream.flush()
+
+
+def _cell(value: object) -> str:
+    """A value as a table shows it: ``-`` when absent, data made printable."""
+    return "-" if value is None else shown_data(str(value))
+
+
+def _fitted_widths(cells: list[list[str]], headers: list[str], width: int | None) -> list[int]:
+    """Each column's width: its widest cell, given way to fit ``width``, never below its
+    header."""
     least = [display_width(header) for header in headers]
     natural = [
-        max([least[i], *(display_width(line[i]) for line in cells)]) for i in range(len(columns))
+        max([least[i], *(display_width(line[i]) for line in cells)]) for i in range(len(headers))
     ]
-    widths = _column_widths(natural, least, width)
-    numeric = [
+    return _column_widths(natural, least, width)
+
+
+def _numeric(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> list[bool]:
+    """Which columns hold numbers only (aligned right)."""
+    return [
         bool(rows) and all(isinstance(row.get(key), int | float) for row in rows)
         for key, _ in columns
     ]
 
-    def line(values: list[str]) -> str:
+
+@dataclass(frozen=True)
+class _Columns:
+    """A table's column widths, and which columns are numbers (aligned right)."""
+
+    widths: list[int]
+    numeric: list[bool]
+
+    def line(self, values: list[str]) -> str:
+        """One line: each value padded to its column's width, numbers right."""
         pads = [
-            " " * (room - display_width(value)) for value, room in zip(values, widths, strict=True)
+            " " * (room - display_width(value))
+            for value, room in zip(values, self.widths, strict=True)
         ]
         shown = (
             pad + value if right else value + pad
-            for value, pad, right in zip(values, pads, numeric, strict=True)
+            for value, pad, right in zip(values, pads, self.numeric, strict=True)
         )
         return (" " * GAP).join(shown).rstrip()
 
-    head = line(headers)
-    stream.write((f"{_BOLD}{head}{_RESET}" if color else head) + "\n")
-    for values in cells:
-        folded = [fit_cell(value, widths[i]) for i, value in enumerate(values)]
-        for n in range(max(len(lines) for lines in folded)):
-            stream.write(line([lines[n] if n < len(lines) else "" for lines in folded]) + "\n")
-    stream.flush()
+    def folded(self, values: list[str]) -> list[str]:
+        """One row's lines: each cell folded into its column, a shorter one blank below."""
+        cells = [fit_cell(value, room) for value, room in zip(values, self.widths, strict=True)]
+        height = max(len(lines) for lines in cells)
+        padded = [lines + [""] * (height - len(lines)) for lines in cells]
+        return [self.line(list(line)) for line in zip(*padded, strict=True)]
