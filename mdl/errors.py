@@ -70,10 +70,8 @@ class MdlError(Exception):
         cls, *, kind: str | None = None, code: ExitCode | None = None, words: str | None = None
     ) -> None:
         super().__init_subclass__()
-        if kind is not None:
-            cls.kind = kind
-            cls.words = kind.replace("_", " ")
-        cls.words = words or cls.words
+        cls.words = words or (kind.replace("_", " ") if kind else cls.words)
+        cls.kind = kind or cls.kind
         cls.exit_code = cls.exit_code if code is None else code
 
 

@@ -133,9 +133,8 @@ def epilog(name: str) -> str:
     ``\\b``); ``mdl``'s exit codes after its own (:data:`mdl.errors.EXIT_MEANINGS`)."""
     text = "\b\nExamples:\n" + "\n".join(f"  # {what}\n  {line}" for line, what in EXAMPLES[name])
     if name == "mdl":
-        text += "\n\n\b\nExit codes:\n" + "\n".join(
-            f"  {int(code):>3}  {what}" for code, what in EXIT_MEANINGS.items()
-        )
+        codes = [f"  {int(code):>3}  {what}" for code, what in EXIT_MEANINGS.items()]
+        text += "\n\n\b\nExit codes:\n" + "\n".join(codes)
     return text
 
 
@@ -167,15 +166,12 @@ def worded(command: Any) -> None:
     """Each value of ``command`` named by a word in its --help (:func:`mdl.cli.options.metavar`),
     not ``<str>``.
     """
-    declared = (
-        inspect.signature(command.callback, eval_str=True).parameters if command.callback else {}
-    )
+    if not command.callback:  # nothing declared
+        return
+    declared = inspect.signature(command.callback, eval_str=True).parameters
     for param in command.params:
-        if (
-            param.metavar is None
-            and not getattr(param, "is_flag", False)
-            and param.name in declared
-        ):
+        named = param.metavar is not None or getattr(param, "is_flag", False)
+        if not named and param.name in declared:
             param.metavar = metavar(param.name, declared[param.name].annotation)
 
 

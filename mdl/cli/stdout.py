@@ -128,12 +128,8 @@ class StdoutWatch:
         """
         wake_signal, main_ident = WAKE_SIGNAL, threading.get_ident()
         main = threading.current_thread() is threading.main_thread()
-        if (
-            not main
-            or wake_signal is None
-            or not hasattr(select, "poll")
-            or not _is_pipe(STDOUT_FD)
-        ):
+        watchable = hasattr(select, "poll") and _is_pipe(STDOUT_FD)
+        if not main or wake_signal is None or not watchable:
             yield
             return
         wake_read, wake_write = os.pipe()

@@ -87,13 +87,12 @@ def _sum_up(run: Run, report: RunReport, *, verb: str) -> None:
     seconds = time.monotonic() - run.started
     summary = None if report.dry_run else summary_line(report.files, verb=verb, seconds=seconds)
     run.summary = run_summary(report.files, seconds=seconds, text=summary)
-    if summary is None:
-        return
-    log.info("%s", summary)
-    # Not for one failure alone (its error line says it all, as curl's one message), nor to events
-    # (``end`` has it)
-    if (len(report.files) != 1 or ok(report.files)) and run.events is None:
-        run.console.info(summary)
+    if summary is not None:
+        log.info("%s", summary)
+        # Not for one failure alone (its error line says it all, as curl's one message), nor to
+        # events (``end`` has it)
+        if (len(report.files) != 1 or ok(report.files)) and run.events is None:
+            run.console.info(summary)
 
 
 def units(outcomes: Iterable[FileOutcome]) -> dict[str, list[FileOutcome]]:
@@ -165,9 +164,8 @@ def _problems_part(grouped: Sequence[Sequence[FileOutcome]], *, noun: str) -> st
     """``; 1 model failed: badname (not found)``: the units not all right, by what went wrong, the
     first few named."""
     problems: dict[str, list[Sequence[FileOutcome]]] = {}
-    for unit in grouped:
-        if not ok(unit):
-            problems.setdefault(_problem_word(unit), []).append(unit)
+    for unit in [u for u in grouped if not ok(u)]:
+        problems.setdefault(_problem_word(unit), []).append(unit)
     text = ""
     for word, bad in problems.items():
         named = ", ".join(_problem_detail(u) for u in bad[:_MAX_NAMED])

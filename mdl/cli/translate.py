@@ -47,6 +47,7 @@ KEPT_ON_INTERRUPT = {
     ),
     "lock": "catalog.lock was not changed",
 }
+_MEMORY_HINT = "free memory or raise the process's limit, or ask for less at once (fewer models)"
 
 
 class Told(Protocol):
@@ -113,14 +114,10 @@ def _memory_error(exc: BaseException, run: Told | None) -> OutOfMemoryError:
         run.reserve.close()
     for held in causes(exc):
         held.__traceback__ = None
-    if isinstance(exc, MemoryError):
-        message = "out of memory"
-    else:
-        message = "out of memory: cannot start a thread"
-    return OutOfMemoryError(
-        message,
-        hint="free memory or raise the process's limit, or ask for less at once (fewer models)",
-    )
+    message = "out of memory"
+    if not isinstance(exc, MemoryError):  # a thread the system refused
+        message += ": cannot start a thread"
+    return OutOfMemoryError(message, hint=_MEMORY_HINT)
 
 
 def _internal_error(exc: BaseException, run: Told | None) -> MdlError:

@@ -136,10 +136,17 @@ class Tally:
             return self._advance(event, now)
         if kind == "begin" and event.files > 0:  # (an empty batch changes nothing)
             self.files, self.done, self.total, self.moved = event.files, 0, event.total, 0
-        elif kind == "start":
-            return self._start(event, now)
-        elif kind == "waiting":
-            return self._wait(event, now)
+        elif kind == "start":  # a retry of the same key replaces it
+            self.meter = self.meter or RateMeter(now)
+            self.items.pop(event.key, None)
+            item = Item(event.label, event.total, now, event.completed, event.model, event.path)
+            self.items[event.key] = item
+            return item
+        elif kind == "waiting":  # a lock taken before its start gets the item a row
+            item = self.items.setdefault(event.key, Item(event.key, None, now))
+            if item.waiting != event.message:
+                item.waiting, item.waiting_since = event.message, now
+                return item
         elif kind == "finish":
             self.done += 1
             return self.items.pop(event.key, None)
@@ -159,23 +166,6 @@ class Tally:
         found.completed += event.nbytes
         found.meter.add(event.nbytes, now)
         return found
-
-    def _start(self, event: Event, now: float) -> Item:
-        """An item begins; a retry of the same key replaces it."""
-        self.meter = self.meter or RateMeter(now)
-        self.items.pop(event.key, None)
-        item = Item(event.label, event.total, now, event.completed, event.model, event.path)
-        self.items[event.key] = item
-        return item
-
-    def _wait(self, event: Event, now: float) -> Item | None:
-        """An item waits (a lock taken before its start gets the item a row); its item only when
-        the message is news."""
-        item = self.items.setdefault(event.key, Item(event.key, None, now))
-        if item.waiting == event.message:
-            return None
-        item.waiting, item.waiting_since = event.message, now
-        return item
 
     def rate(self, now: float) -> float | None:
         return None if self.meter is None else self.meter.rate(now)
@@ -239,33 +229,28 @@ class PlainReporter(Reporter):
         super().__init__(**common)
         self._stream, self._interval = stamped(stream, wallclock=wallclock), interval
 
-    def _write(self, text: str) -> None:
+    def _write(self, text: str | None) -> None:
+        if text is None:  # the event says nothing
+            return
         self._stream.write(f"{self._safe(text)}\n")
         self._stream.flush()
 
     def show(self, event: Event, item: Item | None, now: float) -> None:
-        line = self._line(event, item, now)
-        if line is not None:
-            self._write(line)
-
-    def _line(self, event: Event, item: Item | None, now: float) -> str | None:
-        """The line ``event`` makes, if any."""
         kind = event.kind
         if kind == "note":
-            return event.message
-        if kind == "begin":
-            return _begin_line(event)
-        if kind == "start":
-            return _start_line(event)
-        if kind == "finish":
-            return _done_line(event, item, now)
-        if item is None:  # a wait already said, or bytes of an item never started
-            return None
-        if kind == "waiting":  # (said once per message)
-            return f"{item.label} waiting: {event.message}"
-        if kind == "advance":
-            return self._progress_line(item, now)
-        return None
+            self._write(event.message)
+        elif kind == "begin":
+            self._write(_begin_line(event))
+        elif kind == "start":
+            self._write(_start_line(event))
+        elif kind == "finish":
+            self._write(_done_line(event, item, now))
+        elif item is None:  # a wait already said, or bytes of an item never started
+            return
+        elif kind == "waiting":  # (said once per message)
+            self._write(f"{item.label} waiting: {event.message}")
+        elif kind == "advance":
+            self._write(self._progress_line(item, now))
 
     def _progress_line(self, item: Item, now: float) -> str | None:
         """An item's progress, once per interval."""
@@ -322,11 +307,9 @@ def resuming(event: Event) -> str:
 def _progress_text(item: Item, rate: float | None) -> str:
     """``label 45% 120 MiB/265 MiB 38.2 MiB/s ETA 4s``, leaving out what is unknown."""
     done = human_size(item.completed)
-    shown = (
-        f"{100 * item.completed // item.total}% {done}/{human_size(item.total)}"
-        if item.total
-        else done
-    )
+    shown = done
+    if item.total:
+        shown = f"{100 * item.completed // item.total}% {done}/{human_size(item.total)}"
     parts = [item.label, shown, human_rate(rate)]
     if item.total and rate and item.completed < item.total:
         parts.append(f"ETA {human_duration(math.ceil((item.total - item.completed) / rate))}")
