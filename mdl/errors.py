@@ -25,11 +25,34 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+# 128 + SIGPIPE: what a shell reports for `cat` killed by a closed pipe (a reader left: no error)
+EXIT_STDOUT_CLOSED = 128 + 13
+
+# What each exit code means, one line each, as `mdl --help` ends; docs/output.md's table says each
+# again with more (tests/test_docs.py holds it to these).
+EXIT_MEANINGS: dict[int, str] = {
+    ExitCode.OK: "everything asked for is present and verified",
+    ExitCode.INTERNAL: "internal error (a bug; MDL_DEBUG=1 shows the traceback)",
+    ExitCode.USAGE: "usage or bad input: flags, catalog, unknown model, unsafe path",
+    ExitCode.AUTH: "not authorised: 401/403, gated repo, missing token",
+    ExitCode.NOT_FOUND: "not found upstream: repo, revision or file",
+    ExitCode.NETWORK: "network failure that outlasted the retries (retry later)",
+    ExitCode.INTEGRITY: "integrity: size or sha256 mismatch",
+    ExitCode.LOCAL: "local filesystem: no space, no permission, lock not obtained",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM); partial data is kept for resume",
+    EXIT_STDOUT_CLOSED: "stdout closed by its reader (mdl list | head -1), as cat's",
+}
+
+
 class MdlError(Exception):
     """Base of every expected failure; ``str(err)`` is the one-line message shown to users."""
 
     exit_code: ClassVar[ExitCode] = ExitCode.INTERNAL
     kind: ClassVar[str] = "internal"
+    # the short reason on the summary line (`1 model failed: badname (not found)`); a class with a
+    # kind of its own says its kind unless it has words of its own, a subclass without says its
+    # parent's
+    words: ClassVar[str] = "internal error"
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         # Messages quote servers, archives and file names: a control character never reaches a
@@ -43,17 +66,20 @@ class MdlError(Exception):
         # bytes a download wrote before it failed (its log line says so; they are kept for resume)
         self.fetched = 0
 
-    def __init_subclass__(cls, *, kind: str | None = None, code: ExitCode | None = None) -> None:
+    def __init_subclass__(
+        cls, *, kind: str | None = None, code: ExitCode | None = None, words: str | None = None
+    ) -> None:
         super().__init_subclass__()
+        cls.words = words or (kind.replace("_", " ") if kind else cls.words)
         cls.kind = kind or cls.kind
         cls.exit_code = cls.exit_code if code is None else code
 
 
-class UsageError(MdlError, kind="usage", code=ExitCode.USAGE):
+class UsageError(MdlError, kind="usage", code=ExitCode.USAGE, words="refused"):
     """Bad flags or arguments, unknown model or checkpoint."""
 
 
-class CatalogError(UsageError, kind="catalog"):
+class CatalogError(UsageError, kind="catalog", words="catalog error"):
     """The catalog file is missing, unreadable or invalid; ``problems`` holds each problem found,
     one line each.
     """
@@ -73,11 +99,11 @@ class ArchiveError(UsageError, kind="archive"):
     """A hostile or broken archive."""
 
 
-class JobOutputError(UsageError, kind="job_output"):
+class JobOutputError(UsageError, kind="job_output", words="bad job output"):
     """Serverless job-output JSON that cannot be understood."""
 
 
-class AuthError(MdlError, kind="auth", code=ExitCode.AUTH):
+class AuthError(MdlError, kind="auth", code=ExitCode.AUTH, words="not authorised"):
     """401/403, a gated repo, or a missing token."""
 
 
@@ -85,33 +111,35 @@ class NotFoundError(MdlError, kind="not_found", code=ExitCode.NOT_FOUND):
     """Repo, revision or file not found upstream."""
 
 
-class NetworkError(MdlError, kind="network", code=ExitCode.NETWORK):
+class NetworkError(MdlError, kind="network", code=ExitCode.NETWORK, words="network error"):
     """A network failure that outlasted the retries."""
 
 
-class HubReplyError(NetworkError, kind="hub_reply"):
+class HubReplyError(NetworkError, kind="hub_reply", words="bad reply from the Hub"):
     """A Hub (or mirror) reply that is not what the API promises: HTML, bad JSON, wrong types, a
     bad commit id.
     """
 
 
-class WebPageError(NetworkError, kind="web_page"):
+class WebPageError(NetworkError, kind="web_page", words="a web page, not the file"):
     """A web page (HTML) where a model file was asked: a login wall, or the Hub's page of the
     file.
     """
 
 
-class TokenLeakError(MdlError, kind="token_leak", code=ExitCode.NETWORK):
+class TokenLeakError(MdlError, kind="token_leak", code=ExitCode.NETWORK, words="token refused"):
     """A request would have carried the Hub token to another origin; refused before anything was
     sent.
     """
 
 
-class IntegrityError(MdlError, kind="integrity", code=ExitCode.INTEGRITY):
+class IntegrityError(MdlError, kind="integrity", code=ExitCode.INTEGRITY, words="integrity error"):
     """Size or sha256 mismatch."""
 
 
-class LocalFSError(MdlError, kind="filesystem", code=ExitCode.LOCAL):
+class LocalFSError(
+    MdlError, kind="filesystem", code=ExitCode.LOCAL, words="local filesystem error"
+):
     """Local trouble: no space, no permission, lock not obtained, no memory."""
 
 
@@ -167,14 +195,16 @@ def worst_exit_code(codes: list[int]) -> int:
 
 
 def error_for_exit_code(code: int) -> type[MdlError]:
-    """The error class for an exit code, to raise again a failure a report recorded per file."""
-    classes = (
-        UsageError,
-        AuthError,
-        NotFoundError,
-        NetworkError,
-        IntegrityError,
-        LocalFSError,
-        InterruptedByUserError,
-    )
-    return next((c for c in classes if c.exit_code == code), MdlError)
+    """The error class for an exit code, to raise again a failure a report recorded per file: the
+    first class under ``MdlError`` with that code."""
+    return next((c for c in MdlError.__subclasses__() if c.exit_code == code), MdlError)
+
+
+def kind_words(kind: str) -> str:
+    """The summary line's short reason for a failure of ``kind``: its error class's ``words``."""
+    found = [MdlError]
+    for cls in found:
+        if cls.kind == kind:
+            return cls.words
+        found.extend(cls.__subclasses__())
+    return kind.replace("_", " ")

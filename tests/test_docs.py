@@ -11,11 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from mdl.cli import app
+from mdl.errors import EXIT_MEANINGS, ExitCode, MdlError, error_for_exit_code
 from mdl.version import __version__
 
 ROOT = Path(__file__).parents[1]
 COMMANDS_MD = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
 LAYOUT_MD = (ROOT / "docs" / "layout.md").read_text(encoding="utf-8")
+OUTPUT_MD = (ROOT / "docs" / "output.md").read_text(encoding="utf-8")
 CHANGELOG = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
 # the section of docs/commands.md whose options every command takes
 EVERY_COMMAND = "Options every command takes"
@@ -145,6 +147,36 @@ def test_every_path_layout_md_names_exists() -> None:
     assert len(NAMED) > 20
     missing = sorted(path for path in NAMED if not (ROOT / path).exists())
     assert not missing, f"docs/layout.md names what mdl/ does not hold: {missing}"
+
+
+# -- docs/output.md's exit codes
+# --------------------------------------------------------------------------------
+
+
+def documented_exit_codes() -> list[tuple[int, str]]:
+    """Each row of docs/output.md's exit-code table: its code and its meaning column (``\\|`` is a
+    ``|``)."""
+    table = OUTPUT_MD.split("\n## Exit codes\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| (.*?) \|(?: .*)?\|$", table, re.MULTILINE)
+    return [(int(code), meaning.replace("\\|", "|")) for code, meaning in rows]
+
+
+def test_output_md_says_each_exit_code_as_help_does() -> None:
+    """docs/output.md's table has a row for each exit code, in order, whose meaning is the one
+    `mdl --help` ends with (mdl/errors.py's ``EXIT_MEANINGS``)."""
+    assert documented_exit_codes() == [(int(code), said) for code, said in EXIT_MEANINGS.items()]
+    shown = help_text().split("Exit codes:\n", 1)[1].splitlines()
+    assert [" ".join(line.split()) for line in shown] == [
+        f"{code} {' '.join(said.split())}" for code, said in EXIT_MEANINGS.items()
+    ]
+
+
+def test_every_exit_code_has_a_meaning_and_each_failure_its_error_class() -> None:
+    """A new exit code says what it means, and a failure's code is raised again as its class."""
+    assert set(ExitCode) <= set(EXIT_MEANINGS)
+    for code in set(ExitCode) - {ExitCode.OK, ExitCode.INTERNAL}:
+        assert error_for_exit_code(code).exit_code == code
+    assert error_for_exit_code(ExitCode.INTERNAL) is MdlError
 
 
 # -- CHANGELOG.md

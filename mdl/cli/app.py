@@ -17,8 +17,7 @@ import typer.main
 from typer.core import TyperCommand, TyperGroup
 
 from mdl.cli.options import COMMON, WHERE, declare, keywords, metavar
-from mdl.cli.stdout import EXIT_STDOUT_CLOSED
-from mdl.errors import ExitCode
+from mdl.errors import EXIT_MEANINGS
 from mdl.version import __version__
 
 # Each command's module and function (``<name>_cmd``), in help's order. A run builds only the
@@ -129,29 +128,13 @@ HABITS: dict[str, tuple[str, ...]] = {
 }
 
 
-# What each exit code means (README "Exit codes" says more), at the end of `mdl --help`.
-EXIT_CODES: dict[int, str] = {
-    ExitCode.OK: "everything asked for is present and verified",
-    ExitCode.INTERNAL: "internal error (a bug; MDL_DEBUG=1 shows the traceback)",
-    ExitCode.USAGE: "usage or bad input: flags, catalog, unknown model, unsafe path",
-    ExitCode.AUTH: "not authorised: 401/403, gated repo, missing token",
-    ExitCode.NOT_FOUND: "not found upstream: repo, revision or file",
-    ExitCode.NETWORK: "network failure that outlasted the retries (retry later)",
-    ExitCode.INTEGRITY: "integrity: size or sha256 mismatch",
-    ExitCode.LOCAL: "local filesystem: no space, no permission, lock not obtained",
-    ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM); partial data is kept for resume",
-    EXIT_STDOUT_CLOSED: "stdout closed by its reader (mdl list | head -1), as cat's",
-}
-
-
 def epilog(name: str) -> str:
     """The examples of ``name`` as a help epilog (Click re-wraps no paragraph that starts with
-    ``\\b``); ``mdl``'s exit codes after its own."""
+    ``\\b``); ``mdl``'s exit codes after its own (:data:`mdl.errors.EXIT_MEANINGS`)."""
     text = "\b\nExamples:\n" + "\n".join(f"  # {what}\n  {line}" for line, what in EXAMPLES[name])
     if name == "mdl":
-        text += "\n\n\b\nExit codes:\n" + "\n".join(
-            f"  {int(code):>3}  {what}" for code, what in EXIT_CODES.items()
-        )
+        codes = [f"  {int(code):>3}  {what}" for code, what in EXIT_MEANINGS.items()]
+        text += "\n\n\b\nExit codes:\n" + "\n".join(codes)
     return text
 
 
@@ -183,15 +166,12 @@ def worded(command: Any) -> None:
     """Each value of ``command`` named by a word in its --help (:func:`mdl.cli.options.metavar`),
     not ``<str>``.
     """
-    declared = (
-        inspect.signature(command.callback, eval_str=True).parameters if command.callback else {}
-    )
+    if not command.callback:  # nothing declared
+        return
+    declared = inspect.signature(command.callback, eval_str=True).parameters
     for param in command.params:
-        if (
-            param.metavar is None
-            and not getattr(param, "is_flag", False)
-            and param.name in declared
-        ):
+        named = param.metavar is not None or getattr(param, "is_flag", False)
+        if not named and param.name in declared:
             param.metavar = metavar(param.name, declared[param.name].annotation)
 
 

@@ -16,14 +16,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
 from mdl.cli.render.console import isatty
+from mdl.errors import EXIT_STDOUT_CLOSED as EXIT_STDOUT_CLOSED  # re-exported beside its rule
 from mdl.errors import causes
 from mdl.redact import Secrets, safe_doc
 
 log = logging.getLogger("mdl.cli")
 
 STDOUT_FD = 1
-# 128 + SIGPIPE: what a shell reports for `cat` killed by a closed pipe
-EXIT_STDOUT_CLOSED = 128 + 13
 # POSIX only; elsewhere nothing is watched
 WAKE_SIGNAL: int | None = getattr(signal, "SIGURG", None)
 
@@ -129,12 +128,8 @@ class StdoutWatch:
         """
         wake_signal, main_ident = WAKE_SIGNAL, threading.get_ident()
         main = threading.current_thread() is threading.main_thread()
-        if (
-            not main
-            or wake_signal is None
-            or not hasattr(select, "poll")
-            or not _is_pipe(STDOUT_FD)
-        ):
+        watchable = hasattr(select, "poll") and _is_pipe(STDOUT_FD)
+        if not main or wake_signal is None or not watchable:
             yield
             return
         wake_read, wake_write = os.pipe()

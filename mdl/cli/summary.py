@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from mdl.cli.render.console import run_summary
 from mdl.cli.stdout import unread_if_failing
+from mdl.errors import kind_words
 from mdl.units import human_duration, human_size, plural
 
 if TYPE_CHECKING:
@@ -27,38 +28,62 @@ def render_report(
     """``report`` as the JSON document, a dry run's plan, or the command's own ``data`` on stdout;
     each warning and failure once, and the summary line saying what was ``verb`` (``pulled 2
     models``) on stderr; its exit code."""
+    _show_data(run, report, data)
+    _warn_once(run, report)
+    _tell_failures(run, report)
+    _sum_up(run, report, verb=verb)
+    return int(report.exit_code)
+
+
+# a dry run's plan: each file's field and its column's header
+_PLAN_COLUMNS = [
+    ("action", "ACTION"),
+    ("model", "MODEL"),
+    ("path", "PATH"),
+    ("size", "SIZE"),
+    ("reason", "WHY"),
+]
+_MAX_NAMED = 5  # problem models named on the summary line; the rest are counted
+
+
+def _show_data(run: Run, report: RunReport, data: Callable[[], None] | None) -> None:
+    """stdout: the JSON document, a dry run's plan as a table, or the command's own data."""
     with unread_if_failing(failing=bool(report.exit_code)):
         if run.json:
             run.emit(report.to_json())
         elif report.dry_run:
             rows = [{**f.to_json(), "size": human_size(f.size)} for f in report.files]
-            columns = [
-                ("action", "ACTION"),
-                ("model", "MODEL"),
-                ("path", "PATH"),
-                ("size", "SIZE"),
-                ("reason", "WHY"),
-            ]
-            run.table(rows, columns)
+            run.table(rows, _PLAN_COLUMNS)
         elif data is not None:
             data()
-    # once per model (a kept model's files share its warning), in the order they happened
+
+
+def _warn_once(run: Run, report: RunReport) -> None:
+    """Each warning once per model (a kept model's files share its warning), in the order they
+    happened."""
     for warning in dict.fromkeys(w for f in report.files for w in f.warnings):
         run.console.warn(warning)
-    # the one place a failure is shown (progress displays stay silent); a refusing Hub repo once,
-    # not once a file
+
+
+def _tell_failures(run: Run, report: RunReport) -> None:
+    """The one place a failure is shown (progress displays stay silent): a refusing Hub repo once,
+    not once a file; to events each file's own."""
     # (with its paths and redaction: ~7 ms that --help and list need not pay)
     from mdl.report import once_per_repo
 
-    for f, more in (
-        once_per_repo(report.files)
-        if run.events is None
-        else [(f, 0) for f in report.files if f.failing]
-    ):
-        told = (
-            f"{f.error or f.label + ': failed'} (and {plural(more, 'more file')} of {f.hub_repo})"
-        )
-        run.file_error(replace(f, error=told) if more else f)
+    if run.events is None:
+        failures = once_per_repo(report.files)
+    else:
+        failures = [(f, 0) for f in report.files if f.failing]
+    for f, more in failures:
+        if more:
+            error = f.error or f.label + ": failed"
+            f = replace(f, error=f"{error} (and {plural(more, 'more file')} of {f.hub_repo})")
+        run.file_error(f)
+
+
+def _sum_up(run: Run, report: RunReport, *, verb: str) -> None:
+    """The run's counts for the ``end`` event, and the summary line in the log and on stderr."""
     seconds = time.monotonic() - run.started
     summary = None if report.dry_run else summary_line(report.files, verb=verb, seconds=seconds)
     run.summary = run_summary(report.files, seconds=seconds, text=summary)
@@ -68,25 +93,6 @@ def render_report(
         # events (``end`` has it)
         if (len(report.files) != 1 or ok(report.files)) and run.events is None:
             run.console.info(summary)
-    return int(report.exit_code)
-
-
-# Short reasons for the summary line, by error kind (mdl/errors.py: else the kind's own words, ``not
-# found``); the error line above says it in full.
-_KIND_WORDS = {
-    "usage": "refused",
-    "catalog": "catalog error",
-    "job_output": "bad job output",
-    "auth": "not authorised",
-    "network": "network error",
-    "hub_reply": "bad reply from the Hub",
-    "token_leak": "token refused",
-    "web_page": "a web page, not the file",
-    "integrity": "integrity error",
-    "filesystem": "local filesystem error",
-    "internal": "internal error",
-}
-_MAX_NAMED = 5  # problem models named on the summary line; the rest are counted
 
 
 def units(outcomes: Iterable[FileOutcome]) -> dict[str, list[FileOutcome]]:
@@ -118,9 +124,9 @@ def _problem_detail(unit: Sequence[FileOutcome]) -> str:
     files = [f for f in unit if f.path is not None]
     if unit[0].model and files:
         return f"{name} ({_files_part(files)})"
-    # each kind's words are its own
+    # each kind's words are its own (mdl/errors.py)
     kinds = dict.fromkeys(f.kind for f in unit if f.action == "failed" and f.kind)
-    said = ", ".join(_KIND_WORDS.get(kind, kind.replace("_", " ")) for kind in kinds)
+    said = ", ".join(kind_words(kind) for kind in kinds)
     return f"{name} ({said})" if said else name
 
 
@@ -129,35 +135,54 @@ def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) 
     skipped); 1 model failed: badname (not found); 1.6 MiB in 3.2s``."""
     grouped = list(units(outcomes).values())
     one_off = all(not f.model for f in outcomes) and bool(outcomes)
-    noun = "file" if one_off else "model"
+    done = _done_part(grouped, verb=verb, one_off=one_off)
+    problems = _problems_part(grouped, noun="file" if one_off else "model")
+    return done + problems + _bytes_part(outcomes, seconds=seconds)
+
+
+def _done_part(grouped: Sequence[Sequence[FileOutcome]], *, verb: str, one_off: bool) -> str:
+    """``pulled 2 models (17 files: 16 downloaded, 1 skipped)``, or a one-off's files alone."""
     done = [u for u in grouped if ok(u)]
     if not grouped:
-        text = f"{verb} 0 models: nothing to do"
-    elif one_off:
+        return f"{verb} 0 models: nothing to do"
+    if one_off:
         flat = [f for u in done for f in u]
-        text = f"{verb} {_files_part(flat)}" if flat else f"{verb} 0 files"
-    else:
-        files = [f for u in done for f in u if f.path is not None]
-        text = f"{verb} {plural(len(done), noun)}" + (f" ({_files_part(files)})" if files else "")
+        return f"{verb} {_files_part(flat)}" if flat else f"{verb} 0 files"
+    files = [f for u in done for f in u if f.path is not None]
+    counted = f"{verb} {plural(len(done), 'model')}"
+    return f"{counted} ({_files_part(files)})" if files else counted
+
+
+def _problem_word(unit: Sequence[FileOutcome]) -> str:
+    """What went wrong with ``unit``: ``failed``, or another action's word (``missing``)."""
+    if any(f.action == "failed" for f in unit):
+        return "failed"
+    return next(f.shown_action for f in unit if f.exit_code)
+
+
+def _problems_part(grouped: Sequence[Sequence[FileOutcome]], *, noun: str) -> str:
+    """``; 1 model failed: badname (not found)``: the units not all right, by what went wrong, the
+    first few named."""
     problems: dict[str, list[Sequence[FileOutcome]]] = {}
-    # by what went wrong: failed, or another action's word (missing)
     for unit in [u for u in grouped if not ok(u)]:
-        word = (
-            "failed"
-            if any(f.action == "failed" for f in unit)
-            else next(f.shown_action for f in unit if f.exit_code)
-        )
-        problems.setdefault(word, []).append(unit)
+        problems.setdefault(_problem_word(unit), []).append(unit)
+    text = ""
     for word, bad in problems.items():
         named = ", ".join(_problem_detail(u) for u in bad[:_MAX_NAMED])
         more = f" and {len(bad) - _MAX_NAMED} more" if len(bad) > _MAX_NAMED else ""
         text += f"; {plural(len(bad), noun)} {word}: {named}{more}"
-    fetched, reused = sum(f.fetched for f in outcomes), sum(f.reused for f in outcomes)
-    if reused:  # Xet chunks copied from files already here: said only when there were some
-        text += (
-            f"; {human_size(fetched)} fetched, {human_size(reused)} reused from files already here"
-        )
-        text += f" in {human_duration(seconds)}"
-    elif fetched:
-        text += f"; {human_size(fetched)} in {human_duration(seconds)}"
     return text
+
+
+def _bytes_part(outcomes: Sequence[FileOutcome], *, seconds: float) -> str:
+    """``; 1.6 MiB in 3.2s`` when bytes moved; Xet chunks copied from files already here are said
+    only when there were some."""
+    fetched = sum(f.fetched for f in outcomes)
+    reused = sum(f.reused for f in outcomes)
+    took = f" in {human_duration(seconds)}"
+    if reused:
+        here = f"{human_size(reused)} reused from files already here"
+        return f"; {human_size(fetched)} fetched, {here}{took}"
+    if fetched:
+        return f"; {human_size(fetched)}{took}"
+    return ""

@@ -47,6 +47,7 @@ KEPT_ON_INTERRUPT = {
     ),
     "lock": "catalog.lock was not changed",
 }
+_MEMORY_HINT = "free memory or raise the process's limit, or ask for less at once (fewer models)"
 
 
 class Told(Protocol):
@@ -77,63 +78,84 @@ def translate(exc: BaseException, run: Told | None = None) -> int:
         log.info("stdout was closed by its reader; exit %d", EXIT_STDOUT_CLOSED)
         silence_stdout()
         return EXIT_STDOUT_CLOSED
-    error: MdlError
+    error = _as_error(exc, run)
+    if run is not None:
+        return run.tell(_with_what_was_kept(error, command=run.command))
+    return _tell_without_run(exc, error)
+
+
+def _as_error(exc: BaseException, run: Told | None) -> MdlError:
+    """What ended mdl as one of its errors, by type."""
     if isinstance(exc, MdlError):
-        error = exc
-    elif isinstance(exc, KeyboardInterrupt | typer.Abort):  # Typer's word for Ctrl-C
-        error = InterruptedByUserError("interrupted")
-    # a local resource ran out, as a full disk: exit 7 (a thread the system refused has only a
-    # RuntimeError's words)
-    elif isinstance(exc, MemoryError) or (
-        isinstance(exc, RuntimeError) and str(exc) == "can't start new thread"
-    ):
-        if run is not None and run.reserve is not None:
-            # room to say so; and the traceback's frames hold what filled memory: let them go too
-            run.reserve.close()
-        for held in causes(exc):
-            held.__traceback__ = None
-        error = OutOfMemoryError(
-            (
-                "out of memory"
-                if isinstance(exc, MemoryError)
-                else "out of memory: cannot start a thread"
-            ),
-            hint="free memory or raise the process's limit, or ask for less at once (fewer models)",
-        )
+        return exc
+    if isinstance(exc, KeyboardInterrupt | typer.Abort):  # Typer's word for Ctrl-C
+        return InterruptedByUserError("interrupted")
+    if _out_of_memory(exc):
+        return _memory_error(exc, run)
     # a parse error (Typer's public base of Click's): its usage, exit 2
-    elif isinstance(exc, typer.TyperException):
+    if isinstance(exc, typer.TyperException):
         # a usage error's command
         context = getattr(getattr(exc, "ctx", None), "command_path", None) or "mdl"
-        error = UsageError(exc.format_message(), hint=f"see {context} --help")
-    else:
-        log.error("internal error", exc_info=exc)
-        if (run.environ if run else os.environ).get("MDL_DEBUG", "") not in ("", "0"):
-            raise exc
-        error = MdlError(
-            f"internal error: {type(exc).__name__}: {exc}",
-            hint="run with MDL_DEBUG=1 for a traceback",
-        )
-    if (
-        isinstance(error, InterruptedByUserError)
-        and run is not None
-        and (kept := KEPT_ON_INTERRUPT.get(run.command))
-    ):
-        error = InterruptedByUserError(f"{error.message}; {kept}", hint=error.hint)
-    if run is not None:
-        return run.tell(error)
+        return UsageError(exc.format_message(), hint=f"see {context} --help")
+    return _internal_error(exc, run)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether a local resource ran out, as a full disk: exit 7 (a thread the system refused has
+    only a RuntimeError's words)."""
+    refused_thread = isinstance(exc, RuntimeError) and str(exc) == "can't start new thread"
+    return isinstance(exc, MemoryError) or refused_thread
+
+
+def _memory_error(exc: BaseException, run: Told | None) -> OutOfMemoryError:
+    """Out of memory, said with the room the reserve leaves once let go."""
+    if run is not None and run.reserve is not None:
+        # room to say so; and the traceback's frames hold what filled memory: let them go too
+        run.reserve.close()
+    for held in causes(exc):
+        held.__traceback__ = None
+    message = "out of memory"
+    if not isinstance(exc, MemoryError):  # a thread the system refused
+        message += ": cannot start a thread"
+    return OutOfMemoryError(message, hint=_MEMORY_HINT)
+
+
+def _internal_error(exc: BaseException, run: Told | None) -> MdlError:
+    """A bug: logged with its traceback, raised again with MDL_DEBUG, else exit 1."""
+    log.error("internal error", exc_info=exc)
+    if (run.environ if run else os.environ).get("MDL_DEBUG", "") not in ("", "0"):
+        raise exc
+    return MdlError(
+        f"internal error: {type(exc).__name__}: {exc}", hint="run with MDL_DEBUG=1 for a traceback"
+    )
+
+
+def _with_what_was_kept(error: MdlError, *, command: str) -> MdlError:
+    """An interruption's message with what ``command`` kept (``KEPT_ON_INTERRUPT``)."""
+    kept = KEPT_ON_INTERRUPT.get(command)
+    if not isinstance(error, InterruptedByUserError) or kept is None:
+        return error
+    return InterruptedByUserError(f"{error.message}; {kept}", hint=error.hint)
+
+
+def _tell_without_run(exc: BaseException, error: MdlError) -> int:
+    """A failure before any run (its command line did not parse), said as the command line asked:
+    the ``--json`` document, the event stream, else Typer's usage or ``mdl: error:`` on stderr."""
     code = int(error.exit_code)
     argv = sys.argv[1:]
     if "--json" in argv:
         error_document(error, sys.stdout)
     if wants_events(argv):
         failed_to_start(sys.stderr, message=error.message, exit_code=code, kind=error.kind)
-    elif isinstance(exc, typer.TyperException) and callable(show := getattr(exc, "show", None)):
-        # Typer's own usage text (its ClickException, not exported, has show)
+        return code
+    # Typer's own usage text (its ClickException, not exported, has show)
+    show = getattr(exc, "show", None)
+    if isinstance(exc, typer.TyperException) and callable(show):
         show(file=stderr_sink(sys.stderr))
-    else:
-        # the one redaction, as at every sink
-        hint = f"  hint: {safe_text(error.hint)}\n" if error.hint else ""
-        stderr_sink(sys.stderr).write(f"mdl: error: {safe_text(error.message)}\n{hint}")
+        return code
+    # the one redaction, as at every sink
+    hint = f"  hint: {safe_text(error.hint)}\n" if error.hint else ""
+    stderr_sink(sys.stderr).write(f"mdl: error: {safe_text(error.message)}\n{hint}")
     return code
 
 

@@ -75,11 +75,8 @@ class RichReporter(Reporter):
             self._print(resuming(event))
         # On the first row: a run with nothing to show (an empty batch) draws nothing. A failure
         # prints nothing either: the final report names each failed file once.
-        if (
-            (self._tally.files or self._tally.items)
-            and not self._live.is_started
-            and not self._closed
-        ):
+        drawn = self._live.is_started or self._closed
+        if (self._tally.files or self._tally.items) and not drawn:
             self._live.start()
 
     def _print(self, text: str) -> None:
@@ -114,26 +111,16 @@ class RichReporter(Reporter):
         tally, rows = self._tally, []
         if tally.files:
             label = f"total {tally.done}/{plural(tally.files, 'file')}"  # never cut on screen
-            rows.append(
-                Row(
-                    label,
-                    tally.moved,
-                    tally.total,
-                    tally.rate(now),
-                    tally.seconds_left(now),
-                    whole=True,
-                )
-            )
+            rate, left = tally.rate(now), tally.seconds_left(now)
+            rows.append(Row(label, tally.moved, tally.total, rate, left, whole=True))
         for item in tally.items.values():
             waiting = None
             if item.waiting is not None:
-                waiting = (
-                    f"waiting ({human_clock(now - item.waiting_since)}): {self._safe(item.waiting)}"
-                )
+                since = human_clock(now - item.waiting_since)
+                waiting = f"waiting ({since}): {self._safe(item.waiting)}"
             rate, left = item.meter.rate(now), item.seconds_left(now)
-            rows.append(
-                Row(self._safe(item.label), item.completed, item.total, rate, left, waiting)
-            )
+            label = self._safe(item.label)
+            rows.append(Row(label, item.completed, item.total, rate, left, waiting))
         return rows
 
     def close(self) -> None:
@@ -186,11 +173,8 @@ def _percent_width(rows: Sequence[Row]) -> int:
     """The share done ("42%"), or the bytes so far where no size is known (a server that never
     says it).
     """
-    return (
-        MOVED_WIDTH
-        if any(row.total is None and row.waiting is None for row in rows)
-        else PERCENT_WIDTH
-    )
+    unknown = any(row.total is None and row.waiting is None for row in rows)
+    return MOVED_WIDTH if unknown else PERCENT_WIDTH
 
 
 def render_rows(rows: Sequence[Row], width: int, *, color: bool) -> list[Text]:
@@ -213,26 +197,32 @@ def render_rows(rows: Sequence[Row], width: int, *, color: bool) -> list[Text]:
             line.append(" ")
             if column == "bar":
                 line.append_text(_bar(row, layout.bar, color=color))
-            elif column == "size":
-                line.append(
-                    f"{human_size(row.completed)}/{human_size(row.total)}".rjust(SIZE_WIDTH),
-                    "green",
-                )
-            elif column == "percent":  # no share without a size: the bytes show it moves
-                share = f"{min(100 * row.completed // row.total, 100)}%" if row.total else "100%"
-                line.append(
-                    (human_size(row.completed) if row.total is None else share).rjust(
-                        percent_width
-                    ),
-                    "green",
-                )
-            elif column == "rate":
-                line.append(human_rate(row.rate).rjust(RATE_WIDTH), "red")
             else:
-                eta = "-:--" if row.left is None else human_clock(row.left)
-                line.append(eta.rjust(ETA_WIDTH), "cyan")
+                line.append(*_figure(row, column, percent_width=percent_width))
         lines.append(line)
     return lines
+
+
+def _figure(row: Row, column: str, *, percent_width: int) -> tuple[str, str]:
+    """A row's figure for ``column`` (size, percent, rate or time left), right-aligned in its
+    width, and its colour."""
+    if column == "size":
+        return f"{human_size(row.completed)}/{human_size(row.total)}".rjust(SIZE_WIDTH), "green"
+    if column == "percent":
+        return _share(row).rjust(percent_width), "green"
+    if column == "rate":
+        return human_rate(row.rate).rjust(RATE_WIDTH), "red"
+    eta = "-:--" if row.left is None else human_clock(row.left)
+    return eta.rjust(ETA_WIDTH), "cyan"
+
+
+def _share(row: Row) -> str:
+    """``45%`` done; no share without a size: the bytes so far show it moves."""
+    if row.total is None:
+        return human_size(row.completed)
+    if not row.total:
+        return "100%"
+    return f"{min(100 * row.completed // row.total, 100)}%"
 
 
 def _bar(row: Row, width: int, *, color: bool) -> Text:

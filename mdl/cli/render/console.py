@@ -10,8 +10,9 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import accumulate
+from itertools import accumulate, zip_longest
 from typing import Any, TextIO, cast
 from unicodedata import combining, east_asian_width
 
@@ -91,11 +92,9 @@ def stamped(stream: TextIO, **options: Any) -> TextIO:
     """``stream`` with each line stamped (:class:`StampedLines`; once: a stamped stream is
     returned as it is).
     """
-    return (
-        stream
-        if isinstance(stream, StampedLines)
-        else cast(TextIO, StampedLines(stream, **options))
-    )
+    if isinstance(stream, StampedLines):
+        return stream
+    return cast(TextIO, StampedLines(stream, **options))
 
 
 def unstamped(stream: TextIO) -> TextIO:
@@ -123,11 +122,8 @@ class EventStream:
         secrets: Secrets | None = None,
         wallclock: Callable[[], datetime] | None = None,
     ) -> None:
-        self._stream, self._secrets, self._wallclock = (
-            stream,
-            secrets,
-            wallclock or (lambda: datetime.now(UTC)),
-        )
+        self._stream, self._secrets = stream, secrets
+        self._wallclock = wallclock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
         self._begun = self._ended = False
         # an empty batch's totals, said only if nothing follows
@@ -204,10 +200,16 @@ def run_summary(outcomes: Sequence[Any], *, seconds: float, text: str | None) ->
         "actions": dict(Counter(o.action for o in outcomes)),
         "failed": sum(1 for o in outcomes if o.failing),
         "bytes": sum(o.fetched for o in outcomes),
-        **({"reused": reused} if (reused := sum(o.reused for o in outcomes)) else {}),
+        **_reused(outcomes),
         "seconds": round(seconds, 3),
         "text": text,
     }
+
+
+def _reused(outcomes: Sequence[Any]) -> dict[str, int]:
+    """``reused``: bytes copied from files already here, said only when there were some."""
+    reused = sum(o.reused for o in outcomes)
+    return {"reused": reused} if reused else {}
 
 
 _BOLD_RED, _YELLOW, _BOLD, _RESET = "\x1b[1;31m", "\x1b[33m", "\x1b[1m", "\x1b[0m"
@@ -271,12 +273,9 @@ def _char_width(char: str) -> int:
 
 def head(text: str, width: int) -> str:
     """The longest start of ``text`` that fits ``width`` columns."""
-    return text[
-        : next(
-            (i for i, used in enumerate(accumulate(map(_char_width, text))) if used > width),
-            len(text),
-        )
-    ]
+    used = accumulate(map(_char_width, text))  # columns taken up to each character
+    end = next((i for i, columns in enumerate(used) if columns > width), len(text))
+    return text[:end]
 
 
 ELLIPSIS = "…"
@@ -357,35 +356,54 @@ def render_table(
     """An aligned table of ``columns`` (key, header) in ``width`` if given; numbers right,
     headers bold in colour.
     """
-    cells = [
-        ["-" if row.get(key) is None else shown_data(str(row.get(key))) for key, _ in columns]
-        for row in rows
-    ]
+    cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
     headers = [header for _, header in columns]
+    layout = _Columns(_fitted_widths(cells, headers, width), _numeric(rows, columns))
+    head = layout.line(headers)
+    stream.write((f"{_BOLD}{head}{_RESET}" if color else head) + "\n")
+    for values in cells:
+        for line in layout.folded(values):
+            stream.write(line + "\n")
+    stream.flush()
+
+
+def _cell(value: object) -> str:
+    """A value as a table shows it: ``-`` when absent, data made printable."""
+    return "-" if value is None else shown_data(str(value))
+
+
+def _fitted_widths(cells: list[list[str]], headers: list[str], width: int | None) -> list[int]:
+    """Each column's width: its widest cell, given way to fit ``width``, never below its
+    header."""
     least = [display_width(header) for header in headers]
-    natural = [
-        max([least[i], *(display_width(line[i]) for line in cells)]) for i in range(len(columns))
-    ]
-    widths = _column_widths(natural, least, width)
-    numeric = [
+    natural = [max(map(display_width, column)) for column in zip(headers, *cells, strict=True)]
+    return _column_widths(natural, least, width)
+
+
+def _numeric(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> list[bool]:
+    """Which columns hold numbers only (aligned right)."""
+    return [
         bool(rows) and all(isinstance(row.get(key), int | float) for row in rows)
         for key, _ in columns
     ]
 
-    def line(values: list[str]) -> str:
-        pads = [
-            " " * (room - display_width(value)) for value, room in zip(values, widths, strict=True)
-        ]
-        shown = (
-            pad + value if right else value + pad
-            for value, pad, right in zip(values, pads, numeric, strict=True)
-        )
+
+@dataclass(frozen=True)
+class _Columns:
+    """A table's column widths, and which columns are numbers (aligned right)."""
+
+    widths: list[int]
+    numeric: list[bool]
+
+    def line(self, values: Sequence[str]) -> str:
+        """One line: each value padded to its column's width, numbers right."""
+        shown = []
+        for value, room, right in zip(values, self.widths, self.numeric, strict=True):
+            pad = " " * (room - display_width(value))
+            shown.append(pad + value if right else value + pad)
         return (" " * GAP).join(shown).rstrip()
 
-    head = line(headers)
-    stream.write((f"{_BOLD}{head}{_RESET}" if color else head) + "\n")
-    for values in cells:
-        folded = [fit_cell(value, widths[i]) for i, value in enumerate(values)]
-        for n in range(max(len(lines) for lines in folded)):
-            stream.write(line([lines[n] if n < len(lines) else "" for lines in folded]) + "\n")
-    stream.flush()
+    def folded(self, values: list[str]) -> list[str]:
+        """One row's lines: each cell folded into its column, a shorter one blank below."""
+        cells = [fit_cell(value, room) for value, room in zip(values, self.widths, strict=True)]
+        return [self.line(line) for line in zip_longest(*cells, fillvalue="")]

@@ -131,37 +131,41 @@ class Tally:
         """Fold ``event`` into the counts; returns the item it is about (a wait's only if its
         message is news).
         """
-        key, kind = event.key, event.kind
+        kind = event.kind
         if kind == "advance":  # (first: most events are bytes)
-            self.moved += event.nbytes
-            if self.meter is not None:
-                self.meter.add(event.nbytes, now)
-            found = self.items.get(key)
-            if found is not None:
-                # the wait is over: measure from now
-                if found.waiting is not None and event.nbytes > 0:
-                    found.waiting, found.meter = None, RateMeter(now)
-                found.completed += event.nbytes
-                found.meter.add(event.nbytes, now)
-            return found
+            return self._advance(event, now)
         if kind == "begin" and event.files > 0:  # (an empty batch changes nothing)
             self.files, self.done, self.total, self.moved = event.files, 0, event.total, 0
         elif kind == "start":  # a retry of the same key replaces it
             self.meter = self.meter or RateMeter(now)
-            self.items.pop(key, None)
-            item = self.items[key] = Item(
-                event.label, event.total, now, event.completed, event.model, event.path
-            )
+            self.items.pop(event.key, None)
+            item = Item(event.label, event.total, now, event.completed, event.model, event.path)
+            self.items[event.key] = item
             return item
         elif kind == "waiting":  # a lock taken before its start gets the item a row
-            item = self.items.setdefault(key, Item(key, None, now))
+            item = self.items.setdefault(event.key, Item(event.key, None, now))
             if item.waiting != event.message:
                 item.waiting, item.waiting_since = event.message, now
                 return item
         elif kind == "finish":
             self.done += 1
-            return self.items.pop(key, None)
+            return self.items.pop(event.key, None)
         return None
+
+    def _advance(self, event: Event, now: float) -> Item | None:
+        """Bytes moved: the batch's and their item's."""
+        self.moved += event.nbytes
+        if self.meter is not None:
+            self.meter.add(event.nbytes, now)
+        found = self.items.get(event.key)
+        if found is None:
+            return None
+        # the wait is over: measure from now
+        if found.waiting is not None and event.nbytes > 0:
+            found.waiting, found.meter = None, RateMeter(now)
+        found.completed += event.nbytes
+        found.meter.add(event.nbytes, now)
+        return found
 
     def rate(self, now: float) -> float | None:
         return None if self.meter is None else self.meter.rate(now)
@@ -225,38 +229,72 @@ class PlainReporter(Reporter):
         super().__init__(**common)
         self._stream, self._interval = stamped(stream, wallclock=wallclock), interval
 
-    def _write(self, text: str) -> None:
+    def _write(self, text: str | None) -> None:
+        if text is None:  # the event says nothing
+            return
         self._stream.write(f"{self._safe(text)}\n")
         self._stream.flush()
 
     def show(self, event: Event, item: Item | None, now: float) -> None:
-        kind, total = event.kind, event.total
-        if kind == "begin" and event.files > 0:
-            size = "" if total is None else f", {human_size(total)}"
-            self._write(f"begin {plural(event.files, 'file')}{size}")
-        elif kind == "start" and event.completed:
-            self._write(resuming(event))
-        elif kind == "start":
-            self._write(
-                f"start {event.label} ({'size unknown' if total is None else human_size(total)})"
-            )
-        elif kind == "waiting" and item is not None:  # (said once per message)
-            self._write(f"{item.label} waiting: {event.message}")
-        elif kind == "advance" and item is not None and now - item.shown >= self._interval:
-            # A complete item gets its done line next; a "100%" line just before it would be noise.
-            if item.total is None or item.completed < item.total:
-                item.shown = now
-                self._write(_progress_text(item, item.meter.rate(now)))
-        elif kind == "finish" and event.ok:  # a failure is left to the final report
-            text = f"done {event.key if item is None else item.label}"
-            if item is not None:
-                elapsed = now - item.started
-                text += f" {human_size(item.completed)} in {human_duration(elapsed)}"
-                if elapsed > 0 and item.completed > item.initial:
-                    text += f" ({human_rate((item.completed - item.initial) / elapsed)})"
-            self._write(f"{text}: {event.message}" if event.message else text)
-        elif kind == "note":
+        kind = event.kind
+        if kind == "note":
             self._write(event.message)
+        elif kind == "begin":
+            self._write(_begin_line(event))
+        elif kind == "start":
+            self._write(_start_line(event))
+        elif kind == "finish":
+            self._write(_done_line(event, item, now))
+        elif item is None:  # a wait already said, or bytes of an item never started
+            return
+        elif kind == "waiting":  # (said once per message)
+            self._write(f"{item.label} waiting: {event.message}")
+        elif kind == "advance":
+            self._write(self._progress_line(item, now))
+
+    def _progress_line(self, item: Item, now: float) -> str | None:
+        """An item's progress, once per interval."""
+        if now - item.shown < self._interval:
+            return None
+        # A complete item gets its done line next; a "100%" line just before it would be noise.
+        if item.total is not None and item.completed >= item.total:
+            return None
+        item.shown = now
+        return _progress_text(item, item.meter.rate(now))
+
+
+def _begin_line(event: Event) -> str | None:
+    """``begin 3 files, 1.60 GiB`` (an empty batch says nothing)."""
+    if event.files <= 0:
+        return None
+    size = "" if event.total is None else f", {human_size(event.total)}"
+    return f"begin {plural(event.files, 'file')}{size}"
+
+
+def _start_line(event: Event) -> str:
+    """``start m/a.bin (265 MiB)``, or ``resuming …`` with bytes present."""
+    if event.completed:
+        return resuming(event)
+    size = "size unknown" if event.total is None else human_size(event.total)
+    return f"start {event.label} ({size})"
+
+
+def _done_line(event: Event, item: Item | None, now: float) -> str | None:
+    """``done m/a.bin 265 MiB in 7s (38.2 MiB/s)``; a failure is left to the final report."""
+    if not event.ok:
+        return None
+    text = f"done {event.key}" if item is None else f"done {item.label} {_took(item, now)}"
+    return f"{text}: {event.message}" if event.message else text
+
+
+def _took(item: Item, now: float) -> str:
+    """``265 MiB in 7s (38.2 MiB/s)``: an item's bytes and time, and its speed when it moved
+    bytes."""
+    elapsed = now - item.started
+    text = f"{human_size(item.completed)} in {human_duration(elapsed)}"
+    if elapsed > 0 and item.completed > item.initial:
+        text += f" ({human_rate((item.completed - item.initial) / elapsed)})"
+    return text
 
 
 def resuming(event: Event) -> str:
@@ -269,11 +307,9 @@ def resuming(event: Event) -> str:
 def _progress_text(item: Item, rate: float | None) -> str:
     """``label 45% 120 MiB/265 MiB 38.2 MiB/s ETA 4s``, leaving out what is unknown."""
     done = human_size(item.completed)
-    shown = (
-        f"{100 * item.completed // item.total}% {done}/{human_size(item.total)}"
-        if item.total
-        else done
-    )
+    shown = done
+    if item.total:
+        shown = f"{100 * item.completed // item.total}% {done}/{human_size(item.total)}"
     parts = [item.label, shown, human_rate(rate)]
     if item.total and rate and item.completed < item.total:
         parts.append(f"ETA {human_duration(math.ceil((item.total - item.completed) / rate))}")
@@ -300,15 +336,7 @@ class JsonReporter(Reporter):
         elif kind == "note":
             self._events.info(event.message)
         elif kind == "finish":
-            item = item or Item(event.key, None, now)
-            if event.ok:
-                self._emit(
-                    "finish", item, bytes=item.completed, seconds=round(now - item.started, 3)
-                )
-            else:
-                self._events.error(
-                    event.message or "failed", model=item.model, path=item.path, label=item.label
-                )
+            self._finish(event, item or Item(event.key, None, now), now)
         elif item is None:  # a wait already said, or bytes of an item never started
             return
         elif kind == "start":
@@ -319,3 +347,11 @@ class JsonReporter(Reporter):
             item.shown, rate = now, item.meter.rate(now)
             rounded = None if rate is None else round(rate)
             self._emit("progress", item, bytes=item.completed, total=item.total, rate=rounded)
+
+    def _finish(self, event: Event, item: Item, now: float) -> None:
+        """An item's ``finish`` (bytes, seconds), or its ``error``."""
+        if event.ok:
+            self._emit("finish", item, bytes=item.completed, seconds=round(now - item.started, 3))
+        else:
+            message = event.message or "failed"
+            self._events.error(message, model=item.model, path=item.path, label=item.label)
