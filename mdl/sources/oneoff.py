@@ -1,6 +1,6 @@
 """``mdl get``'s SOURCE arguments (and ``-i`` lists) → the one-off files they stand for (https URLs,
-``hf://`` files and whole repos listed at one commit, ``s3://`` objects, serverless job-output
-JSON), where each is saved, checked."""
+``hf://`` files and whole repos listed at one commit, object-store (``s3://``) objects, serverless
+job-output JSON), where each is saved, checked."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from mdl.buckets import store_for
 from mdl.catalog import ModelSpec
 from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
 from mdl.paths import (
@@ -36,7 +37,6 @@ from mdl.sources.joboutput import (
     parse_job_output,
 )
 from mdl.sources.resolve import resolve_model
-from mdl.sources.s3 import s3_source
 from mdl.store import REPLACEABLE, creatable_problem, hub_source, not_a_file, not_a_file_error
 
 log = logging.getLogger("mdl.get")
@@ -77,26 +77,18 @@ def parse_sources(
 ) -> list[Parsed]:
     """Every SOURCE argument → the files it stands for, or a whole Hub repo; ``named``: -o gives the
     file its name; ``headers`` (-H) go with the http(s) URLs given, as a catalog's ``headers`` go
-    with its ``url`` files; every URL read (given, in a job output, presigned for s3://) registered
-    in ``secrets``."""
+    with its ``url`` files; every URL read (given, in a job output, presigned for an object store)
+    registered in ``secrets``."""
     found: list[Parsed] = []
     for source in sources:
         if source.lower().startswith(("https://", "http://")):
-            shown = redact_url(source)
-            check_url(source, where=shown)
-            name = "" if named else url_basename(source, where=shown)
-            found.append(
-                UrlFile(name, source, None, None, where=shown, headers=headers, typed=True)
-            )
+            found.append(_url_source(source, named=named, headers=headers))
         elif source.startswith("hf://"):
-            uri = parse_hf_uri(source)
-            if uri.path is None:
-                found.append(uri)
-            else:  # one Hub file, saved under -d with the folders of its path (as hf download does)
-                hub = (uri.repo_type, uri.repo, uri.revision or "main", uri.path)
-                found.append(UrlFile(uri.path, None, None, None, where=uri.given, hub=hub))
-        elif source.startswith("s3://"):
-            found.append(s3_source(source, named=named, secrets=secrets))
+            found.append(_hub_source(source))
+        elif (store := store_for(source)) is not None:
+            stored = store.one_off(source, secrets=secrets)
+            name = "" if named else stored.name
+            found.append(UrlFile(name, stored.url, stored.size, stored.sha256, where=stored.where))
         else:
             where = "stdin" if source == "-" else source
             found.extend(parse_job_output(read_text(source), where=where))
@@ -104,6 +96,24 @@ def parse_sources(
         if secrets is not None and isinstance(item, UrlFile) and item.url:
             secrets.add_url(item.url)
     return found
+
+
+def _url_source(source: str, *, named: bool, headers: tuple[tuple[str, str], ...]) -> UrlFile:
+    """An http(s) URL given: its file name from the URL unless -o names it."""
+    shown = redact_url(source)
+    check_url(source, where=shown)
+    name = "" if named else url_basename(source, where=shown)
+    return UrlFile(name, source, None, None, where=shown, headers=headers, typed=True)
+
+
+def _hub_source(source: str) -> Parsed:
+    """An hf:// URI: a whole repo, or one Hub file saved under -d with the folders of its path (as
+    hf download does)."""
+    uri = parse_hf_uri(source)
+    if uri.path is None:
+        return uri
+    hub = (uri.repo_type, uri.repo, uri.revision or "main", uri.path)
+    return UrlFile(uri.path, None, None, None, where=uri.given, hub=hub)
 
 
 def read_source_list(source: str, *, read_text: Callable[[str], str]) -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from mdl.buckets import store_for
 from mdl.catalog import (
     MIRROR_FIELDS,
     FileSpec,
@@ -387,7 +388,7 @@ def with_probe(
 
 def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[str, str]]:
     """(template, URL) of the file on each mirror whose template it can fill (values URL-quoted, but
-    not in s3:// keys: those are quoted when signed); none without a sha256 or git blob id, as a
+    not in a store's keys that it quotes when signed); none without a sha256 or git blob id, as a
     mirror's bytes must be checked."""
     if not templates or not (remote.sha256 or remote.git_oid or remote.signature):
         return []
@@ -396,7 +397,8 @@ def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[s
     quoted = {**raw, **{key: quote(raw[key], safe=safe) for key, safe in SAFE_IN_URL.items()}}
     urls: list[tuple[str, str]] = []
     for template in templates:
-        values = raw if template.startswith("s3://") else quoted
+        store = store_for(template)
+        values = raw if store is not None and not store.quotes_values else quoted
         # checked when the settings were read: parsing again only splits it (a template is never
         # str.format-ed)
         parts = parse_template(template, fields=MIRROR_FIELDS, where="mirror")

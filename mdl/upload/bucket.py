@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mdl.buckets import S3Prefix, s3_client, s3_error, s3_errors, sha256_of_head
 from mdl.errors import (
     AuthError,
     IntegrityError,
@@ -28,7 +29,6 @@ from mdl.errors import (
 from mdl.progress import Progress
 from mdl.redact import Secrets, printable, safe_text
 from mdl.report import FileOutcome, failed
-from mdl.sources import S3Prefix, s3_client, s3_error, s3_errors, sha256_of_head
 
 log = logging.getLogger("mdl.publish")
 MiB = 1024 * 1024

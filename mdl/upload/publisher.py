@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mdl.buckets import S3Prefix, store_for
 from mdl.catalog import ModelSpec, Settings
 from mdl.errors import IntegrityError, MdlError, NotFoundError, UsageError
 from mdl.lockfile import LockedModel
@@ -27,7 +28,6 @@ from mdl.signing import (
     skipped_by_signature,
     verify_signature,
 )
-from mdl.sources import S3Prefix
 from mdl.store import (
     INSTALLED,
     MODIFIED_MAYBE,
@@ -275,7 +275,7 @@ def _manifest(
             sent = any(
                 f.action in ("uploaded", "failed") and f.path is not None
                 for f in outcomes
-                if f.model == name and f.dest is not None and f.dest.startswith("s3://")
+                if f.model == name and f.dest is not None and store_for(f.dest)
             )
             if sent and bucket.read_small(key) is not None:
                 log.warning(

@@ -18,7 +18,7 @@ from servers import HubServer
 
 from mdl.catalog.load import parse_catalog
 from mdl.errors import ExitCode, MdlError, UsageError
-from mdl.sources import parse_s3_prefix, sha256_of_head
+from mdl.buckets import parse_s3_prefix, sha256_of_head
 
 
 @given(st.text(max_size=80))

@@ -1,5 +1,5 @@
 """``s3://`` through boto3 (``mdl[s3]``, imported on use): a HEAD, then the engine fetches a
-presigned GET URL.
+presigned GET URL; ``S3Store`` is the registry's store for the scheme.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from mdl.buckets.protocol import StoredObject
 from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError, UsageError
 from mdl.redact import Secrets, printable, safe_text
-from mdl.sources.joboutput import UrlFile
 
 log = logging.getLogger("mdl.s3")
 
@@ -269,40 +269,36 @@ def presign_get(client: Any, obj: S3Object) -> str:
     return url
 
 
-def s3_source(uri: str, *, named: bool = False, secrets: Secrets | None = None) -> UrlFile:
-    """An ``s3://`` argument of ``mdl get``: a presigned URL, the HEAD's size and SHA-256
-    (``named``: by -o).
-    """
+def s3_source(uri: str, *, secrets: Secrets | None = None) -> StoredObject:
+    """An ``s3://`` argument of ``mdl get``: a presigned URL, the HEAD's size and SHA-256."""
     obj = parse_s3_uri(uri)
     client = s3_client(secrets=secrets)
     head = head_s3(client, obj)
-    size, name = head.get("ContentLength"), "" if named else obj.key.rsplit("/", 1)[-1]
+    size = head.get("ContentLength")
     size = size if isinstance(size, int) else None
-    return UrlFile(
-        name, presign_get(client, obj), size, sha256_of_head(head), where=safe_text(obj.uri)
-    )
+    name = obj.key.rsplit("/", 1)[-1]
+    url = presign_get(client, obj)
+    return StoredObject(name, url, size, sha256_of_head(head), where=safe_text(obj.uri))
 
 
 class S3Signer:
-    """Presigned GETs for ``s3://`` mirror URLs: one client per endpoint for the run (one costs
-    tens of ms).
+    """Presigned GETs for ``s3://`` mirror URLs at one endpoint: one client for the run (one costs
+    tens of ms), made at the first.
     """
 
-    def __init__(
-        self, endpoints: dict[str, str] | None = None, *, secrets: Secrets | None = None
-    ) -> None:
-        self._endpoints = endpoints or {}  # mirror template → its catalog endpoint
+    def __init__(self, endpoint: str | None = None, *, secrets: Secrets | None = None) -> None:
+        self._endpoint = endpoint
         self._secrets = secrets
-        self._clients: dict[str | None, Any] = {}
+        self._client: Any = None
         self._lock = threading.Lock()
 
-    def presign(self, uri: str, *, template: str | None = None) -> str:
+    def presign(self, uri: str) -> str:
+        """A presigned GET of ``uri`` (a bad key refused before boto3 is asked for)."""
         obj = parse_s3_uri(uri)
-        endpoint = self._endpoints.get(template) if template is not None else None
         with self._lock:
-            if endpoint not in self._clients:
-                self._clients[endpoint] = s3_client(endpoint=endpoint, secrets=self._secrets)
-            client = self._clients[endpoint]
+            if self._client is None:
+                self._client = s3_client(endpoint=self._endpoint, secrets=self._secrets)
+            client = self._client
         return presign_get(client, obj)
 
 
@@ -327,3 +323,48 @@ def s3_reason(text: str | None, status: int | None) -> str | None:
         return None
     code = found.group(1)
     return _CODE_WORDS.get(code, f"{code} (HTTP {status})" if status else code)
+
+
+# What an S3 store answers when the mirror as a whole cannot serve us (the keys, the bucket), as
+# opposed to AccessDenied / NoSuchKey, which a read-only policy without s3:ListBucket also answers
+# for one missing object.
+_S3_DOWN = (
+    "NoSuchBucket",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "AllAccessDisabled",
+)
+
+
+class S3Store:
+    """``s3://`` for the registry: buckets by boto3, GETs presigned."""
+
+    scheme = "s3"
+    takes_endpoint = True  # a MinIO or another compatible beside AWS
+    quotes_values = False  # keys are quoted when signed
+
+    def check_template(self, template: str, *, where: str) -> None:
+        """The bucket of an ``s3://bucket/prefix/{model}/{path}`` mirror must be a bucket name."""
+        bucket = template[len("s3://") :].partition("/")[0]
+        if not _BUCKET.match(bucket) or ".." in bucket:
+            raise UsageError(
+                f"{where}: {bucket!r} is not a bucket name in {template!r}"
+                " (s3://bucket/prefix/{model}/{path})"
+            )
+
+    def one_off(self, uri: str, *, secrets: Secrets | None) -> StoredObject:
+        """The object, its HEAD and a presigned GET."""
+        return s3_source(uri, secrets=secrets)
+
+    def signer(self, *, endpoint: str | None, secrets: Secrets | None) -> S3Signer:
+        """A presigner with one client for ``endpoint`` (made at its first use)."""
+        return S3Signer(endpoint, secrets=secrets)
+
+    def reason(self, text: str | None, status: int | None) -> str | None:
+        """The XML ``<Code>`` of the reply, in a few words."""
+        return s3_reason(text, status)
+
+    def is_down(self, said: str) -> bool:
+        """No such bucket, or keys the store does not take."""
+        return any(code in said for code in _S3_DOWN)
