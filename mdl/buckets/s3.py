@@ -103,22 +103,27 @@ def parse_s3_prefix(uri: str, *, what: str = "--to") -> S3Prefix:
     if not _BUCKET.match(bucket) or ".." in bucket:
         raise UsageError(f"{what}: {printable(bucket)!r} is not a bucket name in {shown!r}")
     prefix = prefix.strip("/")
-    if (prefix and any(seg in ("", ".", "..") for seg in prefix.split("/"))) or printable(
-        prefix
-    ) != prefix:
+    _check_prefix(S3Prefix(bucket, prefix), shown=shown, what=what)
+    return S3Prefix(bucket, prefix)
+
+
+def _check_prefix(place: S3Prefix, *, shown: str, what: str) -> None:
+    """A prefix to publish under: plain segments, no template or URL, room left for keys."""
+    prefix = place.prefix
+    odd = prefix and any(seg in ("", ".", "..") for seg in prefix.split("/"))
+    if odd or printable(prefix) != prefix:
         raise UsageError(
             f"{what}: {shown!r} has an empty, '.' or '..' segment or a control character"
         )
     if any(ch in prefix for ch in "{}?#"):
-        place = f"s3://{bucket}/{prefix.split('{', 1)[0].rstrip('/')}"
+        there = f"s3://{place.bucket}/{prefix.split('{', 1)[0].rstrip('/')}"
         raise UsageError(
             f"{what}: {shown!r} is a template or a URL, not a place in a bucket",
-            hint=f"publish to {place}; nodes pull with {place.rstrip('/')}/{{model}}/{{path}}",
+            hint=f"publish to {there}; nodes pull with {there.rstrip('/')}/{{model}}/{{path}}",
         )
     # room left for <model>/<path> in a 1024-byte key
     if len(prefix.encode("utf-8", "surrogatepass")) > 512:
         raise UsageError(f"{what}: the prefix of {shown!r} is too long (at most 512 bytes)")
-    return S3Prefix(bucket, prefix)
 
 
 def s3_client(*, endpoint: str | None = None, secrets: Secrets | None = None) -> Any:
@@ -162,6 +167,9 @@ def s3_client(*, endpoint: str | None = None, secrets: Secrets | None = None) ->
         raise UsageError(f"S3: {where} is not a usable URL: {safe_text(str(exc))}") from None
 
 
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
+
+
 def s3_error(exc: BaseException, *, what: str) -> MdlError:
     """A botocore failure as our error: missing bucket/key 4, denied 3, anything else 5."""
     response = getattr(exc, "response", None)
@@ -175,24 +183,24 @@ def s3_error(exc: BaseException, *, what: str) -> MdlError:
     code = str(error.get("Code") or "")
     status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
     detail = safe_text(str(error.get("Message") or code or status), limit=200)
-    made: MdlError
-    if code in _NOT_FOUND or status in (404, 410):
-        made = NotFoundError(f"{what}: not found ({detail})")
-    elif _DENIED.fullmatch(code) or status in (401, 403):
-        made = AuthError(
-            f"{what}: access denied ({detail})",
-            hint="check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID) and the bucket's policy",
-        )
-    elif (
-        code in {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
-        or status == 503
-    ):
-        made = NetworkError(f"{what}: the store is still throttling after its retries ({detail})")
-    else:
-        made = NetworkError(f"{what}: the store refused ({detail})")
+    made = _error_for(code, status, what=what, detail=detail)
     made.status = status if isinstance(status, int) else None
     made.server_text = detail
     return made
+
+
+def _error_for(code: str, status: object, *, what: str, detail: str) -> MdlError:
+    """The error a store's reply (its error code, its HTTP status) stands for."""
+    if code in _NOT_FOUND or status in (404, 410):
+        return NotFoundError(f"{what}: not found ({detail})")
+    if _DENIED.fullmatch(code) or status in (401, 403):
+        return AuthError(
+            f"{what}: access denied ({detail})",
+            hint="check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID) and the bucket's policy",
+        )
+    if code in _THROTTLED or status == 503:
+        return NetworkError(f"{what}: the store is still throttling after its retries ({detail})")
+    return NetworkError(f"{what}: the store refused ({detail})")
 
 
 @contextmanager
