@@ -26,7 +26,6 @@ class Signer(Protocol):
 
     def presign(self, uri: str) -> str:
         """A plain URL the engine can GET for ``uri`` (an object of this store)."""
-        ...
 
 
 class ObjectStore(Protocol):
@@ -42,21 +41,16 @@ class ObjectStore(Protocol):
     def check_template(self, template: str, *, where: str) -> None:
         """Refuse (UsageError) a mirror template whose fixed part cannot name a place in the
         store."""
-        ...
 
     def one_off(self, uri: str, *, secrets: Secrets | None) -> StoredObject:
         """A ``mdl get`` source: the object, asked of the store (exit 2 for a bad URI, 3, 4, 5)."""
-        ...
 
     def signer(self, *, endpoint: str | None, secrets: Secrets | None) -> Signer:
         """A run's presigner for ``endpoint`` (None: the store's default); cheap until used."""
-        ...
 
     def reason(self, text: str | None, status: int | None) -> str | None:
         """What the store's error reply to a presigned GET says, in a few words, or None."""
-        ...
 
     def is_down(self, said: str) -> bool:
         """Whether a failure's text says the store cannot serve this mirror at all (keys, bucket),
         not only one object."""
-        ...

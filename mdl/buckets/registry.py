@@ -44,8 +44,7 @@ class Presigner:
         """A GET URL for ``url``, an object in a store (its template's endpoint, if it names
         one)."""
         store = store_for(url)
-        if store is None:
-            raise ValueError(f"not in an object store: {url!r}")
+        assert store is not None, "only URLs in a store are presigned"
         endpoint = self._endpoints.get(template) if template is not None else None
         with self._lock:
             key = (store.scheme, endpoint)

@@ -277,18 +277,6 @@ def presign_get(client: Any, obj: S3Object) -> str:
     return url
 
 
-def s3_source(uri: str, *, secrets: Secrets | None = None) -> StoredObject:
-    """An ``s3://`` argument of ``mdl get``: a presigned URL, the HEAD's size and SHA-256."""
-    obj = parse_s3_uri(uri)
-    client = s3_client(secrets=secrets)
-    head = head_s3(client, obj)
-    size = head.get("ContentLength")
-    size = size if isinstance(size, int) else None
-    name = obj.key.rsplit("/", 1)[-1]
-    url = presign_get(client, obj)
-    return StoredObject(name, url, size, sha256_of_head(head), where=safe_text(obj.uri))
-
-
 class S3Signer:
     """Presigned GETs for ``s3://`` mirror URLs at one endpoint: one client for the run (one costs
     tens of ms), made at the first.
@@ -322,17 +310,6 @@ _CODE_WORDS = {
 }
 
 
-def s3_reason(text: str | None, status: int | None) -> str | None:
-    """What an S3 error reply to a presigned request says, in a few words (its XML ``<Code>``),
-    or None.
-    """
-    found = _ERROR_CODE.search(text or "")
-    if found is None:
-        return None
-    code = found.group(1)
-    return _CODE_WORDS.get(code, f"{code} (HTTP {status})" if status else code)
-
-
 # What an S3 store answers when the mirror as a whole cannot serve us (the keys, the bucket), as
 # opposed to AccessDenied / NoSuchKey, which a read-only policy without s3:ListBucket also answers
 # for one missing object.
@@ -362,16 +339,28 @@ class S3Store:
             )
 
     def one_off(self, uri: str, *, secrets: Secrets | None) -> StoredObject:
-        """The object, its HEAD and a presigned GET."""
-        return s3_source(uri, secrets=secrets)
+        """An ``s3://`` argument of ``mdl get``: a presigned URL, the HEAD's size and SHA-256."""
+        obj = parse_s3_uri(uri)
+        client = s3_client(secrets=secrets)
+        head = head_s3(client, obj)
+        size = head.get("ContentLength")
+        size = size if isinstance(size, int) else None
+        name = obj.key.rsplit("/", 1)[-1]
+        url = presign_get(client, obj)
+        return StoredObject(name, url, size, sha256_of_head(head), where=safe_text(obj.uri))
 
     def signer(self, *, endpoint: str | None, secrets: Secrets | None) -> S3Signer:
         """A presigner with one client for ``endpoint`` (made at its first use)."""
         return S3Signer(endpoint, secrets=secrets)
 
     def reason(self, text: str | None, status: int | None) -> str | None:
-        """The XML ``<Code>`` of the reply, in a few words."""
-        return s3_reason(text, status)
+        """What an S3 error reply to a presigned request says, in a few words (its XML
+        ``<Code>``), or None."""
+        found = _ERROR_CODE.search(text or "")
+        if found is None:
+            return None
+        code = found.group(1)
+        return _CODE_WORDS.get(code, f"{code} (HTTP {status})" if status else code)
 
     def is_down(self, said: str) -> bool:
         """No such bucket, or keys the store does not take."""

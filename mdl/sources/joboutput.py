@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
+from mdl.buckets import store_schemes
 from mdl.catalog import read_bounded
 from mdl.errors import IntegrityError, JobOutputError, LocalFSError, MdlError, UsageError
 from mdl.paths import SHA256_HEX, is_http_url, safe_file_name, temp_name
@@ -114,7 +115,7 @@ def read_job_output(source: str) -> str:
             with Path(source).open("rb") as handle:  # a FIFO is fine: `mdl get <(curl …)` reads one
                 data = _read_at_most(handle, where=where)
     except FileNotFoundError:
-        expected = "a URL, an hf:// or s3:// URI or a job-output JSON"
+        expected = f"a URL, an hf:// or {store_schemes()} URI or a job-output JSON"
         raise UsageError(f"{source}: no such file (expected {expected})") from None
     except OSError as exc:
         raise UsageError(f"{source}: cannot read it: {exc.strerror or exc}") from None

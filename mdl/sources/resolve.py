@@ -170,6 +170,7 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     _check_listing(spec, items)
     listed = _Listed(
         spec,
+        spec.repo,
         commit,
         hub.file_urls(spec.repo, repo_type=spec.repo_type, revision=commit),
         # one for the listing's Xet files
@@ -234,6 +235,7 @@ class _Listed:
     """A whole-repo model at one commit: how its listed files become RemoteFiles."""
 
     spec: ModelSpec
+    repo: str
     commit: str
     file_url: Callable[[str], str]  # a path's resolve URL at the commit
     token_url: str  # where the Xet read token of the listing's Xet files is asked for
@@ -241,7 +243,6 @@ class _Listed:
     def file(self, item: TreeEntry) -> RemoteFile:
         """One listed file: its sha256 (LFS) or git blob id, its Xet hash if it has one."""
         spec, lfs = self.spec, item.lfs
-        assert spec.repo is not None
         xet = XetRef(item.xet_hash, self.token_url) if item.xet_hash and lfs is not None else None
         return RemoteFile(
             model=spec.name,
@@ -251,10 +252,10 @@ class _Listed:
             sha256=lfs.oid if lfs is not None else None,
             git_oid=item.oid if lfs is None else None,
             commit=self.commit,
-            source=hub_source(spec.repo, spec.repo_type, self.commit, item.path),
+            source=hub_source(self.repo, spec.repo_type, self.commit, item.path),
             hub=True,
             revision=spec.revision,
-            repo=spec.repo,
+            repo=self.repo,
             xet=xet,
         )
 
@@ -262,10 +263,9 @@ class _Listed:
         """The model's signature file the listing did not name: its URL, or its path at the
         commit."""
         spec = self.spec
-        assert spec.repo is not None
         if trust.file_is_url:
             return resolve_file(spec.name, signature_spec(spec, trust), hub=None, environ={})
-        source = hub_source(spec.repo, spec.repo_type, self.commit, trust.file)
+        source = hub_source(self.repo, spec.repo_type, self.commit, trust.file)
         url = self.file_url(trust.file)
         return RemoteFile(
             spec.name,
@@ -275,7 +275,7 @@ class _Listed:
             source=source,
             hub=True,
             revision=spec.revision,
-            repo=spec.repo,
+            repo=self.repo,
         )
 
 
