@@ -312,8 +312,9 @@ _CODE_WORDS = {
 
 # What an S3 store answers when the mirror as a whole cannot serve us (the keys, the bucket), as
 # opposed to AccessDenied / NoSuchKey, which a read-only policy without s3:ListBucket also answers
-# for one missing object.
+# for one missing object; and the s3 extra missing (boto3).
 _S3_DOWN = (
+    "mdl[s3]",
     "NoSuchBucket",
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",

@@ -762,13 +762,14 @@ def _from_mirrors(
 
 
 def _mirror_is_down(exc: MdlError, *, store: ObjectStore | None) -> bool:
-    """Whether a mirror failed as a whole (nothing listens, bad keys, no such bucket, no s3 extra),
+    """Whether a mirror failed as a whole (nothing listens, bad keys, no such bucket, no library),
     not only for one file (missing there, other bytes, a reset or a 5xx that may pass): then it is
     left for the run."""
     said = f"{exc.message} {exc.server_text or ''}"
-    # the s3 extra missing, or the store's endpoint unusable; a bad key is per file
+    # the store's library missing (its is_down says), or its endpoint unusable; a bad key is per
+    # file
     if isinstance(exc, UsageError):
-        return "mdl[s3]" in said or "endpoint" in said.lower()
+        return "endpoint" in said.lower() or (store is not None and store.is_down(said))
     if isinstance(exc, NetworkError) and exc.status is None:
         return any(
             words in said
