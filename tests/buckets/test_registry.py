@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from servers import CdnServer, make_data
+from servers import CdnServer, Fault, make_data
 
 from mdl.buckets import STORES, StoredObject, store_for
 from mdl.buckets.s3 import S3Store
@@ -63,7 +63,7 @@ class FakeStore:
         return FakeSigner(self.base, endpoint, self.signed)
 
     def reason(self, text: str | None, status: int | None) -> str | None:
-        return "the shelf is empty" if status == 404 else None
+        return "no such shelf" if "NoShelf" in (text or "") else None
 
     def is_down(self, said: str) -> bool:
         return "NoShelf" in said
@@ -154,3 +154,30 @@ def test_the_mirror_path_presigns_through_the_store(
     assert fake.signed == [("fake://shelf/lora/w.bin", "http://127.0.0.1:9")]
     assert (tmp_path / "d" / "lora" / "w.bin").read_bytes() == DATA
     assert cdn.log.body_bytes(path_prefix="/origin/") == 0
+
+
+def test_a_store_says_when_its_mirror_is_down(
+    fake: FakeStore, cdn: CdnServer, tmp_path: Path
+) -> None:
+    files = [(f"w{i}.bin", make_data(1_001 + i, seed=i)) for i in range(2)]
+    entries = []
+    for name, data in files:
+        url = cdn.add_file(f"/origin/{name}", data)
+        entries.append(f'{{ url = "{url}", sha256 = "{hashlib.sha256(data).hexdigest()}" }}')
+    # what the store answers for a shelf that is not there
+    body = b"<Error><Code>NoShelf</Code></Error>"
+    cdn.faults.add(Fault.http_error(404, body, path_prefix="/shelf/", times=None))
+    fake.base = f"{cdn.url}/shelf"
+    catalog = parse_catalog(f"[models.lora]\nfiles = [{', '.join(entries)}]\n")
+    settings = build_settings(
+        Overrides(jobs=1),
+        environ={},
+        dest=tmp_path / "d",
+        catalog=CatalogSettings(mirrors=(TEMPLATE,)),
+    )
+    report = pull_models(list(catalog.models), settings, progress=NullProgress())
+    assert report.ok, report.files
+    # the first file's failure leaves the mirror for the run: the second never asks it
+    assert [uri for uri, _ in fake.signed] == ["fake://shelf/lora/w0.bin"]
+    warned = [w for f in report.files for w in f.warnings]
+    assert any("is not usable (no such shelf)" in w for w in warned), warned
