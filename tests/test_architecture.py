@@ -20,6 +20,7 @@ PACKAGE = ROOT / "mdl"
 # every part.
 PARTS = (
     "signing",
+    "buckets",
     "catalog",
     "store",
     "transfer",

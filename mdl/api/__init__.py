@@ -626,10 +626,10 @@ def publish(
     """Upload each model's verified local files, and a manifest per complete model, to ``to``
     (``s3://...``); with ``sign`` (an EC private key, PEM) then its model.sig. ``dry_run``: what
     would go up, nothing sent."""
+    from mdl.buckets import parse_s3_prefix
     from mdl.download import warned
     from mdl.lockfile import LockUse
     from mdl.paths import is_http_url
-    from mdl.sources import parse_s3_prefix
     from mdl.upload import publish_models
 
     target = parse_s3_prefix(to)

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic import create_model as make_table
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from mdl.buckets import store_for, store_schemes
 from mdl.catalog.headers import header_name_problem, header_value_problem
 from mdl.catalog.lines import KeyPath, LineIndex, did_you_mean, format_key, format_path
 from mdl.catalog.settings import check_mirror, parse_rate
@@ -393,10 +394,12 @@ class MirrorTable(Table):
     endpoint: Annotated[Text, AfterValidator(_endpoint)] | None = None
 
     @model_validator(mode="after")
-    def _s3_only(self) -> Self:
-        if self.endpoint is not None and not self.url.startswith("s3://"):
+    def _endpoint_for_stores(self) -> Self:
+        store = store_for(self.url)
+        if self.endpoint is not None and (store is None or not store.takes_endpoint):
             raise problem(
-                "an endpoint is for s3:// mirrors; an http(s) mirror's URL says where it is",
+                f"an endpoint is for {store_schemes(endpoint=True)} mirrors; an http(s) mirror's"
+                " URL says where it is",
                 "endpoint",
             )
         return self

@@ -15,6 +15,7 @@ from typing import Any
 
 import platformdirs
 
+from mdl.buckets import store_for, store_schemes
 from mdl.catalog.headers import catalog_secrets
 from mdl.catalog.specs import Catalog, CatalogSettings
 from mdl.errors import UsageError
@@ -25,9 +26,6 @@ from mdl.setting import SETTING, SETTINGS, Overrides, Setting
 LAYOUTS = SETTING["layout"].choices
 MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 
-# S3 bucket names (3-63 letters, digits, '.', '_', '-'; compatibles allow a little more than AWS
-# does)
-_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$")
 
 
@@ -59,8 +57,8 @@ class Settings:
     # Hub files stored in Xet fetched by chunk (reusing chunks on disk); False: whole, over plain
     # HTTP
     xet: bool
-    # an s3:// mirror's own endpoint (a catalog ``{ url, endpoint }`` entry), over
-    # AWS_ENDPOINT_URL[_S3]
+    # an object-store mirror's own endpoint (a catalog ``{ url, endpoint }`` entry; s3://: over
+    # AWS_ENDPOINT_URL[_S3])
     mirror_endpoints: tuple[tuple[str, str], ...]
     # How the run uses catalog.lock: "auto" (a fresh entry pins the model, a stale one is resolved
     # with a warning), "locked" (a missing or stale entry is an error), "frozen" (the lock as
@@ -101,17 +99,15 @@ def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
 
 
 def check_mirror(template: str, *, where: str) -> str:
-    """A mirror URL template (http(s) or ``s3://bucket/…``, known ``{placeholders}`` only)."""
-    if template.startswith("s3://"):
-        bucket = template[len("s3://") :].partition("/")[0]
-        if not _BUCKET_RE.match(bucket) or ".." in bucket:
-            raise UsageError(
-                f"{where}: {bucket!r} is not a bucket name in {template!r}"
-                " (s3://bucket/prefix/{model}/{path})"
-            )
+    """A mirror URL template (http(s) or in an object store, ``s3://bucket/…``, known
+    ``{placeholders}`` only)."""
+    store = store_for(template)
+    if store is not None:
+        store.check_template(template, where=where)
     elif not template.startswith(("http://", "https://")):
         raise UsageError(
-            f"{where}: a mirror must be an http(s) or s3:// URL template, got {template!r}"
+            f"{where}: a mirror must be an http(s) or {store_schemes()} URL template,"
+            f" got {template!r}"
         )
     parse_template(template, fields=MIRROR_FIELDS, where=where)
     return template

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from mdl.buckets import ObjectStore, store_for
 from mdl.catalog import Settings
 from mdl.download.plan import (
     Action,
@@ -40,7 +41,7 @@ from mdl.errors import (
 )
 from mdl.redact import redact_url, safe_text
 from mdl.report import WARNING_CAUSE, FileOutcome, failed
-from mdl.sources import RemoteFile, mirror_targets, s3_reason
+from mdl.sources import RemoteFile, mirror_targets
 from mdl.store import (
     FileRecord,
     HeldLocks,
@@ -712,7 +713,7 @@ def _from_mirrors(
     """The file from the first mirror that delivers its verified bytes, or None: the origin's turn
     (``refused``: the bytes each failed mirror sent)."""
     label, retries = job.label, job.retries
-    # A mirror gets no credentials of ours (s3://: a GET presigned with the AWS chain's keys) and no
+    # A mirror gets no credentials of ours (a store's: a GET presigned with its own keys) and no
     # origin's probe; its bytes must match the origin's hashes: always verified, a mismatch not
     # retried there (the next source is).
     mirrored = replace(
@@ -726,10 +727,10 @@ def _from_mirrors(
     for template, url in mirror_targets(session.settings.mirrors, remote):
         if template in session.dead_mirrors:
             continue
-        s3 = url.startswith("s3://")
-        shown = safe_text(url) if s3 else redact_url(url)
+        store = store_for(url)
+        shown = safe_text(url) if store else redact_url(url)
         try:
-            where = session.s3.presign(url, template=template) if s3 else url
+            where = session.presigner.presign(url, template=template) if store else url
             result = session.mirror_engine.fetch(replace(mirrored, url=where))
         except InterruptedByUserError:
             raise
@@ -741,9 +742,10 @@ def _from_mirrors(
             # catch a splice.
             discard_partial(job)
             why = exc.message.removeprefix(f"{label}: ")
-            if s3:  # the store's XML error code says it better than the reply to a signed URL does
-                why = s3_reason(exc.server_text or exc.message, exc.status) or why
-            if not _mirror_is_down(exc, s3=s3):
+            # the store's error code says it better than the reply to a signed URL does
+            if store is not None:
+                why = store.reason(exc.server_text or exc.message, exc.status) or why
+            if not _mirror_is_down(exc, store=store):
                 # A fleet node that silently bypasses its mirror defeats the mirror: every fallback
                 # is a warning.
                 retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
@@ -759,31 +761,20 @@ def _from_mirrors(
     return None
 
 
-# What an S3 store answers when the mirror as a whole cannot serve us (the keys, the bucket), as
-# opposed to AccessDenied / NoSuchKey, which a read-only policy without s3:ListBucket also answers
-# for one missing object.
-_S3_DOWN = (
-    "NoSuchBucket",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "AllAccessDisabled",
-)
-
-
-def _mirror_is_down(exc: MdlError, *, s3: bool) -> bool:
-    """Whether a mirror failed as a whole (nothing listens, bad keys, no such bucket, no s3 extra),
+def _mirror_is_down(exc: MdlError, *, store: ObjectStore | None) -> bool:
+    """Whether a mirror failed as a whole (nothing listens, bad keys, no such bucket, no library),
     not only for one file (missing there, other bytes, a reset or a 5xx that may pass): then it is
     left for the run."""
     said = f"{exc.message} {exc.server_text or ''}"
-    # the s3 extra missing, or the store's endpoint unusable; a bad key is per file
+    # the store's library missing (its is_down says), or its endpoint unusable; a bad key is per
+    # file
     if isinstance(exc, UsageError):
-        return "mdl[s3]" in said or "endpoint" in said.lower()
+        return "endpoint" in said.lower() or (store is not None and store.is_down(said))
     if isinstance(exc, NetworkError) and exc.status is None:
         return any(
             words in said
             for words in ("cannot connect", "cannot reach", "did not accept a connection")
         )
-    if s3:
-        return any(code in said for code in _S3_DOWN)
+    if store is not None:
+        return store.is_down(said)
     return isinstance(exc, AuthError)

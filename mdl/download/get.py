@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from mdl.buckets import store_for
 from mdl.catalog import FileSpec, Settings
 from mdl.download.fetch import fetch
 from mdl.download.plan import (
@@ -314,7 +315,7 @@ def _fetch_remote(
                         continue
                 else:
                     assert item.url is not None
-                    source = item.where if item.where.startswith("s3://") else redact_url(item.url)
+                    source = item.where if store_for(item.where) else redact_url(item.url)
                     expected = sha256 or item.sha256
                     remote = RemoteFile(
                         "",
@@ -368,7 +369,7 @@ def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bo
     if probed.size is not None and probed.size != item.size:
         if probed.opening is not None:
             probed.opening.close()
-        said = "the store lists" if item.where.startswith("s3://") else "the job output says"
+        said = "the store lists" if store_for(item.where) else "the job output says"
         raise IntegrityError(
             f"{item.where}: {said} {item.size} bytes, but its download from the server is"
             f" {probed.size} bytes"

@@ -11,18 +11,11 @@ from dataclasses import replace
 from functools import cached_property, partial
 from typing import TypeVar
 
+from mdl.buckets import Presigner
 from mdl.catalog import Settings
 from mdl.progress import Progress
 from mdl.report import RunReport
-from mdl.sources import (
-    Hub,
-    NetrcLogins,
-    RemoteFile,
-    S3Signer,
-    read_netrc,
-    resolve_token,
-    with_probe,
-)
+from mdl.sources import Hub, NetrcLogins, RemoteFile, read_netrc, resolve_token, with_probe
 from mdl.store import DirSyncs, ExpectedFile, Layout, Store
 from mdl.transfer import (
     Credentials,
@@ -98,9 +91,9 @@ class PullSession:
             dirs=self.dirs,
         )
         self.engine, self.mirror_engine = engine(config), engine(mirror)
-        # s3:// mirrors: presigned GETs from one client per endpoint (boto3 is imported only when
-        # one is asked)
-        self.s3 = S3Signer(dict(settings.mirror_endpoints), secrets=settings.secrets)
+        # mirrors in object stores (s3://): presigned GETs from one client per store and endpoint
+        # (boto3 is imported only when one is asked)
+        self.presigner = Presigner(dict(settings.mirror_endpoints), secrets=settings.secrets)
         # Xet-backed Hub files: by chunk, with the read tokens and the chunks on disk the run's
         # files share
         self.xet = XetSource(

@@ -1,5 +1,5 @@
-"""Where files come from (the Hub, URLs, hf://, s3://, job outputs, mirrors): RemoteFiles and
-what is known of them.
+"""Where files come from (the Hub, URLs, hf://, object stores, job outputs, mirrors): RemoteFiles
+and what is known of them.
 """
 
 from mdl.sources.hub import Hub, hub_file_url, read_hub_pages, resolve_token, xet_token_url
@@ -32,16 +32,6 @@ from mdl.sources.resolve import (
     signature_spec,
     with_probe,
 )
-from mdl.sources.s3 import (
-    S3Prefix,
-    S3Signer,
-    parse_s3_prefix,
-    s3_client,
-    s3_error,
-    s3_errors,
-    s3_reason,
-    sha256_of_head,
-)
 
 __all__ = [
     "Hub",
@@ -51,8 +41,6 @@ __all__ = [
     "Parsed",
     "RemoteFile",
     "ResolvedModel",
-    "S3Prefix",
-    "S3Signer",
     "Source",
     "UrlFile",
     "XetRef",
@@ -62,7 +50,6 @@ __all__ = [
     "list_repos",
     "marked_signature",
     "mirror_targets",
-    "parse_s3_prefix",
     "parse_sources",
     "read_hub_pages",
     "read_job_output",
@@ -71,12 +58,7 @@ __all__ = [
     "resolve_file",
     "resolve_model",
     "resolve_token",
-    "s3_client",
-    "s3_error",
-    "s3_errors",
-    "s3_reason",
     "save_targets",
-    "sha256_of_head",
     "signature_spec",
     "with_probe",
     "write_inline",

@@ -372,6 +372,21 @@ def hub_page_as_hf(url: str, *, endpoint: str) -> str | None:
     None for any other URL (another origin, another shape, a revision with a '/' that hf:// cannot
     name); UsageError for a folder's page or a revision a URL path folds away ('..'). The query and
     fragment (``?download=true``) are dropped; segments are URL-decoded (``refs%2Fpr%2F1``)."""
+    segs = _hub_path_segments(url, endpoint=endpoint)
+    if segs is None:
+        return None
+    named = _repo_named(segs)
+    if named is None:
+        return None
+    repo, rest = named
+    if not rest:
+        return f"hf://{repo}"
+    return _page_in_repo(url, repo, rest)
+
+
+def _hub_path_segments(url: str, *, endpoint: str) -> list[str] | None:
+    """The URL-decoded path segments of a URL on the Hub (at ``endpoint`` or huggingface.co) after
+    the endpoint's own path; None for a URL elsewhere."""
     if not is_http_url(url) or not is_http_url(endpoint):
         return None
     if origin(url) == origin(endpoint):
@@ -386,32 +401,40 @@ def hub_page_as_hf(url: str, *, endpoint: str) -> str | None:
     segs = [unquote(seg) for seg in path[len(base) :].split("/")[1:]]
     if segs and segs[-1] == "":
         segs.pop()  # a trailing '/'
+    return segs
+
+
+def _repo_named(segs: list[str]) -> tuple[str, list[str]] | None:
+    """The repo id a page path starts with (``datasets/``, ``spaces/`` kept as hf:// says them)
+    and the segments after it; None when the path names no repo."""
     prefix = _PREFIXES.get(segs[0], "") if segs else ""
-    segs = segs[1:] if prefix else segs
-    if (
-        len(segs) < 2
-        or segs[0] in _NOT_OWNERS
-        or not _OWNER.fullmatch(segs[0])
-        or not _REPO_PART.fullmatch(segs[1])
-    ):
+    if prefix:
+        segs = segs[1:]
+    if len(segs) < 2 or segs[0] in _NOT_OWNERS:
         return None
-    repo, rest = f"{prefix}{segs[0]}/{segs[1]}", segs[2:]
-    if not rest:
-        return f"hf://{repo}"
-    if rest[0] not in ("blob", "resolve", "tree") or len(rest) < 2:
+    if not _OWNER.fullmatch(segs[0]) or not _REPO_PART.fullmatch(segs[1]):
         return None
-    revision, rest = _revision(rest[1:])
+    return f"{prefix}{segs[0]}/{segs[1]}", segs[2:]
+
+
+def _page_in_repo(url: str, repo: str, rest: list[str]) -> str | None:
+    """The hf:// of a ``blob|resolve|tree/{rev}[/{path}]`` page of ``repo``: a file, or the whole
+    repo at a revision; UsageError for a folder's page or a revision a URL path folds away."""
+    kind = rest[0]
+    if kind not in ("blob", "resolve", "tree") or len(rest) < 2:
+        return None
+    revision, parts = _revision(rest[1:])
     # '..' or '%2E%2E' would ask for the default branch
     check_revision(revision, where=redact_url(url))
     if "/" in revision and not _REF.fullmatch(revision):
         return None
-    file = "/".join(rest)
-    if segs[2] == "tree" and file:  # a folder's page: no hf:// names a folder alone
+    file = "/".join(parts)
+    if kind == "tree" and file:  # a folder's page: no hf:// names a folder alone
         raise UsageError(
             f"{redact_url(url)}: is the Hub page of a folder of {repo}",
             hint=f"to fetch that folder, give hf://{repo}@{revision} --include '{file}/*'",
         )
-    if segs[2] == "tree":
+    if kind == "tree":
         return f"hf://{repo}@{revision}"
     return f"hf://{repo}@{revision}/{file}" if file else None
 

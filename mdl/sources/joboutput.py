@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
+from mdl.buckets import store_schemes
 from mdl.catalog import read_bounded
 from mdl.errors import IntegrityError, JobOutputError, LocalFSError, MdlError, UsageError
 from mdl.paths import SHA256_HEX, is_http_url, safe_file_name, temp_name
@@ -114,7 +115,7 @@ def read_job_output(source: str) -> str:
             with Path(source).open("rb") as handle:  # a FIFO is fine: `mdl get <(curl …)` reads one
                 data = _read_at_most(handle, where=where)
     except FileNotFoundError:
-        expected = "a URL, an hf:// or s3:// URI or a job-output JSON"
+        expected = f"a URL, an hf:// or {store_schemes()} URI or a job-output JSON"
         raise UsageError(f"{source}: no such file (expected {expected})") from None
     except OSError as exc:
         raise UsageError(f"{source}: cannot read it: {exc.strerror or exc}") from None
@@ -182,26 +183,30 @@ def _unwrap_envelope(doc: dict[str, Any], *, where: str) -> tuple[Any, str]:
         else "the job"
     )
     if "status" in doc:
-        status = doc["status"]
-        if not isinstance(status, str):
-            raise JobOutputError(f"{where}.status: expected a string, got {type(status).__name__}")
-        if status.strip().lower() != "completed":  # platforms spell it COMPLETED
-            error = doc.get("error")
-            detail = f": {_error_text(error)}" if error not in (None, "", {}, []) else ""
-            pending = status.strip().lower() in _PENDING
-            raise JobOutputError(
-                f"{where}: {name} is {_one_line(status) or repr(status)}{detail}",
-                hint=(
-                    "it has not finished: wait, fetch its output again, then run mdl get"
-                    if pending
-                    else None
-                ),
-            )
+        _check_completed(doc, name=name, where=where)
     if doc.get("output") is not None:
         return doc["output"], f"{where}.output"
     if any(isinstance(doc.get(key), list) for key in _WRAPPER_KEYS):
         return doc, where  # {"status": "COMPLETED", "files": [...]}
     raise JobOutputError(f"{where}: {name} completed without an output")
+
+
+def _check_completed(doc: dict[str, Any], *, name: str, where: str) -> None:
+    """The envelope's ``status`` must say the job completed; else what it is, and its error."""
+    status = doc["status"]
+    if not isinstance(status, str):
+        raise JobOutputError(f"{where}.status: expected a string, got {type(status).__name__}")
+    said = status.strip().lower()
+    if said == "completed":  # platforms spell it COMPLETED
+        return
+    error = doc.get("error")
+    detail = f": {_error_text(error)}" if error not in (None, "", {}, []) else ""
+    hint = None
+    if said in _PENDING:
+        hint = "it has not finished: wait, fetch its output again, then run mdl get"
+    raise JobOutputError(
+        f"{where}: {name} is {_one_line(status) or repr(status)}{detail}", hint=hint
+    )
 
 
 def _error_text(error: Any) -> str:
@@ -226,19 +231,24 @@ def _descriptors(doc: Any, *, where: str) -> list[tuple[Any, str]]:
     if isinstance(doc, dict) and "type" in doc:
         return [(doc, where)]
     if isinstance(doc, dict):
-        key = next((key for key in _WRAPPER_KEYS if isinstance(doc.get(key), list)), None)
-        if key is None:
-            keys = ", ".join(sorted(map(str, doc))[:8]) or "none"
-            raise JobOutputError(
-                f"{where}: expected a file (an object with a 'type'), a list of them, or an object"
-                f" with 'files' (keys found: {_one_line(keys)})"
-            )
-        doc, where = doc[key], f"{where}.{key}"
+        doc, where = _wrapped(doc, where=where)
     if not isinstance(doc, list):
         raise JobOutputError(f"{where}: expected a JSON object or list, got {type(doc).__name__}")
     if not doc:
         raise JobOutputError(f"{where}: the job output lists no files")
     return [(item, f"{where}[{i}]") for i, item in enumerate(doc)]
+
+
+def _wrapped(doc: dict[str, Any], *, where: str) -> tuple[Any, str]:
+    """The list in a wrapper object (``{"files": [...]}``) and its key path."""
+    key = next((key for key in _WRAPPER_KEYS if isinstance(doc.get(key), list)), None)
+    if key is None:
+        keys = ", ".join(sorted(map(str, doc))[:8]) or "none"
+        raise JobOutputError(
+            f"{where}: expected a file (an object with a 'type'), a list of them, or an object"
+            f" with 'files' (keys found: {_one_line(keys)})"
+        )
+    return doc[key], f"{where}.{key}"
 
 
 def _descriptor(item: Any, *, where: str) -> InlineFile | UrlFile:
@@ -255,29 +265,45 @@ def _descriptor(item: Any, *, where: str) -> InlineFile | UrlFile:
     if not isinstance(filename, str):
         raise JobOutputError(f"{where}.filename: missing or not a string")
     filename = safe_file_name(filename, where=f"{where}.filename")
-    size = item.get("size")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-        raise JobOutputError(
-            f"{where}.size: expected a whole number of bytes, got {_one_line(repr(size))}"
-        )
-    sha256 = item.get("sha256")
-    if sha256 is not None and (
-        not isinstance(sha256, str) or not SHA256_HEX.fullmatch(sha256.lower())
-    ):
-        raise JobOutputError(f"{where}.sha256: expected 64 hex digits")
-    sha256 = sha256.lower() if sha256 else None
+    size = _size_field(item.get("size"), where=f"{where}.size")
+    sha256 = _sha256_field(item.get("sha256"), where=f"{where}.sha256")
     if kind == "file_data":
         data = item.get("data")
         if not isinstance(data, str):
             raise JobOutputError(f"{where}.data: missing or not a base64 string")
         return InlineFile(filename, data, size, sha256, where)
-    url = item.get("url")
-    if not isinstance(url, str) or not url.lower().startswith(("https://", "http://")):
-        raise JobOutputError(f"{where}.url: expected an http(s) URL")
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in url):
-        raise JobOutputError(f"{where}.url: contains control characters or invalid Unicode")
-    check_url(url, where=f"{where}.url")
+    url = _url_field(item.get("url"), where=f"{where}.url")
     return UrlFile(filename, url, size, sha256, where)
+
+
+def _size_field(size: Any, *, where: str) -> int | None:
+    """A descriptor's ``size``: absent, or a whole number of bytes."""
+    if size is None:
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise JobOutputError(
+            f"{where}: expected a whole number of bytes, got {_one_line(repr(size))}"
+        )
+    return size
+
+
+def _sha256_field(sha256: Any, *, where: str) -> str | None:
+    """A descriptor's ``sha256``: absent, or 64 hex digits (lowercased)."""
+    if sha256 is None:
+        return None
+    if not isinstance(sha256, str) or not SHA256_HEX.fullmatch(sha256.lower()):
+        raise JobOutputError(f"{where}: expected 64 hex digits")
+    return sha256.lower()
+
+
+def _url_field(url: Any, *, where: str) -> str:
+    """A ``redirect`` descriptor's ``url``: an http(s) URL as ``check_url`` takes one."""
+    if not isinstance(url, str) or not url.lower().startswith(("https://", "http://")):
+        raise JobOutputError(f"{where}: expected an http(s) URL")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in url):
+        raise JobOutputError(f"{where}: contains control characters or invalid Unicode")
+    check_url(url, where=where)
+    return url
 
 
 def is_local_host(host: str) -> bool:
@@ -413,6 +439,29 @@ def check_inline(
     return InlineCheck(size, actual)
 
 
+# a new file only, never through a link
+_NEW_FILE = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _decode_into(handle: BinaryIO, item: InlineFile, *, progress: Progress) -> tuple[int, str]:
+    """The payload decoded chunk by chunk into ``handle`` (synced): its size and sha256."""
+    digest, size = hashlib.sha256(), 0
+    for chunk in iter_base64(item.data, where=item.where):
+        handle.write(chunk)
+        digest.update(chunk)
+        size += len(chunk)
+        progress.advance(item.filename, len(chunk))
+    handle.flush()
+    os.fsync(handle.fileno())
+    return size, digest.hexdigest()
+
+
 def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress: Progress) -> None:
     """Decode ``item`` chunk by chunk into a temp file beside ``target``, then move it into place
     atomically.
@@ -425,14 +474,7 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
     tmp = target.with_name(temp_name(target.name))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        flags = (
-            os.O_WRONLY
-            | os.O_CREAT
-            | os.O_EXCL
-            | getattr(os, "O_NOFOLLOW", 0)
-            | getattr(os, "O_CLOEXEC", 0)
-        )
-        fd = os.open(tmp, flags, 0o666)  # the umask applies, as for any file open() creates
+        fd = os.open(tmp, _NEW_FILE, 0o666)  # the umask applies, as for any file open() creates
     except OSError as exc:
         progress.finish(label, ok=False, message=str(exc.strerror or exc))
         raise LocalFSError(
@@ -441,17 +483,10 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
     try:
         # check_inline verified a first decoding; what is installed is this second one, so it is
         # checked too.
-        digest, size = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as handle:
-            for chunk in iter_base64(item.data, where=item.where):
-                handle.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-                progress.advance(label, len(chunk))
-            handle.flush()
-            os.fsync(handle.fileno())
+            written = _decode_into(handle, item, progress=progress)
         # the data is immutable: a bug if so
-        if (size, digest.hexdigest()) != (check.size, check.sha256):
+        if written != (check.size, check.sha256):
             raise IntegrityError(f"{item.where}: decoded differently on the second pass")
         tmp.replace(target)
         fsync_dir(target.parent)

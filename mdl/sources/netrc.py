@@ -36,16 +36,10 @@ class NetrcLogins:
         nor a default, or the URL already carries a credential (an Authorization header, which wins
         as with curl -H; userinfo; a signed query such as a presigned S3 URL's, which a second
         credential would break)."""
-        if not self.logins or any(name.lower() == "authorization" for name in headers):
+        if not self.logins or _carries_credential(url, headers):
             return None
-        parts = urlsplit(url)
-        if (
-            parts.scheme.lower() not in ("http", "https")
-            or "@" in parts.netloc
-            or is_signed_url(url)
-        ):
-            return None
-        found = self.logins.get((parts.hostname or "").lower()) or self.logins.get(_DEFAULT)
+        host = (urlsplit(url).hostname or "").lower()
+        found = self.logins.get(host) or self.logins.get(_DEFAULT)
         if found is None:
             return None
         login, password = found
@@ -54,17 +48,36 @@ class NetrcLogins:
         return f"Basic {token}"
 
 
+def _carries_credential(url: str, headers: Mapping[str, str]) -> bool:
+    """Whether a request has a credential of its own, or is not one netrc is for (not http(s))."""
+    if any(name.lower() == "authorization" for name in headers):
+        return True
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return True
+    return "@" in parts.netloc or is_signed_url(url)
+
+
 def read_netrc(path: Path | None, secrets: Secrets | None = None) -> NetrcLogins:
     """The logins in ``path``; a missing file is no logins, a broken or unreadable one is no logins
     and a ``problem`` naming the file (and line): mdl reads it unasked, as curl --netrc-optional and
     wget do, so it never stops a run."""
     if path is None:
         return NetrcLogins()
+    parsed = _parse(path)
+    if isinstance(parsed, NetrcLogins):
+        return parsed
+    secrets = secrets or Secrets()  # the run's, told each password and each login sent
+    return NetrcLogins(path, _logins(parsed, secrets), secrets=secrets)
+
+
+def _parse(path: Path) -> netrc.netrc | NetrcLogins:
+    """The parsed file, or what is used instead: no logins (missing), or none and a problem."""
     try:
         # a FIFO or a device is no netrc: never waited on or read whole
         read_small_file(path, limit=MAX_NETRC_BYTES)
         # an explicit file: the stdlib skips its ~/.netrc permission check, as curl
-        parsed = netrc.netrc(str(path))
+        return netrc.netrc(str(path))
     except FileNotFoundError:
         return NetrcLogins(path)
     except netrc.NetrcParseError as exc:
@@ -77,13 +90,17 @@ def read_netrc(path: Path | None, secrets: Secrets | None = None) -> NetrcLogins
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a text file"
         return _unused(path, f"{shown_path(str(path))}: cannot read this netrc file ({why})")
+
+
+def _logins(parsed: netrc.netrc, secrets: Secrets) -> dict[str, tuple[str, str]]:
+    """host (lower case) → (login, password), the first entry for a host winning; each password
+    registered in ``secrets``."""
     logins: dict[str, tuple[str, str]] = {}
-    secrets = secrets or Secrets()  # the run's, told each password and each login sent
     for host, (login, _, password) in parsed.hosts.items():
         if login or password:
             secrets.add(password)
             logins.setdefault(host.lower(), (login or "", password or ""))
-    return NetrcLogins(path, logins, secrets=secrets)
+    return logins
 
 
 def _unused(path: Path, problem: str) -> NetrcLogins:

@@ -1,6 +1,6 @@
 """``mdl get``'s SOURCE arguments (and ``-i`` lists) → the one-off files they stand for (https URLs,
-``hf://`` files and whole repos listed at one commit, ``s3://`` objects, serverless job-output
-JSON), where each is saved, checked."""
+``hf://`` files and whole repos listed at one commit, object-store (``s3://``) objects, serverless
+job-output JSON), where each is saved, checked."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from mdl.buckets import store_for
 from mdl.catalog import ModelSpec
 from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
 from mdl.paths import (
@@ -36,7 +37,6 @@ from mdl.sources.joboutput import (
     parse_job_output,
 )
 from mdl.sources.resolve import resolve_model
-from mdl.sources.s3 import s3_source
 from mdl.store import REPLACEABLE, creatable_problem, hub_source, not_a_file, not_a_file_error
 
 log = logging.getLogger("mdl.get")
@@ -77,33 +77,49 @@ def parse_sources(
 ) -> list[Parsed]:
     """Every SOURCE argument → the files it stands for, or a whole Hub repo; ``named``: -o gives the
     file its name; ``headers`` (-H) go with the http(s) URLs given, as a catalog's ``headers`` go
-    with its ``url`` files; every URL read (given, in a job output, presigned for s3://) registered
-    in ``secrets``."""
+    with its ``url`` files; every URL read (given, in a job output, presigned for an object store)
+    registered in ``secrets``."""
     found: list[Parsed] = []
     for source in sources:
         if source.lower().startswith(("https://", "http://")):
-            shown = redact_url(source)
-            check_url(source, where=shown)
-            name = "" if named else url_basename(source, where=shown)
-            found.append(
-                UrlFile(name, source, None, None, where=shown, headers=headers, typed=True)
-            )
+            found.append(_url_source(source, named=named, headers=headers))
         elif source.startswith("hf://"):
-            uri = parse_hf_uri(source)
-            if uri.path is None:
-                found.append(uri)
-            else:  # one Hub file, saved under -d with the folders of its path (as hf download does)
-                hub = (uri.repo_type, uri.repo, uri.revision or "main", uri.path)
-                found.append(UrlFile(uri.path, None, None, None, where=uri.given, hub=hub))
-        elif source.startswith("s3://"):
-            found.append(s3_source(source, named=named, secrets=secrets))
+            found.append(_hub_source(source))
+        elif (store := store_for(source)) is not None:
+            stored = store.one_off(source, secrets=secrets)
+            name = "" if named else stored.name
+            found.append(UrlFile(name, stored.url, stored.size, stored.sha256, where=stored.where))
         else:
             where = "stdin" if source == "-" else source
             found.extend(parse_job_output(read_text(source), where=where))
-    for item in found:
-        if secrets is not None and isinstance(item, UrlFile) and item.url:
-            secrets.add_url(item.url)
+    if secrets is not None:
+        for url in _urls_read(found):
+            secrets.add_url(url)
     return found
+
+
+def _urls_read(found: Sequence[Parsed]) -> list[str]:
+    """The URLs the files found are read from (their signatures and tokens are the run's
+    secrets)."""
+    return [item.url for item in found if isinstance(item, UrlFile) and item.url]
+
+
+def _url_source(source: str, *, named: bool, headers: tuple[tuple[str, str], ...]) -> UrlFile:
+    """An http(s) URL given: its file name from the URL unless -o names it."""
+    shown = redact_url(source)
+    check_url(source, where=shown)
+    name = "" if named else url_basename(source, where=shown)
+    return UrlFile(name, source, None, None, where=shown, headers=headers, typed=True)
+
+
+def _hub_source(source: str) -> Parsed:
+    """An hf:// URI: a whole repo, or one Hub file saved under -d with the folders of its path (as
+    hf download does)."""
+    uri = parse_hf_uri(source)
+    if uri.path is None:
+        return uri
+    hub = (uri.repo_type, uri.repo, uri.revision or "main", uri.path)
+    return UrlFile(uri.path, None, None, None, where=uri.given, hub=hub)
 
 
 def read_source_list(source: str, *, read_text: Callable[[str], str]) -> list[str]:
@@ -200,56 +216,81 @@ def save_targets(
     """Where each file goes; refuses unsafe names, two files at one place, and what is not a file in
     the way: a folder or a device always, a FIFO or a socket unless ``force`` (it is replaced, never
     opened)."""
+    places = _Places()
     targets: list[Path] = []
-    # name key → source: two sources at one place (case and Unicode form ignored, as
-    files: dict[str, str] = {}
-    # on macOS and Windows), or a file where another's folder must be, are refused
-    folders: dict[str, str] = {}
     for item in items:
         if output is not None:
-            target = output
-            # os.path.isdir: a name the filesystem refuses (too long, ...) is no folder;
-            # creatable_problem names it
-            if os.path.isdir(target):  # noqa: PTH112
-                raise UsageError(f"-o {output}: is a folder; use -d {output} to save into it")
-            problem = path_problem(target.name)  # the same rule as for names from servers
-            # get keeps its state in the folder's .mdl/
-            if problem is None and reserved_by_mdl(target.name):
-                problem = RESERVED_WHY
-            if problem is not None:
-                raise UnsafePathError(f"-o {output}: cannot be used as a file name: {problem}")
+            target = _output_target(output)
             parts = [target.name]
         else:
             parts = save_parts(item)
             target = directory.joinpath(*parts)
-        kind = not_a_file(target)
-        if kind is not None and not (force and kind in REPLACEABLE):
-            hint = (
-                "--force to replace it"
-                if kind in REPLACEABLE
-                else f"mdl never replaces {kind} with a file"
-            )
-            raise not_a_file_error(target, kind, where=f"{item.where}: ", hint=hint)
-        problem = creatable_problem(target)  # before any byte is fetched or written
-        if problem is not None:
-            raise LocalFSError(
-                f"{shown_path(item.where)}: cannot be saved at {shown_path(target)}: {problem}"
-            )
-        key, where = name_key("/".join(parts)), item.where
-        if key in files:
-            raise UsageError(f"{where} and {files[key]} would both be saved as {target}")
-        if key in folders:
+        _check_room(item, target, force=force)
+        places.take(item.where, parts, target)
+        targets.append(target)
+    return targets
+
+
+def _output_target(output: Path) -> Path:
+    """``-o FILE``: a file name as the one rule for names from servers has it, not a folder."""
+    # os.path.isdir: a name the filesystem refuses (too long, ...) is no folder;
+    # creatable_problem names it
+    if os.path.isdir(output):  # noqa: PTH112
+        raise UsageError(f"-o {output}: is a folder; use -d {output} to save into it")
+    problem = path_problem(output.name)  # the same rule as for names from servers
+    # get keeps its state in the folder's .mdl/
+    if problem is None and reserved_by_mdl(output.name):
+        problem = RESERVED_WHY
+    if problem is not None:
+        raise UnsafePathError(f"-o {output}: cannot be used as a file name: {problem}")
+    return output
+
+
+def _check_room(item: Source, target: Path, *, force: bool) -> None:
+    """Nothing in the way a file cannot replace, and a place it can be created, before any byte is
+    fetched or written."""
+    kind = not_a_file(target)
+    if kind is not None and not (force and kind in REPLACEABLE):
+        hint = (
+            "--force to replace it"
+            if kind in REPLACEABLE
+            else f"mdl never replaces {kind} with a file"
+        )
+        raise not_a_file_error(target, kind, where=f"{item.where}: ", hint=hint)
+    problem = creatable_problem(target)
+    if problem is not None:
+        raise LocalFSError(
+            f"{shown_path(item.where)}: cannot be saved at {shown_path(target)}: {problem}"
+        )
+
+
+class _Places:
+    """The places the files of one get take, by name key (case and Unicode form ignored, as on
+    macOS and Windows): two sources at one place, or a file where another's folder must be, are
+    refused."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, str] = {}  # name key → source
+        self.folders: dict[str, str] = {}
+
+    def take(self, where: str, parts: Sequence[str], target: Path) -> None:
+        """The file of ``where`` at ``parts`` (under -d), or UsageError naming what it clashes
+        with."""
+        key = name_key("/".join(parts))
+        if key in self.files:
+            raise UsageError(f"{where} and {self.files[key]} would both be saved as {target}")
+        if key in self.folders:
             raise UsageError(
-                f"{where} would be saved as {target}, where {folders[key]} needs a folder"
+                f"{where} would be saved as {target}, where {self.folders[key]} needs a folder"
             )
         for depth in range(1, len(parts)):
             folder = name_key("/".join(parts[:depth]))
-            if folder in files:
-                raise UsageError(f"{where} needs a folder where {files[folder]} would be saved")
-            folders.setdefault(folder, where)
-        files[key] = where
-        targets.append(target)
-    return targets
+            if folder in self.files:
+                raise UsageError(
+                    f"{where} needs a folder where {self.files[folder]} would be saved"
+                )
+            self.folders.setdefault(folder, where)
+        self.files[key] = where
 
 
 def check_payloads(

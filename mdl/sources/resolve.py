@@ -5,12 +5,13 @@ mirror URLs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from mdl.buckets import store_for
 from mdl.catalog import (
     MIRROR_FIELDS,
     FileSpec,
@@ -28,6 +29,7 @@ from mdl.sources.hub import Hub, xet_token_url
 from mdl.store import ModelRecord, hub_source, ref_revision, selected
 
 if TYPE_CHECKING:
+    from mdl.sources.hubreplies import FileMetadata, TreeEntry
     from mdl.transfer import Opening
 
 log = logging.getLogger("mdl.mirrors")
@@ -112,15 +114,20 @@ def resolve_model(
     if spec.is_snapshot:
         assert hub is not None, "a snapshot needs the Hub"
         return marked_signature(spec, _resolve_snapshot(spec, hub))
+    return marked_signature(spec, _resolve_files(spec, hub=hub, environ=environ))
+
+
+def _resolve_files(
+    spec: ModelSpec, *, hub: Hub | None, environ: Mapping[str, str]
+) -> ResolvedModel:
+    """A model of listed files: each resolved, its signature file too; the commit all share."""
     files = [resolve_file(spec.name, file, hub=hub, environ=environ) for file in spec.files]
     trust = spec.signature
     if trust is not None and trust.installed_as not in {f.path for f in files}:
         files.append(resolve_file(spec.name, signature_spec(spec, trust), hub=hub, environ=environ))
     commits = {remote.commit for remote in files if remote.commit}
-    resolved = ResolvedModel(
-        spec.name, None, commits.pop() if len(commits) == 1 else None, tuple(files)
-    )
-    return marked_signature(spec, resolved)
+    commit = commits.pop() if len(commits) == 1 else None
+    return ResolvedModel(spec.name, None, commit, tuple(files))
 
 
 def marked_signature(spec: ModelSpec, model: ResolvedModel) -> ResolvedModel:
@@ -154,88 +161,122 @@ def signature_spec(spec: ModelSpec, trust: Trust) -> FileSpec:
 
 
 def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
+    """A whole-repo model: its listing at one commit, selected and checked, as files."""
     assert spec.repo is not None
     commit = hub.commit_of(
         spec.repo, repo_type=spec.repo_type, revision=spec.revision, what=spec.name
     )
-    listing = hub.list_files(spec.repo, repo_type=spec.repo_type, commit=commit, what=spec.name)
-    items = sorted(selected(spec, listing, key=lambda item: item.path), key=lambda item: item.path)
-    signature = (
-        spec.signature.file
-        if spec.signature is not None and not spec.signature.file_is_url
-        else None
+    items = _snapshot_items(spec, hub, commit)
+    _check_listing(spec, items)
+    listed = _Listed(
+        spec,
+        spec.repo,
+        commit,
+        hub.file_urls(spec.repo, repo_type=spec.repo_type, revision=commit),
+        # one for the listing's Xet files
+        xet_token_url(hub.endpoint, spec.repo, spec.repo_type, commit),
     )
-    # fetched, selected or not
-    if signature is not None and signature not in {item.path for item in items}:
-        items.extend(item for item in listing if item.path == signature)
-        items.sort(key=lambda item: item.path)
-    del listing  # the chosen entries are all that is kept
-    for item in items:
-        # Listing paths are server bytes (a mirror could send '../x'): the one name rule, before any
-        # byte is fetched; a name that fails it refuses the whole model as a bad reply (exit 5),
-        # like any other.
-        if (problem := path_problem(item.path)) is not None:
-            raise HubReplyError(
-                f"{spec.name}: the listing of {spec.repo} names a file mdl cannot save,"
-                f" '{printable(item.path, limit=120)}': {problem}; the model was refused before"
-                " anything was fetched"
-            )
-    if (problem := listing_clash([item.path for item in items])) is not None:
-        raise HubReplyError(
-            f"{spec.name}: the listing of {spec.repo} {problem}; the model was refused before"
-            " anything was fetched",
-            hint=(
-                "an exclude pattern (the catalog's exclude, get's --exclude) leaves one of them out"
-            ),
-        )
-    file_url = hub.file_urls(spec.repo, repo_type=spec.repo_type, revision=commit)
-    # one for the listing's Xet files
-    token_url = xet_token_url(hub.endpoint, spec.repo, spec.repo_type, commit)
     files: list[RemoteFile] = []
     items.reverse()
     while items:
         # each entry let go as its file is made: memory holds the files, not both
-        item = items.pop()
-        files.append(
-            RemoteFile(
-                model=spec.name,
-                path=item.path,
-                url=file_url(item.path),
-                size=item.size,
-                sha256=item.lfs.oid if item.lfs is not None else None,
-                git_oid=item.oid if item.lfs is None else None,
-                commit=commit,
-                source=hub_source(spec.repo, spec.repo_type, commit, item.path),
-                hub=True,
-                revision=spec.revision,
-                repo=spec.repo,
-                xet=(
-                    XetRef(item.xet_hash, token_url)
-                    if item.xet_hash and item.lfs is not None
-                    else None
-                ),
-            )
-        )
+        files.append(listed.file(items.pop()))
     if not files:
         patterns = ", ".join(spec.include) or "*"
         raise NotFoundError(
             f"{spec.name}: no files in {spec.repo}@{spec.revision} match include = [{patterns}]"
         )
-    if spec.signature is not None and spec.signature.installed_as not in {f.path for f in files}:
+    trust = spec.signature
+    if trust is not None and trust.installed_as not in {f.path for f in files}:
         # not in the listing (a mirror may have it: publish --sign), or a URL
-        trust = spec.signature
-        if trust.file_is_url:
-            files.append(resolve_file(spec.name, signature_spec(spec, trust), hub=None, environ={}))
-        else:
-            url, source = (
-                file_url(trust.file),
-                hub_source(spec.repo, spec.repo_type, commit, trust.file),
-            )
-            sig = RemoteFile(
-                spec.name, trust.file, url, commit=commit, source=source, hub=True, repo=spec.repo
-            )
-            files.append(replace(sig, revision=spec.revision))
+        files.append(listed.signature(trust))
     return ResolvedModel(spec.name, spec.revision, commit, tuple(files))
+
+
+def _snapshot_items(spec: ModelSpec, hub: Hub, commit: str) -> list[TreeEntry]:
+    """The listing's entries the model takes (by path), its signature file fetched, selected or
+    not."""
+    assert spec.repo is not None
+    listing = hub.list_files(spec.repo, repo_type=spec.repo_type, commit=commit, what=spec.name)
+    items = sorted(selected(spec, listing, key=lambda item: item.path), key=lambda item: item.path)
+    trust = spec.signature
+    signature = trust.file if trust is not None and not trust.file_is_url else None
+    if signature is not None and signature not in {item.path for item in items}:
+        items.extend(item for item in listing if item.path == signature)
+        items.sort(key=lambda item: item.path)
+    return items  # the chosen entries are all that is kept
+
+
+def _check_listing(spec: ModelSpec, items: Sequence[TreeEntry]) -> None:
+    """Listing paths are server bytes (a mirror could send '../x'): the one name rule, before any
+    byte is fetched; a name that fails it, or two that clash, refuse the whole model as a bad
+    reply (exit 5), like any other."""
+    for item in items:
+        problem = path_problem(item.path)
+        if problem is not None:
+            raise HubReplyError(
+                f"{spec.name}: the listing of {spec.repo} names a file mdl cannot save,"
+                f" '{printable(item.path, limit=120)}': {problem}; the model was refused before"
+                " anything was fetched"
+            )
+    clash = listing_clash([item.path for item in items])
+    if clash is not None:
+        raise HubReplyError(
+            f"{spec.name}: the listing of {spec.repo} {clash}; the model was refused before"
+            " anything was fetched",
+            hint=(
+                "an exclude pattern (the catalog's exclude, get's --exclude) leaves one of them out"
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """A whole-repo model at one commit: how its listed files become RemoteFiles."""
+
+    spec: ModelSpec
+    repo: str
+    commit: str
+    file_url: Callable[[str], str]  # a path's resolve URL at the commit
+    token_url: str  # where the Xet read token of the listing's Xet files is asked for
+
+    def file(self, item: TreeEntry) -> RemoteFile:
+        """One listed file: its sha256 (LFS) or git blob id, its Xet hash if it has one."""
+        spec, lfs = self.spec, item.lfs
+        xet = XetRef(item.xet_hash, self.token_url) if item.xet_hash and lfs is not None else None
+        return RemoteFile(
+            model=spec.name,
+            path=item.path,
+            url=self.file_url(item.path),
+            size=item.size,
+            sha256=lfs.oid if lfs is not None else None,
+            git_oid=item.oid if lfs is None else None,
+            commit=self.commit,
+            source=hub_source(self.repo, spec.repo_type, self.commit, item.path),
+            hub=True,
+            revision=spec.revision,
+            repo=self.repo,
+            xet=xet,
+        )
+
+    def signature(self, trust: Trust) -> RemoteFile:
+        """The model's signature file the listing did not name: its URL, or its path at the
+        commit."""
+        spec = self.spec
+        if trust.file_is_url:
+            return resolve_file(spec.name, signature_spec(spec, trust), hub=None, environ={})
+        source = hub_source(self.repo, spec.repo_type, self.commit, trust.file)
+        url = self.file_url(trust.file)
+        return RemoteFile(
+            spec.name,
+            trust.file,
+            url,
+            commit=self.commit,
+            source=source,
+            hub=True,
+            revision=spec.revision,
+            repo=self.repo,
+        )
 
 
 def listing_clash(paths: Sequence[str]) -> str | None:
@@ -264,8 +305,6 @@ def resolve_file(
     """One explicit file: a direct URL as given, or a Hub file pinned to the commit its metadata
     names.
     """
-    # A one-off `get hf://owner/name/path` has no model: it is named by its repo and path.
-    what = f"{model}/{file.save_path}" if model or file.repo is None else f"{file.repo}/{file.path}"
     if file.url is not None:
         return RemoteFile(
             model=model,
@@ -277,49 +316,87 @@ def resolve_file(
             headers=expand_headers(file, environ),
             typed=True,
         )
+    assert hub is not None
+    return _hub_file(model, file, hub)
+
+
+def _hub_file(model: str, file: FileSpec, hub: Hub) -> RemoteFile:
+    """A Hub file pinned to the commit its metadata names, checked against its catalog entry."""
     assert file.repo is not None and file.path is not None and hub is not None
+    # A one-off `get hf://owner/name/path` has no model: it is named by its repo and path.
+    what = f"{model}/{file.save_path}" if model else f"{file.repo}/{file.path}"
     repo_type = file.repo_type or "model"
     revision = file.revision or "main"
     meta = hub.file_metadata(
         file.repo, file.path, repo_type=repo_type, revision=revision, what=what
     )
-    sha256 = meta.etag if meta.etag and SHA256_HEX.fullmatch(meta.etag) else None
-    git_oid = meta.etag if meta.etag and GIT_OID_HEX.fullmatch(meta.etag) else None
-    if file.sha256 and sha256 and file.sha256 != sha256:
-        raise IntegrityError(
-            f"{what}: the catalog expects sha256 {file.sha256} but {file.repo} has {sha256}",
-            hint=f"update {file.key_path}.sha256 or pin {file.key_path}.revision",
-        )
-    if file.size is not None and meta.size is not None and file.size != meta.size:
-        raise IntegrityError(
-            f"{what}: the catalog expects {file.size} bytes but {file.repo} has {meta.size}"
-        )
+    etag = meta.etag or ""
+    sha256 = etag if SHA256_HEX.fullmatch(etag) else None
+    _check_against_catalog(file, sha256=sha256, size=meta.size, what=what)
+    commit = meta.commit or revision
     return RemoteFile(
         model=model,
         path=file.save_path,
-        url=hub.file_url(
-            file.repo, file.path, repo_type=repo_type, revision=meta.commit or revision
-        ),
+        url=hub.file_url(file.repo, file.path, repo_type=repo_type, revision=commit),
         size=meta.size if meta.size is not None else file.size,
         sha256=file.sha256 or sha256,
-        git_oid=git_oid,
+        git_oid=etag if GIT_OID_HEX.fullmatch(etag) else None,
         commit=meta.commit,
         source=hub_source(file.repo, repo_type, meta.commit, file.path),
         hub=True,
         revision=revision,
         repo=file.repo,
-        xet=XetRef(meta.xet_hash, meta.xet_auth) if meta.xet_hash and meta.xet_auth else None,
+        xet=_xet_of(meta),
     )
+
+
+def _xet_of(meta: FileMetadata) -> XetRef | None:
+    """Where a Hub file is in Xet, when its HEAD says (its hash, and where to ask for a token)."""
+    if meta.xet_hash and meta.xet_auth:
+        return XetRef(meta.xet_hash, meta.xet_auth)
+    return None
+
+
+def _check_against_catalog(
+    file: FileSpec, *, sha256: str | None, size: int | None, what: str
+) -> None:
+    """The Hub's sha256 and size of a file must be those its catalog entry pins (exit 6)."""
+    if file.sha256 and sha256 and file.sha256 != sha256:
+        raise IntegrityError(
+            f"{what}: the catalog expects sha256 {file.sha256} but {file.repo} has {sha256}",
+            hint=f"update {file.key_path}.sha256 or pin {file.key_path}.revision",
+        )
+    if file.size is not None and size is not None and file.size != size:
+        raise IntegrityError(
+            f"{what}: the catalog expects {file.size} bytes but {file.repo} has {size}"
+        )
 
 
 def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedModel:
     """HF_HUB_OFFLINE: the files as last recorded, plus catalog files never fetched (they will
     fail offline).
     """
-    recorded = record.files if record is not None else {}
-    # The model's files: what the last pull expected (an unfinished one fails offline, by name), as
-    # recorded where it was; records from before expected sets know only what they recorded.
-    expected = record.expected if record is not None and record.expected is not None else recorded
+    files = _recorded_files(spec, record)
+    names = {f.path for f in files}
+    # a catalog entry added since the last pull must not vanish offline
+    files += [_never_fetched(spec.name, f) for f in spec.files if f.save_path not in names]
+    recorded = record is not None and bool(record.files)
+    if not files or (spec.is_snapshot and not recorded):  # a snapshot is its record's files
+        raise NetworkError(
+            f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before"
+        )
+    revision, commit = (record.revision, record.commit) if record else (None, None)
+    return ResolvedModel(spec.name, revision, commit, tuple(files))
+
+
+def _recorded_files(spec: ModelSpec, record: ModelRecord | None) -> list[RemoteFile]:
+    """The model's files as its record knows them: what the last pull expected (an unfinished one
+    fails offline, by name), as recorded where it was; records from before expected sets know only
+    what they recorded."""
+    if record is None:
+        return []
+    recorded = record.files
+    expected = record.expected if record.expected is not None else recorded
     files: list[RemoteFile] = []
     for path, want in expected.items():
         rec = recorded.get(path)
@@ -339,27 +416,16 @@ def resolve_offline(spec: ModelSpec, record: ModelRecord | None) -> ResolvedMode
                 revision=ref_revision(spec, record, path),
             )
         )
-    names = {f.path for f in files}
-    for file in spec.files:  # a catalog entry added since the last pull must not vanish offline
-        if file.save_path not in names:
-            in_hub = hub_source(file.repo or "", file.repo_type or "model", None, file.path or "")
-            source = redact_url(file.url) if file.url else in_hub
-            files.append(
-                RemoteFile(
-                    spec.name,
-                    file.save_path,
-                    url="",
-                    size=file.size,
-                    sha256=file.sha256,
-                    source=source,
-                )
-            )
-    if not files or (spec.is_snapshot and not recorded):  # a snapshot is its record's files
-        raise NetworkError(
-            f"{spec.name}: HF_HUB_OFFLINE is set and this model has not been pulled before"
-        )
-    revision, commit = (record.revision, record.commit) if record else (None, None)
-    return ResolvedModel(spec.name, revision, commit, tuple(files))
+    return files
+
+
+def _never_fetched(model: str, file: FileSpec) -> RemoteFile:
+    """A catalog file the record does not know: what the catalog says of it, nowhere to get it."""
+    in_hub = hub_source(file.repo or "", file.repo_type or "model", None, file.path or "")
+    source = redact_url(file.url) if file.url else in_hub
+    return RemoteFile(
+        model, file.save_path, url="", size=file.size, sha256=file.sha256, source=source
+    )
 
 
 def with_probe(
@@ -387,30 +453,43 @@ def with_probe(
 
 def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[str, str]]:
     """(template, URL) of the file on each mirror whose template it can fill (values URL-quoted, but
-    not in s3:// keys: those are quoted when signed); none without a sha256 or git blob id, as a
+    not in a store's keys that it quotes when signed); none without a sha256 or git blob id, as a
     mirror's bytes must be checked."""
     if not templates or not (remote.sha256 or remote.git_oid or remote.signature):
         return []
+    raw, quoted = _mirror_values(remote)
+    urls: list[tuple[str, str]] = []
+    for template in templates:
+        store = store_for(template)
+        values = raw if store is not None and not store.quotes_values else quoted
+        url = _filled(template, values, remote)
+        if url is not None:
+            urls.append((template, url))
+    return urls
+
+
+def _mirror_values(remote: RemoteFile) -> tuple[dict[str, str], dict[str, str]]:
+    """The file's values for mirror placeholders: as they are, and URL-quoted."""
     # each a RemoteFile attribute of that name
     raw = {name: getattr(remote, name) or "" for name in MIRROR_FIELDS}
     quoted = {**raw, **{key: quote(raw[key], safe=safe) for key, safe in SAFE_IN_URL.items()}}
-    urls: list[tuple[str, str]] = []
-    for template in templates:
-        values = raw if template.startswith("s3://") else quoted
-        # checked when the settings were read: parsing again only splits it (a template is never
-        # str.format-ed)
-        parts = parse_template(template, fields=MIRROR_FIELDS, where="mirror")
-        missing = sorted(
-            {p.name for p in parts if isinstance(p, Placeholder) and not values.get(p.name)}
+    return raw, quoted
+
+
+def _filled(template: str, values: Mapping[str, str], remote: RemoteFile) -> str | None:
+    """The template filled with the file's values, or None when it needs one the file lacks."""
+    # checked when the settings were read: parsing again only splits it (a template is never
+    # str.format-ed)
+    parts = parse_template(template, fields=MIRROR_FIELDS, where="mirror")
+    needed = {p.name for p in parts if isinstance(p, Placeholder)}
+    missing = sorted(name for name in needed if not values.get(name))
+    if missing:
+        log.debug(
+            "%s/%s: mirror %s needs %s, which this file lacks",
+            remote.model,
+            remote.path,
+            template,
+            missing,
         )
-        if missing:
-            log.debug(
-                "%s/%s: mirror %s needs %s, which this file lacks",
-                remote.model,
-                remote.path,
-                template,
-                missing,
-            )
-            continue
-        urls.append((template, fill_template(parts, values)))
-    return urls
+        return None
+    return fill_template(parts, values)

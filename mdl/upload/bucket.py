@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mdl.buckets import S3Object, S3Prefix, s3_client, s3_error, s3_errors, sha256_of_head
 from mdl.errors import (
     AuthError,
     IntegrityError,
@@ -28,7 +29,6 @@ from mdl.errors import (
 from mdl.progress import Progress
 from mdl.redact import Secrets, printable, safe_text
 from mdl.report import FileOutcome, failed
-from mdl.sources import S3Prefix, s3_client, s3_error, s3_errors, sha256_of_head
 
 log = logging.getLogger("mdl.publish")
 MiB = 1024 * 1024
@@ -129,7 +129,7 @@ class Bucket:
                 Bucket=self.target.bucket, Key=key, ChecksumMode="ENABLED", **extra
             )
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            error = self._error(exc, what=f"s3://{self.target.bucket}/{printable(key)}")
+            error = self._error(exc, what=self._shown(key))
             if isinstance(error, NotFoundError) or (
                 extra and isinstance(exc, botocore.exceptions.ClientError)
             ):
@@ -279,16 +279,15 @@ class Bucket:
         try:
             self.client.delete_object(Bucket=self.target.bucket, Key=key)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            log.warning(
-                "could not remove s3://%s/%s again: %s",
-                self.target.bucket,
-                printable(key),
-                safe_text(str(exc)),
-            )
+            log.warning("could not remove %s again: %s", self._shown(key), safe_text(str(exc)))
+
+    def _shown(self, key: str) -> str:
+        """An object of the bucket as messages name it (its key's control characters escaped)."""
+        return S3Object(self.target.bucket, printable(key)).uri
 
     def read_small(self, key: str) -> bytes | None:
         try:
-            with self._failures(f"s3://{self.target.bucket}/{printable(key)}"):
+            with self._failures(self._shown(key)):
                 return bytes(
                     self.client.get_object(Bucket=self.target.bucket, Key=key)["Body"].read()
                 )
@@ -296,7 +295,7 @@ class Bucket:
             return None
 
     def put_small(self, key: str, data: bytes, *, content_type: str) -> None:
-        with self._failures(f"s3://{self.target.bucket}/{printable(key)}"):
+        with self._failures(self._shown(key)):
             self.client.put_object(
                 Bucket=self.target.bucket,
                 Key=key,

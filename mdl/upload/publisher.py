@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mdl.buckets import S3Prefix, store_for
 from mdl.catalog import ModelSpec, Settings
 from mdl.errors import IntegrityError, MdlError, NotFoundError, UsageError
 from mdl.lockfile import LockedModel
@@ -27,12 +28,12 @@ from mdl.signing import (
     skipped_by_signature,
     verify_signature,
 )
-from mdl.sources import S3Prefix
 from mdl.store import (
     INSTALLED,
     MODIFIED_MAYBE,
     ExpectedFile,
     Layout,
+    LocalFile,
     ModelRecord,
     ModelStatus,
     model_status,
@@ -196,38 +197,12 @@ def publish_models(
     models = [
         local_model(spec, layout, pinned=pins.get(spec.name), progress=progress) for spec in specs
     ]
-    signatures: dict[str, Signature] = {}
-    if signer is not None:
-        models = [signer.without_own(model) for model in models]
-        # Made before any object goes up, for each model that can be complete: the digests its files
-        # were checked by.
-        signatures = {
-            m.spec.name: signer.sign(m.spec.name, m.ready)
-            for m in models
-            if m.ready and not m.failures
-        }
+    signing = _Signing.made(signer, models)
+    models = signing.models
     bucket = Bucket(target, endpoint=endpoint, secrets=settings.secrets)
-    outcomes: list[FileOutcome] = []
-    uploads: list[ReadyFile] = []
-    for model in models:
-        outcomes.extend(model.failures)
-        if not model.ready:
-            continue
-        # the bucket missing or denied ends the run: 4, 3
-        there = bucket.already_there(model.spec.name, model.ready)
-        outcomes += [bucket.outcome(f, "skipped") for f in model.ready if f.path in there]
-        uploads += [f for f in model.ready if f.path not in there]
+    outcomes, uploads = _compared(bucket, models)
     if dry_run:
-        planned = [replace(o, action="skip") if o.action == "skipped" else o for o in outcomes]
-        planned += [
-            replace(bucket.outcome(f, "uploaded"), action="upload", fetched=0) for f in uploads
-        ]
-        if signer is not None:
-            for signature in signatures.values():
-                kept = signer.there(bucket, signature)
-                planned.append(
-                    signer.outcome(bucket, kept or signature, "upload" if kept is None else "skip")
-                )
+        planned = _planned(bucket, outcomes, uploads) + signing.planned(bucket)
         return PublishReport(_ordered(planned, models), dry_run=True, target=target.uri())
     progress.begin(total_bytes=sum(f.size for f in uploads), files=len(uploads))
     if uploads:
@@ -236,15 +211,80 @@ def publish_models(
     for model in models:
         if not model.ready:  # a model with nothing here says nothing about what the bucket holds
             continue
-        manifests.extend(
-            written := _manifest(bucket, model, outcomes, locked=locked.get(model.spec.name))
-        )
-        # last: every object it names is there
-        if signer is not None and written and model.spec.name in signatures:
-            outcomes.append(signer.publish(bucket, signatures[model.spec.name]))
+        written = _manifest(bucket, model, outcomes, locked=locked.get(model.spec.name))
+        manifests.extend(written)
+        if written:  # last: every object it names is there
+            outcomes.extend(signing.publish(bucket, model.spec.name))
     return PublishReport(
         _ordered(outcomes, models), target=target.uri(), manifests=tuple(manifests)
     )
+
+
+def _compared(
+    bucket: Bucket, models: Sequence[LocalModel]
+) -> tuple[list[FileOutcome], list[ReadyFile]]:
+    """Each model's failures and the files the bucket already holds (skipped), and the files to
+    send; the bucket missing or denied ends the run (4, 3)."""
+    outcomes: list[FileOutcome] = []
+    uploads: list[ReadyFile] = []
+    for model in models:
+        outcomes.extend(model.failures)
+        if not model.ready:
+            continue
+        there = bucket.already_there(model.spec.name, model.ready)
+        outcomes += [bucket.outcome(f, "skipped") for f in model.ready if f.path in there]
+        uploads += [f for f in model.ready if f.path not in there]
+    return outcomes, uploads
+
+
+def _planned(
+    bucket: Bucket, outcomes: Sequence[FileOutcome], uploads: Sequence[ReadyFile]
+) -> list[FileOutcome]:
+    """A dry run's rows for the files: ``skip`` what is there, ``upload`` the rest."""
+    planned = [replace(o, action="skip") if o.action == "skipped" else o for o in outcomes]
+    planned += [replace(bucket.outcome(f, "uploaded"), action="upload", fetched=0) for f in uploads]
+    return planned
+
+
+@dataclass(frozen=True)
+class _Signing:
+    """A publish's signatures (none without ``--sign``): the models as signed, and each complete
+    model's signature."""
+
+    signer: Signer | None
+    models: list[LocalModel]
+    signatures: dict[str, Signature]
+
+    @classmethod
+    def made(cls, signer: Signer | None, models: list[LocalModel]) -> _Signing:
+        """Made before any object goes up, for each model that can be complete: the digests its
+        files were checked by."""
+        if signer is None:
+            return cls(None, models, {})
+        models = [signer.without_own(model) for model in models]
+        signatures = {
+            m.spec.name: signer.sign(m.spec.name, m.ready)
+            for m in models
+            if m.ready and not m.failures
+        }
+        return cls(signer, models, signatures)
+
+    def planned(self, bucket: Bucket) -> list[FileOutcome]:
+        """A dry run's rows: each model.sig to ``upload``, or to ``skip`` (already there)."""
+        if self.signer is None:
+            return []
+        rows: list[FileOutcome] = []
+        for signature in self.signatures.values():
+            kept = self.signer.there(bucket, signature)
+            action = "upload" if kept is None else "skip"
+            rows.append(self.signer.outcome(bucket, kept or signature, action))
+        return rows
+
+    def publish(self, bucket: Bucket, model: str) -> list[FileOutcome]:
+        """The model's model.sig put in the bucket (its row), when it has one."""
+        if self.signer is None or model not in self.signatures:
+            return []
+        return [self.signer.publish(bucket, self.signatures[model])]
 
 
 def _ordered(
@@ -272,12 +312,7 @@ def _manifest(
             # Objects of the model changed in this run but not all are there: an older manifest no
             # longer tells the truth. When nothing was sent (a local file is missing or wrong), the
             # bucket and its manifest stand.
-            sent = any(
-                f.action in ("uploaded", "failed") and f.path is not None
-                for f in outcomes
-                if f.model == name and f.dest is not None and f.dest.startswith("s3://")
-            )
-            if sent and bucket.read_small(key) is not None:
+            if _sent(outcomes, name) and bucket.read_small(key) is not None:
                 log.warning(
                     "%s: not all files are in the bucket; removing its out-of-date manifest %s",
                     name,
@@ -292,6 +327,16 @@ def _manifest(
         outcomes.append(replace(failed(name, None, exc), dest=uri))
         return []
     return [uri]
+
+
+def _sent(outcomes: Sequence[FileOutcome], model: str) -> bool:
+    """Whether this run sent (or tried to send) a file of ``model`` to the bucket."""
+    for f in outcomes:
+        to_bucket = f.dest is not None and store_for(f.dest) is not None
+        sending = f.action in ("uploaded", "failed") and f.path is not None
+        if f.model == model and to_bucket and sending:
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -322,31 +367,42 @@ def local_model(
         return LocalModel(
             spec, record, (), (outcome if isinstance(error, IntegrityError) else missing,)
         )
-    expected = (
-        {p.path: p.sha256 for p in pinned}
-        if pinned is not None
-        else {f.save_path: f.sha256 for f in spec.files}
-    )
+    if pinned is not None:
+        expected = {p.path: p.sha256 for p in pinned}
+    else:
+        expected = {f.save_path: f.sha256 for f in spec.files}
     pinned_by = "catalog.lock" if pinned is not None else "catalog"
     ready: list[ReadyFile] = []
     failures: list[FileOutcome] = []
     for file in status.files:
-        entry, want = record.files.get(file.path), expected.get(file.path)
-        if file.state == INSTALLED and entry is not None and (want is None or want == entry.sha256):
-            ready.append(
-                ReadyFile(spec.name, file.path, file.final, entry.size, entry.sha256, entry.source)
-            )
-            continue
-        checked = verify_file(layout.records, spec.name, file, record, (want, pinned_by), progress)
-        if checked.failing or checked.sha256 is None or checked.size is None:
-            failures.append(checked)
+        want = (expected.get(file.path), pinned_by)
+        checked = _checked(spec.name, file, record, want, layout=layout, progress=progress)
+        if isinstance(checked, ReadyFile):
+            ready.append(checked)
         else:
-            ready.append(
-                ReadyFile(
-                    spec.name, file.path, file.final, checked.size, checked.sha256, file.source
-                )
-            )
+            failures.append(checked)
     return LocalModel(spec, record, tuple(ready), tuple(failures))
+
+
+def _checked(
+    model: str,
+    file: LocalFile,
+    record: ModelRecord,
+    want: tuple[str | None, str],
+    *,
+    layout: Layout,
+    progress: Progress,
+) -> ReadyFile | FileOutcome:
+    """One file of an installed model, publishable: trusted unread when its record says so and
+    matches ``want`` (the sha256 pinned, and by what), else re-hashed; its failure if not."""
+    entry = record.files.get(file.path)
+    sha256 = want[0]
+    if file.state == INSTALLED and entry is not None and sha256 in (None, entry.sha256):
+        return ReadyFile(model, file.path, file.final, entry.size, entry.sha256, entry.source)
+    checked = verify_file(layout.records, model, file, record, want, progress)
+    if checked.failing or checked.sha256 is None or checked.size is None:
+        return checked
+    return ReadyFile(model, file.path, file.final, checked.size, checked.sha256, file.source)
 
 
 def _not_ready(status: ModelStatus, layout: Layout) -> MdlError:

@@ -1,5 +1,5 @@
 """``s3://`` through boto3 (``mdl[s3]``, imported on use): a HEAD, then the engine fetches a
-presigned GET URL.
+presigned GET URL; ``S3Store`` is the registry's store for the scheme.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from mdl.buckets.protocol import StoredObject
 from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError, UsageError
 from mdl.redact import Secrets, printable, safe_text
-from mdl.sources.joboutput import UrlFile
 
 log = logging.getLogger("mdl.s3")
 
@@ -103,22 +103,27 @@ def parse_s3_prefix(uri: str, *, what: str = "--to") -> S3Prefix:
     if not _BUCKET.match(bucket) or ".." in bucket:
         raise UsageError(f"{what}: {printable(bucket)!r} is not a bucket name in {shown!r}")
     prefix = prefix.strip("/")
-    if (prefix and any(seg in ("", ".", "..") for seg in prefix.split("/"))) or printable(
-        prefix
-    ) != prefix:
+    _check_prefix(S3Prefix(bucket, prefix), shown=shown, what=what)
+    return S3Prefix(bucket, prefix)
+
+
+def _check_prefix(place: S3Prefix, *, shown: str, what: str) -> None:
+    """A prefix to publish under: plain segments, no template or URL, room left for keys."""
+    prefix = place.prefix
+    odd = prefix and any(seg in ("", ".", "..") for seg in prefix.split("/"))
+    if odd or printable(prefix) != prefix:
         raise UsageError(
             f"{what}: {shown!r} has an empty, '.' or '..' segment or a control character"
         )
     if any(ch in prefix for ch in "{}?#"):
-        place = f"s3://{bucket}/{prefix.split('{', 1)[0].rstrip('/')}"
+        there = f"s3://{place.bucket}/{prefix.split('{', 1)[0].rstrip('/')}"
         raise UsageError(
             f"{what}: {shown!r} is a template or a URL, not a place in a bucket",
-            hint=f"publish to {place}; nodes pull with {place.rstrip('/')}/{{model}}/{{path}}",
+            hint=f"publish to {there}; nodes pull with {there.rstrip('/')}/{{model}}/{{path}}",
         )
     # room left for <model>/<path> in a 1024-byte key
     if len(prefix.encode("utf-8", "surrogatepass")) > 512:
         raise UsageError(f"{what}: the prefix of {shown!r} is too long (at most 512 bytes)")
-    return S3Prefix(bucket, prefix)
 
 
 def s3_client(*, endpoint: str | None = None, secrets: Secrets | None = None) -> Any:
@@ -162,6 +167,9 @@ def s3_client(*, endpoint: str | None = None, secrets: Secrets | None = None) ->
         raise UsageError(f"S3: {where} is not a usable URL: {safe_text(str(exc))}") from None
 
 
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
+
+
 def s3_error(exc: BaseException, *, what: str) -> MdlError:
     """A botocore failure as our error: missing bucket/key 4, denied 3, anything else 5."""
     response = getattr(exc, "response", None)
@@ -175,24 +183,24 @@ def s3_error(exc: BaseException, *, what: str) -> MdlError:
     code = str(error.get("Code") or "")
     status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
     detail = safe_text(str(error.get("Message") or code or status), limit=200)
-    made: MdlError
-    if code in _NOT_FOUND or status in (404, 410):
-        made = NotFoundError(f"{what}: not found ({detail})")
-    elif _DENIED.fullmatch(code) or status in (401, 403):
-        made = AuthError(
-            f"{what}: access denied ({detail})",
-            hint="check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID) and the bucket's policy",
-        )
-    elif (
-        code in {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
-        or status == 503
-    ):
-        made = NetworkError(f"{what}: the store is still throttling after its retries ({detail})")
-    else:
-        made = NetworkError(f"{what}: the store refused ({detail})")
+    made = _error_for(code, status, what=what, detail=detail)
     made.status = status if isinstance(status, int) else None
     made.server_text = detail
     return made
+
+
+def _error_for(code: str, status: object, *, what: str, detail: str) -> MdlError:
+    """The error a store's reply (its error code, its HTTP status) stands for."""
+    if code in _NOT_FOUND or status in (404, 410):
+        return NotFoundError(f"{what}: not found ({detail})")
+    if _DENIED.fullmatch(code) or status in (401, 403):
+        return AuthError(
+            f"{what}: access denied ({detail})",
+            hint="check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID) and the bucket's policy",
+        )
+    if code in _THROTTLED or status == 503:
+        return NetworkError(f"{what}: the store is still throttling after its retries ({detail})")
+    return NetworkError(f"{what}: the store refused ({detail})")
 
 
 @contextmanager
@@ -269,40 +277,24 @@ def presign_get(client: Any, obj: S3Object) -> str:
     return url
 
 
-def s3_source(uri: str, *, named: bool = False, secrets: Secrets | None = None) -> UrlFile:
-    """An ``s3://`` argument of ``mdl get``: a presigned URL, the HEAD's size and SHA-256
-    (``named``: by -o).
-    """
-    obj = parse_s3_uri(uri)
-    client = s3_client(secrets=secrets)
-    head = head_s3(client, obj)
-    size, name = head.get("ContentLength"), "" if named else obj.key.rsplit("/", 1)[-1]
-    size = size if isinstance(size, int) else None
-    return UrlFile(
-        name, presign_get(client, obj), size, sha256_of_head(head), where=safe_text(obj.uri)
-    )
-
-
 class S3Signer:
-    """Presigned GETs for ``s3://`` mirror URLs: one client per endpoint for the run (one costs
-    tens of ms).
+    """Presigned GETs for ``s3://`` mirror URLs at one endpoint: one client for the run (one costs
+    tens of ms), made at the first.
     """
 
-    def __init__(
-        self, endpoints: dict[str, str] | None = None, *, secrets: Secrets | None = None
-    ) -> None:
-        self._endpoints = endpoints or {}  # mirror template → its catalog endpoint
+    def __init__(self, endpoint: str | None = None, *, secrets: Secrets | None = None) -> None:
+        self._endpoint = endpoint
         self._secrets = secrets
-        self._clients: dict[str | None, Any] = {}
+        self._client: Any = None
         self._lock = threading.Lock()
 
-    def presign(self, uri: str, *, template: str | None = None) -> str:
+    def presign(self, uri: str) -> str:
+        """A presigned GET of ``uri`` (a bad key refused before boto3 is asked for)."""
         obj = parse_s3_uri(uri)
-        endpoint = self._endpoints.get(template) if template is not None else None
         with self._lock:
-            if endpoint not in self._clients:
-                self._clients[endpoint] = s3_client(endpoint=endpoint, secrets=self._secrets)
-            client = self._clients[endpoint]
+            if self._client is None:
+                self._client = s3_client(endpoint=self._endpoint, secrets=self._secrets)
+            client = self._client
         return presign_get(client, obj)
 
 
@@ -318,12 +310,59 @@ _CODE_WORDS = {
 }
 
 
-def s3_reason(text: str | None, status: int | None) -> str | None:
-    """What an S3 error reply to a presigned request says, in a few words (its XML ``<Code>``),
-    or None.
-    """
-    found = _ERROR_CODE.search(text or "")
-    if found is None:
-        return None
-    code = found.group(1)
-    return _CODE_WORDS.get(code, f"{code} (HTTP {status})" if status else code)
+# What an S3 store answers when the mirror as a whole cannot serve us (the keys, the bucket), as
+# opposed to AccessDenied / NoSuchKey, which a read-only policy without s3:ListBucket also answers
+# for one missing object; and the s3 extra missing (boto3).
+_S3_DOWN = (
+    "mdl[s3]",
+    "NoSuchBucket",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "AllAccessDisabled",
+)
+
+
+class S3Store:
+    """``s3://`` for the registry: buckets by boto3, GETs presigned."""
+
+    scheme = "s3"
+    takes_endpoint = True  # a MinIO or another compatible beside AWS
+    quotes_values = False  # keys are quoted when signed
+
+    def check_template(self, template: str, *, where: str) -> None:
+        """The bucket of an ``s3://bucket/prefix/{model}/{path}`` mirror must be a bucket name."""
+        bucket = template[len("s3://") :].partition("/")[0]
+        if not _BUCKET.match(bucket) or ".." in bucket:
+            raise UsageError(
+                f"{where}: {bucket!r} is not a bucket name in {template!r}"
+                " (s3://bucket/prefix/{model}/{path})"
+            )
+
+    def one_off(self, uri: str, *, secrets: Secrets | None) -> StoredObject:
+        """An ``s3://`` argument of ``mdl get``: a presigned URL, the HEAD's size and SHA-256."""
+        obj = parse_s3_uri(uri)
+        client = s3_client(secrets=secrets)
+        head = head_s3(client, obj)
+        size = head.get("ContentLength")
+        size = size if isinstance(size, int) else None
+        name = obj.key.rsplit("/", 1)[-1]
+        url = presign_get(client, obj)
+        return StoredObject(name, url, size, sha256_of_head(head), where=safe_text(obj.uri))
+
+    def signer(self, *, endpoint: str | None, secrets: Secrets | None) -> S3Signer:
+        """A presigner with one client for ``endpoint`` (made at its first use)."""
+        return S3Signer(endpoint, secrets=secrets)
+
+    def reason(self, text: str | None, status: int | None) -> str | None:
+        """What an S3 error reply to a presigned request says, in a few words (its XML
+        ``<Code>``), or None."""
+        found = _ERROR_CODE.search(text or "")
+        if found is None:
+            return None
+        code = found.group(1)
+        return _CODE_WORDS.get(code, f"{code} (HTTP {status})" if status else code)
+
+    def is_down(self, said: str) -> bool:
+        """No such bucket, or keys the store does not take."""
+        return any(code in said for code in _S3_DOWN)

@@ -1,4 +1,4 @@
-"""mdl/sources/s3.py: s3:// URIs, the client from the standard AWS chain, checksums and secrets
+"""mdl/buckets/s3.py: s3:// URIs, the client from the standard AWS chain, checksums and secrets
 (real moto server).
 """
 
@@ -10,17 +10,17 @@ import hashlib
 import pytest
 from s3server import S3, SECRET_KEY, s3, s3_server  # noqa: F401
 
+from mdl.buckets.s3 import S3Object, head_s3, parse_s3_uri, s3_client, s3_error, sha256_of_head
 from mdl.errors import AuthError, NetworkError, NotFoundError, UsageError
 from mdl.redact import REDACTED, Secrets, safe_text
-from mdl.sources.s3 import (
-    S3Object,
-    head_s3,
-    parse_s3_uri,
-    s3_client,
-    s3_error,
-    s3_source,
-    sha256_of_head,
-)
+from mdl.sources import UrlFile, parse_sources
+
+
+def s3_source(uri: str, *, named: bool = False) -> UrlFile:
+    """``mdl get``'s reading of one s3:// SOURCE (through the store registry)."""
+    [item] = parse_sources([uri], read_text=str, named=named)
+    assert isinstance(item, UrlFile)
+    return item
 
 
 @pytest.mark.parametrize(
