@@ -19,7 +19,7 @@ from mdl.progress import NullProgress
 from mdl.transfer import Engine, EngineConfig
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.resume import DownloadState, start_writeback
-from mdl.transfer.writing import write_at
+from mdl.transfer.stream import write_at
 
 
 @pytest.fixture
