@@ -1,6 +1,6 @@
 """One file from a known layout (a fresh plan, or an earlier run's record) into its ``.part``: its
 streams run (started over from byte 0 when the server ignores ranges or the file changes: never two
-versions spliced), verified and moved into place; on a failure, what is on disk kept for a resume."""
+versions spliced), verified and moved into place; on a failure, what is on disk kept to resume."""
 
 from __future__ import annotations
 
