@@ -1,10 +1,11 @@
 """One file over HTTP into a ``.part`` and its resume record: parallel ranges, retries, stalls;
 verified, moved.
 
-Its collaborators, each one idea: ``part`` (one try at one file: open, run, verify, finish or keep),
-``restarts`` (its streams, started over when ranges are ignored or the file changes), ``stream``
-(one piece's requests, each answer checked), ``writing`` (an answer's body onto the disk), and
-``shared`` (what every stream of this engine shares).
+The engine probes and retries a bad hash; its collaborators do the rest: ``part.PartFetch`` (one
+try at one file: open, run, verify, finish or keep), ``part.Restarts`` (its streams, started over
+when ranges are ignored or the file changes), ``stream.PieceStream`` (one piece's requests, each
+answer checked), ``stream.BodyCopy`` (an answer's body onto the disk) and ``shared.Shared`` (what
+every stream of one engine shares).
 """
 
 from __future__ import annotations
