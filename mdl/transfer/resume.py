@@ -506,15 +506,8 @@ def load_state(job: TransferJob) -> Loaded | None:
             log.warning("%s: unreadable resume record (%s), starting over", job.label, exc)
         discard_partial(job)
         return None
-    known = any(
-        (
-            saved.has_hash,
-            saved.etag,
-            job.identity.has_hash,
-            job.identity.etag,
-            isinstance(validator, str),
-        )
-    )
+    wanted = job.identity
+    known = any((saved.has_hash, saved.etag, wanted.has_hash, wanted.etag, validator is not None))
     found = stat_file(job.part_path) if known else None
     # nothing tells two versions of this size apart, and no If-Range protects the resume
     if not known:
