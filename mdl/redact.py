@@ -14,7 +14,7 @@ import re
 import string
 import threading
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import accumulate
 from pathlib import PurePath
 from typing import Any
@@ -36,7 +36,8 @@ _UNRESERVED = re.compile("[A-Za-z0-9._~-]+")  # RFC 3986 unreserved: no encoding
 # Parameters whose name makes a query secret but whose value is public: when it was signed, how, for
 # how long, which headers. Registering "host" or "3600" would redact those words everywhere.
 _PUBLIC_PARAM = re.compile(
-    r"(algorithm|date|expires|signedheaders|signature-version|sign-time|key-time|header-list|url-param-list"
+    r"(algorithm|date|expires|signedheaders|signature-version|sign-time|key-time|header-list"
+    r"|url-param-list"
     r"|additional-headers)\Z"
 )
 # Shorter values are never used to rewrite text: they cannot be told from words (they are still
@@ -54,7 +55,8 @@ _BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}")
 # REDACTED (applying twice changes nothing).
 _AUTHORIZATION_RE = re.compile(
     r"(?i)((?<!headers\.)authorization[\"']?\s*[:=]\s*[\"']?)"
-    r"(?!REDACTED)(?:(?:bearer|basic|token|digest|negotiate|bot|apikey|aws4-hmac-sha256)\s+)?[^\s\"',}&]+"
+    r"(?!REDACTED)(?:(?:bearer|basic|token|digest|negotiate|bot|apikey|aws4-hmac-sha256)\s+)?"
+    r"[^\s\"',}&]+"
 )
 # A path parameter (RFC 3986 3.3: "/a;jsessionid=…/b"): a secret name's value is a secret, as in a
 # query.
@@ -64,8 +66,9 @@ _PATH_PARAM = re.compile(r";([^;/=?#]*)=([^;/?#]*)")
 # and overrides, the BOM, invisible tag characters. A terminal shows nothing of them; a server may
 # put them inside a secret.
 _FORMAT = (
-    "\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff"
-    "\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
     "\U000e0001\U000e0020-\U000e007f"
 )
 # C0/C1 controls, line separators and format characters: anything that could move the cursor,
@@ -311,45 +314,53 @@ def _spans(text: str, secrets: Secrets | None) -> list[tuple[int, int]]:
     if secrets is None or not secrets.heads or len(text) < MIN_SECRET_LENGTH:
         return []
     squeezed = _squeeze(text)
-    low = _fold(squeezed)
-    probes = _PROBES.findall(low)
-    chosen = set(probes).intersection(secrets.grams)
-    if not chosen:
-        return []
-    matched: set[tuple[int, int]] = set()
-    for at in [k * _STEP for k, piece in enumerate(probes) if piece in chosen]:
-        for offset in secrets.grams.get(probes[at // _STEP], ()):
-            start = at - offset
-            lengths = (
-                secrets.heads.get(low[start : start + MIN_SECRET_LENGTH]) if start >= 0 else None
-            )
-            for length, (exact, folded) in list(lengths.items()) if lengths else ():
-                end = start + length
-                if end <= len(low) and (squeezed[start:end] in exact or low[start:end] in folded):
-                    matched.add((start, end))
+    matched = _found(squeezed, _fold(squeezed), secrets)
     if not matched:
         return []
     where = _where(text)
-    found = {(where(start), where(end - 1) + 1) for start, end in matched}
+    return _tokens(text, {(where(start), where(end - 1) + 1) for start, end in matched})
+
+
+def _found(squeezed: str, low: str, secrets: Secrets) -> set[tuple[int, int]]:
+    """Where secrets stand in ``squeezed`` (``low``: folded): checked only where a probe is a piece
+    of some secret's head."""
+    probes = _PROBES.findall(low)
+    chosen = set(probes).intersection(secrets.grams)
+    matched: set[tuple[int, int]] = set()
+    for at in [k * _STEP for k, piece in enumerate(probes) if piece in chosen]:
+        for offset in secrets.grams.get(probes[at // _STEP], ()):
+            matched.update(_starting(squeezed, low, at - offset, secrets))
+    return matched
+
+
+def _starting(squeezed: str, low: str, start: int, secrets: Secrets) -> Iterator[tuple[int, int]]:
+    """The spans of the secrets that start at ``start``."""
+    lengths = secrets.heads.get(low[start : start + MIN_SECRET_LENGTH]) if start >= 0 else None
+    for length, (exact, folded) in list(lengths.items()) if lengths else ():
+        end = start + length
+        if end <= len(low) and (squeezed[start:end] in exact or low[start:end] in folded):
+            yield start, end
+
+
+def _tokens(text: str, found: set[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The spans of ``text`` found that are tokens, merged, in order."""
     starts, ends = {a for a, _ in found}, {b for _, b in found}
     merged: list[tuple[int, int]] = []
     for start, end in sorted(found):
         # A token: not part of a longer word (a letter or digit on both sides of an edge), unless
         # the word is secrets back to back.
-        if start > 0 and start not in ends and text[start - 1].isalnum() and text[start].isalnum():
-            continue
-        if (
-            end < len(text)
-            and end not in starts
-            and text[end].isalnum()
-            and text[end - 1].isalnum()
-        ):
+        if (start not in ends and _glued(text, start)) or (end not in starts and _glued(text, end)):
             continue
         if merged and start <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
         else:
             merged.append((start, end))
     return merged
+
+
+def _glued(text: str, at: int) -> bool:
+    """Whether ``at`` falls inside a word: a letter or digit on both sides."""
+    return 0 < at < len(text) and text[at - 1].isalnum() and text[at].isalnum()
 
 
 def _remove_secrets(text: str, secrets: Secrets | None) -> tuple[str, bool]:
@@ -374,7 +385,8 @@ def _remove_secrets(text: str, secrets: Secrets | None) -> tuple[str, bool]:
 # reached its sink).
 _MAY_BE_ENCODED = re.compile(r"[%&\\]")
 _ESCAPE = re.compile(
-    r'\\(?:u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2})|U(00(?:0[0-9a-fA-F]|10)[0-9a-fA-F]{4})|(["\\/bfnrt]))'
+    r"\\(?:u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2})|U(00(?:0[0-9a-fA-F]|10)[0-9a-fA-F]{4})"
+    r'|(["\\/bfnrt]))'
 )
 _JSON_SIMPLE = {
     '"': '"',
@@ -442,15 +454,22 @@ def hide_cut_secret(text: str, secrets: Secrets | None) -> str:
     low, where = _fold(skeleton), _where(text)
     for start in range(max(0, len(low) - secrets.longest), len(low) - MIN_SECRET_LENGTH + 1):
         lengths = secrets.heads.get(low[start : start + MIN_SECRET_LENGTH])
-        tail, tail_low = skeleton[start:], low[start:]
-        for exact, folded in list(lengths.values()) if lengths else ():
-            if any(f.startswith(tail) for f in tuple(exact)) or any(
-                f.startswith(tail_low) for f in tuple(folded)
-            ):
-                at = where(start)
-                if at == 0 or not (text[at - 1].isalnum() and text[at].isalnum()):
-                    return text[:at] + REDACTED
+        if not lengths or not _begins(skeleton[start:], low[start:], lengths):
+            continue
+        at = where(start)
+        if not _glued(text, at):
+            return text[:at] + REDACTED
     return text
+
+
+def _begins(tail: str, tail_low: str, lengths: dict[int, tuple[set[str], set[str]]]) -> bool:
+    """Whether ``tail`` (``tail_low``: folded) is how one of these secrets begins."""
+    for exact, folded in list(lengths.values()):
+        if any(f.startswith(tail) for f in tuple(exact)):
+            return True
+        if any(f.startswith(tail_low) for f in tuple(folded)):
+            return True
+    return False
 
 
 def redact_text(text: str, *, secrets: Secrets | None = None) -> str:

@@ -2,13 +2,7 @@
 a ``.part`` over parallel ranges with a resume record, verifies it and finishes atomically."""
 
 from mdl.transfer.body import promised, read_body
-from mdl.transfer.connection import (
-    NetTransport,
-    origin,
-    set_body_deadline,
-    set_read_timeout,
-    set_reply_deadline,
-)
+from mdl.transfer.connection import NetTransport, origin, set_read_timeout, set_reply_deadline
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import (
     RETRYABLE_STATUSES,
@@ -76,7 +70,6 @@ __all__ = [
     "read_body",
     "retry_after_seconds",
     "saved_progress",
-    "set_body_deadline",
     "set_read_timeout",
     "set_reply_deadline",
     "start_writeback",

@@ -72,31 +72,31 @@ def promised(response: httpx2.Response, *, what: str) -> Span:
     )
     value = headers.get("Content-Range")
     if status == 206 or value is not None:
-        try:
-            first, last, total = parse_content_range(value or "")
-        except ContentRangeError as exc:
-            # RFC 9110 gives a 200's Content-Range no meaning: one we cannot read is left aside
-            if status == 200:
-                return Span(0, length, length, ranged=False)
-            raise NetworkError(
-                f"{what}: bad Content-Range from {redact_url(str(response.url))}: {exc}"
-            ) from exc
-        if length is not None and length != last - first + 1:
-            raise NetworkError(
-                f"{what}: the server sent a {length}-byte body for bytes {first}-{last}"
-                f" ({last - first + 1} bytes)"
-            )
-        # A 200 naming the whole file is the whole file, unless ``bytes=0-`` was asked: then it is
-        # that range too (as rclone answers); to any other range it is a server ignoring ranges.
-        whole = (
-            status == 200
-            and first == 0
-            and total is not None
-            and last + 1 == total
-            and not _asked_all(response)
-        )
-        return Span(first, last + 1, total, ranged=not whole)
+        return _named(response, value or "", length, what=what)
     return Span(0, length, length, ranged=False)
+
+
+def _named(response: httpx2.Response, value: str, length: int | None, *, what: str) -> Span:
+    """The span an answer's Content-Range ``value`` names, its ``length`` that span's."""
+    try:
+        first, last, total = parse_content_range(value)
+    except ContentRangeError as exc:
+        # RFC 9110 gives a 200's Content-Range no meaning: one we cannot read is left aside
+        if response.status_code == 200:
+            return Span(0, length, length, ranged=False)
+        raise NetworkError(
+            f"{what}: bad Content-Range from {redact_url(str(response.url))}: {exc}"
+        ) from exc
+    if length is not None and length != last - first + 1:
+        raise NetworkError(
+            f"{what}: the server sent a {length}-byte body for bytes {first}-{last}"
+            f" ({last - first + 1} bytes)"
+        )
+    # A 200 naming the whole file is the whole file, unless ``bytes=0-`` was asked: then it is that
+    # range too (as rclone answers); to any other range it is a server ignoring ranges.
+    named_whole = first == 0 and total is not None and last + 1 == total
+    whole = response.status_code == 200 and named_whole and not _asked_all(response)
+    return Span(first, last + 1, total, ranged=not whole)
 
 
 def _asked_all(response: httpx2.Response) -> bool:

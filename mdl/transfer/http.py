@@ -376,54 +376,67 @@ def error_for_status(
     ``credentials`` say; a 401 after a redirect that left the user's credentials behind says so)."""
     if hub is None:
         hub = credentials is not None and credentials.from_hub(response)
-    status, text = response.status_code, server_text(response)
-    suffix = f": {detail}" if (detail := safe_text(text, limit=MESSAGE_TEXT_LIMIT)) else ""
-    where, code = redact_url(str(response.url)), response.headers.get("X-Error-Code")
-    error: MdlError
-    withheld = (
-        credentials.withheld(str(response.url)) if credentials is not None and not hub else None
-    )
-    if status == 401 and withheld is not None:
-        error = AuthError(
-            f"{what}: not authorised (HTTP 401 from {where}){suffix}; {withheld[0]}",
-            hint=withheld[1],
-        )
-    elif status == 401:
-        hint = (
-            hub_auth_hint(code, response)
-            if hub
-            else REFUSED_CREDENTIALS
-            if credentials_sent(response)
-            else None
-        )
-        error = AuthError(
-            f"{what}: not authorised (HTTP 401 from {where}){suffix}", hint=hint or NO_CREDENTIALS
-        )
-    elif status == 403 and hub:
-        error = AuthError(
-            f"{what}: access denied (HTTP 403 from {where}){suffix}",
-            hint=hub_auth_hint(code, response),
-        )
-    elif status == 403:
-        signed = is_signed_url(str(response.url))  # only its issuer can sign a new one
-        denied = (
-            "the link has expired or was revoked; ask for a fresh one"
-            if signed
-            else "access denied"
-        )
-        hint = REFUSED_CREDENTIALS if not signed and credentials_sent(response) else None
-        error = ExpiredURLError(f"{what}: {denied} (HTTP 403 from {where}){suffix}", hint=hint)
-    elif status in (404, 410):
-        error = NotFoundError(f"{what}: not found (HTTP {status} from {where}){suffix}")
-    elif status in RETRYABLE_STATUSES:
-        error = RetryableError(
-            f"{what}: HTTP {status} from {where}{suffix}",
-            retry_after=retry_after_seconds(response.headers.get("Retry-After")),
-        )
-    else:
-        error = NetworkError(f"{what}: HTTP {status} from {where}{suffix}")
-    error.status, error.server_text = status, text
+    text = server_text(response)
+    detail = safe_text(text, limit=MESSAGE_TEXT_LIMIT)
+    refusal = _Refusal(response, what, hub=hub, credentials=credentials, detail=detail)
+    error = refusal.error()
+    error.status, error.server_text = response.status_code, text
     return error
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """A final answer that is not the file's, put in words (``detail``: the server's own)."""
+
+    response: httpx2.Response
+    what: str
+    hub: bool
+    credentials: Credentials | None
+    detail: str
+
+    def said(self, words: str = "") -> str:
+        """``what: words (HTTP 403 from URL): detail``; without ``words``, no brackets."""
+        answer = f"HTTP {self.response.status_code} from {redact_url(str(self.response.url))}"
+        told = f"{words} ({answer})" if words else answer
+        suffix = f": {self.detail}" if self.detail else ""
+        return f"{self.what}: {told}{suffix}"
+
+    def error(self) -> MdlError:
+        status = self.response.status_code
+        if status == 401:
+            return self.unauthorised()
+        if status == 403:
+            return self.forbidden()
+        if status in (404, 410):
+            return NotFoundError(self.said("not found"))
+        if status in RETRYABLE_STATUSES:
+            delay = retry_after_seconds(self.response.headers.get("Retry-After"))
+            return RetryableError(self.said(), retry_after=delay)
+        return NetworkError(self.said())
+
+    def unauthorised(self) -> AuthError:
+        url, credentials = str(self.response.url), self.credentials
+        withheld = credentials.withheld(url) if credentials is not None and not self.hub else None
+        if withheld is not None:
+            return AuthError(f"{self.said('not authorised')}; {withheld[0]}", hint=withheld[1])
+        if self.hub:
+            hint = hub_auth_hint(self.response.headers.get("X-Error-Code"), self.response)
+        elif credentials_sent(self.response):
+            hint = REFUSED_CREDENTIALS
+        else:
+            hint = NO_CREDENTIALS
+        return AuthError(self.said("not authorised"), hint=hint)
+
+    def forbidden(self) -> AuthError:
+        if self.hub:
+            hub_hint = hub_auth_hint(self.response.headers.get("X-Error-Code"), self.response)
+            return AuthError(self.said("access denied"), hint=hub_hint)
+        # only its issuer can sign a new one
+        if is_signed_url(str(self.response.url)):
+            expired = "the link has expired or was revoked; ask for a fresh one"
+            return ExpiredURLError(self.said(expired))
+        hint = REFUSED_CREDENTIALS if credentials_sent(self.response) else None
+        return ExpiredURLError(self.said("access denied"), hint=hint)
 
 
 def transport_error(
@@ -450,23 +463,25 @@ def transport_error(
         )
     through = f" through {proxy.describe()}" if proxy is not None else ""
     if isinstance(exc, httpx2.TimeoutException):
-        phase = next((name for kind, name in _TIMEOUT_PHASES if isinstance(exc, kind)), "read")
-        try:
-            limit = (exc.request.extensions.get("timeout") or {}).get(phase)
-        except RuntimeError:  # an exception raised without its request
-            limit = None
-        within = f" within {limit:g} s" if isinstance(limit, int | float) else ""
-        verb = (
-            "did not accept a connection"
-            if isinstance(exc, httpx2.ConnectTimeout)
-            else "did not answer"
-        )
-        return UnreachableError(f"{what}: {who} {verb}{within}{through}", hint=hint)
+        return UnreachableError(f"{what}: {who} {_silent(exc)}{through}", hint=hint)
     if isinstance(exc, httpx2.ConnectError):
         # "cannot reach the Hub at …", "… to host:port"
         verb = "cannot reach" if server else "cannot connect to"
         return UnreachableError(f"{what}: {verb} {who}{through}: {reason}", hint=hint)
     return RetryableError(f"{what}: error from {who}{through}: {reason}", hint=hint)
+
+
+def _silent(exc: httpx2.TimeoutException) -> str:
+    """What a timeout says the server did not do, and within how long."""
+    phase = next((name for kind, name in _TIMEOUT_PHASES if isinstance(exc, kind)), "read")
+    try:
+        limit = (exc.request.extensions.get("timeout") or {}).get(phase)
+    except RuntimeError:  # an exception raised without its request
+        limit = None
+    within = f" within {limit:g} s" if isinstance(limit, int | float) else ""
+    if isinstance(exc, httpx2.ConnectTimeout):
+        return f"did not accept a connection{within}"
+    return f"did not answer{within}"
 
 
 @contextmanager

@@ -79,36 +79,33 @@ def probe(
                 client, url, credentials=credentials, headers=asked, what=what, saved_as=saved_as
             )
         )
-        span = None
-        if response.status_code in (200, 206):
-            if is_encoded(response, what=what):
-                # Its lengths count coded bytes and its ETag names the coding: size and version
-                # unknown till decoded.
-                return Probed(str(response.url), None, None, ranged=False)
-            total = (span := promised(response, what=what)).total
-        elif (
-            response.status_code == 416
-            and content_range_total(response.headers.get("Content-Range")) == 0
-        ):
-            total = 0  # a 416's "bytes */0": an empty file has no byte 0 to give (RFC 9110 §14.1.1)
-        else:
-            raise error_for_status(response, what=what, credentials=credentials)
+        if response.status_code in (200, 206) and is_encoded(response, what=what):
+            # Its lengths count coded bytes and its ETag names the coding: size and version unknown
+            # till decoded.
+            return Probed(str(response.url), None, None, ranged=False)
+        span = _first_bytes(response, what=what, credentials=credentials)
         etag, modified = validators(response)
-        ranged, opening = span is not None and span.ranged, None
-        if (
-            span is not None
-            and ranged
-            and carry
-            and span.start == 0
-            and span.end is not None
-            and total is not None
-        ):
+        opening = None
+        # the file from byte 0, its size known
+        carried = carry and span.start == 0 and span.total is not None
+        if span.ranged and carried and span.end is not None:
             # the download reads on, and closes it
             opening = Opening(response, stack.pop_all().close, end=span.end)
-        elif ranged:
+        elif span.ranged:
             drain(response)  # one byte: read it, and the connection carries the download next
         # The version the download is of: a strong ETag, else Last-Modified (If-Range takes either).
-        return Probed(str(response.url), total, etag or modified, ranged=ranged, opening=opening)
+        return Probed(str(response.url), span.total, etag or modified, span.ranged, opening)
+
+
+def _first_bytes(response: httpx2.Response, *, what: str, credentials: Credentials) -> Span:
+    """What the probe's answer holds; an empty file's 416 (``bytes */0``) as an empty whole file:
+    it has no byte 0 to give (RFC 9110 §14.1.1)."""
+    if response.status_code in (200, 206):
+        return promised(response, what=what)
+    empty = content_range_total(response.headers.get("Content-Range")) == 0
+    if response.status_code == 416 and empty:
+        return Span(0, 0, 0, ranged=False)
+    raise error_for_status(response, what=what, credentials=credentials)
 
 
 def validators(response: httpx2.Response) -> tuple[str | None, str | None]:
@@ -137,18 +134,7 @@ def check_version(
     etag, modified = validators(response)
     sent = response.headers.get("Last-Modified")  # as sent, usable or not
     with state.lock:
-        # two strong ETags decide alone: equal means byte-identical (RFC 9110 §8.8.3)
-        if etag and state.etag:
-            changed = etag != state.etag
-        else:
-            # A date too close to its answer's Date cannot prove two answers are one version, but a
-            # date that differs proves they are not: a server ignoring If-Range with a fresh date is
-            # another version.
-            changed = bool(sent and state.modified_seen and sent != state.modified_seen)
-            changed = changed or bool(
-                modified and state.last_modified and modified != state.last_modified
-            )
-        changed = changed and state.validator is not None
+        changed = state.validator is not None and _differs(state, etag, modified, sent)
         if changed and not whole:
             raise SourceChanged(new_size=total)
         if changed:
@@ -160,6 +146,21 @@ def check_version(
         else:
             state.etag, state.last_modified = state.etag or etag, state.last_modified or modified
             state.modified_seen = state.modified_seen or sent
+
+
+def _differs(
+    state: DownloadState, etag: str | None, modified: str | None, sent: str | None
+) -> bool:
+    """Whether an answer's validators name another version than the one the file is of."""
+    # two strong ETags decide alone: equal means byte-identical (RFC 9110 §8.8.3)
+    if etag and state.etag:
+        return etag != state.etag
+    # A date too close to its answer's Date cannot prove two answers are one version, but a date
+    # that differs proves they are not: a server ignoring If-Range with a fresh date is another
+    # version.
+    if sent and state.modified_seen and sent != state.modified_seen:
+        return True
+    return bool(modified and state.last_modified and modified != state.last_modified)
 
 
 def check_range(state: DownloadState, span: Span, offset: int, asked_end: int | None) -> int:

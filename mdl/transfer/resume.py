@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from mdl.errors import LocalFSError, MdlError, NetworkError, UsageError
 from mdl.signing import SignedFile
@@ -190,6 +190,29 @@ class DownloadState:
                 piece.done = 0
             self.flushed = None
 
+    def drop(self, piece: Piece, *, why: str) -> int:
+        """Claim none of ``piece``'s bytes (its next answer starts it over); returns how many it
+        had."""
+        # with the frontier: the hashing thread sees both or none; no record claims dropped bytes
+        with self.lock:
+            self.discarded = self.discarded or (why if piece.done else None)
+            dropped, piece.done = piece.done, 0
+            self.restarted, self.answers, self.flushed = True, 0, None
+            self.hasher.reset()
+        return dropped
+
+    def take_back(self, piece: Piece, frontier: int) -> int:
+        """Move ``piece``'s frontier back to ``frontier``: what an answer wrote past it is no
+        longer claimed; returns how much."""
+        with self.lock:
+            dropped = max(0, piece.start + piece.done - frontier)
+            piece.done -= dropped
+            self.flushed = None  # which of the bytes it claimed were the file's, nothing tells
+            self.fetched -= dropped
+            if self.hasher.position > frontier:
+                self.hasher.reset()
+        return dropped
+
     def adopt(self, validator: str | None) -> None:
         """A version fixed earlier (record, probe; None: not yet): an ETag is quoted, a date not. A
         weak ETag cannot guard a range (RFC 9110 §13.1.5), so it counts as none."""
@@ -351,41 +374,62 @@ def parse_state(raw: object) -> tuple[Identity, list[Piece], str | None]:
         raise ValueError("not an object")
     if raw.get("version") != STATE_VERSION:
         raise ValueError(f"version {raw.get('version')!r}")
-    # the machine restarted: only its last durable layout holds
-    if "boot" in raw and raw["boot"] != boot_id():
-        if raw.get("flushed") is None:
-            raise ValueError("saved before the machine restarted, its bytes never flushed")
-        raw = {**raw, "pieces": raw["flushed"]}
+    saved, validator = _parse_identity(raw)
+    return saved, _parse_pieces(_kept_layout(raw), saved.size), validator
+
+
+def _kept_layout(raw: dict[str, object]) -> object:
+    """The pieces a record claims: once the machine restarted, only its last durable layout."""
+    if "boot" not in raw or raw["boot"] == boot_id():
+        return raw.get("pieces")
+    if raw.get("flushed") is None:
+        raise ValueError("saved before the machine restarted, its bytes never flushed")
+    return raw["flushed"]
+
+
+def _parse_identity(raw: dict[str, object]) -> tuple[Identity, str | None]:
     ident = raw.get("identity")
     if not isinstance(ident, dict):
         raise ValueError("identity is not an object")
     size = ident.get("size")
     if size is not None and not _is_offset(size):
         raise ValueError("identity.size")
-    texts = [ident.get(key) for key in ("sha256", "git_oid", "etag")]
-    validator = raw.get("validator")
-    if not all(value is None or isinstance(value, str) for value in (*texts, validator)):
-        raise ValueError("identity or validator is not text")
-    saved = Identity(size, *texts)
-    entries = raw.get("pieces")
+    sha256, git_oid, etag = (_text(ident.get(key)) for key in ("sha256", "git_oid", "etag"))
+    return Identity(size, sha256, git_oid, etag), _text(raw.get("validator"))
+
+
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError("identity or validator is not text")
+
+
+def _parse_pieces(entries: object, size: int | None) -> list[Piece]:
+    """Pieces that tile ``[0, size)`` in order (the last one open-ended when the size is not
+    known)."""
     if not isinstance(entries, list) or not entries:
         raise ValueError("pieces")
     pieces: list[Piece] = []
     for index, entry in enumerate(entries):
+        where, last = f"pieces[{index}]", index == len(entries) - 1
         if not isinstance(entry, list) or len(entry) != 3:
-            raise ValueError(f"pieces[{index}]")
+            raise ValueError(where)
         start, end, done = entry
-        last = index == len(entries) - 1
         if not _is_offset(start) or start != (pieces[-1].end if pieces else 0):
-            raise ValueError(f"pieces[{index}]: start")
-        if end is None and (not last or size is not None):
-            raise ValueError(f"pieces[{index}]: open end")
-        if end is not None and (not _is_offset(end) or end <= start or (last and end != size)):
-            raise ValueError(f"pieces[{index}]: end")
+            raise ValueError(f"{where}: start")
+        _check_end(end, start, size, last=last, where=where)
         if not _is_offset(done) or (end is not None and done > end - start):
-            raise ValueError(f"pieces[{index}]: done")
+            raise ValueError(f"{where}: done")
         pieces.append(Piece(start, end, done))
-    return saved, pieces, validator
+    return pieces
+
+
+def _check_end(end: object, start: int, size: int | None, *, last: bool, where: str) -> None:
+    """A piece's end is past its start, and the last one's the file's size (open: not known)."""
+    if end is None and (not last or size is not None):
+        raise ValueError(f"{where}: open end")
+    if end is not None and (not _is_offset(end) or end <= start or (last and end != size)):
+        raise ValueError(f"{where}: end")
 
 
 @cache
@@ -397,7 +441,7 @@ def boot_id() -> str | None:
         return None
 
 
-def _is_offset(value: object) -> bool:
+def _is_offset(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
@@ -462,15 +506,8 @@ def load_state(job: TransferJob) -> Loaded | None:
             log.warning("%s: unreadable resume record (%s), starting over", job.label, exc)
         discard_partial(job)
         return None
-    known = any(
-        (
-            saved.has_hash,
-            saved.etag,
-            job.identity.has_hash,
-            job.identity.etag,
-            isinstance(validator, str),
-        )
-    )
+    wanted = job.identity
+    known = any((saved.has_hash, saved.etag, wanted.has_hash, wanted.etag, validator is not None))
     found = stat_file(job.part_path) if known else None
     # nothing tells two versions of this size apart, and no If-Range protects the resume
     if not known:

@@ -19,6 +19,7 @@ from mdl.transfer import Engine, EngineConfig
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.resume import DownloadState, parse_state
 from mdl.transfer.scheduling import Piece
+from mdl.transfer.stream import PieceStream
 
 MiB = 1 << 20
 
@@ -87,12 +88,12 @@ def test_a_broken_stream_retried_at_a_server_whose_200_names_the_whole_file_rest
 def test_a_piece_taken_whole_just_before_its_request_asks_no_unsatisfiable_range(
     started: list[ScriptedServer], tmp_path: Path
 ) -> None:
-    """``run_piece`` checks ``piece.complete`` and then ``_stream_piece`` reads the frontier:
+    """``PieceStream.run`` checks ``piece.complete`` and then ``request`` reads the frontier:
     between the two the carrier may take the piece whole (``DownloadState.carry``: ``after.start =
     after.end``). With a hash (no overlap to repeat) the request is then ``Range: bytes=E-(E-1)``,
     an invalid range: a server ignores it (200, the whole file: ``RangesIgnoredError``, every byte
     fetched so far thrown away and the file fetched again as one stream) or refuses it with a 416
-    (``_stream_piece`` reads that as "the remote size changed": exit 5). Here the state the race
+    (``request`` reads that as "the remote size changed": exit 5). Here the state the race
     leaves is built directly and the one request it makes is looked at."""
     data = make_data(8 * MiB, seed=3813)
     server = ScriptedServer({"/f.bin": [Phase(data, etag='"v1"')]}).start()
@@ -113,7 +114,7 @@ def test_a_piece_taken_whole_just_before_its_request_asks_no_unsatisfiable_range
         with make_client(timeout=5, pool_size=4) as client:
             engine = Engine(client, config, progress=NullProgress(), cancel=threading.Event())
             try:
-                engine._stream_piece(state, taken, url)
+                PieceStream(engine, state, taken).request(url)
             except Exception as exc:  # what the answer to that request made of the download
                 raised: Exception | None = exc
             else:

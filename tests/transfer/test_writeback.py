@@ -17,9 +17,9 @@ from servers import CdnServer, make_data
 from mdl.errors import LocalFSError
 from mdl.progress import NullProgress
 from mdl.transfer import Engine, EngineConfig
-from mdl.transfer.engine import write_at
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.resume import DownloadState, start_writeback
+from mdl.transfer.stream import write_at
 
 
 @pytest.fixture

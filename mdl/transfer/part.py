@@ -1,0 +1,312 @@
+"""One file from a known layout (a fresh plan, or an earlier run's record) into its ``.part``: its
+streams run (started over from byte 0 when the server ignores ranges or the file changes: never two
+versions spliced), verified and moved into place; on a failure, what is on disk kept to resume."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+
+import httpx2
+
+from mdl.errors import IntegrityError, LocalFSError, MdlError, NetworkError, NoSpaceError
+from mdl.store import DirSyncs, open_file
+from mdl.transfer.job import (
+    HashMismatch,
+    RangesIgnoredError,
+    SourceChanged,
+    TransferJob,
+    TransferResult,
+)
+from mdl.transfer.resume import (
+    DownloadState,
+    Loaded,
+    discard_partial,
+    finish_part,
+    job_root,
+    keeping,
+)
+from mdl.transfer.scheduling import MIN_PIECE, Piece, run_pieces, spread
+from mdl.transfer.shared import IGNORED_RANGE, Shared
+from mdl.transfer.stream import PieceStream
+
+log = logging.getLogger("mdl.transfer")
+
+
+class PartFetch:
+    """One try at one file: its ``.part`` opened, filled by ``Restarts``, verified, finished."""
+
+    def __init__(
+        self, shared: Shared, job: TransferJob, loaded: Loaded | None, dirs: DirSyncs | None
+    ) -> None:
+        self.shared, self.job, self.loaded, self.dirs = shared, job, loaded, dirs
+
+    def run(self) -> TransferResult:
+        """The file in place, verified; else an error, the bytes on disk kept if worth a resume."""
+        fd = self._open_part()
+        state = self._state(fd)
+        resumed_from = state.on_disk()
+        try:
+            size = self._download(state, resumed_from)
+        except OSError as exc:
+            raise self._disk_error(exc) from exc
+        except HashMismatch as exc:
+            self._refuse(state, exc, resumed_from)
+            raise
+        except (MdlError, KeyboardInterrupt, httpx2.HTTPError) as exc:
+            self._keep(state, exc)
+            raise
+        finally:
+            os.close(fd)
+        self._finish(state)
+        # the kept bytes were thrown away on the way: every byte was fetched now
+        if state.restarted:
+            resumed_from = 0
+        return TransferResult(
+            size=size,
+            sha256=state.hasher.sha256.hexdigest(),
+            git_oid=state.hasher.sha1.hexdigest() if state.hasher.sha1 is not None else None,
+            etag=state.validator,
+            resumed_from=resumed_from,
+            fetched=size - resumed_from,
+            verified=not state.overlaps or (resumed_from == 0 and state.answers <= 1),
+            discarded=state.discarded,
+        )
+
+    def _open_part(self) -> int:
+        job = self.job
+        try:
+            return open_file(job_root(job), job.part_path, os.O_RDWR | os.O_CREAT)
+        except OSError as exc:
+            raise LocalFSError(
+                f"{job.label}: cannot write {job.part_path}: {exc.strerror}"
+            ) from exc
+
+    def _state(self, fd: int) -> DownloadState:
+        """The shared progress of the download: the record's, unless no kept byte can be proved."""
+        job, loaded = self.job, self.loaded
+        if loaded is None:
+            state = DownloadState(job, fd, self.shared.config.plan(job.identity.size), None)
+        else:
+            state = DownloadState(job, fd, loaded.pieces, loaded.validator)
+            state.flushed = loaded.flushed
+        if state.overlaps and not state.provable():
+            log.info(
+                "%s: no bytes on disk can be compared with the server's, starting over", job.label
+            )
+            if state.on_disk():
+                state.discarded = "no kept byte could be compared with the server's"
+            state.forget()
+        return state
+
+    def _download(self, state: DownloadState, resumed_from: int) -> int:
+        """Fill the ``.part`` and verify it; returns its size."""
+        job, fd = self.job, state.fd
+        if self.loaded is None and state.size is not None:
+            os.ftruncate(fd, state.size)
+        # a one-stream file saves its record at the first checkpoint, if it lasts
+        if len(state.pieces) > 1:
+            state.save()
+        self.shared.progress.start(
+            job.label,
+            label=job.label,
+            total=state.size,
+            completed=resumed_from,
+            model=job.model,
+            path=job.path,
+        )
+        Restarts(self.shared, state).run()
+        if state.size is None:  # unknown size: the stream ended, its length is the size
+            state.pieces[0].end = state.pieces[0].done
+            os.ftruncate(fd, state.pieces[0].done)
+        state.hasher.catch_up(state.contiguous())
+        size = os.fstat(fd).st_size
+        state.verify(size)
+        # the bytes (and the size that reads them back); the rename is made durable apart
+        os.fdatasync(fd)
+        return size
+
+    def _disk_error(self, exc: OSError) -> MdlError:
+        job = self.job
+        if exc.errno == errno.ENOSPC:
+            discard_partial(job)  # the space comes back when ``run`` closes the file
+            return NoSpaceError(
+                f"{job.label}: no space left on device while writing {job.part_path}"
+            )
+        return LocalFSError(f"{job.label}: {exc.strerror or exc} ({job.part_path})")
+
+    def _refuse(self, state: DownloadState, exc: HashMismatch, resumed_from: int) -> None:
+        """The bytes are not the file: removed; an IntegrityError unless a try from zero may
+        cure it."""
+        job = self.job
+        # thrown away: not progress
+        self.shared.progress.advance(job.label, resumed_from - state.on_disk())
+        discard_partial(job)
+        # ranges no version tied together
+        spliced = len(state.pieces) > 1 and state.validator is None
+        # Only a transfer that may be to blame (kept bytes, ranges no validator tied) is fetched
+        # again from zero.
+        suspect = (resumed_from > 0 and not state.restarted) or spliced
+        exc.fetched = state.fetched
+        if job.retry_on_mismatch and suspect:
+            return
+        error = IntegrityError(
+            f"{job.label}: {exc.kind} mismatch: expected {exc.expected}, got {exc.actual}",
+            hint="the source changed or is corrupt; the partial file was removed",
+        )
+        # fetched, then refused: the run's byte counts include them
+        error.fetched = state.fetched
+        raise error from None
+
+    def _keep(self, state: DownloadState, exc: BaseException) -> None:
+        if isinstance(exc, MdlError):
+            exc.fetched += state.fetched
+        with contextlib.suppress(OSError):
+            if state.on_disk() > 0:
+                state.save(durable=True)  # keep what we have for the next run
+            else:
+                discard_partial(self.job)  # nothing worth resuming: leave no debris
+
+    def _finish(self, state: DownloadState) -> None:
+        job = self.job
+        try:
+            finish_part(job, self.dirs, record=self.loaded is not None or state.saved_once)
+        except OSError as exc:
+            raise LocalFSError(
+                f"{job.label}: cannot move it into place at {job.final_path}: {exc.strerror or exc}"
+            ) from exc
+
+
+MAX_RESTARTS = 4
+COMPRESSED = "the server sent a compressed body, which cannot be resumed"
+
+
+class Restarts:
+    """One file's attempts: its streams run, and run again from zero when the bytes on disk cannot
+    be continued."""
+
+    def __init__(self, shared: Shared, state: DownloadState) -> None:
+        self.shared, self.state = shared, state
+
+    def run(self) -> None:
+        """Run the streams; start over when ranges are ignored or, once, when the file changed:
+        never two versions.
+        """
+        for _ in range(MAX_RESTARTS):
+            try:
+                self._run_streams()
+                return
+            except RangesIgnoredError:
+                layout = self._ranges_ignored()
+            except SourceChanged as changed:
+                layout = self._changed(changed)
+            self._start_over(layout)
+        raise NetworkError(
+            f"{self.state.job.label}: the server kept changing the file or ignoring ranges; giving"
+            " up"
+        )
+
+    def _ranges_ignored(self) -> list[Piece]:
+        state, job = self.state, self.state.job
+        log.info("%s: server ignores ranges, restarting as one stream", job.label)
+        kept = state.on_disk() > 0
+        # kept bytes fetched again (a coded body: not ranges)
+        if kept and not state.whole_only:
+            self.shared.ignored_range(state)
+        if kept:
+            why = COMPRESSED if state.whole_only else IGNORED_RANGE
+            state.discarded = state.discarded or why
+        job.retries.add("server ignores ranges, restarted as one stream")
+        return [Piece(0, state.size)]
+
+    def _changed(self, changed: SourceChanged) -> list[Piece]:
+        state, job = self.state, self.state.job
+        state.count_change()
+        log.info("%s: the file changed on the server, starting over", job.label)
+        job.retries.add("the file changed on the server, started over")
+        self.shared.progress.note(
+            f"{job.label}: the file changed on the server, downloading the new version"
+        )
+        if state.on_disk() > 0:
+            state.discarded = state.discarded or "the file changed on the server"
+        size = state.size if changed.new_size is None else changed.new_size
+        return self.shared.config.plan(size)
+
+    def _start_over(self, layout: list[Piece]) -> None:
+        state = self.state
+        self.shared.progress.advance(state.job.label, -state.on_disk())
+        state.reset(layout)
+        os.ftruncate(state.fd, 0)  # never splice two versions: drop every byte of the old one
+        if state.size is not None:
+            os.ftruncate(state.fd, state.size)
+        state.save()
+
+    def _run_streams(self) -> None:
+        state, job = self.state, self.state.job
+        connections = self.shared.config.streams(state.size)
+        state.multi = len(state.pieces) > 1
+        state.url = job.located if job.located and not state.restarted else job.url
+        if state.multi and not all(p.complete for p in state.pieces):
+            state.multi = self._aim_ranges(connections)
+        todo = [p for p in state.pieces if not p.complete]
+        small = state.size is None or state.size < self.shared.config.split_threshold
+        if len(todo) <= 1 and small:
+            self._run_alone(todo)
+        else:
+            self._run_parallel(todo, connections)
+
+    def _run_alone(self, todo: list[Piece]) -> None:
+        """A small file: one stream, hashed as it arrives."""
+        # a resumed prefix first: then the stream hashes from memory
+        self.state.hasher.catch_up(self.state.contiguous())
+        for piece in todo:
+            PieceStream(self.shared, self.state, piece).run()
+
+    def _run_parallel(self, todo: list[Piece], connections: int) -> None:
+        state, shared = self.state, self.shared
+        workers = max(1, min(connections, len(todo)))
+        with keeping(state, checkpoint=shared.config.checkpoint_interval, on_failure=self._stop):
+            run_pieces(
+                todo,
+                lambda piece: PieceStream(shared, state, piece).run(),
+                connections=connections,
+                name=f"get:{state.job.label}",
+                stopped=lambda: shared.cancel.is_set() or state.stop.is_set(),
+                on_failure=self._stop,
+                steal=(lambda: state.steal(workers)) if state.multi else None,
+            )
+        shared.check_stop(state)  # Ctrl-C: the streams ended early
+
+    def _stop(self) -> None:
+        self.state.stop.set()
+        self.shared.close(self.state)  # only this file's streams: other files go on
+
+    def _aim_ranges(self, connections: int) -> bool:
+        """Where a split file's ranges go, and whether in parallel (not if nothing tells two
+        versions' ranges apart).
+        """
+        state, job = self.state, self.state.job
+        # A probe of this run found where ranges are answered (state.url is there), or a hash will
+        # prove the result whatever the answers' versions: every stream asks at once, each answer
+        # checked as locate's would be (the first one's final URL serves the later requests). Else
+        # one round trip first fixes the version.
+        if (job.located and not state.restarted) or (job.verify and job.identity.has_hash):
+            # after a restart the next answer says
+            if state.validator is None and not state.restarted:
+                state.adopt(job.identity.etag)  # If-Range on every range
+        else:
+            state.url = self.shared.locate(state)
+        if state.validator is None and not job.identity.has_hash and state.on_disk() == 0:
+            job.retries.warn(
+                f"{job.label}: the server names no version of the file (no strong ETag, no usable"
+                " Last-Modified) and no sha256 checks it: fetched as one stream, and an"
+                " interruption starts it over"
+            )
+            with state.lock:
+                state.pieces = [Piece(0, state.size)]
+            return False
+        with state.lock:  # a resume down to a few big pieces still uses every connection
+            spread(state.pieces, connections=connections, least=MIN_PIECE)
+        return True

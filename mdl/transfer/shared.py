@@ -1,0 +1,97 @@
+"""What every stream of one engine shares: the client and its knobs, the display, Ctrl-C, the rate
+cap, and the answers being read (closed to wake the streams reading them)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from collections.abc import Iterator
+
+import httpx2
+
+from mdl.errors import InterruptedByUserError
+from mdl.progress import Progress
+from mdl.transfer.job import EngineConfig
+from mdl.transfer.replies import locate
+from mdl.transfer.resume import DownloadState
+from mdl.transfer.scheduling import RateLimiter, StreamStopped
+from mdl.units import human_size
+
+# why kept bytes were thrown away (a resume's outcome says it)
+IGNORED_RANGE = "the server ignored the range"
+
+
+@dataclasses.dataclass(eq=False)
+class Shared:
+    client: httpx2.Client
+    config: EngineConfig
+    _: dataclasses.KW_ONLY
+    progress: Progress
+    cancel: threading.Event
+    limiter: RateLimiter | None = None
+    # by file
+    _open: dict[httpx2.Response, DownloadState] = dataclasses.field(
+        default_factory=dict, init=False
+    )
+    _open_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False)
+
+    @contextlib.contextmanager
+    def reading(self, response: httpx2.Response, state: DownloadState) -> Iterator[None]:
+        """``response`` is read for ``state``'s file meanwhile: ``close`` wakes its stream."""
+        with self._open_lock:
+            self._open[response] = state
+        try:
+            yield
+        finally:
+            with self._open_lock:
+                del self._open[response]
+
+    def close(self, state: DownloadState | None = None) -> None:
+        """Close the answers being read for ``state`` (None: for every file): their streams wake
+        and end.
+        """
+        with self._open_lock:
+            doomed = [
+                response
+                for response, owner in self._open.items()
+                if state is None or owner is state
+            ]
+        for response in doomed:
+            with contextlib.suppress(Exception):
+                response.close()
+
+    def check_stop(self, state: DownloadState) -> None:
+        if self.cancel.is_set():
+            raise InterruptedByUserError(f"{state.job.label}: interrupted")
+        if state.stop.is_set():
+            raise StreamStopped
+
+    def announce(self, state: DownloadState, kind: str, count: int, text: str) -> None:
+        """One line per retry of a file, however many of its streams hit it at once (the highest
+        count wins).
+        """
+        with state.lock:
+            if state.announced.get(kind, 0) >= count:
+                return
+            state.announced[kind] = count
+        self.progress.note(f"{state.job.label}: {text}")
+
+    def ignored_range(self, state: DownloadState) -> None:
+        """Say once that the bytes on disk are thrown away: a resume the display announced is not
+        one after all.
+        """
+        size = human_size(state.size) if state.size is not None else "the file"
+        self.announce(
+            state, "whole", 1, f"server ignored the range; fetching {size} from the start"
+        )
+
+    def locate(self, state: DownloadState) -> str:
+        """Where the file's ranges are answered (``replies.locate``), retried."""
+        return self.config.retry.run(
+            lambda: locate(self.client, state),
+            what=state.job.label,
+            wait=self.cancel.wait,
+            on_retry=state.job.retries.add,
+            announce=lambda _, line: self.progress.note(f"{state.job.label}: {line}"),
+        )

@@ -1,0 +1,487 @@
+"""One stream's requests for one piece of a file: each answer checked against the file and the
+request, then its body written at the piece's frontier (the bytes it repeats compared with those on
+disk, never a byte past the piece); tried again from the frontier when a connection fails or
+stalls, or a signed URL expires."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import itertools
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+import httpx2
+
+from mdl.errors import NetworkError
+from mdl.transfer.body import BodyOverrunError, Span, promised, read_body
+from mdl.transfer.connection import set_read_timeout
+from mdl.transfer.headers import content_range_total, is_encoded
+from mdl.transfer.http import (
+    ExpiredURLError,
+    RetryableError,
+    Tries,
+    error_for_status,
+    follow,
+    seconds,
+    transport_error,
+)
+from mdl.transfer.job import Opening, RangesIgnoredError, SourceChanged
+from mdl.transfer.replies import check_range, check_size, check_version, size_differs
+from mdl.transfer.resume import HASH_BLOCK, DownloadState
+from mdl.transfer.scheduling import MiB, Piece, window
+from mdl.transfer.shared import IGNORED_RANGE, Shared
+
+log = logging.getLogger("mdl.transfer")
+
+PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
+
+
+class _ClosedEarly(RetryableError):
+    """The body ended before the piece did: the connection was lost mid-answer."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Ask:
+    """One request for (part of) a piece: from byte ``offset`` less the ``back`` bytes on disk it
+    repeats, up to ``end`` (None: the file's end); ``opening``: the probe's answer, taken
+    instead."""
+
+    url: str
+    offset: int
+    back: int
+    end: int | None
+    ranged: bool
+    validator: str | None
+    opening: Opening | None
+
+    def headers(self) -> dict[str, str]:
+        if not self.ranged:
+            return {}
+        last = "" if self.end is None else self.end - 1
+        headers = {"Range": f"bytes={self.offset - self.back}-{last}"}
+        # RFC 9110 §13.1.5: a changed file comes back whole
+        if self.validator:
+            headers["If-Range"] = self.validator
+        return headers
+
+
+class PieceStream:
+    """One stream working on one piece till it is complete, with the piece's retry budget."""
+
+    def __init__(self, shared: Shared, state: DownloadState, piece: Piece) -> None:
+        self.shared, self.state, self.piece, self.job = shared, state, piece, state.job
+        self.tries = Tries(
+            shared.config.retry,
+            self.job.label,
+            wait=shared.cancel.wait,
+            on_retry=self.job.retries.add,
+            announce=lambda count, line: shared.announce(state, "retry", count, line),
+            # this host answered the file's first request: a refusal now is a blip
+            quick_unreachable=False,
+        )
+        self.stalls = 0
+        # the furthest this piece has got: progress is getting past it
+        self.high = piece.start + piece.done
+
+    def run(self) -> None:
+        """Fetch the piece, resuming from its last byte; only tries that moved nothing onto the
+        disk spend retries.
+        """
+        while not self.piece.complete:
+            self.shared.check_stop(self.state)
+            url = self.state.url
+            try:
+                if self._try(url):
+                    return
+            except ExpiredURLError:
+                if not self._relocate(url):
+                    raise
+            except httpx2.ReadTimeout as exc:
+                self._stalled(exc)
+            except (RetryableError, httpx2.TransportError, httpx2.StreamClosed) as exc:
+                self._failed(exc, url)
+
+    def _try(self, url: str) -> bool:
+        """One request and its answer; True: the file's end was read (an unknown size)."""
+        piece = self.piece
+        began = piece.start + piece.done
+        answered_end = self.request(url)
+        if piece.end is None:
+            return True
+        # Short of its range, the connection was lost; a tiny legal answer spends a try (or it goes
+        # on forever).
+        reached = piece.start + piece.done
+        if reached < min(piece.end, answered_end or piece.end):
+            raise _ClosedEarly(f"{self.job.label}: connection closed early at byte {reached}")
+        if not piece.complete and reached < piece.asked and reached - began < PROGRESS:
+            raise RetryableError(
+                f"{self.job.label}: the server sent only {piece.answered} bytes of the range"
+            )
+        self.high = max(self.high, reached)
+        self.tries.failures = 0
+        return False
+
+    def _relocate(self, url: str) -> bool:
+        """Its signed target expired while the file waited: located again (False: give up)."""
+        job, state, tries = self.job, self.state, self.tries
+        probed = bool(job.located) and url == job.located
+        if not probed and (not job.renewable or tries.failures >= tries.policy.retries):
+            return False
+        # a re-resolve spends a try: a CDN refusing every signed URL gives up
+        tries.failures += not probed
+        with state.relocate_lock:  # once for all streams of this file
+            if state.url != url:
+                return True
+            if probed and state.relocated_probe:
+                return False
+            if probed:
+                state.relocated_probe = True
+                state.url = self.shared.locate(state)
+                return True
+            log.info("%s: signed URL refused (403), resolving it again", job.label)
+            job.retries.add("signed URL refused (HTTP 403), resolved it again")
+            # the Hub signs anew
+            state.url = self.shared.locate(state) if state.multi else job.url
+        return True
+
+    def _stalled(self, exc: httpx2.ReadTimeout) -> None:
+        """No bytes for the stall timeout: resumed at once, up to ``max_stalls`` times."""
+        shared, job = self.shared, self.job
+        shared.check_stop(self.state)
+        self.stalls += 1
+        most = shared.config.max_stalls
+        if self.stalls > most:
+            raise NetworkError(f"{job.label}: stalled {self.stalls} times, giving up") from exc
+        at = self.piece.start + self.piece.done
+        log.info("%s: stream stalled, resuming at byte %d", job.label, at)
+        job.retries.add(f"stalled at byte {at}")
+        silence = shared.config.stall_timeout or shared.client.timeout.read
+        again = f"no bytes for {seconds(silence or 0)}, reconnecting ({self.stalls}/{most})"
+        shared.announce(self.state, "stall", self.stalls, again)
+
+    def _failed(
+        self, exc: RetryableError | httpx2.TransportError | httpx2.StreamClosed, url: str
+    ) -> None:
+        """A failed try: waited for, or the error once the budget is spent."""
+        self.shared.check_stop(self.state)
+        err = (
+            exc
+            if isinstance(exc, RetryableError)
+            else transport_error(exc, what=self.job.label, url=url)
+        )
+        # a refused certificate: trying again changes nothing
+        if not isinstance(err, RetryableError):
+            raise err from exc
+        reached = self.piece.start + self.piece.done
+        # this try moved the piece on: the budget is for tries that did not
+        if reached >= self.high + PROGRESS:
+            self.tries.failures = 0
+        self.high = max(self.high, reached)
+        # A connection that went away mid-answer (httpx2's own error, or an answer cut short) is
+        # "lost".
+        self.tries.failed(err, lost=exc is not err or isinstance(exc, _ClosedEarly))
+
+    def request(self, url: str) -> int | None:
+        """One request for (part of) the piece; returns where its answer ends (None: the end of the
+        file). Bytes on disk before its frontier are another answer's (an earlier run's, a broken
+        stream's, the carried probe's, a short range's, the last window's): it starts a little
+        before them when no hash checks the file and compares (engine rule 15: every join of two
+        answers proves they are one version; ``state.overlap``)."""
+        self._refuse_splice()
+        ask = self._ask(url)
+        # a stream reading on past its own piece took this one whole meanwhile
+        if ask is None:
+            return self.piece.end
+        job, sent = self.job, time.monotonic()
+        answer = ask.opening or follow(
+            self.shared.client,
+            url,
+            credentials=job.credentials,
+            headers=ask.headers(),
+            what=job.label,
+            saved_as=job.path,
+        )
+        with answer as resp:
+            if ask.opening is None:
+                self.state.saw_first_byte(time.monotonic() - sent)
+            # the answer began: from here on, silence is a stall
+            if self.shared.config.stall_timeout is not None:
+                set_read_timeout(resp, self.shared.config.stall_timeout)
+            with self.shared.reading(resp, self.state):
+                return self._read(resp, ask)
+
+    def _refuse_splice(self) -> None:
+        state, piece = self.state, self.piece
+        if state.whole_only and (state.multi or piece.done > 0):
+            # a content-coding server: only one decoded whole-file stream, never spliced
+            raise RangesIgnoredError
+        unversioned = state.validator is None and not self.job.identity.has_hash
+        if piece.done > 0 and not state.multi and unversioned:
+            # nothing tells this version from the next: a resume could splice two
+            self._drop("the server names no version to resume against")
+
+    def _ask(self, url: str) -> Ask | None:
+        """What the next request asks for (None: the piece is complete)."""
+        state, piece, job = self.state, self.piece, self.job
+        offset = piece.start + piece.done
+        opening = None
+        if job.opening is not None and offset == 0 and url == job.located:
+            opening = job.opening.take()
+        # bytes on disk the answer must repeat
+        back = state.overlap(piece) if opening is None else 0
+        # a window of the piece: what lies past it may be stolen, never what was asked for
+        with state.lock:
+            if piece.complete:
+                return None
+            end = self._window(offset, opening)
+            piece.asked = end or 0
+            validator = state.validator
+        ranged = state.multi or offset > 0 or opening is not None
+        return Ask(url, offset, back, end, ranged, validator, opening)
+
+    def _window(self, offset: int, opening: Opening | None) -> int | None:
+        # the probe asked for the first bytes: its answer is this piece's first window
+        if opening is not None:
+            return opening.end
+        if self.state.multi and self.piece.end is not None:
+            return window(self.piece, offset, self.state.ttfb)
+        return self.piece.end
+
+    def _read(self, resp: httpx2.Response, ask: Ask) -> int | None:
+        """The answer checked against the file and the request, then its body copied; returns
+        where it ends."""
+        state, piece, label = self.state, self.piece, self.job.label
+        self._check_status(resp, ask.offset)
+        encoded = is_encoded(resp, what=label)
+        if encoded:
+            state.whole_only = True
+        span = promised(resp, what=label)  # its body is held to it as it is read
+        # a 206, or a 200 naming a part of the file (rclone serve s3): read as that range
+        answered_end: int | None = ask.end
+        if span.ranged:
+            answered_end = self._check_part(resp, span, ask, encoded=encoded)
+        else:
+            self._check_whole(resp, span, ask)
+        # A stream reading on past its own piece (the probe's answer) may have taken this piece's
+        # first bytes while this answer was on its way: they are repeated (compared, engine rule
+        # 15), or, the whole piece taken, the answer is dropped.
+        moved = state.begin(piece) - ask.offset
+        # the whole file: nothing to compare, the body starts at byte 0
+        back = ask.back + moved if span.ranged else 0
+        if not piece.complete:
+            BodyCopy(self.shared, state, piece, span).run(resp, encoded=encoded, back=back)
+        return answered_end
+
+    def _check_status(self, resp: httpx2.Response, offset: int) -> None:
+        job = self.job
+        if resp.status_code == 416 and self.piece.end is not None:
+            check_size(self.state, content_range_total(resp.headers.get("Content-Range")))
+            raise NetworkError(
+                f"{job.label}: server says bytes {offset}- are out of range (HTTP 416); the remote"
+                " size changed"
+            )
+        if resp.status_code not in (200, 206):
+            raise error_for_status(resp, what=job.label, credentials=job.credentials)
+
+    def _check_part(self, resp: httpx2.Response, span: Span, ask: Ask, *, encoded: bool) -> int:
+        """A part of the file: it must be the one asked for, of this version; returns its end."""
+        state, job = self.state, self.job
+        if not ask.ranged:
+            raise NetworkError(
+                f"{job.label}: the server sent {span.shown} when the whole file was asked"
+            )
+        # a slice of a compressed stream is not a slice of the file: start over, whole
+        if encoded:
+            log.info(
+                "%s: server sent a content-coded range, restarting as one decoded stream", job.label
+            )
+            raise RangesIgnoredError
+        end = check_range(state, span, ask.offset - ask.back, ask.end)
+        check_version(state, resp, total=span.total)
+        # redirected (Hub → CDN): later requests go there
+        if ask.url == job.url and str(resp.url) != ask.url:
+            with state.lock:
+                if state.url == ask.url:
+                    state.url = str(resp.url)
+        return end
+
+    def _check_whole(self, resp: httpx2.Response, span: Span, ask: Ask) -> None:
+        """The whole file: taken as its only stream, from byte 0; else every stream restarts."""
+        state = self.state
+        # another version (SourceChanged) or ranges ignored: both restart the file
+        if state.multi:
+            check_version(state, resp, total=span.total)
+            raise RangesIgnoredError
+        # a coded body's says nothing; another size is another version
+        check_size(state, span.total)
+        before = state.validator
+        # another version: taken from this answer
+        check_version(state, resp, total=span.total, whole=True)
+        # the server ignored our Range, or (If-Range) sent a new version: from byte 0
+        if ask.offset > 0:
+            self._restart(changed=before is not None and state.validator != before)
+
+    def _restart(self, *, changed: bool) -> None:
+        label = self.job.label
+        log.info("%s: server sent the whole file, restarting from zero", label)
+        if changed:
+            self.shared.progress.note(
+                f"{label}: the file changed on the server, downloading the new version"
+            )
+        else:
+            self.shared.ignored_range(self.state)
+        self._drop("the file changed on the server" if changed else IGNORED_RANGE)
+
+    def _drop(self, why: str) -> None:
+        self.shared.progress.advance(self.job.label, -self.state.drop(self.piece, why=why))
+
+
+class BodyCopy:
+    """One answer's body written at its piece's frontier (this stream alone moves it)."""
+
+    def __init__(self, shared: Shared, state: DownloadState, piece: Piece, span: Span) -> None:
+        self.shared, self.state, self.piece, self.span = shared, state, piece, span
+        self.start = self.offset = piece.start + piece.done
+
+    def run(self, resp: httpx2.Response, *, encoded: bool, back: int = 0) -> None:
+        """Write the body till it ends or the piece is done: written, hashed, counted, saved; its
+        first ``back`` bytes are compared with those on disk before the frontier, never written."""
+        state, began = self.state, time.monotonic()
+        chunks = read_body(resp, self.span, encoded=encoded, what=state.job.label)
+        try:
+            # compared before the loop: the chunks after the overlap go straight to ``take``
+            if back:
+                rest = repeated(state, chunks, self.start - back, back)
+                chunks = itertools.chain((rest,), chunks) if len(rest) else chunks
+            for chunk in chunks:
+                if self.take(chunk):
+                    break
+        except BodyOverrunError:
+            # which of its bytes were not the file's, nothing tells
+            self.shared.progress.advance(state.job.label, -state.take_back(self.piece, self.start))
+            raise
+        finally:
+            self._count_answer(back)
+        self._measure_rate(began)
+
+    def take(self, chunk: bytes | memoryview) -> bool:
+        """Write one chunk at the frontier; True: read no further (another stream has the rest)."""
+        state, piece = self.state, self.piece
+        # read per chunk: a steal may have given this piece's tail to another stream
+        limit = piece.end
+        # asked on past it
+        carrying = limit is not None and self.offset + len(chunk) > limit and piece.asked > limit
+        # Reading on into the next pieces, it claims and writes their bytes under the lock: an
+        # answer for one of them that begins meanwhile (``state.begin``) finds every byte it no
+        # longer owns on disk.
+        with state.lock if carrying else contextlib.nullcontext():
+            chunk = self._clip(chunk, limit, carrying=carrying)
+            written = write_at(state.fd, chunk, self.offset)
+            state.hasher.offer(self.offset, chunk)  # before `done` moves: the frontier's ours
+            counted, complete, save = self._advance(written)
+        self.offset += written
+        self._pass_on(written, counted)
+        if complete and piece.end != piece.asked and state.free_after(piece) is None:
+            # its answer runs on, but the bytes after are another stream's (its answer has begun)
+            return True
+        if save:
+            self._checkpoint()
+        return False
+
+    def _clip(
+        self, chunk: bytes | memoryview, limit: int | None, *, carrying: bool
+    ) -> bytes | memoryview:
+        """``chunk`` cut at the piece's end (first moved on over free pieces when ``carrying``)."""
+        if carrying:
+            limit = self.state.carry(self.piece, self.offset + len(chunk))
+        if limit is None or self.offset + len(chunk) <= limit:
+            return chunk
+        if not self.span.ranged:  # a whole body longer than the file we expect
+            raise size_differs(self.state, self.offset + len(chunk))
+        # never write past our piece, whatever the server sends
+        return chunk[: max(0, limit - self.offset)]
+
+    def _advance(self, written: int) -> tuple[int, bool, bool]:
+        """Move the frontier over ``written`` bytes: the bytes counted, whether the piece is
+        complete, whether a record is due."""
+        state, piece = self.state, self.piece
+        with state.lock:
+            # its end may have moved in
+            counted = written if piece.end is None else min(written, piece.left)
+            piece.done += counted
+            state.fetched += counted
+            complete = piece.complete
+            # a block for the hasher, not every chunk
+            if complete or (piece.done % HASH_BLOCK) < counted:
+                state.lock.notify_all()
+            return counted, complete, state.save_due(self.shared.config.checkpoint_interval)
+
+    def _pass_on(self, written: int, counted: int) -> None:
+        """The display told, Ctrl-C heeded, the rate cap paid."""
+        shared = self.shared
+        shared.progress.advance(self.state.job.label, counted)
+        # after the write: a Ctrl-C keeps (and records) every byte that had arrived
+        shared.check_stop(self.state)
+        if shared.limiter is not None:
+            shared.limiter.consume(written, shared.cancel)
+
+    def _checkpoint(self) -> None:
+        # the keeper writes it: a stream never waits on a rename or a flush
+        if self.state.background:
+            self.state.save_wanted.set()
+        # a lone stream (a small file) saves its own, cheap (no flush where there is a boot id)
+        else:
+            self.state.save()
+
+    def _count_answer(self, back: int) -> None:
+        state, wrote = self.state, self.offset - self.start
+        self.piece.answered = wrote + back  # what the next answer's overlap is sized by
+        if wrote > 0:  # one more answer the file is made of (broken off or not)
+            with state.lock:
+                state.answers += 1
+
+    def _measure_rate(self, began: float) -> None:
+        wrote, elapsed = self.offset - self.start, time.monotonic() - began
+        if wrote >= MiB and elapsed > 0:  # what sizes this stream's next window
+            self.piece.rate = wrote / elapsed
+
+
+def write_at(fd: int, data: bytes | memoryview, offset: int) -> int:
+    """Write all of ``data`` at ``offset``: a short write is continued, so the next call raises what
+    stopped it (a full disk). Kept short, the rest of the chunk would be lost and the next one
+    written where it should have been."""
+    view, done = memoryview(data), 0
+    while done < len(view):
+        written = os.pwrite(fd, view[done:], offset + done)
+        if written == 0:
+            raise OSError(errno.EIO, f"wrote nothing at byte {offset + done}")
+        done += written
+    return done
+
+
+def repeated(
+    state: DownloadState, body: Iterator[bytes | memoryview], at: int, count: int
+) -> bytes | memoryview:
+    """Read the body's first ``count`` bytes, which must be the bytes on disk at ``at`` (engine rule
+    15: an answer continuing another's proves it is of the same version; else ``SourceChanged``);
+    returns what the last chunk read held past them (the rest of ``body`` is left to read, off this
+    check)."""
+    seen = 0
+    for chunk in body:
+        take = min(len(chunk), count - seen)
+        # short: the .part ends before its record says
+        if chunk[:take] != os.pread(state.fd, take, at + seen):
+            log.info(
+                "%s: the bytes before byte %d differ from those on disk",
+                state.job.label,
+                at + count,
+            )
+            raise SourceChanged
+        seen += take
+        if seen == count:
+            return chunk[take:]
+    return b""  # the body ended within the overlap: nothing of it continues the file
