@@ -17,16 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from mdl.catalog import Settings
-from mdl.download.plan import (
-    Action,
-    PlannedFile,
-    done_outcome,
-    identity_of,
-    log_outcome,
-    look,
-    offline_error,
-    recorded,
-)
+from mdl.download.outcomes import done_outcome
+from mdl.download.plan import Action, PlannedFile, identity_of, look, offline_error, recorded
 from mdl.download.session import MANY_JOBS, PullSession, label_of
 from mdl.errors import (
     AuthError,
@@ -39,7 +31,7 @@ from mdl.errors import (
     worst_exit_code,
 )
 from mdl.redact import redact_url, safe_text
-from mdl.report import WARNING_CAUSE, FileOutcome, failed
+from mdl.report import WARNING_CAUSE, FileOutcome, failed, log_outcome
 from mdl.sources import RemoteFile, mirror_targets, s3_reason
 from mdl.store import (
     FileRecord,

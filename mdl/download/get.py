@@ -13,22 +13,15 @@ from pathlib import Path
 
 from mdl.catalog import FileSpec, Settings
 from mdl.download.fetch import fetch
-from mdl.download.plan import (
-    FORCED,
-    GET,
-    PlannedFile,
-    check_space,
-    kept_in_place,
-    log_outcome,
-    plan_file,
-)
+from mdl.download.outcomes import kept_in_place
+from mdl.download.plan import FORCED, GET, PlannedFile, check_space, plan_file
 from mdl.download.resolve import still_verified
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
 from mdl.paths import HfUri
 from mdl.progress import Progress
 from mdl.redact import redact_url
-from mdl.report import FileOutcome, RunReport, failed
+from mdl.report import FileOutcome, RunReport, failed, log_outcome
 from mdl.sources import (
     InlineCheck,
     InlineFile,

@@ -11,20 +11,14 @@ from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.download.fetch import fetch
-from mdl.download.plan import (
-    Action,
-    PlannedFile,
-    check_space,
-    dry_run_outcome,
-    log_outcome,
-    plan_models,
-)
+from mdl.download.outcomes import dry_run_outcome
+from mdl.download.plan import Action, PlannedFile, check_space, plan_models
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, warned
 from mdl.download.signed import Signatures, check_signatures
 from mdl.lockfile import Lock, LockUse
 from mdl.progress import Progress
-from mdl.report import FileOutcome, RunReport
+from mdl.report import FileOutcome, RunReport, log_outcome
 from mdl.sources import ResolvedModel
 from mdl.store import ExpectedFile, Store
 
