@@ -9,7 +9,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
@@ -65,26 +65,8 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
     per plan.
     """
     todo = {i: p for i, p in enumerate(plans) if p.decision.action is not Action.SKIP}
-    # Bytes still to fetch, plus those a check hashes (a check that fails takes its bytes back);
-    # unknown while any file's size is (a server that never says it): never a made-up "0 B".
-    total: int | None = None
-    # a staged signature was shown as it came
-    moving = [p for p in todo.values() if p.remote.staged is None]
-    if all(p.remote.size is not None for p in moving):
-        kept = sum(p.partial_bytes for p in moving if p.decision.action is Action.RESUME)
-        total = sum(p.remote.size or 0 for p in moving) - kept
-    session.progress.begin(total_bytes=total, files=len(moving))
-    results: dict[int, FileOutcome] = {}
-    for index, plan in enumerate(plans):
-        if index not in todo:
-            remote = plan.remote
-            try:
-                results[index] = _skip(session, plan)
-            except MdlError as exc:
-                results[index] = failed(
-                    remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source
-                )
-            log_outcome(results[index])
+    _begin(session, todo.values())
+    results = {i: _skipped(session, p) for i, p in enumerate(plans) if i not in todo}
     # A signature verified before the others is placed after them, once every other file of its
     # model that moves is in place: a transfer that fails or stops halfway leaves the signature of
     # the version on disk, never a newer one beside it. (A file refused before any transfer, as not
@@ -92,73 +74,142 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
     last = {i: p for i, p in todo.items() if p.remote.staged is not None}
     first = {i: p for i, p in todo.items() if i not in last}
     records = RecordQueue(session.store, dirs=session.dirs)
-    small_jobs, big_jobs = job_counts(session.settings, list(first.values()))
-    jobs_set = session.settings.jobs_set
-    queue = WorkQueue(first, split=not jobs_set, small_workers=small_jobs, grow=not jobs_set)
-    workers: list[Future[None]] = []
-
-    # one worker: file after file until none is left (no hand-off per file)
-    def drain(lane: str) -> None:
-        while not session.cancel.is_set() and (taken := queue.take(lane)) is not None:
-            index, plan = taken
-            began, cpu = time.monotonic(), time.thread_time()
-            try:
-                results[index] = _fetch_one(session, records, plan)
-            finally:
-                queue.done(index)
-            # A small file's time says what it waits on (a bulk file's is the bandwidth's); none
-            # after Ctrl-C.
-            if lane == SMALL and (plan.remote.size or 0) < BULK and not session.cancel.is_set():
-                spent = time.thread_time() - cpu
-                for _ in range(
-                    queue.more_workers(waited=time.monotonic() - began - spent, worked=spent)
-                ):
-                    # before this worker ends: the main thread waits
-                    workers.append(small_pool.submit(drain, SMALL))
-
     try:
-        with (
-            ThreadPoolExecutor(max_workers=small_jobs, thread_name_prefix="file") as small_pool,
-            ThreadPoolExecutor(max_workers=big_jobs, thread_name_prefix="big") as big_pool,
-        ):
-            pools = (small_pool, big_pool)
-            # From the first worker on: a Ctrl-C while the next one starts (slow on a busy machine)
-            # must cancel the first, or leaving the pools waits for it (in a lock wait: up to
-            # --lock-timeout).
-            try:
-                small_count = min(queue.small_workers, queue.count(SMALL))
-                workers += [small_pool.submit(drain, SMALL) for _ in range(small_count)]
-                workers += [
-                    big_pool.submit(drain, BIG) for _ in range(min(big_jobs, queue.count(BIG)))
-                ]
-                done = 0
-                while done < len(workers):  # the list grows while small files wait (see WorkQueue)
-                    try:
-                        # short: Ctrl-C is heard (a blocking wait swallows it)
-                        workers[done].result(timeout=0.2)
-                        done += 1
-                    except TimeoutError:
-                        for _ in range(queue.unstick(time.monotonic())):
-                            workers.append(small_pool.submit(drain, SMALL))
-            except KeyboardInterrupt:
-                session.abort()  # the workers take no more files once ``cancel`` is set
-                for pool in pools:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                raise InterruptedByUserError(INTERRUPTED) from None
-        failing: dict[str, list[int]] = {}
-        for outcome in results.values():
-            if outcome.failing:
-                failing.setdefault(outcome.model, []).append(outcome.exit_code)
-        for index, plan in last.items() if not session.cancel.is_set() else ():
-            codes = failing.get(plan.remote.model)
-            results[index] = (
-                _held_back(plan, codes) if codes else _fetch_one(session, records, plan)
-            )
+        results |= _Crew(session, records, first).run()
+        if not session.cancel.is_set():
+            results |= _place_last(session, records, last, results.values())
     finally:
         records.close()
     if session.cancel.is_set():
         raise InterruptedByUserError(INTERRUPTED)
     return [results[i] for i in sorted(results)]
+
+
+def _begin(session: PullSession, todo: Iterable[PlannedFile]) -> None:
+    """Tell the progress what is to come: the bytes still to fetch, plus those a check hashes (a
+    check that fails takes its bytes back); unknown while any file's size is (a server that never
+    says it): never a made-up "0 B"."""
+    # a staged signature was shown as it came
+    moving = [p for p in todo if p.remote.staged is None]
+    total: int | None = None
+    if all(p.remote.size is not None for p in moving):
+        kept = sum(p.partial_bytes for p in moving if p.decision.action is Action.RESUME)
+        total = sum(p.remote.size or 0 for p in moving) - kept
+    session.progress.begin(total_bytes=total, files=len(moving))
+
+
+def _skipped(session: PullSession, plan: PlannedFile) -> FileOutcome:
+    """The outcome of a file planned as kept (logged)."""
+    remote = plan.remote
+    try:
+        outcome = _skip(session, plan)
+    except MdlError as exc:
+        outcome = failed(
+            remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source
+        )
+    log_outcome(outcome)
+    return outcome
+
+
+def _place_last(
+    session: PullSession,
+    records: RecordQueue,
+    last: Mapping[int, PlannedFile],
+    done: Iterable[FileOutcome],
+) -> dict[int, FileOutcome]:
+    """The signatures fetched first, placed once their models' other files are: held back when
+    one of those failed."""
+    failing: dict[str, list[int]] = {}
+    for outcome in done:
+        if outcome.failing:
+            failing.setdefault(outcome.model, []).append(outcome.exit_code)
+    placed: dict[int, FileOutcome] = {}
+    for index, plan in last.items():
+        codes = failing.get(plan.remote.model)
+        if codes:
+            placed[index] = _held_back(plan, codes)
+        else:
+            placed[index] = _fetch_one(session, records, plan)
+    return placed
+
+
+class _Crew:
+    """The workers of one fetch: each takes file after file from the queue until none is left (no
+    hand-off per file); the small lane grows while its files wait (see WorkQueue)."""
+
+    def __init__(
+        self, session: PullSession, records: RecordQueue, todo: dict[int, PlannedFile]
+    ) -> None:
+        self.session, self.records = session, records
+        self.small_jobs, self.big_jobs = job_counts(session.settings, list(todo.values()))
+        jobs_set = session.settings.jobs_set
+        self.queue = WorkQueue(
+            todo, split=not jobs_set, small_workers=self.small_jobs, grow=not jobs_set
+        )
+        self.results: dict[int, FileOutcome] = {}
+        self.workers: list[Future[None]] = []
+
+    def run(self) -> dict[int, FileOutcome]:
+        """Every file's outcome, once every worker is done; Ctrl-C cancels them all."""
+        with (
+            ThreadPoolExecutor(max_workers=self.small_jobs, thread_name_prefix="file") as small,
+            ThreadPoolExecutor(max_workers=self.big_jobs, thread_name_prefix="big") as big,
+        ):
+            self.small_pool = small
+            # From the first worker on: a Ctrl-C while the next one starts (slow on a busy machine)
+            # must cancel the first, or leaving the pools waits for it (in a lock wait: up to
+            # --lock-timeout).
+            try:
+                self._start(big)
+                self._wait()
+            except KeyboardInterrupt:
+                self.session.abort()  # the workers take no more files once ``cancel`` is set
+                for pool in (small, big):
+                    pool.shutdown(wait=True, cancel_futures=True)
+                raise InterruptedByUserError(INTERRUPTED) from None
+        return self.results
+
+    def _start(self, big_pool: ThreadPoolExecutor) -> None:
+        queue = self.queue
+        for _ in range(min(queue.small_workers, queue.count(SMALL))):
+            self._add(SMALL)
+        for _ in range(min(self.big_jobs, queue.count(BIG))):
+            self.workers.append(big_pool.submit(self._drain, BIG))
+
+    def _add(self, lane: str) -> None:
+        self.workers.append(self.small_pool.submit(self._drain, lane))
+
+    def _wait(self) -> None:
+        done = 0
+        while done < len(self.workers):  # the list grows while small files wait (see WorkQueue)
+            try:
+                # short: Ctrl-C is heard (a blocking wait swallows it)
+                self.workers[done].result(timeout=0.2)
+                done += 1
+            except TimeoutError:
+                for _ in range(self.queue.unstick(time.monotonic())):
+                    self._add(SMALL)
+
+    def _drain(self, lane: str) -> None:
+        cancel, queue = self.session.cancel, self.queue
+        while not cancel.is_set():
+            taken = queue.take(lane)
+            if taken is None:
+                return
+            index, plan = taken
+            began, cpu = time.monotonic(), time.thread_time()
+            try:
+                self.results[index] = _fetch_one(self.session, self.records, plan)
+            finally:
+                queue.done(index)
+            # A small file's time says what it waits on (a bulk file's is the bandwidth's); none
+            # after Ctrl-C.
+            if lane == SMALL and (plan.remote.size or 0) < BULK and not cancel.is_set():
+                spent = time.thread_time() - cpu
+                waited = time.monotonic() - began - spent
+                # before this worker ends: the main thread waits
+                for _ in range(queue.more_workers(waited=waited, worked=spent)):
+                    self._add(SMALL)
 
 
 def _held_back(plan: PlannedFile, codes: Sequence[int]) -> FileOutcome:
@@ -222,14 +273,8 @@ class WorkQueue:
         self, todo: dict[int, PlannedFile], *, split: bool, small_workers: int, grow: bool = False
     ) -> None:
         self._lock = threading.Lock()
-        # stable: listing order after
-        largest = sorted(todo.items(), key=lambda item: -(item[1].remote.size or 0))
-        self._big = deque(item for item in largest if split and is_big(item[1]))
-        self._bulk = deque(
-            i for i in largest if not (split and is_big(i[1])) and (i[1].remote.size or 0) >= BULK
-        )
-        # in listing order
-        self._small = deque(item for item in todo.items() if (item[1].remote.size or 0) < BULK)
+        big, bulk, small = _lanes(todo, split=split)
+        self._big, self._bulk, self._small = deque(big), deque(bulk), deque(small)
         self._bulk_busy: set[int] = set()  # the bulk files being fetched
         # the small (latency-bound) files being fetched: since when
         self._since: dict[int, float] = {}
@@ -297,6 +342,24 @@ class WorkQueue:
             max(self.small_workers, target),
         )
         return added
+
+
+def _size(plan: PlannedFile) -> int:
+    return plan.remote.size or 0  # an unknown size: as a small file's
+
+
+def _lanes(
+    todo: dict[int, PlannedFile], *, split: bool
+) -> tuple[list[tuple[int, PlannedFile]], ...]:
+    """(big, bulk, small): the files fetched as parallel ranges (when ``split``) and the small
+    lane's bulk ones, largest first (stable: listing order after); the small ones in listing
+    order."""
+    largest = sorted(todo.items(), key=lambda item: -_size(item[1]))
+    ranged = {index for index, plan in todo.items() if split and is_big(plan)}
+    big = [item for item in largest if item[0] in ranged]
+    bulk = [item for item in largest if item[0] not in ranged and _size(item[1]) >= BULK]
+    small = [item for item in todo.items() if _size(item[1]) < BULK]
+    return big, bulk, small
 
 
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:

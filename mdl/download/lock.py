@@ -94,54 +94,84 @@ def lock_catalog(
     """Lock the named models (every model, and drop entries the catalog no longer has, when
     ``names`` is empty).
     """
-    if upgrade and check:
-        raise UsageError("--check changes nothing; it cannot go with --upgrade")
-    if catalog.path is None:
-        raise UsageError("mdl lock needs a catalog file: the lock is written beside it")
-    path = lock_beside(catalog.path)
-    everything = not names
-    specs = catalog.select(list(names), all_models=everything)
-    old, broken = _read_lock(path, anew=everything and not check)
+    path = _lock_path(catalog, upgrade=upgrade, check=check)
+    scope = _Scope(catalog, names)
+    old, broken = _read_lock(path, anew=scope.everything and not check)
     warnings = (broken,) if broken else ()
     if broken:
         log.warning("%s", broken)
-    in_catalog = {m.name for m in catalog.models}
-    # no network, nothing written: which selected models the lock does not pin as the catalog says
-    # now
     if check:
-        dropped = (
-            {name for name in old.models if name not in in_catalog}
-            if everything and old is not None
-            else set()
-        )
-        stale = {s.name for s in specs if old is None or old.fresh(s) is None} | dropped
-        return LockReport(
-            path, False, stale=tuple(sorted(stale)), missing=old is None, checked=True
-        )
+        return _checked(path, scope, old)
     base = old or Lock()
-    todo = [spec for spec in specs if upgrade or base.fresh(spec) is None]
-    fresh, failures = (
-        _lock_models(todo, settings, old=base, progress=progress) if todo else ({}, [])
-    )
+    # the models to resolve: every one with ``upgrade``, else those the lock does not pin as the
+    # catalog says now
+    todo = [spec for spec in scope.specs if upgrade or base.fresh(spec) is None]
+    fresh: dict[str, LockedModel] = {}
+    failures: list[FileOutcome] = []
+    if todo:
+        fresh, failures = _lock_models(todo, settings, old=base, progress=progress)
     resolved = tuple(spec.name for spec in todo)
     if failures:
         return LockReport(
             path, False, resolved=resolved, failures=tuple(failures), warnings=warnings
         )
-    # another mdl lock or add may have written it since: merge into what is there now
+    changed, changes = _write_merged(path, scope, fresh)
+    said = "written" if changed else "unchanged"
+    log.info("%s: %s (%d model(s) resolved)", path, said, len(resolved))
+    return LockReport(path, changed, changes, resolved=resolved, warnings=warnings)
+
+
+def _lock_path(catalog: Catalog, *, upgrade: bool, check: bool) -> Path:
+    """The lock file beside the catalog; UsageError for a run that cannot lock."""
+    if upgrade and check:
+        raise UsageError("--check changes nothing; it cannot go with --upgrade")
+    if catalog.path is None:
+        raise UsageError("mdl lock needs a catalog file: the lock is written beside it")
+    return lock_beside(catalog.path)
+
+
+class _Scope:
+    """The models a lock run is about: the named ones, or (``everything``) the whole catalog,
+    whose entries are then the only ones the lock keeps."""
+
+    def __init__(self, catalog: Catalog, names: Sequence[str]) -> None:
+        self.everything = not names
+        self.specs = catalog.select(list(names), all_models=self.everything)
+        self.in_catalog = {m.name for m in catalog.models}
+
+    def keeps(self, name: str) -> bool:
+        """Whether the lock keeps an entry this run did not renew."""
+        return name in self.in_catalog or not self.everything
+
+    def shown(self, base: Lock, new: Lock) -> set[str]:
+        """The models whose changes the report lists."""
+        if self.everything:
+            return set(base.models) | set(new.models)
+        return {spec.name for spec in self.specs}
+
+
+def _checked(path: Path, scope: _Scope, old: Lock | None) -> LockReport:
+    """No network, nothing written: which selected models the lock does not pin as the catalog
+    says now."""
+    stale = {s.name for s in scope.specs if old is None or old.fresh(s) is None}
+    if scope.everything and old is not None:
+        stale |= {name for name in old.models if name not in scope.in_catalog}
+    return LockReport(path, False, stale=tuple(sorted(stale)), missing=old is None, checked=True)
+
+
+def _write_merged(
+    path: Path, scope: _Scope, fresh: Mapping[str, LockedModel]
+) -> tuple[bool, tuple[ModelChange, ...]]:
+    """Write the ``fresh`` entries into the lock as it is now (another mdl lock or add may have
+    written it since): whether its text changed, and the changes in scope."""
     with exclusive(path):
-        base = _read_lock(path, anew=everything)[0] or Lock()
-        new = base.with_models(
-            fresh, keep=(lambda name: name in in_catalog) if everything else (lambda name: True)
-        )
+        base = _read_lock(path, anew=scope.everything)[0] or Lock()
+        new = base.with_models(fresh, keep=scope.keeps)
         changed = write_lock_file(path, new)
-    scope = set(base.models) | set(new.models) if everything else {spec.name for spec in specs}
-    before, after = ({n: m for n, m in lock.models.items() if n in scope} for lock in (base, new))
-    changes = diff_locks(before, after)
-    log.info(
-        "%s: %s (%d model(s) resolved)", path, "written" if changed else "unchanged", len(resolved)
-    )
-    return LockReport(path, changed, tuple(changes), resolved=resolved, warnings=warnings)
+    shown = scope.shown(base, new)
+    before = {n: m for n, m in base.models.items() if n in shown}
+    after = {n: m for n, m in new.models.items() if n in shown}
+    return changed, tuple(diff_locks(before, after))
 
 
 def _read_lock(path: Path, *, anew: bool) -> tuple[Lock | None, str | None]:
@@ -191,41 +221,16 @@ def _complete(
     a temp file that is hashed and removed (as ``pip-compile --generate-hashes`` does). A model with
     a file that cannot fails whole."""
     failures: dict[int, FileOutcome] = {}
-    known: list[list[RemoteFile | None]] = [[] for _ in models]
-    for m, model in enumerate(models):
-        for remote in model.files:
-            try:
-                known[m].append(_known(session, remote, blobs))
-            except MdlError as exc:
-                failures.setdefault(m, failed(model.name, remote.path, exc))
-    todo = [
-        (m, i)
-        for m, row in enumerate(known)
-        if m not in failures
-        for i, file in enumerate(row)
-        if file is None
-    ]
-    # The same bytes are fetched once: what names them before they are fetched is the git blob id,
-    # else the URL.
-    unique = {
-        models[m].files[i].git_oid or models[m].files[i].url: models[m].files[i].size
-        for m, i in todo
-    }
-    if unique:
-        sizes = list(unique.values())
-        session.progress.begin(
-            total_bytes=None if None in sizes else sum(s or 0 for s in sizes), files=len(unique)
-        )
+    known = [_known_files(session, m, model, blobs, failures) for m, model in enumerate(models)]
+    todo = _unknown(known, failures)
+    _begin_downloads(session, [models[m].files[i] for m, i in todo])
     hashed: dict[str, RemoteFile] = {}
     for m, i in todo:
-        remote = models[m].files[i]
-        same = remote.git_oid or remote.url
         if m in failures:
             continue
+        remote = models[m].files[i]
         try:
-            if same not in hashed:
-                hashed[same] = _download(session, remote)
-            known[m][i] = replace(remote, size=hashed[same].size, sha256=hashed[same].sha256)
+            known[m][i] = _hashed(session, remote, hashed)
         except InterruptedByUserError:
             raise
         except MdlError as exc:
@@ -238,6 +243,60 @@ def _complete(
     return done, [failures[m] for m in sorted(failures)]
 
 
+def _unknown(
+    known: Sequence[Sequence[RemoteFile | None]], failures: Mapping[int, FileOutcome]
+) -> list[tuple[int, int]]:
+    """(model, file) of each file only its bytes can tell, in models not failed already."""
+    return [
+        (m, i)
+        for m, row in enumerate(known)
+        if m not in failures
+        for i, file in enumerate(row)
+        if file is None
+    ]
+
+
+def _known_files(
+    session: PullSession,
+    m: int,
+    model: ResolvedModel,
+    blobs: Mapping[str, tuple[int, str]],
+    failures: dict[int, FileOutcome],
+) -> list[RemoteFile | None]:
+    """Each of the model's files as ``_known`` has it (None: only its bytes can tell); the first
+    that fails is the model's failure ``failures[m]``."""
+    row: list[RemoteFile | None] = []
+    for remote in model.files:
+        try:
+            row.append(_known(session, remote, blobs))
+        except MdlError as exc:
+            failures.setdefault(m, failed(model.name, remote.path, exc))
+    return row
+
+
+def _same_bytes(remote: RemoteFile) -> str:
+    """What names a file's bytes before they are fetched: the git blob id, else the URL (the same
+    bytes are fetched once)."""
+    return remote.git_oid or remote.url
+
+
+def _begin_downloads(session: PullSession, todo: Sequence[RemoteFile]) -> None:
+    unique = {_same_bytes(remote): remote.size for remote in todo}
+    if not unique:
+        return
+    sizes = list(unique.values())
+    total = None if None in sizes else sum(s or 0 for s in sizes)
+    session.progress.begin(total_bytes=total, files=len(unique))
+
+
+def _hashed(session: PullSession, remote: RemoteFile, hashed: dict[str, RemoteFile]) -> RemoteFile:
+    """The file with the size and sha256 of its bytes, downloaded once per ``_same_bytes``."""
+    same = _same_bytes(remote)
+    if same not in hashed:
+        hashed[same] = _download(session, remote)
+    return replace(remote, size=hashed[same].size, sha256=hashed[same].sha256)
+
+
 def _known(
     session: PullSession, remote: RemoteFile, blobs: Mapping[str, tuple[int, str]]
 ) -> RemoteFile | None:
@@ -246,24 +305,44 @@ def _known(
     None when only its bytes can tell."""
     if remote.sha256 and remote.size is not None:
         return remote
-    if remote.git_oid and remote.git_oid in blobs:
-        size, sha256 = blobs[remote.git_oid]
-        if remote.size is None or remote.size == size:
-            return replace(remote, size=size, sha256=sha256)
-    # A verified local record of the same bytes: same sha256 or git blob id, or (a URL without
-    # either) same source.
+    known = _from_blobs(remote, blobs)
+    if known is None:
+        known = _from_record(session, remote)
+    if known is None:
+        known = _sized(session, remote)
+    return known
+
+
+def _from_blobs(remote: RemoteFile, blobs: Mapping[str, tuple[int, str]]) -> RemoteFile | None:
+    if not remote.git_oid or remote.git_oid not in blobs:
+        return None
+    size, sha256 = blobs[remote.git_oid]
+    if remote.size is not None and remote.size != size:
+        return None
+    return replace(remote, size=size, sha256=sha256)
+
+
+def _from_record(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
+    """A verified local record of the same bytes: same sha256 or git blob id, or (a URL without
+    either) same source."""
     entry = recorded(session.store, remote)
-    if entry is not None and same_content(
-        entry, remote, unnamed=not remote.hub and entry.source == remote.source
-    ):
-        log.info("%s: sha256 from the verified local record", label_of(remote))
-        return replace(remote, size=entry.size, sha256=entry.sha256)
-    # a URL the catalog gives a sha256 but no size for: one request
-    if remote.sha256 and not remote.hub:
-        probed = session.probe(remote)
-        if probed.size is not None:
-            return replace(remote, size=probed.size)
-    return None
+    if entry is None:
+        return None
+    unnamed = not remote.hub and entry.source == remote.source
+    if not same_content(entry, remote, unnamed=unnamed):
+        return None
+    log.info("%s: sha256 from the verified local record", label_of(remote))
+    return replace(remote, size=entry.size, sha256=entry.sha256)
+
+
+def _sized(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
+    """A URL the catalog gives a sha256 but no size for: one request."""
+    if not remote.sha256 or remote.hub:
+        return None
+    probed = session.probe(remote)
+    if probed.size is None:
+        return None
+    return replace(remote, size=probed.size)
 
 
 def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
