@@ -6,11 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mdl.catalog import FileSpec, ModelSpec, Settings, lock_beside, settings_for
+from mdl.catalog import Catalog, FileSpec, ModelSpec, Settings, lock_beside, settings_for
 from mdl.catalog import edit as catalog_edit
 from mdl.catalog import files as catalog_files
 from mdl.download.lock import lock_catalog
@@ -41,74 +41,153 @@ def add_model(
     secrets: Secrets | None = None,
 ) -> catalog_edit.CatalogChange:
     """Add (extend, or with ``entry["force"]`` replace) a model entry; see :func:`mdl.api.add`."""
-    secrets = secrets or Secrets()
+    asking = _Asking(environ, Overrides(timeout=timeout), secrets or Secrets(), progress)
     name = catalog_edit.check_model_name(name)
-    # a PEM public key, or exit 2 naming it before the catalog is read
-    if entry.get("signed_by") is not None:
-        entry = {**entry, "signed_by": Path(entry["signed_by"]).expanduser()}
-        key_id(entry["signed_by"])
+    fields = _signer_read(entry)
     path, text, created = catalog_files.catalog_text(catalog, environ, create=True)
-    entry = {**entry, "folder": path.parent}  # what the signature's key is written relative to
-    # a Hub page URL is added as the hf:// it stands for
-    if any(is_http_url(source) for source in sources):
-        valid = catalog_files.valid(text, path)
-        endpoint = settings_for(
-            valid, environ, Overrides(timeout=timeout), secrets=secrets
-        ).endpoint
-        sources = read_hub_pages(sources, endpoint=endpoint, progress=progress)
-    parsed = [catalog_edit.parse_source(source, secrets) for source in sources]
-    edit = catalog_edit.add_entry(text, name, parsed, **entry)
-    added = tuple(catalog_edit.save_path(table, where=name) for table in edit.added_files)
-    user_catalog = catalog_files.is_user_catalog(path)
-    change = catalog_edit.CatalogChange(
-        path, name, edit.action, edit.entry, added=added, created=created, user_catalog=user_catalog
-    )
+    fields = {**fields, "folder": path.parent}  # what the signature's key is written relative to
+    request = _Request(name, _parsed(sources, text, path, asking), fields)
+    edit = request.on(text)
+    change = _change(path, name, edit, created=created)
     if edit.action == "unchanged":
         return change
     edited = catalog_files.valid(edit.text, path)
-    settings = settings_for(edited, environ, Overrides(timeout=timeout), secrets=secrets)
-    # a new description or tags alone change nothing to fetch: nothing to ask upstream, nothing to
-    # lock; a signature does (its file is one of the model's): the lock is renewed, the source not
-    # asked again
-    before = catalog_files.valid(text, path).get(name) if edit.action == "updated" else None
-    fetches = before is None or fingerprint(before) != fingerprint(edited.get(name))
+    settings = asking.settings(edited)
+    fetches = _fetches(text, path, name, edited, updated=edit.action == "updated")
     online = check and not settings.offline and fetches
     if online and edit.action != "updated":
-        spec = edited.get(name)
-        _check_entry(
-            spec, settings, files=[f for f in spec.files if f.save_path in added], progress=progress
-        )
-    if created:
+        _check_added(edited.get(name), settings, added=change.added, progress=progress)
+    change, edited = _save(request, change, text=text, edit=edit, edited=edited)
+    change = replace(change, checked=online and change.action != "updated")
+    if online and fields.get("signed_by") is not None:
+        warning = _no_signature_upstream(edited.get(name), settings, progress=progress)
+        change = replace(change, warning=warning)
+    if not fetches:
+        return change
+    return _lock_in_step(change, edited, settings, online=online, progress=progress)
+
+
+@dataclass(frozen=True)
+class _Asking:
+    """How ``mdl add`` asks upstream: the run's environment, flags and secrets, and its progress."""
+
+    environ: Mapping[str, str]
+    overrides: Overrides
+    secrets: Secrets
+    progress: Progress
+
+    def settings(self, catalog: Catalog) -> Settings:
+        return settings_for(catalog, self.environ, self.overrides, secrets=self.secrets)
+
+
+def _parsed(
+    sources: Sequence[str], text: str, path: Path, asking: _Asking
+) -> tuple[catalog_edit.AddSource, ...]:
+    """The SOURCEs as the catalog takes them: a Hub page URL is added as the hf:// it stands for."""
+    if any(is_http_url(source) for source in sources):
+        endpoint = asking.settings(catalog_files.valid(text, path)).endpoint
+        sources = read_hub_pages(sources, endpoint=endpoint, progress=asking.progress)
+    return tuple(catalog_edit.parse_source(source, asking.secrets) for source in sources)
+
+
+def _change(
+    path: Path, name: str, edit: catalog_edit.Edit, *, created: bool
+) -> catalog_edit.CatalogChange:
+    added = tuple(catalog_edit.save_path(table, where=name) for table in edit.added_files)
+    return catalog_edit.CatalogChange(
+        path,
+        name,
+        edit.action,
+        edit.entry,
+        added=added,
+        created=created,
+        user_catalog=catalog_files.is_user_catalog(path),
+    )
+
+
+def _check_added(
+    spec: ModelSpec, settings: Settings, *, added: Sequence[str], progress: Progress
+) -> None:
+    """Raise the error a pull of the files this edit ``added`` (their save paths) would meet."""
+    files = [f for f in spec.files if f.save_path in added]
+    _check_entry(spec, settings, files=files, progress=progress)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What ``mdl add`` asks of the catalog: made on its text as it is when written."""
+
+    name: str
+    sources: tuple[catalog_edit.AddSource, ...]
+    fields: Mapping[str, Any]
+
+    def on(self, text: str) -> catalog_edit.Edit:
+        return catalog_edit.add_entry(text, self.name, self.sources, **self.fields)
+
+
+def _signer_read(entry: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The entry with its ``signed_by`` a PEM public key's path, or exit 2 naming it before the
+    catalog is read."""
+    if entry.get("signed_by") is None:
+        return entry
+    signer = Path(entry["signed_by"]).expanduser()
+    key_id(signer)
+    return {**entry, "signed_by": signer}
+
+
+def _fetches(text: str, path: Path, name: str, edited: Catalog, *, updated: bool) -> bool:
+    """Whether the edit changes what the model fetches: a new description or tags alone do not
+    (nothing to ask upstream, nothing to lock); a signature does (its file is one of the model's:
+    the lock is renewed, the source not asked again)."""
+    before = catalog_files.valid(text, path).get(name) if updated else None
+    return before is None or fingerprint(before) != fingerprint(edited.get(name))
+
+
+def _save(
+    request: _Request,
+    change: catalog_edit.CatalogChange,
+    *,
+    text: str,
+    edit: catalog_edit.Edit,
+    edited: Catalog,
+) -> tuple[catalog_edit.CatalogChange, Catalog]:
+    """Write the edit, made again on the catalog as it is now if another mdl add or remove wrote it
+    while this one checked; the change and the catalog as written."""
+    path = change.catalog
+    if change.created:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LocalFSError(f"{path}: cannot create its folder: {exc.strerror or exc}") from exc
-    # another mdl add or remove may have written the catalog while this one checked
     with exclusive(path):
         now, created = catalog_files.read_catalog(path, create=True)
         if now != text:  # the same request, made on the catalog as it is now
-            edit = catalog_edit.add_entry(now, name, parsed, **entry)
+            edit = request.on(now)
             edited = catalog_files.valid(edit.text, path)
             change = replace(change, action=edit.action, entry=edit.entry, created=created)
         if edit.action != "unchanged":
             catalog_files.write_catalog(path, edit.text, created=created)
-    change = replace(change, checked=online and edit.action != "updated")
-    if online and entry.get("signed_by") is not None:
-        change = replace(
-            change, warning=_no_signature_upstream(edited.get(name), settings, progress=progress)
-        )
-    lock_file = lock_beside(path)
-    if not lock_file.exists() or not fetches:
+    return change, edited
+
+
+def _lock_in_step(
+    change: catalog_edit.CatalogChange,
+    edited: Catalog,
+    settings: Settings,
+    *,
+    online: bool,
+    progress: Progress,
+) -> catalog_edit.CatalogChange:
+    """The new model locked in catalog.lock (when there is one), the other entries as they are; a
+    failure is the change's error (the catalog stays edited: it is what the user asked for, and
+    `mdl lock` can be run again)."""
+    lock_file, name = lock_beside(change.catalog), change.model
+    if not lock_file.exists():
         return change
     if not online:
         why = "HF_HUB_OFFLINE is set" if settings.offline else "--no-check"
-        return replace(
-            change,
-            lock_error=f"{lock_file} was not updated for {name} ({why}); run 'mdl lock {name}'",
-        )
-    # The new model locked in catalog.lock, the other entries as they are; a failure is the change's
-    # error (the catalog stays edited: it is what the user asked for, and `mdl lock` can be run
-    # again).
+        error = f"{lock_file} was not updated for {name} ({why}); run 'mdl lock {name}'"
+        return replace(change, lock_error=error)
     report = lock_catalog(edited, (name,), settings, upgrade=False, check=False, progress=progress)
     if report.failures:
         error = report.failures[0].error or "failed"
