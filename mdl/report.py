@@ -308,7 +308,16 @@ def file_line(outcome: FileOutcome) -> str:
     """``file model=… path=… action=… …``: a value with spaces, quotes, ``=`` or nothing in it is
     a JSON string.
     """
-    fields: list[tuple[str, object | None]] = [
+    fields = _fields(outcome)
+    if outcome.action == "failed":
+        fields += _failure_fields(outcome)
+    shown = (f"{key}={_value(safe_text(str(value)))}" for key, value in fields if value is not None)
+    return "file " + " ".join(shown)
+
+
+def _fields(outcome: FileOutcome) -> list[tuple[str, object | None]]:
+    """The fields of every file's line (None: left out)."""
+    return [
         ("model", outcome.model),
         ("path", outcome.path or ""),
         ("action", outcome.action),
@@ -323,19 +332,19 @@ def file_line(outcome: FileOutcome) -> str:
         ("warning", outcome.warning or None),  # e.g. kept although the Hub could not be asked
         ("causes", " | ".join(outcome.retries) or None),
     ]
-    if outcome.action == "failed":
-        server_text = (
-            safe_text(outcome.server_text, limit=SERVER_TEXT_LIMIT) if outcome.server_text else None
-        )
-        fields += [
-            ("exit", outcome.exit_code),
-            ("status", outcome.status),
-            ("server_text", server_text),
-        ]
-        fields.append(("error", outcome.error or "failed"))
-    return "file " + " ".join(
-        f"{key}={_value(safe_text(str(value)))}" for key, value in fields if value is not None
-    )
+
+
+def _failure_fields(outcome: FileOutcome) -> list[tuple[str, object | None]]:
+    """What a failed file's line says besides: its exit code and the server's answer."""
+    server_text = None
+    if outcome.server_text:
+        server_text = safe_text(outcome.server_text, limit=SERVER_TEXT_LIMIT)
+    return [
+        ("exit", outcome.exit_code),
+        ("status", outcome.status),
+        ("server_text", server_text),
+        ("error", outcome.error or "failed"),
+    ]
 
 
 def log_outcome(outcome: FileOutcome) -> None:

@@ -40,16 +40,12 @@ def done_outcome(
 ) -> FileOutcome:
     """The file's outcome once ``action`` (it may differ from the planned one) was done; ``result``:
     its transfer; ``reason``: what the transfer made of the plan's (a resume that was not one)."""
-    remote, reason = plan.remote, reason or plan.decision.reason
-    word = "re-downloaded" if action is Action.DOWNLOAD and reason == FORCED else None
-    policy = policy_of(remote)
-    if plan.present and action is Action.DOWNLOAD and policy.replaced is not None:
-        word = policy.replaced
-    if plan.present and DONE_WORD[action] == "skipped" and policy.kept is not None:
-        reason = policy.kept
-    fetched, mirror, reused = (
-        (result.fetched, result.mirror, result.reused) if result is not None else (0, None, 0)
-    )
+    remote = plan.remote
+    word, reason = _words(plan, action, reason or plan.decision.reason)
+    fetched, mirror, reused = 0, None, 0
+    if result is not None:
+        fetched, mirror, reused = result.fetched, result.mirror, result.reused
+        verified = result.verified
     return FileOutcome(
         remote.model,
         remote.path,
@@ -64,8 +60,20 @@ def done_outcome(
         reused=reused,
         source=mirror or remote.source,
         warning=plan.warning,
-        verified=result.verified if result is not None else verified,
+        verified=verified,
     )
+
+
+def _words(plan: PlannedFile, action: Action, reason: str) -> tuple[str | None, str]:
+    """What people read instead of the action (None: the action), and the reason, by the
+    workflow's rules for a file that was there (``InPlace``)."""
+    word = "re-downloaded" if action is Action.DOWNLOAD and reason == FORCED else None
+    policy = policy_of(plan.remote)
+    if plan.present and action is Action.DOWNLOAD and policy.replaced is not None:
+        word = policy.replaced
+    if plan.present and DONE_WORD[action] == "skipped" and policy.kept is not None:
+        reason = policy.kept
+    return word, reason
 
 
 def dry_run_outcome(plan: PlannedFile) -> FileOutcome:

@@ -119,27 +119,46 @@ def decide(
     """What to do, from the file's state as ``show`` names it (``unnamed``: see same_content)."""
     state = judge(record, local.size, local.mtime_ns)
     if state == MISSING:  # --force changes nothing here: a partial of the same content is resumed
-        if local.partial_bytes > 0:
-            return Decision(Action.RESUME, f"{human_size(local.partial_bytes)} already downloaded")
-        return Decision(Action.DOWNLOAD, "missing" if record is not None else "not downloaded yet")
+        return _absent(record, local)
     if force:  # replaced, never called a repair: nothing says it was wrong
         return Decision(Action.DOWNLOAD, FORCED)
-    # unrecorded (with a hash: checked, below)
-    if record is None and not (remote.sha256 or remote.git_oid):
+    again = _fetched_again(remote, record, unnamed=unnamed)
+    if again is not None:
+        return again
+    if state == INSTALLED:
+        return Decision(Action.SKIP, "up to date")
+    return Decision(Action.CHECK, RECHECK_REASON[state])
+
+
+def _absent(record: FileRecord | None, local: LocalState) -> Decision:
+    """A file not where it goes: resumed from a partial download of the same content, else
+    downloaded."""
+    if local.partial_bytes > 0:
+        return Decision(Action.RESUME, f"{human_size(local.partial_bytes)} already downloaded")
+    return Decision(Action.DOWNLOAD, "missing" if record is not None else "not downloaded yet")
+
+
+def _fetched_again(
+    remote: RemoteFile, record: FileRecord | None, *, unnamed: bool
+) -> Decision | None:
+    """Why a file found in place is downloaded again without a look at its bytes, or None: it is
+    kept, or checked (unrecorded, with a hash)."""
+    hashed = bool(remote.sha256 or remote.git_oid)
+    if record is None:
+        if hashed:
+            return None
         # Not known to be wrong, so not a repair: fetched again because nothing can vouch for it.
         return Decision(
             Action.DOWNLOAD,
             "unrecorded (present, never verified by mdl) and no hash to check it against",
         )
-    if record is not None and not same_content(record, remote, unnamed=unnamed):
-        if not (remote.sha256 or remote.git_oid or same_source(record, remote)):
-            return Decision(Action.DOWNLOAD, NEW_SOURCE)
-        return Decision(
-            Action.DOWNLOAD, UNNAMED if same_content(record, remote) else "changed upstream"
-        )
-    if state == INSTALLED:
-        return Decision(Action.SKIP, "up to date")
-    return Decision(Action.CHECK, RECHECK_REASON[state])
+    if same_content(record, remote, unnamed=unnamed):
+        return None
+    if not (hashed or same_source(record, remote)):
+        return Decision(Action.DOWNLOAD, NEW_SOURCE)
+    return Decision(
+        Action.DOWNLOAD, UNNAMED if same_content(record, remote) else "changed upstream"
+    )
 
 
 @dataclass(frozen=True)
