@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mdl.catalog import Catalog, FileSpec, ModelSpec, Settings, lock_beside, settings_for
+from mdl.catalog import Catalog, ModelSpec, Settings, lock_beside, settings_for
 from mdl.catalog import edit as catalog_edit
 from mdl.catalog import files as catalog_files
 from mdl.download.lock import lock_catalog
@@ -56,7 +56,7 @@ def add_model(
     fetches = _fetches(text, path, name, edited, updated=edit.action == "updated")
     online = check and not settings.offline and fetches
     if online and edit.action != "updated":
-        _check_added(edited.get(name), settings, added=change.added, progress=progress)
+        _check_entry(edited.get(name), settings, added=change.added, progress=progress)
     change, edited = _save(request, change, text=text, edit=edit, edited=edited)
     change = replace(change, checked=online and change.action != "updated")
     if online and fields.get("signed_by") is not None:
@@ -103,14 +103,6 @@ def _change(
         created=created,
         user_catalog=catalog_files.is_user_catalog(path),
     )
-
-
-def _check_added(
-    spec: ModelSpec, settings: Settings, *, added: Sequence[str], progress: Progress
-) -> None:
-    """Raise the error a pull of the files this edit ``added`` (their save paths) would meet."""
-    files = [f for f in spec.files if f.save_path in added]
-    _check_entry(spec, settings, files=files, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -259,16 +251,16 @@ def _no_signature_upstream(
 
 
 def _check_entry(
-    spec: ModelSpec, settings: Settings, *, files: Sequence[FileSpec], progress: Progress
+    spec: ModelSpec, settings: Settings, *, added: Sequence[str], progress: Progress
 ) -> None:
     """Raise the error a pull would meet: a whole repo is resolved (an ``include`` that matches
-    nothing is found now); each of ``files`` is asked about once (a Hub file's HEAD also checks
-    ``--sha256``)."""
+    nothing is found now); each file the edit ``added`` (by save path) is asked about once (a Hub
+    file's HEAD also checks ``--sha256``)."""
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
         if spec.is_snapshot:
             resolve_model(spec, hub=session.hub, environ=session.environ)
             return
-        for file in files:
+        for file in (f for f in spec.files if f.save_path in added):
             hub = session.hub if file.url is None else None
             remote = resolve_file(spec.name, file, hub=hub, environ=session.environ)
             if file.url is not None:

@@ -72,31 +72,19 @@ def check_signatures(
             models=[_without_git_files(m) if m.name in trusts else m for m in resolved]
         )
     found = Signatures()
+    by_name = {spec.name: spec for spec in specs}
     for model in resolved:
         trust = trusts.get(model.name)
         if trust is None:
             found.models.append(model)
             continue
-        spec = next(spec for spec in specs if spec.name == model.name)
-        _check_model(session, spec, trust, fingerprints[model.name], model, found)
+        try:
+            _signed(session, by_name[model.name], trust, fingerprints[model.name], model, found)
+        except MdlError as exc:
+            outcome = failed(model.name, None, exc, dest=session.store.model_dir(model.name))
+            log.error("%s", outcome.error)
+            found.failures.append(outcome)
     return found
-
-
-def _check_model(
-    session: PullSession,
-    spec: ModelSpec,
-    trust: Trust,
-    fingerprint: str,
-    model: ResolvedModel,
-    found: Signatures,
-) -> None:
-    """The model signed (``_signed``), or failed whole (logged) in ``found``."""
-    try:
-        _signed(session, spec, trust, fingerprint, model, found)
-    except MdlError as exc:
-        outcome = failed(model.name, None, exc, dest=session.store.model_dir(model.name))
-        log.error("%s", outcome.error)
-        found.failures.append(outcome)
 
 
 def _fingerprints(trusts: Mapping[str, Trust]) -> dict[str, str]:

@@ -24,6 +24,8 @@ class Crew:
     """The workers of one fetch: each takes file after file from the queue until none is left (no
     hand-off per file); the small lane grows while its files wait (see WorkQueue)."""
 
+    small_pool: ThreadPoolExecutor  # the small lane's threads, while ``run`` runs
+
     def __init__(
         self,
         session: PullSession,
@@ -63,12 +65,12 @@ class Crew:
     def _start(self, big_pool: ThreadPoolExecutor) -> None:
         queue = self.queue
         for _ in range(min(queue.small_workers, queue.count(SMALL))):
-            self._add(SMALL)
+            self._add_small()
         for _ in range(min(self.big_jobs, queue.count(BIG))):
             self.workers.append(big_pool.submit(self._drain, BIG))
 
-    def _add(self, lane: str) -> None:
-        self.workers.append(self.small_pool.submit(self._drain, lane))
+    def _add_small(self) -> None:
+        self.workers.append(self.small_pool.submit(self._drain, SMALL))
 
     def _wait(self) -> None:
         done = 0
@@ -79,7 +81,7 @@ class Crew:
                 done += 1
             except TimeoutError:
                 for _ in range(self.queue.unstick(time.monotonic())):
-                    self._add(SMALL)
+                    self._add_small()
 
     def _drain(self, lane: str) -> None:
         cancel, queue = self.session.cancel, self.queue
@@ -95,12 +97,12 @@ class Crew:
                 queue.done(index)
             # A small file's time says what it waits on (a bulk file's is the bandwidth's); none
             # after Ctrl-C.
-            if lane == SMALL and (plan.remote.size or 0) < BULK and not cancel.is_set():
+            if lane == SMALL and _size(plan) < BULK and not cancel.is_set():
                 spent = time.thread_time() - cpu
                 waited = time.monotonic() - began - spent
                 # before this worker ends: the main thread waits
                 for _ in range(queue.more_workers(waited=waited, worked=spent)):
-                    self._add(SMALL)
+                    self._add_small()
 
 
 # fetched as parallel ranges: its streams, not more files, keep the link busy
