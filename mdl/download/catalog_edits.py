@@ -94,14 +94,9 @@ def _change(
     path: Path, name: str, edit: catalog_edit.Edit, *, created: bool
 ) -> catalog_edit.CatalogChange:
     added = tuple(catalog_edit.save_path(table, where=name) for table in edit.added_files)
+    mine = catalog_files.is_user_catalog(path)
     return catalog_edit.CatalogChange(
-        path,
-        name,
-        edit.action,
-        edit.entry,
-        added=added,
-        created=created,
-        user_catalog=catalog_files.is_user_catalog(path),
+        path, name, edit.action, edit.entry, added=added, created=created, user_catalog=mine
     )
 
 

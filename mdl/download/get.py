@@ -372,15 +372,9 @@ def _url_file(
     assert item.url is not None
     source = item.where if item.where.startswith("s3://") else redact_url(item.url)
     expected = sha256 or item.sha256
+    headers, typed = item.headers, item.typed
     remote = RemoteFile(
-        "",
-        name,
-        item.url,
-        item.size,
-        expected,
-        source=source,
-        headers=item.headers,
-        typed=item.typed,
+        "", name, item.url, item.size, expected, source=source, headers=headers, typed=typed
     )
     # a sha256 never turns ranges off
     if session.settings.offline or (remote.size is not None and remote.sha256):
