@@ -106,10 +106,7 @@ def lock_catalog(
     # the models to resolve: every one with ``upgrade``, else those the lock does not pin as the
     # catalog says now
     todo = [spec for spec in scope.specs if upgrade or base.fresh(spec) is None]
-    fresh: dict[str, LockedModel] = {}
-    failures: list[FileOutcome] = []
-    if todo:
-        fresh, failures = _lock_models(todo, settings, old=base, progress=progress)
+    fresh, failures = _lock_models(todo, settings, old=base, progress=progress)
     resolved = tuple(spec.name for spec in todo)
     if failures:
         return LockReport(
@@ -192,6 +189,8 @@ def _lock_models(
     """Resolve the models upstream (never from the lock) and hash what upstream did not; their
     lock entries.
     """
+    if not specs:  # every one fresh: nothing to ask upstream
+        return {}, []
     # the record of a past pull is no resolution: it may be any commit, and lack files
     if settings.offline:
         why = "HF_HUB_OFFLINE is set; it must be resolved to be locked"
