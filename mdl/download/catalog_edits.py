@@ -255,7 +255,8 @@ def _check_entry(
         if spec.is_snapshot:
             resolve_model(spec, hub=session.hub, environ=session.environ)
             return
-        for file in (f for f in spec.files if f.save_path in added):
+        files = [f for f in spec.files if f.save_path in added]
+        for file in files:
             hub = session.hub if file.url is None else None
             remote = resolve_file(spec.name, file, hub=hub, environ=session.environ)
             if file.url is not None:
