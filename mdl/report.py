@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,6 +25,8 @@ from mdl.redact import Secrets, safe_text
 # A retry cause (``retries``) that starts with this is also a warning for the user (a mirror that
 # failed for the file: the part that chose another source has no other way into the outcome).
 WARNING_CAUSE = "warning: "
+# the line per file; the log handler makes it safe (no secrets)
+file_log = logging.getLogger("mdl.files")
 
 
 @dataclass(frozen=True)
@@ -286,3 +291,72 @@ def hidden(outcomes: Sequence[FileOutcome], secrets: Secrets) -> tuple[FileOutco
         )
         for o in outcomes
     )
+
+
+# The log line per file: what was done, from where.
+SERVER_TEXT_LIMIT = 500
+_BARE = re.compile(r"[^\s\"=\\]+")
+_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def _value(text: str) -> str:
+    """A value as the line holds it: bare when unambiguous, else a JSON string."""
+    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+
+
+def file_line(outcome: FileOutcome) -> str:
+    """``file model=… path=… action=… …``: a value with spaces, quotes, ``=`` or nothing in it is
+    a JSON string.
+    """
+    fields = _fields(outcome)
+    if outcome.action == "failed":
+        fields += _failure_fields(outcome)
+    shown = (f"{key}={_value(safe_text(str(value)))}" for key, value in fields if value is not None)
+    return "file " + " ".join(shown)
+
+
+def _fields(outcome: FileOutcome) -> list[tuple[str, object | None]]:
+    """The fields of every file's line (None: left out)."""
+    return [
+        ("model", outcome.model),
+        ("path", outcome.path or ""),
+        ("action", outcome.action),
+        ("dest", outcome.dest),
+        ("source", outcome.source),
+        ("size", outcome.size),
+        ("sha256", outcome.sha256),
+        ("fetched", outcome.fetched if outcome.action != "skipped" or outcome.fetched else None),
+        ("reused", outcome.reused or None),
+        ("seconds", f"{outcome.seconds:.3f}" if outcome.seconds is not None else None),
+        ("retries", len(outcome.retries)),
+        ("warning", outcome.warning or None),  # e.g. kept although the Hub could not be asked
+        ("causes", " | ".join(outcome.retries) or None),
+    ]
+
+
+def _failure_fields(outcome: FileOutcome) -> list[tuple[str, object | None]]:
+    """What a failed file's line says besides: its exit code and the server's answer."""
+    server_text = None
+    if outcome.server_text:
+        server_text = safe_text(outcome.server_text, limit=SERVER_TEXT_LIMIT)
+    return [
+        ("exit", outcome.exit_code),
+        ("status", outcome.status),
+        ("server_text", server_text),
+        ("error", outcome.error or "failed"),
+    ]
+
+
+def log_outcome(outcome: FileOutcome) -> None:
+    """Write the file's line: INFO when it is present and verified, ERROR when it failed."""
+    level = logging.ERROR if outcome.action == "failed" else logging.INFO
+    file_log.log(level, "%s", file_line(outcome))
+
+
+def parse_file_line(line: str) -> dict[str, str]:
+    """The fields of a ``file …`` line (anywhere in a log line), JSON strings decoded."""
+    start = line.find(" file ") + 6 if not line.startswith("file ") else 5
+    return {
+        key: json.loads(raw) if raw.startswith('"') else raw
+        for key, raw in _FIELD.findall(line[start:])
+    }

@@ -1,8 +1,9 @@
-"""The workflows over the same stages (resolve → plan → fetch → record): ``pull`` models, ``get``
-one-off sources, ``lock`` them, ``add``/``remove`` catalog entries with the lock in step."""
+"""The workflows over the same stages (resolve → plan → fetch → record): ``pull`` catalog models,
+``get`` one-off sources, ``lock`` them into catalog.lock, ``add``/``remove`` catalog entries."""
 
+from mdl.download.catalog_edits import add_model, remove_model
 from mdl.download.get import get_sources, read_source
-from mdl.download.lock import LockReport, add_model, lock_catalog, remove_model
+from mdl.download.lock import LockReport, lock_catalog
 from mdl.download.puller import pull_models
 from mdl.download.resolve import resolve_models
 from mdl.download.session import warned

@@ -1,34 +1,23 @@
-"""Stage three of a pull: the planned files on ``jobs`` threads, each taking file after file under
-its file lock (mirrors first, every byte verified); their records written in batches."""
+"""Stage three of a pull: each planned file fetched under its file lock by the workers
+(mdl.download.workers), mirrors first, every byte verified; their records written in batches."""
 
 from __future__ import annotations
 
 import logging
 import os
-import statistics
 import threading
 import time
-from collections import deque
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from mdl.buckets import ObjectStore, store_for
-from mdl.catalog import Settings
-from mdl.download.plan import (
-    Action,
-    PlannedFile,
-    done_outcome,
-    identity_of,
-    log_outcome,
-    look,
-    offline_error,
-    recorded,
-)
-from mdl.download.session import MANY_JOBS, PullSession, label_of
+from mdl.download.outcomes import done_outcome
+from mdl.download.plan import Action, PlannedFile, identity_of, look, offline_error, recorded
+from mdl.download.session import PullSession, label_of
+from mdl.download.workers import INTERRUPTED, Crew
 from mdl.errors import (
     AuthError,
     InterruptedByUserError,
@@ -40,7 +29,7 @@ from mdl.errors import (
     worst_exit_code,
 )
 from mdl.redact import redact_url, safe_text
-from mdl.report import WARNING_CAUSE, FileOutcome, failed
+from mdl.report import WARNING_CAUSE, FileOutcome, failed, log_outcome
 from mdl.sources import RemoteFile, mirror_targets
 from mdl.store import (
     FileRecord,
@@ -54,19 +43,11 @@ from mdl.store import (
     open_file,
     rename,
 )
-from mdl.transfer import (
-    SPLIT_THRESHOLD,
-    Credentials,
-    RetryLog,
-    TransferJob,
-    TransferResult,
-    discard_partial,
-)
+from mdl.transfer import Credentials, RetryLog, TransferJob, TransferResult, discard_partial
 from mdl.units import human_size
 from mdl.xet import XetFallback
 
 log = logging.getLogger("mdl.pull")
-INTERRUPTED = "interrupted"  # what was kept: said by the command (mdl.cli.run.KEPT_ON_INTERRUPT)
 
 
 def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcome]:
@@ -74,26 +55,8 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
     per plan.
     """
     todo = {i: p for i, p in enumerate(plans) if p.decision.action is not Action.SKIP}
-    # Bytes still to fetch, plus those a check hashes (a check that fails takes its bytes back);
-    # unknown while any file's size is (a server that never says it): never a made-up "0 B".
-    total: int | None = None
-    # a staged signature was shown as it came
-    moving = [p for p in todo.values() if p.remote.staged is None]
-    if all(p.remote.size is not None for p in moving):
-        kept = sum(p.partial_bytes for p in moving if p.decision.action is Action.RESUME)
-        total = sum(p.remote.size or 0 for p in moving) - kept
-    session.progress.begin(total_bytes=total, files=len(moving))
-    results: dict[int, FileOutcome] = {}
-    for index, plan in enumerate(plans):
-        if index not in todo:
-            remote = plan.remote
-            try:
-                results[index] = _skip(session, plan)
-            except MdlError as exc:
-                results[index] = failed(
-                    remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source
-                )
-            log_outcome(results[index])
+    _begin(session, todo.values())
+    results = {i: _skipped(session, p) for i, p in enumerate(plans) if i not in todo}
     # A signature verified before the others is placed after them, once every other file of its
     # model that moves is in place: a transfer that fails or stops halfway leaves the signature of
     # the version on disk, never a newer one beside it. (A file refused before any transfer, as not
@@ -101,73 +64,63 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
     last = {i: p for i, p in todo.items() if p.remote.staged is not None}
     first = {i: p for i, p in todo.items() if i not in last}
     records = RecordQueue(session.store, dirs=session.dirs)
-    small_jobs, big_jobs = job_counts(session.settings, list(first.values()))
-    jobs_set = session.settings.jobs_set
-    queue = WorkQueue(first, split=not jobs_set, small_workers=small_jobs, grow=not jobs_set)
-    workers: list[Future[None]] = []
-
-    # one worker: file after file until none is left (no hand-off per file)
-    def drain(lane: str) -> None:
-        while not session.cancel.is_set() and (taken := queue.take(lane)) is not None:
-            index, plan = taken
-            began, cpu = time.monotonic(), time.thread_time()
-            try:
-                results[index] = _fetch_one(session, records, plan)
-            finally:
-                queue.done(index)
-            # A small file's time says what it waits on (a bulk file's is the bandwidth's); none
-            # after Ctrl-C.
-            if lane == SMALL and (plan.remote.size or 0) < BULK and not session.cancel.is_set():
-                spent = time.thread_time() - cpu
-                for _ in range(
-                    queue.more_workers(waited=time.monotonic() - began - spent, worked=spent)
-                ):
-                    # before this worker ends: the main thread waits
-                    workers.append(small_pool.submit(drain, SMALL))
-
     try:
-        with (
-            ThreadPoolExecutor(max_workers=small_jobs, thread_name_prefix="file") as small_pool,
-            ThreadPoolExecutor(max_workers=big_jobs, thread_name_prefix="big") as big_pool,
-        ):
-            pools = (small_pool, big_pool)
-            # From the first worker on: a Ctrl-C while the next one starts (slow on a busy machine)
-            # must cancel the first, or leaving the pools waits for it (in a lock wait: up to
-            # --lock-timeout).
-            try:
-                small_count = min(queue.small_workers, queue.count(SMALL))
-                workers += [small_pool.submit(drain, SMALL) for _ in range(small_count)]
-                workers += [
-                    big_pool.submit(drain, BIG) for _ in range(min(big_jobs, queue.count(BIG)))
-                ]
-                done = 0
-                while done < len(workers):  # the list grows while small files wait (see WorkQueue)
-                    try:
-                        # short: Ctrl-C is heard (a blocking wait swallows it)
-                        workers[done].result(timeout=0.2)
-                        done += 1
-                    except TimeoutError:
-                        for _ in range(queue.unstick(time.monotonic())):
-                            workers.append(small_pool.submit(drain, SMALL))
-            except KeyboardInterrupt:
-                session.abort()  # the workers take no more files once ``cancel`` is set
-                for pool in pools:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                raise InterruptedByUserError(INTERRUPTED) from None
-        failing: dict[str, list[int]] = {}
-        for outcome in results.values():
-            if outcome.failing:
-                failing.setdefault(outcome.model, []).append(outcome.exit_code)
-        for index, plan in last.items() if not session.cancel.is_set() else ():
-            codes = failing.get(plan.remote.model)
-            results[index] = (
-                _held_back(plan, codes) if codes else _fetch_one(session, records, plan)
-            )
+        results |= Crew(session, first, work=partial(_fetch_one, session, records)).run()
+        if not session.cancel.is_set():
+            results |= _place_last(session, records, last, results.values())
     finally:
         records.close()
     if session.cancel.is_set():
         raise InterruptedByUserError(INTERRUPTED)
     return [results[i] for i in sorted(results)]
+
+
+def _begin(session: PullSession, todo: Iterable[PlannedFile]) -> None:
+    """Tell the progress what is to come: the bytes still to fetch, plus those a check hashes (a
+    check that fails takes its bytes back); unknown while any file's size is (a server that never
+    says it): never a made-up "0 B"."""
+    # a staged signature was shown as it came
+    moving = [p for p in todo if p.remote.staged is None]
+    total: int | None = None
+    if all(p.remote.size is not None for p in moving):
+        kept = sum(p.partial_bytes for p in moving if p.decision.action is Action.RESUME)
+        total = sum(p.remote.size or 0 for p in moving) - kept
+    session.progress.begin(total_bytes=total, files=len(moving))
+
+
+def _skipped(session: PullSession, plan: PlannedFile) -> FileOutcome:
+    """The outcome of a file planned as kept (logged)."""
+    remote = plan.remote
+    try:
+        outcome = _skip(session, plan)
+    except MdlError as exc:
+        outcome = failed(
+            remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source
+        )
+    log_outcome(outcome)
+    return outcome
+
+
+def _place_last(
+    session: PullSession,
+    records: RecordQueue,
+    last: Mapping[int, PlannedFile],
+    done: Iterable[FileOutcome],
+) -> dict[int, FileOutcome]:
+    """The signatures fetched first, placed once their models' other files are: held back when
+    one of those failed."""
+    failing: dict[str, list[int]] = {}
+    for outcome in done:
+        if outcome.failing:
+            failing.setdefault(outcome.model, []).append(outcome.exit_code)
+    placed: dict[int, FileOutcome] = {}
+    for index, plan in last.items():
+        codes = failing.get(plan.remote.model)
+        if codes:
+            placed[index] = _held_back(plan, codes)
+        else:
+            placed[index] = _fetch_one(session, records, plan)
+    return placed
 
 
 def _held_back(plan: PlannedFile, codes: Sequence[int]) -> FileOutcome:
@@ -187,125 +140,6 @@ def _held_back(plan: PlannedFile, codes: Sequence[int]) -> FileOutcome:
     )
     log_outcome(outcome)
     return outcome
-
-
-# fetched as parallel ranges: its streams, not more files, keep the link busy
-def is_big(plan: PlannedFile) -> bool:
-    return (plan.remote.size or 0) >= SPLIT_THRESHOLD  # an unknown size: one stream
-
-
-def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, int]:
-    """Files in flight, (small, big): ``--jobs`` for all, else up to MANY_JOBS latency-bound
-    small ones, jobs big.
-    """
-    if settings.jobs_set:
-        return settings.jobs, 1
-    small = sum(1 for plan in todo if not is_big(plan))
-    return max(1, min(MANY_JOBS, small)), max(1, settings.jobs)
-
-
-# the two lanes of workers: one stream per file, and parallel ranges (is_big)
-SMALL, BIG = "small", "big"
-# a file this big takes longer to move than to ask for on most links: bandwidth-bound, not
-# latency-bound
-BULK = 1 << 20
-# small-lane workers at first without --jobs (more while its files wait on round trips) ...
-FIRST_WORKERS = 4
-# ... once their files wait twice as long as sharing the CPU among them would make them, ...
-GROW_AFTER = 2.0
-STUCK = 0.5  # ... or for each file in flight this many seconds
-JUDGED = 8  # the small files whose waits say how many workers the lane needs
-
-
-class WorkQueue:
-    """The files still to start, taken by workers that loop until none is left. The small lane's
-    bulk files (``BULK`` and more), largest first, hold at most half its workers while latency-bound
-    ones wait, so bytes and round trips overlap instead of taking turns (a repo lists its shards
-    together: fetched in that order, 16 streams share the bandwidth while the small files wait, then
-    16 small files wait on round trips while the bandwidth idles). ``grow``: the small lane starts
-    with a few workers and gets more while its files wait on something other than this process's CPU
-    (round trips, a slow server, the disk), up to ``small_workers``: on a near server more threads
-    would only queue for the interpreter (the GIL) and spend CPU handing it over."""
-
-    def __init__(
-        self, todo: dict[int, PlannedFile], *, split: bool, small_workers: int, grow: bool = False
-    ) -> None:
-        self._lock = threading.Lock()
-        # stable: listing order after
-        largest = sorted(todo.items(), key=lambda item: -(item[1].remote.size or 0))
-        self._big = deque(item for item in largest if split and is_big(item[1]))
-        self._bulk = deque(
-            i for i in largest if not (split and is_big(i[1])) and (i[1].remote.size or 0) >= BULK
-        )
-        # in listing order
-        self._small = deque(item for item in todo.items() if (item[1].remote.size or 0) < BULK)
-        self._bulk_busy: set[int] = set()  # the bulk files being fetched
-        # the small (latency-bound) files being fetched: since when
-        self._since: dict[int, float] = {}
-        self._stuck: set[int] = set()  # those of them a worker was added for
-        self.most = small_workers
-        self.small_workers = min(small_workers, FIRST_WORKERS) if grow else small_workers
-        # the last small files' waits, each over its own work
-        self._waits: deque[float] = deque(maxlen=JUDGED)
-
-    def count(self, lane: str) -> int:
-        return len(self._big) if lane == BIG else len(self._bulk) + len(self._small)
-
-    def take(self, lane: str) -> tuple[int, PlannedFile] | None:
-        """The next file for a worker of ``lane``, or None: the lane is done."""
-        with self._lock:
-            if lane == BIG:
-                return self._big.popleft() if self._big else None
-            if self._bulk and (
-                len(self._bulk_busy) < max(1, self.small_workers // 2) or not self._small
-            ):
-                taken = self._bulk.popleft()
-                self._bulk_busy.add(taken[0])
-            elif self._small:
-                taken = self._small.popleft()
-                # latency-bound: how long it waits says more workers help
-                self._since[taken[0]] = time.monotonic()
-            else:
-                return None
-            return taken
-
-    def done(self, index: int) -> None:
-        with self._lock:
-            self._bulk_busy.discard(index)
-            self._since.pop(index, None)
-
-    def more_workers(self, *, waited: float, worked: float) -> int:
-        """Workers to add to the small lane after one of its small files waited and worked this
-        long. A few workers that only share the CPU each wait a few times their work; a file that
-        waits far longer waits on a round trip (or a disk) that more workers overlap: as many as
-        keep the CPU busy through it (Little's law: the wait over the work, plus one). Judged by the
-        median of the last few files: one slow answer decides nothing."""
-        with self._lock:
-            self._waits.append(waited / worked if worked > 0 else float(self.most))
-            ratio = statistics.median(self._waits)
-            return self._grow(int(ratio) + 1) if ratio > GROW_AFTER * FIRST_WORKERS else 0
-
-    def unstick(self, now: float) -> int:
-        """Workers to add for the small lane's files in flight longer than ``STUCK`` (a slow server,
-        a stall): each waits on something no CPU of ours can hurry, and the files after it need not
-        wait behind it."""
-        with self._lock:
-            stuck = {
-                index for index, since in self._since.items() if now - since > STUCK
-            } - self._stuck
-            self._stuck |= stuck  # each is made up for once
-            return self._grow(self.small_workers + len(stuck))
-
-    def _grow(self, target: int) -> int:
-        """Raise the small lane's workers to ``target`` (at most its most, never more than files
-        are left).
-        """
-        target = min(self.most, target, self.small_workers + len(self._bulk) + len(self._small))
-        added, self.small_workers = (
-            max(0, target - self.small_workers),
-            max(self.small_workers, target),
-        )
-        return added
 
 
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:

@@ -7,29 +7,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from mdl.buckets import store_for
 from mdl.catalog import FileSpec, Settings
 from mdl.download.fetch import fetch
-from mdl.download.plan import (
-    FORCED,
-    GET,
-    PlannedFile,
-    check_space,
-    kept_in_place,
-    log_outcome,
-    plan_file,
-)
+from mdl.download.outcomes import kept_in_place
+from mdl.download.plan import FORCED, GET, PlannedFile, check_space, plan_file
 from mdl.download.resolve import still_verified
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
 from mdl.paths import HfUri
 from mdl.progress import Progress
 from mdl.redact import redact_url
-from mdl.report import FileOutcome, RunReport, failed
+from mdl.report import FileOutcome, RunReport, failed, log_outcome
 from mdl.sources import (
     InlineCheck,
     InlineFile,
@@ -182,6 +175,27 @@ def fetch_sources(
     writes, downloads (a whole repo's files said to be ``within`` the folder; ``unused``: -H went to
     no URL, said with every file)."""
     files = [item for item in items if not isinstance(item, HfUri)]
+    _refuse_one_file_flags(files, output=output, sha256=sha256)
+    force = settings.force
+    targets = save_targets(files, output=output, directory=settings.dest, force=force)
+    checks = check_payloads(files, sha256=sha256, progress=progress)
+    outcomes = {} if force else _already_there(files, targets, checks, expected=sha256)
+    writes = {index: check for index, check in checks.items() if index not in outcomes}
+    progress.begin(total_bytes=sum(check.size for check in writes.values()), files=len(writes))
+    for index, check in writes.items():
+        target = targets[index]
+        outcomes[index] = _write(files[index], target, check, force=force, progress=progress)
+    remote = _remote_items(files, targets, done=outcomes)
+    if remote:
+        outcomes.update(_fetch_remote(run(), remote, sha256=sha256))
+    within, warning = str(settings.dest), UNUSED_HEADERS if unused else None
+    return RunReport(tuple(_said(outcomes[i], files[i], within, warning) for i in sorted(outcomes)))
+
+
+def _refuse_one_file_flags(
+    files: Sequence[Source], *, output: Path | None, sha256: str | None
+) -> None:
+    """-o and --sha256 name one file: usage errors when the sources stand for more."""
     if output is not None and len(files) != 1:
         raise UsageError(
             f"-o names one file, but the sources stand for {len(files)} files; use -d DIR"
@@ -190,47 +204,40 @@ def fetch_sources(
         raise UsageError(
             f"--sha256 applies to a single file, but the sources stand for {len(files)} files"
         )
-    force = settings.force
-    targets = save_targets(files, output=output, directory=settings.dest, force=force)
-    checks = check_payloads(files, sha256=sha256, progress=progress)
-    outcomes = {} if force else _already_there(files, targets, checks, expected=sha256)
-    writes = {index: check for index, check in checks.items() if index not in outcomes}
-    progress.begin(total_bytes=sum(check.size for check in writes.values()), files=len(writes))
-    for index, check in writes.items():
-        item, target = files[index], targets[index]
-        assert isinstance(item, InlineFile)
-        replaced = force and os.path.lexists(target)
-        try:
-            write_inline(item, target, check=check, progress=progress)
-        except MdlError as exc:
-            outcomes[index] = failed("", item.filename, exc, dest=target, source=item.where)
-        else:
-            # fetched: counted in the total like downloaded bytes (written from the job's output);
-            # verified: whole in the document, the bytes written hashed and held to the checked
-            # decoding (and any sha256 it was given)
-            word, reason = (GET.replaced, FORCED) if replaced else (None, "")
-            done = FileOutcome(
-                "",
-                item.filename,
-                str(target),
-                check.size,
-                check.sha256,
-                "downloaded",
-                reason=reason,
-            )
-            outcomes[index] = replace(
-                done, fetched=check.size, source=item.where, word=word, verified=True
-            )
-        log_outcome(outcomes[index])
-    remote = [
+
+
+def _remote_items(
+    files: Sequence[Source], targets: Sequence[Path], *, done: Mapping[int, FileOutcome]
+) -> list[tuple[int, UrlFile, Path]]:
+    """The files to download: (index, source, target) of each URL not ``done`` already."""
+    return [
         (i, item, targets[i])
         for i, item in enumerate(files)
-        if isinstance(item, UrlFile) and i not in outcomes
+        if isinstance(item, UrlFile) and i not in done
     ]
-    if remote:
-        outcomes.update(_fetch_remote(run(), remote, sha256=sha256))
-    within, warning = str(settings.dest), UNUSED_HEADERS if unused else None
-    return RunReport(tuple(_said(outcomes[i], files[i], within, warning) for i in sorted(outcomes)))
+
+
+def _write(
+    item: Source, target: Path, check: InlineCheck, *, force: bool, progress: Progress
+) -> FileOutcome:
+    """A job output's inline file written to ``target``: its outcome (logged)."""
+    assert isinstance(item, InlineFile)
+    replaced = force and os.path.lexists(target)
+    try:
+        write_inline(item, target, check=check, progress=progress)
+    except MdlError as exc:
+        outcome = failed("", item.filename, exc, dest=target, source=item.where)
+    else:
+        # fetched: counted in the total like downloaded bytes (written from the job's output);
+        # verified: whole in the document, the bytes written hashed and held to the checked
+        # decoding (and any sha256 it was given)
+        word, reason = (GET.replaced, FORCED) if replaced else (None, "")
+        done = FileOutcome(
+            "", item.filename, str(target), check.size, check.sha256, "downloaded", reason=reason
+        )
+        outcome = replace(done, fetched=check.size, source=item.where, word=word, verified=True)
+    log_outcome(outcome)
+    return outcome
 
 
 def _said(outcome: FileOutcome, item: Source, within: str, warning: str | None) -> FileOutcome:
@@ -286,78 +293,96 @@ def _fetch_remote(
     """Download the remote files into the run's folder (``-d``: Hub files keep their folders under
     it; ``-o``: its folder)."""
     outcomes: dict[int, FileOutcome] = {}
-    folder, force, offline = session.store.dest, session.settings.force, session.settings.offline
-    planned: list[tuple[int, PlannedFile]] = []
+    planned: dict[int, PlannedFile] = {}
     # ours (_already_there), or --force
     present = {i for i, _, target in items if os.path.lexists(target)}
     openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
     try:
         for index, item, target in items:
-            # its path in the folder (Hub files: with theirs)
-            name = target.absolute().relative_to(folder).as_posix()
-            try:
-                if item.hub is not None:
-                    repo_type, repo, revision, path = item.hub
-                    hub = session.hub
-                    if hub is None:
-                        raise UsageError(f"{item.where}: HF_HUB_OFFLINE is set")
-                    spec = FileSpec(item.where, repo, path, revision=revision, repo_type=repo_type)
-                    spec = replace(spec, sha256=sha256, save_as=name)
-                    remote = item.listed or resolve_file("", spec, hub=hub, environ={})
-                    there = not force and os.path.lexists(target)
-                    oid, where = remote.git_oid, item.where
-                    if there and (
-                        kept := kept_in_place(
-                            target, name, sha256=remote.sha256, git_oid=oid, where=where
-                        )
-                    ):
-                        outcomes[index] = kept
-                        continue
-                else:
-                    assert item.url is not None
-                    source = item.where if store_for(item.where) else redact_url(item.url)
-                    expected = sha256 or item.sha256
-                    remote = RemoteFile(
-                        "",
-                        name,
-                        item.url,
-                        item.size,
-                        expected,
-                        source=source,
-                        headers=item.headers,
-                        typed=item.typed,
-                    )
-                    # a sha256 never turns ranges off
-                    if not offline and (remote.size is None or not remote.sha256):
-                        # One file, not resumed, not there (it may be unchanged): its probe carries
-                        # its first bytes.
-                        part, _ = session.store.part_paths(ONE_OFF, name)
-                        carry = len(items) == 1 and not part.exists() and index not in present
-                        remote = _probe(session, remote, item, carry=carry)
-                        openings.append(remote.opening)
-                planned.append(
-                    (index, plan_file(session.layout, remote, force=force, offline=offline))
-                )
-            except MdlError as exc:
-                outcomes[index] = failed("", name, exc, dest=target, source=item.where)
-                warning = session.netrc_warning(typed=item.typed)
-                # a 401 may be why: said here too (fetch says it with the others)
-                if warning is not None:
-                    outcomes[index] = replace(outcomes[index], warning=warning)
-                log_outcome(outcomes[index])
+            carry = len(items) == 1 and index not in present
+            found = _planned(session, item, target, sha256=sha256, carry=carry, openings=openings)
+            if isinstance(found, PlannedFile):
+                planned[index] = found
+            else:
+                outcomes[index] = found
         if planned:
-            plans = [plan for _, plan in planned]
+            plans = list(planned.values())
             session.store.ensure_dirs()
             check_space(plans)
-            outcomes.update(
-                zip((index for index, _ in planned), fetch(session, plans), strict=True)
-            )
+            outcomes.update(zip(planned, fetch(session, plans), strict=True))
     finally:
         for opening in openings:
             # skipped, failed or never reached: its probe's answer is closed
             if opening is not None:
                 opening.close()
     return outcomes
+
+
+def _planned(
+    session: PullSession,
+    item: UrlFile,
+    target: Path,
+    *,
+    sha256: str | None,
+    carry: bool,
+    openings: list[Opening | None],
+) -> PlannedFile | FileOutcome:
+    """The file's plan, or its outcome: kept in place, or failed (logged). ``carry``: its probe may
+    carry its first bytes (``openings``: where such an answer is kept until the get ends)."""
+    # its path in the folder (Hub files: with theirs)
+    name = target.absolute().relative_to(session.store.dest).as_posix()
+    force, offline = session.settings.force, session.settings.offline
+    try:
+        if item.hub is not None:
+            remote = _hub_file(session, item, name, sha256=sha256)
+            if not force and os.path.lexists(target):
+                oid, where = remote.git_oid, item.where
+                kept = kept_in_place(target, name, sha256=remote.sha256, git_oid=oid, where=where)
+                if kept is not None:
+                    return kept
+        else:
+            remote = _url_file(session, item, name, sha256=sha256, carry=carry)
+            openings.append(remote.opening)
+        return plan_file(session.layout, remote, force=force, offline=offline)
+    except MdlError as exc:
+        outcome = failed("", name, exc, dest=target, source=item.where)
+        warning = session.netrc_warning(typed=item.typed)
+        # a 401 may be why: said here too (fetch says it with the others)
+        if warning is not None:
+            outcome = replace(outcome, warning=warning)
+        log_outcome(outcome)
+        return outcome
+
+
+def _hub_file(session: PullSession, item: UrlFile, name: str, *, sha256: str | None) -> RemoteFile:
+    """An ``hf://`` file as the Hub lists it (or listed it with its repo), saved as ``name``."""
+    assert item.hub is not None
+    repo_type, repo, revision, path = item.hub
+    hub = session.hub
+    if hub is None:
+        raise UsageError(f"{item.where}: HF_HUB_OFFLINE is set")
+    spec = FileSpec(item.where, repo, path, revision=revision, repo_type=repo_type)
+    spec = replace(spec, sha256=sha256, save_as=name)
+    return item.listed or resolve_file("", spec, hub=hub, environ={})
+
+
+def _url_file(
+    session: PullSession, item: UrlFile, name: str, *, sha256: str | None, carry: bool
+) -> RemoteFile:
+    """A direct URL's file, probed unless its size and sha256 are known (or HF_HUB_OFFLINE)."""
+    assert item.url is not None
+    source = item.where if store_for(item.where) else redact_url(item.url)
+    expected = sha256 or item.sha256
+    headers, typed = item.headers, item.typed
+    remote = RemoteFile(
+        "", name, item.url, item.size, expected, source=source, headers=headers, typed=typed
+    )
+    # a sha256 never turns ranges off
+    if session.settings.offline or (remote.size is not None and remote.sha256):
+        return remote
+    # One file, not resumed, not there (it may be unchanged): its probe carries its first bytes.
+    part, _ = session.store.part_paths(ONE_OFF, name)
+    return _probe(session, remote, item, carry=carry and not part.exists())
 
 
 def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bool) -> RemoteFile:

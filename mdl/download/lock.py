@@ -1,22 +1,17 @@
-"""The workflows that pin models: ``mdl lock`` resolves them (hashing what upstream does not say,
-through the same fetch stage and mirrors as a pull) and records catalog.lock, as ``uv lock`` does (a
-fresh entry is kept unless ``upgrade``; nothing is written if one model fails); ``mdl
-add``/``remove`` edit the catalog (mdl.catalog) with the source checked upstream and the lock in
-step."""
+"""``mdl lock``: resolve the models (hashing what upstream does not say, through the same fetch
+stage and mirrors as a pull) and record catalog.lock, as ``uv lock`` does (a fresh entry is kept
+unless ``upgrade``; nothing is written if one model fails)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mdl.catalog import Catalog, FileSpec, ModelSpec, Settings, lock_beside, settings_for
-from mdl.catalog import edit as catalog_edit
-from mdl.catalog import files as catalog_files
+from mdl.catalog import Catalog, ModelSpec, Settings, lock_beside
 from mdl.download.fetch import fetch_from_sources, file_lock, transfer_job
 from mdl.download.plan import recorded, same_content
 from mdl.download.resolve import resolve
@@ -25,10 +20,8 @@ from mdl.errors import (
     CatalogError,
     ExitCode,
     InterruptedByUserError,
-    LocalFSError,
     MdlError,
     NetworkError,
-    NotFoundError,
     UsageError,
     worst_exit_code,
 )
@@ -38,197 +31,16 @@ from mdl.lockfile import (
     ModelChange,
     diff_locks,
     exclusive,
-    fingerprint,
     locked_from_resolved,
     read_lock,
 )
 from mdl.lockfile import write_lock as write_lock_file
-from mdl.paths import is_http_url
 from mdl.progress import Progress
-from mdl.redact import Secrets, redact_url
 from mdl.report import FileOutcome, failed
-from mdl.setting import Overrides
-from mdl.signing import key_id
-from mdl.sources import (
-    RemoteFile,
-    ResolvedModel,
-    read_hub_pages,
-    resolve_file,
-    resolve_model,
-    signature_spec,
-)
+from mdl.sources import RemoteFile, ResolvedModel
 from mdl.store import unlink
 
 log = logging.getLogger("mdl.lock")
-StrPath = str | os.PathLike[str]
-
-
-def add_model(
-    name: str,
-    sources: Sequence[str],
-    entry: Mapping[str, Any],
-    *,
-    check: bool,
-    catalog: StrPath | None,
-    timeout: float | None,
-    environ: Mapping[str, str],
-    progress: Progress,
-    secrets: Secrets | None = None,
-) -> catalog_edit.CatalogChange:
-    """Add (extend, or with ``entry["force"]`` replace) a model entry; see :func:`mdl.api.add`."""
-    secrets = secrets or Secrets()
-    name = catalog_edit.check_model_name(name)
-    # a PEM public key, or exit 2 naming it before the catalog is read
-    if entry.get("signed_by") is not None:
-        entry = {**entry, "signed_by": Path(entry["signed_by"]).expanduser()}
-        key_id(entry["signed_by"])
-    path, text, created = catalog_files.catalog_text(catalog, environ, create=True)
-    entry = {**entry, "folder": path.parent}  # what the signature's key is written relative to
-    # a Hub page URL is added as the hf:// it stands for
-    if any(is_http_url(source) for source in sources):
-        valid = catalog_files.valid(text, path)
-        endpoint = settings_for(
-            valid, environ, Overrides(timeout=timeout), secrets=secrets
-        ).endpoint
-        sources = read_hub_pages(sources, endpoint=endpoint, progress=progress)
-    parsed = [catalog_edit.parse_source(source, secrets) for source in sources]
-    edit = catalog_edit.add_entry(text, name, parsed, **entry)
-    added = tuple(catalog_edit.save_path(table, where=name) for table in edit.added_files)
-    user_catalog = catalog_files.is_user_catalog(path)
-    change = catalog_edit.CatalogChange(
-        path, name, edit.action, edit.entry, added=added, created=created, user_catalog=user_catalog
-    )
-    if edit.action == "unchanged":
-        return change
-    edited = catalog_files.valid(edit.text, path)
-    settings = settings_for(edited, environ, Overrides(timeout=timeout), secrets=secrets)
-    # a new description or tags alone change nothing to fetch: nothing to ask upstream, nothing to
-    # lock; a signature does (its file is one of the model's): the lock is renewed, the source not
-    # asked again
-    before = catalog_files.valid(text, path).get(name) if edit.action == "updated" else None
-    fetches = before is None or fingerprint(before) != fingerprint(edited.get(name))
-    online = check and not settings.offline and fetches
-    if online and edit.action != "updated":
-        spec = edited.get(name)
-        _check_entry(
-            spec, settings, files=[f for f in spec.files if f.save_path in added], progress=progress
-        )
-    if created:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LocalFSError(f"{path}: cannot create its folder: {exc.strerror or exc}") from exc
-    # another mdl add or remove may have written the catalog while this one checked
-    with exclusive(path):
-        now, created = catalog_files.read_catalog(path, create=True)
-        if now != text:  # the same request, made on the catalog as it is now
-            edit = catalog_edit.add_entry(now, name, parsed, **entry)
-            edited = catalog_files.valid(edit.text, path)
-            change = replace(change, action=edit.action, entry=edit.entry, created=created)
-        if edit.action != "unchanged":
-            catalog_files.write_catalog(path, edit.text, created=created)
-    change = replace(change, checked=online and edit.action != "updated")
-    if online and entry.get("signed_by") is not None:
-        change = replace(
-            change, warning=_no_signature_upstream(edited.get(name), settings, progress=progress)
-        )
-    lock_file = lock_beside(path)
-    if not lock_file.exists() or not fetches:
-        return change
-    if not online:
-        why = "HF_HUB_OFFLINE is set" if settings.offline else "--no-check"
-        return replace(
-            change,
-            lock_error=f"{lock_file} was not updated for {name} ({why}); run 'mdl lock {name}'",
-        )
-    # The new model locked in catalog.lock, the other entries as they are; a failure is the change's
-    # error (the catalog stays edited: it is what the user asked for, and `mdl lock` can be run
-    # again).
-    report = lock_catalog(edited, (name,), settings, upgrade=False, check=False, progress=progress)
-    if report.failures:
-        error = report.failures[0].error or "failed"
-        return replace(
-            change, lock_error=f"{report.path} was not updated: {error}", exit_code=report.exit_code
-        )
-    return replace(change, lock=report.path)
-
-
-def remove_model(
-    name: str, *, catalog: StrPath | None, environ: Mapping[str, str], dry_run: bool = False
-) -> catalog_edit.CatalogChange:
-    """Take a model out of the catalog and its lock (``dry_run``: check it could, write nothing);
-    see :func:`mdl.api.remove`."""
-    path, _, _ = catalog_files.catalog_text(catalog, environ, create=False)
-    lock_file = lock_beside(path)
-    # the catalog and its lock as they are now, edited by nobody else meanwhile
-    with exclusive(path):
-        text, _ = catalog_files.read_catalog(path, create=False)
-        # an unknown model: UsageError with a did-you-mean
-        old = catalog_files.valid(text, path).get(name)
-        edited = catalog_edit.remove_entry(text, name)
-        catalog_files.valid(edited, path)
-        lock = read_lock(lock_file)  # a broken lock is refused before the catalog is touched
-        if not dry_run:
-            catalog_files.write_catalog(path, edited, created=False)
-        user_catalog = catalog_files.is_user_catalog(path)
-        if lock is None or name not in lock.models:
-            return catalog_edit.CatalogChange(path, old.name, "removed", user_catalog=user_catalog)
-        if not dry_run:
-            write_lock_file(lock_file, lock.with_models({}, keep=lambda other: other != name))
-    return catalog_edit.CatalogChange(
-        path, old.name, "removed", lock=lock_file, user_catalog=user_catalog
-    )
-
-
-def _no_signature_upstream(
-    spec: ModelSpec, settings: Settings, *, progress: Progress
-) -> str | None:
-    """Why a pull of ``spec`` will find no signature at its source (one HEAD request), or None: it
-    is there, or it could not be asked (the pull will say). Said as a warning: a publisher may sign
-    later, a mirror may have one."""
-    trust = spec.signature
-    if trust is None:
-        return None
-    with contextlib.closing(PullSession(settings, progress=progress)) as session:
-        try:
-            hub = None if trust.file_is_url else session.hub
-            remote = resolve_file(
-                spec.name, signature_spec(spec, trust), hub=hub, environ=session.environ
-            )
-            if trust.file_is_url:
-                session.probe(remote)
-        except NotFoundError:
-            repo = spec.repo or spec.files[0].repo
-            where = (
-                f"no signature at {redact_url(trust.file)}"
-                if trust.file_is_url
-                else f"{repo} has no {trust.file}"
-            )
-            return (
-                f"{spec.name}: {where}: `mdl pull {spec.name}` fails (exit 6) until the model is"
-                " signed there (model_signing sign), or a mirror has its model.sig (mdl publish"
-                " --sign)"
-            )
-        except MdlError:
-            return None
-    return None
-
-
-def _check_entry(
-    spec: ModelSpec, settings: Settings, *, files: Sequence[FileSpec], progress: Progress
-) -> None:
-    """Raise the error a pull would meet: a whole repo is resolved (an ``include`` that matches
-    nothing is found now); each of ``files`` is asked about once (a Hub file's HEAD also checks
-    ``--sha256``)."""
-    with contextlib.closing(PullSession(settings, progress=progress)) as session:
-        if spec.is_snapshot:
-            resolve_model(spec, hub=session.hub, environ=session.environ)
-            return
-        for file in files:
-            hub = session.hub if file.url is None else None
-            remote = resolve_file(spec.name, file, hub=hub, environ=session.environ)
-            if file.url is not None:
-                session.probe(remote)
 
 
 @dataclass(frozen=True)
@@ -282,54 +94,81 @@ def lock_catalog(
     """Lock the named models (every model, and drop entries the catalog no longer has, when
     ``names`` is empty).
     """
-    if upgrade and check:
-        raise UsageError("--check changes nothing; it cannot go with --upgrade")
-    if catalog.path is None:
-        raise UsageError("mdl lock needs a catalog file: the lock is written beside it")
-    path = lock_beside(catalog.path)
-    everything = not names
-    specs = catalog.select(list(names), all_models=everything)
-    old, broken = _read_lock(path, anew=everything and not check)
+    path = _lock_path(catalog, upgrade=upgrade, check=check)
+    scope = _Scope(catalog, names)
+    old, broken = _read_lock(path, anew=scope.everything and not check)
     warnings = (broken,) if broken else ()
     if broken:
         log.warning("%s", broken)
-    in_catalog = {m.name for m in catalog.models}
-    # no network, nothing written: which selected models the lock does not pin as the catalog says
-    # now
     if check:
-        dropped = (
-            {name for name in old.models if name not in in_catalog}
-            if everything and old is not None
-            else set()
-        )
-        stale = {s.name for s in specs if old is None or old.fresh(s) is None} | dropped
-        return LockReport(
-            path, False, stale=tuple(sorted(stale)), missing=old is None, checked=True
-        )
+        return _checked(path, scope, old)
     base = old or Lock()
-    todo = [spec for spec in specs if upgrade or base.fresh(spec) is None]
-    fresh, failures = (
-        _lock_models(todo, settings, old=base, progress=progress) if todo else ({}, [])
-    )
+    # the models to resolve: every one with ``upgrade``, else those the lock does not pin as the
+    # catalog says now
+    todo = [spec for spec in scope.specs if upgrade or base.fresh(spec) is None]
+    fresh, failures = _lock_models(todo, settings, old=base, progress=progress)
     resolved = tuple(spec.name for spec in todo)
     if failures:
         return LockReport(
             path, False, resolved=resolved, failures=tuple(failures), warnings=warnings
         )
-    # another mdl lock or add may have written it since: merge into what is there now
+    changed, changes = _write_merged(path, scope, fresh)
+    said = "written" if changed else "unchanged"
+    log.info("%s: %s (%d model(s) resolved)", path, said, len(resolved))
+    return LockReport(path, changed, changes, resolved=resolved, warnings=warnings)
+
+
+def _lock_path(catalog: Catalog, *, upgrade: bool, check: bool) -> Path:
+    """The lock file beside the catalog; UsageError for a run that cannot lock."""
+    if upgrade and check:
+        raise UsageError("--check changes nothing; it cannot go with --upgrade")
+    if catalog.path is None:
+        raise UsageError("mdl lock needs a catalog file: the lock is written beside it")
+    return lock_beside(catalog.path)
+
+
+class _Scope:
+    """The models a lock run is about: the named ones, or (``everything``) the whole catalog,
+    whose entries are then the only ones the lock keeps."""
+
+    def __init__(self, catalog: Catalog, names: Sequence[str]) -> None:
+        self.everything = not names
+        self.specs = catalog.select(list(names), all_models=self.everything)
+        self.in_catalog = {m.name for m in catalog.models}
+
+    def keeps(self, name: str) -> bool:
+        """Whether the lock keeps an entry this run did not renew."""
+        return name in self.in_catalog or not self.everything
+
+    def shown(self, base: Lock, new: Lock) -> set[str]:
+        """The models whose changes the report lists."""
+        if self.everything:
+            return set(base.models) | set(new.models)
+        return {spec.name for spec in self.specs}
+
+
+def _checked(path: Path, scope: _Scope, old: Lock | None) -> LockReport:
+    """No network, nothing written: which selected models the lock does not pin as the catalog
+    says now."""
+    stale = {s.name for s in scope.specs if old is None or old.fresh(s) is None}
+    if scope.everything and old is not None:
+        stale |= {name for name in old.models if name not in scope.in_catalog}
+    return LockReport(path, False, stale=tuple(sorted(stale)), missing=old is None, checked=True)
+
+
+def _write_merged(
+    path: Path, scope: _Scope, fresh: Mapping[str, LockedModel]
+) -> tuple[bool, tuple[ModelChange, ...]]:
+    """Write the ``fresh`` entries into the lock as it is now (another mdl lock or add may have
+    written it since): whether its text changed, and the changes in scope."""
     with exclusive(path):
-        base = _read_lock(path, anew=everything)[0] or Lock()
-        new = base.with_models(
-            fresh, keep=(lambda name: name in in_catalog) if everything else (lambda name: True)
-        )
+        base = _read_lock(path, anew=scope.everything)[0] or Lock()
+        new = base.with_models(fresh, keep=scope.keeps)
         changed = write_lock_file(path, new)
-    scope = set(base.models) | set(new.models) if everything else {spec.name for spec in specs}
-    before, after = ({n: m for n, m in lock.models.items() if n in scope} for lock in (base, new))
-    changes = diff_locks(before, after)
-    log.info(
-        "%s: %s (%d model(s) resolved)", path, "written" if changed else "unchanged", len(resolved)
-    )
-    return LockReport(path, changed, tuple(changes), resolved=resolved, warnings=warnings)
+    shown = scope.shown(base, new)
+    before = {n: m for n, m in base.models.items() if n in shown}
+    after = {n: m for n, m in new.models.items() if n in shown}
+    return changed, tuple(diff_locks(before, after))
 
 
 def _read_lock(path: Path, *, anew: bool) -> tuple[Lock | None, str | None]:
@@ -350,6 +189,8 @@ def _lock_models(
     """Resolve the models upstream (never from the lock) and hash what upstream did not; their
     lock entries.
     """
+    if not specs:  # every one fresh: nothing to ask upstream
+        return {}, []
     # the record of a past pull is no resolution: it may be any commit, and lack files
     if settings.offline:
         why = "HF_HUB_OFFLINE is set; it must be resolved to be locked"
@@ -379,41 +220,16 @@ def _complete(
     a temp file that is hashed and removed (as ``pip-compile --generate-hashes`` does). A model with
     a file that cannot fails whole."""
     failures: dict[int, FileOutcome] = {}
-    known: list[list[RemoteFile | None]] = [[] for _ in models]
-    for m, model in enumerate(models):
-        for remote in model.files:
-            try:
-                known[m].append(_known(session, remote, blobs))
-            except MdlError as exc:
-                failures.setdefault(m, failed(model.name, remote.path, exc))
-    todo = [
-        (m, i)
-        for m, row in enumerate(known)
-        if m not in failures
-        for i, file in enumerate(row)
-        if file is None
-    ]
-    # The same bytes are fetched once: what names them before they are fetched is the git blob id,
-    # else the URL.
-    unique = {
-        models[m].files[i].git_oid or models[m].files[i].url: models[m].files[i].size
-        for m, i in todo
-    }
-    if unique:
-        sizes = list(unique.values())
-        session.progress.begin(
-            total_bytes=None if None in sizes else sum(s or 0 for s in sizes), files=len(unique)
-        )
+    known = [_known_files(session, m, model, blobs, failures) for m, model in enumerate(models)]
+    todo = _unknown(known, failures)
+    _begin_downloads(session, [models[m].files[i] for m, i in todo])
     hashed: dict[str, RemoteFile] = {}
     for m, i in todo:
-        remote = models[m].files[i]
-        same = remote.git_oid or remote.url
         if m in failures:
             continue
+        remote = models[m].files[i]
         try:
-            if same not in hashed:
-                hashed[same] = _download(session, remote)
-            known[m][i] = replace(remote, size=hashed[same].size, sha256=hashed[same].sha256)
+            known[m][i] = _hashed(session, remote, hashed)
         except InterruptedByUserError:
             raise
         except MdlError as exc:
@@ -426,6 +242,60 @@ def _complete(
     return done, [failures[m] for m in sorted(failures)]
 
 
+def _unknown(
+    known: Sequence[Sequence[RemoteFile | None]], failures: Mapping[int, FileOutcome]
+) -> list[tuple[int, int]]:
+    """(model, file) of each file only its bytes can tell, in models not failed already."""
+    return [
+        (m, i)
+        for m, row in enumerate(known)
+        if m not in failures
+        for i, file in enumerate(row)
+        if file is None
+    ]
+
+
+def _known_files(
+    session: PullSession,
+    m: int,
+    model: ResolvedModel,
+    blobs: Mapping[str, tuple[int, str]],
+    failures: dict[int, FileOutcome],
+) -> list[RemoteFile | None]:
+    """Each of the model's files as ``_known`` has it (None: only its bytes can tell); the first
+    that fails is the model's failure ``failures[m]``."""
+    row: list[RemoteFile | None] = []
+    for remote in model.files:
+        try:
+            row.append(_known(session, remote, blobs))
+        except MdlError as exc:
+            failures.setdefault(m, failed(model.name, remote.path, exc))
+    return row
+
+
+def _same_bytes(remote: RemoteFile) -> str:
+    """What names a file's bytes before they are fetched: the git blob id, else the URL (the same
+    bytes are fetched once)."""
+    return remote.git_oid or remote.url
+
+
+def _begin_downloads(session: PullSession, todo: Sequence[RemoteFile]) -> None:
+    unique = {_same_bytes(remote): remote.size for remote in todo}
+    if not unique:
+        return
+    sizes = list(unique.values())
+    total = None if None in sizes else sum(s or 0 for s in sizes)
+    session.progress.begin(total_bytes=total, files=len(unique))
+
+
+def _hashed(session: PullSession, remote: RemoteFile, hashed: dict[str, RemoteFile]) -> RemoteFile:
+    """The file with the size and sha256 of its bytes, downloaded once per ``_same_bytes``."""
+    same = _same_bytes(remote)
+    if same not in hashed:
+        hashed[same] = _download(session, remote)
+    return replace(remote, size=hashed[same].size, sha256=hashed[same].sha256)
+
+
 def _known(
     session: PullSession, remote: RemoteFile, blobs: Mapping[str, tuple[int, str]]
 ) -> RemoteFile | None:
@@ -434,24 +304,44 @@ def _known(
     None when only its bytes can tell."""
     if remote.sha256 and remote.size is not None:
         return remote
-    if remote.git_oid and remote.git_oid in blobs:
-        size, sha256 = blobs[remote.git_oid]
-        if remote.size is None or remote.size == size:
-            return replace(remote, size=size, sha256=sha256)
-    # A verified local record of the same bytes: same sha256 or git blob id, or (a URL without
-    # either) same source.
+    known = _from_blobs(remote, blobs)
+    if known is None:
+        known = _from_record(session, remote)
+    if known is None:
+        known = _sized(session, remote)
+    return known
+
+
+def _from_blobs(remote: RemoteFile, blobs: Mapping[str, tuple[int, str]]) -> RemoteFile | None:
+    if not remote.git_oid or remote.git_oid not in blobs:
+        return None
+    size, sha256 = blobs[remote.git_oid]
+    if remote.size is not None and remote.size != size:
+        return None
+    return replace(remote, size=size, sha256=sha256)
+
+
+def _from_record(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
+    """A verified local record of the same bytes: same sha256 or git blob id, or (a URL without
+    either) same source."""
     entry = recorded(session.store, remote)
-    if entry is not None and same_content(
-        entry, remote, unnamed=not remote.hub and entry.source == remote.source
-    ):
-        log.info("%s: sha256 from the verified local record", label_of(remote))
-        return replace(remote, size=entry.size, sha256=entry.sha256)
-    # a URL the catalog gives a sha256 but no size for: one request
-    if remote.sha256 and not remote.hub:
-        probed = session.probe(remote)
-        if probed.size is not None:
-            return replace(remote, size=probed.size)
-    return None
+    if entry is None:
+        return None
+    unnamed = not remote.hub and entry.source == remote.source
+    if not same_content(entry, remote, unnamed=unnamed):
+        return None
+    log.info("%s: sha256 from the verified local record", label_of(remote))
+    return replace(remote, size=entry.size, sha256=entry.sha256)
+
+
+def _sized(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
+    """A URL the catalog gives a sha256 but no size for: one request."""
+    if not remote.sha256 or remote.hub:
+        return None
+    probed = session.probe(remote)
+    if probed.size is None:
+        return None
+    return replace(remote, size=probed.size)
 
 
 def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:

@@ -1,24 +1,19 @@
 """Stage two of a pull: each resolved file → where it goes and what to do with it, decided from the
-disk (no hashing) before any byte moves; the space check; what a run reports per file, and its log
-line (what was done, from where)."""
+disk (no hashing) before any byte moves; the space check."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
-import re
 import stat as st
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
 from mdl.download.session import PullSession, label_of
-from mdl.errors import MdlError, NetworkError, NoSpaceError, UnsafePathError, UsageError
+from mdl.errors import MdlError, NetworkError, NoSpaceError, UnsafePathError
 from mdl.paths import path_clash, shown_path
-from mdl.redact import record_text, safe_text
+from mdl.redact import record_text
 from mdl.report import FileOutcome, failed
 from mdl.sources import RemoteFile, ResolvedModel
 from mdl.store import (
@@ -29,18 +24,15 @@ from mdl.store import (
     Layout,
     Placement,
     Store,
-    hash_file,
     judge,
     not_a_file,
     not_own,
     stat_file,
 )
-from mdl.transfer import Identity, TransferResult, saved_progress
+from mdl.transfer import Identity, saved_progress
 from mdl.units import human_size
 
 log = logging.getLogger("mdl.pull")
-# the line per file; the log handler makes it safe (no secrets)
-file_log = logging.getLogger("mdl.files")
 
 
 class Action(StrEnum):
@@ -127,27 +119,46 @@ def decide(
     """What to do, from the file's state as ``show`` names it (``unnamed``: see same_content)."""
     state = judge(record, local.size, local.mtime_ns)
     if state == MISSING:  # --force changes nothing here: a partial of the same content is resumed
-        if local.partial_bytes > 0:
-            return Decision(Action.RESUME, f"{human_size(local.partial_bytes)} already downloaded")
-        return Decision(Action.DOWNLOAD, "missing" if record is not None else "not downloaded yet")
+        return _absent(record, local)
     if force:  # replaced, never called a repair: nothing says it was wrong
         return Decision(Action.DOWNLOAD, FORCED)
-    # unrecorded (with a hash: checked, below)
-    if record is None and not (remote.sha256 or remote.git_oid):
+    again = _fetched_again(remote, record, unnamed=unnamed)
+    if again is not None:
+        return again
+    if state == INSTALLED:
+        return Decision(Action.SKIP, "up to date")
+    return Decision(Action.CHECK, RECHECK_REASON[state])
+
+
+def _absent(record: FileRecord | None, local: LocalState) -> Decision:
+    """A file not where it goes: resumed from a partial download of the same content, else
+    downloaded."""
+    if local.partial_bytes > 0:
+        return Decision(Action.RESUME, f"{human_size(local.partial_bytes)} already downloaded")
+    return Decision(Action.DOWNLOAD, "missing" if record is not None else "not downloaded yet")
+
+
+def _fetched_again(
+    remote: RemoteFile, record: FileRecord | None, *, unnamed: bool
+) -> Decision | None:
+    """Why a file found in place is downloaded again without a look at its bytes, or None: it is
+    kept, or checked (unrecorded, with a hash)."""
+    hashed = bool(remote.sha256 or remote.git_oid)
+    if record is None:
+        if hashed:
+            return None
         # Not known to be wrong, so not a repair: fetched again because nothing can vouch for it.
         return Decision(
             Action.DOWNLOAD,
             "unrecorded (present, never verified by mdl) and no hash to check it against",
         )
-    if record is not None and not same_content(record, remote, unnamed=unnamed):
-        if not (remote.sha256 or remote.git_oid or same_source(record, remote)):
-            return Decision(Action.DOWNLOAD, NEW_SOURCE)
-        return Decision(
-            Action.DOWNLOAD, UNNAMED if same_content(record, remote) else "changed upstream"
-        )
-    if state == INSTALLED:
-        return Decision(Action.SKIP, "up to date")
-    return Decision(Action.CHECK, RECHECK_REASON[state])
+    if same_content(record, remote, unnamed=unnamed):
+        return None
+    if not (hashed or same_source(record, remote)):
+        return Decision(Action.DOWNLOAD, NEW_SOURCE)
+    return Decision(
+        Action.DOWNLOAD, UNNAMED if same_content(record, remote) else "changed upstream"
+    )
 
 
 @dataclass(frozen=True)
@@ -166,8 +177,6 @@ PULL = InPlace(unnamed=True, kept=None, replaced=None)
 # get (a one-off file: no model) into a folder the user owns: kept only for the version the server
 # names (wget -N)
 GET = InPlace(unnamed=False, kept="already there, unchanged upstream", replaced="replaced")
-# a file get finds in place with the bytes asked for: kept, whoever wrote it
-SAME_BYTES = "already there, same bytes"
 
 
 def policy_of(remote: RemoteFile) -> InPlace:
@@ -265,43 +274,6 @@ def look(remote: RemoteFile, placement: Placement, records: Store, *, force: boo
     return PlannedFile(remote, decision, partial, placement, warning, present=there is not None)
 
 
-def kept_in_place(
-    target: Path,
-    path: str,
-    *,
-    sha256: str | None,
-    git_oid: str | None = None,
-    where: str,
-    ours: bool = False,
-) -> FileOutcome | None:
-    """get's rule for a file already where it would be saved (without --force), as ``unpack`` and
-    aria2c refuse to overwrite: its outcome (``SAME_BYTES``, logged) when it has the bytes asked
-    for; None when it is the one a get wrote (``ours``: then ``look`` decides from its record, as
-    wget -N does); else the UsageError refusing it."""
-    if sha256 or git_oid:
-        with contextlib.suppress(OSError):  # unreadable counts as different
-            size, have_sha, have_oid = hash_file(target, git=git_oid is not None and not sha256)
-            if (have_sha == sha256) if sha256 else (have_oid == git_oid):
-                # hashed now, and the hash it was held to matched: verified
-                kept = FileOutcome(
-                    "", path, str(target), size, sha256, "skipped", reason=SAME_BYTES, source=where
-                )
-                kept = replace(kept, verified=True)
-                log_outcome(kept)
-                return kept
-    if ours:
-        return None
-    if sha256 or git_oid:
-        raise UsageError(
-            f"{target}: already exists and differs from {where}", hint="--force to replace it"
-        )
-    raise UsageError(
-        f"{target}: already exists, and with no sha256 for {where} mdl cannot tell whether it is"
-        " the same file",
-        hint="--force to replace it, or --sha256 HEX to keep it when it matches",
-    )
-
-
 def _in_the_way(placement: Placement) -> str | None:
     """A FIFO, socket or device where the file goes is never opened: the atomic rename replaces
     it, and says so.
@@ -361,121 +333,3 @@ def offline_error(remote: RemoteFile) -> MdlError:
     return NetworkError(
         f"{what}: HF_HUB_OFFLINE is set and the file must be fetched", hint="unset HF_HUB_OFFLINE"
     )
-
-
-# What each action is called once done (the JSON's words): a file replaced because of --force is
-# "downloaded" with reason "--force" ("re-downloaded" for people); "repaired" is only a present file
-# that was hashed and found wrong.
-DONE_WORD = {
-    Action.SKIP: "skipped",
-    Action.DOWNLOAD: "downloaded",
-    Action.RESUME: "resumed",
-    Action.REPAIR: "repaired",
-    Action.CHECK: "skipped",
-}
-
-
-def done_outcome(
-    plan: PlannedFile,
-    action: Action,
-    *,
-    size: int | None,
-    sha256: str | None,
-    result: TransferResult | None = None,
-    verified: bool | None = None,
-    reason: str | None = None,
-) -> FileOutcome:
-    """The file's outcome once ``action`` (it may differ from the planned one) was done; ``result``:
-    its transfer; ``reason``: what the transfer made of the plan's (a resume that was not one)."""
-    remote, reason = plan.remote, reason or plan.decision.reason
-    word = "re-downloaded" if action is Action.DOWNLOAD and reason == FORCED else None
-    policy = policy_of(remote)
-    if plan.present and action is Action.DOWNLOAD and policy.replaced is not None:
-        word = policy.replaced
-    if plan.present and DONE_WORD[action] == "skipped" and policy.kept is not None:
-        reason = policy.kept
-    fetched, mirror, reused = (
-        (result.fetched, result.mirror, result.reused) if result is not None else (0, None, 0)
-    )
-    return FileOutcome(
-        remote.model,
-        remote.path,
-        str(plan.placement.shown),
-        size,
-        sha256,
-        DONE_WORD[action],
-        reason=reason,
-        word=word,
-        fetched=fetched,
-        mirror=mirror,
-        reused=reused,
-        source=mirror or remote.source,
-        warning=plan.warning,
-        verified=result.verified if result is not None else verified,
-    )
-
-
-def dry_run_outcome(plan: PlannedFile) -> FileOutcome:
-    done = done_outcome(
-        plan, plan.decision.action, size=plan.remote.size, sha256=plan.remote.sha256
-    )
-    return replace(done, action=plan.decision.action.value, word=None, source=None)
-
-
-SERVER_TEXT_LIMIT = 500
-_BARE = re.compile(r"[^\s\"=\\]+")
-_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
-
-
-def _value(text: str) -> str:
-    """A value as the line holds it: bare when unambiguous, else a JSON string."""
-    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
-
-
-def file_line(outcome: FileOutcome) -> str:
-    """``file model=… path=… action=… …``: a value with spaces, quotes, ``=`` or nothing in it is
-    a JSON string.
-    """
-    fields: list[tuple[str, object | None]] = [
-        ("model", outcome.model),
-        ("path", outcome.path or ""),
-        ("action", outcome.action),
-        ("dest", outcome.dest),
-        ("source", outcome.source),
-        ("size", outcome.size),
-        ("sha256", outcome.sha256),
-        ("fetched", outcome.fetched if outcome.action != "skipped" or outcome.fetched else None),
-        ("reused", outcome.reused or None),
-        ("seconds", f"{outcome.seconds:.3f}" if outcome.seconds is not None else None),
-        ("retries", len(outcome.retries)),
-        ("warning", outcome.warning or None),  # e.g. kept although the Hub could not be asked
-        ("causes", " | ".join(outcome.retries) or None),
-    ]
-    if outcome.action == "failed":
-        server_text = (
-            safe_text(outcome.server_text, limit=SERVER_TEXT_LIMIT) if outcome.server_text else None
-        )
-        fields += [
-            ("exit", outcome.exit_code),
-            ("status", outcome.status),
-            ("server_text", server_text),
-        ]
-        fields.append(("error", outcome.error or "failed"))
-    return "file " + " ".join(
-        f"{key}={_value(safe_text(str(value)))}" for key, value in fields if value is not None
-    )
-
-
-def log_outcome(outcome: FileOutcome) -> None:
-    """Write the file's line: INFO when it is present and verified, ERROR when it failed."""
-    level = logging.ERROR if outcome.action == "failed" else logging.INFO
-    file_log.log(level, "%s", file_line(outcome))
-
-
-def parse_file_line(line: str) -> dict[str, str]:
-    """The fields of a ``file …`` line (anywhere in a log line), JSON strings decoded."""
-    start = line.find(" file ") + 6 if not line.startswith("file ") else 5
-    return {
-        key: json.loads(raw) if raw.startswith('"') else raw
-        for key, raw in _FIELD.findall(line[start:])
-    }

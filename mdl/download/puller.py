@@ -4,29 +4,23 @@ next.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.download.fetch import fetch
-from mdl.download.plan import (
-    Action,
-    PlannedFile,
-    check_space,
-    dry_run_outcome,
-    log_outcome,
-    plan_models,
-)
+from mdl.download.outcomes import dry_run_outcome
+from mdl.download.plan import Action, PlannedFile, check_space, plan_models
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, warned
 from mdl.download.signed import Signatures, check_signatures
 from mdl.lockfile import Lock, LockUse
 from mdl.progress import Progress
-from mdl.report import FileOutcome, RunReport
-from mdl.sources import ResolvedModel
-from mdl.store import ExpectedFile, Store
+from mdl.report import FileOutcome, RunReport, log_outcome
+from mdl.sources import RemoteFile, ResolvedModel
+from mdl.store import ExpectedFile, ModelRecord, SignatureRecord, Store
 
 
 def pull_models(
@@ -93,33 +87,48 @@ def _expect(
     # whose models these are: prune's to remove, not another's
     whose = str(catalog) if catalog is not None else None
     for model in resolved:
-        files = (planned.get((model.name, f.path), f) for f in model.files)
-        expected = {
-            f.path: ExpectedFile(f.path, f.size, f.sha256, f.git_oid, f.source) for f in files
-        }
-        # not as signed: not installed
-        expected.update((f.path, f) for f in signatures.withheld.get(model.name, ()))
+        files = [planned.get((model.name, f.path), f) for f in model.files]
+        expected = _expected(files, signatures.withheld.get(model.name, ()))
         record = store.read_record(model.name)
-        old = (record.revision, record.catalog) if record is not None else (None, None)
-        now = (expected, model.commit, model.revision or old[0], whose or old[1])
         # A file its signature does not sign, installed by an earlier pull (before the catalog asked
         # for a signer), is no longer vouched for: its record goes, so no view calls it (or its
         # model) installed and signed.
-        unsigned = tuple(
-            path
-            for path in signatures.unsigned.get(model.name, ())
-            if record and path in record.files
+        unsigned = signatures.unsigned.get(model.name, ())
+        recorded = tuple(path for path in unsigned if record and path in record.files)
+        if not recorded and _as_expected(record, model, expected, whose=whose):
+            continue
+        store.update_record(
+            model.name,
+            revision=model.revision,
+            commit=model.commit,
+            remove=recorded,
+            expected=expected,
+            catalog=whose,
         )
-        kept = (record.expected, record.commit, record.revision, record.catalog) if record else None
-        if unsigned or kept != now:
-            store.update_record(
-                model.name,
-                revision=model.revision,
-                commit=model.commit,
-                remove=unsigned,
-                expected=expected,
-                catalog=whose,
-            )
+
+
+def _as_expected(
+    record: ModelRecord | None,
+    model: ResolvedModel,
+    expected: dict[str, ExpectedFile],
+    *,
+    whose: str | None,
+) -> bool:
+    """Whether the record says already what the model should be (nothing to write)."""
+    if record is None:
+        return False
+    now = (expected, model.commit, model.revision or record.revision, whose or record.catalog)
+    return (record.expected, record.commit, record.revision, record.catalog) == now
+
+
+def _expected(
+    files: Iterable[RemoteFile], withheld: Iterable[ExpectedFile]
+) -> dict[str, ExpectedFile]:
+    """The files a model should have, by path: those not as signed (``withheld``) too, so it is
+    not installed without them."""
+    expected = {f.path: ExpectedFile(f.path, f.size, f.sha256, f.git_oid, f.source) for f in files}
+    expected.update((f.path, f) for f in withheld)
+    return expected
 
 
 def _record_signed(
@@ -138,14 +147,21 @@ def _record_signed(
         signature = signatures.records.get(model.name)
         if signature is None or model.name in failing or model.name in signatures.withheld:
             continue
-        record = store.read_record(model.name)
-        recorded = record.files if record is not None else {}
-        files = {f.path: recorded[f.path].sha256 for f in model.files if f.path in recorded}
-        if len(files) != len(model.files):  # not each of them recorded: not installed whole
-            continue
-        if record is None or (record.signature, record.signed_files) != (signature, files):
-            store.update_record(
-                model.name, revision=None, commit=None, signature=signature, signed_files=files
-            )
-        installed.add(model.name)
+        if _signature_recorded(store, model, signature):
+            installed.add(model.name)
     return installed
+
+
+def _signature_recorded(store: Store, model: ResolvedModel, signature: SignatureRecord) -> bool:
+    """Record the model's signature with its files' sha256, when each of them is recorded; whether
+    it was (the model is installed whole)."""
+    record = store.read_record(model.name)
+    recorded = record.files if record is not None else {}
+    files = {f.path: recorded[f.path].sha256 for f in model.files if f.path in recorded}
+    if len(files) != len(model.files):  # not each of them recorded: not installed whole
+        return False
+    if record is None or (record.signature, record.signed_files) != (signature, files):
+        store.update_record(
+            model.name, revision=None, commit=None, signature=signature, signed_files=files
+        )
+    return True

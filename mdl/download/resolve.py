@@ -16,14 +16,22 @@ from mdl.catalog import ModelSpec, Settings
 from mdl.download.plan import recorded
 from mdl.download.session import PullSession
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError
-from mdl.lockfile import Lock, LockUse, resolved_from_locked
+from mdl.lockfile import Lock, LockedModel, LockUse, resolved_from_locked
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
-from mdl.sources import ResolvedModel, hub_file_url, marked_signature, resolve_model, xet_token_url
+from mdl.sources import (
+    RemoteFile,
+    ResolvedModel,
+    hub_file_url,
+    marked_signature,
+    resolve_model,
+    xet_token_url,
+)
 from mdl.store import (
     FileRecord,
     Layout,
+    ModelRecord,
     adopt_cached,
     file_state,
     hash_file,
@@ -47,54 +55,75 @@ def resolve(
     ``keep_installed``: see ``_kept``)."""
     if lock is not None:
         lock.require(models)  # --locked: refused before anything is asked or fetched
-    offline = session.settings.offline
     resolved: list[ResolvedModel] = []
     failures: list[FileOutcome] = []
     outage: MdlError | None = None
     for spec in models:
         if session.cancel.is_set():
             raise InterruptedByUserError("interrupted while resolving")
-        needs_hub = spec.is_snapshot or any(f.url is None for f in spec.files)
-        locked = lock.pinned(spec) if lock is not None else None
+        needs_hub = _needs_hub(spec)
         try:
-            if locked is not None:  # pinned commit, files, sizes and sha256: no Hub API call at all
-                endpoint = session.settings.endpoint
-                model = resolved_from_locked(
-                    locked,
-                    file_url=partial(hub_file_url, endpoint),
-                    token_url=partial(xet_token_url, endpoint),
-                    spec=spec,
-                    environ=session.environ,
-                    secrets=session.settings.secrets,
-                )
-                resolved.append(marked_signature(spec, model))
-                continue
-            # the same outage, told for this model: the Hub is not asked again
-            if outage is not None and needs_hub:
-                _, sep, rest = outage.message.partition(": ")
-                raise type(outage)(
-                    f"{spec.name}: {rest if sep else outage.message}", hint=outage.hint
-                )
-            hub = session.hub if needs_hub else None
-            record = session.store.read_record(spec.name)
-            if offline and session.layout.cache_root is not None:
-                record = adopt_cached(spec, record, session.layout.cache_root)
-            resolved.append(
-                resolve_model(
-                    spec, hub=hub, offline=offline, environ=session.environ, record=record
-                )
-            )
+            resolved.append(_resolve_one(session, spec, lock=lock, outage=outage))
         except MdlError as exc:
             if needs_hub and _is_unreachable(exc):
                 outage = exc
-            kept = _kept(spec, exc, session.layout, token=session.token) if keep_installed else None
-            if kept is not None:
-                failures.extend(kept)
-                continue
-            outcome = failed(spec.name, None, exc, dest=session.store.model_dir(spec.name))
-            log.error("%s", outcome.error)  # names the model once ("tiny: …"), as stderr does
-            failures.append(outcome)
+            failures.extend(_failures(session, spec, exc, keep_installed=keep_installed))
     return resolved, failures
+
+
+def _needs_hub(spec: ModelSpec) -> bool:
+    return spec.is_snapshot or any(f.url is None for f in spec.files)
+
+
+def _resolve_one(
+    session: PullSession, spec: ModelSpec, *, lock: LockUse | None, outage: MdlError | None
+) -> ResolvedModel:
+    """The model from its pins in the lock, else upstream (``outage``: the Hub did not answer in
+    this run, and is not asked again)."""
+    locked = lock.pinned(spec) if lock is not None else None
+    if locked is not None:  # pinned commit, files, sizes and sha256: no Hub API call at all
+        return _from_lock(session, spec, locked)
+    needs_hub = _needs_hub(spec)
+    if outage is not None and needs_hub:
+        raise _told_for(spec, outage)
+    hub = session.hub if needs_hub else None
+    offline = session.settings.offline
+    record = session.store.read_record(spec.name)
+    if offline and session.layout.cache_root is not None:
+        record = adopt_cached(spec, record, session.layout.cache_root)
+    return resolve_model(spec, hub=hub, offline=offline, environ=session.environ, record=record)
+
+
+def _from_lock(session: PullSession, spec: ModelSpec, locked: LockedModel) -> ResolvedModel:
+    endpoint = session.settings.endpoint
+    model = resolved_from_locked(
+        locked,
+        file_url=partial(hub_file_url, endpoint),
+        token_url=partial(xet_token_url, endpoint),
+        spec=spec,
+        environ=session.environ,
+        secrets=session.settings.secrets,
+    )
+    return marked_signature(spec, model)
+
+
+def _told_for(spec: ModelSpec, outage: MdlError) -> MdlError:
+    """The same outage, told for this model."""
+    _, sep, rest = outage.message.partition(": ")
+    return type(outage)(f"{spec.name}: {rest if sep else outage.message}", hint=outage.hint)
+
+
+def _failures(
+    session: PullSession, spec: ModelSpec, exc: MdlError, *, keep_installed: bool
+) -> list[FileOutcome]:
+    """What a model that could not be resolved adds to the report: its installed files kept (see
+    ``_kept``), else its failure (logged)."""
+    kept = _kept(spec, exc, session.layout, token=session.token) if keep_installed else None
+    if kept is not None:
+        return kept
+    outcome = failed(spec.name, None, exc, dest=session.store.model_dir(spec.name))
+    log.error("%s", outcome.error)  # names the model once ("tiny: …"), as stderr does
+    return [outcome]
 
 
 def _is_unreachable(exc: MdlError) -> bool:
@@ -121,15 +150,7 @@ def _kept(
         return None
     if not all(still_verified(f.final, record.files.get(f.path)) for f in status.files):
         return None
-    commits = {
-        commit
-        for commit in (record.commit, *(entry.commit for entry in record.files.values()))
-        if commit
-    }
-    kept = f"commit {commits.pop()[:12]}" if len(commits) == 1 else "the installed files"
-    # the message without its leading "<model>[/path]: "
-    head, sep, rest = exc.message.partition(": ")
-    why = rest if sep and (head == spec.name or head.startswith(f"{spec.name}/")) else exc.message
+    why, kept = _why(spec, exc), _kept_what(record)
     warning = f"could not check {spec.name} for updates: {why}; keeping {kept}"
     log.warning("%s", warning)
     reason = "Hub unreachable: kept the verified copy"
@@ -146,6 +167,23 @@ def _kept(
         )
         for f in status.files
     ]
+
+
+def _kept_what(record: ModelRecord) -> str:
+    """The installed version in words: its commit when the files are all of one."""
+    entries = (entry.commit for entry in record.files.values())
+    commits = {commit for commit in (record.commit, *entries) if commit}
+    if len(commits) != 1:
+        return "the installed files"
+    return f"commit {commits.pop()[:12]}"
+
+
+def _why(spec: ModelSpec, exc: MdlError) -> str:
+    """The error's message without its leading "<model>[/path]: "."""
+    head, sep, rest = exc.message.partition(": ")
+    if sep and (head == spec.name or head.startswith(f"{spec.name}/")):
+        return rest
+    return exc.message
 
 
 def still_verified(path: Path, entry: FileRecord | None) -> bool:
@@ -180,46 +218,45 @@ def resolve_models(
         resolved, failures = resolve(session, models, lock=lockfile)
         docs: list[dict[str, Any]] = []
         for model in resolved:
-            files = []
-            for remote in model.files:
-                url = remote.url
-                if follow and not settings.offline:
-                    try:
-                        url = session.probed(remote).url
-                    except MdlError as exc:
-                        failures.append(failed(remote.model, remote.path, exc))
-                entry = recorded(session.store, remote)
-                state, placement = file_state(
-                    session.layout, remote.model, remote.path, remote.source, entry
-                )
-                dest = placement.shown if placement else unplaced_path(session.layout, remote.model)
-                if (
-                    state == "installed"
-                    and entry is not None
-                    and remote.sha256
-                    and entry.sha256 != remote.sha256
-                ):
-                    state = "outdated"
-                files.append(
-                    {
-                        "path": remote.path,
-                        "dest": str(dest),
-                        "url": redact_url(url) if url else remote.source,
-                        "size": remote.size,
-                        "sha256": remote.sha256,
-                        "git_oid": remote.git_oid,
-                        "source": remote.source,
-                        "state": state,
-                    }
-                )
-            warning = lockfile.warnings.get(model.name)  # resolved fresh: not locked
+            files = [_file_doc(session, remote, follow, failures) for remote in model.files]
             doc = {
                 "name": model.name,
                 "revision": model.revision,
                 "commit": model.commit,
                 "files": files,
             }
+            warning = lockfile.warnings.get(model.name)  # resolved fresh: not locked
             docs.append({**doc, "locked": warning is None and lockfile.lock is not None})
             if warning is not None:
                 docs[-1]["warning"] = warning
         return docs, failures
+
+
+def _file_doc(
+    session: PullSession, remote: RemoteFile, follow: bool, failures: list[FileOutcome]
+) -> dict[str, Any]:
+    """One file as ``mdl resolve`` says it (``follow``: the URL its redirects end at; a failure
+    to follow them is added to ``failures``)."""
+    url = remote.url
+    if follow and not session.settings.offline:
+        try:
+            url = session.probed(remote).url
+        except MdlError as exc:
+            failures.append(failed(remote.model, remote.path, exc))
+    entry = recorded(session.store, remote)
+    layout = session.layout
+    state, placement = file_state(layout, remote.model, remote.path, remote.source, entry)
+    dest = placement.shown if placement else unplaced_path(layout, remote.model)
+    other_bytes = entry is not None and entry.sha256 != remote.sha256
+    if state == "installed" and remote.sha256 and other_bytes:
+        state = "outdated"
+    return {
+        "path": remote.path,
+        "dest": str(dest),
+        "url": redact_url(url) if url else remote.source,
+        "size": remote.size,
+        "sha256": remote.sha256,
+        "git_oid": remote.git_oid,
+        "source": remote.source,
+        "state": state,
+    }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from mdl.errors import IntegrityError, MdlError, NotFoundError, UsageError
 from mdl.report import FileOutcome, failed
 from mdl.signing import (
     MAX_SIGNATURE_BYTES,
+    SignedFile,
     SignedManifest,
     Trust,
     git_path,
@@ -64,37 +65,42 @@ def check_signatures(
     unchanged).
     """
     trusts = {spec.name: spec.signature for spec in specs if spec.signature is not None}
-    fingerprints: dict[str, str] = {}
-    if trusts and any(model.name in trusts for model in resolved):
-        require_library()  # exit 2 naming mdl[sign], before anything is fetched
-        # and each signer's key or certificates readable (exit 2 naming it)
-        for name, signer in trusts.items():
-            try:
-                fingerprints[name] = signer.fingerprint()
-            except OSError as exc:
-                where = f"models.{name}.signature"
-                raise UsageError(
-                    f"{where}: cannot read {exc.filename or 'its key'}: {exc.strerror or exc}"
-                ) from None
+    fingerprints = _fingerprints(trusts) if any(m.name in trusts for m in resolved) else {}
     # nothing is fetched: the signature is checked when the files are (git's are not)
     if session.settings.dry_run:
         return Signatures(
             models=[_without_git_files(m) if m.name in trusts else m for m in resolved]
         )
     found = Signatures()
+    by_name = {spec.name: spec for spec in specs}
     for model in resolved:
         trust = trusts.get(model.name)
         if trust is None:
             found.models.append(model)
             continue
-        spec = next(spec for spec in specs if spec.name == model.name)
         try:
-            _signed(session, spec, trust, fingerprints[model.name], model, found)
+            _signed(session, by_name[model.name], trust, fingerprints[model.name], model, found)
         except MdlError as exc:
             outcome = failed(model.name, None, exc, dest=session.store.model_dir(model.name))
             log.error("%s", outcome.error)
             found.failures.append(outcome)
     return found
+
+
+def _fingerprints(trusts: Mapping[str, Trust]) -> dict[str, str]:
+    """Each signer's fingerprint, by model: exit 2 naming mdl[sign] when it is not installed, or
+    naming a key or certificates that cannot be read, before anything is fetched."""
+    require_library()
+    fingerprints: dict[str, str] = {}
+    for name, signer in trusts.items():
+        try:
+            fingerprints[name] = signer.fingerprint()
+        except OSError as exc:
+            where = f"models.{name}.signature"
+            raise UsageError(
+                f"{where}: cannot read {exc.filename or 'its key'}: {exc.strerror or exc}"
+            ) from None
+    return fingerprints
 
 
 def _without_git_files(model: ResolvedModel) -> ResolvedModel:
@@ -233,34 +239,21 @@ def _pinned(
     files: list[RemoteFile] = []
     refused: list[FileOutcome] = []
     withheld: list[ExpectedFile] = []
-    present = {signed_name(f.path, f.source) for f in model.files}
     for remote in model.files:
         if remote.path == sig_path:
             continue
-        one = manifest.file(signed_name(remote.path, remote.source), remote.size)
-        problem = None
-        if one is None:
-            if manifest.ignores(signed_name(remote.path, remote.source)):
-                log.info(
-                    "%s: left out: its signature does not sign it (the signer ignored it)",
-                    label_of(remote),
-                )
-                continue
-            problem = "is not covered by the model's signature"
-        elif one.sha256 and remote.sha256 and one.sha256 != remote.sha256:
-            problem = (
-                f"differs from the signed file: the source lists sha256 {remote.sha256}, the"
-                f" signature {one.sha256}"
+        name = signed_name(remote.path, remote.source)
+        one = manifest.file(name, remote.size)
+        if one is None and manifest.ignores(name):
+            log.info(
+                "%s: left out: its signature does not sign it (the signer ignored it)",
+                label_of(remote),
             )
-        elif one.size is not None and remote.size is not None and one.size != remote.size:
-            problem = (
-                f"differs from the signed file: the source lists {remote.size} bytes, the signature"
-                f" {one.size}"
-            )
+            continue
+        problem = _unlike_signed(remote, one)
         if problem is not None:
-            exc = IntegrityError(
-                f"{label_of(remote)}: {problem}", hint="nothing of it was installed"
-            )
+            hint = "nothing of it was installed"
+            exc = IntegrityError(f"{label_of(remote)}: {problem}", hint=hint)
             refused.append(failed(remote.model, remote.path, exc, source=remote.source))
             withheld.append(
                 ExpectedFile(remote.path, remote.size, remote.sha256, remote.git_oid, remote.source)
@@ -269,6 +262,7 @@ def _pinned(
             continue
         assert one is not None
         files.append(replace(remote, sha256=remote.sha256 or one.sha256, signed=one))
+    present = {signed_name(f.path, f.source) for f in model.files}
     for path in sorted(set(manifest.files) - present):
         if _selected(spec, path):
             exc = IntegrityError(f"{model.name}/{path}: signed, but the source does not have it")
@@ -278,6 +272,24 @@ def _pinned(
             )
             log.error("%s", refused[-1].error)
     return files, refused, withheld
+
+
+def _unlike_signed(remote: RemoteFile, one: SignedFile | None) -> str | None:
+    """How the file the source lists differs from the one its signature signs (``one``), or None:
+    it does not."""
+    if one is None:
+        return "is not covered by the model's signature"
+    if one.sha256 and remote.sha256 and one.sha256 != remote.sha256:
+        return (
+            f"differs from the signed file: the source lists sha256 {remote.sha256}, the"
+            f" signature {one.sha256}"
+        )
+    if one.size is not None and remote.size is not None and one.size != remote.size:
+        return (
+            f"differs from the signed file: the source lists {remote.size} bytes, the signature"
+            f" {one.size}"
+        )
+    return None
 
 
 def _selected(spec: ModelSpec, path: str) -> bool:

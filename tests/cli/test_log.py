@@ -15,8 +15,7 @@ import pytest
 from runfixtures import mdl, use_catalog
 from servers import CdnServer, Fault, make_data
 
-from mdl.download.plan import file_line, parse_file_line
-from mdl.report import FileOutcome
+from mdl.report import FileOutcome, file_line, parse_file_line
 
 DATA = make_data(200_000, seed=21)
 ROOT = Path(__file__).resolve().parents[2]

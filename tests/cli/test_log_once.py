@@ -22,7 +22,7 @@ import pytest
 from runfixtures import HANG, wait_for
 from servers import Fault, HubServer, make_data
 
-from mdl.download.plan import parse_file_line
+from mdl.report import parse_file_line
 
 MODEL = "ten"
 FILES: dict[str, bytes] = {

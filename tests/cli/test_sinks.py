@@ -17,7 +17,7 @@ from runfixtures import mdl, use_catalog
 from servers import CdnServer, Fault, make_data
 from typer.testing import Result
 
-from mdl.download.plan import parse_file_line
+from mdl.report import parse_file_line
 
 CIVITAI = "civ-7f3a9b2c4d5e6f708192"  # the value of ${CIVITAI_KEY}
 OSS_SIG = "ossSIG0a1b2c3d4e5f6a7b8c9d"

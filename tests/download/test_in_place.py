@@ -1,4 +1,4 @@
-"""get's rule for a file already where it goes (plan.kept_in_place) and the words each workflow
+"""get's rule for a file already where it goes (outcomes.kept_in_place) and the words each workflow
 uses (plan.InPlace).
 """
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mdl.download.plan import GET, PULL, SAME_BYTES, kept_in_place, policy_of
+from mdl.download.outcomes import SAME_BYTES, kept_in_place
+from mdl.download.plan import GET, PULL, policy_of
 from mdl.errors import UsageError
 from mdl.sources import RemoteFile
 

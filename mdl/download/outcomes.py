@@ -1,0 +1,120 @@
+"""What a run reports of each planned file once it is done (or, ``--dry-run``, would be): the
+words of its action, and get's rule for a file already where it goes."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+from pathlib import Path
+
+from mdl.download.plan import FORCED, Action, PlannedFile, policy_of
+from mdl.errors import UsageError
+from mdl.report import FileOutcome, log_outcome
+from mdl.store import hash_file
+from mdl.transfer import TransferResult
+
+# a file get finds in place with the bytes asked for: kept, whoever wrote it
+SAME_BYTES = "already there, same bytes"
+
+# What each action is called once done (the JSON's words): a file replaced because of --force is
+# "downloaded" with reason "--force" ("re-downloaded" for people); "repaired" is only a present file
+# that was hashed and found wrong.
+DONE_WORD = {
+    Action.SKIP: "skipped",
+    Action.DOWNLOAD: "downloaded",
+    Action.RESUME: "resumed",
+    Action.REPAIR: "repaired",
+    Action.CHECK: "skipped",
+}
+
+
+def done_outcome(
+    plan: PlannedFile,
+    action: Action,
+    *,
+    size: int | None,
+    sha256: str | None,
+    result: TransferResult | None = None,
+    verified: bool | None = None,
+    reason: str | None = None,
+) -> FileOutcome:
+    """The file's outcome once ``action`` (it may differ from the planned one) was done; ``result``:
+    its transfer; ``reason``: what the transfer made of the plan's (a resume that was not one)."""
+    remote = plan.remote
+    word, reason = _words(plan, action, reason or plan.decision.reason)
+    fetched, mirror, reused = 0, None, 0
+    if result is not None:
+        fetched, mirror, reused = result.fetched, result.mirror, result.reused
+        verified = result.verified
+    return FileOutcome(
+        remote.model,
+        remote.path,
+        str(plan.placement.shown),
+        size,
+        sha256,
+        DONE_WORD[action],
+        reason=reason,
+        word=word,
+        fetched=fetched,
+        mirror=mirror,
+        reused=reused,
+        source=mirror or remote.source,
+        warning=plan.warning,
+        verified=verified,
+    )
+
+
+def _words(plan: PlannedFile, action: Action, reason: str) -> tuple[str | None, str]:
+    """What people read instead of the action (None: the action), and the reason, by the
+    workflow's rules for a file that was there (``InPlace``)."""
+    word = "re-downloaded" if action is Action.DOWNLOAD and reason == FORCED else None
+    policy = policy_of(plan.remote)
+    if plan.present and action is Action.DOWNLOAD and policy.replaced is not None:
+        word = policy.replaced
+    if plan.present and DONE_WORD[action] == "skipped" and policy.kept is not None:
+        reason = policy.kept
+    return word, reason
+
+
+def dry_run_outcome(plan: PlannedFile) -> FileOutcome:
+    done = done_outcome(
+        plan, plan.decision.action, size=plan.remote.size, sha256=plan.remote.sha256
+    )
+    return replace(done, action=plan.decision.action.value, word=None, source=None)
+
+
+def kept_in_place(
+    target: Path,
+    path: str,
+    *,
+    sha256: str | None,
+    git_oid: str | None = None,
+    where: str,
+    ours: bool = False,
+) -> FileOutcome | None:
+    """get's rule for a file already where it would be saved (without --force), as ``unpack`` and
+    aria2c refuse to overwrite: its outcome (``SAME_BYTES``, logged) when it has the bytes asked
+    for; None when it is the one a get wrote (``ours``: then ``look`` decides from its record, as
+    wget -N does); else the UsageError refusing it."""
+    if sha256 or git_oid:
+        with contextlib.suppress(OSError):  # unreadable counts as different
+            size, have_sha, have_oid = hash_file(target, git=git_oid is not None and not sha256)
+            if (have_sha == sha256) if sha256 else (have_oid == git_oid):
+                # hashed now, and the hash it was held to matched: verified
+                kept = FileOutcome(
+                    "", path, str(target), size, sha256, "skipped", reason=SAME_BYTES, source=where
+                )
+                kept = replace(kept, verified=True)
+                log_outcome(kept)
+                return kept
+    if ours:
+        return None
+    if sha256 or git_oid:
+        raise UsageError(
+            f"{target}: already exists and differs from {where}", hint="--force to replace it"
+        )
+    raise UsageError(
+        f"{target}: already exists, and with no sha256 for {where} mdl cannot tell whether it is"
+        " the same file",
+        hint="--force to replace it, or --sha256 HEX to keep it when it matches",
+    )
