@@ -10,7 +10,6 @@ from mdl import api
 from mdl.cli.options import command
 from mdl.cli.run import Run
 from mdl.cli.summary import ok, render_report
-from mdl.errors import UsageError
 
 if TYPE_CHECKING:
     from mdl.report import FileOutcome
@@ -77,10 +76,6 @@ def get_cmd(
     """Fetch one-off sources: URLs, hf:// and s3:// files, whole hf:// repos, serverless job
     outputs.
     """
-    if output is not None and directory is not None:
-        raise UsageError("use -o FILE or -d DIR, not both")
-    if output is not None and str(output) == "-":
-        raise UsageError("-o -: mdl get writes files, not stdout; use curl for that")
     from mdl.catalog import check_headers, parse_header
 
     headers = dict(check_headers((parse_header(line) for line in header or ()), where="--header"))
