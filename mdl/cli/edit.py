@@ -10,6 +10,7 @@ from mdl import api
 from mdl.cli.download import render_prune
 from mdl.cli.options import DryRunOpt, NameArg, command, complete_model_names
 from mdl.cli.run import Run
+from mdl.setting import SETTING
 
 if TYPE_CHECKING:
     from mdl.catalog import edit as catalog_edit
@@ -24,6 +25,9 @@ _SAID = {
         "removed {name} from {catalog} (files already downloaded stay: `mdl prune` removes them)"
     ),
 }
+
+
+CATALOG = SETTING["catalog"]
 
 
 @command(where=("catalog",), progress=False)
@@ -68,13 +72,13 @@ def init_cmd(
         )
     # ./catalog.toml, but $MDL_CATALOG comes first in every folder
     elif done.empty and where["catalog"] is None:
-        named = run.environ.get("MDL_CATALOG", "")
+        named = run.environ.get(CATALOG.env, "")
         run.console.warn(
-            f"MDL_CATALOG={named} comes first in every folder; unset it to use {done.catalog}"
+            f"{CATALOG.env}={named} comes first in every folder; unset it to use {done.catalog}"
         )
     else:
         run.console.info(
-            f"use it with --catalog {done.catalog} (or MDL_CATALOG={done.catalog}); {then}"
+            f"use it with {CATALOG.flag} {done.catalog} (or {CATALOG.env}={done.catalog}); {then}"
         )
 
 

@@ -57,16 +57,6 @@ ProgressOpt = Annotated[
         ),
     ),
 ]
-CatalogOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--catalog", help="Catalog file (default: $MDL_CATALOG, ./catalog.toml, user config)."
-    ),
-]
-LogFileOpt = Annotated[
-    Path | None,
-    typer.Option("--log-file", help="Log file (default: $MDL_LOG_FILE or user log dir)."),
-]
 NamesArg = Annotated[
     list[str] | None,
     typer.Argument(help="Model names from the catalog.", autocompletion=complete_model_names),
@@ -137,19 +127,6 @@ def switch(*flags: str, help: str) -> tuple[Any, Any]:
     return Annotated[bool, typer.Option(*flags, help=help)], False
 
 
-# The six flags every command takes, before or after its name (``mdl -q list`` = ``mdl list -q``):
-# each one's name (its parameter in the root callback and in every command, and the Run field it
-# sets), option and default.
-COMMON: dict[str, tuple[Any, Any]] = {
-    "json": switch("--json", help="Print exactly one JSON document on stdout."),
-    "quiet": switch("-q", "--quiet", help="Silence stderr but errors (stdout's data stays)."),
-    "verbose": switch("-v", "--verbose", help="Log DEBUG detail to the log file."),
-    "no_progress": switch("--no-progress", help="No progress display (same as --progress none)."),
-    "progress": (ProgressOpt, None),
-    "log_file": (LogFileOpt, None),
-}
-
-
 def number_of(setting: Setting) -> Callable[[str | None], int | float | None]:
     """A count's or seconds' flag read by the one parser of numbers (as $MDL_* and the catalog are
     read): exit 2 naming the flag for anything else (Click's int() and float() would take '١٦',
@@ -186,13 +163,27 @@ def setting_option(setting: Setting) -> tuple[Any, Any]:
     return Annotated[kind | None, option], None
 
 
-# The settings' options and --catalog, declared once: after a command's own options, in this order;
-# each command names those it takes (``where``) and its function gets them as keywords (``**where``,
-# handed to the api as they are: a setting's option is named as the setting, and so is the api's
-# keyword).
+# The six flags every command takes, before or after its name (``mdl -q list`` = ``mdl list -q``):
+# each one's name (its parameter in the root callback and in every command, and the Run field it
+# sets), option and default.
+COMMON: dict[str, tuple[Any, Any]] = {
+    "json": switch("--json", help="Print exactly one JSON document on stdout."),
+    "quiet": switch("-q", "--quiet", help="Silence stderr but errors (stdout's data stays)."),
+    "verbose": switch("-v", "--verbose", help="Log DEBUG detail to the log file."),
+    "no_progress": switch("--no-progress", help="No progress display (same as --progress none)."),
+    "progress": (ProgressOpt, None),
+    "log_file": setting_option(SETTING["log_file"]),
+}
+
+
+# The settings' options (--catalog too), declared once: after a command's own options, in this
+# order; each command names those it takes (``where``) and its function gets them as keywords
+# (``**where``, handed to the api as they are: a setting's option is named as the setting, and so is
+# the api's keyword).
 WHERE: dict[str, tuple[Any, Any]] = {
-    **{setting.name: setting_option(setting) for setting in SETTINGS if setting.flag},
-    "catalog": (CatalogOpt, None),
+    setting.name: setting_option(setting)
+    for setting in SETTINGS
+    if setting.flag and setting.name not in COMMON
 }
 # where a command over the catalog's models works
 PLACES = ("dest", "layout", "locked", "frozen", "catalog")
