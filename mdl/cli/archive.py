@@ -17,7 +17,7 @@ from mdl.units import human_size, plural
 SHOWN_LEFT_OUT = 6  # paths named per reason on stderr; --json lists them all
 
 
-@command(where=(), output_only=lambda options: str(options["output"]) == "-")
+@command(output_only=lambda options: str(options["output"]) == "-")
 def pack_cmd(
     run: Run,
     run_dir: Annotated[Path, typer.Argument(help="The training run folder.")],
@@ -67,25 +67,23 @@ def pack_cmd(
     to_stdout = output is not None and str(output) == "-"
     if to_stdout and run.json:
         raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")
-    options = {
-        "checkpoint": checkpoint,
-        "profile": profile,
-        "with_logs": with_logs,
-        "compress": compress,
-        "sign": sign,
-    }
-    globs = {"include": include or (), "exclude": exclude or ()}
-    stream = sys.stdout.buffer if to_stdout else None
-    result = run.call(
-        api.pack,
-        run_dir,
-        output=output,
-        stream=stream,
-        **options,
-        **globs,
-        dry_run=dry_run,
-        force=force,
-    )
+    with run.reporter() as progress:
+        result = api.pack(
+            run_dir,
+            output=output,
+            stream=sys.stdout.buffer if to_stdout else None,
+            checkpoint=checkpoint,
+            profile=profile,
+            with_logs=with_logs,
+            include=include or (),
+            exclude=exclude or (),
+            compress=compress,
+            dry_run=dry_run,
+            force=force,
+            sign=sign,
+            environ=run.environ,
+            progress=progress,
+        )
     doc = result.to_json()
     if run.json:
         run.emit(doc)
@@ -122,7 +120,7 @@ def pack_cmd(
         )
 
 
-@command(where=())
+@command()
 def unpack_cmd(
     run: Run,
     archive: Annotated[

@@ -2,13 +2,21 @@
 edit one (comments and layout kept) and catalog.lock with it."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Unpack
 
 import typer
 
 from mdl import api
 from mdl.cli.download import render_prune
-from mdl.cli.options import DryRunOpt, NameArg, command, complete_model_names
+from mdl.cli.options import (
+    Adding,
+    DryRunOpt,
+    InCatalog,
+    NameArg,
+    Places,
+    command,
+    complete_model_names,
+)
 from mdl.cli.run import Run
 from mdl.setting import SETTING
 
@@ -30,7 +38,7 @@ _SAID = {
 CATALOG = SETTING["catalog"]
 
 
-@command(where=("catalog",), progress=False)
+@command(progress=False)
 def init_cmd(
     run: Run,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing catalog.")] = False,
@@ -45,7 +53,7 @@ def init_cmd(
             ),
         ),
     ] = False,
-    **where: Any,
+    **where: Unpack[InCatalog],
 ) -> None:
     """Write a commented starter catalog (tiny-bert and more) where mdl finds it: --catalog PATH,
     else $MDL_CATALOG, else the user config folder, read from any folder without a catalog.toml of
@@ -82,7 +90,7 @@ def init_cmd(
         )
 
 
-@command(where=("timeout", "catalog"))
+@command()
 def add_cmd(
     run: Run,
     name: Annotated[
@@ -155,30 +163,32 @@ def add_cmd(
             "--no-check", help="Do not ask the Hub or the server whether the source exists."
         ),
     ] = False,
-    **where: Any,
+    **where: Unpack[Adding],
 ) -> int:
     """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked
     upstream); set its description, tags and signer."""
-    entry = {
-        "save_as": save_as,
-        "sha256": sha256,
-        "description": description,
-        "signed_by": signed_by,
-        "force": force,
-    }
-    options = {
-        "include": include or (),
-        "exclude": exclude or (),
-        "tags": tag or (),
-        "check": not no_check,
-    }
-    change = run.call(
-        api.add, name, *(sources or ()), **entry, **options, **where, secrets=run.secrets
-    )
+    with run.reporter() as progress:
+        change = api.add(
+            name,
+            *(sources or ()),
+            include=include or (),
+            exclude=exclude or (),
+            save_as=save_as,
+            sha256=sha256,
+            description=description,
+            tags=tag or (),
+            signed_by=signed_by,
+            force=force,
+            check=not no_check,
+            **where,
+            environ=run.environ,
+            progress=progress,
+            secrets=run.secrets,
+        )
     return _render(run, change)
 
 
-@command(where=("dest", "layout", "catalog"), progress=False)
+@command(progress=False)
 def remove_cmd(
     run: Run,
     name: NameArg,
@@ -190,7 +200,7 @@ def remove_cmd(
         ),
     ] = False,
     dry_run: DryRunOpt = False,
-    **where: Any,
+    **where: Unpack[Places],
 ) -> int:
     """Take a model out of the catalog (and catalog.lock); every other line stays as written. Its
     downloaded files stay unless --prune is given. --dry-run shows what would go (with --prune, the

@@ -2,12 +2,12 @@
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Unpack
 
 import typer
 
 from mdl import api
-from mdl.cli.options import command
+from mdl.cli.options import Getting, command
 from mdl.cli.run import Run
 from mdl.cli.summary import ok, render_report
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from mdl.report import FileOutcome
 
 
-@command(where=("connections", "limit_rate", "timeout", "xet", "catalog"))
+@command()
 def get_cmd(
     run: Run,
     sources: Annotated[
@@ -71,7 +71,7 @@ def get_cmd(
             help="Read more sources from FILE, one a line ('-' = stdin; '#' comments).",
         ),
     ] = None,
-    **where: Any,
+    **where: Unpack[Getting],
 ) -> int:
     """Fetch one-off sources: URLs, hf:// and s3:// files, whole hf:// repos, serverless job
     outputs.
@@ -79,17 +79,22 @@ def get_cmd(
     from mdl.catalog import check_headers, parse_header
 
     headers = dict(check_headers((parse_header(line) for line in header or ()), where="--header"))
-    options = {
-        "output": output,
-        "directory": directory,
-        "sha256": sha256,
-        "force": force,
-        "input_file": input_file,
-    }
-    globs = {"include": include or (), "exclude": exclude or ()}
-    report = run.call(
-        api.get, *(sources or ()), **options, **globs, **where, headers=headers, secrets=run.secrets
-    )
+    with run.reporter() as progress:
+        report = api.get(
+            *(sources or ()),
+            output=output,
+            directory=directory,
+            sha256=sha256,
+            **where,
+            environ=run.environ,
+            progress=progress,
+            force=force,
+            include=include or (),
+            exclude=exclude or (),
+            headers=headers,
+            input_file=input_file,
+            secrets=run.secrets,
+        )
     # `P=$(mdl get URL)`: the data is where each file is
     return render_report(
         run, report, verb="fetched", data=lambda: run.line(*fetched_paths(report.files))

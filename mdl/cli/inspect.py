@@ -2,12 +2,12 @@
 is upstream.
 """
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Unpack
 
 import typer
 
 from mdl import api
-from mdl.cli.options import PLACES, AllOpt, NameArg, NamesArg, StatusChoice, command
+from mdl.cli.options import AllOpt, Asking, NameArg, NamesArg, Pinned, StatusChoice, command
 from mdl.cli.run import Run
 from mdl.cli.stdout import unread_if_failing
 from mdl.units import human_size
@@ -20,7 +20,7 @@ def list_cmd(
         StatusChoice | None, typer.Option("--status", help="Only models in this state.")
     ] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Only models with this tag.")] = None,
-    **where: Any,
+    **where: Unpack[Pinned],
 ) -> None:
     """The catalog with each model's local status (offline)."""
     listing = api.list_models(status=status, tag=tag, **where, environ=run.environ)
@@ -52,7 +52,7 @@ def list_cmd(
 
 
 @command(progress=False, output_only=True)
-def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
+def show_cmd(run: Run, name: NameArg, **where: Unpack[Pinned]) -> None:
     """One model: its files, sources, sizes, hashes and local state (offline)."""
     info = api.show(name, **where, environ=run.environ)
     doc = info.to_json()["models"][0]
@@ -138,7 +138,7 @@ def _status_text(status: str, unverified: int) -> str:
     return f"{status} ({unverified} modified?)" if unverified else status
 
 
-@command(where=(*PLACES, "timeout"), output_only=True)
+@command(output_only=True)
 def resolve_cmd(
     run: Run,
     names: NamesArg = None,
@@ -146,13 +146,20 @@ def resolve_cmd(
     follow: Annotated[
         bool, typer.Option("--follow", help="Show the CDN URL the Hub redirects to.")
     ] = False,
-    **where: Any,
+    **where: Unpack[Asking],
 ) -> int:
     """The concrete files and direct URLs, sizes, sha256 and commit of models (network, except what
     catalog.lock pins)."""
-    resolution = run.call(
-        api.resolve, *(names or ()), all=all_models, follow=follow, **where, secrets=run.secrets
-    )
+    with run.reporter() as progress:
+        resolution = api.resolve(
+            *(names or ()),
+            all=all_models,
+            follow=follow,
+            **where,
+            environ=run.environ,
+            progress=progress,
+            secrets=run.secrets,
+        )
     for model in resolution.models:
         if model.get("warning"):
             run.console.warn(model["warning"])

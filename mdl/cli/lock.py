@@ -2,12 +2,12 @@
 ``--check`` is for CI).
 """
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Unpack
 
 import typer
 
 from mdl import api
-from mdl.cli.options import AllOpt, NamesArg, command
+from mdl.cli.options import AllOpt, Locking, NamesArg, command
 from mdl.cli.run import Run
 from mdl.errors import UsageError
 from mdl.units import human_size, plural
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 SHOWN_FILES = 3  # changed files named on a model's line; the rest are counted
 
 
-@command(where=("dest", "layout", "timeout", "catalog"))
+@command()
 def lock_cmd(
     run: Run,
     names: NamesArg = None,
@@ -36,15 +36,24 @@ def lock_cmd(
             help="Change nothing, ask nothing: exit 2 if the lock is missing or stale (for CI).",
         ),
     ] = False,
-    **where: Any,
+    **where: Unpack[Locking],
 ) -> int:
     """Pin commits, files, sizes and sha256 in catalog.lock beside the catalog (all models when
     none is named).
     """
     if upgrade and check:
         raise UsageError("--check changes nothing; it cannot go with --upgrade")
-    options = {"all": all_models, "upgrade": upgrade, "check": check, "secrets": run.secrets}
-    report = run.call(api.lock, *(names or ()), **options, **where)
+    with run.reporter() as progress:
+        report = api.lock(
+            *(names or ()),
+            all=all_models,
+            upgrade=upgrade,
+            check=check,
+            **where,
+            environ=run.environ,
+            progress=progress,
+            secrets=run.secrets,
+        )
     for warning in report.warnings:
         run.console.warn(warning)
     if run.json:

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
+from typing import Annotated, Any, Literal, TypedDict, Union, cast, get_args, get_origin
 
 import typer
 
@@ -177,16 +177,69 @@ COMMON: dict[str, tuple[Any, Any]] = {
 
 
 # The settings' options (--catalog too), declared once: after a command's own options, in this
-# order; each command names those it takes (``where``) and its function gets them as keywords
-# (``**where``, handed to the api as they are: a setting's option is named as the setting, and so is
-# the api's keyword).
+# order. A command takes those its ``**where`` names (a TypedDict below: its keys, typed as the
+# options give them), and hands them to the api as they are: a setting's option is named as the
+# setting, and so is the api's keyword (mypy holds each command's to its api function's keywords).
 WHERE: dict[str, tuple[Any, Any]] = {
     setting.name: setting_option(setting)
     for setting in SETTINGS
     if setting.flag and setting.name not in COMMON
 }
-# where a command over the catalog's models works
-PLACES = ("dest", "layout", "locked", "frozen", "catalog")
+
+
+class InCatalog(TypedDict):
+    catalog: Path | None
+
+
+class Places(InCatalog):  # where a command's files are
+    dest: Path | None
+    layout: str | None
+
+
+class Pinned(Places):  # a command over the catalog's models, and how it uses catalog.lock
+    locked: bool
+    frozen: bool
+
+
+class Asking(Pinned):  # ... that asks upstream
+    timeout: float | None
+
+
+class Pulling(Asking):
+    connections: int | None
+    jobs: int | None
+    limit_rate: str | None
+    stall_timeout: float | None
+    lock_timeout: float | None
+    mirrors: list[str] | None
+    xet: bool | None
+
+
+class Getting(InCatalog):
+    connections: int | None
+    limit_rate: str | None
+    timeout: float | None
+    xet: bool | None
+
+
+class Locking(Places):
+    timeout: float | None
+
+
+class Adding(InCatalog):
+    timeout: float | None
+
+
+def where_of(body: Callable[..., object]) -> list[str]:
+    """The settings' options ``body`` takes: the keys of its ``**where`` TypedDict, in WHERE's
+    order."""
+    extra = [p for p in inspect.signature(body).parameters.values() if p.kind is p.VAR_KEYWORD]
+    if not extra:
+        return []
+    (typed,) = get_args(extra[0].annotation)  # Unpack[Places]
+    return [name for name in WHERE if name in typed.__required_keys__]
+
+
 CONTEXT = inspect.Parameter(
     "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
 )
@@ -236,14 +289,11 @@ def declare(function: Callable[..., None], params: list[inspect.Parameter]) -> C
 
 
 def command(
-    *,
-    where: tuple[str, ...] = PLACES,
-    progress: bool = True,
-    output_only: bool | Callable[[dict[str, Any]], bool] = False,
+    *, progress: bool = True, output_only: bool | Callable[[dict[str, Any]], bool] = False
 ) -> Callable[[Callable[..., int | None]], Callable[..., None]]:
-    """A command's skeleton: its function takes the :class:`Run`, its options and the catalog's in
-    ``where``, and returns its exit code (None: 0), under :func:`guarded`; ``output_only`` ones stop
-    when stdout's reader goes."""
+    """A command's skeleton: its function takes the :class:`Run`, its options and the settings'
+    its ``**where`` names, and returns its exit code (None: 0), under :func:`guarded`;
+    ``output_only`` ones stop when stdout's reader goes."""
 
     def wrap(body: Callable[..., int | None]) -> Callable[..., None]:
         @functools.wraps(body)
@@ -271,7 +321,7 @@ def command(
             list(inspect.signature(body).parameters.values())[1:],
         )
         own = [p.replace(kind=keyword) for p in params if p.kind != p.VAR_KEYWORD]
-        group = keywords(WHERE, [name for name in WHERE if name in where])
+        group = keywords(WHERE, where_of(body))
         common = keywords(COMMON, [name for name in COMMON if progress or name != "progress"])
         return declare(run_command, [CONTEXT, *own, *group, *common])
 

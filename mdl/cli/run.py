@@ -117,13 +117,6 @@ class Run:
             mode, stream=self.stderr, environ=self.environ, secrets=self.secrets, events=self.events
         )
 
-    def call(self, action: Callable[..., T], /, *args: Any, **options: Any) -> T:
-        """``action`` (an api function) with this run's environment and its progress display
-        open.
-        """
-        with self.reporter() as progress:
-            return action(*args, **options, environ=self.environ, progress=progress)
-
     def emit(self, doc: Mapping[str, Any]) -> None:
         """The one JSON document on stdout, ``ok`` first; an absent value is ``null``, never
         ``""``.
