@@ -1,6 +1,5 @@
 """The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises
-MdlError; every argument checked at this boundary (:mod:`mdl.api.inputs`), heavy parts imported
-inside the functions. One module per command family; this one only gathers them."""
+MdlError, arguments checked (mdl.api.inputs); one module per command family, gathered here."""
 
 from __future__ import annotations
 

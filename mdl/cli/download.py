@@ -151,33 +151,38 @@ def render_prune(run: Run, report: "PruneReport", *, emit: bool = True) -> int:
     stderr; with --json the report as the document (``emit``: it is not part of another one)."""
     for warning in report.warnings:
         run.console.warn(warning)
-    if run.json:
-        if emit:
-            run.emit(report.to_json())
-    else:
-        removed, freed = ("would remove", "would free") if report.dry_run else ("removed", "freed")
-        run.line(
-            *(
-                f"{removed}  {r.path}  ({_size_freed(r)})  {r.model}: {r.reason}"
-                for r in report.removed
-            )
-        )
-        if run.verbose:
-            for k in report.kept:
-                run.console.info(f"kept {k.path}: {k.reason}")
-        listed = "" if run.verbose else " (-v lists them)"
-        others = sum(1 for k in report.kept if k.catalog is not None)
-        paths = len(report.kept) - others
-        kept = f"; kept {paths} path(s) mdl did not write{listed}" if paths else ""
-        if others:
-            prune_with = " or ".join(f"--catalog {shlex.quote(c)}" for c in report.other_catalogs)
-            kept += (
-                f"; kept {others} model(s) pulled with another catalog (prune them with"
-                f" {prune_with})"
-            )
-        run.console.info(
-            f"{freed} {human_size(report.freed)} in {len(report.removed)} path(s){kept}"
-        )
+    if run.json and emit:
+        run.emit(report.to_json())
+    elif not run.json:
+        say_pruned(run, report)
     for error in report.errors:
         run.console.error(error.message, hint=error.hint)
     return report.exit_code
+
+
+def say_pruned(run: Run, report: "PruneReport") -> None:
+    """The paths removed on stdout; the kept ones with -v, and the summary, on stderr."""
+    removed, freed = ("would remove", "would free") if report.dry_run else ("removed", "freed")
+    run.line(
+        *(f"{removed}  {r.path}  ({_size_freed(r)})  {r.model}: {r.reason}" for r in report.removed)
+    )
+    if run.verbose:
+        for k in report.kept:
+            run.console.info(f"kept {k.path}: {k.reason}")
+    kept = kept_words(report, listed=run.verbose)
+    run.console.info(f"{freed} {human_size(report.freed)} in {len(report.removed)} path(s){kept}")
+
+
+def kept_words(report: "PruneReport", *, listed: bool) -> str:
+    """``; kept 3 path(s) mdl did not write``, and the models another catalog pulled, with how to
+    prune them."""
+    others = sum(1 for k in report.kept if k.catalog is not None)
+    paths = len(report.kept) - others
+    said = f"; kept {paths} path(s) mdl did not write{'' if listed else ' (-v lists them)'}"
+    kept = said if paths else ""
+    if others:
+        prune_with = " or ".join(f"--catalog {shlex.quote(c)}" for c in report.other_catalogs)
+        kept += (
+            f"; kept {others} model(s) pulled with another catalog (prune them with {prune_with})"
+        )
+    return kept

@@ -235,23 +235,8 @@ def _render(
         run.emit({**change.to_json(), **(more or {})})
     if change.created:
         run.console.info(f"created {change.catalog}")
-    # not this folder's: say whose, and how a project gets its own
-    if change.user_catalog and not run.json:
-        run.console.info(
-            f"{change.catalog} is your user catalog, read in every folder without a catalog.toml of"
-            " its own; `mdl init --project` starts one in this folder"
-        )
-    files = ", ".join(change.added)
     if not run.json:
-        run.console.info(
-            (said or _SAID[change.action]).format(
-                name=change.model, catalog=change.catalog, files=files
-            )
-        )
-        if change.lock is not None:
-            run.console.info(
-                f"{'would update' if (more or {}).get('dry_run') else 'updated'} {change.lock}"
-            )
+        say_change(run, change, said=said, dry_run=bool((more or {}).get("dry_run")))
     if change.warning is not None:
         run.console.warn(change.warning)
     if change.lock_error and change.exit_code:
@@ -261,3 +246,20 @@ def _render(
     elif change.lock_error:
         run.console.warn(change.lock_error)
     return change.exit_code
+
+
+def say_change(
+    run: Run, change: "catalog_edit.CatalogChange", *, said: str | None, dry_run: bool
+) -> None:
+    """What the edit did (``said``, else its action's words), to which catalog, and its lock."""
+    # not this folder's: say whose, and how a project gets its own
+    if change.user_catalog:
+        run.console.info(
+            f"{change.catalog} is your user catalog, read in every folder without a catalog.toml of"
+            " its own; `mdl init --project` starts one in this folder"
+        )
+    words = said or _SAID[change.action]
+    files = ", ".join(change.added)
+    run.console.info(words.format(name=change.model, catalog=change.catalog, files=files))
+    if change.lock is not None:
+        run.console.info(f"{'would update' if dry_run else 'updated'} {change.lock}")

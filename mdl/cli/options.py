@@ -107,19 +107,24 @@ def metavar(name: str, annotation: Any) -> str:
     """The word for parameter ``name`` (of type ``annotation``) in --help: its fixed choices
     (``[plain|hf-cache]``, as Click shows them), its word in :data:`METAVARS`, ``N`` for a count,
     else its own name in capitals (as argparse)."""
+    kind = one_value(annotation)
+    if get_origin(kind) is Literal:
+        return "[" + "|".join(str(choice) for choice in get_args(kind)) + "]"
+    word = WORDS.get(SETTING[name].kind, "") if name in SETTING else ""
+    return METAVARS.get(name) or word or ("N" if kind is int else name.upper())
+
+
+def one_value(annotation: Any) -> Any:
+    """The type of one value of ``annotation``: inside Annotated[T, ...], T | None and list[T]."""
     kind = annotation
-    while True:  # Annotated[T, ...], T | None, list[T]: the type of one value
+    while True:
         origin = get_origin(kind)
         if origin is Annotated or origin is list:
             kind = get_args(kind)[0]
         elif origin is Union or origin is UnionType:
             kind = next(arg for arg in get_args(kind) if arg is not type(None))
         else:
-            break
-    if origin is Literal:
-        return "[" + "|".join(str(choice) for choice in get_args(kind)) + "]"
-    word = WORDS.get(SETTING[name].kind, "") if name in SETTING else ""
-    return METAVARS.get(name) or word or ("N" if kind is int else name.upper())
+            return kind
 
 
 def switch(*flags: str, help: str) -> tuple[Any, Any]:
