@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import fields
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 
@@ -16,6 +17,7 @@ from mdl import api
 from mdl.catalog import parse_catalog
 from mdl.catalog.schema import SettingsTable
 from mdl.catalog.settings import Settings, build_settings
+from mdl.cli import options
 from mdl.cli.app import COMMANDS, build_command
 from mdl.cli.options import COMMON
 from mdl.errors import CatalogError, UsageError
@@ -193,3 +195,23 @@ def test_the_xet_pair_reaches_the_api_from_pull_and_get() -> None:
         assert context.params["xet"] is False
         assert command.make_context(name, ["x"]).params["xet"] is None
     assert inspect.signature(api.pull).parameters["xet"].default is None
+
+
+def test_each_commands_settings_are_typed_as_their_options_give_them() -> None:
+    """The TypedDicts a command's ``**where`` names (mdl.cli.options) type each setting as its option
+    hands it on (a number as its callback read it), so that mypy holds the CLI to the API."""
+    given: dict[str, object] = {
+        "count": int,
+        "seconds": float,
+        "rate": str,
+        "choice": str,
+        "path": Path,
+        "urls": list[str],
+    }
+    for typed in (options.Pulling, options.Getting, options.Locking, options.Adding):
+        for name, hint in get_type_hints(typed).items():
+            setting = SETTING[name]
+            if setting.kind == "switch":
+                assert hint == (bool | None if setting.pair else bool), name
+            else:
+                assert hint == given[setting.kind] | None, name  # type: ignore[operator]
