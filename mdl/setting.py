@@ -13,7 +13,7 @@ is read where it is used."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 StrPath = str | os.PathLike[str]
@@ -205,10 +205,10 @@ SETTINGS: tuple[Setting, ...] = (
 SETTING = {setting.name: setting for setting in SETTINGS}
 
 
-def switched_on(setting: Setting, environ: Mapping[str, str]) -> bool:
-    """Whether ``setting``'s variable turns it on by the one rule (a value neither on nor off is
-    refused where the run's settings are read: mdl.catalog.settings, mdl.cli.run; off here)."""
-    return environ.get(setting.env, "").strip().lower() in ON
+def parse_bool(value: str) -> bool:
+    """A switch's text where a wrong one must stop nothing (another tool's variable, or MDL_DEBUG
+    in the translator): on by the one rule, else off. mdl's own are refused where they are read."""
+    return value.strip().lower() in ON
 
 
 class Overrides(NamedTuple):

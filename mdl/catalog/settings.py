@@ -20,7 +20,7 @@ from mdl.catalog.specs import Catalog, CatalogSettings
 from mdl.errors import UsageError
 from mdl.paths import is_http_url
 from mdl.redact import Secrets
-from mdl.setting import OFF, ON, SETTING, SETTINGS, Overrides, Setting
+from mdl.setting import OFF, ON, SETTING, SETTINGS, Overrides, Setting, parse_bool
 
 LAYOUTS = SETTING["layout"].choices
 MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
@@ -128,10 +128,6 @@ def hf_hub_cache(environ: Mapping[str, str]) -> Path:
         or str(Path(home, "hub"))
     )
     return Path(os.path.expandvars(cache)).expanduser().absolute()
-
-
-def parse_bool(value: str) -> bool:  # another tool's variable (HF_HUB_OFFLINE): on, else off
-    return value.strip().lower() in ON
 
 
 def default_dest() -> Path:

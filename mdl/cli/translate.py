@@ -30,7 +30,7 @@ from mdl.errors import (
     causes,
 )
 from mdl.redact import Secrets, safe_text
-from mdl.setting import SETTING, switched_on
+from mdl.setting import SETTING, parse_bool
 
 log = logging.getLogger("mdl.cli")
 
@@ -108,7 +108,7 @@ def translate(exc: BaseException, run: Told | None = None) -> int:
         error = UsageError(exc.format_message(), hint=f"see {context} --help")
     else:
         log.error("internal error", exc_info=exc)
-        if switched_on(SETTING["debug"], run.environ if run else os.environ):
+        if parse_bool((run.environ if run else os.environ).get(SETTING["debug"].env, "")):
             raise exc
         error = MdlError(
             f"internal error: {type(exc).__name__}: {exc}",
