@@ -6,9 +6,9 @@ Built from the row: the CLI's option (its flag, help, value check), the catalog'
 and its check, the variable's check, the resolved value and its default. Spelt again where mypy
 needs a typed name, each held to the row by tests/test_api_settings.py: a run's setting with a flag
 is a field of :class:`Overrides` (below), each run's setting a field of ``Settings``
-(mdl.catalog.settings), and a keyword of each API function that takes it (mdl.api; the commands
-that call that function take its option, ``@command(where=...)``). A process's own (``run=False``)
-is read where it is used."""
+(mdl.catalog.settings), a keyword of each API function that takes it (mdl.api), and a key of the
+``**where`` TypedDict of each command that takes its option (mdl.cli.options; mypy holds those to
+the API's keywords). A process's own (``run=False``) is read where it is used."""
 
 from __future__ import annotations
 
