@@ -1,10 +1,14 @@
 """Every setting, declared once: its flag, environment variable, ``[settings]`` key, kind, bounds,
-default and help.
+default and help. Precedence everywhere: flag > environment > catalog > default. Imports nothing:
+``mdl --help`` reads it.
 
-The CLI's options, the catalog's ``[settings]`` schema and the resolved ``Settings`` are built from
-this table (and the API's keywords and ``Settings``' fields are held to it by tests): adding a
-setting is one row here plus its use. Precedence everywhere: flag > environment > catalog > default.
-Imports nothing: ``mdl --help`` reads it."""
+Built from the row: the CLI's option (its flag, help, value check), the catalog's ``[settings]`` key
+and its check, the variable's check, the resolved value and its default. Spelt again where mypy
+needs a typed name, each held to the row by tests/test_api_settings.py: a run's setting with a flag
+is a field of :class:`Overrides` (below), each run's setting a field of ``Settings``
+(mdl.catalog.settings), a keyword of each API function that takes it (mdl.api), and a key of the
+``**where`` TypedDict of each command that takes its option (mdl.cli.options; mypy holds those to
+the API's keywords). A process's own (``run=False``) is read where it is used."""
 
 from __future__ import annotations
 
@@ -13,6 +17,10 @@ from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 StrPath = str | os.PathLike[str]
+
+# The one boolean rule for a switch's text (an environment variable's), as uv and pip read theirs:
+# any case, spaces around; anything else is refused where the variable is read (exit 2).
+ON, OFF = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
 
 # How a value is read and checked (mdl.catalog.settings.parse_setting): a whole number within
 # ``bounds``, seconds (> 0, or >= 0 with ``zero_ok``, and at most ``bounds[1]``: a wait every clock
@@ -35,6 +43,9 @@ class Setting(NamedTuple):
     choices: tuple[str, ...] = ()
     catalog: bool = True  # a [settings] key
     option: str | None = ""  # its flag when not --name-with-dashes; None: no flag
+    # a run's: an Overrides field when it has a flag, a Settings attribute, an API keyword; False:
+    # the process's own, read where it is used (the catalog's lookup, the CLI's log, the translator)
+    run: bool = True
 
     @property
     def flag(self) -> str:  # "" : none
@@ -159,14 +170,51 @@ SETTINGS: tuple[Setting, ...] = (
         "Use catalog.lock as written, without the catalog's entries (works with only the lock)",
         catalog=False,
     ),
+    # the process's own
+    Setting(
+        "catalog",
+        "path",
+        None,
+        "MDL_CATALOG",
+        "Catalog file",
+        shown_default="./catalog.toml, user config",
+        catalog=False,
+        run=False,
+    ),
+    Setting(
+        "log_file",
+        "path",
+        None,
+        "MDL_LOG_FILE",
+        "Log file",
+        shown_default="user log dir",
+        catalog=False,
+        run=False,
+    ),
+    Setting(
+        "debug",
+        "switch",
+        False,
+        "MDL_DEBUG",
+        "Let an internal error's traceback through",
+        catalog=False,
+        option=None,
+        run=False,
+    ),
 )
 SETTING = {setting.name: setting for setting in SETTINGS}
 
 
+def parse_bool(value: str) -> bool:
+    """A switch's text where a wrong one must stop nothing (another tool's variable, or MDL_DEBUG
+    in the translator): on by the one rule, else off. mdl's own are refused where they are read."""
+    return value.strip().lower() in ON
+
+
 class Overrides(NamedTuple):
     """What a run's flags (the API's keywords) say; None: not given. Its settings are the table's
-    that have a flag (tests/test_api_settings.py holds the two together), then the run's own
-    switches."""
+    run settings that have a flag (tests/test_api_settings.py holds the two together), then the
+    run's own switches."""
 
     dest: StrPath | None = None
     layout: str | None = None

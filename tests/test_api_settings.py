@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import fields
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 
@@ -16,7 +17,9 @@ from mdl import api
 from mdl.catalog import parse_catalog
 from mdl.catalog.schema import SettingsTable
 from mdl.catalog.settings import Settings, build_settings
+from mdl.cli import options
 from mdl.cli.app import COMMANDS, build_command
+from mdl.cli.options import COMMON
 from mdl.errors import CatalogError, UsageError
 from mdl.setting import SETTING, SETTINGS, Overrides, Setting
 
@@ -71,7 +74,7 @@ def test_every_api_keyword_named_as_a_setting_is_typed_as_the_table_says() -> No
     found = 0
     for function in PUBLIC:
         for name, param in inspect.signature(function).parameters.items():
-            if name in SETTING and param.kind is param.KEYWORD_ONLY:
+            if name in SETTING and SETTING[name].run and param.kind is param.KEYWORD_ONLY:
                 found += 1
                 assert str(param.annotation) == annotation(SETTING[name]), (function.__name__, name)
                 assert param.default == unset(SETTING[name]), (function.__name__, name)
@@ -88,14 +91,14 @@ def test_each_setting_option_of_a_command_is_the_tables_and_reaches_the_api(name
             assert param.secondary_opts == (
                 ["--no-" + param.name] if SETTING[param.name].pair else []
             ), param.name
-            assert param.name in keywords, (
+            assert param.name in keywords or param.name in COMMON, (
                 f"mdl {name} takes {param.opts[0]}, api.{CALLS[name].__name__} does not"
             )
 
 
 def test_overrides_hold_each_setting_that_has_a_flag_and_the_runs_switches() -> None:
     defaults = Overrides._field_defaults
-    flagged = {s.name: s for s in SETTINGS if s.flag}
+    flagged = {s.name: s for s in SETTINGS if s.flag and s.run}
     assert set(defaults) == {*flagged, "verify", "force", "dry_run"}
     for name, setting in flagged.items():
         assert defaults[name] == unset(setting), name
@@ -192,3 +195,23 @@ def test_the_xet_pair_reaches_the_api_from_pull_and_get() -> None:
         assert context.params["xet"] is False
         assert command.make_context(name, ["x"]).params["xet"] is None
     assert inspect.signature(api.pull).parameters["xet"].default is None
+
+
+def test_each_commands_settings_are_typed_as_their_options_give_them() -> None:
+    """The TypedDicts a command's ``**where`` names (mdl.cli.options) type each setting as its option
+    hands it on (a number as its callback read it), so that mypy holds the CLI to the API."""
+    given: dict[str, object] = {
+        "count": int,
+        "seconds": float,
+        "rate": str,
+        "choice": str,
+        "path": Path,
+        "urls": list[str],
+    }
+    for typed in (options.Pulling, options.Getting, options.Locking, options.Adding):
+        for name, hint in get_type_hints(typed).items():
+            setting = SETTING[name]
+            if setting.kind == "switch":
+                assert hint == (bool | None if setting.pair else bool), name
+            else:
+                assert hint == given[setting.kind] | None, name  # type: ignore[operator]

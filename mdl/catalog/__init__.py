@@ -23,6 +23,7 @@ from mdl.catalog.settings import (
     parse_number,
     parse_template,
     settings_for,
+    switch_from_env,
     user_config_dir,
 )
 from mdl.catalog.specs import MAX_MODEL_NAME, Catalog, FileSpec, ModelSpec, is_model_name
@@ -56,5 +57,6 @@ __all__ = [
     "parse_template",
     "read_bounded",
     "settings_for",
+    "switch_from_env",
     "user_config_dir",
 ]

@@ -13,6 +13,7 @@ from mdl.catalog.lines import format_key
 from mdl.catalog.specs import VAR_RE, Catalog, FileSpec
 from mdl.errors import CatalogError, UsageError
 from mdl.paths import read_small_file
+from mdl.setting import SETTING
 
 MAX_CATALOG_BYTES = 16 << 20  # a catalog is a few KiB: a file this big is not one
 
@@ -132,8 +133,9 @@ def named_catalog(
     """(absolute path, as given, by what) of the catalog --catalog or else $MDL_CATALOG names
     (empty: unset).
     """
-    env = environ.get("MDL_CATALOG", "")
-    for given, origin in ((flag, "--catalog"), (Path(env) if env else None, "$MDL_CATALOG")):
+    setting = SETTING["catalog"]
+    env = environ.get(setting.env, "")
+    for given, origin in ((flag, setting.flag), (Path(env) if env else None, f"${setting.env}")):
         # ~ and ~/x from the run's HOME (the shell leaves a quoted "~/x" alone)
         if given is not None:
             home, text = environ.get("HOME", ""), str(given)

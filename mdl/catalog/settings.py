@@ -21,7 +21,7 @@ from mdl.catalog.specs import Catalog, CatalogSettings
 from mdl.errors import UsageError
 from mdl.paths import is_http_url
 from mdl.redact import Secrets
-from mdl.setting import SETTING, SETTINGS, Overrides, Setting
+from mdl.setting import OFF, ON, SETTING, SETTINGS, Overrides, Setting, parse_bool
 
 LAYOUTS = SETTING["layout"].choices
 MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
@@ -126,13 +126,6 @@ def hf_hub_cache(environ: Mapping[str, str]) -> Path:
     return Path(os.path.expandvars(cache)).expanduser().absolute()
 
 
-_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
-
-
-def parse_bool(value: str) -> bool:  # environment-style truth: 1, true, yes, on
-    return value.strip().lower() in _TRUE
-
-
 def default_dest() -> Path:
     """``<user data dir>/mdl/models`` (platformdirs, read at call time so tests can isolate it)."""
     return Path(platformdirs.user_data_dir()) / "mdl" / "models"
@@ -181,39 +174,55 @@ _WHOLE_RE = re.compile(r"[+-]?[0-9]+")
 _DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
-def parse_number(setting: Setting, value: Any, *, where: str) -> int | float:
+def parse_number(setting: Setting, value: object, *, where: str) -> int | float:
     """A count or seconds setting's value (text, or a number from the API or the catalog) within the
     setting's bounds, else UsageError naming ``where``: every value accepted is one every clock,
     wait and timeout can take."""
     count = setting.kind == "count"
-    if isinstance(value, str):
-        text = value.strip(" \t")
-        number: float | None = None
-        if (_WHOLE_RE if count else _DECIMAL_RE).fullmatch(text):
-            # (int() of 5000 digits raises)
-            number = int(text) if count and len(text) <= 20 else float(text)
-    elif (isinstance(value, int) and not isinstance(value, bool)) or (
-        isinstance(value, float) and (not count or value.is_integer())
-    ):
-        number = value
-    else:
-        number = None
+    number = _as_number(value, whole=count)
     if number is None:
         expected = "a whole number (digits 0-9)" if count else "a number of seconds (digits 0-9)"
         raise UsageError(f"{where}: expected {expected}, got {value!r}")
-    lo, hi = setting.bounds
     if count:
-        if not lo <= number <= hi:
-            raise UsageError(f"{where}: must be between {lo} and {hi}, got {value}")
-        return int(number)
-    if isinstance(number, int) and not -1 <= number <= hi:  # (float() of a huge int raises)
+        return _count_within(setting, number, value, where=where)
+    return _seconds_within(setting, number, value, where=where)
+
+
+def _as_number(value: object, *, whole: bool) -> int | float | None:
+    """``value`` as a number: text of ASCII digits, an int (never a bool), a float (a whole one for
+    a count); None: not one."""
+    if isinstance(value, str):
+        text = value.strip(" \t")
+        if not (_WHOLE_RE if whole else _DECIMAL_RE).fullmatch(text):
+            return None
+        # (int() of 5000 digits raises)
+        return int(text) if whole and len(text) <= 20 else float(text)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and (not whole or value.is_integer()):
+        return value
+    return None
+
+
+def _count_within(setting: Setting, number: int | float, value: object, *, where: str) -> int:
+    lo, hi = setting.bounds
+    if not lo <= number <= hi:
+        raise UsageError(f"{where}: must be between {lo} and {hi}, got {value}")
+    return int(number)
+
+
+def _seconds_within(setting: Setting, number: int | float, value: object, *, where: str) -> float:
+    most = setting.bounds[1]
+    if isinstance(number, int) and not -1 <= number <= most:  # (float() of a huge int raises)
         number = -1 if number < 0 else math.inf
     seconds = float(number)
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not setting.zero_ok):
         sign = "non-negative" if setting.zero_ok else "positive"
         raise UsageError(f"{where}: must be a {sign} number of seconds, got {value!r}")
-    if seconds > hi:
-        raise UsageError(f"{where}: must be at most {hi} seconds, got {value!r}")
+    if seconds > most:
+        raise UsageError(f"{where}: must be at most {most} seconds, got {value!r}")
     return seconds
 
 
@@ -228,25 +237,38 @@ def parse_setting(setting: Setting, value: Any, *, where: str) -> Any:
     if kind == "choice" and value not in setting.choices:
         raise UsageError(f"{where}: expected one of {', '.join(setting.choices)}, got {value!r}")
     if kind == "url":
-        # The token guard compares origins (scheme, host, port): an endpoint must have one, or it is
-        # bad input.
-        url = str(value).rstrip("/")
-        if not is_http_url(url):
-            raise UsageError(f"{where}: expected an http(s) URL with a host, got {url!r}")
-        return url
+        return _endpoint(value, where=where)
     if kind == "urls":
-        return tuple(
-            check_mirror(m, where=where)
-            for m in (value.split() if isinstance(value, str) else value)
-        )
+        templates = value.split() if isinstance(value, str) else value
+        return tuple(check_mirror(template, where=where) for template in templates)
     # an environment variable's text (a flag, the catalog: a bool)
     if kind == "switch" and isinstance(value, str):
-        if value.strip().lower() not in _TRUE | _FALSE:
-            raise UsageError(
-                f"{where}: expected 1, true, yes, on or 0, false, no, off, got {value!r}"
-            )
-        return parse_bool(value)
+        return parse_switch(value, where=where)
     return value
+
+
+def _endpoint(value: object, *, where: str) -> str:
+    # The token guard compares origins (scheme, host, port): an endpoint must have one, or it is
+    # bad input.
+    url = str(value).rstrip("/")
+    if not is_http_url(url):
+        raise UsageError(f"{where}: expected an http(s) URL with a host, got {url!r}")
+    return url
+
+
+def parse_switch(text: str, *, where: str) -> bool:
+    """A switch's text by the table's one rule (mdl.setting.ON, OFF), else UsageError naming
+    ``where``."""
+    word = text.strip().lower()
+    if word not in ON | OFF:
+        raise UsageError(f"{where}: expected 1, true, yes, on or 0, false, no, off, got {text!r}")
+    return word in ON
+
+
+def switch_from_env(setting: Setting, environ: Mapping[str, str]) -> bool:
+    """A switch's environment variable (unset or empty: off), a wrong value exit 2 naming it."""
+    text = environ.get(setting.env) or ""
+    return bool(text) and parse_switch(text, where=f"${setting.env}")
 
 
 def settings_for(
@@ -293,31 +315,8 @@ def build_settings(
     lock mode from :func:`choose_lock_mode`; the mirrors' secrets registered in ``secrets``."""
     secrets = Secrets() if secrets is None else secrets
     catalog = catalog or CatalogSettings()
-    values: dict[str, Any] = {}
-    given: set[str] = set()
-    for setting in SETTINGS:
-        # dest; the lock mode
-        if setting.kind == "path" or (setting.kind == "switch" and not setting.pair):
-            continue
-        sources = (
-            (getattr(flags, setting.name, None), setting.flag),
-            (environ.get(setting.env), f"${setting.env}"),
-            (getattr(catalog, setting.name, None), f"[settings].{setting.name}"),
-        )
-        found = [
-            parse_setting(setting, value, where=where)
-            for value, where in sources
-            if value not in (None, "", ())
-        ]
-        values[setting.name] = found[0] if found else setting.default
-        given |= {setting.name} if found else set()
-    # huggingface_hub's switch for Xet stops mdl's too, as HF_HUB_OFFLINE does: below --xet and
-    # MDL_XET, as a variable.
-    if (
-        flags.xet is None
-        and not environ.get(SETTING["xet"].env)
-        and parse_bool(environ.get("HF_HUB_DISABLE_XET") or "")
-    ):
+    values, given = table_values(flags, environ, catalog)
+    if xet_stopped_by_hf(flags, environ):
         values["xet"] = False
     for template in (*(flags.mirrors or ()), *(environ.get(SETTING["mirrors"].env) or "").split()):
         # the catalog's are registered with the catalog's other URLs (catalog_secrets)
@@ -345,6 +344,51 @@ def build_settings(
         netrc=netrc_path(environ),
         secrets=secrets,
     )
+
+
+def table_values(
+    flags: Overrides, environ: Mapping[str, str], catalog: CatalogSettings
+) -> tuple[dict[str, Any], set[str]]:
+    """Each run setting the table resolves alike (not dest, the lock mode's switches or a process's
+    own) from the first source that gives it, else its default; and the names a source gave."""
+    values: dict[str, Any] = {}
+    given: set[str] = set()
+    for setting in SETTINGS:
+        if not resolved_alike(setting):
+            continue
+        found = sources_given(setting, flags, environ, catalog)
+        values[setting.name] = found[0] if found else setting.default
+        if found:
+            given.add(setting.name)
+    return values, given
+
+
+def resolved_alike(setting: Setting) -> bool:
+    """A run's setting the table resolves alone: not dest (:func:`resolve_dest`), nor the lock
+    mode's switches (:func:`choose_lock_mode`)."""
+    apart = setting.kind == "path" or (setting.kind == "switch" and not setting.pair)
+    return setting.run and not apart
+
+
+def sources_given(
+    setting: Setting, flags: Overrides, environ: Mapping[str, str], catalog: CatalogSettings
+) -> list[Any]:
+    """``setting``'s value from each source that gives it, in precedence order, each checked."""
+    sources = (
+        (getattr(flags, setting.name, None), setting.flag),
+        (environ.get(setting.env), f"${setting.env}"),
+        (getattr(catalog, setting.name, None), f"[settings].{setting.name}"),
+    )
+    given = [(value, where) for value, where in sources if value not in (None, "", ())]
+    return [parse_setting(setting, value, where=where) for value, where in given]
+
+
+def xet_stopped_by_hf(flags: Overrides, environ: Mapping[str, str]) -> bool:
+    """huggingface_hub's switch for Xet stops mdl's too, as HF_HUB_OFFLINE does: below --xet and
+    MDL_XET, as a variable."""
+    if flags.xet is not None or environ.get(SETTING["xet"].env):
+        return False
+    return parse_bool(environ.get("HF_HUB_DISABLE_XET") or "")
 
 
 def catalog_file(catalog: Path | None, lock: Path | None) -> Path | None:
@@ -380,7 +424,7 @@ def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) 
     if locked or frozen:
         return "locked" if locked else "frozen"
     env_locked, env_frozen = (
-        parse_bool(environ.get(SETTING[name].env) or "") for name in ("locked", "frozen")
+        switch_from_env(SETTING[name], environ) for name in ("locked", "frozen")
     )
     if env_locked and env_frozen:
         raise UsageError("$MDL_LOCKED and $MDL_FROZEN are both set: set one, not both")

@@ -3,8 +3,9 @@ disk.
 """
 
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,10 +15,13 @@ from mdl.cli.run import Run
 from mdl.errors import UsageError
 from mdl.units import human_size, plural
 
+if TYPE_CHECKING:
+    from mdl.archive import PackResult
+
 SHOWN_LEFT_OUT = 6  # paths named per reason on stderr; --json lists them all
 
 
-@command(where=(), output_only=lambda options: str(options["output"]) == "-")
+@command(output_only=lambda options: str(options["output"]) == "-")
 def pack_cmd(
     run: Run,
     run_dir: Annotated[Path, typer.Argument(help="The training run folder.")],
@@ -67,25 +71,23 @@ def pack_cmd(
     to_stdout = output is not None and str(output) == "-"
     if to_stdout and run.json:
         raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")
-    options = {
-        "checkpoint": checkpoint,
-        "profile": profile,
-        "with_logs": with_logs,
-        "compress": compress,
-        "sign": sign,
-    }
-    globs = {"include": include or (), "exclude": exclude or ()}
-    stream = sys.stdout.buffer if to_stdout else None
-    result = run.call(
-        api.pack,
-        run_dir,
-        output=output,
-        stream=stream,
-        **options,
-        **globs,
-        dry_run=dry_run,
-        force=force,
-    )
+    with run.reporter() as progress:
+        result = api.pack(
+            run_dir,
+            output=output,
+            stream=sys.stdout.buffer if to_stdout else None,
+            checkpoint=checkpoint,
+            profile=profile,
+            with_logs=with_logs,
+            include=include or (),
+            exclude=exclude or (),
+            compress=compress,
+            dry_run=dry_run,
+            force=force,
+            sign=sign,
+            environ=run.environ,
+            progress=progress,
+        )
     doc = result.to_json()
     if run.json:
         run.emit(doc)
@@ -93,36 +95,41 @@ def pack_cmd(
     if not to_stdout:
         rows = [{**f, "size": human_size(f["size"])} for f in doc["files"]]
         run.table(rows, [("path", "PATH"), ("role", "ROLE"), ("size", "SIZE")])
-    # What is not in the archive, a line per reason: checkpoints `latest` passed over, then what the
-    # profile left out.
+    say_left_out(run, doc["skipped"])
+    run.console.info(packed_line(result, dry_run=dry_run))
+
+
+def say_left_out(run: Run, skipped: Sequence[Mapping[str, object]]) -> None:
+    """What is not in the archive, a line per reason: checkpoints `latest` passed over, then what
+    the profile left out."""
     by_reason: dict[str, list[str]] = {}
-    for item in doc["skipped"]:
+    for item in skipped:
         by_reason.setdefault(str(item["reason"]), []).append(str(item["path"]))
     for reason, paths in by_reason.items():
         more = len(paths) - SHOWN_LEFT_OUT
         shown = paths[:SHOWN_LEFT_OUT] + ([f"and {more} more"] if more > 0 else [])
         run.console.info(f"left out {', '.join(shown)}: {reason}")
-    chosen = (
-        f"checkpoint {doc['checkpoint']} ({doc['reason']})"
-        if doc.get("checkpoint")
-        else doc.get("reason", "")
-    )
-    count = plural(len(doc["files"]), "file")
+
+
+def packed_line(result: "PackResult", *, dry_run: bool) -> str:
+    """The summary: what was (or would be) written, its files and signature, and which checkpoint
+    why."""
+    chosen = result.reason
+    if result.checkpoint:
+        chosen = f"checkpoint {result.checkpoint} ({result.reason})"
+    count = plural(len(result.files), "file")
     if dry_run:  # the archive's own size is known once written; what goes in is known now
-        content = human_size(sum(f["size"] for f in doc["files"]))
-        signed = f" and {doc['signature']}, signing them" if doc["signature"] else ""
-        run.console.info(
-            f"would write {doc['archive']} ({count}{signed}, {content} before compression);"
+        content = human_size(sum(f.size for f in result.files))
+        signed = f" and {result.signature}, signing them" if result.signature else ""
+        return (
+            f"would write {result.archive} ({count}{signed}, {content} before compression);"
             f" {chosen}"
         )
-    else:
-        signed = f", signed: {doc['signature']}" if doc["signature"] else ""
-        run.console.info(
-            f"wrote {doc['archive']} ({human_size(doc.get('size'))}, {count}{signed}); {chosen}"
-        )
+    signed = f", signed: {result.signature}" if result.signature else ""
+    return f"wrote {result.archive} ({human_size(result.size)}, {count}{signed}); {chosen}"
 
 
-@command(where=())
+@command()
 def unpack_cmd(
     run: Run,
     archive: Annotated[

@@ -4,12 +4,12 @@ disk, checked, and tidied."""
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Unpack
 
 import typer
 
 from mdl import api
-from mdl.cli.options import PLACES, AllOpt, DryRunOpt, NamesArg, command
+from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, Pinned, Places, Pulling, command
 from mdl.cli.render.console import isatty
 from mdl.cli.run import Run
 from mdl.cli.summary import ok, render_report, units
@@ -20,19 +20,7 @@ if TYPE_CHECKING:
     from mdl.store import PrunedPath, PruneReport
 
 
-@command(
-    where=(
-        *PLACES,
-        "connections",
-        "jobs",
-        "limit_rate",
-        "stall_timeout",
-        "timeout",
-        "lock_timeout",
-        "mirrors",
-        "xet",
-    )
-)
+@command()
 def pull_cmd(
     run: Run,
     names: NamesArg = None,
@@ -45,21 +33,25 @@ def pull_cmd(
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Download again even if present.")] = False,
     dry_run: DryRunOpt = False,
-    **where: Any,
+    **where: Unpack[Pulling],
 ) -> int:
     """Download what is missing or changed; resume what was cut off; verify; skip what is already
     right.
 
     With catalog.lock beside the catalog, each model it pins is fetched at its locked commit and
     checked against its locked sha256, without asking the Hub to list anything."""
-    options = {
-        "all": all_models,
-        "verify": not no_verify,
-        "force": force,
-        "dry_run": dry_run,
-        "secrets": run.secrets,
-    }
-    report = run.call(api.pull, *(names or ()), **options, **where)
+    with run.reporter() as progress:
+        report = api.pull(
+            *(names or ()),
+            all=all_models,
+            verify=not no_verify,
+            force=force,
+            dry_run=dry_run,
+            **where,
+            environ=run.environ,
+            progress=progress,
+            secrets=run.secrets,
+        )
     # `DIR=$(mdl pull tiny)`: the data is where each model is
     return render_report(
         run, report, verb="pulled", data=lambda: run.line(*model_folders(report.files))
@@ -82,7 +74,9 @@ def model_folders(outcomes: Sequence["FileOutcome"]) -> list[str]:
 
 
 @command(output_only=True)
-def verify_cmd(run: Run, names: NamesArg = None, all_models: AllOpt = False, **where: Any) -> int:
+def verify_cmd(
+    run: Run, names: NamesArg = None, all_models: AllOpt = False, **where: Unpack[Pinned]
+) -> int:
     """Re-hash local files against the record and the catalog, or catalog.lock where it pins them
     (offline).
     """
@@ -96,7 +90,15 @@ def verify_cmd(run: Run, names: NamesArg = None, all_models: AllOpt = False, **w
             run.line(f"{outcome.action}  {outcome.sha256 or '-'}  {outcome.model}/{outcome.path}")
             run.stdout.flush()
 
-    report = run.call(api.verify, *(names or ()), all=all_models, **where, on_file=row)
+    with run.reporter() as progress:
+        report = api.verify(
+            *(names or ()),
+            all=all_models,
+            **where,
+            environ=run.environ,
+            progress=progress,
+            on_file=row,
+        )
 
     def table() -> None:  # on a terminal, after the progress display: the files that are right
         rows = [f.to_json() for f in report.files if not f.failing]
@@ -109,8 +111,8 @@ def verify_cmd(run: Run, names: NamesArg = None, all_models: AllOpt = False, **w
     return render_report(run, report, verb="verified", data=None if streaming else table)
 
 
-@command(where=("dest", "layout", "catalog"), progress=False)
-def clean_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> None:
+@command(progress=False)
+def clean_cmd(run: Run, dry_run: DryRunOpt = False, **where: Unpack[Places]) -> None:
     """Remove stale partial downloads and their resume records (never one a running mdl is
     using).
     """
@@ -123,8 +125,8 @@ def clean_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> None:
     run.console.info(f"{freed} {human_size(report.freed)} in {len(report.files)} partial file(s)")
 
 
-@command(where=("dest", "layout", "catalog"), progress=False)
-def prune_cmd(run: Run, dry_run: DryRunOpt = False, **where: Any) -> int:
+@command(progress=False)
+def prune_cmd(run: Run, dry_run: DryRunOpt = False, **where: Unpack[Places]) -> int:
     """Remove from the destination what the catalog no longer names: removed models' files and
     records, files a model no longer has (and, in the Hugging Face cache, their snapshots and blobs
     no other snapshot uses). Only what mdl recorded: files it did not write (or found in place), or
@@ -149,33 +151,38 @@ def render_prune(run: Run, report: "PruneReport", *, emit: bool = True) -> int:
     stderr; with --json the report as the document (``emit``: it is not part of another one)."""
     for warning in report.warnings:
         run.console.warn(warning)
-    if run.json:
-        if emit:
-            run.emit(report.to_json())
-    else:
-        removed, freed = ("would remove", "would free") if report.dry_run else ("removed", "freed")
-        run.line(
-            *(
-                f"{removed}  {r.path}  ({_size_freed(r)})  {r.model}: {r.reason}"
-                for r in report.removed
-            )
-        )
-        if run.verbose:
-            for k in report.kept:
-                run.console.info(f"kept {k.path}: {k.reason}")
-        listed = "" if run.verbose else " (-v lists them)"
-        others = sum(1 for k in report.kept if k.catalog is not None)
-        paths = len(report.kept) - others
-        kept = f"; kept {paths} path(s) mdl did not write{listed}" if paths else ""
-        if others:
-            prune_with = " or ".join(f"--catalog {shlex.quote(c)}" for c in report.other_catalogs)
-            kept += (
-                f"; kept {others} model(s) pulled with another catalog (prune them with"
-                f" {prune_with})"
-            )
-        run.console.info(
-            f"{freed} {human_size(report.freed)} in {len(report.removed)} path(s){kept}"
-        )
+    if run.json and emit:
+        run.emit(report.to_json())
+    elif not run.json:
+        say_pruned(run, report)
     for error in report.errors:
         run.console.error(error.message, hint=error.hint)
     return report.exit_code
+
+
+def say_pruned(run: Run, report: "PruneReport") -> None:
+    """The paths removed on stdout; the kept ones with -v, and the summary, on stderr."""
+    removed, freed = ("would remove", "would free") if report.dry_run else ("removed", "freed")
+    run.line(
+        *(f"{removed}  {r.path}  ({_size_freed(r)})  {r.model}: {r.reason}" for r in report.removed)
+    )
+    if run.verbose:
+        for k in report.kept:
+            run.console.info(f"kept {k.path}: {k.reason}")
+    kept = kept_words(report, listed=run.verbose)
+    run.console.info(f"{freed} {human_size(report.freed)} in {len(report.removed)} path(s){kept}")
+
+
+def kept_words(report: "PruneReport", *, listed: bool) -> str:
+    """``; kept 3 path(s) mdl did not write``, and the models another catalog pulled, with how to
+    prune them."""
+    others = sum(1 for k in report.kept if k.catalog is not None)
+    paths = len(report.kept) - others
+    said = f"; kept {paths} path(s) mdl did not write{'' if listed else ' (-v lists them)'}"
+    kept = said if paths else ""
+    if others:
+        prune_with = " or ".join(f"--catalog {shlex.quote(c)}" for c in report.other_catalogs)
+        kept += (
+            f"; kept {others} model(s) pulled with another catalog (prune them with {prune_with})"
+        )
+    return kept

@@ -2,14 +2,23 @@
 edit one (comments and layout kept) and catalog.lock with it."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Unpack
 
 import typer
 
 from mdl import api
 from mdl.cli.download import render_prune
-from mdl.cli.options import DryRunOpt, NameArg, command, complete_model_names
+from mdl.cli.options import (
+    Adding,
+    DryRunOpt,
+    InCatalog,
+    NameArg,
+    Places,
+    command,
+    complete_model_names,
+)
 from mdl.cli.run import Run
+from mdl.setting import SETTING
 
 if TYPE_CHECKING:
     from mdl.catalog import edit as catalog_edit
@@ -26,7 +35,10 @@ _SAID = {
 }
 
 
-@command(where=("catalog",), progress=False)
+CATALOG = SETTING["catalog"]
+
+
+@command(progress=False)
 def init_cmd(
     run: Run,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing catalog.")] = False,
@@ -41,7 +53,7 @@ def init_cmd(
             ),
         ),
     ] = False,
-    **where: Any,
+    **where: Unpack[InCatalog],
 ) -> None:
     """Write a commented starter catalog (tiny-bert and more) where mdl finds it: --catalog PATH,
     else $MDL_CATALOG, else the user config folder, read from any folder without a catalog.toml of
@@ -68,17 +80,17 @@ def init_cmd(
         )
     # ./catalog.toml, but $MDL_CATALOG comes first in every folder
     elif done.empty and where["catalog"] is None:
-        named = run.environ.get("MDL_CATALOG", "")
+        named = run.environ.get(CATALOG.env, "")
         run.console.warn(
-            f"MDL_CATALOG={named} comes first in every folder; unset it to use {done.catalog}"
+            f"{CATALOG.env}={named} comes first in every folder; unset it to use {done.catalog}"
         )
     else:
         run.console.info(
-            f"use it with --catalog {done.catalog} (or MDL_CATALOG={done.catalog}); {then}"
+            f"use it with {CATALOG.flag} {done.catalog} (or {CATALOG.env}={done.catalog}); {then}"
         )
 
 
-@command(where=("timeout", "catalog"))
+@command()
 def add_cmd(
     run: Run,
     name: Annotated[
@@ -151,30 +163,32 @@ def add_cmd(
             "--no-check", help="Do not ask the Hub or the server whether the source exists."
         ),
     ] = False,
-    **where: Any,
+    **where: Unpack[Adding],
 ) -> int:
     """Add a model to the catalog, or files to one, keeping the file's comments and layout (checked
     upstream); set its description, tags and signer."""
-    entry = {
-        "save_as": save_as,
-        "sha256": sha256,
-        "description": description,
-        "signed_by": signed_by,
-        "force": force,
-    }
-    options = {
-        "include": include or (),
-        "exclude": exclude or (),
-        "tags": tag or (),
-        "check": not no_check,
-    }
-    change = run.call(
-        api.add, name, *(sources or ()), **entry, **options, **where, secrets=run.secrets
-    )
+    with run.reporter() as progress:
+        change = api.add(
+            name,
+            *(sources or ()),
+            include=include or (),
+            exclude=exclude or (),
+            save_as=save_as,
+            sha256=sha256,
+            description=description,
+            tags=tag or (),
+            signed_by=signed_by,
+            force=force,
+            check=not no_check,
+            **where,
+            environ=run.environ,
+            progress=progress,
+            secrets=run.secrets,
+        )
     return _render(run, change)
 
 
-@command(where=("dest", "layout", "catalog"), progress=False)
+@command(progress=False)
 def remove_cmd(
     run: Run,
     name: NameArg,
@@ -186,7 +200,7 @@ def remove_cmd(
         ),
     ] = False,
     dry_run: DryRunOpt = False,
-    **where: Any,
+    **where: Unpack[Places],
 ) -> int:
     """Take a model out of the catalog (and catalog.lock); every other line stays as written. Its
     downloaded files stay unless --prune is given. --dry-run shows what would go (with --prune, the
@@ -221,23 +235,8 @@ def _render(
         run.emit({**change.to_json(), **(more or {})})
     if change.created:
         run.console.info(f"created {change.catalog}")
-    # not this folder's: say whose, and how a project gets its own
-    if change.user_catalog and not run.json:
-        run.console.info(
-            f"{change.catalog} is your user catalog, read in every folder without a catalog.toml of"
-            " its own; `mdl init --project` starts one in this folder"
-        )
-    files = ", ".join(change.added)
     if not run.json:
-        run.console.info(
-            (said or _SAID[change.action]).format(
-                name=change.model, catalog=change.catalog, files=files
-            )
-        )
-        if change.lock is not None:
-            run.console.info(
-                f"{'would update' if (more or {}).get('dry_run') else 'updated'} {change.lock}"
-            )
+        say_change(run, change, said=said, dry_run=bool((more or {}).get("dry_run")))
     if change.warning is not None:
         run.console.warn(change.warning)
     if change.lock_error and change.exit_code:
@@ -247,3 +246,20 @@ def _render(
     elif change.lock_error:
         run.console.warn(change.lock_error)
     return change.exit_code
+
+
+def say_change(
+    run: Run, change: "catalog_edit.CatalogChange", *, said: str | None, dry_run: bool
+) -> None:
+    """What the edit did (``said``, else its action's words), to which catalog, and its lock."""
+    # not this folder's: say whose, and how a project gets its own
+    if change.user_catalog:
+        run.console.info(
+            f"{change.catalog} is your user catalog, read in every folder without a catalog.toml of"
+            " its own; `mdl init --project` starts one in this folder"
+        )
+    words = said or _SAID[change.action]
+    files = ", ".join(change.added)
+    run.console.info(words.format(name=change.model, catalog=change.catalog, files=files))
+    if change.lock is not None:
+        run.console.info(f"{'would update' if dry_run else 'updated'} {change.lock}")

@@ -2,21 +2,20 @@
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Unpack
 
 import typer
 
 from mdl import api
-from mdl.cli.options import command
+from mdl.cli.options import Getting, command
 from mdl.cli.run import Run
 from mdl.cli.summary import ok, render_report
-from mdl.errors import UsageError
 
 if TYPE_CHECKING:
     from mdl.report import FileOutcome
 
 
-@command(where=("connections", "limit_rate", "timeout", "xet", "catalog"))
+@command()
 def get_cmd(
     run: Run,
     sources: Annotated[
@@ -72,29 +71,30 @@ def get_cmd(
             help="Read more sources from FILE, one a line ('-' = stdin; '#' comments).",
         ),
     ] = None,
-    **where: Any,
+    **where: Unpack[Getting],
 ) -> int:
     """Fetch one-off sources: URLs, hf:// and s3:// files, whole hf:// repos, serverless job
     outputs.
     """
-    if output is not None and directory is not None:
-        raise UsageError("use -o FILE or -d DIR, not both")
-    if output is not None and str(output) == "-":
-        raise UsageError("-o -: mdl get writes files, not stdout; use curl for that")
     from mdl.catalog import check_headers, parse_header
 
     headers = dict(check_headers((parse_header(line) for line in header or ()), where="--header"))
-    options = {
-        "output": output,
-        "directory": directory,
-        "sha256": sha256,
-        "force": force,
-        "input_file": input_file,
-    }
-    globs = {"include": include or (), "exclude": exclude or ()}
-    report = run.call(
-        api.get, *(sources or ()), **options, **globs, **where, headers=headers, secrets=run.secrets
-    )
+    with run.reporter() as progress:
+        report = api.get(
+            *(sources or ()),
+            output=output,
+            directory=directory,
+            sha256=sha256,
+            **where,
+            environ=run.environ,
+            progress=progress,
+            force=force,
+            include=include or (),
+            exclude=exclude or (),
+            headers=headers,
+            input_file=input_file,
+            secrets=run.secrets,
+        )
     # `P=$(mdl get URL)`: the data is where each file is
     return render_report(
         run, report, verb="fetched", data=lambda: run.line(*fetched_paths(report.files))

@@ -2,15 +2,19 @@
 is upstream.
 """
 
-from typing import Annotated, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Unpack
 
 import typer
 
 from mdl import api
-from mdl.cli.options import PLACES, AllOpt, NameArg, NamesArg, StatusChoice, command
+from mdl.cli.options import AllOpt, Asking, NameArg, NamesArg, Pinned, StatusChoice, command
 from mdl.cli.run import Run
 from mdl.cli.stdout import unread_if_failing
 from mdl.units import human_size
+
+if TYPE_CHECKING:
+    from mdl.store import ModelInfo
 
 
 @command(progress=False, output_only=True)
@@ -20,7 +24,7 @@ def list_cmd(
         StatusChoice | None, typer.Option("--status", help="Only models in this state.")
     ] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Only models with this tag.")] = None,
-    **where: Any,
+    **where: Unpack[Pinned],
 ) -> None:
     """The catalog with each model's local status (offline)."""
     listing = api.list_models(status=status, tag=tag, **where, environ=run.environ)
@@ -52,33 +56,60 @@ def list_cmd(
 
 
 @command(progress=False, output_only=True)
-def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
+def show_cmd(run: Run, name: NameArg, **where: Unpack[Pinned]) -> None:
     """One model: its files, sources, sizes, hashes and local state (offline)."""
     info = api.show(name, **where, environ=run.environ)
-    doc = info.to_json()["models"][0]
     if info.warning is not None:
         run.console.warn(info.warning)
     if run.json:
         run.emit(info.to_json())
         return
-    for key in ("name", "description", "repo", "revision", "commit"):
-        if doc.get(key):
-            run.line(f"{key + ':':13}{doc[key]}")
+    doc = info.to_json()["models"][0]
+    run.line(*about_lines(info, doc))
+    if not doc["files"]:
+        run.line("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)")
+        return
+    run.line("")
+    files_table(run, info, doc["files"])
+    # on disk from an earlier version, no longer part of the model: not counted
+    if info.status.extra:
+        said = [(path, info.status.why_extra(path)) for path in info.status.extra]
+        width = max(len(path) for path, _ in said)
+        run.line(
+            "",
+            "no longer part of the model, not counted:",
+            *(f"  {p:{width}}  ({why})" for p, why in said),
+        )
+
+
+def about_lines(info: "ModelInfo", doc: Mapping[str, Any]) -> list[str]:
+    """``show``'s lines above its table: what the catalog says, the local state, where it is."""
+    keys = ("name", "description", "repo", "revision", "commit")
+    lines = [f"{key + ':':13}{doc[key]}" for key in keys if doc.get(key)]
+    lines.append(f"{'status:':13}{status_words(info)}")
+    if info.status.signature is not None:
+        signed = _signed_text(info.status.signature, short=False).removeprefix(", ")
+        lines.append(f"{'signature:':13}{signed}")
+    lines.append(f"{'dest:':13}{info.folder or '(several folders: see each file)'}")
+    return lines
+
+
+def status_words(info: "ModelInfo") -> str:
+    """The model's state, with what to run about files touched since they were verified, and about
+    another version upstream."""
+    name = info.status.spec.name
     status = _status_text(info.status.status, info.status.unverified)
     if info.status.unverified:
         status += f"; `mdl verify {name}` re-hashes them"
     # the signed version a pull installed whole; its last pull aimed at another
     if info.status.update_available:
         status += f"; upstream has another version, not installed here (`mdl pull {name}`)"
-    run.line(f"{'status:':13}{status}")
-    if info.status.signature is not None:
-        signed = _signed_text(info.status.signature, short=False).removeprefix(", ")
-        run.line(f"{'signature:':13}{signed}")
-    run.line(f"{'dest:':13}{info.folder or '(several folders: see each file)'}")
-    if not doc["files"]:
-        run.line("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)")
-        return
-    run.line("")
+    return status
+
+
+def files_table(run: Run, info: "ModelInfo", files: Sequence[Mapping[str, Any]]) -> None:
+    """The model's files: path, state, size, sha256 and source (and each one's folder when they
+    are in several)."""
     rows = [
         {
             **f,
@@ -86,7 +117,7 @@ def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
             "sha256": (f["sha256"] or "-")[:16],
             "state": f"{f['state']} (unverified)" if f["verified"] is False else f["state"],
         }
-        for f in doc["files"]
+        for f in files
     ]
     columns = [
         ("path", "PATH"),
@@ -99,15 +130,6 @@ def show_cmd(run: Run, name: NameArg, **where: Any) -> None:
     if info.folder is None:
         columns.insert(1, ("dest", "DEST"))
     run.table(rows, columns)
-    # on disk from an earlier version, no longer part of the model: not counted
-    if info.status.extra:
-        said = [(path, info.status.why_extra(path)) for path in info.status.extra]
-        width = max(len(path) for path, _ in said)
-        run.line(
-            "",
-            "no longer part of the model, not counted:",
-            *(f"  {p:{width}}  ({why})" for p, why in said),
-        )
 
 
 def _signed_text(signature: dict[str, Any] | None, *, short: bool) -> str:
@@ -138,7 +160,7 @@ def _status_text(status: str, unverified: int) -> str:
     return f"{status} ({unverified} modified?)" if unverified else status
 
 
-@command(where=(*PLACES, "timeout"), output_only=True)
+@command(output_only=True)
 def resolve_cmd(
     run: Run,
     names: NamesArg = None,
@@ -146,13 +168,20 @@ def resolve_cmd(
     follow: Annotated[
         bool, typer.Option("--follow", help="Show the CDN URL the Hub redirects to.")
     ] = False,
-    **where: Any,
+    **where: Unpack[Asking],
 ) -> int:
     """The concrete files and direct URLs, sizes, sha256 and commit of models (network, except what
     catalog.lock pins)."""
-    resolution = run.call(
-        api.resolve, *(names or ()), all=all_models, follow=follow, **where, secrets=run.secrets
-    )
+    with run.reporter() as progress:
+        resolution = api.resolve(
+            *(names or ()),
+            all=all_models,
+            follow=follow,
+            **where,
+            environ=run.environ,
+            progress=progress,
+            secrets=run.secrets,
+        )
     for model in resolution.models:
         if model.get("warning"):
             run.console.warn(model["warning"])

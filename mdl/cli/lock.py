@@ -2,23 +2,24 @@
 ``--check`` is for CI).
 """
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Unpack
 
 import typer
 
 from mdl import api
-from mdl.cli.options import AllOpt, NamesArg, command
+from mdl.cli.options import AllOpt, Locking, NamesArg, command
 from mdl.cli.run import Run
 from mdl.errors import UsageError
 from mdl.units import human_size, plural
 
 if TYPE_CHECKING:
+    from mdl.download import LockReport
     from mdl.lockfile import LockedFile, ModelChange
 
 SHOWN_FILES = 3  # changed files named on a model's line; the rest are counted
 
 
-@command(where=("dest", "layout", "timeout", "catalog"))
+@command()
 def lock_cmd(
     run: Run,
     names: NamesArg = None,
@@ -36,52 +37,65 @@ def lock_cmd(
             help="Change nothing, ask nothing: exit 2 if the lock is missing or stale (for CI).",
         ),
     ] = False,
-    **where: Any,
+    **where: Unpack[Locking],
 ) -> int:
     """Pin commits, files, sizes and sha256 in catalog.lock beside the catalog (all models when
     none is named).
     """
     if upgrade and check:
         raise UsageError("--check changes nothing; it cannot go with --upgrade")
-    options = {"all": all_models, "upgrade": upgrade, "check": check, "secrets": run.secrets}
-    report = run.call(api.lock, *(names or ()), **options, **where)
+    with run.reporter() as progress:
+        report = api.lock(
+            *(names or ()),
+            all=all_models,
+            upgrade=upgrade,
+            check=check,
+            **where,
+            environ=run.environ,
+            progress=progress,
+            secrets=run.secrets,
+        )
     for warning in report.warnings:
         run.console.warn(warning)
     if run.json:
         run.emit(report.to_json())
-    elif check and report.missing:  # --check says one line: missing or stale (exit 2), or fresh
+    elif check:
+        say_check(run, report)
+    else:
+        say_changes(run, report, upgrade=upgrade)
+    return report.exit_code
+
+
+def say_check(run: Run, report: "LockReport") -> None:
+    """--check says one line: missing or stale (exit 2), or fresh."""
+    if report.missing:
         run.console.error(
             f"{report.path} does not exist", hint="run mdl lock, and commit the file it writes"
         )
-    elif check and report.stale:
-        run.console.error(
-            f"{report.path.name} is stale for: {', '.join(report.stale)} (run mdl lock)"
-        )
-    elif check:
-        run.console.info(f"{report.path.name} is up to date")
-    # a line per model that changed (every model with --upgrade) on stdout; failures and a summary
-    # on stderr
+    elif report.stale:
+        stale = ", ".join(report.stale)
+        run.console.error(f"{report.path.name} is stale for: {stale} (run mdl lock)")
     else:
-        run.line(*(change_line(c) for c in report.changes if upgrade or c.status != "unchanged"))
-        for failure in report.failures:
-            run.console.error(failure.error or f"{failure.label}: failed", hint=failure.hint)
-        locked, resolved = (
-            sum(1 for c in report.changes if c.status != "removed"),
-            len(report.resolved),
+        run.console.info(f"{report.path.name} is up to date")
+
+
+def say_changes(run: Run, report: "LockReport", *, upgrade: bool) -> None:
+    """A line per model that changed (every model with --upgrade) on stdout; failures and a summary
+    on stderr."""
+    run.line(*(change_line(c) for c in report.changes if upgrade or c.status != "unchanged"))
+    for failure in report.failures:
+        run.console.error(failure.error or f"{failure.label}: failed", hint=failure.hint)
+    locked = sum(1 for c in report.changes if c.status != "removed")
+    resolved = len(report.resolved)
+    models = f"{plural(locked, 'model')}, {resolved} resolved, {locked - resolved} kept as locked"
+    if report.failures:
+        run.console.info(
+            f"{report.path} was left as it was: every model must resolve for the lock to be written"
         )
-        models = (
-            f"{plural(locked, 'model')}, {resolved} resolved, {locked - resolved} kept as locked"
-        )
-        if report.failures:
-            run.console.info(
-                f"{report.path} was left as it was: every model must resolve for the lock to be"
-                " written"
-            )
-        elif report.changed:
-            run.console.info(f"wrote {report.path} ({models})")
-        else:
-            run.console.info(f"{report.path} is up to date ({models})")
-    return report.exit_code
+    elif report.changed:
+        run.console.info(f"wrote {report.path} ({models})")
+    else:
+        run.console.info(f"{report.path} is up to date ({models})")
 
 
 def change_line(change: "ModelChange") -> str:
@@ -95,20 +109,29 @@ def change_line(change: "ModelChange") -> str:
         size = human_size(sum(f.size for f in change.added))
         at = f" at {change.new_commit[:7]}" if change.new_commit else ""
         return f"{change.name}: locked{at} ({plural(len(change.added), 'file')}, {size})"
-    moved = ""
-    if change.old_commit != change.new_commit:
-        moved = f"{(change.old_commit or '-')[:7]} → {(change.new_commit or '-')[:7]}; "
-    elif change.repos:  # a model of files from several repos: each repo's move
-        moved = (
-            ", ".join(f"{r.repo} {r.old_commit[:7]} → {r.new_commit[:7]}" for r in change.repos)
-            + "; "
-        )
     counts = (
         f"+{plural(len(change.added), 'file')}, -{len(change.removed)}, ~{len(change.changed)}"
         " changed"
     )
     if change.repinned:
         counts += f", {len(change.repinned)} re-pinned"
+    shown = files_shown(change)
+    return f"{change.name}: {commits_moved(change)}{counts}" + (f" ({shown})" if shown else "")
+
+
+def commits_moved(change: "ModelChange") -> str:
+    """``f191985 → 8c3e2aa; `` (a model of several repos: each repo's move), or nothing."""
+    if change.old_commit != change.new_commit:
+        return f"{(change.old_commit or '-')[:7]} → {(change.new_commit or '-')[:7]}; "
+    if not change.repos:
+        return ""
+    return (
+        ", ".join(f"{r.repo} {r.old_commit[:7]} → {r.new_commit[:7]}" for r in change.repos) + "; "
+    )
+
+
+def files_shown(change: "ModelChange") -> str:
+    """The changed and re-pinned files a line names (the first few; the rest counted)."""
     shown = [f"{new.path} {_bytes_moved(old, new)}" for old, new in change.changed]
     shown += [
         new.path if change.repos else f"{new.path} {_commit(old)} → {_commit(new)}"
@@ -116,7 +139,7 @@ def change_line(change: "ModelChange") -> str:
     ]
     if len(shown) > SHOWN_FILES:
         shown[SHOWN_FILES:] = [f"and {len(shown) - SHOWN_FILES} more"]
-    return f"{change.name}: {moved}{counts}" + (f" ({', '.join(shown)})" if shown else "")
+    return ", ".join(shown)
 
 
 def _bytes_moved(old: "LockedFile", new: "LockedFile") -> str:

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
+from typing import Annotated, Any, Literal, TypedDict, Union, cast, get_args, get_origin
 
 import typer
 
@@ -56,16 +56,6 @@ ProgressOpt = Annotated[
             " line on stderr, for programs) or none."
         ),
     ),
-]
-CatalogOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--catalog", help="Catalog file (default: $MDL_CATALOG, ./catalog.toml, user config)."
-    ),
-]
-LogFileOpt = Annotated[
-    Path | None,
-    typer.Option("--log-file", help="Log file (default: $MDL_LOG_FILE or user log dir)."),
 ]
 NamesArg = Annotated[
     list[str] | None,
@@ -117,37 +107,29 @@ def metavar(name: str, annotation: Any) -> str:
     """The word for parameter ``name`` (of type ``annotation``) in --help: its fixed choices
     (``[plain|hf-cache]``, as Click shows them), its word in :data:`METAVARS`, ``N`` for a count,
     else its own name in capitals (as argparse)."""
+    kind = one_value(annotation)
+    if get_origin(kind) is Literal:
+        return "[" + "|".join(str(choice) for choice in get_args(kind)) + "]"
+    word = WORDS.get(SETTING[name].kind, "") if name in SETTING else ""
+    return METAVARS.get(name) or word or ("N" if kind is int else name.upper())
+
+
+def one_value(annotation: Any) -> Any:
+    """The type of one value of ``annotation``: inside Annotated[T, ...], T | None and list[T]."""
     kind = annotation
-    while True:  # Annotated[T, ...], T | None, list[T]: the type of one value
+    while True:
         origin = get_origin(kind)
         if origin is Annotated or origin is list:
             kind = get_args(kind)[0]
         elif origin is Union or origin is UnionType:
             kind = next(arg for arg in get_args(kind) if arg is not type(None))
         else:
-            break
-    if origin is Literal:
-        return "[" + "|".join(str(choice) for choice in get_args(kind)) + "]"
-    word = WORDS.get(SETTING[name].kind, "") if name in SETTING else ""
-    return METAVARS.get(name) or word or ("N" if kind is int else name.upper())
+            return kind
 
 
 def switch(*flags: str, help: str) -> tuple[Any, Any]:
     """A switch's option as Typer reads it (an ``Annotated`` type) and its default, off."""
     return Annotated[bool, typer.Option(*flags, help=help)], False
-
-
-# The six flags every command takes, before or after its name (``mdl -q list`` = ``mdl list -q``):
-# each one's name (its parameter in the root callback and in every command, and the Run field it
-# sets), option and default.
-COMMON: dict[str, tuple[Any, Any]] = {
-    "json": switch("--json", help="Print exactly one JSON document on stdout."),
-    "quiet": switch("-q", "--quiet", help="Silence stderr but errors (stdout's data stays)."),
-    "verbose": switch("-v", "--verbose", help="Log DEBUG detail to the log file."),
-    "no_progress": switch("--no-progress", help="No progress display (same as --progress none)."),
-    "progress": (ProgressOpt, None),
-    "log_file": (LogFileOpt, None),
-}
 
 
 def number_of(setting: Setting) -> Callable[[str | None], int | float | None]:
@@ -186,16 +168,83 @@ def setting_option(setting: Setting) -> tuple[Any, Any]:
     return Annotated[kind | None, option], None
 
 
-# The settings' options and --catalog, declared once: after a command's own options, in this order;
-# each command names those it takes (``where``) and its function gets them as keywords (``**where``,
-# handed to the api as they are: a setting's option is named as the setting, and so is the api's
-# keyword).
-WHERE: dict[str, tuple[Any, Any]] = {
-    **{setting.name: setting_option(setting) for setting in SETTINGS if setting.flag},
-    "catalog": (CatalogOpt, None),
+# The six flags every command takes, before or after its name (``mdl -q list`` = ``mdl list -q``):
+# each one's name (its parameter in the root callback and in every command, and the Run field it
+# sets), option and default.
+COMMON: dict[str, tuple[Any, Any]] = {
+    "json": switch("--json", help="Print exactly one JSON document on stdout."),
+    "quiet": switch("-q", "--quiet", help="Silence stderr but errors (stdout's data stays)."),
+    "verbose": switch("-v", "--verbose", help="Log DEBUG detail to the log file."),
+    "no_progress": switch("--no-progress", help="No progress display (same as --progress none)."),
+    "progress": (ProgressOpt, None),
+    "log_file": setting_option(SETTING["log_file"]),
 }
-# where a command over the catalog's models works
-PLACES = ("dest", "layout", "locked", "frozen", "catalog")
+
+
+# The settings' options (--catalog too), declared once: after a command's own options, in this
+# order. A command takes those its ``**where`` names (a TypedDict below: its keys, typed as the
+# options give them), and hands them to the api as they are: a setting's option is named as the
+# setting, and so is the api's keyword (mypy holds each command's to its api function's keywords).
+WHERE: dict[str, tuple[Any, Any]] = {
+    setting.name: setting_option(setting)
+    for setting in SETTINGS
+    if setting.flag and setting.name not in COMMON
+}
+
+
+class InCatalog(TypedDict):
+    catalog: Path | None
+
+
+class Places(InCatalog):  # where a command's files are
+    dest: Path | None
+    layout: str | None
+
+
+class Pinned(Places):  # a command over the catalog's models, and how it uses catalog.lock
+    locked: bool
+    frozen: bool
+
+
+class Asking(Pinned):  # ... that asks upstream
+    timeout: float | None
+
+
+class Pulling(Asking):
+    connections: int | None
+    jobs: int | None
+    limit_rate: str | None
+    stall_timeout: float | None
+    lock_timeout: float | None
+    mirrors: list[str] | None
+    xet: bool | None
+
+
+class Getting(InCatalog):
+    connections: int | None
+    limit_rate: str | None
+    timeout: float | None
+    xet: bool | None
+
+
+class Locking(Places):
+    timeout: float | None
+
+
+class Adding(InCatalog):
+    timeout: float | None
+
+
+def where_of(body: Callable[..., object]) -> list[str]:
+    """The settings' options ``body`` takes: the keys of its ``**where`` TypedDict, in WHERE's
+    order."""
+    extra = [p for p in inspect.signature(body).parameters.values() if p.kind is p.VAR_KEYWORD]
+    if not extra:
+        return []
+    (typed,) = get_args(extra[0].annotation)  # Unpack[Places]
+    return [name for name in WHERE if name in typed.__required_keys__]
+
+
 CONTEXT = inspect.Parameter(
     "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
 )
@@ -245,14 +294,11 @@ def declare(function: Callable[..., None], params: list[inspect.Parameter]) -> C
 
 
 def command(
-    *,
-    where: tuple[str, ...] = PLACES,
-    progress: bool = True,
-    output_only: bool | Callable[[dict[str, Any]], bool] = False,
+    *, progress: bool = True, output_only: bool | Callable[[dict[str, Any]], bool] = False
 ) -> Callable[[Callable[..., int | None]], Callable[..., None]]:
-    """A command's skeleton: its function takes the :class:`Run`, its options and the catalog's in
-    ``where``, and returns its exit code (None: 0), under :func:`guarded`; ``output_only`` ones stop
-    when stdout's reader goes."""
+    """A command's skeleton: its function takes the :class:`Run`, its options and the settings'
+    its ``**where`` names, and returns its exit code (None: 0), under :func:`guarded`;
+    ``output_only`` ones stop when stdout's reader goes."""
 
     def wrap(body: Callable[..., int | None]) -> Callable[..., None]:
         @functools.wraps(body)
@@ -280,7 +326,7 @@ def command(
             list(inspect.signature(body).parameters.values())[1:],
         )
         own = [p.replace(kind=keyword) for p in params if p.kind != p.VAR_KEYWORD]
-        group = keywords(WHERE, [name for name in WHERE if name in where])
+        group = keywords(WHERE, where_of(body))
         common = keywords(COMMON, [name for name in COMMON if progress or name != "progress"])
         return declare(run_command, [CONTEXT, *own, *group, *common])
 

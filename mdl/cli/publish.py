@@ -3,12 +3,12 @@ fleet to pull.
 """
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Unpack, cast
 
 import typer
 
 from mdl import api
-from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, command, number_of
+from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, Pinned, command, number_of
 from mdl.cli.run import Run
 from mdl.cli.summary import render_report
 from mdl.errors import UsageError
@@ -66,7 +66,7 @@ def publish_cmd(
         ),
     ] = False,
     dry_run: DryRunOpt = False,
-    **where: Any,
+    **where: Unpack[Pinned],
 ) -> int:
     """Upload the verified local files of models and a manifest per model to S3-compatible storage.
 
@@ -78,16 +78,21 @@ def publish_cmd(
             "mdl publish needs --to s3://bucket/prefix",
             hint="mdl publish NAME --to s3://bucket/models",
         )
-    options = {
-        "connections": connections,
-        "endpoint": endpoint_url,
-        "sign": sign,
-        "force": force,
-        "dry_run": dry_run,
-    }
-    report = run.call(
-        api.publish, *(names or ()), to=to, all=all_models, **options, **where, secrets=run.secrets
-    )
+    with run.reporter() as progress:
+        report = api.publish(
+            *(names or ()),
+            to=to,
+            all=all_models,
+            connections=cast(int | None, connections),  # as number_of read it
+            endpoint=endpoint_url,
+            sign=sign,
+            force=force,
+            dry_run=dry_run,
+            **where,
+            environ=run.environ,
+            progress=progress,
+            secrets=run.secrets,
+        )
     if not run.json:  # the JSON document has the manifests; people get a line per model
         for manifest in report.manifests:
             model = manifest.rsplit("/", 1)[-1].removesuffix(".json")

@@ -41,6 +41,7 @@ from mdl.cli.stdout import (
 from mdl.cli.translate import error_document, reserve_memory, translate
 from mdl.errors import ExitCode, MdlError
 from mdl.redact import Secrets, safe_text, shown_data
+from mdl.setting import SETTING, SETTINGS
 from mdl.version import __version__
 
 if TYPE_CHECKING:
@@ -95,9 +96,8 @@ class Run:
         )
         # the run's counts for the ``end`` event (cli.summary)
         self.summary: dict[str, Any] | None = None
-        chosen = self.log_file or (
-            Path(self.environ["MDL_LOG_FILE"]) if self.environ.get("MDL_LOG_FILE") else None
-        )
+        named = self.environ.get(SETTING["log_file"].env)
+        chosen = self.log_file or (Path(named) if named else None)
         target = chosen or default_log_file()
         if (
             setup_logging(log_file=target, verbose=self.verbose, secrets=self.secrets) is None
@@ -116,13 +116,6 @@ class Run:
         return make_reporter(
             mode, stream=self.stderr, environ=self.environ, secrets=self.secrets, events=self.events
         )
-
-    def call(self, action: Callable[..., T], /, *args: Any, **options: Any) -> T:
-        """``action`` (an api function) with this run's environment and its progress display
-        open.
-        """
-        with self.reporter() as progress:
-            return action(*args, **options, environ=self.environ, progress=progress)
 
     def emit(self, doc: Mapping[str, Any]) -> None:
         """The one JSON document on stdout, ``ok`` first; an absent value is ``null``, never
@@ -262,6 +255,7 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
     code = 1  # what an exception that gets past the translator (MDL_DEBUG) ends with
     try:
         try:
+            check_process_settings(run.environ)
             with run.watch.stop_when_closed() if output_only else contextlib.nullcontext():
                 yield
             run.stdout.flush()  # a closed pipe is found here, not at interpreter shutdown
@@ -287,6 +281,16 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
             summary = run.summary or run_summary((), seconds=seconds, text=None)
             run.events.end(exit_code=code, summary={**summary, "seconds": round(seconds, 3)})
         log.info("done in %.1fs", seconds)
+
+
+def check_process_settings(environ: Mapping[str, str]) -> None:
+    """The process's own switches (mdl.setting, ``run=False``) by the one boolean rule: a wrong
+    value is exit 2 naming it when a command starts, not a surprise when an internal error comes."""
+    from mdl.catalog import switch_from_env  # here: `mdl --help` loads nothing below the CLI
+
+    for setting in SETTINGS:
+        if not setting.run and setting.kind == "switch":
+            switch_from_env(setting, environ)
 
 
 def invoke(app: Any) -> int:

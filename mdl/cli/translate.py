@@ -30,6 +30,7 @@ from mdl.errors import (
     causes,
 )
 from mdl.redact import Secrets, safe_text
+from mdl.setting import SETTING, parse_bool
 
 log = logging.getLogger("mdl.cli")
 
@@ -123,7 +124,7 @@ def _memory_error(exc: BaseException, run: Told | None) -> OutOfMemoryError:
 def _internal_error(exc: BaseException, run: Told | None) -> MdlError:
     """A bug: logged with its traceback, raised again with MDL_DEBUG, else exit 1."""
     log.error("internal error", exc_info=exc)
-    if (run.environ if run else os.environ).get("MDL_DEBUG", "") not in ("", "0"):
+    if parse_bool((run.environ if run else os.environ).get(SETTING["debug"].env, "")):
         raise exc
     return MdlError(
         f"internal error: {type(exc).__name__}: {exc}", hint="run with MDL_DEBUG=1 for a traceback"

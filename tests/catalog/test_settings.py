@@ -11,6 +11,7 @@ from mdl.catalog.settings import (
     CatalogSettings,
     Settings,
     build_settings,
+    choose_lock_mode,
     default_dest,
     parse_bool,
     parse_rate,
@@ -337,3 +338,13 @@ def test_default_dest_follows_xdg_data_home(
 ) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     assert default_dest() == tmp_path / "data" / "mdl" / "models"
+
+
+@pytest.mark.parametrize("name", ["MDL_LOCKED", "MDL_FROZEN"])
+def test_the_lock_switches_are_read_by_the_one_boolean_rule(name: str) -> None:
+    for text in ("0", "false", "no", "off", ""):
+        assert choose_lock_mode(locked=False, frozen=False, environ={name: text}) == "auto"
+    on = choose_lock_mode(locked=False, frozen=False, environ={name: " Yes "})
+    assert on == name.removeprefix("MDL_").lower()
+    with pytest.raises(UsageError, match=rf"^\${name}: expected 1, true, yes, on or 0, false, no"):
+        choose_lock_mode(locked=False, frozen=False, environ={name: "maybe"})

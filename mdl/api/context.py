@@ -1,0 +1,99 @@
+"""What every API function starts from: the run's environment, its catalog, its settings and the
+models it names."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mdl.errors import UsageError
+from mdl.setting import Overrides, StrPath
+
+if TYPE_CHECKING:
+    from mdl.catalog import Catalog, ModelSpec, Settings
+    from mdl.lockfile import Lock
+    from mdl.redact import Secrets
+
+
+def environ_now(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    """``environ``, else a copy of os.environ taken now: the call sees it as it is when called, and
+    threads see one fixed picture."""
+    return dict(os.environ) if environ is None else environ
+
+
+def command_catalog(
+    given: Catalog | StrPath | None,
+    environ: Mapping[str, str],
+    *,
+    required: bool,
+    look: bool = True,
+) -> Catalog:
+    """The command's catalog: ``given``, else the one lookup finds (``look`` False: only one named
+    by ``$MDL_CATALOG``; the one in this folder or the user's config dir is not read); none found:
+    empty or an error."""
+    from mdl.catalog import (
+        Catalog,
+        find_catalog,
+        load_catalog,
+        named_catalog,
+        no_catalog,
+        user_config_dir,
+    )
+
+    if isinstance(given, Catalog):
+        return given
+    flag = Path(given) if given is not None else None
+    if not look and named_catalog(flag=flag, environ=environ, cwd=Path.cwd()) is None:
+        return Catalog()
+    path = find_catalog(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
+    if path is None:
+        if required:
+            raise no_catalog(user_config_dir())
+        return Catalog()
+    return load_catalog(path)
+
+
+def command_settings(
+    given: Catalog | StrPath | None,
+    environ: Mapping[str, str] | None,
+    flags: Overrides,
+    secrets: Secrets | None = None,
+    *,
+    look: bool = True,
+) -> Settings:
+    """A command's settings over its catalog, if one is found (a command that needs one passes the
+    Catalog; ``look``: see :func:`command_catalog`)."""
+    from mdl.catalog import settings_for
+
+    env = environ_now(environ)
+    catalog = command_catalog(given, env, required=False, look=look)
+    return settings_for(catalog, env, flags, secrets=secrets)
+
+
+def catalog_models(
+    given: Catalog | StrPath | None,
+    environ: Mapping[str, str] | None,
+    names: Sequence[str],
+    flags: Overrides,
+    *,
+    all_models: bool,
+    secrets: Secrets | None = None,
+) -> tuple[Settings, list[ModelSpec], Lock | None]:
+    """Settings and models of a command that reads catalog.lock, and with --frozen the lock they
+    come from alone."""
+    from mdl.catalog import choose_lock_mode, lock_beside, settings_for
+
+    env = environ_now(environ)
+    if choose_lock_mode(locked=flags.locked, frozen=flags.frozen, environ=env) == "frozen":
+        from mdl.lockfile import frozen_models
+
+        cat, path, lock, specs = frozen_models(given, env, names, all_models=all_models)
+        return settings_for(cat, env, flags, lock_path=path, secrets=secrets), specs, lock
+    cat = command_catalog(given, env, required=True)
+    lock_path = lock_beside(cat.path) if cat.path is not None else None
+    settings = settings_for(cat, env, flags, lock_path=lock_path, secrets=secrets)
+    if names and all_models:
+        raise UsageError("name models or pass --all, not both")
+    return settings, cat.select(list(names), all_models=all_models), None

@@ -1,0 +1,150 @@
+"""``pull``, ``verify``, ``clean`` and ``prune``: the catalog's models onto this disk, checked, and
+tidied."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from mdl.api.context import catalog_models, command_catalog, command_settings, environ_now
+from mdl.api.inputs import checked
+from mdl.progress import NullProgress, Progress
+from mdl.setting import Overrides, StrPath
+
+if TYPE_CHECKING:
+    from mdl.catalog import Catalog
+    from mdl.redact import Secrets
+    from mdl.report import FileOutcome, RunReport
+    from mdl.store import CleanReport, PruneReport
+
+
+@checked
+def pull(
+    *names: str,
+    catalog: Catalog | StrPath | None = None,
+    all: bool = False,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    connections: int | None = None,
+    jobs: int | None = None,
+    limit_rate: str | int | None = None,
+    verify: bool = True,
+    force: bool = False,
+    dry_run: bool = False,
+    stall_timeout: float | None = None,
+    timeout: float | None = None,
+    lock_timeout: float | None = None,
+    locked: bool = False,
+    frozen: bool = False,
+    mirrors: Sequence[str] | None = None,
+    xet: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    secrets: Secrets | None = None,
+) -> RunReport:
+    """Download what is missing or changed, resume what was cut off, verify, skip what is already
+    right.
+    """
+    from mdl.download import pull_models
+    from mdl.report import hidden
+
+    flags = Overrides(
+        dest=dest,
+        layout=layout,
+        connections=connections,
+        jobs=jobs,
+        limit_rate=limit_rate,
+        stall_timeout=stall_timeout,
+        timeout=timeout,
+        lock_timeout=lock_timeout,
+        mirrors=mirrors,
+        xet=xet,
+        locked=locked,
+        frozen=frozen,
+        verify=verify,
+        force=force,
+        dry_run=dry_run,
+    )
+    settings, models, lock = catalog_models(
+        catalog, environ, names, flags, all_models=all, secrets=secrets
+    )
+    report = pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
+    return replace(report, files=hidden(report.files, settings.secrets))
+
+
+@checked
+def verify(
+    *names: str,
+    catalog: Catalog | StrPath | None = None,
+    all: bool = False,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    locked: bool = False,
+    frozen: bool = False,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    on_file: Callable[[FileOutcome], None] | None = None,
+) -> RunReport:
+    """Re-hash local files against their records, the catalog and a fresh catalog.lock (offline)."""
+    from mdl.download import warned
+    from mdl.lockfile import LockUse
+    from mdl.store import verify_models
+
+    flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
+    settings, models, lock = catalog_models(catalog, environ, names, flags, all_models=all)
+    pins, warnings, _ = LockUse(settings, lock=lock).view(models)
+    report = verify_models(
+        models, settings, progress=progress or NullProgress(), on_file=on_file, pinned=pins
+    )
+    return warned(report, warnings)
+
+
+@checked
+def clean(
+    *,
+    catalog: Catalog | StrPath | None = None,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    dry_run: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> CleanReport:
+    """Remove stale partial downloads and their resume records (never one a running mdl holds)."""
+    from mdl.archive import recover_unpacks
+    from mdl.store import CleanedFile, CleanReport, Layout
+    from mdl.store import clean as clean_partials
+
+    flags = Overrides(dest=dest, layout=layout, dry_run=dry_run)
+    settings = command_settings(catalog, environ, flags)
+    # a destination (or cache) that is not a folder is refused (exit 2) before anything is looked at
+    Layout(settings)
+    # A killed `unpack -d DEST` leaves its hidden staging folder in DEST: clean finishes and removes
+    # it too.
+    stagings = [
+        CleanedFile(path, size, "an interrupted unpack's staging folder", not dry_run)
+        for path, size in recover_unpacks(settings.dest, NullProgress(), dry_run=dry_run)
+    ]
+    return CleanReport((*clean_partials(settings), *stagings), dry_run=dry_run)
+
+
+@checked
+def prune(
+    *,
+    catalog: Catalog | StrPath | None = None,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    dry_run: bool = False,
+    only: str | None = None,
+    as_removed: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> PruneReport:
+    """Remove from the destination what the catalog no longer names (``only``: that model's files
+    alone; with ``as_removed``, as though it were out of the catalog: what ``remove --prune
+    --dry-run`` shows), and only what mdl recorded; a model another run is pulling is skipped."""
+    from mdl.store import prune as prune_store
+
+    env = environ_now(environ)
+    cat = command_catalog(catalog, env, required=True)
+    settings = command_settings(cat, env, Overrides(dest=dest, layout=layout, dry_run=dry_run))
+    models = [spec for spec in cat.models if not (as_removed and spec.name == only)]
+    return prune_store(models, settings, only=only)

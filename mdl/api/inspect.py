@@ -1,0 +1,117 @@
+"""``load_catalog``, ``list_models``, ``show`` and ``resolve``: what the catalog holds, what is on
+disk, what is upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from mdl.api.context import catalog_models, command_catalog, environ_now
+from mdl.api.inputs import checked
+from mdl.errors import UsageError
+from mdl.progress import NullProgress, Progress
+from mdl.setting import Overrides, StrPath
+
+if TYPE_CHECKING:
+    from mdl.catalog import Catalog
+    from mdl.redact import Secrets
+    from mdl.report import Resolution
+    from mdl.store import ExpectedFile, ModelInfo, ModelList
+
+STATUSES = ("installed", "partial", "missing")
+
+
+@checked
+def load_catalog(
+    path: StrPath | None = None, *, environ: Mapping[str, str] | None = None
+) -> Catalog:
+    """Find and load the catalog: ``path``, else ``$MDL_CATALOG``, else ./catalog.toml, else the
+    user config one.
+    """
+    return command_catalog(path, environ_now(environ), required=True)
+
+
+@checked
+def list_models(
+    *,
+    catalog: Catalog | StrPath | None = None,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    status: str | None = None,
+    tag: str | None = None,
+    locked: bool = False,
+    frozen: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> ModelList:
+    """Every catalog model with its local status (offline), filtered by ``status`` and ``tag``."""
+    from mdl.store import Layout, ModelList
+    from mdl.store import list_models as list_local
+
+    if status is not None and status not in STATUSES:
+        raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
+    flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
+    settings, specs, lock = catalog_models(catalog, environ, [], flags, all_models=True)
+    chosen = [spec for spec in specs if tag is None or tag in spec.tags]
+    pins: Mapping[str, Sequence[ExpectedFile]] = {}
+    lock_there = settings.lock_path is not None and settings.lock_path.exists()
+    if locked or lock is not None or lock_there:
+        # only with a lock: a plain list stays light (no HTTP stack loaded)
+        from mdl.lockfile import LockUse
+
+        pins = LockUse(settings, lock=lock).view(chosen)[0]
+    listed = list_local(chosen, Layout(settings), status=status, pinned=pins)
+    return ModelList(tuple(listed), settings.dest)
+
+
+@checked
+def show(
+    name: str,
+    *,
+    catalog: Catalog | StrPath | None = None,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    locked: bool = False,
+    frozen: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> ModelInfo:
+    """One model: its files, sources, sizes, hashes and local state (offline), as catalog.lock
+    pins it if fresh.
+    """
+    from mdl.lockfile import LockUse
+    from mdl.store import Layout, ModelInfo, model_status
+
+    flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
+    settings, (spec,), lock = catalog_models(catalog, environ, [name], flags, all_models=False)
+    pins, warnings, entries = LockUse(settings, lock=lock).view([spec])
+    status = model_status(spec, Layout(settings), pinned=pins.get(name))
+    commit = entries[name].commit if name in entries else None
+    return ModelInfo(status, status.folder, warning=warnings.get(name), commit=commit)
+
+
+@checked
+def resolve(
+    *names: str,
+    catalog: Catalog | StrPath | None = None,
+    all: bool = False,
+    follow: bool = False,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    timeout: float | None = None,
+    locked: bool = False,
+    frozen: bool = False,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    secrets: Secrets | None = None,
+) -> Resolution:
+    """The concrete files and URLs of models upstream; ``follow`` shows where the Hub redirects."""
+    from mdl.download import resolve_models
+    from mdl.report import Resolution
+
+    flags = Overrides(dest=dest, layout=layout, timeout=timeout, locked=locked, frozen=frozen)
+    settings, models, lock = catalog_models(
+        catalog, environ, names, flags, all_models=all, secrets=secrets
+    )
+    docs, failures = resolve_models(
+        models, settings, follow=follow, progress=progress or NullProgress(), lock=lock
+    )
+    return Resolution(tuple(docs), tuple(failures))

@@ -1,0 +1,48 @@
+"""``lock``: pin the catalog's models in ``catalog.lock``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from mdl.api.context import command_catalog, command_settings, environ_now
+from mdl.api.inputs import checked
+from mdl.errors import UsageError
+from mdl.progress import NullProgress, Progress
+from mdl.setting import Overrides, StrPath
+
+if TYPE_CHECKING:
+    from mdl.catalog import Catalog
+    from mdl.download import LockReport
+    from mdl.redact import Secrets
+
+
+@checked
+def lock(
+    *names: str,
+    all: bool = False,
+    catalog: Catalog | StrPath | None = None,
+    upgrade: bool = False,
+    check: bool = False,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    timeout: float | None = None,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    secrets: Secrets | None = None,
+) -> LockReport:
+    """Pin models (all when none is named) in ``catalog.lock`` beside the catalog."""
+    from mdl.download import lock_catalog
+    from mdl.report import hidden
+
+    env = environ_now(environ)
+    cat = command_catalog(catalog, env, required=True)
+    if names and all:
+        raise UsageError("name models or pass --all, not both")
+    flags = Overrides(dest=dest, layout=layout, timeout=timeout)
+    settings = command_settings(cat, env, flags, secrets=secrets)
+    locked = lock_catalog(
+        cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress()
+    )
+    return replace(locked, failures=hidden(locked.failures, settings.secrets))

@@ -1,0 +1,75 @@
+"""``publish``: each model's verified local files, and its manifest, uploaded to an S3 prefix."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mdl.api.context import catalog_models
+from mdl.api.inputs import checked
+from mdl.errors import UsageError
+from mdl.progress import NullProgress, Progress
+from mdl.setting import Overrides, StrPath
+
+if TYPE_CHECKING:
+    from mdl.catalog import Catalog
+    from mdl.redact import Secrets
+    from mdl.upload import PublishReport
+
+
+@checked
+def publish(
+    *names: str,
+    to: str,
+    catalog: Catalog | StrPath | None = None,
+    all: bool = False,
+    dest: StrPath | None = None,
+    layout: str | None = None,
+    connections: int | None = None,
+    endpoint: str | None = None,
+    locked: bool = False,
+    frozen: bool = False,
+    sign: StrPath | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    secrets: Secrets | None = None,
+) -> PublishReport:
+    """Upload each model's verified local files, and a manifest per complete model, to ``to``
+    (``s3://...``); with ``sign`` (an EC private key, PEM) then its model.sig. ``dry_run``: what
+    would go up, nothing sent."""
+    from mdl.buckets import parse_s3_prefix
+    from mdl.download import warned
+    from mdl.lockfile import LockUse
+    from mdl.paths import is_http_url
+    from mdl.upload import publish_models
+
+    target = parse_s3_prefix(to)
+    if endpoint is not None and not is_http_url(endpoint):
+        raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
+    if force and sign is None:
+        raise UsageError(
+            "publish: --force only lets --sign replace a model's own model.sig; give --sign KEY.pem"
+        )
+    flags = Overrides(
+        dest=dest, layout=layout, connections=connections, locked=locked, frozen=frozen
+    )
+    settings, models, lock = catalog_models(
+        catalog, environ, names, flags, all_models=all, secrets=secrets
+    )
+    pins, warnings, pinned = LockUse(settings, lock=lock).view(models)
+    report = publish_models(
+        models,
+        settings,
+        target,
+        progress=progress or NullProgress(),
+        pins=pins,
+        locked=pinned,
+        endpoint=endpoint,
+        sign=None if sign is None else Path(sign),
+        force=force,
+        dry_run=dry_run,
+    )
+    return warned(report, warnings)
