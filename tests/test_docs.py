@@ -1,5 +1,5 @@
 """The docs cannot drift from the code: docs/commands.md documents exactly the options each `--help`
-shows, docs/layout.md names every part of mdl/ and only paths that exist, and CHANGELOG.md keeps its
+shows, docs/maintaining.md names every part of mdl/ and only paths that exist, and CHANGELOG.md keeps its
 Keep-a-Changelog form with the released version mdl says it is."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from mdl.version import __version__
 
 ROOT = Path(__file__).parents[1]
 COMMANDS_MD = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
-LAYOUT_MD = (ROOT / "docs" / "layout.md").read_text(encoding="utf-8")
+MAINTAINING_MD = (ROOT / "docs" / "maintaining.md").read_text(encoding="utf-8")
 OUTPUT_MD = (ROOT / "docs" / "output.md").read_text(encoding="utf-8")
 CHANGELOG = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
 # the section of docs/commands.md whose options every command takes
@@ -121,13 +121,13 @@ def test_the_option_check_sees_rows_and_names() -> None:
     assert "--upgrade" in DOCUMENTED["lock"] and "--upgrade" not in DOCUMENTED["pull"]
 
 
-# -- docs/layout.md
+# -- docs/maintaining.md
 # ---------------------------------------------------------------------------------------------
 
-NAMED = set(re.findall(r"`(mdl/[\w./-]*)`", LAYOUT_MD))
+NAMED = set(re.findall(r"`(mdl/[\w./-]*)`", MAINTAINING_MD))
 
 
-def test_layout_md_names_every_part_and_module() -> None:
+def test_maintaining_md_names_every_part_and_module() -> None:
     parts = {
         f"{p.parent.relative_to(ROOT).as_posix()}/" for p in (ROOT / "mdl").rglob("__init__.py")
     } - {"mdl/"}
@@ -139,14 +139,27 @@ def test_layout_md_names_every_part_and_module() -> None:
     }
     modules = top | inner
     assert parts and top and inner
-    assert not parts - NAMED, f"docs/layout.md does not name {sorted(parts - NAMED)}"
-    assert not modules - NAMED, f"docs/layout.md does not name {sorted(modules - NAMED)}"
+    assert not parts - NAMED, f"docs/maintaining.md does not name {sorted(parts - NAMED)}"
+    assert not modules - NAMED, f"docs/maintaining.md does not name {sorted(modules - NAMED)}"
 
 
-def test_every_path_layout_md_names_exists() -> None:
+def test_every_test_a_recipe_names_exists() -> None:
+    """A recipe's guard is a test that exists: each ``tests/…`` path (and ``::test`` in it)."""
+    named = re.findall(r"`(tests/[\w./-]+)(?:::(\w+))?`", MAINTAINING_MD)
+    assert len(named) > 8
+    missing = [f"{path}::{test}" for path, test in named if not (ROOT / path).exists()]
+    missing += [
+        f"{path}::{test}"
+        for path, test in named
+        if test and (ROOT / path).is_file() and f"def {test}(" not in (ROOT / path).read_text()
+    ]
+    assert not missing, f"docs/maintaining.md names tests that do not exist: {missing}"
+
+
+def test_every_path_maintaining_md_names_exists() -> None:
     assert len(NAMED) > 20
     missing = sorted(path for path in NAMED if not (ROOT / path).exists())
-    assert not missing, f"docs/layout.md names what mdl/ does not hold: {missing}"
+    assert not missing, f"docs/maintaining.md names what mdl/ does not hold: {missing}"
 
 
 # -- docs/output.md's exit codes
