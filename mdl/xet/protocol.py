@@ -4,11 +4,13 @@ what mdl cannot use is a ReplyError."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import urlsplit
 
 from mdl.xet.hashing import is_hash
@@ -78,6 +80,11 @@ class Reconstruction:
     def size(self) -> int:
         """The file's length: the sum of its terms' lengths."""
         return sum(term.length for term in self.terms)
+
+    @cached_property
+    def offsets(self) -> tuple[int, ...]:
+        """Where each term starts in the file."""
+        return tuple(itertools.accumulate((term.length for term in self.terms), initial=0))[:-1]
 
 
 @dataclass(frozen=True)
