@@ -47,7 +47,7 @@ CAS_RETRIES = 2
 CAS_BACKOFF_CAP = 1.0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class Cas:
     """The CAS as one run asks it: read tokens by repo and revision, reconstructions parsed one at
     a time, on the run's client with the CAS's quick retries."""

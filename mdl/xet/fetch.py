@@ -42,7 +42,7 @@ log = logging.getLogger("mdl.xet")
 STATE_MAX = 64 << 20
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class XetSource(Cas):
     """What one run's Xet fetches share: the CAS (its client and read tokens by repo and revision),
     the streams' wire and the chunks on disk.
