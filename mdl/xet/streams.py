@@ -413,7 +413,7 @@ class Streams:
             for future in futures:
                 try:
                     future.result()
-                except Exception as exc:  # noqa: BLE001  # the worst is raised, after the others stop
+                except Exception as exc:  # noqa: BLE001  # the worst is raised below
                     self.stop.set()
                     failures.append(exc)
         if failures:
