@@ -426,10 +426,8 @@ class Streams:
             self._copy(task)
         elif isinstance(task, FetchPiece):
             self._piece(task)
-        elif task.alone:
-            self._run(task)
         else:
-            self._range(task)
+            self._terms(task)
 
     def _copy(self, task: CopyTerm) -> None:
         """A term copied from files already here, each chunk checked as it is read; fetched when
@@ -441,7 +439,7 @@ class Streams:
             got = read_copy(self.partial.root, copy)
             if got is None:
                 log.debug("%s: chunks of term %d changed on disk; fetching them", self.job.label, i)
-                self._range(FetchTerms(task.at, self.rec.fetch_of[i], [i]))
+                self._terms(FetchTerms(task.at, self.rec.fetch_of[i], [i]))
                 return
             parts += got
             chunks += copy.chunks
@@ -449,46 +447,40 @@ class Streams:
         self.partial.copied(term.length)
         self.partial.finished(i, Written(term.xorb, term.start, term.end, task.at, tuple(chunks)))
 
-    def _range(self, task: FetchTerms) -> None:
-        """Terms from their xorb range (asked again, once, after a 403)."""
+    def _terms(self, task: FetchTerms) -> None:
+        """Whole terms of a xorb range: from the reconstruction's range (asked again, once, after a
+        403), or (``alone``) from a reconstruction of their span only."""
         fetch = self.rec.fetches[task.fetch]
 
         def attempt(fresh: bool) -> None:
             nonlocal fetch
-            if fresh:
+            if task.alone:
+                fetch = self._run_fetch(task)
+            elif fresh:
                 fetch = self.cas.refetch(self.ref, self.job.label, fetch, size=self.rec.size)
-            self._terms(fetch, task.terms)
+            # a retry writes (and counts) again only the terms the failed stream did not finish
+            left = self.partial.record.left(task.terms)
+            if left:
+                self._stream(fetch, _Terms(self.partial, left))
 
         self._retrying(attempt)
 
-    def _run(self, task: FetchTerms) -> None:
-        """Whole terms of a xorb range, from a reconstruction of the file's bytes from the first to
-        the last: its range of that xorb holds their chunks and no more than the span's own need."""
+    def _run_fetch(self, task: FetchTerms) -> Fetch:
+        """The xorb range of a reconstruction of the file's bytes from the task's first term to its
+        last: it holds their chunks and no more than the span's own need."""
         terms = [self.rec.terms[i] for i in task.terms]
         span = (task.at, self.partial.offsets[task.terms[-1]] + terms[-1].length - 1)
         xorb = self.rec.fetches[task.fetch].xorb
         low, high = min(t.start for t in terms), max(t.end for t in terms)
-
-        def attempt(fresh: bool) -> None:
-            sub = self._reconstruction(span)
-            holding = (
-                x for x in sub.fetches if x.xorb == xorb and x.start <= low and x.end >= high
+        sub = self._reconstruction(span)
+        holding = (x for x in sub.fetches if x.xorb == xorb and x.start <= low and x.end >= high)
+        fetch = next(holding, None)
+        if fetch is None or sub.offset:
+            first, last = task.terms[0], task.terms[-1]
+            raise Unsplittable(
+                f"the reconstruction of terms {first}-{last} does not hold their chunks"
             )
-            fetch = next(holding, None)
-            if fetch is None or sub.offset:
-                first, last = task.terms[0], task.terms[-1]
-                raise Unsplittable(
-                    f"the reconstruction of terms {first}-{last} does not hold their chunks"
-                )
-            self._terms(fetch, task.terms)
-
-        self._retrying(attempt)
-
-    def _terms(self, fetch: Fetch, terms: list[int]) -> None:
-        # a retry writes (and counts) again only the terms the failed stream did not finish
-        left = self.partial.record.left(terms)
-        if left:
-            self._stream(fetch, _Terms(self.partial, left))
+        return fetch
 
     def _piece(self, task: FetchPiece) -> None:
         """A piece of a term from a reconstruction of its span alone: its xorb range is the part of
