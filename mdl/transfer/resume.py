@@ -115,6 +115,18 @@ class Hasher:
                 self._update(view[:got])
 
 
+def save_threshold(size: int | None) -> int:
+    """Bytes written after which a resume record is due, however soon: 1/SAVE_SHARE of the file,
+    within SAVE_BYTES."""
+    return min(max(SAVE_BYTES[0], (size or 0) // SAVE_SHARE), SAVE_BYTES[1])
+
+
+def record_due(unsaved: int, elapsed: float, *, every: int, interval: float) -> bool:
+    """The engines' rule: a resume record is due ``every`` bytes or ``interval`` seconds after the
+    last."""
+    return unsaved >= every or elapsed >= interval
+
+
 class DownloadState:
     def __init__(
         self, job: TransferJob, fd: int, pieces: list[Piece], validator: str | None
@@ -131,7 +143,7 @@ class DownloadState:
         # a layout whose bytes are on the disk (a durable save's)
         self.flushed: list[list[int | None]] | None = None
         self.saved_once = False  # this run wrote a record (else only a loaded one may be there)
-        self.save_every = min(max(SAVE_BYTES[0], (self.size or 0) // SAVE_SHARE), SAVE_BYTES[1])
+        self.save_every = save_threshold(self.size)
         self.stop = threading.Event()  # set when one stream fails for good: the others end quietly
         self.save_lock = threading.Lock()  # one save at a time: streams checkpoint concurrently
         self.url = job.url  # where the streams fetch from now (a re-signed CDN URL after an expiry)
@@ -318,10 +330,9 @@ class DownloadState:
         """Whether a record is due: ``interval`` seconds or ``save_every`` bytes since the last
         (under ``lock``).
         """
-        return (
-            self.fetched - self.saved_fetched >= self.save_every
-            or time.monotonic() - self.last_save >= interval
-        )
+        elapsed = time.monotonic() - self.last_save
+        unsaved = self.fetched - self.saved_fetched
+        return record_due(unsaved, elapsed, every=self.save_every, interval=interval)
 
     def count_change(self) -> None:
         """One more version of the file seen upstream during the download: the second change

@@ -1,7 +1,8 @@
-"""Xet-backed Hub files by chunk: hashes, xorb decoding, strict CAS replies, and the fetcher that
-copies chunks on disk, fetches the rest and verifies every byte (blake3, lz4 loaded when used)."""
+"""Xet-backed Hub files by chunk: hashes, xorbs, strict CAS replies, and the fetcher that copies
+chunks on disk, fetches the rest and checks every byte (blake3, lz4: imported when first used)."""
 
-from mdl.xet.fetch import XetFallback, XetSource
+from mdl.xet.failures import XetFallback
+from mdl.xet.fetch import XetSource
 from mdl.xet.hashing import (
     HASH_BYTES,
     chunk_hash,

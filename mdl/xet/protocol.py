@@ -4,11 +4,13 @@ what mdl cannot use is a ReplyError."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import urlsplit
 
 from mdl.xet.hashing import is_hash
@@ -27,7 +29,9 @@ _DENSITY = 8
 # One link-value of a Link header (RFC 8288 section 3): <target> then ; name[=token or "quoted"]
 # parameters.
 _LINK = re.compile(
-    r'[\s,]*<([^<>]*)>((?:\s*;\s*[!#$%&\'*+.^_`|~0-9A-Za-z-]+(?:\s*=\s*(?:"(?:[^"\\]|\\.)*"|[^\s",;]*))?)*)\s*(?:,|$)'
+    r"[\s,]*<([^<>]*)>"
+    r'((?:\s*;\s*[!#$%&\'*+.^_`|~0-9A-Za-z-]+(?:\s*=\s*(?:"(?:[^"\\]|\\.)*"|[^\s",;]*))?)*)'
+    r"\s*(?:,|$)"
 )
 _PARAM = re.compile(
     r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)(?:\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s",;]*)))?'
@@ -78,6 +82,11 @@ class Reconstruction:
     def size(self) -> int:
         """The file's length: the sum of its terms' lengths."""
         return sum(term.length for term in self.terms)
+
+    @cached_property
+    def offsets(self) -> tuple[int, ...]:
+        """Where each term starts in the file."""
+        return tuple(itertools.accumulate((term.length for term in self.terms), initial=0))[:-1]
 
 
 @dataclass(frozen=True)

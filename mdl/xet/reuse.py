@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdl.errors import MdlError
-from mdl.store import open_file, read_bytes, write_atomic
+from mdl.store import open_file, read_bytes, unlink, write_atomic
 from mdl.transfer import BY_CHUNK
 from mdl.xet.hashing import HASH_BYTES, chunk_hash, is_hash
 from mdl.xet.xorb import MAX_CHUNK
@@ -196,7 +196,29 @@ class ReuseIndex:
                 self._by_xorb.setdefault(term.xorb, []).append((path, term))
                 self._reach.pop(term.xorb, None)
 
-    def replaced(self, path: Path, xet_hash: str) -> list[str]:
+    @classmethod
+    def of(cls, root: Path, state_dir: Path, recorded: Iterable[str]) -> ReuseIndex:
+        """The chunks of the Xet files ``recorded`` (their Xet hashes) that a record lies beside."""
+        index = cls(root)
+        for xet_hash in recorded:
+            found = read_sidecar(root, state_dir, xet_hash)
+            if found is not None:
+                index.add(*found, xet_hash=xet_hash)
+        return index
+
+    def wrote(
+        self, state_dir: Path, path: Path, terms: list[Written], *, xet_hash: str, kept: bool
+    ) -> None:
+        """A file this run wrote joins; ``kept`` (a model's, found again through its record): its
+        terms are recorded beside it, and the versions it overwrote there forgotten."""
+        if kept:
+            write_sidecar(self.root, state_dir, xet_hash=xet_hash, where=path, terms=terms)
+            # overwritten here: their chunks are gone
+            for old in self._replaced(path, xet_hash):
+                unlink(self.root, sidecar_path(state_dir, old))
+        self.add(path, terms, xet_hash=xet_hash)
+
+    def _replaced(self, path: Path, xet_hash: str) -> list[str]:
         """The Xet hashes recorded for ``path`` other than ``xet_hash``: versions a new one
         overwrote there.
         """

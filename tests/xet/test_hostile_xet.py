@@ -28,7 +28,7 @@ from mdl.sources import XetRef
 from mdl.store import DirSyncs
 from mdl.transfer import Credentials, RetryPolicy, make_client
 from mdl.xet import XetFallback, XetSource
-from mdl.xet import fetch as xet_fetch
+from mdl.xet import partial as xet_partial
 from mdl.xet.hashing import chunk_hash
 from mdl.xet.reuse import ReuseIndex, Written
 
@@ -616,14 +616,14 @@ def test_a_costly_resume_record_is_saved_less_often(
     # one stream: about half a second a term, four seconds in all
     xet_hub.cas.throttle_bps = 1 << 20
     saves: list[float] = []
-    real = xet_fetch.save_state
+    real = xet_partial.save_state
 
     def slow(*args: object, **kwargs: object) -> None:
         saves.append(time.monotonic())
         time.sleep(0.25)
         real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(xet_fetch, "save_state", slow)
+    monkeypatch.setattr(xet_partial, "save_state", slow)
     result = mdl("pull", "m", "--connections", "1")
     assert result.exit_code == 0, result.stderr
     assert _installed(catalog).read_bytes() == whole

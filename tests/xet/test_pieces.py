@@ -23,9 +23,9 @@ PIECE = 128 << 10
 
 @pytest.fixture
 def catalog(xet_hub: XetHubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from mdl.xet import fetch
+    from mdl.xet import plan
 
-    monkeypatch.setattr(fetch, "MIN_PIECE", PIECE)
+    monkeypatch.setattr(plan, "MIN_PIECE", PIECE)
     path = use_catalog(tmp_path, monkeypatch, '[models.m]\nrepo = "org/m"\n', endpoint=xet_hub.url)
     monkeypatch.setenv("MDL_LOG_LEVEL", "debug")
     return path

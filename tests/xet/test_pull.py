@@ -463,18 +463,19 @@ def test_pieces_finishing_out_of_order_still_hash_the_bytes_on_disk(
     """The sha256 follows only bytes on disk from the file's start: a later piece done first is
     not a start done.
     """
-    from mdl.xet import fetch as xet_fetch
+    from mdl.xet.plan import FetchPiece
+    from mdl.xet.streams import Streams
 
     data = make_data(24 << 20, seed=24)
     xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
-    piece = xet_fetch._File._piece
+    piece = Streams._piece
 
-    def first_piece_last(self: Any, i: int, j: int, first: int, end: int) -> None:
-        if j == 0:
+    def first_piece_last(self: Any, task: FetchPiece) -> None:
+        if task.piece == 0:
             time.sleep(0.5)  # the other pieces are on disk before the file's first bytes
-        piece(self, i, j, first, end)
+        piece(self, task)
 
-    monkeypatch.setattr(xet_fetch._File, "_piece", first_piece_last)
+    monkeypatch.setattr(Streams, "_piece", first_piece_last)
     result = mdl("pull", "m")
     assert result.exit_code == 0, result.stderr
     assert _installed(catalog).read_bytes() == data
@@ -484,11 +485,11 @@ def test_pieces_finishing_out_of_order_still_hash_the_bytes_on_disk(
 def test_runs_cut_terms_in_order_into_the_count_asked(
     sizes: list[int], data: st.DataObject
 ) -> None:
-    from mdl.xet.fetch import _runs
+    from mdl.xet.plan import runs as cut
 
     count = data.draw(st.integers(1, len(sizes)))
     items = list(range(100, 100 + len(sizes)))
-    runs = _runs(items, sizes, count)
+    runs = cut(items, sizes, count)
     assert len(runs) == count and all(runs)
     assert [item for run in runs for item in run] == items
 

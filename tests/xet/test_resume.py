@@ -208,8 +208,9 @@ def test_a_resume_record_keeps_only_chunks_lying_on_disk_as_it_says(
     any partial: every chunk kept hashes on disk as recorded, the kept runs lie in order inside
     their terms where their chunks can fit, and a record of only true runs over written chunks is
     kept whole."""
-    from mdl.xet.fetch import _File
     from mdl.xet.hashing import chunk_hash
+    from mdl.xet.partial import checked_runs
+    from mdl.xet.plan import resume
     from mdl.xet.protocol import Reconstruction, Term
     from mdl.xet.reuse import Written
 
@@ -305,12 +306,9 @@ def test_a_resume_record_keeps_only_chunks_lying_on_disk_as_it_says(
     with tempfile.TemporaryFile() as handle:
         handle.write(disk)
         handle.flush()
-        # only what ``_resume`` reads: the reconstruction and the partial on disk
-        file = _File.__new__(_File)
-        file.rec = Reconstruction(0, tuple(term for term, _, _ in layout), (), ())
-        file.offsets = [offset for _, offset, _ in layout]
-        file.fd, file.done, file.kept, file.resumed, file.frontier = handle.fileno(), {}, {}, 0, 0
-        file._resume(record)
+        # only what ``resume`` reads: the reconstruction and the partial on disk
+        rec = Reconstruction(0, tuple(term for term, _, _ in layout), (), ())
+        file = resume(rec, record, lambda run: checked_runs(handle.fileno(), run))
     assert not set(file.done) & set(file.kept)
     for i, (term, offset, _) in enumerate(layout):
         runs = [file.done[i]] if i in file.done else file.kept.get(i, [])

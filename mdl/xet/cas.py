@@ -1,0 +1,229 @@
+"""The Xet storage asked for a file: a read token from the Hub, the file's reconstruction (or a
+span's) from the CAS, each reply bounded and read strictly; what it cannot give is XetFallback."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, replace
+from urllib.parse import urlsplit
+
+import httpx2
+
+from mdl.errors import AuthError, InterruptedByUserError, MdlError
+from mdl.redact import Secrets, redact_url
+from mdl.sources import XetRef
+from mdl.transfer import (
+    Credentials,
+    RetryPolicy,
+    error_for_status,
+    follow,
+    origin,
+    set_read_timeout,
+    set_reply_deadline,
+    transport_error,
+)
+from mdl.xet.failures import Refused, XetFallback
+from mdl.xet.protocol import (
+    Fetch,
+    Reconstruction,
+    ReplyError,
+    XetToken,
+    parse_reconstruction,
+    parse_token,
+    token_from_headers,
+)
+
+REPLY_MAX = 64 << 20  # a reconstruction of a 1 TB file lists ~16k terms: far less than this ...
+# ... and of a file or span of n bytes at most this plus n / REPLY_SHARE: a term and its URL
+REPLY_BASE = 64 << 10
+# (well under 1 KiB) per 8 KiB of file, the smallest chunk; a padded reply costs no more memory
+REPLY_SHARE = 8
+TOKEN_MAX = 256 << 10  # auth.md: accessToken and casUrl are at most 64000 characters each
+REFRESH_BEFORE = 30.0  # seconds before its expiry a read token is asked again (auth.md)
+# a CAS that is down is left for the plain path quickly, not after the origin's long backoff
+CAS_RETRIES = 2
+CAS_BACKOFF_CAP = 1.0
+
+
+@dataclass(eq=False, repr=False)
+class Cas:
+    """The CAS as one run asks it: read tokens by repo and revision, reconstructions parsed one at
+    a time, on the run's client with the CAS's quick retries."""
+
+    client: httpx2.Client
+    _: KW_ONLY
+    retry: RetryPolicy
+    cancel: threading.Event
+    stall_timeout: float | None
+    hub: Callable[[], Credentials]
+    secrets: Secrets
+
+    def __post_init__(self) -> None:
+        retries = min(self.retry.retries, CAS_RETRIES)
+        self.retry = replace(self.retry, retries=retries, cap=CAS_BACKOFF_CAP)
+        self._tokens: dict[str, XetToken] = {}
+        self._token_lock = threading.Lock()
+        self._parsing = threading.Lock()
+
+    def token(self, url: str, what: str, *, fresh: bool = False) -> XetToken:
+        """The read token for ``url`` (a repo at a revision), asked again ``REFRESH_BEFORE`` its
+        expiry.
+        """
+        with self._token_lock:
+            known = self._tokens.get(url)
+            if known is None or fresh or known.expires - REFRESH_BEFORE <= time.time():
+                known = self._tokens[url] = self._ask_token(url, what)
+            return known
+
+    def _ask_token(self, url: str, what: str) -> XetToken:
+        def once() -> XetToken:
+            with follow(self.client, url, credentials=self.hub(), what=what) as response:
+                if response.status_code != 200:
+                    raise error_for_status(response, what=what, hub=True)
+                self._stall_rule(response)
+                body = _read(response, TOKEN_MAX, what=what, timeout=self.client.timeout.read)
+                try:
+                    return parse_token(body)
+                except ReplyError:
+                    token = token_from_headers(response.headers)
+                    if token is None:
+                        raise
+                    return token
+
+        try:
+            token = self.retry.run(once, what=what, wait=self.cancel.wait)
+        # the Hub refused the token: exit 3, as for any Hub file
+        except (AuthError, InterruptedByUserError):
+            raise
+        except (MdlError, ReplyError) as exc:
+            raise XetFallback(f"no Xet read token ({why(exc)})") from exc
+        self.secrets.add(token.access_token)
+        return token
+
+    def reconstruction(
+        self, ref: XetRef, what: str, *, size: int, span: tuple[int, int] | None = None
+    ) -> Reconstruction:
+        """The file's reconstruction (v2, else v1; ``span``: of bytes first..last only), with one
+        fresh token if the CAS refuses the one we hold. Its reply is at most in proportion to the
+        ``size`` bytes of the file (or of the span) it describes, and parsed one at a time per run.
+        """
+        described = size if span is None else span[1] - span[0] + 1
+        limit = min(REPLY_MAX, REPLY_BASE + described // REPLY_SHARE)
+        for fresh in (False, True):
+            token = self.token(ref.token_url, what, fresh=fresh)
+            # as a redirect from https to http is refused
+            if _downgraded(ref.token_url, token.cas_url):
+                raise XetFallback("the Hub, asked over https, names a Xet storage over plain http")
+            credentials = Credentials(
+                extra={"Authorization": f"Bearer {token.access_token}"},
+                extra_origin=origin(token.cas_url),
+            )
+            base = token.cas_url.rstrip("/")
+            try:
+                for version in (2, 1):
+                    url = f"{base}/v{version}/reconstructions/{ref.hash}"
+                    body = self._ask_reconstruction(
+                        url, credentials, what, span, limit, v2=version == 2
+                    )
+                    if body is None:
+                        continue
+                    with self._parsing:  # a parsed reply costs a few times its bytes: one at a time
+                        rec = parse_reconstruction(body, version=version, ranged=span is not None)
+                    del body
+                    # presigned URLs are secrets
+                    if any(_downgraded(base, fetch.url) for fetch in rec.fetches):
+                        raise XetFallback(
+                            "its reconstruction, asked over https, names xorb URLs over plain http"
+                        )
+                    return rec
+            except Refused:
+                continue
+            except ReplyError as exc:
+                raise XetFallback(f"its reconstruction is malformed ({exc})") from exc
+        raise XetFallback("the Xet storage refused a fresh read token")
+
+    def _ask_reconstruction(
+        self,
+        url: str,
+        credentials: Credentials,
+        what: str,
+        span: tuple[int, int] | None,
+        limit: int,
+        *,
+        v2: bool,
+    ) -> bytearray | None:
+        headers = {"Range": f"bytes={span[0]}-{span[1]}"} if span is not None else None
+
+        def once() -> bytearray | None:
+            with follow(
+                self.client, url, credentials=credentials, headers=headers, what=what
+            ) as response:
+                if response.status_code == 200:
+                    self._stall_rule(response)
+                    return _read(response, limit, what=what, timeout=self.client.timeout.read)
+                if response.status_code in (404, 501) and v2:
+                    return None  # no v2 here: v1
+                if response.status_code == 401:
+                    raise Refused
+                raise error_for_status(response, what=what, hub=False)
+
+        try:
+            return self.retry.run(once, what=what, wait=self.cancel.wait)
+        except InterruptedByUserError:
+            raise
+        except MdlError as exc:
+            raise XetFallback(f"the Xet storage failed ({why(exc)})") from exc
+
+    def _stall_rule(self, response: httpx2.Response) -> None:
+        """A reply's body that goes silent is a stall: ``--stall-timeout`` holds when it is shorter
+        than the client's wait (a small JSON reply never waits longer than an answer may take to
+        begin)."""
+        timeouts = response.request.extensions.get("timeout") or {}
+        read = timeouts.get("read")
+        if self.stall_timeout is not None and (read is None or self.stall_timeout < read):
+            set_read_timeout(response, self.stall_timeout)
+
+    def refetch(self, ref: XetRef, what: str, fetch: Fetch, *, size: int) -> Fetch:
+        """A fresh URL for ``fetch``'s chunks: the reconstruction asked again (its URLs expired)."""
+        rec = self.reconstruction(ref, what, size=size)
+        for candidate in rec.fetches:
+            if (
+                candidate.xorb == fetch.xorb
+                and candidate.start <= fetch.start
+                and candidate.end >= fetch.end
+            ):
+                return candidate
+        raise XetFallback("the refreshed reconstruction no longer holds the chunks asked for")
+
+
+def _read(response: httpx2.Response, limit: int, *, what: str, timeout: float | None) -> bytearray:
+    """A JSON reply's body, at most ``limit`` bytes (more: ReplyError naming the URL's host, never
+    read on into memory), whole within the deadline of any API reply (``timeout``: the read
+    timeout); a connection lost, silent or too slow mid-body is the retryable NetworkError it is, as
+    for any answer."""
+    set_reply_deadline(response, timeout)
+    body = bytearray()
+    try:
+        for block in response.iter_bytes():
+            body += block
+            if len(body) > limit:
+                raise ReplyError(
+                    f"the reply from {redact_url(str(response.url))} is longer than {limit:,} bytes"
+                )
+    except httpx2.TransportError as exc:
+        raise transport_error(exc, what=what, url=str(response.url)) from exc
+    return body
+
+
+def why(exc: BaseException) -> str:
+    """An error's words, without its hint."""
+    return exc.message if isinstance(exc, MdlError) else str(exc)
+
+
+def _downgraded(asked: str, named: str) -> bool:
+    """Whether an answer read over https names a URL over plain http (its secrets and bytes then
+    in the clear).
+    """
+    return urlsplit(asked).scheme.lower() == "https" and urlsplit(named).scheme.lower() != "https"
