@@ -15,6 +15,7 @@ from mdl.catalog.specs import FileSpec
 from mdl.errors import UsageError
 from mdl.paths import SHA256_HEX, HfUri, safe_relative_path
 
+Toml = dict[str, Any]  # a TOML table as tomllib reads it (an entry, a file, a signature)
 Action = Literal["added", "extended", "replaced", "updated", "unchanged"]
 # one SOURCE of mdl add: a whole Hub repo or one file in one, or a direct URL
 AddSource = HfUri | str
@@ -23,9 +24,9 @@ SOURCE_KEYS = ("repo", "repo_type", "revision", "include", "exclude", "files")
 META_KEYS = ("description", "tags")
 # What an entry (or its Hub file) says when it does not say: left out of what add writes, filled in
 # to compare. Never changed: the canonical forms built from it share its lists.
-DEFAULTS: dict[str, Any] = {"repo_type": "model", "revision": "main", "include": [], "exclude": []}
+DEFAULTS: Toml = {"repo_type": "model", "revision": "main", "include": [], "exclude": []}
 # the entry, what happened to it, and the ``files`` tables put in
-Planned = tuple[dict[str, Any], Action, list[dict[str, Any]]]
+Planned = tuple[Toml, Action, list[Toml]]
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Asked:
         return bool(self.save_as or self.sha256)
 
 
-def plan_entry(name: str, old: dict[str, Any] | None, asked: Asked, *, force: bool) -> Planned:
+def plan_entry(name: str, old: Toml | None, asked: Asked, *, force: bool) -> Planned:
     """The model's entry once ``asked`` is added to ``old`` (None: no such model yet); UsageError
     on a conflict without ``force``."""
     _check_asked(asked)
@@ -94,14 +95,12 @@ def _check_asked(asked: Asked) -> None:
         raise UsageError("--as and --sha256 apply to a single SOURCE; add the files one at a time")
 
 
-def _not_sources(entry: dict[str, Any]) -> dict[str, Any]:
+def _not_sources(entry: Toml) -> Toml:
     """What an entry says besides what it fetches (its description, tags, signature)."""
     return {k: v for k, v in entry.items() if k not in SOURCE_KEYS}
 
 
-def _planned_snapshot(
-    key: str, old: dict[str, Any] | None, asked: Asked, *, force: bool
-) -> Planned:
+def _planned_snapshot(key: str, old: Toml | None, asked: Asked, *, force: bool) -> Planned:
     """The entry as a whole-repo snapshot: added, unchanged, or (``force``) replacing ``old``."""
     source = asked.snapshots[0]
     table = _snapshot_table(source, include=asked.include, exclude=asked.exclude)
@@ -120,13 +119,11 @@ def _planned_snapshot(
     return {**_not_sources(old), **table}, "replaced", []
 
 
-def _planned_files(
-    key: str, old: dict[str, Any], new: list[dict[str, Any]], *, force: bool
-) -> Planned:
+def _planned_files(key: str, old: Toml, new: list[Toml], *, force: bool) -> Planned:
     """``old``'s ``files`` with ``new`` added: a file saved to the same path is the same file asked
     twice, else (``force``) replaced."""
     files = list(old["files"])
-    added: list[dict[str, Any]] = []
+    added: list[Toml] = []
     replaced = False
     for table in new:
         target = save_path(table, where=key)
@@ -150,9 +147,7 @@ def _planned_files(
     return {**old, "files": files}, "replaced" if replaced else "extended", added
 
 
-def _snapshot_table(
-    source: HfUri, *, include: Sequence[str], exclude: Sequence[str]
-) -> dict[str, Any]:
+def _snapshot_table(source: HfUri, *, include: Sequence[str], exclude: Sequence[str]) -> Toml:
     table = {
         "repo": source.repo,
         "repo_type": source.repo_type,
@@ -162,16 +157,16 @@ def _snapshot_table(
 
 
 # without the keys that hold their DEFAULTS value
-def _sparse(table: dict[str, Any]) -> dict[str, Any]:
+def _sparse(table: Toml) -> Toml:
     return {key: value for key, value in table.items() if value != DEFAULTS.get(key)}
 
 
-def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -> dict[str, Any]:
+def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -> Toml:
     """One ``files`` entry: ``repo`` + ``path`` (with ``revision``/``repo_type`` when not the
     defaults) or ``url``.
     """
     if isinstance(source, str):
-        table: dict[str, Any] = {"url": source}
+        table: Toml = {"url": source}
     else:
         revision = source.revision or "main"
         table = _sparse(
@@ -193,7 +188,7 @@ def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -
     return table
 
 
-def save_path(table: dict[str, Any], *, where: str) -> str:
+def save_path(table: Toml, *, where: str) -> str:
     """Where a ``files`` table saves (its ``as``, else the name its path or URL ends with);
     ``where`` names it.
     """
@@ -202,7 +197,7 @@ def save_path(table: dict[str, Any], *, where: str) -> str:
     ).save_path
 
 
-def _canonical_file(table: dict[str, Any]) -> dict[str, Any]:
+def _canonical_file(table: Toml) -> Toml:
     """A ``files`` entry with defaults filled in, to tell the same file asked twice from a
     different one.
     """
@@ -212,7 +207,7 @@ def _canonical_file(table: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _canonical_snapshot(table: dict[str, Any]) -> dict[str, Any]:
+def _canonical_snapshot(table: Toml) -> Toml:
     return {
         "repo": table.get("repo"),
         **{key: table.get(key, value) for key, value in DEFAULTS.items()},
@@ -220,14 +215,14 @@ def _canonical_snapshot(table: dict[str, Any]) -> dict[str, Any]:
 
 
 def meta_changes(
-    old: dict[str, Any] | None, description: str | None, tags: Sequence[str], *, force: bool
-) -> dict[str, Any]:
+    old: Toml | None, description: str | None, tags: Sequence[str], *, force: bool
+) -> Toml:
     """The description and tags to write, those that change: ``tags`` after the entry's own, each
     once (as ``git tag`` adds a tag), or with ``force`` instead of them (as --force replaces what
     the entry says)."""
     if any(not tag.strip() for tag in tags):
         raise UsageError("--tag: a tag must not be empty")
-    meta: dict[str, Any] = {}
+    meta: Toml = {}
     if description is not None:
         meta["description"] = description
     if tags:
@@ -237,8 +232,8 @@ def meta_changes(
 
 
 def signature_change(
-    name: str, old: dict[str, Any] | None, key: Path | None, folder: Path, *, force: bool
-) -> dict[str, Any]:
+    name: str, old: Toml | None, key: Path | None, folder: Path, *, force: bool
+) -> Toml:
     """``{"signature": table}`` trusting ``key`` (its ``file`` kept), or {} when the entry trusts
     that key already; UsageError when it names another signer and not ``force`` (as for another
     repo)."""
@@ -284,7 +279,7 @@ def _same_path(folder: Path, written: str, key: Path) -> bool:
         return False
 
 
-def _signer(table: dict[str, Any]) -> str:
+def _signer(table: Toml) -> str:
     """Whom a ``signature`` table trusts, as an error names it."""
     if "key" in table:
         return f"the key {table['key']}"
@@ -293,7 +288,7 @@ def _signer(table: dict[str, Any]) -> str:
     return f"{table.get('identity')} ({table.get('issuer')})"
 
 
-def with_meta(entry: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+def with_meta(entry: Toml, meta: Toml) -> Toml:
     """``entry`` with ``meta``'s values: in place of its own, or when it has none, a description and
     tags first (as the docs write them) and a signature last."""
     first = {key: value for key, value in meta.items() if key not in entry and key in META_KEYS}

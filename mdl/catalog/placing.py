@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from mdl.catalog.entry import META_KEYS, Action, with_meta
+from mdl.catalog.entry import META_KEYS, Action, Toml, with_meta
 from mdl.catalog.tomllines import (
+    Body,
     Line,
     attached,
     attached_end,
@@ -20,7 +21,7 @@ from mdl.catalog.tomllines import (
 )
 
 
-def placed(text: str, name: str, entry: dict[str, Any], old: Any, action: Action) -> str | None:
+def placed(text: str, name: str, entry: Toml, old: Any, action: Action) -> str | None:
     """The edit made where the entry is (a new one after the last model), or None when this layout
     has no such place (``models = { … }`` in one inline table, an entry split around other tables).
     """
@@ -66,9 +67,7 @@ def _add_model(document: Any, lines: list[Line], name: str, table: Any, text: st
     tables[-1].append(name, table)
 
 
-def _add_files(
-    document: Any, lines: list[Line], name: str, new: list[dict[str, Any]], text: str
-) -> bool:
+def _add_files(document: Any, lines: list[Line], name: str, new: list[Toml], text: str) -> bool:
     """The ``new`` files after the entry's own, in the entry's style; False when it has no such
     place (an inline or dotted entry)."""
     from tomlkit.items import AoT
@@ -88,9 +87,7 @@ def _add_files(
     return False
 
 
-def _write_anew(
-    document: Any, after: list[Line], name: str, entry: dict[str, Any], nl: str
-) -> None:
+def _write_anew(document: Any, after: list[Line], name: str, entry: Toml, nl: str) -> None:
     """The entry's table written anew in its place, under the old header's indent, and the lines
     ``after`` it that are still its own (past the entry and its comments: those above it stay)."""
     models = next(t for t in models_tables(document) if name in t)
@@ -104,7 +101,7 @@ def _write_anew(
         table.add(line.item)
 
 
-def meta_placed(text: str, name: str, meta: dict[str, Any]) -> str | None:
+def meta_placed(text: str, name: str, meta: Toml) -> str | None:
     """``meta`` (description, tags, signature) set in the entry as written, every other line kept: a
     value that is there is replaced where it is (its comment kept; a ``[models.NAME.signature]``
     table keeps its header, comments and ``file``), a new description or tags go after the entry's
@@ -136,7 +133,7 @@ def meta_placed(text: str, name: str, meta: dict[str, Any]) -> str | None:
     return tomlkit.dumps(document)
 
 
-def _set_in_place(table: Any, meta: dict[str, Any], nl: str) -> None:
+def _set_in_place(table: Any, meta: Toml, nl: str) -> None:
     """The values of ``meta`` the table has, set where they are."""
     from tomlkit.items import Table
 
@@ -148,9 +145,7 @@ def _set_in_place(table: Any, meta: dict[str, Any], nl: str) -> None:
             table[key] = _inline(value)
 
 
-def _meta_inserts(
-    body: list[tuple[Any, Any]], missing: dict[str, Any]
-) -> dict[int, dict[str, Any]]:
+def _meta_inserts(body: Body, missing: Toml) -> dict[int, Toml]:
     """Where the new keys go in the table's ``body``: a description or tags after the entry's other
     such keys, else first; a signature after its last value (and the comments under it)."""
     from tomlkit.items import AoT, Table
@@ -163,13 +158,13 @@ def _meta_inserts(
     ]
     last = attached_end(body, values[-1] + 1) if values else 0
     after_meta = keyed[-1] + 1 if keyed else 0
-    inserts: dict[int, dict[str, Any]] = {}
+    inserts: dict[int, Toml] = {}
     for key, value in missing.items():
         inserts.setdefault(after_meta if key in META_KEYS else last, {})[key] = value
     return inserts
 
 
-def _merged(holder: Any, name: str, values: dict[str, Any], nl: str) -> None:
+def _merged(holder: Any, name: str, values: Toml, nl: str) -> None:
     """The sub-table ``holder[name]`` made to hold exactly ``values``: a key it has is set where it
     is (its comment kept), one it has not takes the place of the first key dropped (else goes after
     its last value)."""
@@ -185,14 +180,14 @@ def _merged(holder: Any, name: str, values: dict[str, Any], nl: str) -> None:
         _rewritten(holder, name, {at: new}, {body[i][0].key for i in dropped}, nl)
 
 
-def _past_keys(body: list[tuple[Any, Any]]) -> int:
+def _past_keys(body: Body) -> int:
     """Right after the last value of a table's ``body`` (0: it has none)."""
     keyed = [i for i, (key, _) in enumerate(body) if key is not None]
     return keyed[-1] + 1 if keyed else 0
 
 
 def _rewritten(
-    holder: Any, name: str, inserts: Mapping[int, dict[str, Any]], dropped: Collection[str], nl: str
+    holder: Any, name: str, inserts: Mapping[int, Toml], dropped: Collection[str], nl: str
 ) -> None:
     """The table ``holder[name]`` written anew: its lines as written but the values keyed in
     ``dropped``, with ``inserts[i]``'s keys one line each before its line ``i`` (indented as its
@@ -226,7 +221,7 @@ def _rewritten(
         del new.value.body[-1]
 
 
-def _append_lines(table: Any, values: dict[str, Any], indent: str, nl: str) -> None:
+def _append_lines(table: Any, values: Toml, indent: str, nl: str) -> None:
     """``values`` appended to ``table``, one line each."""
     import tomlkit
 
@@ -325,7 +320,7 @@ def _tail_moved(lines: list[Line], gone: set[int], inside: list[bool]) -> list[A
     return kept
 
 
-def _table(entry: dict[str, Any], nl: str) -> Any:
+def _table(entry: Toml, nl: str) -> Any:
     """A new ``[models.NAME]`` table: values on one line each, files one per line in ``files = [
     … ]``.
     """

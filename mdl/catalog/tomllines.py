@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+Body = list[tuple[Any, Any]]  # a tomlkit container's body: (key or None, item) in written order
+
 
 @dataclass(frozen=True)
 class Line:
@@ -16,7 +18,7 @@ class Line:
     kind: Literal["header", "value", "comment", "blank"]
     # the key path a header opens or a value sets; a comment's or blank's table
     path: tuple[str, ...]
-    body: list[tuple[Any, Any]]  # the tomlkit container body that holds it (its item for a header)
+    body: Body  # the tomlkit container body that holds it (its item for a header)
     index: int
     item: Any
 
@@ -31,7 +33,7 @@ class Line:
         self.body[self.index] = (None, Null())
 
 
-def read_lines(body: list[tuple[Any, Any]], path: tuple[str, ...] = ()) -> list[Line]:
+def read_lines(body: Body, path: tuple[str, ...] = ()) -> list[Line]:
     """The lines of a tomlkit container body, its tables' lines in place."""
     from tomlkit.items import AoT, Comment, Null, Table, Whitespace
 
@@ -84,7 +86,7 @@ def attached(lines: list[Line], last: int) -> int:
     return end - 1 if end == len(lines) or lines[end].kind == "blank" else last
 
 
-def attached_end(body: list[tuple[Any, Any]], at: int) -> int:
+def attached_end(body: Body, at: int) -> int:
     """Past the comment lines at ``body[at]`` when a blank line (or the table's end) follows them,
     else ``at`` (as :func:`attached` reads a comment under a line as that line's)."""
     from tomlkit.items import Comment, Whitespace

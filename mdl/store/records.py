@@ -238,10 +238,7 @@ def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
     type it declares.
     """
     where = f"{section}.{path}"
-    try:
-        safe_relative_path(path, where=where)
-    except UnsafePathError as exc:
-        raise RecordFieldError(exc.message) from None
+    _safe_key(path, where)
     if not isinstance(value, dict):
         raise RecordFieldError(f"{where}: expected an object, got {type(value).__name__}")
     if cls is FileRecord and value.get("path", path) != path:
@@ -268,6 +265,14 @@ def _field(one: Field[Any], value: dict[str, Any], where: str) -> Any:
     if key in ("sha256", "xet"):
         return _hex64(got, where)
     return _optional_text(value, key, where) or ""
+
+
+def _safe_key(path: str, where: str) -> None:
+    """A key naming a file: a safe relative path."""
+    try:
+        safe_relative_path(path, where=where)
+    except UnsafePathError as exc:
+        raise RecordFieldError(exc.message) from None
 
 
 def _flag(value: object, where: str) -> bool:
@@ -310,10 +315,7 @@ def _signed_files(raw: dict[str, Any]) -> dict[str, str] | None:
     if not isinstance(value, dict):
         raise RecordFieldError(f"signed_files: expected an object, got {type(value).__name__}")
     for path, sha256 in value.items():
-        try:
-            safe_relative_path(path, where=f"signed_files.{path}")
-        except UnsafePathError as exc:
-            raise RecordFieldError(exc.message) from None
+        _safe_key(path, f"signed_files.{path}")
         _hex64(sha256, f"signed_files.{path}")
     return dict(value)
 

@@ -212,19 +212,16 @@ class Store:
                 earlier=earlier,
                 signed_files=_or_old(signed_files, current.signed_files),
             )
-            self._write_record(model, record)
+            target = self.record_path(model)
+            try:
+                confined.write_atomic(
+                    self.dest, target, (json.dumps(record.to_json(), indent=1) + "\n").encode()
+                )
+            except OSError as exc:
+                raise LocalFSError(
+                    f"{model or 'get'}: cannot write record {target}: {exc.strerror or exc}"
+                ) from exc
             return record
-
-    def _write_record(self, model: str, record: ModelRecord) -> None:
-        target = self.record_path(model)
-        try:
-            confined.write_atomic(
-                self.dest, target, (json.dumps(record.to_json(), indent=1) + "\n").encode()
-            )
-        except OSError as exc:
-            raise LocalFSError(
-                f"{model or 'get'}: cannot write record {target}: {exc.strerror or exc}"
-            ) from exc
 
     def drop_from_record(
         self,
