@@ -116,6 +116,14 @@ class ModelRecord:
         """The record as stored on disk: server-provided text passes ``record_text`` (printable,
         no secrets).
         """
+        signed = self.signed_files
+        optional = {
+            "expected": None if self.expected is None else _files_json(self.expected, drop="path"),
+            "catalog": self.catalog,
+            "signature": None if self.signature is None else asdict(self.signature),
+            "earlier": _files_json(self.earlier) if self.earlier else None,
+            "signed_files": None if signed is None else dict(sorted(signed.items())),
+        }
         return {
             "version": RECORD_VERSION,
             "name": self.name,
@@ -123,19 +131,7 @@ class ModelRecord:
             "commit": record_text(self.commit),
             "updated_at": self.updated_at,
             "files": _files_json(self.files),
-            **(
-                {}
-                if self.expected is None
-                else {"expected": _files_json(self.expected, drop="path")}
-            ),
-            **({} if self.catalog is None else {"catalog": self.catalog}),
-            **({} if self.signature is None else {"signature": asdict(self.signature)}),
-            **({"earlier": _files_json(self.earlier)} if self.earlier else {}),
-            **(
-                {}
-                if self.signed_files is None
-                else {"signed_files": dict(sorted(self.signed_files.items()))}
-            ),
+            **{key: value for key, value in optional.items() if value is not None},
         }
 
 
@@ -147,11 +143,9 @@ def earlier_key(entry: FileRecord) -> str | None:
     """Where ``ModelRecord.earlier`` keeps ``entry`` once another commit's file replaces it:
     ``<commit>/<path>``.
     """
-    return (
-        f"{entry.commit}/{entry.path}"
-        if entry.commit and GIT_OID_HEX.fullmatch(entry.commit)
-        else None
-    )
+    if entry.commit and GIT_OID_HEX.fullmatch(entry.commit):
+        return f"{entry.commit}/{entry.path}"
+    return None
 
 
 @dataclass(frozen=True)
