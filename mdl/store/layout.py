@@ -29,7 +29,8 @@ from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.store import Store
 
 _HUB_SOURCE = re.compile(
-    r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)(?:@(?P<commit>[^/]+))?/(?P<path>.+)$"
+    r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)"
+    r"(?:@(?P<commit>[^/]+))?/(?P<path>.+)$"
 )
 # a cache blob's name: git blob id or sha256
 BLOB_NAME = re.compile(f"{GIT_OID_HEX.pattern}|{SHA256_HEX.pattern}")
