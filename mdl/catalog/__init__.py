@@ -28,8 +28,8 @@ from mdl.catalog.settings import (
 )
 from mdl.catalog.specs import MAX_MODEL_NAME, Catalog, FileSpec, ModelSpec, is_model_name
 
-# Not here: mdl.catalog.edit (`from mdl.catalog import edit`), which only the commands that edit the
-# catalog load.
+# Not here: mdl.catalog.edit (`from mdl.catalog import edit`, with entry, tomllines and placing
+# behind it), which only the commands that edit the catalog load.
 __all__ = [
     "MAX_MODEL_NAME",
     "MIRROR_FIELDS",

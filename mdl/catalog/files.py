@@ -137,17 +137,7 @@ def init_catalog(
         raise LocalFSError(f"{path}: cannot create its folder: {exc.strerror or exc}") from exc
     # an mdl add or another init at the same moment: one of them finds the other's file
     with exclusive(path):
-        try:
-            # lstat: a FIFO is never opened, a device never replaced, --force or not
-            kind = kind_of(path.lstat())
-        except FileNotFoundError:
-            kind = None
-        except OSError as exc:
-            raise LocalFSError(f"cannot look at {path}: {exc.strerror or exc}") from None
-        if kind is not None:
-            raise UsageError(
-                f"{path} is {kind}, not a catalog file", hint="name a file with --catalog PATH"
-            )
+        _refuse_not_a_file(path)
         there = path.exists() or path.is_symlink()
         if there and not force:
             raise UsageError(
@@ -165,3 +155,18 @@ def init_catalog(
         found = find_catalog(flag=None, environ=environ, cwd=cwd, config_dir=config_dir)
     fallback = path == config_dir / "mdl" / "catalog.toml"
     return CatalogInit(path, replaced=there, found=found, fallback=fallback, empty=project)
+
+
+def _refuse_not_a_file(path: Path) -> None:
+    """UsageError when something else than a file is at ``path`` (lstat: a FIFO is never opened, a
+    device never replaced, --force or not)."""
+    try:
+        kind = kind_of(path.lstat())
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise LocalFSError(f"cannot look at {path}: {exc.strerror or exc}") from None
+    if kind is not None:
+        raise UsageError(
+            f"{path} is {kind}, not a catalog file", hint="name a file with --catalog PATH"
+        )

@@ -252,31 +252,10 @@ class FileEntry(Table):
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
-        given = self.model_fields_set
         if self.url is None:
-            if "repo" not in given and "path" not in given:
-                raise problem(
-                    "needs 'repo' + 'path' (a file in a Hub repo) or 'url' (a direct URL)"
-                )
-            if "path" not in given:
-                raise problem("has 'repo' but no 'path' (the file's path in the repo)")
-            if "repo" not in given:
-                raise problem("has 'path' but no 'repo' (the Hub repo the file is in)")
-            if "headers" in given:
-                raise problem(
-                    "only direct 'url' files take headers; Hub files use HF_TOKEN", "headers"
-                )
-            return self
-        if "repo" in given or "path" in given:
-            raise problem("has both 'url' and 'repo'/'path'; use one source")
-        for key in ("revision", "repo_type"):
-            if key in given:
-                raise problem(f"only Hub files ('repo' + 'path') take {key!r}", key)
-        if self.save_as is None:
-            try:
-                url_basename(self.url, where="")
-            except UnsafePathError as exc:
-                raise problem(f"{_where_less(exc)}; set 'as' to name the file", "url") from None
+            _check_hub_file(self.model_fields_set)
+        else:
+            _check_url_file(self.model_fields_set, self.url, save_as=self.save_as)
         return self
 
     def to_spec(self, key_path: str) -> FileSpec:
@@ -286,6 +265,32 @@ class FileEntry(Table):
         if self.url is None:
             fields.update(revision=self.revision or "main", repo_type=self.repo_type or "model")
         return FileSpec(key_path, **fields)
+
+
+def _check_hub_file(given: set[str]) -> None:
+    """A Hub file names its repo and its path there, and takes no headers."""
+    if "repo" not in given and "path" not in given:
+        raise problem("needs 'repo' + 'path' (a file in a Hub repo) or 'url' (a direct URL)")
+    if "path" not in given:
+        raise problem("has 'repo' but no 'path' (the file's path in the repo)")
+    if "repo" not in given:
+        raise problem("has 'path' but no 'repo' (the Hub repo the file is in)")
+    if "headers" in given:
+        raise problem("only direct 'url' files take headers; Hub files use HF_TOKEN", "headers")
+
+
+def _check_url_file(given: set[str], url: str, *, save_as: str | None) -> None:
+    """A direct URL file has no Hub keys, and a name to save as (its URL's, else ``as``)."""
+    if "repo" in given or "path" in given:
+        raise problem("has both 'url' and 'repo'/'path'; use one source")
+    for key in ("revision", "repo_type"):
+        if key in given:
+            raise problem(f"only Hub files ('repo' + 'path') take {key!r}", key)
+    if save_as is None:
+        try:
+            url_basename(url, where="")
+        except UnsafePathError as exc:
+            raise problem(f"{_where_less(exc)}; set 'as' to name the file", "url") from None
 
 
 def _signature_file(value: str) -> str:
@@ -508,36 +513,41 @@ def validate_catalog(
             (_key_path(error), _message(error, _key_path(error))) for error in exc.errors()
         )
     entries = valid.models if valid is not None else _valid_entries(document)
-    models = []
-    for name, entry in entries.items():
-        files = tuple(
-            f.to_spec(format_path(("models", name, "files", i)))
-            for i, f in enumerate(entry.files or ())
-        )
-        found.extend(_save_path_clashes(files, ("models", name)))
-        values: dict[str, Any] = {
-            key: tuple(v) if isinstance(v, list) else v
-            for key, v in entry
-            if key not in ("files", "signature")
-        }
-        signed = entry.signature or (valid.settings.signature if valid is not None else None)
-        if entry.signature is None and signed is not None and entry.needs_signature_url(signed):
-            found.append(
-                (
-                    ("models", name),
-                    f"{SIGNATURE_URL_NEEDED}: give it its own [models.{name}.signature]",
-                )
-            )
-        trust = (
-            signed.to_trust(path.parent if path is not None else Path.cwd())
-            if signed is not None
-            else None
-        )
-        models.append(ModelSpec(name=name, **values, files=files, signature=trust))
+    signer = valid.settings.signature if valid is not None else None
+    models = [_model_spec(name, entry, signer, path, found) for name, entry in entries.items()]
     if found or valid is None:
         message, problems = _listed(found, lines, source)
         raise CatalogError(message, problems=problems)
     return Catalog(path=path, settings=valid.settings.to_spec(), models=tuple(models))
+
+
+def _model_spec(
+    name: str,
+    entry: ModelEntry,
+    signer: SignatureTable | None,
+    path: Path | None,
+    found: list[tuple[KeyPath, str]],
+) -> ModelSpec:
+    """The spec of a valid entry (``signer``: the settings' default); its problems join
+    ``found``."""
+    files = tuple(
+        f.to_spec(format_path(("models", name, "files", i)))
+        for i, f in enumerate(entry.files or ())
+    )
+    found.extend(_save_path_clashes(files, ("models", name)))
+    values: dict[str, Any] = {
+        key: tuple(v) if isinstance(v, list) else v
+        for key, v in entry
+        if key not in ("files", "signature")
+    }
+    signed = entry.signature or signer
+    if entry.signature is None and signed is not None and entry.needs_signature_url(signed):
+        needed = f"{SIGNATURE_URL_NEEDED}: give it its own [models.{name}.signature]"
+        found.append((("models", name), needed))
+    trust = None
+    if signed is not None:
+        trust = signed.to_trust(path.parent if path is not None else Path.cwd())
+    return ModelSpec(name=name, **values, files=files, signature=trust)
 
 
 def _valid_entries(document: dict[str, Any]) -> dict[str, ModelEntry]:

@@ -9,7 +9,7 @@ import json
 import os
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -256,23 +256,39 @@ def _model_change(name: str, before: LockedModel | None, after: LockedModel | No
         return ModelChange(name, None, after.commit, added=after.files, status="added")
     if after is None:
         return ModelChange(name, before.commit, None, removed=before.files, status="removed")
-    was = {f.path: f for f in before.files}
-    now = {f.path: f for f in after.files}
-    added = tuple(now[p] for p in sorted(set(now) - set(was)))
-    removed = tuple(was[p] for p in sorted(set(was) - set(now)))
-    both = [(was[p], now[p]) for p in sorted(set(was) & set(now))]
-    changed = tuple((a, b) for a, b in both if (a.sha256, a.size) != (b.sha256, b.size))
-    repinned = tuple(
-        (a, b) for a, b in both if a.source != b.source and (a.sha256, a.size) == (b.sha256, b.size)
-    )
-    if before.commit is not None and before.commit != after.commit:
-        repinned = ()  # the model's commit moved, and the line says so: its files followed it
-    moved = before.commit != after.commit or added or removed or changed or repinned
+    return _compared(name, before, after)
+
+
+def _compared(name: str, before: LockedModel, after: LockedModel) -> ModelChange:
+    """A model both locks hold: its files added, removed, changed, or pinned elsewhere."""
+    added, removed, both = _paired(before.files, after.files)
+    changed = tuple((a, b) for a, b in both if not _same_bytes(a, b))
+    repinned: tuple[tuple[LockedFile, LockedFile], ...] = ()
+    # when the model's commit moved, the line says so: its files followed it
+    if before.commit is None or before.commit == after.commit:
+        repinned = tuple((a, b) for a, b in both if a.source != b.source and _same_bytes(a, b))
+    moved = any((before.commit != after.commit, added, removed, changed, repinned))
     status = "changed" if moved else "unchanged"
     repos = _repo_moves(both) if before.commit is None and after.commit is None else ()
     return ModelChange(
         name, before.commit, after.commit, added, removed, changed, status, repinned, repos
     )
+
+
+def _paired(
+    before: Sequence[LockedFile], after: Sequence[LockedFile]
+) -> tuple[tuple[LockedFile, ...], tuple[LockedFile, ...], list[tuple[LockedFile, LockedFile]]]:
+    """The files only ``after`` holds, those only ``before`` holds, and those both hold (old,
+    new), each by path."""
+    was = {f.path: f for f in before}
+    now = {f.path: f for f in after}
+    added = tuple(now[p] for p in sorted(set(now) - set(was)))
+    removed = tuple(was[p] for p in sorted(set(was) - set(now)))
+    return added, removed, [(was[p], now[p]) for p in sorted(set(was) & set(now))]
+
+
+def _same_bytes(a: LockedFile, b: LockedFile) -> bool:
+    return (a.sha256, a.size) == (b.sha256, b.size)
 
 
 def _repo_moves(both: list[tuple[LockedFile, LockedFile]]) -> tuple[RepoMove, ...]:

@@ -119,6 +119,10 @@ class LockedFile:
         return parse_hub_source(self.source)
 
 
+# a model's files, no two saved to one path
+_Files = Annotated[tuple[LockedFile, ...], AfterValidator(_distinct_paths)]
+
+
 @dataclass(frozen=True, config=_STRICT, slots=True)
 class LockedModel:
     """One model pinned: its catalog entry's fingerprint (a changed entry makes it stale) and its
@@ -131,7 +135,7 @@ class LockedModel:
     commit: _Hex40 | None = None
     # Required (Field() sets no default) after two optional fields: a lock omits a None revision and
     # commit.
-    files: Annotated[tuple[LockedFile, ...], AfterValidator(_distinct_paths)] = Field(min_length=1)  # type: ignore[misc]
+    files: _Files = Field(min_length=1)  # type: ignore[misc]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -102,16 +102,7 @@ class LockUse:
             where = f" ({self.path})" if self.path is not None else ""
             names = ", ".join(spec.name for spec in specs)
             raise UsageError(f"--locked: there is no {self.name}{where} to pin {names}", hint=hint)
-        stale = [
-            spec.name for spec in specs if spec.name in lock.models and lock.fresh(spec) is None
-        ]
-        absent = [spec.name for spec in specs if spec.name not in lock.models]
-        parts = (
-            [f"is out of date for {', '.join(stale)} (the catalog changed since it was locked)"]
-            if stale
-            else []
-        )
-        parts += [f"does not hold {', '.join(absent)}"] if absent else []
+        parts = _not_pinned(lock, specs)
         if parts:
             raise UsageError(f"--locked: {self.name} {' and '.join(parts)}", hint=hint)
 
@@ -127,20 +118,7 @@ def frozen_models(
     named catalog, else ./catalog.lock) and the named models (or all) from the lock alone; a catalog
     entry lends only its description and the headers (and signed query) of URLs the lock holds, and
     its signer: a lock stores no secrets nor trust, and alone decides the bytes."""
-    if isinstance(given, Catalog):
-        catalog, path = given, lock_beside(given.path) if given.path is not None else None
-    else:
-        flag, config = Path(given) if given is not None else None, user_config_dir()
-        try:
-            found = find_catalog(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=config)
-        except CatalogError:  # named but not there: only its lock came to this machine
-            found = None
-        catalog = load_catalog(found) if found is not None else Catalog()
-        path = (
-            lock_beside(found)
-            if found
-            else find_lock(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=config)
-        )
+    catalog, path = _catalog_and_lock_path(given, environ)
     lock = read_lock(path) if path is not None else None
     if lock is None:
         where = str(path) if path is not None else "beside the catalog or in this folder"
@@ -148,24 +126,67 @@ def frozen_models(
             f"--frozen: no catalog.lock found ({where})",
             hint="copy the lock here, pass --catalog PATH (its .lock is used), or run `mdl lock`",
         )
+    by_name = {spec.name: spec for spec in catalog.models}
+    specs = [
+        _spec_from_locked(_locked(lock, name), by_name.get(name) or ModelSpec(name))
+        for name in _chosen(lock, names, all_models=all_models)
+    ]
+    return catalog, path, lock, specs
+
+
+def _not_pinned(lock: Lock, specs: Sequence[ModelSpec]) -> list[str]:
+    """What the lock lacks for ``specs``: the models it is out of date for, those it does not
+    hold."""
+    stale = [spec.name for spec in specs if spec.name in lock.models and lock.fresh(spec) is None]
+    absent = [spec.name for spec in specs if spec.name not in lock.models]
+    parts = []
+    if stale:
+        parts.append(
+            f"is out of date for {', '.join(stale)} (the catalog changed since it was locked)"
+        )
+    if absent:
+        parts.append(f"does not hold {', '.join(absent)}")
+    return parts
+
+
+def _catalog_and_lock_path(
+    given: Catalog | StrPath | None, environ: Mapping[str, str]
+) -> tuple[Catalog, Path | None]:
+    """The catalog ``given`` (or found), if any, and where its lock is (else ./catalog.lock)."""
+    if isinstance(given, Catalog):
+        return given, lock_beside(given.path) if given.path is not None else None
+    flag, config = Path(given) if given is not None else None, user_config_dir()
+    try:
+        found = find_catalog(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=config)
+    except CatalogError:  # named but not there: only its lock came to this machine
+        found = None
+    catalog = load_catalog(found) if found is not None else Catalog()
+    if found:
+        return catalog, lock_beside(found)
+    return catalog, find_lock(flag=flag, environ=environ, cwd=Path.cwd(), config_dir=config)
+
+
+def _chosen(lock: Lock, names: Sequence[str], *, all_models: bool) -> list[str]:
+    """The models named (each once), or with ``all_models`` every model the lock holds."""
     if names and all_models:
         raise UsageError("name models or pass --all, not both")
     chosen = list(dict.fromkeys(names)) if not all_models else list(lock.models)
     if not chosen:
         raise UsageError("name at least one model, or pass --all")
-    by_name = {spec.name: spec for spec in catalog.models}
-    specs = []
-    for name in chosen:
-        locked = lock.models.get(name)
-        if locked is None:
-            close = difflib.get_close_matches(name, list(lock.models), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UsageError(
-                f"--frozen: unknown model {name!r}: the lock does not hold it{hint}",
-                hint="run 'mdl list' where the catalog is, or `mdl lock` to lock it",
-            )
-        specs.append(_spec_from_locked(locked, by_name.get(name) or ModelSpec(name)))
-    return catalog, path, lock, specs
+    return chosen
+
+
+def _locked(lock: Lock, name: str) -> LockedModel:
+    """The lock's entry for ``name``; UsageError when it does not hold it."""
+    locked = lock.models.get(name)
+    if locked is None:
+        close = difflib.get_close_matches(name, list(lock.models), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UsageError(
+            f"--frozen: unknown model {name!r}: the lock does not hold it{hint}",
+            hint="run 'mdl list' where the catalog is, or `mdl lock` to lock it",
+        )
+    return locked
 
 
 def _spec_from_locked(locked: LockedModel, catalog: ModelSpec) -> ModelSpec:

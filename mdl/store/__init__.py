@@ -39,10 +39,7 @@ from mdl.store.inventory import (
     judge,
     list_models,
     model_status,
-    read_signature,
     unplaced_path,
-    verify_file,
-    verify_models,
 )
 from mdl.store.layout import (
     HubFileRef,
@@ -66,6 +63,7 @@ from mdl.store.records import (
     now_iso,
 )
 from mdl.store.store import Store
+from mdl.store.verify import read_signature, verify_file, verify_models
 
 __all__ = [
     "INSTALLED",

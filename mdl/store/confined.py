@@ -143,47 +143,65 @@ def open_entry(dir_fd: int, path: Path, flags: int, mode: int = 0o644) -> int:
         except FileNotFoundError:
             if not flags & os.O_CREAT:
                 raise
-            try:
-                return os.open(path.name, flags | os.O_EXCL | _NO_LINK, mode, dir_fd=dir_fd)
-            except FileExistsError:
-                if flags & os.O_EXCL:
-                    raise
-                continue  # made by another run since we looked: look at it
-        if flags & os.O_EXCL:
-            raise FileExistsError(errno.EEXIST, "File exists", str(path))
-        if (why := not_own(before)) is not None:
-            raise ForeignEntryError(path, why)
-        # O_NONBLOCK: a FIFO put there since the lstat must not hang the run (it then fails the
-        # fstat check).
-        plain = flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)
-        try:
-            fd = os.open(path.name, plain | _NO_LINK | os.O_NONBLOCK, dir_fd=dir_fd)
-        except FileNotFoundError:
-            continue  # removed since we looked (a run released its lock): look again
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise ForeignEntryError(path, "a symbolic link") from None
-            raise
-        try:
-            found = os.fstat(fd)
-            if found.st_nlink == 0 or (found.st_dev, found.st_ino) != (
-                before.st_dev,
-                before.st_ino,
-            ):
-                # removed, or replaced, since we looked (another run released its lock): look again
-                os.close(fd)
-                continue
-            if (why := not_own(found)) is not None:
-                raise ForeignEntryError(path, why)
-            if flags & os.O_TRUNC:
-                os.ftruncate(fd, 0)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+            fd = _open_fresh(dir_fd, path, flags, mode)
+        else:
+            fd = _open_existing(dir_fd, path, flags, before)
+        if fd is not None:
+            return fd
     raise FileNotFoundError(
         errno.ENOENT, "it keeps being removed and made while mdl opens it", str(path)
     )
+
+
+def _open_fresh(dir_fd: int, path: Path, flags: int, mode: int) -> int | None:
+    """A new file, made fresh (``O_EXCL``); None when another run made it since we looked."""
+    try:
+        return os.open(path.name, flags | os.O_EXCL | _NO_LINK, mode, dir_fd=dir_fd)
+    except FileExistsError:
+        if flags & os.O_EXCL:
+            raise
+        return None  # made by another run since we looked: look at it
+
+
+def _open_existing(dir_fd: int, path: Path, flags: int, before: os.stat_result) -> int | None:
+    """The existing entry ``before`` (its ``lstat``) opened, if mdl's own; None when it was removed
+    or replaced since we looked."""
+    if flags & os.O_EXCL:
+        raise FileExistsError(errno.EEXIST, "File exists", str(path))
+    if (why := not_own(before)) is not None:
+        raise ForeignEntryError(path, why)
+    # O_NONBLOCK: a FIFO put there since the lstat must not hang the run (it then fails the fstat
+    # check).
+    plain = flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)
+    try:
+        fd = os.open(path.name, plain | _NO_LINK | os.O_NONBLOCK, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None  # removed since we looked (a run released its lock): look again
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ForeignEntryError(path, "a symbolic link") from None
+        raise
+    return _held_to(fd, path, flags, before)
+
+
+def _held_to(fd: int, path: Path, flags: int, before: os.stat_result) -> int | None:
+    """``fd`` if it is the entry looked at (``before``) and mdl's own (truncated if ``O_TRUNC``
+    asks); None, closed, when it was removed or replaced since."""
+    try:
+        found = os.fstat(fd)
+        now, then = (found.st_dev, found.st_ino), (before.st_dev, before.st_ino)
+        if found.st_nlink == 0 or now != then:
+            # removed, or replaced, since we looked (another run released its lock): look again
+            os.close(fd)
+            return None
+        if (why := not_own(found)) is not None:
+            raise ForeignEntryError(path, why)
+        if flags & os.O_TRUNC:
+            os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def open_file(root: Path, path: Path, flags: int, mode: int = 0o644) -> int:

@@ -211,7 +211,7 @@ def _take(root: Path, where: Path, *, waited: bool, deadline: float, own: bool) 
     """The lock at ``where`` (at once, or within a poll once ``waited``), None while another run
     holds it. A lock file of mdl's own that mdl did not make is set aside once held (unlinked, as a
     release does: a waiting run opens anew) and made fresh; its other name keeps its bytes."""
-    until = time.monotonic() + (min(POLL, max(0.0, deadline - time.monotonic())) if waited else 0.0)
+    until = time.monotonic() + (_poll_for(deadline) if waited else 0.0)
     vanished = 0
     while True:
         try:
@@ -228,11 +228,7 @@ def _take(root: Path, where: Path, *, waited: bool, deadline: float, own: bool) 
             continue
         except OSError as exc:  # not a lock mdl can take: never followed, never replaced
             os.close(dir_fd)
-            if exc.errno == errno.ELOOP:
-                raise UnsafePathError(
-                    f"{where} is a symbolic link; mdl never follows links inside {root}"
-                ) from None
-            raise LocalFSError(f"cannot lock {where}: {exc.strerror or exc}") from None
+            raise _refused(root, where, exc) from None
         except BaseException:
             os.close(dir_fd)
             raise
@@ -242,6 +238,18 @@ def _take(root: Path, where: Path, *, waited: bool, deadline: float, own: bool) 
         if time.monotonic() >= until:
             return None
         time.sleep(_RETRY)
+
+
+def _poll_for(deadline: float) -> float:
+    """Seconds a waiting run polls a lock: one poll, never past its deadline."""
+    return min(POLL, max(0.0, deadline - time.monotonic()))
+
+
+def _refused(root: Path, where: Path, exc: OSError) -> MdlError:
+    """Why the lock at ``where`` is not one mdl can take."""
+    if exc.errno == errno.ELOOP:
+        return UnsafePathError(f"{where} is a symbolic link; mdl never follows links inside {root}")
+    return LocalFSError(f"cannot lock {where}: {exc.strerror or exc}")
 
 
 def _try(dir_fd: int, where: Path, *, own: bool) -> _Held | None:

@@ -1,46 +1,25 @@
 """What is on disk, judged from records and ``lstat`` alone: the one state vocabulary that ``show``,
 ``list``, ``verify``, ``publish`` and ``pull --dry-run`` share, so they never disagree; and the
-offline commands built on it: ``list`` and ``show``, ``verify`` (which rehashes what the records
-vouch for) and ``clean``."""
+offline commands built on it: ``list``, ``show`` and ``clean`` (``verify`` is in verify.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import os
 import re
 import stat as st
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mdl.catalog import ModelSpec, Settings
-from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError
-from mdl.progress import Progress
+from mdl.catalog import FileSpec, ModelSpec, Settings
+from mdl.errors import LocalFSError, MdlError
 from mdl.redact import redact_url
-from mdl.report import FileOutcome, RunReport, failed
-from mdl.signing import (
-    MAX_SIGNATURE_BYTES,
-    SignedFile,
-    SignedManifest,
-    git_path,
-    require_library,
-    verify_signature,
-)
+from mdl.signing import git_path
 from mdl.store import confined
-from mdl.store.confined import read_bytes
-from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error, stat_file
-from mdl.store.layout import (
-    BLOB_NAME,
-    Layout,
-    Placement,
-    parse_hub_source,
-    ref_revision,
-    repo_folder,
-    selected,
-    signed_name,
-    write_ref,
-)
+from mdl.store.filesystem import stat_file
+from mdl.store.layout import Layout, Placement, parse_hub_source, repo_folder, selected
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
 from mdl.store.store import Store, key_prefix
 
@@ -216,18 +195,7 @@ def file_state(
         )
     except MdlError:  # where it goes cannot be known yet (a Hub file never pulled, hf-cache)
         return MISSING, None
-    try:
-        stat = stat_file(placement.final)
-    except LocalFSError:  # a name the filesystem refuses (too long, ...): no file can be there
-        stat = None
-    if stat is None and placement.link is not None and placement.link.is_symlink():
-        # The record names a blob that is not there, yet the snapshot entry leads to one (an older
-        # mdl stored unverified bytes under the expected name): judge the blob programs actually
-        # open, never call it missing.
-        with contextlib.suppress(OSError):
-            blob = placement.link.resolve(strict=True)
-            placement = replace(placement, final=blob)
-            stat = stat_file(blob)
+    placement, stat = _look_at(placement)
     if stat is None or not st.S_ISREG(stat.st_mode):
         part, state = placement.store.part_paths(model, path)
         return (PARTIAL if part.exists() and state.exists() else MISSING), placement
@@ -235,6 +203,24 @@ def file_state(
     if judged in (INSTALLED, MODIFIED_MAYBE) and not placement.linked():
         return PARTIAL, placement  # the blob is there, the snapshot entry programs open is not
     return judged, placement
+
+
+def _look_at(placement: Placement) -> tuple[Placement, os.stat_result | None]:
+    """``lstat`` of where the file's bytes are (None: nothing there)."""
+    try:
+        stat = stat_file(placement.final)
+    except LocalFSError:  # a name the filesystem refuses (too long, ...): no file can be there
+        stat = None
+    link = placement.link
+    if stat is not None or link is None or not link.is_symlink():
+        return placement, stat
+    # The record names a blob that is not there, yet the snapshot entry leads to one (an older mdl
+    # stored unverified bytes under the expected name): judge the blob programs actually open,
+    # never call it missing.
+    with contextlib.suppress(OSError):
+        placement = replace(placement, final=link.resolve(strict=True))
+        return placement, stat_file(placement.final)
+    return placement, None
 
 
 def model_status(
@@ -295,61 +281,76 @@ def _status_of(
     """The model's state as ``expected`` (known ``whole``: any other recorded file is ``extra``)
     is on disk.
     """
-    recorded = record.files if record is not None else {}
+    unplaced = _unplaced_folder(layout, spec)  # where a file goes before its commit is known
     files: list[LocalFile] = []
     folders: set[Path] = set()
-    unplaced = _unplaced_folder(layout, spec)  # where a file goes before its commit is known
     for want in expected:
-        entry = (
-            None
-            if record is None
-            else record.entry_for(want.path, sha256=want.sha256, git_oid=want.git_oid)
-        )
-        state, placement = file_state(layout, spec.name, want.path, want.source, entry)
-        if entry is not None and state not in (MISSING, PARTIAL) and not _same_version(entry, want):
-            state = OUTDATED
-        shown, final = (placement.shown, placement.final) if placement else (unplaced, unplaced)
-        placed = placement is not None
-        verified = entry.verified if entry is not None else None
-        # what mdl fetched of it
-        known = entry if entry is not None and _same_version(entry, want) else None
-        size = want.size if want.size is not None or known is None else known.size
-        sha256 = want.sha256 or (known.sha256 if known is not None else None)
-        files.append(
-            LocalFile(
-                want.path,
-                shown,
-                final,
-                size,
-                sha256,
-                want.source,
-                state,
-                placed,
-                verified,
-                want.sha256,
-                known,
-            )
-        )
+        file, placement = _local_file(layout, spec.name, record, want, unplaced)
+        files.append(file)
         if placement is not None:
             folders.add(_folder_of(layout, placement, spec.name))
-    names = {want.path for want in expected}
     # Extra files only when the model's file list is known whole (a lock or an expected set).
     whole = whole or (record is not None and record.expected is not None)
-    extra = tuple(sorted(path for path in recorded if path not in names)) if whole else ()
-    # installed: every file at its verified size (modified? counts, reported as unverified);
-    # missing: no file and no partial download; else partial.
-    found, partials = (
-        {f.state for f in files},
-        any(_has_partials(s, spec.name) for s in layout.stores),
-    )
-    if found and found <= {INSTALLED, MODIFIED_MAYBE}:
-        status = INSTALLED
-    elif found - {MISSING} or partials:
-        status = PARTIAL
-    else:
-        status = MISSING
+    extra = _extra(record, expected) if whole else ()
     folder = (folders.pop() if len(folders) == 1 else None) if folders else unplaced
+    status = _overall({f.state for f in files}, layout, spec.name)
     return ModelStatus(spec, record, tuple(files), status, folder, extra)
+
+
+def _local_file(
+    layout: Layout, model: str, record: ModelRecord | None, want: ExpectedFile, unplaced: Path
+) -> tuple[LocalFile, Placement | None]:
+    """One expected file's state and where it is (``unplaced``: not known yet)."""
+    entry = None
+    if record is not None:
+        entry = record.entry_for(want.path, sha256=want.sha256, git_oid=want.git_oid)
+    state, placement = file_state(layout, model, want.path, want.source, entry)
+    # what mdl fetched of it
+    known = entry if entry is not None and _same_version(entry, want) else None
+    if entry is not None and state not in (MISSING, PARTIAL) and known is None:
+        state = OUTDATED
+    shown, final = (placement.shown, placement.final) if placement else (unplaced, unplaced)
+    verified = entry.verified if entry is not None else None
+    size, sha256 = _size_and_sha256(want, known)
+    found = LocalFile(
+        want.path,
+        shown,
+        final,
+        size,
+        sha256,
+        want.source,
+        state,
+        placement is not None,
+        verified,
+        want.sha256,
+        known,
+    )
+    return found, placement
+
+
+def _size_and_sha256(want: ExpectedFile, known: FileRecord | None) -> tuple[int | None, str | None]:
+    """As the listing, lock or catalog says, else as its record of this version says."""
+    if known is None:
+        return want.size, want.sha256
+    size = known.size if want.size is None else want.size
+    return size, want.sha256 or known.sha256
+
+
+def _extra(record: ModelRecord | None, expected: Sequence[ExpectedFile]) -> tuple[str, ...]:
+    """The recorded files the model no longer names."""
+    names = {want.path for want in expected}
+    recorded = record.files if record is not None else {}
+    return tuple(sorted(path for path in recorded if path not in names))
+
+
+def _overall(found: set[str], layout: Layout, model: str) -> str:
+    """installed: every file at its verified size (modified? counts, reported as unverified);
+    missing: no file and no partial download; else partial."""
+    if found and found <= {INSTALLED, MODIFIED_MAYBE}:
+        return INSTALLED
+    if found - {MISSING} or any(_has_partials(s, model) for s in layout.stores):
+        return PARTIAL
+    return MISSING
 
 
 def _has_partials(store: Store, model: str) -> bool:
@@ -377,19 +378,15 @@ def _expected_files(
             ExpectedFile(p, r.size, r.sha256, r.git_oid, r.source)
             for p, r in sorted(recorded.items())
         ]
-    found: list[ExpectedFile] = []
-    for file in spec.files:
-        entry = recorded.get(file.save_path)
-        source = (
-            entry.source
-            if entry
-            else (redact_url(file.url) if file.url else f"hf://{file.repo}/{file.path}")
-        )
-        size = entry.size if entry else file.size
-        found.append(
-            ExpectedFile(file.save_path, size, entry.sha256 if entry else file.sha256, None, source)
-        )
-    return found
+    return [_catalog_file(file, recorded.get(file.save_path)) for file in spec.files]
+
+
+def _catalog_file(file: FileSpec, entry: FileRecord | None) -> ExpectedFile:
+    """A file the catalog lists, as its record has it (else as the catalog says)."""
+    if entry is not None:
+        return ExpectedFile(file.save_path, entry.size, entry.sha256, None, entry.source)
+    source = redact_url(file.url) if file.url else f"hf://{file.repo}/{file.path}"
+    return ExpectedFile(file.save_path, file.size, file.sha256, None, source)
 
 
 def _same_version(entry: FileRecord, want: ExpectedFile) -> bool:
@@ -520,273 +517,3 @@ def clean(settings: Settings) -> list[CleanedFile]:
                     if held is not None:
                         held.release()
     return cleaned
-
-
-def verify_models(
-    models: Sequence[ModelSpec],
-    settings: Settings,
-    *,
-    progress: Progress,
-    on_file: Callable[[FileOutcome], None] | None = None,
-    pinned: Mapping[str, Sequence[ExpectedFile]] | None = None,
-) -> RunReport:
-    """Re-hash every recorded file against its record and the catalog (or, for ``pinned`` models,
-    the lock); ``on_file`` sees each outcome as soon as it is known (``verify --all | head -1``
-    shows its first row at once)."""
-    layout = Layout(settings)
-    outcomes: list[FileOutcome] = []
-    pins = pinned or {}
-    statuses = [model_status(spec, layout, pinned=pins.get(spec.name)) for spec in models]
-    hashed = [
-        status.record.files[f.path].size
-        for status in statuses
-        if status.record is not None
-        for f in status.files
-        if f.path in status.record.files and f.state not in (MISSING, PARTIAL)
-    ]
-    progress.begin(total_bytes=sum(hashed), files=len(hashed))  # a total bar and an ETA
-
-    def add(outcome: FileOutcome) -> None:
-        outcomes.append(outcome)
-        if on_file is not None:
-            on_file(outcome)
-
-    signatures: dict[str, dict[str, Any]] = {}
-    for spec, status in zip(models, statuses, strict=True):
-        # said once the model's files are verified (below), as list and show say it
-        if spec.signature is not None:
-            signatures[spec.name] = {
-                "verified": False,
-                "by": None,
-                "file": spec.signature.installed_as,
-            }
-        if status.record is None:
-            record_path = layout.records.record_path(spec.name)
-            error: MdlError = NotFoundError(
-                f"{spec.name}: not on this disk (never pulled into"
-                f" {status.folder or layout.plain.dest})",
-                hint=f"run `mdl pull {spec.name}`",
-            )
-            # never opened: pull replaces it (a folder excepted)
-            if (kind := not_a_file(record_path)) is not None:
-                error = _not_a_file(record_path, kind, spec.name, "its record ")
-            elif record_path.exists():
-                why = (
-                    f"its record {record_path} is damaged (the log says how), so no file is trusted"
-                )
-                error = IntegrityError(f"{spec.name}: {why}", hint=f"run `mdl pull {spec.name}`")
-            outcome = failed(spec.name, None, error, dest=status.folder)
-            add(replace(outcome, action="missing") if isinstance(error, NotFoundError) else outcome)
-            continue
-        locked = pins.get(spec.name) is not None
-        catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
-        signed = _signature_on_disk(spec, status, layout)
-        if isinstance(signed, FileOutcome):
-            add(signed)
-        sig_file = spec.signature.installed_as if spec.signature is not None else None
-        for file in status.files:
-            if not locked and file.path in catalog_sha:
-                want: tuple[str | None, str] = (catalog_sha[file.path], "catalog")
-            else:
-                want = (
-                    file.expected_sha256,
-                    "catalog.lock" if locked else "listing the pull resolved",
-                )
-            name = signed_name(file.path, file.source)
-            one = signed.file(name, file.size) if isinstance(signed, SignedManifest) else None
-            if isinstance(signed, SignedManifest) and one is None and file.path != sig_file:
-                error = IntegrityError(
-                    f"{spec.name}/{file.path}: is not covered by the model's signature"
-                )
-                add(failed(spec.name, file.path, error, dest=file.dest))
-                continue
-            # the signature pins it: held to what it signs
-            if one is not None and one.sha256 is not None:
-                want = (one.sha256, "signature")
-            outcome = verify_file(layout.records, spec.name, file, status.record, want, progress)
-            if one is not None and one.sha256 is None and not outcome.failing:
-                outcome = _as_signed(spec.name, file, one, outcome)
-            add(outcome)
-        whole = status.files and not any(o.failing for o in outcomes if o.model == spec.name)
-        if isinstance(signed, SignedManifest) and spec.signature is not None:
-            # it verified with the key just read: who it is, as list says it
-            with contextlib.suppress(MdlError):
-                signatures[spec.name] |= {"verified": bool(whole), "by": spec.signature.by()}
-        if layout.cache_root is not None and whole:
-            # verified whole, in the Hugging Face cache: refs/<revision> names its commit
-            for file in status.files:
-                revision = ref_revision(spec, status.record, file.path)
-                ref = layout.ref_for(file.source, revision, label=f"{spec.name}/{file.path}")
-                if ref is not None:
-                    write_ref(layout.records.dest, *ref)
-    return RunReport(tuple(outcomes), signatures=signatures)
-
-
-def _signature_on_disk(
-    spec: ModelSpec, status: ModelStatus, layout: Layout
-) -> SignedManifest | FileOutcome | None:
-    """The statement the model's installed model.sig signs, verified again against the catalog's
-    signer (offline: the signature and its trust are local files; keyless sigstore excepted, see the
-    README); a failure's outcome."""
-    if spec.signature is None:
-        return None
-    require_library()
-    path = spec.signature.installed_as
-    what = f"{spec.name}/{path}"
-    sig = next((f for f in status.files if f.path == path), None)
-    try:
-        if sig is None or sig.state in (MISSING, PARTIAL):
-            raise IntegrityError(
-                f"{what}: the model's signature is not here", hint=f"run `mdl pull {spec.name}`"
-            )
-        data = read_signature(layout.store_for(sig.source).dest, sig.final, what=what)
-        return verify_signature(data, spec.signature, what=what)
-    except MdlError as exc:
-        return failed(spec.name, path, exc, dest=sig.dest if sig is not None else status.folder)
-
-
-def read_signature(root: Path, path: Path, *, what: str) -> bytes:
-    """A model.sig's bytes, read as mdl's own state (no link followed, no FIFO opened), bounded:
-    IntegrityError (exit 6) naming ``what`` when it is missing, unreadable or bigger than any
-    signature."""
-    try:
-        return read_bytes(root, path, limit=MAX_SIGNATURE_BYTES)
-    except FileNotFoundError:
-        raise IntegrityError(f"{what}: the model's signature is missing") from None
-    except UsageError:
-        raise IntegrityError(
-            f"{what}: more than {MAX_SIGNATURE_BYTES} bytes is not a model signature"
-        ) from None
-    except OSError as exc:
-        raise IntegrityError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _as_signed(
-    model: str, file: LocalFile, signed: SignedFile, outcome: FileOutcome
-) -> FileOutcome:
-    """A file its signature hashes otherwise than by sha256 (shards, BLAKE2/3): read once more,
-    as it says.
-    """
-    try:
-        signed.check_path(file.final)
-    except IntegrityError as exc:
-        return failed(model, file.path, IntegrityError(f"{model}/{exc.message}"), dest=file.dest)
-    except OSError as exc:
-        return failed(
-            model,
-            file.path,
-            IntegrityError(f"{model}/{file.path}: cannot read it: {exc}"),
-            dest=file.dest,
-        )
-    return outcome
-
-
-def _not_a_file(path: Path, kind: str, model: str, where: str) -> LocalFSError:
-    fix = (
-        f"remove it, then run `mdl pull {model}`"
-        if kind == "a folder"
-        else f"`mdl pull {model}` replaces it"
-    )
-    return not_a_file_error(path, kind, where=where, hint=fix)
-
-
-def verify_file(
-    store: Store,
-    model: str,
-    file: LocalFile,
-    record: ModelRecord,
-    expected: tuple[str | None, str],
-    progress: Progress,
-) -> FileOutcome:
-    """Re-hash one file against its record and ``expected`` (sha256 or None, who pins it); record
-    a new mtime.
-    """
-    label = f"{model}/{file.path}"
-    # (hf-cache: maybe an earlier one)
-    entry = record.entry_for(file.path, sha256=file.expected_sha256, git_oid=None)
-    expected_sha, pinned_by = expected
-    if file.state in (MISSING, PARTIAL):
-        for path in dict.fromkeys((file.dest, file.final)) if file.placed else ():
-            try:  # lstat: a FIFO or device there is never opened
-                kind = not_a_file(path)
-            # a name the filesystem cannot hold: no file can be there, it is missing
-            except LocalFSError:
-                kind = None
-            if kind is not None:
-                return failed(
-                    model, file.path, _not_a_file(path, kind, model, f"{label}: "), dest=file.dest
-                )
-        what = "missing"
-        if file.state == PARTIAL:
-            unlinked = file.final != file.dest and file.final.is_file()
-            what = (
-                "missing (its blob is there, the snapshot entry is not)"
-                if unlinked
-                else "not finished"
-            )
-        absent = NotFoundError(f"{label}: {what} ({file.dest})", hint=f"run `mdl pull {model}`")
-        return replace(failed(model, file.path, absent, dest=file.dest), action="missing")
-    try:
-        if entry is None:
-            raise IntegrityError(
-                f"{label}: present but never verified by mdl", hint=f"run `mdl pull {model}`"
-            )
-        progress.start(label, label=label, total=entry.size, model=model, path=file.path)
-        # a repo blob is named by its content (not an entry of huggingface_hub's shared store, named
-        # by its Xet hash)
-        named = file.final != file.dest and file.final.parent.name == "blobs"
-        blob_name = file.final.name if named and BLOB_NAME.fullmatch(file.final.name) else None
-        git = blob_name is not None and len(blob_name) == 40
-        size, sha256, git_oid = hash_file(
-            file.final, git=git, on_bytes=functools.partial(progress.advance, label)
-        )
-        if blob_name is not None and blob_name not in (sha256, git_oid):
-            # A Hugging Face cache blob is named by its content: other bytes under that name are
-            # corruption, whatever the record says (hf_hub_download would serve them as this file).
-            actual = f"sha256 {sha256}" if len(blob_name) == 64 else f"git blob id {git_oid}"
-            raise IntegrityError(
-                f"{label}: corrupt: its blob {file.final} holds bytes with {actual}"
-            )
-        if size != entry.size:
-            raise IntegrityError(f"{label}: size is {size} bytes, expected {entry.size}")
-        want = expected_sha or entry.sha256
-        # intact as pulled, but another version than pinned
-        if sha256 == entry.sha256 and sha256 != want:
-            raise IntegrityError(
-                f"{label}: outdated: {pinned_by} pins sha256 {want}, this file is the version with"
-                f" {sha256}",
-                hint=f"run `mdl pull {model}`",
-            )
-        if sha256 != want:
-            raise IntegrityError(f"{label}: sha256 mismatch: expected {want}, got {sha256}")
-        if expected_sha and entry.sha256 != expected_sha:
-            raise IntegrityError(
-                f"{label}: sha256 {entry.sha256} differs from the {pinned_by}'s {expected_sha}"
-            )
-        if file.state != INSTALLED and file.final != file.dest:
-            raise IntegrityError(f"{label}: {file.dest} does not lead to its blob")
-    except (MdlError, OSError) as exc:
-        # other bytes than recorded (not an unreadable file): the next pull must look at them
-        if isinstance(exc, IntegrityError) and entry is not None and exc.hint is None:
-            exc.hint = f"`mdl pull {model}` repairs it; `mdl pull {model} --force` fetches it again"
-            if entry.mtime_ns != UNTRUSTED_MTIME:
-                store.update_record(
-                    model, revision=None, commit=None, put=replace(entry, mtime_ns=UNTRUSTED_MTIME)
-                )
-        if not isinstance(exc, MdlError):
-            exc = IntegrityError(f"{label}: cannot read {file.dest}: {exc.strerror or exc}")
-        progress.finish(label, ok=False, message=exc.message)
-        return failed(model, file.path, exc, dest=file.dest)
-    progress.finish(label, ok=True)
-    mtime_ns = file.final.stat().st_mtime_ns
-    if entry.mtime_ns != mtime_ns:  # re-verified: trust the new mtime from now on
-        store.update_record(
-            model, revision=None, commit=None, put=replace(entry, mtime_ns=mtime_ns)
-        )
-    # against a pinned hash it is verified now; else as verified as the record says the download was
-    verified = bool(expected_sha) or entry.verified
-    # as recorded, but its download was never checked against a hash
-    word = None if verified else "intact"
-    return FileOutcome(
-        model, file.path, str(file.dest), size, sha256, "verified", verified=verified, word=word
-    )

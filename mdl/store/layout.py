@@ -29,7 +29,8 @@ from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.store import Store
 
 _HUB_SOURCE = re.compile(
-    r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)(?:@(?P<commit>[^/]+))?/(?P<path>.+)$"
+    r"^hf://(?:(?P<type>datasets|spaces)/)?(?P<repo>[^@/]+(?:/[^@/]+)?)"
+    r"(?:@(?P<commit>[^/]+))?/(?P<path>.+)$"
 )
 # a cache blob's name: git blob id or sha256
 BLOB_NAME = re.compile(f"{GIT_OID_HEX.pattern}|{SHA256_HEX.pattern}")
@@ -368,22 +369,26 @@ def adopt_cached(
     """Offline, in the hf-cache layout: the files already cached added to what the record knows
     (re-hashed against their blob names before they are trusted)."""
     known = dict(record.files) if record is not None else {}
-    cached: list[FileRecord] = []  # by save path
-    if spec.is_snapshot and spec.repo is not None:
-        snapshot = cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision)
-        cached = selected(spec, snapshot, key=lambda item: item.path)
-    else:
-        for file in spec.files:
-            if file.repo is not None and file.path is not None:
-                found = cached_snapshot(
-                    cache_root, file.repo, file.repo_type or "model", file.revision or "main"
-                )
-                cached.extend(replace(c, path=file.save_path) for c in found if c.path == file.path)
-    for entry in cached:
+    for entry in _cached_files(spec, cache_root):
         known.setdefault(entry.path, entry)
     if not known:
         return record
     return replace(record or ModelRecord(name=spec.name), files=known)
+
+
+def _cached_files(spec: ModelSpec, cache_root: Path) -> list[FileRecord]:
+    """The model's files already in the Hugging Face cache, by save path."""
+    if spec.is_snapshot and spec.repo is not None:
+        snapshot = cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision)
+        return selected(spec, snapshot, key=lambda item: item.path)
+    cached: list[FileRecord] = []
+    for file in spec.files:
+        if file.repo is None or file.path is None:
+            continue
+        revision = file.revision or "main"
+        found = cached_snapshot(cache_root, file.repo, file.repo_type or "model", revision)
+        cached.extend(replace(c, path=file.save_path) for c in found if c.path == file.path)
+    return cached
 
 
 def selected(

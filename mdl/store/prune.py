@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import stat as st
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,53 +144,13 @@ def prune(
     layout = Layout(settings)
     catalog = {spec.name: spec for spec in specs}
     records = {name: layout.records.read_record(name) for name in recorded_models(layout.records)}
-    models = [name for name in records if only is None or name == only]
-    others = {
-        name: other
-        for name, record in records.items()
-        if record is not None
-        and (other := other_catalog(record, settings.catalog_path)) is not None
-    }
-    # the files of the models that stay: this catalog's, and every model another catalog pulled
-    used = {
-        path
-        for name, record in records.items()
-        if record is not None and (name in catalog or name in others)
-        for path in _paths_in_use(layout, None if name in others else catalog[name], record)
-    }
-    run = _Pruning(layout, settings.dry_run, used)
-    for name in models:
-        record = records.get(name)
-        if record is None:
-            run.warnings.append(
-                f"{name}: its record cannot be read (the log says why); its files are kept"
-            )
-            continue
-        spec = catalog.get(name)
-        paths = sorted(record.files) if spec is None else list(model_status(spec, layout).extra)
-        targets = {path: record.files[path] for path in paths}
-        earlier = (
-            _earlier_unused(record, signed=spec is not None) if layout.cache is not None else {}
-        )
-        if not (targets or earlier or spec is None):
-            continue
-        # named by its folder in the destination, else (all in the Hugging Face cache) its record
-        if name in others:
-            folder = layout.plain.model_dir(name)
-            where = folder if os.path.lexists(folder) else layout.records.record_path(name)
-            run.kept.append(KeptPath(where, name, OTHER_CATALOG + others[name], others[name]))
-        else:
-            _prune_model(run, record, targets, earlier, whole=spec is None)
-    dest = layout.plain.dest
-    # neither in the catalog nor recorded
-    for name, info in confined.entries(dest, dest) if only is None else ():
-        if (
-            name != ".mdl"
-            and name not in catalog
-            and name not in records
-            and st.S_ISDIR(info.st_mode)
-        ):
-            run.kept.append(KeptPath(dest / name, None, "not recorded by mdl"))
+    others = _other_catalogs(records, settings.catalog_path)
+    run = _Pruning(layout, settings.dry_run, _used_paths(layout, catalog, records, others))
+    for name, record in records.items():
+        if only is None or name == only:
+            _prune_recorded(run, name, record, catalog.get(name), others.get(name))
+    if only is None:
+        _note_unrecorded(run, catalog, records)
     return PruneReport(
         tuple(run.removed),
         tuple(run.kept),
@@ -198,6 +158,72 @@ def prune(
         tuple(run.errors),
         settings.dry_run,
     )
+
+
+def _other_catalogs(
+    records: Mapping[str, ModelRecord | None], catalog: Path | None
+) -> dict[str, str]:
+    """The models another catalog pulled, with that catalog's path."""
+    others: dict[str, str] = {}
+    for name, record in records.items():
+        other = other_catalog(record, catalog) if record is not None else None
+        if other is not None:
+            others[name] = other
+    return others
+
+
+def _used_paths(
+    layout: Layout,
+    catalog: Mapping[str, ModelSpec],
+    records: Mapping[str, ModelRecord | None],
+    others: Mapping[str, str],
+) -> set[Path]:
+    """The files of the models that stay: this catalog's, and every model another catalog
+    pulled."""
+    used: set[Path] = set()
+    for name, record in records.items():
+        if record is None or (name not in catalog and name not in others):
+            continue
+        used.update(_paths_in_use(layout, None if name in others else catalog[name], record))
+    return used
+
+
+def _prune_recorded(
+    run: _Pruning, name: str, record: ModelRecord | None, spec: ModelSpec | None, other: str | None
+) -> None:
+    """Prune one recorded model: all of it when the catalog (``spec``) no longer names it, else its
+    extra files; kept whole when ``other`` catalog pulled it."""
+    if record is None:
+        run.warnings.append(
+            f"{name}: its record cannot be read (the log says why); its files are kept"
+        )
+        return
+    layout = run.layout
+    paths = sorted(record.files) if spec is None else list(model_status(spec, layout).extra)
+    targets = {path: record.files[path] for path in paths}
+    earlier = {}
+    if layout.cache is not None:
+        earlier = _earlier_unused(record, signed=spec is not None)
+    if not (targets or earlier or spec is None):
+        return
+    if other is None:
+        _prune_model(run, record, targets, earlier, whole=spec is None)
+        return
+    # named by its folder in the destination, else (all in the Hugging Face cache) its record
+    folder = layout.plain.model_dir(name)
+    where = folder if os.path.lexists(folder) else layout.records.record_path(name)
+    run.kept.append(KeptPath(where, name, OTHER_CATALOG + other, other))
+
+
+def _note_unrecorded(
+    run: _Pruning, catalog: Mapping[str, ModelSpec], records: Mapping[str, ModelRecord | None]
+) -> None:
+    """The folders in the destination neither in the catalog nor recorded: kept, and said so."""
+    dest = run.layout.plain.dest
+    for name, info in confined.entries(dest, dest):
+        known = name == ".mdl" or name in catalog or name in records
+        if not known and st.S_ISDIR(info.st_mode):
+            run.kept.append(KeptPath(dest / name, None, "not recorded by mdl"))
 
 
 def recorded_models(store: Store) -> list[str]:
@@ -244,65 +270,22 @@ def _place(layout: Layout, model: str, entry: FileRecord) -> Placement | None:
 def _prune_model(
     run: _Pruning,
     record: ModelRecord,
-    targets: dict[str, FileRecord],
+    files: dict[str, FileRecord],
     earlier: dict[str, FileRecord],
     *,
     whole: bool,
 ) -> None:
-    """Remove ``targets`` (recorded files, by path) and ``earlier`` (the files of other commits mdl
+    """Remove ``files`` (recorded files, by path) and ``earlier`` (the files of other commits mdl
     wrote into the Hugging Face cache, by ``<commit>/<path>``) of one model under its locks, then
     their record entries (``whole``: the record itself, and the model's folder once empty)."""
     model = record.name
-    entries = {
-        **{("files", key): e for key, e in targets.items()},
-        **{("earlier", key): e for key, e in earlier.items()},
-    }
-    reasons = {"files": GONE if whole else EXTRA, "earlier": GONE if whole else EARLIER}
-    placements = {key: _place(run.layout, model, entry) for key, entry in entries.items()}
-    try:
-        held = _lock_model(run.layout, model, placements)
-    except LockTimeoutError as exc:
-        log.info("%s", exc.message)
-        run.warnings.append(
-            f"{model}: skipped: another mdl run is pulling it (its files are locked)"
-        )
-        return
-    # a lock file or folder mdl cannot use (a planted link): nothing removed
-    except MdlError as exc:
-        run.warnings.append(f"{model}: skipped: {exc.message}")
+    targets = _targets(run.layout, model, files, earlier, whole=whole)
+    placements = {t.key: t.placement for t in targets}
+    held = _take_locks(run, model, placements)
+    if held is None:
         return
     with held:
-        # entries mdl no longer answers for: removed, gone, or changed since
-        dropped: list[tuple[str, str]] = []
-        blobs: dict[Path, tuple[Placement, FileRecord, str]] = {}
-        for key, placement in placements.items():
-            entry, reason = entries[key], reasons[key[0]]
-            if placement is None:  # nowhere it could be (a Hub file never placed): nothing on disk
-                done = _GONE
-            # found in place, never written by mdl: neither it nor its blob is mdl's to remove
-            elif entry.adopted:
-                if placement.shown not in run.used and os.path.lexists(placement.shown):
-                    run.kept.append(KeptPath(placement.shown, model, ADOPTED))
-                done = _KEPT
-            elif placement.link is not None:
-                done = _remove_entry(
-                    run, model, placement.store.dest, placement.shown, entry, reason, link=placement
-                )
-                # a shared one: hf's to collect
-                if done in (_REMOVED, _GONE) and placement.shared_via is None:
-                    blobs.setdefault(placement.final, (placement, entry, reason))
-            # never outside the cache: a plain file of another commit is overwritten
-            elif key[0] == "earlier":
-                done = _KEPT
-            else:
-                done = _remove_entry(
-                    run, model, placement.store.dest, placement.final, entry, reason
-                )
-            if done != _FAILED:
-                dropped.append(key)
-        for placement, entry, reason in blobs.values():
-            if not _linked_elsewhere(run, model, placement):
-                _remove_entry(run, model, placement.store.dest, placement.final, entry, reason)
+        dropped = _remove_targets(run, model, targets)
         if whole:
             _note_left_in(run, model, run.layout.plain.model_dir(model))
         if run.dry_run:
@@ -310,13 +293,107 @@ def _prune_model(
         # a folder left behind is no failure (a link there stays)
         with contextlib.suppress(OSError, MdlError):
             _tidy(run, model, placements, whole=whole)
-        try:
-            paths, forget = (
-                tuple(key for kind, key in dropped if kind == part) for part in ("files", "earlier")
-            )
-            run.layout.records.drop_from_record(model, paths, whole=whole, forget=forget)
-        except MdlError as exc:
-            run.errors.append(exc)
+        _drop_from_record(run, model, dropped, whole=whole)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One record entry prune removes: its key (``files`` or ``earlier``, and its key there), where
+    it is (None: nowhere it could be), and why it goes."""
+
+    key: tuple[str, str]
+    entry: FileRecord
+    placement: Placement | None
+    reason: str
+
+
+def _targets(
+    layout: Layout,
+    model: str,
+    files: dict[str, FileRecord],
+    earlier: dict[str, FileRecord],
+    *,
+    whole: bool,
+) -> list[_Target]:
+    """The record entries to remove, each with where it is and why it goes."""
+    parts = {
+        "files": (files, GONE if whole else EXTRA),
+        "earlier": (earlier, GONE if whole else EARLIER),
+    }
+    return [
+        _Target((kind, key), entry, _place(layout, model, entry), reason)
+        for kind, (entries, reason) in parts.items()
+        for key, entry in entries.items()
+    ]
+
+
+def _drop_from_record(
+    run: _Pruning, model: str, dropped: Sequence[tuple[str, str]], *, whole: bool
+) -> None:
+    """Take the entries mdl no longer answers for out of the model's record (``whole``: the
+    record itself)."""
+    paths = tuple(key for kind, key in dropped if kind == "files")
+    forget = tuple(key for kind, key in dropped if kind == "earlier")
+    try:
+        run.layout.records.drop_from_record(model, paths, whole=whole, forget=forget)
+    except MdlError as exc:
+        run.errors.append(exc)
+
+
+def _take_locks(
+    run: _Pruning, model: str, placements: dict[tuple[str, str], Placement | None]
+) -> HeldLocks | None:
+    """The model's locks (:func:`_lock_model`); None, and a warning, when the model is skipped."""
+    try:
+        return _lock_model(run.layout, model, placements)
+    except LockTimeoutError as exc:
+        log.info("%s", exc.message)
+        run.warnings.append(
+            f"{model}: skipped: another mdl run is pulling it (its files are locked)"
+        )
+    # a lock file or folder mdl cannot use (a planted link): nothing removed
+    except MdlError as exc:
+        run.warnings.append(f"{model}: skipped: {exc.message}")
+    return None
+
+
+def _remove_targets(run: _Pruning, model: str, targets: Sequence[_Target]) -> list[tuple[str, str]]:
+    """Remove each target, then the blobs of the snapshot entries removed that nothing else leads
+    to; the keys of the entries mdl no longer answers for (removed, gone, or changed since)."""
+    dropped: list[tuple[str, str]] = []
+    blobs: dict[Path, tuple[Placement, FileRecord, str]] = {}
+    for target in targets:
+        if _remove_target(run, model, target, blobs) != _FAILED:
+            dropped.append(target.key)
+    for placement, entry, reason in blobs.values():
+        if not _linked_elsewhere(run, model, placement):
+            _remove_entry(run, model, placement.store.dest, placement.final, entry, reason)
+    return dropped
+
+
+def _remove_target(
+    run: _Pruning, model: str, target: _Target, blobs: dict[Path, tuple[Placement, FileRecord, str]]
+) -> str:
+    """Remove one target's file or snapshot entry (its blob joins ``blobs``); what became of it."""
+    placement, entry, reason = target.placement, target.entry, target.reason
+    if placement is None:  # nowhere it could be (a Hub file never placed): nothing on disk
+        return _GONE
+    # found in place, never written by mdl: neither it nor its blob is mdl's to remove
+    if entry.adopted:
+        if placement.shown not in run.used and os.path.lexists(placement.shown):
+            run.kept.append(KeptPath(placement.shown, model, ADOPTED))
+        return _KEPT
+    root = placement.store.dest
+    if placement.link is not None:
+        done = _remove_entry(run, model, root, placement.shown, entry, reason, link=placement)
+        # a shared one: hf's to collect
+        if done in (_REMOVED, _GONE) and placement.shared_via is None:
+            blobs.setdefault(placement.final, (placement, entry, reason))
+        return done
+    # never outside the cache: a plain file of another commit is overwritten
+    if target.key[0] == "earlier":
+        return _KEPT
+    return _remove_entry(run, model, root, placement.final, entry, reason)
 
 
 def _lock_model(
@@ -326,34 +403,45 @@ def _lock_model(
     removes, with their blobs' locks, and any other file of the model a run is fetching now (its
     lock file is there)."""
     held = HeldLocks([])
-    taken: set[Path] = set()
     try:
-        for (_, path), placement in placements.items():
-            store = placement.store if placement is not None else layout.plain
-            shared = (
-                placement.lock if placement is not None and placement.lock not in taken else None
-            )
-            held.locks.extend(
-                store.acquire_file_lock(model, path, timeout=0, shared_lock=shared).locks
-            )
-            taken |= {store.lock_path(model, path), *((shared,) if shared else ())}
-        pattern = re.compile(re.escape(key_prefix(model)) + r"-[0-9a-f]{16}-.*\.lock", re.DOTALL)
-        for store in layout.stores:
-            folder = store.state_dir / "locks"
-            for name, info in confined.entries(store.dest, folder):
-                if (
-                    pattern.fullmatch(name)
-                    and st.S_ISREG(info.st_mode)
-                    and folder / name not in taken
-                ):
-                    other = store.try_file_lock(name.removesuffix(".lock"))
-                    if other is None:
-                        raise LockTimeoutError(f"{model}: a run holds {folder / name}")
-                    held.locks.extend(other.locks)
+        taken = _lock_files(layout, model, placements, held)
+        _lock_running(layout, model, taken, held)
     except BaseException:
         held.release()
         raise
     return held
+
+
+def _lock_files(
+    layout: Layout, model: str, placements: dict[tuple[str, str], Placement | None], held: HeldLocks
+) -> set[Path]:
+    """Take the locks of the files prune removes, with their blobs' (into ``held``); their
+    paths."""
+    taken: set[Path] = set()
+    for (_, path), placement in placements.items():
+        store = placement.store if placement is not None else layout.plain
+        shared = None
+        if placement is not None and placement.lock not in taken:
+            shared = placement.lock
+        held.locks.extend(store.acquire_file_lock(model, path, timeout=0, shared_lock=shared).locks)
+        taken |= {store.lock_path(model, path), *((shared,) if shared else ())}
+    return taken
+
+
+def _lock_running(layout: Layout, model: str, taken: set[Path], held: HeldLocks) -> None:
+    """Take the lock of any other file of the model a run is fetching now (its lock file is
+    there), into ``held``: LockTimeoutError when a run holds one."""
+    pattern = re.compile(re.escape(key_prefix(model)) + r"-[0-9a-f]{16}-.*\.lock", re.DOTALL)
+    for store in layout.stores:
+        folder = store.state_dir / "locks"
+        for name, info in confined.entries(store.dest, folder):
+            mine = pattern.fullmatch(name) and st.S_ISREG(info.st_mode)
+            if not mine or folder / name in taken:
+                continue
+            other = store.try_file_lock(name.removesuffix(".lock"))
+            if other is None:
+                raise LockTimeoutError(f"{model}: a run holds {folder / name}")
+            held.locks.extend(other.locks)
 
 
 def _remove_entry(
@@ -376,13 +464,7 @@ def _remove_entry(
         found = _lstat(root, path)
         if found is None:
             return _GONE
-        checked = found
-        if link is None:
-            why, checked = _not_as_recorded(root, path, found, entry)
-        elif not st.S_ISLNK(found.st_mode) or not _leads_to(path, link.blob):
-            why = "not the link mdl made to its blob"
-        else:
-            why = None
+        why, checked = _why_kept(root, path, found, entry, link)
         if why is None and not run.dry_run:
             removal = confined.unlink_checked(
                 root, path, functools.partial(_same_object, checked=checked)
@@ -391,8 +473,7 @@ def _remove_entry(
                 return _GONE
             found = removal.found
             if not removal.removed:
-                why = "replaced while prune checked it"
-                path = removal.kept_at or path
+                why, path = "replaced while prune checked it", removal.kept_at or path
         if why is not None:
             run.kept.append(KeptPath(path, model, why))
             return _KEPT
@@ -404,12 +485,30 @@ def _remove_entry(
             LocalFSError(f"{model}/{entry.path}: cannot remove {path}: {exc.strerror or exc}")
         )
         return _FAILED
-    # (counted before the unlink: the name removed is one of them)
-    linked = link is None and found.st_nlink > 1
-    run.removed.append(
-        PrunedPath(path, 0 if link is not None else found.st_size, model, reason, linked)
-    )
+    run.removed.append(_pruned(path, found, model, reason, symlink=link is not None))
     return _REMOVED
+
+
+def _pruned(
+    path: Path, found: os.stat_result, model: str, reason: str, *, symlink: bool
+) -> PrunedPath:
+    """What removing ``path`` frees: nothing of a snapshot entry's, nothing of a file another hard
+    link keeps (its links counted before the unlink: the name removed is one of them)."""
+    if symlink:
+        return PrunedPath(path, 0, model, reason, False)
+    return PrunedPath(path, found.st_size, model, reason, found.st_nlink > 1)
+
+
+def _why_kept(
+    root: Path, path: Path, found: os.stat_result, entry: FileRecord, link: Placement | None
+) -> tuple[str | None, os.stat_result]:
+    """Why the entry at ``path`` is not what mdl wrote (None: it is), and the ``stat`` of the
+    object judged."""
+    if link is None:
+        return _not_as_recorded(root, path, found, entry)
+    if not st.S_ISLNK(found.st_mode) or not _leads_to(path, link.blob):
+        return "not the link mdl made to its blob", found
+    return None, found
 
 
 def _not_as_recorded(

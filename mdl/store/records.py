@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -116,6 +116,14 @@ class ModelRecord:
         """The record as stored on disk: server-provided text passes ``record_text`` (printable,
         no secrets).
         """
+        signed = self.signed_files
+        optional = {
+            "expected": None if self.expected is None else _files_json(self.expected, drop="path"),
+            "catalog": self.catalog,
+            "signature": None if self.signature is None else asdict(self.signature),
+            "earlier": _files_json(self.earlier) if self.earlier else None,
+            "signed_files": None if signed is None else dict(sorted(signed.items())),
+        }
         return {
             "version": RECORD_VERSION,
             "name": self.name,
@@ -123,19 +131,7 @@ class ModelRecord:
             "commit": record_text(self.commit),
             "updated_at": self.updated_at,
             "files": _files_json(self.files),
-            **(
-                {}
-                if self.expected is None
-                else {"expected": _files_json(self.expected, drop="path")}
-            ),
-            **({} if self.catalog is None else {"catalog": self.catalog}),
-            **({} if self.signature is None else {"signature": asdict(self.signature)}),
-            **({"earlier": _files_json(self.earlier)} if self.earlier else {}),
-            **(
-                {}
-                if self.signed_files is None
-                else {"signed_files": dict(sorted(self.signed_files.items()))}
-            ),
+            **{key: value for key, value in optional.items() if value is not None},
         }
 
 
@@ -147,11 +143,9 @@ def earlier_key(entry: FileRecord) -> str | None:
     """Where ``ModelRecord.earlier`` keeps ``entry`` once another commit's file replaces it:
     ``<commit>/<path>``.
     """
-    return (
-        f"{entry.commit}/{entry.path}"
-        if entry.commit and GIT_OID_HEX.fullmatch(entry.commit)
-        else None
-    )
+    if entry.commit and GIT_OID_HEX.fullmatch(entry.commit):
+        return f"{entry.commit}/{entry.path}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -238,39 +232,60 @@ def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
     type it declares.
     """
     where = f"{section}.{path}"
-    try:
-        safe_relative_path(path, where=where)
-    except UnsafePathError as exc:
-        raise RecordFieldError(exc.message) from None
+    _safe_key(path, where)
     if not isinstance(value, dict):
         raise RecordFieldError(f"{where}: expected an object, got {type(value).__name__}")
     if cls is FileRecord and value.get("path", path) != path:
         raise RecordFieldError(f"{where}.path: {_shown(value.get('path'))} differs from its key")
     found: dict[str, Any] = {"path": path}
-    for one in fields(cls)[1:]:  # annotations are text here: "int", "str", "str | None", ...
-        key, kind, got = one.name, str(one.type), value.get(one.name)
-        if got is None and "None" in kind:
-            found[key] = None
-        elif kind == "bool":
-            if got is not None and not isinstance(got, bool):
-                raise RecordFieldError(f"{where}.{key}: expected true or false, got {_shown(got)}")
-            found[key] = one.default if got is None else got
-        # a field newer than the record: its default
-        elif key not in value and one.default is not MISSING:
-            found[key] = one.default
-        elif kind.startswith("int"):
-            if isinstance(got, bool) or not isinstance(got, int) or not 0 <= got <= _MAX_INT:
-                raise RecordFieldError(f"{where}.{key}: expected a whole number, got {_shown(got)}")
-            found[key] = got
-        elif key in ("sha256", "xet"):
-            if not isinstance(got, str) or not SHA256_HEX.fullmatch(got):
-                raise RecordFieldError(
-                    f"{where}.{key}: expected 64 lowercase hex digits, got {_shown(got)}"
-                )
-            found[key] = got
-        else:
-            found[key] = _optional_text(value, key, f"{where}.{key}") or ""
+    for one in fields(cls)[1:]:
+        found[one.name] = _field(one, value, f"{where}.{one.name}")
     return cls(**found)
+
+
+def _field(one: Field[Any], value: dict[str, Any], where: str) -> Any:
+    """One field of an entry, of the type it declares (annotations are text here: "int", "str",
+    "str | None", ...)."""
+    key, kind, got = one.name, str(one.type), value.get(one.name)
+    if got is None and "None" in kind:
+        return None
+    if kind == "bool":
+        return _flag(got, where) if got is not None else one.default
+    # a field newer than the record: its default
+    if key not in value and one.default is not MISSING:
+        return one.default
+    if kind.startswith("int"):
+        return _whole_number(got, where)
+    if key in ("sha256", "xet"):
+        return _hex64(got, where)
+    return _optional_text(value, key, where) or ""
+
+
+def _safe_key(path: str, where: str) -> None:
+    """A key naming a file: a safe relative path."""
+    try:
+        safe_relative_path(path, where=where)
+    except UnsafePathError as exc:
+        raise RecordFieldError(exc.message) from None
+
+
+def _flag(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise RecordFieldError(f"{where}: expected true or false, got {_shown(value)}")
+    return value
+
+
+def _whole_number(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
+        raise RecordFieldError(f"{where}: expected a whole number, got {_shown(value)}")
+    return value
+
+
+def _hex64(value: object, where: str) -> str:
+    """A sha256 (or Xet hash) as records keep it: 64 lowercase hex digits."""
+    if not isinstance(value, str) or not SHA256_HEX.fullmatch(value):
+        raise RecordFieldError(f"{where}: expected 64 lowercase hex digits, got {_shown(value)}")
+    return value
 
 
 def _signature(raw: dict[str, Any]) -> SignatureRecord | None:
@@ -283,10 +298,7 @@ def _signature(raw: dict[str, Any]) -> SignatureRecord | None:
         key: _optional_text(value, key, f"signature.{key}") or ""
         for key in ("file", "sha256", "by")
     }
-    if not SHA256_HEX.fullmatch(texts["sha256"]):
-        raise RecordFieldError(
-            f"signature.sha256: expected 64 lowercase hex digits, got {_shown(texts['sha256'])}"
-        )
+    _hex64(texts["sha256"], "signature.sha256")
     return SignatureRecord(**texts)
 
 
@@ -297,14 +309,8 @@ def _signed_files(raw: dict[str, Any]) -> dict[str, str] | None:
     if not isinstance(value, dict):
         raise RecordFieldError(f"signed_files: expected an object, got {type(value).__name__}")
     for path, sha256 in value.items():
-        try:
-            safe_relative_path(path, where=f"signed_files.{path}")
-        except UnsafePathError as exc:
-            raise RecordFieldError(exc.message) from None
-        if not isinstance(sha256, str) or not SHA256_HEX.fullmatch(sha256):
-            raise RecordFieldError(
-                f"signed_files.{path}: expected 64 lowercase hex digits, got {_shown(sha256)}"
-            )
+        _safe_key(path, f"signed_files.{path}")
+        _hex64(sha256, f"signed_files.{path}")
     return dict(value)
 
 

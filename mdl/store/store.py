@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from mdl.errors import LocalFSError, MdlError, UnsafePathError
 from mdl.store import confined
@@ -28,11 +29,13 @@ from mdl.store.records import (
     parse_record,
 )
 
+_T = TypeVar("_T")
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", and their temp files
 # (pid-tagged or not)
 _OWN_PARTIAL = re.compile(
-    r"[A-Za-z0-9._-]*-[0-9a-f]{16}-[A-Za-z0-9._-]*(?:\.part(?:\.json)?|\.hash|\.signed)(?:\.[0-9]+\.[0-9a-f]{8})?(?:\.tmp)?"
+    r"[A-Za-z0-9._-]*-[0-9a-f]{16}-[A-Za-z0-9._-]*"
+    r"(?:\.part(?:\.json)?|\.hash|\.signed)(?:\.[0-9]+\.[0-9a-f]{8})?(?:\.tmp)?"
 )
 # bytes: a record lists every file of a model; more than this is not one mdl wrote
 RECORD_MAX = 256 << 20
@@ -189,32 +192,25 @@ class Store:
         writing); ``forget``: keys of ``earlier`` (files of other commits) to drop."""
         with self._record_locked(model):
             current = self.read_record(model) or ModelRecord(name=model)
-            files = {path: one for path, one in current.files.items() if path not in remove}
-            earlier = {key: one for key, one in current.earlier.items() if key not in forget}
-            for one in (*puts, *((put,) if put is not None else ())):
-                old = files.get(one.path)
-                if (
-                    self.keeps_revisions
-                    and old is not None
-                    and old.commit != one.commit
-                    and (key := earlier_key(old))
-                ):
-                    earlier[key] = replace(old, path=key)  # still on disk in its own snapshot
-                if (key := earlier_key(one)) is not None:
-                    earlier.pop(key, None)  # current again
-                files[one.path] = one
+            files, earlier = _merged(
+                current,
+                (*puts, *((put,) if put is not None else ())),
+                remove=remove,
+                forget=forget,
+                keeps_revisions=self.keeps_revisions,
+            )
             # a revision, commit, expected set or catalog of None keeps the old one
             record = ModelRecord(
                 name=model,
-                revision=revision if revision is not None else current.revision,
-                commit=commit if commit is not None else current.commit,
+                revision=_or_old(revision, current.revision),
+                commit=_or_old(commit, current.commit),
                 files=files,
                 updated_at=now_iso(),
-                expected=expected if expected is not None else current.expected,
-                catalog=catalog if catalog is not None else current.catalog,
-                signature=signature if signature is not None else current.signature,
+                expected=_or_old(expected, current.expected),
+                catalog=_or_old(catalog, current.catalog),
+                signature=_or_old(signature, current.signature),
                 earlier=earlier,
-                signed_files=signed_files if signed_files is not None else current.signed_files,
+                signed_files=_or_old(signed_files, current.signed_files),
             )
             target = self.record_path(model)
             try:
@@ -319,3 +315,32 @@ class Store:
         except (OSError, ValueError, AttributeError, MdlError):
             source = ""
         return str(source) or state_path.name
+
+
+def _or_old(new: _T | None, old: _T | None) -> _T | None:
+    return old if new is None else new
+
+
+def _merged(
+    current: ModelRecord,
+    puts: tuple[FileRecord, ...],
+    *,
+    remove: tuple[str, ...],
+    forget: tuple[str, ...],
+    keeps_revisions: bool,
+) -> tuple[dict[str, FileRecord], dict[str, FileRecord]]:
+    """The record's files and earlier files once ``puts`` replace theirs and ``remove`` and
+    ``forget`` (keys of ``earlier``) go."""
+    files = {path: one for path, one in current.files.items() if path not in remove}
+    earlier = {key: one for key, one in current.earlier.items() if key not in forget}
+    for one in puts:
+        old = files.get(one.path)
+        if keeps_revisions and old is not None and old.commit != one.commit:
+            moved = earlier_key(old)
+            if moved:
+                earlier[moved] = replace(old, path=moved)  # still on disk in its own snapshot
+        back = earlier_key(one)
+        if back is not None:
+            earlier.pop(back, None)  # current again
+        files[one.path] = one
+    return files, earlier

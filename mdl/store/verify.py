@@ -1,0 +1,397 @@
+"""``verify``: re-hash what the records vouch for, against the record and whoever pins the file (the
+catalog, its lock, the listing a pull resolved, or the model's signature), and say so per file."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mdl.catalog import ModelSpec, Settings
+from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError
+from mdl.progress import Progress
+from mdl.report import FileOutcome, RunReport, failed
+from mdl.signing import (
+    MAX_SIGNATURE_BYTES,
+    SignedFile,
+    SignedManifest,
+    Trust,
+    require_library,
+    verify_signature,
+)
+from mdl.store.confined import read_bytes
+from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error
+from mdl.store.inventory import (
+    INSTALLED,
+    MISSING,
+    PARTIAL,
+    UNTRUSTED_MTIME,
+    LocalFile,
+    ModelStatus,
+    model_status,
+)
+from mdl.store.layout import BLOB_NAME, Layout, ref_revision, signed_name, write_ref
+from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
+from mdl.store.store import Store
+
+# A sha256 (None: no one pins it) and who pins it ("catalog", "catalog.lock", ...).
+Wanted = tuple[str | None, str]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every model's check shares: where to look, the bar, the lock's pins, the sink."""
+
+    layout: Layout
+    progress: Progress
+    pins: Mapping[str, Sequence[ExpectedFile]]
+    add: Callable[[FileOutcome], None]
+
+
+def verify_models(
+    models: Sequence[ModelSpec],
+    settings: Settings,
+    *,
+    progress: Progress,
+    on_file: Callable[[FileOutcome], None] | None = None,
+    pinned: Mapping[str, Sequence[ExpectedFile]] | None = None,
+) -> RunReport:
+    """Re-hash every recorded file against its record and the catalog (or, for ``pinned`` models,
+    the lock); ``on_file`` sees each outcome as soon as it is known (``verify --all | head -1``
+    shows its first row at once)."""
+    layout = Layout(settings)
+    outcomes: list[FileOutcome] = []
+    pins = pinned or {}
+    statuses = [model_status(spec, layout, pinned=pins.get(spec.name)) for spec in models]
+    _begin(progress, statuses)
+
+    def add(outcome: FileOutcome) -> None:
+        outcomes.append(outcome)
+        if on_file is not None:
+            on_file(outcome)
+
+    run = _Run(layout, progress, pins, add)
+    signatures: dict[str, dict[str, Any]] = {}
+    for spec, status in zip(models, statuses, strict=True):
+        signed, whole = None, False
+        if status.record is None:
+            add(_never_pulled(spec, status, layout))
+        else:
+            signed = _verify_files(run, spec, status, status.record)
+            failing = any(o.failing for o in outcomes if o.model == spec.name)
+            whole = bool(status.files) and not failing
+            if layout.cache_root is not None and whole:
+                _write_refs(layout, spec, status.files, status.record)
+        if spec.signature is not None:
+            signatures[spec.name] = _signature_word(spec.signature, signed, whole=whole)
+    return RunReport(tuple(outcomes), signatures=signatures)
+
+
+def _signature_word(trust: Trust, signed: SignedManifest | None, *, whole: bool) -> dict[str, Any]:
+    """What verify says of a model's signature, as list and show say it: verified when its files
+    are, by whom the key just read names."""
+    word: dict[str, Any] = {"verified": False, "by": None, "file": trust.installed_as}
+    if signed is not None:
+        with contextlib.suppress(MdlError):
+            word |= {"verified": whole, "by": trust.by()}
+    return word
+
+
+def _begin(progress: Progress, statuses: Sequence[ModelStatus]) -> None:
+    """A total bar and an ETA over the bytes verify will hash: the recorded files on disk."""
+    hashed = [
+        status.record.files[f.path].size
+        for status in statuses
+        if status.record is not None
+        for f in status.files
+        if f.path in status.record.files and f.state not in (MISSING, PARTIAL)
+    ]
+    progress.begin(total_bytes=sum(hashed), files=len(hashed))
+
+
+def _never_pulled(spec: ModelSpec, status: ModelStatus, layout: Layout) -> FileOutcome:
+    """The outcome of a model with no record: never pulled, or its record is not a file or
+    damaged."""
+    record_path = layout.records.record_path(spec.name)
+    kind = not_a_file(record_path)
+    # never opened: pull replaces it (a folder excepted)
+    if kind is not None:
+        error: MdlError = _not_a_file(record_path, kind, spec.name, "its record ")
+    elif record_path.exists():
+        why = f"its record {record_path} is damaged (the log says how), so no file is trusted"
+        error = IntegrityError(f"{spec.name}: {why}", hint=f"run `mdl pull {spec.name}`")
+    else:
+        where = status.folder or layout.plain.dest
+        error = NotFoundError(
+            f"{spec.name}: not on this disk (never pulled into {where})",
+            hint=f"run `mdl pull {spec.name}`",
+        )
+    outcome = failed(spec.name, None, error, dest=status.folder)
+    return replace(outcome, action="missing") if isinstance(error, NotFoundError) else outcome
+
+
+def _verify_files(
+    run: _Run, spec: ModelSpec, status: ModelStatus, record: ModelRecord
+) -> SignedManifest | None:
+    """Verify each of a recorded model's files; the statement its signature signs, when it
+    verified."""
+    locked = run.pins.get(spec.name) is not None
+    catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
+    signed = _signature_on_disk(spec, status, run.layout)
+    if isinstance(signed, FileOutcome):
+        run.add(signed)
+        signed = None
+    sig_file = spec.signature.installed_as if spec.signature is not None else None
+    for file in status.files:
+        want = _wanted(file, catalog_sha, locked=locked)
+        if signed is None:
+            run.add(verify_file(run.layout.records, spec.name, file, record, want, run.progress))
+        else:
+            run.add(_verify_signed(run, spec.name, file, record, want, signed, sig_file))
+    return signed
+
+
+def _wanted(file: LocalFile, catalog_sha: Mapping[str, str], *, locked: bool) -> Wanted:
+    """The sha256 the file is held to and who pins it: the catalog's own, else the lock's or the
+    listing's."""
+    if not locked and file.path in catalog_sha:
+        return catalog_sha[file.path], "catalog"
+    return file.expected_sha256, "catalog.lock" if locked else "listing the pull resolved"
+
+
+def _verify_signed(
+    run: _Run,
+    model: str,
+    file: LocalFile,
+    record: ModelRecord,
+    want: Wanted,
+    signed: SignedManifest,
+    sig_file: str | None,
+) -> FileOutcome:
+    """Verify a file of a signed model: held to what its signature signs."""
+    one = signed.file(signed_name(file.path, file.source), file.size)
+    if one is None and file.path != sig_file:
+        error = IntegrityError(f"{model}/{file.path}: is not covered by the model's signature")
+        return failed(model, file.path, error, dest=file.dest)
+    if one is not None and one.sha256 is not None:
+        want = (one.sha256, "signature")
+    outcome = verify_file(run.layout.records, model, file, record, want, run.progress)
+    if one is not None and one.sha256 is None and not outcome.failing:
+        outcome = _as_signed(model, file, one, outcome)
+    return outcome
+
+
+def _write_refs(
+    layout: Layout, spec: ModelSpec, files: Sequence[LocalFile], record: ModelRecord
+) -> None:
+    """Verified whole, in the Hugging Face cache: refs/<revision> names its commit."""
+    for file in files:
+        revision = ref_revision(spec, record, file.path)
+        ref = layout.ref_for(file.source, revision, label=f"{spec.name}/{file.path}")
+        if ref is not None:
+            write_ref(layout.records.dest, *ref)
+
+
+def _signature_on_disk(
+    spec: ModelSpec, status: ModelStatus, layout: Layout
+) -> SignedManifest | FileOutcome | None:
+    """The statement the model's installed model.sig signs, verified again against the catalog's
+    signer (offline: the signature and its trust are local files; keyless sigstore excepted, see the
+    README); a failure's outcome."""
+    if spec.signature is None:
+        return None
+    require_library()
+    path = spec.signature.installed_as
+    what = f"{spec.name}/{path}"
+    sig = next((f for f in status.files if f.path == path), None)
+    try:
+        if sig is None or sig.state in (MISSING, PARTIAL):
+            raise IntegrityError(
+                f"{what}: the model's signature is not here", hint=f"run `mdl pull {spec.name}`"
+            )
+        data = read_signature(layout.store_for(sig.source).dest, sig.final, what=what)
+        return verify_signature(data, spec.signature, what=what)
+    except MdlError as exc:
+        return failed(spec.name, path, exc, dest=sig.dest if sig is not None else status.folder)
+
+
+def read_signature(root: Path, path: Path, *, what: str) -> bytes:
+    """A model.sig's bytes, read as mdl's own state (no link followed, no FIFO opened), bounded:
+    IntegrityError (exit 6) naming ``what`` when it is missing, unreadable or bigger than any
+    signature."""
+    try:
+        return read_bytes(root, path, limit=MAX_SIGNATURE_BYTES)
+    except FileNotFoundError:
+        raise IntegrityError(f"{what}: the model's signature is missing") from None
+    except UsageError:
+        raise IntegrityError(
+            f"{what}: more than {MAX_SIGNATURE_BYTES} bytes is not a model signature"
+        ) from None
+    except OSError as exc:
+        raise IntegrityError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _as_signed(
+    model: str, file: LocalFile, signed: SignedFile, outcome: FileOutcome
+) -> FileOutcome:
+    """A file its signature hashes otherwise than by sha256 (shards, BLAKE2/3): read once more,
+    as it says.
+    """
+    try:
+        signed.check_path(file.final)
+    except IntegrityError as exc:
+        return failed(model, file.path, IntegrityError(f"{model}/{exc.message}"), dest=file.dest)
+    except OSError as exc:
+        error = IntegrityError(f"{model}/{file.path}: cannot read it: {exc}")
+        return failed(model, file.path, error, dest=file.dest)
+    return outcome
+
+
+def _not_a_file(path: Path, kind: str, model: str, where: str) -> LocalFSError:
+    fix = (
+        f"remove it, then run `mdl pull {model}`"
+        if kind == "a folder"
+        else f"`mdl pull {model}` replaces it"
+    )
+    return not_a_file_error(path, kind, where=where, hint=fix)
+
+
+def verify_file(
+    store: Store,
+    model: str,
+    file: LocalFile,
+    record: ModelRecord,
+    expected: Wanted,
+    progress: Progress,
+) -> FileOutcome:
+    """Re-hash one file against its record and ``expected`` (sha256 or None, who pins it); record
+    a new mtime.
+    """
+    # (hf-cache: maybe an earlier one)
+    entry = record.entry_for(file.path, sha256=file.expected_sha256, git_oid=None)
+    if file.state in (MISSING, PARTIAL):
+        return _absent(model, file)
+    label = f"{model}/{file.path}"
+    try:
+        if entry is None:
+            raise IntegrityError(
+                f"{label}: present but never verified by mdl", hint=f"run `mdl pull {model}`"
+            )
+        size, sha256 = _rehash(model, file, entry, expected, progress)
+    except (MdlError, OSError) as exc:
+        return _unverified(store, model, file, entry, exc, progress)
+    progress.finish(label, ok=True)
+    mtime_ns = file.final.stat().st_mtime_ns
+    if entry.mtime_ns != mtime_ns:  # re-verified: trust the new mtime from now on
+        store.update_record(
+            model, revision=None, commit=None, put=replace(entry, mtime_ns=mtime_ns)
+        )
+    # against a pinned hash it is verified now; else as verified as the record says the download was
+    verified = bool(expected[0]) or entry.verified
+    # as recorded, but its download was never checked against a hash
+    word = None if verified else "intact"
+    return FileOutcome(
+        model, file.path, str(file.dest), size, sha256, "verified", verified=verified, word=word
+    )
+
+
+def _absent(model: str, file: LocalFile) -> FileOutcome:
+    """The outcome of a file that is not there (or not finished): its place holds no file, or
+    something no one should open."""
+    label = f"{model}/{file.path}"
+    for path in dict.fromkeys((file.dest, file.final)) if file.placed else ():
+        try:  # lstat: a FIFO or device there is never opened
+            kind = not_a_file(path)
+        # a name the filesystem cannot hold: no file can be there, it is missing
+        except LocalFSError:
+            kind = None
+        if kind is not None:
+            error = _not_a_file(path, kind, model, f"{label}: ")
+            return failed(model, file.path, error, dest=file.dest)
+    what = "missing"
+    if file.state == PARTIAL and file.final != file.dest and file.final.is_file():
+        what = "missing (its blob is there, the snapshot entry is not)"
+    elif file.state == PARTIAL:
+        what = "not finished"
+    absent = NotFoundError(f"{label}: {what} ({file.dest})", hint=f"run `mdl pull {model}`")
+    return replace(failed(model, file.path, absent, dest=file.dest), action="missing")
+
+
+def _rehash(
+    model: str, file: LocalFile, entry: FileRecord, expected: Wanted, progress: Progress
+) -> tuple[int, str]:
+    """Hash the file's bytes and hold them to its blob's name, its record and ``expected``: its
+    size and sha256, else IntegrityError."""
+    label = f"{model}/{file.path}"
+    progress.start(label, label=label, total=entry.size, model=model, path=file.path)
+    blob_name = _blob_name(file)
+    git = blob_name is not None and len(blob_name) == 40
+    size, sha256, git_oid = hash_file(
+        file.final, git=git, on_bytes=functools.partial(progress.advance, label)
+    )
+    if blob_name is not None and blob_name not in (sha256, git_oid):
+        # A Hugging Face cache blob is named by its content: other bytes under that name are
+        # corruption, whatever the record says (hf_hub_download would serve them as this file).
+        actual = f"sha256 {sha256}" if len(blob_name) == 64 else f"git blob id {git_oid}"
+        raise IntegrityError(f"{label}: corrupt: its blob {file.final} holds bytes with {actual}")
+    _hold_to(model, file.path, entry, expected, size=size, sha256=sha256)
+    if file.state != INSTALLED and file.final != file.dest:
+        raise IntegrityError(f"{label}: {file.dest} does not lead to its blob")
+    return size, sha256
+
+
+def _blob_name(file: LocalFile) -> str | None:
+    """The content name of a repo blob (not an entry of huggingface_hub's shared store, named by
+    its Xet hash); None for any other file."""
+    named = file.final != file.dest and file.final.parent.name == "blobs"
+    return file.final.name if named and BLOB_NAME.fullmatch(file.final.name) else None
+
+
+def _hold_to(
+    model: str, path: str, entry: FileRecord, expected: Wanted, *, size: int, sha256: str
+) -> None:
+    """IntegrityError unless the hashed bytes are the recorded ones and the version pinned."""
+    label = f"{model}/{path}"
+    expected_sha, pinned_by = expected
+    if size != entry.size:
+        raise IntegrityError(f"{label}: size is {size} bytes, expected {entry.size}")
+    want = expected_sha or entry.sha256
+    # intact as pulled, but another version than pinned
+    if sha256 == entry.sha256 and sha256 != want:
+        raise IntegrityError(
+            f"{label}: outdated: {pinned_by} pins sha256 {want}, this file is the version with"
+            f" {sha256}",
+            hint=f"run `mdl pull {model}`",
+        )
+    if sha256 != want:
+        raise IntegrityError(f"{label}: sha256 mismatch: expected {want}, got {sha256}")
+    if expected_sha and entry.sha256 != expected_sha:
+        raise IntegrityError(
+            f"{label}: sha256 {entry.sha256} differs from the {pinned_by}'s {expected_sha}"
+        )
+
+
+def _unverified(
+    store: Store,
+    model: str,
+    file: LocalFile,
+    entry: FileRecord | None,
+    exc: MdlError | OSError,
+    progress: Progress,
+) -> FileOutcome:
+    """A file that did not verify: its record no longer trusts other bytes than it recorded, and
+    its outcome says why."""
+    # other bytes than recorded (not an unreadable file): the next pull must look at them
+    if isinstance(exc, IntegrityError) and entry is not None and exc.hint is None:
+        exc.hint = f"`mdl pull {model}` repairs it; `mdl pull {model} --force` fetches it again"
+        if entry.mtime_ns != UNTRUSTED_MTIME:
+            store.update_record(
+                model, revision=None, commit=None, put=replace(entry, mtime_ns=UNTRUSTED_MTIME)
+            )
+    if not isinstance(exc, MdlError):
+        exc = IntegrityError(f"{model}/{file.path}: cannot read {file.dest}: {exc.strerror or exc}")
+    progress.finish(f"{model}/{file.path}", ok=False, message=exc.message)
+    return failed(model, file.path, exc, dest=file.dest)
