@@ -238,13 +238,18 @@ class Partial:
             self.hasher.offer(at, part)
             at += len(part)
         self.progress.advance(self.job.label, total)
-        with self.record.lock:
-            self._saves.unsaved += total
         # a stale read races harmlessly
         now = time.monotonic()
         if now - self._nudged >= WRITEBACK_EVERY:
             self._nudged = now
             start_writeback(self.fd)
+
+    def claimable(self, size: int) -> None:
+        """``size`` bytes written are now the record's to claim (their chunks are in a run): only
+        now do they count toward the next save, or a save could take the count and miss them."""
+        with self.record.lock:
+            self._saves.unsaved += size
+        self.checkpoint()
 
     def arrived(self, size: int) -> None:
         """``size`` bytes more came over the wire."""

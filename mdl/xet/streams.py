@@ -189,11 +189,13 @@ class _Terms:
 
     def _flush(self, slot: _Slot) -> None:
         self.partial.write(slot.offset + slot.written, slot.pending)
-        slot.written += slot.pending_bytes
+        flushed = slot.pending_bytes
+        slot.written += flushed
         slot.pending, slot.pending_bytes = [], 0
         # after the write: a record never claims a chunk before its bytes are written
         slot.safe = len(slot.chunks)
         self.partial.record.moved(slot.index, slot.written)
+        self.partial.claimable(flushed)
 
     def keep(self) -> None:
         """Interrupted: the chunks decoded but not yet written go to disk, for the record saved
@@ -307,12 +309,14 @@ class _Window:
     def _flush(self) -> None:
         if self.pending_bytes:
             self.partial.write(self.first + self.written, self.pending)
-            self.written += self.pending_bytes
+            flushed = self.pending_bytes
+            self.written += flushed
             self.pending, self.pending_bytes = [], 0
             on_disk, owned = self.first + self.written, self.owned
             while self.safe < len(owned) and self._safe_end + owned[self.safe].size <= on_disk:
                 self._safe_end += owned[self.safe].size
                 self.safe += 1
+            self.partial.claimable(flushed)
 
     def keep(self) -> None:
         """Interrupted: what was decoded goes to disk, for the record saved on the way out."""
@@ -446,6 +450,7 @@ class Streams:
         self.partial.write(task.at, parts)
         self.partial.copied(term.length)
         self.partial.finished(i, Written(term.xorb, term.start, term.end, task.at, tuple(chunks)))
+        self.partial.claimable(term.length)
 
     def _terms(self, task: FetchTerms) -> None:
         """Whole terms of a xorb range: from the reconstruction's range (asked again, once, after a
