@@ -294,7 +294,7 @@ def hidden(outcomes: Sequence[FileOutcome], secrets: Secrets) -> tuple[FileOutco
 
 
 # The log line per file: what was done, from where.
-SERVER_TEXT_LIMIT = 500
+SERVER_TEXT_LIMIT = 500  # characters of the server's text kept (transfer.http cuts it there)
 _BARE = re.compile(r"[^\s\"=\\]+")
 _FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 

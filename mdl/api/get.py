@@ -45,8 +45,9 @@ def get(
     ``directory``; ``input_file`` lists more, one a line (``-`` = stdin); ``headers`` go with the
     http(s) URLs given (as curl -H)."""
     from mdl.catalog import check_headers
-    from mdl.download import get_sources, read_source
+    from mdl.download import get_sources
     from mdl.report import hidden
+    from mdl.sources import read_job_output
 
     # (no source at all, and '-' twice, are the sources' own checks: they see the -i list too)
     if output is not None and directory is not None:
@@ -77,6 +78,6 @@ def get(
         headers=check_headers(given, where="header", secrets=settings.secrets),
         input_file=None if input_file is None else str(input_file),
         progress=progress or NullProgress(),
-        read_text=read_text or read_source,
+        read_text=read_text or read_job_output,
     )
     return replace(report, files=hidden(report.files, settings.secrets))

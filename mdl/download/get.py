@@ -33,19 +33,15 @@ from mdl.sources import (
     check_expected_sha256,
     check_payloads,
     list_repos,
-    read_job_output,
     read_sources,
     resolve_file,
     save_targets,
     write_inline,
 )
-from mdl.sources import parse_sources as parse_sources
 from mdl.store import Store, rmdir_empty
 from mdl.transfer import Opening
 
 log = logging.getLogger("mdl.get")
-# the text of a job-output JSON source: a file, or stdin for ``-`` (bounded)
-read_source = read_job_output
 # A get's record is the folder's .mdl/get.json (the store's record of model "", keyed by file name):
 # what it wrote and what the server said of it (length, validator), so a second get of an unchanged
 # file is a no-op (wget -N).
