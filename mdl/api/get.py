@@ -47,7 +47,7 @@ def get(
     from mdl.catalog import check_headers
     from mdl.download import get_sources
     from mdl.report import hidden
-    from mdl.sources import read_job_output
+    from mdl.sources import GetRequest, read_job_output
 
     # (no source at all, and '-' twice, are the sources' own checks: they see the -i list too)
     if output is not None and directory is not None:
@@ -68,16 +68,15 @@ def get(
     # catalog's [settings].
     settings = command_settings(catalog, environ, flags, secrets=secrets, look=False)
     given = (headers or {}).items()
-    report = get_sources(
+    request = GetRequest(
         sources,
-        settings,
         output=None if output is None else Path(output).absolute(),
         sha256=sha256,
         include=include,
         exclude=exclude,
         headers=check_headers(given, where="header", secrets=settings.secrets),
         input_file=None if input_file is None else str(input_file),
-        progress=progress or NullProgress(),
         read_text=read_text or read_job_output,
     )
+    report = get_sources(request, settings, progress=progress or NullProgress())
     return replace(report, files=hidden(report.files, settings.secrets))
