@@ -4,7 +4,6 @@ status and text for a failure (sanitised), and two processes rotating one log lo
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import subprocess
@@ -13,23 +12,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl, use_catalog
+from runfixtures import mdl, parse_file_line, use_catalog
 from servers import CdnServer, Fault, make_data
 
 from mdl.report import FileOutcome, file_line
-
-# the fields of a ``file …`` log line: a value is bare, or a JSON string
-_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
-
-
-def parse_file_line(line: str) -> dict[str, str]:
-    """The fields of a ``file …`` line (anywhere in a log line), JSON strings decoded."""
-    start = line.find(" file ") + 6 if not line.startswith("file ") else 5
-    return {
-        key: json.loads(raw) if raw.startswith('"') else raw
-        for key, raw in _FIELD.findall(line[start:])
-    }
-
 
 DATA = make_data(200_000, seed=21)
 ROOT = Path(__file__).resolve().parents[2]
