@@ -24,13 +24,13 @@ GIT_OID_HEX = re.compile("[0-9a-f]{40}")  # a commit, or a git blob's id
 # "C:x" is relative to drive C's current folder and "C:/x" is absolute on Windows: either escapes
 # the folder.
 DRIVE_RE = re.compile(r"^[A-Za-z]:")
-_MAX_SHOWN = 120
+MAX_SHOWN = 120  # characters of a name an error shows
 # a path in an error is cut to about this: its start and its end say where it is
 SHOWN_PATH_CHARS = 160
 
 
 def shown(value: str) -> str:  # repr escapes control characters; shortened, an error stays one line
-    return repr(value[:_MAX_SHOWN] + "…" if len(value) > _MAX_SHOWN else value)
+    return repr(value[:MAX_SHOWN] + "…" if len(value) > MAX_SHOWN else value)
 
 
 def shown_path(path: str | os.PathLike[str]) -> str:

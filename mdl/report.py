@@ -294,9 +294,8 @@ def hidden(outcomes: Sequence[FileOutcome], secrets: Secrets) -> tuple[FileOutco
 
 
 # The log line per file: what was done, from where.
-SERVER_TEXT_LIMIT = 500
+SERVER_TEXT_LIMIT = 500  # characters of the server's text kept (transfer.http cuts it there)
 _BARE = re.compile(r"[^\s\"=\\]+")
-_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 
 
 def _value(text: str) -> str:
@@ -351,12 +350,3 @@ def log_outcome(outcome: FileOutcome) -> None:
     """Write the file's line: INFO when it is present and verified, ERROR when it failed."""
     level = logging.ERROR if outcome.action == "failed" else logging.INFO
     file_log.log(level, "%s", file_line(outcome))
-
-
-def parse_file_line(line: str) -> dict[str, str]:
-    """The fields of a ``file …`` line (anywhere in a log line), JSON strings decoded."""
-    start = line.find(" file ") + 6 if not line.startswith("file ") else 5
-    return {
-        key: json.loads(raw) if raw.startswith('"') else raw
-        for key, raw in _FIELD.findall(line[start:])
-    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +23,19 @@ from mdl.progress import Event, Progress
 from mdl.transfer import Identity, TransferJob
 from mdl.transfer.connection import Proxy, route_table
 from mdl.transfer.http import Credentials
+
+# the fields of a ``file …`` log line: a value is bare, or a JSON string
+_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def parse_file_line(line: str) -> dict[str, str]:
+    """The fields of a ``file …`` line (anywhere in a log line), JSON strings decoded."""
+    start = line.find(" file ") + 6 if not line.startswith("file ") else 5
+    return {
+        key: json.loads(raw) if raw.startswith('"') else raw
+        for key, raw in _FIELD.findall(line[start:])
+    }
+
 
 # The training state a deploy pack must leave out (HF Trainer writes all of these per checkpoint).
 TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "training_args.bin")

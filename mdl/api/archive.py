@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -101,21 +102,9 @@ def unpack(
     ratio = DEFAULT_MAX_RATIO if max_ratio is None else max_ratio
     shown = progress or NullProgress()
     if isinstance(archive, str | os.PathLike):
-        return unpack_archive(
-            Path(archive),
-            dest=target,
-            force=force,
-            cwd=Path.cwd(),
-            trust=trust,
-            progress=shown,
-            max_ratio=ratio,
-        )
-    return unpack_stream(
-        archive,
-        dest=target,
-        force=force,
-        cwd=Path.cwd(),
-        trust=trust,
-        progress=shown,
-        max_ratio=ratio,
+        unpacking = partial(unpack_archive, Path(archive))
+    else:
+        unpacking = partial(unpack_stream, archive)
+    return unpacking(
+        dest=target, force=force, cwd=Path.cwd(), trust=trust, progress=shown, max_ratio=ratio
     )

@@ -45,8 +45,9 @@ def get(
     ``directory``; ``input_file`` lists more, one a line (``-`` = stdin); ``headers`` go with the
     http(s) URLs given (as curl -H)."""
     from mdl.catalog import check_headers
-    from mdl.download import get_sources, read_source
+    from mdl.download import get_sources
     from mdl.report import hidden
+    from mdl.sources import GetRequest, read_job_output
 
     # (no source at all, and '-' twice, are the sources' own checks: they see the -i list too)
     if output is not None and directory is not None:
@@ -67,16 +68,15 @@ def get(
     # catalog's [settings].
     settings = command_settings(catalog, environ, flags, secrets=secrets, look=False)
     given = (headers or {}).items()
-    report = get_sources(
+    request = GetRequest(
         sources,
-        settings,
         output=None if output is None else Path(output).absolute(),
         sha256=sha256,
         include=include,
         exclude=exclude,
         headers=check_headers(given, where="header", secrets=settings.secrets),
         input_file=None if input_file is None else str(input_file),
-        progress=progress or NullProgress(),
-        read_text=read_text or read_source,
+        read_text=read_text or read_job_output,
     )
+    report = get_sources(request, settings, progress=progress or NullProgress())
     return replace(report, files=hidden(report.files, settings.secrets))

@@ -43,7 +43,6 @@ MAX_OPEN_FOLDERS = 64
 _NO_LINK = os.O_NOFOLLOW | os.O_CLOEXEC
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINK
 _DIR = os.O_RDONLY | os.O_DIRECTORY | _NO_LINK
-PREFIX = STAGING_PREFIX
 RECORDS = Path(".mdl") / "unpack"  # under DEST: one record per staging, named after its token
 _TOKEN = re.compile("[0-9a-f]{32}")
 MAX_RECORD_BYTES = 4096
@@ -121,7 +120,7 @@ class Staging:
 
     def __init__(self, dest: Path) -> None:
         self.dest, self.token = dest, secrets.token_hex(16)
-        self.path = dest / f"{PREFIX}{self.token}"
+        self.path = dest / f"{STAGING_PREFIX}{self.token}"
         self.record = dest / RECORDS / f"{self.token}.json"
         self._dest_fd = self._fd = self._lock = self._root = -1
         # the tree's folders, least recently used first
@@ -341,7 +340,7 @@ def _discard(dest: Path, dest_fd: int, staging_fd: int, token: str) -> None:
     """Remove the staging (if the name still holds the folder ``staging_fd`` is), then its
     record.
     """
-    name = f"{PREFIX}{token}"
+    name = f"{STAGING_PREFIX}{token}"
     found = _lstat(name, dest_fd)
     if (
         found is not None
@@ -391,13 +390,13 @@ def recover(dest: Path, progress: Progress, *, dry_run: bool = False) -> list[tu
         named = set()
         for name, _ in records:
             if name.endswith(".json") and _TOKEN.fullmatch(token := name.removesuffix(".json")):
-                named.add(f"{PREFIX}{token}")
+                named.add(f"{STAGING_PREFIX}{token}")
                 if (
                     found := _recover_staging(dest, dest_fd, token, progress, dry_run=dry_run)
                 ) is not None:
                     handled.append(found)
         for name in sorted(os.listdir(dest_fd)):  # noqa: PTH208 (a descriptor: no Path for it)
-            if name.startswith(PREFIX) and name not in named:
+            if name.startswith(STAGING_PREFIX) and name not in named:
                 progress.note(
                     f"leaving {dest / name} alone: it looks like unpack's staging, but no unpack"
                     " recorded it"
@@ -412,7 +411,7 @@ def _recover_staging(
 ) -> tuple[Path, int] | None:
     """Finish one recorded staging (or only measure it: ``dry_run``) if its record, folder and lock
     are mdl's and no running unpack holds it; the folder handled with its size, or None."""
-    record, staging = dest / RECORDS / f"{token}.json", dest / f"{PREFIX}{token}"
+    record, staging = dest / RECORDS / f"{token}.json", dest / f"{STAGING_PREFIX}{token}"
     with contextlib.ExitStack() as closing:
         try:
             doc = json.loads(confined.read_bytes(dest, record, limit=MAX_RECORD_BYTES))
@@ -462,7 +461,7 @@ def _recover_one(
     """Roll back a swap the journal says was under way (a committed one is done), then remove the
     staging and its record; False when an original cannot be put back (then both stay, and the note
     says why)."""
-    staging = dest / f"{PREFIX}{token}"
+    staging = dest / f"{STAGING_PREFIX}{token}"
     if journal is not None and journal[0] == _SWAPPING:
         try:
             # as a swap takes it: never while another unpack swaps into DEST

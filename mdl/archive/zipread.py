@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mdl.errors import ArchiveError, IntegrityError, UnsafePathError, UsageError
-from mdl.paths import DRIVE_RE, RESERVED_NAMES, path_problem, safe_file_name, shown
+from mdl.paths import DRIVE_RE, MAX_SHOWN, RESERVED_NAMES, path_problem, safe_file_name, shown
 
 MANIFEST_NAME = "mdl-manifest.json"  # inside the archive's top-level folder
 MAX_NAME_BYTES = 1024  # well under PATH_MAX once joined to a destination folder
@@ -54,11 +54,10 @@ _Central = namedtuple(
 _LOCAL = struct.Struct("<4sHHHHHLLLHH")
 _DESCRIPTOR_SIGNATURE = b"PK\x07\x08"
 _EXTRA_ZIP64, _EXTRA_UNICODE_PATH = 0x0001, 0x7075
-_MAX_SHOWN = 120
 
 
 def shown_raw(raw: bytes) -> str:
-    return repr(raw) if len(raw) <= _MAX_SHOWN else repr(raw[:_MAX_SHOWN])[:-1] + "…'"
+    return repr(raw) if len(raw) <= MAX_SHOWN else repr(raw[:MAX_SHOWN])[:-1] + "…'"
 
 
 def name_problem(name: str) -> str | None:

@@ -47,9 +47,8 @@ def init_cmd(
         typer.Option(
             "--project",
             help=(
-                "Write an empty catalog.toml in this folder (or at --catalog): a project's own,"
-                " which `mdl add` "
-                "fills and every mdl command run here reads."
+                "Write an empty catalog.toml in this folder (or at --catalog): a project's own, "
+                "which `mdl add` fills and every mdl command run here reads."
             ),
         ),
     ] = False,
@@ -103,11 +102,9 @@ def add_cmd(
         list[str] | None,
         typer.Argument(
             help=(
-                "hf://[datasets/|spaces/]owner/name[@rev] (a whole repo),"
-                " hf://owner/name[@rev]/path (a file; "
-                "several build a multi-file model) or https:// URLs; none to change only"
-                " --description, --tag and "
-                "--signed-by."
+                "hf://[datasets/|spaces/]owner/name[@rev] (a whole repo), "
+                "hf://owner/name[@rev]/path (a file; several build a multi-file model) or https:// "
+                "URLs; none to change only --description, --tag and --signed-by."
             )
         ),
     ] = None,

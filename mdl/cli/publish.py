@@ -51,9 +51,8 @@ def publish_cmd(
         typer.Option(
             "--sign",
             help=(
-                "Also upload <prefix>/<model>/model.sig, an OpenSSF model signature over the files"
-                " published, made "
-                "with this EC private key (PEM; needs mdl[sign])."
+                "Also upload <prefix>/<model>/model.sig, an OpenSSF model signature over the files "
+                "published, made with this EC private key (PEM; needs mdl[sign])."
             ),
             show_default=False,
         ),

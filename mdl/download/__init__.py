@@ -2,7 +2,7 @@
 ``get`` one-off sources, ``lock`` them into catalog.lock, ``add``/``remove`` catalog entries."""
 
 from mdl.download.catalog_edits import add_model, remove_model
-from mdl.download.get import get_sources, read_source
+from mdl.download.get import get_sources
 from mdl.download.lock import LockReport, lock_catalog
 from mdl.download.puller import pull_models
 from mdl.download.resolve import resolve_models
@@ -14,7 +14,6 @@ __all__ = [
     "get_sources",
     "lock_catalog",
     "pull_models",
-    "read_source",
     "remove_model",
     "resolve_models",
     "warned",

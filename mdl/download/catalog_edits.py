@@ -4,7 +4,6 @@ catalog.lock kept in step (the new model locked, the removed one dropped)."""
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,11 +20,9 @@ from mdl.lockfile import write_lock as write_lock_file
 from mdl.paths import is_http_url
 from mdl.progress import Progress
 from mdl.redact import Secrets, redact_url
-from mdl.setting import Overrides
+from mdl.setting import Overrides, StrPath
 from mdl.signing import key_id
 from mdl.sources import read_hub_pages, resolve_file, resolve_model, signature_spec
-
-StrPath = str | os.PathLike[str]
 
 
 def add_model(

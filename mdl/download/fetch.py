@@ -90,15 +90,18 @@ def _begin(session: PullSession, todo: Iterable[PlannedFile]) -> None:
 
 def _skipped(session: PullSession, plan: PlannedFile) -> FileOutcome:
     """The outcome of a file planned as kept (logged)."""
-    remote = plan.remote
     try:
         outcome = _skip(session, plan)
     except MdlError as exc:
-        outcome = failed(
-            remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source
-        )
+        outcome = _failed(plan, exc)
     log_outcome(outcome)
     return outcome
+
+
+def _failed(plan: PlannedFile, exc: MdlError) -> FileOutcome:
+    """The outcome of a planned file that failed with ``exc``."""
+    remote = plan.remote
+    return failed(remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source)
 
 
 def _place_last(
@@ -135,9 +138,7 @@ def _held_back(plan: PlannedFile, codes: Sequence[int]) -> FileOutcome:
             " them"
         ),
     )
-    outcome = failed(
-        remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source
-    )
+    outcome = _failed(plan, exc)
     log_outcome(outcome)
     return outcome
 
@@ -188,9 +189,7 @@ def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) ->
             error = exc
         else:  # the reporter names the file itself: the message without its own "label: " in front
             session.progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
-        outcome = failed(
-            remote.model, remote.path, exc, dest=plan.placement.shown, source=remote.source
-        )
+        outcome = _failed(plan, exc)
     outcome = replace(outcome, seconds=time.monotonic() - started, retries=retries.causes)
     log_outcome(outcome)
     if error is not None:

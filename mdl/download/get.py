@@ -24,6 +24,7 @@ from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed, log_outcome
 from mdl.sources import (
+    GetRequest,
     InlineCheck,
     InlineFile,
     Parsed,
@@ -33,19 +34,15 @@ from mdl.sources import (
     check_expected_sha256,
     check_payloads,
     list_repos,
-    read_job_output,
     read_sources,
     resolve_file,
     save_targets,
     write_inline,
 )
-from mdl.sources import parse_sources as parse_sources
 from mdl.store import Store, rmdir_empty
 from mdl.transfer import Opening
 
 log = logging.getLogger("mdl.get")
-# the text of a job-output JSON source: a file, or stdin for ``-`` (bounded)
-read_source = read_job_output
 # A get's record is the folder's .mdl/get.json (the store's record of model "", keyed by file name):
 # what it wrote and what the server said of it (length, validator), so a second get of an unchanged
 # file is a no-op (wget -N).
@@ -56,38 +53,18 @@ UNUSED_HEADERS = (
 )
 
 
-def get_sources(
-    sources: Sequence[str],
-    settings: Settings,
-    *,
-    output: Path | None,
-    sha256: str | None,
-    progress: Progress,
-    read_text: Callable[[str], str],
-    include: Sequence[str] = (),
-    exclude: Sequence[str] = (),
-    headers: tuple[tuple[str, str], ...] = (),
-    input_file: str | None = None,
-) -> RunReport:
+def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) -> RunReport:
     """Fetch one-off sources (and ``input_file``'s) into ``settings.dest`` (or ``output``), verified
     and atomic; a file already there is kept with the expected bytes or as a get wrote it if
     upstream is unchanged (wget -N), else refused unless forced."""
-    expected = check_expected_sha256(sha256)
-    named, endpoint = output is not None, settings.endpoint
+    expected = check_expected_sha256(request.sha256)
+    output = request.output
     given = read_sources(
-        sources,
-        input_file=input_file,
-        read_text=read_text,
-        named=named,
-        headers=headers,
-        endpoint=endpoint,
-        progress=progress,
-        secrets=settings.secrets,
+        request, endpoint=settings.endpoint, progress=progress, secrets=settings.secrets
     )
-    _refuse_misuse(
-        given, settings, output=output, expected=expected, include=include, exclude=exclude
-    )
-    unused = bool(headers) and not any(isinstance(item, UrlFile) and item.headers for item in given)
+    _refuse_misuse(given, settings, request, expected=expected)
+    sent = any(isinstance(item, UrlFile) and item.headers for item in given)
+    unused = bool(request.headers) and not sent
     if unused:
         log.warning("%s", UNUSED_HEADERS)
     folder = settings.dest if output is None else output.parent  # -o names one file
@@ -109,9 +86,9 @@ def get_sources(
     try:
         repos = any(isinstance(item, HfUri) for item in given)
         hub = run().hub if repos else None
-        items = (
-            list_repos(given, hub, include=include, exclude=exclude) if hub is not None else given
-        )
+        items: Sequence[Parsed] = given
+        if hub is not None:
+            items = list_repos(given, hub, include=request.include, exclude=request.exclude)
         assert all(not isinstance(item, HfUri) for item in items), "offline was refused above"
         return fetch_sources(
             items,
@@ -132,23 +109,17 @@ def get_sources(
 
 
 def _refuse_misuse(
-    given: Sequence[Parsed],
-    settings: Settings,
-    *,
-    output: Path | None,
-    expected: str | None,
-    include: Sequence[str],
-    exclude: Sequence[str],
+    given: Sequence[Parsed], settings: Settings, request: GetRequest, *, expected: str | None
 ) -> None:
     """The flags that do not fit the sources: usage errors before the Hub is asked."""
     repo = next((item.given for item in given if isinstance(item, HfUri)), None)
     if repo is None:
-        for flag, filters in (("--include", include), ("--exclude", exclude)):
+        for flag, filters in (("--include", request.include), ("--exclude", request.exclude)):
             if filters:
                 raise UsageError(
                     f"{flag} filters a whole Hub repo (hf://owner/name), and no SOURCE is one"
                 )
-    elif output is not None:
+    elif request.output is not None:
         raise UsageError(
             f"-o names one file, but {repo} is a whole repo",
             hint="use -d DIR to save its files there",

@@ -13,6 +13,7 @@ from mdl.sources.joboutput import (
 )
 from mdl.sources.netrc import NetrcLogins, read_netrc
 from mdl.sources.oneoff import (
+    GetRequest,
     Parsed,
     Source,
     check_payloads,
@@ -34,6 +35,7 @@ from mdl.sources.resolve import (
 )
 
 __all__ = [
+    "GetRequest",
     "Hub",
     "InlineCheck",
     "InlineFile",

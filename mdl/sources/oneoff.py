@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mdl.buckets import store_for
@@ -35,6 +35,7 @@ from mdl.sources.joboutput import (
     decoded_size,
     name_key,
     parse_job_output,
+    read_job_output,
 )
 from mdl.sources.resolve import resolve_model
 from mdl.store import REPLACEABLE, creatable_problem, hub_source, not_a_file, not_a_file_error
@@ -46,24 +47,32 @@ Parsed = Source | HfUri  # what a SOURCE argument stands for: files, or a whole 
 MAX_SOURCE_LINE = 64 * 1024
 
 
+@dataclass(frozen=True)
+class GetRequest:
+    """What ``mdl get`` is asked: its SOURCE arguments and the flags that shape what they become."""
+
+    sources: Sequence[str]
+    output: Path | None = None  # -o: the one file's path
+    sha256: str | None = None  # --sha256: the one file's
+    include: Sequence[str] = ()  # a whole repo's files: only these globs
+    exclude: Sequence[str] = ()
+    headers: tuple[tuple[str, str], ...] = ()  # -H: for the http(s) URLs given
+    input_file: str | None = None  # -i: a list of more sources
+    read_text: Callable[[str], str] = read_job_output  # a job output's text (``-``: stdin)
+
+
 def read_sources(
-    sources: Sequence[str],
-    *,
-    input_file: str | None,
-    read_text: Callable[[str], str],
-    named: bool,
-    headers: tuple[tuple[str, str], ...],
-    endpoint: str,
-    progress: Progress,
-    secrets: Secrets | None = None,
+    request: GetRequest, *, endpoint: str, progress: Progress, secrets: Secrets | None = None
 ) -> list[Parsed]:
     """The SOURCE arguments and the ``-i`` list's, Hub page URLs read as their hf://, each parsed
     (parse_sources).
     """
-    combined = combined_sources(sources, input_file=input_file, read_text=read_text)
+    read_text = request.read_text
+    combined = combined_sources(request.sources, input_file=request.input_file, read_text=read_text)
     combined = read_hub_pages(combined, endpoint=endpoint, progress=progress)
+    named = request.output is not None  # -o gives the file its name
     return parse_sources(
-        combined, read_text=read_text, named=named, headers=headers, secrets=secrets
+        combined, read_text=read_text, named=named, headers=request.headers, secrets=secrets
     )
 
 

@@ -40,6 +40,7 @@ from mdl.redact import (
     redact_url,
     safe_text,
 )
+from mdl.report import SERVER_TEXT_LIMIT
 from mdl.transfer.connection import (
     CA_HINT,
     DEFAULT_TIMEOUT,
@@ -92,10 +93,6 @@ def make_client(
         trust_env=False,
         event_hooks={"request": [secrets] if secrets is not None else []},
     )
-
-
-def shown_origin(url: str) -> str:
-    return shown_origin_of(origin(url))
 
 
 def shown_origin_of(at: tuple[str, str, int]) -> str:
@@ -199,8 +196,8 @@ class TokenGuard:
             if any(token in value for token in tokens):
                 raise TokenLeakError(
                     f"refused to send the Hub token ({name} header) to"
-                    f" {shown_origin(str(request.url))}: it goes to the Hub at"
-                    f" {shown_origin(self.endpoint)} only",
+                    f" {shown_origin_of(origin(str(request.url)))}: it goes to the Hub at"
+                    f" {shown_origin_of(origin(self.endpoint))} only",
                     hint="a server sent mdl to another origin; nothing was sent there",
                 )
 
@@ -229,7 +226,6 @@ class ExpiredURLError(AuthError):
 
 # bytes of an error body read at most: a hostile server may send gigabytes
 ERROR_BODY_LIMIT = 8 * 1024
-SERVER_TEXT_LIMIT = 500  # characters of the server's text kept for the log
 MESSAGE_TEXT_LIMIT = 200  # characters of it in the one-line message people see
 
 

@@ -143,7 +143,7 @@ def current_journal(token: str) -> dict[str, object]:
 def test_a_planted_staging_is_never_acted_on_by_unpack_or_clean(tmp_path: Path, kind: str) -> None:
     dest, outside = bystanders(tmp_path)
     token = "ab" * 16
-    name = f"{unpack_staging.PREFIX}{'0123abcd' if kind == 'legacy' else token}"
+    name = f"{unpack_staging.STAGING_PREFIX}{'0123abcd' if kind == 'legacy' else token}"
     plant_staging(dest, name, LEGACY if kind == "legacy" else current_journal(token))
     # a record under .mdl/ too, but not one mdl made for that folder
     if kind != "legacy" and kind != "current":

@@ -33,13 +33,15 @@ def snapshot(folder: Path) -> dict[str, bytes | None]:
     found: dict[str, bytes | None] = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder).as_posix()
-        if not rel.startswith(unpack_staging.PREFIX):
+        if not rel.startswith(unpack_staging.STAGING_PREFIX):
             found[rel] = None if path.is_dir() else path.read_bytes()
     return found
 
 
 def staging_folders(dest: Path) -> list[str]:
-    return sorted(p.name for p in dest.iterdir() if p.name.startswith(unpack_staging.PREFIX))
+    return sorted(
+        p.name for p in dest.iterdir() if p.name.startswith(unpack_staging.STAGING_PREFIX)
+    )
 
 
 def make_old_and_new(
@@ -268,7 +270,7 @@ def test_a_staging_being_made_is_never_taken_for_abandoned(
 
 def test_a_hand_written_journal_with_unsafe_names_is_not_acted_on(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
-    planted = dest / f"{unpack_staging.PREFIX}planted"
+    planted = dest / f"{unpack_staging.STAGING_PREFIX}planted"
     (planted / "tree").mkdir(parents=True)
     (planted / "lock").touch()
     (planted / "journal.json").write_text(

@@ -12,10 +12,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl, use_catalog
+from runfixtures import mdl, parse_file_line, use_catalog
 from servers import CdnServer, Fault, make_data
 
-from mdl.report import FileOutcome, file_line, parse_file_line
+from mdl.report import FileOutcome, file_line
 
 DATA = make_data(200_000, seed=21)
 ROOT = Path(__file__).resolve().parents[2]

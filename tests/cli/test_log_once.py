@@ -19,10 +19,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from runfixtures import HANG, wait_for
+from runfixtures import HANG, parse_file_line, wait_for
 from servers import Fault, HubServer, make_data
-
-from mdl.report import parse_file_line
 
 MODEL = "ten"
 FILES: dict[str, bytes] = {

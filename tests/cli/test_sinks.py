@@ -13,11 +13,9 @@ import json
 from pathlib import Path
 
 import pytest
-from runfixtures import mdl, use_catalog
+from runfixtures import mdl, parse_file_line, use_catalog
 from servers import CdnServer, Fault, make_data
 from typer.testing import Result
-
-from mdl.report import parse_file_line
 
 CIVITAI = "civ-7f3a9b2c4d5e6f708192"  # the value of ${CIVITAI_KEY}
 OSS_SIG = "ossSIG0a1b2c3d4e5f6a7b8c9d"
