@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mdl.api.context import environ_now
@@ -40,10 +41,16 @@ def add(
     without any source too."""
     from mdl.download import add_model
 
-    # the entry's fields, as mdl.catalog.edit.add_entry takes them
-    entry: dict[str, object] = {"include": include, "exclude": exclude, "save_as": save_as}
-    entry |= {"sha256": sha256, "description": description, "tags": tags}
-    entry |= {"signed_by": signed_by, "force": force}
+    entry: catalog_edit.EntryFields = {
+        "include": include,
+        "exclude": exclude,
+        "save_as": save_as,
+        "sha256": sha256,
+        "description": description,
+        "tags": tags,
+        "signed_by": None if signed_by is None else Path(signed_by),
+        "force": force,
+    }
     return add_model(
         name,
         sources,

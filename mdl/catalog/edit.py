@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from mdl.catalog.entry import Action, Asked, meta_changes, plan_entry, signature_change, with_meta
 
@@ -173,6 +173,20 @@ class Edit:
     entry: dict[str, Any]
     # the ``files`` entries this edit put in (to check upstream)
     added_files: tuple[dict[str, Any], ...] = ()
+
+
+class EntryFields(TypedDict, total=False):
+    """What ``mdl add`` asks of an entry besides its SOURCEs: :func:`add_entry`'s keywords."""
+
+    include: Sequence[str]
+    exclude: Sequence[str]
+    save_as: str | None
+    sha256: str | None
+    description: str | None
+    tags: Sequence[str]
+    signed_by: Path | None
+    folder: Path
+    force: bool
 
 
 def add_entry(

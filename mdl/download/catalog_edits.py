@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from mdl.catalog import Catalog, ModelSpec, Settings, lock_beside, settings_for
 from mdl.catalog import edit as catalog_edit
@@ -28,7 +27,7 @@ from mdl.sources import read_hub_pages, resolve_file, resolve_model, signature_s
 def add_model(
     name: str,
     sources: Sequence[str],
-    entry: Mapping[str, Any],
+    entry: catalog_edit.EntryFields,
     *,
     check: bool,
     catalog: StrPath | None,
@@ -42,7 +41,7 @@ def add_model(
     name = catalog_edit.check_model_name(name)
     fields = _signer_read(entry)
     path, text, created = catalog_files.catalog_text(catalog, environ, create=True)
-    fields = {**fields, "folder": path.parent}  # what the signature's key is written relative to
+    fields["folder"] = path.parent  # what the signature's key is written relative to
     request = _Request(name, _parsed(sources, text, path, asking), fields)
     edit = request.on(text)
     change = _change(path, name, edit, created=created)
@@ -103,20 +102,21 @@ class _Request:
 
     name: str
     sources: tuple[catalog_edit.AddSource, ...]
-    fields: Mapping[str, Any]
+    fields: catalog_edit.EntryFields
 
     def on(self, text: str) -> catalog_edit.Edit:
         return catalog_edit.add_entry(text, self.name, self.sources, **self.fields)
 
 
-def _signer_read(entry: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The entry with its ``signed_by`` a PEM public key's path, or exit 2 naming it before the
-    catalog is read."""
-    if entry.get("signed_by") is None:
-        return entry
-    signer = Path(entry["signed_by"]).expanduser()
-    key_id(signer)
-    return {**entry, "signed_by": signer}
+def _signer_read(entry: catalog_edit.EntryFields) -> catalog_edit.EntryFields:
+    """A copy of the entry with its ``signed_by`` a PEM public key's path, or exit 2 naming it
+    before the catalog is read."""
+    fields = entry.copy()
+    signer = fields.get("signed_by")
+    if signer is not None:
+        fields["signed_by"] = signer = signer.expanduser()
+        key_id(signer)
+    return fields
 
 
 def _fetches(text: str, path: Path, name: str, edited: Catalog, *, updated: bool) -> bool:
