@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import stat as st
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -21,7 +20,7 @@ from mdl.store import confined
 from mdl.store.filesystem import stat_file
 from mdl.store.layout import Layout, Placement, parse_hub_source, repo_folder, selected
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
-from mdl.store.store import Store, key_prefix
+from mdl.store.store import Store, key_pattern
 
 INSTALLED = "installed"  # recorded, same size and mtime as when mdl verified it
 # recorded, same size, but touched since it was verified: only a re-hash can tell
@@ -358,9 +357,7 @@ def _has_partials(store: Store, model: str) -> bool:
     # one stat for a destination with nothing under way (list asks it for every model)
     if not folder.is_dir():
         return False
-    # Partial names are "<model>-<16 hex>-<file>.part": match the digest too, so "foo" is not
-    # "foo-bar".
-    pattern = re.compile(re.escape(key_prefix(model)) + r"-[0-9a-f]{16}-.*\.part", re.DOTALL)
+    pattern = key_pattern(model, "part")
     return any(pattern.fullmatch(p.name) for p in folder.iterdir())
 
 

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import stat as st
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from mdl.store.filesystem import hash_descriptor
 from mdl.store.inventory import INSTALLED, MODIFIED_MAYBE, judge, model_status
 from mdl.store.layout import Layout, Placement
 from mdl.store.records import FileRecord, ModelRecord
-from mdl.store.store import Store, key_prefix
+from mdl.store.store import Store, key_pattern
 
 log = logging.getLogger("mdl.store")
 
@@ -431,7 +430,7 @@ def _lock_files(
 def _lock_running(layout: Layout, model: str, taken: set[Path], held: HeldLocks) -> None:
     """Take the lock of any other file of the model a run is fetching now (its lock file is
     there), into ``held``: LockTimeoutError when a run holds one."""
-    pattern = re.compile(re.escape(key_prefix(model)) + r"-[0-9a-f]{16}-.*\.lock", re.DOTALL)
+    pattern = key_pattern(model, "lock")
     for store in layout.stores:
         folder = store.state_dir / "locks"
         for name, info in confined.entries(store.dest, folder):

@@ -54,6 +54,12 @@ def key_prefix(model: str) -> str:
     return prefix if prefix[:1] not in ("", "-") else f"_{prefix}"
 
 
+def key_pattern(model: str, suffix: str) -> re.Pattern[str]:
+    """The names of ``model``'s ``.suffix`` files under ``.mdl/`` ("<model>-<16 hex>-<file>"): the
+    digest matched too, so model "foo" never takes "foo-bar"'s."""
+    return re.compile(re.escape(key_prefix(model)) + r"-[0-9a-f]{16}-.*\." + suffix, re.DOTALL)
+
+
 @dataclass(frozen=True)
 class PartialFile:
     """A partial download under ``.mdl/partial`` and what it belongs to."""

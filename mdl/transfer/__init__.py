@@ -24,6 +24,7 @@ from mdl.transfer.job import EngineConfig, Identity, Opening, RetryLog, Transfer
 from mdl.transfer.replies import Probed, probe
 from mdl.transfer.resume import (
     BY_CHUNK,
+    STATE_MAX,
     WRITEBACK_EVERY,
     Hasher,
     boot_id,
@@ -42,6 +43,7 @@ __all__ = [
     "BY_CHUNK",
     "RETRYABLE_STATUSES",
     "SPLIT_THRESHOLD",
+    "STATE_MAX",
     "WRITEBACK_EVERY",
     "Credentials",
     "Engine",

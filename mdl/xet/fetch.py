@@ -20,6 +20,7 @@ from mdl.progress import Progress
 from mdl.sources import XetRef
 from mdl.store import DirSyncs, stat_file
 from mdl.transfer import (
+    STATE_MAX,
     RateLimiter,
     TransferJob,
     TransferResult,
@@ -38,8 +39,6 @@ from mdl.xet.reuse import Resumable, ReuseIndex, Written, load_state
 from mdl.xet.streams import Gate, Streams, Wire
 
 log = logging.getLogger("mdl.xet")
-
-STATE_MAX = 64 << 20
 
 
 @dataclass(eq=False, repr=False, kw_only=True)
