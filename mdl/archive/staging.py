@@ -301,7 +301,7 @@ def _journal_top(item: object) -> Top:
     if not isinstance(item, dict) or not _safe_top_name(item.get("name")):
         raise ValueError("the journal names an unsafe entry")
     old = item.get("old")
-    return Top(item["name"], _pair(item["new"]), None if old is None else _pair(old))
+    return Top(item["name"], _pair(item.get("new")), None if old is None else _pair(old))
 
 
 def _safe_top_name(name: object) -> bool:

@@ -282,6 +282,30 @@ def test_a_hand_written_journal_with_unsafe_names_is_not_acted_on(tmp_path: Path
     assert staging_folders(dest) == [planted.name]
 
 
+def test_a_journal_entry_without_its_new_identity_is_not_acted_on(tmp_path: Path) -> None:
+    """A journal of this staging (its token) whose entry lacks a field is malformed, as any other:
+    left alone, never a KeyError out of recovery."""
+    archive, dest, _, _ = make_old_and_new(tmp_path)
+    body = """
+        def hooked(src, dst, *args, **kwargs):
+            real_rename(src, dst, *args, **kwargs)
+            calls[0] += swapping(src)
+            if calls[0] == 25:
+                os.kill(os.getpid(), signal.SIGKILL)
+        """
+    proc = run_child(child_script(archive, dest, body), tmp_path)
+    proc.communicate(timeout=60)
+    [leftover] = staging_folders(dest)
+    path = dest / leftover / "journal.json"
+    journal = json.loads(path.read_text())
+    del journal["tops"][0]["new"]
+    path.write_text(json.dumps(journal))
+    before = snapshot(dest)
+    unpack_staging.recover(dest, NullProgress())
+    assert snapshot(dest) == before
+    assert staging_folders(dest) == [leftover]
+
+
 def test_what_a_killed_unpack_left_is_named_by_clean_dry_run_and_finished_by_clean(
     tmp_path: Path,
 ) -> None:
