@@ -137,18 +137,27 @@ def test_sigterm_during_the_swap_waits_for_it_to_finish(tmp_path: Path) -> None:
     assert staging_folders(dest) == []
 
 
-def test_a_kill_9_mid_swap_is_rolled_back_by_the_next_unpack(tmp_path: Path) -> None:
+def killed_mid_swap(
+    tmp_path: Path,
+) -> tuple[Path, Path, dict[str, bytes | None], dict[str, bytes | None]]:
+    """An unpack of new over old killed (-9) halfway through its swap: some originals aside, some
+    new entries in place; the archive, DEST and the two snapshots."""
     archive, dest, old, new = make_old_and_new(tmp_path)
     body = """
         def hooked(src, dst, *args, **kwargs):
             real_rename(src, dst, *args, **kwargs)
             calls[0] += swapping(src)
-            if calls[0] == 25:  # halfway through: some originals aside, some new entries in place
+            if calls[0] == 25:
                 os.kill(os.getpid(), signal.SIGKILL)
         """
     proc = run_child(child_script(archive, dest, body), tmp_path)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
+    return archive, dest, old, new
+
+
+def test_a_kill_9_mid_swap_is_rolled_back_by_the_next_unpack(tmp_path: Path) -> None:
+    archive, dest, old, new = killed_mid_swap(tmp_path)
     [leftover] = staging_folders(dest)
     journal = json.loads((dest / leftover / "journal.json").read_text())
     assert journal["state"] == "swapping" and len(journal["tops"]) == TOPS
@@ -285,16 +294,7 @@ def test_a_hand_written_journal_with_unsafe_names_is_not_acted_on(tmp_path: Path
 def test_a_journal_entry_without_its_new_identity_is_not_acted_on(tmp_path: Path) -> None:
     """A journal of this staging (its token) whose entry lacks a field is malformed, as any other:
     left alone, never a KeyError out of recovery."""
-    archive, dest, _, _ = make_old_and_new(tmp_path)
-    body = """
-        def hooked(src, dst, *args, **kwargs):
-            real_rename(src, dst, *args, **kwargs)
-            calls[0] += swapping(src)
-            if calls[0] == 25:
-                os.kill(os.getpid(), signal.SIGKILL)
-        """
-    proc = run_child(child_script(archive, dest, body), tmp_path)
-    proc.communicate(timeout=60)
+    _, dest, _, _ = killed_mid_swap(tmp_path)
     [leftover] = staging_folders(dest)
     path = dest / leftover / "journal.json"
     journal = json.loads(path.read_text())
@@ -313,17 +313,7 @@ def test_what_a_killed_unpack_left_is_named_by_clean_dry_run_and_finished_by_cle
     unpack there: `mdl clean --dest DIR --dry-run` names it with its size, `mdl clean --dest DIR`
     restores what it moved aside and removes it (issue 27)."""
 
-    archive, dest, old, _ = make_old_and_new(tmp_path)
-    body = """
-        def hooked(src, dst, *args, **kwargs):
-            real_rename(src, dst, *args, **kwargs)
-            calls[0] += swapping(src)
-            if calls[0] == 25:
-                os.kill(os.getpid(), signal.SIGKILL)
-        """
-    proc = run_child(child_script(archive, dest, body), tmp_path)
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    _, dest, old, _ = killed_mid_swap(tmp_path)
     [leftover] = staging_folders(dest)
 
     dry = mdl("clean", "--dest", str(dest), "--dry-run", "--json")
