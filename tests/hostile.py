@@ -47,6 +47,7 @@ __all__ = [
     "GzipCdn",
     "HostileHub",
     "Phase",
+    "RawServer",
     "ScratchCA",
     "ScriptedServer",
     "Seen",
@@ -54,6 +55,62 @@ __all__ = [
     "TlsCdn",
     "UnsizedCdn",
 ]
+
+
+class RawServer:
+    """A TCP listener on 127.0.0.1 whose every connection is answered on its own thread by
+    ``answer`` (a subclass's); a socket error there ends the connection. ``accepted`` counts them."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.stopping = threading.Event()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+
+    def __enter__(self) -> Self:
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopping.set()
+        # wakes the accept: no thread outlives this server
+        self._server.shutdown(socket.SHUT_RDWR)
+        self._thread.join(5)
+        self._server.close()
+
+    def answer(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def read_head(self, conn: socket.socket) -> bytes | None:
+        """A request's header block, or None when the client left first."""
+        head = b""
+        while b"\r\n\r\n" not in head:
+            got = conn.recv(65536)
+            if not got:
+                return None
+            head += got
+        return head
+
+    def drip(self, conn: socket.socket, data: bytes, size: int, interval: float) -> None:
+        """``data``, ``size`` bytes per ``interval`` (till the server stops)."""
+        for at in range(0, len(data), size):
+            if self.stopping.wait(interval):
+                return
+            conn.sendall(data[at : at + size])
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            self.answer(conn)
 
 
 class SilentServer:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import ast
 import socket
-import threading
 import time
 from pathlib import Path
 
 import httpcore2
 import httpx2
 import pytest
+from hostile import RawServer
 from runfixtures import HANG, mdl, use_catalog
 from servers import CdnServer, make_data
 
@@ -28,7 +28,7 @@ from mdl.transfer.connection import set_read_timeout
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class DrippingServer:
+class DrippingServer(RawServer):
     """Answers every request on 127.0.0.1 slowly: its header block one byte per ``interval``
     (``headers``), or its headers at once and then ``chunk`` bytes of body per ``interval``
     (``body``)."""
@@ -36,63 +36,22 @@ class DrippingServer:
     def __init__(
         self, mode: str, *, interval: float = 0.5, chunk: int = 1, length: int = 1_000_000
     ) -> None:
+        super().__init__()
         self.mode, self.interval, self.chunk, self.length = mode, interval, chunk, length
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._server = socket.socket()
-        self._server.bind(("127.0.0.1", 0))
-        self._server.listen()
-        self.port = self._server.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> DrippingServer:
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        # wakes the accept: no thread outlives this server (test_body.py)
-        self._server.shutdown(socket.SHUT_RDWR)
-        self._thread.join(5)
-        self._server.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _drip(self, conn: socket.socket, data: bytes, size: int) -> None:
-        for at in range(0, len(data), size):
-            if self._stop.wait(self.interval):
-                return
-            conn.sendall(data[at : at + size])
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    got = conn.recv(65536)
-                    if not got:
-                        return
-                    head += got
-                headers = (
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length:"
-                    f" {self.length}\r\n\r\n"
-                ).encode()
-                body = b'{"sha": "' + b"0" * (self.length - 11) + b'"}'
-                if self.mode == "headers":
-                    self._drip(conn, headers, 1)
-                else:
-                    conn.sendall(headers)
-                    self._drip(conn, body, self.chunk)
-            except OSError:
-                return
+    def answer(self, conn: socket.socket) -> None:
+        if self.read_head(conn) is None:
+            return
+        headers = (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length:"
+            f" {self.length}\r\n\r\n"
+        ).encode()
+        body = b'{"sha": "' + b"0" * (self.length - 11) + b'"}'
+        if self.mode == "headers":
+            self.drip(conn, headers, 1, self.interval)
+        else:
+            conn.sendall(headers)
+            self.drip(conn, body, self.chunk, self.interval)
 
 
 @pytest.fixture

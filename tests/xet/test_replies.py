@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from hostile import RawServer
 from runfixtures import mdl, use_catalog
 from servers import make_data
 from xetserver import XetHubServer
@@ -30,7 +31,7 @@ WEIGHTS = "model.safetensors"
 _HASH = "ab" * 32
 
 
-class SlowCas:
+class SlowCas(RawServer):
     """A Hub token endpoint and a CAS on 127.0.0.1 in one: ``slow`` ("token" or "reconstruction")
     answers its headers at once, then a padded JSON body ``chunk`` bytes per ``interval`` (above any
     stall floor, never whole in a few seconds); the other answers at once."""
@@ -38,63 +39,31 @@ class SlowCas:
     def __init__(
         self, slow: str, *, interval: float = 0.05, chunk: int = 2048, length: int = 10_000_000
     ) -> None:
+        super().__init__()
         self.slow, self.interval, self.chunk, self.length = slow, interval, chunk, length
         self.asked: list[str] = []
-        self._stop = threading.Event()
-        self._server = socket.socket()
-        self._server.bind(("127.0.0.1", 0))
-        self._server.listen()
-        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
 
-    def __enter__(self) -> SlowCas:
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._server.shutdown(socket.SHUT_RDWR)
-        self._thread.join(5)
-        self._server.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    if not (got := conn.recv(65536)):
-                        return
-                    head += got
-                path = head.split(b" ", 2)[1].decode()
-                self.asked.append(path)
-                kind = "token" if "xet-read-token" in path else "reconstruction"
-                if kind == self.slow:
-                    body = b'{"pad": "' + b"x" * (self.length - 12) + b'"}'
-                else:
-                    body = json.dumps(
-                        {"accessToken": "xet_t", "exp": 4_000_000_000, "casUrl": self.url}
-                    ).encode()
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length:"
-                    b" %d\r\n\r\n" % len(body)
-                )
-                if kind != self.slow:
-                    conn.sendall(body)
-                    return
-                for at in range(0, len(body), self.chunk):
-                    if self._stop.wait(self.interval):
-                        return
-                    conn.sendall(body[at : at + self.chunk])
-            except OSError:
-                return
+    def answer(self, conn: socket.socket) -> None:
+        head = self.read_head(conn)
+        if head is None:
+            return
+        path = head.split(b" ", 2)[1].decode()
+        self.asked.append(path)
+        kind = "token" if "xet-read-token" in path else "reconstruction"
+        if kind == self.slow:
+            body = b'{"pad": "' + b"x" * (self.length - 12) + b'"}'
+        else:
+            body = json.dumps(
+                {"accessToken": "xet_t", "exp": 4_000_000_000, "casUrl": self.url}
+            ).encode()
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length:"
+            b" %d\r\n\r\n" % len(body)
+        )
+        if kind != self.slow:
+            conn.sendall(body)
+            return
+        self.drip(conn, body, self.chunk, self.interval)
 
 
 def _source(client: httpx2.Client) -> XetSource:
