@@ -3,7 +3,9 @@ scheme."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from mdl.redact import Secrets
@@ -54,3 +56,69 @@ class ObjectStore(Protocol):
     def is_down(self, said: str) -> bool:
         """Whether a failure's text says the store cannot serve this mirror at all (keys, bucket),
         not only one object."""
+
+    def writer(self, *, endpoint: str | None, secrets: Secrets | None) -> Writer:
+        """The store, writable, for one run (``endpoint``: a catalog mirror's own)."""
+
+
+# The write side: what filling a mirror (leases, uploads) and pruning one need of a store. A
+# store's clock, never ours, judges a lease's age: machines' clocks may disagree by minutes.
+
+
+@dataclass(frozen=True)
+class Seen:
+    """An object as the store describes it (a HEAD, or a write's reply)."""
+
+    etag: str  # the store's version tag: the value If-Match compares
+    size: int
+    modified: float  # when it was last written, by the store's clock (epoch seconds)
+    now: float  # the store's clock when it answered (S3: the reply's Date; a folder: a fresh mtime)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One object under a prefix (``prune --mirror``)."""
+
+    uri: str  # scheme://… as a mirror template fills it
+    size: int
+    modified: float  # the store's clock (epoch seconds)
+
+
+class ConditionalWritesIgnored(Exception):
+    """The store wrote both of two conflicting conditional writes: it cannot hold a lease."""
+
+
+class Writer(Protocol):
+    """One mirror's store, writable, for one run (it may keep a client). Every write is
+    conditional: a second writer never replaces what the first wrote. A store's transient
+    conflicts (S3's ``409 ConditionalRequestConflict``, a 503) are retried inside; other failures
+    raise MdlError as reads do (exit 3, 4, 5, 7)."""
+
+    def head(self, uri: str) -> Seen | None:
+        """The object, or None when there is none."""
+
+    def read(self, uri: str) -> tuple[bytes, Seen] | None:
+        """A small object's bytes (a lease's) and what the store says of it; None: none."""
+
+    def create(self, uri: str, data: bytes) -> Seen | None:
+        """Write ``data`` only if there is no such object (S3: ``If-None-Match: *``; a folder:
+        exclusive create); None: one is there already."""
+
+    def replace(self, uri: str, data: bytes, *, etag: str) -> Seen | None:
+        """Write ``data`` only over the version ``etag`` (S3: ``If-Match``); None: the object
+        changed or is gone."""
+
+    def delete(self, uri: str, *, etag: str | None = None) -> bool:
+        """Remove the object (only version ``etag`` when given and the store can say); False:
+        it was not there or had changed."""
+
+    def upload(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
+        """A verified local file, written whole or not at all, only if there is no such object
+        (``If-None-Match: *``; the store's own SHA-256 checksum where it keeps one); False: one is
+        there already (never replaced)."""
+
+    def listing(self, prefix: str) -> Iterator[Listed]:
+        """Every object whose URI starts with ``prefix`` (a store URI)."""
+
+    def now(self) -> float:
+        """The store's clock (epoch seconds)."""

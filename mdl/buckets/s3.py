@@ -366,3 +366,7 @@ class S3Store:
     def is_down(self, said: str) -> bool:
         """No such bucket, or keys the store does not take."""
         return any(code in said for code in _S3_DOWN)
+
+    def writer(self, *, endpoint: str | None, secrets: Secrets | None) -> Any:
+        """The bucket, writable (conditional writes): built in the fleet work."""
+        raise NotImplementedError
