@@ -279,8 +279,10 @@ class S3Writer:
                     Metadata={SHA256_META: sha256},
                 ),
             )
-        except _Refused:
-            return False
+        except _Refused as refused:
+            # tried again after a lost reply: ours if its ETag is our bytes' MD5 (S3 without KMS)
+            md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+            return refused.retried and self._has_etag(obj, md5)
         return True
 
     def _put_parts(self, obj: S3Object, path: Path, *, size: int, sha256: str) -> bool:
@@ -297,6 +299,18 @@ class S3Writer:
         try:
             with path.open("rb") as handle:
                 parts = self._send_parts(obj, upload_id, handle, size=size, sha256=sha256)
+            done = self._complete(obj, upload_id, parts)
+        except BaseException:
+            self._abort(obj, upload_id)
+            raise
+        if not done:
+            self._abort(obj, upload_id)
+        return done
+
+    def _complete(self, obj: S3Object, upload_id: str, parts: list[dict[str, Any]]) -> bool:
+        """The upload completed only if there is no such object; False: there is."""
+        client, what = self._s3(), safe_text(obj.uri)
+        try:
             self._conditional(
                 what,
                 lambda: client.complete_multipart_upload(
@@ -307,13 +321,28 @@ class S3Writer:
                     IfNoneMatch="*",
                 ),
             )
-        except _Refused:
-            self._abort(obj, upload_id)
-            return False
-        except BaseException:
-            self._abort(obj, upload_id)
-            raise
+        except _Refused as refused:
+            return refused.retried and self._ours_parts(obj, parts)
+        except NotFoundError:
+            # NoSuchUpload: botocore tried again after a lost reply (a big object's completion can
+            # outlast the read timeout) and the first try had completed it: the object is ours
+            if self.head(obj.uri) is None:
+                raise
         return True
+
+    def _ours_parts(self, obj: S3Object, parts: list[dict[str, Any]]) -> bool:
+        """After a refused completion that botocore had tried before (a lost reply): whether the
+        object there is this upload, by its multipart ETag (the MD5 of the parts' MD5s, "-N")."""
+        try:
+            md5s = b"".join(bytes.fromhex(str(p["ETag"]).strip('"')) for p in parts)
+        except ValueError:  # a store whose part ETags are not MD5s: it cannot say
+            return False
+        md5 = hashlib.md5(md5s, usedforsecurity=False).hexdigest()
+        return self._has_etag(obj, f"{md5}-{len(parts)}")
+
+    def _has_etag(self, obj: S3Object, etag: str) -> bool:
+        seen = self.head(obj.uri)
+        return seen is not None and seen.etag.strip('"') == etag
 
     def _send_parts(
         self, obj: S3Object, upload_id: str, handle: BinaryIO, *, size: int, sha256: str
@@ -369,6 +398,8 @@ class S3Writer:
         try:
             self._s3().abort_multipart_upload(Bucket=obj.bucket, Key=obj.key, UploadId=upload_id)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            if _reply_code(exc)[0] == "NoSuchUpload":  # completed after all (a lost reply)
+                return
             log.warning(
                 "%s: could not abort the multipart upload: %s",
                 safe_text(obj.uri),
@@ -406,7 +437,7 @@ class S3Writer:
             if self._bucket is not None:
                 reply = client.head_bucket(Bucket=self._bucket)
             else:
-                reply = client.list_buckets(MaxBuckets=1)
+                reply = client.list_buckets()
         except botocore.exceptions.ClientError as exc:
             # the store answered: its refusal still says the time
             reply = exc.response or {}

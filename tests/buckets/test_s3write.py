@@ -336,6 +336,38 @@ def test_a_lost_reply_to_our_own_write(place: Place) -> None:
     assert head.etag == renewed.etag
 
 
+def test_a_lost_reply_to_a_completed_upload(
+    place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The completion was applied, its reply lost, botocore tried again (moto: NoSuchUpload,
+    SeaweedFS: 412): the object there is ours, whole, and nothing is left behind."""
+    monkeypatch.setattr(s3write_module, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(s3write_module, "PART_MINIMUM", 5 * MiB)
+    path, sha = _file(tmp_path, "big.bin", 6 * MiB)
+    with s3_proxy(place.endpoint) as proxy:
+        proxy.lose_replies = 1  # the completion: the only conditional write of an upload
+        writer = place.writer(proxy.endpoint)
+        assert writer.upload(place.uri("big.bin"), path, size=6 * MiB, sha256=sha) is True
+        completions = [r for r in proxy.requests if r[2]]
+    assert len(completions) == 2
+    assert hashlib.sha256(place.body("big.bin")).hexdigest() == sha
+    assert place.unfinished() == []
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and r.name == "mdl.s3"]
+
+
+def test_a_lost_reply_to_a_small_upload(place: Place, tmp_path: Path) -> None:
+    path, sha = _file(tmp_path, "a.bin", 3000)
+    with s3_proxy(place.endpoint) as proxy:
+        proxy.lose_replies = 1
+        writer = place.writer(proxy.endpoint)
+        assert writer.upload(place.uri("a.bin"), path, size=3000, sha256=sha) is True
+        other, other_sha = _file(tmp_path, "b.bin", 3000, seed=b"other")
+        proxy.lose_replies = 1  # applied? no: refused, and the bytes there are not these
+        assert writer.upload(place.uri("a.bin"), other, size=3000, sha256=other_sha) is False
+        assert len([r for r in proxy.requests if r[2]]) == 4
+    assert hashlib.sha256(place.body("a.bin")).hexdigest() == sha
+
+
 def test_delete_where_the_store_refuses_its_if_match(place: Place) -> None:
     """A store without DeleteObject If-Match: the version is compared by a HEAD first."""
     with s3_proxy(place.endpoint) as proxy:
