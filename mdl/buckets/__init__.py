@@ -1,9 +1,11 @@
 """Object stores (``s3://``) behind one Protocol, found by URL scheme: URIs and mirror templates
 checked, GETs presigned for the engines, failures explained."""
 
+from mdl.buckets.parts import MiB, part_layout, part_size
 from mdl.buckets.protocol import ObjectStore, StoredObject
 from mdl.buckets.registry import STORES, Presigner, store_for, store_schemes
 from mdl.buckets.s3 import (
+    SHA256_META,
     S3Object,
     S3Prefix,
     parse_s3_prefix,
@@ -14,13 +16,17 @@ from mdl.buckets.s3 import (
 )
 
 __all__ = [
+    "SHA256_META",
     "STORES",
+    "MiB",
     "ObjectStore",
     "Presigner",
     "S3Object",
     "S3Prefix",
     "StoredObject",
     "parse_s3_prefix",
+    "part_layout",
+    "part_size",
     "s3_client",
     "s3_error",
     "s3_errors",
