@@ -4,14 +4,17 @@ creates and compare-and-swap, raced by threads and by processes); templates and 
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from servers import make_data
+from runfixtures import mdl
+from servers import HubServer, make_data
 
 from mdl.buckets import STORES, FolderStore, FolderWriter, parse_file_uri, store_for
 from mdl.buckets.protocol import Seen
@@ -443,3 +446,100 @@ def test_processes_racing_on_one_object_have_one_winner(tmp_path: Path, kind: st
 
 def _temps(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob(".mdl-tmp-*"))
+
+
+# --- the engine and a real pull, with the folder as the mirror ----------------------------------
+
+
+def test_the_engine_fetches_parallel_ranges_from_the_folder(shelf: Path) -> None:
+    import hashlib
+
+    from runfixtures import transfer_job
+
+    from mdl.progress import NullProgress
+    from mdl.transfer import Engine, EngineConfig
+    from mdl.transfer.http import RetryPolicy
+
+    config = EngineConfig(connections=4, retry=RetryPolicy(retries=0), split_threshold=CHUNK)
+    job = transfer_job(shelf.parent / "pulled", url_of(shelf / "org" / "m" / "w b.bin"), DATA)
+    with make_client(pool_size=8) as client:
+        engine = Engine(client, config, progress=NullProgress(), cancel=threading.Event())
+        result = engine.fetch(job)
+    assert result.sha256 == hashlib.sha256(DATA).hexdigest()
+    assert job.final_path.read_bytes() == DATA
+
+
+WEIGHTS = make_data(200_001, seed=41)
+CONFIG = b'{"model_type": "bert"}\n'
+FILES = {"config.json": CONFIG, "model.safetensors": WEIGHTS}
+
+
+@pytest.fixture
+def world(hub: HubServer, catalog: Path, tmp_path: Path) -> dict[str, Path]:
+    """The Hub's org/tiny as the catalog's model ``tiny``, and a shared folder beside it."""
+    hub.add_repo("org/tiny", FILES)
+    catalog.write_text('[models.tiny]\nrepo = "org/tiny"\n')
+    folder = tmp_path / "shared" / "models"
+    (folder / "tiny").mkdir(parents=True)
+    return {"dest": tmp_path / "models", "folder": folder}
+
+
+def pull_with_folder(world: dict[str, Path]) -> tuple[dict[str, Any], str]:
+    template = f"file://{world['folder']}/{{model}}/{{path}}"
+    result = mdl("pull", "tiny", "--mirror", template, "--json", "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    for path, data in FILES.items():
+        assert (world["dest"] / "tiny" / path).read_bytes() == data  # verified, wherever from
+    doc = json.loads(result.stdout)
+    return {f["path"]: f for f in doc["files"]}, result.stderr
+
+
+def test_a_pull_takes_the_files_from_the_folder(world: dict[str, Path], hub: HubServer) -> None:
+    for path, data in FILES.items():
+        (world["folder"] / "tiny" / path).write_bytes(data)
+    by_path, stderr = pull_with_folder(world)
+    for path in FILES:
+        assert by_path[path]["mirror"] == f"file://{world['folder']}/tiny/{path}"
+        assert by_path[path]["warning"] is None
+    assert hub.log.records(method="GET", path_prefix="/org/tiny/resolve/") == []  # none of origin
+    assert "warning" not in stderr
+
+
+def test_wrong_bytes_in_the_folder_fall_through_to_the_origin(
+    world: dict[str, Path], hub: HubServer
+) -> None:
+    wrong = bytearray(WEIGHTS)
+    wrong[1000] ^= 1
+    (world["folder"] / "tiny" / "config.json").write_bytes(CONFIG)
+    (world["folder"] / "tiny" / "model.safetensors").write_bytes(bytes(wrong))
+    by_path, stderr = pull_with_folder(world)
+    assert by_path["config.json"]["mirror"] and by_path["config.json"]["warning"] is None
+    weights = by_path["model.safetensors"]
+    assert "mirror" not in weights or not weights["mirror"]
+    assert "mismatch" in weights["warning"] and weights["warning"] in stderr
+    fetched = [r.url_path for r in hub.log.records(method="GET", path_prefix="/org/tiny/resolve/")]
+    assert [path.rsplit("/", 1)[-1] for path in fetched] == ["model.safetensors"], fetched
+
+
+def test_a_file_missing_from_the_folder_is_a_warning(world: dict[str, Path]) -> None:
+    (world["folder"] / "tiny" / "config.json").write_bytes(CONFIG)
+    by_path, _ = pull_with_folder(world)
+    folder = world["folder"]
+    assert by_path["model.safetensors"]["warning"] == (
+        f"tiny/model.safetensors: mirror file://{folder}/tiny/model.safetensors failed (not in"
+        " the folder); trying the next source"
+    )
+
+
+def test_get_fetches_a_file_uri(
+    shelf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    monkeypatch.chdir(tmp_path)
+    source = uri_of(shelf / "org" / "m" / "w b.bin")
+    result = mdl("get", source, "-d", "D", "--json", "--sha256", hashlib.sha256(DATA).hexdigest())
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "D" / "w b.bin").read_bytes() == DATA
+    missing = mdl("get", uri_of(shelf / "nope.bin"), "-d", "D")
+    assert missing.exit_code == ExitCode.NOT_FOUND and "no such file" in missing.stderr
