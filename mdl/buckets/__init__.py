@@ -1,6 +1,14 @@
-"""Object stores (``s3://``) behind one Protocol, found by URL scheme: URIs and mirror templates
-checked, GETs presigned for the engines, failures explained."""
+"""Object stores (``s3://``, ``file://``) behind one Protocol, found by URL scheme: URIs and mirror
+templates checked, GETs presigned for the engines, failures explained."""
 
+from mdl.buckets.folder import (
+    LOCAL_HOST,
+    FolderStore,
+    FolderWriter,
+    file_etag,
+    file_url,
+    parse_file_uri,
+)
 from mdl.buckets.parts import MiB, part_layout, part_size
 from mdl.buckets.protocol import ObjectStore, StoredObject
 from mdl.buckets.registry import STORES, Presigner, store_for, store_schemes
@@ -16,14 +24,20 @@ from mdl.buckets.s3 import (
 )
 
 __all__ = [
+    "LOCAL_HOST",
     "SHA256_META",
     "STORES",
+    "FolderStore",
+    "FolderWriter",
     "MiB",
     "ObjectStore",
     "Presigner",
     "S3Object",
     "S3Prefix",
     "StoredObject",
+    "file_etag",
+    "file_url",
+    "parse_file_uri",
     "parse_s3_prefix",
     "part_layout",
     "part_size",
