@@ -55,7 +55,10 @@ def pull_models(
             for spec in models
             if spec.signature is not None
         }
-        return warned(RunReport(tuple(outcomes), signatures=said), lockfile.warnings)
+        report = RunReport(
+            tuple(outcomes), signatures=said, hub_wait_seconds=session.hub_wait_seconds
+        )
+        return warned(report, lockfile.warnings)
 
 
 def _said(spec: ModelSpec, signatures: Signatures, installed: set[str]) -> dict[str, Any]:
