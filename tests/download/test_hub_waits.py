@@ -19,6 +19,7 @@ from servers import Fault, HubServer, make_data
 from mdl.catalog import parse_catalog
 from mdl.catalog.settings import Settings, build_settings
 from mdl.download.puller import PullSession, pull_models
+from mdl.errors import InterruptedByUserError
 from mdl.progress import NullProgress
 from mdl.setting import Overrides
 
@@ -158,3 +159,40 @@ def test_retry_after_still_works_and_feeds_the_gate(tiny: HubServer, tmp_path: P
     later = [r for r in tiny.log.records() if r.time > refused.time]
     assert later and all(r.time >= refused.time + 1.0 - 0.05 for r in later)
     assert report.hub_wait_seconds is not None and report.hub_wait_seconds >= 1.0
+
+
+def test_ctrl_c_ends_the_wait_at_once(tiny: HubServer, tmp_path: Path) -> None:
+    """A stated wait of almost the maximum: Ctrl-C (the session's abort) ends every wait on it."""
+    tiny.faults.add(rate_limited(599, path_prefix=RESOLVE))
+    session = PullSession(settings_for(tiny, tmp_path / "models"), progress=NullProgress())
+    hub = session.hub
+    assert hub is not None
+    ended: dict[str, BaseException] = {}
+
+    def ask(what: str) -> None:
+        try:
+            if what == "refused":
+                hub.file_metadata(
+                    "org/tiny", "config.json", repo_type="model", revision="main", what=what
+                )
+            else:
+                hub.commit_of("org/tiny", repo_type="model", revision="main", what=what)
+        except BaseException as exc:  # kept for the assertion below
+            ended[what] = exc
+
+    threads = [threading.Thread(target=ask, args=("refused",))]
+    try:
+        threads[0].start()
+        wait_for(lambda: session.gate.waits == 1, what="the gate closed by the refusal")
+        threads.append(threading.Thread(target=ask, args=("waiting",)))
+        threads[1].start()
+        session.abort()
+        for thread in threads:
+            thread.join(HANG)
+    finally:
+        session.close()
+    assert {what: type(exc) for what, exc in ended.items()} == {
+        "refused": InterruptedByUserError,
+        "waiting": InterruptedByUserError,
+    }
+    assert len(tiny.log.records()) == 1  # the refusal alone: nothing asked while closed
