@@ -7,12 +7,15 @@ their order and lower bounds, never how fast the machine is."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hostile import RawServer
 from runfixtures import HANG, mdl, use_catalog, wait_for
 from servers import Fault, HubServer, make_data
 
@@ -196,3 +199,40 @@ def test_ctrl_c_ends_the_wait_at_once(tiny: HubServer, tmp_path: Path) -> None:
         "waiting": InterruptedByUserError,
     }
     assert len(tiny.log.records()) == 1  # the refusal alone: nothing asked while closed
+
+
+class CountingHub(RawServer):
+    """A Hub that answers every request 200 with ``RateLimit: "api";r={remaining};t=2`` and notes
+    when each arrived (on this process's monotonic clock, the gate's)."""
+
+    def __init__(self, remaining: int) -> None:
+        super().__init__()
+        self.remaining = remaining
+        self.arrivals: list[float] = []
+
+    def answer(self, conn: socket.socket) -> None:
+        with conn:
+            while self.read_head(conn) is not None:
+                self.arrivals.append(time.monotonic())
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                    + f'RateLimit: "api";r={self.remaining};t=2\r\n\r\n'.encode()
+                    + b"{}"
+                )
+
+
+@pytest.mark.parametrize(("remaining", "paced"), [(1, True), (500, False)])
+def test_few_requests_left_slow_the_run_down(tmp_path: Path, remaining: int, paced: bool) -> None:
+    """1 request left for 2 s: the next one waits a 1 s slot; plenty left: none waits."""
+    with CountingHub(remaining) as raw:
+        environ = {"HF_ENDPOINT": raw.url}
+        settings = build_settings(Overrides(), environ=environ, dest=tmp_path / "models")
+        with closing(PullSession(settings, progress=NullProgress())) as session:
+            for _ in range(2):
+                assert session.client.get(f"{raw.url}/api/models/org/tiny").status_code == 200
+            waited = session.hub_wait_seconds
+    first, second = raw.arrivals
+    if paced:
+        assert second - first >= 1.0 and waited >= 1.0
+    else:
+        assert waited == 0.0
