@@ -134,6 +134,8 @@ class RunReport:
     # Each signed model's signature as this run found it (list's and show's shape): {"verified",
     # "by", "file"}
     signatures: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # seconds the run waited on the Hub's rate limits (pull and get; None: a run that asks no Hub)
+    hub_wait_seconds: float | None = None
 
     @property
     def exit_code(self) -> int:
@@ -152,6 +154,11 @@ class RunReport:
             **(
                 {"signatures": {name: dict(one) for name, one in self.signatures.items()}}
                 if self.signatures
+                else {}
+            ),
+            **(
+                {"hub_wait_seconds": self.hub_wait_seconds}
+                if self.hub_wait_seconds is not None
                 else {}
             ),
         }

@@ -90,7 +90,7 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
         if hub is not None:
             items = list_repos(given, hub, include=request.include, exclude=request.exclude)
         assert all(not isinstance(item, HfUri) for item in items), "offline was refused above"
-        return fetch_sources(
+        report = fetch_sources(
             items,
             settings,
             run=run,
@@ -99,6 +99,8 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
             progress=progress,
             unused=unused,
         )
+        # the waits on the Hub's rate limits, when the run opened a session (a local-only get: 0)
+        return replace(report, hub_wait_seconds=opened[0].hub_wait_seconds if opened else 0.0)
     finally:
         for session in opened:
             session.close()

@@ -43,7 +43,9 @@ def pull_models(
             log_outcome(outcome)
         if settings.dry_run:
             planned = tuple(outcomes) + tuple(dry_run_outcome(p) for p in plans)
-            return warned(RunReport(planned, dry_run=True), lockfile.warnings)
+            waited = session.hub_wait_seconds
+            report = RunReport(planned, dry_run=True, hub_wait_seconds=waited)
+            return warned(report, lockfile.warnings)
         if any(p.decision.action is not Action.SKIP for p in plans):
             session.store.ensure_dirs()
             check_space(plans)
@@ -55,7 +57,10 @@ def pull_models(
             for spec in models
             if spec.signature is not None
         }
-        return warned(RunReport(tuple(outcomes), signatures=said), lockfile.warnings)
+        report = RunReport(
+            tuple(outcomes), signatures=said, hub_wait_seconds=session.hub_wait_seconds
+        )
+        return warned(report, lockfile.warnings)
 
 
 def _said(spec: ModelSpec, signatures: Signatures, installed: set[str]) -> dict[str, Any]:

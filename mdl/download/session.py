@@ -21,6 +21,7 @@ from mdl.transfer import (
     Credentials,
     Engine,
     EngineConfig,
+    HubGate,
     NetTransport,
     Probed,
     RateLimiter,
@@ -69,6 +70,15 @@ class PullSession:
         )
         # Every request of the run passes this hook: the Hub token never leaves for another origin.
         self.guard = TokenGuard.on(self.client, settings.endpoint)
+        # ... and this one: every request to the Hub's origin waits while the Hub says so, every
+        # connection of the run alike (docs/transfers.md "The Hub's rate limits")
+        self.gate = HubGate(
+            settings.endpoint,
+            cancel=self.cancel,
+            few=max(settings.jobs, settings.connections),
+            retry_after_cap=self.retry.retry_after_cap,
+            note=progress.note,
+        ).hook(self.client)
         config = EngineConfig(
             connections=settings.connections,
             scale_connections=not settings.connections_set,
@@ -124,7 +134,14 @@ class PullSession:
             return first
 
     def close(self) -> None:
+        self.gate.log_total()
         self.client.close()
+
+    @property
+    def hub_wait_seconds(self) -> float:
+        """How long the run waited on the Hub's rate limits (the run report's
+        ``hub_wait_seconds``)."""
+        return round(self.gate.waited, 1)
 
     def recorded_xet(self, model: str) -> list[str]:
         """The Xet hashes of the model's files on disk, as its record says (what a new revision
@@ -160,7 +177,13 @@ class PullSession:
     def hub(self) -> Hub | None:  # None when HF_HUB_OFFLINE is set
         if self.settings.offline:
             return None
-        return Hub(self.settings.endpoint, self.token, client=self.client, retry=self.retry)
+        return Hub(
+            self.settings.endpoint,
+            self.token,
+            client=self.client,
+            retry=self.retry,
+            cancel=self.cancel,
+        )
 
     @cached_property
     # read once, when the run's first direct URL asks (a problem: logged there)

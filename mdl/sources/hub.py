@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -27,6 +28,7 @@ from mdl.transfer import (
     body_excerpt,
     follow,
     hub_auth_hint,
+    hub_refusal,
     make_client,
     origin,
     set_reply_deadline,
@@ -127,8 +129,11 @@ class Hub:
         *,
         client: httpx2.Client | None = None,
         retry: RetryPolicy | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
+        # Ctrl-C ends a wait between tries (the run's; a Hub of its own: time.sleep)
+        self.cancel = cancel
         self.origin = origin(self.endpoint)
         self.token = token or None
         self.retry = retry or RetryPolicy()
@@ -307,7 +312,8 @@ class Hub:
                 )
             return response, bytes(body)
 
-        return self.retry.run(attempt, what=what)
+        wait = self.cancel.wait if self.cancel is not None else None
+        return self.retry.run(attempt, what=what, wait=wait)
 
 
 def _status_error(
@@ -354,6 +360,8 @@ def _status_error(
             f"{what}: not authorised for {target} (HTTP {status}){detail}",
             hint=hub_auth_hint(code, response),
         )
+    elif (refused := hub_refusal(response, shown)) is not None:
+        error = refused  # the Hub's rate limit: waited for (no try spent), or too long a wait
     elif status in RETRYABLE_STATUSES:
         error = RetryableError(shown, retry_after=_retry_after(response.headers.get("Retry-After")))
     else:

@@ -16,11 +16,13 @@ from mdl.transfer.http import (
     error_for_status,
     follow,
     hub_auth_hint,
+    hub_refusal,
     make_client,
     retry_after_seconds,
     transport_error,
 )
 from mdl.transfer.job import EngineConfig, Identity, Opening, RetryLog, TransferJob, TransferResult
+from mdl.transfer.ratelimit import MAX_HUB_WAIT, HubGate, read_rate_limits
 from mdl.transfer.replies import Probed, probe
 from mdl.transfer.resume import (
     BY_CHUNK,
@@ -41,6 +43,7 @@ from mdl.transfer.scheduling import SPLIT_THRESHOLD, RateLimiter
 
 __all__ = [
     "BY_CHUNK",
+    "MAX_HUB_WAIT",
     "RETRYABLE_STATUSES",
     "SPLIT_THRESHOLD",
     "STATE_MAX",
@@ -49,6 +52,7 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "Hasher",
+    "HubGate",
     "Identity",
     "NetTransport",
     "Opening",
@@ -69,6 +73,7 @@ __all__ = [
     "finish_part",
     "follow",
     "hub_auth_hint",
+    "hub_refusal",
     "job_root",
     "make_client",
     "origin",
@@ -76,6 +81,7 @@ __all__ = [
     "probe",
     "promised",
     "read_body",
+    "read_rate_limits",
     "record_due",
     "retry_after_seconds",
     "save_threshold",

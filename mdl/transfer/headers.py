@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import email.utils
 import re
+import time
 from importlib.util import find_spec
 
 import httpx2
@@ -89,3 +91,15 @@ def is_encoded(response: httpx2.Response, *, what: str) -> bool:
             + " send the file as it is (identity); mdl never saves encoded bytes as the file",
         )
     return bool(codings)
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """A Retry-After header's wait in seconds (delay-seconds or an HTTP-date), or None."""
+    value = (value or "").strip()
+    if (delay := parse_decimal(value)) is not None:
+        return float(delay)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -4,7 +4,6 @@ the one retry loop.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import re
@@ -52,6 +51,8 @@ from mdl.transfer.connection import (
 )
 from mdl.transfer.files import FolderTransport
 from mdl.transfer.headers import parse_decimal
+from mdl.transfer.headers import retry_after_seconds as retry_after_seconds
+from mdl.transfer.ratelimit import HUB_REFUSALS, MAX_HUB_WAIT, HubGate, refusal_wait, shown_wait
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.http")
@@ -208,14 +209,46 @@ class TokenGuard:
 
 class RetryableError(NetworkError):
     """A failure worth retrying (reset, timeout, 408, 429, 5xx); carries the server's
-    Retry-After.
+    Retry-After. ``hub_wait``: the Hub refused for its rate limit and stated this wait, which costs
+    no try (``gated``: the run's HubGate holds the next request for it, so nothing sleeps here).
     """
 
     def __init__(
-        self, message: str, *, retry_after: float | None = None, hint: str | None = None
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        hint: str | None = None,
+        hub_wait: float | None = None,
+        gated: bool = False,
     ) -> None:
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
+        self.hub_wait = hub_wait
+        self.gated = gated
+
+
+RATE_LIMIT_HINT = (
+    "the Hub limits requests by IP address and token: try again later, spread the machines' starts,"
+    " or fill a mirror once for the fleet"
+)
+
+
+def hub_refusal(response: httpx2.Response, shown: str) -> MdlError | None:
+    """A Hub 429/503 whose RateLimit header states a wait, as the error it is (None: it states
+    none): retried after the wait without spending a try, or, past MAX_HUB_WAIT, NetworkError
+    (exit 5) at once naming the wait."""
+    wait = refusal_wait(response.status_code, response.headers)
+    if wait is None:
+        return None
+    if wait > MAX_HUB_WAIT:
+        return NetworkError(
+            f"{shown}; the Hub asks to wait {shown_wait(wait)}; mdl waits at most"
+            f" {shown_wait(MAX_HUB_WAIT)}",
+            hint=RATE_LIMIT_HINT,
+        )
+    gated = HubGate.of(response) is not None
+    return RetryableError(shown, retry_after=wait, hub_wait=wait, gated=gated)
 
 
 class UnreachableError(RetryableError):
@@ -310,17 +343,6 @@ def body_excerpt(text: str) -> str:
     return " ".join("".join(page.title).split()) or " ".join("".join(page.text).split())
 
 
-def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    value = (value or "").strip()
-    if (delay := parse_decimal(value)) is not None:
-        return float(delay)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
 def hub_auth_hint(code: str | None, response: httpx2.Response) -> str:
     """What to do about the Hub's 401/403 ``response`` (a gated repo also needs its terms accepted,
     as GatedRepoError says): set a token when none was sent; when one was, it was refused or lacks
@@ -409,6 +431,8 @@ class _Refusal:
             return self.forbidden()
         if status in (404, 410):
             return NotFoundError(self.said("not found"))
+        if self.hub and (refused := hub_refusal(self.response, self.said())) is not None:
+            return refused
         if status in RETRYABLE_STATUSES:
             delay = retry_after_seconds(self.response.headers.get("Retry-After"))
             return RetryableError(self.said(), retry_after=delay)
@@ -642,11 +666,16 @@ class Tries:
     announce: Callable[[int, str], None] | None = None
     quick_unreachable: bool = True
     failures: int = 0
+    refusals: int = 0  # the Hub's rate-limit refusals with a stated wait: not failures
 
     def failed(self, exc: RetryableError, *, lost: bool = False) -> None:
         """Count a failed try and wait; NetworkError once the budget is spent. ``lost``: said as
-        a lost connection.
+        a lost connection. A Hub rate-limit refusal (``exc.hub_wait``) is no failed try: it waits
+        (on the run's gate when ``exc.gated``) and is bounded by HUB_REFUSALS alone.
         """
+        if exc.hub_wait is not None:
+            self._refused(exc, exc.hub_wait)
+            return
         self.failures += 1
         limit = self.policy.retries
         if self.quick_unreachable and isinstance(exc, UnreachableError):
@@ -669,6 +698,21 @@ class Tries:
             self.announce(
                 self.failures, f"{told}, retrying in {seconds(delay)} ({self.failures}/{limit})"
             )
+        self._sleep(delay, exc)
+
+    def _refused(self, exc: RetryableError, wait: float) -> None:
+        self.refusals += 1
+        if self.refusals > HUB_REFUSALS:
+            raise NetworkError(
+                f"{exc.message} (the Hub refused {self.refusals} times for its rate limit; gave"
+                " up)",
+                hint=RATE_LIMIT_HINT,
+            ) from exc
+        log.debug("%s: the Hub's rate limit: waiting %.1fs (no try spent)", self.what, wait)
+        if not exc.gated:  # no gate holds the next request: this one waits itself
+            self._sleep(wait, exc)
+
+    def _sleep(self, delay: float, exc: MdlError) -> None:
         if self.wait is None:
             self.policy.sleep(delay)
         elif self.wait(delay):

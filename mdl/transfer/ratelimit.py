@@ -1,0 +1,367 @@
+"""The Hub's rate limits: its ``RateLimit``/``RateLimit-Policy`` headers read (untrusted, never
+raising) and the one gate every Hub request of a run passes (closed while the Hub says wait, paced
+while it says few requests remain; docs/transfers.md "The Hub's rate limits").
+
+The headers are draft-ietf-httpapi-ratelimit-headers: Lists (RFC 8941) of items naming a policy,
+with ``r`` (requests remaining) and ``t`` (seconds until the window resets) on ``RateLimit`` and
+``q`` (quota) and ``w`` (window) on ``RateLimit-Policy``. The Hub writes its policy as
+``"fixed window";"resolvers";q=1000;w=300`` -- a second string where RFC 8941 wants a parameter, so
+a strict structured-field parser (http-sf) throws the whole field away. This small hand parser reads
+the subset the draft uses, that quirk included, and drops only the member it cannot read.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import httpx2
+
+from mdl.errors import InterruptedByUserError
+from mdl.transfer.connection import origin
+from mdl.transfer.headers import retry_after_seconds
+
+log = logging.getLogger("mdl.http")
+
+# The longest stated wait mdl sits through (docs/transfers.md): a Hub asking for more fails the file
+# at once (exit 5) naming the wait, rather than holding a deploy for an unknown time.
+MAX_HUB_WAIT = 600.0
+# refusals with a stated wait one operation takes before giving up (they cost no try: a Hub that
+# says "wait 0 s" forever must still end)
+HUB_REFUSALS = 100
+HEADER_LIMIT = 4096  # characters of a header read at most: past it, the header is ignored
+MEMBER_LIMIT = 64  # members of one list read at most
+# fewer remaining than this share of the quota: the run slows down before it is refused
+FEW_SHARE = 0.1
+REFUSALS = frozenset({429, 503})
+_EXTENSION = "mdl_hub_gate"
+
+_KEY = re.compile(r"[a-z*][a-z0-9_\-.*]{0,63}")
+_TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~:/0-9A-Za-z]{0,255}")
+_INTEGER = re.compile(r"-?[0-9]{1,15}")
+_DECIMAL = re.compile(r"-?[0-9]{1,12}\.[0-9]{1,3}")
+_STRING = re.compile(r'"((?:[ !#-\[\]-~]|\\["\\]){0,256})"')
+_OTHER = re.compile(r"\?[01]|:[A-Za-z0-9+/=]{0,1024}:")  # booleans, byte sequences: not used
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One ``RateLimit`` item: its policy's name, remaining requests, seconds to the reset, and the
+    quota and window its ``RateLimit-Policy`` item gives (None: not said, or not a number)."""
+
+    name: str
+    remaining: int | None = None
+    reset: float | None = None
+    quota: int | None = None
+    window: int | None = None
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """What one reply's rate-limit headers say."""
+
+    limits: tuple[Limit, ...]
+
+    @property
+    def wait(self) -> float | None:
+        """How long a refusal asks to wait: the longest reset of the policies used up (none: of
+        all); None when no item names a reset."""
+        resets = [x.reset for x in self.limits if x.reset is not None and x.remaining == 0]
+        resets = resets or [x.reset for x in self.limits if x.reset is not None]
+        return max(resets) if resets else None
+
+    @property
+    def tightest(self) -> Limit | None:
+        """The policy with the fewest requests left (ties: the later reset)."""
+        known = [x for x in self.limits if x.remaining is not None and x.reset is not None]
+        return min(known, key=lambda x: (x.remaining, -(x.reset or 0.0)), default=None)
+
+
+def _bare(text: str) -> tuple[str, object] | None:
+    """A bare item (kind, value): a string, token, integer, decimal, boolean or byte sequence."""
+    if match := _STRING.fullmatch(text):
+        return "string", re.sub(r"\\(.)", r"\1", match.group(1))
+    if _DECIMAL.fullmatch(text):
+        return "number", float(text)
+    if _INTEGER.fullmatch(text):
+        return "integer", int(text)
+    if _TOKEN.fullmatch(text):
+        return "token", text
+    if _OTHER.fullmatch(text):
+        return "other", text
+    return None
+
+
+def _split(text: str, sep: str) -> list[str] | None:
+    """``text`` split at ``sep`` outside quoted strings (None: a string left open)."""
+    parts, current, quoted, escaped = [], [], False, False
+    for ch in text:
+        if quoted:
+            current.append(ch)
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+            current.append(ch)
+        elif ch == sep:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    if quoted:
+        return None
+    parts.append("".join(current))
+    return parts
+
+
+def _member(text: str) -> tuple[str, dict[str, object]] | None:
+    """One list member: its name and parameters; None when it cannot be read. A lone string among
+    the parameters renames the member (the Hub's ``"fixed window";"resolvers";q=…``)."""
+    segments = _split(text.strip(" \t"), ";")
+    if not segments:
+        return None
+    head = _bare(segments[0].strip(" \t"))
+    if head is None or head[0] not in ("string", "token"):
+        return None
+    name, params = str(head[1]), {}
+    for segment in segments[1:]:
+        segment = segment.strip(" \t")
+        key, eq, value = segment.partition("=")
+        if eq and _KEY.fullmatch(key):
+            if (item := _bare(value)) is None:
+                return None
+            params[key] = item[1] if item[0] in ("integer", "number") else None
+        elif _KEY.fullmatch(segment):
+            params[segment] = None  # a flag: true, nothing mdl reads
+        elif (item := _bare(segment)) is not None and item[0] == "string":
+            name = str(item[1])
+        else:
+            return None
+    return name, params
+
+
+def _members(value: str | None) -> list[tuple[str, dict[str, object]]]:
+    if not value or len(value) > HEADER_LIMIT:
+        return []
+    parts = _split(value, ",") or []
+    found = (_member(part) for part in parts[:MEMBER_LIMIT])
+    return [m for m in found if m is not None]
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def _span(value: object) -> float | None:
+    if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
+def read_rate_limits(ratelimit: str | None, policy: str | None = None) -> RateLimits | None:
+    """What ``RateLimit`` and ``RateLimit-Policy`` say (None: no readable item); never raises,
+    whatever the server sent."""
+    try:
+        policies = dict(_members(policy))
+        limits = []
+        for name, params in _members(ratelimit):
+            quota = policies.get(name, {})
+            limits.append(
+                Limit(
+                    name,
+                    remaining=_count(params.get("r")),
+                    reset=_span(params.get("t")),
+                    quota=_count(quota.get("q")),
+                    window=_count(quota.get("w")),
+                )
+            )
+    except (ValueError, OverflowError, RecursionError):  # the parser's bug, never the run's end
+        log.debug("unreadable RateLimit header ignored", exc_info=True)
+        return None
+    return RateLimits(tuple(limits)) if limits else None
+
+
+def rate_limits_of(headers: Mapping[str, str]) -> RateLimits | None:
+    return read_rate_limits(headers.get("RateLimit"), headers.get("RateLimit-Policy"))
+
+
+def refusal_wait(status: int, headers: Mapping[str, str]) -> float | None:
+    """The wait a 429/503 states in its ``RateLimit`` header (None: another answer, or none
+    stated)."""
+    if status not in REFUSALS:
+        return None
+    limits = rate_limits_of(headers)
+    return limits.wait if limits is not None else None
+
+
+def shown_wait(value: float) -> str:
+    return f"{value:.0f} s" if value >= 10 or value == int(value) else f"{value:.1f} s"
+
+
+class HubGate:
+    """The run's one gate before the Hub's origin, on its client's hooks: a request waits while a
+    refusal's stated wait runs (every connection of the run alike, cancellable by ``cancel``), and
+    is spaced out while replies say few requests remain. Requests to other origins (the CDN, a
+    mirror) pass untouched. ``waited``: the seconds the gate was closed or held a paced request,
+    overlaps counted once."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        cancel: threading.Event | None = None,
+        few: int = 1,
+        retry_after_cap: float = MAX_HUB_WAIT,
+        note: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], bool] | None = None,
+    ) -> None:
+        self.origin = origin(endpoint)
+        self.cancel = cancel or threading.Event()
+        self.few = max(1, few)
+        self.retry_after_cap = retry_after_cap
+        self.note = note
+        self.clock = clock
+        self._wait = wait or self.cancel.wait
+        self._lock = threading.Lock()
+        self._closed_until = 0.0
+        self._pace_until = 0.0
+        self._interval = 0.0
+        self._next_slot = 0.0
+        self._mark = 0.0  # the end of the time already counted in waited
+        self.waited = 0.0
+        self.waits = 0  # times the gate closed
+
+    def hook(self, client: httpx2.Client) -> HubGate:
+        """Put the gate on ``client``'s hooks (once): every request it sends passes it."""
+        hooks = client.event_hooks
+        if self not in hooks["request"]:
+            hooks["request"].append(self)
+            hooks["response"].append(self.seen)
+        return self
+
+    @staticmethod
+    def of(response: httpx2.Response) -> HubGate | None:
+        """The gate the request ``response`` answers passed (None: not a Hub request, or a client
+        without one)."""
+        try:
+            found = response.request.extensions.get(_EXTENSION)
+        except RuntimeError:  # a response built without its request
+            return None
+        return found if isinstance(found, HubGate) else None
+
+    def __call__(self, request: httpx2.Request) -> None:
+        """The request hook: a Hub request waits for the gate."""
+        if origin(str(request.url)) != self.origin:
+            return
+        request.extensions[_EXTENSION] = self
+        self.enter()
+
+    def seen(self, response: httpx2.Response) -> None:
+        """The response hook: what a Hub answer says of the limits."""
+        if response.request.extensions.get(_EXTENSION) is self:
+            self.observe(response.status_code, response.headers)
+
+    def enter(self) -> None:
+        """Return when a Hub request may go: the gate open and, while pacing, its slot come."""
+        while True:
+            with self._lock:
+                now = self.clock()
+                pacing = now < self._pace_until
+                at = max(now, self._closed_until, self._next_slot if pacing else now)
+                if at <= now:
+                    if pacing:
+                        self._next_slot = now + self._interval
+                    return
+                self._count(now, at)
+            if self._wait(at - now):
+                raise InterruptedByUserError("interrupted while waiting for the Hub's rate limit")
+
+    def _count(self, start: float, end: float) -> None:
+        """Add the time from ``start`` to ``end`` to ``waited``, what was counted already once
+        (under the lock; ``start`` never goes back)."""
+        self.waited += max(0.0, end - max(start, self._mark))
+        self._mark = max(self._mark, end)
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        """A refusal with a stated wait closes the gate for it (a wait past MAX_HUB_WAIT does not:
+        the file fails instead); a reply that says few requests remain paces the next ones."""
+        limits = rate_limits_of(headers)
+        if status in REFUSALS:
+            wait = limits.wait if limits is not None else None
+            if wait is None:
+                after = retry_after_seconds(headers.get("Retry-After"))
+                wait = None if after is None else min(after, self.retry_after_cap)
+            if wait is not None and wait <= MAX_HUB_WAIT:
+                self.close(wait, status=status, limits=limits)
+            return
+        if limits is not None and (tight := limits.tightest) is not None:
+            self.pace(tight)
+
+    def close(self, wait: float, *, status: int, limits: RateLimits | None) -> None:
+        with self._lock:
+            now = self.clock()
+            until = now + wait
+            if until <= self._closed_until + 1.0:  # another connection's refusal said it
+                self._count(now, until)
+                self._closed_until = max(self._closed_until, until)
+                return
+            self._closed_until = until
+            self._count(now, until)
+            self.waits += 1
+        policy = ""
+        if limits is not None and (tight := limits.tightest) is not None:
+            policy = f" (policy {tight.name!r}: {tight.remaining} left)"
+        said = "RateLimit" if limits is not None and limits.wait is not None else "Retry-After"
+        line = (
+            f"the Hub answered HTTP {status} and asks to wait {shown_wait(wait)} ({said})"
+            f"{policy}; every Hub request of the run waits"
+        )
+        log.info("%s", line)
+        if self.note is not None:
+            self.note(f"mdl: {line}")
+
+    def pace(self, limit: Limit) -> None:
+        """Few requests left (under ``few``, or FEW_SHARE of the quota): the next ones spread over
+        the time to the reset; plenty left: no pacing."""
+        remaining, reset = limit.remaining, limit.reset
+        assert remaining is not None and reset is not None
+        few = max(self.few, math.ceil(limit.quota * FEW_SHARE) if limit.quota else 0)
+        with self._lock:
+            now = self.clock()
+            if remaining >= few or reset > MAX_HUB_WAIT or reset <= 0:
+                self._pace_until = 0.0
+                return
+            started = now >= self._pace_until
+            self._interval = reset / (remaining + 1)
+            self._pace_until = now + reset
+            self._next_slot = max(self._next_slot, now + self._interval)
+        if started:
+            quota = f" of {limit.quota}" if limit.quota else ""
+            log.info(
+                "the Hub says %d%s requests remain for %s (policy %r); spacing Hub requests %s"
+                " apart",
+                remaining,
+                quota,
+                shown_wait(reset),
+                limit.name,
+                shown_wait(self._interval),
+            )
+
+    def log_total(self) -> None:
+        """The run's total wait on the Hub, said once at its end (nothing when it never waited)."""
+        if self.waited > 0:
+            log.info(
+                "the run waited %s in all on the Hub's rate limits (%d waits)",
+                shown_wait(self.waited),
+                self.waits,
+            )
