@@ -50,7 +50,6 @@ from mdl.transfer.connection import (
     origin,
 )
 from mdl.transfer.files import FolderTransport
-from mdl.transfer.headers import parse_decimal
 from mdl.transfer.headers import retry_after_seconds as retry_after_seconds
 from mdl.transfer.ratelimit import HUB_REFUSALS, MAX_HUB_WAIT, HubGate, refusal_wait, shown_wait
 from mdl.version import __version__
