@@ -79,10 +79,24 @@ def model_folders(outcomes: Sequence["FileOutcome"]) -> list[str]:
 
 @command(output_only=True)
 def verify_cmd(
-    run: Run, names: NamesArg = None, all_models: AllOpt = False, **where: Unpack[Pinned]
+    run: Run,
+    names: NamesArg = None,
+    all_models: AllOpt = False,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help=(
+                "Read no byte: each file is ready when it has the size and mtime it had when mdl"
+                " verified it, at the sha256 pinned (a readiness probe; with --locked for a"
+                " deploy)."
+            ),
+        ),
+    ] = False,
+    **where: Unpack[Pinned],
 ) -> int:
     """Re-hash local files against the record and the catalog, or catalog.lock where it pins them
-    (offline).
+    (offline); with --quick, judge them by their records and sizes alone.
     """
     # Off a terminal (a pipe, a file), each row is written as soon as its file is hashed, so `mdl
     # verify --all | head -1` ends at the first row; on a terminal the table follows the progress
@@ -102,6 +116,7 @@ def verify_cmd(
             environ=run.environ,
             progress=progress,
             on_file=row,
+            quick=quick,
         )
 
     def table() -> None:  # on a terminal, after the progress display: the files that are right
@@ -112,7 +127,8 @@ def verify_cmd(
                 [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")],
             )
 
-    return render_report(run, report, verb="verified", data=None if streaming else table)
+    verb = "checked" if quick else "verified"
+    return render_report(run, report, verb=verb, data=None if streaming else table)
 
 
 @command(progress=False)
