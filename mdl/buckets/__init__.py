@@ -1,6 +1,14 @@
-"""Object stores (``s3://``) behind one Protocol, found by URL scheme: URIs and mirror templates
-checked, GETs presigned for the engines, failures explained."""
+"""Object stores (``s3://``, ``file://``) behind one Protocol, found by URL scheme: URIs and mirror
+templates checked, GETs presigned for the engines, failures explained."""
 
+from mdl.buckets.folder import (
+    LOCAL_HOST,
+    FolderStore,
+    FolderWriter,
+    file_etag,
+    file_url,
+    parse_file_uri,
+)
 from mdl.buckets.lease import LEASE_SUFFIX, is_lease, is_stale
 from mdl.buckets.protocol import Listed, ObjectStore, Seen, StoredObject, Writer
 from mdl.buckets.registry import STORES, Presigner, store_for, store_schemes
@@ -16,7 +24,10 @@ from mdl.buckets.s3 import (
 
 __all__ = [
     "LEASE_SUFFIX",
+    "LOCAL_HOST",
     "STORES",
+    "FolderStore",
+    "FolderWriter",
     "Listed",
     "ObjectStore",
     "Presigner",
@@ -25,8 +36,11 @@ __all__ = [
     "Seen",
     "StoredObject",
     "Writer",
+    "file_etag",
+    "file_url",
     "is_lease",
     "is_stale",
+    "parse_file_uri",
     "parse_s3_prefix",
     "s3_client",
     "s3_error",
