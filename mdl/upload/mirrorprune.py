@@ -33,6 +33,7 @@ LEASED = "a fill holds its lease"
 LIVE_LEASE = "a live lease (a fill is under way)"
 UNNAMED = "named by no model of the catalog"
 EXPIRED = "expired lease"
+CANNOT_ADDRESS = "a name the store cannot address"
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,8 @@ def prune_mirror(
     """Remove from the mirror what ``named`` does not name and is older than ``keep_days`` (by the
     store's clock), and the leases that expired; never a live lease or the object it guards."""
     listed = list(writer.listing(fixed_part(template)))
+    if not listed:  # an empty mirror (a folder not made yet has no clock to ask)
+        return MirrorPruneReport(template, keep_days, (), (), dry_run=dry_run)
     now = writer.now()
     run = _MirrorRun(writer, dry_run)
     leases = [item for item in listed if is_lease(item.uri)]
@@ -171,6 +174,7 @@ def prune_mirror(
         keep_days,
         tuple(run.removed),
         tuple(run.kept),
+        warnings=tuple(run.warnings),
         errors=tuple(run.errors),
         dry_run=dry_run,
     )
@@ -185,6 +189,7 @@ class _MirrorRun:
     removed: list[MirrorEntry] = field(default_factory=list)
     kept: list[MirrorEntry] = field(default_factory=list)
     errors: list[MdlError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def lease(self, lease: Listed, now: float) -> bool:
         """Keep a live lease (True: its object stays too), remove an expired one. An expired one is
@@ -214,6 +219,10 @@ class _MirrorRun:
                 if not self.writer.delete(item.uri, etag=etag):
                     log.info("%s: gone or changed before prune removed it", item.uri)
                     return
+            except UsageError as exc:  # a name the store lists but cannot address (a folder's)
+                self.kept.append(MirrorEntry(item.uri, item.size, CANNOT_ADDRESS))
+                self.warnings.append(f"kept: {exc.message}")
+                return
             except MdlError as exc:
                 self.errors.append(exc)
                 return
