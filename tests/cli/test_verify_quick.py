@@ -161,3 +161,18 @@ def _bytes_read() -> int:
         if line.startswith("rchar:"):
             return int(line.split()[1])
     raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_the_hugging_face_cache_is_judged_by_its_snapshot_entries(
+    pulled: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the Hugging Face cache a file is ready when its snapshot entry leads to its blob: an
+    entry gone is a file missing (exit 4), though its blob is there."""
+    monkeypatch.setenv("MDL_LAYOUT", "hf-cache")
+    assert mdl("pull", "--all", "--locked").exit_code == 0
+    assert probe()[0] == 0
+    snapshots = list(Path(os.environ["HF_HOME"]).glob("hub/models--org--tiny/snapshots/*"))
+    assert len(snapshots) == 1
+    (snapshots[0] / "config.json").unlink()
+    code, files, _ = probe()
+    assert code == 4 and files["config.json"]["action"] == "missing"
