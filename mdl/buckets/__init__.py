@@ -10,9 +10,11 @@ from mdl.buckets.folder import (
     parse_file_uri,
 )
 from mdl.buckets.lease import LEASE_SUFFIX, is_lease, is_stale
+from mdl.buckets.parts import MiB, part_layout, part_size
 from mdl.buckets.protocol import Listed, ObjectStore, Seen, StoredObject, Writer
 from mdl.buckets.registry import STORES, Presigner, store_for, store_schemes
 from mdl.buckets.s3 import (
+    SHA256_META,
     S3Object,
     S3Prefix,
     parse_s3_prefix,
@@ -25,10 +27,12 @@ from mdl.buckets.s3 import (
 __all__ = [
     "LEASE_SUFFIX",
     "LOCAL_HOST",
+    "SHA256_META",
     "STORES",
     "FolderStore",
     "FolderWriter",
     "Listed",
+    "MiB",
     "ObjectStore",
     "Presigner",
     "S3Object",
@@ -42,6 +46,8 @@ __all__ = [
     "is_stale",
     "parse_file_uri",
     "parse_s3_prefix",
+    "part_layout",
+    "part_size",
     "s3_client",
     "s3_error",
     "s3_errors",
