@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from runfixtures import mdl, use_catalog
+from s3proxy import s3_proxy
+from s3server import S3
 
 from mdl.buckets import LEASE_SUFFIX, STORES, Listed, Seen
 from mdl.catalog import parse_catalog
@@ -337,3 +339,47 @@ def test_a_model_not_pinned_with_objects_not_by_model_keeps_everything(
     doc = json.loads(result.stdout)
     assert doc["removed"] == [] and shelf.has("mem://shelf/cas/" + "0" * 64)
     assert any("every object is kept" in w for w in doc["warnings"])
+
+
+def test_an_s3_mirror_is_pruned_by_the_store_clock(
+    place: Path, s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bucket on a real S3 server (moto), its clock read from its replies' Date: while every
+    object is fresh nothing goes; once the store's clock says two days passed (a proxy moves the
+    Date), the unnamed objects go, and the lease that was live has expired, so its object goes
+    too; the named objects and an unpinned model's stay throughout."""
+    template = "s3://mirror/hub/{model}/{path}"
+    keys = {
+        "named": "hub/tiny/config.json",
+        "named_weights": "hub/tiny/model.safetensors",
+        "old": "hub/gone/model.safetensors",
+        "unpinned": "hub/loose/weights.bin",
+        "guarded": "hub/filling/big.bin",
+        "lease": "hub/filling/big.bin" + LEASE_SUFFIX,
+    }
+    for name, key in keys.items():
+        s3.put(
+            "mirror", key, TINY.get(key.rsplit("/", 1)[-1], b"x" * 10) if "named" in name else b"x"
+        )
+    client = s3.client()
+
+    def held() -> set[str]:
+        listed = client.list_objects_v2(Bucket="mirror", Prefix="hub/").get("Contents", [])
+        return {str(o["Key"]) for o in listed}
+
+    with s3_proxy(s3.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        fresh = mdl("prune", "--mirror", template, "--json")
+        assert fresh.exit_code == 0, fresh.stderr
+        kept = {e["uri"]: e["reason"] for e in json.loads(fresh.stdout)["kept"]}
+        assert json.loads(fresh.stdout)["removed"] == [] and held() == set(keys.values())
+        assert kept["s3://mirror/hub/gone/model.safetensors"] == "younger than 7 day(s)"
+        assert kept["s3://mirror/" + keys["lease"]] == "a live lease (a fill is under way)"
+        assert kept["s3://mirror/" + keys["guarded"]] == "a fill holds its lease"
+        proxy.date_offset = 2 * DAY
+        later = mdl("prune", "--mirror", template, "--keep-days", "1")
+        assert later.exit_code == 0, later.stderr
+    assert held() == {keys["named"], keys["named_weights"], keys["unpinned"]}
+    assert sorted(row.split("  ")[1] for row in later.stdout.splitlines()) == sorted(
+        "s3://mirror/" + keys[k] for k in ("old", "guarded", "lease")
+    )
