@@ -1,7 +1,8 @@
 """A loopback HTTP proxy in front of a test S3 server (moto or SeaweedFS) that misbehaves as some
 stores do: it strips the conditional headers (a store that ignores them), answers ``409
 ConditionalRequestConflict`` (a concurrent conditional write in flight), refuses DeleteObject's
-``If-Match`` (501), or loses a write's reply after the store applied it.
+``If-Match`` (501), loses a write's reply after the store applied it, or moves the store's clock
+(every reply's ``Date``) on.
 
 The request goes upstream as the client sent it (its ``Host`` too), so a SigV4 signature still
 holds unless a header is stripped (moto does not check signatures; SeaweedFS does).
@@ -13,6 +14,7 @@ import http.client
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -40,6 +42,7 @@ class Proxy:
         self.conflicts = 0  # the next this many conditional writes are answered 409
         self.refuse_conditional_delete = False
         self.lose_replies = 0  # the next this many conditional writes are applied, their reply lost
+        self.date_offset = 0.0  # seconds added to every reply's Date: the store's clock moved on
         self.requests: list[tuple[str, str, bool]] = []
         self.lock = threading.Lock()
         self.endpoint = ""
@@ -71,6 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.lose_replies -= lose
             refuse = conditional and self.command == "DELETE" and proxy.refuse_conditional_delete
             strip = proxy.strip_conditions
+            offset = proxy.date_offset
         if conflict:
             return self._answer(409, CONFLICT)
         if refuse:
@@ -93,6 +97,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         self.send_response_only(reply.status, reply.reason)
         for name, value in reply.getheaders():
+            if name.lower() == "date" and offset:
+                value = formatdate(parsedate_to_datetime(value).timestamp() + offset, usegmt=True)
             if name.lower() not in _HOP:
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))

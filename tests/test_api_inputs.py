@@ -155,6 +155,7 @@ def _baseline(name: str, place: Path) -> tuple[tuple[Any, ...], dict[str, Any]]:
         "lock": (("nosuch",), {"catalog": catalog, "check": True}),
         "pack": (("no-such-run",), {"dry_run": True}),
         "prune": ((), {"catalog": catalog, "dest": str(place / "models"), "dry_run": True}),
+        "prune_mirror": (("http://x/{model}/{path}",), {"catalog": catalog, "dry_run": True}),
         "publish": (("nosuch",), {"to": "not-s3", "catalog": catalog}),
         "pull": (("nosuch",), {"catalog": catalog, "dest": str(place / "models")}),
         "remove": (("nosuch",), {"catalog": catalog}),

@@ -11,7 +11,7 @@ from mdl.api.edit import add, init, remove
 from mdl.api.get import get
 from mdl.api.inspect import STATUSES, list_models, load_catalog, resolve, show
 from mdl.api.lock import lock
-from mdl.api.publish import publish
+from mdl.api.publish import prune_mirror, publish
 
 # A library prints nothing: without a handler, logging's last resort would write mdl's warnings to
 # stderr.
@@ -28,6 +28,7 @@ __all__ = [
     "lock",
     "pack",
     "prune",
+    "prune_mirror",
     "publish",
     "pull",
     "remove",

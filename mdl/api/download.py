@@ -85,8 +85,10 @@ def verify(
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     on_file: Callable[[FileOutcome], None] | None = None,
+    quick: bool = False,
 ) -> RunReport:
-    """Re-hash local files against their records, the catalog and a fresh catalog.lock (offline)."""
+    """Re-hash local files against their records, the catalog and a fresh catalog.lock (offline);
+    ``quick``: judge them by their records and sizes alone, reading no byte (a readiness probe)."""
     from mdl.download import warned
     from mdl.lockfile import LockUse
     from mdl.store import verify_models
@@ -95,7 +97,12 @@ def verify(
     settings, models, lock = catalog_models(catalog, environ, names, flags, all_models=all)
     pins, warnings, _ = LockUse(settings, lock=lock).view(models)
     report = verify_models(
-        models, settings, progress=progress or NullProgress(), on_file=on_file, pinned=pins
+        models,
+        settings,
+        progress=progress or NullProgress(),
+        on_file=on_file,
+        pinned=pins,
+        quick=quick,
     )
     return warned(report, warnings)
 

@@ -1,4 +1,5 @@
-"""``publish``: each model's verified local files, and its manifest, uploaded to an S3 prefix."""
+"""``publish``: each model's verified local files, and its manifest, uploaded to an S3 prefix;
+``prune --mirror``: such a mirror pruned of what the catalog no longer names."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from mdl.setting import Overrides, StrPath
 if TYPE_CHECKING:
     from mdl.catalog import Catalog
     from mdl.redact import Secrets
-    from mdl.upload import PublishReport
+    from mdl.upload import MirrorPruneReport, PublishReport
 
 
 @checked
@@ -73,3 +74,28 @@ def publish(
         dry_run=dry_run,
     )
     return warned(report, warnings)
+
+
+@checked
+def prune_mirror(
+    mirror: str,
+    *,
+    catalog: Catalog | StrPath | None = None,
+    keep_days: float | None = None,
+    dry_run: bool = False,
+    environ: Mapping[str, str] | None = None,
+    secrets: Secrets | None = None,
+) -> MirrorPruneReport:
+    """Remove from the mirror ``mirror`` (a template in an object store, as in ``mirrors``) what
+    no model of the catalog names by its catalog.lock pins, once older than ``keep_days`` (default
+    7) by the store's clock, and expired leases; never a live lease or the object it guards."""
+    from mdl.upload import KEEP_DAYS, prune_mirror_models
+
+    days = KEEP_DAYS if keep_days is None else keep_days
+    if not 0 <= days < 100_000:
+        raise UsageError(f"--keep-days: expected a number of days from 0, got {keep_days!r}")
+    flags = Overrides(mirrors=[mirror], dry_run=dry_run)
+    settings, models, _ = catalog_models(
+        catalog, environ, (), flags, all_models=True, secrets=secrets
+    )
+    return prune_mirror_models(models, settings, template=mirror, keep_days=days)

@@ -9,8 +9,9 @@ from mdl.buckets.folder import (
     file_url,
     parse_file_uri,
 )
+from mdl.buckets.lease import LEASE_SUFFIX, is_lease, is_stale
 from mdl.buckets.parts import MiB, part_layout, part_size
-from mdl.buckets.protocol import ObjectStore, StoredObject
+from mdl.buckets.protocol import Listed, ObjectStore, Seen, StoredObject, Writer
 from mdl.buckets.registry import STORES, Presigner, store_for, store_schemes
 from mdl.buckets.s3 import (
     SHA256_META,
@@ -24,19 +25,25 @@ from mdl.buckets.s3 import (
 )
 
 __all__ = [
+    "LEASE_SUFFIX",
     "LOCAL_HOST",
     "SHA256_META",
     "STORES",
     "FolderStore",
     "FolderWriter",
+    "Listed",
     "MiB",
     "ObjectStore",
     "Presigner",
     "S3Object",
     "S3Prefix",
+    "Seen",
     "StoredObject",
+    "Writer",
     "file_etag",
     "file_url",
+    "is_lease",
+    "is_stale",
     "parse_file_uri",
     "parse_s3_prefix",
     "part_layout",

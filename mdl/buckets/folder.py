@@ -246,6 +246,7 @@ class FolderWriter:
         files, the clock, the lock) are not objects, a linked folder is not walked into."""
         authority, wanted = _prefix_path(prefix)
         start = Path(wanted if wanted.endswith("/") else wanted.rsplit("/", 1)[0] or "/")
+        self._last_folder = _existing(start)  # now() after a listing (prune) reads its clock
         for path, st in _walk(start):
             if str(path).startswith(wanted):
                 yield Listed(f"{SCHEME}{authority}{path}", st.st_size, st.st_mtime_ns / 1e9)

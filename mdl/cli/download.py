@@ -1,10 +1,12 @@
 """``mdl pull``, ``mdl verify``, ``mdl clean`` and ``mdl prune``: the catalog's models onto this
 disk, checked, and tidied."""
 
+import re
 import shlex
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Unpack
+from typing import TYPE_CHECKING, Annotated, Unpack, cast
 
 import typer
 
@@ -13,11 +15,13 @@ from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, Pinned, Places, Pulling
 from mdl.cli.render.console import isatty
 from mdl.cli.run import Run
 from mdl.cli.summary import ok, render_report, units
+from mdl.errors import UsageError
 from mdl.units import human_size
 
 if TYPE_CHECKING:
     from mdl.report import FileOutcome
     from mdl.store import PrunedPath, PruneReport
+    from mdl.upload import MirrorPruneReport
 
 
 @command()
@@ -75,10 +79,24 @@ def model_folders(outcomes: Sequence["FileOutcome"]) -> list[str]:
 
 @command(output_only=True)
 def verify_cmd(
-    run: Run, names: NamesArg = None, all_models: AllOpt = False, **where: Unpack[Pinned]
+    run: Run,
+    names: NamesArg = None,
+    all_models: AllOpt = False,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help=(
+                "Read no byte: each file is ready when it has the size and mtime it had when mdl"
+                " verified it, at the sha256 pinned (a readiness probe; with --locked for a"
+                " deploy)."
+            ),
+        ),
+    ] = False,
+    **where: Unpack[Pinned],
 ) -> int:
     """Re-hash local files against the record and the catalog, or catalog.lock where it pins them
-    (offline).
+    (offline); with --quick, judge them by their records and sizes alone.
     """
     # Off a terminal (a pipe, a file), each row is written as soon as its file is hashed, so `mdl
     # verify --all | head -1` ends at the first row; on a terminal the table follows the progress
@@ -98,6 +116,7 @@ def verify_cmd(
             environ=run.environ,
             progress=progress,
             on_file=row,
+            quick=quick,
         )
 
     def table() -> None:  # on a terminal, after the progress display: the files that are right
@@ -108,7 +127,8 @@ def verify_cmd(
                 [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")],
             )
 
-    return render_report(run, report, verb="verified", data=None if streaming else table)
+    verb = "checked" if quick else "verified"
+    return render_report(run, report, verb=verb, data=None if streaming else table)
 
 
 @command(progress=False)
@@ -125,14 +145,89 @@ def clean_cmd(run: Run, dry_run: DryRunOpt = False, **where: Unpack[Places]) -> 
     run.console.info(f"{freed} {human_size(report.freed)} in {len(report.files)} partial file(s)")
 
 
+def days(value: str | None) -> float | None:
+    """--keep-days: a number of days (``7``, ``0.5``), else exit 2 naming the option."""
+    if value is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,5}(\.[0-9]{1,6})?", value.strip()):
+        raise typer.BadParameter(f"expected a number of days, such as 7 or 0.5, got {value!r}")
+    return float(value)
+
+
 @command(progress=False)
-def prune_cmd(run: Run, dry_run: DryRunOpt = False, **where: Unpack[Places]) -> int:
+def prune_cmd(
+    run: Run,
+    dry_run: DryRunOpt = False,
+    mirror: Annotated[
+        str | None,
+        typer.Option(
+            "--mirror",
+            metavar="URL",
+            help=(
+                "Prune this mirror instead (a template in a bucket or shared folder, as in"
+                " [settings].mirrors): remove the objects no model of the catalog names by its"
+                " catalog.lock, and expired leases; never a live lease or the object it guards."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    keep_days: Annotated[
+        str | None,
+        typer.Option(
+            "--keep-days",
+            metavar="N",
+            help="With --mirror: keep unnamed objects written less than N days ago (default 7).",
+            callback=days,
+        ),
+    ] = None,
+    **where: Unpack[Places],
+) -> int:
     """Remove from the destination what the catalog no longer names: removed models' files and
     records, files a model no longer has (and, in the Hugging Face cache, their snapshots and blobs
     no other snapshot uses). Only what mdl recorded: files it did not write (or found in place), or
     that changed since, stay; so do models another catalog pulled (see --catalog), and a model
-    another run is pulling is skipped."""
-    return render_prune(run, api.prune(dry_run=dry_run, **where, environ=run.environ))
+    another run is pulling is skipped. With --mirror, the mirror instead of the destination."""
+    if mirror is None:
+        if keep_days is not None:
+            raise UsageError("--keep-days is for a mirror: give --mirror URL")
+        return render_prune(run, api.prune(dry_run=dry_run, **where, environ=run.environ))
+    if where.get("dest") is not None or where.get("layout") is not None:
+        raise UsageError("--mirror prunes a mirror, not a destination: drop --dest and --layout")
+    report = api.prune_mirror(
+        mirror,
+        catalog=where.get("catalog"),
+        keep_days=cast(float | None, keep_days),
+        dry_run=dry_run,
+        environ=run.environ,
+        secrets=run.secrets,
+    )
+    return render_mirror_prune(run, report)
+
+
+def render_mirror_prune(run: Run, report: "MirrorPruneReport") -> int:
+    """As the local prune: each removed object on stdout, kept ones with -v and the summary on
+    stderr; with --json the report as the document."""
+    for warning in report.warnings:
+        run.console.warn(warning)
+    if run.json:
+        run.emit(report.to_json())
+    else:
+        removed, freed = ("would remove", "would free") if report.dry_run else ("removed", "freed")
+        run.line(
+            *(f"{removed}  {e.uri}  ({human_size(e.size)})  {e.reason}" for e in report.removed)
+        )
+        if run.verbose:
+            for e in report.kept:
+                run.console.info(f"kept {e.uri}: {e.reason}")
+        why = Counter(e.reason for e in report.kept)
+        kept = ", ".join(f"{n} {reason}" for reason, n in why.most_common())
+        run.console.info(
+            f"{freed} {human_size(report.freed)} in {len(report.removed)} object(s) of"
+            f" {report.mirror}; kept {len(report.kept)}{f' ({kept})' if kept else ''}"
+        )
+    for error in report.errors:
+        run.console.error(error.message, hint=error.hint)
+    return report.exit_code
 
 
 def _size_freed(removed: "PrunedPath") -> str:

@@ -27,7 +27,11 @@ from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error
 from mdl.store.inventory import (
     INSTALLED,
     MISSING,
+    MODIFIED,
+    MODIFIED_MAYBE,
+    OUTDATED,
     PARTIAL,
+    UNRECORDED,
     UNTRUSTED_MTIME,
     LocalFile,
     ModelStatus,
@@ -58,14 +62,18 @@ def verify_models(
     progress: Progress,
     on_file: Callable[[FileOutcome], None] | None = None,
     pinned: Mapping[str, Sequence[ExpectedFile]] | None = None,
+    quick: bool = False,
 ) -> RunReport:
     """Re-hash every recorded file against its record and the catalog (or, for ``pinned`` models,
     the lock); ``on_file`` sees each outcome as soon as it is known (``verify --all | head -1``
-    shows its first row at once)."""
+    shows its first row at once). ``quick``: judge each file by its record and ``lstat`` alone
+    (:func:`check_recorded`), reading no byte and writing nothing."""
     layout = Layout(settings)
     outcomes: list[FileOutcome] = []
     pins = pinned or {}
     statuses = [model_status(spec, layout, pinned=pins.get(spec.name)) for spec in models]
+    if quick:
+        return _quick(statuses, layout, pins, on_file)
     _begin(progress, statuses)
 
     def add(outcome: FileOutcome) -> None:
@@ -88,6 +96,72 @@ def verify_models(
         if spec.signature is not None:
             signatures[spec.name] = _signature_word(spec.signature, signed, whole=whole)
     return RunReport(tuple(outcomes), signatures=signatures)
+
+
+def _quick(
+    statuses: Sequence[ModelStatus],
+    layout: Layout,
+    pins: Mapping[str, Sequence[ExpectedFile]],
+    on_file: Callable[[FileOutcome], None] | None,
+) -> RunReport:
+    """``verify --quick``: each model's files judged by their records and ``lstat``."""
+    outcomes: list[FileOutcome] = []
+    signatures: dict[str, dict[str, Any]] = {}
+    for status in statuses:
+        spec = status.spec
+        if status.record is None:
+            found = [_never_pulled(spec, status, layout)]
+        else:
+            catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
+            locked = pins.get(spec.name) is not None
+            found = [
+                check_recorded(spec.name, f, _wanted(f, catalog_sha, locked=locked))
+                for f in status.files
+            ]
+        for outcome in found:
+            outcomes.append(outcome)
+            if on_file is not None:
+                on_file(outcome)
+        if status.signature is not None:
+            signatures[spec.name] = status.signature
+    return RunReport(tuple(outcomes), signatures=signatures)
+
+
+# Why a present file is not ready by its record (``verify --quick``): only a re-hash can say more.
+_NOT_AS_RECORDED = {
+    MODIFIED: "its size changed since mdl verified it",
+    MODIFIED_MAYBE: "changed since mdl verified it (same size, another mtime)",
+    UNRECORDED: "present but never verified by mdl",
+}
+
+
+def check_recorded(model: str, file: LocalFile, want: Wanted) -> FileOutcome:
+    """One file judged by its record and ``lstat`` alone, no byte read: ready when it is at the
+    size and mtime it had when mdl verified it and its recorded sha256 is the one ``want`` pins;
+    else missing (exit 4) or changed (exit 6, and ``mdl verify`` re-hashes it)."""
+    if file.state in (MISSING, PARTIAL):
+        return _absent(model, file)
+    label, entry = f"{model}/{file.path}", file.recorded
+    if file.state == INSTALLED and entry is not None:
+        expected, pinned_by = want
+        if expected is None or expected == entry.sha256:
+            return FileOutcome(
+                model,
+                file.path,
+                str(file.dest),
+                entry.size,
+                entry.sha256,
+                "verified",
+                verified=entry.verified,
+                word="ready",
+            )
+        why = f"outdated: {pinned_by} pins sha256 {expected}, its record says {entry.sha256}"
+    elif file.state == OUTDATED:
+        why = f"outdated: another version than the {want[1]} pins"
+    else:
+        why = _NOT_AS_RECORDED.get(file.state, file.state)
+    hint = f"`mdl verify {model}` re-hashes it; `mdl pull {model}` repairs it"
+    return failed(model, file.path, IntegrityError(f"{label}: {why}", hint=hint), dest=file.dest)
 
 
 def _signature_word(trust: Trust, signed: SignedManifest | None, *, whole: bool) -> dict[str, Any]:

@@ -1,6 +1,21 @@
 """Publishing: the verified local files of catalog models, uploaded to S3-compatible storage with a
-manifest each, so a fleet pulls from its own bucket (``s3://`` mirrors) instead of the Hub."""
+manifest each, so a fleet pulls from its own bucket instead of the Hub; and that mirror pruned."""
 
+from mdl.upload.mirrorprune import (
+    KEEP_DAYS,
+    MirrorEntry,
+    MirrorPruneReport,
+    prune_mirror,
+    prune_mirror_models,
+)
 from mdl.upload.publisher import PublishReport, publish_models
 
-__all__ = ["PublishReport", "publish_models"]
+__all__ = [
+    "KEEP_DAYS",
+    "MirrorEntry",
+    "MirrorPruneReport",
+    "PublishReport",
+    "prune_mirror",
+    "prune_mirror_models",
+    "publish_models",
+]

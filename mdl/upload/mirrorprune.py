@@ -1,0 +1,270 @@
+"""``mdl prune --mirror URL``: a mirror (a bucket, a shared folder) kept from growing forever. It
+removes the objects no model of the catalog names (by its catalog.lock pins, as a pull fills the
+template) once they are older than N days by the store's clock, and expired leases; it never removes
+a live lease or the object one guards, and keeps whatever lies under a model the lock does not pin
+(its files are not known without asking upstream)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any
+
+from mdl.buckets import LEASE_SUFFIX, Listed, Seen, Writer, is_lease, is_stale, store_for
+from mdl.catalog import MIRROR_FIELDS, ModelSpec, Placeholder, Settings, parse_template
+from mdl.errors import MdlError, UsageError, worst_exit_code
+from mdl.lockfile import LockedModel, LockUse, resolved_from_locked
+from mdl.sources import ResolvedModel, hub_file_url, marked_signature, mirror_targets, xet_token_url
+from mdl.upload.publisher import MANIFEST_FOLDER
+
+log = logging.getLogger("mdl.prune")
+
+# An unnamed object stays this long after it was last written (by the store's clock): a pull from
+# a newer lock may be filling it, and a catalog rolled back finds its bytes still there. A week, as
+# the usual bucket lifecycle rule.
+KEEP_DAYS = 7.0
+DAY = 86_400.0
+
+NAMED = "named by the catalog.lock"
+MANIFEST = "a catalog model's manifest (publish)"
+LEASED = "a fill holds its lease"
+LIVE_LEASE = "a live lease (a fill is under way)"
+UNNAMED = "named by no model of the catalog"
+EXPIRED = "expired lease"
+CANNOT_ADDRESS = "a name the store cannot address"
+
+
+@dataclass(frozen=True)
+class MirrorEntry:
+    """One object prune looked at: its URI as the store lists it, its size, and why it went or
+    stayed."""
+
+    uri: str
+    size: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class MirrorPruneReport:
+    """What prune removed from the mirror (with dry_run: would remove) and what it kept."""
+
+    mirror: str
+    keep_days: float
+    removed: tuple[MirrorEntry, ...]
+    kept: tuple[MirrorEntry, ...]
+    warnings: tuple[str, ...] = ()
+    errors: tuple[MdlError, ...] = ()
+    dry_run: bool = False
+
+    @property
+    def freed(self) -> int:
+        return sum(entry.size for entry in self.removed)
+
+    @property
+    def exit_code(self) -> int:
+        return worst_exit_code([int(e.exit_code) for e in self.errors])
+
+    def to_json(self) -> dict[str, Any]:
+        removed = [
+            {"uri": e.uri, "size": e.size, "reason": e.reason, "removed": not self.dry_run}
+            for e in self.removed
+        ]
+        kept = [{"uri": e.uri, "size": e.size, "reason": e.reason} for e in self.kept]
+        return {
+            "ok": not self.errors,
+            "dry_run": self.dry_run,
+            "mirror": self.mirror,
+            "keep_days": self.keep_days,
+            "freed": self.freed,
+            "removed": removed,
+            "kept": kept,
+            "warnings": list(self.warnings),
+            "errors": [e.message for e in self.errors],
+        }
+
+
+@dataclass(frozen=True)
+class Named:
+    """What a catalog names in one mirror: objects by URI, and prefixes whose every object stays
+    (a model the lock does not pin), each with why."""
+
+    objects: Mapping[str, str]
+    prefixes: Mapping[str, str] = field(default_factory=dict)
+
+    def why(self, uri: str) -> str | None:
+        """Why ``uri`` is named (None: it is not)."""
+        if uri in self.objects:
+            return self.objects[uri]
+        return next((why for prefix, why in self.prefixes.items() if uri.startswith(prefix)), None)
+
+
+def fixed_part(template: str) -> str:
+    """The template's text before its first placeholder: the prefix its objects are listed by."""
+    return template.partition("{")[0]
+
+
+def model_prefix(template: str, model: str) -> str:
+    """Where every object of ``model`` starts: the template filled up to its first placeholder
+    other than ``{model}`` (the fixed part alone when ``{model}`` does not come first)."""
+    prefix: list[str] = []
+    for part in parse_template(template, fields=MIRROR_FIELDS, where="--mirror"):
+        if isinstance(part, Placeholder) and part.name != "model":
+            break
+        prefix.append(model if isinstance(part, Placeholder) else part)
+    return "".join(prefix)
+
+
+def named_in(
+    template: str, pinned: Sequence[ResolvedModel], unpinned: Sequence[str]
+) -> tuple[Named, list[str]]:
+    """What the catalog names in the mirror ``template``: each pinned file's object (the template
+    filled as a pull fills it), each model's manifest, and everything under an unpinned model's
+    prefix; and the warnings (an unpinned model whose objects cannot be told from the others')."""
+    objects: dict[str, str] = {}
+    for model in pinned:
+        for remote in model.files:
+            objects.update((url, NAMED) for _, url in mirror_targets([template], remote))
+    fixed = fixed_part(template)
+    names = [*(m.name for m in pinned), *unpinned]
+    objects.update((f"{fixed}{MANIFEST_FOLDER}/{name}.json", MANIFEST) for name in names)
+    prefixes: dict[str, str] = {}
+    warnings: list[str] = []
+    for name in unpinned:
+        prefix = model_prefix(template, name)
+        prefixes[prefix] = f"{name} has no fresh catalog.lock entry: its objects are kept"
+        if prefix == fixed:
+            warnings.append(
+                f"{name}: not pinned by catalog.lock and the mirror's objects are not by model:"
+                " every object is kept (run mdl lock)"
+            )
+    return Named(objects, prefixes), warnings
+
+
+def prune_mirror(
+    writer: Writer,
+    template: str,
+    named: Named,
+    *,
+    keep_days: float = KEEP_DAYS,
+    dry_run: bool = False,
+) -> MirrorPruneReport:
+    """Remove from the mirror what ``named`` does not name and is older than ``keep_days`` (by the
+    store's clock), and the leases that expired; never a live lease or the object it guards."""
+    listed = list(writer.listing(fixed_part(template)))
+    if not listed:  # an empty mirror (a folder not made yet has no clock to ask)
+        return MirrorPruneReport(template, keep_days, (), (), dry_run=dry_run)
+    now = writer.now()
+    run = _MirrorRun(writer, dry_run)
+    leases = [item for item in listed if is_lease(item.uri)]
+    guarded = {lease.uri.removesuffix(LEASE_SUFFIX) for lease in leases if run.lease(lease, now)}
+    for item in listed:
+        if is_lease(item.uri):
+            continue
+        why = LEASED if item.uri in guarded else named.why(item.uri)
+        if why is None and now - item.modified < keep_days * DAY:
+            why = f"younger than {keep_days:g} day(s)"
+        if why is not None:
+            run.kept.append(MirrorEntry(item.uri, item.size, why))
+        else:
+            run.remove(item, UNNAMED)
+    return MirrorPruneReport(
+        template,
+        keep_days,
+        tuple(run.removed),
+        tuple(run.kept),
+        warnings=tuple(run.warnings),
+        errors=tuple(run.errors),
+        dry_run=dry_run,
+    )
+
+
+@dataclass
+class _MirrorRun:
+    """One prune's tally."""
+
+    writer: Writer
+    dry_run: bool
+    removed: list[MirrorEntry] = field(default_factory=list)
+    kept: list[MirrorEntry] = field(default_factory=list)
+    errors: list[MdlError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def lease(self, lease: Listed, now: float) -> bool:
+        """Keep a live lease (True: its object stays too), remove an expired one. An expired one is
+        looked at again before it goes, and removed only in the version seen: its holder may have
+        renewed it since the listing."""
+        if not is_stale(Seen("", lease.size, lease.modified, now)):
+            self.kept.append(MirrorEntry(lease.uri, lease.size, LIVE_LEASE))
+            return True
+        try:
+            seen = self.writer.head(lease.uri)
+        except MdlError as exc:
+            self.errors.append(exc)
+            return True
+        if seen is None:
+            return False  # released meanwhile
+        if not is_stale(seen):
+            self.kept.append(MirrorEntry(lease.uri, seen.size, LIVE_LEASE))
+            return True
+        self.remove(Listed(lease.uri, seen.size, seen.modified), EXPIRED, etag=seen.etag)
+        return False
+
+    def remove(self, item: Listed, reason: str, *, etag: str | None = None) -> None:
+        """Remove one object (with dry_run, only say so); a failure is this object's, the others
+        go on."""
+        if not self.dry_run:
+            try:
+                if not self.writer.delete(item.uri, etag=etag):
+                    log.info("%s: gone or changed before prune removed it", item.uri)
+                    return
+            except UsageError as exc:  # a name the store lists but cannot address (a folder's)
+                self.kept.append(MirrorEntry(item.uri, item.size, CANNOT_ADDRESS))
+                self.warnings.append(f"kept: {exc.message}")
+                return
+            except MdlError as exc:
+                self.errors.append(exc)
+                return
+        self.removed.append(MirrorEntry(item.uri, item.size, reason))
+
+
+def prune_mirror_models(
+    models: Sequence[ModelSpec], settings: Settings, *, template: str, keep_days: float = KEEP_DAYS
+) -> MirrorPruneReport:
+    """``prune --mirror``: the catalog's models (``models``), pinned by its lock, against the
+    mirror ``template``; its endpoint is the catalog's when the catalog names that mirror."""
+    store = store_for(template)
+    if store is None:
+        raise UsageError(
+            f"--mirror: {template!r} is not in an object store; prune lists a bucket or a shared"
+            " folder (s3://bucket/prefix/{model}/{path}, file:///shared/{model}/{path})"
+        )
+    lock = LockUse(settings)
+    lock.require(models)  # --locked: a model the lock does not pin is refused before any listing
+    doing = "keeping every object under its name in the mirror"
+    found = {spec.name: lock.pinned(spec, doing=doing) for spec in models}
+    entries = {name: locked for name, locked in found.items() if locked is not None}
+    pinned = [_resolved(settings, s, entries[s.name]) for s in models if s.name in entries]
+    unpinned = [spec.name for spec in models if spec.name not in entries]
+    named, unsure = named_in(template, pinned, unpinned)
+    endpoint = dict(settings.mirror_endpoints).get(template)
+    writer = store.writer(endpoint=endpoint, secrets=settings.secrets)
+    report = prune_mirror(writer, template, named, keep_days=keep_days, dry_run=settings.dry_run)
+    return _with_warnings(report, [*lock.warnings.values(), *unsure])
+
+
+def _resolved(settings: Settings, spec: ModelSpec, locked: LockedModel) -> ResolvedModel:
+    model = resolved_from_locked(
+        locked,
+        file_url=partial(hub_file_url, settings.endpoint),
+        token_url=partial(xet_token_url, settings.endpoint),
+        spec=spec,
+        environ=settings.environ,
+        secrets=settings.secrets,
+    )
+    return marked_signature(spec, model)
+
+
+def _with_warnings(report: MirrorPruneReport, warnings: Iterable[str]) -> MirrorPruneReport:
+    return replace(report, warnings=(*report.warnings, *warnings))

@@ -1,0 +1,385 @@
+"""``mdl prune --mirror URL``: a mirror keeps what the catalog's lock names, what is younger than
+--keep-days, live leases and the objects they guard; it loses the rest and its expired leases. Each
+case runs against every store that has a writer (``shelves``), through the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from runfixtures import mdl, use_catalog
+from s3proxy import s3_proxy
+from s3server import S3
+
+from mdl.buckets import LEASE_SUFFIX, STORES, Listed, Seen
+from mdl.catalog import parse_catalog
+from mdl.errors import ExitCode, UsageError
+from mdl.lockfile import Lock, LockedFile, LockedModel, fingerprint, write_lock
+from mdl.redact import Secrets
+
+COMMIT = "c" * 40
+CATALOG = '[models.tiny]\nrepo = "org/tiny"\n\n[models.loose]\nrepo = "org/loose"\n'
+DAY = 86_400.0
+OLD = 30 * DAY  # older than any --keep-days the tests give
+TINY = {"config.json": b'{"a": 1}', "model.safetensors": b"weights" * 100}
+
+
+class MemWriter:
+    """A store in memory with its own clock: the Writer protocol as the store keeps it."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, tuple[bytes, float, int]] = {}  # uri → data, modified, version
+        self.clock = 1_000_000_000.0
+        self.deleted: list[str] = []
+
+    def _seen(self, uri: str) -> Seen:
+        data, modified, version = self.objects[uri]
+        return Seen(str(version), len(data), modified, self.clock)
+
+    def head(self, uri: str) -> Seen | None:
+        return self._seen(uri) if uri in self.objects else None
+
+    def read(self, uri: str) -> tuple[bytes, Seen] | None:
+        return (self.objects[uri][0], self._seen(uri)) if uri in self.objects else None
+
+    def create(self, uri: str, data: bytes) -> Seen | None:
+        if uri in self.objects:
+            return None
+        self.objects[uri] = (data, self.clock, 1)
+        return self._seen(uri)
+
+    def replace(self, uri: str, data: bytes, *, etag: str) -> Seen | None:
+        if uri not in self.objects or str(self.objects[uri][2]) != etag:
+            return None
+        self.objects[uri] = (data, self.clock, self.objects[uri][2] + 1)
+        return self._seen(uri)
+
+    def delete(self, uri: str, *, etag: str | None = None) -> bool:
+        if uri not in self.objects or (etag is not None and str(self.objects[uri][2]) != etag):
+            return False
+        del self.objects[uri]
+        self.deleted.append(uri)
+        return True
+
+    def upload(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
+        return self.create(uri, path.read_bytes()) is not None
+
+    def listing(self, prefix: str) -> Iterator[Listed]:
+        for uri in sorted(self.objects):
+            if uri.startswith(prefix):
+                data, modified, _ = self.objects[uri]
+                yield Listed(uri, len(data), modified)
+
+    def now(self) -> float:
+        return self.clock
+
+
+class MemStore:
+    """``mem://`` for the tests: one shared MemWriter."""
+
+    scheme = "mem"
+    takes_endpoint = True
+    quotes_values = False
+
+    def __init__(self) -> None:
+        self.shelf = MemWriter()
+        self.endpoints: list[str | None] = []
+
+    def check_template(self, template: str, *, where: str) -> None:
+        if not template.startswith("mem://shelf/"):
+            raise UsageError(f"{where}: only the shelf, got {template!r}")
+
+    def writer(self, *, endpoint: str | None, secrets: Secrets | None) -> MemWriter:
+        self.endpoints.append(endpoint)
+        return self.shelf
+
+    def signer(self, *, endpoint: str | None, secrets: Secrets | None) -> object:
+        raise AssertionError("prune never presigns")
+
+
+@dataclass
+class Shelf:
+    """A mirror for one test: its template, and how to put an object in it ``age`` seconds old by
+    the store's clock."""
+
+    template: str
+    put: Callable[[str, bytes, float], None]
+    has: Callable[[str], bool]
+
+    def uri(self, model: str, path: str) -> str:
+        return self.template.replace("{model}", model).replace("{path}", path)
+
+
+@pytest.fixture
+def mem_shelf(monkeypatch: pytest.MonkeyPatch) -> Shelf:
+    """``mem://``: a store with a clock the test sets."""
+    store = MemStore()
+    monkeypatch.setitem(STORES, "mem", store)
+    writer = store.shelf
+
+    def put(uri: str, data: bytes, age: float) -> None:
+        writer.objects[uri] = (data, writer.clock - age, 1)
+
+    return Shelf("mem://shelf/hub/{model}/{path}", put, lambda uri: uri in writer.objects)
+
+
+def file_shelf(folder: Path) -> Shelf:
+    """``file://``: a shared folder, whose clock is a fresh mtime (this machine's, here): an
+    object is aged by its mtime."""
+
+    def put(uri: str, data: bytes, age: float) -> None:
+        path = Path(uri.removeprefix("file://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        stamp = time.time() - age
+        os.utime(path, (stamp, stamp))
+
+    def has(uri: str) -> bool:
+        return Path(uri.removeprefix("file://")).exists()
+
+    return Shelf(f"file://{folder}/mirror/{{model}}/{{path}}", put, has)
+
+
+@pytest.fixture(params=["mem", "file"])
+def shelf(request: pytest.FixtureRequest, tmp_path: Path) -> Shelf:
+    """Each store with a writer: the cases hold for all of them."""
+    if request.param == "file":
+        return file_shelf(tmp_path / "shared")
+    return request.getfixturevalue("mem_shelf")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A catalog of two models, ``tiny`` pinned by catalog.lock, ``loose`` not."""
+    catalog = use_catalog(tmp_path, monkeypatch, CATALOG, endpoint="http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = next(m for m in parse_catalog(CATALOG).models if m.name == "tiny")
+    files = tuple(
+        LockedFile(
+            path, len(data), hashlib.sha256(data).hexdigest(), f"hf://org/tiny@{COMMIT}/{path}"
+        )
+        for path, data in sorted(TINY.items())
+    )
+    lock = Lock({"tiny": LockedModel("tiny", fingerprint(spec), "main", COMMIT, files)})
+    write_lock(catalog.with_name("catalog.lock"), lock)
+    return catalog
+
+
+def stocked(shelf: Shelf) -> dict[str, str]:
+    """The mirror as a fleet leaves it: tiny's pinned files, an old and a young object no model
+    names, loose's file (not pinned), a file under a live lease and its lease, an expired lease."""
+    uris = {
+        "named": shelf.uri("tiny", "config.json"),
+        "named_weights": shelf.uri("tiny", "model.safetensors"),
+        "old": shelf.uri("gone", "model.safetensors"),
+        "old_version": shelf.uri("tiny", "old.bin"),
+        "young": shelf.uri("newer", "model.safetensors"),
+        "unpinned": shelf.uri("loose", "weights.bin"),
+        "guarded": shelf.uri("filling", "big.bin"),
+        "live": shelf.uri("filling", "big.bin") + LEASE_SUFFIX,
+        "expired": shelf.uri("tiny", "model.safetensors") + LEASE_SUFFIX,
+    }
+    ages = {"young": 3600.0, "live": 5.0, "expired": 3600.0}
+    for key, uri in uris.items():
+        named = key.startswith("named")
+        data = TINY[uri.rsplit("/", 1)[-1]] if named else b"lease" if key in ages else b"x" * 10
+        shelf.put(uri, data, ages.get(key, OLD))
+    return uris
+
+
+def test_prune_keeps_what_the_lock_names_and_what_is_leased_and_removes_the_rest(
+    place: Path, shelf: Shelf
+) -> None:
+    uris = stocked(shelf)
+    result = mdl("prune", "--mirror", shelf.template)
+    assert result.exit_code == 0, result.stderr
+    gone = {uris[k] for k in ("old", "old_version", "expired")}
+    for key, uri in uris.items():
+        assert shelf.has(uri) == (uri not in gone), key
+    rows = result.stdout.splitlines()
+    assert sorted(row.split("  ")[1] for row in rows) == sorted(gone)
+    assert f"removed  {uris['old']}  (10 B)  named by no model of the catalog" in rows
+    assert f"removed  {uris['expired']}  (5 B)  expired lease" in rows
+    assert f"in 3 object(s) of {shelf.template}; kept 6" in result.stderr
+
+
+def test_dry_run_removes_nothing_and_says_what_it_would(place: Path, shelf: Shelf) -> None:
+    uris = stocked(shelf)
+    result = mdl("prune", "--mirror", shelf.template, "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert all(shelf.has(uri) for uri in uris.values())
+    assert len(result.stdout.splitlines()) == 3
+    assert all(row.startswith("would remove  ") for row in result.stdout.splitlines())
+    assert "would free" in result.stderr
+
+
+def test_keep_days_decides_what_is_young(place: Path, shelf: Shelf) -> None:
+    uris = stocked(shelf)
+    # 0 days: every unnamed object goes, however young; the leased one and the named stay
+    result = mdl("prune", "--mirror", shelf.template, "--keep-days", "0")
+    assert result.exit_code == 0, result.stderr
+    assert not shelf.has(uris["young"])
+    assert shelf.has(uris["guarded"]) and shelf.has(uris["live"]) and shelf.has(uris["named"])
+
+
+def test_the_json_report_says_each_object_and_why(place: Path, shelf: Shelf) -> None:
+    uris = stocked(shelf)
+    result = mdl("prune", "--mirror", shelf.template, "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is True and doc["dry_run"] is False and doc["keep_days"] == 7
+    assert doc["mirror"] == shelf.template
+    removed = {e["uri"]: e for e in doc["removed"]}
+    kept = {e["uri"]: e["reason"] for e in doc["kept"]}
+    assert removed[uris["old"]] == {
+        "uri": uris["old"],
+        "size": 10,
+        "reason": "named by no model of the catalog",
+        "removed": True,
+    }
+    assert doc["freed"] == sum(e["size"] for e in doc["removed"])
+    assert kept == {
+        uris["named"]: "named by the catalog.lock",
+        uris["named_weights"]: "named by the catalog.lock",
+        uris["young"]: "younger than 7 day(s)",
+        uris["unpinned"]: "loose has no fresh catalog.lock entry: its objects are kept",
+        uris["guarded"]: "a fill holds its lease",
+        uris["live"]: "a live lease (a fill is under way)",
+    }
+
+
+def test_a_lease_renewed_after_the_listing_is_kept(
+    place: Path, mem_shelf: Shelf, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing saw it expired; its holder renewed it before prune came to it: it stays, as
+    does its object."""
+    shelf = mem_shelf
+    uris = stocked(shelf)
+    writer = STORES["mem"].shelf  # type: ignore[attr-defined]
+    listing = writer.listing
+
+    def renewing_listing(prefix: str) -> Iterator[Listed]:
+        yield from list(listing(prefix))
+        writer.replace(uris["expired"], b"renewed", etag="1")  # a fresh version, now
+
+    monkeypatch.setattr(writer, "listing", renewing_listing)
+    result = mdl("prune", "--mirror", shelf.template, "--keep-days", "0", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert shelf.has(uris["expired"]) and shelf.has(uris["named_weights"])
+    kept = {e["uri"]: e["reason"] for e in json.loads(result.stdout)["kept"]}
+    assert kept[uris["expired"]] == "a live lease (a fill is under way)"
+
+
+def test_a_listed_key_with_control_characters_is_shown_escaped(place: Path, shelf: Shelf) -> None:
+    """Removed where the store can address it; a shared folder refuses such a name (it cannot be a
+    URI of it): kept, with a warning. Either way it is shown escaped, never raw."""
+    hostile = shelf.uri("gone", "evil\x1b[2J\rname.bin")
+    shelf.put(hostile, b"x", OLD)
+    result = mdl("prune", "--mirror", shelf.template)
+    assert result.exit_code == 0, result.stderr
+    said = result.stdout + result.stderr
+    assert "\x1b" not in said and "\r" not in said
+    assert "\\x1b[2J\\rname.bin" in said
+    if shelf.template.startswith("file://"):
+        assert shelf.has(hostile) and "kept" in result.stderr
+    else:
+        assert not shelf.has(hostile) and "removed  " in result.stdout
+    doc = json.loads(mdl("prune", "--mirror", shelf.template, "--json").stdout)
+    assert doc["removed"] == []
+
+
+def test_a_catalog_mirrors_endpoint_is_used_for_its_template(
+    tmp_path: Path, place: Path, mem_shelf: Shelf
+) -> None:
+    shelf = mem_shelf
+    place.write_text(
+        f'[settings]\nmirrors = [{{ url = "{shelf.template}", endpoint = "http://127.0.0.1:9" }}]\n'
+        + CATALOG
+    )
+    # the lock's fingerprints are of the models alone: still fresh
+    result = mdl("prune", "--mirror", shelf.template, "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert STORES["mem"].endpoints == ["http://127.0.0.1:9"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--mirror", "http://models.internal/{model}/{path}"), "not in an object store"),
+        (("--mirror", "mem://shelf/{model}/{nope}"), "--mirror"),
+        (("--mirror", "mem://other/{model}/{path}"), "only the shelf"),
+        (("--keep-days", "3"), "--keep-days is for a mirror"),
+        (("--mirror", "mem://shelf/{model}/{path}", "--keep-days", "-1"), "--keep-days"),
+        (("--mirror", "mem://shelf/{model}/{path}", "--dest", "x"), "drop --dest"),
+    ],
+)
+def test_a_bad_mirror_or_option_is_exit_2_naming_it(
+    place: Path, mem_shelf: Shelf, args: tuple[str, ...], words: str
+) -> None:
+    result = mdl("prune", *args)
+    assert result.exit_code == ExitCode.USAGE, result.stdout
+    assert words in result.stderr
+    assert STORES["mem"].shelf.deleted == []  # type: ignore[attr-defined]
+
+
+def test_a_model_not_pinned_with_objects_not_by_model_keeps_everything(
+    place: Path, mem_shelf: Shelf
+) -> None:
+    """A content-addressed mirror ({sha256} first): loose's objects cannot be told from others'."""
+    shelf = mem_shelf
+    shelf.put("mem://shelf/cas/" + "0" * 64, b"x", OLD)
+    result = mdl("prune", "--mirror", "mem://shelf/cas/{sha256}", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["removed"] == [] and shelf.has("mem://shelf/cas/" + "0" * 64)
+    assert any("every object is kept" in w for w in doc["warnings"])
+
+
+def test_an_s3_mirror_is_pruned_by_the_store_clock(
+    place: Path, s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bucket on a real S3 server (moto), its clock read from its replies' Date: while every
+    object is fresh nothing goes; once the store's clock says two days passed (a proxy moves the
+    Date), the unnamed objects go, and the lease that was live has expired, so its object goes
+    too; the named objects and an unpinned model's stay throughout."""
+    template = "s3://mirror/hub/{model}/{path}"
+    keys = {
+        "named": "hub/tiny/config.json",
+        "named_weights": "hub/tiny/model.safetensors",
+        "old": "hub/gone/model.safetensors",
+        "unpinned": "hub/loose/weights.bin",
+        "guarded": "hub/filling/big.bin",
+        "lease": "hub/filling/big.bin" + LEASE_SUFFIX,
+    }
+    for name, key in keys.items():
+        s3.put(
+            "mirror", key, TINY.get(key.rsplit("/", 1)[-1], b"x" * 10) if "named" in name else b"x"
+        )
+    client = s3.client()
+
+    def held() -> set[str]:
+        listed = client.list_objects_v2(Bucket="mirror", Prefix="hub/").get("Contents", [])
+        return {str(o["Key"]) for o in listed}
+
+    with s3_proxy(s3.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        fresh = mdl("prune", "--mirror", template, "--json")
+        assert fresh.exit_code == 0, fresh.stderr
+        kept = {e["uri"]: e["reason"] for e in json.loads(fresh.stdout)["kept"]}
+        assert json.loads(fresh.stdout)["removed"] == [] and held() == set(keys.values())
+        assert kept["s3://mirror/hub/gone/model.safetensors"] == "younger than 7 day(s)"
+        assert kept["s3://mirror/" + keys["lease"]] == "a live lease (a fill is under way)"
+        assert kept["s3://mirror/" + keys["guarded"]] == "a fill holds its lease"
+        proxy.date_offset = 2 * DAY
+        later = mdl("prune", "--mirror", template, "--keep-days", "1")
+        assert later.exit_code == 0, later.stderr
+    assert held() == {keys["named"], keys["named_weights"], keys["unpinned"]}
+    assert sorted(row.split("  ")[1] for row in later.stdout.splitlines()) == sorted(
+        "s3://mirror/" + keys[k] for k in ("old", "guarded", "lease")
+    )
