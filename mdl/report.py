@@ -64,6 +64,8 @@ class FileOutcome:
     verified: bool | None = None
     # get: the folder a whole Hub repo went into (its stdout names it, not each file)
     within: str | None = None
+    # seconds spent waiting on another machine filling a mirror with it (--fill-mirror)
+    waited: float = 0.0
 
     @property
     def label(self) -> str:
@@ -122,6 +124,7 @@ class FileOutcome:
             "verified": self.verified,
             **({"mirror": self.mirror} if self.mirror is not None else {}),
             **({"reused": self.reused} if self.reused else {}),
+            **({"waited": round(self.waited, 1)} if self.waited else {}),
         }
 
 
