@@ -154,7 +154,7 @@ def wait_for(
 
 def _poll(attempt: int) -> float:
     """Seconds before the next look: soon at first, then every 2 s (a fleet's many waiters)."""
-    return float(min(0.1 * 2**attempt, 2.0))
+    return min(0.1 * 2.0 ** min(attempt, 5), 2.0)
 
 
 def honours_conditions(writer: Writer, scratch_uri: str) -> bool:
