@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from runfixtures import HANG, wait_for
-from servers import HubServer, make_data
+from servers import Fault, HubServer, make_data
 
 import mdl
 from mdl.buckets import STORES
@@ -29,6 +29,7 @@ from mdl.catalog import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings
 from mdl.download.fill import TERM_VARIABLE
 from mdl.download.puller import pull_models
+from mdl.errors import AuthError
 from mdl.progress import Event, Progress
 from mdl.report import RunReport
 from mdl.setting import Overrides
@@ -254,6 +255,27 @@ def test_a_stale_lease_is_taken_over(tiny: HubServer, root: Path, tmp_path: Path
     assert outcome.waited == 0 and outcome.warnings == (), outcome
 
 
+def test_a_lease_taken_over_mid_fetch_is_left_to_its_new_holder_and_the_object_still_filled(
+    tiny: HubServer, root: Path, tmp_path: Path
+) -> None:
+    """Our lease lapsed (a long stall, say) and another machine took it while we fetched: we finish
+    for ourselves, the conditional upload still fills the mirror, and the new holder's lease is
+    never removed by us."""
+    lease = root / "tiny" / "model.safetensors.mdl-lease"
+
+    def taken_over() -> None:
+        assert lease.exists()  # ours, while we fetch from the Hub
+        lease.unlink()
+        place_lease(root, "model.safetensors")
+
+    tiny.cdn.faults.add(Fault.call(taken_over))
+    report = pull(tiny, tmp_path / "a", root)
+    assert report.exit_code == 0, report.files
+    assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert lease.read_bytes() == b'{"holder": "other:1:x"}'
+    assert by_path(report)["model.safetensors"].warnings == ()
+
+
 # == a store that cannot hold a lease =====================================================================
 
 
@@ -295,6 +317,34 @@ def test_a_store_that_ignores_conditional_writes_is_read_as_before_with_one_warn
     assert written(root) == []
     for path, data in FILES.items():
         assert (tmp_path / "a" / "tiny" / path).read_bytes() == data
+
+
+class Denied(Careless):
+    """A folder this machine may read, not write (as keys without s3:PutObject)."""
+
+    def create(self, uri: str, data: bytes) -> Seen | None:
+        raise AuthError(f"{uri}: AccessDenied")
+
+
+def test_a_store_this_machine_cannot_write_is_read_as_before_with_one_warning(
+    tiny: HubServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = STORES["file"]
+    real = store.writer
+    monkeypatch.setattr(store, "writer", lambda **kw: Denied(real(**kw)))
+    first = pull(tiny, tmp_path / "a", root, fill=False)  # another machine's files, published
+    for path in FILES:
+        (root / "tiny" / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / "tiny" / path).write_bytes((tmp_path / "a" / "tiny" / path).read_bytes())
+    assert first.exit_code == 0
+    clear(tiny)
+    report = pull(tiny, tmp_path / "b", root)
+    assert report.exit_code == 0, report.files
+    said = [w for f in report.files for w in f.warnings]
+    assert len(said) == 1 and said[0].startswith(f"mirror {template(root)} cannot be written here")
+    assert said[0].endswith("; not filling it")
+    assert origin_bytes(tiny) == 0  # read from the mirror all the same
+    assert all(f.mirror is not None for f in report.files)
 
 
 def test_with_only_an_http_mirror_there_is_nothing_to_fill(tiny: HubServer, tmp_path: Path) -> None:
