@@ -1,6 +1,14 @@
-"""Object stores (``s3://``) behind one Protocol, found by URL scheme: URIs and mirror templates
-checked, GETs presigned for the engines, failures explained."""
+"""Object stores (``s3://``, ``file://``) behind one Protocol, found by URL scheme: URIs and mirror
+templates checked, GETs presigned for the engines, failures explained."""
 
+from mdl.buckets.folder import (
+    LOCAL_HOST,
+    FolderStore,
+    FolderWriter,
+    file_etag,
+    file_url,
+    parse_file_uri,
+)
 from mdl.buckets.protocol import ObjectStore, StoredObject
 from mdl.buckets.registry import STORES, Presigner, store_for, store_schemes
 from mdl.buckets.s3 import (
@@ -14,12 +22,18 @@ from mdl.buckets.s3 import (
 )
 
 __all__ = [
+    "LOCAL_HOST",
     "STORES",
+    "FolderStore",
+    "FolderWriter",
     "ObjectStore",
     "Presigner",
     "S3Object",
     "S3Prefix",
     "StoredObject",
+    "file_etag",
+    "file_url",
+    "parse_file_uri",
     "parse_s3_prefix",
     "s3_client",
     "s3_error",

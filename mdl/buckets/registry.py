@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
+from mdl.buckets.folder import FolderStore
 from mdl.buckets.protocol import ObjectStore, Signer
 from mdl.buckets.s3 import S3Store
 from mdl.redact import Secrets
 
 # scheme → the store: a new store is its module and one line here
-STORES: dict[str, ObjectStore] = {"s3": S3Store()}
+STORES: dict[str, ObjectStore] = {"s3": S3Store(), "file": FolderStore()}
 
 
 def store_for(url: str) -> ObjectStore | None:

@@ -50,6 +50,7 @@ from mdl.transfer.connection import (
     drain,
     origin,
 )
+from mdl.transfer.files import FolderTransport
 from mdl.transfer.headers import parse_decimal
 from mdl.version import __version__
 
@@ -84,12 +85,15 @@ def make_client(
         if transport is None
         else transport
     )
+    # file://localhost/… (a shared folder's reads, mdl.transfer.files) on every client: a redirect
+    # there is refused before it is asked (refuse_redirect), so only mdl's own URLs reach it
+    mounts = {**(net.mounts if isinstance(net, NetTransport) else {}), "file://": FolderTransport()}
     return httpx2.Client(
         timeout=httpx2.Timeout(timeout),
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
         transport=net.default if isinstance(net, NetTransport) else net,
-        mounts=net.mounts if isinstance(net, NetTransport) else None,
+        mounts=mounts,
         trust_env=False,
         event_hooks={"request": [secrets] if secrets is not None else []},
     )

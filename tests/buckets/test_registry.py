@@ -91,7 +91,7 @@ def test_mirror_templates_of_the_store_are_checked_by_it(fake: FakeStore) -> Non
         check_mirror("fake://attic/{path}", where="--mirror")
     with pytest.raises(UsageError) as caught:
         check_mirror("ftp://m/{path}", where="--mirror")
-    assert "http(s) or s3:// or fake:// URL template" in caught.value.message
+    assert "http(s) or s3:// or file:// or fake:// URL template" in caught.value.message
 
 
 def test_a_catalog_mirror_in_the_store_may_name_its_endpoint(fake: FakeStore) -> None:
