@@ -330,6 +330,8 @@ def _fields(outcome: FileOutcome) -> list[tuple[str, object | None]]:
         ("fetched", outcome.fetched if outcome.action != "skipped" or outcome.fetched else None),
         ("reused", outcome.reused or None),
         ("seconds", f"{outcome.seconds:.3f}" if outcome.seconds is not None else None),
+        # on another machine filling a mirror with it (--fill-mirror)
+        ("waited", f"{outcome.waited:.1f}" if outcome.waited else None),
         ("retries", len(outcome.retries)),
         ("warning", outcome.warning or None),  # e.g. kept although the Hub could not be asked
         ("causes", " | ".join(outcome.retries) or None),

@@ -31,7 +31,7 @@ from mdl.download.fill import TERM_VARIABLE
 from mdl.download.puller import pull_models
 from mdl.errors import AuthError
 from mdl.progress import Event, Progress
-from mdl.report import RunReport
+from mdl.report import RunReport, file_line
 from mdl.setting import Overrides
 
 WEIGHTS = make_data(300_003, seed=52)  # LFS on the Hub: known by sha256
@@ -237,6 +237,7 @@ def test_a_live_lease_makes_the_pull_wait_then_read_the_mirror(
     outcome = by_path(report)["model.safetensors"]
     assert outcome.mirror is not None and outcome.verified and outcome.waited > 0, outcome
     assert outcome.to_json()["waited"] == round(outcome.waited, 1)
+    assert f" waited={outcome.waited:.1f} " in file_line(outcome)
     assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
     # only the unleased file came from the Hub
     assert origin_bytes(tiny) == len(CONFIG)
