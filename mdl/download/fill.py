@@ -196,6 +196,8 @@ def _filled(
         started = time.monotonic()
         try:
             state = wait_for(writer, place.uri, cancel=session.cancel, term=fills.term)
+        except InterruptedByUserError as exc:  # Ctrl-C: said as every interrupted file is
+            raise InterruptedByUserError(INTERRUPTED) from exc
         except MdlError as exc:
             job.retries.warn(
                 f"{label}: cannot wait on mirror {shown} ({exc.message}); fetching it from the"
