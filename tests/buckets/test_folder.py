@@ -543,3 +543,41 @@ def test_get_fetches_a_file_uri(
     assert (tmp_path / "D" / "w b.bin").read_bytes() == DATA
     missing = mdl("get", uri_of(shelf / "nope.bin"), "-d", "D")
     assert missing.exit_code == ExitCode.NOT_FOUND and "no such file" in missing.stderr
+
+
+def test_a_replace_waits_for_another_programs_lock(tmp_path: Path) -> None:
+    """The folder's lock is a plain POSIX lock: a replace waits while any process holds it."""
+    import subprocess
+    import sys
+
+    uri = uri_of(tmp_path / "lease")
+    first = FolderWriter().create(uri, b"v0")
+    assert first is not None
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys\n"
+            f"fd = os.open({str(tmp_path / '.mdl-lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.lockf(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\nsys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        done: list[Seen | None] = []
+        replacing = threading.Thread(
+            target=lambda: done.append(FolderWriter().replace(uri, b"v1", etag=first.etag))
+        )
+        replacing.start()
+        replacing.join(timeout=0.5)  # a slow machine only makes it likelier to be still waiting
+        assert done == [] and (tmp_path / "lease").read_bytes() == b"v0"
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    replacing.join(timeout=60)
+    assert len(done) == 1 and done[0] is not None
+    assert (tmp_path / "lease").read_bytes() == b"v1"
