@@ -6,17 +6,26 @@ taken over when the store's clock says it was not renewed within its term (a lea
 from __future__ import annotations
 
 import json
+import logging
+import secrets
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from mdl.buckets.protocol import Seen, Writer
-from mdl.errors import MdlError
+from mdl.errors import InterruptedByUserError, MdlError
+
+log = logging.getLogger("mdl.lease")
 
 LEASE_SUFFIX = ".mdl-lease"  # the lease of ``<object>`` is the object ``<object>.mdl-lease``
 TERM = 30.0  # seconds a lease lives unless renewed (by the store's clock)
 RENEW_EVERY = TERM / 3  # a holder renews this often: two renewals may fail before it lapses
+# A term read from a lease's body is believed only in this range: a garbage or hostile body must
+# not hold an object for a day, nor make a live holder's lease look lapsed at once.
+TERMS = (1.0, 3600.0)
+TAKE_TRIES = 5  # a lease that vanishes between our create and our read: create again, this often
 
 
 def lease_uri(object_uri: str) -> str:
@@ -42,49 +51,98 @@ class Lease:
     holder: str
     term: float = TERM
 
+    # renewals run on Renewing's thread: a release waits for one in flight, so it deletes the
+    # version that renewal wrote, never a version it replaced
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
     def renew(self) -> None:
         """Extend it (If-Match on our version); LeaseLost when it is no longer ours."""
-        seen = self.writer.replace(self.uri, _body(self.holder, self.term), etag=self.etag)
-        if seen is None:
-            raise LeaseLost(self.uri)
-        self.etag = seen.etag
+        with self._lock:
+            seen = self.writer.replace(self.uri, lease_body(self.holder, self.term), etag=self.etag)
+            if seen is None:
+                raise LeaseLost(f"the lease {self.uri} was taken over or removed")
+            self.etag = seen.etag
 
     def release(self) -> None:
         """Remove it if it is still ours (another holder's is never removed)."""
-        self.writer.delete(self.uri, etag=self.etag)
+        with self._lock:
+            try:
+                # A store that cannot condition a DELETE on the version removes whatever is there:
+                # looking first narrows that to a window of one request.
+                seen = self.writer.head(self.uri)
+                if seen is None or seen.etag != self.etag:
+                    log.info("lease %s is no longer ours: left as it is", self.uri)
+                elif not self.writer.delete(self.uri, etag=self.etag):
+                    log.info("lease %s changed as it was released: left as it is", self.uri)
+            except MdlError as exc:
+                # not worth failing a pull that has its bytes: a lease left behind lapses in a term
+                log.warning(
+                    "could not release lease %s (it lapses in %.0f s): %s", self.uri, self.term, exc
+                )
 
 
-def _body(holder: str, term: float) -> bytes:
-    return json.dumps({"holder": holder, "term": term}).encode()
+def lease_body(holder: str, term: float) -> bytes:
+    """A lease's bytes. Never the same twice: S3's ETag is the MD5 of the body, and two writes
+    with one ETag would let a holder's If-Match succeed over another's lease (two pods may share
+    a host name)."""
+    return json.dumps({"holder": holder, "term": term, "n": secrets.token_hex(8)}).encode()
 
 
-def _term_of(data: bytes, default: float) -> float:
-    """The term its holder wrote in a lease (it judges its own renewals by it), else ours."""
+def _read_body(data: bytes) -> dict[str, object]:
+    """A lease's body as written by ``lease_body``; {} for anything else (a lease all the same)."""
     try:
-        term = json.loads(data)["term"]
-    except (ValueError, KeyError, TypeError):
-        return default
-    return float(term) if isinstance(term, int | float) and term > 0 else default
+        parsed = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def term_of(data: bytes, *, default: float) -> float:
+    """The term a lease's holder wrote in it (it may run with another than ours), else ours."""
+    term = _read_body(data).get("term")
+    # NaN and infinities fall outside the range too
+    if (
+        isinstance(term, int | float)
+        and not isinstance(term, bool)
+        and TERMS[0] <= term <= TERMS[1]
+    ):
+        return float(term)
+    return default
+
+
+def holder_of(data: bytes) -> str:
+    """Who wrote a lease, for the log (shown escaped: the body is anyone's)."""
+    holder = _read_body(data).get("holder")
+    return repr(holder) if isinstance(holder, str) else "an unknown holder"
 
 
 def take(writer: Writer, uri: str, *, holder: str, term: float = TERM) -> Lease | None:
     """The lease ``uri`` for us: created, or taken over when the store's clock says the one there
     lapsed; None while another machine holds a live one."""
-    body = _body(holder, term)
-    for _ in range(2):  # a lease released between our create and our read: once more
-        seen = writer.create(uri, body)
+    for _ in range(TAKE_TRIES):
+        seen = writer.create(uri, lease_body(holder, term))
         if seen is not None:
             return Lease(writer, uri, seen.etag, holder, term)
         found = writer.read(uri)
         if found is None:
-            continue
+            continue  # released between our create and our read: it is free again
         data, there = found
-        if not is_stale(there, term=_term_of(data, term)):
+        if not is_stale(there, term=term_of(data, default=term)):
             return None
-        # If-Match on the lapsed version: of two takers, one wins
-        taken = writer.replace(uri, body, etag=there.etag)
-        return Lease(writer, uri, taken.etag, holder, term) if taken is not None else None
-    return None
+        # If-Match on the lapsed version: of two machines taking it over, one wins
+        took = writer.replace(uri, lease_body(holder, term), etag=there.etag)
+        if took is None:
+            return None
+        log.info(
+            "took over lease %s from %s (not renewed for %.0f s by the store's clock)",
+            uri,
+            holder_of(data),
+            there.now - there.modified,
+        )
+        return Lease(writer, uri, took.etag, holder, term)
+    return None  # it comes and goes faster than we can look: wait on it as on a held one
 
 
 def is_stale(seen: Seen, *, term: float = TERM) -> bool:
@@ -96,23 +154,20 @@ class Renewing:
     """A context that renews ``lease`` every ``every`` seconds on a thread while the work inside
     runs; ``lost`` is set (and the work may check it) when a renewal finds it taken."""
 
-    def __init__(self, lease: Lease, *, every: float = RENEW_EVERY) -> None:
+    def __init__(
+        self,
+        lease: Lease,
+        *,
+        every: float = RENEW_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.lease = lease
         self.every = every
         self.lost = threading.Event()
-
+        # this machine's own clock, only to time its own failing renewals (never to judge a lease)
+        self.clock = clock
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name="lease-renewal", daemon=True)
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                self.lease.renew()
-            except LeaseLost:
-                self.lost.set()
-                return
-            except MdlError:  # a store's hiccup: the next renewal may pass (two may fail)
-                continue
+        self._thread = threading.Thread(target=self._renew, name="mdl-lease-renew", daemon=True)
 
     def __enter__(self) -> Renewing:
         self._thread.start()
@@ -120,7 +175,38 @@ class Renewing:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        # a renewal in flight ends within the writer's own timeouts; after the join no renewal
+        # can race the caller's release
         self._thread.join()
+
+    def _renew(self) -> None:
+        renewed = self.clock()  # when our last good write was sent: the store's stamp is later
+        while not self._stop.wait(self.every):
+            sent = self.clock()
+            try:
+                self.lease.renew()
+            except LeaseLost as exc:
+                log.warning("%s", exc)
+                self.lost.set()
+                return
+            except MdlError as exc:
+                if self.clock() - renewed > self.lease.term:
+                    log.warning(
+                        "lease %s lapsed: renewals failed for over %.0f s (%s)",
+                        self.lease.uri,
+                        self.lease.term,
+                        exc,
+                    )
+                    self.lost.set()
+                    return
+                log.info(
+                    "renewing lease %s failed, tried again in %.0f s: %s",
+                    self.lease.uri,
+                    self.every,
+                    exc,
+                )
+                continue
+            renewed = sent
 
 
 Waited = Literal["ready", "free"]
@@ -136,35 +222,52 @@ def wait_for(
 ) -> Waited:
     """Wait while another machine holds the object's lease: "ready" when the object is there,
     "free" when the lease is gone or lapsed without it (then take it). ``cancel``: the run's."""
-    every = poll or _poll
-    attempt = 0
+    schedule = poll or default_poll
+    uri = lease_uri(object_uri)
+    holder, attempt = None, 0
     while True:
+        if cancel.is_set():
+            raise InterruptedByUserError(f"interrupted while waiting on {object_uri}")
         if writer.head(object_uri) is not None:
             return "ready"
-        found = writer.read(lease_uri(object_uri))
-        if found is None:  # released: filled just now, or given up
+        found = writer.read(uri)
+        if found is None:
+            # the holder uploads, then releases: look again, or we would fetch what is there
             return "ready" if writer.head(object_uri) is not None else "free"
         data, seen = found
-        if is_stale(seen, term=_term_of(data, term)):
+        if is_stale(seen, term=term_of(data, default=term)):
+            log.info("lease %s lapsed without %s", uri, object_uri)
             return "free"
-        if cancel.wait(every(attempt)):
-            return "free"
+        if holder_of(data) != holder:  # said once per holder, not once per look
+            holder = holder_of(data)
+            log.info("waiting on %s: %s holds its lease", object_uri, holder)
+        cancel.wait(schedule(attempt))
         attempt += 1
 
 
-def _poll(attempt: int) -> float:
-    """Seconds before the next look: soon at first, then every 2 s (a fleet's many waiters)."""
-    return min(0.1 * 2.0 ** min(attempt, 5), 2.0)
+def default_poll(attempt: int) -> float:
+    """Seconds between looks at a held lease: quick at first (small files fill fast), then every
+    2 s (a fleet of waiters must not flood the store)."""
+    return min(0.25 * 2.0 ** min(attempt, 3), 2.0)
 
 
 def honours_conditions(writer: Writer, scratch_uri: str) -> bool:
     """The once-per-run probe: two conflicting conditional creates of a scratch object; False when
     both succeed (the store ignores the condition: no lease can be held there). The scratch object
-    is removed."""
-    if writer.create(scratch_uri, b"1") is None:  # a leftover of an earlier probe
-        writer.delete(scratch_uri)
-        writer.create(scratch_uri, b"1")
+    is removed. ``scratch_uri`` is this run's own (a random name): probes must not meet."""
+    first = writer.create(scratch_uri, b"a")
+    if first is None:
+        # left by a probe killed before its delete: remove it (that version only) and probe again
+        left = writer.head(scratch_uri)
+        if left is not None:
+            writer.delete(scratch_uri, etag=left.etag)
+        first = writer.create(scratch_uri, b"a")
+        if first is None:
+            return True  # refused twice: the store held the condition, which is the question
+    second = None
     try:
-        return writer.create(scratch_uri, b"2") is None
+        second = writer.create(scratch_uri, b"b")
     finally:
-        writer.delete(scratch_uri)
+        # the latest version we wrote: "b" where the store ignored the condition
+        writer.delete(scratch_uri, etag=(second or first).etag)
+    return second is None
