@@ -9,9 +9,11 @@ from mdl.buckets.folder import (
     file_url,
     parse_file_uri,
 )
+from mdl.buckets.parts import MiB, part_layout, part_size
 from mdl.buckets.protocol import ObjectStore, StoredObject
 from mdl.buckets.registry import STORES, Presigner, store_for, store_schemes
 from mdl.buckets.s3 import (
+    SHA256_META,
     S3Object,
     S3Prefix,
     parse_s3_prefix,
@@ -23,9 +25,11 @@ from mdl.buckets.s3 import (
 
 __all__ = [
     "LOCAL_HOST",
+    "SHA256_META",
     "STORES",
     "FolderStore",
     "FolderWriter",
+    "MiB",
     "ObjectStore",
     "Presigner",
     "S3Object",
@@ -35,6 +39,8 @@ __all__ = [
     "file_url",
     "parse_file_uri",
     "parse_s3_prefix",
+    "part_layout",
+    "part_size",
     "s3_client",
     "s3_error",
     "s3_errors",

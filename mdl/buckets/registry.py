@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from mdl.buckets.folder import FolderStore
 from mdl.buckets.protocol import ObjectStore, Signer
-from mdl.buckets.s3 import S3Store
+from mdl.buckets.s3store import S3Store
 from mdl.redact import Secrets
 
 # scheme → the store: a new store is its module and one line here

@@ -1,5 +1,6 @@
 """``s3://`` through boto3 (``mdl[s3]``, imported on use): a HEAD, then the engine fetches a
-presigned GET URL; ``S3Store`` is the registry's store for the scheme.
+presigned GET URL (the store for the registry: ``mdl/buckets/s3store.py``; writes:
+``mdl/buckets/s3write.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from mdl.buckets.protocol import StoredObject
 from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError, UsageError
 from mdl.redact import Secrets, printable, safe_text
 
@@ -31,12 +31,20 @@ RETRY_ATTEMPTS = 5
 # digit at both ends); compatibles that allow more (uppercase, underscores) are served by the same
 # rule relaxed a little.
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
+# x-amz-meta-sha256: the full SHA-256 of what mdl uploads, for readers; never trusted to skip an
+# upload (whoever can write the object can set it)
+SHA256_META = "sha256"
 _MULTIPART_ETAG = re.compile(r'^"?[0-9a-fA-F]{32}-\d+"?$')
 _NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "NotFound", "404", "410"}
 _DENIED = re.compile(
     r"AccessDenied|Forbidden|401|403|InvalidAccessKeyId|SignatureDoesNotMatch|ExpiredToken|InvalidToken"
     r"|TokenRefreshRequired|AllAccessDisabled|AccountProblem"
 )
+
+
+def is_bucket_name(name: str) -> bool:
+    """Whether ``name`` can be a bucket (S3's rule, relaxed a little for compatibles)."""
+    return bool(_BUCKET.match(name)) and ".." not in name
 
 
 @dataclass(frozen=True)
@@ -296,77 +304,3 @@ class S3Signer:
                 self._client = s3_client(endpoint=self._endpoint, secrets=self._secrets)
             client = self._client
         return presign_get(client, obj)
-
-
-_ERROR_CODE = re.compile(r"<Code>\s*([A-Za-z0-9.]{1,64})\s*</Code>")
-_CODE_WORDS = {
-    "NoSuchBucket": "no such bucket",
-    "NoSuchKey": "not in the bucket",
-    "AccessDenied": "access denied",
-    "InvalidAccessKeyId": "access denied (unknown access key)",
-    "SignatureDoesNotMatch": "access denied (bad signature: check the secret key)",
-    "ExpiredToken": "access denied (the credentials expired)",
-    "SlowDown": "throttled (503 SlowDown)",
-}
-
-
-# What an S3 store answers when the mirror as a whole cannot serve us (the keys, the bucket), as
-# opposed to AccessDenied / NoSuchKey, which a read-only policy without s3:ListBucket also answers
-# for one missing object; and the s3 extra missing (boto3).
-_S3_DOWN = (
-    "mdl[s3]",
-    "NoSuchBucket",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "AllAccessDisabled",
-)
-
-
-class S3Store:
-    """``s3://`` for the registry: buckets by boto3, GETs presigned."""
-
-    scheme = "s3"
-    takes_endpoint = True  # a MinIO or another compatible beside AWS
-    quotes_values = False  # keys are quoted when signed
-
-    def check_template(self, template: str, *, where: str) -> None:
-        """The bucket of an ``s3://bucket/prefix/{model}/{path}`` mirror must be a bucket name."""
-        bucket = template[len("s3://") :].partition("/")[0]
-        if not _BUCKET.match(bucket) or ".." in bucket:
-            raise UsageError(
-                f"{where}: {bucket!r} is not a bucket name in {template!r}"
-                " (s3://bucket/prefix/{model}/{path})"
-            )
-
-    def one_off(self, uri: str, *, secrets: Secrets | None) -> StoredObject:
-        """An ``s3://`` argument of ``mdl get``: a presigned URL, the HEAD's size and SHA-256."""
-        obj = parse_s3_uri(uri)
-        client = s3_client(secrets=secrets)
-        head = head_s3(client, obj)
-        size = head.get("ContentLength")
-        size = size if isinstance(size, int) else None
-        name = obj.key.rsplit("/", 1)[-1]
-        url = presign_get(client, obj)
-        return StoredObject(name, url, size, sha256_of_head(head), where=safe_text(obj.uri))
-
-    def signer(self, *, endpoint: str | None, secrets: Secrets | None) -> S3Signer:
-        """A presigner with one client for ``endpoint`` (made at its first use)."""
-        return S3Signer(endpoint, secrets=secrets)
-
-    def reason(self, text: str | None, status: int | None) -> str | None:
-        """What an S3 error reply to a presigned request says, in a few words (its XML
-        ``<Code>``), or None."""
-        found = _ERROR_CODE.search(text or "")
-        if found is None:
-            return None
-        code = found.group(1)
-        return _CODE_WORDS.get(code, f"{code} (HTTP {status})" if status else code)
-
-    def is_down(self, said: str) -> bool:
-        """No such bucket, or keys the store does not take."""
-        return any(code in said for code in _S3_DOWN)
-
-    def writer(self, *, endpoint: str | None, secrets: Secrets | None) -> Any:
-        """The bucket, writable (conditional writes): built in the fleet work."""
-        raise NotImplementedError

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +16,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mdl.buckets import S3Object, S3Prefix, s3_client, s3_error, s3_errors, sha256_of_head
+from mdl.buckets import (
+    SHA256_META,
+    MiB,
+    S3Object,
+    S3Prefix,
+    part_layout,
+    part_size,
+    s3_client,
+    s3_error,
+    s3_errors,
+    sha256_of_head,
+)
 from mdl.errors import (
     AuthError,
     IntegrityError,
@@ -31,14 +41,7 @@ from mdl.redact import Secrets, printable, safe_text
 from mdl.report import FileOutcome, failed
 
 log = logging.getLogger("mdl.publish")
-MiB = 1024 * 1024
-# S3 wants ≥ 5 MiB parts; 16 MiB keeps the request count low at real round-trip times
-MIN_PART = 16 * MiB
-S3_MAX_PARTS = 10_000  # parts a multipart object can have
-MAX_PARTS = 9_000  # parts per upload of ours: leave room
 HEAD_WORKERS = 16  # HEADs to decide what to skip are latency-bound: many at once
-# x-amz-meta-sha256: the full SHA-256, for readers; never trusted to skip an upload
-SHA256_META = "sha256"
 READ_CHUNK = MiB  # local reads when a multipart object's composite checksum is recomputed
 # how often finished uploads are looked for (s3transfer futures have no completion callback)
 POLL_SECONDS = 0.05
@@ -177,9 +180,8 @@ class Bucket:
             create_transfer_manager,
         )
 
-        # At least MIN_PART, in whole MiB, and few enough parts of the batch's largest file for S3's
-        # limit.
-        chunk = max(MIN_PART, math.ceil(max(f.size for f in files) / MAX_PARTS / MiB) * MiB)
+        # one part size for the batch: its largest file's
+        chunk = part_size(max(f.size for f in files))
         config = TransferConfig(
             multipart_threshold=chunk,
             multipart_chunksize=chunk,
@@ -317,21 +319,6 @@ class Bucket:
                 "publishing needs s3:ListBucket, s3:GetObject and s3:PutObject on the prefix"
             )
         return error
-
-
-def part_layout(size: int, *, first: object, count: object) -> list[int] | None:
-    """The part sizes of a ``size``-byte object of ``count`` parts, the first ``first`` bytes (as
-    the store said): S3's clients cut every part but the last at one size. None when the reply
-    cannot be such a layout."""
-    if (
-        not isinstance(first, int)
-        or not isinstance(count, int)
-        or not 0 < count <= S3_MAX_PARTS
-        or first < 1
-    ):
-        return None
-    last = size - first * (count - 1)
-    return [first] * (count - 1) + [last] if 0 < last <= first else None
 
 
 def _composite_b64(file: ReadyFile, sizes: Sequence[int]) -> str | None:

@@ -13,7 +13,7 @@ import pytest
 from servers import CdnServer, Fault, make_data
 
 from mdl.buckets import STORES, StoredObject, store_for
-from mdl.buckets.s3 import S3Store
+from mdl.buckets.s3store import S3Store
 from mdl.catalog import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings, check_mirror
 from mdl.download.puller import pull_models

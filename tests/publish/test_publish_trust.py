@@ -21,8 +21,8 @@ from s3server import ACCESS_KEY, REGION, S3, SECRET_KEY
 from servers import HubServer, make_data
 from typer.testing import Result
 
+from mdl.buckets.parts import S3_MAX_PARTS, part_layout
 from mdl.errors import ExitCode
-from mdl.upload.bucket import S3_MAX_PARTS, part_layout
 
 MiB = 1024 * 1024
 BIG = make_data(17 * MiB + 5, seed=81)  # above the 16 MiB part size: a multipart upload of 2 parts

@@ -1,0 +1,387 @@
+"""mdl/buckets/s3write.py: the S3 store, writable, against real servers: moto and SeaweedFS (its
+conditional writes are a separate implementation), and a proxy that makes either misbehave as some
+stores do (conditions ignored, 409 ConditionalRequestConflict, a lost reply)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from s3proxy import s3_proxy
+from s3server import S3, aws_environ, s3, s3_server  # noqa: F401
+from seaweed import Weed, seaweed_server  # noqa: F401
+
+from mdl.buckets import S3Prefix, sha256_of_head
+from mdl.buckets import s3write as s3write_module
+from mdl.buckets.protocol import Seen, Writer
+from mdl.buckets.registry import STORES
+from mdl.buckets.s3write import S3Writer
+from mdl.errors import IntegrityError, NetworkError
+from mdl.upload.bucket import Bucket, ReadyFile
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class Place:
+    """A bucket and a prefix of its own on one server, for one test."""
+
+    server: str  # "moto" or "seaweedfs"
+    endpoint: str
+    bucket: str
+    prefix: str  # "<unique>/"
+    client: Any
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
+    def key(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def writer(self, endpoint: str | None = None, **options: Any) -> S3Writer:
+        return S3Writer(endpoint or self.endpoint, **options)
+
+    def body(self, key: str) -> bytes:
+        return bytes(self.client.get_object(Bucket=self.bucket, Key=self.key(key))["Body"].read())
+
+    def unfinished(self) -> list[Any]:
+        """Multipart uploads started and neither completed nor aborted."""
+        uploads = self.client.list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])
+        return [u for u in uploads if str(u["Key"]).startswith(self.prefix)]
+
+
+def _environ(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    for name, value in aws_environ(endpoint).items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(params=["moto", "seaweedfs"])
+def place(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Place]:
+    """Each test on moto (reset) and on the session's SeaweedFS (a fresh prefix)."""
+    if request.param == "moto":
+        server: S3 = request.getfixturevalue("s3")
+        client = server.client()
+        client.create_bucket(Bucket="mirror")
+        yield Place("moto", server.endpoint, "mirror", f"{uuid.uuid4().hex}/", client)
+        return
+    weed: Weed = request.getfixturevalue("seaweed_server")
+    _environ(monkeypatch, weed.endpoint)
+    client = weed.client()
+    if "mirror" not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket="mirror")
+    yield Place("seaweedfs", weed.endpoint, "mirror", f"{uuid.uuid4().hex}/", client)
+
+
+@pytest.fixture
+def moto(s3: S3) -> Place:  # noqa: F811
+    client = s3.client()
+    client.create_bucket(Bucket="mirror")
+    return Place("moto", s3.endpoint, "mirror", "t/", client)
+
+
+def _file(tmp_path: Path, name: str, size: int, *, seed: bytes = b"") -> tuple[Path, str]:
+    data = (hashlib.sha256(seed + name.encode()).digest() * (size // 32 + 1))[:size]
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def test_the_registry_gives_a_writer(place: Place) -> None:
+    writer: Writer = STORES["s3"].writer(endpoint=place.endpoint, secrets=None)
+    assert writer.create(place.uri("a"), b"x") is not None
+    assert writer.head(place.uri("a")) is not None
+
+
+def test_create_only_once(place: Place) -> None:
+    writer = place.writer()
+    first = writer.create(place.uri("lease"), b"holder-1")
+    assert isinstance(first, Seen)
+    assert first.size == 8
+    assert writer.create(place.uri("lease"), b"holder-2") is None
+    assert place.body("lease") == b"holder-1"
+    seen = writer.head(place.uri("lease"))
+    assert seen is not None
+    assert (seen.etag, seen.size) == (first.etag, 8)
+    read = writer.read(place.uri("lease"))
+    assert read is not None
+    assert read[0] == b"holder-1"
+    assert read[1].etag == first.etag
+
+
+def test_missing_objects(place: Place) -> None:
+    writer = place.writer()
+    assert writer.head(place.uri("none")) is None
+    assert writer.read(place.uri("none")) is None
+    assert writer.replace(place.uri("none"), b"x", etag='"0123"') is None
+    assert writer.delete(place.uri("none")) is False
+    assert writer.delete(place.uri("none"), etag='"0123"') is False
+    assert writer.head(place.uri("none")) is None
+
+
+def test_replace_only_over_its_version(place: Place) -> None:
+    writer = place.writer()
+    first = writer.create(place.uri("lease"), b"term-1")
+    assert first is not None
+    second = writer.replace(place.uri("lease"), b"term-2", etag=first.etag)
+    assert second is not None
+    assert second.etag != first.etag
+    # the stale version: another holder renewed it since
+    assert writer.replace(place.uri("lease"), b"term-3", etag=first.etag) is None
+    assert place.body("lease") == b"term-2"
+    head = writer.head(place.uri("lease"))
+    assert head is not None
+    assert head.etag == second.etag
+
+
+def test_delete_only_its_version(place: Place) -> None:
+    writer = place.writer()
+    first = writer.create(place.uri("lease"), b"one")
+    assert first is not None
+    second = writer.replace(place.uri("lease"), b"two", etag=first.etag)
+    assert second is not None
+    assert writer.delete(place.uri("lease"), etag=first.etag) is False
+    assert place.body("lease") == b"two"
+    assert writer.delete(place.uri("lease"), etag=second.etag) is True
+    assert writer.head(place.uri("lease")) is None
+    assert writer.create(place.uri("other"), b"x") is not None
+    assert writer.delete(place.uri("other")) is True
+    assert writer.head(place.uri("other")) is None
+
+
+def test_the_store_clock(place: Place) -> None:
+    """``now`` and every ``Seen.now`` are the store's Date header (whole seconds), not ours."""
+    writer = place.writer()
+    made = writer.create(place.uri("lease"), b"x")
+    assert made is not None
+    date = place.client.head_bucket(Bucket=place.bucket)["ResponseMetadata"]["HTTPHeaders"]["date"]
+    said = parsedate_to_datetime(date).timestamp()
+    now = writer.now()
+    assert now == int(now)  # parsed from a Date: whole seconds
+    assert said - 1 <= now <= said + 60  # bounded: only matters if it is wrong
+    seen = writer.head(place.uri("lease"))
+    assert seen is not None
+    assert seen.now == int(seen.now)
+    assert made.modified - 1 <= seen.modified <= seen.now
+    # a fresh writer that has used no bucket yet still reads the clock
+    assert said - 1 <= place.writer().now() <= said + 60
+
+
+def test_upload_small_once(place: Place, tmp_path: Path) -> None:
+    path, sha = _file(tmp_path, "a.bin", 3000)
+    writer = place.writer()
+    assert writer.upload(place.uri("m/a.bin"), path, size=3000, sha256=sha) is True
+    head = place.client.head_object(
+        Bucket=place.bucket, Key=place.key("m/a.bin"), ChecksumMode="ENABLED"
+    )
+    assert sha256_of_head(head) == sha  # the store's own checksum
+    assert head["Metadata"] == {"sha256": sha}
+    other, other_sha = _file(tmp_path, "b.bin", 3000, seed=b"other")
+    assert writer.upload(place.uri("m/a.bin"), other, size=3000, sha256=other_sha) is False
+    assert hashlib.sha256(place.body("m/a.bin")).hexdigest() == sha
+
+
+def test_upload_in_parts_once(
+    place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(s3write_module, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(s3write_module, "PART_MINIMUM", 5 * MiB)  # S3's smallest part
+    size = 11 * MiB + 7
+    path, sha = _file(tmp_path, "big.bin", size)
+    writer = place.writer()
+    assert writer.upload(place.uri("m/big.bin"), path, size=size, sha256=sha) is True
+    head = place.client.head_object(
+        Bucket=place.bucket, Key=place.key("m/big.bin"), ChecksumMode="ENABLED"
+    )
+    assert head["ContentLength"] == size
+    assert str(head["ETag"]).strip('"').endswith("-3")  # 5 + 5 + 1 MiB
+    assert head["Metadata"] == {"sha256": sha}
+    # the store's composite SHA-256 (of the parts' SHA-256s) is of these bytes
+    data = path.read_bytes()
+    digests = b"".join(
+        hashlib.sha256(data[i : i + 5 * MiB]).digest() for i in range(0, size, 5 * MiB)
+    )
+    composite = base64.b64encode(hashlib.sha256(digests).digest()).decode()
+    assert str(head["ChecksumSHA256"]).partition("-")[0] == composite
+    # publish's own check takes it as these bytes (it would skip the file)
+    ready = ReadyFile("m", "big.bin", path, size, sha, source="test")
+    bucket = Bucket(S3Prefix(place.bucket, place.prefix.rstrip("/")), endpoint=place.endpoint)
+    assert bucket.holds(place.key("m/big.bin"), ready)
+    # a second writer never replaces them, and leaves no upload behind
+    other, other_sha = _file(tmp_path, "other.bin", size, seed=b"other")
+    assert writer.upload(place.uri("m/big.bin"), other, size=size, sha256=other_sha) is False
+    assert hashlib.sha256(place.body("m/big.bin")).hexdigest() == sha
+    assert place.unfinished() == []
+
+
+@pytest.mark.parametrize("size", [3000, 6 * MiB])
+def test_a_changed_file_is_not_uploaded(
+    place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    monkeypatch.setattr(s3write_module, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(s3write_module, "PART_MINIMUM", 5 * MiB)
+    path, sha = _file(tmp_path, "a.bin", size)
+    path.write_bytes(b"\0" + path.read_bytes()[1:])  # changed since it was verified
+    with pytest.raises(IntegrityError, match="changed since it was verified") as caught:
+        place.writer().upload(place.uri("a.bin"), path, size=size, sha256=sha)
+    assert caught.value.exit_code == 6
+    assert place.writer().head(place.uri("a.bin")) is None
+    assert place.unfinished() == []
+
+
+def test_a_failed_part_aborts_the_upload(
+    moto: Place,
+    s3: S3,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(s3write_module, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(s3write_module, "PART_MINIMUM", 5 * MiB)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the 500 is final at once
+    path, sha = _file(tmp_path, "big.bin", 11 * MiB)
+    s3.cutter.fail_writes_after = len(s3.cutter.writes) + 2  # the start and one part
+    with pytest.raises(NetworkError):
+        moto.writer().upload(moto.uri("big.bin"), path, size=11 * MiB, sha256=sha)
+    s3.cutter.fail_writes_after = None
+    assert moto.writer().head(moto.uri("big.bin")) is None
+    assert moto.unfinished() == []
+
+
+def test_listing(place: Place) -> None:
+    writer = place.writer()
+    for key, data in (("m/a", b"1"), ("m/b/c", b"22"), ("n/d", b"333")):
+        assert writer.create(place.uri(key), data) is not None
+    now = writer.now()
+    listed = {item.uri: item for item in writer.listing(place.uri("m/"))}
+    assert {uri: item.size for uri, item in listed.items()} == {
+        place.uri("m/a"): 1,
+        place.uri("m/b/c"): 2,
+    }
+    assert all(now - 60 <= item.modified <= now + 1 for item in listed.values())
+    assert {item.uri for item in writer.listing(place.uri(""))} == {
+        place.uri("m/a"),
+        place.uri("m/b/c"),
+        place.uri("n/d"),
+    }
+    assert list(writer.listing(place.uri("none/"))) == []
+
+
+def test_a_store_that_ignores_the_conditions(moto: Place) -> None:
+    """What the lease's once-per-run probe detects: both of two creates succeed."""
+    with s3_proxy(moto.endpoint) as proxy:
+        proxy.strip_conditions = True
+        writer = moto.writer(proxy.endpoint)
+        assert writer.create(moto.uri("probe"), b"first") is not None
+        assert writer.create(moto.uri("probe"), b"second") is not None
+    assert moto.body("probe") == b"second"
+    # the same store, asked directly, honours them
+    assert moto.writer().create(moto.uri("probe"), b"third") is None
+
+
+def test_a_conflict_is_tried_again(place: Place) -> None:
+    waits: list[float] = []
+    with s3_proxy(place.endpoint) as proxy:
+        writer = place.writer(proxy.endpoint, sleep=waits.append)
+        proxy.conflicts = 1
+        made = writer.create(place.uri("lease"), b"mine")
+        assert made is not None
+        proxy.conflicts = 2
+        assert writer.replace(place.uri("lease"), b"renewed", etag=made.etag) is not None
+        conditional = [r for r in proxy.requests if r[2] and r[0] == "PUT"]
+    assert len(conditional) == 5  # 1 + 1 tries, then 2 + 1
+    assert waits == [0.1, 0.1, 0.2]
+    assert place.body("lease") == b"renewed"
+
+
+def test_conflicts_that_last_are_a_network_error(place: Place) -> None:
+    waits: list[float] = []
+    with s3_proxy(place.endpoint) as proxy:
+        proxy.conflicts = 100
+        writer = place.writer(proxy.endpoint, sleep=waits.append)
+        with pytest.raises(NetworkError, match="ConditionalRequestConflict") as caught:
+            writer.create(place.uri("lease"), b"mine")
+    assert caught.value.exit_code == 5
+    assert len(waits) == s3write_module.CONFLICT_TRIES - 1
+    assert place.writer().head(place.uri("lease")) is None
+
+
+def test_a_lost_reply_to_our_own_write(place: Place) -> None:
+    """The store wrote it, the reply was lost, botocore tried again and got 412: the bytes say
+    the object is ours."""
+    with s3_proxy(place.endpoint) as proxy:
+        writer = place.writer(proxy.endpoint)
+        proxy.lose_replies = 1
+        made = writer.create(place.uri("lease"), b"holder-1 take-7")
+        assert made is not None
+        assert [r[0] for r in proxy.requests if r[2]] == ["PUT", "PUT"]  # botocore tried again
+        proxy.lose_replies = 1
+        renewed = writer.replace(place.uri("lease"), b"holder-1 take-8", etag=made.etag)
+        assert renewed is not None
+        # another's bytes there: not ours
+        place.client.put_object(Bucket=place.bucket, Key=place.key("other"), Body=b"holder-2")
+        proxy.lose_replies = 1
+        assert writer.create(place.uri("other"), b"holder-1") is None
+    head = place.writer().head(place.uri("lease"))
+    assert head is not None
+    assert head.etag == renewed.etag
+
+
+def test_a_lost_reply_to_a_completed_upload(
+    place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The completion was applied, its reply lost, botocore tried again (moto: NoSuchUpload,
+    SeaweedFS: 412): the object there is ours, whole, and nothing is left behind."""
+    monkeypatch.setattr(s3write_module, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(s3write_module, "PART_MINIMUM", 5 * MiB)
+    path, sha = _file(tmp_path, "big.bin", 6 * MiB)
+    with s3_proxy(place.endpoint) as proxy:
+        proxy.lose_replies = 1  # the completion: the only conditional write of an upload
+        writer = place.writer(proxy.endpoint)
+        assert writer.upload(place.uri("big.bin"), path, size=6 * MiB, sha256=sha) is True
+        completions = [r for r in proxy.requests if r[2]]
+    assert len(completions) == 2
+    assert hashlib.sha256(place.body("big.bin")).hexdigest() == sha
+    assert place.unfinished() == []
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and r.name == "mdl.s3"]
+
+
+def test_a_lost_reply_to_a_small_upload(place: Place, tmp_path: Path) -> None:
+    path, sha = _file(tmp_path, "a.bin", 3000)
+    with s3_proxy(place.endpoint) as proxy:
+        proxy.lose_replies = 1
+        writer = place.writer(proxy.endpoint)
+        assert writer.upload(place.uri("a.bin"), path, size=3000, sha256=sha) is True
+        other, other_sha = _file(tmp_path, "b.bin", 3000, seed=b"other")
+        proxy.lose_replies = 1  # applied? no: refused, and the bytes there are not these
+        assert writer.upload(place.uri("a.bin"), other, size=3000, sha256=other_sha) is False
+        assert len([r for r in proxy.requests if r[2]]) == 4
+    assert hashlib.sha256(place.body("a.bin")).hexdigest() == sha
+
+
+def test_delete_where_the_store_refuses_its_if_match(place: Place) -> None:
+    """A store without DeleteObject If-Match: the version is compared by a HEAD first."""
+    with s3_proxy(place.endpoint) as proxy:
+        proxy.refuse_conditional_delete = True
+        writer = place.writer(proxy.endpoint)
+        first = writer.create(place.uri("lease"), b"one")
+        assert first is not None
+        second = writer.replace(place.uri("lease"), b"two", etag=first.etag)
+        assert second is not None
+        assert writer.delete(place.uri("lease"), etag=first.etag) is False
+        assert writer.delete(place.uri("lease"), etag=second.etag) is True
+        third = writer.create(place.uri("lease"), b"three")
+        assert third is not None
+        assert writer.delete(place.uri("lease"), etag=third.etag) is True
+        refused = [r for r in proxy.requests if r[0] == "DELETE" and r[2]]
+    assert len(refused) == 1  # refused once, never asked again: the plain delete after the HEAD
+    assert place.writer().head(place.uri("lease")) is None
