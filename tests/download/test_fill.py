@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 from runfixtures import HANG, wait_for
+from s3proxy import s3_proxy
+from s3server import S3, s3, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
 
 import mdl
@@ -451,3 +453,94 @@ def test_ctrl_c_stops_a_wait_on_a_lease_at_once(
     assert process.returncode == 130, err
     assert lease.exists()  # another machine's: never ours to remove
     assert not (root / "tiny" / "model.safetensors").exists()
+
+
+# == an S3 bucket (moto) ==================================================================================
+
+S3_TEMPLATE = "s3://fleet/hub/{model}/{path}"
+
+
+@pytest.fixture
+def bucket(s3: S3) -> Any:  # noqa: F811 (the fixture)
+    """moto's S3 (test credentials, its endpoint in the environment) with an empty bucket."""
+    client = s3.client()
+    client.create_bucket(Bucket="fleet")
+    return client
+
+
+def s3_pull(
+    hub: HubServer, dest: Path, *, endpoint: str | None = None, env: dict[str, str] | None = None
+) -> RunReport:
+    environ = {"HF_ENDPOINT": hub.url, **(env or {})}
+    catalog = CatalogSettings(
+        mirrors=(S3_TEMPLATE,), mirror_endpoints=((S3_TEMPLATE, endpoint),) if endpoint else ()
+    )
+    settings = build_settings(
+        Overrides(fill_mirror=True), environ=environ, dest=dest, catalog=catalog
+    )
+    return pull_models(parse_catalog(CATALOG).models, settings, progress=Progress())
+
+
+def keys(client: Any) -> dict[str, bytes]:
+    listed = client.list_objects_v2(Bucket="fleet").get("Contents", [])
+    return {
+        o["Key"]: client.get_object(Bucket="fleet", Key=o["Key"])["Body"].read() for o in listed
+    }
+
+
+def test_an_s3_mirror_is_filled_by_the_first_machine_and_read_by_the_next(
+    tiny: HubServer, bucket: Any, tmp_path: Path
+) -> None:
+    first = s3_pull(tiny, tmp_path / "a")
+    assert first.exit_code == 0, first.files
+    assert all(f.warnings == () for f in first.files), first.files
+    # the objects, and nothing else: no lease, no probe
+    assert keys(bucket) == {f"hub/tiny/{path}": data for path, data in FILES.items()}
+    assert origin_bytes(tiny) == len(WEIGHTS) + len(CONFIG)
+
+    clear(tiny)
+    second = s3_pull(tiny, tmp_path / "b")
+    assert second.exit_code == 0, second.files
+    assert origin_bytes(tiny) == 0
+    for path, data in FILES.items():
+        outcome = by_path(second)[path]
+        assert outcome.mirror == f"s3://fleet/hub/tiny/{path}" and outcome.verified, outcome
+        assert (tmp_path / "b" / "tiny" / path).read_bytes() == data
+
+
+def test_an_s3_store_that_ignores_conditional_writes_is_read_as_before_with_one_warning(
+    tiny: HubServer,
+    s3: S3,  # noqa: F811 (the fixture)
+    bucket: Any,
+    tmp_path: Path,
+) -> None:
+    with s3_proxy(s3.endpoint) as proxy:
+        proxy.strip_conditions = True
+        report = s3_pull(tiny, tmp_path / "a", endpoint=proxy.endpoint)
+    assert report.exit_code == 0, report.files
+    said = [w for f in report.files for w in f.warnings]
+    assert said.count(f"mirror {S3_TEMPLATE} ignores conditional writes; not filling it") == 1
+    assert keys(bucket) == {}  # no lease, no object, no probe left
+    assert origin_bytes(tiny) == len(WEIGHTS) + len(CONFIG)
+    for path, data in FILES.items():
+        assert (tmp_path / "a" / "tiny" / path).read_bytes() == data
+
+
+def test_a_lapsed_s3_lease_is_taken_over(tiny: HubServer, bucket: Any, tmp_path: Path) -> None:
+    """With a term of one second (the tests' internal variable), a lease not renewed is lapsed by
+    the store's clock as soon as the store's Date says so; the pull takes it over, renews its own
+    on the same short term, and fills the object."""
+    writer = STORES["s3"].writer(endpoint=None, secrets=None)
+    lease = lease_uri("s3://fleet/hub/tiny/model.safetensors")
+    assert writer.create(lease, b'{"holder": "other:1:x"}') is not None
+
+    def lapsed() -> bool:
+        seen = writer.head(lease)
+        return seen is not None and seen.now - seen.modified > 1
+
+    wait_for(lapsed, what="the lease lapsed by the store's clock")
+    report = s3_pull(tiny, tmp_path / "a", env={TERM_VARIABLE: "1"})
+    assert report.exit_code == 0, report.files
+    assert keys(bucket) == {f"hub/tiny/{path}": data for path, data in FILES.items()}
+    assert origin_bytes(tiny) == len(WEIGHTS) + len(CONFIG)
+    assert by_path(report)["model.safetensors"].waited == 0
