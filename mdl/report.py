@@ -124,7 +124,7 @@ class FileOutcome:
             "verified": self.verified,
             **({"mirror": self.mirror} if self.mirror is not None else {}),
             **({"reused": self.reused} if self.reused else {}),
-            **({"waited": round(self.waited, 1)} if self.waited else {}),
+            **({"waited": round(self.waited, 3)} if self.waited else {}),
         }
 
 

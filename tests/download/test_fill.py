@@ -46,6 +46,8 @@ include = ["*.json", "*.safetensors"]
 """
 # a live lease of "another machine" outlives any wait of the test (by the store's clock)
 LONG_TERM = {TERM_VARIABLE: "3600"}
+# the log's line when a pull waits on another machine's lease on the weights
+WAITING_ON_WEIGHTS = "tiny/model.safetensors: another machine is filling mirror"
 
 
 def sha(data: bytes) -> str:
@@ -238,7 +240,7 @@ def test_a_live_lease_makes_the_pull_wait_then_read_the_mirror(
     assert report.exit_code == 0, report.files
     outcome = by_path(report)["model.safetensors"]
     assert outcome.mirror is not None and outcome.verified and outcome.waited > 0, outcome
-    assert outcome.to_json()["waited"] == round(outcome.waited, 1)
+    assert outcome.to_json()["waited"] == round(outcome.waited, 3)
     assert f" waited={outcome.waited:.1f} " in file_line(outcome)
     assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
     # only the unleased file came from the Hub
@@ -419,15 +421,33 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
 def test_two_processes_at_once_fetch_each_file_from_the_hub_once(
     tiny: HubServer, root: Path, tmp_path: Path, processes: list[subprocess.Popen[str]]
 ) -> None:
+    """The first to reach the Hub's CDN for the weights is held there until the other waits on its
+    lease: then both go on, and the waiter reads the weights from the mirror."""
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG)
     env = child_env(tiny, tmp_path)
+    held = threading.Event()
+    tiny.cdn.faults.add(Fault.stall(after_bytes=1000, until=held, resume=True))
     processes += [mdl_process(catalog, tmp_path / f"m{i}", root, env) for i in (1, 2)]
+    log = tmp_path / "mdl.log"
+    try:
+        wait_for(
+            lambda: log.exists() and WAITING_ON_WEIGHTS in log.read_text(),
+            what="one process waiting on the other's lease",
+        )
+    finally:
+        held.set()
+    waited = []
     for process in processes:
         out, err = process.communicate(timeout=HANG)
         assert process.returncode == 0, err
         files = {f["path"]: f for f in json.loads(out)["files"]}
         assert {p: f["verified"] for p, f in files.items()} == dict.fromkeys(FILES, True)
+        waited += [f for f in files.values() if "waited" in f]
+    # the waiter's weights (and its config too, if it came while the other held that lease), each
+    # read from the mirror
+    assert "model.safetensors" in {f["path"] for f in waited}
+    assert all(f.get("mirror") for f in waited), waited
     for i in (1, 2):
         for path, data in FILES.items():
             assert (tmp_path / f"m{i}" / "tiny" / path).read_bytes() == data
@@ -445,7 +465,7 @@ def test_ctrl_c_stops_a_wait_on_a_lease_at_once(
     processes.append(process)
     log = tmp_path / "mdl.log"
     wait_for(
-        lambda: log.exists() and "another machine is filling mirror" in log.read_text(),
+        lambda: log.exists() and WAITING_ON_WEIGHTS in log.read_text(),
         what="the pull waiting on the lease",
     )
     process.send_signal(signal.SIGINT)
