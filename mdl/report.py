@@ -64,6 +64,8 @@ class FileOutcome:
     verified: bool | None = None
     # get: the folder a whole Hub repo went into (its stdout names it, not each file)
     within: str | None = None
+    # seconds spent waiting on another machine filling a mirror with it (--fill-mirror)
+    waited: float = 0.0
 
     @property
     def label(self) -> str:
@@ -122,6 +124,7 @@ class FileOutcome:
             "verified": self.verified,
             **({"mirror": self.mirror} if self.mirror is not None else {}),
             **({"reused": self.reused} if self.reused else {}),
+            **({"waited": round(self.waited, 3)} if self.waited else {}),
         }
 
 
@@ -334,6 +337,8 @@ def _fields(outcome: FileOutcome) -> list[tuple[str, object | None]]:
         ("fetched", outcome.fetched if outcome.action != "skipped" or outcome.fetched else None),
         ("reused", outcome.reused or None),
         ("seconds", f"{outcome.seconds:.3f}" if outcome.seconds is not None else None),
+        # on another machine filling a mirror with it (--fill-mirror)
+        ("waited", f"{outcome.waited:.1f}" if outcome.waited else None),
         ("retries", len(outcome.retries)),
         ("warning", outcome.warning or None),  # e.g. kept although the Hub could not be asked
         ("causes", " | ".join(outcome.retries) or None),

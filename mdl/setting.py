@@ -145,6 +145,14 @@ SETTINGS: tuple[Setting, ...] = (
         option="--mirror",
     ),
     Setting(
+        "fill_mirror",
+        "switch",
+        False,
+        "MDL_FILL_MIRROR",
+        "Fill the first s3:// or file:// mirror with the files it lacks, one machine of a fleet"
+        " fetching each (a lease in the mirror) while the others wait on it",
+    ),
+    Setting(
         "xet",
         "switch",
         True,
@@ -225,6 +233,7 @@ class Overrides(NamedTuple):
     timeout: float | None = None
     lock_timeout: float | None = None
     mirrors: Sequence[str] | None = None
+    fill_mirror: bool = False
     xet: bool | None = None
     locked: bool = False
     frozen: bool = False

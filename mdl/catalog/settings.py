@@ -24,6 +24,8 @@ from mdl.redact import Secrets
 from mdl.setting import OFF, ON, SETTING, SETTINGS, Overrides, Setting, parse_bool
 
 LAYOUTS = SETTING["layout"].choices
+# the switches choose_lock_mode reads together
+LOCK_MODE = ("locked", "frozen")
 MIRROR_FIELDS = ("model", "repo", "revision", "commit", "path", "sha256")
 
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:i?[bB])?(?:/s)?\s*$")
@@ -54,6 +56,8 @@ class Settings:
     layout: str  # "plain" model folders, or "hf-cache" (Hub files go into the Hugging Face cache)
     hf_cache: Path | None  # the Hugging Face hub cache, when layout is "hf-cache"
     mirrors: tuple[str, ...]  # URL templates tried in order before the origin
+    # the first mirror in a store filled with what it lacks, under a lease (mdl.download.fill)
+    fill_mirror: bool
     # Hub files stored in Xet fetched by chunk (reusing chunks on disk); False: whole, over plain
     # HTTP
     xet: bool
@@ -366,7 +370,7 @@ def table_values(
 def resolved_alike(setting: Setting) -> bool:
     """A run's setting the table resolves alone: not dest (:func:`resolve_dest`), nor the lock
     mode's switches (:func:`choose_lock_mode`)."""
-    apart = setting.kind == "path" or (setting.kind == "switch" and not setting.pair)
+    apart = setting.kind == "path" or setting.name in LOCK_MODE
     return setting.run and not apart
 
 
@@ -374,8 +378,11 @@ def sources_given(
     setting: Setting, flags: Overrides, environ: Mapping[str, str], catalog: CatalogSettings
 ) -> list[Any]:
     """``setting``'s value from each source that gives it, in precedence order, each checked."""
+    flag = getattr(flags, setting.name, None)
+    if flag is False and not setting.pair:  # a switch off by default: its flag off is not given
+        flag = None
     sources = (
-        (getattr(flags, setting.name, None), setting.flag),
+        (flag, setting.flag),
         (environ.get(setting.env), f"${setting.env}"),
         (getattr(catalog, setting.name, None), f"[settings].{setting.name}"),
     )

@@ -217,6 +217,7 @@ class Pulling(Asking):
     stall_timeout: float | None
     lock_timeout: float | None
     mirrors: list[str] | None
+    fill_mirror: bool
     xet: bool | None
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mdl.buckets import ObjectStore, store_for
+from mdl.download.fill import fill_or_fetch
 from mdl.download.outcomes import done_outcome
 from mdl.download.plan import Action, PlannedFile, identity_of, look, offline_error, recorded
 from mdl.download.session import PullSession, label_of
@@ -499,14 +500,21 @@ def fetch_from_sources(
     they crossed the network."""
     refused: list[int] = []
     try:
-        result = _from_mirrors(session, job, remote, refused) or _from_origin(session, job, remote)
+        result = fill_or_fetch(
+            session,
+            job,
+            remote,
+            mirrors=partial(_from_mirrors, session, job, remote, refused),
+            mirror=partial(_from_mirror, session, job, refused),
+            origin=partial(_from_origin, session, remote=remote),
+        )
     except MdlError as exc:
         exc.fetched += sum(refused)
         raise
     return replace(result, fetched=result.fetched + sum(refused))
 
 
-def _from_origin(session: PullSession, job: TransferJob, remote: RemoteFile) -> TransferResult:
+def _from_origin(session: PullSession, job: TransferJob, *, remote: RemoteFile) -> TransferResult:
     if remote.xet is not None and session.settings.xet:
         try:
             return session.xet.fetch(job, remote.xet)
@@ -541,10 +549,29 @@ def _from_staged(
 
 
 def _from_mirrors(
-    session: PullSession, job: TransferJob, remote: RemoteFile, refused: list[int]
+    session: PullSession,
+    job: TransferJob,
+    remote: RemoteFile,
+    refused: list[int],
+    skip: frozenset[str] = frozenset(),
 ) -> TransferResult | None:
     """The file from the first mirror that delivers its verified bytes, or None: the origin's turn
-    (``refused``: the bytes each failed mirror sent)."""
+    (``refused``: the bytes each failed mirror sent; ``skip``: templates not to ask, the one a fill
+    found without the file)."""
+    for template, url in mirror_targets(session.settings.mirrors, remote):
+        if template in session.dead_mirrors or template in skip:
+            continue
+        result = _from_mirror(session, job, refused, template, url)
+        if result is not None:
+            return result
+    return None
+
+
+def _from_mirror(
+    session: PullSession, job: TransferJob, refused: list[int], template: str, url: str
+) -> TransferResult | None:
+    """The file from the mirror ``template`` (at ``url``), verified, or None: a warning said why
+    (``refused``: the bytes it sent, when they were refused)."""
     label, retries = job.label, job.retries
     # A mirror gets no credentials of ours (a store's: a GET presigned with its own keys) and no
     # origin's probe; its bytes must match the origin's hashes: always verified, a mismatch not
@@ -557,41 +584,37 @@ def _from_mirrors(
         renewable=False,
         located=None,
     )
-    for template, url in mirror_targets(session.settings.mirrors, remote):
-        if template in session.dead_mirrors:
-            continue
-        store = store_for(url)
-        shown = safe_text(url) if store else redact_url(url)
-        try:
-            where = session.presigner.presign(url, template=template) if store else url
-            result = session.mirror_engine.fetch(replace(mirrored, url=where))
-        except InterruptedByUserError:
-            raise
-        except MdlError as exc:
-            refused.append(exc.fetched)
-            if session.cancel.is_set():
-                raise InterruptedByUserError(INTERRUPTED) from exc
-            # The next source never resumes on a mirror's bytes: with --no-verify nothing would
-            # catch a splice.
-            discard_partial(job)
-            why = exc.message.removeprefix(f"{label}: ")
-            # the store's error code says it better than the reply to a signed URL does
-            if store is not None:
-                why = store.reason(exc.server_text or exc.message, exc.status) or why
-            if not _mirror_is_down(exc, store=store):
-                # A fleet node that silently bypasses its mirror defeats the mirror: every fallback
-                # is a warning.
-                retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
-            elif session.mark_mirror_down(template):  # said once, with the first file it failed
-                retries.warn(
-                    f"mirror {safe_text(template)} is not usable ({why}); using the next source"
-                )
-            else:
-                retries.add(f"mirror {shown} failed ({why})")
+    store = store_for(url)
+    shown = safe_text(url) if store else redact_url(url)
+    try:
+        where = session.presigner.presign(url, template=template) if store else url
+        result = session.mirror_engine.fetch(replace(mirrored, url=where))
+    except InterruptedByUserError:
+        raise
+    except MdlError as exc:
+        refused.append(exc.fetched)
+        if session.cancel.is_set():
+            raise InterruptedByUserError(INTERRUPTED) from exc
+        # The next source never resumes on a mirror's bytes: with --no-verify nothing would
+        # catch a splice.
+        discard_partial(job)
+        why = exc.message.removeprefix(f"{label}: ")
+        # the store's error code says it better than the reply to a signed URL does
+        if store is not None:
+            why = store.reason(exc.server_text or exc.message, exc.status) or why
+        if not _mirror_is_down(exc, store=store):
+            # A fleet node that silently bypasses its mirror defeats the mirror: every fallback
+            # is a warning.
+            retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
+        elif session.mark_mirror_down(template):  # said once, with the first file it failed
+            retries.warn(
+                f"mirror {safe_text(template)} is not usable ({why}); using the next source"
+            )
         else:
-            log.info("%s: fetched from mirror %s", label, shown)
-            return replace(result, mirror=shown)
-    return None
+            retries.add(f"mirror {shown} failed ({why})")
+        return None
+    log.info("%s: fetched from mirror %s", label, shown)
+    return replace(result, mirror=shown)
 
 
 def _mirror_is_down(exc: MdlError, *, store: ObjectStore | None) -> bool:

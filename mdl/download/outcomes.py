@@ -42,10 +42,10 @@ def done_outcome(
     its transfer; ``reason``: what the transfer made of the plan's (a resume that was not one)."""
     remote = plan.remote
     word, reason = _words(plan, action, reason or plan.decision.reason)
-    fetched, mirror, reused = 0, None, 0
+    fetched, mirror, reused, waited = 0, None, 0, 0.0
     if result is not None:
         fetched, mirror, reused = result.fetched, result.mirror, result.reused
-        verified = result.verified
+        verified, waited = result.verified, result.waited
     return FileOutcome(
         remote.model,
         remote.path,
@@ -61,6 +61,7 @@ def done_outcome(
         source=mirror or remote.source,
         warning=plan.warning,
         verified=verified,
+        waited=waited,
     )
 
 

@@ -125,6 +125,11 @@ class PullSession:
         # file.
         self.dead_mirrors: set[str] = set()
         self.mirror_lock = threading.Lock()
+        # --fill-mirror: the mirror to fill, probed once for the run (here: it imports the workers,
+        # which import this module)
+        from mdl.download.fill import Fills
+
+        self.fills = Fills(settings)
 
     def mark_mirror_down(self, template: str) -> bool:
         """Leave the mirror for the rest of the run; True the first time (say it once)."""

@@ -154,6 +154,8 @@ class TransferResult:
     xet: str | None = None  # the file's Xet hash, when it was fetched or checked as Xet
     # why bytes on disk (an earlier run's) were thrown away, when some were
     discarded: str | None = None
+    # seconds spent waiting on another machine's lease on a mirror it was filling (--fill-mirror)
+    waited: float = 0.0
 
 
 @dataclass(frozen=True)
