@@ -157,6 +157,10 @@ class OutOfMemoryError(LocalFSError, kind="out_of_memory"):
     """
 
 
+# An interrupt's message: what was kept is said by the command (mdl.cli.run.KEPT_ON_INTERRUPT)
+INTERRUPTED = "interrupted"
+
+
 class InterruptedByUserError(MdlError, kind="interrupted", code=ExitCode.INTERRUPTED):
     """Ctrl-C or SIGTERM; what was kept depends on the command (a pull's partial data, a
     publish's uploads).

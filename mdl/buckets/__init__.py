@@ -9,9 +9,27 @@ from mdl.buckets.folder import (
     file_url,
     parse_file_uri,
 )
-from mdl.buckets.lease import LEASE_SUFFIX, is_lease, is_stale
+from mdl.buckets.lease import (
+    LEASE_SUFFIX,
+    TERM,
+    Lease,
+    Renewing,
+    honours_conditions,
+    is_lease,
+    is_stale,
+    lease_uri,
+    take,
+    wait_for,
+)
 from mdl.buckets.parts import MiB, part_layout, part_size
-from mdl.buckets.protocol import Listed, ObjectStore, Seen, StoredObject, Writer
+from mdl.buckets.protocol import (
+    ConditionalWritesIgnored,
+    Listed,
+    ObjectStore,
+    Seen,
+    StoredObject,
+    Writer,
+)
 from mdl.buckets.registry import STORES, Presigner, store_for, store_schemes
 from mdl.buckets.s3 import (
     SHA256_META,
@@ -29,12 +47,16 @@ __all__ = [
     "LOCAL_HOST",
     "SHA256_META",
     "STORES",
+    "TERM",
+    "ConditionalWritesIgnored",
     "FolderStore",
     "FolderWriter",
+    "Lease",
     "Listed",
     "MiB",
     "ObjectStore",
     "Presigner",
+    "Renewing",
     "S3Object",
     "S3Prefix",
     "Seen",
@@ -42,8 +64,10 @@ __all__ = [
     "Writer",
     "file_etag",
     "file_url",
+    "honours_conditions",
     "is_lease",
     "is_stale",
+    "lease_uri",
     "parse_file_uri",
     "parse_s3_prefix",
     "part_layout",
@@ -54,4 +78,6 @@ __all__ = [
     "sha256_of_head",
     "store_for",
     "store_schemes",
+    "take",
+    "wait_for",
 ]

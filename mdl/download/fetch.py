@@ -18,8 +18,9 @@ from mdl.download.fill import fill_or_fetch
 from mdl.download.outcomes import done_outcome
 from mdl.download.plan import Action, PlannedFile, identity_of, look, offline_error, recorded
 from mdl.download.session import PullSession, label_of
-from mdl.download.workers import INTERRUPTED, Crew
+from mdl.download.workers import Crew
 from mdl.errors import (
+    INTERRUPTED,
     AuthError,
     InterruptedByUserError,
     LocalFSError,

@@ -13,20 +13,40 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from mdl.buckets import store_for
-from mdl.buckets.lease import TERM, Lease, Renewing, honours_conditions, lease_uri, take, wait_for
-from mdl.buckets.protocol import ConditionalWritesIgnored, Writer
-from mdl.download.workers import INTERRUPTED
-from mdl.errors import AuthError, InterruptedByUserError, MdlError
+from mdl.buckets import (
+    TERM,
+    ConditionalWritesIgnored,
+    Lease,
+    Renewing,
+    Writer,
+    honours_conditions,
+    lease_uri,
+    store_for,
+    take,
+    wait_for,
+)
+from mdl.errors import INTERRUPTED, AuthError, InterruptedByUserError, MdlError
 from mdl.redact import safe_text
 from mdl.sources import RemoteFile, mirror_targets
 from mdl.transfer import RetryLog, TransferJob, TransferResult
 
 if TYPE_CHECKING:
     from mdl.catalog import Settings
-    from mdl.download.session import PullSession
+    from mdl.progress import Progress
+
+
+class PullSession(Protocol):
+    """What filling needs of the run (mdl.download.session.PullSession, which makes ``fills``: a
+    Protocol, as the session imports this module)."""
+
+    settings: Settings
+    fills: Fills
+    dead_mirrors: set[str]
+    progress: Progress
+    cancel: threading.Event
+
 
 log = logging.getLogger("mdl.pull")
 

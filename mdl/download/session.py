@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from mdl.buckets import Presigner
 from mdl.catalog import Settings
+from mdl.download.fill import Fills
 from mdl.progress import Progress
 from mdl.report import RunReport
 from mdl.sources import Hub, NetrcLogins, RemoteFile, read_netrc, resolve_token, with_probe
@@ -125,10 +126,7 @@ class PullSession:
         # file.
         self.dead_mirrors: set[str] = set()
         self.mirror_lock = threading.Lock()
-        # --fill-mirror: the mirror to fill, probed once for the run (here: it imports the workers,
-        # which import this module)
-        from mdl.download.fill import Fills
-
+        # --fill-mirror: the mirror to fill, probed once for the run
         self.fills = Fills(settings)
 
     def mark_mirror_down(self, template: str) -> bool:

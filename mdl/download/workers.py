@@ -13,11 +13,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from mdl.catalog import Settings
 from mdl.download.plan import PlannedFile
 from mdl.download.session import MANY_JOBS, PullSession
-from mdl.errors import InterruptedByUserError
+from mdl.errors import INTERRUPTED, InterruptedByUserError
 from mdl.report import FileOutcome
 from mdl.transfer import SPLIT_THRESHOLD
-
-INTERRUPTED = "interrupted"  # what was kept: said by the command (mdl.cli.run.KEPT_ON_INTERRUPT)
 
 
 class Crew:
