@@ -50,6 +50,11 @@ def human_clock(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def human_seconds(value: float) -> str:
+    """A wait in seconds: "87 s", "2 s", "0.5 s"."""
+    return f"{value:.0f} s" if value >= 10 or value == int(value) else f"{value:.1f} s"
+
+
 def human_duration(seconds: float) -> str:
     """A duration for humans: "0.3s", "4s", "42s", "2m05s", "1h02m", "3d04h"; "?" when not
     finite.

@@ -51,7 +51,8 @@ from mdl.transfer.connection import (
 )
 from mdl.transfer.files import FolderTransport
 from mdl.transfer.headers import retry_after_seconds as retry_after_seconds
-from mdl.transfer.ratelimit import HUB_REFUSALS, MAX_HUB_WAIT, HubGate, refusal_wait, shown_wait
+from mdl.transfer.ratelimit import HUB_REFUSALS, MAX_HUB_WAIT, HubGate, HubWaits, refusal_wait
+from mdl.units import human_seconds
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.http")
@@ -209,7 +210,7 @@ class TokenGuard:
 class RetryableError(NetworkError):
     """A failure worth retrying (reset, timeout, 408, 429, 5xx); carries the server's
     Retry-After. ``hub_wait``: the Hub refused for its rate limit and stated this wait, which costs
-    no try (``gated``: the run's HubGate holds the next request for it, so nothing sleeps here).
+    no try (``gate``: the run's HubGate that saw it holds the next request, so nothing sleeps here).
     """
 
     def __init__(
@@ -219,12 +220,16 @@ class RetryableError(NetworkError):
         retry_after: float | None = None,
         hint: str | None = None,
         hub_wait: float | None = None,
-        gated: bool = False,
+        gate: HubGate | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
         self.hub_wait = hub_wait
-        self.gated = gated
+        self.gate = gate
+
+    @property
+    def gated(self) -> bool:
+        return self.gate is not None
 
 
 RATE_LIMIT_HINT = (
@@ -242,12 +247,11 @@ def hub_refusal(response: httpx2.Response, shown: str) -> MdlError | None:
         return None
     if wait > MAX_HUB_WAIT:
         return NetworkError(
-            f"{shown}; the Hub asks to wait {shown_wait(wait)}; mdl waits at most"
-            f" {shown_wait(MAX_HUB_WAIT)}",
+            f"{shown}; the Hub asks to wait {human_seconds(wait)}; mdl waits at most"
+            f" {human_seconds(MAX_HUB_WAIT)}",
             hint=RATE_LIMIT_HINT,
         )
-    gated = HubGate.of(response) is not None
-    return RetryableError(shown, retry_after=wait, hub_wait=wait, gated=gated)
+    return RetryableError(shown, retry_after=wait, hub_wait=wait, gate=HubGate.of(response))
 
 
 class UnreachableError(RetryableError):
@@ -614,10 +618,6 @@ def refuse_redirect(current: str, location: str, *, what: str) -> None:
         )
 
 
-def seconds(value: float) -> str:
-    return f"{value:.0f} s" if value >= 10 or value == int(value) else f"{value:.1f} s"
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     retries: int = 5
@@ -666,11 +666,14 @@ class Tries:
     quick_unreachable: bool = True
     failures: int = 0
     refusals: int = 0  # the Hub's rate-limit refusals with a stated wait: not failures
+    # what they may cost when no gate saw them (a CDN's refusal): this operation's own budget
+    hub_waits: HubWaits = field(default_factory=HubWaits)
 
     def failed(self, exc: RetryableError, *, lost: bool = False) -> None:
         """Count a failed try and wait; NetworkError once the budget is spent. ``lost``: said as
         a lost connection. A Hub rate-limit refusal (``exc.hub_wait``) is no failed try: it waits
-        (on the run's gate when ``exc.gated``) and is bounded by HUB_REFUSALS alone.
+        (on the run's gate when ``exc.gate``) at least MIN_HUB_WAIT, and is bounded by HUB_REFUSALS
+        in a row and by the budget of HubWaits (the run's gate's, else this operation's).
         """
         if exc.hub_wait is not None:
             self._refused(exc, exc.hub_wait)
@@ -695,7 +698,8 @@ class Tries:
                 else said
             )
             self.announce(
-                self.failures, f"{told}, retrying in {seconds(delay)} ({self.failures}/{limit})"
+                self.failures,
+                f"{told}, retrying in {human_seconds(delay)} ({self.failures}/{limit})",
             )
         self._sleep(delay, exc)
 
@@ -707,9 +711,18 @@ class Tries:
                 " up)",
                 hint=RATE_LIMIT_HINT,
             ) from exc
+        if exc.gate is not None:  # it took its hold from the run's budget as the answer came
+            budget, hold = exc.gate.budget, 0.0
+        else:
+            budget, hold = self.hub_waits, HubWaits.hold(wait)
+            budget.take(hold)
+        if budget.spent:
+            raise NetworkError(
+                f"{exc.message}; {budget.giving_up()}", hint=RATE_LIMIT_HINT
+            ) from exc
         log.debug("%s: the Hub's rate limit: waiting %.1fs (no try spent)", self.what, wait)
-        if not exc.gated:  # no gate holds the next request: this one waits itself
-            self._sleep(wait, exc)
+        if hold:  # no gate holds the next request: this one waits itself
+            self._sleep(hold, exc)
 
     def _sleep(self, delay: float, exc: MdlError) -> None:
         if self.wait is None:

@@ -1,6 +1,7 @@
 """The Hub's rate limits: its ``RateLimit``/``RateLimit-Policy`` headers read (untrusted, never
-raising) and the one gate every Hub request of a run passes (closed while the Hub says wait, paced
-while it says few requests remain; docs/transfers.md "The Hub's rate limits").
+raising) and the one gate every Hub request of a run passes (closed while the Hub says wait -- at
+least MIN_HUB_WAIT a refusal, MAX_HUB_WAIT in all a run (HubWaits) -- and paced while it says few
+requests remain; docs/transfers.md "The Hub's rate limits").
 
 The headers are draft-ietf-httpapi-ratelimit-headers: Lists (RFC 8941) of items naming a policy,
 with ``r`` (requests remaining) and ``t`` (seconds until the window resets) on ``RateLimit`` and
@@ -25,12 +26,17 @@ import httpx2
 from mdl.errors import InterruptedByUserError
 from mdl.transfer.connection import origin
 from mdl.transfer.headers import retry_after_seconds
+from mdl.units import human_seconds
 
 log = logging.getLogger("mdl.http")
 
-# The longest stated wait mdl sits through (docs/transfers.md): a Hub asking for more fails the file
-# at once (exit 5) naming the wait, rather than holding a deploy for an unknown time.
+# The longest stated wait mdl sits through, and the most a run waits on the Hub's refusals in all
+# (docs/transfers.md): a Hub asking for more fails the file (exit 5) naming the wait, rather than
+# holding a deploy for an unknown time.
 MAX_HUB_WAIT = 600.0
+# the least one refusal holds the Hub's requests: a Hub that says "wait 0 s" is not asked again at
+# once (a hostile or broken one would otherwise get HUB_REFUSALS requests back to back)
+MIN_HUB_WAIT = 1.0
 # refusals with a stated wait one operation takes before giving up (they cost no try: a Hub that
 # says "wait 0 s" forever must still end)
 HUB_REFUSALS = 100
@@ -203,8 +209,35 @@ def refusal_wait(status: int, headers: Mapping[str, str]) -> float | None:
     return limits.wait if limits is not None else None
 
 
-def shown_wait(value: float) -> str:
-    return f"{value:.0f} s" if value >= 10 or value == int(value) else f"{value:.1f} s"
+class HubWaits:
+    """What the Hub's refusals may cost in waiting -- the one place that decides it: each hold at
+    least MIN_HUB_WAIT, MAX_HUB_WAIT in all; past that ``spent``, and every later refusal fails its
+    file (exit 5). The run's budget is on its gate (every connection's waits, overlaps counted
+    once); a refusal no gate saw (a CDN's) spends its operation's own. Not locked: the gate takes
+    from it under its lock, an operation from its one thread."""
+
+    def __init__(self, total: float = MAX_HUB_WAIT) -> None:
+        self.total = total
+        self.held = 0.0
+        self.spent = False
+
+    @staticmethod
+    def hold(stated: float) -> float:
+        """How long a refusal stating ``stated`` seconds holds the next request."""
+        return max(stated, MIN_HUB_WAIT)
+
+    def take(self, seconds: float) -> bool:
+        """Count ``seconds`` more of waiting; False (and spent from now on) past the budget."""
+        if self.spent or self.held + seconds > self.total:
+            if not self.spent:
+                log.info("%s", self.giving_up())
+            self.spent = True
+            return False
+        self.held += seconds
+        return True
+
+    def giving_up(self) -> str:
+        return f"waited {human_seconds(self.held)} on the Hub's rate limit; giving up"
 
 
 class HubGate:
@@ -240,6 +273,7 @@ class HubGate:
         self._mark = 0.0  # the end of the time already counted in waited
         self.waited = 0.0
         self.waits = 0  # times the gate closed
+        self.budget = HubWaits()  # the run's refusal waits
 
     def hook(self, client: httpx2.Client) -> HubGate:
         """Put the gate on ``client``'s hooks (once): every request it sends passes it."""
@@ -308,23 +342,29 @@ class HubGate:
             self.pace(tight)
 
     def close(self, wait: float, *, status: int, limits: RateLimits | None) -> None:
+        """Close the gate for the refusal's hold (at least MIN_HUB_WAIT) unless that passes the
+        run's budget: then it stays open and the refusal fails its file (Tries)."""
+        hold = HubWaits.hold(wait)
         with self._lock:
             now = self.clock()
-            until = now + wait
-            if until <= self._closed_until + 1.0:  # another connection's refusal said it
-                self._count(now, until)
-                self._closed_until = max(self._closed_until, until)
+            until = now + hold
+            if not self.budget.take(max(0.0, until - max(now, self._closed_until))):
                 return
-            self._closed_until = until
+            # closed already, and for about as long: another connection's refusal said it
+            joined = now < self._closed_until and until <= self._closed_until + 1.0
+            self._closed_until = max(self._closed_until, until)
             self._count(now, until)
+            if joined:
+                return
             self.waits += 1
         policy = ""
         if limits is not None and (tight := limits.tightest) is not None:
             policy = f" (policy {tight.name!r}: {tight.remaining} left)"
         said = "RateLimit" if limits is not None and limits.wait is not None else "Retry-After"
+        held = f" {human_seconds(hold)}" if hold != wait else ""
         line = (
-            f"the Hub answered HTTP {status} and asks to wait {shown_wait(wait)} ({said})"
-            f"{policy}; every Hub request of the run waits"
+            f"the Hub answered HTTP {status} and asks to wait {human_seconds(wait)} ({said})"
+            f"{policy}; every Hub request of the run waits{held}"
         )
         log.info("%s", line)
         if self.note is not None:
@@ -352,9 +392,9 @@ class HubGate:
                 " apart",
                 remaining,
                 quota,
-                shown_wait(reset),
+                human_seconds(reset),
                 limit.name,
-                shown_wait(self._interval),
+                human_seconds(self._interval),
             )
 
     def log_total(self) -> None:
@@ -362,6 +402,6 @@ class HubGate:
         if self.waited > 0:
             log.info(
                 "the run waited %s in all on the Hub's rate limits (%d waits)",
-                shown_wait(self.waited),
+                human_seconds(self.waited),
                 self.waits,
             )

@@ -26,7 +26,6 @@ from mdl.transfer.http import (
     Tries,
     error_for_status,
     follow,
-    seconds,
     transport_error,
 )
 from mdl.transfer.job import Opening, RangesIgnoredError, SourceChanged
@@ -34,6 +33,7 @@ from mdl.transfer.replies import check_range, check_size, check_version, size_di
 from mdl.transfer.resume import HASH_BLOCK, DownloadState
 from mdl.transfer.scheduling import MiB, Piece, window
 from mdl.transfer.shared import IGNORED_RANGE, Shared
+from mdl.units import human_seconds
 
 log = logging.getLogger("mdl.transfer")
 
@@ -160,7 +160,7 @@ class PieceStream:
         log.info("%s: stream stalled, resuming at byte %d", job.label, at)
         job.retries.add(f"stalled at byte {at}")
         silence = shared.config.stall_timeout or shared.client.timeout.read
-        again = f"no bytes for {seconds(silence or 0)}, reconnecting ({self.stalls}/{most})"
+        again = f"no bytes for {human_seconds(silence or 0)}, reconnecting ({self.stalls}/{most})"
         shared.announce(self.state, "stall", self.stalls, again)
 
     def _failed(

@@ -12,11 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mdl.errors import InterruptedByUserError, NetworkError
-from mdl.transfer import HubGate, RetryableError, RetryPolicy, Tries, error_for_status
+from mdl.sources.hub import Hub
+from mdl.transfer import HubGate, RetryableError, RetryPolicy, Tries, error_for_status, make_client
 from mdl.transfer.ratelimit import (
     HEADER_LIMIT,
     HUB_REFUSALS,
     MAX_HUB_WAIT,
+    MIN_HUB_WAIT,
     read_rate_limits,
     refusal_wait,
 )
@@ -255,3 +257,94 @@ def test_refusal_wait_reads_only_refusals() -> None:
     assert refusal_wait(200, {"RateLimit": '"r";r=0;t=2'}) is None
     assert refusal_wait(503, {"RateLimit": '"r";r=0;t=2'}) == 2.0
     assert refusal_wait(429, {}) is None
+
+
+# -- what the refusals may cost: a floor per wait, a budget per run
+# ------------------------------------------------------------------------------------------
+
+
+class RefusingHub:
+    """A Hub that answers every request 429 with ``RateLimit: t=<wait>``, noting the (fake) time
+    each request reached it."""
+
+    def __init__(self, clock: FakeClock, wait: int) -> None:
+        self.clock, self.wait, self.times = clock, wait, list[float]()
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.times.append(self.clock.now)
+        headers = {
+            "RateLimit": f'"api";r=0;t={self.wait}',
+            "RateLimit-Policy": '"api";q=1000;w=300',
+        }
+        return httpx2.Response(429, headers=headers, content=b"slow down")
+
+
+def hub_on_fake_clock(wait: int) -> tuple[Hub, HubGate, RefusingHub]:
+    """The run's client and gate as a session makes them, on a fake clock, before a refusing Hub."""
+    gate, clock, _ = gate_on_fake_clock()
+    server = RefusingHub(clock, wait)
+    client = make_client(pool_size=1, transport=httpx2.MockTransport(server))
+    gate.hook(client)
+    return Hub(HUB, None, client=client), gate, server
+
+
+def test_a_refusal_saying_wait_0_s_still_holds_the_next_request() -> None:
+    """A Hub answering "t=0" is not asked again at once: each request at least MIN_HUB_WAIT after
+    the last (before: 101 requests back to back)."""
+    hub, gate, server = hub_on_fake_clock(0)
+    with pytest.raises(NetworkError, match=f"refused {HUB_REFUSALS + 1} times") as caught:
+        hub.commit_of("org/m", repo_type="model", revision="main", what="org/m")
+    assert caught.value.exit_code == 5
+    assert len(server.times) == HUB_REFUSALS + 1
+    gaps = [b - a for a, b in zip(server.times, server.times[1:], strict=False)]
+    assert min(gaps) >= MIN_HUB_WAIT
+    # the last refusal closed the gate too: the run's other requests wait for it
+    assert gate.waited == pytest.approx((HUB_REFUSALS + 1) * MIN_HUB_WAIT)
+
+
+def test_the_run_waits_at_most_the_maximum_in_all() -> None:
+    """'t=600' again and again: one wait of 600 s, then the file fails naming the total (before: 100
+    waits of 600 s, 16.7 h)."""
+    hub, gate, server = hub_on_fake_clock(int(MAX_HUB_WAIT))
+    with pytest.raises(NetworkError) as caught:
+        hub.commit_of("org/m", repo_type="model", revision="main", what="org/m")
+    assert caught.value.exit_code == 5
+    assert "waited 600 s on the Hub's rate limit; giving up" in caught.value.message
+    assert server.times == [100.0, 100.0 + MAX_HUB_WAIT]
+    assert gate.waited == MAX_HUB_WAIT
+
+
+def test_the_budget_is_the_runs_not_each_operations() -> None:
+    """Two operations on one run's gate: the first waits 400 s and fails on the second refusal (400
+    more would pass 600 s); the second fails on its first, without another wait."""
+    hub, gate, server = hub_on_fake_clock(400)
+    for _ in range(2):
+        with pytest.raises(NetworkError, match="waited 400 s on the Hub's rate limit; giving up"):
+            hub.commit_of("org/m", repo_type="model", revision="main", what="org/m")
+    assert server.times == [100.0, 500.0, 500.0]
+    assert gate.waited == 400.0
+
+
+def test_connections_refused_together_spend_the_budget_once() -> None:
+    gate, _, sleeper = gate_on_fake_clock()
+    for _ in range(8):  # eight connections told "t=0" at the same moment: one hold of 1 s
+        gate.observe(429, {"RateLimit": '"api";r=0;t=0'})
+    gate.enter()
+    assert sleeper.waits == [MIN_HUB_WAIT]
+    assert (gate.budget.held, gate.waits) == (MIN_HUB_WAIT, 1)
+
+
+def test_a_refusal_no_gate_saw_has_the_same_floor_and_budget() -> None:
+    """A CDN's refusal (no gate): its operation sleeps at least MIN_HUB_WAIT, MAX_HUB_WAIT in all."""
+    sleeps: list[float] = []
+    tries = Tries(RetryPolicy(sleep=sleeps.append), "m/x")
+    now = error_for_status(hub_reply(429, {"RateLimit": '"r";r=0;t=0'}), what="m/x", hub=True)
+    assert isinstance(now, RetryableError) and not now.gated
+    tries.failed(now)
+    assert sleeps == [MIN_HUB_WAIT]
+    long = error_for_status(hub_reply(429, {"RateLimit": '"r";r=0;t=599'}), what="m/x", hub=True)
+    assert isinstance(long, RetryableError)
+    tries.failed(long)
+    with pytest.raises(NetworkError, match="waited 600 s on the Hub's rate limit; giving up"):
+        tries.failed(long)
+    assert sleeps == [MIN_HUB_WAIT, 599.0]
