@@ -68,10 +68,11 @@ class _Handler(BaseHTTPRequestHandler):
         write = self.command in ("PUT", "POST")
         with proxy.lock:
             proxy.requests.append((self.command, self.path, conditional))
-            conflict = conditional and write and proxy.conflicts > 0
-            proxy.conflicts -= conflict
-            lose = conditional and write and not conflict and proxy.lose_replies > 0
+            # a lost reply first: with both set, botocore's retry of the lost one meets the 409
+            lose = conditional and write and proxy.lose_replies > 0
             proxy.lose_replies -= lose
+            conflict = conditional and write and not lose and proxy.conflicts > 0
+            proxy.conflicts -= conflict
             refuse = conditional and self.command == "DELETE" and proxy.refuse_conditional_delete
             strip = proxy.strip_conditions
             offset = proxy.date_offset

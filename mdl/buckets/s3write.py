@@ -135,14 +135,18 @@ class S3Writer:
         ConditionalRequestConflict`` is tried again a few times, then a NetworkError (exit 5)."""
         import botocore.exceptions
 
+        # whether botocore sent any try before the last answer, over all our 409 tries: a try
+        # whose reply was lost may have written, and a later 412 is then our own object
+        retried = False
         for attempt in range(1, CONFLICT_TRIES + 1):
             try:
                 return call()
             except botocore.exceptions.ClientError as exc:
                 code, status = _reply_code(exc)
+                metadata = (exc.response or {}).get("ResponseMetadata") or {}
+                retried = retried or bool(metadata.get("RetryAttempts"))
                 if status == 412 or code == "PreconditionFailed" or (gone_fails and status == 404):
-                    metadata = (exc.response or {}).get("ResponseMetadata") or {}
-                    raise _Refused(retried=bool(metadata.get("RetryAttempts"))) from None
+                    raise _Refused(retried=retried) from None
                 if code != "ConditionalRequestConflict":
                     raise s3_error(exc, what=what) from None
                 if attempt == CONFLICT_TRIES:

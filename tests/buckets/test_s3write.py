@@ -336,6 +336,22 @@ def test_a_lost_reply_to_our_own_write(place: Place) -> None:
     assert head.etag == renewed.etag
 
 
+def test_a_lost_reply_then_a_conflict_is_still_ours(place: Place) -> None:
+    """The first try wrote and its reply was lost, botocore's retry met a 409, our own try after
+    it got 412 (botocore tried it once): the 412 is our own object, not another's."""
+    waits: list[float] = []
+    with s3_proxy(place.endpoint) as proxy:
+        writer = place.writer(proxy.endpoint, sleep=waits.append)
+        proxy.lose_replies, proxy.conflicts = 1, 1
+        made = writer.create(place.uri("lease"), b"holder-1 take-9")
+        assert made is not None
+        assert len([r for r in proxy.requests if r[2]]) == 3  # lost, 409, 412
+    assert waits == [0.1]
+    assert place.body("lease") == b"holder-1 take-9"
+    head = place.writer().head(place.uri("lease"))
+    assert head is not None and head.etag == made.etag
+
+
 def test_a_lost_reply_to_a_completed_upload(
     place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
