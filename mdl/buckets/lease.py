@@ -252,9 +252,11 @@ def default_poll(attempt: int) -> float:
 
 
 def honours_conditions(writer: Writer, scratch_uri: str) -> bool:
-    """The once-per-run probe: two conflicting conditional creates of a scratch object; False when
-    both succeed (the store ignores the condition: no lease can be held there). The scratch object
-    is removed. ``scratch_uri`` is this run's own (a random name): probes must not meet."""
+    """The once-per-run probe: two conflicting conditional creates of a scratch object, then a
+    replace on a wrong version and one on the right version; False unless the store refused the
+    second create and the wrong replace and took the right one (a store that ignores If-Match
+    gives two holders at a takeover as surely as one that ignores If-None-Match). The scratch
+    object is removed. ``scratch_uri`` is this run's own (a random name): probes must not meet."""
     first = writer.create(scratch_uri, b"a")
     if first is None:
         # left by a probe killed before its delete: remove it (that version only) and probe again
@@ -263,11 +265,22 @@ def honours_conditions(writer: Writer, scratch_uri: str) -> bool:
             writer.delete(scratch_uri, etag=left.etag)
         first = writer.create(scratch_uri, b"a")
         if first is None:
-            return True  # refused twice: the store held the condition, which is the question
-    second = None
+            return False  # refused twice, so no version of ours to test If-Match on: no leases
+    latest, honoured = first, False  # the latest version we wrote: the one to remove
     try:
         second = writer.create(scratch_uri, b"b")
+        latest = second or latest
+        if second is None:
+            wrong = writer.replace(scratch_uri, b"c", etag=_WRONG_ETAG)
+            latest = wrong or latest
+            if wrong is None:
+                right = writer.replace(scratch_uri, b"d", etag=first.etag)
+                latest = right or latest
+                honoured = right is not None
     finally:
-        # the latest version we wrote: "b" where the store ignored the condition
-        writer.delete(scratch_uri, etag=(second or first).etag)
-    return second is None
+        writer.delete(scratch_uri, etag=latest.etag)
+    return honoured
+
+
+# no object has this version: S3's ETags are MD5s, and "a" is not one that hashes to zeros
+_WRONG_ETAG = '"' + "0" * 32 + '"'

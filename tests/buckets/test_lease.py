@@ -406,11 +406,24 @@ def test_the_default_poll_grows_to_two_seconds() -> None:
 # --- the probe ---
 
 
-@pytest.mark.parametrize(("ignoring", "honours"), [(False, True), (True, False)])
-def test_the_probe_tells_a_store_that_ignores_conditions(ignoring: bool, honours: bool) -> None:
-    store = MemoryStore(ignore_conditions=ignoring)
+@pytest.mark.parametrize(
+    ("ignoring", "honours"),
+    [({}, True), ({"ignore_conditions": True}, False), ({"ignore_if_match": True}, False)],
+)
+def test_the_probe_tells_a_store_that_ignores_conditions(
+    ignoring: dict[str, bool], honours: bool
+) -> None:
+    store = MemoryStore(**ignoring)
     assert honours_conditions(store, "s3://mirror/.mdl-probe-1") is honours
     assert store.objects() == {}
+
+
+def test_the_probe_needs_the_right_version_replaced() -> None:
+    """A store that refuses every If-Match (or every replace) cannot renew a lease either."""
+    store = MemoryStore()
+    store.before = lambda method, uri: store.put(uri, b"x") if method == "replace" else None
+    assert honours_conditions(store, "s3://mirror/.mdl-probe-1") is False
+    assert store.objects() == {"s3://mirror/.mdl-probe-1": b"x"}  # not our version: left
 
 
 def test_the_probe_removes_what_a_crashed_probe_left() -> None:
@@ -439,6 +452,24 @@ def test_a_store_that_ignores_conditions_gives_two_holders() -> None:
     store = MemoryStore(ignore_conditions=True)
     assert take(store, LEASE, holder="a") is not None
     assert take(store, LEASE, holder="b") is not None
+
+
+def test_a_store_that_ignores_if_match_gives_two_holders_at_a_takeover() -> None:
+    """Why the probe replaces on a wrong version too: If-None-Match alone does not make a lease.
+    Two machines read the same lapsed lease and both replace it on its version."""
+    store = MemoryStore(ignore_if_match=True)
+    taken(store, "a")
+    store.advance(TERM + 1)
+    other: list[Lease | None] = []
+
+    def c_first(method: str, uri: str) -> None:
+        if method == "replace" and not other:
+            store.before = None
+            other.append(take(store, LEASE, holder="c"))
+
+    store.before = c_first
+    assert take(store, LEASE, holder="b") is not None
+    assert other[0] is not None
 
 
 # --- the model check ---

@@ -21,6 +21,7 @@ from seaweed import Weed, seaweed_server  # noqa: F401
 
 from mdl.buckets import S3Prefix, sha256_of_head
 from mdl.buckets import s3write as s3write_module
+from mdl.buckets.lease import honours_conditions
 from mdl.buckets.protocol import Seen, Writer
 from mdl.buckets.registry import STORES
 from mdl.buckets.s3write import S3Writer
@@ -286,6 +287,19 @@ def test_a_store_that_ignores_the_conditions(moto: Place) -> None:
     assert moto.body("probe") == b"second"
     # the same store, asked directly, honours them
     assert moto.writer().create(moto.uri("probe"), b"third") is None
+
+
+def test_the_lease_probe_on_real_stores(place: Place) -> None:
+    """Both servers honour If-None-Match and If-Match as the probe asks; stripped, they fail it."""
+    assert honours_conditions(place.writer(), place.uri(".mdl-probe-1")) is True
+    if place.server == "moto":  # SeaweedFS checks signatures: a stripped header breaks them
+        with s3_proxy(place.endpoint) as proxy:
+            proxy.strip_conditions = True
+            assert (
+                honours_conditions(place.writer(proxy.endpoint), place.uri(".mdl-probe-2")) is False
+            )
+    assert place.writer().head(place.uri(".mdl-probe-1")) is None
+    assert place.writer().head(place.uri(".mdl-probe-2")) is None
 
 
 def test_a_conflict_is_tried_again(place: Place) -> None:
