@@ -366,6 +366,22 @@ def test_a_lost_reply_then_a_conflict_is_still_ours(place: Place) -> None:
     assert head is not None and head.etag == made.etag
 
 
+def test_a_lease_write_to_a_store_that_hangs_fails_within_its_bound(
+    moto: Place, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lease-sized requests have a client of their own with a short read timeout and few tries:
+    a renewal against a store that never answers fails (exit 5) instead of hanging for minutes."""
+    monkeypatch.setattr(s3write_module, "SMALL_TIMEOUT", 0.5)
+    with s3_proxy(moto.endpoint) as proxy:
+        proxy.hang = True
+        writer = moto.writer(proxy.endpoint)
+        with pytest.raises(NetworkError) as caught:
+            writer.create(moto.uri("lease"), b"holder-1")
+        hung = [r for r in proxy.requests if r[2]]
+    assert caught.value.exit_code == 5
+    assert len(hung) == 1 + s3write_module.SMALL_RETRIES
+
+
 def test_a_lost_reply_to_a_completed_upload(
     place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
