@@ -183,6 +183,7 @@ class Renewing:
         # the store stamps it later than we sent it, and this covers clocks that run at
         # different rates and the work's next look at ``lost``
         self.margin = lease.term * LOST_MARGIN
+        # the take was sent a moment before this (start renewing at once: the margin covers it)
         self._deadline = clock() + lease.term - self.margin
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="mdl-lease-renew", daemon=True)
