@@ -1,8 +1,8 @@
 """A loopback HTTP proxy in front of a test S3 server (moto or SeaweedFS) that misbehaves as some
 stores do: it strips the conditional headers (a store that ignores them), answers ``409
 ConditionalRequestConflict`` (a concurrent conditional write in flight), refuses DeleteObject's
-``If-Match`` (501), loses a write's reply after the store applied it, or moves the store's clock
-(every reply's ``Date``) on.
+``If-Match`` (501), loses a write's reply after the store applied it, never answers a conditional
+write (a store that hangs), or moves the store's clock (every reply's ``Date``) on.
 
 The request goes upstream as the client sent it (its ``Host`` too), so a SigV4 signature still
 holds unless a header is stripped (moto does not check signatures; SeaweedFS does).
@@ -43,6 +43,8 @@ class Proxy:
         self.refuse_conditional_delete = False
         self.lose_replies = 0  # the next this many conditional writes are applied, their reply lost
         self.date_offset = 0.0  # seconds added to every reply's Date: the store's clock moved on
+        self.hang = False  # conditional writes are never sent on nor answered (till the end)
+        self.ended = threading.Event()  # the proxy is closing: hung requests end
         self.requests: list[tuple[str, str, bool]] = []
         self.lock = threading.Lock()
         self.endpoint = ""
@@ -68,13 +70,19 @@ class _Handler(BaseHTTPRequestHandler):
         write = self.command in ("PUT", "POST")
         with proxy.lock:
             proxy.requests.append((self.command, self.path, conditional))
-            conflict = conditional and write and proxy.conflicts > 0
-            proxy.conflicts -= conflict
-            lose = conditional and write and not conflict and proxy.lose_replies > 0
+            # a lost reply first: with both set, botocore's retry of the lost one meets the 409
+            lose = conditional and write and proxy.lose_replies > 0
             proxy.lose_replies -= lose
+            conflict = conditional and write and not lose and proxy.conflicts > 0
+            proxy.conflicts -= conflict
             refuse = conditional and self.command == "DELETE" and proxy.refuse_conditional_delete
             strip = proxy.strip_conditions
+            hang = conditional and write and proxy.hang
             offset = proxy.date_offset
+        if hang:
+            proxy.ended.wait()
+            self.close_connection = True
+            return None
         if conflict:
             return self._answer(409, CONFLICT)
         if refuse:
@@ -131,6 +139,7 @@ def s3_proxy(upstream: str) -> Iterator[Proxy]:
     try:
         yield server.proxy
     finally:
+        server.proxy.ended.set()
         server.shutdown()
         server.server_close()
         thread.join()

@@ -21,7 +21,8 @@ log = logging.getLogger("mdl.lease")
 
 LEASE_SUFFIX = ".mdl-lease"  # the lease of ``<object>`` is the object ``<object>.mdl-lease``
 TERM = 30.0  # seconds a lease lives unless renewed (by the store's clock)
-RENEW_EVERY = TERM / 3  # a holder renews this often: two renewals may fail before it lapses
+LOST_MARGIN = 0.1  # a holder counts its lease lost this part of a term before it may lapse
+RELEASE_WAIT = 5.0  # seconds a release waits for a renewal in flight, then leaves it to lapse
 # A term read from a lease's body is believed only in this range: a garbage or hostile body must
 # not hold an object for a day, nor make a live holder's lease look lapsed at once.
 TERMS = (1.0, 3600.0)
@@ -51,8 +52,8 @@ class Lease:
     holder: str
     term: float = TERM
 
-    # renewals run on Renewing's thread: a release waits for one in flight, so it deletes the
-    # version that renewal wrote, never a version it replaced
+    # renewals run on Renewing's threads: a release waits for one in flight (bounded), so it
+    # deletes the version that renewal wrote, never a version it replaced
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
@@ -67,20 +68,30 @@ class Lease:
 
     def release(self) -> None:
         """Remove it if it is still ours (another holder's is never removed)."""
-        with self._lock:
-            try:
-                # A store that cannot condition a DELETE on the version removes whatever is there:
-                # looking first narrows that to a window of one request.
-                seen = self.writer.head(self.uri)
-                if seen is None or seen.etag != self.etag:
-                    log.info("lease %s is no longer ours: left as it is", self.uri)
-                elif not self.writer.delete(self.uri, etag=self.etag):
-                    log.info("lease %s changed as it was released: left as it is", self.uri)
-            except MdlError as exc:
-                # not worth failing a pull that has its bytes: a lease left behind lapses in a term
-                log.warning(
-                    "could not release lease %s (it lapses in %.0f s): %s", self.uri, self.term, exc
-                )
+        # a renewal stuck in the network must not hold up a run that is ending (Ctrl-C): the
+        # lease it leaves lapses in a term
+        if not self._lock.acquire(timeout=RELEASE_WAIT):
+            log.warning(
+                "lease %s left to lapse (in %.0f s): a renewal of it is still in flight",
+                self.uri,
+                self.term,
+            )
+            return
+        try:
+            # A store that cannot condition a DELETE on the version removes whatever is there:
+            # looking first narrows that to a window of one request.
+            seen = self.writer.head(self.uri)
+            if seen is None or seen.etag != self.etag:
+                log.info("lease %s is no longer ours: left as it is", self.uri)
+            elif not self.writer.delete(self.uri, etag=self.etag):
+                log.info("lease %s changed as it was released: left as it is", self.uri)
+        except MdlError as exc:
+            # not worth failing a pull that has its bytes: a lease left behind lapses in a term
+            log.warning(
+                "could not release lease %s (it lapses in %.0f s): %s", self.uri, self.term, exc
+            )
+        finally:
+            self._lock.release()
 
 
 def lease_body(holder: str, term: float) -> bytes:
@@ -151,23 +162,32 @@ def is_stale(seen: Seen, *, term: float = TERM) -> bool:
 
 
 class Renewing:
-    """A context that renews ``lease`` every ``every`` seconds on a thread while the work inside
-    runs; ``lost`` is set (and the work may check it) when a renewal finds it taken."""
+    """A context that renews ``lease`` every ``every`` seconds (a third of its term unless told)
+    while the work inside runs; ``lost`` is set (and the work may check it) when a renewal finds
+    it taken, or when no renewal got through for nearly a term: a renewal stuck in the network
+    must not leave us believing we hold a lease another machine may take over."""
 
     def __init__(
         self,
         lease: Lease,
         *,
-        every: float = RENEW_EVERY,
+        every: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lease = lease
-        self.every = every
+        self.every = lease.term / 3 if every is None else every  # two may fail before it lapses
         self.lost = threading.Event()
-        # this machine's own clock, only to time its own failing renewals (never to judge a lease)
+        # this machine's own clock, only to time its own renewals (never to judge a lease)
         self.clock = clock
+        # we count the lease lost this long before a term after our last good renewal was sent:
+        # the store stamps it later than we sent it, and this covers clocks that run at
+        # different rates and the work's next look at ``lost``
+        self.margin = lease.term * LOST_MARGIN
+        # the take was sent a moment before this (start renewing at once: the margin covers it)
+        self._deadline = clock() + lease.term - self.margin
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name="mdl-lease-renew", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name="mdl-lease-renew", daemon=True)
+        self._call: threading.Thread | None = None  # the renewal in flight, if any
 
     def __enter__(self) -> Renewing:
         self._thread.start()
@@ -175,38 +195,42 @@ class Renewing:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        # a renewal in flight ends within the writer's own timeouts; after the join no renewal
-        # can race the caller's release
+        # the watcher never waits on a renewal, so this is quick; a renewal still in flight
+        # (daemon) is not waited on: the caller's release waits for it, bounded
         self._thread.join()
 
-    def _renew(self) -> None:
-        renewed = self.clock()  # when our last good write was sent: the store's stamp is later
-        while not self._stop.wait(self.every):
-            sent = self.clock()
-            try:
-                self.lease.renew()
-            except LeaseLost as exc:
-                log.warning("%s", exc)
+    def _watch(self) -> None:
+        """Start a renewal every ``every`` seconds (none while one is in flight) and set ``lost``
+        at the deadline, whether or not a renewal is in flight."""
+        while not self._stop.wait(max(0.0, min(self.every, self._deadline - self.clock()))):
+            if self.lost.is_set():
+                return
+            if self.clock() >= self._deadline:
+                log.warning(
+                    "lease %s lapsed: no renewal got through for %.0f s",
+                    self.lease.uri,
+                    self.lease.term - self.margin,
+                )
                 self.lost.set()
                 return
-            except MdlError as exc:
-                if self.clock() - renewed > self.lease.term:
-                    log.warning(
-                        "lease %s lapsed: renewals failed for over %.0f s (%s)",
-                        self.lease.uri,
-                        self.lease.term,
-                        exc,
-                    )
-                    self.lost.set()
-                    return
-                log.info(
-                    "renewing lease %s failed, tried again in %.0f s: %s",
-                    self.lease.uri,
-                    self.every,
-                    exc,
+            if self._call is None or not self._call.is_alive():
+                self._call = threading.Thread(
+                    target=self._renew, name="mdl-lease-renewal", daemon=True
                 )
-                continue
-            renewed = sent
+                self._call.start()
+
+    def _renew(self) -> None:
+        sent = self.clock()  # the store stamps the renewal later than this
+        try:
+            self.lease.renew()
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+            self.lost.set()
+            self._stop.set()
+        except MdlError as exc:
+            log.info("renewing lease %s failed, tried again: %s", self.lease.uri, exc)
+        else:
+            self._deadline = sent + self.lease.term - self.margin
 
 
 Waited = Literal["ready", "free"]
@@ -252,9 +276,11 @@ def default_poll(attempt: int) -> float:
 
 
 def honours_conditions(writer: Writer, scratch_uri: str) -> bool:
-    """The once-per-run probe: two conflicting conditional creates of a scratch object; False when
-    both succeed (the store ignores the condition: no lease can be held there). The scratch object
-    is removed. ``scratch_uri`` is this run's own (a random name): probes must not meet."""
+    """The once-per-run probe: two conflicting conditional creates of a scratch object, then a
+    replace on a wrong version and one on the right version; False unless the store refused the
+    second create and the wrong replace and took the right one (a store that ignores If-Match
+    gives two holders at a takeover as surely as one that ignores If-None-Match). The scratch
+    object is removed. ``scratch_uri`` is this run's own (a random name): probes must not meet."""
     first = writer.create(scratch_uri, b"a")
     if first is None:
         # left by a probe killed before its delete: remove it (that version only) and probe again
@@ -263,11 +289,22 @@ def honours_conditions(writer: Writer, scratch_uri: str) -> bool:
             writer.delete(scratch_uri, etag=left.etag)
         first = writer.create(scratch_uri, b"a")
         if first is None:
-            return True  # refused twice: the store held the condition, which is the question
-    second = None
+            return False  # refused twice, so no version of ours to test If-Match on: no leases
+    latest, honoured = first, False  # the latest version we wrote: the one to remove
     try:
         second = writer.create(scratch_uri, b"b")
+        latest = second or latest
+        if second is None:
+            wrong = writer.replace(scratch_uri, b"c", etag=_WRONG_ETAG)
+            latest = wrong or latest
+            if wrong is None:
+                right = writer.replace(scratch_uri, b"d", etag=first.etag)
+                latest = right or latest
+                honoured = right is not None
     finally:
-        # the latest version we wrote: "b" where the store ignored the condition
-        writer.delete(scratch_uri, etag=(second or first).etag)
-    return second is None
+        writer.delete(scratch_uri, etag=latest.etag)
+    return honoured
+
+
+# no object has this version: S3's ETags are MD5s, and "a" is not one that hashes to zeros
+_WRONG_ETAG = '"' + "0" * 32 + '"'

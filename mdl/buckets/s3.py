@@ -134,9 +134,16 @@ def _check_prefix(place: S3Prefix, *, shown: str, what: str) -> None:
         raise UsageError(f"{what}: the prefix of {shown!r} is too long (at most 512 bytes)")
 
 
-def s3_client(*, endpoint: str | None = None, secrets: Secrets | None = None) -> Any:
+def s3_client(
+    *,
+    endpoint: str | None = None,
+    secrets: Secrets | None = None,
+    timeout: float = 60.0,
+    retries: int | None = None,
+) -> Any:
     """A boto3 S3 client from the standard credential chain (unsigned without credentials: public
-    buckets; the secret ones registered in the run's ``secrets``)."""
+    buckets; the secret ones registered in the run's ``secrets``). ``timeout``: to connect (at
+    most 10 s) and to read; ``retries``: botocore's tries after the first, over AWS_MAX_ATTEMPTS."""
     try:
         import boto3
         import botocore.exceptions
@@ -155,10 +162,15 @@ def s3_client(*, endpoint: str | None = None, secrets: Secrets | None = None) ->
         ) from None
     except botocore.exceptions.BotoCoreError as exc:
         raise AuthError(f"S3: cannot read the AWS credentials: {safe_text(str(exc))}") from None
-    retries: dict[str, Any] = {"mode": "standard"}
-    if not os.environ.get("AWS_MAX_ATTEMPTS"):
-        retries["max_attempts"] = RETRY_ATTEMPTS
-    options: dict[str, Any] = {"retries": retries, "connect_timeout": 10, "read_timeout": 60}
+    retrying: dict[str, Any] = {"mode": "standard"}
+    if retries is not None or not os.environ.get("AWS_MAX_ATTEMPTS"):
+        # botocore's max_attempts counts the tries after the first
+        retrying["max_attempts"] = RETRY_ATTEMPTS if retries is None else retries
+    options: dict[str, Any] = {
+        "retries": retrying,
+        "connect_timeout": min(timeout, 10.0),
+        "read_timeout": timeout,
+    }
     if credentials is None:
         log.info("S3: no AWS credentials found; asking unsigned (public buckets only)")
         options["signature_version"] = UNSIGNED

@@ -39,6 +39,12 @@ PART_WORKERS = 4  # parts in flight at once (each held in memory while it is sen
 # client to retry; botocore's retries do not cover it.
 CONFLICT_TRIES = 5
 CONFLICT_BACKOFF = 0.1  # seconds before the second try, doubled for each one after
+# Lease-sized requests (HEAD, GET of a lease, conditional PUT and DELETE of one, the clock) go on
+# a client of their own whose tries all end within about a lease's term (5 s to connect and to
+# read, 3 tries in all), where a part upload needs a minute to read: a renewal must fail rather
+# than hang. The holder's deadline (lease.Renewing) keeps the lease safe either way.
+SMALL_TIMEOUT = 5.0
+SMALL_RETRIES = 2
 # what a store answers to a DeleteObject If-Match it does not implement: 501 NotImplemented, or
 # 400 InvalidArgument/InvalidRequest (the header refused)
 _NO_CONDITIONAL_DELETE = (400, 501)
@@ -83,6 +89,7 @@ class S3Writer:
     ) -> None:
         self._endpoint, self._secrets, self._sleep = endpoint, secrets, sleep
         self._client: Any = None
+        self._small: Any = None  # the client for lease-sized requests
         self._lock = threading.Lock()
         self._bucket: str | None = None  # the last bucket used: ``now`` asks it for the time
         self._no_date_said = False
@@ -93,6 +100,17 @@ class S3Writer:
             if self._client is None:
                 self._client = s3_client(endpoint=self._endpoint, secrets=self._secrets)
             return self._client
+
+    def _s3_small(self) -> Any:
+        with self._lock:
+            if self._small is None:
+                self._small = s3_client(
+                    endpoint=self._endpoint,
+                    secrets=self._secrets,
+                    timeout=SMALL_TIMEOUT,
+                    retries=SMALL_RETRIES,
+                )
+            return self._small
 
     def _object(self, uri: str) -> S3Object:
         obj = parse_s3_uri(uri)
@@ -135,14 +153,18 @@ class S3Writer:
         ConditionalRequestConflict`` is tried again a few times, then a NetworkError (exit 5)."""
         import botocore.exceptions
 
+        # whether botocore sent any try before the last answer, over all our 409 tries: a try
+        # whose reply was lost may have written, and a later 412 is then our own object
+        retried = False
         for attempt in range(1, CONFLICT_TRIES + 1):
             try:
                 return call()
             except botocore.exceptions.ClientError as exc:
                 code, status = _reply_code(exc)
+                metadata = (exc.response or {}).get("ResponseMetadata") or {}
+                retried = retried or bool(metadata.get("RetryAttempts"))
                 if status == 412 or code == "PreconditionFailed" or (gone_fails and status == 404):
-                    metadata = (exc.response or {}).get("ResponseMetadata") or {}
-                    raise _Refused(retried=bool(metadata.get("RetryAttempts"))) from None
+                    raise _Refused(retried=retried) from None
                 if code != "ConditionalRequestConflict":
                     raise s3_error(exc, what=what) from None
                 if attempt == CONFLICT_TRIES:
@@ -161,7 +183,7 @@ class S3Writer:
         obj = self._object(uri)
         try:
             with s3_errors(safe_text(uri)):
-                reply = self._s3().head_object(Bucket=obj.bucket, Key=obj.key)
+                reply = self._s3_small().head_object(Bucket=obj.bucket, Key=obj.key)
         except NotFoundError:
             return None
         return self._seen(reply)
@@ -171,7 +193,7 @@ class S3Writer:
         obj = self._object(uri)
         try:
             with s3_errors(safe_text(uri)):
-                reply = self._s3().get_object(Bucket=obj.bucket, Key=obj.key)
+                reply = self._s3_small().get_object(Bucket=obj.bucket, Key=obj.key)
                 data = bytes(reply["Body"].read())
         except NotFoundError:
             return None
@@ -180,7 +202,7 @@ class S3Writer:
     def create(self, uri: str, data: bytes) -> Seen | None:
         """``data`` written only if there is no such object (If-None-Match: *); None: there is."""
         obj = self._object(uri)
-        client = self._s3()
+        client = self._s3_small()
         try:
             reply = self._conditional(
                 safe_text(uri),
@@ -195,7 +217,7 @@ class S3Writer:
     def replace(self, uri: str, data: bytes, *, etag: str) -> Seen | None:
         """``data`` written only over version ``etag`` (If-Match); None: it changed or is gone."""
         obj = self._object(uri)
-        client = self._s3()
+        client = self._s3_small()
         try:
             reply = self._conditional(
                 safe_text(uri),
@@ -221,7 +243,7 @@ class S3Writer:
         seen = self.head(uri)
         if seen is None or (etag is not None and seen.etag != etag):
             return False
-        client, what = self._s3(), safe_text(uri)
+        client, what = self._s3_small(), safe_text(uri)
         if etag is not None and self._delete_if_match:
             try:
                 self._conditional(
@@ -432,7 +454,7 @@ class S3Writer:
         one too), or of a bucket listing before any."""
         import botocore.exceptions
 
-        client = self._s3()
+        client = self._s3_small()
         try:
             if self._bucket is not None:
                 reply = client.head_bucket(Bucket=self._bucket)

@@ -7,6 +7,7 @@ on demand. It stands in for the store only: the code under test runs as it would
     store.fail_next("replace", 2)         # the next two replaces raise NetworkError
     store.before = lambda method, uri: …  # runs before each call (interleave another machine)
     MemoryStore(ignore_conditions=True)   # create/replace write whatever is there
+    MemoryStore(ignore_if_match=True)     # replace writes whatever is there (create honours)
 
 Import it as ``from buckets.memstore import MemoryStore`` (tests/ is on the path).
 """
@@ -42,10 +43,18 @@ class MemoryStore:
     atomic as a store's conditional write is. ETags are the MD5 of the body, as S3's are: two
     writes of the same bytes get the same ETag (the trap lease bodies must avoid)."""
 
-    def __init__(self, *, clock: float = 1_700_000_000.0, ignore_conditions: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        clock: float = 1_700_000_000.0,
+        ignore_conditions: bool = False,
+        ignore_if_match: bool = False,
+    ) -> None:
         self.clock = clock  # the store's clock (epoch seconds); only `advance` moves it
         # a store that ignores If-None-Match and If-Match: create and replace always write
         self.ignore_conditions = ignore_conditions
+        # a store that honours If-None-Match and ignores If-Match: replace writes over any version
+        self.ignore_if_match = ignore_if_match
         self.calls: Counter[str] = Counter()  # how often each method was called
         # runs before each call, outside the lock: a test interleaves another machine's steps
         self.before: Callable[[str, str], None] | None = None
@@ -97,7 +106,8 @@ class MemoryStore:
     def replace(self, uri: str, data: bytes, *, etag: str) -> Seen | None:
         with self._call("replace", uri):
             stored = self._objects.get(uri)
-            if (stored is None or stored.etag != etag) and not self.ignore_conditions:
+            ignored = self.ignore_conditions or (self.ignore_if_match and stored is not None)
+            if (stored is None or stored.etag != etag) and not ignored:
                 return None
             return self._write(uri, data)
 

@@ -18,7 +18,9 @@ from buckets.memstore import MemoryStore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mdl.buckets import lease as lease_module
 from mdl.buckets.lease import (
+    LOST_MARGIN,
     TERM,
     Lease,
     LeaseLost,
@@ -272,11 +274,11 @@ def test_renewing_keeps_the_lease_and_stops_at_exit() -> None:
     store.before = count
     with Renewing(lease, every=0.001) as renewing:
         wait_until(three)
-    done = store.calls["replace"]
+    assert not renewing._thread.is_alive()  # it starts the renewals: none starts after the exit
+    assert renewing._call is not None
+    renewing._call.join(BOUND)  # one may have been in flight
     assert not renewing.lost.is_set()
     assert lease.etag != first and lease.etag == store.head(LEASE).etag  # type: ignore[union-attr]
-    assert not renewing._thread.is_alive()
-    assert store.calls["replace"] == done  # no renewal after the exit
 
 
 def test_renewing_sets_lost_when_the_lease_was_taken() -> None:
@@ -297,18 +299,108 @@ def test_renewing_tries_again_after_a_network_failure() -> None:
     with Renewing(lease, every=0.001, clock=lambda: 0.0) as renewing:
         wait_until(fourth)
     assert not renewing.lost.is_set()
+    assert renewing._call is not None
+    renewing._call.join(BOUND)
     assert lease.etag == store.head(LEASE).etag  # type: ignore[union-attr]
 
 
-def test_renewing_gives_up_after_failing_for_a_term() -> None:
+def replaces(store: MemoryStore, at_least: int) -> threading.Event:
+    """Set once the store has seen ``at_least`` replaces (counted as each one starts)."""
+    reached = threading.Event()
+
+    def count(method: str, uri: str) -> None:
+        if method == "replace" and store.calls["replace"] + 1 >= at_least:
+            reached.set()
+
+    store.before = count
+    return reached
+
+
+def test_renewing_gives_up_nearly_a_term_after_its_last_good_renewal() -> None:
+    """Lost a margin before a term after the last good renewal was sent (the store stamps it
+    later): the lease is counted lost before the store lets another machine take it."""
     store = MemoryStore()
     lease = taken(store, "a")
-    store.fail_next("replace", 10**6)
-    ticks = itertools.count(0.0, 11.0)  # each look at the clock: 11 s later
-    with Renewing(lease, every=0.001, clock=lambda: next(ticks)) as renewing:
+    now = [0.0]
+    with Renewing(lease, every=0.001, clock=lambda: now[0]) as renewing:
+        assert renewing.every == 0.001 and renewing.margin == TERM * LOST_MARGIN
+        wait_until(replaces(store, 2))
+        now[0] = 20.0  # renewals sent at 20 s get through (the third started: the second done)
+        wait_until(replaces(store, store.calls["replace"] + 3))
+        store.fail_next("replace", 10**6)
+        now[0] = TERM  # past the first deadline (27 s), not the one of the renewal sent at 20 s
+        wait_until(replaces(store, store.calls["replace"] + 2))  # the watcher looked at 30 s
+        assert not renewing.lost.is_set()
+        now[0] = 20.0 + TERM - renewing.margin
         wait_until(renewing.lost)
-    # 0 → sent 11, failed at 22 (within the term) → sent 33, failed at 44: lost
-    assert store.calls["replace"] == 2
+
+
+def test_a_renewal_stuck_in_the_network_loses_the_lease_before_another_can_take_it() -> None:
+    """A renewal blocked for minutes (a read timeout times botocore's attempts): ``lost`` is set
+    at its deadline while it is still in flight, before the store's term lets another take over;
+    the exit does not wait on it."""
+    store = MemoryStore()
+    lease = taken(store, "a")
+    now = [0.0]
+    stuck, unstick = threading.Event(), threading.Event()
+
+    def hang(method: str, uri: str) -> None:
+        if method == "replace" and threading.current_thread().name == "mdl-lease-renewal":
+            stuck.set()
+            unstick.wait()
+
+    store.before = hang
+    try:
+        with Renewing(lease, every=0.001, clock=lambda: now[0]) as renewing:
+            wait_until(stuck)
+            now[0] = TERM - renewing.margin  # the store's term is not over: nobody can take it
+            assert take(store, LEASE, holder="b") is None
+            wait_until(renewing.lost)
+            store.advance(TERM + 1)
+            assert take(store, LEASE, holder="b") is not None  # only now another holds it
+        assert renewing._call is not None and renewing._call.is_alive()  # still stuck
+    finally:
+        unstick.set()
+
+
+def test_exit_and_release_do_not_wait_on_a_stuck_renewal(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C while a renewal hangs: the ``with`` ends at once and the release gives up after
+    RELEASE_WAIT, leaving the lease to lapse."""
+    monkeypatch.setattr(lease_module, "RELEASE_WAIT", 0.01)
+    store = MemoryStore()
+    lease = taken(store, "a")
+    stuck, unstick, left = threading.Event(), threading.Event(), threading.Event()
+
+    def hang(method: str, uri: str) -> None:
+        if method == "replace":
+            stuck.set()
+            unstick.wait()
+
+    def run() -> None:
+        try:
+            with Renewing(lease, every=0.001):
+                wait_until(stuck)
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            left.set()
+
+    store.before = hang
+    try:
+        threading.Thread(target=run, daemon=True).start()
+        wait_until(left)
+        lease.release()  # the renewal holds the lease's lock: bounded by RELEASE_WAIT
+        assert LEASE in store.objects() and store.calls["delete"] == 0
+        assert "left to lapse" in caplog.text
+    finally:
+        unstick.set()
+
+
+def test_renewing_runs_at_a_third_of_the_leases_term() -> None:
+    lease = take(MemoryStore(), LEASE, holder="a", term=6.0)
+    assert lease is not None
+    assert Renewing(lease).every == 2.0
 
 
 def test_renewing_exits_at_once_between_renewals() -> None:
@@ -406,11 +498,24 @@ def test_the_default_poll_grows_to_two_seconds() -> None:
 # --- the probe ---
 
 
-@pytest.mark.parametrize(("ignoring", "honours"), [(False, True), (True, False)])
-def test_the_probe_tells_a_store_that_ignores_conditions(ignoring: bool, honours: bool) -> None:
-    store = MemoryStore(ignore_conditions=ignoring)
+@pytest.mark.parametrize(
+    ("ignoring", "honours"),
+    [({}, True), ({"ignore_conditions": True}, False), ({"ignore_if_match": True}, False)],
+)
+def test_the_probe_tells_a_store_that_ignores_conditions(
+    ignoring: dict[str, bool], honours: bool
+) -> None:
+    store = MemoryStore(**ignoring)
     assert honours_conditions(store, "s3://mirror/.mdl-probe-1") is honours
     assert store.objects() == {}
+
+
+def test_the_probe_needs_the_right_version_replaced() -> None:
+    """A store that refuses every If-Match (or every replace) cannot renew a lease either."""
+    store = MemoryStore()
+    store.before = lambda method, uri: store.put(uri, b"x") if method == "replace" else None
+    assert honours_conditions(store, "s3://mirror/.mdl-probe-1") is False
+    assert store.objects() == {"s3://mirror/.mdl-probe-1": b"x"}  # not our version: left
 
 
 def test_the_probe_removes_what_a_crashed_probe_left() -> None:
@@ -439,6 +544,24 @@ def test_a_store_that_ignores_conditions_gives_two_holders() -> None:
     store = MemoryStore(ignore_conditions=True)
     assert take(store, LEASE, holder="a") is not None
     assert take(store, LEASE, holder="b") is not None
+
+
+def test_a_store_that_ignores_if_match_gives_two_holders_at_a_takeover() -> None:
+    """Why the probe replaces on a wrong version too: If-None-Match alone does not make a lease.
+    Two machines read the same lapsed lease and both replace it on its version."""
+    store = MemoryStore(ignore_if_match=True)
+    taken(store, "a")
+    store.advance(TERM + 1)
+    other: list[Lease | None] = []
+
+    def c_first(method: str, uri: str) -> None:
+        if method == "replace" and not other:
+            store.before = None
+            other.append(take(store, LEASE, holder="c"))
+
+    store.before = c_first
+    assert take(store, LEASE, holder="b") is not None
+    assert other[0] is not None
 
 
 # --- the model check ---

@@ -21,6 +21,7 @@ from seaweed import Weed, seaweed_server  # noqa: F401
 
 from mdl.buckets import S3Prefix, sha256_of_head
 from mdl.buckets import s3write as s3write_module
+from mdl.buckets.lease import honours_conditions
 from mdl.buckets.protocol import Seen, Writer
 from mdl.buckets.registry import STORES
 from mdl.buckets.s3write import S3Writer
@@ -288,6 +289,19 @@ def test_a_store_that_ignores_the_conditions(moto: Place) -> None:
     assert moto.writer().create(moto.uri("probe"), b"third") is None
 
 
+def test_the_lease_probe_on_real_stores(place: Place) -> None:
+    """Both servers honour If-None-Match and If-Match as the probe asks; stripped, they fail it."""
+    assert honours_conditions(place.writer(), place.uri(".mdl-probe-1")) is True
+    if place.server == "moto":  # SeaweedFS checks signatures: a stripped header breaks them
+        with s3_proxy(place.endpoint) as proxy:
+            proxy.strip_conditions = True
+            assert (
+                honours_conditions(place.writer(proxy.endpoint), place.uri(".mdl-probe-2")) is False
+            )
+    assert place.writer().head(place.uri(".mdl-probe-1")) is None
+    assert place.writer().head(place.uri(".mdl-probe-2")) is None
+
+
 def test_a_conflict_is_tried_again(place: Place) -> None:
     waits: list[float] = []
     with s3_proxy(place.endpoint) as proxy:
@@ -334,6 +348,38 @@ def test_a_lost_reply_to_our_own_write(place: Place) -> None:
     head = place.writer().head(place.uri("lease"))
     assert head is not None
     assert head.etag == renewed.etag
+
+
+def test_a_lost_reply_then_a_conflict_is_still_ours(place: Place) -> None:
+    """The first try wrote and its reply was lost, botocore's retry met a 409, our own try after
+    it got 412 (botocore tried it once): the 412 is our own object, not another's."""
+    waits: list[float] = []
+    with s3_proxy(place.endpoint) as proxy:
+        writer = place.writer(proxy.endpoint, sleep=waits.append)
+        proxy.lose_replies, proxy.conflicts = 1, 1
+        made = writer.create(place.uri("lease"), b"holder-1 take-9")
+        assert made is not None
+        assert len([r for r in proxy.requests if r[2]]) == 3  # lost, 409, 412
+    assert waits == [0.1]
+    assert place.body("lease") == b"holder-1 take-9"
+    head = place.writer().head(place.uri("lease"))
+    assert head is not None and head.etag == made.etag
+
+
+def test_a_lease_write_to_a_store_that_hangs_fails_within_its_bound(
+    moto: Place, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lease-sized requests have a client of their own with a short read timeout and few tries:
+    a renewal against a store that never answers fails (exit 5) instead of hanging for minutes."""
+    monkeypatch.setattr(s3write_module, "SMALL_TIMEOUT", 0.5)
+    with s3_proxy(moto.endpoint) as proxy:
+        proxy.hang = True
+        writer = moto.writer(proxy.endpoint)
+        with pytest.raises(NetworkError) as caught:
+            writer.create(moto.uri("lease"), b"holder-1")
+        hung = [r for r in proxy.requests if r[2]]
+    assert caught.value.exit_code == 5
+    assert len(hung) == 1 + s3write_module.SMALL_RETRIES
 
 
 def test_a_lost_reply_to_a_completed_upload(
