@@ -72,7 +72,9 @@ class Seen:
     etag: str  # the store's version tag: the value If-Match compares
     size: int
     modified: float  # when it was last written, by the store's clock (epoch seconds)
-    now: float  # the store's clock when it answered (S3: the reply's Date; a folder: a fresh mtime)
+    # the store's clock when it answered (S3: the reply's Date; a folder: a fresh mtime on read,
+    # the file's own mtime otherwise)
+    now: float
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,10 @@ class Writer(Protocol):
 
     def listing(self, prefix: str) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix`` (a store URI)."""
+
+    def abandoned(self, prefix: str) -> Iterator[Listed]:
+        """mdl's own unfinished writes under ``prefix`` that ``delete`` removes (a folder's temp
+        files a killed write left): never objects, never in ``listing``."""
 
     def now(self) -> float:
         """The store's clock (epoch seconds)."""

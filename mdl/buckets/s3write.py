@@ -427,6 +427,12 @@ class S3Writer:
                         modified=item["LastModified"].timestamp(),
                     )
 
+    def abandoned(self, prefix: str) -> Iterator[Listed]:
+        """None asked for yet: a killed multipart upload's parts are not objects ``delete``
+        removes (they need an abort); the bucket's ``AbortIncompleteMultipartUpload`` lifecycle
+        rule clears them."""
+        return iter(())
+
     def now(self) -> float:
         """The store's clock: the ``Date`` of a HEAD of the last bucket used (a refusal carries
         one too), or of a bucket listing before any."""

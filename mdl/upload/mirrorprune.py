@@ -34,6 +34,8 @@ LIVE_LEASE = "a live lease (a fill is under way)"
 UNNAMED = "named by no model of the catalog"
 EXPIRED = "expired lease"
 CANNOT_ADDRESS = "a name the store cannot address"
+ABANDONED = "abandoned upload"
+ABANDONED_DAYS = 1.0  # a write's temp file this old (by the store's clock) was left by a killed one
 
 
 @dataclass(frozen=True)
@@ -153,10 +155,14 @@ def prune_mirror(
     """Remove from the mirror what ``named`` does not name and is older than ``keep_days`` (by the
     store's clock), and the leases that expired; never a live lease or the object it guards."""
     listed = list(writer.listing(fixed_part(template)))
-    if not listed:  # an empty mirror (a folder not made yet has no clock to ask)
+    abandoned = list(writer.abandoned(fixed_part(template)))
+    if not listed and not abandoned:  # an empty mirror (a folder not made yet has no clock)
         return MirrorPruneReport(template, keep_days, (), (), dry_run=dry_run)
     now = writer.now()
     run = _MirrorRun(writer, dry_run)
+    for item in abandoned:  # a live write's is younger: it is left alone, and not reported
+        if now - item.modified > ABANDONED_DAYS * DAY:
+            run.remove(item, ABANDONED)
     leases = [item for item in listed if is_lease(item.uri)]
     guarded = {lease.uri.removesuffix(LEASE_SUFFIX) for lease in leases if run.lease(lease, now)}
     for item in listed:
@@ -205,7 +211,8 @@ class _MirrorRun:
             return True
         if seen is None:
             return False  # released meanwhile
-        if not is_stale(seen):
+        # judged by the listing's clock: a head need not say the store's (a folder's does not)
+        if not is_stale(replace(seen, now=now)):
             self.kept.append(MirrorEntry(lease.uri, seen.size, LIVE_LEASE))
             return True
         self.remove(Listed(lease.uri, seen.size, seen.modified), EXPIRED, etag=seen.etag)

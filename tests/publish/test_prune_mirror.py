@@ -21,6 +21,7 @@ from mdl.buckets import LEASE_SUFFIX, STORES, Listed, Seen
 from mdl.catalog import parse_catalog
 from mdl.errors import ExitCode, UsageError
 from mdl.lockfile import Lock, LockedFile, LockedModel, fingerprint, write_lock
+from mdl.paths import temp_name
 from mdl.redact import Secrets
 
 COMMIT = "c" * 40
@@ -75,6 +76,9 @@ class MemWriter:
             if uri.startswith(prefix):
                 data, modified, _ = self.objects[uri]
                 yield Listed(uri, len(data), modified)
+
+    def abandoned(self, prefix: str) -> Iterator[Listed]:
+        return iter(())
 
     def now(self) -> float:
         return self.clock
@@ -252,6 +256,25 @@ def test_the_json_report_says_each_object_and_why(place: Path, shelf: Shelf) -> 
         uris["guarded"]: "a fill holds its lease",
         uris["live"]: "a live lease (a fill is under way)",
     }
+
+
+def test_a_write_killed_midway_leaves_a_temp_file_prune_removes_after_a_day(
+    place: Path, tmp_path: Path
+) -> None:
+    """``kill -9`` during a copy leaves the write's temp file: never an object, removed once a day
+    old by the folder's clock; a younger one may be a write under way and is left alone."""
+    shelf = file_shelf(tmp_path / "shared")
+    uris = stocked(shelf)
+    folder = Path(uris["old"].removeprefix("file://")).parent
+    left, writing = folder / temp_name("model.safetensors"), folder / temp_name("other.bin")
+    for temp, age in ((left, 2 * DAY), (writing, 3600.0)):
+        temp.write_bytes(b"half")
+        os.utime(temp, (time.time() - age, time.time() - age))
+    result = mdl("prune", "--mirror", shelf.template)
+    assert result.exit_code == 0, result.stderr
+    assert not left.exists() and writing.exists()
+    assert f"removed  file://{left}  (4 B)  abandoned upload" in result.stdout.splitlines()
+    assert str(writing) not in result.stdout + result.stderr
 
 
 def test_a_lease_renewed_after_the_listing_is_kept(
