@@ -330,10 +330,11 @@ class FolderWriter:
         files, the clock, the lock) are not objects, a linked folder is not walked into."""
         yield from self._listed(prefix, temps=False)
 
-    def abandoned(self, prefix: str) -> Iterator[Listed]:
-        """mdl's temp files under ``prefix``: a write killed before its end (``kill -9``) leaves
-        one; a live write's is younger than any prune's bound."""
-        yield from self._listed(prefix, temps=True)
+    def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
+        """mdl's temp files under ``prefix`` last written before ``before``: a write killed midway
+        (``kill -9``) leaves one; removed when ``remove``."""
+        found = [item for item in self._listed(prefix, temps=True) if item.modified < before]
+        return [item for item in found if not remove or self.delete(item.uri)]
 
     def now(self) -> float:
         """The folder's clock: a fresh mtime of its ``.mdl-clock`` (the folder last named)."""

@@ -122,9 +122,10 @@ class Writer(Protocol):
     def listing(self, prefix: str) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix`` (a store URI)."""
 
-    def abandoned(self, prefix: str) -> Iterator[Listed]:
-        """mdl's own unfinished writes under ``prefix`` that ``delete`` removes (a folder's temp
-        files a killed write left): never objects, never in ``listing``."""
+    def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
+        """mdl's own unfinished writes under ``prefix`` begun before ``before`` (the store's
+        clock), removed when ``remove``: a write killed midway leaves one (a folder's temp file,
+        S3's multipart upload). Never objects, never in ``listing``."""
 
     def now(self) -> float:
         """The store's clock (epoch seconds)."""

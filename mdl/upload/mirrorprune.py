@@ -155,14 +155,11 @@ def prune_mirror(
     """Remove from the mirror what ``named`` does not name and is older than ``keep_days`` (by the
     store's clock), and the leases that expired; never a live lease or the object it guards."""
     listed = list(writer.listing(fixed_part(template)))
-    abandoned = list(writer.abandoned(fixed_part(template)))
-    if not listed and not abandoned:  # an empty mirror (a folder not made yet has no clock)
+    if not listed:  # an empty mirror (a folder not made yet has no clock to ask)
         return MirrorPruneReport(template, keep_days, (), (), dry_run=dry_run)
     now = writer.now()
     run = _MirrorRun(writer, dry_run)
-    for item in abandoned:  # a live write's is younger: it is left alone, and not reported
-        if now - item.modified > ABANDONED_DAYS * DAY:
-            run.remove(item, ABANDONED)
+    run.abandoned(fixed_part(template), before=now - ABANDONED_DAYS * DAY)
     leases = [item for item in listed if is_lease(item.uri)]
     guarded = {lease.uri.removesuffix(LEASE_SUFFIX) for lease in leases if run.lease(lease, now)}
     for item in listed:
@@ -217,6 +214,15 @@ class _MirrorRun:
             return True
         self.remove(Listed(lease.uri, seen.size, seen.modified), EXPIRED, etag=seen.etag)
         return False
+
+    def abandoned(self, prefix: str, *, before: float) -> None:
+        """Remove the writes a killed fill left (a live one's are younger: left, not reported)."""
+        try:
+            gone = self.writer.abandoned(prefix, before=before, remove=not self.dry_run)
+        except MdlError as exc:
+            self.errors.append(exc)
+            return
+        self.removed.extend(MirrorEntry(item.uri, item.size, ABANDONED) for item in gone)
 
     def remove(self, item: Listed, reason: str, *, etag: str | None = None) -> None:
         """Remove one object (with dry_run, only say so); a failure is this object's, the others
