@@ -98,9 +98,10 @@ def open_folder(folder: Path, *, create: bool) -> int | None:
     """A descriptor of the absolute ``folder`` (None: missing, and not ``create``). A missing folder
     is made with its parent's permission bits: a folder the fleet shares (group- or all-writable,
     setgid) stays shared below, whatever this user's umask; not sticky: one machine's user renames
-    over and removes another's leases. A link on the way is followed
-    only if root or this user made it (the kernel's ``protected_symlinks`` rule, for every folder
-    of the path): another user of the share cannot send our writes elsewhere (exit 2)."""
+    over and removes another's leases. A link on the way is followed only if root or this user
+    made it (the kernel's ``protected_symlinks`` rule, for every folder of the path): another user
+    of the share cannot send our writes elsewhere (exit 2). The template's fixed folder is not
+    known here: the rule holds for the whole path."""
     fd = os.open("/", _DIR)
     try:
         for name in folder.parts[1:]:
@@ -125,7 +126,8 @@ def _child(fd: int, name: str, folder: Path, *, create: bool) -> int | None:
             with suppress(FileExistsError):  # made by another machine since we looked
                 os.mkdir(name, 0o700, dir_fd=fd)
                 child = os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=fd)
-                os.fchmod(child, stat.S_IMODE(os.fstat(fd).st_mode) & ~stat.S_ISVTX)
+                with suppress(OSError):  # a mount with fixed modes (CIFS, some FUSE): as it is
+                    os.fchmod(child, stat.S_IMODE(os.fstat(fd).st_mode) & ~stat.S_ISVTX)
                 return child
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENOTDIR):  # a link (ENOTDIR: O_DIRECTORY's)
@@ -149,7 +151,8 @@ def _shared(fd: int, folder: int) -> None:
     st = os.fstat(fd)
     wanted = stat.S_IMODE(os.fstat(folder).st_mode) & 0o666
     if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != wanted:
-        os.fchmod(fd, wanted)
+        with suppress(OSError):  # a mount with fixed modes (CIFS, some FUSE): as it is
+            os.fchmod(fd, wanted)
 
 
 def is_temp(name: str) -> bool:
