@@ -11,23 +11,31 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import stat
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
 
 from mdl.buckets.protocol import Listed, Seen, StoredObject
-from mdl.errors import LocalFSError, MdlError, NoSpaceError, NotFoundError, UsageError
+from mdl.errors import (
+    LocalFSError,
+    MdlError,
+    NoSpaceError,
+    NotFoundError,
+    UnsafePathError,
+    UsageError,
+)
+from mdl.paths import temp_name
 from mdl.redact import Secrets, printable, safe_text
 
 SCHEME = "file://"
 LOCAL_HOST = "localhost"
-# mdl's own files in a mirror folder (temp files, the clock, the lock): never objects
+# mdl's own files in a mirror folder (the clock, the lock; temp files: is_temp): never objects
 OWN_PREFIX = ".mdl-"
-TEMP_PREFIX = ".mdl-tmp-"
 CLOCK_NAME = ".mdl-clock"
 LOCK_NAME = ".mdl-lock"
 CHUNK = 1 << 20  # bytes copied at a time
@@ -78,6 +86,83 @@ def local_error(exc: OSError, path: Path | str, *, what: str) -> MdlError:
 
 # --- writes: exclusive creates, compare-and-swap under a lock ------------------------------------
 
+# Every write walks to its folder from ``/`` one name at a time (``openat``) and then works relative
+# to that folder's descriptor: a folder made is made where it was looked at, never through a link
+# another user of the share swapped in meanwhile.
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_WALK_TRIES = 3  # a folder made and removed again by another machine while we walk: look again
+
+
+def open_folder(folder: Path, *, create: bool) -> int | None:
+    """A descriptor of the absolute ``folder`` (None: missing, and not ``create``). A missing folder
+    is made with its parent's permission bits: a folder the fleet shares (group- or all-writable,
+    setgid) stays shared below, whatever this user's umask; not sticky: one machine's user renames
+    over and removes another's leases. A link on the way is followed only if root or this user
+    made it (the kernel's ``protected_symlinks`` rule, for every folder of the path): another user
+    of the share cannot send our writes elsewhere (exit 2). The template's fixed folder is not
+    known here: the rule holds for the whole path."""
+    fd = os.open("/", _DIR)
+    try:
+        for name in folder.parts[1:]:
+            child = _child(fd, name, folder, create=create)
+            os.close(fd)
+            if child is None:
+                return None
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _child(fd: int, name: str, folder: Path, *, create: bool) -> int | None:
+    for _ in range(_WALK_TRIES):
+        try:
+            return os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=fd)
+        except FileNotFoundError:
+            if not create:
+                return None
+            with suppress(FileExistsError):  # made by another machine since we looked
+                os.mkdir(name, 0o700, dir_fd=fd)
+                child = os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=fd)
+                with suppress(OSError):  # a mount with fixed modes (CIFS, some FUSE): as it is
+                    os.fchmod(child, stat.S_IMODE(os.fstat(fd).st_mode) & ~stat.S_ISVTX)
+                return child
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):  # a link (ENOTDIR: O_DIRECTORY's)
+                raise
+            link = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISLNK(link.st_mode):
+                raise
+            if link.st_uid not in (0, os.geteuid()):
+                raise UnsafePathError(
+                    f"{safe_text(str(folder))}: {safe_text(name)} on the way is a link uid"
+                    f" {link.st_uid} made: mdl follows only root's or its own links in a shared"
+                    " folder"
+                ) from None
+            return os.open(name, _DIR, dir_fd=fd)
+    raise LocalFSError(f"cannot make the folder {safe_text(str(folder))}: it keeps vanishing")
+
+
+def _shared(fd: int, folder: int) -> None:
+    """A file we made as shared as its folder: its read and write bits (a clock or a lock every
+    machine's user opens for writing, an object every one reads)."""
+    st = os.fstat(fd)
+    wanted = stat.S_IMODE(os.fstat(folder).st_mode) & 0o666
+    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != wanted:
+        with suppress(OSError):  # a mount with fixed modes (CIFS, some FUSE): as it is
+            os.fchmod(fd, wanted)
+
+
+def is_temp(name: str) -> bool:
+    """Whether a name in the folder is one of mdl's temp files (``mdl.paths.temp_name``)."""
+    return _TEMP.fullmatch(name) is not None
+
+
+_TEMP = re.compile(r"\..+\.[0-9a-f]{16}\.mdl-tmp", re.DOTALL)
+
+
 # A POSIX lock (fcntl) is what NFS implements itself (NLM, NFSv4 locks; Linux NFS emulates flock
 # with it, some clients keep flock local) and a dead holder's is released by the server. It is the
 # process's, not the thread's: threads of one process take a stripe of these first.
@@ -85,18 +170,21 @@ _STRIPES = tuple(threading.Lock() for _ in range(64))
 
 
 @contextmanager
-def folder_locked(folder: Path) -> Iterator[None]:
-    """The folder's lock (``.mdl-lock`` in it) held: a compare and the write that follows it are
-    one step for every process and thread of every machine that takes it."""
-    lock_path = folder / LOCK_NAME
+def folder_locked(folder: int, shown: Path) -> Iterator[None]:
+    """The lock (``.mdl-lock``) of the folder ``folder`` (``shown``) held: a compare and the write
+    that follows it are one step for every process and thread of every machine that takes it."""
+    lock_path = shown / LOCK_NAME
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fd = os.open(
+            LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder
+        )
     except OSError as exc:
         raise local_error(exc, lock_path, what="cannot open the lock") from exc
     try:
         st = os.fstat(fd)  # one stripe per lock file, however its folder was named
         with _STRIPES[hash((st.st_dev, st.st_ino)) % len(_STRIPES)]:
             try:
+                _shared(fd, folder)
                 fcntl.lockf(fd, fcntl.LOCK_EX)
             except OSError as exc:  # ENOLCK: a share mounted with nolock
                 raise local_error(exc, lock_path, what="cannot lock") from exc
@@ -109,30 +197,26 @@ def folder_locked(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _fresh_stat(path: Path) -> os.stat_result | None:
+def _fresh_stat(path: Path | str, folder: int | None = None) -> os.stat_result | None:
     """The file's attributes as the server has them now (an NFS open revalidates its cache: close-
-    to-open consistency, where a ``stat`` may answer from it); None: no such file."""
+    to-open consistency, where a ``stat`` may answer from it); None: no such file. ``folder``:
+    ``path`` is a name in it, never a link."""
+    flags = (
+        os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if folder is not None else 0)
+    )
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, flags, dir_fd=folder)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None  # a link where the object goes: no object of ours
         raise local_error(exc, path, what="cannot read") from exc
     try:
         st = os.fstat(fd)
     finally:
         os.close(fd)
     return st if stat.S_ISREG(st.st_mode) else None
-
-
-def _fsync_folder(folder: Path) -> None:
-    """A new name in ``folder`` survives a crash (the file's own bytes were synced before)."""
-    with suppress(OSError):  # some filesystems cannot open or sync a folder: the bytes are safe
-        fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class FolderWriter:
@@ -145,13 +229,14 @@ class FolderWriter:
         self._last_folder: Path | None = None
 
     def head(self, uri: str) -> Seen | None:
-        """The object, or None."""
+        """The object, or None. Nothing is written (a reader may not be allowed to)."""
         path = self._path(uri)
         st = _fresh_stat(path)
-        return None if st is None else self._seen(st, path.parent)
+        return None if st is None else _seen(st)
 
     def read(self, uri: str) -> tuple[bytes, Seen] | None:
-        """A small object's bytes and what its ``stat`` says."""
+        """A small object's bytes (a lease's) and what its ``stat`` says, ``now`` by the folder's
+        clock: the one read that judges an age, and only a machine that fills (writes) asks it."""
         path = self._path(uri)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -167,89 +252,92 @@ class FolderWriter:
                 data = file.read()
             except OSError as exc:
                 raise local_error(exc, path, what="cannot read") from exc
-        return data, self._seen(st, path.parent)
+        return data, replace(_seen(st), now=self._clock(path.parent))
 
     def create(self, uri: str, data: bytes) -> Seen | None:
         """``data`` as the object only if there is none (None: one is there)."""
         path = self._path(uri)
-        folder = self._folder_of(path)
-        with self._temp(folder) as (fd, temp):
-            self._write(fd, temp, data)
-            if not self._link(temp, path):
-                return None
-            st = os.fstat(fd)
-        _fsync_folder(folder)
-        return self._seen(st, folder)
+        with self._folder(path, create=True) as folder:
+            assert folder is not None  # made
+            with self._temp(folder, path) as (fd, temp):
+                self._write(fd, path, data)
+                if not _link(folder, temp, path):
+                    return None
+                st = os.fstat(fd)
+            _fsync_folder(folder)
+        return _seen(st)
 
     def replace(self, uri: str, data: bytes, *, etag: str) -> Seen | None:
         """``data`` over version ``etag`` only (None: it changed or is gone)."""
         path = self._path(uri)
-        folder = path.parent
-        if not folder.is_dir():
-            return None
-        with self._temp(folder) as (fd, temp):
-            self._write(fd, temp, data)  # before the lock: it is held for a compare and a rename
-            with folder_locked(folder):
-                current = _fresh_stat(path)
-                if current is None or file_etag(current) != etag:
-                    return None
-                try:
-                    temp.replace(path)
-                except OSError as exc:
-                    raise local_error(exc, path, what="cannot write") from exc
-            st = os.fstat(fd)
-        _fsync_folder(folder)
-        return self._seen(st, folder)
+        with self._folder(path, create=False) as folder:
+            if folder is None:
+                return None
+            with self._temp(folder, path) as (fd, temp):
+                self._write(fd, path, data)  # before the lock: it is held for a compare, a rename
+                with folder_locked(folder, path.parent):
+                    current = _fresh_stat(path.name, folder)
+                    if current is None or file_etag(current) != etag:
+                        return None
+                    try:
+                        os.replace(temp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+                    except OSError as exc:
+                        raise local_error(exc, path, what="cannot write") from exc
+                st = os.fstat(fd)
+            _fsync_folder(folder)
+        return _seen(st)
 
     def delete(self, uri: str, *, etag: str | None = None) -> bool:
         """Remove the object (only version ``etag`` when given); False: not there, or changed."""
         path = self._path(uri)
-        folder = path.parent
-        if not folder.is_dir():
-            return False
-        with folder_locked(folder):
-            current = _fresh_stat(path)
-            if current is None or (etag is not None and file_etag(current) != etag):
+        with self._folder(path, create=False) as folder:
+            if folder is None:
                 return False
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                return False
-            except OSError as exc:
-                raise local_error(exc, path, what="cannot remove") from exc
+            with folder_locked(folder, path.parent):
+                current = _fresh_stat(path.name, folder)
+                if current is None or (etag is not None and file_etag(current) != etag):
+                    return False
+                try:
+                    os.unlink(path.name, dir_fd=folder)
+                except FileNotFoundError:
+                    return False
+                except OSError as exc:
+                    raise local_error(exc, path, what="cannot remove") from exc
         return True
 
     def upload(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
         """A verified local file copied in whole, only if the object is not there (False: it is;
         never replaced). The folder keeps no checksum: readers verify, as for every mirror."""
         target = self._path(uri)
-        folder = self._folder_of(target)
-        with self._temp(folder) as (fd, temp):
-            try:
-                with open(path, "rb") as source:
-                    copied = _copy(source.fileno(), fd)
-                os.fsync(fd)
-            except OSError as exc:
-                raise local_error(exc, temp, what="cannot copy into") from exc
-            if copied != size:
-                raise LocalFSError(
-                    f"cannot copy {safe_text(str(path))} into the folder: {copied} bytes, not"
-                    f" the {size} verified (it changed since)"
-                )
-            if not self._link(temp, target):
-                return False
-        _fsync_folder(folder)
+        with self._folder(target, create=True) as folder:
+            assert folder is not None  # made
+            with self._temp(folder, target) as (fd, temp):
+                try:
+                    with open(path, "rb") as source:
+                        copied = _copy(source.fileno(), fd)
+                    os.fsync(fd)
+                except OSError as exc:
+                    raise local_error(exc, target.parent / temp, what="cannot copy into") from exc
+                if copied != size:
+                    raise LocalFSError(
+                        f"cannot copy {safe_text(str(path))} into the folder: {copied} bytes, not"
+                        f" the {size} verified (it changed since)"
+                    )
+                if not _link(folder, temp, target):
+                    return False
+            _fsync_folder(folder)
         return True
 
     def listing(self, prefix: str) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix``, in name order; mdl's own files (temp
         files, the clock, the lock) are not objects, a linked folder is not walked into."""
-        authority, wanted = _prefix_path(prefix)
-        start = Path(wanted if wanted.endswith("/") else wanted.rsplit("/", 1)[0] or "/")
-        self._last_folder = _existing(start)  # now() after a listing (prune) reads its clock
-        for path, st in _walk(start):
-            if str(path).startswith(wanted):
-                yield Listed(f"{SCHEME}{authority}{path}", st.st_size, st.st_mtime_ns / 1e9)
+        yield from self._listed(prefix, temps=False)
+
+    def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
+        """mdl's temp files under ``prefix`` last written before ``before``: a write killed midway
+        (``kill -9``) leaves one; removed when ``remove``."""
+        found = [item for item in self._listed(prefix, temps=True) if item.modified < before]
+        return [item for item in found if not remove or self.delete(item.uri)]
 
     def now(self) -> float:
         """The folder's clock: a fresh mtime of its ``.mdl-clock`` (the folder last named)."""
@@ -264,67 +352,101 @@ class FolderWriter:
         self._last_folder = path.parent
         return path
 
-    def _seen(self, st: os.stat_result, folder: Path) -> Seen:
-        return Seen(
-            file_etag(st), st.st_size, st.st_mtime_ns / 1e9, now=self._clock(_existing(folder))
-        )
+    def _listed(self, prefix: str, *, temps: bool) -> Iterator[Listed]:
+        authority, wanted = _prefix_path(prefix)
+        start = Path(wanted if wanted.endswith("/") else wanted.rsplit("/", 1)[0] or "/")
+        self._last_folder = _existing(start)  # now() after a listing (prune) reads its clock
+        for path, st in _walk(start, temps=temps):
+            if str(path).startswith(wanted):
+                yield Listed(f"{SCHEME}{authority}{path}", st.st_size, st.st_mtime_ns / 1e9)
+
+    @contextmanager
+    def _folder(self, path: Path, *, create: bool) -> Iterator[int | None]:
+        """The object's folder, open (made when ``create``); None: not there."""
+        try:
+            fd = open_folder(path.parent, create=create)
+        except OSError as exc:
+            what = "cannot make the folder" if create else "cannot open the folder"
+            raise local_error(exc, path.parent, what=what) from exc
+        try:
+            yield fd
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def _clock(self, folder: Path) -> float:
         """Touch ``.mdl-clock`` in ``folder`` and read its mtime: a file server sets it by its own
-        clock (NFS: ``utime`` without times is set to the server's time)."""
+        clock (NFS: ``utime`` without times is set to the server's time). A clock this user cannot
+        touch is exit 7 naming it: an age it cannot judge never lets it take a lease over."""
         clock = folder / CLOCK_NAME
         try:
-            fd = os.open(clock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            try:
-                os.utime(fd)
-                return os.fstat(fd).st_mtime_ns / 1e9
-            finally:
-                os.close(fd)
+            with self._folder(clock, create=False) as where:
+                if where is None:
+                    raise FileNotFoundError(errno.ENOENT, "the folder is gone")
+                fd = os.open(CLOCK_NAME, _NEW, 0o600, dir_fd=where)
+                try:
+                    _shared(fd, where)
+                    os.utime(fd)
+                    return os.fstat(fd).st_mtime_ns / 1e9
+                finally:
+                    os.close(fd)
         except OSError as exc:
             raise local_error(exc, clock, what="cannot read the folder's clock") from exc
 
-    def _folder_of(self, path: Path) -> Path:
-        """The object's folder, made if it is not there."""
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise local_error(exc, path.parent, what="cannot make the folder") from exc
-        return path.parent
-
     @contextmanager
-    def _temp(self, folder: Path) -> Iterator[tuple[int, Path]]:
-        """A new file of our own in ``folder``, removed however the write ends (Ctrl-C too)."""
-        temp = folder / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+    def _temp(self, folder: int, path: Path) -> Iterator[tuple[int, str]]:
+        """A new file of our own beside ``path`` (in ``folder``), as shared as its folder; removed
+        however the write ends (Ctrl-C too)."""
+        temp = temp_name(path.name)
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            fd = os.open(temp, _NEW | os.O_EXCL, 0o600, dir_fd=folder)
         except OSError as exc:
-            raise local_error(exc, temp, what="cannot write in") from exc
+            raise local_error(exc, path.parent / temp, what="cannot write in") from exc
         try:
+            _shared(fd, folder)
             yield fd, temp
+        except OSError as exc:
+            raise local_error(exc, path.parent / temp, what="cannot write") from exc
         finally:
             os.close(fd)
-            temp.unlink(missing_ok=True)
+            with suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=folder)
 
-    def _write(self, fd: int, temp: Path, data: bytes) -> None:
+    def _write(self, fd: int, path: Path, data: bytes) -> None:
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
         except OSError as exc:
-            raise local_error(exc, temp, what="cannot write") from exc
+            raise local_error(exc, path, what="cannot write") from exc
 
-    def _link(self, temp: Path, path: Path) -> bool:
-        """``temp`` under the name ``path``, only if that name is free (False: it is taken)."""
-        try:
-            path.hardlink_to(temp)
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            raise local_error(
-                exc, path, what="cannot create (the folder must allow hard links)"
-            ) from exc
-        return True
+
+def _seen(st: os.stat_result) -> Seen:
+    """What a ``stat`` says; ``now`` is its own mtime (a lower bound of the server's clock, an age
+    of 0): only ``read`` asks the folder's clock, to judge a lease's age."""
+    modified = st.st_mtime_ns / 1e9
+    return Seen(file_etag(st), st.st_size, modified, modified)
+
+
+def _link(folder: int, temp: str, path: Path) -> bool:
+    """``temp`` under the name ``path`` (both in ``folder``), only if that name is free (False: it
+    is taken)."""
+    try:
+        os.link(temp, path.name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise local_error(
+            exc, path, what="cannot create (the folder must allow hard links)"
+        ) from exc
+    return True
+
+
+def _fsync_folder(folder: int) -> None:
+    """A new name in ``folder`` survives a crash (the file's own bytes were synced before)."""
+    with suppress(OSError):  # some filesystems cannot sync a folder: the bytes are safe
+        os.fsync(folder)
 
 
 def _prefix_path(prefix: str) -> tuple[str, str]:
@@ -367,9 +489,9 @@ def _copy(source: int, target: int) -> int:
     return copied
 
 
-def _walk(folder: Path) -> Iterator[tuple[Path, os.stat_result]]:
+def _walk(folder: Path, *, temps: bool = False) -> Iterator[tuple[Path, os.stat_result]]:
     """Regular files under ``folder`` in name order, with their ``stat`` (links followed to
-    files, never into folders: no cycles)."""
+    files, never into folders: no cycles): the objects, or (``temps``) mdl's temp files."""
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except (FileNotFoundError, NotADirectoryError):
@@ -377,13 +499,14 @@ def _walk(folder: Path) -> Iterator[tuple[Path, os.stat_result]]:
     except OSError as exc:
         raise local_error(exc, folder, what="cannot list") from exc
     for entry in entries:
-        if entry.name.startswith(OWN_PREFIX):
+        temp = is_temp(entry.name)
+        if entry.name.startswith(OWN_PREFIX) and not temp:
             continue
         path = folder / entry.name
         try:
             if entry.is_dir(follow_symlinks=False):
-                yield from _walk(path)
-            elif entry.is_file():
+                yield from _walk(path, temps=temps)
+            elif temp == temps and entry.is_file():
                 yield path, entry.stat()
         except FileNotFoundError:  # removed while listed
             continue

@@ -72,7 +72,9 @@ class Seen:
     etag: str  # the store's version tag: the value If-Match compares
     size: int
     modified: float  # when it was last written, by the store's clock (epoch seconds)
-    now: float  # the store's clock when it answered (S3: the reply's Date; a folder: a fresh mtime)
+    # the store's clock when it answered (S3: the reply's Date; a folder: a fresh mtime on read,
+    # the file's own mtime otherwise)
+    now: float
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,11 @@ class Writer(Protocol):
 
     def listing(self, prefix: str) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix`` (a store URI)."""
+
+    def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
+        """mdl's own unfinished writes under ``prefix`` begun before ``before`` (the store's
+        clock), removed when ``remove``: a write killed midway leaves one (a folder's temp file,
+        S3's multipart upload). Never objects, never in ``listing``."""
 
     def now(self) -> float:
         """The store's clock (epoch seconds)."""

@@ -449,6 +449,26 @@ class S3Writer:
                         modified=item["LastModified"].timestamp(),
                     )
 
+    def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
+        """The multipart uploads under ``prefix`` begun before ``before`` (a fill killed midway
+        leaves its parts, billed, never an object), aborted when ``remove``."""
+        bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
+        found: list[Listed] = []
+        with s3_errors(safe_text(prefix)):
+            pages = self._s3().get_paginator("list_multipart_uploads")
+            for page in pages.paginate(Bucket=bucket, Prefix=key_prefix):
+                for upload in page.get("Uploads", []):
+                    begun = upload["Initiated"].timestamp()
+                    if begun >= before:
+                        continue
+                    obj = S3Object(bucket, upload["Key"])
+                    if remove:
+                        self._s3().abort_multipart_upload(
+                            Bucket=bucket, Key=obj.key, UploadId=upload["UploadId"]
+                        )
+                    found.append(Listed(obj.uri, 0, begun))
+        return found
+
     def now(self) -> float:
         """The store's clock: the ``Date`` of a HEAD of the last bucket used (a refusal carries
         one too), or of a bucket listing before any."""

@@ -34,6 +34,8 @@ LIVE_LEASE = "a live lease (a fill is under way)"
 UNNAMED = "named by no model of the catalog"
 EXPIRED = "expired lease"
 CANNOT_ADDRESS = "a name the store cannot address"
+ABANDONED = "abandoned upload"
+ABANDONED_DAYS = 1.0  # a write's temp file this old (by the store's clock) was left by a killed one
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ def prune_mirror(
         return MirrorPruneReport(template, keep_days, (), (), dry_run=dry_run)
     now = writer.now()
     run = _MirrorRun(writer, dry_run)
+    run.abandoned(fixed_part(template), before=now - ABANDONED_DAYS * DAY)
     leases = [item for item in listed if is_lease(item.uri)]
     guarded = {lease.uri.removesuffix(LEASE_SUFFIX) for lease in leases if run.lease(lease, now)}
     for item in listed:
@@ -205,11 +208,21 @@ class _MirrorRun:
             return True
         if seen is None:
             return False  # released meanwhile
-        if not is_stale(seen):
+        # judged by the listing's clock: a head need not say the store's (a folder's does not)
+        if not is_stale(replace(seen, now=now)):
             self.kept.append(MirrorEntry(lease.uri, seen.size, LIVE_LEASE))
             return True
         self.remove(Listed(lease.uri, seen.size, seen.modified), EXPIRED, etag=seen.etag)
         return False
+
+    def abandoned(self, prefix: str, *, before: float) -> None:
+        """Remove the writes a killed fill left (a live one's are younger: left, not reported)."""
+        try:
+            gone = self.writer.abandoned(prefix, before=before, remove=not self.dry_run)
+        except MdlError as exc:
+            self.errors.append(exc)
+            return
+        self.removed.extend(MirrorEntry(item.uri, item.size, ABANDONED) for item in gone)
 
     def remove(self, item: Listed, reason: str, *, etag: str | None = None) -> None:
         """Remove one object (with dry_run, only say so); a failure is this object's, the others

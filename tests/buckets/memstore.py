@@ -139,6 +139,9 @@ class MemoryStore:
             ]
         return iter(found)
 
+    def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
+        return []  # every write here is whole or nothing: none is left midway
+
     def now(self) -> float:
         with self._call("now", ""):
             return self.clock

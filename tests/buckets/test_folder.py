@@ -8,7 +8,7 @@ import json
 import multiprocessing
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from mdl.buckets.protocol import Seen
 from mdl.catalog import parse_catalog
 from mdl.catalog.settings import check_mirror
 from mdl.errors import ExitCode, LocalFSError, MdlError, NotFoundError, UsageError
+from mdl.paths import temp_name
 from mdl.sources import UrlFile, parse_sources
 from mdl.transfer import make_client
 from mdl.transfer.files import CHUNK, byte_range
@@ -277,10 +278,13 @@ def test_the_clock_is_the_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     uri = uri_of(tmp_path / "clocked" / "x")
     monkeypatch.setattr("time.time", lambda: 0.0)  # a machine whose clock is far off
     seen = writer.create(uri, b"x")
-    assert seen is not None
+    assert seen is not None and seen.now >= seen.modified > 1e9  # the file's own stamps
+    assert not (tmp_path / "clocked" / ".mdl-clock").exists()  # a create needs no clock
+    read = writer.read(uri)  # a lease's age is judged on a read: the folder's clock
+    assert read is not None
     clock = tmp_path / "clocked" / ".mdl-clock"
-    assert seen.now == clock.stat().st_mtime_ns / 1e9 >= seen.modified > 1e9
-    assert writer.now() >= seen.now
+    assert read[1].now == clock.stat().st_mtime_ns / 1e9 >= seen.modified
+    assert writer.now() >= read[1].now
 
 
 def test_replace_needs_the_current_version(tmp_path: Path) -> None:
@@ -348,7 +352,7 @@ def test_listing_is_the_objects_under_a_prefix(tmp_path: Path) -> None:
     writer = STORE.writer(endpoint=None, secrets=None)
     for name in ("org/a/w.bin", "org/a/w.bin.mdl-lease", "org/b/x.bin", "orgy/y.bin"):
         assert writer.create(uri_of(tmp_path / name), name.encode()) is not None
-    (tmp_path / "org" / "a" / ".mdl-tmp-123").write_bytes(b"left by a crash")
+    (tmp_path / "org" / "a" / temp_name("w.bin")).write_bytes(b"left by a crash")
     (tmp_path / "org" / "loop").symlink_to(tmp_path)  # a linked folder is not walked into
     writer.delete(uri_of(tmp_path / "org/b/x.bin"))  # leaves its folder's lock behind
     listed = list(writer.listing(uri_of(tmp_path / "org") + "/"))
@@ -445,7 +449,7 @@ def test_processes_racing_on_one_object_have_one_winner(tmp_path: Path, kind: st
 
 
 def _temps(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob(".mdl-tmp-*"))
+    return sorted(p for p in folder.rglob("*.mdl-tmp"))
 
 
 # --- the engine and a real pull, with the folder as the mirror ----------------------------------
@@ -581,3 +585,131 @@ def test_a_replace_waits_for_another_programs_lock(tmp_path: Path) -> None:
     replacing.join(timeout=60)
     assert len(done) == 1 and done[0] is not None
     assert (tmp_path / "lease").read_bytes() == b"v1"
+
+
+# --- a folder several users share (one per machine) ----------------------------------------------
+
+AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="switches to other users: needs root")
+ANOTHER, THIRD = 1000, 1001  # the users of two machines sharing the folder
+
+_AS_USER = """
+import json, os, pathlib, sys
+sys.path.insert(0, sys.argv[1])
+uid, uri, op = int(sys.argv[2]), sys.argv[3], sys.argv[4]
+from mdl.buckets.folder import FolderWriter
+from mdl.buckets.lease import take
+from mdl.errors import MdlError
+# imported first: the other user may not read root's Python
+os.setgid(uid); os.setuid(uid); os.umask(0o022)  # an ordinary user's umask
+writer = FolderWriter()
+calls = {
+    "take": lambda: take(writer, uri, holder=str(uid), term=1.0) is not None,
+    "head": lambda: writer.head(uri) is not None,
+    "read": lambda: writer.read(uri) is not None,
+    "replace": lambda: writer.replace(uri, b"x", etag="1"),
+    "delete": lambda: writer.delete(uri, etag="1"),
+    "upload": lambda: writer.upload(uri, pathlib.Path(sys.argv[5]), size=4, sha256=""),
+}
+try:
+    print(json.dumps(calls[op]()))
+except MdlError as exc:
+    print(json.dumps({"exit": int(exc.exit_code), "said": exc.message}))
+"""
+
+
+def _as_user(uid: int, uri: str, op: str, *extra: str) -> Any:
+    """``op`` on ``uri`` by a FolderWriter of user ``uid`` (a process of its own): its result, or
+    the MdlError's exit code and words; anything else fails the test."""
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [sys.executable, "-c", _AS_USER, root, str(uid), uri, op, *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture
+def share() -> Iterator[Path]:
+    """A folder every user may write (``chmod 777``), where every user can reach it."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="mdl-share-", dir="/tmp"))
+    base.chmod(0o755)
+    (base / "share").mkdir()
+    (base / "share").chmod(0o777)
+    yield base / "share"
+    shutil.rmtree(base)
+
+
+@AS_ROOT
+def test_two_users_share_a_folder_its_leases_lock_and_clock(share: Path) -> None:
+    """A folder, lock and clock one user made are the next one's too (the parent's bits, not the
+    umask); a head writes nothing (a reader may not be allowed to)."""
+    uri = uri_of(share / "org" / "model" / "w.bin.mdl-lease")
+    assert _as_user(ANOTHER, uri, "take") is True
+    assert _as_user(THIRD, uri, "head") is True
+    assert not (share / "org" / "model" / ".mdl-clock").exists()
+    assert _as_user(THIRD, uri, "take") is False  # live: read, judged by the clock
+    assert _as_user(ANOTHER, uri, "read") is True  # the clock THIRD made
+    lease = share / "org" / "model" / "w.bin.mdl-lease"
+    old = lease.stat().st_mtime - 3600
+    os.utime(lease, (old, old))  # its holder stopped renewing an hour ago
+    assert _as_user(THIRD, uri, "take") is True  # taken over: renamed over ANOTHER's file
+    assert json.loads(lease.read_bytes())["holder"] == str(THIRD)
+    for made in ("org", "org/model"):
+        assert (share / made).stat().st_mode & 0o7777 == 0o777
+    for made in (".mdl-clock", ".mdl-lock", "w.bin.mdl-lease"):
+        assert (share / "org" / "model" / made).stat().st_mode & 0o777 == 0o666
+
+
+@AS_ROOT
+def test_a_clock_the_user_may_not_touch_is_exit_7_naming_it(share: Path) -> None:
+    folder = share / "mine"
+    folder.mkdir(mode=0o755)  # root's: another user reads it, cannot write it
+    (folder / "w.bin.mdl-lease").write_bytes(b"{}")
+    said = _as_user(ANOTHER, uri_of(folder / "w.bin.mdl-lease"), "read")
+    assert said["exit"] == ExitCode.LOCAL and ".mdl-clock" in said["said"]
+    assert _as_user(ANOTHER, uri_of(folder / "w.bin.mdl-lease"), "head") is True
+
+
+@AS_ROOT
+def test_a_link_another_user_planted_is_not_followed(share: Path) -> None:
+    """A user of the share links a folder of the fill's path to another user's folder: the fill
+    writes nothing there (exit 2)."""
+    victim = share.parent / "victim"
+    victim.mkdir(mode=0o700)
+    os.chown(victim, ANOTHER, ANOTHER)
+    (share / "org").mkdir(mode=0o777)
+    (share / "org").chmod(0o777)
+    os.symlink(victim, share / "org" / "model")
+    os.chown(share / "org" / "model", THIRD, THIRD, follow_symlinks=False)
+    source = share.parent / "src"
+    source.write_bytes(b"keys")
+    source.chmod(0o644)
+    for op in ("upload", "take"):
+        uri = uri_of(share / "org" / "model" / "authorized_keys")
+        said = _as_user(ANOTHER, uri, op, str(source))
+        assert said["exit"] == ExitCode.USAGE and "a link uid 1001 made" in said["said"]
+    assert list(victim.iterdir()) == []
+    os.chown(share / "org" / "model", ANOTHER, ANOTHER, follow_symlinks=False)  # its own: followed
+    assert _as_user(ANOTHER, uri, "upload", str(source)) is True
+    assert (victim / "authorized_keys").read_bytes() == b"keys"
+
+
+@AS_ROOT
+def test_a_folder_the_user_may_not_enter_is_exit_7_for_every_write(share: Path) -> None:
+    locked = share / "locked"
+    (locked / "sub").mkdir(parents=True)
+    locked.chmod(0o700)
+    uri = uri_of(locked / "sub" / "w.bin.mdl-lease")
+    for op in ("replace", "delete", "read", "head"):
+        said = _as_user(ANOTHER, uri, op)
+        assert said["exit"] == ExitCode.LOCAL and str(locked) in said["said"], op

@@ -21,6 +21,7 @@ from mdl.buckets import LEASE_SUFFIX, STORES, Listed, Seen
 from mdl.catalog import parse_catalog
 from mdl.errors import ExitCode, UsageError
 from mdl.lockfile import Lock, LockedFile, LockedModel, fingerprint, write_lock
+from mdl.paths import temp_name
 from mdl.redact import Secrets
 
 COMMIT = "c" * 40
@@ -75,6 +76,9 @@ class MemWriter:
             if uri.startswith(prefix):
                 data, modified, _ = self.objects[uri]
                 yield Listed(uri, len(data), modified)
+
+    def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
+        return []
 
     def now(self) -> float:
         return self.clock
@@ -254,6 +258,25 @@ def test_the_json_report_says_each_object_and_why(place: Path, shelf: Shelf) -> 
     }
 
 
+def test_a_write_killed_midway_leaves_a_temp_file_prune_removes_after_a_day(
+    place: Path, tmp_path: Path
+) -> None:
+    """``kill -9`` during a copy leaves the write's temp file: never an object, removed once a day
+    old by the folder's clock; a younger one may be a write under way and is left alone."""
+    shelf = file_shelf(tmp_path / "shared")
+    uris = stocked(shelf)
+    folder = Path(uris["old"].removeprefix("file://")).parent
+    left, writing = folder / temp_name("model.safetensors"), folder / temp_name("other.bin")
+    for temp, age in ((left, 2 * DAY), (writing, 3600.0)):
+        temp.write_bytes(b"half")
+        os.utime(temp, (time.time() - age, time.time() - age))
+    result = mdl("prune", "--mirror", shelf.template)
+    assert result.exit_code == 0, result.stderr
+    assert not left.exists() and writing.exists()
+    assert f"removed  file://{left}  (4 B)  abandoned upload" in result.stdout.splitlines()
+    assert str(writing) not in result.stdout + result.stderr
+
+
 def test_a_lease_renewed_after_the_listing_is_kept(
     place: Path, mem_shelf: Shelf, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -363,6 +386,11 @@ def test_an_s3_mirror_is_pruned_by_the_store_clock(
         )
     client = s3.client()
 
+    def uploads() -> list[str]:
+        return [
+            str(u["Key"]) for u in client.list_multipart_uploads(Bucket="mirror").get("Uploads", [])
+        ]
+
     def held() -> set[str]:
         listed = client.list_objects_v2(Bucket="mirror", Prefix="hub/").get("Contents", [])
         return {str(o["Key"]) for o in listed}
@@ -373,6 +401,10 @@ def test_an_s3_mirror_is_pruned_by_the_store_clock(
         assert fresh.exit_code == 0, fresh.stderr
         kept = {e["uri"]: e["reason"] for e in json.loads(fresh.stdout)["kept"]}
         assert json.loads(fresh.stdout)["removed"] == [] and held() == set(keys.values())
+        # a fill killed midway leaves its multipart upload: parts billed, never an object (moto
+        # says every upload began in 2010: a young one's staying is the folder's test)
+        client.create_multipart_upload(Bucket="mirror", Key="hub/gone/killed.bin")
+        assert uploads() == ["hub/gone/killed.bin"]
         assert kept["s3://mirror/hub/gone/model.safetensors"] == "younger than 7 day(s)"
         assert kept["s3://mirror/" + keys["lease"]] == "a live lease (a fill is under way)"
         assert kept["s3://mirror/" + keys["guarded"]] == "a fill holds its lease"
@@ -380,6 +412,9 @@ def test_an_s3_mirror_is_pruned_by_the_store_clock(
         later = mdl("prune", "--mirror", template, "--keep-days", "1")
         assert later.exit_code == 0, later.stderr
     assert held() == {keys["named"], keys["named_weights"], keys["unpinned"]}
+    assert uploads() == []
     assert sorted(row.split("  ")[1] for row in later.stdout.splitlines()) == sorted(
-        "s3://mirror/" + keys[k] for k in ("old", "guarded", "lease")
+        ["s3://mirror/" + keys[k] for k in ("old", "guarded", "lease")]
+        + ["s3://mirror/hub/gone/killed.bin"]
     )
+    assert "removed  s3://mirror/hub/gone/killed.bin  (0 B)  abandoned upload" in later.stdout
