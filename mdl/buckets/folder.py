@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import stat
@@ -22,6 +23,7 @@ from urllib.parse import quote
 
 from mdl.buckets.protocol import Listed, Seen, StoredObject
 from mdl.errors import (
+    IntegrityError,
     LocalFSError,
     MdlError,
     NoSpaceError,
@@ -90,7 +92,7 @@ def local_error(exc: OSError, path: Path | str, *, what: str) -> MdlError:
 # to that folder's descriptor: a folder made is made where it was looked at, never through a link
 # another user of the share swapped in meanwhile.
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-_NEW = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _WALK_TRIES = 3  # a folder made and removed again by another machine while we walk: look again
 
 
@@ -318,10 +320,11 @@ class FolderWriter:
                     os.fsync(fd)
                 except OSError as exc:
                     raise local_error(exc, target.parent / temp, what="cannot copy into") from exc
-                if copied != size:
-                    raise LocalFSError(
-                        f"cannot copy {safe_text(str(path))} into the folder: {copied} bytes, not"
-                        f" the {size} verified (it changed since)"
+                # the check covers the bytes written, read back, not the file they came from
+                if copied != size or _sha256_of(fd) != sha256:
+                    raise IntegrityError(
+                        f"cannot copy {safe_text(str(path))} into the folder: the copy is not the"
+                        f" {size} bytes verified (the file changed since)"
                     )
                 if not _link(folder, temp, target):
                     return False
@@ -581,3 +584,11 @@ class FolderStore:
     def writer(self, *, endpoint: str | None, secrets: Secrets | None) -> FolderWriter:
         """The folder, writable (exclusive creates, compare-and-swap under its lock)."""
         return FolderWriter()
+
+
+def _sha256_of(fd: int) -> str:
+    """The SHA-256 of what an open file holds, read from its start (through a duplicate, which
+    shares the offset: the file is not written after this)."""
+    with os.fdopen(os.dup(fd), "rb") as copy:
+        copy.seek(0)
+        return hashlib.file_digest(copy, "sha256").hexdigest()

@@ -4,6 +4,7 @@ creates and compare-and-swap, raced by threads and by processes); templates and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -20,7 +21,7 @@ from mdl.buckets import STORES, FolderStore, FolderWriter, parse_file_uri, store
 from mdl.buckets.protocol import Seen
 from mdl.catalog import parse_catalog
 from mdl.catalog.settings import check_mirror
-from mdl.errors import ExitCode, LocalFSError, MdlError, NotFoundError, UsageError
+from mdl.errors import ExitCode, IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError
 from mdl.paths import temp_name
 from mdl.sources import UrlFile, parse_sources
 from mdl.transfer import make_client
@@ -319,15 +320,18 @@ def test_upload_is_exclusive_and_leaves_no_temp(tmp_path: Path) -> None:
     source.write_bytes(DATA)
     writer = STORE.writer(endpoint=None, secrets=None)
     uri = uri_of(tmp_path / "shelf" / "org" / "m" / "w.bin")
-    assert writer.upload(uri, source, size=len(DATA), sha256="0" * 64) is True
+    assert writer.upload(uri, source, size=len(DATA), sha256=hashlib.sha256(DATA).hexdigest())
     assert (tmp_path / "shelf" / "org" / "m" / "w.bin").read_bytes() == DATA
     other = tmp_path / "other.bin"
     other.write_bytes(b"other")
-    assert writer.upload(uri, other, size=5, sha256="1" * 64) is False  # never replaced
+    other_sha = hashlib.sha256(b"other").hexdigest()
+    assert writer.upload(uri, other, size=5, sha256=other_sha) is False  # never replaced
     assert (tmp_path / "shelf" / "org" / "m" / "w.bin").read_bytes() == DATA
-    with pytest.raises(LocalFSError, match="not the 9 verified"):
-        writer.upload(uri_of(tmp_path / "shelf" / "z.bin"), other, size=9, sha256="1" * 64)
-    assert not (tmp_path / "shelf" / "z.bin").exists()
+    # the bytes written are checked, read back: another size, or the same size and other bytes
+    for size, sha256 in ((9, other_sha), (5, hashlib.sha256(b"0ther").hexdigest())):
+        with pytest.raises(IntegrityError, match=r"not the \d+ bytes verified"):
+            writer.upload(uri_of(tmp_path / "shelf" / "z.bin"), other, size=size, sha256=sha256)
+        assert not (tmp_path / "shelf" / "z.bin").exists()
     assert _temps(tmp_path) == []
 
 
@@ -593,7 +597,7 @@ AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="switches to other users:
 ANOTHER, THIRD = 1000, 1001  # the users of two machines sharing the folder
 
 _AS_USER = """
-import json, os, pathlib, sys
+import hashlib, json, os, pathlib, sys
 sys.path.insert(0, sys.argv[1])
 uid, uri, op = int(sys.argv[2]), sys.argv[3], sys.argv[4]
 from mdl.buckets.folder import FolderWriter
@@ -608,7 +612,7 @@ calls = {
     "read": lambda: writer.read(uri) is not None,
     "replace": lambda: writer.replace(uri, b"x", etag="1"),
     "delete": lambda: writer.delete(uri, etag="1"),
-    "upload": lambda: writer.upload(uri, pathlib.Path(sys.argv[5]), size=4, sha256=""),
+    "upload": lambda: writer.upload(uri, pathlib.Path(sys.argv[5]), size=4, sha256=hashlib.sha256(b"keys").hexdigest()),
 }
 try:
     print(json.dumps(calls[op]()))
