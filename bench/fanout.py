@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ LEASE_SUFFIX = ".mdl-lease"  # mdl/buckets/lease.py: the lease of ``<object>``
 KILL_RATE = "800k"
 LIST_EVERY = 0.25  # seconds between the kill variant's listings of the bucket
 WAITED = re.compile(r"waited ([0-9.]+) s on mirror")  # mdl's log line (mdl/download)
+LOGGED = re.compile(r"(\S+) \S+ (pid=\d+ \[[^]]+\])")  # mdl's log: time, level, pid, thread
 
 
 # -- the Hub stand-in that rate-limits resolvers
@@ -459,7 +461,8 @@ class Fleet:
         say(
             f"[{label}] done in {res.last:.1f} s: egress {res.egress:.2f}× the model,"
             f" {res.hub_requests} Hub requests, {res.refused} × 429, {res.failed} failed,"
-            f" {len(waits)} waited on the mirror (up to {max(waits, default=0):.1f} s)"
+            f" {len(waits)} waited on the mirror"
+            + (f" (up to {max(waits):.1f} s)" if waits else "")
         )
         for p in res.problems:
             say(f"  problem: {p}")
@@ -617,13 +620,25 @@ def took_over(nodes: list[Node]) -> str:
 
 
 def waited_on_mirror(log: Path) -> float:
-    """A machine's longest wait on another's lease, from mdl's log ("waited N s on mirror …");
-    its files wait at once, so the longest is the machine's."""
+    """A machine's longest wait on another's lease, from mdl's log: "waited N s on mirror" when the
+    file came, and from "…; waiting on it" to "took over lease" when its holder died (mdl logs no
+    "waited" then). Its files wait at once, so the longest is the machine's."""
     try:
         text = log.read_text(errors="replace")
     except OSError:
         return 0.0
-    return max((float(m) for m in WAITED.findall(text)), default=0.0)
+    longest = max((float(m) for m in WAITED.findall(text)), default=0.0)
+    began: dict[str, datetime] = {}  # "pid [thread]": when it began to wait
+    for line in text.splitlines():
+        found = LOGGED.match(line)
+        if found is None:
+            continue
+        at, who = datetime.fromisoformat(found[1].removesuffix("Z")), found[2]
+        if line.endswith("; waiting on it"):
+            began.setdefault(who, at)
+        elif "took over lease" in line and who in began:
+            longest = max(longest, (at - began.pop(who)).total_seconds())
+    return longest
 
 
 def say(text: str) -> None:
@@ -678,7 +693,9 @@ def rows(results: Sequence[Result]) -> list[dict[str, str]]:
                 "cpu": f"{mean:.1f}, {max(x.cpu, default=float('nan')):.1f}",
                 "waited": "—"
                 if x.variant == "hf"
-                else f"{len(waits)}, {max(waits, default=0):.1f} s",
+                else f"{len(waits)}, {max(waits):.1f} s"
+                if waits
+                else "0",
                 "term": f"{x.last - x.base_last:+.1f} s" if x.base_last else "—",
                 "mirror": f"{x.mirror_bytes / r.MiB:.0f} MiB"
                 + (f" + {x.leases_left} lease(s)" if x.leases_left else ""),
@@ -744,8 +761,9 @@ def report(
             " the killed leader: `--fill-mirror`'s N = 1, nobody killed)."
             " **CPU-s**: user + system of each machine's process from `os.wait4` (a killed"
             " leader's two processes added up). **waited on the mirror**: the machines whose mdl"
-            " log says `waited N s on mirror` (N > 0: another machine held a file's lease), and"
-            " the longest such wait."
+            " log says `waited N s on mirror` (N > 0: another machine held a file's lease) or"
+            " `took over lease` (its holder died: from `waiting on it` to then), and the longest"
+            " such wait."
             " **Leader killed**: the leader is the pid named in a `*.mdl-lease` object's body"
             " (the bucket listed every 50 ms); it is killed with SIGKILL once its partial files"
             f" hold {args.kill_at:.0%} (`--kill-at`) of the files it leases, and started again at"
