@@ -13,12 +13,20 @@ network namespace: loopback). Variants, each at every N, the bucket emptied befo
 - ``nofill``: the same without ``--fill-mirror`` (the bucket stays empty: N × the model's egress);
 - ``hf``: ``hf download REPO --revision <locked commit> --local-dir DEST`` per machine;
 - ``kill``: ``fill`` with the leader killed (SIGKILL) mid-fetch and started again at once, as a
-  crash-looping pod would be; every machine must end with verified bytes.
+  crash-looping pod would be; every machine must end with verified bytes. The leader is the pid in
+  the lease's body (the bucket listed every 50 ms), killed once its partial files hold
+  ``--kill-at`` (5 %) of the files it leases. On loopback the leader would have the model before
+  anyone could kill it, so this variant's CDN sends each request at ``--cdn-rate`` (800 KiB/s by
+  default: a 16 MiB range takes 20 s). Its cost: the lease's term (30 s) before another machine
+  takes the files over, and a fetch from zero unless the one killed takes them over and resumes;
+  so each N runs twice, nobody killed and then the kill, at the same rate.
 
 Reported per run: the bytes nginx (the CDN) and the Hub stand-in served, over the model's size
 (target ≤ 1.05 × with ``fill``, ≤ 1.1 × with ``kill``), Hub requests, 429s answered, failed
 machines, the wall time of the last machine to finish against the same variant with one machine,
-and CPU seconds per machine (``os.wait4``'s rusage of each child). Every destination file is checked
+CPU seconds per machine (``os.wait4``'s rusage of each child), how many machines waited on
+another's lease and the longest wait (mdl's "waited N s on mirror"), and for ``kill`` the last
+machine's end minus the same fleet's with nobody killed. Every destination file is checked
 against its sha256. bench/README.md says how, and the SeaweedFS command line.
 """
 
@@ -39,6 +47,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +61,12 @@ ACCESS_KEY, SECRET_KEY = "fanout-bench", "fanout-bench-secret"
 VARIANTS = ("fill", "nofill", "hf", "kill")
 FILLING = {"fill", "kill"}
 LEASE_SUFFIX = ".mdl-lease"  # mdl/buckets/lease.py: the lease of ``<object>``
+# nginx limit_rate per request in the kill variant: mdl fetches 16 MiB ranges, all of a small
+# model's at once, so each takes 20 s and the leader's fetch at least that: time to kill it
+KILL_RATE = "800k"
+LIST_EVERY = 0.25  # seconds between the kill variant's listings of the bucket
+WAITED = re.compile(r"waited ([0-9.]+) s on mirror")  # mdl's log line (mdl/download)
+LOGGED = re.compile(r"(\S+) \S+ (pid=\d+ \[[^]]+\])")  # mdl's log: time, level, pid, thread
 
 
 # -- the Hub stand-in that rate-limits resolvers
@@ -291,6 +306,10 @@ class Result:
     leases_left: int = 0
     note: str = ""
     problems: list[str] = field(default_factory=list)
+    rate: str = ""  # the CDN's per-request limit_rate ("" none)
+    waited: list[float] = field(default_factory=list)  # each machine's longest wait on the mirror
+    base_last: float = 0.0  # kill: the last machine's end with nobody killed (same N, same rate)
+    base_egress: float = 0.0
 
     @property
     def egress(self) -> float:
@@ -305,12 +324,13 @@ class Fleet:
         args: argparse.Namespace,
         files: list[r.DataFile],
         hub: RateLimitedHub,
+        cdn: r.NginxCdn,
         weed: Seaweed,
         counter: r.RequestCounter,
         commit: str,
     ) -> None:
         self.args, self.files, self.hub, self.weed, self.counter = args, files, hub, weed, counter
-        self.commit = commit
+        self.commit, self.cdn = commit, cdn
         self.model_bytes = sum(f.size for f in files)
         self.env = r.clean_env(
             args.workdir,
@@ -338,6 +358,7 @@ class Fleet:
         """One machine, untimed, before a variant's runs: bytecode compiled, its files cached."""
         self.weed.empty()
         self.hub.reset_window()
+        self.cap("")  # it compiles bytecode and caches files: no need to wait on a slow CDN
         (node,) = self.nodes("fill" if variant == "kill" else variant, 1, f"warm-up-{variant}")
         node.spawn()
         if not node.done.wait(self.args.run_timeout) or node.rc != 0:
@@ -367,23 +388,50 @@ class Fleet:
             made.append(Node(i, dest, self.argv(variant, dest), env, log))
         return made
 
+    def rate(self, variant: str) -> str:
+        """The CDN's per-request rate for ``variant`` ("" unlimited): ``--cdn-rate`` for every
+        variant when given, else KILL_RATE for the kill variant only (on loopback the leader would
+        have the file before anyone could kill it)."""
+        if self.args.cdn_rate is not None:
+            return "" if self.args.cdn_rate in ("", "0") else self.args.cdn_rate
+        return KILL_RATE if variant == "kill" else ""
+
+    def cap(self, rate: str) -> None:
+        """Send the Hub's LFS redirects to nginx's rate-limited location (its limit_rate is the
+        rate every capped run uses) or to the unlimited one; the Hub redirects per request."""
+        self.cdn.capped = {f.path.resolve() for f in self.files} if rate else set()
+
     def run(self, variant: str, n: int) -> Result:
+        """One row. The kill variant first runs the same fleet at the same CDN rate with nobody
+        killed: the kill's cost in wall time (a lease term, then a fetch from zero) is the
+        difference between the two."""
+        if variant != "kill":
+            return self.measure(variant, n, f"{variant}-N{n}", kill=False)
+        base = self.measure(variant, n, f"kill-N{n}-nobody-killed", kill=False)
+        res = self.measure(variant, n, f"kill-N{n}", kill=True)
+        res.base_last, res.base_egress = base.last, base.egress
+        res.problems += [f"(nobody killed) {p}" for p in base.problems]
+        res.failed += base.failed
+        return res
+
+    def measure(self, variant: str, n: int, label: str, *, kill: bool) -> Result:
         """N machines at once; the servers' counts, each machine's exit and CPU, verified bytes."""
-        res = Result(variant, n, self.model_bytes)
+        res = Result(variant, n, self.model_bytes, rate=self.rate(variant))
+        self.cap(res.rate)
         self.weed.empty()
-        nodes = self.nodes(variant, n)
+        nodes = self.nodes(variant, n, label)
         r.warm([f.path for f in self.files])
         os.sync()
         busy = r.wait_for_quiet(self.args.quiet_cpu, self.args.quiet_wait)
         self.hub.reset_window()
         mark = self.counter.mark()
-        say(f"[{variant} N={n}] start ({busy:.0%} of the CPUs busy with other work)")
+        say(f"[{label}] start ({busy:.0%} of the CPUs busy with other work)")
         started = time.perf_counter()
         try:
             for node in nodes:
                 node.spawn()
-            killer = Killer(self, nodes, started) if variant == "kill" else None
-            self.watch(variant, nodes, started, killer, mark[1][0])
+            killer = Killer(self, nodes, started) if kill else None
+            self.watch(label, nodes, started, killer, mark[1][0])
         except BaseException:  # Ctrl-C, SIGTERM: no machine is left running (each has a session)
             for node in nodes:
                 if node.pid and not node.done.is_set():
@@ -396,30 +444,32 @@ class Fleet:
         records = self.hub.log.records()[mark[1][0] :]
         res.hub_requests, res.refused = len(records), sum(x.status == 429 for x in records)
         res.hub_bytes = sum(x.bytes_sent for x in records if "/resolve/" in x.url_path)
-        (self.args.workdir / "logs" / f"{variant}-N{n}" / "requests.log").write_text(
-            "\n".join(lines) + "\n"
-        )
+        (self.args.workdir / "logs" / label / "requests.log").write_text("\n".join(lines) + "\n")
         held = self.weed.objects()
         res.mirror_bytes = sum(s for k, s in held.items() if not k.endswith(LEASE_SUFFIX))
         res.leases_left = sum(k.endswith(LEASE_SUFFIX) for k in held)
         res.cpu = [node.cpu for node in nodes]
+        res.waited = [waited_on_mirror(node.log.with_suffix(".mdl.log")) for node in nodes]
         self.check(variant, nodes, res)
         if killer is not None:
-            res.note = killer.note
+            res.note = killer.note + took_over(nodes)
             if not killer.victim:
                 res.problems.append(
                     "nothing was killed (no leader seen, or see the note): the row is void"
                 )
+        waits = [w for w in res.waited if w > 0]
         say(
-            f"[{variant} N={n}] done in {res.last:.1f} s: egress {res.egress:.2f}× the model,"
-            f" {res.hub_requests} Hub requests, {res.refused} × 429, {res.failed} failed"
+            f"[{label}] done in {res.last:.1f} s: egress {res.egress:.2f}× the model,"
+            f" {res.hub_requests} Hub requests, {res.refused} × 429, {res.failed} failed,"
+            f" {len(waits)} waited on the mirror"
+            + (f" (up to {max(waits):.1f} s)" if waits else "")
         )
         for p in res.problems:
             say(f"  problem: {p}")
         return res
 
     def watch(
-        self, variant: str, nodes: list[Node], started: float, killer: Killer | None, seen: int
+        self, label: str, nodes: list[Node], started: float, killer: Killer | None, seen: int
     ) -> None:
         """Wait for every machine (killing all at ``--run-timeout``), with progress on stderr and
         the kill variant's leader found, killed and started again."""
@@ -430,7 +480,7 @@ class Fleet:
             if killer is not None:
                 killer.poll()
             if now - started > self.args.run_timeout:
-                say(f"[{variant} N={len(nodes)}] --run-timeout: killing what still runs")
+                say(f"[{label}] --run-timeout: killing what still runs")
                 for node in nodes:
                     if not node.done.is_set():
                         node.problem = "killed at --run-timeout"
@@ -443,7 +493,7 @@ class Fleet:
                 done = sum(node.done.is_set() for node in nodes)
                 written = sum(node.partial_bytes() for node in nodes if not node.done.is_set())
                 say(
-                    f"[{variant} N={len(nodes)}] {now - started:5.1f} s: {done}/{len(nodes)}"
+                    f"[{label}] {now - started:5.1f} s: {done}/{len(nodes)}"
                     f" done, {written / r.MiB:.0f} MiB in partial files,"
                     f" {sum(x.status == 429 for x in self.hub.log.records()[seen:])} × 429"
                 )
@@ -468,78 +518,127 @@ class Fleet:
 
 
 class Killer:
-    """The kill variant: finds the leader (the process holding a file's lease) and kills it with
-    SIGKILL once it has written ``--kill-at`` of the largest file, then starts it again at once.
+    """The kill variant: finds the leader and kills it with SIGKILL once it has fetched
+    ``--kill-at`` of the files it leases, then starts it again at once (a crash-looping pod).
 
-    The leader: a ``*.mdl-lease`` object must be in the bucket; when its body names the pid of one
-    of the machines, that machine; otherwise the machine whose partial files grow first (while a
-    lease is held and nothing is in the bucket yet, only a leader writes: the others wait on the
-    mirror)."""
+    The leader: every ~50 ms the bucket is listed; a ``<object>.mdl-lease`` whose object is not in
+    the bucket yet names its holder, ``host:pid:random`` (mdl/buckets/lease.py ``lease_body``); the
+    machine with that pid. What it fetched: the allocated blocks of its partial files (mdl sizes
+    them sparse and writes each range where it belongs)."""
 
     def __init__(self, fleet: Fleet, nodes: list[Node], started: float) -> None:
         self.fleet, self.nodes, self.started = fleet, nodes, started
         self.client = fleet.weed.client()
-        self.threshold = int(fleet.args.kill_at * max(f.size for f in fleet.files))
+        self.share = fleet.args.kill_at
+        # only files of a MiB or more: a config.json's lease lives for milliseconds
+        self.sizes = {f"{PREFIX}/{MODEL}/{f.path.name}": f.size for f in fleet.files}
+        self.big = {k for k, size in self.sizes.items() if size >= r.MiB}
         self.victim: Node | None = None
-        self.how, self.note, self.lease = "", "", ""
+        self.note = ""
+        self.over = False
         self.next_look = 0.0
+        self.holders: dict[tuple[str, str], Node | None] = {}  # (lease, ETag): its holder
+        # machine index: the files it leases, from the last listing
+        self.leased: dict[int, list[str]] = {}
 
     def poll(self) -> None:
-        if self.victim is not None or time.perf_counter() < self.next_look:
+        """Every call (the watcher's 50 ms): the bucket listed until a leader is known, then every
+        LIST_EVERY (a lease read once per ETag), and the leaders' partial files against --kill-at
+        at every call: a slow answer from the store must not let the leader run past the share."""
+        if self.over:
             return
-        self.next_look = time.perf_counter() + 0.05
-        if not self.lease:
-            self.lease = self.find_lease()
-            if not self.lease:
+        if time.perf_counter() >= self.next_look:
+            self.look()
+            self.next_look = time.perf_counter() + (LIST_EVERY if self.leased else 0.0)
+            if self.over:
                 return
-        if self.filled():  # the leader finished: whoever writes now copies from the bucket
-            self.note = f"the leader of {self.lease} finished before it had written --kill-at"
-            self.victim, self.next_look = None, math.inf
-            return
-        running = [n for n in self.nodes if not n.done.is_set()]
-        named = self.named_in_lease(running)
-        growing = sorted(running, key=lambda n: -n.partial_bytes())
-        leader = named or (growing[0] if growing and growing[0].partial_bytes() > 0 else None)
-        if leader is None or leader.partial_bytes() < self.threshold:
-            return
-        self.how = "pid in the lease" if named else "first partial file to grow"
-        self.kill(leader)
+        for index, targets in self.leased.items():
+            node = self.nodes[index]
+            size = sum(self.sizes[t] for t in targets)
+            if node.partial_bytes() >= self.share * size:
+                self.kill(node, targets, size)
+                return
 
-    def filled(self) -> bool:
-        """Whether the leased object is in the bucket already."""
+    def look(self) -> None:
+        """List the bucket: who leases which file not in it yet; over when every file was filled
+        before its leader had fetched --kill-at."""
         try:
-            self.client.head_object(Bucket=BUCKET, Key=self.lease.removesuffix(LEASE_SUFFIX))
-            return True
-        except Exception:
-            return False
+            page = self.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/{MODEL}/")
+        except Exception:  # a slow answer: look again next time
+            return
+        held = {o["Key"]: str(o.get("ETag", "")) for o in page.get("Contents", [])}
+        self.leased = {}
+        for key, etag in held.items():
+            target = key.removesuffix(LEASE_SUFFIX)
+            if key.endswith(LEASE_SUFFIX) and target in self.big and target not in held:
+                if (key, etag) not in self.holders:  # a renewal or a take-over: read it again
+                    self.holders[key, etag] = self.holder(key)
+                node = self.holders[key, etag]
+                if node is not None and not node.done.is_set():
+                    self.leased.setdefault(node.index, []).append(target)
+        if not self.leased and self.big <= held.keys():
+            self.note = "every file was in the bucket before its leader had fetched --kill-at"
+            self.over = True
 
-    def find_lease(self) -> str:
-        with contextlib.suppress(Exception):
-            page = self.client.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX + "/")
-            for obj in page.get("Contents", []):
-                if obj["Key"].endswith(LEASE_SUFFIX):
-                    return str(obj["Key"])
-        return ""
+    def holder(self, lease: str) -> Node | None:
+        """The machine whose pid the lease names."""
+        try:
+            body = json.loads(self.client.get_object(Bucket=BUCKET, Key=lease)["Body"].read())
+            pid = int(str(body["holder"]).split(":")[-2])
+        except Exception:  # gone (released, taken over) or not written by mdl
+            return None
+        return next((n for n in self.nodes if n.pid == pid), None)
 
-    def named_in_lease(self, running: list[Node]) -> Node | None:
-        body = ""
-        with contextlib.suppress(Exception):
-            body = self.client.get_object(Bucket=BUCKET, Key=self.lease)["Body"].read().decode()
-        numbers = set(re.findall(r"\d+", body))
-        return next((n for n in running if str(n.pid) in numbers), None)
-
-    def kill(self, node: Node) -> None:
+    def kill(self, node: Node, targets: list[str], size: int) -> None:
         written, at = node.partial_bytes(), time.perf_counter() - self.started
         os.kill(node.pid, signal.SIGKILL)
         node.done.wait(30)
-        node.killed = True
-        self.victim = node
+        node.killed, self.victim, self.over = True, node, True
+        names = ", ".join(t.rsplit("/", 1)[-1] for t in targets)
         self.note = (
-            f"killed m{node.index:02d} (pid {node.pid}, {self.how}; lease {self.lease}) at"
-            f" {at:.1f} s with {written / r.MiB:.0f} MiB written; started again at once"
+            f"killed m{node.index:02d} (pid {node.pid}, the holder of the lease on {names}) at"
+            f" {at:.1f} s with {written / r.MiB:.1f} MiB of {size / r.MiB:.0f} MiB fetched"
+            f" ({written / size:.1%}); started again at once"
         )
         say(f"  {self.note}")
         node.spawn()
+
+
+def took_over(nodes: list[Node]) -> str:
+    """Who took the dead leader's lease over (mdl's log: "took over lease"), and whether it
+    resumed a partial file (its own, when it is the machine killed and started again) or fetched
+    from zero: what the kill cost in egress."""
+    who = []
+    for node in nodes:
+        with contextlib.suppress(OSError):
+            text = node.log.with_suffix(".mdl.log").read_text(errors="replace")
+            if "took over lease" in text:
+                again = " (the one killed, started again)" if node.killed else ""
+                how = "resumed its partial files" if "action=resumed" in text else "from zero"
+                who.append(f"m{node.index:02d}{again}, {how}")
+    return f"; took over after the term: {'; '.join(who)}" if who else "; nobody took over"
+
+
+def waited_on_mirror(log: Path) -> float:
+    """A machine's longest wait on another's lease, from mdl's log: "waited N s on mirror" when the
+    file came, and from "…; waiting on it" to "took over lease" when its holder died (mdl logs no
+    "waited" then). Its files wait at once, so the longest is the machine's."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return 0.0
+    longest = max((float(m) for m in WAITED.findall(text)), default=0.0)
+    began: dict[str, datetime] = {}  # "pid [thread]": when it began to wait
+    for line in text.splitlines():
+        found = LOGGED.match(line)
+        if found is None:
+            continue
+        at, who = datetime.fromisoformat(found[1].removesuffix("Z")), found[2]
+        if line.endswith("; waiting on it"):
+            began.setdefault(who, at)
+        elif "took over lease" in line and who in began:
+            longest = max(longest, (at - began.pop(who)).total_seconds())
+    return longest
 
 
 def say(text: str) -> None:
@@ -560,6 +659,8 @@ COLUMNS = [
     ("last", "last machine"),
     ("alone", "last / alone"),
     ("cpu", "CPU-s per machine (mean, max)"),
+    ("waited", "waited on the mirror (machines, longest)"),
+    ("term", "kill's cost (last − nobody killed)"),
     ("mirror", "bucket after"),
 ]
 NAMES = {
@@ -572,12 +673,13 @@ TARGETS = {"fill": 1.05, "kill": 1.1}
 
 
 def rows(results: Sequence[Result]) -> list[dict[str, str]]:
-    alone = {x.variant: x.last for x in results if x.nodes == 1}
+    alone = {(x.variant, x.rate): x.last for x in results if x.nodes == 1}
     out = []
     for x in results:
         mean = sum(x.cpu) / len(x.cpu) if x.cpu else float("nan")
-        # a killed leader's fleet against one machine that was not killed
-        base = alone.get("fill" if x.variant == "kill" else x.variant)
+        # a killed leader's fleet against one machine that was not killed, at the same CDN rate
+        base = alone.get(("fill" if x.variant == "kill" else x.variant, x.rate))
+        waits = [w for w in x.waited if w > 0]
         out.append(
             {
                 "variant": NAMES[x.variant],
@@ -589,6 +691,12 @@ def rows(results: Sequence[Result]) -> list[dict[str, str]]:
                 "last": f"{x.last:.1f} s",
                 "alone": f"{x.last / base:.2f}×" if base else "—",
                 "cpu": f"{mean:.1f}, {max(x.cpu, default=float('nan')):.1f}",
+                "waited": "—"
+                if x.variant == "hf"
+                else f"{len(waits)}, {max(waits):.1f} s"
+                if waits
+                else "0",
+                "term": f"{x.last - x.base_last:+.1f} s" if x.base_last else "—",
                 "mirror": f"{x.mirror_bytes / r.MiB:.0f} MiB"
                 + (f" + {x.leases_left} lease(s)" if x.leases_left else ""),
             }
@@ -612,6 +720,13 @@ def verdicts(results: Sequence[Result]) -> list[str]:
                 met &= ratio <= 2.0
                 text += f", last machine {ratio:.2f}× one alone (≤ 2.0×)"
             lines.append(f"{text}: {'met' if met else 'MISSED'}")
+        if x.rate:
+            lines.append(f"  - the CDN at {x.rate}B/s per request (nginx limit_rate)")
+        if x.base_last:
+            lines.append(
+                f"  - nobody killed (same N, same CDN rate): last machine {x.base_last:.1f} s,"
+                f" egress {x.base_egress:.2f}×; killed: {x.last:.1f} s"
+            )
         if x.note:
             lines.append(f"  - {x.note}")
         lines += [f"  - {p}" for p in x.problems]
@@ -622,6 +737,8 @@ def report(
     args: argparse.Namespace, results: Sequence[Result], weed_argv: list[str], model: str
 ) -> str:
     weed = " ".join(["weed", *weed_argv[1:]]).replace(str(args.workdir), "$WORK")
+    kill_rate = KILL_RATE if args.cdn_rate is None else args.cdn_rate
+    kill_rate = "full speed" if kill_rate in ("", "0") else f"{kill_rate}B/s"
     return "\n".join(
         [
             f"Measured {r.now()} with `{args.command}`.",
@@ -643,7 +760,22 @@ def report(
             " the last machine's end, from the common start, over the same variant's N = 1 run (for"
             " the killed leader: `--fill-mirror`'s N = 1, nobody killed)."
             " **CPU-s**: user + system of each machine's process from `os.wait4` (a killed"
-            " leader's two processes added up).",
+            " leader's two processes added up). **waited on the mirror**: the machines whose mdl"
+            " log says `waited N s on mirror` (N > 0: another machine held a file's lease) or"
+            " `took over lease` (its holder died: from `waiting on it` to then), and the longest"
+            " such wait."
+            " **Leader killed**: the leader is the pid named in a `*.mdl-lease` object's body"
+            " (the bucket listed every 50 ms); it is killed with SIGKILL once its partial files"
+            f" hold {args.kill_at:.0%} (`--kill-at`) of the files it leases, and started again at"
+            " once. On loopback the leader has a model in seconds, before anyone could kill it,"
+            " so in this variant nginx sends each request at"
+            f" {kill_rate} (`limit_rate`, `--cdn-rate`; mdl fetches 16 MiB"
+            " ranges, so the leader's fetch takes 20 s or more); the others' CDN is unlimited"
+            " unless `--cdn-rate` is given. Each N then runs twice at that rate: nobody killed,"
+            " then the kill. **kill's cost**: the last machine's end minus the run's with nobody"
+            " killed: about the lease's term (30 s), after which one machine takes the files over"
+            " and fetches them again, from zero (egress 1 + what the dead leader had fetched) or,"
+            " when it is the one killed and started again, resuming its partial files.",
             "",
             f"SeaweedFS: `{weed}`.",
         ]
@@ -706,7 +838,17 @@ def main() -> int:
     add("--only", type=csv(str, VARIANTS), default=list(VARIANTS), help=", ".join(VARIANTS))
     add("--budget", type=int, default=50, help="resolves the Hub allows per window (default 50)")
     add("--window", type=int, default=10, help="the rate-limit window in seconds (default 10)")
-    add("--kill-at", type=float, default=0.3, help="kill the leader once it wrote this share")
+    add(
+        "--kill-at",
+        type=float,
+        default=0.05,
+        help="kill the leader once it fetched this share of the files it leases (default 0.05)",
+    )
+    add(
+        "--cdn-rate",
+        help="nginx limit_rate per request for every variant (e.g. 2m; 0: none); default:"
+        f" {KILL_RATE} for the kill variant only, none for the others",
+    )
     add("--run-timeout", type=float, default=1800.0, help="seconds before a run's machines die")
     add("--progress-every", type=float, default=5.0, help="seconds between progress lines")
     add("--quiet-cpu", type=float, default=0.5, help="start a run once others use under this")
@@ -745,14 +887,19 @@ def main() -> int:
     say(f"bench: model {model}; variants {','.join(args.only)}; N = {args.nodes}")
 
     nginx = r.Nginx(
-        data=data, prefix=args.workdir / "nginx", access_log=args.workdir / "access.log"
+        data=data,
+        prefix=args.workdir / "nginx",
+        access_log=args.workdir / "access.log",
+        # one limit for nginx's capped location: a run is capped (at this rate) or not at all
+        limit_rate=args.cdn_rate if args.cdn_rate not in (None, "", "0") else KILL_RATE,
     )
     weed = Seaweed(args.workdir)
     results: list[Result] = []
     with contextlib.ExitStack() as stack:
         nginx.start()
         stack.callback(nginx.stop)
-        hub = RateLimitedHub(r.NginxCdn(nginx.url, data), budget=args.budget, window=args.window)
+        cdn = r.NginxCdn(nginx.url, data)
+        hub = RateLimitedHub(cdn, budget=args.budget, window=args.window)
         hub.add_repo(REPO, {f.path.name: r.file_content(f.path, sha256=f.sha256) for f in files})
         hub.start()
         stack.callback(hub.stop)
@@ -760,7 +907,7 @@ def main() -> int:
         stack.callback(weed.stop)
         say(f"bench: nginx {nginx.url}, Hub {hub.url}, SeaweedFS S3 {weed.endpoint}")
         counter = r.RequestCounter(args.workdir / "access.log", [hub])
-        fleet = Fleet(args, files, hub, weed, counter, "")
+        fleet = Fleet(args, files, hub, cdn, weed, counter, "")
         fleet.commit = lock_model(args, fleet.env)
         for variant in args.only:
             if not args.no_warm_up:
