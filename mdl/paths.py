@@ -305,7 +305,7 @@ class HfUri:
 
 
 def parse_hf_uri(text: str) -> HfUri:
-    """``hf://…`` → HfUri; UsageError naming the accepted forms, or UnsafePathError for an unsafe
+    """``hf://...`` -> HfUri; UsageError naming the accepted forms, or UnsafePathError for an unsafe
     path.
     """
     match = _HF_URI.match(text.rstrip("/"))

@@ -314,7 +314,7 @@ def _value(text: str) -> str:
 
 
 def file_line(outcome: FileOutcome) -> str:
-    """``file model=… path=… action=… …``: a value with spaces, quotes, ``=`` or nothing in it is
+    """``file model=… path=… …``: a value with spaces, quotes, ``=`` or nothing in it is
     a JSON string.
     """
     fields = _fields(outcome)

@@ -15,7 +15,7 @@ STORES: dict[str, ObjectStore] = {"s3": S3Store(), "file": FolderStore()}
 
 
 def store_for(url: str) -> ObjectStore | None:
-    """The store whose scheme ``url`` starts with (``s3://…``), or None: an http(s) URL, a path."""
+    """The store whose scheme ``url`` starts with (``s3://…``); None: an http(s) URL, a path."""
     scheme, sep, _ = url.partition("://")
     if not sep:
         return None

@@ -117,7 +117,7 @@ def _first_file(name: str, *, cwd: Path, config_dir: Path) -> Path | None:
 
 
 def lock_beside(catalog: Path) -> Path:
-    """``catalog.toml`` → ``catalog.lock``; ``NAME.lock`` → ``NAME.lock.lock`` (never the catalog
+    """``catalog.toml`` -> ``catalog.lock``; ``NAME.lock`` -> ``NAME.lock.lock`` (never the catalog
     itself).
     """
     return (

@@ -23,7 +23,7 @@ from mdl.catalog.tomllines import (
 
 def placed(text: str, name: str, entry: Toml, old: Any, action: Action) -> str | None:
     """The edit made where the entry is (a new one after the last model), or None when this layout
-    has no such place (``models = { … }`` in one inline table, an entry split around other tables).
+    has no such place (``models = { … }`` inline, an entry split around other tables).
     """
     import tomlkit
 
@@ -249,8 +249,8 @@ def _make_room(lines: list[Line], prefix: tuple[str, ...], tables: list[Any], te
     at = attached(lines, keyed[-1]) + 1 if keyed else len(lines)
     if at == len(lines) and at and not text.endswith("\n"):
         lines[-1].item.trivia.trail += nl  # the last line gets its line break
-    # comments under root-level ``models.x.y = …`` keys are outside the models table: they go above
-    # the new ones
+    # comments under root-level ``models.x.y = …`` keys are outside the models table: they go
+    # above the new ones
     tables[0].trivia.indent = _lifted(lines, keyed[-1] + 1 if keyed else at, at, prefix, nl)
     for table in tables[1:]:
         table.trivia.indent = nl
@@ -340,7 +340,7 @@ def _table(entry: Toml, nl: str) -> Any:
 
 
 def _inline(value: Any) -> Any:
-    """``value`` with its tables inline, spaced as in the docs (``{ repo = "…", path = "…" }``)."""
+    """``value`` with its tables inline, spaced as the docs: ``{ repo = "…", path = "…" }``."""
     import tomlkit
 
     if isinstance(value, dict):

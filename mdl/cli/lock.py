@@ -99,7 +99,7 @@ def say_changes(run: Run, report: "LockReport", *, upgrade: bool) -> None:
 
 
 def change_line(change: "ModelChange") -> str:
-    """``tiny: f191985 → 8c3e2aa; +1 file, -0, ~1 changed (model.bin 1.2 MiB → 1.3 MiB)`` (a model
+    """``tiny: f191985 -> 8c3e2aa; +1 file, -0, ~1 changed (model.bin 1.2 MiB -> 1.3 MiB)`` (a model
     of several repos: ``org/a f191985 → 8c3e2aa, org/b …``), or ``tiny: unchanged``."""
     if change.status == "unchanged":
         return f"{change.name}: unchanged"
@@ -125,9 +125,8 @@ def commits_moved(change: "ModelChange") -> str:
         return f"{(change.old_commit or '-')[:7]} → {(change.new_commit or '-')[:7]}; "
     if not change.repos:
         return ""
-    return (
-        ", ".join(f"{r.repo} {r.old_commit[:7]} → {r.new_commit[:7]}" for r in change.repos) + "; "
-    )
+    moved = (f"{r.repo} {r.old_commit[:7]} → {r.new_commit[:7]}" for r in change.repos)
+    return ", ".join(moved) + "; "
 
 
 def files_shown(change: "ModelChange") -> str:

@@ -1,4 +1,4 @@
-"""The workflows over the same stages (resolve → plan → fetch → record): ``pull`` catalog models,
+"""The workflows over the same stages (resolve -> plan -> fetch -> record): ``pull`` catalog models,
 ``get`` one-off sources, ``lock`` them into catalog.lock, ``add``/``remove`` catalog entries."""
 
 from mdl.download.catalog_edits import add_model, remove_model

@@ -1,4 +1,4 @@
-"""Stage two of a pull: each resolved file → where it goes and what to do with it, decided from the
+"""Stage two of a pull: each resolved file -> where it goes and what to do with it, decided from the
 disk (no hashing) before any byte moves; the space check."""
 
 from __future__ import annotations

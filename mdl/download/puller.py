@@ -1,4 +1,4 @@
-"""``mdl pull``: resolve → plan → (space) → fetch → report, each stage handing its data to the
+"""``mdl pull``: resolve -> plan -> (space) -> fetch -> report, each stage handing its data to the
 next.
 """
 

@@ -212,7 +212,7 @@ def sign_digests(
     signature_name: str = SIGNATURE_FILE,
     ignore_paths: Sequence[str] = (),
 ) -> bytes:
-    """A model.sig (the format model_signing's ``sign key`` writes) over ``digests`` (path → sha256
+    """A model.sig (the format model_signing's ``sign key`` writes) over ``digests`` (path -> sha256
     hex, computed by the caller), signed with the EC private key at ``private_key``; UsageError
     (exit 2) naming the key if unusable. ``ignore_paths`` (relative to the model folder) are left
     out by the signer, as ``sign key --ignore-paths``."""

@@ -27,7 +27,7 @@ class NetrcLogins:
     """
 
     path: Path | None = None
-    logins: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # host → (login, password)
+    logins: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # host -> (login, password)
     problem: str | None = None
     secrets: Secrets = field(default_factory=Secrets, compare=False, repr=False)
 
