@@ -441,6 +441,12 @@ def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
+def fixed_part(template: str) -> str:
+    """What every URL a template fills starts with: its text before the first placeholder (the
+    prefix a mirror's objects are listed and probed under)."""
+    return template.partition("{")[0]
+
+
 def parse_template(
     template: str, *, fields: Sequence[str], where: str
 ) -> tuple[str | Placeholder, ...]:

@@ -27,6 +27,7 @@ from mdl.buckets import (
     take,
     wait_for,
 )
+from mdl.catalog import fixed_part
 from mdl.errors import INTERRUPTED, AuthError, InterruptedByUserError, MdlError
 from mdl.redact import safe_text
 from mdl.sources import RemoteFile, mirror_targets
@@ -136,11 +137,6 @@ def lease_term(environ: Mapping[str, str]) -> float:
     except ValueError:
         return TERM
     return term if term > 0 else TERM
-
-
-def fixed_part(template: str) -> str:
-    """What every URL a template fills starts with: the text before its first placeholder."""
-    return template.partition("{")[0]
 
 
 def fill_or_fetch(

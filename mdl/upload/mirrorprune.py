@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from mdl.buckets import LEASE_SUFFIX, Listed, Seen, Writer, is_lease, is_stale, store_for
-from mdl.catalog import MIRROR_FIELDS, ModelSpec, Placeholder, Settings, parse_template
+from mdl.catalog import MIRROR_FIELDS, ModelSpec, Placeholder, Settings, fixed_part, parse_template
 from mdl.errors import MdlError, UsageError, worst_exit_code
 from mdl.lockfile import LockedModel, LockUse, resolved_from_locked
 from mdl.sources import ResolvedModel, hub_file_url, marked_signature, mirror_targets, xet_token_url
@@ -100,11 +100,6 @@ class Named:
         if uri in self.objects:
             return self.objects[uri]
         return next((why for prefix, why in self.prefixes.items() if uri.startswith(prefix)), None)
-
-
-def fixed_part(template: str) -> str:
-    """The template's text before its first placeholder: the prefix its objects are listed by."""
-    return template.partition("{")[0]
 
 
 def model_prefix(template: str, model: str) -> str:
