@@ -4,6 +4,7 @@ hint.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import ClassVar
@@ -145,6 +146,12 @@ class LocalFSError(
 
 class NoSpaceError(LocalFSError, kind="no_space"):
     """Not enough free space for the bytes still to come."""
+
+
+def disk_error(exc: OSError, *, full: str, other: str) -> LocalFSError:
+    """A local write's OSError as ours (exit 7), the one rule for a full disk: the disk or the
+    user's quota full is NoSpaceError(``full``), anything else LocalFSError(``other``)."""
+    return NoSpaceError(full) if exc.errno in (errno.ENOSPC, errno.EDQUOT) else LocalFSError(other)
 
 
 class LockTimeoutError(LocalFSError, kind="lock_timeout"):

@@ -7,7 +7,6 @@ private folder, the swap and the recovery of an interrupted one are in ``staging
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -21,7 +20,14 @@ from typing import Any, BinaryIO, TypeGuard
 from mdl.archive import zipread
 from mdl.archive.staging import NEW_FILE, Staging, recover
 from mdl.archive.zipread import DEFAULT_MAX_RATIO, MANIFEST_NAME, Entry
-from mdl.errors import ArchiveError, IntegrityError, LocalFSError, NoSpaceError, UsageError
+from mdl.errors import (
+    ArchiveError,
+    IntegrityError,
+    LocalFSError,
+    NoSpaceError,
+    UsageError,
+    disk_error,
+)
 from mdl.paths import SHA256_HEX, shown, temp_name
 from mdl.progress import ArchiveProgress, Progress
 from mdl.signing import (
@@ -427,9 +433,11 @@ def _extract_and_swap(
         try:
             files = _extract(staging, checked, progress)
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise NoSpaceError(f"no space left in {dest_dir} while extracting") from exc
-            raise LocalFSError(f"cannot extract into {dest_dir}: {exc.strerror}") from exc
+            raise disk_error(
+                exc,
+                full=f"no space left in {dest_dir} while extracting",
+                other=f"cannot extract into {dest_dir}: {exc.strerror}",
+            ) from exc
         staging.swap(tops)
     finally:
         staging.close()
@@ -494,12 +502,10 @@ def _spool(stream: BinaryIO, fd: int, spool: Path, named: Progress) -> None:
             size = out.tell()
     except OSError as exc:
         named.finish(STDIN, ok=False, message=str(exc.strerror or exc))
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise NoSpaceError(
-                f"no space left in {spool.parent} while reading the archive from stdin"
-            ) from exc
-        raise LocalFSError(
-            f"cannot spool stdin into {spool.parent}: {exc.strerror or exc}"
+        raise disk_error(
+            exc,
+            full=f"no space left in {spool.parent} while reading the archive from stdin",
+            other=f"cannot spool stdin into {spool.parent}: {exc.strerror or exc}",
         ) from exc
     named.finish(STDIN, ok=True)
     if size == 0:

@@ -12,7 +12,6 @@ used (bench/README-pack.md)."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol
 
 from mdl.archive.zipread import MANIFEST_NAME
-from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError
+from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError, disk_error
 from mdl.progress import Progress
 from mdl.signing import SIGNATURE_FILE
 from mdl.store import not_a_file, not_a_file_error
@@ -284,9 +283,11 @@ def write_entries(
 
 def local_fs_error(exc: OSError, what: str) -> LocalFSError:
     """An OSError while writing ``what`` as exit 7 (no space gets its own kind)."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return NoSpaceError(f"no space left while writing {what}")
-    return LocalFSError(f"cannot write {what}: {exc.strerror}")
+    return disk_error(
+        exc,
+        full=f"no space left while writing {what}",
+        other=f"cannot write {what}: {exc.strerror}",
+    )
 
 
 def _write_seekable(

@@ -26,10 +26,10 @@ from mdl.errors import (
     IntegrityError,
     LocalFSError,
     MdlError,
-    NoSpaceError,
     NotFoundError,
     UnsafePathError,
     UsageError,
+    disk_error,
 )
 from mdl.paths import temp_name
 from mdl.redact import Secrets, printable, safe_text
@@ -81,9 +81,7 @@ def file_etag(st: os.stat_result) -> str:
 def local_error(exc: OSError, path: Path | str, *, what: str) -> MdlError:
     """A failure of the folder as ours (exit 7), naming the path."""
     said = f"{what} {safe_text(str(path))}: {exc.strerror or exc}"
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return NoSpaceError(said)
-    return LocalFSError(said)
+    return disk_error(exc, full=said, other=said)
 
 
 # --- writes: exclusive creates, compare-and-swap under a lock ------------------------------------

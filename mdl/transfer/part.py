@@ -5,13 +5,19 @@ versions spliced), verified and moved into place; on a failure, what is on disk 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 
 import httpx2
 
-from mdl.errors import IntegrityError, LocalFSError, MdlError, NetworkError, NoSpaceError
+from mdl.errors import (
+    IntegrityError,
+    LocalFSError,
+    MdlError,
+    NetworkError,
+    NoSpaceError,
+    disk_error,
+)
 from mdl.store import DirSyncs, open_file
 from mdl.transfer.job import (
     HashMismatch,
@@ -130,12 +136,14 @@ class PartFetch:
 
     def _disk_error(self, exc: OSError) -> MdlError:
         job = self.job
-        if exc.errno == errno.ENOSPC:
+        error = disk_error(
+            exc,
+            full=f"{job.label}: no space left on device while writing {job.part_path}",
+            other=f"{job.label}: {exc.strerror or exc} ({job.part_path})",
+        )
+        if isinstance(error, NoSpaceError):
             discard_partial(job)  # the space comes back when ``run`` closes the file
-            return NoSpaceError(
-                f"{job.label}: no space left on device while writing {job.part_path}"
-            )
-        return LocalFSError(f"{job.label}: {exc.strerror or exc} ({job.part_path})")
+        return error
 
     def _refuse(self, state: DownloadState, exc: HashMismatch, resumed_from: int) -> None:
         """The bytes are not the file: removed; an IntegrityError unless a try from zero may

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
-from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError
+from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError, disk_error
 from mdl.progress import Progress
 from mdl.sources import XetRef
 from mdl.store import open_file
@@ -197,12 +197,14 @@ class Partial:
             os.ftruncate(self.fd, self.rec.size)
             yield
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
+            error = disk_error(
+                exc,
+                full=f"{job.label}: no space left on device while writing {job.part_path}",
+                other=f"{job.label}: {exc.strerror or exc} ({job.part_path})",
+            )
+            if isinstance(error, NoSpaceError):
                 discard_partial(job)
-                raise NoSpaceError(
-                    f"{job.label}: no space left on device while writing {job.part_path}"
-                ) from exc
-            raise LocalFSError(f"{job.label}: {exc.strerror or exc} ({job.part_path})") from exc
+            raise error from exc
         except (Suspect, IntegrityError, Unsplittable):
             raise
         except XetFallback:  # the plain path starts over: no Xet partial is left for it to misread
