@@ -126,7 +126,7 @@ def term_of(data: bytes, *, default: float) -> float:
 def holder_of(data: bytes) -> str:
     """Who wrote a lease, for the log (shown escaped: the body is anyone's)."""
     holder = _read_body(data).get("holder")
-    return repr(holder) if isinstance(holder, str) else "an unknown holder"
+    return repr(holder[:100])[:200] if isinstance(holder, str) else "an unknown holder"
 
 
 def take(writer: Writer, uri: str, *, holder: str, term: float = TERM) -> Lease | None:

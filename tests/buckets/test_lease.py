@@ -22,13 +22,16 @@ from mdl.buckets import lease as lease_module
 from mdl.buckets.lease import (
     LOST_MARGIN,
     TERM,
+    TERMS,
     Lease,
     LeaseLost,
     Renewing,
     default_poll,
+    holder_of,
     honours_conditions,
     lease_uri,
     take,
+    term_of,
     wait_for,
 )
 from mdl.errors import InterruptedByUserError, NetworkError
@@ -645,3 +648,26 @@ def test_never_two_holders_of_a_live_lease(
         current[0] = -1
         while pending:  # the step made fewer store calls than asked: run it after
             run(pending.pop(0)[1])
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    max_leaves=10,
+)
+LEASE_BODIES = st.binary(max_size=300) | st.builds(
+    lambda holder, term, more: json.dumps({"holder": holder, "term": term, **more}).encode(),
+    JSON_VALUES,
+    JSON_VALUES,
+    st.dictionaries(st.text(max_size=5), JSON_VALUES, max_size=3),
+)
+
+
+@given(LEASE_BODIES)
+def test_any_lease_body_is_read_without_raising(data: bytes) -> None:
+    """A lease's body is anyone's bytes: its term is believed only in range, else ours; its
+    holder is shown escaped and short."""
+    term = term_of(data, default=TERM)
+    assert term == TERM or TERMS[0] <= term <= TERMS[1]
+    shown = holder_of(data)
+    assert shown.isprintable() and len(shown) <= 200
