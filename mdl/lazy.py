@@ -23,6 +23,10 @@ class _LazyPart(ModuleType):
         self.__dict__[name] = value
         return value
 
+    def __dir__(self) -> list[str]:
+        # what the part exports, loaded yet or not (completion, ``dir(mdl)``)
+        return sorted({*self.__dict__, *self.__dict__.get("_exports", ())})
+
     def __setattr__(self, name: str, value: object) -> None:
         # The import system binds each submodule it loads on its package: a name the part exports
         # (mdl.store's ``prune``, a function) keeps meaning the export, never its module.

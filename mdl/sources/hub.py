@@ -3,7 +3,10 @@ passes hubreplies."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -37,6 +40,7 @@ from mdl.transfer import retry_after_seconds as _retry_after
 if TYPE_CHECKING:
     from mdl.sources.hubreplies import FileMetadata, TreeEntry
 
+REPLIES = "mdl.sources.hubreplies"  # its pydantic models: loaded while the first request is out
 HUB_HINT = "check the network, or set HF_ENDPOINT to a reachable mirror"
 MAX_REPLY_BYTES = 32 << 20  # a listing page of 1000 entries is ~300 kB; more is not a Hub talking
 log = logging.getLogger("mdl.hub")
@@ -74,6 +78,13 @@ def resolve_token(environ: Mapping[str, str]) -> str | None:
 # to import, more than a small pull's requests. tests/sources/test_hub_file_url.py holds the two
 # equal for any repo id, path, revision, repo type and endpoint.
 _URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/", "kernel": "kernels/"}
+
+
+def _import_quietly(name: str) -> None:
+    """Import ``name`` ahead of its use; a failure is left to the use, whose own import raises it
+    (a thread's exception would be printed)."""
+    with contextlib.suppress(Exception):
+        importlib.import_module(name)
 
 
 def hub_file_url(endpoint: str, repo: str, path: str, repo_type: str, revision: str) -> str:
@@ -141,6 +152,19 @@ class Hub:
             else make_client(timeout=OWN_CLIENT_READ_TIMEOUT, pool_size=4)
         )
         TokenGuard.on(self.client, self.endpoint).protect(self.token)
+        # The replies' pydantic models (~25 ms to build) load on a thread of their own while the
+        # first request is on the network; a reply is read once they are (``_replies_loaded``),
+        # never imported beside that thread.
+        self._loading: threading.Thread | None = None
+        if REPLIES not in sys.modules:
+            self._loading = threading.Thread(
+                target=_import_quietly, args=(REPLIES,), name="mdl-hub-replies", daemon=True
+            )
+            self._loading.start()
+
+    def _replies_loaded(self) -> None:
+        if self._loading is not None:
+            self._loading.join()
 
     def close(self) -> None:  # the run's client is the run's to close
         if self._owns_client:
@@ -148,10 +172,11 @@ class Hub:
 
     def commit_of(self, repo: str, *, repo_type: str, revision: str, what: str) -> str:
         """The commit a branch, tag or commit names (40 lowercase hex digits, or HubReplyError)."""
-        from mdl.sources.hubreplies import parse_revision
-
         url = hub_api_url(self.endpoint, repo, repo_type, "revision", revision)
         response, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
+        self._replies_loaded()
+        from mdl.sources.hubreplies import parse_revision
+
         return parse_revision(body, what=what, url=url, secrets=Secrets.of(response)).sha
 
     def list_files(
@@ -166,6 +191,7 @@ class Hub:
         """Every file of the repo at ``commit``, with sizes and LFS sha256 (one listing, paged, no
         HEADs), within ``limits`` in all; a next page must be this repo's listing at this commit
         (exit 5 naming it otherwise)."""
+        self._replies_loaded()
         from mdl.sources.hubreplies import next_page_url, parse_tree_page
 
         limits = limits or LISTING_LIMITS
@@ -215,10 +241,11 @@ class Hub:
         """HEAD the file's resolve URL: commit, ETag (sha256 for LFS, blob sha1 otherwise), size,
         Xet hash.
         """
-        from mdl.sources.hubreplies import parse_file_metadata, parse_xet_head
-
         url = self.file_url(repo, path, repo_type=repo_type, revision=revision)
         response, _ = self._fetch("HEAD", url, what=what, repo=repo, revision=revision, path=path)
+        self._replies_loaded()
+        from mdl.sources.hubreplies import parse_file_metadata, parse_xet_head
+
         meta = parse_file_metadata(
             response.headers, redirected=response.is_redirect, what=what, url=url
         )
