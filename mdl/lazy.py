@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Mapping
 from types import ModuleType
@@ -38,7 +37,9 @@ class _LazyPart(ModuleType):
 
 def _load(package: str, where: str, name: str) -> object:
     submodule, _, original = where.partition(":")
-    return getattr(importlib.import_module(f"{package}.{submodule}"), original or name)
+    module = f"{package}.{submodule}"
+    __import__(module)  # (not importlib.import_module: `python -X importtime` shows this one)
+    return getattr(sys.modules[module], original or name)
 
 
 def export_lazily(package: str, exports: Mapping[str, str]) -> None:

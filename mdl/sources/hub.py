@@ -4,7 +4,6 @@ passes hubreplies."""
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import sys
 import threading
@@ -84,7 +83,7 @@ def _import_quietly(name: str) -> None:
     """Import ``name`` ahead of its use; a failure is left to the use, whose own import raises it
     (a thread's exception would be printed)."""
     with contextlib.suppress(Exception):
-        importlib.import_module(name)
+        __import__(name)
 
 
 def hub_file_url(endpoint: str, repo: str, path: str, repo_type: str, revision: str) -> str:
