@@ -1,24 +1,7 @@
 """mdl: get model files onto the machines that need them, and pack checkpoints safely."""
 
-from mdl.api import (
-    add,
-    clean,
-    get,
-    init,
-    list_models,
-    load_catalog,
-    lock,
-    pack,
-    prune,
-    prune_mirror,
-    publish,
-    pull,
-    remove,
-    resolve,
-    show,
-    unpack,
-    verify,
-)
+from typing import TYPE_CHECKING
+
 from mdl.errors import (
     ArchiveError,
     AuthError,
@@ -31,7 +14,29 @@ from mdl.errors import (
     NotFoundError,
     UsageError,
 )
+from mdl.lazy import export_lazily
 from mdl.version import __version__
+
+if TYPE_CHECKING:
+    from mdl.api import (
+        add,
+        clean,
+        get,
+        init,
+        list_models,
+        load_catalog,
+        lock,
+        pack,
+        prune,
+        prune_mirror,
+        publish,
+        pull,
+        remove,
+        resolve,
+        show,
+        unpack,
+        verify,
+    )
 
 __all__ = [
     "ArchiveError",
@@ -63,3 +68,30 @@ __all__ = [
     "unpack",
     "verify",
 ]
+
+# the API loads when a name of it is asked for: `python -m mdl` runs the CLI, which loads its own
+export_lazily(
+    __name__,
+    dict.fromkeys(
+        [
+            "add",
+            "clean",
+            "get",
+            "init",
+            "list_models",
+            "load_catalog",
+            "lock",
+            "pack",
+            "prune",
+            "prune_mirror",
+            "publish",
+            "pull",
+            "remove",
+            "resolve",
+            "show",
+            "unpack",
+            "verify",
+        ],
+        "api",
+    ),
+)

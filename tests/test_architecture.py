@@ -192,3 +192,50 @@ def test_the_checks_see_real_imports() -> None:
     assert "mdl.errors" in graph["mdl.transfer.http"]
     assert any(_part(t) == "store" for t in graph["mdl.download.resolve"])
     assert len(list(itertools.chain.from_iterable(graph.values()))) > 100
+
+
+@pytest.mark.parametrize("part", PARTS[:-1])
+def test_a_lazy_part_exports_what_mypy_sees(part: str) -> None:
+    """A part exported lazily (mdl/lazy.py) loads each name from the module its ``TYPE_CHECKING``
+    import names, under the same name, and exports exactly ``__all__``; each name loads.
+    """
+    import importlib
+
+    tree = ast.parse((PACKAGE / part / "__init__.py").read_text(encoding="utf-8"))
+    package = importlib.import_module(f"mdl.{part}")
+    table = package.__dict__.get("_exports")
+    if table is None:
+        pytest.skip(f"mdl.{part} imports its exports eagerly")
+    seen = {
+        alias.asname or alias.name: (
+            node.module.rsplit(".", 1)[1]
+            if alias.asname is None or alias.asname == alias.name
+            else f"{node.module.rsplit('.', 1)[1]}:{alias.name}"
+        )
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mdl.")
+        for alias in node.names
+        if node.module != "mdl.lazy"
+    }
+    assert table == seen
+    assert sorted(table) == sorted(package.__all__)
+    for name in package.__all__:
+        assert getattr(package, name) is getattr(
+            importlib.import_module(f"mdl.{part}.{table[name].partition(':')[0]}"),
+            table[name].partition(":")[2] or name,
+        )
+
+
+def test_an_export_named_as_its_module_stays_the_export() -> None:
+    """mdl.store exports ``prune`` (a function) from mdl.store.prune: importing that module, however
+    it is reached, leaves the part's ``prune`` the function.
+    """
+    import subprocess
+    import sys
+
+    probe = (
+        "import mdl.store.prune, mdl.store as s, types; "
+        "assert not isinstance(s.prune, types.ModuleType), s.prune; "
+        "from mdl.store import prune; assert callable(prune) and prune.__name__ == 'prune'"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, cwd=ROOT, timeout=60)

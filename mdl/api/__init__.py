@@ -4,14 +4,18 @@ MdlError, arguments checked (mdl.api.inputs); one module per command family, gat
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from mdl.api.archive import pack, unpack
-from mdl.api.download import clean, prune, pull, verify
-from mdl.api.edit import add, init, remove
-from mdl.api.get import get
-from mdl.api.inspect import STATUSES, list_models, load_catalog, resolve, show
-from mdl.api.lock import lock
-from mdl.api.publish import prune_mirror, publish
+from mdl.lazy import export_lazily
+
+if TYPE_CHECKING:
+    from mdl.api.archive import pack, unpack
+    from mdl.api.download import clean, prune, pull, verify
+    from mdl.api.edit import add, init, remove
+    from mdl.api.get import get
+    from mdl.api.inspect import STATUSES, list_models, load_catalog, resolve, show
+    from mdl.api.lock import lock
+    from mdl.api.publish import prune_mirror, publish
 
 # A library prints nothing: without a handler, logging's last resort would write mdl's warnings to
 # stderr.
@@ -37,3 +41,28 @@ __all__ = [
     "unpack",
     "verify",
 ]
+
+# Each command family's module loads when its first name is asked for (a command loads its own).
+export_lazily(
+    __name__,
+    {
+        "pack": "archive",
+        "unpack": "archive",
+        "clean": "download",
+        "prune": "download",
+        "pull": "download",
+        "verify": "download",
+        "add": "edit",
+        "init": "edit",
+        "remove": "edit",
+        "get": "get",
+        "STATUSES": "inspect",
+        "list_models": "inspect",
+        "load_catalog": "inspect",
+        "resolve": "inspect",
+        "show": "inspect",
+        "lock": "lock",
+        "prune_mirror": "publish",
+        "publish": "publish",
+    },
+)

@@ -1,46 +1,51 @@
 """Object stores (``s3://``, ``file://``) behind one Protocol, found by URL scheme: URIs and mirror
 templates checked, GETs presigned for the engines, failures explained."""
 
-from mdl.buckets.folder import (
-    LOCAL_HOST,
-    FolderStore,
-    FolderWriter,
-    file_etag,
-    file_url,
-    parse_file_uri,
-)
-from mdl.buckets.lease import (
-    LEASE_SUFFIX,
-    TERM,
-    Lease,
-    Renewing,
-    honours_conditions,
-    is_lease,
-    is_stale,
-    lease_uri,
-    take,
-    wait_for,
-)
-from mdl.buckets.parts import MiB, part_layout, part_size
-from mdl.buckets.protocol import (
-    ConditionalWritesIgnored,
-    Listed,
-    ObjectStore,
-    Seen,
-    StoredObject,
-    Writer,
-)
-from mdl.buckets.registry import STORES, Presigner, store_for, store_schemes
-from mdl.buckets.s3 import (
-    SHA256_META,
-    S3Object,
-    S3Prefix,
-    parse_s3_prefix,
-    s3_client,
-    s3_error,
-    s3_errors,
-    sha256_of_head,
-)
+from typing import TYPE_CHECKING
+
+from mdl.lazy import export_lazily
+
+if TYPE_CHECKING:
+    from mdl.buckets.folder import (
+        LOCAL_HOST,
+        FolderStore,
+        FolderWriter,
+        file_etag,
+        file_url,
+        parse_file_uri,
+    )
+    from mdl.buckets.lease import (
+        LEASE_SUFFIX,
+        TERM,
+        Lease,
+        Renewing,
+        honours_conditions,
+        is_lease,
+        is_stale,
+        lease_uri,
+        take,
+        wait_for,
+    )
+    from mdl.buckets.parts import MiB, part_layout, part_size
+    from mdl.buckets.protocol import (
+        ConditionalWritesIgnored,
+        Listed,
+        ObjectStore,
+        Seen,
+        StoredObject,
+        Writer,
+    )
+    from mdl.buckets.registry import STORES, Presigner, store_for, store_schemes
+    from mdl.buckets.s3 import (
+        SHA256_META,
+        S3Object,
+        S3Prefix,
+        parse_s3_prefix,
+        s3_client,
+        s3_error,
+        s3_errors,
+        sha256_of_head,
+    )
 
 __all__ = [
     "LEASE_SUFFIX",
@@ -81,3 +86,46 @@ __all__ = [
     "take",
     "wait_for",
 ]
+
+export_lazily(
+    __name__,
+    {
+        "LOCAL_HOST": "folder",
+        "FolderStore": "folder",
+        "FolderWriter": "folder",
+        "file_etag": "folder",
+        "file_url": "folder",
+        "parse_file_uri": "folder",
+        "LEASE_SUFFIX": "lease",
+        "TERM": "lease",
+        "Lease": "lease",
+        "Renewing": "lease",
+        "honours_conditions": "lease",
+        "is_lease": "lease",
+        "is_stale": "lease",
+        "lease_uri": "lease",
+        "take": "lease",
+        "wait_for": "lease",
+        "MiB": "parts",
+        "part_layout": "parts",
+        "part_size": "parts",
+        "ConditionalWritesIgnored": "protocol",
+        "Listed": "protocol",
+        "ObjectStore": "protocol",
+        "Seen": "protocol",
+        "StoredObject": "protocol",
+        "Writer": "protocol",
+        "STORES": "registry",
+        "Presigner": "registry",
+        "store_for": "registry",
+        "store_schemes": "registry",
+        "SHA256_META": "s3",
+        "S3Object": "s3",
+        "S3Prefix": "s3",
+        "parse_s3_prefix": "s3",
+        "s3_client": "s3",
+        "s3_error": "s3",
+        "s3_errors": "s3",
+        "sha256_of_head": "s3",
+    },
+)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from mdl.buckets.protocol import StoredObject
 from mdl.buckets.s3 import (
@@ -15,9 +16,11 @@ from mdl.buckets.s3 import (
     s3_client,
     sha256_of_head,
 )
-from mdl.buckets.s3write import S3Writer
 from mdl.errors import UsageError
 from mdl.redact import Secrets, safe_text
+
+if TYPE_CHECKING:
+    from mdl.buckets.s3write import S3Writer  # (loaded by the first write: a pull only reads)
 
 _ERROR_CODE = re.compile(r"<Code>\s*([A-Za-z0-9.]{1,64})\s*</Code>")
 _CODE_WORDS = {
@@ -90,4 +93,6 @@ class S3Store:
 
     def writer(self, *, endpoint: str | None, secrets: Secrets | None) -> S3Writer:
         """The store, writable: conditional writes through one client (made at its first use)."""
+        from mdl.buckets.s3write import S3Writer
+
         return S3Writer(endpoint, secrets=secrets)

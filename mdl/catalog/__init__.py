@@ -1,36 +1,39 @@
 """The catalog file: lookup, loading (pydantic only when one is parsed) and settings resolved from
 flags, environment and catalog; others get frozen ``ModelSpec``, ``FileSpec`` and ``Settings``."""
 
-from mdl.catalog.headers import check_headers, is_secret_header, parse_header
-from mdl.catalog.load import (
-    expand_headers,
-    find_catalog,
-    find_lock,
-    load_catalog,
-    lock_beside,
-    named_catalog,
-    no_catalog,
-    parse_catalog,
-    read_bounded,
-)
-from mdl.catalog.settings import (
-    MIRROR_FIELDS,
-    Placeholder,
-    Settings,
-    choose_lock_mode,
-    default_log_file,
-    fill_template,
-    fixed_part,
-    parse_number,
-    parse_template,
-    settings_for,
-    switch_from_env,
-    user_config_dir,
-)
-from mdl.catalog.specs import MAX_MODEL_NAME, Catalog, FileSpec, ModelSpec, is_model_name
+from typing import TYPE_CHECKING
 
-# Not here: mdl.catalog.edit (`from mdl.catalog import edit`, with entry, tomllines and placing
-# behind it), which only the commands that edit the catalog load.
+from mdl.lazy import export_lazily
+
+if TYPE_CHECKING:
+    from mdl.catalog.headers import check_headers, is_secret_header, parse_header
+    from mdl.catalog.load import (
+        expand_headers,
+        find_catalog,
+        find_lock,
+        load_catalog,
+        lock_beside,
+        named_catalog,
+        no_catalog,
+        parse_catalog,
+        read_bounded,
+    )
+    from mdl.catalog.settings import (
+        MIRROR_FIELDS,
+        Placeholder,
+        Settings,
+        choose_lock_mode,
+        default_log_file,
+        fill_template,
+        fixed_part,
+        parse_number,
+        parse_template,
+        settings_for,
+        switch_from_env,
+        user_config_dir,
+    )
+    from mdl.catalog.specs import MAX_MODEL_NAME, Catalog, FileSpec, ModelSpec, is_model_name
+
 __all__ = [
     "MAX_MODEL_NAME",
     "MIRROR_FIELDS",
@@ -62,3 +65,38 @@ __all__ = [
     "switch_from_env",
     "user_config_dir",
 ]
+
+export_lazily(
+    __name__,
+    {
+        "check_headers": "headers",
+        "is_secret_header": "headers",
+        "parse_header": "headers",
+        "expand_headers": "load",
+        "find_catalog": "load",
+        "find_lock": "load",
+        "load_catalog": "load",
+        "lock_beside": "load",
+        "named_catalog": "load",
+        "no_catalog": "load",
+        "parse_catalog": "load",
+        "read_bounded": "load",
+        "MIRROR_FIELDS": "settings",
+        "Placeholder": "settings",
+        "Settings": "settings",
+        "choose_lock_mode": "settings",
+        "default_log_file": "settings",
+        "fill_template": "settings",
+        "fixed_part": "settings",
+        "parse_number": "settings",
+        "parse_template": "settings",
+        "settings_for": "settings",
+        "switch_from_env": "settings",
+        "user_config_dir": "settings",
+        "MAX_MODEL_NAME": "specs",
+        "Catalog": "specs",
+        "FileSpec": "specs",
+        "ModelSpec": "specs",
+        "is_model_name": "specs",
+    },
+)

@@ -10,20 +10,19 @@ import os
 import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mdl.catalog.edit import (
-    NEW_CATALOG,
-    CatalogInit,
-    catalog_to_edit,
-    catalog_to_init,
-    starter_catalog,
-)
 from mdl.catalog.load import MAX_CATALOG_BYTES, find_catalog, no_catalog, parse_catalog
 from mdl.catalog.settings import user_config_dir
 from mdl.catalog.specs import Catalog
 from mdl.errors import CatalogError, LocalFSError, UsageError
 from mdl.paths import kind_of, read_small_file
 from mdl.setting import StrPath
+
+# The editing modules load for an edit or an init only: a pull writing its lock takes the flock
+# (``exclusive``) and nothing else here.
+if TYPE_CHECKING:
+    from mdl.catalog.edit import CatalogInit
 
 log = logging.getLogger("mdl.lock")
 
@@ -50,6 +49,8 @@ def catalog_text(
     catalog: StrPath | None, environ: Mapping[str, str], *, create: bool
 ) -> tuple[Path, str, bool]:
     """The catalog to edit, its text (without a BOM) and whether it is yet to be created."""
+    from mdl.catalog.edit import catalog_to_edit
+
     find = catalog_to_edit if create else find_catalog  # the one to create, or the one there is
     given = Path(catalog) if catalog is not None else None
     path = find(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
@@ -60,6 +61,8 @@ def catalog_text(
 
 def read_catalog(path: Path, *, create: bool) -> tuple[str, bool]:
     """The catalog's text (without a BOM), validated, and whether it is yet to be created."""
+    from mdl.catalog.edit import NEW_CATALOG
+
     try:
         # a FIFO is never waited on, /dev/zero never read
         data = read_small_file(path, limit=MAX_CATALOG_BYTES)
@@ -122,6 +125,8 @@ def init_catalog(
 ) -> CatalogInit:
     """Write the starter catalog where mdl looks for one (``project``: an empty one, ./catalog.toml
     unless ``catalog`` names another); see :func:`mdl.api.init`."""
+    from mdl.catalog.edit import NEW_CATALOG, CatalogInit, catalog_to_init, starter_catalog
+
     given, cwd, config_dir = (
         Path(catalog) if catalog is not None else None,
         Path.cwd(),

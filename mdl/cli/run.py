@@ -205,10 +205,11 @@ def make_reporter(
     """The display for ``mode`` on ``stream`` (a context manager); ``json`` writes through
     ``events``, the run's own.
     """
-    from mdl.cli.render.bars import RichReporter  # (rich itself only when a rich display is made)
     from mdl.cli.render.progress import JsonReporter, PlainReporter, Reporter
 
     if mode == "rich":  # (it draws on the terminal: never through the stamps of lines off one)
+        from mdl.cli.render.bars import RichReporter  # (rich itself when the display is made)
+
         return RichReporter(
             stream=unstamped(stream), no_color=no_color(environ), clock=clock, secrets=secrets
         )

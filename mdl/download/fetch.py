@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from mdl.buckets import ObjectStore, store_for
-from mdl.download.fill import fill_or_fetch
 from mdl.download.outcomes import done_outcome
 from mdl.download.plan import Action, PlannedFile, identity_of, look, offline_error, recorded
 from mdl.download.session import PullSession, label_of
@@ -500,15 +499,22 @@ def fetch_from_sources(
     verified. Its ``fetched`` (or its error's) counts the bytes a mirror sent that were refused too:
     they crossed the network."""
     refused: list[int] = []
+    mirrors = partial(_from_mirrors, session, job, remote, refused)
     try:
-        result = fill_or_fetch(
-            session,
-            job,
-            remote,
-            mirrors=partial(_from_mirrors, session, job, remote, refused),
-            mirror=partial(_from_mirror, session, job, refused),
-            origin=partial(_from_origin, session, remote=remote),
-        )
+        if session.settings.fill_mirror:
+            # (the fleet's mirror filling, and the leases under it, load only for --fill-mirror)
+            from mdl.download.fill import fill_or_fetch
+
+            result = fill_or_fetch(
+                session,
+                job,
+                remote,
+                mirrors=mirrors,
+                mirror=partial(_from_mirror, session, job, refused),
+                origin=partial(_from_origin, session, remote=remote),
+            )
+        else:
+            result = mirrors(frozenset()) or _from_origin(session, job, remote=remote)
     except MdlError as exc:
         exc.fetched += sum(refused)
         raise

@@ -43,10 +43,12 @@ class PullSession(Protocol):
     Protocol, as the session imports this module)."""
 
     settings: Settings
-    fills: Fills
     dead_mirrors: set[str]
     progress: Progress
     cancel: threading.Event
+
+    @property
+    def fills(self) -> Fills: ...
 
 
 log = logging.getLogger("mdl.pull")

@@ -14,9 +14,8 @@ from pathlib import Path
 from mdl.buckets import store_for
 from mdl.catalog import FileSpec, Settings
 from mdl.download.fetch import fetch
-from mdl.download.outcomes import kept_in_place
+from mdl.download.outcomes import kept_in_place, still_verified
 from mdl.download.plan import FORCED, GET, PlannedFile, check_space, plan_file
-from mdl.download.resolve import still_verified
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
 from mdl.paths import HfUri

@@ -4,13 +4,14 @@ words of its action, and get's rule for a file already where it goes."""
 from __future__ import annotations
 
 import contextlib
+import stat as st
 from dataclasses import replace
 from pathlib import Path
 
 from mdl.download.plan import FORCED, Action, PlannedFile, policy_of
 from mdl.errors import UsageError
 from mdl.report import FileOutcome, log_outcome
-from mdl.store import hash_file
+from mdl.store import FileRecord, hash_file
 from mdl.transfer import TransferResult
 
 # a file get finds in place with the bytes asked for: kept, whoever wrote it
@@ -119,3 +120,18 @@ def kept_in_place(
         " the same file",
         hint="--force to replace it, or --sha256 HEX to keep it when it matches",
     )
+
+
+def still_verified(path: Path, entry: FileRecord | None) -> bool:
+    """The file at ``path`` is the one its record verified: same size and mtime, or (touched
+    since) same sha256.
+    """
+    if entry is None:
+        return False
+    try:
+        found = path.lstat()
+        if not st.S_ISREG(found.st_mode) or found.st_size != entry.size:
+            return False
+        return found.st_mtime_ns == entry.mtime_ns or hash_file(path)[1] == entry.sha256
+    except OSError:
+        return False

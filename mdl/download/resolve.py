@@ -5,14 +5,13 @@ it); ``mdl resolve``.
 from __future__ import annotations
 
 import logging
-import stat as st
 from collections.abc import Sequence
 from contextlib import closing
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from mdl.catalog import ModelSpec, Settings
+from mdl.download.outcomes import still_verified
 from mdl.download.plan import recorded
 from mdl.download.session import PullSession
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError
@@ -28,16 +27,7 @@ from mdl.sources import (
     resolve_model,
     xet_token_url,
 )
-from mdl.store import (
-    FileRecord,
-    Layout,
-    ModelRecord,
-    adopt_cached,
-    file_state,
-    hash_file,
-    model_status,
-    unplaced_path,
-)
+from mdl.store import Layout, ModelRecord, adopt_cached, file_state, model_status, unplaced_path
 from mdl.transfer import UnreachableError
 
 log = logging.getLogger("mdl.pull")
@@ -184,21 +174,6 @@ def _why(spec: ModelSpec, exc: MdlError) -> str:
     if sep and (head == spec.name or head.startswith(f"{spec.name}/")):
         return rest
     return exc.message
-
-
-def still_verified(path: Path, entry: FileRecord | None) -> bool:
-    """The file at ``path`` is the one its record verified: same size and mtime, or (touched
-    since) same sha256.
-    """
-    if entry is None:
-        return False
-    try:
-        found = path.lstat()
-        if not st.S_ISREG(found.st_mode) or found.st_size != entry.size:
-            return False
-        return found.st_mtime_ns == entry.mtime_ns or hash_file(path)[1] == entry.sha256
-    except OSError:
-        return False
 
 
 def resolve_models(

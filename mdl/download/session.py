@@ -9,14 +9,13 @@ import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from functools import cached_property, partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from mdl.buckets import Presigner
 from mdl.catalog import Settings
-from mdl.download.fill import Fills
 from mdl.progress import Progress
 from mdl.report import RunReport
-from mdl.sources import Hub, NetrcLogins, RemoteFile, read_netrc, resolve_token, with_probe
+from mdl.sources import NetrcLogins, RemoteFile, read_netrc, with_probe
 from mdl.store import DirSyncs, ExpectedFile, Layout, Store
 from mdl.transfer import (
     Credentials,
@@ -32,7 +31,12 @@ from mdl.transfer import (
     origin,
     probe,
 )
-from mdl.xet import XetSource
+
+if TYPE_CHECKING:
+    # each loaded when the run first needs it: a plain URL's get needs none of them
+    from mdl.download.fill import Fills
+    from mdl.sources import Hub
+    from mdl.xet import XetSource
 
 MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see workers.job_counts)
 # a sick mirror is left for the next source quickly; the origin gets the full retries
@@ -105,29 +109,51 @@ class PullSession:
         # mirrors in object stores (s3://): presigned GETs from one client per store and endpoint
         # (boto3 is imported only when one is asked)
         self.presigner = Presigner(dict(settings.mirror_endpoints), secrets=settings.secrets)
-        # Xet-backed Hub files: by chunk, with the read tokens and the chunks on disk the run's
-        # files share
-        self.xet = XetSource(
-            self.client,
-            retry=self.retry,
-            progress=progress,
-            cancel=self.cancel,
-            # as many streams as the plain path would open for the same file
-            streams=config.streams,
-            stall_timeout=settings.stall_timeout,
-            hub=lambda: Credentials(hub_origin=origin(settings.endpoint), token=self.token),
-            secrets=settings.secrets,
-            dirs=self.dirs,
-            recorded=self.recorded_xet,
-            # --limit-rate caps the run: xorb bytes count with every other download's
-            limiter=limiter,
-        )
+        self._config, self._limiter = config, limiter
+        # made by the first file that asks (mdl.xet and mdl.download.fill load then)
+        self._made = threading.Lock()
+        self._xet: XetSource | None = None
+        self._fills: Fills | None = None
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per
         # file.
         self.dead_mirrors: set[str] = set()
         self.mirror_lock = threading.Lock()
-        # --fill-mirror: the mirror to fill, probed once for the run
-        self.fills = Fills(settings)
+
+    @property
+    def xet(self) -> XetSource:
+        """Xet-backed Hub files: by chunk, with the read tokens and the chunks on disk the run's
+        files share."""
+        with self._made:
+            if self._xet is None:
+                from mdl.xet import XetSource
+
+                settings = self.settings
+                self._xet = XetSource(
+                    self.client,
+                    retry=self.retry,
+                    progress=self.progress,
+                    cancel=self.cancel,
+                    # as many streams as the plain path would open for the same file
+                    streams=self._config.streams,
+                    stall_timeout=settings.stall_timeout,
+                    hub=lambda: Credentials(hub_origin=origin(settings.endpoint), token=self.token),
+                    secrets=settings.secrets,
+                    dirs=self.dirs,
+                    recorded=self.recorded_xet,
+                    # --limit-rate caps the run: xorb bytes count with every other download's
+                    limiter=self._limiter,
+                )
+            return self._xet
+
+    @property
+    def fills(self) -> Fills:
+        """--fill-mirror: the mirror to fill, probed once for the run."""
+        with self._made:
+            if self._fills is None:
+                from mdl.download.fill import Fills
+
+                self._fills = Fills(self.settings)
+            return self._fills
 
     def mark_mirror_down(self, template: str) -> bool:
         """Leave the mirror for the rest of the run; True the first time (say it once)."""
@@ -171,6 +197,8 @@ class PullSession:
 
     @cached_property
     def token(self) -> str | None:
+        from mdl.sources import resolve_token  # (mdl.sources.hub: only when a token is asked)
+
         token = self.settings.token or resolve_token(self.environ)
         self.guard.protect(token)
         self.settings.secrets.add(token)  # whatever sink a server's echo of it would reach
@@ -180,6 +208,8 @@ class PullSession:
     def hub(self) -> Hub | None:  # None when HF_HUB_OFFLINE is set
         if self.settings.offline:
             return None
+        from mdl.sources import Hub
+
         return Hub(
             self.settings.endpoint,
             self.token,

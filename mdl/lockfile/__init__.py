@@ -1,16 +1,28 @@
 """``catalog.lock``: each model's commit, files, sizes and sha256, pinned so every machine pulls the
 same bytes without a Hub listing; and how a run uses it (LockUse: --locked, --frozen)."""
 
-from mdl.lockfile.io import ModelChange, diff_locks, exclusive, parse_lock, read_lock, write_lock
-from mdl.lockfile.model import (
-    Lock,
-    LockedFile,
-    LockedModel,
-    fingerprint,
-    locked_from_resolved,
-    resolved_from_locked,
-)
-from mdl.lockfile.policy import LockUse, frozen_models
+from typing import TYPE_CHECKING
+
+from mdl.lazy import export_lazily
+
+if TYPE_CHECKING:
+    from mdl.lockfile.io import (
+        ModelChange,
+        diff_locks,
+        exclusive,
+        parse_lock,
+        read_lock,
+        write_lock,
+    )
+    from mdl.lockfile.model import (
+        Lock,
+        LockedFile,
+        LockedModel,
+        fingerprint,
+        locked_from_resolved,
+        resolved_from_locked,
+    )
+    from mdl.lockfile.policy import LockUse, frozen_models
 
 __all__ = [
     "Lock",
@@ -28,3 +40,23 @@ __all__ = [
     "resolved_from_locked",
     "write_lock",
 ]
+
+export_lazily(
+    __name__,
+    {
+        "ModelChange": "io",
+        "diff_locks": "io",
+        "exclusive": "io",
+        "parse_lock": "io",
+        "read_lock": "io",
+        "write_lock": "io",
+        "Lock": "model",
+        "LockedFile": "model",
+        "LockedModel": "model",
+        "fingerprint": "model",
+        "locked_from_resolved": "model",
+        "resolved_from_locked": "model",
+        "LockUse": "policy",
+        "frozen_models": "policy",
+    },
+)

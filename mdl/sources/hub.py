@@ -1,23 +1,22 @@
 """The Hub API (huggingface_hub's requests) on the run's one client and TokenGuard; every reply
-passes hubreplies. Hub web URLs (``…/blob/{rev}/{path}``, ``…/resolve/…``, a repo page) are read as
-the ``hf://`` they stand for."""
+passes hubreplies."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import re
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import httpx2
 
 from mdl.errors import AuthError, HubReplyError, MdlError, NetworkError, NotFoundError, UsageError
-from mdl.paths import check_revision, is_http_url
-from mdl.progress import Progress
+from mdl.paths import check_revision
 from mdl.redact import Secrets, printable, redact_text, redact_url, safe_text
 from mdl.transfer import (
     RETRYABLE_STATUSES,
@@ -40,21 +39,10 @@ from mdl.transfer import retry_after_seconds as _retry_after
 if TYPE_CHECKING:
     from mdl.sources.hubreplies import FileMetadata, TreeEntry
 
-# the Hub's own web origin: its page URLs are Hub files, whatever HF_ENDPOINT says
-HUB_WEB = "https://huggingface.co"
+REPLIES = "mdl.sources.hubreplies"  # its pydantic models: loaded while the first request is out
 HUB_HINT = "check the network, or set HF_ENDPOINT to a reachable mirror"
 MAX_REPLY_BYTES = 32 << 20  # a listing page of 1000 entries is ~300 kB; more is not a Hub talking
 log = logging.getLogger("mdl.hub")
-# The segments the Hub's own pages start with: never an owner (a repo page URL is /{owner}/{name}).
-_NOT_OWNERS = frozenset(
-    {"api", "docs", "blog", "papers", "collections", "organizations", "settings", "models"}
-)
-_PREFIXES = {"datasets": "datasets/", "spaces": "spaces/"}
-_REPO_PART = re.compile(r"[\w.-]+")
-_OWNER = re.compile(r"[A-Za-z0-9][\w.-]*")
-# refs/pr/N and refs/convert/X: the revisions with slashes hf:// can name
-_REF_KINDS = ("pr", "convert")
-_REF = re.compile(r"refs/(?:pr|convert)/[\w.-]+")  # as mdl.paths's hf:// pattern takes them
 
 
 @dataclass(frozen=True)
@@ -85,17 +73,36 @@ def resolve_token(environ: Mapping[str, str]) -> str | None:
     return get_token()
 
 
+# huggingface_hub's hf_hub_url written out: its module (huggingface_hub.file_download) costs ~0.2 s
+# to import, more than a small pull's requests. tests/sources/test_hub_file_url.py holds the two
+# equal for any repo id, path, revision, repo type and endpoint.
+_URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/", "kernel": "kernels/"}
+
+
+def _import_quietly(name: str) -> None:
+    """Import ``name`` ahead of its use; a failure is left to the use, whose own import raises it
+    (a thread's exception would be printed)."""
+    with contextlib.suppress(Exception):
+        __import__(name)
+
+
 def hub_file_url(endpoint: str, repo: str, path: str, repo_type: str, revision: str) -> str:
-    """huggingface_hub's resolve URL of a Hub file; a repo id it refuses is UsageError (exit 2)."""
-    from huggingface_hub import hf_hub_url
+    """huggingface_hub's resolve URL of a Hub file
+    (``{endpoint}/{type prefix}{repo}/resolve/{revision}/{path}``, the revision quoted whole, the
+    path with its '/' kept); a repo id it refuses is UsageError (exit 2)."""
     from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
 
     # quoted whole, yet '..' would still ask for another revision
     check_revision(revision, where=repo)
     try:
-        return hf_hub_url(repo, path, repo_type=repo_type, revision=revision, endpoint=endpoint)
+        validate_repo_id(repo)
     except HFValidationError as exc:  # a repo id the catalog allows but the Hub does not (org/a--b)
         raise UsageError(f"{repo}: not a valid Hub repo id ({exc})") from None
+    if repo_type not in _URL_PREFIXES:
+        raise ValueError("Invalid repo type")  # as hf_hub_url: a caller's mistake, not the user's
+    prefix = _URL_PREFIXES[repo_type]
+    return f"{endpoint}/{prefix}{repo}/resolve/{quote(revision, safe='')}/{quote(path)}"
 
 
 def hub_api_url(endpoint: str, repo: str, repo_type: str, *parts: str) -> str:
@@ -144,6 +151,19 @@ class Hub:
             else make_client(timeout=OWN_CLIENT_READ_TIMEOUT, pool_size=4)
         )
         TokenGuard.on(self.client, self.endpoint).protect(self.token)
+        # The replies' pydantic models (~25 ms to build) load on a thread of their own while the
+        # first request is on the network; a reply is read once they are (``_replies_loaded``),
+        # never imported beside that thread.
+        self._loading: threading.Thread | None = None
+        if REPLIES not in sys.modules:
+            self._loading = threading.Thread(
+                target=_import_quietly, args=(REPLIES,), name="mdl-hub-replies", daemon=True
+            )
+            self._loading.start()
+
+    def _replies_loaded(self) -> None:
+        if self._loading is not None:
+            self._loading.join()
 
     def close(self) -> None:  # the run's client is the run's to close
         if self._owns_client:
@@ -151,10 +171,11 @@ class Hub:
 
     def commit_of(self, repo: str, *, repo_type: str, revision: str, what: str) -> str:
         """The commit a branch, tag or commit names (40 lowercase hex digits, or HubReplyError)."""
-        from mdl.sources.hubreplies import parse_revision
-
         url = hub_api_url(self.endpoint, repo, repo_type, "revision", revision)
         response, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
+        self._replies_loaded()
+        from mdl.sources.hubreplies import parse_revision
+
         return parse_revision(body, what=what, url=url, secrets=Secrets.of(response)).sha
 
     def list_files(
@@ -169,6 +190,7 @@ class Hub:
         """Every file of the repo at ``commit``, with sizes and LFS sha256 (one listing, paged, no
         HEADs), within ``limits`` in all; a next page must be this repo's listing at this commit
         (exit 5 naming it otherwise)."""
+        self._replies_loaded()
         from mdl.sources.hubreplies import next_page_url, parse_tree_page
 
         limits = limits or LISTING_LIMITS
@@ -218,10 +240,11 @@ class Hub:
         """HEAD the file's resolve URL: commit, ETag (sha256 for LFS, blob sha1 otherwise), size,
         Xet hash.
         """
-        from mdl.sources.hubreplies import parse_file_metadata, parse_xet_head
-
         url = self.file_url(repo, path, repo_type=repo_type, revision=revision)
         response, _ = self._fetch("HEAD", url, what=what, repo=repo, revision=revision, path=path)
+        self._replies_loaded()
+        from mdl.sources.hubreplies import parse_file_metadata, parse_xet_head
+
         meta = parse_file_metadata(
             response.headers, redirected=response.is_redirect, what=what, url=url
         )
@@ -239,7 +262,7 @@ class Hub:
         base = self.file_url(repo, probe, repo_type=repo_type, revision=revision).removesuffix(
             probe
         )
-        # a path its quoting must agree on, checked against huggingface_hub once per listing
+        # a path its quoting must agree on, checked once per listing
         odd = "d ir/ü #?%.x"
         if base.endswith("/") and base + quote(odd) == self.file_url(
             repo, odd, repo_type=repo_type, revision=revision
@@ -370,106 +393,3 @@ def _status_error(
     # characters).
     error.status, error.server_text = status, safe_text(text, limit=500, secrets=secrets)
     return error
-
-
-def hub_page_as_hf(url: str, *, endpoint: str) -> str | None:
-    """The ``hf://`` text a URL on the Hub at ``endpoint`` — or on huggingface.co, whatever the
-    endpoint: a URL pasted from the browser names a Hub file wherever it is served from, as ``hf
-    download`` with HF_ENDPOINT fetches it from the mirror — stands for:
-    ``…/blob|resolve/{rev}/{path}`` a file, ``/{owner}/{name}`` and ``…/tree/{rev}`` the whole repo;
-    None for any other URL (another origin, another shape, a revision with a '/' that hf:// cannot
-    name); UsageError for a folder's page or a revision a URL path folds away ('..'). The query and
-    fragment (``?download=true``) are dropped; segments are URL-decoded (``refs%2Fpr%2F1``)."""
-    segs = _hub_path_segments(url, endpoint=endpoint)
-    if segs is None:
-        return None
-    named = _repo_named(segs)
-    if named is None:
-        return None
-    repo, rest = named
-    if not rest:
-        return f"hf://{repo}"
-    return _page_in_repo(url, repo, rest)
-
-
-def _hub_path_segments(url: str, *, endpoint: str) -> list[str] | None:
-    """The URL-decoded path segments of a URL on the Hub (at ``endpoint`` or huggingface.co) after
-    the endpoint's own path; None for a URL elsewhere."""
-    if not is_http_url(url) or not is_http_url(endpoint):
-        return None
-    if origin(url) == origin(endpoint):
-        base = urlsplit(endpoint).path.rstrip("/")
-    elif origin(url) == origin(HUB_WEB):
-        base = ""
-    else:
-        return None
-    path = urlsplit(url).path
-    if base and not path.startswith(base + "/"):
-        return None
-    segs = [unquote(seg) for seg in path[len(base) :].split("/")[1:]]
-    if segs and segs[-1] == "":
-        segs.pop()  # a trailing '/'
-    return segs
-
-
-def _repo_named(segs: list[str]) -> tuple[str, list[str]] | None:
-    """The repo id a page path starts with (``datasets/``, ``spaces/`` kept as hf:// says them)
-    and the segments after it; None when the path names no repo."""
-    prefix = _PREFIXES.get(segs[0], "") if segs else ""
-    if prefix:
-        segs = segs[1:]
-    if len(segs) < 2 or segs[0] in _NOT_OWNERS:
-        return None
-    if not _OWNER.fullmatch(segs[0]) or not _REPO_PART.fullmatch(segs[1]):
-        return None
-    return f"{prefix}{segs[0]}/{segs[1]}", segs[2:]
-
-
-def _page_in_repo(url: str, repo: str, rest: list[str]) -> str | None:
-    """The hf:// of a ``blob|resolve|tree/{rev}[/{path}]`` page of ``repo``: a file, or the whole
-    repo at a revision; UsageError for a folder's page or a revision a URL path folds away."""
-    kind = rest[0]
-    if kind not in ("blob", "resolve", "tree") or len(rest) < 2:
-        return None
-    revision, parts = _revision(rest[1:])
-    # '..' or '%2E%2E' would ask for the default branch
-    check_revision(revision, where=redact_url(url))
-    if "/" in revision and not _REF.fullmatch(revision):
-        return None
-    file = "/".join(parts)
-    if kind == "tree" and file:  # a folder's page: no hf:// names a folder alone
-        raise UsageError(
-            f"{redact_url(url)}: is the Hub page of a folder of {repo}",
-            hint=f"to fetch that folder, give hf://{repo}@{revision} --include '{file}/*'",
-        )
-    if kind == "tree":
-        return f"hf://{repo}@{revision}"
-    return f"hf://{repo}@{revision}/{file}" if file else None
-
-
-def _revision(segs: list[str]) -> tuple[str, list[str]]:
-    """The revision at the front of ``segs`` (one segment, or ``refs/pr/N`` written with its
-    slashes) and the rest.
-    """
-    if len(segs) >= 3 and segs[0] == "refs" and segs[1] in _REF_KINDS:
-        return "/".join(segs[:3]), segs[3:]
-    return segs[0], segs[1:]
-
-
-def read_hub_pages(sources: Sequence[str], *, endpoint: str, progress: Progress) -> list[str]:
-    """``sources`` with each URL on the Hub that names a file or a repo replaced by its ``hf://`` (a
-    note says which): the token, the listing's checks and the catalog entry are then those of hf://,
-    as a user of the Hub expects."""
-    read: list[str] = []
-    for source in sources:
-        uri = hub_page_as_hf(source, endpoint=endpoint)
-        if uri is not None:
-            served = (
-                ""
-                if origin(source) == origin(endpoint)
-                else f" (from the Hub at {redact_url(endpoint)})"
-            )
-            log.info("reading %s as %s%s", redact_url(source), uri, served)
-            progress.note(f"mdl: reading {redact_url(source)} as {uri}{served}")
-        read.append(source if uri is None else uri)
-    return read

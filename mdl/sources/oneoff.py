@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mdl.buckets import store_for
 from mdl.catalog import ModelSpec
@@ -25,7 +26,7 @@ from mdl.paths import (
 )
 from mdl.progress import Progress
 from mdl.redact import Secrets, redact_url
-from mdl.sources.hub import Hub, read_hub_pages
+from mdl.sources.hubpages import read_hub_pages
 from mdl.sources.joboutput import (
     InlineCheck,
     InlineFile,
@@ -39,6 +40,9 @@ from mdl.sources.joboutput import (
 )
 from mdl.sources.resolve import resolve_model
 from mdl.store import REPLACEABLE, creatable_problem, hub_source, not_a_file, not_a_file_error
+
+if TYPE_CHECKING:
+    from mdl.sources.hub import Hub
 
 log = logging.getLogger("mdl.get")
 Source = InlineFile | UrlFile

@@ -24,11 +24,11 @@ from mdl.catalog import (
 from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, path_clash, path_problem
 from mdl.redact import printable, redact_url
-from mdl.signing import SignedFile, Trust
-from mdl.sources.hub import Hub, xet_token_url
 from mdl.store import ModelRecord, hub_source, ref_revision, selected
 
 if TYPE_CHECKING:
+    from mdl.signing import SignedFile, Trust
+    from mdl.sources.hub import Hub
     from mdl.sources.hubreplies import FileMetadata, TreeEntry
     from mdl.transfer import Opening
 
@@ -162,6 +162,8 @@ def signature_spec(spec: ModelSpec, trust: Trust) -> FileSpec:
 
 def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     """A whole-repo model: its listing at one commit, selected and checked, as files."""
+    from mdl.sources.hub import xet_token_url  # (with the Hub client: a plain URL needs neither)
+
     assert spec.repo is not None
     commit = hub.commit_of(
         spec.repo, repo_type=spec.repo_type, revision=spec.revision, what=spec.name

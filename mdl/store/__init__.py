@@ -1,69 +1,74 @@
 """The destination on disk: layouts (plain, hf-cache), per-model records, per-file locks, free
 space, partial files, and the offline views of it (list, show, verify, clean, prune)."""
 
-from mdl.store.confined import (
-    not_own,
-    open_file,
-    read_bytes,
-    rename,
-    rmdir_empty,
-    unlink,
-    write_atomic,
-)
-from mdl.store.filelocks import HeldLocks
-from mdl.store.filesystem import (
-    REPLACEABLE,
-    DirSyncs,
-    creatable_problem,
-    fsync_dir,
-    hash_descriptor,
-    hash_file,
-    kind_of,
-    not_a_file,
-    not_a_file_error,
-    stat_file,
-)
-from mdl.store.inventory import (
-    INSTALLED,
-    MISSING,
-    MODIFIED_MAYBE,
-    RECHECK_REASON,
-    CleanedFile,
-    CleanReport,
-    LocalFile,
-    ModelInfo,
-    ModelList,
-    ModelStatus,
-    clean,
-    file_state,
-    judge,
-    list_models,
-    model_status,
-    unplaced_path,
-)
-from mdl.store.layout import (
-    HubFileRef,
-    Layout,
-    Placement,
-    adopt_cached,
-    hub_source,
-    parse_hub_source,
-    ref_revision,
-    selected,
-    signed_name,
-)
-from mdl.store.prune import PrunedPath, PruneReport, prune
-from mdl.store.recordqueue import RecordQueue
-from mdl.store.records import (
-    ExpectedFile,
-    FileRecord,
-    ModelRecord,
-    SignatureRecord,
-    adopted_when_found,
-    now_iso,
-)
-from mdl.store.store import Store
-from mdl.store.verify import read_signature, verify_file, verify_models
+from typing import TYPE_CHECKING
+
+from mdl.lazy import export_lazily
+
+if TYPE_CHECKING:
+    from mdl.store.confined import (
+        not_own,
+        open_file,
+        read_bytes,
+        rename,
+        rmdir_empty,
+        unlink,
+        write_atomic,
+    )
+    from mdl.store.filelocks import HeldLocks
+    from mdl.store.filesystem import (
+        REPLACEABLE,
+        DirSyncs,
+        creatable_problem,
+        fsync_dir,
+        hash_descriptor,
+        hash_file,
+        kind_of,
+        not_a_file,
+        not_a_file_error,
+        stat_file,
+    )
+    from mdl.store.inventory import (
+        INSTALLED,
+        MISSING,
+        MODIFIED_MAYBE,
+        RECHECK_REASON,
+        CleanedFile,
+        CleanReport,
+        LocalFile,
+        ModelInfo,
+        ModelList,
+        ModelStatus,
+        clean,
+        file_state,
+        judge,
+        list_models,
+        model_status,
+        unplaced_path,
+    )
+    from mdl.store.layout import (
+        HubFileRef,
+        Layout,
+        Placement,
+        adopt_cached,
+        hub_source,
+        parse_hub_source,
+        ref_revision,
+        selected,
+        signed_name,
+    )
+    from mdl.store.prune import PrunedPath, PruneReport, prune
+    from mdl.store.recordqueue import RecordQueue
+    from mdl.store.records import (
+        ExpectedFile,
+        FileRecord,
+        ModelRecord,
+        SignatureRecord,
+        adopted_when_found,
+        now_iso,
+    )
+    from mdl.store.store import Store
+    from mdl.store.verify import read_signature, verify_file, verify_models
 
 __all__ = [
     "INSTALLED",
@@ -124,3 +129,66 @@ __all__ = [
     "verify_models",
     "write_atomic",
 ]
+
+export_lazily(
+    __name__,
+    {
+        "not_own": "confined",
+        "open_file": "confined",
+        "read_bytes": "confined",
+        "rename": "confined",
+        "rmdir_empty": "confined",
+        "unlink": "confined",
+        "write_atomic": "confined",
+        "HeldLocks": "filelocks",
+        "REPLACEABLE": "filesystem",
+        "DirSyncs": "filesystem",
+        "creatable_problem": "filesystem",
+        "fsync_dir": "filesystem",
+        "hash_descriptor": "filesystem",
+        "hash_file": "filesystem",
+        "kind_of": "filesystem",
+        "not_a_file": "filesystem",
+        "not_a_file_error": "filesystem",
+        "stat_file": "filesystem",
+        "INSTALLED": "inventory",
+        "MISSING": "inventory",
+        "MODIFIED_MAYBE": "inventory",
+        "RECHECK_REASON": "inventory",
+        "CleanedFile": "inventory",
+        "CleanReport": "inventory",
+        "LocalFile": "inventory",
+        "ModelInfo": "inventory",
+        "ModelList": "inventory",
+        "ModelStatus": "inventory",
+        "clean": "inventory",
+        "file_state": "inventory",
+        "judge": "inventory",
+        "list_models": "inventory",
+        "model_status": "inventory",
+        "unplaced_path": "inventory",
+        "HubFileRef": "layout",
+        "Layout": "layout",
+        "Placement": "layout",
+        "adopt_cached": "layout",
+        "hub_source": "layout",
+        "parse_hub_source": "layout",
+        "ref_revision": "layout",
+        "selected": "layout",
+        "signed_name": "layout",
+        "PrunedPath": "prune",
+        "PruneReport": "prune",
+        "prune": "prune",
+        "RecordQueue": "recordqueue",
+        "ExpectedFile": "records",
+        "FileRecord": "records",
+        "ModelRecord": "records",
+        "SignatureRecord": "records",
+        "adopted_when_found": "records",
+        "now_iso": "records",
+        "Store": "store",
+        "read_signature": "verify",
+        "verify_file": "verify",
+        "verify_models": "verify",
+    },
+)

@@ -1,45 +1,57 @@
 """Bytes over HTTP: the one client and redirect follower, and the engine that fetches one file into
 a ``.part`` over parallel ranges with a resume record, verifies it and finishes atomically."""
 
-from mdl.transfer.body import promised, read_body
-from mdl.transfer.connection import NetTransport, origin, set_read_timeout, set_reply_deadline
-from mdl.transfer.engine import Engine
-from mdl.transfer.http import (
-    RETRYABLE_STATUSES,
-    Credentials,
-    RetryableError,
-    RetryPolicy,
-    TokenGuard,
-    Tries,
-    UnreachableError,
-    body_excerpt,
-    error_for_status,
-    follow,
-    hub_auth_hint,
-    hub_refusal,
-    make_client,
-    retry_after_seconds,
-    transport_error,
-)
-from mdl.transfer.job import EngineConfig, Identity, Opening, RetryLog, TransferJob, TransferResult
-from mdl.transfer.ratelimit import MAX_HUB_WAIT, HubGate, read_rate_limits
-from mdl.transfer.replies import Probed, probe
-from mdl.transfer.resume import (
-    BY_CHUNK,
-    STATE_MAX,
-    WRITEBACK_EVERY,
-    Hasher,
-    boot_id,
-    discard_partial,
-    finish_part,
-    job_root,
-    planted,
-    record_due,
-    save_threshold,
-    saved_progress,
-    start_writeback,
-)
-from mdl.transfer.scheduling import SPLIT_THRESHOLD, RateLimiter
+from typing import TYPE_CHECKING
+
+from mdl.lazy import export_lazily
+
+if TYPE_CHECKING:
+    from mdl.transfer.body import promised, read_body
+    from mdl.transfer.connection import NetTransport, origin, set_read_timeout, set_reply_deadline
+    from mdl.transfer.engine import Engine
+    from mdl.transfer.http import (
+        RETRYABLE_STATUSES,
+        Credentials,
+        RetryableError,
+        RetryPolicy,
+        TokenGuard,
+        Tries,
+        UnreachableError,
+        body_excerpt,
+        error_for_status,
+        follow,
+        hub_auth_hint,
+        hub_refusal,
+        make_client,
+        retry_after_seconds,
+        transport_error,
+    )
+    from mdl.transfer.job import (
+        EngineConfig,
+        Identity,
+        Opening,
+        RetryLog,
+        TransferJob,
+        TransferResult,
+    )
+    from mdl.transfer.ratelimit import MAX_HUB_WAIT, HubGate, read_rate_limits
+    from mdl.transfer.replies import Probed, probe
+    from mdl.transfer.resume import (
+        BY_CHUNK,
+        STATE_MAX,
+        WRITEBACK_EVERY,
+        Hasher,
+        boot_id,
+        discard_partial,
+        finish_part,
+        job_root,
+        planted,
+        record_due,
+        save_threshold,
+        saved_progress,
+        start_writeback,
+    )
+    from mdl.transfer.scheduling import SPLIT_THRESHOLD, RateLimiter
 
 __all__ = [
     "BY_CHUNK",
@@ -91,3 +103,57 @@ __all__ = [
     "start_writeback",
     "transport_error",
 ]
+
+export_lazily(
+    __name__,
+    {
+        "promised": "body",
+        "read_body": "body",
+        "NetTransport": "connection",
+        "origin": "connection",
+        "set_read_timeout": "connection",
+        "set_reply_deadline": "connection",
+        "Engine": "engine",
+        "RETRYABLE_STATUSES": "http",
+        "Credentials": "http",
+        "RetryableError": "http",
+        "RetryPolicy": "http",
+        "TokenGuard": "http",
+        "Tries": "http",
+        "UnreachableError": "http",
+        "body_excerpt": "http",
+        "error_for_status": "http",
+        "follow": "http",
+        "hub_auth_hint": "http",
+        "hub_refusal": "http",
+        "make_client": "http",
+        "retry_after_seconds": "http",
+        "transport_error": "http",
+        "EngineConfig": "job",
+        "Identity": "job",
+        "Opening": "job",
+        "RetryLog": "job",
+        "TransferJob": "job",
+        "TransferResult": "job",
+        "MAX_HUB_WAIT": "ratelimit",
+        "HubGate": "ratelimit",
+        "read_rate_limits": "ratelimit",
+        "Probed": "replies",
+        "probe": "replies",
+        "BY_CHUNK": "resume",
+        "STATE_MAX": "resume",
+        "WRITEBACK_EVERY": "resume",
+        "Hasher": "resume",
+        "boot_id": "resume",
+        "discard_partial": "resume",
+        "finish_part": "resume",
+        "job_root": "resume",
+        "planted": "resume",
+        "record_due": "resume",
+        "save_threshold": "resume",
+        "saved_progress": "resume",
+        "start_writeback": "resume",
+        "SPLIT_THRESHOLD": "scheduling",
+        "RateLimiter": "scheduling",
+    },
+)

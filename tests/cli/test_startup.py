@@ -11,8 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from runfixtures import mdl
-from servers import CdnServer
+from servers import TOKEN, CdnServer, HubServer
 
 ROOT = Path(__file__).resolve().parents[2]
 NET = ("httpx2", "httpcore2", "huggingface_hub", "boto3", "botocore")
@@ -39,6 +40,49 @@ NOT_FOR_GET = (
 # even imported.
 COMMAND_MODULES = tuple(
     f"mdl.cli.{m}" for m in ("archive", "download", "edit", "get", "inspect", "lock", "publish")
+)
+# What a plain URL's get (no catalog) never runs: the Hub client and its replies, Xet, the lock, the
+# mirror filling and its leases, S3 writes, signatures, prune and the catalog's editing; nor the
+# libraries under them. Pydantic itself may be Typer's (Typer 0.29 converts options through it): mdl's
+# own pydantic models are what stay out (catalog.schema, hubreplies, lockfile.model).
+NOT_FOR_PLAIN_GET = (
+    *NOT_FOR_GET,
+    "rich",
+    "model_signing",
+    "blake3",
+    "lz4",
+    "numpy",
+    "huggingface_hub",
+    "mdl.sources.hub",
+    "mdl.lockfile",
+    "mdl.lockfile.model",
+    "mdl.xet.fetch",
+    "mdl.xet.streams",
+    "mdl.xet.cas",
+    "mdl.buckets.s3write",
+    "mdl.buckets.lease",
+    "mdl.download.fill",
+    "mdl.download.resolve",
+    "mdl.download.lock",
+    "mdl.download.puller",
+    "mdl.download.signed",
+    "mdl.download.catalog_edits",
+    "mdl.signing.library",
+    "mdl.store.prune",
+    "mdl.store.verify",
+    "mdl.catalog.edit",
+    "mdl.catalog.files",
+    "mdl.api.download",
+    "mdl.api.lock",
+)
+# How many of mdl's modules a plain URL's get loads, at most (80 when this was set, from 116: each
+# command loads what it runs). A change that needs more on this path says why here.
+PLAIN_GET_MODULES = 80
+MDL_MODULES = tuple(
+    sorted(
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in (ROOT / "mdl").rglob("*.py")
+    )
 )
 CATALOG = (
     '[models.tiny]\nrepo = "org/tiny"\n\n[models.direct]\nfiles = [{ url ='
@@ -96,6 +140,81 @@ def test_get_of_a_url_never_loads_the_hub_client(tmp_path: Path, cdn: CdnServer)
         "mdl.cli.get"
     ]
     assert (tmp_path / "x.bin").read_bytes() == b"forty-two bytes of a very small model file"
+
+
+def test_a_plain_get_loads_only_what_it_runs(tmp_path: Path, cdn: CdnServer) -> None:
+    url = cdn.add_file("/tiny.bin", b"tiny")
+    assert loaded(tmp_path, NOT_FOR_PLAIN_GET, "get", url, "-o", "tiny.bin") == []
+    ours = loaded(tmp_path, MDL_MODULES, "get", url, "-o", "again.bin")
+    assert "mdl.download.get" in ours  # the probe sees the get's own modules
+    assert len(ours) <= PLAIN_GET_MODULES, ours
+    assert (tmp_path / "again.bin").read_bytes() == b"tiny"
+
+
+def test_a_hub_pull_never_loads_hf_hub_url_s_module(
+    tmp_path: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """huggingface_hub.file_download (~0.2 s to import) is never loaded: mdl writes the resolve URL
+    and the cache folder's name out (tests/sources/test_hub_file_url.py,
+    tests/store/test_repo_folder.py hold them equal to the library's)."""
+    hub.add_repo("org/tiny", {"config.json": b"{}", "w.bin": b"weights"})
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    (tmp_path / "catalog.toml").write_text(
+        '[settings]\ndest = "models"\n\n[models.tiny]\nrepo = "org/tiny"\n'
+    )
+    watched = ("huggingface_hub.file_download", "rich", "boto3", "mdl.download.fill")
+    assert loaded(tmp_path, watched, "pull", "tiny") == []
+    assert (tmp_path / "models" / "tiny" / "w.bin").read_bytes() == b"weights"
+    cache = ("huggingface_hub.file_download",)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert loaded(tmp_path, cache, "pull", "tiny", "--layout", "hf-cache") == []
+    # the name written out is the one huggingface_hub reads
+    assert [
+        p.read_bytes() for p in (tmp_path / "hf").glob("models--org--tiny/snapshots/*/w.bin")
+    ] == [b"weights"]
+
+
+# Runs mdl as PROBE does, and writes which thread imported each module named in argv[1].
+THREADS = """\
+import atexit, json, sys, threading
+watch, out, seen = json.loads(sys.argv[1]), sys.argv[2], {}
+class Seen:  # first on sys.meta_path: told of every import, finds nothing itself
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name in watch:
+            seen.setdefault(name, threading.current_thread().name)
+sys.meta_path.insert(0, Seen)
+atexit.register(lambda: open(out, "w").write(json.dumps(seen)))
+sys.argv = ["mdl", *sys.argv[3:]]
+from mdl.__main__ import main
+main()
+"""
+
+
+def test_the_hub_replies_load_beside_the_first_request(
+    tmp_path: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replies' pydantic models load on a thread of their own, started with the Hub client, so
+    the main thread sends the first request instead of building them first."""
+    hub.add_repo("org/tiny", {"w.bin": b"weights"})
+    (tmp_path / "catalog.toml").write_text(
+        '[settings]\ndest = "models"\n\n[models.tiny]\nrepo = "org/tiny"\n'
+    )
+    out = tmp_path / "threads.json"
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN}
+    watch = json.dumps(["mdl.sources.hubreplies"])
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS, watch, str(out), "pull", "tiny"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**env, "MDL_LOG_FILE": str(tmp_path / "mdl.log")},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text()) == {"mdl.sources.hubreplies": "mdl-hub-replies"}
+    assert (tmp_path / "models" / "tiny" / "w.bin").read_bytes() == b"weights"
 
 
 def test_every_command_is_built_as_registered() -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from mdl.errors import MdlError, UsageError
 from mdl.paths import parse_hf_uri
-from mdl.sources.hub import hub_page_as_hf
+from mdl.sources.hubpages import hub_page_as_hf
 
 HUB = "https://huggingface.co"
 
