@@ -17,6 +17,7 @@ the latency proxy). Nothing else touches the network: `mdl list` is offline by c
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import statistics
 import subprocess
@@ -24,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from timeline import requests_between
 MINIMAL = r.HERE / "minimal_get.py"
 IMPORTS = "import typer, httpx2"
 ROWS = ("get", "help", "list")
+RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 # issue 53: the tiny get costs no more than the minimal app, and at most 1.5 x the libraries' import
 TARGETS = (("minimal app", 1.0), (f"python -c '{IMPORTS}'", 1.5))
 
@@ -77,6 +80,7 @@ class TinyServer:
 
     def __init__(self, f: r.DataFile, log: Path) -> None:
         body, name, self.log = f.path.read_bytes(), f.path.name, log
+        etag, modified = f'"{f.sha256[:16]}"', formatdate(f.path.stat().st_mtime, usegmt=True)
         lock = threading.Lock()
         log.write_text("")
 
@@ -88,11 +92,22 @@ class TinyServer:
                 if self.path != f"/{name}":
                     self.send_error(404)
                     return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
+                # as nginx answers: validators, and a single range as 206 (mdl's first GET asks
+                # bytes=0-; a 200 to it would cost mdl a second request nginx never makes it send)
+                first, last = 0, len(body) - 1
+                if (ranged := RANGE.fullmatch(self.headers.get("Range", ""))) is not None:
+                    first = int(ranged[1])
+                    last = min(int(ranged[2]), last) if ranged[2] else last
+                self.send_response(206 if ranged else 200)
+                if ranged:
+                    self.send_header("Content-Range", f"bytes {first}-{last}/{len(body)}")
+                self.send_header("Content-Length", str(last + 1 - first))
                 self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("ETag", etag)
+                self.send_header("Last-Modified", modified)
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(body[first : last + 1])
                 with lock, log.open("a") as out:
                     out.write(
                         f"{arrival:.6f} {time.time():.6f} tiny {id(self.connection)} fwd"
