@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, TypedDict, Union, cast, get_args, get_origin
@@ -251,12 +251,14 @@ CONTEXT = inspect.Parameter(
 )
 
 
-def command_flags(ctx: typer.Context) -> dict[str, Any]:
-    """The command's common flags, --catalog and --dest merged with those before its name
-    (``ctx.obj``): a switch counts wherever it is, a value after the command wins (as in curl and
-    git); a value before a command without that option is a usage error (``mdl --dest D get URL``
-    would save into .), but --progress's."""
-    before, own = ctx.obj or {}, ctx.params
+def command_flags(ctx: typer.Context, own: Mapping[str, Any]) -> dict[str, Any]:
+    """The command's common flags, --catalog and --dest (``own``: its options, as its function
+    gets them) merged with those before its name (``ctx.obj``): a switch counts wherever it is, a
+    value after the command wins (as in curl and git); a value before a command without that option
+    is a usage error (``mdl --dest D get URL`` would save into .), but --progress's."""
+    # ``own``, not ctx.params: Typer before 0.29 converts (a Path option's str to Path) only what
+    # it hands the function
+    before = ctx.obj or {}
     merged: dict[str, Any] = {}
     for name, (_, default) in (
         *COMMON.items(),
@@ -304,7 +306,7 @@ def command(
     def wrap(body: Callable[..., int | None]) -> Callable[..., None]:
         @functools.wraps(body)
         def run_command(ctx: typer.Context, **options: Any) -> None:
-            flags = command_flags(ctx)
+            flags = command_flags(ctx, options)
             # merged: they go to the command
             paths = {key: flags.pop(key) for key in ("catalog", "dest")}
             options = {

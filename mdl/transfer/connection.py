@@ -447,7 +447,6 @@ class NetTransport:
         # A CA variable naming nothing is exit 2 now; loading the CAs (~30-50 ms) waits for the
         # first TLS connection.
         ca_locations(self._environ)
-        self._ssl: ssl.SSLContext | None = None
         self._pool_size = pool_size
         self._backend = WireBackend()
         # direct, by scheme
@@ -474,8 +473,8 @@ class NetTransport:
             )
         # A plain http:// pool never opens TLS: its context trusts no CA, so it would fail closed if
         # it ever did.
-        if tls:  # two routes opening at once may load the CAs twice: harmless, and rare
-            self._ssl = context = self._ssl or ssl_context(self._environ)
+        if tls:
+            context = shared_ssl_context(self._environ)
         else:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         common: dict[str, Any] = {
@@ -631,7 +630,39 @@ def ca_locations(environ: Mapping[str, str]) -> tuple[str | None, str | None, st
     return cafile, capath, name or (CA_DIR_VARIABLE if folder else None)
 
 
+# The process's contexts, one per CA setting: loading the CAs costs ~30 ms of CPU, paid at the first
+# TLS connection of the first client that needs them and never again (a context is shared between
+# threads and clients as it is between one pool's connections; nothing changes it once built).
+_CONTEXTS: dict[tuple[object, ...], ssl.SSLContext] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def _stamp(path: str | None) -> tuple[int, int, int] | None:
+    """What tells a CA file or folder rewritten in place from the one a context was built from."""
+    if path is None:
+        return None
+    try:
+        found = Path(path).stat()
+    except OSError:  # gone since ca_locations looked: loading it says why
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns
+
+
+def shared_ssl_context(environ: Mapping[str, str]) -> ssl.SSLContext:
+    """The process's context for the CAs ``environ`` names (see :func:`ssl_context`), built once per
+    CA setting (and per version of its file or folder), by one thread while the others wait."""
+    cafile, capath, where = ca_locations(environ)
+    key = (where, cafile, capath, _stamp(cafile), _stamp(capath))
+    with _CONTEXTS_LOCK:
+        context = _CONTEXTS.get(key)
+        if context is None:
+            context = _CONTEXTS[key] = ssl_context(environ)
+        return context
+
+
 def ssl_context(environ: Mapping[str, str]) -> ssl.SSLContext:
+    """A new context trusting the CAs ``environ`` names (``CA_FILE_VARIABLES``, ``SSL_CERT_DIR``),
+    else the system's (httpx2's default, without reading the process's own environment)."""
     cafile, capath, where = ca_locations(environ)
     if where is None:
         return httpx2.create_ssl_context(trust_env=False)
