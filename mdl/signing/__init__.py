@@ -4,6 +4,7 @@ making one.
 
 from mdl.signing.library import (
     MAX_SIGNATURE_BYTES,
+    import_ahead,
     public_key_of,
     require_library,
     sign_digests,
@@ -26,6 +27,7 @@ __all__ = [
     "SignedManifest",
     "Trust",
     "git_path",
+    "import_ahead",
     "key_id",
     "public_key_of",
     "require_library",
