@@ -25,6 +25,7 @@ from mdl.signing import (
     SignedManifest,
     Trust,
     git_path,
+    import_ahead,
     require_library,
     verify_signature,
 )
@@ -122,7 +123,7 @@ def _signed(
     assert sig is not None, "the resolver adds the signature file to a signed model"
     what = label_of(sig)
     retries = RetryLog()
-    data, staged = _fetch_signature(session, sig, retries)
+    data, staged = _fetch_signature(session, sig, fingerprint, retries)
     manifest = _verified(session, data, trust, fingerprint, what=what)
     sha256, by = hashlib.sha256(data).hexdigest(), trust.by()
     session.progress.note(f"{what}: signature verified, signed by {by}")
@@ -149,7 +150,7 @@ def _signed(
 
 
 def _fetch_signature(
-    session: PullSession, sig: RemoteFile, retries: RetryLog
+    session: PullSession, sig: RemoteFile, fingerprint: str, retries: RetryLog
 ) -> tuple[bytes, Path | None]:
     """The signature's bytes and where they wait to be placed (None: they are the installed file,
     up to date).
@@ -164,6 +165,8 @@ def _fetch_signature(
                 read_signature(plan.placement.store.dest, plan.placement.final, what=label_of(sig)),
                 None,
             )
+    if _new_to_verify(session, sig, fingerprint):
+        import_ahead()  # while the signature downloads
     store = session.layout.store_for(sig.source)
     staged = store.staged_path(sig.model, sig.path)
     store.ensure_dirs()
@@ -201,6 +204,32 @@ def _fetch_signature(
         held.release()
 
 
+def _new_to_verify(session: PullSession, sig: RemoteFile, fingerprint: str) -> bool:
+    """Whether the signature about to be fetched is likely one not verified here with this trust
+    (so model_signing will be needed): a listed version the installed copy is not, or, unlisted (a
+    URL), one that is not the installed one's kept verification."""
+    if sig.git_oid and not sig.sha256:
+        return True  # fetched: the installed copy is not this version
+    sha256 = sig.sha256
+    if not sha256:
+        record = session.store.read_record(sig.model)
+        if record is None or record.signature is None or record.signature.file != sig.path:
+            return True
+        sha256 = record.signature.sha256
+    # a guess: whatever it cannot tell, the verification itself finds out
+    try:
+        return not _kept_path(session, bytes.fromhex(sha256), fingerprint).is_file()
+    except (OSError, ValueError):
+        return True
+
+
+def _kept_path(session: PullSession, sha256: bytes, fingerprint: str) -> Path:
+    """Where the statement a signature (by its sha256) verified against a trust (its fingerprint)
+    signs is kept."""
+    name = hashlib.sha256(sha256 + fingerprint.encode()).hexdigest()
+    return session.store.state_dir / "signatures" / f"{name}.json"
+
+
 def _verified(
     session: PullSession, data: bytes, trust: Trust, fingerprint: str, *, what: str
 ) -> SignedManifest:
@@ -209,8 +238,7 @@ def _verified(
     (cron) neither verifies it again nor imports model_signing (~0.4 CPU-s); another key,
     certificate or signature is verified anew. ``mdl verify`` always verifies it afresh."""
     store = session.store
-    name = hashlib.sha256(hashlib.sha256(data).digest() + fingerprint.encode()).hexdigest()
-    kept = store.state_dir / "signatures" / f"{name}.json"
+    kept = _kept_path(session, hashlib.sha256(data).digest(), fingerprint)
     try:
         return SignedManifest.from_json(
             json.loads(read_bytes(store.dest, kept, limit=2 * MAX_SIGNATURE_BYTES))

@@ -9,6 +9,7 @@ from mdl.lazy import export_lazily
 if TYPE_CHECKING:
     from mdl.signing.library import (
         MAX_SIGNATURE_BYTES,
+        import_ahead,
         public_key_of,
         require_library,
         sign_digests,
@@ -31,6 +32,7 @@ __all__ = [
     "SignedManifest",
     "Trust",
     "git_path",
+    "import_ahead",
     "key_id",
     "public_key_of",
     "require_library",
@@ -43,6 +45,7 @@ export_lazily(
     __name__,
     {
         "MAX_SIGNATURE_BYTES": "library",
+        "import_ahead": "library",
         "public_key_of": "library",
         "require_library": "library",
         "sign_digests": "library",

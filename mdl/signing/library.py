@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import sys
 import tempfile
+import threading
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -41,7 +43,51 @@ EXTRA_HINT = "pip install 'mdl[sign]'"
 MAX_SIGNATURE_BYTES = 64 << 20
 
 
+class _ImportAhead:
+    """model_signing (≈0.4 CPU-s of sigstore, TUF, protobuf, …) imported on a thread while the
+    signature downloads: the time is hidden on a real network, though not the CPU."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None or "model_signing" in sys.modules:
+                return
+            # a daemon: Ctrl-C (or any exit) never waits for an import nobody needs any more
+            self._thread = threading.Thread(
+                target=self._run, name="mdl-import-model_signing", daemon=True
+            )
+            self._thread.start()
+
+    @staticmethod
+    def _run() -> None:
+        # Whatever the import raises is not this thread's to report (a thread's traceback would
+        # print): the caller imports again on its own thread and gets the same error as without.
+        with contextlib.suppress(BaseException):
+            importlib.import_module("model_signing")
+
+    def join(self) -> None:
+        """Wait for a started import (a signal interrupts the wait: Ctrl-C is not held up)."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+
+_ahead = _ImportAhead()
+
+
+def import_ahead() -> None:
+    """Start importing model_signing on a thread, once per process, when a signature is about to be
+    verified: ``verify_signature`` then waits for it instead of importing it itself. Call it only
+    when a verification is likely: a run that verifies nothing should not pay the import."""
+    _ahead.start()
+
+
 def _library() -> Any:
+    _ahead.join()  # a started import finishes (or fails) before this one looks at it
     try:
         import model_signing
     except ImportError:
