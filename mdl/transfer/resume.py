@@ -170,6 +170,8 @@ class DownloadState:
         self.renewing = False
         # ... till it has answered a range (then a later refusal is a later expiry)
         self.renewed: str | None = None
+        # a target's query says when it expires, and this clock agrees with the signer's
+        self.dated = True
         # the bytes of an earlier run were dropped: this is a download, not a resume
         self.restarted = False
         # why bytes on disk were first thrown away (a resume's outcome says it)

@@ -140,11 +140,14 @@ class PieceStream:
                     return url, None
             self._wait_for(asked)
 
-    def _lapsed(self, url: str) -> bool:
+    def _lapsed(self, url: str, *, fresh: bool = False) -> bool:
         """Whether ``url``'s own query says it has expired (a fresh target is tried whatever it
         says: this clock may be ahead of the signer's)."""
+        state = self.state
+        if not state.dated or (url == state.renewed and not fresh):
+            return False
         lapses = lapses_at(url)
-        return lapses is not None and url != self.state.renewed and time.time() >= lapses
+        return lapses is not None and time.time() >= lapses
 
     def _wait_for(self, asked: Resolve) -> None:
         """Till another stream's ask of the resolve URL has a target (Ctrl-C heeded); its failure
@@ -204,6 +207,9 @@ class PieceStream:
                 state.url = target
             if state.renewing:  # the first target since the last expired: it must answer
                 state.renewing, state.renewed = False, target
+                # Fresh, yet expired by its query: this clock is ahead of the signer's, and no
+                # query is believed for the rest of the file (else each would be asked again).
+                state.dated &= not self._lapsed(target, fresh=True)
             asked.done.set()
 
     def _try(self, url: str, asking: Resolve | None = None) -> bool:
