@@ -524,11 +524,12 @@ def follow(
     server: str | None = None,
     hint: str | None = None,
     saved_as: str | None = None,
+    redirected: Callable[[str], None] | None = None,
 ) -> Iterator[httpx2.Response]:
     """Yield the final, unread response (closed after): ``credentials`` decide each hop's headers,
     ``rule(current, target)`` whether to follow (False: yield the redirect); https→http never;
     ``saved_as``: the name the body is saved under, when it is a download (a web page is refused for
-    a model file's name)."""
+    a model file's name); ``redirected(target)``: told each target followed, before it is asked."""
     current = url  # each hop's URL registered by the client's Secrets hook as it is sent
     for _ in range(MAX_REDIRECTS + 1):
         request_headers = {**(headers or {}), **credentials.headers_for(current)}
@@ -569,6 +570,8 @@ def follow(
                     drain(response)
                     refuse_redirect(current, location, what=what)
                     log.debug("redirect %s -> %s", redact_url(current), redact_url(location))
+                    if redirected is not None:
+                        redirected(location)
                     current = location
                     continue
             refuse_web_page(response, asked=url, saved_as=saved_as, what=what)

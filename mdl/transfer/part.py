@@ -256,6 +256,8 @@ class Restarts:
         connections = self.shared.config.streams(state.size)
         state.multi = len(state.pieces) > 1
         state.url = job.located if job.located and not state.restarted else job.url
+        # this attempt's streams ask the resolve URL afresh, once for all (PieceStream._aim)
+        state.resolve, state.renewing, state.renewed = None, False, None
         if state.multi and not all(p.complete for p in state.pieces):
             state.multi = self._aim_ranges(connections)
         todo = [p for p in state.pieces if not p.complete]

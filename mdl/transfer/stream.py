@@ -6,6 +6,7 @@ stalls, or a signed URL expires."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import errno
 import itertools
@@ -16,9 +17,9 @@ from collections.abc import Iterator
 
 import httpx2
 
-from mdl.errors import NetworkError
+from mdl.errors import MdlError, NetworkError
 from mdl.transfer.body import BodyOverrunError, Span, promised, read_body
-from mdl.transfer.connection import set_read_timeout
+from mdl.transfer.connection import origin, set_read_timeout
 from mdl.transfer.headers import content_range_total, is_encoded
 from mdl.transfer.http import (
     ExpiredURLError,
@@ -29,8 +30,8 @@ from mdl.transfer.http import (
     transport_error,
 )
 from mdl.transfer.job import Opening, RangesIgnoredError, SourceChanged
-from mdl.transfer.replies import check_range, check_size, check_version, size_differs
-from mdl.transfer.resume import HASH_BLOCK, DownloadState
+from mdl.transfer.replies import check_range, check_size, check_version, lapses_at, size_differs
+from mdl.transfer.resume import HASH_BLOCK, DownloadState, Resolve
 from mdl.transfer.scheduling import MiB, Piece, window
 from mdl.transfer.shared import IGNORED_RANGE, Shared
 from mdl.units import human_seconds
@@ -38,6 +39,8 @@ from mdl.units import human_seconds
 log = logging.getLogger("mdl.transfer")
 
 PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
+# seconds between looks at Ctrl-C while a stream waits for another's ask of the resolve URL
+WAIT_STEP = 0.1
 
 
 class _ClosedEarly(RetryableError):
@@ -86,6 +89,8 @@ class PieceStream:
         self.stalls = 0
         # the furthest this piece has got: progress is getting past it
         self.high = piece.start + piece.done
+        # the last ask of the resolve URL whose failure this stream raised: its next asks anew
+        self.failed: Resolve | None = None
 
     def run(self) -> None:
         """Fetch the piece, resuming from its last byte; only tries that moved nothing onto the
@@ -93,23 +98,126 @@ class PieceStream:
         """
         while not self.piece.complete:
             self.shared.check_stop(self.state)
-            url = self.state.url
+            url, asking = self.state.url, None
             try:
-                if self._try(url):
+                # another stream's failed ask of the resolve URL: this one's try failed too
+                url, asking = self._aim()
+                if self._try(url, asking):
                     return
             except ExpiredURLError:
-                if not self._relocate(url):
+                # refused where the resolve URL sent it: that target expired
+                refused = asking.target if asking is not None and asking.target else url
+                if not self._relocate(refused):
                     raise
             except httpx2.ReadTimeout as exc:
                 self._stalled(exc)
             except (RetryableError, httpx2.TransportError, httpx2.StreamClosed) as exc:
                 self._failed(exc, url)
 
-    def _try(self, url: str) -> bool:
+    def _aim(self) -> tuple[str, Resolve | None]:
+        """Where the next request goes, and the ask of the resolve URL it makes for all the file's
+        streams (None: it asks for itself alone). A Hub file's parallel ranges share one redirect
+        target: the first stream asks the resolve URL, the others wait for where it was sent."""
+        state, job = self.state, self.job
+        if not state.shares_target:
+            return state.url, None
+        while True:
+            with state.lock:
+                url, asked = state.url, state.resolve
+                if url != job.url and not self._lapsed(url):
+                    return url, None
+                if url != job.url:
+                    # its query says it expired: asked again once for all streams, not refused
+                    # once per stream
+                    log.info("%s: signed URL expired, resolving it again", job.label)
+                    state.renew()
+                    continue
+                if asked is None or asked is self.failed:
+                    state.resolve = asked = Resolve(url)
+                    return url, asked
+                # it did not redirect: the URL answers itself
+                if asked.done.is_set() and asked.error is None:
+                    return url, None
+            self._wait_for(asked)
+
+    def _lapsed(self, url: str, *, fresh: bool = False) -> bool:
+        """Whether ``url``'s own query says it has expired (a fresh target is tried whatever it
+        says: this clock may be ahead of the signer's)."""
+        state = self.state
+        if not state.dated or (url == state.renewed and not fresh):
+            return False
+        lapses = lapses_at(url)
+        return lapses is not None and time.time() >= lapses
+
+    def _wait_for(self, asked: Resolve) -> None:
+        """Till another stream's ask of the resolve URL has a target (Ctrl-C heeded); its failure
+        is this stream's too."""
+        while not asked.done.wait(WAIT_STEP):
+            self.shared.check_stop(self.state)
+        if asked.error is not None:
+            self.failed = asked
+            # each stream raises its own: an exception is not raised in two threads at once
+            raise copy.copy(asked.error) from asked.error
+
+    @contextlib.contextmanager
+    def _asking(self, asked: Resolve | None) -> Iterator[None]:
+        """This stream's request asks the resolve URL for every stream of the file: however it
+        ends, the others stop waiting (a failure before the target was known is theirs too, and
+        theirs who aim after it, till they tried once more)."""
+        if asked is None:
+            yield
+            return
+        try:
+            yield
+        except MdlError as exc:
+            self.failed = asked
+            self._unanswered(asked, exc)
+            raise
+        finally:
+            self._unanswered(asked, None)
+
+    def _unanswered(self, asked: Resolve, error: MdlError | None) -> None:
+        """The ask ended before it had a target: the streams waiting for it, or aiming after it,
+        raise ``error`` (None: the next stream to aim asks again)."""
+        state = self.state
+        with state.lock:
+            if asked.done.is_set():
+                return
+            asked.error = error
+            if error is None and state.resolve is asked:
+                state.resolve = None
+            asked.done.set()
+
+    def _reached(self, asked: Resolve, target: str, *, final: bool) -> None:
+        """The resolve URL sent this stream to ``target`` (``final``: whose answer came): the
+        other streams go there now. A hop within the resolve URL's origin is not the target yet."""
+        if not final and origin(target) == origin(asked.url):
+            return
+        state = self.state
+        with state.lock:
+            if asked.done.is_set():
+                # told at the redirect; a further hop's final URL serves the later requests
+                if final and target != asked.target and state.url == asked.target:
+                    state.url = target
+                    if state.renewed == asked.target:
+                        state.renewed = target
+                return
+            asked.target = target
+            if state.url == asked.url:
+                state.url = target
+            if state.renewing:  # the first target since the last expired: it must answer
+                state.renewing, state.renewed = False, target
+                # Fresh, yet expired by its query: this clock is ahead of the signer's, and no
+                # query is believed for the rest of the file (else each would be asked again).
+                state.dated &= not self._lapsed(target, fresh=True)
+            asked.done.set()
+
+    def _try(self, url: str, asking: Resolve | None = None) -> bool:
         """One request and its answer; True: the file's end was read (an unknown size)."""
         piece = self.piece
         began = piece.start + piece.done
-        answered_end = self.request(url)
+        with self._asking(asking):
+            answered_end = self.request(url, asking)
         if piece.end is None:
             return True
         # Short of its range, the connection was lost; a tiny legal answer spends a try (or it goes
@@ -142,10 +250,16 @@ class PieceStream:
                 state.relocated_probe = True
                 state.url = self.shared.locate(state)
                 return True
+            # the fresh target refused before it answered: the Hub's next would be no better
+            if state.multi and url == state.renewed:
+                return False
             log.info("%s: signed URL refused (403), resolving it again", job.label)
             job.retries.add("signed URL refused (HTTP 403), resolved it again")
-            # the Hub signs anew
-            state.url = self.shared.locate(state) if state.multi else job.url
+            # the Hub signs anew: parallel ranges, once for all the file's streams (``_aim``)
+            if state.multi:
+                state.renew()
+            else:
+                state.url = job.url
         return True
 
     def _stalled(self, exc: httpx2.ReadTimeout) -> None:
@@ -185,18 +299,20 @@ class PieceStream:
         # "lost".
         self.tries.failed(err, lost=exc is not err or isinstance(exc, _ClosedEarly))
 
-    def request(self, url: str) -> int | None:
+    def request(self, url: str, asking: Resolve | None = None) -> int | None:
         """One request for (part of) the piece; returns where its answer ends (None: the end of the
         file). Bytes on disk before its frontier are another answer's (an earlier run's, a broken
         stream's, the carried probe's, a short range's, the last window's): it starts a little
         before them when no hash checks the file and compares (engine rule 15: every join of two
-        answers proves they are one version; ``state.overlap``)."""
+        answers proves they are one version; ``state.overlap``). ``asking``: it asks the resolve URL
+        for all the file's streams, told where it is sent as soon as it is (``_reached``)."""
         self._refuse_splice()
         ask = self._ask(url)
         # a stream reading on past its own piece took this one whole meanwhile
         if ask is None:
             return self.piece.end
         job, sent = self.job, time.monotonic()
+        told = None if asking is None else lambda to: self._reached(asking, to, final=False)
         answer = ask.opening or follow(
             self.shared.client,
             url,
@@ -204,10 +320,13 @@ class PieceStream:
             headers=ask.headers(),
             what=job.label,
             saved_as=job.path,
+            redirected=told,
         )
         with answer as resp:
             if ask.opening is None:
                 self.state.saw_first_byte(time.monotonic() - sent)
+            if asking is not None and resp.status_code in (200, 206):
+                self._reached(asking, str(resp.url), final=True)
             # the answer began: from here on, silence is a stall
             if self.shared.config.stall_timeout is not None:
                 set_read_timeout(resp, self.shared.config.stall_timeout)
@@ -302,8 +421,11 @@ class PieceStream:
             raise RangesIgnoredError
         end = check_range(state, span, ask.offset - ask.back, ask.end)
         check_version(state, resp, total=span.total)
-        # redirected (Hub → CDN): later requests go there
-        if ask.url == job.url and str(resp.url) != ask.url:
+        if state.renewed is not None and str(resp.url) == state.renewed:
+            with state.lock:  # the fresh target answered: a later refusal is a later expiry
+                state.renewed = None
+        # redirected (Hub → CDN): later requests go there (the Hub's: told at the redirect, _aim)
+        if ask.url == job.url and str(resp.url) != ask.url and not state.shares_target:
             with state.lock:
                 if state.url == ask.url:
                     state.url = str(resp.url)
