@@ -282,15 +282,21 @@ def write_atomic(root: Path, path: Path, data: bytes) -> None:
             return
 
 
-def unlink(root: Path, path: Path) -> None:
-    """Remove the entry ``path`` if it is there (a link itself, never its target; a folder
-    never).
-    """
+def unlink(root: Path, path: Path, *more: Path) -> None:
+    """Remove the entry ``path`` (then each of ``more``) if it is there (a link itself, never its
+    target; a folder never). Entries of one folder are removed through one walk to it (a partial
+    and its resume record)."""
+    paths = (path, *more)
+    for parent in dict.fromkeys(one.parent for one in paths):
+        with contextlib.suppress(FileNotFoundError), folder(root, parent, create=False) as dir_fd:
+            for one in paths:
+                if one.parent == parent:
+                    _unlink_entry(dir_fd, one)
+
+
+def _unlink_entry(dir_fd: int, path: Path) -> None:
     try:
-        with (
-            contextlib.suppress(FileNotFoundError),
-            folder(root, path.parent, create=False) as dir_fd,
-        ):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path.name, dir_fd=dir_fd)
     except IsADirectoryError:
         raise not_a_file_error(path, "a folder") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -162,15 +163,25 @@ class SignatureRecord:
 def _files_json(
     entries: Mapping[str, FileRecord | ExpectedFile], *, drop: str = ""
 ) -> dict[str, Any]:
-    """The entries by path; their source URL, ETag and commit came from servers or the catalog."""
+    """The entries by path; their source URL, ETag and commit came from servers or the catalog.
+    (Their fields are text, numbers and flags: read as they are, not deep-copied by ``asdict``; a
+    record is written again every second of a pull, each entry's text passing ``record_text``.)"""
     return {
         path: {
-            k: record_text(v) if k in _SERVER_TEXT else v
-            for k, v in asdict(one).items()
+            k: _record_text(getattr(one, k)) if k in _SERVER_TEXT else getattr(one, k)
+            for k in _NAMES[type(one)]
             if k != drop
         }
         for path, one in sorted(entries.items())
     }
+
+
+_NAMES = {cls: tuple(one.name for one in fields(cls)) for cls in (FileRecord, ExpectedFile)}
+
+
+# The same few texts (one commit, one source prefix per file) come again in every write of a record:
+# ``record_text`` is a function of its text alone.
+_record_text = functools.lru_cache(maxsize=4096)(record_text)
 
 
 def now_iso() -> str:
@@ -185,25 +196,7 @@ def parse_record(
     reach ``list``'s arithmetic), and one bad field makes the whole record unreadable rather than
     half-trusted."""
     try:
-        raw = json.loads(read(path).decode("utf-8"))
-        if not isinstance(raw, dict):
-            raise RecordFieldError(f"expected an object, got {type(raw).__name__}")
-        if raw.get("version", RECORD_VERSION) != RECORD_VERSION:
-            raise RecordFieldError(
-                f"version: expected {RECORD_VERSION}, got {_shown(raw.get('version'))}"
-            )
-        return ModelRecord(
-            files=_section(raw, "files", FileRecord) or {},
-            expected=_section(raw, "expected", ExpectedFile, optional=True),
-            name=model,
-            revision=_optional_text(raw, "revision", "revision"),
-            commit=_optional_text(raw, "commit", "commit"),
-            updated_at=_optional_text(raw, "updated_at", "updated_at") or "",
-            catalog=_optional_text(raw, "catalog", "catalog"),
-            signature=_signature(raw),
-            earlier=_section(raw, "earlier", FileRecord, optional=True) or {},
-            signed_files=_signed_files(raw),
-        )
+        return record_of(model, json.loads(read(path).decode("utf-8")))
     except FileNotFoundError:
         return None
     # JSONDecodeError and RecordFieldError are ValueErrors
@@ -212,19 +205,54 @@ def parse_record(
         return None
 
 
+def record_of(model: str, raw: object, *, known: ModelRecord | None = None) -> ModelRecord:
+    """The record the JSON document ``raw`` holds, every field checked (RecordFieldError, a
+    ValueError, names the first bad one). ``known``: entries (by section and path) that ``raw``
+    holds as ``to_json`` wrote them from themselves, entries read from a record before (a record
+    just written is read back without checking again each entry it kept)."""
+    if not isinstance(raw, dict):
+        raise RecordFieldError(f"expected an object, got {type(raw).__name__}")
+    if raw.get("version", RECORD_VERSION) != RECORD_VERSION:
+        raise RecordFieldError(
+            f"version: expected {RECORD_VERSION}, got {_shown(raw.get('version'))}"
+        )
+    kept = known or ModelRecord(name=model)
+    return ModelRecord(
+        files=_section(raw, "files", FileRecord, known=kept.files) or {},
+        expected=_section(raw, "expected", ExpectedFile, optional=True, known=kept.expected),
+        name=model,
+        revision=_optional_text(raw, "revision", "revision"),
+        commit=_optional_text(raw, "commit", "commit"),
+        updated_at=_optional_text(raw, "updated_at", "updated_at") or "",
+        catalog=_optional_text(raw, "catalog", "catalog"),
+        signature=_signature(raw),
+        earlier=_section(raw, "earlier", FileRecord, optional=True, known=kept.earlier) or {},
+        signed_files=_signed_files(raw),
+    )
+
+
 class RecordFieldError(ValueError):
     """A record field of the wrong type or form (names the key path)."""
 
 
 def _section(
-    raw: dict[str, Any], name: str, cls: type[_Entry], *, optional: bool = False
+    raw: dict[str, Any],
+    name: str,
+    cls: type[_Entry],
+    *,
+    optional: bool = False,
+    known: Mapping[str, _Entry] | None = None,
 ) -> dict[str, _Entry] | None:
     value = raw.get(name, None if optional else {})
     if value is None and optional:
         return None
     if not isinstance(value, dict):
         raise RecordFieldError(f"{name}: expected an object, got {type(value).__name__}")
-    return {path: _entry(cls, name, path, one) for path, one in value.items()}
+    known = known or {}
+    return {
+        path: kept if (kept := known.get(path)) is not None else _entry(cls, name, path, one)
+        for path, one in value.items()
+    }
 
 
 def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:
