@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -340,6 +341,11 @@ class DownloadState:
         elif self.unsaved_from is None:
             self.unsaved_from = now
         elapsed = now - (self.last_save if self.unsaved_from is None else self.unsaved_from)
+        if self.size is not None and self.size <= SAVE_BYTES[0]:
+            # No bigger than what any download may lose (the byte rule's floor): a small file is
+            # fetched again whole rather than recorded on the way (on a busy CPU its few chunks
+            # can be an interval apart).
+            interval = math.inf
         return (
             record_due(unsaved, elapsed, every=self.save_every, interval=interval)
             and not self._all_there()
