@@ -41,14 +41,14 @@ def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
         except OSError as exc:
             raise LocalFSError(f"cannot create {root}: {exc.strerror or exc}") from exc
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    where = root
     try:
-        parts = folder.relative_to(root).parts if folder.is_relative_to(root) else ("..",)
-        if ".." in parts:
+        # (``parts`` of a path are kept once made: cheaper than relative_to, on every file's walks)
+        above, parts = root.parts, folder.parts
+        below = parts[len(above) :]
+        if parts[: len(above)] != above or ".." in below:
             raise UnsafePathError(f"{folder} is not inside {root}")
-        for name in parts:
-            where = where / name
-            child = _open_child(fd, name, where, root, create=create)
+        for depth in range(1, len(below) + 1):
+            child = _open_child(fd, below[:depth], root, create=create)
             os.close(fd)
             fd = child
     except BaseException:
@@ -57,10 +57,11 @@ def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
     return fd
 
 
-def _open_child(fd: int, name: str, where: Path, root: Path, *, create: bool) -> int:
-    """The folder ``name`` in the folder ``fd`` (made when missing and ``create``), never through
-    a link.
+def _open_child(fd: int, names: tuple[str, ...], root: Path, *, create: bool) -> int:
+    """The folder ``names[-1]`` in the folder ``fd`` (``root`` / ``names[:-1]``; made when missing
+    and ``create``), never through a link.
     """
+    name = names[-1]
     for attempt in range(_FRESH_TRIES):
         try:
             return os.open(name, _DIR_FLAGS, dir_fd=fd)
@@ -79,9 +80,10 @@ def _open_child(fd: int, name: str, where: Path, root: Path, *, create: bool) ->
                 found = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if found is not None and st.S_ISLNK(found.st_mode):
                 raise UnsafePathError(
-                    f"{where} is a symbolic link; mdl never follows links inside {root}"
+                    f"{root.joinpath(*names)} is a symbolic link; mdl never follows links inside"
+                    f" {root}"
                 ) from None
-            raise LocalFSError(f"{where} is not a folder") from None
+            raise LocalFSError(f"{root.joinpath(*names)} is not a folder") from None
     raise AssertionError("unreachable")
 
 

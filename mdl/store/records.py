@@ -177,6 +177,68 @@ def _files_json(
 
 
 _NAMES = {cls: tuple(one.name for one in fields(cls)) for cls in (FileRecord, ExpectedFile)}
+# the sections of entries, and what their JSON leaves out (an expected file's key is its path)
+_SECTIONS = {"files": "", "expected": "path", "earlier": ""}
+
+
+def unchanged(record: ModelRecord, before: ModelRecord) -> ModelRecord:
+    """The entries of ``record`` that are ``before``'s very objects and whose text its JSON holds as
+    it is (``record_text`` keeps it): written, they read back as themselves."""
+
+    def same(
+        new: Mapping[str, _Entry] | None, old: Mapping[str, _Entry] | None
+    ) -> dict[str, _Entry]:
+        old = old or {}
+        return {
+            path: one
+            for path, one in (new or {}).items()
+            if old.get(path) is one and _as_written(one)
+        }
+
+    return ModelRecord(
+        name=record.name,
+        files=same(record.files, before.files),
+        expected=same(record.expected, before.expected),
+        earlier=same(record.earlier, before.earlier),
+    )
+
+
+def _as_written(one: FileRecord | ExpectedFile) -> bool:
+    return all(
+        _record_text(text) == text
+        for key in _SERVER_TEXT
+        if isinstance(text := getattr(one, key, None), str)
+    )
+
+
+def record_json(record: ModelRecord, doc: dict[str, Any]) -> str:
+    """``json.dumps(doc, indent=1)`` of ``doc = record.to_json()``, each entry's text made once (a
+    pull writes its record every second, its entries mostly unchanged since; the standard encoder
+    with an indent runs in Python, value by value)."""
+    lines = []
+    for key, value in doc.items():
+        drop = _SECTIONS.get(key)
+        if drop is None or not isinstance(value, dict):
+            text = json.dumps(value, indent=1).replace("\n", "\n ")
+        else:
+            entries: Mapping[str, FileRecord | ExpectedFile] = getattr(record, key)
+            text = _section_json([(path, entries[path]) for path in value], drop=drop)
+        lines.append(f" {json.dumps(key)}: {text}")
+    return "{\n" + ",\n".join(lines) + "\n}" if lines else "{}"
+
+
+def _section_json(entries: list[tuple[str, FileRecord | ExpectedFile]], *, drop: str) -> str:
+    if not entries:
+        return "{}"
+    body = ",\n".join(f"  {json.dumps(path)}: {_entry_json(one, drop)}" for path, one in entries)
+    return "{\n" + body + "\n }"
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _entry_json(one: FileRecord | ExpectedFile, drop: str) -> str:
+    """One entry as ``json.dumps(..., indent=1)`` writes it two levels down (equal entries, equal
+    text)."""
+    return json.dumps(_files_json({"": one}, drop=drop)[""], indent=1).replace("\n", "\n  ")
 
 
 # The same few texts (one commit, one source prefix per file) come again in every write of a record:

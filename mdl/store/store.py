@@ -27,11 +27,12 @@ from mdl.store.records import (
     earlier_key,
     now_iso,
     parse_record,
+    record_json,
     record_of,
+    unchanged,
 )
 
 _T = TypeVar("_T")
-_E = TypeVar("_E", FileRecord, ExpectedFile)
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 # mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", and their temp files
 # (pid-tagged or not)
@@ -241,14 +242,14 @@ class Store:
             # parsed again, a record of N files would cost O(N) per write. The entries kept from
             # the record read before are taken as they are; the new ones checked as a read would.
             try:
-                stored: ModelRecord | None = record_of(model, doc, known=_kept(record, current))
+                stored: ModelRecord | None = record_of(model, doc, known=unchanged(record, current))
             except ValueError:  # unreadable as written: the next read says so
                 stored = None
             with self._record_mutex:
                 self._record_cache.pop(model, None)
                 try:
                     confined.write_atomic(
-                        self.dest, target, (json.dumps(doc, indent=1) + "\n").encode()
+                        self.dest, target, (record_json(record, doc) + "\n").encode()
                     )
                     if stored is not None:
                         self._record_cache[model] = (_stat_key(target.stat()), stored)
@@ -359,21 +360,6 @@ def _or_old(new: _T | None, old: _T | None) -> _T | None:
 def _stat_key(found: os.stat_result) -> tuple[int, int, int]:
     """A record file's version: a rewrite (atomic: a new inode) changes it."""
     return (found.st_mtime_ns, found.st_size, found.st_ino)
-
-
-def _kept(record: ModelRecord, current: ModelRecord) -> ModelRecord:
-    """The entries of ``record`` that are ``current``'s own (the very objects read before)."""
-
-    def same(new: dict[str, _E] | None, old: dict[str, _E] | None) -> dict[str, _E]:
-        old = old or {}
-        return {path: one for path, one in (new or {}).items() if old.get(path) is one}
-
-    return ModelRecord(
-        name=record.name,
-        files=same(record.files, current.files),
-        expected=same(record.expected, current.expected),
-        earlier=same(record.earlier, current.earlier),
-    )
 
 
 def _merged(
