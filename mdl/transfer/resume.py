@@ -9,7 +9,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import sys
 import threading
@@ -330,9 +329,8 @@ class DownloadState:
             write_atomic(job_root(self.job), self.job.state_path, json.dumps(snapshot).encode())
 
     def save_due(self, interval: float) -> bool:
-        """Whether a record is due: ``interval`` seconds or ``save_every`` bytes since the last
-        (under ``lock``).
-        """
+        """Whether a record is due: ``save_every`` bytes since the last, or ``interval`` seconds
+        since the first byte it lacks arrived (under ``lock``); never once every byte is there."""
         now, unsaved = time.monotonic(), self.fetched - self.saved_fetched
         # The interval runs from the first byte the last record lacks (none is lost before it): a
         # small file whose one answer came later than the interval is not recorded for it.
@@ -341,11 +339,6 @@ class DownloadState:
         elif self.unsaved_from is None:
             self.unsaved_from = now
         elapsed = now - (self.last_save if self.unsaved_from is None else self.unsaved_from)
-        if self.size is not None and self.size <= SAVE_BYTES[0]:
-            # No bigger than what any download may lose (the byte rule's floor): a small file is
-            # fetched again whole rather than recorded on the way (on a busy CPU its few chunks
-            # can be an interval apart).
-            interval = math.inf
         return (
             record_due(unsaved, elapsed, every=self.save_every, interval=interval)
             and not self._all_there()
