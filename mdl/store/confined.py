@@ -41,14 +41,14 @@ def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
         except OSError as exc:
             raise LocalFSError(f"cannot create {root}: {exc.strerror or exc}") from exc
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    where = root
     try:
-        parts = folder.relative_to(root).parts if folder.is_relative_to(root) else ("..",)
-        if ".." in parts:
+        # (``parts`` of a path are kept once made: cheaper than relative_to, on every file's walks)
+        above, parts = root.parts, folder.parts
+        below = parts[len(above) :]
+        if parts[: len(above)] != above or ".." in below:
             raise UnsafePathError(f"{folder} is not inside {root}")
-        for name in parts:
-            where = where / name
-            child = _open_child(fd, name, where, root, create=create)
+        for depth in range(1, len(below) + 1):
+            child = _open_child(fd, below[:depth], root, create=create)
             os.close(fd)
             fd = child
     except BaseException:
@@ -57,10 +57,11 @@ def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
     return fd
 
 
-def _open_child(fd: int, name: str, where: Path, root: Path, *, create: bool) -> int:
-    """The folder ``name`` in the folder ``fd`` (made when missing and ``create``), never through
-    a link.
+def _open_child(fd: int, names: tuple[str, ...], root: Path, *, create: bool) -> int:
+    """The folder ``names[-1]`` in the folder ``fd`` (``root`` / ``names[:-1]``; made when missing
+    and ``create``), never through a link.
     """
+    name = names[-1]
     for attempt in range(_FRESH_TRIES):
         try:
             return os.open(name, _DIR_FLAGS, dir_fd=fd)
@@ -79,9 +80,10 @@ def _open_child(fd: int, name: str, where: Path, root: Path, *, create: bool) ->
                 found = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if found is not None and st.S_ISLNK(found.st_mode):
                 raise UnsafePathError(
-                    f"{where} is a symbolic link; mdl never follows links inside {root}"
+                    f"{root.joinpath(*names)} is a symbolic link; mdl never follows links inside"
+                    f" {root}"
                 ) from None
-            raise LocalFSError(f"{where} is not a folder") from None
+            raise LocalFSError(f"{root.joinpath(*names)} is not a folder") from None
     raise AssertionError("unreachable")
 
 
@@ -282,15 +284,21 @@ def write_atomic(root: Path, path: Path, data: bytes) -> None:
             return
 
 
-def unlink(root: Path, path: Path) -> None:
-    """Remove the entry ``path`` if it is there (a link itself, never its target; a folder
-    never).
-    """
+def unlink(root: Path, path: Path, *more: Path) -> None:
+    """Remove the entry ``path`` (then each of ``more``) if it is there (a link itself, never its
+    target; a folder never). Entries of one folder are removed through one walk to it (a partial
+    and its resume record)."""
+    paths = (path, *more)
+    for parent in dict.fromkeys(one.parent for one in paths):
+        with contextlib.suppress(FileNotFoundError), folder(root, parent, create=False) as dir_fd:
+            for one in paths:
+                if one.parent == parent:
+                    _unlink_entry(dir_fd, one)
+
+
+def _unlink_entry(dir_fd: int, path: Path) -> None:
     try:
-        with (
-            contextlib.suppress(FileNotFoundError),
-            folder(root, path.parent, create=False) as dir_fd,
-        ):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path.name, dir_fd=dir_fd)
     except IsADirectoryError:
         raise not_a_file_error(path, "a folder") from None

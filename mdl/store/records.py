@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -162,15 +163,87 @@ class SignatureRecord:
 def _files_json(
     entries: Mapping[str, FileRecord | ExpectedFile], *, drop: str = ""
 ) -> dict[str, Any]:
-    """The entries by path; their source URL, ETag and commit came from servers or the catalog."""
+    """The entries by path; their source URL, ETag and commit came from servers or the catalog.
+    (Their fields are text, numbers and flags: read as they are, not deep-copied by ``asdict``; a
+    record is written again every second of a pull, each entry's text passing ``record_text``.)"""
     return {
         path: {
-            k: record_text(v) if k in _SERVER_TEXT else v
-            for k, v in asdict(one).items()
+            k: _record_text(getattr(one, k)) if k in _SERVER_TEXT else getattr(one, k)
+            for k in _NAMES[type(one)]
             if k != drop
         }
         for path, one in sorted(entries.items())
     }
+
+
+_NAMES = {cls: tuple(one.name for one in fields(cls)) for cls in (FileRecord, ExpectedFile)}
+# the sections of entries, and what their JSON leaves out (an expected file's key is its path)
+_SECTIONS = {"files": "", "expected": "path", "earlier": ""}
+
+
+def unchanged(record: ModelRecord, before: ModelRecord) -> ModelRecord:
+    """The entries of ``record`` that are ``before``'s very objects and whose text its JSON holds as
+    it is (``record_text`` keeps it): written, they read back as themselves."""
+
+    def same(
+        new: Mapping[str, _Entry] | None, old: Mapping[str, _Entry] | None
+    ) -> dict[str, _Entry]:
+        old = old or {}
+        return {
+            path: one
+            for path, one in (new or {}).items()
+            if old.get(path) is one and _as_written(one)
+        }
+
+    return ModelRecord(
+        name=record.name,
+        files=same(record.files, before.files),
+        expected=same(record.expected, before.expected),
+        earlier=same(record.earlier, before.earlier),
+    )
+
+
+def _as_written(one: FileRecord | ExpectedFile) -> bool:
+    return all(
+        _record_text(text) == text
+        for key in _SERVER_TEXT
+        if isinstance(text := getattr(one, key, None), str)
+    )
+
+
+def record_json(record: ModelRecord, doc: dict[str, Any]) -> str:
+    """``json.dumps(doc, indent=1)`` of ``doc = record.to_json()``, each entry's text made once (a
+    pull writes its record every second, its entries mostly unchanged since; the standard encoder
+    with an indent runs in Python, value by value)."""
+    lines = []
+    for key, value in doc.items():
+        drop = _SECTIONS.get(key)
+        if drop is None or not isinstance(value, dict):
+            text = json.dumps(value, indent=1).replace("\n", "\n ")
+        else:
+            entries: Mapping[str, FileRecord | ExpectedFile] = getattr(record, key)
+            text = _section_json([(path, entries[path]) for path in value], drop=drop)
+        lines.append(f" {json.dumps(key)}: {text}")
+    return "{\n" + ",\n".join(lines) + "\n}" if lines else "{}"
+
+
+def _section_json(entries: list[tuple[str, FileRecord | ExpectedFile]], *, drop: str) -> str:
+    if not entries:
+        return "{}"
+    body = ",\n".join(f"  {json.dumps(path)}: {_entry_json(one, drop)}" for path, one in entries)
+    return "{\n" + body + "\n }"
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _entry_json(one: FileRecord | ExpectedFile, drop: str) -> str:
+    """One entry as ``json.dumps(..., indent=1)`` writes it two levels down (equal entries, equal
+    text)."""
+    return json.dumps(_files_json({"": one}, drop=drop)[""], indent=1).replace("\n", "\n  ")
+
+
+# The same few texts (one commit, one source prefix per file) come again in every write of a record:
+# ``record_text`` is a function of its text alone.
+_record_text = functools.lru_cache(maxsize=4096)(record_text)
 
 
 def now_iso() -> str:
@@ -185,25 +258,7 @@ def parse_record(
     reach ``list``'s arithmetic), and one bad field makes the whole record unreadable rather than
     half-trusted."""
     try:
-        raw = json.loads(read(path).decode("utf-8"))
-        if not isinstance(raw, dict):
-            raise RecordFieldError(f"expected an object, got {type(raw).__name__}")
-        if raw.get("version", RECORD_VERSION) != RECORD_VERSION:
-            raise RecordFieldError(
-                f"version: expected {RECORD_VERSION}, got {_shown(raw.get('version'))}"
-            )
-        return ModelRecord(
-            files=_section(raw, "files", FileRecord) or {},
-            expected=_section(raw, "expected", ExpectedFile, optional=True),
-            name=model,
-            revision=_optional_text(raw, "revision", "revision"),
-            commit=_optional_text(raw, "commit", "commit"),
-            updated_at=_optional_text(raw, "updated_at", "updated_at") or "",
-            catalog=_optional_text(raw, "catalog", "catalog"),
-            signature=_signature(raw),
-            earlier=_section(raw, "earlier", FileRecord, optional=True) or {},
-            signed_files=_signed_files(raw),
-        )
+        return record_of(model, json.loads(read(path).decode("utf-8")))
     except FileNotFoundError:
         return None
     # JSONDecodeError and RecordFieldError are ValueErrors
@@ -212,19 +267,54 @@ def parse_record(
         return None
 
 
+def record_of(model: str, raw: object, *, known: ModelRecord | None = None) -> ModelRecord:
+    """The record the JSON document ``raw`` holds, every field checked (RecordFieldError, a
+    ValueError, names the first bad one). ``known``: entries (by section and path) that ``raw``
+    holds as ``to_json`` wrote them from themselves, entries read from a record before (a record
+    just written is read back without checking again each entry it kept)."""
+    if not isinstance(raw, dict):
+        raise RecordFieldError(f"expected an object, got {type(raw).__name__}")
+    if raw.get("version", RECORD_VERSION) != RECORD_VERSION:
+        raise RecordFieldError(
+            f"version: expected {RECORD_VERSION}, got {_shown(raw.get('version'))}"
+        )
+    kept = known or ModelRecord(name=model)
+    return ModelRecord(
+        files=_section(raw, "files", FileRecord, known=kept.files) or {},
+        expected=_section(raw, "expected", ExpectedFile, optional=True, known=kept.expected),
+        name=model,
+        revision=_optional_text(raw, "revision", "revision"),
+        commit=_optional_text(raw, "commit", "commit"),
+        updated_at=_optional_text(raw, "updated_at", "updated_at") or "",
+        catalog=_optional_text(raw, "catalog", "catalog"),
+        signature=_signature(raw),
+        earlier=_section(raw, "earlier", FileRecord, optional=True, known=kept.earlier) or {},
+        signed_files=_signed_files(raw),
+    )
+
+
 class RecordFieldError(ValueError):
     """A record field of the wrong type or form (names the key path)."""
 
 
 def _section(
-    raw: dict[str, Any], name: str, cls: type[_Entry], *, optional: bool = False
+    raw: dict[str, Any],
+    name: str,
+    cls: type[_Entry],
+    *,
+    optional: bool = False,
+    known: Mapping[str, _Entry] | None = None,
 ) -> dict[str, _Entry] | None:
     value = raw.get(name, None if optional else {})
     if value is None and optional:
         return None
     if not isinstance(value, dict):
         raise RecordFieldError(f"{name}: expected an object, got {type(value).__name__}")
-    return {path: _entry(cls, name, path, one) for path, one in value.items()}
+    known = known or {}
+    return {
+        path: kept if (kept := known.get(path)) is not None else _entry(cls, name, path, one)
+        for path, one in value.items()
+    }
 
 
 def _entry(cls: type[_Entry], section: str, path: str, value: object) -> _Entry:

@@ -27,6 +27,9 @@ from mdl.store.records import (
     earlier_key,
     now_iso,
     parse_record,
+    record_json,
+    record_of,
+    unchanged,
 )
 
 _T = TypeVar("_T")
@@ -84,6 +87,9 @@ class Store:
         # stays (earlier)
         self.keeps_revisions = keeps_revisions
         self._record_cache: dict[str, tuple[tuple[int, int, int], ModelRecord]] = {}
+        # held while this run's write of a record is not cached yet, and while one is parsed: the
+        # workers looking at their files wait for it rather than each parse the same record
+        self._record_mutex = threading.Lock()
 
     def model_dir(self, model: str) -> Path:
         return self.dest / model
@@ -158,26 +164,38 @@ class Store:
         """The model's record, or None if absent or unreadable (then files are re-checked, never
         trusted). Cached by (mtime, size, inode): a record another run rewrote (atomically: a new
         inode) is read again."""
-        path = self.record_path(model)
+        known, found = self._cached_record(model)
+        if known:
+            return found
+        with self._record_mutex:
+            known, found = self._cached_record(model)  # written or parsed meanwhile elsewhere
+            if known:
+                return found
+            path = self.record_path(model)
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                return None
+            except OSError:
+                stat = None
+            record = parse_record(
+                model, path, read=lambda p: confined.read_bytes(self.dest, p, limit=RECORD_MAX)
+            )
+            if stat is not None and record is not None:
+                self._record_cache[model] = (_stat_key(stat), record)
+            return record
+
+    def _cached_record(self, model: str) -> tuple[bool, ModelRecord | None]:
+        """(True, the record) while the file is the one cached (None: there is no file), else
+        (False, None)."""
         try:
-            stat = path.stat()
+            key = _stat_key(self.record_path(model).stat())
         except FileNotFoundError:
-            return None
+            return True, None
         except OSError:
-            stat = None
-        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino) if stat is not None else None
-        if (
-            key is not None
-            and (cached := self._record_cache.get(model)) is not None
-            and cached[0] == key
-        ):
-            return cached[1]
-        record = parse_record(
-            model, path, read=lambda p: confined.read_bytes(self.dest, p, limit=RECORD_MAX)
-        )
-        if key is not None and record is not None:
-            self._record_cache[model] = (key, record)
-        return record
+            return False, None
+        cached = self._record_cache.get(model)
+        return (True, cached[1]) if cached is not None and cached[0] == key else (False, None)
 
     def update_record(
         self,
@@ -218,15 +236,27 @@ class Store:
                 earlier=earlier,
                 signed_files=_or_old(signed_files, current.signed_files),
             )
-            target = self.record_path(model)
+            target, doc = self.record_path(model), record.to_json()
+            # As a read will find it: cached once written (under the record's lock no other run
+            # writes it meanwhile). A pull writes it every second and each look at a file reads it:
+            # parsed again, a record of N files would cost O(N) per write. The entries kept from
+            # the record read before are taken as they are; the new ones checked as a read would.
             try:
-                confined.write_atomic(
-                    self.dest, target, (json.dumps(record.to_json(), indent=1) + "\n").encode()
-                )
-            except OSError as exc:
-                raise LocalFSError(
-                    f"{model or 'get'}: cannot write record {target}: {exc.strerror or exc}"
-                ) from exc
+                stored: ModelRecord | None = record_of(model, doc, known=unchanged(record, current))
+            except ValueError:  # unreadable as written: the next read says so
+                stored = None
+            with self._record_mutex:
+                self._record_cache.pop(model, None)
+                try:
+                    confined.write_atomic(
+                        self.dest, target, (record_json(record, doc) + "\n").encode()
+                    )
+                    if stored is not None:
+                        self._record_cache[model] = (_stat_key(target.stat()), stored)
+                except OSError as exc:
+                    raise LocalFSError(
+                        f"{model or 'get'}: cannot write record {target}: {exc.strerror or exc}"
+                    ) from exc
             return record
 
     def drop_from_record(
@@ -325,6 +355,11 @@ class Store:
 
 def _or_old(new: _T | None, old: _T | None) -> _T | None:
     return old if new is None else new
+
+
+def _stat_key(found: os.stat_result) -> tuple[int, int, int]:
+    """A record file's version: a rewrite (atomic: a new inode) changes it."""
+    return (found.st_mtime_ns, found.st_size, found.st_ino)
 
 
 def _merged(

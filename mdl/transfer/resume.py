@@ -152,6 +152,8 @@ class DownloadState:
         self.changes = 0
         self.lock = threading.Condition()
         self.last_save = time.monotonic()
+        # when ``save_due`` first saw bytes the last record lacks (None: it lacks none)
+        self.unsaved_from: float | None = None
         self.saved_bytes = 0  # bytes on disk that the last saved record claims
         self.saved_fetched = 0  # ``fetched`` when the last record was saved
         # a layout whose bytes are on the disk (a durable save's)
@@ -352,7 +354,7 @@ class DownloadState:
                 # and what a crash of the machine cannot have lost: the last durable layout
                 if boot is not None:
                     snapshot.update(boot=boot, flushed=self.flushed)
-                self.last_save = time.monotonic()
+                self.last_save, self.unsaved_from = time.monotonic(), None
                 self.saved_bytes, self.saved_fetched = self.on_disk(), self.fetched
             if boot is None:
                 os.fdatasync(self.fd)
@@ -361,12 +363,27 @@ class DownloadState:
             write_atomic(job_root(self.job), self.job.state_path, json.dumps(snapshot).encode())
 
     def save_due(self, interval: float) -> bool:
-        """Whether a record is due: ``interval`` seconds or ``save_every`` bytes since the last
-        (under ``lock``).
-        """
-        elapsed = time.monotonic() - self.last_save
-        unsaved = self.fetched - self.saved_fetched
-        return record_due(unsaved, elapsed, every=self.save_every, interval=interval)
+        """Whether a record is due: ``save_every`` bytes since the last, or ``interval`` seconds
+        since the first byte it lacks arrived (under ``lock``); never once every byte is there."""
+        now, unsaved = time.monotonic(), self.fetched - self.saved_fetched
+        # The interval runs from the first byte the last record lacks (none is lost before it): a
+        # small file whose one answer came later than the interval is not recorded for it.
+        if unsaved <= 0:
+            self.unsaved_from = None
+        elif self.unsaved_from is None:
+            self.unsaved_from = now
+        elapsed = now - (self.last_save if self.unsaved_from is None else self.unsaved_from)
+        return (
+            record_due(unsaved, elapsed, every=self.save_every, interval=interval)
+            and not self._all_there()
+        )
+
+    def _all_there(self) -> bool:
+        """Every byte of a file of known size is on disk: it is verified, synced and moved into
+        place next, and its record would only be removed (a small file whose one answer came after
+        the interval would write one per file). A kill before the rename loses no more than since
+        the last record."""
+        return self.size is not None and all(p.complete for p in self.pieces)
 
     def count_change(self) -> None:
         """One more version of the file seen upstream during the download: the second change
@@ -597,8 +614,7 @@ def saved_progress(state_path: Path, identity: Identity) -> int:
 
 
 def discard_partial(job: TransferJob) -> None:
-    for path in (job.part_path, job.state_path):
-        unlink(job_root(job), path)
+    unlink(job_root(job), job.part_path, job.state_path)
 
 
 def finish_part(job: TransferJob, dirs: DirSyncs | None = None, *, record: bool = True) -> None:

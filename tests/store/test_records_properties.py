@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from mdl import api
 from mdl.errors import ExitCode, MdlError
 from mdl.paths import safe_relative_path
-from mdl.store.records import ModelRecord, parse_record
+from mdl.store.records import ModelRecord, parse_record, record_json, record_of, unchanged
 from mdl.transfer.job import Identity
 from mdl.transfer.resume import parse_state, saved_progress
 
@@ -153,6 +153,27 @@ def test_a_record_is_sound_or_unreadable(text: str) -> None:
         record = parse_record("m", path)
     if record is not None:
         _assert_sound(record)
+
+
+@FUZZ
+@given(DOCUMENTS)
+def test_a_record_is_written_as_the_standard_encoder_writes_it_and_read_back_as_it_was(
+    doc: Any,
+) -> None:
+    """Each pull rewrites its record every second: its text is made entry by entry (``record_json``)
+    and the record cached as read back (``record_of`` taking the entries it kept as they are). Both
+    must be what ``json.dumps(indent=1)`` and a fresh read give."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "m.json"
+        path.write_text(_dump(doc), encoding="utf-8", errors="surrogatepass")
+        record = parse_record("m", path)
+        if record is None:
+            return
+        written = record.to_json()
+        text = record_json(record, written)
+        assert text == json.dumps(written, indent=1)
+        path.write_text(text + "\n", encoding="utf-8")
+        assert record_of("m", written, known=unchanged(record, record)) == parse_record("m", path)
 
 
 def test_adopted_and_the_catalog_read_back_and_default_for_older_records(tmp_path: Path) -> None:

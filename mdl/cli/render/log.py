@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import stat
 import time
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
@@ -23,6 +24,10 @@ class SharedRotatingFileHandler(RotatingFileHandler):
     process rotated meanwhile), and the old file stays locked until the renames are done
     (``RotatingFileHandler`` alone assumes one writer)."""
 
+    # the locked file's size, as its fstat said when it was locked (None: not a regular file, never
+    # rotated: /dev/null, a FIFO)
+    _size: int | None = 0
+
     def _lock_current(self) -> None:
         for _ in range(100):
             self.stream = self.stream or self._open()
@@ -30,6 +35,7 @@ class SharedRotatingFileHandler(RotatingFileHandler):
             with contextlib.suppress(OSError):
                 here, there = os.fstat(self.stream.fileno()), Path(self.baseFilename).stat()
                 if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
+                    self._size = here.st_size if stat.S_ISREG(here.st_mode) else None
                     return
             self.stream.close()  # rotated by another process: its lock goes with it
             self.stream = None
@@ -46,6 +52,15 @@ class SharedRotatingFileHandler(RotatingFileHandler):
                         fcntl.flock(self.stream.fileno(), fcntl.LOCK_UN)
         except (OSError, ValueError):  # a full disk or a vanished folder must not stop a download
             self.handleError(record)
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        """``RotatingFileHandler``'s rule from what ``_lock_current`` found (the file at the path,
+        locked, a regular file: it was opened for appending and stat'ed), not two more looks at the
+        path and a seek per record; the stream is flushed after each record, so its size is the
+        file's."""
+        if self.maxBytes <= 0 or self._size is None:
+            return False
+        return self._size + len(f"{self.format(record)}\n") >= self.maxBytes
 
     def doRollover(self) -> None:
         assert self.stream is not None  # locked by emit
