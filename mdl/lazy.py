@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 from collections.abc import Mapping
 from types import ModuleType
 
@@ -51,3 +53,21 @@ def export_lazily(package: str, exports: Mapping[str, str]) -> None:
     module = sys.modules[package]
     module.__dict__["_exports"] = dict(exports)
     module.__class__ = _LazyPart
+
+
+def import_beside(module: str, *, thread: str) -> threading.Thread | None:
+    """Start importing ``module`` on a daemon thread named ``thread``, to overlap a round trip just
+    sent (None: loaded already). Join it before using the module, and import nothing of its own
+    in the meantime: two threads importing each other's modules at once can deadlock."""
+    if module in sys.modules:
+        return None
+    loading = threading.Thread(target=_import_quietly, args=(module,), name=thread, daemon=True)
+    loading.start()
+    return loading
+
+
+def _import_quietly(name: str) -> None:
+    """Import ``name`` ahead of its use; a failure is left to the use, whose own import raises it
+    (a thread's exception would be printed)."""
+    with contextlib.suppress(Exception):
+        __import__(name)

@@ -6,7 +6,6 @@ courtesy: anything unexpected stops the lookup."""
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import re
 import tomllib
@@ -33,6 +32,8 @@ ALIASES = {
 
 def did_you_mean(word: str, choices: Collection[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or ``""``."""
+    import difflib  # (only a wrong key needs it)
+
     alias = ALIASES.get(word)
     close = (
         [alias]

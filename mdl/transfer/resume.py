@@ -17,10 +17,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from mdl.errors import LocalFSError, MdlError, NetworkError, UsageError
-from mdl.signing import SignedFile
 from mdl.store import (
     DirSyncs,
     fsync_dir,
@@ -33,6 +32,9 @@ from mdl.store import (
 )
 from mdl.transfer.job import HashMismatch, Identity, TransferJob
 from mdl.transfer.scheduling import MIN_STEAL, MiB, Piece, split_largest
+
+if TYPE_CHECKING:
+    from mdl.signing import SignedFile  # (a signed pull's: made by what checks signatures)
 
 log = logging.getLogger("mdl.transfer")
 
