@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import tomllib
 from collections.abc import Collection, Iterator
 from typing import Any
 
@@ -206,6 +205,8 @@ def _record(found: dict[KeyPath, int], path: KeyPath, value: Any, line: int) -> 
 
 def _parse(chunk: str) -> dict[str, Any] | None:
     """``chunk`` as tomllib reads it, or None when it is not (yet) a complete statement."""
+    import tomllib  # (only an error's line is looked for)
+
     try:
         return tomllib.loads(chunk)
     except (tomllib.TOMLDecodeError, RecursionError):

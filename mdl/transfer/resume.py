@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -655,6 +654,8 @@ def keeping(
                 hasher.catch_up(target, epoch=epoch)
             elif done.is_set():
                 return
+
+    from concurrent.futures import ThreadPoolExecutor  # (not before the first download)
 
     state.background = True
     with ThreadPoolExecutor(2, thread_name_prefix=f"keep:{state.job.label}") as pool:
