@@ -50,8 +50,8 @@ log = logging.getLogger("mdl.get")
 # file is a no-op (wget -N).
 ONE_OFF = ""
 # What a get runs after its first request (the plan, the fetch and its workers, the engine, the
-# records): loaded beside that request's round trip, or here when no request comes first.
-AFTER_PROBE = "mdl.download.fetch"
+# records, the store's file locks): loaded beside that request's round trip (_Loading).
+AFTER_PROBE = ("mdl.download.fetch", "mdl.transfer.engine", "filelock")
 UNUSED_HEADERS = (
     "--header goes to the http(s) URLs given as sources, and none was given: no header was sent "
     "(hf:// files use the Hub token; s3:// and job outputs' links are presigned)"
@@ -113,6 +113,31 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
             # another run's stays).
             for sub in ("partial", "locks", "records", ""):
                 rmdir_empty(session.store.dest, session.store.state_dir / sub)
+
+
+class _Loading:
+    """What a get runs after its first request (:data:`AFTER_PROBE`), loaded beside that request's
+    round trip: started by the client's last request hook as the request leaves (a thread started
+    sooner shares the GIL with the work before it and makes the request later), joined before the
+    plan. No request (sizes and hashes given, offline): loaded by the plan's own import."""
+
+    def __init__(self) -> None:
+        self._hooked = self._started = False
+        self._thread: threading.Thread | None = None
+
+    def when_asked(self, session: PullSession) -> None:
+        if not self._hooked:
+            self._hooked = True
+            session.client.event_hooks["request"].append(self._start)
+
+    def _start(self, request: object) -> None:  # (every later request: nothing)
+        if not self._started:
+            self._started = True
+            self._thread = import_beside(*AFTER_PROBE, thread="mdl-get-loading")
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _refuse_misuse(
@@ -276,7 +301,7 @@ def _fetch_remote(
     it; ``-o``: its folder)."""
     outcomes: dict[int, FileOutcome] = {}
     planned: dict[int, PlannedFile] = {}
-    loading: list[threading.Thread | None] = []  # the fetch's modules, beside the first probe
+    loading = _Loading()  # the fetch's modules, beside the first probe
     # ours (_already_there), or --force
     present = {i for i, _, target in items if os.path.lexists(target)}
     openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
@@ -320,7 +345,7 @@ def _planned(
     sha256: str | None,
     carry: bool,
     openings: list[Opening | None],
-    loading: list[threading.Thread | None],
+    loading: _Loading,
 ) -> PlannedFile | FileOutcome:
     """The file's plan, or its outcome: kept in place, or failed (logged). ``carry``: its probe may
     carry its first bytes (``openings``: where such an answer is kept until the get ends)."""
@@ -338,13 +363,10 @@ def _planned(
                 if kept is not None:
                     return kept
         else:
-            if not loading:  # the first request is about to go: the rest loads beside it
-                loading.append(import_beside(AFTER_PROBE, thread="mdl-get-loading"))
+            loading.when_asked(session)  # the rest loads as the probe leaves, beside its trip
             remote = _url_file(session, item, name, sha256=sha256, carry=carry)
             openings.append(remote.opening)
-        for thread in loading:
-            if thread is not None:
-                thread.join()
+        loading.join()
         from mdl.download.plan import plan_file
 
         return plan_file(session.layout, remote, force=force, offline=offline)
