@@ -86,6 +86,7 @@ NOT_FOR_PLAIN_GET = (
     "html",
     "html.parser",
     "tomllib",
+    "logging.handlers",  # (the run log rotates by its own code: pickle and queue stay out)
 )
 # How many of mdl's modules a plain URL's get loads, at most (80 when this was set, from 116: each
 # command loads what it runs; 75 once stores, signing and the engine were made only when used).
