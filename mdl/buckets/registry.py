@@ -2,30 +2,56 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from mdl.buckets.folder import FolderStore
-from mdl.buckets.protocol import ObjectStore, Signer
-from mdl.buckets.s3store import S3Store
-from mdl.redact import Secrets
+if TYPE_CHECKING:
+    from mdl.buckets.protocol import ObjectStore, Signer
+    from mdl.redact import Secrets
 
-# scheme → the store: a new store is its module and one line here
-STORES: dict[str, ObjectStore] = {"s3": S3Store(), "file": FolderStore()}
+    _Table = dict[str, ObjectStore]
+else:
+    _Table = dict
+
+# scheme → the store's class ("module:Class" in mdl.buckets): a new store is its module and one
+# line here
+KNOWN = {"s3": "s3store:S3Store", "file": "folder:FolderStore"}
+
+
+class _Stores(_Table):
+    """scheme → the store, each made (its module imported) when first asked for: a URL of no
+    store's scheme (http(s), the plain get's) loads none of them."""
+
+    def __missing__(self, scheme: str) -> ObjectStore:
+        module, _, name = KNOWN[scheme].partition(":")  # (KeyError: no such store)
+        __import__(f"mdl.buckets.{module}")
+        store: ObjectStore = getattr(sys.modules[f"mdl.buckets.{module}"], name)()
+        self[scheme] = store
+        return store
+
+    def every(self) -> list[ObjectStore]:
+        """Every store, the known ones (made now) first, in their order."""
+        known = [self[scheme] for scheme in KNOWN]
+        return [*known, *(store for scheme, store in self.items() if scheme not in KNOWN)]
+
+
+STORES = _Stores()
 
 
 def store_for(url: str) -> ObjectStore | None:
     """The store whose scheme ``url`` starts with (``s3://…``); None: an http(s) URL, a path."""
     scheme, sep, _ = url.partition("://")
-    if not sep:
+    if not sep or (scheme not in STORES and scheme not in KNOWN):
         return None
-    return STORES.get(scheme)
+    return STORES[scheme]
 
 
 def store_schemes(*, endpoint: bool = False) -> str:
     """The stores' schemes as a message says them (``s3://``); ``endpoint``: those that take
     one."""
-    schemes = [f"{s.scheme}://" for s in STORES.values() if s.takes_endpoint or not endpoint]
+    schemes = [f"{s.scheme}://" for s in STORES.every() if s.takes_endpoint or not endpoint]
     return " or ".join(schemes)
 
 

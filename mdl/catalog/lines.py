@@ -6,10 +6,8 @@ courtesy: anything unexpected stops the lookup."""
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import re
-import tomllib
 from collections.abc import Collection, Iterator
 from typing import Any
 
@@ -33,6 +31,8 @@ ALIASES = {
 
 def did_you_mean(word: str, choices: Collection[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or ``""``."""
+    import difflib  # (only a wrong key needs it)
+
     alias = ALIASES.get(word)
     close = (
         [alias]
@@ -205,6 +205,8 @@ def _record(found: dict[KeyPath, int], path: KeyPath, value: Any, line: int) -> 
 
 def _parse(chunk: str) -> dict[str, Any] | None:
     """``chunk`` as tomllib reads it, or None when it is not (yet) a complete statement."""
+    import tomllib  # (only an error's line is looked for)
+
     try:
         return tomllib.loads(chunk)
     except (tomllib.TOMLDecodeError, RecursionError):

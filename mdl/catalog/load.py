@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from mdl.catalog.headers import header_value_problem
 from mdl.catalog.lines import format_key
@@ -14,6 +13,9 @@ from mdl.catalog.specs import VAR_RE, Catalog, FileSpec
 from mdl.errors import CatalogError, UsageError
 from mdl.paths import read_small_file
 from mdl.setting import SETTING
+
+if TYPE_CHECKING:
+    import tomllib
 
 MAX_CATALOG_BYTES = 16 << 20  # a catalog is a few KiB: a file this big is not one
 
@@ -57,6 +59,8 @@ def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None 
     """Validate catalog TOML text; ``source`` names the file in error messages. Raises
     CatalogError.
     """
+    import tomllib  # (a get without a catalog reads none)
+
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -14,7 +14,9 @@ from mdl.catalog.lines import did_you_mean
 from mdl.errors import UsageError
 from mdl.paths import url_basename
 from mdl.setting import SETTINGS
-from mdl.signing import Trust
+
+if TYPE_CHECKING:
+    from mdl.signing import Trust  # (a model's signature: loaded by what checks one)
 
 # ``${NAME}`` in a header value, expanded from the environment at request time (see expand_headers).
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -5,7 +5,6 @@ module when used.
 # No `from __future__ import annotations` in the modules that define commands: Typer reads each
 # signature four times, and string annotations would be evaluated each time (~20 ms of every run,
 # Tab included).
-import difflib
 import importlib
 import inspect
 import sys
@@ -139,6 +138,8 @@ def epilog(name: str) -> str:
 
 
 def suggestions(name: str) -> list[str]:
+    import difflib  # (~2 ms: only a mistyped command needs it)
+
     near = difflib.get_close_matches(name.lower(), COMMANDS, n=3, cutoff=0.6)
     return list(dict.fromkeys((*HABITS.get(name.lower(), ()), *near)))[:3]
 

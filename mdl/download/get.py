@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mdl.buckets import store_for
 from mdl.catalog import FileSpec, Settings
-from mdl.download.fetch import fetch
-from mdl.download.outcomes import kept_in_place, still_verified
-from mdl.download.plan import FORCED, GET, PlannedFile, check_space, plan_file
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
+from mdl.lazy import import_beside
 from mdl.paths import HfUri
 from mdl.progress import Progress
 from mdl.redact import redact_url
@@ -39,13 +39,19 @@ from mdl.sources import (
     write_inline,
 )
 from mdl.store import Store, rmdir_empty
-from mdl.transfer import Opening
+
+if TYPE_CHECKING:
+    from mdl.download.plan import PlannedFile
+    from mdl.transfer import Opening
 
 log = logging.getLogger("mdl.get")
 # A get's record is the folder's .mdl/get.json (the store's record of model "", keyed by file name):
 # what it wrote and what the server said of it (length, validator), so a second get of an unchanged
 # file is a no-op (wget -N).
 ONE_OFF = ""
+# What a get runs after its first request (the plan, the fetch and its workers, the engine, the
+# records, the store's file locks): loaded beside that request's round trip (_Loading).
+AFTER_PROBE = ("mdl.download.fetch", "mdl.transfer.engine", "filelock")
 UNUSED_HEADERS = (
     "--header goes to the http(s) URLs given as sources, and none was given: no header was sent "
     "(hf:// files use the Hub token; s3:// and job outputs' links are presigned)"
@@ -107,6 +113,31 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
             # another run's stays).
             for sub in ("partial", "locks", "records", ""):
                 rmdir_empty(session.store.dest, session.store.state_dir / sub)
+
+
+class _Loading:
+    """What a get runs after its first request (:data:`AFTER_PROBE`), loaded beside that request's
+    round trip: started by the client's last request hook as the request leaves (a thread started
+    sooner shares the GIL with the work before it and makes the request later), joined before the
+    plan. No request (sizes and hashes given, offline): loaded by the plan's own import."""
+
+    def __init__(self) -> None:
+        self._hooked = self._started = False
+        self._thread: threading.Thread | None = None
+
+    def when_asked(self, session: PullSession) -> None:
+        if not self._hooked:
+            self._hooked = True
+            session.client.event_hooks["request"].append(self._start)
+
+    def _start(self, request: object) -> None:  # (every later request: nothing)
+        if not self._started:
+            self._started = True
+            self._thread = import_beside(*AFTER_PROBE, thread="mdl-get-loading")
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _refuse_misuse(
@@ -193,6 +224,8 @@ def _write(
     item: Source, target: Path, check: InlineCheck, *, force: bool, progress: Progress
 ) -> FileOutcome:
     """A job output's inline file written to ``target``: its outcome (logged)."""
+    from mdl.download.plan import FORCED, GET
+
     assert isinstance(item, InlineFile)
     replaced = force and os.path.lexists(target)
     try:
@@ -238,6 +271,8 @@ def _already_there(
     for index, (item, target) in enumerate(zip(items, targets, strict=True)):
         if not os.path.lexists(target) or (isinstance(item, UrlFile) and item.hub is not None):
             continue
+        from mdl.download.outcomes import kept_in_place  # (only for a file already there)
+
         want = checks[index].sha256 if isinstance(item, InlineFile) else expected or item.sha256
         try:
             path, ours = (
@@ -266,18 +301,30 @@ def _fetch_remote(
     it; ``-o``: its folder)."""
     outcomes: dict[int, FileOutcome] = {}
     planned: dict[int, PlannedFile] = {}
+    loading = _Loading()  # the fetch's modules, beside the first probe
     # ours (_already_there), or --force
     present = {i for i, _, target in items if os.path.lexists(target)}
     openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
     try:
         for index, item, target in items:
             carry = len(items) == 1 and index not in present
-            found = _planned(session, item, target, sha256=sha256, carry=carry, openings=openings)
-            if isinstance(found, PlannedFile):
+            found = _planned(
+                session,
+                item,
+                target,
+                sha256=sha256,
+                carry=carry,
+                openings=openings,
+                loading=loading,
+            )
+            if not isinstance(found, FileOutcome):
                 planned[index] = found
             else:
                 outcomes[index] = found
         if planned:
+            from mdl.download.fetch import fetch
+            from mdl.download.plan import check_space
+
             plans = list(planned.values())
             session.store.ensure_dirs()
             check_space(plans)
@@ -298,6 +345,7 @@ def _planned(
     sha256: str | None,
     carry: bool,
     openings: list[Opening | None],
+    loading: _Loading,
 ) -> PlannedFile | FileOutcome:
     """The file's plan, or its outcome: kept in place, or failed (logged). ``carry``: its probe may
     carry its first bytes (``openings``: where such an answer is kept until the get ends)."""
@@ -308,13 +356,19 @@ def _planned(
         if item.hub is not None:
             remote = _hub_file(session, item, name, sha256=sha256)
             if not force and os.path.lexists(target):
+                from mdl.download.outcomes import kept_in_place
+
                 oid, where = remote.git_oid, item.where
                 kept = kept_in_place(target, name, sha256=remote.sha256, git_oid=oid, where=where)
                 if kept is not None:
                     return kept
         else:
+            loading.when_asked(session)  # the rest loads as the probe leaves, beside its trip
             remote = _url_file(session, item, name, sha256=sha256, carry=carry)
             openings.append(remote.opening)
+        loading.join()
+        from mdl.download.plan import plan_file
+
         return plan_file(session.layout, remote, force=force, offline=offline)
     except MdlError as exc:
         outcome = failed("", name, exc, dest=target, source=item.where)
@@ -376,5 +430,7 @@ def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bo
 
 def _ours(target: Path) -> bool:
     """Whether the file at ``target`` is the one a get wrote there (else it is the user's)."""
+    from mdl.download.outcomes import still_verified
+
     record = Store(target.parent.absolute()).read_record(ONE_OFF)
     return record is not None and still_verified(target, record.files.get(target.name))

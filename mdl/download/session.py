@@ -19,12 +19,9 @@ from mdl.sources import NetrcLogins, RemoteFile, read_netrc, with_probe
 from mdl.store import DirSyncs, ExpectedFile, Layout, Store
 from mdl.transfer import (
     Credentials,
-    Engine,
-    EngineConfig,
     HubGate,
     NetTransport,
     Probed,
-    RateLimiter,
     RetryPolicy,
     TokenGuard,
     make_client,
@@ -36,6 +33,7 @@ if TYPE_CHECKING:
     # each loaded when the run first needs it: a plain URL's get needs none of them
     from mdl.download.fill import Fills
     from mdl.sources import Hub
+    from mdl.transfer import Engine, EngineConfig, RateLimiter
     from mdl.xet import XetSource
 
 MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see workers.job_counts)
@@ -84,34 +82,13 @@ class PullSession:
             retry_after_cap=self.retry.retry_after_cap,
             note=progress.note,
         ).hook(self.client)
-        config = EngineConfig(
-            connections=settings.connections,
-            scale_connections=not settings.connections_set,
-            retry=self.retry,
-            stall_timeout=settings.stall_timeout,
-        )
-        mirror = replace(
-            config,
-            scale_connections=False,
-            retry=RetryPolicy(retries=MIRROR_RETRIES),
-            max_stalls=MIRROR_RETRIES,
-        )
-        limiter = RateLimiter(settings.limit_rate) if settings.limit_rate else None
-        engine = partial(
-            Engine,
-            self.client,
-            progress=progress,
-            cancel=self.cancel,
-            limiter=limiter,
-            dirs=self.dirs,
-        )
-        self.engine, self.mirror_engine = engine(config), engine(mirror)
         # mirrors in object stores (s3://): presigned GETs from one client per store and endpoint
         # (boto3 is imported only when one is asked)
         self.presigner = Presigner(dict(settings.mirror_endpoints), secrets=settings.secrets)
-        self._config, self._limiter = config, limiter
-        # made by the first file that asks (mdl.xet and mdl.download.fill load then)
+        # made by the first file that asks (mdl.xet and mdl.download.fill load then; the engines
+        # when a file is fetched: a get's probe goes out before their modules load)
         self._made = threading.Lock()
+        self._engines: tuple[Engine, Engine, EngineConfig, RateLimiter | None] | None = None
         self._xet: XetSource | None = None
         self._fills: Fills | None = None
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per
@@ -119,10 +96,50 @@ class PullSession:
         self.dead_mirrors: set[str] = set()
         self.mirror_lock = threading.Lock()
 
+    def _engines_made(self) -> tuple[Engine, Engine, EngineConfig, RateLimiter | None]:
+        """The engine, the mirrors' engine, the engine's config and the run's rate limiter."""
+        with self._made:
+            if self._engines is None:
+                from mdl.transfer import Engine, EngineConfig, RateLimiter
+
+                settings = self.settings
+                config = EngineConfig(
+                    connections=settings.connections,
+                    scale_connections=not settings.connections_set,
+                    retry=self.retry,
+                    stall_timeout=settings.stall_timeout,
+                )
+                mirror = replace(
+                    config,
+                    scale_connections=False,
+                    retry=RetryPolicy(retries=MIRROR_RETRIES),
+                    max_stalls=MIRROR_RETRIES,
+                )
+                limiter = RateLimiter(settings.limit_rate) if settings.limit_rate else None
+                engine = partial(
+                    Engine,
+                    self.client,
+                    progress=self.progress,
+                    cancel=self.cancel,
+                    limiter=limiter,
+                    dirs=self.dirs,
+                )
+                self._engines = (engine(config), engine(mirror), config, limiter)
+            return self._engines
+
+    @property
+    def engine(self) -> Engine:
+        return self._engines_made()[0]
+
+    @property
+    def mirror_engine(self) -> Engine:
+        return self._engines_made()[1]
+
     @property
     def xet(self) -> XetSource:
         """Xet-backed Hub files: by chunk, with the read tokens and the chunks on disk the run's
         files share."""
+        _, _, config, limiter = self._engines_made()
         with self._made:
             if self._xet is None:
                 from mdl.xet import XetSource
@@ -134,14 +151,14 @@ class PullSession:
                     progress=self.progress,
                     cancel=self.cancel,
                     # as many streams as the plain path would open for the same file
-                    streams=self._config.streams,
+                    streams=config.streams,
                     stall_timeout=settings.stall_timeout,
                     hub=lambda: Credentials(hub_origin=origin(settings.endpoint), token=self.token),
                     secrets=settings.secrets,
                     dirs=self.dirs,
                     recorded=self.recorded_xet,
                     # --limit-rate caps the run: xorb bytes count with every other download's
-                    limiter=self._limiter,
+                    limiter=limiter,
                 )
             return self._xet
 
@@ -192,8 +209,10 @@ class PullSession:
         try:
             self.transport.abort()
         finally:  # whatever happened there, the engines still close every answer
-            self.engine.abort()
-            self.mirror_engine.abort()
+            engines = self._engines  # (none made yet: no answer of theirs to close)
+            if engines is not None:
+                engines[0].abort()
+                engines[1].abort()
 
     @cached_property
     def token(self) -> str | None:

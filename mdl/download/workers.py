@@ -3,7 +3,6 @@ parallel ranges), and which file each takes next; the small lane grows while its
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from collections import deque
@@ -188,6 +187,8 @@ class WorkQueue:
         waits far longer waits on a round trip (or a disk) that more workers overlap: as many as
         keep the CPU busy through it (Little's law: the wait over the work, plus one). Judged by the
         median of the last few files: one slow answer decides nothing."""
+        import statistics  # (fractions, decimal: not for a run of one file)
+
         with self._lock:
             self._waits.append(waited / worked if worked > 0 else float(self.most))
             ratio = statistics.median(self._waits)

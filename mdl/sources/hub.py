@@ -3,9 +3,7 @@ passes hubreplies."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +14,7 @@ from urllib.parse import quote
 import httpx2
 
 from mdl.errors import AuthError, HubReplyError, MdlError, NetworkError, NotFoundError, UsageError
+from mdl.lazy import import_beside
 from mdl.paths import check_revision
 from mdl.redact import Secrets, printable, redact_text, redact_url, safe_text
 from mdl.transfer import (
@@ -77,13 +76,6 @@ def resolve_token(environ: Mapping[str, str]) -> str | None:
 # to import, more than a small pull's requests. tests/sources/test_hub_file_url.py holds the two
 # equal for any repo id, path, revision, repo type and endpoint.
 _URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/", "kernel": "kernels/"}
-
-
-def _import_quietly(name: str) -> None:
-    """Import ``name`` ahead of its use; a failure is left to the use, whose own import raises it
-    (a thread's exception would be printed)."""
-    with contextlib.suppress(Exception):
-        __import__(name)
 
 
 def hub_file_url(endpoint: str, repo: str, path: str, repo_type: str, revision: str) -> str:
@@ -154,12 +146,7 @@ class Hub:
         # The replies' pydantic models (~25 ms to build) load on a thread of their own while the
         # first request is on the network; a reply is read once they are (``_replies_loaded``),
         # never imported beside that thread.
-        self._loading: threading.Thread | None = None
-        if REPLIES not in sys.modules:
-            self._loading = threading.Thread(
-                target=_import_quietly, args=(REPLIES,), name="mdl-hub-replies", daemon=True
-            )
-            self._loading.start()
+        self._loading = import_beside(REPLIES, thread="mdl-hub-replies")
 
     def _replies_loaded(self) -> None:
         if self._loading is not None:

@@ -15,7 +15,6 @@ from typing import Any
 from mdl.catalog import FileSpec, ModelSpec, Settings
 from mdl.errors import LocalFSError, MdlError
 from mdl.redact import redact_url
-from mdl.signing import git_path
 from mdl.store import confined
 from mdl.store.filesystem import stat_file
 from mdl.store.layout import Layout, Placement, parse_hub_source, repo_folder, selected
@@ -100,7 +99,7 @@ class ModelStatus:
         ref = parse_hub_source(entry.source) if entry is not None else None
         same_repo = ref is not None and (ref.repo, ref.repo_type) == (spec.repo, spec.repo_type)
         # a signer leaves git's own files out
-        signed_out = spec.signature is not None and git_path(path)
+        signed_out = _signer_leaves_out(spec, path)
         if spec.is_snapshot and same_repo and not signed_out and selected(spec, [path]):
             return f"no longer in {spec.repo}"
         return "no longer in the catalog"
@@ -361,13 +360,22 @@ def _has_partials(store: Store, model: str) -> bool:
     return any(pattern.fullmatch(p.name) for p in folder.iterdir())
 
 
+def _signer_leaves_out(spec: ModelSpec, path: str) -> bool:
+    """Whether ``path`` is one of git's own files a signed model's signer leaves out."""
+    if spec.signature is None:
+        return False
+    from mdl.signing import git_path  # (here: a model that names no signer loads no signing)
+
+    return git_path(path)
+
+
 def _expected_files(
     spec: ModelSpec, record: ModelRecord | None, pinned: Sequence[ExpectedFile] | None
 ) -> list[ExpectedFile]:
     recorded = record.files if record is not None else {}
     # a signed model's git files (.gitattributes) are left out by its signer: never installed
     if pinned is not None:
-        return [pin for pin in pinned if spec.signature is None or not git_path(pin.path)]
+        return [pin for pin in pinned if not _signer_leaves_out(spec, pin.path)]
     if record is not None and record.expected is not None:
         return [record.expected[path] for path in sorted(record.expected)]
     if spec.is_snapshot:  # a record from before expected sets: what it recorded is all it knows

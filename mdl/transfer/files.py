@@ -16,8 +16,6 @@ from urllib.parse import unquote_to_bytes
 
 import httpx2
 
-from mdl.buckets import LOCAL_HOST, file_etag
-
 CHUNK = 1 << 20  # bytes read per chunk of a body (the wire's read size)
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 # the transport's words for what cannot be read (a mirror's reason for falling through)
@@ -93,6 +91,10 @@ class FolderTransport(httpx2.BaseTransport):
     404 for a missing path or a folder, 403 where permission is denied; the body streamed."""
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        # here: every client mounts this transport, and only a file:// request needs the folder
+        # store's code (a plain URL's get loads none of mdl.buckets)
+        from mdl.buckets import LOCAL_HOST
+
         if request.method not in ("GET", "HEAD"):
             return _answer(405, "a shared folder is read with GET", {"Allow": "GET, HEAD"})
         if request.url.host.lower() != LOCAL_HOST:
@@ -120,6 +122,8 @@ class FolderTransport(httpx2.BaseTransport):
             return _answer(
                 404, "a folder, not a file" if stat.S_ISDIR(st.st_mode) else "not a file"
             )
+        from mdl.buckets import file_etag
+
         size = st.st_size
         etag = f'"{file_etag(st)}"'
         modified = email.utils.formatdate(st.st_mtime, usegmt=True)

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -291,40 +290,7 @@ def server_text(response: httpx2.Response) -> str:
 _HTML_START = re.compile(
     r"<(?:!doctype\s+html|html|head|body|title|meta|h1|center)\b", re.IGNORECASE
 )
-_HIDDEN = frozenset({"script", "style", "noscript", "template", "head"})
 _SCAN_CHARS = 64 * 1024  # a title past this is not worth looking for
-
-
-class _PageText(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.title: list[str] = []
-        self.text: list[str] = []
-        self._hidden: list[str] = []
-        self._in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "title":
-            self._in_title = True
-        elif tag in _HIDDEN:
-            self._hidden.append(tag)
-        elif tag == "body" and "head" in self._hidden:  # <body> ends a <head> left open
-            del self._hidden[self._hidden.index("head") :]
-        elif tag in ("br", "p", "div", "h1", "h2", "h3", "li", "tr", "hr"):
-            self.text.append(" ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self._in_title = False
-        elif tag in self._hidden:
-            while self._hidden and self._hidden.pop() != tag:
-                pass
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title.append(data)
-        elif not self._hidden:
-            self.text.append(data)
 
 
 def looks_like_html(text: str) -> bool:
@@ -338,7 +304,9 @@ def body_excerpt(text: str) -> str:
     """
     if not looks_like_html(text):
         return " ".join(text.split())
-    page = _PageText()
+    from mdl.transfer.htmltext import PageText  # (html.parser: only for an HTML error page)
+
+    page = PageText()
     # malformed markup older parsers reject: keep what was read
     with suppress(AssertionError, ValueError):
         page.feed(text[:_SCAN_CHARS])

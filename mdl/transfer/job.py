@@ -10,13 +10,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx2
 
 from mdl.report import WARNING_CAUSE
-from mdl.signing import SignedFile
 from mdl.transfer.http import Credentials, RetryPolicy
 from mdl.transfer.scheduling import SPLIT_THRESHOLD, MiB, Piece, plan_pieces
+
+if TYPE_CHECKING:
+    from mdl.signing import SignedFile  # (a signed pull's: made by what checks signatures)
 
 log = logging.getLogger("mdl.transfer")
 

@@ -14,13 +14,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from mdl.errors import LocalFSError, MdlError, NetworkError, UsageError
-from mdl.signing import SignedFile
 from mdl.store import (
     DirSyncs,
     fsync_dir,
@@ -33,6 +31,9 @@ from mdl.store import (
 )
 from mdl.transfer.job import HashMismatch, Identity, TransferJob
 from mdl.transfer.scheduling import MIN_STEAL, MiB, Piece, split_largest
+
+if TYPE_CHECKING:
+    from mdl.signing import SignedFile  # (a signed pull's: made by what checks signatures)
 
 log = logging.getLogger("mdl.transfer")
 
@@ -703,6 +704,8 @@ def keeping(
                 hasher.catch_up(target, epoch=epoch)
             elif done.is_set():
                 return
+
+    from concurrent.futures import ThreadPoolExecutor  # (not before the first download)
 
     state.background = True
     with ThreadPoolExecutor(2, thread_name_prefix=f"keep:{state.job.label}") as pool:

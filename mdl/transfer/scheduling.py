@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 MiB = 1024 * 1024
@@ -135,6 +134,9 @@ def run_pieces(
                 run_piece(piece)
             except StreamStopped:
                 return
+
+    # (here: the probe that goes before any download needs none of it)
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
         futures = [pool.submit(worker) for _ in range(workers)]
