@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 import threading
 from collections.abc import Mapping
@@ -19,7 +20,9 @@ class _LazyPart(ModuleType):
         # Called only for a name not bound yet.
         where = self.__dict__.get("_exports", {}).get(name)
         if where is None:
-            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+            # ``mdl.catalog.load`` after ``import mdl.catalog``: a submodule, as when the part
+            # imported all of them
+            return _submodule(self.__name__, name)
         value = _load(self.__name__, where, name)
         self.__dict__[name] = value
         return value
@@ -35,6 +38,14 @@ class _LazyPart(ModuleType):
         if where is not None and isinstance(value, ModuleType):
             value = _load(self.__name__, where, name)
         super().__setattr__(name, value)
+
+
+def _submodule(package: str, name: str) -> ModuleType:
+    module = f"{package}.{name}"
+    if name.startswith("__") or importlib.util.find_spec(module) is None:
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    __import__(module)
+    return sys.modules[module]
 
 
 def _load(package: str, where: str, name: str) -> object:
