@@ -36,7 +36,7 @@ from mdl.xet.partial import Partial
 from mdl.xet.plan import CopyTerm, FetchPiece, FetchTerms, Plan, Task, on_disk_from_start
 from mdl.xet.protocol import Fetch, Reconstruction, Term
 from mdl.xet.reuse import Written, read_copy
-from mdl.xet.xorb import UnknownFormat, XorbError, chunk_size, decode_chunks
+from mdl.xet.xorb import Chunk, UnknownFormat, XorbError, chunk_size, decode_chunks
 
 log = logging.getLogger("mdl.xet")
 
@@ -90,7 +90,7 @@ class _Chunks:
     def __init__(self, count: int) -> None:
         self.left, self.buffer, self.at = count, bytearray(), 0
 
-    def feed(self, data: bytes | memoryview) -> Iterator[bytes]:
+    def feed(self, data: bytes | memoryview) -> Iterator[Chunk]:
         self.buffer += data
         while True:
             need = chunk_size(self.buffer, self.at)
@@ -127,7 +127,7 @@ class _Slot:
     index: int
     offset: int
     chunks: list[tuple[bytes, int]] = field(default_factory=list)
-    pending: list[bytes] = field(default_factory=list)
+    pending: list[Chunk] = field(default_factory=list)
     pending_bytes: int = 0
     written: int = 0
     safe: int = 0  # chunks wholly on disk (written, not pending): what a resume record may claim
@@ -166,7 +166,7 @@ class _Terms:
     def at(self) -> int:
         return self.slots[0].offset + self.slots[0].written
 
-    def place(self, index: int, data: bytes) -> None:
+    def place(self, index: int, data: Chunk) -> None:
         holders = self.holding.at(index)
         if not holders:  # a chunk of the range no term of this stream uses: not hashed for nothing
             return
@@ -285,7 +285,7 @@ class _Window:
     def at(self) -> int:
         return self.first + self.written
 
-    def place(self, index: int, data: bytes) -> None:
+    def place(self, index: int, data: Chunk) -> None:
         if not self.start_chunk <= index < self.end_chunk:
             return
         pos, size = self.pos, len(data)
