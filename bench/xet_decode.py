@@ -16,7 +16,8 @@ at once and the wall time of the slowest is the run's. Stages, each alone: ``ung
 un-grouping of already inflated chunks), ``lz4`` (inflating), ``blake3`` (the chunk hashes), and
 ``all`` (the stream's whole decode). ``--ungroup`` runs the numpy un-grouping, the pure-Python
 reference one, or both. Decoded GB/s (10^9 bytes of chunks per second, all threads together) is the
-best of ``--reps``; the speed-up is over 1 thread.
+best of ``--reps``; the speed-up is over 1 thread; cores is the process's CPU seconds over the
+wall seconds of that best run (about 1.0 when the GIL lets one thread run at a time).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from pathlib import Path
 import lz4.frame
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from runner import wait_for_quiet
 
 from mdl.xet import xorb  # the tree this script sits in, not an installed mdl
 from mdl.xet.hashing import chunk_hash
@@ -143,8 +147,9 @@ def _payload(blob: bytes, at: int) -> tuple[memoryview, int]:
     return memoryview(blob)[start : start + (first >> 8)], second >> 8
 
 
-def timed(work: Callable[[], None], threads: int) -> float:
-    """Wall seconds for ``threads`` threads each doing ``work`` at once."""
+def timed(work: Callable[[], None], threads: int) -> tuple[float, float]:
+    """Wall seconds for ``threads`` threads each doing ``work`` at once, and the process's CPU
+    seconds over them (the cores it kept busy: about 1 when the GIL serialises the threads)."""
     ready = threading.Barrier(threads + 1)
 
     def run() -> None:
@@ -155,10 +160,11 @@ def timed(work: Callable[[], None], threads: int) -> float:
     for t in pool:
         t.start()
     ready.wait()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for t in pool:
         t.join()
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    return wall, (time.process_time() - cpu) / wall
 
 
 def main() -> int:
@@ -173,6 +179,10 @@ def main() -> int:
     )
     parser.add_argument("--ungroup", choices=["numpy", "python", "both"], default="both")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--quiet-cpu", type=float, default=0.3, help="start a run once others use under this share"
+    )
+    parser.add_argument("--quiet-wait", type=float, default=10.0, help="wait at most this long")
     args = parser.parse_args()
     counts = [int(n) for n in args.threads.split(",")]
     blob, chunks, grouped = make_range(args.size_mib * MiB, linked=args.frames == "linked")
@@ -185,7 +195,9 @@ def main() -> int:
         f"{args.size_mib} MiB in {len(chunks)} chunks ({len(grouped)} BG4), {len(blob) / MiB:.1f}"
         f" MiB encoded, {args.frames} LZ4 frames; {cores} cores; numpy: {xorb.numpy_version()}"
     )
-    print(f"{'stage':8s} {'ungroup':7s} " + "  ".join(f"{n:>2d} thr GB/s  ×" for n in counts))
+    print(
+        f"{'stage':8s} {'ungroup':7s} " + "  ".join(f"{n:>2d} thr GB/s    ×  cores" for n in counts)
+    )
     rows = []
     for kind in kinds:
         xorb.use_numpy(kind == "numpy")
@@ -194,15 +206,21 @@ def main() -> int:
                 continue  # the un-grouping plays no part
             work, size = stage_work(stage, blob, chunks, grouped)
             work()  # warm: imports, allocator
-            rates = {}
+            rates, busy = {}, {}
             for n in counts:
-                best = min(timed(work, n) for _ in range(args.reps))
+                runs = []
+                for _ in range(args.reps):
+                    wait_for_quiet(args.quiet_cpu, args.quiet_wait)
+                    runs.append(timed(work, n))
+                best, busy[n] = min(runs)
                 rates[n] = n * size / best / 1e9
             base = rates[counts[0]]
-            shown = "  ".join(f"{rates[n]:12.2f} {rates[n] / base:4.2f}" for n in counts)
+            shown = "  ".join(
+                f"{rates[n]:12.2f} {rates[n] / base:4.2f} {busy[n]:6.2f}" for n in counts
+            )
             label = kind if stage in ("ungroup", "all") else "-"
             print(f"{stage:8s} {label:7s} {shown}", flush=True)
-            rows.append({"stage": stage, "ungroup": label, "gb_s": rates})
+            rows.append({"stage": stage, "ungroup": label, "gb_s": rates, "cores": busy})
     xorb.use_numpy(True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

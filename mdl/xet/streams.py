@@ -91,18 +91,25 @@ class _Chunks:
         self.left, self.buffer, self.at = count, bytearray(), 0
 
     def feed(self, data: bytes | memoryview) -> Iterator[Chunk]:
-        self.buffer += data
-        while True:
-            need = chunk_size(self.buffer, self.at)
-            if need is None or len(self.buffer) - self.at < need:
-                break
-            if self.left == 0:
-                raise XorbError("more bytes than the chunks the range names")
-            with memoryview(self.buffer) as view:
-                (chunk,) = decode_chunks(view[self.at : self.at + need], 1)
-            self.at += need
-            self.left -= 1
-            yield chunk
+        held = self.at < len(self.buffer)
+        if held:  # a chunk cut by the last block goes on in this one: joined
+            self.buffer += data
+        # else decoded straight from the block: no copy of every byte into the buffer
+        with memoryview(self.buffer if held else data) as view:
+            at = self.at if held else 0
+            while True:
+                need = chunk_size(view, at)
+                if need is None or len(view) - at < need:
+                    break
+                if self.left == 0:
+                    raise XorbError("more bytes than the chunks the range names")
+                (chunk,) = decode_chunks(view[at : at + need], 1)
+                at += need
+                self.left -= 1
+                yield chunk
+            if not held:  # the start of a chunk the next block finishes
+                self.buffer, at = bytearray(view[at:]), 0
+        self.at = at
         if self.at >= 1 << 20:  # keep the buffer small: what is decoded is dropped
             del self.buffer[: self.at]
             self.at = 0

@@ -4,6 +4,7 @@ when a byte-grouped chunk is decoded."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import threading
@@ -16,7 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mdl.xet import decode_chunks, xorb
+from mdl.xet import XorbError, decode_chunks, xorb
+from mdl.xet.streams import _Chunks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,3 +168,28 @@ def test_chunks_decoded_while_numpy_loads_are_ungrouped_in_python() -> None:
         finish.set()
         xorb._load_numpy = real  # type: ignore[method-assign]
         xorb.use_numpy(True)
+
+
+@given(
+    st.lists(st.tuples(st.binary(max_size=3000), st.sampled_from([0, 1, 2])), max_size=6),
+    st.lists(st.integers(0, 20_000), max_size=8),
+)
+@settings(max_examples=200)
+def test_a_range_fed_in_any_blocks_gives_its_chunks(
+    chunks: list[tuple[bytes, int]], cuts: list[int]
+) -> None:
+    """A stream's blocks cut chunks anywhere: whole chunks of a block are decoded from it, a cut
+    one is held until the block that finishes it."""
+    wire = b"".join(chunk(data, scheme) for data, scheme in chunks)
+    edges = sorted({0, len(wire), *(c for c in cuts if c < len(wire))})
+    feeder, got = _Chunks(len(chunks)), []
+    for lo, hi in itertools.pairwise(edges):
+        got += [bytes(c) for c in feeder.feed(memoryview(wire)[lo:hi])]
+    feeder.close()
+    assert got == [data for data, _ in chunks]
+    with pytest.raises(XorbError):
+        extra = _Chunks(len(chunks))
+        for lo, hi in itertools.pairwise(edges):
+            list(extra.feed(wire[lo:hi]))
+        list(extra.feed(b"\0"))
+        extra.close()
