@@ -8,7 +8,7 @@ A xorb range of ``--size-mib`` of weights-like bytes (float32s whose sign/expone
 values, one 4 MiB block in eight random, as bench/xet.py makes) is cut into chunks of 8 to 128 KiB
 (64 KiB on average, as Xet's chunker gives) and encoded as the CAS stores them: 7 in 8 byte-grouped
 + LZ4 (BG4), 1 in 8 LZ4 alone. ``--frames linked`` makes LZ4 frames as python-lz4 does by default
-(the stand-in's xorbs); ``independent`` as the Hub's own encoder (lz4_flex, independent blocks).
+(the stand-in's xorbs); ``independent`` with blocks that do not refer to the ones before.
 
 Each thread decodes its own copy of the range exactly as a stream does (``mdl.xet.streams._Chunks``
 fed 64 KiB network blocks, every chunk's BLAKE3 taken as ``_Terms.place`` takes it); the threads run
@@ -110,9 +110,19 @@ def stage_work(
     """The work one thread does for ``stage`` and the decoded bytes it stands for."""
     total = sum(len(c) for c in chunks)
     if stage == "ungroup":
-        return (lambda: [xorb.ungroup(g) for g in grouped] and None), sum(map(len, grouped))
+
+        def ungroup() -> None:
+            for g in grouped:  # each output dropped at once, as a stream's is once written
+                xorb.ungroup(g)
+
+        return ungroup, sum(map(len, grouped))
     if stage == "blake3":
-        return (lambda: [chunk_hash(c) for c in chunks] and None), total
+
+        def hashes() -> None:
+            for c in chunks:
+                chunk_hash(c)
+
+        return hashes, total
     if stage == "lz4":
         frames = [_payload(blob, at) for at in _offsets(blob)]
 

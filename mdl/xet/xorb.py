@@ -63,7 +63,7 @@ def _inflate(index: int, payload: memoryview, length: int) -> bytes:
 
 
 GROUPS = 4  # byte grouping's group count (xorb.md: BG4)
-# a decoded chunk: a BG4 one is a read-only view of the buffer it was un-grouped into (no copy)
+# a decoded chunk: a BG4 one is a read-only view of the array it was un-grouped into (no copy)
 Chunk = bytes | memoryview
 
 # numpy, loaded on a thread of its own once the first BG4 chunk is decoded: None not yet there,
@@ -130,22 +130,23 @@ def ungroup_reference(grouped: bytes | bytearray, groups: int = GROUPS) -> bytea
     return out
 
 
-def ungroup(grouped: bytes | bytearray, groups: int = GROUPS) -> bytearray:
-    """``ungroup_reference``, by numpy's strided copies where numpy is installed: they release the
-    GIL, so the streams un-group on every core at once (about 3x one core's pure-Python speed)."""
+def ungroup(grouped: bytes | bytearray, groups: int = GROUPS) -> memoryview:
+    """``ungroup_reference``, read-only, by numpy's strided copies where numpy is installed: they
+    release the GIL, so the streams un-group on every core at once (about 3x one core's
+    pure-Python speed), into memory that is not zeroed first."""
     np = _numpy()
     if np is None:
-        return ungroup_reference(grouped, groups)
+        return memoryview(ungroup_reference(grouped, groups)).toreadonly()
     size = len(grouped)
-    out = bytearray(size)
-    dst, src = np.frombuffer(out, np.uint8), np.frombuffer(grouped, np.uint8)
+    out = np.empty(size, np.uint8)
+    src = np.frombuffer(grouped, np.uint8)
     whole, extra = divmod(size, groups)
     start = 0
     for i in range(groups):
         end = start + whole + (i < extra)
-        dst[i::groups] = src[start:end]
+        out[i::groups] = src[start:end]
         start = end
-    return out
+    return memoryview(out).toreadonly()
 
 
 def chunk_size(data: bytes | bytearray | memoryview, at: int) -> int | None:
@@ -194,7 +195,7 @@ def decode_chunks(data: bytes | memoryview, count: int) -> list[Chunk]:
         elif scheme == LZ4:
             chunks.append(_inflate(index, payload, length))
         else:
-            chunks.append(memoryview(ungroup(_inflate(index, payload, length))).toreadonly())
+            chunks.append(ungroup(_inflate(index, payload, length)))
     if at != size:
         raise XorbError(f"{size - at} bytes after the last of {count} chunks")
     return chunks
