@@ -66,10 +66,12 @@ GROUPS = 4  # byte grouping's group count (xorb.md: BG4)
 # a decoded chunk: a BG4 one is a read-only view of the array it was un-grouped into (no copy)
 Chunk = bytes | memoryview
 
-# numpy, loaded on a thread of its own once the first BG4 chunk is decoded: None not yet there,
-# False not installed (or turned off). Its import costs about 0.1 CPU-s, as much as un-grouping
-# 100 MB in Python: the chunks decoded meanwhile are un-grouped in Python, so a small file waits
-# for nothing and a large one gets numpy's speed from its first seconds on.
+# numpy, loaded on a thread of its own once a process has un-grouped PYTHON_FIRST bytes of BG4
+# chunks in Python: None not yet there, False not installed (or turned off). Its import costs
+# about 0.1 CPU-s, more than un-grouping those bytes in Python (about 0.07 s): a file smaller than
+# that never waits for it, and chunks decoded while it loads are un-grouped in Python.
+PYTHON_FIRST = 64 << 20
+_python_bytes = 0  # BG4 bytes un-grouped in Python so far (counted loosely: a hint, not a tally)
 _np: Any = None
 _np_loader: threading.Thread | None = None
 _np_lock = threading.Lock()
@@ -86,10 +88,10 @@ def _load_numpy() -> None:
 
 
 def _numpy(*, wait: bool = False) -> Any:
-    """numpy if it is loaded, else None (its import started on a thread the first time; with
-    ``wait``, finished first)."""
+    """numpy if it is loaded, else None (its import started on a thread once PYTHON_FIRST bytes
+    were un-grouped in Python; with ``wait``, started now and finished first)."""
     global _np_loader
-    if _np is None:
+    if _np is None and (wait or _python_bytes >= PYTHON_FIRST):
         with _np_lock:
             if _np_loader is None:
                 # not a daemon: the interpreter's exit waits for an import under way
@@ -134,8 +136,10 @@ def ungroup(grouped: bytes | bytearray, groups: int = GROUPS) -> memoryview:
     """``ungroup_reference``, read-only, by numpy's strided copies where numpy is installed: they
     release the GIL, so the streams un-group on every core at once (about 3x one core's
     pure-Python speed), into memory that is not zeroed first."""
+    global _python_bytes
     np = _numpy()
     if np is None:
+        _python_bytes += len(grouped)
         return memoryview(ungroup_reference(grouped, groups)).toreadonly()
     size = len(grouped)
     out = np.empty(size, np.uint8)

@@ -134,15 +134,23 @@ def _imported_after(code: str) -> set[str]:
 def test_numpy_is_imported_only_for_a_byte_grouped_chunk() -> None:
     plain = chunk(b"weights" * 100, 1).hex()
     grouped = chunk(b"weights" * 100, 2).hex()
-    decode = "from mdl.xet import decode_chunks\nprint(decode_chunks(bytes.fromhex({!r}), 1))"
+    decode = (
+        "from mdl.xet import decode_chunks, xorb\nxorb.PYTHON_FIRST = {}\n"
+        "for _ in range(3): print(decode_chunks(bytes.fromhex({!r}), 1))"
+    )
     assert "numpy" not in _imported_after("import mdl.xet.streams, mdl.xet.fetch")
-    assert "numpy" not in _imported_after(decode.format(plain))
-    assert "numpy" in _imported_after(decode.format(grouped))
+    assert "numpy" not in _imported_after(decode.format(0, plain))
+    # a small file's BG4 chunks are un-grouped in Python: numpy's import would cost more
+    assert "numpy" not in _imported_after(decode.format(64 << 20, grouped))
+    assert "numpy" in _imported_after(decode.format(700, grouped))
 
 
 @needs_numpy
-def test_chunks_decoded_while_numpy_loads_are_ungrouped_in_python() -> None:
-    """The first BG4 chunk starts numpy's import and does not wait for it."""
+def test_chunks_decoded_while_numpy_loads_are_ungrouped_in_python(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The BG4 chunk past PYTHON_FIRST starts numpy's import and does not wait for it."""
+    monkeypatch.setattr(xorb, "PYTHON_FIRST", 0)
     data = bytes(range(251)) * 9
     started = threading.Event()
     finish = threading.Event()
