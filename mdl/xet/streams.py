@@ -36,7 +36,7 @@ from mdl.xet.partial import Partial
 from mdl.xet.plan import CopyTerm, FetchPiece, FetchTerms, Plan, Task, on_disk_from_start
 from mdl.xet.protocol import Fetch, Reconstruction, Term
 from mdl.xet.reuse import Written, read_copy
-from mdl.xet.xorb import UnknownFormat, XorbError, chunk_size, decode_chunks
+from mdl.xet.xorb import HEADER_BYTES, Chunk, UnknownFormat, XorbError, chunk_size, decode_chunks
 
 log = logging.getLogger("mdl.xet")
 
@@ -84,33 +84,41 @@ class Wire:
 
 class _Chunks:
     """A xorb range's chunks as its bytes arrive: each decoded once it is whole; exactly
-    ``count`` of them.
+    ``count`` of them. Whole chunks are decoded straight from the block that holds them; only a
+    chunk a block cuts is gathered in the buffer.
     """
 
     def __init__(self, count: int) -> None:
-        self.left, self.buffer, self.at = count, bytearray(), 0
+        self.left, self.buffer = count, bytearray()
 
-    def feed(self, data: bytes | memoryview) -> Iterator[bytes]:
-        self.buffer += data
-        while True:
-            need = chunk_size(self.buffer, self.at)
-            if need is None or len(self.buffer) - self.at < need:
-                break
-            if self.left == 0:
-                raise XorbError("more bytes than the chunks the range names")
-            with memoryview(self.buffer) as view:
-                (chunk,) = decode_chunks(view[self.at : self.at + need], 1)
-            self.at += need
-            self.left -= 1
-            yield chunk
-        if self.at >= 1 << 20:  # keep the buffer small: what is decoded is dropped
-            del self.buffer[: self.at]
-            self.at = 0
+    def feed(self, data: bytes | memoryview) -> Iterator[Chunk]:
+        with memoryview(data) as block:
+            at = 0
+            while self.buffer and at < len(block):  # the chunk the last block cut: finished
+                held = chunk_size(self.buffer, 0) or HEADER_BYTES  # its header first
+                take = block[at : at + held - len(self.buffer)]
+                self.buffer += take
+                at += len(take)
+                if chunk_size(self.buffer, 0) == len(self.buffer):
+                    yield self._decode(self.buffer)
+                    self.buffer = bytearray()
+            while (need := chunk_size(block, at)) is not None and len(block) - at >= need:
+                yield self._decode(block[at : at + need])
+                at += need
+            self.buffer += block[at:]  # the start of a chunk the next block finishes
+
+    def _decode(self, data: bytes | bytearray | memoryview) -> Chunk:
+        if self.left == 0:
+            raise XorbError("more bytes than the chunks the range names")
+        with memoryview(data) as view:
+            (chunk,) = decode_chunks(view, 1)
+        self.left -= 1
+        return chunk
 
     def close(self) -> None:
         if self.left:
             raise XorbError(f"the range ended {self.left} chunk(s) short")
-        if self.at != len(self.buffer):
+        if self.buffer:
             raise XorbError("bytes after the last chunk")
 
 
@@ -127,7 +135,7 @@ class _Slot:
     index: int
     offset: int
     chunks: list[tuple[bytes, int]] = field(default_factory=list)
-    pending: list[bytes] = field(default_factory=list)
+    pending: list[Chunk] = field(default_factory=list)
     pending_bytes: int = 0
     written: int = 0
     safe: int = 0  # chunks wholly on disk (written, not pending): what a resume record may claim
@@ -166,7 +174,7 @@ class _Terms:
     def at(self) -> int:
         return self.slots[0].offset + self.slots[0].written
 
-    def place(self, index: int, data: bytes) -> None:
+    def place(self, index: int, data: Chunk) -> None:
         holders = self.holding.at(index)
         if not holders:  # a chunk of the range no term of this stream uses: not hashed for nothing
             return
@@ -285,7 +293,7 @@ class _Window:
     def at(self) -> int:
         return self.first + self.written
 
-    def place(self, index: int, data: bytes) -> None:
+    def place(self, index: int, data: Chunk) -> None:
         if not self.start_chunk <= index < self.end_chunk:
             return
         pos, size = self.pos, len(data)
