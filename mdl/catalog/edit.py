@@ -27,11 +27,6 @@ from mdl.errors import UsageError
 from mdl.paths import HF_URI_FORMS, parse_hf_uri
 from mdl.redact import Secrets, redact_url
 
-NEW_CATALOG = (
-    "# catalog.toml: the models mdl pulls (`mdl pull --all`). Edit it by hand or with `mdl add` /"
-    " `mdl remove`;\n# see `mdl add --help`.\n"
-)
-
 
 def starter_catalog() -> str:
     """The commented catalog ``mdl init`` writes (package data; the repo's catalog.toml holds the

@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("mdl.lock")
 
 
+# what `mdl add` starts a missing catalog with, and `mdl init --project` writes
+NEW_CATALOG = (
+    "# catalog.toml: the models mdl pulls (`mdl pull --all`). Edit it by hand or with `mdl add` /"
+    " `mdl remove`;\n# see `mdl add --help`.\n"
+)
+
+
 @contextlib.contextmanager
 def exclusive(path: Path) -> Iterator[None]:
     """``flock`` the file's folder while it is read, merged and written: two runs at once never
@@ -61,7 +68,6 @@ def catalog_text(
 
 def read_catalog(path: Path, *, create: bool) -> tuple[str, bool]:
     """The catalog's text (without a BOM), validated, and whether it is yet to be created."""
-    from mdl.catalog.edit import NEW_CATALOG
 
     try:
         # a FIFO is never waited on, /dev/zero never read
@@ -125,7 +131,7 @@ def init_catalog(
 ) -> CatalogInit:
     """Write the starter catalog where mdl looks for one (``project``: an empty one, ./catalog.toml
     unless ``catalog`` names another); see :func:`mdl.api.init`."""
-    from mdl.catalog.edit import NEW_CATALOG, CatalogInit, catalog_to_init, starter_catalog
+    from mdl.catalog.edit import CatalogInit, catalog_to_init, starter_catalog
 
     given, cwd, config_dir = (
         Path(catalog) if catalog is not None else None,

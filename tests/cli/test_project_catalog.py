@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from runfixtures import mdl
 
-from mdl.catalog.edit import NEW_CATALOG
+from mdl.catalog.files import NEW_CATALOG
 
 URL = "https://cdn.example.com/loras/style.safetensors"
 
