@@ -13,8 +13,6 @@ signs the manifest of digests mdl computed."""
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
-import importlib.machinery
 import importlib.util
 import io
 import sys
@@ -22,7 +20,6 @@ import tempfile
 import threading
 import typing
 from collections.abc import Mapping, Sequence
-from importlib.machinery import ModuleSpec
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -46,52 +43,9 @@ EXTRA_HINT = "pip install 'mdl[sign]'"
 MAX_SIGNATURE_BYTES = 64 << 20
 
 
-# model_signing's package imports every signer and verifier it has when it is imported: sigstore's
-# keyless client (its TUF updater, Rekor and Fulcio clients and, through securesystemslib, boto3
-# when installed) and pyOpenSSL, ≈0.3 CPU-s. A key check runs none of it. These two of its modules
-# are executed on first use instead (importlib's LazyLoader): a keyless or certificate check loads
-# them then, as the import would have. The names are model_signing 1.x's layout; under another one
-# nothing is deferred and everything loads as before. Only names: no private function is called.
-_DEFERRED = frozenset(
-    {"model_signing._signing.sign_sigstore", "model_signing._signing.sign_certificate"}
-)
-
-
-class _Deferring(importlib.abc.MetaPathFinder):
-    """Finds the modules in ``_DEFERRED`` as the path finder does, their execution deferred to
-    their first attribute use."""
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: object = None
-    ) -> ModuleSpec | None:
-        if fullname not in _DEFERRED:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return None  # the import system looks on, as without this finder
-        try:
-            spec.loader = importlib.util.LazyLoader(spec.loader)
-        except TypeError:  # a loader LazyLoader cannot wrap: executed now, as without it
-            return None
-        return spec
-
-
-_deferring = _Deferring()
-_deferring_lock = threading.Lock()
-
-
-def _defer_unused() -> None:
-    """The finder of ``_DEFERRED`` first on sys.meta_path, once per process and never removed: a
-    removal could make another thread's import, walking the list, skip a finder."""
-    with _deferring_lock:
-        if _deferring not in sys.meta_path:
-            sys.meta_path.insert(0, _deferring)
-
-
 class _ImportAhead:
-    """model_signing (≈0.1 CPU-s for a key check with ``_DEFERRED`` deferred, ≈0.4 without)
-    imported on a thread while the signature downloads: the time is hidden on a real network,
-    though not the CPU."""
+    """model_signing (≈0.4 CPU-s of sigstore, TUF, protobuf, …) imported on a thread while the
+    signature downloads: the time is hidden on a real network, though not the CPU."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -112,7 +66,6 @@ class _ImportAhead:
         # Whatever the import raises is not this thread's to report (a thread's traceback would
         # print): the caller imports again on its own thread and gets the same error as without.
         with contextlib.suppress(BaseException):
-            _defer_unused()
             importlib.import_module("model_signing")
 
     def join(self) -> None:
@@ -135,7 +88,6 @@ def import_ahead() -> None:
 
 def _library() -> Any:
     _ahead.join()  # a started import finishes (or fails) before this one looks at it
-    _defer_unused()
     try:
         import model_signing
     except ImportError:
@@ -241,22 +193,15 @@ def _verifier(trust: Trust, trusted: list[Path], *, what: str) -> verifying.Conf
 def _unusable(exc: Exception, trust: Trust, *, what: str) -> MdlError:
     """The error for a trust the library refused: keyless (sigstore) verification refreshes its
     trust root from the network (TUF), so that failing is a network error."""
-    if trust.identity is not None and _is_tuf_error(exc):
+    from sigstore.errors import TUFError  # installed with model_signing
+
+    if isinstance(exc, TUFError):
         return NetworkError(
             f"{what}: keyless (sigstore) verification needs sigstore's trust root from the"
             f" network: {_said(exc)}",
             hint="a signature made with a key or a certificate chain is verified offline",
         )
     return UsageError(f"{what}: the trusted {trust.kind} cannot be used: {_said(exc)}")
-
-
-def _is_tuf_error(exc: Exception) -> bool:
-    """Whether sigstore failed to refresh its trust root (only a keyless check loads sigstore)."""
-    try:
-        from sigstore.errors import TUFError  # installed with model_signing
-    except ImportError:
-        return False
-    return isinstance(exc, TUFError)
 
 
 def _keeping_hashing(found: list[Any]) -> hashing.Config:
