@@ -45,7 +45,9 @@ def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
         # (``parts`` of a path are kept once made: cheaper than relative_to, on every file's walks)
         above, parts = root.parts, folder.parts
         below = parts[len(above) :]
-        if parts[: len(above)] != above or ".." in below:
+        # (a root of no parts, ".", is the prefix of any path: an absolute folder is never in it)
+        outside = parts[: len(above)] != above or folder.is_absolute() != root.is_absolute()
+        if outside or ".." in below:
             raise UnsafePathError(f"{folder} is not inside {root}")
         for depth in range(1, len(below) + 1):
             child = _open_child(fd, below[:depth], root, create=create)

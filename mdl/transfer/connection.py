@@ -652,6 +652,9 @@ def shared_ssl_context(environ: Mapping[str, str]) -> ssl.SSLContext:
     """The process's context for the CAs ``environ`` names (see :func:`ssl_context`), built once per
     CA setting (and per version of its file or folder), by one thread while the others wait."""
     cafile, capath, where = ca_locations(environ)
+    if where is None:  # the system's store: a long-lived process sees update-ca-certificates too
+        system = ssl.get_default_verify_paths()
+        cafile, capath = system.cafile, system.capath
     key = (where, cafile, capath, _stamp(cafile), _stamp(capath))
     with _CONTEXTS_LOCK:
         context = _CONTEXTS.get(key)

@@ -9,6 +9,7 @@ import contextlib
 import email.utils
 import functools
 import math
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
@@ -71,9 +72,14 @@ def lapses_at(url: str) -> float | None:
                 when = calendar.timegm(time.strptime(signed, "%Y%m%dT%H%M%SZ"))
             except ValueError:
                 return None
-            return when + int(lasts) if lasts.isdigit() else None
+            return when + int(lasts) if _SECONDS.fullmatch(lasts) else None
     expires = query.get("expires", "")
-    return float(expires) if expires.isdigit() else None
+    return float(expires) if _SECONDS.fullmatch(expires) else None
+
+
+# a count of seconds a signer writes: ASCII digits only (str.isdigit takes '²', which int refuses),
+# and no more than 12 (past year 30,000; int refuses a 4,301-digit string)
+_SECONDS = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True)

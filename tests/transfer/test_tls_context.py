@@ -103,3 +103,20 @@ def test_a_bundle_rewritten_in_place_is_loaded_again(
     body, _ = fetch(environ, f"{tls_cdn.url}/w.bin")
     assert body == DATA
     assert ca_loads == [(str(path), None, None)] * 2
+
+
+def test_the_system_store_rewritten_is_loaded_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-lived API process after `update-ca-certificates`: the system's bundle, rewritten in
+    place, gives a new context; unchanged, the same one."""
+    from mdl.transfer.connection import shared_ssl_context
+
+    bundle = tmp_path / "ca-certificates.crt"
+    bundle.write_text("one")
+    system = ssl.get_default_verify_paths()._replace(cafile=str(bundle), capath=None)
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: system)
+    first = shared_ssl_context({})
+    assert shared_ssl_context({}) is first
+    bundle.write_text("two, longer")
+    assert shared_ssl_context({}) is not first
