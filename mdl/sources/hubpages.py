@@ -1,5 +1,6 @@
-"""Hub web URLs (``…/blob/{rev}/{path}``, ``…/resolve/…``, a repo page) read as the ``hf://`` they
-stand for: every ``get`` reads its SOURCEs through here, so it asks nothing of the Hub client."""
+"""Hub web URLs (``.../blob/{rev}/{path}``, ``.../resolve/...``, a repo page) read as the
+``hf://`` they stand for: every ``get`` reads its SOURCEs through here, so it asks nothing of the
+Hub client."""
 
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ def hub_page_as_hf(url: str, *, endpoint: str) -> str | None:
     """The ``hf://`` text a URL on the Hub at ``endpoint`` — or on huggingface.co, whatever the
     endpoint: a URL pasted from the browser names a Hub file wherever it is served from, as ``hf
     download`` with HF_ENDPOINT fetches it from the mirror — stands for:
-    ``…/blob|resolve/{rev}/{path}`` a file, ``/{owner}/{name}`` and ``…/tree/{rev}`` the whole repo;
-    None for any other URL (another origin, another shape, a revision with a '/' that hf:// cannot
-    name); UsageError for a folder's page or a revision a URL path folds away ('..'). The query and
-    fragment (``?download=true``) are dropped; segments are URL-decoded (``refs%2Fpr%2F1``)."""
+    ``.../blob|resolve/{rev}/{path}`` a file, ``/{owner}/{name}`` and ``.../tree/{rev}`` the whole
+    repo; None for any other URL (another origin, another shape, a revision with a '/' that hf://
+    cannot name); UsageError for a folder's page or a revision a URL path folds away ('..'). The
+    query and fragment (``?download=true``) are dropped; segments are URL-decoded
+    (``refs%2Fpr%2F1``)."""
     segs = _hub_path_segments(url, endpoint=endpoint)
     if segs is None:
         return None
