@@ -69,29 +69,6 @@ __all__ = [
     "verify",
 ]
 
-# the API loads when a name of it is asked for: `python -m mdl` runs the CLI, which loads its own
-export_lazily(
-    __name__,
-    dict.fromkeys(
-        [
-            "add",
-            "clean",
-            "get",
-            "init",
-            "list_models",
-            "load_catalog",
-            "lock",
-            "pack",
-            "prune",
-            "prune_mirror",
-            "publish",
-            "pull",
-            "remove",
-            "resolve",
-            "show",
-            "unpack",
-            "verify",
-        ],
-        "api",
-    ),
-)
+# the API loads when a name of it is asked for: `python -m mdl` runs the CLI, which loads its own.
+# Its names are those of __all__ not bound above (the errors and the version are).
+export_lazily(__name__, dict.fromkeys([name for name in __all__ if name not in globals()], "api"))

@@ -121,15 +121,21 @@ def numpy_version() -> str | None:
 def ungroup_reference(grouped: bytes | bytearray, groups: int = GROUPS) -> bytearray:
     """Byte grouping undone by its definition: group i holds bytes i, i+groups, i+2*groups, … and
     the first ``len % groups`` groups one more. One core at about 1 GB/s, holding the GIL."""
-    size = len(grouped)
-    out = bytearray(size)
+    out = bytearray(len(grouped))
+    for i, start, end in _groups(len(grouped), groups):
+        out[i::groups] = grouped[start:end]
+    return out
+
+
+def _groups(size: int, groups: int) -> list[tuple[int, int, int]]:
+    """Each group's index and span in the grouped bytes: the first ``size % groups`` one longer."""
     whole, extra = divmod(size, groups)
-    start = 0
+    spans, start = [], 0
     for i in range(groups):
         end = start + whole + (i < extra)
-        out[i::groups] = grouped[start:end]
+        spans.append((i, start, end))
         start = end
-    return out
+    return spans
 
 
 def ungroup(grouped: bytes | bytearray, groups: int = GROUPS) -> memoryview:
@@ -141,15 +147,10 @@ def ungroup(grouped: bytes | bytearray, groups: int = GROUPS) -> memoryview:
     if np is None:
         _python_bytes += len(grouped)
         return memoryview(ungroup_reference(grouped, groups)).toreadonly()
-    size = len(grouped)
-    out = np.empty(size, np.uint8)
+    out = np.empty(len(grouped), np.uint8)
     src = np.frombuffer(grouped, np.uint8)
-    whole, extra = divmod(size, groups)
-    start = 0
-    for i in range(groups):
-        end = start + whole + (i < extra)
+    for i, start, end in _groups(len(grouped), groups):
         out[i::groups] = src[start:end]
-        start = end
     return memoryview(out).toreadonly()
 
 
