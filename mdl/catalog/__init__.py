@@ -32,12 +32,20 @@ if TYPE_CHECKING:
         switch_from_env,
         user_config_dir,
     )
-    from mdl.catalog.specs import MAX_MODEL_NAME, Catalog, FileSpec, ModelSpec, is_model_name
+    from mdl.catalog.specs import (
+        MAX_MODEL_NAME,
+        Catalog,
+        CatalogWarning,
+        FileSpec,
+        ModelSpec,
+        is_model_name,
+    )
 
 __all__ = [
     "MAX_MODEL_NAME",
     "MIRROR_FIELDS",
     "Catalog",
+    "CatalogWarning",
     "FileSpec",
     "ModelSpec",
     "Placeholder",
@@ -95,6 +103,7 @@ export_lazily(
         "user_config_dir": "settings",
         "MAX_MODEL_NAME": "specs",
         "Catalog": "specs",
+        "CatalogWarning": "specs",
         "FileSpec": "specs",
         "ModelSpec": "specs",
         "is_model_name": "specs",

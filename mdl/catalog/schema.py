@@ -1,12 +1,14 @@
 """The catalog's validating reader (loaded only when a catalog is parsed): pydantic tables, strict
 and closed, and every problem found, each as one line naming file, line and key path
-(``catalog.toml:4: models.z.files[1].as: …``)."""
+(``catalog.toml:4: models.z.files[1].as: …``); a ``[settings]`` key this build does not know is a
+warning instead."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Self
@@ -34,6 +36,7 @@ from mdl.catalog.specs import (
     VAR_RE,
     Catalog,
     CatalogSettings,
+    CatalogWarning,
     FileSpec,
     ModelSpec,
 )
@@ -41,6 +44,7 @@ from mdl.errors import CatalogError, UnsafePathError, UsageError
 from mdl.paths import SHA256_HEX, is_http_url, revision_problem, safe_relative_path, url_basename
 from mdl.setting import SETTINGS, Setting
 from mdl.signing import SIGNATURE_FILE, Trust
+from mdl.version import __version__
 
 SCHEMA_VERSION = 1
 
@@ -505,6 +509,7 @@ def validate_catalog(
     each entry that is valid)."""
     lines = LineIndex(text)
     found: list[tuple[KeyPath, str]] = []
+    document = _without_unknown_settings(document, lines, source)
     try:
         valid: CatalogDocument | None = CatalogDocument.model_validate(document)
     except ValidationError as exc:
@@ -519,6 +524,32 @@ def validate_catalog(
         message, problems = _listed(found, lines, source)
         raise CatalogError(message, problems=problems)
     return Catalog(path=path, settings=valid.settings.to_spec(), models=tuple(models))
+
+
+def _without_unknown_settings(
+    document: dict[str, Any], lines: LineIndex, source: str
+) -> dict[str, Any]:
+    """``document`` without the ``[settings]`` keys this build does not know, each a
+    :class:`CatalogWarning` naming file, line and key, with a did-you-mean: a newer mdl's setting
+    (``fill_mirror`` on a fleet not yet upgraded) tunes how files are fetched, never which bytes
+    are right, so an older build goes on without it, as cargo warns of an unused manifest key.
+    A table there stays an error: ``[settings.signatur]`` must never mean "no signature"."""
+    table = document.get("settings")
+    if not isinstance(table, dict):
+        return document
+    known = SettingsTable.keys()
+    unknown = [k for k, v in table.items() if k not in known and not isinstance(v, dict)]
+    for key in unknown:
+        line = lines.line_of(("settings", key))
+        where = f"{source}:{line}" if line is not None else source
+        warnings.warn(
+            f"{where}: {format_path(('settings', key))}: unknown key, ignored by mdl"
+            f" {__version__}{did_you_mean(key, known)}",
+            CatalogWarning,
+            stacklevel=2,
+        )
+    kept = {k: v for k, v in table.items() if k not in unknown}
+    return {**document, "settings": kept} if unknown else document
 
 
 def _model_spec(

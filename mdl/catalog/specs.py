@@ -32,6 +32,11 @@ def is_model_name(name: str) -> bool:
     )
 
 
+class CatalogWarning(UserWarning):
+    """A catalog this build reads but not whole (a ``[settings]`` key it does not know): said by
+    the :mod:`warnings` module, which the CLI turns into ``mdl: warning: …`` lines."""
+
+
 @dataclass(frozen=True)
 class FileSpec:
     """One explicit file of a model: ``repo`` + ``path`` on the Hub, or a direct ``url``."""

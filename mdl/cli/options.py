@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import UnionType
@@ -26,7 +27,9 @@ def complete_model_names(ctx: typer.Context, incomplete: str) -> list[str]:
     given = ctx.params.get("catalog") or ctx.find_root().params.get("catalog")
     typed = ctx.params.get("names") or ()
     try:
-        catalog = api.load_catalog(Path(given) if given else None, environ=dict(os.environ))
+        with warnings.catch_warnings():  # nothing is said into the user's prompt
+            warnings.simplefilter("ignore")
+            catalog = api.load_catalog(Path(given) if given else None, environ=dict(os.environ))
     except Exception:  # noqa: BLE001 - a Tab press must never print a traceback into the user's prompt
         return []
     return [m.name for m in catalog.models if m.name.startswith(incomplete) and m.name not in typed]

@@ -10,6 +10,7 @@ import mmap
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -257,7 +258,10 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
     try:
         try:
             check_process_settings(run.environ)
-            with run.watch.stop_when_closed() if output_only else contextlib.nullcontext():
+            with (
+                said_as_warnings(run),
+                run.watch.stop_when_closed() if output_only else contextlib.nullcontext(),
+            ):
                 yield
             run.stdout.flush()  # a closed pipe is found here, not at interpreter shutdown
             code = 0
@@ -282,6 +286,28 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
             summary = run.summary or run_summary((), seconds=seconds, text=None)
             run.events.end(exit_code=code, summary={**summary, "seconds": round(seconds, 3)})
         log.info("done in %.1fs", seconds)
+
+
+@contextlib.contextmanager
+def said_as_warnings(run: Run) -> Iterator[None]:
+    """What the parts say through the :mod:`warnings` module (a catalog read but not whole: a
+    ``[settings]`` key this build does not know) said as every warning is, each once a run: a
+    ``mdl: warning:`` line (an event with ``--progress json``) and a log line."""
+    from mdl.catalog import CatalogWarning
+
+    others = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *where: Any) -> None:
+        if not issubclass(category, CatalogWarning):
+            others(message, category, *where)
+            return
+        log.warning("%s", safe_text(str(message), secrets=run.secrets))
+        run.console.warn(str(message))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", CatalogWarning)  # once a run: a catalog read twice
+        warnings.showwarning = show
+        yield
 
 
 def check_process_settings(environ: Mapping[str, str]) -> None:

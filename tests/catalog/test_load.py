@@ -149,9 +149,10 @@ files = [
     assert message == "cat.toml:4: models.z.files[1].sha265: unknown key (did you mean 'sha256'?)"
 
 
-def test_unknown_settings_key_with_did_you_mean() -> None:
-    message = bad("[settings]\nconections = 4\n")
-    assert message == "cat.toml:2: settings.conections: unknown key (did you mean 'connections'?)"
+def test_an_unknown_settings_table_stays_an_error() -> None:
+    # (a [settings] key this build does not know is a warning: tests/catalog/test_unknown_settings)
+    message = bad("[settings.signatur]\nkey = 'k.pem'\n")
+    assert message == "cat.toml:1: settings.signatur: unknown key (did you mean 'signature'?)"
 
 
 # ---------------------------------------------------------------------------------------- wrong
@@ -1083,7 +1084,7 @@ def test_every_kind_of_problem_in_one_run() -> None:
     """
     error = problems_in(f"""
 [settings]
-conections = 4
+connections = "4"
 [models.a]
 repo = "o/a"
 revison = "v1"
@@ -1102,7 +1103,7 @@ files = [
 files = [{{ repo = "o/e", path = "x.bin" }}, {{ url = "https://h/x.bin" }}]
 """)
     assert error.problems == (
-        "cat.toml:2: settings.conections: unknown key (did you mean 'connections'?)",
+        "cat.toml:2: settings.connections: must be an integer, got string",
         "cat.toml:5: models.a.revison: unknown key (did you mean 'revision'?)",
         (
             "cat.toml:8: models.b.files[0].sha256: must be 64 hex digits (optionally 'sha256:…'),"

@@ -176,7 +176,7 @@ BROKEN = """\
 version = 1
 
 [settings]
-conections = 4
+connections = "4"
 
 [models.a]
 repo = "o/a"
@@ -196,7 +196,7 @@ def test_every_catalog_problem_in_one_run_and_in_json(home: Path) -> None:
     lines = unstamped(result.stderr)
     assert lines[:4] == [
         f"mdl: error: {catalog}: 3 problems",
-        f"  {catalog}:4: settings.conections: unknown key (did you mean 'connections'?)",
+        f"  {catalog}:4: settings.connections: must be an integer, got string",
         f"  {catalog}:8: models.a.revison: unknown key (did you mean 'revision'?)",
         (
             f"  {catalog}:11: models.b.files[0].sha256: must be 64 hex digits (optionally"
