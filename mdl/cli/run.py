@@ -297,9 +297,16 @@ def said_as_warnings(run: Run) -> Iterator[None]:
 
     others = warnings.showwarning
 
-    def show(message: Warning | str, category: type[Warning], *where: Any) -> None:
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         if not issubclass(category, CatalogWarning):
-            others(message, category, *where)
+            others(message, category, filename, lineno, file, line)
             return
         log.warning("%s", safe_text(str(message), secrets=run.secrets))
         run.console.warn(str(message))
