@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from mdl.buckets.protocol import Listed, Seen, StoredObject
 from mdl.errors import (
@@ -31,7 +31,7 @@ from mdl.errors import (
     UsageError,
     disk_error,
 )
-from mdl.paths import temp_name
+from mdl.paths import kind_of, temp_name
 from mdl.redact import Secrets, printable, safe_text
 
 SCHEME = "file://"
@@ -43,11 +43,14 @@ LOCK_NAME = ".mdl-lock"
 CHUNK = 1 << 20  # bytes copied at a time
 
 
-def parse_file_uri(uri: str) -> tuple[str, str]:
+def parse_file_uri(uri: str, *, encoded: bool = False) -> tuple[str, str]:
     """``file:///abs/path`` → (its authority as given, the absolute path); refused (exit 2): a
     host other than this machine, a relative path, an empty, ``.`` or ``..`` segment, a folder
     (trailing ``/``), a control character. A filled template's values cannot climb out of its
-    fixed folder: its literal text is the URI's start and no segment may go up."""
+    fixed folder: its literal text is the URI's start and no segment may go up. ``encoded``: a
+    file URL as people write one (``mdl get``'s), percent-encoded as RFC 8089 has it and as curl
+    and urllib read it (``a%20b`` is ``a b``; a ``%`` without two hex digits is a ``%``), decoded
+    before it is checked; else a store URI mdl filled, its path as it is."""
     shown = safe_text(uri)
     if not uri.startswith(SCHEME):
         raise UsageError(f"{shown}: expected file:///abs/path")
@@ -56,6 +59,8 @@ def parse_file_uri(uri: str) -> tuple[str, str]:
         raise UsageError(
             f"{shown}: a shared folder is a path on this machine: file:///abs/path (three slashes)"
         )
+    if encoded:  # the bytes of a name, as os.fsdecode reads them (a name need not be UTF-8)
+        rest = unquote(rest, errors="surrogateescape")
     path = "/" + rest
     if printable(path) != path or "\0" in path:
         raise UsageError(f"{shown}: a control character in the path")
@@ -551,16 +556,16 @@ class FolderStore:
 
     def one_off(self, uri: str, *, secrets: Secrets | None) -> StoredObject:
         """A ``file://`` argument of ``mdl get``: the file's size, read through the transport."""
-        path = parse_file_uri(uri)[1]
+        path = parse_file_uri(uri, encoded=True)[1]
         shown = safe_text(uri)
         try:
-            st = Path(path).stat()
+            st = Path(path).stat()  # (a stat: a FIFO is never opened, so never waited on)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"{shown}: no such file") from None
         except OSError as exc:
             raise local_error(exc, path, what="cannot read") from exc
-        if stat.S_ISDIR(st.st_mode):
-            raise UsageError(f"{shown}: names a folder, not a file")
+        if (kind := kind_of(st)) is not None:  # bad input, as a folder is: never "HTTP 404"
+            raise UsageError(f"{shown}: names {kind}, not a regular file")
         name = path.rsplit("/", 1)[-1]
         return StoredObject(name, file_url(path), st.st_size, None, where=shown)
 

@@ -5,9 +5,9 @@ static file server answers (ranges, validators, a streamed body), for the shared
 from __future__ import annotations
 
 import email.utils
+import errno
 import os
 import re
-import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +15,8 @@ from typing import Literal
 from urllib.parse import unquote_to_bytes
 
 import httpx2
+
+from mdl.paths import kind_of
 
 CHUNK = 1 << 20  # bytes read per chunk of a body (the wire's read size)
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -108,6 +110,8 @@ class FolderTransport(httpx2.BaseTransport):
         except PermissionError:
             return _answer(403, DENIED)
         except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+            if getattr(exc, "errno", None) == errno.ENXIO:  # a socket: open() finds nothing to read
+                return _answer(404, "a socket, not a file")
             return _answer(500, f"cannot open the file: {getattr(exc, 'strerror', None) or exc}")
         try:
             return self._serve(request, fd)
@@ -116,12 +120,10 @@ class FolderTransport(httpx2.BaseTransport):
             raise
 
     def _serve(self, request: httpx2.Request, fd: int) -> httpx2.Response:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        st = os.fstat(fd)  # before any read: a FIFO, a socket or a device is never read
+        if (kind := kind_of(st)) is not None:
             os.close(fd)
-            return _answer(
-                404, "a folder, not a file" if stat.S_ISDIR(st.st_mode) else "not a file"
-            )
+            return _answer(404, f"{kind}, not a file")
         from mdl.buckets import file_etag
 
         size = st.st_size
