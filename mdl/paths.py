@@ -12,6 +12,8 @@ import stat as st
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from mdl.errors import UnsafePathError, UsageError
@@ -337,13 +339,37 @@ def kind_of(found: os.stat_result) -> str | None:
     return None if kind in (st.S_IFREG, st.S_IFLNK) else _KINDS.get(kind, "not a regular file")
 
 
-def read_small_file(path: str | os.PathLike[str], *, limit: int) -> bytes:
-    """The bytes of a small file the user named (a signer's key or certificate, a catalog), never
-    blocking and never unbounded: opened with O_NONBLOCK and judged by ``fstat`` of that descriptor,
-    so a FIFO is never waited on and a device (``/dev/zero``) never read; OSError, its ``strerror``
-    saying why, when it is not a regular file or holds more than ``limit`` bytes (checked by size
-    first, then by what is read: it may grow meanwhile)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+def read_bounded(handle: BinaryIO, *, limit: int) -> bytearray | None:
+    """Everything a stream holds (a pipe, stdin, an object store's body) if it is at most ``limit``
+    bytes, else None (after reading at most one byte more): the bound on the whole of a document mdl
+    parses in memory, checked before it is parsed. Memory grows with what is read, never reserved
+    for the limit up front."""
+    data = bytearray()
+    while len(data) <= limit:
+        chunk = handle.read(min(1 << 20, limit + 1 - len(data)))
+        if not chunk:
+            return data
+        data += chunk
+    return None
+
+
+def read_small_file(
+    path: str | os.PathLike[str], *, limit: int, follow_links: bool = True
+) -> bytes:
+    """The bytes of a small file from outside mdl (a catalog, its lock, a signer's key or
+    certificate, a netrc), never blocking and never unbounded: the one way mdl reads such a file
+    whole. Opened with O_NONBLOCK and judged by ``fstat`` of that descriptor, so a FIFO is never
+    waited on and a device (``/dev/zero``) never read; ``follow_links=False``: a symbolic link at
+    its last component is refused (O_NOFOLLOW), for a file mdl writes as a file and only a link
+    planted by someone else can be. OSError naming ``path``, its ``strerror`` saying why, when it is
+    not a regular file or holds more than ``limit`` bytes (checked by size first, then by what is
+    read: it may grow meanwhile; never more than ``limit`` + 1 bytes are read)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags if follow_links else flags | os.O_NOFOLLOW)
+    except OSError as exc:
+        # a socket cannot be opened (ENXIO), O_NOFOLLOW refuses a link (ELOOP; EMLINK on the BSDs)
+        raise _not_a_file(path, exc, follow_links=follow_links) from None
     try:
         found = os.fstat(fd)
         # a folder's errno makes it an IsADirectoryError, as open() would
@@ -352,25 +378,43 @@ def read_small_file(path: str | os.PathLike[str], *, limit: int) -> bytes:
             raise OSError(
                 errno.EISDIR if st.S_ISDIR(found.st_mode) else errno.EINVAL, why, os.fspath(path)
             )
-        data = bytearray()
-        while found.st_size <= limit and len(data) <= limit:
+        chunks: list[bytes] = []
+        total = 0
+        while found.st_size <= limit and total <= limit:
             # as much as fstat said, and one byte more (a file that grew); never a buffer of the
             # whole limit at once
-            chunk = os.read(
-                fd, min(limit + 1 - len(data), max(found.st_size + 1 - len(data), 1 << 16))
-            )
+            chunk = os.read(fd, min(limit + 1 - total, max(found.st_size + 1 - total, 1 << 16)))
             if not chunk:
                 break
-            data += chunk
-        if found.st_size > limit or len(data) > limit:
+            chunks.append(chunk)
+            total += len(chunk)
+        if found.st_size > limit or total > limit:
             raise OSError(
                 errno.EFBIG,
                 f"more than the {_size_limit(limit)} such a file may have",
                 os.fspath(path),
             )
-        return bytes(data)
+        # one read holds a regular file whole: no copy of it
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _not_a_file(path: str | os.PathLike[str], exc: OSError, *, follow_links: bool) -> OSError:
+    """``exc`` of an open, saying what is at ``path`` when that is why (a socket, a link)."""
+    if exc.errno not in (errno.ENXIO, errno.ELOOP, errno.EMLINK):
+        return exc
+    try:
+        found = Path(path).stat(follow_symlinks=follow_links)
+    except OSError:
+        return exc
+    if st.S_ISLNK(found.st_mode):
+        why = "it is a symbolic link, which mdl does not follow for this file"
+    elif (kind := kind_of(found)) is not None:
+        why = f"it is {kind}, not a regular file"
+    else:
+        return exc
+    return OSError(exc.errno, why, os.fspath(path))
 
 
 def _size_limit(limit: int) -> str:

@@ -567,7 +567,9 @@ class FolderStore:
         if (kind := kind_of(st)) is not None:  # bad input, as a folder is: never "HTTP 404"
             raise UsageError(f"{shown}: names {kind}, not a regular file")
         name = path.rsplit("/", 1)[-1]
-        return StoredObject(name, file_url(path), st.st_size, None, where=shown)
+        # a link given here is the user's, followed as curl does (the transport follows none)
+        url = file_url(str(Path(path).resolve()))
+        return StoredObject(name, url, st.st_size, None, where=shown)
 
     def signer(self, *, endpoint: str | None, secrets: Secrets | None) -> FolderSigner:
         """The run's ``file://`` URLs."""

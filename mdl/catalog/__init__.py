@@ -16,7 +16,6 @@ if TYPE_CHECKING:
         named_catalog,
         no_catalog,
         parse_catalog,
-        read_bounded,
     )
     from mdl.catalog.settings import (
         MIRROR_FIELDS,
@@ -68,7 +67,6 @@ __all__ = [
     "parse_header",
     "parse_number",
     "parse_template",
-    "read_bounded",
     "settings_for",
     "switch_from_env",
     "user_config_dir",
@@ -88,7 +86,6 @@ export_lazily(
         "named_catalog": "load",
         "no_catalog": "load",
         "parse_catalog": "load",
-        "read_bounded": "load",
         "MIRROR_FIELDS": "settings",
         "Placeholder": "settings",
         "Settings": "settings",

@@ -101,7 +101,7 @@ def write_catalog(path: Path, text: str, *, created: bool) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
         else:
             mode = target.stat().st_mode & 0o7777
-            if target.read_bytes().startswith(b"\xef\xbb\xbf"):
+            if read_small_file(target, limit=MAX_CATALOG_BYTES).startswith(b"\xef\xbb\xbf"):
                 text = "\ufeff" + text
         try:
             with open(

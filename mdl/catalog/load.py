@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from mdl.catalog.headers import header_value_problem
 from mdl.catalog.lines import format_key
@@ -18,20 +18,6 @@ if TYPE_CHECKING:
     import tomllib
 
 MAX_CATALOG_BYTES = 16 << 20  # a catalog is a few KiB: a file this big is not one
-
-
-def read_bounded(handle: BinaryIO, *, limit: int) -> bytearray | None:
-    """Everything ``handle`` holds if it is at most ``limit`` bytes, else None (after reading at
-    most one byte more): the bound on the whole of a document mdl parses in memory (catalog.lock, a
-    job output), checked before it is parsed. Memory grows with what is read, never reserved for the
-    limit up front."""
-    data = bytearray()
-    while len(data) <= limit:
-        chunk = handle.read(min(1 << 20, limit + 1 - len(data)))
-        if not chunk:
-            return data
-        data += chunk
-    return None
 
 
 def load_catalog(path: Path) -> Catalog:

@@ -5,9 +5,8 @@ compared per model for ``mdl lock --upgrade``."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
-import os
-import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,9 +14,10 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from mdl.catalog import files, read_bounded
+from mdl.catalog import files
 from mdl.errors import CatalogError, LocalFSError
 from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel, validation_message
+from mdl.paths import read_small_file
 from mdl.store import write_atomic
 
 # the lock is edited as the catalog beside it is: under a flock of their folder
@@ -33,28 +33,18 @@ MAX_LOCK_BYTES = 64 << 20  # about 250,000 files at one line each; checked befor
 
 
 def read_lock(path: Path) -> Lock | None:
-    """The lock at ``path``, None when there is none; CatalogError naming the file when it is bad
-    or too big.
+    """The lock at ``path``, None when there is none; CatalogError naming the file when it is bad,
+    too big, or not a file (a FIFO is never waited on). Never read through a link: mdl writes the
+    lock as a file, and a pull request can commit a link to any file of the machine that reads it.
     """
     try:
-        # O_NONBLOCK: a FIFO at the lock's name is never waited on (fstat says what it is)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        data = read_small_file(path, limit=MAX_LOCK_BYTES, follow_links=False)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise CatalogError(f"{path}: cannot read the lock: {exc.strerror or exc}") from exc
-    with os.fdopen(fd, "rb") as handle:
-        found = os.fstat(fd)
-        if not stat.S_ISREG(found.st_mode):
-            raise CatalogError(f"{path}: not a regular file")
-        if found.st_size > MAX_LOCK_BYTES:
-            raise _too_big(path, f"{found.st_size} bytes, more than", "read")
-        try:
-            data = read_bounded(handle, limit=MAX_LOCK_BYTES)  # it may have grown since the fstat
-        except OSError as exc:
-            raise CatalogError(f"{path}: cannot read the lock: {exc.strerror or exc}") from exc
-    if data is None:
-        raise _too_big(path, "more than", "read")
+        if exc.errno == errno.EFBIG:
+            raise _too_big(path, "more than", "read") from None
+        raise CatalogError(f"{path}: cannot read the lock: {exc.strerror or exc}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -150,12 +140,12 @@ def write_lock(path: Path, lock: Lock) -> bool:
     if len(text.encode()) > MAX_LOCK_BYTES:  # never a lock that mdl would refuse to read
         raise _too_big(path, f"the lock would be {len(text.encode())} bytes, more than", "written")
     try:
-        if path.read_text(encoding="utf-8") == text:
+        if read_small_file(path, limit=MAX_LOCK_BYTES, follow_links=False) == text.encode():
             return False
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
+    # none, one too big or a link: written over (a link is replaced, never written through)
     except OSError as exc:
-        raise LocalFSError(f"{path}: cannot read the lock: {exc.strerror or exc}") from exc
+        if not isinstance(exc, FileNotFoundError) and exc.errno not in (errno.EFBIG, errno.ELOOP):
+            raise LocalFSError(f"{path}: cannot read the lock: {exc.strerror or exc}") from exc
     try:
         write_atomic(path.parent, path, text.encode())
     except OSError as exc:

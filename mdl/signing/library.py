@@ -304,7 +304,7 @@ def sign_digests(
         out = Path(folder, signature_name)
         with _quiet():
             config.sign(Path(folder, model_name), out)
-        return out.read_bytes()
+        return read_small_file(out, limit=MAX_SIGNATURE_BYTES)
 
 
 def _said(exc: BaseException) -> str:

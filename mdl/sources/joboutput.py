@@ -20,9 +20,8 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from mdl.buckets import store_schemes
-from mdl.catalog import read_bounded
 from mdl.errors import IntegrityError, JobOutputError, LocalFSError, MdlError, UsageError
-from mdl.paths import SHA256_HEX, is_http_url, safe_file_name, temp_name
+from mdl.paths import SHA256_HEX, is_http_url, read_bounded, safe_file_name, temp_name
 from mdl.progress import NullProgress, Progress
 from mdl.sources.resolve import RemoteFile
 from mdl.store import fsync_dir

@@ -23,6 +23,10 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 # the transport's words for what cannot be read (a mirror's reason for falling through)
 NOT_THERE = "not in the folder"
 DENIED = "permission denied"
+# what an open's errno says is there: a socket (open() finds nothing to read), a link O_NOFOLLOW
+# refuses (ELOOP; EMLINK on the BSDs)
+_NOT_OPENED = {errno.ENXIO: "a socket, not a file"}
+_NOT_OPENED |= dict.fromkeys((errno.ELOOP, errno.EMLINK), "a symbolic link, never followed")
 
 
 class FileBody(httpx2.SyncByteStream):
@@ -90,7 +94,8 @@ def byte_range(value: str | None, size: int) -> tuple[int, int] | Literal[False]
 class FolderTransport(httpx2.BaseTransport):
     """GET and HEAD of ``file://localhost/<path>`` as a server of static files answers them:
     ranges (206, 416), a strong ETag and Last-Modified from the file's ``stat``, ``If-Range``;
-    404 for a missing path or a folder, 403 where permission is denied; the body streamed."""
+    404 for a missing path, a folder or a symbolic link, 403 where permission is denied; the body
+    streamed."""
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         # here: every client mounts this transport, and only a file:// request needs the folder
@@ -103,15 +108,19 @@ class FolderTransport(httpx2.BaseTransport):
             return _answer(400, "file:// URLs name this machine's files: file://localhost/path")
         path = unquote_to_bytes(request.url.raw_path.partition(b"?")[0])
         try:
-            # O_NONBLOCK: a FIFO in the folder does not hang the open (a regular file ignores it)
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO in the folder does not hang the open (a regular file ignores it).
+            # O_NOFOLLOW: an object is never read through a link, which anyone who may write the
+            # share could plant (to a file of each machine that reads it); a link ``mdl get`` is
+            # given on its command line is the user's own, resolved before it comes here.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
             return _answer(404, NOT_THERE)
         except PermissionError:
             return _answer(403, DENIED)
         except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-            if getattr(exc, "errno", None) == errno.ENXIO:  # a socket: open() finds nothing to read
-                return _answer(404, "a socket, not a file")
+            said = _NOT_OPENED.get(getattr(exc, "errno", 0))
+            if said is not None:
+                return _answer(404, said)
             return _answer(500, f"cannot open the file: {getattr(exc, 'strerror', None) or exc}")
         try:
             return self._serve(request, fd)

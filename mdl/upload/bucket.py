@@ -45,6 +45,8 @@ HEAD_WORKERS = 16  # HEADs to decide what to skip are latency-bound: many at onc
 READ_CHUNK = MiB  # local reads when a multipart object's composite checksum is recomputed
 # how often finished uploads are looked for (s3transfer futures have no completion callback)
 POLL_SECONDS = 0.05
+# the most of a model.sig or manifest read back (a signature is at most 64 MiB, as readers take)
+SMALL_OBJECT_MAX = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -288,11 +290,16 @@ class Bucket:
         return S3Object(self.target.bucket, printable(key)).uri
 
     def read_small(self, key: str) -> bytes | None:
+        """A ``model.sig`` or manifest of the bucket (None: none), read to at most one byte past
+        what mdl writes of one: a bigger object is read no further, and equals nothing mdl
+        writes."""
         try:
             with self._failures(self._shown(key)):
-                return bytes(
-                    self.client.get_object(Bucket=self.target.bucket, Key=key)["Body"].read()
-                )
+                body = self.client.get_object(Bucket=self.target.bucket, Key=key)["Body"]
+                try:
+                    return bytes(body.read(SMALL_OBJECT_MAX + 1))
+                finally:
+                    body.close()
         except NotFoundError:
             return None
 
