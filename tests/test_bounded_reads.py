@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from runfixtures import mdl, use_catalog
 
 from mdl.errors import ExitCode
+from mdl.lockfile import Lock, read_lock, write_lock
 from mdl.paths import read_small_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -358,3 +359,13 @@ def test_a_catalog_that_is_not_a_file_is_exit_2_naming_it(
     result = mdl("list", "--catalog", str(catalog))
     assert result.exit_code == ExitCode.USAGE, result.output
     assert str(catalog) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_writing_the_lock_replaces_a_link_never_writing_through_it(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("[default]\naws_access_key_id = AKIA\n")
+    (tmp_path / "catalog.lock").symlink_to(target)
+    assert write_lock(tmp_path / "catalog.lock", Lock())
+    assert not (tmp_path / "catalog.lock").is_symlink()
+    assert read_lock(tmp_path / "catalog.lock") == Lock()
+    assert target.read_text() == "[default]\naws_access_key_id = AKIA\n"
