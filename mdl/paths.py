@@ -1,5 +1,6 @@
 """Validate untrusted names (relative paths from catalogs, Hub listings and URLs; hf:// URIs;
-digests) before use.
+digests) before use; and read untrusted small files and streams, bounded (``read_small_file``,
+``read_bounded``: the one way mdl reads bytes from outside itself whole).
 """
 
 from __future__ import annotations
