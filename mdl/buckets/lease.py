@@ -18,6 +18,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Literal
@@ -222,14 +223,12 @@ def take(
     for _ in range(TAKE_TRIES):
         made = writer.create(f"{prefix}{number}", lease_body(holder))
         if made is not None:
-            if seen_look.state != "none":
+            if seen_look.uri is not None:
                 log.info(
-                    "took over lease %s%d (%s, held by %s)",
-                    prefix,
-                    seen_look.number,
-                    seen_look.state,
-                    seen_look.holder,
+                    "took over lease %s (%s, %s)", seen_look.uri, seen_look.state, seen_look.holder
                 )
+                with suppress(MdlError):  # tidy: a generation below the highest counts for nothing
+                    writer.delete(seen_look.uri)
             return Lease(writer, prefix, number, made.etag, holder, term, done)
         there = read_generation(writer, f"{prefix}{number}", number, term=term)
         if there.state == "live":

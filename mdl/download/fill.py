@@ -141,10 +141,12 @@ class Fills:
             retries.warn(f"mirror {shown} {cannot} ({exc.message}); not filling it")
             return None
         if not honoured:
-            retries.warn(
-                f"mirror {shown} does not keep conditional writes (or, a shared folder, a file's"
-                " version across a rename); not filling it"
+            what = (
+                "ignores exclusive creates or does not keep a file's version (inode, mtime, size)"
+                if store.scheme == "file"
+                else "ignores conditional writes"
             )
+            retries.warn(f"mirror {shown} {what}; not filling it")
             return None
         log.info("filling mirror %s (lease holder %s, term %gs)", shown, self.holder, self.term)
         return Target(template, shown, writer, root)
