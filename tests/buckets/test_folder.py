@@ -273,6 +273,32 @@ def test_create_is_exclusive_and_says_the_version(tmp_path: Path) -> None:
     assert _temps(tmp_path) == []
 
 
+@pytest.mark.parametrize("kind", ["link", "dangling", "fifo", "dir"])
+def test_head_and_read_never_follow_a_link_nor_wait_on_a_fifo(tmp_path: Path, kind: str) -> None:
+    """Only writes walked with O_NOFOLLOW before: a read followed a link to any file."""
+    (tmp_path / "secret").write_bytes(b"not the mirror's")
+    where = tmp_path / "m" / "x"
+    where.parent.mkdir()
+    if kind == "link":
+        where.symlink_to(tmp_path / "secret")
+    elif kind == "dangling":
+        where.symlink_to(tmp_path / "nowhere")
+    elif kind == "fifo":
+        os.mkfifo(where)
+    else:
+        where.mkdir()
+    writer = STORE.writer(endpoint=None, secrets=None)
+    assert writer.head(uri_of(where)) is None
+    assert writer.read(uri_of(where), limit=100) is None
+
+
+def test_a_read_is_bounded(tmp_path: Path) -> None:
+    with (tmp_path / "huge").open("wb") as sparse:
+        sparse.truncate(1 << 30)
+    read = STORE.writer(endpoint=None, secrets=None).read(uri_of(tmp_path / "huge"), limit=4096)
+    assert read is not None and len(read[0]) == 4097 and read[1].size == 1 << 30
+
+
 def test_the_clock_is_the_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file's mtime by the file server's clock, never this machine's ``time.time``."""
     writer = STORE.writer(endpoint=None, secrets=None)
