@@ -182,11 +182,12 @@ def fill_or_fetch(
         return mirrors(frozenset({place.target.template})) or _filled(
             session, job, remote, place, mirror=mirror, origin=origin
         )
-    # there, but no mirror delivered verified bytes: an object proved wrong is replaced (on the
-    # version seen) once the origin's are here, not read by the whole fleet forever
-    return mirrors(frozenset()) or _filled(
-        session, job, remote, place, mirror=mirror, origin=origin, over=seen.etag
-    )
+    # there, but no mirror delivered verified bytes: the object (proved wrong, or unreadable) is
+    # replaced on the version seen once the origin's are here, not read by the fleet forever
+    read = mirrors(frozenset())
+    if read is not None or place.target.template in session.dead_mirrors:
+        return read or origin(job)
+    return _filled(session, job, remote, place, mirror=mirror, origin=origin, over=seen.etag)
 
 
 def _place(session: PullSession, job: TransferJob, remote: RemoteFile) -> Place | None:
