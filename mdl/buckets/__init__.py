@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     )
     from mdl.buckets.lease import (
         TERM,
+        GaveUp,
         Lease,
         Renewing,
         honours_conditions,
@@ -55,6 +56,7 @@ __all__ = [
     "ConditionalWritesIgnored",
     "FolderStore",
     "FolderWriter",
+    "GaveUp",
     "Lease",
     "Listed",
     "MiB",
@@ -97,6 +99,7 @@ export_lazily(
         "file_url": "folder",
         "parse_file_uri": "folder",
         "TERM": "lease",
+        "GaveUp": "lease",
         "Lease": "lease",
         "Renewing": "lease",
         "honours_conditions": "lease",

@@ -16,15 +16,18 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from mdl.buckets import ConditionalWritesIgnored, Seen, Writer, store_for
-from mdl.buckets.lease import (
+from mdl.buckets import (
     TERM,
+    ConditionalWritesIgnored,
     GaveUp,
     Lease,
     Renewing,
+    Seen,
+    Writer,
     honours_conditions,
     lease_prefix,
     namespace,
+    store_for,
     take,
     wait_for,
 )

@@ -393,6 +393,33 @@ def test_renewing_gives_up_nearly_a_term_after_its_last_good_renewal() -> None:
         wait_until(renewing.lost)
 
 
+def test_a_renewal_stuck_in_the_network_loses_the_lease_before_another_can_take_it() -> None:
+    """A renewal blocked for minutes: ``lost`` is set at its deadline while it is still in
+    flight, before the store's term lets another machine take over."""
+    store = MemoryStore()
+    lease = taken(store, "a")
+    now = [0.0]
+    stuck, unstick = threading.Event(), threading.Event()
+
+    def hang(method: str, uri: str) -> None:
+        if method == "replace" and threading.current_thread().name == "mdl-lease-renewal":
+            stuck.set()
+            unstick.wait()
+
+    store.before = hang
+    try:
+        with Renewing(lease, every=0.001, clock=lambda: now[0]) as renewing:
+            wait_until(stuck)
+            now[0] = TERM - renewing.margin  # the store's term is not over: nobody can take it
+            assert take(store, PREFIX, holder="b") is None
+            wait_until(renewing.lost)
+            store.advance(TERM + 1)
+            assert take(store, PREFIX, holder="b") is not None  # only now another holds it
+        assert renewing._call is not None and renewing._call.is_alive()  # still stuck
+    finally:
+        unstick.set()
+
+
 def test_exit_and_release_do_not_wait_on_a_stuck_renewal(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
