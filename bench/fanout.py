@@ -60,7 +60,7 @@ MIRROR = f"s3://{BUCKET}/{PREFIX}/{{model}}/{{path}}"
 ACCESS_KEY, SECRET_KEY = "fanout-bench", "fanout-bench-secret"
 VARIANTS = ("fill", "nofill", "hf", "kill")
 FILLING = {"fill", "kill"}
-LEASE_SUFFIX = ".mdl-lease"  # mdl/buckets/lease.py: the lease of ``<object>``
+LEASES = f"{PREFIX}/.mdl/leases/"  # mdl/buckets/lease.py: ``<LEASES><model>/<path>/<N>``
 # nginx limit_rate per request in the kill variant: mdl fetches 16 MiB ranges, all of a small
 # model's at once, so each takes 20 s and the leader's fetch at least that: time to kill it
 KILL_RATE = "800k"
@@ -448,8 +448,8 @@ class Fleet:
         res.hub_bytes = sum(x.bytes_sent for x in records if "/resolve/" in x.url_path)
         (self.args.workdir / "logs" / label / "requests.log").write_text("\n".join(lines) + "\n")
         held = self.weed.objects()
-        res.mirror_bytes = sum(s for k, s in held.items() if not k.endswith(LEASE_SUFFIX))
-        res.leases_left = sum(k.endswith(LEASE_SUFFIX) for k in held)
+        res.mirror_bytes = sum(s for k, s in held.items() if not k.startswith(LEASES))
+        res.leases_left = sum(k.startswith(LEASES) and not released(self.weed, k) for k in held)
         res.cpu = [node.cpu for node in nodes]
         res.waited = [waited_on_mirror(node.log.with_suffix(".mdl.log")) for node in nodes]
         self.check(variant, nodes, res)
@@ -519,12 +519,21 @@ class Fleet:
         res.failed, res.problems = len(found), found
 
 
+def released(weed: Any, key: str) -> bool:
+    """Whether a lease generation was released by its holder (mdl keeps it, marked)."""
+    try:
+        body = weed.client().get_object(Bucket=BUCKET, Key=key)["Body"].read(4096)
+        return bool(json.loads(body).get("released"))
+    except Exception:  # gone, or not written by mdl
+        return False
+
+
 class Killer:
     """The kill variant: finds the leader and kills it with SIGKILL once it has fetched
     ``--kill-at`` of the files it leases, then starts it again at once (a crash-looping pod).
 
-    The leader: every ~50 ms the bucket is listed; a ``<object>.mdl-lease`` whose object is not in
-    the bucket yet names its holder, ``host:pid:random`` (mdl/buckets/lease.py ``lease_body``); the
+    The leader: every ~50 ms the bucket is listed; a lease ``.mdl/leases/<model>/<path>/<N>`` whose
+    object is not in the bucket yet names its holder, ``host:pid:random`` (mdl/buckets/lease.py ``lease_body``); the
     machine with that pid. What it fetched: the allocated blocks of its partial files (mdl sizes
     them sparse and writes each range where it belongs)."""
 
@@ -565,14 +574,14 @@ class Killer:
         """List the bucket: who leases which file not in it yet; over when every file was filled
         before its leader had fetched --kill-at."""
         try:
-            page = self.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/{MODEL}/")
+            page = self.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/")
         except Exception:  # a slow answer: look again next time
             return
         held = {o["Key"]: str(o.get("ETag", "")) for o in page.get("Contents", [])}
         self.leased = {}
         for key, etag in held.items():
-            target = key.removesuffix(LEASE_SUFFIX)
-            if key.endswith(LEASE_SUFFIX) and target in self.big and target not in held:
+            target = f"{PREFIX}/" + key.removeprefix(LEASES).rpartition("/")[0]
+            if key.startswith(LEASES) and target in self.big and target not in held:
                 if (key, etag) not in self.holders:  # a renewal or a take-over: read it again
                     self.holders[key, etag] = self.holder(key)
                 node = self.holders[key, etag]

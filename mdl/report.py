@@ -66,6 +66,7 @@ class FileOutcome:
     within: str | None = None
     # seconds spent waiting on another machine filling a mirror with it (--fill-mirror)
     waited: float = 0.0
+    fill: str | None = None  # what filling the mirror made of it (TransferResult.fill)
 
     @property
     def label(self) -> str:
@@ -125,6 +126,7 @@ class FileOutcome:
             **({"mirror": self.mirror} if self.mirror is not None else {}),
             **({"reused": self.reused} if self.reused else {}),
             **({"waited": round(self.waited, 3)} if self.waited else {}),
+            **({"fill": self.fill} if self.fill else {}),
         }
 
 
@@ -339,6 +341,7 @@ def _fields(outcome: FileOutcome) -> list[tuple[str, object | None]]:
         ("seconds", f"{outcome.seconds:.3f}" if outcome.seconds is not None else None),
         # on another machine filling a mirror with it (--fill-mirror)
         ("waited", f"{outcome.waited:.1f}" if outcome.waited else None),
+        ("fill", outcome.fill),
         ("retries", len(outcome.retries)),
         ("warning", outcome.warning or None),  # e.g. kept although the Hub could not be asked
         ("causes", " | ".join(outcome.retries) or None),

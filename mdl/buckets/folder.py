@@ -1,6 +1,7 @@
 """``file://`` shared folders (NFS, Lustre, a mounted volume) as a store: read through the transport
 the run's HTTP client mounts for ``file://`` (mdl.transfer.files), written with exclusive creates
-(``link``) and compare-and-swap under a lock; ``FolderStore`` is the registry's store.
+(``link``), the one write every share keeps atomic (no lock: per-client locks are silent on FUSE and
+NFS ``nolock``); ``FolderStore`` is the registry's store.
 
 A store URI is ``file:///abs/path`` (or ``file://localhost/abs/path``, RFC 8089) whose path is the
 file's own, not percent-encoded: values fill a template as they are, as S3 keys do.
@@ -9,12 +10,10 @@ file's own, not percent-encoded: values fill a template as they are, as S3 keys 
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import os
 import re
 import stat
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
@@ -36,10 +35,11 @@ from mdl.redact import Secrets, printable, safe_text
 
 SCHEME = "file://"
 LOCAL_HOST = "localhost"
-# mdl's own files in a mirror folder (the clock, the lock; temp files: is_temp): never objects
+# mdl's own files in a mirror folder (its namespace ``.mdl/``, the clock in it; temp files:
+# is_temp): never objects
 OWN_PREFIX = ".mdl-"
+OWN_FOLDER = ".mdl"
 CLOCK_NAME = ".mdl-clock"
-LOCK_NAME = ".mdl-lock"
 CHUNK = 1 << 20  # bytes copied at a time
 
 
@@ -89,13 +89,14 @@ def local_error(exc: OSError, path: Path | str, *, what: str) -> MdlError:
     return disk_error(exc, full=said, other=said)
 
 
-# --- writes: exclusive creates, compare-and-swap under a lock ------------------------------------
+# --- writes: exclusive creates ------------------------------------------------------------------
 
 # Every write walks to its folder from ``/`` one name at a time (``openat``) and then works relative
 # to that folder's descriptor: a folder made is made where it was looked at, never through a link
 # another user of the share swapped in meanwhile.
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NEW = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 _WALK_TRIES = 3  # a folder made and removed again by another machine while we walk: look again
 
 
@@ -168,55 +169,18 @@ def is_temp(name: str) -> bool:
 _TEMP = re.compile(r"\..+\.[0-9a-f]{16}\.mdl-tmp", re.DOTALL)
 
 
-# A POSIX lock (fcntl) is what NFS implements itself (NLM, NFSv4 locks; Linux NFS emulates flock
-# with it, some clients keep flock local) and a dead holder's is released by the server. It is the
-# process's, not the thread's: threads of one process take a stripe of these first.
-_STRIPES = tuple(threading.Lock() for _ in range(64))
-
-
-@contextmanager
-def folder_locked(folder: int, shown: Path) -> Iterator[None]:
-    """The lock (``.mdl-lock``) of the folder ``folder`` (``shown``) held: a compare and the write
-    that follows it are one step for every process and thread of every machine that takes it."""
-    lock_path = shown / LOCK_NAME
+def _fresh_stat(name: str, folder: int) -> os.stat_result | None:
+    """The attributes of the file ``name`` in ``folder`` as the server has them now (an NFS open
+    revalidates its cache: close-to-open consistency, where a ``stat`` may answer from it); None:
+    no such file, or not a file (a link is never followed, a FIFO never waited on)."""
     try:
-        fd = os.open(
-            LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder
-        )
-    except OSError as exc:
-        raise local_error(exc, lock_path, what="cannot open the lock") from exc
-    try:
-        st = os.fstat(fd)  # one stripe per lock file, however its folder was named
-        with _STRIPES[hash((st.st_dev, st.st_ino)) % len(_STRIPES)]:
-            try:
-                _shared(fd, folder)
-                fcntl.lockf(fd, fcntl.LOCK_EX)
-            except OSError as exc:  # ENOLCK: a share mounted with nolock
-                raise local_error(exc, lock_path, what="cannot lock") from exc
-            try:
-                yield
-            finally:
-                with suppress(OSError):  # closing the file releases it in any case
-                    fcntl.lockf(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def _fresh_stat(path: Path | str, folder: int | None = None) -> os.stat_result | None:
-    """The file's attributes as the server has them now (an NFS open revalidates its cache: close-
-    to-open consistency, where a ``stat`` may answer from it); None: no such file. ``folder``:
-    ``path`` is a name in it, never a link."""
-    flags = (
-        os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if folder is not None else 0)
-    )
-    try:
-        fd = os.open(path, flags, dir_fd=folder)
+        fd = os.open(name, _READ, dir_fd=folder)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return None  # a link where the object goes: no object of ours
-        raise local_error(exc, path, what="cannot read") from exc
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            return None  # a link or a socket where the object goes: no object of ours
+        raise local_error(exc, name, what="cannot read") from exc
     try:
         st = os.fstat(fd)
     finally:
@@ -227,8 +191,10 @@ def _fresh_stat(path: Path | str, folder: int | None = None) -> os.stat_result |
 class FolderWriter:
     """A shared folder, writable: every write is a new file beside its target, synced, then
     linked (create: exclusive, as ``link`` refuses an existing name, on NFS too, where ``O_EXCL``
-    was not always) or renamed over it (replace, under the folder's lock after comparing the
-    version). The store's clock is a file's mtime, which the file server sets."""
+    was not always) or renamed over it (replace, after comparing the version: two steps, for what
+    one writer owns). A version is what the name shows after the write (sshfs numbers a file anew
+    across a link). Nothing is read through a link. The store's clock is a file's mtime, which the
+    file server sets (sshfs: the client sets it)."""
 
     def __init__(self) -> None:
         self._last_folder: Path | None = None
@@ -236,27 +202,36 @@ class FolderWriter:
     def head(self, uri: str) -> Seen | None:
         """The object, or None. Nothing is written (a reader may not be allowed to)."""
         path = self._path(uri)
-        st = _fresh_stat(path)
+        with self._folder(path, create=False) as folder:
+            st = None if folder is None else _fresh_stat(path.name, folder)
         return None if st is None else _seen(st)
 
-    def read(self, uri: str) -> tuple[bytes, Seen] | None:
-        """A small object's bytes (a lease's) and what its ``stat`` says, ``now`` by the folder's
-        clock: the one read that judges an age, and only a machine that fills (writes) asks it."""
+    def read(self, uri: str, *, limit: int) -> tuple[bytes, Seen] | None:
+        """A small object's first ``limit`` + 1 bytes at most (a lease's) and what its ``stat``
+        says, ``now`` by the folder's clock: the one read that judges an age, and only a machine
+        that fills (writes) asks it. A link, a folder, a FIFO there: None (never followed, never
+        waited on)."""
         path = self._path(uri)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            raise local_error(exc, path, what="cannot read") from exc
-        with open(fd, "rb") as file:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
+        with self._folder(path, create=False) as folder:
+            if folder is None:
                 return None
             try:
-                data = file.read()
+                fd = os.open(path.name, _READ, dir_fd=folder)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                    return None  # a link, a folder, a socket: no object of ours
+                raise local_error(exc, path, what="cannot read") from exc
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    return None
+                data = os.read(fd, limit + 1)
             except OSError as exc:
                 raise local_error(exc, path, what="cannot read") from exc
+            finally:
+                os.close(fd)
         return data, replace(_seen(st), now=self._clock(path.parent))
 
     def create(self, uri: str, data: bytes) -> Seen | None:
@@ -268,9 +243,8 @@ class FolderWriter:
                 self._write(fd, path, data)
                 if not _link(folder, temp, path):
                     return None
-                st = os.fstat(fd)
             _fsync_folder(folder)
-        return _seen(st)
+            return self._shown(folder, path)
 
     def replace(self, uri: str, data: bytes, *, etag: str) -> Seen | None:
         """``data`` over version ``etag`` only (None: it changed or is gone)."""
@@ -279,18 +253,16 @@ class FolderWriter:
             if folder is None:
                 return None
             with self._temp(folder, path) as (fd, temp):
-                self._write(fd, path, data)  # before the lock: it is held for a compare, a rename
-                with folder_locked(folder, path.parent):
-                    current = _fresh_stat(path.name, folder)
-                    if current is None or file_etag(current) != etag:
-                        return None
-                    try:
-                        os.replace(temp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
-                    except OSError as exc:
-                        raise local_error(exc, path, what="cannot write") from exc
-                st = os.fstat(fd)
+                self._write(fd, path, data)
+                current = _fresh_stat(path.name, folder)
+                if current is None or file_etag(current) != etag:
+                    return None
+                try:
+                    os.replace(temp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+                except OSError as exc:
+                    raise local_error(exc, path, what="cannot write") from exc
             _fsync_folder(folder)
-        return _seen(st)
+            return self._shown(folder, path)
 
     def delete(self, uri: str, *, etag: str | None = None) -> bool:
         """Remove the object (only version ``etag`` when given); False: not there, or changed."""
@@ -298,16 +270,15 @@ class FolderWriter:
         with self._folder(path, create=False) as folder:
             if folder is None:
                 return False
-            with folder_locked(folder, path.parent):
-                current = _fresh_stat(path.name, folder)
-                if current is None or (etag is not None and file_etag(current) != etag):
-                    return False
-                try:
-                    os.unlink(path.name, dir_fd=folder)
-                except FileNotFoundError:
-                    return False
-                except OSError as exc:
-                    raise local_error(exc, path, what="cannot remove") from exc
+            current = _fresh_stat(path.name, folder)
+            if current is None or (etag is not None and file_etag(current) != etag):
+                return False
+            try:
+                os.unlink(path.name, dir_fd=folder)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise local_error(exc, path, what="cannot remove") from exc
         return True
 
     def upload(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
@@ -336,7 +307,8 @@ class FolderWriter:
 
     def listing(self, prefix: str) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix``, in name order; mdl's own files (temp
-        files, the clock, the lock) are not objects, a linked folder is not walked into."""
+        files, its ``.mdl/`` namespace, the clock) are not objects, a linked folder is not walked
+        into."""
         yield from self._listed(prefix, temps=False)
 
     def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
@@ -346,7 +318,7 @@ class FolderWriter:
         return [item for item in found if not remove or self.delete(item.uri)]
 
     def now(self) -> float:
-        """The folder's clock: a fresh mtime of its ``.mdl-clock`` (the folder last named)."""
+        """The folder's clock: a fresh mtime of ``.mdl/.mdl-clock`` (in the folder last named)."""
         if self._last_folder is None:
             raise LocalFSError("the shared folder's clock was asked before any object was named")
         return self._clock(self._last_folder)
@@ -380,15 +352,24 @@ class FolderWriter:
             if fd is not None:
                 os.close(fd)
 
+    def _shown(self, folder: int, path: Path) -> Seen:
+        """What the name shows now: the version a later compare sees (sshfs gives a file a new
+        inode number across a link)."""
+        st = _fresh_stat(path.name, folder)
+        if st is None:
+            raise LocalFSError(f"{safe_text(str(path))} vanished as it was written")
+        return _seen(st)
+
     def _clock(self, folder: Path) -> float:
-        """Touch ``.mdl-clock`` in ``folder`` and read its mtime: a file server sets it by its own
-        clock (NFS: ``utime`` without times is set to the server's time). A clock this user cannot
+        """Touch ``.mdl-clock`` in ``folder``'s part of mdl's namespace (``folder/.mdl/`` unless it
+        is in one) and read its mtime: a file server sets it by its own clock (NFS: ``utime``
+        without times is set to the server's time; sshfs: the client's). A clock this user cannot
         touch is exit 7 naming it: an age it cannot judge never lets it take a lease over."""
-        clock = folder / CLOCK_NAME
+        own = folder if OWN_FOLDER in folder.parts else folder / OWN_FOLDER
+        clock = own / CLOCK_NAME
         try:
-            with self._folder(clock, create=False) as where:
-                if where is None:
-                    raise FileNotFoundError(errno.ENOENT, "the folder is gone")
+            with self._folder(clock, create=True) as where:
+                assert where is not None  # made
                 fd = os.open(CLOCK_NAME, _NEW, 0o600, dir_fd=where)
                 try:
                     _shared(fd, where)
@@ -506,7 +487,7 @@ def _walk(folder: Path, *, temps: bool = False) -> Iterator[tuple[Path, os.stat_
         raise local_error(exc, folder, what="cannot list") from exc
     for entry in entries:
         temp = is_temp(entry.name)
-        if entry.name.startswith(OWN_PREFIX) and not temp:
+        if (entry.name.startswith(OWN_PREFIX) or entry.name == OWN_FOLDER) and not temp:
             continue
         path = folder / entry.name
         try:
@@ -587,7 +568,7 @@ class FolderStore:
         return False
 
     def writer(self, *, endpoint: str | None, secrets: Secrets | None) -> FolderWriter:
-        """The folder, writable (exclusive creates, compare-and-swap under its lock)."""
+        """The folder, writable (exclusive creates)."""
         return FolderWriter()
 
 

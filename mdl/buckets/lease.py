@@ -1,7 +1,14 @@
 """A lease in the store itself: one machine of a fleet fills a mirror object while the others wait
-on it. Taken with a conditional create, renewed with a conditional replace on its own version,
-taken over when the store's clock says it was not renewed within its term (a leader killed with
-``kill -9`` costs one term, never a stuck deploy). Nothing here trusts a machine's own clock."""
+on it. Leases are numbered generations, ``<root>leases/<object>/<N>``, under mdl's own namespace
+``<root>`` (``<the template's folder>/.mdl/``, which no model file can name): the highest number is
+the lease. It is taken with an exclusive create of the next number (S3 ``If-None-Match: *``, a
+folder's ``link``), the one write every store and share keeps atomic; taking over a lapsed
+generation N is the create of N+1, so of two takers one wins, without a lock or a compare-and-swap.
+Its holder renews only its own generation (bytes done, for those who wait) and counts it lost when
+a next one exists. A lapse is judged by the store's clock and mdl's own term, never a body's.
+
+A waiting machine trusts a holder for nothing but progress: past a few terms without more bytes
+done, or a bound from the file's size at a slow rate, it fetches from the origin itself."""
 
 from __future__ import annotations
 
@@ -11,63 +18,172 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Literal
 
-from mdl.buckets.protocol import Seen, Writer
+from mdl.buckets.protocol import Writer
 from mdl.errors import InterruptedByUserError, MdlError
 
 log = logging.getLogger("mdl.lease")
 
-LEASE_SUFFIX = ".mdl-lease"  # the lease of ``<object>`` is the object ``<object>.mdl-lease``
-TERM = 30.0  # seconds a lease lives unless renewed (by the store's clock)
+NAMESPACE = ".mdl/"  # mdl's own objects in a mirror: ``<the template's folder>/.mdl/``
+LEASES = "leases/"
+TERM = 30.0  # seconds a lease lives unless renewed (by the store's clock); always mdl's own
 LOST_MARGIN = 0.1  # a holder counts its lease lost this part of a term before it may lapse
 RELEASE_WAIT = 5.0  # seconds a release waits for a renewal in flight, then leaves it to lapse
-# A term read from a lease's body is believed only in this range: a garbage or hostile body must
-# not hold an object for a day, nor make a live holder's lease look lapsed at once.
-TERMS = (1.0, 3600.0)
-TAKE_TRIES = 5  # a lease that vanishes between our create and our read: create again, this often
+TAKE_TRIES = 5  # generation numbers tried at one take (a name held by something not a lease)
+BODY_LIMIT = 4096  # bytes: a bigger object is not an mdl lease (read no further)
+LISTED_LIMIT = 1000  # objects under one object's leases: more is not mdl's (judged foreign)
+STALL_TERMS = 3.0  # a follower gives up after this many terms without the holder's progress
+SLOW_RATE = float(1 << 20)  # bytes/s: the slowest fill worth waiting for (the whole wait's bound)
 
 
-def lease_uri(object_uri: str) -> str:
-    """The lease object of a mirror object."""
-    return object_uri + LEASE_SUFFIX
+def namespace(template: str) -> str | None:
+    """mdl's namespace in a mirror: ``<the folder of the template's fixed part>/.mdl/``; None when
+    a filled name could be ``.mdl`` there (the first thing after that folder is ``{path}`` or
+    ``{revision}``, or literal text ``.``, ``.m``…): such a mirror is not filled. ``{model}``
+    (catalog names never start with '.'), ``{repo}`` (nor Hub ids), ``{sha256}`` and ``{commit}``
+    (hex) cannot."""
+    fixed = template.partition("{")[0]
+    folder, _, tail = fixed.rpartition("/")
+    after = template[len(fixed) :]
+    if tail and ".mdl".startswith(tail):
+        return None
+    if not tail and not after.startswith(("{model}", "{repo}", "{sha256}", "{commit}")):
+        return None
+    return f"{folder}/{NAMESPACE}"
+
+
+def lease_prefix(root: str, object_uri: str) -> str:
+    """Where the generations of ``object_uri``'s lease live (``root``: its mirror's namespace)."""
+    folder = root.removesuffix(NAMESPACE)
+    if not object_uri.startswith(folder):
+        raise ValueError(f"{object_uri!r} is not under {folder!r}")
+    return f"{root}{LEASES}{object_uri[len(folder) :]}/"
 
 
 def is_lease(uri: str) -> bool:
-    return uri.endswith(LEASE_SUFFIX)
+    """Whether ``uri`` is one of mdl's own objects in a mirror (a lease, a probe, a clock)."""
+    return f"/{NAMESPACE}" in uri
+
+
+def object_of(lease: str) -> str:
+    """The mirror object a lease generation's URI is for."""
+    folder, _, rest = lease.partition(f"/{NAMESPACE}{LEASES}")
+    return f"{folder}/{rest.rpartition('/')[0]}"
 
 
 class LeaseLost(Exception):
-    """Another machine holds the lease now (ours lapsed and was taken over, or was removed)."""
+    """Another machine holds the lease now (a next generation exists, or ours is gone)."""
+
+
+def lease_body(holder: str, done: int = 0, *, released: bool = False) -> bytes:
+    """A lease's bytes: its holder, the bytes it has done, and a nonce (never the same twice: S3's
+    ETag is the MD5 of the body)."""
+    body: dict[str, object] = {"holder": holder, "done": done, "n": secrets.token_hex(8)}
+    return json.dumps({**body, "released": True} if released else body).encode()
+
+
+State = Literal["none", "live", "lapsed", "released", "foreign"]
+
+
+@dataclass(frozen=True)
+class Look:
+    """The lease as one look found it: its highest generation and what that says."""
+
+    number: int  # 0: no generation
+    state: State
+    holder: str = "an unknown holder"  # for the log, escaped (the body is anyone's)
+    done: int | None = None  # bytes the holder says it has done
+    uri: str | None = None
+
+
+def look(writer: Writer, prefix: str, *, term: float = TERM) -> Look:
+    """The highest generation under ``prefix`` and its state: ``lapsed`` (not renewed within our
+    term by the store's clock), ``released``, ``foreign`` (not a body mdl writes: too big, not
+    JSON, or more objects than a lease ever has), ``live``; ``none``: no generation (or gone
+    before it was read, or not a file: the next number is free all the same)."""
+    numbers: dict[int, str] = {}
+    listed = list(islice(writer.listing(prefix), LISTED_LIMIT + 1))
+    for item in listed:
+        name = item.uri[len(prefix) :]
+        if name.isascii() and name.isdigit() and len(name) <= 18:
+            numbers[int(name)] = item.uri
+    if not numbers:
+        return Look(0, "foreign" if len(listed) > LISTED_LIMIT else "none")
+    number = max(numbers)
+    if len(listed) > LISTED_LIMIT:
+        return Look(number, "foreign", uri=numbers[number])
+    return read_generation(writer, numbers[number], number, term=term)
+
+
+def read_generation(writer: Writer, uri: str, number: int, *, term: float) -> Look:
+    found = writer.read(uri, limit=BODY_LIMIT)
+    if found is None:
+        return Look(number, "none", uri=uri)
+    data, seen = found
+    body = _parse(data) if seen.size <= BODY_LIMIT and len(data) <= BODY_LIMIT else None
+    if body is None:
+        return Look(number, "foreign", uri=uri)
+    holder, done = body.get("holder"), body.get("done")
+    said = repr(holder[:100])[:200] if isinstance(holder, str) else "an unknown holder"
+    count = done if isinstance(done, int) and not isinstance(done, bool) and done >= 0 else None
+    if body.get("released") is True:
+        state: State = "released"
+    elif seen.now - seen.modified > term:
+        state = "lapsed"
+    else:
+        state = "live"
+    return Look(number, state, said, count, uri)
+
+
+def _parse(data: bytes) -> dict[str, object] | None:
+    try:
+        parsed = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 @dataclass
 class Lease:
-    """A lease we hold: its object and the version we wrote."""
+    """A lease we hold: its generation's object, the version we wrote, how to say bytes done."""
 
     writer: Writer
-    uri: str
+    prefix: str
+    number: int
     etag: str
     holder: str
     term: float = TERM
+    done: Callable[[], int] = lambda: 0
 
     # renewals run on Renewing's threads: a release waits for one in flight (bounded), so it
-    # deletes the version that renewal wrote, never a version it replaced
+    # replaces the version that renewal wrote, never a version it replaced
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
 
+    @property
+    def uri(self) -> str:
+        return f"{self.prefix}{self.number}"
+
     def renew(self) -> None:
-        """Extend it (If-Match on our version); LeaseLost when it is no longer ours."""
+        """Extend it with the bytes done (only our own generation is ever written); LeaseLost when
+        a next generation exists (taken over) or ours changed."""
         with self._lock:
-            seen = self.writer.replace(self.uri, lease_body(self.holder, self.term), etag=self.etag)
+            if self.writer.head(f"{self.prefix}{self.number + 1}") is not None:
+                raise LeaseLost(f"the lease {self.uri} was taken over")
+            body = lease_body(self.holder, self.done())
+            seen = self.writer.replace(self.uri, body, etag=self.etag)
             if seen is None:
-                raise LeaseLost(f"the lease {self.uri} was taken over or removed")
+                raise LeaseLost(f"the lease {self.uri} was removed or changed")
             self.etag = seen.etag
 
     def release(self) -> None:
-        """Remove it if it is still ours (another holder's is never removed)."""
+        """Mark our generation released (its number is never used again: the next taker creates the
+        next); another holder's is never touched."""
         # a renewal stuck in the network must not hold up a run that is ending (Ctrl-C): the
         # lease it leaves lapses in a term
         if not self._lock.acquire(timeout=RELEASE_WAIT):
@@ -78,13 +194,9 @@ class Lease:
             )
             return
         try:
-            # A store that cannot condition a DELETE on the version removes whatever is there:
-            # looking first narrows that to a window of one request.
-            seen = self.writer.head(self.uri)
-            if seen is None or seen.etag != self.etag:
+            body = lease_body(self.holder, self.done(), released=True)
+            if self.writer.replace(self.uri, body, etag=self.etag) is None:
                 log.info("lease %s is no longer ours: left as it is", self.uri)
-            elif not self.writer.delete(self.uri, etag=self.etag):
-                log.info("lease %s changed as it was released: left as it is", self.uri)
         except MdlError as exc:
             # not worth failing a pull that has its bytes: a lease left behind lapses in a term
             log.warning(
@@ -94,71 +206,35 @@ class Lease:
             self._lock.release()
 
 
-def lease_body(holder: str, term: float) -> bytes:
-    """A lease's bytes. Never the same twice: S3's ETag is the MD5 of the body, and two writes
-    with one ETag would let a holder's If-Match succeed over another's lease (two pods may share
-    a host name)."""
-    return json.dumps({"holder": holder, "term": term, "n": secrets.token_hex(8)}).encode()
-
-
-def _read_body(data: bytes) -> dict[str, object]:
-    """A lease's body as written by ``lease_body``; {} for anything else (a lease all the same)."""
-    try:
-        parsed = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
-def term_of(data: bytes, *, default: float) -> float:
-    """The term a lease's holder wrote in it (it may run with another than ours), else ours."""
-    term = _read_body(data).get("term")
-    # NaN and infinities fall outside the range too
-    if (
-        isinstance(term, int | float)
-        and not isinstance(term, bool)
-        and TERMS[0] <= term <= TERMS[1]
-    ):
-        return float(term)
-    return default
-
-
-def holder_of(data: bytes) -> str:
-    """Who wrote a lease, for the log (shown escaped: the body is anyone's)."""
-    holder = _read_body(data).get("holder")
-    return repr(holder[:100])[:200] if isinstance(holder, str) else "an unknown holder"
-
-
-def take(writer: Writer, uri: str, *, holder: str, term: float = TERM) -> Lease | None:
-    """The lease ``uri`` for us: created, or taken over when the store's clock says the one there
-    lapsed; None while another machine holds a live one."""
+def take(
+    writer: Writer,
+    prefix: str,
+    *,
+    holder: str,
+    term: float = TERM,
+    done: Callable[[], int] = lambda: 0,
+) -> Lease | None:
+    """The lease for us: the next generation created, unless the highest is live (None). A name
+    that holds anything but a live lease of ours is stepped over (a few numbers at most)."""
+    seen_look = look(writer, prefix, term=term)
+    if seen_look.state == "live":
+        return None
+    number = seen_look.number + 1
     for _ in range(TAKE_TRIES):
-        seen = writer.create(uri, lease_body(holder, term))
-        if seen is not None:
-            return Lease(writer, uri, seen.etag, holder, term)
-        found = writer.read(uri)
-        if found is None:
-            continue  # released between our create and our read: it is free again
-        data, there = found
-        if not is_stale(there, term=term_of(data, default=term)):
-            return None
-        # If-Match on the lapsed version: of two machines taking it over, one wins
-        took = writer.replace(uri, lease_body(holder, term), etag=there.etag)
-        if took is None:
-            return None
-        log.info(
-            "took over lease %s from %s (not renewed for %.0f s by the store's clock)",
-            uri,
-            holder_of(data),
-            there.now - there.modified,
-        )
-        return Lease(writer, uri, took.etag, holder, term)
-    return None  # it comes and goes faster than we can look: wait on it as on a held one
-
-
-def is_stale(seen: Seen, *, term: float = TERM) -> bool:
-    """Whether a lease the store describes lapsed: its age by the store's own clock."""
-    return seen.now - seen.modified > term
+        made = writer.create(f"{prefix}{number}", lease_body(holder))
+        if made is not None:
+            if seen_look.uri is not None:
+                log.info(
+                    "took over lease %s (%s, %s)", seen_look.uri, seen_look.state, seen_look.holder
+                )
+                with suppress(MdlError):  # tidy: a generation below the highest counts for nothing
+                    writer.delete(seen_look.uri)
+            return Lease(writer, prefix, number, made.etag, holder, term, done)
+        there = read_generation(writer, f"{prefix}{number}", number, term=term)
+        if there.state == "live":
+            return None  # another machine took this number first
+        number += 1
+    return None  # every number tried is held by something: wait on it as on a held one
 
 
 class Renewing:
@@ -233,40 +309,69 @@ class Renewing:
             self._deadline = sent + self.lease.term - self.margin
 
 
-Waited = Literal["ready", "free"]
+@dataclass(frozen=True)
+class GaveUp:
+    """A wait given up on: the holder showed no progress, or the wait outlasted its bound."""
+
+    why: str
+
+
+Waited = Literal["ready", "free"] | GaveUp
 
 
 def wait_for(
     writer: Writer,
     object_uri: str,
+    prefix: str,
     *,
+    size: int,
     cancel: threading.Event,
     term: float = TERM,
+    over: str | None = None,
     poll: Callable[[int], float] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Waited:
-    """Wait while another machine holds the object's lease: "ready" when the object is there,
-    "free" when the lease is gone or lapsed without it (then take it). ``cancel``: the run's."""
+    """Wait while another machine holds the object's lease (``prefix``): "ready" when the object is
+    there (a version other than ``over``, one proved wrong), "free" when the lease is released,
+    lapsed or not mdl's (then take it), GaveUp when its holder showed no progress for
+    ``STALL_TERMS`` terms (by this machine's clock of its own wait; a claim past ``size`` or
+    going back is none; all of ``size`` done is judged by the whole bound alone: it uploads) or the
+    wait passed ``2 terms + size / SLOW_RATE``. ``cancel``: the run's (heard at once)."""
     schedule = poll or default_poll
-    uri = lease_uri(object_uri)
-    holder, attempt = None, 0
+    started = moved = clock()
+    bound = 2 * term + size / SLOW_RATE
+    generation, best, attempt, holder = -1, -1, 0, None
     while True:
         if cancel.is_set():
             raise InterruptedByUserError(f"interrupted while waiting on {object_uri}")
-        if writer.head(object_uri) is not None:
+        if _there(writer, object_uri, over):
             return "ready"
-        found = writer.read(uri)
-        if found is None:
+        found = look(writer, prefix, term=term)
+        if found.state != "live":
+            if found.state == "lapsed":
+                log.info("lease %s%d lapsed without %s", prefix, found.number, object_uri)
             # the holder uploads, then releases: look again, or we would fetch what is there
-            return "ready" if writer.head(object_uri) is not None else "free"
-        data, seen = found
-        if is_stale(seen, term=term_of(data, default=term)):
-            log.info("lease %s lapsed without %s", uri, object_uri)
-            return "free"
-        if holder_of(data) != holder:  # said once per holder, not once per look
-            holder = holder_of(data)
+            return "ready" if _there(writer, object_uri, over) else "free"
+        now = clock()
+        done = found.done if found.done is not None and found.done <= size else -1
+        if found.number != generation:  # a new holder starts from its own bytes
+            generation, best, moved = found.number, done, now
+        elif done > best:
+            best, moved = done, now
+        if best < size and now - moved > STALL_TERMS * term:
+            return GaveUp(f"its holder {found.holder} showed no progress for {now - moved:.0f} s")
+        if now - started > bound:
+            return GaveUp(f"waited {now - started:.0f} s, the most this file's size is worth")
+        if found.holder != holder:  # said once per holder, not once per look
+            holder = found.holder
             log.info("waiting on %s: %s holds its lease", object_uri, holder)
         cancel.wait(schedule(attempt))
         attempt += 1
+
+
+def _there(writer: Writer, uri: str, over: str | None) -> bool:
+    seen = writer.head(uri)
+    return seen is not None and seen.etag != over
 
 
 def default_poll(attempt: int) -> float:
@@ -278,9 +383,9 @@ def default_poll(attempt: int) -> float:
 def honours_conditions(writer: Writer, scratch_uri: str) -> bool:
     """The once-per-run probe: two conflicting conditional creates of a scratch object, then a
     replace on a wrong version and one on the right version; False unless the store refused the
-    second create and the wrong replace and took the right one (a store that ignores If-Match
-    gives two holders at a takeover as surely as one that ignores If-None-Match). The scratch
-    object is removed. ``scratch_uri`` is this run's own (a random name): probes must not meet."""
+    second create and the wrong replace and took the right one (a holder renews its own generation
+    by its version). The scratch object is removed. ``scratch_uri`` is this run's own (a random
+    name in mdl's namespace): probes must not meet."""
     first = writer.create(scratch_uri, b"a")
     if first is None:
         # left by a probe killed before its delete: remove it (that version only) and probe again

@@ -99,16 +99,19 @@ class Writer(Protocol):
     def head(self, uri: str) -> Seen | None:
         """The object, or None when there is none."""
 
-    def read(self, uri: str) -> tuple[bytes, Seen] | None:
-        """A small object's bytes (a lease's) and what the store says of it; None: none."""
+    def read(self, uri: str, *, limit: int) -> tuple[bytes, Seen] | None:
+        """A small object's bytes (a lease's), never more than ``limit`` + 1 of them (a bigger
+        object is not read: its ``Seen.size`` says how big), and what the store says of it; None:
+        none, or not a file (a folder, a link, a FIFO: never followed, never waited on)."""
 
     def create(self, uri: str, data: bytes) -> Seen | None:
         """Write ``data`` only if there is no such object (S3: ``If-None-Match: *``; a folder:
         exclusive create); None: one is there already."""
 
     def replace(self, uri: str, data: bytes, *, etag: str) -> Seen | None:
-        """Write ``data`` only over the version ``etag`` (S3: ``If-Match``); None: the object
-        changed or is gone."""
+        """Write ``data`` only over the version ``etag`` (S3: ``If-Match``; a folder compares, then
+        renames: mdl replaces only what one writer owns, a lease generation its holder made);
+        None: the object changed or is gone."""
 
     def delete(self, uri: str, *, etag: str | None = None) -> bool:
         """Remove the object (only version ``etag`` when given and the store can say); False:

@@ -50,6 +50,10 @@ SMALL_RETRIES = 2
 _NO_CONDITIONAL_DELETE = (400, 501)
 
 
+class _Conflict(Exception):
+    """409 to a CompleteMultipartUpload: another write to the key was in flight."""
+
+
 class _Refused(Exception):
     """The store refused a conditional write: the condition did not hold."""
 
@@ -188,13 +192,19 @@ class S3Writer:
             return None
         return self._seen(reply)
 
-    def read(self, uri: str) -> tuple[bytes, Seen] | None:
-        """A small object (a lease) and what the store says of it, or None."""
+    def read(self, uri: str, *, limit: int) -> tuple[bytes, Seen] | None:
+        """A small object (a lease) and what the store says of it, or None: at most ``limit`` + 1
+        bytes, none of an object its ``Content-Length`` says is bigger (the body is not read)."""
         obj = self._object(uri)
         try:
             with s3_errors(safe_text(uri)):
                 reply = self._s3_small().get_object(Bucket=obj.bucket, Key=obj.key)
-                data = bytes(reply["Body"].read())
+                body = reply["Body"]
+                try:
+                    small = int(reply["ContentLength"]) <= limit
+                    data = bytes(body.read(limit + 1)) if small else b""
+                finally:
+                    body.close()
         except NotFoundError:
             return None
         return data, self._seen(reply)
@@ -231,7 +241,7 @@ class S3Writer:
     def _ours(self, uri: str, data: bytes) -> Seen | None:
         """After a refusal on a retried request: whether the first try wrote ``data`` (its reply
         was lost). A lease's bytes name its holder and its take, so equal bytes are ours."""
-        found = self.read(uri)
+        found = self.read(uri, limit=len(data))
         return found[1] if found is not None and found[0] == data else None
 
     def delete(self, uri: str, *, etag: str | None = None) -> bool:
@@ -307,7 +317,9 @@ class S3Writer:
             return refused.retried and self._has_etag(obj, md5)
         return True
 
-    def _put_parts(self, obj: S3Object, path: Path, *, size: int, sha256: str) -> bool:
+    def _put_parts(
+        self, obj: S3Object, path: Path, *, size: int, sha256: str, tries: int = CONFLICT_TRIES
+    ) -> bool:
         """A multipart upload (a SHA-256 per part), completed only if there is no such object;
         aborted on any failure, so nothing half-written stays behind."""
         client, what = self._s3(), safe_text(obj.uri)
@@ -321,7 +333,19 @@ class S3Writer:
         try:
             with path.open("rb") as handle:
                 parts = self._send_parts(obj, upload_id, handle, size=size, sha256=sha256)
-            done = self._complete(obj, upload_id, parts)
+            done = self._complete(obj, upload_id, parts, sha256=sha256)
+        except _Conflict:
+            # AWS: a 409 to CompleteMultipartUpload means starting the upload again (the upload
+            # id may be spent)
+            self._abort(obj, upload_id)
+            if tries <= 1:
+                raise NetworkError(
+                    f"{safe_text(obj.uri)}: another write to it was still in flight after"
+                    f" {CONFLICT_TRIES} uploads (409 ConditionalRequestConflict)"
+                ) from None
+            log.info("%s: 409 on completing the upload; starting it again", safe_text(obj.uri))
+            self._sleep(CONFLICT_BACKOFF * 2 ** (CONFLICT_TRIES - tries))
+            return self._put_parts(obj, path, size=size, sha256=sha256, tries=tries - 1)
         except BaseException:
             self._abort(obj, upload_id)
             raise
@@ -329,28 +353,51 @@ class S3Writer:
             self._abort(obj, upload_id)
         return done
 
-    def _complete(self, obj: S3Object, upload_id: str, parts: list[dict[str, Any]]) -> bool:
-        """The upload completed only if there is no such object; False: there is."""
+    def _complete(
+        self, obj: S3Object, upload_id: str, parts: list[dict[str, Any]], *, sha256: str
+    ) -> bool:
+        """The upload completed only if there is no such object; False: there is. ``_Conflict``
+        on a 409: the upload is to be started again."""
+        import botocore.exceptions
+
         client, what = self._s3(), safe_text(obj.uri)
         try:
-            self._conditional(
-                what,
-                lambda: client.complete_multipart_upload(
-                    Bucket=obj.bucket,
-                    Key=obj.key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
-                    IfNoneMatch="*",
-                ),
-            )
+            with s3_errors(what):
+                try:
+                    client.complete_multipart_upload(
+                        Bucket=obj.bucket,
+                        Key=obj.key,
+                        UploadId=upload_id,
+                        MultipartUpload={"Parts": parts},
+                        IfNoneMatch="*",
+                    )
+                except botocore.exceptions.ClientError as exc:
+                    code, status = _reply_code(exc)
+                    retried = bool(
+                        ((exc.response or {}).get("ResponseMetadata") or {}).get("RetryAttempts")
+                    )
+                    if status == 412 or code == "PreconditionFailed":
+                        raise _Refused(retried=retried) from None
+                    if status == 409:
+                        raise _Conflict from None
+                    raise
         except _Refused as refused:
             return refused.retried and self._ours_parts(obj, parts)
         except NotFoundError:
             # NoSuchUpload: botocore tried again after a lost reply (a big object's completion can
-            # outlast the read timeout) and the first try had completed it: the object is ours
-            if self.head(obj.uri) is None:
+            # outlast the read timeout) and the first try may have completed it: ours only if the
+            # object there says our SHA-256
+            if not self._says_sha256(obj, sha256):
                 raise
         return True
+
+    def _says_sha256(self, obj: S3Object, sha256: str) -> bool:
+        try:
+            with s3_errors(safe_text(obj.uri)):
+                head = self._s3_small().head_object(Bucket=obj.bucket, Key=obj.key)
+        except NotFoundError:
+            return False
+        return (head.get("Metadata") or {}).get(SHA256_META) == sha256
 
     def _ours_parts(self, obj: S3Object, parts: list[dict[str, Any]]) -> bool:
         """After a refused completion that botocore had tried before (a lost reply): whether the

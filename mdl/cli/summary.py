@@ -137,7 +137,17 @@ def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) 
     one_off = all(not f.model for f in outcomes) and bool(outcomes)
     done = _done_part(grouped, verb=verb, one_off=one_off)
     problems = _problems_part(grouped, noun="file" if one_off else "model")
-    return done + problems + _bytes_part(outcomes, seconds=seconds)
+    return done + problems + _fill_part(outcomes) + _bytes_part(outcomes, seconds=seconds)
+
+
+def _fill_part(outcomes: Sequence[FileOutcome]) -> str:
+    """``; mirror: 2 filled, 3 read (waited 22s), 1 gave up waiting`` with --fill-mirror."""
+    counts = Counter(f.fill for f in outcomes if f.fill)
+    if not counts:
+        return ""
+    waited = sum(f.waited for f in outcomes)
+    said = ", ".join(f"{n} {word}" for word, n in counts.items())
+    return f"; mirror: {said}" + (f" (waited {human_duration(waited)})" if waited else "")
 
 
 def _done_part(grouped: Sequence[Sequence[FileOutcome]], *, verb: str, one_off: bool) -> str:

@@ -43,10 +43,10 @@ def done_outcome(
     its transfer; ``reason``: what the transfer made of the plan's (a resume that was not one)."""
     remote = plan.remote
     word, reason = _words(plan, action, reason or plan.decision.reason)
-    fetched, mirror, reused, waited = 0, None, 0, 0.0
+    fetched, mirror, reused, waited, fill = 0, None, 0, 0.0, None
     if result is not None:
         fetched, mirror, reused = result.fetched, result.mirror, result.reused
-        verified, waited = result.verified, result.waited
+        verified, waited, fill = result.verified, result.waited, result.fill
     return FileOutcome(
         remote.model,
         remote.path,
@@ -63,6 +63,7 @@ def done_outcome(
         warning=plan.warning,
         verified=verified,
         waited=waited,
+        fill=fill,
     )
 
 

@@ -159,6 +159,9 @@ class TransferResult:
     discarded: str | None = None
     # seconds spent waiting on another machine's lease on a mirror it was filling (--fill-mirror)
     waited: float = 0.0
+    # what filling the mirror made of it: "filled", "read" (from it, filled by another machine),
+    # "gave up waiting" (on another machine: from the origin) (--fill-mirror)
+    fill: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from mdl.buckets import LEASE_SUFFIX, Listed, Seen, Writer, is_lease, is_stale, store_for
+from mdl.buckets import TERM, Listed, Writer, is_lease, namespace, object_of, store_for
 from mdl.catalog import MIRROR_FIELDS, ModelSpec, Placeholder, Settings, fixed_part, parse_template
 from mdl.errors import MdlError, UsageError, worst_exit_code
 from mdl.lockfile import LockedModel, LockUse, resolved_from_locked
@@ -155,8 +155,9 @@ def prune_mirror(
     now = writer.now()
     run = _MirrorRun(writer, dry_run)
     run.abandoned(fixed_part(template), before=now - ABANDONED_DAYS * DAY)
-    leases = [item for item in listed if is_lease(item.uri)]
-    guarded = {lease.uri.removesuffix(LEASE_SUFFIX) for lease in leases if run.lease(lease, now)}
+    root = namespace(template)  # None: never filled, so no leases
+    leases = list(writer.listing(root + "leases/")) if root else []
+    guarded = {object_of(lease.uri) for lease in leases if run.lease(lease, now)}
     for item in listed:
         if is_lease(item.uri):
             continue
@@ -193,7 +194,7 @@ class _MirrorRun:
         """Keep a live lease (True: its object stays too), remove an expired one. An expired one is
         looked at again before it goes, and removed only in the version seen: its holder may have
         renewed it since the listing."""
-        if not is_stale(Seen("", lease.size, lease.modified, now)):
+        if now - lease.modified <= TERM:  # mdl's own term, by the store's clock
             self.kept.append(MirrorEntry(lease.uri, lease.size, LIVE_LEASE))
             return True
         try:
@@ -204,7 +205,7 @@ class _MirrorRun:
         if seen is None:
             return False  # released meanwhile
         # judged by the listing's clock: a head need not say the store's (a folder's does not)
-        if not is_stale(replace(seen, now=now)):
+        if now - seen.modified <= TERM:
             self.kept.append(MirrorEntry(lease.uri, seen.size, LIVE_LEASE))
             return True
         self.remove(Listed(lease.uri, seen.size, seen.modified), EXPIRED, etag=seen.etag)

@@ -257,20 +257,46 @@ def test_only_this_machines_files_are_served(shelf: Path) -> None:
 
 def test_create_is_exclusive_and_says_the_version(tmp_path: Path) -> None:
     writer = STORE.writer(endpoint=None, secrets=None)
-    uri = uri_of(tmp_path / "new" / "deep" / "x.mdl-lease")
+    uri = uri_of(tmp_path / "new" / "deep" / "x")
     seen = writer.create(uri, b"first")
     assert isinstance(seen, Seen) and seen.size == 5
     assert writer.create(uri, b"second") is None
-    assert (tmp_path / "new" / "deep" / "x.mdl-lease").read_bytes() == b"first"
+    assert (tmp_path / "new" / "deep" / "x").read_bytes() == b"first"
     head = writer.head(uri)
     assert head is not None and (head.etag, head.size, head.modified) == (
         seen.etag,
         5,
         seen.modified,
     )
-    read = writer.read(uri)
+    read = writer.read(uri, limit=100)
     assert read is not None and read[0] == b"first" and read[1].etag == seen.etag
     assert _temps(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["link", "dangling", "fifo", "dir"])
+def test_head_and_read_never_follow_a_link_nor_wait_on_a_fifo(tmp_path: Path, kind: str) -> None:
+    """Only writes walked with O_NOFOLLOW before: a read followed a link to any file."""
+    (tmp_path / "secret").write_bytes(b"not the mirror's")
+    where = tmp_path / "m" / "x"
+    where.parent.mkdir()
+    if kind == "link":
+        where.symlink_to(tmp_path / "secret")
+    elif kind == "dangling":
+        where.symlink_to(tmp_path / "nowhere")
+    elif kind == "fifo":
+        os.mkfifo(where)
+    else:
+        where.mkdir()
+    writer = STORE.writer(endpoint=None, secrets=None)
+    assert writer.head(uri_of(where)) is None
+    assert writer.read(uri_of(where), limit=100) is None
+
+
+def test_a_read_is_bounded(tmp_path: Path) -> None:
+    with (tmp_path / "huge").open("wb") as sparse:
+        sparse.truncate(1 << 30)
+    read = STORE.writer(endpoint=None, secrets=None).read(uri_of(tmp_path / "huge"), limit=4096)
+    assert read is not None and len(read[0]) == 4097 and read[1].size == 1 << 30
 
 
 def test_the_clock_is_the_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -280,10 +306,10 @@ def test_the_clock_is_the_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr("time.time", lambda: 0.0)  # a machine whose clock is far off
     seen = writer.create(uri, b"x")
     assert seen is not None and seen.now >= seen.modified > 1e9  # the file's own stamps
-    assert not (tmp_path / "clocked" / ".mdl-clock").exists()  # a create needs no clock
-    read = writer.read(uri)  # a lease's age is judged on a read: the folder's clock
+    assert not (tmp_path / "clocked" / ".mdl").exists()  # a create needs no clock
+    read = writer.read(uri, limit=10)  # a lease's age is judged on a read: the folder's clock
     assert read is not None
-    clock = tmp_path / "clocked" / ".mdl-clock"
+    clock = tmp_path / "clocked" / ".mdl" / ".mdl-clock"  # in mdl's namespace
     assert read[1].now == clock.stat().st_mtime_ns / 1e9 >= seen.modified
     assert writer.now() >= read[1].now
 
@@ -358,7 +384,8 @@ def test_listing_is_the_objects_under_a_prefix(tmp_path: Path) -> None:
         assert writer.create(uri_of(tmp_path / name), name.encode()) is not None
     (tmp_path / "org" / "a" / temp_name("w.bin")).write_bytes(b"left by a crash")
     (tmp_path / "org" / "loop").symlink_to(tmp_path)  # a linked folder is not walked into
-    writer.delete(uri_of(tmp_path / "org/b/x.bin"))  # leaves its folder's lock behind
+    writer.delete(uri_of(tmp_path / "org/b/x.bin"))
+    assert writer.create(uri_of(tmp_path / "org/.mdl/leases/a/w.bin/1"), b"{}")  # mdl's own
     listed = list(writer.listing(uri_of(tmp_path / "org") + "/"))
     assert [item.uri for item in listed] == [
         uri_of(tmp_path / "org/a/w.bin"),
@@ -407,17 +434,6 @@ def test_threads_creating_one_object_have_one_winner(tmp_path: Path) -> None:
         assert FolderWriter().delete(uri) is True
 
 
-def test_threads_replacing_one_version_have_one_winner(tmp_path: Path) -> None:
-    uri = uri_of(tmp_path / "lease")
-    seen = FolderWriter().create(uri, b"v0")
-    assert seen is not None
-    for _ in range(5):
-        results = _race(lambda: FolderWriter().replace(uri, b"next", etag=seen.etag), 8)
-        winners = [r for r in results if r is not None]
-        assert len(winners) == 1
-        seen = winners[0]  # type: ignore[assignment]
-
-
 def _in_process(kind: str, uri: str, etag: str, go: object, out: object) -> None:
     go.wait(30)  # type: ignore[attr-defined]
     writer = FolderWriter()
@@ -428,7 +444,7 @@ def _in_process(kind: str, uri: str, etag: str, go: object, out: object) -> None
     out.put(won)  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("kind", ["create", "replace"])
+@pytest.mark.parametrize("kind", ["create"])
 def test_processes_racing_on_one_object_have_one_winner(tmp_path: Path, kind: str) -> None:
     uri = uri_of(tmp_path / "lease")
     etag = ""
@@ -553,42 +569,40 @@ def test_get_fetches_a_file_uri(
     assert missing.exit_code == ExitCode.NOT_FOUND and "no such file" in missing.stderr
 
 
-def test_a_replace_waits_for_another_programs_lock(tmp_path: Path) -> None:
-    """The folder's lock is a plain POSIX lock: a replace waits while any process holds it."""
+def test_a_lock_another_program_holds_stalls_no_write(tmp_path: Path) -> None:
+    """mdl takes no lock in the folder: a stuck process holding ``.mdl-lock`` (as older mdl took
+    it) delays no write, no take, no release."""
     import subprocess
     import sys
 
-    uri = uri_of(tmp_path / "lease")
-    first = FolderWriter().create(uri, b"v0")
-    assert first is not None
+    from mdl.buckets.lease import take
+
+    script = "import fcntl, os, sys\n"
+    for held in (tmp_path / ".mdl-lock", tmp_path / ".mdl" / ".mdl-lock"):
+        held.parent.mkdir(exist_ok=True)
+        script += f"fd = os.open({str(held)!r}, os.O_RDWR | os.O_CREAT)\n"
+        script += "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
     holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, os, sys\n"
-            f"fd = os.open({str(tmp_path / '.mdl-lock')!r}, os.O_RDWR | os.O_CREAT)\n"
-            "fcntl.lockf(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\nsys.stdin.read()\n",
-        ],
+        [sys.executable, "-c", script + "print('held', flush=True)\nsys.stdin.read()\n"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        done: list[Seen | None] = []
-        replacing = threading.Thread(
-            target=lambda: done.append(FolderWriter().replace(uri, b"v1", etag=first.etag))
-        )
-        replacing.start()
-        replacing.join(timeout=0.5)  # a slow machine only makes it likelier to be still waiting
-        assert done == [] and (tmp_path / "lease").read_bytes() == b"v0"
+        writer = FolderWriter()
+        first = writer.create(uri_of(tmp_path / "x"), b"v0")
+        assert first is not None
+        assert writer.replace(uri_of(tmp_path / "x"), b"v1", etag=first.etag) is not None
+        lease = take(writer, uri_of(tmp_path / ".mdl" / "leases" / "w.bin") + "/", holder="me")
+        assert lease is not None
+        lease.renew()
+        lease.release()
+        assert json.loads((tmp_path / ".mdl/leases/w.bin/1").read_bytes())["released"] is True
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(timeout=60)
-    replacing.join(timeout=60)
-    assert len(done) == 1 and done[0] is not None
-    assert (tmp_path / "lease").read_bytes() == b"v1"
 
 
 # --- a folder several users share (one per machine) ----------------------------------------------
@@ -607,9 +621,9 @@ from mdl.errors import MdlError
 os.setgid(uid); os.setuid(uid); os.umask(0o022)  # an ordinary user's umask
 writer = FolderWriter()
 calls = {
-    "take": lambda: take(writer, uri, holder=str(uid), term=1.0) is not None,
+    "take": lambda: take(writer, uri, holder=str(uid), term=600.0) is not None,
     "head": lambda: writer.head(uri) is not None,
-    "read": lambda: writer.read(uri) is not None,
+    "read": lambda: writer.read(uri, limit=100) is not None,
     "replace": lambda: writer.replace(uri, b"x", etag="1"),
     "delete": lambda: writer.delete(uri, etag="1"),
     "upload": lambda: writer.upload(uri, pathlib.Path(sys.argv[5]), size=4, sha256=hashlib.sha256(b"keys").hexdigest()),
@@ -655,23 +669,25 @@ def share() -> Iterator[Path]:
 
 @AS_ROOT
 def test_two_users_share_a_folder_its_leases_lock_and_clock(share: Path) -> None:
-    """A folder, lock and clock one user made are the next one's too (the parent's bits, not the
-    umask); a head writes nothing (a reader may not be allowed to)."""
-    uri = uri_of(share / "org" / "model" / "w.bin.mdl-lease")
-    assert _as_user(ANOTHER, uri, "take") is True
-    assert _as_user(THIRD, uri, "head") is True
-    assert not (share / "org" / "model" / ".mdl-clock").exists()
-    assert _as_user(THIRD, uri, "take") is False  # live: read, judged by the clock
-    assert _as_user(ANOTHER, uri, "read") is True  # the clock THIRD made
-    lease = share / "org" / "model" / "w.bin.mdl-lease"
-    old = lease.stat().st_mtime - 3600
-    os.utime(lease, (old, old))  # its holder stopped renewing an hour ago
-    assert _as_user(THIRD, uri, "take") is True  # taken over: renamed over ANOTHER's file
-    assert json.loads(lease.read_bytes())["holder"] == str(THIRD)
-    for made in ("org", "org/model"):
-        assert (share / made).stat().st_mode & 0o7777 == 0o777
-    for made in (".mdl-clock", ".mdl-lock", "w.bin.mdl-lease"):
-        assert (share / "org" / "model" / made).stat().st_mode & 0o777 == 0o666
+    """A folder and clock one user made are the next one's too (the parent's bits, not the
+    umask); a head writes nothing (a reader may not be allowed to). No wall clock: the term is
+    ten minutes, and the lease lapses because its file is made an hour old."""
+    leases = share / "hub" / ".mdl" / "leases" / "org" / "model" / "w.bin"
+    prefix = uri_of(leases) + "/"
+    assert _as_user(ANOTHER, prefix, "take") is True
+    assert _as_user(THIRD, prefix + "1", "head") is True
+    assert not (leases / ".mdl-clock").exists()
+    assert _as_user(THIRD, prefix, "take") is False  # live: read, judged by the clock
+    assert _as_user(ANOTHER, prefix + "1", "read") is True  # the clock THIRD made
+    old = (leases / "1").stat().st_mtime - 3600
+    os.utime(leases / "1", (old, old))  # its holder stopped renewing an hour ago
+    assert _as_user(THIRD, prefix, "take") is True  # taken over: the next generation
+    assert json.loads((leases / "2").read_bytes())["holder"] == str(THIRD)
+    assert not (leases / "1").exists()  # the lapsed one, removed (it counts for nothing)
+    for made in ("hub", "hub/.mdl/leases/org/model/w.bin"):
+        assert (share / made).stat().st_mode & 0o7777 == 0o777, made
+    for made in (".mdl-clock", "2"):  # the clock: in mdl's namespace already
+        assert (leases / made).stat().st_mode & 0o777 == 0o666, made
 
 
 @AS_ROOT
@@ -680,7 +696,7 @@ def test_a_clock_the_user_may_not_touch_is_exit_7_naming_it(share: Path) -> None
     folder.mkdir(mode=0o755)  # root's: another user reads it, cannot write it
     (folder / "w.bin.mdl-lease").write_bytes(b"{}")
     said = _as_user(ANOTHER, uri_of(folder / "w.bin.mdl-lease"), "read")
-    assert said["exit"] == ExitCode.LOCAL and ".mdl-clock" in said["said"]
+    assert said["exit"] == ExitCode.LOCAL and str(folder / ".mdl") in said["said"]
     assert _as_user(ANOTHER, uri_of(folder / "w.bin.mdl-lease"), "head") is True
 
 

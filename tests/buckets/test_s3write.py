@@ -114,7 +114,7 @@ def test_create_only_once(place: Place) -> None:
     seen = writer.head(place.uri("lease"))
     assert seen is not None
     assert (seen.etag, seen.size) == (first.etag, 8)
-    read = writer.read(place.uri("lease"))
+    read = writer.read(place.uri("lease"), limit=100)
     assert read is not None
     assert read[0] == b"holder-1"
     assert read[1].etag == first.etag
@@ -123,7 +123,7 @@ def test_create_only_once(place: Place) -> None:
 def test_missing_objects(place: Place) -> None:
     writer = place.writer()
     assert writer.head(place.uri("none")) is None
-    assert writer.read(place.uri("none")) is None
+    assert writer.read(place.uri("none"), limit=100) is None
     assert writer.replace(place.uri("none"), b"x", etag='"0123"') is None
     assert writer.delete(place.uri("none")) is False
     assert writer.delete(place.uri("none"), etag='"0123"') is False
@@ -431,3 +431,79 @@ def test_delete_where_the_store_refuses_its_if_match(place: Place) -> None:
         refused = [r for r in proxy.requests if r[0] == "DELETE" and r[2]]
     assert len(refused) == 1  # refused once, never asked again: the plain delete after the HEAD
     assert place.writer().head(place.uri("lease")) is None
+
+
+def test_a_lease_is_read_bounded_and_a_big_object_not_at_all(place: Place) -> None:
+    """At most ``limit`` + 1 bytes of a small object; none of one whose Content-Length says it is
+    bigger (its body is not read: memory stays small however big it is)."""
+    writer = place.writer()
+    place.client.put_object(Bucket=place.bucket, Key=place.key("small"), Body=b"x" * 10)
+    place.client.put_object(Bucket=place.bucket, Key=place.key("big"), Body=b"y" * (1 << 20))
+    small = writer.read(place.uri("small"), limit=10)
+    assert small is not None and small[0] == b"x" * 10
+    cut = writer.read(place.uri("small"), limit=4)
+    assert cut is not None and cut[0] == b"" and cut[1].size == 10
+    big = writer.read(place.uri("big"), limit=4096)
+    assert big is not None and big[0] == b"" and big[1].size == 1 << 20
+
+
+def test_a_conflict_on_completing_starts_the_upload_again(
+    place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS: a 409 to CompleteMultipartUpload means starting the multipart upload again (the id
+    may be spent): a new upload, its parts sent again, the first one aborted."""
+    monkeypatch.setattr(s3write_module, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(s3write_module, "PART_MINIMUM", 5 * MiB)
+    path, sha = _file(tmp_path, "big.bin", 6 * MiB)
+    with s3_proxy(place.endpoint) as proxy:
+        proxy.conflicts = 1  # the completion: the only conditional write of an upload
+        writer = place.writer(proxy.endpoint)
+        assert writer.upload(place.uri("big.bin"), path, size=6 * MiB, sha256=sha) is True
+        starts = [r for r in proxy.requests if r[0] == "POST" and r[1].endswith("?uploads")]
+        completions = [r for r in proxy.requests if r[2]]
+    assert len(starts) == 2 and len(completions) == 2
+    assert hashlib.sha256(place.body("big.bin")).hexdigest() == sha
+    assert place.unfinished() == []
+
+
+def test_no_such_upload_is_ours_only_when_the_object_says_our_sha256(
+    place: Place, tmp_path: Path
+) -> None:
+    """A NoSuchUpload on completing is our success only if the object at the key carries our
+    SHA-256; another's object there is not ours (the error stands)."""
+    from mdl.buckets.s3 import S3Object
+    from mdl.errors import NotFoundError
+
+    writer = place.writer()
+    obj = S3Object(place.bucket, place.key("k.bin"))
+    with pytest.raises(NotFoundError):  # nothing there
+        writer._complete(obj, "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}], sha256="a")
+    place.client.put_object(
+        Bucket=place.bucket, Key=obj.key, Body=b"theirs", Metadata={"sha256": "b" * 64}
+    )
+    with pytest.raises(NotFoundError):  # another's object
+        writer._complete(obj, "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}], sha256="a")
+    assert writer._complete(
+        obj, "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}], sha256="b" * 64
+    )
+
+
+def test_numbered_leases_on_a_real_store(place: Place) -> None:
+    """The lease scheme against a real S3 server: the first generation created once, renewed
+    with the bytes done, released (kept, marked), the next take creating the next number and
+    removing the one it took over."""
+    from mdl.buckets.lease import look, take
+
+    writer, prefix = place.writer(), place.uri(".mdl/leases/m/w.bin/")
+    done = [0]
+    first = take(writer, prefix, holder="a", done=lambda: done[0])
+    assert first is not None and first.number == 1
+    assert take(writer, prefix, holder="b") is None
+    done[0] = 4096
+    first.renew()
+    assert look(writer, prefix).done == 4096
+    first.release()
+    assert look(writer, prefix).state == "released"
+    second = take(writer, prefix, holder="b")
+    assert second is not None and second.number == 2
+    assert [item.uri for item in writer.listing(prefix)] == [prefix + "2"]

@@ -25,10 +25,11 @@ from servers import Fault, HubServer, make_data
 
 import mdl
 from mdl.buckets import STORES
-from mdl.buckets.lease import lease_uri
+from mdl.buckets.lease import lease_prefix, namespace
 from mdl.buckets.protocol import Seen, Writer
 from mdl.catalog import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings
+from mdl.cli.summary import summary_line
 from mdl.download.fill import TERM_VARIABLE
 from mdl.download.puller import pull_models
 from mdl.errors import AuthError
@@ -129,24 +130,24 @@ def by_path(report: RunReport) -> dict[str | None, Any]:
 
 
 def leases(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.endswith(".mdl-lease")]
+    """The leases not released in the folder (mdl's namespace, ``<root>/.mdl/leases/``)."""
+    found = [p for p in (root / ".mdl" / "leases").rglob("*") if p.name.isdigit()]
+    highest = {p.parent: p for p in sorted(found, key=lambda p: int(p.name))}  # the lease
+    return [p for p in highest.values() if not json.loads(p.read_bytes()).get("released")]
 
 
 def written(root: Path) -> list[Path]:
-    """The objects, leases and probes in the folder (not the folder store's own files)."""
-    return [
-        p
-        for p in root.rglob("*")
-        if p.is_file() and (not p.name.startswith(".mdl-") or p.name.startswith(".mdl-probe-"))
-    ]
+    """The objects, leases and probes in the folder (not the folder store's clock)."""
+    return [p for p in root.rglob("*") if p.is_file() and p.name != ".mdl-clock"]
 
 
 def assert_filled(root: Path) -> None:
     for path, data in FILES.items():
         assert (root / "tiny" / path).read_bytes() == data, path
     assert leases(root) == []
-    # the probe's scratch object was removed
-    assert not [p for p in root.iterdir() if p.name.startswith(".mdl-probe-")]
+    # the probe's scratch object was removed; nothing of mdl's beside the model's files
+    assert not [p for p in (root / ".mdl").iterdir() if p.name.startswith("probe-")]
+    assert sorted(p.name for p in (root / "tiny").iterdir()) == sorted(FILES)
 
 
 # == the first machine fills, the next reads ============================================================
@@ -164,6 +165,7 @@ def test_the_first_pull_fills_the_mirror_and_the_next_machine_reads_it(
         outcome = by_path(first)[path]
         assert outcome.action == "downloaded" and outcome.mirror is None, outcome
         assert outcome.warnings == (), outcome
+        assert outcome.to_json()["fill"] == "filled" and " fill=filled " in file_line(outcome)
         assert (tmp_path / "a" / "tiny" / path).read_bytes() == data
 
     clear(tiny)
@@ -186,11 +188,12 @@ def test_without_the_setting_the_mirror_is_only_read(
     assert origin_bytes(tiny) == len(WEIGHTS) + len(CONFIG)
 
 
-def test_a_mirrored_object_with_other_bytes_is_not_replaced(
+def test_a_mirror_object_proved_wrong_is_replaced_and_the_next_machine_reads_it(
     tiny: HubServer, root: Path, tmp_path: Path
 ) -> None:
-    """What is there is read (and refused, with a warning) as from any mirror; filling never
-    replaces an object, whatever it holds."""
+    """Today a poisoned object counted as present: every machine went to the origin forever. The
+    filler that proved it wrong replaces it (on the version it saw) with the origin's verified
+    bytes; the next machine reads it from the mirror."""
     wrong = root / "tiny" / "model.safetensors"
     wrong.parent.mkdir(parents=True)
     wrong.write_bytes(b"x" * len(WEIGHTS))
@@ -198,20 +201,49 @@ def test_a_mirrored_object_with_other_bytes_is_not_replaced(
     assert report.exit_code == 0
     outcome = by_path(report)["model.safetensors"]
     assert outcome.mirror is None and any("mirror" in w for w in outcome.warnings), outcome
+    assert outcome.fill == "filled", outcome
     assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
-    assert wrong.read_bytes() == b"x" * len(WEIGHTS)
-    assert (root / "tiny" / "config.json").read_bytes() == CONFIG  # the rest filled
+    assert_filled(root)
+    clear(tiny)
+    second = pull(tiny, tmp_path / "b", root)
+    assert second.exit_code == 0 and origin_bytes(tiny) == 0
+    assert all(f.mirror is not None and f.warnings == () for f in second.files), second.files
+
+
+def test_a_wrong_object_changed_since_it_was_seen_is_not_replaced(
+    tiny: HubServer, root: Path, tmp_path: Path
+) -> None:
+    """The replacement is conditional on the version seen: another writer's newer object stays."""
+    wrong = root / "tiny" / "model.safetensors"
+    wrong.parent.mkdir(parents=True)
+    wrong.write_bytes(b"x" * len(WEIGHTS))
+
+    def rewritten() -> None:  # while we fetch from the origin, someone writes it again
+        wrong.unlink()
+        wrong.write_bytes(b"y" * len(WEIGHTS))
+
+    tiny.cdn.faults.add(Fault.call(rewritten))
+    report = pull(tiny, tmp_path / "a", root)
+    assert report.exit_code == 0
+    assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert wrong.read_bytes() == b"y" * len(WEIGHTS)
     assert leases(root) == []
 
 
 # == another machine's lease ==============================================================================
 
 
-def place_lease(root: Path, path: str) -> Path:
+def lease_folder(root: Path, path: str) -> Path:
+    return root / ".mdl" / "leases" / "tiny" / path
+
+
+def place_lease(root: Path, path: str, body: bytes = b'{"holder": "other:1:x"}') -> Path:
     """A lease of "another machine" on the object ``path``, written as any holder writes one."""
-    seen = writer().create(lease_uri(object_uri(root, path)), b'{"holder": "other:1:x"}')
+    root_uri = namespace(template(root))
+    assert root_uri is not None
+    seen = writer().create(lease_prefix(root_uri, object_uri(root, path)) + "1", body)
     assert seen is not None
-    return root / "tiny" / (path + ".mdl-lease")
+    return lease_folder(root, path) / "1"
 
 
 def test_a_live_lease_makes_the_pull_wait_then_read_the_mirror(
@@ -241,6 +273,10 @@ def test_a_live_lease_makes_the_pull_wait_then_read_the_mirror(
     outcome = by_path(report)["model.safetensors"]
     assert outcome.mirror is not None and outcome.verified and outcome.waited > 0, outcome
     assert outcome.to_json()["waited"] == round(outcome.waited, 3)
+    assert outcome.to_json()["fill"] == "read"
+    assert "; mirror: 1 filled, 1 read (waited" in summary_line(
+        report.files, verb="pulled", seconds=1
+    )
     assert f" waited={outcome.waited:.1f} " in file_line(outcome)
     assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
     # only the unleased file came from the Hub
@@ -266,12 +302,12 @@ def test_a_lease_taken_over_mid_fetch_is_left_to_its_new_holder_and_the_object_s
     """Our lease lapsed (a long stall, say) and another machine took it while we fetched: we finish
     for ourselves, the conditional upload still fills the mirror, and the new holder's lease is
     never removed by us."""
-    lease = root / "tiny" / "model.safetensors.mdl-lease"
+    ours = lease_folder(root, "model.safetensors") / "1"
+    lease = lease_folder(root, "model.safetensors") / "2"
 
     def taken_over() -> None:
-        assert lease.exists()  # ours, while we fetch from the Hub
-        lease.unlink()
-        place_lease(root, "model.safetensors")
+        assert ours.exists()  # ours, while we fetch from the Hub
+        assert writer().create(f"file://{lease}", b'{"holder": "other:1:x"}') is not None
 
     tiny.cdn.faults.add(Fault.call(taken_over))
     report = pull(tiny, tmp_path / "a", root)
@@ -279,6 +315,95 @@ def test_a_lease_taken_over_mid_fetch_is_left_to_its_new_holder_and_the_object_s
     assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
     assert lease.read_bytes() == b'{"holder": "other:1:x"}'
     assert by_path(report)["model.safetensors"].warnings == ()
+
+
+def test_a_lease_held_without_progress_is_given_up_on_and_said(
+    tiny: HubServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Today a lease that stays live holds the fleet forever (a body's ``"term": 3600`` was even
+    believed). A holder that shows no bytes done for a few terms is given up on: the file comes
+    from the origin, said in one warning naming it and why, and in --json. (The live term is an
+    hour; the bound is made short by counting terms, not by any clock.)"""
+    monkeypatch.setattr("mdl.buckets.lease.STALL_TERMS", 0.0002)  # 0.7 s of an hour's term
+    place_lease(root, "model.safetensors", b'{"holder": "other:1:x", "done": 0, "term": 3600}')
+    report = pull(tiny, tmp_path / "a", root, env=LONG_TERM)
+    assert report.exit_code == 0, report.files
+    outcome = by_path(report)["model.safetensors"]
+    (said,) = outcome.warnings
+    assert said.startswith(
+        f"tiny/model.safetensors: gave up waiting on mirror {object_uri(root, 'model.safetensors')}"
+    )
+    assert "showed no progress" in said and said.endswith("fetching it from the origin")
+    assert outcome.fill == "gave up waiting" and outcome.to_json()["fill"] == "gave up waiting"
+    assert outcome.waited > 0
+    assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    line = summary_line(report.files, verb="pulled", seconds=1)
+    assert "; mirror: " in line and "1 gave up waiting" in line
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dir", "dangling"])
+def test_anything_at_a_lease_name_still_fills(
+    tiny: HubServer, root: Path, tmp_path: Path, kind: str
+) -> None:
+    """Today a FIFO or a dangling link at the lease's name looped forever, a folder was exit 1."""
+    folder = lease_folder(root, "model.safetensors")
+    folder.mkdir(parents=True)
+    if kind == "fifo":
+        os.mkfifo(folder / "1")
+    elif kind == "dir":
+        (folder / "1").mkdir()
+    else:
+        (folder / "1").symlink_to(tmp_path / "nowhere")
+    report = pull(tiny, tmp_path / "a", root)
+    assert report.exit_code == 0, report.files
+    assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert by_path(report)["model.safetensors"].warnings == ()
+
+
+def test_a_model_with_a_file_named_like_an_old_lease_fills(
+    hub: HubServer, root: Path, tmp_path: Path
+) -> None:
+    """Today ``w.bin`` and ``w.bin.mdl-lease/x.bin`` in one model broke every fill: mdl's objects
+    are in a namespace of their own now."""
+    files = {"w.bin": b"w" * 1000, "w.bin.mdl-lease/x.bin": b"x" * 1000}
+    hub.add_repo("org/odd", files)
+    catalog = CatalogSettings(mirrors=(template(root),))
+    settings = build_settings(
+        Overrides(fill_mirror=True),
+        environ={"HF_ENDPOINT": hub.url},
+        dest=tmp_path / "a",
+        catalog=catalog,
+    )
+    specs = parse_catalog('[models.odd]\nrepo = "org/odd"\n').models
+    report = pull_models(specs, settings, progress=Progress())
+    assert report.exit_code == 0, report.files
+    for path, data in files.items():
+        assert (root / "odd" / path).read_bytes() == data
+        assert (tmp_path / "a" / "odd" / path).read_bytes() == data
+    assert all(f.fill == "filled" for f in report.files), report.files
+
+
+def test_a_lock_another_process_holds_stalls_no_fill(
+    tiny: HubServer, root: Path, tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    """Today ``fcntl.lockf`` on ``<share>/.mdl-lock`` waited forever in the probe: mdl takes no
+    lock in the folder now."""
+    script = "import fcntl, os, sys\n"
+    for held in (root / ".mdl-lock", root / "tiny" / ".mdl-lock", root / ".mdl" / ".mdl-lock"):
+        held.parent.mkdir(parents=True, exist_ok=True)
+        script += f"fd = os.open({str(held)!r}, os.O_RDWR | os.O_CREAT)\n"
+        script += "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script + "print('held', flush=True)\nsys.stdin.read()\n"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    processes.append(holder)
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    report = pull(tiny, tmp_path / "a", root)
+    assert report.exit_code == 0, report.files
+    assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
 
 
 # == a store that cannot hold a lease =====================================================================
@@ -309,7 +434,10 @@ def test_a_store_that_ignores_conditional_writes_is_read_as_before_with_one_warn
     report = pull(tiny, tmp_path / "a", root)
     assert report.exit_code == 0, report.files
     said = [w for f in report.files for w in f.warnings]
-    probe = f"mirror {template(root)} ignores conditional writes; not filling it"
+    probe = (
+        f"mirror {template(root)} ignores exclusive creates or does not keep a file's version"
+        " (inode, mtime, size); not filling it"
+    )
     # said once for the run; each file then missing from the mirror as without --fill-mirror
     assert said.count(probe) == 1
     assert sorted(w for w in said if w != probe) == sorted(
@@ -508,14 +636,22 @@ def keys(client: Any) -> dict[str, bytes]:
     }
 
 
+def objects(client: Any) -> dict[str, bytes]:
+    """The bucket's objects but mdl's own (its namespace ``hub/.mdl/``)."""
+    return {k: v for k, v in keys(client).items() if not k.startswith("hub/.mdl/")}
+
+
 def test_an_s3_mirror_is_filled_by_the_first_machine_and_read_by_the_next(
     tiny: HubServer, bucket: Any, tmp_path: Path
 ) -> None:
     first = s3_pull(tiny, tmp_path / "a")
     assert first.exit_code == 0, first.files
     assert all(f.warnings == () for f in first.files), first.files
-    # the objects, and nothing else: no lease, no probe
-    assert keys(bucket) == {f"hub/tiny/{path}": data for path, data in FILES.items()}
+    # the objects, and beside them only released leases in mdl's namespace: no probe
+    assert objects(bucket) == {f"hub/tiny/{path}": data for path, data in FILES.items()}
+    own = {k: v for k, v in keys(bucket).items() if k.startswith("hub/.mdl/")}
+    assert sorted(own) == sorted(f"hub/.mdl/leases/tiny/{path}/1" for path in FILES)
+    assert all(json.loads(v)["released"] for v in own.values())
     assert origin_bytes(tiny) == len(WEIGHTS) + len(CONFIG)
 
     clear(tiny)
@@ -551,7 +687,7 @@ def test_a_lapsed_s3_lease_is_taken_over(tiny: HubServer, bucket: Any, tmp_path:
     the store's clock as soon as the store's Date says so; the pull takes it over, renews its own
     on the same short term, and fills the object."""
     writer = STORES["s3"].writer(endpoint=None, secrets=None)
-    lease = lease_uri("s3://fleet/hub/tiny/model.safetensors")
+    lease = "s3://fleet/hub/.mdl/leases/tiny/model.safetensors/1"
     assert writer.create(lease, b'{"holder": "other:1:x"}') is not None
 
     def lapsed() -> bool:
@@ -561,6 +697,7 @@ def test_a_lapsed_s3_lease_is_taken_over(tiny: HubServer, bucket: Any, tmp_path:
     wait_for(lapsed, what="the lease lapsed by the store's clock")
     report = s3_pull(tiny, tmp_path / "a", env={TERM_VARIABLE: "1"})
     assert report.exit_code == 0, report.files
-    assert keys(bucket) == {f"hub/tiny/{path}": data for path, data in FILES.items()}
+    assert objects(bucket) == {f"hub/tiny/{path}": data for path, data in FILES.items()}
     assert origin_bytes(tiny) == len(WEIGHTS) + len(CONFIG)
     assert by_path(report)["model.safetensors"].waited == 0
+    assert json.loads(keys(bucket)["hub/.mdl/leases/tiny/model.safetensors/2"])["released"]

@@ -17,7 +17,7 @@ from runfixtures import mdl, use_catalog
 from s3proxy import s3_proxy
 from s3server import S3
 
-from mdl.buckets import LEASE_SUFFIX, STORES, Listed, Seen
+from mdl.buckets import STORES, Listed, Seen, lease_prefix, namespace
 from mdl.catalog import parse_catalog
 from mdl.errors import ExitCode, UsageError
 from mdl.lockfile import Lock, LockedFile, LockedModel, fingerprint, write_lock
@@ -175,6 +175,13 @@ def place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return catalog
 
 
+def lease_of(template: str, uri: str) -> str:
+    """The first generation of ``uri``'s lease (in mdl's namespace of the mirror)."""
+    root = namespace(template)
+    assert root is not None
+    return lease_prefix(root, uri) + "1"
+
+
 def stocked(shelf: Shelf) -> dict[str, str]:
     """The mirror as a fleet leaves it: tiny's pinned files, an old and a young object no model
     names, loose's file (not pinned), a file under a live lease and its lease, an expired lease."""
@@ -186,8 +193,8 @@ def stocked(shelf: Shelf) -> dict[str, str]:
         "young": shelf.uri("newer", "model.safetensors"),
         "unpinned": shelf.uri("loose", "weights.bin"),
         "guarded": shelf.uri("filling", "big.bin"),
-        "live": shelf.uri("filling", "big.bin") + LEASE_SUFFIX,
-        "expired": shelf.uri("tiny", "model.safetensors") + LEASE_SUFFIX,
+        "live": lease_of(shelf.template, shelf.uri("filling", "big.bin")),
+        "expired": lease_of(shelf.template, shelf.uri("tiny", "model.safetensors")),
     }
     ages = {"young": 3600.0, "live": 5.0, "expired": 3600.0}
     for key, uri in uris.items():
@@ -378,7 +385,7 @@ def test_an_s3_mirror_is_pruned_by_the_store_clock(
         "old": "hub/gone/model.safetensors",
         "unpinned": "hub/loose/weights.bin",
         "guarded": "hub/filling/big.bin",
-        "lease": "hub/filling/big.bin" + LEASE_SUFFIX,
+        "lease": "hub/.mdl/leases/filling/big.bin/1",
     }
     for name, key in keys.items():
         s3.put(
