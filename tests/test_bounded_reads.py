@@ -36,16 +36,6 @@ ALLOWED = {
     # the kernel's 37-byte file for this boot (/proc/sys/kernel/random/boot_id): not outside bytes
     "mdl.transfer.resume:boot_id": "this boot's id, from the kernel",
 }
-# TEMPORARY: reads another branch of issue 59 replaces; the lead removes each entry as it merges
-# (the test fails on an entry no longer needed, so none outlives its fix).
-TEMPORARY = {
-    # the lease helper's branch (h8-lease) reads a lease with ``read(uri, limit=…)``
-    "mdl.buckets.s3write:S3Writer.read": "a lease read whole: bytes(reply['Body'].read())",
-    "mdl.buckets.folder:FolderWriter.read": "a lease file read whole: file.read()",
-    # not the lease's: mdl's own file below MULTIPART_THRESHOLD, read to send it whole; bounded by
-    # ``read_small_file(path, limit=size)`` (a file that grew since is refused, not read)
-    "mdl.buckets.s3write:S3Writer._put_whole": "a local file read whole: path.read_bytes()",
-}
 
 # A whole file or stream in one call, whatever its arguments (a ``limit=`` keyword names mdl's own
 # bounded readers: ``confined.read_bytes(root, path, limit=…)``).
@@ -171,7 +161,7 @@ def test_every_read_of_outside_bytes_is_bounded() -> None:
         for module, path in _modules()
         for hit in unbounded_reads(path.read_text(encoding="utf-8"), module)
     ]
-    allowed = ALLOWED | TEMPORARY
+    allowed = ALLOWED
     stray = [f"{where} (line {line}): {why}" for where, line, why in found if where not in allowed]
     assert not stray, "unbounded reads; use mdl.paths.read_small_file or a size:\n" + "\n".join(
         stray

@@ -293,7 +293,8 @@ class S3Writer:
             ) from exc
 
     def _put_whole(self, obj: S3Object, path: Path, *, size: int, sha256: str) -> bool:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(size + 1)  # one byte more: a file that grew since is refused below
         _check_sent(
             obj, size=len(data), sha256=hashlib.sha256(data).hexdigest(), want=(size, sha256)
         )

@@ -471,6 +471,8 @@ def test_no_such_upload_is_ours_only_when_the_object_says_our_sha256(
 ) -> None:
     """A NoSuchUpload on completing is our success only if the object at the key carries our
     SHA-256; another's object there is not ours (the error stands)."""
+    if place.server == "moto":
+        pytest.skip("moto 5.2 answers 500 (a KeyError), not NoSuchUpload, for an unknown upload id")
     from mdl.buckets.s3 import S3Object
     from mdl.errors import NotFoundError
 
