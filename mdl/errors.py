@@ -36,7 +36,7 @@ EXIT_MEANINGS: dict[int, str] = {
     ExitCode.INTERNAL: "internal error (a bug; MDL_DEBUG=1 shows the traceback)",
     ExitCode.USAGE: "usage or bad input: flags, catalog, unknown model, unsafe path",
     ExitCode.AUTH: "not authorised: 401/403, gated repo, missing token",
-    ExitCode.NOT_FOUND: "not found upstream: repo, revision or file",
+    ExitCode.NOT_FOUND: "not found upstream (repo, revision, file), or not ready here (verify)",
     ExitCode.NETWORK: "network failure that outlasted the retries (retry later)",
     ExitCode.INTEGRITY: "integrity: size or sha256 mismatch",
     ExitCode.LOCAL: "local filesystem: no space, no permission, lock not obtained",
@@ -110,6 +110,11 @@ class AuthError(MdlError, kind="auth", code=ExitCode.AUTH, words="not authorised
 
 class NotFoundError(MdlError, kind="not_found", code=ExitCode.NOT_FOUND):
     """Repo, revision or file not found upstream."""
+
+
+class NotReadyError(NotFoundError, kind="not_ready"):
+    """Not ready on this disk (``verify``): another version than pinned, or files another user
+    pulled (a probe's "not yet", never "changed")."""
 
 
 class NetworkError(MdlError, kind="network", code=ExitCode.NETWORK, words="network error"):

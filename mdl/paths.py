@@ -420,3 +420,20 @@ def _not_a_file(path: str | os.PathLike[str], exc: OSError, *, follow_links: boo
 
 def _size_limit(limit: int) -> str:
     return f"{limit >> 20} MiB" if limit >= 1 << 20 and not limit % (1 << 20) else f"{limit} bytes"
+
+
+# huggingface_hub's rule for a repo id (utils/_validators.py ``validate_repo_id``), written out:
+# importing it loads the HTTP stack (~0.1 s), which a readiness probe reading catalog.lock never
+# needs. tests/store/test_repo_ids.py holds the two equal.
+_REPO_ID = re.compile(r"(\b[\w\-.]{1,96}\b/)?\b[\w\-.]{1,96}\b", re.ASCII)
+
+
+def repo_id_problem(repo: str) -> str | None:
+    """Why huggingface_hub refuses ``repo`` as a repo id, or None."""
+    if repo.count("/") > 1:
+        return "it must be 'name' or 'namespace/name'"
+    if not _REPO_ID.fullmatch(repo):
+        return "it must use letters, digits, '-', '_' or '.', 1 to 96 of them, not ending in '-'"
+    if "--" in repo or ".." in repo:
+        return "it cannot hold '--' or '..'"
+    return "it cannot end in '.git'" if repo.endswith(".git") else None

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from mdl.errors import (
     ExitCode,
@@ -184,6 +184,18 @@ class RunReport:
         if found is None:
             raise UsageError(f"{model}: its files are not in one folder; use each file's dest")
         return found
+
+
+ReportT = TypeVar("ReportT", bound=RunReport)
+
+
+def warned(report: ReportT, warnings: Mapping[str, str]) -> ReportT:
+    """The report, each outcome of a model the lock did not pin carrying why."""
+    files = tuple(
+        replace(o, warning=warnings[o.model]) if o.model in warnings and o.warning is None else o
+        for o in report.files
+    )
+    return replace(report, files=files)
 
 
 def once_per_repo(outcomes: Sequence[FileOutcome]) -> list[tuple[FileOutcome, int]]:

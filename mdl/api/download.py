@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from mdl.api.context import catalog_models, command_catalog, command_settings, environ_now
 from mdl.api.inputs import checked
+from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
 from mdl.setting import Overrides, StrPath
 
@@ -90,13 +91,20 @@ def verify(
     quick: bool = False,
 ) -> RunReport:
     """Re-hash local files against their records, the catalog and a fresh catalog.lock (offline);
-    ``quick``: judge them by their records and sizes alone, reading no byte (a readiness probe)."""
-    from mdl.download import warned
+    ``quick``: judge them by their records and sizes alone, reading no byte (a readiness probe). A
+    catalog (or --frozen lock) naming no model is UsageError: nothing there is ready."""
     from mdl.lockfile import LockUse
+    from mdl.report import warned
     from mdl.store import verify_models
 
     flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
     settings, models, lock = catalog_models(catalog, environ, names, flags, all_models=all)
+    if not models:  # a probe pointed at the wrong file must not say "ready"
+        source = settings.lock_path if settings.lock_mode == "frozen" else settings.catalog_path
+        raise UsageError(
+            f"{source or 'the catalog'} names no models: nothing to verify",
+            hint="point --catalog (or MDL_CATALOG) at the catalog the models were pulled with",
+        )
     pins, warnings, _ = LockUse(settings, lock=lock).view(models)
     report = verify_models(
         models,

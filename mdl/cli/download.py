@@ -77,7 +77,7 @@ def model_folders(outcomes: Sequence["FileOutcome"]) -> list[str]:
     return list(dict.fromkeys(folders))
 
 
-@command(output_only=True)
+@command(output_only=True, logged=lambda options: not options["quick"])
 def verify_cmd(
     run: Run,
     names: NamesArg = None,
@@ -89,7 +89,8 @@ def verify_cmd(
             help=(
                 "Read no byte: each file is ready when it has the size and mtime it had when mdl"
                 " verified it, at the sha256 pinned (a readiness probe; with --locked for a"
-                " deploy)."
+                " deploy). It says one line on stderr and writes no log unless --log-file names"
+                " one; --json for each file."
             ),
         ),
     ] = False,
@@ -100,7 +101,7 @@ def verify_cmd(
     """
     # Off a terminal (a pipe, a file), each row is written as soon as its file is hashed, so `mdl
     # verify --all | head -1` ends at the first row; on a terminal the table follows the progress
-    # display.
+    # display. A probe (--quick) prints no row: its answer is its exit code and one line.
     streaming = not run.json and not isatty(run.stdout)
 
     def row(outcome: "FileOutcome") -> None:
@@ -115,7 +116,7 @@ def verify_cmd(
             **where,
             environ=run.environ,
             progress=progress,
-            on_file=row,
+            on_file=None if quick else row,
             quick=quick,
         )
 
@@ -127,8 +128,8 @@ def verify_cmd(
                 [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")],
             )
 
-    verb = "checked" if quick else "verified"
-    return render_report(run, report, verb=verb, data=None if streaming else table)
+    data = None if streaming or quick else table
+    return render_report(run, report, verb="checked" if quick else "verified", data=data)
 
 
 @command(progress=False)

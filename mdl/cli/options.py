@@ -300,11 +300,15 @@ def declare(function: Callable[..., None], params: list[inspect.Parameter]) -> C
 
 
 def command(
-    *, progress: bool = True, output_only: bool | Callable[[dict[str, Any]], bool] = False
+    *,
+    progress: bool = True,
+    output_only: bool | Callable[[dict[str, Any]], bool] = False,
+    logged: Callable[[dict[str, Any]], bool] | None = None,
 ) -> Callable[[Callable[..., int | None]], Callable[..., None]]:
     """A command's skeleton: its function takes the :class:`Run`, its options and the settings'
     its ``**where`` names, and returns its exit code (None: 0), under :func:`guarded`;
-    ``output_only`` ones stop when stdout's reader goes."""
+    ``output_only`` ones stop when stdout's reader goes; ``logged`` False for its options: no log
+    file unless --log-file names one."""
 
     def wrap(body: Callable[..., int | None]) -> Callable[..., None]:
         @functools.wraps(body)
@@ -318,7 +322,10 @@ def command(
             # -H lines (get's ``header``) as parsed: masked in the logged command line, whatever
             # their spelling
             run = Run(
-                **flags, command=ctx.info_name or "", headers=tuple(options.get("header") or ())
+                **flags,
+                command=ctx.info_name or "",
+                headers=tuple(options.get("header") or ()),
+                logged=logged is None or logged(options),
             )
             with guarded(
                 run, output_only=output_only(options) if callable(output_only) else output_only

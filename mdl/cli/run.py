@@ -69,6 +69,9 @@ class Run:
     command: str = ""  # its name (``pull``): what an interruption says was kept
     # its -H lines as Click parsed them: what the logged command line masks
     headers: Sequence[str] = ()
+    # False: no log file but one --log-file names (a readiness probe: not a line per call, and a
+    # read-only container)
+    logged: bool = True
     # room to say memory ran out (guarded)
     reserve: mmap.mmap | None = field(default=None, init=False, repr=False)
     # on stdout's reader (guarded)
@@ -97,9 +100,9 @@ class Run:
         )
         # the run's counts for the ``end`` event (cli.summary)
         self.summary: dict[str, Any] | None = None
-        named = self.environ.get(SETTING["log_file"].env)
+        named = self.environ.get(SETTING["log_file"].env) if self.logged else None
         chosen = self.log_file or (Path(named) if named else None)
-        target = chosen or default_log_file()
+        target = chosen or (default_log_file() if self.logged else None)
         if (
             setup_logging(log_file=target, verbose=self.verbose, secrets=self.secrets) is None
             and chosen

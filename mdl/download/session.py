@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
 from dataclasses import replace
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from mdl.buckets import Presigner
 from mdl.catalog import Settings
 from mdl.progress import Progress
-from mdl.report import RunReport
+from mdl.report import warned as warned  # (where pull and publish find it)
 from mdl.sources import NetrcLogins, RemoteFile, read_netrc, with_probe
 from mdl.store import DirSyncs, ExpectedFile, Layout, Store
 from mdl.transfer import (
@@ -40,7 +39,6 @@ MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see wo
 # a sick mirror is left for the next source quickly; the origin gets the full retries
 MIRROR_RETRIES = 1
 log = logging.getLogger("mdl.lock")
-ReportT = TypeVar("ReportT", bound=RunReport)
 Pins = dict[str, tuple[ExpectedFile, ...]]  # model → the files catalog.lock pins for it
 
 
@@ -295,12 +293,3 @@ def label_of(remote: RemoteFile) -> str:
     files).
     """
     return f"{remote.model}/{remote.path}" if remote.model else remote.path
-
-
-def warned(report: ReportT, warnings: Mapping[str, str]) -> ReportT:
-    """The report, each outcome of a model the lock did not pin carrying why."""
-    files = tuple(
-        replace(o, warning=warnings[o.model]) if o.model in warnings and o.warning is None else o
-        for o in report.files
-    )
-    return replace(report, files=files)

@@ -16,7 +16,7 @@ from pydantic.dataclasses import dataclass
 
 from mdl.catalog import MAX_MODEL_NAME, ModelSpec, expand_headers, is_model_name
 from mdl.errors import UsageError
-from mdl.paths import GIT_OID_HEX, path_clash, path_problem
+from mdl.paths import GIT_OID_HEX, path_clash, path_problem, repo_id_problem
 from mdl.redact import Secrets, printable, redact_url
 from mdl.store import HubFileRef, hub_source, parse_hub_source
 
@@ -43,19 +43,6 @@ _Revision = Annotated[str, Strict(), Field(min_length=1, max_length=256)]
 _path_problem = functools.lru_cache(maxsize=8)(path_problem)
 
 
-@functools.lru_cache(maxsize=64)
-def _repo_problem(repo: str) -> bool:
-    # the Hub client: only when a Hub file is pinned
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
-
-    try:
-        validate_repo_id(repo)  # the rule hf_hub_url applies when the file's URL is built
-    except HFValidationError:
-        return True
-    return False
-
-
 def _safe_path(value: str) -> str:
     if (problem := _path_problem(value)) is not None:
         raise ValueError(f"unsafe save path {printable(value, limit=120)!r}: {problem}")
@@ -69,7 +56,7 @@ def _pinned_source(value: str) -> str:
             raise ValueError("a Hub source must be hf://owner/name@<40-hex commit>/path")
         if not GIT_OID_HEX.fullmatch(ref.commit):
             raise ValueError("a Hub source must be pinned to a 40-hex commit")
-        if _repo_problem(ref.repo):
+        if repo_id_problem(ref.repo) is not None:  # the rule hf_hub_url applies
             raise ValueError(f"not a Hub repo id: {printable(ref.repo, limit=120)!r}")
         if (problem := _path_problem(ref.path)) is not None:
             raise ValueError(

@@ -15,7 +15,7 @@ import httpx2
 
 from mdl.errors import AuthError, HubReplyError, MdlError, NetworkError, NotFoundError, UsageError
 from mdl.lazy import import_beside
-from mdl.paths import check_revision
+from mdl.paths import check_revision, repo_id_problem
 from mdl.redact import Secrets, printable, redact_text, redact_url, safe_text
 from mdl.transfer import (
     RETRYABLE_STATUSES,
@@ -82,15 +82,11 @@ def hub_file_url(endpoint: str, repo: str, path: str, repo_type: str, revision: 
     """huggingface_hub's resolve URL of a Hub file
     (``{endpoint}/{type prefix}{repo}/resolve/{revision}/{path}``, the revision quoted whole, the
     path with its '/' kept); a repo id it refuses is UsageError (exit 2)."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
-
     # quoted whole, yet '..' would still ask for another revision
     check_revision(revision, where=repo)
-    try:
-        validate_repo_id(repo)
-    except HFValidationError as exc:  # a repo id the catalog allows but the Hub does not (org/a--b)
-        raise UsageError(f"{repo}: not a valid Hub repo id ({exc})") from None
+    # a repo id the catalog allows but the Hub does not (org/a--b)
+    if (problem := repo_id_problem(repo)) is not None:
+        raise UsageError(f"{repo}: not a valid Hub repo id ({problem})")
     if repo_type not in _URL_PREFIXES:
         raise ValueError("Invalid repo type")  # as hf_hub_url: a caller's mistake, not the user's
     prefix = _URL_PREFIXES[repo_type]

@@ -2,8 +2,8 @@
 below it every folder is opened relative to the one above with ``O_NOFOLLOW`` and every open, rename
 and unlink is relative to its folder's descriptor, so a link planted below the root, even while mdl
 runs, is refused (exit 2). An existing file of mdl's state is trusted only if mdl made it (engine
-rule 14, checked in ``not_own``, the one place): a regular file with one link, the running user's,
-the same inode when opened as when looked at."""
+rule 14, checked in ``not_own``, the one place): a regular file with one link, the running user's
+(to read: or root's, as ssh's ``StrictModes``), the same inode when opened as when looked at."""
 
 from __future__ import annotations
 
@@ -98,18 +98,19 @@ def folder(root: Path, path: Path, *, create: bool = True) -> Iterator[int]:
         os.close(fd)
 
 
-def not_own(found: os.stat_result) -> str | None:
+def not_own(found: os.stat_result, *, reading: bool = False) -> str | None:
     """Why an entry where mdl keeps its state is not one mdl made (its ``lstat`` or ``fstat``), None
     if it may be: mdl makes regular files with one link, owned by the running user. Another name of
     a hard link, or another user's file, may be an outside file: never trusted, written, truncated
-    or renamed through."""
+    or renamed through. ``reading``: root's files are trusted too, as ssh's ``StrictModes`` trusts
+    them (only root makes one; a pull as root, then a probe as ``nobody``)."""
     if st.S_ISLNK(found.st_mode):
         return "a symbolic link"
     if (kind := kind_of(found)) is not None:
         return kind
     if found.st_nlink > 1:  # (0: an open file removed since, which no name leads to)
         return f"a hard link ({found.st_nlink} names for one file)"
-    if found.st_uid != os.geteuid():
+    if found.st_uid != os.geteuid() and not (reading and found.st_uid == 0):
         return f"another user's file (uid {found.st_uid})"
     return None
 
@@ -172,7 +173,7 @@ def _open_existing(dir_fd: int, path: Path, flags: int, before: os.stat_result) 
     or replaced since we looked."""
     if flags & os.O_EXCL:
         raise FileExistsError(errno.EEXIST, "File exists", str(path))
-    if (why := not_own(before)) is not None:
+    if (why := not_own(before, reading=_reading(flags))) is not None:
         raise ForeignEntryError(path, why)
     # O_NONBLOCK: a FIFO put there since the lstat must not hang the run (it then fails the fstat
     # check).
@@ -198,7 +199,7 @@ def _held_to(fd: int, path: Path, flags: int, before: os.stat_result) -> int | N
             # removed, or replaced, since we looked (another run released its lock): look again
             os.close(fd)
             return None
-        if (why := not_own(found)) is not None:
+        if (why := not_own(found, reading=_reading(flags))) is not None:
             raise ForeignEntryError(path, why)
         if flags & os.O_TRUNC:
             os.ftruncate(fd, 0)
@@ -206,6 +207,10 @@ def _held_to(fd: int, path: Path, flags: int, before: os.stat_result) -> int | N
         os.close(fd)
         raise
     return fd
+
+
+def _reading(flags: int) -> bool:
+    return flags & os.O_ACCMODE == os.O_RDONLY
 
 
 def open_file(root: Path, path: Path, flags: int, mode: int = 0o644) -> int:

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from mdl.catalog import ModelSpec, Settings
 from mdl.errors import LocalFSError, MdlError, UsageError
-from mdl.paths import GIT_OID_HEX, SHA256_HEX, safe_relative_path, shown_path
+from mdl.paths import GIT_OID_HEX, SHA256_HEX, repo_id_problem, safe_relative_path, shown_path
 from mdl.store import confined
 from mdl.store.filesystem import (
     creatable_problem,
@@ -409,11 +409,6 @@ def repo_folder(repo: str, repo_type: str) -> str:
     """The repo's folder in the hf cache (``models--org--name``), named as huggingface_hub's
     ``repo_folder_name`` names it (written out: its module costs ~0.2 s to import;
     tests/store/test_repo_folder.py holds the two equal); a repo id it refuses is UsageError."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
-
-    try:
-        validate_repo_id(repo)
-    except HFValidationError as exc:
-        raise UsageError(f"{repo}: not a valid Hub repo id ({exc})") from None
+    if (problem := repo_id_problem(repo)) is not None:
+        raise UsageError(f"{repo}: not a valid Hub repo id ({problem})")
     return "--".join([f"{repo_type}s", *repo.split("/")])

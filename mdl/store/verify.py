@@ -5,24 +5,26 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import os
+import pwd
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mdl.catalog import ModelSpec, Settings
-from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError
+from mdl.errors import (
+    IntegrityError,
+    LocalFSError,
+    MdlError,
+    NotFoundError,
+    NotReadyError,
+    UsageError,
+)
 from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
-from mdl.signing import (
-    MAX_SIGNATURE_BYTES,
-    SignedFile,
-    SignedManifest,
-    Trust,
-    require_library,
-    verify_signature,
-)
-from mdl.store.confined import read_bytes
+from mdl.store.confined import ForeignEntryError, read_bytes
 from mdl.store.filesystem import hash_file, not_a_file, not_a_file_error
 from mdl.store.inventory import (
     INSTALLED,
@@ -38,8 +40,11 @@ from mdl.store.inventory import (
     model_status,
 )
 from mdl.store.layout import BLOB_NAME, Layout, ref_revision, signed_name, write_ref
-from mdl.store.records import ExpectedFile, FileRecord, ModelRecord
-from mdl.store.store import Store
+from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, record_of
+from mdl.store.store import RECORD_MAX, Store
+
+if TYPE_CHECKING:  # (the signing library loads only for a signed model: a probe never needs it)
+    from mdl.signing import SignedFile, SignedManifest, Trust
 
 # A sha256 (None: no one pins it) and who pins it ("catalog", "catalog.lock", ...).
 Wanted = tuple[str | None, str]
@@ -137,13 +142,21 @@ _NOT_AS_RECORDED = {
 
 def check_recorded(model: str, file: LocalFile, want: Wanted) -> FileOutcome:
     """One file judged by its record and ``lstat`` alone, no byte read: ready when it is at the
-    size and mtime it had when mdl verified it and its recorded sha256 is the one ``want`` pins;
-    else missing (exit 4) or changed (exit 6, and ``mdl verify`` re-hashes it)."""
+    size and mtime it had when mdl verified it, its recorded sha256 is the one ``want`` pins and
+    this user may read it; else missing or outdated (exit 4: not ready yet, a pull fixes it),
+    changed (exit 6, and ``mdl verify`` re-hashes it) or unreadable here (exit 7)."""
     if file.state in (MISSING, PARTIAL):
         return _absent(model, file)
     label, entry = f"{model}/{file.path}", file.recorded
     if file.state == INSTALLED and entry is not None:
         expected, pinned_by = want
+        # pulled by another user (root, in an init container): ready only if this one may read it
+        if not os.access(file.dest, os.R_OK, effective_ids=True):
+            unreadable = LocalFSError(
+                f"{label}: this user ({_user(os.geteuid())}) may not read it",
+                hint="pull with a umask that lets this user read (022), or run this as the puller",
+            )
+            return failed(model, file.path, unreadable, dest=file.dest)
         if expected is None or expected == entry.sha256:
             return FileOutcome(
                 model,
@@ -160,8 +173,13 @@ def check_recorded(model: str, file: LocalFile, want: Wanted) -> FileOutcome:
         why = f"outdated: another version than the {want[1]} pins"
     else:
         why = _NOT_AS_RECORDED.get(file.state, file.state)
-    hint = f"`mdl verify {model}` re-hashes it; `mdl pull {model}` repairs it"
-    return failed(model, file.path, IntegrityError(f"{label}: {why}", hint=hint), dest=file.dest)
+        hint = f"`mdl verify {model}` re-hashes it; `mdl pull {model}` repairs it"
+        return failed(
+            model, file.path, IntegrityError(f"{label}: {why}", hint=hint), dest=file.dest
+        )
+    # another version than pinned (a routine new lock): not ready yet, never "changed"
+    error = NotReadyError(f"{label}: {why}", hint=f"run `mdl pull {model}`")
+    return failed(model, file.path, error, dest=file.dest)
 
 
 def _signature_word(trust: Trust, signed: SignedManifest | None, *, whole: bool) -> dict[str, Any]:
@@ -194,9 +212,8 @@ def _never_pulled(spec: ModelSpec, status: ModelStatus, layout: Layout) -> FileO
     # never opened: pull replaces it (a folder excepted)
     if kind is not None:
         error: MdlError = _not_a_file(record_path, kind, spec.name, "its record ")
-    elif record_path.exists():
-        why = f"its record {record_path} is damaged (the log says how), so no file is trusted"
-        error = IntegrityError(f"{spec.name}: {why}", hint=f"run `mdl pull {spec.name}`")
+    elif os.path.lexists(record_path):
+        error = _unread_record(layout.records, spec.name, record_path)
     else:
         where = status.folder or layout.plain.dest
         error = NotFoundError(
@@ -204,7 +221,40 @@ def _never_pulled(spec: ModelSpec, status: ModelStatus, layout: Layout) -> FileO
             hint=f"run `mdl pull {spec.name}`",
         )
     outcome = failed(spec.name, None, error, dest=status.folder)
-    return replace(outcome, action="missing") if isinstance(error, NotFoundError) else outcome
+    return replace(outcome, action="missing") if type(error) is NotFoundError else outcome
+
+
+def _unread_record(store: Store, model: str, path: Path) -> MdlError:
+    """Why the record at ``path`` was not read, said where it is seen (a read-only container writes
+    no log): another user's is not ready (exit 4, naming its owner), one this user may not read
+    exit 7, a damaged one exit 6."""
+    fix = f"run `mdl pull {model}`"
+    try:
+        record_of(model, json.loads(read_bytes(store.dest, path, limit=RECORD_MAX)))
+    except ForeignEntryError as exc:
+        if not exc.why.startswith("another user"):
+            return IntegrityError(f"{model}: its record {path} is {exc.why}, not mdl's", hint=fix)
+        owner, me = _user(os.lstat(path).st_uid), _user(os.geteuid())
+        return NotReadyError(
+            f"{model}: its record {path} belongs to {owner}, not to this user ({me}): mdl trusts"
+            " only its own user's files and root's",
+            hint=f"run this as {owner}, or pull as this user (or as root: every user trusts root)",
+        )
+    except OSError as exc:
+        return LocalFSError(f"{model}: cannot read its record {path}: {exc.strerror or exc}")
+    except (ValueError, RecursionError, UsageError) as exc:
+        return IntegrityError(
+            f"{model}: its record {path} is damaged ({exc}): no file of it is trusted", hint=fix
+        )
+    return NotReadyError(f"{model}: its record {path} was being written: ask again", hint=fix)
+
+
+def _user(uid: int) -> str:
+    """``nobody (uid 65534)``, or ``uid 12345`` for a user this system does not name."""
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _verify_files(
@@ -277,6 +327,8 @@ def _signature_on_disk(
     README); a failure's outcome."""
     if spec.signature is None:
         return None
+    from mdl.signing import require_library, verify_signature
+
     require_library()
     path = spec.signature.installed_as
     what = f"{spec.name}/{path}"
@@ -296,6 +348,8 @@ def read_signature(root: Path, path: Path, *, what: str) -> bytes:
     """A model.sig's bytes, read as mdl's own state (no link followed, no FIFO opened), bounded:
     IntegrityError (exit 6) naming ``what`` when it is missing, unreadable or bigger than any
     signature."""
+    from mdl.signing import MAX_SIGNATURE_BYTES
+
     try:
         return read_bytes(root, path, limit=MAX_SIGNATURE_BYTES)
     except FileNotFoundError:
@@ -435,7 +489,7 @@ def _hold_to(
     want = expected_sha or entry.sha256
     # intact as pulled, but another version than pinned
     if sha256 == entry.sha256 and sha256 != want:
-        raise IntegrityError(
+        raise NotReadyError(
             f"{label}: outdated: {pinned_by} pins sha256 {want}, this file is the version with"
             f" {sha256}",
             hint=f"run `mdl pull {model}`",

@@ -1,6 +1,7 @@
 """``mdl verify --quick``, the deploy's readiness probe: every locked model here, complete and as
-verified, judged by records and ``lstat`` without reading a byte; exit 0, else 4 (a file missing
-or unfinished) or 6 (a file changed since it was verified), and the JSON names the file."""
+verified, judged by records and ``lstat`` without reading a byte; exit 0, else 4 (a file missing,
+unfinished or of another version than locked) or 6 (a file changed since it was verified), and the
+JSON names the file (tests/cli/test_probe.py: each state's code, users, output, cost)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def test_a_ready_model_is_exit_0_and_asks_no_server(pulled: Path, hub: HubServer
     assert len(hub.log) == 0 and len(hub.cdn.log) == 0
     plain = mdl("verify", "--all", "--quick", "--locked")
     assert plain.exit_code == 0
-    assert "verified  " in plain.stdout and "checked 1 model (2 files: 2 ready)" in plain.stderr
+    assert plain.stdout == "" and "checked 1 model (2 files: 2 ready)" in plain.stderr
 
 
 def test_a_missing_file_is_exit_4_naming_it(pulled: Path) -> None:
@@ -98,7 +99,9 @@ def test_a_file_touched_since_it_was_verified_is_exit_6_and_verify_clears_it(pul
     assert probe()[0] == 0
 
 
-def test_a_file_of_another_version_than_locked_is_exit_6(pulled: Path, tmp_path: Path) -> None:
+def test_a_file_of_another_version_than_locked_is_exit_4(pulled: Path, tmp_path: Path) -> None:
+    """Not ready (a routine new lock), never 6: that code says a file changed and pages a
+    person."""
     lock_path = tmp_path / "catalog.lock"
     lock = read_lock(lock_path)
     tiny = lock.models["tiny"]
@@ -112,7 +115,7 @@ def test_a_file_of_another_version_than_locked_is_exit_6(pulled: Path, tmp_path:
         Lock({"tiny": LockedModel("tiny", tiny.fingerprint, tiny.revision, tiny.commit, files)}),
     )
     code, found, _ = probe()
-    assert code == 6
+    assert code == 4
     assert "outdated" in str(found["config.json"]["error"])
 
 
