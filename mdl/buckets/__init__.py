@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     )
     from mdl.buckets.parts import MiB, part_layout, part_size
     from mdl.buckets.protocol import (
+        MARKS,
         ConditionalWritesIgnored,
         Listed,
         ObjectStore,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
         SHA256_META,
         S3Object,
         S3Prefix,
+        mdl_metadata,
         parse_s3_prefix,
         s3_client,
         s3_error,
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LEASE_SUFFIX",
     "LOCAL_HOST",
+    "MARKS",
     "SHA256_META",
     "STORES",
     "TERM",
@@ -73,6 +76,7 @@ __all__ = [
     "is_lease",
     "is_stale",
     "lease_uri",
+    "mdl_metadata",
     "parse_file_uri",
     "parse_s3_prefix",
     "part_layout",
@@ -109,6 +113,7 @@ export_lazily(
         "MiB": "parts",
         "part_layout": "parts",
         "part_size": "parts",
+        "MARKS": "protocol",
         "ConditionalWritesIgnored": "protocol",
         "Listed": "protocol",
         "ObjectStore": "protocol",
@@ -127,5 +132,6 @@ export_lazily(
         "s3_error": "s3",
         "s3_errors": "s3",
         "sha256_of_head": "s3",
+        "mdl_metadata": "s3",
     },
 )

@@ -277,7 +277,11 @@ def _upload(place: Place, job: TransferJob, remote: RemoteFile, result: Transfer
         return
     try:
         done = place.target.writer.upload(
-            place.uri, job.final_path, size=result.size, sha256=result.sha256
+            place.uri,
+            job.final_path,
+            size=result.size,
+            sha256=result.sha256,
+            root=fixed_part(place.target.template),
         )
     except MdlError as exc:
         job.retries.warn(
