@@ -281,8 +281,9 @@ class _MirrorRun:
             return  # removed meanwhile
         if not seen.marked:
             self.kept.append(MirrorEntry(item.uri, seen.size, UNMARKED))
-        elif (after := seen.modified + keep_days * DAY) > now:
+        elif now - seen.modified < keep_days * DAY:
             young = f"younger than {keep_days:g} day(s)"
+            after = seen.modified + keep_days * DAY
             self.kept.append(MirrorEntry(item.uri, seen.size, young, after=after))
         else:
             self.remove(Listed(item.uri, seen.size, seen.modified), UNNAMED, etag=seen.etag)
