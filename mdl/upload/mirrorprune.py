@@ -75,10 +75,10 @@ class MirrorPruneReport:
 
     def later(self, entry: MirrorEntry) -> str | None:
         """When the same command removes an object kept for its age, in words (None: never)."""
-        if entry.after is None:
+        if not (when := self._later(entry)):
             return None
-        days = max(entry.after - self.now, 0.0) / DAY
-        return f"would be removed after {_when(entry.after)} (in {days:.1f} day(s))"
+        days = when["removed_in_days"]
+        return f"would be removed after {when['removed_after']} (in {days:.1f} day(s))"
 
     @property
     def exit_code(self) -> int:
@@ -105,6 +105,7 @@ class MirrorPruneReport:
         }
 
     def _later(self, entry: MirrorEntry) -> dict[str, Any]:
+        """When an object kept for its age goes (the store's clock), and in how many days."""
         if entry.after is None:
             return {}
         return {
@@ -122,7 +123,7 @@ class Named:
     prefixes: Mapping[str, str] = field(default_factory=dict)
     # where this catalog's models' objects start: only there is anything removed (None: anywhere)
     models: tuple[str, ...] | None = ()
-    by_model: bool = True  # False: the template's objects are not by model (``{model}`` not first)
+    outside: str = NOT_OURS  # why what lies elsewhere stays
 
     def why(self, uri: str) -> str | None:
         """Why ``uri`` is named (None: it is not)."""
@@ -183,7 +184,7 @@ def named_in(
             " cannot be told from others': only what the catalog names is known, every other"
             " object is kept (--all-models prunes them)"
         )
-        return Named(objects, prefixes, (), by_model=False), warnings
+        return Named(objects, prefixes, (), outside=NOT_BY_MODEL), warnings
     return Named(objects, prefixes, models), warnings
 
 
@@ -215,12 +216,12 @@ def prune_mirror(
             continue
         why = LEASED if item.uri in guarded else named.why(item.uri)
         if why is None and not named.ours(item.uri):
-            why = NOT_OURS if named.by_model else NOT_BY_MODEL
+            why = named.outside
         if why is not None:
             run.kept.append(MirrorEntry(item.uri, item.size, why))
         else:
             run.unnamed(item, template, keep_days=keep_days, now=now)
-    run.forget_marks(marks, listed)
+    run.forget_marks(marks, fixed_part(template), listed)
     return MirrorPruneReport(
         template,
         keep_days,
@@ -288,17 +289,19 @@ class _MirrorRun:
         else:
             self.remove(Listed(item.uri, seen.size, seen.modified), UNNAMED, etag=seen.etag)
 
-    def forget_marks(self, marks: str, listed: Sequence[Listed]) -> None:
-        """Remove the marks (a folder's) of objects no longer there: removed now, or by someone
-        else. mdl's own files, never objects: not reported."""
+    def forget_marks(self, marks: str, fixed: str, listed: Sequence[Listed]) -> None:
+        """Remove the marks (a folder's) of this mirror's objects no longer there: removed now, or
+        by someone else. mdl's own files, never objects: not reported."""
         if self.dry_run:
             return
         folder = marks.removesuffix(MARKS)
         objects = {item.uri for item in listed} - {entry.uri for entry in self.removed}
         try:
-            found = [item.uri for item in self.writer.listing(marks)]
+            found = [item.uri for item in self.writer.listing(marks + fixed.removeprefix(folder))]
             for uri in found:
-                if folder + uri.removeprefix(marks) not in objects:
+                target = folder + uri.removeprefix(marks)
+                # looked at again: a fill may have written it since the listing
+                if target not in objects and self.writer.head(target) is None:
                     self.writer.delete(uri)
         except MdlError as exc:  # a mark left costs a few bytes: said in the log
             log.info("%s: could not remove a mark: %s", marks, exc.message)

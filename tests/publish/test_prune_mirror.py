@@ -569,3 +569,25 @@ def test_objects_mdl_uploads_carry_the_mark_prune_honours(
     assert on_disk.exit_code == 0, on_disk.stderr
     assert not folder.has(ours) and folder.has(theirs)
     assert not Path(mark_uri(ours, root=root)[7:]).exists()  # its mark went with it
+
+
+def test_a_folder_mirrors_marks_are_its_own_and_go_with_its_objects(tmp_path: Path) -> None:
+    """Two mirrors in one folder (``a-{model}``, ``b-{model}``) share its ``.mdl/marks/``: pruning
+    one removes the marks of the objects it removed, never the other mirror's."""
+    from mdl.buckets import FolderWriter
+    from mdl.upload.mirrorprune import Named, model_prefix, prune_mirror
+
+    source = tmp_path / "w.bin"
+    source.write_bytes(b"w")
+    sha = hashlib.sha256(b"w").hexdigest()
+    writer = FolderWriter()
+    a, b = f"file://{tmp_path}/a-{{model}}/{{path}}", f"file://{tmp_path}/b-{{model}}/{{path}}"
+    uris = {t: t.replace("{model}", "m").replace("{path}", "w.bin") for t in (a, b)}
+    for template, uri in uris.items():
+        assert writer.upload(uri, source, size=1, sha256=sha, root=template.partition("{")[0])
+    marks = {t: Path(mark_uri(u, root=t.partition("{")[0])[7:]) for t, u in uris.items()}
+    assert all(mark.exists() for mark in marks.values())
+    report = prune_mirror(writer, a, Named({}, {}, (model_prefix(a, "m"),)), keep_days=0)
+    assert [e.uri for e in report.removed] == [uris[a]]
+    assert not marks[a].exists() and marks[b].exists()
+    assert Path(uris[b][7:]).exists()
