@@ -370,6 +370,7 @@ def test_a_catalog_mirrors_endpoint_is_used_for_its_template(
         (("--mirror", "mem://shelf/{model}/{nope}"), "--mirror"),
         (("--mirror", "mem://other/{model}/{path}"), "only the shelf"),
         (("--keep-days", "3"), "--keep-days is for a mirror"),
+        (("--all-models",), "--all-models is for a mirror"),
         (("--mirror", "mem://shelf/{model}/{path}", "--keep-days", "-1"), "--keep-days"),
         (("--mirror", "mem://shelf/{model}/{path}", "--dest", "x"), "drop --dest"),
     ],
