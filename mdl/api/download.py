@@ -128,7 +128,7 @@ def clean(
 ) -> CleanReport:
     """Remove stale partial downloads and their resume records (never one a running mdl holds)."""
     from mdl.archive import recover_unpacks
-    from mdl.store import CleanedFile, CleanReport, Layout
+    from mdl.store import CleanedFile, CleanReport, Layout, clean_asides
     from mdl.store import clean as clean_partials
 
     flags = Overrides(dest=dest, layout=layout, dry_run=dry_run)
@@ -141,7 +141,9 @@ def clean(
         CleanedFile(path, size, "an interrupted unpack's staging folder", not dry_run)
         for path, size in recover_unpacks(settings.dest, NullProgress(), dry_run=dry_run)
     ]
-    return CleanReport((*clean_partials(settings), *stagings), dry_run=dry_run)
+    # a killed `prune` leaves what it set aside (hidden, as big as the file): put back or removed
+    asides = clean_asides(settings)
+    return CleanReport((*clean_partials(settings), *stagings, *asides), dry_run=dry_run)
 
 
 @checked

@@ -82,13 +82,16 @@ def prune_mirror(
     *,
     catalog: Catalog | StrPath | None = None,
     keep_days: float | None = None,
+    all_models: bool = False,
     dry_run: bool = False,
     environ: Mapping[str, str] | None = None,
     secrets: Secrets | None = None,
 ) -> MirrorPruneReport:
-    """Remove from the mirror ``mirror`` (a template in an object store, as in ``mirrors``) what
-    no model of the catalog names by its catalog.lock pins, once older than ``keep_days`` (default
-    7) by the store's clock, and expired leases; never a live lease or the object it guards."""
+    """Remove from the mirror ``mirror`` (a template in an object store, as in ``mirrors``) the
+    objects mdl wrote under the catalog's models (``all_models``: under any model) that none of
+    them names by its catalog.lock pins, once older than ``keep_days`` (default 7) by the store's
+    clock, and expired leases; never an object mdl did not write, a live lease or the object it
+    guards."""
     from mdl.upload import KEEP_DAYS, prune_mirror_models
 
     days = KEEP_DAYS if keep_days is None else keep_days
@@ -98,4 +101,6 @@ def prune_mirror(
     settings, models, _ = catalog_models(
         catalog, environ, (), flags, all_models=True, secrets=secrets
     )
-    return prune_mirror_models(models, settings, template=mirror, keep_days=days)
+    return prune_mirror_models(
+        models, settings, template=mirror, keep_days=days, all_models=all_models
+    )

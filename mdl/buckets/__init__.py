@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     )
     from mdl.buckets.parts import MiB, part_layout, part_size
     from mdl.buckets.protocol import (
+        MARKS,
         ConditionalWritesIgnored,
         Listed,
         ObjectStore,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
         SHA256_META,
         S3Object,
         S3Prefix,
+        mdl_metadata,
         parse_s3_prefix,
         s3_client,
         s3_error,
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOCAL_HOST",
+    "MARKS",
     "SHA256_META",
     "STORES",
     "TERM",
@@ -73,6 +76,7 @@ __all__ = [
     "honours_conditions",
     "is_lease",
     "lease_prefix",
+    "mdl_metadata",
     "namespace",
     "object_of",
     "parse_file_uri",
@@ -112,6 +116,7 @@ export_lazily(
         "MiB": "parts",
         "part_layout": "parts",
         "part_size": "parts",
+        "MARKS": "protocol",
         "ConditionalWritesIgnored": "protocol",
         "Listed": "protocol",
         "ObjectStore": "protocol",
@@ -130,5 +135,6 @@ export_lazily(
         "s3_error": "s3",
         "s3_errors": "s3",
         "sha256_of_head": "s3",
+        "mdl_metadata": "s3",
     },
 )

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from mdl.buckets.protocol import Listed, Seen, StoredObject
+from mdl.buckets.protocol import Listed, Seen, StoredObject, mark_uri
 from mdl.errors import (
     IntegrityError,
     LocalFSError,
@@ -41,6 +41,7 @@ OWN_PREFIX = ".mdl-"
 OWN_FOLDER = ".mdl"
 CLOCK_NAME = ".mdl-clock"
 CHUNK = 1 << 20  # bytes copied at a time
+MARK_BYTES = 64  # the most of a mark read: a version tag is far shorter
 
 
 def parse_file_uri(uri: str, *, encoded: bool = False) -> tuple[str, str]:
@@ -281,10 +282,12 @@ class FolderWriter:
                 raise local_error(exc, path, what="cannot remove") from exc
         return True
 
-    def upload(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
+    def upload(self, uri: str, path: Path, *, size: int, sha256: str, root: str) -> bool:
         """A verified local file copied in whole, only if the object is not there (False: it is;
-        never replaced). The folder keeps no checksum: readers verify, as for every mirror."""
-        target = self._path(uri)
+        never replaced), then marked as mdl's: its version (``file_etag``) in the file
+        ``mark_uri(uri, root=root)``. The folder keeps no checksum: readers verify, as for every
+        mirror."""
+        target, mark = self._path(uri), Path(parse_file_uri(mark_uri(uri, root=root))[1])
         with self._folder(target, create=True) as folder:
             assert folder is not None  # made
             with self._temp(folder, target) as (fd, temp):
@@ -302,8 +305,36 @@ class FolderWriter:
                     )
                 if not _link(folder, temp, target):
                     return False
+                version = file_etag(os.fstat(fd)).encode()
             _fsync_folder(folder)
+        # after the object: a write killed between the two leaves it unmarked, kept by prune
+        with self._folder(mark, create=True) as folder:
+            assert folder is not None  # made
+            with self._temp(folder, mark) as (fd, temp):
+                self._write(fd, mark, version)
+                try:
+                    os.replace(temp, mark.name, src_dir_fd=folder, dst_dir_fd=folder)
+                except OSError as exc:
+                    raise local_error(exc, mark, what="cannot write") from exc
         return True
+
+    def owned(self, uri: str, *, root: str) -> Seen | None:
+        """The object, ``marked`` when its mark names this very version (its ``file_etag``)."""
+        found = self.head(uri)
+        if found is None:
+            return None
+        mark = parse_file_uri(mark_uri(uri, root=root))[1]
+        try:
+            fd = os.open(mark, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return found  # no mark (or none this user can read): not known to be mdl's
+        try:
+            said = os.read(fd, MARK_BYTES) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        except OSError:
+            said = b""
+        finally:
+            os.close(fd)
+        return replace(found, marked=said == found.etag.encode())
 
     def listing(self, prefix: str) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix``, in name order; mdl's own files (temp

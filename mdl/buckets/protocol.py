@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mdl.redact import Secrets
+from mdl.errors import UsageError
+from mdl.redact import Secrets, safe_text
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Seen:
     # the store's clock when it answered (S3: the reply's Date; a folder: a fresh mtime on read,
     # the file's own mtime otherwise)
     now: float
+    marked: bool = False  # it carries mdl's mark (``Writer.owned`` says; mdl uploaded it)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,20 @@ class Listed:
     uri: str  # scheme://… as a mirror template fills it
     size: int
     modified: float  # the store's clock (epoch seconds)
+
+
+# mdl's marks of what it uploaded, where a store keeps no metadata (a folder): under the folder of
+# the mirror's fixed part, in mdl's own namespace, where no model file can be named
+MARKS = ".mdl/marks/"
+
+
+def mark_uri(uri: str, *, root: str) -> str:
+    """Where a store without metadata keeps the mark of ``uri``, an object of the mirror whose
+    fixed part is ``root``: ``<root's folder>/.mdl/marks/<the object's path below it>``."""
+    folder = root.rpartition("/")[0] + "/"
+    if not uri.startswith(folder):
+        raise UsageError(f"{safe_text(uri)} is not in the mirror {safe_text(root)}")
+    return folder + MARKS + uri[len(folder) :]
 
 
 class ConditionalWritesIgnored(Exception):
@@ -117,10 +133,15 @@ class Writer(Protocol):
         """Remove the object (only version ``etag`` when given and the store can say); False:
         it was not there or had changed."""
 
-    def upload(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
+    def upload(self, uri: str, path: Path, *, size: int, sha256: str, root: str) -> bool:
         """A verified local file, written whole or not at all, only if there is no such object
-        (``If-None-Match: *``; the store's own SHA-256 checksum where it keeps one); False: one is
-        there already (never replaced)."""
+        (``If-None-Match: *``; the store's own SHA-256 checksum where it keeps one), marked as
+        mdl's (S3: its metadata; a folder: ``mark_uri(uri, root=root)``, ``root`` the mirror's
+        fixed part); False: one is there already (never replaced)."""
+
+    def owned(self, uri: str, *, root: str) -> Seen | None:
+        """The object as ``head`` says, ``marked`` when it carries mdl's mark for this very
+        version (what prune may remove); None: there is none."""
 
     def listing(self, prefix: str) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix`` (a store URI)."""

@@ -34,6 +34,16 @@ _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 # x-amz-meta-sha256: the full SHA-256 of what mdl uploads, for readers; never trusted to skip an
 # upload (whoever can write the object can set it)
 SHA256_META = "sha256"
+# x-amz-meta-mdl: the mark of every object mdl uploads (a fill's, publish's): prune --mirror removes
+# only objects that carry it
+MARK_META = "mdl"
+
+
+def mdl_metadata(sha256: str) -> dict[str, str]:
+    """The metadata of every object mdl uploads: its SHA-256 for readers, and mdl's mark."""
+    return {SHA256_META: sha256, MARK_META: "1"}
+
+
 _MULTIPART_ETAG = re.compile(r'^"?[0-9a-fA-F]{32}-\d+"?$')
 _NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "NotFound", "404", "410"}
 _DENIED = re.compile(

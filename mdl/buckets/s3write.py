@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -18,9 +19,11 @@ from typing import Any, BinaryIO
 from mdl.buckets.parts import MIN_PART, part_size
 from mdl.buckets.protocol import Listed, Seen
 from mdl.buckets.s3 import (
+    MARK_META,
     SHA256_META,
     S3Object,
     is_bucket_name,
+    mdl_metadata,
     parse_s3_uri,
     s3_client,
     s3_error,
@@ -278,10 +281,11 @@ class S3Writer:
             client.delete_object(Bucket=obj.bucket, Key=obj.key)
         return True
 
-    def upload(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
+    def upload(self, uri: str, path: Path, *, size: int, sha256: str, root: str) -> bool:
         """The verified file at ``path``, written whole or not at all and only if there is no such
-        object (If-None-Match: *), with the store's SHA-256 checksum; False: one is there. The
-        bytes sent are hashed as read: a file that changed since it was verified is exit 6."""
+        object (If-None-Match: *), with the store's SHA-256 checksum and mdl's mark (its metadata:
+        ``root`` is not needed); False: one is there. The bytes sent are hashed as read: a file
+        that changed since it was verified is exit 6."""
         obj = self._object(uri)
         try:
             if size < MULTIPART_THRESHOLD:
@@ -291,6 +295,17 @@ class S3Writer:
             raise LocalFSError(
                 f"{safe_text(uri)}: cannot read {printable(str(path))}: {exc.strerror or exc}"
             ) from exc
+
+    def owned(self, uri: str, *, root: str) -> Seen | None:
+        """The object (HEAD), ``marked`` when its metadata carries mdl's mark."""
+        obj = self._object(uri)
+        try:
+            with s3_errors(safe_text(uri)):
+                reply = self._s3_small().head_object(Bucket=obj.bucket, Key=obj.key)
+        except NotFoundError:
+            return None
+        marked = MARK_META in (reply.get("Metadata") or {})
+        return replace(self._seen(reply), marked=marked)
 
     def _put_whole(self, obj: S3Object, path: Path, *, size: int, sha256: str) -> bool:
         with path.open("rb") as handle:
@@ -309,7 +324,7 @@ class S3Writer:
                     ChecksumAlgorithm="SHA256",
                     ChecksumSHA256=_b64(sha256),  # the store refuses bytes that are not these
                     IfNoneMatch="*",
-                    Metadata={SHA256_META: sha256},
+                    Metadata=mdl_metadata(sha256),
                 ),
             )
         except _Refused as refused:
@@ -329,7 +344,7 @@ class S3Writer:
                 Bucket=obj.bucket,
                 Key=obj.key,
                 ChecksumAlgorithm="SHA256",
-                Metadata={SHA256_META: sha256},
+                Metadata=mdl_metadata(sha256),
             )["UploadId"]
         try:
             with path.open("rb") as handle:

@@ -166,8 +166,9 @@ def prune_cmd(
             metavar="URL",
             help=(
                 "Prune this mirror instead (a template in a bucket or shared folder, as in"
-                " [settings].mirrors): remove the objects no model of the catalog names by its"
-                " catalog.lock, and expired leases; never a live lease or the object it guards."
+                " [settings].mirrors): remove the objects mdl wrote under the catalog's models"
+                " that none of them names by its catalog.lock, and expired leases; never an"
+                " object mdl did not write, a live lease or the object it guards."
             ),
             show_default=False,
         ),
@@ -181,6 +182,16 @@ def prune_cmd(
             callback=days,
         ),
     ] = None,
+    all_models: Annotated[
+        bool,
+        typer.Option(
+            "--all-models",
+            help=(
+                "With --mirror: also remove what mdl wrote under models this catalog does not"
+                " name (another catalog's, or ones taken out of it); only this catalog's otherwise."
+            ),
+        ),
+    ] = False,
     **where: Unpack[Places],
 ) -> int:
     """Remove from the destination what the catalog no longer names: removed models' files and
@@ -189,8 +200,9 @@ def prune_cmd(
     that changed since, stay; so do models another catalog pulled (see --catalog), and a model
     another run is pulling is skipped. With --mirror, the mirror instead of the destination."""
     if mirror is None:
-        if keep_days is not None:
-            raise UsageError("--keep-days is for a mirror: give --mirror URL")
+        if keep_days is not None or all_models:
+            flag = "--keep-days" if keep_days is not None else "--all-models"
+            raise UsageError(f"{flag} is for a mirror: give --mirror URL")
         return render_prune(run, api.prune(dry_run=dry_run, **where, environ=run.environ))
     if where.get("dest") is not None or where.get("layout") is not None:
         raise UsageError("--mirror prunes a mirror, not a destination: drop --dest and --layout")
@@ -198,6 +210,7 @@ def prune_cmd(
         mirror,
         catalog=where.get("catalog"),
         keep_days=cast(float | None, keep_days),
+        all_models=all_models,
         dry_run=dry_run,
         environ=run.environ,
         secrets=run.secrets,
@@ -217,9 +230,10 @@ def render_mirror_prune(run: Run, report: "MirrorPruneReport") -> int:
         run.line(
             *(f"{removed}  {e.uri}  ({human_size(e.size)})  {e.reason}" for e in report.removed)
         )
-        if run.verbose:
-            for e in report.kept:
-                run.console.info(f"kept {e.uri}: {e.reason}")
+        for e in report.kept:
+            later = report.later(e)
+            if run.verbose or (later and report.dry_run):  # a dry run says what goes next
+                run.console.info(f"kept {e.uri}: {e.reason}{f'; {later}' if later else ''}")
         why = Counter(e.reason for e in report.kept)
         kept = ", ".join(f"{n} {reason}" for reason, n in why.most_common())
         run.console.info(

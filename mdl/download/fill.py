@@ -31,6 +31,7 @@ from mdl.buckets import (
     take,
     wait_for,
 )
+from mdl.catalog import fixed_part
 from mdl.errors import INTERRUPTED, AuthError, InterruptedByUserError, MdlError
 from mdl.redact import safe_text
 from mdl.sources import RemoteFile, mirror_targets
@@ -353,7 +354,13 @@ def _upload(
     try:
         if over is not None and writer.delete(place.uri, etag=over):
             log.info("%s: removed mirror %s: its bytes were not the file's", label, shown)
-        done = writer.upload(place.uri, job.final_path, size=result.size, sha256=result.sha256)
+        done = writer.upload(
+            place.uri,
+            job.final_path,
+            size=result.size,
+            sha256=result.sha256,
+            root=fixed_part(place.target.template),
+        )
     except MdlError as exc:
         job.retries.warn(
             f"{label}: could not fill mirror {shown} ({exc.message}); the file here is verified"

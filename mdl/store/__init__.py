@@ -57,7 +57,7 @@ if TYPE_CHECKING:
         selected,
         signed_name,
     )
-    from mdl.store.prune import PrunedPath, PruneReport, prune
+    from mdl.store.prune import PrunedPath, PruneReport, clean_asides, prune
     from mdl.store.recordqueue import RecordQueue
     from mdl.store.records import (
         ExpectedFile,
@@ -98,6 +98,7 @@ __all__ = [
     "adopt_cached",
     "adopted_when_found",
     "clean",
+    "clean_asides",
     "creatable_problem",
     "file_state",
     "fsync_dir",
@@ -179,6 +180,7 @@ export_lazily(
         "PrunedPath": "prune",
         "PruneReport": "prune",
         "prune": "prune",
+        "clean_asides": "prune",
         "RecordQueue": "recordqueue",
         "ExpectedFile": "records",
         "FileRecord": "records",

@@ -369,6 +369,10 @@ def symlink(root: Path, target: str, path: Path) -> None:
             raise
 
 
+# unlink_checked's private name: ``.<the name's first 64 characters>.<12 hex>.mdl-prune``
+ASIDE_KEEPS, ASIDE_SUFFIX = 64, ".mdl-prune"
+
+
 @dataclass(frozen=True)
 class Removal:
     """What :func:`unlink_checked` did: ``removed`` the entry (``found``: its ``lstat``, taken once
@@ -386,7 +390,7 @@ def unlink_checked(root: Path, path: Path, approve: Callable[[os.stat_result], b
     private name (atomic: whatever is renamed over ``path`` from then on is left alone) and judged
     there, where no other program renames; one judged otherwise goes back to ``path``, never over an
     entry that took the name meanwhile (``link``: no-replace)."""
-    aside = f".{path.name[:64]}.{secrets.token_hex(6)}.mdl-prune"
+    aside = f".{path.name[:ASIDE_KEEPS]}.{secrets.token_hex(6)}{ASIDE_SUFFIX}"
     with folder(root, path.parent, create=False) as dir_fd:
         try:
             os.rename(path.name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -404,6 +408,13 @@ def unlink_checked(root: Path, path: Path, approve: Callable[[os.stat_result], b
         if _put_back(dir_fd, aside, path.name):
             return Removal(removed=False, found=found)
         return Removal(removed=False, found=found, kept_at=path.parent / aside)
+
+
+def put_back(root: Path, aside: Path, name: str) -> bool:
+    """Give the entry ``aside`` (an :func:`unlink_checked` left by a killed run) the ``name`` in
+    its folder again, never over an entry that has it; False: the name is taken."""
+    with folder(root, aside.parent, create=False) as dir_fd:
+        return _put_back(dir_fd, aside.name, name)
 
 
 def _put_back(dir_fd: int, aside: str, name: str) -> bool:

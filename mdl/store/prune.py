@@ -13,7 +13,9 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import stat as st
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,7 @@ from mdl.paths import GIT_OID_HEX
 from mdl.store import confined
 from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import hash_descriptor
-from mdl.store.inventory import INSTALLED, MODIFIED_MAYBE, judge, model_status
+from mdl.store.inventory import INSTALLED, MODIFIED_MAYBE, CleanedFile, judge, model_status
 from mdl.store.layout import Layout, Placement
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.store import Store, key_pattern
@@ -42,6 +44,15 @@ ADOPTED = "found in place, not written by mdl"
 OTHER_CATALOG = "pulled with another catalog: "
 # what became of one entry prune looked at
 _REMOVED, _GONE, _KEPT, _FAILED = "removed", "gone", "kept", "failed"
+FINISHED = "set aside by a killed prune, its name taken since: the removal finished"
+LEFT_ASIDE = "set aside by a killed prune, its name taken since, and not what mdl recorded"
+# confined.unlink_checked's private name, and how long a prune holds one (microseconds: from its
+# rename to its unlink): one whose rename (ctime) is older was left by a killed run
+_ASIDE = re.compile(
+    rf"\.(?P<start>.{{1,{confined.ASIDE_KEEPS}}})\.[0-9a-f]{{12}}{re.escape(confined.ASIDE_SUFFIX)}",
+    re.DOTALL,
+)
+ASIDE_LEFT_AFTER = 60.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,13 @@ def prune(
     records = {name: layout.records.read_record(name) for name in recorded_models(layout.records)}
     others = _other_catalogs(records, settings.catalog_path)
     run = _Pruning(layout, settings.dry_run, _used_paths(layout, catalog, records, others))
+    # what a killed prune left set aside: back, or gone, before anything is judged
+    asides = recover_asides(layout, records, dry_run=settings.dry_run)
+    run.removed.extend(asides.removed)
+    run.kept.extend(asides.kept)
+    run.warnings.extend(
+        f"{path}: put back where a killed prune left it" for path in asides.restored
+    )
     for name, record in records.items():
         if only is None or name == only:
             _prune_recorded(run, name, record, catalog.get(name), others.get(name))
@@ -691,3 +709,120 @@ def _note_left_in(run: _Pruning, model: str, folder: Path) -> None:
             path = Path(where) / name
             if path not in known and os.path.lexists(path):
                 run.kept.append(KeptPath(path, model, "not written by mdl"))
+
+
+@dataclass(frozen=True)
+class Asides:
+    """What became of the entries killed prunes left set aside: put back under their names,
+    removed (their names taken since, by what mdl wrote again), or kept (not what mdl recorded)."""
+
+    restored: tuple[Path, ...] = ()
+    removed: tuple[PrunedPath, ...] = ()
+    kept: tuple[KeptPath, ...] = ()
+
+
+def recover_asides(
+    layout: Layout, records: Mapping[str, ModelRecord | None], *, dry_run: bool
+) -> Asides:
+    """Find what a prune killed between its rename aside and its unlink left
+    (``.<name>.<hex>.mdl-prune``, hidden, as big as the file) under the destination and the cache,
+    and end it: put back under its name when that name is free (what prune then decides is
+    decided anew); else removed if it is what mdl recorded at that name (the file, or the link to
+    its blob), else kept and said. ``dry_run``: only said."""
+    recorded = _recorded_paths(layout, records)
+    restored: list[Path] = []
+    removed: list[PrunedPath] = []
+    kept: list[KeptPath] = []
+    for root, aside, info in _asides(layout):
+        start = _ASIDE.fullmatch(aside.name)
+        assert start is not None
+        name = _original(aside.parent, start["start"], recorded)
+        try:
+            free = name is not None and not os.path.lexists(aside.parent / name)
+            if free and (dry_run or confined.put_back(root, aside, str(name))):
+                restored.append(aside.parent / str(name))
+                continue
+            model, why = _why_left(root, aside, info, recorded.get(aside.parent / (name or "")))
+            if why is not None:
+                kept.append(KeptPath(aside, model, why))
+                continue
+            if not dry_run:
+                confined.unlink(root, aside)
+        except (OSError, MdlError) as exc:
+            kept.append(KeptPath(aside, None, f"{LEFT_ASIDE} ({exc})"))
+            continue
+        removed.append(
+            _pruned(aside, info, model or "", FINISHED, symlink=st.S_ISLNK(info.st_mode))
+        )
+    return Asides(tuple(restored), tuple(removed), tuple(kept))
+
+
+def _asides(layout: Layout) -> Iterator[tuple[Path, Path, os.stat_result]]:
+    """Each entry a killed prune left set aside, with the root it lies under and its ``lstat``
+    (links are listed, never followed)."""
+    left_before = time.time() - ASIDE_LEFT_AFTER
+    for store in layout.stores:
+        for where, _, files in os.walk(store.dest):
+            for name in files:
+                path = Path(where) / name
+                if _ASIDE.fullmatch(name) is None:
+                    continue
+                with contextlib.suppress(OSError):
+                    info = path.lstat()
+                    if info.st_ctime < left_before:
+                        yield store.dest, path, info
+
+
+def _recorded_paths(
+    layout: Layout, records: Mapping[str, ModelRecord | None]
+) -> dict[Path, tuple[str, Placement, FileRecord]]:
+    """Every path mdl recorded (files, blobs, snapshot entries), with its model, placement and
+    record entry."""
+    found: dict[Path, tuple[str, Placement, FileRecord]] = {}
+    for name, record in records.items():
+        for entry in [] if record is None else [*record.files.values(), *record.earlier.values()]:
+            if (placement := _place(layout, name, entry)) is not None:
+                found[placement.final] = found[placement.shown] = (name, placement, entry)
+    return found
+
+
+def _original(
+    folder: Path, start: str, recorded: Mapping[Path, tuple[str, Placement, FileRecord]]
+) -> str | None:
+    """The name an aside had: its start when whole, else the one recorded name it begins
+    (None: no such name, or more than one)."""
+    if len(start) < confined.ASIDE_KEEPS:
+        return start
+    names = {p.name for p in recorded if p.parent == folder and p.name.startswith(start)}
+    return names.pop() if len(names) == 1 else None
+
+
+def _why_left(
+    root: Path,
+    aside: Path,
+    info: os.stat_result,
+    recorded: tuple[str, Placement, FileRecord] | None,
+) -> tuple[str | None, str | None]:
+    """The model an aside is of, and why it stays (None: it is what mdl recorded at its name)."""
+    if recorded is None:
+        return None, LEFT_ASIDE
+    model, placement, entry = recorded
+    shown = placement.link is not None and aside.parent == placement.shown.parent
+    why, _ = _why_kept(root, aside, info, entry, placement if shown else None)
+    return model, None if why is None else LEFT_ASIDE
+
+
+def clean_asides(settings: Settings) -> list[CleanedFile]:
+    """``mdl clean``'s share of :func:`recover_asides`: the asides removed (or, dry run, to be);
+    those put back, or kept, said in the log."""
+    layout = Layout(settings)
+    records = {name: layout.records.read_record(name) for name in recorded_models(layout.records)}
+    asides = recover_asides(layout, records, dry_run=settings.dry_run)
+    for path in asides.restored:
+        log.info("%s: put back where a killed prune left it", path)
+    for kept in asides.kept:
+        log.warning("%s: kept: %s", kept.path, kept.reason)
+    return [
+        CleanedFile(r.path, r.size, "left by a killed prune", not settings.dry_run)
+        for r in asides.removed
+    ]

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mdl.buckets import (
-    SHA256_META,
     MiB,
     S3Object,
     S3Prefix,
+    mdl_metadata,
     part_layout,
     part_size,
     s3_client,
@@ -202,7 +202,7 @@ class Bucket:
                 try:
                     for index, f in enumerate(files):
                         reader = HashingReader(f.local)
-                        extra = {"ChecksumAlgorithm": "SHA256", "Metadata": {SHA256_META: f.sha256}}
+                        extra = {"ChecksumAlgorithm": "SHA256", "Metadata": mdl_metadata(f.sha256)}
                         meter = [ProgressCallbackInvoker(_meter(progress, f))]
                         future = manager.upload(
                             reader,
@@ -311,7 +311,7 @@ class Bucket:
                 Body=data,
                 ContentType=content_type,
                 ChecksumAlgorithm="SHA256",
-                Metadata={SHA256_META: hashlib.sha256(data).hexdigest()},
+                Metadata=mdl_metadata(hashlib.sha256(data).hexdigest()),
             )
 
     def _error(self, exc: BaseException, *, what: str) -> MdlError:

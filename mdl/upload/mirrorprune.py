@@ -1,18 +1,21 @@
-"""``mdl prune --mirror URL``: a mirror (a bucket, a shared folder) kept from growing forever. It
-removes the objects no model of the catalog names (by its catalog.lock pins, as a pull fills the
-template) once they are older than N days by the store's clock, and expired leases; it never removes
-a live lease or the object one guards, and keeps whatever lies under a model the lock does not pin
-(its files are not known without asking upstream)."""
+"""``mdl prune --mirror URL``: a mirror (a bucket, a shared folder) kept from growing forever, on a
+bucket other teams share as well. It removes only objects mdl wrote (each upload carries mdl's
+mark: S3 metadata, a folder's mark file) under the prefixes of this catalog's models (any model's
+with ``all_models``) that no model names (by its catalog.lock pins, as a pull fills the template),
+once older than N days by the store's clock; and expired leases. It never removes a live lease or
+the object one guards, and keeps whatever lies under a model the lock does not pin (its files are
+not known without asking upstream)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from mdl.buckets import TERM, Listed, Writer, is_lease, namespace, object_of, store_for
+from mdl.buckets import MARKS, TERM, Listed, Writer, is_lease, namespace, object_of, store_for
 from mdl.catalog import MIRROR_FIELDS, ModelSpec, Placeholder, Settings, fixed_part, parse_template
 from mdl.errors import MdlError, UsageError, worst_exit_code
 from mdl.lockfile import LockedModel, LockUse, resolved_from_locked
@@ -32,6 +35,9 @@ MANIFEST = "a catalog model's manifest (publish)"
 LEASED = "a fill holds its lease"
 LIVE_LEASE = "a live lease (a fill is under way)"
 UNNAMED = "named by no model of the catalog"
+NOT_OURS = "not a model of this catalog (--all-models prunes every model's)"
+NOT_BY_MODEL = "the mirror's objects are not by model: only what the catalog names is known"
+UNMARKED = "not written by mdl (it carries no mdl mark)"
 EXPIRED = "expired lease"
 CANNOT_ADDRESS = "a name the store cannot address"
 ABANDONED = "abandoned upload"
@@ -46,6 +52,8 @@ class MirrorEntry:
     uri: str
     size: int
     reason: str
+    # kept only for its age: when the same command removes it (the store's clock, epoch seconds)
+    after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -59,10 +67,18 @@ class MirrorPruneReport:
     warnings: tuple[str, ...] = ()
     errors: tuple[MdlError, ...] = ()
     dry_run: bool = False
+    now: float = 0.0  # the store's clock when prune looked
 
     @property
     def freed(self) -> int:
         return sum(entry.size for entry in self.removed)
+
+    def later(self, entry: MirrorEntry) -> str | None:
+        """When the same command removes an object kept for its age, in words (None: never)."""
+        if not (when := self._later(entry)):
+            return None
+        days = when["removed_in_days"]
+        return f"would be removed after {when['removed_after']} (in {days:.1f} day(s))"
 
     @property
     def exit_code(self) -> int:
@@ -73,7 +89,9 @@ class MirrorPruneReport:
             {"uri": e.uri, "size": e.size, "reason": e.reason, "removed": not self.dry_run}
             for e in self.removed
         ]
-        kept = [{"uri": e.uri, "size": e.size, "reason": e.reason} for e in self.kept]
+        kept = [
+            {"uri": e.uri, "size": e.size, "reason": e.reason, **self._later(e)} for e in self.kept
+        ]
         return {
             "ok": not self.errors,
             "dry_run": self.dry_run,
@@ -86,6 +104,15 @@ class MirrorPruneReport:
             "errors": [e.message for e in self.errors],
         }
 
+    def _later(self, entry: MirrorEntry) -> dict[str, Any]:
+        """When an object kept for its age goes (the store's clock), and in how many days."""
+        if entry.after is None:
+            return {}
+        return {
+            "removed_after": _when(entry.after),
+            "removed_in_days": round(max(entry.after - self.now, 0.0) / DAY, 3),
+        }
+
 
 @dataclass(frozen=True)
 class Named:
@@ -94,12 +121,19 @@ class Named:
 
     objects: Mapping[str, str]
     prefixes: Mapping[str, str] = field(default_factory=dict)
+    # where this catalog's models' objects start: only there is anything removed (None: anywhere)
+    models: tuple[str, ...] | None = ()
+    outside: str = NOT_OURS  # why what lies elsewhere stays
 
     def why(self, uri: str) -> str | None:
         """Why ``uri`` is named (None: it is not)."""
         if uri in self.objects:
             return self.objects[uri]
         return next((why for prefix, why in self.prefixes.items() if uri.startswith(prefix)), None)
+
+    def ours(self, uri: str) -> bool:
+        """Whether ``uri`` lies under one of the catalog's models (or any model's is pruned)."""
+        return self.models is None or uri.startswith(self.models)
 
 
 def model_prefix(template: str, model: str) -> str:
@@ -114,11 +148,16 @@ def model_prefix(template: str, model: str) -> str:
 
 
 def named_in(
-    template: str, pinned: Sequence[ResolvedModel], unpinned: Sequence[str]
+    template: str,
+    pinned: Sequence[ResolvedModel],
+    unpinned: Sequence[str],
+    *,
+    all_models: bool = False,
 ) -> tuple[Named, list[str]]:
     """What the catalog names in the mirror ``template``: each pinned file's object (the template
     filled as a pull fills it), each model's manifest, and everything under an unpinned model's
-    prefix; and the warnings (an unpinned model whose objects cannot be told from the others')."""
+    prefix; where its models' objects lie (anywhere: ``all_models``); and the warnings (objects
+    that cannot be told from other models')."""
     objects: dict[str, str] = {}
     for model in pinned:
         for remote in model.files:
@@ -136,7 +175,17 @@ def named_in(
                 f"{name}: not pinned by catalog.lock and the mirror's objects are not by model:"
                 " every object is kept (run mdl lock)"
             )
-    return Named(objects, prefixes), warnings
+    models = tuple(model_prefix(template, name) for name in names)
+    if all_models:
+        return Named(objects, prefixes, None), warnings
+    if fixed in models:
+        warnings.append(
+            f"{template}: {{model}} does not come first, so the objects of this catalog's models"
+            " cannot be told from others': only what the catalog names is known, every other"
+            " object is kept (--all-models prunes them)"
+        )
+        return Named(objects, prefixes, (), outside=NOT_BY_MODEL), warnings
+    return Named(objects, prefixes, models), warnings
 
 
 def prune_mirror(
@@ -147,9 +196,14 @@ def prune_mirror(
     keep_days: float = KEEP_DAYS,
     dry_run: bool = False,
 ) -> MirrorPruneReport:
-    """Remove from the mirror what ``named`` does not name and is older than ``keep_days`` (by the
-    store's clock), and the leases that expired; never a live lease or the object it guards."""
-    listed = list(writer.listing(fixed_part(template)))
+    """Remove from the mirror what mdl wrote (its mark) under ``named``'s models that it does not
+    name and is older than ``keep_days`` (by the store's clock), and the leases that expired;
+    never another object, a live lease or the object it guards."""
+    # a folder's marks of what mdl wrote (S3 keeps none): never objects
+    marks = fixed_part(template).rpartition("/")[0] + "/" + MARKS
+    listed = [
+        item for item in writer.listing(fixed_part(template)) if not item.uri.startswith(marks)
+    ]
     if not listed:  # an empty mirror (a folder not made yet has no clock to ask)
         return MirrorPruneReport(template, keep_days, (), (), dry_run=dry_run)
     now = writer.now()
@@ -162,12 +216,13 @@ def prune_mirror(
         if is_lease(item.uri):
             continue
         why = LEASED if item.uri in guarded else named.why(item.uri)
-        if why is None and now - item.modified < keep_days * DAY:
-            why = f"younger than {keep_days:g} day(s)"
+        if why is None and not named.ours(item.uri):
+            why = named.outside
         if why is not None:
             run.kept.append(MirrorEntry(item.uri, item.size, why))
         else:
-            run.remove(item, UNNAMED)
+            run.unnamed(item, template, keep_days=keep_days, now=now)
+    run.forget_marks(marks, fixed_part(template), listed)
     return MirrorPruneReport(
         template,
         keep_days,
@@ -176,6 +231,7 @@ def prune_mirror(
         warnings=tuple(run.warnings),
         errors=tuple(run.errors),
         dry_run=dry_run,
+        now=now,
     )
 
 
@@ -211,6 +267,46 @@ class _MirrorRun:
         self.remove(Listed(lease.uri, seen.size, seen.modified), EXPIRED, etag=seen.etag)
         return False
 
+    def unnamed(self, item: Listed, template: str, *, keep_days: float, now: float) -> None:
+        """An object no model names: removed if mdl wrote it (its mark, on the version removed)
+        and it is older than ``keep_days``; else kept, saying until when when only its age
+        keeps it."""
+        try:
+            seen = self.writer.owned(item.uri, root=fixed_part(template))
+        except UsageError as exc:  # a name the store lists but cannot address (a folder's)
+            self.cannot_address(item, exc)
+            return
+        except MdlError as exc:
+            self.errors.append(exc)
+            return
+        if seen is None:
+            return  # removed meanwhile
+        if not seen.marked:
+            self.kept.append(MirrorEntry(item.uri, seen.size, UNMARKED))
+        elif now - seen.modified < keep_days * DAY:
+            young = f"younger than {keep_days:g} day(s)"
+            after = seen.modified + keep_days * DAY
+            self.kept.append(MirrorEntry(item.uri, seen.size, young, after=after))
+        else:
+            self.remove(Listed(item.uri, seen.size, seen.modified), UNNAMED, etag=seen.etag)
+
+    def forget_marks(self, marks: str, fixed: str, listed: Sequence[Listed]) -> None:
+        """Remove the marks (a folder's) of this mirror's objects no longer there: removed now, or
+        by someone else. mdl's own files, never objects: not reported."""
+        if self.dry_run:
+            return
+        folder = marks.removesuffix(MARKS)
+        objects = {item.uri for item in listed} - {entry.uri for entry in self.removed}
+        try:
+            found = [item.uri for item in self.writer.listing(marks + fixed.removeprefix(folder))]
+            for uri in found:
+                target = folder + uri.removeprefix(marks)
+                # looked at again: a fill may have written it since the listing
+                if target not in objects and self.writer.head(target) is None:
+                    self.writer.delete(uri)
+        except MdlError as exc:  # a mark left costs a few bytes: said in the log
+            log.info("%s: could not remove a mark: %s", marks, exc.message)
+
     def abandoned(self, prefix: str, *, before: float) -> None:
         """Remove the writes a killed fill left (a live one's are younger: left, not reported)."""
         try:
@@ -219,6 +315,10 @@ class _MirrorRun:
             self.errors.append(exc)
             return
         self.removed.extend(MirrorEntry(item.uri, item.size, ABANDONED) for item in gone)
+
+    def cannot_address(self, item: Listed, exc: UsageError) -> None:
+        self.kept.append(MirrorEntry(item.uri, item.size, CANNOT_ADDRESS))
+        self.warnings.append(f"kept: {exc.message}")
 
     def remove(self, item: Listed, reason: str, *, etag: str | None = None) -> None:
         """Remove one object (with dry_run, only say so); a failure is this object's, the others
@@ -229,8 +329,7 @@ class _MirrorRun:
                     log.info("%s: gone or changed before prune removed it", item.uri)
                     return
             except UsageError as exc:  # a name the store lists but cannot address (a folder's)
-                self.kept.append(MirrorEntry(item.uri, item.size, CANNOT_ADDRESS))
-                self.warnings.append(f"kept: {exc.message}")
+                self.cannot_address(item, exc)
                 return
             except MdlError as exc:
                 self.errors.append(exc)
@@ -239,10 +338,16 @@ class _MirrorRun:
 
 
 def prune_mirror_models(
-    models: Sequence[ModelSpec], settings: Settings, *, template: str, keep_days: float = KEEP_DAYS
+    models: Sequence[ModelSpec],
+    settings: Settings,
+    *,
+    template: str,
+    keep_days: float = KEEP_DAYS,
+    all_models: bool = False,
 ) -> MirrorPruneReport:
     """``prune --mirror``: the catalog's models (``models``), pinned by its lock, against the
-    mirror ``template``; its endpoint is the catalog's when the catalog names that mirror."""
+    mirror ``template`` (``all_models``: any model's objects mdl wrote may go, not only theirs);
+    its endpoint is the catalog's when the catalog names that mirror."""
     store = store_for(template)
     if store is None:
         raise UsageError(
@@ -256,7 +361,7 @@ def prune_mirror_models(
     entries = {name: locked for name, locked in found.items() if locked is not None}
     pinned = [_resolved(settings, s, entries[s.name]) for s in models if s.name in entries]
     unpinned = [spec.name for spec in models if spec.name not in entries]
-    named, unsure = named_in(template, pinned, unpinned)
+    named, unsure = named_in(template, pinned, unpinned, all_models=all_models)
     endpoint = dict(settings.mirror_endpoints).get(template)
     writer = store.writer(endpoint=endpoint, secrets=settings.secrets)
     report = prune_mirror(writer, template, named, keep_days=keep_days, dry_run=settings.dry_run)
@@ -277,3 +382,8 @@ def _resolved(settings: Settings, spec: ModelSpec, locked: LockedModel) -> Resol
 
 def _with_warnings(report: MirrorPruneReport, warnings: Iterable[str]) -> MirrorPruneReport:
     return replace(report, warnings=(*report.warnings, *warnings))
+
+
+def _when(epoch: float) -> str:
+    """A time of the store's clock as ISO 8601, UTC, to the second."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -19,13 +19,13 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mdl.buckets.protocol import Listed, Seen, Writer
 from mdl.errors import IntegrityError, NetworkError
 
-METHODS = ("head", "read", "create", "replace", "delete", "upload", "listing", "now")
+METHODS = ("head", "read", "create", "replace", "delete", "upload", "owned", "listing", "now")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Stored:
     data: bytes
     etag: str
     modified: float
+    marked: bool = False  # mdl's mark: set by ``upload`` only, as S3's metadata
 
 
 class MemoryStore:
@@ -75,10 +76,11 @@ class MemoryStore:
         with self._lock:
             self._failures[method] += times
 
-    def put(self, uri: str, data: bytes) -> Seen:
-        """Write unconditionally (a test's setup, or another tool writing the bucket)."""
+    def put(self, uri: str, data: bytes, *, marked: bool = False) -> Seen:
+        """Write unconditionally (a test's setup, or another tool writing the bucket; ``marked``:
+        as mdl uploads, with its mark)."""
         with self._lock:
-            return self._write(uri, data)
+            return self._write(uri, data, marked=marked)
 
     def objects(self) -> dict[str, bytes]:
         """Every object's bytes, by URI (a snapshot)."""
@@ -119,7 +121,7 @@ class MemoryStore:
             del self._objects[uri]
             return True
 
-    def upload(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
+    def upload(self, uri: str, path: Path, *, size: int, sha256: str, root: str) -> bool:
         data = path.read_bytes()
         with self._call("upload", uri):
             # as S3 with a full-object checksum: bytes that do not match are never stored
@@ -127,8 +129,13 @@ class MemoryStore:
                 raise IntegrityError(f"{uri}: the bytes do not match their size and SHA-256")
             if uri in self._objects and not self.ignore_conditions:
                 return False
-            self._write(uri, data)
+            self._write(uri, data, marked=True)
             return True
+
+    def owned(self, uri: str, *, root: str) -> Seen | None:
+        with self._call("owned", uri):
+            stored = self._objects.get(uri)
+            return None if stored is None else replace(self._seen(stored), marked=stored.marked)
 
     def listing(self, prefix: str) -> Iterator[Listed]:
         with self._call("listing", prefix):
@@ -161,8 +168,9 @@ class MemoryStore:
                 raise NetworkError(f"{method}: connection reset by peer (MemoryStore.fail_next)")
             yield
 
-    def _write(self, uri: str, data: bytes) -> Seen:
-        stored = Stored(bytes(data), f'"{hashlib.md5(data).hexdigest()}"', self.clock)
+    def _write(self, uri: str, data: bytes, *, marked: bool = False) -> Seen:
+        etag = f'"{hashlib.md5(data).hexdigest()}"'
+        stored = Stored(bytes(data), etag, self.clock, marked)
         self._objects[uri] = stored
         return self._seen(stored)
 

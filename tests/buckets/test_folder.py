@@ -345,18 +345,27 @@ def test_upload_is_exclusive_and_leaves_no_temp(tmp_path: Path) -> None:
     source = tmp_path / "verified.bin"
     source.write_bytes(DATA)
     writer = STORE.writer(endpoint=None, secrets=None)
-    uri = uri_of(tmp_path / "shelf" / "org" / "m" / "w.bin")
-    assert writer.upload(uri, source, size=len(DATA), sha256=hashlib.sha256(DATA).hexdigest())
+    uri, shelf = (
+        uri_of(tmp_path / "shelf" / "org" / "m" / "w.bin"),
+        uri_of(tmp_path / "shelf") + "/",
+    )
+    assert writer.upload(
+        uri, source, size=len(DATA), sha256=hashlib.sha256(DATA).hexdigest(), root=shelf
+    )
     assert (tmp_path / "shelf" / "org" / "m" / "w.bin").read_bytes() == DATA
     other = tmp_path / "other.bin"
     other.write_bytes(b"other")
     other_sha = hashlib.sha256(b"other").hexdigest()
-    assert writer.upload(uri, other, size=5, sha256=other_sha) is False  # never replaced
+    assert (
+        writer.upload(uri, other, size=5, sha256=other_sha, root=shelf) is False
+    )  # never replaced
     assert (tmp_path / "shelf" / "org" / "m" / "w.bin").read_bytes() == DATA
     # the bytes written are checked, read back: another size, or the same size and other bytes
     for size, sha256 in ((9, other_sha), (5, hashlib.sha256(b"0ther").hexdigest())):
         with pytest.raises(IntegrityError, match=r"not the \d+ bytes verified"):
-            writer.upload(uri_of(tmp_path / "shelf" / "z.bin"), other, size=size, sha256=sha256)
+            writer.upload(
+                uri_of(tmp_path / "shelf" / "z.bin"), other, size=size, sha256=sha256, root=shelf
+            )
         assert not (tmp_path / "shelf" / "z.bin").exists()
     assert _temps(tmp_path) == []
 
@@ -374,7 +383,13 @@ def test_an_interrupted_upload_leaves_nothing(
     monkeypatch.setattr("mdl.buckets.folder._copy", interrupted)
     writer = STORE.writer(endpoint=None, secrets=None)
     with pytest.raises(KeyboardInterrupt):
-        writer.upload(uri_of(tmp_path / "shelf" / "w.bin"), source, size=len(DATA), sha256="0")
+        writer.upload(
+            uri_of(tmp_path / "shelf" / "w.bin"),
+            source,
+            size=len(DATA),
+            sha256="0",
+            root=uri_of(tmp_path / "shelf") + "/",
+        )
     assert sorted(p.name for p in (tmp_path / "shelf").iterdir()) == []
 
 
@@ -626,7 +641,7 @@ calls = {
     "read": lambda: writer.read(uri, limit=100) is not None,
     "replace": lambda: writer.replace(uri, b"x", etag="1"),
     "delete": lambda: writer.delete(uri, etag="1"),
-    "upload": lambda: writer.upload(uri, pathlib.Path(sys.argv[5]), size=4, sha256=hashlib.sha256(b"keys").hexdigest()),
+    "upload": lambda: writer.upload(uri, pathlib.Path(sys.argv[5]), size=4, sha256=hashlib.sha256(b"keys").hexdigest(), root=uri.rpartition("/")[0] + "/"),
 }
 try:
     print(json.dumps(calls[op]()))

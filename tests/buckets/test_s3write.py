@@ -59,6 +59,9 @@ class Place:
         return [u for u in uploads if str(u["Key"]).startswith(self.prefix)]
 
 
+ROOT = "s3://ignored/"  # where a folder keeps its marks: S3 keeps its mark in metadata
+
+
 def _environ(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
     for name in list(os.environ):
         if name.startswith("AWS_"):
@@ -181,14 +184,16 @@ def test_the_store_clock(place: Place) -> None:
 def test_upload_small_once(place: Place, tmp_path: Path) -> None:
     path, sha = _file(tmp_path, "a.bin", 3000)
     writer = place.writer()
-    assert writer.upload(place.uri("m/a.bin"), path, size=3000, sha256=sha) is True
+    assert writer.upload(place.uri("m/a.bin"), path, size=3000, sha256=sha, root=ROOT) is True
     head = place.client.head_object(
         Bucket=place.bucket, Key=place.key("m/a.bin"), ChecksumMode="ENABLED"
     )
     assert sha256_of_head(head) == sha  # the store's own checksum
-    assert head["Metadata"] == {"sha256": sha}
+    assert head["Metadata"] == {"sha256": sha, "mdl": "1"}
     other, other_sha = _file(tmp_path, "b.bin", 3000, seed=b"other")
-    assert writer.upload(place.uri("m/a.bin"), other, size=3000, sha256=other_sha) is False
+    assert (
+        writer.upload(place.uri("m/a.bin"), other, size=3000, sha256=other_sha, root=ROOT) is False
+    )
     assert hashlib.sha256(place.body("m/a.bin")).hexdigest() == sha
 
 
@@ -200,13 +205,13 @@ def test_upload_in_parts_once(
     size = 11 * MiB + 7
     path, sha = _file(tmp_path, "big.bin", size)
     writer = place.writer()
-    assert writer.upload(place.uri("m/big.bin"), path, size=size, sha256=sha) is True
+    assert writer.upload(place.uri("m/big.bin"), path, size=size, sha256=sha, root=ROOT) is True
     head = place.client.head_object(
         Bucket=place.bucket, Key=place.key("m/big.bin"), ChecksumMode="ENABLED"
     )
     assert head["ContentLength"] == size
     assert str(head["ETag"]).strip('"').endswith("-3")  # 5 + 5 + 1 MiB
-    assert head["Metadata"] == {"sha256": sha}
+    assert head["Metadata"] == {"sha256": sha, "mdl": "1"}
     # the store's composite SHA-256 (of the parts' SHA-256s) is of these bytes
     data = path.read_bytes()
     digests = b"".join(
@@ -220,7 +225,10 @@ def test_upload_in_parts_once(
     assert bucket.holds(place.key("m/big.bin"), ready)
     # a second writer never replaces them, and leaves no upload behind
     other, other_sha = _file(tmp_path, "other.bin", size, seed=b"other")
-    assert writer.upload(place.uri("m/big.bin"), other, size=size, sha256=other_sha) is False
+    assert (
+        writer.upload(place.uri("m/big.bin"), other, size=size, sha256=other_sha, root=ROOT)
+        is False
+    )
     assert hashlib.sha256(place.body("m/big.bin")).hexdigest() == sha
     assert place.unfinished() == []
 
@@ -234,7 +242,7 @@ def test_a_changed_file_is_not_uploaded(
     path, sha = _file(tmp_path, "a.bin", size)
     path.write_bytes(b"\0" + path.read_bytes()[1:])  # changed since it was verified
     with pytest.raises(IntegrityError, match="changed since it was verified") as caught:
-        place.writer().upload(place.uri("a.bin"), path, size=size, sha256=sha)
+        place.writer().upload(place.uri("a.bin"), path, size=size, sha256=sha, root=ROOT)
     assert caught.value.exit_code == 6
     assert place.writer().head(place.uri("a.bin")) is None
     assert place.unfinished() == []
@@ -252,7 +260,7 @@ def test_a_failed_part_aborts_the_upload(
     path, sha = _file(tmp_path, "big.bin", 11 * MiB)
     s3.cutter.fail_writes_after = len(s3.cutter.writes) + 2  # the start and one part
     with pytest.raises(NetworkError):
-        moto.writer().upload(moto.uri("big.bin"), path, size=11 * MiB, sha256=sha)
+        moto.writer().upload(moto.uri("big.bin"), path, size=11 * MiB, sha256=sha, root=ROOT)
     s3.cutter.fail_writes_after = None
     assert moto.writer().head(moto.uri("big.bin")) is None
     assert moto.unfinished() == []
@@ -393,7 +401,9 @@ def test_a_lost_reply_to_a_completed_upload(
     with s3_proxy(place.endpoint) as proxy:
         proxy.lose_replies = 1  # the completion: the only conditional write of an upload
         writer = place.writer(proxy.endpoint)
-        assert writer.upload(place.uri("big.bin"), path, size=6 * MiB, sha256=sha) is True
+        assert (
+            writer.upload(place.uri("big.bin"), path, size=6 * MiB, sha256=sha, root=ROOT) is True
+        )
         completions = [r for r in proxy.requests if r[2]]
     assert len(completions) == 2
     assert hashlib.sha256(place.body("big.bin")).hexdigest() == sha
@@ -406,10 +416,13 @@ def test_a_lost_reply_to_a_small_upload(place: Place, tmp_path: Path) -> None:
     with s3_proxy(place.endpoint) as proxy:
         proxy.lose_replies = 1
         writer = place.writer(proxy.endpoint)
-        assert writer.upload(place.uri("a.bin"), path, size=3000, sha256=sha) is True
+        assert writer.upload(place.uri("a.bin"), path, size=3000, sha256=sha, root=ROOT) is True
         other, other_sha = _file(tmp_path, "b.bin", 3000, seed=b"other")
         proxy.lose_replies = 1  # applied? no: refused, and the bytes there are not these
-        assert writer.upload(place.uri("a.bin"), other, size=3000, sha256=other_sha) is False
+        assert (
+            writer.upload(place.uri("a.bin"), other, size=3000, sha256=other_sha, root=ROOT)
+            is False
+        )
         assert len([r for r in proxy.requests if r[2]]) == 4
     assert hashlib.sha256(place.body("a.bin")).hexdigest() == sha
 

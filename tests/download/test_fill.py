@@ -159,6 +159,9 @@ def test_the_first_pull_fills_the_mirror_and_the_next_machine_reads_it(
     first = pull(tiny, tmp_path / "a", root)
     assert first.exit_code == 0, first.files
     assert_filled(root)
+    for path in FILES:  # each object carries mdl's mark: prune --mirror may remove it one day
+        seen = writer().owned(object_uri(root, path), root=f"file://{root}/")
+        assert seen is not None and seen.marked, path
     # the Hub served each file's bytes once
     assert origin_bytes(tiny) == len(WEIGHTS) + len(CONFIG)
     for path, data in FILES.items():
@@ -264,7 +267,9 @@ def test_a_live_lease_makes_the_pull_wait_then_read_the_mirror(
         local = tmp_path / "other-machine.bin"
         local.write_bytes(WEIGHTS)
         uri = object_uri(root, "model.safetensors")
-        assert writer().upload(uri, local, size=len(WEIGHTS), sha256=sha(WEIGHTS))
+        assert writer().upload(
+            uri, local, size=len(WEIGHTS), sha256=sha(WEIGHTS), root=f"file://{root}/"
+        )
         lease.unlink()
     finally:
         thread.join(HANG)

@@ -1,6 +1,7 @@
 """``mdl prune --mirror URL``: a mirror keeps what the catalog's lock names, what is younger than
---keep-days, live leases and the objects they guard; it loses the rest and its expired leases. Each
-case runs against every store that has a writer (``shelves``), through the CLI."""
+--keep-days, live leases and the objects they guard, whatever mdl did not write (it carries no mdl
+mark) and other models' objects (unless --all-models); it loses the rest and its expired leases.
+Each case runs against every store that has a writer (``shelves``), through the CLI."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from runfixtures import mdl, use_catalog
 from s3proxy import s3_proxy
 from s3server import S3
 
-from mdl.buckets import STORES, Listed, Seen, lease_prefix, namespace
+from mdl.buckets import STORES, Listed, Seen, lease_prefix, mdl_metadata, namespace
+from mdl.buckets.folder import file_etag
+from mdl.buckets.protocol import mark_uri
 from mdl.catalog import parse_catalog
 from mdl.errors import ExitCode, UsageError
 from mdl.lockfile import Lock, LockedFile, LockedModel, fingerprint, write_lock
@@ -35,13 +38,14 @@ class MemWriter:
     """A store in memory with its own clock: the Writer protocol as the store keeps it."""
 
     def __init__(self) -> None:
-        self.objects: dict[str, tuple[bytes, float, int]] = {}  # uri → data, modified, version
+        # uri → data, modified, version, mdl's mark (as S3 metadata: set by upload)
+        self.objects: dict[str, tuple[bytes, float, int, bool]] = {}
         self.clock = 1_000_000_000.0
         self.deleted: list[str] = []
 
     def _seen(self, uri: str) -> Seen:
-        data, modified, version = self.objects[uri]
-        return Seen(str(version), len(data), modified, self.clock)
+        data, modified, version, marked = self.objects[uri]
+        return Seen(str(version), len(data), modified, self.clock, marked)
 
     def head(self, uri: str) -> Seen | None:
         return self._seen(uri) if uri in self.objects else None
@@ -52,13 +56,13 @@ class MemWriter:
     def create(self, uri: str, data: bytes) -> Seen | None:
         if uri in self.objects:
             return None
-        self.objects[uri] = (data, self.clock, 1)
+        self.objects[uri] = (data, self.clock, 1, False)
         return self._seen(uri)
 
     def replace(self, uri: str, data: bytes, *, etag: str) -> Seen | None:
         if uri not in self.objects or str(self.objects[uri][2]) != etag:
             return None
-        self.objects[uri] = (data, self.clock, self.objects[uri][2] + 1)
+        self.objects[uri] = (data, self.clock, self.objects[uri][2] + 1, False)
         return self._seen(uri)
 
     def delete(self, uri: str, *, etag: str | None = None) -> bool:
@@ -68,13 +72,19 @@ class MemWriter:
         self.deleted.append(uri)
         return True
 
-    def upload(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
-        return self.create(uri, path.read_bytes()) is not None
+    def upload(self, uri: str, path: Path, *, size: int, sha256: str, root: str) -> bool:
+        if uri in self.objects:
+            return False
+        self.objects[uri] = (path.read_bytes(), self.clock, 1, True)
+        return True
+
+    def owned(self, uri: str, *, root: str) -> Seen | None:
+        return self.head(uri)
 
     def listing(self, prefix: str) -> Iterator[Listed]:
         for uri in sorted(self.objects):
             if uri.startswith(prefix):
-                data, modified, _ = self.objects[uri]
+                data, modified, _, _ = self.objects[uri]
                 yield Listed(uri, len(data), modified)
 
     def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
@@ -110,10 +120,10 @@ class MemStore:
 @dataclass
 class Shelf:
     """A mirror for one test: its template, and how to put an object in it ``age`` seconds old by
-    the store's clock."""
+    the store's clock, as mdl uploads it (with its mark) or (``marked=False``) another tool."""
 
     template: str
-    put: Callable[[str, bytes, float], None]
+    put: Callable[..., None]
     has: Callable[[str], bool]
 
     def uri(self, model: str, path: str) -> str:
@@ -127,8 +137,8 @@ def mem_shelf(monkeypatch: pytest.MonkeyPatch) -> Shelf:
     monkeypatch.setitem(STORES, "mem", store)
     writer = store.shelf
 
-    def put(uri: str, data: bytes, age: float) -> None:
-        writer.objects[uri] = (data, writer.clock - age, 1)
+    def put(uri: str, data: bytes, age: float, *, marked: bool = True) -> None:
+        writer.objects[uri] = (data, writer.clock - age, 1, marked)
 
     return Shelf("mem://shelf/hub/{model}/{path}", put, lambda uri: uri in writer.objects)
 
@@ -137,17 +147,23 @@ def file_shelf(folder: Path) -> Shelf:
     """``file://``: a shared folder, whose clock is a fresh mtime (this machine's, here): an
     object is aged by its mtime."""
 
-    def put(uri: str, data: bytes, age: float) -> None:
+    template = f"file://{folder}/mirror/{{model}}/{{path}}"
+
+    def put(uri: str, data: bytes, age: float, *, marked: bool = True) -> None:
         path = Path(uri.removeprefix("file://"))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         stamp = time.time() - age
         os.utime(path, (stamp, stamp))
+        if marked:  # as FolderWriter.upload marks what it wrote: its version, in mdl's namespace
+            mark = Path(mark_uri(uri, root=f"file://{folder}/mirror/").removeprefix("file://"))
+            mark.parent.mkdir(parents=True, exist_ok=True)
+            mark.write_text(file_etag(path.stat()))
 
     def has(uri: str) -> bool:
         return Path(uri.removeprefix("file://")).exists()
 
-    return Shelf(f"file://{folder}/mirror/{{model}}/{{path}}", put, has)
+    return Shelf(template, put, has)
 
 
 @pytest.fixture(params=["mem", "file"])
@@ -183,14 +199,15 @@ def lease_of(template: str, uri: str) -> str:
 
 
 def stocked(shelf: Shelf) -> dict[str, str]:
-    """The mirror as a fleet leaves it: tiny's pinned files, an old and a young object no model
-    names, loose's file (not pinned), a file under a live lease and its lease, an expired lease."""
+    """The mirror as a fleet leaves it, every object written by mdl: tiny's pinned files, an old
+    and a young object of tiny's no pin names, a model the catalog no longer names, loose's file
+    (not pinned), a file under a live lease and its lease, an expired lease."""
     uris = {
         "named": shelf.uri("tiny", "config.json"),
         "named_weights": shelf.uri("tiny", "model.safetensors"),
         "old": shelf.uri("gone", "model.safetensors"),
         "old_version": shelf.uri("tiny", "old.bin"),
-        "young": shelf.uri("newer", "model.safetensors"),
+        "young": shelf.uri("tiny", "newer.bin"),
         "unpinned": shelf.uri("loose", "weights.bin"),
         "guarded": shelf.uri("filling", "big.bin"),
         "live": lease_of(shelf.template, shelf.uri("filling", "big.bin")),
@@ -210,14 +227,28 @@ def test_prune_keeps_what_the_lock_names_and_what_is_leased_and_removes_the_rest
     uris = stocked(shelf)
     result = mdl("prune", "--mirror", shelf.template)
     assert result.exit_code == 0, result.stderr
-    gone = {uris[k] for k in ("old", "old_version", "expired")}
+    gone = {uris[k] for k in ("old_version", "expired")}
     for key, uri in uris.items():
         assert shelf.has(uri) == (uri not in gone), key
     rows = result.stdout.splitlines()
     assert sorted(row.split("  ")[1] for row in rows) == sorted(gone)
-    assert f"removed  {uris['old']}  (10 B)  named by no model of the catalog" in rows
+    assert f"removed  {uris['old_version']}  (10 B)  named by no model of the catalog" in rows
     assert f"removed  {uris['expired']}  (5 B)  expired lease" in rows
-    assert f"in 3 object(s) of {shelf.template}; kept 6" in result.stderr
+    assert f"in 2 object(s) of {shelf.template}; kept 7" in result.stderr
+
+
+def test_all_models_also_prunes_a_model_the_catalog_no_longer_names(
+    place: Path, shelf: Shelf
+) -> None:
+    """Without the flag a model the catalog does not name is another catalog's as far as prune
+    can tell: kept. With --all-models what mdl wrote for it goes too."""
+    uris = stocked(shelf)
+    result = mdl("prune", "--mirror", shelf.template, "--all-models")
+    assert result.exit_code == 0, result.stderr
+    gone = {uris[k] for k in ("old", "old_version", "expired")}
+    for key, uri in uris.items():
+        assert shelf.has(uri) == (uri not in gone), key
+    assert f"removed  {uris['old']}  (10 B)  named by no model of the catalog" in result.stdout
 
 
 def test_dry_run_removes_nothing_and_says_what_it_would(place: Path, shelf: Shelf) -> None:
@@ -225,7 +256,7 @@ def test_dry_run_removes_nothing_and_says_what_it_would(place: Path, shelf: Shel
     result = mdl("prune", "--mirror", shelf.template, "--dry-run")
     assert result.exit_code == 0, result.stderr
     assert all(shelf.has(uri) for uri in uris.values())
-    assert len(result.stdout.splitlines()) == 3
+    assert len(result.stdout.splitlines()) == 2
     assert all(row.startswith("would remove  ") for row in result.stdout.splitlines())
     assert "would free" in result.stderr
 
@@ -248,8 +279,8 @@ def test_the_json_report_says_each_object_and_why(place: Path, shelf: Shelf) -> 
     assert doc["mirror"] == shelf.template
     removed = {e["uri"]: e for e in doc["removed"]}
     kept = {e["uri"]: e["reason"] for e in doc["kept"]}
-    assert removed[uris["old"]] == {
-        "uri": uris["old"],
+    assert removed[uris["old_version"]] == {
+        "uri": uris["old_version"],
         "size": 10,
         "reason": "named by no model of the catalog",
         "removed": True,
@@ -258,6 +289,7 @@ def test_the_json_report_says_each_object_and_why(place: Path, shelf: Shelf) -> 
     assert kept == {
         uris["named"]: "named by the catalog.lock",
         uris["named_weights"]: "named by the catalog.lock",
+        uris["old"]: "not a model of this catalog (--all-models prunes every model's)",
         uris["young"]: "younger than 7 day(s)",
         uris["unpinned"]: "loose has no fresh catalog.lock entry: its objects are kept",
         uris["guarded"]: "a fill holds its lease",
@@ -309,7 +341,7 @@ def test_a_lease_renewed_after_the_listing_is_kept(
 def test_a_listed_key_with_control_characters_is_shown_escaped(place: Path, shelf: Shelf) -> None:
     """Removed where the store can address it; a shared folder refuses such a name (it cannot be a
     URI of it): kept, with a warning. Either way it is shown escaped, never raw."""
-    hostile = shelf.uri("gone", "evil\x1b[2J\rname.bin")
+    hostile = shelf.uri("tiny", "evil\x1b[2J\rname.bin")
     shelf.put(hostile, b"x", OLD)
     result = mdl("prune", "--mirror", shelf.template)
     assert result.exit_code == 0, result.stderr
@@ -345,6 +377,7 @@ def test_a_catalog_mirrors_endpoint_is_used_for_its_template(
         (("--mirror", "mem://shelf/{model}/{nope}"), "--mirror"),
         (("--mirror", "mem://other/{model}/{path}"), "only the shelf"),
         (("--keep-days", "3"), "--keep-days is for a mirror"),
+        (("--all-models",), "--all-models is for a mirror"),
         (("--mirror", "mem://shelf/{model}/{path}", "--keep-days", "-1"), "--keep-days"),
         (("--mirror", "mem://shelf/{model}/{path}", "--dest", "x"), "drop --dest"),
     ],
@@ -388,9 +421,12 @@ def test_an_s3_mirror_is_pruned_by_the_store_clock(
         "lease": "hub/.mdl/leases/filling/big.bin/1",
     }
     for name, key in keys.items():
-        s3.put(
-            "mirror", key, TINY.get(key.rsplit("/", 1)[-1], b"x" * 10) if "named" in name else b"x"
+        data = TINY.get(key.rsplit("/", 1)[-1], b"x" * 10) if "named" in name else b"x"
+        # as mdl uploads: with its mark (the lease, as mdl creates one, without)
+        marked = (
+            {} if name == "lease" else {"Metadata": mdl_metadata(hashlib.sha256(data).hexdigest())}
         )
+        s3.put("mirror", key, data, **marked)
     client = s3.client()
 
     def uploads() -> list[str]:
@@ -404,7 +440,7 @@ def test_an_s3_mirror_is_pruned_by_the_store_clock(
 
     with s3_proxy(s3.endpoint) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
-        fresh = mdl("prune", "--mirror", template, "--json")
+        fresh = mdl("prune", "--mirror", template, "--json", "--all-models")
         assert fresh.exit_code == 0, fresh.stderr
         kept = {e["uri"]: e["reason"] for e in json.loads(fresh.stdout)["kept"]}
         assert json.loads(fresh.stdout)["removed"] == [] and held() == set(keys.values())
@@ -416,7 +452,7 @@ def test_an_s3_mirror_is_pruned_by_the_store_clock(
         assert kept["s3://mirror/" + keys["lease"]] == "a live lease (a fill is under way)"
         assert kept["s3://mirror/" + keys["guarded"]] == "a fill holds its lease"
         proxy.date_offset = 2 * DAY
-        later = mdl("prune", "--mirror", template, "--keep-days", "1")
+        later = mdl("prune", "--mirror", template, "--keep-days", "1", "--all-models")
         assert later.exit_code == 0, later.stderr
     assert held() == {keys["named"], keys["named_weights"], keys["unpinned"]}
     assert uploads() == []
@@ -425,3 +461,141 @@ def test_an_s3_mirror_is_pruned_by_the_store_clock(
         + ["s3://mirror/hub/gone/killed.bin"]
     )
     assert "removed  s3://mirror/hub/gone/killed.bin  (0 B)  abandoned upload" in later.stdout
+
+
+def test_what_mdl_did_not_write_stays_however_old(place: Path, shelf: Shelf) -> None:
+    """A bucket other teams share: their data beside the models (no mdl mark) stays, a week old
+    or a year; another catalog's filled model stays unless --all-models, and even then only what
+    mdl wrote of it goes."""
+    uris = stocked(shelf)
+    root = shelf.template.removesuffix("{model}/{path}")
+    foreign = {
+        "dataset": root + "datasets/train.parquet",
+        "backup": root + "backups/db.sql.gz",
+        "readme": root + "README.md",
+        "beside": shelf.uri("tiny", "notes.txt"),  # in a model of this catalog, not by mdl
+        "theirs_by_hand": shelf.uri("other-team", "eval.json"),
+    }
+    for uri in foreign.values():
+        shelf.put(uri, b"theirs", 8 * DAY, marked=False)
+    theirs = shelf.uri("other-team", "model.safetensors")  # another catalog's fill
+    shelf.put(theirs, b"x" * 10, OLD)
+    result = mdl("prune", "--mirror", shelf.template, "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert all(shelf.has(uri) for uri in [*foreign.values(), theirs]), doc["removed"]
+    kept = {e["uri"]: e["reason"] for e in doc["kept"]}
+    assert kept[foreign["beside"]] == "not written by mdl (it carries no mdl mark)"
+    assert kept[foreign["dataset"]].startswith("not a model of this catalog")
+    assert kept[theirs].startswith("not a model of this catalog")
+    assert {e["uri"] for e in doc["removed"]} == {uris["old_version"], uris["expired"]}
+    every = mdl("prune", "--mirror", shelf.template, "--all-models", "--json")
+    assert every.exit_code == 0, every.stderr
+    assert all(shelf.has(uri) for uri in foreign.values())
+    assert not shelf.has(theirs) and not shelf.has(uris["old"])
+    kept = {e["uri"]: e["reason"] for e in json.loads(every.stdout)["kept"]}
+    assert kept[foreign["dataset"]] == "not written by mdl (it carries no mdl mark)"
+
+
+def test_a_template_not_by_model_keeps_every_object_it_does_not_name(
+    place: Path, mem_shelf: Shelf
+) -> None:
+    """{model} not first: the catalog's models' objects cannot be told from others' (said once)."""
+    template = "mem://shelf/cas/{path}"
+    mem_shelf.put("mem://shelf/cas/w.bin", b"x", OLD)
+    result = mdl("prune", "--mirror", template, "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["removed"] == [] and mem_shelf.has("mem://shelf/cas/w.bin")
+    assert any("{model} does not come first" in w for w in doc["warnings"])
+
+
+def test_the_dry_run_says_when_each_young_object_goes(place: Path, shelf: Shelf) -> None:
+    """The weekly dry run shows next week's removals: for each object kept only for its age, the
+    date the same command removes it (the store's clock), in words and in --json."""
+    uris = stocked(shelf)
+    dry = mdl("prune", "--mirror", shelf.template, "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    line = next(row for row in dry.stderr.splitlines() if uris["young"] in row)
+    assert "younger than 7 day(s); would be removed after 20" in line
+    assert "(in 7.0 day(s))" in line  # an hour old: 6.96 days to go
+    doc = json.loads(mdl("prune", "--mirror", shelf.template, "--dry-run", "--json").stdout)
+    young = next(e for e in doc["kept"] if e["uri"] == uris["young"])
+    assert young["removed_in_days"] == pytest.approx(7 - 1 / 24, abs=0.01)
+    assert young["removed_after"].endswith("Z") and young["removed_after"][:4].isdigit()
+    # only age keeps it: not an unmarked object, nor one of another model
+    assert all("removed_after" not in e for e in doc["kept"] if e["uri"] != uris["young"])
+    # a week later the same command removes it
+    if shelf.template.startswith("mem://"):
+        STORES["mem"].shelf.clock += 7 * DAY  # type: ignore[attr-defined]
+    else:
+        path = Path(uris["young"].removeprefix("file://"))
+        stamp = time.time() - 8 * DAY
+        os.utime(path, (stamp, stamp))
+        Path(mark_uri(uris["young"], root=shelf.template.partition("{")[0])[7:]).write_text(
+            file_etag(path.stat())
+        )
+    later = mdl("prune", "--mirror", shelf.template)
+    assert later.exit_code == 0, later.stderr
+    assert not shelf.has(uris["young"])
+
+
+def test_objects_mdl_uploads_carry_the_mark_prune_honours(
+    place: Path, tmp_path: Path, s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end on real stores: what a fill's writer uploads (S3 on moto, a shared folder)
+    goes once old; an object another tool wrote at a name beside it stays."""
+    source = tmp_path / "w.bin"
+    source.write_bytes(b"w" * 10)
+    sha = hashlib.sha256(b"w" * 10).hexdigest()
+    s3.put("mirror", "hub/tiny/other.bin", b"theirs")  # no mdl mark: another tool's
+    writer = STORES["s3"].writer(endpoint=None, secrets=None)
+    template = "s3://mirror/hub/{model}/{path}"
+    assert writer.upload("s3://mirror/hub/tiny/w.bin", source, size=10, sha256=sha, root="x")
+    folder = file_shelf(tmp_path / "shared")
+    ours, theirs = folder.uri("tiny", "w.bin"), folder.uri("tiny", "other.bin")
+    root = folder.template.partition("{")[0]
+    assert (
+        STORES["file"]
+        .writer(endpoint=None, secrets=None)
+        .upload(ours, source, size=10, sha256=sha, root=root)
+    )
+    folder.put(theirs, b"theirs", 8 * DAY, marked=False)
+    with s3_proxy(s3.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        proxy.date_offset = 8 * DAY
+        pruned = mdl("prune", "--mirror", template, "--json")
+    assert pruned.exit_code == 0, pruned.stderr
+    client = s3.client()
+    held = {o["Key"] for o in client.list_objects_v2(Bucket="mirror")["Contents"]}
+    assert held == {"hub/tiny/other.bin"}
+    kept = {e["uri"]: e["reason"] for e in json.loads(pruned.stdout)["kept"]}
+    assert kept["s3://mirror/hub/tiny/other.bin"] == "not written by mdl (it carries no mdl mark)"
+    # the mark FolderWriter.upload wrote, as it wrote it: --keep-days 0 (touching the file
+    # would make it another version, unmarked)
+    on_disk = mdl("prune", "--mirror", folder.template, "--keep-days", "0")
+    assert on_disk.exit_code == 0, on_disk.stderr
+    assert not folder.has(ours) and folder.has(theirs)
+    assert not Path(mark_uri(ours, root=root)[7:]).exists()  # its mark went with it
+
+
+def test_a_folder_mirrors_marks_are_its_own_and_go_with_its_objects(tmp_path: Path) -> None:
+    """Two mirrors in one folder (``a-{model}``, ``b-{model}``) share its ``.mdl/marks/``: pruning
+    one removes the marks of the objects it removed, never the other mirror's."""
+    from mdl.buckets import FolderWriter
+    from mdl.upload.mirrorprune import Named, model_prefix, prune_mirror
+
+    source = tmp_path / "w.bin"
+    source.write_bytes(b"w")
+    sha = hashlib.sha256(b"w").hexdigest()
+    writer = FolderWriter()
+    a, b = f"file://{tmp_path}/a-{{model}}/{{path}}", f"file://{tmp_path}/b-{{model}}/{{path}}"
+    uris = {t: t.replace("{model}", "m").replace("{path}", "w.bin") for t in (a, b)}
+    for template, uri in uris.items():
+        assert writer.upload(uri, source, size=1, sha256=sha, root=template.partition("{")[0])
+    marks = {t: Path(mark_uri(u, root=t.partition("{")[0])[7:]) for t, u in uris.items()}
+    assert all(mark.exists() for mark in marks.values())
+    report = prune_mirror(writer, a, Named({}, {}, (model_prefix(a, "m"),)), keep_days=0)
+    assert [e.uri for e in report.removed] == [uris[a]]
+    assert not marks[a].exists() and marks[b].exists()
+    assert Path(uris[b][7:]).exists()
