@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import mmap
 import os
 import signal
 import sys
 
+from mdl.errors import out_of_memory
+
 
 def main() -> None:
     """Install SIGTERM handling before the (slower) imports, run the CLI, and exit with its code."""
+    # Address space held back (never touched) until memory runs out: room to say so under a limit
+    # (RLIMIT_AS) reached while importing, or by the translator itself.
+    reserve = None
     try:
+        reserve = mmap.mmap(-1, 2 << 20)
         # SIGTERM behaves like Ctrl-C (KeyboardInterrupt): stop streams, keep partial data, exit
         # 130.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -19,6 +26,9 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("mdl: error: interrupted while starting\n")
         os._exit(130)
+    except Exception as exc:  # memory ran out before the translator is there; else raised
+        _exit_if_out_of_memory(exc, reserve)
+        raise
     try:
         # every way it ends, as an exit code (mdl.cli.translate, the one translator)
         code = invoke(app)
@@ -38,6 +48,21 @@ def main() -> None:
             logging.shutdown()
             os._exit(130)
         raise
+    except Exception as exc:  # memory ran out in the translator itself; else raised
+        _exit_if_out_of_memory(exc, reserve)
+        raise
+
+
+def _exit_if_out_of_memory(exc: BaseException, reserve: mmap.mmap | None) -> None:
+    """Exit 7 "out of memory" as the translator says it, with no room to run it, when ``exc`` is
+    memory running out; no teardown (freeing what the imports made needs memory too)."""
+    if reserve is not None:
+        reserve.close()
+    if out_of_memory(exc):
+        os.write(
+            2, b"mdl: error: out of memory\n  hint: free memory or raise the process's limit\n"
+        )
+        os._exit(7)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ hint.
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import ClassVar
@@ -187,6 +188,29 @@ def causes(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = current.__cause__ or current.__context__
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is memory running out, however it surfaced: a MemoryError anywhere in its
+    chain (a C extension may raise it again as a SystemError or a ValueError), ENOMEM, a library
+    the loader had no room to map (an ImportError, "failed to map segment from shared object"), or
+    CPython's words for a failure whose exception had no room to be made (a SystemError, "returned
+    NULL without setting an exception"; a ValueError, "field 'target' is required for AnnAssign",
+    when a module is compiled)."""
+    for error in causes(exc):
+        if isinstance(error, MemoryError) or getattr(error, "errno", None) == errno.ENOMEM:
+            return True
+        lost = isinstance(error, ImportError | SystemError | ValueError)
+        if lost and _OUT_OF_MEMORY_WORDS.search(str(error)):
+            return True
+    return False
+
+
+_OUT_OF_MEMORY_WORDS = re.compile(
+    r"failed to map segment|cannot allocate memory|without setting an exception"
+    r"|error return without exception set|^field '\w+' is required for \w+$",
+    re.IGNORECASE,
+)
 
 
 def server_details(exc: BaseException) -> tuple[int | None, str | None]:

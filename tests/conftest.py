@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -24,6 +25,27 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     server or the clock, and the extra worker keeps the cores busy meanwhile (measured on 2 cores:
     tests/store + tests/cli 111 s -> 93 s)."""
     return (os.cpu_count() or 1) + 1
+
+
+class SayFailures:
+    """A failure named on the terminal as it happens, not only in the summary at the end: a run cut
+    short (``timeout``, a CI limit) still says what failed, even under ``-q``."""
+
+    def __init__(self, terminal: Any) -> None:
+        self.terminal = terminal
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed:
+            word = "FAILED" if report.when == "call" else "ERROR"
+            self.terminal.write_line(f"{word} {report.nodeid}", red=True, bold=True)
+
+
+@pytest.hookimpl(trylast=True)  # after the terminal reporter is made
+def pytest_configure(config: pytest.Config) -> None:
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    # under xdist, in the controller only: it hears each worker's reports
+    if terminal is not None and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(SayFailures(terminal), "mdl-say-failures")
 
 
 @pytest.fixture(autouse=True)

@@ -3,19 +3,25 @@ ships the ``weed`` binary; SeaweedFS ≥ 3.96 honours ``If-None-Match``/``If-Mat
 
 ``seaweed_server`` starts one ``weed server`` per session (master, volume, filer and S3 gateway in
 one process) bound to 127.0.0.1 on free ports, in a temporary folder, with an S3 identity for the
-test credentials of ``s3server``; it is stopped at the end. ``start_weed`` is the same as a plain
+test credentials of ``s3server``; it is stopped at the end, and dies with the process that started
+it however that ends (a run cut by ``timeout``, a killed xdist worker): Linux's parent-death signal,
+plus an ``atexit`` stop. ``start_weed`` is the same as a plain
 function (the fan-out benchmark uses it). Without ``weed`` the fixture skips, saying why.
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +56,7 @@ class Weed:
         )
 
     def stop(self) -> None:
+        atexit.unregister(self.stop)
         # killed, not asked: its data is scratch, and weed takes 15 s or more over a SIGTERM
         if self.process.poll() is None:
             self.process.kill()
@@ -75,6 +82,24 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _dies_with(parent: int) -> Callable[[], None] | None:
+    """What the child runs before ``exec`` so that the kernel kills it when ``parent`` (this
+    process's starting thread) ends, however it ends; None off Linux (``atexit`` alone there)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # found here: the child only calls it
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent ended before the signal was armed
+            os._exit(1)
+
+    return arm
 
 
 def weed_command(weed: str, root: Path, config: Path, ports: list[int]) -> list[str]:
@@ -125,8 +150,15 @@ def start_weed(root: Path, *, tries: int = 3) -> Weed:
         command = weed_command(weed, root, config, ports)
         log = root / "weed.log"
         with log.open("wb") as out:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=root)
+            process = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=root,
+                preexec_fn=_dies_with(os.getpid()),
+            )
         server = Weed(f"http://127.0.0.1:{ports[6]}", process, log, command, ports)
+        atexit.register(server.stop)
         try:
             _wait_ready(server)
         except _PortTaken:

@@ -28,6 +28,7 @@ from mdl.errors import (
     OutOfMemoryError,
     UsageError,
     causes,
+    out_of_memory,
 )
 from mdl.redact import Secrets, safe_text
 from mdl.setting import SETTING, parse_bool
@@ -75,6 +76,9 @@ def translate(exc: BaseException, run: Told | None = None) -> int:
     """The one translator of what ended mdl to its exit code, said on stderr, in ``--json`` and
     as events.
     """
+    if run is not None and run.reserve is not None:
+        # the command is over: its room is the translator's, before anything here allocates
+        run.reserve.close()
     if is_closed_stdout_error(exc):
         log.info("stdout was closed by its reader; exit %d", EXIT_STDOUT_CLOSED)
         silence_stdout()
@@ -92,7 +96,7 @@ def _as_error(exc: BaseException, run: Told | None) -> MdlError:
     if isinstance(exc, KeyboardInterrupt | typer.Abort):  # Typer's word for Ctrl-C
         return InterruptedByUserError("interrupted")
     if _out_of_memory(exc):
-        return _memory_error(exc, run)
+        return _memory_error(exc)
     # a parse error (Typer's public base of Click's): its usage, exit 2
     if isinstance(exc, typer.TyperException):
         # a usage error's command
@@ -105,18 +109,16 @@ def _out_of_memory(exc: BaseException) -> bool:
     """Whether a local resource ran out, as a full disk: exit 7 (a thread the system refused has
     only a RuntimeError's words)."""
     refused_thread = isinstance(exc, RuntimeError) and str(exc) == "can't start new thread"
-    return isinstance(exc, MemoryError) or refused_thread
+    return out_of_memory(exc) or refused_thread
 
 
-def _memory_error(exc: BaseException, run: Told | None) -> OutOfMemoryError:
-    """Out of memory, said with the room the reserve leaves once let go."""
-    if run is not None and run.reserve is not None:
-        # room to say so; and the traceback's frames hold what filled memory: let them go too
-        run.reserve.close()
+def _memory_error(exc: BaseException) -> OutOfMemoryError:
+    """Out of memory, said with the room the reserve left (:func:`translate` let it go)."""
+    # the traceback's frames hold what filled memory: let them go too
     for held in causes(exc):
         held.__traceback__ = None
     message = "out of memory"
-    if not isinstance(exc, MemoryError):  # a thread the system refused
+    if not out_of_memory(exc):  # a thread the system refused
         message += ": cannot start a thread"
     return OutOfMemoryError(message, hint=_MEMORY_HINT)
 

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -210,7 +211,7 @@ def test_publish_interrupted_says_what_was_uploaded_is_kept(
 # -----------------------------------------------------------------------------------------
 
 
-def big_lock(folder: Path, files: int) -> None:
+def locked_catalog(folder: Path, files: int) -> None:
     (folder / "catalog.toml").write_text('[models.big]\nrepo = "org/big"\n')
     from mdl.catalog import parse_catalog
 
@@ -231,54 +232,106 @@ def big_lock(folder: Path, files: int) -> None:
     )
 
 
-def list_under(folder: Path, limit: int) -> subprocess.CompletedProcess[str]:
-    """``mdl list`` in ``folder`` with at most ``limit`` bytes of address space (stdout a file:
-    no watcher thread).
-    """
+SAFETY_NET = 600  # seconds: each child does a fraction of a second's work; only a hang waits this
+# The child's peak address space as the kernel counted it, written to $PEAK_FILE as it exits.
+PEAK = (
+    "import atexit, os, re\n"
+    "status = lambda: open('/proc/self/status').read()\n"
+    "atexit.register(lambda: open(os.environ['PEAK_FILE'], 'w').write("
+    "re.search(r'VmPeak:\\s+(\\d+)', status())[1]))\n"
+)
+# exit 7 says so in two lines (the error, its hint), each maybe stamped (stderr is no terminal)
+OUT_OF_MEMORY = re.compile(
+    r"(\S+ \[\d+\] )?mdl: error: out of memory\n(\S+ \[\d+\] )?  hint: [^\n]+\n"
+)
+
+
+def mdl_under(folder: Path, limit: int | None, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m mdl ARGS`` in ``folder`` with at most ``limit`` bytes of address space; with
+    ``limit`` None, ``python -c ARGS`` with no limit, its peak written to ``folder/peak``."""
 
     def cap() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     env = {**os.environ, "MALLOC_ARENA_MAX": "1", "MDL_LOG_FILE": str(folder / "mdl.log")}
     env.update({"MDL_CATALOG": str(folder / "catalog.toml"), "MDL_DEST": str(folder / "models")})
+    env.update({"PEAK_FILE": str(folder / "peak")})
+    env.pop("MDL_DEBUG", None)
+    command = ["-m", "mdl", *args] if limit is not None else ["-c", PEAK + args[0], *args[1:]]
     with (folder / "stdout").open("w") as out:
         return subprocess.run(
-            [sys.executable, "-m", "mdl", "list"],
+            [sys.executable, *command],
             stdout=out,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
             preexec_fn=cap,  # the limit is the child's own
-            timeout=120,
+            timeout=SAFETY_NET,
             check=False,
         )
 
 
+def peak(folder: Path, code: str, *args: str) -> int:
+    """The most address space ``python -c CODE ARGS`` held, in bytes."""
+    done = mdl_under(folder, None, code, *args)
+    assert done.returncode == 0, done.stderr
+    return int((folder / "peak").read_text()) * 1024
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS as Linux enforces it")
-def test_running_out_of_memory_is_exit_7_out_of_memory(tmp_path: Path) -> None:
-    small, big = tmp_path / "small", tmp_path / "big"
-    small.mkdir()
-    big.mkdir()
-    big_lock(small, 2)
-    big_lock(big, 60_000)  # 14 MB of lock: ~100 MiB more to hold its entries than a small one
-    limit = next(
-        (mb << 20 for mb in range(40, 400, 10) if list_under(small, mb << 20).returncode == 0), None
-    )
-    assert limit is not None, "mdl list never ran under 400 MiB"
-    done = list_under(big, limit + 20 * MiB)
-    assert done.returncode == ExitCode.LOCAL == 7, done.stderr
-    assert "mdl: error: out of memory" in done.stderr
-    assert "internal error" not in done.stderr and "MemoryError" not in done.stderr
+def test_running_out_of_memory_anywhere_is_exit_7_out_of_memory(tmp_path: Path) -> None:
+    """Under an address-space limit anywhere from just what Python and the mdl package need up to
+    what `mdl list` needs, mdl ends 0 or 7 "out of memory" in two lines: never exit 1 (an ImportError
+    "failed to map segment", a SystemError, a ValueError that are memory running out), never an
+    abort, a traceback or a hang. Limits measured on this Python, not guessed; no timing."""
+    locked_catalog(tmp_path, 2)
+    # what runs before any code of mdl's can say anything (the package's own imports)
+    floor = peak(tmp_path, "import mdl.__main__") + MiB
+    need = peak(tmp_path, "import runpy, sys; runpy.run_module('mdl', run_name='__main__')", "list")
+    assert need > floor + 8 * MiB, (floor, need)
+    limits = [floor + (need - floor) * step // 5 for step in range(5)] + [need + 16 * MiB]
+    ends = {}
+    for args in (["list"], ["--version"]):
+        for limit in limits:
+            done = mdl_under(tmp_path, limit, *args)
+            ends[args[0], limit >> 20] = done.returncode
+            assert (done.returncode, done.stderr) == (0, "") or (
+                done.returncode == ExitCode.LOCAL == 7 and OUT_OF_MEMORY.fullmatch(done.stderr)
+            ), (args, limit >> 20, done.returncode, done.stderr)
+    # the range reaches both ends: memory ran out at the floor, and was enough above the need
+    assert ends["list", floor >> 20] == 7 and ends["list", (need >> 20) + 16] == 0, ends
+    assert ends["--version", (need >> 20) + 16] == 0, ends
 
 
+def _wrapped(outer: BaseException) -> BaseException:
+    try:
+        raise MemoryError
+    except MemoryError as exc:
+        outer.__context__ = exc
+    return outer
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        MemoryError(),
+        _wrapped(ValueError("a C extension's words")),
+        ImportError("libx.so: failed to map segment from shared object"),
+        SystemError("<function f> returned NULL without setting an exception"),
+        ValueError("field 'target' is required for AnnAssign"),
+        OSError(12, "Cannot allocate memory"),
+    ],
+    ids=["MemoryError", "wrapped", "map-segment", "lost", "compile", "ENOMEM"],
+)
 def test_a_memory_error_anywhere_in_a_command_is_exit_7(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raised: BaseException
 ) -> None:
     use_catalog(tmp_path, monkeypatch, '[models.a]\nrepo = "org/a"\n')
     from mdl import store
 
     def exhausted(*args: object, **kwargs: object) -> object:
-        raise MemoryError
+        raise raised
 
     monkeypatch.setattr(store, "list_models", exhausted)  # where the list's local state is read
     result = mdl("list", "--json")

@@ -1,0 +1,74 @@
+"""The suite on a busy machine (issue 59, J): a run cut short names what failed as it failed, and
+leaves no server it started running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from seaweed import weed_binary
+
+TESTS = Path(__file__).resolve().parent
+SAFETY_NET = 600  # seconds: only a broken run waits this long
+
+
+def test_a_cut_quiet_run_names_the_failure_it_had(tmp_path: Path) -> None:
+    # the second test ends the run as `timeout -s KILL` would: no summary is ever printed
+    (tmp_path / "test_cut.py").write_text(
+        "import os, signal\n"
+        "def test_broken():\n    assert 1 == 2\n"
+        "def test_cut():\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])},
+        capture_output=True,
+        text=True,
+        timeout=SAFETY_NET,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
+    assert "FAILED test_cut.py::test_broken" in done.stdout, done.stdout
+
+
+STARTS_WEED = """\
+import os, pathlib, sys
+from seaweed import start_weed
+server = start_weed(pathlib.Path(sys.argv[1]))
+print(server.process.pid, flush=True)
+os.kill(os.getpid(), 9)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's parent-death signal")
+@pytest.mark.skipif(weed_binary() is None, reason="SeaweedFS's weed is not installed")
+def test_a_seaweed_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", STARTS_WEED, str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])},
+        capture_output=True,
+        text=True,
+        timeout=SAFETY_NET,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    weed = int(done.stdout)
+    deadline = time.monotonic() + SAFETY_NET
+    while _alive(weed):
+        if time.monotonic() > deadline:
+            os.kill(weed, signal.SIGKILL)
+            pytest.fail(f"weed {weed} outlived the process that started it")
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie is gone: its parent was init, which reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
