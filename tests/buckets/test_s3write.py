@@ -471,7 +471,9 @@ def test_a_conflict_on_completing_starts_the_upload_again(
     with s3_proxy(place.endpoint) as proxy:
         proxy.conflicts = 1  # the completion: the only conditional write of an upload
         writer = place.writer(proxy.endpoint)
-        assert writer.upload(place.uri("big.bin"), path, size=6 * MiB, sha256=sha) is True
+        assert (
+            writer.upload(place.uri("big.bin"), path, size=6 * MiB, sha256=sha, root=ROOT) is True
+        )
         starts = [r for r in proxy.requests if r[0] == "POST" and r[1].endswith("?uploads")]
         completions = [r for r in proxy.requests if r[2]]
     assert len(starts) == 2 and len(completions) == 2
