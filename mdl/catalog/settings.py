@@ -117,6 +117,17 @@ def check_mirror(template: str, *, where: str) -> str:
     return template
 
 
+def given_mirrors(entries: Sequence[str | Mapping[str, str]], *, where: str) -> CatalogSettings:
+    """Mirrors given as the catalog's ``mirrors`` takes them (URL templates, or ``{ url,
+    endpoint }`` tables), checked by the catalog's own schema (a CatalogError naming ``where``):
+    their templates and endpoints."""
+    from mdl.catalog.schema import validate_catalog  # (pydantic: only when tables are given)
+
+    listed = [dict(entry) if isinstance(entry, Mapping) else entry for entry in entries]
+    document = {"settings": {"mirrors": listed}}
+    return validate_catalog(document, source=where, text="", path=None).settings
+
+
 def hf_hub_cache(environ: Mapping[str, str]) -> Path:
     """The Hugging Face hub cache, found as huggingface_hub does but from the run's environment."""
     home = environ.get("HF_HOME") or str(
@@ -319,11 +330,17 @@ def build_settings(
     lock mode from :func:`choose_lock_mode`; the mirrors' secrets registered in ``secrets``."""
     secrets = Secrets() if secrets is None else secrets
     catalog = catalog or CatalogSettings()
+    endpoints = catalog.mirror_endpoints
+    if any(isinstance(entry, Mapping) for entry in flags.mirrors or ()):
+        # tables with an endpoint (the API's, as the catalog's): they replace the catalog's mirrors
+        tables = given_mirrors(flags.mirrors or (), where="mirrors")
+        flags = flags._replace(mirrors=tables.mirrors)
+        endpoints = (*endpoints, *tables.mirror_endpoints)  # (the later wins a template)
     values, given = table_values(flags, environ, catalog)
     if xet_stopped_by_hf(flags, environ):
         values["xet"] = False
-    for template in (*(flags.mirrors or ()), *(environ.get(SETTING["mirrors"].env) or "").split()):
-        # the catalog's are registered with the catalog's other URLs (catalog_secrets)
+    for template in (*values["mirrors"], *(environ.get(SETTING["mirrors"].env) or "").split()):
+        # (the catalog's are registered with its other URLs as well: catalog_secrets)
         secrets.add_url(template)
     return Settings(
         dest=dest,
@@ -341,7 +358,7 @@ def build_settings(
         token=environ.get("HF_TOKEN") or None,
         environ=environ,
         hf_cache=hf_hub_cache(environ) if values["layout"] == "hf-cache" else None,
-        mirror_endpoints=catalog.mirror_endpoints,
+        mirror_endpoints=endpoints,
         lock_mode=choose_lock_mode(locked=flags.locked, frozen=flags.frozen, environ=environ),
         lock_path=lock_path,
         catalog_path=catalog_file(catalog_path, lock_path),
