@@ -13,6 +13,9 @@ from servers import HubServer, make_data
 
 import mdl
 from mdl import CatalogError, UsageError
+from mdl.catalog import given_mirrors
+from mdl.catalog.settings import build_settings
+from mdl.setting import Overrides
 
 WEIGHTS = make_data(200_003, seed=61)
 CONFIG = b'{"hidden_size": 8}\n'
@@ -96,3 +99,21 @@ def test_one_table_alone_is_one_mirror(origin: Path, tmp_path: Path, hub: HubSer
         dry_run=True,
     )
     assert report.ok
+
+
+def test_templates_and_tables_keep_their_order_and_the_tables_endpoints() -> None:
+    given = given_mirrors(
+        [
+            "http://near/{model}/{path}",
+            {"url": TEMPLATE, "endpoint": "http://127.0.0.1:9000/"},
+            {"url": "https://far/{model}/{path}"},
+        ],
+        where="mirrors",
+    )
+    settings = build_settings(Overrides(mirrors=given), environ={}, dest=Path("d"))
+    assert settings.mirrors == (
+        "http://near/{model}/{path}",
+        TEMPLATE,
+        "https://far/{model}/{path}",
+    )
+    assert settings.mirror_endpoints == ((TEMPLATE, "http://127.0.0.1:9000"),)

@@ -53,18 +53,22 @@ def _strings(value: object, *, param: str) -> tuple[str, ...]:
 
 def _mirrors(value: object, *, param: str) -> tuple[str | Mapping[str, str], ...]:
     """Mirrors as the catalog's ``mirrors`` takes them: URL templates or ``{ url, endpoint }``
-    tables (one alone is one item); the catalog's own rules check them when the settings are
-    built."""
+    tables (one alone is one item), tables checked by the catalog's own rules."""
     if isinstance(value, str | Mapping):
         value = (value,)
     if isinstance(value, bytes | bytearray | memoryview) or not isinstance(value, Iterable):
         raise _refuse(param, "a mirror URL template, a { url, endpoint } table, or a list", value)
-    return tuple(
+    entries = tuple(
         _environ(item, param=f"{param}[{i}]")
         if isinstance(item, Mapping)
         else _text(item, param=f"{param}[{i}]")
         for i, item in enumerate(value)
     )
+    if not any(isinstance(entry, Mapping) for entry in entries):
+        return entries  # (templates: checked with the settings, as a flag's)
+    from mdl.catalog import given_mirrors
+
+    return given_mirrors(entries, where=param)
 
 
 def _path(value: object, *, param: str) -> Path:

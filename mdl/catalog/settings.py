@@ -117,17 +117,6 @@ def check_mirror(template: str, *, where: str) -> str:
     return template
 
 
-def given_mirrors(entries: Sequence[str | Mapping[str, str]], *, where: str) -> CatalogSettings:
-    """Mirrors given as the catalog's ``mirrors`` takes them (URL templates, or ``{ url,
-    endpoint }`` tables), checked by the catalog's own schema (a CatalogError naming ``where``):
-    their templates and endpoints."""
-    from mdl.catalog.schema import validate_catalog  # (pydantic: only when tables are given)
-
-    listed = [dict(entry) if isinstance(entry, Mapping) else entry for entry in entries]
-    document = {"settings": {"mirrors": listed}}
-    return validate_catalog(document, source=where, text="", path=None).settings
-
-
 def hf_hub_cache(environ: Mapping[str, str]) -> Path:
     """The Hugging Face hub cache, found as huggingface_hub does but from the run's environment."""
     home = environ.get("HF_HOME") or str(
@@ -332,10 +321,12 @@ def build_settings(
     catalog = catalog or CatalogSettings()
     endpoints = catalog.mirror_endpoints
     if any(isinstance(entry, Mapping) for entry in flags.mirrors or ()):
-        # tables with an endpoint (the API's, as the catalog's): they replace the catalog's mirrors
-        tables = given_mirrors(flags.mirrors or (), where="mirrors")
-        flags = flags._replace(mirrors=tables.mirrors)
-        endpoints = (*endpoints, *tables.mirror_endpoints)  # (the later wins a template)
+        # the API's { url, endpoint } tables (checked as the catalog's: load.given_mirrors); they
+        # replace the catalog's mirrors, and their endpoints win a template
+        entries = flags.mirrors or ()
+        tables = [entry for entry in entries if isinstance(entry, Mapping)]
+        endpoints = (*endpoints, *((t["url"], t["endpoint"]) for t in tables if "endpoint" in t))
+        flags = flags._replace(mirrors=[e if isinstance(e, str) else e["url"] for e in entries])
     values, given = table_values(flags, environ, catalog)
     if xet_stopped_by_hf(flags, environ):
         values["xet"] = False
