@@ -5,12 +5,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 from runfixtures import mdl, use_catalog
 from servers import Fault, HubServer, make_data
+
+from mdl.cli.run import make_reporter
 
 LINE = "mdl: waiting 1 s: the Hub's rate limit (resolvers)"
 CATALOG = '[models.tiny]\nrepo = "org/tiny"\n'
@@ -58,3 +61,23 @@ def test_the_event_stream_carries_it_as_a_note(refusing: HubServer) -> None:
     events = [json.loads(line) for line in result.stderr.splitlines()]
     notes = [e for e in events if e["event"] == "note" and "rate limit" in e["message"]]
     assert [n["message"] for n in notes] == [LINE]
+
+
+@pytest.mark.parametrize(("mode", "quiet"), [("rich", False), ("plain", False), ("none", False)])
+def test_each_display_says_the_runs_wait_once_and_gives_it_no_row(mode: str, quiet: bool) -> None:
+    stream = io.StringIO()
+    with make_reporter(mode, quiet=quiet, stream=stream, environ={}) as reporter:  # type: ignore[arg-type]
+        reporter.begin(total_bytes=10, files=1)
+        reporter.start("a", label="m/a", total=10, model="m", path="a")
+        reporter.waiting("", LINE)  # the whole run, not a file
+        reporter.advance("a", 10)
+        reporter.finish("a", ok=True)
+    assert stream.getvalue().count(LINE) == 1, stream.getvalue()
+    assert "waiting:" not in stream.getvalue()  # no file's "waiting" row or line
+
+
+def test_quiet_shows_no_wait() -> None:
+    stream = io.StringIO()
+    with make_reporter("none", quiet=True, stream=stream, environ={}) as reporter:
+        reporter.waiting("", LINE)
+    assert stream.getvalue() == ""
