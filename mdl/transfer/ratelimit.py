@@ -366,11 +366,11 @@ class HubGate:
             policy, name = f" (policy {tight.name!r}: {tight.remaining} left)", tight.name
         said = "RateLimit" if limits is not None and limits.wait is not None else "Retry-After"
         held = f" {human_seconds(hold)}" if hold != wait else ""
-        log.info(
-            "the Hub answered HTTP %d and asks to wait %s (%s)%s; every Hub request of the run"
-            " waits%s",
-            *(status, human_seconds(wait), said, policy, held),
+        line = (
+            f"the Hub answered HTTP {status} and asks to wait {human_seconds(wait)} ({said})"
+            f"{policy}; every Hub request of the run waits{held}"
         )
+        log.info("%s", line)
         if self.note is not None:  # one line on stderr, in every display but -q's
             self.note(f"mdl: waiting {human_seconds(hold)}: the Hub's rate limit ({name})")
 
