@@ -67,7 +67,6 @@ def test_a_mirror_table_brings_its_own_endpoint(
         ([{"endpoint": "http://127.0.0.1:9"}], "url"),
         ([{"url": "ftp://m/{path}"}], "a mirror must be an http(s)"),
         ([{"url": TEMPLATE, "endpoint": "not a url"}], "endpoint"),
-        (["http://m/{nope}"], "nope"),  # a template alone: the same rules, the same name
     ],
 )
 def test_a_bad_mirror_table_is_refused_as_the_catalog_refuses_it(

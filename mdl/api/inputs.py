@@ -53,7 +53,7 @@ def _strings(value: object, *, param: str) -> tuple[str, ...]:
 
 def _mirrors(value: object, *, param: str) -> tuple[str | Mapping[str, str], ...]:
     """Mirrors as the catalog's ``mirrors`` takes them: URL templates or ``{ url, endpoint }``
-    tables (one alone is one item), checked by the catalog's own rules."""
+    tables (one alone is one item), tables checked by the catalog's own rules."""
     if isinstance(value, str | Mapping):
         value = (value,)
     if isinstance(value, bytes | bytearray | memoryview) or not isinstance(value, Iterable):
@@ -64,6 +64,8 @@ def _mirrors(value: object, *, param: str) -> tuple[str | Mapping[str, str], ...
         else _text(item, param=f"{param}[{i}]")
         for i, item in enumerate(value)
     )
+    if not any(isinstance(entry, Mapping) for entry in entries):
+        return entries  # (templates: checked with the settings, as --mirror's are)
     from mdl.catalog import given_mirrors
 
     return given_mirrors(entries, where=param)

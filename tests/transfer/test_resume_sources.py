@@ -185,3 +185,58 @@ def test_a_pull_resumes_the_cdns_partial_from_the_mirror(
     (outcome,) = report.files
     assert outcome.action == "resumed" and outcome.verified
     assert outcome.mirror is not None and outcome.mirror.startswith(second.url)
+
+
+def test_bytes_kept_survive_a_mirror_that_fails_and_the_origin_continues_them(
+    hub: HubServer, second: CdnServer, tmp_path: Path
+) -> None:
+    weights = make_data(300_003, seed=62)
+    hub.add_repo("org/tiny", {"model.safetensors": weights})
+    hub.cdn.faults.add(Fault.reset(after_bytes=100_000))
+    dest = tmp_path / "models"
+    environ = {"HF_ENDPOINT": hub.url, "MDL_RETRIES": "0", "MDL_LOG_FILE": str(tmp_path / "log")}
+    (spec,) = parse_catalog('[models.tiny]\nrepo = "org/tiny"\n').models
+    first = pull_models(
+        [spec], build_settings(Overrides(), environ=environ, dest=dest), progress=NullProgress()
+    )
+    assert not first.ok
+    # the mirror has the object but cuts every answer before its first byte
+    second.add_file("/tiny/model.safetensors", weights, etag=MIRROR_ETAG)
+    second.faults.add(Fault.reset(after_bytes=0, times=None))
+    hub.cdn.log.clear()
+    mirrors = Overrides(mirrors=[second.url + "/{model}/{path}"])
+    report = pull_models(
+        [spec], build_settings(mirrors, environ=environ, dest=dest), progress=NullProgress()
+    )
+    assert report.ok, report.files
+    assert (dest / "tiny" / "model.safetensors").read_bytes() == weights
+    (outcome,) = report.files
+    assert outcome.mirror is None and outcome.verified
+    # the origin was asked only for what no run had yet
+    (request,) = hub.cdn.log.records(method="GET")
+    assert request.range == f"bytes=100000-{len(weights) - 1}"
+
+
+def test_without_verifying_a_mirrors_failure_leaves_nothing_to_splice(
+    hub: HubServer, second: CdnServer, tmp_path: Path
+) -> None:
+    weights = make_data(300_003, seed=63)
+    hub.add_repo("org/tiny", {"model.safetensors": weights})
+    hub.cdn.faults.add(Fault.reset(after_bytes=100_000))
+    dest = tmp_path / "models"
+    environ = {"HF_ENDPOINT": hub.url, "MDL_RETRIES": "0", "MDL_LOG_FILE": str(tmp_path / "log")}
+    (spec,) = parse_catalog('[models.tiny]\nrepo = "org/tiny"\n').models
+    pull_models(
+        [spec], build_settings(Overrides(), environ=environ, dest=dest), progress=NullProgress()
+    )
+    second.add_file("/tiny/model.safetensors", weights, etag=MIRROR_ETAG)
+    second.faults.add(Fault.reset(after_bytes=0, times=None))
+    hub.cdn.log.clear()
+    flags = Overrides(mirrors=[second.url + "/{model}/{path}"], verify=False)
+    report = pull_models(
+        [spec], build_settings(flags, environ=environ, dest=dest), progress=NullProgress()
+    )
+    assert report.ok, report.files
+    assert (dest / "tiny" / "model.safetensors").read_bytes() == weights
+    (request,) = hub.cdn.log.records(method="GET")
+    assert request.range in (None, f"bytes=0-{len(weights) - 1}")  # from the start
