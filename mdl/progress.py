@@ -53,7 +53,8 @@ class Progress:
         self.emit(Event("start", key, label, total, completed=completed, model=model, path=path))
 
     def waiting(self, key: str, message: str) -> None:
-        """Item ``key`` waits for something other than bytes (another run's lock)."""
+        """Item ``key`` waits for something other than bytes (another run's lock); key ``""``: the
+        whole run waits (the Hub's rate limit), said even without a progress display."""
         self.emit(Event("waiting", key, message=message))
 
     def advance(self, key: str, nbytes: int) -> None:

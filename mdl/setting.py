@@ -13,7 +13,7 @@ the API's keywords). A process's own (``run=False``) is read where it is used.""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
 
 StrPath = str | os.PathLike[str]
@@ -232,7 +232,8 @@ class Overrides(NamedTuple):
     stall_timeout: float | None = None
     timeout: float | None = None
     lock_timeout: float | None = None
-    mirrors: Sequence[str] | None = None
+    # URL templates, or (the API's) ``{ url, endpoint }`` tables as the catalog's ``mirrors`` takes
+    mirrors: Sequence[str | Mapping[str, str]] | None = None
     fill_mirror: bool = False
     xet: bool | None = None
     locked: bool = False

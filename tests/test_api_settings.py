@@ -32,7 +32,7 @@ ANNOTATIONS = {
     "choice": "str | None",
     "url": "str | None",
     "path": "StrPath | None",
-    "urls": "Sequence[str] | None",
+    "urls": "Sequence[str | Mapping[str, str]] | None",  # templates, or { url, endpoint } tables
     "switch": "bool",
 }
 PUBLIC = [

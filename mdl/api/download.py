@@ -38,7 +38,7 @@ def pull(
     lock_timeout: float | None = None,
     locked: bool = False,
     frozen: bool = False,
-    mirrors: Sequence[str] | None = None,
+    mirrors: Sequence[str | Mapping[str, str]] | None = None,
     fill_mirror: bool = False,
     xet: bool | None = None,
     environ: Mapping[str, str] | None = None,

@@ -51,6 +51,26 @@ def _strings(value: object, *, param: str) -> tuple[str, ...]:
     return tuple(_text(item, param=f"{param}[{i}]") for i, item in enumerate(value))
 
 
+def _mirrors(value: object, *, param: str) -> tuple[str | Mapping[str, str], ...]:
+    """Mirrors as the catalog's ``mirrors`` takes them: URL templates or ``{ url, endpoint }``
+    tables (one alone is one item), tables checked by the catalog's own rules."""
+    if isinstance(value, str | Mapping):
+        value = (value,)
+    if isinstance(value, bytes | bytearray | memoryview) or not isinstance(value, Iterable):
+        raise _refuse(param, "a mirror URL template, a { url, endpoint } table, or a list", value)
+    entries = tuple(
+        _environ(item, param=f"{param}[{i}]")
+        if isinstance(item, Mapping)
+        else _text(item, param=f"{param}[{i}]")
+        for i, item in enumerate(value)
+    )
+    if not any(isinstance(entry, Mapping) for entry in entries):
+        return entries  # (templates: checked with the settings, as --mirror's are)
+    from mdl.catalog import given_mirrors
+
+    return given_mirrors(entries, where=param)
+
+
 def _path(value: object, *, param: str) -> Path:
     if isinstance(value, os.PathLike):
         try:
@@ -120,6 +140,7 @@ _RULES: dict[str, _Rule] = {
     ),
     "StrPath": _path,
     "Sequence[str]": _strings,
+    "Sequence[str | Mapping[str, str]]": _mirrors,
     "Catalog | StrPath": _catalog,
     "Mapping[str, str]": _environ,
     "Progress": _is(_has(*_PROGRESS), f"a Progress ({', '.join(_PROGRESS)})"),

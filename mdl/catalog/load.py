@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +58,24 @@ def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None 
     from mdl.catalog.schema import validate_catalog
 
     return validate_catalog(document, source=source, text=text, path=path)
+
+
+def given_mirrors(
+    entries: Sequence[str | Mapping[str, str]], *, where: str
+) -> tuple[str | dict[str, str], ...]:
+    """Mirrors given as ``[settings] mirrors`` takes them (URL templates, or ``{ url, endpoint }``
+    tables), checked by the catalog's own rules (a CatalogError naming ``where``): each a template,
+    or a table of its template and endpoint."""
+    from mdl.catalog.schema import validate_catalog  # (pydantic)
+
+    listed = [dict(entry) if isinstance(entry, Mapping) else entry for entry in entries]
+    document = {"settings": {"mirrors": listed}}
+    settings = validate_catalog(document, source=where, text="", path=None).settings
+    endpoints = dict(settings.mirror_endpoints)
+    return tuple(
+        {"url": url, "endpoint": endpoints[url]} if url in endpoints else url
+        for url in settings.mirrors
+    )
 
 
 def find_catalog(

@@ -319,11 +319,19 @@ def build_settings(
     lock mode from :func:`choose_lock_mode`; the mirrors' secrets registered in ``secrets``."""
     secrets = Secrets() if secrets is None else secrets
     catalog = catalog or CatalogSettings()
+    endpoints = catalog.mirror_endpoints
+    if any(isinstance(entry, Mapping) for entry in flags.mirrors or ()):
+        # the API's { url, endpoint } tables (checked as the catalog's: load.given_mirrors); they
+        # replace the catalog's mirrors, and their endpoints win a template
+        entries = flags.mirrors or ()
+        tables = [entry for entry in entries if isinstance(entry, Mapping)]
+        endpoints = (*endpoints, *((t["url"], t["endpoint"]) for t in tables if "endpoint" in t))
+        flags = flags._replace(mirrors=[e if isinstance(e, str) else e["url"] for e in entries])
     values, given = table_values(flags, environ, catalog)
     if xet_stopped_by_hf(flags, environ):
         values["xet"] = False
-    for template in (*(flags.mirrors or ()), *(environ.get(SETTING["mirrors"].env) or "").split()):
-        # the catalog's are registered with the catalog's other URLs (catalog_secrets)
+    for template in (*values["mirrors"], *(environ.get(SETTING["mirrors"].env) or "").split()):
+        # (the catalog's are registered with its other URLs as well: catalog_secrets)
         secrets.add_url(template)
     return Settings(
         dest=dest,
@@ -341,7 +349,7 @@ def build_settings(
         token=environ.get("HF_TOKEN") or None,
         environ=environ,
         hf_cache=hf_hub_cache(environ) if values["layout"] == "hf-cache" else None,
-        mirror_endpoints=catalog.mirror_endpoints,
+        mirror_endpoints=endpoints,
         lock_mode=choose_lock_mode(locked=flags.locked, frozen=flags.frozen, environ=environ),
         lock_path=lock_path,
         catalog_path=catalog_file(catalog_path, lock_path),

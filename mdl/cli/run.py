@@ -118,7 +118,12 @@ class Run:
             requested=self.progress,
         )
         return make_reporter(
-            mode, stream=self.stderr, environ=self.environ, secrets=self.secrets, events=self.events
+            mode,
+            quiet=self.quiet,
+            stream=self.stderr,
+            environ=self.environ,
+            secrets=self.secrets,
+            events=self.events,
         )
 
     def emit(self, doc: Mapping[str, Any]) -> None:
@@ -198,6 +203,7 @@ def choose_progress_mode(
 def make_reporter(
     mode: ProgressMode,
     *,
+    quiet: bool = False,
     stream: TextIO,
     environ: Mapping[str, str],
     clock: Callable[[], float] = time.monotonic,
@@ -207,9 +213,9 @@ def make_reporter(
     events: EventStream | None = None,
 ) -> Reporter:
     """The display for ``mode`` on ``stream`` (a context manager); ``json`` writes through
-    ``events``, the run's own.
+    ``events``, the run's own; ``none`` says the run's waits unless ``quiet``.
     """
-    from mdl.cli.render.progress import JsonReporter, PlainReporter, Reporter
+    from mdl.cli.render.progress import JsonReporter, PlainReporter, Reporter, RunWaits
 
     if mode == "rich":  # (it draws on the terminal: never through the stamps of lines off one)
         from mdl.cli.render.bars import RichReporter  # (rich itself when the display is made)
@@ -217,8 +223,9 @@ def make_reporter(
         return RichReporter(
             stream=unstamped(stream), no_color=no_color(environ), clock=clock, secrets=secrets
         )
-    if mode == "plain":
-        return PlainReporter(
+    if mode == "plain" or (mode == "none" and not quiet):
+        plain = PlainReporter if mode == "plain" else RunWaits
+        return plain(
             stream=stream, wallclock=wallclock, interval=interval, clock=clock, secrets=secrets
         )
     if mode == "json":

@@ -602,9 +602,10 @@ def _from_mirror(
         refused.append(exc.fetched)
         if session.cancel.is_set():
             raise InterruptedByUserError(INTERRUPTED) from exc
-        # The next source never resumes on a mirror's bytes: with --no-verify nothing would
-        # catch a splice.
-        discard_partial(job)
+        # The next source resumes on the bytes kept only when its hash will check them (with
+        # --no-verify, or no hash, nothing would catch a splice).
+        if not (job.verify and job.identity.has_hash):
+            discard_partial(job)
         why = exc.message.removeprefix(f"{label}: ")
         # the store's error code says it better than the reply to a signed URL does
         if store is not None:

@@ -78,7 +78,7 @@ class PullSession:
             cancel=self.cancel,
             few=max(settings.jobs, settings.connections),
             retry_after_cap=self.retry.retry_after_cap,
-            note=progress.note,
+            note=partial(progress.waiting, ""),  # the whole run waits
         ).hook(self.client)
         # mirrors in object stores (s3://): presigned GETs from one client per store and endpoint
         # (boto3 is imported only when one is asked)

@@ -26,7 +26,7 @@ import httpx2
 from mdl.errors import InterruptedByUserError
 from mdl.transfer.connection import origin
 from mdl.transfer.headers import retry_after_seconds
-from mdl.units import human_seconds
+from mdl.units import human_seconds, plural
 
 log = logging.getLogger("mdl.http")
 
@@ -272,7 +272,8 @@ class HubGate:
         self._next_slot = 0.0
         self._mark = 0.0  # the end of the time already counted in waited
         self.waited = 0.0
-        self.waits = 0  # times the gate closed
+        self.waits = 0  # times the gate closed (a refusal)
+        self.paced = 0.0  # of ``waited``, the seconds requests were spaced out (no refusal)
         self.budget = HubWaits()  # the run's refusal waits
 
     def hook(self, client: httpx2.Client) -> HubGate:
@@ -316,15 +317,18 @@ class HubGate:
                     if pacing:
                         self._next_slot = now + self._interval
                     return
-                self._count(now, at)
+                # past what a refusal's closing counted: pacing
+                self.paced += self._count(now, at)
             if self._wait(at - now):
                 raise InterruptedByUserError("interrupted while waiting for the Hub's rate limit")
 
-    def _count(self, start: float, end: float) -> None:
+    def _count(self, start: float, end: float) -> float:
         """Add the time from ``start`` to ``end`` to ``waited``, what was counted already once
-        (under the lock; ``start`` never goes back)."""
-        self.waited += max(0.0, end - max(start, self._mark))
+        (under the lock; ``start`` never goes back); returns what it added."""
+        added = max(0.0, end - max(start, self._mark))
+        self.waited += added
         self._mark = max(self._mark, end)
+        return added
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         """A refusal with a stated wait closes the gate for it (a wait past MAX_HUB_WAIT does not:
@@ -357,9 +361,9 @@ class HubGate:
             if joined:
                 return
             self.waits += 1
-        policy = ""
+        policy, name = "", f"HTTP {status}"
         if limits is not None and (tight := limits.tightest) is not None:
-            policy = f" (policy {tight.name!r}: {tight.remaining} left)"
+            policy, name = f" (policy {tight.name!r}: {tight.remaining} left)", tight.name
         said = "RateLimit" if limits is not None and limits.wait is not None else "Retry-After"
         held = f" {human_seconds(hold)}" if hold != wait else ""
         line = (
@@ -367,8 +371,8 @@ class HubGate:
             f"{policy}; every Hub request of the run waits{held}"
         )
         log.info("%s", line)
-        if self.note is not None:
-            self.note(f"mdl: {line}")
+        if self.note is not None:  # one line on stderr, in every display but -q's
+            self.note(f"mdl: waiting {human_seconds(hold)}: the Hub's rate limit ({name})")
 
     def pace(self, limit: Limit) -> None:
         """Few requests left (under ``few``, or FEW_SHARE of the quota): the next ones spread over
@@ -398,10 +402,18 @@ class HubGate:
             )
 
     def log_total(self) -> None:
-        """The run's total wait on the Hub, said once at its end (nothing when it never waited)."""
-        if self.waited > 0:
-            log.info(
-                "the run waited %s in all on the Hub's rate limits (%d waits)",
-                human_seconds(self.waited),
-                self.waits,
-            )
+        """The run's total wait on the Hub, said once at its end (nothing when it never waited):
+        the refusals' holds and the pacing, each for what it is."""
+        if self.waited <= 0:
+            return
+        parts = []
+        if self.waits:
+            held = human_seconds(self.waited - self.paced)
+            parts.append(f"{plural(self.waits, 'refusal')}: {held}")
+        if self.paced > 0:
+            parts.append(f"requests spaced out: {human_seconds(self.paced)}")
+        log.info(
+            "the run waited %s in all on the Hub's rate limits (%s)",
+            human_seconds(self.waited),
+            "; ".join(parts),
+        )

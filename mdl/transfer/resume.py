@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from mdl.errors import LocalFSError, MdlError, NetworkError, UsageError
+from mdl.redact import redact_url
 from mdl.store import (
     DirSyncs,
     fsync_dir,
@@ -350,6 +351,8 @@ class DownloadState:
                     "source": self.job.source,
                     "identity": dataclasses.asdict(self.job.identity),
                     "validator": self.validator,
+                    # where the validator holds: another source's is no word on these bytes
+                    "at": redact_url(self.job.url),
                     "pieces": layout,
                 }
                 # and what a crash of the machine cannot have lost: the last durable layout
@@ -527,8 +530,9 @@ class _ByChunk(ValueError):
 
 def _read_state(
     path: Path, root: Path
-) -> tuple[Identity, list[Piece], str | None, list[list[int | None]] | None]:
-    """``parse_state`` of the record, and the layout of it known to be on the disk (None: none)."""
+) -> tuple[Identity, list[Piece], str | None, list[list[int | None]] | None, object]:
+    """``parse_state`` of the record, the layout of it known to be on the disk (None: none), and
+    the (redacted) URL whose answers gave its validator (None: a record of an older mdl)."""
     try:
         raw = json.loads(read_bytes(root, path, limit=STATE_MAX).decode("utf-8"))
         # mdl.xet's record of a partial fetched by chunk
@@ -543,7 +547,7 @@ def _read_state(
     if flushed is not None:
         # checked as strictly as the pieces
         parse_state({**raw, "pieces": flushed, "boot": boot_id()})
-    return saved, pieces, validator, flushed
+    return saved, pieces, validator, flushed, raw.get("at")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -560,7 +564,7 @@ class Loaded:
 def load_state(job: TransferJob) -> Loaded | None:
     """The saved pieces of an earlier run of the same content, or None (and stale files removed)."""
     try:
-        saved, pieces, validator, flushed = _read_state(job.state_path, job_root(job))
+        saved, pieces, validator, flushed, at = _read_state(job.state_path, job_root(job))
     # UsageError: over its size limit, so not one mdl wrote
     except (OSError, ValueError, UsageError) as exc:
         if isinstance(exc, _ByChunk):  # not damage: said once in the log, not on stderr
@@ -585,6 +589,12 @@ def load_state(job: TransferJob) -> Loaded | None:
     else:
         for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk
             piece.done = max(0, min(piece.done, found.st_size - piece.start))
+        # A file known by its hash is the same file wherever it comes from: another source's
+        # validator would only condemn the kept bytes there (its If-Range earns the whole file);
+        # this source's first answer fixes the version, and the hash checks the result.
+        if at is not None and at != redact_url(job.url) and job.verify and wanted.has_hash:
+            log.info("%s: resuming from another source; the hash checks the kept bytes", job.label)
+            validator = None
         return Loaded(pieces, validator, flushed)
     discard_partial(job)
     return None
@@ -608,7 +618,7 @@ def saved_progress(state_path: Path, identity: Identity) -> int:
     ``.part`` cannot).
     """
     try:
-        saved, pieces, _, _ = _read_state(state_path, state_path.parent)
+        saved, pieces, *_ = _read_state(state_path, state_path.parent)
     except (OSError, ValueError, MdlError):
         return 0
     return sum(piece.done for piece in pieces) if saved.matches(identity) else 0

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from mdl.cli.render.console import ELLIPSIS, display_width, head
-from mdl.cli.render.progress import Item, Reporter, resuming
+from mdl.cli.render.progress import Item, Reporter, resuming, said_alone
 from mdl.progress import Event
 from mdl.redact import safe_text
 from mdl.units import human_clock, human_rate, human_size, plural
@@ -69,7 +69,7 @@ class RichReporter(Reporter):
         )
 
     def show(self, event: Event, item: Item | None, now: float) -> None:
-        if event.kind == "note":
+        if said_alone(event):
             self._print(event.message)
         elif event.kind == "start" and event.completed:
             self._print(resuming(event))

@@ -142,7 +142,7 @@ class Tally:
             item = Item(event.label, event.total, now, event.completed, event.model, event.path)
             self.items[event.key] = item
             return item
-        elif kind == "waiting":  # a lock taken before its start gets the item a row
+        elif kind == "waiting" and event.key:  # a lock taken before its start gets the item a row
             item = self.items.setdefault(event.key, Item(event.key, None, now))
             if item.waiting != event.message:
                 item.waiting, item.waiting_since = event.message, now
@@ -178,6 +178,11 @@ class Tally:
         return total_seconds_left(
             remaining, self.rate(now), [i.seconds_left(now) for i in self.items.values()]
         )
+
+
+def said_alone(event: Event) -> bool:
+    """Whether the event is a line of its own: a note, or a wait of the whole run (key "")."""
+    return event.kind == "note" or (event.kind == "waiting" and not event.key)
 
 
 class Reporter(Progress, AbstractContextManager["Reporter"]):
@@ -237,7 +242,7 @@ class PlainReporter(Reporter):
 
     def show(self, event: Event, item: Item | None, now: float) -> None:
         kind = event.kind
-        if kind == "note":
+        if said_alone(event):
             self._write(event.message)
         elif kind == "begin":
             self._write(_begin_line(event))
@@ -316,6 +321,15 @@ def _progress_text(item: Item, rate: float | None) -> str:
     return " ".join(parts)
 
 
+class RunWaits(PlainReporter):
+    """``--no-progress``: no progress, but a wait of the whole run (the Hub's rate limit) is a line
+    of its own, as a cron log needs (-q: none)."""
+
+    def show(self, event: Event, item: Item | None, now: float) -> None:
+        if event.kind == "waiting" and not event.key:
+            self._write(event.message)
+
+
 class JsonReporter(Reporter):
     """``--progress json``: ``start``, ``progress`` (once a second per file at most: bytes, size,
     smoothed rate), ``waiting``, ``note``, ``finish`` (bytes, seconds) and ``error`` events, through
@@ -333,7 +347,7 @@ class JsonReporter(Reporter):
         # (the batch's counts are the stream's to say: the items are this display's)
         if kind == "begin":
             self._events.begin(files=event.files, total=event.total)
-        elif kind == "note":
+        elif said_alone(event):
             self._events.info(event.message)
         elif kind == "finish":
             self._finish(event, item or Item(event.key, None, now), now)
