@@ -319,22 +319,30 @@ class FolderWriter:
         return True
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
-        """The object, ``marked`` when its mark names this very version (its ``file_etag``)."""
-        found = self.head(uri)
-        if found is None:
+        """The object, ``marked`` when its mark names this very version (its ``file_etag``) and
+        the mark's owner is the object's: the one user who wrote both. Anyone who can ``stat`` an
+        object can copy its version into a mark; a mark planted so by another user never makes
+        prune remove what that user did not write."""
+        path = self._path(uri)
+        with self._folder(path, create=False) as folder:
+            st = None if folder is None else _fresh_stat(path.name, folder)
+        if st is None:
             return None
+        found = _seen(st)
         mark = parse_file_uri(mark_uri(uri, root=root))[1]
         try:
-            fd = os.open(mark, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(mark, _READ)
         except OSError:
             return found  # no mark (or none this user can read): not known to be mdl's
         try:
-            said = os.read(fd, MARK_BYTES) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+            said = os.fstat(fd)
+            ours = stat.S_ISREG(said.st_mode) and said.st_uid == st.st_uid
+            version = os.read(fd, MARK_BYTES) if ours else b""
         except OSError:
-            said = b""
+            version = b""
         finally:
             os.close(fd)
-        return replace(found, marked=said == found.etag.encode())
+        return replace(found, marked=version == found.etag.encode())
 
     def listing(self, prefix: str) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix``, in name order; mdl's own files (temp
