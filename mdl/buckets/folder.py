@@ -266,7 +266,10 @@ class FolderWriter:
             return self._shown(folder, path)
 
     def delete(self, uri: str, *, etag: str | None = None) -> bool:
-        """Remove the object (only version ``etag`` when given); False: not there, or changed."""
+        """Remove the object (only version ``etag`` when given); False: not there, or changed.
+        With ``etag`` the file is first renamed aside (one atomic step) and its version checked
+        there: what another writer put at the name since the look stays, and a version that is not
+        ``etag`` goes back (unless a newer one took the name meanwhile: it was replaced)."""
         path = self._path(uri)
         with self._folder(path, create=False) as folder:
             if folder is None:
@@ -274,8 +277,17 @@ class FolderWriter:
             current = _fresh_stat(path.name, folder)
             if current is None or (etag is not None and file_etag(current) != etag):
                 return False
+            gone = path.name if etag is None else temp_name(path.name)
             try:
-                os.unlink(path.name, dir_fd=folder)
+                if etag is not None:
+                    os.rename(path.name, gone, src_dir_fd=folder, dst_dir_fd=folder)
+                    moved = _fresh_stat(gone, folder)
+                    if moved is None or file_etag(moved) != etag:
+                        with suppress(FileExistsError):
+                            os.link(gone, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+                        os.unlink(gone, dir_fd=folder)
+                        return False
+                os.unlink(gone, dir_fd=folder)
             except FileNotFoundError:
                 return False
             except OSError as exc:
