@@ -15,7 +15,17 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from mdl.buckets import MARKS, TERM, Listed, Writer, is_lease, namespace, object_of, store_for
+from mdl.buckets import (
+    MARKS,
+    TERM,
+    Listed,
+    Writer,
+    folder_of,
+    is_lease,
+    namespace,
+    object_of,
+    store_for,
+)
 from mdl.catalog import MIRROR_FIELDS, ModelSpec, Placeholder, Settings, fixed_part, parse_template
 from mdl.errors import MdlError, UsageError, worst_exit_code
 from mdl.lockfile import LockedModel, LockUse, resolved_from_locked
@@ -200,7 +210,7 @@ def prune_mirror(
     name and is older than ``keep_days`` (by the store's clock), and the leases that expired;
     never another object, a live lease or the object it guards."""
     # a folder's marks of what mdl wrote (S3 keeps none): never objects
-    marks = fixed_part(template).rpartition("/")[0] + "/" + MARKS
+    marks = folder_of(template) + MARKS
     listed = [
         item for item in writer.listing(fixed_part(template)) if not item.uri.startswith(marks)
     ]
