@@ -529,25 +529,37 @@ def _copy(source: int, target: int) -> int:
 
 def _walk(folder: Path, *, temps: bool = False) -> Iterator[tuple[Path, os.stat_result]]:
     """Regular files under ``folder`` in name order, with their ``stat`` (links followed to
-    files, never into folders: no cycles): the objects, or (``temps``) mdl's temp files."""
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    except OSError as exc:
-        raise local_error(exc, folder, what="cannot list") from exc
-    for entry in entries:
+    files, never into folders: no cycles): the objects, or (``temps``) mdl's temp files. A tree of
+    any depth (another user's, in a shared folder) is walked without recursion; a folder too deep
+    for a path is not an object's (none can be named there)."""
+    stack = [iter(_entries(folder))]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
         temp = is_temp(entry.name)
         if (entry.name.startswith(OWN_PREFIX) or entry.name == OWN_FOLDER) and not temp:
             continue
-        path = folder / entry.name
         try:
             if entry.is_dir(follow_symlinks=False):
-                yield from _walk(path, temps=temps)
+                stack.append(iter(_entries(Path(entry.path))))
             elif temp == temps and entry.is_file():
-                yield path, entry.stat()
+                yield Path(entry.path), entry.stat()
         except FileNotFoundError:  # removed while listed
             continue
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    """A folder's entries in name order ([]: gone, not a folder, or its path too long)."""
+    try:
+        return sorted(os.scandir(folder), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return []
+        raise local_error(exc, folder, what="cannot list") from exc
 
 
 # --- the store -----------------------------------------------------------------------------------
