@@ -341,20 +341,26 @@ class FolderWriter:
         if st is None:
             return None
         found = _seen(st)
-        mark = parse_file_uri(mark_uri(uri, root=root))[1]
+        mark = Path(parse_file_uri(mark_uri(uri, root=root))[1])
+        return replace(found, marked=self._mark(mark, owner=st.st_uid) == found.etag.encode())
+
+    def _mark(self, mark: Path, *, owner: int) -> bytes:
+        """What the mark file ``mark`` says, if ``owner`` wrote it; b"": none, another user's, or
+        none this user can read (walked to as every path: no other user's link followed)."""
         try:
-            fd = os.open(mark, _READ)
-        except OSError:
-            return found  # no mark (or none this user can read): not known to be mdl's
-        try:
-            said = os.fstat(fd)
-            ours = stat.S_ISREG(said.st_mode) and said.st_uid == st.st_uid
-            version = os.read(fd, MARK_BYTES) if ours else b""
-        except OSError:
-            version = b""
-        finally:
-            os.close(fd)
-        return replace(found, marked=version == found.etag.encode())
+            with self._folder(mark, create=False) as folder:
+                if folder is None:
+                    return b""
+                fd = os.open(mark.name, _READ, dir_fd=folder)
+                try:
+                    said = os.fstat(fd)
+                    if stat.S_ISREG(said.st_mode) and said.st_uid == owner:
+                        return os.read(fd, MARK_BYTES)
+                finally:
+                    os.close(fd)
+        except (OSError, MdlError):
+            pass
+        return b""
 
     def listing(self, prefix: str) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix``, in name order; mdl's own files (temp
