@@ -17,6 +17,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
+from itertools import islice
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -362,11 +363,12 @@ class FolderWriter:
             pass
         return b""
 
-    def listing(self, prefix: str) -> Iterator[Listed]:
+    def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix``, in name order; mdl's own files (temp
         files, its ``.mdl/`` namespace, the clock) are not objects, a linked folder is not walked
-        into."""
-        yield from self._listed(prefix, temps=False)
+        into. ``most``: no more entries than that are read of any one folder (a folder another user
+        filled with names costs no more than that)."""
+        yield from self._listed(prefix, temps=False, most=most)
 
     def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
         """mdl's temp files under ``prefix`` last written before ``before``: a write killed midway
@@ -387,11 +389,11 @@ class FolderWriter:
         self._last_folder = path.parent
         return path
 
-    def _listed(self, prefix: str, *, temps: bool) -> Iterator[Listed]:
+    def _listed(self, prefix: str, *, temps: bool, most: int | None = None) -> Iterator[Listed]:
         authority, wanted = _prefix_path(prefix)
         start = Path(wanted if wanted.endswith("/") else wanted.rsplit("/", 1)[0] or "/")
         self._last_folder = _existing(start)  # now() after a listing (prune) reads its clock
-        for path, st in _walk(start, temps=temps):
+        for path, st in _walk(start, temps=temps, most=most):
             if str(path).startswith(wanted):
                 yield Listed(f"{SCHEME}{authority}{path}", st.st_size, st.st_mtime_ns / 1e9)
 
@@ -533,12 +535,15 @@ def _copy(source: int, target: int) -> int:
     return copied
 
 
-def _walk(folder: Path, *, temps: bool = False) -> Iterator[tuple[Path, os.stat_result]]:
+def _walk(
+    folder: Path, *, temps: bool = False, most: int | None = None
+) -> Iterator[tuple[Path, os.stat_result]]:
     """Regular files under ``folder`` in name order, with their ``stat`` (links followed to
     files, never into folders: no cycles): the objects, or (``temps``) mdl's temp files. A tree of
     any depth (another user's, in a shared folder) is walked without recursion; a folder too deep
-    for a path is not an object's (none can be named there)."""
-    stack = [iter(_entries(folder))]
+    for a path is not an object's (none can be named there). ``most``: the entries read of each
+    folder."""
+    stack = [iter(_entries(folder, most))]
     while stack:
         entry = next(stack[-1], None)
         if entry is None:
@@ -549,17 +554,19 @@ def _walk(folder: Path, *, temps: bool = False) -> Iterator[tuple[Path, os.stat_
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
-                stack.append(iter(_entries(Path(entry.path))))
+                stack.append(iter(_entries(Path(entry.path), most)))
             elif temp == temps and entry.is_file():
                 yield Path(entry.path), entry.stat()
         except FileNotFoundError:  # removed while listed
             continue
 
 
-def _entries(folder: Path) -> list[os.DirEntry[str]]:
-    """A folder's entries in name order ([]: gone, not a folder, or its path too long)."""
+def _entries(folder: Path, most: int | None = None) -> list[os.DirEntry[str]]:
+    """A folder's entries (the first ``most`` read, when given) in name order ([]: gone, not a
+    folder, or its path too long)."""
     try:
-        return sorted(os.scandir(folder), key=lambda e: e.name)
+        with os.scandir(folder) as found:
+            return sorted(islice(found, most), key=lambda e: e.name)
     except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError as exc:

@@ -104,7 +104,7 @@ def look(writer: Writer, prefix: str, *, term: float = TERM) -> Look:
     JSON, or more objects than a lease ever has), ``live``; ``none``: no generation (or gone
     before it was read, or not a file: the next number is free all the same)."""
     numbers: dict[int, str] = {}
-    listed = list(islice(writer.listing(prefix), LISTED_LIMIT + 1))
+    listed = list(islice(writer.listing(prefix, most=LISTED_LIMIT + 1), LISTED_LIMIT + 1))
     for item in listed:
         name = item.uri[len(prefix) :]
         if name.isascii() and name.isdigit() and len(name) <= 18:

@@ -150,8 +150,9 @@ class Writer(Protocol):
         """The object as ``head`` says, ``marked`` when it carries mdl's mark for this very
         version (what prune may remove); None: there is none."""
 
-    def listing(self, prefix: str) -> Iterator[Listed]:
-        """Every object whose URI starts with ``prefix`` (a store URI)."""
+    def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
+        """Every object whose URI starts with ``prefix`` (a store URI); ``most``: the caller takes
+        no more than that many (a store may stop reading there: a folder's, in each folder)."""
 
     def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
         """mdl's own unfinished writes under ``prefix`` begun before ``before`` (the store's

@@ -485,8 +485,9 @@ class S3Writer:
                 safe_text(str(exc)),
             )
 
-    def listing(self, prefix: str) -> Iterator[Listed]:
-        """Every object whose URI starts with ``prefix`` (``s3://bucket/…``)."""
+    def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
+        """Every object whose URI starts with ``prefix`` (``s3://bucket/…``), a page at a time
+        (``most``: the caller stops taking pages)."""
         shown = safe_text(prefix)
         bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
         if not prefix.startswith("s3://") or not is_bucket_name(bucket):

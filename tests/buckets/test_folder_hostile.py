@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mdl.buckets import FolderWriter
-from mdl.buckets.lease import look, take
+from mdl.buckets.lease import LISTED_LIMIT, look, take
 from mdl.upload.mirrorprune import Named, prune_mirror
 
 DEPTH = sys.getrecursionlimit() + 100  # deeper than any recursion goes
@@ -65,3 +65,43 @@ def test_prune_lists_a_mirror_holding_a_tree_of_any_depth(
     report = prune_mirror(FolderWriter(), template, Named({}, {}, None), keep_days=0)
     assert report.removed == () and report.errors == ()
     assert [e.uri for e in report.kept] == [f"file://{mirror}/m/w.bin"]
+
+
+def test_a_look_at_a_lease_folder_of_any_size_reads_a_bounded_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user fills an object's lease folder with names (an inode each, no data): every look
+    of every waiting machine read and sorted them all (200,000: +50 MB a look). It reads a little
+    more than a lease ever has, then judges the lease not mdl's."""
+    folder = tmp_path / "hub" / ".mdl" / "leases" / "m" / "w.bin"
+    folder.mkdir(parents=True)
+    many = 3 * LISTED_LIMIT
+    for n in range(many):
+        (folder / f"x{n:06d}").touch()
+    read: list[str] = []
+    real = os.scandir
+
+    class Counted:
+        def __init__(self, path: object) -> None:
+            self.entries = real(path)  # type: ignore[call-overload]
+
+        def __enter__(self) -> Counted:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.entries.close()
+
+        def __iter__(self) -> Counted:
+            return self
+
+        def __next__(self) -> os.DirEntry[str]:
+            entry: os.DirEntry[str] = next(self.entries)
+            read.append(entry.name)
+            return entry
+
+        def close(self) -> None:
+            self.entries.close()
+
+    monkeypatch.setattr(os, "scandir", Counted)
+    assert look(FolderWriter(), f"file://{folder}/").state == "foreign"
+    assert len(read) <= LISTED_LIMIT + 1 < many

@@ -81,7 +81,7 @@ class MemWriter:
     def owned(self, uri: str, *, root: str) -> Seen | None:
         return self.head(uri)
 
-    def listing(self, prefix: str) -> Iterator[Listed]:
+    def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
         for uri in sorted(self.objects):
             if uri.startswith(prefix):
                 data, modified, _, _ = self.objects[uri]
