@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         Seen,
         StoredObject,
         Writer,
+        folder_of,
     )
     from mdl.buckets.registry import STORES, Presigner, store_for, store_schemes
     from mdl.buckets.s3 import (
@@ -73,6 +74,7 @@ __all__ = [
     "Writer",
     "file_etag",
     "file_url",
+    "folder_of",
     "honours_conditions",
     "is_lease",
     "lease_prefix",
@@ -123,6 +125,7 @@ export_lazily(
         "Seen": "protocol",
         "StoredObject": "protocol",
         "Writer": "protocol",
+        "folder_of": "protocol",
         "STORES": "registry",
         "Presigner": "registry",
         "store_for": "registry",

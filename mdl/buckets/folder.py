@@ -17,6 +17,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
+from itertools import islice
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -266,7 +267,10 @@ class FolderWriter:
             return self._shown(folder, path)
 
     def delete(self, uri: str, *, etag: str | None = None) -> bool:
-        """Remove the object (only version ``etag`` when given); False: not there, or changed."""
+        """Remove the object (only version ``etag`` when given); False: not there, or changed.
+        With ``etag`` the file is first renamed aside (one atomic step) and its version checked
+        there: what another writer put at the name since the look stays, and a version that is not
+        ``etag`` goes back (unless a newer one took the name meanwhile: it was replaced)."""
         path = self._path(uri)
         with self._folder(path, create=False) as folder:
             if folder is None:
@@ -274,8 +278,17 @@ class FolderWriter:
             current = _fresh_stat(path.name, folder)
             if current is None or (etag is not None and file_etag(current) != etag):
                 return False
+            gone = path.name if etag is None else temp_name(path.name)
             try:
-                os.unlink(path.name, dir_fd=folder)
+                if etag is not None:
+                    os.rename(path.name, gone, src_dir_fd=folder, dst_dir_fd=folder)
+                    moved = _fresh_stat(gone, folder)
+                    if moved is None or file_etag(moved) != etag:
+                        with suppress(FileExistsError):
+                            os.link(gone, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+                        os.unlink(gone, dir_fd=folder)
+                        return False
+                os.unlink(gone, dir_fd=folder)
             except FileNotFoundError:
                 return False
             except OSError as exc:
@@ -319,28 +332,43 @@ class FolderWriter:
         return True
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
-        """The object, ``marked`` when its mark names this very version (its ``file_etag``)."""
-        found = self.head(uri)
-        if found is None:
+        """The object, ``marked`` when its mark names this very version (its ``file_etag``) and
+        the mark's owner is the object's: the one user who wrote both. Anyone who can ``stat`` an
+        object can copy its version into a mark; a mark planted so by another user never makes
+        prune remove what that user did not write."""
+        path = self._path(uri)
+        with self._folder(path, create=False) as folder:
+            st = None if folder is None else _fresh_stat(path.name, folder)
+        if st is None:
             return None
-        mark = parse_file_uri(mark_uri(uri, root=root))[1]
-        try:
-            fd = os.open(mark, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return found  # no mark (or none this user can read): not known to be mdl's
-        try:
-            said = os.read(fd, MARK_BYTES) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
-        except OSError:
-            said = b""
-        finally:
-            os.close(fd)
-        return replace(found, marked=said == found.etag.encode())
+        found = _seen(st)
+        mark = Path(parse_file_uri(mark_uri(uri, root=root))[1])
+        return replace(found, marked=self._mark(mark, owner=st.st_uid) == found.etag.encode())
 
-    def listing(self, prefix: str) -> Iterator[Listed]:
+    def _mark(self, mark: Path, *, owner: int) -> bytes:
+        """What the mark file ``mark`` says, if ``owner`` wrote it; b"": none, another user's, or
+        none this user can read (walked to as every path: no other user's link followed)."""
+        try:
+            with self._folder(mark, create=False) as folder:
+                if folder is None:
+                    return b""
+                fd = os.open(mark.name, _READ, dir_fd=folder)
+                try:
+                    said = os.fstat(fd)
+                    if stat.S_ISREG(said.st_mode) and said.st_uid == owner:
+                        return os.read(fd, MARK_BYTES)
+                finally:
+                    os.close(fd)
+        except (OSError, MdlError):
+            pass
+        return b""
+
+    def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix``, in name order; mdl's own files (temp
         files, its ``.mdl/`` namespace, the clock) are not objects, a linked folder is not walked
-        into."""
-        yield from self._listed(prefix, temps=False)
+        into. ``most``: no more entries than that are read of any one folder (a folder another user
+        filled with names costs no more than that)."""
+        yield from self._listed(prefix, temps=False, most=most)
 
     def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
         """mdl's temp files under ``prefix`` last written before ``before``: a write killed midway
@@ -361,11 +389,11 @@ class FolderWriter:
         self._last_folder = path.parent
         return path
 
-    def _listed(self, prefix: str, *, temps: bool) -> Iterator[Listed]:
+    def _listed(self, prefix: str, *, temps: bool, most: int | None = None) -> Iterator[Listed]:
         authority, wanted = _prefix_path(prefix)
         start = Path(wanted if wanted.endswith("/") else wanted.rsplit("/", 1)[0] or "/")
         self._last_folder = _existing(start)  # now() after a listing (prune) reads its clock
-        for path, st in _walk(start, temps=temps):
+        for path, st in _walk(start, temps=temps, most=most):
             if str(path).startswith(wanted):
                 yield Listed(f"{SCHEME}{authority}{path}", st.st_size, st.st_mtime_ns / 1e9)
 
@@ -507,27 +535,44 @@ def _copy(source: int, target: int) -> int:
     return copied
 
 
-def _walk(folder: Path, *, temps: bool = False) -> Iterator[tuple[Path, os.stat_result]]:
+def _walk(
+    folder: Path, *, temps: bool = False, most: int | None = None
+) -> Iterator[tuple[Path, os.stat_result]]:
     """Regular files under ``folder`` in name order, with their ``stat`` (links followed to
-    files, never into folders: no cycles): the objects, or (``temps``) mdl's temp files."""
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    except OSError as exc:
-        raise local_error(exc, folder, what="cannot list") from exc
-    for entry in entries:
+    files, never into folders: no cycles): the objects, or (``temps``) mdl's temp files. A tree of
+    any depth (another user's, in a shared folder) is walked without recursion; a folder too deep
+    for a path is not an object's (none can be named there). ``most``: the entries read of each
+    folder."""
+    stack = [iter(_entries(folder, most))]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
         temp = is_temp(entry.name)
         if (entry.name.startswith(OWN_PREFIX) or entry.name == OWN_FOLDER) and not temp:
             continue
-        path = folder / entry.name
         try:
             if entry.is_dir(follow_symlinks=False):
-                yield from _walk(path, temps=temps)
+                stack.append(iter(_entries(Path(entry.path), most)))
             elif temp == temps and entry.is_file():
-                yield path, entry.stat()
+                yield Path(entry.path), entry.stat()
         except FileNotFoundError:  # removed while listed
             continue
+
+
+def _entries(folder: Path, most: int | None = None) -> list[os.DirEntry[str]]:
+    """A folder's entries (the first ``most`` read, when given) in name order ([]: gone, not a
+    folder, or its path too long)."""
+    try:
+        with os.scandir(folder) as found:
+            return sorted(islice(found, most), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return []
+        raise local_error(exc, folder, what="cannot list") from exc
 
 
 # --- the store -----------------------------------------------------------------------------------

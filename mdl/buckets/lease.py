@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Literal
 
-from mdl.buckets.protocol import Writer
+from mdl.buckets.protocol import NAMESPACE, Writer, folder_of
 from mdl.errors import InterruptedByUserError, MdlError
 
 log = logging.getLogger("mdl.lease")
 
-NAMESPACE = ".mdl/"  # mdl's own objects in a mirror: ``<the template's folder>/.mdl/``
 LEASES = "leases/"
 TERM = 30.0  # seconds a lease lives unless renewed (by the store's clock); always mdl's own
 LOST_MARGIN = 0.1  # a holder counts its lease lost this part of a term before it may lapse
@@ -46,14 +45,13 @@ def namespace(template: str) -> str | None:
     ``{revision}``, or literal text ``.``, ``.m``…): such a mirror is not filled. ``{model}``
     (catalog names never start with '.'), ``{repo}`` (nor Hub ids), ``{sha256}`` and ``{commit}``
     (hex) cannot."""
-    fixed = template.partition("{")[0]
-    folder, _, tail = fixed.rpartition("/")
-    after = template[len(fixed) :]
+    folder = folder_of(template)
+    tail, _, after = template[len(folder) :].partition("{")
     if tail and ".mdl".startswith(tail):
         return None
-    if not tail and not after.startswith(("{model}", "{repo}", "{sha256}", "{commit}")):
+    if not tail and not f"{{{after}".startswith(("{model}", "{repo}", "{sha256}", "{commit}")):
         return None
-    return f"{folder}/{NAMESPACE}"
+    return f"{folder}{NAMESPACE}"
 
 
 def lease_prefix(root: str, object_uri: str) -> str:
@@ -106,7 +104,7 @@ def look(writer: Writer, prefix: str, *, term: float = TERM) -> Look:
     JSON, or more objects than a lease ever has), ``live``; ``none``: no generation (or gone
     before it was read, or not a file: the next number is free all the same)."""
     numbers: dict[int, str] = {}
-    listed = list(islice(writer.listing(prefix), LISTED_LIMIT + 1))
+    listed = list(islice(writer.listing(prefix, most=LISTED_LIMIT + 1), LISTED_LIMIT + 1))
     for item in listed:
         name = item.uri[len(prefix) :]
         if name.isascii() and name.isdigit() and len(name) <= 18:

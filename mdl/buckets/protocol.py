@@ -88,15 +88,22 @@ class Listed:
     modified: float  # the store's clock (epoch seconds)
 
 
-# mdl's marks of what it uploaded, where a store keeps no metadata (a folder): under the folder of
-# the mirror's fixed part, in mdl's own namespace, where no model file can be named
-MARKS = ".mdl/marks/"
+NAMESPACE = ".mdl/"  # mdl's own objects in a mirror: ``<the template's folder>/.mdl/``
+# mdl's marks of what it uploaded, where a store keeps no metadata (a folder): in mdl's own
+# namespace, where no model file can be named
+MARKS = NAMESPACE + "marks/"
+
+
+def folder_of(template: str) -> str:
+    """The folder of a mirror template's fixed part (its text before the first placeholder), up to
+    its last ``/``: where mdl's namespace lies (``<it>.mdl/``)."""
+    return template.partition("{")[0].rpartition("/")[0] + "/"
 
 
 def mark_uri(uri: str, *, root: str) -> str:
     """Where a store without metadata keeps the mark of ``uri``, an object of the mirror whose
     fixed part is ``root``: ``<root's folder>/.mdl/marks/<the object's path below it>``."""
-    folder = root.rpartition("/")[0] + "/"
+    folder = folder_of(root)
     if not uri.startswith(folder):
         raise UsageError(f"{safe_text(uri)} is not in the mirror {safe_text(root)}")
     return folder + MARKS + uri[len(folder) :]
@@ -143,8 +150,9 @@ class Writer(Protocol):
         """The object as ``head`` says, ``marked`` when it carries mdl's mark for this very
         version (what prune may remove); None: there is none."""
 
-    def listing(self, prefix: str) -> Iterator[Listed]:
-        """Every object whose URI starts with ``prefix`` (a store URI)."""
+    def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
+        """Every object whose URI starts with ``prefix`` (a store URI); ``most``: the caller takes
+        no more than that many (a store may stop reading there: a folder's, in each folder)."""
 
     def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
         """mdl's own unfinished writes under ``prefix`` begun before ``before`` (the store's

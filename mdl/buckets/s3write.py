@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -145,6 +144,7 @@ class S3Writer:
             size=int(reply["ContentLength"]),
             modified=reply["LastModified"].timestamp(),
             now=self._date(reply),
+            marked=MARK_META in (reply.get("Metadata") or {}),  # a HEAD's: mdl's mark
         )
 
     def _written(self, reply: dict[str, Any], *, size: int) -> Seen:
@@ -297,15 +297,9 @@ class S3Writer:
             ) from exc
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
-        """The object (HEAD), ``marked`` when its metadata carries mdl's mark."""
-        obj = self._object(uri)
-        try:
-            with s3_errors(safe_text(uri)):
-                reply = self._s3_small().head_object(Bucket=obj.bucket, Key=obj.key)
-        except NotFoundError:
-            return None
-        marked = MARK_META in (reply.get("Metadata") or {})
-        return replace(self._seen(reply), marked=marked)
+        """The object (HEAD), ``marked`` when its metadata carries mdl's mark (the one writer of
+        an object sets its metadata)."""
+        return self.head(uri)
 
     def _put_whole(self, obj: S3Object, path: Path, *, size: int, sha256: str) -> bool:
         with path.open("rb") as handle:
@@ -491,8 +485,9 @@ class S3Writer:
                 safe_text(str(exc)),
             )
 
-    def listing(self, prefix: str) -> Iterator[Listed]:
-        """Every object whose URI starts with ``prefix`` (``s3://bucket/…``)."""
+    def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
+        """Every object whose URI starts with ``prefix`` (``s3://bucket/…``), a page at a time
+        (``most``: the caller stops taking pages)."""
         shown = safe_text(prefix)
         bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
         if not prefix.startswith("s3://") or not is_bucket_name(bucket):

@@ -15,8 +15,19 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from mdl.buckets import MARKS, TERM, Listed, Writer, is_lease, namespace, object_of, store_for
+from mdl.buckets import (
+    MARKS,
+    TERM,
+    Listed,
+    Writer,
+    folder_of,
+    is_lease,
+    namespace,
+    object_of,
+    store_for,
+)
 from mdl.catalog import MIRROR_FIELDS, ModelSpec, Placeholder, Settings, fixed_part, parse_template
+from mdl.catalog.specs import NAME_RE
 from mdl.errors import MdlError, UsageError, worst_exit_code
 from mdl.lockfile import LockedModel, LockUse, resolved_from_locked
 from mdl.sources import ResolvedModel, hub_file_url, marked_signature, mirror_targets, xet_token_url
@@ -137,14 +148,27 @@ class Named:
 
 
 def model_prefix(template: str, model: str) -> str:
-    """Where every object of ``model`` starts: the template filled up to its first placeholder
-    other than ``{model}`` (the fixed part alone when ``{model}`` does not come first)."""
-    prefix: list[str] = []
+    """Where every object of ``model`` starts, and no other model's: the template filled through
+    ``{model}`` and the text after it up to a character no model name holds (``/``); the fixed
+    part alone when ``{model}`` does not come first or no such character follows it before the next
+    placeholder (``{model}-{revision}``: ``tiny-`` starts ``tiny-x-main/`` too)."""
+    prefix = ""
+    filled = False  # {model} is in the prefix: it ends at the first character no name holds
     for part in parse_template(template, fields=MIRROR_FIELDS, where="--mirror"):
-        if isinstance(part, Placeholder) and part.name != "model":
-            break
-        prefix.append(model if isinstance(part, Placeholder) else part)
-    return "".join(prefix)
+        if isinstance(part, Placeholder):
+            if part.name != "model":
+                break
+            prefix, filled = prefix + model, True
+            continue
+        end = next((i for i, c in enumerate(part) if not _in_name(c)), None) if filled else None
+        if end is not None:
+            return prefix + part[: end + 1]
+        prefix += part
+    return fixed_part(template) if filled else prefix
+
+
+def _in_name(char: str) -> bool:
+    return NAME_RE.fullmatch(char) is not None
 
 
 def named_in(
@@ -180,8 +204,9 @@ def named_in(
         return Named(objects, prefixes, None), warnings
     if fixed in models:
         warnings.append(
-            f"{template}: {{model}} does not come first, so the objects of this catalog's models"
-            " cannot be told from others': only what the catalog names is known, every other"
+            f"{template}: {{model}} does not come first or is not followed by '/', so the objects"
+            " of this catalog's models cannot be told from others': only what the catalog names"
+            " is known, every other"
             " object is kept (--all-models prunes them)"
         )
         return Named(objects, prefixes, (), outside=NOT_BY_MODEL), warnings
@@ -200,7 +225,7 @@ def prune_mirror(
     name and is older than ``keep_days`` (by the store's clock), and the leases that expired;
     never another object, a live lease or the object it guards."""
     # a folder's marks of what mdl wrote (S3 keeps none): never objects
-    marks = fixed_part(template).rpartition("/")[0] + "/" + MARKS
+    marks = folder_of(template) + MARKS
     listed = [
         item for item in writer.listing(fixed_part(template)) if not item.uri.startswith(marks)
     ]

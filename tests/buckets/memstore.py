@@ -137,7 +137,7 @@ class MemoryStore:
             stored = self._objects.get(uri)
             return None if stored is None else replace(self._seen(stored), marked=stored.marked)
 
-    def listing(self, prefix: str) -> Iterator[Listed]:
+    def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
         with self._call("listing", prefix):
             found = [
                 Listed(uri=uri, size=len(stored.data), modified=stored.modified)

@@ -81,7 +81,7 @@ class MemWriter:
     def owned(self, uri: str, *, root: str) -> Seen | None:
         return self.head(uri)
 
-    def listing(self, prefix: str) -> Iterator[Listed]:
+    def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
         for uri in sorted(self.objects):
             if uri.startswith(prefix):
                 data, modified, _, _ = self.objects[uri]
@@ -599,3 +599,24 @@ def test_a_folder_mirrors_marks_are_its_own_and_go_with_its_objects(tmp_path: Pa
     assert [e.uri for e in report.removed] == [uris[a]]
     assert not marks[a].exists() and marks[b].exists()
     assert Path(uris[b][7:]).exists()
+
+
+def test_another_catalogs_model_whose_name_starts_with_ours_stays(
+    place: Path, tmp_path: Path
+) -> None:
+    """``{model}-{revision}``: the pinned ``tiny`` owned every object under ``tiny-``, so another
+    catalog's ``tiny-x`` (``tiny-x-main/…``, filled by mdl, marked) went after a week. A model's
+    part ends at a character no model name holds (``/``); with none before the next placeholder
+    the models cannot be told apart: only what the catalog names is known, the rest stays."""
+    from mdl.upload.mirrorprune import model_prefix
+
+    folder = file_shelf(tmp_path / "shared")
+    template = folder.template.replace("{model}/", "{model}-{revision}/")
+    theirs = template.replace("{model}-{revision}", "tiny-x-main").replace("{path}", "w.bin")
+    folder.put(theirs, b"theirs", OLD)
+    result = mdl("prune", "--mirror", template, "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["removed"] == [] and folder.has(theirs)
+    assert any("cannot be told from others'" in w for w in doc["warnings"])
+    assert model_prefix(folder.template, "tiny") == folder.uri("tiny", "")
