@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     )
     from mdl.catalog.specs import (
         MAX_MODEL_NAME,
+        NAME_RE,
         Catalog,
         CatalogWarning,
         FileSpec,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_MODEL_NAME",
     "MIRROR_FIELDS",
+    "NAME_RE",
     "Catalog",
     "CatalogWarning",
     "FileSpec",
@@ -102,6 +104,7 @@ export_lazily(
         "switch_from_env": "settings",
         "user_config_dir": "settings",
         "MAX_MODEL_NAME": "specs",
+        "NAME_RE": "specs",
         "Catalog": "specs",
         "CatalogWarning": "specs",
         "FileSpec": "specs",

@@ -26,8 +26,15 @@ from mdl.buckets import (
     object_of,
     store_for,
 )
-from mdl.catalog import MIRROR_FIELDS, ModelSpec, Placeholder, Settings, fixed_part, parse_template
-from mdl.catalog.specs import NAME_RE
+from mdl.catalog import (
+    MIRROR_FIELDS,
+    NAME_RE,
+    ModelSpec,
+    Placeholder,
+    Settings,
+    fixed_part,
+    parse_template,
+)
 from mdl.errors import MdlError, UsageError, worst_exit_code
 from mdl.lockfile import LockedModel, LockUse, resolved_from_locked
 from mdl.sources import ResolvedModel, hub_file_url, marked_signature, mirror_targets, xet_token_url
