@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import stat as st
 from collections.abc import Callable, Iterator
@@ -369,8 +370,12 @@ def symlink(root: Path, target: str, path: Path) -> None:
             raise
 
 
-# unlink_checked's private name: ``.<the name's first 64 characters>.<12 hex>.mdl-prune``
+# unlink_checked's private name: ``.<the name's first 64 characters>.<12 hex>.mdl-prune``; the
+# pattern finds one a killed prune left (store.prune), its ``start`` the name's first characters
 ASIDE_KEEPS, ASIDE_SUFFIX = 64, ".mdl-prune"
+ASIDE_NAME = re.compile(
+    rf"\.(?P<start>.{{1,{ASIDE_KEEPS}}})\.[0-9a-f]{{12}}{re.escape(ASIDE_SUFFIX)}", re.DOTALL
+)
 
 
 @dataclass(frozen=True)

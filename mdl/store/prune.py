@@ -13,7 +13,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import stat as st
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -46,12 +45,8 @@ OTHER_CATALOG = "pulled with another catalog: "
 _REMOVED, _GONE, _KEPT, _FAILED = "removed", "gone", "kept", "failed"
 FINISHED = "set aside by a killed prune, its name taken since: the removal finished"
 LEFT_ASIDE = "set aside by a killed prune, its name taken since, and not what mdl recorded"
-# confined.unlink_checked's private name, and how long a prune holds one (microseconds: from its
-# rename to its unlink): one whose rename (ctime) is older was left by a killed run
-_ASIDE = re.compile(
-    rf"\.(?P<start>.{{1,{confined.ASIDE_KEEPS}}})\.[0-9a-f]{{12}}{re.escape(confined.ASIDE_SUFFIX)}",
-    re.DOTALL,
-)
+# how long a prune holds an entry set aside (microseconds: from its rename to its unlink): one
+# whose rename (ctime) is older was left by a killed run
 ASIDE_LEFT_AFTER = 60.0  # seconds
 
 
@@ -734,7 +729,7 @@ def recover_asides(
     removed: list[PrunedPath] = []
     kept: list[KeptPath] = []
     for root, aside, info in _asides(layout):
-        start = _ASIDE.fullmatch(aside.name)
+        start = confined.ASIDE_NAME.fullmatch(aside.name)
         assert start is not None
         name = _original(aside.parent, start["start"], recorded)
         try:
@@ -765,7 +760,7 @@ def _asides(layout: Layout) -> Iterator[tuple[Path, Path, os.stat_result]]:
         for where, _, files in os.walk(store.dest):
             for name in files:
                 path = Path(where) / name
-                if _ASIDE.fullmatch(name) is None:
+                if confined.ASIDE_NAME.fullmatch(name) is None:
                     continue
                 with contextlib.suppress(OSError):
                     info = path.lstat()
