@@ -225,8 +225,11 @@ def take(
                 log.info(
                     "took over lease %s (%s, %s)", seen_look.uri, seen_look.state, seen_look.holder
                 )
-                with suppress(MdlError):  # tidy: a generation below the highest counts for nothing
-                    writer.delete(seen_look.uri)
+                # Tidy the one below the generation taken over, never that one: a folder's scan
+                # running now may miss the name just made, and must still see a generation to
+                # step over (with both gone it would create number 1 beside ours).
+                with suppress(MdlError):
+                    writer.delete(f"{prefix}{seen_look.number - 1}")
             return Lease(writer, prefix, number, made.etag, holder, term, done)
         there = read_generation(writer, f"{prefix}{number}", number, term=term)
         if there.state == "live":

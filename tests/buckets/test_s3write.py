@@ -523,4 +523,8 @@ def test_numbered_leases_on_a_real_store(place: Place) -> None:
     assert look(writer, prefix).state == "released"
     second = take(writer, prefix, holder="b")
     assert second is not None and second.number == 2
-    assert [item.uri for item in writer.listing(prefix)] == [prefix + "2"]
+    assert [item.uri for item in writer.listing(prefix)] == [prefix + "1", prefix + "2"]
+    second.release()
+    third = take(writer, prefix, holder="c")
+    assert third is not None and third.number == 3
+    assert [item.uri for item in writer.listing(prefix)] == [prefix + "2", prefix + "3"]
