@@ -22,16 +22,8 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from mdl.buckets.protocol import Listed, Seen, StoredObject, mark_uri
-from mdl.errors import (
-    IntegrityError,
-    LocalFSError,
-    MdlError,
-    NotFoundError,
-    UnsafePathError,
-    UsageError,
-    disk_error,
-)
-from mdl.paths import kind_of, temp_name
+from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError, disk_error
+from mdl.paths import kind_of, open_dir, temp_name
 from mdl.redact import Secrets, printable, safe_text
 
 SCHEME = "file://"
@@ -53,23 +45,22 @@ def parse_file_uri(uri: str, *, encoded: bool = False) -> tuple[str, str]:
     file URL as people write one (``mdl get``'s), percent-encoded as RFC 8089 has it and as curl
     and urllib read it (``a%20b`` is ``a b``; a ``%`` without two hex digits is a ``%``), decoded
     before it is checked; else a store URI mdl filled, its path as it is."""
-    shown = safe_text(uri)
     if not uri.startswith(SCHEME):
-        raise UsageError(f"{shown}: expected file:///abs/path")
+        raise UsageError(f"{uri}: expected file:///abs/path")
     authority, slash, rest = uri[len(SCHEME) :].partition("/")
     if authority.lower() not in ("", LOCAL_HOST) or not slash:
         raise UsageError(
-            f"{shown}: a shared folder is a path on this machine: file:///abs/path (three slashes)"
+            f"{uri}: a shared folder is a path on this machine: file:///abs/path (three slashes)"
         )
     if encoded:  # the bytes of a name, as os.fsdecode reads them (a name need not be UTF-8)
         rest = unquote(rest, errors="surrogateescape")
     path = "/" + rest
     if printable(path) != path or "\0" in path:
-        raise UsageError(f"{shown}: a control character in the path")
+        raise UsageError(f"{uri}: a control character in the path")
     if path.endswith("/"):
-        raise UsageError(f"{shown}: names a folder, not a file")
+        raise UsageError(f"{uri}: names a folder, not a file")
     if any(seg in ("", ".", "..") for seg in rest.split("/")):
-        raise UsageError(f"{shown}: an empty, '.' or '..' segment in the path")
+        raise UsageError(f"{uri}: an empty, '.' or '..' segment in the path")
     return authority, path
 
 
@@ -87,70 +78,17 @@ def file_etag(st: os.stat_result) -> str:
 
 def local_error(exc: OSError, path: Path | str, *, what: str) -> MdlError:
     """A failure of the folder as ours (exit 7), naming the path."""
-    said = f"{what} {safe_text(str(path))}: {exc.strerror or exc}"
+    said = f"{what} {path}: {exc.strerror or exc}"
     return disk_error(exc, full=said, other=said)
 
 
 # --- writes: exclusive creates ------------------------------------------------------------------
 
-# Every write walks to its folder from ``/`` one name at a time (``openat``) and then works relative
-# to that folder's descriptor: a folder made is made where it was looked at, never through a link
-# another user of the share swapped in meanwhile.
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# Every write walks to its folder from ``/`` one name at a time (``mdl.paths.open_dir``, shared: a
+# link root or this user made is followed, a folder made is as shared as its parent) and then works
+# relative to that folder's descriptor.
 _NEW = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
-_WALK_TRIES = 3  # a folder made and removed again by another machine while we walk: look again
-
-
-def open_folder(folder: Path, *, create: bool) -> int | None:
-    """A descriptor of the absolute ``folder`` (None: missing, and not ``create``). A missing folder
-    is made with its parent's permission bits: a folder the fleet shares (group- or all-writable,
-    setgid) stays shared below, whatever this user's umask; not sticky: one machine's user renames
-    over and removes another's leases. A link on the way is followed only if root or this user
-    made it (the kernel's ``protected_symlinks`` rule, for every folder of the path): another user
-    of the share cannot send our writes elsewhere (exit 2). The template's fixed folder is not
-    known here: the rule holds for the whole path."""
-    fd = os.open("/", _DIR)
-    try:
-        for name in folder.parts[1:]:
-            child = _child(fd, name, folder, create=create)
-            os.close(fd)
-            if child is None:
-                return None
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _child(fd: int, name: str, folder: Path, *, create: bool) -> int | None:
-    for _ in range(_WALK_TRIES):
-        try:
-            return os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=fd)
-        except FileNotFoundError:
-            if not create:
-                return None
-            with suppress(FileExistsError):  # made by another machine since we looked
-                os.mkdir(name, 0o700, dir_fd=fd)
-                child = os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=fd)
-                with suppress(OSError):  # a mount with fixed modes (CIFS, some FUSE): as it is
-                    os.fchmod(child, stat.S_IMODE(os.fstat(fd).st_mode) & ~stat.S_ISVTX)
-                return child
-        except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):  # a link (ENOTDIR: O_DIRECTORY's)
-                raise
-            link = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if not stat.S_ISLNK(link.st_mode):
-                raise
-            if link.st_uid not in (0, os.geteuid()):
-                raise UnsafePathError(
-                    f"{safe_text(str(folder))}: {safe_text(name)} on the way is a link uid"
-                    f" {link.st_uid} made: mdl follows only root's or its own links in a shared"
-                    " folder"
-                ) from None
-            return os.open(name, _DIR, dir_fd=fd)
-    raise LocalFSError(f"cannot make the folder {safe_text(str(folder))}: it keeps vanishing")
 
 
 def _shared(fd: int, folder: int) -> None:
@@ -313,7 +251,7 @@ class FolderWriter:
                 # the check covers the bytes written, read back, not the file they came from
                 if copied != size or _sha256_of(fd) != sha256:
                     raise IntegrityError(
-                        f"cannot copy {safe_text(str(path))} into the folder: the copy is not the"
+                        f"cannot copy {path} into the folder: the copy is not the"
                         f" {size} bytes verified (the file changed since)"
                     )
                 if not _link(folder, temp, target):
@@ -399,12 +337,17 @@ class FolderWriter:
 
     @contextmanager
     def _folder(self, path: Path, *, create: bool) -> Iterator[int | None]:
-        """The object's folder, open (made when ``create``); None: not there."""
+        """The object's folder, open (made when ``create``); None: not there. A link on the way is
+        followed only if root or this user made it, for every folder of the path (the template's
+        fixed folder is not known here): another user of the share cannot send our writes elsewhere
+        (exit 2)."""
+        fd = None
         try:
-            fd = open_folder(path.parent, create=create)
+            fd = open_dir(Path("/"), path.parent, create=create, shared=True)
         except OSError as exc:
-            what = "cannot make the folder" if create else "cannot open the folder"
-            raise local_error(exc, path.parent, what=what) from exc
+            if create or not isinstance(exc, FileNotFoundError):
+                what = "cannot make the folder" if create else "cannot open the folder"
+                raise local_error(exc, path.parent, what=what) from exc
         try:
             yield fd
         finally:
@@ -416,7 +359,7 @@ class FolderWriter:
         inode number across a link)."""
         st = _fresh_stat(path.name, folder)
         if st is None:
-            raise LocalFSError(f"{safe_text(str(path))} vanished as it was written")
+            raise LocalFSError(f"{path} vanished as it was written")
         return _seen(st)
 
     def _clock(self, folder: Path) -> float:
@@ -500,9 +443,9 @@ def _prefix_path(prefix: str) -> tuple[str, str]:
     checked, but it may name a folder or end inside a name."""
     authority, slash, rest = prefix.removeprefix(SCHEME).partition("/")
     if not prefix.startswith(SCHEME) or authority.lower() not in ("", LOCAL_HOST) or not slash:
-        raise UsageError(f"{safe_text(prefix)}: expected file:///abs/path")
+        raise UsageError(f"{prefix}: expected file:///abs/path")
     if any(seg in ("", ".", "..") for seg in rest.split("/")[:-1]) or printable(rest) != rest:
-        raise UsageError(f"{safe_text(prefix)}: an empty, '.' or '..' segment in the path")
+        raise UsageError(f"{prefix}: an empty, '.' or '..' segment in the path")
     return authority, "/" + rest
 
 

@@ -1,9 +1,10 @@
 """Files under a root mdl owns, never through a link: the root (the user's choice) may be a link;
-below it every folder is opened relative to the one above with ``O_NOFOLLOW`` and every open, rename
-and unlink is relative to its folder's descriptor, so a link planted below the root, even while mdl
-runs, is refused (exit 2). An existing file of mdl's state is trusted only if mdl made it (engine
-rule 14, checked in ``not_own``, the one place): a regular file with one link, the running user's
-(to read: or root's, as ssh's ``StrictModes``), the same inode when opened as when looked at."""
+below it every folder is opened relative to the one above with ``O_NOFOLLOW``
+(``mdl.paths.open_dir``) and every open, rename and unlink is relative to its folder's descriptor,
+so a link planted below the root, even while mdl runs, is refused (exit 2). An existing file of
+mdl's state is trusted only if mdl made it (engine rule 14, checked in ``not_own``, the one place):
+a regular file with one link, the running user's (to read: or root's, as ssh's ``StrictModes``),
+the same inode when opened as when looked at."""
 
 from __future__ import annotations
 
@@ -18,76 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
+from mdl.paths import FRESH_TRIES, open_dir
 from mdl.store.filesystem import kind_of, not_a_file_error
 from mdl.units import human_size
 
 _NO_LINK = os.O_NOFOLLOW | os.O_CLOEXEC
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _NO_LINK
-_FRESH_TRIES = 3  # a folder another run removed (empty) between our walk and our create: walk again
-
-
-def open_dir(root: Path, folder: Path, *, create: bool = True) -> int:
-    """A descriptor of ``folder`` inside ``root``, no link below ``root`` followed; ``create`` makes
-    the missing folders. UnsafePathError (exit 2) names a link on the way, LocalFSError (exit 7) a
-    file where a folder must be. Each folder is opened first and made only when missing: a walk to
-    folders that exist (every one but a run's first) costs one open per level, not a mkdir and an
-    open."""
-    try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        if not create:
-            raise
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LocalFSError(f"cannot create {root}: {exc.strerror or exc}") from exc
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        # (``parts`` of a path are kept once made: cheaper than relative_to, on every file's walks)
-        above, parts = root.parts, folder.parts
-        below = parts[len(above) :]
-        # (a root of no parts, ".", is the prefix of any path: an absolute folder is never in it)
-        outside = parts[: len(above)] != above or folder.is_absolute() != root.is_absolute()
-        if outside or ".." in below:
-            raise UnsafePathError(f"{folder} is not inside {root}")
-        for depth in range(1, len(below) + 1):
-            child = _open_child(fd, below[:depth], root, create=create)
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _open_child(fd: int, names: tuple[str, ...], root: Path, *, create: bool) -> int:
-    """The folder ``names[-1]`` in the folder ``fd`` (``root`` / ``names[:-1]``; made when missing
-    and ``create``), never through a link.
-    """
-    name = names[-1]
-    for attempt in range(_FRESH_TRIES):
-        try:
-            return os.open(name, _DIR_FLAGS, dir_fd=fd)
-        except FileNotFoundError:
-            # (removed again each time since made: give up)
-            if not create or attempt == _FRESH_TRIES - 1:
-                raise
-            # made by another run since we looked: opened next
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(name, 0o777, dir_fd=fd)
-        except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                raise
-            found = None
-            with contextlib.suppress(OSError):
-                found = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if found is not None and st.S_ISLNK(found.st_mode):
-                raise UnsafePathError(
-                    f"{root.joinpath(*names)} is a symbolic link; mdl never follows links inside"
-                    f" {root}"
-                ) from None
-            raise LocalFSError(f"{root.joinpath(*names)} is not a folder") from None
-    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
@@ -143,7 +79,7 @@ def open_entry(dir_fd: int, path: Path, flags: int, mode: int = 0o644) -> int:
     again by ``fstat`` of what was opened (the same ``st_dev``/``st_ino``), and only then truncated
     if ``O_TRUNC`` asks. ForeignEntryError (an OSError) names anything else; FileNotFoundError
     without ``O_CREAT``."""
-    for _ in range(_FRESH_TRIES):
+    for _ in range(FRESH_TRIES):
         try:
             before = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -218,7 +154,7 @@ def open_file(root: Path, path: Path, flags: int, mode: int = 0o644) -> int:
     """Open ``path`` (inside ``root``) with ``flags``, never following a link, its own name
     included; an existing file only if mdl made it (``open_entry``), else UnsafePathError (exit 2)
     naming it: never written through."""
-    for attempt in range(_FRESH_TRIES):
+    for attempt in range(FRESH_TRIES):
         with folder(root, path.parent, create=bool(flags & os.O_CREAT)) as dir_fd:
             try:
                 return open_entry(dir_fd, path, flags, mode)
@@ -234,7 +170,7 @@ def open_file(root: Path, path: Path, flags: int, mode: int = 0o644) -> int:
                 if (
                     not flags & os.O_CREAT
                     or os.fstat(dir_fd).st_nlink
-                    or attempt == _FRESH_TRIES - 1
+                    or attempt == FRESH_TRIES - 1
                 ):
                     raise
     raise AssertionError("unreachable")
@@ -268,14 +204,14 @@ def write_atomic(root: Path, path: Path, data: bytes) -> None:
     """
     # threads of one run may write one file
     tmp = f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    for attempt in range(_FRESH_TRIES):
+    for attempt in range(FRESH_TRIES):
         with folder(root, path.parent) as dir_fd:
             try:  # made fresh: nothing at a random name is written through
                 fd = os.open(
                     tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINK, 0o666, dir_fd=dir_fd
                 )
             except FileNotFoundError:
-                if os.fstat(dir_fd).st_nlink or attempt == _FRESH_TRIES - 1:
+                if os.fstat(dir_fd).st_nlink or attempt == FRESH_TRIES - 1:
                     raise
                 continue
             try:

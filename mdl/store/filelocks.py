@@ -24,6 +24,7 @@ from mdl.errors import (
     MdlError,
     UnsafePathError,
 )
+from mdl.paths import open_dir
 from mdl.redact import printable
 from mdl.store import confined
 
@@ -215,7 +216,7 @@ def _take(root: Path, where: Path, *, waited: bool, deadline: float, own: bool) 
     vanished = 0
     while True:
         try:
-            dir_fd = confined.open_dir(root, where.parent)
+            dir_fd = open_dir(root, where.parent)
         except OSError as exc:
             raise LocalFSError(f"cannot create {where.parent}: {exc.strerror or exc}") from exc
         try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mdl.errors import LocalFSError, MdlError, UnsafePathError
+from mdl.paths import open_dir
 from mdl.store import confined
 from mdl.store.filelocks import HeldLocks, acquire_locks, try_lock
 from mdl.store.records import (
@@ -137,7 +138,7 @@ class Store:
         """Create the destination and its state folders; a link on the way is refused."""
         try:
             for sub in ("partial", "locks", "records"):
-                os.close(confined.open_dir(self.dest, self.state_dir / sub))
+                os.close(open_dir(self.dest, self.state_dir / sub))
         except OSError as exc:
             raise LocalFSError(f"cannot create {self.state_dir}: {exc.strerror or exc}") from exc
 
