@@ -10,13 +10,12 @@ never followed."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import stat as st
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +74,7 @@ class KeptPath:
 @dataclass(frozen=True)
 class PruneReport:
     """What prune removed (or would remove), what it kept, and the models it skipped or could not
-    finish.
-    """
+    finish."""
 
     removed: tuple[PrunedPath, ...]
     kept: tuple[KeptPath, ...] = ()
@@ -100,26 +98,16 @@ class PruneReport:
 
     def to_json(self) -> dict[str, Any]:
         removed = [
-            {
-                "path": str(r.path),
-                "size": r.size,
-                "model": r.model,
-                "reason": r.reason,
-                "removed": not self.dry_run,
-                "linked": r.linked,
-            }
+            {"path": str(r.path), "size": r.size, "model": r.model, "reason": r.reason}
+            | {"removed": not self.dry_run, "linked": r.linked}
             for r in self.removed
-        ]
-        kept = [
-            {"path": str(k.path), "model": k.model, "reason": k.reason, "catalog": k.catalog}
-            for k in self.kept
         ]
         return {
             "ok": not self.errors,
             "dry_run": self.dry_run,
             "freed": self.freed,
             "removed": removed,
-            "kept": kept,
+            "kept": [{**asdict(k), "path": str(k.path)} for k in self.kept],
             "warnings": list(self.warnings),
             "errors": [e.message for e in self.errors],
         }
@@ -128,8 +116,7 @@ class PruneReport:
 @dataclass
 class _Pruning:
     """One prune's running tally, and the paths of the files that stay (another model still uses
-    them).
-    """
+    them)."""
 
     layout: Layout
     dry_run: bool
@@ -144,8 +131,7 @@ def prune(
     specs: Sequence[ModelSpec], settings: Settings, *, only: str | None = None
 ) -> PruneReport:
     """Remove what the catalog (``specs``) no longer names and mdl recorded (``only``: that
-    model's alone).
-    """
+    model's alone)."""
     layout = Layout(settings)
     catalog = {spec.name: spec for spec in specs}
     records = {name: layout.records.read_record(name) for name in recorded_models(layout.records)}
@@ -176,12 +162,11 @@ def _other_catalogs(
     records: Mapping[str, ModelRecord | None], catalog: Path | None
 ) -> dict[str, str]:
     """The models another catalog pulled, with that catalog's path."""
-    others: dict[str, str] = {}
-    for name, record in records.items():
-        other = other_catalog(record, catalog) if record is not None else None
-        if other is not None:
-            others[name] = other
-    return others
+    return {
+        name: other
+        for name, record in records.items()
+        if record is not None and (other := other_catalog(record, catalog)) is not None
+    }
 
 
 def _used_paths(
@@ -432,9 +417,7 @@ def _lock_files(
     taken: set[Path] = set()
     for (_, path), placement in placements.items():
         store = placement.store if placement is not None else layout.plain
-        shared = None
-        if placement is not None and placement.lock not in taken:
-            shared = placement.lock
+        shared = placement.lock if placement is not None and placement.lock not in taken else None
         held.locks.extend(store.acquire_file_lock(model, path, timeout=0, shared_lock=shared).locks)
         taken |= {store.lock_path(model, path), *((shared,) if shared else ())}
     return taken
@@ -478,9 +461,7 @@ def _remove_entry(
             return _GONE
         why, checked = _why_kept(root, path, found, entry, link)
         if why is None and not run.dry_run:
-            removal = confined.unlink_checked(
-                root, path, functools.partial(_same_object, checked=checked)
-            )
+            removal = confined.unlink_checked(root, path, _unchanged(checked))
             if removal.found is None:
                 return _GONE
             found = removal.found
@@ -506,9 +487,8 @@ def _pruned(
 ) -> PrunedPath:
     """What removing ``path`` frees: nothing of a snapshot entry's, nothing of a file another hard
     link keeps (its links counted before the unlink: the name removed is one of them)."""
-    if symlink:
-        return PrunedPath(path, 0, model, reason, False)
-    return PrunedPath(path, found.st_size, model, reason, found.st_nlink > 1)
+    size, linked = (0, False) if symlink else (found.st_size, found.st_nlink > 1)
+    return PrunedPath(path, size, model, reason, linked)
 
 
 def _why_kept(
@@ -544,24 +524,19 @@ def _not_as_recorded(
     return (None if sha256 == entry.sha256 else changed), hashed
 
 
-def _same_object(now: os.stat_result, checked: os.stat_result) -> bool:
-    """Whether ``now`` (the ``lstat`` of what is about to be removed) is the object checked,
-    unchanged since.
-    """
-    same = (now.st_dev, now.st_ino, st.S_IFMT(now.st_mode), now.st_size, now.st_mtime_ns)
-    return same == (
-        checked.st_dev,
-        checked.st_ino,
-        st.S_IFMT(checked.st_mode),
-        checked.st_size,
-        checked.st_mtime_ns,
-    )
+def _unchanged(checked: os.stat_result) -> Callable[[os.stat_result], bool]:
+    """The judge of :func:`confined.unlink_checked`: whether the ``lstat`` of what is about to be
+    removed is the object ``checked``, unchanged since."""
+    return lambda now: _identity(now) == _identity(checked)
+
+
+def _identity(found: os.stat_result) -> tuple[int, ...]:
+    return found.st_dev, found.st_ino, st.S_IFMT(found.st_mode), found.st_size, found.st_mtime_ns
 
 
 def _lstat(root: Path, path: Path) -> os.stat_result | None:
     """``lstat`` of ``path`` inside ``root``, never through a link on the way (UnsafePathError
-    names it).
-    """
+    names it)."""
     try:
         with confined.folder(root, path.parent, create=False) as dir_fd:
             return os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
@@ -578,8 +553,7 @@ def _leads_to(link: Path, blob: Path) -> bool:
 
 def _linked_elsewhere(run: _Pruning, model: str, placement: Placement) -> bool:
     """Whether a snapshot entry prune does not remove leads to the blob (another revision,
-    huggingface_hub's own).
-    """
+    huggingface_hub's own)."""
     blob, snapshots = placement.blob, placement.blob.parent.parent / "snapshots"
     if snapshots.is_symlink():
         return True  # never walked: kept
@@ -643,8 +617,7 @@ def _earlier_unused(record: ModelRecord, *, signed: bool) -> dict[str, FileRecor
 
 def _drop_refs(run: _Pruning, model: str, root: Path, repo: Path, commit: str) -> None:
     """Remove the refs naming ``commit``, whose snapshot prune removed (read and removed as
-    entries, never followed).
-    """
+    entries, never followed)."""
     if not GIT_OID_HEX.fullmatch(commit):
         return
     refs = repo / "refs"
@@ -660,9 +633,7 @@ def _drop_refs(run: _Pruning, model: str, root: Path, repo: Path, commit: str) -
                     or confined.read_bytes(root, ref, limit=256, head=True) != commit.encode()
                 ):
                     continue
-                removal = confined.unlink_checked(
-                    root, ref, functools.partial(_same_object, checked=checked)
-                )
+                removal = confined.unlink_checked(root, ref, _unchanged(checked))
                 # replaced since it was read: kept (under its set-aside name if one took it)
                 if not removal.removed:
                     if removal.kept_at is not None:
@@ -693,8 +664,7 @@ def _drop_empty_repo(root: Path, repo: Path) -> None:
 
 def _note_left_in(run: _Pruning, model: str, folder: Path) -> None:
     """The files mdl did not write left in a removed model's folder (they stay, and so does the
-    folder).
-    """
+    folder)."""
     if folder.is_symlink():
         run.kept.append(KeptPath(folder, model, "a link mdl did not make"))
         return
