@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import sys
-import threading
 from collections.abc import Mapping
 from types import ModuleType
 
@@ -64,24 +62,3 @@ def export_lazily(package: str, exports: Mapping[str, str]) -> None:
     module = sys.modules[package]
     module.__dict__["_exports"] = dict(exports)
     module.__class__ = _LazyPart
-
-
-def import_beside(*modules: str, thread: str) -> threading.Thread | None:
-    """Start importing ``modules`` (in order) on a daemon thread named ``thread``, to overlap a
-    round trip just sent (None: all loaded already). Join it before using them, and import none of
-    their own modules in the meantime: two threads importing each other's modules at once can
-    deadlock."""
-    wanted = [name for name in modules if name not in sys.modules]
-    if not wanted:
-        return None
-    loading = threading.Thread(target=_import_quietly, args=wanted, name=thread, daemon=True)
-    loading.start()
-    return loading
-
-
-def _import_quietly(*names: str) -> None:
-    """Import ``names`` ahead of their use; a failure is left to the use, whose own import raises
-    it (a thread's exception would be printed)."""
-    for name in names:
-        with contextlib.suppress(Exception):
-            __import__(name)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +16,6 @@ from mdl.buckets import store_for
 from mdl.catalog import FileSpec, Settings
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
-from mdl.lazy import import_beside
 from mdl.paths import HfUri
 from mdl.progress import Progress
 from mdl.redact import redact_url
@@ -49,9 +47,6 @@ log = logging.getLogger("mdl.get")
 # what it wrote and what the server said of it (length, validator), so a second get of an unchanged
 # file is a no-op (wget -N).
 ONE_OFF = ""
-# What a get runs after its first request (the plan, the fetch and its workers, the engine, the
-# records, the store's file locks): loaded beside that request's round trip (_Loading).
-AFTER_PROBE = ("mdl.download.fetch", "mdl.transfer.engine", "filelock")
 UNUSED_HEADERS = (
     "--header goes to the http(s) URLs given as sources, and none was given: no header was sent "
     "(hf:// files use the Hub token; s3:// and job outputs' links are presigned)"
@@ -113,31 +108,6 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
             # another run's stays).
             for sub in ("partial", "locks", "records", ""):
                 rmdir_empty(session.store.dest, session.store.state_dir / sub)
-
-
-class _Loading:
-    """What a get runs after its first request (:data:`AFTER_PROBE`), loaded beside that request's
-    round trip: started by the client's last request hook as the request leaves (a thread started
-    sooner shares the GIL with the work before it and makes the request later), joined before the
-    plan. No request (sizes and hashes given, offline): loaded by the plan's own import."""
-
-    def __init__(self) -> None:
-        self._hooked = self._started = False
-        self._thread: threading.Thread | None = None
-
-    def when_asked(self, session: PullSession) -> None:
-        if not self._hooked:
-            self._hooked = True
-            session.client.event_hooks["request"].append(self._start)
-
-    def _start(self, request: object) -> None:  # (every later request: nothing)
-        if not self._started:
-            self._started = True
-            self._thread = import_beside(*AFTER_PROBE, thread="mdl-get-loading")
-
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
 
 
 def _refuse_misuse(
@@ -301,22 +271,13 @@ def _fetch_remote(
     it; ``-o``: its folder)."""
     outcomes: dict[int, FileOutcome] = {}
     planned: dict[int, PlannedFile] = {}
-    loading = _Loading()  # the fetch's modules, beside the first probe
     # ours (_already_there), or --force
     present = {i for i, _, target in items if os.path.lexists(target)}
     openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
     try:
         for index, item, target in items:
             carry = len(items) == 1 and index not in present
-            found = _planned(
-                session,
-                item,
-                target,
-                sha256=sha256,
-                carry=carry,
-                openings=openings,
-                loading=loading,
-            )
+            found = _planned(session, item, target, sha256=sha256, carry=carry, openings=openings)
             if not isinstance(found, FileOutcome):
                 planned[index] = found
             else:
@@ -345,7 +306,6 @@ def _planned(
     sha256: str | None,
     carry: bool,
     openings: list[Opening | None],
-    loading: _Loading,
 ) -> PlannedFile | FileOutcome:
     """The file's plan, or its outcome: kept in place, or failed (logged). ``carry``: its probe may
     carry its first bytes (``openings``: where such an answer is kept until the get ends)."""
@@ -363,10 +323,8 @@ def _planned(
                 if kept is not None:
                     return kept
         else:
-            loading.when_asked(session)  # the rest loads as the probe leaves, beside its trip
             remote = _url_file(session, item, name, sha256=sha256, carry=carry)
             openings.append(remote.opening)
-        loading.join()
         from mdl.download.plan import plan_file
 
         return plan_file(session.layout, remote, force=force, offline=offline)

@@ -14,7 +14,6 @@ from urllib.parse import quote
 import httpx2
 
 from mdl.errors import AuthError, HubReplyError, MdlError, NetworkError, NotFoundError, UsageError
-from mdl.lazy import import_beside
 from mdl.paths import check_revision, repo_id_problem
 from mdl.redact import Secrets, printable, redact_text, redact_url, safe_text
 from mdl.transfer import (
@@ -38,7 +37,6 @@ from mdl.transfer import retry_after_seconds as _retry_after
 if TYPE_CHECKING:
     from mdl.sources.hubreplies import FileMetadata, TreeEntry
 
-REPLIES = "mdl.sources.hubreplies"  # its pydantic models: loaded while the first request is out
 HUB_HINT = "check the network, or set HF_ENDPOINT to a reachable mirror"
 MAX_REPLY_BYTES = 32 << 20  # a listing page of 1000 entries is ~300 kB; more is not a Hub talking
 log = logging.getLogger("mdl.hub")
@@ -139,14 +137,6 @@ class Hub:
             else make_client(timeout=OWN_CLIENT_READ_TIMEOUT, pool_size=4)
         )
         TokenGuard.on(self.client, self.endpoint).protect(self.token)
-        # The replies' pydantic models (~25 ms to build) load on a thread of their own while the
-        # first request is on the network; a reply is read once they are (``_replies_loaded``),
-        # never imported beside that thread.
-        self._loading = import_beside(REPLIES, thread="mdl-hub-replies")
-
-    def _replies_loaded(self) -> None:
-        if self._loading is not None:
-            self._loading.join()
 
     def close(self) -> None:  # the run's client is the run's to close
         if self._owns_client:
@@ -156,7 +146,6 @@ class Hub:
         """The commit a branch, tag or commit names (40 lowercase hex digits, or HubReplyError)."""
         url = hub_api_url(self.endpoint, repo, repo_type, "revision", revision)
         response, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
-        self._replies_loaded()
         from mdl.sources.hubreplies import parse_revision
 
         return parse_revision(body, what=what, url=url, secrets=Secrets.of(response)).sha
@@ -173,7 +162,6 @@ class Hub:
         """Every file of the repo at ``commit``, with sizes and LFS sha256 (one listing, paged, no
         HEADs), within ``limits`` in all; a next page must be this repo's listing at this commit
         (exit 5 naming it otherwise)."""
-        self._replies_loaded()
         from mdl.sources.hubreplies import next_page_url, parse_tree_page
 
         limits = limits or LISTING_LIMITS
@@ -225,7 +213,6 @@ class Hub:
         """
         url = self.file_url(repo, path, repo_type=repo_type, revision=revision)
         response, _ = self._fetch("HEAD", url, what=what, repo=repo, revision=revision, path=path)
-        self._replies_loaded()
         from mdl.sources.hubreplies import parse_file_metadata, parse_xet_head
 
         meta = parse_file_metadata(

@@ -188,69 +188,6 @@ def test_a_hub_pull_never_loads_hf_hub_url_s_module(
     ] == [b"weights"]
 
 
-# Runs mdl as PROBE does, and writes which thread imported each module named in argv[1].
-THREADS = """\
-import atexit, json, sys, threading
-watch, out, seen = json.loads(sys.argv[1]), sys.argv[2], {}
-class Seen:  # first on sys.meta_path: told of every import, finds nothing itself
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name in watch:
-            seen.setdefault(name, threading.current_thread().name)
-sys.meta_path.insert(0, Seen)
-atexit.register(lambda: open(out, "w").write(json.dumps(seen)))
-sys.argv = ["mdl", *sys.argv[3:]]
-from mdl.__main__ import main
-main()
-"""
-
-
-def test_the_hub_replies_load_beside_the_first_request(
-    tmp_path: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The replies' pydantic models load on a thread of their own, started with the Hub client, so
-    the main thread sends the first request instead of building them first."""
-    hub.add_repo("org/tiny", {"w.bin": b"weights"})
-    (tmp_path / "catalog.toml").write_text(
-        '[settings]\ndest = "models"\n\n[models.tiny]\nrepo = "org/tiny"\n'
-    )
-    out = tmp_path / "threads.json"
-    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN}
-    watch = json.dumps(["mdl.sources.hubreplies"])
-    done = subprocess.run(
-        [sys.executable, "-c", THREADS, watch, str(out), "pull", "tiny"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**env, "MDL_LOG_FILE": str(tmp_path / "mdl.log")},
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(out.read_text()) == {"mdl.sources.hubreplies": "mdl-hub-replies"}
-    assert (tmp_path / "models" / "tiny" / "w.bin").read_bytes() == b"weights"
-
-
-def test_a_plain_get_loads_its_fetch_beside_its_first_request(
-    tmp_path: Path, cdn: CdnServer
-) -> None:
-    """The plan, the fetch and the engine load on a thread of their own, started as the probe
-    leaves, so the main thread sends the first request before it builds them."""
-    url = cdn.add_file("/tiny.bin", b"tiny")
-    out = tmp_path / "threads.json"
-    watch = ["mdl.download.fetch", "mdl.download.plan", "mdl.transfer.engine"]
-    done = subprocess.run(
-        [sys.executable, "-c", THREADS, json.dumps(watch), str(out), "get", url, "-o", "t.bin"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")},
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(out.read_text()) == dict.fromkeys(watch, "mdl-get-loading")
-    assert (tmp_path / "t.bin").read_bytes() == b"tiny"
-
-
 def test_every_command_is_built_as_registered() -> None:
     """The lazy table builds each command from its own function, under its own name; help lists
     them in order.
