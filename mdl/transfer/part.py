@@ -258,7 +258,7 @@ class Restarts:
         url = job.located if job.located and not state.restarted else job.url
         if state.multi and not all(p.complete for p in state.pieces):
             url = self._aim_ranges(connections, url)
-        # this attempt's streams ask the resolve URL afresh, once for all (PieceStream._aim)
+        # this attempt's streams ask the resolve URL afresh, once for all (Target.aim)
         state.target.start(url, shared=state.multi and job.renewable)
         todo = [p for p in state.pieces if not p.complete]
         small = state.size is None or state.size < self.shared.config.split_threshold

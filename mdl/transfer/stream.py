@@ -41,8 +41,6 @@ from mdl.units import human_seconds
 log = logging.getLogger("mdl.transfer")
 
 PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
-# seconds between looks at Ctrl-C while a stream waits for another's ask of the resolve URL
-WAIT_STEP = 0.1
 
 
 class _ClosedEarly(RetryableError):
@@ -121,43 +119,34 @@ class PieceStream:
         streams (None: it asks for itself alone; ``Target.aim``)."""
         while True:
             url, ask, mine = self.state.target.aim(self.failed)
-            if ask is None or mine:
+            if ask is None:
+                return url, None
+            # its failure, once this stream raised it, is not raised here again: it asks anew
+            self.failed = ask
+            if mine:
                 return url, ask
-            self._wait_for(ask)
-
-    def _wait_for(self, asked: Resolve) -> None:
-        """Till another stream's ask of the resolve URL has a target (Ctrl-C heeded); its failure
-        is this stream's too."""
-        while not asked.done.wait(WAIT_STEP):
-            self.shared.check_stop(self.state)
-        if asked.error is not None:
-            self.failed = asked
-            # each stream raises its own: an exception is not raised in two threads at once
-            raise copy.copy(asked.error) from asked.error
-
-    @contextlib.contextmanager
-    def _asking(self, asked: Resolve | None) -> Iterator[None]:
-        """This stream's request asks the resolve URL for every stream of the file: however it
-        ends, the others stop waiting (a failure before the target was known is theirs too, and
-        theirs who aim after it, till they tried once more)."""
-        if asked is None:
-            yield
-            return
-        try:
-            yield
-        except MdlError as exc:
-            self.failed = asked
-            self.state.target.unanswered(asked, exc)
-            raise
-        finally:
-            self.state.target.unanswered(asked, None)
+            # Another stream's: till it has a target (Ctrl-C heeded every tenth of a second); its
+            # failure is this one's too.
+            while not ask.wait(0.1):
+                self.shared.check_stop(self.state)
+            if ask.error is not None:
+                # each stream raises its own: an exception is not raised in two threads at once
+                raise copy.copy(ask.error) from ask.error
 
     def _try(self, url: str, asking: Resolve | None = None) -> bool:
         """One request and its answer; True: the file's end was read (an unknown size)."""
         piece = self.piece
-        began = piece.start + piece.done
-        with self._asking(asking):
+        began, target = piece.start + piece.done, self.state.target
+        # This stream asks the resolve URL for every stream of the file: however it ends, the
+        # others stop waiting (a failure before the target was known is theirs too, and theirs
+        # who aim after it, till they tried once more).
+        try:
             answered_end = self.request(url, asking)
+        except MdlError as exc:
+            target.unanswered(asking, exc)
+            raise
+        finally:
+            target.unanswered(asking, None)
         if piece.end is None:
             return True
         # Short of its range, the connection was lost; a tiny legal answer spends a try (or it goes
@@ -227,7 +216,7 @@ class PieceStream:
         stream's, the carried probe's, a short range's, the last window's): it starts a little
         before them when no hash checks the file and compares (engine rule 15: every join of two
         answers proves they are one version; ``state.overlap``). ``asking``: it asks the resolve URL
-        for all the file's streams, told where it is sent as soon as it is (``_reached``)."""
+        for all the file's streams, told where it is sent as soon as it is (``Target.reached``)."""
         self._refuse_splice()
         ask = self._ask(url)
         # a stream reading on past its own piece took this one whole meanwhile

@@ -22,28 +22,21 @@ from mdl.transfer.job import TransferJob
 log = logging.getLogger("mdl.transfer")
 
 
-class Resolve:
+class Resolve(threading.Event):
     """One ask of a file's resolve URL (the Hub's), whose redirect target all the file's streams
     share: the stream that asks tells the others where it was sent as soon as the redirect comes,
     and they go there, each answer checked as ever (the resolve is asked once per file, not once
-    per connection, and costs no round trip more)."""
+    per connection, and costs no round trip more). Set once the target is known, or it failed."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.done = threading.Event()  # set once the target is known, or the ask failed
-        # where the ranges go (``url`` itself when it did not redirect)
-        self.target: str | None = None
-        self.error: MdlError | None = None  # why it failed: what the streams waiting for it raise
+    target: str | None = None  # where the ranges go (the resolve URL when it did not redirect)
+    error: MdlError | None = None  # why it failed: what the streams waiting for it raise
 
 
-class Phase(enum.Enum):
-    UNASKED = "unasked"  # no target: the next stream to aim asks the resolve URL for all
-    ASKING = "asking"  # one stream asks it, the others wait for where it is sent
-    KNOWN = "known"  # the streams fetch at ``url``
-    EXPIRED = "expired"  # the target expired: the next stream asks again, for a fresh one
-    RENEWING = "renewing"  # asked again after an expiry
-    RENEWED = "renewed"  # the fresh target, till it answers a range: a refusal of it is final
-
+# UNASKED: no target; the next stream to aim asks the resolve URL for all. ASKING: one stream asks
+# it, the others wait for where it is sent. KNOWN: the streams fetch at the target. EXPIRED: it
+# expired; the next stream asks again, for a fresh one. RENEWING: asked again after an expiry.
+# RENEWED: the fresh target, till it answers a range (a refusal of it is final).
+Phase = enum.Enum("Phase", "UNASKED ASKING KNOWN EXPIRED RENEWING RENEWED")
 
 ASKED = {Phase.UNASKED: Phase.ASKING, Phase.EXPIRED: Phase.RENEWING}
 ENDED = {Phase.ASKING: Phase.UNASKED, Phase.RENEWING: Phase.EXPIRED}
@@ -56,20 +49,19 @@ class Target:
     once for all the file's streams."""
 
     def __init__(self, job: TransferJob) -> None:
-        self.job, self.lock = job, threading.Lock()
-        self.url, self.phase, self.shared = job.url, Phase.UNASKED, False
+        self.job, self.lock, self.shared = job, threading.Lock(), False
+        self.url, self.phase = job.url, Phase.UNASKED
         self.ask: Resolve | None = None  # the last ask of the resolve URL (None: none to wait for)
-        # the probe's final URL (job.located) expired once and was located afresh
-        self.relocated = False
-        # a target's query says when it expires, and this clock agrees with the signer's (False:
-        # undated, no query is believed for the rest of the file)
-        self.dated = True
+        # The probe's final URL (job.located) expired once and was located afresh; a target's
+        # query says when it expires, and this clock agrees with the signer's (else undated: no
+        # query is believed for the rest of the file).
+        self.relocated, self.dated = False, True
 
     def start(self, url: str, *, shared: bool) -> None:
-        """An attempt's streams begin at ``url``, and ask the resolve URL afresh."""
-        with self.lock:
-            self.shared = shared
-            self._at(url)
+        """The streams go to ``url`` now, and ask the resolve URL afresh (an attempt's, before
+        they run: no lock; or a probe's final URL located again)."""
+        phase = Phase.UNASKED if url == self.job.url else Phase.KNOWN
+        self.url, self.phase, self.ask, self.shared = url, phase, None, shared
 
     def aim(self, failed: Resolve | None) -> tuple[str, Resolve | None, bool]:
         """Where a stream's next request goes: ``(url, None, _)`` alone; ``(url, ask, True)``: it
@@ -87,17 +79,17 @@ class Target:
                 log.info("%s: signed URL expired, resolving it again", self.job.label)
                 self._renew()
             if self.phase in ASKED and (self.ask is None or self.ask is failed):
-                self.ask, self.phase = Resolve(self.url), ASKED[self.phase]
+                self.ask, self.phase = Resolve(), ASKED[self.phase]
                 return self.url, self.ask, True
             return self.url, self.ask, False
 
     def reached(self, ask: Resolve, target: str, *, final: bool) -> None:
         """``ask`` sent its stream to ``target`` (``final``: whose answer came): the other streams
         go there now. A hop within the resolve URL's origin is not the target yet."""
-        if not final and origin(target) == origin(ask.url):
+        if not final and origin(target) == origin(self.job.url):
             return
         with self.lock:
-            if ask.done.is_set():
+            if ask.is_set():
                 # told at the redirect; a further hop's final URL serves the later requests
                 if final and self.url == ask.target:
                     self.url = target
@@ -108,19 +100,19 @@ class Target:
                 # Fresh, yet expired by its query: this clock is ahead of the signer's, and no
                 # query is believed for the rest of the file (else each would be asked again).
                 self.dated &= self.phase is Phase.KNOWN or not self._lapsed()
-            ask.done.set()
+            ask.set()
 
-    def unanswered(self, ask: Resolve, error: MdlError | None) -> None:
+    def unanswered(self, ask: Resolve | None, error: MdlError | None) -> None:
         """``ask`` ended before it had a target: the streams waiting for it, or aiming after it,
-        raise ``error`` (None: the next stream to aim asks again)."""
+        raise ``error`` (None: the next stream to aim asks again; no ask: nothing to tell)."""
         with self.lock:
-            if ask.done.is_set():
+            if ask is None or ask.is_set():
                 return
             ask.error = error
             if ask is self.ask:
                 self.phase = ENDED[self.phase]
                 self.ask = ask if error is not None else None
-            ask.done.set()
+            ask.set()
 
     def answered(self, asked: str, final: str) -> None:
         """A range asked at ``asked`` was answered from ``final``: a fresh target that answered is
@@ -142,7 +134,7 @@ class Target:
                 return True
             if probed and not self.relocated:
                 self.relocated = True
-                self._at(locate())
+                self.start(locate(), shared=self.shared)
                 return True
             if probed or self.phase is Phase.RENEWED:
                 return False
@@ -150,11 +142,6 @@ class Target:
             self.job.retries.add("signed URL refused (HTTP 403), resolved it again")
             self._renew()
             return True
-
-    def _at(self, url: str) -> None:
-        """The streams go to ``url`` now (no ask of the resolve URL is theirs)."""
-        self.url, self.ask = url, None
-        self.phase = Phase.UNASKED if url == self.job.url else Phase.KNOWN
 
     def _renew(self) -> None:
         """The target expired: the next stream asks the resolve URL again, and the fresh target it
