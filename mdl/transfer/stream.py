@@ -170,8 +170,9 @@ class PieceStream:
             return False
         # a re-resolve spends a try: a CDN refusing every signed URL gives up
         tries.failures += not probed
-        locate = functools.partial(self.shared.locate, self.state)
-        return self.state.target.relocate(url, probed=probed, locate=locate)
+        return self.state.target.relocate(
+            url, probed=probed, locate=functools.partial(self.shared.locate, self.state)
+        )
 
     def _stalled(self, exc: httpx2.ReadTimeout) -> None:
         """No bytes for the stall timeout: resumed at once, up to ``max_stalls`` times."""
