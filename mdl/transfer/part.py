@@ -255,11 +255,11 @@ class Restarts:
         state, job = self.state, self.state.job
         connections = self.shared.config.streams(state.size)
         state.multi = len(state.pieces) > 1
-        state.url = job.located if job.located and not state.restarted else job.url
-        # this attempt's streams ask the resolve URL afresh, once for all (PieceStream._aim)
-        state.resolve, state.renewing, state.renewed = None, False, None
+        url = job.located if job.located and not state.restarted else job.url
         if state.multi and not all(p.complete for p in state.pieces):
-            state.multi = self._aim_ranges(connections)
+            url = self._aim_ranges(connections, url)
+        # this attempt's streams ask the resolve URL afresh, once for all (Target.aim)
+        state.target.start(url, shared=state.multi and job.renewable)
         todo = [p for p in state.pieces if not p.complete]
         small = state.size is None or state.size < self.shared.config.split_threshold
         if len(todo) <= 1 and small:
@@ -293,12 +293,12 @@ class Restarts:
         self.state.stop.set()
         self.shared.close(self.state)  # only this file's streams: other files go on
 
-    def _aim_ranges(self, connections: int) -> bool:
-        """Where a split file's ranges go, and whether in parallel (not if nothing tells two
-        versions' ranges apart).
+    def _aim_ranges(self, connections: int, url: str) -> str:
+        """Where a split file's ranges go (``url``, unless located anew), and whether in parallel
+        (``state.multi``: not if nothing tells two versions' ranges apart).
         """
         state, job = self.state, self.state.job
-        # A probe of this run found where ranges are answered (state.url is there), or a hash will
+        # A probe of this run found where ranges are answered (``url`` is there), or a hash will
         # prove the result whatever the answers' versions: every stream asks at once, each answer
         # checked as locate's would be (the first one's final URL serves the later requests). Else
         # one round trip first fixes the version.
@@ -307,7 +307,7 @@ class Restarts:
             if state.validator is None and not state.restarted:
                 state.adopt(job.identity.etag)  # If-Range on every range
         else:
-            state.url = self.shared.locate(state)
+            url = self.shared.locate(state)
         if state.validator is None and not job.identity.has_hash and state.on_disk() == 0:
             job.retries.warn(
                 f"{job.label}: the server names no version of the file (no strong ETag, no usable"
@@ -315,8 +315,8 @@ class Restarts:
                 " interruption starts it over"
             )
             with state.lock:
-                state.pieces = [Piece(0, state.size)]
-            return False
+                state.pieces, state.multi = [Piece(0, state.size)], False
+            return url
         with state.lock:  # a resume down to a few big pieces still uses every connection
             spread(state.pieces, connections=connections, least=MIN_PIECE)
-        return True
+        return url

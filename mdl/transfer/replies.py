@@ -4,15 +4,10 @@ against the file.
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import email.utils
-import functools
 import math
-import re
-import time
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
 
 import httpx2
 
@@ -53,33 +48,6 @@ def locate(client: httpx2.Client, state: DownloadState) -> str:
         check_size(state, span.total)
         drain(response)  # its one byte read, the connection serves one of the ranges next
         return str(response.url)
-
-
-@functools.lru_cache(maxsize=16)
-def lapses_at(url: str) -> float | None:
-    """When a presigned target stops being honoured, as its query says (Unix time; None: it says
-    not, or not clearly): the signing date plus ``X-Amz-Expires`` (S3) or ``X-Goog-Expires`` (GCS),
-    else ``Expires`` (CloudFront, S3's older signatures). A range asked after it would only earn a
-    403."""
-    try:
-        query = {key.lower(): value for key, value in parse_qsl(urlsplit(url).query)}
-    except ValueError:
-        return None
-    for signer in ("x-amz-", "x-goog-"):
-        signed, lasts = query.get(f"{signer}date"), query.get(f"{signer}expires")
-        if signed is not None and lasts is not None:
-            try:
-                when = calendar.timegm(time.strptime(signed, "%Y%m%dT%H%M%SZ"))
-            except ValueError:
-                return None
-            return when + int(lasts) if _SECONDS.fullmatch(lasts) else None
-    expires = query.get("expires", "")
-    return float(expires) if _SECONDS.fullmatch(expires) else None
-
-
-# a count of seconds a signer writes: ASCII digits only (str.isdigit takes '²', which int refuses),
-# and no more than 12 (past year 30,000; int refuses a 4,301-digit string)
-_SECONDS = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True)

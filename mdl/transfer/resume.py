@@ -32,6 +32,7 @@ from mdl.store import (
 )
 from mdl.transfer.job import HashMismatch, Identity, TransferJob
 from mdl.transfer.scheduling import MIN_STEAL, MiB, Piece, split_largest
+from mdl.transfer.target import Target
 
 if TYPE_CHECKING:
     from mdl.signing import SignedFile  # (a signed pull's: made by what checks signatures)
@@ -129,20 +130,6 @@ def record_due(unsaved: int, elapsed: float, *, every: int, interval: float) -> 
     return unsaved >= every or elapsed >= interval
 
 
-class Resolve:
-    """One ask of a file's resolve URL (the Hub's), whose redirect target all the file's streams
-    share: the stream that asks tells the others where it was sent as soon as the redirect comes,
-    and they go there, each answer checked as ever (the resolve is asked once per file, not once
-    per connection, and costs no round trip more)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.done = threading.Event()  # set once the target is known, or the ask failed
-        # where the ranges go (``url`` itself when it did not redirect)
-        self.target: str | None = None
-        self.error: MdlError | None = None  # why it failed: what the streams waiting for it raise
-
-
 class DownloadState:
     def __init__(
         self, job: TransferJob, fd: int, pieces: list[Piece], validator: str | None
@@ -164,18 +151,7 @@ class DownloadState:
         self.save_every = save_threshold(self.size)
         self.stop = threading.Event()  # set when one stream fails for good: the others end quietly
         self.save_lock = threading.Lock()  # one save at a time: streams checkpoint concurrently
-        self.url = job.url  # where the streams fetch from now (a re-signed CDN URL after an expiry)
-        self.relocate_lock = threading.Lock()  # one re-resolve per expiry, not one per stream
-        # the probe's final URL (job.located) expired once and was located afresh
-        self.relocated_probe = False
-        # the current ask of the resolve URL whose target the streams share (None: none asked)
-        self.resolve: Resolve | None = None
-        # the shared target expired: the next one is fresh, and a refusal of it is final ...
-        self.renewing = False
-        # ... till it has answered a range (then a later refusal is a later expiry)
-        self.renewed: str | None = None
-        # a target's query says when it expires, and this clock agrees with the signer's
-        self.dated = True
+        self.target = Target(job)  # where the streams fetch from now
         # the bytes of an earlier run were dropped: this is a download, not a resume
         self.restarted = False
         # why bytes on disk were first thrown away (a resume's outcome says it)
@@ -197,18 +173,6 @@ class DownloadState:
         # repeats some of them (engine rule 15)
         self.overlaps = not (job.verify and job.identity.has_hash)
         self.answers = 0  # answers that wrote bytes since the bytes on disk were last dropped
-
-    @property
-    def shares_target(self) -> bool:
-        """Whether the streams share the resolve URL's redirect target (a Hub file's parallel
-        ranges: ``PieceStream._aim``), asked once for all."""
-        return self.multi and self.job.renewable
-
-    def renew(self) -> None:
-        """The target the streams share expired: the next asks the resolve URL again for all, and
-        the fresh target it names must answer a range before a refusal of it is one more expiry."""
-        with self.lock:  # (re-entrant)
-            self.url, self.resolve, self.renewing, self.renewed = self.job.url, None, True, None
 
     def overlap(self, piece: Piece) -> int:
         """Bytes on disk right before ``piece``'s frontier (its own, or a finished piece's before

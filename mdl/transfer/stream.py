@@ -9,6 +9,7 @@ import contextlib
 import copy
 import dataclasses
 import errno
+import functools
 import itertools
 import logging
 import os
@@ -19,7 +20,7 @@ import httpx2
 
 from mdl.errors import MdlError, NetworkError
 from mdl.transfer.body import BodyOverrunError, Span, promised, read_body
-from mdl.transfer.connection import origin, set_read_timeout
+from mdl.transfer.connection import set_read_timeout
 from mdl.transfer.headers import content_range_total, is_encoded
 from mdl.transfer.http import (
     ExpiredURLError,
@@ -30,17 +31,16 @@ from mdl.transfer.http import (
     transport_error,
 )
 from mdl.transfer.job import Opening, RangesIgnoredError, SourceChanged
-from mdl.transfer.replies import check_range, check_size, check_version, lapses_at, size_differs
-from mdl.transfer.resume import HASH_BLOCK, DownloadState, Resolve
+from mdl.transfer.replies import check_range, check_size, check_version, size_differs
+from mdl.transfer.resume import HASH_BLOCK, DownloadState
 from mdl.transfer.scheduling import MiB, Piece, window
 from mdl.transfer.shared import IGNORED_RANGE, Shared
+from mdl.transfer.target import Resolve
 from mdl.units import human_seconds
 
 log = logging.getLogger("mdl.transfer")
 
 PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
-# seconds between looks at Ctrl-C while a stream waits for another's ask of the resolve URL
-WAIT_STEP = 0.1
 
 
 class _ClosedEarly(RetryableError):
@@ -98,7 +98,7 @@ class PieceStream:
         """
         while not self.piece.complete:
             self.shared.check_stop(self.state)
-            url, asking = self.state.url, None
+            url, asking = self.state.target.url, None
             try:
                 # another stream's failed ask of the resolve URL: this one's try failed too
                 url, asking = self._aim()
@@ -116,108 +116,37 @@ class PieceStream:
 
     def _aim(self) -> tuple[str, Resolve | None]:
         """Where the next request goes, and the ask of the resolve URL it makes for all the file's
-        streams (None: it asks for itself alone). A Hub file's parallel ranges share one redirect
-        target: the first stream asks the resolve URL, the others wait for where it was sent."""
-        state, job = self.state, self.job
-        if not state.shares_target:
-            return state.url, None
+        streams (None: it asks for itself alone; ``Target.aim``)."""
         while True:
-            with state.lock:
-                url, asked = state.url, state.resolve
-                if url != job.url and not self._lapsed(url):
-                    return url, None
-                if url != job.url:
-                    # its query says it expired: asked again once for all streams, not refused
-                    # once per stream
-                    log.info("%s: signed URL expired, resolving it again", job.label)
-                    state.renew()
-                    continue
-                if asked is None or asked is self.failed:
-                    state.resolve = asked = Resolve(url)
-                    return url, asked
-                # it did not redirect: the URL answers itself
-                if asked.done.is_set() and asked.error is None:
-                    return url, None
-            self._wait_for(asked)
-
-    def _lapsed(self, url: str, *, fresh: bool = False) -> bool:
-        """Whether ``url``'s own query says it has expired (a fresh target is tried whatever it
-        says: this clock may be ahead of the signer's)."""
-        state = self.state
-        if not state.dated or (url == state.renewed and not fresh):
-            return False
-        lapses = lapses_at(url)
-        return lapses is not None and time.time() >= lapses
-
-    def _wait_for(self, asked: Resolve) -> None:
-        """Till another stream's ask of the resolve URL has a target (Ctrl-C heeded); its failure
-        is this stream's too."""
-        while not asked.done.wait(WAIT_STEP):
-            self.shared.check_stop(self.state)
-        if asked.error is not None:
-            self.failed = asked
-            # each stream raises its own: an exception is not raised in two threads at once
-            raise copy.copy(asked.error) from asked.error
-
-    @contextlib.contextmanager
-    def _asking(self, asked: Resolve | None) -> Iterator[None]:
-        """This stream's request asks the resolve URL for every stream of the file: however it
-        ends, the others stop waiting (a failure before the target was known is theirs too, and
-        theirs who aim after it, till they tried once more)."""
-        if asked is None:
-            yield
-            return
-        try:
-            yield
-        except MdlError as exc:
-            self.failed = asked
-            self._unanswered(asked, exc)
-            raise
-        finally:
-            self._unanswered(asked, None)
-
-    def _unanswered(self, asked: Resolve, error: MdlError | None) -> None:
-        """The ask ended before it had a target: the streams waiting for it, or aiming after it,
-        raise ``error`` (None: the next stream to aim asks again)."""
-        state = self.state
-        with state.lock:
-            if asked.done.is_set():
-                return
-            asked.error = error
-            if error is None and state.resolve is asked:
-                state.resolve = None
-            asked.done.set()
-
-    def _reached(self, asked: Resolve, target: str, *, final: bool) -> None:
-        """The resolve URL sent this stream to ``target`` (``final``: whose answer came): the
-        other streams go there now. A hop within the resolve URL's origin is not the target yet."""
-        if not final and origin(target) == origin(asked.url):
-            return
-        state = self.state
-        with state.lock:
-            if asked.done.is_set():
-                # told at the redirect; a further hop's final URL serves the later requests
-                if final and target != asked.target and state.url == asked.target:
-                    state.url = target
-                    if state.renewed == asked.target:
-                        state.renewed = target
-                return
-            asked.target = target
-            if state.url == asked.url:
-                state.url = target
-            if state.renewing:  # the first target since the last expired: it must answer
-                state.renewing, state.renewed = False, target
-                # Fresh, yet expired by its query: this clock is ahead of the signer's, and no
-                # query is believed for the rest of the file (else each would be asked again).
-                state.dated &= not self._lapsed(target, fresh=True)
-            asked.done.set()
+            url, ask, mine = self.state.target.aim(self.failed)
+            if ask is None:
+                return url, None
+            # its failure, once this stream raised it, is not raised here again: it asks anew
+            self.failed = ask
+            if mine:
+                return url, ask
+            # Another stream's: till it has a target (Ctrl-C heeded every tenth of a second); its
+            # failure is this one's too.
+            while not ask.wait(0.1):
+                self.shared.check_stop(self.state)
+            if ask.error is not None:
+                # each stream raises its own: an exception is not raised in two threads at once
+                raise copy.copy(ask.error) from ask.error
 
     def _try(self, url: str, asking: Resolve | None = None) -> bool:
         """One request and its answer; True: the file's end was read (an unknown size)."""
         piece = self.piece
-        began = piece.start + piece.done
-        with self._asking(asking):
+        began, target = piece.start + piece.done, self.state.target
+        # This stream asks the resolve URL for every stream of the file: however it ends, the
+        # others stop waiting (a failure before the target was known is theirs too, and theirs
+        # who aim after it, till they tried once more).
+        try:
             answered_end = self.request(url, asking)
+        except MdlError as exc:
+            target.unanswered(asking, exc)
+            raise
+        finally:
+            target.unanswered(asking, None)
         if piece.end is None:
             return True
         # Short of its range, the connection was lost; a tiny legal answer spends a try (or it goes
@@ -235,32 +164,15 @@ class PieceStream:
 
     def _relocate(self, url: str) -> bool:
         """Its signed target expired while the file waited: located again (False: give up)."""
-        job, state, tries = self.job, self.state, self.tries
+        job, tries = self.job, self.tries
         probed = bool(job.located) and url == job.located
         if not probed and (not job.renewable or tries.failures >= tries.policy.retries):
             return False
         # a re-resolve spends a try: a CDN refusing every signed URL gives up
         tries.failures += not probed
-        with state.relocate_lock:  # once for all streams of this file
-            if state.url != url:
-                return True
-            if probed and state.relocated_probe:
-                return False
-            if probed:
-                state.relocated_probe = True
-                state.url = self.shared.locate(state)
-                return True
-            # the fresh target refused before it answered: the Hub's next would be no better
-            if state.multi and url == state.renewed:
-                return False
-            log.info("%s: signed URL refused (403), resolving it again", job.label)
-            job.retries.add("signed URL refused (HTTP 403), resolved it again")
-            # the Hub signs anew: parallel ranges, once for all the file's streams (``_aim``)
-            if state.multi:
-                state.renew()
-            else:
-                state.url = job.url
-        return True
+        return self.state.target.relocate(
+            url, probed=probed, locate=functools.partial(self.shared.locate, self.state)
+        )
 
     def _stalled(self, exc: httpx2.ReadTimeout) -> None:
         """No bytes for the stall timeout: resumed at once, up to ``max_stalls`` times."""
@@ -305,14 +217,14 @@ class PieceStream:
         stream's, the carried probe's, a short range's, the last window's): it starts a little
         before them when no hash checks the file and compares (engine rule 15: every join of two
         answers proves they are one version; ``state.overlap``). ``asking``: it asks the resolve URL
-        for all the file's streams, told where it is sent as soon as it is (``_reached``)."""
+        for all the file's streams, told where it is sent as soon as it is (``Target.reached``)."""
         self._refuse_splice()
         ask = self._ask(url)
         # a stream reading on past its own piece took this one whole meanwhile
         if ask is None:
             return self.piece.end
-        job, sent = self.job, time.monotonic()
-        told = None if asking is None else lambda to: self._reached(asking, to, final=False)
+        job, sent, reached = self.job, time.monotonic(), self.state.target.reached
+        told = None if asking is None else functools.partial(reached, asking, final=False)
         answer = ask.opening or follow(
             self.shared.client,
             url,
@@ -326,7 +238,7 @@ class PieceStream:
             if ask.opening is None:
                 self.state.saw_first_byte(time.monotonic() - sent)
             if asking is not None and resp.status_code in (200, 206):
-                self._reached(asking, str(resp.url), final=True)
+                reached(asking, str(resp.url), final=True)
             # the answer began: from here on, silence is a stall
             if self.shared.config.stall_timeout is not None:
                 set_read_timeout(resp, self.shared.config.stall_timeout)
@@ -421,14 +333,7 @@ class PieceStream:
             raise RangesIgnoredError
         end = check_range(state, span, ask.offset - ask.back, ask.end)
         check_version(state, resp, total=span.total)
-        if state.renewed is not None and str(resp.url) == state.renewed:
-            with state.lock:  # the fresh target answered: a later refusal is a later expiry
-                state.renewed = None
-        # redirected (Hub → CDN): later requests go there (the Hub's: told at the redirect, _aim)
-        if ask.url == job.url and str(resp.url) != ask.url and not state.shares_target:
-            with state.lock:
-                if state.url == ask.url:
-                    state.url = str(resp.url)
+        state.target.answered(ask.url, str(resp.url))
         return end
 
     def _check_whole(self, resp: httpx2.Response, span: Span, ask: Ask) -> None:

@@ -27,10 +27,10 @@ from mdl.errors import ExitCode, InterruptedByUserError
 from mdl.progress import NullProgress
 from mdl.transfer import Engine, EngineConfig
 from mdl.transfer.http import RetryPolicy, make_client
-from mdl.transfer.replies import lapses_at
-from mdl.transfer.resume import DownloadState, Resolve
+from mdl.transfer.resume import DownloadState
 from mdl.transfer.scheduling import Piece, StreamStopped
 from mdl.transfer.stream import PieceStream
+from mdl.transfer.target import lapses_at
 
 MB = 1_000_000
 BIG = make_data(40 * MB, seed=53)
@@ -201,7 +201,8 @@ def test_a_stream_waiting_for_the_resolve_heeds_ctrl_c_and_a_failed_sibling(
     try:
         state = DownloadState(job, fd, [Piece(0, MB), Piece(MB, len(BIG))], None)
         state.multi = True
-        state.resolve = Resolve(url)  # asked by a stream that never hears back
+        state.target.start(url, shared=True)
+        state.target.aim(None)  # asked by a stream that never hears back
         with make_client(timeout=5, pool_size=2) as client:
             engine = Engine(client, config, progress=NullProgress(), cancel=threading.Event())
             raised: list[BaseException] = []
