@@ -217,7 +217,8 @@ def test_a_refusal_with_a_stated_wait_spends_no_try() -> None:
     sleeps: list[float] = []
     tries = Tries(RetryPolicy(retries=1, sleep=sleeps.append), "m/x")
     refusal = error_for_status(hub_reply(429, {"RateLimit": '"r";r=0;t=2'}), what="m/x", hub=True)
-    assert isinstance(refusal, RetryableError) and refusal.hub_wait == 2.0
+    assert isinstance(refusal, RetryableError)
+    assert refusal.refusal is not None and refusal.refusal.wait == 2.0
     for _ in range(5):
         tries.failed(refusal)
     assert (tries.failures, tries.refusals, sleeps) == (0, 5, [2.0] * 5)
@@ -225,7 +226,8 @@ def test_a_refusal_with_a_stated_wait_spends_no_try() -> None:
     gated = error_for_status(
         hub_reply(503, {"RateLimit": '"r";r=0;t=2'}, HubGate(HUB)), what="m/x", hub=True
     )
-    assert isinstance(gated, RetryableError) and gated.gated
+    assert isinstance(gated, RetryableError)
+    assert gated.refusal is not None and gated.refusal.held
     tries.failed(gated)
     assert (tries.failures, len(sleeps)) == (0, 5)
 
@@ -248,9 +250,9 @@ def test_a_wait_past_the_maximum_is_exit_5_naming_it() -> None:
 def test_retry_after_alone_still_spends_a_try_and_a_cdn_refusal_is_no_hub_wait() -> None:
     after = error_for_status(hub_reply(429, {"Retry-After": "3"}), what="m/x", hub=True)
     assert isinstance(after, RetryableError)
-    assert (after.retry_after, after.hub_wait) == (3.0, None)
+    assert (after.retry_after, after.refusal) == (3.0, None)
     cdn = error_for_status(hub_reply(429, {"RateLimit": '"r";r=0;t=2'}), what="m/x", hub=False)
-    assert isinstance(cdn, RetryableError) and cdn.hub_wait is None
+    assert isinstance(cdn, RetryableError) and cdn.refusal is None
 
 
 def test_refusal_wait_reads_only_refusals() -> None:
@@ -339,7 +341,8 @@ def test_a_refusal_no_gate_saw_has_the_same_floor_and_budget() -> None:
     sleeps: list[float] = []
     tries = Tries(RetryPolicy(sleep=sleeps.append), "m/x")
     now = error_for_status(hub_reply(429, {"RateLimit": '"r";r=0;t=0'}), what="m/x", hub=True)
-    assert isinstance(now, RetryableError) and not now.gated
+    assert isinstance(now, RetryableError)
+    assert now.refusal is not None and not now.refusal.held
     tries.failed(now)
     assert sleeps == [MIN_HUB_WAIT]
     long = error_for_status(hub_reply(429, {"RateLimit": '"r";r=0;t=599'}), what="m/x", hub=True)
