@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 from mdl.buckets import (
     TERM,
@@ -39,21 +39,7 @@ from mdl.transfer import RetryLog, TransferJob, TransferResult
 
 if TYPE_CHECKING:
     from mdl.catalog import Settings
-    from mdl.progress import Progress
-
-
-class PullSession(Protocol):
-    """What filling needs of the run (mdl.download.session.PullSession, which makes ``fills``: a
-    Protocol, as the session imports this module)."""
-
-    settings: Settings
-    dead_mirrors: set[str]
-    progress: Progress
-    cancel: threading.Event
-
-    @property
-    def fills(self) -> Fills: ...
-
+    from mdl.download.fetch import FileSources
 
 log = logging.getLogger("mdl.pull")
 
@@ -64,12 +50,6 @@ PROBE_PREFIX = "probe-"  # the probe's scratch object, in mdl's namespace of the
 # what --json and the summary say of a file a fill concerned (FileOutcome.fill)
 FILLED, READ, GAVE_UP = "filled", "read", "gave up waiting"
 TAKE_ROUNDS = 5  # takes and waits on one file's lease, then the origin (it changes hands so often)
-
-# what fetch.py hands over: the mirrors as today but those skipped; one mirror's (template, URL);
-# the origin
-Mirrors = Callable[[frozenset[str]], TransferResult | None]
-OneMirror = Callable[[str, str], TransferResult | None]
-Origin = Callable[[TransferJob], TransferResult]
 
 
 @dataclass(frozen=True)
@@ -166,41 +146,32 @@ def lease_term(environ: Mapping[str, str]) -> float:
     return term if term > 0 else TERM
 
 
-def fill_or_fetch(
-    session: PullSession,
-    job: TransferJob,
-    remote: RemoteFile,
-    *,
-    mirrors: Mirrors,
-    mirror: OneMirror,
-    origin: Origin,
-) -> TransferResult:
+def fill_or_fetch(sources: FileSources) -> TransferResult:
     """The file from its mirrors, else its origin; with ``--fill-mirror``, a file the mirror to fill
     lacks is fetched once for the fleet (:func:`_filled`)."""
-    place = _place(session, job, remote) if session.settings.fill_mirror else None
-    seen = _seen(place, job) if place is not None else False
+    place = _place(sources) if sources.session.settings.fill_mirror else None
+    seen = _seen(place, sources.job) if place is not None else False
     if place is None or seen is False:
-        return mirrors(frozenset()) or origin(job)
+        return sources.mirrors() or sources.origin()
     if seen is None:
         # the mirror to fill is not asked for what it does not have (no warning for that file)
-        return mirrors(frozenset({place.target.template})) or _filled(
-            session, job, remote, place, mirror=mirror, origin=origin
-        )
+        return sources.mirrors(frozenset({place.target.template})) or _filled(sources, place)
     # there, but no mirror delivered verified bytes: the object (proved wrong, or unreadable) is
     # replaced on the version seen once the origin's are here, not read by the fleet forever
-    read = mirrors(frozenset())
-    if read is not None or place.target.template in session.dead_mirrors:
-        return read or origin(job)
-    return _filled(session, job, remote, place, mirror=mirror, origin=origin, over=seen.etag)
+    read = sources.mirrors()
+    if read is not None or place.target.template in sources.session.dead_mirrors:
+        return read or sources.origin()
+    return _filled(sources, place, over=seen.etag)
 
 
-def _place(session: PullSession, job: TransferJob, remote: RemoteFile) -> Place | None:
+def _place(sources: FileSources) -> Place | None:
     """The file's object in the mirror to fill; None: no mirror to fill, or not this file (it has
     no hash a mirror's bytes can be checked against, or the mirror is down for the run)."""
-    target = session.fills.target(job.retries)
+    session = sources.session
+    target = session.fills.target(sources.job.retries)
     if target is None or target.template in session.dead_mirrors:
         return None
-    for template, url in mirror_targets(session.settings.mirrors, remote):
+    for template, url in mirror_targets(session.settings.mirrors, sources.remote):
         if template == target.template:
             return Place(target, url)
     return None
@@ -216,24 +187,16 @@ def _seen(place: Place, job: TransferJob) -> Seen | Literal[False] | None:
         return False
 
 
-def _filled(
-    session: PullSession,
-    job: TransferJob,
-    remote: RemoteFile,
-    place: Place,
-    *,
-    mirror: OneMirror,
-    origin: Origin,
-    over: str | None = None,
-) -> TransferResult:
+def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> TransferResult:
     """Take the object's lease and fill it (``over``: the version there, proved wrong, replaced);
     or, while another machine holds it, wait on the mirror and read it from there once it is
     filled (again, when its holder gave up); past the wait's bound, fetch from the origin."""
+    session, job = sources.session, sources.job
     fills, writer, label = session.fills, place.target.writer, job.label
     shown = safe_text(place.uri)
     waited = 0.0
     for _ in range(TAKE_ROUNDS):
-        _stop_if_cancelled(session)
+        _stop_if_cancelled(session.cancel)
         try:
             lease = take(
                 writer, place.leases, holder=fills.holder, term=fills.term, done=_done(job)
@@ -243,10 +206,9 @@ def _filled(
                 f"{label}: cannot take a lease on mirror {shown} ({exc.message}); fetching it"
                 " from the origin"
             )
-            return _said(origin(job), waited, None)
+            return _said(sources.origin(), waited, None)
         if lease is not None:
-            held = _holding(session, job, remote, place, lease, mirror, origin, over)
-            return _said(held, waited, None)
+            return _said(_holding(sources, place, lease, over), waited, None)
         log.info("%s: another machine is filling mirror %s; waiting on it", label, shown)
         session.progress.waiting(label, "another machine is filling the mirror")
         started = time.monotonic()
@@ -255,7 +217,7 @@ def _filled(
                 writer,
                 place.uri,
                 place.leases,
-                size=remote.size or 0,
+                size=sources.remote.size or 0,
                 cancel=session.cancel,
                 term=fills.term,
                 over=over,
@@ -267,26 +229,26 @@ def _filled(
                 f"{label}: cannot wait on mirror {shown} ({exc.message}); fetching it from the"
                 " origin"
             )
-            return _said(origin(job), waited + time.monotonic() - started, GAVE_UP)
+            return _said(sources.origin(), waited + time.monotonic() - started, GAVE_UP)
         waited += time.monotonic() - started
-        _stop_if_cancelled(session)
+        _stop_if_cancelled(session.cancel)
         if isinstance(state, GaveUp):
             job.retries.warn(
                 f"{label}: gave up waiting on mirror {shown} ({state.why}); fetching it from the"
                 " origin"
             )
-            return _said(origin(job), waited, GAVE_UP)
+            return _said(sources.origin(), waited, GAVE_UP)
         if state == "ready":
             log.info("waited %.1f s on mirror %s for %s", waited, shown, label)
             # a mismatch there is warned of, and the origin's turn, as for any mirror
-            read = mirror(place.target.template, place.uri)
-            return _said(read, waited, READ) if read else _said(origin(job), waited, None)
+            read = sources.mirror(place.target.template, place.uri)
+            return _said(read, waited, READ) if read else _said(sources.origin(), waited, None)
         log.info("%s: the lease on mirror %s was given up; taking it", label, shown)
     job.retries.warn(
         f"{label}: the lease on mirror {shown} changed hands {TAKE_ROUNDS} times; fetching it"
         " from the origin"
     )
-    return _said(origin(job), waited, GAVE_UP)
+    return _said(sources.origin(), waited, GAVE_UP)
 
 
 def _done(job: TransferJob) -> Callable[[], int]:
@@ -303,34 +265,25 @@ def _done(job: TransferJob) -> Callable[[], int]:
     return done
 
 
-def _holding(
-    session: PullSession,
-    job: TransferJob,
-    remote: RemoteFile,
-    place: Place,
-    lease: Lease,
-    mirror: OneMirror,
-    origin: Origin,
-    over: str | None,
-) -> TransferResult:
+def _holding(sources: FileSources, place: Place, lease: Lease, over: str | None) -> TransferResult:
     """With the object's lease: from the origin (verified), then uploaded (``over``: replacing
     that version); the lease renewed all along and released whatever happens."""
-    writer, shown = place.target.writer, safe_text(place.uri)
+    writer, label, shown = place.target.writer, sources.job.label, safe_text(place.uri)
     try:
         with Renewing(lease, every=lease.term / 3) as renewing:
             # filled since we looked (its holder done before our take): read from it
             if _present(writer, place.uri, over):
-                found = mirror(place.target.template, place.uri)
+                found = sources.mirror(place.target.template, place.uri)
                 if found is not None:
                     return replace(found, fill=READ)
-            log.info("%s: filling mirror %s (lease taken)", job.label, shown)
-            result = origin(job)
+            log.info("%s: filling mirror %s (lease taken)", label, shown)
+            result = sources.origin()
             if renewing.lost.is_set():
                 # another machine took it over and may be fetching too; the upload never replaces
-                log.info("%s: the lease on mirror %s lapsed while fetching", job.label, shown)
-            return _upload(place, job, remote, result, over)
+                log.info("%s: the lease on mirror %s lapsed while fetching", label, shown)
+            return _upload(place, sources.job, sources.remote, result, over)
     finally:
-        _release(lease, job.label)
+        _release(lease, label)
 
 
 def _present(writer: Writer, uri: str, over: str | None) -> bool:
@@ -395,6 +348,6 @@ def _said(result: TransferResult, waited: float, fill: str | None) -> TransferRe
     return replace(result, waited=result.waited + waited, fill=fill or result.fill)
 
 
-def _stop_if_cancelled(session: PullSession) -> None:
-    if session.cancel.is_set():
+def _stop_if_cancelled(cancel: threading.Event) -> None:
+    if cancel.is_set():
         raise InterruptedByUserError(INTERRUPTED)
