@@ -29,7 +29,7 @@ from mdl.errors import (
     error_for_exit_code,
     worst_exit_code,
 )
-from mdl.redact import redact_url, safe_text
+from mdl.redact import redact_url
 from mdl.report import WARNING_CAUSE, FileOutcome, failed, log_outcome
 from mdl.sources import RemoteFile, mirror_targets
 from mdl.store import (
@@ -562,7 +562,7 @@ class FileSources:
             located=None,
         )
         store = store_for(url)
-        shown = safe_text(url) if store else redact_url(url)
+        shown = redact_url(url)
         try:
             where = session.presigner.presign(url, template=template) if store else url
             result = session.mirror_engine.fetch(replace(mirrored, url=where))
@@ -586,7 +586,7 @@ class FileSources:
                 retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
             elif session.mark_mirror_down(template):  # said once, with the first file it failed
                 retries.warn(
-                    f"mirror {safe_text(template)} is not usable ({why}); using the next source"
+                    f"mirror {redact_url(template)} is not usable ({why}); using the next source"
                 )
             else:
                 retries.add(f"mirror {shown} failed ({why})")

@@ -33,7 +33,6 @@ from mdl.buckets import (
 )
 from mdl.catalog import fixed_part
 from mdl.errors import INTERRUPTED, AuthError, InterruptedByUserError, MdlError
-from mdl.redact import safe_text
 from mdl.sources import RemoteFile, mirror_targets
 from mdl.transfer import RetryLog, TransferJob, TransferResult
 
@@ -54,11 +53,9 @@ TAKE_ROUNDS = 5  # takes and waits on one file's lease, then the origin (it chan
 
 @dataclass(frozen=True)
 class Target:
-    """The run's mirror to fill: its template (as shown), its store, writable, and mdl's namespace
-    in it."""
+    """The run's mirror to fill: its template, its store, writable, and mdl's namespace in it."""
 
     template: str
-    shown: str
     writer: Writer
     root: str
 
@@ -105,11 +102,10 @@ class Fills:
             return None
         store = store_for(template)
         assert store is not None
-        shown = safe_text(template)
         root = namespace(template)
         if root is None:
             retries.warn(
-                f"mirror {shown}: a file's name there could be mdl's own '.mdl' (the template's"
+                f"mirror {template}: a file's name there could be mdl's own '.mdl' (the template's"
                 " first folder is filled from {path} or starts with '.'); not filling it"
             )
             return None
@@ -122,7 +118,7 @@ class Fills:
             honoured = False
         except MdlError as exc:
             cannot = "cannot be written here" if isinstance(exc, AuthError) else "cannot be filled"
-            retries.warn(f"mirror {shown} {cannot} ({exc.message}); not filling it")
+            retries.warn(f"mirror {template} {cannot} ({exc.message}); not filling it")
             return None
         if not honoured:
             what = (
@@ -130,10 +126,10 @@ class Fills:
                 if store.scheme == "file"
                 else "ignores conditional writes"
             )
-            retries.warn(f"mirror {shown} {what}; not filling it")
+            retries.warn(f"mirror {template} {what}; not filling it")
             return None
-        log.info("filling mirror %s (lease holder %s, term %gs)", shown, self.holder, self.term)
-        return Target(template, shown, writer, root)
+        log.info("filling mirror %s (lease holder %s, term %gs)", template, self.holder, self.term)
+        return Target(template, writer, root)
 
 
 def lease_term(environ: Mapping[str, str]) -> float:
@@ -183,7 +179,7 @@ def _seen(place: Place, job: TransferJob) -> Seen | Literal[False] | None:
     try:
         return place.target.writer.head(place.uri)
     except MdlError as exc:
-        job.retries.add(f"mirror {safe_text(place.uri)}: cannot look ({exc.message})")
+        job.retries.add(f"mirror {place.uri}: cannot look ({exc.message})")
         return False
 
 
@@ -192,8 +188,7 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
     or, while another machine holds it, wait on the mirror and read it from there once it is
     filled (again, when its holder gave up); past the wait's bound, fetch from the origin."""
     session, job = sources.session, sources.job
-    fills, writer, label = session.fills, place.target.writer, job.label
-    shown = safe_text(place.uri)
+    fills, writer, label, shown = session.fills, place.target.writer, job.label, place.uri
     waited = 0.0
     for _ in range(TAKE_ROUNDS):
         _stop_if_cancelled(session.cancel)
@@ -268,7 +263,7 @@ def _done(job: TransferJob) -> Callable[[], int]:
 def _holding(sources: FileSources, place: Place, lease: Lease, over: str | None) -> TransferResult:
     """With the object's lease: from the origin (verified), then uploaded (``over``: replacing
     that version); the lease renewed all along and released whatever happens."""
-    writer, label, shown = place.target.writer, sources.job.label, safe_text(place.uri)
+    writer, label, shown = place.target.writer, sources.job.label, place.uri
     try:
         with Renewing(lease, every=lease.term / 3) as renewing:
             # filled since we looked (its holder done before our take): read from it
@@ -300,7 +295,7 @@ def _upload(
     """The verified file, uploaded to the mirror unless one is there (never replaced but the
     version ``over``, proved wrong, removed first); a failure is a warning: the file here is
     verified all the same."""
-    label, shown, writer = job.label, safe_text(place.uri), place.target.writer
+    label, shown, writer = job.label, place.uri, place.target.writer
     if not _as_known(remote, result):
         job.retries.warn(f"{label}: not filling mirror {shown}: its bytes were not verified")
         return result
@@ -340,7 +335,7 @@ def _release(lease: Lease, label: str) -> None:
     try:
         lease.release()
     except MdlError as exc:  # it lapses by itself within its term
-        log.info("%s: could not release the lease %s (%s)", label, safe_text(lease.uri), exc)
+        log.info("%s: could not release the lease %s (%s)", label, lease.uri, exc)
 
 
 def _said(result: TransferResult, waited: float, fill: str | None) -> TransferResult:

@@ -365,7 +365,7 @@ def error_for_status(
     if hub is None:
         hub = credentials is not None and credentials.from_hub(response)
     text = server_text(response)
-    detail = safe_text(text, limit=MESSAGE_TEXT_LIMIT)
+    detail = printable(text, limit=MESSAGE_TEXT_LIMIT)
     refusal = _Refusal(response, what, hub=hub, credentials=credentials, detail=detail)
     error = refusal.error()
     error.status, error.server_text = response.status_code, text
