@@ -8,30 +8,25 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mdl.buckets import ObjectStore, store_for
 from mdl.download.outcomes import done_outcome
 from mdl.download.plan import Action, PlannedFile, identity_of, look, offline_error, recorded
-from mdl.download.session import PullSession, label_of
+from mdl.download.session import FileSources, PullSession, label_of
 from mdl.download.workers import Crew
 from mdl.errors import (
     INTERRUPTED,
-    AuthError,
     InterruptedByUserError,
     LocalFSError,
     MdlError,
-    NetworkError,
-    UsageError,
     error_for_exit_code,
     worst_exit_code,
 )
-from mdl.redact import redact_url
 from mdl.report import WARNING_CAUSE, FileOutcome, failed, log_outcome
-from mdl.sources import RemoteFile, mirror_targets
+from mdl.sources import RemoteFile
 from mdl.store import (
     FileRecord,
     HeldLocks,
@@ -44,9 +39,8 @@ from mdl.store import (
     open_file,
     rename,
 )
-from mdl.transfer import Credentials, RetryLog, TransferJob, TransferResult, discard_partial
+from mdl.transfer import RetryLog, TransferJob, TransferResult
 from mdl.units import human_size
-from mdl.xet import XetFallback
 
 log = logging.getLogger("mdl.pull")
 
@@ -513,88 +507,6 @@ def fetch_from_sources(
     return replace(result, fetched=result.fetched + sum(sources.refused))
 
 
-@dataclass(frozen=True)
-class FileSources:
-    """One file's sources, as its fetch (and, with --fill-mirror, mdl.download.fill) asks them:
-    its mirrors, one mirror, its origin. ``refused``: the bytes each failed mirror sent."""
-
-    session: PullSession
-    job: TransferJob
-    remote: RemoteFile
-    refused: list[int] = field(default_factory=list)
-
-    def origin(self) -> TransferResult:
-        session, job, remote = self.session, self.job, self.remote
-        if remote.xet is not None and session.settings.xet:
-            try:
-                return session.xet.fetch(job, remote.xet)
-            except XetFallback as why:
-                log.info(
-                    "%s: not fetched by chunk: %s; fetching it over plain HTTP", job.label, why
-                )
-        return session.engine.fetch(job)
-
-    def mirrors(self, skip: frozenset[str] = frozenset()) -> TransferResult | None:
-        """The file from the first mirror that delivers its verified bytes, or None: the origin's
-        turn (``skip``: templates not to ask, the one a fill found without the file)."""
-        for template, url in mirror_targets(self.session.settings.mirrors, self.remote):
-            if template in self.session.dead_mirrors or template in skip:
-                continue
-            result = self.mirror(template, url)
-            if result is not None:
-                return result
-        return None
-
-    def mirror(self, template: str, url: str) -> TransferResult | None:
-        """The file from the mirror ``template`` (at ``url``), verified, or None: a warning said why
-        (``refused``: the bytes it sent, when they were refused)."""
-        session, job = self.session, self.job
-        label, retries = job.label, job.retries
-        # A mirror gets no credentials of ours (a store's: a GET presigned with its own keys) and no
-        # origin's probe; its bytes must match the origin's hashes: always verified, a mismatch not
-        # retried there (the next source is).
-        mirrored = replace(
-            job,
-            credentials=Credentials(),
-            verify=True,
-            retry_on_mismatch=False,
-            renewable=False,
-            located=None,
-        )
-        store = store_for(url)
-        shown = redact_url(url)
-        try:
-            where = session.presigner.presign(url, template=template) if store else url
-            result = session.mirror_engine.fetch(replace(mirrored, url=where))
-        except InterruptedByUserError:
-            raise
-        except MdlError as exc:
-            self.refused.append(exc.fetched)
-            if session.cancel.is_set():
-                raise InterruptedByUserError(INTERRUPTED) from exc
-            # The next source resumes on the bytes kept only when its hash will check them (with
-            # --no-verify, or no hash, nothing would catch a splice).
-            if not (job.verify and job.identity.has_hash):
-                discard_partial(job)
-            why = exc.message.removeprefix(f"{label}: ")
-            # the store's error code says it better than the reply to a signed URL does
-            if store is not None:
-                why = store.reason(exc.server_text or exc.message, exc.status) or why
-            if not _mirror_is_down(exc, store=store):
-                # A fleet node that silently bypasses its mirror defeats the mirror: every fallback
-                # is a warning.
-                retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
-            elif session.mark_mirror_down(template):  # said once, with the first file it failed
-                retries.warn(
-                    f"mirror {redact_url(template)} is not usable ({why}); using the next source"
-                )
-            else:
-                retries.add(f"mirror {shown} failed ({why})")
-            return None
-        log.info("%s: fetched from mirror %s", label, shown)
-        return replace(result, mirror=shown)
-
-
 def _from_staged(
     session: PullSession, job: TransferJob, remote: RemoteFile
 ) -> TransferResult | None:
@@ -618,22 +530,3 @@ def _from_staged(
     return TransferResult(
         size=size, sha256=sha256, git_oid=git_oid, etag=None, resumed_from=0, fetched=size
     )
-
-
-def _mirror_is_down(exc: MdlError, *, store: ObjectStore | None) -> bool:
-    """Whether a mirror failed as a whole (nothing listens, bad keys, no such bucket, no library),
-    not only for one file (missing there, other bytes, a reset or a 5xx that may pass): then it is
-    left for the run."""
-    said = f"{exc.message} {exc.server_text or ''}"
-    # the store's library missing (its is_down says), or its endpoint unusable; a bad key is per
-    # file
-    if isinstance(exc, UsageError):
-        return "endpoint" in said.lower() or (store is not None and store.is_down(said))
-    if isinstance(exc, NetworkError) and exc.status is None:
-        return any(
-            words in said
-            for words in ("cannot connect", "cannot reach", "did not accept a connection")
-        )
-    if store is not None:
-        return store.is_down(said)
-    return isinstance(exc, AuthError)

@@ -7,57 +7,27 @@ store that cannot hold a lease (it ignores conditional writes, or refuses ours) 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
-from mdl.buckets import (
-    TERM,
-    ConditionalWritesIgnored,
-    GaveUp,
-    Lease,
-    Renewing,
-    Seen,
-    Writer,
-    honours_conditions,
-    lease_prefix,
-    namespace,
-    store_for,
-    take,
-    wait_for,
-)
+from mdl.buckets import GaveUp, Lease, Renewing, Seen, Writer, lease_prefix, take, wait_for
 from mdl.catalog import fixed_part
-from mdl.errors import INTERRUPTED, AuthError, InterruptedByUserError, MdlError
+from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
 from mdl.sources import RemoteFile, mirror_targets
-from mdl.transfer import RetryLog, TransferJob, TransferResult
+from mdl.transfer import TransferJob, TransferResult
 
 if TYPE_CHECKING:
-    from mdl.catalog import Settings
-    from mdl.download.fetch import FileSources
+    from mdl.download.session import FileSources, Target
 
 log = logging.getLogger("mdl.pull")
 
-# Internal, for tests only (not a setting: a fleet has no reason to change it): a lease's term in
-# seconds, so that a test can see a lapsed S3 lease taken over without waiting the real term.
-TERM_VARIABLE = "MDL_INTERNAL_LEASE_TERM"
-PROBE_PREFIX = "probe-"  # the probe's scratch object, in mdl's namespace of the mirror
 # what --json and the summary say of a file a fill concerned (FileOutcome.fill)
 FILLED, READ, GAVE_UP = "filled", "read", "gave up waiting"
 TAKE_ROUNDS = 5  # takes and waits on one file's lease, then the origin (it changes hands so often)
-
-
-@dataclass(frozen=True)
-class Target:
-    """The run's mirror to fill: its template, its store, writable, and mdl's namespace in it."""
-
-    template: str
-    writer: Writer
-    root: str
 
 
 @dataclass(frozen=True)
@@ -70,76 +40,6 @@ class Place:
     @property
     def leases(self) -> str:
         return lease_prefix(self.target.root, self.uri)
-
-
-class Fills:
-    """The run's mirror to fill, chosen and probed once, by the first file that needs it (the
-    others wait on the probe): the first mirror in a store; None when there is none or it cannot
-    hold a lease."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.token = os.urandom(6).hex()
-        # who holds a lease, for the people who look at one: this machine, this process, this run
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{self.token}"
-        self.term = lease_term(settings.environ)
-        self._lock = threading.Lock()
-        self._chosen = False
-        self._target: Target | None = None
-
-    def target(self, retries: RetryLog) -> Target | None:
-        """The mirror to fill (the probe's warning, if any, said with the file that asked first)."""
-        with self._lock:
-            if not self._chosen:
-                self._chosen = True
-                self._target = self._probed(retries)
-            return self._target
-
-    def _probed(self, retries: RetryLog) -> Target | None:
-        template = next((t for t in self.settings.mirrors if store_for(t) is not None), None)
-        if template is None:
-            retries.warn("no s3:// or file:// mirror to fill (http(s) mirrors are read-only)")
-            return None
-        store = store_for(template)
-        assert store is not None
-        root = namespace(template)
-        if root is None:
-            retries.warn(
-                f"mirror {template}: a file's name there could be mdl's own '.mdl' (the template's"
-                " first folder is filled from {path} or starts with '.'); not filling it"
-            )
-            return None
-        endpoint = dict(self.settings.mirror_endpoints).get(template)
-        scratch = root + PROBE_PREFIX + self.token
-        try:
-            writer = store.writer(endpoint=endpoint, secrets=self.settings.secrets)
-            honoured = honours_conditions(writer, scratch)
-        except ConditionalWritesIgnored:
-            honoured = False
-        except MdlError as exc:
-            cannot = "cannot be written here" if isinstance(exc, AuthError) else "cannot be filled"
-            retries.warn(f"mirror {template} {cannot} ({exc.message}); not filling it")
-            return None
-        if not honoured:
-            what = (
-                "ignores exclusive creates or does not keep a file's version (inode, mtime, size)"
-                if store.scheme == "file"
-                else "ignores conditional writes"
-            )
-            retries.warn(f"mirror {template} {what}; not filling it")
-            return None
-        log.info("filling mirror %s (lease holder %s, term %gs)", template, self.holder, self.term)
-        return Target(template, writer, root)
-
-
-def lease_term(environ: Mapping[str, str]) -> float:
-    """The lease term: TERM, or (tests) the internal variable's seconds."""
-    text = environ.get(TERM_VARIABLE)
-    try:
-        term = float(text) if text else TERM
-    except ValueError:
-        return TERM
-    return term if term > 0 else TERM
 
 
 def fill_or_fetch(sources: FileSources) -> TransferResult:

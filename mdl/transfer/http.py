@@ -231,21 +231,24 @@ RATE_LIMIT_HINT = (
 )
 
 
-def hub_refusal(response: httpx2.Response, shown: str) -> MdlError | None:
-    """A Hub 429/503 whose RateLimit header states a wait (as its answer is marked), as the error it
-    is (None: it states none): retried after the wait without spending a try, or, past
-    MAX_HUB_WAIT, NetworkError (exit 5) at once naming the wait."""
-    refusal = refusal_of(response)
-    if refusal is None:
-        return None
-    wait = refusal.wait
-    if wait > MAX_HUB_WAIT:
+def refusal_error(response: httpx2.Response, shown: str, *, hub: bool) -> MdlError:
+    """The error an answer that is no 401/403/404 is: from the Hub (``hub``), a 429/503 whose
+    RateLimit header states a wait (as its answer is marked) is retried after the wait without
+    spending a try, or, past MAX_HUB_WAIT, NetworkError (exit 5) at once naming the wait; else a
+    retryable status is retried (after its Retry-After), any other final."""
+    refusal = refusal_of(response) if hub else None
+    if refusal is not None and refusal.wait > MAX_HUB_WAIT:
         return NetworkError(
-            f"{shown}; the Hub asks to wait {human_seconds(wait)}; mdl waits at most"
+            f"{shown}; the Hub asks to wait {human_seconds(refusal.wait)}; mdl waits at most"
             f" {human_seconds(MAX_HUB_WAIT)}",
             hint=RATE_LIMIT_HINT,
         )
-    return RetryableError(shown, retry_after=wait, refusal=refusal)
+    if refusal is not None:
+        return RetryableError(shown, retry_after=refusal.wait, refusal=refusal)
+    if response.status_code in RETRYABLE_STATUSES:
+        delay = retry_after_seconds(response.headers.get("Retry-After"))
+        return RetryableError(shown, retry_after=delay)
+    return NetworkError(shown)
 
 
 class UnreachableError(RetryableError):
@@ -397,12 +400,7 @@ class _Refusal:
             return self.forbidden()
         if status in (404, 410):
             return NotFoundError(self.said("not found"))
-        if self.hub and (refused := hub_refusal(self.response, self.said())) is not None:
-            return refused
-        if status in RETRYABLE_STATUSES:
-            delay = retry_after_seconds(self.response.headers.get("Retry-After"))
-            return RetryableError(self.said(), retry_after=delay)
-        return NetworkError(self.said())
+        return refusal_error(self.response, self.said(), hub=self.hub)
 
     def unauthorised(self) -> AuthError:
         url, credentials = str(self.response.url), self.credentials
