@@ -16,7 +16,7 @@ import httpx2
 from mdl.errors import AuthError, HubReplyError, MdlError, NotFoundError, UsageError
 from mdl.lazy import import_beside
 from mdl.paths import check_revision, repo_id_problem
-from mdl.redact import Secrets, printable, redact_text, redact_url, safe_text
+from mdl.redact import Secrets, printable, redact_url, safe_text
 from mdl.transfer import (
     Credentials,
     RetryPolicy,
@@ -339,8 +339,10 @@ def _status_error(
     text = response.headers.get("X-Error-Message") or body_excerpt(
         body[:8192].decode("utf-8", errors="replace")
     )
-    secrets = Secrets.of(response)  # the run's: a token or signature it sent, echoed, is cut whole
-    detail = f": {printable(redact_text(text, secrets=secrets), limit=200)}" if text else ""
+    # redacted once (the run's secrets: a token or signature it sent, echoed, is cut whole), kept
+    # for the log's per-file line (500 characters), its start said in the message
+    said = safe_text(text, limit=500, secrets=Secrets.of(response))
+    detail = f": {printable(said, limit=200)}" if text else ""
     target = f"{repo}/{path}" if path else repo
     shown = f"{what}: the Hub answered HTTP {status} for {target}{detail}"
     error: MdlError
@@ -365,7 +367,5 @@ def _status_error(
         )
     else:  # the Hub's rate limit (waited for, no try spent), a retryable status, or final
         error = refusal_error(response, shown, hub=True)
-    # For the log's per-file line: the status and the server's own words (sanitised, 500
-    # characters).
-    error.status, error.server_text = status, safe_text(text, limit=500, secrets=secrets)
+    error.status, error.server_text = status, said
     return error

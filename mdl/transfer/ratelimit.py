@@ -228,13 +228,10 @@ def refusal_of(response: httpx2.Response) -> Refusal | None:
     gate its request passed (the response hook, which closes the gate for it), else from its
     headers alone; marked on the response for whatever reads it next."""
     if _MARK not in response.extensions:
-        gate = HubGate.of(response)
-        if gate is not None:
-            found = gate.observe(response.status_code, response.headers)
-        else:
-            wait = refusal_wait(response.status_code, response.headers)
-            found = None if wait is None else Refusal(wait)
-        response.extensions[_MARK] = found
+        gate, status, headers = HubGate.of(response), response.status_code, response.headers
+        # no gate saw it: the wait its headers state, if any, is all there is to it
+        found = gate.observe(status, headers) if gate is not None else refusal_wait(status, headers)
+        response.extensions[_MARK] = Refusal(found) if isinstance(found, float) else found
     mark = response.extensions[_MARK]
     return mark if isinstance(mark, Refusal) else None
 
