@@ -19,7 +19,9 @@ from mdl.transfer.ratelimit import (
     HUB_REFUSALS,
     MAX_HUB_WAIT,
     MIN_HUB_WAIT,
+    Refusal,
     read_rate_limits,
+    refusal_of,
     refusal_wait,
 )
 
@@ -351,3 +353,35 @@ def test_a_refusal_no_gate_saw_has_the_same_floor_and_budget() -> None:
     with pytest.raises(NetworkError, match="waited 600 s on the Hub's rate limit; giving up"):
         tries.failed(long)
     assert sleeps == [MIN_HUB_WAIT, 599.0]
+
+
+def test_a_refusal_is_decided_once_where_its_answer_is_first_seen() -> None:
+    """The gate's response hook decides a refusal and marks the answer with it; the error and the
+    retry budget read that mark: the gate closes once, whoever reads the answer after, and a
+    refusal it saw with the run's budget spent fails without a wait."""
+    gate, _, sleeper = gate_on_fake_clock()
+    refuse = httpx2.MockTransport(
+        lambda _: httpx2.Response(429, headers={"RateLimit": '"api";r=0;t=5'})
+    )
+    client = make_client(pool_size=1, transport=refuse)
+    gate.hook(client)
+    response = client.get(f"{HUB}/api/models/org/m")
+    mark = refusal_of(response)
+    assert mark == Refusal(5.0, held=True)
+    assert refusal_of(response) is mark
+    error = error_for_status(response, what="m", hub=True)
+    assert isinstance(error, RetryableError) and error.refusal is mark
+    assert (gate.waits, gate.budget.held) == (1, 5.0)  # closed once, for the one refusal
+    sleeps: list[float] = []
+    Tries(RetryPolicy(sleep=sleeps.append), "m").failed(error)
+    assert sleeps == []  # the gate holds the next request: nothing sleeps here
+    gate.budget.take(MAX_HUB_WAIT)  # the run's budget spent (by other connections' refusals)
+    spent = client.get(f"{HUB}/api/models/org/m")
+    assert refusal_of(spent) == Refusal(
+        5.0, gave_up="waited 5 s on the Hub's rate limit; giving up"
+    )
+    late = error_for_status(spent, what="m", hub=True)
+    assert isinstance(late, RetryableError)
+    with pytest.raises(NetworkError, match="waited 5 s on the Hub's rate limit; giving up"):
+        Tries(RetryPolicy(sleep=sleeps.append), "m").failed(late)
+    assert sleeps == [] and gate.waits == 1 and sleeper.waits == [5.0]
