@@ -20,7 +20,7 @@ from mdl.errors import (
     worst_exit_code,
 )
 from mdl.paths import parse_hf_uri, shown_path
-from mdl.redact import Secrets, safe_text
+from mdl.redact import Secrets, safe_text, shown_data
 
 # A retry cause (``retries``) that starts with this is also a warning for the user (a mirror that
 # failed for the file: the part that chose another source has no other way into the outcome).
@@ -334,7 +334,10 @@ def file_line(outcome: FileOutcome) -> str:
     fields = _fields(outcome)
     if outcome.action == "failed":
         fields += _failure_fields(outcome)
-    shown = (f"{key}={_value(safe_text(str(value)))}" for key, value in fields if value is not None)
+    # each value on one line, a URL without its credentials; the log redacts the rest (a sink)
+    shown = (
+        f"{key}={_value(shown_data(str(value)))}" for key, value in fields if value is not None
+    )
     return "file " + " ".join(shown)
 
 
@@ -361,14 +364,12 @@ def _fields(outcome: FileOutcome) -> list[tuple[str, object | None]]:
 
 
 def _failure_fields(outcome: FileOutcome) -> list[tuple[str, object | None]]:
-    """What a failed file's line says besides: its exit code and the server's answer."""
-    server_text = None
-    if outcome.server_text:
-        server_text = safe_text(outcome.server_text, limit=SERVER_TEXT_LIMIT)
+    """What a failed file's line says besides: its exit code and the server's answer (cut where it
+    was read: SERVER_TEXT_LIMIT)."""
     return [
         ("exit", outcome.exit_code),
         ("status", outcome.status),
-        ("server_text", server_text),
+        ("server_text", outcome.server_text or None),
         ("error", outcome.error or "failed"),
     ]
 

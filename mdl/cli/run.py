@@ -41,7 +41,7 @@ from mdl.cli.stdout import (
 )
 from mdl.cli.translate import error_document, reserve_memory, translate
 from mdl.errors import ExitCode, MdlError
-from mdl.redact import Secrets, safe_text, shown_data
+from mdl.redact import Secrets, shown_data
 from mdl.setting import SETTING, SETTINGS
 from mdl.version import __version__
 
@@ -157,7 +157,7 @@ class Run:
         its exit code.
         """
         code = int(error.exit_code)
-        log.error("%s", safe_text(error.message, secrets=self.secrets))
+        log.error("%s", error.message)  # (the log redacts it, as every sink)
         if self.json:
             error_document(error, self.stdout, secrets=self.secrets)
         self.console.error(error.message, hint=error.hint, code=code, kind=error.kind)
@@ -318,7 +318,7 @@ def said_as_warnings(run: Run) -> Iterator[None]:
         if not issubclass(category, CatalogWarning):
             others(message, category, filename, lineno, file, line)
             return
-        log.warning("%s", safe_text(str(message), secrets=run.secrets))
+        log.warning("%s", message)
         run.console.warn(str(message))
 
     with warnings.catch_warnings():

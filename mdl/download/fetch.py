@@ -13,25 +13,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mdl.buckets import ObjectStore, store_for
 from mdl.download.outcomes import done_outcome
 from mdl.download.plan import Action, PlannedFile, identity_of, look, offline_error, recorded
-from mdl.download.session import PullSession, label_of
+from mdl.download.session import FileSources, PullSession, label_of
 from mdl.download.workers import Crew
 from mdl.errors import (
     INTERRUPTED,
-    AuthError,
     InterruptedByUserError,
     LocalFSError,
     MdlError,
-    NetworkError,
-    UsageError,
     error_for_exit_code,
     worst_exit_code,
 )
-from mdl.redact import redact_url, safe_text
 from mdl.report import WARNING_CAUSE, FileOutcome, failed, log_outcome
-from mdl.sources import RemoteFile, mirror_targets
+from mdl.sources import RemoteFile
 from mdl.store import (
     FileRecord,
     HeldLocks,
@@ -44,9 +39,8 @@ from mdl.store import (
     open_file,
     rename,
 )
-from mdl.transfer import Credentials, RetryLog, TransferJob, TransferResult, discard_partial
+from mdl.transfer import RetryLog, TransferJob, TransferResult
 from mdl.units import human_size
-from mdl.xet import XetFallback
 
 log = logging.getLogger("mdl.pull")
 
@@ -498,36 +492,19 @@ def fetch_from_sources(
     protocol cannot deliver it: then over plain HTTP, as any file), into ``job.final_path``,
     verified. Its ``fetched`` (or its error's) counts the bytes a mirror sent that were refused too:
     they crossed the network."""
-    refused: list[int] = []
-    mirrors = partial(_from_mirrors, session, job, remote, refused)
+    sources = FileSources(session, job, remote)
     try:
         if session.settings.fill_mirror:
             # (the fleet's mirror filling, and the leases under it, load only for --fill-mirror)
             from mdl.download.fill import fill_or_fetch
 
-            result = fill_or_fetch(
-                session,
-                job,
-                remote,
-                mirrors=mirrors,
-                mirror=partial(_from_mirror, session, job, refused),
-                origin=partial(_from_origin, session, remote=remote),
-            )
+            result = fill_or_fetch(sources)
         else:
-            result = mirrors(frozenset()) or _from_origin(session, job, remote=remote)
+            result = sources.mirrors() or sources.origin()
     except MdlError as exc:
-        exc.fetched += sum(refused)
+        exc.fetched += sum(sources.refused)
         raise
-    return replace(result, fetched=result.fetched + sum(refused))
-
-
-def _from_origin(session: PullSession, job: TransferJob, *, remote: RemoteFile) -> TransferResult:
-    if remote.xet is not None and session.settings.xet:
-        try:
-            return session.xet.fetch(job, remote.xet)
-        except XetFallback as why:
-            log.info("%s: not fetched by chunk: %s; fetching it over plain HTTP", job.label, why)
-    return session.engine.fetch(job)
+    return replace(result, fetched=result.fetched + sum(sources.refused))
 
 
 def _from_staged(
@@ -553,92 +530,3 @@ def _from_staged(
     return TransferResult(
         size=size, sha256=sha256, git_oid=git_oid, etag=None, resumed_from=0, fetched=size
     )
-
-
-def _from_mirrors(
-    session: PullSession,
-    job: TransferJob,
-    remote: RemoteFile,
-    refused: list[int],
-    skip: frozenset[str] = frozenset(),
-) -> TransferResult | None:
-    """The file from the first mirror that delivers its verified bytes, or None: the origin's turn
-    (``refused``: the bytes each failed mirror sent; ``skip``: templates not to ask, the one a fill
-    found without the file)."""
-    for template, url in mirror_targets(session.settings.mirrors, remote):
-        if template in session.dead_mirrors or template in skip:
-            continue
-        result = _from_mirror(session, job, refused, template, url)
-        if result is not None:
-            return result
-    return None
-
-
-def _from_mirror(
-    session: PullSession, job: TransferJob, refused: list[int], template: str, url: str
-) -> TransferResult | None:
-    """The file from the mirror ``template`` (at ``url``), verified, or None: a warning said why
-    (``refused``: the bytes it sent, when they were refused)."""
-    label, retries = job.label, job.retries
-    # A mirror gets no credentials of ours (a store's: a GET presigned with its own keys) and no
-    # origin's probe; its bytes must match the origin's hashes: always verified, a mismatch not
-    # retried there (the next source is).
-    mirrored = replace(
-        job,
-        credentials=Credentials(),
-        verify=True,
-        retry_on_mismatch=False,
-        renewable=False,
-        located=None,
-    )
-    store = store_for(url)
-    shown = safe_text(url) if store else redact_url(url)
-    try:
-        where = session.presigner.presign(url, template=template) if store else url
-        result = session.mirror_engine.fetch(replace(mirrored, url=where))
-    except InterruptedByUserError:
-        raise
-    except MdlError as exc:
-        refused.append(exc.fetched)
-        if session.cancel.is_set():
-            raise InterruptedByUserError(INTERRUPTED) from exc
-        # The next source resumes on the bytes kept only when its hash will check them (with
-        # --no-verify, or no hash, nothing would catch a splice).
-        if not (job.verify and job.identity.has_hash):
-            discard_partial(job)
-        why = exc.message.removeprefix(f"{label}: ")
-        # the store's error code says it better than the reply to a signed URL does
-        if store is not None:
-            why = store.reason(exc.server_text or exc.message, exc.status) or why
-        if not _mirror_is_down(exc, store=store):
-            # A fleet node that silently bypasses its mirror defeats the mirror: every fallback
-            # is a warning.
-            retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
-        elif session.mark_mirror_down(template):  # said once, with the first file it failed
-            retries.warn(
-                f"mirror {safe_text(template)} is not usable ({why}); using the next source"
-            )
-        else:
-            retries.add(f"mirror {shown} failed ({why})")
-        return None
-    log.info("%s: fetched from mirror %s", label, shown)
-    return replace(result, mirror=shown)
-
-
-def _mirror_is_down(exc: MdlError, *, store: ObjectStore | None) -> bool:
-    """Whether a mirror failed as a whole (nothing listens, bad keys, no such bucket, no library),
-    not only for one file (missing there, other bytes, a reset or a 5xx that may pass): then it is
-    left for the run."""
-    said = f"{exc.message} {exc.server_text or ''}"
-    # the store's library missing (its is_down says), or its endpoint unusable; a bad key is per
-    # file
-    if isinstance(exc, UsageError):
-        return "endpoint" in said.lower() or (store is not None and store.is_down(said))
-    if isinstance(exc, NetworkError) and exc.status is None:
-        return any(
-            words in said
-            for words in ("cannot connect", "cannot reach", "did not accept a connection")
-        )
-    if store is not None:
-        return store.is_down(said)
-    return isinstance(exc, AuthError)

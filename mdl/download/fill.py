@@ -7,80 +7,27 @@ store that cannot hold a lease (it ignores conditional writes, or refuses ours) 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
-from mdl.buckets import (
-    TERM,
-    ConditionalWritesIgnored,
-    GaveUp,
-    Lease,
-    Renewing,
-    Seen,
-    Writer,
-    honours_conditions,
-    lease_prefix,
-    namespace,
-    store_for,
-    take,
-    wait_for,
-)
+from mdl.buckets import GaveUp, Lease, Renewing, Seen, Writer, lease_prefix, take, wait_for
 from mdl.catalog import fixed_part
-from mdl.errors import INTERRUPTED, AuthError, InterruptedByUserError, MdlError
-from mdl.redact import safe_text
+from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
 from mdl.sources import RemoteFile, mirror_targets
-from mdl.transfer import RetryLog, TransferJob, TransferResult
+from mdl.transfer import TransferJob, TransferResult
 
 if TYPE_CHECKING:
-    from mdl.catalog import Settings
-    from mdl.progress import Progress
-
-
-class PullSession(Protocol):
-    """What filling needs of the run (mdl.download.session.PullSession, which makes ``fills``: a
-    Protocol, as the session imports this module)."""
-
-    settings: Settings
-    dead_mirrors: set[str]
-    progress: Progress
-    cancel: threading.Event
-
-    @property
-    def fills(self) -> Fills: ...
-
+    from mdl.download.session import FileSources, Target
 
 log = logging.getLogger("mdl.pull")
 
-# Internal, for tests only (not a setting: a fleet has no reason to change it): a lease's term in
-# seconds, so that a test can see a lapsed S3 lease taken over without waiting the real term.
-TERM_VARIABLE = "MDL_INTERNAL_LEASE_TERM"
-PROBE_PREFIX = "probe-"  # the probe's scratch object, in mdl's namespace of the mirror
 # what --json and the summary say of a file a fill concerned (FileOutcome.fill)
 FILLED, READ, GAVE_UP = "filled", "read", "gave up waiting"
 TAKE_ROUNDS = 5  # takes and waits on one file's lease, then the origin (it changes hands so often)
-
-# what fetch.py hands over: the mirrors as today but those skipped; one mirror's (template, URL);
-# the origin
-Mirrors = Callable[[frozenset[str]], TransferResult | None]
-OneMirror = Callable[[str, str], TransferResult | None]
-Origin = Callable[[TransferJob], TransferResult]
-
-
-@dataclass(frozen=True)
-class Target:
-    """The run's mirror to fill: its template (as shown), its store, writable, and mdl's namespace
-    in it."""
-
-    template: str
-    shown: str
-    writer: Writer
-    root: str
 
 
 @dataclass(frozen=True)
@@ -95,112 +42,32 @@ class Place:
         return lease_prefix(self.target.root, self.uri)
 
 
-class Fills:
-    """The run's mirror to fill, chosen and probed once, by the first file that needs it (the
-    others wait on the probe): the first mirror in a store; None when there is none or it cannot
-    hold a lease."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.token = os.urandom(6).hex()
-        # who holds a lease, for the people who look at one: this machine, this process, this run
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{self.token}"
-        self.term = lease_term(settings.environ)
-        self._lock = threading.Lock()
-        self._chosen = False
-        self._target: Target | None = None
-
-    def target(self, retries: RetryLog) -> Target | None:
-        """The mirror to fill (the probe's warning, if any, said with the file that asked first)."""
-        with self._lock:
-            if not self._chosen:
-                self._chosen = True
-                self._target = self._probed(retries)
-            return self._target
-
-    def _probed(self, retries: RetryLog) -> Target | None:
-        template = next((t for t in self.settings.mirrors if store_for(t) is not None), None)
-        if template is None:
-            retries.warn("no s3:// or file:// mirror to fill (http(s) mirrors are read-only)")
-            return None
-        store = store_for(template)
-        assert store is not None
-        shown = safe_text(template)
-        root = namespace(template)
-        if root is None:
-            retries.warn(
-                f"mirror {shown}: a file's name there could be mdl's own '.mdl' (the template's"
-                " first folder is filled from {path} or starts with '.'); not filling it"
-            )
-            return None
-        endpoint = dict(self.settings.mirror_endpoints).get(template)
-        scratch = root + PROBE_PREFIX + self.token
-        try:
-            writer = store.writer(endpoint=endpoint, secrets=self.settings.secrets)
-            honoured = honours_conditions(writer, scratch)
-        except ConditionalWritesIgnored:
-            honoured = False
-        except MdlError as exc:
-            cannot = "cannot be written here" if isinstance(exc, AuthError) else "cannot be filled"
-            retries.warn(f"mirror {shown} {cannot} ({exc.message}); not filling it")
-            return None
-        if not honoured:
-            what = (
-                "ignores exclusive creates or does not keep a file's version (inode, mtime, size)"
-                if store.scheme == "file"
-                else "ignores conditional writes"
-            )
-            retries.warn(f"mirror {shown} {what}; not filling it")
-            return None
-        log.info("filling mirror %s (lease holder %s, term %gs)", shown, self.holder, self.term)
-        return Target(template, shown, writer, root)
-
-
-def lease_term(environ: Mapping[str, str]) -> float:
-    """The lease term: TERM, or (tests) the internal variable's seconds."""
-    text = environ.get(TERM_VARIABLE)
-    try:
-        term = float(text) if text else TERM
-    except ValueError:
-        return TERM
-    return term if term > 0 else TERM
-
-
-def fill_or_fetch(
-    session: PullSession,
-    job: TransferJob,
-    remote: RemoteFile,
-    *,
-    mirrors: Mirrors,
-    mirror: OneMirror,
-    origin: Origin,
-) -> TransferResult:
+def fill_or_fetch(sources: FileSources) -> TransferResult:
     """The file from its mirrors, else its origin; with ``--fill-mirror``, a file the mirror to fill
     lacks is fetched once for the fleet (:func:`_filled`)."""
-    place = _place(session, job, remote) if session.settings.fill_mirror else None
-    seen = _seen(place, job) if place is not None else False
+    place = _place(sources) if sources.session.settings.fill_mirror else None
+    seen = _seen(place, sources.job) if place is not None else False
     if place is None or seen is False:
-        return mirrors(frozenset()) or origin(job)
+        return sources.mirrors() or sources.origin()
     if seen is None:
         # the mirror to fill is not asked for what it does not have (no warning for that file)
-        return mirrors(frozenset({place.target.template})) or _filled(
-            session, job, remote, place, mirror=mirror, origin=origin
-        )
+        return sources.mirrors(frozenset({place.target.template})) or _filled(sources, place)
     # there, but no mirror delivered verified bytes: the object (proved wrong, or unreadable) is
     # replaced on the version seen once the origin's are here, not read by the fleet forever
-    read = mirrors(frozenset())
-    if read is not None or place.target.template in session.dead_mirrors:
-        return read or origin(job)
-    return _filled(session, job, remote, place, mirror=mirror, origin=origin, over=seen.etag)
+    read = sources.mirrors()
+    if read is not None or place.target.template in sources.session.dead_mirrors:
+        return read or sources.origin()
+    return _filled(sources, place, over=seen.etag)
 
 
-def _place(session: PullSession, job: TransferJob, remote: RemoteFile) -> Place | None:
+def _place(sources: FileSources) -> Place | None:
     """The file's object in the mirror to fill; None: no mirror to fill, or not this file (it has
     no hash a mirror's bytes can be checked against, or the mirror is down for the run)."""
-    target = session.fills.target(job.retries)
+    session = sources.session
+    target = session.fills.target(sources.job.retries)
     if target is None or target.template in session.dead_mirrors:
         return None
-    for template, url in mirror_targets(session.settings.mirrors, remote):
+    for template, url in mirror_targets(session.settings.mirrors, sources.remote):
         if template == target.template:
             return Place(target, url)
     return None
@@ -212,28 +79,19 @@ def _seen(place: Place, job: TransferJob) -> Seen | Literal[False] | None:
     try:
         return place.target.writer.head(place.uri)
     except MdlError as exc:
-        job.retries.add(f"mirror {safe_text(place.uri)}: cannot look ({exc.message})")
+        job.retries.add(f"mirror {place.uri}: cannot look ({exc.message})")
         return False
 
 
-def _filled(
-    session: PullSession,
-    job: TransferJob,
-    remote: RemoteFile,
-    place: Place,
-    *,
-    mirror: OneMirror,
-    origin: Origin,
-    over: str | None = None,
-) -> TransferResult:
+def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> TransferResult:
     """Take the object's lease and fill it (``over``: the version there, proved wrong, replaced);
     or, while another machine holds it, wait on the mirror and read it from there once it is
     filled (again, when its holder gave up); past the wait's bound, fetch from the origin."""
-    fills, writer, label = session.fills, place.target.writer, job.label
-    shown = safe_text(place.uri)
+    session, job = sources.session, sources.job
+    fills, writer, label, shown = session.fills, place.target.writer, job.label, place.uri
     waited = 0.0
     for _ in range(TAKE_ROUNDS):
-        _stop_if_cancelled(session)
+        _stop_if_cancelled(session.cancel)
         try:
             lease = take(
                 writer, place.leases, holder=fills.holder, term=fills.term, done=_done(job)
@@ -243,10 +101,9 @@ def _filled(
                 f"{label}: cannot take a lease on mirror {shown} ({exc.message}); fetching it"
                 " from the origin"
             )
-            return _said(origin(job), waited, None)
+            return _said(sources.origin(), waited, None)
         if lease is not None:
-            held = _holding(session, job, remote, place, lease, mirror, origin, over)
-            return _said(held, waited, None)
+            return _said(_holding(sources, place, lease, over), waited, None)
         log.info("%s: another machine is filling mirror %s; waiting on it", label, shown)
         session.progress.waiting(label, "another machine is filling the mirror")
         started = time.monotonic()
@@ -255,7 +112,7 @@ def _filled(
                 writer,
                 place.uri,
                 place.leases,
-                size=remote.size or 0,
+                size=sources.remote.size or 0,
                 cancel=session.cancel,
                 term=fills.term,
                 over=over,
@@ -267,26 +124,26 @@ def _filled(
                 f"{label}: cannot wait on mirror {shown} ({exc.message}); fetching it from the"
                 " origin"
             )
-            return _said(origin(job), waited + time.monotonic() - started, GAVE_UP)
+            return _said(sources.origin(), waited + time.monotonic() - started, GAVE_UP)
         waited += time.monotonic() - started
-        _stop_if_cancelled(session)
+        _stop_if_cancelled(session.cancel)
         if isinstance(state, GaveUp):
             job.retries.warn(
                 f"{label}: gave up waiting on mirror {shown} ({state.why}); fetching it from the"
                 " origin"
             )
-            return _said(origin(job), waited, GAVE_UP)
+            return _said(sources.origin(), waited, GAVE_UP)
         if state == "ready":
             log.info("waited %.1f s on mirror %s for %s", waited, shown, label)
             # a mismatch there is warned of, and the origin's turn, as for any mirror
-            read = mirror(place.target.template, place.uri)
-            return _said(read, waited, READ) if read else _said(origin(job), waited, None)
+            read = sources.mirror(place.target.template, place.uri)
+            return _said(read, waited, READ) if read else _said(sources.origin(), waited, None)
         log.info("%s: the lease on mirror %s was given up; taking it", label, shown)
     job.retries.warn(
         f"{label}: the lease on mirror {shown} changed hands {TAKE_ROUNDS} times; fetching it"
         " from the origin"
     )
-    return _said(origin(job), waited, GAVE_UP)
+    return _said(sources.origin(), waited, GAVE_UP)
 
 
 def _done(job: TransferJob) -> Callable[[], int]:
@@ -303,34 +160,25 @@ def _done(job: TransferJob) -> Callable[[], int]:
     return done
 
 
-def _holding(
-    session: PullSession,
-    job: TransferJob,
-    remote: RemoteFile,
-    place: Place,
-    lease: Lease,
-    mirror: OneMirror,
-    origin: Origin,
-    over: str | None,
-) -> TransferResult:
+def _holding(sources: FileSources, place: Place, lease: Lease, over: str | None) -> TransferResult:
     """With the object's lease: from the origin (verified), then uploaded (``over``: replacing
     that version); the lease renewed all along and released whatever happens."""
-    writer, shown = place.target.writer, safe_text(place.uri)
+    writer, label, shown = place.target.writer, sources.job.label, place.uri
     try:
         with Renewing(lease, every=lease.term / 3) as renewing:
             # filled since we looked (its holder done before our take): read from it
             if _present(writer, place.uri, over):
-                found = mirror(place.target.template, place.uri)
+                found = sources.mirror(place.target.template, place.uri)
                 if found is not None:
                     return replace(found, fill=READ)
-            log.info("%s: filling mirror %s (lease taken)", job.label, shown)
-            result = origin(job)
+            log.info("%s: filling mirror %s (lease taken)", label, shown)
+            result = sources.origin()
             if renewing.lost.is_set():
                 # another machine took it over and may be fetching too; the upload never replaces
-                log.info("%s: the lease on mirror %s lapsed while fetching", job.label, shown)
-            return _upload(place, job, remote, result, over)
+                log.info("%s: the lease on mirror %s lapsed while fetching", label, shown)
+            return _upload(place, sources.job, sources.remote, result, over)
     finally:
-        _release(lease, job.label)
+        _release(lease, label)
 
 
 def _present(writer: Writer, uri: str, over: str | None) -> bool:
@@ -347,7 +195,7 @@ def _upload(
     """The verified file, uploaded to the mirror unless one is there (never replaced but the
     version ``over``, proved wrong, removed first); a failure is a warning: the file here is
     verified all the same."""
-    label, shown, writer = job.label, safe_text(place.uri), place.target.writer
+    label, shown, writer = job.label, place.uri, place.target.writer
     if not _as_known(remote, result):
         job.retries.warn(f"{label}: not filling mirror {shown}: its bytes were not verified")
         return result
@@ -387,7 +235,7 @@ def _release(lease: Lease, label: str) -> None:
     try:
         lease.release()
     except MdlError as exc:  # it lapses by itself within its term
-        log.info("%s: could not release the lease %s (%s)", label, safe_text(lease.uri), exc)
+        log.info("%s: could not release the lease %s (%s)", label, lease.uri, exc)
 
 
 def _said(result: TransferResult, waited: float, fill: str | None) -> TransferResult:
@@ -395,6 +243,6 @@ def _said(result: TransferResult, waited: float, fill: str | None) -> TransferRe
     return replace(result, waited=result.waited + waited, fill=fill or result.fill)
 
 
-def _stop_if_cancelled(session: PullSession) -> None:
-    if session.cancel.is_set():
+def _stop_if_cancelled(cancel: threading.Event) -> None:
+    if cancel.is_set():
         raise InterruptedByUserError(INTERRUPTED)

@@ -1,36 +1,54 @@
 """What one run's stages share: settings, layout and store, its use of catalog.lock (read once, one
 warning per model resolved fresh, ``--locked``'s refusal), the Hub client and token (lazy), HTTP
-pool, engines."""
+pool, engines, the mirror to fill (probed once); and one file's sources as the stages ask them
+(FileSources: its mirrors, then its origin)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
-from mdl.buckets import Presigner
+from mdl.buckets import ObjectStore, Presigner, store_for
 from mdl.catalog import Settings
+from mdl.errors import (
+    INTERRUPTED,
+    AuthError,
+    InterruptedByUserError,
+    MdlError,
+    NetworkError,
+    UsageError,
+)
 from mdl.progress import Progress
+from mdl.redact import redact_url
 from mdl.report import warned as warned  # (where pull and publish find it)
-from mdl.sources import NetrcLogins, RemoteFile, read_netrc, with_probe
+from mdl.sources import NetrcLogins, RemoteFile, mirror_targets, read_netrc, with_probe
 from mdl.store import DirSyncs, ExpectedFile, Layout, Store
 from mdl.transfer import (
     Credentials,
     HubGate,
     NetTransport,
     Probed,
+    RetryLog,
     RetryPolicy,
     TokenGuard,
+    TransferJob,
+    TransferResult,
+    discard_partial,
     make_client,
     origin,
     probe,
 )
+from mdl.xet import XetFallback
 
 if TYPE_CHECKING:
     # each loaded when the run first needs it: a plain URL's get needs none of them
-    from mdl.download.fill import Fills
+    from mdl.buckets import Writer
     from mdl.sources import Hub
     from mdl.transfer import Engine, EngineConfig, RateLimiter
     from mdl.xet import XetSource
@@ -40,6 +58,11 @@ MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see wo
 MIRROR_RETRIES = 1
 log = logging.getLogger("mdl.lock")
 Pins = dict[str, tuple[ExpectedFile, ...]]  # model → the files catalog.lock pins for it
+pull_log = logging.getLogger("mdl.pull")
+# Internal, for tests only (not a setting: a fleet has no reason to change it): a lease's term in
+# seconds, so that a test can see a lapsed S3 lease taken over without waiting the real term.
+TERM_VARIABLE = "MDL_INTERNAL_LEASE_TERM"
+PROBE_PREFIX = "probe-"  # the probe's scratch object, in mdl's namespace of the mirror
 
 
 class PullSession:
@@ -165,8 +188,6 @@ class PullSession:
         """--fill-mirror: the mirror to fill, probed once for the run."""
         with self._made:
             if self._fills is None:
-                from mdl.download.fill import Fills
-
                 self._fills = Fills(self.settings)
             return self._fills
 
@@ -293,3 +314,189 @@ def label_of(remote: RemoteFile) -> str:
     files).
     """
     return f"{remote.model}/{remote.path}" if remote.model else remote.path
+
+
+@dataclass(frozen=True)
+class Target:
+    """The run's mirror to fill: its template, its store, writable, and mdl's namespace in it."""
+
+    template: str
+    writer: Writer
+    root: str
+
+
+class Fills:
+    """The run's mirror to fill, chosen and probed once, by the first file that needs it (the
+    others wait on the probe): the first mirror in a store; None when there is none or it cannot
+    hold a lease."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.token = os.urandom(6).hex()
+        # who holds a lease, for the people who look at one: this machine, this process, this run
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{self.token}"
+        self.term = lease_term(settings.environ)
+        self._lock = threading.Lock()
+        self._chosen = False
+        self._target: Target | None = None
+
+    def target(self, retries: RetryLog) -> Target | None:
+        """The mirror to fill (the probe's warning, if any, said with the file that asked first)."""
+        with self._lock:
+            if not self._chosen:
+                self._chosen = True
+                self._target = self._probed(retries)
+            return self._target
+
+    def _probed(self, retries: RetryLog) -> Target | None:
+        from mdl.buckets import ConditionalWritesIgnored, honours_conditions, namespace
+
+        template = next((t for t in self.settings.mirrors if store_for(t) is not None), None)
+        if template is None:
+            retries.warn("no s3:// or file:// mirror to fill (http(s) mirrors are read-only)")
+            return None
+        store = store_for(template)
+        assert store is not None
+        root = namespace(template)
+        if root is None:
+            retries.warn(
+                f"mirror {template}: a file's name there could be mdl's own '.mdl' (the template's"
+                " first folder is filled from {path} or starts with '.'); not filling it"
+            )
+            return None
+        endpoint = dict(self.settings.mirror_endpoints).get(template)
+        scratch = root + PROBE_PREFIX + self.token
+        try:
+            writer = store.writer(endpoint=endpoint, secrets=self.settings.secrets)
+            honoured = honours_conditions(writer, scratch)
+        except ConditionalWritesIgnored:
+            honoured = False
+        except MdlError as exc:
+            cannot = "cannot be written here" if isinstance(exc, AuthError) else "cannot be filled"
+            retries.warn(f"mirror {template} {cannot} ({exc.message}); not filling it")
+            return None
+        if not honoured:
+            what = (
+                "ignores exclusive creates or does not keep a file's version (inode, mtime, size)"
+                if store.scheme == "file"
+                else "ignores conditional writes"
+            )
+            retries.warn(f"mirror {template} {what}; not filling it")
+            return None
+        pull_log.info(
+            "filling mirror %s (lease holder %s, term %gs)", template, self.holder, self.term
+        )
+        return Target(template, writer, root)
+
+
+def lease_term(environ: Mapping[str, str]) -> float:
+    """The lease term: TERM, or (tests) the internal variable's seconds."""
+    from mdl.buckets import TERM  # (mdl.buckets.lease: only for --fill-mirror)
+
+    text = environ.get(TERM_VARIABLE)
+    try:
+        term = float(text) if text else TERM
+    except ValueError:
+        return TERM
+    return term if term > 0 else TERM
+
+
+@dataclass(frozen=True)
+class FileSources:
+    """One file's sources, as its fetch (and, with --fill-mirror, mdl.download.fill) asks them:
+    its mirrors, one mirror, its origin. ``refused``: the bytes each failed mirror sent."""
+
+    session: PullSession
+    job: TransferJob
+    remote: RemoteFile
+    refused: list[int] = field(default_factory=list)
+
+    def origin(self) -> TransferResult:
+        session, job, remote = self.session, self.job, self.remote
+        if remote.xet is not None and session.settings.xet:
+            try:
+                return session.xet.fetch(job, remote.xet)
+            except XetFallback as why:
+                pull_log.info(
+                    "%s: not fetched by chunk: %s; fetching it over plain HTTP", job.label, why
+                )
+        return session.engine.fetch(job)
+
+    def mirrors(self, skip: frozenset[str] = frozenset()) -> TransferResult | None:
+        """The file from the first mirror that delivers its verified bytes, or None: the origin's
+        turn (``skip``: templates not to ask, the one a fill found without the file)."""
+        for template, url in mirror_targets(self.session.settings.mirrors, self.remote):
+            if template in self.session.dead_mirrors or template in skip:
+                continue
+            result = self.mirror(template, url)
+            if result is not None:
+                return result
+        return None
+
+    def mirror(self, template: str, url: str) -> TransferResult | None:
+        """The file from the mirror ``template`` (at ``url``), verified, or None: a warning said why
+        (``refused``: the bytes it sent, when they were refused)."""
+        session, job = self.session, self.job
+        label, retries = job.label, job.retries
+        # A mirror gets no credentials of ours (a store's: a GET presigned with its own keys) and no
+        # origin's probe; its bytes must match the origin's hashes: always verified, a mismatch not
+        # retried there (the next source is).
+        mirrored = replace(
+            job,
+            credentials=Credentials(),
+            verify=True,
+            retry_on_mismatch=False,
+            renewable=False,
+            located=None,
+        )
+        store = store_for(url)
+        shown = redact_url(url)
+        try:
+            where = session.presigner.presign(url, template=template) if store else url
+            result = session.mirror_engine.fetch(replace(mirrored, url=where))
+        except InterruptedByUserError:
+            raise
+        except MdlError as exc:
+            self.refused.append(exc.fetched)
+            if session.cancel.is_set():
+                raise InterruptedByUserError(INTERRUPTED) from exc
+            # The next source resumes on the bytes kept only when its hash will check them (with
+            # --no-verify, or no hash, nothing would catch a splice).
+            if not (job.verify and job.identity.has_hash):
+                discard_partial(job)
+            why = exc.message.removeprefix(f"{label}: ")
+            # the store's error code says it better than the reply to a signed URL does
+            if store is not None:
+                why = store.reason(exc.server_text or exc.message, exc.status) or why
+            if not _mirror_is_down(exc, store=store):
+                # A fleet node that silently bypasses its mirror defeats the mirror: every fallback
+                # is a warning.
+                retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
+            elif session.mark_mirror_down(template):  # said once, with the first file it failed
+                retries.warn(
+                    f"mirror {redact_url(template)} is not usable ({why}); using the next source"
+                )
+            else:
+                retries.add(f"mirror {shown} failed ({why})")
+            return None
+        pull_log.info("%s: fetched from mirror %s", label, shown)
+        return replace(result, mirror=shown)
+
+
+def _mirror_is_down(exc: MdlError, *, store: ObjectStore | None) -> bool:
+    """Whether a mirror failed as a whole (nothing listens, bad keys, no such bucket, no library),
+    not only for one file (missing there, other bytes, a reset or a 5xx that may pass): then it is
+    left for the run."""
+    said = f"{exc.message} {exc.server_text or ''}"
+    # the store's library missing (its is_down says), or its endpoint unusable; a bad key is per
+    # file
+    if isinstance(exc, UsageError):
+        return "endpoint" in said.lower() or (store is not None and store.is_down(said))
+    if isinstance(exc, NetworkError) and exc.status is None:
+        return any(
+            words in said
+            for words in ("cannot connect", "cannot reach", "did not accept a connection")
+        )
+    if store is not None:
+        return store.is_down(said)
+    return isinstance(exc, AuthError)

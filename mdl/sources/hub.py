@@ -13,25 +13,22 @@ from urllib.parse import quote
 
 import httpx2
 
-from mdl.errors import AuthError, HubReplyError, MdlError, NetworkError, NotFoundError, UsageError
+from mdl.errors import AuthError, HubReplyError, MdlError, NotFoundError, UsageError
 from mdl.paths import check_revision, repo_id_problem
-from mdl.redact import Secrets, printable, redact_text, redact_url, safe_text
+from mdl.redact import Secrets, printable, redact_url, safe_text
 from mdl.transfer import (
-    RETRYABLE_STATUSES,
     Credentials,
-    RetryableError,
     RetryPolicy,
     TokenGuard,
     body_excerpt,
     follow,
     hub_auth_hint,
-    hub_refusal,
     make_client,
     origin,
+    refusal_error,
     set_reply_deadline,
     transport_error,
 )
-from mdl.transfer import retry_after_seconds as _retry_after
 
 # pydantic models, built only when the Hub answers (mdl get of a plain URL never asks it)
 if TYPE_CHECKING:
@@ -329,8 +326,10 @@ def _status_error(
     text = response.headers.get("X-Error-Message") or body_excerpt(
         body[:8192].decode("utf-8", errors="replace")
     )
-    secrets = Secrets.of(response)  # the run's: a token or signature it sent, echoed, is cut whole
-    detail = f": {printable(redact_text(text, secrets=secrets), limit=200)}" if text else ""
+    # redacted once (the run's secrets: a token or signature it sent, echoed, is cut whole), kept
+    # for the log's per-file line (500 characters), its start said in the message
+    said = safe_text(text, limit=500, secrets=Secrets.of(response))
+    detail = f": {printable(said, limit=200)}" if text else ""
     target = f"{repo}/{path}" if path else repo
     shown = f"{what}: the Hub answered HTTP {status} for {target}{detail}"
     error: MdlError
@@ -353,13 +352,7 @@ def _status_error(
             f"{what}: not authorised for {target} (HTTP {status}){detail}",
             hint=hub_auth_hint(code, response),
         )
-    elif (refused := hub_refusal(response, shown)) is not None:
-        error = refused  # the Hub's rate limit: waited for (no try spent), or too long a wait
-    elif status in RETRYABLE_STATUSES:
-        error = RetryableError(shown, retry_after=_retry_after(response.headers.get("Retry-After")))
-    else:
-        error = NetworkError(shown)
-    # For the log's per-file line: the status and the server's own words (sanitised, 500
-    # characters).
-    error.status, error.server_text = status, safe_text(text, limit=500, secrets=secrets)
+    else:  # the Hub's rate limit (waited for, no try spent), a retryable status, or final
+        error = refusal_error(response, shown, hub=True)
+    error.status, error.server_text = status, said
     return error

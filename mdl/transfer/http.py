@@ -50,7 +50,7 @@ from mdl.transfer.connection import (
 )
 from mdl.transfer.files import FolderTransport
 from mdl.transfer.headers import retry_after_seconds as retry_after_seconds
-from mdl.transfer.ratelimit import HUB_REFUSALS, MAX_HUB_WAIT, HubGate, HubWaits, refusal_wait
+from mdl.transfer.ratelimit import HUB_REFUSALS, MAX_HUB_WAIT, HubWaits, Refusal, refusal_of
 from mdl.units import human_seconds
 from mdl.version import __version__
 
@@ -208,8 +208,8 @@ class TokenGuard:
 
 class RetryableError(NetworkError):
     """A failure worth retrying (reset, timeout, 408, 429, 5xx); carries the server's
-    Retry-After. ``hub_wait``: the Hub refused for its rate limit and stated this wait, which costs
-    no try (``gate``: the run's HubGate that saw it holds the next request, so nothing sleeps here).
+    Retry-After. ``refusal``: the Hub refused for its rate limit and stated a wait, which costs no
+    try (as its answer marked it: :func:`mdl.transfer.ratelimit.refusal_of`).
     """
 
     def __init__(
@@ -218,17 +218,11 @@ class RetryableError(NetworkError):
         *,
         retry_after: float | None = None,
         hint: str | None = None,
-        hub_wait: float | None = None,
-        gate: HubGate | None = None,
+        refusal: Refusal | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
-        self.hub_wait = hub_wait
-        self.gate = gate
-
-    @property
-    def gated(self) -> bool:
-        return self.gate is not None
+        self.refusal = refusal
 
 
 RATE_LIMIT_HINT = (
@@ -237,20 +231,24 @@ RATE_LIMIT_HINT = (
 )
 
 
-def hub_refusal(response: httpx2.Response, shown: str) -> MdlError | None:
-    """A Hub 429/503 whose RateLimit header states a wait, as the error it is (None: it states
-    none): retried after the wait without spending a try, or, past MAX_HUB_WAIT, NetworkError
-    (exit 5) at once naming the wait."""
-    wait = refusal_wait(response.status_code, response.headers)
-    if wait is None:
-        return None
-    if wait > MAX_HUB_WAIT:
+def refusal_error(response: httpx2.Response, shown: str, *, hub: bool) -> MdlError:
+    """The error an answer that is no 401/403/404 is: from the Hub (``hub``), a 429/503 whose
+    RateLimit header states a wait (as its answer is marked) is retried after the wait without
+    spending a try, or, past MAX_HUB_WAIT, NetworkError (exit 5) at once naming the wait; else a
+    retryable status is retried (after its Retry-After), any other final."""
+    refusal = refusal_of(response) if hub else None
+    if refusal is not None and refusal.wait > MAX_HUB_WAIT:
         return NetworkError(
-            f"{shown}; the Hub asks to wait {human_seconds(wait)}; mdl waits at most"
+            f"{shown}; the Hub asks to wait {human_seconds(refusal.wait)}; mdl waits at most"
             f" {human_seconds(MAX_HUB_WAIT)}",
             hint=RATE_LIMIT_HINT,
         )
-    return RetryableError(shown, retry_after=wait, hub_wait=wait, gate=HubGate.of(response))
+    if refusal is not None:
+        return RetryableError(shown, retry_after=refusal.wait, refusal=refusal)
+    if response.status_code in RETRYABLE_STATUSES:
+        delay = retry_after_seconds(response.headers.get("Retry-After"))
+        return RetryableError(shown, retry_after=delay)
+    return NetworkError(shown)
 
 
 class UnreachableError(RetryableError):
@@ -370,7 +368,7 @@ def error_for_status(
     if hub is None:
         hub = credentials is not None and credentials.from_hub(response)
     text = server_text(response)
-    detail = safe_text(text, limit=MESSAGE_TEXT_LIMIT)
+    detail = printable(text, limit=MESSAGE_TEXT_LIMIT)
     refusal = _Refusal(response, what, hub=hub, credentials=credentials, detail=detail)
     error = refusal.error()
     error.status, error.server_text = response.status_code, text
@@ -402,12 +400,7 @@ class _Refusal:
             return self.forbidden()
         if status in (404, 410):
             return NotFoundError(self.said("not found"))
-        if self.hub and (refused := hub_refusal(self.response, self.said())) is not None:
-            return refused
-        if status in RETRYABLE_STATUSES:
-            delay = retry_after_seconds(self.response.headers.get("Retry-After"))
-            return RetryableError(self.said(), retry_after=delay)
-        return NetworkError(self.said())
+        return refusal_error(self.response, self.said(), hub=self.hub)
 
     def unauthorised(self) -> AuthError:
         url, credentials = str(self.response.url), self.credentials
@@ -642,12 +635,13 @@ class Tries:
 
     def failed(self, exc: RetryableError, *, lost: bool = False) -> None:
         """Count a failed try and wait; NetworkError once the budget is spent. ``lost``: said as
-        a lost connection. A Hub rate-limit refusal (``exc.hub_wait``) is no failed try: it waits
-        (on the run's gate when ``exc.gate``) at least MIN_HUB_WAIT, and is bounded by HUB_REFUSALS
-        in a row and by the budget of HubWaits (the run's gate's, else this operation's).
+        a lost connection. A Hub rate-limit refusal (``exc.refusal``) is no failed try: it waits
+        (on the run's gate when it ``held`` it) at least MIN_HUB_WAIT, and is bounded by
+        HUB_REFUSALS in a row and by the budget of HubWaits (the run's gate's, else this
+        operation's).
         """
-        if exc.hub_wait is not None:
-            self._refused(exc, exc.hub_wait)
+        if exc.refusal is not None:
+            self._refused(exc, exc.refusal)
             return
         self.failures += 1
         limit = self.policy.retries
@@ -674,7 +668,7 @@ class Tries:
             )
         self._sleep(delay, exc)
 
-    def _refused(self, exc: RetryableError, wait: float) -> None:
+    def _refused(self, exc: RetryableError, refusal: Refusal) -> None:
         self.refusals += 1
         if self.refusals > HUB_REFUSALS:
             raise NetworkError(
@@ -682,16 +676,14 @@ class Tries:
                 " up)",
                 hint=RATE_LIMIT_HINT,
             ) from exc
-        if exc.gate is not None:  # it took its hold from the run's budget as the answer came
-            budget, hold = exc.gate.budget, 0.0
-        else:
-            budget, hold = self.hub_waits, HubWaits.hold(wait)
-            budget.take(hold)
-        if budget.spent:
-            raise NetworkError(
-                f"{exc.message}; {budget.giving_up()}", hint=RATE_LIMIT_HINT
-            ) from exc
-        log.debug("%s: the Hub's rate limit: waiting %.1fs (no try spent)", self.what, wait)
+        # held: its gate holds the next request, and took the hold from the run's budget
+        hold = 0.0 if refusal.held else HubWaits.hold(refusal.wait)
+        gave_up = refusal.gave_up
+        if hold and gave_up is None and not self.hub_waits.take(hold):
+            gave_up = self.hub_waits.giving_up()
+        if gave_up is not None:
+            raise NetworkError(f"{exc.message}; {gave_up}", hint=RATE_LIMIT_HINT) from exc
+        log.debug("%s: the Hub's rate limit: waiting %.1fs (no try spent)", self.what, refusal.wait)
         if hold:  # no gate holds the next request: this one waits itself
             self._sleep(hold, exc)
 

@@ -46,6 +46,7 @@ MEMBER_LIMIT = 64  # members of one list read at most
 FEW_SHARE = 0.1
 REFUSALS = frozenset({429, 503})
 _EXTENSION = "mdl_hub_gate"
+_MARK = "mdl_hub_refusal"
 
 _KEY = re.compile(r"[a-z*][a-z0-9_\-.*]{0,63}")
 _TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~:/0-9A-Za-z]{0,255}")
@@ -209,6 +210,32 @@ def refusal_wait(status: int, headers: Mapping[str, str]) -> float | None:
     return limits.wait if limits is not None else None
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A Hub 429/503 whose ``RateLimit`` header states a ``wait``, decided once where its answer is
+    first seen and marked on it (:func:`refusal_of`). ``held``: the run's gate closed for it, its
+    hold taken from the run's budget (nothing else sleeps for it); ``gave_up``: the gate saw it with
+    the run's budget spent (the file fails, saying this). Neither: no gate saw it (or its wait is
+    past MAX_HUB_WAIT): its operation waits on its own budget (Tries)."""
+
+    wait: float
+    held: bool = False
+    gave_up: str | None = None
+
+
+def refusal_of(response: httpx2.Response) -> Refusal | None:
+    """The Hub refusal ``response`` is (None: no 429/503 stating a wait), decided once: by the
+    gate its request passed (the response hook, which closes the gate for it), else from its
+    headers alone; marked on the response for whatever reads it next."""
+    if _MARK not in response.extensions:
+        gate, status, headers = HubGate.of(response), response.status_code, response.headers
+        # no gate saw it: the wait its headers state, if any, is all there is to it
+        found = gate.observe(status, headers) if gate is not None else refusal_wait(status, headers)
+        response.extensions[_MARK] = Refusal(found) if isinstance(found, float) else found
+    mark = response.extensions[_MARK]
+    return mark if isinstance(mark, Refusal) else None
+
+
 class HubWaits:
     """What the Hub's refusals may cost in waiting -- the one place that decides it: each hold at
     least MIN_HUB_WAIT, MAX_HUB_WAIT in all; past that ``spent``, and every later refusal fails its
@@ -281,7 +308,7 @@ class HubGate:
         hooks = client.event_hooks
         if self not in hooks["request"]:
             hooks["request"].append(self)
-            hooks["response"].append(self.seen)
+            hooks["response"].append(refusal_of)  # what a Hub answer says of the limits
         return self
 
     @staticmethod
@@ -300,11 +327,6 @@ class HubGate:
             return
         request.extensions[_EXTENSION] = self
         self.enter()
-
-    def seen(self, response: httpx2.Response) -> None:
-        """The response hook: what a Hub answer says of the limits."""
-        if response.request.extensions.get(_EXTENSION) is self:
-            self.observe(response.status_code, response.headers)
 
     def enter(self) -> None:
         """Return when a Hub request may go: the gate open and, while pacing, its slot come."""
@@ -330,36 +352,44 @@ class HubGate:
         self._mark = max(self._mark, end)
         return added
 
-    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+    def observe(self, status: int, headers: Mapping[str, str]) -> Refusal | None:
         """A refusal with a stated wait closes the gate for it (a wait past MAX_HUB_WAIT does not:
-        the file fails instead); a reply that says few requests remain paces the next ones."""
+        the file fails instead; a Retry-After alone closes it too, but is an ordinary retry); a
+        reply that says few requests remain paces the next ones. Returns the refusal it was."""
         limits = rate_limits_of(headers)
-        if status in REFUSALS:
-            wait = limits.wait if limits is not None else None
-            if wait is None:
-                after = retry_after_seconds(headers.get("Retry-After"))
-                wait = None if after is None else min(after, self.retry_after_cap)
-            if wait is not None and wait <= MAX_HUB_WAIT:
-                self.close(wait, status=status, limits=limits)
-            return
-        if limits is not None and (tight := limits.tightest) is not None:
-            self.pace(tight)
+        if status not in REFUSALS:
+            if limits is not None and (tight := limits.tightest) is not None:
+                self.pace(tight)
+            return None
+        stated = wait = limits.wait if limits is not None else None
+        if wait is None:
+            after = retry_after_seconds(headers.get("Retry-After"))
+            wait = None if after is None else min(after, self.retry_after_cap)
+        held = (
+            wait is not None
+            and wait <= MAX_HUB_WAIT
+            and self.close(wait, status=status, limits=limits)
+        )
+        if stated is None:
+            return None
+        spent = not held and stated <= MAX_HUB_WAIT
+        return Refusal(stated, held=held, gave_up=self.budget.giving_up() if spent else None)
 
-    def close(self, wait: float, *, status: int, limits: RateLimits | None) -> None:
+    def close(self, wait: float, *, status: int, limits: RateLimits | None) -> bool:
         """Close the gate for the refusal's hold (at least MIN_HUB_WAIT) unless that passes the
-        run's budget: then it stays open and the refusal fails its file (Tries)."""
+        run's budget: then it stays open (False) and the refusal fails its file (Tries)."""
         hold = HubWaits.hold(wait)
         with self._lock:
             now = self.clock()
             until = now + hold
             if not self.budget.take(max(0.0, until - max(now, self._closed_until))):
-                return
+                return False
             # closed already, and for about as long: another connection's refusal said it
             joined = now < self._closed_until and until <= self._closed_until + 1.0
             self._closed_until = max(self._closed_until, until)
             self._count(now, until)
             if joined:
-                return
+                return True
             self.waits += 1
         policy, name = "", f"HTTP {status}"
         if limits is not None and (tight := limits.tightest) is not None:
@@ -373,6 +403,7 @@ class HubGate:
         log.info("%s", line)
         if self.note is not None:  # one line on stderr, in every display but -q's
             self.note(f"mdl: waiting {human_seconds(hold)}: the Hub's rate limit ({name})")
+        return True
 
     def pace(self, limit: Limit) -> None:
         """Few requests left (under ``few``, or FEW_SHARE of the quota): the next ones spread over

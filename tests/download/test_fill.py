@@ -30,8 +30,8 @@ from mdl.buckets.protocol import Seen, Writer
 from mdl.catalog import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings
 from mdl.cli.summary import summary_line
-from mdl.download.fill import TERM_VARIABLE
 from mdl.download.puller import pull_models
+from mdl.download.session import TERM_VARIABLE
 from mdl.errors import AuthError
 from mdl.progress import Event, Progress
 from mdl.report import RunReport, file_line

@@ -19,7 +19,9 @@ from mdl.transfer.ratelimit import (
     HUB_REFUSALS,
     MAX_HUB_WAIT,
     MIN_HUB_WAIT,
+    Refusal,
     read_rate_limits,
+    refusal_of,
     refusal_wait,
 )
 
@@ -217,7 +219,8 @@ def test_a_refusal_with_a_stated_wait_spends_no_try() -> None:
     sleeps: list[float] = []
     tries = Tries(RetryPolicy(retries=1, sleep=sleeps.append), "m/x")
     refusal = error_for_status(hub_reply(429, {"RateLimit": '"r";r=0;t=2'}), what="m/x", hub=True)
-    assert isinstance(refusal, RetryableError) and refusal.hub_wait == 2.0
+    assert isinstance(refusal, RetryableError)
+    assert refusal.refusal is not None and refusal.refusal.wait == 2.0
     for _ in range(5):
         tries.failed(refusal)
     assert (tries.failures, tries.refusals, sleeps) == (0, 5, [2.0] * 5)
@@ -225,7 +228,8 @@ def test_a_refusal_with_a_stated_wait_spends_no_try() -> None:
     gated = error_for_status(
         hub_reply(503, {"RateLimit": '"r";r=0;t=2'}, HubGate(HUB)), what="m/x", hub=True
     )
-    assert isinstance(gated, RetryableError) and gated.gated
+    assert isinstance(gated, RetryableError)
+    assert gated.refusal is not None and gated.refusal.held
     tries.failed(gated)
     assert (tries.failures, len(sleeps)) == (0, 5)
 
@@ -248,9 +252,9 @@ def test_a_wait_past_the_maximum_is_exit_5_naming_it() -> None:
 def test_retry_after_alone_still_spends_a_try_and_a_cdn_refusal_is_no_hub_wait() -> None:
     after = error_for_status(hub_reply(429, {"Retry-After": "3"}), what="m/x", hub=True)
     assert isinstance(after, RetryableError)
-    assert (after.retry_after, after.hub_wait) == (3.0, None)
+    assert (after.retry_after, after.refusal) == (3.0, None)
     cdn = error_for_status(hub_reply(429, {"RateLimit": '"r";r=0;t=2'}), what="m/x", hub=False)
-    assert isinstance(cdn, RetryableError) and cdn.hub_wait is None
+    assert isinstance(cdn, RetryableError) and cdn.refusal is None
 
 
 def test_refusal_wait_reads_only_refusals() -> None:
@@ -339,7 +343,8 @@ def test_a_refusal_no_gate_saw_has_the_same_floor_and_budget() -> None:
     sleeps: list[float] = []
     tries = Tries(RetryPolicy(sleep=sleeps.append), "m/x")
     now = error_for_status(hub_reply(429, {"RateLimit": '"r";r=0;t=0'}), what="m/x", hub=True)
-    assert isinstance(now, RetryableError) and not now.gated
+    assert isinstance(now, RetryableError)
+    assert now.refusal is not None and not now.refusal.held
     tries.failed(now)
     assert sleeps == [MIN_HUB_WAIT]
     long = error_for_status(hub_reply(429, {"RateLimit": '"r";r=0;t=599'}), what="m/x", hub=True)
@@ -348,3 +353,35 @@ def test_a_refusal_no_gate_saw_has_the_same_floor_and_budget() -> None:
     with pytest.raises(NetworkError, match="waited 600 s on the Hub's rate limit; giving up"):
         tries.failed(long)
     assert sleeps == [MIN_HUB_WAIT, 599.0]
+
+
+def test_a_refusal_is_decided_once_where_its_answer_is_first_seen() -> None:
+    """The gate's response hook decides a refusal and marks the answer with it; the error and the
+    retry budget read that mark: the gate closes once, whoever reads the answer after, and a
+    refusal it saw with the run's budget spent fails without a wait."""
+    gate, _, sleeper = gate_on_fake_clock()
+    refuse = httpx2.MockTransport(
+        lambda _: httpx2.Response(429, headers={"RateLimit": '"api";r=0;t=5'})
+    )
+    client = make_client(pool_size=1, transport=refuse)
+    gate.hook(client)
+    response = client.get(f"{HUB}/api/models/org/m")
+    mark = refusal_of(response)
+    assert mark == Refusal(5.0, held=True)
+    assert refusal_of(response) is mark
+    error = error_for_status(response, what="m", hub=True)
+    assert isinstance(error, RetryableError) and error.refusal is mark
+    assert (gate.waits, gate.budget.held) == (1, 5.0)  # closed once, for the one refusal
+    sleeps: list[float] = []
+    Tries(RetryPolicy(sleep=sleeps.append), "m").failed(error)
+    assert sleeps == []  # the gate holds the next request: nothing sleeps here
+    gate.budget.take(MAX_HUB_WAIT)  # the run's budget spent (by other connections' refusals)
+    spent = client.get(f"{HUB}/api/models/org/m")
+    assert refusal_of(spent) == Refusal(
+        5.0, gave_up="waited 5 s on the Hub's rate limit; giving up"
+    )
+    late = error_for_status(spent, what="m", hub=True)
+    assert isinstance(late, RetryableError)
+    with pytest.raises(NetworkError, match="waited 5 s on the Hub's rate limit; giving up"):
+        Tries(RetryPolicy(sleep=sleeps.append), "m").failed(late)
+    assert sleeps == [] and gate.waits == 1 and sleeper.waits == [5.0]
