@@ -28,6 +28,7 @@ from mdl.buckets import (
     lease_prefix,
     namespace,
     store_for,
+    store_schemes,
     take,
     wait_for,
 )
@@ -121,7 +122,7 @@ class Fills:
     def _probed(self, retries: RetryLog) -> Target | None:
         template = next((t for t in self.settings.mirrors if store_for(t) is not None), None)
         if template is None:
-            retries.warn("no s3:// or file:// mirror to fill (http(s) mirrors are read-only)")
+            retries.warn(f"no {store_schemes()} mirror to fill (http(s) mirrors are read-only)")
             return None
         store = store_for(template)
         assert store is not None
