@@ -283,11 +283,8 @@ _RUNS_OWN = {"verify": True, "force": False, "dry_run": False}
 if TYPE_CHECKING:
 
     class Overrides:  # what mypy sees of the namedtuple below: any field, by its name
-        _field_defaults: dict[str, Any]
-
         def __init__(self, **given: Any) -> None: ...
         def __getattr__(self, name: str) -> Any: ...
-        def _replace(self, **given: Any) -> Overrides: ...
 
 else:
     _FIELDS = {
