@@ -149,8 +149,9 @@ SETTINGS: tuple[Setting, ...] = (
         "switch",
         False,
         "MDL_FILL_MIRROR",
-        "Fill the first s3:// or file:// mirror with the files it lacks, one machine of a fleet"
-        " fetching each (a lease in the mirror) while the others wait on it",
+        "Fill the first mirror in an object store (such as s3:// or file://) with the files it"
+        " lacks, one machine of a fleet fetching each (a lease in the mirror) while the others"
+        " wait on it",
     ),
     Setting(
         "xet",
