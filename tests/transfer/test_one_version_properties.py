@@ -28,6 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hostile import Phase, ScriptedServer, http_date
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -175,6 +176,7 @@ def tried_first(base: int, **extra: object) -> Callable[[Any], Any]:
     return decorate
 
 
+@pytest.mark.slow  # a 33 MiB body per example
 @settings(max_examples=examples(20), deadline=None)
 @given(phases=scripts(GET_SIZE, seeds=2), hashed=st.one_of(st.none(), st.integers(0, 2)))
 @tried_first(GET_SIZE)
