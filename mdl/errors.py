@@ -234,17 +234,20 @@ def worst_exit_code(codes: list[int]) -> int:
     )
 
 
+def error_classes() -> list[type[MdlError]]:
+    """``MdlError`` and every class under it, at any depth, nearest first."""
+    found = [MdlError]
+    for cls in found:
+        found.extend(cls.__subclasses__())
+    return found
+
+
 def error_for_exit_code(code: int) -> type[MdlError]:
     """The error class for an exit code, to raise again a failure a report recorded per file: the
-    first class under ``MdlError`` with that code."""
-    return next((c for c in MdlError.__subclasses__() if c.exit_code == code), MdlError)
+    nearest class under ``MdlError`` with that code (a class under ``NetworkError`` counts too)."""
+    return next((c for c in error_classes() if c.exit_code == code), MdlError)
 
 
 def kind_words(kind: str) -> str:
     """The summary line's short reason for a failure of ``kind``: its error class's ``words``."""
-    found = [MdlError]
-    for cls in found:
-        if cls.kind == kind:
-            return cls.words
-        found.extend(cls.__subclasses__())
-    return kind.replace("_", " ")
+    return next((c.words for c in error_classes() if c.kind == kind), kind.replace("_", " "))

@@ -3,18 +3,18 @@ default and help. Precedence everywhere: flag > environment > catalog > default.
 ``mdl --help`` reads it.
 
 Built from the row: the CLI's option (its flag, help, value check), the catalog's ``[settings]`` key
-and its check, the variable's check, the resolved value and its default. Spelt again where mypy
-needs a typed name, each held to the row by tests/test_api_settings.py: a run's setting with a flag
-is a field of :class:`Overrides` (below), each run's setting a field of ``Settings``
-(mdl.catalog.settings), a keyword of each API function that takes it (mdl.api), and a key of the
-``**where`` TypedDict of each command that takes its option (mdl.cli.options; mypy holds those to
-the API's keywords). A process's own (``run=False``) is read where it is used."""
+and its check, the variable's check, :class:`Overrides`' field, the resolved value and its default.
+Spelt again where mypy needs a typed name, each held to the row by tests/test_api_settings.py: a
+run's setting is a field of ``Settings`` (mdl.catalog.settings), a keyword of each API function that
+takes it (mdl.api), and a key of the ``**where`` TypedDict (below) of the commands that take its
+option. A process's own (``run=False``) is read where it is used."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import Literal, NamedTuple
+from collections import namedtuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 
 StrPath = str | os.PathLike[str]
 
@@ -149,8 +149,9 @@ SETTINGS: tuple[Setting, ...] = (
         "switch",
         False,
         "MDL_FILL_MIRROR",
-        "Fill the first s3:// or file:// mirror with the files it lacks, one machine of a fleet"
-        " fetching each (a lease in the mirror) while the others wait on it",
+        "Fill the first mirror in an object store (such as s3:// or file://) with the files it"
+        " lacks, one machine of a fleet fetching each (a lease in the mirror) while the others"
+        " wait on it",
     ),
     Setting(
         "xet",
@@ -213,31 +214,83 @@ SETTINGS: tuple[Setting, ...] = (
 SETTING = {setting.name: setting for setting in SETTINGS}
 
 
+# Which command takes which setting's option: the keys of the TypedDict its ``**where`` names, typed
+# as the option hands the value on (mdl.cli.options builds the options from the rows; mypy holds
+# each command's keys to its API function's keywords). A class takes its parents' keys. A new
+# setting goes into the highest class whose every command takes it (the tree below, with the
+# commands of each); a new command names the class that holds exactly its settings, or a new one
+# under the nearest.
+#   InCatalog: init
+#   ├── Places: clean, prune, remove (where a command's files are)
+#   │   ├── Pinned: verify, list, show, publish (the catalog's models, pinned by catalog.lock)
+#   │   │   └── Asking: resolve (... asking upstream)
+#   │   │       └── Pulling: pull
+#   │   └── Locking: lock
+#   ├── Getting: get
+#   └── Adding: add
+class InCatalog(TypedDict):
+    catalog: Path | None
+
+
+class Places(InCatalog):
+    dest: Path | None
+    layout: str | None
+
+
+class Pinned(Places):
+    locked: bool
+    frozen: bool
+
+
+class Asking(Pinned):
+    timeout: float | None
+
+
+class Pulling(Asking):
+    connections: int | None
+    jobs: int | None
+    limit_rate: str | None
+    stall_timeout: float | None
+    lock_timeout: float | None
+    mirrors: list[str] | None
+    fill_mirror: bool
+    xet: bool | None
+
+
+class Getting(InCatalog):
+    connections: int | None
+    limit_rate: str | None
+    timeout: float | None
+    xet: bool | None
+
+
+class Locking(Places):
+    timeout: float | None
+
+
+class Adding(InCatalog):
+    timeout: float | None
+
+
 def parse_bool(value: str) -> bool:
     """A switch's text where a wrong one must stop nothing (another tool's variable, or MDL_DEBUG
     in the translator): on by the one rule, else off. mdl's own are refused where they are read."""
     return value.strip().lower() in ON
 
 
-class Overrides(NamedTuple):
-    """What a run's flags (the API's keywords) say; None: not given. Its settings are the table's
-    run settings that have a flag (tests/test_api_settings.py holds the two together), then the
-    run's own switches."""
+# What a run's flags (the API's keywords) say; None: not given (a switch off by default: False). Its
+# fields are the table's, derived: each run setting that has a flag, then the run's own switches.
+_RUNS_OWN = {"verify": True, "force": False, "dry_run": False}
+if TYPE_CHECKING:
 
-    dest: StrPath | None = None
-    layout: str | None = None
-    connections: int | None = None
-    jobs: int | None = None
-    limit_rate: str | int | None = None
-    stall_timeout: float | None = None
-    timeout: float | None = None
-    lock_timeout: float | None = None
-    # URL templates, or (the API's) ``{ url, endpoint }`` tables as the catalog's ``mirrors`` takes
-    mirrors: Sequence[str | Mapping[str, str]] | None = None
-    fill_mirror: bool = False
-    xet: bool | None = None
-    locked: bool = False
-    frozen: bool = False
-    verify: bool = True
-    force: bool = False
-    dry_run: bool = False
+    class Overrides:  # what mypy sees of the namedtuple below: any field, by its name
+        def __init__(self, **given: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    _FIELDS = {
+        s.name: False if s.kind == "switch" and not s.pair else None
+        for s in SETTINGS
+        if s.flag and s.run
+    } | _RUNS_OWN
+    Overrides = namedtuple("Overrides", _FIELDS, defaults=_FIELDS.values())

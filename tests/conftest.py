@@ -9,13 +9,18 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
+from profiles import DEV_EXAMPLES
 from runfixtures import use_catalog
 from servers import CdnServer, HubServer
 
 # No test may depend on wall-clock speed: Hypothesis' default 200 ms deadline per example fails a
 # property on a busy machine (the examples are not slow, the machine is), so it is off for all.
-settings.register_profile("mdl", deadline=None)
-settings.load_profile("mdl")
+# Two profiles: "full", the gate (each property's own number of examples), and "dev", the inner
+# loop's few (``--hypothesis-profile=dev`` or MDL_TESTS=fast; a property's own number is capped by
+# tests/profiles.py's ``examples``).
+settings.register_profile("full", deadline=None)
+settings.register_profile("dev", deadline=None, max_examples=DEV_EXAMPLES)
+settings.load_profile("dev" if os.environ.get("MDL_TESTS") == "fast" else "full")
 
 NETWORK_TRUST = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"}
 

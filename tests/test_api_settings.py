@@ -17,11 +17,10 @@ from mdl import api
 from mdl.catalog import parse_catalog
 from mdl.catalog.schema import SettingsTable
 from mdl.catalog.settings import Settings, build_settings
-from mdl.cli import options
 from mdl.cli.app import COMMANDS, build_command
 from mdl.cli.options import COMMON
 from mdl.errors import CatalogError, UsageError
-from mdl.setting import SETTING, SETTINGS, Overrides, Setting
+from mdl.setting import SETTING, SETTINGS, Adding, Getting, Locking, Overrides, Pulling, Setting
 
 # The API's annotation of a setting's keyword, by the setting's kind (as written: the API's
 # annotations are text).
@@ -208,7 +207,7 @@ def test_each_commands_settings_are_typed_as_their_options_give_them() -> None:
         "path": Path,
         "urls": list[str],
     }
-    for typed in (options.Pulling, options.Getting, options.Locking, options.Adding):
+    for typed in (Pulling, Getting, Locking, Adding):
         for name, hint in get_type_hints(typed).items():
             setting = SETTING[name]
             if setting.kind == "switch":

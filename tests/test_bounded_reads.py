@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import mdl, use_catalog
 
 from mdl.errors import ExitCode
@@ -271,7 +272,7 @@ def test_a_link_is_followed_unless_refused(tmp_path: Path) -> None:
     assert info.value.errno == errno.ELOOP
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(data=st.binary(max_size=3000), limit=st.integers(min_value=0, max_value=3000))
 def test_a_file_is_read_whole_up_to_its_limit_and_refused_past_it(
     tmp_path_factory: pytest.TempPathFactory, data: bytes, limit: int

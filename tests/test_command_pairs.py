@@ -32,6 +32,8 @@ from runfixtures import HANG, make_hf_run, wait_for
 from s3server import S3, aws_environ, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
 
+pytestmark = pytest.mark.slow  # the real-process matrix
+
 BASE = {"config.json": b'{"base": true}', "weights.safetensors": make_data(300_000, seed=401)}
 FRESH = {"config.json": b'{"fresh": true}', "model.safetensors": make_data(400_000, seed=402)}
 TINY = {"config.json": b'{"tiny": 1}', "model.safetensors": make_data(2_000_000, seed=403)}

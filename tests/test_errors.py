@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import errno
+import gc
 
 import pytest
 
-from mdl.errors import ExitCode, LocalFSError, NoSpaceError, disk_error
+from mdl.errors import (
+    ExitCode,
+    LocalFSError,
+    NetworkError,
+    NoSpaceError,
+    disk_error,
+    error_for_exit_code,
+    kind_words,
+)
 
 
 @pytest.mark.parametrize("number", [errno.ENOSPC, errno.EDQUOT])
@@ -21,3 +30,19 @@ def test_any_other_failure_is_a_local_error_in_its_own_words(number: int) -> Non
     error = disk_error(OSError(number, "no"), full="no space", other="cannot write /d: no")
     assert type(error) is LocalFSError and error.message == "cannot write /d: no"
     assert error.exit_code == ExitCode.LOCAL
+
+
+def test_an_exit_code_only_a_class_deeper_down_has_is_found_at_any_depth() -> None:
+    """A new exit code's class under NetworkError (not straight under MdlError) is still the one a
+    recorded failure is raised again as, not an internal error (exit 1)."""
+
+    class DeepError(NetworkError, kind="deep_test", code=97, words="deep"):  # type: ignore[arg-type]
+        pass
+
+    try:
+        assert error_for_exit_code(97) is DeepError
+        assert kind_words("deep_test") == "deep"
+        assert error_for_exit_code(ExitCode.NETWORK) is NetworkError  # the nearest still wins
+    finally:
+        del DeepError
+        gc.collect()  # (__subclasses__ holds it weakly: no later test sees it)

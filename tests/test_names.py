@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import mdl
 from servers import HubServer, make_data
 from typer.testing import Result
@@ -52,7 +53,7 @@ def test_path_problem_never_raises(name: str) -> None:
     assert problem is None or (isinstance(problem, str) and problem)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(paths)
 def test_an_accepted_name_and_its_temp_name_can_be_created(
     tmp_path_factory: pytest.TempPathFactory, name: str

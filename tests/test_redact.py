@@ -142,6 +142,7 @@ def test_printable_escapes_controls_and_invisible_characters() -> None:
 
 from hypothesis import assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from profiles import examples  # noqa: E402
 
 from mdl.redact import Secrets, is_secret_param, printable, safe_doc, safe_text  # noqa: E402
 
@@ -285,7 +286,7 @@ _CONTROL = set(map(chr, [*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]))
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text())
 def test_printable_and_redaction_never_raise_and_leave_no_control_character(text: str) -> None:
     for multiline in (False, True):
@@ -303,7 +304,7 @@ _SECRET_CHARS = st.text(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(before=st.text(), secret=_SECRET_CHARS, after=st.text(), multiline=st.booleans())
 def test_a_registered_secret_standing_as_a_token_never_survives_inside_arbitrary_text(
     before: str, secret: str, after: str, multiline: bool
@@ -320,7 +321,7 @@ def test_a_registered_secret_standing_as_a_token_never_survives_inside_arbitrary
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text())
 def test_safe_text_twice_is_safe_text_once(text: str) -> None:
     # Sinks may meet text that another sink already cleaned (a per-file error, then the console): no

@@ -19,6 +19,7 @@ from urllib.parse import quote, quote_plus, unquote
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl.redact import MIN_SECRET_LENGTH, REDACTED, Secrets, redact_text, safe_doc, safe_text
 
@@ -180,7 +181,7 @@ def assert_hidden(secret: str, shown: str) -> None:
         assert secret not in decoded, shown
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     secret=SECRETS,
     param=PARAMS,
@@ -322,7 +323,7 @@ def test_thousands_of_signed_urls_keep_redaction_fast(count: int) -> None:
 
 
 @given(secret=SECRETS)
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 def test_safe_text_of_a_redacted_answer_changes_nothing_more(secret: str) -> None:
     assume(len(secret) >= MIN_SECRET_LENGTH)
     secrets = Secrets((secret,))

@@ -18,6 +18,7 @@ import unicodedata
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl.redact import (
     MIN_SECRET_LENGTH,
@@ -76,7 +77,7 @@ def reflowed(draw: st.DrawFn) -> tuple[str, str]:
     return secret, "".join([*pieces, shown[last:]])
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     pair=reflowed(),
     before=st.text(max_size=60),
@@ -114,7 +115,7 @@ def test_a_reflowed_secret_never_survives(
     assert REDACTED in shown
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(secret=SECRETS, word=st.text("abcxyz0123456789", min_size=1, max_size=4))
 def test_a_secret_inside_a_longer_word_is_not_a_token(secret: str, word: str) -> None:
     secrets = Secrets()

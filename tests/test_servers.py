@@ -465,6 +465,7 @@ def test_throttle_and_ignore_ranges(cdn: CdnServer) -> None:
         assert r.status_code == 200 and len(r.content) == 100_000
 
 
+@pytest.mark.slow  # a 64 MiB body
 def test_big_parallel_ranges_add_up_to_the_file(cdn: CdnServer) -> None:
     data = make_data(64 << 20, seed=5)
     url = cdn.add_file("/big.bin", data)
@@ -662,6 +663,7 @@ def test_request_log_is_thread_safe_and_filterable() -> None:
         assert len(server.log) == 0
 
 
+@pytest.mark.slow  # a 32 MiB body
 def test_client_disconnects_are_quiet(cdn: CdnServer, capfd: pytest.CaptureFixture[str]) -> None:
     url = cdn.add_file("/big.bin", make_data(32 << 20, seed=7))
     for _ in range(3):

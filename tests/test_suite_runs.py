@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from seaweed import weed_binary
 
+pytestmark = pytest.mark.slow  # whole pytest runs in subprocesses
+
 TESTS = Path(__file__).resolve().parent
 SAFETY_NET = 600  # seconds: only a broken run waits this long
 

@@ -361,25 +361,19 @@ def build_settings(
 def table_values(
     flags: Overrides, environ: Mapping[str, str], catalog: CatalogSettings
 ) -> tuple[dict[str, Any], set[str]]:
-    """Each run setting the table resolves alike (not dest, the lock mode's switches or a process's
-    own) from the first source that gives it, else its default; and the names a source gave."""
+    """Each run setting the table resolves alike from the first source that gives it, else its
+    default; and the names a source gave."""
     values: dict[str, Any] = {}
     given: set[str] = set()
     for setting in SETTINGS:
-        if not resolved_alike(setting):
+        # not dest (resolve_dest), the lock mode's switches (choose_lock_mode) or a process's own
+        if not setting.run or setting.kind == "path" or setting.name in LOCK_MODE:
             continue
         found = sources_given(setting, flags, environ, catalog)
         values[setting.name] = found[0] if found else setting.default
         if found:
             given.add(setting.name)
     return values, given
-
-
-def resolved_alike(setting: Setting) -> bool:
-    """A run's setting the table resolves alone: not dest (:func:`resolve_dest`), nor the lock
-    mode's switches (:func:`choose_lock_mode`)."""
-    apart = setting.kind == "path" or setting.name in LOCK_MODE
-    return setting.run and not apart
 
 
 def sources_given(

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Annotated, Unpack, cast
 import typer
 
 from mdl import api
-from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, Pinned, Places, Pulling, command
+from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, command
 from mdl.cli.render.console import isatty
 from mdl.cli.run import Run
 from mdl.cli.summary import ok, render_report, units
 from mdl.errors import UsageError
+from mdl.setting import Pinned, Places, Pulling
 from mdl.units import human_size
 
 if TYPE_CHECKING:

@@ -8,17 +8,9 @@ import typer
 
 from mdl import api
 from mdl.cli.download import render_prune
-from mdl.cli.options import (
-    Adding,
-    DryRunOpt,
-    InCatalog,
-    NameArg,
-    Places,
-    command,
-    complete_model_names,
-)
+from mdl.cli.options import DryRunOpt, NameArg, command, complete_model_names
 from mdl.cli.run import Run
-from mdl.setting import SETTING
+from mdl.setting import SETTING, Adding, InCatalog, Places
 
 if TYPE_CHECKING:
     from mdl.catalog import edit as catalog_edit

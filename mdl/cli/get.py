@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Annotated, Unpack
 import typer
 
 from mdl import api
-from mdl.cli.options import Getting, command
+from mdl.cli.options import command
 from mdl.cli.run import Run
 from mdl.cli.summary import ok, render_report
+from mdl.setting import Getting
 
 if TYPE_CHECKING:
     from mdl.report import FileOutcome

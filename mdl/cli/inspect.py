@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Unpack
 import typer
 
 from mdl import api
-from mdl.cli.options import AllOpt, Asking, NameArg, NamesArg, Pinned, StatusChoice, command
+from mdl.cli.options import AllOpt, NameArg, NamesArg, StatusChoice, command
 from mdl.cli.run import Run
 from mdl.cli.stdout import unread_if_failing
+from mdl.setting import Asking, Pinned
 from mdl.units import human_size
 
 if TYPE_CHECKING:

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Annotated, Unpack
 import typer
 
 from mdl import api
-from mdl.cli.options import AllOpt, Locking, NamesArg, command
+from mdl.cli.options import AllOpt, NamesArg, command
 from mdl.cli.run import Run
 from mdl.errors import UsageError
+from mdl.setting import Locking
 from mdl.units import human_size, plural
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, TypedDict, Union, cast, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, cast, get_args, get_origin
 
 import typer
 
@@ -193,50 +193,6 @@ WHERE: dict[str, tuple[Any, Any]] = {
     for setting in SETTINGS
     if setting.flag and setting.name not in COMMON
 }
-
-
-class InCatalog(TypedDict):
-    catalog: Path | None
-
-
-class Places(InCatalog):  # where a command's files are
-    dest: Path | None
-    layout: str | None
-
-
-class Pinned(Places):  # a command over the catalog's models, and how it uses catalog.lock
-    locked: bool
-    frozen: bool
-
-
-class Asking(Pinned):  # ... that asks upstream
-    timeout: float | None
-
-
-class Pulling(Asking):
-    connections: int | None
-    jobs: int | None
-    limit_rate: str | None
-    stall_timeout: float | None
-    lock_timeout: float | None
-    mirrors: list[str] | None
-    fill_mirror: bool
-    xet: bool | None
-
-
-class Getting(InCatalog):
-    connections: int | None
-    limit_rate: str | None
-    timeout: float | None
-    xet: bool | None
-
-
-class Locking(Places):
-    timeout: float | None
-
-
-class Adding(InCatalog):
-    timeout: float | None
 
 
 def where_of(body: Callable[..., object]) -> list[str]:

@@ -8,11 +8,11 @@ from typing import Annotated, Unpack, cast
 import typer
 
 from mdl import api
-from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, Pinned, command, number_of
+from mdl.cli.options import AllOpt, DryRunOpt, NamesArg, command, number_of
 from mdl.cli.run import Run
 from mdl.cli.summary import render_report
 from mdl.errors import UsageError
-from mdl.setting import SETTING
+from mdl.setting import SETTING, Pinned
 from mdl.units import human_size
 
 

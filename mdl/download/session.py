@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
-from mdl.buckets import ObjectStore, Presigner, store_for
+from mdl.buckets import ObjectStore, Presigner, store_for, store_schemes
 from mdl.catalog import Settings
 from mdl.errors import (
     INTERRUPTED,
@@ -353,7 +353,7 @@ class Fills:
 
         template = next((t for t in self.settings.mirrors if store_for(t) is not None), None)
         if template is None:
-            retries.warn("no s3:// or file:// mirror to fill (http(s) mirrors are read-only)")
+            retries.warn(f"no {store_schemes()} mirror to fill (http(s) mirrors are read-only)")
             return None
         store = store_for(template)
         assert store is not None

@@ -16,12 +16,15 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl.archive.unpack import unpack_archive
 from mdl.errors import ArchiveError, ExitCode
 from mdl.progress import NullProgress
 
-PROPERTY = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 ENTRIES = {"pkg/weights.bin": os.urandom(3000), "pkg/notes.txt": b"hello local headers\n" * 50}
 
 # A local header field: its offset, its width, and how a refusal names it.

@@ -18,6 +18,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import make_hf_run, write
 
 from mdl.archive.packer import PackOptions, pack_run, select_checkpoint
@@ -26,7 +27,9 @@ from mdl.archive.zipread import decode_name, name_problem
 from mdl.errors import ArchiveError, ExitCode, MdlError
 from mdl.progress import NullProgress
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 DOCUMENTED = {ExitCode.USAGE, ExitCode.INTEGRITY, ExitCode.LOCAL}
 
 
@@ -143,7 +146,7 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_mutated_archives(data: bytes) -> None:
     _unpack_and_check(data)

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import make_hf_run, mdl, write
 from signkeys import json_places, json_replaced
 from typer.testing import CliRunner, Result
@@ -562,7 +563,7 @@ def _signed_parts(bundle: bytes) -> tuple[Any, Any, Any]:
 
 
 @settings(
-    max_examples=80,
+    max_examples=examples(80),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

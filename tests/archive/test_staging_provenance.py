@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import RecordingProgress, mdl
 
 from mdl.archive import staging as unpack_staging
@@ -38,7 +39,7 @@ RESERVED_SPELLINGS = [
 ]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     base=st.sampled_from([".mdl", ".mdl-unpack-"]),
     flips=st.lists(st.booleans(), min_size=12, max_size=12),

@@ -15,6 +15,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import make_hf_run
 
 from mdl.archive.packer import PackOptions, pack_run
@@ -22,7 +23,9 @@ from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import ExitCode, MdlError
 from mdl.progress import NullProgress
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 DOCUMENTED = {ExitCode.USAGE, ExitCode.INTEGRITY, ExitCode.LOCAL}
 NUMBERS = st.one_of(
     st.integers(min_value=-3, max_value=3),

@@ -20,6 +20,7 @@ import pytest
 from buckets.memstore import MemoryStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl.buckets import lease as lease_module
 from mdl.buckets.folder import FolderWriter
@@ -231,6 +232,7 @@ def _take_in_process(prefix: str, go: object, out: object) -> None:
     out.put(None if lease is None else lease.number)  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow  # real processes
 def test_processes_taking_over_a_lapsed_lease_on_a_folder_never_both_win(tmp_path: Path) -> None:
     """On a real folder, with no lock anywhere: four processes take over one lapsed generation at
     once; exactly one creates the next."""
@@ -629,7 +631,7 @@ OTHERS = st.one_of(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
 @given(every=st.sampled_from([0.25, 2.0, 9.0]), pattern=st.lists(OTHERS, min_size=1, max_size=20))
 def test_any_lease_state_another_machine_writes_ends_the_wait_within_a_bound(
     every: float, pattern: list[tuple[str, object, int]]
@@ -733,7 +735,8 @@ STEPS = st.tuples(
 )
 
 
-@settings(max_examples=1000)
+@pytest.mark.slow  # the model check
+@settings(max_examples=examples(1000))
 @given(machines=st.integers(2, 3), one_name=st.booleans(), steps=st.lists(STEPS, max_size=40))
 def test_never_two_holders_of_a_live_lease(
     machines: int, one_name: bool, steps: list[tuple[str, int, float, int | None]]

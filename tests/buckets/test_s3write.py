@@ -70,7 +70,7 @@ def _environ(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
         monkeypatch.setenv(name, value)
 
 
-@pytest.fixture(params=["moto", "seaweedfs"])
+@pytest.fixture(params=["moto", pytest.param("seaweedfs", marks=pytest.mark.slow)])
 def place(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Place]:
     """Each test on moto (reset) and on the session's SeaweedFS (a fresh prefix)."""
     if request.param == "moto":

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl.catalog import parse_catalog
 from mdl.catalog.edit import add_entry, parse_source, remove_entry
@@ -303,7 +304,7 @@ GLOBS = st.lists(  # the schema refuses a blank pattern (" ")
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     name=NAMES, repo=st.sampled_from(["o/a", "org-x/b.c", "u_1/R-2"]), include=GLOBS, exclude=GLOBS
 )
@@ -323,7 +324,7 @@ def test_any_snapshot_entry_loads_back_exactly(
         assert remove_entry(out, name) == HAND
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     name=NAMES,
     paths=st.lists(PATHS, min_size=1, max_size=3, unique=True).filter(
@@ -360,7 +361,7 @@ TRICKY = st.lists(st.sampled_from([*"ab #=[]{}\"'\\,\n\t.", "é", '"""', "'''"])
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     texts=st.lists(TRICKY, min_size=2, max_size=2),
     styles=st.lists(st.sampled_from(["basic", "multiline", "literal"]), min_size=2, max_size=2),
@@ -499,7 +500,7 @@ def test_description_and_tags_refusals() -> None:
         add_entry(HAND, "tiny", [], tags=["t"], include=["*.json"])
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     name=st.sampled_from(["tiny", "z-image-turbo", "style.lora"]),
     description=st.none() | TRICKY | st.text(max_size=20),

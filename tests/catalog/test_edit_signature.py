@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl.catalog import parse_catalog
 from mdl.catalog.edit import add_entry, parse_source
@@ -175,7 +176,7 @@ inline = { repo = "org/inline" }  # one line
 """
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     name=st.sampled_from(["tiny", "z", "signed", "inline"]),
     where=st.sampled_from([KEY, FOLDER / "a" / "b" / "k.pub", Path("/elsewhere/k.pub")]),

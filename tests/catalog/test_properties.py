@@ -12,6 +12,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl.catalog.load import Catalog, load_catalog, parse_catalog
 from mdl.catalog.schema import MAX_PROBLEMS, CatalogDocument, FileEntry, ModelEntry, SettingsTable
@@ -191,7 +192,7 @@ def check(text: str) -> None:
             assert model.is_snapshot or [f.save_path for f in model.files]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(DOCUMENTS, st.booleans())
 def test_random_documents_load_or_fail_with_a_catalog_error(
     document: dict[str, Any], headers: bool
@@ -199,7 +200,7 @@ def test_random_documents_load_or_fail_with_a_catalog_error(
     check(toml_document(document, headers=headers))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.data())
 def test_mangled_catalogs_load_or_fail_with_a_catalog_error(data: st.DataObject) -> None:
     text = SHIPPED.read_text(encoding="utf-8")
@@ -214,13 +215,13 @@ def test_mangled_catalogs_load_or_fail_with_a_catalog_error(data: st.DataObject)
     check(text)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text())
 def test_any_text_loads_or_fails_with_a_catalog_error(text: str) -> None:
     check(text)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=200))
 def test_any_bytes_on_disk_load_or_fail_with_a_catalog_error(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as folder:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import mdl, use_catalog
 from servers import CdnServer, HubServer, make_data
 
@@ -116,7 +117,7 @@ def test_a_secret_equal_to_a_word_of_the_data_changes_no_byte_of_stdout(
 
 
 @settings(
-    max_examples=5,
+    max_examples=examples(5),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import mdl
 from servers import Exchange, HubServer, LoopbackServer
 
@@ -202,7 +203,7 @@ SECRET_TEXT = st.one_of(
 
 
 @settings(
-    max_examples=12,
+    max_examples=examples(12),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import make_hf_run, mdl
 from servers import HubServer, make_data
 
@@ -208,7 +209,7 @@ def _columns_of(header_line: str) -> list[int]:
     return [m.start() for m in re.finditer(r"\S+", header_line)]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     headers=st.lists(HEADER, min_size=1, max_size=5, unique=True),
     data=st.data(),

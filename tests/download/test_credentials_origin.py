@@ -14,6 +14,7 @@ import pytest
 from hostile import ScratchCA, TlsCdn
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import mdl, use_catalog
 from servers import CdnServer, make_data
 
@@ -169,7 +170,7 @@ URLS = st.builds(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(url=URLS, hop=URLS, typed=st.booleans(), user_headers=st.booleans())
 def test_no_url_but_one_the_user_typed_gets_a_login_or_a_header_and_never_on_another_origin(
     url: str, hop: str, typed: bool, user_headers: bool

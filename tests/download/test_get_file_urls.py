@@ -14,6 +14,7 @@ from urllib.parse import quote
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import mdl
 
 from mdl.buckets import parse_file_uri
@@ -93,7 +94,7 @@ SEGMENT = st.text(
 ).filter(lambda seg: seg not in (".", ".."))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(SEGMENT, min_size=1, max_size=4))
 def test_every_path_round_trips_through_its_file_url(segments: list[str]) -> None:
     """What ``Path.as_uri()`` writes (and curl and urllib read) is the path it came from."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import mdl as run_mdl
 from servers import Fault, HubServer, make_data
 
@@ -326,7 +327,7 @@ def test_get_and_add_read_hf_uris_alike(
     assert (added.repo_type, added.repo, added.revision, added.path) == want
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.text(max_size=60))
 def test_any_hf_text_parses_or_is_a_usage_error(tail: str) -> None:
     text = "hf://" + tail

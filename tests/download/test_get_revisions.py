@@ -12,6 +12,7 @@ from urllib.parse import quote, unquote
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from servers import HubServer
 
 import mdl
@@ -70,7 +71,9 @@ def check_get(hub: HubServer, source: str, revision: str) -> None:
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(revision=spelled.filter(lambda r: "/" not in r), whole=st.booleans())
 @example(revision="..", whole=True)
@@ -87,7 +90,9 @@ def test_an_hf_uri_asks_for_its_revision_or_is_refused(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(revision=spelled, verb=st.sampled_from(["resolve", "blob", "tree"]), encode=st.booleans())
 # hf:// cannot name it: the page's URL is fetched as written

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import mdl
 from servers import HubServer
 
@@ -68,7 +69,9 @@ _COMPONENT = st.text(alphabet=st.sampled_from("abcXYZ-_.é漢"), min_size=1, max
 
 
 @settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(12),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     parts=st.lists(_COMPONENT, min_size=1, max_size=40),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl.errors import UsageError
 from mdl.sources.oneoff import MAX_SOURCE_LINE, read_source_list
@@ -21,7 +22,7 @@ LINES = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(LINES, st.sampled_from(["\n", "\r\n"]), st.booleans())
 def test_any_text_reads_as_sources_or_a_short_usage_error(
     lines: list[str], newline: str, bom: bool

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl.errors import CatalogError
 from mdl.lockfile import Lock, LockedFile, LockedModel, parse_lock, write_lock
@@ -55,7 +56,7 @@ _names = st.text(
 _model_names = st.from_regex(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,29}", fullmatch=True)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(name=_model_names, size=st.integers(0, 2**63 - 1), revision=_names)
 def test_any_name_and_size_survive_the_round_trip(name: str, size: int, revision: str) -> None:
     lock = Lock(
@@ -137,7 +138,7 @@ def test_a_bad_lock_names_the_file_and_the_key(edit: object, names: str) -> None
     assert caught.value.exit_code == 2
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(max_size=400))
 def test_any_text_is_a_lock_or_a_catalog_error(text: str) -> None:
     try:

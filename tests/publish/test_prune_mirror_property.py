@@ -8,6 +8,7 @@ from __future__ import annotations
 from buckets.memstore import MemoryStore, as_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl.upload.mirrorprune import DAY, Named, model_prefix, prune_mirror
 
@@ -29,7 +30,7 @@ objects = st.dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(objects, st.integers(0, 240).map(lambda hours: hours / 24), st.booleans(), st.booleans())
 def test_only_what_mdl_wrote_under_this_catalogs_models_and_no_one_names_goes(
     found: dict[str, tuple[bool, float]], keep_days: float, all_models: bool, dry_run: bool

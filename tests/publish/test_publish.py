@@ -23,6 +23,8 @@ from typer.testing import Result
 
 from mdl.errors import ExitCode
 
+pytestmark = pytest.mark.slow  # every test publishes a 34 MiB multipart body
+
 MiB = 1024 * 1024
 BIG = make_data(34 * MiB, seed=71)  # above the 16 MiB part size: a multipart upload of 3 parts
 WEIGHTS = make_data(300_003, seed=72)

@@ -10,6 +10,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from signkeys import key_pair, mutated_bundle, official_sign
 
 from mdl.errors import IntegrityError, UsageError
@@ -49,21 +50,21 @@ def _outcome(data: bytes, trust: Trust, original: SignedManifest) -> None:
     assert signed.files == original.files
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pick=st.integers(min_value=0), value=JSON)
 def test_any_field_of_the_bundle_replaced(pick: int, value: Any) -> None:
     signature, trust, original = genuine()
     _outcome(mutated_bundle(signature, in_statement=False, pick=pick, value=value), trust, original)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pick=st.integers(min_value=0), value=JSON)
 def test_any_field_of_the_signed_statement_replaced(pick: int, value: Any) -> None:
     signature, trust, original = genuine()
     _outcome(mutated_bundle(signature, in_statement=True, pick=pick, value=value), trust, original)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(data=st.binary(max_size=3000))
 def test_any_bytes(data: bytes) -> None:
     _, trust, original = genuine()

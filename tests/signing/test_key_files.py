@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from servers import HubServer
 from signing.test_signed_pull import signed_repo, write_catalog
 from signkeys import key_pair
@@ -127,7 +128,7 @@ def test_a_key_file_bigger_than_any_key_is_exit_2(
     assert str(public) in done.stderr and "more than the 1 MiB" in done.stderr, done.stderr
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(size=st.integers(0, 3000), limit=st.integers(0, 3000))
 def test_a_small_regular_file_is_read_whole_within_its_limit_and_refused_past_it(
     tmp_path_factory: pytest.TempPathFactory, size: int, limit: int

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import mdl
 from servers import HubServer, make_data
 from signkeys import key_pair, mutated_bundle, official_sign, write_files
@@ -40,7 +41,7 @@ def signed(hub: HubServer, tmp_path: Path) -> tuple[HubServer, Path, bytes, Path
 
 
 @settings(
-    max_examples=25,
+    max_examples=examples(25),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -20,6 +20,7 @@ import pytest
 from hostile import HostileHub
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from servers import Exchange
 
 from mdl.errors import ExitCode, HubReplyError, MdlError
@@ -202,7 +203,9 @@ def wire_hub() -> Iterator[HostileHub]:
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(40),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(body=_bodies(tree_documents), link=st.none() | links)
 # found by this property: a control character in a next-page link's error text

@@ -14,6 +14,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl import api
 from mdl.errors import ExitCode, JobOutputError, MdlError
@@ -26,7 +27,9 @@ from mdl.sources.joboutput import (
     parse_job_output,
 )
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 PAYLOAD = b"lora weights \x00\xff" * 20
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 INLINE = {

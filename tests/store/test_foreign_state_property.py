@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from planted import snapshot
+from profiles import examples
 from runfixtures import mdl
 from servers import HubServer, make_data
 from typer.testing import Result
@@ -157,7 +158,9 @@ KINDS = ["hardlink", "foreign"] if os.geteuid() == 0 else ["hardlink"]
 
 
 @settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(20),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     pulled_first=st.booleans(),

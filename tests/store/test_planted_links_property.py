@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from planted import release_fifos, snapshot
+from profiles import examples
 from runfixtures import mdl
 from servers import HubServer, make_data
 from typer.testing import Result
@@ -214,7 +215,9 @@ def check_result(command: str, result: Result) -> None:
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(25),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     pulled_first=st.booleans(),

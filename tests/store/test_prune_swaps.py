@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl import api
 from mdl.store import FileRecord, PruneReport, Store, confined
@@ -168,7 +169,9 @@ def test_a_file_renamed_over_the_path_after_it_was_checked_survives(
 
 
 @settings(
-    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(80),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(moment=st.integers(0, MOST_CALLS), touched=st.booleans())
 def test_a_file_swapped_at_any_moment_of_a_prune_survives(moment: int, touched: bool) -> None:
@@ -200,7 +203,7 @@ def test_freed_leaves_out_a_file_another_hard_link_keeps(tmp_path: Path) -> None
 # --------------------------------
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(moment=st.integers(0, MOST_CALLS))
 def test_a_partial_swapped_at_any_moment_of_a_clean_survives(moment: int) -> None:
     with tempfile.TemporaryDirectory() as root:

@@ -17,6 +17,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl import api
 from mdl.errors import ExitCode, MdlError
@@ -25,7 +26,9 @@ from mdl.store.records import ModelRecord, parse_record, record_json, record_of,
 from mdl.transfer.job import Identity
 from mdl.transfer.resume import parse_state, saved_progress
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 DOCUMENTED = {ExitCode.USAGE, ExitCode.INTEGRITY, ExitCode.LOCAL}
 DATA = b"weights" * 100
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -29,6 +29,7 @@ from hostile import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import mdl, transfer_job
 from servers import make_data
 
@@ -263,7 +264,7 @@ RANGES = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     status=st.sampled_from([200, 206]),
     value=st.one_of(
@@ -317,7 +318,7 @@ def shaped(kind: str, answer: Answer, extra: int) -> Answer:
     return answer
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(
     kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=8),
     extra=st.integers(1, 70_000),

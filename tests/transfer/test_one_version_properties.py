@@ -28,9 +28,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hostile import Phase, ScriptedServer, http_date
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import transfer_job
 from servers import make_data
 
@@ -174,7 +176,8 @@ def tried_first(base: int, **extra: object) -> Callable[[Any], Any]:
     return decorate
 
 
-@settings(max_examples=20, deadline=None)
+@pytest.mark.slow  # a 33 MiB body per example
+@settings(max_examples=examples(20), deadline=None)
 @given(phases=scripts(GET_SIZE, seeds=2), hashed=st.one_of(st.none(), st.integers(0, 2)))
 @tried_first(GET_SIZE)
 def test_get_ends_with_one_version_or_nothing(phases: list[Phase], hashed: int | None) -> None:
@@ -220,7 +223,7 @@ def fetch(server: ScriptedServer, folder: Path, *, size: int | None, sha256: str
     return job.final_path
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(
     phases=scripts(ENGINE_SIZE, seeds=3),
     size_known=st.booleans(),

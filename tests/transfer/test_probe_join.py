@@ -21,6 +21,7 @@ from pathlib import Path
 from hostile import Phase, ScriptedServer, http_date
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import HANG, mdl, transfer_job
 from servers import make_data
 
@@ -135,7 +136,7 @@ SMALL = 2 * MiB
 S1, S2 = make_data(SMALL, seed=3732), make_data(SMALL, seed=3733)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(switch=st.integers(1, 5), cap=st.one_of(st.none(), st.integers(OVERLAP // 2, SMALL)))
 def test_builds_switched_between_answers_end_in_one_build_or_nothing(
     switch: int, cap: int | None

@@ -9,6 +9,7 @@ import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import bypasses
 
 from mdl.transfer.headers import (
@@ -52,7 +53,7 @@ HEADERS = st.one_of(
         st.one_of(st.integers(min_value=-5, max_value=10**21), st.sampled_from([*ODD_DIGITS, "*"])),
     ),
 )
-FUZZ = settings(max_examples=400, deadline=None)
+FUZZ = settings(max_examples=examples(400), deadline=None)
 
 
 def _ascii_number(text: str) -> bool:

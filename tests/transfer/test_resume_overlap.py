@@ -20,6 +20,7 @@ import pytest
 from hostile import Answer, Phase, ScriptedServer, Seen, http_date
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import mdl, transfer_job
 from servers import CdnServer, Fault, make_data
 
@@ -275,7 +276,7 @@ SMALL = 2 * MiB
 S1, S2 = make_data(SMALL, seed=3723), make_data(SMALL, seed=3724)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(
     switch=st.integers(1, 6),
     cuts=st.lists(st.one_of(st.none(), st.integers(0, SMALL)), min_size=1, max_size=6),

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import mdl, use_catalog
 from servers import make_data
 from xetserver import XetHubServer
@@ -147,7 +148,9 @@ def _lie(kind: str, amount: int, target_start: int) -> Any:
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(40),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @example(size=512 << 10, seed=1, pieces=2, kind="flip", amount=50, victim=1, verify=False, v2=True)
 @example(

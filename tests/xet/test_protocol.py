@@ -15,6 +15,7 @@ import httpx2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl.xet import (
     MAX_CHUNK,
@@ -444,7 +445,7 @@ def mutated_replies(draw: st.DrawFn, version: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("version", [1, 2])
 @given(data=st.data())
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 def test_valid_replies_parse_with_every_invariant(version: int, data: st.DataObject) -> None:
     reply = data.draw(valid_replies(version))
     parsed = parse_reconstruction(body(reply), version=version)
@@ -454,7 +455,7 @@ def test_valid_replies_parse_with_every_invariant(version: int, data: st.DataObj
 
 @pytest.mark.parametrize("version", [1, 2])
 @given(data=st.data())
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 def test_mutated_replies_parse_with_every_invariant_or_are_refused(
     version: int, data: st.DataObject
 ) -> None:
@@ -660,7 +661,7 @@ def test_no_valid_xet_hash_gives_none(value: str) -> None:
         max_size=40,
     ).map("".join)
 )
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 def test_any_link_header_gives_a_target_or_none(link: str) -> None:
     found = xet_from_headers({"X-Xet-Hash": XET_HASH, "Link": link})
     assert found is not None and found[0] == XET_HASH
@@ -719,7 +720,7 @@ def test_many_terms_and_ranges_of_one_xorb_read_in_near_linear_time() -> None:
     assert parsed.fetch_of == tuple(range(count))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 12), st.integers(1, 6)), min_size=1, max_size=8),
     st.lists(st.tuples(st.integers(0, 12), st.integers(1, 12)), max_size=8),

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import HANG, mdl, use_catalog
 from servers import TOKEN, Fault, make_data
 from xetserver import XetHubServer, bearer
@@ -368,7 +369,9 @@ def _mutate(reply: dict[str, object], how: str, pick: int) -> object:
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(25),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(how=_MUTATIONS, pick=st.integers(0, 7), version=st.sampled_from([1, 2]))
 def test_a_malformed_reconstruction_never_writes_wrong_bytes(

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import wait_for
 from servers import Fault, make_data
 from xetserver import XetFile, XetHubServer
@@ -196,7 +197,7 @@ def test_a_kept_chunk_changed_on_disk_is_fetched_again(hub: XetHubServer, tmp_pa
 # -----------------------------------------
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     terms=st.lists(st.lists(st.integers(1, 40), min_size=1, max_size=6), min_size=1, max_size=4),
     data=st.data(),

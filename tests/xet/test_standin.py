@@ -19,6 +19,7 @@ import pytest
 from huggingface_hub import get_hf_file_metadata
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from servers import TOKEN, Fault, make_data
 from xetserver import (
     _GEAR,
@@ -122,7 +123,7 @@ PIECES = st.lists(
 )
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(PIECES)
 @example(
     [("random", 150_000, 1), ("zeros", 140_000, 0), ("again", 100_000, 0), ("random", 70_000, 2)]
@@ -139,7 +140,7 @@ def test_chunk_is_the_spec_pseudocode(pieces: list[tuple[str, int, int]]) -> Non
     assert chunk(data) == spec_chunks(data)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     st.binary(max_size=3000) | st.builds(bytes, st.integers(0, MAX_CHUNK)),
     st.sampled_from([0, 1, 2]),

@@ -16,6 +16,7 @@ import lz4.frame
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl.xet import XorbError, decode_chunks, xorb
 from mdl.xet.streams import _Chunks
@@ -64,7 +65,7 @@ def test_the_reference_inverts_the_formats_example() -> None:
 
 @needs_numpy
 @given(st.binary(max_size=4100), st.integers(1, 9))
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 def test_numpy_ungrouping_equals_the_reference(data: bytes, groups: int) -> None:
     assert xorb.numpy_version() is not None
     grouped = group(data, groups)
@@ -182,7 +183,7 @@ def test_chunks_decoded_while_numpy_loads_are_ungrouped_in_python(
     st.lists(st.tuples(st.binary(max_size=3000), st.sampled_from([0, 1, 2])), max_size=6),
     st.lists(st.integers(0, 20_000), max_size=8),
 )
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 def test_a_range_fed_in_any_blocks_gives_its_chunks(
     chunks: list[tuple[bytes, int]], cuts: list[int]
 ) -> None:

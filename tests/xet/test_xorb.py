@@ -11,6 +11,7 @@ import lz4.frame
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from mdl.xet import MAX_CHUNK, UnknownFormat, XorbError, decode_chunks
 
@@ -177,7 +178,7 @@ def test_arbitrary_bytes_give_chunks_or_a_xorb_error(data: bytes, count: int) ->
 
 
 @given(st.lists(st.tuples(CHUNK, SCHEMES), max_size=5))
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_encoded_chunks_round_trip(chunks: list[tuple[bytes, int]]) -> None:
     wire = b"".join(encode(data, scheme) for data, scheme in chunks)
     assert decode_chunks(wire, len(chunks)) == [data for data, _ in chunks]
@@ -191,7 +192,7 @@ def test_encoded_chunks_round_trip(chunks: list[tuple[bytes, int]]) -> None:
     st.integers(0, 2**24 - 1),
     st.sets(st.sampled_from(["version", "packed", "scheme", "length"])),
 )
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 def test_any_header_gives_the_right_chunk_or_a_xorb_error(
     chunk: tuple[bytes, int], version: int, packed: int, scheme: int, length: int, changed: set[str]
 ) -> None:
@@ -218,7 +219,7 @@ def test_any_header_gives_the_right_chunk_or_a_xorb_error(
 
 
 @given(st.lists(st.tuples(CHUNK, SCHEMES), min_size=1, max_size=3), st.data())
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_cut_or_padded_ranges_are_xorb_errors(
     chunks: list[tuple[bytes, int]], data: st.DataObject
 ) -> None:
