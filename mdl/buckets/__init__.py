@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         s3_errors,
         sha256_of_head,
     )
+    from mdl.buckets.s3write import S3Writer
 
 __all__ = [
     "LOCAL_HOST",
@@ -69,6 +70,7 @@ __all__ = [
     "Renewing",
     "S3Object",
     "S3Prefix",
+    "S3Writer",
     "Seen",
     "StoredObject",
     "Writer",
@@ -139,5 +141,6 @@ export_lazily(
         "s3_errors": "s3",
         "sha256_of_head": "s3",
         "mdl_metadata": "s3",
+        "S3Writer": "s3write",
     },
 )

@@ -14,7 +14,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from itertools import islice
@@ -259,10 +259,7 @@ class FolderWriter:
                 current = _fresh_stat(path.name, folder)
                 if current is None or file_etag(current) != etag:
                     return None
-                try:
-                    os.replace(temp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
-                except OSError as exc:
-                    raise local_error(exc, path, what="cannot write") from exc
+                _replace(temp, path, folder)
             _fsync_folder(folder)
             return self._shown(folder, path)
 
@@ -295,11 +292,21 @@ class FolderWriter:
                 raise local_error(exc, path, what="cannot remove") from exc
         return True
 
-    def upload(self, uri: str, path: Path, *, size: int, sha256: str, root: str) -> bool:
+    def upload(
+        self,
+        uri: str,
+        path: Path,
+        *,
+        size: int,
+        sha256: str,
+        root: str,
+        overwrite: bool = False,
+        sent: Callable[[int], None] | None = None,
+    ) -> bool:
         """A verified local file copied in whole, only if the object is not there (False: it is;
-        never replaced), then marked as mdl's: its version (``file_etag``) in the file
-        ``mark_uri(uri, root=root)``. The folder keeps no checksum: readers verify, as for every
-        mirror."""
+        never replaced) unless ``overwrite``, then marked as mdl's: its version (``file_etag``) in
+        the file ``mark_uri(uri, root=root)``. The folder keeps no checksum: readers verify, as for
+        every mirror."""
         target, mark = self._path(uri), Path(parse_file_uri(mark_uri(uri, root=root))[1])
         with self._folder(target, create=True) as folder:
             assert folder is not None  # made
@@ -316,8 +323,12 @@ class FolderWriter:
                         f"cannot copy {safe_text(str(path))} into the folder: the copy is not the"
                         f" {size} bytes verified (the file changed since)"
                     )
-                if not _link(folder, temp, target):
+                if overwrite:
+                    _replace(temp, target, folder)
+                elif not _link(folder, temp, target):
                     return False
+                if sent is not None:
+                    sent(copied)
                 version = file_etag(os.fstat(fd)).encode()
             _fsync_folder(folder)
         # after the object: a write killed between the two leaves it unmarked, kept by prune
@@ -325,10 +336,7 @@ class FolderWriter:
             assert folder is not None  # made
             with self._temp(folder, mark) as (fd, temp):
                 self._write(fd, mark, version)
-                try:
-                    os.replace(temp, mark.name, src_dir_fd=folder, dst_dir_fd=folder)
-                except OSError as exc:
-                    raise local_error(exc, mark, what="cannot write") from exc
+                _replace(temp, mark, folder)
         return True
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
@@ -487,6 +495,14 @@ def _link(folder: int, temp: str, path: Path) -> bool:
             exc, path, what="cannot create (the folder must allow hard links)"
         ) from exc
     return True
+
+
+def _replace(temp: str, path: Path, folder: int) -> None:
+    """``temp`` under the name ``path`` (both in ``folder``), over what is there."""
+    try:
+        os.replace(temp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+    except OSError as exc:
+        raise local_error(exc, path, what="cannot write") from exc
 
 
 def _fsync_folder(folder: int) -> None:

@@ -3,7 +3,7 @@ scheme."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -140,11 +140,24 @@ class Writer(Protocol):
         """Remove the object (only version ``etag`` when given and the store can say); False:
         it was not there or had changed."""
 
-    def upload(self, uri: str, path: Path, *, size: int, sha256: str, root: str) -> bool:
-        """A verified local file, written whole or not at all, only if there is no such object
-        (``If-None-Match: *``; the store's own SHA-256 checksum where it keeps one), marked as
-        mdl's (S3: its metadata; a folder: ``mark_uri(uri, root=root)``, ``root`` the mirror's
-        fixed part); False: one is there already (never replaced)."""
+    def upload(
+        self,
+        uri: str,
+        path: Path,
+        *,
+        size: int,
+        sha256: str,
+        root: str,
+        overwrite: bool = False,
+        sent: Callable[[int], None] | None = None,
+    ) -> bool:
+        """A verified local file, hashed as it is sent and written whole or not at all (a file
+        changed since it was verified is exit 6; an unfinished write is aborted), only if there is
+        no such object (``If-None-Match: *``; False: one is there already, never replaced) unless
+        ``overwrite`` (``publish``: it compared the object first); the store's own SHA-256
+        checksum where it keeps one; marked as mdl's (S3: its metadata; a folder: ``mark_uri(uri,
+        root=root)``, ``root`` the mirror's fixed part). ``sent``: told the bytes as they go (what
+        it raises stops the upload)."""
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
         """The object as ``head`` says, ``marked`` when it carries mdl's mark for this very

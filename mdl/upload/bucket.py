@@ -8,43 +8,33 @@ import base64
 import hashlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from mdl.buckets import (
     MiB,
     S3Object,
     S3Prefix,
+    S3Writer,
     mdl_metadata,
     part_layout,
-    part_size,
-    s3_client,
     s3_error,
     s3_errors,
     sha256_of_head,
 )
-from mdl.errors import (
-    AuthError,
-    IntegrityError,
-    InterruptedByUserError,
-    LocalFSError,
-    MdlError,
-    NotFoundError,
-)
+from mdl.errors import AuthError, InterruptedByUserError, MdlError, NotFoundError
 from mdl.progress import Progress
-from mdl.redact import Secrets, printable, safe_text
+from mdl.redact import Secrets, printable
 from mdl.report import FileOutcome, failed
 
 log = logging.getLogger("mdl.publish")
 HEAD_WORKERS = 16  # HEADs to decide what to skip are latency-bound: many at once
 READ_CHUNK = MiB  # local reads when a multipart object's composite checksum is recomputed
-# how often finished uploads are looked for (s3transfer futures have no completion callback)
-POLL_SECONDS = 0.05
+NEEDS = "publishing needs s3:ListBucket, s3:GetObject and s3:PutObject on the prefix"
 # the most of a model.sig or manifest read back (a signature is at most 64 MiB, as readers take)
 SMALL_OBJECT_MAX = 64 << 20
 
@@ -61,42 +51,20 @@ class ReadyFile:
     source: str
 
 
-class HashingReader:
-    """A file read front to back, hashed as it goes. No ``seek``: s3transfer then reads it strictly
-    in order, so the hash is of exactly the bytes sent. Opened at the first read (a batch of
-    thousands holds only the ones in flight open), and kept open: one inode from start to end."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._handle: BinaryIO | None = None
-        self.sha256, self.size = hashlib.sha256(), 0
-
-    def read(self, amount: int = -1) -> bytes:
-        if self._handle is None:
-            if self.size:  # closed at its end: nothing more to read
-                return b""
-            self._handle = self.path.open("rb")
-        data = self._handle.read(amount)
-        self.sha256.update(data)
-        self.size += len(data)
-        # end of file: thousands queued hold no descriptor
-        if amount is None or amount < 0 or len(data) < amount:
-            self.close()
-        return data
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-
 class Bucket:
-    """The publish target: a bucket and prefix, through one boto3 client."""
+    """The publish target: a bucket and prefix, through one writer (``S3Writer``: one client, its
+    uploads ``connections`` parts in flight at most)."""
 
     def __init__(
-        self, target: S3Prefix, *, endpoint: str | None = None, secrets: Secrets | None = None
+        self,
+        target: S3Prefix,
+        *,
+        endpoint: str | None = None,
+        secrets: Secrets | None = None,
+        connections: int = 2,
     ) -> None:
-        self.target, self.client = target, s3_client(endpoint=endpoint, secrets=secrets)
+        self.writer = S3Writer(endpoint, secrets=secrets, parts=max(2, connections))
+        self.target, self.client = target, self.writer.client()
 
     def _failures(self, what: str) -> AbstractContextManager[None]:
         return s3_errors(what, lambda exc, _: self._error(exc, what=what))
@@ -170,98 +138,46 @@ class Bucket:
             # Ctrl-C does not wait for thousands of HEADs
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def send(
-        self, files: Sequence[ReadyFile], *, connections: int, progress: Progress
-    ) -> list[FileOutcome]:
-        """Upload ``files`` through one transfer manager, each closed as soon as it is done, not in
-        submission order. On an exception (Ctrl-C too) the manager cancels and aborts unfinished
-        uploads."""
-        from boto3.s3.transfer import (
-            ProgressCallbackInvoker,
-            TransferConfig,
-            create_transfer_manager,
-        )
-
-        # one part size for the batch: its largest file's
-        chunk = part_size(max(f.size for f in files))
-        config = TransferConfig(
-            multipart_threshold=chunk,
-            multipart_chunksize=chunk,
-            max_concurrency=connections,
-            use_threads=True,
-            # the classic manager: the CRT one (picked on some EC2 types) has another
-            # non-seekable/checksum path
-            preferred_transfer_client="classic",
-        )
-        # s3transfer keeps at most this many parts of non-seekable streams in memory at once.
-        config.max_in_memory_upload_chunks = max(2, connections)
-        outcomes: list[FileOutcome] = []
+    def send(self, files: Sequence[ReadyFile], *, progress: Progress) -> list[FileOutcome]:
+        """Upload ``files``, as many at once as the writer has parts in flight, each closed as
+        soon as it is done. Ctrl-C stops them all: unfinished multipart uploads are aborted,
+        complete objects stay (to be skipped)."""
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=self.writer.parts)
         try:
-            with create_transfer_manager(self.client, config) as manager:
-                pending: dict[int, tuple[ReadyFile, Any, HashingReader]] = {}
-                try:
-                    for index, f in enumerate(files):
-                        reader = HashingReader(f.local)
-                        extra = {"ChecksumAlgorithm": "SHA256", "Metadata": mdl_metadata(f.sha256)}
-                        meter = [ProgressCallbackInvoker(_meter(progress, f))]
-                        future = manager.upload(
-                            reader,
-                            self.target.bucket,
-                            self.key(f),
-                            extra_args=extra,
-                            subscribers=meter,
-                        )
-                        pending[index] = (f, future, reader)
-                    while pending:
-                        done = [index for index, item in pending.items() if item[1].done()]
-                        outcomes.extend(
-                            self._close(*pending.pop(index), progress=progress) for index in done
-                        )
-                        if not done:
-                            time.sleep(POLL_SECONDS)
-                finally:
-                    for _, _, reader in pending.values():  # interrupted: no descriptor is left open
-                        reader.close()
+            futures = [pool.submit(self._send, f, progress, stop) for f in files]
+            return [future.result() for future in as_completed(futures)]
         except KeyboardInterrupt:
-            # The manager cancelled, aborting unfinished multipart uploads: complete objects stay,
-            # to be skipped.
+            stop.set()
             raise InterruptedByUserError("interrupted while uploading") from None
-        return outcomes
+        finally:
+            pool.shutdown(cancel_futures=True)
 
-    def _close(
-        self, f: ReadyFile, future: Any, reader: HashingReader, *, progress: Progress
-    ) -> FileOutcome:
-        """Wait for one file: bytes sent that are not the verified ones are deleted again (exit
-        6).
-        """
-        label = f"{f.model}/{f.path}"
+    def _send(self, f: ReadyFile, progress: Progress, stop: threading.Event) -> FileOutcome:
+        """One file, uploaded over whatever is there (its object was compared first)."""
+        label, uri = f"{f.model}/{f.path}", self.target.uri(f.model, f.path)
         try:
-            self._finish(f, future, reader, label=label)
+            self.writer.upload(
+                uri,
+                f.local,
+                size=f.size,
+                sha256=f.sha256,
+                root=uri,
+                overwrite=True,
+                sent=_meter(progress, f, stop),
+            )
         except MdlError as exc:
-            progress.finish(label, ok=False, message=exc.message.removeprefix(f"{label}: "))
-            return replace(failed(f.model, f.path, exc), dest=self.target.uri(f.model, f.path))
+            if stop.is_set():
+                raise
+            if isinstance(exc, AuthError) and not exc.hint:
+                exc.hint = NEEDS
+            progress.finish(label, ok=False, message=exc.message.removeprefix(f"{uri}: "))
+            return replace(failed(f.model, f.path, exc), dest=uri)
         if f.size == 0:  # no bytes, no progress callback: its row starts here
             progress.start(label, label=label, total=0, model=f.model, path=f.path)
         progress.finish(label, ok=True)
-        log.info("%s: uploaded to %s", label, self.target.uri(f.model, f.path))
+        log.info("%s: uploaded to %s", label, uri)
         return self.outcome(f, "uploaded")
-
-    def _finish(self, f: ReadyFile, future: Any, reader: HashingReader, *, label: str) -> None:
-        try:
-            with self._failures(label):
-                future.result()
-        except OSError as exc:
-            raise LocalFSError(f"{label}: cannot read {f.local}: {exc.strerror or exc}") from exc
-        finally:
-            reader.close()
-        sent = reader.sha256.hexdigest()
-        if reader.size != f.size or sent != f.sha256:
-            self.delete(self.key(f))
-            raise IntegrityError(
-                f"{label}: changed while it was uploaded ({reader.size} bytes with sha256 {sent},"
-                f" verified {f.size} bytes with {f.sha256}); the object was removed again",
-                hint="run `mdl verify` and publish again",
-            )
 
     def outcome(self, f: ReadyFile, action: str) -> FileOutcome:
         """A file ``skipped`` (its object is already these bytes) or ``uploaded``."""
@@ -283,7 +199,7 @@ class Bucket:
         try:
             self.client.delete_object(Bucket=self.target.bucket, Key=key)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            log.warning("could not remove %s again: %s", self._shown(key), safe_text(str(exc)))
+            log.warning("could not remove %s again: %s", self._shown(key), exc)
 
     def _shown(self, key: str) -> str:
         """An object of the bucket as messages name it (its key's control characters escaped)."""
@@ -315,16 +231,12 @@ class Bucket:
             )
 
     def _error(self, exc: BaseException, *, what: str) -> MdlError:
-        error = s3_error(exc, what=safe_text(what))
+        error = s3_error(exc, what=what)
         code = str(((getattr(exc, "response", None) or {}).get("Error") or {}).get("Code") or "")
         if code == "NoSuchBucket":
-            error = NotFoundError(
-                f"{safe_text(what)}: no such bucket {printable(self.target.bucket)!r}"
-            )
+            error = NotFoundError(f"{what}: no such bucket {printable(self.target.bucket)!r}")
         if isinstance(error, AuthError) and not error.hint:
-            error.hint = (
-                "publishing needs s3:ListBucket, s3:GetObject and s3:PutObject on the prefix"
-            )
+            error.hint = NEEDS
         return error
 
 
@@ -351,13 +263,14 @@ def _composite_b64(file: ReadyFile, sizes: Sequence[int]) -> str | None:
     return composite if whole.hexdigest() == file.sha256 else None
 
 
-def _meter(progress: Progress, f: ReadyFile) -> Callable[[int], None]:
-    """A file's progress from the transfer threads: its row starts with its first bytes on the
-    wire.
-    """
+def _meter(progress: Progress, f: ReadyFile, stop: threading.Event) -> Callable[[int], None]:
+    """A file's progress from the upload threads: its row starts with its first bytes on the
+    wire; once ``stop`` is set, no more bytes go (the upload is aborted)."""
     label, lock, started = f"{f.model}/{f.path}", threading.Lock(), threading.Event()
 
     def advance(nbytes: int) -> None:
+        if stop.is_set():
+            raise InterruptedByUserError("interrupted while uploading")
         with lock:
             if not started.is_set():
                 started.set()

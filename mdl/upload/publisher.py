@@ -199,14 +199,16 @@ def publish_models(
     ]
     signing = _Signing.made(signer, models)
     models = signing.models
-    bucket = Bucket(target, endpoint=endpoint, secrets=settings.secrets)
+    bucket = Bucket(
+        target, endpoint=endpoint, secrets=settings.secrets, connections=settings.connections
+    )
     outcomes, uploads = _compared(bucket, models)
     if dry_run:
         planned = _planned(bucket, outcomes, uploads) + signing.planned(bucket)
         return PublishReport(_ordered(planned, models), dry_run=True, target=target.uri())
     progress.begin(total_bytes=sum(f.size for f in uploads), files=len(uploads))
     if uploads:
-        outcomes.extend(bucket.send(uploads, connections=settings.connections, progress=progress))
+        outcomes.extend(bucket.send(uploads, progress=progress))
     manifests: list[str] = []
     for model in models:
         if not model.ready:  # a model with nothing here says nothing about what the bucket holds

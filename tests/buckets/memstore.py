@@ -121,13 +121,23 @@ class MemoryStore:
             del self._objects[uri]
             return True
 
-    def upload(self, uri: str, path: Path, *, size: int, sha256: str, root: str) -> bool:
+    def upload(
+        self,
+        uri: str,
+        path: Path,
+        *,
+        size: int,
+        sha256: str,
+        root: str,
+        overwrite: bool = False,
+        sent: Callable[[int], None] | None = None,
+    ) -> bool:
         data = path.read_bytes()
         with self._call("upload", uri):
             # as S3 with a full-object checksum: bytes that do not match are never stored
             if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
                 raise IntegrityError(f"{uri}: the bytes do not match their size and SHA-256")
-            if uri in self._objects and not self.ignore_conditions:
+            if uri in self._objects and not (self.ignore_conditions or overwrite):
                 return False
             self._write(uri, data, marked=True)
             return True

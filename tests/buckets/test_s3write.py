@@ -24,7 +24,7 @@ from mdl.buckets import s3write as s3write_module
 from mdl.buckets.lease import honours_conditions
 from mdl.buckets.protocol import Seen, Writer
 from mdl.buckets.registry import STORES
-from mdl.buckets.s3write import S3Writer
+from mdl.buckets.s3write import S3Upload, S3Writer
 from mdl.errors import IntegrityError, NetworkError
 from mdl.upload.bucket import Bucket, ReadyFile
 
@@ -494,14 +494,18 @@ def test_no_such_upload_is_ours_only_when_the_object_says_our_sha256(
     writer = place.writer()
     obj = S3Object(place.bucket, place.key("k.bin"))
     with pytest.raises(NotFoundError):  # nothing there
-        writer._complete(obj, "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}], sha256="a")
+        S3Upload(writer, obj, Path(), 0, "a")._complete(
+            "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}]
+        )
     place.client.put_object(
         Bucket=place.bucket, Key=obj.key, Body=b"theirs", Metadata={"sha256": "b" * 64}
     )
     with pytest.raises(NotFoundError):  # another's object
-        writer._complete(obj, "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}], sha256="a")
-    assert writer._complete(
-        obj, "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}], sha256="b" * 64
+        S3Upload(writer, obj, Path(), 0, "a")._complete(
+            "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}]
+        )
+    assert S3Upload(writer, obj, Path(), 0, "b" * 64)._complete(
+        "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}]
     )
 
 
