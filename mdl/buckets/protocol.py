@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mdl.errors import UsageError
-from mdl.redact import Secrets, safe_text
+from mdl.redact import Secrets
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def mark_uri(uri: str, *, root: str) -> str:
     fixed part is ``root``: ``<root's folder>/.mdl/marks/<the object's path below it>``."""
     folder = folder_of(root)
     if not uri.startswith(folder):
-        raise UsageError(f"{safe_text(uri)} is not in the mirror {safe_text(root)}")
+        raise UsageError(f"{uri} is not in the mirror {root}")
     return folder + MARKS + uri[len(folder) :]
 
 

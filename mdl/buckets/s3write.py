@@ -1,6 +1,6 @@
 """The S3 store, writable (``S3Store.writer``): conditional writes for a mirror's leases and
-fills (``If-None-Match: *``, ``If-Match``), uploads whole or not at all, listings, and the store's
-clock (its replies' ``Date``)."""
+fills (``If-None-Match: *``, ``If-Match``), the one S3 uploader (a fill's, ``publish``'s: whole or
+not at all, hashed as sent), listings, and the endpoint's clock (its replies' ``Date``)."""
 
 from __future__ import annotations
 
@@ -84,8 +84,9 @@ def _b64(hex_digest: str) -> str:
 
 
 class S3Writer:
-    """One mirror's S3 store, writable, for one run: one boto3 client (made at its first use,
-    shared by threads), every write conditional."""
+    """One mirror's (or publish target's) S3 store, writable, for one run: one boto3 client for
+    uploads and one for lease-sized requests (each made at its first use, shared by threads),
+    every write conditional but ``publish``'s uploads (``overwrite``)."""
 
     def __init__(
         self,
