@@ -327,8 +327,6 @@ class FolderWriter:
                     _replace(temp, target, folder)
                 elif not _link(folder, temp, target):
                     return False
-                if sent is not None:
-                    sent(copied)
                 version = file_etag(os.fstat(fd)).encode()
             _fsync_folder(folder)
         # after the object: a write killed between the two leaves it unmarked, kept by prune
@@ -337,6 +335,8 @@ class FolderWriter:
             with self._temp(folder, mark) as (fd, temp):
                 self._write(fd, mark, version)
                 _replace(temp, mark, folder)
+        if sent is not None:
+            sent(copied)
         return True
 
     def owned(self, uri: str, *, root: str) -> Seen | None:

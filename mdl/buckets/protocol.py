@@ -115,7 +115,8 @@ class ConditionalWritesIgnored(Exception):
 
 class Writer(Protocol):
     """One mirror's store, writable, for one run (it may keep a client). Every write is
-    conditional: a second writer never replaces what the first wrote. A store's transient
+    conditional (but an upload told to ``overwrite``): a second writer never replaces what the
+    first wrote. A store's transient
     conflicts (S3's ``409 ConditionalRequestConflict``, a 503) are retried inside; other failures
     raise MdlError as reads do (exit 3, 4, 5, 7)."""
 
