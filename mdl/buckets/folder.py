@@ -306,14 +306,15 @@ class FolderWriter:
         """A verified local file copied in whole, only if the object is not there (False: it is;
         never replaced) unless ``overwrite``, then marked as mdl's: its version (``file_etag``) in
         the file ``mark_uri(uri, root=root)``. The folder keeps no checksum: readers verify, as for
-        every mirror."""
+        every mirror. ``sent`` hears each chunk copied: what it raises (Ctrl-C) stops the copy, and
+        its temp file goes."""
         target, mark = self._path(uri), Path(parse_file_uri(mark_uri(uri, root=root))[1])
         with self._folder(target, create=True) as folder:
             assert folder is not None  # made
             with self._temp(folder, target) as (fd, temp):
                 try:
                     with open(path, "rb") as source:
-                        copied = _copy(source.fileno(), fd)
+                        copied = _copy(source.fileno(), fd, sent or (lambda _: None))
                     os.fsync(fd)
                 except OSError as exc:
                     raise local_error(exc, target.parent / temp, what="cannot copy into") from exc
@@ -335,9 +336,25 @@ class FolderWriter:
             with self._temp(folder, mark) as (fd, temp):
                 self._write(fd, mark, version)
                 _replace(temp, mark, folder)
-        if sent is not None:
-            sent(copied)
         return True
+
+    def holds(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
+        """Whether the object is ``size`` bytes whose SHA-256 is ``sha256``, the file read (a folder
+        keeps no checksum; a mark says only that mdl wrote some version). None there, a link, a
+        FIFO, a folder: not (never followed, never waited on)."""
+        target = self._path(uri)
+        with self._folder(target, create=False) as folder:
+            st = None if folder is None else _fresh_stat(target.name, folder)
+            if folder is None or st is None or st.st_size != size:
+                return False
+            try:
+                fd = os.open(target.name, _READ, dir_fd=folder)
+                try:
+                    return stat.S_ISREG(os.fstat(fd).st_mode) and _sha256_of(fd) == sha256
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise local_error(exc, target, what="cannot read") from exc
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
         """The object, ``marked`` when its mark names this very version (its ``file_etag``) and
@@ -529,9 +546,9 @@ def _existing(folder: Path) -> Path:
     return folder
 
 
-def _copy(source: int, target: int) -> int:
+def _copy(source: int, target: int, sent: Callable[[int], None]) -> int:
     """Every byte of ``source`` into ``target``: in the kernel (NFS 4.2: on the server) where it
-    can, else through a buffer."""
+    can, else through a buffer; ``sent`` told each chunk's bytes."""
     copied = 0
     while True:
         try:
@@ -543,11 +560,13 @@ def _copy(source: int, target: int) -> int:
         if not got:
             return copied
         copied += got
+        sent(got)
     while chunk := os.read(source, CHUNK):  # from where the kernel's copy stopped
         view = memoryview(chunk)
         while view:
             view = view[os.write(target, view) :]
         copied += len(chunk)
+        sent(len(chunk))
     return copied
 
 
@@ -659,7 +678,9 @@ class FolderStore:
         empty folder)."""
         return False
 
-    def writer(self, *, endpoint: str | None, secrets: Secrets | None) -> FolderWriter:
+    def writer(
+        self, *, endpoint: str | None, secrets: Secrets | None, parts: int = 4
+    ) -> FolderWriter:
         """The folder, writable (exclusive creates)."""
         return FolderWriter()
 

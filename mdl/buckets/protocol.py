@@ -58,8 +58,9 @@ class ObjectStore(Protocol):
         """Whether a failure's text says the store cannot serve this mirror at all (keys, bucket),
         not only one object."""
 
-    def writer(self, *, endpoint: str | None, secrets: Secrets | None) -> Writer:
-        """The store, writable, for one run (``endpoint``: a catalog mirror's own)."""
+    def writer(self, *, endpoint: str | None, secrets: Secrets | None, parts: int = 4) -> Writer:
+        """The store, writable, for one run (``endpoint``: a catalog mirror's own; ``parts``:
+        its uploads' parts in flight at once, where it sends parts)."""
 
 
 # The write side: what filling a mirror (leases, uploads) and pruning one need of a store. A
@@ -159,6 +160,11 @@ class Writer(Protocol):
         checksum where it keeps one; marked as mdl's (S3: its metadata; a folder: ``mark_uri(uri,
         root=root)``, ``root`` the mirror's fixed part). ``sent``: told the bytes as they go (what
         it raises stops the upload)."""
+
+    def holds(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
+        """Whether the object is already the verified file at ``path`` (``size`` bytes, their
+        ``sha256``), by a SHA-256 of the object's own bytes (S3: the checksum the store computed;
+        a folder: the file read), never by what a writer says beside them (metadata, a mark)."""
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
         """The object as ``head`` says, ``marked`` when it carries mdl's mark for this very

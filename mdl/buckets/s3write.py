@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mdl.buckets.parts import MIN_PART, part_size
+from mdl.buckets.parts import MIN_PART, part_layout, part_size
 from mdl.buckets.protocol import Listed, Seen
 from mdl.buckets.s3 import (
     MARK_META,
@@ -28,8 +28,16 @@ from mdl.buckets.s3 import (
     s3_client,
     s3_error,
     s3_errors,
+    sha256_of_head,
 )
-from mdl.errors import IntegrityError, LocalFSError, NetworkError, NotFoundError, UsageError
+from mdl.errors import (
+    IntegrityError,
+    LocalFSError,
+    MdlError,
+    NetworkError,
+    NotFoundError,
+    UsageError,
+)
 from mdl.redact import Secrets, printable
 
 log = logging.getLogger("mdl.s3")
@@ -281,6 +289,10 @@ class S3Writer:
             client.delete_object(Bucket=obj.bucket, Key=obj.key)
         return True
 
+    def holds(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
+        """Whether the object is this file, by a SHA-256 the store computed (``S3Upload.there``)."""
+        return S3Upload(self, parse_s3_uri(uri), path, size, sha256).there()
+
     def owned(self, uri: str, *, root: str) -> Seen | None:
         """The object (HEAD), ``marked`` when its metadata carries mdl's mark (the one writer of
         an object sets its metadata)."""
@@ -293,7 +305,12 @@ class S3Writer:
         bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
         if not prefix.startswith("s3://") or not is_bucket_name(bucket):
             raise UsageError(f"{shown}: expected s3://bucket/prefix")
-        with s3_errors(shown):
+
+        def named(exc: BaseException, error: MdlError) -> MdlError:
+            gone = f"{shown}: no such bucket {printable(bucket)!r}"
+            return NotFoundError(gone) if _reply_code(exc)[0] == "NoSuchBucket" else error
+
+        with s3_errors(shown, named):
             pages = (
                 self.client()
                 .get_paginator("list_objects_v2")
@@ -383,6 +400,70 @@ class S3Upload:
 
     def _if_none(self) -> dict[str, str]:
         return {} if self.overwrite else {"IfNoneMatch": "*"}
+
+    def there(self) -> bool:
+        """Whether the object is already this file, by a SHA-256 the store computed over its
+        bytes: the full-object checksum, or the composite one recomputed from the local file cut
+        as the object's parts are. Our ``x-amz-meta-sha256`` never decides: whoever can write the
+        object can set it."""
+        head = self._head() or {}
+        value = head.get("ChecksumSHA256")
+        if head.get("ContentLength") != self.size or not isinstance(value, str):
+            return False
+        full = sha256_of_head(head)
+        # FULL_OBJECT: even of a multipart one
+        if full is not None or head.get("ChecksumType") == "FULL_OBJECT":
+            return (full or sha256_of_head({"ChecksumSHA256": value})) == self.sha256
+        # Composite ("<b64>-N"; moto leaves the -N out, its ETag says multipart). A layout guessed
+        # wrong costs an upload, never a wrong skip: equal composites mean equal part digests, so
+        # equal bytes.
+        digest, _, count = value.partition("-")
+        first = self._head(PartNumber=1) or {}  # a part HEAD refused: no layout
+        sizes = part_layout(
+            self.size, first=first.get("ContentLength"), count=first.get("PartsCount")
+        )
+        if sizes is None or count not in ("", str(len(sizes))):
+            return False
+        return self._composite_b64(sizes) == digest
+
+    def _head(self, **extra: Any) -> dict[str, Any] | None:
+        """The object's HEAD with its checksum; None: none, or (a part's) refused."""
+        import botocore.exceptions
+
+        try:
+            with s3_errors(self.obj.uri):
+                try:
+                    head: dict[str, Any] = self.writer.client().head_object(
+                        Bucket=self.obj.bucket, Key=self.obj.key, ChecksumMode="ENABLED", **extra
+                    )
+                except botocore.exceptions.ClientError:
+                    if extra:  # a store that refuses part HEADs: the layout is unknown
+                        return None
+                    raise
+        except NotFoundError:
+            return None
+        return head
+
+    def _composite_b64(self, sizes: list[int]) -> str | None:
+        """S3's composite SHA-256 of the local file cut into ``sizes`` (base64); None unless its
+        verified bytes."""
+        whole, digests = hashlib.sha256(), []
+        try:
+            with self.path.open("rb") as handle:
+                for left in sizes:
+                    part = hashlib.sha256()
+                    while left:
+                        if not (chunk := handle.read(min(left, MIN_PART))):
+                            return None  # shorter than the object: not these bytes
+                        part.update(chunk)
+                        whole.update(chunk)
+                        left -= len(chunk)
+                    digests.append(part.digest())
+        except OSError as exc:  # the upload that follows reports it, for this file only
+            log.info("%s: cannot read %s to compare: %s", self.obj.uri, self.path, exc)
+            return None
+        composite = base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode("ascii")
+        return composite if whole.hexdigest() == self.sha256 else None
 
     def whole(self) -> bool:
         """One PUT of the whole file, read to memory first (a part's worth of room)."""

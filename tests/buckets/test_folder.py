@@ -401,7 +401,7 @@ def test_an_interrupted_upload_leaves_nothing(
     source = tmp_path / "verified.bin"
     source.write_bytes(DATA)
 
-    def interrupted(source: int, target: int) -> int:
+    def interrupted(source: int, target: int, sent: object) -> int:
         os.write(target, b"part")
         raise KeyboardInterrupt
 

@@ -19,8 +19,8 @@ from s3proxy import s3_proxy
 from s3server import S3, aws_environ, s3, s3_server  # noqa: F401
 from seaweed import Weed, seaweed_server  # noqa: F401
 
-from mdl.buckets import S3Prefix, sha256_of_head
 from mdl.buckets import s3write as s3write_module
+from mdl.buckets import sha256_of_head
 from mdl.buckets.lease import honours_conditions
 from mdl.buckets.protocol import Seen, Writer
 from mdl.buckets.registry import STORES
@@ -220,9 +220,7 @@ def test_upload_in_parts_once(
     composite = base64.b64encode(hashlib.sha256(digests).digest()).decode()
     assert str(head["ChecksumSHA256"]).partition("-")[0] == composite
     # publish's own check takes it as these bytes (it would skip the file)
-    ready = ReadyFile("m", "big.bin", path, size, sha, source="test")
-    bucket = Bucket(S3Prefix(place.bucket, place.prefix.rstrip("/")), endpoint=place.endpoint)
-    assert bucket.holds(place.key("m/big.bin"), ready)
+    assert writer.holds(place.uri("m/big.bin"), path, size=size, sha256=sha)
     # a second writer never replaces them, and leaves no upload behind
     other, other_sha = _file(tmp_path, "other.bin", size, seed=b"other")
     assert (
@@ -327,7 +325,7 @@ def test_publish_never_writes_a_file_that_is_not_its_verified_bytes(
     good, good_sha = _file(tmp_path, "good.bin", 3000)
     bad, bad_sha = _file(tmp_path, "bad.bin", size)
     bad.write_bytes(b"\0" + bad.read_bytes()[1:])  # changed since it was verified
-    bucket = Bucket(S3Prefix(moto.bucket, "hub"), endpoint=moto.endpoint, connections=2)
+    bucket = Bucket(f"s3://{moto.bucket}/hub", endpoint=moto.endpoint, connections=2)
     files = [
         ReadyFile("m", "good.bin", good, 3000, good_sha, source="test"),
         ReadyFile("m", "bad.bin", bad, size, bad_sha, source="test"),
