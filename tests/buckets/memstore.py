@@ -121,6 +121,15 @@ class MemoryStore:
             del self._objects[uri]
             return True
 
+    def holds(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
+        with self._call("holds", uri):
+            stored = self._objects.get(uri)
+            data = b"" if stored is None else stored.data
+            return stored is not None and (len(data), hashlib.sha256(data).hexdigest()) == (
+                size,
+                sha256,
+            )
+
     def upload(
         self,
         uri: str,
