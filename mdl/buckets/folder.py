@@ -208,7 +208,7 @@ class FolderWriter:
             st = None if folder is None else _fresh_stat(path.name, folder)
         return None if st is None else _seen(st)
 
-    def read(self, uri: str, *, limit: int) -> tuple[bytes, Seen] | None:
+    def read(self, uri: str, *, limit: int, aged: bool = True) -> tuple[bytes, Seen] | None:
         """A small object's first ``limit`` + 1 bytes at most (a lease's) and what its ``stat``
         says, ``now`` by the folder's clock: the one read that judges an age, and only a machine
         that fills (writes) asks it. A link, a folder, a FIFO there: None (never followed, never
@@ -234,7 +234,7 @@ class FolderWriter:
                 raise local_error(exc, path, what="cannot read") from exc
             finally:
                 os.close(fd)
-        return data, replace(_seen(st), now=self._clock(path.parent))
+        return data, replace(_seen(st), now=self._clock(path.parent)) if aged else _seen(st)
 
     def create(self, uri: str, data: bytes) -> Seen | None:
         """``data`` as the object only if there is none (None: one is there)."""

@@ -124,10 +124,12 @@ class Writer(Protocol):
     def head(self, uri: str) -> Seen | None:
         """The object, or None when there is none."""
 
-    def read(self, uri: str, *, limit: int) -> tuple[bytes, Seen] | None:
+    def read(self, uri: str, *, limit: int, aged: bool = True) -> tuple[bytes, Seen] | None:
         """A small object's bytes (a lease's), never more than ``limit`` + 1 of them (a bigger
         object is not read: its ``Seen.size`` says how big), and what the store says of it; None:
-        none, or not a file (a folder, a link, a FIFO: never followed, never waited on)."""
+        none, or not a file (a folder, a link, a FIFO: never followed, never waited on).
+        ``aged=False``: no age is judged (``publish``'s model.sig): ``now`` may be what ``head``
+        says (a folder's clock is a file it writes)."""
 
     def create(self, uri: str, data: bytes) -> Seen | None:
         """Write ``data`` only if there is no such object (S3: ``If-None-Match: *``; a folder:

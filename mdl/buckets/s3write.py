@@ -203,7 +203,7 @@ class S3Writer:
             return None
         return self._seen(reply)
 
-    def read(self, uri: str, *, limit: int) -> tuple[bytes, Seen] | None:
+    def read(self, uri: str, *, limit: int, aged: bool = True) -> tuple[bytes, Seen] | None:
         """A small object (a lease) and what the store says of it, or None: at most ``limit`` + 1
         bytes, none of an object its ``Content-Length`` says is bigger (the body is not read)."""
         obj = parse_s3_uri(uri)

@@ -113,7 +113,7 @@ class Signer:
         (a re-run then writes nothing): verified with the key, never taken for its looks. Another
         key's, another statement's or a damaged one is None: replaced."""
         uri = bucket.uri(signature.model, SIGNATURE_FILE)
-        if (found := bucket.writer.read(uri, limit=SIG_MAX)) is None:
+        if (found := bucket.writer.read(uri, limit=SIG_MAX, aged=False)) is None:
             return None
         data = found[0]  # a bigger one is not read: it equals nothing mdl writes
         with tempfile.TemporaryDirectory(prefix="mdl-publish-") as folder:

@@ -94,7 +94,7 @@ class MemoryStore:
             stored = self._objects.get(uri)
             return None if stored is None else self._seen(stored)
 
-    def read(self, uri: str, *, limit: int) -> tuple[bytes, Seen] | None:
+    def read(self, uri: str, *, limit: int, aged: bool = True) -> tuple[bytes, Seen] | None:
         with self._call("read", uri):
             stored = self._objects.get(uri)
             return None if stored is None else (stored.data[: limit + 1], self._seen(stored))

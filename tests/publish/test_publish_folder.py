@@ -163,6 +163,13 @@ def test_the_signature_lands_beside_the_files_and_a_rerun_keeps_it(
     assert again.exit_code == 0, again.output
     assert {f["action"] for f in files_of(again).values()} == {"skipped"}
     assert files_of(again)["model.sig"]["sha256"] == sha(signature.read_bytes())
+    # a dry run changes nothing (reading a model.sig writes no clock beside it)
+    before = sorted(p for p in shared.rglob("*"))
+    dry = publish(pulled, to, "--sign", str(private), "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert {f["action"] for f in files_of(dry).values()} == {"skip"}
+    assert sorted(p for p in shared.rglob("*")) == before
+    assert not (shared / "tiny" / ".mdl").exists()
 
 
 @pytest.fixture
