@@ -1,4 +1,5 @@
-"""``publish``: each model's verified local files, and its manifest, uploaded to an S3 prefix;
+"""``publish``: each model's verified local files, and its manifest, uploaded to an S3 prefix or a
+shared folder;
 ``prune --mirror``: such a mirror pruned of what the catalog no longer names."""
 
 from __future__ import annotations
@@ -39,15 +40,22 @@ def publish(
     secrets: Secrets | None = None,
 ) -> PublishReport:
     """Upload each model's verified local files, and a manifest per complete model, to ``to``
-    (``s3://...``); with ``sign`` (an EC private key, PEM) then its model.sig. ``dry_run``: what
-    would go up, nothing sent."""
-    from mdl.buckets import parse_s3_prefix
+    (``s3://bucket/prefix``, ``file:///abs/path``); with ``sign`` (an EC private key, PEM) then
+    its model.sig. ``dry_run``: what would go up, nothing sent."""
+    from mdl.buckets import parse_s3_prefix, store_for, store_schemes
     from mdl.download import warned
     from mdl.lockfile import LockUse
     from mdl.paths import is_http_url
     from mdl.upload import publish_models
 
-    target = parse_s3_prefix(to)
+    if (store := store_for(to)) is None:
+        raise UsageError(f"--to: expected {store_schemes()}, got {to!r}")
+    target = parse_s3_prefix(to).uri() if store.scheme == "s3" else to.removesuffix("/")
+    if "{" in target or "}" in target:
+        raise UsageError(f"--to: {to!r} is a template, not a place to publish to")
+    store.check_template(f"{target}/{{model}}/{{path}}", where="--to")
+    if endpoint is not None and not store.takes_endpoint:
+        raise UsageError(f"--endpoint-url: a {store.scheme}:// target has no endpoint")
     if endpoint is not None and not is_http_url(endpoint):
         raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
     if force and sign is None:

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
         take,
         wait_for,
     )
-    from mdl.buckets.parts import MiB, part_layout, part_size
     from mdl.buckets.protocol import (
         MARKS,
         ConditionalWritesIgnored,
@@ -39,17 +38,7 @@ if TYPE_CHECKING:
         folder_of,
     )
     from mdl.buckets.registry import STORES, Presigner, store_for, store_schemes
-    from mdl.buckets.s3 import (
-        SHA256_META,
-        S3Object,
-        S3Prefix,
-        mdl_metadata,
-        parse_s3_prefix,
-        s3_client,
-        s3_error,
-        s3_errors,
-        sha256_of_head,
-    )
+    from mdl.buckets.s3 import SHA256_META, mdl_metadata, parse_s3_prefix, s3_client, sha256_of_head
 
 __all__ = [
     "LOCAL_HOST",
@@ -63,12 +52,9 @@ __all__ = [
     "GaveUp",
     "Lease",
     "Listed",
-    "MiB",
     "ObjectStore",
     "Presigner",
     "Renewing",
-    "S3Object",
-    "S3Prefix",
     "Seen",
     "StoredObject",
     "Writer",
@@ -83,11 +69,7 @@ __all__ = [
     "object_of",
     "parse_file_uri",
     "parse_s3_prefix",
-    "part_layout",
-    "part_size",
     "s3_client",
-    "s3_error",
-    "s3_errors",
     "sha256_of_head",
     "store_for",
     "store_schemes",
@@ -115,9 +97,6 @@ export_lazily(
         "object_of": "lease",
         "take": "lease",
         "wait_for": "lease",
-        "MiB": "parts",
-        "part_layout": "parts",
-        "part_size": "parts",
         "MARKS": "protocol",
         "ConditionalWritesIgnored": "protocol",
         "Listed": "protocol",
@@ -131,12 +110,8 @@ export_lazily(
         "store_for": "registry",
         "store_schemes": "registry",
         "SHA256_META": "s3",
-        "S3Object": "s3",
-        "S3Prefix": "s3",
         "parse_s3_prefix": "s3",
         "s3_client": "s3",
-        "s3_error": "s3",
-        "s3_errors": "s3",
         "sha256_of_head": "s3",
         "mdl_metadata": "s3",
     },

@@ -14,7 +14,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from itertools import islice
@@ -146,7 +146,7 @@ class FolderWriter:
             st = None if folder is None else _fresh_stat(path.name, folder)
         return None if st is None else _seen(st)
 
-    def read(self, uri: str, *, limit: int) -> tuple[bytes, Seen] | None:
+    def read(self, uri: str, *, limit: int, aged: bool = True) -> tuple[bytes, Seen] | None:
         """A small object's first ``limit`` + 1 bytes at most (a lease's) and what its ``stat``
         says, ``now`` by the folder's clock: the one read that judges an age, and only a machine
         that fills (writes) asks it. A link, a folder, a FIFO there: None (never followed, never
@@ -172,7 +172,7 @@ class FolderWriter:
                 raise local_error(exc, path, what="cannot read") from exc
             finally:
                 os.close(fd)
-        return data, replace(_seen(st), now=self._clock(path.parent))
+        return data, replace(_seen(st), now=self._clock(path.parent)) if aged else _seen(st)
 
     def create(self, uri: str, data: bytes) -> Seen | None:
         """``data`` as the object only if there is none (None: one is there)."""
@@ -197,10 +197,7 @@ class FolderWriter:
                 current = _fresh_stat(path.name, folder)
                 if current is None or file_etag(current) != etag:
                     return None
-                try:
-                    os.replace(temp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
-                except OSError as exc:
-                    raise local_error(exc, path, what="cannot write") from exc
+                _replace(temp, path, folder)
             _fsync_folder(folder)
             return self._shown(folder, path)
 
@@ -233,18 +230,29 @@ class FolderWriter:
                 raise local_error(exc, path, what="cannot remove") from exc
         return True
 
-    def upload(self, uri: str, path: Path, *, size: int, sha256: str, root: str) -> bool:
+    def upload(
+        self,
+        uri: str,
+        path: Path,
+        *,
+        size: int,
+        sha256: str,
+        root: str,
+        overwrite: bool = False,
+        sent: Callable[[int], None] | None = None,
+    ) -> bool:
         """A verified local file copied in whole, only if the object is not there (False: it is;
-        never replaced), then marked as mdl's: its version (``file_etag``) in the file
-        ``mark_uri(uri, root=root)``. The folder keeps no checksum: readers verify, as for every
-        mirror."""
+        never replaced) unless ``overwrite``, then marked as mdl's: its version (``file_etag``) in
+        the file ``mark_uri(uri, root=root)``. The folder keeps no checksum: readers verify, as for
+        every mirror. ``sent`` hears each chunk copied: what it raises (Ctrl-C) stops the copy, and
+        its temp file goes."""
         target, mark = self._path(uri), Path(parse_file_uri(mark_uri(uri, root=root))[1])
         with self._folder(target, create=True) as folder:
             assert folder is not None  # made
             with self._temp(folder, target) as (fd, temp):
                 try:
                     with open(path, "rb") as source:
-                        copied = _copy(source.fileno(), fd)
+                        copied = _copy(source.fileno(), fd, sent or (lambda _: None))
                     os.fsync(fd)
                 except OSError as exc:
                     raise local_error(exc, target.parent / temp, what="cannot copy into") from exc
@@ -254,7 +262,9 @@ class FolderWriter:
                         f"cannot copy {path} into the folder: the copy is not the"
                         f" {size} bytes verified (the file changed since)"
                     )
-                if not _link(folder, temp, target):
+                if overwrite:
+                    _replace(temp, target, folder)
+                elif not _link(folder, temp, target):
                     return False
                 version = file_etag(os.fstat(fd)).encode()
             _fsync_folder(folder)
@@ -263,11 +273,26 @@ class FolderWriter:
             assert folder is not None  # made
             with self._temp(folder, mark) as (fd, temp):
                 self._write(fd, mark, version)
-                try:
-                    os.replace(temp, mark.name, src_dir_fd=folder, dst_dir_fd=folder)
-                except OSError as exc:
-                    raise local_error(exc, mark, what="cannot write") from exc
+                _replace(temp, mark, folder)
         return True
+
+    def holds(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
+        """Whether the object is ``size`` bytes whose SHA-256 is ``sha256``, the file read (a folder
+        keeps no checksum; a mark says only that mdl wrote some version). None there, a link, a
+        FIFO, a folder: not (never followed, never waited on)."""
+        target = self._path(uri)
+        with self._folder(target, create=False) as folder:
+            st = None if folder is None else _fresh_stat(target.name, folder)
+            if folder is None or st is None or st.st_size != size:
+                return False
+            try:
+                fd = os.open(target.name, _READ, dir_fd=folder)
+                try:
+                    return stat.S_ISREG(os.fstat(fd).st_mode) and _sha256_of(fd) == sha256
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise local_error(exc, target, what="cannot read") from exc
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
         """The object, ``marked`` when its mark names this very version (its ``file_etag``) and
@@ -432,6 +457,14 @@ def _link(folder: int, temp: str, path: Path) -> bool:
     return True
 
 
+def _replace(temp: str, path: Path, folder: int) -> None:
+    """``temp`` under the name ``path`` (both in ``folder``), over what is there."""
+    try:
+        os.replace(temp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+    except OSError as exc:
+        raise local_error(exc, path, what="cannot write") from exc
+
+
 def _fsync_folder(folder: int) -> None:
     """A new name in ``folder`` survives a crash (the file's own bytes were synced before)."""
     with suppress(OSError):  # some filesystems cannot sync a folder: the bytes are safe
@@ -456,9 +489,9 @@ def _existing(folder: Path) -> Path:
     return folder
 
 
-def _copy(source: int, target: int) -> int:
+def _copy(source: int, target: int, sent: Callable[[int], None]) -> int:
     """Every byte of ``source`` into ``target``: in the kernel (NFS 4.2: on the server) where it
-    can, else through a buffer."""
+    can, else through a buffer; ``sent`` told each chunk's bytes."""
     copied = 0
     while True:
         try:
@@ -470,11 +503,13 @@ def _copy(source: int, target: int) -> int:
         if not got:
             return copied
         copied += got
+        sent(got)
     while chunk := os.read(source, CHUNK):  # from where the kernel's copy stopped
         view = memoryview(chunk)
         while view:
             view = view[os.write(target, view) :]
         copied += len(chunk)
+        sent(len(chunk))
     return copied
 
 
@@ -586,7 +621,9 @@ class FolderStore:
         empty folder)."""
         return False
 
-    def writer(self, *, endpoint: str | None, secrets: Secrets | None) -> FolderWriter:
+    def writer(
+        self, *, endpoint: str | None, secrets: Secrets | None, parts: int = 4
+    ) -> FolderWriter:
         """The folder, writable (exclusive creates)."""
         return FolderWriter()
 

@@ -3,13 +3,13 @@ scheme."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from mdl.errors import UsageError
-from mdl.redact import Secrets, safe_text
+from mdl.redact import Secrets
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,9 @@ class ObjectStore(Protocol):
         """Whether a failure's text says the store cannot serve this mirror at all (keys, bucket),
         not only one object."""
 
-    def writer(self, *, endpoint: str | None, secrets: Secrets | None) -> Writer:
-        """The store, writable, for one run (``endpoint``: a catalog mirror's own)."""
+    def writer(self, *, endpoint: str | None, secrets: Secrets | None, parts: int = 4) -> Writer:
+        """The store, writable, for one run (``endpoint``: a catalog mirror's own; ``parts``:
+        its uploads' parts in flight at once, where it sends parts)."""
 
 
 # The write side: what filling a mirror (leases, uploads) and pruning one need of a store. A
@@ -105,7 +106,7 @@ def mark_uri(uri: str, *, root: str) -> str:
     fixed part is ``root``: ``<root's folder>/.mdl/marks/<the object's path below it>``."""
     folder = folder_of(root)
     if not uri.startswith(folder):
-        raise UsageError(f"{safe_text(uri)} is not in the mirror {safe_text(root)}")
+        raise UsageError(f"{uri} is not in the mirror {root}")
     return folder + MARKS + uri[len(folder) :]
 
 
@@ -115,17 +116,20 @@ class ConditionalWritesIgnored(Exception):
 
 class Writer(Protocol):
     """One mirror's store, writable, for one run (it may keep a client). Every write is
-    conditional: a second writer never replaces what the first wrote. A store's transient
+    conditional (but an upload told to ``overwrite``): a second writer never replaces what the
+    first wrote. A store's transient
     conflicts (S3's ``409 ConditionalRequestConflict``, a 503) are retried inside; other failures
     raise MdlError as reads do (exit 3, 4, 5, 7)."""
 
     def head(self, uri: str) -> Seen | None:
         """The object, or None when there is none."""
 
-    def read(self, uri: str, *, limit: int) -> tuple[bytes, Seen] | None:
+    def read(self, uri: str, *, limit: int, aged: bool = True) -> tuple[bytes, Seen] | None:
         """A small object's bytes (a lease's), never more than ``limit`` + 1 of them (a bigger
         object is not read: its ``Seen.size`` says how big), and what the store says of it; None:
-        none, or not a file (a folder, a link, a FIFO: never followed, never waited on)."""
+        none, or not a file (a folder, a link, a FIFO: never followed, never waited on).
+        ``aged=False``: no age is judged (``publish``'s model.sig): ``now`` may be what ``head``
+        says (a folder's clock is a file it writes)."""
 
     def create(self, uri: str, data: bytes) -> Seen | None:
         """Write ``data`` only if there is no such object (S3: ``If-None-Match: *``; a folder:
@@ -140,11 +144,29 @@ class Writer(Protocol):
         """Remove the object (only version ``etag`` when given and the store can say); False:
         it was not there or had changed."""
 
-    def upload(self, uri: str, path: Path, *, size: int, sha256: str, root: str) -> bool:
-        """A verified local file, written whole or not at all, only if there is no such object
-        (``If-None-Match: *``; the store's own SHA-256 checksum where it keeps one), marked as
-        mdl's (S3: its metadata; a folder: ``mark_uri(uri, root=root)``, ``root`` the mirror's
-        fixed part); False: one is there already (never replaced)."""
+    def upload(
+        self,
+        uri: str,
+        path: Path,
+        *,
+        size: int,
+        sha256: str,
+        root: str,
+        overwrite: bool = False,
+        sent: Callable[[int], None] | None = None,
+    ) -> bool:
+        """A verified local file, hashed as it is sent and written whole or not at all (a file
+        changed since it was verified is exit 6; an unfinished write is aborted), only if there is
+        no such object (``If-None-Match: *``; False: one is there already, never replaced) unless
+        ``overwrite`` (``publish``: it compared the object first); the store's own SHA-256
+        checksum where it keeps one; marked as mdl's (S3: its metadata; a folder: ``mark_uri(uri,
+        root=root)``, ``root`` the mirror's fixed part). ``sent``: told the bytes as they go (what
+        it raises stops the upload)."""
+
+    def holds(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
+        """Whether the object is already the verified file at ``path`` (``size`` bytes, their
+        ``sha256``), by a SHA-256 of the object's own bytes (S3: the checksum the store computed;
+        a folder: the file read), never by what a writer says beside them (metadata, a mark)."""
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
         """The object as ``head`` says, ``marked`` when it carries mdl's mark for this very

@@ -167,11 +167,9 @@ def s3_client(
         session = boto3.session.Session()
         credentials = session.get_credentials()
     except botocore.exceptions.ProfileNotFound as exc:
-        raise UsageError(
-            f"S3: {safe_text(str(exc))}", hint="check AWS_PROFILE and ~/.aws/config"
-        ) from None
+        raise UsageError(f"S3: {exc}", hint="check AWS_PROFILE and ~/.aws/config") from None
     except botocore.exceptions.BotoCoreError as exc:
-        raise AuthError(f"S3: cannot read the AWS credentials: {safe_text(str(exc))}") from None
+        raise AuthError(f"S3: cannot read the AWS credentials: {exc}") from None
     retrying: dict[str, Any] = {"mode": "standard"}
     if retries is not None or not os.environ.get("AWS_MAX_ATTEMPTS"):
         # botocore's max_attempts counts the tries after the first
@@ -194,7 +192,7 @@ def s3_client(
         return session.client("s3", endpoint_url=endpoint, config=Config(**options))
     except ValueError as exc:  # botocore's "Invalid endpoint: …"
         where = "the endpoint" if endpoint else "AWS_ENDPOINT_URL[_S3] / ~/.aws/config"
-        raise UsageError(f"S3: {where} is not a usable URL: {safe_text(str(exc))}") from None
+        raise UsageError(f"S3: {where} is not a usable URL: {exc}") from None
 
 
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
@@ -263,7 +261,7 @@ def head_s3(client: Any, obj: S3Object) -> dict[str, Any]:
                 missing = "not found (no such key, or the bucket cannot be seen)"
                 if isinstance(s3_error(exc, what=""), NotFoundError):
                     missing = f"no such bucket {printable(obj.bucket)!r}"
-            error.message = f"{safe_text(obj.uri)}: {missing}"
+            error.message = f"{obj.uri}: {missing}"
             error.args = (error.message,)
         if (
             isinstance(error, AuthError)
@@ -275,7 +273,7 @@ def head_s3(client: Any, obj: S3Object) -> dict[str, Any]:
             )
         return error
 
-    with s3_errors(safe_text(obj.uri), adjust):
+    with s3_errors(obj.uri, adjust):
         head: dict[str, Any] = client.head_object(
             Bucket=obj.bucket, Key=obj.key, ChecksumMode="ENABLED"
         )
@@ -300,7 +298,7 @@ def sha256_of_head(head: dict[str, Any]) -> str | None:
 
 
 def presign_get(client: Any, obj: S3Object) -> str:
-    with s3_errors(safe_text(obj.uri)):
+    with s3_errors(obj.uri):
         url: str = client.generate_presigned_url(
             "get_object", Params={"Bucket": obj.bucket, "Key": obj.key}, ExpiresIn=PRESIGN_SECONDS
         )

@@ -91,8 +91,8 @@ class S3Store:
         """No such bucket, or keys the store does not take."""
         return any(code in said for code in _S3_DOWN)
 
-    def writer(self, *, endpoint: str | None, secrets: Secrets | None) -> S3Writer:
+    def writer(self, *, endpoint: str | None, secrets: Secrets | None, parts: int = 4) -> S3Writer:
         """The store, writable: conditional writes through one client (made at its first use)."""
         from mdl.buckets.s3write import S3Writer
 
-        return S3Writer(endpoint, secrets=secrets)
+        return S3Writer(endpoint, secrets=secrets, parts=parts)

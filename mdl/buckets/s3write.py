@@ -1,6 +1,6 @@
 """The S3 store, writable (``S3Store.writer``): conditional writes for a mirror's leases and
-fills (``If-None-Match: *``, ``If-Match``), uploads whole or not at all, listings, and the store's
-clock (its replies' ``Date``)."""
+fills (``If-None-Match: *``, ``If-Match``), the one S3 uploader (a fill's, ``publish``'s: whole or
+not at all, hashed as sent), listings, and the endpoint's clock (its replies' ``Date``)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mdl.buckets.parts import MIN_PART, part_size
+from mdl.buckets.parts import MIN_PART, part_layout, part_size
 from mdl.buckets.protocol import Listed, Seen
 from mdl.buckets.s3 import (
     MARK_META,
@@ -27,9 +28,17 @@ from mdl.buckets.s3 import (
     s3_client,
     s3_error,
     s3_errors,
+    sha256_of_head,
 )
-from mdl.errors import IntegrityError, LocalFSError, NetworkError, NotFoundError, UsageError
-from mdl.redact import Secrets, printable, safe_text
+from mdl.errors import (
+    IntegrityError,
+    LocalFSError,
+    MdlError,
+    NetworkError,
+    NotFoundError,
+    UsageError,
+)
+from mdl.redact import Secrets, printable
 
 log = logging.getLogger("mdl.s3")
 
@@ -83,8 +92,9 @@ def _b64(hex_digest: str) -> str:
 
 
 class S3Writer:
-    """One mirror's S3 store, writable, for one run: one boto3 client (made at its first use,
-    shared by threads), every write conditional."""
+    """One mirror's (or publish target's) S3 store, writable, for one run: one boto3 client for
+    uploads and one for lease-sized requests (each made at its first use, shared by threads),
+    every write conditional but ``publish``'s uploads (``overwrite``)."""
 
     def __init__(
         self,
@@ -92,16 +102,19 @@ class S3Writer:
         *,
         secrets: Secrets | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        parts: int = PART_WORKERS,
     ) -> None:
         self._endpoint, self._secrets, self._sleep = endpoint, secrets, sleep
         self._client: Any = None
         self._small: Any = None  # the client for lease-sized requests
         self._lock = threading.Lock()
-        self._bucket: str | None = None  # the last bucket used: ``now`` asks it for the time
+        # parts (and whole files) read but not yet sent, over all of this writer's uploads
+        self.parts, self._room = parts, threading.BoundedSemaphore(parts)
         self._no_date_said = False
         self._delete_if_match = True  # until the store refuses DeleteObject's If-Match
 
-    def _s3(self) -> Any:
+    def client(self) -> Any:
+        """The client for uploads and listings (made at its first use)."""
         with self._lock:
             if self._client is None:
                 self._client = s3_client(endpoint=self._endpoint, secrets=self._secrets)
@@ -117,11 +130,6 @@ class S3Writer:
                     retries=SMALL_RETRIES,
                 )
             return self._small
-
-    def _object(self, uri: str) -> S3Object:
-        obj = parse_s3_uri(uri)
-        self._bucket = obj.bucket
-        return obj
 
     def _date(self, reply: dict[str, Any]) -> float:
         """The store's clock when it answered: the reply's ``Date`` (RFC 9110, every S3 reply has
@@ -187,20 +195,20 @@ class S3Writer:
 
     def head(self, uri: str) -> Seen | None:
         """The object as the store describes it (HEAD), or None."""
-        obj = self._object(uri)
+        obj = parse_s3_uri(uri)
         try:
-            with s3_errors(safe_text(uri)):
+            with s3_errors(uri):
                 reply = self._s3_small().head_object(Bucket=obj.bucket, Key=obj.key)
         except NotFoundError:
             return None
         return self._seen(reply)
 
-    def read(self, uri: str, *, limit: int) -> tuple[bytes, Seen] | None:
+    def read(self, uri: str, *, limit: int, aged: bool = True) -> tuple[bytes, Seen] | None:
         """A small object (a lease) and what the store says of it, or None: at most ``limit`` + 1
         bytes, none of an object its ``Content-Length`` says is bigger (the body is not read)."""
-        obj = self._object(uri)
+        obj = parse_s3_uri(uri)
         try:
-            with s3_errors(safe_text(uri)):
+            with s3_errors(uri):
                 reply = self._s3_small().get_object(Bucket=obj.bucket, Key=obj.key)
                 body = reply["Body"]
                 try:
@@ -214,11 +222,11 @@ class S3Writer:
 
     def create(self, uri: str, data: bytes) -> Seen | None:
         """``data`` written only if there is no such object (If-None-Match: *); None: there is."""
-        obj = self._object(uri)
+        obj = parse_s3_uri(uri)
         client = self._s3_small()
         try:
             reply = self._conditional(
-                safe_text(uri),
+                uri,
                 lambda: client.put_object(
                     Bucket=obj.bucket, Key=obj.key, Body=data, IfNoneMatch="*"
                 ),
@@ -229,11 +237,11 @@ class S3Writer:
 
     def replace(self, uri: str, data: bytes, *, etag: str) -> Seen | None:
         """``data`` written only over version ``etag`` (If-Match); None: it changed or is gone."""
-        obj = self._object(uri)
+        obj = parse_s3_uri(uri)
         client = self._s3_small()
         try:
             reply = self._conditional(
-                safe_text(uri),
+                uri,
                 lambda: client.put_object(Bucket=obj.bucket, Key=obj.key, Body=data, IfMatch=etag),
                 gone_fails=True,  # AWS and moto answer 404 to If-Match on a missing key
             )
@@ -250,13 +258,13 @@ class S3Writer:
     def delete(self, uri: str, *, etag: str | None = None) -> bool:
         """Remove the object (only version ``etag`` when given); False: it was not there or had
         changed."""
-        obj = self._object(uri)
+        obj = parse_s3_uri(uri)
         # S3 answers 204 to a DELETE whether or not the object was there: a HEAD says which, and
         # compares the version where the store does not implement DeleteObject's If-Match.
         seen = self.head(uri)
         if seen is None or (etag is not None and seen.etag != etag):
             return False
-        client, what = self._s3_small(), safe_text(uri)
+        client, what = self._s3_small(), uri
         if etag is not None and self._delete_if_match:
             try:
                 self._conditional(
@@ -281,221 +289,30 @@ class S3Writer:
             client.delete_object(Bucket=obj.bucket, Key=obj.key)
         return True
 
-    def upload(self, uri: str, path: Path, *, size: int, sha256: str, root: str) -> bool:
-        """The verified file at ``path``, written whole or not at all and only if there is no such
-        object (If-None-Match: *), with the store's SHA-256 checksum and mdl's mark (its metadata:
-        ``root`` is not needed); False: one is there. The bytes sent are hashed as read: a file
-        that changed since it was verified is exit 6."""
-        obj = self._object(uri)
-        try:
-            if size < MULTIPART_THRESHOLD:
-                return self._put_whole(obj, path, size=size, sha256=sha256)
-            return self._put_parts(obj, path, size=size, sha256=sha256)
-        except OSError as exc:
-            raise LocalFSError(
-                f"{safe_text(uri)}: cannot read {printable(str(path))}: {exc.strerror or exc}"
-            ) from exc
+    def holds(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
+        """Whether the object is this file, by a SHA-256 the store computed (``S3Upload.there``)."""
+        return S3Upload(self, parse_s3_uri(uri), path, size, sha256).there()
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
         """The object (HEAD), ``marked`` when its metadata carries mdl's mark (the one writer of
         an object sets its metadata)."""
         return self.head(uri)
 
-    def _put_whole(self, obj: S3Object, path: Path, *, size: int, sha256: str) -> bool:
-        with path.open("rb") as handle:
-            data = handle.read(size + 1)  # one byte more: a file that grew since is refused below
-        _check_sent(
-            obj, size=len(data), sha256=hashlib.sha256(data).hexdigest(), want=(size, sha256)
-        )
-        client = self._s3()
-        try:
-            self._conditional(
-                safe_text(obj.uri),
-                lambda: client.put_object(
-                    Bucket=obj.bucket,
-                    Key=obj.key,
-                    Body=data,
-                    ChecksumAlgorithm="SHA256",
-                    ChecksumSHA256=_b64(sha256),  # the store refuses bytes that are not these
-                    IfNoneMatch="*",
-                    Metadata=mdl_metadata(sha256),
-                ),
-            )
-        except _Refused as refused:
-            # tried again after a lost reply: ours if its ETag is our bytes' MD5 (S3 without KMS)
-            md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-            return refused.retried and self._has_etag(obj, md5)
-        return True
-
-    def _put_parts(
-        self, obj: S3Object, path: Path, *, size: int, sha256: str, tries: int = CONFLICT_TRIES
-    ) -> bool:
-        """A multipart upload (a SHA-256 per part), completed only if there is no such object;
-        aborted on any failure, so nothing half-written stays behind."""
-        client, what = self._s3(), safe_text(obj.uri)
-        with s3_errors(what):
-            upload_id = client.create_multipart_upload(
-                Bucket=obj.bucket,
-                Key=obj.key,
-                ChecksumAlgorithm="SHA256",
-                Metadata=mdl_metadata(sha256),
-            )["UploadId"]
-        try:
-            with path.open("rb") as handle:
-                parts = self._send_parts(obj, upload_id, handle, size=size, sha256=sha256)
-            done = self._complete(obj, upload_id, parts, sha256=sha256)
-        except _Conflict:
-            # AWS: a 409 to CompleteMultipartUpload means starting the upload again (the upload
-            # id may be spent)
-            self._abort(obj, upload_id)
-            if tries <= 1:
-                raise NetworkError(
-                    f"{safe_text(obj.uri)}: another write to it was still in flight after"
-                    f" {CONFLICT_TRIES} uploads (409 ConditionalRequestConflict)"
-                ) from None
-            log.info("%s: 409 on completing the upload; starting it again", safe_text(obj.uri))
-            self._sleep(CONFLICT_BACKOFF * 2 ** (CONFLICT_TRIES - tries))
-            return self._put_parts(obj, path, size=size, sha256=sha256, tries=tries - 1)
-        except BaseException:
-            self._abort(obj, upload_id)
-            raise
-        if not done:
-            self._abort(obj, upload_id)
-        return done
-
-    def _complete(
-        self, obj: S3Object, upload_id: str, parts: list[dict[str, Any]], *, sha256: str
-    ) -> bool:
-        """The upload completed only if there is no such object; False: there is. ``_Conflict``
-        on a 409: the upload is to be started again."""
-        import botocore.exceptions
-
-        client, what = self._s3(), safe_text(obj.uri)
-        try:
-            with s3_errors(what):
-                try:
-                    client.complete_multipart_upload(
-                        Bucket=obj.bucket,
-                        Key=obj.key,
-                        UploadId=upload_id,
-                        MultipartUpload={"Parts": parts},
-                        IfNoneMatch="*",
-                    )
-                except botocore.exceptions.ClientError as exc:
-                    code, status = _reply_code(exc)
-                    retried = bool(
-                        ((exc.response or {}).get("ResponseMetadata") or {}).get("RetryAttempts")
-                    )
-                    if status == 412 or code == "PreconditionFailed":
-                        raise _Refused(retried=retried) from None
-                    if status == 409:
-                        raise _Conflict from None
-                    raise
-        except _Refused as refused:
-            return refused.retried and self._ours_parts(obj, parts)
-        except NotFoundError:
-            # NoSuchUpload: botocore tried again after a lost reply (a big object's completion can
-            # outlast the read timeout) and the first try may have completed it: ours only if the
-            # object there says our SHA-256
-            if not self._says_sha256(obj, sha256):
-                raise
-        return True
-
-    def _says_sha256(self, obj: S3Object, sha256: str) -> bool:
-        try:
-            with s3_errors(safe_text(obj.uri)):
-                head = self._s3_small().head_object(Bucket=obj.bucket, Key=obj.key)
-        except NotFoundError:
-            return False
-        return (head.get("Metadata") or {}).get(SHA256_META) == sha256
-
-    def _ours_parts(self, obj: S3Object, parts: list[dict[str, Any]]) -> bool:
-        """After a refused completion that botocore had tried before (a lost reply): whether the
-        object there is this upload, by its multipart ETag (the MD5 of the parts' MD5s, "-N")."""
-        try:
-            md5s = b"".join(bytes.fromhex(str(p["ETag"]).strip('"')) for p in parts)
-        except ValueError:  # a store whose part ETags are not MD5s: it cannot say
-            return False
-        md5 = hashlib.md5(md5s, usedforsecurity=False).hexdigest()
-        return self._has_etag(obj, f"{md5}-{len(parts)}")
-
-    def _has_etag(self, obj: S3Object, etag: str) -> bool:
-        seen = self.head(obj.uri)
-        return seen is not None and seen.etag.strip('"') == etag
-
-    def _send_parts(
-        self, obj: S3Object, upload_id: str, handle: BinaryIO, *, size: int, sha256: str
-    ) -> list[dict[str, Any]]:
-        """Read the file in order here (hashing it whole), send its parts on a few threads."""
-        client, what = self._s3(), safe_text(obj.uri)
-        chunk = part_size(size, minimum=PART_MINIMUM)
-        whole, read = hashlib.sha256(), 0
-        room = threading.BoundedSemaphore(PART_WORKERS)  # parts read but not yet sent
-        failed = threading.Event()  # a part failed: read no further
-
-        def send(number: int, data: bytes) -> dict[str, Any]:
-            try:
-                digest = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
-                with s3_errors(what):
-                    reply = client.upload_part(
-                        Bucket=obj.bucket,
-                        Key=obj.key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=data,
-                        ChecksumAlgorithm="SHA256",
-                        ChecksumSHA256=digest,
-                    )
-                return {"PartNumber": number, "ETag": reply["ETag"], "ChecksumSHA256": digest}
-            except BaseException:
-                failed.set()
-                raise
-            finally:
-                room.release()
-
-        futures: list[Future[dict[str, Any]]] = []
-        with ThreadPoolExecutor(max_workers=PART_WORKERS) as pool:
-            try:
-                while not failed.is_set() and (data := handle.read(chunk)):
-                    whole.update(data)
-                    read += len(data)
-                    room.acquire()
-                    futures.append(pool.submit(send, len(futures) + 1, data))
-                sent = [future.result() for future in futures]  # a part's failure raises here
-                _check_sent(obj, size=read, sha256=whole.hexdigest(), want=(size, sha256))
-                return sent
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-
-    def _abort(self, obj: S3Object, upload_id: str) -> None:
-        """Best effort: a failure is logged (the store's lifecycle rule, if any, reaps the parts);
-        the caller's error says what went wrong."""
-        import botocore.exceptions
-
-        try:
-            self._s3().abort_multipart_upload(Bucket=obj.bucket, Key=obj.key, UploadId=upload_id)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            if _reply_code(exc)[0] == "NoSuchUpload":  # completed after all (a lost reply)
-                return
-            log.warning(
-                "%s: could not abort the multipart upload: %s",
-                safe_text(obj.uri),
-                safe_text(str(exc)),
-            )
-
     def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix`` (``s3://bucket/…``), a page at a time
         (``most``: the caller stops taking pages)."""
-        shown = safe_text(prefix)
+        shown = prefix
         bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
         if not prefix.startswith("s3://") or not is_bucket_name(bucket):
             raise UsageError(f"{shown}: expected s3://bucket/prefix")
-        self._bucket = bucket
-        with s3_errors(shown):
+
+        def named(exc: BaseException, error: MdlError) -> MdlError:
+            gone = f"{shown}: no such bucket {printable(bucket)!r}"
+            return NotFoundError(gone) if _reply_code(exc)[0] == "NoSuchBucket" else error
+
+        with s3_errors(shown, named):
             pages = (
-                self._s3()
+                self.client()
                 .get_paginator("list_objects_v2")
                 .paginate(Bucket=bucket, Prefix=key_prefix)
             )
@@ -512,8 +329,8 @@ class S3Writer:
         leaves its parts, billed, never an object), aborted when ``remove``."""
         bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
         found: list[Listed] = []
-        with s3_errors(safe_text(prefix)):
-            pages = self._s3().get_paginator("list_multipart_uploads")
+        with s3_errors(prefix):
+            pages = self.client().get_paginator("list_multipart_uploads")
             for page in pages.paginate(Bucket=bucket, Prefix=key_prefix):
                 for upload in page.get("Uploads", []):
                     begun = upload["Initiated"].timestamp()
@@ -521,23 +338,19 @@ class S3Writer:
                         continue
                     obj = S3Object(bucket, upload["Key"])
                     if remove:
-                        self._s3().abort_multipart_upload(
+                        self.client().abort_multipart_upload(
                             Bucket=bucket, Key=obj.key, UploadId=upload["UploadId"]
                         )
                     found.append(Listed(obj.uri, 0, begun))
         return found
 
     def now(self) -> float:
-        """The store's clock: the ``Date`` of a HEAD of the last bucket used (a refusal carries
-        one too), or of a bucket listing before any."""
+        """The endpoint's clock, whichever bucket was used: the ``Date`` of a bucket listing (a
+        refusal carries one too)."""
         import botocore.exceptions
 
-        client = self._s3_small()
         try:
-            if self._bucket is not None:
-                reply = client.head_bucket(Bucket=self._bucket)
-            else:
-                reply = client.list_buckets()
+            reply = self._s3_small().list_buckets()
         except botocore.exceptions.ClientError as exc:
             # the store answered: its refusal still says the time
             reply = exc.response or {}
@@ -547,12 +360,299 @@ class S3Writer:
             raise s3_error(exc, what="S3: the store's clock") from None
         return self._date(reply)
 
+    def upload(
+        self,
+        uri: str,
+        path: Path,
+        *,
+        size: int,
+        sha256: str,
+        root: str,
+        overwrite: bool = False,
+        sent: Callable[[int], None] | None = None,
+    ) -> bool:
+        """The verified file at ``path``, written whole or not at all (a multipart upload is
+        aborted on any failure), with the store's SHA-256 checksum and mdl's mark (its metadata:
+        ``root`` is not needed); only if there is no such object (If-None-Match: *; False: one is
+        there) unless ``overwrite``. The bytes sent are hashed as read: a file that changed since
+        it was verified is exit 6, before any object is complete. ``sent`` is told the bytes of
+        each part sent; what it raises stops the upload."""
+        upload = S3Upload(self, parse_s3_uri(uri), path, size, sha256, overwrite, sent)
+        try:
+            return upload.whole() if size < MULTIPART_THRESHOLD else upload.in_parts()
+        except OSError as exc:
+            raise LocalFSError(
+                f"{uri}: cannot read {printable(str(path))}: {exc.strerror or exc}"
+            ) from exc
 
-def _check_sent(obj: S3Object, *, size: int, sha256: str, want: tuple[int, str]) -> None:
-    """The bytes read to send are the verified ones, or exit 6 before the object is complete."""
-    if (size, sha256) != want:
-        raise IntegrityError(
-            f"{safe_text(obj.uri)}: the local file changed since it was verified ({size} bytes"
-            f" with sha256 {sha256}, verified {want[0]} bytes with {want[1]}); not uploaded",
-            hint="run `mdl verify` and try again",
+
+@dataclass(frozen=True)
+class S3Upload:
+    """One verified file going up through ``writer`` (``S3Writer.upload`` says how)."""
+
+    writer: S3Writer
+    obj: S3Object
+    path: Path
+    size: int
+    sha256: str
+    overwrite: bool = False
+    sent: Callable[[int], None] | None = None
+
+    def _if_none(self) -> dict[str, str]:
+        return {} if self.overwrite else {"IfNoneMatch": "*"}
+
+    def there(self) -> bool:
+        """Whether the object is already this file, by a SHA-256 the store computed over its
+        bytes: the full-object checksum, or the composite one recomputed from the local file cut
+        as the object's parts are. Our ``x-amz-meta-sha256`` never decides: whoever can write the
+        object can set it."""
+        head = self._head() or {}
+        value = head.get("ChecksumSHA256")
+        if head.get("ContentLength") != self.size or not isinstance(value, str):
+            return False
+        full = sha256_of_head(head)
+        # FULL_OBJECT: even of a multipart one
+        if full is not None or head.get("ChecksumType") == "FULL_OBJECT":
+            return (full or sha256_of_head({"ChecksumSHA256": value})) == self.sha256
+        # Composite ("<b64>-N"; moto leaves the -N out, its ETag says multipart). A layout guessed
+        # wrong costs an upload, never a wrong skip: equal composites mean equal part digests, so
+        # equal bytes.
+        digest, _, count = value.partition("-")
+        first = self._head(PartNumber=1) or {}  # a part HEAD refused: no layout
+        sizes = part_layout(
+            self.size, first=first.get("ContentLength"), count=first.get("PartsCount")
         )
+        if sizes is None or count not in ("", str(len(sizes))):
+            return False
+        return self._composite_b64(sizes) == digest
+
+    def _head(self, **extra: Any) -> dict[str, Any] | None:
+        """The object's HEAD with its checksum; None: none, or (a part's) refused."""
+        import botocore.exceptions
+
+        try:
+            with s3_errors(self.obj.uri):
+                try:
+                    head: dict[str, Any] = self.writer.client().head_object(
+                        Bucket=self.obj.bucket, Key=self.obj.key, ChecksumMode="ENABLED", **extra
+                    )
+                except botocore.exceptions.ClientError:
+                    if extra:  # a store that refuses part HEADs: the layout is unknown
+                        return None
+                    raise
+        except NotFoundError:
+            return None
+        return head
+
+    def _composite_b64(self, sizes: list[int]) -> str | None:
+        """S3's composite SHA-256 of the local file cut into ``sizes`` (base64); None unless its
+        verified bytes."""
+        whole, digests = hashlib.sha256(), []
+        try:
+            with self.path.open("rb") as handle:
+                for left in sizes:
+                    part = hashlib.sha256()
+                    while left:
+                        if not (chunk := handle.read(min(left, MIN_PART))):
+                            return None  # shorter than the object: not these bytes
+                        part.update(chunk)
+                        whole.update(chunk)
+                        left -= len(chunk)
+                    digests.append(part.digest())
+        except OSError as exc:  # the upload that follows reports it, for this file only
+            log.info("%s: cannot read %s to compare: %s", self.obj.uri, self.path, exc)
+            return None
+        composite = base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode("ascii")
+        return composite if whole.hexdigest() == self.sha256 else None
+
+    def whole(self) -> bool:
+        """One PUT of the whole file, read to memory first (a part's worth of room)."""
+        obj, client = self.obj, self.writer.client()
+        with self.writer._room:
+            with self.path.open("rb") as handle:
+                data = handle.read(self.size + 1)  # one byte more: a file that grew is refused
+            self._check(len(data), hashlib.sha256(data).hexdigest())
+            try:
+                self.writer._conditional(
+                    obj.uri,
+                    lambda: client.put_object(
+                        Bucket=obj.bucket,
+                        Key=obj.key,
+                        Body=data,
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=_b64(self.sha256),  # the store refuses other bytes
+                        Metadata=mdl_metadata(self.sha256),
+                        **self._if_none(),
+                    ),
+                )
+            except _Refused as refused:
+                # tried again after a lost reply: ours if its ETag is our bytes' MD5 (no KMS)
+                md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+                return refused.retried and self._has_etag(md5)
+        if self.sent is not None:
+            self.sent(len(data))
+        return True
+
+    def in_parts(self, tries: int = CONFLICT_TRIES) -> bool:
+        """A multipart upload (a SHA-256 per part), completed only if there is no such object
+        (unless ``overwrite``); aborted on any failure, so nothing half-written stays behind."""
+        obj, client = self.obj, self.writer.client()
+        with s3_errors(obj.uri):
+            upload_id = client.create_multipart_upload(
+                Bucket=obj.bucket,
+                Key=obj.key,
+                ChecksumAlgorithm="SHA256",
+                Metadata=mdl_metadata(self.sha256),
+            )["UploadId"]
+        try:
+            with self.path.open("rb") as handle:
+                parts = self._send_parts(upload_id, handle)
+            done = self._complete(upload_id, parts)
+        except _Conflict:
+            # AWS: a 409 to CompleteMultipartUpload means starting the upload again (the upload
+            # id may be spent)
+            self._abort(upload_id)
+            if tries <= 1:
+                raise NetworkError(
+                    f"{obj.uri}: another write to it was still in flight after"
+                    f" {CONFLICT_TRIES} uploads (409 ConditionalRequestConflict)"
+                ) from None
+            log.info("%s: 409 on completing the upload; starting it again", obj.uri)
+            self.writer._sleep(CONFLICT_BACKOFF * 2 ** (CONFLICT_TRIES - tries))
+            return self.in_parts(tries - 1)
+        except BaseException:
+            self._abort(upload_id)
+            raise
+        if not done:
+            self._abort(upload_id)
+        return done
+
+    def _complete(self, upload_id: str, parts: list[dict[str, Any]]) -> bool:
+        """The upload completed (only if there is no such object, unless ``overwrite``); False:
+        there is. ``_Conflict`` on a 409: the upload is to be started again."""
+        import botocore.exceptions
+
+        obj = self.obj
+        try:
+            with s3_errors(obj.uri):
+                try:
+                    self.writer.client().complete_multipart_upload(
+                        Bucket=obj.bucket,
+                        Key=obj.key,
+                        UploadId=upload_id,
+                        MultipartUpload={"Parts": parts},
+                        **self._if_none(),
+                    )
+                except botocore.exceptions.ClientError as exc:
+                    code, status = _reply_code(exc)
+                    retried = bool(
+                        ((exc.response or {}).get("ResponseMetadata") or {}).get("RetryAttempts")
+                    )
+                    if status == 412 or code == "PreconditionFailed":
+                        raise _Refused(retried=retried) from None
+                    if status == 409:
+                        raise _Conflict from None
+                    raise
+        except _Refused as refused:
+            return refused.retried and self._ours_parts(parts)
+        except NotFoundError:
+            # NoSuchUpload: botocore tried again after a lost reply (a big object's completion can
+            # outlast the read timeout) and the first try may have completed it: ours only if the
+            # object there says our SHA-256
+            if not self._says_sha256():
+                raise
+        return True
+
+    def _says_sha256(self) -> bool:
+        try:
+            with s3_errors(self.obj.uri):
+                head = self.writer._s3_small().head_object(Bucket=self.obj.bucket, Key=self.obj.key)
+        except NotFoundError:
+            return False
+        return (head.get("Metadata") or {}).get(SHA256_META) == self.sha256
+
+    def _ours_parts(self, parts: list[dict[str, Any]]) -> bool:
+        """After a refused completion that botocore had tried before (a lost reply): whether the
+        object there is this upload, by its multipart ETag (the MD5 of the parts' MD5s, "-N")."""
+        try:
+            md5s = b"".join(bytes.fromhex(str(p["ETag"]).strip('"')) for p in parts)
+        except ValueError:  # a store whose part ETags are not MD5s: it cannot say
+            return False
+        md5 = hashlib.md5(md5s, usedforsecurity=False).hexdigest()
+        return self._has_etag(f"{md5}-{len(parts)}")
+
+    def _has_etag(self, etag: str) -> bool:
+        seen = self.writer.head(self.obj.uri)
+        return seen is not None and seen.etag.strip('"') == etag
+
+    def _send_parts(self, upload_id: str, handle: BinaryIO) -> list[dict[str, Any]]:
+        """Read the file in order here (hashing it whole), send its parts on a few threads."""
+        obj, client, room = self.obj, self.writer.client(), self.writer._room
+        chunk = part_size(self.size, minimum=PART_MINIMUM)
+        whole, read = hashlib.sha256(), 0
+        failed = threading.Event()  # a part failed: read no further
+
+        def send(number: int, data: bytes) -> dict[str, Any]:
+            try:
+                digest = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+                with s3_errors(obj.uri):
+                    reply = client.upload_part(
+                        Bucket=obj.bucket,
+                        Key=obj.key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=data,
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=digest,
+                    )
+                if self.sent is not None:
+                    self.sent(len(data))
+                return {"PartNumber": number, "ETag": reply["ETag"], "ChecksumSHA256": digest}
+            except BaseException:
+                failed.set()
+                raise
+            finally:
+                room.release()
+
+        futures: list[Future[dict[str, Any]]] = []
+        with ThreadPoolExecutor(max_workers=self.writer.parts) as pool:
+            try:
+                while not failed.is_set() and (data := handle.read(chunk)):
+                    whole.update(data)
+                    read += len(data)
+                    room.acquire()
+                    futures.append(pool.submit(send, len(futures) + 1, data))
+                sent = [future.result() for future in futures]  # a part's failure raises here
+                self._check(read, whole.hexdigest())
+                return sent
+            except BaseException:
+                for future in futures:
+                    if future.cancel():
+                        room.release()  # never sent: its room is back
+                raise
+
+    def _abort(self, upload_id: str) -> None:
+        """Best effort: a failure is logged (the store's lifecycle rule, if any, reaps the parts);
+        the caller's error says what went wrong."""
+        import botocore.exceptions
+
+        obj = self.obj
+        try:
+            self.writer.client().abort_multipart_upload(
+                Bucket=obj.bucket, Key=obj.key, UploadId=upload_id
+            )
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            if _reply_code(exc)[0] == "NoSuchUpload":  # completed after all (a lost reply)
+                return
+            log.warning("%s: could not abort the multipart upload: %s", obj.uri, exc)
+
+    def _check(self, size: int, sha256: str) -> None:
+        """The bytes read to send are the verified ones, or exit 6 before the object is
+        complete."""
+        if (size, sha256) != (self.size, self.sha256):
+            raise IntegrityError(
+                f"{self.obj.uri}: the local file changed since it was verified ({size} bytes"
+                f" with sha256 {sha256}, verified {self.size} bytes with {self.sha256});"
+                " not uploaded",
+                hint="run `mdl verify` and try again",
+            )

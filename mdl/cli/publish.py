@@ -25,8 +25,8 @@ def publish_cmd(
         str,
         typer.Option(
             "--to",
-            help="Where to: s3://bucket/prefix. Files go to <prefix>/<model>/<path>, manifests to "
-            "<prefix>/.mdl/<model>.json.",
+            help="Where to: s3://bucket/prefix or file:///abs/path. Files go to "
+            "<prefix>/<model>/<path>, manifests to <prefix>/.mdl/<model>.json.",
             show_default=False,
         ),
     ] = "",
@@ -67,7 +67,7 @@ def publish_cmd(
     dry_run: DryRunOpt = False,
     **where: Unpack[Pinned],
 ) -> int:
-    """Upload the verified local files of models and a manifest per model to S3-compatible storage.
+    """Upload the verified local files of models and a manifest per model to S3 or a shared folder.
 
     An object whose SHA-256 the store itself computed matches is skipped, so a re-run sends only
     what is missing. Nodes then pull with the mirror s3://bucket/prefix/{model}/{path}, verifying

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mdl.buckets import S3Prefix, store_for
+from mdl.buckets import store_for
 from mdl.catalog import ModelSpec, Settings
 from mdl.errors import IntegrityError, MdlError, NotFoundError, UsageError
 from mdl.lockfile import LockedModel
@@ -46,6 +46,8 @@ log = logging.getLogger("mdl.publish")
 MANIFEST_VERSION = 1
 # beside the model folders, as <dest>/.mdl/ is on disk: no model folder holds it
 MANIFEST_FOLDER = ".mdl"
+# the most of a model.sig read back (a signature is at most 64 MiB, as readers take)
+SIG_MAX = 64 << 20
 SHOWN = 5  # unfinished files named in the error; a model of thousands says how many more
 # What a signature leaves out, as model_signing's own `sign` and `verify` do: itself and the .git*
 # files.
@@ -110,15 +112,15 @@ class Signer:
         """The bucket's model.sig when it already signs these digests for this model with this key
         (a re-run then writes nothing): verified with the key, never taken for its looks. Another
         key's, another statement's or a damaged one is None: replaced."""
-        if (data := bucket.read_small(bucket.target.key(signature.model, SIGNATURE_FILE))) is None:
+        uri = bucket.uri(signature.model, SIGNATURE_FILE)
+        if (found := bucket.writer.read(uri, limit=SIG_MAX, aged=False)) is None:
             return None
+        data = found[0]  # a bigger one is not read: it equals nothing mdl writes
         with tempfile.TemporaryDirectory(prefix="mdl-publish-") as folder:
             public = Path(folder, "key.pub")
             public.write_bytes(self.public_key)
             try:
-                signed = verify_signature(
-                    data, Trust(key=public), what=bucket.target.uri(signature.model)
-                )
+                signed = verify_signature(data, Trust(key=public), what=bucket.uri(signature.model))
             except IntegrityError:
                 return None
         files = {path: f.sha256 for path, f in signed.files.items()}
@@ -133,7 +135,7 @@ class Signer:
         if action.startswith("skip"):
             reason = "already in the bucket (verified: this key signed these files)"
         dest, sha256 = (
-            bucket.target.uri(signature.model, SIGNATURE_FILE),
+            bucket.uri(signature.model, SIGNATURE_FILE),
             hashlib.sha256(data).hexdigest(),
         )
         fetched = len(data) if action == "uploaded" else 0
@@ -152,12 +154,11 @@ class Signer:
         """Put the model.sig at ``<prefix>/<model>/model.sig``, unless the one there already
         signs the same.
         """
-        dest = bucket.target.uri(signature.model, SIGNATURE_FILE)
+        dest = bucket.uri(signature.model, SIGNATURE_FILE)
         try:
             if (kept := self.there(bucket, signature)) is not None:
                 return self.outcome(bucket, kept, "skipped")
-            key = bucket.target.key(signature.model, SIGNATURE_FILE)
-            bucket.put_small(key, signature.data, content_type="application/json")
+            _put_small(bucket, dest, signature.data)
         except MdlError as exc:
             return replace(failed(signature.model, SIGNATURE_FILE, exc), dest=dest)
         log.info("%s: signature written to %s", signature.model, dest)
@@ -178,7 +179,7 @@ class PublishReport(RunReport):
 def publish_models(
     specs: Sequence[ModelSpec],
     settings: Settings,
-    target: S3Prefix,
+    target: str,
     *,
     progress: Progress,
     pins: Mapping[str, Sequence[ExpectedFile]],
@@ -199,14 +200,16 @@ def publish_models(
     ]
     signing = _Signing.made(signer, models)
     models = signing.models
-    bucket = Bucket(target, endpoint=endpoint, secrets=settings.secrets)
+    bucket = Bucket(
+        target, endpoint=endpoint, secrets=settings.secrets, connections=settings.connections
+    )
     outcomes, uploads = _compared(bucket, models)
     if dry_run:
         planned = _planned(bucket, outcomes, uploads) + signing.planned(bucket)
-        return PublishReport(_ordered(planned, models), dry_run=True, target=target.uri())
+        return PublishReport(_ordered(planned, models), dry_run=True, target=target)
     progress.begin(total_bytes=sum(f.size for f in uploads), files=len(uploads))
     if uploads:
-        outcomes.extend(bucket.send(uploads, connections=settings.connections, progress=progress))
+        outcomes.extend(bucket.send(uploads, progress=progress))
     manifests: list[str] = []
     for model in models:
         if not model.ready:  # a model with nothing here says nothing about what the bucket holds
@@ -215,9 +218,7 @@ def publish_models(
         manifests.extend(written)
         if written:  # last: every object it names is there
             outcomes.extend(signing.publish(bucket, model.spec.name))
-    return PublishReport(
-        _ordered(outcomes, models), target=target.uri(), manifests=tuple(manifests)
-    )
+    return PublishReport(_ordered(outcomes, models), target=target, manifests=tuple(manifests))
 
 
 def _compared(
@@ -302,31 +303,40 @@ def _manifest(
     when current.
     """
     name = model.spec.name
-    key, uri = (
-        bucket.target.key(MANIFEST_FOLDER, f"{name}.json"),
-        bucket.target.uri(MANIFEST_FOLDER, f"{name}.json"),
-    )
-    body = manifest_bytes(model, locked)
+    uri = bucket.uri(MANIFEST_FOLDER, f"{name}.json")
     try:
         if any(f.failing for f in outcomes if f.model == name):
             # Objects of the model changed in this run but not all are there: an older manifest no
             # longer tells the truth. When nothing was sent (a local file is missing or wrong), the
             # bucket and its manifest stand.
-            if _sent(outcomes, name) and bucket.read_small(key) is not None:
+            if _sent(outcomes, name) and bucket.writer.delete(uri):
                 log.warning(
-                    "%s: not all files are in the bucket; removing its out-of-date manifest %s",
+                    "%s: not all files are in the bucket; removed its out-of-date manifest %s",
                     name,
                     uri,
                 )
-                bucket.delete(key)
             return []
-        if bucket.read_small(key) != body:
-            bucket.put_small(key, body, content_type="application/json")
+        if _put_small(bucket, uri, manifest_bytes(model, locked)):
             log.info("%s: manifest written to %s", name, uri)
     except MdlError as exc:  # the files are up; the model is not published until its manifest is
         outcomes.append(replace(failed(name, None, exc), dest=uri))
         return []
     return [uri]
+
+
+def _put_small(bucket: Bucket, uri: str, data: bytes) -> bool:
+    """``data`` (a manifest, a model.sig) at ``uri`` unless the object there is these bytes,
+    uploaded as every file (checksummed, marked); whether it was."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    with tempfile.TemporaryDirectory(prefix="mdl-publish-") as folder:
+        local = Path(folder, "object")
+        local.write_bytes(data)
+        if bucket.writer.holds(uri, local, size=len(data), sha256=sha256):
+            return False
+        bucket.writer.upload(
+            uri, local, size=len(data), sha256=sha256, root=bucket.target + "/", overwrite=True
+        )
+    return True
 
 
 def _sent(outcomes: Sequence[FileOutcome], model: str) -> bool:

@@ -94,7 +94,7 @@ class MemoryStore:
             stored = self._objects.get(uri)
             return None if stored is None else self._seen(stored)
 
-    def read(self, uri: str, *, limit: int) -> tuple[bytes, Seen] | None:
+    def read(self, uri: str, *, limit: int, aged: bool = True) -> tuple[bytes, Seen] | None:
         with self._call("read", uri):
             stored = self._objects.get(uri)
             return None if stored is None else (stored.data[: limit + 1], self._seen(stored))
@@ -121,13 +121,32 @@ class MemoryStore:
             del self._objects[uri]
             return True
 
-    def upload(self, uri: str, path: Path, *, size: int, sha256: str, root: str) -> bool:
+    def holds(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
+        with self._call("holds", uri):
+            stored = self._objects.get(uri)
+            data = b"" if stored is None else stored.data
+            return stored is not None and (len(data), hashlib.sha256(data).hexdigest()) == (
+                size,
+                sha256,
+            )
+
+    def upload(
+        self,
+        uri: str,
+        path: Path,
+        *,
+        size: int,
+        sha256: str,
+        root: str,
+        overwrite: bool = False,
+        sent: Callable[[int], None] | None = None,
+    ) -> bool:
         data = path.read_bytes()
         with self._call("upload", uri):
             # as S3 with a full-object checksum: bytes that do not match are never stored
             if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
                 raise IntegrityError(f"{uri}: the bytes do not match their size and SHA-256")
-            if uri in self._objects and not self.ignore_conditions:
+            if uri in self._objects and not (self.ignore_conditions or overwrite):
                 return False
             self._write(uri, data, marked=True)
             return True

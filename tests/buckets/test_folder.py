@@ -370,13 +370,38 @@ def test_upload_is_exclusive_and_leaves_no_temp(tmp_path: Path) -> None:
     assert _temps(tmp_path) == []
 
 
+def test_an_upload_told_to_overwrite_replaces_and_reports_its_bytes(tmp_path: Path) -> None:
+    """``overwrite`` (publish's rule): what is there is replaced, atomically, and marked again;
+    ``sent`` hears the bytes copied."""
+    writer = STORE.writer(endpoint=None, secrets=None)
+    target, shelf = tmp_path / "shelf" / "w.bin", uri_of(tmp_path / "shelf") + "/"
+    target.parent.mkdir()
+    target.write_bytes(b"old bytes")
+    source = tmp_path / "verified.bin"
+    source.write_bytes(DATA)
+    told: list[int] = []
+    assert writer.upload(
+        uri_of(target),
+        source,
+        size=len(DATA),
+        sha256=hashlib.sha256(DATA).hexdigest(),
+        root=shelf,
+        overwrite=True,
+        sent=told.append,
+    )
+    assert target.read_bytes() == DATA and told == [len(DATA)]
+    owned = writer.owned(uri_of(target), root=shelf)
+    assert owned is not None and owned.marked
+    assert _temps(tmp_path) == []
+
+
 def test_an_interrupted_upload_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = tmp_path / "verified.bin"
     source.write_bytes(DATA)
 
-    def interrupted(source: int, target: int) -> int:
+    def interrupted(source: int, target: int, sent: object) -> int:
         os.write(target, b"part")
         raise KeyboardInterrupt
 

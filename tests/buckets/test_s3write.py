@@ -19,12 +19,12 @@ from s3proxy import s3_proxy
 from s3server import S3, aws_environ, s3, s3_server  # noqa: F401
 from seaweed import Weed, seaweed_server  # noqa: F401
 
-from mdl.buckets import S3Prefix, sha256_of_head
 from mdl.buckets import s3write as s3write_module
+from mdl.buckets import sha256_of_head
 from mdl.buckets.lease import honours_conditions
 from mdl.buckets.protocol import Seen, Writer
 from mdl.buckets.registry import STORES
-from mdl.buckets.s3write import S3Writer
+from mdl.buckets.s3write import S3Upload, S3Writer
 from mdl.errors import IntegrityError, NetworkError
 from mdl.upload.bucket import Bucket, ReadyFile
 
@@ -220,9 +220,7 @@ def test_upload_in_parts_once(
     composite = base64.b64encode(hashlib.sha256(digests).digest()).decode()
     assert str(head["ChecksumSHA256"]).partition("-")[0] == composite
     # publish's own check takes it as these bytes (it would skip the file)
-    ready = ReadyFile("m", "big.bin", path, size, sha, source="test")
-    bucket = Bucket(S3Prefix(place.bucket, place.prefix.rstrip("/")), endpoint=place.endpoint)
-    assert bucket.holds(place.key("m/big.bin"), ready)
+    assert writer.holds(place.uri("m/big.bin"), path, size=size, sha256=sha)
     # a second writer never replaces them, and leaves no upload behind
     other, other_sha = _file(tmp_path, "other.bin", size, seed=b"other")
     assert (
@@ -231,6 +229,49 @@ def test_upload_in_parts_once(
     )
     assert hashlib.sha256(place.body("m/big.bin")).hexdigest() == sha
     assert place.unfinished() == []
+
+
+@pytest.mark.parametrize("size", [3000, 6 * MiB])
+def test_an_upload_told_to_overwrite_replaces_whole_or_in_parts(
+    place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """``overwrite`` (publish's rule: it compared the object first): the object there is
+    replaced by the verified bytes, marked, with the store's checksum; ``sent`` hears every byte;
+    nothing is left unfinished."""
+    monkeypatch.setattr(s3write_module, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(s3write_module, "PART_MINIMUM", 5 * MiB)
+    place.client.put_object(Bucket=place.bucket, Key=place.key("m/a.bin"), Body=b"theirs")
+    path, sha = _file(tmp_path, "a.bin", size)
+    told: list[int] = []
+    done = place.writer().upload(
+        place.uri("m/a.bin"),
+        path,
+        size=size,
+        sha256=sha,
+        root=ROOT,
+        overwrite=True,
+        sent=told.append,
+    )
+    assert done is True and sum(told) == size
+    assert hashlib.sha256(place.body("m/a.bin")).hexdigest() == sha
+    head = place.client.head_object(Bucket=place.bucket, Key=place.key("m/a.bin"))
+    assert head["Metadata"] == {"sha256": sha, "mdl": "1"}
+    assert place.unfinished() == []
+
+
+def test_the_clock_is_the_endpoints_whichever_bucket_was_used(place: Place) -> None:
+    """One clock per endpoint: ``now`` asks the same thing of the store before and after any
+    bucket was used (not the bucket of the last URI parsed), and a bucket gone since does not
+    matter."""
+    with s3_proxy(place.endpoint) as proxy:
+        writer = place.writer(proxy.endpoint)
+        before = writer.now()
+        asked_first = proxy.requests[-1][:2]
+        assert writer.create(place.uri("lease"), b"x") is not None
+        after = writer.now()
+        asked_then = proxy.requests[-1][:2]
+    assert asked_first == asked_then
+    assert before - 1 <= after <= before + 60
 
 
 @pytest.mark.parametrize("size", [3000, 6 * MiB])
@@ -264,6 +305,41 @@ def test_a_failed_part_aborts_the_upload(
     s3.cutter.fail_writes_after = None
     assert moto.writer().head(moto.uri("big.bin")) is None
     assert moto.unfinished() == []
+
+
+@pytest.mark.parametrize("size", [3000, 6 * MiB])
+def test_publish_never_writes_a_file_that_is_not_its_verified_bytes(
+    moto: Place,
+    s3: S3,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+) -> None:
+    """publish goes through the one uploader: a file whose bytes are not the verified ones fails
+    (exit 6) before any object is complete, its object never there even for a moment (no PUT of
+    it, a multipart upload aborted), the other files of the batch uploaded."""
+    from mdl.progress import NullProgress
+
+    monkeypatch.setattr(s3write_module, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(s3write_module, "PART_MINIMUM", 5 * MiB)
+    good, good_sha = _file(tmp_path, "good.bin", 3000)
+    bad, bad_sha = _file(tmp_path, "bad.bin", size)
+    bad.write_bytes(b"\0" + bad.read_bytes()[1:])  # changed since it was verified
+    bucket = Bucket(f"s3://{moto.bucket}/hub", endpoint=moto.endpoint, connections=2)
+    files = [
+        ReadyFile("m", "good.bin", good, 3000, good_sha, source="test"),
+        ReadyFile("m", "bad.bin", bad, size, bad_sha, source="test"),
+    ]
+    outcomes = {o.path: o for o in bucket.send(files, progress=NullProgress())}
+    assert outcomes["good.bin"].action == "uploaded"
+    assert outcomes["bad.bin"].action == "failed" and outcomes["bad.bin"].exit_code == 6
+    assert outcomes["bad.bin"].dest == f"s3://{moto.bucket}/hub/m/bad.bin"
+    complete = [w for w in s3.cutter.writes if w[1].endswith("/hub/m/bad.bin") and not w[2]]
+    completed = [w for w in s3.cutter.writes if w[1].endswith("/bad.bin") and "uploadId=" in w[2]]
+    assert complete == [] and [w for w in completed if "partNumber" not in w[2]] == []
+    body = moto.client.get_object(Bucket=moto.bucket, Key="hub/m/good.bin")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == good_sha
+    assert moto.client.list_multipart_uploads(Bucket=moto.bucket).get("Uploads", []) == []
 
 
 def test_listing(place: Place) -> None:
@@ -494,14 +570,18 @@ def test_no_such_upload_is_ours_only_when_the_object_says_our_sha256(
     writer = place.writer()
     obj = S3Object(place.bucket, place.key("k.bin"))
     with pytest.raises(NotFoundError):  # nothing there
-        writer._complete(obj, "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}], sha256="a")
+        S3Upload(writer, obj, Path(), 0, "a")._complete(
+            "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}]
+        )
     place.client.put_object(
         Bucket=place.bucket, Key=obj.key, Body=b"theirs", Metadata={"sha256": "b" * 64}
     )
     with pytest.raises(NotFoundError):  # another's object
-        writer._complete(obj, "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}], sha256="a")
-    assert writer._complete(
-        obj, "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}], sha256="b" * 64
+        S3Upload(writer, obj, Path(), 0, "a")._complete(
+            "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}]
+        )
+    assert S3Upload(writer, obj, Path(), 0, "b" * 64)._complete(
+        "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}]
     )
 
 
