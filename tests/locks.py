@@ -9,10 +9,11 @@ from pathlib import Path
 
 from servers import HubServer
 
-from mdl.catalog import load_catalog, lock_beside
-from mdl.lockfile import Lock, LockedFile, LockedModel, fingerprint, write_lock
+from mdl.catalog.load import load_catalog, lock_beside
+from mdl.lockfile.io import write_lock
+from mdl.lockfile.model import Lock, LockedFile, LockedModel, fingerprint
 from mdl.redact import redact_url
-from mdl.store import hub_source
+from mdl.store.layout import hub_source
 
 
 def lock_catalog(

@@ -20,9 +20,9 @@ from typer.testing import CliRunner, Result
 
 from mdl.cli.app import app
 from mdl.progress import Event, Progress
-from mdl.transfer import Identity, TransferJob
 from mdl.transfer.connection import Proxy, route_table
 from mdl.transfer.http import Credentials
+from mdl.transfer.job import Identity, TransferJob
 
 # the fields of a ``file …`` log line: a value is bare, or a JSON string
 _FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')

@@ -13,7 +13,7 @@ from servers import HubServer, make_data
 
 import mdl
 from mdl import CatalogError, UsageError
-from mdl.catalog import given_mirrors
+from mdl.catalog.load import given_mirrors
 from mdl.catalog.settings import build_settings
 from mdl.setting import Overrides
 

@@ -14,7 +14,7 @@ import pytest
 
 import mdl
 from mdl import api
-from mdl.catalog import parse_catalog
+from mdl.catalog.load import parse_catalog
 from mdl.catalog.schema import SettingsTable
 from mdl.catalog.settings import Settings, build_settings
 from mdl.cli.app import COMMANDS, build_command

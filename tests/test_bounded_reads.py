@@ -24,7 +24,8 @@ from profiles import examples
 from runfixtures import mdl, use_catalog
 
 from mdl.errors import ExitCode
-from mdl.lockfile import Lock, read_lock, write_lock
+from mdl.lockfile.io import read_lock, write_lock
+from mdl.lockfile.model import Lock
 from mdl.paths import read_small_file
 
 ROOT = Path(__file__).resolve().parent.parent

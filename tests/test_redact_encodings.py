@@ -134,7 +134,7 @@ def register(entry: str, param: str, encoded_value: str, secrets: Secrets) -> No
     ``secrets`` (nothing else registers it)."""
     url = f"https://b.s3.example/m.bin?X-Amz-Expires=3600&{param}={encoded_value}&X-Amz-SignedHeaders=host"
     if entry in ("command-line", "job-output"):
-        from mdl.sources import parse_sources
+        from mdl.sources.oneoff import parse_sources
 
         job = {"files": [{"type": "redirect", "filename": "m.bin", "url": url}]}
         given = url if entry == "command-line" else "job.json"

@@ -9,8 +9,7 @@ from pathlib import Path
 from servers import Exchange, LoopbackServer
 
 from mdl.redact import REDACTED, Secrets, safe_text
-from mdl.transfer import Credentials, make_client
-from mdl.transfer.http import follow, server_text
+from mdl.transfer.http import Credentials, follow, make_client, server_text
 
 FIRST = "c0ffee1234deadbeef0123"  # the signature of the URL asked for
 SECOND = "Zm9vYmFyLXNlY3JldC10b2tlbg"  # the signature of the URL it redirects to

@@ -15,7 +15,8 @@ from mdl.progress import NullProgress, Progress
 from mdl.setting import StrPath
 
 if TYPE_CHECKING:
-    from mdl.archive import PackResult, UnpackResult
+    from mdl.archive.packer import PackResult
+    from mdl.archive.unpack import UnpackResult
 
 
 @checked
@@ -39,7 +40,8 @@ def pack(
     """Zip a trained model or one of its checkpoints deterministically into ``output`` or
     ``stream``; ``sign``: an EC private key (PEM) that signs the packed files into the archive's
     model.sig (OpenSSF model signing)."""
-    from mdl.archive import PackOptions, pack_run
+    from mdl.archive.collect import PackOptions
+    from mdl.archive.packer import pack_run
 
     options = PackOptions(
         Path(run_dir),
@@ -94,8 +96,9 @@ def unpack(
     """Extract an archive (a path or a binary stream) into ``dest`` safely and verify it against its
     manifest; ``signed_by``: a PEM public key its model.sig must verify with, every extracted file
     held to the signed digests."""
-    from mdl.archive import DEFAULT_MAX_RATIO, unpack_archive, unpack_stream
-    from mdl.signing import Trust
+    from mdl.archive.unpack import unpack_archive, unpack_stream
+    from mdl.archive.zipread import DEFAULT_MAX_RATIO
+    from mdl.signing.statement import Trust
 
     target = Path(dest) if dest is not None else None
     trust = None if signed_by is None else Trust(key=Path.cwd() / signed_by)

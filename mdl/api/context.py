@@ -12,8 +12,9 @@ from mdl.errors import UsageError
 from mdl.setting import Overrides, StrPath
 
 if TYPE_CHECKING:
-    from mdl.catalog import Catalog, ModelSpec, Settings
-    from mdl.lockfile import Lock
+    from mdl.catalog.settings import Settings
+    from mdl.catalog.specs import Catalog, ModelSpec
+    from mdl.lockfile.model import Lock
     from mdl.redact import Secrets
 
 
@@ -33,14 +34,9 @@ def command_catalog(
     """The command's catalog: ``given``, else the one lookup finds (``look`` False: only one named
     by ``$MDL_CATALOG``; the one in this folder or the user's config dir is not read); none found:
     empty or an error."""
-    from mdl.catalog import (
-        Catalog,
-        find_catalog,
-        load_catalog,
-        named_catalog,
-        no_catalog,
-        user_config_dir,
-    )
+    from mdl.catalog.load import find_catalog, load_catalog, named_catalog, no_catalog
+    from mdl.catalog.settings import user_config_dir
+    from mdl.catalog.specs import Catalog
 
     if isinstance(given, Catalog):
         return given
@@ -65,7 +61,7 @@ def command_settings(
 ) -> Settings:
     """A command's settings over its catalog, if one is found (a command that needs one passes the
     Catalog; ``look``: see :func:`command_catalog`)."""
-    from mdl.catalog import settings_for
+    from mdl.catalog.settings import settings_for
 
     env = environ_now(environ)
     catalog = command_catalog(given, env, required=False, look=look)
@@ -83,11 +79,12 @@ def catalog_models(
 ) -> tuple[Settings, list[ModelSpec], Lock | None]:
     """Settings and models of a command that reads catalog.lock, and with --frozen the lock they
     come from alone."""
-    from mdl.catalog import choose_lock_mode, lock_beside, settings_for
+    from mdl.catalog.load import lock_beside
+    from mdl.catalog.settings import choose_lock_mode, settings_for
 
     env = environ_now(environ)
     if choose_lock_mode(locked=flags.locked, frozen=flags.frozen, environ=env) == "frozen":
-        from mdl.lockfile import frozen_models
+        from mdl.lockfile.policy import frozen_models
 
         cat, path, lock, specs = frozen_models(given, env, names, all_models=all_models)
         return settings_for(cat, env, flags, lock_path=path, secrets=secrets), specs, lock

@@ -14,10 +14,11 @@ from mdl.progress import NullProgress, Progress
 from mdl.setting import Overrides, StrPath
 
 if TYPE_CHECKING:
-    from mdl.catalog import Catalog
+    from mdl.catalog.specs import Catalog
     from mdl.redact import Secrets
     from mdl.report import FileOutcome, RunReport
-    from mdl.store import CleanReport, PruneReport
+    from mdl.store.inventory import CleanReport
+    from mdl.store.prune import PruneReport
 
 
 @checked
@@ -48,7 +49,7 @@ def pull(
     """Download what is missing or changed, resume what was cut off, verify, skip what is already
     right.
     """
-    from mdl.download import pull_models
+    from mdl.download.puller import pull_models
     from mdl.report import hidden
 
     flags = Overrides(
@@ -93,9 +94,9 @@ def verify(
     """Re-hash local files against their records, the catalog and a fresh catalog.lock (offline);
     ``quick``: judge them by their records and sizes alone, reading no byte (a readiness probe). A
     catalog (or --frozen lock) naming no model is UsageError: nothing there is ready."""
-    from mdl.lockfile import LockUse
+    from mdl.lockfile.policy import LockUse
     from mdl.report import warned
-    from mdl.store import verify_models
+    from mdl.store.verify import verify_models
 
     flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
     settings, models, lock = catalog_models(catalog, environ, names, flags, all_models=all)
@@ -127,9 +128,11 @@ def clean(
     environ: Mapping[str, str] | None = None,
 ) -> CleanReport:
     """Remove stale partial downloads and their resume records (never one a running mdl holds)."""
-    from mdl.archive import recover_unpacks
-    from mdl.store import CleanedFile, CleanReport, Layout, clean_asides
-    from mdl.store import clean as clean_partials
+    from mdl.archive.staging import recover as recover_unpacks
+    from mdl.store.inventory import CleanedFile, CleanReport
+    from mdl.store.inventory import clean as clean_partials
+    from mdl.store.layout import Layout
+    from mdl.store.prune import clean_asides
 
     flags = Overrides(dest=dest, layout=layout, dry_run=dry_run)
     settings = command_settings(catalog, environ, flags)
@@ -160,7 +163,7 @@ def prune(
     """Remove from the destination what the catalog no longer names (``only``: that model's files
     alone; with ``as_removed``, as though it were out of the catalog: what ``remove --prune
     --dry-run`` shows), and only what mdl recorded; a model another run is pulling is skipped."""
-    from mdl.store import prune as prune_store
+    from mdl.store.prune import prune as prune_store
 
     env = environ_now(environ)
     cat = command_catalog(catalog, env, required=True)

@@ -39,7 +39,7 @@ def add(
     comments; set its ``description``, add ``tags`` (``force``: replace them), trust signatures by
     the public key ``signed_by`` (``force``: instead of another signer), on an entry that is there
     without any source too."""
-    from mdl.download import add_model
+    from mdl.download.catalog_edits import add_model
 
     entry: catalog_edit.EntryFields = {
         "include": include,
@@ -94,6 +94,6 @@ def remove(
     """Take model ``name`` out of the catalog (every other byte kept) and catalog.lock (``dry_run``:
     check it could, write nothing); downloaded files stay (:func:`prune` with ``only=name`` removes
     them)."""
-    from mdl.download import remove_model
+    from mdl.download.catalog_edits import remove_model
 
     return remove_model(name, catalog=catalog, environ=environ_now(environ), dry_run=dry_run)

@@ -15,7 +15,7 @@ from mdl.progress import NullProgress, Progress
 from mdl.setting import Overrides, StrPath
 
 if TYPE_CHECKING:
-    from mdl.catalog import Catalog
+    from mdl.catalog.specs import Catalog
     from mdl.redact import Secrets
     from mdl.report import RunReport
 
@@ -44,10 +44,11 @@ def get(
     """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into
     ``directory``; ``input_file`` lists more, one a line (``-`` = stdin); ``headers`` go with the
     http(s) URLs given (as curl -H)."""
-    from mdl.catalog import check_headers
-    from mdl.download import get_sources
+    from mdl.catalog.headers import check_headers
+    from mdl.download.get import get_sources
     from mdl.report import hidden
-    from mdl.sources import GetRequest, read_job_output
+    from mdl.sources.joboutput import read_job_output
+    from mdl.sources.oneoff import GetRequest
 
     # (no source at all, and '-' twice, are the sources' own checks: they see the -i list too)
     if output is not None and directory is not None:

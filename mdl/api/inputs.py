@@ -66,7 +66,7 @@ def _mirrors(value: object, *, param: str) -> tuple[str | Mapping[str, str], ...
     )
     if not any(isinstance(entry, Mapping) for entry in entries):
         return entries  # (templates: checked with the settings, as --mirror's are)
-    from mdl.catalog import given_mirrors
+    from mdl.catalog.load import given_mirrors
 
     return given_mirrors(entries, where=param)
 
@@ -115,7 +115,7 @@ def _has(*methods: str, binary: bool = False) -> Callable[[object], bool]:
 
 
 def _catalog(value: object, *, param: str) -> object:
-    from mdl.catalog import Catalog
+    from mdl.catalog.specs import Catalog
 
     return value if isinstance(value, Catalog) else _path(value, param=param)
 

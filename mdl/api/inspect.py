@@ -13,10 +13,11 @@ from mdl.progress import NullProgress, Progress
 from mdl.setting import Overrides, StrPath
 
 if TYPE_CHECKING:
-    from mdl.catalog import Catalog
+    from mdl.catalog.specs import Catalog
     from mdl.redact import Secrets
     from mdl.report import Resolution
-    from mdl.store import ExpectedFile, ModelInfo, ModelList
+    from mdl.store.inventory import ModelInfo, ModelList
+    from mdl.store.records import ExpectedFile
 
 STATUSES = ("installed", "partial", "missing")
 
@@ -44,8 +45,9 @@ def list_models(
     environ: Mapping[str, str] | None = None,
 ) -> ModelList:
     """Every catalog model with its local status (offline), filtered by ``status`` and ``tag``."""
-    from mdl.store import Layout, ModelList
-    from mdl.store import list_models as list_local
+    from mdl.store.inventory import ModelList
+    from mdl.store.inventory import list_models as list_local
+    from mdl.store.layout import Layout
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
@@ -56,7 +58,7 @@ def list_models(
     lock_there = settings.lock_path is not None and settings.lock_path.exists()
     if locked or lock is not None or lock_there:
         # only with a lock: a plain list stays light (no HTTP stack loaded)
-        from mdl.lockfile import LockUse
+        from mdl.lockfile.policy import LockUse
 
         pins = LockUse(settings, lock=lock).view(chosen)[0]
     listed = list_local(chosen, Layout(settings), status=status, pinned=pins)
@@ -77,8 +79,9 @@ def show(
     """One model: its files, sources, sizes, hashes and local state (offline), as catalog.lock
     pins it if fresh.
     """
-    from mdl.lockfile import LockUse
-    from mdl.store import Layout, ModelInfo, model_status
+    from mdl.lockfile.policy import LockUse
+    from mdl.store.inventory import ModelInfo, model_status
+    from mdl.store.layout import Layout
 
     flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
     settings, (spec,), lock = catalog_models(catalog, environ, [name], flags, all_models=False)
@@ -104,7 +107,7 @@ def resolve(
     secrets: Secrets | None = None,
 ) -> Resolution:
     """The concrete files and URLs of models upstream; ``follow`` shows where the Hub redirects."""
-    from mdl.download import resolve_models
+    from mdl.download.resolve import resolve_models
     from mdl.report import Resolution
 
     flags = Overrides(dest=dest, layout=layout, timeout=timeout, locked=locked, frozen=frozen)

@@ -13,8 +13,8 @@ from mdl.progress import NullProgress, Progress
 from mdl.setting import Overrides, StrPath
 
 if TYPE_CHECKING:
-    from mdl.catalog import Catalog
-    from mdl.download import LockReport
+    from mdl.catalog.specs import Catalog
+    from mdl.download.lock import LockReport
     from mdl.redact import Secrets
 
 
@@ -33,7 +33,7 @@ def lock(
     secrets: Secrets | None = None,
 ) -> LockReport:
     """Pin models (all when none is named) in ``catalog.lock`` beside the catalog."""
-    from mdl.download import lock_catalog
+    from mdl.download.lock import lock_catalog
     from mdl.report import hidden
 
     env = environ_now(environ)

@@ -15,9 +15,10 @@ from mdl.progress import NullProgress, Progress
 from mdl.setting import Overrides, StrPath
 
 if TYPE_CHECKING:
-    from mdl.catalog import Catalog
+    from mdl.catalog.specs import Catalog
     from mdl.redact import Secrets
-    from mdl.upload import MirrorPruneReport, PublishReport
+    from mdl.upload.mirrorprune import MirrorPruneReport
+    from mdl.upload.publisher import PublishReport
 
 
 @checked
@@ -42,11 +43,12 @@ def publish(
     """Upload each model's verified local files, and a manifest per complete model, to ``to``
     (``s3://bucket/prefix``, ``file:///abs/path``); with ``sign`` (an EC private key, PEM) then
     its model.sig. ``dry_run``: what would go up, nothing sent."""
-    from mdl.buckets import parse_s3_prefix, store_for, store_schemes
-    from mdl.download import warned
-    from mdl.lockfile import LockUse
+    from mdl.buckets.registry import store_for, store_schemes
+    from mdl.buckets.s3 import parse_s3_prefix
+    from mdl.download.session import warned
+    from mdl.lockfile.policy import LockUse
     from mdl.paths import is_http_url
-    from mdl.upload import publish_models
+    from mdl.upload.publisher import publish_models
 
     if (store := store_for(to)) is None:
         raise UsageError(f"--to: expected {store_schemes()}, got {to!r}")
@@ -100,7 +102,7 @@ def prune_mirror(
     them names by its catalog.lock pins, once older than ``keep_days`` (default 7) by the store's
     clock, and expired leases; never an object mdl did not write, a live lease or the object it
     guards."""
-    from mdl.upload import KEEP_DAYS, prune_mirror_models
+    from mdl.upload.mirrorprune import KEEP_DAYS, prune_mirror_models
 
     days = KEEP_DAYS if keep_days is None else keep_days
     if not 0 <= days < 100_000:

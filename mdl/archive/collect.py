@@ -19,7 +19,7 @@ from mdl.archive.zipwriter import SourceFile
 from mdl.errors import UnsafePathError, UsageError
 from mdl.paths import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, reserved_by_mdl
 from mdl.progress import Progress
-from mdl.signing import SIGNATURE_FILE
+from mdl.signing.statement import SIGNATURE_FILE
 
 PROFILES = ("deploy", "full")
 COMPRESSIONS = ("auto", "none", "deflate")

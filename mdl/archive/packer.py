@@ -21,8 +21,9 @@ from mdl.archive.zipwriter import (
 )
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.progress import ArchiveProgress, Progress
-from mdl.signing import SIGNATURE_FILE, sign_digests, skipped_by_signature
-from mdl.store import REPLACEABLE, not_a_file, not_a_file_error
+from mdl.signing.library import sign_digests
+from mdl.signing.statement import SIGNATURE_FILE, skipped_by_signature
+from mdl.store.filesystem import REPLACEABLE, not_a_file, not_a_file_error
 from mdl.version import __version__
 
 # What pack's signature leaves out: mdl's manifest (it lists model.sig, so it cannot be signed by

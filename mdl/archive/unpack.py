@@ -30,16 +30,9 @@ from mdl.errors import (
 )
 from mdl.paths import SHA256_HEX, shown, temp_name
 from mdl.progress import ArchiveProgress, Progress
-from mdl.signing import (
-    MAX_SIGNATURE_BYTES,
-    SIGNATURE_FILE,
-    SignedFile,
-    SignedManifest,
-    Trust,
-    require_library,
-    verify_signature,
-)
-from mdl.store import kind_of, not_a_file, stat_file
+from mdl.signing.library import MAX_SIGNATURE_BYTES, require_library, verify_signature
+from mdl.signing.statement import SIGNATURE_FILE, SignedFile, SignedManifest, Trust
+from mdl.store.filesystem import kind_of, not_a_file, stat_file
 
 MAX_MANIFEST_BYTES = 64 << 20
 CHUNK_SIZE = 1 << 20

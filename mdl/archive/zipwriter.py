@@ -32,8 +32,8 @@ from typing import IO, Any, BinaryIO, Protocol
 from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError, disk_error
 from mdl.progress import Progress
-from mdl.signing import SIGNATURE_FILE
-from mdl.store import not_a_file, not_a_file_error
+from mdl.signing.statement import SIGNATURE_FILE
+from mdl.store.filesystem import not_a_file, not_a_file_error
 
 # 1 MiB chunks: big enough that per-chunk Python overhead vanishes, small enough to stay in L2/L3
 # while sha256 (one core) and crc32+write (the other) read the same buffer. See

@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic import create_model as make_table
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from mdl.buckets import store_for, store_schemes
+from mdl.buckets.registry import store_for, store_schemes
 from mdl.catalog.headers import header_name_problem, header_value_problem
 from mdl.catalog.lines import KeyPath, LineIndex, did_you_mean, format_key, format_path
 from mdl.catalog.settings import check_mirror, parse_rate
@@ -43,7 +43,7 @@ from mdl.catalog.specs import (
 from mdl.errors import CatalogError, UnsafePathError, UsageError
 from mdl.paths import SHA256_HEX, is_http_url, revision_problem, safe_relative_path, url_basename
 from mdl.setting import SETTINGS, Setting
-from mdl.signing import SIGNATURE_FILE, Trust
+from mdl.signing.statement import SIGNATURE_FILE, Trust
 from mdl.version import __version__
 
 SCHEMA_VERSION = 1

@@ -15,7 +15,7 @@ from typing import Any
 
 import platformdirs
 
-from mdl.buckets import store_for, store_schemes
+from mdl.buckets.registry import store_for, store_schemes
 from mdl.catalog.headers import catalog_secrets
 from mdl.catalog.specs import Catalog, CatalogSettings
 from mdl.errors import UsageError

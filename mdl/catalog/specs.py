@@ -16,7 +16,7 @@ from mdl.paths import url_basename
 from mdl.setting import SETTINGS
 
 if TYPE_CHECKING:
-    from mdl.signing import Trust  # (a model's signature: loaded by what checks one)
+    from mdl.signing.statement import Trust  # (a model's signature: loaded by what checks one)
 
 # ``${NAME}`` in a header value, expanded from the environment at request time (see expand_headers).
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -16,7 +16,7 @@ from mdl.errors import UsageError
 from mdl.units import human_size, plural
 
 if TYPE_CHECKING:
-    from mdl.archive import PackResult
+    from mdl.archive.packer import PackResult
 
 SHOWN_LEFT_OUT = 6  # paths named per reason on stderr; --json lists them all
 

@@ -21,8 +21,8 @@ from mdl.units import human_size
 
 if TYPE_CHECKING:
     from mdl.report import FileOutcome
-    from mdl.store import PrunedPath, PruneReport
-    from mdl.upload import MirrorPruneReport
+    from mdl.store.prune import PrunedPath, PruneReport
+    from mdl.upload.mirrorprune import MirrorPruneReport
 
 
 @command()

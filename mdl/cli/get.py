@@ -77,7 +77,7 @@ def get_cmd(
     """Fetch one-off sources: URLs, hf:// and s3:// files, whole hf:// repos, serverless job
     outputs.
     """
-    from mdl.catalog import check_headers, parse_header
+    from mdl.catalog.headers import check_headers, parse_header
 
     headers = dict(check_headers((parse_header(line) for line in header or ()), where="--header"))
     with run.reporter() as progress:

@@ -15,7 +15,7 @@ from mdl.setting import Asking, Pinned
 from mdl.units import human_size
 
 if TYPE_CHECKING:
-    from mdl.store import ModelInfo
+    from mdl.store.inventory import ModelInfo
 
 
 @command(progress=False, output_only=True)

@@ -14,8 +14,9 @@ from mdl.setting import Locking
 from mdl.units import human_size, plural
 
 if TYPE_CHECKING:
-    from mdl.download import LockReport
-    from mdl.lockfile import LockedFile, ModelChange
+    from mdl.download.lock import LockReport
+    from mdl.lockfile.io import ModelChange
+    from mdl.lockfile.model import LockedFile
 
 SHOWN_FILES = 3  # changed files named on a model's line; the rest are counted
 

@@ -141,7 +141,9 @@ def number_of(setting: Setting) -> Callable[[str | None], int | float | None]:
     '1_6' and 1e300)."""
 
     def parse(value: str | None) -> int | float | None:
-        from mdl.catalog import parse_number  # here: `mdl --help` loads nothing below the CLI
+        from mdl.catalog.settings import (
+            parse_number,  # here: `mdl --help` loads nothing below the CLI
+        )
         from mdl.errors import UsageError
 
         try:

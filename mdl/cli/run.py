@@ -78,7 +78,7 @@ class Run:
     watch: StdoutWatch = field(default_factory=StdoutWatch, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        from mdl.catalog import default_log_file
+        from mdl.catalog.settings import default_log_file
         from mdl.cli.render.log import setup_logging
 
         self.started = time.monotonic()
@@ -242,7 +242,7 @@ def logged_argv(argv: Sequence[str], *, headers: Sequence[str] = ()) -> list[str
     no ``Name: value`` line at all (``***``); URLs are redacted at the sink. Masked from what was
     parsed, never by reading the spellings again: the parser decides what is a header."""
     # here: `mdl --help` loads nothing below the CLI (test_startup)
-    from mdl.catalog import is_secret_header
+    from mdl.catalog.headers import is_secret_header
 
     masks: dict[str, str] = {}
     for line in headers:
@@ -303,7 +303,7 @@ def said_as_warnings(run: Run) -> Iterator[None]:
     """What the parts say through the :mod:`warnings` module (a catalog read but not whole: a
     ``[settings]`` key this build does not know) said as every warning is, each once a run: a
     ``mdl: warning:`` line (an event with ``--progress json``) and a log line."""
-    from mdl.catalog import CatalogWarning
+    from mdl.catalog.specs import CatalogWarning
 
     others = warnings.showwarning
 
@@ -330,7 +330,9 @@ def said_as_warnings(run: Run) -> Iterator[None]:
 def check_process_settings(environ: Mapping[str, str]) -> None:
     """The process's own switches (mdl.setting, ``run=False``) by the one boolean rule: a wrong
     value is exit 2 naming it when a command starts, not a surprise when an internal error comes."""
-    from mdl.catalog import switch_from_env  # here: `mdl --help` loads nothing below the CLI
+    from mdl.catalog.settings import (
+        switch_from_env,  # here: `mdl --help` loads nothing below the CLI
+    )
 
     for setting in SETTINGS:
         if not setting.run and setting.kind == "switch":

@@ -8,20 +8,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mdl.catalog import Catalog, ModelSpec, Settings, lock_beside, settings_for
 from mdl.catalog import edit as catalog_edit
 from mdl.catalog import files as catalog_files
+from mdl.catalog.load import lock_beside
+from mdl.catalog.settings import Settings, settings_for
+from mdl.catalog.specs import Catalog, ModelSpec
 from mdl.download.lock import lock_catalog
 from mdl.download.session import PullSession
 from mdl.errors import LocalFSError, MdlError, NotFoundError
-from mdl.lockfile import exclusive, fingerprint, read_lock
-from mdl.lockfile import write_lock as write_lock_file
+from mdl.lockfile.io import exclusive, read_lock
+from mdl.lockfile.io import write_lock as write_lock_file
+from mdl.lockfile.model import fingerprint
 from mdl.paths import is_http_url
 from mdl.progress import Progress
 from mdl.redact import Secrets, redact_url
 from mdl.setting import Overrides, StrPath
-from mdl.signing import key_id
-from mdl.sources import read_hub_pages, resolve_file, resolve_model, signature_spec
+from mdl.signing.statement import key_id
+from mdl.sources.hubpages import read_hub_pages
+from mdl.sources.resolve import resolve_file, resolve_model, signature_spec
 
 
 def add_model(

@@ -26,20 +26,14 @@ from mdl.errors import (
     worst_exit_code,
 )
 from mdl.report import WARNING_CAUSE, FileOutcome, failed, log_outcome
-from mdl.sources import RemoteFile
-from mdl.store import (
-    FileRecord,
-    HeldLocks,
-    RecordQueue,
-    Store,
-    adopted_when_found,
-    hash_descriptor,
-    hash_file,
-    now_iso,
-    open_file,
-    rename,
-)
-from mdl.transfer import RetryLog, TransferJob, TransferResult
+from mdl.sources.resolve import RemoteFile
+from mdl.store.confined import open_file, rename
+from mdl.store.filelocks import HeldLocks
+from mdl.store.filesystem import hash_descriptor, hash_file
+from mdl.store.recordqueue import RecordQueue
+from mdl.store.records import FileRecord, adopted_when_found, now_iso
+from mdl.store.store import Store
+from mdl.transfer.job import RetryLog, TransferJob, TransferResult
 from mdl.units import human_size
 
 log = logging.getLogger("mdl.pull")

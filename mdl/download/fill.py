@@ -14,11 +14,12 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
-from mdl.buckets import GaveUp, Lease, Renewing, Seen, Writer, lease_prefix, take, wait_for
-from mdl.catalog import fixed_part
+from mdl.buckets.lease import GaveUp, Lease, Renewing, lease_prefix, take, wait_for
+from mdl.buckets.protocol import Seen, Writer
+from mdl.catalog.settings import fixed_part
 from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
-from mdl.sources import RemoteFile, mirror_targets
-from mdl.transfer import TransferJob, TransferResult
+from mdl.sources.resolve import RemoteFile, mirror_targets
+from mdl.transfer.job import TransferJob, TransferResult
 
 if TYPE_CHECKING:
     from mdl.download.session import FileSources, Target

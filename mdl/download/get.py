@@ -12,35 +12,38 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mdl.buckets import store_for
-from mdl.catalog import FileSpec, Settings
+from mdl.buckets.registry import store_for
+from mdl.catalog.settings import Settings
+from mdl.catalog.specs import FileSpec
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
 from mdl.paths import HfUri
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed, log_outcome
-from mdl.sources import (
-    GetRequest,
+from mdl.sources.joboutput import (
     InlineCheck,
     InlineFile,
-    Parsed,
-    RemoteFile,
-    Source,
     UrlFile,
     check_expected_sha256,
+    write_inline,
+)
+from mdl.sources.oneoff import (
+    GetRequest,
+    Parsed,
+    Source,
     check_payloads,
     list_repos,
     read_sources,
-    resolve_file,
     save_targets,
-    write_inline,
 )
-from mdl.store import Store, rmdir_empty
+from mdl.sources.resolve import RemoteFile, resolve_file
+from mdl.store.confined import rmdir_empty
+from mdl.store.store import Store
 
 if TYPE_CHECKING:
     from mdl.download.plan import PlannedFile
-    from mdl.transfer import Opening
+    from mdl.transfer.job import Opening
 
 log = logging.getLogger("mdl.get")
 # A get's record is the folder's .mdl/get.json (the store's record of model "", keyed by file name):

@@ -11,7 +11,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mdl.catalog import Catalog, ModelSpec, Settings, lock_beside
+from mdl.catalog.load import lock_beside
+from mdl.catalog.settings import Settings
+from mdl.catalog.specs import Catalog, ModelSpec
 from mdl.download.fetch import fetch_from_sources, file_lock, transfer_job
 from mdl.download.plan import recorded, same_content
 from mdl.download.resolve import resolve
@@ -25,20 +27,13 @@ from mdl.errors import (
     UsageError,
     worst_exit_code,
 )
-from mdl.lockfile import (
-    Lock,
-    LockedModel,
-    ModelChange,
-    diff_locks,
-    exclusive,
-    locked_from_resolved,
-    read_lock,
-)
-from mdl.lockfile import write_lock as write_lock_file
+from mdl.lockfile.io import ModelChange, diff_locks, exclusive, read_lock
+from mdl.lockfile.io import write_lock as write_lock_file
+from mdl.lockfile.model import Lock, LockedModel, locked_from_resolved
 from mdl.progress import Progress
 from mdl.report import FileOutcome, failed
-from mdl.sources import RemoteFile, ResolvedModel
-from mdl.store import unlink
+from mdl.sources.resolve import RemoteFile, ResolvedModel
+from mdl.store.confined import unlink
 
 log = logging.getLogger("mdl.lock")
 

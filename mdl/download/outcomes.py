@@ -11,8 +11,9 @@ from pathlib import Path
 from mdl.download.plan import FORCED, Action, PlannedFile, policy_of
 from mdl.errors import UsageError
 from mdl.report import FileOutcome, log_outcome
-from mdl.store import FileRecord, hash_file
-from mdl.transfer import TransferResult
+from mdl.store.filesystem import hash_file
+from mdl.store.records import FileRecord
+from mdl.transfer.job import TransferResult
 
 # a file get finds in place with the bytes asked for: kept, whoever wrote it
 SAME_BYTES = "already there, same bytes"

@@ -15,21 +15,15 @@ from mdl.errors import MdlError, NetworkError, NoSpaceError, UnsafePathError
 from mdl.paths import path_clash, shown_path
 from mdl.redact import record_text
 from mdl.report import FileOutcome, failed
-from mdl.sources import RemoteFile, ResolvedModel
-from mdl.store import (
-    INSTALLED,
-    MISSING,
-    RECHECK_REASON,
-    FileRecord,
-    Layout,
-    Placement,
-    Store,
-    judge,
-    not_a_file,
-    not_own,
-    stat_file,
-)
-from mdl.transfer import Identity, saved_progress
+from mdl.sources.resolve import RemoteFile, ResolvedModel
+from mdl.store.confined import not_own
+from mdl.store.filesystem import not_a_file, stat_file
+from mdl.store.inventory import INSTALLED, MISSING, RECHECK_REASON, judge
+from mdl.store.layout import Layout, Placement
+from mdl.store.records import FileRecord
+from mdl.store.store import Store
+from mdl.transfer.job import Identity
+from mdl.transfer.resume import saved_progress
 from mdl.units import human_size
 
 log = logging.getLogger("mdl.pull")

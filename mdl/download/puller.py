@@ -9,18 +9,21 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from mdl.catalog import ModelSpec, Settings
+from mdl.catalog.settings import Settings
+from mdl.catalog.specs import ModelSpec
 from mdl.download.fetch import fetch
 from mdl.download.outcomes import dry_run_outcome
 from mdl.download.plan import Action, PlannedFile, check_space, plan_models
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, warned
 from mdl.download.signed import Signatures, check_signatures
-from mdl.lockfile import Lock, LockUse
+from mdl.lockfile.model import Lock
+from mdl.lockfile.policy import LockUse
 from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, log_outcome
-from mdl.sources import RemoteFile, ResolvedModel
-from mdl.store import ExpectedFile, ModelRecord, SignatureRecord, Store
+from mdl.sources.resolve import RemoteFile, ResolvedModel
+from mdl.store.records import ExpectedFile, ModelRecord, SignatureRecord
+from mdl.store.store import Store
 
 
 def pull_models(

@@ -10,25 +10,23 @@ from contextlib import closing
 from functools import partial
 from typing import Any
 
-from mdl.catalog import ModelSpec, Settings
+from mdl.catalog.settings import Settings
+from mdl.catalog.specs import ModelSpec
 from mdl.download.outcomes import still_verified
 from mdl.download.plan import recorded
 from mdl.download.session import PullSession
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError
-from mdl.lockfile import Lock, LockedModel, LockUse, resolved_from_locked
+from mdl.lockfile.model import Lock, LockedModel, resolved_from_locked
+from mdl.lockfile.policy import LockUse
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
-from mdl.sources import (
-    RemoteFile,
-    ResolvedModel,
-    hub_file_url,
-    marked_signature,
-    resolve_model,
-    xet_token_url,
-)
-from mdl.store import Layout, ModelRecord, adopt_cached, file_state, model_status, unplaced_path
-from mdl.transfer import UnreachableError
+from mdl.sources.hub import hub_file_url, xet_token_url
+from mdl.sources.resolve import RemoteFile, ResolvedModel, marked_signature, resolve_model
+from mdl.store.inventory import file_state, model_status, unplaced_path
+from mdl.store.layout import Layout, adopt_cached
+from mdl.store.records import ModelRecord
+from mdl.transfer.http import UnreachableError
 
 log = logging.getLogger("mdl.pull")
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
-from mdl.buckets import ObjectStore, Presigner, store_for, store_schemes
-from mdl.catalog import Settings
+from mdl.buckets.protocol import ObjectStore
+from mdl.buckets.registry import Presigner, store_for, store_schemes
+from mdl.catalog.settings import Settings
 from mdl.errors import (
     INTERRUPTED,
     AuthError,
@@ -27,31 +28,28 @@ from mdl.errors import (
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import warned as warned  # (where pull and publish find it)
-from mdl.sources import NetrcLogins, RemoteFile, mirror_targets, read_netrc, with_probe
-from mdl.store import DirSyncs, ExpectedFile, Layout, Store
-from mdl.transfer import (
-    Credentials,
-    HubGate,
-    NetTransport,
-    Probed,
-    RetryLog,
-    RetryPolicy,
-    TokenGuard,
-    TransferJob,
-    TransferResult,
-    discard_partial,
-    make_client,
-    origin,
-    probe,
-)
-from mdl.xet import XetFallback
+from mdl.sources.netrc import NetrcLogins, read_netrc
+from mdl.sources.resolve import RemoteFile, mirror_targets, with_probe
+from mdl.store.filesystem import DirSyncs
+from mdl.store.layout import Layout
+from mdl.store.records import ExpectedFile
+from mdl.store.store import Store
+from mdl.transfer.connection import NetTransport, origin
+from mdl.transfer.http import Credentials, RetryPolicy, TokenGuard, make_client
+from mdl.transfer.job import RetryLog, TransferJob, TransferResult
+from mdl.transfer.ratelimit import HubGate
+from mdl.transfer.replies import Probed, probe
+from mdl.transfer.resume import discard_partial
+from mdl.xet.failures import XetFallback
 
 if TYPE_CHECKING:
     # each loaded when the run first needs it: a plain URL's get needs none of them
-    from mdl.buckets import Writer
-    from mdl.sources import Hub
-    from mdl.transfer import Engine, EngineConfig, RateLimiter
-    from mdl.xet import XetSource
+    from mdl.buckets.protocol import Writer
+    from mdl.sources.hub import Hub
+    from mdl.transfer.engine import Engine
+    from mdl.transfer.job import EngineConfig
+    from mdl.transfer.scheduling import RateLimiter
+    from mdl.xet.fetch import XetSource
 
 MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see workers.job_counts)
 # a sick mirror is left for the next source quickly; the origin gets the full retries
@@ -121,7 +119,9 @@ class PullSession:
         """The engine, the mirrors' engine, the engine's config and the run's rate limiter."""
         with self._made:
             if self._engines is None:
-                from mdl.transfer import Engine, EngineConfig, RateLimiter
+                from mdl.transfer.engine import Engine
+                from mdl.transfer.job import EngineConfig
+                from mdl.transfer.scheduling import RateLimiter
 
                 settings = self.settings
                 config = EngineConfig(
@@ -163,7 +163,7 @@ class PullSession:
         _, _, config, limiter = self._engines_made()
         with self._made:
             if self._xet is None:
-                from mdl.xet import XetSource
+                from mdl.xet.fetch import XetSource
 
                 settings = self.settings
                 self._xet = XetSource(
@@ -235,7 +235,7 @@ class PullSession:
 
     @cached_property
     def token(self) -> str | None:
-        from mdl.sources import resolve_token  # (mdl.sources.hub: only when a token is asked)
+        from mdl.sources.hub import resolve_token  # (mdl.sources.hub: only when a token is asked)
 
         token = self.settings.token or resolve_token(self.environ)
         self.guard.protect(token)
@@ -246,7 +246,7 @@ class PullSession:
     def hub(self) -> Hub | None:  # None when HF_HUB_OFFLINE is set
         if self.settings.offline:
             return None
-        from mdl.sources import Hub
+        from mdl.sources.hub import Hub
 
         return Hub(
             self.settings.endpoint,
@@ -349,7 +349,8 @@ class Fills:
             return self._target
 
     def _probed(self, retries: RetryLog) -> Target | None:
-        from mdl.buckets import ConditionalWritesIgnored, honours_conditions, namespace
+        from mdl.buckets.lease import honours_conditions, namespace
+        from mdl.buckets.protocol import ConditionalWritesIgnored
 
         template = next((t for t in self.settings.mirrors if store_for(t) is not None), None)
         if template is None:
@@ -391,7 +392,7 @@ class Fills:
 
 def lease_term(environ: Mapping[str, str]) -> float:
     """The lease term: TERM, or (tests) the internal variable's seconds."""
-    from mdl.buckets import TERM  # (mdl.buckets.lease: only for --fill-mirror)
+    from mdl.buckets.lease import TERM  # (mdl.buckets.lease: only for --fill-mirror)
 
     text = environ.get(TERM_VARIABLE)
     try:

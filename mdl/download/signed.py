@@ -13,33 +13,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from mdl.catalog import ModelSpec
+from mdl.catalog.specs import ModelSpec
 from mdl.download.fetch import fetch_from_sources, transfer_job
 from mdl.download.plan import Action, plan_file
 from mdl.download.session import PullSession, label_of
 from mdl.errors import IntegrityError, MdlError, NotFoundError, UsageError
 from mdl.report import FileOutcome, failed
-from mdl.signing import (
-    MAX_SIGNATURE_BYTES,
-    SignedFile,
-    SignedManifest,
-    Trust,
-    git_path,
-    import_ahead,
-    require_library,
-    verify_signature,
-)
-from mdl.sources import RemoteFile, ResolvedModel
-from mdl.store import (
-    ExpectedFile,
-    SignatureRecord,
-    read_bytes,
-    read_signature,
-    selected,
-    signed_name,
-    write_atomic,
-)
-from mdl.transfer import RetryLog, discard_partial
+from mdl.signing.library import MAX_SIGNATURE_BYTES, import_ahead, require_library, verify_signature
+from mdl.signing.statement import SignedFile, SignedManifest, Trust, git_path
+from mdl.sources.resolve import RemoteFile, ResolvedModel
+from mdl.store.confined import read_bytes, write_atomic
+from mdl.store.layout import selected, signed_name
+from mdl.store.records import ExpectedFile, SignatureRecord
+from mdl.store.verify import read_signature
+from mdl.transfer.job import RetryLog
+from mdl.transfer.resume import discard_partial
 
 log = logging.getLogger("mdl.pull")
 

@@ -9,12 +9,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from mdl.catalog import Settings
+from mdl.catalog.settings import Settings
 from mdl.download.plan import PlannedFile
 from mdl.download.session import MANY_JOBS, PullSession
 from mdl.errors import INTERRUPTED, InterruptedByUserError
 from mdl.report import FileOutcome
-from mdl.transfer import SPLIT_THRESHOLD
+from mdl.transfer.scheduling import SPLIT_THRESHOLD
 
 
 class Crew:

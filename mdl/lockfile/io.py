@@ -18,7 +18,7 @@ from mdl.catalog import files
 from mdl.errors import CatalogError, LocalFSError
 from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel, validation_message
 from mdl.paths import read_small_file
-from mdl.store import write_atomic
+from mdl.store.confined import write_atomic
 
 # the lock is edited as the catalog beside it is: under a flock of their folder
 exclusive = files.exclusive

@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import AfterValidator, ConfigDict, Field, Strict, ValidationError
 from pydantic.dataclasses import dataclass
 
-from mdl.catalog import MAX_MODEL_NAME, ModelSpec, expand_headers, is_model_name
+from mdl.catalog.load import expand_headers
+from mdl.catalog.specs import MAX_MODEL_NAME, ModelSpec, is_model_name
 from mdl.errors import UsageError
 from mdl.paths import GIT_OID_HEX, path_clash, path_problem, repo_id_problem
 from mdl.redact import Secrets, printable, redact_url
-from mdl.store import HubFileRef, hub_source, parse_hub_source
+from mdl.store.layout import HubFileRef, hub_source, parse_hub_source
 
 if TYPE_CHECKING:  # the HTTP side is loaded only by what fetches (a plain `mdl list` stays light)
-    from mdl.sources import RemoteFile, ResolvedModel
+    from mdl.sources.resolve import RemoteFile, ResolvedModel
 
 LOCK_VERSION = 1
 
@@ -222,7 +223,7 @@ def resolved_from_locked(
     lock as written; a Hub file's Xet hash from the lock, its token asked for at the pinned commit.
     """
     catalog_files = {f.save_path: f for f in spec.files} if spec is not None else {}
-    from mdl.sources import RemoteFile, ResolvedModel, XetRef
+    from mdl.sources.resolve import RemoteFile, ResolvedModel, XetRef
 
     files: list[RemoteFile] = []
     for f in locked.files:

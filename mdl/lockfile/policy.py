@@ -10,23 +10,15 @@ from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
-from mdl.catalog import (
-    Catalog,
-    FileSpec,
-    ModelSpec,
-    Settings,
-    find_catalog,
-    find_lock,
-    load_catalog,
-    lock_beside,
-    user_config_dir,
-)
+from mdl.catalog.load import find_catalog, find_lock, load_catalog, lock_beside
+from mdl.catalog.settings import Settings, user_config_dir
+from mdl.catalog.specs import Catalog, FileSpec, ModelSpec
 from mdl.errors import CatalogError, UsageError
 from mdl.lockfile.io import read_lock
 from mdl.lockfile.model import Lock, LockedModel
 from mdl.redact import REDACTED, redact_url
 from mdl.setting import StrPath
-from mdl.store import ExpectedFile
+from mdl.store.records import ExpectedFile
 
 log = logging.getLogger("mdl.lock")
 Pins = dict[str, tuple[ExpectedFile, ...]]  # model → the files catalog.lock pins for it

@@ -16,7 +16,8 @@ import httpx2
 from mdl.errors import AuthError, HubReplyError, MdlError, NotFoundError, UsageError
 from mdl.paths import check_revision, repo_id_problem
 from mdl.redact import Secrets, printable, redact_url, safe_text
-from mdl.transfer import (
+from mdl.transfer.connection import origin, set_reply_deadline
+from mdl.transfer.http import (
     Credentials,
     RetryPolicy,
     TokenGuard,
@@ -24,9 +25,7 @@ from mdl.transfer import (
     follow,
     hub_auth_hint,
     make_client,
-    origin,
     refusal_error,
-    set_reply_deadline,
     transport_error,
 )
 

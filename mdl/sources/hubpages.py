@@ -13,7 +13,7 @@ from mdl.errors import UsageError
 from mdl.paths import check_revision, is_http_url
 from mdl.progress import Progress
 from mdl.redact import redact_url
-from mdl.transfer import origin
+from mdl.transfer.connection import origin
 
 # the Hub's own web origin: its page URLs are Hub files, whatever HF_ENDPOINT says
 HUB_WEB = "https://huggingface.co"

@@ -27,7 +27,7 @@ from pydantic import (
 from mdl.errors import HubReplyError
 from mdl.paths import GIT_OID_HEX
 from mdl.redact import Secrets, printable, redact_text, redact_url
-from mdl.transfer import origin
+from mdl.transfer.connection import origin
 
 if TYPE_CHECKING:
     import httpx2

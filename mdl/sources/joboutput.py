@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from mdl.buckets import store_schemes
+from mdl.buckets.registry import store_schemes
 from mdl.errors import IntegrityError, JobOutputError, LocalFSError, MdlError, UsageError
 from mdl.paths import SHA256_HEX, is_http_url, read_bounded, safe_file_name, temp_name
 from mdl.progress import NullProgress, Progress
 from mdl.sources.resolve import RemoteFile
-from mdl.store import fsync_dir
+from mdl.store.filesystem import fsync_dir
 
 # Base64 text decoded per step: a multiple of 4 characters, small enough that a payload of any size
 # costs a few MiB of memory (the JSON text itself is already in memory once; never hold a second

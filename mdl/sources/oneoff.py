@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mdl.buckets import store_for
-from mdl.catalog import ModelSpec
+from mdl.buckets.registry import store_for
+from mdl.catalog.specs import ModelSpec
 from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
 from mdl.paths import (
     RESERVED_WHY,
@@ -39,7 +39,8 @@ from mdl.sources.joboutput import (
     read_job_output,
 )
 from mdl.sources.resolve import resolve_model
-from mdl.store import REPLACEABLE, creatable_problem, hub_source, not_a_file, not_a_file_error
+from mdl.store.filesystem import REPLACEABLE, creatable_problem, not_a_file, not_a_file_error
+from mdl.store.layout import hub_source
 
 if TYPE_CHECKING:
     from mdl.sources.hub import Hub

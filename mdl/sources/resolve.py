@@ -11,26 +11,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from mdl.buckets import store_for
-from mdl.catalog import (
-    MIRROR_FIELDS,
-    FileSpec,
-    ModelSpec,
-    Placeholder,
-    expand_headers,
-    fill_template,
-    parse_template,
-)
+from mdl.buckets.registry import store_for
+from mdl.catalog.load import expand_headers
+from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, fill_template, parse_template
+from mdl.catalog.specs import FileSpec, ModelSpec
 from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, path_clash, path_problem
 from mdl.redact import printable, redact_url
-from mdl.store import ModelRecord, hub_source, ref_revision, selected
+from mdl.store.layout import hub_source, ref_revision, selected
+from mdl.store.records import ModelRecord
 
 if TYPE_CHECKING:
-    from mdl.signing import SignedFile, Trust
+    from mdl.signing.statement import SignedFile, Trust
     from mdl.sources.hub import Hub
     from mdl.sources.hubreplies import FileMetadata, TreeEntry
-    from mdl.transfer import Opening
+    from mdl.transfer.job import Opening
 
 log = logging.getLogger("mdl.mirrors")
 # fields quoted in http(s) mirror URLs

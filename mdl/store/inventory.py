@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mdl.catalog import FileSpec, ModelSpec, Settings
+from mdl.catalog.settings import Settings
+from mdl.catalog.specs import FileSpec, ModelSpec
 from mdl.errors import LocalFSError, MdlError
 from mdl.redact import redact_url
 from mdl.store import confined
@@ -364,7 +365,9 @@ def _signer_leaves_out(spec: ModelSpec, path: str) -> bool:
     """Whether ``path`` is one of git's own files a signed model's signer leaves out."""
     if spec.signature is None:
         return False
-    from mdl.signing import git_path  # (here: a model that names no signer loads no signing)
+    from mdl.signing.statement import (
+        git_path,  # (here: a model that names no signer loads no signing)
+    )
 
     return git_path(path)
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
-from mdl.catalog import ModelSpec, Settings
+from mdl.catalog.settings import Settings
+from mdl.catalog.specs import ModelSpec
 from mdl.errors import LocalFSError, MdlError, UsageError
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, repo_id_problem, safe_relative_path, shown_path
 from mdl.store import confined

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mdl.catalog import ModelSpec, Settings, is_model_name
+from mdl.catalog.settings import Settings
+from mdl.catalog.specs import ModelSpec, is_model_name
 from mdl.errors import LocalFSError, LockTimeoutError, MdlError, worst_exit_code
 from mdl.paths import GIT_OID_HEX
 from mdl.store import confined

@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mdl.catalog import ModelSpec, Settings
+from mdl.catalog.settings import Settings
+from mdl.catalog.specs import ModelSpec
 from mdl.errors import (
     IntegrityError,
     LocalFSError,
@@ -44,7 +45,7 @@ from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, record_of
 from mdl.store.store import RECORD_MAX, Store
 
 if TYPE_CHECKING:  # (the signing library loads only for a signed model: a probe never needs it)
-    from mdl.signing import SignedFile, SignedManifest, Trust
+    from mdl.signing.statement import SignedFile, SignedManifest, Trust
 
 # A sha256 (None: no one pins it) and who pins it ("catalog", "catalog.lock", ...).
 Wanted = tuple[str | None, str]
@@ -327,7 +328,7 @@ def _signature_on_disk(
     README); a failure's outcome."""
     if spec.signature is None:
         return None
-    from mdl.signing import require_library, verify_signature
+    from mdl.signing.library import require_library, verify_signature
 
     require_library()
     path = spec.signature.installed_as
@@ -348,7 +349,7 @@ def read_signature(root: Path, path: Path, *, what: str) -> bytes:
     """A model.sig's bytes, read as mdl's own state (no link followed, no FIFO opened), bounded:
     IntegrityError (exit 6) naming ``what`` when it is missing, unreadable or bigger than any
     signature."""
-    from mdl.signing import MAX_SIGNATURE_BYTES
+    from mdl.signing.library import MAX_SIGNATURE_BYTES
 
     try:
         return read_bytes(root, path, limit=MAX_SIGNATURE_BYTES)

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 
 from mdl.errors import MdlError
-from mdl.store import DirSyncs
+from mdl.store.filesystem import DirSyncs
 from mdl.transfer.job import HashMismatch, TransferJob, TransferResult
 from mdl.transfer.part import PartFetch
 from mdl.transfer.replies import probe

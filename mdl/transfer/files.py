@@ -100,7 +100,7 @@ class FolderTransport(httpx2.BaseTransport):
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         # here: every client mounts this transport, and only a file:// request needs the folder
         # store's code (a plain URL's get loads none of mdl.buckets)
-        from mdl.buckets import LOCAL_HOST
+        from mdl.buckets.folder import LOCAL_HOST
 
         if request.method not in ("GET", "HEAD"):
             return _answer(405, "a shared folder is read with GET", {"Allow": "GET, HEAD"})
@@ -133,7 +133,7 @@ class FolderTransport(httpx2.BaseTransport):
         if (kind := kind_of(st)) is not None:
             os.close(fd)
             return _answer(404, f"{kind}, not a file")
-        from mdl.buckets import file_etag
+        from mdl.buckets.folder import file_etag
 
         size = st.st_size
         etag = f'"{file_etag(st)}"'

@@ -19,7 +19,9 @@ from mdl.transfer.http import Credentials, RetryPolicy
 from mdl.transfer.scheduling import SPLIT_THRESHOLD, MiB, Piece, plan_pieces
 
 if TYPE_CHECKING:
-    from mdl.signing import SignedFile  # (a signed pull's: made by what checks signatures)
+    from mdl.signing.statement import (
+        SignedFile,  # (a signed pull's: made by what checks signatures)
+    )
 
 log = logging.getLogger("mdl.transfer")
 

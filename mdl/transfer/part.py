@@ -18,7 +18,8 @@ from mdl.errors import (
     NoSpaceError,
     disk_error,
 )
-from mdl.store import DirSyncs, open_file
+from mdl.store.confined import open_file
+from mdl.store.filesystem import DirSyncs
 from mdl.transfer.job import (
     HashMismatch,
     RangesIgnoredError,

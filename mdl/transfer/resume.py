@@ -20,22 +20,16 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 from mdl.errors import LocalFSError, MdlError, NetworkError, UsageError
 from mdl.redact import redact_url
-from mdl.store import (
-    DirSyncs,
-    fsync_dir,
-    not_own,
-    read_bytes,
-    rename,
-    stat_file,
-    unlink,
-    write_atomic,
-)
+from mdl.store.confined import not_own, read_bytes, rename, unlink, write_atomic
+from mdl.store.filesystem import DirSyncs, fsync_dir, stat_file
 from mdl.transfer.job import HashMismatch, Identity, TransferJob
 from mdl.transfer.scheduling import MIN_STEAL, MiB, Piece, split_largest
 from mdl.transfer.target import Target
 
 if TYPE_CHECKING:
-    from mdl.signing import SignedFile  # (a signed pull's: made by what checks signatures)
+    from mdl.signing.statement import (
+        SignedFile,  # (a signed pull's: made by what checks signatures)
+    )
 
 log = logging.getLogger("mdl.transfer")
 

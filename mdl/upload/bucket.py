@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mdl.buckets import store_for
+from mdl.buckets.registry import store_for
 from mdl.errors import InterruptedByUserError, MdlError
 from mdl.progress import Progress
 from mdl.redact import Secrets

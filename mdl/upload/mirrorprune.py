@@ -15,29 +15,16 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from mdl.buckets import (
-    MARKS,
-    TERM,
-    Listed,
-    Writer,
-    folder_of,
-    is_lease,
-    namespace,
-    object_of,
-    store_for,
-)
-from mdl.catalog import (
-    MIRROR_FIELDS,
-    NAME_RE,
-    ModelSpec,
-    Placeholder,
-    Settings,
-    fixed_part,
-    parse_template,
-)
+from mdl.buckets.lease import TERM, is_lease, namespace, object_of
+from mdl.buckets.protocol import MARKS, Listed, Writer, folder_of
+from mdl.buckets.registry import store_for
+from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, Settings, fixed_part, parse_template
+from mdl.catalog.specs import NAME_RE, ModelSpec
 from mdl.errors import MdlError, UsageError, worst_exit_code
-from mdl.lockfile import LockedModel, LockUse, resolved_from_locked
-from mdl.sources import ResolvedModel, hub_file_url, marked_signature, mirror_targets, xet_token_url
+from mdl.lockfile.model import LockedModel, resolved_from_locked
+from mdl.lockfile.policy import LockUse
+from mdl.sources.hub import hub_file_url, xet_token_url
+from mdl.sources.resolve import ResolvedModel, marked_signature, mirror_targets
 from mdl.upload.publisher import MANIFEST_FOLDER
 
 log = logging.getLogger("mdl.prune")

@@ -13,32 +13,20 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mdl.buckets import store_for
-from mdl.catalog import ModelSpec, Settings
+from mdl.buckets.registry import store_for
+from mdl.catalog.settings import Settings
+from mdl.catalog.specs import ModelSpec
 from mdl.errors import IntegrityError, MdlError, NotFoundError, UsageError
-from mdl.lockfile import LockedModel
+from mdl.lockfile.model import LockedModel
 from mdl.progress import Progress
 from mdl.redact import record_text
 from mdl.report import FileOutcome, RunReport, failed
-from mdl.signing import (
-    SIGNATURE_FILE,
-    Trust,
-    public_key_of,
-    sign_digests,
-    skipped_by_signature,
-    verify_signature,
-)
-from mdl.store import (
-    INSTALLED,
-    MODIFIED_MAYBE,
-    ExpectedFile,
-    Layout,
-    LocalFile,
-    ModelRecord,
-    ModelStatus,
-    model_status,
-    verify_file,
-)
+from mdl.signing.library import public_key_of, sign_digests, verify_signature
+from mdl.signing.statement import SIGNATURE_FILE, Trust, skipped_by_signature
+from mdl.store.inventory import INSTALLED, MODIFIED_MAYBE, LocalFile, ModelStatus, model_status
+from mdl.store.layout import Layout
+from mdl.store.records import ExpectedFile, ModelRecord
+from mdl.store.verify import verify_file
 from mdl.upload.bucket import Bucket, ReadyFile
 from mdl.version import __version__
 

@@ -13,17 +13,9 @@ import httpx2
 
 from mdl.errors import AuthError, InterruptedByUserError, MdlError
 from mdl.redact import Secrets, redact_url
-from mdl.sources import XetRef
-from mdl.transfer import (
-    Credentials,
-    RetryPolicy,
-    error_for_status,
-    follow,
-    origin,
-    set_read_timeout,
-    set_reply_deadline,
-    transport_error,
-)
+from mdl.sources.resolve import XetRef
+from mdl.transfer.connection import origin, set_read_timeout, set_reply_deadline
+from mdl.transfer.http import Credentials, RetryPolicy, error_for_status, follow, transport_error
 from mdl.xet.failures import Refused, XetFallback
 from mdl.xet.protocol import (
     Fetch,

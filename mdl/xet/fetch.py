@@ -17,19 +17,11 @@ from pathlib import Path
 
 from mdl.errors import LocalFSError
 from mdl.progress import Progress
-from mdl.sources import XetRef
-from mdl.store import DirSyncs, stat_file
-from mdl.transfer import (
-    STATE_MAX,
-    RateLimiter,
-    TransferJob,
-    TransferResult,
-    boot_id,
-    discard_partial,
-    finish_part,
-    job_root,
-    planted,
-)
+from mdl.sources.resolve import XetRef
+from mdl.store.filesystem import DirSyncs, stat_file
+from mdl.transfer.job import TransferJob, TransferResult
+from mdl.transfer.resume import STATE_MAX, boot_id, discard_partial, finish_part, job_root, planted
+from mdl.transfer.scheduling import RateLimiter
 from mdl.xet.cas import Cas
 from mdl.xet.failures import Suspect, Unsplittable, XetFallback
 from mdl.xet.partial import Partial

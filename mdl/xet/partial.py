@@ -17,12 +17,12 @@ from typing import Protocol
 
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError, disk_error
 from mdl.progress import Progress
-from mdl.sources import XetRef
-from mdl.store import open_file
-from mdl.transfer import (
+from mdl.sources.resolve import XetRef
+from mdl.store.confined import open_file
+from mdl.transfer.job import TransferJob
+from mdl.transfer.resume import (
     WRITEBACK_EVERY,
     Hasher,
-    TransferJob,
     boot_id,
     discard_partial,
     job_root,

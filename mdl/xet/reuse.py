@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdl.errors import MdlError
-from mdl.store import open_file, read_bytes, unlink, write_atomic
-from mdl.transfer import BY_CHUNK
+from mdl.store.confined import open_file, read_bytes, unlink, write_atomic
+from mdl.transfer.resume import BY_CHUNK
 from mdl.xet.hashing import HASH_BYTES, chunk_hash, is_hash
 from mdl.xet.xorb import MAX_CHUNK
 

@@ -17,18 +17,17 @@ from dataclasses import dataclass, field
 import httpx2
 
 from mdl.errors import AuthError, IntegrityError, InterruptedByUserError, MdlError, NetworkError
-from mdl.transfer import (
+from mdl.transfer.body import promised, read_body
+from mdl.transfer.connection import set_read_timeout
+from mdl.transfer.http import (
     Credentials,
-    RateLimiter,
     RetryableError,
     Tries,
     error_for_status,
     follow,
-    promised,
-    read_body,
-    set_read_timeout,
     transport_error,
 )
+from mdl.transfer.scheduling import RateLimiter
 from mdl.xet.cas import Cas, why
 from mdl.xet.failures import Refused, Stopped, Unsplittable, XetFallback
 from mdl.xet.hashing import chunk_hash

@@ -29,7 +29,7 @@ from typer.testing import CliRunner, Result
 
 from mdl.cli.app import app
 from mdl.errors import ExitCode
-from mdl.signing import Trust
+from mdl.signing.statement import Trust
 
 TOP = "model"  # the archive's top-level folder (-o model.zip)
 MANIFEST = "mdl-manifest.json"

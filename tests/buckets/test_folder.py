@@ -17,15 +17,17 @@ import pytest
 from runfixtures import mdl
 from servers import HubServer, make_data
 
-from mdl.buckets import STORES, FolderStore, FolderWriter, parse_file_uri, store_for
+from mdl.buckets.folder import FolderStore, FolderWriter, parse_file_uri
 from mdl.buckets.protocol import Seen
-from mdl.catalog import parse_catalog
+from mdl.buckets.registry import STORES, store_for
+from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import check_mirror
 from mdl.errors import ExitCode, IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError
 from mdl.paths import temp_name
-from mdl.sources import UrlFile, parse_sources
-from mdl.transfer import make_client
+from mdl.sources.joboutput import UrlFile
+from mdl.sources.oneoff import parse_sources
 from mdl.transfer.files import CHUNK, byte_range
+from mdl.transfer.http import make_client
 
 DATA = make_data(3 * CHUNK + 123, seed=11)
 STORE = STORES["file"]
@@ -521,8 +523,9 @@ def test_the_engine_fetches_parallel_ranges_from_the_folder(shelf: Path) -> None
     from runfixtures import transfer_job
 
     from mdl.progress import NullProgress
-    from mdl.transfer import Engine, EngineConfig
+    from mdl.transfer.engine import Engine
     from mdl.transfer.http import RetryPolicy
+    from mdl.transfer.job import EngineConfig
 
     config = EngineConfig(connections=4, retry=RetryPolicy(retries=0), split_threshold=CHUNK)
     job = transfer_job(shelf.parent / "pulled", url_of(shelf / "org" / "m" / "w b.bin"), DATA)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mdl.buckets import FolderWriter
+from mdl.buckets.folder import FolderWriter
 from mdl.buckets.lease import LISTED_LIMIT, look, take
 from mdl.upload.mirrorprune import Named, prune_mirror
 

@@ -12,16 +12,19 @@ from urllib.parse import quote
 import pytest
 from servers import CdnServer, Fault, make_data
 
-from mdl.buckets import STORES, StoredObject, store_for, store_schemes
+from mdl.buckets.protocol import StoredObject
+from mdl.buckets.registry import STORES, store_for, store_schemes
 from mdl.buckets.s3store import S3Store
-from mdl.catalog import parse_catalog
+from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings, check_mirror
 from mdl.download.puller import pull_models
 from mdl.errors import ExitCode, MdlError, UsageError
 from mdl.progress import NullProgress
 from mdl.redact import Secrets
 from mdl.setting import Overrides
-from mdl.sources import RemoteFile, UrlFile, mirror_targets, parse_sources
+from mdl.sources.joboutput import UrlFile
+from mdl.sources.oneoff import parse_sources
+from mdl.sources.resolve import RemoteFile, mirror_targets
 
 DATA = make_data(20_001, seed=5)
 TEMPLATE = "fake://shelf/{model}/{path}"

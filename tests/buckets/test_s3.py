@@ -13,7 +13,8 @@ from s3server import S3, SECRET_KEY, s3, s3_server  # noqa: F401
 from mdl.buckets.s3 import S3Object, head_s3, parse_s3_uri, s3_client, s3_error, sha256_of_head
 from mdl.errors import AuthError, NetworkError, NotFoundError, UsageError
 from mdl.redact import REDACTED, Secrets, safe_text
-from mdl.sources import UrlFile, parse_sources
+from mdl.sources.joboutput import UrlFile
+from mdl.sources.oneoff import parse_sources
 
 
 def s3_source(uri: str, *, named: bool = False) -> UrlFile:

@@ -20,10 +20,10 @@ from s3server import S3, aws_environ, s3, s3_server  # noqa: F401
 from seaweed import Weed, seaweed_server  # noqa: F401
 
 from mdl.buckets import s3write as s3write_module
-from mdl.buckets import sha256_of_head
 from mdl.buckets.lease import honours_conditions
 from mdl.buckets.protocol import Seen, Writer
 from mdl.buckets.registry import STORES
+from mdl.buckets.s3 import sha256_of_head
 from mdl.buckets.s3write import S3Upload, S3Writer
 from mdl.errors import IntegrityError, NetworkError
 from mdl.upload.bucket import Bucket, ReadyFile

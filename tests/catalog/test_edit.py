@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from profiles import examples
 
-from mdl.catalog import parse_catalog
 from mdl.catalog.edit import add_entry, parse_source, remove_entry
+from mdl.catalog.load import parse_catalog
 from mdl.errors import UsageError
 
 HEX = "ab" * 32

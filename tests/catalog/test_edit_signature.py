@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from profiles import examples
 
-from mdl.catalog import parse_catalog
 from mdl.catalog.edit import add_entry, parse_source
 from mdl.catalog.entry import key_as_written
+from mdl.catalog.load import parse_catalog
 from mdl.errors import UsageError
 
 FOLDER = Path("/proj")  # the catalog's folder

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mdl.catalog import check_headers, parse_header
-from mdl.catalog.headers import HEADER_NAME_RE, MANAGED_HEADERS
+from mdl.catalog.headers import HEADER_NAME_RE, MANAGED_HEADERS, check_headers, parse_header
 from mdl.errors import ExitCode, UsageError
 from mdl.redact import Secrets, safe_text
 
@@ -89,7 +88,7 @@ def test_credential_values_are_registered_as_secrets() -> None:
 
 @pytest.mark.parametrize("name", ["Range", "if-range", "Accept-Encoding", "Host"])
 def test_headers_mdl_sets_itself_are_refused_in_the_catalog_too(name: str) -> None:
-    from mdl.catalog import parse_catalog
+    from mdl.catalog.load import parse_catalog
 
     text = f'[models.m]\nfiles = [{{ url = "https://h/x", headers = {{ "{name}" = "v" }} }}]\n'
     with pytest.raises(UsageError, match="is a header mdl sets itself"):

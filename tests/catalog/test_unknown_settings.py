@@ -14,7 +14,8 @@ from runfixtures import mdl, use_catalog
 from servers import HubServer, make_data
 from terminal import unstamped
 
-from mdl.catalog import CatalogWarning, parse_catalog
+from mdl.catalog.load import parse_catalog
+from mdl.catalog.specs import CatalogWarning
 from mdl.errors import CatalogError
 from mdl.version import __version__
 

@@ -15,8 +15,9 @@ import pytest
 from runfixtures import HANG, mdl
 from servers import TOKEN, CdnServer, Fault, HubServer, make_data
 
-from mdl.catalog import lock_beside
-from mdl.lockfile import Lock, LockedFile, LockedModel, read_lock, write_lock
+from mdl.catalog.load import lock_beside
+from mdl.lockfile.io import read_lock, write_lock
+from mdl.lockfile.model import Lock, LockedFile, LockedModel
 
 WEIGHTS = make_data(300_000, seed=3)
 

@@ -13,9 +13,9 @@ from runfixtures import mdl
 from servers import HubServer, make_data
 from signkeys import key_pair, official_sign
 
-from mdl.catalog import lock_beside, parse_catalog
-from mdl.lockfile import read_lock
-from mdl.signing import key_id
+from mdl.catalog.load import lock_beside, parse_catalog
+from mdl.lockfile.io import read_lock
+from mdl.signing.statement import key_id
 
 FILES = {
     "config.json": b'{"model_type": "bert"}\n',

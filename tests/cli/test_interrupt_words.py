@@ -29,7 +29,8 @@ from servers import CdnServer, HubServer, make_data
 from mdl.cli.run import Run
 from mdl.cli.translate import KEPT_ON_INTERRUPT, translate
 from mdl.errors import ExitCode, InterruptedByUserError
-from mdl.lockfile import Lock, LockedFile, LockedModel, fingerprint, write_lock
+from mdl.lockfile.io import write_lock
+from mdl.lockfile.model import Lock, LockedFile, LockedModel, fingerprint
 
 MiB = 1024 * 1024
 KEPT_DOWNLOADS = "interrupted; partial downloads were kept, run again to resume"
@@ -213,7 +214,7 @@ def test_publish_interrupted_says_what_was_uploaded_is_kept(
 
 def locked_catalog(folder: Path, files: int) -> None:
     (folder / "catalog.toml").write_text('[models.big]\nrepo = "org/big"\n')
-    from mdl.catalog import parse_catalog
+    from mdl.catalog.load import parse_catalog
 
     spec = parse_catalog((folder / "catalog.toml").read_text()).models[0]
     commit = "c" * 40

@@ -21,7 +21,8 @@ from locks import lock_catalog
 from runfixtures import mdl
 from servers import HubServer, make_data
 
-from mdl.lockfile import Lock, LockedFile, LockedModel, read_lock, write_lock
+from mdl.lockfile.io import read_lock, write_lock
+from mdl.lockfile.model import Lock, LockedFile, LockedModel
 
 PROBE = ("verify", "--all", "--quick", "--locked")
 NOBODY = 65534

@@ -15,8 +15,10 @@ from locks import lock_catalog
 from runfixtures import mdl
 from servers import HubServer, make_data
 
-from mdl.lockfile import Lock, LockedFile, LockedModel, read_lock, write_lock
-from mdl.store import FileRecord, Store
+from mdl.lockfile.io import read_lock, write_lock
+from mdl.lockfile.model import Lock, LockedFile, LockedModel
+from mdl.store.records import FileRecord
+from mdl.store.store import Store
 
 WEIGHTS = make_data(150_000, seed=3)
 CATALOG = '[models.tiny]\nrepo = "org/tiny"\n'

@@ -13,7 +13,7 @@ import pytest
 from runfixtures import mdl
 from servers import HubServer, make_data
 
-from mdl.catalog import Settings
+from mdl.catalog.settings import Settings
 from mdl.cli.render.console import run_summary
 from mdl.cli.summary import summary_line
 from mdl.report import FileOutcome, RunReport

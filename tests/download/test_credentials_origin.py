@@ -21,7 +21,7 @@ from servers import CdnServer, make_data
 from mdl.catalog.settings import build_settings
 from mdl.download.session import PullSession
 from mdl.progress import NullProgress
-from mdl.sources import RemoteFile
+from mdl.sources.resolve import RemoteFile
 from mdl.transfer.http import origin
 
 DATA = make_data(200_000, seed=50)

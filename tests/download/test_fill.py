@@ -24,10 +24,10 @@ from s3server import S3, s3, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
 
 import mdl
-from mdl.buckets import STORES
 from mdl.buckets.lease import lease_prefix, namespace
 from mdl.buckets.protocol import Seen, Writer
-from mdl.catalog import parse_catalog
+from mdl.buckets.registry import STORES
+from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings
 from mdl.cli.summary import summary_line
 from mdl.download.puller import pull_models

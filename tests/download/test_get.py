@@ -22,8 +22,8 @@ from mdl.catalog.settings import build_settings
 from mdl.download.get import fetch_sources
 from mdl.download.session import PullSession
 from mdl.progress import NullProgress
-from mdl.sources import parse_sources
 from mdl.sources.joboutput import InlineFile
+from mdl.sources.oneoff import parse_sources
 from mdl.transfer.resume import OVERLAP
 
 DATA = make_data(2_500_000, seed=11)

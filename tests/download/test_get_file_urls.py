@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from profiles import examples
 from runfixtures import mdl
 
-from mdl.buckets import parse_file_uri
+from mdl.buckets.folder import parse_file_uri
 from mdl.errors import ExitCode, UsageError
-from mdl.sources import parse_sources
-from mdl.transfer import make_client
+from mdl.sources.oneoff import parse_sources
+from mdl.transfer.http import make_client
 
 DATA = b"weights\n" * 1000
 

@@ -13,8 +13,7 @@ from pathlib import Path
 from terminal import STAMP, TOTAL, run_mdl
 
 from mdl.progress import Event, NullProgress
-from mdl.sources import InlineFile
-from mdl.sources.joboutput import check_inline
+from mdl.sources.joboutput import InlineFile, check_inline
 
 MiB = 1024 * 1024
 PAYLOAD = os.urandom(24 * MiB)

@@ -120,7 +120,7 @@ def test_a_hub_page_url_asks_for_its_revision_or_is_refused(
 def test_a_catalog_revision_that_folds_away_is_a_catalog_error_naming_its_key(
     revision: str,
 ) -> None:
-    from mdl.catalog import parse_catalog
+    from mdl.catalog.load import parse_catalog
     from mdl.errors import CatalogError
 
     for text, key in (

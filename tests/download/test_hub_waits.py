@@ -19,7 +19,7 @@ from hostile import RawServer
 from runfixtures import HANG, mdl, use_catalog, wait_for
 from servers import Fault, HubServer, make_data
 
-from mdl.catalog import parse_catalog
+from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import Settings, build_settings
 from mdl.download.puller import PullSession, pull_models
 from mdl.errors import InterruptedByUserError

@@ -12,7 +12,7 @@ import pytest
 from mdl.download.outcomes import SAME_BYTES, kept_in_place
 from mdl.download.plan import GET, PULL, policy_of
 from mdl.errors import UsageError
-from mdl.sources import RemoteFile
+from mdl.sources.resolve import RemoteFile
 
 DATA = b"the bytes asked for"
 

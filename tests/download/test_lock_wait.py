@@ -17,8 +17,9 @@ from filelock import FileLock
 from runfixtures import HANG, wait_for
 from servers import Fault, HubServer, make_data
 
-from mdl.catalog import ModelSpec, parse_catalog
+from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import build_settings
+from mdl.catalog.specs import ModelSpec
 from mdl.download.puller import pull_models
 from mdl.progress import Event, NullProgress
 from mdl.report import RunReport

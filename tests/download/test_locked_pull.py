@@ -13,7 +13,7 @@ from servers import HubServer, make_data
 
 from mdl import api
 from mdl.errors import ExitCode, UsageError
-from mdl.lockfile import parse_lock, write_lock
+from mdl.lockfile.io import parse_lock, write_lock
 
 CATALOG = """
 [models.tiny]

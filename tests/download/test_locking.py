@@ -17,9 +17,10 @@ from runfixtures import HANG
 from servers import Fault, HubServer, git_blob_sha1, make_data
 
 from mdl import api
-from mdl.download import LockReport
+from mdl.download.lock import LockReport
 from mdl.errors import ExitCode, NotFoundError
-from mdl.lockfile import Lock, read_lock
+from mdl.lockfile.io import read_lock
+from mdl.lockfile.model import Lock
 from mdl.progress import NullProgress
 
 WEIGHTS = make_data(300_003, seed=3)

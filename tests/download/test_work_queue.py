@@ -16,9 +16,10 @@ from mdl.download.puller import pull_models
 from mdl.download.workers import BIG, BULK, FIRST_WORKERS, SMALL, STUCK, WorkQueue
 from mdl.progress import NullProgress
 from mdl.setting import Overrides
-from mdl.sources import RemoteFile
-from mdl.store import Placement, Store
-from mdl.transfer import SPLIT_THRESHOLD
+from mdl.sources.resolve import RemoteFile
+from mdl.store.layout import Placement
+from mdl.store.store import Store
+from mdl.transfer.scheduling import SPLIT_THRESHOLD
 
 
 def queue(

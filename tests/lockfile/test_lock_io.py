@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from profiles import examples
 
 from mdl.errors import CatalogError
-from mdl.lockfile import Lock, LockedFile, LockedModel, parse_lock, write_lock
-from mdl.lockfile.io import dump_lock
+from mdl.lockfile.io import dump_lock, parse_lock, write_lock
+from mdl.lockfile.model import Lock, LockedFile, LockedModel
 
 COMMIT = "a" * 40
 SHA = "b" * 64

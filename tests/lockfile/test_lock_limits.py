@@ -17,10 +17,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from runfixtures import mdl, use_catalog
 
-from mdl.catalog import parse_catalog
+from mdl.catalog.load import parse_catalog
 from mdl.errors import CatalogError, ExitCode
-from mdl.lockfile import Lock, LockedFile, LockedModel, fingerprint, read_lock, write_lock
 from mdl.lockfile import io as lock_io
+from mdl.lockfile.io import read_lock, write_lock
+from mdl.lockfile.model import Lock, LockedFile, LockedModel, fingerprint
 from mdl.paths import read_bounded
 
 CATALOG = '[models.big]\nrepo = "org/big"\n'

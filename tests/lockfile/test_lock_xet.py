@@ -9,19 +9,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mdl.catalog import ModelSpec
+from mdl.catalog.specs import ModelSpec
 from mdl.errors import CatalogError
-from mdl.lockfile import (
+from mdl.lockfile.io import dump_lock, parse_lock
+from mdl.lockfile.model import (
     Lock,
     LockedFile,
     LockedModel,
     locked_from_resolved,
-    parse_lock,
     resolved_from_locked,
 )
-from mdl.lockfile.io import dump_lock
 from mdl.redact import Secrets
-from mdl.sources import RemoteFile, ResolvedModel, XetRef, hub_file_url, xet_token_url
+from mdl.sources.hub import hub_file_url, xet_token_url
+from mdl.sources.resolve import RemoteFile, ResolvedModel, XetRef
 
 COMMIT = "a" * 40
 SHA = "b" * 64

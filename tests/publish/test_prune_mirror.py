@@ -18,12 +18,15 @@ from runfixtures import mdl, use_catalog
 from s3proxy import s3_proxy
 from s3server import S3
 
-from mdl.buckets import STORES, Listed, Seen, lease_prefix, mdl_metadata, namespace
 from mdl.buckets.folder import file_etag
-from mdl.buckets.protocol import mark_uri
-from mdl.catalog import parse_catalog
+from mdl.buckets.lease import lease_prefix, namespace
+from mdl.buckets.protocol import Listed, Seen, mark_uri
+from mdl.buckets.registry import STORES
+from mdl.buckets.s3 import mdl_metadata
+from mdl.catalog.load import parse_catalog
 from mdl.errors import ExitCode, UsageError
-from mdl.lockfile import Lock, LockedFile, LockedModel, fingerprint, write_lock
+from mdl.lockfile.io import write_lock
+from mdl.lockfile.model import Lock, LockedFile, LockedModel, fingerprint
 from mdl.paths import temp_name
 from mdl.redact import Secrets
 
@@ -582,7 +585,7 @@ def test_objects_mdl_uploads_carry_the_mark_prune_honours(
 def test_a_folder_mirrors_marks_are_its_own_and_go_with_its_objects(tmp_path: Path) -> None:
     """Two mirrors in one folder (``a-{model}``, ``b-{model}``) share its ``.mdl/marks/``: pruning
     one removes the marks of the objects it removed, never the other mirror's."""
-    from mdl.buckets import FolderWriter
+    from mdl.buckets.folder import FolderWriter
     from mdl.upload.mirrorprune import Named, model_prefix, prune_mirror
 
     source = tmp_path / "w.bin"

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mdl.buckets import FolderWriter
-from mdl.buckets.folder import file_etag
+from mdl.buckets.folder import FolderWriter, file_etag
 from mdl.buckets.protocol import mark_uri
 from mdl.upload.mirrorprune import Named, prune_mirror
 

@@ -16,7 +16,7 @@ from runfixtures import mdl, without_modules
 from s3server import S3
 from servers import HubServer
 
-from mdl.buckets import parse_s3_prefix, sha256_of_head
+from mdl.buckets.s3 import parse_s3_prefix, sha256_of_head
 from mdl.catalog.load import parse_catalog
 from mdl.errors import ExitCode, MdlError, UsageError
 

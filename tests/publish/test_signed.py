@@ -21,7 +21,8 @@ from servers import HubServer, make_data
 from typer.testing import Result
 
 from mdl.errors import ExitCode
-from mdl.signing import Trust, sign_digests, verify_signature
+from mdl.signing.library import sign_digests, verify_signature
+from mdl.signing.statement import Trust
 
 BUCKET = "team-models"
 TO = f"s3://{BUCKET}/hub"

@@ -14,7 +14,8 @@ from profiles import examples
 from signkeys import key_pair, mutated_bundle, official_sign
 
 from mdl.errors import IntegrityError, UsageError
-from mdl.signing import SignedManifest, Trust, verify_signature
+from mdl.signing.library import verify_signature
+from mdl.signing.statement import SignedManifest, Trust
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -13,7 +13,8 @@ import trustme
 from signkeys import key_pair, official, official_sign, official_verify
 
 from mdl.errors import IntegrityError, NetworkError, UsageError
-from mdl.signing import Trust, sign_digests, verify_signature
+from mdl.signing.library import sign_digests, verify_signature
+from mdl.signing.statement import Trust
 
 FILES = {
     "config.json": b"{}",

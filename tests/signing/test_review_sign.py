@@ -17,7 +17,7 @@ from servers import HubServer
 from signing.test_signed_pull import FILES, WEIGHTS, signed_repo, write_catalog
 from signkeys import key_pair
 
-from mdl.signing import sign_digests
+from mdl.signing.library import sign_digests
 
 
 def sha(data: bytes) -> str:

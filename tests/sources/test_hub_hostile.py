@@ -20,7 +20,7 @@ from servers import TOKEN, CdnServer, Exchange, Fault
 
 from mdl.errors import ExitCode, HubReplyError, TokenLeakError
 from mdl.sources.hub import Hub
-from mdl.transfer import RetryPolicy, TokenGuard, make_client
+from mdl.transfer.http import RetryPolicy, TokenGuard, make_client
 
 CATALOG = """
 [models.good]
@@ -426,7 +426,8 @@ def test_the_pull_sessions_client_guards_downloads_too(
     from mdl.catalog.settings import build_settings
     from mdl.download.session import PullSession
     from mdl.progress import NullProgress
-    from mdl.transfer import Credentials, follow, origin
+    from mdl.transfer.connection import origin
+    from mdl.transfer.http import Credentials, follow
 
     settings = build_settings(
         environ={"HF_ENDPOINT": hostile.url, "HF_TOKEN": TOKEN}, dest=tmp_path / "d"
@@ -464,7 +465,7 @@ def test_an_endpoint_without_an_origin_is_exit_2(
 
 def test_a_malformed_redirect_location_is_a_network_error(other: CdnServer) -> None:
     from mdl.errors import NetworkError
-    from mdl.transfer import Credentials, follow
+    from mdl.transfer.http import Credentials, follow
 
     url = other.add_redirect("/f.bin", "http://[")
     client = make_client(timeout=5, pool_size=2)

@@ -34,7 +34,8 @@ from mdl.sources.hubreplies import (
     parse_revision,
     parse_tree_page,
 )
-from mdl.transfer import RetryPolicy, origin
+from mdl.transfer.connection import origin
+from mdl.transfer.http import RetryPolicy
 
 URL = "http://127.0.0.1:9/api/models/org/m/tree/" + "a" * 40
 HUB_ORIGIN = origin(URL)

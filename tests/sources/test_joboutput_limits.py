@@ -13,8 +13,8 @@ import pytest
 from runfixtures import mdl
 
 from mdl.errors import ExitCode, JobOutputError
-from mdl.sources import joboutput, read_job_output
-from mdl.sources.joboutput import parse_job_output
+from mdl.sources import joboutput
+from mdl.sources.joboutput import parse_job_output, read_job_output
 
 SMALL = json.dumps({"type": "file_data", "filename": "a.txt", "data": "aGk="})  # "hi"
 

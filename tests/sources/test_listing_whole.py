@@ -28,7 +28,7 @@ from mdl.errors import ExitCode, HubReplyError
 from mdl.sources import hub as hub_module
 from mdl.sources.hub import Hub, ListingLimits
 from mdl.sources.resolve import listing_clash
-from mdl.transfer import RetryPolicy
+from mdl.transfer.http import RetryPolicy
 
 CATALOG = """
 [models.good]

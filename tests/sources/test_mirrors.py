@@ -27,8 +27,16 @@ from runfixtures import HANG, mdl
 from servers import TOKEN, CdnServer, Content, Exchange, Fault, HubServer, LoopbackServer, make_data
 from typer.testing import Result
 
-from mdl.catalog import ModelSpec, fill_template, parse_catalog, parse_template
-from mdl.catalog.settings import MIRROR_FIELDS, CatalogSettings, build_settings, check_mirror
+from mdl.catalog.load import parse_catalog
+from mdl.catalog.settings import (
+    MIRROR_FIELDS,
+    CatalogSettings,
+    build_settings,
+    check_mirror,
+    fill_template,
+    parse_template,
+)
+from mdl.catalog.specs import ModelSpec
 from mdl.download.puller import pull_models
 from mdl.download.session import MIRROR_RETRIES
 from mdl.errors import ExitCode, UsageError

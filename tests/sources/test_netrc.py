@@ -11,7 +11,7 @@ import pytest
 
 from mdl.catalog.settings import build_settings, netrc_path
 from mdl.redact import Secrets
-from mdl.sources import NetrcLogins, read_netrc
+from mdl.sources.netrc import NetrcLogins, read_netrc
 
 PASSWORD = "s3cret-pa55word"
 

@@ -13,7 +13,8 @@ import pytest
 from runfixtures import HANG
 from servers import TOKEN, Fault, HubServer, git_blob_sha1, make_data
 
-from mdl.catalog import FileSpec, ModelSpec, parse_catalog
+from mdl.catalog.load import parse_catalog
+from mdl.catalog.specs import FileSpec, ModelSpec
 from mdl.errors import (
     AuthError,
     CatalogError,

@@ -16,10 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from servers import Exchange, HubServer, make_data
 
-from mdl.catalog import FileSpec, ModelSpec
-from mdl.sources import RemoteFile, XetRef, resolve_file, resolve_model, xet_token_url
-from mdl.sources.hub import Hub
+from mdl.catalog.specs import FileSpec, ModelSpec
+from mdl.sources.hub import Hub, xet_token_url
 from mdl.sources.hubreplies import parse_tree_page, parse_xet_head
+from mdl.sources.resolve import RemoteFile, XetRef, resolve_file, resolve_model
 
 WEIGHTS = make_data(30_000, seed=7)
 WEIGHTS_SHA = hashlib.sha256(WEIGHTS).hexdigest()

@@ -25,8 +25,8 @@ from runfixtures import mdl
 from servers import HubServer, make_data
 from typer.testing import Result
 
-from mdl.store import Store, not_own
-from mdl.store.confined import ForeignEntryError, open_file, read_bytes
+from mdl.store.confined import ForeignEntryError, not_own, open_file, read_bytes
+from mdl.store.store import Store
 
 CONFIG = b'{"model_type": "bert"}\n'
 WEIGHTS = make_data(400_000, seed=37)

@@ -24,7 +24,7 @@ from runfixtures import mdl
 from servers import HubServer, make_data
 from typer.testing import Result
 
-from mdl.store import Store
+from mdl.store.store import Store
 
 CONFIG = b'{"model_type": "bert"}\n'
 WEIGHTS = make_data(300_000, seed=137)

@@ -21,8 +21,8 @@ from servers import HubServer, git_blob_sha1, make_data
 from mdl.catalog.settings import build_settings, hf_hub_cache
 from mdl.errors import ExitCode, UsageError
 from mdl.setting import Overrides
-from mdl.store import Store
 from mdl.store.layout import Layout, parse_hub_source
+from mdl.store.store import Store
 
 WEIGHTS = make_data(3_000_000, seed=21)
 CONFIG = b'{"model_type": "bert"}\n'

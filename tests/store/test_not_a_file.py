@@ -25,7 +25,7 @@ from servers import HubServer, make_data
 from typer.testing import Result
 
 from mdl.paths import shown_path
-from mdl.store import Store
+from mdl.store.store import Store
 
 CONFIG = b'{"model_type": "bert"}\n'
 WEIGHTS = make_data(200_000, seed=27)

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from runfixtures import mdl
 from servers import Fault, HubServer, make_data
 
-from mdl.catalog import MAX_MODEL_NAME
+from mdl.catalog.specs import MAX_MODEL_NAME
 from mdl.errors import ExitCode
-from mdl.store import Store
+from mdl.store.store import Store
 
 DATA = make_data(2_000_000, seed=39)
 MODELS = st.one_of(

@@ -21,7 +21,7 @@ from runfixtures import mdl, wait_for
 from servers import Fault, HubServer, git_blob_sha1, make_data
 
 from mdl.errors import LockTimeoutError
-from mdl.store import Store
+from mdl.store.store import Store
 
 WEIGHTS = make_data(300_000, seed=39)
 CONFIG = b'{"hidden_size": 8}'

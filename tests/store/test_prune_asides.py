@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from mdl import api
-from mdl.store import FileRecord, Store, clean_asides  # noqa: F401 (loads mdl.store.prune)
+from mdl.store.prune import clean_asides  # noqa: F401 (loads mdl.store.prune)
+from mdl.store.records import FileRecord
+from mdl.store.store import Store
 
 ORIGINAL = b"weights mdl wrote " * 500
 THEIRS = b"another tool's file " * 450

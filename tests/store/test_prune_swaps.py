@@ -19,7 +19,10 @@ from hypothesis import strategies as st
 from profiles import examples
 
 from mdl import api
-from mdl.store import FileRecord, PruneReport, Store, confined
+from mdl.store import confined
+from mdl.store.prune import PruneReport
+from mdl.store.records import FileRecord
+from mdl.store.store import Store
 
 ORIGINAL = b"weights mdl wrote " * 500
 # not the same bytes; the same size (8 bytes short of ORIGINAL is not)

@@ -15,9 +15,8 @@ from servers import HubServer
 
 import mdl as api
 from mdl.errors import ExitCode, UsageError
-from mdl.store import Store
 from mdl.store.confined import read_bytes
-from mdl.store.store import RECORD_MAX
+from mdl.store.store import RECORD_MAX, Store
 
 CATALOG = '[models.tiny]\nrepo = "org/tiny"\n'
 

@@ -24,8 +24,9 @@ from mdl.errors import (
     LockTimeoutError,
     UnsafePathError,
 )
-from mdl.store import FileRecord, ModelRecord, Store
 from mdl.store.filesystem import hash_file, stat_file
+from mdl.store.records import FileRecord, ModelRecord
+from mdl.store.store import Store
 
 
 def rec(path: str, n: int = 1) -> FileRecord:

@@ -11,7 +11,8 @@ from servers import HubServer, make_data
 from terminal import STAMP, TOTAL, run_mdl
 
 from mdl.progress import Event, NullProgress
-from mdl.store import Layout, verify_models
+from mdl.store.layout import Layout
+from mdl.store.verify import verify_models
 
 MiB = 1024 * 1024
 BIG = make_data(24 * MiB, seed=81)

@@ -22,8 +22,8 @@ from servers import CdnServer, make_data
 
 from mdl.errors import NetworkError
 from mdl.sources.hub import Hub
-from mdl.transfer import Credentials, RetryPolicy, follow, make_client
 from mdl.transfer.connection import set_read_timeout
+from mdl.transfer.http import Credentials, RetryPolicy, follow, make_client
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -29,9 +29,10 @@ from mdl.errors import (
     NotFoundError,
 )
 from mdl.progress import Event, Progress
-from mdl.transfer import Engine, EngineConfig, Identity, RateLimiter, TransferJob
+from mdl.transfer.engine import Engine
 from mdl.transfer.http import Credentials, ExpiredURLError, RetryPolicy, make_client, origin
-from mdl.transfer.scheduling import MiB, plan_pieces
+from mdl.transfer.job import EngineConfig, Identity, TransferJob
+from mdl.transfer.scheduling import MiB, RateLimiter, plan_pieces
 
 SMALL = 64 * 1024
 

@@ -14,7 +14,7 @@ import pytest
 from runfixtures import mdl
 from servers import HubServer, make_data
 
-from mdl.transfer import make_client
+from mdl.transfer.http import make_client
 
 DATA = make_data(300_000, seed=59)
 

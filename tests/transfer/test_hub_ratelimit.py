@@ -13,12 +13,13 @@ from hypothesis import strategies as st
 
 from mdl.errors import InterruptedByUserError, NetworkError
 from mdl.sources.hub import Hub
-from mdl.transfer import HubGate, RetryableError, RetryPolicy, Tries, error_for_status, make_client
+from mdl.transfer.http import RetryableError, RetryPolicy, Tries, error_for_status, make_client
 from mdl.transfer.ratelimit import (
     HEADER_LIMIT,
     HUB_REFUSALS,
     MAX_HUB_WAIT,
     MIN_HUB_WAIT,
+    HubGate,
     Refusal,
     read_rate_limits,
     refusal_of,

@@ -10,7 +10,7 @@ import logging
 import pytest
 from clocks import FakeClock
 
-from mdl.transfer import HubGate
+from mdl.transfer.ratelimit import HubGate
 
 HUB = "http://127.0.0.1:9"
 POLICY = '"fixed window";"resolvers";q=1000;w=300'

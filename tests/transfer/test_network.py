@@ -18,8 +18,8 @@ from runfixtures import HANG, bypasses, mdl, proxy_for, use_catalog
 from servers import CdnServer, HubServer, make_data
 
 from mdl.errors import NetworkError
-from mdl.transfer import Credentials, RetryPolicy, follow, make_client
 from mdl.transfer.connection import Proxy
+from mdl.transfer.http import Credentials, RetryPolicy, follow, make_client
 
 DATA = make_data(100_000, seed=21)
 

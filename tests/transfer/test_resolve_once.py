@@ -25,8 +25,9 @@ from servers import Fault, HubServer, RequestRecord, make_data
 
 from mdl.errors import ExitCode, InterruptedByUserError
 from mdl.progress import NullProgress
-from mdl.transfer import Engine, EngineConfig
+from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
+from mdl.transfer.job import EngineConfig
 from mdl.transfer.resume import DownloadState
 from mdl.transfer.scheduling import Piece, StreamStopped
 from mdl.transfer.stream import PieceStream

@@ -16,14 +16,15 @@ import pytest
 from runfixtures import transfer_job
 from servers import CdnServer, Fault, HubServer, make_data
 
-from mdl.catalog import parse_catalog
+from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import build_settings
 from mdl.download.puller import pull_models
 from mdl.errors import IntegrityError, NetworkError
 from mdl.progress import NullProgress
 from mdl.setting import Overrides
-from mdl.transfer import Engine, EngineConfig, TransferJob
+from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
+from mdl.transfer.job import EngineConfig, TransferJob
 
 DATA = make_data(500_003, seed=59)
 CUT = 123_457

@@ -19,8 +19,9 @@ from runfixtures import transfer_job
 from servers import CdnServer, Fault, make_data
 
 from mdl.progress import Event, NullProgress
-from mdl.transfer import Engine, EngineConfig
+from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
+from mdl.transfer.job import EngineConfig
 from mdl.transfer.scheduling import MiB
 
 

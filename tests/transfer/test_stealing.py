@@ -17,8 +17,9 @@ from runfixtures import HANG, transfer_job
 from servers import CdnServer, Fault, make_data
 
 from mdl.progress import NullProgress
-from mdl.transfer import Engine, EngineConfig, TransferJob
+from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
+from mdl.transfer.job import EngineConfig, TransferJob
 from mdl.transfer.scheduling import FIRST_WINDOW, MiB, plan_pieces
 
 SMALL = 64 * 1024

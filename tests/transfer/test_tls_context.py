@@ -17,7 +17,8 @@ from hostile import ScratchCA, TlsCdn
 from servers import CdnServer, make_data
 
 from mdl.errors import NetworkError
-from mdl.transfer import Credentials, NetTransport, follow, make_client
+from mdl.transfer.connection import NetTransport
+from mdl.transfer.http import Credentials, follow, make_client
 
 DATA = make_data(2_000, seed=53)
 

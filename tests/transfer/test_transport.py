@@ -24,15 +24,16 @@ from hostile import ForwardProxy, ScratchCA, TlsCdn
 from runfixtures import HANG, proxy_for
 from servers import CdnServer, Fault, make_data
 
-from mdl.transfer import Credentials, NetTransport, follow, make_client
 from mdl.transfer.body import RAW_LEAST, promised, raw_socket, read_body
 from mdl.transfer.connection import (
     LiveStreams,
+    NetTransport,
     WireStream,
     httpx2_errors,
     set_body_deadline,
     set_read_timeout,
 )
+from mdl.transfer.http import Credentials, follow, make_client
 
 DATA = make_data(50_000, seed=38)
 

@@ -16,8 +16,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from xet.chunking import MAX_CHUNK, MIN_CHUNK, chunk
 
-from mdl.xet import HASH_BYTES, chunk_hash, file_hash, from_hex, is_hash, merkle_root, to_hex
-from mdl.xet.hashing import DATA_KEY, INTERNAL_NODE_KEY
+from mdl.xet.hashing import (
+    DATA_KEY,
+    HASH_BYTES,
+    INTERNAL_NODE_KEY,
+    chunk_hash,
+    file_hash,
+    from_hex,
+    is_hash,
+    merkle_root,
+    to_hex,
+)
 
 ZEROS = "0" * 64
 

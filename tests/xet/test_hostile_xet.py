@@ -23,11 +23,12 @@ from xetserver import XetHubServer, bearer
 
 from mdl.progress import Progress
 from mdl.redact import Secrets
-from mdl.sources import XetRef
-from mdl.store import DirSyncs
-from mdl.transfer import Credentials, RetryPolicy, make_client
-from mdl.xet import XetFallback, XetSource
+from mdl.sources.resolve import XetRef
+from mdl.store.filesystem import DirSyncs
+from mdl.transfer.http import Credentials, RetryPolicy, make_client
 from mdl.xet import partial as xet_partial
+from mdl.xet.failures import XetFallback
+from mdl.xet.fetch import XetSource
 from mdl.xet.hashing import chunk_hash
 from mdl.xet.reuse import ReuseIndex, Written
 

@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from profiles import examples
 
-from mdl.xet import (
-    MAX_CHUNK,
+from mdl.xet import protocol
+from mdl.xet.hashing import to_hex
+from mdl.xet.protocol import (
     Fetch,
     Reconstruction,
     ReplyError,
@@ -26,11 +27,10 @@ from mdl.xet import (
     XetToken,
     parse_reconstruction,
     parse_token,
-    protocol,
-    to_hex,
     token_from_headers,
     xet_from_headers,
 )
+from mdl.xet.xorb import MAX_CHUNK
 
 H1 = "a1b2c3d4e5f6789012345678901234567890abcdef1234567890abcdef123456"
 # 61 characters in the doc

@@ -22,10 +22,12 @@ from xetserver import XetHubServer
 
 from mdl.progress import Progress
 from mdl.redact import Secrets
-from mdl.sources import XetRef
-from mdl.store import DirSyncs
-from mdl.transfer import Credentials, RetryPolicy, make_client
-from mdl.xet import ReplyError, XetFallback, XetSource, parse_reconstruction
+from mdl.sources.resolve import XetRef
+from mdl.store.filesystem import DirSyncs
+from mdl.transfer.http import Credentials, RetryPolicy, make_client
+from mdl.xet.failures import XetFallback
+from mdl.xet.fetch import XetSource
+from mdl.xet.protocol import ReplyError, parse_reconstruction
 
 WEIGHTS = "model.safetensors"
 _HASH = "ab" * 32

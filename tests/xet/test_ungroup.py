@@ -18,8 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from profiles import examples
 
-from mdl.xet import XorbError, decode_chunks, xorb
+from mdl.xet import xorb
 from mdl.xet.streams import _Chunks
+from mdl.xet.xorb import XorbError, decode_chunks
 
 ROOT = Path(__file__).resolve().parents[2]
 
