@@ -10,7 +10,7 @@ values, one 4 MiB block in eight random, as bench/xet.py makes) is cut into chun
 + LZ4 (BG4), 1 in 8 LZ4 alone. ``--frames linked`` makes LZ4 frames as python-lz4 does by default
 (the stand-in's xorbs); ``independent`` with blocks that do not refer to the ones before.
 
-Each thread decodes its own copy of the range exactly as a stream does (``mdl.xet.streams._Chunks``
+Each thread decodes its own copy of the range exactly as a stream does (``mdl.xet._streams._Chunks``
 fed 64 KiB network blocks, every chunk's BLAKE3 taken as ``_Terms.place`` takes it); the threads run
 at once and the wall time of the slowest is the run's. Stages, each alone: ``ungroup`` (BG4's
 un-grouping of already inflated chunks), ``lz4`` (inflating), ``blake3`` (the chunk hashes), and
@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runner import wait_for_quiet
 
 from mdl.xet import xorb  # the tree this script sits in, not an installed mdl
-from mdl.xet.hashing import chunk_hash
-from mdl.xet.streams import _Chunks
+from mdl.xet._hashing import chunk_hash
+from mdl.xet._streams import _Chunks
 
 MiB = 1 << 20
 BLOCK = 4 * MiB

@@ -106,14 +106,14 @@ def _stream_zip_pipe(
 
     from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, ZIP_AUTO, stream_zip
 
-    from mdl.archive.zipread import MANIFEST_NAME
-    from mdl.archive.zipwriter import (
+    from mdl.archive._zipwriter import (
         CHUNK_SIZE,
         HashingCopier,
         _CrcSink,
         open_unchanged,
         zip_date_time,
     )
+    from mdl.archive.zipread import MANIFEST_NAME
 
     files, when = contents.files, datetime(*zip_date_time(contents.epoch))
     sums: dict[str, tuple[str, int]] = {}
@@ -182,7 +182,7 @@ def _stream_zip_pipe(
 
 def child(writer: str, run: Path) -> None:
     """Pack ``run``'s checkpoint to stdout with ``writer``."""
-    from mdl.archive import zipwriter
+    from mdl.archive import _zipwriter as zipwriter
     from mdl.archive.packer import PackOptions, pack_run
     from mdl.progress import NullProgress
 

@@ -1,4 +1,4 @@
-"""The Python API's input layer (mdl/api/inputs.py): a wrong input is a UsageError (exit 2) naming
+"""The Python API's input layer (mdl/api/_inputs.py): a wrong input is a UsageError (exit 2) naming
 the parameter, never a TypeError, AttributeError or ValueError; a str where a list goes is one item;
 get() needs a source."""
 
@@ -39,7 +39,7 @@ def place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_every_public_function_checks_its_inputs() -> None:
-    from mdl.api.inputs import _rules
+    from mdl.api._inputs import _rules
 
     for name in API:
         function = getattr(mdl, name)

@@ -14,8 +14,8 @@ import pytest
 
 import mdl
 from mdl import api
+from mdl.catalog._schema import SettingsTable
 from mdl.catalog.load import parse_catalog
-from mdl.catalog.schema import SettingsTable
 from mdl.catalog.settings import Settings, build_settings
 from mdl.cli.app import COMMANDS, build_command
 from mdl.cli.options import COMMON

@@ -1,5 +1,5 @@
 """The Python face of mdl, and what every command calls: typed, keyword-only, prints nothing, raises
-MdlError, arguments checked (mdl.api.inputs); one module per command family, gathered here."""
+MdlError, arguments checked (mdl.api._inputs); one module per command family, gathered here."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 from mdl.lazy import export_lazily
 
 if TYPE_CHECKING:
-    from mdl.api.archive import pack, unpack
-    from mdl.api.download import clean, prune, pull, verify
-    from mdl.api.edit import add, init, remove
-    from mdl.api.get import get
-    from mdl.api.inspect import STATUSES, list_models, load_catalog, resolve, show
-    from mdl.api.lock import lock
-    from mdl.api.publish import prune_mirror, publish
+    from mdl.api._archive import pack, unpack
+    from mdl.api._download import clean, prune, pull, verify
+    from mdl.api._edit import add, init, remove
+    from mdl.api._get import get
+    from mdl.api._inspect import STATUSES, list_models, load_catalog, resolve, show
+    from mdl.api._lock import lock
+    from mdl.api._publish import prune_mirror, publish
 
 # A library prints nothing: without a handler, logging's last resort would write mdl's warnings to
 # stderr.

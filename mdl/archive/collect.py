@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from mdl.archive.checkpoints import LeftOut, Selection, find_candidates, real_inside
+from mdl.archive._checkpoints import LeftOut, Selection, find_candidates, real_inside
+from mdl.archive._zipwriter import SourceFile
 from mdl.archive.zipread import MANIFEST_NAME, collision_key, first_twin, name_problem
-from mdl.archive.zipwriter import SourceFile
 from mdl.errors import UnsafePathError, UsageError
 from mdl.paths import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, reserved_by_mdl
 from mdl.progress import Progress

@@ -9,16 +9,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mdl.archive.checkpoints import LeftOut, Selection, select_checkpoint
-from mdl.archive.collect import COMPRESSIONS, PROFILES, Collected, PackOptions, collect_files
-from mdl.archive.zipread import MANIFEST_NAME, name_problem
-from mdl.archive.zipwriter import (
+from mdl.archive._checkpoints import LeftOut, Selection, select_checkpoint
+from mdl.archive._zipwriter import (
     Contents,
     SourceFile,
     stdout_file,
     write_file_archive,
     write_stdout_archive,
 )
+from mdl.archive.collect import COMPRESSIONS, PROFILES, Collected, PackOptions, collect_files
+from mdl.archive.zipread import MANIFEST_NAME, name_problem
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
 from mdl.progress import ArchiveProgress, Progress
 from mdl.signing.library import sign_digests

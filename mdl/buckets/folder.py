@@ -1,5 +1,5 @@
 """``file://`` shared folders (NFS, Lustre, a mounted volume) as a store: read through the transport
-the run's HTTP client mounts for ``file://`` (mdl.transfer.files), written with exclusive creates
+the run's HTTP client mounts for ``file://`` (mdl.transfer._files), written with exclusive creates
 (``link``), the one write every share keeps atomic (no lock: per-client locks are silent on FUSE and
 NFS ``nolock``); ``FolderStore`` is the registry's store.
 

@@ -1,6 +1,6 @@
 """``s3://`` through boto3 (``mdl[s3]``, imported on use): a HEAD, then the engine fetches a
-presigned GET URL (the store for the registry: ``mdl/buckets/s3store.py``; writes:
-``mdl/buckets/s3write.py``).
+presigned GET URL (the store for the registry: ``mdl/buckets/_s3store.py``; writes:
+``mdl/buckets/_s3write.py``).
 """
 
 from __future__ import annotations

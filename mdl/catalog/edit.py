@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
-from mdl.catalog.entry import Action, Asked, meta_changes, plan_entry, signature_change, with_meta
+from mdl.catalog._entry import Action, Asked, meta_changes, plan_entry, signature_change, with_meta
 
 # what add's callers name: its sources' type, and the files it put in
-from mdl.catalog.entry import AddSource as AddSource
-from mdl.catalog.entry import save_path as save_path
-from mdl.catalog.lines import did_you_mean, format_path
+from mdl.catalog._entry import AddSource as AddSource
+from mdl.catalog._entry import save_path as save_path
+from mdl.catalog._lines import did_you_mean, format_path
+from mdl.catalog._placing import meta_placed, placed, removed
 from mdl.catalog.load import find_catalog, named_catalog
-from mdl.catalog.placing import meta_placed, placed, removed
 from mdl.catalog.specs import MAX_MODEL_NAME, is_model_name
 from mdl.errors import UsageError
 from mdl.paths import HF_URI_FORMS, parse_hf_uri

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mdl.catalog._lines import format_key
 from mdl.catalog.headers import header_value_problem
-from mdl.catalog.lines import format_key
 from mdl.catalog.specs import VAR_RE, Catalog, FileSpec
 from mdl.errors import CatalogError, UsageError
 from mdl.paths import read_small_file
@@ -55,7 +55,7 @@ def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None 
         # tomllib recurses per nesting level; a hostile "a = [[[[…" must not become a traceback.
         raise CatalogError(f"{source}: invalid TOML: arrays or tables nested too deeply") from exc
     # Imported here so that `import mdl.catalog` (and `mdl --help`) never loads pydantic.
-    from mdl.catalog.schema import validate_catalog
+    from mdl.catalog._schema import validate_catalog
 
     return validate_catalog(document, source=source, text=text, path=path)
 
@@ -66,7 +66,7 @@ def given_mirrors(
     """Mirrors given as ``[settings] mirrors`` takes them (URL templates, or ``{ url, endpoint }``
     tables), checked by the catalog's own rules (a CatalogError naming ``where``): each a template,
     or a table of its template and endpoint."""
-    from mdl.catalog.schema import validate_catalog  # (pydantic)
+    from mdl.catalog._schema import validate_catalog  # (pydantic)
 
     listed = [dict(entry) if isinstance(entry, Mapping) else entry for entry in entries]
     document = {"settings": {"mirrors": listed}}

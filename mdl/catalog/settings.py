@@ -56,7 +56,7 @@ class Settings:
     layout: str  # "plain" model folders, or "hf-cache" (Hub files go into the Hugging Face cache)
     hf_cache: Path | None  # the Hugging Face hub cache, when layout is "hf-cache"
     mirrors: tuple[str, ...]  # URL templates tried in order before the origin
-    # the first mirror in a store filled with what it lacks, under a lease (mdl.download.fill)
+    # the first mirror in a store filled with what it lacks, under a lease (mdl.download._fill)
     fill_mirror: bool
     # Hub files stored in Xet fetched by chunk (reusing chunks on disk); False: whole, over plain
     # HTTP

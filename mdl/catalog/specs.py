@@ -1,5 +1,5 @@
 """The catalog as the rest of mdl uses it: frozen FileSpec, ModelSpec, CatalogSettings and Catalog,
-built by the validating reader (mdl.catalog.schema), which other parts never import: ``mdl get URL``
+built by the validating reader (mdl.catalog._schema), which other parts never import: ``mdl get URL``
 stays free of pydantic."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mdl.catalog.lines import did_you_mean
+from mdl.catalog._lines import did_you_mean
 from mdl.errors import UsageError
 from mdl.paths import url_basename
 from mdl.setting import SETTINGS

@@ -42,7 +42,7 @@ from mdl.store.confined import rmdir_empty
 from mdl.store.store import Store
 
 if TYPE_CHECKING:
-    from mdl.download.plan import PlannedFile
+    from mdl.download._plan import PlannedFile
     from mdl.transfer.job import Opening
 
 log = logging.getLogger("mdl.get")
@@ -197,7 +197,7 @@ def _write(
     item: Source, target: Path, check: InlineCheck, *, force: bool, progress: Progress
 ) -> FileOutcome:
     """A job output's inline file written to ``target``: its outcome (logged)."""
-    from mdl.download.plan import FORCED, GET
+    from mdl.download._plan import FORCED, GET
 
     assert isinstance(item, InlineFile)
     replaced = force and os.path.lexists(target)
@@ -244,7 +244,7 @@ def _already_there(
     for index, (item, target) in enumerate(zip(items, targets, strict=True)):
         if not os.path.lexists(target) or (isinstance(item, UrlFile) and item.hub is not None):
             continue
-        from mdl.download.outcomes import kept_in_place  # (only for a file already there)
+        from mdl.download._outcomes import kept_in_place  # (only for a file already there)
 
         want = checks[index].sha256 if isinstance(item, InlineFile) else expected or item.sha256
         try:
@@ -286,8 +286,8 @@ def _fetch_remote(
             else:
                 outcomes[index] = found
         if planned:
-            from mdl.download.fetch import fetch
-            from mdl.download.plan import check_space
+            from mdl.download._fetch import fetch
+            from mdl.download._plan import check_space
 
             plans = list(planned.values())
             session.store.ensure_dirs()
@@ -319,7 +319,7 @@ def _planned(
         if item.hub is not None:
             remote = _hub_file(session, item, name, sha256=sha256)
             if not force and os.path.lexists(target):
-                from mdl.download.outcomes import kept_in_place
+                from mdl.download._outcomes import kept_in_place
 
                 oid, where = remote.git_oid, item.where
                 kept = kept_in_place(target, name, sha256=remote.sha256, git_oid=oid, where=where)
@@ -328,7 +328,7 @@ def _planned(
         else:
             remote = _url_file(session, item, name, sha256=sha256, carry=carry)
             openings.append(remote.opening)
-        from mdl.download.plan import plan_file
+        from mdl.download._plan import plan_file
 
         return plan_file(session.layout, remote, force=force, offline=offline)
     except MdlError as exc:
@@ -391,7 +391,7 @@ def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bo
 
 def _ours(target: Path) -> bool:
     """Whether the file at ``target`` is the one a get wrote there (else it is the user's)."""
-    from mdl.download.outcomes import still_verified
+    from mdl.download._outcomes import still_verified
 
     record = Store(target.parent.absolute()).read_record(ONE_OFF)
     return record is not None and still_verified(target, record.files.get(target.name))

@@ -14,8 +14,8 @@ from typing import Any
 from mdl.catalog.load import lock_beside
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import Catalog, ModelSpec
-from mdl.download.fetch import fetch_from_sources, file_lock, transfer_job
-from mdl.download.plan import recorded, same_content
+from mdl.download._fetch import fetch_from_sources, file_lock, transfer_job
+from mdl.download._plan import recorded, same_content
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, label_of
 from mdl.errors import (

@@ -11,12 +11,12 @@ from typing import Any
 
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
-from mdl.download.fetch import fetch
-from mdl.download.outcomes import dry_run_outcome
-from mdl.download.plan import Action, PlannedFile, check_space, plan_models
+from mdl.download._fetch import fetch
+from mdl.download._outcomes import dry_run_outcome
+from mdl.download._plan import Action, PlannedFile, check_space, plan_models
+from mdl.download._signed import Signatures, check_signatures
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, warned
-from mdl.download.signed import Signatures, check_signatures
 from mdl.lockfile.model import Lock
 from mdl.lockfile.policy import LockUse
 from mdl.progress import Progress

@@ -12,8 +12,8 @@ from typing import Any
 
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
-from mdl.download.outcomes import still_verified
-from mdl.download.plan import recorded
+from mdl.download._outcomes import still_verified
+from mdl.download._plan import recorded
 from mdl.download.session import PullSession
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError
 from mdl.lockfile.model import Lock, LockedModel, resolved_from_locked

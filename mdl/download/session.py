@@ -104,7 +104,7 @@ class PullSession:
         # mirrors in object stores (s3://): presigned GETs from one client per store and endpoint
         # (boto3 is imported only when one is asked)
         self.presigner = Presigner(dict(settings.mirror_endpoints), secrets=settings.secrets)
-        # made by the first file that asks (mdl.xet and mdl.download.fill load then; the engines
+        # made by the first file that asks (mdl.xet and mdl.download._fill load then; the engines
         # when a file is fetched: a get's probe goes out before their modules load)
         self._made = threading.Lock()
         self._engines: tuple[Engine, Engine, EngineConfig, RateLimiter | None] | None = None
@@ -404,7 +404,7 @@ def lease_term(environ: Mapping[str, str]) -> float:
 
 @dataclass(frozen=True)
 class FileSources:
-    """One file's sources, as its fetch (and, with --fill-mirror, mdl.download.fill) asks them:
+    """One file's sources, as its fetch (and, with --fill-mirror, mdl.download._fill) asks them:
     its mirrors, one mirror, its origin. ``refused``: the bytes each failed mirror sent."""
 
     session: PullSession

@@ -31,7 +31,7 @@ from mdl.transfer.http import (
 
 # pydantic models, built only when the Hub answers (mdl get of a plain URL never asks it)
 if TYPE_CHECKING:
-    from mdl.sources.hubreplies import FileMetadata, TreeEntry
+    from mdl.sources._hubreplies import FileMetadata, TreeEntry
 
 HUB_HINT = "check the network, or set HF_ENDPOINT to a reachable mirror"
 MAX_REPLY_BYTES = 32 << 20  # a listing page of 1000 entries is ~300 kB; more is not a Hub talking
@@ -142,7 +142,7 @@ class Hub:
         """The commit a branch, tag or commit names (40 lowercase hex digits, or HubReplyError)."""
         url = hub_api_url(self.endpoint, repo, repo_type, "revision", revision)
         response, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
-        from mdl.sources.hubreplies import parse_revision
+        from mdl.sources._hubreplies import parse_revision
 
         return parse_revision(body, what=what, url=url, secrets=Secrets.of(response)).sha
 
@@ -158,7 +158,7 @@ class Hub:
         """Every file of the repo at ``commit``, with sizes and LFS sha256 (one listing, paged, no
         HEADs), within ``limits`` in all; a next page must be this repo's listing at this commit
         (exit 5 naming it otherwise)."""
-        from mdl.sources.hubreplies import next_page_url, parse_tree_page
+        from mdl.sources._hubreplies import next_page_url, parse_tree_page
 
         limits = limits or LISTING_LIMITS
         first = (
@@ -209,7 +209,7 @@ class Hub:
         """
         url = self.file_url(repo, path, repo_type=repo_type, revision=revision)
         response, _ = self._fetch("HEAD", url, what=what, repo=repo, revision=revision, path=path)
-        from mdl.sources.hubreplies import parse_file_metadata, parse_xet_head
+        from mdl.sources._hubreplies import parse_file_metadata, parse_xet_head
 
         meta = parse_file_metadata(
             response.headers, redirected=response.is_redirect, what=what, url=url

@@ -23,8 +23,8 @@ from mdl.store.records import ModelRecord
 
 if TYPE_CHECKING:
     from mdl.signing.statement import SignedFile, Trust
+    from mdl.sources._hubreplies import FileMetadata, TreeEntry
     from mdl.sources.hub import Hub
-    from mdl.sources.hubreplies import FileMetadata, TreeEntry
     from mdl.transfer.job import Opening
 
 log = logging.getLogger("mdl.mirrors")

@@ -13,13 +13,13 @@ import httpx2
 
 from mdl.errors import NetworkError
 from mdl.redact import redact_url
-from mdl.transfer.connection import Pace, WireStream, httpx2_errors, pace_of, read_buffer
-from mdl.transfer.headers import (
+from mdl.transfer._headers import (
     ContentRangeError,
     content_codings,
     parse_content_range,
     parse_decimal,
 )
+from mdl.transfer.connection import Pace, WireStream, httpx2_errors, pace_of, read_buffer
 
 MiB = 1 << 20
 # A body read past the parser skips h11's four copies of every byte (0.75 CPU-s per GiB here,

@@ -25,7 +25,7 @@ import httpx2
 
 from mdl.errors import UsageError
 from mdl.redact import REDACTED
-from mdl.transfer.headers import parse_decimal
+from mdl.transfer._headers import parse_decimal
 
 DEFAULT_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 5.0  # httpx2's default: an idle connection older than this is not reused

@@ -16,11 +16,11 @@ import logging
 
 from mdl.errors import MdlError
 from mdl.store.filesystem import DirSyncs
+from mdl.transfer._part import PartFetch
+from mdl.transfer._shared import Shared
 from mdl.transfer.job import HashMismatch, TransferJob, TransferResult
-from mdl.transfer.part import PartFetch
 from mdl.transfer.replies import probe
 from mdl.transfer.resume import load_state
-from mdl.transfer.shared import Shared
 
 log = logging.getLogger("mdl.transfer")
 

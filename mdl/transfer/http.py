@@ -39,6 +39,8 @@ from mdl.redact import (
     safe_text,
 )
 from mdl.report import SERVER_TEXT_LIMIT
+from mdl.transfer._files import FolderTransport
+from mdl.transfer._headers import retry_after_seconds as retry_after_seconds
 from mdl.transfer.connection import (
     CA_HINT,
     DEFAULT_TIMEOUT,
@@ -48,8 +50,6 @@ from mdl.transfer.connection import (
     drain,
     origin,
 )
-from mdl.transfer.files import FolderTransport
-from mdl.transfer.headers import retry_after_seconds as retry_after_seconds
 from mdl.transfer.ratelimit import HUB_REFUSALS, MAX_HUB_WAIT, HubWaits, Refusal, refusal_of
 from mdl.units import human_seconds
 from mdl.version import __version__
@@ -85,7 +85,7 @@ def make_client(
         if transport is None
         else transport
     )
-    # file://localhost/… (a shared folder's reads, mdl.transfer.files) on every client: a redirect
+    # file://localhost/… (a shared folder's reads, mdl.transfer._files) on every client: a redirect
     # there is refused before it is asked (refuse_redirect), so only mdl's own URLs reach it
     mounts = {**(net.mounts if isinstance(net, NetTransport) else {}), "file://": FolderTransport()}
     return httpx2.Client(
@@ -302,7 +302,7 @@ def body_excerpt(text: str) -> str:
     """
     if not looks_like_html(text):
         return " ".join(text.split())
-    from mdl.transfer.htmltext import PageText  # (html.parser: only for an HTML error page)
+    from mdl.transfer._htmltext import PageText  # (html.parser: only for an HTML error page)
 
     page = PageText()
     # malformed markup older parsers reject: keep what was read

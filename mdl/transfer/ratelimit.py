@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import httpx2
 
 from mdl.errors import InterruptedByUserError
+from mdl.transfer._headers import retry_after_seconds
 from mdl.transfer.connection import origin
-from mdl.transfer.headers import retry_after_seconds
 from mdl.units import human_seconds, plural
 
 log = logging.getLogger("mdl.http")

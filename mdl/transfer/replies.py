@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import httpx2
 
 from mdl.errors import NetworkError
+from mdl.transfer._headers import content_range_total, is_encoded
 from mdl.transfer.body import Span, promised
 from mdl.transfer.connection import drain
-from mdl.transfer.headers import content_range_total, is_encoded
 from mdl.transfer.http import Credentials, error_for_status, follow
 from mdl.transfer.job import HashMismatch, Opening, RangesIgnoredError, SourceChanged
 from mdl.transfer.resume import DownloadState

@@ -22,9 +22,9 @@ from mdl.errors import LocalFSError, MdlError, NetworkError, UsageError
 from mdl.redact import redact_url
 from mdl.store.confined import not_own, read_bytes, rename, unlink, write_atomic
 from mdl.store.filesystem import DirSyncs, fsync_dir, stat_file
+from mdl.transfer._target import Target
 from mdl.transfer.job import HashMismatch, Identity, TransferJob
 from mdl.transfer.scheduling import MIN_STEAL, MiB, Piece, split_largest
-from mdl.transfer.target import Target
 
 if TYPE_CHECKING:
     from mdl.signing.statement import (

@@ -27,7 +27,7 @@ from mdl.store.inventory import INSTALLED, MODIFIED_MAYBE, LocalFile, ModelStatu
 from mdl.store.layout import Layout
 from mdl.store.records import ExpectedFile, ModelRecord
 from mdl.store.verify import verify_file
-from mdl.upload.bucket import Bucket, ReadyFile
+from mdl.upload._bucket import Bucket, ReadyFile
 from mdl.version import __version__
 
 log = logging.getLogger("mdl.publish")

@@ -22,13 +22,13 @@ from mdl.store.filesystem import DirSyncs, stat_file
 from mdl.transfer.job import TransferJob, TransferResult
 from mdl.transfer.resume import STATE_MAX, boot_id, discard_partial, finish_part, job_root, planted
 from mdl.transfer.scheduling import RateLimiter
-from mdl.xet.cas import Cas
+from mdl.xet._cas import Cas
+from mdl.xet._partial import Partial
+from mdl.xet._plan import Plan, plan_tasks
+from mdl.xet._protocol import Reconstruction
+from mdl.xet._reuse import Resumable, ReuseIndex, Written, load_state
+from mdl.xet._streams import Gate, Streams, Wire
 from mdl.xet.failures import Suspect, Unsplittable, XetFallback
-from mdl.xet.partial import Partial
-from mdl.xet.plan import Plan, plan_tasks
-from mdl.xet.protocol import Reconstruction
-from mdl.xet.reuse import Resumable, ReuseIndex, Written, load_state
-from mdl.xet.streams import Gate, Streams, Wire
 
 log = logging.getLogger("mdl.xet")
 

@@ -18,7 +18,7 @@ from runfixtures import (
     write_json,
 )
 
-from mdl.archive.checkpoints import safetensors_problem, select_checkpoint
+from mdl.archive._checkpoints import safetensors_problem, select_checkpoint
 from mdl.errors import ExitCode, UsageError
 
 

@@ -29,8 +29,7 @@ from runfixtures import (
     write,
 )
 
-from mdl.archive.packer import PackOptions, PackResult, pack_run
-from mdl.archive.zipwriter import (
+from mdl.archive._zipwriter import (
     Contents,
     HashingCopier,
     SourceFile,
@@ -38,6 +37,7 @@ from mdl.archive.zipwriter import (
     write_file_archive,
     zip_date_time,
 )
+from mdl.archive.packer import PackOptions, PackResult, pack_run
 from mdl.errors import ExitCode, IntegrityError, MdlError, NoSpaceError, UnsafePathError, UsageError
 from mdl.progress import NullProgress
 

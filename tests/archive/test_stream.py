@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from runfixtures import RecordingProgress, make_hf_run, write
 
-from mdl.archive import zipwriter as zipstream
+from mdl.archive import _zipwriter as zipstream
 from mdl.archive.packer import PackOptions, PackResult, pack_run
 from mdl.archive.unpack import unpack_archive
 from mdl.errors import MdlError

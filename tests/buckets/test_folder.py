@@ -1,4 +1,4 @@
-"""mdl/buckets/folder.py and mdl/transfer/files.py: a shared folder as a store. Reads through the
+"""mdl/buckets/folder.py and mdl/transfer/_files.py: a shared folder as a store. Reads through the
 run's real httpx2 client (ranges, 404, 416, streaming); writes as leases need them (exclusive
 creates and compare-and-swap, raced by threads and by processes); templates and URIs checked."""
 
@@ -26,7 +26,7 @@ from mdl.errors import ExitCode, IntegrityError, LocalFSError, MdlError, NotFoun
 from mdl.paths import temp_name
 from mdl.sources.joboutput import UrlFile
 from mdl.sources.oneoff import parse_sources
-from mdl.transfer.files import CHUNK, byte_range
+from mdl.transfer._files import CHUNK, byte_range
 from mdl.transfer.http import make_client
 
 DATA = make_data(3 * CHUNK + 123, seed=11)

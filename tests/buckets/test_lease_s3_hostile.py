@@ -9,8 +9,8 @@ import threading
 import pytest
 from s3server import S3, aws_environ, s3, s3_server  # noqa: F401
 
+from mdl.buckets._s3write import S3Writer
 from mdl.buckets.lease import TERM, GaveUp, lease_body, look, take, wait_for
-from mdl.buckets.s3write import S3Writer
 
 PREFIX = "s3://mirror/.mdl/leases/t/w.bin/"
 OBJECT = "s3://mirror/t/w.bin"

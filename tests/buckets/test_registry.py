@@ -12,9 +12,9 @@ from urllib.parse import quote
 import pytest
 from servers import CdnServer, Fault, make_data
 
+from mdl.buckets._s3store import S3Store
 from mdl.buckets.protocol import StoredObject
 from mdl.buckets.registry import STORES, store_for, store_schemes
-from mdl.buckets.s3store import S3Store
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings, check_mirror
 from mdl.download.puller import pull_models

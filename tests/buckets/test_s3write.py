@@ -1,4 +1,4 @@
-"""mdl/buckets/s3write.py: the S3 store, writable, against real servers: moto and SeaweedFS (its
+"""mdl/buckets/_s3write.py: the S3 store, writable, against real servers: moto and SeaweedFS (its
 conditional writes are a separate implementation), and a proxy that makes either misbehave as some
 stores do (conditions ignored, 409 ConditionalRequestConflict, a lost reply)."""
 
@@ -19,14 +19,14 @@ from s3proxy import s3_proxy
 from s3server import S3, aws_environ, s3, s3_server  # noqa: F401
 from seaweed import Weed, seaweed_server  # noqa: F401
 
-from mdl.buckets import s3write as s3write_module
+from mdl.buckets import _s3write as s3write_module
+from mdl.buckets._s3write import S3Upload, S3Writer
 from mdl.buckets.lease import honours_conditions
 from mdl.buckets.protocol import Seen, Writer
 from mdl.buckets.registry import STORES
 from mdl.buckets.s3 import sha256_of_head
-from mdl.buckets.s3write import S3Upload, S3Writer
 from mdl.errors import IntegrityError, NetworkError
-from mdl.upload.bucket import Bucket, ReadyFile
+from mdl.upload._bucket import Bucket, ReadyFile
 
 MiB = 1024 * 1024
 

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from profiles import examples
 
+from mdl.catalog._entry import key_as_written
 from mdl.catalog.edit import add_entry, parse_source
-from mdl.catalog.entry import key_as_written
 from mdl.catalog.load import parse_catalog
 from mdl.errors import UsageError
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mdl.catalog import lines as lines_module
-from mdl.catalog.lines import LineIndex
+from mdl.catalog import _lines as lines_module
+from mdl.catalog._lines import LineIndex
 
 
 def lines(text: str) -> LineIndex:

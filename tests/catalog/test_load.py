@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mdl.catalog._schema import MAX_PROBLEMS, SCHEMA_VERSION
 from mdl.catalog.load import (
     Catalog,
     FileSpec,
@@ -18,7 +19,6 @@ from mdl.catalog.load import (
     load_catalog,
     parse_catalog,
 )
-from mdl.catalog.schema import MAX_PROBLEMS, SCHEMA_VERSION
 from mdl.catalog.specs import CatalogSettings, ModelSpec
 from mdl.errors import CatalogError, ExitCode, UsageError
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from mdl.catalog.schema import FileEntry, ModelEntry, SettingsTable
+from mdl.catalog._schema import FileEntry, ModelEntry, SettingsTable
 from mdl.catalog.specs import CatalogSettings, FileSpec, ModelSpec
 from mdl.setting import SETTINGS
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from profiles import examples
 
+from mdl.catalog._schema import MAX_PROBLEMS, CatalogDocument, FileEntry, ModelEntry, SettingsTable
 from mdl.catalog.load import Catalog, load_catalog, parse_catalog
-from mdl.catalog.schema import MAX_PROBLEMS, CatalogDocument, FileEntry, ModelEntry, SettingsTable
 from mdl.errors import CatalogError, UsageError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "catalog.toml"

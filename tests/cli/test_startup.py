@@ -33,8 +33,8 @@ NOT_FOR_GET = (
     "huggingface_hub",
     "boto3",
     "botocore",
-    "mdl.sources.hubreplies",
-    "mdl.catalog.schema",
+    "mdl.sources._hubreplies",
+    "mdl.catalog._schema",
 )
 # A run builds only the command it runs (mdl.cli.app.COMMANDS): the other command modules are not
 # even imported.
@@ -57,32 +57,32 @@ NOT_FOR_PLAIN_GET = (
     "mdl.lockfile",
     "mdl.lockfile.model",
     "mdl.xet.fetch",
-    "mdl.xet.streams",
-    "mdl.xet.cas",
-    "mdl.buckets.s3write",
+    "mdl.xet._streams",
+    "mdl.xet._cas",
+    "mdl.buckets._s3write",
     "mdl.buckets.lease",
-    "mdl.download.fill",
+    "mdl.download._fill",
     "mdl.download.resolve",
     "mdl.download.lock",
     "mdl.download.puller",
-    "mdl.download.signed",
+    "mdl.download._signed",
     "mdl.download.catalog_edits",
     "mdl.signing.library",
     "mdl.store.prune",
     "mdl.store.verify",
     "mdl.catalog.edit",
     "mdl.catalog.files",
-    "mdl.api.download",
-    "mdl.api.lock",
+    "mdl.api._download",
+    "mdl.api._lock",
     # no object store's code for an http(s) URL (the registry makes each store when its scheme is
     # asked), no signing without a signer, no HTML parser without an HTML error page, no TOML
     # without a catalog
     "mdl.buckets.s3",
-    "mdl.buckets.s3store",
+    "mdl.buckets._s3store",
     "mdl.buckets.folder",
     "mdl.signing",
     "mdl.signing.statement",
-    "mdl.transfer.htmltext",
+    "mdl.transfer._htmltext",
     "html",
     "html.parser",
     "tomllib",
@@ -176,7 +176,7 @@ def test_a_hub_pull_never_loads_hf_hub_url_s_module(
     (tmp_path / "catalog.toml").write_text(
         '[settings]\ndest = "models"\n\n[models.tiny]\nrepo = "org/tiny"\n'
     )
-    watched = ("huggingface_hub.file_download", "rich", "boto3", "mdl.download.fill")
+    watched = ("huggingface_hub.file_download", "rich", "boto3", "mdl.download._fill")
     assert loaded(tmp_path, watched, "pull", "tiny") == []
     assert (tmp_path / "models" / "tiny" / "w.bin").read_bytes() == b"weights"
     cache = ("huggingface_hub.file_download",)
@@ -218,7 +218,7 @@ def test_pull_of_a_one_url_model_never_loads_the_hub_client(tmp_path: Path, cdn:
     catalog = f'[settings]\ndest = "models"\n\n[models.one]\nfiles = [{{ url = "{url}" }}]\n'
     (tmp_path / "catalog.toml").write_text(catalog)
     assert (
-        loaded(tmp_path, ("huggingface_hub", "boto3", "mdl.sources.hubreplies"), "pull", "one")
+        loaded(tmp_path, ("huggingface_hub", "boto3", "mdl.sources._hubreplies"), "pull", "one")
         == []
     )
     assert (tmp_path / "models" / "one" / "w.bin").read_bytes() == b"weights"
@@ -230,10 +230,10 @@ def test_get_reads_only_a_catalog_it_is_given(tmp_path: Path, cdn: CdnServer) ->
     """
     (tmp_path / "catalog.toml").write_text(CATALOG)
     url = cdn.add_file("/x.bin", b"42")
-    watched = ("mdl.catalog.schema", "huggingface_hub")
+    watched = ("mdl.catalog._schema", "huggingface_hub")
     assert loaded(tmp_path, watched, "get", url, "-o", "x.bin") == []
     assert loaded(tmp_path, watched, "get", url, "-o", "y.bin", "--catalog", "catalog.toml") == [
-        "mdl.catalog.schema"
+        "mdl.catalog._schema"
     ]
 
 

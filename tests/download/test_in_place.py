@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mdl.download.outcomes import SAME_BYTES, kept_in_place
-from mdl.download.plan import GET, PULL, policy_of
+from mdl.download._outcomes import SAME_BYTES, kept_in_place
+from mdl.download._plan import GET, PULL, policy_of
 from mdl.errors import UsageError
 from mdl.sources.resolve import RemoteFile
 

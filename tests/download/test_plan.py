@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mdl.download.plan import NEW_SOURCE, UNNAMED, Action, LocalState, decide, same_content
+from mdl.download._plan import NEW_SOURCE, UNNAMED, Action, LocalState, decide, same_content
 from mdl.sources.resolve import RemoteFile
 from mdl.store.records import FileRecord
 

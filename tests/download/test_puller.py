@@ -17,7 +17,7 @@ from servers import TOKEN, Fault, HubServer, git_blob_sha1, make_data
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import Settings, build_settings
 from mdl.catalog.specs import ModelSpec
-from mdl.download.plan import check_space, plan_file
+from mdl.download._plan import check_space, plan_file
 from mdl.download.puller import PullSession, RunReport, pull_models, resolve
 from mdl.errors import ExitCode, NoSpaceError
 from mdl.progress import NullProgress

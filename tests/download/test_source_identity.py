@@ -19,7 +19,7 @@ from runfixtures import mdl, use_catalog
 from servers import make_data
 from typer.testing import Result
 
-from mdl.download.plan import NEW_SOURCE
+from mdl.download._plan import NEW_SOURCE
 
 RELEASE_1 = make_data(300_001, seed=371)
 # another build, the same size and (copied with `cp -p`) the same mtime

@@ -11,9 +11,9 @@ from servers import Fault, HubServer, make_data
 
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import build_settings
-from mdl.download.plan import Action, Decision, PlannedFile
+from mdl.download._plan import Action, Decision, PlannedFile
+from mdl.download._workers import BIG, BULK, FIRST_WORKERS, SMALL, STUCK, WorkQueue
 from mdl.download.puller import pull_models
-from mdl.download.workers import BIG, BULK, FIRST_WORKERS, SMALL, STUCK, WorkQueue
 from mdl.progress import NullProgress
 from mdl.setting import Overrides
 from mdl.sources.resolve import RemoteFile

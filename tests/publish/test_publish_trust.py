@@ -21,7 +21,7 @@ from s3server import ACCESS_KEY, REGION, S3, SECRET_KEY
 from servers import HubServer, make_data
 from typer.testing import Result
 
-from mdl.buckets.parts import S3_MAX_PARTS, part_layout
+from mdl.buckets._parts import S3_MAX_PARTS, part_layout
 from mdl.errors import ExitCode
 
 MiB = 1024 * 1024

@@ -2,7 +2,7 @@
 HubReplyError.
 
 Whatever a Hub, a mirror or a captive portal sends as a revision reply, a tree page, a HEAD's
-headers or a `Link` header, `mdl.sources.hubreplies` returns validated data or raises HubReplyError
+headers or a `Link` header, `mdl.sources._hubreplies` returns validated data or raises HubReplyError
 (exit 5) with a printable message — never another exception. The last property sends the bytes over
 a real loopback Hub.
 """
@@ -24,8 +24,7 @@ from profiles import examples
 from servers import Exchange
 
 from mdl.errors import ExitCode, HubReplyError, MdlError
-from mdl.sources.hub import Hub
-from mdl.sources.hubreplies import (
+from mdl.sources._hubreplies import (
     FileMetadata,
     TreeEntry,
     name_problem,
@@ -34,6 +33,7 @@ from mdl.sources.hubreplies import (
     parse_revision,
     parse_tree_page,
 )
+from mdl.sources.hub import Hub
 from mdl.transfer.connection import origin
 from mdl.transfer.http import RetryPolicy
 

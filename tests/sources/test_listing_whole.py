@@ -226,7 +226,7 @@ def test_any_same_origin_next_link_is_this_listing_or_refused(
 ) -> None:
     from urllib.parse import unquote, urlsplit
 
-    from mdl.sources.hubreplies import next_page_url
+    from mdl.sources._hubreplies import next_page_url
 
     first = "http://127.0.0.1:9/api/models/org/m/tree/" + "a" * 40 + "?recursive=true&expand=false"
     link = f"{path}?{query}" if relative else f"http://127.0.0.1:9{path}?{query}"

@@ -19,7 +19,7 @@ import pytest
 from runfixtures import mdl as run_mdl
 from servers import Fault, HubServer, make_data
 
-import mdl.transfer.stream
+import mdl.transfer._stream
 from mdl.store.store import Store
 
 MB = 1_000_000
@@ -244,9 +244,9 @@ def test_injected_enospc_mid_download_removes_the_part_and_exits_7(
         written["bytes"] += n
         return n
 
-    monkeypatch.setattr(mdl.transfer.stream.os, "pwrite", pwrite)
+    monkeypatch.setattr(mdl.transfer._stream.os, "pwrite", pwrite)
     result = run_mdl("pull", "medium", "--json")
-    monkeypatch.setattr(mdl.transfer.stream.os, "pwrite", real_pwrite)
+    monkeypatch.setattr(mdl.transfer._stream.os, "pwrite", real_pwrite)
     assert result.exit_code == 7, result.stderr
     entry = json.loads(result.stdout)["files"][0]
     assert entry["action"] == "failed" and "no space left" in entry["error"].lower()

@@ -8,7 +8,7 @@ and how many bytes each 206 carries. The final file must be exactly one version'
 one, when a sha256 is given), or the run must fail with exit 5 or 6 and leave no final file. Two
 ways in, both real:
 
-- `mdl.api.get(URL)` (what `mdl get` runs: the probe, then the engine) on a 33 MiB file, just above
+- `mdl.api._get(URL)` (what `mdl get` runs: the probe, then the engine) on a 33 MiB file, just above
   the 32 MiB split threshold, with 4 connections;
 - `mdl.transfer.Engine` directly with a known size (a catalog entry with a size) on a 12 MiB file
   split over 4 connections with a 1 MiB threshold (the engine never cuts a first range below 4 MiB,
@@ -36,7 +36,7 @@ from profiles import examples
 from runfixtures import transfer_job
 from servers import make_data
 
-from mdl.api import get
+from mdl.api import _get as get
 from mdl.errors import ExitCode, MdlError
 from mdl.progress import NullProgress
 from mdl.transfer.engine import Engine

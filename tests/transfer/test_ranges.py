@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mdl.transfer.headers import ContentRangeError, parse_content_range
+from mdl.transfer._headers import ContentRangeError, parse_content_range
 
 
 @pytest.mark.parametrize(

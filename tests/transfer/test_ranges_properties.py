@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from profiles import examples
 from runfixtures import bypasses
 
-from mdl.transfer.headers import (
+from mdl.transfer._headers import (
     MAX_DIGITS,
     ContentRangeError,
     content_range_total,

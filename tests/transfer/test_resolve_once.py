@@ -25,13 +25,13 @@ from servers import Fault, HubServer, RequestRecord, make_data
 
 from mdl.errors import ExitCode, InterruptedByUserError
 from mdl.progress import NullProgress
+from mdl.transfer._stream import PieceStream
+from mdl.transfer._target import lapses_at
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig
 from mdl.transfer.resume import DownloadState
 from mdl.transfer.scheduling import Piece, StreamStopped
-from mdl.transfer.stream import PieceStream
-from mdl.transfer.target import lapses_at
 
 MB = 1_000_000
 BIG = make_data(40 * MB, seed=53)

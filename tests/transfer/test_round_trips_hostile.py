@@ -15,12 +15,12 @@ from runfixtures import mdl, transfer_job
 from servers import make_data
 
 from mdl.progress import NullProgress
+from mdl.transfer._stream import PieceStream
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig
 from mdl.transfer.resume import DownloadState, parse_state
 from mdl.transfer.scheduling import Piece
-from mdl.transfer.stream import PieceStream
 
 MiB = 1 << 20
 

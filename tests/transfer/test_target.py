@@ -12,7 +12,7 @@ import pytest
 from runfixtures import transfer_job
 
 from mdl.errors import NetworkError
-from mdl.transfer.target import Resolve, Target
+from mdl.transfer._target import Resolve, Target
 
 HUB = "https://hub.test/org/m/resolve/main/f.bin"  # the resolve URL
 HOP = "https://hub.test/api/resolve-cache/f.bin"  # a redirect within the Hub: not the target yet

@@ -16,11 +16,11 @@ from servers import CdnServer, make_data
 
 from mdl.errors import LocalFSError
 from mdl.progress import NullProgress
+from mdl.transfer._stream import write_at
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig
 from mdl.transfer.resume import DownloadState, start_writeback
-from mdl.transfer.stream import write_at
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from xet.chunking import MAX_CHUNK, MIN_CHUNK, chunk
 
-from mdl.xet.hashing import (
+from mdl.xet._hashing import (
     DATA_KEY,
     HASH_BYTES,
     INTERNAL_NODE_KEY,

@@ -26,11 +26,11 @@ from mdl.redact import Secrets
 from mdl.sources.resolve import XetRef
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer.http import Credentials, RetryPolicy, make_client
-from mdl.xet import partial as xet_partial
+from mdl.xet import _partial as xet_partial
+from mdl.xet._hashing import chunk_hash
+from mdl.xet._reuse import ReuseIndex, Written
 from mdl.xet.failures import XetFallback
 from mdl.xet.fetch import XetSource
-from mdl.xet.hashing import chunk_hash
-from mdl.xet.reuse import ReuseIndex, Written
 
 WEIGHTS = "model.safetensors"
 

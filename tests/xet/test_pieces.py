@@ -24,7 +24,7 @@ PIECE = 128 << 10
 
 @pytest.fixture
 def catalog(xet_hub: XetHubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from mdl.xet import plan
+    from mdl.xet import _plan as plan
 
     monkeypatch.setattr(plan, "MIN_PIECE", PIECE)
     path = use_catalog(tmp_path, monkeypatch, '[models.m]\nrepo = "org/m"\n', endpoint=xet_hub.url)

@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mdl.xet.plan import (
+from mdl.xet._plan import (
     MIN_PIECE,
     CopyTerm,
     FetchPiece,
@@ -19,8 +19,8 @@ from mdl.xet.plan import (
     resume,
     streams_for,
 )
-from mdl.xet.protocol import Fetch, Reconstruction, Term
-from mdl.xet.reuse import Copy, Written
+from mdl.xet._protocol import Fetch, Reconstruction, Term
+from mdl.xet._reuse import Copy, Written
 
 A, B = "a" * 64, "b" * 64
 NOTHING = Resumed({}, {}, 0)

@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from profiles import examples
 
-from mdl.xet import protocol
-from mdl.xet.hashing import to_hex
-from mdl.xet.protocol import (
+from mdl.xet import _protocol as protocol
+from mdl.xet._hashing import to_hex
+from mdl.xet._protocol import (
     Fetch,
     Reconstruction,
     ReplyError,
@@ -30,7 +30,7 @@ from mdl.xet.protocol import (
     token_from_headers,
     xet_from_headers,
 )
-from mdl.xet.xorb import MAX_CHUNK
+from mdl.xet._xorb import MAX_CHUNK
 
 H1 = "a1b2c3d4e5f6789012345678901234567890abcdef1234567890abcdef123456"
 # 61 characters in the doc
@@ -669,7 +669,7 @@ def test_any_link_header_gives_a_target_or_none(link: str) -> None:
 
 
 def _lines_run(work: Callable[[], object]) -> int:
-    """How many lines of mdl/xet/protocol.py ``work`` runs: its cost in steps, whatever the
+    """How many lines of mdl/xet/_protocol.py ``work`` runs: its cost in steps, whatever the
     machine's speed or load."""
     lines = 0
 

@@ -466,8 +466,8 @@ def test_pieces_finishing_out_of_order_still_hash_the_bytes_on_disk(
     """The sha256 follows only bytes on disk from the file's start: a later piece done first is
     not a start done.
     """
-    from mdl.xet.plan import FetchPiece
-    from mdl.xet.streams import Streams
+    from mdl.xet._plan import FetchPiece
+    from mdl.xet._streams import Streams
 
     data = make_data(24 << 20, seed=24)
     xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
@@ -488,7 +488,7 @@ def test_pieces_finishing_out_of_order_still_hash_the_bytes_on_disk(
 def test_runs_cut_terms_in_order_into_the_count_asked(
     sizes: list[int], data: st.DataObject
 ) -> None:
-    from mdl.xet.plan import runs as cut
+    from mdl.xet._plan import runs as cut
 
     count = data.draw(st.integers(1, len(sizes)))
     items = list(range(100, 100 + len(sizes)))

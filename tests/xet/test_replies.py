@@ -25,9 +25,9 @@ from mdl.redact import Secrets
 from mdl.sources.resolve import XetRef
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer.http import Credentials, RetryPolicy, make_client
+from mdl.xet._protocol import ReplyError, parse_reconstruction
 from mdl.xet.failures import XetFallback
 from mdl.xet.fetch import XetSource
-from mdl.xet.protocol import ReplyError, parse_reconstruction
 
 WEIGHTS = "model.safetensors"
 _HASH = "ab" * 32

@@ -209,11 +209,11 @@ def test_a_resume_record_keeps_only_chunks_lying_on_disk_as_it_says(
     any partial: every chunk kept hashes on disk as recorded, the kept runs lie in order inside
     their terms where their chunks can fit, and a record of only true runs over written chunks is
     kept whole."""
-    from mdl.xet.hashing import chunk_hash
-    from mdl.xet.partial import checked_runs
-    from mdl.xet.plan import resume
-    from mdl.xet.protocol import Reconstruction, Term
-    from mdl.xet.reuse import Written
+    from mdl.xet._hashing import chunk_hash
+    from mdl.xet._partial import checked_runs
+    from mdl.xet._plan import resume
+    from mdl.xet._protocol import Reconstruction, Term
+    from mdl.xet._reuse import Written
 
     xorbs = ["a" * 64, "b" * 64]
     rng = random.Random(data.draw(st.integers(0, 2**32)))

@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from profiles import examples
 
-from mdl.xet import xorb
-from mdl.xet.streams import _Chunks
-from mdl.xet.xorb import XorbError, decode_chunks
+from mdl.xet import _xorb as xorb
+from mdl.xet._streams import _Chunks
+from mdl.xet._xorb import XorbError, decode_chunks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,7 +140,7 @@ def test_numpy_is_imported_only_for_a_byte_grouped_chunk() -> None:
         "from mdl.xet import decode_chunks, xorb\nxorb.PYTHON_FIRST = {}\n"
         "for _ in range(3): print(decode_chunks(bytes.fromhex({!r}), 1))"
     )
-    assert "numpy" not in _imported_after("import mdl.xet.streams, mdl.xet.fetch")
+    assert "numpy" not in _imported_after("import mdl.xet._streams, mdl.xet.fetch")
     assert "numpy" not in _imported_after(decode.format(0, plain))
     # a small file's BG4 chunks are un-grouped in Python: numpy's import would cost more
     assert "numpy" not in _imported_after(decode.format(64 << 20, grouped))

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from profiles import examples
 
-from mdl.xet.xorb import MAX_CHUNK, UnknownFormat, XorbError, decode_chunks
+from mdl.xet._xorb import MAX_CHUNK, UnknownFormat, XorbError, decode_chunks
 
 
 def header(packed: int, length: int, *, scheme: int, version: int = 0) -> bytes:

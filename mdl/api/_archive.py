@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from mdl.api.inputs import checked
+from mdl.api._inputs import checked
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
 from mdl.setting import StrPath

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from mdl.api.context import catalog_models, command_catalog, environ_now
-from mdl.api.inputs import checked
+from mdl.api._context import catalog_models, command_catalog, environ_now
+from mdl.api._inputs import checked
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
 from mdl.setting import Overrides, StrPath

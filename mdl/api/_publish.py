@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mdl.api.context import catalog_models
-from mdl.api.inputs import checked
+from mdl.api._context import catalog_models
+from mdl.api._inputs import checked
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
 from mdl.setting import Overrides, StrPath

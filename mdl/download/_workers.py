@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from mdl.catalog.settings import Settings
-from mdl.download.plan import PlannedFile
+from mdl.download._plan import PlannedFile
 from mdl.download.session import MANY_JOBS, PullSession
 from mdl.errors import INTERRUPTED, InterruptedByUserError
 from mdl.report import FileOutcome

@@ -19,9 +19,11 @@ from collections.abc import Iterator
 import httpx2
 
 from mdl.errors import MdlError, NetworkError
+from mdl.transfer._headers import content_range_total, is_encoded
+from mdl.transfer._shared import IGNORED_RANGE, Shared
+from mdl.transfer._target import Resolve
 from mdl.transfer.body import BodyOverrunError, Span, promised, read_body
 from mdl.transfer.connection import set_read_timeout
-from mdl.transfer.headers import content_range_total, is_encoded
 from mdl.transfer.http import (
     ExpiredURLError,
     RetryableError,
@@ -34,8 +36,6 @@ from mdl.transfer.job import Opening, RangesIgnoredError, SourceChanged
 from mdl.transfer.replies import check_range, check_size, check_version, size_differs
 from mdl.transfer.resume import HASH_BLOCK, DownloadState
 from mdl.transfer.scheduling import MiB, Piece, window
-from mdl.transfer.shared import IGNORED_RANGE, Shared
-from mdl.transfer.target import Resolve
 from mdl.units import human_seconds
 
 log = logging.getLogger("mdl.transfer")

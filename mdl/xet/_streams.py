@@ -28,14 +28,14 @@ from mdl.transfer.http import (
     transport_error,
 )
 from mdl.transfer.scheduling import RateLimiter
-from mdl.xet.cas import Cas, why
+from mdl.xet._cas import Cas, why
+from mdl.xet._hashing import chunk_hash
+from mdl.xet._partial import Partial
+from mdl.xet._plan import CopyTerm, FetchPiece, FetchTerms, Plan, Task, on_disk_from_start
+from mdl.xet._protocol import Fetch, Reconstruction, Term
+from mdl.xet._reuse import Written, read_copy
+from mdl.xet._xorb import HEADER_BYTES, Chunk, UnknownFormat, XorbError, chunk_size, decode_chunks
 from mdl.xet.failures import Refused, Stopped, Unsplittable, XetFallback
-from mdl.xet.hashing import chunk_hash
-from mdl.xet.partial import Partial
-from mdl.xet.plan import CopyTerm, FetchPiece, FetchTerms, Plan, Task, on_disk_from_start
-from mdl.xet.protocol import Fetch, Reconstruction, Term
-from mdl.xet.reuse import Written, read_copy
-from mdl.xet.xorb import HEADER_BYTES, Chunk, UnknownFormat, XorbError, chunk_size, decode_chunks
 
 log = logging.getLogger("mdl.xet")
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from mdl.api.context import command_catalog, command_settings, environ_now
-from mdl.api.inputs import checked
+from mdl.api._context import command_catalog, command_settings, environ_now
+from mdl.api._inputs import checked
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
 from mdl.setting import Overrides, StrPath

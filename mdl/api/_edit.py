@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mdl.api.context import environ_now
-from mdl.api.inputs import checked
+from mdl.api._context import environ_now
+from mdl.api._inputs import checked
 from mdl.progress import NullProgress, Progress
 from mdl.setting import StrPath
 

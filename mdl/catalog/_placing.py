@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from mdl.catalog.entry import META_KEYS, Action, Toml, with_meta
-from mdl.catalog.tomllines import (
+from mdl.catalog._entry import META_KEYS, Action, Toml, with_meta
+from mdl.catalog._tomllines import (
     Body,
     Line,
     attached,

@@ -16,8 +16,7 @@ from mdl.redact import Secrets, redact_url
 from mdl.sources.resolve import XetRef
 from mdl.transfer.connection import origin, set_read_timeout, set_reply_deadline
 from mdl.transfer.http import Credentials, RetryPolicy, error_for_status, follow, transport_error
-from mdl.xet.failures import Refused, XetFallback
-from mdl.xet.protocol import (
+from mdl.xet._protocol import (
     Fetch,
     Reconstruction,
     ReplyError,
@@ -26,6 +25,7 @@ from mdl.xet.protocol import (
     parse_token,
     token_from_headers,
 )
+from mdl.xet.failures import Refused, XetFallback
 
 REPLY_MAX = 64 << 20  # a reconstruction of a 1 TB file lists ~16k terms: far less than this ...
 # ... and of a file or span of n bytes at most this plus n / REPLY_SHARE: a term and its URL

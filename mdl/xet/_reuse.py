@@ -16,8 +16,8 @@ from pathlib import Path
 from mdl.errors import MdlError
 from mdl.store.confined import open_file, read_bytes, unlink, write_atomic
 from mdl.transfer.resume import BY_CHUNK
-from mdl.xet.hashing import HASH_BYTES, chunk_hash, is_hash
-from mdl.xet.xorb import MAX_CHUNK
+from mdl.xet._hashing import HASH_BYTES, chunk_hash, is_hash
+from mdl.xet._xorb import MAX_CHUNK
 
 log = logging.getLogger("mdl.xet")
 

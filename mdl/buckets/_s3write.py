@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mdl.buckets.parts import MIN_PART, part_layout, part_size
+from mdl.buckets._parts import MIN_PART, part_layout, part_size
 from mdl.buckets.protocol import Listed, Seen
 from mdl.buckets.s3 import (
     MARK_META,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mdl.catalog.lines import format_path
+from mdl.catalog._lines import format_path
 from mdl.catalog.specs import FileSpec
 from mdl.errors import UsageError
 from mdl.paths import SHA256_HEX, HfUri, safe_relative_path

@@ -1,5 +1,5 @@
 """``S3Store``: the registry's store for ``s3://``: reads and presigned GETs through
-``mdl/buckets/s3.py``, conditional writes through ``mdl/buckets/s3write.py``."""
+``mdl/buckets/s3.py``, conditional writes through ``mdl/buckets/_s3write.py``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from mdl.errors import UsageError
 from mdl.redact import Secrets, safe_text
 
 if TYPE_CHECKING:
-    from mdl.buckets.s3write import S3Writer  # (loaded by the first write: a pull only reads)
+    from mdl.buckets._s3write import S3Writer  # (loaded by the first write: a pull only reads)
 
 _ERROR_CODE = re.compile(r"<Code>\s*([A-Za-z0-9.]{1,64})\s*</Code>")
 _CODE_WORDS = {
@@ -93,6 +93,6 @@ class S3Store:
 
     def writer(self, *, endpoint: str | None, secrets: Secrets | None, parts: int = 4) -> S3Writer:
         """The store, writable: conditional writes through one client (made at its first use)."""
-        from mdl.buckets.s3write import S3Writer
+        from mdl.buckets._s3write import S3Writer
 
         return S3Writer(endpoint, secrets=secrets, parts=parts)

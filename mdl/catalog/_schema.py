@@ -27,8 +27,8 @@ from pydantic import create_model as make_table
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from mdl.buckets.registry import store_for, store_schemes
+from mdl.catalog._lines import KeyPath, LineIndex, did_you_mean, format_key, format_path
 from mdl.catalog.headers import header_name_problem, header_value_problem
-from mdl.catalog.lines import KeyPath, LineIndex, did_you_mean, format_key, format_path
 from mdl.catalog.settings import check_mirror, parse_rate
 from mdl.catalog.specs import (
     MAX_MODEL_NAME,

@@ -20,6 +20,8 @@ from mdl.errors import (
 )
 from mdl.store.confined import open_file
 from mdl.store.filesystem import DirSyncs
+from mdl.transfer._shared import IGNORED_RANGE, Shared
+from mdl.transfer._stream import PieceStream
 from mdl.transfer.job import (
     HashMismatch,
     RangesIgnoredError,
@@ -36,8 +38,6 @@ from mdl.transfer.resume import (
     keeping,
 )
 from mdl.transfer.scheduling import MIN_PIECE, Piece, run_pieces, spread
-from mdl.transfer.shared import IGNORED_RANGE, Shared
-from mdl.transfer.stream import PieceStream
 
 log = logging.getLogger("mdl.transfer")
 

@@ -30,11 +30,11 @@ from mdl.transfer.resume import (
     save_threshold,
     start_writeback,
 )
+from mdl.xet._hashing import chunk_hash, file_hash, to_hex
+from mdl.xet._plan import Resumed, resume
+from mdl.xet._protocol import Reconstruction
+from mdl.xet._reuse import Resumable, Written, save_state
 from mdl.xet.failures import Suspect, Unsplittable, XetFallback
-from mdl.xet.hashing import chunk_hash, file_hash, to_hex
-from mdl.xet.plan import Resumed, resume
-from mdl.xet.protocol import Reconstruction
-from mdl.xet.reuse import Resumable, Written, save_state
 
 log = logging.getLogger("mdl.xet")
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mdl.catalog.specs import ModelSpec
-from mdl.download.fetch import fetch_from_sources, transfer_job
-from mdl.download.plan import Action, plan_file
+from mdl.download._fetch import fetch_from_sources, transfer_job
+from mdl.download._plan import Action, plan_file
 from mdl.download.session import PullSession, label_of
 from mdl.errors import IntegrityError, MdlError, NotFoundError, UsageError
 from mdl.report import FileOutcome, failed

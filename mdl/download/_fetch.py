@@ -1,5 +1,5 @@
 """Stage three of a pull: each planned file fetched under its file lock by the workers
-(mdl.download.workers), mirrors first, every byte verified; their records written in batches."""
+(mdl.download._workers), mirrors first, every byte verified; their records written in batches."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mdl.download.outcomes import done_outcome
-from mdl.download.plan import Action, PlannedFile, identity_of, look, offline_error, recorded
+from mdl.download._outcomes import done_outcome
+from mdl.download._plan import Action, PlannedFile, identity_of, look, offline_error, recorded
+from mdl.download._workers import Crew
 from mdl.download.session import FileSources, PullSession, label_of
-from mdl.download.workers import Crew
 from mdl.errors import (
     INTERRUPTED,
     InterruptedByUserError,
@@ -490,7 +490,7 @@ def fetch_from_sources(
     try:
         if session.settings.fill_mirror:
             # (the fleet's mirror filling, and the leases under it, load only for --fill-mirror)
-            from mdl.download.fill import fill_or_fetch
+            from mdl.download._fill import fill_or_fetch
 
             result = fill_or_fetch(sources)
         else:
@@ -504,7 +504,7 @@ def fetch_from_sources(
 def _from_staged(
     session: PullSession, job: TransferJob, remote: RemoteFile
 ) -> TransferResult | None:
-    """A model's signature, fetched and verified before its other files (mdl.download.signed), moved
+    """A model's signature, fetched and verified before its other files (mdl.download._signed), moved
     into place; None when it is no longer waiting (another run placed it, or it was cleaned): then
     it is fetched as any file."""
     if remote.staged is None or remote.sha256 is None:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import urlsplit
 
-from mdl.xet.hashing import is_hash
-from mdl.xet.xorb import HEADER_BYTES, MAX_CHUNK
+from mdl.xet._hashing import is_hash
+from mdl.xet._xorb import HEADER_BYTES, MAX_CHUNK
 
 # JSON numbers beyond this are not exact in every reader; no real offset or count comes near
 _LIMIT = 2**53

@@ -8,7 +8,7 @@ import stat as st
 from dataclasses import replace
 from pathlib import Path
 
-from mdl.download.plan import FORCED, Action, PlannedFile, policy_of
+from mdl.download._plan import FORCED, Action, PlannedFile, policy_of
 from mdl.errors import UsageError
 from mdl.report import FileOutcome, log_outcome
 from mdl.store.filesystem import hash_file

@@ -8,9 +8,9 @@ import itertools
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 
-from mdl.xet.protocol import Reconstruction, Term
-from mdl.xet.reuse import Copy, Written
-from mdl.xet.xorb import MAX_CHUNK
+from mdl.xet._protocol import Reconstruction, Term
+from mdl.xet._reuse import Copy, Written
+from mdl.xet._xorb import MAX_CHUNK
 
 MIN_PIECE = 8 << 20  # a term is cut into pieces (one request and stream each) no smaller than this
 
