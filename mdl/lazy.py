@@ -1,64 +1,37 @@
-"""A part's exports loaded on first use (PEP 562), so a command imports only the modules it runs:
-``from mdl.store import Store`` loads mdl.store.store, not the whole part."""
+"""The two public faces' names loaded on first use (PEP 562): ``import mdl`` or ``from mdl.api
+import pull`` loads the command family that is asked for, not all of them. The parts are imported
+by module and are not lazy."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Mapping
-from types import ModuleType
 
 
-class _LazyPart(ModuleType):
-    """A part whose exported names come from their own submodules when first asked for."""
-
-    _exports: dict[str, str]
-
-    def __getattr__(self, name: str) -> object:
-        # Called only for a name not bound yet.
-        where = self.__dict__.get("_exports", {}).get(name)
-        if where is None:
-            # ``mdl.catalog.load`` after ``import mdl.catalog``: a submodule, as when the part
-            # imported all of them
-            return _submodule(self.__name__, name)
-        value = _load(self.__name__, where, name)
-        self.__dict__[name] = value
-        return value
-
-    def __dir__(self) -> list[str]:
-        # what the part exports, loaded yet or not (completion, ``dir(mdl)``)
-        return sorted({*self.__dict__, *self.__dict__.get("_exports", ())})
-
-    def __setattr__(self, name: str, value: object) -> None:
-        # The import system binds each submodule it loads on its package: a name the part exports
-        # (mdl.store's ``prune``, a function) keeps meaning the export, never its module.
-        where = self.__dict__.get("_exports", {}).get(name)
-        if where is not None and isinstance(value, ModuleType):
-            value = _load(self.__name__, where, name)
-        super().__setattr__(name, value)
-
-
-def _submodule(package: str, name: str) -> ModuleType:
-    module = f"{package}.{name}"
-    if name.startswith("__") or importlib.util.find_spec(module) is None:
-        raise AttributeError(f"module {package!r} has no attribute {name!r}")
-    __import__(module)
-    return sys.modules[module]
-
-
-def _load(package: str, where: str, name: str) -> object:
-    submodule, _, original = where.partition(":")
-    module = f"{package}.{submodule}"
+def load(where: str) -> object:
+    """``"package.module:name"``'s object, its module imported now if it was not yet: the one way
+    mdl defers an import (the faces' names, the stores by scheme)."""
+    module, _, name = where.partition(":")
     __import__(module)  # (not importlib.import_module: `python -X importtime` shows this one)
-    return getattr(sys.modules[module], original or name)
+    return getattr(sys.modules[module], name)
 
 
 def export_lazily(package: str, exports: Mapping[str, str]) -> None:
-    """Make ``package`` (a part's ``__name__``) load each name of ``exports`` from its submodule on
-    first use: ``exports`` maps a name to ``"submodule"``, or ``"submodule:original"`` for a name
-    exported under another. The part's ``TYPE_CHECKING`` imports say the same for mypy
-    (tests/test_architecture.py holds them equal).
-    """
+    """Make ``package`` (a face's ``__name__``) load each name of ``exports`` from the submodule
+    it maps to on first use. The face's ``TYPE_CHECKING`` imports say the same for mypy
+    (tests/test_architecture.py holds them equal)."""
     module = sys.modules[package]
-    module.__dict__["_exports"] = dict(exports)
-    module.__class__ = _LazyPart
+    table = dict(exports)
+
+    def __getattr__(name: str) -> object:
+        where = table.get(name)
+        if where is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = load(f"{package}.{where}:{name}")
+        setattr(module, name, value)
+        return value
+
+    def __dir__() -> list[str]:  # what the face exports, loaded yet or not
+        return sorted({*vars(module), *table})
+
+    vars(module).update(__getattr__=__getattr__, __dir__=__dir__, _exports=table)

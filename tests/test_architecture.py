@@ -147,35 +147,35 @@ def test_main_is_imported_by_nothing() -> None:
     assert sorted(name for name, targets in _edges().items() if "mdl.__main__" in targets) == []
 
 
-def test_other_parts_are_used_through_their_package() -> None:
-    """A part's ``__init__`` exports what others may use; nobody reaches into another part's
-    modules or privates.
+def test_no_part_reaches_into_another_parts_private_modules() -> None:
+    """Parts import each other by module (``from mdl.store.store import Store``); a module whose name
+    starts with ``_`` is its part's own, and so is a name that does: nobody else imports them. The
+    API is used through its face, ``mdl.api``.
     """
     modules = _modules()
     wrong = []
     for name, path in modules.items():
         for target, names in _imports(path):
             src, dst = _part(name), _part(target)
-            if dst is None or dst == src or dst == "api":
+            if dst is None or dst == src:
                 continue
-            if target != f"mdl.{dst}":
-                wrong.append(f"{name} imports {target} (use mdl.{dst})")
+            if any(piece.startswith("_") for piece in target.split(".")[2:]):
+                wrong.append(f"{name} imports {target}")
             wrong.extend(f"{name} imports {target}.{n}" for n in names if n.startswith("_"))
+            if dst == "api" and target != "mdl.api":
+                wrong.append(f"{name} imports {target} (use mdl.api)")
     assert sorted(wrong) == []
 
 
-@pytest.mark.parametrize("part", PARTS)
-def test_each_part_says_what_it_does_and_what_it_exports(part: str) -> None:
+@pytest.mark.parametrize("part", PARTS[:-1])
+def test_each_part_says_what_it_does_and_only_that(part: str) -> None:
+    """A part's ``__init__`` is its two-line description: its modules are imported by name, so an
+    export is spelled once, where it is defined."""
     tree = ast.parse((PACKAGE / part / "__init__.py").read_text(encoding="utf-8"))
     doc = ast.get_docstring(tree)
     assert doc, f"mdl/{part}/__init__.py has no docstring"
     assert len(doc.strip().splitlines()) <= 2, f"mdl/{part}: say what the part does in two lines"
-    exported = [
-        n
-        for n in tree.body
-        if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets)
-    ]
-    assert exported or part == "cli", f"mdl/{part}/__init__.py has no __all__"
+    assert len(tree.body) == 1, f"mdl/{part}/__init__.py holds more than its docstring"
 
 
 def test_every_part_is_a_layer() -> None:
@@ -194,48 +194,56 @@ def test_the_checks_see_real_imports() -> None:
     assert len(list(itertools.chain.from_iterable(graph.values()))) > 100
 
 
-@pytest.mark.parametrize("part", PARTS[:-1])
-def test_a_lazy_part_exports_what_mypy_sees(part: str) -> None:
-    """A part exported lazily (mdl/lazy.py) loads each name from the module its ``TYPE_CHECKING``
-    import names, under the same name, and exports exactly ``__all__``; each name loads.
+def test_only_the_two_public_faces_are_lazy() -> None:
+    """``export_lazily`` serves ``mdl`` and ``mdl.api``, nothing else."""
+    users = sorted(
+        _module_name(path)
+        for path in _modules().values()
+        if "export_lazily(" in path.read_text(encoding="utf-8") and path.name != "lazy.py"
+    )
+    assert users == ["mdl", "mdl.api"]
+
+
+def test_the_api_face_exports_what_mypy_sees() -> None:
+    """``mdl.api`` loads each name from the module its ``TYPE_CHECKING`` import names, under the same
+    name, and exports exactly ``__all__``; each name loads. ``mdl`` exports its names from it.
     """
     import importlib
 
-    tree = ast.parse((PACKAGE / part / "__init__.py").read_text(encoding="utf-8"))
-    package = importlib.import_module(f"mdl.{part}")
-    table = package.__dict__.get("_exports")
-    if table is None:
-        pytest.skip(f"mdl.{part} imports its exports eagerly")
+    import mdl
+
+    tree = ast.parse((PACKAGE / "api" / "__init__.py").read_text(encoding="utf-8"))
+    package = importlib.import_module("mdl.api")
+    table = package.__dict__["_exports"]
     seen = {
-        alias.asname or alias.name: (
-            node.module.rsplit(".", 1)[1]
-            if alias.asname is None or alias.asname == alias.name
-            else f"{node.module.rsplit('.', 1)[1]}:{alias.name}"
-        )
+        alias.name: node.module.rsplit(".", 1)[1]
         for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mdl.")
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mdl.api.")
         for alias in node.names
-        if node.module != "mdl.lazy"
     }
     assert table == seen
     assert sorted(table) == sorted(package.__all__)
     for name in package.__all__:
-        assert getattr(package, name) is getattr(
-            importlib.import_module(f"mdl.{part}.{table[name].partition(':')[0]}"),
-            table[name].partition(":")[2] or name,
-        )
+        loaded = importlib.import_module(f"mdl.api.{table[name]}")
+        assert getattr(package, name) is getattr(loaded, name)
+    for name in set(mdl.__all__) & set(table):
+        assert getattr(mdl, name) is getattr(package, name)
 
 
-def test_an_export_named_as_its_module_stays_the_export() -> None:
-    """mdl.store exports ``prune`` (a function) from mdl.store.prune: importing that module, however
-    it is reached, leaves the part's ``prune`` the function.
-    """
+def test_an_export_named_as_a_module_stays_the_export() -> None:
+    """``mdl.api.get`` is the function, however its module (``mdl.api._get``) was reached: a face's
+    modules are private, so no export shares a module's name."""
     import subprocess
     import sys
 
+    faces = [PACKAGE, PACKAGE / "api"]
+    modules = {path.stem for face in faces for path in face.glob("*.py")}
+    import mdl.api
+
+    assert modules & set(mdl.api.__all__) == set()
     probe = (
-        "import mdl.store.prune, mdl.store as s, types; "
-        "assert not isinstance(s.prune, types.ModuleType), s.prune; "
-        "from mdl.store import prune; assert callable(prune) and prune.__name__ == 'prune'"
+        "import mdl.api._get, mdl.api as a, types; "
+        "assert not isinstance(a.get, types.ModuleType), a.get; "
+        "from mdl.api import get; assert callable(get) and get.__name__ == 'get'"
     )
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=ROOT, timeout=60)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
+
+from mdl.lazy import load
 
 if TYPE_CHECKING:
     from mdl.buckets.protocol import ObjectStore, Signer
@@ -15,9 +16,9 @@ if TYPE_CHECKING:
 else:
     _Table = dict
 
-# scheme → the store's class ("module:Class" in mdl.buckets): a new store is its module and one
-# line here
-KNOWN = {"s3": "s3store:S3Store", "file": "folder:FolderStore"}
+# scheme → the store's class, loaded when first asked for: a new store is its module and one line
+# here
+KNOWN = {"s3": "mdl.buckets._s3store:S3Store", "file": "mdl.buckets.folder:FolderStore"}
 
 
 class _Stores(_Table):
@@ -25,9 +26,8 @@ class _Stores(_Table):
     store's scheme (http(s), the plain get's) loads none of them."""
 
     def __missing__(self, scheme: str) -> ObjectStore:
-        module, _, name = KNOWN[scheme].partition(":")  # (KeyError: no such store)
-        __import__(f"mdl.buckets.{module}")
-        store: ObjectStore = getattr(sys.modules[f"mdl.buckets.{module}"], name)()
+        made = load(KNOWN[scheme])  # (KeyError: no such store)
+        store: ObjectStore = made()  # type: ignore[operator]
         self[scheme] = store
         return store
 

@@ -1,6 +1,6 @@
 """The catalog as the rest of mdl uses it: frozen FileSpec, ModelSpec, CatalogSettings and Catalog,
-built by the validating reader (mdl.catalog._schema), which other parts never import: ``mdl get URL``
-stays free of pydantic."""
+built by the validating reader (mdl.catalog._schema), which other parts never import: ``mdl get
+URL`` stays free of pydantic."""
 
 from __future__ import annotations
 

@@ -504,8 +504,8 @@ def fetch_from_sources(
 def _from_staged(
     session: PullSession, job: TransferJob, remote: RemoteFile
 ) -> TransferResult | None:
-    """A model's signature, fetched and verified before its other files (mdl.download._signed), moved
-    into place; None when it is no longer waiting (another run placed it, or it was cleaned): then
+    """A model's signature, fetched and verified before its other files (mdl.download._signed),
+    moved into place; None when it is no longer waiting (another run placed it, or it was cleaned): then
     it is fetched as any file."""
     if remote.staged is None or remote.sha256 is None:
         return None
