@@ -505,8 +505,8 @@ def _from_staged(
     session: PullSession, job: TransferJob, remote: RemoteFile
 ) -> TransferResult | None:
     """A model's signature, fetched and verified before its other files (mdl.download._signed),
-    moved into place; None when it is no longer waiting (another run placed it, or it was cleaned): then
-    it is fetched as any file."""
+    moved into place; None when it is no longer waiting (another run placed it, or it was cleaned):
+    then it is fetched as any file."""
     if remote.staged is None or remote.sha256 is None:
         return None
     root = job.root or job.final_path.parent

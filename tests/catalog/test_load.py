@@ -1168,7 +1168,7 @@ def test_a_rate_too_large_for_a_float_is_a_catalog_error() -> None:
 def test_importing_the_catalog_does_not_load_pydantic() -> None:
     """`mdl --help` imports mdl.catalog; pydantic loads only when a catalog is parsed."""
     code = (
-        "import sys, mdl.catalog; assert 'pydantic' not in sys.modules, 'early';"
+        "import sys, mdl.catalog.load; assert 'pydantic' not in sys.modules, 'early';"
         "mdl.catalog.load.parse_catalog('');"
         "assert 'pydantic' in sys.modules, 'never'"
     )

@@ -329,12 +329,12 @@ def test_a_memory_error_anywhere_in_a_command_is_exit_7(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raised: BaseException
 ) -> None:
     use_catalog(tmp_path, monkeypatch, '[models.a]\nrepo = "org/a"\n')
-    from mdl import store
+    from mdl.store import inventory
 
     def exhausted(*args: object, **kwargs: object) -> object:
         raise raised
 
-    monkeypatch.setattr(store, "list_models", exhausted)  # where the list's local state is read
+    monkeypatch.setattr(inventory, "list_models", exhausted)  # where the list's local state is read
     result = mdl("list", "--json")
     assert result.exit_code == 7, result.output
     assert '"kind": "out_of_memory"' in result.stdout and "out of memory" in result.stderr

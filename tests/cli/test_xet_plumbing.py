@@ -106,7 +106,7 @@ def test_the_setting_reaches_the_run_from_a_flag_the_environment_and_the_catalog
     catalog_line: str,
     xet: bool,
 ) -> None:
-    import mdl.download as download
+    from mdl.download import puller
 
     seen: list[Settings] = []
 
@@ -114,7 +114,7 @@ def test_the_setting_reaches_the_run_from_a_flag_the_environment_and_the_catalog
         seen.append(settings)
         return RunReport(())
 
-    monkeypatch.setattr(download, "pull_models", pull_models)
+    monkeypatch.setattr(puller, "pull_models", pull_models)
     tiny.write_text(catalog_line + '[models.tiny]\nrepo = "org/tiny"\n')
     result = mdl("pull", "tiny", *args, env=env)
     assert result.exit_code == 0, result.stderr

@@ -167,7 +167,7 @@ def test_a_netrc_that_is_a_fifo_or_a_device_is_not_used_and_said(bad_key: tuple[
     """
     netrc, said = bad_key
     script = (
-        "import sys; from pathlib import Path; from mdl.sources import read_netrc\n"
+        "import sys; from pathlib import Path; from mdl.sources.netrc import read_netrc\n"
         "print(read_netrc(Path(sys.argv[1])).problem)"
     )
     done = subprocess.run(

@@ -130,7 +130,8 @@ def test_update_record_merges_concurrent_puts(tmp_path: Path) -> None:
 
 def test_update_record_merges_puts_from_other_processes(tmp_path: Path) -> None:
     script = (
-        "import sys; from pathlib import Path; from mdl.store import Store, FileRecord\n"
+        "import sys; from pathlib import Path; from mdl.store.store import Store\n"
+        "from mdl.store.records import FileRecord\n"
         "for i in range(15):\n"
         "    p = f'{sys.argv[2]}-{i}'\n"
         "    Store(Path(sys.argv[1])).update_record('m', revision=None, commit=None,"

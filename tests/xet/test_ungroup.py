@@ -122,7 +122,7 @@ def _imported_after(code: str) -> set[str]:
     """The top-level modules a fresh interpreter has loaded after ``code`` (from this tree) and
     the numpy import it may have started."""
     probe = (
-        f"import sys\n{code}\nfrom mdl.xet import xorb\n"
+        f"import sys\n{code}\nfrom mdl.xet import _xorb as xorb\n"
         "if xorb._np_loader is not None: xorb._np_loader.join()\n"
         "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
     )
@@ -137,7 +137,7 @@ def test_numpy_is_imported_only_for_a_byte_grouped_chunk() -> None:
     plain = chunk(b"weights" * 100, 1).hex()
     grouped = chunk(b"weights" * 100, 2).hex()
     decode = (
-        "from mdl.xet import decode_chunks, xorb\nxorb.PYTHON_FIRST = {}\n"
+        "from mdl.xet import _xorb as xorb\nfrom mdl.xet._xorb import decode_chunks\nxorb.PYTHON_FIRST = {}\n"
         "for _ in range(3): print(decode_chunks(bytes.fromhex({!r}), 1))"
     )
     assert "numpy" not in _imported_after("import mdl.xet._streams, mdl.xet.fetch")
