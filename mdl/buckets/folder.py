@@ -180,7 +180,7 @@ class FolderWriter:
         with self._folder(path, create=True) as folder:
             assert folder is not None  # made
             with self._temp(folder, path) as (fd, temp):
-                self._write(fd, path, data)
+                _write(fd, path, data)
                 if not _link(folder, temp, path):
                     return None
             _fsync_folder(folder)
@@ -193,7 +193,7 @@ class FolderWriter:
             if folder is None:
                 return None
             with self._temp(folder, path) as (fd, temp):
-                self._write(fd, path, data)
+                _write(fd, path, data)
                 current = _fresh_stat(path.name, folder)
                 if current is None or file_etag(current) != etag:
                     return None
@@ -272,7 +272,7 @@ class FolderWriter:
         with self._folder(mark, create=True) as folder:
             assert folder is not None  # made
             with self._temp(folder, mark) as (fd, temp):
-                self._write(fd, mark, version)
+                _write(fd, mark, version)
                 _replace(temp, mark, folder)
         return True
 
@@ -426,14 +426,15 @@ class FolderWriter:
             with suppress(FileNotFoundError):
                 os.unlink(temp, dir_fd=folder)
 
-    def _write(self, fd: int, path: Path, data: bytes) -> None:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except OSError as exc:
-            raise local_error(exc, path, what="cannot write") from exc
+
+def _write(fd: int, path: Path, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError as exc:
+        raise local_error(exc, path, what="cannot write") from exc
 
 
 def _seen(st: os.stat_result) -> Seen:
