@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from runner import wait_for_quiet
 
-from mdl.xet import xorb  # the tree this script sits in, not an installed mdl
+from mdl.xet import _xorb as xorb  # the tree this script sits in, not an installed mdl
 from mdl.xet._hashing import chunk_hash
 from mdl.xet._streams import _Chunks
 

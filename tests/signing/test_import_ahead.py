@@ -85,7 +85,8 @@ import sys, threading
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from mdl.errors import UsageError
-from mdl.signing import Trust, import_ahead, verify_signature
+from mdl.signing.library import import_ahead, verify_signature
+from mdl.signing.statement import Trust
 import_ahead()
 print("importing", flush=True)
 try:

@@ -10,7 +10,7 @@ ways in, both real:
 
 - `mdl.api._get(URL)` (what `mdl get` runs: the probe, then the engine) on a 33 MiB file, just above
   the 32 MiB split threshold, with 4 connections;
-- `mdl.transfer.Engine` directly with a known size (a catalog entry with a size) on a 12 MiB file
+- `mdl.transfer.engine.Engine` directly with a known size (a catalog entry with a size) on a 12 MiB file
   split over 4 connections with a 1 MiB threshold (the engine never cuts a first range below 4 MiB,
   whatever the threshold).
 
