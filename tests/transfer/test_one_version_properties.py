@@ -36,7 +36,7 @@ from profiles import examples
 from runfixtures import transfer_job
 from servers import make_data
 
-from mdl.api import _get as get
+from mdl.api import get
 from mdl.errors import ExitCode, MdlError
 from mdl.progress import NullProgress
 from mdl.transfer.engine import Engine
