@@ -302,6 +302,7 @@ def test_import_mdl_is_light() -> None:
         _ = mdl.no_such_thing
 
 
+@pytest.mark.slow
 def test_a_call_leaves_loggers_as_it_found_them(
     world: dict[str, Path | str], tmp_path: Path
 ) -> None:

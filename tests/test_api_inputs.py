@@ -168,6 +168,7 @@ def _baseline(name: str, place: Path) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return quick[name]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", API)
 @settings(
     max_examples=examples(40),

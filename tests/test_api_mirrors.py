@@ -31,6 +31,7 @@ def origin(hub: HubServer, tmp_path: Path) -> Path:
     return catalog
 
 
+@pytest.mark.slow
 def test_a_mirror_table_brings_its_own_endpoint(
     origin: Path,
     hub: HubServer,
@@ -58,6 +59,7 @@ def test_a_mirror_table_brings_its_own_endpoint(
     assert hub.cdn.log.body_bytes() == 0  # nothing from the origin's CDN
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("mirrors", "says"),
     [

@@ -95,6 +95,7 @@ def _edges() -> dict[str, set[str]]:
     return graph
 
 
+@pytest.mark.slow
 def test_no_import_cycles() -> None:
     graph = _edges()
     state: dict[str, int] = {}
@@ -115,6 +116,7 @@ def test_no_import_cycles() -> None:
     assert cycles == []
 
 
+@pytest.mark.slow
 def test_parts_import_one_way() -> None:
     """cli → api → archive/upload/download → lockfile → xet → sources → transfer → store →
     catalog; never back up.
@@ -129,6 +131,7 @@ def test_parts_import_one_way() -> None:
     assert wrong == []
 
 
+@pytest.mark.slow
 def test_top_level_modules_import_no_part() -> None:
     """errors, redact, units, paths, progress, report: the vocabulary every part shares, below
     all of them.
@@ -143,10 +146,12 @@ def test_top_level_modules_import_no_part() -> None:
     assert wrong == []
 
 
+@pytest.mark.slow
 def test_main_is_imported_by_nothing() -> None:
     assert sorted(name for name, targets in _edges().items() if "mdl.__main__" in targets) == []
 
 
+@pytest.mark.slow
 def test_no_part_reaches_into_another_parts_private_modules() -> None:
     """Parts import each other by module (``from mdl.store.store import Store``); a module whose name
     starts with ``_`` is its part's own, and so is a name that does: nobody else imports them. The
@@ -186,6 +191,7 @@ def test_every_part_is_a_layer() -> None:
     assert found == sorted(LAYERS)
 
 
+@pytest.mark.slow
 def test_the_checks_see_real_imports() -> None:
     """Guard against a vacuous pass: the graph must hold the edges we know are there."""
     graph = _edges()

@@ -157,6 +157,7 @@ def _modules() -> Iterator[tuple[str, Path]]:
         yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts), path
 
 
+@pytest.mark.slow
 def test_every_read_of_outside_bytes_is_bounded() -> None:
     found = [
         hit

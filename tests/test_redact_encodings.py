@@ -310,6 +310,7 @@ def _cost_of_a_line(secrets: Secrets, line: str) -> float:
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("count", [20_000])
 def test_thousands_of_signed_urls_keep_redaction_fast(count: int) -> None:
     """A snapshot of thousands of files, each behind its own signed CDN URL, must not make every log

@@ -215,6 +215,7 @@ def test_a_path_parameter_read_in_a_url_is_registered() -> None:
     )
 
 
+@pytest.mark.slow
 def test_every_format_character_is_escaped_and_matched_across() -> None:
     from mdl.redact import _IGNORABLE, _squeeze
 
@@ -235,6 +236,7 @@ def test_every_format_character_is_escaped_and_matched_across() -> None:
         )
 
 
+@pytest.mark.slow
 def test_redaction_is_linear_in_the_text_with_thousands_of_secrets() -> None:
     """Old: a 1.3 MB text with 20,000 registered signatures took 14 CPU-s (every signature sharing a
     4-character head was searched for through the whole text); now a fraction of a second, growing

@@ -128,6 +128,7 @@ def presigned_signatures(server: Quoting) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_any_sink(fleet: Path, quoting: Quoting) -> None:
     filling = mdl(
         "pull", "--all", "--fill-mirror", "--json", "--no-progress", "--dest", str(fleet / "fill")

@@ -333,6 +333,7 @@ def test_resolve_redirects_to_the_cdn_without_following(tiny: HubServer) -> None
 BODY = make_data(1000, seed=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("range_header", "status", "content_range", "body"),
     [

@@ -26,6 +26,7 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+@pytest.mark.slow
 def test_core_imports_neither_typer_nor_rich() -> None:
     offenders = {
         str(path.relative_to(ROOT)): sorted(_imports(path) & {"typer", "rich", "click"})
@@ -35,6 +36,7 @@ def test_core_imports_neither_typer_nor_rich() -> None:
     assert {name: bad for name, bad in offenders.items() if bad} == {}
 
 
+@pytest.mark.slow
 def test_nothing_imports_click_directly() -> None:
     assert [p.name for p in (ROOT / "mdl").rglob("*.py") if "click" in _imports(p)] == []
 

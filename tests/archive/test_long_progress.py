@@ -26,6 +26,7 @@ def lines(stderr: str) -> list[str]:
     return [STAMP.sub("", line) for line in stderr.splitlines() if STAMP.match(line)]
 
 
+@pytest.mark.slow
 def test_pack_to_a_file_off_a_terminal_says_writing_and_checksumming(
     world: tuple[Path, dict[str, str]],
 ) -> None:
@@ -42,6 +43,7 @@ def test_pack_to_a_file_off_a_terminal_says_writing_and_checksumming(
     )
 
 
+@pytest.mark.slow
 def test_pack_to_a_pipe_on_a_terminal_shows_a_total_bar(world: tuple[Path, dict[str, str]]) -> None:
     cwd, env = world
     ran = run_mdl(["pack", "run", "-o", "-"], env=env, tty=True, cwd=cwd)
@@ -51,6 +53,7 @@ def test_pack_to_a_pipe_on_a_terminal_shows_a_total_bar(world: tuple[Path, dict[
     assert TOTAL.search(ran.screen), ran.screen
 
 
+@pytest.mark.slow
 def test_pack_to_a_pipe_off_a_terminal_hashes_then_writes_each_file(
     world: tuple[Path, dict[str, str]],
 ) -> None:
@@ -66,6 +69,7 @@ def test_pack_to_a_pipe_off_a_terminal_hashes_then_writes_each_file(
     assert len(begins) == 2 and begins[0] == begins[1], begins
 
 
+@pytest.mark.slow
 def test_unpack_shows_extracting_on_a_terminal_and_off_it(
     world: tuple[Path, dict[str, str]],
 ) -> None:

@@ -152,6 +152,7 @@ def rezip(archive: Path, target: Path, change: Callable[[dict[str, bytes]], None
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("to", ["file", "pipe"])
 def test_pack_sign_passes_the_official_verifier_once_unpacked(world: Path, to: str) -> None:
     args = ("pack", "run", "--checkpoint", "latest", "--sign", "key.pem", "--json")
@@ -224,6 +225,7 @@ def test_a_checkpoint_holding_model_sig_is_refused_with_sign(world: Path) -> Non
     assert members(again)["model.sig"] != b"an old signature"
 
 
+@pytest.mark.slow
 def test_git_files_are_packed_but_left_out_of_the_signature(world: Path) -> None:
     write(world / "run" / "checkpoint-100" / ".gitattributes", b"*.safetensors filter=lfs\n")
     packed = mdl("pack", "run", "--checkpoint", "latest", "-o", "model.zip", "--sign", "key.pem")
@@ -411,6 +413,7 @@ def test_a_missing_public_key_is_exit_2_before_the_archive_is_read(world: Path) 
     assert not (world / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_folder_the_official_tool_signed_and_zipped_verifies(world: Path) -> None:
     """What ``model_signing sign key`` makes, mdl verifies: a plain zip of a signed folder (no
     mdl manifest).

@@ -140,6 +140,7 @@ def check_readers(archive: Path, expected: int, *, streaming: bool = True) -> No
         assert len(read.stdout.splitlines()) == expected
 
 
+@pytest.mark.slow
 def test_a_piped_pack_has_no_descriptor_on_stored_entries(tmp_path: Path) -> None:
     make_hf_run(tmp_path / "run", steps=(100,))
     result, data = pack_into_pipe(tmp_path, checkpoint="latest", with_logs=True)
@@ -167,6 +168,7 @@ def test_a_piped_pack_is_deterministic(tmp_path: Path) -> None:
     assert pack_into_pipe(tmp_path, checkpoint="latest")[1] == first
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("deflated_zip64", [False, True])
 def test_zip64_fields_in_a_stream_are_read_everywhere(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deflated_zip64: bool

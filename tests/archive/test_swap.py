@@ -111,6 +111,7 @@ def run_child(script: str, tmp_path: Path) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_sigterm_during_the_swap_waits_for_it_to_finish(tmp_path: Path) -> None:
     archive, dest, old, new = make_old_and_new(tmp_path)
     marker = tmp_path / "swapping"

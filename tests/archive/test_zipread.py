@@ -173,6 +173,7 @@ def test_utf8_flag_with_invalid_utf8_is_exit_2_naming_the_entry(tmp_path: Path) 
     assert "bad\\xff\\xfe" in err.value.message
 
 
+@pytest.mark.slow
 def test_the_same_archives_through_the_cli_exit_2(tmp_path: Path) -> None:
     for i, raw in enumerate(
         [
@@ -310,6 +311,7 @@ def test_paths_too_long_for_the_destination_are_refused_before_writing(tmp_path:
 # through --
 
 
+@pytest.mark.slow
 def test_a_bomb_spread_over_many_entries_is_refused_in_total(tmp_path: Path) -> None:
     zeros = bytes(1_000_000)  # under the 1 MiB per-entry floor, ~1000:1 each
     entries = [Raw(f"bomb/{i:03}.bin".encode(), zeros, method=8, level=9) for i in range(500)]

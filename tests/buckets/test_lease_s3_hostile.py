@@ -28,6 +28,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_anything_a_tenant_writes_under_a_lease_ends_within_a_bound(s3: S3, case: str) -> None:  # noqa: F811
     key, body, state = CASES[case]

@@ -101,6 +101,7 @@ def _file(tmp_path: Path, name: str, size: int, *, seed: bytes = b"") -> tuple[P
     return path, hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.slow
 def test_the_registry_gives_a_writer(place: Place) -> None:
     writer: Writer = STORES["s3"].writer(endpoint=place.endpoint, secrets=None)
     assert writer.create(place.uri("a"), b"x") is not None
@@ -133,6 +134,7 @@ def test_missing_objects(place: Place) -> None:
     assert writer.head(place.uri("none")) is None
 
 
+@pytest.mark.slow
 def test_replace_only_over_its_version(place: Place) -> None:
     writer = place.writer()
     first = writer.create(place.uri("lease"), b"term-1")
@@ -163,6 +165,7 @@ def test_delete_only_its_version(place: Place) -> None:
     assert writer.head(place.uri("other")) is None
 
 
+@pytest.mark.slow
 def test_the_store_clock(place: Place) -> None:
     """``now`` and every ``Seen.now`` are the store's Date header (whole seconds), not ours."""
     writer = place.writer()
@@ -197,6 +200,7 @@ def test_upload_small_once(place: Place, tmp_path: Path) -> None:
     assert hashlib.sha256(place.body("m/a.bin")).hexdigest() == sha
 
 
+@pytest.mark.slow
 def test_upload_in_parts_once(
     place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -231,6 +235,7 @@ def test_upload_in_parts_once(
     assert place.unfinished() == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [3000, 6 * MiB])
 def test_an_upload_told_to_overwrite_replaces_whole_or_in_parts(
     place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
@@ -259,6 +264,7 @@ def test_an_upload_told_to_overwrite_replaces_whole_or_in_parts(
     assert place.unfinished() == []
 
 
+@pytest.mark.slow
 def test_the_clock_is_the_endpoints_whichever_bucket_was_used(place: Place) -> None:
     """One clock per endpoint: ``now`` asks the same thing of the store before and after any
     bucket was used (not the bucket of the last URI parsed), and a bucket gone since does not
@@ -274,6 +280,7 @@ def test_the_clock_is_the_endpoints_whichever_bucket_was_used(place: Place) -> N
     assert before - 1 <= after <= before + 60
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [3000, 6 * MiB])
 def test_a_changed_file_is_not_uploaded(
     place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
@@ -289,6 +296,7 @@ def test_a_changed_file_is_not_uploaded(
     assert place.unfinished() == []
 
 
+@pytest.mark.slow
 def test_a_failed_part_aborts_the_upload(
     moto: Place,
     s3: S3,  # noqa: F811
@@ -342,6 +350,7 @@ def test_publish_never_writes_a_file_that_is_not_its_verified_bytes(
     assert moto.client.list_multipart_uploads(Bucket=moto.bucket).get("Uploads", []) == []
 
 
+@pytest.mark.slow
 def test_listing(place: Place) -> None:
     writer = place.writer()
     for key, data in (("m/a", b"1"), ("m/b/c", b"22"), ("n/d", b"333")):
@@ -361,6 +370,7 @@ def test_listing(place: Place) -> None:
     assert list(writer.listing(place.uri("none/"))) == []
 
 
+@pytest.mark.slow
 def test_a_store_that_ignores_the_conditions(moto: Place) -> None:
     """What the lease's once-per-run probe detects: both of two creates succeed."""
     with s3_proxy(moto.endpoint) as proxy:
@@ -373,6 +383,7 @@ def test_a_store_that_ignores_the_conditions(moto: Place) -> None:
     assert moto.writer().create(moto.uri("probe"), b"third") is None
 
 
+@pytest.mark.slow
 def test_the_lease_probe_on_real_stores(place: Place) -> None:
     """Both servers honour If-None-Match and If-Match as the probe asks; stripped, they fail it."""
     assert honours_conditions(place.writer(), place.uri(".mdl-probe-1")) is True
@@ -386,6 +397,7 @@ def test_the_lease_probe_on_real_stores(place: Place) -> None:
     assert place.writer().head(place.uri(".mdl-probe-2")) is None
 
 
+@pytest.mark.slow
 def test_a_conflict_is_tried_again(place: Place) -> None:
     waits: list[float] = []
     with s3_proxy(place.endpoint) as proxy:
@@ -401,6 +413,7 @@ def test_a_conflict_is_tried_again(place: Place) -> None:
     assert place.body("lease") == b"renewed"
 
 
+@pytest.mark.slow
 def test_conflicts_that_last_are_a_network_error(place: Place) -> None:
     waits: list[float] = []
     with s3_proxy(place.endpoint) as proxy:
@@ -413,6 +426,7 @@ def test_conflicts_that_last_are_a_network_error(place: Place) -> None:
     assert place.writer().head(place.uri("lease")) is None
 
 
+@pytest.mark.slow
 def test_a_lost_reply_to_our_own_write(place: Place) -> None:
     """The store wrote it, the reply was lost, botocore tried again and got 412: the bytes say
     the object is ours."""
@@ -434,6 +448,7 @@ def test_a_lost_reply_to_our_own_write(place: Place) -> None:
     assert head.etag == renewed.etag
 
 
+@pytest.mark.slow
 def test_a_lost_reply_then_a_conflict_is_still_ours(place: Place) -> None:
     """The first try wrote and its reply was lost, botocore's retry met a 409, our own try after
     it got 412 (botocore tried it once): the 412 is our own object, not another's."""
@@ -450,6 +465,7 @@ def test_a_lost_reply_then_a_conflict_is_still_ours(place: Place) -> None:
     assert head is not None and head.etag == made.etag
 
 
+@pytest.mark.slow
 def test_a_lease_write_to_a_store_that_hangs_fails_within_its_bound(
     moto: Place, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -466,6 +482,7 @@ def test_a_lease_write_to_a_store_that_hangs_fails_within_its_bound(
     assert len(hung) == 1 + s3write_module.SMALL_RETRIES
 
 
+@pytest.mark.slow
 def test_a_lost_reply_to_a_completed_upload(
     place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -487,6 +504,7 @@ def test_a_lost_reply_to_a_completed_upload(
     assert not [r for r in caplog.records if r.levelname == "WARNING" and r.name == "mdl.s3"]
 
 
+@pytest.mark.slow
 def test_a_lost_reply_to_a_small_upload(place: Place, tmp_path: Path) -> None:
     path, sha = _file(tmp_path, "a.bin", 3000)
     with s3_proxy(place.endpoint) as proxy:
@@ -503,6 +521,7 @@ def test_a_lost_reply_to_a_small_upload(place: Place, tmp_path: Path) -> None:
     assert hashlib.sha256(place.body("a.bin")).hexdigest() == sha
 
 
+@pytest.mark.slow
 def test_delete_where_the_store_refuses_its_if_match(place: Place) -> None:
     """A store without DeleteObject If-Match: the version is compared by a HEAD first."""
     with s3_proxy(place.endpoint) as proxy:
@@ -536,6 +555,7 @@ def test_a_lease_is_read_bounded_and_a_big_object_not_at_all(place: Place) -> No
     assert big is not None and big[0] == b"" and big[1].size == 1 << 20
 
 
+@pytest.mark.slow
 def test_a_conflict_on_completing_starts_the_upload_again(
     place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -585,6 +605,7 @@ def test_no_such_upload_is_ours_only_when_the_object_says_our_sha256(
     )
 
 
+@pytest.mark.slow
 def test_numbered_leases_on_a_real_store(place: Place) -> None:
     """The lease scheme against a real S3 server: the first generation created once, renewed
     with the bytes done, released (kept, marked), the next take creating the next number and

@@ -346,6 +346,7 @@ def test_add_to_files_written_as_tables_of_an_array_keeps_every_comment(world: P
     assert mdl("pull", "pack").exit_code == 0
 
 
+@pytest.mark.slow
 def test_two_adds_at_once_keep_both_entries_and_both_lock_entries(
     world: Path, hub: HubServer
 ) -> None:

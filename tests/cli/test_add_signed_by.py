@@ -69,6 +69,7 @@ def signature_of(catalog: Path, name: str) -> tuple[Path | None, str]:
     return trust.key, trust.file
 
 
+@pytest.mark.slow
 def test_a_new_entry_is_written_with_its_signer_and_pulls_verified(
     project: Path, tmp_path: Path
 ) -> None:
@@ -88,6 +89,7 @@ def test_a_new_entry_is_written_with_its_signer_and_pulls_verified(
     assert key_id(project.parent / "keys" / "signer.pub")[:16] in shown["signature"]["by"]
 
 
+@pytest.mark.slow
 def test_an_entry_that_is_there_gets_only_its_signature_and_asks_nothing(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,6 +114,7 @@ def test_an_entry_that_is_there_gets_only_its_signature_and_asks_nothing(
     assert again.exit_code == 0 and "nothing changed" in again.stderr
 
 
+@pytest.mark.slow
 def test_a_key_outside_the_catalogs_folder_is_written_absolute(
     project: Path, tmp_path: Path
 ) -> None:
@@ -123,6 +126,7 @@ def test_a_key_outside_the_catalogs_folder_is_written_absolute(
     assert signature_of(project, "tiny")[0] == elsewhere
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["missing.pub", "garbage.pub", "signer.pem"])
 def test_a_bad_key_is_exit_2_naming_it_and_the_catalog_is_untouched(
     project: Path, tmp_path: Path, bad: str
@@ -142,6 +146,7 @@ def test_a_bad_key_is_exit_2_naming_it_and_the_catalog_is_untouched(
     assert not project.exists()  # no catalog is created for it
 
 
+@pytest.mark.slow
 def test_another_signer_is_replaced_only_with_force_keeping_the_tables_lines(
     project: Path, tmp_path: Path
 ) -> None:
@@ -177,6 +182,7 @@ def test_another_signer_is_replaced_only_with_force_keeping_the_tables_lines(
     assert project.read_text() == replaced.replace(f'key = "{other}"', 'key = "keys/signer.pub"')
 
 
+@pytest.mark.slow
 def test_the_lock_is_renewed_as_for_any_change_to_what_the_entry_fetches(project: Path) -> None:
     # one file of the signed repo
     assert mdl("add", "one", "hf://org/tiny/config.json").exit_code == 0
@@ -198,6 +204,7 @@ def test_the_lock_is_renewed_as_for_any_change_to_what_the_entry_fetches(project
     assert pulled.exit_code == 0, pulled.stderr
 
 
+@pytest.mark.slow
 def test_without_the_check_the_lock_is_left_stale_and_said(project: Path) -> None:
     assert mdl("lock").exit_code == 0
     lock_file = lock_beside(project)

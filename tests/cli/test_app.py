@@ -108,6 +108,7 @@ def test_pull_fetches_right_bytes_and_rerun_transfers_nothing(world: dict[str, o
     assert body_bytes(hub) == before, "a second pull must transfer no file data"
 
 
+@pytest.mark.slow
 def test_pull_all_then_verify_catches_flipped_byte_and_pull_repairs(
     world: dict[str, object],
 ) -> None:
@@ -425,6 +426,7 @@ def _partial_bytes(dest: Path) -> int:
     return total
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_exits_130_and_next_run_resumes(
@@ -458,6 +460,7 @@ def test_interrupt_exits_130_and_next_run_resumes(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 def test_kill_9_loses_at_most_the_last_second(world: dict[str, object]) -> None:
     hub = world["hub"]
@@ -482,6 +485,7 @@ def test_kill_9_loses_at_most_the_last_second(world: dict[str, object]) -> None:
     assert sent <= len(WEIGHTS) - recorded + 2 * 1024 * 1024
 
 
+@pytest.mark.slow
 def test_clean_removes_stale_partials(world: dict[str, object]) -> None:
     hub = world["hub"]
     dest = world["dest"]

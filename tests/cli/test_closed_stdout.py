@@ -127,6 +127,7 @@ PRINTING = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "read_lines"), PRINTING, ids=[f"{' '.join(a)}-read{n}" for a, n in PRINTING]
 )
@@ -145,6 +146,7 @@ def test_printing_commands_end_quietly(
     assert_quiet(world["tmp"] / "err")
 
 
+@pytest.mark.slow
 def test_clean_with_nothing_to_print_exits_0(world: dict[str, Path], hub: HubServer) -> None:
     code = run_closed(
         ["clean", "--no-progress"], _env(hub, world), world["tmp"] / "err", read_lines=0
@@ -153,6 +155,7 @@ def test_clean_with_nothing_to_print_exits_0(world: dict[str, Path], hub: HubSer
     assert_quiet(world["tmp"] / "err")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("json_out", [False, True])
 def test_pull_finishes_every_file_then_ends_quietly(
     world: dict[str, Path], hub: HubServer, json_out: bool
@@ -179,6 +182,7 @@ def test_pull_finishes_every_file_then_ends_quietly(
     assert verify.returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("json_out", [False, True])
 def test_get_finishes_the_file_then_ends_quietly(
     world: dict[str, Path], hub: HubServer, json_out: bool
@@ -199,6 +203,7 @@ def test_get_finishes_the_file_then_ends_quietly(
     assert (out / "model.safetensors").read_bytes() == WEIGHTS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("json_out", [False, True])
 @pytest.mark.parametrize("read_lines", [0, 1])
 def test_pack_to_a_file_finishes_the_archive(
@@ -228,6 +233,7 @@ def test_pack_to_a_file_finishes_the_archive(
     assert sorted(p.name for p in world["tmp"].iterdir() if p.name.startswith("out")) == ["out.zip"]
 
 
+@pytest.mark.slow
 def test_pack_to_stdout_stops(world: dict[str, Path], hub: HubServer) -> None:
     args = ["pack", str(world["tmp"] / "run"), "-o", "-", "--no-progress"]
     code = run_closed(args, _env(hub, world), world["tmp"] / "err", read_lines=0)
@@ -235,6 +241,7 @@ def test_pack_to_stdout_stops(world: dict[str, Path], hub: HubServer) -> None:
     assert_quiet(world["tmp"] / "err")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("json_out", [False, True])
 @pytest.mark.parametrize("read_lines", [0, 1])
 def test_unpack_finishes_then_ends_quietly(
@@ -278,6 +285,7 @@ def _seconds_to_hash(nbytes: int) -> float:
     return (time.perf_counter() - started) * nbytes / sample
 
 
+@pytest.mark.slow
 def test_verify_stops_hashing_when_the_reader_leaves(
     world: dict[str, Path], hub: HubServer
 ) -> None:
@@ -309,6 +317,7 @@ def test_verify_stops_hashing_when_the_reader_leaves(
     assert "stdout was closed by its reader" in log
 
 
+@pytest.mark.slow
 def test_verify_streams_each_row_so_head_1_ends_it_early(
     world: dict[str, Path], hub: HubServer
 ) -> None:
@@ -358,6 +367,7 @@ def test_a_usage_error_keeps_its_code_when_no_one_reads_the_json(tmp_path: Path)
     assert "--bogus" in text and "Traceback" not in text and "BrokenPipe" not in text
 
 
+@pytest.mark.slow
 def test_a_failure_keeps_its_own_exit_code(world: dict[str, Path], hub: HubServer) -> None:
     catalog = world["tmp"] / "gone.toml"
     catalog.write_text('[models.gone]\nrepo = "org/does-not-exist"\n')

@@ -79,6 +79,7 @@ def _shell_named(name: str, tmp_path: Path) -> str:
     return str(alias)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("shell", "expected"),
     [
@@ -108,6 +109,7 @@ def test_show_completion_prints_the_script_for_the_shell_it_runs_in(
 # -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["pull", "verify", "show", "resolve"])
 def test_model_names_complete_from_the_catalog(folder: Path, command: str) -> None:
     assert bash_complete(f"mdl {command} ti") == ["tiny", "tiny-two"]
@@ -119,6 +121,7 @@ def test_names_already_given_are_not_offered_again(folder: Path) -> None:
     assert bash_complete("mdl pull tiny ") == ["tiny-two", "other"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_catalog_flag_in_either_position_is_used(folder: Path, where: str) -> None:
     line = "mdl --catalog far.toml pull " if where == "before" else "mdl pull --catalog far.toml "
@@ -130,6 +133,7 @@ def test_mdl_catalog_is_used(folder: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert bash_complete("mdl pull ") == ["far-away"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "catalog",
     [
@@ -154,6 +158,7 @@ def test_no_catalog_anywhere_gives_no_completions(
     assert bash_complete("mdl --catalog missing.toml pull ") == []
 
 
+@pytest.mark.slow
 def test_zsh_and_fish_protocols_complete_names(folder: Path) -> None:
     zsh = mdl_process({"_MDL_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "mdl show ti"})
     assert (
@@ -197,6 +202,7 @@ def test_completion_stays_light(folder: Path) -> None:
 # -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_option_choices_complete(folder: Path) -> None:
     assert bash_complete("mdl pull --layout ") == ["plain", "hf-cache"]
     assert bash_complete("mdl --progress ") == ["auto", "rich", "plain", "json", "none"]

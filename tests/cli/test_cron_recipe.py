@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from servers import HubServer, make_data
 
 ROOT = Path(__file__).parents[2]
@@ -37,6 +38,7 @@ def mdl_on_path(folder: Path) -> str:
     return f"{folder}{os.pathsep}{os.environ['PATH']}"
 
 
+@pytest.mark.slow
 def test_the_readme_cron_job_logs_every_line_stamped_and_in_order(
     hub: HubServer, tmp_path: Path
 ) -> None:
@@ -65,6 +67,7 @@ def test_the_readme_cron_job_logs_every_line_stamped_and_in_order(
     assert any("mdl: error: gone" in line for line in said), said
 
 
+@pytest.mark.slow
 def test_stdout_lines_come_before_the_summary_in_a_log_that_takes_both(
     hub: HubServer, tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ from terminal import TOTAL, run_mdl, screen_of
 MiB = 1024 * 1024
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("columns", [80, 120])
 def test_ctrl_c_leaves_one_final_frame(tmp_path: Path, columns: int) -> None:
     with CdnServer(throttle_bps=2_000_000) as cdn:

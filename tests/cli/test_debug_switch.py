@@ -49,6 +49,7 @@ def test_a_wrong_mdl_debug_is_a_usage_error_when_a_command_starts(
     )
 
 
+@pytest.mark.slow
 def test_mdl_debug_false_from_the_shell(tmp_path: Path) -> None:
     env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     for text, code in (("false", 0), ("0", 0), ("garbage", 2)):

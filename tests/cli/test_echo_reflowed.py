@@ -118,6 +118,7 @@ def sinks(server: Reflowing, url: str, folder: Path) -> dict[str, str]:
     return shown
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("style", sorted(STYLES))
 @pytest.mark.parametrize(("param", "secret"), [("X-Amz-Signature", SIGNATURE), ("token", TOKEN)])
 def test_a_reflowed_echo_of_a_secret_reaches_no_sink(

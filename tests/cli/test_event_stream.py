@@ -292,6 +292,7 @@ def test_one_begin_however_many_batches_and_nothing_after_end() -> None:
     assert got[2]["message"] == "mirror m is not usable" and got[-1]["exit_code"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv",
     [

@@ -105,6 +105,7 @@ BOTH = pytest.mark.parametrize("position", ["before", "after"])
 EVERY_COMMAND = pytest.mark.parametrize("command", list(COMMANDS))
 
 
+@pytest.mark.slow
 @EVERY_COMMAND
 @BOTH
 def test_json_in_either_position_prints_one_document(
@@ -117,6 +118,7 @@ def test_json_in_either_position_prints_one_document(
     assert isinstance(doc, dict) and doc.get("ok", True) is True
 
 
+@pytest.mark.slow
 @EVERY_COMMAND
 @BOTH
 def test_quiet_in_either_position_silences_stderr_not_the_data(
@@ -132,6 +134,7 @@ def test_quiet_in_either_position_silences_stderr_not_the_data(
         assert result.stdout.strip(), "-q silences stderr, never the data a command exists to print"
 
 
+@pytest.mark.slow
 @EVERY_COMMAND
 @BOTH
 def test_log_file_in_either_position_gets_the_run(
@@ -149,6 +152,7 @@ def test_log_file_in_either_position_gets_the_run(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", PROGRESS_COMMANDS)
 @BOTH
 def test_no_progress_in_either_position_leaves_only_the_summary(
@@ -183,6 +187,7 @@ def test_verbose_in_either_position_logs_debug(world: World, position: str) -> N
     assert " DEBUG " not in quiet_log.read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", CATALOG_COMMANDS)
 @BOTH
 def test_catalog_in_either_position(
@@ -196,6 +201,7 @@ def test_catalog_in_either_position(
         assert [m["name"] for m in json.loads(result.stdout)["models"]] == ["tiny"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", DEST_COMMANDS)
 @BOTH
 def test_dest_in_either_position(
@@ -269,6 +275,7 @@ def test_quiet_list_keeps_its_table(world: World) -> None:
 # -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", PROGRESS_COMMANDS)
 @BOTH
 def test_bad_progress_value_is_exit_2_naming_the_choices(
@@ -305,6 +312,7 @@ needs_modes = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 @needs_modes
 @pytest.mark.parametrize("command", PROGRESS_COMMANDS)
 @BOTH

@@ -34,6 +34,7 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_get_a_multi_mib_object_with_parallel_ranges(s3: S3, here: Path) -> None:  # noqa: F811
     s3.put("team-bucket", "runs/7/model.safetensors", BIG)
     result = mdl(
@@ -66,6 +67,7 @@ def test_get_a_multi_mib_object_with_parallel_ranges(s3: S3, here: Path) -> None
     )
 
 
+@pytest.mark.slow
 def test_output_file_and_sha256(s3: S3, here: Path) -> None:  # noqa: F811
     s3.put("bucket-1", "a/b.bin", b"hello s3 world")
     ok = mdl("get", "s3://bucket-1/a/b.bin", "-o", "x.bin", "--sha256", sha(b"hello s3 world"))
@@ -83,6 +85,7 @@ def test_the_stores_sha256_checksum_is_verified(s3: S3, here: Path) -> None:  # 
     assert json.loads(result.stdout)["files"][0]["sha256"] == sha(BIG[:100_000])
 
 
+@pytest.mark.slow
 def test_an_interrupted_get_resumes(s3: S3, here: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     s3.put("bucket-3", "big.bin", BIG)
     monkeypatch.setenv("MDL_RETRIES", "0")
@@ -109,6 +112,7 @@ def test_missing_bucket_and_key_exit_4(s3: S3, here: Path) -> None:  # noqa: F81
     assert not any(here.glob("*.bin"))
 
 
+@pytest.mark.slow
 def test_denied_exits_3(s3: S3, here: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     from moto.core.authorization import enable_iam_authentication
 
@@ -153,6 +157,7 @@ def test_secrets_never_shown(s3: S3, here: Path) -> None:  # noqa: F811
     assert "s3://bucket-6/f.bin" in log
 
 
+@pytest.mark.slow
 def test_missing_extra_exit_2_naming_it(s3: S3, tmp_path: Path) -> None:  # noqa: F811
     env = without_modules(tmp_path, "boto3", "botocore")
     code = (
@@ -167,6 +172,7 @@ def test_missing_extra_exit_2_naming_it(s3: S3, tmp_path: Path) -> None:  # noqa
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_help_does_not_import_boto3(tmp_path: Path) -> None:
     code = (
         "import sys; from mdl.cli.app import app; import mdl.download.get; assert 'boto3' not in"
@@ -178,6 +184,7 @@ def test_help_does_not_import_boto3(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_slowdown_is_retried(s3: S3, here: Path) -> None:  # noqa: F811
     s3.put("bucket-7", "t.bin", b"throttled once")
     s3.cutter.slowdown = 1
@@ -187,6 +194,7 @@ def test_slowdown_is_retried(s3: S3, here: Path) -> None:  # noqa: F811
     assert (here / "t.bin").read_bytes() == b"throttled once"
 
 
+@pytest.mark.slow
 def test_slowdown_that_lasts_exits_5(s3: S3, here: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     s3.put("bucket-8", "t.bin", b"x")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")

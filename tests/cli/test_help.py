@@ -114,6 +114,7 @@ def test_every_layout_option_shows_its_choices_and_none_shows_a_bare_str() -> No
             assert "--layout [plain|hf-cache]" in text, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "option"),
     [
@@ -131,6 +132,7 @@ def test_a_value_not_among_the_choices_is_exit_2_in_one_line(args: list[str], op
     assert "Traceback" not in done.stderr and done.stdout == ""
 
 
+@pytest.mark.slow
 def test_mdl_help_cmd_is_cmd_help() -> None:
     for name in ("pull", "pack"):
         asked, direct = mdl("help", name), mdl(name, "--help")

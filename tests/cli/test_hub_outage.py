@@ -96,6 +96,7 @@ def test_hub_down_still_fails_a_model_never_installed(hub_world: tuple[HubServer
     assert actions == {"tiny": "skipped", "never": "failed"}
 
 
+@pytest.mark.slow
 def test_a_changed_file_is_not_kept(hub_world: tuple[HubServer, Path]) -> None:
     """Kept means verified: a file whose bytes changed since its record is not vouched for."""
     hub, dest = hub_world
@@ -150,6 +151,7 @@ def test_a_wrong_token_is_reported_not_hidden(
     assert result.exit_code == 3
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 def test_a_silent_hub_keeps_installed_models_within_the_timeout(
     hub_world: tuple[HubServer, Path], monkeypatch: pytest.MonkeyPatch

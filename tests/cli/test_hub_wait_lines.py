@@ -35,6 +35,7 @@ def refusing(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     return hub
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("display", [["--no-progress"], ["--progress", "plain"], []])
 def test_a_wait_on_the_hub_is_one_stderr_line(
     refusing: HubServer, tmp_path: Path, display: list[str]
@@ -49,12 +50,14 @@ def test_a_wait_on_the_hub_is_one_stderr_line(
     assert "the run waited 1 s in all on the Hub's rate limits (1 refusal: 1 s)" in log
 
 
+@pytest.mark.slow
 def test_quiet_says_nothing_of_it(refusing: HubServer) -> None:
     result = mdl("pull", "tiny", "-q")
     assert result.exit_code == 0, result.stderr
     assert "rate limit" not in result.stderr
 
 
+@pytest.mark.slow
 def test_the_event_stream_carries_it_as_a_note(refusing: HubServer) -> None:
     result = mdl("pull", "tiny", "--progress", "json", "--no-progress")
     assert result.exit_code == 0, result.stderr

@@ -119,6 +119,7 @@ def slow_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubSer
         yield hub
 
 
+@pytest.mark.slow
 def test_pull_interrupted_says_partial_downloads_were_kept(
     slow_hub: HubServer, tmp_path: Path
 ) -> None:
@@ -128,6 +129,7 @@ def test_pull_interrupted_says_partial_downloads_were_kept(
     assert parts(tmp_path / "models"), "what it said was kept is there"
 
 
+@pytest.mark.slow
 def test_get_interrupted_says_partial_downloads_were_kept(tmp_path: Path) -> None:
     with CdnServer(throttle_bps=2_000_000) as cdn:
         url = cdn.add_file("/files/w.bin", make_data(40 * MiB, seed=4))
@@ -155,6 +157,7 @@ def test_pack_interrupted_says_the_unfinished_archive_was_removed(tmp_path: Path
     assert not partial.exists() and not (tmp_path / "out.zip").exists()
 
 
+@pytest.mark.slow
 def test_unpack_interrupted_says_the_destination_was_left_as_it_was(tmp_path: Path) -> None:
     run = tmp_path / "run"
     make_hf_run(run, steps=(100,))
@@ -182,6 +185,7 @@ def test_unpack_interrupted_says_the_destination_was_left_as_it_was(tmp_path: Pa
     assert sorted(p.name for p in dest.iterdir()) == ["mine.txt"]
 
 
+@pytest.mark.slow
 def test_publish_interrupted_says_what_was_uploaded_is_kept(
     s3: S3,  # noqa: F811 - the fixture
     tmp_path: Path,
@@ -280,6 +284,7 @@ def peak(folder: Path, code: str, *args: str) -> int:
     return int((folder / "peak").read_text()) * 1024
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS as Linux enforces it")
 def test_running_out_of_memory_anywhere_is_exit_7_out_of_memory(tmp_path: Path) -> None:
     """Under an address-space limit anywhere from just what Python and the mdl package need up to

@@ -122,6 +122,7 @@ def test_a_failure_keeps_status_and_sanitised_server_text(setup: dict[str, objec
     assert lines["plain"]["action"] == "downloaded"
 
 
+@pytest.mark.slow
 def test_a_failed_file_says_how_many_bytes_it_fetched_before_it_failed(
     setup: dict[str, object],
 ) -> None:

@@ -101,6 +101,7 @@ def assert_files_right(env: dict[str, str]) -> None:
         assert (dest / path).read_bytes() == data, path
 
 
+@pytest.mark.slow
 def test_one_run_logs_each_file_once(env: dict[str, str], tmp_path: Path) -> None:
     log = tmp_path / "shared.log"
     proc = spawn(env, log)
@@ -113,6 +114,7 @@ def test_one_run_logs_each_file_once(env: dict[str, str], tmp_path: Path) -> Non
     assert_each_file_once(log, again.pid, out)  # all skipped: still one line each
 
 
+@pytest.mark.slow
 def test_two_overlapping_pulls_each_log_every_file_once(
     hub: HubServer, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -153,6 +155,7 @@ def test_two_overlapping_pulls_each_log_every_file_once(
     assert set(file_lines_by_run(log)) == {first.pid, second.pid}
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 def test_a_file_stalled_mid_body_is_still_logged_once_per_run(
     hub: HubServer, env: dict[str, str], tmp_path: Path

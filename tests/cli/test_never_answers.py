@@ -57,6 +57,7 @@ COMMANDS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 @pytest.mark.parametrize(("args", "names"), COMMANDS)
 def test_a_server_that_never_answers_is_exit_5_naming_it(
@@ -76,6 +77,7 @@ def test_a_server_that_never_answers_is_exit_5_naming_it(
     assert silent.accepted >= 1  # it really was asked
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 def test_the_default_timeout_is_named_in_the_message(
     silent: SilentServer, monkeypatch: pytest.MonkeyPatch
@@ -87,6 +89,7 @@ def test_the_default_timeout_is_named_in_the_message(
     assert f"the Hub at {silent.url} did not answer within 0.5 s" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 def test_one_silent_hub_is_asked_once_per_run_not_once_per_model(silent: SilentServer) -> None:
     """`pull --all` against a dead Hub does not wait the timeout again for every model."""

@@ -213,6 +213,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_the_probe_loads_no_network_code(shared: Path, tmp_path: Path) -> None:
     """Each probe's cost is start-up: none of the HTTP stack, the Hub client, boto3, transfers or
     signing (~0.3 CPU-s of imports a probe never uses)."""

@@ -97,6 +97,7 @@ def assert_same_data(hub: HubServer, folder: Path, secret: str, carrier: str) ->
     assert "REDACTED" not in "".join(text for _, text in with_secret)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("secret", "carrier"),
     [

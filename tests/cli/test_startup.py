@@ -140,6 +140,7 @@ def test_help_loads_nothing_below_the_cli(tmp_path: Path) -> None:
     assert loaded(tmp_path, NOT_FOR_HELP, "help", "pull") == []
 
 
+@pytest.mark.slow
 def test_list_is_offline_and_light(tmp_path: Path) -> None:
     (tmp_path / "catalog.toml").write_text(CATALOG)
     assert loaded(tmp_path, NOT_FOR_LIST, "list") == []
@@ -156,6 +157,7 @@ def test_get_of_a_url_never_loads_the_hub_client(tmp_path: Path, cdn: CdnServer)
     assert (tmp_path / "x.bin").read_bytes() == b"forty-two bytes of a very small model file"
 
 
+@pytest.mark.slow
 def test_a_plain_get_loads_only_what_it_runs(tmp_path: Path, cdn: CdnServer) -> None:
     url = cdn.add_file("/tiny.bin", b"tiny")
     assert loaded(tmp_path, NOT_FOR_PLAIN_GET, "get", url, "-o", "tiny.bin") == []
@@ -165,6 +167,7 @@ def test_a_plain_get_loads_only_what_it_runs(tmp_path: Path, cdn: CdnServer) -> 
     assert (tmp_path / "again.bin").read_bytes() == b"tiny"
 
 
+@pytest.mark.slow
 def test_a_hub_pull_never_loads_hf_hub_url_s_module(
     tmp_path: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -214,6 +217,7 @@ def test_every_command_is_built_as_registered() -> None:
     assert listed == list(COMMANDS)
 
 
+@pytest.mark.slow
 def test_pull_of_a_one_url_model_never_loads_the_hub_client(tmp_path: Path, cdn: CdnServer) -> None:
     url = cdn.add_file("/w.bin", b"weights")
     catalog = f'[settings]\ndest = "models"\n\n[models.one]\nfiles = [{{ url = "{url}" }}]\n'
@@ -225,6 +229,7 @@ def test_pull_of_a_one_url_model_never_loads_the_hub_client(tmp_path: Path, cdn:
     assert (tmp_path / "models" / "one" / "w.bin").read_bytes() == b"weights"
 
 
+@pytest.mark.slow
 def test_get_reads_only_a_catalog_it_is_given(tmp_path: Path, cdn: CdnServer) -> None:
     """A catalog beside a get is not read (get names its sources); one named with --catalog is,
     schema and all.

@@ -25,6 +25,7 @@ def catalog(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_two_runs_writing_one_log_are_told_apart_by_their_stamps(
     tmp_path: Path, catalog: Path
 ) -> None:
@@ -67,6 +68,7 @@ def test_a_usage_error_off_a_terminal_is_stamped_too(catalog: Path) -> None:
     ), done.stderr
 
 
+@pytest.mark.slow
 def test_on_a_terminal_nothing_is_added(tmp_path: Path, catalog: Path) -> None:
     env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     ran = run_mdl(["pull", "nope", "--catalog", str(catalog)], env=env, tty=True)
@@ -76,6 +78,7 @@ def test_on_a_terminal_nothing_is_added(tmp_path: Path, catalog: Path) -> None:
     assert not STAMP.search(ran.screen), ran.screen
 
 
+@pytest.mark.slow
 def test_progress_json_stays_pure_and_begin_names_the_pid(tmp_path: Path, catalog: Path) -> None:
     env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     args = [

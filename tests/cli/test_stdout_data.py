@@ -64,6 +64,7 @@ def shell(script: str, **env: str) -> subprocess.CompletedProcess[str]:
 # -------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", ["", "--no-progress", "-q", "--progress plain"])
 def test_dir_of_a_pull_is_captured_by_a_shell(world: dict[str, Any], flags: str) -> None:
     done = shell(f'DIR=$($MDL pull tiny {flags}) && ls "$DIR"')
@@ -87,6 +88,7 @@ def test_a_failed_model_has_no_line_and_its_error_is_on_stderr(world: dict[str, 
     assert "mdl: error: badname" in result.stderr
 
 
+@pytest.mark.slow
 def test_path_of_a_get_is_captured_by_a_shell(world: dict[str, Any]) -> None:
     done = shell(f'P=$($MDL get "{world["url"]}" -d out) && cat "$P"')
     assert done.returncode == 0, done.stderr

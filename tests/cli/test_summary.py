@@ -135,6 +135,7 @@ def test_a_model_whose_file_failed_is_named_with_its_files(world: dict[str, Path
     ), summary
 
 
+@pytest.mark.slow
 def test_the_offline_quick_start_fails_with_one_message(
     world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,6 +151,7 @@ def test_the_offline_quick_start_fails_with_one_message(
     )
 
 
+@pytest.mark.slow
 def test_the_log_names_each_model_once_and_keeps_the_summary(
     world: dict[str, Path], hub: HubServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

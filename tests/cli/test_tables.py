@@ -130,6 +130,7 @@ def world(hub: HubServer, tmp_path: Path) -> dict[str, object]:
     return {"env": env, "cwd": tmp_path}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("columns", [60, 80])
 def test_every_table_fits_the_terminal(
     world: dict[str, object], columns: int, tmp_path: Path
@@ -163,6 +164,7 @@ def test_every_table_fits_the_terminal(
             assert narrow != whole
 
 
+@pytest.mark.slow
 def test_show_at_60_columns_keeps_source_whole_and_cuts_values(world: dict[str, object]) -> None:
     """The issue's report: at 60 columns `mdl show` split the SOURCE header into `S` / `OURCE`."""
     env, cwd = world["env"], world["cwd"]
@@ -178,6 +180,7 @@ def test_show_at_60_columns_keeps_source_whole_and_cuts_values(world: dict[str, 
     assert LONG in whole and ELLIPSIS not in whole
 
 
+@pytest.mark.slow
 def test_list_folds_the_description_at_its_spaces(world: dict[str, object]) -> None:
     env, cwd = world["env"], world["cwd"]
     assert isinstance(env, dict) and isinstance(cwd, Path)

@@ -50,6 +50,7 @@ def run_dir(tmp_path: Path) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_pack_to_stdout_piped_into_unpack_from_stdin_gives_identical_bytes(
     run_dir: Path, tmp_path: Path
 ) -> None:
@@ -77,6 +78,7 @@ def test_pack_to_stdout_piped_into_unpack_from_stdin_gives_identical_bytes(
     assert spools(dest) == [] and spools(dest.parent) == [] and spools(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_unpack_from_stdin_into_an_existing_folder_leaves_only_the_archive(
     run_dir: Path, tmp_path: Path
 ) -> None:
@@ -99,6 +101,7 @@ def test_unpack_from_stdin_into_an_existing_folder_leaves_only_the_archive(
     assert sorted(p.name for p in dest.iterdir()) == ["run"]  # no spool, no staging folder
 
 
+@pytest.mark.slow
 def test_an_interrupted_stdin_leaves_no_spool_and_nothing_in_the_destination(
     run_dir: Path, tmp_path: Path
 ) -> None:
@@ -150,6 +153,7 @@ def test_a_terminal_on_stdin_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists() and spools(tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("data", "message"),
     [

@@ -91,6 +91,7 @@ def pull_through(mirror_url: str, world: dict[str, Path], *flags: str) -> Result
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", MODES, ids=MODE_IDS)
 def test_a_mirror_missing_a_file_is_a_warning_in_every_mode(
     world: dict[str, Path], mirror: Mirror, flags: list[str]
@@ -108,6 +109,7 @@ def test_a_mirror_missing_a_file_is_a_warning_in_every_mode(
     )
 
 
+@pytest.mark.slow
 def test_a_mirror_answering_500_is_a_warning_per_file_and_in_json(
     world: dict[str, Path], mirror: Mirror
 ) -> None:
@@ -166,6 +168,7 @@ def test_progress_json_says_the_warning_as_an_event(world: dict[str, Path], mirr
 # ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", MODES, ids=MODE_IDS)
 def test_a_model_kept_on_a_hub_outage_is_a_warning_in_every_mode(
     world: dict[str, Path], monkeypatch: pytest.MonkeyPatch, flags: list[str]
@@ -185,6 +188,7 @@ def test_a_model_kept_on_a_hub_outage_is_a_warning_in_every_mode(
 # of it ----
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", MODES, ids=MODE_IDS)
 def test_a_big_file_with_no_validator_is_a_warning_in_every_mode(
     cdn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str]
@@ -201,6 +205,7 @@ def test_a_big_file_with_no_validator_is_a_warning_in_every_mode(
     assert "names no version of the file" in (tmp_path / "mdl.log").read_text()
 
 
+@pytest.mark.slow
 def test_a_big_file_with_no_validator_is_a_warning_in_json(cdn: Any, tmp_path: Path) -> None:
     data = make_data(33 * 1024 * 1024, seed=8)
     # a weak ETag names no version either

@@ -82,6 +82,7 @@ def test_show_json_of_a_file_recorded_by_an_older_mdl_says_what_is_not_known(tin
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "env", "catalog_line", "xet"),
     [

@@ -322,6 +322,7 @@ def test_a_lease_taken_over_mid_fetch_is_left_to_its_new_holder_and_the_object_s
     assert by_path(report)["model.safetensors"].warnings == ()
 
 
+@pytest.mark.slow
 def test_a_lease_held_without_progress_is_given_up_on_and_said(
     tiny: HubServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -551,6 +552,7 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
             process.wait()
 
 
+@pytest.mark.slow
 def test_two_processes_at_once_fetch_each_file_from_the_hub_once(
     tiny: HubServer, root: Path, tmp_path: Path, processes: list[subprocess.Popen[str]]
 ) -> None:
@@ -588,6 +590,7 @@ def test_two_processes_at_once_fetch_each_file_from_the_hub_once(
     assert_filled(root)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_wait_on_a_lease_at_once(
     tiny: HubServer, root: Path, tmp_path: Path, processes: list[subprocess.Popen[str]]
 ) -> None:
@@ -646,6 +649,7 @@ def objects(client: Any) -> dict[str, bytes]:
     return {k: v for k, v in keys(client).items() if not k.startswith("hub/.mdl/")}
 
 
+@pytest.mark.slow
 def test_an_s3_mirror_is_filled_by_the_first_machine_and_read_by_the_next(
     tiny: HubServer, bucket: Any, tmp_path: Path
 ) -> None:
@@ -669,6 +673,7 @@ def test_an_s3_mirror_is_filled_by_the_first_machine_and_read_by_the_next(
         assert (tmp_path / "b" / "tiny" / path).read_bytes() == data
 
 
+@pytest.mark.slow
 def test_an_s3_store_that_ignores_conditional_writes_is_read_as_before_with_one_warning(
     tiny: HubServer,
     s3: S3,  # noqa: F811 (the fixture)
@@ -687,6 +692,7 @@ def test_an_s3_store_that_ignores_conditional_writes_is_read_as_before_with_one_
         assert (tmp_path / "a" / "tiny" / path).read_bytes() == data
 
 
+@pytest.mark.slow
 def test_a_lapsed_s3_lease_is_taken_over(tiny: HubServer, bucket: Any, tmp_path: Path) -> None:
     """With a term of one second (the tests' internal variable), a lease not renewed is lapsed by
     the store's clock as soon as the store's Date says so; the pull takes it over, renews its own

@@ -82,6 +82,7 @@ def write_job(tmp_path: Path, doc: Any, name: str = "job.json") -> str:
 # -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_saved_job_with_inline_lora_and_presigned_large_file(
     env: HubServer, tmp_path: Path
 ) -> None:
@@ -130,6 +131,7 @@ ONE = inline("a.bin", b"alpha")
 TWO = [inline("a.bin", b"alpha"), inline("b.bin", b"beta")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "doc",
     [
@@ -190,6 +192,7 @@ def test_one_descriptor_can_be_named_with_o(env: HubServer, tmp_path: Path) -> N
 # ------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
     [
@@ -263,6 +266,7 @@ def test_a_job_that_did_not_complete_is_exit_2(
     assert not (tmp_path / "a.bin").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("payload", "needle"),
     [
@@ -411,6 +415,7 @@ def test_plain_http_urls_need_a_local_host(env: HubServer, tmp_path: Path) -> No
     assert (tmp_path / "ok.bin").read_bytes() == DATA
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("port", ["99999", "abc", "-1"])
 @pytest.mark.parametrize("scheme", ["https", "http", "HTTP"])
 def test_a_url_with_a_bad_port_is_exit_2_naming_it(
@@ -561,6 +566,7 @@ def test_a_folder_in_the_way_is_exit_7_before_anything_is_written(
 # ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_inline_base64_is_decoded_without_a_second_full_copy(tmp_path: Path) -> None:
     decoded = 48 * MiB
     payload = make_data(decoded, seed=14)
@@ -641,6 +647,7 @@ def test_a_small_file_is_fetched_by_its_probe_alone(env: HubServer, tmp_path: Pa
         assert only.range == "bytes=0-" and only.bytes_sent == len(small)
 
 
+@pytest.mark.slow
 def test_a_known_sha256_keeps_parallel_ranges(env: HubServer, tmp_path: Path) -> None:
     big = make_data(40 * MiB, seed=12)
     url = env.cdn.add_file("/results/hashed.bin", big)

@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from terminal import STAMP, TOTAL, run_mdl
 
 from mdl.progress import Event, NullProgress
@@ -29,6 +30,7 @@ def write_job(tmp_path: Path) -> None:
     (tmp_path / "job.json").write_text(json.dumps(doc))
 
 
+@pytest.mark.slow
 def test_a_big_inline_file_off_a_terminal_says_checking_then_writing(tmp_path: Path) -> None:
     write_job(tmp_path)
     ran = run_mdl(["get", "job.json", "-d", "out"], env=dict(os.environ), tty=False, cwd=tmp_path)
@@ -43,6 +45,7 @@ def test_a_big_inline_file_off_a_terminal_says_checking_then_writing(tmp_path: P
     assert (tmp_path / "out" / "adapter.safetensors").read_bytes() == PAYLOAD
 
 
+@pytest.mark.slow
 def test_a_big_inline_file_on_a_terminal_draws_a_total_bar(tmp_path: Path) -> None:
     write_job(tmp_path)
     ran = run_mdl(["get", "job.json", "-d", "out"], env=dict(os.environ), tty=True, cwd=tmp_path)

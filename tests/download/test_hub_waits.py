@@ -55,6 +55,7 @@ def refusals(hub: HubServer) -> list[Any]:
     return [r for r in hub.log.records() if r.status in (429, 503)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", [429, 503])
 def test_a_pull_waits_out_the_rate_limit_without_spending_a_try(
     tiny: HubServer, tmp_path: Path, status: int
@@ -75,6 +76,7 @@ def test_a_pull_waits_out_the_rate_limit_without_spending_a_try(
     assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
 
 
+@pytest.mark.slow
 def test_the_listing_waits_on_the_same_gate(tiny: HubServer, tmp_path: Path) -> None:
     tiny.faults.add(rate_limited(1, path_prefix="/api/"))
     settings = settings_for(tiny, tmp_path / "models", retries=0)
@@ -85,6 +87,7 @@ def test_the_listing_waits_on_the_same_gate(tiny: HubServer, tmp_path: Path) -> 
     assert after and all(r.time >= refused.time + 1.0 - 0.05 for r in after)
 
 
+@pytest.mark.slow
 def test_connections_share_one_wait(tiny: HubServer, tmp_path: Path) -> None:
     """One connection refused for 1.5 s: a second one that asks the Hub meanwhile (another path,
     never refused itself) waits too, so the Hub sees nothing until the window is over."""
@@ -134,6 +137,7 @@ def test_a_wait_past_the_maximum_is_exit_5_at_once(
     assert len(asked) == len(refusals(tiny)) == len(errors)
 
 
+@pytest.mark.slow
 def test_json_and_log_say_how_long_the_run_waited(
     tiny: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,6 +155,7 @@ def test_json_and_log_say_how_long_the_run_waited(
     assert json.loads(again.stdout)["hub_wait_seconds"] == 0.0
 
 
+@pytest.mark.slow
 def test_retry_after_still_works_and_feeds_the_gate(tiny: HubServer, tmp_path: Path) -> None:
     tiny.faults.add(Fault.http_error(429, retry_after=1, path_prefix=RESOLVE))
     settings = settings_for(tiny, tmp_path / "models", jobs=1)
@@ -221,6 +226,7 @@ class CountingHub(RawServer):
                 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("remaining", "paced"), [(1, True), (500, False)])
 def test_few_requests_left_slow_the_run_down(tmp_path: Path, remaining: int, paced: bool) -> None:
     """1 request left for 2 s: the next one waits a 1 s slot; plenty left: none waits."""

@@ -53,6 +53,7 @@ def resolves(hub: HubServer) -> list[Any]:
     return [r for r in hub.log.records(method="GET") if "/resolve/" in r.url_path]
 
 
+@pytest.mark.slow
 def test_small_files_get_many_in_flight_by_default(slow_repo: HubServer, tmp_path: Path) -> None:
     run(slow_repo, tmp_path / "d")
     overlap = most_at_once(resolves(slow_repo), hold=0.35)
@@ -60,6 +61,7 @@ def test_small_files_get_many_in_flight_by_default(slow_repo: HubServer, tmp_pat
     assert overlap <= MANY_JOBS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_an_explicit_jobs_count_is_obeyed(slow_repo: HubServer, tmp_path: Path, how: str) -> None:
     if how == "flag":

@@ -88,6 +88,7 @@ def test_main_moved_between_two_machines_locked_pulls_get_the_same_bytes(
     assert three["tiny/config.json"] == one["tiny/config.json"]
 
 
+@pytest.mark.slow
 def test_a_locked_pull_of_a_300_file_repo_asks_the_hub_api_nothing(
     hub: HubServer, tmp_path: Path
 ) -> None:

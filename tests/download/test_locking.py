@@ -276,6 +276,7 @@ def test_files_hashed_by_download_show_progress_and_the_same_bytes_come_once(
     assert len(gets) == 1
 
 
+@pytest.mark.slow
 def test_two_locks_at_once_keep_both_models(world: World, hub: HubServer, tmp_path: Path) -> None:
     """Each run reads the lock, asks the Hub (slow here), then writes: the second write must not
     drop the first's model. Two real processes, the Hub stand-in holding each revision request back

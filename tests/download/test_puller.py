@@ -454,6 +454,7 @@ def test_partial_bytes_come_from_the_resume_record(
         session.close()
 
 
+@pytest.mark.slow
 def test_two_concurrent_pulls_fetch_the_bytes_once(tiny: HubServer, tmp_path: Path) -> None:
     dest = tmp_path / "models"
     spec = catalog_models(tiny)["tiny"]

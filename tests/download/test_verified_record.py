@@ -56,6 +56,7 @@ def test_a_file_whole_in_one_answer_is_verified(cdn: NginxCdn, tmp_path: Path) -
     assert recorded(tmp_path / "D", "small.bin")["verified"] is True
 
 
+@pytest.mark.slow
 def test_a_file_from_several_answers_without_a_hash_is_unverified(
     cdn: NginxCdn, tmp_path: Path
 ) -> None:
@@ -74,6 +75,7 @@ def test_the_same_file_checked_against_a_hash_is_verified(cdn: NginxCdn, tmp_pat
     assert recorded(tmp_path / "D", "big.bin")["verified"] is True
 
 
+@pytest.mark.slow
 def test_a_skip_keeps_what_the_record_says(cdn: NginxCdn, tmp_path: Path) -> None:
     get_json(f"{cdn.url}/big.bin", "-d", "D", *PACED)
     again, _ = get_json(f"{cdn.url}/big.bin", "-d", "D")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from servers import Fault, HubServer, make_data
 
 from mdl.catalog.load import parse_catalog
@@ -85,6 +86,7 @@ def test_big_files_have_their_lane_largest_first_unless_jobs_is_set(tmp_path: Pa
     assert drain(one_lane, SMALL) == [3, 1, 2, 0]
 
 
+@pytest.mark.slow
 def test_shards_and_small_files_are_in_flight_together(hub: HubServer, tmp_path: Path) -> None:
     """A repo listing its small files before its shards: the shards do not wait behind them (nor
     the other way).

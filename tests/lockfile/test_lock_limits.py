@@ -106,6 +106,7 @@ def test_mdl_never_writes_a_lock_it_would_refuse_to_read(
     assert small.read_bytes() == before, "the lock there is left as it was"
 
 
+@pytest.mark.slow
 def test_a_fifo_at_the_locks_name_is_refused_without_waiting(env: Path) -> None:
     os.mkfifo(env / "catalog.lock")
     done = subprocess.run(
@@ -120,6 +121,7 @@ def test_a_fifo_at_the_locks_name_is_refused_without_waiting(env: Path) -> None:
     assert "catalog.lock: cannot read the lock: it is a FIFO, not a regular file" in done.stderr
 
 
+@pytest.mark.slow
 def test_reading_a_lock_costs_its_entries_not_copies_of_its_text(tmp_path: Path) -> None:
     path = big_lock(tmp_path, 5000)
     read_lock(path)  # imports and caches first

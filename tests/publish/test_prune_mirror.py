@@ -407,6 +407,7 @@ def test_a_model_not_pinned_with_objects_not_by_model_keeps_everything(
     assert any("every object is kept" in w for w in doc["warnings"])
 
 
+@pytest.mark.slow
 def test_an_s3_mirror_is_pruned_by_the_store_clock(
     place: Path, s3: S3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -543,6 +544,7 @@ def test_the_dry_run_says_when_each_young_object_goes(place: Path, shelf: Shelf)
     assert not shelf.has(uris["young"])
 
 
+@pytest.mark.slow
 def test_objects_mdl_uploads_carry_the_mark_prune_honours(
     place: Path, tmp_path: Path, s3: S3, monkeypatch: pytest.MonkeyPatch
 ) -> None:

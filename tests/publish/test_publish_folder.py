@@ -231,6 +231,7 @@ def test_ctrl_c_mid_upload_leaves_no_half_file_and_the_rerun_finishes(
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "to",
     [

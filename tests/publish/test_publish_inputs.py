@@ -105,6 +105,7 @@ def test_a_bad_mirror_flag_is_exit_2_naming_it(
     assert "--mirror" in result.stderr
 
 
+@pytest.mark.slow
 def test_publish_without_the_extra_is_exit_2_naming_it(tmp_path: Path) -> None:
     (tmp_path / "catalog.toml").write_text('[models.x]\nrepo = "a/b"\n')
     home = tmp_path / "home"
@@ -130,6 +131,7 @@ def test_publish_without_the_extra_is_exit_2_naming_it(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_the_python_api_publishes_and_prints_nothing(
     hub: HubServer, s3: S3, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

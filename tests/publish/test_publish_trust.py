@@ -122,6 +122,7 @@ def assert_bucket_is_right(s3: S3) -> None:
     }
 
 
+@pytest.mark.slow
 def test_a_rerun_skips_every_object_mdl_uploaded_single_part_and_multipart(
     published: Path, s3: S3
 ) -> None:
@@ -133,6 +134,7 @@ def test_a_rerun_skips_every_object_mdl_uploaded_single_part_and_multipart(
     assert s3.cutter.writes == [], "nothing is sent again"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stored", [b"X" * len(VOCAB), VOCAB], ids=["other-bytes", "same-bytes"])
 def test_metadata_without_a_store_checksum_never_decides(
     published: Path, s3: S3, stored: bytes
@@ -155,6 +157,7 @@ def test_metadata_without_a_store_checksum_never_decides(
     )
 
 
+@pytest.mark.slow
 def test_a_store_checksum_of_other_bytes_is_uploaded_again(published: Path, s3: S3) -> None:
     s3.client().put_object(
         Bucket=BUCKET,
@@ -167,6 +170,7 @@ def test_a_store_checksum_of_other_bytes_is_uploaded_again(published: Path, s3: 
     assert_bucket_is_right(s3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checksum", [True, False], ids=["composite-of-other-bytes", "no-checksum"])
 def test_a_tampered_multipart_object_is_uploaded_again(
     published: Path, s3: S3, checksum: bool
@@ -190,6 +194,7 @@ def test_a_tampered_multipart_object_is_uploaded_again(
     assert_bucket_is_right(s3)
 
 
+@pytest.mark.slow
 def test_a_multipart_object_of_other_part_sizes_is_recognised_from_its_layout(
     published: Path, s3: S3
 ) -> None:

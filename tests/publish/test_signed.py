@@ -103,6 +103,7 @@ def seeded(hub: HubServer, s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     return tmp_path / "a"
 
 
+@pytest.mark.slow
 def test_the_signature_goes_up_last_and_the_official_tool_verifies_the_bucket_copy(
     seeded: Path, s3: S3, tmp_path: Path
 ) -> None:
@@ -176,6 +177,7 @@ def test_without_model_signing_it_is_exit_2_naming_the_extra(
     assert s3.cutter.writes == [] and keys_in(s3) == []
 
 
+@pytest.mark.slow
 def test_dry_run_names_the_signature_and_uploads_nothing(
     seeded: Path, s3: S3, tmp_path: Path
 ) -> None:
@@ -250,6 +252,7 @@ def test_a_model_with_a_model_sig_of_its_own_is_refused_unless_forced(
     )
 
 
+@pytest.mark.slow
 def test_a_model_not_wholly_published_gets_no_signature(
     seeded: Path, s3: S3, tmp_path: Path
 ) -> None:
@@ -265,6 +268,7 @@ def test_a_model_not_wholly_published_gets_no_signature(
     assert "hub/tiny/model.sig" not in keys_in(s3) and "hub/.mdl/tiny.json" not in keys_in(s3)
 
 
+@pytest.mark.slow
 def test_a_rerun_keeps_a_signature_that_signs_the_same_and_replaces_any_other(
     seeded: Path, s3: S3, tmp_path: Path
 ) -> None:
@@ -306,6 +310,7 @@ def test_force_without_sign_is_exit_2(seeded: Path, s3: S3) -> None:
     assert s3.cutter.writes == [] and keys_in(s3) == []
 
 
+@pytest.mark.slow
 def test_from_the_hugging_face_cache_layout_too(seeded: Path, s3: S3, tmp_path: Path) -> None:
     """The files are blobs behind a snapshot's links there: the signature names their save paths
     all the same.
@@ -323,6 +328,7 @@ def test_from_the_hugging_face_cache_layout_too(seeded: Path, s3: S3, tmp_path: 
     assert judged.returncode == 0, judged.stdout + judged.stderr
 
 
+@pytest.mark.slow
 def test_a_pull_from_the_signed_mirror_checks_its_signature(
     seeded: Path, s3: S3, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

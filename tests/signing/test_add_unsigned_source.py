@@ -53,6 +53,7 @@ def test_the_warning_is_in_json_and_for_an_entry_given_a_signer_later(
     assert doc["action"] == "updated" and "org/plain has no model.sig" in doc["warning"], doc
 
 
+@pytest.mark.slow
 def test_a_signed_repo_gets_no_warning_and_no_check_asks_nothing(
     catalog: Path, hub: HubServer, tmp_path: Path
 ) -> None:

@@ -52,6 +52,7 @@ def imported_on(tmp_path: Path, *args: str) -> str | None:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["repo", "url"])
 def test_a_first_signed_pull_imports_the_library_ahead_and_a_re_pull_not_at_all(
     world: Path, hub: HubServer, tmp_path: Path, where: str
@@ -117,6 +118,7 @@ def test_a_failed_import_ahead_is_today_s_error_and_prints_nothing(tmp_path: Pat
     assert done.stderr == ""  # the thread's failure printed no traceback
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("during", ["verify", "download"])
 def test_ctrl_c_while_the_library_is_imported_ahead_ends_the_run(
     tmp_path: Path, during: str

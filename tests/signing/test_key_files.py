@@ -45,6 +45,7 @@ def bad_key(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str]:
     return Path("/dev/zero"), "a device, not a regular file"
 
 
+@pytest.mark.slow
 def test_a_catalog_signer_key_that_is_a_fifo_or_a_device_is_exit_2_naming_it(
     world: Path, hub: HubServer, tmp_path: Path, bad_key: tuple[Path, str]
 ) -> None:
@@ -66,6 +67,7 @@ def test_a_catalog_signer_key_that_is_a_fifo_or_a_device_is_exit_2_naming_it(
     )
 
 
+@pytest.mark.slow
 def test_a_certificate_that_is_a_fifo_is_exit_2_naming_it(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -80,6 +82,7 @@ def test_a_certificate_that_is_a_fifo_is_exit_2_naming_it(
     assert str(fifo) in done.stderr and "a FIFO" in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_add_signed_by_a_fifo_or_a_device_is_exit_2_naming_it(
     tmp_path: Path, bad_key: tuple[Path, str]
 ) -> None:
@@ -103,6 +106,7 @@ def test_unpack_signed_by_a_fifo_or_a_device_is_exit_2_naming_it(
     assert key.name in done.stderr and said in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_pack_sign_with_a_fifo_or_a_device_is_exit_2_naming_it(
     tmp_path: Path, bad_key: tuple[Path, str]
 ) -> None:
@@ -116,6 +120,7 @@ def test_pack_sign_with_a_fifo_or_a_device_is_exit_2_naming_it(
     assert not (tmp_path / "out.zip").exists()
 
 
+@pytest.mark.slow
 def test_a_key_file_bigger_than_any_key_is_exit_2(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -144,6 +149,7 @@ def test_a_small_regular_file_is_read_whole_within_its_limit_and_refused_past_it
         assert caught.value.filename == str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [("list",), ("add", "tiny", "hf://org/tiny", "--no-check")])
 def test_a_catalog_that_is_a_fifo_a_device_or_too_big_is_exit_2_naming_it(
     tmp_path: Path, bad_key: tuple[Path, str], command: tuple[str, ...]

@@ -31,6 +31,7 @@ def model_folder(root: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_key_signature_by_the_official_tool_is_verified_with_its_digests(tmp_path: Path) -> None:
     private, public = key_pair(tmp_path / "keys")
     signature = official_sign(model_folder(tmp_path), private)
@@ -46,6 +47,7 @@ def test_a_key_signature_by_the_official_tool_is_verified_with_its_digests(tmp_p
     )
 
 
+@pytest.mark.slow
 def test_another_key_is_refused(tmp_path: Path) -> None:
     private, _ = key_pair(tmp_path / "keys")
     _, other = key_pair(tmp_path / "other")
@@ -54,6 +56,7 @@ def test_another_key_is_refused(tmp_path: Path) -> None:
         verify_signature(signature, Trust(key=other), what="model/model.sig")
 
 
+@pytest.mark.slow
 def test_a_certificate_chain_signature_is_verified_against_the_trusted_ca_only(
     tmp_path: Path,
 ) -> None:
@@ -77,6 +80,7 @@ def test_a_certificate_chain_signature_is_verified_against_the_trusted_ca_only(
         verify_signature(signature, Trust(certificates=(tmp_path / "stranger.pem",)), what="m")
 
 
+@pytest.mark.slow
 def test_what_mdl_signs_the_official_tool_verifies(tmp_path: Path) -> None:
     private, public = key_pair(tmp_path / "keys")
     folder = model_folder(tmp_path)
@@ -99,6 +103,7 @@ def test_an_unusable_signing_key_is_exit_2_naming_it(tmp_path: Path) -> None:
         sign_digests({"a": "0" * 64}, private_key=tmp_path / "missing.pem", model_name="m")
 
 
+@pytest.mark.slow
 def test_keyless_without_the_network_is_a_network_error_not_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -130,6 +135,7 @@ def test_without_model_signing_it_is_exit_2_naming_the_extra(
         verify_signature(b"{}", Trust(key=tmp_path / "k.pub"), what="m")
 
 
+@pytest.mark.slow
 def test_the_library_never_writes_to_stdout(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -145,6 +151,7 @@ def test_the_library_never_writes_to_stdout(
     assert capfd.readouterr().out == ""
 
 
+@pytest.mark.slow
 def test_the_library_s_words_about_a_bundle_reach_no_terminal_raw(tmp_path: Path) -> None:
     """A bundle's text is the sender's: a control character in it is escaped in the message,
     which stays one line.

@@ -24,6 +24,7 @@ def listed() -> dict[str, object]:
     return model
 
 
+@pytest.mark.slow
 def test_a_new_file_upstream_not_signed_yet_leaves_the_signed_version_installed(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -74,6 +75,7 @@ def test_a_new_file_upstream_not_signed_yet_leaves_the_signed_version_installed(
     assert model["signature"]["verified"] is True  # type: ignore[index]
 
 
+@pytest.mark.slow
 def test_a_republished_model_whose_pull_fails_midway_is_still_installed_as_signed(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -111,6 +113,7 @@ def test_a_republished_model_whose_pull_fails_midway_is_still_installed_as_signe
     ), model
 
 
+@pytest.mark.slow
 def test_a_lock_pinning_another_version_is_judged_against_the_lock(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -133,6 +136,7 @@ def test_a_lock_pinning_another_version_is_judged_against_the_lock(
     assert model["status"] == "partial" and model["update_available"] is False, model
 
 
+@pytest.mark.slow
 def test_in_the_hf_cache_a_republished_model_whose_pull_fails_stays_installed_and_prune_keeps_it(
     world: Path, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,6 +24,7 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.slow
 def test_frozen_pull_of_a_signed_model_still_checks_its_signature(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -51,6 +52,7 @@ def test_frozen_pull_of_a_signed_model_still_checks_its_signature(
     assert not (folder / ".gitattributes").exists()
 
 
+@pytest.mark.slow
 def test_a_locked_signed_model_is_shown_installed_and_verifies(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -163,6 +165,7 @@ def test_a_statement_naming_a_path_no_folder_can_hold_refuses_the_model(
     assert mdl("verify", "tiny").exit_code != 0
 
 
+@pytest.mark.slow
 def test_an_unsigned_file_an_earlier_pull_installed_is_not_shown_installed_and_signed(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -184,6 +187,7 @@ def test_an_unsigned_file_an_earlier_pull_installed_is_not_shown_installed_and_s
     assert mdl("verify", "tiny").exit_code != 0
 
 
+@pytest.mark.slow
 def test_concurrent_pulls_of_one_signed_model_all_succeed(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -208,6 +212,7 @@ def test_concurrent_pulls_of_one_signed_model_all_succeed(
     assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == signature
 
 
+@pytest.mark.slow
 def test_list_and_show_do_not_vouch_for_a_signer_the_catalog_no_longer_names(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -232,6 +237,7 @@ def test_list_and_show_do_not_vouch_for_a_signer_the_catalog_no_longer_names(
     assert json.loads(mdl("list", "--json").stdout)["models"][0]["signature"]["verified"] is True
 
 
+@pytest.mark.slow
 def test_a_signed_hub_file_saved_under_another_name_is_still_signed(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -247,6 +253,7 @@ def test_a_signed_hub_file_saved_under_another_name_is_still_signed(
     assert mdl("verify", "tiny").exit_code == 0
 
 
+@pytest.mark.slow
 def test_add_signed_by_writes_the_signature_table(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from runfixtures import mdl
 from servers import HubServer, make_data
 from signing.test_signed_pull import signed_repo, write_catalog
 from signkeys import key_pair
 
 
+@pytest.mark.slow
 def test_verify_and_pull_json_say_the_signature_as_list_does(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -28,6 +30,7 @@ def test_verify_and_pull_json_say_the_signature_as_list_does(
     assert json.loads(verified.stdout)["signatures"] == {"tiny": listed}
 
 
+@pytest.mark.slow
 def test_verify_json_says_not_verified_when_a_file_or_the_signer_is_not_as_signed(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:

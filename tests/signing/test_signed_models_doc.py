@@ -41,6 +41,7 @@ def test_the_install_line_names_the_extra_that_brings_model_signing_and_openssl(
     assert {"model_signing", "pyopenssl"} <= wanted
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="the recipe's key is made with openssl")
 def test_the_publisher_recipe_run_as_written_pulls_a_verified_model(
     hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

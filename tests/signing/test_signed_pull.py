@@ -39,6 +39,7 @@ def write_catalog(catalog: Path, public: Path, extra: str = "") -> None:
     )
 
 
+@pytest.mark.slow
 def test_a_signed_repo_is_verified_and_the_official_tool_accepts_the_folder(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -55,6 +56,7 @@ def test_a_signed_repo_is_verified_and_the_official_tool_accepts_the_folder(
     assert judged.returncode == 0, judged.stderr + judged.stdout
 
 
+@pytest.mark.slow
 def test_a_file_replaced_upstream_after_signing_is_refused(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -68,6 +70,7 @@ def test_a_file_replaced_upstream_after_signing_is_refused(
     assert not (tmp_path / "models" / "tiny" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_a_wrong_key_refuses_the_whole_model(world: Path, hub: HubServer, tmp_path: Path) -> None:
     signed_repo(hub, tmp_path)
     _, other = key_pair(tmp_path / "other")
@@ -80,6 +83,7 @@ def test_a_wrong_key_refuses_the_whole_model(world: Path, hub: HubServer, tmp_pa
     )
 
 
+@pytest.mark.slow
 def test_an_unsigned_file_added_upstream_fails_by_name_and_the_rest_installs(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -98,6 +102,7 @@ def test_an_unsigned_file_added_upstream_fails_by_name_and_the_rest_installs(
     assert shown["status"] != "installed" and shown["signature"]["verified"] is False
 
 
+@pytest.mark.slow
 def test_a_signed_file_missing_upstream_fails_when_the_catalog_selects_it(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -112,6 +117,7 @@ def test_a_signed_file_missing_upstream_fails_when_the_catalog_selects_it(
     assert again.exit_code == 0, again.stderr
 
 
+@pytest.mark.slow
 def test_part_of_a_signed_repo_is_checked_and_the_signature_is_installed(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -124,6 +130,7 @@ def test_part_of_a_signed_repo_is_checked_and_the_signature_is_installed(
     assert (folder / "model.sig").read_bytes() == signature
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "forged",
     [b"not json", b"[]", b"{}", b'{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}'],
@@ -143,6 +150,7 @@ def test_a_signature_that_is_not_a_bundle_is_exit_6_and_nothing_is_installed(
     )
 
 
+@pytest.mark.slow
 def test_no_verify_does_not_skip_a_signature_the_catalog_asks_for(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -155,6 +163,7 @@ def test_no_verify_does_not_skip_a_signature_the_catalog_asks_for(
     assert not (tmp_path / "models" / "tiny" / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_without_the_sign_extra_a_signed_catalog_is_exit_2_naming_it(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -174,6 +183,7 @@ def test_without_the_sign_extra_a_signed_catalog_is_exit_2_naming_it(
     assert not (tmp_path / "models" / "tiny").exists()
 
 
+@pytest.mark.slow
 def test_verify_rechecks_offline_and_catches_a_file_changed_on_disk(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -188,6 +198,7 @@ def test_verify_rechecks_offline_and_catches_a_file_changed_on_disk(
     assert result.exit_code == 6 and "tiny/model.safetensors" in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_verify_fails_when_the_installed_signature_is_not_the_signers(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -200,6 +211,7 @@ def test_verify_fails_when_the_installed_signature_is_not_the_signers(
     assert result.exit_code == 6 and "tiny/model.sig" in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_list_and_show_say_who_signed(world: Path, hub: HubServer, tmp_path: Path) -> None:
     _, public, _ = signed_repo(hub, tmp_path)
     write_catalog(world, public)
@@ -210,6 +222,7 @@ def test_list_and_show_say_who_signed(world: Path, hub: HubServer, tmp_path: Pat
     assert "signed by key" in mdl("show", "tiny").stdout
 
 
+@pytest.mark.slow
 def test_the_hf_cache_layout_installs_a_signed_model_as_links(
     world: Path, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -251,6 +264,7 @@ def test_other_serialisations_are_checked_as_they_say(
     assert (tmp_path / "models" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
 
 
+@pytest.mark.slow
 def test_a_mirror_serving_a_forged_signature_is_passed_over_for_the_source(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -272,6 +286,7 @@ def test_a_mirror_serving_a_forged_signature_is_passed_over_for_the_source(
     assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == signature
 
 
+@pytest.mark.slow
 def test_a_signature_only_a_mirror_has_is_fetched_there_and_checked(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -310,6 +325,7 @@ def test_no_signature_anywhere_is_exit_6_naming_it(
     )
 
 
+@pytest.mark.slow
 def test_the_lock_pins_the_signature_and_a_locked_pull_checks_it(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -328,6 +344,7 @@ def test_the_lock_pins_the_signature_and_a_locked_pull_checks_it(
     assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == signature
 
 
+@pytest.mark.slow
 def test_a_pull_of_an_unchanged_signed_model_does_not_verify_it_again(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -358,6 +375,7 @@ def test_a_pull_of_an_unchanged_signed_model_does_not_verify_it_again(
     assert again.exit_code == 6 and "tiny/model.sig" in again.stderr, again.stderr
 
 
+@pytest.mark.slow
 def test_the_lock_pins_a_signature_only_a_mirror_has(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -377,6 +395,7 @@ def test_the_lock_pins_a_signature_only_a_mirror_has(
     assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == signature
 
 
+@pytest.mark.slow
 def test_a_dry_run_of_a_signed_model_fetches_nothing_and_lists_no_git_file(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
@@ -390,6 +409,7 @@ def test_a_dry_run_of_a_signed_model_fetches_nothing_and_lists_no_git_file(
     assert hub.cdn.log.body_bytes() == 0 and not (tmp_path / "models" / "tiny").exists()
 
 
+@pytest.mark.slow
 def test_a_key_file_that_is_not_there_is_exit_2_before_anything_is_fetched(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:

@@ -68,6 +68,7 @@ def test_a_pull_of_any_changed_signature(
     assert hashlib.sha256(served).hexdigest()  # the served bytes were what was judged
 
 
+@pytest.mark.slow
 def test_a_genuine_signature_of_another_statement_fails_every_file_by_name(
     signed: tuple[HubServer, Path, bytes, Path],
 ) -> None:

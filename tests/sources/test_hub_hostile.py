@@ -188,6 +188,7 @@ BAD_LISTINGS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", list(BAD_LISTINGS))
 def test_bad_listing_fails_that_model_and_the_others_are_pulled(
     hostile: HostileHub, env: Path, shape: str
@@ -256,6 +257,7 @@ def test_commit_with_escapes_is_refused_never_shown_or_recorded(
     assert b"\\u001b]0;pwned" not in everything_written(env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "sha", ["ABCDEF" + "0" * 34, "0" * 39, "0" * 41, "g" * 40, "0" * 40 + "\n"]
 )
@@ -391,6 +393,7 @@ def test_a_listing_whose_pages_loop_is_refused(hostile: HostileHub) -> None:
         hub.close()
 
 
+@pytest.mark.slow
 def test_mdl_never_lets_huggingface_hub_make_requests() -> None:
     """Every Hub request goes through the run's client (and its TokenGuard): no huggingface_hub
     HTTP helper is used.

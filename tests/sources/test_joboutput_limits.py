@@ -43,6 +43,7 @@ def test_an_oversize_job_output_on_stdin_is_read_only_to_one_byte_past_the_limit
     assert (tmp_path / "out" / "a.txt").read_bytes() == b"hi"
 
 
+@pytest.mark.slow
 def test_an_endless_pipe_on_stdin_stops_at_the_limit(tmp_path: Path) -> None:
     """`yes | mdl get -`: a writer that never stops is cut off at the bound, and mdl exits 2 at
     once.

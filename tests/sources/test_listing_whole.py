@@ -101,6 +101,7 @@ def endless(hub: HostileHub, *, delay: float = 0.0, path_bytes: int = 0) -> None
 # ------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("limits", "said"),
     [
@@ -264,6 +265,7 @@ COMMANDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", list(COMMANDS))
 @pytest.mark.parametrize(
     ("path", "as_", "said"),

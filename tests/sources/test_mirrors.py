@@ -362,6 +362,7 @@ def test_big_file_is_fetched_from_the_mirror_as_parallel_ranges(
 # ==================================================
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("path", "corrupt"),
     [
@@ -532,6 +533,7 @@ def test_stalling_mirror_is_left_after_at_most_one_retry(
 # ========================================================================
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first", ["dead", "404", "corrupt"])
 def test_second_mirror_is_used_when_the_first_fails(
     tiny: HubServer, mirror: FolderServer, tmp_path: Path, first: str
@@ -707,6 +709,7 @@ def test_mirror_urls_need_a_hash_to_check_against() -> None:
     assert mirror_urls([], remote(sha256=HEX64)) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("template", "words"),
     [
@@ -757,6 +760,7 @@ def test_mirrors_must_be_a_list_of_strings(tiny: HubServer, tmp_path: Path) -> N
     assert "settings.mirrors" in result.stderr
 
 
+@pytest.mark.slow
 def test_env_mirrors_override_the_catalog(
     tiny: HubServer, mirror: FolderServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1110,6 +1114,7 @@ def test_a_failed_mirror_leaves_no_bytes_for_the_origin_to_resume_on(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["--mirror", "MDL_MIRRORS"])
 @pytest.mark.parametrize(
     "template", ["http://m/{model}/{path:d}", "http://m/{path:>20000000}", "http://m/{path!s}"]

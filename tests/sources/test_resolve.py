@@ -409,6 +409,7 @@ def test_invalid_token_is_an_auth_error(tiny: HubServer) -> None:
     assert "hf_notavalidtoken0000" not in info.value.message
 
 
+@pytest.mark.slow
 def test_unreachable_endpoint_is_a_network_error_quickly() -> None:
     endpoint = f"http://127.0.0.1:{closed_port()}"
     for spec in (snapshot(), files_model(hub_file("org/tiny", "config.json"))):

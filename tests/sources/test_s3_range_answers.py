@@ -84,6 +84,7 @@ def put_multipart(endpoint: str, bucket: str, key: str, data: bytes, part: int) 
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [12 * MiB, 40 * MiB], ids=["one-stream", "parallel"])
 def test_get_of_a_multipart_object_from_a_store_answering_ranges_with_200(
     rclone_s3: tuple[str, RcloneStatus], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int

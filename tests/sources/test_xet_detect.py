@@ -86,6 +86,7 @@ def test_a_datasets_token_url_names_its_repo_type(hub: HubServer, client: Hub) -
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", NOT_HASHES, ids=repr)
 def test_a_listed_xet_hash_that_is_not_one_is_ignored_with_a_debug_line(
     tiny: HubServer, client: Hub, bad: object, caplog: pytest.LogCaptureFixture

@@ -133,6 +133,7 @@ def assert_complete_and_clean(dest: Path, models: tuple[str, ...] = ("pair", "ex
     assert strays == []
 
 
+@pytest.mark.slow
 def test_two_overlapping_runs_both_succeed_and_fetch_the_bytes_once(
     hub: HubServer, env: dict[str, str]
 ) -> None:
@@ -179,6 +180,7 @@ def test_two_overlapping_runs_both_succeed_and_fetch_the_bytes_once(
     assert_complete_and_clean(dest, ("pair",))
 
 
+@pytest.mark.slow
 def test_three_runs_started_together_on_overlapping_models(
     hub: HubServer, env: dict[str, str]
 ) -> None:
@@ -198,6 +200,7 @@ def test_three_runs_started_together_on_overlapping_models(
     assert set(records["files"]) == {"adapter.safetensors", "base/config.json"}
 
 
+@pytest.mark.slow
 def test_lock_not_obtained_within_lock_timeout_is_exit_7(
     hub: HubServer, env: dict[str, str]
 ) -> None:
@@ -223,6 +226,7 @@ def test_lock_not_obtained_within_lock_timeout_is_exit_7(
     )
 
 
+@pytest.mark.slow
 def test_a_killed_run_does_not_leave_its_lock_held(hub: HubServer, env: dict[str, str]) -> None:
     dest = dest_of(env)
     hub.cdn.throttle_bps = 6 * MB
@@ -247,6 +251,7 @@ def test_a_killed_run_does_not_leave_its_lock_held(hub: HubServer, env: dict[str
     assert_complete_and_clean(dest, ("pair",))
 
 
+@pytest.mark.slow
 def test_sigterm_while_waiting_for_a_lock_ends_the_wait_with_exit_130(
     hub: HubServer, env: dict[str, str]
 ) -> None:

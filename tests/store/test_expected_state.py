@@ -231,6 +231,7 @@ def assert_views_say(setup: Setup, status: str, *, locked: tuple[str, ...] = ())
         assert "Traceback" not in err
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 @pytest.mark.parametrize("with_lock", [False, True], ids=["no-lock", "catalog.lock"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
@@ -264,6 +265,7 @@ def test_an_interrupted_pull_is_partial_everywhere_until_it_is_finished(
         assert_views_say(setup, "installed", locked=locked)
 
 
+@pytest.mark.slow
 def test_the_expected_state_is_written_before_the_first_byte(setup: Setup) -> None:
     """Held before any LFS byte arrives (every blob gated): the record already names all four
     files.
@@ -292,6 +294,7 @@ def test_the_expected_state_is_written_before_the_first_byte(setup: Setup) -> No
     assert_views_say(setup, "installed")
 
 
+@pytest.mark.slow
 def test_list_takes_locked_and_frozen(setup: Setup) -> None:
     code, _, err = _run(setup, "list", "--locked")
     assert "No such option" not in err, f"list does not take --locked: {err}"
@@ -309,6 +312,7 @@ def test_list_takes_locked_and_frozen(setup: Setup) -> None:
     assert code == 2 and "No such option" not in err, f"list --locked --frozen: exit {code} ({err})"
 
 
+@pytest.mark.slow
 def test_sigterm_ends_a_pull_a_silent_server_holds_at_once(setup: Setup) -> None:
     # The CDN never answers the big file; SIGTERM must not wait for --timeout or --stall-timeout (10
     # x HANG here, far past the safety net): the run shuts its connections down and exits 130 with

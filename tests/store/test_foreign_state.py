@@ -191,6 +191,7 @@ def test_a_hard_linked_resume_record_is_never_trusted_or_written_through(place: 
 # ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [("pull", "tiny"), ("verify", "tiny"), ("list",), ("clean",)])
 def test_a_hard_linked_record_is_replaced_never_written_through(
     place: Dest, command: tuple[str, ...]

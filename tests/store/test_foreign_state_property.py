@@ -157,6 +157,7 @@ def hub_env(hub: HubServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 KINDS = ["hardlink", "foreign"] if os.geteuid() == 0 else ["hardlink"]
 
 
+@pytest.mark.slow
 @settings(
     max_examples=examples(20),
     deadline=None,

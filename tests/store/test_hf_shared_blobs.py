@@ -22,6 +22,7 @@ SHA = hashlib.sha256(DATA).hexdigest()
 CATALOG = '[settings]\nlayout = "hf-cache"\n\n[models.m]\nrepo = "org/m"\n'
 
 
+@pytest.mark.slow
 def test_a_file_huggingface_hub_fetched_by_xet_is_read_from_its_shared_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,6 +103,7 @@ def _planted(cache: Path, repo_blob: Path, how: str, outside: Path) -> Path:
     return target
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["outside", "absolute", "unmarked", "linked-prefix"])
 def test_a_link_huggingface_hub_did_not_make_is_never_read_through(
     hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str

@@ -98,6 +98,7 @@ def run_hf(code: str, *, offline: bool = True) -> subprocess.CompletedProcess[st
     return result
 
 
+@pytest.mark.slow
 def test_snapshot_in_hf_cache_loads_offline_through_huggingface_hub(
     env: HubServer, cache: Path
 ) -> None:
@@ -208,6 +209,7 @@ def test_list_verify_clean_understand_the_cache(env: HubServer, cache: Path) -> 
     assert cleaned.exit_code == 0 and not partial.exists()
 
 
+@pytest.mark.slow
 def test_catalog_setting_and_mixed_sources(env: HubServer, tmp_path: Path, cache: Path) -> None:
     catalog = tmp_path / "catalog.toml"
     catalog.write_text('[settings]\nlayout = "hf-cache"\n' + catalog.read_text())
@@ -233,6 +235,7 @@ def test_catalog_setting_and_mixed_sources(env: HubServer, tmp_path: Path, cache
     )
 
 
+@pytest.mark.slow
 def test_blob_already_in_the_cache_from_huggingface_hub_is_adopted(
     env: HubServer, cache: Path
 ) -> None:
@@ -250,6 +253,7 @@ def test_blob_already_in_the_cache_from_huggingface_hub_is_adopted(
     assert env.cdn.log.body_bytes() == 0, "checked by hash, not downloaded again"
 
 
+@pytest.mark.slow
 def test_a_blob_locked_by_huggingface_hub_is_waited_for(env: HubServer, cache: Path) -> None:
     from filelock import FileLock
 
@@ -368,6 +372,7 @@ def test_placement_refuses_what_cannot_be_placed(tmp_path: Path) -> None:
     assert parse_hub_source("https://x/y") is None
 
 
+@pytest.mark.slow
 def test_offline_pull_adopts_what_huggingface_hub_cached(
     env: HubServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -405,6 +410,7 @@ def test_offline_pull_adopts_what_huggingface_hub_cached(
     assert mdl("verify", "tiny", "--layout", "hf-cache").exit_code == 0
 
 
+@pytest.mark.slow
 def test_dataset_at_a_tag_lands_where_huggingface_hub_looks(
     env: HubServer, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -525,6 +531,7 @@ def pulled(env: HubServer, cache: Path) -> str:
     return commit
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["garbage", "missing", "stale", "newline"])
 @pytest.mark.parametrize("command", ["offline-pull", "online-pull", "verify"])
 def test_a_damaged_ref_is_rewritten_when_the_model_is_found_whole(
@@ -543,6 +550,7 @@ def test_a_damaged_ref_is_rewritten_when_the_model_is_found_whole(
     huggingface_hub_reads_it_offline(pulled)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["offline-pull", "online-pull", "verify"])
 @pytest.mark.parametrize("kind", ["folder", "fifo", "socket"])
 def test_a_ref_that_is_not_a_file_is_exit_7_naming_the_ref(
@@ -560,6 +568,7 @@ def test_a_ref_that_is_not_a_file_is_exit_7_naming_the_ref(
     assert kind_at(ref) == kind  # left as it was
 
 
+@pytest.mark.slow
 def test_a_repaired_ref_is_left_alone_and_a_lost_refs_folder_comes_back(
     pulled: str, cache: Path
 ) -> None:

@@ -124,6 +124,7 @@ def logged(world: World) -> str:
 # replaced ---------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ALL)
 @pytest.mark.parametrize("sha", [False, True])
 @pytest.mark.parametrize("source", ["url", "hf", "job"])
@@ -142,6 +143,7 @@ def test_get_refuses_an_entry_that_is_not_a_file(
     assert visible(world.root) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ALL)
 @pytest.mark.parametrize("source", ["url", "job"])
 def test_get_force_replaces_a_fifo_or_socket_never_a_folder_or_device(
@@ -199,6 +201,7 @@ def final_paths(world: World, layout: str) -> dict[str, Path]:
     return {"blob": Path(os.path.normpath(link.parent / os.readlink(link))), "link": link}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ALL)
 @pytest.mark.parametrize(
     ("layout", "entry"), [("plain", "file"), ("hf-cache", "blob"), ("hf-cache", "link")]
@@ -242,6 +245,7 @@ def test_a_model_record_that_is_not_a_file(world: World, kind: str) -> None:
     succeeded(world.verify())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fifo", "socket", "folder"])
 @pytest.mark.parametrize("which", ["state", "part"])
 def test_a_resume_record_or_partial_that_is_not_a_file(world: World, kind: str, which: str) -> None:
@@ -264,6 +268,7 @@ def test_a_resume_record_or_partial_that_is_not_a_file(world: World, kind: str, 
 # -------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ALL)
 @pytest.mark.parametrize(
     ("layout", "entry"), [("plain", "file"), ("hf-cache", "blob"), ("hf-cache", "link")]
@@ -332,6 +337,7 @@ def test_pack_partial_output_that_is_not_a_file(world: World, run_dir: Path, kin
     assert kind_at(partial) == kind and kind_at(world.root / "out.zip") is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ALL)
 def test_unpack_onto_an_entry_that_is_not_a_file(world: World, run_dir: Path, kind: str) -> None:
     archive = world.root / "model.zip"

@@ -204,6 +204,7 @@ def test_a_linked_dot_mdl_is_never_followed(world: World, command: tuple[str, ..
         assert (world.dest / "tiny" / "config.json").read_bytes() == CONFIG
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["locks", "db.lock", "nowhere.lock"])
 @pytest.mark.parametrize(
     ("command", "model", "path"),
@@ -227,6 +228,7 @@ def test_a_link_where_a_lock_file_goes_is_never_followed(
     assert snapshot(world.outside) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "rel",
     [
@@ -259,6 +261,7 @@ def test_a_fifo_where_mdl_keeps_its_state_never_hangs_a_command(
     assert snapshot(world.outside) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("rel", "command", "pulled_first"),
     [
@@ -288,6 +291,7 @@ def test_a_fifo_where_a_file_goes_never_hangs_a_command(
 # -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("rel", "target"),
     [
@@ -330,6 +334,7 @@ def test_a_link_planted_after_a_pull_is_never_followed_by_verify_or_a_forced_pul
 # ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "rel",
     [
@@ -362,6 +367,7 @@ def test_hf_cache_folders_mdl_manages_are_never_written_through(
     assert snapshot(world.outside) == before, f"{' '.join(command)} wrote through {rel}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "rel",
     [

@@ -214,6 +214,7 @@ def check_result(command: str, result: Result) -> None:
     assert result.exit_code in DOCUMENTED, f"{command}: exit {result.exit_code}\n{shown}"
 
 
+@pytest.mark.slow
 @settings(
     max_examples=examples(25),
     deadline=None,

@@ -420,6 +420,7 @@ def test_remove_refuses_dest_without_prune(world: dict[str, Path]) -> None:
     assert "[models.tiny]" in world["catalog"].read_text(), "nothing changed"
 
 
+@pytest.mark.slow
 def test_prune_while_another_process_pulls_the_model_keeps_it(
     world: dict[str, Path], hub: HubServer
 ) -> None:
@@ -535,6 +536,7 @@ def cache_files(cache: Path) -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow
 def test_prune_keeps_what_huggingface_hub_downloaded_into_the_cache(
     world: dict[str, Path], hub: HubServer
 ) -> None:
@@ -562,6 +564,7 @@ def test_prune_keeps_what_huggingface_hub_downloaded_into_the_cache(
     )
 
 
+@pytest.mark.slow
 def test_prune_in_the_cache_removes_what_mdl_wrote_beside_what_it_found(
     world: dict[str, Path],
 ) -> None:

@@ -181,6 +181,7 @@ def test_resume_checks_space_for_the_bytes_still_to_come(
 # -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("model", "fs_size", "filler", "args"),
     [("small", "8m", 4 * MB, ()), ("big", "48m", 20 * MB, ("--connections", "4"))],

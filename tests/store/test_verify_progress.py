@@ -51,6 +51,7 @@ def env(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict
     return environ
 
 
+@pytest.mark.slow
 def test_verify_off_a_terminal_writes_stamped_start_and_done_lines(env: dict[str, str]) -> None:
     ran = run_mdl(["verify", "big"], env=env, tty=False)
     assert ran.code == 0, ran.stderr
@@ -61,6 +62,7 @@ def test_verify_off_a_terminal_writes_stamped_start_and_done_lines(env: dict[str
         assert f"start {name} (" in text and f"done {name} " in text, ran.stderr
 
 
+@pytest.mark.slow
 def test_verify_on_a_terminal_draws_a_total_bar(env: dict[str, str]) -> None:
     ran = run_mdl(["verify", "big"], env=env, tty=True)
     assert ran.code == 0, ran.screen
@@ -68,6 +70,7 @@ def test_verify_on_a_terminal_draws_a_total_bar(env: dict[str, str]) -> None:
     assert ran.stdout  # the table of results is still data on stdout
 
 
+@pytest.mark.slow
 def test_verify_hashes_with_a_bar_per_file_under_one_total(
     env: dict[str, str], tmp_path: Path
 ) -> None:

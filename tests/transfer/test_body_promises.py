@@ -155,6 +155,7 @@ def test_a_chunked_body_that_fits_its_range_is_read(
 # ----------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("size", "cap"),
     [(12 * MiB, None), (12 * MiB, 4 * MiB), (40 * MiB, None)],
@@ -319,6 +320,7 @@ def shaped(kind: str, answer: Answer, extra: int) -> Answer:
     return answer
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(25), deadline=None)
 @given(
     kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=8),

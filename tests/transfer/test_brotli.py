@@ -25,6 +25,7 @@ def _serve_br(cdn: CdnServer, body: bytes) -> str:
     return f"{cdn.url}/br/tokenizer.json"
 
 
+@pytest.mark.slow
 def test_a_br_body_is_decoded(
     cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -92,6 +92,7 @@ def test_pull_decodes_and_checks_the_pinned_size(gzip_cdn: GzipCdn, tmp_path: Pa
     assert mdl("verify", "tok", "--dest", "models").exit_code == 0
 
 
+@pytest.mark.slow
 def test_pull_never_splices_coded_ranges(gzip_cdn: GzipCdn, tmp_path: Path) -> None:
     url = gzip_cdn.add_file("/big/model.safetensors", BIG)
     (tmp_path / "catalog.toml").write_text(

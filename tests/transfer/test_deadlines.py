@@ -59,6 +59,7 @@ def no_sleep() -> RetryPolicy:
     return RetryPolicy(retries=1, sleep=lambda _: None)
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 def test_dripping_headers_end_at_the_timeout_not_per_byte() -> None:
     with DrippingServer("headers") as server, make_client(pool_size=1, timeout=1) as client:
@@ -72,6 +73,7 @@ def test_dripping_headers_end_at_the_timeout_not_per_byte() -> None:
         assert time.monotonic() - started < HANG
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 def test_a_body_dripping_below_the_minimum_pace_is_a_stall() -> None:
     with (
@@ -88,6 +90,7 @@ def test_a_body_dripping_below_the_minimum_pace_is_a_stall() -> None:
         assert time.monotonic() - started < HANG
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 def test_a_slow_body_above_the_minimum_pace_is_not_a_stall() -> None:
     # 4 KiB every 0.25 s is ~16 KiB/s, above the 1 KiB/s floor: 4 s of it goes on untroubled at a 3
@@ -102,6 +105,7 @@ def test_a_slow_body_above_the_minimum_pace_is_not_a_stall() -> None:
         assert len(response.read()) == 16 * 4096
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 def test_time_the_reader_spends_elsewhere_is_not_a_stall(cdn: CdnServer) -> None:
     """The pace counts time spent waiting on the network, so a slow consumer (--limit-rate) never
@@ -124,6 +128,7 @@ def test_time_the_reader_spends_elsewhere_is_not_a_stall(cdn: CdnServer) -> None
         assert got == data
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 def test_a_hub_reply_dripping_its_json_fails_naming_the_hub(no_sleep: RetryPolicy) -> None:
     # 2 kB/s passes the pace, but the reply must be whole within 3 timeouts: 100 kB at that speed is
@@ -142,6 +147,7 @@ def test_a_hub_reply_dripping_its_json_fails_naming_the_hub(no_sleep: RetryPolic
         assert server.accepted == 2  # one retry, as for any Hub that does not answer
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 @pytest.mark.parametrize(("mode", "chunk"), [("headers", 1), ("body", 1)])
 def test_pull_against_a_dripping_hub_is_exit_5_naming_it(
@@ -177,6 +183,7 @@ def test_mdl_leaves_httpcore2_defaults_alone(cdn: CdnServer) -> None:
     assert max(sizes) > before  # ... while mdl's own reads are larger than httpcore2's
 
 
+@pytest.mark.slow
 def test_no_private_module_of_httpx2_or_httpcore2_is_imported() -> None:
     found = []
     for path in sorted((ROOT / "mdl").rglob("*.py")):

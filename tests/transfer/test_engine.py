@@ -144,6 +144,7 @@ def test_single_stream_byte_exact(cdn: CdnServer, client: httpx2.Client, tmp_pat
     assert progress.advanced["m/f.bin"] == len(data)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("connections", [4, 8])
 def test_parallel_ranges_byte_exact(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path, connections: int
@@ -684,6 +685,7 @@ def test_corrupt_resumed_bytes_are_caught_and_fetched_again(
 # -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_record_never_claims_more_than_is_on_disk(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path
 ) -> None:
@@ -781,6 +783,7 @@ def test_final_path_taken_by_a_folder(
 # -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_retry_on_503_honours_retry_after(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path
 ) -> None:
@@ -847,6 +850,7 @@ def test_reset_in_one_range_retries_only_that_range(
     assert sum(r.bytes_sent for r in requests) == len(data)
 
 
+@pytest.mark.slow
 def test_stall_is_resumed_without_spending_a_retry(cdn: CdnServer, tmp_path: Path) -> None:
     data = make_data(300_000, seed=32)
     url = cdn.add_file("/f.bin", data)
@@ -947,6 +951,7 @@ def test_hub_token_never_reaches_the_cdn_in_parallel(
 # -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 def test_limit_rate_really_limits(cdn: CdnServer, client: httpx2.Client, tmp_path: Path) -> None:
     data = make_data(2_000_000, seed=35)
@@ -960,6 +965,7 @@ def test_limit_rate_really_limits(cdn: CdnServer, client: httpx2.Client, tmp_pat
     assert elapsed >= 1.5  # 2 MB at 1 MB/s, less the first burst (a slow machine only adds to it)
 
 
+@pytest.mark.slow
 def test_abort_stops_quickly_and_keeps_the_partial(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path
 ) -> None:

@@ -109,6 +109,7 @@ def assert_big_ok(world: World, result: Result) -> None:
 # ---------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rst", [False, True], ids=["fin", "rst"])
 def test_reset_mid_body_resumes_from_the_bytes_received(world: World, rst: bool) -> None:
     fault = world.hub.cdn.faults.add(
@@ -153,6 +154,7 @@ def test_reset_in_one_of_the_parallel_ranges_resumes_that_range(world: World) ->
     assert world.hub.cdn.log.body_bytes(method="GET") <= len(BIG) + SLACK
 
 
+@pytest.mark.slow
 def test_resets_on_every_range_still_finish_within_the_retries(world: World) -> None:
     # The first four range requests (no locate before them) are each cut after 1 MB: every stream
     # resumes.
@@ -167,6 +169,7 @@ def test_resets_on_every_range_still_finish_within_the_retries(world: World) -> 
 # -----------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 @pytest.mark.parametrize("status", [503, 429])
 def test_retry_after_is_honoured_and_received_bytes_are_kept(world: World, status: int) -> None:
@@ -185,6 +188,7 @@ def test_retry_after_is_honoured_and_received_bytes_are_kept(world: World, statu
     assert 4 * MB - SLACK <= range_start(refused) == range_start(resumed) <= 4 * MB
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", [500, 502, 504, 408])
 def test_other_transient_statuses_are_retried(world: World, status: int) -> None:
     world.hub.cdn.faults.add(Fault.http_error(status, path_prefix="/blobs/"))
@@ -204,6 +208,7 @@ def test_503_on_parallel_ranges_is_retried_per_range(world: World) -> None:
     assert world.hub.cdn.log.body_bytes(method="GET") <= len(BIG) + SLACK
 
 
+@pytest.mark.slow
 def test_hub_api_503_is_retried(world: World) -> None:
     world.hub.faults.add(Fault.http_error(503, path_prefix="/api/models/"))
     result = mdl("pull", "one")
@@ -214,6 +219,7 @@ def test_hub_api_503_is_retried(world: World) -> None:
     assert api[1].time - api[0].time >= 0.95  # Retry-After: 1
 
 
+@pytest.mark.slow
 def test_hub_resolve_429_is_retried(world: World) -> None:
     world.hub.faults.add(
         Fault.http_error(429, retry_after=0, path_prefix="/org/one/resolve/", times=2)
@@ -232,6 +238,7 @@ def test_hub_resolve_429_is_retried(world: World) -> None:
 # ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_stall_is_dropped_and_resumed_without_spending_a_retry(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -251,6 +258,7 @@ def test_stall_is_dropped_and_resumed_without_spending_a_retry(
     assert resumed.time - stalled.time >= 0.9  # it waited for the stall timeout, then resumed
 
 
+@pytest.mark.slow
 def test_stall_in_one_parallel_range_is_resumed(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -275,6 +283,7 @@ def test_stall_in_one_parallel_range_is_resumed(
 # ----------------------------------
 
 
+@pytest.mark.slow
 def test_full_200_to_a_resume_restarts_the_file_from_zero(world: World) -> None:
     world.hub.cdn.faults.add(Fault.reset(after_bytes=3 * MB, path_prefix="/blobs/"))
     world.hub.cdn.faults.add(Fault.full_body(path_prefix="/blobs/"))
@@ -288,6 +297,7 @@ def test_full_200_to_a_resume_restarts_the_file_from_zero(world: World) -> None:
 
 # No locate first (the Hub names the sha256): the first range to arrive, or the third (test_engine
 # holds the locate answered whole, where no hash spares it).
+@pytest.mark.slow
 @pytest.mark.parametrize("skip", [0, 2], ids=["on-the-first-range", "on-a-later-range"])
 def test_full_200_to_parallel_ranges_restarts_as_one_stream(world: World, skip: int) -> None:
     world.hub.cdn.faults.add(Fault.full_body(path_prefix="/blobs/", skip=skip))
@@ -373,6 +383,7 @@ def _interrupt(world: World, monkeypatch: pytest.MonkeyPatch, *args: str, skip: 
     return done
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("model", "path", "old", "args", "skip"),
     [
@@ -411,6 +422,7 @@ def test_file_replaced_upstream_between_runs_starts_over(
     assert world.leftovers() == []
 
 
+@pytest.mark.slow
 def test_direct_url_replaced_mid_download_gives_the_new_file_whole(world: World) -> None:
     cdn = world.hub.cdn
     old, new = SMALL, make_data(len(SMALL), seed=98)
@@ -434,6 +446,7 @@ def test_direct_url_replaced_mid_download_gives_the_new_file_whole(world: World)
     assert world.leftovers() == []
 
 
+@pytest.mark.slow
 def test_direct_url_replaced_mid_download_by_another_size_starts_over(world: World) -> None:
     cdn = world.hub.cdn
     # neither sha256 nor size is pinned in the catalog
@@ -471,6 +484,7 @@ def test_direct_url_replaced_mid_download_then_rerun_transfers_nothing(world: Wo
     assert cdn.log.body_bytes(method="GET") <= 1  # at most the probe's one byte
 
 
+@pytest.mark.slow
 def test_direct_url_replaced_between_parallel_ranges_restarts_whole(world: World) -> None:
     cdn = world.hub.cdn
     new = make_data(len(BIG), seed=97)
@@ -505,6 +519,7 @@ def test_restart_after_upstream_change_is_reported_as_downloaded(
 # ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_failing_file_does_not_break_the_streams_of_another(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -548,6 +563,7 @@ def test_a_failing_file_does_not_break_the_streams_of_another(
 # -------------------------------------------
 
 
+@pytest.mark.slow
 def test_404_from_the_cdn_mid_way_is_exit_4_without_a_retry_storm(world: World) -> None:
     world.hub.cdn.faults.add(Fault.reset(after_bytes=3 * MB, path_prefix="/blobs/"))
     world.hub.cdn.faults.add(Fault.http_error(404, path_prefix="/blobs/", times=None))
@@ -571,6 +587,7 @@ def test_401_from_the_cdn_is_exit_3_and_not_retried(world: World) -> None:
     assert world.leftovers() == []
 
 
+@pytest.mark.slow
 def test_unreachable_cdn_is_retried_then_exit_5_naming_the_host(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

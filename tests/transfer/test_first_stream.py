@@ -30,6 +30,7 @@ def ranged_starts(cdn: CdnServer) -> list[int]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 def test_the_first_answer_reads_on_while_the_other_answers_are_on_their_way(
     cdn: CdnServer, tmp_path: Path
@@ -61,6 +62,7 @@ def test_the_first_answer_reads_on_while_the_other_answers_are_on_their_way(
     assert not list((tmp_path / ".mdl").rglob("*.part")), "no partial left behind"
 
 
+@pytest.mark.slow
 def test_a_piece_partly_read_on_into_is_continued_after_a_compare(
     cdn: CdnServer, tmp_path: Path
 ) -> None:

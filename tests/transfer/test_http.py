@@ -270,6 +270,7 @@ def error_from(cdn: CdnServer, client: httpx2.Client, fault: Fault, *, hub: bool
         return error_for_status(resp, what="m/f.bin", hub=hub)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("status", "hub", "cls", "code"),
     [

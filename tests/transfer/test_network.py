@@ -83,6 +83,7 @@ def test_all_proxy_is_the_fallback(cdn: CdnServer) -> None:
         assert proxy.requests == [url]  # HTTPS_PROXY is for https URLs only
 
 
+@pytest.mark.slow
 def test_the_hub_client_names_a_dead_proxy(
     hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -213,6 +213,7 @@ def test_scripted_server_phases_if_range_caps_and_keep_alive(serve: list[Scripte
     conn.close()
 
 
+@pytest.mark.slow
 def test_scripted_server_ignores_ranges_and_drips(serve: list[ScriptedServer]) -> None:
     server = serve_file(serve, Phase(b"x" * 10, etag='W/"w"', ranges=False, drip_body=0.05))
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
@@ -227,6 +228,7 @@ def test_scripted_server_ignores_ranges_and_drips(serve: list[ScriptedServer]) -
 # --------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("switch", [1, 3], ids=["after-probe", "mid-ranges"])
 def test_etag_change_with_if_range_ignored_is_one_version(
     serve: list[ScriptedServer], tmp_path: Path, switch: int
@@ -247,6 +249,7 @@ def test_etag_change_with_if_range_ignored_is_one_version(
 # ------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weak", [False, True], ids=["no-etag", "weak-etag"])
 def test_last_modified_validator_is_sent_as_if_range(
     serve: list[ScriptedServer], tmp_path: Path, weak: bool
@@ -263,6 +266,7 @@ def test_last_modified_validator_is_sent_as_if_range(
     assert_if_range(server, LM_A, {LM_A, LM_B})
 
 
+@pytest.mark.slow
 def test_last_modified_unchanged_keeps_parallel_ranges(
     serve: list[ScriptedServer], tmp_path: Path
 ) -> None:
@@ -280,6 +284,7 @@ def test_last_modified_unchanged_keeps_parallel_ranges(
 # -----------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weak", [False, True], ids=["nothing", "weak-etag-only"])
 @pytest.mark.parametrize("switch", [1, 2])
 def test_no_validator_is_one_stream_and_one_version(
@@ -300,6 +305,7 @@ def test_no_validator_is_one_stream_and_one_version(
     assert not any(s.if_range for s in server.seen()), "nothing to send as If-Range"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("expected", ["B", "A"])
 def test_no_validator_with_sha256_ends_verified(
     serve: list[ScriptedServer], tmp_path: Path, expected: str
@@ -320,6 +326,7 @@ def test_no_validator_with_sha256_ends_verified(
 # ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_get_with_sha256_still_uses_parallel_ranges(
     serve: list[ScriptedServer], tmp_path: Path
 ) -> None:
@@ -334,6 +341,7 @@ def test_get_with_sha256_still_uses_parallel_ranges(
     assert not any(s.status == 200 for s in server.seen()), "no whole-file 200"
 
 
+@pytest.mark.slow
 def test_catalog_entry_with_sha256_and_no_size_uses_parallel_ranges(
     serve: list[ScriptedServer], tmp_path: Path
 ) -> None:
@@ -360,6 +368,7 @@ def test_catalog_entry_with_sha256_and_no_size_uses_parallel_ranges(
 # -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delta", [333 * KiB, -5 * MiB], ids=["grows", "shrinks"])
 @pytest.mark.parametrize("validator", ["same-etag", "same-last-modified"])
 def test_complete_length_change_is_a_new_version(
@@ -381,6 +390,7 @@ def test_complete_length_change_is_a_new_version(
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_200_to_a_ranged_request_of_a_changed_file_restarts_from_it(
     serve: list[ScriptedServer], tmp_path: Path
 ) -> None:
@@ -395,6 +405,7 @@ def test_200_to_a_ranged_request_of_a_changed_file_restarts_from_it(
     assert_if_range(server, '"a"', {'"a"', '"b"'})
 
 
+@pytest.mark.slow
 def test_200_to_a_ranged_request_of_the_same_file_is_one_stream(
     serve: list[ScriptedServer], tmp_path: Path
 ) -> None:
@@ -412,6 +423,7 @@ def test_200_to_a_ranged_request_of_the_same_file_is_one_stream(
 # ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("validator", ["etag", "last-modified"])
 def test_every_206_capped_at_512k_succeeds(
     serve: list[ScriptedServer], tmp_path: Path, validator: str
@@ -429,6 +441,7 @@ def test_every_206_capped_at_512k_succeeds(
     assert all(s.status == 206 for s in ranged(server))
 
 
+@pytest.mark.slow
 def test_short_206s_continue_on_the_same_connections(
     serve: list[ScriptedServer], tmp_path: Path
 ) -> None:
@@ -444,6 +457,7 @@ def test_short_206s_continue_on_the_same_connections(
     )
 
 
+@pytest.mark.slow
 def test_a_server_trickling_tiny_206s_gives_up_with_exit_5(
     serve: list[ScriptedServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -466,6 +480,7 @@ def test_a_server_trickling_tiny_206s_gives_up_with_exit_5(
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("validator", ["etag", "last-modified"])
 def test_file_changing_twice_is_exit_5_and_no_file(
     serve: list[ScriptedServer], tmp_path: Path, validator: str
@@ -496,6 +511,7 @@ def test_file_changing_twice_is_exit_5_and_no_file(
 # ------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 def test_dripping_header_block_is_exit_5_at_its_timeout(
     serve: list[ScriptedServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -224,6 +224,7 @@ def fetch(server: ScriptedServer, folder: Path, *, size: int | None, sha256: str
     return job.final_path
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(30), deadline=None)
 @given(
     phases=scripts(ENGINE_SIZE, seeds=3),

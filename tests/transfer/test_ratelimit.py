@@ -30,6 +30,7 @@ class FakeEvent(threading.Event):
         return False
 
 
+@pytest.mark.slow
 def test_rate_limiter_token_bucket_with_a_fake_clock() -> None:
     clock = FakeClock()
     event = FakeEvent(clock)

@@ -91,6 +91,7 @@ def test_an_expired_target_asks_the_resolve_once_more_for_every_stream(
     assert fresh, "no range was fetched with the re-signed URL"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lapsed", [1, 3], ids=["first-target", "every-target"])
 def test_a_target_whose_query_says_it_expired_is_renewed_before_any_range_is_refused(
     hub: HubServer, dest: Path, monkeypatch: pytest.MonkeyPatch, lapsed: int
@@ -170,6 +171,7 @@ def test_a_resumed_file_asks_the_resolve_once(
     assert hub.cdn.log.body_bytes(method="GET", status=206) <= len(BIG) - kept + 4 * 64 * 1024
 
 
+@pytest.mark.slow
 def test_a_failed_first_ask_is_every_streams_and_the_next_ask_serves_them_all(
     hub: HubServer, dest: Path
 ) -> None:
@@ -188,6 +190,7 @@ def test_a_refused_first_ask_fails_every_stream_without_asking_again(
     assert ranges(hub) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["cancel", "stop"])
 def test_a_stream_waiting_for_the_resolve_heeds_ctrl_c_and_a_failed_sibling(
     hub: HubServer, dest: Path, tmp_path: Path, stop: str

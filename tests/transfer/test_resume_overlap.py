@@ -103,6 +103,7 @@ def test_a_resume_across_runs_onto_another_build_under_one_etag_starts_over(
     )
 
 
+@pytest.mark.slow
 def test_a_retry_within_a_run_onto_another_build_under_one_etag_starts_over(
     started: list[ScriptedServer], tmp_path: Path
 ) -> None:

@@ -218,6 +218,7 @@ def test_bytes_kept_survive_a_mirror_that_fails_and_the_origin_continues_them(
     assert request.range == f"bytes=100000-{len(weights) - 1}"
 
 
+@pytest.mark.slow
 def test_without_verifying_a_mirrors_failure_leaves_nothing_to_splice(
     hub: HubServer, second: CdnServer, tmp_path: Path
 ) -> None:

@@ -59,6 +59,7 @@ def engine(
     return Engine(client, config, progress=progress, cancel=threading.Event())
 
 
+@pytest.mark.slow
 def test_a_stall_says_how_long_it_waited_and_how_many_tries_are_left(
     cdn: CdnServer, tmp_path: Path
 ) -> None:
@@ -130,6 +131,7 @@ def test_every_range_cut_at_once_is_one_line_per_retry(
     ].endswith("(1/2)")
 
 
+@pytest.mark.slow
 def test_a_503_is_named_as_the_servers_answer_not_a_lost_connection(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path
 ) -> None:
@@ -147,6 +149,7 @@ def test_a_503_is_named_as_the_servers_answer_not_a_lost_connection(
     assert "connection lost" not in line
 
 
+@pytest.mark.slow
 def test_a_503_while_locating_a_split_file_is_told_too(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path
 ) -> None:

@@ -53,6 +53,7 @@ def ranges(cdn: CdnServer) -> list[tuple[int, int]]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 def test_an_idle_stream_steals_the_unasked_tail_of_a_stalled_one(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path

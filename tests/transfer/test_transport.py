@@ -50,6 +50,7 @@ def proxy() -> Iterator[ForwardProxy]:
         yield running
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("no_proxy", "host", "direct"),
     [
@@ -236,6 +237,7 @@ class DrippingRange:
                     conn.sendall(self.body[at : at + 1])
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 @pytest.mark.parametrize("raw", [False, True], ids=["parser", "raw-socket"])
 def test_a_trickling_range_is_a_stall_on_either_reader(
@@ -259,6 +261,7 @@ def test_a_trickling_range_is_a_stall_on_either_reader(
         assert time.monotonic() - started < HANG
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 @pytest.mark.parametrize("raw", [False, True], ids=["parser", "raw-socket"])
 def test_a_body_deadline_ends_a_body_that_keeps_its_pace(
@@ -328,6 +331,7 @@ def test_abort_wakes_a_read_waiting_on_a_tls_connection(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.realtime
 @pytest.mark.parametrize("raw", [False, True])
 def test_closing_a_connection_wakes_a_read_waiting_on_it(

@@ -64,6 +64,7 @@ def test_a_record_that_cannot_be_saved_stops_the_download_with_its_reason(
     assert cdn.log.body_bytes(method="GET") < len(data)
 
 
+@pytest.mark.slow
 def test_the_keeper_saves_what_the_streams_wrote(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path
 ) -> None:
@@ -101,6 +102,7 @@ def test_the_keeper_saves_what_the_streams_wrote(
     assert saved and max(saved) > 0
 
 
+@pytest.mark.slow
 def test_the_keeper_writes_every_record_the_streams_find_due(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -136,6 +138,7 @@ def test_the_keeper_writes_every_record_the_streams_find_due(
     assert not [name for name in savers if name.startswith("get:")]
 
 
+@pytest.mark.slow
 def test_a_long_download_flushes_a_record_now_and_then(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -60,6 +60,7 @@ def _candidate_at(offset: int, seed: int = 11) -> bytes:
     return moved
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("offset", "first"),
     [

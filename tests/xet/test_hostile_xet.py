@@ -64,6 +64,7 @@ def test_hf_cache_layout_pulls_by_chunk_and_links_the_snapshot(
     assert xet_hub.cas.xorb_bytes() > 0
 
 
+@pytest.mark.slow
 def test_limit_rate_holds_for_xorb_streams(xet_hub: XetHubServer, catalog: Path) -> None:
     data = make_data(1 << 20, seed=102)
     xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
@@ -74,6 +75,7 @@ def test_limit_rate_holds_for_xorb_streams(xet_hub: XetHubServer, catalog: Path)
     assert time.monotonic() - began >= 1.5  # 1 MiB at 400 KB/s: well over two seconds
 
 
+@pytest.mark.slow
 def test_progress_bytes_add_up_after_a_stream_is_retried(
     xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -212,6 +214,7 @@ def _interrupted(
     return env, whole
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("then", ["no-xet", "cas-down"])
 def test_a_xet_partial_is_never_misread_by_the_plain_engine(tmp_path: Path, then: str) -> None:
     with XetHubServer() as hub:
@@ -233,6 +236,7 @@ def test_a_xet_partial_is_never_misread_by_the_plain_engine(tmp_path: Path, then
         assert "unreadable resume record" not in (tmp_path / "mdl.log").read_text()
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_resume_fetches_only_missing_terms_and_clean_names_the_partial(
     tmp_path: Path,
 ) -> None:
@@ -260,6 +264,7 @@ def test_ctrl_c_then_resume_fetches_only_missing_terms_and_clean_names_the_parti
         assert hub.cas.xorb_bytes() - first < len(whole)  # what was on disk was not fetched again
 
 
+@pytest.mark.slow
 def test_a_plain_partial_is_resumed_by_the_plain_path(tmp_path: Path) -> None:
     with XetHubServer() as hub:
         env, whole = _interrupted(tmp_path, hub, seed=140, plain=True)
@@ -276,6 +281,7 @@ def test_a_plain_partial_is_resumed_by_the_plain_path(tmp_path: Path) -> None:
         assert sum(r.bytes_sent for r in hub.cdn.log.records()) - before < len(whole)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["reconstruction", "token"])
 def test_a_stalled_json_reply_falls_back_in_a_bounded_wait(
     xet_hub: XetHubServer, catalog: Path, where: str
@@ -299,6 +305,7 @@ def test_a_stalled_json_reply_falls_back_in_a_bounded_wait(
     assert time.monotonic() - began < HANG
 
 
+@pytest.mark.slow
 def test_hf_cache_upgrade_reuses_the_old_blob(
     xet_hub: XetHubServer, catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -316,6 +323,7 @@ def test_hf_cache_upgrade_reuses_the_old_blob(
     assert entry["reused"] > 2 << 20, entry
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plant", ["fifo", "symlink", "outside", "absolute", "huge_chunk"])
 def test_a_planted_chunk_record_costs_at_most_a_fetch(
     xet_hub: XetHubServer, catalog: Path, plant: str
@@ -355,6 +363,7 @@ def test_a_planted_chunk_record_costs_at_most_a_fetch(
 # -------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("replaced", [False, True])
 def test_a_signed_model_s_xet_file_is_held_to_its_signature(
     xet_hub: XetHubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replaced: bool
@@ -383,6 +392,7 @@ def test_a_signed_model_s_xet_file_is_held_to_its_signature(
         assert xet_hub.cas.xorb_bytes() > 0  # by chunk
 
 
+@pytest.mark.slow
 def test_a_lying_chunk_record_is_caught_and_the_file_fetched_again(
     xet_hub: XetHubServer, catalog: Path
 ) -> None:
@@ -416,6 +426,7 @@ def test_a_lying_chunk_record_is_caught_and_the_file_fetched_again(
     assert "fetching it again whole" in (catalog.parent / "mdl.log").read_text()
 
 
+@pytest.mark.slow
 def test_two_runs_pulling_one_xet_file_at_once(xet_hub: XetHubServer, catalog: Path) -> None:
     data = make_data(3 << 20, seed=172)
     xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
@@ -436,6 +447,7 @@ def test_two_runs_pulling_one_xet_file_at_once(xet_hub: XetHubServer, catalog: P
     assert not list((catalog.parent / "models" / ".mdl" / "partial").glob("*.part*"))
 
 
+@pytest.mark.slow
 def test_a_reply_of_one_chunk_terms_over_one_range_ends_in_the_right_bytes(
     xet_hub: XetHubServer, catalog: Path
 ) -> None:
@@ -526,6 +538,7 @@ def test_a_reconstruction_redirected_off_the_cas_carries_no_cas_token(
     assert all(bearer(r) not in tokens for r in xet_hub.cdn.log.records() + xet_hub.log.records())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["reset", "full_body"])
 def test_a_xorb_stream_cut_or_unranged_ends_in_the_right_bytes(
     xet_hub: XetHubServer, catalog: Path, fault: str
@@ -549,6 +562,7 @@ def test_a_xorb_stream_cut_or_unranged_ends_in_the_right_bytes(
     assert len(lines) == (1 if fault == "full_body" else 0), lines
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tamper", ["hashes", "lengths", "other_file", "garbage", "bytes"])
 def test_a_tampered_xet_resume_record_or_partial_ends_in_the_right_bytes(
     tmp_path: Path, tamper: str
@@ -586,6 +600,7 @@ def test_a_tampered_xet_resume_record_or_partial_ends_in_the_right_bytes(
         assert (tmp_path / "models" / "m" / WEIGHTS).read_bytes() == whole
 
 
+@pytest.mark.slow
 def test_xorb_urls_at_a_port_that_never_answers_fall_back_in_a_bounded_wait(
     xet_hub: XetHubServer, catalog: Path
 ) -> None:
@@ -612,6 +627,7 @@ def test_xorb_urls_at_a_port_that_never_answers_fall_back_in_a_bounded_wait(
     assert _installed(catalog).read_bytes() == data
 
 
+@pytest.mark.slow
 def test_a_costly_resume_record_is_saved_less_often(
     xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -641,6 +657,7 @@ def test_a_costly_resume_record_is_saved_less_often(
     assert 1 <= len(saves) <= 2, saves  # every second, it would have been three or four
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "cause", ["token_503", "xorb_404", "xorb_403_always", "xorb_reset_always", "size"]
 )
@@ -681,6 +698,7 @@ def test_every_fallback_mid_way_ends_in_the_right_bytes_and_one_line(
     assert not list((catalog.parent / "models" / ".mdl" / "partial").glob("*.part*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("link", ["hard", "symbolic"])
 def test_a_partial_replaced_by_a_link_is_set_aside_never_written_through(
     tmp_path: Path, link: str
@@ -707,6 +725,7 @@ def test_a_partial_replaced_by_a_link_is_set_aside_never_written_through(
         assert outside.read_bytes() == b"precious" * 1000
 
 
+@pytest.mark.slow
 def test_progress_of_an_upgrade_adds_up_to_the_file_size(
     xet_hub: XetHubServer, catalog: Path
 ) -> None:
@@ -724,6 +743,7 @@ def test_progress_of_an_upgrade_adds_up_to_the_file_size(
     assert all(0 <= int(e.get("bytes", 0)) <= len(new) for e in events), events  # type: ignore[call-overload]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("header", "code"),
     [

@@ -86,6 +86,7 @@ def test_a_flipped_byte_in_a_later_piece_s_copy_of_the_chunk_across_a_cut_is_nev
     assert "fetching its xorb ranges whole" in (catalog.parent / "mdl.log").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("verify", [True, False])
 @pytest.mark.parametrize("shift", [-50, 50])
 def test_a_lie_about_a_piece_s_offset_into_its_first_chunk_is_never_installed(
@@ -147,6 +148,7 @@ def _lie(kind: str, amount: int, target_start: int) -> Any:
     return rewrite
 
 
+@pytest.mark.slow
 @settings(
     max_examples=examples(40),
     deadline=None,

@@ -689,6 +689,7 @@ def _lines_run(work: Callable[[], object]) -> int:
     return lines
 
 
+@pytest.mark.slow
 def test_many_terms_and_ranges_of_one_xorb_read_in_near_linear_time() -> None:
     """A hostile (or merely unmerged) reply: 8,000 terms, each its own range of one xorb, listed
     last first. Read term by fetch it took terms x ranges steps (~15 s at 40,000); a 64 MiB reply

@@ -53,6 +53,7 @@ def _cdn_bytes(hub: XetHubServer) -> int:
     return sum(r.bytes_sent for r in hub.cdn.log.records())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["none", "lz4", "bg4", "mixed"])
 def test_a_first_pull_fetches_xorb_ranges_not_the_plain_file(
     xet_hub: XetHubServer, catalog: Path, scheme: str
@@ -75,6 +76,7 @@ def test_a_first_pull_fetches_xorb_ranges_not_the_plain_file(
     )
 
 
+@pytest.mark.slow
 def test_an_upgrade_fetches_only_the_chunks_not_on_disk(
     xet_hub: XetHubServer, catalog: Path
 ) -> None:
@@ -99,6 +101,7 @@ def test_an_upgrade_fetches_only_the_chunks_not_on_disk(
     assert "reused from files already here" in result.stderr
 
 
+@pytest.mark.slow
 def test_chunks_that_changed_on_disk_are_fetched_not_copied(
     xet_hub: XetHubServer, catalog: Path
 ) -> None:
@@ -120,6 +123,7 @@ def test_chunks_that_changed_on_disk_are_fetched_not_copied(
     assert installed.read_bytes() == new
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["none", "lz4", "bg4"])
 def test_a_corrupt_xorb_byte_is_exit_6_and_nothing_reaches_the_final_path(
     xet_hub: XetHubServer, catalog: Path, scheme: str
@@ -135,6 +139,7 @@ def test_a_corrupt_xorb_byte_is_exit_6_and_nothing_reaches_the_final_path(
     assert "model.safetensors" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_an_expired_xorb_url_asks_the_reconstruction_again(
     xet_hub: XetHubServer, catalog: Path
 ) -> None:
@@ -150,6 +155,7 @@ def test_an_expired_xorb_url_asks_the_reconstruction_again(
     assert _cdn_bytes(xet_hub) == 0
 
 
+@pytest.mark.slow
 def test_a_token_near_its_expiry_is_asked_again(xet_hub: XetHubServer, catalog: Path) -> None:
     xet_hub.add_repo(
         "org/m", {WEIGHTS: make_data(2 << 20, seed=7), "b.safetensors": make_data(2 << 20, seed=8)}
@@ -173,6 +179,7 @@ def test_a_token_the_cas_refuses_is_replaced_once(xet_hub: XetHubServer, catalog
     assert xet_hub.cas.xorb_bytes() > 0  # by chunk, not over plain HTTP
 
 
+@pytest.mark.slow
 def test_a_stalled_xorb_stream_ends_in_a_bounded_wait(
     xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -229,6 +236,7 @@ def _falls_back(hub: XetHubServer, catalog: Path, data: bytes, why: str) -> None
     assert len(lines) == 1 and why in lines[0], lines
 
 
+@pytest.mark.slow
 def test_a_cas_that_is_down_falls_back_quickly(xet_hub: XetHubServer, catalog: Path) -> None:
     data = make_data(1 << 20, seed=13)
     xet_hub.add_repo("org/m", {WEIGHTS: data})
@@ -304,6 +312,7 @@ def test_presigned_urls_and_the_cas_token_never_show(xet_hub: XetHubServer, cata
             assert secret not in text
 
 
+@pytest.mark.slow
 def test_a_new_version_replaces_the_old_chunk_record(xet_hub: XetHubServer, catalog: Path) -> None:
     old = make_data(2 << 20, seed=20)
     xet_hub.add_repo("org/m", {WEIGHTS: old})
@@ -368,6 +377,7 @@ def _mutate(reply: dict[str, object], how: str, pick: int) -> object:
     return {**reply, "terms": terms}
 
 
+@pytest.mark.slow
 @settings(
     max_examples=examples(25),
     deadline=None,
@@ -403,6 +413,7 @@ def test_a_malformed_reconstruction_never_writes_wrong_bytes(
         assert not installed.exists()
 
 
+@pytest.mark.slow
 def test_limit_rate_caps_xorb_bytes_too(xet_hub: XetHubServer, catalog: Path) -> None:
     data = make_data(3 << 20, seed=21)
     xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
@@ -413,6 +424,7 @@ def test_limit_rate_caps_xorb_bytes_too(xet_hub: XetHubServer, catalog: Path) ->
     assert xet_hub.cas.xorb_bytes() > 0 and _cdn_bytes(xet_hub) == 0
 
 
+@pytest.mark.slow
 def test_a_big_term_is_fetched_as_pieces_on_parallel_streams(
     xet_hub: XetHubServer, catalog: Path
 ) -> None:
@@ -439,6 +451,7 @@ def test_a_big_term_is_fetched_as_pieces_on_parallel_streams(
     assert show["xet"] == xf.hash  # the pieces' chunks add up to the file's Xet hash
 
 
+@pytest.mark.slow
 def test_a_piece_reply_that_does_not_fit_its_term_fetches_the_file_unsplit(
     xet_hub: XetHubServer, catalog: Path
 ) -> None:
@@ -460,6 +473,7 @@ def test_a_piece_reply_that_does_not_fit_its_term_fetches_the_file_unsplit(
     assert _cdn_bytes(xet_hub) == 0
 
 
+@pytest.mark.slow
 def test_pieces_finishing_out_of_order_still_hash_the_bytes_on_disk(
     xet_hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -497,6 +511,7 @@ def test_runs_cut_terms_in_order_into_the_count_asked(
     assert [item for run in runs for item in run] == items
 
 
+@pytest.mark.slow
 def test_a_new_revisions_new_chunks_come_on_several_streams(
     xet_hub: XetHubServer, catalog: Path
 ) -> None:

@@ -134,6 +134,7 @@ def catalog(xet_hub: XetHubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("v2", [True, False])
 def test_a_reconstruction_padded_past_its_file_s_share_falls_back_naming_its_url(
     xet_hub: XetHubServer, catalog: Path, v2: bool
@@ -183,6 +184,7 @@ def _dense_v2(n: int) -> bytes:
     return json.dumps(reply, separators=(",", ":")).encode()
 
 
+@pytest.mark.slow
 def test_parsing_a_reply_costs_a_few_times_its_size_not_ten() -> None:
     body = _dense_v2(20_000)
     tracemalloc.start()

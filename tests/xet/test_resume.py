@@ -131,6 +131,7 @@ def _resumed(hub: XetHubServer, pull: Pull, whole: bytes, xf: XetFile) -> int:
     return hub.cas.xorb_bytes() - before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda how: how.name
 )
@@ -152,6 +153,7 @@ def test_an_interrupt_with_every_term_in_flight_keeps_what_arrived(
     assert fetched <= total // 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=lambda how: how.name)
 def test_two_big_chunk_ranges_cut_at_half_resume_from_half(
     hub: XetHubServer, tmp_path: Path, how: signal.Signals
@@ -172,6 +174,7 @@ def test_two_big_chunk_ranges_cut_at_half_resume_from_half(
     assert fetched <= total * 6 // 10
 
 
+@pytest.mark.slow
 def test_a_kept_chunk_changed_on_disk_is_fetched_again(hub: XetHubServer, tmp_path: Path) -> None:
     """The record is only a claim: every kept chunk is hashed from disk before it counts, and the
     Xet file hash is built from those hashes; a chunk changed since is fetched again, the file

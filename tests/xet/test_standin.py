@@ -63,6 +63,7 @@ def test_hash_string_form_is_the_api_example() -> None:
     assert hex_hash(text) == raw
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "data",
     [
@@ -83,6 +84,7 @@ def test_file_hash_is_hf_xets(data: bytes, tmp_path: Path) -> None:
     assert (info.hash, info.file_size) == (xet_hash(data), len(data))
 
 
+@pytest.mark.slow
 def test_chunks_cover_the_data_within_the_size_limits() -> None:
     data = make_data(2 * MIB, seed=6) + bytes(3 * MAX_CHUNK)
     spans = chunk(data)
@@ -166,6 +168,7 @@ def test_byte_grouping_is_the_spec_layout() -> None:
     )
 
 
+@pytest.mark.slow
 def test_store_dedupes_a_new_revision_against_stored_xorbs() -> None:
     store = XetStore()
     a = make_data(4 * MIB, seed=8)
@@ -223,6 +226,7 @@ def repo(xet_hub: XetHubServer) -> XetHubServer:
     return xet_hub
 
 
+@pytest.mark.slow
 def test_listing_and_resolve_announce_xet_files(repo: XetHubServer) -> None:
     xf = repo.xet_file("org/m", "model.safetensors")
     sha = repo.repo("org/m").sha
@@ -346,6 +350,7 @@ def test_reconstruction_needs_a_live_token_covering_the_file(
     assert [bearer(r) for r in cas.log][:3] == [None, "xet_nope", token]
 
 
+@pytest.mark.slow
 def test_v1_and_v2_replies_name_exact_xorb_ranges(repo: XetHubServer, cas: CasServer) -> None:
     a = make_data(2 * MIB, seed=12)
     repo.add_repo("org/up", {"w.bin": a})
@@ -457,6 +462,7 @@ def test_xorb_urls_grant_exactly_their_ranges(repo: XetHubServer, cas: CasServer
     assert [bearer(r) for r in cas.xorb_records()] == [None] * 5 + ["xet_x", None]
 
 
+@pytest.mark.slow
 def test_a_fault_expires_the_urls_after_some_fetches(repo: XetHubServer, cas: CasServer) -> None:
     url, rng = xorb_fetch(repo, cas)
     cas.faults.add(Fault.expire_urls(path_prefix="/xorb/", skip=1))
@@ -510,6 +516,7 @@ def test_v2_can_be_absent_and_reconstructions_can_fail(repo: XetHubServer, cas: 
         assert http.get(f"{cas.url}/v1/reconstructions/{xf.hash}", headers=auth).status_code == 200
 
 
+@pytest.mark.slow
 def test_xorb_bodies_can_stall(repo: XetHubServer, cas: CasServer) -> None:
     url, rng = xorb_fetch(repo, cas)
     cas.stall_xorbs(after_bytes=1000)
@@ -617,6 +624,7 @@ def test_served_from_another_process(tmp_path: Path) -> None:
 SCHEMES = ("none", "lz4", "bg4", "mixed")
 
 
+@pytest.mark.slow
 def test_hf_xet_downloads_every_scheme_through_the_xorb_route(
     xet_hub: XetHubServer, tmp_path: Path
 ) -> None:
@@ -648,6 +656,7 @@ def test_hf_xet_downloads_every_scheme_through_the_xorb_route(
     assert len(cas.reconstruction_records(2)) == len(files)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", [404, 501])
 def test_hf_xet_uses_v1_when_v2_is_absent(status: int, repo: XetHubServer, tmp_path: Path) -> None:
     repo.cas.v2_status = status
@@ -656,6 +665,7 @@ def test_hf_xet_uses_v1_when_v2_is_absent(status: int, repo: XetHubServer, tmp_p
     assert repo.cas.reconstruction_records(1) and repo.cas.xorb_bytes() > 0
 
 
+@pytest.mark.slow
 def test_hf_xet_writes_a_corrupted_chunk_without_noticing(
     xet_hub: XetHubServer, tmp_path: Path
 ) -> None:
@@ -678,6 +688,7 @@ def test_hf_xet_writes_a_corrupted_chunk_without_noticing(
     assert got[in_file] == data[in_file] ^ 0xFF
 
 
+@pytest.mark.slow
 def test_hf_xet_refetches_an_upgrade_whole(xet_hub: XetHubServer, tmp_path: Path) -> None:
     a = make_data(8 * MIB, seed=31)
     b = revise(a, 12)  # ~10 % of ~128 chunks

@@ -132,6 +132,7 @@ def _imported_after(code: str) -> set[str]:
     return set(out.stdout.split())
 
 
+@pytest.mark.slow
 @needs_numpy
 def test_numpy_is_imported_only_for_a_byte_grouped_chunk() -> None:
     plain = chunk(b"weights" * 100, 1).hex()

@@ -182,6 +182,7 @@ def test_nothing_drawn_for_an_empty_run() -> None:
     assert stream.getvalue() == ""
 
 
+@pytest.mark.slow
 def test_threads_and_the_redraw_thread_never_deadlock() -> None:
     """Workers advance and print notes (under the reporter's lock) while rich's own thread
     redraws the rows.

@@ -10,6 +10,7 @@ import re
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from clocks import FakeClock, wallclock
 
 from mdl.cli.render.progress import Reporter
@@ -150,6 +151,7 @@ def test_plain_timestamps_come_from_the_wallclock_in_utc() -> None:
     assert datetime(2026, 1, 2, tzinfo=UTC)  # naive stamps are taken as UTC
 
 
+@pytest.mark.slow
 def test_plain_is_thread_safe(clock: FakeClock) -> None:
     reporter, stream = plain(clock, interval=0.0)
     threads_n, chunks = 16, 2000
