@@ -32,7 +32,8 @@ seen = set()
 def profile(frame, event, arg):
     if event == "call" and (name := frame.f_globals.get("__name__", "")).startswith("mdl"):
         seen.add(name)
-from mdl.cli import app, invoke
+from mdl.cli.app import app
+from mdl.cli.run import invoke
 sys.argv = ["mdl", *sys.argv[2:]]
 threading.setprofile(profile)
 sys.setprofile(profile)

@@ -22,7 +22,8 @@ def main() -> None:
         # SIGTERM behaves like Ctrl-C (KeyboardInterrupt): stop streams, keep partial data, exit
         # 130.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-        from mdl.cli import app, invoke
+        from mdl.cli.app import app
+        from mdl.cli.run import invoke
     except KeyboardInterrupt:
         sys.stderr.write("mdl: error: interrupted while starting\n")
         os._exit(130)

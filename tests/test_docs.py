@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mdl.cli import app
+from mdl.cli.app import app
 from mdl.errors import EXIT_MEANINGS, ExitCode, MdlError, error_for_exit_code
 from mdl.version import __version__
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import typer.main
 
-from mdl.cli import app
-from mdl.cli.app import COMMANDS, build_command
+from mdl.cli.app import COMMANDS, app, build_command
 
 ROOT = Path(__file__).parents[1]
 PAGES = {

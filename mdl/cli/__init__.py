@@ -1,7 +1,2 @@
 """The command line: the Typer app, one module per command family, and the rendering (rich, plain
 lines, JSON); it parses and renders, the work is done by ``mdl.api`` and the parts."""
-
-from mdl.cli.app import app
-from mdl.cli.run import invoke
-
-__all__ = ["app", "invoke"]
