@@ -222,7 +222,7 @@ SETTING = {setting.name: setting for setting in SETTINGS}
 # under the nearest.
 #   InCatalog: init
 #   ├── Places: clean, prune, remove (where a command's files are)
-#   │   ├── Pinned: verify, list, show, publish (the catalog's models, pinned by catalog.lock)
+#   │   ├── Pinned: verify, list, show, publish (the models catalog.lock pins)
 #   │   │   └── Asking: resolve (... asking upstream)
 #   │   │       └── Pulling: pull
 #   │   └── Locking: lock

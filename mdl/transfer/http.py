@@ -85,8 +85,8 @@ def make_client(
         if transport is None
         else transport
     )
-    # file://localhost/… (a shared folder's reads, mdl.transfer._files) on every client: a redirect
-    # there is refused before it is asked (refuse_redirect), so only mdl's own URLs reach it
+    # file://localhost/... (a shared folder's reads, mdl.transfer._files) on every client: a
+    # redirect there is refused before it is asked (refuse_redirect): only mdl's own URLs reach it
     mounts = {**(net.mounts if isinstance(net, NetTransport) else {}), "file://": FolderTransport()}
     return httpx2.Client(
         timeout=httpx2.Timeout(timeout),
