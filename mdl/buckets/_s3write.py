@@ -264,11 +264,11 @@ class S3Writer:
         seen = self.head(uri)
         if seen is None or (etag is not None and seen.etag != etag):
             return False
-        client, what = self._s3_small(), uri
+        client = self._s3_small()
         if etag is not None and self._delete_if_match:
             try:
                 self._conditional(
-                    what,
+                    uri,
                     lambda: client.delete_object(Bucket=obj.bucket, Key=obj.key, IfMatch=etag),
                     gone_fails=True,
                 )
@@ -277,7 +277,7 @@ class S3Writer:
             except NetworkError as exc:
                 if exc.status not in _NO_CONDITIONAL_DELETE:
                     raise
-                log.info("%s: the store refuses DeleteObject's If-Match; comparing by HEAD", what)
+                log.info("%s: the store refuses DeleteObject's If-Match; comparing by HEAD", uri)
                 self._delete_if_match = False
             else:
                 return True
@@ -285,7 +285,7 @@ class S3Writer:
         # between our HEAD and this DELETE, and we remove its version. For a lease that costs one
         # term: the new holder's renewal finds the lease gone, and the next taker creates it
         # afresh; a mirror object is only ever removed by prune, which leaves leased ones.
-        with s3_errors(what):
+        with s3_errors(uri):
             client.delete_object(Bucket=obj.bucket, Key=obj.key)
         return True
 
@@ -301,16 +301,15 @@ class S3Writer:
     def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix`` (``s3://bucket/…``), a page at a time
         (``most``: the caller stops taking pages)."""
-        shown = prefix
         bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
         if not prefix.startswith("s3://") or not is_bucket_name(bucket):
-            raise UsageError(f"{shown}: expected s3://bucket/prefix")
+            raise UsageError(f"{prefix}: expected s3://bucket/prefix")
 
         def named(exc: BaseException, error: MdlError) -> MdlError:
-            gone = f"{shown}: no such bucket {printable(bucket)!r}"
+            gone = f"{prefix}: no such bucket {printable(bucket)!r}"
             return NotFoundError(gone) if _reply_code(exc)[0] == "NoSuchBucket" else error
 
-        with s3_errors(shown, named):
+        with s3_errors(prefix, named):
             pages = (
                 self.client()
                 .get_paginator("list_objects_v2")
@@ -489,7 +488,7 @@ class S3Upload:
                 # tried again after a lost reply: ours if its ETag is our bytes' MD5 (no KMS)
                 md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
                 return refused.retried and self._has_etag(md5)
-        if self.sent is not None:
+        if self.sent is not None and data:  # no bytes, no report (a folder's copy makes none)
             self.sent(len(data))
         return True
 

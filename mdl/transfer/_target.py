@@ -50,6 +50,7 @@ class Target:
 
     def __init__(self, job: TransferJob) -> None:
         self.job, self.lock, self.shared = job, threading.Lock(), False
+        self.relocating = threading.Lock()  # held by the one stream locating a probed URL again
         self.url, self.phase = job.url, Phase.UNASKED
         self.ask: Resolve | None = None  # the last ask of the resolve URL (None: none to wait for)
         # The probe's final URL (job.located) expired once and was located afresh; a target's
@@ -105,8 +106,10 @@ class Target:
     def unanswered(self, ask: Resolve | None, error: MdlError | None) -> None:
         """``ask`` ended before it had a target: the streams waiting for it, or aiming after it,
         raise ``error`` (None: the next stream to aim asks again; no ask: nothing to tell)."""
+        if ask is None:
+            return
         with self.lock:
-            if ask is None or ask.is_set():
+            if ask.is_set():
                 return
             ask.error = error
             if ask is self.ask:
@@ -129,14 +132,22 @@ class Target:
         (False: nowhere better). The probe's final URL (``probed``) is located again, once (the
         other streams wait meanwhile); else the resolve URL is asked again, unless the target was
         its fresh one and never answered (the Hub's next would be no better)."""
+        if probed:
+            # one stream locates it, outside the lock every request takes; the other refused
+            # streams wait for where it went
+            with self.relocating:
+                with self.lock:
+                    if self.url != refused or self.relocated:
+                        return self.url != refused
+                    self.relocated = True
+                url = locate()
+                with self.lock:
+                    self.start(url, shared=self.shared)
+                return True
         with self.lock:
             if self.url != refused:
                 return True
-            if probed and not self.relocated:
-                self.relocated = True
-                self.start(locate(), shared=self.shared)
-                return True
-            if probed or self.phase is Phase.RENEWED:
+            if self.phase is Phase.RENEWED:
                 return False
             log.info("%s: signed URL refused (403), resolving it again", self.job.label)
             self.job.retries.add("signed URL refused (HTTP 403), resolved it again")

@@ -229,9 +229,13 @@ def refusal_of(response: httpx2.Response) -> Refusal | None:
     headers alone; marked on the response for whatever reads it next."""
     if _MARK not in response.extensions:
         gate, status, headers = HubGate.of(response), response.status_code, response.headers
+        if gate is not None:
+            response.extensions[_MARK] = gate.observe(status, headers)
         # no gate saw it: the wait its headers state, if any, is all there is to it
-        found = gate.observe(status, headers) if gate is not None else refusal_wait(status, headers)
-        response.extensions[_MARK] = Refusal(found) if isinstance(found, float) else found
+        elif (wait := refusal_wait(status, headers)) is not None:
+            response.extensions[_MARK] = Refusal(wait)
+        else:
+            response.extensions[_MARK] = None
     mark = response.extensions[_MARK]
     return mark if isinstance(mark, Refusal) else None
 

@@ -48,6 +48,7 @@ class Bucket:
         store = store_for(target)
         assert store is not None, "a publish target is in a store"
         self.target, self.connections = target, max(2, connections)
+        self.root = target + "/"  # a folder's marks: <target>/.mdl/marks/, as a fill's
         self.writer = store.writer(endpoint=endpoint, secrets=secrets, parts=self.connections)
 
     def uri(self, *parts: str) -> str:
@@ -97,7 +98,7 @@ class Bucket:
                 f.local,
                 size=f.size,
                 sha256=f.sha256,
-                root=self.target + "/",  # a folder's marks: <target>/.mdl/marks/, as a fill's
+                root=self.root,
                 overwrite=True,
                 sent=_meter(progress, f, stop),
             )

@@ -21,7 +21,7 @@ from mdl.lockfile.model import LockedModel
 from mdl.progress import Progress
 from mdl.redact import record_text
 from mdl.report import FileOutcome, RunReport, failed
-from mdl.signing.library import public_key_of, sign_digests, verify_signature
+from mdl.signing.library import MAX_SIGNATURE_BYTES, public_key_of, sign_digests, verify_signature
 from mdl.signing.statement import SIGNATURE_FILE, Trust, skipped_by_signature
 from mdl.store.inventory import INSTALLED, MODIFIED_MAYBE, LocalFile, ModelStatus, model_status
 from mdl.store.layout import Layout
@@ -34,8 +34,6 @@ log = logging.getLogger("mdl.publish")
 MANIFEST_VERSION = 1
 # beside the model folders, as <dest>/.mdl/ is on disk: no model folder holds it
 MANIFEST_FOLDER = ".mdl"
-# the most of a model.sig read back (a signature is at most 64 MiB, as readers take)
-SIG_MAX = 64 << 20
 SHOWN = 5  # unfinished files named in the error; a model of thousands says how many more
 # What a signature leaves out, as model_signing's own `sign` and `verify` do: itself and the .git*
 # files.
@@ -101,7 +99,7 @@ class Signer:
         (a re-run then writes nothing): verified with the key, never taken for its looks. Another
         key's, another statement's or a damaged one is None: replaced."""
         uri = bucket.uri(signature.model, SIGNATURE_FILE)
-        if (found := bucket.writer.read(uri, limit=SIG_MAX, aged=False)) is None:
+        if (found := bucket.writer.read(uri, limit=MAX_SIGNATURE_BYTES, aged=False)) is None:
             return None
         data = found[0]  # a bigger one is not read: it equals nothing mdl writes
         with tempfile.TemporaryDirectory(prefix="mdl-publish-") as folder:
@@ -146,7 +144,7 @@ class Signer:
         try:
             if (kept := self.there(bucket, signature)) is not None:
                 return self.outcome(bucket, kept, "skipped")
-            _put_small(bucket, dest, signature.data)
+            _put_small(bucket, dest, signature.data, compare=False)  # there() compared it
         except MdlError as exc:
             return replace(failed(signature.model, SIGNATURE_FILE, exc), dest=dest)
         log.info("%s: signature written to %s", signature.model, dest)
@@ -312,17 +310,17 @@ def _manifest(
     return [uri]
 
 
-def _put_small(bucket: Bucket, uri: str, data: bytes) -> bool:
-    """``data`` (a manifest, a model.sig) at ``uri`` unless the object there is these bytes,
-    uploaded as every file (checksummed, marked); whether it was."""
+def _put_small(bucket: Bucket, uri: str, data: bytes, *, compare: bool = True) -> bool:
+    """``data`` (a manifest, a model.sig) at ``uri`` unless the object there is these bytes
+    (``compare``), uploaded as every file (checksummed, marked); whether it was."""
     sha256 = hashlib.sha256(data).hexdigest()
     with tempfile.TemporaryDirectory(prefix="mdl-publish-") as folder:
         local = Path(folder, "object")
         local.write_bytes(data)
-        if bucket.writer.holds(uri, local, size=len(data), sha256=sha256):
+        if compare and bucket.writer.holds(uri, local, size=len(data), sha256=sha256):
             return False
         bucket.writer.upload(
-            uri, local, size=len(data), sha256=sha256, root=bucket.target + "/", overwrite=True
+            uri, local, size=len(data), sha256=sha256, root=bucket.root, overwrite=True
         )
     return True
 

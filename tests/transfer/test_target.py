@@ -5,6 +5,7 @@ a fresh target's refusal final) is tests/transfer/test_resolve_once.py's."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -212,3 +213,39 @@ def test_a_direct_hub_file_refused_goes_back_to_the_resolve_url(tmp_path: Path) 
     assert target.relocate(CDN, probed=False, locate=unused)
     assert target.aim(None) == (HUB, None, False)
     assert target.job.retries.causes == ("signed URL refused (HTTP 403), resolved it again",)
+
+
+def test_the_other_streams_are_answered_while_one_locates_the_probed_url(tmp_path: Path) -> None:
+    """Locating a probed URL again is a request: the streams still fetching (each answer and each
+    aim takes the target's lock) are not held up by it, and a second refused stream waits for
+    where the first one located, never locating twice."""
+    located = Target(transfer_job(tmp_path, HUB, b"x", located=PROBED))
+    located.start(PROBED, shared=False)
+    inside, release = threading.Event(), threading.Event()
+    asked: list[str] = []
+
+    def locate() -> str:
+        asked.append(PROBED)
+        inside.set()
+        assert release.wait(30)
+        return CDN
+
+    first = threading.Thread(
+        target=located.relocate, args=(PROBED,), kwargs={"probed": True, "locate": locate}
+    )
+    first.start()
+    assert inside.wait(30)
+    # meanwhile another stream's range is answered and it aims again, at once
+    assert located.lock.acquire(timeout=5)
+    located.lock.release()
+    located.answered(PROBED, PROBED)
+    assert located.aim(None) == (PROBED, None, False)
+    second: list[bool] = []
+    waiting = threading.Thread(
+        target=lambda: second.append(located.relocate(PROBED, probed=True, locate=locate))
+    )
+    waiting.start()
+    release.set()
+    first.join(30)
+    waiting.join(30)
+    assert second == [True] and located.url == CDN and asked == [PROBED]
