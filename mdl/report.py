@@ -67,6 +67,8 @@ class FileOutcome:
     # seconds spent waiting on another machine filling a mirror with it (--fill-mirror)
     waited: float = 0.0
     fill: str | None = None  # what filling the mirror made of it (TransferResult.fill)
+    streamed: int = 0  # bytes read from another machine's parts as they landed (or taken over)
+    published: int = 0  # bytes this machine published as parts beside its fetch
 
     @property
     def label(self) -> str:
@@ -127,6 +129,8 @@ class FileOutcome:
             **({"reused": self.reused} if self.reused else {}),
             **({"waited": round(self.waited, 3)} if self.waited else {}),
             **({"fill": self.fill} if self.fill else {}),
+            **({"streamed": self.streamed} if self.streamed else {}),
+            **({"published": self.published} if self.published else {}),
         }
 
 
@@ -357,6 +361,8 @@ def _fields(outcome: FileOutcome) -> list[tuple[str, object | None]]:
         # on another machine filling a mirror with it (--fill-mirror)
         ("waited", f"{outcome.waited:.1f}" if outcome.waited else None),
         ("fill", outcome.fill),
+        ("streamed", outcome.streamed or None),
+        ("published", outcome.published or None),
         ("retries", len(outcome.retries)),
         ("warning", outcome.warning or None),  # e.g. kept although the Hub could not be asked
         ("causes", " | ".join(outcome.retries) or None),

@@ -23,12 +23,15 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Literal
 
+from mdl.buckets._parts import MIN_PART, part_size
 from mdl.buckets.protocol import NAMESPACE, Writer, folder_of
 from mdl.errors import InterruptedByUserError, MdlError
 
 log = logging.getLogger("mdl.lease")
 
 LEASES = "leases/"
+PARTS = "parts/"  # a fill's parts, published as its fetch lands (mdl.download._parts)
+PART_MINIMUM = MIN_PART  # bytes: a fill's smallest part (a module constant: tests lower it)
 TERM = 30.0  # seconds a lease lives unless renewed (by the store's clock); always mdl's own
 LOST_MARGIN = 0.1  # a holder counts its lease lost this part of a term before it may lapse
 RELEASE_WAIT = 5.0  # seconds a release waits for a renewal in flight, then leaves it to lapse
@@ -60,6 +63,19 @@ def lease_prefix(root: str, object_uri: str) -> str:
     if not object_uri.startswith(folder):
         raise ValueError(f"{object_uri!r} is not under {folder!r}")
     return f"{root}{LEASES}{object_uri[len(folder) :]}/"
+
+
+def parts_prefix(root: str, object_uri: str) -> str:
+    """Where the parts a fill publishes of ``object_uri`` live (``root``: its mirror's namespace);
+    one set per version and part size below it."""
+    return lease_prefix(root, object_uri).replace(f"{root}{LEASES}", f"{root}{PARTS}", 1)
+
+
+def part_set(root: str, object_uri: str, *, pin: str, size: int) -> tuple[str, int]:
+    """The prefix of one version's parts (``pin``: its hash; ``size``: the file's) and the bytes
+    of each but the last: ``<parts_prefix>/<pin>-<part size>/``."""
+    part = part_size(size, minimum=PART_MINIMUM)
+    return f"{parts_prefix(root, object_uri)}{pin}-{part}/", part
 
 
 def is_lease(uri: str) -> bool:
@@ -317,7 +333,7 @@ class GaveUp:
     why: str
 
 
-Waited = Literal["ready", "free"] | GaveUp
+Waited = Literal["ready", "free", "streamed"] | GaveUp
 
 
 def wait_for(
@@ -331,20 +347,26 @@ def wait_for(
     over: str | None = None,
     poll: Callable[[int], float] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    step: Callable[[], int] = lambda: 0,
 ) -> Waited:
     """Wait while another machine holds the object's lease (``prefix``): "ready" when the object is
     there (a version other than ``over``, one proved wrong), "free" when the lease is released,
     lapsed or not mdl's (then take it), GaveUp when its holder showed no progress for
     ``STALL_TERMS`` terms (by this machine's clock of its own wait; a claim past ``size`` or
     going back is none; all of ``size`` done is judged by the whole bound alone: it uploads) or the
-    wait passed ``2 terms + size / SLOW_RATE``. ``cancel``: the run's (heard at once)."""
+    wait passed ``2 terms + size / SLOW_RATE``. ``cancel``: the run's (heard at once). ``step``: the
+    follower's own work at each look (it reads the parts the holder published), the bytes it has:
+    progress as the holder's is, looked again at soon; "streamed" once it has all of ``size`` while
+    the lease is live (the holder makes the object of them)."""
     schedule = poll or default_poll
     started = moved = clock()
     bound = 2 * term + size / SLOW_RATE
-    generation, best, attempt, holder = -1, -1, 0, None
+    generation, best, attempt, holder, had = -1, -1, 0, None, 0
     while True:
         if cancel.is_set():
             raise InterruptedByUserError(f"interrupted while waiting on {object_uri}")
+        if (got := step()) > had:  # parts arrive: the holder is alive, and the next ones come soon
+            had, moved, attempt = got, clock(), 0
         if _there(writer, object_uri, over):
             return "ready"
         found = look(writer, prefix, term=term)
@@ -353,6 +375,8 @@ def wait_for(
                 log.info("lease %s%d lapsed without %s", prefix, found.number, object_uri)
             # the holder uploads, then releases: look again, or we would fetch what is there
             return "ready" if _there(writer, object_uri, over) else "free"
+        if got >= size > 0:  # all read from the holder's parts; it assembles them
+            return "streamed"
         now = clock()
         done = found.done if found.done is not None and found.done <= size else -1
         if found.number != generation:  # a new holder starts from its own bytes

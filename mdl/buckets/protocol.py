@@ -3,7 +3,7 @@ scheme."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -162,6 +162,11 @@ class Writer(Protocol):
         checksum where it keeps one; marked as mdl's (S3: its metadata; a folder: ``mark_uri(uri,
         root=root)``, ``root`` the mirror's fixed part). ``sent``: told the bytes as they go (what
         it raises stops the upload)."""
+
+    def assemble(
+        self, uri: str, parts: Sequence[str], path: Path, *, size: int, sha256: str, root: str
+    ) -> bool | None:
+        """TEMP (helper h61-asm writes the real one)."""
 
     def holds(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
         """Whether the object is already the verified file at ``path`` (``size`` bytes, their

@@ -141,13 +141,28 @@ def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) 
 
 
 def _fill_part(outcomes: Sequence[FileOutcome]) -> str:
-    """``; mirror: 2 filled, 3 read (waited 22s), 1 gave up waiting`` with --fill-mirror."""
+    """``; mirror: 1 filled (3.2 GB published beside the fetch), 2 streamed (4.1 GB), 1 from
+    origin (waited 22s)`` with --fill-mirror."""
     counts = Counter(f.fill for f in outcomes if f.fill)
     if not counts:
         return ""
     waited = sum(f.waited for f in outcomes)
-    said = ", ".join(f"{n} {word}" for word, n in counts.items())
+    sizes = {"filled": " published beside the fetch", "streamed": ""}
+    said = ", ".join(
+        f"{n} {word}"
+        + (
+            f" ({human_size(b)}{sizes[word]})"
+            if word in sizes and (b := _fill_bytes(outcomes, word))
+            else ""
+        )
+        for word, n in counts.items()
+    )
     return f"; mirror: {said}" + (f" (waited {human_duration(waited)})" if waited else "")
+
+
+def _fill_bytes(outcomes: Sequence[FileOutcome], word: str) -> int:
+    """The bytes a fill's files moved as parts: published (``filled``), or read (``streamed``)."""
+    return sum(f.published if word == "filled" else f.streamed for f in outcomes if f.fill == word)
 
 
 def _done_part(grouped: Sequence[Sequence[FileOutcome]], *, verb: str, one_off: bool) -> str:

@@ -1,7 +1,10 @@
 """Filling a mirror on pull (``--fill-mirror``): a file the fleet's mirror lacks is fetched from its
-origin by one machine, under a lease in the mirror itself (mdl.buckets.lease), and uploaded there;
-the machines that find the lease wait on the mirror and then read the verified bytes from it. A
-store that cannot hold a lease (it ignores conditional writes, or refuses ours) is read as today.
+origin by one machine, under a lease in the mirror itself (mdl.buckets.lease), and published there
+in parts as its fetch lands them (mdl.download._parts), the final object made of them once the file
+verified; the machines that find the lease read those parts as they appear, then the rest from the
+final object, and check the whole file's hash like any source's. A machine that takes over a lapsed
+lease continues from the parts published. A store that cannot hold a lease (it ignores conditional
+writes, or refuses ours) is read as today.
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from mdl.buckets.lease import GaveUp, Lease, Renewing, lease_prefix, take, wait_for
 from mdl.buckets.protocol import Seen, Writer
 from mdl.catalog.settings import fixed_part
+from mdl.download._parts import PartSet, Publisher, Streamer
 from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
 from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.transfer.job import TransferJob, TransferResult
@@ -26,8 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mdl.pull")
 
-# what --json and the summary say of a file a fill concerned (FileOutcome.fill)
-FILLED, READ, GAVE_UP = "filled", "read", "gave up waiting"
+# what --json and the summary say of a file a fill concerned (FileOutcome.fill): uploaded by this
+# machine; read from the mirror as another filled it (its parts as they landed), or once it was
+# there; fetched from the origin after all (the holder gave up, or its bytes were not the file's)
+FILLED, STREAMED, READ, FROM_ORIGIN = "filled", "streamed", "read", "from origin"
 TAKE_ROUNDS = 5  # takes and waits on one file's lease, then the origin (it changes hands so often)
 
 
@@ -86,11 +92,14 @@ def _seen(place: Place, job: TransferJob) -> Seen | Literal[False] | None:
 
 def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> TransferResult:
     """Take the object's lease and fill it (``over``: the version there, proved wrong, replaced);
-    or, while another machine holds it, wait on the mirror and read it from there once it is
-    filled (again, when its holder gave up); past the wait's bound, fetch from the origin."""
+    or, while another machine holds it, read the parts it publishes as they appear and the rest
+    from the mirror once it is filled (take it, when its holder gave up: the parts read are kept);
+    past the wait's bound, the rest from the origin. Every way, the whole file's hash decides."""
     session, job = sources.session, sources.job
     fills, writer, label, shown = session.fills, place.target.writer, job.label, place.uri
-    waited = 0.0
+    parts = PartSet.of(writer, place.target.root, place.uri, job)
+    streamer = Streamer(parts, job) if parts is not None else None
+    said = _Said(streamer)
     for _ in range(TAKE_ROUNDS):
         _stop_if_cancelled(session.cancel)
         try:
@@ -102,9 +111,11 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
                 f"{label}: cannot take a lease on mirror {shown} ({exc.message}); fetching it"
                 " from the origin"
             )
-            return _said(sources.origin(), waited, None)
+            return said(sources.origin(), None)
         if lease is not None:
-            return _said(_holding(sources, place, lease, over), waited, None)
+            if streamer is not None:
+                streamer.reuse()
+            return said(_holding(sources, place, lease, over, parts), None)
         log.info("%s: another machine is filling mirror %s; waiting on it", label, shown)
         session.progress.waiting(label, "another machine is filling the mirror")
         started = time.monotonic()
@@ -117,6 +128,7 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
                 cancel=session.cancel,
                 term=fills.term,
                 over=over,
+                step=streamer.step if streamer is not None else lambda: 0,
             )
         except InterruptedByUserError as exc:  # Ctrl-C: said as every interrupted file is
             raise InterruptedByUserError(INTERRUPTED) from exc
@@ -125,26 +137,54 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
                 f"{label}: cannot wait on mirror {shown} ({exc.message}); fetching it from the"
                 " origin"
             )
-            return _said(sources.origin(), waited + time.monotonic() - started, GAVE_UP)
-        waited += time.monotonic() - started
+            state = GaveUp("")
+        finally:
+            said.waited += time.monotonic() - started
+            if streamer is not None:  # what it read, kept for whatever fetches the rest
+                streamer.seed()
         _stop_if_cancelled(session.cancel)
         if isinstance(state, GaveUp):
-            job.retries.warn(
-                f"{label}: gave up waiting on mirror {shown} ({state.why}); fetching it from the"
-                " origin"
-            )
-            return _said(sources.origin(), waited, GAVE_UP)
-        if state == "ready":
-            log.info("waited %.1f s on mirror %s for %s", waited, shown, label)
+            if state.why:
+                job.retries.warn(
+                    f"{label}: gave up waiting on mirror {shown} ({state.why}); fetching it from the"
+                    " origin"
+                )
+            return said(sources.origin(), FROM_ORIGIN)
+        if state != "free":
+            log.info("waited %.1f s on mirror %s for %s", said.waited, shown, label)
             # a mismatch there is warned of, and the origin's turn, as for any mirror
             read = sources.mirror(place.target.template, place.uri)
-            return _said(read, waited, READ) if read else _said(sources.origin(), waited, None)
+            if read is None:
+                return said(sources.origin(), FROM_ORIGIN)
+            return said(read, STREAMED if said.streamed else READ)
         log.info("%s: the lease on mirror %s was given up; taking it", label, shown)
     job.retries.warn(
         f"{label}: the lease on mirror {shown} changed hands {TAKE_ROUNDS} times; fetching it"
         " from the origin"
     )
-    return _said(sources.origin(), waited, GAVE_UP)
+    return said(sources.origin(), FROM_ORIGIN)
+
+
+@dataclass
+class _Said:
+    """A fill's result, with the time waited on another machine, the bytes read from its parts
+    (kept, when this machine took its lease over), and what the fill made of the file."""
+
+    streamer: Streamer | None
+    waited: float = 0.0
+
+    @property
+    def streamed(self) -> int:
+        return self.streamer.streamed if self.streamer is not None else 0
+
+    def __call__(self, result: TransferResult, fill: str | None) -> TransferResult:
+        return replace(
+            result,
+            waited=result.waited + self.waited,
+            fill=fill or result.fill,
+            streamed=self.streamed,
+            fetched=result.fetched + self.streamed,
+        )
 
 
 def _done(job: TransferJob) -> Callable[[], int]:
@@ -161,9 +201,12 @@ def _done(job: TransferJob) -> Callable[[], int]:
     return done
 
 
-def _holding(sources: FileSources, place: Place, lease: Lease, over: str | None) -> TransferResult:
-    """With the object's lease: from the origin (verified), then uploaded (``over``: replacing
-    that version); the lease renewed all along and released whatever happens."""
+def _holding(
+    sources: FileSources, place: Place, lease: Lease, over: str | None, parts: PartSet | None
+) -> TransferResult:
+    """With the object's lease: from the origin (verified; resumed on the parts already read),
+    its parts published as they land, then the object made (``over``: replacing that version);
+    the lease renewed all along and released whatever happens."""
     writer, label, shown = place.target.writer, sources.job.label, place.uri
     try:
         with Renewing(lease, every=lease.term / 3) as renewing:
@@ -173,11 +216,14 @@ def _holding(sources: FileSources, place: Place, lease: Lease, over: str | None)
                 if found is not None:
                     return replace(found, fill=READ)
             log.info("%s: filling mirror %s (lease taken)", label, shown)
-            result = sources.origin()
+            publisher = Publisher(parts, sources.job) if parts is not None else None
+            with publisher or nullcontext():
+                result = sources.origin()
             if renewing.lost.is_set():
                 # another machine took it over and may be fetching too; the upload never replaces
                 log.info("%s: the lease on mirror %s lapsed while fetching", label, shown)
-            return _upload(place, sources.job, sources.remote, result, over)
+            filled = _upload(place, sources.job, sources.remote, result, over, publisher)
+            return replace(filled, published=publisher.beside if publisher is not None else 0)
     finally:
         _release(lease, label)
 
@@ -191,25 +237,27 @@ def _present(writer: Writer, uri: str, over: str | None) -> bool:
 
 
 def _upload(
-    place: Place, job: TransferJob, remote: RemoteFile, result: TransferResult, over: str | None
+    place: Place,
+    job: TransferJob,
+    remote: RemoteFile,
+    result: TransferResult,
+    over: str | None,
+    publisher: Publisher | None,
 ) -> TransferResult:
-    """The verified file, uploaded to the mirror unless one is there (never replaced but the
-    version ``over``, proved wrong, removed first); a failure is a warning: the file here is
-    verified all the same."""
+    """The verified file in the mirror unless one is there (never replaced but the version
+    ``over``, proved wrong, removed first): made of its parts in the store where it can, else
+    uploaded; the parts removed after. A failure is a warning: the file here is verified all the
+    same."""
     label, shown, writer = job.label, place.uri, place.target.writer
     if not _as_known(remote, result):
         job.retries.warn(f"{label}: not filling mirror {shown}: its bytes were not verified")
+        if publisher is not None:
+            publisher.parts.remove()
         return result
     try:
         if over is not None and writer.delete(place.uri, etag=over):
             log.info("%s: removed mirror %s: its bytes were not the file's", label, shown)
-        done = writer.upload(
-            place.uri,
-            job.final_path,
-            size=result.size,
-            sha256=result.sha256,
-            root=fixed_part(place.target.template),
-        )
+        done = _written(place, job, result, publisher)
     except MdlError as exc:
         job.retries.warn(
             f"{label}: could not fill mirror {shown} ({exc.message}); the file here is verified"
@@ -220,6 +268,29 @@ def _upload(
         return replace(result, fill=FILLED)
     log.info("%s: mirror %s was filled by another machine meanwhile", label, shown)
     return result
+
+
+def _written(
+    place: Place, job: TransferJob, result: TransferResult, publisher: Publisher | None
+) -> bool:
+    """The object made of the parts in the store (every part proved the verified file's), else
+    uploaded from the file here; False: one was there already."""
+    writer, root = place.target.writer, fixed_part(place.target.template)
+    size, sha256 = result.size, result.sha256
+    try:
+        if publisher is not None:
+            made = writer.assemble(
+                place.uri, publisher.finish(), job.final_path, size=size, sha256=sha256, root=root
+            )
+            if made is not None:
+                return made
+            log.info(
+                "%s: mirror %s not made of its parts there; uploading it", job.label, place.uri
+            )
+        return writer.upload(place.uri, job.final_path, size=size, sha256=sha256, root=root)
+    finally:
+        if publisher is not None:
+            publisher.parts.remove()
 
 
 def _as_known(remote: RemoteFile, result: TransferResult) -> bool:
@@ -237,11 +308,6 @@ def _release(lease: Lease, label: str) -> None:
         lease.release()
     except MdlError as exc:  # it lapses by itself within its term
         log.info("%s: could not release the lease %s (%s)", label, lease.uri, exc)
-
-
-def _said(result: TransferResult, waited: float, fill: str | None) -> TransferResult:
-    """The result with the time waited on another machine and what the fill made of the file."""
-    return replace(result, waited=result.waited + waited, fill=fill or result.fill)
 
 
 def _stop_if_cancelled(cancel: threading.Event) -> None:

@@ -44,10 +44,11 @@ def done_outcome(
     its transfer; ``reason``: what the transfer made of the plan's (a resume that was not one)."""
     remote = plan.remote
     word, reason = _words(plan, action, reason or plan.decision.reason)
-    fetched, mirror, reused, waited, fill = 0, None, 0, 0.0, None
+    fetched, mirror, reused, waited, fill, streamed, published = 0, None, 0, 0.0, None, 0, 0
     if result is not None:
         fetched, mirror, reused = result.fetched, result.mirror, result.reused
         verified, waited, fill = result.verified, result.waited, result.fill
+        streamed, published = result.streamed, result.published
     return FileOutcome(
         remote.model,
         remote.path,
@@ -65,6 +66,8 @@ def done_outcome(
         verified=verified,
         waited=waited,
         fill=fill,
+        streamed=streamed,
+        published=published,
     )
 
 

@@ -161,9 +161,11 @@ class TransferResult:
     discarded: str | None = None
     # seconds spent waiting on another machine's lease on a mirror it was filling (--fill-mirror)
     waited: float = 0.0
-    # what filling the mirror made of it: "filled", "read" (from it, filled by another machine),
-    # "gave up waiting" (on another machine: from the origin) (--fill-mirror)
+    # what filling the mirror made of it: "filled", "streamed" (another machine's parts as they
+    # landed), "read" (from it, filled by another machine), "from origin" (--fill-mirror)
     fill: str | None = None
+    streamed: int = 0  # bytes read from another machine's published parts (kept when taken over)
+    published: int = 0  # bytes this machine published as parts while its fetch ran
 
 
 @dataclass(frozen=True)

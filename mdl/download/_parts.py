@@ -1,0 +1,233 @@
+"""A file's parts in the mirror a fleet fills (``--fill-mirror``): the machine holding the lease
+publishes them as its fetch lands them (``Publisher``), the machines waiting on it read them as they
+appear into their own partial file (``Streamer``), and the final object is then made of them in the
+store. A part is trusted for nothing: whoever reads them checks the whole file's hash before it is
+installed, and a mismatch is the origin's turn.
+
+Layout: ``<namespace>parts/<object path>/<pin>-<part size>/00001`` … (``mdl.buckets.lease``), one
+set per version of the file (``pin``: its sha256, else its git blob id) and part size, every part
+that size but the last."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass, field
+from itertools import islice
+
+from mdl.buckets.lease import part_set
+from mdl.buckets.protocol import Writer
+from mdl.errors import MdlError
+from mdl.store.confined import open_file
+from mdl.transfer.job import TransferJob
+from mdl.transfer.resume import job_root, landed, load_state, seed
+
+log = logging.getLogger("mdl.pull")
+
+PUBLISH_EVERY = 0.2  # seconds between the holder's looks at what its fetch landed
+READERS = 4  # parts read (or sent) at once: each is held in memory on the way
+
+
+@dataclass(frozen=True)
+class PartSet:
+    """One version of one mirror object, cut in parts under mdl's namespace."""
+
+    writer: Writer
+    prefix: str  # ends with "/"
+    size: int
+    part: int  # bytes per part (the last may be shorter)
+
+    @classmethod
+    def of(cls, writer: Writer, root: str, uri: str, job: TransferJob) -> PartSet | None:
+        """The set for ``job``'s file at ``uri`` (``root``: the mirror's namespace); None for a
+        file of unknown size, without a hash (nothing could check its parts), or of one part."""
+        ident = job.identity
+        pin = ident.sha256 or ident.git_oid
+        if not pin or not ident.size:
+            return None
+        prefix, part = part_set(root, uri, pin=pin, size=ident.size)
+        # one part: the object itself comes as soon
+        return cls(writer, prefix, ident.size, part) if ident.size > part else None
+
+    @property
+    def count(self) -> int:
+        return -(-self.size // self.part)
+
+    def uri(self, number: int) -> str:
+        return f"{self.prefix}{number:05d}"
+
+    def span(self, number: int) -> tuple[int, int]:
+        """Part ``number``'s bytes of the file (1-based)."""
+        start = (number - 1) * self.part
+        return start, min(start + self.part, self.size)
+
+    def published(self) -> set[int]:
+        """The parts there now (a name of another shape or size is no part of ours)."""
+        found: set[int] = set()
+        for item in islice(self.writer.listing(self.prefix), self.count + 100):
+            name = item.uri[len(self.prefix) :]
+            if name.isascii() and name.isdigit() and 0 < int(name) <= self.count:
+                start, end = self.span(int(name))
+                if item.size == end - start:
+                    found.add(int(name))
+        return found
+
+    def remove(self) -> None:
+        """Every part (once the final object is there, or its bytes proved wrong); best effort: what
+        stays, ``prune --mirror`` removes."""
+        try:
+            for number in sorted(self.published()):
+                self.writer.delete(self.uri(number))
+        except MdlError as exc:
+            log.info("could not remove the parts under %s: %s", self.prefix, exc)
+
+
+def _covered(span: tuple[int, int], ranges: Iterable[tuple[int, int]]) -> bool:
+    return any(start <= span[0] and span[1] <= end for start, end in ranges)
+
+
+@dataclass
+class Publisher:
+    """The holder's: the parts its fetch has landed (its resume record says which, whole), sent on
+    a thread beside the fetch; ``finish`` sends the rest from the verified file. A failure to send
+    is said once, then left to the end (the final object is written all the same)."""
+
+    parts: PartSet
+    job: TransferJob
+    done: set[int] = field(default_factory=set)  # parts there (ours, or a taken-over holder's)
+    beside: int = 0  # bytes sent while the fetch ran
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _failed: bool = False
+
+    def __enter__(self) -> Publisher:
+        self.done |= self.parts.published()
+        self._thread = threading.Thread(target=self._run, name="mdl-parts", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(PUBLISH_EVERY) and not self._failed:
+            self.beside += self._send(landed(self.job), self.job)
+
+    def finish(self) -> list[str]:
+        """Every part there (the rest sent from the verified file): their URIs in order."""
+        whole = [(0, self.parts.size)]
+        self._failed = False
+        self._send(whole, self.job, final=True)
+        return [self.parts.uri(n) for n in range(1, self.parts.count + 1)]
+
+    def _send(self, ranges: list[tuple[int, int]], job: TransferJob, *, final: bool = False) -> int:
+        parts = self.parts
+        ready = [
+            n
+            for n in range(1, parts.count + 1)
+            if n not in self.done and _covered(parts.span(n), ranges)
+        ]
+        if not ready:
+            return 0
+        try:
+            fd = open_file(job_root(job), job.final_path if final else job.part_path, os.O_RDONLY)
+        except (OSError, MdlError) as exc:  # renamed into place meanwhile: the end sends the rest
+            log.debug("%s: parts not read now: %s", job.label, exc)
+            return 0
+
+        def send(number: int) -> int:
+            start, end = parts.span(number)
+            data = os.pread(fd, end - start, start)
+            if len(data) != end - start:
+                return 0
+            parts.writer.create(parts.uri(number), data)  # None: one is there (checked at the end)
+            self.done.add(number)
+            return len(data)
+
+        try:
+            with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part") as pool:
+                return sum(pool.map(send, ready))
+        except (OSError, MdlError) as exc:
+            if final:
+                raise
+            self._failed = True
+            job.retries.add(f"parts not published beside the fetch ({exc}); sent at the end")
+            return 0
+        finally:
+            os.close(fd)
+
+
+@dataclass
+class Streamer:
+    """A waiting machine's: the parts published so far read into its own ``.part`` (at their
+    places), and a resume record claiming them (``seed``) before any fetch of the rest."""
+
+    parts: PartSet
+    job: TransferJob
+    ranges: list[tuple[int, int]] = field(default_factory=list)  # on disk: kept, then streamed
+    streamed: int = 0  # bytes read from parts by this run
+    _fd: int | None = None
+
+    def step(self) -> int:
+        """Read the parts published since the last step; the bytes on disk now."""
+        if self._fd is None:
+            self._open()
+        parts = self.parts
+        new = [n for n in sorted(parts.published()) if not _covered(parts.span(n), self.ranges)]
+        if new:
+            with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part") as pool:
+                read = [got for got in pool.map(self._read, new) if got is not None]
+            self.ranges = _merged([*self.ranges, *read])
+            self.streamed += sum(end - start for start, end in read)
+            log.info("%s: read %d parts another machine published", self.job.label, len(read))
+        return sum(end - start for start, end in self.ranges)
+
+    def reuse(self) -> None:
+        """On taking the lease: the parts a holder before us published, read and claimed first
+        (a failure to read them costs only their bytes: the fetch makes them)."""
+        try:
+            self.step()
+        except MdlError as exc:
+            log.info("%s: the parts published before were not read: %s", self.job.label, exc)
+        self.seed()
+
+    def _open(self) -> None:
+        kept = load_state(self.job)  # an earlier run's bytes of this very file, if any
+        self._fd = open_file(job_root(self.job), self.job.part_path, os.O_RDWR | os.O_CREAT)
+        if kept is None:
+            os.ftruncate(self._fd, self.parts.size)
+        else:
+            self.ranges = _merged([(p.start, p.start + p.done) for p in kept.pieces if p.done])
+
+    def _read(self, number: int) -> tuple[int, int] | None:
+        start, end = self.parts.span(number)
+        found = self.parts.writer.read(self.parts.uri(number), limit=end - start, aged=False)
+        if found is None or len(found[0]) != end - start:
+            return None  # gone (the final object is there), or not whole yet
+        assert self._fd is not None
+        os.pwrite(self._fd, found[0], start)
+        return start, end
+
+    def seed(self) -> None:
+        """The bytes read so far claimed in a resume record, the file closed: the fetch of the rest
+        (from the final object, or the origin) resumes on them, and its hash checks them all."""
+        if self._fd is not None:
+            with suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        if self.streamed:
+            seed(self.job, self.ranges)
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged

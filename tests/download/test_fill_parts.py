@@ -1,0 +1,222 @@
+"""--fill-mirror in parts (issue 61), against a real shared folder as the fleet's mirror and the Hub
+stand-in as the origin: the lease's holder publishes parts as its fetch lands them, a waiting
+machine reads them while the holder is still fetching, a taker of a dead holder's lease continues
+from its parts, and a wrong part is caught by the whole file's hash (nothing wrong installed, and
+the next holder leaves nothing wrong in the mirror)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from runfixtures import HANG
+from servers import Fault, HubServer, make_data
+
+import mdl.buckets.lease as lease_module
+from mdl.buckets.lease import lease_body, lease_prefix, namespace, part_set, take
+from mdl.buckets.registry import STORES
+from mdl.buckets.protocol import Writer
+from mdl.catalog.load import parse_catalog
+from mdl.catalog.settings import CatalogSettings, build_settings
+from mdl.cli.summary import summary_line
+from mdl.download.puller import pull_models
+from mdl.download.session import TERM_VARIABLE
+from mdl.progress import Progress
+from mdl.report import RunReport
+from mdl.setting import Overrides
+
+PART = 1 << 20  # the tests' part size (MiB): 40 parts
+# 40 MiB + 3 bytes: fetched in parallel ranges (a record saved as they land), a short last part
+WEIGHTS = make_data(40 * PART + 3, seed=61)
+SHA = hashlib.sha256(WEIGHTS).hexdigest()
+COUNT = 41  # parts: 40 whole, then 3 bytes
+CATALOG = """
+[models.tiny]
+repo = "org/tiny"
+include = ["*.safetensors"]
+"""
+
+
+@pytest.fixture(autouse=True)
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lease_module, "PART_MINIMUM", PART)
+
+
+@pytest.fixture
+def tiny(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    hub.add_repo("org/tiny", {"model.safetensors": WEIGHTS})
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    return hub
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    return folder
+
+
+def pull(hub: HubServer, dest: Path, root: Path, env: dict[str, str] | None = None) -> RunReport:
+    environ = {"HF_ENDPOINT": hub.url, **(env or {})}
+    catalog = CatalogSettings(mirrors=(f"file://{root}/{{model}}/{{path}}",))
+    settings = build_settings(
+        Overrides(fill_mirror=True), environ=environ, dest=dest, catalog=catalog
+    )
+    return pull_models(parse_catalog(CATALOG).models, settings, progress=Progress())
+
+
+def in_thread(hub: HubServer, dest: Path, root: Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    reports: list[RunReport] = []
+    thread = threading.Thread(target=lambda: reports.append(pull(hub, dest, root, env)))
+    thread.start()
+    return thread, reports
+
+
+def writer() -> Writer:
+    return STORES["file"].writer(endpoint=None, secrets=None)
+
+
+def object_uri(root: Path) -> str:
+    return f"file://{root}/tiny/model.safetensors"
+
+
+def parts_of(root: Path) -> tuple[str, int]:
+    ns = namespace(f"file://{root}/{{model}}/{{path}}")
+    assert ns is not None
+    return part_set(ns, object_uri(root), pin=SHA, size=len(WEIGHTS))
+
+
+def part_files(root: Path) -> list[Path]:
+    return sorted(p for p in (root / ".mdl" / "parts").rglob("*") if p.is_file())
+
+
+def publish(root: Path, numbers: range, *, wrong: int | None = None) -> None:
+    """Parts of the weights published as a holder would (``wrong``: that one's bytes flipped)."""
+    prefix, part = parts_of(root)
+    for n in numbers:
+        data = WEIGHTS[(n - 1) * part : n * part]
+        if n == wrong:
+            data = bytes([data[0] ^ 1]) + data[1:]
+        assert writer().create(f"{prefix}{n:05d}", data) is not None
+
+
+def dead_holder(root: Path, *, aged: bool) -> None:
+    """A lease another machine took and never renews (killed); ``aged``: an hour ago (lapsed by
+    the folder's clock), else now (it lapses within the pull's 1 s term)."""
+    ns = namespace(f"file://{root}/{{model}}/{{path}}")
+    assert ns is not None
+    held = take(writer(), lease_prefix(ns, object_uri(root)), holder="dead:1:x", term=1.0)
+    assert held is not None
+    if aged:
+        an_hour_ago = time.time() - 3600
+        os.utime(root / held.uri.removeprefix("file://"), (an_hour_ago, an_hour_ago))
+
+
+def cdn_bytes(hub: HubServer) -> int:
+    return hub.cdn.log.body_bytes()
+
+
+def log_has(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in r.getMessage() for r in list(caplog.records))
+
+
+@pytest.mark.slow
+def test_a_follower_streams_the_parts_while_the_holder_still_fetches(
+    tiny: HubServer, root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The holder's origin stalls after 3 MiB of each range until the follower has read parts:
+    those parts were published beside the fetch and streamed before the fetch could end."""
+    caplog.set_level(logging.INFO, logger="mdl.pull")
+    go_on = threading.Event()
+    tiny.cdn.faults.add(Fault.stall(after_bytes=3 * PART, until=go_on, resume=True, times=None))
+    leader, led = in_thread(tiny, tmp_path / "a", root)
+    try:
+        deadline = time.monotonic() + HANG
+        while not part_files(root) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert part_files(root), "no part was published while the fetch was held"
+        follower, followed = in_thread(tiny, tmp_path / "b", root)
+        while not log_has(caplog, "parts another machine published"):
+            assert time.monotonic() < deadline, "the follower read no part"
+            time.sleep(0.05)
+        assert not (root / "tiny" / "model.safetensors").exists()  # the holder still fetches
+    finally:
+        go_on.set()
+        leader.join(HANG)
+    follower.join(HANG)
+    (first,), (second,) = led, followed
+    assert first.exit_code == 0 and second.exit_code == 0, (first.files, second.files)
+    for dest in ("a", "b"):
+        assert (tmp_path / dest / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    filled, streamed = first.files[0], second.files[0]
+    assert filled.fill == "filled" and filled.published >= 3 * PART, filled
+    assert streamed.fill == "streamed" and streamed.streamed >= 3 * PART, streamed
+    assert streamed.to_json()["streamed"] == streamed.streamed
+    assert "1 streamed (" in summary_line(second.files, verb="pulled", seconds=1)
+    assert "published beside the fetch" in summary_line(first.files, verb="pulled", seconds=1)
+    # the CDN sent the file once, to the holder; the mirror holds it and no part is left
+    assert cdn_bytes(tiny) == len(WEIGHTS)
+    assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert part_files(root) == []
+
+
+@pytest.mark.parametrize(
+    ("published", "aged"), [(1, True), (17, True), (COUNT, True), (1, False), (17, False)]
+)
+def test_a_taker_continues_from_the_parts_a_dead_holder_published(
+    tiny: HubServer, root: Path, tmp_path: Path, published: int, aged: bool
+) -> None:
+    """Found lapsed at once, or lapsing while this machine reads its parts: they are kept, and
+    only the tail comes from the origin."""
+    dead_holder(root, aged=aged)
+    publish(root, range(1, published + 1))
+    report = pull(tiny, tmp_path / "a", root, env={TERM_VARIABLE: "1"})
+    assert report.exit_code == 0, report.files
+    (outcome,) = report.files
+    assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert outcome.fill == "filled" and outcome.streamed == min(published * PART, len(WEIGHTS)), outcome
+    # only the unpublished tail came from the origin
+    assert cdn_bytes(tiny) == len(WEIGHTS) - outcome.streamed
+    assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert part_files(root) == []
+
+
+def test_a_wrong_part_is_caught_nothing_wrong_is_installed_and_the_next_holder_cleans_it(
+    tiny: HubServer, root: Path, tmp_path: Path
+) -> None:
+    # a holder (a lying store, another writer) that published every part, one of them wrong
+    ns = namespace(f"file://{root}/{{model}}/{{path}}")
+    assert ns is not None
+    prefix = lease_prefix(ns, object_uri(root))
+    assert writer().create(f"{prefix}1", lease_body("liar:1:x")) is not None
+    publish(root, range(1, COUNT + 1), wrong=7)
+    report = pull(tiny, tmp_path / "a", root, env={TERM_VARIABLE: "3600"})
+    assert report.exit_code == 0, report.files
+    (outcome,) = report.files
+    assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert outcome.fill == "from origin", outcome
+    assert any("mismatch" in w for w in outcome.warnings), outcome.warnings
+    assert not (root / "tiny" / "model.safetensors").exists()
+    # the liar's lease is released: the next machine fills, and no wrong part stays behind
+    assert writer().create(f"{prefix}2", lease_body("liar:1:x", released=True)) is not None
+    again = pull(tiny, tmp_path / "b", root)
+    assert again.exit_code == 0, again.files
+    assert (tmp_path / "b" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert part_files(root) == []
+
+
+def test_a_fill_with_parts_alone_publishes_them_then_leaves_none(
+    tiny: HubServer, root: Path, tmp_path: Path
+) -> None:
+    report = pull(tiny, tmp_path / "a", root)
+    assert report.exit_code == 0, report.files
+    assert report.files[0].fill == "filled"
+    assert cdn_bytes(tiny) == len(WEIGHTS)
+    assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert part_files(root) == []
