@@ -2,21 +2,22 @@
 bucket other teams share as well. It removes only objects mdl wrote (each upload carries mdl's
 mark: S3 metadata, a folder's mark file) under the prefixes of this catalog's models (any model's
 with ``all_models``) that no model names (by its catalog.lock pins, as a pull fills the template),
-once older than N days by the store's clock; and expired leases. It never removes a live lease or
-the object one guards, and keeps whatever lies under a model the lock does not pin (its files are
-not known without asking upstream)."""
+once older than N days by the store's clock; and expired leases and a dead fill's writes. It never
+removes a live lease or the object one guards, and keeps whatever lies under a model the lock does
+not pin (its files are not known without asking upstream)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from mdl.buckets.lease import TERM, is_lease, namespace, object_of
-from mdl.buckets.protocol import MARKS, Listed, Writer, folder_of
+from mdl.buckets.protocol import MARKS, NAMESPACE, Listed, Writer, folder_of
 from mdl.buckets.registry import store_for
 from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, Settings, fixed_part, parse_template
 from mdl.catalog.specs import NAME_RE, ModelSpec
@@ -47,6 +48,8 @@ EXPIRED = "expired lease"
 CANNOT_ADDRESS = "a name the store cannot address"
 ABANDONED = "abandoned upload"
 ABANDONED_DAYS = 1.0  # a write's temp file this old (by the store's clock) was left by a killed one
+PARTS = "parts/"  # a fill's published parts: <ns>parts/<object path>/<pin>-<part size>/00001…
+PART = re.compile(r"(?s)(.+)/(?:[0-9a-f]{40}|[0-9a-f]{64})-[1-9][0-9]*/[0-9]{5,}")
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,12 @@ def prune_mirror(
     root = namespace(template)  # None: never filled, so no leases
     leases = list(writer.listing(root + "leases/")) if root else []
     guarded = {object_of(lease.uri) for lease in leases if run.lease(lease, now)}
+    if root:  # a leased object's parts may be a live fill's; another model's are not ours
+        run.parts(
+            root,
+            before=now - ABANDONED_DAYS * DAY,
+            keep=lambda uri: uri in guarded or not named.ours(uri),
+        )
     for item in listed:
         if is_lease(item.uri):
             continue
@@ -335,25 +344,45 @@ class _MirrorRun:
             return
         self.removed.extend(MirrorEntry(item.uri, item.size, ABANDONED) for item in gone)
 
+    def parts(self, root: str, *, before: float, keep: Callable[[str], bool]) -> None:
+        """Remove the parts a dead fill published (``root``: the namespace), a set at a time: one
+        whose newest part is older than ``before`` (a live leader's are younger: left, not
+        reported) unless ``keep`` its object. A name not shaped as a part is left."""
+        sets: dict[str, list[Listed]] = {}
+        for item in self.writer.listing(root + PARTS):
+            if found := PART.fullmatch(item.uri.removeprefix(root + PARTS)):
+                sets.setdefault(root.removesuffix(NAMESPACE) + found[1], []).append(item)
+        for target, parts in sets.items():
+            if keep(target) or max(part.modified for part in parts) >= before:
+                continue
+            # a set is one entry (its folder, the bytes removed), as an abandoned upload is
+            if sizes := [part.size for part in parts if self.gone(part)]:
+                folder = parts[0].uri.rpartition("/")[0] + "/"
+                self.removed.append(MirrorEntry(folder, sum(sizes), ABANDONED))
+
     def cannot_address(self, item: Listed, exc: UsageError) -> None:
         self.kept.append(MirrorEntry(item.uri, item.size, CANNOT_ADDRESS))
         self.warnings.append(f"kept: {exc.message}")
 
     def remove(self, item: Listed, reason: str, *, etag: str | None = None) -> None:
-        """Remove one object (with dry_run, only say so); a failure is this object's, the others
-        go on."""
-        if not self.dry_run:
-            try:
-                if not self.writer.delete(item.uri, etag=etag):
-                    log.info("%s: gone or changed before prune removed it", item.uri)
-                    return
-            except UsageError as exc:  # a name the store lists but cannot address (a folder's)
-                self.cannot_address(item, exc)
-                return
-            except MdlError as exc:
-                self.errors.append(exc)
-                return
-        self.removed.append(MirrorEntry(item.uri, item.size, reason))
+        """Remove one object (with dry_run, only say so)."""
+        if self.gone(item, etag=etag):
+            self.removed.append(MirrorEntry(item.uri, item.size, reason))
+
+    def gone(self, item: Listed, *, etag: str | None = None) -> bool:
+        """Delete one object (with dry_run, not); False: it was not removed. A failure is this
+        object's, the others go on."""
+        if self.dry_run:
+            return True
+        try:
+            if self.writer.delete(item.uri, etag=etag):
+                return True
+            log.info("%s: gone or changed before prune removed it", item.uri)
+        except UsageError as exc:  # a name the store lists but cannot address (a folder's)
+            self.cannot_address(item, exc)
+        except MdlError as exc:
+            self.errors.append(exc)
+        return False
 
 
 def prune_mirror_models(

@@ -625,3 +625,120 @@ def test_another_catalogs_model_whose_name_starts_with_ours_stays(
     assert doc["removed"] == [] and folder.has(theirs)
     assert any("cannot be told from others'" in w for w in doc["warnings"])
     assert model_prefix(folder.template, "tiny") == folder.uri("tiny", "")
+
+
+PIN = "a" * 64  # a file's sha256: its parts' set is <ns>parts/<object path>/<pin>-<part size>/
+
+
+def part_set(shelf: Shelf, model: str, path: str, ages: list[float], *, pin: str = PIN) -> str:
+    """A fill's published parts of ``model``'s ``path`` (4 bytes each, ``ages`` old by the store's
+    clock, in order), as a leader leaves them: plain objects in mdl's namespace. Their folder."""
+    root = namespace(shelf.template)
+    assert root is not None
+    folder = f"{root}parts/{model}/{path}/{pin}-4/"
+    for number, age in enumerate(ages, 1):
+        shelf.put(f"{folder}{number:05d}", b"part", age, marked=False)
+    return folder
+
+
+def stocked_parts(shelf: Shelf) -> dict[str, str]:
+    """The parts fills left: a dead leader's (every part older than a day), a live one's (young),
+    one whose leader published a part an hour ago after a long stall, another model's, the parts
+    of an object under a live lease, and names under ``parts/`` not shaped as parts."""
+    stocked(shelf)
+    sets = {
+        "dead": part_set(shelf, "tiny", "model.safetensors", [3 * DAY, 2 * DAY, 2 * DAY]),
+        "live": part_set(shelf, "tiny", "config.json", [3600.0, 60.0]),
+        "stalled": part_set(shelf, "tiny", "newer.bin", [3 * DAY, 3600.0], pin="b" * 40),
+        "other": part_set(shelf, "gone", "model.safetensors", [3 * DAY]),
+        "leased": part_set(shelf, "filling", "big.bin", [3 * DAY]),
+    }
+    foreign = {
+        "note": sets["dead"] + "notes.txt",
+        "unnumbered": sets["dead"].rsplit("/", 2)[0] + "/00001",
+        "unpinned": sets["dead"].replace(PIN, "not-a-pin") + "00001",
+    }
+    for uri in foreign.values():
+        shelf.put(uri, b"foreign", OLD, marked=False)
+    return sets | foreign
+
+
+def test_a_dead_fills_parts_go_a_set_at_a_time_once_a_day_old(place: Path, shelf: Shelf) -> None:
+    """A set of parts is abandoned when its newest part is over a day old by the store's clock:
+    all its parts go, said as one abandoned upload with its bytes. A set with any young part may
+    be a live leader's, an object under a live lease is being filled, another model's parts are
+    another catalog's (but with --all-models), and a name not shaped as a part is not mdl's."""
+    uris = stocked_parts(shelf)
+    result = mdl("prune", "--mirror", shelf.template)
+    assert result.exit_code == 0, result.stderr
+    dead = [f"{uris['dead']}{n:05d}" for n in (1, 2, 3)]
+    assert not any(shelf.has(uri) for uri in dead)
+    assert f"removed  {uris['dead']}  (12 B)  abandoned upload" in result.stdout.splitlines()
+    for key in ("live", "stalled", "other", "leased"):
+        assert shelf.has(uris[key] + "00001"), key
+    assert shelf.has(uris["live"] + "00002") and shelf.has(uris["stalled"] + "00002")
+    for key in ("note", "unnumbered", "unpinned"):
+        assert shelf.has(uris[key]), key
+    assert "parts/" not in result.stdout.replace(uris["dead"], "")
+
+    every = mdl("prune", "--mirror", shelf.template, "--all-models", "--json")
+    assert every.exit_code == 0, every.stderr
+    removed = [e for e in json.loads(every.stdout)["removed"] if "/parts/" in e["uri"]]
+    assert removed == [
+        {"uri": uris["other"], "size": 4, "reason": "abandoned upload", "removed": True}
+    ]
+    assert not shelf.has(uris["other"] + "00001") and shelf.has(uris["leased"] + "00001")
+
+
+def test_a_dry_run_says_the_abandoned_parts_and_removes_none(place: Path, shelf: Shelf) -> None:
+    uris = stocked_parts(shelf)
+    result = mdl("prune", "--mirror", shelf.template, "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert f"would remove  {uris['dead']}  (12 B)  abandoned upload" in result.stdout.splitlines()
+    assert all(shelf.has(f"{uris['dead']}{n:05d}") for n in (1, 2, 3))
+    doc = json.loads(mdl("prune", "--mirror", shelf.template, "--dry-run", "--json").stdout)
+    assert {"uri": uris["dead"], "size": 12, "reason": "abandoned upload", "removed": False} in (
+        doc["removed"]
+    )
+    assert shelf.has(uris["dead"] + "00001")
+
+
+@pytest.mark.slow
+def test_an_s3_mirrors_abandoned_parts_go_by_the_store_clock(
+    place: Path, s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bucket on a real S3 server (moto): parts a leader published stay while the store's clock
+    says they are fresh; once it says two days passed (a proxy moves the Date), the set goes, part
+    by part, while another model's parts and a name not shaped as a part stay."""
+    template = "s3://mirror/hub/{model}/{path}"
+    folder = f"hub/.mdl/parts/tiny/model.safetensors/{PIN}-4/"
+    keys = {
+        "parts": [f"{folder}0000{n}" for n in (1, 2)],
+        "other": [f"hub/.mdl/parts/gone/model.safetensors/{PIN}-4/00001"],
+        "foreign": [f"{folder}notes.txt", "hub/.mdl/parts/tiny/model.safetensors/00001"],
+    }
+    every = {key for group in keys.values() for key in group}
+    for key in every:
+        s3.put("mirror", key, b"part")
+    s3.put("mirror", "hub/tiny/config.json", TINY["config.json"])  # an object: the mirror is
+    client = s3.client()
+
+    def held() -> set[str]:
+        listed = client.list_objects_v2(Bucket="mirror", Prefix="hub/.mdl/").get("Contents", [])
+        return {str(o["Key"]) for o in listed}
+
+    with s3_proxy(s3.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        fresh = mdl("prune", "--mirror", template)
+        assert fresh.exit_code == 0, fresh.stderr
+        assert fresh.stdout == "" and held() == every
+        proxy.date_offset = 2 * DAY
+        dry = mdl("prune", "--mirror", template, "--dry-run")
+        assert dry.exit_code == 0, dry.stderr
+        assert held() == every
+        later = mdl("prune", "--mirror", template)
+        assert later.exit_code == 0, later.stderr
+    assert held() == set(keys["other"] + keys["foreign"])
+    row = f"s3://mirror/{folder}  (8 B)  abandoned upload"
+    assert dry.stdout.splitlines() == [f"would remove  {row}"]
+    assert later.stdout.splitlines() == [f"removed  {row}"]
