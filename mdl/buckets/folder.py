@@ -14,7 +14,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from itertools import islice
@@ -275,6 +275,13 @@ class FolderWriter:
                 _write(fd, mark, version)
                 _replace(temp, mark, folder)
         return True
+
+    def assemble(
+        self, uri: str, parts: Sequence[str], path: Path, *, size: int, sha256: str, root: str
+    ) -> bool | None:
+        """None: a folder has no server-side concatenation (joining the parts would read them
+        back over the share); the caller copies the local file in (``upload``)."""
+        return None
 
     def holds(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
         """Whether the object is ``size`` bytes whose SHA-256 is ``sha256``, the file read (a folder
