@@ -1,8 +1,9 @@
 """A loopback HTTP proxy in front of a test S3 server (moto or SeaweedFS) that misbehaves as some
 stores do: it strips the conditional headers (a store that ignores them), answers ``409
 ConditionalRequestConflict`` (a concurrent conditional write in flight), refuses DeleteObject's
-``If-Match`` (501), loses a write's reply after the store applied it, never answers a conditional
-write (a store that hangs), or moves the store's clock (every reply's ``Date``) on.
+``If-Match`` or server-side copies (501), loses a write's reply after the store applied it, never
+answers a conditional write (a store that hangs), or moves the store's clock (every reply's
+``Date``) on.
 
 The request goes upstream as the client sent it (its ``Host`` too), so a SigV4 signature still
 holds unless a header is stripped (moto does not check signatures; SeaweedFS does).
@@ -44,6 +45,7 @@ class Proxy:
         self.lose_replies = 0  # the next this many conditional writes are applied, their reply lost
         self.date_offset = 0.0  # seconds added to every reply's Date: the store's clock moved on
         self.hang = False  # conditional writes are never sent on nor answered (till the end)
+        self.refuse_copies = False  # UploadPartCopy/CopyObject answered 501 (no server-side copy)
         self.ended = threading.Event()  # the proxy is closing: hung requests end
         self.requests: list[tuple[str, str, bool]] = []
         self.lock = threading.Lock()
@@ -79,13 +81,14 @@ class _Handler(BaseHTTPRequestHandler):
             strip = proxy.strip_conditions
             hang = conditional and write and proxy.hang
             offset = proxy.date_offset
+            copy = "x-amz-copy-source" in self.headers and proxy.refuse_copies
         if hang:
             proxy.ended.wait()
             self.close_connection = True
             return None
         if conflict:
             return self._answer(409, CONFLICT)
-        if refuse:
+        if refuse or copy:
             return self._answer(501, NOT_IMPLEMENTED)
         headers = {
             k: v

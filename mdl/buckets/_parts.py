@@ -18,6 +18,15 @@ def part_size(size: int, *, minimum: int = MIN_PART) -> int:
     return max(minimum, math.ceil(size / MAX_PARTS / MiB) * MiB)
 
 
+FILL_PART = MIN_PART  # bytes: a fill's smallest published part (a module constant: tests lower it)
+
+
+def fill_part(size: int) -> int:
+    """The part size of a fill's published parts of a ``size``-byte file (S3 copies them into
+    the object: every part but the last at least 5 MiB)."""
+    return part_size(size, minimum=FILL_PART)
+
+
 def part_layout(size: int, *, first: object, count: object) -> list[int] | None:
     """The part sizes of a ``size``-byte object of ``count`` parts, the first ``first`` bytes (as
     the store said): S3's clients cut every part but the last at one size. None when the reply

@@ -11,12 +11,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from mdl.buckets._parts import MIN_PART, part_layout, part_size
+from mdl.buckets._parts import MIN_PART, MiB, fill_part, part_layout, part_size
 from mdl.buckets.protocol import Listed, Seen
 from mdl.buckets.s3 import (
     MARK_META,
@@ -59,6 +60,12 @@ SMALL_RETRIES = 2
 # what a store answers to a DeleteObject If-Match it does not implement: 501 NotImplemented, or
 # 400 InvalidArgument/InvalidRequest (the header refused)
 _NO_CONDITIONAL_DELETE = (400, 501)
+# what a store answers to an UploadPartCopy it will not do (not implemented, refused, the part not
+# readable or gone): the object is then uploaded from the local file
+_NO_COPY = (400, 403, 404, 405, 501)
+# a created object bigger than this (a fill's published part) goes on the upload client, with its
+# SHA-256 for the store to check; smaller ones (a lease) on the lease-sized client
+SMALL_BODY = MiB
 
 
 class _Conflict(Exception):
@@ -221,14 +228,25 @@ class S3Writer:
         return data, self._seen(reply)
 
     def create(self, uri: str, data: bytes) -> Seen | None:
-        """``data`` written only if there is no such object (If-None-Match: *); None: there is."""
+        """``data`` written only if there is no such object (If-None-Match: *); None: there is. A
+        body over ``SMALL_BODY`` (a published part) goes with its SHA-256: the store refuses bytes
+        altered on the way."""
         obj = parse_s3_uri(uri)
-        client = self._s3_small()
+        big = len(data) > SMALL_BODY
+        client = self.client() if big else self._s3_small()
+        checksum = (
+            {
+                "ChecksumAlgorithm": "SHA256",
+                "ChecksumSHA256": _b64(hashlib.sha256(data).hexdigest()),
+            }
+            if big
+            else {}
+        )
         try:
             reply = self._conditional(
                 uri,
                 lambda: client.put_object(
-                    Bucket=obj.bucket, Key=obj.key, Body=data, IfNoneMatch="*"
+                    Bucket=obj.bucket, Key=obj.key, Body=data, IfNoneMatch="*", **checksum
                 ),
             )
         except _Refused as refused:
@@ -288,12 +306,6 @@ class S3Writer:
         with s3_errors(uri):
             client.delete_object(Bucket=obj.bucket, Key=obj.key)
         return True
-
-    def assemble(
-        self, uri: str, parts: Sequence[str], path: Path, *, size: int, sha256: str, root: str
-    ) -> bool | None:
-        """TEMP."""
-        return None
 
     def holds(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
         """Whether the object is this file, by a SHA-256 the store computed (``S3Upload.there``)."""
@@ -383,12 +395,32 @@ class S3Writer:
         it was verified is exit 6, before any object is complete. ``sent`` is told the bytes of
         each part sent; what it raises stops the upload."""
         upload = S3Upload(self, parse_s3_uri(uri), path, size, sha256, overwrite, sent)
-        try:
+        with _reading(uri, path):
             return upload.whole() if size < MULTIPART_THRESHOLD else upload.in_parts()
-        except OSError as exc:
-            raise LocalFSError(
-                f"{uri}: cannot read {printable(str(path))}: {exc.strerror or exc}"
-            ) from exc
+
+    def assemble(
+        self, uri: str, parts: Sequence[str], path: Path, *, size: int, sha256: str, root: str
+    ) -> bool | None:
+        """The object made from ``parts`` (objects of this bucket, the verified file at ``path``
+        cut at ``part_size``) by the store itself: one multipart upload whose parts are copies
+        (UploadPartCopy), each proved to be its range of ``path`` before it is completed (the
+        copy's SHA-256, else its ETag as the range's MD5), as ``upload`` completes its own; marked
+        likewise. None: the store cannot (a copy refused) or a part is not these bytes: the caller
+        uploads ``path``."""
+        upload = S3Upload(self, parse_s3_uri(uri), path, size, sha256)
+        with _reading(uri, path):
+            return upload.assembled([parse_s3_uri(part) for part in parts])
+
+
+@contextmanager
+def _reading(uri: str, path: Path) -> Iterator[None]:
+    """A local file's read failure as ours (LocalFSError)."""
+    try:
+        yield
+    except OSError as exc:
+        raise LocalFSError(
+            f"{uri}: cannot read {printable(str(path))}: {exc.strerror or exc}"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -498,9 +530,30 @@ class S3Upload:
             self.sent(len(data))
         return True
 
-    def in_parts(self, tries: int = CONFLICT_TRIES) -> bool:
-        """A multipart upload (a SHA-256 per part), completed only if there is no such object
-        (unless ``overwrite``); aborted on any failure, so nothing half-written stays behind."""
+    def in_parts(self) -> bool:
+        """A multipart upload of the file's parts, a SHA-256 each (``_multipart``)."""
+        return self._multipart(self._send_parts) is True  # its own parts: never declined
+
+    def assembled(self, sources: list[S3Object]) -> bool | None:
+        """The object from copies of ``sources`` (``S3Writer.assemble``); None: it cannot be."""
+        chunk = fill_part(self.size)
+        count = -(-self.size // chunk)
+        if len(sources) != count or not count or any(s.bucket != self.obj.bucket for s in sources):
+            log.info(
+                "%s: %d parts cannot make it (%d parts of this bucket expected); uploading it",
+                self.obj.uri,
+                len(sources),
+                count,
+            )
+            return None
+        return self._multipart(lambda upload_id: self._copy_parts(upload_id, sources, chunk))
+
+    def _multipart(
+        self, fill: Callable[[str], list[dict[str, Any]] | None], tries: int = CONFLICT_TRIES
+    ) -> bool | None:
+        """A multipart upload (SHA-256 checksums, mdl's metadata), its parts made by ``fill``
+        (None: it cannot make them), completed only if there is no such object (unless
+        ``overwrite``); aborted on any failure, so nothing half-written stays behind."""
         obj, client = self.obj, self.writer.client()
         with s3_errors(obj.uri):
             upload_id = client.create_multipart_upload(
@@ -510,9 +563,8 @@ class S3Upload:
                 Metadata=mdl_metadata(self.sha256),
             )["UploadId"]
         try:
-            with self.path.open("rb") as handle:
-                parts = self._send_parts(upload_id, handle)
-            done = self._complete(upload_id, parts)
+            parts = fill(upload_id)
+            done = None if parts is None else self._complete(upload_id, parts)
         except _Conflict:
             # AWS: a 409 to CompleteMultipartUpload means starting the upload again (the upload
             # id may be spent)
@@ -524,7 +576,7 @@ class S3Upload:
                 ) from None
             log.info("%s: 409 on completing the upload; starting it again", obj.uri)
             self.writer._sleep(CONFLICT_BACKOFF * 2 ** (CONFLICT_TRIES - tries))
-            return self.in_parts(tries - 1)
+            return self._multipart(fill, tries - 1)
         except BaseException:
             self._abort(upload_id)
             raise
@@ -590,7 +642,7 @@ class S3Upload:
         seen = self.writer.head(self.obj.uri)
         return seen is not None and seen.etag.strip('"') == etag
 
-    def _send_parts(self, upload_id: str, handle: BinaryIO) -> list[dict[str, Any]]:
+    def _send_parts(self, upload_id: str) -> list[dict[str, Any]]:
         """Read the file in order here (hashing it whole), send its parts on a few threads."""
         obj, client, room = self.obj, self.writer.client(), self.writer._room
         chunk = part_size(self.size, minimum=PART_MINIMUM)
@@ -620,7 +672,7 @@ class S3Upload:
                 room.release()
 
         futures: list[Future[dict[str, Any]]] = []
-        with ThreadPoolExecutor(max_workers=self.writer.parts) as pool:
+        with self.path.open("rb") as handle, ThreadPoolExecutor(self.writer.parts) as pool:
             try:
                 while not failed.is_set() and (data := handle.read(chunk)):
                     whole.update(data)
@@ -635,6 +687,58 @@ class S3Upload:
                     if future.cancel():
                         room.release()  # never sent: its room is back
                 raise
+
+    def _copy_parts(
+        self, upload_id: str, sources: list[S3Object], chunk: int
+    ) -> list[dict[str, Any]] | None:
+        """Copy each of ``sources`` as a part (a few at once) while the file is read here in
+        order (hashing it whole); None: a copy was refused, or is not its range of the file."""
+        import botocore.exceptions
+
+        obj, client = self.obj, self.writer.client()
+
+        def copy(number: int, source: S3Object, digest: str, md5: str) -> dict[str, Any] | None:
+            with s3_errors(obj.uri):
+                try:
+                    said = client.upload_part_copy(
+                        Bucket=obj.bucket,
+                        Key=obj.key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource={"Bucket": source.bucket, "Key": source.key},
+                    )["CopyPartResult"]
+                except botocore.exceptions.ClientError as exc:
+                    if _reply_code(exc)[1] not in _NO_COPY:
+                        raise
+                    log.info("%s: the store does not copy %s into it: %s", obj.uri, source.uri, exc)
+                    return None
+            # the store's SHA-256 of the copy, else its ETag (a plain PUT's: the MD5 of the bytes)
+            checksum = said.get("ChecksumSHA256")
+            if (checksum or str(said.get("ETag")).strip('"')) != (digest if checksum else md5):
+                log.warning(
+                    "%s: %s is not part %d of the verified file", obj.uri, source.uri, number
+                )
+                return None
+            return {"PartNumber": number, "ETag": said["ETag"], "ChecksumSHA256": digest}
+
+        whole, read = hashlib.sha256(), 0
+        futures: list[Future[dict[str, Any] | None]] = []
+        pool = ThreadPoolExecutor(self.writer.parts)
+        try:
+            with self.path.open("rb") as handle:
+                for number, source in enumerate(sources, 1):
+                    data = handle.read(chunk)
+                    whole.update(data)
+                    read += len(data)
+                    digest = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+                    md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+                    futures.append(pool.submit(copy, number, source, digest, md5))
+                read += len(handle.read(1))  # a file that grew is not the verified one
+            self._check(read, whole.hexdigest())
+            copied = [future.result() for future in futures]
+        finally:
+            pool.shutdown(cancel_futures=True)
+        return None if None in copied else [part for part in copied if part]
 
     def _abort(self, upload_id: str) -> None:
         """Best effort: a failure is logged (the store's lifecycle rule, if any, reaps the parts);

@@ -279,7 +279,8 @@ class FolderWriter:
     def assemble(
         self, uri: str, parts: Sequence[str], path: Path, *, size: int, sha256: str, root: str
     ) -> bool | None:
-        """TEMP."""
+        """None: a folder has no server-side concatenation (joining the parts would read them
+        back over the share); the caller copies the local file in (``upload``)."""
         return None
 
     def holds(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:

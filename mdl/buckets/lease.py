@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Literal
 
-from mdl.buckets._parts import MIN_PART, part_size
+from mdl.buckets._parts import fill_part
 from mdl.buckets.protocol import NAMESPACE, Writer, folder_of
 from mdl.errors import InterruptedByUserError, MdlError
 
@@ -31,7 +31,6 @@ log = logging.getLogger("mdl.lease")
 
 LEASES = "leases/"
 PARTS = "parts/"  # a fill's parts, published as its fetch lands (mdl.download._parts)
-PART_MINIMUM = MIN_PART  # bytes: a fill's smallest part (a module constant: tests lower it)
 TERM = 30.0  # seconds a lease lives unless renewed (by the store's clock); always mdl's own
 LOST_MARGIN = 0.1  # a holder counts its lease lost this part of a term before it may lapse
 RELEASE_WAIT = 5.0  # seconds a release waits for a renewal in flight, then leaves it to lapse
@@ -74,7 +73,7 @@ def parts_prefix(root: str, object_uri: str) -> str:
 def part_set(root: str, object_uri: str, *, pin: str, size: int) -> tuple[str, int]:
     """The prefix of one version's parts (``pin``: its hash; ``size``: the file's) and the bytes
     of each but the last: ``<parts_prefix>/<pin>-<part size>/``."""
-    part = part_size(size, minimum=PART_MINIMUM)
+    part = fill_part(size)
     return f"{parts_prefix(root, object_uri)}{pin}-{part}/", part
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +25,18 @@ from pathlib import Path
 from mdl.buckets.protocol import Listed, Seen, Writer
 from mdl.errors import IntegrityError, NetworkError
 
-METHODS = ("head", "read", "create", "replace", "delete", "upload", "owned", "listing", "now")
+METHODS = (
+    "head",
+    "read",
+    "create",
+    "replace",
+    "delete",
+    "upload",
+    "assemble",
+    "owned",
+    "listing",
+    "now",
+)
 
 
 @dataclass(frozen=True)
@@ -147,6 +158,23 @@ class MemoryStore:
             if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
                 raise IntegrityError(f"{uri}: the bytes do not match their size and SHA-256")
             if uri in self._objects and not (self.ignore_conditions or overwrite):
+                return False
+            self._write(uri, data, marked=True)
+            return True
+
+    def assemble(
+        self, uri: str, parts: Sequence[str], path: Path, *, size: int, sha256: str, root: str
+    ) -> bool | None:
+        """As S3 assembles: the parts joined in the store, only when they are the local file's
+        bytes (None otherwise: the caller uploads), the file checked as ``upload`` does."""
+        data = path.read_bytes()
+        with self._call("assemble", uri):
+            if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+                raise IntegrityError(f"{uri}: the bytes do not match their size and SHA-256")
+            stored = [self._objects.get(part) for part in parts]
+            if b"".join(part.data for part in stored if part) != data or None in stored:
+                return None
+            if uri in self._objects and not self.ignore_conditions:
                 return False
             self._write(uri, data, marked=True)
             return True

@@ -20,6 +20,7 @@ from s3server import S3, aws_environ, s3, s3_server  # noqa: F401
 from seaweed import Weed, seaweed_server  # noqa: F401
 
 from mdl.buckets import _s3write as s3write_module
+from mdl.buckets import _parts as parts_module
 from mdl.buckets._s3write import S3Upload, S3Writer
 from mdl.buckets.lease import honours_conditions
 from mdl.buckets.protocol import Seen, Writer
@@ -629,3 +630,140 @@ def test_numbered_leases_on_a_real_store(place: Place) -> None:
     third = take(writer, prefix, holder="c")
     assert third is not None and third.number == 3
     assert [item.uri for item in writer.listing(prefix)] == [prefix + "2", prefix + "3"]
+
+
+# --- assembly: a file's published parts made into its object by the store (issue 61) ---
+
+
+def _published(place: Place, name: str, size: int, tmp_path: Path) -> tuple[Path, str, list[str]]:
+    """A verified local file and its parts published as a fill leader publishes them: plain
+    objects under mdl's namespace, ``FILL_PART`` bytes each but the last, made by ``create``."""
+    path, sha = _file(tmp_path, name, size)
+    data, part = path.read_bytes(), 5 * MiB
+    writer = place.writer()
+    uris = []
+    for number, start in enumerate(range(0, size, part), 1):
+        uri = place.uri(f".mdl/parts/m/{name}/{sha}-{part}/{number:05d}")
+        assert writer.create(uri, data[start : start + part]) is not None
+        uris.append(uri)
+    return path, sha, uris
+
+
+def test_a_big_create_carries_its_sha256(place: Place) -> None:
+    """A published part (over ``SMALL_BODY``) goes up with its SHA-256, which the store keeps: a
+    store that checks refuses altered bytes; created once only."""
+    data = os.urandom(2 * MiB)
+    writer = place.writer()
+    assert writer.create(place.uri("p/00001"), data) is not None
+    assert writer.create(place.uri("p/00001"), b"other" * MiB) is None
+    head = place.client.head_object(
+        Bucket=place.bucket, Key=place.key("p/00001"), ChecksumMode="ENABLED"
+    )
+    assert sha256_of_head(head) == hashlib.sha256(data).hexdigest()
+    assert place.body("p/00001") == data
+
+
+def test_assemble_from_published_parts(
+    place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three published parts (5 + 5 + 1 MiB and 7 bytes) made into the object by the store: its
+    bytes, mdl's mark, a checksum ``holds`` takes as these bytes, no upload left unfinished, and
+    no byte of the file sent again."""
+    monkeypatch.setattr(parts_module, "FILL_PART", 5 * MiB)
+    size = 11 * MiB + 7
+    path, sha, parts = _published(place, "big.bin", size, tmp_path)
+    assert len(parts) == 3
+    with s3_proxy(place.endpoint) as proxy:
+        writer = place.writer(proxy.endpoint)
+        made = writer.assemble(
+            place.uri("m/big.bin"), parts, path, size=size, sha256=sha, root=ROOT
+        )
+        requests = list(proxy.requests)
+    writer = place.writer()
+    assert made is True
+    assert [r[0] for r in requests].count("PUT") == 3  # the copies: no body sent
+    assert place.body("m/big.bin") == path.read_bytes()
+    head = place.client.head_object(Bucket=place.bucket, Key=place.key("m/big.bin"))
+    assert head["Metadata"] == {"sha256": sha, "mdl": "1"}
+    assert str(head["ETag"]).strip('"').endswith("-3")
+    assert writer.holds(place.uri("m/big.bin"), path, size=size, sha256=sha)
+    assert place.unfinished() == []
+    # once there, never replaced: a second assembly says so and leaves nothing behind
+    again = writer.assemble(place.uri("m/big.bin"), parts, path, size=size, sha256=sha, root=ROOT)
+    assert again is False
+    assert place.unfinished() == []
+
+
+def test_assemble_never_replaces_an_object(
+    place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parts_module, "FILL_PART", 5 * MiB)
+    size = 6 * MiB
+    path, sha, parts = _published(place, "a.bin", size, tmp_path)
+    place.client.put_object(Bucket=place.bucket, Key=place.key("m/a.bin"), Body=b"theirs")
+    writer = place.writer()
+    assert (
+        writer.assemble(place.uri("m/a.bin"), parts, path, size=size, sha256=sha, root=ROOT)
+        is False
+    )
+    assert place.body("m/a.bin") == b"theirs"
+    assert place.unfinished() == []
+
+
+def test_a_part_that_is_not_the_files_bytes_is_never_assembled(
+    place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A part object another writer (or a lying store) made of other bytes, of the right size: the
+    copy's proof differs from the local range, nothing is made, nothing is left unfinished."""
+    monkeypatch.setattr(parts_module, "FILL_PART", 5 * MiB)
+    size = 11 * MiB
+    path, sha, parts = _published(place, "big.bin", size, tmp_path)
+    key = parts[1].removeprefix(f"s3://{place.bucket}/")
+    wrong = bytearray(place.client.get_object(Bucket=place.bucket, Key=key)["Body"].read())
+    wrong[MiB] ^= 1
+    place.client.put_object(Bucket=place.bucket, Key=key, Body=bytes(wrong))
+    made = place.writer().assemble(
+        place.uri("m/big.bin"), parts, path, size=size, sha256=sha, root=ROOT
+    )
+    assert made is None
+    assert place.writer().head(place.uri("m/big.bin")) is None
+    assert place.unfinished() == []
+    assert any("is not part 2 of the verified file" in r.getMessage() for r in caplog.records)
+
+
+def test_a_store_without_server_side_copy(
+    place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """UploadPartCopy answered 501 NotImplemented: None (the caller uploads), aborted."""
+    monkeypatch.setattr(parts_module, "FILL_PART", 5 * MiB)
+    size = 6 * MiB
+    path, sha, parts = _published(place, "a.bin", size, tmp_path)
+    with s3_proxy(place.endpoint) as proxy:
+        proxy.refuse_copies = True
+        made = place.writer(proxy.endpoint).assemble(
+            place.uri("m/a.bin"), parts, path, size=size, sha256=sha, root=ROOT
+        )
+    assert made is None
+    assert place.writer().head(place.uri("m/a.bin")) is None
+    assert place.unfinished() == []
+
+
+def test_assemble_checks_the_local_file_and_the_parts_named(
+    moto: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local file changed since it was verified: exit 6, nothing made or left. Parts that
+    cannot be the file's layout (too few, another bucket): None before any request."""
+    monkeypatch.setattr(parts_module, "FILL_PART", 5 * MiB)
+    size = 6 * MiB
+    path, sha, parts = _published(moto, "a.bin", size, tmp_path)
+    writer, uri = moto.writer(), moto.uri("m/a.bin")
+    assert writer.assemble(uri, parts[:1], path, size=size, sha256=sha, root=ROOT) is None
+    elsewhere = [parts[0], parts[1].replace("s3://mirror/", "s3://other/")]
+    assert writer.assemble(uri, elsewhere, path, size=size, sha256=sha, root=ROOT) is None
+    assert moto.unfinished() == []
+    path.write_bytes(b"\0" + path.read_bytes()[1:])
+    with pytest.raises(IntegrityError, match="changed since it was verified") as caught:
+        writer.assemble(uri, parts, path, size=size, sha256=sha, root=ROOT)
+    assert caught.value.exit_code == 6
+    assert writer.head(uri) is None
+    assert moto.unfinished() == []

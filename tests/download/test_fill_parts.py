@@ -17,7 +17,7 @@ import pytest
 from runfixtures import HANG
 from servers import Fault, HubServer, make_data
 
-import mdl.buckets.lease as lease_module
+import mdl.buckets._parts as parts_module
 from mdl.buckets.lease import lease_body, lease_prefix, namespace, part_set, take
 from mdl.buckets.registry import STORES
 from mdl.buckets.protocol import Writer
@@ -44,7 +44,7 @@ include = ["*.safetensors"]
 
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lease_module, "PART_MINIMUM", PART)
+    monkeypatch.setattr(parts_module, "FILL_PART", PART)
 
 
 @pytest.fixture
