@@ -146,8 +146,8 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
         if isinstance(state, GaveUp):
             if state.why:
                 job.retries.warn(
-                    f"{label}: gave up waiting on mirror {shown} ({state.why}); fetching it from the"
-                    " origin"
+                    f"{label}: gave up waiting on mirror {shown} ({state.why}); fetching it"
+                    " from the origin"
                 )
             return said(sources.origin(), FROM_ORIGIN)
         if state != "free":

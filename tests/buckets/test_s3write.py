@@ -19,8 +19,8 @@ from s3proxy import s3_proxy
 from s3server import S3, aws_environ, s3, s3_server  # noqa: F401
 from seaweed import Weed, seaweed_server  # noqa: F401
 
-from mdl.buckets import _s3write as s3write_module
 from mdl.buckets import _parts as parts_module
+from mdl.buckets import _s3write as s3write_module
 from mdl.buckets._s3write import S3Upload, S3Writer
 from mdl.buckets.lease import honours_conditions
 from mdl.buckets.protocol import Seen, Writer

@@ -19,8 +19,8 @@ from servers import Fault, HubServer, make_data
 
 import mdl.buckets._parts as parts_module
 from mdl.buckets.lease import lease_body, lease_prefix, namespace, part_set, take
-from mdl.buckets.registry import STORES
 from mdl.buckets.protocol import Writer
+from mdl.buckets.registry import STORES
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings
 from mdl.cli.summary import summary_line
@@ -179,7 +179,9 @@ def test_a_taker_continues_from_the_parts_a_dead_holder_published(
     assert report.exit_code == 0, report.files
     (outcome,) = report.files
     assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
-    assert outcome.fill == "filled" and outcome.streamed == min(published * PART, len(WEIGHTS)), outcome
+    assert outcome.fill == "filled" and outcome.streamed == min(published * PART, len(WEIGHTS)), (
+        outcome
+    )
     # only the unpublished tail came from the origin
     assert cdn_bytes(tiny) == len(WEIGHTS) - outcome.streamed
     assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
