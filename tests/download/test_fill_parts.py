@@ -12,9 +12,12 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from runfixtures import HANG
+from runfixtures import HANG, wait_for
+from s3proxy import s3_proxy
+from s3server import S3, s3, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
 
 import mdl.buckets._parts as parts_module
@@ -222,3 +225,129 @@ def test_a_fill_with_parts_alone_publishes_them_then_leaves_none(
     assert cdn_bytes(tiny) == len(WEIGHTS)
     assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
     assert part_files(root) == []
+
+
+# == an S3 mirror (moto): the object made of the parts by the store ===================================
+
+S3_TEMPLATE = "s3://fleet/hub/{model}/{path}"
+S3_OBJECT = "s3://fleet/hub/tiny/model.safetensors"
+S3_PART = 5 * PART  # S3 copies parts of at least 5 MiB (but the last): 9 parts
+
+
+@pytest.fixture
+def bucket(s3: S3, monkeypatch: pytest.MonkeyPatch) -> Any:  # noqa: F811 (the fixture)
+    monkeypatch.setattr(parts_module, "FILL_PART", S3_PART)
+    client = s3.client()
+    client.create_bucket(Bucket="fleet")
+    return client
+
+
+def s3_pull(
+    hub: HubServer, dest: Path, *, endpoint: str | None = None, env: dict[str, str] | None = None
+) -> RunReport:
+    environ = {"HF_ENDPOINT": hub.url, **(env or {})}
+    catalog = CatalogSettings(
+        mirrors=(S3_TEMPLATE,), mirror_endpoints=((S3_TEMPLATE, endpoint),) if endpoint else ()
+    )
+    settings = build_settings(
+        Overrides(fill_mirror=True), environ=environ, dest=dest, catalog=catalog
+    )
+    return pull_models(parse_catalog(CATALOG).models, settings, progress=Progress())
+
+
+def s3_parts(client: Any) -> list[str]:
+    listed = client.list_objects_v2(Bucket="fleet", Prefix="hub/.mdl/parts/").get("Contents", [])
+    return [o["Key"] for o in listed]
+
+
+def s3_object(client: Any) -> tuple[bytes, str]:
+    found = client.get_object(Bucket="fleet", Key="hub/tiny/model.safetensors")
+    return found["Body"].read(), found["ETag"]
+
+
+@pytest.mark.slow
+def test_an_s3_mirror_is_made_of_the_parts_by_the_store(
+    tiny: HubServer, bucket: Any, tmp_path: Path
+) -> None:
+    report = s3_pull(tiny, tmp_path / "a")
+    assert report.exit_code == 0, report.files
+    (outcome,) = report.files
+    assert outcome.fill == "filled" and outcome.warnings == (), outcome
+    data, etag = s3_object(bucket)
+    # the store's multipart object of the 9 published parts, not a second upload (16 MiB parts)
+    assert data == WEIGHTS and etag.strip('"').endswith("-9"), etag
+    assert s3_parts(bucket) == []
+    assert bucket.list_multipart_uploads(Bucket="fleet").get("Uploads", []) == []
+    assert cdn_bytes(tiny) == len(WEIGHTS)
+
+
+@pytest.mark.slow
+def test_an_s3_store_without_server_side_copy_gets_the_file_uploaded(
+    tiny: HubServer,
+    s3: S3,  # noqa: F811 (the fixture)
+    bucket: Any,
+    tmp_path: Path,
+) -> None:
+    with s3_proxy(s3.endpoint) as proxy:
+        proxy.refuse_copies = True
+        report = s3_pull(tiny, tmp_path / "a", endpoint=proxy.endpoint)
+    assert report.exit_code == 0, report.files
+    assert report.files[0].fill == "filled", report.files
+    data, etag = s3_object(bucket)
+    assert data == WEIGHTS and not etag.strip('"').endswith("-9"), etag
+    assert s3_parts(bucket) == []
+    assert bucket.list_multipart_uploads(Bucket="fleet").get("Uploads", []) == []
+
+
+@pytest.mark.slow
+def test_an_s3_taker_continues_from_a_dead_holders_parts_and_a_wrong_one_never_stays(
+    tiny: HubServer, bucket: Any, tmp_path: Path
+) -> None:
+    """A holder killed after 4 of 9 parts, one of them planted wrong by another writer: the taker
+    keeps the parts, its hash catches the wrong one (from zero, once), the store's copy of it is
+    proved wrong, and the object is uploaded whole; no part stays."""
+    s3w = STORES["s3"].writer(endpoint=None, secrets=None)
+    lease = "s3://fleet/hub/.mdl/leases/tiny/model.safetensors/1"
+    assert s3w.create(lease, lease_body("dead:1:x")) is not None
+    prefix = f"s3://fleet/hub/.mdl/parts/tiny/model.safetensors/{SHA}-{S3_PART}/"
+    for n in range(1, 5):
+        data = WEIGHTS[(n - 1) * S3_PART : n * S3_PART]
+        assert s3w.create(f"{prefix}{n:05d}", data if n != 3 else data[::-1]) is not None
+
+    def lapsed() -> bool:
+        seen = s3w.head(lease)
+        return seen is not None and seen.now - seen.modified > 1
+
+    wait_for(lapsed, what="the lease lapsed by the store's clock")
+    report = s3_pull(tiny, tmp_path / "a", env={TERM_VARIABLE: "1"})
+    assert report.exit_code == 0, report.files
+    assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert s3_object(bucket)[0] == WEIGHTS
+    assert s3_parts(bucket) == []
+    assert bucket.list_multipart_uploads(Bucket="fleet").get("Uploads", []) == []
+
+
+@pytest.mark.slow
+def test_an_s3_taker_of_right_parts_fetches_only_the_tail(
+    tiny: HubServer, bucket: Any, tmp_path: Path
+) -> None:
+    s3w = STORES["s3"].writer(endpoint=None, secrets=None)
+    lease = "s3://fleet/hub/.mdl/leases/tiny/model.safetensors/1"
+    assert s3w.create(lease, lease_body("dead:1:x")) is not None
+    prefix = f"s3://fleet/hub/.mdl/parts/tiny/model.safetensors/{SHA}-{S3_PART}/"
+    for n in range(1, 5):
+        assert s3w.create(f"{prefix}{n:05d}", WEIGHTS[(n - 1) * S3_PART : n * S3_PART])
+
+    def lapsed() -> bool:
+        seen = s3w.head(lease)
+        return seen is not None and seen.now - seen.modified > 1
+
+    wait_for(lapsed, what="the lease lapsed by the store's clock")
+    report = s3_pull(tiny, tmp_path / "a", env={TERM_VARIABLE: "1"})
+    assert report.exit_code == 0, report.files
+    (outcome,) = report.files
+    assert outcome.fill == "filled" and outcome.streamed == 4 * S3_PART, outcome
+    assert cdn_bytes(tiny) == len(WEIGHTS) - 4 * S3_PART
+    data, etag = s3_object(bucket)
+    assert data == WEIGHTS and etag.strip('"').endswith("-9"), etag
+    assert s3_parts(bucket) == []
