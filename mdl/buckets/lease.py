@@ -355,8 +355,8 @@ def wait_for(
     going back is none; all of ``size`` done is judged by the whole bound alone: it uploads) or the
     wait passed ``2 terms + size / SLOW_RATE``. ``cancel``: the run's (heard at once). ``step``: the
     follower's own work at each look (it reads the parts the holder published), the bytes it has:
-    progress as the holder's is, looked again at soon; "streamed" once it has all of ``size`` while
-    the lease is live (the holder makes the object of them)."""
+    progress as the holder's is, and looked again at once; "streamed" once it has all of ``size``
+    while the lease is live (the holder makes the object of them)."""
     schedule = poll or default_poll
     started = moved = clock()
     bound = 2 * term + size / SLOW_RATE
@@ -364,8 +364,9 @@ def wait_for(
     while True:
         if cancel.is_set():
             raise InterruptedByUserError(f"interrupted while waiting on {object_uri}")
-        if (got := step()) > had:  # parts arrive: the holder is alive, and the next ones come soon
+        if (got := step()) > had:  # parts arrive: the holder is alive, read on at once
             had, moved, attempt = got, clock(), 0
+            continue
         if _there(writer, object_uri, over):
             return "ready"
         found = look(writer, prefix, term=term)

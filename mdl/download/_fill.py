@@ -114,7 +114,7 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
             return said(sources.origin(), None)
         if lease is not None:
             if streamer is not None:
-                streamer.reuse()
+                streamer.reuse(session.cancel)
             return said(_holding(sources, place, lease, over, parts), None)
         log.info("%s: another machine is filling mirror %s; waiting on it", label, shown)
         session.progress.waiting(label, "another machine is filling the mirror")

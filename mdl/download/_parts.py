@@ -30,6 +30,8 @@ log = logging.getLogger("mdl.pull")
 
 PUBLISH_EVERY = 0.2  # seconds between the holder's looks at what its fetch landed
 READERS = 4  # parts read (or sent) at once: each is held in memory on the way
+# parts one look reads or sends at most: a Ctrl-C (or the fetch's end) is heard between looks
+BATCH = 4 * READERS
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,10 @@ class Publisher:
     _failed: bool = False
 
     def __enter__(self) -> Publisher:
-        self.done |= self.parts.published()
+        try:
+            self.done |= self.parts.published()
+        except MdlError as exc:  # they are made again, or found there by their create
+            log.info("%s: the parts published before were not listed: %s", self.job.label, exc)
         self._thread = threading.Thread(target=self._run, name="mdl-parts", daemon=True)
         self._thread.start()
         return self
@@ -114,8 +119,10 @@ class Publisher:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(PUBLISH_EVERY) and not self._failed:
-            self.beside += self._send(landed(self.job), self.job)
+        sent = 0
+        while not self._stop.wait(0 if sent else PUBLISH_EVERY) and not self._failed:
+            sent = self._send(landed(self.job), self.job)
+            self.beside += sent
 
     def finish(self) -> list[str]:
         """Every part there (the rest sent from the verified file): their URIs in order."""
@@ -130,7 +137,7 @@ class Publisher:
             n
             for n in range(1, parts.count + 1)
             if n not in self.done and _covered(parts.span(n), ranges)
-        ]
+        ][: None if final else BATCH]
         if not ready:
             return 0
         try:
@@ -178,6 +185,7 @@ class Streamer:
             self._open()
         parts = self.parts
         new = [n for n in sorted(parts.published()) if not _covered(parts.span(n), self.ranges)]
+        new = new[:BATCH]
         if new:
             with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part") as pool:
                 read = [got for got in pool.map(self._read, new) if got is not None]
@@ -186,11 +194,13 @@ class Streamer:
             log.info("%s: read %d parts another machine published", self.job.label, len(read))
         return sum(end - start for start, end in self.ranges)
 
-    def reuse(self) -> None:
+    def reuse(self, cancel: threading.Event) -> None:
         """On taking the lease: the parts a holder before us published, read and claimed first
         (a failure to read them costs only their bytes: the fetch makes them)."""
+        had = -1
         try:
-            self.step()
+            while not cancel.is_set() and (now := self.step()) > had:
+                had = now
         except MdlError as exc:
             log.info("%s: the parts published before were not read: %s", self.job.label, exc)
         self.seed()
