@@ -562,7 +562,9 @@ class Fleet:
         (self.args.workdir / "logs" / label / "requests.log").write_text("\n".join(lines) + "\n")
         held = self.store.objects()
         res.mirror_bytes = sum(s for k, s in held.items() if not k.startswith(f"{PREFIX}/.mdl/"))
-        res.leases_left = sum(k.startswith(LEASES) and not released(self.store, k) for k in held)
+        res.leases_left = sum(  # generations only: a folder's lease keeps its ``.mdl-clock``
+            is_lease(k) and not released(self.store, k) for k in held
+        )
         for node in nodes:
             fills = node.fills()
             for value in fills:
@@ -655,6 +657,11 @@ class Ticks:
 def cpu_ticks() -> Ticks:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return Ticks(sum(fields[:8]), fields[3] + fields[4])  # guest ticks are counted in user's
+
+
+def is_lease(key: str) -> bool:
+    """Whether ``key`` is a lease's generation (``<LEASES><model>/<path>/<N>``)."""
+    return key.startswith(LEASES) and key.rpartition("/")[2].isdigit()
 
 
 def released(store: Store, key: str) -> bool:
