@@ -1,9 +1,12 @@
-"""Fan-out (issue 52, "Measure it"): N machines start a pull of the same model at once against a
-SeaweedFS bucket as the mirror and a Hub stand-in that rate-limits resolvers.
+"""Fan-out (issues 52 and 61, "Measure it"): N machines start a pull of the same model at once
+against a mirror (a SeaweedFS bucket, and a ``file://`` folder) and a Hub stand-in that rate-limits
+resolvers, each machine's link to the origin shaped to ``--origin-rate`` MB/s (tc, in a network
+namespace of the bench's own), the mirror not.
 
     python bench/fanout.py                                  # 1 GiB, N = 1, 4, 16, 32, every variant
     python bench/fanout.py --size-mib 64 --nodes 1,4 --only nofill,hf     # a quick check
     python bench/fanout.py --only fill,kill --write-results  # and rewrite bench/FANOUT.md
+    python bench/fanout.py --size-mib 256 --nodes 1,2,4,8 --kill-nodes 4 --json out.json  # issue 61
 
 Each machine is one process with its own destination, HOME and HF_HOME, all on 127.0.0.1 (one
 network namespace: loopback). Variants, each at every N, the bucket emptied before each run:
@@ -14,12 +17,16 @@ network namespace: loopback). Variants, each at every N, the bucket emptied befo
 - ``hf``: ``hf download REPO --revision <locked commit> --local-dir DEST`` per machine;
 - ``kill``: ``fill`` with the leader killed (SIGKILL) mid-fetch and started again at once, as a
   crash-looping pod would be; every machine must end with verified bytes. The leader is the pid in
-  the lease's body (the bucket listed every 50 ms), killed once its partial files hold
-  ``--kill-at`` (5 %) of the files it leases. On loopback the leader would have the model before
-  anyone could kill it, so this variant's CDN sends each request at ``--cdn-rate`` (800 KiB/s by
-  default: a 16 MiB range takes 20 s). Its cost: the lease's term (30 s) before another machine
-  takes the files over, and a fetch from zero unless the one killed takes them over and resumes;
-  so each N runs twice, nobody killed and then the kill, at the same rate.
+  the lease's body (the mirror listed every 50 ms), killed once its partial files hold each
+  ``--kill-at`` (20 %, 50 %: a row each) of the files it leases. Its cost: the lease's term (30 s)
+  before another machine takes the files over, and a fetch from zero unless the one killed takes
+  them over and resumes; against the same N's ``fill`` row (nobody killed). With ``--origin-rate
+  0`` the leader would have the model before anyone could kill it, so this variant's CDN then sends
+  each request at ``--cdn-rate`` (800 KiB/s by default) and each N runs twice at that rate.
+
+Each mdl machine runs with ``--json``; each file's ``fill`` value is counted per row. Issue 61's
+rows (ratios within one run, each with the share of both cores busy over its run, /proc/stat) are
+a second table: ``streams``.
 
 Reported per run: the bytes nginx (the CDN) and the Hub stand-in served, over the model's size
 (target ≤ 1.05 × with ``fill``, ≤ 1.1 × with ``kill``), Hub requests, 429s answered, failed
@@ -354,7 +361,8 @@ class Node:
 
     def fills(self) -> list[str]:
         """The ``fill`` of each file in mdl's ``--json`` ("filled", "read", "gave up waiting", and
-        after issue 61 "streamed"…; "-" for a file without one), from its last document."""
+        after issue 61 "streamed"…), from its last document; a file without one: "(mirror)" (in
+        the mirror at the first look: no lease, no wait) or "(origin)"."""
         try:
             text = self.log.with_suffix(".out").read_text(errors="replace")
         except OSError:
@@ -366,7 +374,11 @@ class Node:
             except ValueError:
                 at += 1
         files = doc.get("files", []) if isinstance(doc, dict) else []
-        return [str(f.get("fill") or "-") for f in files if isinstance(f, dict)]
+        return [
+            str(f.get("fill") or ("(mirror)" if f.get("mirror") else "(origin)"))
+            for f in files
+            if isinstance(f, dict)
+        ]
 
     def partial_bytes(self) -> int:
         """Bytes written so far to its partial files (allocated blocks: mdl sizes them sparse)."""
