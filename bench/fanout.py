@@ -1,9 +1,12 @@
-"""Fan-out (issue 52, "Measure it"): N machines start a pull of the same model at once against a
-SeaweedFS bucket as the mirror and a Hub stand-in that rate-limits resolvers.
+"""Fan-out (issues 52 and 61, "Measure it"): N machines start a pull of the same model at once
+against a mirror (a SeaweedFS bucket, and a ``file://`` folder) and a Hub stand-in that rate-limits
+resolvers, each machine's link to the origin shaped to ``--origin-rate`` MB/s (tc, in a network
+namespace of the bench's own), the mirror not.
 
     python bench/fanout.py                                  # 1 GiB, N = 1, 4, 16, 32, every variant
     python bench/fanout.py --size-mib 64 --nodes 1,4 --only nofill,hf     # a quick check
     python bench/fanout.py --only fill,kill --write-results  # and rewrite bench/FANOUT.md
+    python bench/fanout.py --size-mib 256 --nodes 1,2,4,8 --kill-nodes 4 --json out.json  # issue 61
 
 Each machine is one process with its own destination, HOME and HF_HOME, all on 127.0.0.1 (one
 network namespace: loopback). Variants, each at every N, the bucket emptied before each run:
@@ -14,12 +17,16 @@ network namespace: loopback). Variants, each at every N, the bucket emptied befo
 - ``hf``: ``hf download REPO --revision <locked commit> --local-dir DEST`` per machine;
 - ``kill``: ``fill`` with the leader killed (SIGKILL) mid-fetch and started again at once, as a
   crash-looping pod would be; every machine must end with verified bytes. The leader is the pid in
-  the lease's body (the bucket listed every 50 ms), killed once its partial files hold
-  ``--kill-at`` (5 %) of the files it leases. On loopback the leader would have the model before
-  anyone could kill it, so this variant's CDN sends each request at ``--cdn-rate`` (800 KiB/s by
-  default: a 16 MiB range takes 20 s). Its cost: the lease's term (30 s) before another machine
-  takes the files over, and a fetch from zero unless the one killed takes them over and resumes;
-  so each N runs twice, nobody killed and then the kill, at the same rate.
+  the lease's body (the mirror listed every 50 ms), killed once its partial files hold each
+  ``--kill-at`` (20 %, 50 %: a row each) of the files it leases. Its cost: the lease's term (30 s)
+  before another machine takes the files over, and a fetch from zero unless the one killed takes
+  them over and resumes; against the same N's ``fill`` row (nobody killed). With ``--origin-rate
+  0`` the leader would have the model before anyone could kill it, so this variant's CDN then sends
+  each request at ``--cdn-rate`` (800 KiB/s by default) and each N runs twice at that rate.
+
+Each mdl machine runs with ``--json``; each file's ``fill`` value is counted per row. Issue 61's
+rows (ratios within one run, each with the share of both cores busy over its run, /proc/stat) are
+a second table: ``streams``.
 
 Reported per run: the bytes nginx (the CDN) and the Hub stand-in served, over the model's size
 (target ≤ 1.05 × with ``fill``, ≤ 1.1 × with ``kill``), Hub requests, 429s answered, failed
@@ -59,6 +66,7 @@ MIRROR = f"s3://{BUCKET}/{PREFIX}/{{model}}/{{path}}"
 # test credentials of the SeaweedFS identity this benchmark writes; nothing else accepts them
 ACCESS_KEY, SECRET_KEY = "fanout-bench", "fanout-bench-secret"
 VARIANTS = ("fill", "nofill", "hf", "kill")
+MIRRORS = ("s3", "file")  # SeaweedFS's S3 gateway; a shared folder (file://)
 FILLING = {"fill", "kill"}
 LEASES = f"{PREFIX}/.mdl/leases/"  # mdl/buckets/lease.py: ``<LEASES><model>/<path>/<N>``
 # nginx limit_rate per request in the kill variant: mdl fetches 16 MiB ranges, all of a small
@@ -66,6 +74,8 @@ LEASES = f"{PREFIX}/.mdl/leases/"  # mdl/buckets/lease.py: ``<LEASES><model>/<pa
 KILL_RATE = "800k"
 LIST_EVERY = 0.25  # seconds between the kill variant's listings of the bucket
 WAITED = re.compile(r"waited ([0-9.]+) s on mirror")  # mdl's log line (mdl/download)
+NETNS = "MDL_FANOUT_NETNS"  # set in the re-executed bench, inside its own network namespace
+LEASE_TERM = 30.0  # mdl/buckets/lease.py TERM: a follower that waited this long stalled a term
 LOGGED = re.compile(r"(\S+) \S+ (pid=\d+ \[[^]]+\])")  # mdl's log: time, level, pid, thread
 
 
@@ -102,6 +112,21 @@ class RateLimitedHub(HubServer):
             reset = self._start + (index + 1) * self.window - now
             return allowed, self.budget - self._used, max(1, math.ceil(reset))
 
+    # --origin-rate: machine i asks the Hub at ``/mNN/…`` (its HF_ENDPOINT) and is sent to nginx's
+    # port of its own, which tc shapes to one machine's link; {NN: that port's nginx URL}
+    machines: dict[str, str] = {}  # noqa: RUF012 (set once, before the Hub serves)
+    cdn_url = ""
+
+    def route(self, ex: Exchange) -> None:
+        head, _, rest = ex.path[1:].partition("/")
+        if re.fullmatch(r"m\d+", head) and head[1:] in self.machines:
+            ex.path = "/" + rest
+            base, redirect = self.machines[head[1:]], ex.redirect
+            ex.redirect = lambda to, status=302, headers=None: redirect(  # type: ignore[method-assign]
+                to.replace(self.cdn_url, base, 1), status, headers
+            )
+        super().route(ex)
+
     def _route_resolve(self, ex: Exchange, repo_type: Any, segs: list[str]) -> None:
         allowed, remaining, reset = self._take()
         said = {
@@ -124,6 +149,8 @@ class RateLimitedHub(HubServer):
 class Seaweed:
     """``weed server`` (master, volume, filer and S3 gateway in one process) on 127.0.0.1, its S3
     gateway with one identity holding the test credentials; ``client`` is a boto3 client for it."""
+
+    kind, template = "s3", MIRROR
 
     def __init__(self, work: Path) -> None:
         self.work = work / "weed"
@@ -213,6 +240,16 @@ class Seaweed:
             found |= {o["Key"]: int(o["Size"]) for o in page.get("Contents", [])}
         return found
 
+    def listing(self, client: Any = None) -> dict[str, str]:
+        """Every object below PREFIX and its ETag (one page: a model's files and leases)."""
+        page = (client or self.client()).list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/")
+        return {o["Key"]: str(o.get("ETag", "")) for o in page.get("Contents", [])}
+
+    def read(self, key: str, client: Any = None) -> bytes:
+        return bytes(
+            (client or self.client()).get_object(Bucket=BUCKET, Key=key)["Body"].read(4096)
+        )
+
     def empty(self) -> None:
         """Remove every object and every unfinished multipart upload (a killed leader's)."""
         client = self.client()
@@ -238,6 +275,46 @@ class Seaweed:
             proc.wait(timeout=5)
 
 
+class FileShare:
+    """A shared folder as the mirror (``file://``, what a fleet mounts over NFS): a folder under the
+    workdir, keys its paths below it (the bucket's keys: ``hub/<model>/<file>``, ``hub/.mdl/…``)."""
+
+    kind = "file"
+
+    def __init__(self, work: Path) -> None:
+        self.root = work / "share"
+        self.template = f"file://{self.root}/{PREFIX}/{{model}}/{{path}}"
+
+    def client(self) -> None:
+        return None
+
+    def _walk(self) -> dict[str, os.stat_result]:
+        found = {}
+        for path in self.root.rglob("*"):
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                if not path.is_dir():
+                    found[path.relative_to(self.root).as_posix()] = st
+        return found
+
+    def objects(self, client: Any = None) -> dict[str, int]:
+        return {k: st.st_size for k, st in self._walk().items()}
+
+    def listing(self, client: Any = None) -> dict[str, str]:
+        return {k: f"{st.st_mtime_ns}-{st.st_size}" for k, st in self._walk().items()}
+
+    def read(self, key: str, client: Any = None) -> bytes:
+        with (self.root / key).open("rb") as f:
+            return f.read(4096)
+
+    def empty(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True)
+
+
+Store = Seaweed | FileShare
+
+
 # -- one run: N machines at once
 # ---------------------------------------------------------------------------------
 
@@ -261,12 +338,12 @@ class Node:
 
     def spawn(self) -> None:
         """Start it; a thread reaps it with ``os.wait4`` (its own rusage, not RUSAGE_CHILDREN)."""
-        with self.log.open("ab") as err:
+        with self.log.open("ab") as err, self.log.with_suffix(".out").open("ab") as out:
             proc = subprocess.Popen(
                 self.argv,
                 env=self.env,
                 cwd=self.dest.parent,
-                stdout=subprocess.DEVNULL,
+                stdout=out,  # mdl's --json (a killed leader's run writes none)
                 stderr=err,
                 start_new_session=True,
             )
@@ -281,6 +358,27 @@ class Node:
             self.done.set()
 
         threading.Thread(target=reap, daemon=True, name=f"reap-{self.index}").start()
+
+    def fills(self) -> list[str]:
+        """The ``fill`` of each file in mdl's ``--json`` ("filled", "read", "gave up waiting", and
+        after issue 61 "streamed"…), from its last document; a file without one: "(mirror)" (in
+        the mirror at the first look: no lease, no wait) or "(origin)"."""
+        try:
+            text = self.log.with_suffix(".out").read_text(errors="replace")
+        except OSError:
+            return []
+        doc, at, decoder = None, 0, json.JSONDecoder()
+        while (at := text.find("{", at)) >= 0:
+            try:
+                doc, at = decoder.raw_decode(text, at)
+            except ValueError:
+                at += 1
+        files = doc.get("files", []) if isinstance(doc, dict) else []
+        return [
+            str(f.get("fill") or ("(mirror)" if f.get("mirror") else "(origin)"))
+            for f in files
+            if isinstance(f, dict)
+        ]
 
     def partial_bytes(self) -> int:
         """Bytes written so far to its partial files (allocated blocks: mdl sizes them sparse)."""
@@ -312,6 +410,11 @@ class Result:
     waited: list[float] = field(default_factory=list)  # each machine's longest wait on the mirror
     base_last: float = 0.0  # kill: the last machine's end with nobody killed (same N, same rate)
     base_egress: float = 0.0
+    mirror: str = "s3"  # the mirror's kind (MIRRORS)
+    kill_at: float = 0.0  # kill: the share of its files the leader had fetched when killed
+    busy: float = 0.0  # the machine's CPUs busy over the run (/proc/stat: every process's)
+    fills: dict[str, int] = field(default_factory=dict)  # mdl --json's "fill" values, counted
+    leaders: list[int] = field(default_factory=list)  # machines whose --json says "filled"
 
     @property
     def egress(self) -> float:
@@ -330,9 +433,13 @@ class Fleet:
         weed: Seaweed,
         counter: r.RequestCounter,
         commit: str,
+        share: FileShare | None = None,
     ) -> None:
         self.args, self.files, self.hub, self.weed, self.counter = args, files, hub, weed, counter
         self.commit, self.cdn = commit, cdn
+        self.stores: dict[str, Store] = {"s3": weed, **({"file": share} if share else {})}
+        self.store: Store = weed  # the mirror of the run at hand
+        self.done: dict[tuple[str, int, str], Result] = {}  # (variant, N, mirror): its run
         self.model_bytes = sum(f.size for f in files)
         self.env = r.clean_env(
             args.workdir,
@@ -349,7 +456,7 @@ class Fleet:
             hf = str(Path(r.PY).parent / "hf")
             return [hf, "download", REPO, "--revision", self.commit, "--local-dir", str(dest), "-q"]
         pull = ["pull", MODEL, "--dest", str(dest), "--locked", "-q", "--no-progress"]
-        pull += ["--mirror", MIRROR, *self.args.mdl_arg]
+        pull += ["--mirror", self.store.template, "--json", *self.args.mdl_arg]
         return r.mdl(*pull, *(["--fill-mirror"] if variant in FILLING else []))
 
     def outputs(self, variant: str, dest: Path) -> list[tuple[Path, r.DataFile]]:
@@ -358,7 +465,7 @@ class Fleet:
 
     def warm_up(self, variant: str) -> None:
         """One machine, untimed, before a variant's runs: bytecode compiled, its files cached."""
-        self.weed.empty()
+        self.store.empty()
         self.hub.reset_window()
         self.cap("")  # it compiles bytecode and caches files: no need to wait on a slow CDN
         (node,) = self.nodes("fill" if variant == "kill" else variant, 1, f"warm-up-{variant}")
@@ -386,6 +493,8 @@ class Fleet:
                 "XDG_STATE_HOME": str(home / ".local" / "state"),
                 "MDL_LOG_FILE": str(logs / f"m{i:02d}.mdl.log"),
             }
+            if self.args.origin_rate:  # its own nginx port, shaped to one machine's link
+                env["HF_ENDPOINT"] = f"{self.hub.url}/m{i:02d}"
             log = logs / f"m{i:02d}.stderr"
             made.append(Node(i, dest, self.argv(variant, dest), env, log))
         return made
@@ -396,31 +505,45 @@ class Fleet:
         have the file before anyone could kill it)."""
         if self.args.cdn_rate is not None:
             return "" if self.args.cdn_rate in ("", "0") else self.args.cdn_rate
-        return KILL_RATE if variant == "kill" else ""
+        return KILL_RATE if variant == "kill" and not self.args.origin_rate else ""
 
     def cap(self, rate: str) -> None:
         """Send the Hub's LFS redirects to nginx's rate-limited location (its limit_rate is the
         rate every capped run uses) or to the unlimited one; the Hub redirects per request."""
         self.cdn.capped = {f.path.resolve() for f in self.files} if rate else set()
 
-    def run(self, variant: str, n: int) -> Result:
-        """One row. The kill variant first runs the same fleet at the same CDN rate with nobody
-        killed: the kill's cost in wall time (a lease term, then a fetch from zero) is the
-        difference between the two."""
+    def run(self, variant: str, n: int, mirror: str = "s3") -> list[Result]:
+        """One row (the kill variant: one per --kill-at). The kill variant needs the same fleet at
+        the same CDN rate with nobody killed: the fill row of this N and mirror when one ran at
+        that rate, else a run of its own; the kill's cost in wall time (a lease term, then a fetch
+        from zero) is the difference between the two."""
+        self.store = self.stores[mirror]
+        tag = "" if mirror == "s3" else f"-{mirror}"
         if variant != "kill":
-            return self.measure(variant, n, f"{variant}-N{n}", kill=False)
-        base = self.measure(variant, n, f"kill-N{n}-nobody-killed", kill=False)
-        res = self.measure(variant, n, f"kill-N{n}", kill=True)
-        res.base_last, res.base_egress = base.last, base.egress
-        res.problems += [f"(nobody killed) {p}" for p in base.problems]
-        res.failed += base.failed
-        return res
+            res = self.measure(variant, n, f"{variant}{tag}-N{n}", kill=False)
+            self.done[variant, n, mirror] = res
+            return [res]
+        base = self.done.get(("fill", n, mirror))
+        if base is None or base.rate != self.rate(variant):
+            base = self.measure(variant, n, f"kill{tag}-N{n}-nobody-killed", kill=False)
+        out = []
+        for share in self.args.kill_at:
+            res = self.measure(variant, n, f"kill{share:.0%}{tag}-N{n}", kill=True, share=share)
+            res.base_last, res.base_egress = base.last, base.egress
+            res.problems += [f"(nobody killed) {p}" for p in base.problems]
+            res.failed += base.failed
+            out.append(res)
+        return out
 
-    def measure(self, variant: str, n: int, label: str, *, kill: bool) -> Result:
-        """N machines at once; the servers' counts, each machine's exit and CPU, verified bytes."""
-        res = Result(variant, n, self.model_bytes, rate=self.rate(variant))
+    def measure(
+        self, variant: str, n: int, label: str, *, kill: bool, share: float = 0.0
+    ) -> Result:
+        """N machines at once; the servers' counts, each machine's exit and CPU, verified bytes,
+        the machine's CPU use over the run."""
+        res = Result(variant, n, self.model_bytes, rate=self.rate(variant), mirror=self.store.kind)
+        res.kill_at = share
         self.cap(res.rate)
-        self.weed.empty()
+        self.store.empty()
         nodes = self.nodes(variant, n, label)
         r.warm([f.path for f in self.files])
         os.sync()
@@ -428,12 +551,14 @@ class Fleet:
         self.hub.reset_window()
         mark = self.counter.mark()
         say(f"[{label}] start ({busy:.0%} of the CPUs busy with other work)")
+        ticks = cpu_ticks()
         started = time.perf_counter()
         try:
             for node in nodes:
                 node.spawn()
-            killer = Killer(self, nodes, started) if kill else None
+            killer = Killer(self, nodes, started, share) if kill else None
             self.watch(label, nodes, started, killer, mark[1][0])
+            res.busy = cpu_ticks().busy_since(ticks)
         except BaseException:  # Ctrl-C, SIGTERM: no machine is left running (each has a session)
             for node in nodes:
                 if node.pid and not node.done.is_set():
@@ -447,9 +572,17 @@ class Fleet:
         res.hub_requests, res.refused = len(records), sum(x.status == 429 for x in records)
         res.hub_bytes = sum(x.bytes_sent for x in records if "/resolve/" in x.url_path)
         (self.args.workdir / "logs" / label / "requests.log").write_text("\n".join(lines) + "\n")
-        held = self.weed.objects()
-        res.mirror_bytes = sum(s for k, s in held.items() if not k.startswith(LEASES))
-        res.leases_left = sum(k.startswith(LEASES) and not released(self.weed, k) for k in held)
+        held = self.store.objects()
+        res.mirror_bytes = sum(s for k, s in held.items() if not k.startswith(f"{PREFIX}/.mdl/"))
+        res.leases_left = sum(  # generations only: a folder's lease keeps its ``.mdl-clock``
+            is_lease(k) and not released(self.store, k) for k in held
+        )
+        for node in nodes:
+            fills = node.fills()
+            for value in fills:
+                res.fills[value] = res.fills.get(value, 0) + 1
+            if "filled" in fills:
+                res.leaders.append(node.index)
         res.cpu = [node.cpu for node in nodes]
         res.waited = [waited_on_mirror(node.log.with_suffix(".mdl.log")) for node in nodes]
         self.check(variant, nodes, res)
@@ -461,7 +594,8 @@ class Fleet:
                 )
         waits = [w for w in res.waited if w > 0]
         say(
-            f"[{label}] done in {res.last:.1f} s: egress {res.egress:.2f}× the model,"
+            f"[{label}] done in {res.last:.1f} s, CPU {res.busy:.0%} busy:"
+            f" egress {res.egress:.2f}× the model,"
             f" {res.hub_requests} Hub requests, {res.refused} × 429, {res.failed} failed,"
             f" {len(waits)} waited on the mirror"
             + (f" (up to {max(waits):.1f} s)" if waits else "")
@@ -519,11 +653,33 @@ class Fleet:
         res.failed, res.problems = len(found), found
 
 
-def released(weed: Any, key: str) -> bool:
+@dataclass(frozen=True)
+class Ticks:
+    """/proc/stat's first line: all CPUs' ticks, and those idle or waiting on I/O."""
+
+    total: int
+    idle: int
+
+    def busy_since(self, then: Ticks) -> float:
+        """The share of the CPUs busy between ``then`` and this (every process's, ours or not)."""
+        total = self.total - then.total
+        return 1.0 - (self.idle - then.idle) / total if total > 0 else 0.0
+
+
+def cpu_ticks() -> Ticks:
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return Ticks(sum(fields[:8]), fields[3] + fields[4])  # guest ticks are counted in user's
+
+
+def is_lease(key: str) -> bool:
+    """Whether ``key`` is a lease's generation (``<LEASES><model>/<path>/<N>``)."""
+    return key.startswith(LEASES) and key.rpartition("/")[2].isdigit()
+
+
+def released(store: Store, key: str) -> bool:
     """Whether a lease generation was released by its holder (mdl keeps it, marked)."""
     try:
-        body = weed.client().get_object(Bucket=BUCKET, Key=key)["Body"].read(4096)
-        return bool(json.loads(body).get("released"))
+        return bool(json.loads(store.read(key)).get("released"))
     except Exception:  # gone, or not written by mdl
         return False
 
@@ -537,10 +693,11 @@ class Killer:
     machine with that pid. What it fetched: the allocated blocks of its partial files (mdl sizes
     them sparse and writes each range where it belongs)."""
 
-    def __init__(self, fleet: Fleet, nodes: list[Node], started: float) -> None:
+    def __init__(self, fleet: Fleet, nodes: list[Node], started: float, share: float) -> None:
         self.fleet, self.nodes, self.started = fleet, nodes, started
-        self.client = fleet.weed.client()
-        self.share = fleet.args.kill_at
+        self.store = fleet.store
+        self.client = fleet.store.client()
+        self.share = share
         # only files of a MiB or more: a config.json's lease lives for milliseconds
         self.sizes = {f"{PREFIX}/{MODEL}/{f.path.name}": f.size for f in fleet.files}
         self.big = {k for k, size in self.sizes.items() if size >= r.MiB}
@@ -574,10 +731,9 @@ class Killer:
         """List the bucket: who leases which file not in it yet; over when every file was filled
         before its leader had fetched --kill-at."""
         try:
-            page = self.client.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/")
+            held = self.store.listing(self.client)
         except Exception:  # a slow answer: look again next time
             return
-        held = {o["Key"]: str(o.get("ETag", "")) for o in page.get("Contents", [])}
         self.leased = {}
         for key, etag in held.items():
             target = f"{PREFIX}/" + key.removeprefix(LEASES).rpartition("/")[0]
@@ -594,7 +750,7 @@ class Killer:
     def holder(self, lease: str) -> Node | None:
         """The machine whose pid the lease names."""
         try:
-            body = json.loads(self.client.get_object(Bucket=BUCKET, Key=lease)["Body"].read())
+            body = json.loads(self.store.read(lease, self.client))
             pid = int(str(body["holder"]).split(":")[-2])
         except Exception:  # gone (released, taken over) or not written by mdl
             return None
@@ -670,6 +826,7 @@ COLUMNS = [
     ("last", "last machine"),
     ("alone", "last / alone"),
     ("cpu", "CPU-s per machine (mean, max)"),
+    ("busy", "CPU busy"),
     ("waited", "waited on the mirror (machines, longest)"),
     ("term", "kill's cost (last − nobody killed)"),
     ("mirror", "bucket after"),
@@ -683,17 +840,23 @@ NAMES = {
 TARGETS = {"fill": 1.05, "kill": 1.1}
 
 
+def name(x: Result) -> str:
+    """The variant's name, its kill share and its mirror's kind (when not SeaweedFS)."""
+    text = NAMES[x.variant] + (f" at {x.kill_at:.0%}" if x.variant == "kill" else "")
+    return text + (f" ({x.mirror}://)" if x.variant in FILLING and x.mirror != "s3" else "")
+
+
 def rows(results: Sequence[Result]) -> list[dict[str, str]]:
-    alone = {(x.variant, x.rate): x.last for x in results if x.nodes == 1}
+    alone = {(x.variant, x.rate, x.mirror): x.last for x in results if x.nodes == 1}
     out = []
     for x in results:
         mean = sum(x.cpu) / len(x.cpu) if x.cpu else float("nan")
         # a killed leader's fleet against one machine that was not killed, at the same CDN rate
-        base = alone.get(("fill" if x.variant == "kill" else x.variant, x.rate))
+        base = alone.get(("fill" if x.variant == "kill" else x.variant, x.rate, x.mirror))
         waits = [w for w in x.waited if w > 0]
         out.append(
             {
-                "variant": NAMES[x.variant],
+                "variant": name(x),
                 "n": str(x.nodes),
                 "egress": f"{(x.cdn_bytes + x.hub_bytes) / r.MiB:.0f} MiB ({x.egress:.2f}×)",
                 "requests": str(x.hub_requests),
@@ -702,6 +865,7 @@ def rows(results: Sequence[Result]) -> list[dict[str, str]]:
                 "last": f"{x.last:.1f} s",
                 "alone": f"{x.last / base:.2f}×" if base else "—",
                 "cpu": f"{mean:.1f}, {max(x.cpu, default=float('nan')):.1f}",
+                "busy": f"{x.busy:.0%}",
                 "waited": "—"
                 if x.variant == "hf"
                 else f"{len(waits)}, {max(waits):.1f} s"
@@ -713,6 +877,76 @@ def rows(results: Sequence[Result]) -> list[dict[str, str]]:
             }
         )
     return out
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile."""
+    ranked = sorted(values)
+    return ranked[max(0, math.ceil(q * len(ranked)) - 1)] if ranked else float("nan")
+
+
+def streams(results: Sequence[Result]) -> list[dict[str, str]]:
+    """Issue 61's rows, ratios within this run: one machine with --fill-mirror against without;
+    N = 2's follower against its leader; every fleet's machines' ends (p50, p90, max) against one
+    machine alone without fill; CDN bytes over the model; the kills' cost and whether followers
+    stalled a lease term. Each with the CPU busy over its run and mdl's --json fill values."""
+    alone = next((x.last for x in results if x.variant == "nofill" and x.nodes == 1), 0.0)
+    fill1 = {x.mirror: x for x in results if x.variant == "fill" and x.nodes == 1}
+    out = []
+
+    def row(what: str, x: Result, value: str) -> None:
+        fills = ", ".join(f"{k} {v}" for k, v in sorted(x.fills.items()))
+        out.append(
+            {
+                "row": what,
+                "run": f"{name(x)}, N = {x.nodes}",
+                "value": value,
+                "cdn": f"{x.egress:.2f}×",
+                "busy": f"{x.busy:.0%}",
+                "fill": fills or "—",
+                "failed": str(x.failed),
+            }
+        )
+
+    for x in results:
+        ends = ", ".join(f"{quantile(x.ends, q) / alone:.2f}×" for q in (0.5, 0.9, 1.0) if alone)
+        if x.variant == "fill" and x.nodes == 1 and alone:
+            row("alone: --fill-mirror / without", x, f"{x.last / alone:.2f}× ({x.last:.1f} s)")
+        elif x.variant == "fill" and x.nodes == 2:
+            lead = x.leaders[0] if len(x.leaders) == 1 else min(range(2), key=x.ends.__getitem__)
+            follower, leader = x.ends[1 - lead], x.ends[lead]
+            row(
+                "N = 2: follower's end / leader's",
+                x,
+                f"{follower / leader:.2f}× ({follower:.1f} s / {leader:.1f} s)",
+            )
+        elif x.variant == "kill":
+            longest = max(x.waited, default=0.0)
+            # a follower of a dead leader waits out the rest of its term (30 s), then takes over
+            stalled = "stalled ≈ a lease term" if longest >= LEASE_TERM / 2 else "no term stall"
+            base = fill1.get(x.mirror)
+            row(
+                f"leader killed at {x.kill_at:.0%}: last / alone (p50, p90, max)",
+                x,
+                f"{ends}; {x.last:.1f} s, {x.last - x.base_last:+.1f} s on nobody killed;"
+                f" longest wait {longest:.1f} s: {stalled}"
+                + (f"; alone with fill {base.last:.1f} s" if base else ""),
+            )
+            continue
+        if x.nodes > 1 or x.variant != "fill":
+            row("last / alone without fill (p50, p90, max)", x, ends or "—")
+    return out
+
+
+STREAM_COLUMNS = [
+    ("row", "row"),
+    ("run", "run"),
+    ("value", "ratio (this run)"),
+    ("cdn", "CDN bytes / model"),
+    ("busy", "CPU busy"),
+    ("fill", "mdl --json fill"),
+    ("failed", "failed"),
+]
 
 
 def verdicts(results: Sequence[Result]) -> list[str]:
@@ -750,6 +984,13 @@ def report(
     weed = " ".join(["weed", *weed_argv[1:]]).replace(str(args.workdir), "$WORK")
     kill_rate = KILL_RATE if args.cdn_rate is None else args.cdn_rate
     kill_rate = "full speed" if kill_rate in ("", "0") else f"{kill_rate}B/s"
+    origin = (
+        f"Origin: each machine's link to nginx (the CDN) shaped to {args.origin_rate:g} MB/s, all"
+        " its connections sharing it (tc HTB on the loopback of the bench's own network namespace,"
+        " a port per machine); the mirror and the Hub unshaped."
+        if args.origin_rate
+        else "Origin: loopback, unshaped."
+    ) + " CPU busy: both cores over the run (/proc/stat), every process's, ours or not."
     return "\n".join(
         [
             f"Measured {r.now()} with `{args.command}`.",
@@ -764,6 +1005,10 @@ def report(
             "",
             r.table(rows(results), COLUMNS, markdown=True),
             "",
+            origin,
+            "",
+            r.table(streams(results), STREAM_COLUMNS, markdown=True),
+            "",
             *verdicts(results),
             "",
             "**Hub/CDN bytes**: what nginx sent (every byte of every answer, from its access log)"
@@ -777,13 +1022,21 @@ def report(
             " such wait."
             " **Leader killed**: the leader is the pid named in a `*.mdl-lease` object's body"
             " (the bucket listed every 50 ms); it is killed with SIGKILL once its partial files"
-            f" hold {args.kill_at:.0%} (`--kill-at`) of the files it leases, and started again at"
-            " once. On loopback the leader has a model in seconds, before anyone could kill it,"
-            " so in this variant nginx sends each request at"
-            f" {kill_rate} (`limit_rate`, `--cdn-rate`; mdl fetches 16 MiB"
-            " ranges, so the leader's fetch takes 20 s or more); the others' CDN is unlimited"
-            " unless `--cdn-rate` is given. Each N then runs twice at that rate: nobody killed,"
-            " then the kill. **kill's cost**: the last machine's end minus the run's with nobody"
+            f" hold {', '.join(f'{k:.0%}' for k in args.kill_at)} (`--kill-at`) of the files it"
+            " leases, and started again at"
+            + (
+                " once; with the origin shaped (`--origin-rate`) the leader's fetch is slow enough"
+                " to kill at any share, and the same N's `--fill-mirror` row is the run with nobody"
+                " killed."
+                if args.origin_rate
+                else " once. On loopback the leader has a model in seconds, before anyone could"
+                " kill it, so in this variant nginx sends each request at"
+                f" {kill_rate} (`limit_rate`, `--cdn-rate`; mdl fetches 16 MiB"
+                " ranges, so the leader's fetch takes 20 s or more); the others' CDN is unlimited"
+                " unless `--cdn-rate` is given. Each N then runs twice at that rate: nobody killed,"
+                " then the kill."
+            )
+            + " **kill's cost**: the last machine's end minus the run's with nobody"
             " killed: about the lease's term (30 s), after which one machine takes the files over"
             " and fetches them again, from zero (egress 1 + what the dead leader had fetched) or,"
             " when it is the one killed and started again, resuming its partial files.",
@@ -835,6 +1088,51 @@ def lock_model(args: argparse.Namespace, env: dict[str, str]) -> str:
     return found.group(0)
 
 
+def in_namespace() -> int:
+    """Run this bench again in a network namespace of its own (``unshare -n``: its own loopback,
+    whose tc rules touch nobody else's traffic), with loopback up."""
+    if os.geteuid() != 0:
+        sys.exit("bench: --origin-rate shapes loopback in a network namespace: run as root, or 0")
+    script = 'ip link set lo up && exec "$@"'
+    argv = ["unshare", "-n", "sh", "-c", script, "sh", sys.executable, *sys.argv]
+    return subprocess.run(argv, env={**os.environ, NETNS: "1"}, check=False).returncode
+
+
+def shape(ports: Sequence[int], rate: float) -> None:
+    """Each machine's link to the origin: an HTB class of ``rate`` MB/s for what nginx sends from
+    that machine's port, all its connections sharing it; everything else on loopback (the mirror,
+    the Hub, the uploads) unclassified, so HTB sends it at once (``default 0``). The kernel does
+    it: no process copies the bytes, so the cap costs no CPU the measured machines would miss."""
+    tc = ["tc"]
+    run = lambda *a: subprocess.run([*tc, *a], check=True, capture_output=True)  # noqa: E731
+    run("qdisc", "replace", "dev", "lo", "root", "handle", "1:", "htb", "default", "0")
+    speed = f"{rate:g}mbps"  # tc's mbps: megabytes per second
+    for i, port in enumerate(ports):
+        cls = f"1:{i + 10:x}"
+        limit = ["rate", speed, "ceil", speed, "burst", "1mb", "cburst", "1mb", "quantum", "65536"]
+        run("class", "add", "dev", "lo", "parent", "1:", "classid", cls, "htb", *limit)
+        run(
+            "filter",
+            "add",
+            "dev",
+            "lo",
+            "parent",
+            "1:",
+            "protocol",
+            "ip",
+            "prio",
+            "1",
+            "u32",
+            "match",
+            "ip",
+            "sport",
+            str(port),
+            "0xffff",
+            "flowid",
+            cls,
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
@@ -851,9 +1149,25 @@ def main() -> int:
     add("--window", type=int, default=10, help="the rate-limit window in seconds (default 10)")
     add(
         "--kill-at",
+        type=csv(float),
+        default=[0.2, 0.5],
+        help="kill the leader once it fetched this share of the files it leases; one kill row per"
+        " value (default 0.2,0.5)",
+    )
+    add("--kill-nodes", type=csv(int), help="machines per kill run (default: --nodes)")
+    add(
+        "--origin-rate",
         type=float,
-        default=0.05,
-        help="kill the leader once it fetched this share of the files it leases (default 0.05)",
+        default=100.0,
+        help="each machine's link to the origin (nginx) in MB/s, shared by all its connections"
+        " (tc in a network namespace of the bench's own; needs root); the mirror is not capped;"
+        " 0: no cap, no namespace (default 100)",
+    )
+    add(
+        "--mirrors",
+        type=csv(str, MIRRORS),
+        default=list(MIRRORS),
+        help="the mirror kinds fill and kill run against: s3 (SeaweedFS), file (a folder)",
     )
     add(
         "--cdn-rate",
@@ -871,6 +1185,8 @@ def main() -> int:
     add("--json", type=Path, help="also write the raw numbers as JSON here")
     add("--write-results", action="store_true", help="rewrite bench/FANOUT.md with this run")
     args = parser.parse_args()
+    if args.origin_rate and not os.environ.get(NETNS):
+        return in_namespace()
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.command = " ".join(["python", "bench/fanout.py", *sys.argv[1:]])
@@ -903,14 +1219,20 @@ def main() -> int:
         access_log=args.workdir / "access.log",
         # one limit for nginx's capped location: a run is capped (at this rate) or not at all
         limit_rate=args.cdn_rate if args.cdn_rate not in (None, "", "0") else KILL_RATE,
+        # --origin-rate: one port per machine (the warm-up's is machine 0's)
+        more_ports=max(args.nodes + (args.kill_nodes or [])) if args.origin_rate else 0,
     )
-    weed = Seaweed(args.workdir)
+    weed, share = Seaweed(args.workdir), FileShare(args.workdir)
     results: list[Result] = []
     with contextlib.ExitStack() as stack:
         nginx.start()
         stack.callback(nginx.stop)
         cdn = r.NginxCdn(nginx.url, data)
         hub = RateLimitedHub(cdn, budget=args.budget, window=args.window)
+        if args.origin_rate:
+            shape(nginx.ports, args.origin_rate)
+            hub.cdn_url = nginx.url
+            hub.machines = {f"{i:02d}": f"http://127.0.0.1:{p}" for i, p in enumerate(nginx.ports)}
         hub.add_repo(REPO, {f.path.name: r.file_content(f.path, sha256=f.sha256) for f in files})
         hub.start()
         stack.callback(hub.stop)
@@ -918,19 +1240,23 @@ def main() -> int:
         stack.callback(weed.stop)
         say(f"bench: nginx {nginx.url}, Hub {hub.url}, SeaweedFS S3 {weed.endpoint}")
         counter = r.RequestCounter(args.workdir / "access.log", [hub])
-        fleet = Fleet(args, files, hub, cdn, weed, counter, "")
+        fleet = Fleet(args, files, hub, cdn, weed, counter, "", share)
         fleet.commit = lock_model(args, fleet.env)
         for variant in args.only:
-            if not args.no_warm_up:
-                fleet.warm_up(variant)
-            for n in args.nodes:
-                results.append(fleet.run(variant, n))
+            # nofill's and hf's machines find no mirror whatever its kind: one run each
+            for mirror in args.mirrors if variant in FILLING else args.mirrors[:1]:
+                fleet.store = fleet.stores[mirror]
+                if not args.no_warm_up:
+                    fleet.warm_up(variant)
+                for n in args.kill_nodes if variant == "kill" and args.kill_nodes else args.nodes:
+                    results += fleet.run(variant, n, mirror)
         shutil.rmtree(args.workdir / "nodes", ignore_errors=True)
     text = report(args, results, weed.argv, model)
     sys.stdout.write("\n" + text + "\n")
     if args.json is not None:
         raw = [{**vars(x), "egress": x.egress} for x in results]
-        args.json.write_text(json.dumps({"command": args.command, "results": raw}, indent=2))
+        doc = {"command": args.command, "when": r.now(), "streams": streams(results)}
+        args.json.write_text(json.dumps({**doc, "results": raw}, indent=2))
     if args.write_results:
         heading = "# Fan-out: one bucket, N machines, one Hub (`bench/fanout.py`)"
         (r.HERE / "FANOUT.md").write_text(f"{heading}\n\n{text}\n")

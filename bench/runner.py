@@ -152,7 +152,7 @@ http {{
     uwsgi_temp_path {prefix}/tmp/uwsgi;
     scgi_temp_path {prefix}/tmp/scgi;
     server {{
-        listen 127.0.0.1:{port} reuseport;
+        listen 127.0.0.1:{port} reuseport;{listen}
         server_name localhost;
         etag on;
         location /capped/ {{ alias {data}/; limit_rate {limit_rate}; }}
@@ -172,9 +172,18 @@ class Nginx:
     """
 
     def __init__(
-        self, *, data: Path, prefix: Path, limit_rate: str = "40m", access_log: Path | None = None
+        self,
+        *,
+        data: Path,
+        prefix: Path,
+        limit_rate: str = "40m",
+        access_log: Path | None = None,
+        more_ports: int = 0,
     ) -> None:
         self.binary = ensure_tools(("nginx",))["nginx"]
+        # ``more_ports`` more ports serving the same (bench/fanout.py: one per machine, each
+        # shaped by tc to one machine's link); ``ports`` holds them once started
+        self.more_ports, self.ports = more_ports, list[int]()
         self.data, self.prefix, self.limit_rate = data.resolve(), prefix.resolve(), limit_rate
         self.access_log = access_log.resolve() if access_log is not None else None
         self.port = 0
@@ -192,6 +201,8 @@ class Nginx:
         error = ""
         for _ in range(5):  # free_port() can race with another process
             self.port = free_port()
+            self.ports = [free_port() for _ in range(self.more_ports)]
+            listen = "".join(f"\n        listen 127.0.0.1:{p};" for p in self.ports)
             conf = self.prefix / "nginx.conf"
             log = f"{self.access_log} bench" if self.access_log is not None else "off"
             # root's workers could not read every --workdir
@@ -201,6 +212,7 @@ class Nginx:
                     user=user,
                     prefix=self.prefix,
                     port=self.port,
+                    listen=listen,
                     data=self.data,
                     limit_rate=self.limit_rate,
                     access_log=log,
