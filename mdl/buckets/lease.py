@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 from typing import Literal
 
 from mdl.buckets._parts import fill_part
@@ -93,10 +95,37 @@ class LeaseLost(Exception):
 
 
 def lease_body(holder: str, done: int = 0, *, released: bool = False) -> bytes:
-    """A lease's bytes: its holder, the bytes it has done, and a nonce (never the same twice: S3's
-    ETag is the MD5 of the body)."""
+    """A lease's bytes: its holder, the bytes it has done, its process (``process_of``), and a
+    nonce (never the same twice: S3's ETag is the MD5 of the body)."""
     body: dict[str, object] = {"holder": holder, "done": done, "n": secrets.token_hex(8)}
+    body["process"] = process_of(os.getpid())
     return json.dumps({**body, "released": True} if released else body).encode()
+
+
+def process_of(pid: int) -> str | None:
+    """``<boot id>:<pid namespace>:<pid>:<start time>`` of a running process of this machine (as
+    Linux's /proc says), None: none, or no /proc. Two processes that share a boot and a pid
+    namespace tell by it whether the other still runs: pids are reused, start times are not."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_bytes()[:64].decode().strip()
+        space = Path("/proc/self/ns/pid").stat().st_ino
+        fields = Path(f"/proc/{pid}/stat").read_bytes()[:4096].rpartition(b")")[2].split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return f"{boot}:{space}:{pid}:{int(fields[19])}" if len(fields) > 19 else None
+
+
+def _gone(said: object) -> bool:
+    """Whether a lease's process (``process_of`` when it wrote it) ran on this machine, in this
+    pid namespace, and runs no more: killed, or crashed. Its restart takes the lease over at once,
+    not a term later; another machine's process is judged by the term alone."""
+    mine = process_of(os.getpid())
+    if not isinstance(said, str) or mine is None or said.count(":") != 3:
+        return False
+    here, pid = said.rsplit(":", 2)[0], said.split(":")[2]
+    if here != mine.rsplit(":", 2)[0] or not (pid.isascii() and pid.isdigit() and len(pid) < 10):
+        return False
+    return process_of(int(pid)) != said
 
 
 State = Literal["none", "live", "lapsed", "released", "foreign"]
@@ -145,7 +174,7 @@ def read_generation(writer: Writer, uri: str, number: int, *, term: float) -> Lo
     count = done if isinstance(done, int) and not isinstance(done, bool) and done >= 0 else None
     if body.get("released") is True:
         state: State = "released"
-    elif seen.now - seen.modified > term:
+    elif seen.now - seen.modified > term or _gone(body.get("process")):
         state = "lapsed"
     else:
         state = "live"

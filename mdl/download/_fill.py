@@ -113,8 +113,10 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
             )
             return said(sources.origin(), None)
         if lease is not None:
-            if streamer is not None:
-                streamer.reuse(session.cancel)
+            if streamer is not None and parts is not None:
+                # Xet fetches by chunk, never on a plain record: its parts go up once it verified
+                by_chunk = sources.remote.xet is not None and session.settings.xet
+                streamer.reuse(session.cancel, cut=None if by_chunk else parts.part)
             return said(_holding(sources, place, lease, over, parts), None)
         log.info("%s: another machine is filling mirror %s; waiting on it", label, shown)
         session.progress.waiting(label, "another machine is filling the mirror")

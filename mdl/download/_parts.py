@@ -194,16 +194,17 @@ class Streamer:
             log.info("%s: read %d parts another machine published", self.job.label, len(read))
         return sum(end - start for start, end in self.ranges)
 
-    def reuse(self, cancel: threading.Event) -> None:
+    def reuse(self, cancel: threading.Event, *, cut: int | None) -> None:
         """On taking the lease: the parts a holder before us published, read and claimed first
-        (a failure to read them costs only their bytes: the fetch makes them)."""
+        (a failure to read them costs only their bytes: the fetch makes them); ``cut``: the
+        fetch's pieces cut at the parts, fetched in order, so whole parts land soon."""
         had = -1
         try:
             while not cancel.is_set() and (now := self.step()) > had:
                 had = now
-        except MdlError as exc:
+        except (OSError, MdlError) as exc:
             log.info("%s: the parts published before were not read: %s", self.job.label, exc)
-        self.seed()
+        self.seed(cut=cut)
 
     def _open(self) -> None:
         kept = load_state(self.job)  # an earlier run's bytes of this very file, if any
@@ -222,15 +223,17 @@ class Streamer:
         os.pwrite(self._fd, found[0], start)
         return start, end
 
-    def seed(self) -> None:
-        """The bytes read so far claimed in a resume record, the file closed: the fetch of the rest
-        (from the final object, or the origin) resumes on them, and its hash checks them all."""
-        if self._fd is not None:
-            with suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-        if self.streamed:
-            seed(self.job, self.ranges)
+    def seed(self, *, cut: int | None = None) -> None:
+        """The bytes read so far claimed in a resume record (``cut``: see ``reuse``), the file
+        closed: the fetch of the rest (from the final object, or the origin) resumes on them, and
+        its hash checks them all."""
+        if self._fd is None:
+            return
+        with suppress(OSError):
+            os.close(self._fd)
+        self._fd = None
+        if self.streamed or cut:
+            seed(self.job, self.ranges, cut=cut)
 
 
 def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -597,17 +598,24 @@ def landed(job: TransferJob) -> list[tuple[int, int]]:
     )
 
 
-def seed(job: TransferJob, ranges: list[tuple[int, int]]) -> None:
+def seed(job: TransferJob, ranges: list[tuple[int, int]], *, cut: int | None = None) -> None:
     """A resume record claiming ``ranges`` (sorted, apart) of ``job``'s ``.part``: bytes another
     source wrote there (a fill's published parts), for the next fetch of it to resume on and its
-    hash to check. Saved as a cheap save is: a crash of the machine drops it."""
+    hash to check; ``cut``: its pieces end at every multiple of it too, and are fetched in order
+    (a fill's holder publishes whole parts as they land). Saved as a cheap save is: a crash of the
+    machine drops it."""
     size = job.identity.size
-    if not ranges or size is None:
+    if size is None:
         return
-    starts = [start for start, _ in ranges]
-    pieces = [[0, starts[0], 0]] if starts[0] else []
-    for (start, end), after in zip(ranges, [*starts[1:], size], strict=True):
-        pieces.append([start, after, end - start])
+    edges = sorted(
+        {0, size, *(start for start, _ in ranges), *range(cut or size, size, cut or size)}
+    )
+    pieces, spans = [], iter(ranges)
+    span = next(spans, (size, size))
+    for start, end in pairwise(edges):
+        while span[1] <= start and span[0] < size:
+            span = next(spans, (size, size))
+        pieces.append([start, end, min(span[1], end) - start if span[0] <= start else 0])
     record = {
         "version": STATE_VERSION,
         "source": job.source,

@@ -798,3 +798,50 @@ def test_never_two_holders_of_a_live_lease(
         current[0] = -1
         while pending:
             run(pending.pop(0)[1])
+
+
+# --- a holder's process: on this machine, a dead one is known at once (issue 61) ---
+
+
+def _body(process: str | None) -> bytes:
+    return json.dumps({"holder": "other:1:x", "done": 0, "n": "1", "process": process}).encode()
+
+
+def test_a_lease_whose_process_died_on_this_machine_is_taken_at_once() -> None:
+    """A holder kill -9ed and restarted (a crash-looping pod): its lease is not waited on for a
+    term; the start time tells a reused pid apart, and a live holder (this very process: threads
+    of one program pulling at once) stays live."""
+    child = multiprocessing.get_context("spawn").Process(target=int)
+    child.start()
+    said = lease_module.process_of(child.pid or 0)
+    child.join()
+    assert said is not None and said.count(":") == 3
+    store = MemoryStore()
+    store.put(gen(1), _body(said))
+    assert look(store, PREFIX).state == "lapsed"
+    assert take(store, PREFIX, holder="b") is not None
+    # our own pid, written by an earlier process (another start time): gone
+    mine = lease_module.process_of(os.getpid())
+    assert mine is not None
+    earlier = mine.rpartition(":")[0] + ":1"
+    for process, state in ((earlier, "lapsed"), (mine, "live")):
+        store = MemoryStore()
+        store.put(gen(1), _body(process))
+        assert look(store, PREFIX).state == state, process
+
+
+@pytest.mark.parametrize(
+    "process",
+    [None, 7, "", "a:b", "other-boot:1:1:1", "{}:1:1:1", "x:y:999999999999:1", "x:y:-1:1"],
+)
+def test_another_machines_or_a_strange_process_is_judged_by_the_term_alone(
+    process: object,
+) -> None:
+    mine = lease_module.process_of(os.getpid()) or "b:n:1:1"
+    if process == "{}:1:1:1":  # this boot, another pid namespace (a container beside us)
+        process = mine.split(":")[0] + ":1:1:1"
+    store = MemoryStore()
+    store.put(gen(1), json.dumps({"holder": "o", "n": "1", "process": process}).encode())
+    assert look(store, PREFIX).state == "live"
+    store.advance(TERM + 1)
+    assert look(store, PREFIX).state == "lapsed"
