@@ -116,7 +116,7 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
             if streamer is not None and parts is not None:
                 # Xet fetches by chunk, never on a plain record: its parts go up once it verified
                 by_chunk = sources.remote.xet is not None and session.settings.xet
-                streamer.reuse(session.cancel, cut=None if by_chunk else parts.part)
+                streamer.reuse(session.cancel, cut=None if by_chunk else parts.part // 2)
             return said(_holding(sources, place, lease, over, parts), None)
         log.info("%s: another machine is filling mirror %s; waiting on it", label, shown)
         session.progress.waiting(label, "another machine is filling the mirror")

@@ -197,7 +197,8 @@ class Streamer:
     def reuse(self, cancel: threading.Event, *, cut: int | None) -> None:
         """On taking the lease: the parts a holder before us published, read and claimed first
         (a failure to read them costs only their bytes: the fetch makes them); ``cut``: the
-        fetch's pieces cut at the parts, fetched in order, so whole parts land soon."""
+        fetch's pieces end at every multiple of it (half a part: two streams to a part, whole parts
+        land in order and soon), fetched in order."""
         had = -1
         try:
             while not cancel.is_set() and (now := self.step()) > had:
