@@ -31,7 +31,7 @@ from unittest import mock
 
 import pytest
 from buckets.memstore import MemoryStore
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from profiles import examples
 from runfixtures import transfer_job
@@ -60,8 +60,9 @@ TEMPLATE = "s3://mirror/models/{model}/{path}"
 ROOT = "s3://mirror/models/.mdl/"
 OBJECT = "s3://mirror/models/m/f.bin"
 LEASES = lease_prefix(ROOT, OBJECT)
-PART = 200  # bytes per part: 5 whole parts and a short last one
-SIZE = 5 * PART + 37
+PART = 200  # bytes per part: 3 whole parts and a short last one
+SIZE = 3 * PART + 37
+COUNT = 4
 DATA = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(SIZE // 32 + 1))[:SIZE]
 SHA = hashlib.sha256(DATA).hexdigest()
 PREFIX = f"{parts_prefix(ROOT, OBJECT)}{SHA}-{PART}/"
@@ -92,17 +93,23 @@ class Step(NamedTuple):
     who: int
     seconds: float
     at: int | None  # run it inside the next step's store call number ``at`` (another machine's)
-    part: int
+    part: int  # 0: the first it has not published (a fetch lands mostly in order)
     wrong: bool  # a part published with a flipped byte (a liar, or a store that corrupts)
 
 
+# "act": a new machine starts (reads the object, else takes the lease, else waits on it), a
+# holder publishes a part, a waiting one looks once (reading the parts published); "finish": a
+# holder ends its fill, a waiting one gives up (the origin); "die": killed; "quit": Ctrl-C (a
+# holder releases); "advance": the store's clock
 STEPS = st.builds(
     Step,
-    st.sampled_from(["act", "act", "act", "renew", "finish", "die", "quit", "advance", "advance"]),
+    st.sampled_from(
+        ["act"] * 5 + ["renew", "renew", "finish", "die", "quit", "advance", "advance"]
+    ),
     st.integers(0, 2),
-    st.sampled_from([1.0, 9.0, TERM - 1, TERM, TERM + 1, 2 * TERM]),
+    st.sampled_from([1.0, 9.0, 9.0, TERM - 1, TERM, TERM + 1, 2 * TERM]),
     st.sampled_from([None, None, None, 0, 1, 2, 3, 5]),
-    st.integers(1, -(-SIZE // PART)),
+    st.sampled_from([0, 0, 0, *range(1, COUNT + 1)]),
     st.sampled_from([False, False, False, True]),
 )
 
@@ -227,6 +234,8 @@ class Fleet:
         """Part ``number`` landed (its gaps fetched from the origin) and sent as Publisher sends
         it: from the file on disk, by a conditional create."""
         assert m.publisher is not None
+        if number == 0:
+            number = min(set(range(1, COUNT + 1)) - m.publisher.done, default=COUNT)
         if number in m.publisher.done:
             return
         start, end = self.parts.span(number)
@@ -364,9 +373,25 @@ class Fleet:
             m.streamer.seed()
 
 
+def steps_of(*said: str) -> list[Step]:
+    """Steps written ``"act 0"`` (machine 0 acts), ``"act 0 wrong"``, ``"advance 31"``..."""
+    made = []
+    for one in said:
+        action, number, *wrong = one.split()
+        who, seconds = (0, float(number)) if action == "advance" else (int(number), 1.0)
+        made.append(Step(action, who, seconds, None, 0, bool(wrong)))
+    return made
+
+
 @pytest.mark.slow  # the model check
 @settings(max_examples=examples(2000))
 @given(machines=st.integers(2, 3), steps=st.lists(STEPS, max_size=50))
+# m1 streams every part m0 publishes while m0 holds the lease ("streamed")
+@example(2, steps_of("act 0", "act 0", "act 0", "act 0", "act 0", "act 1", "act 1"))
+# m0 dies after two parts; m1 takes its lapsed lease over and fetches only the rest
+@example(2, steps_of("act 0", "act 0", "act 0", "die 0", f"advance {TERM + 1}", "act 1"))
+# m1 streams a wrong part: its whole-hash check sends it to the origin; the object is uploaded
+@example(2, steps_of("act 0", "act 0 wrong", "act 1", "act 1"))
 def test_a_fill_in_parts_leaves_only_the_files_bytes(machines: int, steps: list[Step]) -> None:
     """Random interleavings of take, publish (right or wrong bytes), renew, die, quit, a
     follower's looks (its Streamer reading the parts), finishing and the store's clock, by 2-3
