@@ -165,18 +165,20 @@ class MemoryStore:
     def assemble(
         self, uri: str, parts: Sequence[str], path: Path, *, size: int, sha256: str, root: str
     ) -> bool | None:
-        """As S3 assembles: the parts joined in the store, only when they are the local file's
-        bytes (None otherwise: the caller uploads), the file checked as ``upload`` does."""
+        """As S3 assembles: the object is the parts joined in the store, only when they are the
+        local file's bytes (None otherwise: the caller uploads), the file checked as ``upload``
+        does."""
         data = path.read_bytes()
         with self._call("assemble", uri):
             if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
                 raise IntegrityError(f"{uri}: the bytes do not match their size and SHA-256")
             stored = [self._objects.get(part) for part in parts]
-            if b"".join(part.data for part in stored if part) != data or None in stored:
+            joined = b"".join(part.data for part in stored if part)
+            if joined != data or None in stored:
                 return None
             if uri in self._objects and not self.ignore_conditions:
                 return False
-            self._write(uri, data, marked=True)
+            self._write(uri, joined, marked=True)  # the parts' bytes, as the store joins them
             return True
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
