@@ -121,7 +121,7 @@ class Publisher:
     def _run(self) -> None:
         sent = 0
         while not self._stop.wait(0 if sent else PUBLISH_EVERY) and not self._failed:
-            sent = self._send(landed(self.job), self.job)
+            sent = self._send(_merged(landed(self.job)), self.job)  # pieces: half parts
             self.beside += sent
 
     def finish(self) -> list[str]:

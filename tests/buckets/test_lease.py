@@ -834,9 +834,7 @@ def test_a_lease_whose_process_died_on_this_machine_is_taken_at_once() -> None:
     "process",
     [None, 7, "", "a:b", "other-boot:1:1:1", "{}:1:1:1", "x:y:999999999999:1", "x:y:-1:1"],
 )
-def test_another_machines_or_a_strange_process_is_judged_by_the_term_alone(
-    process: object,
-) -> None:
+def test_another_machines_or_a_strange_process_is_judged_by_the_term_alone(process: object) -> None:
     mine = lease_module.process_of(os.getpid()) or "b:n:1:1"
     if process == "{}:1:1:1":  # this boot, another pid namespace (a container beside us)
         process = mine.split(":")[0] + ":1:1:1"

@@ -203,7 +203,7 @@ class Fleet:
             m.state = "waiting"
             return
         m.lease, m.sent, m.believes, m.state = lease, before, True, "holding"
-        m.streamer.reuse()
+        m.streamer.reuse(threading.Event(), cut=self.parts.part // 2)  # as _filled cuts it
         if self.store.head(OBJECT) is not None:  # ``_present``: filled since it looked
             self.from_mirror(m)
             self.release(m)
@@ -310,7 +310,8 @@ class Fleet:
         m.streamer.seed()
         loaded = load_state(m.job)
         m.have = [] if loaded is None else [(p.start, p.start + p.done) for p in loaded.pieces]
-        m.have = [(start, end) for start, end in m.have if end > start]
+        # (pieces cut at half parts: adjacent ones are one range)
+        m.have = parts_module._merged([(start, end) for start, end in m.have if end > start])
         # 4: the record claims what the Streamer read, no more, no less
         assert m.have == (m.streamer.ranges if m.streamer.streamed else []), m.have
         if m.have:
