@@ -688,6 +688,12 @@ class S3Upload:
                         room.release()  # never sent: its room is back
                 raise
 
+    def _md5(self, number: int, chunk: int) -> str:
+        """The MD5 of part ``number`` of the local file (``chunk`` bytes a part)."""
+        with self.path.open("rb") as handle:
+            handle.seek((number - 1) * chunk)
+            return hashlib.md5(handle.read(chunk), usedforsecurity=False).hexdigest()
+
     def _copy_parts(
         self, upload_id: str, sources: list[S3Object], chunk: int
     ) -> list[dict[str, Any]] | None:
@@ -697,7 +703,7 @@ class S3Upload:
 
         obj, client = self.obj, self.writer.client()
 
-        def copy(number: int, source: S3Object, digest: str, md5: str) -> dict[str, Any] | None:
+        def copy(number: int, source: S3Object, digest: str) -> dict[str, Any] | None:
             with s3_errors(obj.uri):
                 try:
                     said = client.upload_part_copy(
@@ -712,9 +718,12 @@ class S3Upload:
                         raise
                     log.info("%s: the store does not copy %s into it: %s", obj.uri, source.uri, exc)
                     return None
-            # the store's SHA-256 of the copy, else its ETag (a plain PUT's: the MD5 of the bytes)
+            # the store's SHA-256 of the copy, else its ETag (a plain PUT's: the MD5 of the bytes,
+            # read again only then: most stores say the SHA-256)
             checksum = said.get("ChecksumSHA256")
-            if (checksum or str(said.get("ETag")).strip('"')) != (digest if checksum else md5):
+            if (checksum or str(said.get("ETag")).strip('"')) != (
+                digest if checksum else self._md5(number, chunk)
+            ):
                 log.warning(
                     "%s: %s is not part %d of the verified file", obj.uri, source.uri, number
                 )
@@ -731,8 +740,7 @@ class S3Upload:
                     whole.update(data)
                     read += len(data)
                     digest = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
-                    md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-                    futures.append(pool.submit(copy, number, source, digest, md5))
+                    futures.append(pool.submit(copy, number, source, digest))
                 read += len(handle.read(1))  # a file that grew is not the verified one
             self._check(read, whole.hexdigest())
             copied = [future.result() for future in futures]
