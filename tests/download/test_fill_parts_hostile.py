@@ -1,0 +1,188 @@
+"""--fill-mirror in parts (issue 61) against a hostile mirror and hostile timing: parts that are
+links, FIFOs or folders on a shared folder, a listing of names that are not parts, a live lease
+whose parts stop, a follower that has every part before the holder made the object."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from s3server import S3, s3, s3_server  # noqa: F401
+from servers import HubServer, make_data
+
+import mdl.buckets._parts as parts_module
+from mdl.buckets.lease import lease_body, lease_prefix, namespace, part_set, take
+from mdl.buckets.protocol import Writer
+from mdl.buckets.registry import STORES
+from mdl.catalog.load import parse_catalog
+from mdl.catalog.settings import CatalogSettings, build_settings
+from mdl.download.puller import pull_models
+from mdl.download.session import TERM_VARIABLE
+from mdl.progress import Progress
+from mdl.report import RunReport
+from mdl.setting import Overrides
+
+PART = 1 << 20  # the tests' part size (MiB): 40 parts
+# 40 MiB + 3 bytes: fetched in parallel ranges (a record saved as they land), a short last part
+WEIGHTS = make_data(40 * PART + 3, seed=61)
+SHA = hashlib.sha256(WEIGHTS).hexdigest()
+COUNT = 41  # parts: 40 whole, then 3 bytes
+CATALOG = """
+[models.tiny]
+repo = "org/tiny"
+include = ["*.safetensors"]
+"""
+
+
+@pytest.fixture(autouse=True)
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parts_module, "FILL_PART", PART)
+
+
+@pytest.fixture
+def tiny(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    hub.add_repo("org/tiny", {"model.safetensors": WEIGHTS})
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    return hub
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    return folder
+
+
+def pull(hub: HubServer, dest: Path, root: Path, env: dict[str, str] | None = None) -> RunReport:
+    environ = {"HF_ENDPOINT": hub.url, **(env or {})}
+    catalog = CatalogSettings(mirrors=(f"file://{root}/{{model}}/{{path}}",))
+    settings = build_settings(
+        Overrides(fill_mirror=True), environ=environ, dest=dest, catalog=catalog
+    )
+    return pull_models(parse_catalog(CATALOG).models, settings, progress=Progress())
+
+
+def in_thread(hub: HubServer, dest: Path, root: Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    reports: list[RunReport] = []
+    thread = threading.Thread(target=lambda: reports.append(pull(hub, dest, root, env)))
+    thread.start()
+    return thread, reports
+
+
+def writer() -> Writer:
+    return STORES["file"].writer(endpoint=None, secrets=None)
+
+
+def object_uri(root: Path) -> str:
+    return f"file://{root}/tiny/model.safetensors"
+
+
+def parts_of(root: Path) -> tuple[str, int]:
+    ns = namespace(f"file://{root}/{{model}}/{{path}}")
+    assert ns is not None
+    return part_set(ns, object_uri(root), pin=SHA, size=len(WEIGHTS))
+
+
+def part_files(root: Path) -> list[Path]:
+    return sorted(p for p in (root / ".mdl" / "parts").rglob("*") if p.is_file())
+
+
+def publish(root: Path, numbers: range, *, wrong: int | None = None) -> None:
+    """Parts of the weights published as a holder would (``wrong``: that one's bytes flipped)."""
+    prefix, part = parts_of(root)
+    for n in numbers:
+        data = WEIGHTS[(n - 1) * part : n * part]
+        if n == wrong:
+            data = bytes([data[0] ^ 1]) + data[1:]
+        assert writer().create(f"{prefix}{n:05d}", data) is not None
+
+
+def dead_holder(root: Path, *, aged: bool) -> None:
+    """A lease another machine took and never renews (killed); ``aged``: an hour ago (lapsed by
+    the folder's clock), else now (it lapses within the pull's 1 s term)."""
+    ns = namespace(f"file://{root}/{{model}}/{{path}}")
+    assert ns is not None
+    held = take(writer(), lease_prefix(ns, object_uri(root)), holder="dead:1:x", term=1.0)
+    assert held is not None
+    if aged:
+        an_hour_ago = time.time() - 3600
+        os.utime(root / held.uri.removeprefix("file://"), (an_hour_ago, an_hour_ago))
+
+
+def cdn_bytes(hub: HubServer) -> int:
+    return hub.cdn.log.body_bytes()
+
+
+def log_has(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in r.getMessage() for r in list(caplog.records))
+
+
+def live_liar(root: Path) -> str:
+    """A lease another machine holds (an hour's term by the pull's setting) and never releases."""
+    ns = namespace(f"file://{root}/{{model}}/{{path}}")
+    assert ns is not None
+    prefix = lease_prefix(ns, object_uri(root))
+    assert writer().create(f"{prefix}1", lease_body("liar:1:x")) is not None
+    return prefix
+
+
+def test_a_follower_with_every_part_before_the_object_is_made_installs_them(
+    tiny: HubServer, root: Path, tmp_path: Path
+) -> None:
+    """The holder published its last part and is making the object: the follower has all the
+    bytes (right ones) and must not fetch them again from the origin."""
+    live_liar(root)
+    publish(root, range(1, COUNT + 1))
+    report = pull(tiny, tmp_path / "a", root, env={TERM_VARIABLE: "3600"})
+    assert report.exit_code == 0, report.files
+    (outcome,) = report.files
+    assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert cdn_bytes(tiny) == 0, outcome
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link", "folder"])
+def test_a_part_that_is_no_file_on_the_share_costs_only_its_bytes(
+    tiny: HubServer, root: Path, tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Part 1 is a FIFO, a link to a file of its size, or a folder; the rest are right; the lease
+    stays live and nothing moves: the follower gives up (never hangs on the FIFO), keeps the parts
+    it read, and fetches only part 1's bytes from the origin."""
+    monkeypatch.setattr("mdl.buckets.lease.STALL_TERMS", 0.0002)  # 0.7 s of an hour's term
+    live_liar(root)
+    prefix, part = parts_of(root)
+    publish(root, range(2, COUNT + 1))
+    first = root / prefix.removeprefix("file://") / "00001"
+    if kind == "fifo":
+        os.mkfifo(first)
+    elif kind == "link":
+        (tmp_path / "elsewhere").write_bytes(WEIGHTS[:part])
+        first.symlink_to(tmp_path / "elsewhere")
+    else:
+        first.mkdir()
+        (first / "00001").write_bytes(WEIGHTS[:part])
+    report = pull(tiny, tmp_path / "a", root, env={TERM_VARIABLE: "3600"})
+    assert report.exit_code == 0, report.files
+    (outcome,) = report.files
+    assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert outcome.fill == "from origin" and outcome.streamed == len(WEIGHTS) - part, outcome
+    assert cdn_bytes(tiny) == part
+
+
+def test_names_that_are_not_parts_do_not_keep_the_parts_in_the_mirror(
+    tiny: HubServer, root: Path, tmp_path: Path
+) -> None:
+    """Another user's names under the parts' folder, sorting before them: the fill still removes
+    every part it published once the object is there."""
+    prefix, _ = parts_of(root)
+    folder = root / prefix.removeprefix("file://")
+    folder.mkdir(parents=True)
+    for i in range(300):
+        (folder / f"-junk{i:04d}").write_bytes(b"x")
+    report = pull(tiny, tmp_path / "a", root)
+    assert report.exit_code == 0, report.files
+    assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert [p.name for p in part_files(root) if not p.name.startswith("-junk")] == []
