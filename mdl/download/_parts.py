@@ -79,10 +79,11 @@ class PartSet:
         return found
 
     def remove(self) -> None:
-        """Every part (once the final object is there, or its bytes proved wrong); best effort: what
-        stays, ``prune --mirror`` removes."""
+        """Every part (once the final object is there, or its bytes proved wrong), by name: a
+        listing another writer filled with other names hides none; best effort: what stays,
+        ``prune --mirror`` removes."""
         try:
-            for number in sorted(self.published()):
+            for number in range(1, self.count + 1):
                 self.writer.delete(self.uri(number))
         except MdlError as exc:
             log.info("could not remove the parts under %s: %s", self.prefix, exc)
