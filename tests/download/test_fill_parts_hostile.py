@@ -4,13 +4,17 @@ whose parts stop, a follower that has every part before the holder made the obje
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from runfixtures import HANG, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
 from servers import HubServer, make_data
 
@@ -20,8 +24,10 @@ from mdl.buckets.protocol import Writer
 from mdl.buckets.registry import STORES
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings
+from mdl.download._parts import PartSet
 from mdl.download.puller import pull_models
-from mdl.download.session import TERM_VARIABLE
+from mdl.download.session import TERM_VARIABLE, PullSession
+from mdl.errors import InterruptedByUserError
 from mdl.progress import Progress
 from mdl.report import RunReport
 from mdl.setting import Overrides
@@ -186,3 +192,110 @@ def test_names_that_are_not_parts_do_not_keep_the_parts_in_the_mirror(
     assert report.exit_code == 0, report.files
     assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
     assert [p.name for p in part_files(root) if not p.name.startswith("-junk")] == []
+
+
+def test_a_follower_stopped_mid_stream_keeps_what_it_read_for_its_next_run(
+    tiny: HubServer,
+    root: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C (the session's cancel) while it waits for more parts: exit 130 at once, the parts
+    read kept in its partial and record; the next run, the holder gone, takes the lease, reads
+    the rest of the parts and fetches nothing from the origin."""
+    caplog.set_level(logging.INFO, logger="mdl.pull")
+    cancel = threading.Event()
+    monkeypatch.setattr(
+        "mdl.download.puller.PullSession", functools.partial(PullSession, cancel=cancel)
+    )
+    prefix = live_liar(root)
+    publish(root, range(1, 18))
+    stopped: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pull(tiny, tmp_path / "a", root, env={TERM_VARIABLE: "3600"})
+        except InterruptedByUserError as exc:
+            stopped.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_for(lambda: log_has(caplog, "parts another machine published"), what="parts read")
+    cancel.set()
+    thread.join(HANG)
+    assert not thread.is_alive() and stopped
+    assert list((tmp_path / "a" / ".mdl").rglob("*")), "nothing kept"
+    monkeypatch.undo()
+    monkeypatch.setattr(parts_module, "FILL_PART", PART)
+    # the holder published the rest, then died (its lease released)
+    publish(root, range(18, COUNT + 1))
+    assert writer().create(f"{prefix}2", lease_body("liar:1:x", released=True)) is not None
+    again = pull(tiny, tmp_path / "a", root)
+    assert again.exit_code == 0, again.files
+    (outcome,) = again.files
+    assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert cdn_bytes(tiny) == 0, outcome
+    assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert part_files(root) == []
+
+
+def test_the_object_appearing_while_parts_are_half_read_gives_the_rest(
+    tiny: HubServer, root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mdl.pull")
+    live_liar(root)
+    publish(root, range(1, 18))
+    thread, reports = in_thread(tiny, tmp_path / "a", root, env={TERM_VARIABLE: "3600"})
+    wait_for(lambda: log_has(caplog, "parts another machine published"), what="parts read")
+    # the holder made the object and removed its parts
+    (root / "tiny").mkdir()
+    (root / "tiny" / "model.safetensors").write_bytes(WEIGHTS)
+    for part in part_files(root):
+        part.unlink()
+    thread.join(HANG)
+    (report,) = reports
+    assert report.exit_code == 0, report.files
+    (outcome,) = report.files
+    assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert outcome.fill == "streamed" and outcome.streamed == 17 * PART, outcome
+    assert cdn_bytes(tiny) == 0
+
+
+def test_a_look_at_a_folder_filled_with_other_names_reads_a_bounded_listing(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20,000 names that are not parts beside the parts (another user of the share): a look at
+    the parts reads no more entries than the set could have, not the whole folder each time
+    (the lease's listing is bounded so too)."""
+    prefix, part = parts_of(root)
+    publish(root, range(1, 4))
+    folder = root / prefix.removeprefix("file://")
+    for i in range(20_000):
+        (folder / f"zz{i:05d}").touch()
+    read = 0
+    scandir = os.scandir
+
+    class Counted:
+        def __init__(self, path: Any) -> None:
+            self.found = scandir(path)
+
+        def __enter__(self) -> Counted:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.found.close()
+
+        def __iter__(self) -> Counted:
+            return self
+
+        def __next__(self) -> os.DirEntry[str]:
+            nonlocal read
+            entry = next(self.found)
+            read += 1
+            return entry
+
+    monkeypatch.setattr(os, "scandir", Counted)
+    parts = PartSet(writer(), prefix, len(WEIGHTS), part)
+    parts.published()
+    assert read <= parts.count + 100
