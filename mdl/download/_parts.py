@@ -70,7 +70,10 @@ class PartSet:
     def published(self) -> set[int]:
         """The parts there now (a name of another shape or size is no part of ours)."""
         found: set[int] = set()
-        for item in islice(self.writer.listing(self.prefix), self.count + 100):
+        # names another writer put there cost no more than this (a folder's: in each folder)
+        for item in islice(
+            self.writer.listing(self.prefix, most=self.count + 100), self.count + 100
+        ):
             name = item.uri[len(self.prefix) :]
             if name.isascii() and name.isdigit() and 0 < int(name) <= self.count:
                 start, end = self.span(int(name))
