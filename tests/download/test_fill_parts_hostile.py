@@ -31,6 +31,7 @@ from mdl.errors import InterruptedByUserError
 from mdl.progress import Progress
 from mdl.report import RunReport
 from mdl.setting import Overrides
+from mdl.store.store import Store
 
 PART = 1 << 20  # the tests' part size (MiB): 40 parts
 # 40 MiB + 3 bytes: fetched in parallel ranges (a record saved as they land), a short last part
@@ -299,3 +300,48 @@ def test_a_look_at_a_folder_filled_with_other_names_reads_a_bounded_listing(
     parts = PartSet(writer(), prefix, len(WEIGHTS), part)
     parts.published()
     assert read <= parts.count + 100
+
+
+def test_a_follower_whose_partial_is_a_folder_fails_short(
+    tiny: HubServer, root: Path, tmp_path: Path
+) -> None:
+    """A folder where the follower's ``.part`` goes: exit 7 naming it (as the engine says of its
+    own), no traceback, no hang."""
+    live_liar(root)
+    publish(root, range(1, 18))
+    part_path, _ = Store(tmp_path / "a").part_paths("tiny", "model.safetensors")
+    part_path.mkdir(parents=True)
+    report = pull(tiny, tmp_path / "a", root, env={TERM_VARIABLE: "3600"})
+    (outcome,) = report.files
+    assert report.exit_code == 7 and outcome.error, outcome
+
+
+@pytest.mark.parametrize("size", [PART + 1, 2 * PART - 1, 3 * PART])
+@pytest.mark.parametrize("published", [1, 2])
+def test_a_taker_of_a_file_one_byte_past_a_part_fetches_only_the_rest(
+    hub: HubServer,
+    root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+    published: int,
+) -> None:
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    data = make_data(size, seed=size)
+    digest = hashlib.sha256(data).hexdigest()
+    hub.add_repo("org/tiny", {"model.safetensors": data})
+    dead_holder(root, aged=True)
+    ns = namespace(f"file://{root}/{{model}}/{{path}}")
+    assert ns is not None
+    prefix, part = part_set(ns, object_uri(root), pin=digest, size=size)
+    for n in range(1, published + 1):
+        assert writer().create(f"{prefix}{n:05d}", data[(n - 1) * part : n * part]) is not None
+    report = pull(hub, tmp_path / "a", root, env={TERM_VARIABLE: "1"})
+    assert report.exit_code == 0, report.files
+    (outcome,) = report.files
+    kept = min(published * part, size)
+    assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == data
+    assert outcome.fill == "filled" and outcome.streamed == kept, outcome
+    assert cdn_bytes(hub) == size - kept
+    assert (root / "tiny" / "model.safetensors").read_bytes() == data
+    assert part_files(root) == []
