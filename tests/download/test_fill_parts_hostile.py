@@ -345,3 +345,19 @@ def test_a_taker_of_a_file_one_byte_past_a_part_fetches_only_the_rest(
     assert cdn_bytes(hub) == size - kept
     assert (root / "tiny" / "model.safetensors").read_bytes() == data
     assert part_files(root) == []
+
+
+def test_parts_that_cannot_be_published_still_leave_the_object_filled(
+    tiny: HubServer, root: Path, tmp_path: Path
+) -> None:
+    """A file where the parts' folder goes (another user's, a store that refuses writes there):
+    no part can be published, beside the fetch or at its end, yet the verified file is the
+    mirror's object all the same (uploaded whole), as the publisher promises."""
+    (root / ".mdl").mkdir()
+    (root / ".mdl" / "parts").write_bytes(b"not a folder")
+    report = pull(tiny, tmp_path / "a", root)
+    assert report.exit_code == 0, report.files
+    (outcome,) = report.files
+    assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert (root / "tiny" / "model.safetensors").exists(), outcome.warnings
+    assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
