@@ -129,11 +129,13 @@ class Publisher:
             self.beside += sent
 
     def finish(self) -> list[str]:
-        """Every part there (the rest sent from the verified file): their URIs in order."""
+        """Every part there (the rest sent from the verified file): their URIs in order; none
+        when the rest could not be sent (the caller uploads the file)."""
         whole = [(0, self.parts.size)]
         self._failed = False
         self._send(whole, self.job, final=True)
-        return [self.parts.uri(n) for n in range(1, self.parts.count + 1)]
+        # none, when they could not all be sent: the store cannot make the object of them
+        return [] if self._failed else [self.parts.uri(n) for n in range(1, self.parts.count + 1)]
 
     def _send(self, ranges: list[tuple[int, int]], job: TransferJob, *, final: bool = False) -> int:
         parts = self.parts
@@ -162,11 +164,9 @@ class Publisher:
         try:
             with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part") as pool:
                 return sum(pool.map(send, ready))
-        except (OSError, MdlError) as exc:
-            if final:
-                raise
+        except (OSError, MdlError) as exc:  # the object is still written (``finish``)
             self._failed = True
-            job.retries.add(f"parts not published beside the fetch ({exc}); sent at the end")
+            job.retries.add(f"parts not published ({exc}); the file is uploaded at the end")
             return 0
         finally:
             os.close(fd)
