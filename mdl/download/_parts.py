@@ -70,7 +70,10 @@ class PartSet:
     def published(self) -> set[int]:
         """The parts there now (a name of another shape or size is no part of ours)."""
         found: set[int] = set()
-        for item in islice(self.writer.listing(self.prefix), self.count + 100):
+        # names another writer put there cost no more than this (a folder's: in each folder)
+        for item in islice(
+            self.writer.listing(self.prefix, most=self.count + 100), self.count + 100
+        ):
             name = item.uri[len(self.prefix) :]
             if name.isascii() and name.isdigit() and 0 < int(name) <= self.count:
                 start, end = self.span(int(name))
@@ -79,10 +82,11 @@ class PartSet:
         return found
 
     def remove(self) -> None:
-        """Every part (once the final object is there, or its bytes proved wrong); best effort: what
-        stays, ``prune --mirror`` removes."""
+        """Every part (once the final object is there, or its bytes proved wrong), by name: a
+        listing another writer filled with other names hides none; best effort: what stays,
+        ``prune --mirror`` removes."""
         try:
-            for number in sorted(self.published()):
+            for number in range(1, self.count + 1):
                 self.writer.delete(self.uri(number))
         except MdlError as exc:
             log.info("could not remove the parts under %s: %s", self.prefix, exc)
@@ -125,11 +129,13 @@ class Publisher:
             self.beside += sent
 
     def finish(self) -> list[str]:
-        """Every part there (the rest sent from the verified file): their URIs in order."""
+        """Every part there (the rest sent from the verified file): their URIs in order; none
+        when the rest could not be sent (the caller uploads the file)."""
         whole = [(0, self.parts.size)]
         self._failed = False
         self._send(whole, self.job, final=True)
-        return [self.parts.uri(n) for n in range(1, self.parts.count + 1)]
+        # none, when they could not all be sent: the store cannot make the object of them
+        return [] if self._failed else [self.parts.uri(n) for n in range(1, self.parts.count + 1)]
 
     def _send(self, ranges: list[tuple[int, int]], job: TransferJob, *, final: bool = False) -> int:
         parts = self.parts
@@ -158,11 +164,9 @@ class Publisher:
         try:
             with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part") as pool:
                 return sum(pool.map(send, ready))
-        except (OSError, MdlError) as exc:
-            if final:
-                raise
+        except (OSError, MdlError) as exc:  # the object is still written (``finish``)
             self._failed = True
-            job.retries.add(f"parts not published beside the fetch ({exc}); sent at the end")
+            job.retries.add(f"parts not published ({exc}); the file is uploaded at the end")
             return 0
         finally:
             os.close(fd)
