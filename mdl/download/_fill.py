@@ -134,10 +134,10 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
             )
         except InterruptedByUserError as exc:  # Ctrl-C: said as every interrupted file is
             raise InterruptedByUserError(INTERRUPTED) from exc
-        except MdlError as exc:
+        except (MdlError, OSError) as exc:  # OSError: the partial the parts go to
+            why = exc.message if isinstance(exc, MdlError) else exc.strerror or str(exc)
             job.retries.warn(
-                f"{label}: cannot wait on mirror {shown} ({exc.message}); fetching it from the"
-                " origin"
+                f"{label}: cannot wait on mirror {shown} ({why}); fetching it from the origin"
             )
             state = GaveUp("")
         finally:

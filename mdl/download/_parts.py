@@ -31,7 +31,7 @@ log = logging.getLogger("mdl.pull")
 PUBLISH_EVERY = 0.2  # seconds between the holder's looks at what its fetch landed
 READERS = 4  # parts read (or sent) at once: each is held in memory on the way
 # parts one look reads or sends at most: a Ctrl-C (or the fetch's end) is heard between looks
-BATCH = 4 * READERS
+BATCH = READERS
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,12 @@ class PartSet:
             self.writer.listing(self.prefix, most=self.count + 100), self.count + 100
         ):
             name = item.uri[len(self.prefix) :]
-            if name.isascii() and name.isdigit() and 0 < int(name) <= self.count:
-                start, end = self.span(int(name))
+            number = int(name) if name.isascii() and name.isdigit() and len(name) < 9 else 0
+            # only the name ``uri`` gives it: another spelling of a number is not that part
+            if 0 < number <= self.count and item.uri == self.uri(number):
+                start, end = self.span(number)
                 if item.size == end - start:
-                    found.add(int(name))
+                    found.add(number)
         return found
 
     def remove(self) -> None:

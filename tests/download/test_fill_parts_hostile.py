@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from buckets.memstore import MemoryStore
 from runfixtures import HANG, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
 from servers import HubServer, make_data
@@ -32,6 +33,8 @@ from mdl.progress import Progress
 from mdl.report import RunReport
 from mdl.setting import Overrides
 from mdl.store.store import Store
+from mdl.transfer.http import Credentials
+from mdl.transfer.job import Identity, TransferJob
 
 PART = 1 << 20  # the tests' part size (MiB): 40 parts
 # 40 MiB + 3 bytes: fetched in parallel ranges (a record saved as they land), a short last part
@@ -361,3 +364,26 @@ def test_parts_that_cannot_be_published_still_leave_the_object_filled(
     assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
     assert (root / "tiny" / "model.safetensors").exists(), outcome.warnings
     assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+
+
+def test_another_spelling_of_a_part_number_is_no_part(tmp_path: Path) -> None:
+    """``1`` or ``000001`` beside the set is not part 1: a holder that counted it would never
+    create ``00001``, and its followers would wait for it."""
+    store = MemoryStore()
+    job = TransferJob(
+        label="m/f",
+        url="http://127.0.0.1/f",
+        identity=Identity(3 * (1 << 20) + 5, "a" * 64, None, None),
+        credentials=Credentials(),
+        final_path=tmp_path / "f",
+        part_path=tmp_path / "f.part",
+        state_path=tmp_path / "f.state",
+        source="s",
+        root=tmp_path,
+    )
+    parts = PartSet.of(store, "s3://b/m/.mdl/", "s3://b/m/x/f", job)
+    assert parts is not None and parts.count > 1
+    for name in ("1", "000001", "01", "+1"):
+        store.put(parts.prefix + name, b"x" * parts.part)
+    store.put(parts.uri(2), b"x" * parts.part)
+    assert parts.published() == {2}
