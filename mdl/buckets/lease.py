@@ -28,6 +28,7 @@ from typing import Literal
 from mdl.buckets._parts import fill_part
 from mdl.buckets.protocol import NAMESPACE, Writer, folder_of
 from mdl.errors import InterruptedByUserError, MdlError
+from mdl.paths import read_small_file
 
 log = logging.getLogger("mdl.lease")
 
@@ -39,6 +40,7 @@ RELEASE_WAIT = 5.0  # seconds a release waits for a renewal in flight, then leav
 TAKE_TRIES = 5  # generation numbers tried at one take (a name held by something not a lease)
 BODY_LIMIT = 4096  # bytes: a bigger object is not an mdl lease (read no further)
 LISTED_LIMIT = 1000  # objects under one object's leases: more is not mdl's (judged foreign)
+BOOT_ID = "/proc/sys/kernel/random/boot_id"  # Linux: changes at every boot
 STALL_TERMS = 3.0  # a follower gives up after this many terms without the holder's progress
 SLOW_RATE = float(1 << 20)  # bytes/s: the slowest fill worth waiting for (the whole wait's bound)
 
@@ -104,28 +106,38 @@ def lease_body(holder: str, done: int = 0, *, released: bool = False) -> bytes:
 
 def process_of(pid: int) -> str | None:
     """``<boot id>:<pid namespace>:<pid>:<start time>`` of a running process of this machine (as
-    Linux's /proc says), None: none, or no /proc. Two processes that share a boot and a pid
+    Linux's /proc says), None: none, or no /proc to say. Two processes that share a boot and a pid
     namespace tell by it whether the other still runs: pids are reused, start times are not."""
     try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_bytes()[:64].decode().strip()
+        boot = read_small_file(BOOT_ID, limit=64).decode().strip()
         space = Path("/proc/self/ns/pid").stat().st_ino
-        fields = Path(f"/proc/{pid}/stat").read_bytes()[:4096].rpartition(b")")[2].split()
+        said = read_small_file(f"/proc/{pid}/stat", limit=4096).rpartition(b")")[2].split()
     except (OSError, UnicodeDecodeError):
         return None
-    return f"{boot}:{space}:{pid}:{int(fields[19])}" if len(fields) > 19 else None
+    return f"{boot}:{space}:{pid}:{int(said[19])}" if len(said) > 19 else None
 
 
 def _gone(said: object) -> bool:
     """Whether a lease's process (``process_of`` when it wrote it) ran on this machine, in this
     pid namespace, and runs no more: killed, or crashed. Its restart takes the lease over at once,
-    not a term later; another machine's process is judged by the term alone."""
+    not a term later; another machine's process is judged by the term alone, and so is one this
+    process cannot see (another user's, /proc mounted hidepid)."""
     mine = process_of(os.getpid())
     if not isinstance(said, str) or mine is None or said.count(":") != 3:
         return False
     here, pid = said.rsplit(":", 2)[0], said.split(":")[2]
-    if here != mine.rsplit(":", 2)[0] or not (pid.isascii() and pid.isdigit() and len(pid) < 10):
+    if here != mine.rsplit(":", 2)[0] or not (
+        pid.isascii() and pid.isdigit() and 0 < len(pid) < 10
+    ):
         return False
-    return process_of(int(pid)) != said
+    try:
+        os.kill(int(pid), 0)  # no signal: only whether it exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's: it exists
+        pass
+    now = process_of(int(pid))
+    return now is not None and now != said  # its pid now another process's
 
 
 State = Literal["none", "live", "lapsed", "released", "foreign"]

@@ -298,6 +298,8 @@ def test_any_object_at_a_lease_name_is_stepped_over(
     prefix = "file://" + str(folder) + "/"
     sizes: list[int] = []
     real_read = os.read
+    # only the reads of what is at the lease's names (not /proc's, of the holder's process)
+    monkeypatch.setattr(lease_module, "process_of", lambda pid: None)
     monkeypatch.setattr(os, "read", lambda fd, n: sizes.append(n) or real_read(fd, n))
     writer = FolderWriter()
     found = look(writer, prefix)
@@ -843,3 +845,23 @@ def test_another_machines_or_a_strange_process_is_judged_by_the_term_alone(proce
     assert look(store, PREFIX).state == "live"
     store.advance(TERM + 1)
     assert look(store, PREFIX).state == "lapsed"
+
+
+def test_another_users_holder_this_process_cannot_see_stays_live(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """/proc mounted hidepid: another user's process is not there to read, but it exists (kill
+    answers EPERM): its lease is judged by the term, never taken as dead."""
+    mine = lease_module.process_of(os.getpid())
+    assert mine is not None
+    theirs = mine.rsplit(":", 2)[0] + ":4242:99"
+
+    def refused(pid: int, signal: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    real = lease_module.process_of
+    monkeypatch.setattr(os, "kill", refused)
+    monkeypatch.setattr(lease_module, "process_of", lambda pid: None if pid == 4242 else real(pid))
+    store = MemoryStore()
+    store.put(gen(1), _body(theirs))
+    assert look(store, PREFIX).state == "live"
