@@ -122,9 +122,11 @@ class RateLimitedHub(HubServer):
         if re.fullmatch(r"m\d+", head) and head[1:] in self.machines:
             ex.path = "/" + rest
             base, redirect = self.machines[head[1:]], ex.redirect
-            ex.redirect = lambda to, status=302, headers=None: redirect(  # type: ignore[method-assign]
-                to.replace(self.cdn_url, base, 1), status, headers
-            )
+
+            def to_machine(to: str, status: int = 302, headers: Any = None) -> Any:
+                return redirect(to.replace(self.cdn_url, base, 1), status, headers)
+
+            ex.redirect = to_machine  # type: ignore[method-assign]
         super().route(ex)
 
     def _route_resolve(self, ex: Exchange, repo_type: Any, segs: list[str]) -> None:
@@ -277,7 +279,8 @@ class Seaweed:
 
 class FileShare:
     """A shared folder as the mirror (``file://``, what a fleet mounts over NFS): a folder under the
-    workdir, keys its paths below it (the bucket's keys: ``hub/<model>/<file>``, ``hub/.mdl/…``)."""
+    workdir, keys its paths below it (the bucket's keys: ``hub/<model>/<file>``,
+    ``hub/.mdl/…``)."""
 
     kind = "file"
 

@@ -73,7 +73,9 @@ def pull(hub: HubServer, dest: Path, root: Path, env: dict[str, str] | None = No
     return pull_models(parse_catalog(CATALOG).models, settings, progress=Progress())
 
 
-def in_thread(hub: HubServer, dest: Path, root: Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def in_thread(
+    hub: HubServer, dest: Path, root: Path, env: dict[str, str] | None = None
+) -> tuple[threading.Thread, list[RunReport]]:
     reports: list[RunReport] = []
     thread = threading.Thread(target=lambda: reports.append(pull(hub, dest, root, env)))
     thread.start()
@@ -226,7 +228,7 @@ def test_a_fill_with_parts_alone_publishes_them_then_leaves_none(
     assert part_files(root) == []
 
 
-# == an S3 mirror (moto): the object made of the parts by the store ===================================
+# == an S3 mirror (moto): the object made of the parts by the store ==========================
 
 S3_TEMPLATE = "s3://fleet/hub/{model}/{path}"
 S3_OBJECT = "s3://fleet/hub/tiny/model.safetensors"

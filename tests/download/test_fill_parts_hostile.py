@@ -76,7 +76,9 @@ def pull(hub: HubServer, dest: Path, root: Path, env: dict[str, str] | None = No
     return pull_models(parse_catalog(CATALOG).models, settings, progress=Progress())
 
 
-def in_thread(hub: HubServer, dest: Path, root: Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def in_thread(
+    hub: HubServer, dest: Path, root: Path, env: dict[str, str] | None = None
+) -> tuple[threading.Thread, list[RunReport]]:
     reports: list[RunReport] = []
     thread = threading.Thread(target=lambda: reports.append(pull(hub, dest, root, env)))
     thread.start()
