@@ -141,7 +141,7 @@ def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) 
 
 
 def _fill_part(outcomes: Sequence[FileOutcome]) -> str:
-    """``; mirror: 1 filled (3.2 GB published beside the fetch), 2 streamed (4.1 GB), 1 from
+    """``; mirror: 1 filled (3.20 GiB published beside the fetch), 2 streamed (4.10 GiB), 1 from
     origin (waited 22s)`` with --fill-mirror."""
     counts = Counter(f.fill for f in outcomes if f.fill)
     if not counts:
