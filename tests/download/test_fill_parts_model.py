@@ -385,7 +385,7 @@ def steps_of(*said: str) -> list[Step]:
 
 
 @pytest.mark.slow  # the model check
-@settings(max_examples=examples(500))
+@settings(max_examples=examples(300))
 @given(machines=st.integers(2, 3), steps=st.lists(STEPS, max_size=50))
 # m1 streams every part m0 publishes while m0 holds the lease ("streamed")
 @example(2, steps_of("act 0", "act 0", "act 0", "act 0", "act 0", "act 1", "act 1"))
