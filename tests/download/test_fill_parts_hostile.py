@@ -254,9 +254,11 @@ def test_the_object_appearing_while_parts_are_half_read_gives_the_rest(
     publish(root, range(1, 18))
     thread, reports = in_thread(tiny, tmp_path / "a", root, env={TERM_VARIABLE: "3600"})
     wait_for(lambda: log_has(caplog, "parts another machine published"), what="parts read")
-    # the holder made the object and removed its parts
+    # the holder made the object (whole at once, as a store's and mdl's folder writes are) and
+    # removed its parts
     (root / "tiny").mkdir()
-    (root / "tiny" / "model.safetensors").write_bytes(WEIGHTS)
+    (root / "tiny" / ".model.tmp").write_bytes(WEIGHTS)
+    (root / "tiny" / ".model.tmp").rename(root / "tiny" / "model.safetensors")
     for part in part_files(root):
         part.unlink()
     thread.join(HANG)
