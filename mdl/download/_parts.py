@@ -32,6 +32,7 @@ PUBLISH_EVERY = 0.2  # seconds between the holder's looks at what its fetch land
 READERS = 4  # parts read (or sent) at once: each is held in memory on the way
 # parts one look reads or sends at most: a Ctrl-C (or the fetch's end) is heard between looks
 BATCH = READERS
+JOIN_WAIT = 120.0  # seconds the fetch's end waits for a batch of parts still being sent
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,9 @@ class Publisher:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        # a batch in flight ends within the store client's timeouts; past this the run goes on
+        # (the thread is a daemon, its parts are sent again at the end or never needed)
+        self._thread.join(JOIN_WAIT)
 
     def _run(self) -> None:
         sent = 0
