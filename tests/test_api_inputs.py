@@ -161,6 +161,7 @@ def _baseline(name: str, place: Path) -> tuple[tuple[Any, ...], dict[str, Any]]:
         "pull": (("nosuch",), {"catalog": catalog, "dest": str(place / "models")}),
         "remove": (("nosuch",), {"catalog": catalog}),
         "resolve": (("nosuch",), {"catalog": catalog}),
+        "serve": (("nosuch",), {"catalog": catalog, "port": 0}),
         "show": (("nosuch",), {"catalog": catalog}),
         "unpack": (("no-such.zip",), {"dest": str(place / "out")}),
         "verify": (("nosuch",), {"catalog": catalog, "dest": str(place / "models")}),

@@ -28,6 +28,7 @@ PARTS = (
     "xet",
     "lockfile",
     "download",
+    "endpoint",
     "upload",
     "archive",
     "cli",
@@ -247,6 +248,9 @@ def test_an_export_named_as_a_module_stays_the_export() -> None:
     import mdl.api
 
     assert modules & set(mdl.api.__all__) == set()
+    # nor a part's: ``mdl.<part>`` would be the package once a module of the part is imported
+    parts = {path.name for path in PACKAGE.iterdir() if (path / "__init__.py").exists()}
+    assert parts & set(mdl.api.__all__) == set()
     probe = (
         "import mdl.api._get, mdl.api as a, types; "
         "assert not isinstance(a.get, types.ModuleType), a.get; "

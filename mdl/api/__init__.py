@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from mdl.api._inspect import STATUSES, list_models, load_catalog, resolve, show
     from mdl.api._lock import lock
     from mdl.api._publish import prune_mirror, publish
+    from mdl.api._serve import serve
 
 # A library prints nothing: without a handler, logging's last resort would write mdl's warnings to
 # stderr.
@@ -37,6 +38,7 @@ __all__ = [
     "pull",
     "remove",
     "resolve",
+    "serve",
     "show",
     "unpack",
     "verify",
@@ -64,5 +66,6 @@ export_lazily(
         "lock": "_lock",
         "prune_mirror": "_publish",
         "publish": "_publish",
+        "serve": "_serve",
     },
 )

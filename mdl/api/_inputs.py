@@ -150,7 +150,10 @@ _RULES: dict[str, _Rule] = {
     "BinaryIO": _is(_has("write", binary=True), "a binary stream to write to"),
     "StrPath | BinaryIO": _archive,
     "Callable[[str], str]": _is(callable, "a function"),
+    "Callable[[str], None]": _is(callable, "a function"),
     "Callable[[FileOutcome], None]": _is(callable, "a function"),
+    "Callable[[Serving], None]": _is(callable, "a function"),
+    "threading.Event": _is(_has("set", "is_set", "wait"), "a threading.Event"),
     "str | int": lambda v, *, param: (
         str(_int(v, param=param)) if isinstance(v, int) else _text(v, param=param)
     ),

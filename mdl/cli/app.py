@@ -32,6 +32,7 @@ COMMANDS = {
         ("archive", ("pack", "unpack")),
         ("edit", ("init", "add", "remove")),
         ("publish", ("publish",)),
+        ("serve", ("serve",)),
     )
     for name in names
 }
@@ -94,6 +95,8 @@ _COMMAND_EXAMPLES = (
         "mdl publish tiny-bert --to s3://team-models/hub --sign signing-key.pem",
         "with an OpenSSF model signature",
     ),
+    ("mdl serve tiny-bert --pull", "serve it to loaders as S3 while it downloads"),
+    ("mdl serve --all --port 0 --env-file mdl.env", "every model on disk, any free port"),
 )
 EXAMPLES: dict[str, Sequence[tuple[str, str]]] = {
     "mdl": (
@@ -124,6 +127,7 @@ HABITS: dict[str, tuple[str, ...]] = {
     "extract": ("unpack",),
     "upload": ("publish",),
     "push": ("publish",),
+    "server": ("serve",),
 }
 
 

@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from mdl.catalog.settings import Settings
 from mdl.download._plan import PlannedFile
@@ -15,6 +16,9 @@ from mdl.download.session import MANY_JOBS, PullSession
 from mdl.errors import INTERRUPTED, InterruptedByUserError
 from mdl.report import FileOutcome
 from mdl.transfer.scheduling import SPLIT_THRESHOLD
+
+if TYPE_CHECKING:  # (a pull that serves loaders: a plain get never loads it)
+    from mdl.download.demand import Demand
 
 
 class Crew:
@@ -33,8 +37,15 @@ class Crew:
         self.session, self.work = session, work
         self.small_jobs, self.big_jobs = job_counts(session.settings, list(todo.values()))
         jobs_set = session.settings.jobs_set
+        if session.demand is not None:
+            # a loader reads one file after another: every stream on the file it reads next
+            self.big_jobs = 1
         self.queue = WorkQueue(
-            todo, split=not jobs_set, small_workers=self.small_jobs, grow=not jobs_set
+            todo,
+            split=not jobs_set,
+            small_workers=self.small_jobs,
+            grow=not jobs_set,
+            demand=session.demand,
         )
         self.results: dict[int, FileOutcome] = {}
         self.workers: list[Future[None]] = []
@@ -141,10 +152,17 @@ class WorkQueue:
     would only queue for the interpreter (the GIL) and spend CPU handing it over."""
 
     def __init__(
-        self, todo: dict[int, PlannedFile], *, split: bool, small_workers: int, grow: bool = False
+        self,
+        todo: dict[int, PlannedFile],
+        *,
+        split: bool,
+        small_workers: int,
+        grow: bool = False,
+        demand: Demand | None = None,
     ) -> None:
         self._lock = threading.Lock()
-        big, bulk, small = _lanes(todo, split=split)
+        self._demand = demand
+        big, bulk, small = _lanes(todo, split=split, loader_order=demand is not None)
         self._big, self._bulk, self._small = deque(big), deque(bulk), deque(small)
         self._bulk_busy: set[int] = set()  # the bulk files being fetched
         # the small (latency-bound) files being fetched: since when
@@ -161,6 +179,9 @@ class WorkQueue:
     def take(self, lane: str) -> tuple[int, PlannedFile] | None:
         """The next file for a worker of ``lane``, or None: the lane is done."""
         with self._lock:
+            wanted = self._wanted(lane)
+            if wanted is not None:
+                return wanted
             if lane == BIG:
                 return self._big.popleft() if self._big else None
             if self._bulk and (
@@ -175,6 +196,22 @@ class WorkQueue:
             else:
                 return None
             return taken
+
+    def _wanted(self, lane: str) -> tuple[int, PlannedFile] | None:
+        """The first file of ``lane`` a loader waits on, taken out of its queue (None: none)."""
+        if self._demand is None:
+            return None
+        queues = (self._big,) if lane == BIG else (self._bulk, self._small)
+        for model, path in self._demand.wanted():
+            for queue in queues:
+                for item in queue:
+                    if (item[1].remote.model, item[1].remote.path) == (model, path):
+                        queue.remove(item)
+                        self._demand.started(model, path)
+                        if queue is self._bulk:
+                            self._bulk_busy.add(item[0])
+                        return item
+        return None
 
     def done(self, index: int) -> None:
         with self._lock:
@@ -222,12 +259,16 @@ def _size(plan: PlannedFile) -> int:
 
 
 def _lanes(
-    todo: dict[int, PlannedFile], *, split: bool
+    todo: dict[int, PlannedFile], *, split: bool, loader_order: bool = False
 ) -> tuple[list[tuple[int, PlannedFile]], ...]:
     """(big, bulk, small): the files fetched as parallel ranges (when ``split``) and the small
-    lane's bulk ones, largest first (stable: listing order after); the small ones in listing
-    order."""
+    lane's bulk ones, largest first (stable: listing order after), or in the order loaders read
+    them (``loader_order``); the small ones in listing order."""
     largest = sorted(todo.items(), key=lambda item: -_size(item[1]))
+    if loader_order:
+        from mdl.download.demand import natural_key  # (see TYPE_CHECKING above)
+
+        largest.sort(key=lambda item: natural_key(item[1].remote.model, item[1].remote.path))
     ranged = {index for index, plan in todo.items() if split and is_big(plan)}
     big = [item for item in largest if item[0] in ranged]
     bulk = [item for item in largest if item[0] not in ranged and _size(item[1]) >= BULK]

@@ -4,6 +4,7 @@ next.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from contextlib import closing
 from pathlib import Path
@@ -15,6 +16,7 @@ from mdl.download._fetch import fetch
 from mdl.download._outcomes import dry_run_outcome
 from mdl.download._plan import Action, PlannedFile, check_space, plan_models
 from mdl.download._signed import Signatures, check_signatures
+from mdl.download.demand import Demand
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, warned
 from mdl.lockfile.model import Lock
@@ -27,14 +29,21 @@ from mdl.store.store import Store
 
 
 def pull_models(
-    models: Sequence[ModelSpec], settings: Settings, *, progress: Progress, lock: Lock | None = None
+    models: Sequence[ModelSpec],
+    settings: Settings,
+    *,
+    progress: Progress,
+    lock: Lock | None = None,
+    cancel: threading.Event | None = None,
+    demand: Demand | None = None,
 ) -> RunReport:
     """Pull the given catalog models into ``settings.dest`` (pinned by ``lock``, else by the lock
-    settings name).
+    settings name); ``cancel`` stops it from another thread, ``demand`` orders it for a loader.
     """
     # catalog.lock: read once for the run, if ``lock`` was not read already
     lockfile = LockUse(settings, lock=lock)
-    with closing(PullSession(settings, progress=progress)) as session:
+    session = PullSession(settings, progress=progress, cancel=cancel, demand=demand)
+    with closing(session):
         resolved, outcomes = resolve(session, models, lock=lockfile, keep_installed=True)
         signatures = check_signatures(session, models, resolved)
         resolved = signatures.models

@@ -45,6 +45,7 @@ from mdl.xet.failures import XetFallback
 if TYPE_CHECKING:
     # each loaded when the run first needs it: a plain URL's get needs none of them
     from mdl.buckets.protocol import Writer
+    from mdl.download.demand import Demand
     from mdl.sources.hub import Hub
     from mdl.transfer.engine import Engine
     from mdl.transfer.job import EngineConfig
@@ -65,11 +66,18 @@ PROBE_PREFIX = "probe-"  # the probe's scratch object, in mdl's namespace of the
 
 class PullSession:
     def __init__(
-        self, settings: Settings, *, progress: Progress, cancel: threading.Event | None = None
+        self,
+        settings: Settings,
+        *,
+        progress: Progress,
+        cancel: threading.Event | None = None,
+        demand: Demand | None = None,
     ) -> None:
         self.settings = settings
         self.progress = progress
         self.cancel = cancel or threading.Event()
+        # a loader reads the files while they come (mdl serve --pull): their order, its waits
+        self.demand = demand
         self.layout = Layout(settings)
         # model records (and, in the plain layout, everything else)
         self.store: Store = self.layout.records

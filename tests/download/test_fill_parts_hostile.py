@@ -4,7 +4,6 @@ whose parts stop, a follower that has every part before the holder made the obje
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
@@ -213,7 +212,8 @@ def test_a_follower_stopped_mid_stream_keeps_what_it_read_for_its_next_run(
     caplog.set_level(logging.INFO, logger="mdl.pull")
     cancel = threading.Event()
     monkeypatch.setattr(
-        "mdl.download.puller.PullSession", functools.partial(PullSession, cancel=cancel)
+        "mdl.download.puller.PullSession",
+        lambda *args, **kwargs: PullSession(*args, **{**kwargs, "cancel": cancel}),
     )
     prefix = live_liar(root)
     publish(root, range(1, 18))

@@ -1,0 +1,237 @@
+"""Check an S3 request's signature against the run's one key: AWS Signature Version 4 in the
+Authorization header or a presigned URL's query, or the Version 2 query of a presigned URL (what
+boto3's ``generate_presigned_url`` makes by default). Verifying is the signer's arithmetic done
+again (AmazonS3/latest/API/sig-v4-header-based-auth.html and RESTAuthentication.html in
+the AWS docs); no library offers the verifying side, and it is a few lines of hmac."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote, unquote
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+# S3 refuses a request signed further than this from its clock (RequestTimeTooSkewed)
+SKEW = timedelta(minutes=15)
+# a presigned URL lives at most a week, as S3 allows
+MOST_EXPIRES = 7 * 24 * 3600
+UNSIGNED = "UNSIGNED-PAYLOAD"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_HEADER = re.compile(
+    r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+),\s*SignedHeaders=([a-z0-9;_.-]+),\s*"
+    r"Signature=([0-9a-f]{64})\s*"
+)
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Key:
+    """The run's one credential: what the loader's environment carries."""
+
+    access_key: str
+    secret_key: str
+
+    @classmethod
+    def fresh(cls) -> Key:
+        """A new random key for one run (nobody else can know it: only the printed environment)."""
+        return cls("MDL" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30))
+
+
+class Refused(Exception):
+    """Why a request is not authenticated: its S3 error code and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the signature covers of one request, as it came: the path and query undecoded."""
+
+    method: str
+    path: str  # as sent (percent-encoded), without the query
+    query: str
+    headers: Mapping[str, str]  # names in lower case
+
+
+def check(request: Request, key: Key, *, now: datetime) -> None:
+    """Raise Refused unless ``request`` is signed with ``key`` (header or presigned query)."""
+    params = _params(request.query)
+    fields = dict(params)
+    if "X-Amz-Signature" in fields:
+        _check_presigned(request, params, key, now=now)
+        return
+    if "Signature" in fields and "AWSAccessKeyId" in fields:
+        _check_presigned_v2(request, fields, key, now=now)
+        return
+    auth = request.headers.get("authorization")
+    if auth is None:
+        raise Refused("AccessDenied", "anonymous access is not allowed: sign with the run's key")
+    found = _HEADER.fullmatch(auth)
+    if found is None:
+        raise Refused("AuthorizationHeaderMalformed", "the Authorization header is not SigV4")
+    credential, signed_headers, signature = found.groups()
+    stamp = request.headers.get("x-amz-date", "")
+    payload = request.headers.get("x-amz-content-sha256", "")
+    if not payload:
+        raise Refused("InvalidRequest", "missing x-amz-content-sha256")
+    _check_signature(
+        request, params, key, credential, signed_headers.split(";"), signature,
+        stamp=stamp, payload=payload, now=now, presigned=False,
+    )  # fmt: skip
+
+
+def _check_presigned(
+    request: Request, params: list[tuple[str, str]], key: Key, *, now: datetime
+) -> None:
+    fields = dict(params)
+    if fields.get("X-Amz-Algorithm") != ALGORITHM:
+        raise Refused("AuthorizationQueryParametersError", "X-Amz-Algorithm must be " + ALGORITHM)
+    stamp = fields.get("X-Amz-Date", "")
+    expires = fields.get("X-Amz-Expires", "")
+    if not expires.isdigit() or not 0 < int(expires) <= MOST_EXPIRES:
+        raise Refused("AuthorizationQueryParametersError", "X-Amz-Expires is not 1..604800")
+    when = _when(stamp)
+    if now > when + timedelta(seconds=int(expires)):
+        raise Refused("AccessDenied", "Request has expired")
+    unsigned = [(name, value) for name, value in params if name != "X-Amz-Signature"]
+    _check_signature(
+        Request(request.method, request.path, "", request.headers), unsigned, key,
+        fields.get("X-Amz-Credential", ""), fields.get("X-Amz-SignedHeaders", "").split(";"),
+        fields["X-Amz-Signature"], stamp=stamp, payload=UNSIGNED, now=now, presigned=True,
+    )  # fmt: skip
+
+
+# the subresources a V2 signature covers, when in the query (RESTAuthentication.html)
+_V2_SUBRESOURCES = frozenset(
+    {"acl", "location", "logging", "torrent", "versionId", "versioning", "uploads", "partNumber",
+     "uploadId", "response-content-type", "response-content-language", "response-expires",
+     "response-cache-control", "response-content-disposition", "response-content-encoding"}
+)  # fmt: skip
+
+
+def _check_presigned_v2(
+    request: Request, fields: dict[str, str], key: Key, *, now: datetime
+) -> None:
+    if not hmac.compare_digest(fields["AWSAccessKeyId"].encode(), key.access_key.encode()):
+        raise Refused("InvalidAccessKeyId", "the access key is not this run's")
+    expires = fields.get("Expires", "")
+    if not expires.isdigit() or now.timestamp() > int(expires):
+        raise Refused("AccessDenied", "Request has expired")
+    if int(expires) - now.timestamp() > MOST_EXPIRES:
+        raise Refused("AccessDenied", "a presigned URL lives a week at most")
+    amz = sorted(
+        (name, _trimmed(value)) for name, value in request.headers.items()
+        if name.startswith("x-amz-")
+    )  # fmt: skip
+    sub = sorted((name, value) for name, value in fields.items() if name in _V2_SUBRESOURCES)
+    query = "?" + "&".join(f"{n}={v}" if v else n for n, v in sub) if sub else ""
+    signature = fields["Signature"].encode()
+    # the path as sent, or decoded: signers differ in which they sign; either is bound to the key
+    for path in dict.fromkeys((request.path, unquote(request.path))):
+        string_to_sign = "\n".join(
+            (
+                request.method,
+                request.headers.get("content-md5", ""),
+                request.headers.get("content-type", ""),
+                expires,
+                *(f"{name}:{value}" for name, value in amz),
+                path + query,
+            )
+        )
+        digest = hmac.digest(key.secret_key.encode(), string_to_sign.encode(), "sha1")
+        if hmac.compare_digest(base64.b64encode(digest), signature):
+            return
+    raise Refused(
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided",
+    )
+
+
+def _check_signature(
+    request: Request,
+    params: list[tuple[str, str]],
+    key: Key,
+    credential: str,
+    signed_headers: list[str],
+    signature: str,
+    *,
+    stamp: str,
+    payload: str,
+    now: datetime,
+    presigned: bool,
+) -> None:
+    access_key, _, scope = credential.partition("/")
+    if not hmac.compare_digest(access_key.encode(), key.access_key.encode()):
+        raise Refused("InvalidAccessKeyId", "the access key is not this run's")
+    day, region, service, terminator = [*scope.split("/"), "", "", "", ""][:4]
+    when = _when(stamp)
+    if day != stamp[:8] or service != "s3" or terminator != "aws4_request" or not region:
+        raise Refused("AuthorizationHeaderMalformed", f"bad credential scope {scope!r}")
+    if not presigned and abs(now - when) > SKEW:
+        raise Refused("RequestTimeTooSkewed", "the request's time is over 15 minutes from ours")
+    if "host" not in signed_headers or any(name not in request.headers for name in signed_headers):
+        raise Refused("AccessDenied", "a signed header is missing (host must be signed)")
+    canonical = "\n".join(
+        (
+            request.method,
+            request.path or "/",
+            _canonical_query(params),
+            "".join(f"{name}:{_trimmed(request.headers[name])}\n" for name in signed_headers),
+            ";".join(signed_headers),
+            payload,
+        )
+    )
+    string_to_sign = "\n".join(
+        (ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode()).hexdigest())
+    )
+    signing_key = f"AWS4{key.secret_key}".encode()
+    for part in (day, region, service, terminator):
+        signing_key = hmac.digest(signing_key, part.encode(), "sha256")
+    expected = hmac.new(signing_key, string_to_sign.encode(), "sha256").hexdigest()
+    if not hmac.compare_digest(expected.encode(), signature.encode()):
+        raise Refused(
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided",
+        )
+
+
+def _when(stamp: str) -> datetime:
+    try:
+        return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise Refused("AccessDenied", "missing or malformed x-amz-date") from None
+
+
+def _params(query: str) -> list[tuple[str, str]]:
+    """The query's name/value pairs, decoded (``a&b=`` gives ``("a", "")`` twice over)."""
+    pairs = []
+    for item in query.split("&") if query else ():
+        name, _, value = item.partition("=")
+        pairs.append((unquote(name), unquote(value)))
+    return pairs
+
+
+def _canonical_query(params: list[tuple[str, str]]) -> str:
+    encoded = sorted((_encode(name), _encode(value)) for name, value in params)
+    return "&".join(f"{name}={value}" for name, value in encoded)
+
+
+def _encode(text: str) -> str:
+    return quote(text, safe="-_.~")
+
+
+def _trimmed(value: str) -> str:
+    return _SPACES.sub(" ", value.strip())
+
+
+def query_params(query: str) -> dict[str, str]:
+    """The query as the S3 API reads it (the last value of a name wins)."""
+    return dict(_params(query))

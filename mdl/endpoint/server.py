@@ -1,0 +1,232 @@
+"""The endpoint's HTTP side: a threaded HTTP/1.1 server on one address, each request
+authenticated (SigV4 with the run's key) before anything is looked up, each answer's bytes sent
+from the verified file with sendfile; bounded in connections, header sizes and idle time."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+from mdl.endpoint import auth, s3api
+from mdl.endpoint.shelf import Shelf
+from mdl.errors import UsageError
+
+log = logging.getLogger("mdl.serve")
+
+# connections served at once; more wait in the listen backlog, then get 503 SlowDown
+MOST_CONNECTIONS = 64
+IDLE_TIMEOUT = 120.0  # seconds a kept-alive connection may send nothing (a loader between reads)
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+STOP_GRACE = 5.0  # seconds the answers in flight get to end once the endpoint stops
+
+
+class Endpoint(ThreadingHTTPServer):
+    """One run's S3 endpoint: its address, key, bucket and shelf; ``stop`` ends every wait."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        key: auth.Key,
+        facts: s3api.Endpoint,
+        shelf: Shelf,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.key, self.facts, self.shelf = key, facts, shelf
+        self.on_error = on_error
+        self.cancel = threading.Event()
+        self._busy = 0  # requests being answered (not idle kept-alive connections)
+        self._idle = threading.Condition()
+        self.slots = threading.BoundedSemaphore(MOST_CONNECTIONS)
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        try:
+            super().__init__(address, _Handler)
+        except OSError as exc:
+            host, port = address
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(
+                    f"port {port} on {host} is in use",
+                    hint="choose another with --port, or --port 0 for any free one",
+                ) from None
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        shown = f"[{name}]" if ":" in name else name
+        return f"http://{shown}:{port}"
+
+    def stop(self) -> None:
+        """Refuse what comes next and end every wait now: a waiting GET answers 503, and the
+        answers being sent get a bounded time to end before the process may exit."""
+        self.cancel.set()
+        self.shutdown()
+        with self._idle:
+            self._idle.wait_for(lambda: self._busy == 0, timeout=STOP_GRACE)
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Count a request as being answered while the block runs."""
+        with self._idle:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that went away mid-answer, or a bug: logged, never a traceback on stderr
+        log.debug("connection from %s ended with an error", client_address[0], exc_info=True)
+
+    def refused(self, line: str) -> None:
+        """One line for a client error: the log, and whoever listens (the CLI's stderr)."""
+        log.warning("%s", line)
+        if self.on_error is not None:
+            self.on_error(line)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # a bounded number of connections at once: the rest are told to slow down, not queued on
+        # threads without end
+        if not self.slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(_busy())
+            self.shutdown_request(request)
+            self.refused(
+                f"{client_address[0]}: 503 SlowDown: {MOST_CONNECTIONS} connections at once"
+            )
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def _busy() -> bytes:
+    body = s3api.s3_error(503, "SlowDown", "too many connections at once: retry").body
+    head = f"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}"
+    return f"{head}\r\nConnection: close\r\n\r\n".encode() + body
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "mdl"
+    sys_version = ""
+    timeout = IDLE_TIMEOUT
+    server: Endpoint
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_HEAD(self) -> None:
+        self._serve("HEAD")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        with self.server.answering():
+            self._answer(method)
+
+    def _answer(self, method: str) -> None:
+        server = self.server
+        raw_path, _, query = self.path.partition("?")
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        if (
+            self.headers.get("Content-Length", "0") not in ("0", "")
+            or "transfer-encoding" in headers
+        ):
+            self.close_connection = True  # a body is never read: the connection cannot go on
+        try:
+            auth.check(
+                auth.Request(method, raw_path, query, headers), server.key, now=datetime.now(UTC)
+            )
+        except auth.Refused as refused:
+            self._send(method, s3api.s3_error(403, refused.code, refused.message, raw_path))
+            return
+        bucket, key = _bucket_and_key(raw_path, headers.get("host", ""), server.facts.bucket)
+        reply = s3api.answer(
+            server.facts,
+            server.shelf,
+            method=method,
+            bucket=bucket,
+            key=key,
+            params=auth.query_params(query),
+            headers=headers,
+            cancel=server.cancel,
+        )
+        self._send(method, reply)
+
+    def _send(self, method: str, reply: s3api.Answer) -> None:
+        if reply.code is not None:  # a client error: one line each, saying what was refused
+            where = self.path.partition("?")[0][:200]
+            self.server.refused(
+                f"{self.client_address[0]} {method} {where}: {reply.status} {reply.code}: "
+                f"{reply.message}"
+            )
+        try:
+            self.send_response(reply.status)
+            length = reply.count if reply.fd is not None else len(reply.body)
+            reply.headers.setdefault("Content-Length", str(length))
+            reply.headers["x-amz-request-id"] = s3api._request_id()
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if method == "HEAD":
+                return
+            if reply.fd is not None:
+                self.wfile.flush()
+                with os.fdopen(reply.fd, "rb", closefd=False) as handle:
+                    sent = self.connection.sendfile(handle, reply.offset, reply.count)
+                if sent != reply.count:
+                    self.close_connection = True
+            else:
+                self.wfile.write(reply.body)
+        except OSError:  # the client left mid-answer: nothing more to say to it
+            self.close_connection = True
+        finally:
+            if reply.fd is not None:
+                os.close(reply.fd)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        log.debug("%s %s %s -> %s", self.client_address[0], self.command,
+                  self.path.partition("?")[0], code)  # fmt: skip
+
+    def log_error(self, format: str, *args: Any) -> None:
+        # the server's own refusals of what is not HTTP (a request line too long, a bad version)
+        self.server.refused(f"{self.client_address[0]}: {format % args}"[:300])
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s: %s", self.client_address[0], format % args)
+
+
+def _bucket_and_key(raw_path: str, host: str, bucket: str) -> tuple[str, str]:
+    """(bucket, key) of a path-style request, or of a virtual-hosted one (``<bucket>.<host>``)."""
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if name.startswith(f"{bucket}.") and name not in LOOPBACK:
+        return bucket, unquote(raw_path.lstrip("/"))
+    first, _, rest = raw_path.lstrip("/").partition("/")
+    return unquote(first), unquote(rest)

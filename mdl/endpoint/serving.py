@@ -1,0 +1,218 @@
+"""One ``mdl serve`` run: the endpoint up on its address, the loader's environment said, then a
+pull of the models in the order loaders read them (when asked), fetched again while a file fails
+to verify, and serving until stopped."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import shlex
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mdl.catalog.settings import Settings
+from mdl.catalog.specs import ModelSpec
+from mdl.download.demand import Demand
+from mdl.download.puller import pull_models
+from mdl.endpoint import s3api
+from mdl.endpoint.auth import Key
+from mdl.endpoint.server import Endpoint
+from mdl.endpoint.shelf import Shelf
+from mdl.errors import ExitCode, LocalFSError
+from mdl.lockfile.model import Lock
+from mdl.progress import Progress
+from mdl.report import RunReport
+from mdl.store.layout import Layout
+
+log = logging.getLogger("mdl.serve")
+
+# pulls after the first while files fail to verify (a corrupt byte from the origin): the loader
+# still gets its model, or, after these, an S3 error that says why
+REFETCHES = 2
+REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How to serve: where, under which bucket, how long a GET waits for bytes to verify."""
+
+    host: str = "127.0.0.1"
+    port: int = 8390
+    bucket: str = "mdl"
+    wait: float = 600.0
+    pull: bool = False
+    env_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What a loader needs, said once the endpoint listens."""
+
+    url: str
+    bucket: str
+    models: tuple[str, ...]
+    environment: dict[str, str]
+    warnings: tuple[str, ...] = ()
+
+    def exports(self) -> list[str]:
+        """The environment as lines a shell sources (``export NAME=value``)."""
+        return [f"export {name}={shlex.quote(value)}" for name, value in self.environment.items()]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.url,
+            "bucket": self.bucket,
+            "models": [f"s3://{self.bucket}/{name}" for name in self.models],
+            "environment": self.environment,
+        }
+
+
+@dataclass(frozen=True)
+class ServeReport:
+    """How the run ended: its pull's report (None: nothing pulled), its requests refused."""
+
+    pulled: RunReport | None
+    served: Serving
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def exit_code(self) -> int:
+        return self.pulled.exit_code if self.pulled is not None else int(ExitCode.OK)
+
+
+def loader_environment(url: str, key: Key, *, wait: float) -> dict[str, str]:
+    """The variables an unmodified loader reads: the endpoint and key for any AWS SDK, path-style
+    addressing and a request timeout past the endpoint's wait for run:ai's streamer (which gives up
+    on a request that brings no byte within 1 s by default and does not retry)."""
+    return {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": key.access_key,
+        "AWS_SECRET_ACCESS_KEY": key.secret_key,
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING": "0",
+        "RUNAI_STREAMER_S3_REQUEST_TIMEOUT_MS": str(int((wait + 30) * 1000)),
+    }
+
+
+def serve_models(
+    models: Sequence[ModelSpec],
+    settings: Settings,
+    *,
+    options: ServeOptions,
+    progress: Progress,
+    lock: Lock | None = None,
+    on_ready: Callable[[Serving], None] | None = None,
+    stop: threading.Event | None = None,
+    key: Key | None = None,
+    on_error: Callable[[str], None] | None = None,
+) -> ServeReport:
+    """Serve ``models`` (pulling them first when ``options.pull``) until ``stop`` is set or Ctrl-C;
+    ``on_ready`` hears the endpoint's facts as soon as it listens, ``on_error`` a line per request
+    refused."""
+    key = key or Key.fresh()
+    settings.secrets.add(key.secret_key)
+    demand = Demand() if options.pull else None
+    layout = Layout(settings)
+    shelf = Shelf(models, layout, on_wait=demand.want if demand is not None else None)
+    facts = s3api.Endpoint(options.bucket, wait=options.wait, region=REGION)
+    endpoint = Endpoint(
+        (options.host, options.port), key=key, facts=facts, shelf=shelf, on_error=on_error
+    )
+    stop = stop or threading.Event()
+    thread = threading.Thread(target=endpoint.serve_forever, kwargs={"poll_interval": 0.2},
+                              name="serve", daemon=True)  # fmt: skip
+    try:
+        thread.start()
+        served = Serving(
+            url=endpoint.url,
+            bucket=options.bucket,
+            models=tuple(spec.name for spec in models),
+            environment=loader_environment(endpoint.url, key, wait=options.wait),
+            warnings=_address_warnings(options.host),
+        )
+        if options.env_file is not None:
+            _write_env_file(options.env_file, served)
+        log.info("serving %s as s3://%s/ (%d models)", served.url, options.bucket, len(models))
+        if on_ready is not None:
+            on_ready(served)
+        pulled = None
+        if options.pull:
+            shelf.pulling.set()
+            pulled = _pull(models, settings, progress=progress, lock=lock, demand=demand,
+                           shelf=shelf, stop=stop)  # fmt: skip
+            shelf.pulling.clear()
+        try:
+            while not stop.wait(0.5):  # short: Ctrl-C is heard
+                pass
+        except KeyboardInterrupt:  # the way a server is stopped: after its pull, not an error
+            log.info("stopped serving %s", served.url)
+        return ServeReport(pulled, served)
+    finally:
+        endpoint.stop()
+        thread.join(timeout=5)
+        endpoint.server_close()
+
+
+def _pull(
+    models: Sequence[ModelSpec],
+    settings: Settings,
+    *,
+    progress: Progress,
+    lock: Lock | None,
+    demand: Demand | None,
+    shelf: Shelf,
+    stop: threading.Event,
+) -> RunReport:
+    """Pull, and again (at most REFETCHES times) while files fail to verify; those that never do
+    are told to the shelf, with why."""
+    cancel = threading.Event()
+    report = pull_models(models, settings, progress=progress, lock=lock, cancel=cancel,
+                         demand=demand)  # fmt: skip
+    for _ in range(REFETCHES):
+        corrupt = {o.model for o in report.files if o.exit_code == ExitCode.INTEGRITY}
+        if not corrupt or stop.is_set():
+            break
+        log.warning("fetching again what did not verify: %s", ", ".join(sorted(corrupt)))
+        again = [spec for spec in models if spec.name in corrupt]
+        retried = pull_models(again, settings, progress=progress, lock=lock, cancel=cancel,
+                              demand=demand)  # fmt: skip
+        # what the pull again found in place is as the first said (downloaded, resumed, ...)
+        redone = {(o.model, o.path): o for o in retried.files if o.action != "skipped"}
+        files = tuple(redone.pop((o.model, o.path), o) for o in report.files)
+        report = replace(report, files=files + tuple(redone.values()))
+    for outcome in report.files:
+        if outcome.failing and outcome.path is not None:
+            shelf.fail(outcome.model, outcome.path, outcome.error or "failed")
+    return report
+
+
+def _address_warnings(host: str) -> tuple[str, ...]:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return ()
+    return (
+        f"serving on {host}, not loopback: other machines can reach it (each request still needs"
+        " the run's key; the traffic is plain HTTP)",
+    )
+
+
+def _write_env_file(path: Path, served: Serving) -> None:
+    """The environment, readable by this user only, written whole (a loader may source it now)."""
+    text = "".join(line + "\n" for line in served.exports())
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        temporary.replace(path)
+    except OSError as exc:
+        raise LocalFSError(f"cannot write {path}: {exc.strerror or exc}") from exc

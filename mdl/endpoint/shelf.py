@@ -1,0 +1,178 @@
+"""What the endpoint offers: each served model's files as objects ``<model>/<path>``, with the
+sizes its record expects before the bytes arrive, and the bytes of a file only once they verified
+(its record says so and the file on disk is still the one verified). Judged by the store's one
+state function (mdl.store.inventory), never by a name or a size alone."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mdl.catalog.specs import ModelSpec
+from mdl.errors import MdlError
+from mdl.store.confined import open_file
+from mdl.store.inventory import INSTALLED, LocalFile, model_status
+from mdl.store.layout import Layout
+
+log = logging.getLogger("mdl.serve")
+# seconds between two looks at a file a loader waits on (a record write is the news)
+LOOK_EVERY = 0.1
+
+
+@dataclass(frozen=True)
+class ShelfObject:
+    """One file as an S3 object: ``verified`` when its bytes may leave (then ``final`` holds them,
+    as recorded: ``size`` bytes, modified at ``mtime_ns``)."""
+
+    key: str
+    model: str
+    path: str
+    size: int | None
+    etag: str
+    mtime_ns: int | None
+    verified: bool
+    state: str  # the store's word for it (installed, partial, missing, modified, ...)
+    final: Path
+    sha256: str | None
+
+
+class NotServed(Exception):
+    """Why an object's bytes are not served: an S3 error code, its HTTP status and a message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class Shelf:
+    """The served models of one destination, as S3 objects, looked at afresh at each request (a
+    pull in this or another process changes them); ``on_wait(model, path)`` hears each file a
+    loader waits on."""
+
+    def __init__(
+        self,
+        specs: Sequence[ModelSpec],
+        layout: Layout,
+        *,
+        on_wait: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._specs = {spec.name: spec for spec in specs}
+        self._layout = layout
+        self._on_wait = on_wait
+        self._lock = threading.Lock()
+        self._failed: dict[str, str] = {}  # key → why its bytes never verified (this run's pull)
+        self.pulling = threading.Event()  # a pull of this run may still bring files
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self._specs)
+
+    def objects(self) -> list[ShelfObject]:
+        """Every object, sorted by key as S3 lists them (by UTF-8 bytes)."""
+        found = [obj for name in self._specs for obj in self._model_objects(name)]
+        return sorted(found, key=lambda obj: obj.key.encode())
+
+    def lookup(self, key: str) -> ShelfObject | None:
+        """The object at ``key`` (None: no such object). Only an exact key of a served model's file
+        is ever one: a key is matched, never joined to a path."""
+        model, _, path = key.partition("/")
+        if model not in self._specs or not path:
+            return None
+        return next((obj for obj in self._model_objects(model) if obj.path == path), None)
+
+    def fail(self, model: str, path: str, why: str) -> None:
+        """This run's pull gave up on the file: a loader waiting on it is told ``why``."""
+        with self._lock:
+            self._failed[f"{model}/{path}"] = why
+
+    def verified(self, key: str, *, deadline: float, cancel: threading.Event) -> ShelfObject:
+        """The object once its bytes verified, waiting (looking every LOOK_EVERY s) until
+        ``deadline`` (monotonic); NotServed says why it is not, and when it never will be."""
+        told = False
+        while True:
+            obj = self.lookup(key)
+            if obj is None:
+                raise NotServed(404, "NoSuchKey", "The specified key does not exist.")
+            if obj.verified:
+                return obj
+            with self._lock:
+                why = self._failed.get(key)
+            if why is not None:
+                raise NotServed(403, "InvalidObjectState", f"{key} never verified: {why}")
+            if obj.state == INSTALLED:  # recorded, yet not checked against any hash
+                raise NotServed(
+                    403,
+                    "InvalidObjectState",
+                    f"{key} has no known hash to verify it against: mdl serves verified bytes",
+                )
+            if not told:
+                log.info("a loader waits for %s (%s, not verified yet)", key, obj.state)
+                if self._on_wait is not None:
+                    self._on_wait(obj.model, obj.path)
+                told = True
+            left = deadline - time.monotonic()
+            if left <= 0 or cancel.is_set():
+                doing = "still being fetched" if self.pulling.is_set() else "no pull brings it"
+                raise NotServed(
+                    503,
+                    "ServiceUnavailable",
+                    f"{key} is not verified yet ({obj.state}; {doing}): try again later",
+                )
+            cancel.wait(min(LOOK_EVERY, left))
+
+    def open(self, obj: ShelfObject) -> int | None:
+        """A read-only descriptor of the verified bytes, or None: the file is no longer the one
+        verified (replaced, changed or gone since it was looked at). Opened without following a
+        link, and checked by ``fstat`` after opening: a swap in between is caught."""
+        root = self._root(obj.final)
+        try:
+            fd = open_file(root, obj.final, os.O_RDONLY)
+        except (OSError, MdlError):
+            return None
+        found = os.fstat(fd)
+        if (found.st_size, found.st_mtime_ns) != (obj.size, obj.mtime_ns):
+            os.close(fd)
+            return None
+        return fd
+
+    def _root(self, final: Path) -> Path:
+        for store in self._layout.stores:
+            if final.is_relative_to(store.dest):
+                return store.dest
+        return self._layout.plain.dest
+
+    def _model_objects(self, model: str) -> list[ShelfObject]:
+        status = model_status(self._specs[model], self._layout)
+        return [_as_object(model, file) for file in status.files]
+
+
+def _as_object(model: str, file: LocalFile) -> ShelfObject:
+    recorded = file.recorded
+    verified = bool(
+        file.state == INSTALLED and recorded is not None and recorded.verified and file.placed
+    )
+    size = recorded.size if verified and recorded is not None else file.size
+    sha256 = recorded.sha256 if verified and recorded is not None else file.expected_sha256
+    return ShelfObject(
+        key=f"{model}/{file.path}",
+        model=model,
+        path=file.path,
+        size=size,
+        etag=f'"{sha256 or _unknown_etag(file)}"',
+        mtime_ns=recorded.mtime_ns if recorded is not None else None,
+        verified=verified,
+        state=file.state,
+        final=file.final,
+        sha256=sha256,
+    )
+
+
+def _unknown_etag(file: LocalFile) -> str:
+    # an ETag is not an MD5 here (clients check an MD5-like one against the body): the sha256 when
+    # known, else a name of the version expected
+    return f"pending-{file.size if file.size is not None else 'unknown'}"

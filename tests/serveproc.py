@@ -1,0 +1,169 @@
+"""A real ``mdl serve`` process on loopback for the serve tests: started with ``--port 0`` and an
+env file, its loader environment read back, its real S3 clients (boto3, the AWS CLI) made from that
+environment alone, stopped by a signal; every wait bounded by HANG."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from runfixtures import HANG, wait_for
+
+# what every AWS library in these tests sees besides the run's key: no metadata endpoint, no
+# profile of the developer's, nothing but 127.0.0.1
+AWS_ISOLATION = {
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+
+
+class ServeProcess:
+    """``mdl serve ARGS`` as a child process (stdout and stderr to files)."""
+
+    def __init__(self, folder: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.env_file = folder / "loader.env"
+        self.env_file.unlink(missing_ok=True)
+        self.stdout_path, self.stderr_path = folder / "serve.out", folder / "serve.err"
+        command = [sys.executable, "-m", "mdl", "serve", "--port", "0", "--no-progress",
+                   "--env-file", str(self.env_file), *args]  # fmt: skip
+        environ = {**os.environ, **(env or {})}
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.process = subprocess.Popen(
+                command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=environ
+            )
+
+    def ready(self) -> ServeProcess:
+        """Wait until it listens (its env file exists), or fail naming what it said."""
+        wait_for(
+            lambda: self.env_file.exists() or self.process.poll() is not None,
+            what="mdl serve to listen",
+        )
+        assert self.env_file.exists(), f"mdl serve ended {self.process.returncode}: {self.stderr}"
+        return self
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The loader's environment as the env file says it (``export NAME=value`` lines)."""
+        found = {}
+        for line in self.env_file.read_text().splitlines():
+            (word,) = shlex.split(line.removeprefix("export "))
+            name, _, value = word.partition("=")
+            found[name] = value
+        return found
+
+    @property
+    def url(self) -> str:
+        return self.environment["AWS_ENDPOINT_URL"]
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def client_env(self, **more: str) -> dict[str, str]:
+        """What a loader process gets: ours, the printed environment, nothing of AWS besides."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        return {**base, **AWS_ISOLATION, **self.environment, **more}
+
+    def boto3(self, **config: Any) -> Any:
+        """A boto3 S3 client made from the printed environment alone (as a loader's would be)."""
+        import boto3
+        from botocore.config import Config
+
+        env = self.environment
+        return boto3.session.Session(
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_REGION"],
+        ).client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            config=Config(retries={"max_attempts": 1, "mode": "standard"}, **config),
+        )
+
+    def aws(self, *args: str, timeout: float = HANG) -> subprocess.CompletedProcess[str]:
+        """The AWS CLI with the printed environment."""
+        aws = Path(sys.executable).with_name("aws")
+        command: Sequence[str] = [str(aws), *args] if aws.exists() else ["aws", *args]
+        return subprocess.run(
+            command, env=self.client_env(), capture_output=True, text=True, timeout=timeout
+        )
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig`` and wait for the exit code (bounded)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.wait()
+
+    def wait(self, timeout: float = HANG) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"mdl serve did not end within {timeout} s: {self.stderr}")
+
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=HANG)
+
+
+def elapsed(since: float) -> float:
+    return time.monotonic() - since
+
+
+def model_catalog(
+    folder: Path, files: Mapping[str, tuple[str, bytes]], *, model: str = "m"
+) -> Path:
+    """A catalog of one model whose files are ``as → (url, bytes)`` with their sha256 and size."""
+    import hashlib
+
+    lines = [f"[models.{model}]", "files = ["]
+    for name, (url, data) in files.items():
+        digest = hashlib.sha256(data).hexdigest()
+        lines.append(
+            f'  {{ url = "{url}", as = "{name}", sha256 = "{digest}", size = {len(data)} }},'
+        )
+    lines.append("]")
+    catalog = folder / "catalog.toml"
+    catalog.write_text("\n".join(lines) + "\n")
+    return catalog
+
+
+def isolated(folder: Path, catalog: Path) -> dict[str, str]:
+    """A child's environment: its own HOME and XDG folders, the catalog, dest and log in
+    ``folder``, nothing of the developer's mdl, Hub or AWS setup."""
+    keep = {k: v for k, v in os.environ.items()
+            if not k.startswith(("MDL_", "HF_", "XDG_", "AWS_")) and not k.lower().endswith("_proxy")}  # fmt: skip
+    home = folder / "home"
+    return {
+        **keep,
+        **AWS_ISOLATION,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local/share"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_STATE_HOME": str(home / ".local/state"),
+        "HF_HOME": str(home / ".cache/huggingface"),
+        "MDL_CATALOG": str(catalog),
+        "MDL_DEST": str(folder / "models"),
+        "MDL_LOG_FILE": str(folder / "mdl.log"),
+        "TERM": "dumb",
+    }
