@@ -22,6 +22,9 @@ class Demand:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._wanted: dict[tuple[str, str], None] = {}
+        # set once the pull knows each model's files (their records expect them), or gave up
+        # before: a loader's listing waits for it, never lists a model half-resolved
+        self.planned = threading.Event()
 
     def want(self, model: str, path: str) -> None:
         """A loader waits on ``model``'s ``path``: fetch it next, if it is still to start."""

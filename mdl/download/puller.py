@@ -43,6 +43,16 @@ def pull_models(
     # catalog.lock: read once for the run, if ``lock`` was not read already
     lockfile = LockUse(settings, lock=lock)
     session = PullSession(settings, progress=progress, cancel=cancel, demand=demand)
+    try:
+        return _pull(session, models, settings, lockfile)
+    finally:
+        if demand is not None:  # (planned, or it never will be: loaders go on with what is here)
+            demand.planned.set()
+
+
+def _pull(
+    session: PullSession, models: Sequence[ModelSpec], settings: Settings, lockfile: LockUse
+) -> RunReport:
     with closing(session):
         resolved, outcomes = resolve(session, models, lock=lockfile, keep_installed=True)
         signatures = check_signatures(session, models, resolved)
@@ -62,6 +72,8 @@ def pull_models(
             session.store.ensure_dirs()
             check_space(plans)
         _expect(session.store, resolved, plans, signatures, catalog=settings.catalog_path)
+        if session.demand is not None:
+            session.demand.planned.set()
         outcomes.extend(fetch(session, plans))
         signed = _record_signed(session.store, resolved, signatures, outcomes)
         said = {

@@ -83,6 +83,10 @@ def answer(
         return _list_buckets(endpoint)
     if bucket != endpoint.bucket:
         return s3_error(404, "NoSuchBucket", "The specified bucket does not exist", resource)
+    try:
+        shelf.settle(deadline=time.monotonic() + endpoint.wait, cancel=cancel)
+    except NotServed as exc:
+        return s3_error(exc.status, exc.code, exc.message, resource)
     if not key:
         if "location" in params:
             return _xml(f"<LocationConstraint {_NS}>{endpoint.region}</LocationConstraint>")

@@ -119,7 +119,12 @@ def serve_models(
     settings.secrets.add(key.secret_key)
     demand = Demand() if options.pull else None
     layout = Layout(settings)
-    shelf = Shelf(models, layout, on_wait=demand.want if demand is not None else None)
+    shelf = Shelf(
+        models,
+        layout,
+        on_wait=demand.want if demand is not None else None,
+        planned=demand.planned if demand is not None else None,
+    )
     facts = s3api.Endpoint(options.bucket, wait=options.wait, region=REGION)
     endpoint = Endpoint(
         (options.host, options.port), key=key, facts=facts, shelf=shelf, on_error=on_error

@@ -60,13 +60,25 @@ class Shelf:
         layout: Layout,
         *,
         on_wait: Callable[[str, str], None] | None = None,
+        planned: threading.Event | None = None,
     ) -> None:
         self._specs = {spec.name: spec for spec in specs}
+        self._planned = planned
         self._layout = layout
         self._on_wait = on_wait
         self._lock = threading.Lock()
         self._failed: dict[str, str] = {}  # key → why its bytes never verified (this run's pull)
         self.pulling = threading.Event()  # a pull of this run may still bring files
+
+    def settle(self, *, deadline: float, cancel: threading.Event) -> None:
+        """Wait (until ``deadline``, monotonic) while this run's pull does not know the models'
+        files yet: a listing before then would miss them, a key would be unknown. NotServed when
+        it never does in time."""
+        while self._planned is not None and not self._planned.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or cancel.is_set():
+                raise NotServed(503, "ServiceUnavailable", "the models' files are not known yet")
+            self._planned.wait(min(LOOK_EVERY, left))
 
     @property
     def models(self) -> list[str]:

@@ -161,3 +161,30 @@ def test_kill_9_mid_pull_then_a_restart_fetches_only_what_was_missing(tmp_path: 
             # what the first run had saved is not fetched again (its record is saved as it goes)
             assert again <= len(data) * 0.6, (before, again)
             assert second.stop() == 0, second.stderr
+
+
+@pytest.mark.parametrize("layout", ["plain", "hf-cache"])
+def test_a_hub_repo_is_served_as_pulled_in_either_layout(tmp_path: Path, layout: str) -> None:
+    """The main case: a snapshot of a Hub repo (LFS shards, small files by git blob id), pulled
+    and served; in the Hugging Face cache its bytes are the blobs the snapshot links to."""
+    from servers import HubServer
+
+    files = {
+        "config.json": b'{"architectures": ["X"]}',
+        "model-00001-of-00002.safetensors": make_data(2 << 20, seed=7),
+        "model-00002-of-00002.safetensors": make_data(1 << 20, seed=8),
+        "nested/vocab.txt": b"a\nb\n",
+    }
+    with HubServer() as hub:
+        hub.add_repo("org/tiny", files, lfs_threshold=1 << 20)
+        catalog = tmp_path / "catalog.toml"
+        catalog.write_text('[models.tiny]\nrepo = "org/tiny"\n')
+        env = {**isolated(tmp_path, catalog), "HF_ENDPOINT": hub.url, "MDL_LAYOUT": layout}
+        with ServeProcess(tmp_path, "tiny", "--pull", "--wait", "120", env=env) as serve:
+            s3 = serve.ready().boto3(read_timeout=130)
+            for name, data in files.items():
+                got = s3.get_object(Bucket="mdl", Key=f"tiny/{name}", ChecksumMode="ENABLED")
+                assert got["Body"].read() == data, name
+            listed = s3.list_objects_v2(Bucket="mdl", Prefix="tiny/")["Contents"]
+            assert sorted(o["Key"] for o in listed) == sorted(f"tiny/{n}" for n in files)
+            assert serve.stop() == 0, serve.stderr

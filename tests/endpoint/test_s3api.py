@@ -47,6 +47,9 @@ class _Shelf:
 
     keys: list[str]
 
+    def settle(self, **_: object) -> None:
+        """Nothing to wait for: no pull is resolving these."""
+
     def objects(self) -> list[ShelfObject]:
         return [
             ShelfObject(key, *key.partition("/")[::2], 1, '"x"', 0, True, "installed", None, None)  # type: ignore[arg-type]
