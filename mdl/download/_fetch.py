@@ -30,7 +30,7 @@ from mdl.sources.resolve import RemoteFile
 from mdl.store.confined import open_file, rename
 from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import hash_descriptor, hash_file
-from mdl.store.recordqueue import RecordQueue
+from mdl.store.recordqueue import RECORD_FLUSH_INTERVAL, SERVED_FLUSH_INTERVAL, RecordQueue
 from mdl.store.records import FileRecord, adopted_when_found, now_iso
 from mdl.store.store import Store
 from mdl.transfer.job import RetryLog, TransferJob, TransferResult
@@ -52,7 +52,12 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
     # signed or not as signed, is no part of its version.)
     last = {i: p for i, p in todo.items() if p.remote.staged is not None}
     first = {i: p for i, p in todo.items() if i not in last}
-    records = RecordQueue(session.store, dirs=session.dirs)
+    served = session.demand is not None  # loaders read each file once its record is written
+    records = RecordQueue(
+        session.store,
+        dirs=session.dirs,
+        interval=SERVED_FLUSH_INTERVAL if served else RECORD_FLUSH_INTERVAL,
+    )
     try:
         results |= Crew(session, first, work=partial(_fetch_one, session, records)).run()
         if not session.cancel.is_set():

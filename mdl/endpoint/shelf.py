@@ -22,6 +22,7 @@ from mdl.store.layout import Layout
 log = logging.getLogger("mdl.serve")
 # seconds between two looks at a file a loader waits on (a record write is the news)
 LOOK_EVERY = 0.1
+FRESH = 0.05  # seconds a look at a model's files stands for every request
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Shelf:
         self._on_wait = on_wait
         self._lock = threading.Lock()
         self._failed: dict[str, str] = {}  # key → why its bytes never verified (this run's pull)
+        self._seen: dict[str, tuple[float, list[ShelfObject]]] = {}  # model → (when, objects)
         self.pulling = threading.Event()  # a pull of this run may still bring files
 
     def settle(self, *, deadline: float, cancel: threading.Event) -> None:
@@ -159,8 +161,19 @@ class Shelf:
         return self._layout.plain.dest
 
     def _model_objects(self, model: str) -> list[ShelfObject]:
+        """The model's objects as the store's state function says, looked at afresh at most every
+        FRESH seconds: a loader's reads come by the hundred a second, each would lstat every file
+        (a byte served is checked against its record when opened, whatever the look said)."""
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.get(model)
+        if seen is not None and now - seen[0] < FRESH:
+            return seen[1]
         status = model_status(self._specs[model], self._layout)
-        return [_as_object(model, file) for file in status.files]
+        objects = [_as_object(model, file) for file in status.files]
+        with self._lock:
+            self._seen[model] = (now, objects)
+        return objects
 
 
 def _as_object(model: str, file: LocalFile) -> ShelfObject:

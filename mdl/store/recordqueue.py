@@ -15,6 +15,8 @@ from mdl.store.store import Store
 
 log = logging.getLogger("mdl.pull")
 RECORD_FLUSH_INTERVAL = 1.0  # seconds between writes of the records while files complete
+# ... while loaders wait on them (mdl serve --pull): a file is served once its record says verified
+SERVED_FLUSH_INTERVAL = 0.1
 
 
 class RecordQueue:
@@ -23,8 +25,11 @@ class RecordQueue:
     those files done. A file whose entry was not written yet (kill -9) is only re-hashed by the next
     run, never trusted blindly."""
 
-    def __init__(self, store: Store, *, dirs: DirSyncs) -> None:
+    def __init__(
+        self, store: Store, *, dirs: DirSyncs, interval: float = RECORD_FLUSH_INTERVAL
+    ) -> None:
         self.store = store
+        self.interval = interval
         self.dirs = dirs  # folders of renamed files: made durable before a record names them
         self._lock = threading.Lock()
         self._pending: dict[str, list[tuple[FileRecord, HeldLocks]]] = {}
@@ -43,7 +48,7 @@ class RecordQueue:
             self._pending.setdefault(model, []).append((record, lock))
 
     def _write_every_interval(self) -> None:
-        while not self._closed.wait(RECORD_FLUSH_INTERVAL):
+        while not self._closed.wait(self.interval):
             try:
                 self.flush()
             # the files stay; the next run re-hashes them instead of trusting a record
