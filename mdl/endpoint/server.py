@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from mdl.endpoint import auth, s3api
 from mdl.endpoint.shelf import Shelf
@@ -23,7 +23,9 @@ from mdl.errors import UsageError
 log = logging.getLogger("mdl.serve")
 
 # connections served at once; more wait in the listen backlog, then get 503 SlowDown
-MOST_CONNECTIONS = 64
+# run:ai's streamer opens ~180 with its defaults (8 workers, each an AWS CRT client sized for
+# 10 Gbit/s): a loader must never be refused for its pool; a thread per connection is bounded here
+MOST_CONNECTIONS = 512
 IDLE_TIMEOUT = 120.0  # seconds a kept-alive connection may send nothing (a loader between reads)
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 STOP_GRACE = 5.0  # seconds the answers in flight get to end once the endpoint stops
@@ -153,7 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, method: str) -> None:
         server = self.server
-        raw_path, _, query = self.path.partition("?")
+        raw_path, _, query = origin_form(self.path).partition("?")
         headers = {name.lower(): value for name, value in self.headers.items()}
         if (
             self.headers.get("Content-Length", "0") not in ("0", "")
@@ -182,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, method: str, reply: s3api.Answer) -> None:
         if reply.code is not None:  # a client error: one line each, saying what was refused
-            where = self.path.partition("?")[0][:200]
+            where = origin_form(self.path).partition("?")[0][:200]
             self.server.refused(
                 f"{self.client_address[0]} {method} {where}: {reply.status} {reply.code}: "
                 f"{reply.message}"
@@ -221,6 +223,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s: %s", self.client_address[0], format % args)
+
+
+def origin_form(target: str) -> str:
+    """The request target's path and query: an absolute-form target (``GET http://host/p``, as
+    the AWS CRT client sends) read as its origin form (RFC 9112 3.2.2: a server accepts it)."""
+    if target.startswith(("http://", "https://")):
+        split = urlsplit(target)
+        return (split.path or "/") + (f"?{split.query}" if split.query else "")
+    return target
 
 
 def _bucket_and_key(raw_path: str, host: str, bucket: str) -> tuple[str, str]:

@@ -22,6 +22,8 @@ from runfixtures import wait_for
 from serveproc import ServeProcess, isolated, model_catalog
 from servers import CdnServer, make_data
 
+from mdl.endpoint.server import MOST_CONNECTIONS
+
 pytestmark = pytest.mark.slow
 
 FILES = {
@@ -200,7 +202,9 @@ def test_a_key_that_climbs_out_or_is_not_a_served_file_is_no_such_key(
     assert b"[models.m]" not in answer.content and b'"files"' not in answer.content
 
 
-def _signed_get(served: ServeProcess, path: str, **headers: str) -> httpx2.Response:
+def _signed_get(
+    served: ServeProcess, path: str, *, absolute: bool = False, **headers: str
+) -> httpx2.Response:
     """A GET of ``path`` exactly as written (no client normalises it), signed with the run's key
     the way botocore signs."""
     from botocore.auth import S3SigV4Auth
@@ -215,7 +219,8 @@ def _signed_get(served: ServeProcess, path: str, **headers: str) -> httpx2.Respo
     ).add_auth(request)
     host, port = served.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}",
+        target = served.url + path if absolute else path
+        lines = [f"GET {target} HTTP/1.1", f"Host: {host}:{port}",
                  *(f"{k}: {v}" for k, v in request.headers.items()),
                  "Connection: close", "", ""]  # fmt: skip
         sock.sendall("\r\n".join(lines).encode())
@@ -254,18 +259,26 @@ def test_a_file_changed_or_swapped_for_a_link_after_it_verified_is_not_served(
 def test_many_connections_at_once_get_answers_and_the_endpoint_goes_on(
     served: ServeProcess,
 ) -> None:
+    """A loader's pool (run:ai opens ~180) is served; past MOST_CONNECTIONS, connections are told
+    to slow down (or wait in the backlog), never hang the endpoint."""
     host, port = served.url.removeprefix("http://").split(":")
-    idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(100)]
+    idle = [
+        socket.create_connection((host, int(port)), timeout=30)
+        for _ in range(MOST_CONNECTIONS + 20)
+    ]
     try:
-        # over the bound, connections are told to slow down (or wait in the backlog), never hang
         refused = 0
-        for sock in idle[64:]:
+        for sock in idle[MOST_CONNECTIONS:]:
             sock.settimeout(5)
             try:
                 refused += b"SlowDown" in sock.recv(4096)
             except TimeoutError:
                 pass
         assert refused > 0
+        # the first 200 are each served while the rest are open
+        for sock in idle[:200:37]:
+            sock.sendall(b"GET /mdl/m/config.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 403")
     finally:
         for sock in idle:
             sock.close()
@@ -278,6 +291,14 @@ def test_many_connections_at_once_get_answers_and_the_endpoint_goes_on(
         except ClientError:
             assert time.monotonic() < deadline
             time.sleep(0.2)
+
+
+def test_an_absolute_form_request_target_is_read_as_its_path(served: ServeProcess) -> None:
+    """The AWS CRT client (run:ai's) sends ``GET http://host:port/mdl/key HTTP/1.1``, signed over
+    the path: it is served (RFC 9112 3.2.2)."""
+    answer = _signed_get(served, "/mdl/m/config.json", absolute=True)
+    assert answer.status_code == 200, answer.content
+    assert answer.content == FILES["config.json"]
 
 
 def test_a_port_in_use_is_a_short_error_naming_it(tmp_path: Path) -> None:
