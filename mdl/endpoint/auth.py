@@ -28,6 +28,7 @@ _HEADER = re.compile(
     r"Signature=([0-9a-f]{64})\s*"
 )
 _SPACES = re.compile(r"\s+")
+_DIGITS = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True)
@@ -95,12 +96,14 @@ def _check_presigned(
     if fields.get("X-Amz-Algorithm") != ALGORITHM:
         raise Refused("AuthorizationQueryParametersError", "X-Amz-Algorithm must be " + ALGORITHM)
     stamp = fields.get("X-Amz-Date", "")
-    expires = fields.get("X-Amz-Expires", "")
-    if not expires.isdigit() or not 0 < int(expires) <= MOST_EXPIRES:
+    expires = _seconds(fields.get("X-Amz-Expires", ""))
+    if expires is None or not 0 < expires <= MOST_EXPIRES:
         raise Refused("AuthorizationQueryParametersError", "X-Amz-Expires is not 1..604800")
     when = _when(stamp)
-    if now > when + timedelta(seconds=int(expires)):
+    if now > when + timedelta(seconds=expires):
         raise Refused("AccessDenied", "Request has expired")
+    if when > now + SKEW:  # dated ahead: it would outlive its week
+        raise Refused("AccessDenied", "the URL is dated in the future")
     unsigned = [(name, value) for name, value in params if name != "X-Amz-Signature"]
     _check_signature(
         Request(request.method, request.path, "", request.headers), unsigned, key,
@@ -123,9 +126,10 @@ def _check_presigned_v2(
     if not hmac.compare_digest(fields["AWSAccessKeyId"].encode(), key.access_key.encode()):
         raise Refused("InvalidAccessKeyId", "the access key is not this run's")
     expires = fields.get("Expires", "")
-    if not expires.isdigit() or now.timestamp() > int(expires):
+    until = _seconds(expires)
+    if until is None or now.timestamp() > until:
         raise Refused("AccessDenied", "Request has expired")
-    if int(expires) - now.timestamp() > MOST_EXPIRES:
+    if until - now.timestamp() > MOST_EXPIRES:
         raise Refused("AccessDenied", "a presigned URL lives a week at most")
     amz = sorted(
         (name, _trimmed(value)) for name, value in request.headers.items()
@@ -201,6 +205,12 @@ def _check_signature(
             "SignatureDoesNotMatch",
             "The request signature we calculated does not match the signature you provided",
         )
+
+
+def _seconds(text: str) -> int | None:
+    """A whole number of ASCII digits, at most 12 of them (never ``int()`` of a client's text:
+    it reads ``²`` and 5,000 digits too), or None."""
+    return int(text) if _DIGITS.fullmatch(text) else None
 
 
 def _when(stamp: str) -> datetime:

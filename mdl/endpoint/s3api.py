@@ -20,7 +20,11 @@ from mdl.endpoint.shelf import NotServed, Shelf, ShelfObject
 
 MAX_KEYS = 1000  # the most one listing page holds, as S3's
 LOOK_AGAIN = 0.1  # seconds before a file that changed under a GET is looked at again
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# ASCII digits (``\d`` would read other scripts' digits too); a number past 19 digits is past
+# any object's end (never ``int()`` of it: Python refuses 4,300 digits and more)
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+_BIG = 10**19
+_COUNT = re.compile(r"[0-9]{1,9}")
 _XML = "application/xml"
 _NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
 # a continuation token is the last key listed, so a listing goes on where it stopped
@@ -120,7 +124,7 @@ def _list_objects(endpoint: Endpoint, shelf: Shelf, params: Mapping[str, str]) -
     v2 = params.get("list-type") == "2"
     prefix, delimiter = params.get("prefix", ""), params.get("delimiter", "")
     raw_max = params.get("max-keys", str(MAX_KEYS))
-    if not raw_max.isdigit():
+    if not _COUNT.fullmatch(raw_max):
         return s3_error(400, "InvalidArgument", "max-keys must be a whole number")
     most = min(int(raw_max), MAX_KEYS)
     token = params.get("continuation-token")
@@ -286,6 +290,11 @@ def _precondition(obj: ShelfObject, headers: Mapping[str, str]) -> Answer | None
     return None
 
 
+def _number(text: str) -> str:
+    """A range's number as text, one past 19 digits read as 10**19 (past every object's end)."""
+    return str(_BIG) if len(text) > 19 else text
+
+
 def _range(header: str | None, size: int) -> tuple[int, int, bool] | None:
     """(first, last, partial) of the bytes asked for (RFC 9110 14.1.2), None: not satisfiable. A
     header that is not one byte range is ignored (the whole object), as S3 does."""
@@ -294,7 +303,7 @@ def _range(header: str | None, size: int) -> tuple[int, int, bool] | None:
     found = _RANGE.fullmatch(header.strip())
     if found is None or found.group(1) == found.group(2) == "":
         return (0, size - 1, False) if size else (0, -1, False)
-    start, end = found.groups()
+    start, end = (_number(text) for text in found.groups())
     if start == "":  # the last N bytes
         count = int(end)
         if count == 0 or size == 0:

@@ -10,11 +10,12 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from mdl.endpoint import auth, s3api
 from mdl.endpoint.shelf import Shelf
@@ -26,7 +27,10 @@ log = logging.getLogger("mdl.serve")
 # run:ai's streamer opens ~180 with its defaults (8 workers, each an AWS CRT client sized for
 # 10 Gbit/s): a loader must never be refused for its pool; a thread per connection is bounded here
 MOST_CONNECTIONS = 512
-IDLE_TIMEOUT = 120.0  # seconds a kept-alive connection may send nothing (a loader between reads)
+# seconds a connection has to send a whole request's line and headers, idle keep-alive time
+# included: a client trickling a byte at a time (slowloris) holds its slot no longer
+REQUEST_DEADLINE = 10.0
+IDLE_TIMEOUT = REQUEST_DEADLINE
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 STOP_GRACE = 5.0  # seconds the answers in flight get to end once the endpoint stops
 
@@ -51,6 +55,10 @@ class Endpoint(ThreadingHTTPServer):
         self.cancel = threading.Event()
         self._busy = 0  # requests being answered (not idle kept-alive connections)
         self._idle = threading.Condition()
+        # connections reading a request: socket → when it must have been read whole
+        self._reading: dict[socket.socket, float] = {}
+        self._reader_lock = threading.Lock()
+        threading.Thread(target=self._reap, name="serve-reaper", daemon=True).start()
         self.slots = threading.BoundedSemaphore(MOST_CONNECTIONS)
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         try:
@@ -79,6 +87,26 @@ class Endpoint(ThreadingHTTPServer):
         with self._idle:
             self._idle.wait_for(lambda: self._busy == 0, timeout=STOP_GRACE)
 
+    def reading(self, sock: socket.socket, *, done: bool) -> None:
+        """A connection starts reading a request (its deadline runs), or read it whole."""
+        with self._reader_lock:
+            if done:
+                self._reading.pop(sock, None)
+            else:
+                self._reading[sock] = time.monotonic() + REQUEST_DEADLINE
+
+    def _reap(self) -> None:
+        """Close the connections past their request's deadline (each once a second)."""
+        while not self.cancel.wait(1.0):
+            now = time.monotonic()
+            with self._reader_lock:
+                late = [sock for sock, due in self._reading.items() if due < now]
+                for sock in late:
+                    del self._reading[sock]
+            for sock in late:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
     @contextlib.contextmanager
     def answering(self) -> Iterator[None]:
         """Count a request as being answered while the block runs."""
@@ -95,11 +123,19 @@ class Endpoint(ThreadingHTTPServer):
         # a client that went away mid-answer, or a bug: logged, never a traceback on stderr
         log.debug("connection from %s ended with an error", client_address[0], exc_info=True)
 
+    def hidden(self, line: str) -> str:
+        """``line`` without the run's secret, however a client glued it to other bytes (the
+        log's redaction finds whole words only)."""
+        for form in {self.key.secret_key, quote(self.key.secret_key, safe="")}:
+            line = line.replace(form, "***")
+        return line
+
     def refused(self, line: str) -> None:
-        """One line for a client error: the log, and whoever listens (the CLI's stderr)."""
-        log.warning("%s", line)
+        """One line for a client error: the log, and whoever listens (the CLI's stderr). A client
+        may send anything, the run's secret glued to other bytes too: never said back."""
+        log.warning("%s", self.hidden(line))
         if self.on_error is not None:
-            self.on_error(line)
+            self.on_error(self.hidden(line))
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # a bounded number of connections at once: the rest are told to slow down, not queued on
@@ -133,6 +169,38 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = IDLE_TIMEOUT
     server: Endpoint
+    path = ""  # (until a request line is read: a refusal before it names no path)
+
+    def handle_one_request(self) -> None:
+        self.server.reading(self.connection, done=False)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.reading(self.connection, done=True)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self.server.reading(self.connection, done=True)  # read whole: answering is not reading
+        return parsed
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """What the HTTP layer refuses (a method it does not know, headers too large, a request
+        line it cannot read) as an S3 error document, and the connection closed."""
+        words = _HTTP_ERRORS.get(code, ("InvalidRequest", "the request is not one S3 reads"))
+        reply = s3api.s3_error(code, words[0], message or words[1])
+        self.close_connection = True
+        # a line http.server could not read leaves it at HTTP/0.9, which answers a bare body
+        self.request_version = self.protocol_version
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if getattr(self, "command", "") != "HEAD" and code >= 200:
+                self.wfile.write(reply.body)
+        except OSError:
+            pass
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -149,6 +217,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._serve("DELETE")
 
+    def __getattr__(self, name: str) -> Any:
+        # any other method (PATCH, OPTIONS, COPY, ...) is a write or nothing S3 reads: 405, not
+        # http.server's 501 page
+        if name.startswith("do_") and name[3:].isalpha() and name[3:].isupper():
+            return lambda: self._serve(name[3:])
+        raise AttributeError(name)
+
     def _serve(self, method: str) -> None:
         with self.server.answering():
             self._answer(method)
@@ -157,11 +232,18 @@ class _Handler(BaseHTTPRequestHandler):
         server = self.server
         raw_path, _, query = origin_form(self.path).partition("?")
         headers = {name.lower(): value for name, value in self.headers.items()}
-        if (
-            self.headers.get("Content-Length", "0") not in ("0", "")
-            or "transfer-encoding" in headers
-        ):
+        lengths = self.headers.get_all("Content-Length") or []
+        if lengths not in ([], ["0"]) or "transfer-encoding" in headers:
             self.close_connection = True  # a body is never read: the connection cannot go on
+        names = [name.lower() for name in self.headers]
+        twice = sorted({n for n in names if names.count(n) > 1} & _SINGLE)
+        if twice:
+            self.close_connection = True
+            status, code = (
+                (403, "AccessDenied") if "authorization" in twice else (400, "InvalidRequest")
+            )
+            self._send(method, s3api.s3_error(status, code, f"{twice[0]} sent twice"))
+            return
         try:
             auth.check(
                 auth.Request(method, raw_path, query, headers), server.key, now=datetime.now(UTC)
@@ -214,15 +296,34 @@ class _Handler(BaseHTTPRequestHandler):
                 os.close(reply.fd)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        log.debug("%s %s %s -> %s", self.client_address[0], self.command,
-                  self.path.partition("?")[0], code)  # fmt: skip
+        line = (
+            f"{self.client_address[0]} {getattr(self, 'command', '')} {self.path[:200]} -> {code}"
+        )
+        log.debug("%s", self.server.hidden(line))
 
     def log_error(self, format: str, *args: Any) -> None:
         # the server's own refusals of what is not HTTP (a request line too long, a bad version)
         self.server.refused(f"{self.client_address[0]}: {format % args}"[:300])
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s: %s", self.client_address[0], format % args)
+        log.debug("%s", self.server.hidden(f"{self.client_address[0]}: {format % args}"[:300]))
+
+
+# headers a request may carry once: two of them (a broken and a signed Authorization, two
+# Content-Lengths) are refused, never one of them chosen
+_SINGLE = frozenset(
+    {"authorization", "host", "range", "content-length", "x-amz-date", "x-amz-content-sha256",
+     "if-match", "if-none-match", "transfer-encoding"}
+)  # fmt: skip
+# http.server's refusals, as S3 names them
+_HTTP_ERRORS = {
+    400: ("BadRequest", "the request could not be read"),
+    405: ("MethodNotAllowed", "this endpoint is read-only"),
+    414: ("RequestURITooLong", "the request line is too long"),
+    431: ("RequestHeaderSectionTooLarge", "the request's headers are too large"),
+    501: ("MethodNotAllowed", "this endpoint is read-only"),
+    505: ("HttpVersionNotSupported", "HTTP/1.1 or 1.0 only"),
+}
 
 
 def origin_form(target: str) -> str:

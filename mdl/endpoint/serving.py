@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import shlex
 import threading
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from mdl.endpoint import s3api
 from mdl.endpoint.auth import Key
 from mdl.endpoint.server import Endpoint
 from mdl.endpoint.shelf import Shelf
-from mdl.errors import ExitCode, LocalFSError
+from mdl.errors import ExitCode, LocalFSError, UsageError
 from mdl.lockfile.model import Lock
 from mdl.progress import Progress
 from mdl.report import RunReport
@@ -100,6 +101,24 @@ def loader_environment(url: str, key: Key, *, wait: float) -> dict[str, str]:
     }
 
 
+# S3's bucket names: 3 to 63 lower-case letters, digits, dots and hyphens, a letter or digit at
+# each end
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+MOST_WAIT = 86400.0  # seconds: a day
+
+
+def check_options(options: ServeOptions) -> None:
+    """UsageError (exit 2) naming the flag for a bucket S3 clients cannot name, or a wait past
+    a day."""
+    if not _BUCKET.fullmatch(options.bucket):
+        raise UsageError(
+            f"--bucket {options.bucket!r} is not an S3 bucket name",
+            hint="3-63 lower-case letters, digits, dots and hyphens, such as mdl",
+        )
+    if not 0 <= options.wait <= MOST_WAIT:
+        raise UsageError(f"--wait {options.wait}: give 0 to {MOST_WAIT:.0f} seconds")
+
+
 def serve_models(
     models: Sequence[ModelSpec],
     settings: Settings,
@@ -115,6 +134,7 @@ def serve_models(
     """Serve ``models`` (pulling them first when ``options.pull``) until ``stop`` is set or Ctrl-C;
     ``on_ready`` hears the endpoint's facts as soon as it listens, ``on_error`` a line per request
     refused."""
+    check_options(options)
     key = key or Key.fresh()
     settings.secrets.add(key.secret_key)
     demand = Demand() if options.pull else None
@@ -215,7 +235,9 @@ def _write_env_file(path: Path, served: Serving) -> None:
     text = "".join(line + "\n" for line in served.exports())
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        temporary.unlink(missing_ok=True)  # made fresh: another file's mode is never kept
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)  # (whatever the umask)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         temporary.replace(path)
