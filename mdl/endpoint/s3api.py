@@ -9,7 +9,7 @@ import binascii
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -134,61 +134,88 @@ def _list_objects(endpoint: Endpoint, shelf: Shelf, params: Mapping[str, str]) -
             after = _untoken(token)
         except ValueError:
             return s3_error(400, "InvalidArgument", "The continuation token provided is incorrect")
-    encode = params.get("encoding-type") == "url"
-    shown = (lambda text: quote(text, safe="/")) if encode else (lambda text: text)
-    contents: list[ShelfObject] = []
-    prefixes: list[str] = []
-    last = ""
-    truncated = False
-    for obj in shelf.objects():
-        if obj.size is None or not obj.key.startswith(prefix) or obj.key.encode() <= after.encode():
-            continue
-        rolled = _rolled_up(obj.key, prefix, delimiter)
-        if rolled is not None and (prefixes and prefixes[-1] == rolled):
-            continue  # this common prefix is listed already
-        if rolled is not None and rolled.encode() <= after.encode():
-            continue
-        if len(contents) + len(prefixes) == most:
-            truncated = True
-            break
-        if rolled is not None:
-            prefixes.append(rolled)
-            # past every key under it: the next page starts after the whole prefix
-            last = rolled + "\U0010ffff"
-        else:
-            contents.append(obj)
-            last = obj.key
-    items = "".join(
-        f"<Contents><Key>{escape(shown(obj.key))}</Key>"
-        f"<LastModified>{_iso(obj.mtime_ns)}</LastModified><ETag>{escape(obj.etag)}</ETag>"
-        f"<Size>{obj.size}</Size><StorageClass>STANDARD</StorageClass></Contents>"
-        for obj in contents
-    ) + "".join(
-        f"<CommonPrefixes><Prefix>{escape(shown(p))}</Prefix></CommonPrefixes>" for p in prefixes
-    )
+    page = _page(shelf.objects(), prefix=prefix, delimiter=delimiter, after=after, most=most)
+    shown = _shown_as(params.get("encoding-type"))
     fields = [
         f"<Name>{endpoint.bucket}</Name>",
         f"<Prefix>{escape(shown(prefix))}</Prefix>",
         f"<MaxKeys>{most}</MaxKeys>",
-        f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>",
+        f"<IsTruncated>{'true' if page.truncated else 'false'}</IsTruncated>",
     ]
     if delimiter:
         fields.append(f"<Delimiter>{escape(shown(delimiter))}</Delimiter>")
-    if encode:
+    if params.get("encoding-type") == "url":
         fields.append("<EncodingType>url</EncodingType>")
     if v2:
-        fields.append(f"<KeyCount>{len(contents) + len(prefixes)}</KeyCount>")
+        fields.append(f"<KeyCount>{len(page.contents) + len(page.prefixes)}</KeyCount>")
         if token is not None:
             fields.append(f"<ContinuationToken>{escape(token)}</ContinuationToken>")
         if params.get("start-after"):
             fields.append(f"<StartAfter>{escape(shown(params['start-after']))}</StartAfter>")
-        if truncated:
-            fields.append(f"<NextContinuationToken>{_token(last)}</NextContinuationToken>")
+        if page.truncated:
+            fields.append(f"<NextContinuationToken>{_token(page.last)}</NextContinuationToken>")
     else:
         fields.append(f"<Marker>{escape(shown(after))}</Marker>")
-        if truncated:
-            fields.append(f"<NextMarker>{escape(shown(last))}</NextMarker>")
-    return _xml(f"<ListBucketResult {_NS}>{''.join(fields)}{items}</ListBucketResult>")
+        if page.truncated:
+            fields.append(f"<NextMarker>{escape(shown(page.last))}</NextMarker>")
+    body = "".join(fields) + _items(page, shown)
+    return _xml(f"<ListBucketResult {_NS}>{body}</ListBucketResult>")
+
+
+@dataclass
+class _Page:
+    """One listing page: its objects and common prefixes, whether more follow, and where the next
+    page starts after."""
+
+    contents: list[ShelfObject] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+    truncated: bool = False
+    last: str = ""
+
+
+def _page(
+    objects: list[ShelfObject], *, prefix: str, delimiter: str, after: str, most: int
+) -> _Page:
+    """The page of ``objects`` (sorted by key) after ``after``: at most ``most`` entries, keys
+    under a delimiter rolled up into their common prefix (one entry each)."""
+    page = _Page()
+    for obj in objects:
+        if obj.size is None or not obj.key.startswith(prefix) or obj.key.encode() <= after.encode():
+            continue
+        rolled = _rolled_up(obj.key, prefix, delimiter)
+        if rolled is not None and (
+            (page.prefixes and page.prefixes[-1] == rolled) or rolled.encode() <= after.encode()
+        ):
+            continue  # this common prefix is listed already (on this page or an earlier one)
+        if len(page.contents) + len(page.prefixes) == most:
+            page.truncated = True
+            break
+        if rolled is None:
+            page.contents.append(obj)
+            page.last = obj.key
+        else:
+            page.prefixes.append(rolled)
+            page.last = rolled + "\U0010ffff"  # past every key under it
+    return page
+
+
+def _shown_as(encoding: str | None) -> Callable[[str], str]:
+    """How keys are written: URL-encoded when the client asked (``encoding-type=url``)."""
+    if encoding == "url":
+        return lambda text: quote(text, safe="/")
+    return lambda text: text
+
+
+def _items(page: _Page, shown: Callable[[str], str]) -> str:
+    return "".join(
+        f"<Contents><Key>{escape(shown(obj.key))}</Key>"
+        f"<LastModified>{_iso(obj.mtime_ns)}</LastModified><ETag>{escape(obj.etag)}</ETag>"
+        f"<Size>{obj.size}</Size><StorageClass>STANDARD</StorageClass></Contents>"
+        for obj in page.contents
+    ) + "".join(
+        f"<CommonPrefixes><Prefix>{escape(shown(p))}</Prefix></CommonPrefixes>"
+        for p in page.prefixes
+    )
 
 
 def _rolled_up(key: str, prefix: str, delimiter: str) -> str | None:
