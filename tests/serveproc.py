@@ -9,7 +9,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,10 +122,6 @@ class ServeProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=HANG)
-
-
-def elapsed(since: float) -> float:
-    return time.monotonic() - since
 
 
 def model_catalog(

@@ -60,7 +60,7 @@ def _request_id() -> str:
 
 
 @dataclass(frozen=True)
-class Endpoint:
+class BucketFacts:
     """The endpoint's fixed facts: its one bucket, how long a GET waits for bytes to verify."""
 
     bucket: str
@@ -69,7 +69,7 @@ class Endpoint:
 
 
 def answer(
-    endpoint: Endpoint,
+    endpoint: BucketFacts,
     shelf: Shelf,
     *,
     method: str,
@@ -103,7 +103,7 @@ def answer(
         return s3_error(exc.status, exc.code, exc.message, resource)
 
 
-def _list_buckets(endpoint: Endpoint) -> Answer:
+def _list_buckets(endpoint: BucketFacts) -> Answer:
     return _xml(
         f"<ListAllMyBucketsResult {_NS}><Owner><ID>mdl</ID><DisplayName>mdl</DisplayName></Owner>"
         f"<Buckets><Bucket><Name>{endpoint.bucket}</Name>"
@@ -118,7 +118,7 @@ def _xml(text: str) -> Answer:
     )
 
 
-def _list_objects(endpoint: Endpoint, shelf: Shelf, params: Mapping[str, str]) -> Answer:
+def _list_objects(endpoint: BucketFacts, shelf: Shelf, params: Mapping[str, str]) -> Answer:
     """ListObjectsV2 (``list-type=2``), else V1: prefix, delimiter, max-keys, a continuation
     token (V2) or marker (V1), start-after, ``encoding-type=url``."""
     v2 = params.get("list-type") == "2"
@@ -245,7 +245,7 @@ def _iso(mtime_ns: int | None) -> str:
 
 
 def _object(
-    endpoint: Endpoint,
+    endpoint: BucketFacts,
     shelf: Shelf,
     method: str,
     key: str,

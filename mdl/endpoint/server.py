@@ -46,7 +46,7 @@ class Endpoint(ThreadingHTTPServer):
         address: tuple[str, int],
         *,
         key: auth.Key,
-        facts: s3api.Endpoint,
+        facts: s3api.BucketFacts,
         shelf: Shelf,
         on_error: Callable[[str], None] | None = None,
     ) -> None:
@@ -208,18 +208,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._serve("HEAD")
 
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
     def __getattr__(self, name: str) -> Any:
-        # any other method (PATCH, OPTIONS, COPY, ...) is a write or nothing S3 reads: 405, not
-        # http.server's 501 page
+        # any other method (PUT, DELETE, PATCH, COPY, ...) is a write or nothing S3 reads: the S3
+        # layer answers 405 (once signed), not http.server's 501 page
         if name.startswith("do_") and name[3:].isalpha() and name[3:].isupper():
             return lambda: self._serve(name[3:])
         raise AttributeError(name)

@@ -11,7 +11,7 @@ import re
 import shlex
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +74,10 @@ class Serving:
 
 @dataclass(frozen=True)
 class ServeReport:
-    """How the run ended: its pull's report (None: nothing pulled), its requests refused."""
+    """How the run ended: its pull's report (None: nothing pulled), and what it served."""
 
     pulled: RunReport | None
     served: Serving
-    warnings: tuple[str, ...] = field(default=())
 
     @property
     def exit_code(self) -> int:
@@ -145,7 +144,7 @@ def serve_models(
         on_wait=demand.want if demand is not None else None,
         planned=demand.planned if demand is not None else None,
     )
-    facts = s3api.Endpoint(options.bucket, wait=options.wait, region=REGION)
+    facts = s3api.BucketFacts(options.bucket, wait=options.wait, region=REGION)
     endpoint = Endpoint(
         (options.host, options.port), key=key, facts=facts, shelf=shelf, on_error=on_error
     )

@@ -72,7 +72,7 @@ def test_pages_walk_the_whole_listing_once(
     keys: list[str], prefix: str, delimiter: str, page: int
 ) -> None:
     shelf = _Shelf(keys)
-    endpoint = s3api.Endpoint("mdl", wait=0)
+    endpoint = s3api.BucketFacts("mdl", wait=0)
     whole = _page(endpoint, shelf, {"prefix": prefix, "delimiter": delimiter})
     assert not whole["truncated"]
     walked: list[str] = []
@@ -98,7 +98,7 @@ def _rolled(key: str, prefix: str, delimiter: str) -> str:
     return key if at < 0 else key[: at + len(delimiter)]
 
 
-def _page(endpoint: s3api.Endpoint, shelf: _Shelf, params: dict[str, str]) -> dict[str, object]:
+def _page(endpoint: s3api.BucketFacts, shelf: _Shelf, params: dict[str, str]) -> dict[str, object]:
     answer = s3api.answer(
         endpoint, shelf, method="GET", bucket="mdl", key="",  # type: ignore[arg-type]
         params={"list-type": "2", **params}, headers={}, cancel=threading.Event(),
@@ -115,7 +115,7 @@ def _page(endpoint: s3api.Endpoint, shelf: _Shelf, params: dict[str, str]) -> di
 
 
 def test_a_bad_continuation_token_or_max_keys_is_an_s3_error() -> None:
-    endpoint = s3api.Endpoint("mdl", wait=0)
+    endpoint = s3api.BucketFacts("mdl", wait=0)
     for params in ({"continuation-token": "%%%"}, {"max-keys": "many"}):
         answer = s3api.answer(
             endpoint, _Shelf(["m/a"]), method="GET", bucket="mdl", key="",  # type: ignore[arg-type]
