@@ -36,6 +36,7 @@ class ServeProcess:
         command = [sys.executable, "-m", "mdl", "serve", "--port", "0", "--no-progress",
                    "--env-file", str(self.env_file), *args]  # fmt: skip
         environ = {**os.environ, **(env or {})}
+        self.env = environ
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
                 command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=environ
@@ -100,6 +101,21 @@ class ServeProcess:
         return subprocess.run(
             command, env=self.client_env(), capture_output=True, text=True, timeout=timeout
         )
+
+    def pulled(self) -> ServeProcess:
+        """Wait until its ``--pull`` ended (its log says so), or fail naming what it said."""
+        log = Path(self.env["MDL_LOG_FILE"])
+        wait_for(
+            lambda: (
+                (log.exists() and "pull done (" in log.read_text(errors="replace"))
+                or self.process.poll() is not None
+            ),
+            what="mdl serve's pull to end",
+        )
+        assert self.process.poll() is None, (
+            f"mdl serve ended {self.process.returncode}: {self.stderr}"
+        )
+        return self
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Send ``sig`` and wait for the exit code (bounded)."""

@@ -171,6 +171,9 @@ def serve_models(
             pulled = _pull(models, settings, progress=progress, lock=lock, demand=demand,
                            shelf=shelf, stop=stop)  # fmt: skip
             shelf.pulling.clear()
+            failed = sum(1 for outcome in pulled.files if outcome.failing)
+            log.info("pull done (%d files, %d failed); serving %s until stopped",
+                     len(pulled.files), failed, served.url)  # fmt: skip
         try:
             while not stop.wait(0.5):  # short: Ctrl-C is heard
                 pass

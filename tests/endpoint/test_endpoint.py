@@ -5,6 +5,7 @@ file changed since it verified gets an S3 error and never a byte."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -21,7 +22,7 @@ from runfixtures import wait_for
 from serveproc import ServeProcess, isolated, model_catalog
 from servers import CdnServer, make_data
 
-from mdl.endpoint.server import MOST_CONNECTIONS
+from mdl.endpoint.server import MOST_CONNECTIONS, REQUEST_DEADLINE
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
             for name in FILES:  # the pull ends: every file verified
                 client.get_object(Bucket="mdl", Key=f"m/{name}", Range="bytes=0-0")
             yield serve
-            assert serve.stop() == 0, serve.stderr
+            assert serve.pulled().stop() == 0, serve.stderr
 
 
 def test_the_environment_is_printed_on_stdout_and_in_a_file_only_the_user_reads(
@@ -261,6 +262,7 @@ def test_many_connections_at_once_get_answers_and_the_endpoint_goes_on(
     """A loader's pool (run:ai opens ~180) is served; past MOST_CONNECTIONS, connections are told
     to slow down (or wait in the backlog), never hang the endpoint."""
     host, port = served.url.removeprefix("http://").split(":")
+    connected = time.monotonic()
     idle = [
         socket.create_connection((host, int(port)), timeout=30)
         for _ in range(MOST_CONNECTIONS + 20)
@@ -276,8 +278,16 @@ def test_many_connections_at_once_get_answers_and_the_endpoint_goes_on(
         assert refused > 0
         # the first 200 are each served while the rest are open
         for sock in idle[:200:37]:
-            sock.sendall(b"GET /mdl/m/config.json HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert sock.recv(4096).startswith(b"HTTP/1.1 403")
+            with contextlib.suppress(OSError):
+                sock.sendall(b"GET /mdl/m/config.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                answer = sock.recv(4096)
+            except ConnectionResetError:
+                answer = b""
+            # closed only once it said nothing for REQUEST_DEADLINE (a loaded machine may get there)
+            assert answer.startswith(b"HTTP/1.1 403") or (
+                not answer and time.monotonic() - connected >= REQUEST_DEADLINE
+            ), answer
     finally:
         for sock in idle:
             sock.close()

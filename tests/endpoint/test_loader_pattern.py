@@ -97,7 +97,7 @@ def test_the_stand_in_loads_every_tensor_verified_while_the_pull_runs(tmp_path: 
         with ServeProcess(tmp_path, "m", "--pull", "--wait", "120", env=env) as serve:
             stand_in = StandIn(serve.ready(), cdn)
             tensors = stand_in.load()
-            assert serve.stop() == 0, serve.stderr
+            assert serve.pulled().stop() == 0, serve.stderr
     for name, data in shards.items():
         length = struct.unpack("<Q", data[:8])[0]
         header = json.loads(data[8 : 8 + length])

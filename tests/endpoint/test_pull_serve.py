@@ -5,7 +5,9 @@ next; kill -9 then a restart fetches only what was missing."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import signal
 import threading
 from pathlib import Path
@@ -19,6 +21,16 @@ from servers import CdnServer, Fault, make_data
 from mdl.endpoint.serving import REFETCHES
 
 pytestmark = pytest.mark.slow
+
+
+def _claimed(folder: Path) -> int:
+    """The bytes the resume records under ``folder``'s destination say are saved."""
+    records = (folder / "models" / ".mdl" / "partial").glob("*.part.json")
+    total = 0
+    for record in records:
+        with contextlib.suppress(OSError, ValueError):  # replaced as we read: the next look counts
+            total += sum(done for _, _, done in json.loads(record.read_text())["pieces"])
+    return total
 
 
 def _logged(folder: Path, text: str) -> bool:
@@ -63,7 +75,7 @@ def test_a_read_of_bytes_not_verified_waits_and_never_gets_a_byte_before(tmp_pat
                 reader.join(timeout=120)
                 assert got == [data[5:]]
                 assert reading.stop() == 0
-            assert serve.stop() == 0, serve.stderr
+            assert serve.pulled().stop() == 0, serve.stderr
 
 
 def test_a_corrupt_byte_from_the_origin_is_never_served_and_the_file_is_fetched_again(
@@ -86,7 +98,7 @@ def test_a_corrupt_byte_from_the_origin_is_never_served_and_the_file_is_fetched_
             body = s3.get_object(Bucket="mdl", Key="m/w.bin", ChecksumMode="ENABLED")["Body"]
             assert body.read() == good
             assert len(cdn.log.records(method="GET", path_prefix="/w")) >= 3
-            assert serve.stop() == 0, serve.stderr
+            assert serve.pulled().stop() == 0, serve.stderr
     assert (
         "fetching again what did not verify: m" in serve.stderr + (tmp_path / "mdl.log").read_text()
     )
@@ -107,7 +119,7 @@ def test_bytes_that_never_verify_are_an_s3_error_that_says_why(tmp_path: Path) -
             assert "never verified" in error["Message"] and "sha256" in error["Message"]
             # the first pull, then REFETCHES more
             assert len(cdn.log.records(method="GET", path_prefix="/w")) == 1 + REFETCHES
-            assert serve.stop() == 6  # the pull's integrity failure is the run's exit code
+            assert serve.pulled().stop() == 6  # the pull's integrity failure is the run's exit code
     assert not (tmp_path / "models" / "m" / "w.bin").exists()
 
 
@@ -138,7 +150,7 @@ def test_the_file_a_loader_waits_on_is_fetched_next(tmp_path: Path) -> None:
             order = [r.url_path for r in cdn.log.records(method="GET")]
             # natural order (2 before 10), but the one waited on first
             assert order == ["/shard-1.bin", "/shard-11.bin", "/shard-2.bin", "/shard-10.bin"]
-            assert serve.stop() == 0
+            assert serve.pulled().stop() == 0
 
 
 def test_kill_9_mid_pull_then_a_restart_fetches_only_what_was_missing(tmp_path: Path) -> None:
@@ -149,18 +161,21 @@ def test_kill_9_mid_pull_then_a_restart_fetches_only_what_was_missing(tmp_path: 
         env = isolated(tmp_path, catalog)
         with ServeProcess(tmp_path, "m", "--pull", env=env) as first:
             first.ready()
-            wait_for(lambda: cdn.log.body_bytes() >= len(data) // 2, what="half the file")
+            # killed once its resume record says half the file is saved (however slow the machine)
+            wait_for(lambda: _claimed(tmp_path) >= len(data) // 2, what="half the file recorded")
             first.process.send_signal(signal.SIGKILL)
             first.wait()
-        before = cdn.log.body_bytes()
+        claimed = _claimed(tmp_path)
+        # (the first run's answers may still count a write the dead client never read)
+        first_run = len(cdn.log)
         with ServeProcess(tmp_path / "again", "m", "--pull", "--wait", "120", env=env) as second:
             s3 = second.ready().boto3(read_timeout=130)
             body = s3.get_object(Bucket="mdl", Key="m/w.bin")["Body"].read()
             assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
-            again = cdn.log.body_bytes() - before
-            # what the first run had saved is not fetched again (its record is saved as it goes)
-            assert again <= len(data) * 0.6, (before, again)
-            assert second.stop() == 0, second.stderr
+            again = sum(record.bytes_sent for record in cdn.log.records()[first_run:])
+            # what the first run's record claimed is not fetched again
+            assert again <= len(data) - claimed, (claimed, again)
+            assert second.pulled().stop() == 0, second.stderr
 
 
 @pytest.mark.parametrize("layout", ["plain", "hf-cache"])
@@ -187,4 +202,4 @@ def test_a_hub_repo_is_served_as_pulled_in_either_layout(tmp_path: Path, layout:
                 assert got["Body"].read() == data, name
             listed = s3.list_objects_v2(Bucket="mdl", Prefix="tiny/")["Contents"]
             assert sorted(o["Key"] for o in listed) == sorted(f"tiny/{n}" for n in files)
-            assert serve.stop() == 0, serve.stderr
+            assert serve.pulled().stop() == 0, serve.stderr
