@@ -7,7 +7,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import re
 import shlex
 import threading
 from collections.abc import Callable, Sequence
@@ -15,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mdl.buckets.s3 import is_bucket_name
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
 from mdl.download.demand import Demand
@@ -100,19 +100,16 @@ def loader_environment(url: str, key: Key, *, wait: float) -> dict[str, str]:
     }
 
 
-# S3's bucket names: 3 to 63 lower-case letters, digits, dots and hyphens, a letter or digit at
-# each end
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 MOST_WAIT = 86400.0  # seconds: a day
 
 
 def check_options(options: ServeOptions) -> None:
     """UsageError (exit 2) naming the flag for a bucket S3 clients cannot name, or a wait past
     a day."""
-    if not _BUCKET.fullmatch(options.bucket):
+    if not is_bucket_name(options.bucket):
         raise UsageError(
             f"--bucket {options.bucket!r} is not an S3 bucket name",
-            hint="3-63 lower-case letters, digits, dots and hyphens, such as mdl",
+            hint="3-63 letters, digits, dots, hyphens and underscores, such as mdl",
         )
     if not 0 <= options.wait <= MOST_WAIT:
         raise UsageError(f"--wait {options.wait}: give 0 to {MOST_WAIT:.0f} seconds")
