@@ -7,15 +7,17 @@ module when used.
 # Tab included).
 import importlib
 import inspect
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import typer.main
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from mdl.cli.options import COMMON, WHERE, declare, keywords, metavar
+from mdl.cli.options import COMMON, WHERE, declare, keywords, metavar, one_value
 from mdl.errors import EXIT_MEANINGS
 from mdl.version import __version__
 
@@ -180,6 +182,79 @@ def worded(command: Any) -> None:
             param.metavar = metavar(param.name, declared[param.name].annotation)
 
 
+def given(param: Any, ctx: Any, value: Any, convert: Callable[[Any, Any], Any]) -> Any:
+    """``param``'s value as Typer converts it, without Typer where that is plain: nothing given
+    (None, or ``()`` for a list), or text for a text or path parameter (:func:`plain`); else
+    ``convert`` (Typer's). Typer 0.29 converts every value through a pydantic TypeAdapter, built
+    even for None: a plain ``mdl get URL`` would import pydantic for that alone (~0.1 CPU-s)."""
+    multiple = param.multiple or param.nargs == -1
+    values = value if multiple and isinstance(value, (list, tuple)) else (value,)
+    if value is None:
+        value = () if multiple else None
+    elif multiple != isinstance(value, (list, tuple)) or not all(
+        plain(param.given_as, v) for v in values
+    ):
+        return convert(ctx, value)
+    elif multiple:
+        value = [param.given_as(v) for v in values]
+    else:
+        value = param.given_as(value)
+    if param.required and param.value_is_missing(value):
+        return convert(ctx, value)  # Typer says what is missing
+    return param.callback(ctx, param, value) if param.callback else value
+
+
+def plain(kind: type | None, value: object) -> bool:
+    """Whether Typer converts ``value`` to ``kind`` by calling it: text as text, a path Typer
+    would not refuse (one that exists but cannot be read is refused: exit 2)."""
+    if kind is None or not isinstance(value, str):
+        return False
+    # (os.path: False for a name with a NUL, which Path.exists raises on)
+    return kind is str or not os.path.exists(value) or os.access(value, os.R_OK)  # noqa: PTH110
+
+
+class GivenOption(TyperOption):
+    """An option converted by :func:`given`."""
+
+    given_as: type | None = None
+
+    def process_value(self, ctx: Any, value: Any) -> Any:
+        return given(self, ctx, value, super().process_value)
+
+
+class GivenArgument(TyperArgument):
+    """An argument converted by :func:`given`."""
+
+    given_as: type | None = None
+
+    def process_value(self, ctx: Any, value: Any) -> Any:
+        return given(self, ctx, value, super().process_value)
+
+
+GIVEN: dict[type, type] = {TyperOption: GivenOption, TyperArgument: GivenArgument}
+
+
+def plain_kinds(command: Any) -> dict[str, type]:
+    """The parameters of ``command`` declared as text or a path (``str``, ``Path | None``,
+    ``list[str] | None`` …): each one's type."""
+    if not command.callback:
+        return {}
+    declared = inspect.signature(command.callback, eval_str=True).parameters
+    kinds = {name: one_value(p.annotation) for name, p in declared.items()}
+    return {name: kind for name, kind in kinds.items() if kind in (str, Path)}
+
+
+def as_given(params: list[Any], kinds: dict[str, type]) -> list[Any]:
+    """``params`` (Typer's, its help and completion options too), each converted by
+    :func:`given`, as its type in ``kinds``."""
+    for param in params:
+        given_class = GIVEN.get(type(param))
+        if given_class is not None:
+            param.__class__ = given_class
+            param.given_as = kinds.get(param.name)
+    return params
+
+
 def _shown(argument: Any, *, usage: bool = False) -> str:
     """``SOURCE...``; on the usage line an optional one in brackets, as Click writes it:
     ``[NAME]...``.
@@ -196,6 +271,10 @@ class MdlCommand(TyperCommand):
     def __init__(self, *args: Any, **attrs: Any) -> None:
         super().__init__(*args, **attrs)
         worded(self)
+        self.kinds = plain_kinds(self)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return as_given(super().get_params(ctx), self.kinds)
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         """``[OPTIONS]`` and the arguments as Click writes them (Typer's ``{name}`` for a
@@ -231,6 +310,10 @@ class MdlGroup(TyperGroup):
         super().__init__(**attrs)
         self.commands: dict[str, Any] = dict.fromkeys(COMMANDS)  # in order; None until built
         worded(self)
+        self.kinds = plain_kinds(self)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return as_given(super().get_params(ctx), self.kinds)
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         """Each command with the first sentence of its help, whole (Click cuts it to the width
