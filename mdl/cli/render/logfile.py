@@ -1,0 +1,73 @@
+"""The run log's file: size-rotated, shared safely by concurrent runs (loaded only when a run
+writes a log: a readiness probe writes none, and ``logging.handlers`` brings sockets and pickle).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import stat
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+
+class SharedRotatingFileHandler(RotatingFileHandler):
+    """A size-rotated log file that several processes (two cron runs) may write and rotate at once:
+    each record is written under a ``flock`` of the file now at the path (re-opened if another
+    process rotated meanwhile), and the old file stays locked until the renames are done
+    (``RotatingFileHandler`` alone assumes one writer)."""
+
+    # the locked file's size, as its fstat said when it was locked (None: not a regular file, never
+    # rotated: /dev/null, a FIFO)
+    _size: int | None = 0
+
+    def _lock_current(self) -> None:
+        for _ in range(100):
+            self.stream = self.stream or self._open()
+            fcntl.flock(self.stream.fileno(), fcntl.LOCK_EX)
+            with contextlib.suppress(OSError):
+                here, there = os.fstat(self.stream.fileno()), Path(self.baseFilename).stat()
+                if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
+                    self._size = here.st_size if stat.S_ISREG(here.st_mode) else None
+                    return
+            self.stream.close()  # rotated by another process: its lock goes with it
+            self.stream = None
+        raise OSError(f"{self.baseFilename} keeps being replaced")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lock_current()
+            try:
+                super().emit(record)
+            finally:
+                if self.stream:
+                    with contextlib.suppress(OSError):
+                        fcntl.flock(self.stream.fileno(), fcntl.LOCK_UN)
+        except (OSError, ValueError):  # a full disk or a vanished folder must not stop a download
+            self.handleError(record)
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        """``RotatingFileHandler``'s rule from what ``_lock_current`` found (the file at the path,
+        locked, a regular file: it was opened for appending and stat'ed), not two more looks at the
+        path and a seek per record; the stream is flushed after each record, so its size is the
+        file's."""
+        if self.maxBytes <= 0 or self._size is None:
+            return False
+        return self._size + len(f"{self.format(record)}\n") >= self.maxBytes
+
+    def doRollover(self) -> None:
+        assert self.stream is not None  # locked by emit
+        # shares the old file's lock: its waiters wait until the new one is ours
+        held = os.dup(self.stream.fileno())
+        try:
+            super().doRollover()
+            self._lock_current()
+        finally:
+            os.close(held)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Drop the record: stderr is for progress and messages; a broken log must not stop a
+        run.
+        """
