@@ -5,6 +5,7 @@ Checked on real `python -m mdl` processes by the modules they end with (behaviou
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import subprocess
@@ -43,10 +44,11 @@ COMMAND_MODULES = tuple(
 )
 # What a plain URL's get (no catalog) never runs: the Hub client and its replies, Xet, the lock, the
 # mirror filling and its leases, S3 writes, signatures, prune and the catalog's editing; nor the
-# libraries under them. Pydantic itself may be Typer's (Typer 0.29 converts options through it): mdl's
-# own pydantic models are what stay out (catalog.schema, hubreplies, lockfile.model).
+# libraries under them; nor pydantic (Typer 0.29 converts each value through a pydantic TypeAdapter:
+# mdl.cli.app.given hands on a value given as text, or none, without it).
 NOT_FOR_PLAIN_GET = (
     *NOT_FOR_GET,
+    "pydantic",
     "rich",
     "model_signing",
     "blake3",
@@ -89,9 +91,10 @@ NOT_FOR_PLAIN_GET = (
 )
 # How many of mdl's modules a plain URL's get loads, at most (80 when this was set, from 116: each
 # command loads what it runs; 75 once stores, signing and the engine were made only when used; 76
-# with the streams' redirect target its own state object, mdl.transfer._target, issue 60).
+# with the streams' redirect target its own state object, mdl.transfer._target, issue 60; 77 with the
+# log file's handler its own module, mdl.cli.render.logfile, which the readiness probe does not load).
 # A change that needs more on this path says why here.
-PLAIN_GET_MODULES = 76
+PLAIN_GET_MODULES = 77
 MDL_MODULES = tuple(
     sorted(
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
@@ -132,12 +135,10 @@ def loaded(tmp_path: Path, watch: tuple[str, ...], *args: str) -> list[str]:
 
 
 def test_help_loads_nothing_below_the_cli(tmp_path: Path) -> None:
-    # Not even pydantic: Typer converts option values through pydantic, and `mdl --help` converts
-    # none. (`mdl pull --help` does convert the global options first, and Typer 0.29's public API
-    # offers no way around that.)
-    assert loaded(tmp_path, (*NOT_FOR_HELP, "pydantic"), "--help") == []
-    assert loaded(tmp_path, NOT_FOR_HELP, "pull", "--help") == []
-    assert loaded(tmp_path, NOT_FOR_HELP, "help", "pull") == []
+    # Not even pydantic: Typer 0.29 converts each option's value through a pydantic TypeAdapter
+    # (the global options' too, before a command's --help), and none given is converted by none.
+    for args in (("--help",), ("pull", "--help"), ("help", "pull"), ("get", "--help")):
+        assert loaded(tmp_path, (*NOT_FOR_HELP, "pydantic"), *args) == [], args
 
 
 @pytest.mark.slow
@@ -165,6 +166,37 @@ def test_a_plain_get_loads_only_what_it_runs(tmp_path: Path, cdn: CdnServer) -> 
     assert "mdl.download.get" in ours  # the probe sees the get's own modules
     assert len(ours) <= PLAIN_GET_MODULES, ours
     assert (tmp_path / "again.bin").read_bytes() == b"tiny"
+
+
+def test_values_given_as_text_reach_get_without_pydantic(tmp_path: Path, cdn: CdnServer) -> None:
+    """Typer 0.29 converts each value through a pydantic TypeAdapter; a get's text (its URL, a
+    header, a hash, a count read by mdl's own parser) and paths reach it as Typer hands them on,
+    without pydantic."""
+    body = b"forty-two bytes of a very small model file"
+    url = cdn.add_file("/h.bin", body, required_headers={"X-Team": "a b"})
+    given = ("-d", "out", "-H", "X-Team: a b", "--connections", "2", "--timeout", "30")
+    sha256 = hashlib.sha256(body).hexdigest()
+    assert loaded(tmp_path, ("pydantic",), "get", url, *given, "--sha256", sha256) == []
+    assert (tmp_path / "out" / "h.bin").read_bytes() == body
+    wrong = mdl(
+        "get", url, "-d", str(tmp_path / "other"), "-H", "X-Team: a b", "--sha256", "0" * 64
+    )
+    assert wrong.exit_code == 6, wrong.stderr  # the hash given is the one checked
+    assert not (tmp_path / "other" / "h.bin").exists()
+
+
+@pytest.mark.slow
+def test_the_readiness_probe_loads_no_log_file_handler(tmp_path: Path, cdn: CdnServer) -> None:
+    """`mdl verify --all --quick --locked` writes no log: logging.handlers (sockets, pickle) is not
+    loaded; nor the network code, nor rich."""
+    url = cdn.add_file("/w.bin", b"weights")
+    catalog = f'[settings]\ndest = "models"\n\n[models.one]\nfiles = [{{ url = "{url}" }}]\n'
+    (tmp_path / "catalog.toml").write_text(catalog)
+    assert loaded(tmp_path, (), "pull", "one") == []
+    assert loaded(tmp_path, (), "lock") == []
+    watched = ("logging.handlers", "rich", *NET)
+    assert loaded(tmp_path, watched, "verify", "--all", "--quick", "--locked") == []
+    assert loaded(tmp_path, ("logging.handlers",), "verify", "--all") == ["logging.handlers"]
 
 
 @pytest.mark.slow
