@@ -1,10 +1,12 @@
-"""Start-up time: `mdl --help`, `mdl list` (40 models) and a tiny `mdl get` of a loopback URL, of
+"""Start-up time: `mdl --help`, `mdl list` (40 models), a tiny `mdl get` of a loopback URL and the
+readiness probe (`mdl verify --all --quick --locked` of that file, pulled, beside `mdl --version`), of
 this tree and of a baseline commit, beside `hf --help`, the minimal Typer + httpx2 app doing the
 same get (bench/minimal_get.py) and `python -c "import typer, httpx2"`.
 
     python bench/startup.py                     # this tree only, beside the yardsticks
     python bench/startup.py --baseline 220b516  # also the tree at that commit (a temp folder)
     python bench/startup.py --only get --reps 9 --variant /tmp/patched --json out.json
+    python bench/startup.py --only probe --reps 9 --baseline 92935b0
 
 One untimed warm-up run of each command, then ``--reps`` alternating rounds; medians, ranges and
 ratios, wall and CPU. The get rows fetch a 42-byte file from a server this script runs on 127.0.0.1,
@@ -34,7 +36,7 @@ from timeline import requests_between
 
 MINIMAL = r.HERE / "minimal_get.py"
 IMPORTS = "import typer, httpx2"
-ROWS = ("get", "help", "list")
+ROWS = ("get", "help", "list", "probe")
 RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 # issue 53: the tiny get costs no more than the minimal app, and at most 1.5 x the libraries' import
 TARGETS = (("minimal app", 1.0), (f"python -c '{IMPORTS}'", 1.5))
@@ -61,6 +63,21 @@ def write_catalog(folder: Path, models: int = 40) -> Path:
     path = folder / "catalog.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def ready_probe(work: Path, url: str, env: dict[str, str]) -> list[str]:
+    """The probe's arguments: a catalog of one model (``url``), pulled and locked by this tree."""
+    folder = work / "probe"
+    folder.mkdir(parents=True, exist_ok=True)
+    catalog = folder / "catalog.toml"
+    catalog.write_text(
+        f'[settings]\ndest = "models"\n\n[models.tiny]\nfiles = [{{ url = "{url}" }}]\n'
+    )
+    for step in (("pull", "tiny"), ("lock",)):
+        subprocess.run(
+            r.mdl(*step, "--catalog", str(catalog)), env=env, check=True, capture_output=True
+        )
+    return ["verify", "--all", "--quick", "--locked", "--catalog", str(catalog)]
 
 
 def export(rev: str, folder: Path) -> Path:
@@ -212,6 +229,12 @@ def main() -> None:
                 else []
             ),
         ]
+        if "probe" in rows:
+            probe = ready_probe(work, server.url, env)
+            mine += [
+                r.Tool("mdl --version", lambda d: r.mdl("--version")),
+                r.Tool("mdl verify --quick", lambda d: r.mdl(*probe), env=offline),
+            ]
         minimal = r.Tool(
             "minimal app",
             lambda d: [r.PY, str(MINIMAL), "get", server.url, "-o", saved(d)],
