@@ -1,6 +1,6 @@
 """Start-up time: `mdl --help`, `mdl list` (40 models), a tiny `mdl get` of a loopback URL and the
-readiness probe (`mdl verify --all --quick --locked` of that file, pulled, beside `mdl --version`), of
-this tree and of a baseline commit, beside `hf --help`, the minimal Typer + httpx2 app doing the
+readiness probe (`mdl verify --all --quick --locked` of that file, pulled; beside `mdl --version`),
+of this tree and of a baseline commit, beside `hf --help`, the minimal Typer + httpx2 app doing the
 same get (bench/minimal_get.py) and `python -c "import typer, httpx2"`.
 
     python bench/startup.py                     # this tree only, beside the yardsticks

@@ -91,8 +91,9 @@ NOT_FOR_PLAIN_GET = (
 )
 # How many of mdl's modules a plain URL's get loads, at most (80 when this was set, from 116: each
 # command loads what it runs; 75 once stores, signing and the engine were made only when used; 76
-# with the streams' redirect target its own state object, mdl.transfer._target, issue 60; 77 with the
-# log file's handler its own module, mdl.cli.render.logfile, which the readiness probe does not load).
+# with the streams' redirect target its own state object, mdl.transfer._target, issue 60; 77 with
+# the log file's handler its own module, mdl.cli.render.logfile, which the readiness probe does not
+# load).
 # A change that needs more on this path says why here.
 PLAIN_GET_MODULES = 77
 MDL_MODULES = tuple(
