@@ -139,6 +139,24 @@ def answer(
     if method not in ("GET", "HEAD"):
         return s3_error(405, "MethodNotAllowed", "this endpoint is read-only", resource)
     operation = _operation(method, bucket, key, params)
+    refused = _refused_query(operation, params, resource)
+    if refused is not None:
+        return refused
+    if not bucket:
+        return _list_buckets(endpoint)
+    if bucket != endpoint.bucket:
+        return s3_error(404, "NoSuchBucket", "The specified bucket does not exist", resource)
+    try:
+        shelf.settle(deadline=time.monotonic() + endpoint.wait, cancel=cancel)
+        return _read(operation, endpoint, shelf, key=key, params=params, headers=headers,
+                     cancel=cancel)  # fmt: skip
+    except NotServed as exc:
+        return s3_error(exc.status, exc.code, exc.message, resource)
+
+
+def _refused_query(operation: str, params: Mapping[str, str], resource: str) -> Answer | None:
+    """501 for a query parameter ``operation`` does not take (a sub-resource not implemented),
+    404 for a version other than an unversioned bucket's one (``null``); None: read on."""
     unknown = next((name for name in params if name not in _TAKES[operation]), None)
     if unknown is not None:
         return s3_error(
@@ -148,28 +166,32 @@ def answer(
             "endpoint does not implement (it serves objects and listings, read-only)",
             resource,
         )
-    if params.get("versionId", "null") != "null":  # (an unversioned bucket's one version)
+    if params.get("versionId", "null") != "null":
         return s3_error(404, "NoSuchVersion", "The specified version does not exist.", resource)
-    if not bucket:
-        return _list_buckets(endpoint)
-    if bucket != endpoint.bucket:
-        return s3_error(404, "NoSuchBucket", "The specified bucket does not exist", resource)
-    try:
-        shelf.settle(deadline=time.monotonic() + endpoint.wait, cancel=cancel)
-    except NotServed as exc:
-        return s3_error(exc.status, exc.code, exc.message, resource)
-    if not key:
-        if "location" in params:
-            return _xml(f"<LocationConstraint {_NS}>{endpoint.region}</LocationConstraint>")
-        if method == "HEAD":
-            return Answer(200, {"x-amz-bucket-region": endpoint.region})
+    return None
+
+
+def _read(
+    operation: str,
+    endpoint: BucketFacts,
+    shelf: Shelf,
+    *,
+    key: str,
+    params: Mapping[str, str],
+    headers: Mapping[str, str],
+    cancel: threading.Event,
+) -> Answer:
+    """The answer of a read of the endpoint's bucket (NotServed: its S3 error)."""
+    if operation == "GetBucketLocation":
+        return _xml(f"<LocationConstraint {_NS}>{endpoint.region}</LocationConstraint>")
+    if operation == "HeadBucket":
+        return Answer(200, {"x-amz-bucket-region": endpoint.region})
+    if operation == "ListObjects":
         return _list_objects(endpoint, shelf, params)
-    try:
-        if operation == "GetObjectAttributes":
-            return _attributes(endpoint, shelf, key, headers, cancel)
-        return _object(endpoint, shelf, method, key, params, headers, cancel)
-    except NotServed as exc:
-        return s3_error(exc.status, exc.code, exc.message, resource)
+    if operation == "GetObjectAttributes":
+        return _attributes(endpoint, shelf, key, headers, cancel)
+    method = "HEAD" if operation == "HeadObject" else "GET"
+    return _object(endpoint, shelf, method, key, params, headers, cancel)
 
 
 def _operation(method: str, bucket: str, key: str, params: Mapping[str, str]) -> str:
