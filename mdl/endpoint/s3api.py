@@ -344,7 +344,7 @@ def _untoken(token: str) -> str:
 
 
 def _iso(mtime_ns: int | None) -> str:
-    when = datetime.fromtimestamp((mtime_ns or 0) / 1e9, tz=UTC)
+    when = datetime.fromtimestamp((mtime_ns or 0) // 10**9, tz=UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
@@ -454,7 +454,7 @@ def _object_headers(obj: ShelfObject, length: int, *, checksum: bool = False) ->
         "Content-Length": str(length),
         "Content-Type": "application/octet-stream",
         "ETag": obj.etag,
-        "Last-Modified": _http_date(obj.mtime_ns),
+        "Last-Modified": _last_modified(obj.mtime_ns),
         "Accept-Ranges": "bytes",
     }
     if checksum and obj.sha256 is not None:
@@ -480,7 +480,7 @@ def _precondition(obj: ShelfObject, headers: Mapping[str, str]) -> Answer | None
             f"/{obj.key}",
         )
     if _unchanged(obj, headers):
-        return Answer(304, {"ETag": obj.etag, "Last-Modified": _http_date(obj.mtime_ns)})
+        return Answer(304, {"ETag": obj.etag, "Last-Modified": _last_modified(obj.mtime_ns)})
     return None
 
 
@@ -524,8 +524,10 @@ def http_date(text: str | None) -> int | None:
     return int(when.timestamp())
 
 
-def _http_date(mtime_ns: int | None) -> str:
-    return format_datetime(datetime.fromtimestamp((mtime_ns or 0) / 1e9, tz=UTC), usegmt=True)
+def _last_modified(mtime_ns: int | None) -> str:
+    """``Last-Modified``: the whole second the file was modified in (what the dates of the
+    preconditions are compared with)."""
+    return format_datetime(datetime.fromtimestamp((mtime_ns or 0) // 10**9, tz=UTC), usegmt=True)
 
 
 def _attributes(
@@ -564,7 +566,7 @@ def _attributes(
     reply = _xml(
         f"<GetObjectAttributesResponse {_NS}>{''.join(fields)}</GetObjectAttributesResponse>"
     )
-    reply.headers["Last-Modified"] = _http_date(obj.mtime_ns)
+    reply.headers["Last-Modified"] = _last_modified(obj.mtime_ns)
     return reply
 
 
