@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,16 @@ FILES = {
     "model.safetensors": make_data(1 << 20, seed=3),
 }
 BIG = "m/model.safetensors"
+
+
+@pytest.fixture(autouse=True)
+def _aws_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every AWS library here (boto3, the CRT) sees no metadata endpoint and no profile: the
+    run's key and 127.0.0.1 only."""
+    for name in [name for name in os.environ if name.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    for name, value in AWS_ISOLATION.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +225,7 @@ def test_if_modified_since_and_if_unmodified_since_as_rfc_9110_orders_them(
 
 
 def test_every_416_says_the_objects_size_and_the_crt_reads_an_empty_file(
-    served: ServeProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    served: ServeProcess, tmp_path: Path
 ) -> None:
     for key, size, extra in (
         ("m/empty.txt", 0, {"Range": "bytes=0-8388607"}),
@@ -230,17 +241,13 @@ def test_every_416_says_the_objects_size_and_the_crt_reads_an_empty_file(
     assert (part.status_code, part.content) == (200, b"")
     for validate in (False, True):  # a range first; with checksums, part 1 first
         for name, data in FILES.items():
-            got = _crt_get(served, monkeypatch, f"/mdl/m/{name}", tmp_path / name, validate)
+            got = _crt_get(served, f"/mdl/m/{name}", tmp_path / name, validate)
             assert got == data, (name, validate)
 
 
-def _crt_get(
-    served: ServeProcess, monkeypatch: pytest.MonkeyPatch, path: str, into: Path, validate: bool
-) -> bytes:
+def _crt_get(served: ServeProcess, path: str, into: Path, validate: bool) -> bytes:
     """A GET by the AWS CRT's S3 client (run:ai's, hence vLLM's), as it downloads an object:
     ranged parts, an empty object known only by the 416's ActualObjectSize."""
-    for name, value in AWS_ISOLATION.items():
-        monkeypatch.setenv(name, value)
     from awscrt.auth import AwsCredentialsProvider
     from awscrt.http import HttpHeaders, HttpRequest
     from awscrt.s3 import (
