@@ -364,6 +364,9 @@ def test_the_json_document_and_env_file_carry_every_clients_variables(tmp_path: 
         for name in ("AWS_ENDPOINT_URL", "S3_ENDPOINT_URL"):
             assert environment[name] == serve.url
         assert environment["AWS_ALLOW_HTTP"] == "true"
+        # obstore's request timeout (30 s by default) past --wait, as run:ai's
+        timeout_ms = int(environment["RUNAI_STREAMER_S3_REQUEST_TIMEOUT_MS"])
+        assert environment["AWS_TIMEOUT"] == f"{timeout_ms}ms" and timeout_ms > 600_000
         assert serve.stop() == 0
 
 
