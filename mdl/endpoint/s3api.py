@@ -158,6 +158,8 @@ def _refused_query(operation: str, params: Mapping[str, str], resource: str) -> 
     """501 for a query parameter ``operation`` does not take (a sub-resource not implemented),
     404 for a version other than an unversioned bucket's one (``null``); None: read on."""
     unknown = next((name for name in params if name not in _TAKES[operation]), None)
+    if unknown is None and params.get("x-id", operation) not in (operation, f"{operation}V2"):
+        unknown = f"x-id={params['x-id']}"  # another read at the same target (V2: ListObjectsV2)
     if unknown is not None:
         return s3_error(
             501,

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from profiles import examples
@@ -122,3 +123,19 @@ def test_every_416_says_the_objects_size(size: int, header: str | None, part: in
         return
     assert reply.headers["Content-Range"] == f"bytes */{size}"
     assert f"<ActualObjectSize>{size}</ActualObjectSize>".encode() in reply.body
+
+
+@pytest.mark.parametrize(
+    ("method", "bucket", "key", "x_id"),
+    [("GET", "", "", "ListDirectoryBuckets"), ("GET", "mdl", "m/a", "GetObjectTagging"),
+     ("HEAD", "mdl", "m/a", "GetObject"), ("GET", "mdl", "", "ListObjectVersions")],
+)  # fmt: skip
+def test_an_x_id_naming_another_operation_is_501(
+    method: str, bucket: str, key: str, x_id: str
+) -> None:
+    reply = s3api.answer(
+        s3api.BucketFacts("mdl", wait=0), _Untouched(),  # type: ignore[arg-type]
+        method=method, bucket=bucket, key=key, params={"x-id": x_id}, headers={},
+        cancel=threading.Event(),
+    )  # fmt: skip
+    assert (reply.status, reply.code) == (501, "NotImplemented")
