@@ -35,6 +35,7 @@ FILES = {
     "model.safetensors": make_data(1 << 20, seed=3),
 }
 BIG = "m/model.safetensors"
+_OBJECT = {"Bucket": "mdl", "Key": "m/config.json"}
 
 
 @pytest.fixture(autouse=True)
@@ -65,50 +66,6 @@ def _code(call: Any) -> tuple[int, str]:
         call()
     response = refused.value.response
     return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
-
-
-# every read of a sub-resource boto3 has that mdl serve does not implement: (method, arguments)
-_OBJECT = {"Bucket": "mdl", "Key": "m/config.json"}
-_BUCKET = {"Bucket": "mdl"}
-UNIMPLEMENTED = [
-    ("get_object_tagging", _OBJECT),
-    ("get_object_acl", _OBJECT),
-    ("get_object_torrent", _OBJECT),
-    ("get_object_retention", _OBJECT),
-    ("get_object_legal_hold", _OBJECT),
-    ("list_parts", {**_OBJECT, "UploadId": "x"}),
-    ("get_bucket_policy", _BUCKET),
-    ("get_bucket_policy_status", _BUCKET),
-    ("get_bucket_acl", _BUCKET),
-    ("get_bucket_versioning", _BUCKET),
-    ("get_bucket_lifecycle_configuration", _BUCKET),
-    ("get_bucket_cors", _BUCKET),
-    ("get_bucket_encryption", _BUCKET),
-    ("get_bucket_tagging", _BUCKET),
-    ("get_bucket_website", _BUCKET),
-    ("get_bucket_logging", _BUCKET),
-    ("get_bucket_notification_configuration", _BUCKET),
-    ("get_bucket_replication", _BUCKET),
-    ("get_bucket_accelerate_configuration", _BUCKET),
-    ("get_bucket_request_payment", _BUCKET),
-    ("get_bucket_ownership_controls", _BUCKET),
-    ("get_public_access_block", _BUCKET),
-    ("get_object_lock_configuration", _BUCKET),
-    ("list_object_versions", _BUCKET),
-    ("list_multipart_uploads", _BUCKET),
-    ("list_bucket_analytics_configurations", _BUCKET),
-    ("list_bucket_inventory_configurations", _BUCKET),
-    ("list_bucket_metrics_configurations", _BUCKET),
-    ("list_bucket_intelligent_tiering_configurations", _BUCKET),
-]
-
-
-@pytest.mark.parametrize(("method", "arguments"), UNIMPLEMENTED, ids=[m for m, _ in UNIMPLEMENTED])
-def test_a_read_sub_resource_not_implemented_is_501_never_the_object_or_the_listing(
-    served: ServeProcess, method: str, arguments: dict[str, str]
-) -> None:
-    s3 = served.boto3()
-    assert _code(lambda: getattr(s3, method)(**arguments)) == (501, "NotImplemented")
 
 
 # the reads mdl serve implements; any other GET or HEAD of boto3's S3 model is 501
