@@ -242,6 +242,15 @@ def _trimmed(value: str) -> str:
     return _SPACES.sub(" ", value.strip())
 
 
+# a signature's own query parameters (a presigned URL's, V4 and V2): checked here, no part of
+# the operation asked for
+_SIGNING = frozenset(
+    {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders",
+     "X-Amz-Signature", "X-Amz-Security-Token", "AWSAccessKeyId", "Signature", "Expires"}
+)  # fmt: skip
+
+
 def query_params(query: str) -> dict[str, str]:
-    """The query as the S3 API reads it (the last value of a name wins)."""
-    return dict(_params(query))
+    """The query as the S3 API reads it (the last value of a name wins), without a signature's
+    own parameters."""
+    return {name: value for name, value in _params(query) if name not in _SIGNING}

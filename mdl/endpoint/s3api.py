@@ -1,6 +1,7 @@
 """The read-only S3 API over a Shelf: ListBuckets, HeadBucket, GetBucketLocation, ListObjectsV2
-(and V1), HeadObject, GetObject with one range. Answers are values (status, headers, body or a
-slice of a verified file); the server writes them. Every refusal is an S3 error document."""
+(and V1), HeadObject, GetObject (one range or part 1, conditional) and GetObjectAttributes; any
+other sub-resource is 501 NotImplemented. Answers are values (status, headers, body or a slice of
+a verified file); the server writes them. Every refusal is an S3 error document."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
@@ -29,6 +30,34 @@ _XML = "application/xml"
 _NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
 # a continuation token is the last key listed, so a listing goes on where it stopped
 _TOKEN_MAX = 4096
+_PART = re.compile(r"[0-9]{1,5}")
+# the query parameters that override a GetObject's (and HeadObject's) response headers
+_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+# the query parameters each read takes (S3's API reference; a signature's own are the auth
+# part's, never here). A name outside its operation's set is a sub-resource this endpoint does not
+# implement (acl, tagging, policy, versions, uploads, torrent, ...): 501 NotImplemented, never the
+# object or the listing. ``x-id`` is the operation's name some SDKs add (JavaScript's v3).
+_OBJECT_READ = frozenset({"partNumber", "versionId", "x-id", *_OVERRIDES})
+_TAKES = {
+    "ListBuckets": frozenset({"max-buckets", "continuation-token", "prefix", "bucket-region",
+                              "x-id"}),
+    "HeadBucket": frozenset({"x-id"}),
+    "GetBucketLocation": frozenset({"location", "x-id"}),
+    "ListObjects": frozenset({"list-type", "prefix", "delimiter", "max-keys", "continuation-token",
+                              "start-after", "marker", "encoding-type", "fetch-owner", "x-id"}),
+    "GetObject": _OBJECT_READ,
+    "HeadObject": _OBJECT_READ,
+    "GetObjectAttributes": frozenset({"attributes", "versionId", "x-id"}),
+}  # fmt: skip
+# what GetObjectAttributes can be asked for (``x-amz-object-attributes``)
+ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
 
 
 @dataclass
@@ -44,15 +73,41 @@ class Answer:
     code: str | None = None  # the S3 error code, for the log line of a client error
     message: str = ""
 
+    @property
+    def ordinary(self) -> bool:
+        """A refusal that is S3's ordinary answer to an ordinary question (a HEAD of a "folder",
+        a conditional or ranged GET answered as asked), not a sign that anything is wrong."""
+        return self.code in _ORDINARY
 
-def s3_error(status: int, code: str, message: str, resource: str = "") -> Answer:
-    """An S3 error document (a HEAD's is sent without its body)."""
+
+# what clients ask every day and handle themselves: a key that is not there ("is this a
+# folder?"), a precondition that did not hold, a range past the end (how the AWS CRT finds an
+# empty object)
+_ORDINARY = frozenset({"NoSuchKey", "PreconditionFailed", "InvalidRange", "InvalidPartNumber"})
+
+
+def s3_error(status: int, code: str, message: str, resource: str = "", **more: object) -> Answer:
+    """An S3 error document (a HEAD's is sent without its body); ``more`` are its elements past
+    Code, Message and Resource (``ActualObjectSize=0``)."""
+    extra = "".join(f"<{name}>{escape(str(value))}</{name}>" for name, value in more.items())
     body = (
         '<?xml version="1.0" encoding="UTF-8"?>\n<Error>'
         f"<Code>{code}</Code><Message>{escape(message)}</Message>"
-        f"<Resource>{escape(resource)}</Resource><RequestId>{_request_id()}</RequestId></Error>"
+        f"<Resource>{escape(resource)}</Resource>{extra}<RequestId>{_request_id()}</RequestId>"
+        "</Error>"
     ).encode()
     return Answer(status, {"Content-Type": _XML}, body, code=code, message=message)
+
+
+def _unsatisfiable(size: int, resource: str, *, code: str = "InvalidRange") -> Answer:
+    """416: what was asked is past the object's end; every one says the object's size, in the
+    body and in ``Content-Range`` (the AWS CRT knows an empty object only by
+    ``<ActualObjectSize>0``)."""
+    refused = s3_error(
+        416, code, "The requested range is not satisfiable", resource, ActualObjectSize=size
+    )
+    refused.headers["Content-Range"] = f"bytes */{size}"
+    return refused
 
 
 def _request_id() -> str:
@@ -83,24 +138,75 @@ def answer(
     resource = f"/{bucket}/{key}" if key else f"/{bucket}"
     if method not in ("GET", "HEAD"):
         return s3_error(405, "MethodNotAllowed", "this endpoint is read-only", resource)
+    operation = _operation(method, bucket, key, params)
+    refused = _refused_query(operation, params, resource)
+    if refused is not None:
+        return refused
     if not bucket:
         return _list_buckets(endpoint)
     if bucket != endpoint.bucket:
         return s3_error(404, "NoSuchBucket", "The specified bucket does not exist", resource)
     try:
         shelf.settle(deadline=time.monotonic() + endpoint.wait, cancel=cancel)
+        return _read(operation, endpoint, shelf, key=key, params=params, headers=headers,
+                     cancel=cancel)  # fmt: skip
     except NotServed as exc:
         return s3_error(exc.status, exc.code, exc.message, resource)
-    if not key:
-        if "location" in params:
-            return _xml(f"<LocationConstraint {_NS}>{endpoint.region}</LocationConstraint>")
-        if method == "HEAD":
-            return Answer(200, {"x-amz-bucket-region": endpoint.region})
+
+
+def _refused_query(operation: str, params: Mapping[str, str], resource: str) -> Answer | None:
+    """501 for a query parameter ``operation`` does not take (a sub-resource not implemented),
+    404 for a version other than an unversioned bucket's one (``null``); None: read on."""
+    unknown = next((name for name in params if name not in _TAKES[operation]), None)
+    if unknown is None and params.get("x-id", operation) not in (operation, f"{operation}V2"):
+        unknown = f"x-id={params['x-id']}"  # another read at the same target (V2: ListObjectsV2)
+    if unknown is not None:
+        return s3_error(
+            501,
+            "NotImplemented",
+            f"{unknown[:64]!r} is not a parameter of {operation}, or a sub-resource this "
+            "endpoint does not implement (it serves objects and listings, read-only)",
+            resource,
+        )
+    if params.get("versionId", "null") != "null":
+        return s3_error(404, "NoSuchVersion", "The specified version does not exist.", resource)
+    return None
+
+
+def _read(
+    operation: str,
+    endpoint: BucketFacts,
+    shelf: Shelf,
+    *,
+    key: str,
+    params: Mapping[str, str],
+    headers: Mapping[str, str],
+    cancel: threading.Event,
+) -> Answer:
+    """The answer of a read of the endpoint's bucket (NotServed: its S3 error)."""
+    if operation == "GetBucketLocation":
+        return _xml(f"<LocationConstraint {_NS}>{endpoint.region}</LocationConstraint>")
+    if operation == "HeadBucket":
+        return Answer(200, {"x-amz-bucket-region": endpoint.region})
+    if operation == "ListObjects":
         return _list_objects(endpoint, shelf, params)
-    try:
-        return _object(endpoint, shelf, method, key, headers, cancel)
-    except NotServed as exc:
-        return s3_error(exc.status, exc.code, exc.message, resource)
+    if operation == "GetObjectAttributes":
+        return _attributes(endpoint, shelf, key, headers, cancel)
+    method = "HEAD" if operation == "HeadObject" else "GET"
+    return _object(endpoint, shelf, method, key, params, headers, cancel)
+
+
+def _operation(method: str, bucket: str, key: str, params: Mapping[str, str]) -> str:
+    """The read a request asks for, by its method, its target and its sub-resource."""
+    if not bucket:
+        return "ListBuckets"
+    if not key:
+        if method == "HEAD":
+            return "HeadBucket"
+        return "GetBucketLocation" if "location" in params else "ListObjects"
+    if method == "HEAD":
+        return "HeadObject"
+    return "GetObjectAttributes" if "attributes" in params else "GetObject"
 
 
 def _list_buckets(endpoint: BucketFacts) -> Answer:
@@ -240,7 +346,7 @@ def _untoken(token: str) -> str:
 
 
 def _iso(mtime_ns: int | None) -> str:
-    when = datetime.fromtimestamp((mtime_ns or 0) / 1e9, tz=UTC)
+    when = datetime.fromtimestamp((mtime_ns or 0) // 10**9, tz=UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
@@ -249,72 +355,232 @@ def _object(
     shelf: Shelf,
     method: str,
     key: str,
+    params: Mapping[str, str],
     headers: Mapping[str, str],
     cancel: threading.Event,
 ) -> Answer:
-    found = shelf.lookup(key)
-    if found is None:
-        raise NotServed(404, "NoSuchKey", "The specified key does not exist.")
+    part = _part_number(params, headers)
+    overrides = _overrides(params)
+    found = _found(shelf, key)
     if method == "HEAD" and found.size is not None and not found.verified:
         # the size is known before the bytes arrive (the record expects it): a loader plans now
-        return Answer(200, _object_headers(found, found.size))
+        return _answer_for(found, part, headers, overrides, method)
     deadline = time.monotonic() + endpoint.wait
     while True:
         obj = shelf.verified(key, deadline=deadline, cancel=cancel)
-        size = obj.size or 0
-        precondition = _precondition(obj, headers)
-        if precondition is not None:
-            return precondition
-        span = _range(headers.get("range"), size)
-        if span is None:
-            return s3_error(
-                416, "InvalidRange", "The requested range is not satisfiable", f"/{key}"
-            )
-        if method == "HEAD":
-            return Answer(200, _object_headers(obj, size))
+        reply = _answer_for(obj, part, headers, overrides, method)
+        if method == "HEAD" or reply.status not in (200, 206):
+            return reply
         fd = shelf.open(obj)
-        if fd is None:  # changed (or unreadable) since it was looked at: look again, in time
-            if time.monotonic() >= deadline or cancel.wait(LOOK_AGAIN):
-                raise NotServed(
-                    503, "ServiceUnavailable", f"{key} is not the file that verified: try again"
-                )
+        if fd is not None:
+            reply.fd = fd
+            return reply
+        # changed (or unreadable) since it was looked at: look again, in time
+        if time.monotonic() >= deadline or cancel.wait(LOOK_AGAIN):
+            raise NotServed(
+                503, "ServiceUnavailable", f"{key} is not the file that verified: try again"
+            )
+
+
+def _found(shelf: Shelf, key: str) -> ShelfObject:
+    found = shelf.lookup(key)
+    if found is None:
+        raise NotServed(404, "NoSuchKey", "The specified key does not exist.")
+    return found
+
+
+def _answer_for(
+    obj: ShelfObject,
+    part: int | None,
+    headers: Mapping[str, str],
+    overrides: Mapping[str, str],
+    method: str,
+) -> Answer:
+    """The answer about ``obj`` (its bytes not opened yet): 304 or 412 by its preconditions,
+    416 for a range (or part) past its end, else 200 or 206 with its headers."""
+    precondition = _precondition(obj, headers)
+    if precondition is not None:
+        return precondition
+    size = obj.size or 0
+    span = _range(headers.get("range"), size) if part is None else _part(part, size)
+    if span is None:
+        code = "InvalidRange" if part is None else "InvalidPartNumber"
+        return _unsatisfiable(size, f"/{obj.key}", code=code)
+    first, last, partial = span
+    checksum = method == "GET" or headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
+    out = _object_headers(obj, last - first + 1, checksum=checksum and not partial)
+    if partial:
+        out["Content-Range"] = f"bytes {first}-{last}/{size}"
+    out.update(overrides)
+    return Answer(206 if partial else 200, out, offset=first, count=last - first + 1)
+
+
+def _part_number(params: Mapping[str, str], headers: Mapping[str, str]) -> int | None:
+    """The part asked for (``partNumber``), None: none; NotServed when it is not one S3 reads."""
+    part = params.get("partNumber")
+    if part is None:
+        return None
+    if "range" in headers:
+        raise NotServed(
+            400, "InvalidRequest", "Cannot specify both Range header and partNumber query parameter"
+        )
+    if not _PART.fullmatch(part) or not 1 <= int(part) <= 10000:
+        raise NotServed(
+            400, "InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive"
+        )
+    return int(part)
+
+
+def _part(part: int, size: int) -> tuple[int, int, bool] | None:
+    """A part's bytes: an object mdl serves is one part, 1 (all of it, 206; of an empty object,
+    nothing: 200, what the AWS CRT asks once a range told it the object is empty)."""
+    return (0, size - 1, size > 0) if part == 1 else None
+
+
+def _overrides(params: Mapping[str, str]) -> dict[str, str]:
+    """The response headers the query overrides (``response-content-type``, ...): printable
+    ASCII only, never a line break into the answer's headers."""
+    found = {}
+    for name, header in _OVERRIDES.items():
+        value = params.get(name)
+        if value is None:
             continue
-        first, last, partial = span
-        out = _object_headers(obj, last - first + 1, whole=not partial)
-        if partial:
-            out["Content-Range"] = f"bytes {first}-{last}/{size}"
-        return Answer(206 if partial else 200, out, fd=fd, offset=first, count=last - first + 1)
+        if not (value.isascii() and value.isprintable()):
+            raise NotServed(400, "InvalidArgument", f"{name} must be printable ASCII")
+        found[header] = value
+    return found
 
 
-def _object_headers(obj: ShelfObject, length: int, *, whole: bool = False) -> dict[str, str]:
+def _object_headers(obj: ShelfObject, length: int, *, checksum: bool = False) -> dict[str, str]:
     headers = {
         "Content-Length": str(length),
         "Content-Type": "application/octet-stream",
         "ETag": obj.etag,
-        "Last-Modified": format_datetime(
-            datetime.fromtimestamp((obj.mtime_ns or 0) / 1e9, tz=UTC), usegmt=True
-        ),
+        "Last-Modified": _last_modified(obj.mtime_ns),
         "Accept-Ranges": "bytes",
     }
-    if whole and obj.sha256 is not None:
+    if checksum and obj.sha256 is not None:
         # the whole object's checksum on a whole-object answer only: boto3 checks it against the
         # body, and refuses it on a ranged one
-        headers["x-amz-checksum-sha256"] = base64.b64encode(bytes.fromhex(obj.sha256)).decode()
+        headers["x-amz-checksum-sha256"] = _base64_sha256(obj.sha256)
         headers["x-amz-checksum-type"] = "FULL_OBJECT"
     return headers
 
 
+def _base64_sha256(sha256: str) -> str:
+    return base64.b64encode(bytes.fromhex(sha256)).decode()
+
+
 def _precondition(obj: ShelfObject, headers: Mapping[str, str]) -> Answer | None:
-    match, none_match = headers.get("if-match"), headers.get("if-none-match")
-    if match is not None and match.strip() not in ("*", obj.etag):
+    """412 or 304 by the request's preconditions, in RFC 9110 13.2.2's order (S3's too): If-Match,
+    else If-Unmodified-Since; then If-None-Match, else If-Modified-Since."""
+    if _fails(obj, headers):
         return s3_error(
             412,
             "PreconditionFailed",
             "At least one of the pre-conditions you specified did not hold",
+            f"/{obj.key}",
         )
-    if none_match is not None and none_match.strip() in ("*", obj.etag):
-        return Answer(304, {"ETag": obj.etag})
+    if _unchanged(obj, headers):
+        return Answer(304, {"ETag": obj.etag, "Last-Modified": _last_modified(obj.mtime_ns)})
     return None
+
+
+def _fails(obj: ShelfObject, headers: Mapping[str, str]) -> bool:
+    match = headers.get("if-match")
+    if match is not None:  # (If-Unmodified-Since is then ignored)
+        return not _etag_listed(obj.etag, match, weak=False)
+    since = http_date(headers.get("if-unmodified-since"))
+    return since is not None and obj.mtime_ns is not None and obj.mtime_ns // 10**9 > since
+
+
+def _unchanged(obj: ShelfObject, headers: Mapping[str, str]) -> bool:
+    none_match = headers.get("if-none-match")
+    if none_match is not None:  # (If-Modified-Since is then ignored)
+        return _etag_listed(obj.etag, none_match, weak=True)
+    since = http_date(headers.get("if-modified-since"))
+    return since is not None and obj.mtime_ns is not None and obj.mtime_ns // 10**9 <= since
+
+
+def _etag_listed(etag: str, header: str, *, weak: bool) -> bool:
+    """Whether ``header`` (``*`` or a list of entity tags) names ``etag``: strong comparison
+    for If-Match, weak (``W/`` ignored) for If-None-Match (RFC 9110 8.8.3.2)."""
+    tags = [tag.strip() for tag in header.split(",")]
+    if weak:
+        tags = [tag.removeprefix("W/") for tag in tags]
+    return tags == ["*"] or etag in tags
+
+
+def http_date(text: str | None) -> int | None:
+    """An HTTP-date (RFC 9110 5.6.7: IMF-fixdate, or the obsolete RFC 850 and asctime forms) as
+    whole seconds since the epoch; None: absent or not one (the header is then ignored, as RFC
+    9110 says). A date without a zone is UTC (HTTP's dates are GMT)."""
+    if text is None or len(text) > 64:
+        return None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp())
+
+
+def _last_modified(mtime_ns: int | None) -> str:
+    """``Last-Modified``: the whole second the file was modified in (what the dates of the
+    preconditions are compared with)."""
+    return format_datetime(datetime.fromtimestamp((mtime_ns or 0) // 10**9, tz=UTC), usegmt=True)
+
+
+def _attributes(
+    endpoint: BucketFacts,
+    shelf: Shelf,
+    key: str,
+    headers: Mapping[str, str],
+    cancel: threading.Event,
+) -> Answer:
+    """GetObjectAttributes: what HeadObject says (its size known before the bytes arrive, else
+    once they verified), as XML: ``ETag`` (unquoted, as S3 writes it there), ``Checksum`` (the
+    sha256), ``StorageClass``, ``ObjectSize``; ``ObjectParts`` only of a multipart upload, never
+    here."""
+    wanted = object_attributes(headers.get("x-amz-object-attributes"))
+    if wanted is None:
+        raise NotServed(
+            400,
+            "InvalidArgument",
+            "x-amz-object-attributes must list some of " + ", ".join(ATTRIBUTES),
+        )
+    obj = _found(shelf, key)
+    if obj.size is None:
+        obj = shelf.verified(key, deadline=time.monotonic() + endpoint.wait, cancel=cancel)
+    fields = []
+    if "ETag" in wanted:
+        fields.append(f"<ETag>{escape(obj.etag.strip(chr(34)))}</ETag>")
+    if "Checksum" in wanted and obj.sha256 is not None:
+        fields.append(
+            f"<Checksum><ChecksumSHA256>{_base64_sha256(obj.sha256)}</ChecksumSHA256>"
+            "<ChecksumType>FULL_OBJECT</ChecksumType></Checksum>"
+        )
+    if "StorageClass" in wanted:
+        fields.append("<StorageClass>STANDARD</StorageClass>")
+    if "ObjectSize" in wanted:
+        fields.append(f"<ObjectSize>{obj.size or 0}</ObjectSize>")
+    reply = _xml(
+        f"<GetObjectAttributesResponse {_NS}>{''.join(fields)}</GetObjectAttributesResponse>"
+    )
+    reply.headers["Last-Modified"] = _last_modified(obj.mtime_ns)
+    return reply
+
+
+def object_attributes(header: str | None) -> frozenset[str] | None:
+    """The attributes an ``x-amz-object-attributes`` header names (comma-separated); None: absent,
+    empty, or naming one S3 does not have."""
+    if header is None or len(header) > 256:
+        return None
+    names = [name.strip() for name in header.split(",")]
+    if not all(name in ATTRIBUTES for name in names):
+        return None
+    return frozenset(names)
 
 
 def _number(text: str) -> str:

@@ -258,10 +258,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, method: str, reply: s3api.Answer) -> None:
         if reply.code is not None:  # a client error: one line each, saying what was refused
             where = origin_form(self.path).partition("?")[0][:200]
-            self.server.refused(
+            line = (
                 f"{self.client_address[0]} {method} {where}: {reply.status} {reply.code}: "
                 f"{reply.message}"
             )
+            if reply.ordinary:  # a client's everyday question (a HEAD of a "folder"): no error
+                log.debug("%s", self.server.hidden(line))
+            else:
+                self.server.refused(line)
         try:
             self.send_response(reply.status)
             length = reply.count if reply.fd is not None else len(reply.body)
@@ -304,7 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
 # Content-Lengths) are refused, never one of them chosen
 _SINGLE = frozenset(
     {"authorization", "host", "range", "content-length", "x-amz-date", "x-amz-content-sha256",
-     "if-match", "if-none-match", "transfer-encoding"}
+     "if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
+     "transfer-encoding"}
 )  # fmt: skip
 # http.server's refusals, as S3 names them
 _HTTP_ERRORS = {

@@ -85,18 +85,23 @@ class ServeReport:
 
 
 def loader_environment(url: str, key: Key, *, wait: float) -> dict[str, str]:
-    """The variables an unmodified loader reads: the endpoint and key for any AWS SDK, path-style
-    addressing and a request timeout past the endpoint's wait for run:ai's streamer (which gives up
-    on a request that brings no byte within 1 s by default and does not retry)."""
+    """The variables an unmodified loader reads: the endpoint and key for any AWS SDK (and the
+    endpoint as s5cmd reads it, plain HTTP allowed as obstore asks), path-style addressing, and a
+    request timeout past the endpoint's wait for run:ai's streamer (which gives up on a request
+    that brings no byte within 1 s by default and does not retry) and for obstore (30 s)."""
+    timeout_ms = int((wait + 30) * 1000)
     return {
         "AWS_ENDPOINT_URL": url,
+        "S3_ENDPOINT_URL": url,
+        "AWS_ALLOW_HTTP": "true",
         "AWS_ACCESS_KEY_ID": key.access_key,
         "AWS_SECRET_ACCESS_KEY": key.secret_key,
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
         "AWS_EC2_METADATA_DISABLED": "true",
         "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING": "0",
-        "RUNAI_STREAMER_S3_REQUEST_TIMEOUT_MS": str(int((wait + 30) * 1000)),
+        "RUNAI_STREAMER_S3_REQUEST_TIMEOUT_MS": str(timeout_ms),
+        "AWS_TIMEOUT": f"{timeout_ms}ms",
     }
 
 
