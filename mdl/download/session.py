@@ -27,6 +27,7 @@ from mdl.errors import (
 )
 from mdl.progress import Progress
 from mdl.redact import redact_url
+from mdl.report import WallWaits
 from mdl.report import warned as warned  # (where pull and publish find it)
 from mdl.sources.netrc import NetrcLogins, read_netrc
 from mdl.sources.resolve import RemoteFile, mirror_targets, with_probe
@@ -122,6 +123,8 @@ class PullSession:
         # file.
         self.dead_mirrors: set[str] = set()
         self.mirror_lock = threading.Lock()
+        # the run's waits on other machines filling a mirror (the report's ``waited``)
+        self.fill_waits = WallWaits()
 
     def _engines_made(self) -> tuple[Engine, Engine, EngineConfig, RateLimiter | None]:
         """The engine, the mirrors' engine, the engine's config and the run's rate limiter."""
