@@ -1,18 +1,21 @@
 """What an operator sees on ``mdl serve --pull``'s stderr (a pod's log): what ``mdl pull``'s would
-say, said when the pull ends (not when the server stops) through pull's own rendering — each warning
-once, then the summary of the bytes that really came from the origin (a range fetched again counts)
-over the pull's own time, then ``pull done``. The origin here corrupts one range of a file once, its
-validator unchanged: the whole-file hash fails, serve fetches the file again, and it verifies."""
+say, said when the pull ends (not when the server stops) through pull's own rendering: each
+warning once, then the summary of the bytes that really came from the origin (a range fetched
+again counts) over the pull's own time, then ``pull done``. The origin here corrupts one range of
+a file once, its validator unchanged: the whole-file hash fails, serve fetches the file again, and
+it verifies."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from runfixtures import wait_for
+from runfixtures import HANG, wait_for
 from serveproc import ServeProcess, isolated, model_catalog
 from servers import CdnServer, Content, Exchange, make_data
 
@@ -46,7 +49,8 @@ class OnceCorrupt(CdnServer):
     def route(self, ex: Exchange) -> None:
         if ex.method == "GET" and self._covers(ex.headers.get("Range")):
             with self._once:
-                bad, _ = not self.corrupted.is_set(), self.corrupted.set()
+                bad = not self.corrupted.is_set()
+                self.corrupted.set()
             if bad:
                 ex.send_content(self.bad, etag=ETAG)
                 return
@@ -114,3 +118,35 @@ def test_its_events_say_the_warning_once_and_the_bytes_the_origin_sent(tmp_path:
     assert summary["bytes"] == sent and sent > SIZE
     assert summary["actions"] == {"downloaded": 1} and summary["failed"] == 0
     assert "1 fetched again" in summary["text"]
+
+
+def _warnings(stderr: str) -> list[str]:
+    """The ``mdl: warning:`` lines, without their stamps."""
+    return [line.partition("] ")[2] for line in stderr.splitlines() if "] mdl: warning: " in line]
+
+
+def test_it_says_each_warning_pull_says_once(tmp_path: Path) -> None:
+    """A mirror that sends wrong bytes: pull warns and goes to the origin; serve --pull's stderr
+    says the same warning, once."""
+    data = make_data(1 << 20, seed=62)
+    with CdnServer() as origin, CdnServer() as mirror:
+        url = origin.add_file("/w.bin", data)
+        mirror.add_file("/m/w.bin", data[:-1] + b"\0")
+        flags = ("--mirror", mirror.url + "/{model}/{path}")
+        pulled = tmp_path / "pull"
+        pulled.mkdir()
+        env = isolated(pulled, model_catalog(pulled, {"w.bin": (url, data)}))
+        command = [sys.executable, "-m", "mdl", "pull", "m", "--no-progress", *flags]
+        pull = subprocess.run(command, env=env, capture_output=True, text=True, timeout=HANG)
+        assert pull.returncode == 0, pull.stderr
+        served = tmp_path / "serve"
+        served.mkdir()
+        env = isolated(served, model_catalog(served, {"w.bin": (url, data)}))
+        with ServeProcess(served, "m", "--pull", *flags, env=env) as serve:
+            serve.ready()
+            wait_for(lambda: PULL_DONE in serve.stderr, what="serve to say its pull is done")
+            said = serve.stderr
+            assert serve.stop() == 0, serve.stderr
+    warned = _warnings(pull.stderr)
+    assert len(warned) == 1 and "mirror" in warned[0], pull.stderr
+    assert _warnings(said) == warned, said
