@@ -416,7 +416,8 @@ def lease_term(environ: Mapping[str, str]) -> float:
 @dataclass(frozen=True)
 class FileSources:
     """One file's sources, as its fetch (and, with --fill-mirror, mdl.download._fill) asks them:
-    its mirrors, one mirror, its origin. ``refused``: the bytes each failed mirror sent."""
+    its mirrors, one mirror, its origin. ``refused``: the bytes each source that failed sent (a
+    mirror, a Xet fetch that fell back to plain HTTP): the file's ``fetched`` counts them."""
 
     session: PullSession
     job: TransferJob
@@ -429,6 +430,7 @@ class FileSources:
             try:
                 return session.xet.fetch(job, remote.xet)
             except XetFallback as why:
+                self.refused.append(why.fetched)
                 pull_log.info(
                     "%s: not fetched by chunk: %s; fetching it over plain HTTP", job.label, why
                 )
