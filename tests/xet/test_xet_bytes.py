@@ -44,5 +44,5 @@ def test_a_xet_fetch_that_falls_back_counts_its_xorb_bytes_too(
     assert xorbs > 0  # the other terms came by chunk first
     resolved = [r for r in xet_hub.log.records(method="GET") if "/resolve/" in r.url_path]
     plain = sum(r.bytes_sent for r in resolved if r.status == 200) + xet_hub.cdn.log.body_bytes()
-    assert plain >= len(whole)
-    assert _end(result.stderr)["bytes"] == xorbs + plain
+    # the chunks that came, then the whole file over plain HTTP; no more than the servers sent
+    assert xorbs + len(whole) <= _end(result.stderr)["bytes"] <= xorbs + plain
