@@ -170,21 +170,31 @@ def serve_models(
             pulled = _pull(models, settings, progress=progress, lock=lock, demand=demand,
                            shelf=shelf, stop=stop)  # fmt: skip
             shelf.pulling.clear()
-            failed = sum(1 for outcome in pulled.files if outcome.failing)
-            log.info("pull done (%d files, %d failed); serving %s until stopped",
-                     len(pulled.files), failed, served.url)  # fmt: skip
-            if on_pulled is not None:
-                on_pulled(ServeReport(pulled, served))
-        try:
-            while not stop.wait(0.5):  # short: Ctrl-C is heard
-                pass
-        except KeyboardInterrupt:  # the way a server is stopped: after its pull, not an error
-            log.info("stopped serving %s", served.url)
-        return ServeReport(pulled, served)
+        report = ServeReport(pulled, served)
+        _until_stopped(report, stop, on_pulled)
+        return report
     finally:
         endpoint.stop()
         thread.join(timeout=5)
         endpoint.server_close()
+
+
+def _until_stopped(
+    report: ServeReport, stop: threading.Event, on_pulled: Callable[[ServeReport], None] | None
+) -> None:
+    """The pull's end said (``on_pulled``, then the log's ``pull done``), then serving until
+    ``stop`` is set or Ctrl-C; a stop while the pull's end is said is a stop too, not an error."""
+    try:
+        if report.pulled is not None:
+            if on_pulled is not None:
+                on_pulled(report)
+            files = report.pulled.files
+            log.info("pull done (%d files, %d failed); serving %s until stopped", len(files),
+                     sum(1 for outcome in files if outcome.failing), report.served.url)  # fmt: skip
+        while not stop.wait(0.5):  # short: Ctrl-C is heard
+            pass
+    except KeyboardInterrupt:  # the way a server is stopped: after its pull, not an error
+        log.info("stopped serving %s", report.served.url)
 
 
 def _pull(
