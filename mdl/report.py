@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -145,6 +147,11 @@ class RunReport:
     signatures: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # seconds the run waited on the Hub's rate limits (pull and get; None: a run that asks no Hub)
     hub_wait_seconds: float | None = None
+    # seconds of the run's wall time in which a file waited on another machine filling a mirror
+    # (--fill-mirror; WallWaits: files that waited together count once)
+    waited: float = 0.0
+    # the run's own seconds when its workflow measured them (serve's pull: not the server's life)
+    seconds: float | None = None
 
     @property
     def exit_code(self) -> int:
@@ -191,6 +198,39 @@ class RunReport:
 
 
 ReportT = TypeVar("ReportT", bound=RunReport)
+
+
+class WallWaits:
+    """The wall time in which at least one of a run's waits was under way: waits that overlap
+    (two files waiting on one machine at once) count once, never a sum over files."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock, self._lock = clock, threading.Lock()
+        self._open, self._since, self._total = 0, 0.0, 0.0
+
+    def begin(self) -> float:
+        """A wait starts; returns when, for :meth:`end`."""
+        with self._lock:
+            now = self._clock()
+            if self._open == 0:
+                self._since = now
+            self._open += 1
+            return now
+
+    def end(self, began: float) -> float:
+        """The wait :meth:`begin` started ends; returns its own seconds."""
+        with self._lock:
+            now = self._clock()
+            self._open -= 1
+            if self._open == 0:
+                self._total += now - self._since
+            return now - began
+
+    @property
+    def seconds(self) -> float:
+        """The waits' wall time so far (one under way: up to now)."""
+        with self._lock:
+            return self._total + (self._clock() - self._since if self._open else 0.0)
 
 
 def warned(report: ReportT, warnings: Mapping[str, str]) -> ReportT:

@@ -153,6 +153,7 @@ _RULES: dict[str, _Rule] = {
     "Callable[[str], None]": _is(callable, "a function"),
     "Callable[[FileOutcome], None]": _is(callable, "a function"),
     "Callable[[Serving], None]": _is(callable, "a function"),
+    "Callable[[ServeReport], None]": _is(callable, "a function"),
     "threading.Event": _is(_has("set", "is_set", "wait"), "a threading.Event"),
     "str | int": lambda v, *, param: (
         str(_int(v, param=param)) if isinstance(v, int) else _text(v, param=param)

@@ -47,12 +47,14 @@ def serve(
     secrets: Secrets | None = None,
     on_ready: Callable[[Serving], None] | None = None,
     on_error: Callable[[str], None] | None = None,
+    on_pulled: Callable[[ServeReport], None] | None = None,
     stop: threading.Event | None = None,
 ) -> ServeReport:
     """Serve the models' verified files at ``s3://<bucket>/<model>/<path>`` on ``host:port``
     (``pull``: fetch them meanwhile, in the order loaders read them) until ``stop`` is set or
     Ctrl-C; ``on_ready`` hears the endpoint and the loader's environment once it listens,
-    ``on_error`` a line for each request refused."""
+    ``on_error`` a line for each request refused, ``on_pulled`` the report (its ``pulled``: the
+    pull's, over the pull's own time) as soon as the pull ends."""
     from pathlib import Path
 
     from mdl.endpoint.serving import ServeOptions, serve_models
@@ -91,5 +93,6 @@ def serve(
         lock=lock,
         on_ready=on_ready,
         on_error=on_error,
+        on_pulled=on_pulled,
         stop=stop,
     )

@@ -291,10 +291,11 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
             raise typer.Exit(code) from None
     finally:
         seconds = time.monotonic() - run.started
-        # the last event: the run's counts (cli.summary's, else none) and its seconds
+        # the last event: the run's counts and seconds (cli.summary's, the summary line's own;
+        # else none, and the command's)
         if run.events is not None:
             summary = run.summary or run_summary((), seconds=seconds, text=None)
-            run.events.end(exit_code=code, summary={**summary, "seconds": round(seconds, 3)})
+            run.events.end(exit_code=code, summary=summary)
         log.info("done in %.1fs", seconds)
 
 

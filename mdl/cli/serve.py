@@ -13,7 +13,7 @@ from mdl.cli.summary import render_report
 from mdl.setting import Pulling
 
 if TYPE_CHECKING:
-    from mdl.endpoint.serving import Serving
+    from mdl.endpoint.serving import ServeReport, Serving
 
 
 @command()
@@ -78,6 +78,17 @@ def serve_cmd(
         models = ", ".join(f"s3://{served.bucket}/{name}" for name in served.models)
         run.console.info(f"serving {models} at {served.url} (Ctrl-C to stop)")
 
+    def pulled(report: "ServeReport") -> None:
+        """The pull's end as `pull` says it, once it ends: the server goes on."""
+        assert report.pulled is not None
+        progress.close()  # the pull's display ends with it
+        saved_json, run.json = run.json, False  # the one JSON document was the endpoint's
+        try:
+            render_report(run, report.pulled, verb="pulled", data=lambda: None)
+        finally:
+            run.json = saved_json
+        run.console.info(f"pull done; serving {report.served.url} until stopped")
+
     with run.reporter() as progress:
         report = api.serve(
             *(names or ()),
@@ -94,12 +105,7 @@ def serve_cmd(
             secrets=run.secrets,
             on_ready=ready,
             on_error=run.console.info,
+            on_pulled=pulled,
         )
-    if report.pulled is None:
-        run.console.info(f"stopped serving {report.served.url}")
-        return 0
-    saved_json, run.json = run.json, False  # the one JSON document was the endpoint's
-    try:
-        return render_report(run, report.pulled, verb="pulled", data=lambda: None)
-    finally:
-        run.json = saved_json
+    run.console.info(f"stopped serving {report.served.url}")
+    return report.exit_code

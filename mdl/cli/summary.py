@@ -83,10 +83,13 @@ def _tell_failures(run: Run, report: RunReport) -> None:
 
 
 def _sum_up(run: Run, report: RunReport, *, verb: str) -> None:
-    """The run's counts for the ``end`` event, and the summary line in the log and on stderr."""
-    seconds = time.monotonic() - run.started
-    summary = None if report.dry_run else summary_line(report.files, verb=verb, seconds=seconds)
-    run.summary = run_summary(report.files, seconds=seconds, text=summary)
+    """The run's counts for the ``end`` event, and the summary line in the log and on stderr: over
+    the report's own time when its workflow measured it (serve's pull), else the command's."""
+    seconds = time.monotonic() - run.started if report.seconds is None else report.seconds
+    summary = None
+    if not report.dry_run:
+        summary = summary_line(report.files, verb=verb, seconds=seconds, waited=report.waited)
+    run.summary = run_summary(report.files, seconds=seconds, waited=report.waited, text=summary)
     if summary is not None:
         log.info("%s", summary)
         # Not for one failure alone (its error line says it all, as curl's one message), nor to
@@ -130,23 +133,27 @@ def _problem_detail(unit: Sequence[FileOutcome]) -> str:
     return f"{name} ({said})" if said else name
 
 
-def summary_line(outcomes: Sequence[FileOutcome], *, verb: str, seconds: float) -> str:
+def summary_line(
+    outcomes: Sequence[FileOutcome], *, verb: str, seconds: float, waited: float = 0.0
+) -> str:
     """The one summary line of a pull, verify or get: ``pulled 2 models (17 files: 16 downloaded, 1
-    skipped); 1 model failed: badname (not found); 1.6 MiB in 3.2s``."""
+    skipped); 1 model failed: badname (not found); 1.6 MiB in 3.2s``. ``seconds``: the run's;
+    ``waited``: the run's wall time waiting on other machines (RunReport.waited), never a sum of
+    its files' waits."""
     grouped = list(units(outcomes).values())
     one_off = all(not f.model for f in outcomes) and bool(outcomes)
     done = _done_part(grouped, verb=verb, one_off=one_off)
     problems = _problems_part(grouped, noun="file" if one_off else "model")
-    return done + problems + _fill_part(outcomes) + _bytes_part(outcomes, seconds=seconds)
+    fill = _fill_part(outcomes, waited=waited)
+    return done + problems + fill + _bytes_part(outcomes, seconds=seconds)
 
 
-def _fill_part(outcomes: Sequence[FileOutcome]) -> str:
+def _fill_part(outcomes: Sequence[FileOutcome], *, waited: float) -> str:
     """``; mirror: 1 filled (3.20 GiB published beside the fetch), 2 streamed (4.10 GiB), 1 from
     origin (waited 22s)`` with --fill-mirror."""
     counts = Counter(f.fill for f in outcomes if f.fill)
     if not counts:
         return ""
-    waited = sum(f.waited for f in outcomes)
     sizes = {"filled": " published beside the fetch", "streamed": ""}
     said = ", ".join(
         f"{n} {word}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, replace
@@ -119,9 +118,9 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
                 streamer.reuse(session.cancel, cut=None if by_chunk else parts.part // 2)
             return said(_holding(sources, place, lease, over, parts), None)
         log.info("%s: another machine is filling mirror %s; waiting on it", label, shown)
-        session.progress.waiting(label, "another machine is filling the mirror")
-        started = time.monotonic()
+        started = session.fill_waits.begin()  # (before it is said: the wait is under way)
         try:
+            session.progress.waiting(label, "another machine is filling the mirror")
             state = wait_for(
                 writer,
                 place.uri,
@@ -141,7 +140,7 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
             )
             state = GaveUp("")
         finally:
-            said.waited += time.monotonic() - started
+            said.waited += session.fill_waits.end(started)
             if streamer is not None:  # what it read, kept for whatever fetches the rest
                 streamer.seed()
         _stop_if_cancelled(session.cancel)

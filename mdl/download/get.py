@@ -102,8 +102,14 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
             progress=progress,
             unused=unused,
         )
-        # the waits on the Hub's rate limits, when the run opened a session (a local-only get: 0)
-        return replace(report, hub_wait_seconds=opened[0].hub_wait_seconds if opened else 0.0)
+        # the run's waits (the Hub's rate limits, a mirror's fill) when it opened a session (a
+        # local-only get: none)
+        if not opened:
+            return replace(report, hub_wait_seconds=0.0)
+        session = opened[0]
+        return replace(
+            report, hub_wait_seconds=session.hub_wait_seconds, waited=session.fill_waits.seconds
+        )
     finally:
         for session in opened:
             session.close()

@@ -82,7 +82,10 @@ def _pull(
             if spec.signature is not None
         }
         report = RunReport(
-            tuple(outcomes), signatures=said, hub_wait_seconds=session.hub_wait_seconds
+            tuple(outcomes),
+            signatures=said,
+            hub_wait_seconds=session.hub_wait_seconds,
+            waited=session.fill_waits.seconds,
         )
         return warned(report, lockfile.warnings)
 

@@ -27,6 +27,7 @@ from mdl.errors import (
 )
 from mdl.progress import Progress
 from mdl.redact import redact_url
+from mdl.report import WallWaits
 from mdl.report import warned as warned  # (where pull and publish find it)
 from mdl.sources.netrc import NetrcLogins, read_netrc
 from mdl.sources.resolve import RemoteFile, mirror_targets, with_probe
@@ -122,6 +123,8 @@ class PullSession:
         # file.
         self.dead_mirrors: set[str] = set()
         self.mirror_lock = threading.Lock()
+        # the run's waits on other machines filling a mirror (the report's ``waited``)
+        self.fill_waits = WallWaits()
 
     def _engines_made(self) -> tuple[Engine, Engine, EngineConfig, RateLimiter | None]:
         """The engine, the mirrors' engine, the engine's config and the run's rate limiter."""
@@ -413,7 +416,8 @@ def lease_term(environ: Mapping[str, str]) -> float:
 @dataclass(frozen=True)
 class FileSources:
     """One file's sources, as its fetch (and, with --fill-mirror, mdl.download._fill) asks them:
-    its mirrors, one mirror, its origin. ``refused``: the bytes each failed mirror sent."""
+    its mirrors, one mirror, its origin. ``refused``: the bytes each source that failed sent (a
+    mirror, a Xet fetch that fell back to plain HTTP): the file's ``fetched`` counts them."""
 
     session: PullSession
     job: TransferJob
@@ -426,6 +430,7 @@ class FileSources:
             try:
                 return session.xet.fetch(job, remote.xet)
             except XetFallback as why:
+                self.refused.append(why.fetched)
                 pull_log.info(
                     "%s: not fetched by chunk: %s; fetching it over plain HTTP", job.label, why
                 )

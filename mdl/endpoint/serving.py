@@ -9,6 +9,7 @@ import logging
 import os
 import shlex
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from mdl.endpoint.shelf import Shelf
 from mdl.errors import ExitCode, LocalFSError, UsageError
 from mdl.lockfile.model import Lock
 from mdl.progress import Progress
-from mdl.report import RunReport
+from mdl.report import WARNING_CAUSE, FileOutcome, RunReport
 from mdl.store.layout import Layout
 
 log = logging.getLogger("mdl.serve")
@@ -131,10 +132,11 @@ def serve_models(
     stop: threading.Event | None = None,
     key: Key | None = None,
     on_error: Callable[[str], None] | None = None,
+    on_pulled: Callable[[ServeReport], None] | None = None,
 ) -> ServeReport:
     """Serve ``models`` (pulling them first when ``options.pull``) until ``stop`` is set or Ctrl-C;
     ``on_ready`` hears the endpoint's facts as soon as it listens, ``on_error`` a line per request
-    refused."""
+    refused, ``on_pulled`` the pull's report as soon as the pull ends (the server goes on)."""
     check_options(options)
     key = key or Key.fresh()
     settings.secrets.add(key.secret_key)
@@ -173,19 +175,31 @@ def serve_models(
             pulled = _pull(models, settings, progress=progress, lock=lock, demand=demand,
                            shelf=shelf, stop=stop)  # fmt: skip
             shelf.pulling.clear()
-            failed = sum(1 for outcome in pulled.files if outcome.failing)
-            log.info("pull done (%d files, %d failed); serving %s until stopped",
-                     len(pulled.files), failed, served.url)  # fmt: skip
-        try:
-            while not stop.wait(0.5):  # short: Ctrl-C is heard
-                pass
-        except KeyboardInterrupt:  # the way a server is stopped: after its pull, not an error
-            log.info("stopped serving %s", served.url)
-        return ServeReport(pulled, served)
+        report = ServeReport(pulled, served)
+        _until_stopped(report, stop, on_pulled)
+        return report
     finally:
         endpoint.stop()
         thread.join(timeout=5)
         endpoint.server_close()
+
+
+def _until_stopped(
+    report: ServeReport, stop: threading.Event, on_pulled: Callable[[ServeReport], None] | None
+) -> None:
+    """The pull's end said (``on_pulled``, then the log's ``pull done``), then serving until
+    ``stop`` is set or Ctrl-C; a stop while the pull's end is said is a stop too, not an error."""
+    try:
+        if report.pulled is not None:
+            if on_pulled is not None:
+                on_pulled(report)
+            files = report.pulled.files
+            log.info("pull done (%d files, %d failed); serving %s until stopped", len(files),
+                     sum(1 for outcome in files if outcome.failing), report.served.url)  # fmt: skip
+        while not stop.wait(0.5):  # short: Ctrl-C is heard
+            pass
+    except KeyboardInterrupt:  # the way a server is stopped: after its pull, not an error
+        log.info("stopped serving %s", report.served.url)
 
 
 def _pull(
@@ -199,7 +213,9 @@ def _pull(
     stop: threading.Event,
 ) -> RunReport:
     """Pull, and again (at most REFETCHES times) while files fail to verify; those that never do
-    are told to the shelf, with why."""
+    are told to the shelf, with why. The report covers every try: its seconds (the pull's own, not
+    the server's), bytes and waits, each file fetched again with why as a warning."""
+    started = time.monotonic()
     cancel = threading.Event()
     report = pull_models(models, settings, progress=progress, lock=lock, cancel=cancel,
                          demand=demand)  # fmt: skip
@@ -211,14 +227,44 @@ def _pull(
         again = [spec for spec in models if spec.name in corrupt]
         retried = pull_models(again, settings, progress=progress, lock=lock, cancel=cancel,
                               demand=demand)  # fmt: skip
-        # what the pull again found in place is as the first said (downloaded, resumed, ...)
-        redone = {(o.model, o.path): o for o in retried.files if o.action != "skipped"}
-        files = tuple(redone.pop((o.model, o.path), o) for o in report.files)
-        report = replace(report, files=files + tuple(redone.values()))
+        report = _tried_again(report, retried)
     for outcome in report.files:
         if outcome.failing and outcome.path is not None:
             shelf.fail(outcome.model, outcome.path, outcome.error or "failed")
-    return report
+    return replace(report, seconds=time.monotonic() - started)
+
+
+def _tried_again(first: RunReport, again: RunReport) -> RunReport:
+    """``first`` with what the pull ``again`` redid: what it found in place is as the first said
+    (downloaded, resumed, ...); its waits and the bytes of both tries are the run's."""
+    redone = {(o.model, o.path): o for o in again.files if o.action != "skipped"}
+    files = tuple(
+        _fetched_again(o, redone.pop((o.model, o.path))) if (o.model, o.path) in redone else o
+        for o in first.files
+    )
+    return replace(
+        first,
+        files=files + tuple(redone.values()),
+        waited=first.waited + again.waited,
+        hub_wait_seconds=_added(first.hub_wait_seconds, again.hub_wait_seconds),
+    )
+
+
+def _added(first: float | None, again: float | None) -> float | None:
+    """Two tries' figure (None: neither has one)."""
+    return None if first is None and again is None else (first or 0.0) + (again or 0.0)
+
+
+def _fetched_again(before: FileOutcome, after: FileOutcome) -> FileOutcome:
+    """The outcome of a file fetched again after ``before`` failed: ``after``'s, with the bytes of
+    both tries, and why it was fetched again as a warning (said once, as any warning of a pull)."""
+    why = f"{before.error or before.label + ': failed'}; fetched it again"
+    return replace(
+        after,
+        fetched=before.fetched + after.fetched,
+        retries=(*before.retries, WARNING_CAUSE + why, *after.retries),
+        word=after.word or (None if after.failing else "fetched again"),
+    )
 
 
 def _address_warnings(host: str) -> tuple[str, ...]:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 class XetFallback(Exception):
     """The protocol cannot deliver this file now (why: the message); the plain resolve path
-    fetches it.
+    fetches it. ``fetched``: the bytes its attempts got before (the file's all the same).
     """
+
+    fetched = 0
 
 
 class Refused(Exception):

@@ -12,10 +12,10 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mdl.errors import LocalFSError
+from mdl.errors import LocalFSError, MdlError
 from mdl.progress import Progress
 from mdl.sources.resolve import XetRef
 from mdl.store.filesystem import DirSyncs, stat_file
@@ -54,8 +54,19 @@ class XetSource(Cas):
 
     def fetch(self, job: TransferJob, ref: XetRef) -> TransferResult:
         """The file into ``job.final_path``, verified; XetFallback when the plain path must fetch
-        it.
+        it. Its ``fetched`` (or its error's, or its XetFallback's) counts the bytes of every
+        attempt: those of one cut short came over the network all the same.
         """
+        spent: list[int] = []  # the bytes of each attempt cut short
+        try:
+            result = self._fetch(job, ref, spent)
+        except (MdlError, XetFallback) as exc:
+            exc.fetched += sum(spent)
+            raise
+        return replace(result, fetched=result.fetched + sum(spent))
+
+    def _fetch(self, job: TransferJob, ref: XetRef, spent: list[int]) -> TransferResult:
+        """:meth:`fetch`'s attempts: resumed, unsplit, then whole without reuse."""
         size = job.identity.size
         if not size:
             raise XetFallback("its size is not known")
@@ -72,11 +83,11 @@ class XetSource(Cas):
         kept = loaded.terms if isinstance(loaded, Resumable) and _usable(loaded, ref, size) else ()
         try:
             try:
-                return self._attempt(job, ref, rec, kept)
+                return self._attempt(job, ref, rec, kept, spent)
             except Unsplittable as exc:
                 log.info("%s: %s; fetching its xorb ranges whole", job.label, exc)
                 discard_partial(job)
-                return self._attempt(job, ref, rec, (), split=False)
+                return self._attempt(job, ref, rec, (), spent, split=False)
         except Suspect as exc:
             log.warning(
                 "%s: %s after reusing bytes on disk; fetching it again whole", job.label, exc
@@ -85,7 +96,7 @@ class XetSource(Cas):
             discard_partial(job)
             del rec
             fresh = self.reconstruction(ref, job.label, size=size)
-            return self._attempt(job, ref, fresh, (), split=False, reuse=False)
+            return self._attempt(job, ref, fresh, (), spent, split=False, reuse=False)
 
     def index_for(self, job: TransferJob) -> ReuseIndex:
         """The chunks of the model's Xet files on disk (read once per run and model; files this
@@ -106,32 +117,38 @@ class XetSource(Cas):
         ref: XetRef,
         rec: Reconstruction,
         kept: Sequence[Written],
+        spent: list[int],
         *,
         split: bool = True,
         reuse: bool = True,
     ) -> TransferResult:
-        """One attempt at one file: resume, copy, fetch, verify, move into place."""
+        """One attempt at one file: resume, copy, fetch, verify, move into place (cut short: its
+        bytes added to ``spent``)."""
         partial = Partial(job, rec, ref=ref, progress=self.progress)
-        with partial.writing(fresh=not kept):
-            resumed = partial.check_record(kept)
-            find = self.index_for(job).find if reuse else None
-            want = self.streams(rec.size)
-            plan = plan_tasks(rec, resumed, find=find, streams=want, split=split)
-            partial.record.adopt(resumed, plan.moving)
-            _say_resumed(job.label, plan)
-            self.progress.start(
-                job.label,
-                label=job.label,
-                total=rec.size,
-                completed=partial.resumed,
-                model=job.model,
-                path=job.path,
-            )
-            with partial.hashing():
-                if plan.tasks:
-                    streams = max(1, min(want, len(plan.tasks)))
-                    Streams(self.wire, partial, plan).run(plan.tasks, streams)
-            partial.finish()
+        try:
+            with partial.writing(fresh=not kept):
+                resumed = partial.check_record(kept)
+                find = self.index_for(job).find if reuse else None
+                want = self.streams(rec.size)
+                plan = plan_tasks(rec, resumed, find=find, streams=want, split=split)
+                partial.record.adopt(resumed, plan.moving)
+                _say_resumed(job.label, plan)
+                self.progress.start(
+                    job.label,
+                    label=job.label,
+                    total=rec.size,
+                    completed=partial.resumed,
+                    model=job.model,
+                    path=job.path,
+                )
+                with partial.hashing():
+                    if plan.tasks:
+                        streams = max(1, min(want, len(plan.tasks)))
+                        Streams(self.wire, partial, plan).run(plan.tasks, streams)
+                partial.finish()
+        except BaseException:
+            spent.append(partial.fetched)
+            raise
         self._install(job, ref, partial)
         return TransferResult(
             size=rec.size,

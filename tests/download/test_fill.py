@@ -280,8 +280,9 @@ def test_a_live_lease_makes_the_pull_wait_then_read_the_mirror(
     assert outcome.to_json()["waited"] == round(outcome.waited, 3)
     assert outcome.to_json()["fill"] == "read"
     assert "; mirror: 1 filled, 1 read (waited" in summary_line(
-        report.files, verb="pulled", seconds=1
+        report.files, verb="pulled", seconds=1, waited=report.waited
     )
+    assert report.waited >= outcome.waited  # the run's wall time waiting: one file's, here
     assert f" waited={outcome.waited:.1f} " in file_line(outcome)
     assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
     # only the unleased file came from the Hub

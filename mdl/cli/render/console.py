@@ -190,9 +190,11 @@ class EventStream:
             self._ended = True
 
 
-def run_summary(outcomes: Sequence[Any], *, seconds: float, text: str | None) -> dict[str, Any]:
-    """The ``end`` event's ``summary``: counts, bytes fetched, seconds, and the summary line
-    people read.
+def run_summary(
+    outcomes: Sequence[Any], *, seconds: float, text: str | None, waited: float = 0.0
+) -> dict[str, Any]:
+    """The ``end`` event's ``summary``: counts, bytes fetched, seconds (``waited``: of them, the
+    wall time files waited on other machines, when they did), and the summary line people read.
     """
     return {
         "models": len({o.model for o in outcomes if o.model}),
@@ -202,6 +204,7 @@ def run_summary(outcomes: Sequence[Any], *, seconds: float, text: str | None) ->
         "bytes": sum(o.fetched for o in outcomes),
         **_reused(outcomes),
         "seconds": round(seconds, 3),
+        **({"waited": round(waited, 3)} if waited else {}),
         "text": text,
     }
 
