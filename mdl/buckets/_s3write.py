@@ -20,10 +20,10 @@ from typing import Any
 from mdl.buckets._parts import MIN_PART, MiB, fill_part, part_layout, part_size
 from mdl.buckets.protocol import Listed, Seen
 from mdl.buckets.s3 import (
-    MARK_META,
     SHA256_META,
     S3Object,
     is_bucket_name,
+    mark_of,
     mdl_metadata,
     parse_s3_uri,
     s3_client,
@@ -153,13 +153,13 @@ class S3Writer:
             log.warning("S3: the store's replies carry no usable Date header; using this clock")
         return time.time()
 
-    def _seen(self, reply: dict[str, Any]) -> Seen:
+    def _seen(self, uri: str, reply: dict[str, Any]) -> Seen:
         return Seen(
             etag=str(reply["ETag"]),
             size=int(reply["ContentLength"]),
             modified=reply["LastModified"].timestamp(),
             now=self._date(reply),
-            marked=MARK_META in (reply.get("Metadata") or {}),  # a HEAD's: mdl's mark
+            mark=mark_of(uri, reply.get("Metadata"), size=int(reply["ContentLength"])),
         )
 
     def _written(self, reply: dict[str, Any], *, size: int) -> Seen:
@@ -208,7 +208,7 @@ class S3Writer:
                 reply = self._s3_small().head_object(Bucket=obj.bucket, Key=obj.key)
         except NotFoundError:
             return None
-        return self._seen(reply)
+        return self._seen(uri, reply)
 
     def read(self, uri: str, *, limit: int, aged: bool = True) -> tuple[bytes, Seen] | None:
         """A small object (a lease) and what the store says of it, or None: at most ``limit`` + 1
@@ -225,7 +225,7 @@ class S3Writer:
                     body.close()
         except NotFoundError:
             return None
-        return data, self._seen(reply)
+        return data, self._seen(uri, reply)
 
     def create(self, uri: str, data: bytes) -> Seen | None:
         """``data`` written only if there is no such object (If-None-Match: *); None: there is. A
@@ -312,8 +312,8 @@ class S3Writer:
         return S3Upload(self, parse_s3_uri(uri), path, size, sha256).there()
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
-        """The object (HEAD), ``marked`` when its metadata carries mdl's mark (the one writer of
-        an object sets its metadata)."""
+        """The object (HEAD), its ``mark`` mdl's when its metadata carries one made for this URI
+        and these bytes (a server-side copy keeps the metadata, not the name)."""
         return self.head(uri)
 
     def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
@@ -342,8 +342,8 @@ class S3Writer:
                     )
 
     def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
-        """The multipart uploads under ``prefix`` begun before ``before`` (a fill killed midway
-        leaves its parts, billed, never an object), aborted when ``remove``."""
+        """The multipart uploads under ``prefix`` (a fill killed midway leaves its parts,
+        billed, never an object); those begun before ``before`` aborted when ``remove``."""
         bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
         found: list[Listed] = []
         with s3_errors(prefix):
@@ -351,10 +351,8 @@ class S3Writer:
             for page in pages.paginate(Bucket=bucket, Prefix=key_prefix):
                 for upload in page.get("Uploads", []):
                     begun = upload["Initiated"].timestamp()
-                    if begun >= before:
-                        continue
                     obj = S3Object(bucket, upload["Key"])
-                    if remove:
+                    if remove and begun < before:
                         self.client().abort_multipart_upload(
                             Bucket=bucket, Key=obj.key, UploadId=upload["UploadId"]
                         )
@@ -387,19 +385,28 @@ class S3Writer:
         root: str,
         overwrite: bool = False,
         sent: Callable[[int], None] | None = None,
+        side: str = "",
     ) -> bool:
         """The verified file at ``path``, written whole or not at all (a multipart upload is
-        aborted on any failure), with the store's SHA-256 checksum and mdl's mark (its metadata:
-        ``root`` is not needed); only if there is no such object (If-None-Match: *; False: one is
-        there) unless ``overwrite``. The bytes sent are hashed as read: a file that changed since
+        aborted on any failure), with the store's SHA-256 checksum and mdl's mark (metadata bound
+        to ``uri``, ``side`` whose); only if there is no such object (If-None-Match: *; False: one
+        is there) unless ``overwrite``. The bytes sent are hashed as read: a file that changed since
         it was verified is exit 6, before any object is complete. ``sent`` is told the bytes of
         each part sent; what it raises stops the upload."""
-        upload = S3Upload(self, parse_s3_uri(uri), path, size, sha256, overwrite, sent)
+        upload = S3Upload(self, parse_s3_uri(uri), path, size, sha256, overwrite, sent, side)
         with _reading(uri, path):
             return upload.whole() if size < MULTIPART_THRESHOLD else upload.in_parts()
 
     def assemble(
-        self, uri: str, parts: Sequence[str], path: Path, *, size: int, sha256: str, root: str
+        self,
+        uri: str,
+        parts: Sequence[str],
+        path: Path,
+        *,
+        size: int,
+        sha256: str,
+        root: str,
+        side: str = "",
     ) -> bool | None:
         """The object made from ``parts`` (objects of this bucket, the verified file at ``path``
         cut at ``part_size``) by the store itself: one multipart upload whose parts are copies
@@ -407,7 +414,7 @@ class S3Writer:
         copy's SHA-256, else its ETag as the range's MD5), as ``upload`` completes its own; marked
         likewise. None: the store cannot (a copy refused) or a part is not these bytes: the caller
         uploads ``path``."""
-        upload = S3Upload(self, parse_s3_uri(uri), path, size, sha256)
+        upload = S3Upload(self, parse_s3_uri(uri), path, size, sha256, side=side)
         with _reading(uri, path):
             return upload.assembled([parse_s3_uri(part) for part in parts])
 
@@ -434,6 +441,10 @@ class S3Upload:
     sha256: str
     overwrite: bool = False
     sent: Callable[[int], None] | None = None
+    side: str = ""  # whose (mdl's mark)
+
+    def _metadata(self) -> dict[str, str]:
+        return mdl_metadata(self.obj.uri, sha256=self.sha256, size=self.size, side=self.side)
 
     def _if_none(self) -> dict[str, str]:
         return {} if self.overwrite else {"IfNoneMatch": "*"}
@@ -518,7 +529,7 @@ class S3Upload:
                         Body=data,
                         ChecksumAlgorithm="SHA256",
                         ChecksumSHA256=_b64(self.sha256),  # the store refuses other bytes
-                        Metadata=mdl_metadata(self.sha256),
+                        Metadata=self._metadata(),
                         **self._if_none(),
                     ),
                 )
@@ -560,7 +571,7 @@ class S3Upload:
                 Bucket=obj.bucket,
                 Key=obj.key,
                 ChecksumAlgorithm="SHA256",
-                Metadata=mdl_metadata(self.sha256),
+                Metadata=self._metadata(),
             )["UploadId"]
         try:
             parts = fill(upload_id)

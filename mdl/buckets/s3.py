@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from mdl.buckets.protocol import Mark, authorship, mark_text
 from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError, UsageError
 from mdl.redact import Secrets, printable, safe_text
 
@@ -34,14 +35,22 @@ _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 # x-amz-meta-sha256: the full SHA-256 of what mdl uploads, for readers; never trusted to skip an
 # upload (whoever can write the object can set it)
 SHA256_META = "sha256"
-# x-amz-meta-mdl: the mark of every object mdl uploads (a fill's, publish's): prune --mirror removes
-# only objects that carry it
+# x-amz-meta-mdl: the mark of every object mdl uploads (a fill's, publish's), bound to its URI and
+# bytes (protocol.mark_text): prune --mirror removes only objects whose mark is theirs
 MARK_META = "mdl"
 
 
-def mdl_metadata(sha256: str) -> dict[str, str]:
-    """The metadata of every object mdl uploads: its SHA-256 for readers, and mdl's mark."""
-    return {SHA256_META: sha256, MARK_META: "1"}
+def mdl_metadata(uri: str, *, sha256: str, size: int, side: str) -> dict[str, str]:
+    """The metadata of every object mdl uploads at ``uri``: its SHA-256 for readers, and mdl's
+    mark (``side``: whose, ``side_of`` its model's origin)."""
+    return {SHA256_META: sha256, MARK_META: mark_text(uri, sha256=sha256, size=size, side=side)}
+
+
+def mark_of(uri: str, metadata: dict[str, str] | None, *, size: int) -> Mark | None:
+    """mdl's mark on the S3 object ``uri`` (``size`` bytes) as its metadata says
+    (``protocol.authorship`` decides)."""
+    said = metadata or {}
+    return authorship(said.get(MARK_META), where=uri, size=size, sha256=said.get(SHA256_META))
 
 
 _MULTIPART_ETAG = re.compile(r'^"?[0-9a-fA-F]{32}-\d+"?$')

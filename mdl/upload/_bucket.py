@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mdl.buckets.protocol import side_of
 from mdl.buckets.registry import store_for
 from mdl.errors import InterruptedByUserError, MdlError
 from mdl.progress import Progress
@@ -101,6 +102,7 @@ class Bucket:
                 root=self.root,
                 overwrite=True,
                 sent=_meter(progress, f, stop),
+                side=side_of(f.source),
             )
         except MdlError as exc:
             if stop.is_set():
