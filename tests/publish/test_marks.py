@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -230,3 +231,115 @@ def test_two_catalogs_naming_one_model_on_s3_keep_each_others_files(
     body = client.get_object(Bucket="mirror", Key="fleet/hub/llm/config.json")
     assert body["Body"].read() == A_FILES["config.json"]  # never healed
     assert {"hub/llm/a.bin", "hub/llm/b.bin", "hub/llm/config.json"} <= moto.keys()
+
+
+# == an older mdl beside, and what prune lists ======================================================
+
+OLD_LEASE_BODY = b'{"holder": "node-7:1:ab12", "term": 30.0}'  # mdl 0.3's, beside its object
+
+
+def test_an_older_mdls_lease_beside_a_fill_is_said_once(
+    hub: HubServer, teams: dict[str, Path], tmp_path: Path
+) -> None:
+    """mdl 0.3 leased ``<object>.mdl-lease`` beside the object: a node on it and a node on this
+    mdl do not see each other's leases and both fetch from the origin. The new node says so, once
+    for the run (two files leased so), and fills as before."""
+    share = tmp_path / "shared"
+    for path in A_FILES:
+        planted = share / "llm" / f"{path}.mdl-lease"
+        planted.parent.mkdir(parents=True, exist_ok=True)
+        planted.write_bytes(OLD_LEASE_BODY)
+    template = f"file://{share}/{{model}}/{{path}}"
+    env = _env(hub, teams["a"])
+    pulled = mdl("pull", "--all", "--fill-mirror", "--mirror", template, env=env)
+    assert pulled.exit_code == 0, pulled.stderr
+    said = f"{template.replace('{model}/{path}', 'llm/')}"
+    assert pulled.stderr.count("is the lease of an mdl before 0.4") == 1, pulled.stderr
+    assert said in pulled.stderr
+    for path, data in A_FILES.items():
+        assert (share / "llm" / path).read_bytes() == data
+
+
+def test_a_dry_run_lists_a_killed_fills_parts_and_unfinished_upload_and_a_released_lease(
+    hub: HubServer, teams: dict[str, Path], s3: S3
+) -> None:
+    """Right after a fill, ``prune --mirror --dry-run -v`` calls its released leases released
+    (not a fill under way), and lists what a killed fill left: its published parts and its
+    multipart upload, each with when it goes."""
+    client = s3.client()
+    client.create_bucket(Bucket="mirror")
+    template = "s3://mirror/hub/{model}/{path}"
+    env = _env(hub, teams["a"])
+    pulled = mdl("pull", "--all", "--fill-mirror", "--mirror", template, env=env)
+    assert pulled.exit_code == 0, pulled.stderr
+    sha = hashlib.sha256(b"p" * 10).hexdigest()
+    part = f"hub/.mdl/parts/llm/big.bin/{sha}-16777216/00001"
+    client.put_object(Bucket="mirror", Key=part, Body=b"p" * 10)
+    client.create_multipart_upload(Bucket="mirror", Key="hub/llm/big.bin")
+    dry = mdl("-v", "prune", "--mirror", template, "--dry-run", env=env)
+    assert dry.exit_code == 0, dry.stderr
+    lines = dry.stderr.splitlines()
+    released = [line for line in lines if "hub/.mdl/leases/llm/" in line]
+    assert len(released) == len(A_FILES), dry.stderr
+    assert all("a released lease (its fill is done" in line for line in released), released
+    assert "a live lease" not in dry.stderr
+    folder = f"s3://mirror/{part.rpartition('/')[0]}/"
+    assert any(folder in line and "a fill's parts" in line for line in lines), dry.stderr
+    # moto dates every upload 2010: this one is past its day, a removal a dry run only lists
+    upload = "s3://mirror/hub/llm/big.bin"
+    assert f"would remove  {upload}  (0 B)  abandoned upload" in dry.stdout, dry.stdout
+    assert client.list_multipart_uploads(Bucket="mirror").get("Uploads")  # a dry run
+
+
+def test_prune_removes_a_dead_fills_parts_and_their_emptied_folders_on_a_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A share: a killed fill's part set, two days old by the folder's clock, goes with the
+    folders it leaves empty (``.mdl/parts/<model>/<path>/<set>/``); a young set stays, listed."""
+    _pinned(tmp_path, monkeypatch)
+    share = tmp_path / "shared"
+    parts = share / ".mdl" / "parts"
+    dead = parts / "tiny" / "w.bin" / f"{'a' * 64}-16777216"
+    live = parts / "tiny" / "x.bin" / f"{'b' * 64}-16777216"
+    for folder in (dead, live):
+        folder.mkdir(parents=True)
+        (folder / "00001").write_bytes(b"part")
+    stamp = dead.stat().st_mtime - 2 * 86_400
+    os.utime(dead / "00001", (stamp, stamp))
+    (share / "tiny").mkdir()
+    (share / "tiny" / "config.json").write_bytes(TINY["config.json"])
+    pruned = mdl("prune", "--mirror", f"file://{share}/{{model}}/{{path}}", "--json")
+    assert pruned.exit_code == 0, pruned.stderr
+    assert _removed(pruned) == [f"file://{dead}/"]
+    assert not (parts / "tiny" / "w.bin").exists()  # no empty folder left behind
+    assert (live / "00001").exists()  # a set a day has not passed over
+    kept = _kept(pruned)
+    assert kept[f"file://{live}/"] == "a fill's parts (one under way, or killed)"
+
+
+def test_an_object_marked_by_mdl_0_6_is_kept_and_said_why(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mdl 0.6 marked an upload with ``x-amz-meta-mdl: 1``, which every copy carries too: such
+    an object cannot be told from a copy of it, so prune keeps it, saying to remove it by hand
+    once; the same bytes under this mdl's mark go."""
+    _pinned(tmp_path, monkeypatch)
+    client = s3.client()
+    client.create_bucket(Bucket="mirror")
+    sha = hashlib.sha256(OLD).hexdigest()
+    client.put_object(
+        Bucket="mirror", Key="hub/tiny/old.bin", Body=OLD, Metadata={"mdl": "1", "sha256": sha}
+    )
+    source = tmp_path / "old.bin"
+    source.write_bytes(OLD)
+    side = side_of(f"hf://org/tiny@{COMMIT}/old.bin")
+    writer = STORES["s3"].writer(endpoint=None, secrets=None)
+    ours = "s3://mirror/hub/tiny/new.bin"
+    assert writer.upload(ours, source, size=len(OLD), sha256=sha, root="x", side=side)
+    pruned = mdl(
+        "prune", "--mirror", "s3://mirror/hub/{model}/{path}", "--keep-days", "0", "--json"
+    )
+    assert _kept(pruned)["s3://mirror/hub/tiny/old.bin"] == (
+        "marked by mdl 0.6 or before, a mark a copy keeps too: remove it by hand once"
+    )
+    assert _removed(pruned) == [ours]
