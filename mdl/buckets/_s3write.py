@@ -22,10 +22,13 @@ from mdl.buckets.protocol import Listed, Seen
 from mdl.buckets.s3 import (
     SHA256_META,
     S3Object,
+    b64_of_hex,
     is_bucket_name,
     mark_of,
     mdl_metadata,
     parse_s3_uri,
+    reply_code,
+    reply_headers,
     s3_client,
     s3_error,
     s3_errors,
@@ -81,23 +84,6 @@ class _Refused(Exception):
         self.retried = retried
 
 
-def _reply_code(exc: BaseException) -> tuple[str, int | None]:
-    """A ClientError's S3 error code and HTTP status."""
-    response = getattr(exc, "response", None) or {}
-    code = str((response.get("Error") or {}).get("Code") or "")
-    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-    return code, status if isinstance(status, int) else None
-
-
-def _headers(reply: dict[str, Any]) -> dict[str, str]:
-    headers = (reply.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
-    return headers if isinstance(headers, dict) else {}
-
-
-def _b64(hex_digest: str) -> str:
-    return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
-
-
 class S3Writer:
     """One mirror's (or publish target's) S3 store, writable, for one run: one boto3 client for
     uploads and one for lease-sized requests (each made at its first use, shared by threads),
@@ -142,7 +128,7 @@ class S3Writer:
         """The store's clock when it answered: the reply's ``Date`` (RFC 9110, every S3 reply has
         one). Our own clock only when the store sends none: a lease's age then is ours, off by as
         much as the clocks disagree."""
-        said = _headers(reply).get("date")
+        said = reply_headers(reply).get("date")
         if said:
             try:
                 return parsedate_to_datetime(said).timestamp()
@@ -182,7 +168,7 @@ class S3Writer:
             try:
                 return call()
             except botocore.exceptions.ClientError as exc:
-                code, status = _reply_code(exc)
+                code, status = reply_code(exc)
                 metadata = (exc.response or {}).get("ResponseMetadata") or {}
                 retried = retried or bool(metadata.get("RetryAttempts"))
                 if status == 412 or code == "PreconditionFailed" or (gone_fails and status == 404):
@@ -237,7 +223,7 @@ class S3Writer:
         checksum = (
             {
                 "ChecksumAlgorithm": "SHA256",
-                "ChecksumSHA256": _b64(hashlib.sha256(data).hexdigest()),
+                "ChecksumSHA256": b64_of_hex(hashlib.sha256(data).hexdigest()),
             }
             if big
             else {}
@@ -325,7 +311,7 @@ class S3Writer:
 
         def named(exc: BaseException, error: MdlError) -> MdlError:
             gone = f"{prefix}: no such bucket {printable(bucket)!r}"
-            return NotFoundError(gone) if _reply_code(exc)[0] == "NoSuchBucket" else error
+            return NotFoundError(gone) if reply_code(exc)[0] == "NoSuchBucket" else error
 
         with s3_errors(prefix, named):
             pages = (
@@ -369,7 +355,7 @@ class S3Writer:
         except botocore.exceptions.ClientError as exc:
             # the store answered: its refusal still says the time
             reply = exc.response or {}
-            if "date" not in _headers(reply):
+            if "date" not in reply_headers(reply):
                 raise s3_error(exc, what="S3: the store's clock") from None
         except botocore.exceptions.BotoCoreError as exc:
             raise s3_error(exc, what="S3: the store's clock") from None
@@ -472,7 +458,7 @@ class S3Upload:
         )
         if sizes is None or count not in ("", str(len(sizes))):
             return False
-        return self._composite_b64(sizes) == digest
+        return self._compositeb64_of_hex(sizes) == digest
 
     def _head(self, **extra: Any) -> dict[str, Any] | None:
         """The object's HEAD with its checksum; None: none, or (a part's) refused."""
@@ -492,7 +478,7 @@ class S3Upload:
             return None
         return head
 
-    def _composite_b64(self, sizes: list[int]) -> str | None:
+    def _compositeb64_of_hex(self, sizes: list[int]) -> str | None:
         """S3's composite SHA-256 of the local file cut into ``sizes`` (base64); None unless its
         verified bytes."""
         whole, digests = hashlib.sha256(), []
@@ -528,7 +514,7 @@ class S3Upload:
                         Key=obj.key,
                         Body=data,
                         ChecksumAlgorithm="SHA256",
-                        ChecksumSHA256=_b64(self.sha256),  # the store refuses other bytes
+                        ChecksumSHA256=b64_of_hex(self.sha256),  # the store refuses other bytes
                         Metadata=self._metadata(),
                         **self._if_none(),
                     ),
@@ -612,7 +598,7 @@ class S3Upload:
                         **self._if_none(),
                     )
                 except botocore.exceptions.ClientError as exc:
-                    code, status = _reply_code(exc)
+                    code, status = reply_code(exc)
                     retried = bool(
                         ((exc.response or {}).get("ResponseMetadata") or {}).get("RetryAttempts")
                     )
@@ -725,7 +711,7 @@ class S3Upload:
                         CopySource={"Bucket": source.bucket, "Key": source.key},
                     )["CopyPartResult"]
                 except botocore.exceptions.ClientError as exc:
-                    if _reply_code(exc)[1] not in _NO_COPY:
+                    if reply_code(exc)[1] not in _NO_COPY:
                         raise
                     log.info("%s: the store does not copy %s into it: %s", obj.uri, source.uri, exc)
                     return None
@@ -770,7 +756,7 @@ class S3Upload:
                 Bucket=obj.bucket, Key=obj.key, UploadId=upload_id
             )
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            if _reply_code(exc)[0] == "NoSuchUpload":  # completed after all (a lost reply)
+            if reply_code(exc)[0] == "NoSuchUpload":  # completed after all (a lost reply)
                 return
             log.warning("%s: could not abort the multipart upload: %s", obj.uri, exc)
 

@@ -216,14 +216,32 @@ def s3_error(exc: BaseException, *, what: str) -> MdlError:
                 f"{what}: no AWS credentials", hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID"
             )
         return NetworkError(f"{what}: {safe_text(str(exc), limit=300)}")
-    error = response.get("Error") or {}
-    code = str(error.get("Code") or "")
-    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-    detail = safe_text(str(error.get("Message") or code or status), limit=200)
+    code, status = reply_code(exc)
+    message = (response.get("Error") or {}).get("Message")
+    detail = safe_text(str(message or code or status), limit=200)
     made = _error_for(code, status, what=what, detail=detail)
-    made.status = status if isinstance(status, int) else None
+    made.status = status
     made.server_text = detail
     return made
+
+
+def reply_code(exc: BaseException) -> tuple[str, int | None]:
+    """A ClientError's S3 error code and HTTP status."""
+    response = getattr(exc, "response", None) or {}
+    code = str((response.get("Error") or {}).get("Code") or "")
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return code, status if isinstance(status, int) else None
+
+
+def reply_headers(reply: dict[str, Any]) -> dict[str, str]:
+    """A reply's HTTP headers (lower-case names), as botocore keeps them."""
+    headers = (reply.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    return headers if isinstance(headers, dict) else {}
+
+
+def b64_of_hex(hex_digest: str) -> str:
+    """A hex digest as S3's checksum headers carry it (base64)."""
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
 
 
 def _error_for(code: str, status: object, *, what: str, detail: str) -> MdlError:
