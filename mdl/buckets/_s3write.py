@@ -13,14 +13,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 from mdl.buckets._parts import MIN_PART, MiB, fill_part, part_layout, part_size
 from mdl.buckets.protocol import Listed, Seen
 from mdl.buckets.s3 import (
-    SHA256_META,
     S3Object,
     b64_of_hex,
     is_bucket_name,
@@ -28,6 +26,7 @@ from mdl.buckets.s3 import (
     mdl_metadata,
     parse_s3_uri,
     reply_code,
+    reply_date,
     reply_headers,
     s3_client,
     s3_error,
@@ -125,15 +124,10 @@ class S3Writer:
             return self._small
 
     def _date(self, reply: dict[str, Any]) -> float:
-        """The store's clock when it answered: the reply's ``Date`` (RFC 9110, every S3 reply has
-        one). Our own clock only when the store sends none: a lease's age then is ours, off by as
-        much as the clocks disagree."""
-        said = reply_headers(reply).get("date")
-        if said:
-            try:
-                return parsedate_to_datetime(said).timestamp()
-            except (TypeError, ValueError):
-                pass
+        """The store's clock when it answered (``reply_date``). Our own clock only when the store
+        sends none: a lease's age then is ours, off by as much as the clocks disagree."""
+        if (said := reply_date(reply)) is not None:
+            return said
         if not self._no_date_said:
             self._no_date_said = True
             log.warning("S3: the store's replies carry no usable Date header; using this clock")
@@ -298,8 +292,7 @@ class S3Writer:
         return S3Upload(self, parse_s3_uri(uri), path, size, sha256).there()
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
-        """The object (HEAD), its ``mark`` mdl's when its metadata carries one made for this URI
-        and these bytes (a server-side copy keeps the metadata, not the name)."""
+        """The object (HEAD), with mdl's mark if its metadata holds one made for this URI."""
         return self.head(uri)
 
     def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
@@ -373,12 +366,10 @@ class S3Writer:
         sent: Callable[[int], None] | None = None,
         side: str = "",
     ) -> bool:
-        """The verified file at ``path``, written whole or not at all (a multipart upload is
-        aborted on any failure), with the store's SHA-256 checksum and mdl's mark (metadata bound
-        to ``uri``, ``side`` whose); only if there is no such object (If-None-Match: *; False: one
-        is there) unless ``overwrite``. The bytes sent are hashed as read: a file that changed since
-        it was verified is exit 6, before any object is complete. ``sent`` is told the bytes of
-        each part sent; what it raises stops the upload."""
+        """The verified file at ``path``, whole or not at all (a multipart upload aborted on any
+        failure), with the store's SHA-256 checksum and mdl's mark (``side``'s, bound to ``uri``),
+        only if there is none (If-None-Match: *; False) unless ``overwrite``; hashed as read (a
+        file changed since verified: exit 6). ``sent``: told each part's bytes, may stop it."""
         upload = S3Upload(self, parse_s3_uri(uri), path, size, sha256, overwrite, sent, side)
         with _reading(uri, path):
             return upload.whole() if size < MULTIPART_THRESHOLD else upload.in_parts()
@@ -394,12 +385,10 @@ class S3Writer:
         root: str,
         side: str = "",
     ) -> bool | None:
-        """The object made from ``parts`` (objects of this bucket, the verified file at ``path``
-        cut at ``part_size``) by the store itself: one multipart upload whose parts are copies
-        (UploadPartCopy), each proved to be its range of ``path`` before it is completed (the
-        copy's SHA-256, else its ETag as the range's MD5), as ``upload`` completes its own; marked
-        likewise. None: the store cannot (a copy refused) or a part is not these bytes: the caller
-        uploads ``path``."""
+        """The object made from ``parts`` (this bucket's, ``path`` cut at ``part_size``) by the
+        store: a multipart upload of copies (UploadPartCopy), each proved its range of ``path``
+        (the copy's SHA-256, else its ETag as the range's MD5), completed and marked as ``upload``
+        does. None: the store cannot (a copy refused) or a part is not these bytes."""
         upload = S3Upload(self, parse_s3_uri(uri), path, size, sha256, side=side)
         with _reading(uri, path):
             return upload.assembled([parse_s3_uri(part) for part in parts])
@@ -612,18 +601,11 @@ class S3Upload:
         except NotFoundError:
             # NoSuchUpload: botocore tried again after a lost reply (a big object's completion can
             # outlast the read timeout) and the first try may have completed it: ours only if the
-            # object there says our SHA-256
-            if not self._says_sha256():
+            # object there carries our mark for our SHA-256
+            seen = self.writer.head(self.obj.uri)
+            if seen is None or seen.mark is None or seen.mark.sha256 != self.sha256:
                 raise
         return True
-
-    def _says_sha256(self) -> bool:
-        try:
-            with s3_errors(self.obj.uri):
-                head = self.writer._s3_small().head_object(Bucket=self.obj.bucket, Key=self.obj.key)
-        except NotFoundError:
-            return False
-        return (head.get("Metadata") or {}).get(SHA256_META) == self.sha256
 
     def _ours_parts(self, parts: list[dict[str, Any]]) -> bool:
         """After a refused completion that botocore had tried before (a lost reply): whether the

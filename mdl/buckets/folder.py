@@ -256,9 +256,8 @@ class FolderWriter:
     ) -> bool:
         """A verified local file copied in whole, only if the object is not there (False: it is;
         never replaced) unless ``overwrite``, then marked as mdl's: its version (``file_etag``)
-        and ``mark_text`` (``side``: whose) in the file ``mark_uri(uri, root=root)``. The folder
-        keeps no checksum: readers verify, as for every mirror. ``sent`` hears each chunk copied:
-        what it raises (Ctrl-C) stops the copy, and its temp file goes."""
+        and ``mark_text`` (``side``: whose) in the file ``mark_uri(uri, root=root)``. Readers
+        verify (no checksum kept). ``sent`` hears each chunk: what it raises stops the copy."""
         target, mark = self._path(uri), Path(parse_file_uri(mark_uri(uri, root=root))[1])
         with self._folder(target, create=True) as folder:
             assert folder is not None  # made
@@ -279,8 +278,7 @@ class FolderWriter:
                     _replace(temp, target, folder)
                 elif not _link(folder, temp, target):
                     return False
-                where = uri.removeprefix(folder_of(root))
-                said = mark_text(where, sha256=sha256, size=size, side=side)
+                said = mark_text(_below(uri, root), sha256=sha256, size=size, side=side)
                 version = f"{file_etag(os.fstat(fd))}\n{said}".encode()
             _fsync_folder(folder)
         # after the object: a write killed between the two leaves it unmarked, kept by prune
@@ -291,17 +289,7 @@ class FolderWriter:
                 _replace(temp, mark, folder)
         return True
 
-    def assemble(
-        self,
-        uri: str,
-        parts: Sequence[str],
-        path: Path,
-        *,
-        size: int,
-        sha256: str,
-        root: str,
-        side: str = "",
-    ) -> bool | None:
+    def assemble(self, uri: str, parts: Sequence[str], path: Path, **_: object) -> bool | None:
         """None: a folder has no server-side concatenation (joining the parts would read them
         back over the share); the caller copies the local file in (``upload``)."""
         return None
@@ -325,27 +313,15 @@ class FolderWriter:
                 raise local_error(exc, target, what="cannot read") from exc
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
-        """The object, with mdl's mark when its mark file names this very version (its
-        ``file_etag``: a ``cp -a`` is another file), the mark's owner is the object's (the one
-        user who wrote both: anyone who can ``stat`` an object can copy its version into a mark,
-        and a mark planted so by another user never makes prune remove what that user did not
-        write), and ``authorship`` reads the rest for this name (a mark of mdl 0.6 and before: the
-        version alone)."""
+        """The object, with mdl's mark as ``_marked`` reads its mark file if the object's owner
+        wrote it (a mark another user planted never makes prune remove what they did not write)."""
         path = self._path(uri)
         with self._folder(path, create=False) as folder:
             st = None if folder is None else _fresh_stat(path.name, folder)
         if st is None:
             return None
-        found = _seen(st)
         mark = Path(parse_file_uri(mark_uri(uri, root=root))[1])
-        text = self._mark(mark, owner=st.st_uid).decode(errors="replace")
-        version, _, said = text.partition("\n")
-        if version != found.etag:
-            return found
-        where = uri.removeprefix(folder_of(root))
-        return replace(
-            found, mark=authorship(said or LEGACY_MARK, where=where, size=found.size, old=not said)
-        )
+        return _marked(_seen(st), self._mark(mark, owner=st.st_uid), where=_below(uri, root))
 
     def _mark(self, mark: Path, *, owner: int) -> bytes:
         """What the mark file ``mark`` says, if ``owner`` wrote it; b"": none, another user's, or
@@ -695,3 +671,20 @@ def _tidy(removed: Path) -> None:
         except OSError:
             return
         folder = folder.parent
+
+
+def _below(uri: str, root: str) -> str:
+    """Where a mark binds an object: its path below the mirror's folder (a share is mounted at
+    other paths on other machines)."""
+    return uri.removeprefix(folder_of(root))
+
+
+def _marked(found: Seen, text: bytes, *, where: str) -> Seen:
+    """The object with mdl's mark when its mark file's ``text`` names this very version (its
+    ``file_etag``: a ``cp -a`` is another file) and ``authorship`` reads the rest for ``where``
+    (a mark of mdl 0.6 and before: the version alone, bound to the file all the same)."""
+    version, _, said = text.decode(errors="replace").partition("\n")
+    if version != found.etag:
+        return found
+    mark = authorship(said or LEGACY_MARK, where=where, size=found.size, old=not said)
+    return replace(found, mark=mark)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -78,6 +78,13 @@ class Mark:
     # bound to the name it was written under and its bytes; False: mdl 0.6's S3 mark ("1"), which a
     # server-side copy keeps: never enough for prune to remove it
     bound: bool = True
+
+    def foreign(self, sides: Collection[str], sha256: str | None = None) -> bool:
+        """Whether another catalog wrote it: a side not among ``sides`` (those of this catalog's
+        model of the name) said (an older mark says none), for another version than ``sha256``
+        (when given: the same bytes are no one's loss)."""
+        other = self.side is not None and self.side not in sides
+        return other and (sha256 is None or self.sha256 != sha256)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from mdl.buckets.protocol import Mark, authorship, mark_text
@@ -237,6 +238,16 @@ def reply_headers(reply: dict[str, Any]) -> dict[str, str]:
     """A reply's HTTP headers (lower-case names), as botocore keeps them."""
     headers = (reply.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
     return headers if isinstance(headers, dict) else {}
+
+
+def reply_date(reply: dict[str, Any]) -> float | None:
+    """The store's clock when it answered: the reply's ``Date`` (RFC 9110, every S3 reply has
+    one); None: none, or not a date."""
+    said = reply_headers(reply).get("date")
+    try:
+        return parsedate_to_datetime(said).timestamp() if said else None
+    except (TypeError, ValueError):
+        return None
 
 
 def b64_of_hex(hex_digest: str) -> str:

@@ -117,7 +117,7 @@ def _theirs(place: Place, seen: Seen, sources: FileSources) -> bool:
     older version from this file's own origin, or of a mark that names none, is replaced as
     before.) Said once per model and run (the file named), then logged."""
     remote, label, mark = sources.remote, sources.job.label, seen.mark
-    if mark is None or mark.side in (None, side_of(remote.source)) or mark.sha256 == remote.sha256:
+    if mark is None or not mark.foreign({side_of(remote.source)}, remote.sha256):
         return False
     said = (
         f"{label}: mirror {place.uri} holds another catalog's file of the same name (sha256"

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 from mdl.buckets.lease import TERM, is_lease, namespace, object_of, read_generation
-from mdl.buckets.protocol import MARKS, NAMESPACE, Listed, Seen, Writer, folder_of, side_of
+from mdl.buckets.protocol import MARKS, NAMESPACE, Listed, Mark, Seen, Writer, folder_of, side_of
 from mdl.buckets.registry import store_for
 from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, Settings, fixed_part, parse_template
 from mdl.catalog.specs import NAME_RE, ModelSpec
@@ -150,11 +150,11 @@ class Named:
         """Whether ``uri`` lies under one of the catalog's models (or any model's is pruned)."""
         return self.models is None or uri.startswith(self.models)
 
-    def theirs(self, uri: str, side: str | None) -> bool:
-        """Whether an object mdl wrote as ``side``'s lies under a model of this catalog whose
+    def theirs(self, uri: str, mark: Mark) -> bool:
+        """Whether an object mdl wrote (its ``mark``) lies under a model of this catalog whose
         origins are others: another catalog's model of the same name wrote it."""
-        return side is not None and any(
-            uri.startswith(prefix) and side not in sides for prefix, sides in self.sides.items()
+        return any(
+            uri.startswith(prefix) and mark.foreign(sides) for prefix, sides in self.sides.items()
         )
 
 
@@ -434,7 +434,7 @@ def _not_ours(seen: Seen, named: Named, uri: str) -> str | None:
         return UNMARKED
     if not mark.bound:
         return OLD_MARK
-    return THEIRS if named.theirs(uri, mark.side) else None
+    return THEIRS if named.theirs(uri, mark) else None
 
 
 def prune_mirror_models(

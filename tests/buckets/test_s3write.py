@@ -588,7 +588,8 @@ def test_no_such_upload_is_ours_only_when_the_object_says_our_sha256(
     place: Place, tmp_path: Path
 ) -> None:
     """A NoSuchUpload on completing is our success only if the object at the key carries our
-    SHA-256; another's object there is not ours (the error stands)."""
+    mark for our SHA-256; another's object there is not ours (the error stands), nor one that
+    only says our SHA-256 in its metadata (anyone can write that)."""
     if place.server == "moto":
         pytest.skip("moto 5.2 answers 500 (a KeyError), not NoSuchUpload, for an unknown upload id")
     from mdl.buckets.s3 import S3Object
@@ -607,7 +608,13 @@ def test_no_such_upload_is_ours_only_when_the_object_says_our_sha256(
         S3Upload(writer, obj, Path(), 0, "a")._complete(
             "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}]
         )
-    assert S3Upload(writer, obj, Path(), 0, "b" * 64)._complete(
+    with pytest.raises(NotFoundError):  # our SHA-256 said, but no mark of ours
+        S3Upload(writer, obj, Path(), 0, "b" * 64)._complete(
+            "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}]
+        )
+    ours = mdl_metadata(obj.uri, sha256="b" * 64, size=6, side="")
+    place.client.put_object(Bucket=place.bucket, Key=obj.key, Body=b"theirs", Metadata=ours)
+    assert S3Upload(writer, obj, Path(), 6, "b" * 64)._complete(
         "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}]
     )
 

@@ -343,3 +343,45 @@ def test_an_object_marked_by_mdl_0_6_is_kept_and_said_why(
         "marked by mdl 0.6 or before, a mark a copy keeps too: remove it by hand once"
     )
     assert _removed(pruned) == [ours]
+
+
+def test_publish_leaves_another_catalogs_file_of_the_same_name(
+    hub: HubServer, teams: dict[str, Path], tmp_path: Path
+) -> None:
+    """Team a filled ``llm/`` on the share; team b publishes its own ``llm`` there: its
+    config.json is refused (exit 2, the object named), team a's stays, b.bin goes up."""
+    share = tmp_path / "shared"
+    share.mkdir()
+    template = f"file://{share}/{{model}}/{{path}}"
+    filled = mdl("pull", "--all", "--fill-mirror", "--mirror", template, env=_env(hub, teams["a"]))
+    assert filled.exit_code == 0, filled.stderr
+    env = _env(hub, teams["b"])
+    assert mdl("pull", "--all", env=env).exit_code == 0
+    published = mdl("publish", "--all", "--to", f"file://{share}", env=env)
+    assert published.exit_code == 2, published.stderr
+    said = f"file://{share}/llm/config.json holds another catalog's file of the same name"
+    assert published.stderr.count(said) == 1, published.stderr
+    assert (share / "llm" / "config.json").read_bytes() == A_FILES["config.json"]
+    assert (share / "llm" / "b.bin").read_bytes() == B_FILES["b.bin"]
+
+
+def test_a_fill_in_parts_on_a_share_leaves_no_empty_folder(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fill publishes its parts under ``.mdl/parts/<model>/<path>/<set>/`` and removes them once
+    the object is made: the folders go with them (a share kept one per file version filled)."""
+    import mdl.buckets._parts as parts_module
+
+    monkeypatch.setattr(parts_module, "FILL_PART", 1 << 20)  # parts of 1 MiB: 4
+    weights = make_data(3 * (1 << 20) + 3, seed=63)
+    hub.add_repo("org/big", {"w.safetensors": weights})
+    (tmp_path / "catalog.toml").write_text('[models.big]\nrepo = "org/big"\n')
+    share = tmp_path / "shared"
+    share.mkdir()
+    template = f"file://{share}/{{model}}/{{path}}"
+    pulled = mdl("pull", "--all", "--fill-mirror", "--mirror", template, env=_env(hub, tmp_path))
+    assert pulled.exit_code == 0, pulled.stderr
+    assert (share / "big" / "w.safetensors").read_bytes() == weights
+    parts = share / ".mdl" / "parts"
+    assert parts.is_dir()  # made by the first part published
+    assert list(parts.iterdir()) == []
