@@ -135,6 +135,8 @@ def mark_uri(uri: str, *, root: str) -> str:
     return folder + MARKS + uri[len(folder) :]
 
 
+# mdl 0.3's lease of an object: ``<object>.mdl-lease``, beside it (0.4 on: ``.mdl/leases/…``)
+OLD_LEASE = ".mdl-lease"
 MARK_VERSION = "2"
 LEGACY_MARK = "1"  # mdl 0.3-0.6's S3 mark: bound to nothing, kept by every copy
 

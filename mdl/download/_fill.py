@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from mdl.buckets.lease import GaveUp, Lease, Renewing, lease_prefix, take, wait_for
-from mdl.buckets.protocol import Seen, Writer, side_of
+from mdl.buckets.protocol import OLD_LEASE, Seen, Writer, side_of
 from mdl.catalog.settings import fixed_part
 from mdl.download._parts import PartSet, Publisher, Streamer
 from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
@@ -36,7 +36,6 @@ log = logging.getLogger("mdl.pull")
 # there; fetched from the origin after all (the holder gave up, or its bytes were not the file's)
 FILLED, STREAMED, READ, FROM_ORIGIN = "filled", "streamed", "read", "from origin"
 TAKE_ROUNDS = 5  # takes and waits on one file's lease, then the origin (it changes hands so often)
-OLD_LEASE = ".mdl-lease"  # mdl 0.3's lease of an object: ``<object>.mdl-lease``, beside it
 
 
 @dataclass(frozen=True)

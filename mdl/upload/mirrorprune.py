@@ -17,7 +17,17 @@ from functools import partial
 from typing import Any
 
 from mdl.buckets.lease import TERM, is_lease, namespace, object_of, read_generation
-from mdl.buckets.protocol import MARKS, NAMESPACE, Listed, Mark, Seen, Writer, folder_of, side_of
+from mdl.buckets.protocol import (
+    MARKS,
+    NAMESPACE,
+    OLD_LEASE,
+    Listed,
+    Mark,
+    Seen,
+    Writer,
+    folder_of,
+    side_of,
+)
 from mdl.buckets.registry import store_for
 from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, Settings, fixed_part, parse_template
 from mdl.catalog.specs import NAME_RE, ModelSpec
@@ -49,6 +59,7 @@ OLD_MARK = "marked by mdl 0.6 or before, a mark a copy keeps too: remove it by h
 THEIRS = "written by another catalog's model of this name (another origin)"
 UNFINISHED = "an unfinished upload (a fill under way, or killed)"
 FILL_PARTS = "a fill's parts (one under way, or killed)"
+OLDER_LEASE = "the lease of an mdl before 0.4 (it fills this mirror beside this one)"
 EXPIRED = "expired lease"
 CANNOT_ADDRESS = "a name the store cannot address"
 ABANDONED = "abandoned upload"
@@ -331,6 +342,9 @@ class _MirrorRun:
         """An object no model names: removed if mdl wrote it at this name (its mark, on the
         version removed), for a model of this catalog's origin, and it is older than
         ``keep_days``; else kept, saying until when when only its age keeps it."""
+        if item.uri.endswith(OLD_LEASE):  # not mdl's to remove now: said, once
+            self.older_lease(item)
+            return
         try:
             seen = self.writer.owned(item.uri, root=fixed_part(template))
         except UsageError as exc:  # a name the store lists but cannot address (a folder's)
@@ -366,6 +380,17 @@ class _MirrorRun:
                     self.writer.delete(uri)
         except MdlError as exc:  # a mark left costs a few bytes: said in the log
             log.info("%s: could not remove a mark: %s", marks, exc.message)
+
+    def older_lease(self, item: Listed) -> None:
+        """mdl 0.3's lease beside its object: kept, and said once (its fleet and this mdl's do
+        not see each other's leases)."""
+        self.kept.append(MirrorEntry(item.uri, item.size, OLDER_LEASE))
+        if not any(OLDER_LEASE in said for said in self.warnings):
+            self.warnings.append(
+                f"{item.uri} is {OLDER_LEASE}: its machines and this mdl's do not see each"
+                " other's leases and each fetch from the origin what the mirror lacks; run mdl"
+                " 0.4 or later on every machine of the fleet"
+            )
 
     def abandoned(self, prefix: str, *, before: float, now: float) -> None:
         """Remove the writes a killed fill left; younger ones (a live fill's, or one killed

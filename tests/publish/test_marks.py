@@ -76,6 +76,8 @@ def bucket(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
         from s3server import aws_environ
 
         weed: Weed = request.getfixturevalue("seaweed_server")
+        for name in [name for name in os.environ if name.startswith("AWS_")]:
+            monkeypatch.delenv(name)  # the developer's: never used
         for name, value in aws_environ(weed.endpoint).items():
             monkeypatch.setenv(name, value)
         client = weed.client()
@@ -243,7 +245,7 @@ def test_an_older_mdls_lease_beside_a_fill_is_said_once(
 ) -> None:
     """mdl 0.3 leased ``<object>.mdl-lease`` beside the object: a node on it and a node on this
     mdl do not see each other's leases and both fetch from the origin. The new node says so, once
-    for the run (two files leased so), and fills as before."""
+    for the run (two files leased so), and fills as before; prune keeps them, saying so once."""
     share = tmp_path / "shared"
     for path in A_FILES:
         planted = share / "llm" / f"{path}.mdl-lease"
@@ -258,6 +260,12 @@ def test_an_older_mdls_lease_beside_a_fill_is_said_once(
     assert said in pulled.stderr
     for path, data in A_FILES.items():
         assert (share / "llm" / path).read_bytes() == data
+    # prune keeps the old leases (not this mdl's to judge) and says it once too
+    pruned = mdl("prune", "--mirror", template, "--dry-run", "--json", env=env)
+    kept = _kept(pruned)
+    assert all("an mdl before 0.4" in kept[f"{said}{path}.mdl-lease"] for path in A_FILES)
+    warned = [w for w in json.loads(pruned.stdout)["warnings"] if "before 0.4" in w]
+    assert len(warned) == 1, warned
 
 
 def test_a_dry_run_lists_a_killed_fills_parts_and_unfinished_upload_and_a_released_lease(
