@@ -112,7 +112,9 @@ class _Handler(BaseHTTPRequestHandler):
                 value = formatdate(parsedate_to_datetime(value).timestamp() + offset, usegmt=True)
             if name.lower() not in _HOP:
                 self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
+        # a HEAD's Content-Length is the object's, as the store said (its body is none)
+        said = reply.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", said or str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)

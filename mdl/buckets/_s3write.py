@@ -13,19 +13,21 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 from mdl.buckets._parts import MIN_PART, MiB, fill_part, part_layout, part_size
 from mdl.buckets.protocol import Listed, Seen
 from mdl.buckets.s3 import (
-    MARK_META,
-    SHA256_META,
     S3Object,
+    b64_of_hex,
     is_bucket_name,
+    mark_of,
     mdl_metadata,
     parse_s3_uri,
+    reply_code,
+    reply_date,
+    reply_headers,
     s3_client,
     s3_error,
     s3_errors,
@@ -81,23 +83,6 @@ class _Refused(Exception):
         self.retried = retried
 
 
-def _reply_code(exc: BaseException) -> tuple[str, int | None]:
-    """A ClientError's S3 error code and HTTP status."""
-    response = getattr(exc, "response", None) or {}
-    code = str((response.get("Error") or {}).get("Code") or "")
-    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-    return code, status if isinstance(status, int) else None
-
-
-def _headers(reply: dict[str, Any]) -> dict[str, str]:
-    headers = (reply.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
-    return headers if isinstance(headers, dict) else {}
-
-
-def _b64(hex_digest: str) -> str:
-    return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
-
-
 class S3Writer:
     """One mirror's (or publish target's) S3 store, writable, for one run: one boto3 client for
     uploads and one for lease-sized requests (each made at its first use, shared by threads),
@@ -139,27 +124,22 @@ class S3Writer:
             return self._small
 
     def _date(self, reply: dict[str, Any]) -> float:
-        """The store's clock when it answered: the reply's ``Date`` (RFC 9110, every S3 reply has
-        one). Our own clock only when the store sends none: a lease's age then is ours, off by as
-        much as the clocks disagree."""
-        said = _headers(reply).get("date")
-        if said:
-            try:
-                return parsedate_to_datetime(said).timestamp()
-            except (TypeError, ValueError):
-                pass
+        """The store's clock when it answered (``reply_date``). Our own clock only when the store
+        sends none: a lease's age then is ours, off by as much as the clocks disagree."""
+        if (said := reply_date(reply)) is not None:
+            return said
         if not self._no_date_said:
             self._no_date_said = True
             log.warning("S3: the store's replies carry no usable Date header; using this clock")
         return time.time()
 
-    def _seen(self, reply: dict[str, Any]) -> Seen:
+    def _seen(self, uri: str, reply: dict[str, Any]) -> Seen:
         return Seen(
             etag=str(reply["ETag"]),
             size=int(reply["ContentLength"]),
             modified=reply["LastModified"].timestamp(),
             now=self._date(reply),
-            marked=MARK_META in (reply.get("Metadata") or {}),  # a HEAD's: mdl's mark
+            mark=mark_of(uri, reply.get("Metadata"), size=int(reply["ContentLength"])),
         )
 
     def _written(self, reply: dict[str, Any], *, size: int) -> Seen:
@@ -182,7 +162,7 @@ class S3Writer:
             try:
                 return call()
             except botocore.exceptions.ClientError as exc:
-                code, status = _reply_code(exc)
+                code, status = reply_code(exc)
                 metadata = (exc.response or {}).get("ResponseMetadata") or {}
                 retried = retried or bool(metadata.get("RetryAttempts"))
                 if status == 412 or code == "PreconditionFailed" or (gone_fails and status == 404):
@@ -208,7 +188,7 @@ class S3Writer:
                 reply = self._s3_small().head_object(Bucket=obj.bucket, Key=obj.key)
         except NotFoundError:
             return None
-        return self._seen(reply)
+        return self._seen(uri, reply)
 
     def read(self, uri: str, *, limit: int, aged: bool = True) -> tuple[bytes, Seen] | None:
         """A small object (a lease) and what the store says of it, or None: at most ``limit`` + 1
@@ -225,7 +205,7 @@ class S3Writer:
                     body.close()
         except NotFoundError:
             return None
-        return data, self._seen(reply)
+        return data, self._seen(uri, reply)
 
     def create(self, uri: str, data: bytes) -> Seen | None:
         """``data`` written only if there is no such object (If-None-Match: *); None: there is. A
@@ -237,7 +217,7 @@ class S3Writer:
         checksum = (
             {
                 "ChecksumAlgorithm": "SHA256",
-                "ChecksumSHA256": _b64(hashlib.sha256(data).hexdigest()),
+                "ChecksumSHA256": b64_of_hex(hashlib.sha256(data).hexdigest()),
             }
             if big
             else {}
@@ -312,8 +292,7 @@ class S3Writer:
         return S3Upload(self, parse_s3_uri(uri), path, size, sha256).there()
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
-        """The object (HEAD), ``marked`` when its metadata carries mdl's mark (the one writer of
-        an object sets its metadata)."""
+        """The object (HEAD), with mdl's mark if its metadata holds one made for this URI."""
         return self.head(uri)
 
     def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
@@ -325,7 +304,7 @@ class S3Writer:
 
         def named(exc: BaseException, error: MdlError) -> MdlError:
             gone = f"{prefix}: no such bucket {printable(bucket)!r}"
-            return NotFoundError(gone) if _reply_code(exc)[0] == "NoSuchBucket" else error
+            return NotFoundError(gone) if reply_code(exc)[0] == "NoSuchBucket" else error
 
         with s3_errors(prefix, named):
             pages = (
@@ -342,8 +321,8 @@ class S3Writer:
                     )
 
     def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
-        """The multipart uploads under ``prefix`` begun before ``before`` (a fill killed midway
-        leaves its parts, billed, never an object), aborted when ``remove``."""
+        """The multipart uploads under ``prefix`` (a fill killed midway leaves its parts,
+        billed, never an object); those begun before ``before`` aborted when ``remove``."""
         bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
         found: list[Listed] = []
         with s3_errors(prefix):
@@ -351,10 +330,8 @@ class S3Writer:
             for page in pages.paginate(Bucket=bucket, Prefix=key_prefix):
                 for upload in page.get("Uploads", []):
                     begun = upload["Initiated"].timestamp()
-                    if begun >= before:
-                        continue
                     obj = S3Object(bucket, upload["Key"])
-                    if remove:
+                    if remove and begun < before:
                         self.client().abort_multipart_upload(
                             Bucket=bucket, Key=obj.key, UploadId=upload["UploadId"]
                         )
@@ -371,7 +348,7 @@ class S3Writer:
         except botocore.exceptions.ClientError as exc:
             # the store answered: its refusal still says the time
             reply = exc.response or {}
-            if "date" not in _headers(reply):
+            if "date" not in reply_headers(reply):
                 raise s3_error(exc, what="S3: the store's clock") from None
         except botocore.exceptions.BotoCoreError as exc:
             raise s3_error(exc, what="S3: the store's clock") from None
@@ -387,27 +364,32 @@ class S3Writer:
         root: str,
         overwrite: bool = False,
         sent: Callable[[int], None] | None = None,
+        side: str = "",
     ) -> bool:
-        """The verified file at ``path``, written whole or not at all (a multipart upload is
-        aborted on any failure), with the store's SHA-256 checksum and mdl's mark (its metadata:
-        ``root`` is not needed); only if there is no such object (If-None-Match: *; False: one is
-        there) unless ``overwrite``. The bytes sent are hashed as read: a file that changed since
-        it was verified is exit 6, before any object is complete. ``sent`` is told the bytes of
-        each part sent; what it raises stops the upload."""
-        upload = S3Upload(self, parse_s3_uri(uri), path, size, sha256, overwrite, sent)
+        """The verified file at ``path``, whole or not at all (a multipart upload aborted on any
+        failure), with the store's SHA-256 checksum and mdl's mark (``side``'s, bound to ``uri``),
+        only if there is none (If-None-Match: *; False) unless ``overwrite``; hashed as read (a
+        file changed since verified: exit 6). ``sent``: told each part's bytes, may stop it."""
+        upload = S3Upload(self, parse_s3_uri(uri), path, size, sha256, overwrite, sent, side)
         with _reading(uri, path):
             return upload.whole() if size < MULTIPART_THRESHOLD else upload.in_parts()
 
     def assemble(
-        self, uri: str, parts: Sequence[str], path: Path, *, size: int, sha256: str, root: str
+        self,
+        uri: str,
+        parts: Sequence[str],
+        path: Path,
+        *,
+        size: int,
+        sha256: str,
+        root: str,
+        side: str = "",
     ) -> bool | None:
-        """The object made from ``parts`` (objects of this bucket, the verified file at ``path``
-        cut at ``part_size``) by the store itself: one multipart upload whose parts are copies
-        (UploadPartCopy), each proved to be its range of ``path`` before it is completed (the
-        copy's SHA-256, else its ETag as the range's MD5), as ``upload`` completes its own; marked
-        likewise. None: the store cannot (a copy refused) or a part is not these bytes: the caller
-        uploads ``path``."""
-        upload = S3Upload(self, parse_s3_uri(uri), path, size, sha256)
+        """The object made from ``parts`` (this bucket's, ``path`` cut at ``part_size``) by the
+        store: a multipart upload of copies (UploadPartCopy), each proved its range of ``path``
+        (the copy's SHA-256, else its ETag as the range's MD5), completed and marked as ``upload``
+        does. None: the store cannot (a copy refused) or a part is not these bytes."""
+        upload = S3Upload(self, parse_s3_uri(uri), path, size, sha256, side=side)
         with _reading(uri, path):
             return upload.assembled([parse_s3_uri(part) for part in parts])
 
@@ -434,6 +416,10 @@ class S3Upload:
     sha256: str
     overwrite: bool = False
     sent: Callable[[int], None] | None = None
+    side: str = ""  # whose (mdl's mark)
+
+    def _metadata(self) -> dict[str, str]:
+        return mdl_metadata(self.obj.uri, sha256=self.sha256, size=self.size, side=self.side)
 
     def _if_none(self) -> dict[str, str]:
         return {} if self.overwrite else {"IfNoneMatch": "*"}
@@ -461,7 +447,7 @@ class S3Upload:
         )
         if sizes is None or count not in ("", str(len(sizes))):
             return False
-        return self._composite_b64(sizes) == digest
+        return self._compositeb64_of_hex(sizes) == digest
 
     def _head(self, **extra: Any) -> dict[str, Any] | None:
         """The object's HEAD with its checksum; None: none, or (a part's) refused."""
@@ -481,7 +467,7 @@ class S3Upload:
             return None
         return head
 
-    def _composite_b64(self, sizes: list[int]) -> str | None:
+    def _compositeb64_of_hex(self, sizes: list[int]) -> str | None:
         """S3's composite SHA-256 of the local file cut into ``sizes`` (base64); None unless its
         verified bytes."""
         whole, digests = hashlib.sha256(), []
@@ -517,8 +503,8 @@ class S3Upload:
                         Key=obj.key,
                         Body=data,
                         ChecksumAlgorithm="SHA256",
-                        ChecksumSHA256=_b64(self.sha256),  # the store refuses other bytes
-                        Metadata=mdl_metadata(self.sha256),
+                        ChecksumSHA256=b64_of_hex(self.sha256),  # the store refuses other bytes
+                        Metadata=self._metadata(),
                         **self._if_none(),
                     ),
                 )
@@ -560,7 +546,7 @@ class S3Upload:
                 Bucket=obj.bucket,
                 Key=obj.key,
                 ChecksumAlgorithm="SHA256",
-                Metadata=mdl_metadata(self.sha256),
+                Metadata=self._metadata(),
             )["UploadId"]
         try:
             parts = fill(upload_id)
@@ -601,7 +587,7 @@ class S3Upload:
                         **self._if_none(),
                     )
                 except botocore.exceptions.ClientError as exc:
-                    code, status = _reply_code(exc)
+                    code, status = reply_code(exc)
                     retried = bool(
                         ((exc.response or {}).get("ResponseMetadata") or {}).get("RetryAttempts")
                     )
@@ -615,18 +601,11 @@ class S3Upload:
         except NotFoundError:
             # NoSuchUpload: botocore tried again after a lost reply (a big object's completion can
             # outlast the read timeout) and the first try may have completed it: ours only if the
-            # object there says our SHA-256
-            if not self._says_sha256():
+            # object there carries our mark for our SHA-256
+            seen = self.writer.head(self.obj.uri)
+            if seen is None or seen.mark is None or seen.mark.sha256 != self.sha256:
                 raise
         return True
-
-    def _says_sha256(self) -> bool:
-        try:
-            with s3_errors(self.obj.uri):
-                head = self.writer._s3_small().head_object(Bucket=self.obj.bucket, Key=self.obj.key)
-        except NotFoundError:
-            return False
-        return (head.get("Metadata") or {}).get(SHA256_META) == self.sha256
 
     def _ours_parts(self, parts: list[dict[str, Any]]) -> bool:
         """After a refused completion that botocore had tried before (a lost reply): whether the
@@ -714,7 +693,7 @@ class S3Upload:
                         CopySource={"Bucket": source.bucket, "Key": source.key},
                     )["CopyPartResult"]
                 except botocore.exceptions.ClientError as exc:
-                    if _reply_code(exc)[1] not in _NO_COPY:
+                    if reply_code(exc)[1] not in _NO_COPY:
                         raise
                     log.info("%s: the store does not copy %s into it: %s", obj.uri, source.uri, exc)
                     return None
@@ -759,7 +738,7 @@ class S3Upload:
                 Bucket=obj.bucket, Key=obj.key, UploadId=upload_id
             )
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            if _reply_code(exc)[0] == "NoSuchUpload":  # completed after all (a lost reply)
+            if reply_code(exc)[0] == "NoSuchUpload":  # completed after all (a lost reply)
                 return
             log.warning("%s: could not abort the multipart upload: %s", obj.uri, exc)
 

@@ -21,7 +21,18 @@ from itertools import islice
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from mdl.buckets.protocol import Listed, Seen, StoredObject, mark_uri
+from mdl.buckets.lease import PARTS
+from mdl.buckets.protocol import (
+    LEGACY_MARK,
+    NAMESPACE,
+    Listed,
+    Seen,
+    StoredObject,
+    authorship,
+    folder_of,
+    mark_text,
+    mark_uri,
+)
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError, disk_error
 from mdl.paths import kind_of, open_dir, temp_name
 from mdl.redact import Secrets, printable, safe_text
@@ -34,7 +45,7 @@ OWN_PREFIX = ".mdl-"
 OWN_FOLDER = ".mdl"
 CLOCK_NAME = ".mdl-clock"
 CHUNK = 1 << 20  # bytes copied at a time
-MARK_BYTES = 64  # the most of a mark read: a version tag is far shorter
+MARK_BYTES = 512  # the most of a mark read: a version tag and ``mark_text`` are far shorter
 
 
 def parse_file_uri(uri: str, *, encoded: bool = False) -> tuple[str, str]:
@@ -228,6 +239,7 @@ class FolderWriter:
                 return False
             except OSError as exc:
                 raise local_error(exc, path, what="cannot remove") from exc
+        _tidy(path)
         return True
 
     def upload(
@@ -240,12 +252,12 @@ class FolderWriter:
         root: str,
         overwrite: bool = False,
         sent: Callable[[int], None] | None = None,
+        side: str = "",
     ) -> bool:
         """A verified local file copied in whole, only if the object is not there (False: it is;
-        never replaced) unless ``overwrite``, then marked as mdl's: its version (``file_etag``) in
-        the file ``mark_uri(uri, root=root)``. The folder keeps no checksum: readers verify, as for
-        every mirror. ``sent`` hears each chunk copied: what it raises (Ctrl-C) stops the copy, and
-        its temp file goes."""
+        never replaced) unless ``overwrite``, then marked as mdl's: its version (``file_etag``)
+        and ``mark_text`` (``side``: whose) in the file ``mark_uri(uri, root=root)``. Readers
+        verify (no checksum kept). ``sent`` hears each chunk: what it raises stops the copy."""
         target, mark = self._path(uri), Path(parse_file_uri(mark_uri(uri, root=root))[1])
         with self._folder(target, create=True) as folder:
             assert folder is not None  # made
@@ -266,7 +278,8 @@ class FolderWriter:
                     _replace(temp, target, folder)
                 elif not _link(folder, temp, target):
                     return False
-                version = file_etag(os.fstat(fd)).encode()
+                said = mark_text(_below(uri, root), sha256=sha256, size=size, side=side)
+                version = f"{file_etag(os.fstat(fd))}\n{said}".encode()
             _fsync_folder(folder)
         # after the object: a write killed between the two leaves it unmarked, kept by prune
         with self._folder(mark, create=True) as folder:
@@ -276,9 +289,7 @@ class FolderWriter:
                 _replace(temp, mark, folder)
         return True
 
-    def assemble(
-        self, uri: str, parts: Sequence[str], path: Path, *, size: int, sha256: str, root: str
-    ) -> bool | None:
+    def assemble(self, uri: str, parts: Sequence[str], path: Path, **_: object) -> bool | None:
         """None: a folder has no server-side concatenation (joining the parts would read them
         back over the share); the caller copies the local file in (``upload``)."""
         return None
@@ -302,18 +313,15 @@ class FolderWriter:
                 raise local_error(exc, target, what="cannot read") from exc
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
-        """The object, ``marked`` when its mark names this very version (its ``file_etag``) and
-        the mark's owner is the object's: the one user who wrote both. Anyone who can ``stat`` an
-        object can copy its version into a mark; a mark planted so by another user never makes
-        prune remove what that user did not write."""
+        """The object, with mdl's mark as ``_marked`` reads its mark file if the object's owner
+        wrote it (a mark another user planted never makes prune remove what they did not write)."""
         path = self._path(uri)
         with self._folder(path, create=False) as folder:
             st = None if folder is None else _fresh_stat(path.name, folder)
         if st is None:
             return None
-        found = _seen(st)
         mark = Path(parse_file_uri(mark_uri(uri, root=root))[1])
-        return replace(found, marked=self._mark(mark, owner=st.st_uid) == found.etag.encode())
+        return _marked(_seen(st), self._mark(mark, owner=st.st_uid), where=_below(uri, root))
 
     def _mark(self, mark: Path, *, owner: int) -> bytes:
         """What the mark file ``mark`` says, if ``owner`` wrote it; b"": none, another user's, or
@@ -341,10 +349,13 @@ class FolderWriter:
         yield from self._listed(prefix, temps=False, most=most)
 
     def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
-        """mdl's temp files under ``prefix`` last written before ``before``: a write killed midway
-        (``kill -9``) leaves one; removed when ``remove``."""
-        found = [item for item in self._listed(prefix, temps=True) if item.modified < before]
-        return [item for item in found if not remove or self.delete(item.uri)]
+        """mdl's temp files under ``prefix``: a write under way, or one killed midway (``kill
+        -9``); those last written before ``before`` removed when ``remove`` (one already gone is
+        left out)."""
+        found = list(self._listed(prefix, temps=True))
+        return [
+            item for item in found if not remove or item.modified >= before or self.delete(item.uri)
+        ]
 
     def now(self) -> float:
         """The folder's clock: a fresh mtime of ``.mdl/.mdl-clock`` (in the folder last named)."""
@@ -642,3 +653,38 @@ def _sha256_of(fd: int) -> str:
     with os.fdopen(os.dup(fd), "rb") as copy:
         copy.seek(0)
         return hashlib.file_digest(copy, "sha256").hexdigest()
+
+
+def _tidy(removed: Path) -> None:
+    """The folders a removed part of a fill leaves empty (``.mdl/parts/<object>/<set>/``), removed
+    up to ``parts/``: a share keeps no empty folder per file version a fleet ever filled. A folder
+    not empty (another set, a part just published) stays: ``rmdir`` removes only empty ones."""
+    marker = f"/{NAMESPACE}{PARTS}"
+    text = str(removed)
+    if marker not in text:
+        return
+    top = Path(text[: text.index(marker) + len(marker)])
+    folder = removed.parent
+    while folder != top and top in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
+def _below(uri: str, root: str) -> str:
+    """Where a mark binds an object: its path below the mirror's folder (a share is mounted at
+    other paths on other machines)."""
+    return uri.removeprefix(folder_of(root))
+
+
+def _marked(found: Seen, text: bytes, *, where: str) -> Seen:
+    """The object with mdl's mark when its mark file's ``text`` names this very version (its
+    ``file_etag``: a ``cp -a`` is another file) and ``authorship`` reads the rest for ``where``
+    (a mark of mdl 0.6 and before: the version alone, bound to the file all the same)."""
+    version, _, said = text.decode(errors="replace").partition("\n")
+    if version != found.etag:
+        return found
+    mark = authorship(said or LEGACY_MARK, where=where, size=found.size, old=not said)
+    return replace(found, mark=mark)

@@ -3,7 +3,9 @@ scheme."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import hashlib
+import hmac
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -68,6 +70,24 @@ class ObjectStore(Protocol):
 
 
 @dataclass(frozen=True)
+class Mark:
+    """mdl's mark on an object it wrote, as ``authorship`` read it: whose it is."""
+
+    sha256: str | None  # the version it marks (None: an older mdl's mark that does not say)
+    side: str | None  # who wrote it: ``side_of`` its model's origin (None: an older mdl's)
+    # bound to the name it was written under and its bytes; False: mdl 0.6's S3 mark ("1"), which a
+    # server-side copy keeps: never enough for prune to remove it
+    bound: bool = True
+
+    def foreign(self, sides: Collection[str], sha256: str | None = None) -> bool:
+        """Whether another catalog wrote it: a side not among ``sides`` (those of this catalog's
+        model of the name) said (an older mark says none), for another version than ``sha256``
+        (when given: the same bytes are no one's loss)."""
+        other = self.side is not None and self.side not in sides
+        return other and (sha256 is None or self.sha256 != sha256)
+
+
+@dataclass(frozen=True)
 class Seen:
     """An object as the store describes it (a HEAD, or a write's reply)."""
 
@@ -77,7 +97,12 @@ class Seen:
     # the store's clock when it answered (S3: the reply's Date; a folder: a fresh mtime on read,
     # the file's own mtime otherwise)
     now: float
-    marked: bool = False  # it carries mdl's mark (``Writer.owned`` says; mdl uploaded it)
+    mark: Mark | None = None  # mdl's mark, bound to this name and these bytes (``authorship``)
+
+    @property
+    def marked(self) -> bool:
+        """mdl wrote this very object, at this name (what prune may remove)."""
+        return self.mark is not None and self.mark.bound
 
 
 @dataclass(frozen=True)
@@ -108,6 +133,55 @@ def mark_uri(uri: str, *, root: str) -> str:
     if not uri.startswith(folder):
         raise UsageError(f"{uri} is not in the mirror {root}")
     return folder + MARKS + uri[len(folder) :]
+
+
+# mdl 0.3's lease of an object: ``<object>.mdl-lease``, beside it (0.4 on: ``.mdl/leases/…``)
+OLD_LEASE = ".mdl-lease"
+MARK_VERSION = "2"
+LEGACY_MARK = "1"  # mdl 0.3-0.6's S3 mark: bound to nothing, kept by every copy
+
+
+def side_of(source: str) -> str:
+    """Whose a file is, for marks: its model's origin (a Hub repo, a URL's folder) as 16 hex
+    digits. Two catalogs that both name a model ``llm`` from other origins are two sides."""
+    if source.startswith("hf://"):  # hf://[datasets/|spaces/]owner/name[@commit]/path
+        typed = source.startswith(("hf://datasets/", "hf://spaces/"))
+        origin = "/".join(source.partition("@")[0].split("/")[: 5 if typed else 4])
+    else:
+        origin = source.partition("?")[0].partition("#")[0].rpartition("/")[0]
+    return hashlib.sha256(origin.encode()).hexdigest()[:16]
+
+
+def _digest(where: str, sha256: str, size: int, side: str) -> str:
+    said = f"mdl mark {MARK_VERSION}\0{where}\0{sha256}\0{size}\0{side}"
+    return hashlib.sha256(said.encode()).hexdigest()[:32]
+
+
+def mark_text(where: str, *, sha256: str, size: int, side: str) -> str:
+    """The mark mdl puts on an object it writes at ``where`` (S3: its URI; a folder: its path
+    below the mirror's folder): the version, whose, and a digest binding both to the name and the
+    bytes (their size and SHA-256), so a copy anywhere else carries a mark that is not mdl's."""
+    return f"{MARK_VERSION} {sha256} {side} {_digest(where, sha256, size, side)}"
+
+
+def authorship(
+    text: str | None, *, where: str, size: int, sha256: str | None = None, old: bool = False
+) -> Mark | None:
+    """THE rule for "is this object mdl's, and whose": ``text``, the mark found on the object at
+    ``where`` (``size`` bytes), read. None: no mark, or one written for another name or other bytes
+    (a server-side copy, an object replaced by another program). An older mdl's mark (S3's "1",
+    ``sha256`` its metadata; ``old``: a folder's, bound to the file by the store) says no side."""
+    if not text:
+        return None
+    if text == LEGACY_MARK:
+        return Mark(sha256, None, bound=old)
+    parts = text.split(" ")
+    if len(parts) != 4 or parts[0] != MARK_VERSION:
+        return None
+    _, said, side, digest = parts
+    if not hmac.compare_digest(digest.encode(), _digest(where, said, size, side).encode()):
+        return None
+    return Mark(said, side or None)  # "": a writer that said no side (a manifest)
 
 
 class ConditionalWritesIgnored(Exception):
@@ -154,17 +228,26 @@ class Writer(Protocol):
         root: str,
         overwrite: bool = False,
         sent: Callable[[int], None] | None = None,
+        side: str = "",
     ) -> bool:
         """A verified local file, hashed as it is sent and written whole or not at all (a file
         changed since it was verified is exit 6; an unfinished write is aborted), only if there is
         no such object (``If-None-Match: *``; False: one is there already, never replaced) unless
         ``overwrite`` (``publish``: it compared the object first); the store's own SHA-256
-        checksum where it keeps one; marked as mdl's (S3: its metadata; a folder: ``mark_uri(uri,
-        root=root)``, ``root`` the mirror's fixed part). ``sent``: told the bytes as they go (what
-        it raises stops the upload)."""
+        checksum where it keeps one; marked as mdl's (``mark_text``, ``side`` saying whose; S3:
+        its metadata; a folder: ``mark_uri(uri, root=root)``, ``root`` the mirror's fixed part).
+        ``sent``: told the bytes as they go (what it raises stops the upload)."""
 
     def assemble(
-        self, uri: str, parts: Sequence[str], path: Path, *, size: int, sha256: str, root: str
+        self,
+        uri: str,
+        parts: Sequence[str],
+        path: Path,
+        *,
+        size: int,
+        sha256: str,
+        root: str,
+        side: str = "",
     ) -> bool | None:
         """The object made from ``parts`` by the store itself, never sent twice: objects of the
         store, the verified file at ``path`` (``size`` bytes, their ``sha256``) cut in order at
@@ -182,17 +265,17 @@ class Writer(Protocol):
         a folder: the file read), never by what a writer says beside them (metadata, a mark)."""
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
-        """The object as ``head`` says, ``marked`` when it carries mdl's mark for this very
-        version (what prune may remove); None: there is none."""
+        """The object as ``head`` says, with mdl's mark as ``authorship`` reads it for this very
+        name and version (``marked``: what prune may remove); None: there is none."""
 
     def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix`` (a store URI); ``most``: the caller takes
         no more than that many (a store may stop reading there: a folder's, in each folder)."""
 
     def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
-        """mdl's own unfinished writes under ``prefix`` begun before ``before`` (the store's
-        clock), removed when ``remove``: a write killed midway leaves one (a folder's temp file,
-        S3's multipart upload). Never objects, never in ``listing``."""
+        """mdl's own unfinished writes under ``prefix`` (a folder's temp file, S3's multipart
+        upload): one under way, or one a write killed midway left; those begun before ``before``
+        (the store's clock) removed when ``remove``. Never objects, never in ``listing``."""
 
     def now(self) -> float:
         """The store's clock (epoch seconds)."""

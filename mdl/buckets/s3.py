@@ -13,8 +13,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
+from mdl.buckets.protocol import Mark, authorship, mark_text
 from mdl.errors import AuthError, MdlError, NetworkError, NotFoundError, UsageError
 from mdl.redact import Secrets, printable, safe_text
 
@@ -34,14 +36,22 @@ _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 # x-amz-meta-sha256: the full SHA-256 of what mdl uploads, for readers; never trusted to skip an
 # upload (whoever can write the object can set it)
 SHA256_META = "sha256"
-# x-amz-meta-mdl: the mark of every object mdl uploads (a fill's, publish's): prune --mirror removes
-# only objects that carry it
+# x-amz-meta-mdl: the mark of every object mdl uploads (a fill's, publish's), bound to its URI and
+# bytes (protocol.mark_text): prune --mirror removes only objects whose mark is theirs
 MARK_META = "mdl"
 
 
-def mdl_metadata(sha256: str) -> dict[str, str]:
-    """The metadata of every object mdl uploads: its SHA-256 for readers, and mdl's mark."""
-    return {SHA256_META: sha256, MARK_META: "1"}
+def mdl_metadata(uri: str, *, sha256: str, size: int, side: str) -> dict[str, str]:
+    """The metadata of every object mdl uploads at ``uri``: its SHA-256 for readers, and mdl's
+    mark (``side``: whose, ``side_of`` its model's origin)."""
+    return {SHA256_META: sha256, MARK_META: mark_text(uri, sha256=sha256, size=size, side=side)}
+
+
+def mark_of(uri: str, metadata: dict[str, str] | None, *, size: int) -> Mark | None:
+    """mdl's mark on the S3 object ``uri`` (``size`` bytes) as its metadata says
+    (``protocol.authorship`` decides)."""
+    said = metadata or {}
+    return authorship(said.get(MARK_META), where=uri, size=size, sha256=said.get(SHA256_META))
 
 
 _MULTIPART_ETAG = re.compile(r'^"?[0-9a-fA-F]{32}-\d+"?$')
@@ -207,14 +217,42 @@ def s3_error(exc: BaseException, *, what: str) -> MdlError:
                 f"{what}: no AWS credentials", hint="set AWS_PROFILE or AWS_ACCESS_KEY_ID"
             )
         return NetworkError(f"{what}: {safe_text(str(exc), limit=300)}")
-    error = response.get("Error") or {}
-    code = str(error.get("Code") or "")
-    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-    detail = safe_text(str(error.get("Message") or code or status), limit=200)
+    code, status = reply_code(exc)
+    message = (response.get("Error") or {}).get("Message")
+    detail = safe_text(str(message or code or status), limit=200)
     made = _error_for(code, status, what=what, detail=detail)
-    made.status = status if isinstance(status, int) else None
+    made.status = status
     made.server_text = detail
     return made
+
+
+def reply_code(exc: BaseException) -> tuple[str, int | None]:
+    """A ClientError's S3 error code and HTTP status."""
+    response = getattr(exc, "response", None) or {}
+    code = str((response.get("Error") or {}).get("Code") or "")
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return code, status if isinstance(status, int) else None
+
+
+def reply_headers(reply: dict[str, Any]) -> dict[str, str]:
+    """A reply's HTTP headers (lower-case names), as botocore keeps them."""
+    headers = (reply.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    return headers if isinstance(headers, dict) else {}
+
+
+def reply_date(reply: dict[str, Any]) -> float | None:
+    """The store's clock when it answered: the reply's ``Date`` (RFC 9110, every S3 reply has
+    one); None: none, or not a date."""
+    said = reply_headers(reply).get("date")
+    try:
+        return parsedate_to_datetime(said).timestamp() if said else None
+    except (TypeError, ValueError):
+        return None
+
+
+def b64_of_hex(hex_digest: str) -> str:
+    """A hex digest as S3's checksum headers carry it (base64)."""
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
 
 
 def _error_for(code: str, status: object, *, what: str, detail: str) -> MdlError:

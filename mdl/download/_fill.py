@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from mdl.buckets.lease import GaveUp, Lease, Renewing, lease_prefix, take, wait_for
-from mdl.buckets.protocol import Seen, Writer
+from mdl.buckets.protocol import OLD_LEASE, Seen, Writer, side_of
 from mdl.catalog.settings import fixed_part
 from mdl.download._parts import PartSet, Publisher, Streamer
 from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
@@ -57,7 +58,10 @@ def fill_or_fetch(sources: FileSources) -> TransferResult:
         return sources.mirrors() or sources.origin()
     if seen is None:
         # the mirror to fill is not asked for what it does not have (no warning for that file)
+        _older_fill(place, sources.job)
         return sources.mirrors(frozenset({place.target.template})) or _filled(sources, place)
+    if _theirs(place, seen, sources):  # another catalog's version: left, ours from elsewhere
+        return sources.mirrors(frozenset({place.target.template})) or sources.origin()
     # there, but no mirror delivered verified bytes: the object (proved wrong, or unreadable) is
     # replaced on the version seen once the origin's are here, not read by the fleet forever
     read = sources.mirrors()
@@ -80,13 +84,64 @@ def _place(sources: FileSources) -> Place | None:
 
 
 def _seen(place: Place, job: TransferJob) -> Seen | Literal[False] | None:
-    """The object in the mirror to fill, None when it lacks it; False: a failed look (read as
-    today, where its failure is said)."""
+    """The object in the mirror to fill with its mark (``Writer.owned``), None when it lacks it;
+    False: a failed look (read as today, where its failure is said)."""
     try:
-        return place.target.writer.head(place.uri)
+        return place.target.writer.owned(place.uri, root=fixed_part(place.target.template))
     except MdlError as exc:
         job.retries.add(f"mirror {place.uri}: cannot look ({exc.message})")
         return False
+
+
+# what a run said once of its mirror to fill: a model whose name another catalog fills too, an
+# older mdl's leases there
+_SAID: weakref.WeakKeyDictionary[Target, set[str]] = weakref.WeakKeyDictionary()
+_SAID_LOCK = threading.Lock()
+
+
+def _once(target: Target, key: str) -> bool:
+    """Whether ``key`` is news for this run's mirror to fill (said once, then only logged)."""
+    with _SAID_LOCK:
+        said = _SAID.setdefault(target, set())
+        fresh = key not in said
+        said.add(key)
+    return fresh
+
+
+def _theirs(place: Place, seen: Seen, sources: FileSources) -> bool:
+    """Whether the object there carries mdl's mark for another version of this file from
+    another origin: another catalog's model of the same name, filled through the same template.
+    Someone's, not poison: never replaced, and this machine gets its own bytes elsewhere. (An
+    older version from this file's own origin, or of a mark that names none, is replaced as
+    before.) Said once per model and run (the file named), then logged."""
+    remote, label, mark = sources.remote, sources.job.label, seen.mark
+    if mark is None or not mark.foreign({side_of(remote.source)}, remote.sha256):
+        return False
+    said = (
+        f"{label}: mirror {place.uri} holds another catalog's file of the same name (sha256"
+        f" {mark.sha256}; this catalog's: {remote.sha256 or 'another'}): two catalogs name a"
+        f" model {remote.model!r} from other origins and fill one template; left as it is, this"
+        " file comes from elsewhere (give one of the models another name)"
+    )
+    if _once(place.target, f"theirs:{remote.model}"):
+        sources.job.retries.warn(said)
+    else:
+        log.info("%s", said)
+    return True
+
+
+def _older_fill(place: Place, job: TransferJob) -> None:
+    """Say once per run when an mdl before 0.4 fills this mirror: its lease (``<object>.mdl-lease``
+    beside the object) is not seen by ours, nor ours by it, so each side fetches from the
+    origin what the mirror lacks."""
+    old = place.uri + OLD_LEASE
+    with suppress(MdlError, ValueError):
+        if place.target.writer.head(old) is not None and _once(place.target, "older"):
+            job.retries.warn(
+                f"mirror {place.target.template}: {old} is the lease of an mdl before 0.4 filling"
+                " it; its machines and this one do not see each other's leases and each fetch"
+                " from the origin: run mdl 0.4 or later on every machine of the fleet"
+            )
 
 
 def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> TransferResult:
@@ -258,7 +313,7 @@ def _upload(
     try:
         if over is not None and writer.delete(place.uri, etag=over):
             log.info("%s: removed mirror %s: its bytes were not the file's", label, shown)
-        done = _written(place, job, result, publisher)
+        done = _written(place, job, result, publisher, side_of(remote.source))
     except MdlError as exc:
         job.retries.warn(
             f"{label}: could not fill mirror {shown} ({exc.message}); the file here is verified"
@@ -272,23 +327,31 @@ def _upload(
 
 
 def _written(
-    place: Place, job: TransferJob, result: TransferResult, publisher: Publisher | None
+    place: Place, job: TransferJob, result: TransferResult, publisher: Publisher | None, side: str
 ) -> bool:
     """The object made of the parts in the store (every part proved the verified file's), else
-    uploaded from the file here; False: one was there already."""
+    uploaded from the file here, marked as ``side``'s; False: one was there already."""
     writer, root = place.target.writer, fixed_part(place.target.template)
     size, sha256 = result.size, result.sha256
     try:
         if publisher is not None:
             made = writer.assemble(
-                place.uri, publisher.finish(), job.final_path, size=size, sha256=sha256, root=root
+                place.uri,
+                publisher.finish(),
+                job.final_path,
+                size=size,
+                sha256=sha256,
+                root=root,
+                side=side,
             )
             if made is not None:
                 return made
             log.info(
                 "%s: mirror %s not made of its parts there; uploading it", job.label, place.uri
             )
-        return writer.upload(place.uri, job.final_path, size=size, sha256=sha256, root=root)
+        return writer.upload(
+            place.uri, job.final_path, size=size, sha256=sha256, root=root, side=side
+        )
     finally:
         if publisher is not None:
             publisher.parts.remove()

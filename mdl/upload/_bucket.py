@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mdl.buckets.protocol import side_of
 from mdl.buckets.registry import store_for
-from mdl.errors import InterruptedByUserError, MdlError
+from mdl.errors import InterruptedByUserError, MdlError, UsageError
 from mdl.progress import Progress
 from mdl.redact import Secrets
 from mdl.report import FileOutcome, failed
@@ -93,6 +94,7 @@ class Bucket:
         """One file, uploaded over whatever is there (its object was compared first)."""
         label, uri = f"{f.model}/{f.path}", self.uri(f.model, f.path)
         try:
+            self._not_theirs(f, uri)
             self.writer.upload(
                 uri,
                 f.local,
@@ -101,6 +103,7 @@ class Bucket:
                 root=self.root,
                 overwrite=True,
                 sent=_meter(progress, f, stop),
+                side=side_of(f.source),
             )
         except MdlError as exc:
             if stop.is_set():
@@ -112,6 +115,20 @@ class Bucket:
         progress.finish(label, ok=True)
         log.info("%s: uploaded to %s", label, uri)
         return self.outcome(f, "uploaded")
+
+    def _not_theirs(self, f: ReadyFile, uri: str) -> None:
+        """Refuse (exit 2) to upload over another catalog's file of the same name: an object whose
+        mark says mdl wrote another version of it from another origin is someone's, never
+        replaced (an older version from this file's own origin is, as before)."""
+        seen = self.writer.owned(uri, root=self.root)
+        mark = seen.mark if seen is not None else None
+        if mark is None or not mark.foreign({side_of(f.source)}, f.sha256):
+            return
+        raise UsageError(
+            f"{uri} holds another catalog's file of the same name (sha256 {mark.sha256}; this"
+            f" catalog's: {f.sha256}): left as it is (give one of the models another name, or"
+            " publish to another prefix)"
+        )
 
     def outcome(self, f: ReadyFile, action: str) -> FileOutcome:
         """A file ``skipped`` (its object is already these bytes) or ``uploaded``."""

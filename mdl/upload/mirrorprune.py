@@ -16,8 +16,18 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from mdl.buckets.lease import TERM, is_lease, namespace, object_of
-from mdl.buckets.protocol import MARKS, NAMESPACE, Listed, Writer, folder_of
+from mdl.buckets.lease import TERM, is_lease, namespace, object_of, read_generation
+from mdl.buckets.protocol import (
+    MARKS,
+    NAMESPACE,
+    OLD_LEASE,
+    Listed,
+    Mark,
+    Seen,
+    Writer,
+    folder_of,
+    side_of,
+)
 from mdl.buckets.registry import store_for
 from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, Settings, fixed_part, parse_template
 from mdl.catalog.specs import NAME_RE, ModelSpec
@@ -40,10 +50,16 @@ NAMED = "named by the catalog.lock"
 MANIFEST = "a catalog model's manifest (publish)"
 LEASED = "a fill holds its lease"
 LIVE_LEASE = "a live lease (a fill is under way)"
+RELEASED = "a released lease (its fill is done; removed once expired)"
 UNNAMED = "named by no model of the catalog"
 NOT_OURS = "not a model of this catalog (--all-models prunes every model's)"
 NOT_BY_MODEL = "the mirror's objects are not by model: only what the catalog names is known"
-UNMARKED = "not written by mdl (it carries no mdl mark)"
+UNMARKED = "not written by mdl at this name (no mdl mark made for it: a copy, another tool's)"
+OLD_MARK = "marked by mdl 0.6 or before, a mark a copy keeps too: remove it by hand once"
+THEIRS = "written by another catalog's model of this name (another origin)"
+UNFINISHED = "an unfinished upload (a fill under way, or killed)"
+FILL_PARTS = "a fill's parts (one under way, or killed)"
+OLDER_LEASE = "the lease of an mdl before 0.4 (it fills this mirror beside this one)"
 EXPIRED = "expired lease"
 CANNOT_ADDRESS = "a name the store cannot address"
 ABANDONED = "abandoned upload"
@@ -132,6 +148,8 @@ class Named:
     # where this catalog's models' objects start: only there is anything removed (None: anywhere)
     models: tuple[str, ...] | None = ()
     outside: str = NOT_OURS  # why what lies elsewhere stays
+    # whose each pinned model's objects are (``side_of`` its files' origins), by its prefix
+    sides: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def why(self, uri: str) -> str | None:
         """Why ``uri`` is named (None: it is not)."""
@@ -142,6 +160,13 @@ class Named:
     def ours(self, uri: str) -> bool:
         """Whether ``uri`` lies under one of the catalog's models (or any model's is pruned)."""
         return self.models is None or uri.startswith(self.models)
+
+    def theirs(self, uri: str, mark: Mark) -> bool:
+        """Whether an object mdl wrote (its ``mark``) lies under a model of this catalog whose
+        origins are others: another catalog's model of the same name wrote it."""
+        return any(
+            uri.startswith(prefix) and mark.foreign(sides) for prefix, sides in self.sides.items()
+        )
 
 
 def model_prefix(template: str, model: str) -> str:
@@ -197,8 +222,13 @@ def named_in(
                 " every object is kept (run mdl lock)"
             )
     models = tuple(model_prefix(template, name) for name in names)
+    sides = {
+        model_prefix(template, m.name): frozenset(side_of(f.source) for f in m.files)
+        for m in pinned
+    }
+    sides.pop(fixed, None)  # not by model: whose cannot be told by where
     if all_models:
-        return Named(objects, prefixes, None), warnings
+        return Named(objects, prefixes, None, sides=sides), warnings
     if fixed in models:
         warnings.append(
             f"{template}: {{model}} does not come first or is not followed by '/', so the objects"
@@ -207,7 +237,7 @@ def named_in(
             " object is kept (--all-models prunes them)"
         )
         return Named(objects, prefixes, (), outside=NOT_BY_MODEL), warnings
-    return Named(objects, prefixes, models), warnings
+    return Named(objects, prefixes, models, sides=sides), warnings
 
 
 def prune_mirror(
@@ -230,7 +260,7 @@ def prune_mirror(
         return MirrorPruneReport(template, keep_days, (), (), dry_run=dry_run)
     now = writer.now()
     run = _MirrorRun(writer, dry_run)
-    run.abandoned(fixed_part(template), before=now - ABANDONED_DAYS * DAY)
+    run.abandoned(fixed_part(template), before=now - ABANDONED_DAYS * DAY, now=now)
     root = namespace(template)  # None: never filled, so no leases
     leases = list(writer.listing(root + "leases/")) if root else []
     guarded = {object_of(lease.uri) for lease in leases if run.lease(lease, now)}
@@ -249,7 +279,7 @@ def prune_mirror(
         if why is not None:
             run.kept.append(MirrorEntry(item.uri, item.size, why))
         else:
-            run.unnamed(item, template, keep_days=keep_days, now=now)
+            run.unnamed(item, template, named, keep_days=keep_days, now=now)
     run.forget_marks(marks, fixed_part(template), listed)
     return MirrorPruneReport(
         template,
@@ -279,8 +309,7 @@ class _MirrorRun:
         looked at again before it goes, and removed only in the version seen: its holder may have
         renewed it since the listing."""
         if now - lease.modified <= TERM:  # mdl's own term, by the store's clock
-            self.kept.append(MirrorEntry(lease.uri, lease.size, LIVE_LEASE))
-            return True
+            return self.young_lease(lease)
         try:
             seen = self.writer.head(lease.uri)
         except MdlError as exc:
@@ -295,10 +324,27 @@ class _MirrorRun:
         self.remove(Listed(lease.uri, seen.size, seen.modified), EXPIRED, etag=seen.etag)
         return False
 
-    def unnamed(self, item: Listed, template: str, *, keep_days: float, now: float) -> None:
-        """An object no model names: removed if mdl wrote it (its mark, on the version removed)
-        and it is older than ``keep_days``; else kept, saying until when when only its age
-        keeps it."""
+    def young_lease(self, lease: Listed) -> bool:
+        """A lease within its term: kept, live (True: its object stays too) unless its holder
+        released it (its fill is done)."""
+        try:
+            state = read_generation(self.writer, lease.uri, 0, term=TERM).state
+        except MdlError as exc:
+            self.errors.append(exc)
+            state = "live"
+        live = state != "released"
+        self.kept.append(MirrorEntry(lease.uri, lease.size, LIVE_LEASE if live else RELEASED))
+        return live
+
+    def unnamed(
+        self, item: Listed, template: str, named: Named, *, keep_days: float, now: float
+    ) -> None:
+        """An object no model names: removed if mdl wrote it at this name (its mark, on the
+        version removed), for a model of this catalog's origin, and it is older than
+        ``keep_days``; else kept, saying until when when only its age keeps it."""
+        if item.uri.endswith(OLD_LEASE):  # not mdl's to remove now: said, once
+            self.older_lease(item)
+            return
         try:
             seen = self.writer.owned(item.uri, root=fixed_part(template))
         except UsageError as exc:  # a name the store lists but cannot address (a folder's)
@@ -309,8 +355,8 @@ class _MirrorRun:
             return
         if seen is None:
             return  # removed meanwhile
-        if not seen.marked:
-            self.kept.append(MirrorEntry(item.uri, seen.size, UNMARKED))
+        if (why := _not_ours(seen, named, item.uri)) is not None:
+            self.kept.append(MirrorEntry(item.uri, seen.size, why))
         elif now - seen.modified < keep_days * DAY:
             young = f"younger than {keep_days:g} day(s)"
             after = seen.modified + keep_days * DAY
@@ -335,14 +381,31 @@ class _MirrorRun:
         except MdlError as exc:  # a mark left costs a few bytes: said in the log
             log.info("%s: could not remove a mark: %s", marks, exc.message)
 
-    def abandoned(self, prefix: str, *, before: float) -> None:
-        """Remove the writes a killed fill left (a live one's are younger: left, not reported)."""
+    def older_lease(self, item: Listed) -> None:
+        """mdl 0.3's lease beside its object: kept, and said once (its fleet and this mdl's do
+        not see each other's leases)."""
+        self.kept.append(MirrorEntry(item.uri, item.size, OLDER_LEASE))
+        if not any(OLDER_LEASE in said for said in self.warnings):
+            self.warnings.append(
+                f"{item.uri} is {OLDER_LEASE}: its machines and this mdl's do not see each"
+                " other's leases and each fetch from the origin what the mirror lacks; run mdl"
+                " 0.4 or later on every machine of the fleet"
+            )
+
+    def abandoned(self, prefix: str, *, before: float, now: float) -> None:
+        """Remove the writes a killed fill left; younger ones (a live fill's, or one killed
+        today) are kept, saying when they go."""
         try:
-            gone = self.writer.abandoned(prefix, before=before, remove=not self.dry_run)
+            found = self.writer.abandoned(prefix, before=before, remove=not self.dry_run)
         except MdlError as exc:
             self.errors.append(exc)
             return
-        self.removed.extend(MirrorEntry(item.uri, item.size, ABANDONED) for item in gone)
+        for item in found:
+            if item.modified < before:
+                self.removed.append(MirrorEntry(item.uri, item.size, ABANDONED))
+            else:
+                after = item.modified + ABANDONED_DAYS * DAY
+                self.kept.append(MirrorEntry(item.uri, item.size, UNFINISHED, after=after))
 
     def parts(self, root: str, *, before: float, keep: Callable[[str], bool]) -> None:
         """Remove the parts a dead fill published (``root``: the namespace), a set at a time: one
@@ -353,11 +416,13 @@ class _MirrorRun:
             if found := PART.fullmatch(item.uri.removeprefix(root + PARTS)):
                 sets.setdefault(root.removesuffix(NAMESPACE) + found[1], []).append(item)
         for target, parts in sets.items():
-            if keep(target) or max(part.modified for part in parts) >= before:
-                continue
-            # a set is one entry (its folder, the bytes removed), as an abandoned upload is
-            if sizes := [part.size for part in parts if self.gone(part)]:
-                folder = parts[0].uri.rpartition("/")[0] + "/"
+            # a set is one entry (its folder, the bytes), as an abandoned upload is
+            folder, newest = parts[0].uri.rpartition("/")[0] + "/", max(p.modified for p in parts)
+            if keep(target) or newest >= before:
+                after = None if keep(target) else newest + ABANDONED_DAYS * DAY
+                size = sum(part.size for part in parts)
+                self.kept.append(MirrorEntry(folder, size, FILL_PARTS, after=after))
+            elif sizes := [part.size for part in parts if self.gone(part)]:
                 self.removed.append(MirrorEntry(folder, sum(sizes), ABANDONED))
 
     def cannot_address(self, item: Listed, exc: UsageError) -> None:
@@ -383,6 +448,18 @@ class _MirrorRun:
         except MdlError as exc:
             self.errors.append(exc)
         return False
+
+
+def _not_ours(seen: Seen, named: Named, uri: str) -> str | None:
+    """Why an object stays whatever its age, by its mark (``protocol.authorship`` read it): none
+    made for this name (a copy, another tool's), mdl 0.6's (a copy keeps it), or another
+    catalog's model of the same name's. None: this catalog's to prune."""
+    mark = seen.mark
+    if mark is None:
+        return UNMARKED
+    if not mark.bound:
+        return OLD_MARK
+    return THEIRS if named.theirs(uri, mark) else None
 
 
 def prune_mirror_models(

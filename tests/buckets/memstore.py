@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mdl.buckets.protocol import Listed, Seen, Writer
+from mdl.buckets.protocol import LEGACY_MARK, Listed, Seen, Writer, authorship, mark_text
 from mdl.errors import IntegrityError, NetworkError
 
 METHODS = (
@@ -47,7 +47,9 @@ class Stored:
     data: bytes
     etag: str
     modified: float
-    marked: bool = False  # mdl's mark: set by ``upload`` only, as S3's metadata
+    # mdl's mark (``mark_text``): set by ``upload`` only, as S3's metadata; LEGACY_MARK: one
+    # bound to the object that names no side (a folder's mark of mdl 0.6)
+    mark: str | None = None
 
 
 class MemoryStore:
@@ -87,11 +89,21 @@ class MemoryStore:
         with self._lock:
             self._failures[method] += times
 
-    def put(self, uri: str, data: bytes, *, marked: bool = False) -> Seen:
+    def put(self, uri: str, data: bytes, *, marked: bool = False, side: str | None = None) -> Seen:
         """Write unconditionally (a test's setup, or another tool writing the bucket; ``marked``:
-        as mdl uploads, with its mark)."""
+        as mdl uploads, with its mark: ``side``'s, or one that names no side)."""
         with self._lock:
-            return self._write(uri, data, marked=marked)
+            if not marked:
+                return self._write(uri, data)
+            sha256 = hashlib.sha256(data).hexdigest()
+            said = mark_text(uri, sha256=sha256, size=len(data), side=side) if side else None
+            return self._write(uri, data, mark=said or LEGACY_MARK)
+
+    def copy(self, source: str, uri: str) -> Seen:
+        """A server-side copy (S3 CopyObject, MetadataDirective=COPY): bytes and mark alike."""
+        with self._lock:
+            stored = self._objects[source]
+            return self._write(uri, stored.data, mark=stored.mark)
 
     def objects(self) -> dict[str, bytes]:
         """Every object's bytes, by URI (a snapshot)."""
@@ -151,6 +163,7 @@ class MemoryStore:
         root: str,
         overwrite: bool = False,
         sent: Callable[[int], None] | None = None,
+        side: str = "",
     ) -> bool:
         data = path.read_bytes()
         with self._call("upload", uri):
@@ -159,11 +172,19 @@ class MemoryStore:
                 raise IntegrityError(f"{uri}: the bytes do not match their size and SHA-256")
             if uri in self._objects and not (self.ignore_conditions or overwrite):
                 return False
-            self._write(uri, data, marked=True)
+            self._write(uri, data, mark=mark_text(uri, sha256=sha256, size=size, side=side))
             return True
 
     def assemble(
-        self, uri: str, parts: Sequence[str], path: Path, *, size: int, sha256: str, root: str
+        self,
+        uri: str,
+        parts: Sequence[str],
+        path: Path,
+        *,
+        size: int,
+        sha256: str,
+        root: str,
+        side: str = "",
     ) -> bool | None:
         """As S3 assembles: the object is the parts joined in the store, only when they are the
         local file's bytes (None otherwise: the caller uploads), the file checked as ``upload``
@@ -178,13 +199,18 @@ class MemoryStore:
                 return None
             if uri in self._objects and not self.ignore_conditions:
                 return False
-            self._write(uri, joined, marked=True)  # the parts' bytes, as the store joins them
+            # the parts' bytes, as the store joins them
+            self._write(uri, joined, mark=mark_text(uri, sha256=sha256, size=size, side=side))
             return True
 
     def owned(self, uri: str, *, root: str) -> Seen | None:
         with self._call("owned", uri):
             stored = self._objects.get(uri)
-            return None if stored is None else replace(self._seen(stored), marked=stored.marked)
+            if stored is None:
+                return None
+            old = stored.mark == LEGACY_MARK
+            mark = authorship(stored.mark, where=uri, size=len(stored.data), old=old)
+            return replace(self._seen(stored), mark=mark)
 
     def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
         with self._call("listing", prefix):
@@ -217,9 +243,9 @@ class MemoryStore:
                 raise NetworkError(f"{method}: connection reset by peer (MemoryStore.fail_next)")
             yield
 
-    def _write(self, uri: str, data: bytes, *, marked: bool = False) -> Seen:
+    def _write(self, uri: str, data: bytes, *, mark: str | None = None) -> Seen:
         etag = f'"{hashlib.md5(data).hexdigest()}"'
-        stored = Stored(bytes(data), etag, self.clock, marked)
+        stored = Stored(bytes(data), etag, self.clock, mark)
         self._objects[uri] = stored
         return self._seen(stored)
 

@@ -25,7 +25,7 @@ from mdl.buckets._s3write import S3Upload, S3Writer
 from mdl.buckets.lease import honours_conditions
 from mdl.buckets.protocol import Seen, Writer
 from mdl.buckets.registry import STORES
-from mdl.buckets.s3 import sha256_of_head
+from mdl.buckets.s3 import mdl_metadata, sha256_of_head
 from mdl.errors import IntegrityError, NetworkError
 from mdl.upload._bucket import Bucket, ReadyFile
 
@@ -193,7 +193,9 @@ def test_upload_small_once(place: Place, tmp_path: Path) -> None:
         Bucket=place.bucket, Key=place.key("m/a.bin"), ChecksumMode="ENABLED"
     )
     assert sha256_of_head(head) == sha  # the store's own checksum
-    assert head["Metadata"] == {"sha256": sha, "mdl": "1"}
+    # mdl's mark, bound to the key written and the bytes
+    said = mdl_metadata(place.uri("m/a.bin"), sha256=sha, size=3000, side="")
+    assert head["Metadata"] == said
     other, other_sha = _file(tmp_path, "b.bin", 3000, seed=b"other")
     assert (
         writer.upload(place.uri("m/a.bin"), other, size=3000, sha256=other_sha, root=ROOT) is False
@@ -216,7 +218,9 @@ def test_upload_in_parts_once(
     )
     assert head["ContentLength"] == size
     assert str(head["ETag"]).strip('"').endswith("-3")  # 5 + 5 + 1 MiB
-    assert head["Metadata"] == {"sha256": sha, "mdl": "1"}
+    # mdl's mark, bound to the key written and the bytes
+    said = mdl_metadata(place.uri("m/big.bin"), sha256=sha, size=size, side="")
+    assert head["Metadata"] == said
     # the store's composite SHA-256 (of the parts' SHA-256s) is of these bytes
     data = path.read_bytes()
     digests = b"".join(
@@ -261,7 +265,9 @@ def test_an_upload_told_to_overwrite_replaces_whole_or_in_parts(
     assert done is True and sum(told) == size
     assert hashlib.sha256(place.body("m/a.bin")).hexdigest() == sha
     head = place.client.head_object(Bucket=place.bucket, Key=place.key("m/a.bin"))
-    assert head["Metadata"] == {"sha256": sha, "mdl": "1"}
+    # mdl's mark, bound to the key written and the bytes
+    said = mdl_metadata(place.uri("m/a.bin"), sha256=sha, size=size, side="")
+    assert head["Metadata"] == said
     assert place.unfinished() == []
 
 
@@ -582,7 +588,8 @@ def test_no_such_upload_is_ours_only_when_the_object_says_our_sha256(
     place: Place, tmp_path: Path
 ) -> None:
     """A NoSuchUpload on completing is our success only if the object at the key carries our
-    SHA-256; another's object there is not ours (the error stands)."""
+    mark for our SHA-256; another's object there is not ours (the error stands), nor one that
+    only says our SHA-256 in its metadata (anyone can write that)."""
     if place.server == "moto":
         pytest.skip("moto 5.2 answers 500 (a KeyError), not NoSuchUpload, for an unknown upload id")
     from mdl.buckets.s3 import S3Object
@@ -601,7 +608,13 @@ def test_no_such_upload_is_ours_only_when_the_object_says_our_sha256(
         S3Upload(writer, obj, Path(), 0, "a")._complete(
             "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}]
         )
-    assert S3Upload(writer, obj, Path(), 0, "b" * 64)._complete(
+    with pytest.raises(NotFoundError):  # our SHA-256 said, but no mark of ours
+        S3Upload(writer, obj, Path(), 0, "b" * 64)._complete(
+            "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}]
+        )
+    ours = mdl_metadata(obj.uri, sha256="b" * 64, size=6, side="")
+    place.client.put_object(Bucket=place.bucket, Key=obj.key, Body=b"theirs", Metadata=ours)
+    assert S3Upload(writer, obj, Path(), 6, "b" * 64)._complete(
         "no-such-upload", [{"PartNumber": 1, "ETag": '"0"'}]
     )
 
@@ -684,7 +697,9 @@ def test_assemble_from_published_parts(
     assert [r[0] for r in requests].count("PUT") == 3  # the copies: no body sent
     assert place.body("m/big.bin") == path.read_bytes()
     head = place.client.head_object(Bucket=place.bucket, Key=place.key("m/big.bin"))
-    assert head["Metadata"] == {"sha256": sha, "mdl": "1"}
+    # mdl's mark, bound to the key written and the bytes
+    said = mdl_metadata(place.uri("m/big.bin"), sha256=sha, size=size, side="")
+    assert head["Metadata"] == said
     assert str(head["ETag"]).strip('"').endswith("-3")
     assert writer.holds(place.uri("m/big.bin"), path, size=size, sha256=sha)
     assert place.unfinished() == []

@@ -20,7 +20,7 @@ from s3server import S3
 
 from mdl.buckets.folder import file_etag
 from mdl.buckets.lease import lease_prefix, namespace
-from mdl.buckets.protocol import Listed, Seen, mark_uri
+from mdl.buckets.protocol import Listed, Mark, Seen, mark_uri, side_of
 from mdl.buckets.registry import STORES
 from mdl.buckets.s3 import mdl_metadata
 from mdl.catalog.load import parse_catalog
@@ -48,12 +48,15 @@ class MemWriter:
 
     def _seen(self, uri: str) -> Seen:
         data, modified, version, marked = self.objects[uri]
-        return Seen(str(version), len(data), modified, self.clock, marked)
+        # a mark bound to the object that names no side (as mdl 0.6's folder marks)
+        return Seen(
+            str(version), len(data), modified, self.clock, Mark(None, None) if marked else None
+        )
 
     def head(self, uri: str) -> Seen | None:
         return self._seen(uri) if uri in self.objects else None
 
-    def read(self, uri: str) -> tuple[bytes, Seen] | None:
+    def read(self, uri: str, *, limit: int = 4096, aged: bool = True) -> tuple[bytes, Seen] | None:
         return (self.objects[uri][0], self._seen(uri)) if uri in self.objects else None
 
     def create(self, uri: str, data: bytes) -> Seen | None:
@@ -427,9 +430,9 @@ def test_an_s3_mirror_is_pruned_by_the_store_clock(
     for name, key in keys.items():
         data = TINY.get(key.rsplit("/", 1)[-1], b"x" * 10) if "named" in name else b"x"
         # as mdl uploads: with its mark (the lease, as mdl creates one, without)
-        marked = (
-            {} if name == "lease" else {"Metadata": mdl_metadata(hashlib.sha256(data).hexdigest())}
-        )
+        sha256, side = hashlib.sha256(data).hexdigest(), side_of(f"hf://org/tiny@{COMMIT}/x")
+        said = mdl_metadata(f"s3://mirror/{key}", sha256=sha256, size=len(data), side=side)
+        marked = {} if name == "lease" else {"Metadata": said}
         s3.put("mirror", key, data, **marked)
     client = s3.client()
 
@@ -489,7 +492,10 @@ def test_what_mdl_did_not_write_stays_however_old(place: Path, shelf: Shelf) -> 
     doc = json.loads(result.stdout)
     assert all(shelf.has(uri) for uri in [*foreign.values(), theirs]), doc["removed"]
     kept = {e["uri"]: e["reason"] for e in doc["kept"]}
-    assert kept[foreign["beside"]] == "not written by mdl (it carries no mdl mark)"
+    assert (
+        kept[foreign["beside"]]
+        == "not written by mdl at this name (no mdl mark made for it: a copy, another tool's)"
+    )
     assert kept[foreign["dataset"]].startswith("not a model of this catalog")
     assert kept[theirs].startswith("not a model of this catalog")
     assert {e["uri"] for e in doc["removed"]} == {uris["old_version"], uris["expired"]}
@@ -498,7 +504,10 @@ def test_what_mdl_did_not_write_stays_however_old(place: Path, shelf: Shelf) -> 
     assert all(shelf.has(uri) for uri in foreign.values())
     assert not shelf.has(theirs) and not shelf.has(uris["old"])
     kept = {e["uri"]: e["reason"] for e in json.loads(every.stdout)["kept"]}
-    assert kept[foreign["dataset"]] == "not written by mdl (it carries no mdl mark)"
+    assert (
+        kept[foreign["dataset"]]
+        == "not written by mdl at this name (no mdl mark made for it: a copy, another tool's)"
+    )
 
 
 def test_a_template_not_by_model_keeps_every_object_it_does_not_name(
@@ -573,9 +582,12 @@ def test_objects_mdl_uploads_carry_the_mark_prune_honours(
     assert pruned.exit_code == 0, pruned.stderr
     client = s3.client()
     held = {o["Key"] for o in client.list_objects_v2(Bucket="mirror")["Contents"]}
-    assert held == {"hub/tiny/other.bin"}
+    assert held == {"hub/tiny/other.bin"}, pruned.stdout
     kept = {e["uri"]: e["reason"] for e in json.loads(pruned.stdout)["kept"]}
-    assert kept["s3://mirror/hub/tiny/other.bin"] == "not written by mdl (it carries no mdl mark)"
+    assert (
+        kept["s3://mirror/hub/tiny/other.bin"]
+        == "not written by mdl at this name (no mdl mark made for it: a copy, another tool's)"
+    )
     # the mark FolderWriter.upload wrote, as it wrote it: --keep-days 0 (touching the file
     # would make it another version, unmarked)
     on_disk = mdl("prune", "--mirror", folder.template, "--keep-days", "0")

@@ -42,7 +42,9 @@ def test_a_mark_another_user_planted_never_removes_what_mdl_did_not_write(tmp_pa
     template = root + "{model}/{path}"
     report = prune_mirror(FolderWriter(), template, Named({}, {}, None), keep_days=7)
     assert report.removed == () and theirs.read_bytes() == b"another team's"
-    assert [e.reason for e in report.kept] == ["not written by mdl (it carries no mdl mark)"]
+    assert [e.reason for e in report.kept] == [
+        "not written by mdl at this name (no mdl mark made for it: a copy, another tool's)"
+    ]
     os.chown(mark, 4242, 4242)  # the object's own user marked it: theirs to remove
     report = prune_mirror(FolderWriter(), template, Named({}, {}, None), keep_days=7)
     assert [e.uri for e in report.removed] == [f"file://{theirs}"] and not theirs.exists()
