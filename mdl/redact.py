@@ -64,7 +64,7 @@ _AUTHORIZATION_RE = re.compile(
 _PATH_PARAM = re.compile(r";([^;/=?#]*)=([^;/?#]*)")
 # A request target without scheme and host (``/bucket/key?X-Amz-Signature=…``, as a server logs
 # what it was asked), or a bare query: at a word's start (after a space, a quote, a bracket, "=").
-_TARGET_RE = re.compile(r"(?<![^\s\"'(\[<=,])(/[^\s\"'<>?#]*)?\?([^\s\"'<>#]+)")
+_TARGET_RE = re.compile(r"(?<![^\s\"'(\[<=,])(/[^\s\"'<>?#]*)?\?([^\s\"'<>#)\]]+)")
 
 # Format characters (Unicode category Cf): the soft hyphen, zero-width space and joiners, bidi marks
 # and overrides, the BOM, invisible tag characters. A terminal shows nothing of them; a server may

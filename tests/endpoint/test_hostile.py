@@ -1444,3 +1444,122 @@ def test_the_env_file_is_mode_600_even_when_its_temporary_name_exists(tmp_path: 
     text = target.read_text()
     assert "AWS_SECRET_ACCESS_KEY=" in text and "planted" not in text
     assert target.stat().st_mode & 0o777 == 0o600, oct(target.stat().st_mode & 0o777)
+
+
+def _presigned_by_boto3(site: Site, version: str, **credentials: str) -> str:
+    """A GET of config.json presigned by boto3 itself (``s3``: V2, what ``generate_presigned_url``
+    makes by default; ``s3v4``: V4), with the run's key and ``credentials`` besides."""
+    import boto3
+    from botocore.config import Config
+
+    env = site.serve.environment
+    client = boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+        **credentials,
+    ).client("s3", endpoint_url=site.serve.url, config=Config(signature_version=version))
+    url: str = client.generate_presigned_url(
+        "get_object", Params={"Bucket": "mdl", "Key": "m/config.json"}, ExpiresIn=600
+    )
+    return url
+
+
+def test_presigned_urls_leave_no_signature_or_credential_in_the_log_or_on_stderr(
+    site: Site,
+) -> None:
+    """Fixed defect (issue 68 D), as found: ``mdl -v serve`` logged each request target whole,
+    query included: a V2 presigned URL (boto3's default) sat in the log with its signature, and a
+    V4 one was cut only by a 200-character truncation. Every secret-bearing parameter of a target
+    (signatures, credentials, a session token, the V2 access key id) is out of the log and stderr,
+    whether the request was answered or refused; and the log is this user's alone (0600)."""
+    urls = [
+        _presigned_by_boto3(site, "s3"),
+        _presigned_by_boto3(site, "s3v4"),
+        _presigned_by_boto3(site, "s3v4", aws_session_token="FwoGZXIvYXdzEJr" + "T0KEN" * 20),
+    ]
+    secret_params = {"Signature", "AWSAccessKeyId", "X-Amz-Signature", "X-Amz-Credential",
+                     "X-Amz-Security-Token"}  # fmt: skip
+    values = set()
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        target = f"{parts.path}?{parts.query}"
+        for name, value in urllib.parse.parse_qsl(parts.query):
+            if name in secret_params:
+                values |= {value, urllib.parse.quote(value, safe="")}
+        site.plain(target)  # answered (or refused: the token is no key of the run's)
+        site.plain(target.replace("config.json", "absent.json"))  # refused: signature
+        site.exchange(  # (cut mid-request: the server's own error path)
+            f"GET {target} HTTP/1.1\r\nHost: {site.netloc}\r\n".encode() + b"X" * 70000
+        )
+    assert len(values) >= 6
+    wait_for(lambda: "/mdl/m/config.json?REDACTED" in site.log, what="the targets logged")
+    for value in values:
+        assert value not in site.log, value
+        assert value not in site.serve.stderr, value
+    assert (site.folder / "mdl.log").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("plant", ["another-owner", "symlink", "group-readable", "not-an-env-file"])
+def test_an_env_file_mdl_did_not_write_is_refused_and_left_alone(
+    offline: tuple[Path, dict[str, str]], plant: str
+) -> None:
+    """Fixed defect (issue 68 D), as found: with ``--env-file`` in a sticky shared folder (``/tmp``),
+    a file another user planted at the name was sourced by the documented script (mdl exited 7,
+    ``rm -f`` failed, the wait loop read theirs). mdl now takes the name by an exclusive create
+    and replaces only a file an earlier run of this user wrote (a regular file of its own, mode
+    600, one name, beginning as an env file does): anything else there is refused, exit 7, in a
+    line naming it, and left as it was."""
+    folder, env = offline
+    shared = folder / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp
+    target = shared / "mdl.env"
+    planted = "export AWS_ENDPOINT_URL=http://127.0.0.1:9\n"
+    if plant == "another-owner":
+        if os.geteuid() != 0:
+            pytest.skip("making a file another user's needs root")
+        target.write_text(planted)
+        target.chmod(0o600)
+        os.chown(target, 4242, 4242)
+    elif plant == "symlink":
+        theirs = folder / "theirs.env"
+        theirs.write_text(planted)
+        target.symlink_to(theirs)
+    elif plant == "group-readable":
+        target.write_text(planted)
+        target.chmod(0o644)
+    else:
+        target.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+        target.chmod(0o600)
+    before = (target.lstat(), target.read_text())
+    done = subprocess.run(
+        [sys.executable, "-m", "mdl", "serve", "m", "--port", "0", "--env-file", str(target)],
+        env=env, capture_output=True, text=True, timeout=HANG, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 7, done.stderr
+    assert f"--env-file {target}" in done.stderr and "Traceback" not in done.stderr
+    assert (target.lstat(), target.read_text()) == before
+    assert list(shared.iterdir()) == [target]  # no temporary left beside it
+
+
+def test_an_earlier_runs_env_file_is_replaced(offline: tuple[Path, dict[str, str]]) -> None:
+    """A restart with the same ``--env-file`` (after a ``kill -9``) replaces the file the earlier
+    run left, with the new key."""
+    from mdl import serve
+
+    folder, env = offline
+    target = folder / "private" / "mdl.env"
+    target.parent.mkdir(mode=0o700)
+    stop = threading.Event()
+    serve("m", port=0, env_file=target, environ=env, on_ready=lambda _: stop.set(), stop=stop)
+    first = target.read_text()
+    stop.clear()
+    serve("m", port=0, env_file=target, environ=env, on_ready=lambda _: stop.set(), stop=stop)
+    second = target.read_text()
+    assert first.startswith("export AWS_ENDPOINT_URL=") and second.startswith(
+        "export AWS_ENDPOINT_URL="
+    )
+    assert first != second  # a new key
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in target.parent.iterdir()) == ["mdl.env"]
