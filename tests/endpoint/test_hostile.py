@@ -1563,3 +1563,47 @@ def test_an_earlier_runs_env_file_is_replaced(offline: tuple[Path, dict[str, str
     assert first != second  # a new key
     assert target.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in target.parent.iterdir()) == ["mdl.env"]
+
+
+def test_the_documented_start_up_script_runs_as_written_beside_a_planted_file(
+    tmp_path: Path,
+) -> None:
+    """docs/serving.md's script, as written (``mdl`` and ``vllm`` stand-ins: this tree's mdl, and
+    boto3 reading the model with the sourced environment alone), in a TMPDIR shared with others
+    (sticky, a planted env file in it): it serves the loader, and reads no file it did not make."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
+    script = docs.split("```sh\n", 1)[1].split("```", 1)[0]
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "mdl.env").write_text("export AWS_ENDPOINT_URL=http://127.0.0.1:9\n")
+    with CdnServer() as cdn:
+        data = FILES["config.json"]
+        files = {"config.json": (cdn.add_file("/c", data), data)}
+        catalog = model_catalog(tmp_path, files, model="my-model")
+        done = _run_documented(script, tmp_path, catalog, shared)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == f"read {len(FILES['config.json'])}"
+    assert (shared / "mdl.env").read_text() == "export AWS_ENDPOINT_URL=http://127.0.0.1:9\n"
+
+
+def _run_documented(
+    script: str, tmp_path: Path, catalog: Path, shared: Path
+) -> subprocess.CompletedProcess[str]:
+    env = {**isolated(tmp_path, catalog), "TMPDIR": str(shared)}
+    env = {k: v for k, v in env.items() if not k.startswith("AWS_")}  # the script's alone
+    python = shlex.quote(sys.executable)
+    reader = (
+        "import boto3, os; assert os.environ['AWS_ENDPOINT_URL'].startswith('http://127.0.0.1:');"
+        "b = boto3.client('s3').get_object(Bucket='mdl', Key='my-model/config.json');"
+        "print('read', len(b['Body'].read()))"
+    )
+    stand_ins = (
+        f'mdl() {{ exec {python} -m mdl "$@" --port 0 --no-progress; }}\n'
+        f"vllm() {{ {python} -c {shlex.quote(reader)}; }}\n"
+        "trap 'kill $(jobs -p) 2>/dev/null' EXIT\n"
+    )
+    return subprocess.run(
+        ["bash", "-c", stand_ins + script], env=env, capture_output=True, text=True,
+        timeout=HANG, check=False,
+    )  # fmt: skip
