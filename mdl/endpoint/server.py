@@ -1,6 +1,7 @@
 """The endpoint's HTTP side: a threaded HTTP/1.1 server on one address, each request
 authenticated (SigV4 with the run's key) before anything is looked up, each answer's bytes sent
-from the verified file with sendfile; bounded in connections, header sizes and idle time."""
+from the verified file with sendfile; bounded in connections (the loader's apart from those not
+signed yet), header sizes and idle time; a refused request ends its connection."""
 
 from __future__ import annotations
 

@@ -233,8 +233,8 @@ def _address_warnings(host: str) -> tuple[str, ...]:
 
 
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-# what an env file this run may replace begins with (an earlier run's: see _an_earlier_runs)
-_ENV_FILE_START = b"export AWS_ENDPOINT_URL="
+# an env file is a few hundred bytes: a longer file is no earlier run's
+_MOST_ENV_FILE = 4096
 
 
 def _write_env_file(path: Path, served: Serving) -> None:
@@ -271,8 +271,9 @@ def _write_env_file(path: Path, served: Serving) -> None:
 
 def _an_earlier_runs(path: Path) -> bool:
     """Whether the file at ``path`` is one an earlier run wrote: a regular file (not a link) of
-    this user's with one name, mode 600, that begins as an env file does. Nobody else can make a
-    file this user owns; what this user keeps elsewhere (a key file) does not begin so."""
+    this user's with one name, mode 600, of ``export`` lines only, naming the endpoint. Nobody
+    else can make a file this user owns; what this user keeps elsewhere (a key file, a shell's
+    profile) does not read so."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -284,7 +285,16 @@ def _an_earlier_runs(path: Path) -> bool:
             and found.st_uid == os.geteuid()
             and stat.S_IMODE(found.st_mode) == 0o600
             and found.st_nlink == 1
-            and os.read(fd, len(_ENV_FILE_START)) == _ENV_FILE_START
+            and _exports_only(os.read(fd, _MOST_ENV_FILE + 1))
         )
     finally:
         os.close(fd)
+
+
+def _exports_only(text: bytes) -> bool:
+    lines = text.splitlines()
+    return (
+        len(text) <= _MOST_ENV_FILE
+        and all(line.startswith(b"export ") for line in lines)
+        and any(line.startswith(b"export AWS_ENDPOINT_URL=") for line in lines)
+    )

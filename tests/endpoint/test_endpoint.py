@@ -11,14 +11,13 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
 from botocore.exceptions import ClientError
-from runfixtures import wait_for
+from runfixtures import HANG, wait_for
 from serveproc import ServeProcess, isolated, model_catalog
 from servers import CdnServer, make_data
 
@@ -341,11 +340,9 @@ def test_sigterm_and_ctrl_c_end_waiting_clients_at_once(tmp_path: Path) -> None:
                 lambda: log.exists() and "a loader waits for m/w.bin" in log.read_text(),
                 what="the GET to wait",
             )  # nothing pulls the file
-            began = time.monotonic()
-            assert serve.stop(sig) == 0, serve.stderr
-            reader.join(timeout=60)
+            assert serve.stop(sig) == 0, serve.stderr  # (within HANG, or it fails saying so)
+            reader.join(timeout=HANG)
             assert failures == ["ServiceUnavailable"]
-            assert time.monotonic() - began < 60
             assert "Traceback" not in serve.stderr
             assert "stopped serving" in serve.stderr
 

@@ -1206,9 +1206,14 @@ def test_slowloris_connections_do_not_keep_a_signed_loader_out(site: Site) -> No
     wait_for(lambda: _verified(site, "config.json"), what="the endpoint to serve again")
 
 
-def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+def _running(pid: int) -> set[str]:
+    """The threads of ``pid`` running or ready to run now (state R)."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R":
+                found.add(task.name)
+    return found
 
 
 def test_failed_and_hostile_requests_leave_nothing_spinning(site: Site) -> None:
@@ -1239,13 +1244,13 @@ def test_failed_and_hostile_requests_leave_nothing_spinning(site: Site) -> None:
         with socket.create_connection(site.address, timeout=HANG) as sock:
             sock.sendall(b"GET /mdl/m/config.json HTTP/1.1\r\nHost: x\r\n")  # left unfinished
     _serves_still(site)
-    hz = os.sysconf("SC_CLK_TCK")
-    pid = site.serve.process.pid
-    before, began = _cpu_ticks(pid), time.monotonic()
-    threading.Event().wait(2.0)  # idle: the measure, not a wait for anything
-    spent = (_cpu_ticks(pid) - before) / hz
-    idle = time.monotonic() - began
-    assert spent < 0.25 * idle, f"{spent:.2f} s of CPU in {idle:.2f} s idle: something spins"
+    # a thread that spins is running (or ready to) whenever it is looked at; one that waits is not:
+    # 20 looks apart, no thread in all of them (no time is measured or compared)
+    spinning = _running(site.serve.process.pid)
+    for _ in range(20):
+        threading.Event().wait(0.05)  # (looks apart, not a wait for anything)
+        spinning &= _running(site.serve.process.pid)
+    assert not spinning, f"threads {sorted(spinning)} ran at every look: something spins"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1315,11 +1320,8 @@ def test_sigterm_while_a_loader_downloads_slowly_ends_it_promptly_with_0(site: S
             wait_for(
                 lambda: "a loader waits for m/zz-stalled.bin" in site.log[logged:], what="a wait"
             )
-            began = time.monotonic()
-            code = second.stop(signal.SIGTERM)
-            took = time.monotonic() - began
+            code = second.stop(signal.SIGTERM)  # (within HANG, or it fails saying so)
             assert code == 0, second.stderr
-            assert took < HANG
             waited = b""
             while chunk := waiting.recv(65536):
                 waited += chunk
