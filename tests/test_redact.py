@@ -351,7 +351,8 @@ SIG_HEX = "5454aedd03c4bdf939f7bca3057d0bc4005483da08e05b4921b42d668cb4e6b4"
         "/mdl/m/x.bin?AWSAccessKeyId=MDL41D820FB17D39473&Signature=c2ln%2BbmF0%3D&Expires=17",
         "/mdl/m/x.bin?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=MDL41D820FB17D39473"
         f"%2F20261127%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20261127T062241Z&X-Amz-Expires=600"
-        f"&X-Amz-SignedHeaders=host&X-Amz-Security-Token=FwoGZXIvYXdzEJrT0KEN&X-Amz-Signature={SIG_HEX}",
+        "&X-Amz-SignedHeaders=host&X-Amz-Security-Token=FwoGZXIvYXdzEJrT0KEN"
+        f"&X-Amz-Signature={SIG_HEX}",
         # the parameters of the other clouds redact.py knows, and a bare query
         f"/c/m.bin?sv=2024&se=2030&sig={SIG_HEX}",
         f"/o/m.bin?X-Goog-Credential=svc%40p.iam&X-Goog-Signature={SIG_HEX}",

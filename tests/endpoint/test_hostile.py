@@ -1506,12 +1506,12 @@ def test_presigned_urls_leave_no_signature_or_credential_in_the_log_or_on_stderr
 def test_an_env_file_mdl_did_not_write_is_refused_and_left_alone(
     offline: tuple[Path, dict[str, str]], plant: str
 ) -> None:
-    """Fixed defect (issue 68 D), as found: with ``--env-file`` in a sticky shared folder (``/tmp``),
-    a file another user planted at the name was sourced by the documented script (mdl exited 7,
-    ``rm -f`` failed, the wait loop read theirs). mdl now takes the name by an exclusive create
-    and replaces only a file an earlier run of this user wrote (a regular file of its own, mode
-    600, one name, beginning as an env file does): anything else there is refused, exit 7, in a
-    line naming it, and left as it was."""
+    """Fixed defect (issue 68 D), as found: with ``--env-file`` in a sticky shared folder
+    (``/tmp``), a file another user planted at the name was sourced by the documented script
+    (mdl exited 7, ``rm -f`` failed, the wait loop read theirs). mdl now takes the name by an
+    exclusive create and replaces only a file an earlier run of this user wrote (a regular file
+    of its own, mode 600, one name, of export lines naming the endpoint): anything else there is
+    refused, exit 7, in a line naming it, and left as it was."""
     folder, env = offline
     shared = folder / "shared"
     shared.mkdir()
