@@ -64,7 +64,9 @@ _AUTHORIZATION_RE = re.compile(
 _PATH_PARAM = re.compile(r";([^;/=?#]*)=([^;/?#]*)")
 # A request target without scheme and host (``/bucket/key?X-Amz-Signature=…``, as a server logs
 # what it was asked), or a bare query: at a word's start (after a space, a quote, a bracket, "=").
-_TARGET_RE = re.compile(r"(?<![^\s\"'(\[<=,])(/[^\s\"'<>?#]*)?\?([^\s\"'<>#)\]]+)")
+_TARGET_RE = re.compile(
+    r"(?<![^\s\"'(\[<=,])(?:(/[^\s\"'<>?#]*)(?:\?([^\s\"'<>#)\]]+))?|\?([^\s\"'<>#)\]]+))"
+)
 
 # Format characters (Unicode category Cf): the soft hyphen, zero-width space and joiners, bidi marks
 # and overrides, the BOM, invisible tag characters. A terminal shows nothing of them; a server may
@@ -280,11 +282,13 @@ def _hide_path_params(path: str) -> str:
 def _redact_targets(text: str) -> str:
     """Request targets and bare queries (``GET /b/k?Signature=…``) as :func:`redact_url` leaves a
     URL: a secret path parameter's value and the whole query of a signed one replaced."""
-    if "?" not in text:
+    if "?" not in text and ";" not in text:
         return text
 
     def one(m: re.Match[str]) -> str:
-        path, query = _hide_path_params(m.group(1) or ""), m.group(2)
+        path, query = _hide_path_params(m.group(1) or ""), m.group(2) or m.group(3)
+        if query is None:
+            return path
         return f"{path}?{REDACTED if is_signed_url('?' + query) else query}"
 
     return _TARGET_RE.sub(one, text)

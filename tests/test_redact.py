@@ -378,8 +378,14 @@ def test_a_request_target_loses_every_signature_and_credential(target: str, line
 
 
 def test_a_query_without_credentials_and_a_question_in_words_stay() -> None:
-    for text in ("GET /mdl?list-type=2&prefix=a%2F -> 200", "what? no", "is it /a/b?"):
+    for text in ("GET /mdl?list-type=2&prefix=a%2F -> 200", "what? no", "is it /a/b?",
+                 "/a;b=c/d: refused; said"):  # fmt: skip
         assert redact_text(text) == text
+
+
+def test_a_secret_path_parameter_of_a_target_is_redacted() -> None:
+    shown = redact_text(f"127.0.0.1 GET /mdl/m/x;jsessionid={SIG_HEX}/y: 403 AccessDenied")
+    assert shown == f"127.0.0.1 GET /mdl/m/x;jsessionid={REDACTED}/y: 403 AccessDenied"
 
 
 @pytest.mark.parametrize(
