@@ -53,13 +53,20 @@ _BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}")
 # catalog key path names the header, and the message goes on in words), and never a value already
 # REDACTED (applying twice changes nothing).
 _AUTHORIZATION_RE = re.compile(
-    r"(?i)((?<!headers\.)authorization[\"']?\s*[:=]\s*[\"']?)"
-    r"(?!REDACTED)(?:(?:bearer|basic|token|digest|negotiate|bot|apikey|aws4-hmac-sha256)\s+)?"
-    r"[^\s\"',}&]+"
+    r"(?i)((?<!headers\.)authorization[\"']?\s*[:=]\s*[\"']?)(?!REDACTED)"
+    # SigV4's value is fields, commas between: Credential=…, SignedHeaders=…, Signature=…
+    r"(?:aws4-hmac-sha256\s+(?:[\w-]+=[^\s\"',}&]*(?:,\s*|(?=[\s\"'}&]|\Z)))+"
+    r"|(?:(?:bearer|basic|token|digest|negotiate|bot|apikey|aws4-hmac-sha256|aws)\s+)?"
+    r"[^\s\"',}&]+)"
 )
 # A path parameter (RFC 3986 3.3: "/a;jsessionid=…/b"): a secret name's value is a secret, as in a
 # query.
 _PATH_PARAM = re.compile(r";([^;/=?#]*)=([^;/?#]*)")
+# A request target without scheme and host (``/bucket/key?X-Amz-Signature=…``, as a server logs
+# what it was asked), or a bare query: at a word's start (after a space, a quote, a bracket, "=").
+_TARGET_RE = re.compile(
+    r"(?<![^\s\"'(\[<=,])(?:(/[^\s\"'<>?#]*)(?:\?([^\s\"'<>#)\]]+))?|\?([^\s\"'<>#)\]]+))"
+)
 
 # Format characters (Unicode category Cf): the soft hyphen, zero-width space and joiners, bidi marks
 # and overrides, the BOM, invisible tag characters. A terminal shows nothing of them; a server may
@@ -261,12 +268,30 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return REDACTED
-    path = _PATH_PARAM.sub(
-        lambda m: f";{m.group(1)}={REDACTED}" if _secret_name(m.group(1)) else m.group(0),
-        parts.path,
-    )
+    path = _hide_path_params(parts.path)
     query = REDACTED if parts.query and is_signed_url(url) else parts.query
     return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], path, query, parts.fragment))
+
+
+def _hide_path_params(path: str) -> str:
+    return _PATH_PARAM.sub(
+        lambda m: f";{m.group(1)}={REDACTED}" if _secret_name(m.group(1)) else m.group(0), path
+    )
+
+
+def _redact_targets(text: str) -> str:
+    """Request targets and bare queries (``GET /b/k?Signature=…``) as :func:`redact_url` leaves a
+    URL: a secret path parameter's value and the whole query of a signed one replaced."""
+    if "?" not in text and ";" not in text:
+        return text
+
+    def one(m: re.Match[str]) -> str:
+        path, query = _hide_path_params(m.group(1) or ""), m.group(2) or m.group(3)
+        if query is None:
+            return path
+        return f"{path}?{REDACTED if is_signed_url('?' + query) else query}"
+
+    return _TARGET_RE.sub(one, text)
 
 
 def _secret_name(raw: str) -> bool:
@@ -442,7 +467,7 @@ def _redact(text: str, secrets: Secrets | None, *, multiline: bool) -> str:
         if shown is not None:
             # decoding may have made control characters ("%1b")
             text = printable(shown, multiline=multiline)
-    text = _redact_urls(text)
+    text = _redact_targets(_redact_urls(text))
     text = _HUB_TOKEN_RE.sub("hf_" + REDACTED, text)
     text = _BEARER_RE.sub(lambda m: m.group(1) + REDACTED, text)
     text = _AUTHORIZATION_RE.sub(lambda m: m.group(1) + REDACTED, text)

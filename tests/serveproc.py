@@ -78,8 +78,9 @@ class ServeProcess:
         base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         return {**base, **AWS_ISOLATION, **self.environment, **more}
 
-    def boto3(self, **config: Any) -> Any:
-        """A boto3 S3 client made from the printed environment alone (as a loader's would be)."""
+    def boto3(self, *, attempts: int = 2, **config: Any) -> Any:
+        """A boto3 S3 client made from the printed environment alone (as a loader's would be),
+        making ``attempts`` at most per call (botocore's standard retries)."""
         import boto3
         from botocore.config import Config
 
@@ -91,7 +92,7 @@ class ServeProcess:
         ).client(
             "s3",
             endpoint_url=env["AWS_ENDPOINT_URL"],
-            config=Config(retries={"max_attempts": 1, "mode": "standard"}, **config),
+            config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}, **config),
         )
 
     def aws(self, *args: str, timeout: float = HANG) -> subprocess.CompletedProcess[str]:
@@ -178,3 +179,84 @@ def isolated(folder: Path, catalog: Path) -> dict[str, str]:
         "MDL_LOG_FILE": str(folder / "mdl.log"),
         "TERM": "dumb",
     }
+
+
+# The other local user of issue 68: COUNT connections to the endpoint, each sending an unsigned
+# ``HEAD /`` EVERY seconds after it opened, opened again (after a pause) whenever the endpoint
+# closes it. Prints "open" once all are open; on stdin's end prints "answers N closes M" and exits.
+_FLOOD = r"""
+import os, selectors, socket, sys, time
+host, port, count, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+head = f"HEAD / HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+chosen = selectors.DefaultSelector()
+chosen.register(0, selectors.EVENT_READ)
+due, reopen, answers, closes = {}, [], 0, 0
+
+def open_one():
+    sock = socket.create_connection((host, port), timeout=120)
+    sock.setblocking(False)
+    chosen.register(sock, selectors.EVENT_READ)
+    due[sock] = time.monotonic() + every
+
+for _ in range(count):
+    open_one()
+print("open", flush=True)
+while True:
+    now = time.monotonic()
+    for sock, when in list(due.items()):
+        if when <= now:
+            due[sock] = float("inf")
+            try:
+                sock.send(head)
+            except OSError:
+                pass
+    while reopen and reopen[0] <= now:
+        reopen.pop(0)
+        open_one()
+    for key, _ in chosen.select(timeout=0.05):
+        if key.fileobj == 0:
+            if not os.read(0, 100):
+                print(f"answers {answers} closes {closes}", flush=True)
+                sys.exit(0)
+            continue
+        sock = key.fileobj
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            data = b""
+        answers += data.count(b"HTTP/1.1 403 ")
+        if not data:
+            closes += 1
+            chosen.unregister(sock)
+            sock.close()
+            del due[sock]
+            reopen.append(time.monotonic() + 0.5)
+"""
+
+
+class UnsignedFlood:
+    """``count`` unsigned connections from another process (see _FLOOD), until the block ends;
+    ``answers`` and ``closes``: what it got, once ended."""
+
+    def __init__(self, url: str, *, count: int, every: float) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _FLOOD, host, port, str(count), str(every)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.answers = self.closes = 0
+
+    def __enter__(self) -> UnsignedFlood:
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline() == "open\n", "the flood did not open its connections"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            out, _ = self.process.communicate(timeout=HANG)  # (closes its stdin: it ends)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+        words = out.split()
+        self.answers, self.closes = int(words[1]), int(words[3])

@@ -57,7 +57,8 @@ def serve_cmd(
         typer.Option(
             "--env-file",
             metavar="FILE",
-            help="Also write the loader's environment to FILE (mode 600), to source.",
+            help="Also write the loader's environment to FILE (mode 600), to source; a file "
+            "there that no earlier run wrote is refused (exit 7).",
         ),
     ] = None,
     **where: Unpack[Pulling],

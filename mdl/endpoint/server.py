@@ -1,16 +1,20 @@
 """The endpoint's HTTP side: a threaded HTTP/1.1 server on one address, each request
 authenticated (SigV4 with the run's key) before anything is looked up, each answer's bytes sent
-from the verified file with sendfile; bounded in connections, header sizes and idle time."""
+from the verified file with sendfile; bounded in connections (the loader's apart from those not
+signed yet), header sizes and idle time; a refused request ends its connection."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import logging
+import math
 import os
+import select
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,18 +24,27 @@ from urllib.parse import quote, unquote, urlsplit
 from mdl.endpoint import auth, s3api
 from mdl.endpoint.shelf import Shelf
 from mdl.errors import UsageError
+from mdl.redact import safe_text
 
 log = logging.getLogger("mdl.serve")
 
-# connections served at once; more wait in the listen backlog, then get 503 SlowDown
-# run:ai's streamer opens ~180 with its defaults (8 workers, each an AWS CRT client sized for
-# 10 Gbit/s): a loader must never be refused for its pool; a thread per connection is bounded here
+# connections that made a signed request: the loader's. run:ai's streamer opens ~180 with its
+# defaults (8 workers, each an AWS CRT client sized for 10 Gbit/s): a loader must never be refused
+# for its pool; a thread per connection is bounded here. Past it: 503 SlowDown.
 MOST_CONNECTIONS = 512
+# connections that have not made one yet (anyone who can connect, without the key), bounded apart:
+# they never take the loader's slots. Past it, the oldest that sends nothing is closed for the new.
+MOST_UNSIGNED = 128
 # seconds a connection has to send a whole request's line and headers, idle keep-alive time
-# included: a client trickling a byte at a time (slowloris) holds its slot no longer
+# included: a client trickling a byte at a time (slowloris) holds its slot no longer. An unsigned
+# connection's runs from its accept and never restarts (a refused request ends the connection).
 REQUEST_DEADLINE = 10.0
 IDLE_TIMEOUT = REQUEST_DEADLINE
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+# refused requests said one line each per window; past that, counted and said in one line at its
+# end: a flood of them (hundreds of unsigned connections) is a few lines, not one each
+REFUSALS_SAID = 10
+REFUSAL_WINDOW = 10.0
 STOP_GRACE = 5.0  # seconds the answers in flight get to end once the endpoint stops
 
 
@@ -55,11 +68,8 @@ class Endpoint(ThreadingHTTPServer):
         self.cancel = threading.Event()
         self._busy = 0  # requests being answered (not idle kept-alive connections)
         self._idle = threading.Condition()
-        # connections reading a request: socket → when it must have been read whole
-        self._reading: dict[socket.socket, float] = {}
-        self._reader_lock = threading.Lock()
-        threading.Thread(target=self._reap, name="serve-reaper", daemon=True).start()
-        self.slots = threading.BoundedSemaphore(MOST_CONNECTIONS)
+        self.refusals = Refusals(self._say)
+        self.connections = Connections(self.cancel, on_sweep=self.refusals.flush)
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         try:
             super().__init__(address, _Handler)
@@ -86,26 +96,7 @@ class Endpoint(ThreadingHTTPServer):
         self.shutdown()
         with self._idle:
             self._idle.wait_for(lambda: self._busy == 0, timeout=STOP_GRACE)
-
-    def reading(self, sock: socket.socket, *, done: bool) -> None:
-        """A connection starts reading a request (its deadline runs), or read it whole."""
-        with self._reader_lock:
-            if done:
-                self._reading.pop(sock, None)
-            else:
-                self._reading[sock] = time.monotonic() + REQUEST_DEADLINE
-
-    def _reap(self) -> None:
-        """Close the connections past their request's deadline (each once a second)."""
-        while not self.cancel.wait(1.0):
-            now = time.monotonic()
-            with self._reader_lock:
-                late = [sock for sock, due in self._reading.items() if due < now]
-                for sock in late:
-                    del self._reading[sock]
-            for sock in late:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+        self.refusals.flush(time.monotonic(), last=True)
 
     @contextlib.contextmanager
     def answering(self) -> Iterator[None]:
@@ -130,23 +121,26 @@ class Endpoint(ThreadingHTTPServer):
             line = line.replace(form, "***")
         return line
 
-    def refused(self, line: str) -> None:
-        """One line for a client error: the log, and whoever listens (the CLI's stderr). A client
-        may send anything, the run's secret glued to other bytes too: never said back."""
-        log.warning("%s", self.hidden(line))
+    def refused(self, line: str, kind: str) -> None:
+        """A client error (``kind``: its status and S3 code), said as Refusals says. A client may
+        send anything, the run's secret glued to other bytes too: never said back."""
+        self.refusals.refused(self.hidden(line), kind)
+
+    def _say(self, line: str) -> None:
+        """One line about refused requests: the log, and whoever listens (the CLI's stderr)."""
+        log.warning("%s", line)
         if self.on_error is not None:
-            self.on_error(self.hidden(line))
+            self.on_error(line)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # a bounded number of connections at once: the rest are told to slow down, not queued on
         # threads without end
-        if not self.slots.acquire(blocking=False):
+        if not self.connections.admit(request):
             with contextlib.suppress(OSError):
                 request.sendall(_busy())
             self.shutdown_request(request)
-            self.refused(
-                f"{client_address[0]}: 503 SlowDown: {MOST_CONNECTIONS} connections at once"
-            )
+            self.refused(f"{client_address[0]}: 503 SlowDown: too many connections at once",
+                         "503 SlowDown")  # fmt: skip
             return
         super().process_request(request, client_address)
 
@@ -154,7 +148,149 @@ class Endpoint(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.slots.release()
+            self.connections.leave(request)
+
+
+class Connections:
+    """Every open connection, in one of two budgets, and the sweep of those past their deadline
+    (waitress's way: one map of connections, one sweep). A connection starts unsigned: one of
+    MOST_UNSIGNED, with REQUEST_DEADLINE from its accept to send a request (a refused one ends
+    it). Its first signed request makes it one of the loader's MOST_CONNECTIONS, each request
+    then with REQUEST_DEADLINE to arrive, idle keep-alive time included."""
+
+    def __init__(self, cancel: threading.Event, *, on_sweep: Callable[[float], None]) -> None:
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # told when a connection leaves
+        self._cancel = cancel
+        # socket → when its request must have been read whole (unsigned: oldest first)
+        self._unsigned: dict[socket.socket, float] = {}
+        self._signed: dict[socket.socket, float] = {}
+        self._reading: set[socket.socket] = set()  # (answering is not reading)
+        threading.Thread(target=self._sweep, args=(on_sweep,), name="serve-sweep",
+                         daemon=True).start()  # fmt: skip
+
+    def admit(self, sock: socket.socket) -> bool:
+        """Take a new connection (unsigned, reading its first request). When MOST_UNSIGNED are
+        open, the oldest of them that has sent nothing yet is closed for it; while each has a
+        request on its way, it waits for one to end (REQUEST_DEADLINE at most; the next
+        connections wait in the backlog meanwhile, as a server at its limit does). False: no
+        room came, or the endpoint stops."""
+        until = time.monotonic() + REQUEST_DEADLINE
+        with self._room:
+            while len(self._unsigned) >= MOST_UNSIGNED:
+                silent = next(
+                    (s for s in self._unsigned if s in self._reading and _silent(s)), None
+                )
+                if silent is not None:
+                    self._drop(silent)
+                    _close(silent)
+                elif self._cancel.is_set() or time.monotonic() > until:
+                    return False
+                else:  # (a request read meanwhile makes room unannounced: looked at again soon)
+                    self._room.wait(0.05)
+            self._unsigned[sock] = time.monotonic() + REQUEST_DEADLINE
+            self._reading.add(sock)
+            return True
+
+    def signed(self, sock: socket.socket) -> bool:
+        """The connection made a signed request: one of the loader's from now on. False: the
+        loader's MOST_CONNECTIONS are all open."""
+        with self._lock:
+            if sock in self._signed:
+                return True
+            if sock not in self._unsigned or len(self._signed) >= MOST_CONNECTIONS:
+                return False
+            del self._unsigned[sock]
+            self._signed[sock] = math.inf
+            self._room.notify_all()
+            return True
+
+    def reading(self, sock: socket.socket, *, done: bool) -> None:
+        """A connection starts reading a request (a signed one's deadline starts anew; an
+        unsigned one's runs on), or read it whole."""
+        with self._lock:
+            if done:
+                self._reading.discard(sock)
+                return
+            if sock in self._signed:
+                self._signed[sock] = time.monotonic() + REQUEST_DEADLINE
+            if sock in self._signed or sock in self._unsigned:
+                self._reading.add(sock)
+
+    def leave(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._drop(sock)
+
+    def _drop(self, sock: socket.socket) -> None:
+        self._unsigned.pop(sock, None)
+        self._signed.pop(sock, None)
+        self._reading.discard(sock)
+        self._room.notify_all()
+
+    def _sweep(self, on_sweep: Callable[[float], None]) -> None:
+        """Close the connections past their request's deadline (each once a second)."""
+        while not self._cancel.wait(1.0):
+            now = time.monotonic()
+            with self._lock:
+                due = {**self._unsigned, **self._signed}
+                late = [sock for sock in self._reading if due.get(sock, now) < now]
+                for sock in late:
+                    self._drop(sock)
+            for sock in late:
+                _close(sock)
+            on_sweep(now)
+
+
+def _silent(sock: socket.socket) -> bool:
+    """Whether nothing the connection sent waits to be read (a request on its way is never
+    closed to make room)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return not poller.poll(0)
+
+
+def _close(sock: socket.socket) -> None:
+    """End a connection another thread serves: its read returns, and the thread ends."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class Refusals:
+    """What is said of refused requests: the first REFUSALS_SAID of each REFUSAL_WINDOW seconds
+    one line each, the rest counted by kind and said in one line as the window ends."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self._say, self._lock = say, threading.Lock()
+        self._ends, self._said = 0.0, 0
+        self._held: Counter[str] = Counter()
+
+    def refused(self, line: str, kind: str) -> None:
+        with self._lock:
+            summary = self._roll(time.monotonic())
+            said = self._said < REFUSALS_SAID
+            self._said += said
+            if not said:
+                self._held[kind] += 1
+        for text in (summary, line if said else None):
+            if text:
+                self._say(text)
+
+    def flush(self, now: float, *, last: bool = False) -> None:
+        """Say what the window that ended held back (``last``: the endpoint stops)."""
+        with self._lock:
+            summary = self._roll(math.inf if last else now)
+        if summary:
+            self._say(summary)
+
+    def _roll(self, now: float) -> str | None:
+        if now < self._ends:
+            return None
+        held, self._held = self._held, Counter()
+        self._ends, self._said = now + REFUSAL_WINDOW, 0
+        if not held:
+            return None
+        kinds = ", ".join(f"{count} {kind}" for kind, count in held.most_common())
+        return f"{held.total()} more requests refused within {REFUSAL_WINDOW:.0f} s: {kinds}"
 
 
 def _busy() -> bytes:
@@ -172,15 +308,16 @@ class _Handler(BaseHTTPRequestHandler):
     path = ""  # (until a request line is read: a refusal before it names no path)
 
     def handle_one_request(self) -> None:
-        self.server.reading(self.connection, done=False)
+        self.server.connections.reading(self.connection, done=False)
         try:
             super().handle_one_request()
         finally:
-            self.server.reading(self.connection, done=True)
+            self.server.connections.reading(self.connection, done=True)
 
     def parse_request(self) -> bool:
         parsed = super().parse_request()
-        self.server.reading(self.connection, done=True)  # read whole: answering is not reading
+        # read whole: answering is not reading
+        self.server.connections.reading(self.connection, done=True)
         return parsed
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
@@ -242,6 +379,10 @@ class _Handler(BaseHTTPRequestHandler):
         except auth.Refused as refused:
             self._send(method, s3api.s3_error(403, refused.code, refused.message, raw_path))
             return
+        if not server.connections.signed(self.connection):
+            busy = f"{MOST_CONNECTIONS} signed connections at once: retry"
+            self._send(method, s3api.s3_error(503, "SlowDown", busy, raw_path))
+            return
         bucket, key = _bucket_and_key(raw_path, headers.get("host", ""), server.facts.bucket)
         reply = s3api.answer(
             server.facts,
@@ -256,16 +397,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(method, reply)
 
     def _send(self, method: str, reply: s3api.Answer) -> None:
-        if reply.code is not None:  # a client error: one line each, saying what was refused
+        if reply.code is not None:
             where = origin_form(self.path).partition("?")[0][:200]
-            line = (
-                f"{self.client_address[0]} {method} {where}: {reply.status} {reply.code}: "
-                f"{reply.message}"
-            )
-            if reply.ordinary:  # a client's everyday question (a HEAD of a "folder"): no error
-                log.debug("%s", self.server.hidden(line))
-            else:
-                self.server.refused(line)
+            line = f"{self.client_address[0]} {method} {where}: {reply.status} {reply.code}"
+            if reply.ordinary:  # a client's everyday question (a HEAD of a "folder"): no error,
+                log.debug("%s", self.server.hidden(line))  # and the connection goes on
+            else:  # a refusal: said, and the connection ends with it
+                self.server.refused(f"{line}: {reply.message}", f"{reply.status} {reply.code}")
+                reply.headers["Connection"] = "close"
+                self.close_connection = True
         try:
             self.send_response(reply.status)
             length = reply.count if reply.fd is not None else len(reply.body)
@@ -291,17 +431,26 @@ class _Handler(BaseHTTPRequestHandler):
                 os.close(reply.fd)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        line = (
-            f"{self.client_address[0]} {getattr(self, 'command', '')} {self.path[:200]} -> {code}"
+        if isinstance(code, int) and code >= 400:
+            return  # said as a refusal
+        # the target whole through the one redaction (a presigned query's signature out), then cut
+        target = safe_text(self.server.hidden(self.path), limit=200)
+        log.debug(
+            "%s", f"{self.client_address[0]} {getattr(self, 'command', '')} {target} -> {code}"
         )
-        log.debug("%s", self.server.hidden(line))
 
     def log_error(self, format: str, *args: Any) -> None:
-        # the server's own refusals of what is not HTTP (a request line too long, a bad version)
-        self.server.refused(f"{self.client_address[0]}: {format % args}"[:300])
+        # the server's own refusals of what is not HTTP (a request that timed out)
+        line = safe_text(
+            self.server.hidden(f"{self.client_address[0]}: {format % args}"), limit=300
+        )
+        self.server.refused(line, "other")
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s", self.server.hidden(f"{self.client_address[0]}: {format % args}"[:300]))
+        line = safe_text(
+            self.server.hidden(f"{self.client_address[0]}: {format % args}"), limit=300
+        )
+        log.debug("%s", line)
 
 
 # headers a request may carry once: two of them (a broken and a signed Authorization, two

@@ -4,10 +4,13 @@ to verify, and serving until stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
+import secrets
 import shlex
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -280,16 +283,69 @@ def _address_warnings(host: str) -> tuple[str, ...]:
     )
 
 
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# an env file is a few hundred bytes: a longer file is no earlier run's
+_MOST_ENV_FILE = 4096
+
+
 def _write_env_file(path: Path, served: Serving) -> None:
-    """The environment, readable by this user only, written whole (a loader may source it now)."""
-    text = "".join(line + "\n" for line in served.exports())
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """The environment in ``path``, readable by this user only, written whole (a loader may
+    source it as soon as it is not empty). The name is taken by an exclusive create (never
+    through a link, never a file someone else put there), then the whole text renamed over it. A
+    file already there is replaced only when it is an earlier run's; any other is refused
+    (LocalFSError, exit 7, naming it)."""
+    text = "".join(line + "\n" for line in served.exports()).encode()
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    made = False
     try:
-        temporary.unlink(missing_ok=True)  # made fresh: another file's mode is never kept
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        os.fchmod(fd, 0o600)  # (whatever the umask)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        try:
+            os.close(os.open(path, _NEW, 0o600))  # empty: `[ -s FILE ]` waits on
+            made = True
+        except FileExistsError:
+            if not _an_earlier_runs(path):
+                raise LocalFSError(
+                    f"--env-file {path} is already there and no earlier mdl serve of this user "
+                    "wrote it: not replaced",
+                    hint="remove it, or name a file in a folder only you can write (mktemp -d)",
+                ) from None
+        fd = os.open(temporary, _NEW, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(fd, 0o600)  # (whatever the umask)
             handle.write(text)
         temporary.replace(path)
     except OSError as exc:
-        raise LocalFSError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        for left in (temporary, path) if made else (temporary,):
+            with contextlib.suppress(OSError):
+                left.unlink()
+        raise LocalFSError(f"cannot write --env-file {path}: {exc.strerror or exc}") from exc
+
+
+def _an_earlier_runs(path: Path) -> bool:
+    """Whether the file at ``path`` is one an earlier run wrote: a regular file (not a link) of
+    this user's with one name, mode 600, of ``export`` lines only, naming the endpoint. Nobody
+    else can make a file this user owns; what this user keeps elsewhere (a key file, a shell's
+    profile) does not read so."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        found = os.fstat(fd)
+        return (
+            stat.S_ISREG(found.st_mode)
+            and found.st_uid == os.geteuid()
+            and stat.S_IMODE(found.st_mode) == 0o600
+            and found.st_nlink == 1
+            and _exports_only(os.read(fd, _MOST_ENV_FILE + 1))
+        )
+    finally:
+        os.close(fd)
+
+
+def _exports_only(text: bytes) -> bool:
+    lines = text.splitlines()
+    return (
+        len(text) <= _MOST_ENV_FILE
+        and all(line.startswith(b"export ") for line in lines)
+        and any(line.startswith(b"export AWS_ENDPOINT_URL=") for line in lines)
+    )

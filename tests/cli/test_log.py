@@ -225,3 +225,32 @@ def test_a_kept_file_says_why_in_its_line() -> None:
     fields = parse_file_line(file_line(outcome))
     assert fields["action"] == "skipped"
     assert fields["warning"].startswith("could not check big for updates")
+
+
+def test_the_log_is_this_users_alone_under_any_umask(tmp_path: Path) -> None:
+    """Fixed defect (issue 68 D), as found: the log was created as the umask said (0644 under
+    022), and ``mdl -v serve`` writes request targets in it: another local user read it. Every
+    log file mdl writes (a new one, one an older mdl left 0644, each rotated one) is 0600."""
+    log_file = tmp_path / "logs" / "mdl.log"
+    log_file.parent.mkdir()
+    log_file.write_text("an older mdl's line\n")
+    log_file.chmod(0o644)
+    script = textwrap.dedent(
+        """
+        import logging, os, sys
+        from pathlib import Path
+        from mdl.cli.render.log import setup_logging
+        os.umask(0o022)
+        setup_logging(log_file=Path(sys.argv[1]), verbose=True, max_bytes=300, backups=3)
+        for i in range(20):
+            logging.getLogger("mdl.test").info("line %d %s", i, "x" * 40)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(log_file)], env=env, timeout=120, check=False
+    )
+    assert done.returncode == 0
+    files = sorted(log_file.parent.iterdir())
+    assert len(files) == 4  # the log and 3 rotated ones
+    assert {oct(path.stat().st_mode & 0o777) for path in files} == {oct(0o600)}

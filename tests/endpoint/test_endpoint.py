@@ -11,18 +11,17 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
 from botocore.exceptions import ClientError
-from runfixtures import wait_for
+from runfixtures import HANG, wait_for
 from serveproc import ServeProcess, isolated, model_catalog
 from servers import CdnServer, make_data
 
-from mdl.endpoint.server import MOST_CONNECTIONS, REQUEST_DEADLINE
+from mdl.endpoint.server import MOST_CONNECTIONS
 
 pytestmark = pytest.mark.slow
 
@@ -259,47 +258,33 @@ def test_a_file_changed_or_swapped_for_a_link_after_it_verified_is_not_served(
 def test_many_connections_at_once_get_answers_and_the_endpoint_goes_on(
     served: ServeProcess,
 ) -> None:
-    """A loader's pool (run:ai opens ~180) is served; past MOST_CONNECTIONS, connections are told
-    to slow down (or wait in the backlog), never hang the endpoint."""
+    """A loader's pool (run:ai opens ~180) is served; MOST_CONNECTIONS + 20 connections that say
+    nothing neither keep a signed client out nor hang the endpoint: each, asked something
+    unsigned, gets a 403 or was closed already (the oldest silent ones make room for newer, the
+    rest close past their deadline: which is which is the kernel's accept order, not asserted)."""
     host, port = served.url.removeprefix("http://").split(":")
-    connected = time.monotonic()
     idle = [
         socket.create_connection((host, int(port)), timeout=30)
         for _ in range(MOST_CONNECTIONS + 20)
     ]
     try:
-        refused = 0
-        for sock in idle[MOST_CONNECTIONS:]:
-            sock.settimeout(5)
-            try:
-                refused += b"SlowDown" in sock.recv(4096)
-            except TimeoutError:
-                pass
-        assert refused > 0
-        # the first 200 are each served while the rest are open
-        for sock in idle[:200:37]:
+        s3 = served.boto3(attempts=1)
+        for name, data in FILES.items():  # while they are open
+            assert s3.get_object(Bucket="mdl", Key=f"m/{name}")["Body"].read() == data
+        for sock in idle[::37]:
             with contextlib.suppress(OSError):
                 sock.sendall(b"GET /mdl/m/config.json HTTP/1.1\r\nHost: x\r\n\r\n")
             try:
                 answer = sock.recv(4096)
             except ConnectionResetError:
                 answer = b""
-            # closed only once it said nothing for REQUEST_DEADLINE (a loaded machine may get there)
-            assert answer.startswith(b"HTTP/1.1 403") or (
-                not answer and time.monotonic() - connected >= REQUEST_DEADLINE
-            ), answer
+            assert answer.startswith(b"HTTP/1.1 403") or not answer, answer
     finally:
         for sock in idle:
             sock.close()
-    s3 = served.boto3()
-    deadline = time.monotonic() + 60
-    while True:  # the idle ones are let go as their sockets close
-        try:
-            assert s3.get_object(Bucket="mdl", Key="m/config.json")["Body"].read()
-            break
-        except ClientError:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+    # the endpoint serves on at once
+    body = served.boto3(attempts=1).get_object(Bucket="mdl", Key="m/config.json")["Body"].read()
+    assert body == FILES["config.json"]
 
 
 def test_an_absolute_form_request_target_is_read_as_its_path(served: ServeProcess) -> None:
@@ -335,7 +320,8 @@ def test_sigterm_and_ctrl_c_end_waiting_clients_at_once(tmp_path: Path) -> None:
             folder.mkdir() or folder, {"w.bin": ("http://127.0.0.1:9/w", b"x" * 10)}
         )
         with ServeProcess(folder, "m", "--wait", "600", env=isolated(folder, catalog)) as serve:
-            s3 = serve.ready().boto3(read_timeout=120)
+            # one attempt: a retry would find the endpoint gone (its 503 ends the connection)
+            s3 = serve.ready().boto3(attempts=1, read_timeout=120)
             import threading
 
             failures: list[str] = []
@@ -354,11 +340,9 @@ def test_sigterm_and_ctrl_c_end_waiting_clients_at_once(tmp_path: Path) -> None:
                 lambda: log.exists() and "a loader waits for m/w.bin" in log.read_text(),
                 what="the GET to wait",
             )  # nothing pulls the file
-            began = time.monotonic()
-            assert serve.stop(sig) == 0, serve.stderr
-            reader.join(timeout=60)
+            assert serve.stop(sig) == 0, serve.stderr  # (within HANG, or it fails saying so)
+            reader.join(timeout=HANG)
             assert failures == ["ServiceUnavailable"]
-            assert time.monotonic() - began < 60
             assert "Traceback" not in serve.stderr
             assert "stopped serving" in serve.stderr
 

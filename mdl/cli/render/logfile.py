@@ -11,6 +11,7 @@ import os
 import stat
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
+from typing import Any
 
 
 class SharedRotatingFileHandler(RotatingFileHandler):
@@ -35,6 +36,19 @@ class SharedRotatingFileHandler(RotatingFileHandler):
             self.stream.close()  # rotated by another process: its lock goes with it
             self.stream = None
         raise OSError(f"{self.baseFilename} keeps being replaced")
+
+    def _open(self) -> Any:
+        """The file at the path for appending, this user's alone (0600, whatever the umask): a
+        log holds what a run was asked for, request targets under ``serve -v`` included. One an
+        older mdl left readable by others is made so too."""
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)  # fmt: skip
+        try:
+            _own_only(fd)
+            return os.fdopen(fd, self.mode, encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -71,3 +85,10 @@ class SharedRotatingFileHandler(RotatingFileHandler):
         """Drop the record: stderr is for progress and messages; a broken log must not stop a
         run.
         """
+
+
+def _own_only(fd: int) -> None:
+    """A regular file of this user's that others may read: readable by this user only."""
+    found = os.fstat(fd)
+    if stat.S_ISREG(found.st_mode) and found.st_uid == os.geteuid() and found.st_mode & 0o077:
+        os.fchmod(fd, stat.S_IMODE(found.st_mode) & 0o700)
