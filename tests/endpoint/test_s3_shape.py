@@ -7,6 +7,7 @@ environment alone, and a client's "is this a folder?" HEAD not read as an error 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -48,10 +49,9 @@ def _aws_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    """A model pulled and served: every file verified (the pull ended) before the first test."""
-    folder = tmp_path_factory.mktemp("shape")
+@contextlib.contextmanager
+def _serving(folder: Path) -> Iterator[ServeProcess]:
+    """A model pulled and served: every file verified (the pull ended) before it is yielded."""
     with CdnServer() as cdn:
         files = {name: (cdn.add_file(f"/o/{name}", data), data) for name, data in FILES.items()}
         env = isolated(folder, model_catalog(folder, files))
@@ -59,6 +59,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
             serve.ready().pulled()
             yield serve
             assert serve.stop() == 0, serve.stderr
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """The module's endpoint, shared by its tests."""
+    with _serving(tmp_path_factory.mktemp("shape")) as serve:
+        yield serve
 
 
 def _code(call: Any) -> tuple[int, str]:
@@ -333,9 +340,15 @@ def test_pyarrow_reads_with_the_recipe_the_docs_give(served: ServeProcess) -> No
         assert read.stdout == FILES[name]
 
 
-def test_a_folder_probe_is_no_error_on_stderr(served: ServeProcess) -> None:
+def test_a_folder_probe_is_no_error_on_stderr(tmp_path: Path) -> None:
     """Clients ask ``HEAD /mdl/<model>`` ("is this a folder?"), and a missing key: S3's 404 is
-    their answer, not an error of the endpoint's; a real refusal still gets its line."""
+    their answer, not an error of the endpoint's; a real refusal still gets its line. (An
+    endpoint of its own: the refusals of other tests must not use up the lines said per window.)"""
+    with _serving(tmp_path) as served:
+        _no_error_lines_for_everyday_answers(served)
+
+
+def _no_error_lines_for_everyday_answers(served: ServeProcess) -> None:
     s3 = served.boto3()
     begin = _said_on_stderr(served, "/mdl/m/begin-of-the-folder-test")
     for key in ("m", "m/", "m/sub", "m/nothing.json"):
