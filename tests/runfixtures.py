@@ -9,7 +9,7 @@ import os
 import re
 import struct
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float = HANG, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not reached within {timeout}s")
         time.sleep(0.02)
+
+
+def recorded(dest: Path, model: str, paths: Iterable[str]) -> bool:
+    """Whether the record of ``model`` under ``dest`` names each of ``paths`` as fetched. A run
+    writes its records at most once a second and releases a finished file's lock only then: wait on
+    this, never on a clock."""
+    try:
+        doc = json.loads((dest / ".mdl" / "records" / f"{model}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return set(paths) <= set(doc.get("files") or {})
 
 
 def safetensors_bytes(

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runfixtures import HANG, wait_for
+from runfixtures import HANG, recorded, wait_for
 from servers import Fault, HubServer, make_data
 
 MODEL = "half"
@@ -111,7 +111,7 @@ def interrupt_pull(setup: Setup, sig: signal.Signals) -> tuple[int, str]:
         )
         # the record of the small files written, as it would be in real life (once a second)
         wait_for(
-            lambda: small_files_recorded(setup) or proc.poll() is not None,
+            lambda: recorded(setup.dest, MODEL, SMALL) or proc.poll() is not None,
             what="the small files' record",
         )
         assert proc.poll() is None, f"the pull ended before it was cut: {proc.communicate()}"
@@ -121,15 +121,6 @@ def interrupt_pull(setup: Setup, sig: signal.Signals) -> tuple[int, str]:
         setup.hub.cdn.faults.clear()
         gate.set()
     return proc.returncode, err.decode()
-
-
-def small_files_recorded(setup: Setup) -> bool:
-    """Whether the record names every small file as fetched (its entry under ``files``)."""
-    try:
-        doc = json.loads((setup.dest / ".mdl" / "records" / f"{MODEL}.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return set(SMALL) <= set(doc.get("files") or {})
 
 
 def find_expected_entry(doc: Any, path: str) -> dict[str, Any] | None:
