@@ -692,6 +692,10 @@ def test_record_never_claims_more_than_is_on_disk(
     data = make_data(9_000_003, seed=26)
     url = cdn.add_file("/f.bin", data)
     cdn.throttle_bps = 6_000_000
+    # the first answer holds after 3 MB until the test has read three records mid-way (an event,
+    # not the machine's speed), then sends the rest
+    release = threading.Event()
+    cdn.faults.add(Fault.stall(after_bytes=3_000_000, resume=True, until=release))
     job = transfer_job(tmp_path, url, data)
     engine = make_engine(client, checkpoint_interval=0.05)
     outcome: list[object] = []
@@ -709,8 +713,11 @@ def test_record_never_claims_more_than_is_on_disk(
             for start, _end, done in state["pieces"]:
                 assert part[start : start + done] == data[start : start + done]
             snapshots += state["pieces"] != [[s, e, 0] for s, e, _ in state["pieces"]]
+            if snapshots >= 3:
+                release.set()
             time.sleep(0.02)
     finally:
+        release.set()
         thread.join()
     assert snapshots >= 3
     assert outcome and job.final_path.read_bytes() == data
