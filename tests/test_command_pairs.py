@@ -176,10 +176,10 @@ def run_pair(pair: Pair, first: str, second: str, kit: Kit) -> None:
     held: Fault | None = None
     if first in ("pull", "get"):
         held = pair.hub.cdn.faults.add(
-            Fault.call(lambda: gate.wait(20), path_prefix="/blobs/", times=None)
+            Fault.call(lambda: gate.wait(HANG), path_prefix="/blobs/", times=None)
         )
     elif first in ("lock", "add"):
-        held = pair.hub.faults.add(Fault.call(lambda: gate.wait(20), times=None))
+        held = pair.hub.faults.add(Fault.call(lambda: gate.wait(HANG), times=None))
     try:
         p1 = pair.spawn(1, first, kit)
         if held is not None:

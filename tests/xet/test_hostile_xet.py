@@ -175,9 +175,15 @@ def _interrupted(
     whole = b"".join(parts)
     hub.add_repo("org/parts", {f"p{i}.safetensors": p for i, p in enumerate(parts)}, scheme="none")
     hub.add_repo("org/m", {WEIGHTS: whole}, scheme="none")
-    # 12 s for the whole at this rate: a busy machine's slow look at the record still comes long
-    # before the end (at 1 MiB/s the pull was sometimes done before its SIGINT).
+    # The file's answer after its first MiB, and every xorb after the first two, held until the
+    # SIGINT was sent: the pull is mid-way then, however slow the test's look at the record (at
+    # 1 MiB/s alone the pull was sometimes done before its SIGINT).
     hub.cas.throttle_bps = hub.cdn.throttle_bps = 256 << 10
+    sent = threading.Event()
+    hub.cdn.faults.add(Fault.stall(1 << 20, until=sent, resume=True, times=None))
+    hub.cas.faults.add(
+        Fault.stall(until=sent, resume=True, path_prefix="/xorb/", skip=2, times=None)
+    )
     (tmp_path / "catalog.toml").write_text('[models.m]\nrepo = "org/m"\n')
     env = {
         **os.environ,
@@ -206,7 +212,10 @@ def _interrupted(
         wait_for(saved, what="a resume record")
     finally:
         child.send_signal(signal.SIGINT)
+        sent.set()
         _, stderr = child.communicate(timeout=HANG)
+        hub.cas.faults.clear()
+        hub.cdn.faults.clear()
     assert child.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert list(state.glob("*.part")), "the partial is kept"
