@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from runfixtures import HANG, make_hf_run, mdl, use_catalog, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
-from servers import CdnServer, HubServer, make_data
+from servers import CdnServer, HubServer, hold_after, make_data
 
 from mdl.cli.run import Run
 from mdl.cli.translate import KEPT_ON_INTERRUPT, translate
@@ -131,8 +131,11 @@ def slow_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubSer
 def test_pull_interrupted_says_partial_downloads_were_kept(
     slow_hub: HubServer, tmp_path: Path
 ) -> None:
+    sent = hold_after(slow_hub.cdn, 2 * MiB)
     proc = spawn(["pull", "big"], cwd=tmp_path)
-    err = interrupt(proc, lambda: bool(parts(tmp_path / "models")), what="a partial download")
+    err = interrupt(
+        proc, lambda: bool(parts(tmp_path / "models")), what="a partial download", sent=sent
+    )
     assert err.count(KEPT_DOWNLOADS) == 1, err
     assert parts(tmp_path / "models"), "what it said was kept is there"
 
@@ -141,8 +144,11 @@ def test_pull_interrupted_says_partial_downloads_were_kept(
 def test_get_interrupted_says_partial_downloads_were_kept(tmp_path: Path) -> None:
     with CdnServer(throttle_bps=2_000_000) as cdn:
         url = cdn.add_file("/files/w.bin", make_data(40 * MiB, seed=4))
+        sent = hold_after(cdn, 2 * MiB)
         proc = spawn(["get", url, "-d", str(tmp_path / "out")], cwd=tmp_path)
-        err = interrupt(proc, lambda: bool(parts(tmp_path / "out")), what="a partial download")
+        err = interrupt(
+            proc, lambda: bool(parts(tmp_path / "out")), what="a partial download", sent=sent
+        )
     assert err.count(KEPT_DOWNLOADS) == 1, err
     assert parts(tmp_path / "out")
 
