@@ -17,7 +17,7 @@ from typing import Any
 import httpx2
 import pytest
 from pytest_httpx2 import HTTPXMock
-from runfixtures import HANG, transfer_job, wait_for
+from runfixtures import HANG, Meeting, transfer_job, wait_for
 from servers import TOKEN, CdnServer, Fault, HubServer, git_blob_sha1, make_data
 
 from mdl.errors import (
@@ -151,10 +151,10 @@ def test_parallel_ranges_byte_exact(
 ) -> None:
     data = make_data(9_000_003, seed=2)
     url = cdn.add_file("/f.bin", data)
-    # Each range lasts ~0.2 s: with no locate first to open a connection, a stream whose thread
-    # starts late on a busy machine still finds the other's answer running (else it may reuse its
-    # finished connection).
-    cdn.throttle_bps = 20_000_000
+    # The first two requests are held until both have come: a stream whose thread starts late on
+    # a busy machine still finds the other's answer running (else it may reuse its finished
+    # connection), an event, not the answer's length.
+    cdn.faults.add(Fault.call(Meeting(), times=2))
     job = transfer_job(tmp_path, url, data, git_oid=git_blob_sha1(data))
     result = make_engine(client, connections=connections).fetch(job)
     assert_finished(job, data)
