@@ -1,9 +1,13 @@
-"""Clocks for tests: a monotonic clock the test moves by hand, and a fixed wall clock. (How work
-grows with its size is counted, never timed: tests/xet/test_protocol.py, test_hostile_xet.py.)"""
+"""Clocks for tests: a monotonic clock the test moves by hand, a fixed wall clock, and the work a
+call does counted in lines run (how work grows with its size is counted, never timed: a busy or
+slow machine changes nothing)."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
+from types import FrameType, ModuleType
 
 
 class FakeClock:
@@ -19,3 +23,25 @@ class FakeClock:
 def wallclock() -> datetime:
     """Always 2026-11-22 08:03:39 UTC."""
     return datetime(2026, 11, 22, 8, 3, 39, tzinfo=UTC)
+
+
+def lines_run(work: Callable[[], object], module: ModuleType) -> int:
+    """How many lines of ``module`` ``work`` runs: its cost in steps, whatever the machine's speed
+    or load."""
+    lines = 0
+
+    def local(frame: FrameType, event: str, arg: object) -> object:
+        nonlocal lines
+        lines += event == "line"
+        return local
+
+    def called(frame: FrameType, event: str, arg: object) -> object:
+        return local if frame.f_code.co_filename == module.__file__ else None
+
+    before = sys.gettrace()
+    sys.settrace(called)
+    try:
+        work()
+    finally:
+        sys.settrace(before)
+    return lines

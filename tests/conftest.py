@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,34 @@ class SayFailures:
             self.terminal.write_line(f"{word} {report.nodeid}", red=True, bold=True)
 
 
+def hear_ctrl_c() -> bool:
+    """Give Ctrl-C (SIGINT) back its default in this process, when the run began with it ignored
+    (``nohup … &``, a background job of a script) or blocked; whether it had to. The Ctrl-C tests
+    send real SIGINTs to this process and its children, which inherit an ignored or blocked SIGINT
+    (a handler is reset to the default across exec: the children hear it again)."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    return ignored or blocked
+
+
 @pytest.hookimpl(trylast=True)  # after the terminal reporter is made
 def pytest_configure(config: pytest.Config) -> None:
+    restored = hear_ctrl_c()  # before xdist starts its workers, which inherit the disposition
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     # under xdist, in the controller only: it hears each worker's reports
     if terminal is not None and not hasattr(config, "workerinput"):
         config.pluginmanager.register(SayFailures(terminal), "mdl-say-failures")
+        if restored:
+            terminal.write_line(
+                "mdl tests: this run began with Ctrl-C (SIGINT) ignored or blocked (nohup … &, a"
+                " background job): restored to its default for the run, which its Ctrl-C tests"
+                " need (a Ctrl-C here now stops the run)",
+                yellow=True,
+            )
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,9 @@ import json
 import os
 import re
 import struct
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,36 @@ def wait_for(predicate: Callable[[], bool], timeout: float = HANG, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not reached within {timeout}s")
         time.sleep(0.02)
+
+
+class Meeting:
+    """A server's hold (``Fault.call(meeting)``): each caller waits there until ``parties`` have
+    arrived, then all go on (and every later one at once). Two runs are both past their first
+    request before either goes further, however the OS schedules them; a party that never comes
+    fails the server after HANG."""
+
+    def __init__(self, parties: int = 2) -> None:
+        self.parties, self.arrived, self.met = parties, 0, threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self.arrived += 1
+            if self.arrived >= self.parties:
+                self.met.set()
+        if not self.met.wait(HANG):
+            raise AssertionError(f"{self.arrived} of {self.parties} parties came within {HANG}s")
+
+
+def recorded(dest: Path, model: str, paths: Iterable[str]) -> bool:
+    """Whether the record of ``model`` under ``dest`` names each of ``paths`` as fetched. A run
+    writes its records at most once a second and releases a finished file's lock only then: wait on
+    this, never on a clock."""
+    try:
+        doc = json.loads((dest / ".mdl" / "records" / f"{model}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return set(paths) <= set(doc.get("files") or {})
 
 
 def safetensors_bytes(

@@ -11,11 +11,13 @@ s3, s3_server  # noqa: F401``.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from runfixtures import HANG
 
 ACCESS_KEY = "AKIAMDLTESTACCESSKEY"
 SECRET_KEY = "mdl-test-secret-key/do-not-print-0123456789"
@@ -90,8 +92,9 @@ class Cutter:
         self.writes: list[tuple[str, str, str]] = []
         # writes let through before every later one is a 500
         self.fail_writes_after: int | None = None
-        # seconds each write waits before it is served (a slow uplink, to interrupt)
-        self.write_delay = 0.0
+        # while set: every part upload waits, until it is set or HANG passes, before it is served
+        # (a publish caught mid-upload however fast it runs, to interrupt)
+        self.hold_parts: threading.Event | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
@@ -105,10 +108,9 @@ class Cutter:
                     b" test</Message></Error>"
                 ]
             self.writes.append((method, path, environ.get("QUERY_STRING", "")))
-            if self.write_delay:
-                import time
-
-                time.sleep(self.write_delay)
+            hold = self.hold_parts
+            if hold is not None and "partNumber=" in environ.get("QUERY_STRING", ""):
+                hold.wait(HANG)
         if environ["REQUEST_METHOD"] == "GET" and "X-Amz-Signature=" in environ.get(
             "QUERY_STRING", ""
         ):
@@ -183,9 +185,11 @@ def s3(s3_server: S3, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
     s3_server.cutter.slowdown = s3_server.cutter.slowed = 0
     s3_server.cutter.writes.clear()
     s3_server.cutter.fail_writes_after = None
-    s3_server.cutter.write_delay = 0.0
+    s3_server.cutter.hold_parts = None
     yield s3_server
     s3_server.cutter.after = None
     s3_server.cutter.slowdown = 0
     s3_server.cutter.fail_writes_after = None
-    s3_server.cutter.write_delay = 0.0
+    if s3_server.cutter.hold_parts is not None:
+        s3_server.cutter.hold_parts.set()
+    s3_server.cutter.hold_parts = None

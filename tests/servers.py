@@ -1757,3 +1757,12 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def hold_after(server: LoopbackServer, nbytes: int) -> threading.Event:
+    """Every GET answer of ``server`` holds after ``nbytes`` of its body until the event is set (by
+    the test, once its signal was sent), then sends the rest: a run is mid-way then, however fast
+    or slow it is."""
+    sent = threading.Event()
+    server.faults.add(Fault.stall(nbytes, until=sent, resume=True, times=None))
+    return sent

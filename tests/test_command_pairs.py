@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from runfixtures import HANG, make_hf_run, wait_for
+from runfixtures import HANG, make_hf_run, recorded, wait_for
 from s3server import S3, aws_environ, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
 
@@ -176,10 +176,10 @@ def run_pair(pair: Pair, first: str, second: str, kit: Kit) -> None:
     held: Fault | None = None
     if first in ("pull", "get"):
         held = pair.hub.cdn.faults.add(
-            Fault.call(lambda: gate.wait(20), path_prefix="/blobs/", times=None)
+            Fault.call(lambda: gate.wait(HANG), path_prefix="/blobs/", times=None)
         )
     elif first in ("lock", "add"):
-        held = pair.hub.faults.add(Fault.call(lambda: gate.wait(20), times=None))
+        held = pair.hub.faults.add(Fault.call(lambda: gate.wait(HANG), times=None))
     try:
         p1 = pair.spawn(1, first, kit)
         if held is not None:
@@ -405,22 +405,36 @@ def test_two_gets_of_one_file_into_one_folder(
         )
 
 
+def saved(folder: Path) -> bool:
+    """Whether a partial's record in ``folder`` names bytes already on disk."""
+    for record in (folder / ".mdl" / "partial").glob("*.part.json"):
+        try:
+            return bool(json.loads(record.read_text()).get("pieces"))
+        except (OSError, ValueError):
+            return False
+    return False
+
+
 def test_a_resumed_get_leaves_no_empty_state_folders(
     hub: HubServer, env: dict[str, str], tmp_path: Path
 ) -> None:
     same = tmp_path / "SAMEDIR"
-    hub.cdn.throttle_bps = 300_000
-    first = spawn(env, "get", TINY_URI, "-d", str(same), "--connections", "2")
-    wait_for(
-        lambda: any(p.stat().st_size for p in (same / ".mdl" / "partial").glob("*.part")),
-        what="a partial",
+    # every answer sends its first 400 kB, then holds the rest until the get was cut: the get is
+    # mid-way when SIGTERM comes, however fast or slow it runs
+    gate = threading.Event()
+    hub.cdn.faults.add(
+        Fault.stall(after_bytes=400_000, until=gate, path_prefix="/blobs/", times=None)
     )
-    time.sleep(0.8)
-    first.send_signal(signal.SIGTERM)
-    code, _, err = finish(first)
+    first = spawn(env, "get", TINY_URI, "-d", str(same), "--connections", "2")
+    try:
+        wait_for(lambda: saved(same) or first.poll() is not None, what="a partial's record")
+        first.send_signal(signal.SIGTERM)
+        code, _, err = finish(first)
+    finally:
+        hub.cdn.faults.clear()
+        gate.set()
     assert code == 130, err
     assert any(p.endswith(".part") for p in tree(same)), f"nothing kept to resume: {tree(same)}"
-    hub.cdn.throttle_bps = None
     code, out, err = finish(spawn(env, "get", TINY_URI, "-d", str(same), "--json"))
     assert code == 0, err
     assert (same / "model.safetensors").read_bytes() == TINY["model.safetensors"]
@@ -444,7 +458,6 @@ def test_a_waiting_pull_names_the_pid_that_holds_the_lock(
             lambda: log_says_waiting(env, second.pid) or second.poll() is not None,
             what="the second waiting",
         )
-        time.sleep(0.5)  # its stderr line is written when it starts to wait
     finally:
         gate.set()
     (code1, _, err1), (code2, _, err2) = finish(first), finish(second)
@@ -468,7 +481,14 @@ def test_a_file_another_run_finished_is_not_held_by_its_big_file(
             lambda: held.seen > 0 or first.poll() is not None,
             what="the first pull's big file at the CDN",
         )
-        wait_for(lambda: (dest / "small.json").is_file() and (dest / "small.safetensors").is_file())
+        # done and recorded: a finished file's lock is released with its record (once a second)
+        wait_for(
+            lambda: (
+                recorded(dest.parent, "mixed", ["small.json", "small.safetensors"])
+                or first.poll() is not None
+            ),
+            what="the small files recorded",
+        )
         assert first.poll() is None, finish(first)
         code, out, err = finish(spawn(env, "pull", "mixed", "--lock-timeout", "2", "--json"))
     finally:

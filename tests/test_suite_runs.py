@@ -38,6 +38,40 @@ def test_a_cut_quiet_run_names_the_failure_it_had(tmp_path: Path) -> None:
     assert "FAILED test_cut.py::test_broken" in done.stdout, done.stdout
 
 
+CTRL_C_TESTS = """\
+import os, signal, subprocess, sys
+
+def test_this_process_hears_ctrl_c():
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+def test_a_child_hears_ctrl_c():
+    kill = "import os, signal, time; os.kill(os.getpid(), signal.SIGINT); time.sleep(60)"
+    assert subprocess.run([sys.executable, "-c", kill], timeout=120).returncode == -signal.SIGINT
+"""
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_run_begun_with_ctrl_c_ignored_says_so_once_and_its_ctrl_c_tests_pass(
+    tmp_path: Path, workers: str
+) -> None:
+    """``nohup pytest … &`` starts the run with SIGINT ignored, which every child inherits: the
+    Ctrl-C tests pass all the same (under xdist too), and the run says once, at its start, why."""
+    (tmp_path / "test_ctrl_c.py").write_text(CTRL_C_TESTS)
+    run = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest"]
+    done = subprocess.run(
+        [*run, "-n", workers],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])},
+        capture_output=True,
+        text=True,
+        timeout=SAFETY_NET,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as nohup … & does
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("began with Ctrl-C (SIGINT) ignored") == 1, done.stdout
+    assert done.stdout.index("began with Ctrl-C") < done.stdout.index("2 passed")
+
+
 STARTS_WEED = """\
 import os, pathlib, sys
 from seaweed import start_weed

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runfixtures import mdl
+from runfixtures import HANG, mdl, wait_for
 
 from mdl.archive import staging as unpack_staging
 from mdl.archive.unpack import unpack_archive
@@ -114,21 +114,24 @@ def run_child(script: str, tmp_path: Path) -> subprocess.Popen[str]:
 @pytest.mark.slow
 def test_sigterm_during_the_swap_waits_for_it_to_finish(tmp_path: Path) -> None:
     archive, dest, old, new = make_old_and_new(tmp_path)
-    marker = tmp_path / "swapping"
+    marker, sent = tmp_path / "swapping", tmp_path / "sent"
+    # The swap is held after its first move until the parent has sent SIGTERM (then touched
+    # ``sent``): the signal lands mid-swap however fast or slow the child is.
     body = f"""
         def hooked(src, dst, *args, **kwargs):
             real_rename(src, dst, *args, **kwargs)
             calls[0] += swapping(src)
             if calls[0] == 1:
                 Path({str(marker)!r}).touch()  # the swap is under way: the parent sends SIGTERM now
-            time.sleep(0.01)
+                deadline = time.monotonic() + {HANG}
+                while not Path({str(sent)!r}).exists() and time.monotonic() < deadline:
+                    time.sleep(0.01)
         """
     proc = run_child(child_script(archive, dest, body), tmp_path)
-    deadline = time.monotonic() + 60
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_for(lambda: marker.exists() or proc.poll() is not None, what="the swap under way")
     assert marker.exists(), proc.communicate()
     proc.send_signal(signal.SIGTERM)
+    sent.touch()
     _, stderr = proc.communicate(timeout=60)
     state = snapshot(dest)
     assert state in (old, new), "the target is a mix of old and new"

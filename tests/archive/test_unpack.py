@@ -11,14 +11,13 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 import unicodedata
 import warnings
 import zipfile
 from pathlib import Path
 
 import pytest
-from runfixtures import RecordingProgress, make_hf_run, pseudo_random
+from runfixtures import RecordingProgress, make_hf_run, pseudo_random, wait_for
 
 from mdl.archive.packer import PackOptions, pack_run
 from mdl.archive.unpack import UnpackResult, unpack_archive
@@ -495,9 +494,7 @@ def test_a_kill_during_extraction_never_exposes_a_partial_tree(tmp_path: Path) -
                        progress=RecordingProgress(stall), cwd=Path("."))
         """)
     proc = subprocess.Popen([sys.executable, "-c", child])
-    deadline = time.monotonic() + 30
-    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_for(lambda: marker.exists() or proc.poll() is not None, what="the child extracting")
     assert marker.exists(), "the child never started extracting"
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runfixtures import mdl
+from runfixtures import HANG, mdl
 from servers import HubServer, make_data
 
 from mdl.buckets.folder import FolderStore, FolderWriter, parse_file_uri
@@ -457,14 +457,15 @@ def _race(tries: Callable[[], object], count: int) -> list[object]:
     results: list[object] = []
 
     def one() -> None:
-        start.wait(timeout=30)
+        start.wait(timeout=HANG)
         results.append(tries())
 
     threads = [threading.Thread(target=one) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=HANG)
+    assert not any(thread.is_alive() for thread in threads), f"a try hung for {HANG}s"
     return results
 
 

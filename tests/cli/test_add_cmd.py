@@ -8,11 +8,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from runfixtures import HANG, mdl
+from runfixtures import HANG, Meeting, mdl
 from servers import TOKEN, CdnServer, Fault, HubServer, make_data
 
 from mdl.catalog.load import lock_beside
@@ -350,11 +349,11 @@ def test_add_to_files_written_as_tables_of_an_array_keeps_every_comment(world: P
 def test_two_adds_at_once_keep_both_entries_and_both_lock_entries(
     world: Path, hub: HubServer
 ) -> None:
-    """Each add reads the catalog, checks its source upstream (slow here), then writes: the second
-    write must not drop the first's entry. Two real processes; the Hub stand-in holds each API
-    request back so both read first."""
+    """Each add reads the catalog, checks its source upstream, then writes: the second write must
+    not drop the first's entry. Two real processes; the Hub stand-in holds the first API request
+    until the other run's has come, so both read first."""
     assert mdl("lock").exit_code == 0
-    hub.faults.add(Fault.call(lambda: time.sleep(1.5), path_prefix="/api/", times=None))
+    hub.faults.add(Fault.call(Meeting(), path_prefix="/api/", times=None))
     runs = [
         subprocess.Popen(
             [sys.executable, "-m", "mdl", "add", name, source, "--no-progress"],

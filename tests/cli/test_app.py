@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from runfixtures import HANG, mdl, wait_for
-from servers import TOKEN, CdnServer, HubServer, make_data
+from servers import TOKEN, CdnServer, HubServer, hold_after, make_data
 
 BIG = make_data(3_000_000, seed=7)
 WEIGHTS = make_data(40_000_000, seed=3)
@@ -435,13 +435,18 @@ def test_interrupt_exits_130_and_next_run_resumes(
     hub = world["hub"]
     dest = world["dest"]
     assert isinstance(hub, HubServer) and isinstance(dest, Path)
-    # ~10 s for the whole: the signal comes long before, however busy the machine
+    # each answer held after 1.5 MB until the signal was sent: mid-way, however busy the machine
     hub.cdn.throttle_bps = 1_000_000
+    sent = hold_after(hub.cdn, 1_500_000)
     env = dict(os.environ)
     proc = _spawn(["pull", "multi", "--connections", "4"], env)
-    wait_for(lambda: _partial_bytes(dest) > 2_000_000)
-    proc.send_signal(sig)
+    try:
+        wait_for(lambda: _partial_bytes(dest) > 1_000_000)
+        proc.send_signal(sig)
+    finally:
+        sent.set()
     _, err = proc.communicate(timeout=HANG)
+    hub.cdn.faults.clear()
     assert proc.returncode == 130, err
     assert b"interrupted" in err and b"Traceback" not in err
     kept = _partial_bytes(dest)
@@ -466,13 +471,17 @@ def test_kill_9_loses_at_most_the_last_second(world: dict[str, object]) -> None:
     hub = world["hub"]
     dest = world["dest"]
     assert isinstance(hub, HubServer) and isinstance(dest, Path)
-    # ~13 s for the whole: the kill comes long before, however busy the machine
+    # each answer held after 4 MB until the kill: mid-way, however busy the machine
     hub.cdn.throttle_bps = 1_500_000
+    sent = hold_after(hub.cdn, 4_000_000)
     proc = _spawn(["pull", "multi", "--connections", "2"], dict(os.environ))
-    wait_for(lambda: _partial_bytes(dest) > 3_000_000)
-    time.sleep(1.5)
-    proc.kill()
+    try:
+        wait_for(lambda: _partial_bytes(dest) > 3_000_000)
+        proc.kill()
+    finally:
+        sent.set()
     proc.wait(timeout=HANG)
+    hub.cdn.faults.clear()
     recorded = _partial_bytes(dest)
     hub.cdn.throttle_bps = None
     hub.cdn.log.clear()
@@ -490,11 +499,16 @@ def test_clean_removes_stale_partials(world: dict[str, object]) -> None:
     hub = world["hub"]
     dest = world["dest"]
     assert isinstance(hub, HubServer) and isinstance(dest, Path)
-    hub.cdn.throttle_bps = 500_000  # the whole takes many seconds: the signal comes long before
+    hub.cdn.throttle_bps = 500_000
+    sent = hold_after(hub.cdn, 1_500_000)  # held until the signal was sent: mid-way, however busy
     proc = _spawn(["pull", "multi"], dict(os.environ))
-    wait_for(lambda: _partial_bytes(dest) > 1_000_000)
-    proc.send_signal(signal.SIGINT)
+    try:
+        wait_for(lambda: _partial_bytes(dest) > 1_000_000)
+        proc.send_signal(signal.SIGINT)
+    finally:
+        sent.set()
     proc.communicate(timeout=HANG)
+    hub.cdn.faults.clear()
     assert list((dest / ".mdl" / "partial").glob("*.part"))
     dry = mdl("clean", "--dry-run", "--json")
     assert dry.exit_code == 0

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from servers import CdnServer, make_data
+from servers import CdnServer, Fault, make_data
 from terminal import TOTAL, run_mdl, screen_of
 
 MiB = 1024 * 1024
@@ -21,6 +21,9 @@ def test_ctrl_c_leaves_one_final_frame(tmp_path: Path, columns: int) -> None:
             cdn.add_file(f"/files/{name}.bin", make_data(64 * MiB, seed=seed))
             for seed, name in enumerate("wx")
         ]
+        # every answer held after 8 MiB until the server stops: the Ctrl-C comes mid-way, however
+        # slow the machine (64 s at this rate alone was a head start, not a promise)
+        cdn.faults.add(Fault.stall(8 * MiB, times=None))
         env = {**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
 
         # the display is up and showing bytes: the moment a person presses Ctrl-C

@@ -18,13 +18,14 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runfixtures import make_hf_run, mdl, use_catalog, wait_for
+from runfixtures import HANG, make_hf_run, mdl, use_catalog, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
-from servers import CdnServer, HubServer, make_data
+from servers import CdnServer, HubServer, hold_after, make_data
 
 from mdl.cli.run import Run
 from mdl.cli.translate import KEPT_ON_INTERRUPT, translate
@@ -49,13 +50,20 @@ def spawn(args: list[str], *, cwd: Path, stdin: int | None = None) -> subprocess
     )
 
 
-def interrupt(proc: subprocess.Popen[str], ready: object, *, what: str) -> str:
-    """SIGINT ``proc`` once ``ready()`` holds; its stderr, after it ended with 130."""
+def interrupt(
+    proc: subprocess.Popen[str], ready: object, *, what: str, sent: threading.Event | None = None
+) -> str:
+    """SIGINT ``proc`` once ``ready()`` holds (then set ``sent``: what a server held until the
+    signal goes on); its stderr, after it ended with 130."""
     try:
-        wait_for(ready, timeout=60, what=what)  # type: ignore[arg-type]
+        wait_for(ready, what=what)  # type: ignore[arg-type]
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        if sent is not None:
+            sent.set()
+        _, err = proc.communicate(timeout=HANG)
     finally:
+        if sent is not None:
+            sent.set()
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
@@ -123,8 +131,11 @@ def slow_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubSer
 def test_pull_interrupted_says_partial_downloads_were_kept(
     slow_hub: HubServer, tmp_path: Path
 ) -> None:
+    sent = hold_after(slow_hub.cdn, 2 * MiB)
     proc = spawn(["pull", "big"], cwd=tmp_path)
-    err = interrupt(proc, lambda: bool(parts(tmp_path / "models")), what="a partial download")
+    err = interrupt(
+        proc, lambda: bool(parts(tmp_path / "models")), what="a partial download", sent=sent
+    )
     assert err.count(KEPT_DOWNLOADS) == 1, err
     assert parts(tmp_path / "models"), "what it said was kept is there"
 
@@ -133,8 +144,11 @@ def test_pull_interrupted_says_partial_downloads_were_kept(
 def test_get_interrupted_says_partial_downloads_were_kept(tmp_path: Path) -> None:
     with CdnServer(throttle_bps=2_000_000) as cdn:
         url = cdn.add_file("/files/w.bin", make_data(40 * MiB, seed=4))
+        sent = hold_after(cdn, 2 * MiB)
         proc = spawn(["get", url, "-d", str(tmp_path / "out")], cwd=tmp_path)
-        err = interrupt(proc, lambda: bool(parts(tmp_path / "out")), what="a partial download")
+        err = interrupt(
+            proc, lambda: bool(parts(tmp_path / "out")), what="a partial download", sent=sent
+        )
     assert err.count(KEPT_DOWNLOADS) == 1, err
     assert parts(tmp_path / "out")
 
@@ -197,14 +211,14 @@ def test_publish_interrupted_says_what_was_uploaded_is_kept(
         use_catalog(tmp_path, monkeypatch, '[models.tiny]\nrepo = "org/tiny"\n', endpoint=hub.url)
         assert mdl("pull", "tiny").exit_code == 0
     s3.client().create_bucket(Bucket="team-models")
-    s3.cutter.write_delay = 0.4  # a slow uplink
+    s3.cutter.hold_parts = sent = threading.Event()  # parts held until the SIGINT was sent
     proc = spawn(["publish", "tiny", "--to", "s3://team-models/hub"], cwd=tmp_path)
 
     def uploading() -> bool:
         return any("partNumber=" in query for _, _, query in s3.cutter.writes)
 
-    err = interrupt(proc, uploading, what="a multipart upload")
-    s3.cutter.write_delay = 0.0
+    err = interrupt(proc, uploading, what="a multipart upload", sent=sent)
+    s3.cutter.hold_parts = None
     assert (
         "interrupted while uploading; files already uploaded are kept, run again to send the rest"
         in err

@@ -14,11 +14,10 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from runfixtures import HANG, make_hf_run
+from runfixtures import HANG, make_hf_run, wait_for
 from terminal import STAMP
 
 from mdl import api
@@ -123,10 +122,8 @@ def test_an_interrupted_stdin_leaves_no_spool_and_nothing_in_the_destination(
     # the writer is still going when the user presses Ctrl-C
     proc.stdin.write(archive[: len(archive) // 2])
     proc.stdin.flush()
-    deadline = time.monotonic() + 30
     # DIR does not exist yet: the spool is beside it
-    while not spools(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: bool(spools(tmp_path)) or proc.poll() is not None, what="the spool")
     assert spools(tmp_path), "no spool appeared"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=HANG)

@@ -8,12 +8,11 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from runfixtures import HANG
+from runfixtures import HANG, Meeting
 from servers import Fault, HubServer, git_blob_sha1, make_data
 
 from mdl import api
@@ -278,12 +277,12 @@ def test_files_hashed_by_download_show_progress_and_the_same_bytes_come_once(
 
 @pytest.mark.slow
 def test_two_locks_at_once_keep_both_models(world: World, hub: HubServer, tmp_path: Path) -> None:
-    """Each run reads the lock, asks the Hub (slow here), then writes: the second write must not
-    drop the first's model. Two real processes, the Hub stand-in holding each revision request back
-    so both read before either writes."""
+    """Each run reads the lock, asks the Hub, then writes: the second write must not drop the
+    first's model. Two real processes, the Hub stand-in holding the first revision request until
+    the other run's has come, so both read before either writes."""
     hub.add_repo("org/other", {"config.json": CONFIG})
     world.catalog.write_text(world.catalog.read_text() + '\n[models.other]\nrepo = "org/other"\n')
-    hub.faults.add(Fault.call(lambda: time.sleep(1.5), path_prefix="/api/models/", times=None))
+    hub.faults.add(Fault.call(Meeting(), path_prefix="/api/models/", times=None))
     env = {**os.environ, **world.env, "MDL_LOG_FILE": str(tmp_path / "mdl.log")}
     runs = [
         subprocess.Popen(

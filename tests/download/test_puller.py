@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runfixtures import HANG, wait_for
 from servers import TOKEN, Fault, HubServer, git_blob_sha1, make_data
 
 from mdl.catalog.load import parse_catalog
@@ -458,7 +459,10 @@ def test_partial_bytes_come_from_the_resume_record(
 def test_two_concurrent_pulls_fetch_the_bytes_once(tiny: HubServer, tmp_path: Path) -> None:
     dest = tmp_path / "models"
     spec = catalog_models(tiny)["tiny"]
-    tiny.cdn.throttle_bps = 300_000  # ~1 s for the weights: the runs overlap
+    # the weights held at the CDN until the other run waits on their lock: the runs overlap,
+    # whichever thread starts first and however late the other
+    gate = threading.Event()
+    tiny.cdn.faults.add(Fault.call(lambda: gate.wait(HANG), path_prefix="/blobs/", times=None))
     reports: list[RunReport] = []
     notes = [Notes(), Notes()]
 
@@ -466,10 +470,14 @@ def test_two_concurrent_pulls_fetch_the_bytes_once(tiny: HubServer, tmp_path: Pa
         reports.append(pull_models([spec], make_settings(tiny, dest), progress=progress))
 
     threads = [threading.Thread(target=run, args=(n,)) for n in notes]
+    try:
+        for t in threads:
+            t.start()
+        wait_for(lambda: any(n.waits for n in notes), what="a run waiting on the other's lock")
+    finally:
+        gate.set()
     for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+        t.join(HANG)
     assert len(reports) == 2
     assert all(r.ok for r in reports)
     assert_tiny_on_disk(dest)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -47,9 +46,12 @@ def test_abort_wakes_streams_waiting_on_a_silent_server(cdn: CdnServer, tmp_path
         thread.start()
         # (One stream: the file is under the split threshold. This waited 10 s for a second request
         # that never came.)
-        wait_for(lambda: len(cdn.log) >= 1, what="the stream started and waiting on the silence")
-        # most likely in their reads by now (a stream not yet there finds cancel set: the same end)
-        time.sleep(0.3)
+        # the server sent its bytes and went silent (a stream not yet in its read finds cancel
+        # set: the same end)
+        wait_for(
+            lambda: any(r.error == "fault:stall" for r in list(cdn.log)),
+            what="the stream started and the server silent",
+        )
         session.abort()
         thread.join(HANG)
         assert not thread.is_alive()  # woken by the shutdown, not by the stall timeout (10 x HANG)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runfixtures import mdl
+from runfixtures import HANG, mdl, wait_for
 from s3server import ACCESS_KEY, S3, SECRET_KEY
 from servers import HubServer, make_data
 from typer.testing import Result
@@ -350,9 +350,10 @@ def test_ctrl_c_mid_publish_exits_130_leaves_no_open_upload_and_the_rerun_finish
     import signal
     import subprocess
     import sys
-    import time
+    import threading
 
-    s3.cutter.write_delay = 0.4  # a slow uplink: every PUT (and every part) takes a while
+    # every part held until the SIGINT was sent: the publish is mid-upload however fast it runs
+    s3.cutter.hold_parts = sent = threading.Event()
     command = [
         sys.executable,
         "-m",
@@ -366,16 +367,17 @@ def test_ctrl_c_mid_publish_exits_130_leaves_no_open_upload_and_the_rerun_finish
     ]
     proc = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while (
-            not any("partNumber=" in q for _, _, q in s3.cutter.writes)
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
-        assert time.monotonic() < deadline, "the big file's parts never started"
+        wait_for(
+            lambda: (
+                any("partNumber=" in q for _, _, q in s3.cutter.writes) or proc.poll() is not None
+            ),
+            what="the big file's parts",
+        )
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
+        sent.set()
+        _, stderr = proc.communicate(timeout=HANG)
     finally:
+        sent.set()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == ExitCode.INTERRUPTED, stderr
@@ -387,7 +389,7 @@ def test_ctrl_c_mid_publish_exits_130_leaves_no_open_upload_and_the_rerun_finish
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
     assert "hub/tiny/nested/big.safetensors" not in keys and "hub/.mdl/tiny.json" not in keys
 
-    s3.cutter.write_delay = 0.0
+    s3.cutter.hold_parts = None
     again = mdl("publish", "tiny", "--to", f"s3://{BUCKET}/hub", "--dest", str(seeded), "--json")
     assert again.exit_code == 0, again.output
     assert (

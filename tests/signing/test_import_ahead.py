@@ -9,10 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from runfixtures import wait_for
 from servers import HubServer
 from signkeys import key_pair, official_sign, write_files
 
@@ -91,6 +91,7 @@ from mdl.signing.statement import Trust
 import_ahead()
 print("importing", flush=True)
 try:
+    print("waiting", flush=True)  # (a signal before the wait begins ends the run the same way)
     if sys.argv[2] == "verify":
         verify_signature(b"{}", Trust(key=Path("k.pub")), what="m/model.sig")
     else:  # the signature still downloading
@@ -112,7 +113,7 @@ def test_a_failed_import_ahead_is_today_s_error_and_prints_nothing(tmp_path: Pat
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[1] == (
+    assert done.stdout.splitlines()[2] == (
         "signed models need model_signing, which is not installed: pip install 'mdl[sign]'"
     )
     assert done.stderr == ""  # the thread's failure printed no traceback
@@ -139,13 +140,9 @@ def test_ctrl_c_while_the_library_is_imported_ahead_ends_the_run(
     try:
         assert child.stdout is not None
         assert child.stdout.readline() == "importing\n"
-        deadline = time.monotonic() + 60
-        while not started.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(started.exists, what="the import ahead")
         assert started.exists(), "the import ahead never began"
-        # Time for the caller to reach its wait; a signal that lands earlier tests less, never
-        # fails.
-        time.sleep(0.5)
+        assert child.stdout.readline() == "waiting\n"  # the caller at its wait
         child.send_signal(signal.SIGINT)
         _, stderr = child.communicate(timeout=60)  # the fake import sleeps an hour
     finally:

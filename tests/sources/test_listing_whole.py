@@ -129,7 +129,8 @@ def test_an_endless_listing_stops_at_its_bound_exit_5_naming_the_hub(
     assert f"the listing of org/good from the Hub at {hostile.url} {said}" in result.stderr
     assert "internal error" not in result.stderr
     pages = hostile.log.records(path_prefix="/api/models/org/good/tree/")
-    assert 2 <= len(pages) <= 12, len(pages)  # it stopped asking: the server never has to
+    # it stopped asking: the server never has to (how many pages fit in a second is the machine's)
+    assert (1 if limits.seconds < 10 else 2) <= len(pages) <= 12, len(pages)
     assert fetched(hostile) == 0
     assert not (env / "good").exists()
 

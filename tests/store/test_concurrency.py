@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 from runfixtures import wait_for
-from servers import Fault, HubServer, make_data
+from servers import Fault, HubServer, hold_after, make_data
 
 from mdl.store.store import Store
 
@@ -230,10 +230,15 @@ def test_lock_not_obtained_within_lock_timeout_is_exit_7(
 def test_a_killed_run_does_not_leave_its_lock_held(hub: HubServer, env: dict[str, str]) -> None:
     dest = dest_of(env)
     hub.cdn.throttle_bps = 6 * MB
+    killed = hold_after(hub.cdn, 3 * MB)  # every answer held after 3 MB until the kill: mid-way
     victim = spawn(env, "pair", "--connections", "4")
-    wait_for(lambda: partial_bytes(dest) > 2 * MB, timeout=PATIENCE)
-    victim.kill()
+    try:
+        wait_for(lambda: partial_bytes(dest) > 2 * MB, timeout=PATIENCE)
+        victim.kill()
+    finally:
+        killed.set()
     victim.wait(timeout=PATIENCE)
+    hub.cdn.faults.clear()
     hub.cdn.throttle_bps = None
     code, out, err = finish(spawn(env, "pair", "--json"))
     assert code == 0, err

@@ -17,13 +17,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from runfixtures import HANG, wait_for
+from runfixtures import HANG, recorded, wait_for
 from servers import Fault, HubServer, make_data
 
 MODEL = "half"
@@ -110,8 +109,12 @@ def interrupt_pull(setup: Setup, sig: signal.Signals) -> tuple[int, str]:
             ),
             what="the small files in place",
         )
+        # the record of the small files written, as it would be in real life (once a second)
+        wait_for(
+            lambda: recorded(setup.dest, MODEL, SMALL) or proc.poll() is not None,
+            what="the small files' record",
+        )
         assert proc.poll() is None, f"the pull ended before it was cut: {proc.communicate()}"
-        time.sleep(0.3)  # let the record of the small files be written, as it would be in real life
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=HANG)
     finally:
@@ -277,7 +280,6 @@ def test_the_expected_state_is_written_before_the_first_byte(setup: Setup) -> No
     proc = setup.spawn("pull", MODEL, "--no-progress")
     try:
         wait_for(lambda: held.seen > 0 or proc.poll() is not None, what="the first CDN request")
-        time.sleep(0.3)
         assert proc.poll() is None, proc.communicate()
         assert not any(
             (setup.dest / MODEL / p).exists() for p in FILES if p.endswith(".safetensors")
@@ -329,7 +331,6 @@ def test_sigterm_ends_a_pull_a_silent_server_holds_at_once(setup: Setup) -> None
             lambda: held.seen > 0 or proc.poll() is not None,
             what="the big file's request at the CDN",
         )
-        time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=HANG)  # a wait for the silent server would outlast this many times
     finally:

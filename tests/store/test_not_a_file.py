@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from planted import KINDS, kind_at, no_hang, plant, snapshot
-from runfixtures import make_hf_run, mdl
+from runfixtures import HANG, make_hf_run, mdl
 from servers import HubServer, make_data
 from typer.testing import Result
 
@@ -31,7 +31,6 @@ CONFIG = b'{"model_type": "bert"}\n'
 WEIGHTS = make_data(200_000, seed=27)
 FILES = {"config.json": CONFIG, "model.safetensors": WEIGHTS}
 ABC = b"abc" * 1000
-HANG_SECONDS = 30.0
 REPLACEABLE = ["fifo", "socket", "device"]
 ALL = [*REPLACEABLE, "folder"]
 
@@ -62,7 +61,7 @@ class World:
         return self.url if which == "url" else "hf://org/tiny/config.json"
 
     def mdl(self, *args: str) -> Result:
-        with no_hang(self.root, HANG_SECONDS, f"mdl {' '.join(args)}"):
+        with no_hang(self.root, HANG, f"mdl {' '.join(args)}"):
             return mdl(*args, "--no-progress")
 
     def pull(self, *args: str) -> Result:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from planted import no_hang, snapshot
-from runfixtures import mdl
+from runfixtures import HANG, mdl
 from servers import HubServer, git_blob_sha1, make_data
 from typer.testing import Result
 
@@ -29,7 +29,6 @@ WEIGHTS = make_data(300_000, seed=24)
 VOCAB = b"[PAD]\n[UNK]\n"
 FILES = {"config.json": CONFIG, "model.safetensors": WEIGHTS, "nested/vocab.txt": VOCAB}
 CATALOG = '[models.tiny]\nrepo = "org/tiny"\n'
-HANG_SECONDS = 15.0
 
 
 def mdl_names() -> list[str]:
@@ -100,7 +99,7 @@ class World:
             common = ["-d", str(self.dest), "--no-progress"]
         else:
             common = ["--catalog", str(self.catalog), "--dest", str(self.dest), "--no-progress"]
-        with no_hang(self.dest, HANG_SECONDS, f"mdl {' '.join(args)}"):
+        with no_hang(self.dest, HANG, f"mdl {' '.join(args)}"):
             return mdl(*args, *common)
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +22,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from planted import release_fifos, snapshot
+from planted import no_hang, snapshot
 from profiles import examples
-from runfixtures import mdl
+from runfixtures import HANG, mdl
 from servers import HubServer, make_data
 from typer.testing import Result
 
@@ -37,7 +35,6 @@ WEIGHTS = make_data(200_000, seed=124)
 VOCAB = b"[PAD]\n[UNK]\n"
 FILES = {"config.json": CONFIG, "model.safetensors": WEIGHTS, "nested/vocab.txt": VOCAB}
 CATALOG = '[models.tiny]\nrepo = "org/tiny"\n'
-HANG_SECONDS = 10.0
 # exit codes other than 1 (a bug) and 130 (our watchdog's Ctrl-C)
 DOCUMENTED = {0, 2, 3, 4, 5, 6, 7}
 
@@ -165,29 +162,8 @@ class Place:
         """One command in-process; a watchdog releases FIFOs, then interrupts it, if it runs too
         long.
         """
-        done = threading.Event()
-        hung: list[bool] = []
-        main = threading.get_ident()
-
-        def watch() -> None:
-            if done.wait(HANG_SECONDS):
-                return
-            hung.append(True)
-            for _ in range(25):
-                release_fifos(self.dest)
-                if done.wait(0.2):
-                    return
-            signal.pthread_kill(main, signal.SIGINT)
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        try:
-            result = mdl(*self.args(command), "--no-progress", *(["--json"] if as_json else []))
-        finally:
-            done.set()
-            watcher.join()
-        assert not hung, f"{command} hung for more than {HANG_SECONDS}s"
-        return result
+        with no_hang(self.dest, HANG, f"mdl {command}"):
+            return mdl(*self.args(command), "--no-progress", *(["--json"] if as_json else []))
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from planted import snapshot
-from runfixtures import mdl, wait_for
+from runfixtures import HANG, mdl, wait_for
 from servers import Fault, HubServer, git_blob_sha1, make_data
 
 from mdl.errors import LockTimeoutError
@@ -201,12 +201,12 @@ def test_a_model_being_pulled_is_skipped_and_its_files_kept(world: dict[str, Pat
     def puller() -> None:
         with store.acquire_file_lock("tiny", "model.safetensors", timeout=5):
             taken.set()
-            done.wait(30)
+            done.wait(HANG)
 
     thread = threading.Thread(target=puller)
     thread.start()
     try:
-        assert taken.wait(10)
+        assert taken.wait(HANG)
         result = mdl("prune")
         assert result.exit_code == 0, result.stderr
         assert "tiny: skipped: another mdl run is pulling it" in result.stderr

@@ -17,7 +17,7 @@ from typing import Any
 import httpx2
 import pytest
 from pytest_httpx2 import HTTPXMock
-from runfixtures import HANG, transfer_job, wait_for
+from runfixtures import HANG, Meeting, transfer_job, wait_for
 from servers import TOKEN, CdnServer, Fault, HubServer, git_blob_sha1, make_data
 
 from mdl.errors import (
@@ -151,10 +151,10 @@ def test_parallel_ranges_byte_exact(
 ) -> None:
     data = make_data(9_000_003, seed=2)
     url = cdn.add_file("/f.bin", data)
-    # Each range lasts ~0.2 s: with no locate first to open a connection, a stream whose thread
-    # starts late on a busy machine still finds the other's answer running (else it may reuse its
-    # finished connection).
-    cdn.throttle_bps = 20_000_000
+    # The first two requests are held until both have come: a stream whose thread starts late on
+    # a busy machine still finds the other's answer running (else it may reuse its finished
+    # connection), an event, not the answer's length.
+    cdn.faults.add(Fault.call(Meeting(), times=2))
     job = transfer_job(tmp_path, url, data, git_oid=git_blob_sha1(data))
     result = make_engine(client, connections=connections).fetch(job)
     assert_finished(job, data)
@@ -692,6 +692,10 @@ def test_record_never_claims_more_than_is_on_disk(
     data = make_data(9_000_003, seed=26)
     url = cdn.add_file("/f.bin", data)
     cdn.throttle_bps = 6_000_000
+    # the first answer holds after 3 MB until the test has read three records mid-way (an event,
+    # not the machine's speed), then sends the rest
+    release = threading.Event()
+    cdn.faults.add(Fault.stall(after_bytes=3_000_000, resume=True, until=release))
     job = transfer_job(tmp_path, url, data)
     engine = make_engine(client, checkpoint_interval=0.05)
     outcome: list[object] = []
@@ -709,8 +713,11 @@ def test_record_never_claims_more_than_is_on_disk(
             for start, _end, done in state["pieces"]:
                 assert part[start : start + done] == data[start : start + done]
             snapshots += state["pieces"] != [[s, e, 0] for s, e, _ in state["pieces"]]
+            if snapshots >= 3:
+                release.set()
             time.sleep(0.02)
     finally:
+        release.set()
         thread.join()
     assert snapshots >= 3
     assert outcome and job.final_path.read_bytes() == data

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -36,21 +35,33 @@ def test_the_first_answer_reads_on_while_the_other_answers_are_on_their_way(
     cdn: CdnServer, tmp_path: Path
 ) -> None:
     """Every answer after the probe's waits until the probe's open-ended answer has been sent whole
-    (and 1 s more for the last of it to be read: an event, not a race against the clock), so the
+    and its last bytes are on the client's disk: events, not a race against the clock), so the
     pieces it read are not fetched again (their answers are dropped) and the bytes are the file's.
     """
     data = make_data(48 * MiB, seed=3801)
     url = cdn.add_file("/f.bin", data)
+    out = tmp_path / "f.bin"
+    tail = data[-MiB:]
+
+    def tail_on_disk() -> bool:
+        for path in [out, *(tmp_path / ".mdl").rglob("*.part")]:
+            try:
+                with path.open("rb") as file:
+                    file.seek(len(data) - MiB)
+                    if file.read(MiB) == tail:
+                        return True
+            except OSError:
+                continue
+        return False
 
     def after_the_probe() -> None:
         wait_for(
             lambda: any(r.complete for r in cdn.log.records(method="GET")[:1]),
             what="the probe's answer sent",
         )
-        time.sleep(1.0)
+        wait_for(tail_on_disk, what="the probe's last bytes read")
 
     cdn.faults.add(Fault.call(after_the_probe, path_prefix="/f.bin", skip=1, times=3))
-    out = tmp_path / "f.bin"
     code, stderr = get(url, out, "--timeout", str(HANG))  # the held answers are late on purpose
     assert code == 0, stderr
     assert out.read_bytes() == data

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hostile import Answer, Phase, ScriptedServer, Seen
-from runfixtures import mdl, transfer_job
+from runfixtures import HANG, mdl, transfer_job
 from servers import make_data
 
 from mdl.progress import NullProgress
@@ -140,7 +140,7 @@ def test_a_resumed_run_does_not_make_its_durable_record_untrusted_before_any_new
 
     def policy(_: int, seen: Seen, server: ScriptedServer) -> Answer | None:
         asked.set()
-        release.wait(5)  # the answer is on its way while the test looks at the record
+        release.wait(HANG)  # the answer is on its way while the test looks at the record
         return None
 
     server = ScriptedServer({"/f.bin": [Phase(data, etag='"v1"')]}, policy=policy).start()
@@ -165,12 +165,12 @@ def test_a_resumed_run_does_not_make_its_durable_record_untrusted_before_any_new
             running = pool.submit(engine.fetch, job)
             try:
                 # the run's first request: every save so far is of run 1's bytes alone
-                assert asked.wait(5)
+                assert asked.wait(HANG)
                 # what a crash of the machine now leaves
                 record = json.loads(job.state_path.read_text())
             finally:
                 release.set()
-            running.result(timeout=10)
+            running.result(timeout=HANG)
     claimed = sum(done for _, _, done in record["pieces"])
     assert claimed == half, "no new byte yet: the record claims only what run 1 flushed"
     # what the next boot trusts of it

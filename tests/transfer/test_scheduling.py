@@ -8,6 +8,7 @@ import threading
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from runfixtures import HANG
 
 from mdl.transfer.scheduling import (
     FIRST_WINDOW,
@@ -167,7 +168,7 @@ def test_run_pieces_stops_the_others_and_raises_the_first_failure() -> None:
     def run(piece: Piece) -> None:
         if piece.start == 0:
             raise OSError("disk on fire")
-        if not stop.wait(5):  # a sibling keeps streaming until told to stop
+        if not stop.wait(HANG):  # a sibling keeps streaming until told to stop
             raise AssertionError("never stopped")
         raise StreamStopped
 

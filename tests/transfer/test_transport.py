@@ -21,7 +21,7 @@ import httpcore2
 import httpx2
 import pytest
 from hostile import ForwardProxy, ScratchCA, TlsCdn
-from runfixtures import HANG, proxy_for
+from runfixtures import HANG, proxy_for, wait_for
 from servers import CdnServer, Fault, make_data
 
 from mdl.transfer.body import RAW_LEAST, promised, raw_socket, read_body
@@ -363,9 +363,12 @@ def test_closing_a_connection_wakes_a_read_waiting_on_it(
 
             reader = threading.Thread(target=read)
             reader.start()
-            # most likely in its read by now (if not, the read finds the stream closed: the same
-            # end)
-            time.sleep(0.3)
+            # the server sent its bytes and went silent (a read not yet begun finds the stream
+            # closed: the same end)
+            wait_for(
+                lambda: any(r.error == "fault:stall" for r in list(cdn.log)),
+                what="the server silent",
+            )
             stream.close()
             reader.join(HANG)
             assert not reader.is_alive()  # woken by the close, not by the timeout (10 x HANG)

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 import httpx2
 import pytest
+from clocks import lines_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from profiles import examples
@@ -668,27 +666,6 @@ def test_any_link_header_gives_a_target_or_none(link: str) -> None:
     assert found[1] is None or (found[1] and found[1] in link)
 
 
-def _lines_run(work: Callable[[], object]) -> int:
-    """How many lines of mdl/xet/_protocol.py ``work`` runs: its cost in steps, whatever the
-    machine's speed or load."""
-    lines = 0
-
-    def local(frame: FrameType, event: str, arg: object) -> object:
-        nonlocal lines
-        lines += event == "line"
-        return local
-
-    def called(frame: FrameType, event: str, arg: object) -> object:
-        return local if frame.f_code.co_filename == protocol.__file__ else None
-
-    sys.settrace(called)
-    try:
-        work()
-    finally:
-        sys.settrace(None)
-    return lines
-
-
 @pytest.mark.slow
 def test_many_terms_and_ranges_of_one_xorb_read_in_near_linear_time() -> None:
     """A hostile (or merely unmerged) reply: 8,000 terms, each its own range of one xorb, listed
@@ -714,7 +691,9 @@ def test_many_terms_and_ranges_of_one_xorb_read_in_near_linear_time() -> None:
 
     replies = {n: reply(n) for n in (count // 8, count)}
     # 8 times the terms: about 8 times the steps (and a log), not 8 * 8
-    steps = {n: _lines_run(lambda: parse_reconstruction(replies[n], version=1)) for n in replies}
+    steps = {
+        n: lines_run(lambda: parse_reconstruction(replies[n], version=1), protocol) for n in replies
+    }
     assert steps[count] < 12 * steps[count // 8], steps
     parsed = parse_reconstruction(replies[count], version=1)
     assert [(f.start, f.first) for f in parsed.fetches[:2]] == [(0, 0), (2, 200)]

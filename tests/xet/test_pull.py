@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -486,11 +487,14 @@ def test_pieces_finishing_out_of_order_still_hash_the_bytes_on_disk(
     data = make_data(24 << 20, seed=24)
     xet_hub.add_repo("org/m", {WEIGHTS: data}, scheme="none")
     piece = Streams._piece
+    another_done = threading.Event()
 
     def first_piece_last(self: Any, task: FetchPiece) -> None:
-        if task.piece == 0:
-            time.sleep(0.5)  # the other pieces are on disk before the file's first bytes
+        if task.piece == 0:  # another piece is on disk before the file's first bytes
+            assert another_done.wait(HANG), "no other piece was fetched while the first waited"
         piece(self, task)
+        if task.piece != 0:
+            another_done.set()
 
     monkeypatch.setattr(Streams, "_piece", first_piece_last)
     result = mdl("pull", "m")

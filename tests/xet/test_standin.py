@@ -20,6 +20,7 @@ from huggingface_hub import get_hf_file_metadata
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from profiles import examples
+from runfixtures import HANG
 from servers import TOKEN, Fault, make_data
 from xetserver import (
     _GEAR,
@@ -610,7 +611,7 @@ def test_served_from_another_process(tmp_path: Path) -> None:
             after = http.get(f"{info['cas']}/_stats").json()
     finally:
         child.terminate()
-        child.wait(10)
+        child.wait(HANG)
     assert info["files"][1]["hash"] == xet_hash(revise(a, 1))
     assert 0 < info["files"][1]["new_bytes"] < info["files"][1]["xorb_bytes"]
     assert stats["xorb_requests"] == 1 and stats["xorb_bytes"] == last - first + 1
