@@ -112,11 +112,8 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
                 writer, place.leases, holder=fills.holder, term=fills.term, mine=_mine(job)
             )
         except MdlError as exc:
-            job.retries.warn(
-                f"{label}: cannot take a lease on mirror {shown} ({exc.message}); fetching it"
-                " from the cheapest source"
-            )
-            return said(*_cheapest(sources, place, over))
+            why = f"{label}: cannot take a lease on mirror {shown} ({exc.message})"
+            return said(*_cheapest(sources, place, over, why))
         if lease is not None:
             if streamer is not None and parts is not None:
                 # Xet fetches by chunk, never on a plain record: its parts go up once it verified
@@ -127,33 +124,26 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
         log.info("%s: another machine is filling mirror %s; waiting on it", label, shown)
         state = _waited(sources, place, over, streamer, said)
         if isinstance(state, GaveUp):
-            if state.why:
-                job.retries.warn(
-                    f"{label}: gave up waiting on mirror {shown} ({state.why}); fetching it"
-                    " from the cheapest source"
-                )
-            return said(*_cheapest(sources, place, over))
+            why = f"{label}: gave up waiting on mirror {shown} ({state.why})" if state.why else ""
+            return said(*_cheapest(sources, place, over, why))
         if state != "free":
             log.info("waited %.1f s on mirror %s for %s", said.waited, shown, label)
             # a mismatch there is warned of: the object read again whole, then the origin
             read = sources.mirror(place.target.template, place.uri)
             if read is not None:
                 return said(read, STREAMED if said.streamed else READ)
-            return said(*_cheapest(sources, place, over))
+            return said(*_cheapest(sources, place, over, ""))
         log.info("%s: the lease on mirror %s was given up; taking it", label, shown)
-    job.retries.warn(
-        f"{label}: the lease on mirror {shown} changed hands {TAKE_ROUNDS} times; fetching it"
-        " from the cheapest source"
-    )
-    return said(*_cheapest(sources, place, over))
+    why = f"{label}: the lease on mirror {shown} changed hands {TAKE_ROUNDS} times"
+    return said(*_cheapest(sources, place, over, why))
 
 
 def _waited(
     sources: FileSources, place: Place, over: str | None, streamer: Streamer | None, said: _Said
 ) -> str | GaveUp:
     """The wait on another machine's lease (:func:`wait_for`), the parts read kept on disk; a
-    failure to wait is given up on (said)."""
-    session, job, shown = sources.session, sources.job, place.uri
+    failure to wait is given up on."""
+    session, job = sources.session, sources.job
     session.progress.waiting(job.label, "another machine is filling the mirror")
     started = time.monotonic()
     try:
@@ -171,11 +161,7 @@ def _waited(
         raise InterruptedByUserError(INTERRUPTED) from exc
     except (MdlError, OSError) as exc:  # OSError: the partial the parts go to
         why = exc.message if isinstance(exc, MdlError) else exc.strerror or str(exc)
-        job.retries.warn(
-            f"{job.label}: cannot wait on mirror {shown} ({why}); fetching it from the cheapest"
-            " source"
-        )
-        return GaveUp("")
+        return GaveUp(f"cannot wait on it: {why}")
     finally:
         said.waited += time.monotonic() - started
         if streamer is not None:  # what it read, kept for whatever fetches the rest
@@ -183,15 +169,22 @@ def _waited(
         _stop_if_cancelled(session.cancel)
 
 
-def _cheapest(sources: FileSources, place: Place, over: str | None) -> tuple[TransferResult, str]:
+def _cheapest(
+    sources: FileSources, place: Place, over: str | None, why: str
+) -> tuple[TransferResult, str]:
     """The file from the cheapest verified source there is: the mirror's final object when it is
     there (its holder made it of its verified file; its bytes are checked as any mirror's), else
-    the origin, the dearest, which a fleet must spare. A partial a peer's parts made, that failed
-    the hash, is gone by now: the object is read whole."""
+    the origin, the dearest, which a fleet must spare; ``why`` (unless empty) is warned, with the
+    source. A partial a peer's parts made, that failed the hash, is gone by now: the object is
+    read whole."""
     if _present(place.target.writer, place.uri, over):
+        if why:
+            sources.job.retries.warn(f"{why}; reading the mirror's object")
         read = sources.mirror(place.target.template, place.uri)
         if read is not None:
             return read, READ
+    elif why:
+        sources.job.retries.warn(f"{why}; fetching it from the origin")
     return sources.origin(), FROM_ORIGIN
 
 
@@ -256,8 +249,8 @@ def _holding(
                 # another machine took it over and may be fetching too; the upload never replaces
                 log.info("%s: the lease on mirror %s lapsed while fetching", label, shown)
             filled = _upload(place, job, sources.remote, result, over, publisher)
-            if parts is not None and lease.after is not None:  # the holder's before us
-                parts.under(lease.after).remove()
+            if parts is not None:  # the holders' before us (the object is there, or failed)
+                parts.remove_holders()
             return replace(filled, published=publisher.beside if publisher is not None else 0)
     finally:
         _release(lease, label)

@@ -20,8 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from functools import partial
+from itertools import islice
 
-from mdl.buckets.lease import numbered, part_set
+from mdl.buckets.lease import LISTED_LIMIT, TOKEN, numbered, part_set
 from mdl.buckets.protocol import Writer
 from mdl.errors import MdlError
 from mdl.store.confined import open_file
@@ -94,6 +95,17 @@ class PartSet:
         try:
             for number in range(1, self.count + 1):
                 self.writer.delete(self.uri(number))
+        except MdlError as exc:
+            log.info("could not remove the parts under %s: %s", self.prefix, exc)
+
+    def remove_holders(self) -> None:
+        """Every holder's parts of this version (the holders before us: dead, or their lease
+        taken over), found by a bounded listing of the names mdl gives them; best effort."""
+        try:
+            for item in islice(self.writer.listing(self.prefix, most=LISTED_LIMIT), LISTED_LIMIT):
+                token, _, number = item.uri[len(self.prefix) :].partition("/")
+                if TOKEN.fullmatch(token) and number.isascii() and number.isdigit():
+                    self.writer.delete(item.uri)
         except MdlError as exc:
             log.info("could not remove the parts under %s: %s", self.prefix, exc)
 
