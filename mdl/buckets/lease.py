@@ -401,9 +401,8 @@ def wait_for(
             return _ended(writer, object_uri, over, found)
         if got >= size > 0:  # all read from the holder's parts; it assembles them
             return "streamed"
-        if found.token != token:  # a new holder: its parts are under its token, read at once
-            token = found.token
-            continue
+        if found.token != token:  # a new holder: its parts are under its token, read soon
+            token, attempt = found.token, 0
         now = clock()
         if now - moved > STALL_TERMS * term:
             return GaveUp(f"no part of it was published for {now - moved:.0f} s")

@@ -551,6 +551,22 @@ def test_what_a_lease_claims_is_no_progress(claim: object) -> None:
     assert fake.now <= STALL_TERMS * TERM + 2 * 2.0
 
 
+def test_a_lease_whose_token_changes_at_every_look_is_still_given_up_on() -> None:
+    """Another tenant rewrites the live generation with another token at every look: each is
+    read from once, the looks still wait between them, and the stall's terms end the wait."""
+    store = MemoryStore()
+    fake = Fake(store)
+    taken(store, "liar")
+    looks: list[str | None] = []
+
+    def flip(n: int) -> None:
+        renew_as(store, 1, 0, token=f"{fake.polls % 2:x}" * 32)
+
+    state = waiting(store, flip, fake=fake, parts=lambda token: looks.append(token) or 0)
+    assert isinstance(state, GaveUp) and "no part" in state.why
+    assert fake.now <= STALL_TERMS * TERM + 2 * 2.0 and len(set(looks)) == 4  # None, 3 tokens
+
+
 def test_parts_observed_are_progress_until_the_object_is_there() -> None:
     """A holder whose parts the follower reads (a MiB a look) is waited on past the stall's
     terms, until the object is there; the follower reads under the holder's token."""
@@ -607,10 +623,10 @@ def test_the_wait_ends_free_when_the_lease_lapses_or_is_released() -> None:
 def test_the_wait_for_a_replacement_is_not_ended_by_the_bad_object() -> None:
     store = MemoryStore()
     bad = store.put(OBJECT, b"poison")
-    taken(store, "leader")
+    held = taken(store, "leader")
 
     def step(n: int) -> None:
-        renew_as(store, 1, (n + 1) << 20)
+        renew_as(store, 1, 0, token=held.token)
         if n == 3:
             store.put(OBJECT, b"weights")
 
