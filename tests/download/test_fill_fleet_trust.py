@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 from runfixtures import HANG, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
-from servers import HubServer, make_data
+from servers import Fault, HubServer, make_data
 
 import mdl
 import mdl.buckets._parts as parts_module
@@ -75,10 +77,25 @@ def pull(hub: HubServer, dest: Path, template: str, env: dict[str, str] | None =
     return pull_models(parse_catalog(CATALOG).models, settings, progress=Progress())
 
 
-def fleet(hub: HubServer, tmp_path: Path, template: str, **env: str) -> list[RunReport]:
-    """``MACHINES`` pulls at once (threads of this process, each its own destination)."""
+def fleet(
+    hub: HubServer, tmp_path: Path, template: str, caplog: pytest.LogCaptureFixture
+) -> list[RunReport]:
+    """``MACHINES`` pulls at once (threads of this process, each its own destination); the
+    first to reach the CDN is held there until every other waits on its lease."""
+    caplog.set_level(logging.INFO)
+    held = threading.Event()
+    hub.cdn.faults.add(Fault.stall(after_bytes=1000, until=held, resume=True))
+
+    def waiting() -> bool:
+        said = [r.getMessage() for r in list(caplog.records)]
+        return sum("another machine is filling mirror" in m for m in said) >= MACHINES - 1
+
     with ThreadPoolExecutor(MACHINES) as pool:
-        runs = [pool.submit(pull, hub, tmp_path / f"m{i}", template, env) for i in range(MACHINES)]
+        runs = [pool.submit(pull, hub, tmp_path / f"m{i}", template) for i in range(MACHINES)]
+        try:
+            wait_for(waiting, what="every other machine waiting on the holder's lease")
+        finally:
+            held.set()
         return [run.result(timeout=HANG) for run in runs]
 
 
@@ -114,7 +131,7 @@ def all_verified(reports: list[RunReport], tmp_path: Path) -> None:
 
 
 def test_a_part_planted_at_its_public_name_costs_the_fleet_nothing(
-    tiny: HubServer, root: Path, tmp_path: Path
+    tiny: HubServer, root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Issue 68: wrong bytes at ``<sha256>-<size>/00001`` (public facts) were counted published:
     every follower failed the hash and went to the origin (4.6× for 4). Parts live under the
@@ -123,7 +140,7 @@ def test_a_part_planted_at_its_public_name_costs_the_fleet_nothing(
     writer = FolderWriter()
     assert writer.create(f"{prefix}00001", flipped(WEIGHTS[:PART])) is not None
     assert writer.create(f"{prefix}{HELD}/00001", flipped(WEIGHTS[:PART])) is not None
-    reports = fleet(tiny, tmp_path, template_of(root))
+    reports = fleet(tiny, tmp_path, template_of(root), caplog)
     all_verified(reports, tmp_path)
     assert cdn_bytes(tiny) == len(WEIGHTS)
     assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
@@ -186,7 +203,7 @@ def test_a_follower_whose_parts_fail_reads_the_final_object_not_the_origin(
 
 
 def test_foreign_names_in_a_lease_folder_cost_nothing_on_a_share(
-    tiny: HubServer, root: Path, tmp_path: Path
+    tiny: HubServer, root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Issue 68: 2,000 empty files in a file's lease folder made every machine take the lease
     and fetch from the origin ("changed hands 5 times", 4.00× for 4). They are ignored now: one
@@ -197,7 +214,7 @@ def test_foreign_names_in_a_lease_folder_cost_nothing_on_a_share(
     folder.mkdir(parents=True)
     for n in range(2000):
         (folder / f"0{n:04d}x").touch()  # sorting among the numbers
-    reports = fleet(tiny, tmp_path, template_of(root))
+    reports = fleet(tiny, tmp_path, template_of(root), caplog)
     all_verified(reports, tmp_path)
     assert cdn_bytes(tiny) == len(WEIGHTS)
     assert not any("changed hands" in w for r in reports for f in r.files for w in f.warnings)
@@ -220,7 +237,7 @@ def bucket(s3: S3, hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> Any:  # n
 
 @pytest.mark.slow
 def test_foreign_names_and_a_planted_part_cost_nothing_on_moto(
-    hub: HubServer, bucket: Any, tmp_path: Path
+    hub: HubServer, bucket: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The same on an S3 store: 2,000 foreign keys under the lease's prefix (more than a page of
     the listing) and a planted part at its public name; one machine fetches, the rest follow."""
@@ -237,7 +254,7 @@ def test_foreign_names_and_a_planted_part_cost_nothing_on_moto(
     digest = hashlib.sha256(SMALL).hexdigest()
     planted = part_set(ns, S3_OBJECT, pin=digest, size=len(SMALL))[0].removeprefix("s3://fleet/")
     bucket.put_object(Bucket="fleet", Key=f"{planted}00001", Body=flipped(SMALL[:S3_PART]))
-    reports = fleet(hub, tmp_path, S3_TEMPLATE)
+    reports = fleet(hub, tmp_path, S3_TEMPLATE, caplog)
     for i, report in enumerate(reports):
         assert report.exit_code == 0, report.files
         assert (tmp_path / f"m{i}" / "tiny" / "model.safetensors").read_bytes() == SMALL
