@@ -4,31 +4,32 @@ on it. Leases are numbered generations, ``<root>leases/<object>/<N>``, under mdl
 the lease. It is taken with an exclusive create of the next number (S3 ``If-None-Match: *``, a
 folder's ``link``), the one write every store and share keeps atomic; taking over a lapsed
 generation N is the create of N+1, so of two takers one wins, without a lock or a compare-and-swap.
-Its holder renews only its own generation (bytes done, for those who wait) and counts it lost when
-a next one exists. A lapse is judged by the store's clock and mdl's own term, never a body's.
+Its holder renews only its own generation and counts it lost when a next one exists. A lapse is
+judged by the store's clock and mdl's own term, never a body's. Each generation carries a token no
+one can guess before it exists: its holder's parts are published under it, so an object planted at
+a part's name (both public facts) is no part of any holder's.
 
-A waiting machine trusts a holder for nothing but progress: past a few terms without more bytes
-done, or a bound from the file's size at a slow rate, it fetches from the origin itself."""
+A waiting machine trusts a holder for nothing but progress it can observe (the parts published
+under the holder's token): past a few terms without a new part, or a bound from the file's size at
+a slow rate, it fetches the file itself. Names under a lease's folder that are not generations cost
+nothing; a folder too big to judge is "unknown", never free."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+import re
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from itertools import islice
-from pathlib import Path
 from typing import Literal
 
 from mdl.buckets._parts import fill_part
-from mdl.buckets.protocol import NAMESPACE, Writer, folder_of
+from mdl.buckets.protocol import NAMESPACE, Listed, Writer, folder_of
 from mdl.errors import InterruptedByUserError, MdlError
-from mdl.paths import read_small_file
 
 log = logging.getLogger("mdl.lease")
 
@@ -39,8 +40,12 @@ LOST_MARGIN = 0.1  # a holder counts its lease lost this part of a term before i
 RELEASE_WAIT = 5.0  # seconds a release waits for a renewal in flight, then leaves it to lapse
 TAKE_TRIES = 5  # generation numbers tried at one take (a name held by something not a lease)
 BODY_LIMIT = 4096  # bytes: a bigger object is not an mdl lease (read no further)
-LISTED_LIMIT = 1000  # objects under one object's leases: more is not mdl's (judged foreign)
-BOOT_ID = "/proc/sys/kernel/random/boot_id"  # Linux: changes at every boot
+# names one look reads under a lease's (or a part set's) folder, and for how long: past either,
+# the state is unknown (waited on, never free); names that are not mdl's cost only their listing
+LISTED_LIMIT = 20_000
+LISTING_TIME = 20.0  # seconds
+GENERATION_DIGITS = 30  # a longer name of digits is no generation
+TOKEN = re.compile(r"[0-9a-f]{32}")  # a generation's token: where its holder's parts go
 STALL_TERMS = 3.0  # a follower gives up after this many terms without the holder's progress
 SLOW_RATE = float(1 << 20)  # bytes/s: the slowest fill worth waiting for (the whole wait's bound)
 
@@ -76,9 +81,25 @@ def parts_prefix(root: str, object_uri: str) -> str:
 
 def part_set(root: str, object_uri: str, *, pin: str, size: int) -> tuple[str, int]:
     """The prefix of one version's parts (``pin``: its hash; ``size``: the file's) and the bytes
-    of each but the last: ``<parts_prefix>/<pin>-<part size>/``."""
+    of each but the last: ``<parts_prefix>/<pin>-<part size>/``; each holder's below it, under its
+    generation's token (``<token>/00001``…)."""
     part = fill_part(size)
     return f"{parts_prefix(root, object_uri)}{pin}-{part}/", part
+
+
+def numbered(writer: Writer, prefix: str, *, digits: int) -> dict[int, Listed] | None:
+    """The objects right under ``prefix`` named by a number of at most ``digits`` digits (mdl's
+    names: generations, parts), by number; any other name is skipped and costs only its listing.
+    None: more than ``LISTED_LIMIT`` names, or a listing longer than ``LISTING_TIME``: unknown."""
+    found: dict[int, Listed] = {}
+    deadline = time.monotonic() + LISTING_TIME
+    for count, item in enumerate(writer.listing(prefix, most=LISTED_LIMIT + 1)):
+        if count >= LISTED_LIMIT or time.monotonic() > deadline:
+            return None
+        name = item.uri[len(prefix) :]
+        if name.isascii() and name.isdigit() and len(name) <= digits:
+            found[int(name)] = item
+    return found
 
 
 def is_lease(uri: str) -> bool:
@@ -96,51 +117,18 @@ class LeaseLost(Exception):
     """Another machine holds the lease now (a next generation exists, or ours is gone)."""
 
 
-def lease_body(holder: str, done: int = 0, *, released: bool = False) -> bytes:
-    """A lease's bytes: its holder, the bytes it has done, its process (``process_of``), and a
-    nonce (never the same twice: S3's ETag is the MD5 of the body)."""
-    body: dict[str, object] = {"holder": holder, "done": done, "n": secrets.token_hex(8)}
-    body["process"] = process_of(os.getpid())
+def lease_body(holder: str, token: str | None = None, *, released: bool = False) -> bytes:
+    """A lease's bytes: its holder (for the log), its generation's ``token`` (a new one unless
+    told), and a nonce (never the same twice: S3's ETag is the MD5 of the body)."""
+    body = {"holder": holder, "token": token or new_token(), "n": secrets.token_hex(8)}
     return json.dumps({**body, "released": True} if released else body).encode()
 
 
-def process_of(pid: int) -> str | None:
-    """``<boot id>:<pid namespace>:<pid>:<start time>`` of a running process of this machine (as
-    Linux's /proc says), None: none, or no /proc to say. Two processes that share a boot and a pid
-    namespace tell by it whether the other still runs: pids are reused, start times are not."""
-    try:
-        boot = read_small_file(BOOT_ID, limit=64).decode().strip()
-        space = Path("/proc/self/ns/pid").stat().st_ino
-        said = read_small_file(f"/proc/{pid}/stat", limit=4096).rpartition(b")")[2].split()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return f"{boot}:{space}:{pid}:{int(said[19])}" if len(said) > 19 else None
+def new_token() -> str:
+    return secrets.token_hex(16)
 
 
-def _gone(said: object) -> bool:
-    """Whether a lease's process (``process_of`` when it wrote it) ran on this machine, in this
-    pid namespace, and runs no more: killed, or crashed. Its restart takes the lease over at once,
-    not a term later; another machine's process is judged by the term alone, and so is one this
-    process cannot see (another user's, /proc mounted hidepid)."""
-    mine = process_of(os.getpid())
-    if not isinstance(said, str) or mine is None or said.count(":") != 3:
-        return False
-    here, pid = said.rsplit(":", 2)[0], said.split(":")[2]
-    if here != mine.rsplit(":", 2)[0] or not (
-        pid.isascii() and pid.isdigit() and 0 < len(pid) < 10
-    ):
-        return False
-    try:
-        os.kill(int(pid), 0)  # no signal: only whether it exists
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # another user's: it exists
-        pass
-    now = process_of(int(pid))
-    return now is not None and now != said  # its pid now another process's
-
-
-State = Literal["none", "live", "lapsed", "released", "foreign"]
+State = Literal["none", "live", "lapsed", "released", "foreign", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -150,30 +138,28 @@ class Look:
     number: int  # 0: no generation
     state: State
     holder: str = "an unknown holder"  # for the log, escaped (the body is anyone's)
-    done: int | None = None  # bytes the holder says it has done
+    token: str | None = None  # where its holder publishes its parts (None: not an mdl body)
     uri: str | None = None
 
 
-def look(writer: Writer, prefix: str, *, term: float = TERM) -> Look:
+def look(writer: Writer, prefix: str, *, term: float = TERM, mine: str | None = None) -> Look:
     """The highest generation under ``prefix`` and its state: ``lapsed`` (not renewed within our
-    term by the store's clock), ``released``, ``foreign`` (not a body mdl writes: too big, not
-    JSON, or more objects than a lease ever has), ``live``; ``none``: no generation (or gone
-    before it was read, or not a file: the next number is free all the same)."""
-    numbers: dict[int, str] = {}
-    listed = list(islice(writer.listing(prefix, most=LISTED_LIMIT + 1), LISTED_LIMIT + 1))
-    for item in listed:
-        name = item.uri[len(prefix) :]
-        if name.isascii() and name.isdigit() and len(name) <= 18:
-            numbers[int(name)] = item.uri
+    term by the store's clock, or its token is ``mine``: this machine's, whose run holding it
+    ended), ``released``, ``foreign`` (not a body mdl writes: too big, not JSON), ``live``;
+    ``none``: no generation (or gone before it was read, or not a file: the next number is free
+    all the same); ``unknown``: a folder too big to judge (never free)."""
+    numbers = numbered(writer, prefix, digits=GENERATION_DIGITS)
+    if numbers is None:
+        return Look(0, "unknown")
     if not numbers:
-        return Look(0, "foreign" if len(listed) > LISTED_LIMIT else "none")
+        return Look(0, "none")
     number = max(numbers)
-    if len(listed) > LISTED_LIMIT:
-        return Look(number, "foreign", uri=numbers[number])
-    return read_generation(writer, numbers[number], number, term=term)
+    return read_generation(writer, numbers[number].uri, number, term=term, mine=mine)
 
 
-def read_generation(writer: Writer, uri: str, number: int, *, term: float) -> Look:
+def read_generation(
+    writer: Writer, uri: str, number: int, *, term: float, mine: str | None = None
+) -> Look:
     found = writer.read(uri, limit=BODY_LIMIT)
     if found is None:
         return Look(number, "none", uri=uri)
@@ -181,16 +167,16 @@ def read_generation(writer: Writer, uri: str, number: int, *, term: float) -> Lo
     body = _parse(data) if seen.size <= BODY_LIMIT and len(data) <= BODY_LIMIT else None
     if body is None:
         return Look(number, "foreign", uri=uri)
-    holder, done = body.get("holder"), body.get("done")
+    holder, token = body.get("holder"), body.get("token")
     said = repr(holder[:100])[:200] if isinstance(holder, str) else "an unknown holder"
-    count = done if isinstance(done, int) and not isinstance(done, bool) and done >= 0 else None
+    ours = token if isinstance(token, str) and TOKEN.fullmatch(token) else None
     if body.get("released") is True:
         state: State = "released"
-    elif seen.now - seen.modified > term or _gone(body.get("process")):
+    elif seen.now - seen.modified > term or (ours is not None and ours == mine):
         state = "lapsed"
     else:
         state = "live"
-    return Look(number, state, said, count, uri)
+    return Look(number, state, said, ours, uri)
 
 
 def _parse(data: bytes) -> dict[str, object] | None:
@@ -203,15 +189,17 @@ def _parse(data: bytes) -> dict[str, object] | None:
 
 @dataclass
 class Lease:
-    """A lease we hold: its generation's object, the version we wrote, how to say bytes done."""
+    """A lease we hold: its generation's object, the version we wrote, its token (where our parts
+    go) and the token of the generation we took over, if any (where its holder's parts are)."""
 
     writer: Writer
     prefix: str
     number: int
     etag: str
     holder: str
+    token: str
     term: float = TERM
-    done: Callable[[], int] = lambda: 0
+    after: str | None = None
 
     # renewals run on Renewing's threads: a release waits for one in flight (bounded), so it
     # replaces the version that renewal wrote, never a version it replaced
@@ -224,12 +212,12 @@ class Lease:
         return f"{self.prefix}{self.number}"
 
     def renew(self) -> None:
-        """Extend it with the bytes done (only our own generation is ever written); LeaseLost when
-        a next generation exists (taken over) or ours changed."""
+        """Extend it (only our own generation is ever written); LeaseLost when a next generation
+        exists (taken over) or ours changed."""
         with self._lock:
             if self.writer.head(f"{self.prefix}{self.number + 1}") is not None:
                 raise LeaseLost(f"the lease {self.uri} was taken over")
-            body = lease_body(self.holder, self.done())
+            body = lease_body(self.holder, self.token)
             seen = self.writer.replace(self.uri, body, etag=self.etag)
             if seen is None:
                 raise LeaseLost(f"the lease {self.uri} was removed or changed")
@@ -248,7 +236,7 @@ class Lease:
             )
             return
         try:
-            body = lease_body(self.holder, self.done(), released=True)
+            body = lease_body(self.holder, self.token, released=True)
             if self.writer.replace(self.uri, body, etag=self.etag) is None:
                 log.info("lease %s is no longer ours: left as it is", self.uri)
         except MdlError as exc:
@@ -261,21 +249,18 @@ class Lease:
 
 
 def take(
-    writer: Writer,
-    prefix: str,
-    *,
-    holder: str,
-    term: float = TERM,
-    done: Callable[[], int] = lambda: 0,
+    writer: Writer, prefix: str, *, holder: str, term: float = TERM, mine: str | None = None
 ) -> Lease | None:
-    """The lease for us: the next generation created, unless the highest is live (None). A name
-    that holds anything but a live lease of ours is stepped over (a few numbers at most)."""
-    seen_look = look(writer, prefix, term=term)
-    if seen_look.state == "live":
+    """The lease for us: the next generation created, unless the highest is live or its state
+    unknown (None). A name that holds anything but a live lease is stepped over (a few numbers at
+    most). ``mine``: the token of a generation this machine held (its partial of the file is on
+    disk): a run of it that ended, taken over at once."""
+    seen_look = look(writer, prefix, term=term, mine=mine)
+    if seen_look.state in ("live", "unknown"):
         return None
-    number = seen_look.number + 1
+    number, token = seen_look.number + 1, new_token()
     for _ in range(TAKE_TRIES):
-        made = writer.create(f"{prefix}{number}", lease_body(holder))
+        made = writer.create(f"{prefix}{number}", lease_body(holder, token))
         if made is not None:
             if seen_look.uri is not None:
                 log.info(
@@ -286,7 +271,7 @@ def take(
                 # step over (with both gone it would create number 1 beside ours).
                 with suppress(MdlError):
                     writer.delete(f"{prefix}{seen_look.number - 1}")
-            return Lease(writer, prefix, number, made.etag, holder, term, done)
+            return Lease(writer, prefix, number, made.etag, holder, token, term, seen_look.token)
         there = read_generation(writer, f"{prefix}{number}", number, term=term)
         if there.state == "live":
             return None  # another machine took this number first
@@ -387,52 +372,64 @@ def wait_for(
     over: str | None = None,
     poll: Callable[[int], float] | None = None,
     clock: Callable[[], float] = time.monotonic,
-    step: Callable[[], int] = lambda: 0,
+    step: Callable[[str | None], int] = lambda token: 0,
 ) -> Waited:
     """Wait while another machine holds the object's lease (``prefix``): "ready" when the object is
     there (a version other than ``over``, one proved wrong), "free" when the lease is released,
-    lapsed or not mdl's (then take it), GaveUp when its holder showed no progress for
-    ``STALL_TERMS`` terms (by this machine's clock of its own wait; a claim past ``size`` or
-    going back is none; all of ``size`` done is judged by the whole bound alone: it uploads) or the
-    wait passed ``2 terms + size / SLOW_RATE``. ``cancel``: the run's (heard at once). ``step``: the
-    follower's own work at each look (it reads the parts the holder published), the bytes it has:
-    progress as the holder's is, and looked again at once; "streamed" once it has all of ``size``
-    while the lease is live (the holder makes the object of them)."""
+    lapsed or not mdl's (then take it), GaveUp when no progress could be observed for
+    ``STALL_TERMS`` terms (by this machine's clock of its own wait) or the wait passed ``2 terms +
+    size / SLOW_RATE``. Progress is what this machine observes, never what a lease says of
+    itself: ``step(token)``, the follower's own work at each look, reads the parts published under
+    the holder's token and says the bytes it has; more is progress, and looked again at once.
+    "streamed" once it has all of ``size`` while the lease is live (the holder makes the object of
+    them). A lease folder too big to judge is waited on as a live lease. ``cancel``: the run's
+    (heard at once)."""
     schedule = poll or default_poll
     started = moved = clock()
     bound = 2 * term + size / SLOW_RATE
-    generation, best, attempt, holder, had = -1, -1, 0, None, 0
+    attempt, holder, had, token = 0, None, 0, None
     while True:
         if cancel.is_set():
             raise InterruptedByUserError(f"interrupted while waiting on {object_uri}")
-        if (got := step()) > had:  # parts arrive: the holder is alive, read on at once
+        if (got := step(token)) > had:  # parts arrive: the holder is alive, read on at once
             had, moved, attempt = got, clock(), 0
             continue
         if _there(writer, object_uri, over):
             return "ready"
         found = look(writer, prefix, term=term)
-        if found.state != "live":
-            if found.state == "lapsed":
-                log.info("lease %s%d lapsed without %s", prefix, found.number, object_uri)
-            # the holder uploads, then releases: look again, or we would fetch what is there
-            return "ready" if _there(writer, object_uri, over) else "free"
+        if found.state not in ("live", "unknown"):
+            return _ended(writer, object_uri, over, found)
         if got >= size > 0:  # all read from the holder's parts; it assembles them
             return "streamed"
+        if found.token != token:  # a new holder: its parts are under its token, read soon
+            token, attempt = found.token, 0
         now = clock()
-        done = found.done if found.done is not None and found.done <= size else -1
-        if found.number != generation:  # a new holder starts from its own bytes
-            generation, best, moved = found.number, done, now
-        elif done > best:
-            best, moved = done, now
-        if best < size and now - moved > STALL_TERMS * term:
-            return GaveUp(f"its holder {found.holder} showed no progress for {now - moved:.0f} s")
+        if now - moved > STALL_TERMS * term:
+            return GaveUp(f"no part of it was published for {now - moved:.0f} s")
         if now - started > bound:
             return GaveUp(f"waited {now - started:.0f} s, the most this file's size is worth")
         if found.holder != holder:  # said once per holder, not once per look
             holder = found.holder
-            log.info("waiting on %s: %s holds its lease", object_uri, holder)
+            if found.state == "unknown":
+                log.warning(
+                    "the lease of %s cannot be judged (more than %d names under %s): waiting on"
+                    " what its holder publishes",
+                    object_uri,
+                    LISTED_LIMIT,
+                    prefix,
+                )
+            else:
+                log.info("waiting on %s: %s holds its lease", object_uri, holder)
         cancel.wait(schedule(attempt))
         attempt += 1
+
+
+def _ended(writer: Writer, uri: str, over: str | None, found: Look) -> Waited:
+    """A wait whose lease is no longer held: "ready" when the object is there, else "free"."""
+    if found.state == "lapsed":
+        log.info("lease %s lapsed without %s", found.uri, uri)
+    # the holder uploads, then releases: look again, or we would fetch what is there
+    return "ready" if _there(writer, uri, over) else "free"
 
 
 def _there(writer: Writer, uri: str, over: str | None) -> bool:

@@ -3,8 +3,10 @@ origin by one machine, under a lease in the mirror itself (mdl.buckets.lease), a
 in parts as its fetch lands them (mdl.download._parts), the final object made of them once the file
 verified; the machines that find the lease read those parts as they appear, then the rest from the
 final object, and check the whole file's hash like any source's. A machine that takes over a lapsed
-lease continues from the parts published. A store that cannot hold a lease (it ignores conditional
-writes, or refuses ours) is read as today.
+lease continues from the parts published; one that finds its own lease (its run killed: the token
+beside its partial) takes it over at once and publishes the bytes it has. Whenever a peer's bytes
+fail or a wait is given up, the next source is the final object if it is there, then the origin. A
+store that cannot hold a lease (it ignores conditional writes, or refuses ours) is read as today.
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from mdl.buckets.lease import GaveUp, Lease, Renewing, lease_prefix, take, wait_for
+from mdl.buckets.lease import TOKEN, GaveUp, Lease, Renewing, lease_prefix, take, wait_for
 from mdl.buckets.protocol import OLD_LEASE, Seen, Writer, side_of
 from mdl.catalog.settings import fixed_part
 from mdl.download._parts import PartSet, Publisher, Streamer
 from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
 from mdl.sources.resolve import RemoteFile, mirror_targets
+from mdl.store.confined import read_bytes, unlink, write_atomic
 from mdl.transfer.job import TransferJob, TransferResult
+from mdl.transfer.resume import job_root
 
 if TYPE_CHECKING:
     from mdl.download.session import FileSources, Target
@@ -148,7 +152,8 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
     """Take the object's lease and fill it (``over``: the version there, proved wrong, replaced);
     or, while another machine holds it, read the parts it publishes as they appear and the rest
     from the mirror once it is filled (take it, when its holder gave up: the parts read are kept);
-    past the wait's bound, the rest from the origin. Every way, the whole file's hash decides."""
+    past the wait's bound, the rest from the cheapest source there is (:func:`_cheapest`). Every
+    way, the whole file's hash decides."""
     session, job = sources.session, sources.job
     fills, writer, label, shown = session.fills, place.target.writer, job.label, place.uri
     parts = PartSet.of(writer, place.target.root, place.uri, job)
@@ -158,67 +163,83 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
         _stop_if_cancelled(session.cancel)
         try:
             lease = take(
-                writer, place.leases, holder=fills.holder, term=fills.term, done=_done(job)
+                writer, place.leases, holder=fills.holder, term=fills.term, mine=_mine(job)
             )
         except MdlError as exc:
-            job.retries.warn(
-                f"{label}: cannot take a lease on mirror {shown} ({exc.message}); fetching it"
-                " from the origin"
-            )
-            return said(sources.origin(), None)
+            why = f"{label}: cannot take a lease on mirror {shown} ({exc.message})"
+            return said(*_cheapest(sources, place, over, why))
         if lease is not None:
             if streamer is not None and parts is not None:
                 # Xet fetches by chunk, never on a plain record: its parts go up once it verified
                 by_chunk = sources.remote.xet is not None and session.settings.xet
-                streamer.reuse(session.cancel, cut=None if by_chunk else parts.part // 2)
+                cut = None if by_chunk else parts.part // 2
+                streamer.reuse(session.cancel, after=lease.after, cut=cut)
             return said(_holding(sources, place, lease, over, parts), None)
         log.info("%s: another machine is filling mirror %s; waiting on it", label, shown)
-        started = session.fill_waits.begin()  # (before it is said: the wait is under way)
-        try:
-            session.progress.waiting(label, "another machine is filling the mirror")
-            state = wait_for(
-                writer,
-                place.uri,
-                place.leases,
-                size=sources.remote.size or 0,
-                cancel=session.cancel,
-                term=fills.term,
-                over=over,
-                step=streamer.step if streamer is not None else lambda: 0,
-            )
-        except InterruptedByUserError as exc:  # Ctrl-C: said as every interrupted file is
-            raise InterruptedByUserError(INTERRUPTED) from exc
-        except (MdlError, OSError) as exc:  # OSError: the partial the parts go to
-            why = exc.message if isinstance(exc, MdlError) else exc.strerror or str(exc)
-            job.retries.warn(
-                f"{label}: cannot wait on mirror {shown} ({why}); fetching it from the origin"
-            )
-            state = GaveUp("")
-        finally:
-            said.waited += session.fill_waits.end(started)
-            if streamer is not None:  # what it read, kept for whatever fetches the rest
-                streamer.seed()
-        _stop_if_cancelled(session.cancel)
+        state = _waited(sources, place, over, streamer, said)
         if isinstance(state, GaveUp):
-            if state.why:
-                job.retries.warn(
-                    f"{label}: gave up waiting on mirror {shown} ({state.why}); fetching it"
-                    " from the origin"
-                )
-            return said(sources.origin(), FROM_ORIGIN)
+            why = f"{label}: gave up waiting on mirror {shown} ({state.why})" if state.why else ""
+            return said(*_cheapest(sources, place, over, why))
         if state != "free":
             log.info("waited %.1f s on mirror %s for %s", said.waited, shown, label)
-            # a mismatch there is warned of, and the origin's turn, as for any mirror
+            # a mismatch there is warned of: the object read again whole, then the origin
             read = sources.mirror(place.target.template, place.uri)
-            if read is None:
-                return said(sources.origin(), FROM_ORIGIN)
-            return said(read, STREAMED if said.streamed else READ)
+            if read is not None:
+                return said(read, STREAMED if said.streamed else READ)
+            return said(*_cheapest(sources, place, over, ""))
         log.info("%s: the lease on mirror %s was given up; taking it", label, shown)
-    job.retries.warn(
-        f"{label}: the lease on mirror {shown} changed hands {TAKE_ROUNDS} times; fetching it"
-        " from the origin"
-    )
-    return said(sources.origin(), FROM_ORIGIN)
+    why = f"{label}: the lease on mirror {shown} changed hands {TAKE_ROUNDS} times"
+    return said(*_cheapest(sources, place, over, why))
+
+
+def _waited(
+    sources: FileSources, place: Place, over: str | None, streamer: Streamer | None, said: _Said
+) -> str | GaveUp:
+    """The wait on another machine's lease (:func:`wait_for`), the parts read kept on disk; a
+    failure to wait is given up on."""
+    session, job = sources.session, sources.job
+    started = session.fill_waits.begin()  # (before it is said: the wait is under way)
+    session.progress.waiting(job.label, "another machine is filling the mirror")
+    try:
+        return wait_for(
+            place.target.writer,
+            place.uri,
+            place.leases,
+            size=sources.remote.size or 0,
+            cancel=session.cancel,
+            term=session.fills.term,
+            over=over,
+            step=streamer.step if streamer is not None else lambda token: 0,
+        )
+    except InterruptedByUserError as exc:  # Ctrl-C: said as every interrupted file is
+        raise InterruptedByUserError(INTERRUPTED) from exc
+    except (MdlError, OSError) as exc:  # OSError: the partial the parts go to
+        why = exc.message if isinstance(exc, MdlError) else exc.strerror or str(exc)
+        return GaveUp(f"cannot wait on it: {why}")
+    finally:
+        said.waited += session.fill_waits.end(started)
+        if streamer is not None:  # what it read, kept for whatever fetches the rest
+            streamer.seed()
+        _stop_if_cancelled(session.cancel)
+
+
+def _cheapest(
+    sources: FileSources, place: Place, over: str | None, why: str
+) -> tuple[TransferResult, str]:
+    """The file from the cheapest verified source there is: the mirror's final object when it is
+    there (its holder made it of its verified file; its bytes are checked as any mirror's), else
+    the origin, the dearest, which a fleet must spare; ``why`` (unless empty) is warned, with the
+    source. A partial a peer's parts made, that failed the hash, is gone by now: the object is
+    read whole."""
+    if _present(place.target.writer, place.uri, over):
+        if why:
+            sources.job.retries.warn(f"{why}; reading the mirror's object")
+        read = sources.mirror(place.target.template, place.uri)
+        if read is not None:
+            return read, READ
+    elif why:
+        sources.job.retries.warn(f"{why}; fetching it from the origin")
+    return sources.origin(), FROM_ORIGIN
 
 
 @dataclass
@@ -243,27 +264,30 @@ class _Said:
         )
 
 
-def _done(job: TransferJob) -> Callable[[], int]:
-    """The bytes of the file this machine has on disk so far (its partial's blocks: the engine
-    writes ranges into a sparse file), for the lease's followers."""
+def _mine(job: TransferJob) -> str | None:
+    """The token of the lease generation a run of this machine held for ``job``'s file (killed
+    before it ended: its partial is on this disk), or None."""
+    with suppress(OSError, MdlError, UnicodeDecodeError):
+        said = read_bytes(job_root(job), _token_path(job), limit=64).decode()
+        return said if TOKEN.fullmatch(said) else None
+    return None
 
-    def done() -> int:
-        for path in (job.part_path, job.final_path):
-            with suppress(OSError):
-                st = path.stat()
-                return min(st.st_size, st.st_blocks * 512)
-        return 0
 
-    return done
+def _token_path(job: TransferJob) -> Path:
+    return job.part_path.with_name(job.part_path.name.removesuffix(".part") + ".lease")
 
 
 def _holding(
     sources: FileSources, place: Place, lease: Lease, over: str | None, parts: PartSet | None
 ) -> TransferResult:
     """With the object's lease: from the origin (verified; resumed on the parts already read),
-    its parts published as they land, then the object made (``over``: replacing that version);
-    the lease renewed all along and released whatever happens."""
-    writer, label, shown = place.target.writer, sources.job.label, place.uri
+    its parts published as they land (under its token, kept beside the partial for a restart of
+    this machine), then the object made (``over``: replacing that version); the lease renewed all
+    along and released whatever happens."""
+    writer, label, shown, job = place.target.writer, sources.job.label, place.uri, sources.job
+    if parts is not None:
+        with suppress(OSError, MdlError):  # without it, a restart waits a term as others do
+            write_atomic(job_root(job), _token_path(job), lease.token.encode())
     try:
         with Renewing(lease, every=lease.term / 3) as renewing:
             # filled since we looked (its holder done before our take): read from it
@@ -272,16 +296,20 @@ def _holding(
                 if found is not None:
                     return replace(found, fill=READ)
             log.info("%s: filling mirror %s (lease taken)", label, shown)
-            publisher = Publisher(parts, sources.job) if parts is not None else None
+            publisher = Publisher(parts.under(lease.token), job) if parts is not None else None
             with publisher or nullcontext():
                 result = sources.origin()
             if renewing.lost.is_set():
                 # another machine took it over and may be fetching too; the upload never replaces
                 log.info("%s: the lease on mirror %s lapsed while fetching", label, shown)
-            filled = _upload(place, sources.job, sources.remote, result, over, publisher)
+            filled = _upload(place, job, sources.remote, result, over, publisher)
+            if parts is not None:  # the holders' before us (the object is there, or failed)
+                parts.remove_holders()
             return replace(filled, published=publisher.beside if publisher is not None else 0)
     finally:
         _release(lease, label)
+        with suppress(OSError, MdlError):
+            unlink(job_root(job), _token_path(job))
 
 
 def _present(writer: Writer, uri: str, over: str | None) -> bool:

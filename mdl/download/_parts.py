@@ -2,11 +2,13 @@
 publishes them as its fetch lands them (``Publisher``), the machines waiting on it read them as they
 appear into their own partial file (``Streamer``), and the final object is then made of them in the
 store. A part is trusted for nothing: whoever reads them checks the whole file's hash before it is
-installed, and a mismatch is the origin's turn.
+installed, and a mismatch is the final object's turn (then the origin's).
 
-Layout: ``<namespace>parts/<object path>/<pin>-<part size>/00001`` … (``mdl.buckets.lease``), one
-set per version of the file (``pin``: its sha256, else its git blob id) and part size, every part
-that size but the last."""
+Layout: ``<namespace>parts/<object path>/<pin>-<part size>/<token>/00001`` …
+(``mdl.buckets.lease``), one set per version of the file (``pin``: its sha256, else its git
+blob id), part size and holder (``token``: its lease generation's, unknown before the lease
+exists), every part that size but the last. An object already at a name the holder creates is
+its part only if it holds its bytes."""
 
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import islice
 
-from mdl.buckets.lease import part_set
+from mdl.buckets.lease import LISTED_LIMIT, TOKEN, numbered, part_set
 from mdl.buckets.protocol import Writer
 from mdl.errors import MdlError
 from mdl.store.confined import open_file
@@ -40,7 +43,7 @@ class PartSet:
     """One version of one mirror object, cut in parts under mdl's namespace."""
 
     writer: Writer
-    prefix: str  # ends with "/"
+    prefix: str  # ends with "/": the version's, then (``under``) a holder's
     size: int
     part: int  # bytes per part (the last may be shorter)
 
@@ -56,6 +59,10 @@ class PartSet:
         # one part: the object itself comes as soon
         return cls(writer, prefix, ident.size, part) if ident.size > part else None
 
+    def under(self, token: str) -> PartSet:
+        """The parts the holder of the lease generation ``token`` publishes."""
+        return replace(self, prefix=f"{self.prefix}{token}/")
+
     @property
     def count(self) -> int:
         return -(-self.size // self.part)
@@ -69,20 +76,17 @@ class PartSet:
         return start, min(start + self.part, self.size)
 
     def published(self) -> set[int]:
-        """The parts there now (a name of another shape or size is no part of ours)."""
-        found: set[int] = set()
-        # names another writer put there cost no more than this (a folder's: in each folder)
-        for item in islice(
-            self.writer.listing(self.prefix, most=self.count + 100), self.count + 100
-        ):
-            name = item.uri[len(self.prefix) :]
-            number = int(name) if name.isascii() and name.isdigit() and len(name) < 9 else 0
-            # only the name ``uri`` gives it: another spelling of a number is not that part
-            if 0 < number <= self.count and item.uri == self.uri(number):
-                start, end = self.span(number)
-                if item.size == end - start:
-                    found.add(number)
-        return found
+        """The parts there now (a name of another shape or size is no part of ours, and costs
+        only its listing; a listing too long to judge shows none)."""
+        listed = numbered(self.writer, self.prefix, digits=8) or {}
+        # only the name ``uri`` gives it: another spelling of a number is not that part
+        return {
+            n
+            for n, item in listed.items()
+            if 0 < n <= self.count
+            and item.uri == self.uri(n)
+            and item.size == self.span(n)[1] - self.span(n)[0]
+        }
 
     def remove(self) -> None:
         """Every part (once the final object is there, or its bytes proved wrong), by name: a
@@ -93,6 +97,33 @@ class PartSet:
                 self.writer.delete(self.uri(number))
         except MdlError as exc:
             log.info("could not remove the parts under %s: %s", self.prefix, exc)
+
+    def remove_holders(self) -> None:
+        """Every holder's parts of this version (the holders before us: dead, or their lease
+        taken over), found by a bounded listing of the names mdl gives them; best effort."""
+        try:
+            for item in islice(self.writer.listing(self.prefix, most=LISTED_LIMIT), LISTED_LIMIT):
+                token, _, number = item.uri[len(self.prefix) :].partition("/")
+                if TOKEN.fullmatch(token) and number.isascii() and number.isdigit():
+                    self.writer.delete(item.uri)
+        except MdlError as exc:
+            log.info("could not remove the parts under %s: %s", self.prefix, exc)
+
+
+def _put(writer: Writer, uri: str, data: bytes) -> bool:
+    """``data`` at ``uri``: created, or found there already as these very bytes, or (another
+    writer's bytes) replaced on the version found; False: not ours there (the end proves every
+    part, and uploads the file when one is not its bytes)."""
+    if writer.create(uri, data) is not None:
+        return True
+    found = writer.read(uri, limit=len(data), aged=False)
+    if found is None:
+        return writer.create(uri, data) is not None
+    there, seen = found
+    if there == data:
+        return True
+    log.warning("%s was not this holder's part: replaced", uri)
+    return writer.replace(uri, data, etag=seen.etag) is not None
 
 
 def _covered(span: tuple[int, int], ranges: Iterable[tuple[int, int]]) -> bool:
@@ -105,18 +136,14 @@ class Publisher:
     a thread beside the fetch; ``finish`` sends the rest from the verified file. A failure to send
     is said once, then left to the end (the final object is written all the same)."""
 
-    parts: PartSet
+    parts: PartSet  # under the holder's own token
     job: TransferJob
-    done: set[int] = field(default_factory=set)  # parts there (ours, or a taken-over holder's)
+    done: set[int] = field(default_factory=set)  # parts there, of our bytes
     beside: int = 0  # bytes sent while the fetch ran
     _stop: threading.Event = field(default_factory=threading.Event)
     _failed: bool = False
 
     def __enter__(self) -> Publisher:
-        try:
-            self.done |= self.parts.published()
-        except MdlError as exc:  # they are made again, or found there by their create
-            log.info("%s: the parts published before were not listed: %s", self.job.label, exc)
         self._thread = threading.Thread(target=self._run, name="mdl-parts", daemon=True)
         self._thread.start()
         return self
@@ -160,9 +187,8 @@ class Publisher:
         def send(number: int) -> int:
             start, end = parts.span(number)
             data = os.pread(fd, end - start, start)
-            if len(data) != end - start:
+            if len(data) != end - start or not _put(parts.writer, parts.uri(number), data):
                 return 0
-            parts.writer.create(parts.uri(number), data)  # None: one is there (checked at the end)
             self.done.add(number)
             return len(data)
 
@@ -182,56 +208,50 @@ class Streamer:
     """A waiting machine's: the parts published so far read into its own ``.part`` (at their
     places), and a resume record claiming them (``seed``) before any fetch of the rest."""
 
-    parts: PartSet
+    parts: PartSet  # the version's: each holder's are under its token
     job: TransferJob
     ranges: list[tuple[int, int]] = field(default_factory=list)  # on disk: kept, then streamed
     streamed: int = 0  # bytes read from parts by this run
     _fd: int | None = None
 
-    def step(self) -> int:
-        """Read the parts published since the last step; the bytes on disk now."""
-        if self._fd is None:
-            self._open()
-        parts = self.parts
+    def step(self, token: str | None) -> int:
+        """Read the parts the holder of the lease generation ``token`` published since the last
+        step (None: a holder unknown, none read); the bytes on disk now."""
+        fd = self._fd if self._fd is not None else self._open()
+        if token is None:
+            return sum(end - start for start, end in self.ranges)
+        parts = self.parts.under(token)
         new = [n for n in sorted(parts.published()) if not _covered(parts.span(n), self.ranges)]
         new = new[:BATCH]
         if new:
             with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part") as pool:
-                read = [got for got in pool.map(self._read, new) if got is not None]
+                read = [got for got in pool.map(partial(_read, parts, fd), new) if got]
             self.ranges = _merged([*self.ranges, *read])
             self.streamed += sum(end - start for start, end in read)
             log.info("%s: read %d parts another machine published", self.job.label, len(read))
         return sum(end - start for start, end in self.ranges)
 
-    def reuse(self, cancel: threading.Event, *, cut: int | None) -> None:
-        """On taking the lease: the parts a holder before us published, read and claimed first
-        (a failure to read them costs only their bytes: the fetch makes them); ``cut``: the
-        fetch's pieces end at every multiple of it (half a part: two streams to a part, whole parts
-        land in order and soon), fetched in order."""
+    def reuse(self, cancel: threading.Event, *, after: str | None, cut: int | None) -> None:
+        """On taking the lease: the parts the holder we took over from (``after``: its token)
+        published, read and claimed first (a failure to read them costs only their bytes: the
+        fetch makes them); ``cut``: the fetch's pieces end at every multiple of it (half a part:
+        two streams to a part, whole parts land in order and soon), fetched in order."""
         had = -1
         try:
-            while not cancel.is_set() and (now := self.step()) > had:
+            while not cancel.is_set() and (now := self.step(after)) > had:
                 had = now
         except (OSError, MdlError) as exc:
             log.info("%s: the parts published before were not read: %s", self.job.label, exc)
         self.seed(cut=cut)
 
-    def _open(self) -> None:
+    def _open(self) -> int:
         kept = load_state(self.job)  # an earlier run's bytes of this very file, if any
         self._fd = open_file(job_root(self.job), self.job.part_path, os.O_RDWR | os.O_CREAT)
         if kept is None:
             os.ftruncate(self._fd, self.parts.size)
         else:
             self.ranges = _merged([(p.start, p.start + p.done) for p in kept.pieces if p.done])
-
-    def _read(self, number: int) -> tuple[int, int] | None:
-        start, end = self.parts.span(number)
-        found = self.parts.writer.read(self.parts.uri(number), limit=end - start, aged=False)
-        if found is None or len(found[0]) != end - start:
-            return None  # gone (the final object is there), or not whole yet
-        assert self._fd is not None
-        os.pwrite(self._fd, found[0], start)
-        return start, end
+        return self._fd
 
     def seed(self, *, cut: int | None = None) -> None:
         """The bytes read so far claimed in a resume record (``cut``: see ``reuse``), the file
@@ -244,6 +264,17 @@ class Streamer:
         self._fd = None
         if self.streamed or cut:
             seed(self.job, self.ranges, cut=cut)
+
+
+def _read(parts: PartSet, fd: int, number: int) -> tuple[int, int] | None:
+    """Part ``number`` written at its place in ``fd``; None: gone (the object is there), or not
+    whole yet."""
+    start, end = parts.span(number)
+    found = parts.writer.read(parts.uri(number), limit=end - start, aged=False)
+    if found is None or len(found[0]) != end - start:
+        return None
+    os.pwrite(fd, found[0], start)
+    return start, end
 
 
 def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

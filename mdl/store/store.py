@@ -35,11 +35,12 @@ from mdl.store.records import (
 
 _T = TypeVar("_T")
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-# mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", and their temp files
+# mdl's own names under .mdl/partial: "<key>.part", "<key>.part.json", a fill's "<key>.lease" (its
+# lease generation's token), and their temp files
 # (pid-tagged or not)
 _OWN_PARTIAL = re.compile(
     r"[A-Za-z0-9._-]*-[0-9a-f]{16}-[A-Za-z0-9._-]*"
-    r"(?:\.part(?:\.json)?|\.hash|\.signed)(?:\.[0-9]+\.[0-9a-f]{8})?(?:\.tmp)?"
+    r"(?:\.part(?:\.json)?|\.hash|\.signed|\.lease)(?:\.[0-9]+\.[0-9a-f]{8})?(?:\.tmp)?"
 )
 # bytes: a record lists every file of a model; more than this is not one mdl wrote
 RECORD_MAX = 256 << 20

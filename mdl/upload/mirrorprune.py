@@ -64,8 +64,11 @@ EXPIRED = "expired lease"
 CANNOT_ADDRESS = "a name the store cannot address"
 ABANDONED = "abandoned upload"
 ABANDONED_DAYS = 1.0  # a write's temp file this old (by the store's clock) was left by a killed one
-PARTS = "parts/"  # a fill's published parts: <ns>parts/<object path>/<pin>-<part size>/00001…
-PART = re.compile(r"(?s)(.+)/(?:[0-9a-f]{40}|[0-9a-f]{64})-[1-9][0-9]*/[0-9]{5,}")
+# a fill's published parts: <ns>parts/<object path>/<pin>-<part size>/<token>/00001…
+PARTS = "parts/"
+PART = re.compile(
+    r"(?s)(.+)/(?:[0-9a-f]{40}|[0-9a-f]{64})-[1-9][0-9]*/" r"(?:[0-9a-f]{32}/)?[0-9]{5,}"
+)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ PREFIX = "s3://mirror/.mdl/leases/t/w.bin/"
 OBJECT = "s3://mirror/t/w.bin"
 # key under the object's leases, its body, what a look says
 CASES = {
-    "a number past 18 digits is no generation": ("9" * 19, lease_body("x"), "none"),
+    "a number past 30 digits is no generation": ("9" * 31, lease_body("x"), "none"),
     "a negative name is none": ("-1", lease_body("x"), "none"),
     "a folder marker is none": ("1/", b"", "none"),
     "a key below a number is none": ("1/x", lease_body("x"), "none"),

@@ -328,7 +328,7 @@ def test_a_lease_held_without_progress_is_given_up_on_and_said(
     tiny: HubServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Today a lease that stays live holds the fleet forever (a body's ``"term": 3600`` was even
-    believed). A holder that shows no bytes done for a few terms is given up on: the file comes
+    believed). A holder that publishes no part for a few terms is given up on: the file comes
     from the origin, said in one warning naming it and why, and in --json. (The live term is an
     hour; the bound is made short by counting terms, not by any clock.)"""
     monkeypatch.setattr("mdl.buckets.lease.STALL_TERMS", 0.0002)  # 0.7 s of an hour's term
@@ -340,7 +340,7 @@ def test_a_lease_held_without_progress_is_given_up_on_and_said(
     assert said.startswith(
         f"tiny/model.safetensors: gave up waiting on mirror {object_uri(root, 'model.safetensors')}"
     )
-    assert "showed no progress" in said and said.endswith("fetching it from the origin")
+    assert "no part of it was published" in said and said.endswith("fetching it from the origin")
     assert outcome.fill == "from origin" and outcome.to_json()["fill"] == "from origin"
     assert outcome.waited > 0
     assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS

@@ -21,7 +21,7 @@ from s3server import S3, s3, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
 
 import mdl.buckets._parts as parts_module
-from mdl.buckets.lease import lease_body, lease_prefix, namespace, part_set, take
+from mdl.buckets.lease import lease_body, lease_prefix, namespace, part_set
 from mdl.buckets.protocol import Writer
 from mdl.buckets.registry import STORES
 from mdl.catalog.load import parse_catalog
@@ -90,10 +90,14 @@ def object_uri(root: Path) -> str:
     return f"file://{root}/tiny/model.safetensors"
 
 
+HELD = "ab" * 16  # the token of the leases the tests write: their holder's parts go under it
+
+
 def parts_of(root: Path) -> tuple[str, int]:
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
-    return part_set(ns, object_uri(root), pin=SHA, size=len(WEIGHTS))
+    prefix, part = part_set(ns, object_uri(root), pin=SHA, size=len(WEIGHTS))
+    return f"{prefix}{HELD}/", part
 
 
 def part_files(root: Path) -> list[Path]:
@@ -115,11 +119,11 @@ def dead_holder(root: Path, *, aged: bool) -> None:
     the folder's clock), else now (it lapses within the pull's 1 s term)."""
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
-    held = take(writer(), lease_prefix(ns, object_uri(root)), holder="dead:1:x", term=1.0)
-    assert held is not None
+    first = f"{lease_prefix(ns, object_uri(root))}1"
+    assert writer().create(first, lease_body("dead:1:x", HELD)) is not None
     if aged:
         an_hour_ago = time.time() - 3600
-        os.utime(root / held.uri.removeprefix("file://"), (an_hour_ago, an_hour_ago))
+        os.utime(root / first.removeprefix("file://"), (an_hour_ago, an_hour_ago))
 
 
 def cdn_bytes(hub: HubServer) -> int:
@@ -199,7 +203,7 @@ def test_a_wrong_part_is_caught_nothing_wrong_is_installed_and_the_next_holder_c
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
     prefix = lease_prefix(ns, object_uri(root))
-    assert writer().create(f"{prefix}1", lease_body("liar:1:x")) is not None
+    assert writer().create(f"{prefix}1", lease_body("liar:1:x", HELD)) is not None
     publish(root, range(1, COUNT + 1), wrong=7)
     report = pull(tiny, tmp_path / "a", root, env={TERM_VARIABLE: "3600"})
     assert report.exit_code == 0, report.files
@@ -209,7 +213,7 @@ def test_a_wrong_part_is_caught_nothing_wrong_is_installed_and_the_next_holder_c
     assert any("mismatch" in w for w in outcome.warnings), outcome.warnings
     assert not (root / "tiny" / "model.safetensors").exists()
     # the liar's lease is released: the next machine fills, and no wrong part stays behind
-    assert writer().create(f"{prefix}2", lease_body("liar:1:x", released=True)) is not None
+    assert writer().create(f"{prefix}2", lease_body("liar:1:x", HELD, released=True)) is not None
     again = pull(tiny, tmp_path / "b", root)
     assert again.exit_code == 0, again.files
     assert (tmp_path / "b" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
@@ -313,8 +317,8 @@ def test_an_s3_taker_continues_from_a_dead_holders_parts_and_a_wrong_one_never_s
     proved wrong, and the object is uploaded whole; no part stays."""
     s3w = STORES["s3"].writer(endpoint=None, secrets=None)
     lease = "s3://fleet/hub/.mdl/leases/tiny/model.safetensors/1"
-    assert s3w.create(lease, lease_body("dead:1:x")) is not None
-    prefix = f"s3://fleet/hub/.mdl/parts/tiny/model.safetensors/{SMALL_SHA}-{S3_PART}/"
+    assert s3w.create(lease, lease_body("dead:1:x", HELD)) is not None
+    prefix = f"s3://fleet/hub/.mdl/parts/tiny/model.safetensors/{SMALL_SHA}-{S3_PART}/{HELD}/"
     for n in range(1, 3):
         data = SMALL[(n - 1) * S3_PART : n * S3_PART]
         assert s3w.create(f"{prefix}{n:05d}", data if n != 2 else data[::-1]) is not None
@@ -338,8 +342,8 @@ def test_an_s3_taker_of_right_parts_fetches_only_the_tail(
 ) -> None:
     s3w = STORES["s3"].writer(endpoint=None, secrets=None)
     lease = "s3://fleet/hub/.mdl/leases/tiny/model.safetensors/1"
-    assert s3w.create(lease, lease_body("dead:1:x")) is not None
-    prefix = f"s3://fleet/hub/.mdl/parts/tiny/model.safetensors/{SMALL_SHA}-{S3_PART}/"
+    assert s3w.create(lease, lease_body("dead:1:x", HELD)) is not None
+    prefix = f"s3://fleet/hub/.mdl/parts/tiny/model.safetensors/{SMALL_SHA}-{S3_PART}/{HELD}/"
     for n in range(1, 3):
         assert s3w.create(f"{prefix}{n:05d}", SMALL[(n - 1) * S3_PART : n * S3_PART])
 

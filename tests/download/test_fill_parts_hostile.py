@@ -20,7 +20,8 @@ from s3server import S3, s3, s3_server  # noqa: F401
 from servers import HubServer, make_data
 
 import mdl.buckets._parts as parts_module
-from mdl.buckets.lease import lease_body, lease_prefix, namespace, part_set, take
+import mdl.buckets.lease as lease_module
+from mdl.buckets.lease import lease_body, lease_prefix, namespace, part_set
 from mdl.buckets.protocol import Writer
 from mdl.buckets.registry import STORES
 from mdl.catalog.load import parse_catalog
@@ -93,10 +94,14 @@ def object_uri(root: Path) -> str:
     return f"file://{root}/tiny/model.safetensors"
 
 
+HELD = "ab" * 16  # the token of the leases the tests write: their holder's parts go under it
+
+
 def parts_of(root: Path) -> tuple[str, int]:
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
-    return part_set(ns, object_uri(root), pin=SHA, size=len(WEIGHTS))
+    prefix, part = part_set(ns, object_uri(root), pin=SHA, size=len(WEIGHTS))
+    return f"{prefix}{HELD}/", part
 
 
 def part_files(root: Path) -> list[Path]:
@@ -118,11 +123,11 @@ def dead_holder(root: Path, *, aged: bool) -> None:
     the folder's clock), else now (it lapses within the pull's 1 s term)."""
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
-    held = take(writer(), lease_prefix(ns, object_uri(root)), holder="dead:1:x", term=1.0)
-    assert held is not None
+    first = f"{lease_prefix(ns, object_uri(root))}1"
+    assert writer().create(first, lease_body("dead:1:x", HELD)) is not None
     if aged:
         an_hour_ago = time.time() - 3600
-        os.utime(root / held.uri.removeprefix("file://"), (an_hour_ago, an_hour_ago))
+        os.utime(root / first.removeprefix("file://"), (an_hour_ago, an_hour_ago))
 
 
 def cdn_bytes(hub: HubServer) -> int:
@@ -138,7 +143,7 @@ def live_liar(root: Path) -> str:
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
     prefix = lease_prefix(ns, object_uri(root))
-    assert writer().create(f"{prefix}1", lease_body("liar:1:x")) is not None
+    assert writer().create(f"{prefix}1", lease_body("liar:1:x", HELD)) is not None
     return prefix
 
 
@@ -237,7 +242,7 @@ def test_a_follower_stopped_mid_stream_keeps_what_it_read_for_its_next_run(
     monkeypatch.setattr(parts_module, "FILL_PART", PART)
     # the holder published the rest, then died (its lease released)
     publish(root, range(18, COUNT + 1))
-    assert writer().create(f"{prefix}2", lease_body("liar:1:x", released=True)) is not None
+    assert writer().create(f"{prefix}2", lease_body("liar:1:x", HELD, released=True)) is not None
     again = pull(tiny, tmp_path / "a", root)
     assert again.exit_code == 0, again.files
     (outcome,) = again.files
@@ -281,14 +286,14 @@ def _parts_read(caplog: pytest.LogCaptureFixture) -> int:
 def test_a_look_at_a_folder_filled_with_other_names_reads_a_bounded_listing(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """2,000 names that are not parts beside the parts (another user of the share): a look at
-    the parts reads no more entries than the set could have, not the whole folder each time
-    (the lease's listing is bounded so too)."""
+    """2,000 names that are not parts beside the parts, sorting before them (another user of
+    the share): they cost only their listing, bounded (the lease's listing is bounded so too),
+    and hide no part; past the bound, no part is seen (the wait's stall decides)."""
     prefix, part = parts_of(root)
     publish(root, range(1, 4))
     folder = root / prefix.removeprefix("file://")
-    for i in range(2_000):  # well over the set's 41 parts + 100
-        (folder / f"zz{i:05d}").touch()
+    for i in range(2_000):
+        (folder / f"0{i:05d}x").touch()
     read = 0
     scandir = os.scandir
 
@@ -313,8 +318,12 @@ def test_a_look_at_a_folder_filled_with_other_names_reads_a_bounded_listing(
 
     monkeypatch.setattr(os, "scandir", Counted)
     parts = PartSet(writer(), prefix, len(WEIGHTS), part)
-    parts.published()
-    assert read <= parts.count + 100
+    assert parts.published() == {1, 2, 3}
+    assert read <= lease_module.LISTED_LIMIT + 1
+    monkeypatch.setattr(lease_module, "LISTED_LIMIT", 1_000)
+    read = 0
+    assert parts.published() == set()
+    assert read <= 1_001
 
 
 def test_a_follower_whose_partial_is_a_folder_fails_short(
@@ -349,6 +358,7 @@ def test_a_taker_of_a_file_one_byte_past_a_part_fetches_only_the_rest(
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
     prefix, part = part_set(ns, object_uri(root), pin=digest, size=size)
+    prefix = f"{prefix}{HELD}/"
     for n in range(1, published + 1):
         assert writer().create(f"{prefix}{n:05d}", data[(n - 1) * part : n * part]) is not None
     report = pull(hub, tmp_path / "a", root, env={TERM_VARIABLE: "1"})

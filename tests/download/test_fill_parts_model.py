@@ -198,18 +198,17 @@ class Fleet:
             self.from_origin(m)
             return
         before = self.store.clock
-        lease = take(self.store, LEASES, holder=m.name, term=TERM, done=lambda: covered(m.have))
+        lease = take(self.store, LEASES, holder=m.name, term=TERM)
         if lease is None:
             m.state = "waiting"
             return
         m.lease, m.sent, m.believes, m.state = lease, before, True, "holding"
-        m.streamer.reuse(threading.Event(), cut=self.parts.part // 2)  # as _filled cuts it
+        m.streamer.reuse(threading.Event(), after=lease.after, cut=self.parts.part // 2)
         if self.store.head(OBJECT) is not None:  # ``_present``: filled since it looked
             self.from_mirror(m)
             self.release(m)
             return
-        m.publisher = Publisher(self.parts, m.job)
-        m.publisher.done |= self.parts.published()  # as its __enter__ does (without its thread)
+        m.publisher = Publisher(self.parts.under(lease.token), m.job)  # (without its thread)
         self.load(m)
 
     def hold(self, m: Machine, step: Step, before: float) -> None:
@@ -243,7 +242,7 @@ class Fleet:
         data = bytes(m.buf[start:end])
         if wrong:
             data = bytes([data[0] ^ 1]) + data[1:]
-        self.store.create(self.parts.uri(number), data)
+        self.store.create(m.publisher.parts.uri(number), data)
         m.publisher.done.add(number)
 
     def fill(self, m: Machine) -> None:
@@ -256,6 +255,7 @@ class Fleet:
         m.job.final_path.write_bytes(m.buf)
         result = TransferResult(SIZE, SHA, None, None, resumed_from=0, fetched=SIZE)
         _written(self.place, m.job, result, m.publisher)
+        self.parts.remove_holders()  # as ``_holding`` does: the holders' before it
         self.release(m)
         self.fills += 1
         left = {uri: self.store.born[uri] for uri in self.store.parts()}
