@@ -43,13 +43,18 @@ class ServeProcess:
             )
 
     def ready(self) -> ServeProcess:
-        """Wait until it listens (its env file exists), or fail naming what it said."""
-        wait_for(
-            lambda: self.env_file.exists() or self.process.poll() is not None,
-            what="mdl serve to listen",
-        )
-        assert self.env_file.exists(), f"mdl serve ended {self.process.returncode}: {self.stderr}"
+        """Wait until it listens (its env file is written: the name is taken empty first, then the
+        whole text renamed over it), or fail naming what it said."""
+        wait_for(lambda: self._written() or self.process.poll() is not None,
+                 what="mdl serve to listen")  # fmt: skip
+        assert self._written(), f"mdl serve ended {self.process.returncode}: {self.stderr}"
         return self
+
+    def _written(self) -> bool:
+        try:
+            return self.env_file.stat().st_size > 0
+        except FileNotFoundError:
+            return False
 
     @property
     def environment(self) -> dict[str, str]:

@@ -254,7 +254,7 @@ class Fleet:
         self.install(m)
         m.job.final_path.write_bytes(m.buf)
         result = TransferResult(SIZE, SHA, None, None, resumed_from=0, fetched=SIZE)
-        _written(self.place, m.job, result, m.publisher)
+        _written(self.place, m.job, result, m.publisher, "tests")
         self.parts.remove_holders()  # as ``_holding`` does: the holders' before it
         self.release(m)
         self.fills += 1
