@@ -429,7 +429,7 @@ def _answer_for(
     if precondition is not None:
         return precondition
     size = obj.size or 0
-    span = _range(headers.get("range"), size) if part is None else _part(part, size)
+    span = _range(_asked_range(obj, headers), size) if part is None else _part(part, size)
     if span is None:
         code = "InvalidRange" if part is None else "InvalidPartNumber"
         return _unsatisfiable(size, f"/{obj.key}", code=code)
@@ -440,6 +440,22 @@ def _answer_for(
         out["Content-Range"] = f"bytes {first}-{last}/{size}"
     out.update(overrides)
     return Answer(206 if partial else 200, out, offset=first, count=last - first + 1)
+
+
+def _asked_range(obj: ShelfObject, headers: Mapping[str, str]) -> str | None:
+    """The Range to answer: none when an ``If-Range`` names another version than ``obj`` (RFC
+    9110 13.1.5: its entity tag compared strongly, or its date the object's Last-Modified
+    exactly): the whole object then, never a part of other bytes than the client holds."""
+    condition = headers.get("if-range")
+    if condition is None:
+        return headers.get("range")
+    condition = condition.strip()
+    if condition.startswith(('"', "W/")):
+        same = condition == obj.etag
+    else:
+        since = http_date(condition)
+        same = since is not None and obj.mtime_ns is not None and obj.mtime_ns // 10**9 == since
+    return headers.get("range") if same else None
 
 
 def _part_number(params: Mapping[str, str], headers: Mapping[str, str]) -> int | None:

@@ -436,3 +436,23 @@ def test_a_presigned_url_with_hoisted_headers_and_a_cache_buster_reads_the_objec
     answer = httpx2.get(request.url, timeout=HANG)
     assert answer.status_code == 200, answer.content[:300]
     assert answer.content == FILES["model.safetensors"]
+
+
+def test_an_if_range_naming_another_version_gets_the_whole_object(served: ServeProcess) -> None:
+    """RFC 9110 13.1.5: a client resuming a download sends ``If-Range`` with the version it holds;
+    a range of other bytes would be spliced into it. Its entity tag (compared strongly) or its
+    date (the Last-Modified exactly) names this version: the range; anything else: the whole."""
+    head = served.boto3().head_object(Bucket="mdl", Key=BIG)
+    etag = head["ETag"]
+    modified = format_datetime(head["LastModified"].astimezone(UTC), usegmt=True)
+    earlier = format_datetime(head["LastModified"].astimezone(UTC) - timedelta(days=1), usegmt=True)
+    data = FILES["model.safetensors"]
+    for condition, ranged in ((etag, True), (modified, True), ('"0123"', False),
+                              (f"W/{etag}", False), (earlier, False), ("not a date", False)):  # fmt: skip
+        answer = _signed(
+            served, "GET", f"/mdl/{BIG}", Range="bytes=10-19", **{"If-Range": condition}
+        )
+        if ranged:
+            assert (answer.status_code, answer.content) == (206, data[10:20]), condition
+        else:
+            assert (answer.status_code, answer.content) == (200, data), condition
