@@ -17,7 +17,7 @@ from mdl.cli import app as cli
 
 # what a user may give a text or path parameter: specials of shells and of Click included
 VALUES = (None, (), [], "", "-", "a b", "~/x", "é/ü", "x\0y", "/", ".", "s3://b/k", "--x", " ",
-          "$HOME", "a;b", "*", "/root", "/proc/1/mem")  # fmt: skip
+          "$HOME", "a;b", "*", "/root", "/proc/1/mem", "caf\udce9", "a\nb", "\t")  # fmt: skip
 
 
 def _params() -> list[tuple[Any, Any]]:
