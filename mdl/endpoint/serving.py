@@ -323,23 +323,28 @@ def _write_env_file(path: Path, served: Serving) -> None:
 
 def _refuse_a_folder_of_anothers(path: Path) -> None:
     """LocalFSError (exit 7) when a folder the file's name goes through (after links: a link in a
-    shared folder to another's) belongs to another user than this one or root: its owner could
-    swap the file for theirs once it is written (another endpoint, another model)."""
+    shared folder to another's) belongs to another user than this one or root, or anyone may
+    write it without the sticky bit (as ``/tmp`` has): its owner, or anyone, could swap the file
+    for theirs once it is written (another endpoint, another model)."""
     try:
         folder = path.parent.resolve(strict=True)
     except (OSError, RuntimeError):
         return  # (the write says why it cannot)
     for each in (folder, *folder.parents):
         try:
-            owner = each.stat().st_uid
+            found = each.stat()
         except OSError:
             return
-        if owner not in (0, os.geteuid()):
-            raise LocalFSError(
-                f"--env-file {path}: the folder {each} is another user's (uid {owner}), who could "
-                "replace the file: not written",
-                hint="name a file in a folder only you can write (mktemp -d)",
-            )
+        if found.st_uid not in (0, os.geteuid()):
+            whose = f"is another user's (uid {found.st_uid}), who"
+        elif found.st_mode & stat.S_IWOTH and not found.st_mode & stat.S_ISVTX:
+            whose = "may be written by anyone (no sticky bit): anyone"
+        else:
+            continue
+        raise LocalFSError(
+            f"--env-file {path}: the folder {each} {whose} could replace the file: not written",
+            hint="name a file in a folder only you can write (mktemp -d)",
+        )
 
 
 def _an_earlier_runs(path: Path) -> bool:

@@ -1613,13 +1613,14 @@ def _run_documented(
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("through", ["folder", "link"])
+@pytest.mark.parametrize("through", ["folder", "link", "open"])
 def test_an_env_file_in_another_users_folder_is_refused(
     offline: tuple[Path, dict[str, str]], through: str
 ) -> None:
     """An env file whose folder (or a folder its name goes through, after a link planted in a
-    shared folder) is another user's: that user could swap it, once written, for one naming
-    their endpoint. Refused, exit 7's LocalFSError naming it, and nothing written there."""
+    shared folder) is another user's, or open to all without the sticky bit: they could swap it,
+    once written, for one naming their endpoint. Refused, exit 7's LocalFSError naming it, and
+    nothing written there."""
     from mdl import serve
     from mdl.errors import LocalFSError
 
@@ -1631,6 +1632,11 @@ def test_an_env_file_in_another_users_folder_is_refused(
     os.chown(theirs, 4242, 4242)
     if through == "folder":
         target = theirs / "mdl.env"
+    elif through == "open":  # this user's (root's) folder, but anyone may rename in it
+        theirs = folder / "open"
+        theirs.mkdir()
+        theirs.chmod(0o777)
+        target = theirs / "mdl.env"
     else:
         shared = folder / "shared"
         shared.mkdir()
@@ -1638,7 +1644,7 @@ def test_an_env_file_in_another_users_folder_is_refused(
         (shared / "run").symlink_to(theirs)
         target = shared / "run" / "mdl.env"
     stop = threading.Event()
-    with pytest.raises(LocalFSError, match="another user's") as refused:
+    with pytest.raises(LocalFSError, match=r"another user's|written by anyone") as refused:
         serve("m", port=0, env_file=target, environ=env, on_ready=lambda _: stop.set(), stop=stop)
     assert str(target) in str(refused.value)
     assert list(theirs.iterdir()) == []
