@@ -22,7 +22,8 @@ VALUES = (None, (), [], "", "-", "a b", "~/x", "é/ü", "x\0y", "/", ".", "s3://
 
 def _params() -> list[tuple[Any, Any]]:
     group = typer.main.get_command(cli.app)
-    found = []
+    top = typer.Context(group, info_name="mdl")
+    found = [(top, param) for param in group.get_params(top)]  # the global options
     for name in cli.COMMANDS:
         command = group.get_command(typer.Context(group), name)
         ctx = typer.Context(command, info_name=name, parent=typer.Context(group, info_name="mdl"))
