@@ -67,10 +67,11 @@ _PATH_PARAM = re.compile(r";([^;/=?#]*)=([^;/?#]*)")
 _TARGET_RE = re.compile(
     r"(?<![^\s\"'(\[<=,])(?:(/[^\s\"'<>?#]*)(?:\?([^\s\"'<>#)\]]+))?|\?([^\s\"'<>#)\]]+))"
 )
-# A name=value pair after a query's or a fragment's mark, a separator, or at a word's start,
-# wherever it sits (a target a client sent with a quote or a bracket in its query, ``*?…``, a
-# request line quoted in a message): a secret name's value replaced, the rest kept.
-_PARAM_RE = re.compile(r"((?:^|[?&;#\s\"'(<\[])([\w%.~+-]+)=)(?!REDACTED)([^&;#\s\"'<>,]+)")
+# A name=value pair after a query's mark or a separator, wherever it sits (a target a client sent
+# with a quote or a bracket in its query, ``*?…``, a request line quoted in a message): a secret
+# name's value replaced, the rest kept. (Not at a word's start: a file's path ``session_id=4/…``
+# is no query.)
+_PARAM_RE = re.compile(r"([?&;]([\w%.~+-]+)=)(?!REDACTED)([^&;#\s\"'<>,]+)")
 
 # Format characters (Unicode category Cf): the soft hyphen, zero-width space and joiners, bidi marks
 # and overrides, the BOM, invisible tag characters. A terminal shows nothing of them; a server may

@@ -421,3 +421,10 @@ def test_a_presigned_parameter_anywhere_in_a_line_is_redacted(line: str) -> None
     shown = safe_text(line, limit=300)
     assert "deadbeef" not in shown and "REDACTED" in shown
     assert shown.startswith("127.0.0.1")
+
+
+def test_a_path_that_reads_like_a_parameter_is_no_query() -> None:
+    """A dataset's partition folder (``session_id=42/``) at a line's or a word's start is a file's
+    path, not a query: kept."""
+    for text in ("session_id=42/part-0.parquet", "pulled auth_key=3/x.bin in 2s"):
+        assert safe_text(text) == text
