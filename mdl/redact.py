@@ -67,6 +67,11 @@ _PATH_PARAM = re.compile(r";([^;/=?#]*)=([^;/?#]*)")
 _TARGET_RE = re.compile(
     r"(?<![^\s\"'(\[<=,])(?:(/[^\s\"'<>?#]*)(?:\?([^\s\"'<>#)\]]+))?|\?([^\s\"'<>#)\]]+))"
 )
+# A name=value pair after a query's mark or a separator, wherever it sits (a target a client sent
+# with a quote or a bracket in its query, ``*?…``, a request line quoted in a message): a secret
+# name's value replaced, the rest kept. (Not at a word's start: a file's path ``session_id=4/…``
+# is no query.)
+_PARAM_RE = re.compile(r"([?&;]([\w%.~+-]+)=)(?!REDACTED)([^&;#\s\"'<>,]+)")
 
 # Format characters (Unicode category Cf): the soft hyphen, zero-width space and joiners, bidi marks
 # and overrides, the BOM, invisible tag characters. A terminal shows nothing of them; a server may
@@ -294,6 +299,15 @@ def _redact_targets(text: str) -> str:
     return _TARGET_RE.sub(one, text)
 
 
+def _redact_params(text: str) -> str:
+    """Any secret name=value pair left (see _PARAM_RE): its value replaced."""
+    if "=" not in text:
+        return text
+    return _PARAM_RE.sub(
+        lambda m: m.group(1) + REDACTED if _secret_name(m.group(2)) else m.group(0), text
+    )
+
+
 def _secret_name(raw: str) -> bool:
     """Whether a (still encoded) parameter name carries a credential and is not one of the public
     ones.
@@ -471,6 +485,7 @@ def _redact(text: str, secrets: Secrets | None, *, multiline: bool) -> str:
     text = _HUB_TOKEN_RE.sub("hf_" + REDACTED, text)
     text = _BEARER_RE.sub(lambda m: m.group(1) + REDACTED, text)
     text = _AUTHORIZATION_RE.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _redact_params(text)
     # a URL rewrite may have joined pieces into a secret again
     text, _ = _remove_secrets(text, secrets)
     return text

@@ -400,3 +400,31 @@ def test_a_secret_path_parameter_of_a_target_is_redacted() -> None:
 def test_an_s3_authorization_header_loses_its_credential_and_signature(value: str) -> None:
     shown = redact_text(f"Authorization: {value} then more words")
     assert shown == f"Authorization: {REDACTED} then more words"
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["127.0.0.1 GET *?Signature=deadbeefcafe1234 -> 200",
+     "127.0.0.1 GET mdl/m/x?X-Amz-Signature=deadbeefcafe1234 -> 200",
+     "127.0.0.1: Bad request version ('HTTP/1.1?Signature=deadbeefcafe1234')",
+     "127.0.0.1 GET /mdl/m/x#?Signature=deadbeefcafe1234 -> 200",
+     "127.0.0.1 GET /mdl/m/x?a=b#c&x-amz-signature=deadbeefcafe1234 -> 200",
+     '127.0.0.1 GET /mdl/m/x?a="b&Signature=deadbeefcafe1234 -> 200',
+     "127.0.0.1 GET /mdl/m/x?a=<b&X-Amz-Credential=deadbeefcafe1234 -> 200",
+     "127.0.0.1 GET /mdl/m/x?a=)&X-Amz-Security-Token=deadbeefcafe1234 -> 200",
+     "127.0.0.1 GET /mdl/m/x?x=1;AWSAccessKeyId=deadbeefcafe1234 -> 200"],
+)  # fmt: skip
+def test_a_presigned_parameter_anywhere_in_a_line_is_redacted(line: str) -> None:
+    """A signature's parameter in a target no URL or origin-form pattern reads whole (an
+    asterisk-form or relative target, a fragment mark or a quote in the query, a request line
+    quoted in a message) still loses its value; the rest of the line stays."""
+    shown = safe_text(line, limit=300)
+    assert "deadbeef" not in shown and "REDACTED" in shown
+    assert shown.startswith("127.0.0.1")
+
+
+def test_a_path_that_reads_like_a_parameter_is_no_query() -> None:
+    """A dataset's partition folder (``session_id=42/``) at a line's or a word's start is a file's
+    path, not a query: kept."""
+    for text in ("session_id=42/part-0.parquet", "pulled auth_key=3/x.bin in 2s"):
+        assert safe_text(text) == text

@@ -207,8 +207,8 @@ def given(param: Any, ctx: Any, value: Any, convert: Callable[[Any, Any], Any]) 
 def plain(kind: type | None, value: object) -> bool:
     """Whether Typer converts ``value`` to ``kind`` by calling it: text as text, a path Typer
     would not refuse (one that exists but cannot be read is refused: exit 2)."""
-    if kind is None or not isinstance(value, str):
-        return False
+    if kind is None or not isinstance(value, str) or "\0" in value:
+        return False  # (a NUL: Typer says why it is no path)
     # (os.path: False for a name with a NUL, which Path.exists raises on)
     return kind is str or not os.path.exists(value) or os.access(value, os.R_OK)  # noqa: PTH110
 

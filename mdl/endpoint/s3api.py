@@ -41,9 +41,12 @@ _OVERRIDES = {
     "response-content-encoding": "Content-Encoding",
 }
 # the query parameters each read takes (S3's API reference; a signature's own are the auth
-# part's, never here). A name outside its operation's set is a sub-resource this endpoint does not
-# implement (acl, tagging, policy, versions, uploads, torrent, ...): 501 NotImplemented, never the
-# object or the listing. ``x-id`` is the operation's name some SDKs add (JavaScript's v3).
+# part's, never here). Another name is a sub-resource this endpoint does not implement (one of
+# _SUBRESOURCES, or any name without a value: acl, tagging, policy, versions, uploads, ...): 501
+# NotImplemented, never the object or the listing. A name with a value that S3 does not read
+# (``?t=1``, a cache buster) is ignored, as S3 ignores it; so is a header a presigner hoisted into
+# the query (``X-Amz-Content-Sha256``, JavaScript's v3). ``x-id`` is the operation's name some
+# SDKs add (JavaScript's v3).
 _OBJECT_READ = frozenset({"partNumber", "versionId", "x-id", *_OVERRIDES})
 _TAKES = {
     "ListBuckets": frozenset({"max-buckets", "continuation-token", "prefix", "bucket-region",
@@ -56,6 +59,18 @@ _TAKES = {
     "HeadObject": _OBJECT_READ,
     "GetObjectAttributes": frozenset({"attributes", "versionId", "x-id"}),
 }  # fmt: skip
+# S3's sub-resources and operation parameters that take a value (a read of one is never the object
+# or the listing)
+_SUBRESOURCES = frozenset(
+    {"accelerate", "acl", "analytics", "attributes", "cors", "delete", "encryption",
+     "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "list-type", "location",
+     "logging", "metadataConfiguration", "metadataTable", "metrics", "notification",
+     "object-lock", "ownershipControls", "partNumber", "policy", "policyStatus",
+     "publicAccessBlock", "renameObject", "replication", "requestPayment", "restore",
+     "retention", "select", "select-type", "session", "tagging", "torrent", "uploadId", "uploads",
+     "versionId", "versioning", "versions", "website", "x-id", "part-number-marker", "max-parts",
+     "key-marker", "upload-id-marker", "version-id-marker", "max-uploads"}
+)  # fmt: skip
 # what GetObjectAttributes can be asked for (``x-amz-object-attributes``)
 ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
 
@@ -157,7 +172,11 @@ def answer(
 def _refused_query(operation: str, params: Mapping[str, str], resource: str) -> Answer | None:
     """501 for a query parameter ``operation`` does not take (a sub-resource not implemented),
     404 for a version other than an unversioned bucket's one (``null``); None: read on."""
-    unknown = next((name for name in params if name not in _TAKES[operation]), None)
+    unknown = next(
+        (name for name, value in params.items()
+         if name not in _TAKES[operation] and _sub_resource(name, value)),
+        None,
+    )  # fmt: skip
     if unknown is None and params.get("x-id", operation) not in (operation, f"{operation}V2"):
         unknown = f"x-id={params['x-id']}"  # another read at the same target (V2: ListObjectsV2)
     if unknown is not None:
@@ -171,6 +190,14 @@ def _refused_query(operation: str, params: Mapping[str, str], resource: str) -> 
     if params.get("versionId", "null") != "null":
         return s3_error(404, "NoSuchVersion", "The specified version does not exist.", resource)
     return None
+
+
+def _sub_resource(name: str, value: str) -> bool:
+    """Whether a query parameter no read here takes asks for something else (S3 reads it as a
+    sub-resource), rather than one S3 ignores (a cache buster, a header hoisted by a presigner)."""
+    if name.lower().startswith("x-amz-"):
+        return False
+    return value == "" or name in _SUBRESOURCES
 
 
 def _read(
@@ -402,7 +429,7 @@ def _answer_for(
     if precondition is not None:
         return precondition
     size = obj.size or 0
-    span = _range(headers.get("range"), size) if part is None else _part(part, size)
+    span = _range(_asked_range(obj, headers), size) if part is None else _part(part, size)
     if span is None:
         code = "InvalidRange" if part is None else "InvalidPartNumber"
         return _unsatisfiable(size, f"/{obj.key}", code=code)
@@ -413,6 +440,22 @@ def _answer_for(
         out["Content-Range"] = f"bytes {first}-{last}/{size}"
     out.update(overrides)
     return Answer(206 if partial else 200, out, offset=first, count=last - first + 1)
+
+
+def _asked_range(obj: ShelfObject, headers: Mapping[str, str]) -> str | None:
+    """The Range to answer: none when an ``If-Range`` names another version than ``obj`` (RFC
+    9110 13.1.5: its entity tag compared strongly, or its date the object's Last-Modified
+    exactly): the whole object then, never a part of other bytes than the client holds."""
+    condition = headers.get("if-range")
+    if condition is None:
+        return headers.get("range")
+    condition = condition.strip()
+    if condition.startswith(('"', "W/")):
+        same = condition == obj.etag
+    else:
+        since = http_date(condition)
+        same = since is not None and obj.mtime_ns is not None and obj.mtime_ns // 10**9 == since
+    return headers.get("range") if same else None
 
 
 def _part_number(params: Mapping[str, str], headers: Mapping[str, str]) -> int | None:

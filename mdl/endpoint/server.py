@@ -457,7 +457,7 @@ class _Handler(BaseHTTPRequestHandler):
 # Content-Lengths) are refused, never one of them chosen
 _SINGLE = frozenset(
     {"authorization", "host", "range", "content-length", "x-amz-date", "x-amz-content-sha256",
-     "if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
+     "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range",
      "transfer-encoding"}
 )  # fmt: skip
 # http.server's refusals, as S3 names them

@@ -295,6 +295,7 @@ def _write_env_file(path: Path, served: Serving) -> None:
     file already there is replaced only when it is an earlier run's; any other is refused
     (LocalFSError, exit 7, naming it)."""
     text = "".join(line + "\n" for line in served.exports()).encode()
+    _refuse_a_folder_of_anothers(path)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     made = False
     try:
@@ -318,6 +319,32 @@ def _write_env_file(path: Path, served: Serving) -> None:
             with contextlib.suppress(OSError):
                 left.unlink()
         raise LocalFSError(f"cannot write --env-file {path}: {exc.strerror or exc}") from exc
+
+
+def _refuse_a_folder_of_anothers(path: Path) -> None:
+    """LocalFSError (exit 7) when a folder the file's name goes through (after links: a link in a
+    shared folder to another's) belongs to another user than this one or root, or anyone may
+    write it without the sticky bit (as ``/tmp`` has): its owner, or anyone, could swap the file
+    for theirs once it is written (another endpoint, another model)."""
+    try:
+        folder = path.parent.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return  # (the write says why it cannot)
+    for each in (folder, *folder.parents):
+        try:
+            found = each.stat()
+        except OSError:
+            return
+        if found.st_uid not in (0, os.geteuid()):
+            whose = f"is another user's (uid {found.st_uid}), who"
+        elif found.st_mode & stat.S_IWOTH and not found.st_mode & stat.S_ISVTX:
+            whose = "may be written by anyone (no sticky bit): anyone"
+        else:
+            continue
+        raise LocalFSError(
+            f"--env-file {path}: the folder {each} {whose} could replace the file: not written",
+            hint="name a file in a folder only you can write (mktemp -d)",
+        )
 
 
 def _an_earlier_runs(path: Path) -> bool:

@@ -1611,3 +1611,40 @@ def _run_documented(
         ["bash", "-c", stand_ins + script], env=env, capture_output=True, text=True,
         timeout=HANG, check=False,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("through", ["folder", "link", "open"])
+def test_an_env_file_in_another_users_folder_is_refused(
+    offline: tuple[Path, dict[str, str]], through: str
+) -> None:
+    """An env file whose folder (or a folder its name goes through, after a link planted in a
+    shared folder) is another user's, or open to all without the sticky bit: they could swap it,
+    once written, for one naming their endpoint. Refused, exit 7's LocalFSError naming it, and
+    nothing written there."""
+    from mdl import serve
+    from mdl.errors import LocalFSError
+
+    if os.geteuid() != 0:
+        pytest.skip("making a folder another user's needs root")
+    folder, env = offline
+    theirs = folder / "theirs"
+    theirs.mkdir(mode=0o777)
+    os.chown(theirs, 4242, 4242)
+    if through == "folder":
+        target = theirs / "mdl.env"
+    elif through == "open":  # this user's (root's) folder, but anyone may rename in it
+        theirs = folder / "open"
+        theirs.mkdir()
+        theirs.chmod(0o777)
+        target = theirs / "mdl.env"
+    else:
+        shared = folder / "shared"
+        shared.mkdir()
+        shared.chmod(0o1777)  # as /tmp, a link planted in it
+        (shared / "run").symlink_to(theirs)
+        target = shared / "run" / "mdl.env"
+    stop = threading.Event()
+    with pytest.raises(LocalFSError, match=r"another user's|written by anyone") as refused:
+        serve("m", port=0, env_file=target, environ=env, on_ready=lambda _: stop.set(), stop=stop)
+    assert str(target) in str(refused.value)
+    assert list(theirs.iterdir()) == []

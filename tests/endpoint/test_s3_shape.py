@@ -127,7 +127,7 @@ def _filler(member: str, kind: str) -> Any:
 @pytest.mark.parametrize(
     "query",
     ["acl", "tagging", "attributes&tagging", "uploads", "restore", "select&select-type=2",
-     "anything-else=1", "list-type=2", "location"],
+     "anything-else", "list-type=2", "location", "tagging=1", "uploadId=u"],
 )  # fmt: skip
 def test_any_unknown_query_on_an_object_is_501_with_no_byte_of_it(
     served: ServeProcess, query: str
@@ -414,3 +414,46 @@ def test_a_date_in_any_http_date_form_is_compared_in_whole_seconds(served: Serve
         for method in ("GET", "HEAD"):
             answer = _signed(served, method, f"/mdl/{BIG}", **{"If-Modified-Since": stamp})
             assert answer.status_code == 304, (stamp, method)
+
+
+def test_a_presigned_url_with_hoisted_headers_and_a_cache_buster_reads_the_object(
+    served: ServeProcess,
+) -> None:
+    """JavaScript v3's presigner hoists ``X-Amz-Content-Sha256`` (and any ``x-amz-`` header)
+    into the query and adds ``x-id``; a web page adds a cache buster: S3 reads none of them as a
+    sub-resource and answers the object, so does mdl."""
+    from botocore.auth import S3SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    env = served.environment
+    query = "X-Amz-Content-Sha256=UNSIGNED-PAYLOAD&x-id=GetObject&x-amz-checksum-mode=ENABLED&t=1"
+    request = AWSRequest("GET", f"{served.url}/mdl/{BIG}?{query}")
+    S3SigV4QueryAuth(
+        Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]), "s3", "us-east-1", 60
+    ).add_auth(request)
+    assert "X-Amz-Content-Sha256" in request.url and "t=1" in request.url
+    answer = httpx2.get(request.url, timeout=HANG)
+    assert answer.status_code == 200, answer.content[:300]
+    assert answer.content == FILES["model.safetensors"]
+
+
+def test_an_if_range_naming_another_version_gets_the_whole_object(served: ServeProcess) -> None:
+    """RFC 9110 13.1.5: a client resuming a download sends ``If-Range`` with the version it holds;
+    a range of other bytes would be spliced into it. Its entity tag (compared strongly) or its
+    date (the Last-Modified exactly) names this version: the range; anything else: the whole."""
+    head = served.boto3().head_object(Bucket="mdl", Key=BIG)
+    etag = head["ETag"]
+    modified = format_datetime(head["LastModified"].astimezone(UTC), usegmt=True)
+    earlier = format_datetime(head["LastModified"].astimezone(UTC) - timedelta(days=1), usegmt=True)
+    data = FILES["model.safetensors"]
+    conditions = ((etag, True), (modified, True), ('"0123"', False), (f"W/{etag}", False),
+                  (earlier, False), ("not a date", False))  # fmt: skip
+    for condition, ranged in conditions:
+        answer = _signed(
+            served, "GET", f"/mdl/{BIG}", Range="bytes=10-19", **{"If-Range": condition}
+        )
+        if ranged:
+            assert (answer.status_code, answer.content) == (206, data[10:20]), condition
+        else:
+            assert (answer.status_code, answer.content) == (200, data), condition

@@ -95,8 +95,8 @@ def test_a_query_name_its_operation_does_not_take_is_501_before_any_look(
     method, bucket, key = target
     params = dict.fromkeys(names, "")
     operation = s3api._operation(method, bucket, key, params)
-    if all(name in s3api._TAKES[operation] for name in names):
-        return  # (an operation's own parameters: its tests read them)
+    if all(name in s3api._TAKES[operation] or name.lower().startswith("x-amz-") for name in names):
+        return  # (an operation's own parameters, or hoisted headers: their tests read them)
     reply = s3api.answer(
         s3api.BucketFacts("mdl", wait=0), _Untouched(),  # type: ignore[arg-type]
         method=method, bucket=bucket, key=key, params=params, headers={},
@@ -139,3 +139,27 @@ def test_an_x_id_naming_another_operation_is_501(
         cancel=threading.Event(),
     )  # fmt: skip
     assert (reply.status, reply.code) == (501, "NotImplemented")
+
+
+@pytest.mark.parametrize(
+    ("method", "bucket", "key", "params"),
+    [("GET", "mdl", "m/a", {"X-Amz-Content-Sha256": "UNSIGNED-PAYLOAD", "x-id": "GetObject"}),
+     ("HEAD", "mdl", "m/a", {"x-amz-checksum-mode": "ENABLED"}),
+     ("GET", "mdl", "m/a", {"t": "1"}), ("GET", "mdl", "", {"list-type": "2", "metadata": "true"}),
+     ("GET", "", "", {"_": "1700000000"})],
+)  # fmt: skip
+def test_a_parameter_s3_ignores_is_ignored_not_501(
+    method: str, bucket: str, key: str, params: dict[str, str]
+) -> None:
+    """A hoisted header (JavaScript v3's presigned URLs carry ``X-Amz-Content-Sha256``), a cache
+    buster, minio-py's ``metadata=true``: S3 reads none of them as a sub-resource, nor does mdl."""
+    operation = s3api._operation(method, bucket, key, params)
+    assert s3api._refused_query(operation, params, "/r") is None
+
+
+@pytest.mark.parametrize(
+    "params", [{"tagging": "1"}, {"uploadId": "u"}, {"versions": "x"}, {"anything": ""}]
+)
+def test_a_sub_resource_with_a_value_or_a_bare_name_is_still_501(params: dict[str, str]) -> None:
+    refused = s3api._refused_query("GetObject", params, "/r")
+    assert refused is not None and (refused.status, refused.code) == (501, "NotImplemented")
