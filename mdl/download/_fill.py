@@ -342,6 +342,14 @@ def _upload(
         if over is not None and writer.delete(place.uri, etag=over):
             log.info("%s: removed mirror %s: its bytes were not the file's", label, shown)
         done = _written(place, job, result, publisher, side_of(remote.source))
+        if not done and (wrong := _not_the_file(place, job, result, side_of(remote.source))):
+            # another writer's bytes at the name this fill creates: never taken for the file
+            job.retries.warn(
+                f"{label}: mirror {shown} held bytes that are not the file's: replaced"
+            )
+            done = writer.delete(place.uri, etag=wrong) and _written(
+                place, job, result, None, side_of(remote.source)
+            )
     except MdlError as exc:
         job.retries.warn(
             f"{label}: could not fill mirror {shown} ({exc.message}); the file here is verified"
@@ -383,6 +391,19 @@ def _written(
     finally:
         if publisher is not None:
             publisher.parts.remove()
+
+
+def _not_the_file(place: Place, job: TransferJob, result: TransferResult, side: str) -> str | None:
+    """The version of the object a fill found at its name when it is not the verified file (by
+    the object's own bytes, ``Writer.holds``, never its mark): to be replaced on that version;
+    None: it is the file (another machine filled it meanwhile), it is gone, or another catalog's
+    file of the same name (left, as ``_theirs`` leaves it)."""
+    writer = place.target.writer
+    seen = writer.owned(place.uri, root=fixed_part(place.target.template))
+    if seen is None or (seen.mark is not None and seen.mark.foreign({side}, result.sha256)):
+        return None
+    held = writer.holds(place.uri, job.final_path, size=result.size, sha256=result.sha256)
+    return None if held else seen.etag
 
 
 def _as_known(remote: RemoteFile, result: TransferResult) -> bool:

@@ -213,23 +213,28 @@ def test_a_mirror_object_proved_wrong_is_replaced_and_the_next_machine_reads_it(
     assert all(f.mirror is not None and f.warnings == () for f in second.files), second.files
 
 
-def test_a_wrong_object_changed_since_it_was_seen_is_not_replaced(
+def test_a_wrong_object_changed_since_it_was_seen_is_replaced_only_when_proved_wrong(
     tiny: HubServer, root: Path, tmp_path: Path
 ) -> None:
-    """The replacement is conditional on the version seen: another writer's newer object stays."""
+    """The replacement is conditional on the version seen: another writer's newer object is
+    judged by its own bytes before anything is replaced; the file's bytes (another machine filled
+    it) stay as they are (the same inode)."""
     wrong = root / "tiny" / "model.safetensors"
     wrong.parent.mkdir(parents=True)
     wrong.write_bytes(b"x" * len(WEIGHTS))
+    inode: list[int] = []
 
-    def rewritten() -> None:  # while we fetch from the origin, someone writes it again
+    def rewritten() -> None:  # while we fetch from the origin, another machine fills it
         wrong.unlink()
-        wrong.write_bytes(b"y" * len(WEIGHTS))
+        wrong.write_bytes(WEIGHTS)
+        inode.append(wrong.stat().st_ino)
 
     tiny.cdn.faults.add(Fault.call(rewritten))
     report = pull(tiny, tmp_path / "a", root)
     assert report.exit_code == 0
     assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
-    assert wrong.read_bytes() == b"y" * len(WEIGHTS)
+    assert wrong.read_bytes() == WEIGHTS and [wrong.stat().st_ino] == inode
+    assert not report.files[0].warnings, report.files[0].warnings
     assert leases(root) == []
 
 

@@ -165,6 +165,27 @@ def test_an_object_at_the_name_the_holder_creates_is_replaced_not_trusted(
     assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
 
 
+def test_an_object_planted_at_the_final_name_during_a_fill_is_replaced_not_trusted(
+    tiny: HubServer, root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The final object is a name the holder creates too: another writer's bytes put there while
+    it fetches (after its look) made its conditional create fail, and the fill counted the mirror
+    "filled by another machine" with wrong bytes in it for every later reader. The holder checks
+    the object's own bytes, and replaces what is not the file on that version."""
+
+    def plant() -> None:
+        (root / "tiny").mkdir(exist_ok=True)
+        (root / "tiny" / "model.safetensors").write_bytes(flipped(WEIGHTS))
+
+    report = planted_while_fetching(tiny, tmp_path, template_of(root), caplog, plant)
+    all_verified([report], tmp_path)
+    (outcome,) = report.files
+    assert outcome.fill == "filled", outcome
+    assert any("not the file's: replaced" in said for said in outcome.warnings), outcome.warnings
+    assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert cdn_bytes(tiny) == len(WEIGHTS)
+
+
 def test_a_follower_whose_parts_fail_reads_the_final_object_not_the_origin(
     tiny: HubServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -261,6 +282,50 @@ def test_foreign_names_and_a_planted_part_cost_nothing_on_moto(
     assert cdn_bytes(hub) == len(SMALL)
     made = bucket.get_object(Bucket="fleet", Key="hub/tiny/model.safetensors")["Body"].read()
     assert made == SMALL
+
+
+def planted_while_fetching(
+    hub: HubServer, tmp_path: Path, template: str, caplog: pytest.LogCaptureFixture, plant: Any
+) -> RunReport:
+    """One pull, held at the CDN once it holds the lease (past its look at the object) while
+    ``plant`` puts another writer's bytes at the object's name."""
+    caplog.set_level(logging.INFO)
+    held = threading.Event()
+    hub.cdn.faults.add(Fault.stall(after_bytes=1000, until=held, resume=True))
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(pull, hub, tmp_path / "m0", template)
+        try:
+            wait_for(
+                lambda: any("lease taken" in r.getMessage() for r in list(caplog.records)),
+                what="the holder fetching",
+            )
+            plant()
+        finally:
+            held.set()
+        return run.result(timeout=HANG)
+
+
+@pytest.mark.slow
+def test_an_object_planted_at_the_final_name_during_a_fill_is_replaced_on_moto(
+    hub: HubServer, bucket: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same on an S3 store, the planted object carrying a mark copied from another key (what
+    a server-side copy keeps): neither its existence nor its mark makes it the file."""
+    key = "hub/tiny/model.safetensors"
+
+    def plant() -> None:
+        bucket.put_object(
+            Bucket="fleet",
+            Key=key,
+            Body=flipped(SMALL),
+            Metadata={"mdl": "2 " + hashlib.sha256(SMALL).hexdigest() + " 0123456789abcdef 00"},
+        )
+
+    report = planted_while_fetching(hub, tmp_path, S3_TEMPLATE, caplog, plant)
+    assert report.exit_code == 0, report.files
+    assert report.files[0].fill == "filled", report.files[0]
+    assert bucket.get_object(Bucket="fleet", Key=key)["Body"].read() == SMALL
+    assert cdn_bytes(hub) == len(SMALL)
 
 
 # --- a holder kill -9ed, then restarted ---
