@@ -5,8 +5,10 @@ verified; the machines that find the lease read those parts as they appear, then
 final object, and check the whole file's hash like any source's. A machine that takes over a lapsed
 lease continues from the parts published; one that finds its own lease (its run killed: the token
 beside its partial) takes it over at once and publishes the bytes it has. Whenever a peer's bytes
-fail or a wait is given up, the next source is the final object if it is there, then the origin. A
-store that cannot hold a lease (it ignores conditional writes, or refuses ours) is read as today.
+fail or a wait is given up, the next source is the final object if it is there (parts that failed
+while their holder's lease is live: its object waited on again), then the origin. An object found at
+the final name when the holder writes it is judged by its own bytes, never by being there. A store
+that cannot hold a lease (it ignores conditional writes, or refuses ours) is read as today.
 """
 
 from __future__ import annotations
@@ -159,6 +161,7 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
     parts = PartSet.of(writer, place.target.root, place.uri, job)
     streamer = Streamer(parts, job) if parts is not None else None
     said = _Said(streamer)
+    reading = streamer  # None once parts read under a holder's token proved not the file
     for _ in range(TAKE_ROUNDS):
         _stop_if_cancelled(session.cancel)
         try:
@@ -169,27 +172,49 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
             why = f"{label}: cannot take a lease on mirror {shown} ({exc.message})"
             return said(*_cheapest(sources, place, over, why))
         if lease is not None:
-            if streamer is not None and parts is not None:
-                # Xet fetches by chunk, never on a plain record: its parts go up once it verified
-                by_chunk = sources.remote.xet is not None and session.settings.xet
-                cut = None if by_chunk else parts.part // 2
-                streamer.reuse(session.cancel, after=lease.after, cut=cut)
-            return said(_holding(sources, place, lease, over, parts), None)
+            return said(_took(sources, place, lease, over, parts, reading), None)
         log.info("%s: another machine is filling mirror %s; waiting on it", label, shown)
-        state = _waited(sources, place, over, streamer, said)
+        state = _waited(sources, place, over, reading, said)
         if isinstance(state, GaveUp):
             why = f"{label}: gave up waiting on mirror {shown} ({state.why})" if state.why else ""
             return said(*_cheapest(sources, place, over, why))
-        if state != "free":
-            log.info("waited %.1f s on mirror %s for %s", said.waited, shown, label)
-            # a mismatch there is warned of: the object read again whole, then the origin
-            read = sources.mirror(place.target.template, place.uri)
-            if read is not None:
-                return said(read, STREAMED if said.streamed else READ)
+        if state == "free":
+            log.info("%s: the lease on mirror %s was given up; taking it", label, shown)
+            continue
+        log.info("waited %.1f s on mirror %s for %s", said.waited, shown, label)
+        # a mismatch there is warned of: the object read again whole, then the origin
+        read = sources.mirror(place.target.template, place.uri)
+        if read is not None:
+            return said(read, STREAMED if said.streamed else READ)
+        if state != "streamed" or _present(writer, place.uri, over):
             return said(*_cheapest(sources, place, over, ""))
-        log.info("%s: the lease on mirror %s was given up; taking it", label, shown)
+        # every part read under the holder's token, but not the file (anyone who read the lease
+        # can write there), and no object yet: the holder is waited on again for its object
+        # alone (its parts no longer read), never the origin at once
+        reading = None
+        log.info(
+            "%s: the parts on mirror %s were not the file; waiting on its object", label, shown
+        )
     why = f"{label}: the lease on mirror {shown} changed hands {TAKE_ROUNDS} times"
     return said(*_cheapest(sources, place, over, why))
+
+
+def _took(
+    sources: FileSources,
+    place: Place,
+    lease: Lease,
+    over: str | None,
+    parts: PartSet | None,
+    reading: Streamer | None,
+) -> TransferResult:
+    """With the lease: the parts of the holder it was taken over from read first (``reading``),
+    then the fill (:func:`_holding`)."""
+    if reading is not None and parts is not None:
+        # Xet fetches by chunk, never on a plain record: its parts go up once it verified
+        by_chunk = sources.remote.xet is not None and sources.session.settings.xet
+        cut = None if by_chunk else parts.part // 2
+        reading.reuse(sources.session.cancel, after=lease.after, cut=cut)
+    return _holding(sources, place, lease, over, parts)
 
 
 def _waited(

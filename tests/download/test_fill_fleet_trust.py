@@ -26,6 +26,7 @@ from servers import Fault, HubServer, make_data
 
 import mdl
 import mdl.buckets._parts as parts_module
+import mdl.download._fill as fill_module
 from mdl.buckets.folder import FolderWriter
 from mdl.buckets.lease import lease_body, lease_prefix, namespace, part_set
 from mdl.catalog.load import parse_catalog
@@ -218,6 +219,40 @@ def test_a_follower_whose_parts_fail_reads_the_final_object_not_the_origin(
     (outcome,) = report.files
     assert any("mismatch" in said for said in outcome.warnings), outcome.warnings
     assert outcome.fill == "read" and cdn_bytes(tiny) == 0, outcome
+
+
+def test_parts_forged_under_a_live_holders_token_send_no_follower_to_the_origin(
+    tiny: HubServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder's token is in its lease's body, which anyone can read: another writer put every
+    part under it (one wrong) before the holder published them. The follower read them all, the
+    whole file's hash failed, and with no object there yet it went to the origin at once (every
+    follower: the fleet's N×). It waits on the live holder again, for its object alone."""
+    ns = namespace(template_of(root))
+    assert ns is not None
+    writer = FolderWriter()
+    leases = lease_prefix(ns, object_uri(root))
+    assert writer.create(f"{leases}1", lease_body("holder:1:x", HELD)) is not None
+    prefix = f"{version_prefix(template_of(root), object_uri(root))}{HELD}/"
+    for n in range(1, COUNT + 1):
+        data = WEIGHTS[(n - 1) * PART : n * PART]
+        assert writer.create(f"{prefix}{n:05d}", flipped(data) if n == 4 else data)
+    real_wait = fill_module.wait_for
+    waits: list[str] = []
+
+    def wait(*args: Any, **kwargs: Any) -> Any:
+        waits.append(args[1])
+        if len(waits) == 2:  # the holder makes its object of its verified file meanwhile
+            (root / "tiny").mkdir(exist_ok=True)
+            (root / "tiny" / "model.safetensors").write_bytes(WEIGHTS)
+        return real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(fill_module, "wait_for", wait)
+    report = pull(tiny, tmp_path / "m0", template_of(root), env={TERM_VARIABLE: "3600"})
+    all_verified([report], tmp_path)
+    (outcome,) = report.files
+    assert any("mismatch" in said for said in outcome.warnings), outcome.warnings
+    assert len(waits) == 2 and cdn_bytes(tiny) == 0, (waits, outcome)
 
 
 # --- foreign names in a lease's folder ---
