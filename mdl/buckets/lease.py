@@ -12,7 +12,7 @@ a part's name (both public facts) is no part of any holder's.
 A waiting machine trusts a holder for nothing but progress it can observe (the parts published
 under the holder's token): past a few terms without a new part, or a bound from the file's size at
 a slow rate, it fetches the file itself. Names under a lease's folder that are not generations cost
-nothing; a folder too big to judge is "unknown", never free."""
+nothing; a folder too big to judge, or a look that failed, is "unknown", never free."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from typing import Literal
 
 from mdl.buckets._parts import fill_part
 from mdl.buckets.protocol import NAMESPACE, Listed, Writer, folder_of
-from mdl.errors import InterruptedByUserError, MdlError
+from mdl.errors import InterruptedByUserError, MdlError, NetworkError
 
 log = logging.getLogger("mdl.lease")
 
@@ -387,16 +387,20 @@ def wait_for(
     schedule = poll or default_poll
     started = moved = clock()
     bound = 2 * term + size / SLOW_RATE
-    attempt, holder, had, token = 0, None, 0, None
+    attempt, holder, had, token = 0, "", 0, None  # holder: the last said ("": none yet)
     while True:
         if cancel.is_set():
             raise InterruptedByUserError(f"interrupted while waiting on {object_uri}")
-        if (got := step(token)) > had:  # parts arrive: the holder is alive, read on at once
-            had, moved, attempt = got, clock(), 0
-            continue
-        if _there(writer, object_uri, over):
-            return "ready"
-        found = look(writer, prefix, term=term)
+        try:
+            if (got := step(token)) > had:  # parts arrive: the holder is alive, read on at once
+                had, moved, attempt = got, clock(), 0
+                continue
+            if _there(writer, object_uri, over):
+                return "ready"
+            found = look(writer, prefix, term=term)
+        except NetworkError as exc:  # a look that failed is no progress, and never "free"
+            log.info("looking at the lease of %s failed (%s): waiting on", object_uri, exc)
+            got, found = had, Look(0, "unknown", holder, token)  # (said as before)
         if found.state not in ("live", "unknown"):
             return _ended(writer, object_uri, over, found)
         if got >= size > 0:  # all read from the holder's parts; it assembles them

@@ -878,3 +878,32 @@ def test_a_lease_is_judged_by_the_term_alone_whatever_it_says_of_its_process(
     assert look(store, PREFIX).state == "live"
     store.advance(TERM + 1)
     assert look(store, PREFIX).state == "lapsed"
+
+
+def test_a_look_that_fails_is_no_progress_and_never_ends_the_wait() -> None:
+    """A listing or HEAD of the mirror that fails mid-wait (a reset connection, a 503 after the
+    client's retries) is an unknown state: never "free", never the end of the wait (every
+    follower would go to the origin at once); the holder's object, there later, is read."""
+    store = MemoryStore()
+    taken(store, "holder")
+    store.fail_next("listing", 2)
+    store.fail_next("head", 2)
+
+    def holder(n: int) -> None:
+        if n == 4:
+            store.put(OBJECT, b"the file")
+
+    assert waiting(store, holder) == "ready"
+    assert store.calls["head"] > 2 and store.calls["listing"] >= 1
+
+
+def test_looks_that_always_fail_are_given_up_on_after_the_stall() -> None:
+    """A mirror that cannot be looked at any more: the wait ends after the stall's terms of no
+    progress, as for a holder that shows none, never at once, never as "free"."""
+    store = MemoryStore()
+    taken(store, "holder")
+    store.fail_next("head", 10**6)
+    fake = Fake(store)
+    state = waiting(store, lambda n: None, fake=fake)
+    assert isinstance(state, GaveUp) and "no part" in state.why, state
+    assert STALL_TERMS * TERM < fake.now <= STALL_TERMS * TERM + 2 * 2.0
