@@ -1,0 +1,63 @@
+"""The one way to run background work: the work hears its stop, a stop joins it, a failure is
+said in one line."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from mdl.background import Background, every
+
+
+def test_the_work_runs_until_stopped_and_stop_joins_it() -> None:
+    ran = threading.Event()
+    seen: list[bool] = []
+
+    def work(stop: threading.Event) -> None:
+        ran.set()
+        seen.append(stop.wait(60))  # True only when told to stop
+
+    helper = Background("t-work", work).start()
+    assert ran.wait(30)
+    assert helper.alive
+    helper.stop()
+    assert not helper.alive
+    assert seen == [True]
+
+
+def test_every_repeats_until_the_shared_stop() -> None:
+    calls = threading.Semaphore(0)
+    shared = threading.Event()
+    with Background("t-every", every(0.001, calls.release), stop=shared) as helper:
+        for _ in range(3):
+            assert calls.acquire(timeout=30)
+        assert helper.stopping is shared
+    assert shared.is_set()
+    assert not helper.alive
+
+
+def test_a_failure_is_one_line_and_the_caller_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    def work(stop: threading.Event) -> None:
+        raise ValueError("boom at part 3")
+
+    with caplog.at_level(logging.WARNING, logger="mdl.background"), Background("t-fail", work):
+        pass
+    lines = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in lines] == ["background work t-fail failed: boom at part 3"]
+    assert lines[0].exc_info is None
+
+
+def test_a_stop_from_the_work_itself_does_not_join_itself() -> None:
+    done = threading.Event()
+
+    def work(stop: threading.Event) -> None:
+        helper.stop()
+        done.set()
+
+    helper = Background("t-self", work)
+    helper.start()
+    assert done.wait(30)
+    helper.stop()
+    assert helper.stopping.is_set()
