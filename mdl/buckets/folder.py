@@ -153,7 +153,7 @@ class FolderWriter:
     def head(self, uri: str) -> Seen | None:
         """The object, or None. Nothing is written (a reader may not be allowed to)."""
         path = self._path(uri)
-        with self._folder(path, create=False) as folder:
+        with _folder(path, create=False) as folder:
             st = None if folder is None else _fresh_stat(path.name, folder)
         return None if st is None else _seen(st)
 
@@ -163,7 +163,7 @@ class FolderWriter:
         that fills (writes) asks it. A link, a folder, a FIFO there: None (never followed, never
         waited on)."""
         path = self._path(uri)
-        with self._folder(path, create=False) as folder:
+        with _folder(path, create=False) as folder:
             if folder is None:
                 return None
             try:
@@ -188,29 +188,29 @@ class FolderWriter:
     def create(self, uri: str, data: bytes) -> Seen | None:
         """``data`` as the object only if there is none (None: one is there)."""
         path = self._path(uri)
-        with self._folder(path, create=True) as folder:
+        with _folder(path, create=True) as folder:
             assert folder is not None  # made
-            with self._temp(folder, path) as (fd, temp):
+            with _temp(folder, path) as (fd, temp):
                 _write(fd, path, data)
                 if not _link(folder, temp, path):
                     return None
             _fsync_folder(folder)
-            return self._shown(folder, path)
+            return _shown(folder, path)
 
     def replace(self, uri: str, data: bytes, *, etag: str) -> Seen | None:
         """``data`` over version ``etag`` only (None: it changed or is gone)."""
         path = self._path(uri)
-        with self._folder(path, create=False) as folder:
+        with _folder(path, create=False) as folder:
             if folder is None:
                 return None
-            with self._temp(folder, path) as (fd, temp):
+            with _temp(folder, path) as (fd, temp):
                 _write(fd, path, data)
                 current = _fresh_stat(path.name, folder)
                 if current is None or file_etag(current) != etag:
                     return None
                 _replace(temp, path, folder)
             _fsync_folder(folder)
-            return self._shown(folder, path)
+            return _shown(folder, path)
 
     def delete(self, uri: str, *, etag: str | None = None) -> bool:
         """Remove the object (only version ``etag`` when given); False: not there, or changed.
@@ -218,7 +218,7 @@ class FolderWriter:
         there: what another writer put at the name since the look stays, and a version that is not
         ``etag`` goes back (unless a newer one took the name meanwhile: it was replaced)."""
         path = self._path(uri)
-        with self._folder(path, create=False) as folder:
+        with _folder(path, create=False) as folder:
             if folder is None:
                 return False
             current = _fresh_stat(path.name, folder)
@@ -259,9 +259,9 @@ class FolderWriter:
         and ``mark_text`` (``side``: whose) in the file ``mark_uri(uri, root=root)``. Readers
         verify (no checksum kept). ``sent`` hears each chunk: what it raises stops the copy."""
         target, mark = self._path(uri), Path(parse_file_uri(mark_uri(uri, root=root))[1])
-        with self._folder(target, create=True) as folder:
+        with _folder(target, create=True) as folder:
             assert folder is not None  # made
-            with self._temp(folder, target) as (fd, temp):
+            with _temp(folder, target) as (fd, temp):
                 try:
                     with open(path, "rb") as source:
                         copied = _copy(source.fileno(), fd, sent or (lambda _: None))
@@ -282,9 +282,9 @@ class FolderWriter:
                 version = f"{file_etag(os.fstat(fd))}\n{said}".encode()
             _fsync_folder(folder)
         # after the object: a write killed between the two leaves it unmarked, kept by prune
-        with self._folder(mark, create=True) as folder:
+        with _folder(mark, create=True) as folder:
             assert folder is not None  # made
-            with self._temp(folder, mark) as (fd, temp):
+            with _temp(folder, mark) as (fd, temp):
                 _write(fd, mark, version)
                 _replace(temp, mark, folder)
         return True
@@ -299,7 +299,7 @@ class FolderWriter:
         keeps no checksum; a mark says only that mdl wrote some version). None there, a link, a
         FIFO, a folder: not (never followed, never waited on)."""
         target = self._path(uri)
-        with self._folder(target, create=False) as folder:
+        with _folder(target, create=False) as folder:
             st = None if folder is None else _fresh_stat(target.name, folder)
             if folder is None or st is None or st.st_size != size:
                 return False
@@ -316,30 +316,12 @@ class FolderWriter:
         """The object, with mdl's mark as ``_marked`` reads its mark file if the object's owner
         wrote it (a mark another user planted never makes prune remove what they did not write)."""
         path = self._path(uri)
-        with self._folder(path, create=False) as folder:
+        with _folder(path, create=False) as folder:
             st = None if folder is None else _fresh_stat(path.name, folder)
         if st is None:
             return None
         mark = Path(parse_file_uri(mark_uri(uri, root=root))[1])
-        return _marked(_seen(st), self._mark(mark, owner=st.st_uid), where=_below(uri, root))
-
-    def _mark(self, mark: Path, *, owner: int) -> bytes:
-        """What the mark file ``mark`` says, if ``owner`` wrote it; b"": none, another user's, or
-        none this user can read (walked to as every path: no other user's link followed)."""
-        try:
-            with self._folder(mark, create=False) as folder:
-                if folder is None:
-                    return b""
-                fd = os.open(mark.name, _READ, dir_fd=folder)
-                try:
-                    said = os.fstat(fd)
-                    if stat.S_ISREG(said.st_mode) and said.st_uid == owner:
-                        return os.read(fd, MARK_BYTES)
-                finally:
-                    os.close(fd)
-        except (OSError, MdlError):
-            pass
-        return b""
+        return _marked(_seen(st), _mark(mark, owner=st.st_uid), where=_below(uri, root))
 
     def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix``, in name order; mdl's own files (temp
@@ -378,33 +360,6 @@ class FolderWriter:
             if str(path).startswith(wanted):
                 yield Listed(f"{SCHEME}{authority}{path}", st.st_size, st.st_mtime_ns / 1e9)
 
-    @contextmanager
-    def _folder(self, path: Path, *, create: bool) -> Iterator[int | None]:
-        """The object's folder, open (made when ``create``); None: not there. A link on the way is
-        followed only if root or this user made it, for every folder of the path (the template's
-        fixed folder is not known here): another user of the share cannot send our writes elsewhere
-        (exit 2)."""
-        fd = None
-        try:
-            fd = open_dir(Path("/"), path.parent, create=create, shared=True)
-        except OSError as exc:
-            if create or not isinstance(exc, FileNotFoundError):
-                what = "cannot make the folder" if create else "cannot open the folder"
-                raise local_error(exc, path.parent, what=what) from exc
-        try:
-            yield fd
-        finally:
-            if fd is not None:
-                os.close(fd)
-
-    def _shown(self, folder: int, path: Path) -> Seen:
-        """What the name shows now: the version a later compare sees (sshfs gives a file a new
-        inode number across a link)."""
-        st = _fresh_stat(path.name, folder)
-        if st is None:
-            raise LocalFSError(f"{path} vanished as it was written")
-        return _seen(st)
-
     def _clock(self, folder: Path) -> float:
         """Touch ``.mdl-clock`` in ``folder``'s part of mdl's namespace (``folder/.mdl/`` unless it
         is in one) and read its mtime: a file server sets it by its own clock (NFS: ``utime``
@@ -413,7 +368,7 @@ class FolderWriter:
         own = folder if OWN_FOLDER in folder.parts else folder / OWN_FOLDER
         clock = own / CLOCK_NAME
         try:
-            with self._folder(clock, create=True) as where:
+            with _folder(clock, create=True) as where:
                 assert where is not None  # made
                 fd = os.open(CLOCK_NAME, _NEW, 0o600, dir_fd=where)
                 try:
@@ -425,24 +380,54 @@ class FolderWriter:
         except OSError as exc:
             raise local_error(exc, clock, what="cannot read the folder's clock") from exc
 
-    @contextmanager
-    def _temp(self, folder: int, path: Path) -> Iterator[tuple[int, str]]:
-        """A new file of our own beside ``path`` (in ``folder``), as shared as its folder; removed
-        however the write ends (Ctrl-C too)."""
-        temp = temp_name(path.name)
-        try:
-            fd = os.open(temp, _NEW | os.O_EXCL, 0o600, dir_fd=folder)
-        except OSError as exc:
-            raise local_error(exc, path.parent / temp, what="cannot write in") from exc
-        try:
-            _shared(fd, folder)
-            yield fd, temp
-        except OSError as exc:
-            raise local_error(exc, path.parent / temp, what="cannot write") from exc
-        finally:
+
+@contextmanager
+def _folder(path: Path, *, create: bool) -> Iterator[int | None]:
+    """The object's folder, open (made when ``create``); None: not there. A link on the way is
+    followed only if root or this user made it, for every folder of the path (the template's
+    fixed folder is not known here): another user of the share cannot send our writes elsewhere
+    (exit 2)."""
+    fd = None
+    try:
+        fd = open_dir(Path("/"), path.parent, create=create, shared=True)
+    except OSError as exc:
+        if create or not isinstance(exc, FileNotFoundError):
+            what = "cannot make the folder" if create else "cannot open the folder"
+            raise local_error(exc, path.parent, what=what) from exc
+    try:
+        yield fd
+    finally:
+        if fd is not None:
             os.close(fd)
-            with suppress(FileNotFoundError):
-                os.unlink(temp, dir_fd=folder)
+
+
+@contextmanager
+def _temp(folder: int, path: Path) -> Iterator[tuple[int, str]]:
+    """A new file of our own beside ``path`` (in ``folder``), as shared as its folder; removed
+    however the write ends (Ctrl-C too)."""
+    temp = temp_name(path.name)
+    try:
+        fd = os.open(temp, _NEW | os.O_EXCL, 0o600, dir_fd=folder)
+    except OSError as exc:
+        raise local_error(exc, path.parent / temp, what="cannot write in") from exc
+    try:
+        _shared(fd, folder)
+        yield fd, temp
+    except OSError as exc:
+        raise local_error(exc, path.parent / temp, what="cannot write") from exc
+    finally:
+        os.close(fd)
+        with suppress(FileNotFoundError):
+            os.unlink(temp, dir_fd=folder)
+
+
+def _shown(folder: int, path: Path) -> Seen:
+    """What the name shows now: the version a later compare sees (sshfs gives a file a new
+    inode number across a link)."""
+    st = _fresh_stat(path.name, folder)
+    if st is None:
+        raise LocalFSError(f"{path} vanished as it was written")
+    return _seen(st)
 
 
 def _write(fd: int, path: Path, data: bytes) -> None:
@@ -677,6 +662,25 @@ def _below(uri: str, root: str) -> str:
     """Where a mark binds an object: its path below the mirror's folder (a share is mounted at
     other paths on other machines)."""
     return uri.removeprefix(folder_of(root))
+
+
+def _mark(mark: Path, *, owner: int) -> bytes:
+    """What the mark file ``mark`` says, if ``owner`` wrote it; b"": none, another user's, or
+    none this user can read (walked to as every path: no other user's link followed)."""
+    try:
+        with _folder(mark, create=False) as folder:
+            if folder is None:
+                return b""
+            fd = os.open(mark.name, _READ, dir_fd=folder)
+            try:
+                said = os.fstat(fd)
+                if stat.S_ISREG(said.st_mode) and said.st_uid == owner:
+                    return os.read(fd, MARK_BYTES)
+            finally:
+                os.close(fd)
+    except (OSError, MdlError):
+        pass
+    return b""
 
 
 def _marked(found: Seen, text: bytes, *, where: str) -> Seen:

@@ -1,6 +1,7 @@
-"""mdl/buckets/_s3write.py: the S3 store, writable, against real servers: moto and SeaweedFS (its
-conditional writes are a separate implementation), and a proxy that makes either misbehave as some
-stores do (conditions ignored, 409 ConditionalRequestConflict, a lost reply)."""
+"""mdl/buckets/_s3write.py, _s3conditional.py and _s3upload.py: the S3 store, writable, against
+real servers: moto and SeaweedFS (its conditional writes are a separate implementation), and a
+proxy that makes either misbehave as some stores do (conditions ignored, 409
+ConditionalRequestConflict, a lost reply)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from s3server import S3, aws_environ, s3, s3_server  # noqa: F401
 from seaweed import Weed, seaweed_server  # noqa: F401
 
 from mdl.buckets import _parts as parts_module
-from mdl.buckets import _s3write as s3write_module
-from mdl.buckets._s3write import S3Upload, S3Writer
+from mdl.buckets import _s3conditional as conditional_module
+from mdl.buckets import _s3upload as upload_module
+from mdl.buckets._s3upload import S3Upload
+from mdl.buckets._s3write import S3Writer
 from mdl.buckets.lease import honours_conditions
 from mdl.buckets.protocol import Seen, Writer
 from mdl.buckets.registry import STORES
@@ -207,8 +210,8 @@ def test_upload_small_once(place: Place, tmp_path: Path) -> None:
 def test_upload_in_parts_once(
     place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(s3write_module, "MULTIPART_THRESHOLD", MiB)
-    monkeypatch.setattr(s3write_module, "PART_MINIMUM", 5 * MiB)  # S3's smallest part
+    monkeypatch.setattr(upload_module, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(upload_module, "PART_MINIMUM", 5 * MiB)  # S3's smallest part
     size = 11 * MiB + 7
     path, sha = _file(tmp_path, "big.bin", size)
     writer = place.writer()
@@ -248,8 +251,8 @@ def test_an_upload_told_to_overwrite_replaces_whole_or_in_parts(
     """``overwrite`` (publish's rule: it compared the object first): the object there is
     replaced by the verified bytes, marked, with the store's checksum; ``sent`` hears every byte;
     nothing is left unfinished."""
-    monkeypatch.setattr(s3write_module, "MULTIPART_THRESHOLD", MiB)
-    monkeypatch.setattr(s3write_module, "PART_MINIMUM", 5 * MiB)
+    monkeypatch.setattr(upload_module, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(upload_module, "PART_MINIMUM", 5 * MiB)
     place.client.put_object(Bucket=place.bucket, Key=place.key("m/a.bin"), Body=b"theirs")
     path, sha = _file(tmp_path, "a.bin", size)
     told: list[int] = []
@@ -292,8 +295,8 @@ def test_the_clock_is_the_endpoints_whichever_bucket_was_used(place: Place) -> N
 def test_a_changed_file_is_not_uploaded(
     place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
 ) -> None:
-    monkeypatch.setattr(s3write_module, "MULTIPART_THRESHOLD", MiB)
-    monkeypatch.setattr(s3write_module, "PART_MINIMUM", 5 * MiB)
+    monkeypatch.setattr(upload_module, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(upload_module, "PART_MINIMUM", 5 * MiB)
     path, sha = _file(tmp_path, "a.bin", size)
     path.write_bytes(b"\0" + path.read_bytes()[1:])  # changed since it was verified
     with pytest.raises(IntegrityError, match="changed since it was verified") as caught:
@@ -310,8 +313,8 @@ def test_a_failed_part_aborts_the_upload(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(s3write_module, "MULTIPART_THRESHOLD", MiB)
-    monkeypatch.setattr(s3write_module, "PART_MINIMUM", 5 * MiB)
+    monkeypatch.setattr(upload_module, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(upload_module, "PART_MINIMUM", 5 * MiB)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the 500 is final at once
     path, sha = _file(tmp_path, "big.bin", 11 * MiB)
     s3.cutter.fail_writes_after = len(s3.cutter.writes) + 2  # the start and one part
@@ -335,8 +338,8 @@ def test_publish_never_writes_a_file_that_is_not_its_verified_bytes(
     it, a multipart upload aborted), the other files of the batch uploaded."""
     from mdl.progress import NullProgress
 
-    monkeypatch.setattr(s3write_module, "MULTIPART_THRESHOLD", MiB)
-    monkeypatch.setattr(s3write_module, "PART_MINIMUM", 5 * MiB)
+    monkeypatch.setattr(upload_module, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(upload_module, "PART_MINIMUM", 5 * MiB)
     good, good_sha = _file(tmp_path, "good.bin", 3000)
     bad, bad_sha = _file(tmp_path, "bad.bin", size)
     bad.write_bytes(b"\0" + bad.read_bytes()[1:])  # changed since it was verified
@@ -429,7 +432,7 @@ def test_conflicts_that_last_are_a_network_error(place: Place) -> None:
         with pytest.raises(NetworkError, match="ConditionalRequestConflict") as caught:
             writer.create(place.uri("lease"), b"mine")
     assert caught.value.exit_code == 5
-    assert len(waits) == s3write_module.CONFLICT_TRIES - 1
+    assert len(waits) == conditional_module.CONFLICT_TRIES - 1
     assert place.writer().head(place.uri("lease")) is None
 
 
@@ -478,7 +481,7 @@ def test_a_lease_write_to_a_store_that_hangs_fails_within_its_bound(
 ) -> None:
     """Lease-sized requests have a client of their own with a short read timeout and few tries:
     a renewal against a store that never answers fails (exit 5) instead of hanging for minutes."""
-    monkeypatch.setattr(s3write_module, "SMALL_TIMEOUT", 0.5)
+    monkeypatch.setattr(conditional_module, "SMALL_TIMEOUT", 0.5)
     with s3_proxy(moto.endpoint) as proxy:
         proxy.hang = True
         writer = moto.writer(proxy.endpoint)
@@ -486,7 +489,7 @@ def test_a_lease_write_to_a_store_that_hangs_fails_within_its_bound(
             writer.create(moto.uri("lease"), b"holder-1")
         hung = [r for r in proxy.requests if r[2]]
     assert caught.value.exit_code == 5
-    assert len(hung) == 1 + s3write_module.SMALL_RETRIES
+    assert len(hung) == 1 + conditional_module.SMALL_RETRIES
 
 
 @pytest.mark.slow
@@ -495,8 +498,8 @@ def test_a_lost_reply_to_a_completed_upload(
 ) -> None:
     """The completion was applied, its reply lost, botocore tried again (moto: NoSuchUpload,
     SeaweedFS: 412): the object there is ours, whole, and nothing is left behind."""
-    monkeypatch.setattr(s3write_module, "MULTIPART_THRESHOLD", MiB)
-    monkeypatch.setattr(s3write_module, "PART_MINIMUM", 5 * MiB)
+    monkeypatch.setattr(upload_module, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(upload_module, "PART_MINIMUM", 5 * MiB)
     path, sha = _file(tmp_path, "big.bin", 6 * MiB)
     with s3_proxy(place.endpoint) as proxy:
         proxy.lose_replies = 1  # the completion: the only conditional write of an upload
@@ -568,8 +571,8 @@ def test_a_conflict_on_completing_starts_the_upload_again(
 ) -> None:
     """AWS: a 409 to CompleteMultipartUpload means starting the multipart upload again (the id
     may be spent): a new upload, its parts sent again, the first one aborted."""
-    monkeypatch.setattr(s3write_module, "MULTIPART_THRESHOLD", MiB)
-    monkeypatch.setattr(s3write_module, "PART_MINIMUM", 5 * MiB)
+    monkeypatch.setattr(upload_module, "MULTIPART_THRESHOLD", MiB)
+    monkeypatch.setattr(upload_module, "PART_MINIMUM", 5 * MiB)
     path, sha = _file(tmp_path, "big.bin", 6 * MiB)
     with s3_proxy(place.endpoint) as proxy:
         proxy.conflicts = 1  # the completion: the only conditional write of an upload

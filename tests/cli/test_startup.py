@@ -62,6 +62,8 @@ NOT_FOR_PLAIN_GET = (
     "mdl.xet._streams",
     "mdl.xet._cas",
     "mdl.buckets._s3write",
+    "mdl.buckets._s3conditional",
+    "mdl.buckets._s3upload",
     "mdl.buckets.lease",
     "mdl.download._fill",
     "mdl.download.resolve",
