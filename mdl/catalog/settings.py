@@ -319,14 +319,7 @@ def build_settings(
     lock mode from :func:`choose_lock_mode`; the mirrors' secrets registered in ``secrets``."""
     secrets = Secrets() if secrets is None else secrets
     catalog = catalog or CatalogSettings()
-    endpoints = catalog.mirror_endpoints
-    if any(isinstance(entry, Mapping) for entry in flags.mirrors or ()):
-        # the API's { url, endpoint } tables (checked as the catalog's: load.given_mirrors); they
-        # replace the catalog's mirrors, and their endpoints win a template
-        entries = flags.mirrors or ()
-        tables = [entry for entry in entries if isinstance(entry, Mapping)]
-        endpoints = (*endpoints, *((t["url"], t["endpoint"]) for t in tables if "endpoint" in t))
-        flags = flags._replace(mirrors=[e if isinstance(e, str) else e["url"] for e in entries])
+    flags, endpoints = _mirror_tables(flags, catalog.mirror_endpoints)
     values, given = table_values(flags, environ, catalog)
     if xet_stopped_by_hf(flags, environ):
         values["xet"] = False
@@ -356,6 +349,21 @@ def build_settings(
         netrc=netrc_path(environ),
         secrets=secrets,
     )
+
+
+def _mirror_tables(
+    flags: Overrides, endpoints: tuple[tuple[str, str], ...]
+) -> tuple[Overrides, tuple[tuple[str, str], ...]]:
+    """The API's ``{ url, endpoint }`` mirror tables (checked as the catalog's:
+    load.given_mirrors) as the catalog's are held: their templates replace the catalog's mirrors,
+    their endpoints win a template's (after ``endpoints``, the catalog's)."""
+    entries = flags.mirrors or ()
+    tables = [entry for entry in entries if isinstance(entry, Mapping)]
+    if not tables:
+        return flags, endpoints
+    templates = [entry if isinstance(entry, str) else entry["url"] for entry in entries]
+    given = tuple((table["url"], table["endpoint"]) for table in tables if "endpoint" in table)
+    return flags._replace(mirrors=templates), (*endpoints, *given)
 
 
 def table_values(
