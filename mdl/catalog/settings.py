@@ -433,19 +433,18 @@ def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) 
     """``--locked`` / ``--frozen``, else ``$MDL_LOCKED`` / ``$MDL_FROZEN`` (as uv's), else auto;
     both is an error.
     """
-    if locked and frozen:
-        raise UsageError(
-            "--locked and --frozen: give one, not both (--locked checks the lock against the"
-            " catalog, --frozen uses it as written)"
-        )
-    if locked or frozen:
-        return "locked" if locked else "frozen"
-    env_locked, env_frozen = (
-        switch_from_env(SETTING[name], environ) for name in ("locked", "frozen")
+    chosen = {"locked": locked, "frozen": frozen}
+    both = (
+        "--locked and --frozen: give one, not both (--locked checks the lock against the catalog,"
+        " --frozen uses it as written)"
     )
-    if env_locked and env_frozen:
-        raise UsageError("$MDL_LOCKED and $MDL_FROZEN are both set: set one, not both")
-    return "locked" if env_locked else ("frozen" if env_frozen else "auto")
+    if not any(chosen.values()):
+        chosen = {name: switch_from_env(SETTING[name], environ) for name in LOCK_MODE}
+        both = "$MDL_LOCKED and $MDL_FROZEN are both set: set one, not both"
+    on = [name for name, given in chosen.items() if given]
+    if len(on) > 1:
+        raise UsageError(both)
+    return on[0] if on else "auto"
 
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
