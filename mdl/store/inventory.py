@@ -125,8 +125,10 @@ class ModelStatus:
         kept = self.record.signature if self.record is not None else None
         if kept is None:
             return {"verified": False, "by": None, "file": self.spec.signature.installed_as}
-        sig = next((f for f in self.files if f.path == kept.file), None)
-        intact = sig is not None and sig.state == INSTALLED and sig.sha256 == kept.sha256
+        intact = any(
+            f.path == kept.file and f.state == INSTALLED and f.sha256 == kept.sha256
+            for f in self.files
+        )
         # verified by whom the catalog names now (another key there is another signer: `mdl pull`
         # checks it)
         try:
