@@ -10,13 +10,16 @@ as /tmp/stmts.py counts):
   commas, dots and each string literal count once each; layout and comments do not.
 - complexity: radon's cyclomatic complexity of every function, method and closure (classes
   themselves are not counted); median, mean and the share of rank B (radon: A 1-5, B 6-10,
-  C 11-20, D 21-30, E 31-40, F 41+).
+  C 11-20, D 21-30, E 31-40, F 41+); how many are above 15 (the limit) and above 10; and how many
+  span more than 60 lines (signature and docstring included).
 - ``__init__`` lines: every ``__init__.py`` under ROOT but the two public faces (``ROOT/__init__.py``
   and ``ROOT/api/__init__.py``), whose lines are given apart.
 - spellings per internal export: for each name a part's ``__init__`` exports (its ``__all__``, and
   the names it imports from the package), how often that ``__init__`` spells it: an import, a string
   (``__all__``, a lazy table's key), a use or a ``def``; the mean over all exports.
 - classes over 300 lines, modules over 800 lines: by line span / line count.
+- the limits tests/test_house_limits.py holds (:func:`over_limits`): no function above complexity
+  15, no class over 300 lines, no module over 800 lines.
 - import graph: each module → the package modules it imports (function-level and ``TYPE_CHECKING``
   imports too; ``from pkg import mod`` is an edge to ``pkg.mod``; importing ``pkg.a.b`` also runs
   ``pkg.a``), as tests/test_architecture.py builds it. Up-arrows: edges from a part to a part
@@ -43,6 +46,9 @@ from typing import Any
 WIDTH = 100
 BIG_MODULE = 800
 BIG_CLASS = 300
+MOST_COMPLEX = 15  # the limit a function is held to (tests/test_house_limits.py)
+COMPLEX = 10  # the tail the figures count
+LONG_FUNCTION = 60  # lines
 LAYOUT = {
     tokenize.COMMENT,
     tokenize.NL,
@@ -98,35 +104,60 @@ def code_lines(source: str, tree: ast.Module) -> int:
     )
 
 
-def big_classes(name: str, tree: ast.Module) -> list[str]:
-    """``module:Class (lines)`` for each class longer than BIG_CLASS lines."""
+def big_classes(name: str, tree: ast.Module) -> list[tuple[str, int]]:
+    """(``module:Class``, lines) of each class longer than BIG_CLASS lines."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef):
             length = (node.end_lineno or node.lineno) - node.lineno + 1
             if length > BIG_CLASS:
-                found.append(f"{name}:{node.name} ({length})")
+                found.append((f"{name}:{node.name}", length))
     return found
 
 
-def complexities(module: str, source: str) -> list[tuple[int, str]]:
-    """(cyclomatic complexity, name) of every function, method and closure, by radon."""
+def functions(module: str, source: str) -> list[tuple[int, str, int]]:
+    """(cyclomatic complexity, name, lines spanned) of every function, method and closure, by
+    radon."""
     try:
         from radon.complexity import cc_visit  # type: ignore[import-untyped]
     except ImportError:
         raise SystemExit("house: the complexity figures need radon (pip install radon)") from None
 
-    found: list[tuple[int, str]] = []
+    found: list[tuple[int, str, int]] = []
 
     def visit(block: Any, owner: str) -> None:
         if hasattr(block, "closures"):  # a function or method (a class has none)
-            found.append((block.complexity, f"{module}:{owner}{block.name}"))
+            span = block.endline - block.lineno + 1
+            found.append((block.complexity, f"{module}:{owner}{block.name}", span))
             for inner in block.closures:
                 visit(inner, f"{owner}{block.name}.")
 
     for block in cc_visit(source):
         visit(block, f"{block.classname}." if getattr(block, "classname", None) else "")
     return found
+
+
+def over_limits(root: Path) -> list[str]:
+    """Each function above complexity MOST_COMPLEX, class over BIG_CLASS lines and module over
+    BIG_MODULE lines under ROOT, named with its figure (tests/test_house_limits.py holds none)."""
+    root = root.resolve()
+    culprits: list[str] = []
+    for path in sorted(root.rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        name = module_name(root, path)
+        culprits += [
+            f"function {where}: complexity {c} (limit {MOST_COMPLEX})"
+            for c, where, _ in functions(name, source)
+            if c > MOST_COMPLEX
+        ]
+        culprits += [
+            f"class {where}: {length} lines (limit {BIG_CLASS})"
+            for where, length in big_classes(name, ast.parse(source))
+        ]
+        lines = len(source.splitlines())
+        if lines > BIG_MODULE:
+            culprits += [f"module {name}: {lines} lines (limit {BIG_MODULE})"]
+    return culprits
 
 
 def rank(complexity: int) -> str:
@@ -291,7 +322,7 @@ def measure(root: Path) -> dict[str, Any]:
     stmts = tokens = code = long = nonblank = 0
     big_modules: list[str] = []
     classes: list[str] = []
-    found: list[tuple[int, str]] = []
+    found: list[tuple[int, str, int]] = []
     init_lines: dict[str, int] = {}
     face_lines: dict[str, int] = {}
     for path in sorted(root.rglob("*.py")):
@@ -307,8 +338,8 @@ def measure(root: Path) -> dict[str, Any]:
         long += sum(1 for line in lines if len(line) > WIDTH)
         if len(lines) > BIG_MODULE:
             big_modules.append(f"{name} ({len(lines)})")
-        classes += big_classes(name, tree)
-        found += complexities(name, source)
+        classes += [f"{where} ({length})" for where, length in big_classes(name, tree)]
+        found += functions(name, source)
         if path.name == "__init__.py":
             (face_lines if path in faces else init_lines)[str(path.relative_to(root.parent))] = len(
                 lines
@@ -319,7 +350,7 @@ def measure(root: Path) -> dict[str, Any]:
             part = path.parent.name
             for name, n in spellings(trees[module_name(root, path)][1], set(trees)).items():
                 spelled[f"{part}.{name}"] = n
-    values = [c for c, _ in found]
+    values = [c for c, _, _ in found]
     return {
         "root": str(root),
         "statements": stmts,
@@ -333,7 +364,13 @@ def measure(root: Path) -> dict[str, Any]:
         "complexity_mean": statistics.mean(values),
         "ranks": {letter: sum(1 for c in values if rank(c) == letter) for letter, _ in RANKS},
         "rank_b_share": sum(1 for c in values if rank(c) == "B") / len(values),
-        "worst": sorted(found, reverse=True),
+        "complexity_max": max(values),
+        "over_limit": sum(1 for c in values if c > MOST_COMPLEX),
+        "over_complex": sum(1 for c in values if c > COMPLEX),
+        "long_functions": sorted(
+            (f"{where} ({span})" for _, where, span in found if span > LONG_FUNCTION)
+        ),
+        "worst": sorted(((c, where) for c, where, _ in found), reverse=True),
         "part_init_lines": sum(init_lines.values()),
         "part_init_files": init_lines,
         "face_init_lines": face_lines,
@@ -361,6 +398,9 @@ def report(f: dict[str, Any], worst: int) -> None:
         f"tokens per statement: {f['tokens_per_statement']:.2f} ({f['tokens']} tokens)",
         f"complexity of {f['functions']} functions: median {f['complexity_median']:g},"
         f" mean {f['complexity_mean']:.2f}; rank B {100 * f['rank_b_share']:.1f} % ({ranks})",
+        f"max complexity {f['complexity_max']}; functions above {MOST_COMPLEX}: {f['over_limit']};"
+        f" above {COMPLEX}: {f['over_complex']}",
+        f"functions over {LONG_FUNCTION} lines: {said(f['long_functions'])}",
         f"lines of part __init__.py files: {f['part_init_lines']} in {len(f['part_init_files'])}"
         f" files; the faces: "
         + ", ".join(f"{path} {n}" for path, n in f["face_init_lines"].items()),

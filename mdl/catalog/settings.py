@@ -319,14 +319,7 @@ def build_settings(
     lock mode from :func:`choose_lock_mode`; the mirrors' secrets registered in ``secrets``."""
     secrets = Secrets() if secrets is None else secrets
     catalog = catalog or CatalogSettings()
-    endpoints = catalog.mirror_endpoints
-    if any(isinstance(entry, Mapping) for entry in flags.mirrors or ()):
-        # the API's { url, endpoint } tables (checked as the catalog's: load.given_mirrors); they
-        # replace the catalog's mirrors, and their endpoints win a template
-        entries = flags.mirrors or ()
-        tables = [entry for entry in entries if isinstance(entry, Mapping)]
-        endpoints = (*endpoints, *((t["url"], t["endpoint"]) for t in tables if "endpoint" in t))
-        flags = flags._replace(mirrors=[e if isinstance(e, str) else e["url"] for e in entries])
+    flags, endpoints = _mirror_tables(flags, catalog.mirror_endpoints)
     values, given = table_values(flags, environ, catalog)
     if xet_stopped_by_hf(flags, environ):
         values["xet"] = False
@@ -356,6 +349,21 @@ def build_settings(
         netrc=netrc_path(environ),
         secrets=secrets,
     )
+
+
+def _mirror_tables(
+    flags: Overrides, endpoints: tuple[tuple[str, str], ...]
+) -> tuple[Overrides, tuple[tuple[str, str], ...]]:
+    """The API's ``{ url, endpoint }`` mirror tables (checked as the catalog's:
+    load.given_mirrors) as the catalog's are held: their templates replace the catalog's mirrors,
+    their endpoints win a template's (after ``endpoints``, the catalog's)."""
+    entries = flags.mirrors or ()
+    tables = [entry for entry in entries if isinstance(entry, Mapping)]
+    if not tables:
+        return flags, endpoints
+    templates = [entry if isinstance(entry, str) else entry["url"] for entry in entries]
+    given = tuple((table["url"], table["endpoint"]) for table in tables if "endpoint" in table)
+    return flags._replace(mirrors=templates), (*endpoints, *given)
 
 
 def table_values(
@@ -425,19 +433,18 @@ def choose_lock_mode(*, locked: bool, frozen: bool, environ: Mapping[str, str]) 
     """``--locked`` / ``--frozen``, else ``$MDL_LOCKED`` / ``$MDL_FROZEN`` (as uv's), else auto;
     both is an error.
     """
-    if locked and frozen:
-        raise UsageError(
-            "--locked and --frozen: give one, not both (--locked checks the lock against the"
-            " catalog, --frozen uses it as written)"
-        )
-    if locked or frozen:
-        return "locked" if locked else "frozen"
-    env_locked, env_frozen = (
-        switch_from_env(SETTING[name], environ) for name in ("locked", "frozen")
+    chosen = {"locked": locked, "frozen": frozen}
+    both = (
+        "--locked and --frozen: give one, not both (--locked checks the lock against the catalog,"
+        " --frozen uses it as written)"
     )
-    if env_locked and env_frozen:
-        raise UsageError("$MDL_LOCKED and $MDL_FROZEN are both set: set one, not both")
-    return "locked" if env_locked else ("frozen" if env_frozen else "auto")
+    if not any(chosen.values()):
+        chosen = {name: switch_from_env(SETTING[name], environ) for name in LOCK_MODE}
+        both = "$MDL_LOCKED and $MDL_FROZEN are both set: set one, not both"
+    on = [name for name, given in chosen.items() if given]
+    if len(on) > 1:
+        raise UsageError(both)
+    return on[0] if on else "auto"
 
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")

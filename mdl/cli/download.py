@@ -227,23 +227,27 @@ def render_mirror_prune(run: Run, report: "MirrorPruneReport") -> int:
     if run.json:
         run.emit(report.to_json())
     else:
-        removed, freed = ("would remove", "would free") if report.dry_run else ("removed", "freed")
-        run.line(
-            *(f"{removed}  {e.uri}  ({human_size(e.size)})  {e.reason}" for e in report.removed)
-        )
-        for e in report.kept:
-            later = report.later(e)
-            if run.verbose or (later and report.dry_run):  # a dry run says what goes next
-                run.console.info(f"kept {e.uri}: {e.reason}{f'; {later}' if later else ''}")
-        why = Counter(e.reason for e in report.kept)
-        kept = ", ".join(f"{n} {reason}" for reason, n in why.most_common())
-        run.console.info(
-            f"{freed} {human_size(report.freed)} in {len(report.removed)} object(s) of"
-            f" {report.mirror}; kept {len(report.kept)}{f' ({kept})' if kept else ''}"
-        )
+        say_mirror_pruned(run, report)
     for error in report.errors:
         run.console.error(error.message, hint=error.hint)
     return report.exit_code
+
+
+def say_mirror_pruned(run: Run, report: "MirrorPruneReport") -> None:
+    """The objects removed on stdout; the kept ones with -v (a dry run: those that go next), and
+    the summary, on stderr."""
+    removed, freed = ("would remove", "would free") if report.dry_run else ("removed", "freed")
+    run.line(*(f"{removed}  {e.uri}  ({human_size(e.size)})  {e.reason}" for e in report.removed))
+    for e in report.kept:
+        later = report.later(e)
+        if run.verbose or (later and report.dry_run):  # a dry run says what goes next
+            run.console.info(f"kept {e.uri}: {e.reason}{f'; {later}' if later else ''}")
+    why = Counter(e.reason for e in report.kept)
+    kept = ", ".join(f"{n} {reason}" for reason, n in why.most_common())
+    run.console.info(
+        f"{freed} {human_size(report.freed)} in {len(report.removed)} object(s) of"
+        f" {report.mirror}; kept {len(report.kept)}{f' ({kept})' if kept else ''}"
+    )
 
 
 def _size_freed(removed: "PrunedPath") -> str:

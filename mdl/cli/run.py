@@ -8,6 +8,7 @@ import contextlib
 import logging
 import mmap
 import os
+import re
 import sys
 import time
 import warnings
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mdl.cli")
 T = TypeVar("T")
+# an environment variable whose name says credential: its value is hidden, used by mdl or not
+_CREDENTIAL = re.compile("TOKEN|SECRET|PASSWORD|API_?KEY|CREDENTIAL")
 
 
 @dataclass
@@ -90,24 +93,25 @@ class Run:
         # it. Never printed either: anything like a credential in the environment, used by mdl or
         # not (a server may echo one a wrapper script sent, and catalog headers expand ``${VAR}``
         # from it).
-        suspicious = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL")
-        self.secrets = Secrets(
-            v for k, v in self.environ.items() if any(word in k.upper() for word in suspicious)
-        )
+        self.secrets = Secrets(v for k, v in self.environ.items() if _CREDENTIAL.search(k.upper()))
         self.events = EventStream(self.stderr, secrets=self.secrets) if json_events else None
         self.console = self.events or Console(
             self.stderr, environ=self.environ, quiet=self.quiet, secrets=self.secrets
         )
         # the run's counts for the ``end`` event (cli.summary)
         self.summary: dict[str, Any] | None = None
-        named = self.environ.get(SETTING["log_file"].env) if self.logged else None
-        chosen = self.log_file or (Path(named) if named else None)
+        chosen = self.chosen_log_file()
         target = chosen or (default_log_file() if self.logged else None)
         if (
             setup_logging(log_file=target, verbose=self.verbose, secrets=self.secrets) is None
             and chosen
         ):
             self.console.warn(f"cannot write the log file {chosen}; going on without it")
+
+    def chosen_log_file(self) -> Path | None:
+        """The log file the user named: --log-file, else (a command that logs) $MDL_LOG_FILE."""
+        named = self.environ.get(SETTING["log_file"].env) if self.logged else None
+        return self.log_file or (Path(named) if named else None)
 
     def reporter(self) -> Reporter:
         mode = choose_progress_mode(

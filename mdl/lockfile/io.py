@@ -290,7 +290,7 @@ def _repo_moves(both: list[tuple[LockedFile, LockedFile]]) -> tuple[RepoMove, ..
         if was is None or now is None or was.commit is None or now.commit is None:
             continue
         prefix = "" if now.repo_type == "model" else f"{now.repo_type}s/"
-        at = f"@{new.revision}" if new.revision is not None and new.revision != "main" else ""
+        at = "" if new.revision in (None, "main") else f"@{new.revision}"
         olds, news = commits.setdefault(f"{prefix}{now.repo}{at}", (set(), set()))
         olds.add(was.commit)
         news.add(now.commit)

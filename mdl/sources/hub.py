@@ -269,14 +269,7 @@ class Hub:
                     hint=HUB_HINT,
                 ) as response:
                     set_reply_deadline(response, self.client.timeout.read)
-                    body = bytearray()  # the whole body, within MAX_REPLY_BYTES whatever is sent
-                    for chunk in response.iter_bytes():
-                        body += chunk
-                        if len(body) > MAX_REPLY_BYTES:
-                            raise HubReplyError(
-                                f"{what}: the reply from {redact_url(str(response.url))} is larger"
-                                f" than {MAX_REPLY_BYTES} bytes"
-                            )
+                    body = _whole_body(response, what=what)
             except httpx2.TransportError as exc:
                 raise transport_error(
                     exc,
@@ -291,18 +284,26 @@ class Hub:
                 ) from exc
             if response.is_error:
                 raise _status_error(
-                    response,
-                    bytes(body),
-                    what=what,
-                    repo=repo,
-                    revision=revision,
-                    path=path,
-                    hub=self,
+                    response, body, what=what, repo=repo, revision=revision, path=path, hub=self
                 )
-            return response, bytes(body)
+            return response, body
 
         wait = self.cancel.wait if self.cancel is not None else None
         return self.retry.run(attempt, what=what, wait=wait)
+
+
+def _whole_body(response: httpx2.Response, *, what: str) -> bytes:
+    """The whole body, within MAX_REPLY_BYTES whatever is sent (more: HubReplyError naming the
+    URL, never read on into memory)."""
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > MAX_REPLY_BYTES:
+            raise HubReplyError(
+                f"{what}: the reply from {redact_url(str(response.url))} is larger than"
+                f" {MAX_REPLY_BYTES} bytes"
+            )
+    return bytes(body)
 
 
 def _status_error(

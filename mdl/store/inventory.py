@@ -125,8 +125,10 @@ class ModelStatus:
         kept = self.record.signature if self.record is not None else None
         if kept is None:
             return {"verified": False, "by": None, "file": self.spec.signature.installed_as}
-        sig = next((f for f in self.files if f.path == kept.file), None)
-        intact = sig is not None and sig.state == INSTALLED and sig.sha256 == kept.sha256
+        intact = any(
+            f.path == kept.file and f.state == INSTALLED and f.sha256 == kept.sha256
+            for f in self.files
+        )
         # verified by whom the catalog names now (another key there is another signer: `mdl pull`
         # checks it)
         try:
@@ -411,12 +413,13 @@ def unplaced_path(layout: Layout, model: str) -> Path:
 
 
 def _unplaced_folder(layout: Layout, spec: ModelSpec) -> Path:
-    if layout.cache_root is not None and spec.repo is not None:
+    if layout.cache_root is None:
+        return layout.plain.model_dir(spec.name)
+    if spec.repo is not None:
         return layout.cache_root / repo_folder(spec.repo, spec.repo_type)
-    if layout.cache_root is not None and spec.files and all(f.url is None for f in spec.files):
-        repos = {(f.repo, f.repo_type or "model") for f in spec.files if f.repo}
-        if len(repos) == 1:
-            return layout.cache_root / repo_folder(*repos.pop())
+    repos = {(f.repo, f.repo_type or "model") for f in spec.files if f.repo}
+    if len(repos) == 1 and all(f.url is None for f in spec.files):
+        return layout.cache_root / repo_folder(*repos.pop())
     return layout.plain.model_dir(spec.name)
 
 

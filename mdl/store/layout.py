@@ -149,8 +149,7 @@ class Layout:
         git_oid: str | None,
         revision: str | None = None,
     ) -> Placement:
-        hub = parse_hub_source(source) if self.cache is not None else None
-        if hub is None or self.cache is None:
+        if self.cache is None or (hub := parse_hub_source(source)) is None:
             final = self.plain.final_path(model, path)
             return Placement(final=final, shown=final, store=self.plain)
         label = f"{model}/{path}"

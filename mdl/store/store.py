@@ -238,28 +238,30 @@ class Store:
                 earlier=earlier,
                 signed_files=_or_old(signed_files, current.signed_files),
             )
-            target, doc = self.record_path(model), record.to_json()
-            # As a read will find it: cached once written (under the record's lock no other run
-            # writes it meanwhile). A pull writes it every second and each look at a file reads it:
-            # parsed again, a record of N files would cost O(N) per write. The entries kept from
-            # the record read before are taken as they are; the new ones checked as a read would.
-            try:
-                stored: ModelRecord | None = record_of(model, doc, known=unchanged(record, current))
-            except ValueError:  # unreadable as written: the next read says so
-                stored = None
-            with self._record_mutex:
-                self._record_cache.pop(model, None)
-                try:
-                    confined.write_atomic(
-                        self.dest, target, (record_json(record, doc) + "\n").encode()
-                    )
-                    if stored is not None:
-                        self._record_cache[model] = (_stat_key(target.stat()), stored)
-                except OSError as exc:
-                    raise LocalFSError(
-                        f"{model or 'get'}: cannot write record {target}: {exc.strerror or exc}"
-                    ) from exc
+            self._write_record(model, record, current)
             return record
+
+    def _write_record(self, model: str, record: ModelRecord, current: ModelRecord) -> None:
+        """Write ``record`` (the model's, read as ``current``) atomically, under the record's lock,
+        and cache it as a read will find it (no other run writes it meanwhile). A pull writes it
+        every second and each look at a file reads it: parsed again, a record of N files would cost
+        O(N) per write. The entries kept from ``current`` are taken as they are; the new ones
+        checked as a read would."""
+        target, doc = self.record_path(model), record.to_json()
+        try:
+            stored: ModelRecord | None = record_of(model, doc, known=unchanged(record, current))
+        except ValueError:  # unreadable as written: the next read says so
+            stored = None
+        with self._record_mutex:
+            self._record_cache.pop(model, None)
+            try:
+                confined.write_atomic(self.dest, target, (record_json(record, doc) + "\n").encode())
+                if stored is not None:
+                    self._record_cache[model] = (_stat_key(target.stat()), stored)
+            except OSError as exc:
+                raise LocalFSError(
+                    f"{model or 'get'}: cannot write record {target}: {exc.strerror or exc}"
+                ) from exc
 
     def drop_from_record(
         self,

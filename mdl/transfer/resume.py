@@ -533,17 +533,15 @@ def load_state(job: TransferJob) -> Loaded | None:
         discard_partial(job)
         return None
     wanted = job.identity
-    known = any((saved.has_hash, saved.etag, wanted.has_hash, wanted.etag, validator is not None))
-    found = stat_file(job.part_path) if known else None
-    # nothing tells two versions of this size apart, and no If-Range protects the resume
-    if not known:
+    if not any((saved.has_hash, saved.etag, wanted.has_hash, wanted.etag, validator is not None)):
+        # nothing tells two versions of this size apart, and no If-Range protects the resume
         log.info(
             "%s: no hash or ETag to prove the partial download is of this version, starting over",
             job.label,
         )
-    elif found is not None and planted(job, found):
+    elif (found := stat_file(job.part_path)) is not None and planted(job, found):
         pass  # set aside below, never written through
-    elif not saved.matches(job.identity) or found is None:
+    elif found is None or not saved.matches(wanted):
         log.info("%s: partial download is of another version, starting over", job.label)
     else:
         for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk
@@ -551,7 +549,7 @@ def load_state(job: TransferJob) -> Loaded | None:
         # A file known by its hash is the same file wherever it comes from: another source's
         # validator would only condemn the kept bytes there (its If-Range earns the whole file);
         # this source's first answer fixes the version, and the hash checks the result.
-        if at is not None and at != redact_url(job.url) and job.verify and wanted.has_hash:
+        if at not in (None, redact_url(job.url)) and job.verify and wanted.has_hash:
             log.info("%s: resuming from another source; the hash checks the kept bytes", job.label)
             validator = None
         return Loaded(pieces, validator, flushed)

@@ -16,6 +16,26 @@ if TYPE_CHECKING:
 _HANDLER = "mdl-run-log"  # the name of the handler setup_logging installs (and replaces)
 
 
+def redact_record(record: logging.LogRecord, secrets: Secrets | None) -> bool:
+    """Make the record safe (message with its args, traceback, stack) before it is formatted."""
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError):
+        # A log call with a bad format string must not crash a download: keep the raw pieces.
+        message = f"{record.msg!r} {record.args!r}"
+    # One record, one line: a newline from a server's text could otherwise forge a log line.
+    record.msg, record.args = safe_text(message, secrets=secrets), None
+    if record.exc_info and not record.exc_text:
+        # Render the traceback now (the formatter would reuse exc_text) so its URLs get redacted
+        # too.
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = safe_text(record.exc_text, multiline=True, secrets=secrets)
+    if record.stack_info:
+        record.stack_info = safe_text(record.stack_info, multiline=True, secrets=secrets)
+    return True
+
+
 def setup_logging(
     *,
     log_file: Path | None,
@@ -54,25 +74,6 @@ def setup_logging(
         except OSError:
             log_file = None
 
-    def redact(record: logging.LogRecord) -> bool:
-        """Make the record safe (message with its args, traceback, stack) before it is formatted."""
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):
-            # A log call with a bad format string must not crash a download: keep the raw pieces.
-            message = f"{record.msg!r} {record.args!r}"
-        # One record, one line: a newline from a server's text could otherwise forge a log line.
-        record.msg, record.args = safe_text(message, secrets=secrets), None
-        if record.exc_info and not record.exc_text:
-            # Render the traceback now (the formatter would reuse exc_text) so its URLs get redacted
-            # too.
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = safe_text(record.exc_text, multiline=True, secrets=secrets)
-        if record.stack_info:
-            record.stack_info = safe_text(record.stack_info, multiline=True, secrets=secrets)
-        return True
-
     # Timestamps in UTC ISO-8601 with milliseconds (``2026-11-22T08:03:39.123Z``): machines line up.
     formatter = logging.Formatter(
         "%(asctime)s %(levelname)s pid=%(process)d [%(threadName)s] %(name)s: %(message)s"
@@ -80,7 +81,7 @@ def setup_logging(
     formatter.converter = time.gmtime
     formatter.default_time_format, formatter.default_msec_format = "%Y-%m-%dT%H:%M:%S", "%s.%03dZ"
     handler.setFormatter(formatter)
-    handler.addFilter(redact)
+    handler.addFilter(lambda record: redact_record(record, secrets))
     handler.name = _HANDLER
     logger.addHandler(handler)
     return log_file
