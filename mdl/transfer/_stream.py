@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx2
 
@@ -373,6 +373,8 @@ class BodyCopy:
     def __init__(self, shared: Shared, state: DownloadState, piece: Piece, span: Span) -> None:
         self.shared, self.state, self.piece, self.span = shared, state, piece, span
         self.start = self.offset = piece.start + piece.done
+        # this answer's bytes claimed up to ``landed``, told (``job.on_landed``) up to ``told``
+        self.landed = self.told = self.start
 
     def run(self, resp: httpx2.Response, *, encoded: bool, back: int = 0) -> None:
         """Write the body till it ends or the piece is done: written, hashed, counted, saved; its
@@ -390,9 +392,12 @@ class BodyCopy:
         except BodyOverrunError:
             # which of its bytes were not the file's, nothing tells
             self.shared.progress.advance(state.job.label, -state.take_back(self.piece, self.start))
+            self.told = self.landed  # none of the rest is told: no longer claimed
             raise
         finally:
             self._count_answer(back)
+            if (hear := state.job.on_landed) is not None:
+                self._tell(hear)
         self._measure_rate(began)
 
     def take(self, chunk: bytes | memoryview) -> bool:
@@ -409,8 +414,11 @@ class BodyCopy:
             chunk = self._clip(chunk, limit, carrying=carrying)
             written = write_at(state.fd, chunk, self.offset)
             state.hasher.offer(self.offset, chunk)  # before `done` moves: the frontier's ours
-            counted, complete, save = self._advance(written)
+            counted, complete, save, block = self._advance(written)
         self.offset += written
+        self.landed += counted
+        if block and (hear := state.job.on_landed) is not None:
+            self._tell(hear)
         self._pass_on(written, counted)
         if complete and piece.end != piece.asked and state.free_after(piece) is None:
             # its answer runs on, but the bytes after are another stream's (its answer has begun)
@@ -432,9 +440,9 @@ class BodyCopy:
         # never write past our piece, whatever the server sends
         return chunk[: max(0, limit - self.offset)]
 
-    def _advance(self, written: int) -> tuple[int, bool, bool]:
+    def _advance(self, written: int) -> tuple[int, bool, bool, bool]:
         """Move the frontier over ``written`` bytes: the bytes counted, whether the piece is
-        complete, whether a record is due."""
+        complete, whether a record is due, whether a block (or the piece) was completed."""
         state, piece = self.state, self.piece
         with state.lock:
             # its end may have moved in
@@ -442,10 +450,18 @@ class BodyCopy:
             piece.done += counted
             state.fetched += counted
             complete = piece.complete
-            # a block for the hasher, not every chunk
-            if complete or (piece.done % HASH_BLOCK) < counted:
+            # a block for the hasher (and whoever hears what landed), not every chunk
+            block = complete or (piece.done % HASH_BLOCK) < counted
+            if block:
                 state.lock.notify_all()
-            return counted, complete, state.save_due(self.shared.config.checkpoint_interval)
+            due = state.save_due(self.shared.config.checkpoint_interval)
+            return counted, complete, due, block
+
+    def _tell(self, hear: Callable[[int, int], None]) -> None:
+        """The bytes this answer landed since the last telling, told."""
+        if self.landed > self.told:
+            hear(self.told, self.landed)
+            self.told = self.landed
 
     def _pass_on(self, written: int, counted: int) -> None:
         """The display told, Ctrl-C heeded, the rate cap paid."""

@@ -139,6 +139,10 @@ class TransferJob:
     # A signature's digests other than the sha256 (shards, BLAKE2/3): computed from the bytes as
     # they are hashed
     signed: SignedFile | None = field(default=None, compare=False)
+    # Told ``(start, end)`` as bytes of the ``.part`` land (written there and claimed): a resumed
+    # record's at the start, then each answer's by the block and at its end; off the engine's lock,
+    # on a stream's thread: it must not block (docs/maintaining.md, "Landed ranges")
+    on_landed: Callable[[int, int], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
