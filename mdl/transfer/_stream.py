@@ -367,6 +367,11 @@ class PieceStream:
         self.shared.progress.advance(self.job.label, -self.state.drop(self.piece, why=why))
 
 
+# bytes an answer lands between two tellings of ``job.on_landed`` (and at its piece's end, and
+# its own): a listener hears of a part soon after it is whole, not of every chunk
+LANDED_STEP = 1 * MiB
+
+
 class BodyCopy:
     """One answer's body written at its piece's frontier (this stream alone moves it)."""
 
@@ -414,10 +419,12 @@ class BodyCopy:
             chunk = self._clip(chunk, limit, carrying=carrying)
             written = write_at(state.fd, chunk, self.offset)
             state.hasher.offer(self.offset, chunk)  # before `done` moves: the frontier's ours
-            counted, complete, save, block = self._advance(written)
+            counted, complete, save = self._advance(written)
         self.offset += written
         self.landed += counted
-        if block and (hear := state.job.on_landed) is not None:
+        if (hear := state.job.on_landed) is not None and (
+            complete or self.landed - self.told >= LANDED_STEP
+        ):
             self._tell(hear)
         self._pass_on(written, counted)
         if complete and piece.end != piece.asked and state.free_after(piece) is None:
@@ -440,9 +447,9 @@ class BodyCopy:
         # never write past our piece, whatever the server sends
         return chunk[: max(0, limit - self.offset)]
 
-    def _advance(self, written: int) -> tuple[int, bool, bool, bool]:
+    def _advance(self, written: int) -> tuple[int, bool, bool]:
         """Move the frontier over ``written`` bytes: the bytes counted, whether the piece is
-        complete, whether a record is due, whether a block (or the piece) was completed."""
+        complete, whether a record is due."""
         state, piece = self.state, self.piece
         with state.lock:
             # its end may have moved in
@@ -450,12 +457,10 @@ class BodyCopy:
             piece.done += counted
             state.fetched += counted
             complete = piece.complete
-            # a block for the hasher (and whoever hears what landed), not every chunk
-            block = complete or (piece.done % HASH_BLOCK) < counted
-            if block:
+            # a block for the hasher, not every chunk
+            if complete or (piece.done % HASH_BLOCK) < counted:
                 state.lock.notify_all()
-            due = state.save_due(self.shared.config.checkpoint_interval)
-            return counted, complete, due, block
+            return counted, complete, state.save_due(self.shared.config.checkpoint_interval)
 
     def _tell(self, hear: Callable[[int, int], None]) -> None:
         """The bytes this answer landed since the last telling, told."""
