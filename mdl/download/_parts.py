@@ -254,13 +254,16 @@ class Streamer:
         new = [n for n in sorted(parts.published()) if not _covered(parts.span(n), self.ranges)]
         new = new[:BATCH]
         if new:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part")
-            read = [got for got in self._pool.map(partial(_read, parts, fd), new) if got]
+            read = [got for got in self._readers().map(partial(_read, parts, fd), new) if got]
             self.ranges = _merged([*self.ranges, *read])
             self.streamed += sum(end - start for start, end in read)
             log.info("%s: read %d parts another machine published", self.job.label, len(read))
         return sum(end - start for start, end in self.ranges)
+
+    def _readers(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part")
+        return self._pool
 
     def reuse(self, cancel: threading.Event, *, after: str | None, cut: int | None) -> None:
         """On taking the lease: the parts the holder we took over from (``after``: its token)
