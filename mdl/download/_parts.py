@@ -146,47 +146,34 @@ class Publisher:
     _failed: bool = False
     # ranges landed, for the sender (None: the fetch ended); never full: the engine never waits
     _landed: SimpleQueue[tuple[int, int] | None] = field(default_factory=SimpleQueue)
-    _sender: Background | None = None
+    # a part in flight ends within the store client's timeouts; past JOIN_WAIT the run goes on
+    # (the daemon's parts are sent again at the end, or never needed)
+    _sender: Background = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._sender = Background("mdl-parts", self._send_landed, join=JOIN_WAIT)
 
     def heard(self, start: int, end: int) -> None:
         """Bytes ``[start, end)`` of the ``.part`` landed (on a stream's thread: never blocks)."""
         self._landed.put((start, end))
 
     def __enter__(self) -> Publisher:
-        # a part in flight ends within the store client's timeouts; past JOIN_WAIT the run goes
-        # on (the daemon's parts are sent again at the end, or never needed)
-        self._sender = Background("mdl-parts", self._send_landed, join=JOIN_WAIT).start()
+        self._sender.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._landed.put(None)  # the sender wakes
-        if self._sender is not None:
-            self._sender.stop()
+        self._sender.stop()
 
     def _send_landed(self, stop: threading.Event) -> None:
         """The sender: what landed merged, each part sent once it is whole, one at a time."""
         have: list[tuple[int, int]] = []
-        while not stop.is_set() and not self._failed:
-            new = [got] if (got := self._landed.get()) is not None else []
-            while not self._landed.empty() and (got := self._landed.get()) is not None:
-                new.append(got)
-            if got is None:
-                return
-            have = _merged([*have, *new])
-            whole = sorted(
-                {
-                    n
-                    for s, e in new
-                    for n in self._touched(s, e)
-                    if _covered(self.parts.span(n), have)
-                }
-            )
+        part, count = self.parts.part, self.parts.count
+        while not (stop.is_set() or self._failed) and (got := self._landed.get()) is not None:
+            have = _merged([*have, got])
+            touched = range(got[0] // part + 1, min((got[1] - 1) // part + 2, count + 1))
+            whole = [n for n in touched if _covered(self.parts.span(n), have)]
             self.beside += self._send(whole, self.job.part_path, until=stop)
-
-    def _touched(self, start: int, end: int) -> range:
-        """The parts (not sent yet or not) that bytes ``[start, end)`` fall in."""
-        part = self.parts.part
-        return range(start // part + 1, min((end - 1) // part + 2, self.parts.count + 1))
 
     def finish(self) -> list[str]:
         """Every part there (the rest sent from the verified file): their URIs in order; none
