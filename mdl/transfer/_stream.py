@@ -377,9 +377,8 @@ class BodyCopy:
 
     def __init__(self, shared: Shared, state: DownloadState, piece: Piece, span: Span) -> None:
         self.shared, self.state, self.piece, self.span = shared, state, piece, span
-        self.start = self.offset = piece.start + piece.done
-        # this answer's bytes claimed up to ``landed``, told (``job.on_landed``) up to ``told``
-        self.landed = self.told = self.start
+        # bytes before ``told`` are told (``job.on_landed``); after it, up to the frontier, not yet
+        self.start = self.offset = self.told = piece.start + piece.done
 
     def run(self, resp: httpx2.Response, *, encoded: bool, back: int = 0) -> None:
         """Write the body till it ends or the piece is done: written, hashed, counted, saved; its
@@ -397,12 +396,11 @@ class BodyCopy:
         except BodyOverrunError:
             # which of its bytes were not the file's, nothing tells
             self.shared.progress.advance(state.job.label, -state.take_back(self.piece, self.start))
-            self.told = self.landed  # none of the rest is told: no longer claimed
             raise
         finally:
             self._count_answer(back)
             if (hear := state.job.on_landed) is not None:
-                self._tell(hear)
+                self._tell(hear, done=True)
         self._measure_rate(began)
 
     def take(self, chunk: bytes | memoryview) -> bool:
@@ -421,11 +419,8 @@ class BodyCopy:
             state.hasher.offer(self.offset, chunk)  # before `done` moves: the frontier's ours
             counted, complete, save = self._advance(written)
         self.offset += written
-        self.landed += counted
-        if (hear := state.job.on_landed) is not None and (
-            complete or self.landed - self.told >= LANDED_STEP
-        ):
-            self._tell(hear)
+        if (hear := state.job.on_landed) is not None:
+            self._tell(hear, done=complete)
         self._pass_on(written, counted)
         if complete and piece.end != piece.asked and state.free_after(piece) is None:
             # its answer runs on, but the bytes after are another stream's (its answer has begun)
@@ -462,11 +457,13 @@ class BodyCopy:
                 state.lock.notify_all()
             return counted, complete, state.save_due(self.shared.config.checkpoint_interval)
 
-    def _tell(self, hear: Callable[[int, int], None]) -> None:
-        """The bytes this answer landed since the last telling, told."""
-        if self.landed > self.told:
-            hear(self.told, self.landed)
-            self.told = self.landed
+    def _tell(self, hear: Callable[[int, int], None], *, done: bool) -> None:
+        """The bytes this answer landed since the last telling, told once they are LANDED_STEP
+        (``done``: however few); none past what the piece claims (a body cut back claims less)."""
+        landed = self.piece.start + self.piece.done  # its frontier: this stream alone moves it
+        if landed - self.told >= (1 if done else LANDED_STEP):
+            hear(self.told, landed)
+            self.told = landed
 
     def _pass_on(self, written: int, counted: int) -> None:
         """The display told, Ctrl-C heeded, the rate cap paid."""
