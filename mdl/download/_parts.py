@@ -34,9 +34,9 @@ from mdl.transfer.resume import job_root, load_state, seed
 
 log = logging.getLogger("mdl.pull")
 
-READERS = 4  # parts read (or sent, at the end) at once: each is held in memory on the way
-# parts one look reads at most: a Ctrl-C (or the fetch's end) is heard between looks
-BATCH = READERS
+# parts read (or sent, at the end) at once: each is held in memory on the way; a follower's look
+# reads no more (a Ctrl-C, or the fetch's end, is heard between looks)
+READERS = 4
 JOIN_WAIT = 120.0  # seconds the fetch's end waits for a part still being sent
 
 
@@ -239,7 +239,7 @@ class Streamer:
             return sum(end - start for start, end in self.ranges)
         parts = self.parts.under(token)
         new = [n for n in sorted(parts.published()) if not _covered(parts.span(n), self.ranges)]
-        new = new[:BATCH]
+        new = new[:READERS]
         if new:
             read = [got for got in self._readers().map(partial(_read, parts, fd), new) if got]
             self.ranges = _merged([*self.ranges, *read])
