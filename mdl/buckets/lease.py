@@ -27,6 +27,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mdl.background import Background
 from mdl.buckets._parts import fill_part
 from mdl.buckets.protocol import NAMESPACE, Listed, Writer, folder_of
 from mdl.errors import InterruptedByUserError, MdlError, NetworkError
@@ -303,24 +304,22 @@ class Renewing:
         self.margin = lease.term * LOST_MARGIN
         # the take was sent a moment before this (start renewing at once: the margin covers it)
         self._deadline = clock() + lease.term - self.margin
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="mdl-lease-renew", daemon=True)
-        self._call: threading.Thread | None = None  # the renewal in flight, if any
+        self._watcher = Background("mdl-lease-renew", self._watch)
+        self._call: Background | None = None  # the renewal in flight, if any
 
     def __enter__(self) -> Renewing:
-        self._thread.start()
+        self._watcher.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        # the watcher never waits on a renewal, so this is quick; a renewal still in flight
-        # (daemon) is not waited on: the caller's release waits for it, bounded
-        self._thread.join()
+        # the watcher never waits on a renewal, so this is quick; a renewal still in flight is
+        # not waited on: the caller's release waits for it, bounded
+        self._watcher.stop()
 
-    def _watch(self) -> None:
+    def _watch(self, stop: threading.Event) -> None:
         """Start a renewal every ``every`` seconds (none while one is in flight) and set ``lost``
         at the deadline, whether or not a renewal is in flight."""
-        while not self._stop.wait(max(0.0, min(self.every, self._deadline - self.clock()))):
+        while not stop.wait(max(0.0, min(self.every, self._deadline - self.clock()))):
             if self.lost.is_set():
                 return
             if self.clock() >= self._deadline:
@@ -331,20 +330,18 @@ class Renewing:
                 )
                 self.lost.set()
                 return
-            if self._call is None or not self._call.is_alive():
-                self._call = threading.Thread(
-                    target=self._renew, name="mdl-lease-renewal", daemon=True
-                )
-                self._call.start()
+            if self._call is None or not self._call.alive:
+                # told to stop with the watcher (a renewal is one call, bounded by its client)
+                self._call = Background("mdl-lease-renewal", self._renew, stop=stop).start()
 
-    def _renew(self) -> None:
+    def _renew(self, stop: threading.Event) -> None:
         sent = self.clock()  # the store stamps the renewal later than this
         try:
             self.lease.renew()
         except LeaseLost as exc:
             log.warning("%s", exc)
             self.lost.set()
-            self._stop.set()
+            stop.set()
         except MdlError as exc:
             log.info("renewing lease %s failed, tried again: %s", self.lease.uri, exc)
         else:

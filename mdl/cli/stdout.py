@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
+from mdl.background import Background
 from mdl.cli.render.console import isatty
 from mdl.errors import EXIT_STDOUT_CLOSED as EXIT_STDOUT_CLOSED  # re-exported beside its rule
 from mdl.errors import causes
@@ -135,7 +136,7 @@ class StdoutWatch:
         wake_read, wake_write = os.pipe()
         previous = signal.signal(wake_signal, self._on_wake)
 
-        def watch() -> None:
+        def watch(stop: threading.Event) -> None:  # ends when its owner writes the wake pipe
             poller = select.poll()
             poller.register(STDOUT_FD, 0)
             poller.register(wake_read, select.POLLIN)
@@ -150,7 +151,7 @@ class StdoutWatch:
                 if events.get(STDOUT_FD, 0) & (select.POLLHUP | select.POLLNVAL):
                     return  # not a reader that left: nothing to stop for
 
-        watcher = threading.Thread(target=watch, name="mdl-stdout-watch", daemon=True)
+        watcher = Background("mdl-stdout-watch", watch)
         self.armed = True
         watcher.start()
         try:
@@ -160,7 +161,7 @@ class StdoutWatch:
             self.armed = False
             try:
                 os.write(wake_write, b"x")
-                watcher.join()
+                watcher.stop()
             finally:
                 signal.signal(wake_signal, previous)
                 os.close(wake_read)

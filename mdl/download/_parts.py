@@ -21,21 +21,23 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import islice
+from pathlib import Path
+from queue import SimpleQueue
 
+from mdl.background import Background
 from mdl.buckets.lease import LISTED_LIMIT, TOKEN, numbered, part_set
 from mdl.buckets.protocol import Writer
 from mdl.errors import MdlError
 from mdl.store.confined import open_file
 from mdl.transfer.job import TransferJob
-from mdl.transfer.resume import job_root, landed, load_state, seed
+from mdl.transfer.resume import job_root, load_state, seed
 
 log = logging.getLogger("mdl.pull")
 
-PUBLISH_EVERY = 0.2  # seconds between the holder's looks at what its fetch landed
-READERS = 4  # parts read (or sent) at once: each is held in memory on the way
-# parts one look reads or sends at most: a Ctrl-C (or the fetch's end) is heard between looks
-BATCH = READERS
-JOIN_WAIT = 120.0  # seconds the fetch's end waits for a batch of parts still being sent
+# parts read (or sent, at the end) at once: each is held in memory on the way; a follower's look
+# reads no more (a Ctrl-C, or the fetch's end, is heard between looks)
+READERS = 4
+JOIN_WAIT = 120.0  # seconds the fetch's end waits for a part still being sent
 
 
 @dataclass(frozen=True)
@@ -132,54 +134,66 @@ def _covered(span: tuple[int, int], ranges: Iterable[tuple[int, int]]) -> bool:
 
 @dataclass
 class Publisher:
-    """The holder's: the parts its fetch has landed (its resume record says which, whole), sent on
-    a thread beside the fetch; ``finish`` sends the rest from the verified file. A failure to send
-    is said once, then left to the end (the final object is written all the same)."""
+    """The holder's: the parts its fetch has landed, sent as they become whole by one sender
+    beside the fetch, which hears what lands (``heard``: the fetch's ``TransferJob.on_landed``);
+    ``finish`` sends the rest from the verified file. A failure to send is said once, then left to
+    the end (the final object is written all the same)."""
 
     parts: PartSet  # under the holder's own token
     job: TransferJob
     done: set[int] = field(default_factory=set)  # parts there, of our bytes
     beside: int = 0  # bytes sent while the fetch ran
-    _stop: threading.Event = field(default_factory=threading.Event)
     _failed: bool = False
+    # ranges landed, for the sender (None: the fetch ended); never full: the engine never waits
+    _landed: SimpleQueue[tuple[int, int] | None] = field(default_factory=SimpleQueue)
+    # a part in flight ends within the store client's timeouts; past JOIN_WAIT the run goes on
+    # (the daemon's parts are sent again at the end, or never needed)
+    _sender: Background = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._sender = Background("mdl-parts", self._send_landed, join=JOIN_WAIT)
+
+    def heard(self, start: int, end: int) -> None:
+        """Bytes ``[start, end)`` of the ``.part`` landed (on a stream's thread: never blocks)."""
+        self._landed.put((start, end))
 
     def __enter__(self) -> Publisher:
-        self._thread = threading.Thread(target=self._run, name="mdl-parts", daemon=True)
-        self._thread.start()
+        self._sender.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        # a batch in flight ends within the store client's timeouts; past this the run goes on
-        # (the thread is a daemon, its parts are sent again at the end or never needed)
-        self._thread.join(JOIN_WAIT)
+        self._landed.put(None)  # the sender wakes
+        self._sender.stop()
 
-    def _run(self) -> None:
-        sent = 0
-        while not self._stop.wait(0 if sent else PUBLISH_EVERY) and not self._failed:
-            sent = self._send(_merged(landed(self.job)), self.job)  # pieces: half parts
-            self.beside += sent
+    def _send_landed(self, stop: threading.Event) -> None:
+        """The sender: what landed merged, each part sent once it is whole, one at a time."""
+        have: list[tuple[int, int]] = []
+        part, count = self.parts.part, self.parts.count
+        while not (stop.is_set() or self._failed) and (got := self._landed.get()) is not None:
+            have = _merged([*have, got])
+            touched = range(got[0] // part + 1, min((got[1] - 1) // part + 2, count + 1))
+            whole = [n for n in touched if _covered(self.parts.span(n), have)]
+            self.beside += self._send(whole, self.job.part_path, until=stop)
 
     def finish(self) -> list[str]:
         """Every part there (the rest sent from the verified file): their URIs in order; none
         when the rest could not be sent (the caller uploads the file)."""
-        whole = [(0, self.parts.size)]
         self._failed = False
-        self._send(whole, self.job, final=True)
+        self._send(range(1, self.parts.count + 1), self.job.final_path)
         # none, when they could not all be sent: the store cannot make the object of them
         return [] if self._failed else [self.parts.uri(n) for n in range(1, self.parts.count + 1)]
 
-    def _send(self, ranges: list[tuple[int, int]], job: TransferJob, *, final: bool = False) -> int:
-        parts = self.parts
-        ready = [
-            n
-            for n in range(1, parts.count + 1)
-            if n not in self.done and _covered(parts.span(n), ranges)
-        ][: None if final else BATCH]
+    def _send(
+        self, numbers: Iterable[int], path: Path, *, until: threading.Event | None = None
+    ) -> int:
+        """The parts ``numbers`` not sent yet, read from ``path``: one at a time (``until`` set:
+        no more), else (the end) READERS at once; the bytes sent."""
+        parts, job = self.parts, self.job
+        ready = [n for n in numbers if n not in self.done]
         if not ready:
             return 0
         try:
-            fd = open_file(job_root(job), job.final_path if final else job.part_path, os.O_RDONLY)
+            fd = open_file(job_root(job), path, os.O_RDONLY)
         except (OSError, MdlError) as exc:  # renamed into place meanwhile: the end sends the rest
             log.debug("%s: parts not read now: %s", job.label, exc)
             return 0
@@ -193,6 +207,8 @@ class Publisher:
             return len(data)
 
         try:
+            if until is not None:
+                return sum(send(n) for n in ready if not until.is_set())
             with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part") as pool:
                 return sum(pool.map(send, ready))
         except (OSError, MdlError) as exc:  # the object is still written (``finish``)
@@ -213,6 +229,7 @@ class Streamer:
     ranges: list[tuple[int, int]] = field(default_factory=list)  # on disk: kept, then streamed
     streamed: int = 0  # bytes read from parts by this run
     _fd: int | None = None
+    _pool: ThreadPoolExecutor | None = None  # its readers, from the first part read to ``seed``
 
     def step(self, token: str | None) -> int:
         """Read the parts the holder of the lease generation ``token`` published since the last
@@ -222,14 +239,18 @@ class Streamer:
             return sum(end - start for start, end in self.ranges)
         parts = self.parts.under(token)
         new = [n for n in sorted(parts.published()) if not _covered(parts.span(n), self.ranges)]
-        new = new[:BATCH]
+        new = new[:READERS]
         if new:
-            with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part") as pool:
-                read = [got for got in pool.map(partial(_read, parts, fd), new) if got]
+            read = [got for got in self._readers().map(partial(_read, parts, fd), new) if got]
             self.ranges = _merged([*self.ranges, *read])
             self.streamed += sum(end - start for start, end in read)
             log.info("%s: read %d parts another machine published", self.job.label, len(read))
         return sum(end - start for start, end in self.ranges)
+
+    def _readers(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part")
+        return self._pool
 
     def reuse(self, cancel: threading.Event, *, after: str | None, cut: int | None) -> None:
         """On taking the lease: the parts the holder we took over from (``after``: its token)
@@ -257,6 +278,9 @@ class Streamer:
         """The bytes read so far claimed in a resume record (``cut``: see ``reuse``), the file
         closed: the fetch of the rest (from the final object, or the origin) resumes on them, and
         its hash checks them all."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if self._fd is None:
             return
         with suppress(OSError):

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from mdl.background import Background
 from mdl.errors import IntegrityError, MdlError, NetworkError, UsageError
 from mdl.paths import read_small_file, shown_path
 from mdl.redact import printable
@@ -49,31 +50,29 @@ class _ImportAhead:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._import: Background | None = None
 
     def start(self) -> None:
         with self._lock:
-            if self._thread is not None or "model_signing" in sys.modules:
+            if self._import is not None or "model_signing" in sys.modules:
                 return
             # a daemon: Ctrl-C (or any exit) never waits for an import nobody needs any more
-            self._thread = threading.Thread(
-                target=self._run, name="mdl-import-model_signing", daemon=True
-            )
-            self._thread.start()
+            self._import = Background("mdl-import-model_signing", self._run).start()
 
     @staticmethod
-    def _run() -> None:
+    def _run(stop: threading.Event) -> None:
         # Whatever the import raises is not this thread's to report (a thread's traceback would
         # print): the caller imports again on its own thread and gets the same error as without.
         with contextlib.suppress(BaseException):
             importlib.import_module("model_signing")
 
     def join(self) -> None:
-        """Wait for a started import (a signal interrupts the wait: Ctrl-C is not held up)."""
+        """Wait for a started import, with a bound (a signal interrupts the wait: Ctrl-C is not
+        held up); past it, the caller's own import waits on the module's import lock."""
         with self._lock:
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            started = self._import
+        if started is not None:
+            started.stop()
 
 
 _ahead = _ImportAhead()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from mdl.background import Background, every
 from mdl.errors import MdlError
 from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import DirSyncs
@@ -33,11 +34,7 @@ class RecordQueue:
         self.dirs = dirs  # folders of renamed files: made durable before a record names them
         self._lock = threading.Lock()
         self._pending: dict[str, list[tuple[FileRecord, HeldLocks]]] = {}
-        self._closed = threading.Event()
-        self._writer = threading.Thread(
-            target=self._write_every_interval, name="records", daemon=True
-        )
-        self._writer.start()
+        self._writer = Background("records", every(interval, self._write)).start()
 
     def add(self, model: str, record: FileRecord, lock: HeldLocks) -> None:
         # The blob is in place and linked: free its shared lock now, or it would block this run's
@@ -47,18 +44,16 @@ class RecordQueue:
         with self._lock:
             self._pending.setdefault(model, []).append((record, lock))
 
-    def _write_every_interval(self) -> None:
-        while not self._closed.wait(self.interval):
-            try:
-                self.flush()
-            # the files stay; the next run re-hashes them instead of trusting a record
-            except MdlError as exc:
-                log.warning("%s", exc.message)
+    def _write(self) -> None:
+        try:
+            self.flush()
+        # the files stay; the next run re-hashes them instead of trusting a record
+        except MdlError as exc:
+            log.warning("%s", exc.message)
 
     def close(self) -> None:
         """The run's last write (nothing is left for the writer thread)."""
-        self._closed.set()
-        self._writer.join()
+        self._writer.stop()
         self.flush()
 
     def flush(self) -> None:

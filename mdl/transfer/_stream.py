@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx2
 
@@ -367,12 +367,18 @@ class PieceStream:
         self.shared.progress.advance(self.job.label, -self.state.drop(self.piece, why=why))
 
 
+# bytes an answer lands between two tellings of ``job.on_landed`` (and at its piece's end, and
+# its own): a listener hears of a part soon after it is whole, not of every chunk
+LANDED_STEP = 1 * MiB
+
+
 class BodyCopy:
     """One answer's body written at its piece's frontier (this stream alone moves it)."""
 
     def __init__(self, shared: Shared, state: DownloadState, piece: Piece, span: Span) -> None:
         self.shared, self.state, self.piece, self.span = shared, state, piece, span
-        self.start = self.offset = piece.start + piece.done
+        # bytes before ``told`` are told (``job.on_landed``); after it, up to the frontier, not yet
+        self.start = self.offset = self.told = piece.start + piece.done
 
     def run(self, resp: httpx2.Response, *, encoded: bool, back: int = 0) -> None:
         """Write the body till it ends or the piece is done: written, hashed, counted, saved; its
@@ -393,6 +399,8 @@ class BodyCopy:
             raise
         finally:
             self._count_answer(back)
+            if (hear := state.job.on_landed) is not None:
+                self._tell(hear, done=True)
         self._measure_rate(began)
 
     def take(self, chunk: bytes | memoryview) -> bool:
@@ -411,6 +419,8 @@ class BodyCopy:
             state.hasher.offer(self.offset, chunk)  # before `done` moves: the frontier's ours
             counted, complete, save = self._advance(written)
         self.offset += written
+        if (hear := state.job.on_landed) is not None:
+            self._tell(hear, done=complete)
         self._pass_on(written, counted)
         if complete and piece.end != piece.asked and state.free_after(piece) is None:
             # its answer runs on, but the bytes after are another stream's (its answer has begun)
@@ -446,6 +456,14 @@ class BodyCopy:
             if complete or (piece.done % HASH_BLOCK) < counted:
                 state.lock.notify_all()
             return counted, complete, state.save_due(self.shared.config.checkpoint_interval)
+
+    def _tell(self, hear: Callable[[int, int], None], *, done: bool) -> None:
+        """The bytes this answer landed since the last telling, told once they are LANDED_STEP
+        (``done``: however few); none past what the piece claims (a body cut back claims less)."""
+        landed = self.piece.start + self.piece.done  # its frontier: this stream alone moves it
+        if landed - self.told >= (1 if done else LANDED_STEP):
+            hear(self.told, landed)
+            self.told = landed
 
     def _pass_on(self, written: int, counted: int) -> None:
         """The display told, Ctrl-C heeded, the rate cap paid."""

@@ -139,6 +139,10 @@ class TransferJob:
     # A signature's digests other than the sha256 (shards, BLAKE2/3): computed from the bytes as
     # they are hashed
     signed: SignedFile | None = field(default=None, compare=False)
+    # Told ``(start, end)`` as bytes of the ``.part`` land (written there and claimed): the ones
+    # a record resumes on first, then each answer's every MiB, at its piece's end and at its own;
+    # on a stream's thread, off the engine's lock: it must not block (docs/maintaining.md)
+    on_landed: Callable[[int, int], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -581,21 +581,6 @@ def saved_progress(state_path: Path, identity: Identity) -> int:
     return sum(piece.done for piece in pieces) if saved.matches(identity) else 0
 
 
-def landed(job: TransferJob) -> list[tuple[int, int]]:
-    """The byte ranges ``[start, end)`` of ``job``'s ``.part`` that its resume record says are on
-    disk, as a download of it goes (a mirror's fill publishes them as they land); none while there
-    is no record of this very file (or one by chunk: Xet's)."""
-    try:
-        saved, pieces, *_ = _read_state(job.state_path, job_root(job))
-    except (OSError, ValueError, MdlError):
-        return []
-    return (
-        [(p.start, p.start + p.done) for p in pieces if p.done]
-        if saved.matches(job.identity)
-        else []
-    )
-
-
 def seed(job: TransferJob, ranges: list[tuple[int, int]], *, cut: int | None = None) -> None:
     """A resume record claiming ``ranges`` (sorted, apart) of ``job``'s ``.part``: bytes another
     source wrote there (a fill's published parts), for the next fetch of it to resume on and its

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
+from mdl.background import Background
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError, disk_error
 from mdl.progress import Progress
 from mdl.sources.resolve import XetRef
@@ -318,21 +319,14 @@ class Partial:
         """A thread hashing the file's contiguous start as it grows (read back where no stream
         offered it from memory): the sha256 keeps pace with the streams instead of reading the whole
         file after the last byte."""
-        finished = threading.Event()
-        thread = threading.Thread(
-            target=self._follow_frontier,
-            args=(finished,),
-            name=f"xet-hash:{self.job.label}",
-            daemon=True,
-        )
-        thread.start()
+        follower = Background(f"xet-hash:{self.job.label}", self._follow_frontier).start()
         try:
             yield
         finally:
-            finished.set()
+            follower.stopping.set()
             with self.record.lock:
                 self.record.wrote.notify_all()
-            thread.join()
+            follower.stop()
 
     def _follow_frontier(self, finished: threading.Event) -> None:
         hasher, record = self.hasher, self.record

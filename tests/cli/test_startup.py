@@ -95,9 +95,10 @@ NOT_FOR_PLAIN_GET = (
 # command loads what it runs; 75 once stores, signing and the engine were made only when used; 76
 # with the streams' redirect target its own state object, mdl.transfer._target, issue 60; 77 with
 # the log file's handler its own module, mdl.cli.render.logfile, which the readiness probe does not
-# load).
+# load; 78 with mdl.background, the house's one way to run background work, which the stdout
+# watcher of a piped run uses: stdlib only, threading and logging already loaded, issue 69).
 # A change that needs more on this path says why here.
-PLAIN_GET_MODULES = 77
+PLAIN_GET_MODULES = 78
 MDL_MODULES = tuple(
     sorted(
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")

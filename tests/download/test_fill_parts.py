@@ -18,7 +18,7 @@ import pytest
 from runfixtures import HANG, wait_for
 from s3proxy import s3_proxy
 from s3server import S3, s3, s3_server  # noqa: F401
-from servers import Fault, HubServer, make_data
+from servers import Fault, HubServer, hold_after, make_data
 
 import mdl.buckets._parts as parts_module
 import mdl.download._fill as fill_module
@@ -263,14 +263,22 @@ def bucket(s3: S3, hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> Any:  # n
 
 
 def s3_pull(
-    hub: HubServer, dest: Path, *, endpoint: str | None = None, env: dict[str, str] | None = None
+    hub: HubServer,
+    dest: Path,
+    *,
+    endpoint: str | None = None,
+    env: dict[str, str] | None = None,
+    connections: int | None = None,
 ) -> RunReport:
     environ = {"HF_ENDPOINT": hub.url, **(env or {})}
     catalog = CatalogSettings(
         mirrors=(S3_TEMPLATE,), mirror_endpoints=((S3_TEMPLATE, endpoint),) if endpoint else ()
     )
     settings = build_settings(
-        Overrides(fill_mirror=True), environ=environ, dest=dest, catalog=catalog
+        Overrides(fill_mirror=True, connections=connections),
+        environ=environ,
+        dest=dest,
+        catalog=catalog,
     )
     return pull_models(parse_catalog(CATALOG).models, settings, progress=Progress())
 
@@ -298,6 +306,36 @@ def test_an_s3_mirror_is_made_of_the_parts_by_the_store(
     assert data == SMALL and etag.strip('"').endswith("-4"), etag
     assert s3_parts(bucket) == []
     assert bucket.list_multipart_uploads(Bucket="fleet").get("Uploads", []) == []
+    assert cdn_bytes(hub) == len(SMALL)
+
+
+@pytest.mark.slow
+def test_an_s3_holder_publishes_a_part_while_the_origin_still_holds_its_last_bytes(
+    hub: HubServer, bucket: Any, tmp_path: Path
+) -> None:
+    """Two ranges, each held by the origin after 6 MiB: the first part (5 MiB) is whole on disk,
+    and the store shows it while the fetch still waits on the origin; the object is made of the
+    parts once the origin sends the rest."""
+    go_on = hold_after(hub.cdn, 6 * PART)
+    reports: list[RunReport] = []
+    holder = threading.Thread(
+        target=lambda: reports.append(s3_pull(hub, tmp_path / "a", connections=2))
+    )
+    holder.start()
+    try:
+        wait_for(lambda: any(k.endswith("/00001") for k in s3_parts(bucket)), what="part 1")
+        assert cdn_bytes(hub) < len(SMALL), "the origin had sent the whole file"
+        assert bucket.list_objects_v2(Bucket="fleet", Prefix="hub/tiny/").get("KeyCount") == 0
+    finally:
+        go_on.set()
+        holder.join(HANG)
+    (report,) = reports
+    assert report.exit_code == 0, report.files
+    (outcome,) = report.files
+    assert outcome.fill == "filled" and outcome.published >= S3_PART, outcome
+    data, etag = s3_object(bucket)
+    assert data == SMALL and etag.strip('"').endswith("-4"), etag
+    assert s3_parts(bucket) == []
     assert cdn_bytes(hub) == len(SMALL)
 
 
