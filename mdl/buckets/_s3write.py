@@ -207,40 +207,41 @@ class S3Writer:
             return None
         return data, self._seen(uri, reply)
 
-    def create(self, uri: str, data: bytes) -> Seen | None:
+    def create(self, uri: str, data: bytes, *, side: str | None = None) -> Seen | None:
         """``data`` written only if there is no such object (If-None-Match: *); None: there is. A
         body over ``SMALL_BODY`` (a published part) goes with its SHA-256: the store refuses bytes
-        altered on the way."""
+        altered on the way. ``side``: marked as mdl's, as ``upload`` marks (its metadata)."""
         obj = parse_s3_uri(uri)
         big = len(data) > SMALL_BODY
         client = self.client() if big else self._s3_small()
-        checksum = (
-            {
-                "ChecksumAlgorithm": "SHA256",
-                "ChecksumSHA256": b64_of_hex(hashlib.sha256(data).hexdigest()),
-            }
-            if big
-            else {}
-        )
+        sha256 = hashlib.sha256(data).hexdigest() if big or side is not None else ""
+        extra = _marked(uri, sha256, len(data), side)
+        if big:
+            extra.update(ChecksumAlgorithm="SHA256", ChecksumSHA256=b64_of_hex(sha256))
         try:
             reply = self._conditional(
                 uri,
                 lambda: client.put_object(
-                    Bucket=obj.bucket, Key=obj.key, Body=data, IfNoneMatch="*", **checksum
+                    Bucket=obj.bucket, Key=obj.key, Body=data, IfNoneMatch="*", **extra
                 ),
             )
         except _Refused as refused:
             return self._ours(uri, data) if refused.retried else None
         return self._written(reply, size=len(data))
 
-    def replace(self, uri: str, data: bytes, *, etag: str) -> Seen | None:
-        """``data`` written only over version ``etag`` (If-Match); None: it changed or is gone."""
+    def replace(self, uri: str, data: bytes, *, etag: str, side: str | None = None) -> Seen | None:
+        """``data`` written only over version ``etag`` (If-Match); None: it changed or is gone.
+        ``side``: marked as mdl's (its metadata)."""
         obj = parse_s3_uri(uri)
         client = self._s3_small()
+        sha256 = hashlib.sha256(data).hexdigest() if side is not None else ""
+        marked = _marked(uri, sha256, len(data), side)
         try:
             reply = self._conditional(
                 uri,
-                lambda: client.put_object(Bucket=obj.bucket, Key=obj.key, Body=data, IfMatch=etag),
+                lambda: client.put_object(
+                    Bucket=obj.bucket, Key=obj.key, Body=data, IfMatch=etag, **marked
+                ),
                 gone_fails=True,  # AWS and moto answer 404 to If-Match on a missing key
             )
         except _Refused as refused:
@@ -392,6 +393,13 @@ class S3Writer:
         upload = S3Upload(self, parse_s3_uri(uri), path, size, sha256, side=side)
         with _reading(uri, path):
             return upload.assembled([parse_s3_uri(part) for part in parts])
+
+
+def _marked(uri: str, sha256: str, size: int, side: str | None) -> dict[str, Any]:
+    """A small write's metadata: mdl's mark when ``side`` is given (a fill's part), else none."""
+    if side is None:
+        return {}
+    return {"Metadata": mdl_metadata(uri, sha256=sha256, size=size, side=side)}
 
 
 @contextmanager
