@@ -190,12 +190,12 @@ class FolderWriter:
             return self._marking(uri, data, side, self._shown(folder, path))
 
     def _marking(self, uri: str, data: bytes, side: str | None, seen: Seen) -> Seen:
-        """The object just written (``seen``) marked as mdl's when ``side`` is given: an object in
-        mdl's namespace (a fill's part), bound to its name below the mirror's folder."""
-        if side is not None and (root := names.own_folder(uri)) is not None:
+        """The object just written (``seen``) marked as mdl's when ``side`` is given and it is a
+        fill's part, bound to its name below the mirror's folder."""
+        if side is not None and (part := names.Part.parse(uri)) is not None:
             sha256 = hashlib.sha256(data).hexdigest()
-            said = mark_text(_below(uri, root), sha256=sha256, size=len(data), side=side)
-            self._write_mark(uri, root, f"{seen.etag}\n{said}".encode())
+            said = mark_text(_below(uri, part.folder), sha256=sha256, size=len(data), side=side)
+            self._write_mark(uri, part.folder, f"{seen.etag}\n{said}".encode())
         return seen
 
     def _write_mark(self, uri: str, root: str, version: bytes) -> None:

@@ -46,18 +46,19 @@ SLOW_RATE = float(1 << 20)  # bytes/s: the slowest fill worth waiting for (the w
 
 
 def numbered(
-    writer: Writer, prefix: str, number: Callable[[str], int | None] = names.generation_number
+    writer: Writer, prefix: str, kind: type[names.Generation | names.Part] = names.Generation
 ) -> dict[int, Listed] | None:
-    """The objects right under ``prefix`` named by a number as mdl writes it (``number`` reads it:
-    generations, parts), by number; any other name is skipped and costs only its listing.
+    """The objects right under ``prefix`` named as mdl names a ``kind`` (generations, parts), by
+    number; any other name is skipped and costs only its listing.
     None: more than ``LISTED_LIMIT`` names, or a listing longer than ``LISTING_TIME``: unknown."""
     found: dict[int, Listed] = {}
     deadline = time.monotonic() + LISTING_TIME
     for count, item in enumerate(writer.listing(prefix, most=LISTED_LIMIT + 1)):
         if count >= LISTED_LIMIT or time.monotonic() > deadline:
             return None
-        if (said := number(item.uri[len(prefix) :])) is not None:
-            found[said] = item
+        said = None if "/" in item.uri[len(prefix) :] else kind.parse(item.uri)
+        if said is not None:
+            found[said.number] = item
     return found
 
 

@@ -82,7 +82,7 @@ class PartSet:
     def published(self) -> set[int]:
         """The parts there now (a name of another shape or size is no part of ours, and costs
         only its listing; a listing too long to judge shows none)."""
-        listed = numbered(self.writer, self.prefix, names.part_number) or {}
+        listed = numbered(self.writer, self.prefix, names.Part) or {}
         return {
             n
             for n, item in listed.items()

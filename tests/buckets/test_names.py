@@ -70,9 +70,8 @@ NAMES: dict[type, st.SearchStrategy[names.Name]] = {
         Manifest, folder, st.from_regex(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,20}", fullmatch=True)
     ),
     Temp: st.builds(
-        lambda f, p, last, nonce: Temp(f + p + "/" + last, nonce),
-        folder,
-        path,
+        Temp,
+        st.just("") | folder | st.builds(lambda f, p: f"{f}{p}/", folder, path),
         st.text(st.characters(blacklist_characters="/", blacklist_categories=("Cs",)), min_size=1),
         hex_(16),
     ),
