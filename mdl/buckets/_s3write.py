@@ -214,7 +214,7 @@ class S3Writer:
         obj = parse_s3_uri(uri)
         big = len(data) > SMALL_BODY
         client = self.client() if big else self._s3_small()
-        sha256 = hashlib.sha256(data).hexdigest() if big or side is not None else ""
+        sha256 = hashlib.sha256(data).hexdigest()
         extra = _marked(uri, sha256, len(data), side)
         if big:
             extra.update(ChecksumAlgorithm="SHA256", ChecksumSHA256=b64_of_hex(sha256))
@@ -234,8 +234,7 @@ class S3Writer:
         ``side``: marked as mdl's (its metadata)."""
         obj = parse_s3_uri(uri)
         client = self._s3_small()
-        sha256 = hashlib.sha256(data).hexdigest() if side is not None else ""
-        marked = _marked(uri, sha256, len(data), side)
+        marked = _marked(uri, hashlib.sha256(data).hexdigest(), len(data), side)
         try:
             reply = self._conditional(
                 uri,

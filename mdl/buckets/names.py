@@ -37,10 +37,10 @@ def namespace(template: str) -> str | None:
     a filled name could be ``.mdl`` there (the first thing after that folder is ``{path}`` or
     ``{revision}``, or literal text ``.``, ``.m``…): such a mirror is not filled. ``{model}``
     (catalog names never start with '.'), ``{repo}`` (nor Hub ids), ``{sha256}`` and ``{commit}``
-    (hex) cannot."""
+    (hex) cannot; nor when that folder is in a namespace (a ``.mdl`` folder of its own)."""
     folder = folder_of(template)
     tail, _, after = template[len(folder) :].partition("{")
-    if tail and NAMESPACE.rstrip("/").startswith(tail):
+    if (tail and NAMESPACE.rstrip("/").startswith(tail)) or in_namespace(folder):
         return None
     if not tail and not f"{{{after}".startswith(("{model}", "{repo}", "{sha256}", "{commit}")):
         return None

@@ -216,3 +216,9 @@ def test_a_folders_writes_leave_names_of_their_kinds(tmp_path: Path) -> None:
     assert writer.create(part.uri, b"part", side="0123456789abcdef") is not None
     found = {type(parse(f"file://{p}")) for p in tmp_path.rglob("*") if p.is_file()}
     assert found == {Generation, Clock, Part, Mark}
+
+
+def test_a_mirror_whose_folder_is_in_a_namespace_is_not_filled() -> None:
+    """Every name there would be read as in mdl's namespace of the folder above: not filled."""
+    assert names.namespace("file:///srv/.mdl/models/{model}/{path}") is None
+    assert names.namespace("file:///srv/models/{model}/{path}") == "file:///srv/models/.mdl/"
