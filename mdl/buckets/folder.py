@@ -172,7 +172,7 @@ class FolderWriter:
                 if not _link(folder, temp, path):
                     return None
             _fsync_folder(folder)
-            return self._marking(uri, data, side, self._shown(folder, path))
+            return _marking(self, uri, data, side, self._shown(folder, path))
 
     def replace(self, uri: str, data: bytes, *, etag: str, side: str | None = None) -> Seen | None:
         """``data`` over version ``etag`` only (None: it changed or is gone); ``side``: marked."""
@@ -187,24 +187,7 @@ class FolderWriter:
                     return None
                 _replace(temp, path, folder)
             _fsync_folder(folder)
-            return self._marking(uri, data, side, self._shown(folder, path))
-
-    def _marking(self, uri: str, data: bytes, side: str | None, seen: Seen) -> Seen:
-        """The object just written (``seen``) marked as mdl's when ``side`` is given and it is a
-        fill's part, bound to its name below the mirror's folder."""
-        if side is not None and (part := names.Part.parse(uri)) is not None:
-            sha256 = hashlib.sha256(data).hexdigest()
-            said = mark_text(_below(uri, part.folder), sha256=sha256, size=len(data), side=side)
-            self._write_mark(uri, part.folder, f"{seen.etag}\n{said}".encode())
-        return seen
-
-    def _write_mark(self, uri: str, root: str, version: bytes) -> None:
-        mark = Path(parse_file_uri(names.mark_uri(uri, root=root))[1])
-        with self._folder(mark, create=True) as folder:
-            assert folder is not None  # made
-            with self._temp(folder, mark) as (fd, temp):
-                _write(fd, mark, version)
-                _replace(temp, mark, folder)
+            return _marking(self, uri, data, side, self._shown(folder, path))
 
     def delete(self, uri: str, *, etag: str | None = None) -> bool:
         """Remove the object (only version ``etag`` when given); False: not there, or changed.
@@ -278,7 +261,7 @@ class FolderWriter:
                 version = f"{file_etag(os.fstat(fd))}\n{said}".encode()
             _fsync_folder(folder)
         # after the object: a write killed between the two leaves it unmarked, kept by prune
-        self._write_mark(uri, root, version)
+        _write_mark(self, uri, root, version)
         return True
 
     def assemble(self, uri: str, parts: Sequence[str], path: Path, **_: object) -> bool | None:
@@ -434,6 +417,26 @@ class FolderWriter:
             os.close(fd)
             with suppress(FileNotFoundError):
                 os.unlink(temp, dir_fd=folder)
+
+
+def _marking(writer: FolderWriter, uri: str, data: bytes, side: str | None, seen: Seen) -> Seen:
+    """The object just written (``seen``) marked as mdl's when ``side`` is given and it is a
+    fill's part, bound to its name below the mirror's folder."""
+    if side is not None and (part := names.Part.parse(uri)) is not None:
+        sha256 = hashlib.sha256(data).hexdigest()
+        said = mark_text(_below(uri, part.folder), sha256=sha256, size=len(data), side=side)
+        _write_mark(writer, uri, part.folder, f"{seen.etag}\n{said}".encode())
+    return seen
+
+
+def _write_mark(writer: FolderWriter, uri: str, root: str, version: bytes) -> None:
+    """The mark file of ``uri`` (``names.mark_uri``) says ``version``, replaced whole."""
+    mark = Path(parse_file_uri(names.mark_uri(uri, root=root))[1])
+    with writer._folder(mark, create=True) as folder:
+        assert folder is not None  # made
+        with writer._temp(folder, mark) as (fd, temp):
+            _write(fd, mark, version)
+            _replace(temp, mark, folder)
 
 
 def _write(fd: int, path: Path, data: bytes) -> None:
