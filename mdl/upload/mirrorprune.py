@@ -424,7 +424,7 @@ class _MirrorRun:
             return False
         if seen is None:
             return False  # removed meanwhile
-        if seen.mark is not None and seen.mark.bound and named.theirs(target, seen.mark):
+        if seen.mark is not None and named.theirs(target, seen.mark):
             self.kept.append(MirrorEntry(part.uri, seen.size, THEIRS))
             return False
         return self.gone(Listed(part.uri, seen.size, seen.modified), etag=seen.etag)
