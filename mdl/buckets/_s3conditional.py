@@ -20,6 +20,7 @@ from mdl.buckets.s3 import (
     b64_of_hex,
     is_bucket_name,
     mark_of,
+    mdl_metadata,
     parse_s3_uri,
     reply_code,
     reply_date,
@@ -137,6 +138,11 @@ def put(
     )
 
 
+def _mark(uri: str, sha256: str, size: int, side: str | None) -> dict[str, str] | None:
+    """A small write's metadata: mdl's mark when ``side`` is given (a fill's part), else none."""
+    return None if side is None else mdl_metadata(uri, sha256=sha256, size=size, side=side)
+
+
 class S3Conditional:
     """One S3 store's small requests for one run, as a mirror's leases make them: one boto3 client
     for uploads and listings and one for lease-sized requests (each made at its first use, shared
@@ -225,26 +231,32 @@ class S3Conditional:
             return None
         return data, self._seen(uri, reply)
 
-    def create(self, uri: str, data: bytes) -> Seen | None:
+    def create(self, uri: str, data: bytes, *, side: str | None = None) -> Seen | None:
         """``data`` written only if there is no such object (If-None-Match: *); None: there is. A
         body over ``SMALL_BODY`` (a published part) goes with its SHA-256: the store refuses bytes
-        altered on the way."""
+        altered on the way. ``side``: marked as mdl's, as ``upload`` marks (its metadata)."""
         obj = parse_s3_uri(uri)
         big = len(data) > SMALL_BODY
         client = self.client() if big else self._s3_small()
-        sha256 = hashlib.sha256(data).hexdigest() if big else None
+        sha256 = hashlib.sha256(data).hexdigest()
+        mark = _mark(uri, sha256, len(data), side)
         try:
-            reply = put(client, obj, data, sleep=self.sleep, sha256=sha256, IfNoneMatch="*")
+            reply = put(
+                client, obj, data, sleep=self.sleep, sha256=sha256 if big else None,
+                metadata=mark, IfNoneMatch="*",
+            )  # fmt: skip
         except Refused as refused:
             return self._ours(uri, data) if refused.retried else None
         return self._written(reply, size=len(data))
 
-    def replace(self, uri: str, data: bytes, *, etag: str) -> Seen | None:
-        """``data`` written only over version ``etag`` (If-Match); None: it changed or is gone."""
+    def replace(self, uri: str, data: bytes, *, etag: str, side: str | None = None) -> Seen | None:
+        """``data`` written only over version ``etag`` (If-Match); None: it changed or is gone.
+        ``side``: marked as mdl's (its metadata)."""
         obj = parse_s3_uri(uri)
         client = self._s3_small()
+        mark = _mark(uri, hashlib.sha256(data).hexdigest(), len(data), side)
         try:
-            reply = put(client, obj, data, sleep=self.sleep, IfMatch=etag)
+            reply = put(client, obj, data, sleep=self.sleep, metadata=mark, IfMatch=etag)
         except Refused as refused:
             return self._ours(uri, data) if refused.retried else None
         return self._written(reply, size=len(data))

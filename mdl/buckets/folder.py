@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -21,29 +20,14 @@ from itertools import islice
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from mdl.buckets.lease import PARTS
-from mdl.buckets.protocol import (
-    LEGACY_MARK,
-    NAMESPACE,
-    Listed,
-    Seen,
-    StoredObject,
-    authorship,
-    folder_of,
-    mark_text,
-    mark_uri,
-)
+from mdl.buckets import names
+from mdl.buckets.protocol import LEGACY_MARK, Listed, Seen, StoredObject, authorship, mark_text
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError, disk_error
-from mdl.paths import kind_of, open_dir, temp_name
+from mdl.paths import kind_of, open_dir
 from mdl.redact import Secrets, printable, safe_text
 
 SCHEME = "file://"
 LOCAL_HOST = "localhost"
-# mdl's own files in a mirror folder (its namespace ``.mdl/``, the clock in it; temp files:
-# is_temp): never objects
-OWN_PREFIX = ".mdl-"
-OWN_FOLDER = ".mdl"
-CLOCK_NAME = ".mdl-clock"
 CHUNK = 1 << 20  # bytes copied at a time
 MARK_BYTES = 512  # the most of a mark read: a version tag and ``mark_text`` are far shorter
 
@@ -112,14 +96,6 @@ def _shared(fd: int, folder: int) -> None:
             os.fchmod(fd, wanted)
 
 
-def is_temp(name: str) -> bool:
-    """Whether a name in the folder is one of mdl's temp files (``mdl.paths.temp_name``)."""
-    return _TEMP.fullmatch(name) is not None
-
-
-_TEMP = re.compile(r"\..+\.[0-9a-f]{16}\.mdl-tmp", re.DOTALL)
-
-
 def _fresh_stat(name: str, folder: int) -> os.stat_result | None:
     """The attributes of the file ``name`` in ``folder`` as the server has them now (an NFS open
     revalidates its cache: close-to-open consistency, where a ``stat`` may answer from it); None:
@@ -185,8 +161,9 @@ class FolderWriter:
                 os.close(fd)
         return data, replace(_seen(st), now=self._clock(path.parent)) if aged else _seen(st)
 
-    def create(self, uri: str, data: bytes) -> Seen | None:
-        """``data`` as the object only if there is none (None: one is there)."""
+    def create(self, uri: str, data: bytes, *, side: str | None = None) -> Seen | None:
+        """``data`` as the object only if there is none (None: one is there); ``side``: marked as
+        ``upload`` marks (``_marking``)."""
         path = self._path(uri)
         with _folder(path, create=True) as folder:
             assert folder is not None  # made
@@ -195,10 +172,10 @@ class FolderWriter:
                 if not _link(folder, temp, path):
                     return None
             _fsync_folder(folder)
-            return _shown(folder, path)
+            return _marking(uri, data, side, _shown(folder, path))
 
-    def replace(self, uri: str, data: bytes, *, etag: str) -> Seen | None:
-        """``data`` over version ``etag`` only (None: it changed or is gone)."""
+    def replace(self, uri: str, data: bytes, *, etag: str, side: str | None = None) -> Seen | None:
+        """``data`` over version ``etag`` only (None: it changed or is gone); ``side``: marked."""
         path = self._path(uri)
         with _folder(path, create=False) as folder:
             if folder is None:
@@ -210,7 +187,7 @@ class FolderWriter:
                     return None
                 _replace(temp, path, folder)
             _fsync_folder(folder)
-            return _shown(folder, path)
+            return _marking(uri, data, side, _shown(folder, path))
 
     def delete(self, uri: str, *, etag: str | None = None) -> bool:
         """Remove the object (only version ``etag`` when given); False: not there, or changed.
@@ -224,7 +201,7 @@ class FolderWriter:
             current = _fresh_stat(path.name, folder)
             if current is None or (etag is not None and file_etag(current) != etag):
                 return False
-            gone = path.name if etag is None else temp_name(path.name)
+            gone = path.name if etag is None else names.Temp.fresh(path.name).uri
             try:
                 if etag is not None:
                     os.rename(path.name, gone, src_dir_fd=folder, dst_dir_fd=folder)
@@ -240,6 +217,8 @@ class FolderWriter:
             except OSError as exc:
                 raise local_error(exc, path, what="cannot remove") from exc
         _tidy(path)
+        if (part := names.Part.parse(uri)) is not None:  # its mark (``create``'s) with it
+            self.delete(names.mark_uri(uri, root=part.folder))
         return True
 
     def upload(
@@ -256,9 +235,9 @@ class FolderWriter:
     ) -> bool:
         """A verified local file copied in whole, only if the object is not there (False: it is;
         never replaced) unless ``overwrite``, then marked as mdl's: its version (``file_etag``)
-        and ``mark_text`` (``side``: whose) in the file ``mark_uri(uri, root=root)``. Readers
+        and ``mark_text`` (``side``: whose) in the file ``names.mark_uri(uri, root=root)``. Readers
         verify (no checksum kept). ``sent`` hears each chunk: what it raises stops the copy."""
-        target, mark = self._path(uri), Path(parse_file_uri(mark_uri(uri, root=root))[1])
+        target = self._path(uri)
         with _folder(target, create=True) as folder:
             assert folder is not None  # made
             with _temp(folder, target) as (fd, temp):
@@ -282,11 +261,7 @@ class FolderWriter:
                 version = f"{file_etag(os.fstat(fd))}\n{said}".encode()
             _fsync_folder(folder)
         # after the object: a write killed between the two leaves it unmarked, kept by prune
-        with _folder(mark, create=True) as folder:
-            assert folder is not None  # made
-            with _temp(folder, mark) as (fd, temp):
-                _write(fd, mark, version)
-                _replace(temp, mark, folder)
+        _write_mark(uri, root, version)
         return True
 
     def assemble(self, uri: str, parts: Sequence[str], path: Path, **_: object) -> bool | None:
@@ -320,14 +295,14 @@ class FolderWriter:
             st = None if folder is None else _fresh_stat(path.name, folder)
         if st is None:
             return None
-        mark = Path(parse_file_uri(mark_uri(uri, root=root))[1])
+        mark = Path(parse_file_uri(names.mark_uri(uri, root=root))[1])
         return _marked(_seen(st), _mark(mark, owner=st.st_uid), where=_below(uri, root))
 
     def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix``, in name order; mdl's own files (temp
-        files, its ``.mdl/`` namespace, the clock) are not objects, a linked folder is not walked
-        into. ``most``: no more entries than that are read of any one folder (a folder another user
-        filled with names costs no more than that)."""
+        files, its namespace, the clock: ``names.own_entry``) are not objects, a linked folder is
+        not walked into. ``most``: no more entries than that are read of any one folder (a folder
+        another user filled with names costs no more than that)."""
         yield from self._listed(prefix, temps=False, most=most)
 
     def abandoned(self, prefix: str, *, before: float, remove: bool) -> list[Listed]:
@@ -340,7 +315,7 @@ class FolderWriter:
         ]
 
     def now(self) -> float:
-        """The folder's clock: a fresh mtime of ``.mdl/.mdl-clock`` (in the folder last named)."""
+        """The folder's clock: a fresh mtime of its ``names.Clock`` (of the folder last named)."""
         if self._last_folder is None:
             raise LocalFSError("the shared folder's clock was asked before any object was named")
         return self._clock(self._last_folder)
@@ -361,16 +336,15 @@ class FolderWriter:
                 yield Listed(f"{SCHEME}{authority}{path}", st.st_size, st.st_mtime_ns / 1e9)
 
     def _clock(self, folder: Path) -> float:
-        """Touch ``.mdl-clock`` in ``folder``'s part of mdl's namespace (``folder/.mdl/`` unless it
-        is in one) and read its mtime: a file server sets it by its own clock (NFS: ``utime``
-        without times is set to the server's time; sshfs: the client's). A clock this user cannot
-        touch is exit 7 naming it: an age it cannot judge never lets it take a lease over."""
-        own = folder if OWN_FOLDER in folder.parts else folder / OWN_FOLDER
-        clock = own / CLOCK_NAME
+        """Touch ``folder``'s clock (``names.Clock.of``: in mdl's namespace) and read its mtime:
+        a file server sets it by its own clock (NFS: ``utime`` without times is set to the
+        server's time; sshfs: the client's). A clock this user cannot touch is exit 7 naming it:
+        an age it cannot judge never lets it take a lease over."""
+        clock = Path(names.Clock.of(f"{str(folder).rstrip('/')}/").uri)
         try:
             with _folder(clock, create=True) as where:
                 assert where is not None  # made
-                fd = os.open(CLOCK_NAME, _NEW, 0o600, dir_fd=where)
+                fd = os.open(clock.name, _NEW, 0o600, dir_fd=where)
                 try:
                     _shared(fd, where)
                     os.utime(fd)
@@ -405,7 +379,7 @@ def _folder(path: Path, *, create: bool) -> Iterator[int | None]:
 def _temp(folder: int, path: Path) -> Iterator[tuple[int, str]]:
     """A new file of our own beside ``path`` (in ``folder``), as shared as its folder; removed
     however the write ends (Ctrl-C too)."""
-    temp = temp_name(path.name)
+    temp = names.Temp.fresh(path.name).uri
     try:
         fd = os.open(temp, _NEW | os.O_EXCL, 0o600, dir_fd=folder)
     except OSError as exc:
@@ -428,6 +402,26 @@ def _shown(folder: int, path: Path) -> Seen:
     if st is None:
         raise LocalFSError(f"{path} vanished as it was written")
     return _seen(st)
+
+
+def _marking(uri: str, data: bytes, side: str | None, seen: Seen) -> Seen:
+    """The object just written (``seen``) marked as mdl's when ``side`` is given and it is a
+    fill's part, bound to its name below the mirror's folder."""
+    if side is not None and (part := names.Part.parse(uri)) is not None:
+        sha256 = hashlib.sha256(data).hexdigest()
+        said = mark_text(_below(uri, part.folder), sha256=sha256, size=len(data), side=side)
+        _write_mark(uri, part.folder, f"{seen.etag}\n{said}".encode())
+    return seen
+
+
+def _write_mark(uri: str, root: str, version: bytes) -> None:
+    """The mark file of ``uri`` (``names.mark_uri``) says ``version``, replaced whole."""
+    mark = Path(parse_file_uri(names.mark_uri(uri, root=root))[1])
+    with _folder(mark, create=True) as folder:
+        assert folder is not None  # made
+        with _temp(folder, mark) as (fd, temp):
+            _write(fd, mark, version)
+            _replace(temp, mark, folder)
 
 
 def _write(fd: int, path: Path, data: bytes) -> None:
@@ -531,8 +525,8 @@ def _walk(
         if entry is None:
             stack.pop()
             continue
-        temp = is_temp(entry.name)
-        if (entry.name.startswith(OWN_PREFIX) or entry.name == OWN_FOLDER) and not temp:
+        temp = names.Temp.parse(entry.name) is not None
+        if names.own_entry(entry.name) and not temp:
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
@@ -641,14 +635,13 @@ def _sha256_of(fd: int) -> str:
 
 
 def _tidy(removed: Path) -> None:
-    """The folders a removed part of a fill leaves empty (``.mdl/parts/<object>/<set>/``), removed
-    up to ``parts/``: a share keeps no empty folder per file version a fleet ever filled. A folder
-    not empty (another set, a part just published) stays: ``rmdir`` removes only empty ones."""
-    marker = f"/{NAMESPACE}{PARTS}"
-    text = str(removed)
-    if marker not in text:
+    """The folders a removed part of a fill (or its mark) leaves empty, removed up to
+    ``names.emptied_up_to``: a share keeps no empty folder per file version a fleet ever filled. A
+    folder not empty (another set, a part just published) stays: ``rmdir`` removes only empty
+    ones."""
+    if (up_to := names.emptied_up_to(str(removed))) is None:
         return
-    top = Path(text[: text.index(marker) + len(marker)])
+    top = Path(up_to)
     folder = removed.parent
     while folder != top and top in folder.parents:
         try:
@@ -661,7 +654,7 @@ def _tidy(removed: Path) -> None:
 def _below(uri: str, root: str) -> str:
     """Where a mark binds an object: its path below the mirror's folder (a share is mounted at
     other paths on other machines)."""
-    return uri.removeprefix(folder_of(root))
+    return uri.removeprefix(names.folder_of(root))
 
 
 def _mark(mark: Path, *, owner: int) -> bytes:

@@ -1,6 +1,6 @@
 """A lease in the store itself: one machine of a fleet fills a mirror object while the others wait
-on it. Leases are numbered generations, ``<root>leases/<object>/<N>``, under mdl's own namespace
-``<root>`` (``<the template's folder>/.mdl/``, which no model file can name): the highest number is
+on it. Leases are numbered generations (``names.Generation``), under mdl's own namespace
+``<root>`` (``names.namespace``, which no model file can name): the highest number is
 the lease. It is taken with an exclusive create of the next number (S3 ``If-None-Match: *``, a
 folder's ``link``), the one write every store and share keeps atomic; taking over a lapsed
 generation N is the create of N+1, so of two takers one wins, without a lock or a compare-and-swap.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 import threading
 import time
@@ -28,14 +27,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mdl.background import Background
-from mdl.buckets._parts import fill_part
-from mdl.buckets.protocol import NAMESPACE, Listed, Writer, folder_of
+from mdl.buckets import names
+from mdl.buckets.protocol import Listed, Writer
 from mdl.errors import InterruptedByUserError, MdlError, NetworkError
 
 log = logging.getLogger("mdl.lease")
 
-LEASES = "leases/"
-PARTS = "parts/"  # a fill's parts, published as its fetch lands (mdl.download._parts)
 TERM = 30.0  # seconds a lease lives unless renewed (by the store's clock); always mdl's own
 LOST_MARGIN = 0.1  # a holder counts its lease lost this part of a term before it may lapse
 RELEASE_WAIT = 5.0  # seconds a release waits for a renewal in flight, then leaves it to lapse
@@ -45,73 +42,25 @@ BODY_LIMIT = 4096  # bytes: a bigger object is not an mdl lease (read no further
 # the state is unknown (waited on, never free); names that are not mdl's cost only their listing
 LISTED_LIMIT = 20_000
 LISTING_TIME = 20.0  # seconds
-GENERATION_DIGITS = 30  # a longer name of digits is no generation
-TOKEN = re.compile(r"[0-9a-f]{32}")  # a generation's token: where its holder's parts go
 STALL_TERMS = 3.0  # a follower gives up after this many terms without the holder's progress
 SLOW_RATE = float(1 << 20)  # bytes/s: the slowest fill worth waiting for (the whole wait's bound)
 
 
-def namespace(template: str) -> str | None:
-    """mdl's namespace in a mirror: ``<the folder of the template's fixed part>/.mdl/``; None when
-    a filled name could be ``.mdl`` there (the first thing after that folder is ``{path}`` or
-    ``{revision}``, or literal text ``.``, ``.m``…): such a mirror is not filled. ``{model}``
-    (catalog names never start with '.'), ``{repo}`` (nor Hub ids), ``{sha256}`` and ``{commit}``
-    (hex) cannot."""
-    folder = folder_of(template)
-    tail, _, after = template[len(folder) :].partition("{")
-    if tail and ".mdl".startswith(tail):
-        return None
-    if not tail and not f"{{{after}".startswith(("{model}", "{repo}", "{sha256}", "{commit}")):
-        return None
-    return f"{folder}{NAMESPACE}"
-
-
-def lease_prefix(root: str, object_uri: str) -> str:
-    """Where the generations of ``object_uri``'s lease live (``root``: its mirror's namespace)."""
-    folder = root.removesuffix(NAMESPACE)
-    if not object_uri.startswith(folder):
-        raise ValueError(f"{object_uri!r} is not under {folder!r}")
-    return f"{root}{LEASES}{object_uri[len(folder) :]}/"
-
-
-def parts_prefix(root: str, object_uri: str) -> str:
-    """Where the parts a fill publishes of ``object_uri`` live (``root``: its mirror's namespace);
-    one set per version and part size below it."""
-    return lease_prefix(root, object_uri).replace(f"{root}{LEASES}", f"{root}{PARTS}", 1)
-
-
-def part_set(root: str, object_uri: str, *, pin: str, size: int) -> tuple[str, int]:
-    """The prefix of one version's parts (``pin``: its hash; ``size``: the file's) and the bytes
-    of each but the last: ``<parts_prefix>/<pin>-<part size>/``; each holder's below it, under its
-    generation's token (``<token>/00001``…)."""
-    part = fill_part(size)
-    return f"{parts_prefix(root, object_uri)}{pin}-{part}/", part
-
-
-def numbered(writer: Writer, prefix: str, *, digits: int) -> dict[int, Listed] | None:
-    """The objects right under ``prefix`` named by a number of at most ``digits`` digits (mdl's
-    names: generations, parts), by number; any other name is skipped and costs only its listing.
+def numbered(
+    writer: Writer, prefix: str, kind: type[names.Generation | names.Part] = names.Generation
+) -> dict[int, Listed] | None:
+    """The objects right under ``prefix`` named as mdl names a ``kind`` (generations, parts), by
+    number; any other name is skipped and costs only its listing.
     None: more than ``LISTED_LIMIT`` names, or a listing longer than ``LISTING_TIME``: unknown."""
     found: dict[int, Listed] = {}
     deadline = time.monotonic() + LISTING_TIME
     for count, item in enumerate(writer.listing(prefix, most=LISTED_LIMIT + 1)):
         if count >= LISTED_LIMIT or time.monotonic() > deadline:
             return None
-        name = item.uri[len(prefix) :]
-        if name.isascii() and name.isdigit() and len(name) <= digits:
-            found[int(name)] = item
+        said = None if "/" in item.uri[len(prefix) :] else kind.parse(item.uri)
+        if said is not None:
+            found[said.number] = item
     return found
-
-
-def is_lease(uri: str) -> bool:
-    """Whether ``uri`` is one of mdl's own objects in a mirror (a lease, a probe, a clock)."""
-    return f"/{NAMESPACE}" in uri
-
-
-def object_of(lease: str) -> str:
-    """The mirror object a lease generation's URI is for."""
-    folder, _, rest = lease.partition(f"/{NAMESPACE}{LEASES}")
-    return f"{folder}/{rest.rpartition('/')[0]}"
 
 
 class LeaseLost(Exception):
@@ -149,7 +98,7 @@ def look(writer: Writer, prefix: str, *, term: float = TERM, mine: str | None = 
     ended), ``released``, ``foreign`` (not a body mdl writes: too big, not JSON), ``live``;
     ``none``: no generation (or gone before it was read, or not a file: the next number is free
     all the same); ``unknown``: a folder too big to judge (never free)."""
-    numbers = numbered(writer, prefix, digits=GENERATION_DIGITS)
+    numbers = numbered(writer, prefix)
     if numbers is None:
         return Look(0, "unknown")
     if not numbers:
@@ -170,7 +119,7 @@ def read_generation(
         return Look(number, "foreign", uri=uri)
     holder, token = body.get("holder"), body.get("token")
     said = repr(holder[:100])[:200] if isinstance(holder, str) else "an unknown holder"
-    ours = token if isinstance(token, str) and TOKEN.fullmatch(token) else None
+    ours = token if isinstance(token, str) and names.TOKEN.fullmatch(token) else None
     if body.get("released") is True:
         state: State = "released"
     elif seen.now - seen.modified > term or (ours is not None and ours == mine):
@@ -210,13 +159,13 @@ class Lease:
 
     @property
     def uri(self) -> str:
-        return f"{self.prefix}{self.number}"
+        return names.generation(self.prefix, self.number)
 
     def renew(self) -> None:
         """Extend it (only our own generation is ever written); LeaseLost when a next generation
         exists (taken over) or ours changed."""
         with self._lock:
-            if self.writer.head(f"{self.prefix}{self.number + 1}") is not None:
+            if self.writer.head(names.generation(self.prefix, self.number + 1)) is not None:
                 raise LeaseLost(f"the lease {self.uri} was taken over")
             body = lease_body(self.holder, self.token)
             seen = self.writer.replace(self.uri, body, etag=self.etag)
@@ -261,7 +210,7 @@ def take(
         return None
     number, token = seen_look.number + 1, new_token()
     for _ in range(TAKE_TRIES):
-        made = writer.create(f"{prefix}{number}", lease_body(holder, token))
+        made = writer.create(names.generation(prefix, number), lease_body(holder, token))
         if made is not None:
             if seen_look.uri is not None:
                 log.info(
@@ -271,9 +220,9 @@ def take(
                 # running now may miss the name just made, and must still see a generation to
                 # step over (with both gone it would create number 1 beside ours).
                 with suppress(MdlError):
-                    writer.delete(f"{prefix}{seen_look.number - 1}")
+                    writer.delete(names.generation(prefix, seen_look.number - 1))
             return Lease(writer, prefix, number, made.etag, holder, token, term, seen_look.token)
-        there = read_generation(writer, f"{prefix}{number}", number, term=term)
+        there = read_generation(writer, names.generation(prefix, number), number, term=term)
         if there.state == "live":
             return None  # another machine took this number first
         number += 1

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mdl.errors import UsageError
 from mdl.redact import Secrets
 
 
@@ -114,29 +113,6 @@ class Listed:
     modified: float  # the store's clock (epoch seconds)
 
 
-NAMESPACE = ".mdl/"  # mdl's own objects in a mirror: ``<the template's folder>/.mdl/``
-# mdl's marks of what it uploaded, where a store keeps no metadata (a folder): in mdl's own
-# namespace, where no model file can be named
-MARKS = NAMESPACE + "marks/"
-
-
-def folder_of(template: str) -> str:
-    """The folder of a mirror template's fixed part (its text before the first placeholder), up to
-    its last ``/``: where mdl's namespace lies (``<it>.mdl/``)."""
-    return template.partition("{")[0].rpartition("/")[0] + "/"
-
-
-def mark_uri(uri: str, *, root: str) -> str:
-    """Where a store without metadata keeps the mark of ``uri``, an object of the mirror whose
-    fixed part is ``root``: ``<root's folder>/.mdl/marks/<the object's path below it>``."""
-    folder = folder_of(root)
-    if not uri.startswith(folder):
-        raise UsageError(f"{uri} is not in the mirror {root}")
-    return folder + MARKS + uri[len(folder) :]
-
-
-# mdl 0.3's lease of an object: ``<object>.mdl-lease``, beside it (0.4 on: ``.mdl/leases/…``)
-OLD_LEASE = ".mdl-lease"
 MARK_VERSION = "2"
 LEGACY_MARK = "1"  # mdl 0.3-0.6's S3 mark: bound to nothing, kept by every copy
 
@@ -205,14 +181,16 @@ class Writer(Protocol):
         ``aged=False``: no age is judged (``publish``'s model.sig): ``now`` may be what ``head``
         says (a folder's clock is a file it writes)."""
 
-    def create(self, uri: str, data: bytes) -> Seen | None:
+    def create(self, uri: str, data: bytes, *, side: str | None = None) -> Seen | None:
         """Write ``data`` only if there is no such object (S3: ``If-None-Match: *``; a folder:
-        exclusive create); None: one is there already."""
+        exclusive create); None: one is there already. ``side``: marked as mdl's as ``upload``
+        marks (``mark_text`` of these bytes, ``side`` saying whose; a folder: an object in mdl's
+        namespace, a fill's part, its mark bound to its name below the mirror's folder)."""
 
-    def replace(self, uri: str, data: bytes, *, etag: str) -> Seen | None:
+    def replace(self, uri: str, data: bytes, *, etag: str, side: str | None = None) -> Seen | None:
         """Write ``data`` only over the version ``etag`` (S3: ``If-Match``; a folder compares, then
         renames: mdl replaces only what one writer owns, a lease generation its holder made);
-        None: the object changed or is gone."""
+        None: the object changed or is gone. ``side``: marked, as ``create`` marks."""
 
     def delete(self, uri: str, *, etag: str | None = None) -> bool:
         """Remove the object (only version ``etag`` when given and the store can say); False:
@@ -235,7 +213,8 @@ class Writer(Protocol):
         no such object (``If-None-Match: *``; False: one is there already, never replaced) unless
         ``overwrite`` (``publish``: it compared the object first); the store's own SHA-256
         checksum where it keeps one; marked as mdl's (``mark_text``, ``side`` saying whose; S3:
-        its metadata; a folder: ``mark_uri(uri, root=root)``, ``root`` the mirror's fixed part).
+        its metadata; a folder: ``names.mark_uri(uri, root=root)``, ``root`` the mirror's fixed
+        part).
         ``sent``: told the bytes as they go (what it raises stops the upload)."""
 
     def assemble(

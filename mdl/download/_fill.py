@@ -21,8 +21,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from mdl.buckets.lease import TOKEN, GaveUp, Lease, Renewing, lease_prefix, take, wait_for
-from mdl.buckets.protocol import OLD_LEASE, Seen, Writer, side_of
+from mdl.buckets import names
+from mdl.buckets.lease import GaveUp, Lease, Renewing, take, wait_for
+from mdl.buckets.protocol import Seen, Writer, side_of
 from mdl.catalog.settings import fixed_part
 from mdl.download._parts import PartSet, Publisher, Streamer
 from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
@@ -52,7 +53,7 @@ class Place:
 
     @property
     def leases(self) -> str:
-        return lease_prefix(self.target.root, self.uri)
+        return names.lease_prefix(self.target.root, self.uri)
 
 
 def fill_or_fetch(sources: FileSources) -> TransferResult:
@@ -137,10 +138,10 @@ def _theirs(place: Place, seen: Seen, sources: FileSources) -> bool:
 
 
 def _older_fill(place: Place, job: TransferJob) -> None:
-    """Say once per run when an mdl before 0.4 fills this mirror: its lease (``<object>.mdl-lease``
+    """Say once per run when an mdl before 0.4 fills this mirror: its lease (``names.OldLease``
     beside the object) is not seen by ours, nor ours by it, so each side fetches from the
     origin what the mirror lacks."""
-    old = place.uri + OLD_LEASE
+    old = names.OldLease(place.uri).uri
     with suppress(MdlError, ValueError):
         if place.target.writer.head(old) is not None and _once(place.target, "older"):
             job.retries.warn(
@@ -158,7 +159,7 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
     way, the whole file's hash decides."""
     session, job = sources.session, sources.job
     fills, writer, label, shown = session.fills, place.target.writer, job.label, place.uri
-    parts = PartSet.of(writer, place.target.root, place.uri, job)
+    parts = PartSet.of(writer, place.target.root, place.uri, job, side_of(sources.remote.source))
     streamer = Streamer(parts, job) if parts is not None else None
     said = _Said(streamer)
     reading = streamer  # None once parts read under a holder's token proved not the file
@@ -294,7 +295,7 @@ def _mine(job: TransferJob) -> str | None:
     before it ended: its partial is on this disk), or None."""
     with suppress(OSError, MdlError, UnicodeDecodeError):
         said = read_bytes(job_root(job), _token_path(job), limit=64).decode()
-        return said if TOKEN.fullmatch(said) else None
+        return said if names.TOKEN.fullmatch(said) else None
     return None
 
 

@@ -4,9 +4,8 @@ appear into their own partial file (``Streamer``), and the final object is then 
 store. A part is trusted for nothing: whoever reads them checks the whole file's hash before it is
 installed, and a mismatch is the final object's turn (then the origin's).
 
-Layout: ``<namespace>parts/<object path>/<pin>-<part size>/<token>/00001`` …
-(``mdl.buckets.lease``), one set per version of the file (``pin``: its sha256, else its git
-blob id), part size and holder (``token``: its lease generation's, unknown before the lease
+Layout: ``mdl.buckets.names.Part``, one set per version of the file (``pin``: its sha256, else
+its git blob id), part size and holder (``token``: its lease generation's, unknown before the lease
 exists), every part that size but the last. An object already at a name the holder creates is
 its part only if it holds its bytes."""
 
@@ -25,7 +24,8 @@ from pathlib import Path
 from queue import SimpleQueue
 
 from mdl.background import Background
-from mdl.buckets.lease import LISTED_LIMIT, TOKEN, numbered, part_set
+from mdl.buckets import names
+from mdl.buckets.lease import LISTED_LIMIT, numbered
 from mdl.buckets.protocol import Writer
 from mdl.errors import MdlError
 from mdl.store.confined import open_file
@@ -48,29 +48,33 @@ class PartSet:
     prefix: str  # ends with "/": the version's, then (``under``) a holder's
     size: int
     part: int  # bytes per part (the last may be shorter)
+    side: str | None = None  # whose the file is (``side_of``): parts are marked as every upload
 
     @classmethod
-    def of(cls, writer: Writer, root: str, uri: str, job: TransferJob) -> PartSet | None:
-        """The set for ``job``'s file at ``uri`` (``root``: the mirror's namespace); None for a
-        file of unknown size, without a hash (nothing could check its parts), or of one part."""
+    def of(
+        cls, writer: Writer, root: str, uri: str, job: TransferJob, side: str | None = None
+    ) -> PartSet | None:
+        """The set for ``job``'s file at ``uri`` (``root``: the mirror's namespace; ``side``: whose
+        it is); None for a file of unknown size, without a hash (nothing could check its parts), or
+        of one part."""
         ident = job.identity
         pin = ident.sha256 or ident.git_oid
         if not pin or not ident.size:
             return None
-        prefix, part = part_set(root, uri, pin=pin, size=ident.size)
+        prefix, part = names.part_set(root, uri, pin=pin, size=ident.size)
         # one part: the object itself comes as soon
-        return cls(writer, prefix, ident.size, part) if ident.size > part else None
+        return cls(writer, prefix, ident.size, part, side) if ident.size > part else None
 
     def under(self, token: str) -> PartSet:
         """The parts the holder of the lease generation ``token`` publishes."""
-        return replace(self, prefix=f"{self.prefix}{token}/")
+        return replace(self, prefix=names.holder_prefix(self.prefix, token))
 
     @property
     def count(self) -> int:
         return -(-self.size // self.part)
 
     def uri(self, number: int) -> str:
-        return f"{self.prefix}{number:05d}"
+        return names.part_uri(self.prefix, number)
 
     def span(self, number: int) -> tuple[int, int]:
         """Part ``number``'s bytes of the file (1-based)."""
@@ -80,14 +84,11 @@ class PartSet:
     def published(self) -> set[int]:
         """The parts there now (a name of another shape or size is no part of ours, and costs
         only its listing; a listing too long to judge shows none)."""
-        listed = numbered(self.writer, self.prefix, digits=8) or {}
-        # only the name ``uri`` gives it: another spelling of a number is not that part
+        listed = numbered(self.writer, self.prefix, names.Part) or {}
         return {
             n
             for n, item in listed.items()
-            if 0 < n <= self.count
-            and item.uri == self.uri(n)
-            and item.size == self.span(n)[1] - self.span(n)[0]
+            if n <= self.count and item.size == self.span(n)[1] - self.span(n)[0]
         }
 
     def remove(self) -> None:
@@ -105,27 +106,29 @@ class PartSet:
         taken over), found by a bounded listing of the names mdl gives them; best effort."""
         try:
             for item in islice(self.writer.listing(self.prefix, most=LISTED_LIMIT), LISTED_LIMIT):
-                token, _, number = item.uri[len(self.prefix) :].partition("/")
-                if TOKEN.fullmatch(token) and number.isascii() and number.isdigit():
+                found = names.parse(item.uri)
+                if isinstance(found, names.Part) and found.token is not None:
                     self.writer.delete(item.uri)
         except MdlError as exc:
             log.info("could not remove the parts under %s: %s", self.prefix, exc)
 
 
-def _put(writer: Writer, uri: str, data: bytes) -> bool:
-    """``data`` at ``uri``: created, or found there already as these very bytes, or (another
-    writer's bytes) replaced on the version found; False: not ours there (the end proves every
-    part, and uploads the file when one is not its bytes)."""
-    if writer.create(uri, data) is not None:
+def _put(parts: PartSet, number: int, data: bytes) -> bool:
+    """Part ``number``'s ``data``, marked as mdl's (``parts.side``'s) as every upload is: created,
+    or found there already as these very bytes, or (another writer's bytes) replaced on the
+    version found; False: not ours there (the end proves every part, and uploads the file when one
+    is not its bytes)."""
+    writer, uri, side = parts.writer, parts.uri(number), parts.side
+    if writer.create(uri, data, side=side) is not None:
         return True
     found = writer.read(uri, limit=len(data), aged=False)
     if found is None:
-        return writer.create(uri, data) is not None
+        return writer.create(uri, data, side=side) is not None
     there, seen = found
     if there == data:
         return True
     log.warning("%s was not this holder's part: replaced", uri)
-    return writer.replace(uri, data, etag=seen.etag) is not None
+    return writer.replace(uri, data, etag=seen.etag, side=side) is not None
 
 
 def _covered(span: tuple[int, int], ranges: Iterable[tuple[int, int]]) -> bool:
@@ -201,7 +204,7 @@ class Publisher:
         def send(number: int) -> int:
             start, end = parts.span(number)
             data = os.pread(fd, end - start, start)
-            if len(data) != end - start or not _put(parts.writer, parts.uri(number), data):
+            if len(data) != end - start or not _put(parts, number, data):
                 return 0
             self.done.add(number)
             return len(data)

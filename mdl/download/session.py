@@ -62,7 +62,6 @@ pull_log = logging.getLogger("mdl.pull")
 # Internal, for tests only (not a setting: a fleet has no reason to change it): a lease's term in
 # seconds, so that a test can see a lapsed S3 lease taken over without waiting the real term.
 TERM_VARIABLE = "MDL_INTERNAL_LEASE_TERM"
-PROBE_PREFIX = "probe-"  # the probe's scratch object, in mdl's namespace of the mirror
 
 
 class PullSession:
@@ -360,7 +359,8 @@ class Fills:
             return self._target
 
     def _probed(self, retries: RetryLog) -> Target | None:
-        from mdl.buckets.lease import honours_conditions, namespace
+        from mdl.buckets import names
+        from mdl.buckets.lease import honours_conditions
         from mdl.buckets.protocol import ConditionalWritesIgnored
 
         template = next((t for t in self.settings.mirrors if store_for(t) is not None), None)
@@ -369,7 +369,7 @@ class Fills:
             return None
         store = store_for(template)
         assert store is not None
-        root = namespace(template)
+        root = names.namespace(template)
         if root is None:
             retries.warn(
                 f"mirror {template}: a file's name there could be mdl's own '.mdl' (the template's"
@@ -377,7 +377,7 @@ class Fills:
             )
             return None
         endpoint = dict(self.settings.mirror_endpoints).get(template)
-        scratch = root + PROBE_PREFIX + self.token
+        scratch = names.Probe(names.folder_of(template), self.token).uri
         try:
             writer = store.writer(endpoint=endpoint, secrets=self.settings.secrets)
             honoured = honours_conditions(writer, scratch)

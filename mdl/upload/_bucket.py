@@ -49,7 +49,7 @@ class Bucket:
         store = store_for(target)
         assert store is not None, "a publish target is in a store"
         self.target, self.connections = target, max(2, connections)
-        self.root = target + "/"  # a folder's marks: <target>/.mdl/marks/, as a fill's
+        self.root = target + "/"  # the folder of its names (mdl.buckets.names), as a fill's
         self.writer = store.writer(endpoint=endpoint, secrets=secrets, parts=self.connections)
 
     def uri(self, *parts: str) -> str:

@@ -9,25 +9,15 @@ not pin (its files are not known without asking upstream)."""
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from mdl.buckets.lease import TERM, is_lease, namespace, object_of, read_generation
-from mdl.buckets.protocol import (
-    MARKS,
-    NAMESPACE,
-    OLD_LEASE,
-    Listed,
-    Mark,
-    Seen,
-    Writer,
-    folder_of,
-    side_of,
-)
+from mdl.buckets import names
+from mdl.buckets.lease import TERM, read_generation
+from mdl.buckets.protocol import Listed, Mark, Seen, Writer, side_of
 from mdl.buckets.registry import store_for
 from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, Settings, fixed_part, parse_template
 from mdl.catalog.specs import NAME_RE, ModelSpec
@@ -36,7 +26,6 @@ from mdl.lockfile.model import LockedModel, resolved_from_locked
 from mdl.lockfile.policy import LockUse
 from mdl.sources.hub import hub_file_url, xet_token_url
 from mdl.sources.resolve import ResolvedModel, marked_signature, mirror_targets
-from mdl.upload.publisher import MANIFEST_FOLDER
 
 log = logging.getLogger("mdl.prune")
 
@@ -64,11 +53,6 @@ EXPIRED = "expired lease"
 CANNOT_ADDRESS = "a name the store cannot address"
 ABANDONED = "abandoned upload"
 ABANDONED_DAYS = 1.0  # a write's temp file this old (by the store's clock) was left by a killed one
-# a fill's published parts: <ns>parts/<object path>/<pin>-<part size>/<token>/00001…
-PARTS = "parts/"
-PART = re.compile(
-    r"(?s)(.+)/(?:[0-9a-f]{40}|[0-9a-f]{64})-[1-9][0-9]*/" r"(?:[0-9a-f]{32}/)?[0-9]{5,}"
-)
 
 
 @dataclass(frozen=True)
@@ -212,8 +196,8 @@ def named_in(
         for remote in model.files:
             objects.update((url, NAMED) for _, url in mirror_targets([template], remote))
     fixed = fixed_part(template)
-    names = [*(m.name for m in pinned), *unpinned]
-    objects.update((f"{fixed}{MANIFEST_FOLDER}/{name}.json", MANIFEST) for name in names)
+    every = [*(m.name for m in pinned), *unpinned]
+    objects.update((names.Manifest(fixed, name).uri, MANIFEST) for name in every)
     prefixes: dict[str, str] = {}
     warnings: list[str] = []
     for name in unpinned:
@@ -224,7 +208,7 @@ def named_in(
                 f"{name}: not pinned by catalog.lock and the mirror's objects are not by model:"
                 " every object is kept (run mdl lock)"
             )
-    models = tuple(model_prefix(template, name) for name in names)
+    models = tuple(model_prefix(template, name) for name in every)
     sides = {
         model_prefix(template, m.name): frozenset(side_of(f.source) for f in m.files)
         for m in pinned
@@ -255,7 +239,8 @@ def prune_mirror(
     name and is older than ``keep_days`` (by the store's clock), and the leases that expired;
     never another object, a live lease or the object it guards."""
     # a folder's marks of what mdl wrote (S3 keeps none): never objects
-    marks = folder_of(template) + MARKS
+    folder = names.folder_of(template)
+    marks = names.within(folder, names.MARKS)
     listed = [
         item for item in writer.listing(fixed_part(template)) if not item.uri.startswith(marks)
     ]
@@ -264,17 +249,13 @@ def prune_mirror(
     now = writer.now()
     run = _MirrorRun(writer, dry_run)
     run.abandoned(fixed_part(template), before=now - ABANDONED_DAYS * DAY, now=now)
-    root = namespace(template)  # None: never filled, so no leases
-    leases = list(writer.listing(root + "leases/")) if root else []
-    guarded = {object_of(lease.uri) for lease in leases if run.lease(lease, now)}
-    if root:  # a leased object's parts may be a live fill's; another model's are not ours
-        run.parts(
-            root,
-            before=now - ABANDONED_DAYS * DAY,
-            keep=lambda uri: uri in guarded or not named.ours(uri),
-        )
+    filled = names.namespace(template) is not None  # else never filled: no leases, no parts
+    leases = list(writer.listing(names.within(folder, names.LEASES))) if filled else []
+    guarded = {names.object_of(lease.uri) for lease in leases if run.lease(lease, now)}
+    if filled:  # a leased object's parts may be a live fill's; another model's are not ours
+        run.parts(folder, named, before=now - ABANDONED_DAYS * DAY, guarded=guarded)
     for item in listed:
-        if is_lease(item.uri):
+        if names.in_namespace(item.uri):
             continue
         why = LEASED if item.uri in guarded else named.why(item.uri)
         if why is None and not named.ours(item.uri):
@@ -283,7 +264,7 @@ def prune_mirror(
             run.kept.append(MirrorEntry(item.uri, item.size, why))
         else:
             run.unnamed(item, template, named, keep_days=keep_days, now=now)
-    run.forget_marks(marks, fixed_part(template), listed)
+    run.forget_marks(folder, fixed_part(template), listed)
     return MirrorPruneReport(
         template,
         keep_days,
@@ -345,7 +326,7 @@ class _MirrorRun:
         """An object no model names: removed if mdl wrote it at this name (its mark, on the
         version removed), for a model of this catalog's origin, and it is older than
         ``keep_days``; else kept, saying until when when only its age keeps it."""
-        if item.uri.endswith(OLD_LEASE):  # not mdl's to remove now: said, once
+        if names.OldLease.parse(item.uri):  # not mdl's to remove now: said, once
             self.older_lease(item)
             return
         try:
@@ -367,20 +348,19 @@ class _MirrorRun:
         else:
             self.remove(Listed(item.uri, seen.size, seen.modified), UNNAMED, etag=seen.etag)
 
-    def forget_marks(self, marks: str, fixed: str, listed: Sequence[Listed]) -> None:
+    def forget_marks(self, folder: str, fixed: str, listed: Sequence[Listed]) -> None:
         """Remove the marks (a folder's) of this mirror's objects no longer there: removed now, or
         by someone else. mdl's own files, never objects: not reported."""
         if self.dry_run:
             return
-        folder = marks.removesuffix(MARKS)
         objects = {item.uri for item in listed} - {entry.uri for entry in self.removed}
+        marks = names.Mark(folder, fixed.removeprefix(folder)).uri
         try:
-            found = [item.uri for item in self.writer.listing(marks + fixed.removeprefix(folder))]
-            for uri in found:
-                target = folder + uri.removeprefix(marks)
+            found = [names.Mark.parse(item.uri) for item in self.writer.listing(marks)]
+            for mark in found:
                 # looked at again: a fill may have written it since the listing
-                if target not in objects and self.writer.head(target) is None:
-                    self.writer.delete(uri)
+                if mark and mark.object not in objects and self.writer.head(mark.object) is None:
+                    self.writer.delete(mark.uri)
         except MdlError as exc:  # a mark left costs a few bytes: said in the log
             log.info("%s: could not remove a mark: %s", marks, exc.message)
 
@@ -410,23 +390,44 @@ class _MirrorRun:
                 after = item.modified + ABANDONED_DAYS * DAY
                 self.kept.append(MirrorEntry(item.uri, item.size, UNFINISHED, after=after))
 
-    def parts(self, root: str, *, before: float, keep: Callable[[str], bool]) -> None:
-        """Remove the parts a dead fill published (``root``: the namespace), a set at a time: one
-        whose newest part is older than ``before`` (a live leader's are younger: left, not
-        reported) unless ``keep`` its object. A name not shaped as a part is left."""
+    def parts(self, folder: str, named: Named, *, before: float, guarded: set[str]) -> None:
+        """Remove the parts a dead fill published (``folder``: the mirror's), an object's at a
+        time: those whose newest part is older than ``before`` (a live leader's are younger: left,
+        not reported) unless their object is leased (``guarded``) or not this catalog's. A name
+        not shaped as a part is left; each part is judged by its mark (``part_gone``)."""
         sets: dict[str, list[Listed]] = {}
-        for item in self.writer.listing(root + PARTS):
-            if found := PART.fullmatch(item.uri.removeprefix(root + PARTS)):
-                sets.setdefault(root.removesuffix(NAMESPACE) + found[1], []).append(item)
+        for item in self.writer.listing(names.within(folder, names.PARTS)):
+            if isinstance(found := names.parse(item.uri), names.Part):
+                sets.setdefault(found.object, []).append(item)
         for target, parts in sets.items():
             # a set is one entry (its folder, the bytes), as an abandoned upload is
-            folder, newest = parts[0].uri.rpartition("/")[0] + "/", max(p.modified for p in parts)
-            if keep(target) or newest >= before:
-                after = None if keep(target) else newest + ABANDONED_DAYS * DAY
+            where, newest = parts[0].uri.rpartition("/")[0] + "/", max(p.modified for p in parts)
+            keep = target in guarded or not named.ours(target)
+            if keep or newest >= before:
+                after = None if keep else newest + ABANDONED_DAYS * DAY
                 size = sum(part.size for part in parts)
-                self.kept.append(MirrorEntry(folder, size, FILL_PARTS, after=after))
-            elif sizes := [part.size for part in parts if self.gone(part)]:
-                self.removed.append(MirrorEntry(folder, sum(sizes), ABANDONED))
+                self.kept.append(MirrorEntry(where, size, FILL_PARTS, after=after))
+            elif sizes := [p.size for p in parts if self.part_gone(p, target, folder, named)]:
+                self.removed.append(MirrorEntry(where, sum(sizes), ABANDONED))
+
+    def part_gone(self, part: Listed, target: str, folder: str, named: Named) -> bool:
+        """A dead fill's part removed, judged by its mark as any object (on the version judged):
+        one mdl wrote for another catalog's model of the name stays; one without mdl's mark at
+        this name (a part of mdl 0.7 or before, which marked none) goes by its name and age."""
+        try:
+            seen = self.writer.owned(part.uri, root=folder)
+        except UsageError as exc:  # a name the store lists but cannot address (a folder's)
+            self.cannot_address(part, exc)
+            return False
+        except MdlError as exc:
+            self.errors.append(exc)
+            return False
+        if seen is None:
+            return False  # removed meanwhile
+        if seen.mark is not None and named.theirs(target, seen.mark):
+            self.kept.append(MirrorEntry(part.uri, seen.size, THEIRS))
+            return False
+        return self.gone(Listed(part.uri, seen.size, seen.modified), etag=seen.etag)
 
     def cannot_address(self, item: Listed, exc: UsageError) -> None:
         self.kept.append(MirrorEntry(item.uri, item.size, CANNOT_ADDRESS))

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mdl.buckets import names
 from mdl.buckets.registry import store_for
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
@@ -32,8 +33,6 @@ from mdl.version import __version__
 
 log = logging.getLogger("mdl.publish")
 MANIFEST_VERSION = 1
-# beside the model folders, as <dest>/.mdl/ is on disk: no model folder holds it
-MANIFEST_FOLDER = ".mdl"
 SHOWN = 5  # unfinished files named in the error; a model of thousands says how many more
 # What a signature leaves out, as model_signing's own `sign` and `verify` do: itself and the .git*
 # files.
@@ -289,7 +288,7 @@ def _manifest(
     when current.
     """
     name = model.spec.name
-    uri = bucket.uri(MANIFEST_FOLDER, f"{name}.json")
+    uri = names.Manifest(bucket.root, name).uri  # beside the model folders, in none
     try:
         if any(f.failing for f in outcomes if f.model == name):
             # Objects of the model changed in this run but not all are there: an older manifest no

@@ -47,7 +47,7 @@ class Stored:
     data: bytes
     etag: str
     modified: float
-    # mdl's mark (``mark_text``): set by ``upload`` only, as S3's metadata; LEGACY_MARK: one
+    # mdl's mark (``mark_text``): set by ``upload`` (and a marked create or replace), as S3's metadata; LEGACY_MARK: one
     # bound to the object that names no side (a folder's mark of mdl 0.6)
     mark: str | None = None
 
@@ -122,19 +122,19 @@ class MemoryStore:
             stored = self._objects.get(uri)
             return None if stored is None else (stored.data[: limit + 1], self._seen(stored))
 
-    def create(self, uri: str, data: bytes) -> Seen | None:
+    def create(self, uri: str, data: bytes, *, side: str | None = None) -> Seen | None:
         with self._call("create", uri):
             if uri in self._objects and not self.ignore_conditions:
                 return None
-            return self._write(uri, data)
+            return self._write(uri, data, mark=_mark(uri, data, side))
 
-    def replace(self, uri: str, data: bytes, *, etag: str) -> Seen | None:
+    def replace(self, uri: str, data: bytes, *, etag: str, side: str | None = None) -> Seen | None:
         with self._call("replace", uri):
             stored = self._objects.get(uri)
             ignored = self.ignore_conditions or (self.ignore_if_match and stored is not None)
             if (stored is None or stored.etag != etag) and not ignored:
                 return None
-            return self._write(uri, data)
+            return self._write(uri, data, mark=_mark(uri, data, side))
 
     def delete(self, uri: str, *, etag: str | None = None) -> bool:
         with self._call("delete", uri):
@@ -253,6 +253,13 @@ class MemoryStore:
         return Seen(
             etag=stored.etag, size=len(stored.data), modified=stored.modified, now=self.clock
         )
+
+
+def _mark(uri: str, data: bytes, side: str | None) -> str | None:
+    """A small write's mark, as S3's metadata: when ``side`` is given."""
+    if side is None:
+        return None
+    return mark_text(uri, sha256=hashlib.sha256(data).hexdigest(), size=len(data), side=side)
 
 
 def as_writer(store: MemoryStore) -> Writer:

@@ -37,15 +37,12 @@ from mdl.buckets.lease import (
     Renewing,
     default_poll,
     honours_conditions,
-    is_lease,
     lease_body,
-    lease_prefix,
     look,
-    namespace,
-    object_of,
     take,
     wait_for,
 )
+from mdl.buckets.names import in_namespace, lease_prefix, namespace, object_of
 from mdl.errors import InterruptedByUserError, NetworkError
 
 TEMPLATE = "s3://mirror/models/{model}/{path}"
@@ -101,7 +98,7 @@ def test_no_model_file_can_collide_with_an_mdl_object(model: str, path: list[str
     """A catalog model name never starts with '.': no filled object is in the namespace, and its
     lease's generations are under a folder of its own."""
     uri = f"s3://mirror/models/{model}/{'/'.join(path)}"
-    assert not is_lease(uri) and not uri.startswith(ROOT)
+    assert not in_namespace(uri) and not uri.startswith(ROOT)
     prefix = lease_prefix(ROOT, uri)
     assert prefix.startswith(ROOT) and object_of(prefix + "7") == uri
 

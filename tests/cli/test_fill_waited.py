@@ -17,7 +17,7 @@ from runfixtures import HANG, wait_for
 from serveproc import isolated
 from servers import HubServer, make_data
 
-from mdl.buckets.lease import lease_prefix, namespace
+from mdl.buckets.names import lease_prefix, namespace
 from mdl.buckets.registry import STORES
 from mdl.download.session import TERM_VARIABLE
 

@@ -24,7 +24,7 @@ from s3server import S3, s3, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
 
 import mdl
-from mdl.buckets.lease import lease_prefix, namespace
+from mdl.buckets.names import lease_prefix, namespace
 from mdl.buckets.protocol import Seen, Writer
 from mdl.buckets.registry import STORES
 from mdl.catalog.load import parse_catalog

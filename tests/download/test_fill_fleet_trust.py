@@ -28,7 +28,8 @@ import mdl
 import mdl.buckets._parts as parts_module
 import mdl.download._fill as fill_module
 from mdl.buckets.folder import FolderWriter
-from mdl.buckets.lease import lease_body, lease_prefix, namespace, part_set
+from mdl.buckets.lease import lease_body
+from mdl.buckets.names import lease_prefix, namespace, part_set
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings
 from mdl.download.puller import pull_models

@@ -22,7 +22,8 @@ from servers import Fault, HubServer, hold_after, make_data
 
 import mdl.buckets._parts as parts_module
 import mdl.download._fill as fill_module
-from mdl.buckets.lease import lease_body, lease_prefix, namespace, part_set
+from mdl.buckets.lease import lease_body
+from mdl.buckets.names import lease_prefix, namespace, part_set
 from mdl.buckets.protocol import Writer
 from mdl.buckets.registry import STORES
 from mdl.catalog.load import parse_catalog

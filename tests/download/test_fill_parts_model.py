@@ -37,17 +37,8 @@ from profiles import examples
 from runfixtures import transfer_job
 
 import mdl.download._parts as parts_module
-from mdl.buckets.lease import (
-    LOST_MARGIN,
-    TERM,
-    Lease,
-    LeaseLost,
-    Waited,
-    lease_prefix,
-    parts_prefix,
-    take,
-    wait_for,
-)
+from mdl.buckets.lease import LOST_MARGIN, TERM, Lease, LeaseLost, Waited, take, wait_for
+from mdl.buckets.names import lease_prefix, parts_prefix
 from mdl.buckets.protocol import Seen
 from mdl.download._fill import TAKE_ROUNDS, Place, _release, _written
 from mdl.download._parts import PartSet, Publisher, Streamer
@@ -78,8 +69,8 @@ class Store(MemoryStore):
         self.serial = itertools.count()
         self.born: dict[str, int] = {}
 
-    def create(self, uri: str, data: bytes) -> Seen | None:
-        made = super().create(uri, data)
+    def create(self, uri: str, data: bytes, *, side: str | None = None) -> Seen | None:
+        made = super().create(uri, data, side=side)
         if made is not None:
             self.born[uri] = next(self.serial)
         return made

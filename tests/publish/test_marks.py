@@ -23,7 +23,8 @@ from seaweed import Weed, seaweed_server  # noqa: F401
 from servers import HubServer, make_data
 
 from mdl.buckets.folder import FolderWriter
-from mdl.buckets.protocol import mark_uri, side_of
+from mdl.buckets.names import mark_uri
+from mdl.buckets.protocol import side_of
 from mdl.buckets.registry import STORES
 from mdl.catalog.load import parse_catalog
 from mdl.lockfile.io import write_lock

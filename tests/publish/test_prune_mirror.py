@@ -19,8 +19,8 @@ from s3proxy import s3_proxy
 from s3server import S3
 
 from mdl.buckets.folder import file_etag
-from mdl.buckets.lease import lease_prefix, namespace
-from mdl.buckets.protocol import Listed, Mark, Seen, mark_uri, side_of
+from mdl.buckets.names import lease_prefix, mark_uri, namespace
+from mdl.buckets.protocol import Listed, Mark, Seen, side_of
 from mdl.buckets.registry import STORES
 from mdl.buckets.s3 import mdl_metadata
 from mdl.catalog.load import parse_catalog

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mdl.buckets.folder import FolderWriter, file_etag
-from mdl.buckets.protocol import mark_uri
+from mdl.buckets.names import mark_uri
 from mdl.upload.mirrorprune import Named, prune_mirror
 
 DAY = 86_400.0

@@ -21,7 +21,8 @@ from runfixtures import mdl
 from servers import HubServer, make_data
 from typer.testing import Result
 
-from mdl.buckets.folder import FolderWriter, is_temp
+from mdl.buckets.folder import FolderWriter
+from mdl.buckets.names import Temp
 from mdl.errors import ExitCode, InterruptedByUserError
 from mdl.progress import NullProgress
 
@@ -50,7 +51,7 @@ def make_key(folder: Path) -> Path:
 
 
 def temps(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if is_temp(p.name)]
+    return [p for p in folder.rglob("*") if (Temp.parse(p.name) is not None)]
 
 
 @pytest.fixture

@@ -1,0 +1,274 @@
+"""Every name mdl writes in a mirror (a bucket, a shared folder), each kind with its writer (the
+kind's ``uri``, made from typed fields) and its parser (``parse``: a name → its kind, or None for
+anything that is not exactly such a name). No other module spells one: leases, parts, prune and
+the stores ask here. docs/mirrors.md's table of them is held to ``KINDS`` by
+tests/buckets/test_names.py.
+
+mdl's own objects lie under its namespace ``<folder>/.mdl/``, ``<folder>`` being the folder of the
+mirror template's fixed part (``folder_of``): no model file can be named there (``namespace``).
+A ``folder`` field below is such a folder, ending with ``/``; a ``path`` is an object's path below
+it."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, fields
+from typing import ClassVar, Self
+
+from mdl.buckets._parts import fill_part
+from mdl.errors import UsageError
+
+NAMESPACE = ".mdl/"
+_SPACE = "/" + NAMESPACE  # where a name enters mdl's namespace (the first such segment)
+LEASES, PARTS, MARKS = "leases/", "parts/", "marks/"
+TOKEN = re.compile(r"[0-9a-f]{32}")  # a lease generation's token: where its holder's parts go
+_FOLDER = r"(?P<folder>(?:(?!/\.mdl/).)*/)\.mdl/"  # a mirror's folder, then its namespace
+
+
+def folder_of(template: str) -> str:
+    """The folder of a mirror template's fixed part (its text before the first placeholder), up to
+    its last ``/``: where mdl's namespace lies (``<it>.mdl/``)."""
+    return template.partition("{")[0].rpartition("/")[0] + "/"
+
+
+def namespace(template: str) -> str | None:
+    """mdl's namespace in a mirror: ``<the folder of the template's fixed part>/.mdl/``; None when
+    a filled name could be ``.mdl`` there (the first thing after that folder is ``{path}`` or
+    ``{revision}``, or literal text ``.``, ``.m``…): such a mirror is not filled. ``{model}``
+    (catalog names never start with '.'), ``{repo}`` (nor Hub ids), ``{sha256}`` and ``{commit}``
+    (hex) cannot; nor when that folder is in a namespace (a ``.mdl`` folder of its own)."""
+    folder = folder_of(template)
+    tail, _, after = template[len(folder) :].partition("{")
+    if (tail and NAMESPACE.rstrip("/").startswith(tail)) or in_namespace(folder):
+        return None
+    if not tail and not f"{{{after}".startswith(("{model}", "{repo}", "{sha256}", "{commit}")):
+        return None
+    return f"{folder}{NAMESPACE}"
+
+
+def in_namespace(uri: str) -> bool:
+    """Whether ``uri`` lies in mdl's namespace of a mirror (a lease, a part, a probe, a mark)."""
+    return _SPACE in uri
+
+
+def own_entry(name: str) -> bool:
+    """Whether an entry of a shared folder is mdl's own, never an object: its namespace
+    (``.mdl``) or a ``.mdl-…`` file (temp files aside: ``Temp``)."""
+    return name == NAMESPACE.rstrip("/") or name.startswith(".mdl-")
+
+
+def within(folder: str, what: str) -> str:
+    """Where every name of one kind lies in ``folder``'s namespace (``what``: ``LEASES``,
+    ``PARTS``, ``MARKS``)."""
+    return f"{folder}{NAMESPACE}{what}"
+
+
+def lease_prefix(root: str, object_uri: str) -> str:
+    """Where the generations of ``object_uri``'s lease live (``root``: its mirror's namespace)."""
+    folder = root.removesuffix(NAMESPACE)
+    if not object_uri.startswith(folder):
+        raise ValueError(f"{object_uri!r} is not under {folder!r}")
+    return f"{root}{LEASES}{object_uri[len(folder) :]}/"
+
+
+def generation(prefix: str, number: int) -> str:
+    """Generation ``number`` of the lease whose generations live under ``prefix``."""
+    return f"{prefix}{number}"
+
+
+def part_set(root: str, object_uri: str, *, pin: str, size: int) -> tuple[str, int]:
+    """The prefix of one version's parts (``pin``: its hash; ``size``: the file's) and the bytes
+    of each but the last: ``<root>parts/<object path>/<pin>-<part size>/``; each holder's below it,
+    under its generation's token (``holder_prefix``)."""
+    part = fill_part(size)
+    return f"{parts_prefix(root, object_uri)}{pin}-{part}/", part
+
+
+def parts_prefix(root: str, object_uri: str) -> str:
+    """Where the parts a fill publishes of ``object_uri`` live (``root``: its namespace)."""
+    return lease_prefix(root, object_uri).replace(f"{root}{LEASES}", f"{root}{PARTS}", 1)
+
+
+def holder_prefix(prefix: str, token: str) -> str:
+    """The parts of a set (``prefix``) the holder of the generation ``token`` publishes."""
+    return f"{prefix}{token}/"
+
+
+def part_uri(prefix: str, number: int) -> str:
+    """Part ``number`` (1-based) under a holder's (or, before 0.7, a set's) ``prefix``."""
+    return f"{prefix}{number:05d}"
+
+
+def mark_uri(uri: str, *, root: str) -> str:
+    """Where a store without metadata keeps the mark of ``uri``, an object of the mirror whose
+    fixed part is ``root``: ``<root's folder>/.mdl/marks/<the object's path below it>``."""
+    folder = folder_of(root)
+    if not uri.startswith(folder):
+        raise UsageError(f"{uri} is not in the mirror {root}")
+    return Mark(folder, uri[len(folder) :]).uri
+
+
+def object_of(lease: str) -> str:
+    """The mirror object a name under a lease's folder is for (its last segment dropped)."""
+    folder, _, rest = lease.partition(f"{_SPACE}{LEASES}")
+    return f"{folder}/{rest.rpartition('/')[0]}"
+
+
+def emptied_up_to(uri: str) -> str | None:
+    """Up to which folder a removed part of a fill (or its mark) leaves its emptied folders to be
+    removed: ``<folder>.mdl/parts/`` (``.mdl/marks/``); None: neither."""
+    mark = Mark.parse(uri)
+    if mark is not None and Part.parse(mark.object) is not None:
+        return within(mark.folder, MARKS)
+    part = Part.parse(uri)
+    return None if part is None else within(part.folder, PARTS)
+
+
+# --- the kinds: each one's writer is its ``FORMAT`` filled with its fields, its parser the
+# ``PATTERN`` that reads them back, and only a name the writer makes again is one -------------
+
+
+class _Kind:
+    FORMAT: ClassVar[str]
+    PATTERN: ClassVar[re.Pattern[str]]
+
+    @property
+    def uri(self) -> str:
+        return self.FORMAT.format(**vars(self))
+
+    @classmethod
+    def parse(cls, uri: str) -> Self | None:
+        found = cls.PATTERN.fullmatch(uri)
+        if found is None:
+            return None
+        ints = {f.name for f in fields(cls) if f.type == "int"}  # type: ignore[arg-type]
+        said = {k: int(v) if k in ints else v for k, v in found.groupdict().items()}
+        name = cls(**said)
+        return name if name.uri == uri and 0 not in said.values() else None
+
+
+@dataclass(frozen=True)
+class Generation(_Kind):
+    """A lease generation: ``<folder>.mdl/leases/<path>/<number>`` (the highest is the lease)."""
+
+    folder: str
+    path: str
+    number: int
+    FORMAT = "{folder}.mdl/leases/{path}/{number}"
+    PATTERN = re.compile(rf"(?s){_FOLDER}leases/(?P<path>.+)/(?P<number>[0-9]{{1,30}})")
+
+
+@dataclass(frozen=True)
+class OldLease(_Kind):
+    """mdl 0.3's lease of ``object``, beside it (recognised, never written)."""
+
+    object: str
+    FORMAT = "{object}.mdl-lease"
+    PATTERN = re.compile(r"(?s)(?P<object>(?:(?!/\.mdl/).)*[^/])\.mdl-lease")
+
+
+@dataclass(frozen=True)
+class Part(_Kind):
+    """A part of a fill: ``<folder>.mdl/parts/<path>/<pin>-<size>/<token>/<number>``, ``pin`` the
+    file's SHA-256 (else its git blob id), ``size`` each part's bytes, ``token`` its holder's
+    generation's (None: an mdl before 0.7's), ``number`` five digits at least."""
+
+    folder: str
+    path: str
+    pin: str
+    size: int
+    token: str | None
+    number: int
+    PATTERN = re.compile(
+        rf"(?s){_FOLDER}parts/(?P<path>.+)/(?P<pin>[0-9a-f]{{40}}|[0-9a-f]{{64}})"
+        r"-(?P<size>[0-9]+)/(?:(?P<token>[0-9a-f]{32})/)?(?P<number>[0-9]{5,8})"
+    )
+
+    @property
+    def uri(self) -> str:
+        prefix = f"{within(self.folder, PARTS)}{self.path}/{self.pin}-{self.size}/"
+        return part_uri(holder_prefix(prefix, self.token) if self.token else prefix, self.number)
+
+    @property
+    def object(self) -> str:
+        return self.folder + self.path
+
+
+@dataclass(frozen=True)
+class Probe(_Kind):
+    """A run's scratch object, written and removed by its probe of conditional writes."""
+
+    folder: str
+    token: str  # the run's, 12 hex digits
+    FORMAT = "{folder}.mdl/probe-{token}"
+    PATTERN = re.compile(rf"(?s){_FOLDER}probe-(?P<token>[0-9a-f]{{12}})")
+
+
+@dataclass(frozen=True)
+class Clock(_Kind):
+    """A shared folder's clock, touched and read for its mtime; ``space`` a folder in mdl's
+    namespace (``of``: the one of any folder)."""
+
+    space: str
+    FORMAT = "{space}.mdl-clock"
+    PATTERN = re.compile(r"(?s)(?P<space>.*/\.mdl/(?:.*/)?)\.mdl-clock")
+
+    @classmethod
+    def of(cls, folder: str) -> Clock:
+        """The clock of ``folder`` (ending with ``/``): in its namespace (itself, if in one)."""
+        return cls(folder if in_namespace(folder) else folder + NAMESPACE)
+
+
+@dataclass(frozen=True)
+class Mark(_Kind):
+    """mdl's mark of the object ``<folder><path>`` where the store keeps no metadata (a shared
+    folder)."""
+
+    folder: str
+    path: str
+    FORMAT = "{folder}.mdl/marks/{path}"
+    PATTERN = re.compile(rf"(?s){_FOLDER}marks/(?P<path>.*[^/])")
+
+    @property
+    def object(self) -> str:
+        return self.folder + self.path
+
+
+@dataclass(frozen=True)
+class Manifest(_Kind):
+    """A model's manifest, written by ``publish``."""
+
+    folder: str
+    model: str
+    FORMAT = "{folder}.mdl/{model}.json"
+    PATTERN = re.compile(rf"(?s){_FOLDER}(?P<model>[^./][^/]*)\.json")
+
+
+@dataclass(frozen=True)
+class Temp(_Kind):
+    """A shared folder's write under way, beside its target ``<folder><name>`` (a bare name: in
+    the folder open), linked or renamed into place; one a killed write left is abandoned."""
+
+    folder: str
+    name: str
+    nonce: str
+    FORMAT = "{folder}.{name}.{nonce}.mdl-tmp"
+    PATTERN = re.compile(
+        r"(?s)(?P<folder>(?:.*/)?)\.(?P<name>[^/]+)\.(?P<nonce>[0-9a-f]{16})\.mdl-tmp"
+    )
+
+    @classmethod
+    def fresh(cls, name: str) -> Temp:
+        return cls("", name, secrets.token_hex(8))
+
+
+Name = Generation | OldLease | Part | Probe | Clock | Mark | Manifest | Temp
+# the parser tries them in this order: a temp file or a clock may lie in any folder of the
+# namespace, and the rest cannot be taken for one another
+KINDS: tuple[type[Name], ...] = (Temp, Clock, Generation, Part, Probe, Mark, Manifest, OldLease)
+
+
+def parse(uri: str) -> Name | None:
+    """What ``uri`` is among the names mdl writes in a mirror; None: none of them."""
+    return next((found for kind in KINDS if (found := kind.parse(uri)) is not None), None)

@@ -1,0 +1,224 @@
+"""mdl/buckets/names.py: every name mdl writes in a mirror, each kind's writer and parser. A round
+trip for every kind (``parse(x.uri) == x``), nothing else parsed (arbitrary text and near misses:
+None, or exactly the name it writes), docs/mirrors.md's table held to the module, and the names the
+stores really write on disk read back as their kinds."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mdl.buckets import names
+from mdl.buckets.folder import FolderWriter
+from mdl.buckets.names import (
+    KINDS,
+    Clock,
+    Generation,
+    Manifest,
+    Mark,
+    OldLease,
+    Part,
+    Probe,
+    Temp,
+    parse,
+)
+
+MIRRORS_MD = Path(__file__).parents[2] / "docs" / "mirrors.md"
+
+# a name's segment as a model file's or a template's: anything but "/", never starting with "."
+# (mdl's own names start with one), control characters and other scripts included
+segment = st.text(
+    st.characters(blacklist_characters="/", blacklist_categories=("Cs",)), min_size=1, max_size=12
+).filter(lambda text: not text.startswith("."))
+path = st.lists(segment, min_size=1, max_size=4).map("/".join)
+folder = st.builds(
+    lambda scheme, below: scheme + "".join(f"{s}/" for s in below),
+    st.sampled_from(["s3://bucket/", "file:///srv/models/", "file:///"]),
+    st.lists(segment, max_size=3),
+)
+
+
+def hex_(size: int) -> st.SearchStrategy[str]:
+    return st.text("0123456789abcdef", min_size=size, max_size=size)
+
+
+NAMES: dict[type, st.SearchStrategy[names.Name]] = {
+    Generation: st.builds(Generation, folder, path, st.integers(1, 10**30 - 1)),
+    OldLease: st.builds(lambda f, p: OldLease(f + p), folder, path),
+    Part: st.builds(
+        Part,
+        folder,
+        path,
+        hex_(40) | hex_(64),
+        st.integers(1, 1 << 40),
+        st.none() | hex_(32),
+        st.integers(1, 10**8 - 1),
+    ),
+    Probe: st.builds(Probe, folder, hex_(12)),
+    Clock: st.builds(
+        lambda f, below: Clock(f + names.NAMESPACE + "".join(f"{s}/" for s in below)),
+        folder,
+        st.lists(segment, max_size=3),
+    ),
+    Mark: st.builds(Mark, folder, path),
+    Manifest: st.builds(
+        Manifest, folder, st.from_regex(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,20}", fullmatch=True)
+    ),
+    Temp: st.builds(
+        Temp,
+        st.just("") | folder | st.builds(lambda f, p: f"{f}{p}/", folder, path),
+        st.text(st.characters(blacklist_characters="/", blacklist_categories=("Cs",)), min_size=1),
+        hex_(16),
+    ),
+}
+any_name = st.one_of(*NAMES.values())
+
+
+def test_every_kind_has_a_round_trip() -> None:
+    assert set(NAMES) == set(KINDS)
+
+
+@given(any_name)
+def test_a_name_parses_back_to_itself_and_its_kind(name: names.Name) -> None:
+    assert parse(name.uri) == name
+    assert type(name).parse(name.uri) == name
+
+
+@given(st.text())
+def test_arbitrary_text_is_no_name_unless_it_is_exactly_one(text: str) -> None:
+    found = parse(text)
+    assert found is None or found.uri == text
+    if ".mdl" not in text:
+        assert found is None
+
+
+@given(any_name, st.data())
+def test_a_near_miss_is_no_name_unless_it_is_exactly_another(
+    name: names.Name, data: st.DataObject
+) -> None:
+    """One character dropped, changed or put in anywhere: None, or a name that writes exactly that
+    text (a model path's character changed is another model path)."""
+    uri = name.uri
+    at = data.draw(st.integers(0, len(uri)))
+    char = data.draw(st.characters(blacklist_categories=("Cs",)))
+    for miss in (
+        uri[:at] + uri[at + 1 :],
+        uri[:at] + char + uri[at + 1 :],
+        uri[:at] + char + uri[at:],
+    ):
+        found = parse(miss)
+        assert found is None or found.uri == miss
+
+
+PART = Part("s3://b/", "tiny/model.bin", "a" * 64, 16 << 20, "b" * 32, 1)
+
+
+@pytest.mark.parametrize(
+    "miss",
+    [
+        "s3://b/.mdl/leases/tiny/model.bin/007",  # a number not as mdl writes it
+        "s3://b/.mdl/leases/tiny/model.bin/0",
+        "s3://b/.mdl/leases/tiny/model.bin/",
+        "s3://b/.mdl/leases/7",  # no object
+        "s3://b/.mdl/leases/x/" + "1" * 31,  # longer than a generation
+        PART.uri.replace("00001", "0001"),
+        PART.uri.replace("00001", "000001"),
+        PART.uri.replace("00001", "00000"),
+        PART.uri.replace("b" * 32, "b" * 31),
+        PART.uri.replace("a" * 64, "a" * 63),
+        PART.uri.replace("a" * 64, "A" * 64),
+        PART.uri.replace("-16777216/", "-016777216/"),
+        PART.uri.replace("-16777216/", "-0/"),
+        PART.uri.replace("/.mdl/", "/.mdl2/"),
+        "s3://b/.mdl/probe-0123456789a",
+        "s3://b/.mdl/probe-0123456789abc",
+        "s3://b/.mdl/marks/",
+        "s3://b/.mdl/marks/tiny/",
+        "s3://b/.mdl/.tiny.json",
+        "s3://b/.mdl/a/b.json",
+        "s3://b/tiny/.mdl-clock",  # a clock outside the namespace
+        "s3://b/.mdl/.mdl-clockx",
+        "s3://b/tiny/.config.json.0123456789abcde.mdl-tmp",
+        "s3://b/tiny/config.json.0123456789abcdef.mdl-tmp",
+        "s3://b/.mdl-lease",
+        "s3://b/.mdl/leases/x.mdl-lease",  # in the namespace: not 0.3's
+        "s3://b/tiny/config.json",
+        "",
+    ],
+)
+def test_names_mdl_does_not_write_are_none(miss: str) -> None:
+    assert parse(miss) is None
+
+
+def test_a_folders_clock_is_in_its_namespace() -> None:
+    assert Clock.of("file:///srv/m/tiny/").uri == "file:///srv/m/tiny/.mdl/.mdl-clock"
+    lease = "file:///srv/m/.mdl/leases/tiny/x/"
+    assert Clock.of(lease).uri == lease + ".mdl-clock"
+
+
+def test_the_writers_of_prefixes_make_the_kinds_names() -> None:
+    root = "s3://b/hub/.mdl/"
+    leases = names.lease_prefix(root, "s3://b/hub/tiny/model.bin")
+    assert parse(names.generation(leases, 3)) == Generation("s3://b/hub/", "tiny/model.bin", 3)
+    prefix, size = names.part_set(root, "s3://b/hub/tiny/model.bin", pin="c" * 40, size=1 << 30)
+    uri = names.part_uri(names.holder_prefix(prefix, "d" * 32), 12)
+    assert parse(uri) == Part("s3://b/hub/", "tiny/model.bin", "c" * 40, size, "d" * 32, 12)
+    assert names.mark_uri("s3://b/hub/tiny/x", root="s3://b/hub/{model}/{path}") == (
+        Mark("s3://b/hub/", "tiny/x").uri
+    )
+    assert names.object_of(names.generation(leases, 3)) == "s3://b/hub/tiny/model.bin"
+
+
+# --- docs/mirrors.md's table --------------------------------------------------------------------
+
+ROW = re.compile(r"^\s*\| `([^`]+)` \(`(\w+)`\) \|(?: [^|]+ \|){4}\s*$", re.MULTILINE)
+
+
+def table_rows() -> list[tuple[str, str]]:
+    text = MIRRORS_MD.read_text()
+    table = text.split("| object (kind) | written by | condition | read by | removed by and when |")
+    assert len(table) == 2, "docs/mirrors.md has one table of mdl's names"
+    body = table[1].split("\n\n", 1)[0]
+    lines = body.splitlines()[2:]
+    rows = ROW.findall(body)
+    assert len(rows) == len(lines), "every row: `example` (`Kind`) and four columns"
+    return rows
+
+
+def test_the_docs_table_has_a_row_per_kind_and_no_other() -> None:
+    kinds = [kind for _, kind in table_rows()]
+    assert sorted(kinds) == sorted(kind.__name__ for kind in KINDS)
+
+
+@pytest.mark.parametrize(("example", "kind"), table_rows())
+def test_each_rows_example_parses_to_its_kind(example: str, kind: str) -> None:
+    found = parse(example)
+    assert found is not None and type(found).__name__ == kind and found.uri == example
+
+
+# --- the names the stores write ------------------------------------------------------------------
+
+
+def test_a_folders_writes_leave_names_of_their_kinds(tmp_path: Path) -> None:
+    """A real shared folder: a lease generation, its clock (read when it is judged) and a marked
+    part, written by the folder store, are on disk under the names the module parses as theirs."""
+    writer = FolderWriter()
+    base = f"file://{tmp_path}/"
+    lease = Generation(base, "tiny/model.bin", 1)
+    assert writer.create(lease.uri, b"{}") is not None
+    assert writer.read(lease.uri, limit=10) is not None  # judged: the folder's clock touched
+    part = replace(PART, folder=base)
+    assert writer.create(part.uri, b"part", side="0123456789abcdef") is not None
+    found = {type(parse(f"file://{p}")) for p in tmp_path.rglob("*") if p.is_file()}
+    assert found == {Generation, Clock, Part, Mark}
+
+
+def test_a_mirror_whose_folder_is_in_a_namespace_is_not_filled() -> None:
+    """Every name there would be read as in mdl's namespace of the folder above: not filled."""
+    assert names.namespace("file:///srv/.mdl/models/{model}/{path}") is None
+    assert names.namespace("file:///srv/models/{model}/{path}") == "file:///srv/models/.mdl/"
