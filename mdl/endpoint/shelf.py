@@ -23,8 +23,7 @@ from mdl.store.layout import Layout
 log = logging.getLogger("mdl.serve")
 # seconds between two looks at a file a loader waits on (a record write is the news)
 LOOK_EVERY = 0.1
-# seconds a request waits for the look at a model another began after it asked, before it looks
-# itself (as if nobody else asked)
+# seconds a request waits for the look at a model under way (past them: 503, a client retries)
 LOOK_WAIT = 10.0
 
 
@@ -176,14 +175,14 @@ class _Looks:
     hundred at once; each look lstats every file). A request takes the first look that began
     after it asked, never an older one: what verified before it asked is verified in its answer
     (and a byte served is checked against its record when opened, whatever the look said). While
-    another look runs, it waits for it: until ``stop`` (NotServed, 503), or LOOK_WAIT (then it
-    looks itself)."""
+    another look runs, it waits for it: NotServed (503) once ``stop`` is set or LOOK_WAIT has
+    passed."""
 
     def __init__(self, look: Callable[[str], list[ShelfObject]], stop: threading.Event) -> None:
         self._look, self._stop = look, stop
         self._changed = threading.Condition()  # told when a look ends
         self._tickets = itertools.count()  # (taken under the condition's lock)
-        self._running: dict[str, int] = {}  # model → looks under way
+        self._running: set[str] = set()  # the models being looked at
         self._last: dict[str, tuple[int, list[ShelfObject]]] = {}  # model → (its ticket, objects)
 
     def of(self, model: str) -> list[ShelfObject]:
@@ -191,27 +190,26 @@ class _Looks:
         until = time.monotonic() + LOOK_WAIT
         with self._changed:
             asked = next(self._tickets)
-            if self._running.get(model):
+            if model in self._running:
                 log.debug("a request waits for the look at %s under way", model)
-            while self._running.get(model) and (left := until - time.monotonic()) > 0:
-                if self._stop.is_set():
-                    raise NotServed(503, "ServiceUnavailable", "the endpoint stops")
+            while model in self._running:
+                left = until - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    why = f"the files of {model} are slow to look at: try again"
+                    raise NotServed(503, "ServiceUnavailable", why)
                 self._changed.wait(min(LOOK_EVERY, left))
-                last = self._last.get(model)
-                if last is not None and last[0] > asked:
-                    return last[1]
+                ticket, found = self._last.get(model, (asked, []))
+                if ticket > asked:
+                    return found
             ticket = next(self._tickets)
-            self._running[model] = self._running.get(model, 0) + 1
-        found = None
+            self._running.add(model)
         try:
             found = self._look(model)
+            self._last[model] = (ticket, found)
             return found
         finally:
             with self._changed:
-                self._running[model] -= 1
-                last = self._last.get(model)
-                if found is not None and (last is None or last[0] < ticket):
-                    self._last[model] = (ticket, found)
+                self._running.discard(model)
                 self._changed.notify_all()
 
 

@@ -38,11 +38,14 @@ def origin(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 @contextlib.contextmanager
-def _serving(env: dict[str, str], **options: Any) -> Iterator[Any]:
-    """``serve("m")`` on a free port in a thread of this process, until the block ends."""
+def _serving(
+    env: dict[str, str], stop: threading.Event | None = None, **options: Any
+) -> Iterator[Any]:
+    """``serve("m")`` on a free port in a thread of this process, until the block ends (or
+    ``stop`` is set)."""
     from mdl import serve
 
-    stop, ready, ended = threading.Event(), [], []
+    stop, ready, ended = stop or threading.Event(), [], []
 
     def run() -> None:
         try:
@@ -167,6 +170,28 @@ def waits() -> Iterator[_Waits]:
         logger.setLevel(level)
 
 
+def _held_look(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[list[int], threading.Event, threading.Event]:
+    """The store's state function counted in ``calls``, its first call held until ``release``
+    (``entered``: it is held)."""
+    calls, lock = [], threading.Lock()
+    entered, release = threading.Event(), threading.Event()
+    real = shelf_module.model_status
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            calls.append(1)
+            first = len(calls) == 1
+        if first:
+            entered.set()
+            assert release.wait(HANG)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shelf_module, "model_status", counted)
+    return calls, entered, release
+
+
 @pytest.mark.parametrize(
     ("method", "target"),
     [("HEAD", "/mdl/m/config.json"), ("GET", "/mdl?list-type=2&prefix=m%2F")],
@@ -182,22 +207,10 @@ def test_requests_at_once_share_one_look_at_the_model(
     from mdl import pull
 
     pull("m", environ=origin)
-    many, calls, lock = 64, [], threading.Lock()
-    entered, release = threading.Event(), threading.Event()
-    real = shelf_module.model_status
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            calls.append(1)
-            first = len(calls) == 1
-        if first:
-            entered.set()
-            assert release.wait(HANG)
-        return real(*args, **kwargs)
-
+    many = 64
     monkeypatch.setattr(shelf_module, "LOOK_WAIT", HANG)  # (a slow machine's requests wait on)
     with _serving(origin) as served:
-        monkeypatch.setattr(shelf_module, "model_status", counted)
+        calls, entered, release = _held_look(monkeypatch)
         request = _signed(served, method, target)
         with ThreadPoolExecutor(many) as pool:
             try:
@@ -217,6 +230,34 @@ def test_requests_at_once_share_one_look_at_the_model(
     else:
         assert all(b"<Key>m/weights.bin</Key>" in body for _, _, body in replies)
     assert len(calls) <= many // 2, len(calls)
+
+
+def test_a_request_waiting_on_a_look_hears_the_endpoint_stop(
+    origin: dict[str, str], waits: _Waits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request waiting for another's look at the model is answered 503 as soon as the endpoint
+    stops, while that look is still held."""
+    from mdl import pull
+
+    pull("m", environ=origin)
+    monkeypatch.setattr(shelf_module, "LOOK_WAIT", HANG)
+    stop = threading.Event()
+    with _serving(origin, stop) as served:
+        calls, entered, release = _held_look(monkeypatch)
+        request = _signed(served, "HEAD", "/mdl/m/config.json")
+        with ThreadPoolExecutor(2) as pool:
+            try:
+                first = pool.submit(_exchange, served, request)
+                assert entered.wait(HANG)
+                waiting = pool.submit(_exchange, served, request)
+                wait_for(lambda: waits.count >= 1, what="the second request to wait")
+                stop.set()
+                status, head, _ = waiting.result(timeout=HANG)
+                assert not release.is_set() and status == 503, head
+            finally:
+                release.set()
+            first.result(timeout=HANG)
+    assert len(calls) == 1
 
 
 def test_a_file_verified_is_in_the_next_answer_while_others_ask_at_once(
