@@ -155,9 +155,13 @@ def serve_models(
     )
     facts = s3api.BucketFacts(options.bucket, wait=options.wait, region=REGION)
     stop = stop or threading.Event()
-    address = (options.host, options.port)
     with Endpoint(
-        address, key=key, facts=facts, shelf=shelf, cancel=stopping, on_error=on_error
+        (options.host, options.port),
+        key=key,
+        facts=facts,
+        shelf=shelf,
+        cancel=stopping,
+        on_error=on_error,
     ) as endpoint:
         served = Serving(
             url=endpoint.url,
