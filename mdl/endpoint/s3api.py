@@ -393,8 +393,8 @@ def _object(
         # the size is known before the bytes arrive (the record expects it): a loader plans now
         return _answer_for(found, part, headers, overrides, method)
     deadline = time.monotonic() + endpoint.wait
+    obj = found if found.verified else shelf.verified(key, deadline=deadline, cancel=cancel)
     while True:
-        obj = shelf.verified(key, deadline=deadline, cancel=cancel)
         reply = _answer_for(obj, part, headers, overrides, method)
         if method == "HEAD" or reply.status not in (200, 206):
             return reply
@@ -407,6 +407,7 @@ def _object(
             raise NotServed(
                 503, "ServiceUnavailable", f"{key} is not the file that verified: try again"
             )
+        obj = shelf.verified(key, deadline=deadline, cancel=cancel)
 
 
 def _found(shelf: Shelf, key: str) -> ShelfObject:

@@ -17,10 +17,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, unquote, urlsplit
 
+from mdl.background import Background, every
 from mdl.endpoint import auth, s3api
 from mdl.endpoint.shelf import Shelf
 from mdl.errors import UsageError
@@ -49,7 +51,9 @@ STOP_GRACE = 5.0  # seconds the answers in flight get to end once the endpoint s
 
 
 class Endpoint(ThreadingHTTPServer):
-    """One run's S3 endpoint: its address, key, bucket and shelf; ``stop`` ends every wait."""
+    """One run's S3 endpoint: its address, key, bucket and shelf. Made, it holds its address
+    (UsageError when it cannot, and nothing runs yet); within ``with`` it serves and sweeps its
+    connections (each on ``Background``); leaving sets ``cancel``, which ends every wait."""
 
     daemon_threads = True
     request_queue_size = 128
@@ -61,15 +65,12 @@ class Endpoint(ThreadingHTTPServer):
         key: auth.Key,
         facts: s3api.BucketFacts,
         shelf: Shelf,
+        cancel: threading.Event,
         on_error: Callable[[str], None] | None = None,
     ) -> None:
         self.key, self.facts, self.shelf = key, facts, shelf
         self.on_error = on_error
-        self.cancel = threading.Event()
-        self._busy = 0  # requests being answered (not idle kept-alive connections)
-        self._idle = threading.Condition()
-        self.refusals = Refusals(self._say)
-        self.connections = Connections(self.cancel, on_sweep=self.refusals.flush)
+        self.cancel = cancel
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         try:
             super().__init__(address, _Handler)
@@ -81,6 +82,26 @@ class Endpoint(ThreadingHTTPServer):
                     hint="choose another with --port, or --port 0 for any free one",
                 ) from None
             raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        self.refusals = Refusals(self._say)
+        self.connections = Connections(cancel, on_sweep=self.refusals.flush)
+        self._serving = Background(
+            "serve", lambda _: self.serve_forever(poll_interval=0.2), stop=cancel
+        )
+
+    def __enter__(self) -> Self:
+        self.connections.start()
+        self._serving.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Refuse what comes next and end every wait now: a waiting GET answers 503, and the
+        answers being sent get a bounded time to end before the address is let go."""
+        self.cancel.set()
+        self.shutdown()
+        self._serving.stop()
+        self.connections.stop()
+        self.refusals.flush(time.monotonic(), last=True)
+        self.server_close()
 
     @property
     def url(self) -> str:
@@ -88,27 +109,6 @@ class Endpoint(ThreadingHTTPServer):
         name = host.decode() if isinstance(host, bytes) else str(host)
         shown = f"[{name}]" if ":" in name else name
         return f"http://{shown}:{port}"
-
-    def stop(self) -> None:
-        """Refuse what comes next and end every wait now: a waiting GET answers 503, and the
-        answers being sent get a bounded time to end before the process may exit."""
-        self.cancel.set()
-        self.shutdown()
-        with self._idle:
-            self._idle.wait_for(lambda: self._busy == 0, timeout=STOP_GRACE)
-        self.refusals.flush(time.monotonic(), last=True)
-
-    @contextlib.contextmanager
-    def answering(self) -> Iterator[None]:
-        """Count a request as being answered while the block runs."""
-        with self._idle:
-            self._busy += 1
-        try:
-            yield
-        finally:
-            with self._idle:
-                self._busy -= 1
-                self._idle.notify_all()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a client that went away mid-answer, or a bug: logged, never a traceback on stderr
@@ -152,22 +152,37 @@ class Endpoint(ThreadingHTTPServer):
 
 
 class Connections:
-    """Every open connection, in one of two budgets, and the sweep of those past their deadline
-    (waitress's way: one map of connections, one sweep). A connection starts unsigned: one of
-    MOST_UNSIGNED, with REQUEST_DEADLINE from its accept to send a request (a refused one ends
-    it). Its first signed request makes it one of the loader's MOST_CONNECTIONS, each request
-    then with REQUEST_DEADLINE to arrive, idle keep-alive time included."""
+    """Every open connection's life in one place (waitress's way: one map of connections, one
+    sweep). A connection is admitted unsigned: one of MOST_UNSIGNED, with REQUEST_DEADLINE from
+    its accept to send a request (a refused one ends it). Its first signed request makes it one
+    of the loader's MOST_CONNECTIONS, each request then with REQUEST_DEADLINE to arrive, idle
+    keep-alive time included. ``answering`` counts the requests being answered (``busy``), which
+    ``stop`` gives STOP_GRACE to end. Made once the endpoint holds its address; ``start`` runs
+    the sweep of connections past their deadline (each second, on ``Background``) until
+    ``cancel`` is set."""
 
     def __init__(self, cancel: threading.Event, *, on_sweep: Callable[[float], None]) -> None:
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # told when a connection leaves
+        self._idle = threading.Condition(self._lock)  # told when an answer ends
         self._cancel = cancel
         # socket → when its request must have been read whole (unsigned: oldest first)
         self._unsigned: dict[socket.socket, float] = {}
         self._signed: dict[socket.socket, float] = {}
         self._reading: set[socket.socket] = set()  # (answering is not reading)
-        threading.Thread(target=self._sweep, args=(on_sweep,), name="serve-sweep",
-                         daemon=True).start()  # fmt: skip
+        self._busy = 0  # requests being answered (not idle kept-alive connections)
+        self._on_sweep = on_sweep
+        self._sweeper = Background("serve-sweep", every(1.0, self._sweep), stop=cancel)
+
+    def start(self) -> None:
+        self._sweeper.start()
+
+    def stop(self) -> None:
+        """(``cancel`` is set) Wait STOP_GRACE at most for the answers being sent; the sweep
+        ends."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._busy == 0, timeout=STOP_GRACE)
+        self._sweeper.stop()
 
     def admit(self, sock: socket.socket) -> bool:
         """Take a new connection (unsigned, reading its first request). When MOST_UNSIGNED are
@@ -192,6 +207,21 @@ class Connections:
             self._reading.add(sock)
             return True
 
+    @contextlib.contextmanager
+    def reading(self, sock: socket.socket) -> Iterator[None]:
+        """The connection reads a request while the block runs (a signed one's deadline starts
+        anew; an unsigned one's runs on)."""
+        with self._lock:
+            if sock in self._signed:
+                self._signed[sock] = time.monotonic() + REQUEST_DEADLINE
+            if sock in self._signed or sock in self._unsigned:
+                self._reading.add(sock)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reading.discard(sock)
+
     def signed(self, sock: socket.socket) -> bool:
         """The connection made a signed request: one of the loader's from now on. False: the
         loader's MOST_CONNECTIONS are all open."""
@@ -205,17 +235,17 @@ class Connections:
             self._room.notify_all()
             return True
 
-    def reading(self, sock: socket.socket, *, done: bool) -> None:
-        """A connection starts reading a request (a signed one's deadline starts anew; an
-        unsigned one's runs on), or read it whole."""
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Count a request as being answered while the block runs."""
         with self._lock:
-            if done:
-                self._reading.discard(sock)
-                return
-            if sock in self._signed:
-                self._signed[sock] = time.monotonic() + REQUEST_DEADLINE
-            if sock in self._signed or sock in self._unsigned:
-                self._reading.add(sock)
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                self._idle.notify_all()
 
     def leave(self, sock: socket.socket) -> None:
         with self._lock:
@@ -227,18 +257,17 @@ class Connections:
         self._reading.discard(sock)
         self._room.notify_all()
 
-    def _sweep(self, on_sweep: Callable[[float], None]) -> None:
-        """Close the connections past their request's deadline (each once a second)."""
-        while not self._cancel.wait(1.0):
-            now = time.monotonic()
-            with self._lock:
-                due = {**self._unsigned, **self._signed}
-                late = [sock for sock in self._reading if due.get(sock, now) < now]
-                for sock in late:
-                    self._drop(sock)
+    def _sweep(self) -> None:
+        """Close the connections past their request's deadline."""
+        now = time.monotonic()
+        with self._lock:
+            due = {**self._unsigned, **self._signed}
+            late = [sock for sock in self._reading if due.get(sock, now) < now]
             for sock in late:
-                _close(sock)
-            on_sweep(now)
+                self._drop(sock)
+        for sock in late:
+            _close(sock)
+        self._on_sweep(now)
 
 
 def _silent(sock: socket.socket) -> bool:
@@ -308,17 +337,36 @@ class _Handler(BaseHTTPRequestHandler):
     path = ""  # (until a request line is read: a refusal before it names no path)
 
     def handle_one_request(self) -> None:
-        self.server.connections.reading(self.connection, done=False)
+        """One request: its line and headers read within the connection's deadline, then
+        answered. GET and HEAD are the reads; any other method named in capitals (PUT, POST,
+        DELETE, PATCH, OPTIONS, COPY, ...) is a write or nothing S3 reads, answered by the S3
+        layer (405 once signed); any other word is http.server's 501."""
         try:
-            super().handle_one_request()
-        finally:
-            self.server.connections.reading(self.connection, done=True)
+            if not self._read():
+                return
+            if self.command.isalpha() and self.command.isupper():
+                self._serve(self.command)
+            else:
+                self.send_error(
+                    HTTPStatus.NOT_IMPLEMENTED, f"Unsupported method ({self.command!r})"
+                )
+        except TimeoutError as exc:  # a read or a write timed out: the connection ends
+            self.log_error("Request timed out: %r", exc)
+            self.close_connection = True
 
-    def parse_request(self) -> bool:
-        parsed = super().parse_request()
-        # read whole: answering is not reading
-        self.server.connections.reading(self.connection, done=True)
-        return parsed
+    def _read(self) -> bool:
+        """A request's line and headers, read as http.server reads them (False: none came, or
+        it was refused)."""
+        with self.server.connections.reading(self.connection):
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return False
+            if not self.raw_requestline:
+                self.close_connection = True
+                return False
+            return self.parse_request()
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """What the HTTP layer refuses (a method it does not know, headers too large, a request
@@ -339,21 +387,8 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_HEAD(self) -> None:
-        self._serve("HEAD")
-
-    def __getattr__(self, name: str) -> Any:
-        # any other method (PUT, DELETE, PATCH, COPY, ...) is a write or nothing S3 reads: the S3
-        # layer answers 405 (once signed), not http.server's 501 page
-        if name.startswith("do_") and name[3:].isalpha() and name[3:].isupper():
-            return lambda: self._serve(name[3:])
-        raise AttributeError(name)
-
     def _serve(self, method: str) -> None:
-        with self.server.answering():
+        with self.server.connections.answering():
             self._answer(method)
 
     def _answer(self, method: str) -> None:

@@ -145,21 +145,24 @@ def serve_models(
     settings.secrets.add(key.secret_key)
     demand = Demand() if options.pull else None
     layout = Layout(settings)
+    stopping = threading.Event()  # the endpoint's: ends every wait of a request
     shelf = Shelf(
         models,
         layout,
         on_wait=demand.want if demand is not None else None,
         planned=demand.planned if demand is not None else None,
+        stop=stopping,
     )
     facts = s3api.BucketFacts(options.bucket, wait=options.wait, region=REGION)
-    endpoint = Endpoint(
-        (options.host, options.port), key=key, facts=facts, shelf=shelf, on_error=on_error
-    )
     stop = stop or threading.Event()
-    thread = threading.Thread(target=endpoint.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="serve", daemon=True)  # fmt: skip
-    try:
-        thread.start()
+    with Endpoint(
+        (options.host, options.port),
+        key=key,
+        facts=facts,
+        shelf=shelf,
+        cancel=stopping,
+        on_error=on_error,
+    ) as endpoint:
         served = Serving(
             url=endpoint.url,
             bucket=options.bucket,
@@ -181,10 +184,6 @@ def serve_models(
         report = ServeReport(pulled, served)
         _until_stopped(report, stop, on_pulled)
         return report
-    finally:
-        endpoint.stop()
-        thread.join(timeout=5)
-        endpoint.server_close()
 
 
 def _until_stopped(

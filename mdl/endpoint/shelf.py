@@ -5,6 +5,7 @@ state function (mdl.store.inventory), never by a name or a size alone."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -22,7 +23,8 @@ from mdl.store.layout import Layout
 log = logging.getLogger("mdl.serve")
 # seconds between two looks at a file a loader waits on (a record write is the news)
 LOOK_EVERY = 0.1
-FRESH = 0.05  # seconds a look at a model's files stands for every request
+# seconds a request waits for the look at a model under way (past them: 503, a client retries)
+LOOK_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,10 @@ class NotServed(Exception):
 
 
 class Shelf:
-    """The served models of one destination, as S3 objects, looked at afresh at each request (a
-    pull in this or another process changes them); ``on_wait(model, path)`` hears each file a
-    loader waits on."""
+    """The served models of one destination, as S3 objects, looked at afresh for each request (a
+    pull in this or another process changes them), one look at a time however many ask (see
+    _Looks); ``on_wait(model, path)`` hears each file a loader waits on, ``stop`` ends every
+    wait."""
 
     def __init__(
         self,
@@ -62,6 +65,7 @@ class Shelf:
         *,
         on_wait: Callable[[str, str], None] | None = None,
         planned: threading.Event | None = None,
+        stop: threading.Event,
     ) -> None:
         self._specs = {spec.name: spec for spec in specs}
         self._planned = planned
@@ -69,7 +73,7 @@ class Shelf:
         self._on_wait = on_wait
         self._lock = threading.Lock()
         self._failed: dict[str, str] = {}  # key → why its bytes never verified (this run's pull)
-        self._seen: dict[str, tuple[float, list[ShelfObject]]] = {}  # model → (when, objects)
+        self._looks = _Looks(self._look, stop)
         self.pulling = threading.Event()  # a pull of this run may still bring files
 
     def settle(self, *, deadline: float, cancel: threading.Event) -> None:
@@ -88,7 +92,7 @@ class Shelf:
 
     def objects(self) -> list[ShelfObject]:
         """Every object, sorted by key as S3 lists them (by UTF-8 bytes)."""
-        found = [obj for name in self._specs for obj in self._model_objects(name)]
+        found = [obj for name in self._specs for obj in self._looks.of(name)]
         return sorted(found, key=lambda obj: obj.key.encode())
 
     def lookup(self, key: str) -> ShelfObject | None:
@@ -97,7 +101,7 @@ class Shelf:
         model, _, path = key.partition("/")
         if model not in self._specs or not path:
             return None
-        return next((obj for obj in self._model_objects(model) if obj.path == path), None)
+        return next((obj for obj in self._looks.of(model) if obj.path == path), None)
 
     def fail(self, model: str, path: str, why: str) -> None:
         """This run's pull gave up on the file: a loader waiting on it is told ``why``."""
@@ -160,20 +164,53 @@ class Shelf:
                 return store.dest
         return self._layout.plain.dest
 
-    def _model_objects(self, model: str) -> list[ShelfObject]:
-        """The model's objects as the store's state function says, looked at afresh at most every
-        FRESH seconds: a loader's reads come by the hundred a second, each would lstat every file
-        (a byte served is checked against its record when opened, whatever the look said)."""
-        now = time.monotonic()
-        with self._lock:
-            seen = self._seen.get(model)
-        if seen is not None and now - seen[0] < FRESH:
-            return seen[1]
+    def _look(self, model: str) -> list[ShelfObject]:
+        """The model's objects, as the store's state function says now."""
         status = model_status(self._specs[model], self._layout)
-        objects = [_as_object(model, file) for file in status.files]
-        with self._lock:
-            self._seen[model] = (now, objects)
-        return objects
+        return [_as_object(model, file) for file in status.files]
+
+
+class _Looks:
+    """One look at a model's files at a time, however many requests ask (a loader's come by the
+    hundred at once; each look lstats every file). A request takes the first look that began
+    after it asked, never an older one: what verified before it asked is verified in its answer
+    (and a byte served is checked against its record when opened, whatever the look said). While
+    another look runs, it waits for it: NotServed (503) once ``stop`` is set or LOOK_WAIT has
+    passed."""
+
+    def __init__(self, look: Callable[[str], list[ShelfObject]], stop: threading.Event) -> None:
+        self._look, self._stop = look, stop
+        self._changed = threading.Condition()  # told when a look ends
+        self._tickets = itertools.count()  # (taken under the condition's lock)
+        self._running: set[str] = set()  # the models being looked at
+        self._last: dict[str, tuple[int, list[ShelfObject]]] = {}  # model → (its ticket, objects)
+
+    def of(self, model: str) -> list[ShelfObject]:
+        """The model's objects, as a look that began after this call says."""
+        until = time.monotonic() + LOOK_WAIT
+        with self._changed:
+            asked = next(self._tickets)
+            if model in self._running:
+                log.debug("a request waits for the look at %s under way", model)
+            while model in self._running:
+                left = until - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    why = f"the files of {model} are slow to look at: try again"
+                    raise NotServed(503, "ServiceUnavailable", why)
+                self._changed.wait(min(LOOK_EVERY, left))
+                ticket, found = self._last.get(model, (asked, []))
+                if ticket > asked:
+                    return found
+            ticket = next(self._tickets)
+            self._running.add(model)
+        try:
+            found = self._look(model)
+            self._last[model] = (ticket, found)
+            return found
+        finally:
+            with self._changed:
+                self._running.discard(model)
+                self._changed.notify_all()
 
 
 def _as_object(model: str, file: LocalFile) -> ShelfObject:
