@@ -108,7 +108,7 @@ def s3_error(status: int, code: str, message: str, resource: str = "", **more: o
     body = (
         '<?xml version="1.0" encoding="UTF-8"?>\n<Error>'
         f"<Code>{code}</Code><Message>{escape(message)}</Message>"
-        f"<Resource>{escape(resource)}</Resource>{extra}<RequestId>{_request_id()}</RequestId>"
+        f"<Resource>{escape(resource)}</Resource>{extra}<RequestId>{request_id()}</RequestId>"
         "</Error>"
     ).encode()
     return Answer(status, {"Content-Type": _XML}, body, code=code, message=message)
@@ -125,7 +125,8 @@ def _unsatisfiable(size: int, resource: str, *, code: str = "InvalidRange") -> A
     return refused
 
 
-def _request_id() -> str:
+def request_id() -> str:
+    """A request's id, as S3 sends it (its header and its error document's RequestId)."""
     return f"{time.time_ns():x}"
 
 

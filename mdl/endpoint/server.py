@@ -445,7 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(reply.status)
             length = reply.count if reply.fd is not None else len(reply.body)
             reply.headers.setdefault("Content-Length", str(length))
-            reply.headers["x-amz-request-id"] = s3api._request_id()
+            reply.headers["x-amz-request-id"] = s3api.request_id()
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.end_headers()
