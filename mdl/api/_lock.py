@@ -40,8 +40,9 @@ def lock(
     cat = command_catalog(catalog, env, required=True)
     if names and all:
         raise UsageError("name models or pass --all, not both")
-    flags = Overrides(dest=dest, layout=layout, timeout=timeout)
-    settings = command_settings(cat, env, flags, secrets=secrets)
+    settings = command_settings(
+        cat, env, Overrides(dest=dest, layout=layout, timeout=timeout), secrets=secrets
+    )
     locked = lock_catalog(
         cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress()
     )
