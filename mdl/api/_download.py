@@ -11,7 +11,7 @@ from mdl.api._context import catalog_models, command_catalog, command_settings, 
 from mdl.api._inputs import checked
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
-from mdl.setting import Overrides, StrPath
+from mdl.setting import StrPath, flags_of
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog
@@ -53,29 +53,7 @@ def pull(
     from mdl.report import hidden
 
     settings, models, lock = catalog_models(
-        catalog,
-        environ,
-        names,
-        Overrides(
-            dest=dest,
-            layout=layout,
-            connections=connections,
-            jobs=jobs,
-            limit_rate=limit_rate,
-            stall_timeout=stall_timeout,
-            timeout=timeout,
-            lock_timeout=lock_timeout,
-            mirrors=mirrors,
-            fill_mirror=fill_mirror,
-            xet=xet,
-            locked=locked,
-            frozen=frozen,
-            verify=verify,
-            force=force,
-            dry_run=dry_run,
-        ),
-        all_models=all,
-        secrets=secrets,
+        catalog, environ, names, flags_of(locals()), all_models=all, secrets=secrets
     )
     report = pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
     return replace(report, files=hidden(report.files, settings.secrets))
@@ -103,11 +81,7 @@ def verify(
     from mdl.store.verify import verify_models
 
     settings, models, lock = catalog_models(
-        catalog,
-        environ,
-        names,
-        Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen),
-        all_models=all,
+        catalog, environ, names, flags_of(locals()), all_models=all
     )
     if not models:  # a probe pointed at the wrong file must not say "ready"
         source = settings.lock_path if settings.lock_mode == "frozen" else settings.catalog_path
@@ -145,9 +119,7 @@ def clean(
     from mdl.store.layout import Layout
     from mdl.store.prune import clean_asides
 
-    settings = command_settings(
-        catalog, environ, Overrides(dest=dest, layout=layout, dry_run=dry_run)
-    )
+    settings = command_settings(catalog, environ, flags_of(locals()))
     # a destination (or cache) that is not a folder is refused (exit 2) before anything is looked at
     Layout(settings)
     # A killed `unpack -d DEST` leaves its hidden staging folder in DEST: clean finishes and removes
@@ -180,7 +152,7 @@ def prune(
 
     env = environ_now(environ)
     cat = command_catalog(catalog, env, required=True)
-    settings = command_settings(cat, env, Overrides(dest=dest, layout=layout, dry_run=dry_run))
+    settings = command_settings(cat, env, flags_of(locals()))
     return prune_store(
         [spec for spec in cat.models if not (as_removed and spec.name == only)], settings, only=only
     )

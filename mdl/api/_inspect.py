@@ -10,7 +10,7 @@ from mdl.api._context import catalog_models, command_catalog, environ_now
 from mdl.api._inputs import checked
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
-from mdl.setting import Overrides, StrPath
+from mdl.setting import StrPath, flags_of
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog
@@ -52,11 +52,7 @@ def list_models(
     if status is not None and status not in STATUSES:
         raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
     settings, specs, lock = catalog_models(
-        catalog,
-        environ,
-        [],
-        Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen),
-        all_models=True,
+        catalog, environ, [], flags_of(locals()), all_models=True
     )
     chosen = [spec for spec in specs if tag is None or tag in spec.tags]
     pins: Mapping[str, Sequence[ExpectedFile]] = {}
@@ -90,11 +86,7 @@ def show(
     from mdl.store.layout import Layout
 
     settings, (spec,), lock = catalog_models(
-        catalog,
-        environ,
-        [name],
-        Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen),
-        all_models=False,
+        catalog, environ, [name], flags_of(locals()), all_models=False
     )
     pins, warnings, entries = LockUse(settings, lock=lock).view([spec])
     status = model_status(spec, Layout(settings), pinned=pins.get(name))
@@ -122,12 +114,7 @@ def resolve(
     from mdl.report import Resolution
 
     settings, models, lock = catalog_models(
-        catalog,
-        environ,
-        names,
-        Overrides(dest=dest, layout=layout, timeout=timeout, locked=locked, frozen=frozen),
-        all_models=all,
-        secrets=secrets,
+        catalog, environ, names, flags_of(locals()), all_models=all, secrets=secrets
     )
     docs, failures = resolve_models(
         models, settings, follow=follow, progress=progress or NullProgress(), lock=lock

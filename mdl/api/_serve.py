@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from mdl.api._context import catalog_models
 from mdl.api._inputs import checked
 from mdl.progress import NullProgress, Progress
-from mdl.setting import Overrides, StrPath
+from mdl.setting import StrPath, flags_of
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog
@@ -60,26 +60,7 @@ def serve(
     from mdl.endpoint.serving import ServeOptions, serve_models
 
     settings, models, lock = catalog_models(
-        catalog,
-        environ,
-        names,
-        Overrides(
-            dest=dest,
-            layout=layout,
-            connections=connections,
-            jobs=jobs,
-            limit_rate=limit_rate,
-            stall_timeout=stall_timeout,
-            timeout=timeout,
-            lock_timeout=lock_timeout,
-            mirrors=mirrors,
-            fill_mirror=fill_mirror,
-            xet=xet,
-            locked=locked,
-            frozen=frozen,
-        ),
-        all_models=all,
-        secrets=secrets,
+        catalog, environ, names, flags_of(locals()), all_models=all, secrets=secrets
     )
     return serve_models(
         models,
