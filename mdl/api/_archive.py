@@ -103,14 +103,15 @@ def unpack(
     from mdl.archive.zipread import DEFAULT_MAX_RATIO
     from mdl.signing.statement import Trust
 
-    target = Path(dest) if dest is not None else None
-    trust = None if signed_by is None else Trust(key=Path.cwd() / signed_by)
-    ratio = DEFAULT_MAX_RATIO if max_ratio is None else max_ratio
-    shown = progress or NullProgress()
     if isinstance(archive, str | os.PathLike):
         unpacking = partial(unpack_archive, Path(archive))
     else:
         unpacking = partial(unpack_stream, archive)
     return unpacking(
-        dest=target, force=force, cwd=Path.cwd(), trust=trust, progress=shown, max_ratio=ratio
+        dest=Path(dest) if dest is not None else None,
+        force=force,
+        cwd=Path.cwd(),
+        trust=None if signed_by is None else Trust(key=Path.cwd() / signed_by),
+        progress=progress or NullProgress(),
+        max_ratio=DEFAULT_MAX_RATIO if max_ratio is None else max_ratio,
     )

@@ -72,10 +72,11 @@ def _tell_failures(run: Run, report: RunReport) -> None:
     # (with its paths and redaction: ~7 ms that --help and list need not pay)
     from mdl.report import once_per_repo
 
-    if run.events is None:
-        failures = once_per_repo(report.files)
-    else:
-        failures = [(f, 0) for f in report.files if f.failing]
+    failures = (
+        once_per_repo(report.files)
+        if run.events is None
+        else [(f, 0) for f in report.files if f.failing]
+    )
     for f, more in failures:
         if more:
             error = f.error or f.label + ": failed"

@@ -376,7 +376,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         # a line http.server could not read leaves it at HTTP/0.9, which answers a bare body
         self.request_version = self.protocol_version
-        try:
+        with contextlib.suppress(OSError):
             self.send_response(code)
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(reply.body)))
@@ -384,8 +384,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if getattr(self, "command", "") != "HEAD" and code >= 200:
                 self.wfile.write(reply.body)
-        except OSError:
-            pass
 
     def _serve(self, method: str) -> None:
         with self.server.connections.answering():
