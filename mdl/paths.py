@@ -329,7 +329,7 @@ def parse_hf_uri(text: str) -> HfUri:
         _REPO_TYPES[match.group("type")],
         match.group("repo"),
         match.group("rev"),
-        (match.group("path") and safe_relative_path(match.group("path"), where=text)),
+        match.group("path") and safe_relative_path(match.group("path"), where=text),
     )
 
 

@@ -279,7 +279,7 @@ def redact_url(url: str) -> str:
             parts.scheme,
             parts.netloc.rsplit("@", 1)[-1],
             path,
-            (REDACTED if parts.query and is_signed_url(url) else parts.query),
+            REDACTED if parts.query and is_signed_url(url) else parts.query,
             parts.fragment,
         )
     )

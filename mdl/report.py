@@ -426,5 +426,5 @@ def _failure_fields(outcome: FileOutcome) -> list[tuple[str, object | None]]:
 def log_outcome(outcome: FileOutcome) -> None:
     """Write the file's line: INFO when it is present and verified, ERROR when it failed."""
     file_log.log(
-        (logging.ERROR if outcome.action == "failed" else logging.INFO), "%s", file_line(outcome)
+        logging.ERROR if outcome.action == "failed" else logging.INFO, "%s", file_line(outcome)
     )

@@ -172,7 +172,7 @@ def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -
             {
                 "repo": source.repo,
                 "path": source.path,
-                "revision": (source.revision or "main"),
+                "revision": source.revision or "main",
                 "repo_type": source.repo_type,
             }
         )

@@ -60,7 +60,7 @@ def catalog_text(
 
     find = catalog_to_edit if create else find_catalog  # the one to create, or the one there is
     path = find(
-        flag=(Path(catalog) if catalog is not None else None),
+        flag=Path(catalog) if catalog is not None else None,
         environ=environ,
         cwd=Path.cwd(),
         config_dir=user_config_dir(),

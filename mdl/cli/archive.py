@@ -171,7 +171,7 @@ def unpack_cmd(
     """
     with run.reporter() as progress:
         result = api.unpack(
-            (sys.stdin.buffer if str(archive) == "-" else archive),
+            sys.stdin.buffer if str(archive) == "-" else archive,
             dest=directory,
             force=force,
             max_ratio=max_ratio,

@@ -133,7 +133,7 @@ def verify_cmd(
         run,
         report,
         verb="checked" if quick else "verified",
-        data=(None if streaming or quick else table),
+        data=None if streaming or quick else table,
     )
 
 

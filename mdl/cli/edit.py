@@ -209,7 +209,7 @@ def remove_cmd(
         run,
         change,
         more={**would, "pruned": report.to_json()},
-        said=("would remove {name} from {catalog}" if dry_run else "removed {name} from {catalog}"),
+        said="would remove {name} from {catalog}" if dry_run else "removed {name} from {catalog}",
     )
     return render_prune(run, report, emit=False) or code
 

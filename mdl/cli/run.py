@@ -296,7 +296,7 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
         # else none, and the command's)
         if run.events is not None:
             run.events.end(
-                exit_code=code, summary=(run.summary or run_summary((), seconds=seconds, text=None))
+                exit_code=code, summary=run.summary or run_summary((), seconds=seconds, text=None)
             )
         log.info("done in %.1fs", seconds)
 

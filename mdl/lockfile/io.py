@@ -273,7 +273,7 @@ def _compared(name: str, before: LockedModel, after: LockedModel) -> ModelChange
         changed,
         status,
         repinned,
-        (_repo_moves(both) if before.commit is None and after.commit is None else ()),
+        _repo_moves(both) if before.commit is None and after.commit is None else (),
     )
 
 

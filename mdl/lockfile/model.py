@@ -189,7 +189,7 @@ def locked_from_resolved(
                         source,
                         remote.git_oid,
                         revision,
-                        (remote.xet.hash if remote.xet is not None else None),
+                        remote.xet.hash if remote.xet is not None else None,
                     )
                 )
             else:

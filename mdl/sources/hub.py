@@ -289,7 +289,7 @@ class Hub:
             return response, body
 
         return self.retry.run(
-            attempt, what=what, wait=(self.cancel.wait if self.cancel is not None else None)
+            attempt, what=what, wait=self.cancel.wait if self.cancel is not None else None
         )
 
 
@@ -348,7 +348,7 @@ def _status_error(
     elif code == "RepoNotFound":
         error = NotFoundError(
             f"{what}: repository {repo} not found",
-            hint=(None if hub.token else "if it is private, set HF_TOKEN"),
+            hint=None if hub.token else "if it is private, set HF_TOKEN",
         )
     elif status in (401, 403):
         error = AuthError(

@@ -103,7 +103,7 @@ def parse_sources(
             stored = store.one_off(source, secrets=secrets)
             found.append(
                 UrlFile(
-                    ("" if named else stored.name),
+                    "" if named else stored.name,
                     stored.url,
                     stored.size,
                     stored.sha256,
@@ -112,7 +112,7 @@ def parse_sources(
             )
         else:
             found.extend(
-                parse_job_output(read_text(source), where=("stdin" if source == "-" else source))
+                parse_job_output(read_text(source), where="stdin" if source == "-" else source)
             )
     if secrets is not None:
         for url in _urls_read(found):
@@ -131,7 +131,7 @@ def _url_source(source: str, *, named: bool, headers: tuple[tuple[str, str], ...
     shown = redact_url(source)
     check_url(source, where=shown)
     return UrlFile(
-        ("" if named else url_basename(source, where=shown)),
+        "" if named else url_basename(source, where=shown),
         source,
         None,
         None,
@@ -220,7 +220,7 @@ def list_repos(
             found.append(item)
             continue
         spec = ModelSpec(
-            item.given, repo=item.repo, repo_type=item.repo_type, revision=(item.revision or "main")
+            item.given, repo=item.repo, repo_type=item.repo_type, revision=item.revision or "main"
         )
         spec = replace(spec, include=tuple(include), exclude=tuple(exclude))
         for file in resolve_model(spec, hub=hub, environ={}).files:

@@ -122,7 +122,7 @@ def _resolve_files(
         files.append(resolve_file(spec.name, signature_spec(spec, trust), hub=hub, environ=environ))
     commits = {remote.commit for remote in files if remote.commit}
     return ResolvedModel(
-        spec.name, None, (commits.pop() if len(commits) == 1 else None), tuple(files)
+        spec.name, None, commits.pop() if len(commits) == 1 else None, tuple(files)
     )
 
 
@@ -335,7 +335,7 @@ def _hub_file(model: str, file: FileSpec, hub: Hub) -> RemoteFile:
         model=model,
         path=file.save_path,
         url=hub.file_url(
-            file.repo, file.path, repo_type=repo_type, revision=(meta.commit or revision)
+            file.repo, file.path, repo_type=repo_type, revision=meta.commit or revision
         ),
         size=meta.size if meta.size is not None else file.size,
         sha256=file.sha256 or sha256,
@@ -427,7 +427,7 @@ def _never_fetched(model: str, file: FileSpec) -> RemoteFile:
         url="",
         size=file.size,
         sha256=file.sha256,
-        source=(redact_url(file.url) if file.url else in_hub),
+        source=redact_url(file.url) if file.url else in_hub,
     )
 
 
@@ -465,7 +465,7 @@ def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[s
     for template in templates:
         store = store_for(template)
         url = _filled(
-            template, (raw if store is not None and not store.quotes_values else quoted), remote
+            template, raw if store is not None and not store.quotes_values else quoted, remote
         )
         if url is not None:
             urls.append((template, url))

@@ -368,5 +368,5 @@ class JsonReporter(Reporter):
             self._emit("finish", item, bytes=item.completed, seconds=round(now - item.started, 3))
         else:
             self._events.error(
-                (event.message or "failed"), model=item.model, path=item.path, label=item.label
+                event.message or "failed", model=item.model, path=item.path, label=item.label
             )
