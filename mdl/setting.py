@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import namedtuple
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 
@@ -280,7 +281,11 @@ def parse_bool(value: str) -> bool:
 
 # What a run's flags (the API's keywords) say; None: not given (a switch off by default: False). Its
 # fields are the table's, derived: each run setting that has a flag, then the run's own switches.
-_RUNS_OWN = {"verify": True, "force": False, "dry_run": False}
+_FIELDS = {
+    s.name: False if s.kind == "switch" and not s.pair else None
+    for s in SETTINGS
+    if s.flag and s.run
+} | {"verify": True, "force": False, "dry_run": False}
 if TYPE_CHECKING:
 
     class Overrides:  # what mypy sees of the namedtuple below: any field, by its name
@@ -288,9 +293,11 @@ if TYPE_CHECKING:
         def __getattr__(self, name: str) -> Any: ...
 
 else:
-    _FIELDS = {
-        s.name: False if s.kind == "switch" and not s.pair else None
-        for s in SETTINGS
-        if s.flag and s.run
-    } | _RUNS_OWN
     Overrides = namedtuple("Overrides", _FIELDS, defaults=_FIELDS.values())
+
+
+def flags_of(keywords: Mapping[str, object]) -> Overrides:
+    """The flags an API function was given, from its keywords (its ``locals()`` as it starts): each
+    keyword named as an Overrides field is that flag (tests/test_api_settings.py holds each such
+    keyword to the table)."""
+    return Overrides(**{name: value for name, value in keywords.items() if name in _FIELDS})

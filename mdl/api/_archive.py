@@ -43,22 +43,25 @@ def pack(
     from mdl.archive.collect import PackOptions
     from mdl.archive.packer import pack_run
 
-    options = PackOptions(
-        Path(run_dir),
-        pack_output(output, stream),
-        checkpoint,
-        profile=profile,
-        with_logs=with_logs,
-        includes=tuple(include),
-        excludes=tuple(exclude),
-        compress=compress,
-        dry_run=dry_run,
-        source_date_epoch=source_date_epoch(os.environ if environ is None else environ),
-        cwd=Path.cwd(),
-        force=force,
-        sign=None if sign is None else Path(sign),
+    return pack_run(
+        PackOptions(
+            Path(run_dir),
+            pack_output(output, stream),
+            checkpoint,
+            profile=profile,
+            with_logs=with_logs,
+            includes=tuple(include),
+            excludes=tuple(exclude),
+            compress=compress,
+            dry_run=dry_run,
+            source_date_epoch=source_date_epoch(os.environ if environ is None else environ),
+            cwd=Path.cwd(),
+            force=force,
+            sign=None if sign is None else Path(sign),
+        ),
+        progress=progress or NullProgress(),
+        stdout=stream,
     )
-    return pack_run(options, progress=progress or NullProgress(), stdout=stream)
 
 
 def pack_output(output: StrPath | None, stream: BinaryIO | None) -> Path | None:
@@ -100,14 +103,15 @@ def unpack(
     from mdl.archive.zipread import DEFAULT_MAX_RATIO
     from mdl.signing.statement import Trust
 
-    target = Path(dest) if dest is not None else None
-    trust = None if signed_by is None else Trust(key=Path.cwd() / signed_by)
-    ratio = DEFAULT_MAX_RATIO if max_ratio is None else max_ratio
-    shown = progress or NullProgress()
     if isinstance(archive, str | os.PathLike):
         unpacking = partial(unpack_archive, Path(archive))
     else:
         unpacking = partial(unpack_stream, archive)
     return unpacking(
-        dest=target, force=force, cwd=Path.cwd(), trust=trust, progress=shown, max_ratio=ratio
+        dest=Path(dest) if dest is not None else None,
+        force=force,
+        cwd=Path.cwd(),
+        trust=None if signed_by is None else Trust(key=Path.cwd() / signed_by),
+        progress=progress or NullProgress(),
+        max_ratio=DEFAULT_MAX_RATIO if max_ratio is None else max_ratio,
     )

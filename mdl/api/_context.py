@@ -64,8 +64,9 @@ def command_settings(
     from mdl.catalog.settings import settings_for
 
     env = environ_now(environ)
-    catalog = command_catalog(given, env, required=False, look=look)
-    return settings_for(catalog, env, flags, secrets=secrets)
+    return settings_for(
+        command_catalog(given, env, required=False, look=look), env, flags, secrets=secrets
+    )
 
 
 def catalog_models(

@@ -11,7 +11,7 @@ from mdl.api._context import catalog_models, command_catalog, command_settings, 
 from mdl.api._inputs import checked
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
-from mdl.setting import Overrides, StrPath
+from mdl.setting import StrPath, flags_of
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog
@@ -52,26 +52,8 @@ def pull(
     from mdl.download.puller import pull_models
     from mdl.report import hidden
 
-    flags = Overrides(
-        dest=dest,
-        layout=layout,
-        connections=connections,
-        jobs=jobs,
-        limit_rate=limit_rate,
-        stall_timeout=stall_timeout,
-        timeout=timeout,
-        lock_timeout=lock_timeout,
-        mirrors=mirrors,
-        fill_mirror=fill_mirror,
-        xet=xet,
-        locked=locked,
-        frozen=frozen,
-        verify=verify,
-        force=force,
-        dry_run=dry_run,
-    )
     settings, models, lock = catalog_models(
-        catalog, environ, names, flags, all_models=all, secrets=secrets
+        catalog, environ, names, flags_of(locals()), all_models=all, secrets=secrets
     )
     report = pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
     return replace(report, files=hidden(report.files, settings.secrets))
@@ -98,8 +80,9 @@ def verify(
     from mdl.report import warned
     from mdl.store.verify import verify_models
 
-    flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
-    settings, models, lock = catalog_models(catalog, environ, names, flags, all_models=all)
+    settings, models, lock = catalog_models(
+        catalog, environ, names, flags_of(locals()), all_models=all
+    )
     if not models:  # a probe pointed at the wrong file must not say "ready"
         source = settings.lock_path if settings.lock_mode == "frozen" else settings.catalog_path
         raise UsageError(
@@ -107,15 +90,17 @@ def verify(
             hint="point --catalog (or MDL_CATALOG) at the catalog the models were pulled with",
         )
     pins, warnings, _ = LockUse(settings, lock=lock).view(models)
-    report = verify_models(
-        models,
-        settings,
-        progress=progress or NullProgress(),
-        on_file=on_file,
-        pinned=pins,
-        quick=quick,
+    return warned(
+        verify_models(
+            models,
+            settings,
+            progress=progress or NullProgress(),
+            on_file=on_file,
+            pinned=pins,
+            quick=quick,
+        ),
+        warnings,
     )
-    return warned(report, warnings)
 
 
 @checked
@@ -134,8 +119,7 @@ def clean(
     from mdl.store.layout import Layout
     from mdl.store.prune import clean_asides
 
-    flags = Overrides(dest=dest, layout=layout, dry_run=dry_run)
-    settings = command_settings(catalog, environ, flags)
+    settings = command_settings(catalog, environ, flags_of(locals()))
     # a destination (or cache) that is not a folder is refused (exit 2) before anything is looked at
     Layout(settings)
     # A killed `unpack -d DEST` leaves its hidden staging folder in DEST: clean finishes and removes
@@ -145,8 +129,9 @@ def clean(
         for path, size in recover_unpacks(settings.dest, NullProgress(), dry_run=dry_run)
     ]
     # a killed `prune` leaves what it set aside (hidden, as big as the file): put back or removed
-    asides = clean_asides(settings)
-    return CleanReport((*clean_partials(settings), *stagings, *asides), dry_run=dry_run)
+    return CleanReport(
+        (*clean_partials(settings), *stagings, *clean_asides(settings)), dry_run=dry_run
+    )
 
 
 @checked
@@ -167,6 +152,7 @@ def prune(
 
     env = environ_now(environ)
     cat = command_catalog(catalog, env, required=True)
-    settings = command_settings(cat, env, Overrides(dest=dest, layout=layout, dry_run=dry_run))
-    models = [spec for spec in cat.models if not (as_removed and spec.name == only)]
-    return prune_store(models, settings, only=only)
+    settings = command_settings(cat, env, flags_of(locals()))
+    return prune_store(
+        [spec for spec in cat.models if not (as_removed and spec.name == only)], settings, only=only
+    )

@@ -10,7 +10,7 @@ from mdl.api._context import catalog_models, command_catalog, environ_now
 from mdl.api._inputs import checked
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
-from mdl.setting import Overrides, StrPath
+from mdl.setting import StrPath, flags_of
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog
@@ -51,8 +51,9 @@ def list_models(
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
-    flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
-    settings, specs, lock = catalog_models(catalog, environ, [], flags, all_models=True)
+    settings, specs, lock = catalog_models(
+        catalog, environ, [], flags_of(locals()), all_models=True
+    )
     chosen = [spec for spec in specs if tag is None or tag in spec.tags]
     pins: Mapping[str, Sequence[ExpectedFile]] = {}
     lock_there = settings.lock_path is not None and settings.lock_path.exists()
@@ -61,8 +62,9 @@ def list_models(
         from mdl.lockfile.policy import LockUse
 
         pins = LockUse(settings, lock=lock).view(chosen)[0]
-    listed = list_local(chosen, Layout(settings), status=status, pinned=pins)
-    return ModelList(tuple(listed), settings.dest)
+    return ModelList(
+        tuple(list_local(chosen, Layout(settings), status=status, pinned=pins)), settings.dest
+    )
 
 
 @checked
@@ -83,8 +85,9 @@ def show(
     from mdl.store.inventory import ModelInfo, model_status
     from mdl.store.layout import Layout
 
-    flags = Overrides(dest=dest, layout=layout, locked=locked, frozen=frozen)
-    settings, (spec,), lock = catalog_models(catalog, environ, [name], flags, all_models=False)
+    settings, (spec,), lock = catalog_models(
+        catalog, environ, [name], flags_of(locals()), all_models=False
+    )
     pins, warnings, entries = LockUse(settings, lock=lock).view([spec])
     status = model_status(spec, Layout(settings), pinned=pins.get(name))
     commit = entries[name].commit if name in entries else None
@@ -110,9 +113,8 @@ def resolve(
     from mdl.download.resolve import resolve_models
     from mdl.report import Resolution
 
-    flags = Overrides(dest=dest, layout=layout, timeout=timeout, locked=locked, frozen=frozen)
     settings, models, lock = catalog_models(
-        catalog, environ, names, flags, all_models=all, secrets=secrets
+        catalog, environ, names, flags_of(locals()), all_models=all, secrets=secrets
     )
     docs, failures = resolve_models(
         models, settings, follow=follow, progress=progress or NullProgress(), lock=lock

@@ -10,7 +10,7 @@ from mdl.api._context import command_catalog, command_settings, environ_now
 from mdl.api._inputs import checked
 from mdl.errors import UsageError
 from mdl.progress import NullProgress, Progress
-from mdl.setting import Overrides, StrPath
+from mdl.setting import StrPath, flags_of
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog
@@ -40,8 +40,7 @@ def lock(
     cat = command_catalog(catalog, env, required=True)
     if names and all:
         raise UsageError("name models or pass --all, not both")
-    flags = Overrides(dest=dest, layout=layout, timeout=timeout)
-    settings = command_settings(cat, env, flags, secrets=secrets)
+    settings = command_settings(cat, env, flags_of(locals()), secrets=secrets)
     locked = lock_catalog(
         cat, names, settings, upgrade=upgrade, check=check, progress=progress or NullProgress()
     )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from mdl.api._context import catalog_models
 from mdl.api._inputs import checked
 from mdl.progress import NullProgress, Progress
-from mdl.setting import Overrides, StrPath
+from mdl.setting import StrPath, flags_of
 
 if TYPE_CHECKING:
     from mdl.catalog.specs import Catalog
@@ -59,36 +59,20 @@ def serve(
 
     from mdl.endpoint.serving import ServeOptions, serve_models
 
-    flags = Overrides(
-        dest=dest,
-        layout=layout,
-        connections=connections,
-        jobs=jobs,
-        limit_rate=limit_rate,
-        stall_timeout=stall_timeout,
-        timeout=timeout,
-        lock_timeout=lock_timeout,
-        mirrors=mirrors,
-        fill_mirror=fill_mirror,
-        xet=xet,
-        locked=locked,
-        frozen=frozen,
-    )
     settings, models, lock = catalog_models(
-        catalog, environ, names, flags, all_models=all, secrets=secrets
-    )
-    options = ServeOptions(
-        host=host,
-        port=port,
-        bucket=bucket,
-        wait=wait,
-        pull=pull,
-        env_file=Path(env_file) if env_file is not None else None,
+        catalog, environ, names, flags_of(locals()), all_models=all, secrets=secrets
     )
     return serve_models(
         models,
         settings,
-        options=options,
+        options=ServeOptions(
+            host=host,
+            port=port,
+            bucket=bucket,
+            wait=wait,
+            pull=pull,
+            env_file=Path(env_file) if env_file is not None else None,
+        ),
         progress=progress or NullProgress(),
         lock=lock,
         on_ready=on_ready,

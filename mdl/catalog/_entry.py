@@ -168,12 +168,11 @@ def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -
     if isinstance(source, str):
         table: Toml = {"url": source}
     else:
-        revision = source.revision or "main"
         table = _sparse(
             {
                 "repo": source.repo,
                 "path": source.path,
-                "revision": revision,
+                "revision": source.revision or "main",
                 "repo_type": source.repo_type,
             }
         )

@@ -573,8 +573,9 @@ def _model_spec(
     }
     signed = entry.signature or signer
     if entry.signature is None and signed is not None and entry.needs_signature_url(signed):
-        needed = f"{SIGNATURE_URL_NEEDED}: give it its own [models.{name}.signature]"
-        found.append((("models", name), needed))
+        found.append(
+            (("models", name), f"{SIGNATURE_URL_NEEDED}: give it its own [models.{name}.signature]")
+        )
     trust = None
     if signed is not None:
         trust = signed.to_trust(path.parent if path is not None else Path.cwd())

@@ -219,12 +219,18 @@ def add_entry(
         entry, meta = with_meta(entry, meta), {}
     edited = text
     if action != "unchanged":
-        place = functools.partial(placed, text, name, entry, old, action)
-        edited = _edited(document, text, name, entry, place)
+        edited = _edited(
+            document, text, name, entry, functools.partial(placed, text, name, entry, old, action)
+        )
     if meta:  # then the description, tags and signature, in the entry as now written
         updated = with_meta(entry, meta)
-        meta_place = functools.partial(meta_placed, edited, name, meta)
-        edited = _edited(tomllib.loads(edited), edited, name, updated, meta_place)
+        edited = _edited(
+            tomllib.loads(edited),
+            edited,
+            name,
+            updated,
+            functools.partial(meta_placed, edited, name, meta),
+        )
         entry, action = updated, "updated" if action == "unchanged" else action
     return Edit(edited, action, entry, tuple(added))  # unchanged: the text as it was, nothing added
 

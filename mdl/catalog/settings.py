@@ -122,12 +122,17 @@ def hf_hub_cache(environ: Mapping[str, str]) -> Path:
     home = environ.get("HF_HOME") or str(
         Path(environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
     )
-    cache = (
-        environ.get("HF_HUB_CACHE")
-        or environ.get("HUGGINGFACE_HUB_CACHE")
-        or str(Path(home, "hub"))
+    return (
+        Path(
+            os.path.expandvars(
+                environ.get("HF_HUB_CACHE")
+                or environ.get("HUGGINGFACE_HUB_CACHE")
+                or str(Path(home, "hub"))
+            )
+        )
+        .expanduser()
+        .absolute()
     )
-    return Path(os.path.expandvars(cache)).expanduser().absolute()
 
 
 def default_dest() -> Path:
@@ -188,7 +193,10 @@ def parse_number(setting: Setting, value: object, *, where: str) -> int | float:
         expected = "a whole number (digits 0-9)" if count else "a number of seconds (digits 0-9)"
         raise UsageError(f"{where}: expected {expected}, got {value!r}")
     if count:
-        return _count_within(setting, number, value, where=where)
+        lo, hi = setting.bounds
+        if not lo <= number <= hi:
+            raise UsageError(f"{where}: must be between {lo} and {hi}, got {value}")
+        return int(number)
     return _seconds_within(setting, number, value, where=where)
 
 
@@ -208,13 +216,6 @@ def _as_number(value: object, *, whole: bool) -> int | float | None:
     if isinstance(value, float) and (not whole or value.is_integer()):
         return value
     return None
-
-
-def _count_within(setting: Setting, number: int | float, value: object, *, where: str) -> int:
-    lo, hi = setting.bounds
-    if not lo <= number <= hi:
-        raise UsageError(f"{where}: must be between {lo} and {hi}, got {value}")
-    return int(number)
 
 
 def _seconds_within(setting: Setting, number: int | float, value: object, *, where: str) -> float:
@@ -289,13 +290,12 @@ def settings_for(
     catalog_secrets(catalog, environ, secrets)
     where = catalog.path.parent if catalog.path is not None else None
     flag = Path(flags.dest) if flags.dest is not None else None
-    root = resolve_dest(
-        flag=flag, environ=environ, catalog_dest=catalog.settings.dest, catalog_dir=where
-    )
     return build_settings(
         flags,
         environ=environ,
-        dest=root,
+        dest=resolve_dest(
+            flag=flag, environ=environ, catalog_dest=catalog.settings.dest, catalog_dir=where
+        ),
         catalog=catalog.settings,
         lock_path=lock_path,
         catalog_path=catalog.path,

@@ -138,8 +138,9 @@ def epilog(name: str) -> str:
     ``\\b``); ``mdl``'s exit codes after its own (:data:`mdl.errors.EXIT_MEANINGS`)."""
     text = "\b\nExamples:\n" + "\n".join(f"  # {what}\n  {line}" for line, what in EXAMPLES[name])
     if name == "mdl":
-        codes = [f"  {int(code):>3}  {what}" for code, what in EXIT_MEANINGS.items()]
-        text += "\n\n\b\nExit codes:\n" + "\n".join(codes)
+        text += "\n\n\b\nExit codes:\n" + "\n".join(
+            [f"  {int(code):>3}  {what}" for code, what in EXIT_MEANINGS.items()]
+        )
     return text
 
 
@@ -164,8 +165,9 @@ def build_command(name: str) -> Any:
     """The Click command Typer makes of ``name``'s function, as ``app.command(name)`` would."""
     module, function = COMMANDS[name]
     one = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
-    body = getattr(importlib.import_module(f"mdl.cli.{module}"), function)
-    one.command(name, cls=MdlCommand, epilog=epilog(name))(body)
+    one.command(name, cls=MdlCommand, epilog=epilog(name))(
+        getattr(importlib.import_module(f"mdl.cli.{module}"), function)
+    )
     return typer.main.get_command(one)
 
 
@@ -291,10 +293,9 @@ class MdlCommand(TyperCommand):
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
             if record is not None and param.param_type_name in rows:
-                argument = (
+                rows[param.param_type_name].append(
                     (_shown(param), record[1]) if param.param_type_name == "argument" else record
                 )
-                rows[param.param_type_name].append(argument)
         for title, kind in (("Arguments", "argument"), ("Options", "option")):
             if rows[kind]:
                 with formatter.section(title):

@@ -93,8 +93,10 @@ def pack_cmd(
         run.emit(doc)
         return
     if not to_stdout:
-        rows = [{**f, "size": human_size(f["size"])} for f in doc["files"]]
-        run.table(rows, [("path", "PATH"), ("role", "ROLE"), ("size", "SIZE")])
+        run.table(
+            [{**f, "size": human_size(f["size"])} for f in doc["files"]],
+            [("path", "PATH"), ("role", "ROLE"), ("size", "SIZE")],
+        )
     say_left_out(run, doc["skipped"])
     run.console.info(packed_line(result, dry_run=dry_run))
 
@@ -168,9 +170,8 @@ def unpack_cmd(
     manifest.
     """
     with run.reporter() as progress:
-        source = sys.stdin.buffer if str(archive) == "-" else archive
         result = api.unpack(
-            source,
+            sys.stdin.buffer if str(archive) == "-" else archive,
             dest=directory,
             force=force,
             max_ratio=max_ratio,

@@ -205,8 +205,12 @@ def remove_cmd(
     report = api.prune(
         only=change.model, as_removed=True, dry_run=dry_run, **where, environ=run.environ
     )
-    said = "would remove {name} from {catalog}" if dry_run else "removed {name} from {catalog}"
-    code = _render(run, change, more={**would, "pruned": report.to_json()}, said=said)
+    code = _render(
+        run,
+        change,
+        more={**would, "pruned": report.to_json()},
+        said="would remove {name} from {catalog}" if dry_run else "removed {name} from {catalog}",
+    )
     return render_prune(run, report, emit=False) or code
 
 
@@ -248,7 +252,8 @@ def say_change(
             " its own; `mdl init --project` starts one in this folder"
         )
     words = said or _SAID[change.action]
-    files = ", ".join(change.added)
-    run.console.info(words.format(name=change.model, catalog=change.catalog, files=files))
+    run.console.info(
+        words.format(name=change.model, catalog=change.catalog, files=", ".join(change.added))
+    )
     if change.lock is not None:
         run.console.info(f"{'would update' if dry_run else 'updated'} {change.lock}")

@@ -52,8 +52,9 @@ def _show_data(run: Run, report: RunReport, data: Callable[[], None] | None) -> 
         if run.json:
             run.emit(report.to_json())
         elif report.dry_run:
-            rows = [{**f.to_json(), "size": human_size(f.size)} for f in report.files]
-            run.table(rows, _PLAN_COLUMNS)
+            run.table(
+                [{**f.to_json(), "size": human_size(f.size)} for f in report.files], _PLAN_COLUMNS
+            )
         elif data is not None:
             data()
 
@@ -71,10 +72,11 @@ def _tell_failures(run: Run, report: RunReport) -> None:
     # (with its paths and redaction: ~7 ms that --help and list need not pay)
     from mdl.report import once_per_repo
 
-    if run.events is None:
-        failures = once_per_repo(report.files)
-    else:
-        failures = [(f, 0) for f in report.files if f.failing]
+    failures = (
+        once_per_repo(report.files)
+        if run.events is None
+        else [(f, 0) for f in report.files if f.failing]
+    )
     for f, more in failures:
         if more:
             error = f.error or f.label + ": failed"

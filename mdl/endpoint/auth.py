@@ -222,11 +222,8 @@ def _when(stamp: str) -> datetime:
 
 def _params(query: str) -> list[tuple[str, str]]:
     """The query's name/value pairs, decoded (``a&b=`` gives ``("a", "")`` twice over)."""
-    pairs = []
-    for item in query.split("&") if query else ():
-        name, _, value = item.partition("=")
-        pairs.append((unquote(name), unquote(value)))
-    return pairs
+    pairs = (item.partition("=") for item in (query.split("&") if query else ()))
+    return [(unquote(name), unquote(value)) for name, _, value in pairs]
 
 
 def _canonical_query(params: list[tuple[str, str]]) -> str:

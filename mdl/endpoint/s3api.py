@@ -108,7 +108,7 @@ def s3_error(status: int, code: str, message: str, resource: str = "", **more: o
     body = (
         '<?xml version="1.0" encoding="UTF-8"?>\n<Error>'
         f"<Code>{code}</Code><Message>{escape(message)}</Message>"
-        f"<Resource>{escape(resource)}</Resource>{extra}<RequestId>{_request_id()}</RequestId>"
+        f"<Resource>{escape(resource)}</Resource>{extra}<RequestId>{request_id()}</RequestId>"
         "</Error>"
     ).encode()
     return Answer(status, {"Content-Type": _XML}, body, code=code, message=message)
@@ -125,7 +125,8 @@ def _unsatisfiable(size: int, resource: str, *, code: str = "InvalidRange") -> A
     return refused
 
 
-def _request_id() -> str:
+def request_id() -> str:
+    """A request's id, as S3 sends it (its header and its error document's RequestId)."""
     return f"{time.time_ns():x}"
 
 
@@ -373,8 +374,9 @@ def _untoken(token: str) -> str:
 
 
 def _iso(mtime_ns: int | None) -> str:
-    when = datetime.fromtimestamp((mtime_ns or 0) // 10**9, tz=UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return datetime.fromtimestamp((mtime_ns or 0) // 10**9, tz=UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S.000Z"
+    )
 
 
 def _object(
@@ -432,8 +434,9 @@ def _answer_for(
     size = obj.size or 0
     span = _range(_asked_range(obj, headers), size) if part is None else _part(part, size)
     if span is None:
-        code = "InvalidRange" if part is None else "InvalidPartNumber"
-        return _unsatisfiable(size, f"/{obj.key}", code=code)
+        return _unsatisfiable(
+            size, f"/{obj.key}", code="InvalidRange" if part is None else "InvalidPartNumber"
+        )
     first, last, partial = span
     checksum = method == "GET" or headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
     out = _object_headers(obj, last - first + 1, checksum=checksum and not partial)
@@ -484,15 +487,11 @@ def _part(part: int, size: int) -> tuple[int, int, bool] | None:
 def _overrides(params: Mapping[str, str]) -> dict[str, str]:
     """The response headers the query overrides (``response-content-type``, ...): printable
     ASCII only, never a line break into the answer's headers."""
-    found = {}
-    for name, header in _OVERRIDES.items():
-        value = params.get(name)
-        if value is None:
-            continue
+    asked = {name: params[name] for name in _OVERRIDES if name in params}
+    for name, value in asked.items():
         if not (value.isascii() and value.isprintable()):
             raise NotServed(400, "InvalidArgument", f"{name} must be printable ASCII")
-        found[header] = value
-    return found
+    return {_OVERRIDES[name]: value for name, value in asked.items()}
 
 
 def _object_headers(obj: ShelfObject, length: int, *, checksum: bool = False) -> dict[str, str]:

@@ -376,7 +376,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         # a line http.server could not read leaves it at HTTP/0.9, which answers a bare body
         self.request_version = self.protocol_version
-        try:
+        with contextlib.suppress(OSError):
             self.send_response(code)
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(reply.body)))
@@ -384,8 +384,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if getattr(self, "command", "") != "HEAD" and code >= 200:
                 self.wfile.write(reply.body)
-        except OSError:
-            pass
 
     def _serve(self, method: str) -> None:
         with self.server.connections.answering():
@@ -419,17 +417,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(method, s3api.s3_error(503, "SlowDown", busy, raw_path))
             return
         bucket, key = _bucket_and_key(raw_path, headers.get("host", ""), server.facts.bucket)
-        reply = s3api.answer(
-            server.facts,
-            server.shelf,
-            method=method,
-            bucket=bucket,
-            key=key,
-            params=auth.query_params(query),
-            headers=headers,
-            cancel=server.cancel,
+        self._send(
+            method,
+            s3api.answer(
+                server.facts,
+                server.shelf,
+                method=method,
+                bucket=bucket,
+                key=key,
+                params=auth.query_params(query),
+                headers=headers,
+                cancel=server.cancel,
+            ),
         )
-        self._send(method, reply)
 
     def _send(self, method: str, reply: s3api.Answer) -> None:
         if reply.code is not None:
@@ -443,9 +443,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
         try:
             self.send_response(reply.status)
-            length = reply.count if reply.fd is not None else len(reply.body)
-            reply.headers.setdefault("Content-Length", str(length))
-            reply.headers["x-amz-request-id"] = s3api._request_id()
+            reply.headers.setdefault(
+                "Content-Length", str(reply.count if reply.fd is not None else len(reply.body))
+            )
+            reply.headers["x-amz-request-id"] = s3api.request_id()
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.end_headers()
@@ -476,16 +477,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_error(self, format: str, *args: Any) -> None:
         # the server's own refusals of what is not HTTP (a request that timed out)
-        line = safe_text(
-            self.server.hidden(f"{self.client_address[0]}: {format % args}"), limit=300
+        self.server.refused(
+            safe_text(self.server.hidden(f"{self.client_address[0]}: {format % args}"), limit=300),
+            "other",
         )
-        self.server.refused(line, "other")
 
     def log_message(self, format: str, *args: Any) -> None:
-        line = safe_text(
-            self.server.hidden(f"{self.client_address[0]}: {format % args}"), limit=300
+        log.debug(
+            "%s",
+            safe_text(self.server.hidden(f"{self.client_address[0]}: {format % args}"), limit=300),
         )
-        log.debug("%s", line)
 
 
 # headers a request may carry once: two of them (a broken and a signed Authorization, two

@@ -268,9 +268,13 @@ def sign_digests(
     # private import.
     digest = typing.get_type_hints(manifest.FileManifestItem.__init__)["digest"]
 
-    ignored = [signature_name, *ignore_paths, *GIT_PATHS]
     kind = manifest.SerializationType.from_args(
-        {"method": "files", "hash_type": "sha256", "allow_symlinks": False, "ignore_paths": ignored}
+        {
+            "method": "files",
+            "hash_type": "sha256",
+            "allow_symlinks": False,
+            "ignore_paths": [signature_name, *ignore_paths, *GIT_PATHS],
+        }
     )
     items = [
         manifest.FileManifestItem(

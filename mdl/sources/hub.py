@@ -288,8 +288,9 @@ class Hub:
                 )
             return response, body
 
-        wait = self.cancel.wait if self.cancel is not None else None
-        return self.retry.run(attempt, what=what, wait=wait)
+        return self.retry.run(
+            attempt, what=what, wait=self.cancel.wait if self.cancel is not None else None
+        )
 
 
 def _whole_body(response: httpx2.Response, *, what: str) -> bytes:
@@ -345,8 +346,10 @@ def _status_error(
             hint=hub_auth_hint(code, response),
         )
     elif code == "RepoNotFound":
-        hint = None if hub.token else "if it is private, set HF_TOKEN"
-        error = NotFoundError(f"{what}: repository {repo} not found", hint=hint)
+        error = NotFoundError(
+            f"{what}: repository {repo} not found",
+            hint=None if hub.token else "if it is private, set HF_TOKEN",
+        )
     elif status in (401, 403):
         error = AuthError(
             f"{what}: not authorised for {target} (HTTP {status}){detail}",

@@ -38,8 +38,7 @@ class NetrcLogins:
         credential would break)."""
         if not self.logins or _carries_credential(url, headers):
             return None
-        host = (urlsplit(url).hostname or "").lower()
-        found = self.logins.get(host) or self.logins.get(_DEFAULT)
+        found = self.logins.get((urlsplit(url).hostname or "").lower()) or self.logins.get(_DEFAULT)
         if found is None:
             return None
         login, password = found

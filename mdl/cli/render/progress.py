@@ -367,5 +367,6 @@ class JsonReporter(Reporter):
         if event.ok:
             self._emit("finish", item, bytes=item.completed, seconds=round(now - item.started, 3))
         else:
-            message = event.message or "failed"
-            self._events.error(message, model=item.model, path=item.path, label=item.label)
+            self._events.error(
+                event.message or "failed", model=item.model, path=item.path, label=item.label
+            )
