@@ -324,12 +324,9 @@ def parse_hf_uri(text: str) -> HfUri:
             f" {HF_URI_FORMS}"
         )
     check_revision(match.group("rev"), where=printable(text, limit=300))
+    path = match.group("path") and safe_relative_path(match.group("path"), where=text)
     return HfUri(
-        text,
-        _REPO_TYPES[match.group("type")],
-        match.group("repo"),
-        match.group("rev"),
-        match.group("path") and safe_relative_path(match.group("path"), where=text),
+        text, _REPO_TYPES[match.group("type")], match.group("repo"), match.group("rev"), path
     )
 
 
@@ -467,10 +464,9 @@ def read_small_file(
         found = os.fstat(fd)
         # a folder's errno makes it an IsADirectoryError, as open() would
         if not st.S_ISREG(found.st_mode):
+            why = f"it is {kind_of(found) or 'not a regular file'}, not a regular file"
             raise OSError(
-                errno.EISDIR if st.S_ISDIR(found.st_mode) else errno.EINVAL,
-                f"it is {kind_of(found) or 'not a regular file'}, not a regular file",
-                os.fspath(path),
+                errno.EISDIR if st.S_ISDIR(found.st_mode) else errno.EINVAL, why, os.fspath(path)
             )
         chunks: list[bytes] = []
         total = 0

@@ -274,15 +274,8 @@ def redact_url(url: str) -> str:
     except ValueError:
         return REDACTED
     path = _hide_path_params(parts.path)
-    return urlunsplit(
-        (
-            parts.scheme,
-            parts.netloc.rsplit("@", 1)[-1],
-            path,
-            REDACTED if parts.query and is_signed_url(url) else parts.query,
-            parts.fragment,
-        )
-    )
+    query = REDACTED if parts.query and is_signed_url(url) else parts.query
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], path, query, parts.fragment))
 
 
 def _hide_path_params(path: str) -> str:

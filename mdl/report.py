@@ -306,6 +306,7 @@ def failed(
     """
     status, server_text = server_details(exc)
     # a 4 KiB path: cut
+    label = shown_path(f"{model}/{path}" if model and path else model or path or "")
     return FileOutcome(
         model=model,
         path=path,
@@ -314,11 +315,7 @@ def failed(
         sha256=None,
         action="failed",
         # API callers print it too: made safe
-        error=labelled(
-            safe_text(exc.message),
-            shown_path(f"{model}/{path}" if model and path else model or path or ""),
-            model=model,
-        ),
+        error=labelled(safe_text(exc.message), label, model=model),
         exit_code=int(exc.exit_code),
         source=source,
         status=status,
@@ -425,6 +422,5 @@ def _failure_fields(outcome: FileOutcome) -> list[tuple[str, object | None]]:
 
 def log_outcome(outcome: FileOutcome) -> None:
     """Write the file's line: INFO when it is present and verified, ERROR when it failed."""
-    file_log.log(
-        logging.ERROR if outcome.action == "failed" else logging.INFO, "%s", file_line(outcome)
-    )
+    level = logging.ERROR if outcome.action == "failed" else logging.INFO
+    file_log.log(level, "%s", file_line(outcome))

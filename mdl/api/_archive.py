@@ -43,25 +43,22 @@ def pack(
     from mdl.archive.collect import PackOptions
     from mdl.archive.packer import pack_run
 
-    return pack_run(
-        PackOptions(
-            Path(run_dir),
-            pack_output(output, stream),
-            checkpoint,
-            profile=profile,
-            with_logs=with_logs,
-            includes=tuple(include),
-            excludes=tuple(exclude),
-            compress=compress,
-            dry_run=dry_run,
-            source_date_epoch=source_date_epoch(os.environ if environ is None else environ),
-            cwd=Path.cwd(),
-            force=force,
-            sign=None if sign is None else Path(sign),
-        ),
-        progress=progress or NullProgress(),
-        stdout=stream,
+    options = PackOptions(
+        Path(run_dir),
+        pack_output(output, stream),
+        checkpoint,
+        profile=profile,
+        with_logs=with_logs,
+        includes=tuple(include),
+        excludes=tuple(exclude),
+        compress=compress,
+        dry_run=dry_run,
+        source_date_epoch=source_date_epoch(os.environ if environ is None else environ),
+        cwd=Path.cwd(),
+        force=force,
+        sign=None if sign is None else Path(sign),
     )
+    return pack_run(options, progress=progress or NullProgress(), stdout=stream)
 
 
 def pack_output(output: StrPath | None, stream: BinaryIO | None) -> Path | None:

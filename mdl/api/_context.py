@@ -64,9 +64,8 @@ def command_settings(
     from mdl.catalog.settings import settings_for
 
     env = environ_now(environ)
-    return settings_for(
-        command_catalog(given, env, required=False, look=look), env, flags, secrets=secrets
-    )
+    catalog = command_catalog(given, env, required=False, look=look)
+    return settings_for(catalog, env, flags, secrets=secrets)
 
 
 def catalog_models(

@@ -90,17 +90,15 @@ def verify(
             hint="point --catalog (or MDL_CATALOG) at the catalog the models were pulled with",
         )
     pins, warnings, _ = LockUse(settings, lock=lock).view(models)
-    return warned(
-        verify_models(
-            models,
-            settings,
-            progress=progress or NullProgress(),
-            on_file=on_file,
-            pinned=pins,
-            quick=quick,
-        ),
-        warnings,
+    report = verify_models(
+        models,
+        settings,
+        progress=progress or NullProgress(),
+        on_file=on_file,
+        pinned=pins,
+        quick=quick,
     )
+    return warned(report, warnings)
 
 
 @checked
@@ -129,9 +127,8 @@ def clean(
         for path, size in recover_unpacks(settings.dest, NullProgress(), dry_run=dry_run)
     ]
     # a killed `prune` leaves what it set aside (hidden, as big as the file): put back or removed
-    return CleanReport(
-        (*clean_partials(settings), *stagings, *clean_asides(settings)), dry_run=dry_run
-    )
+    asides = clean_asides(settings)
+    return CleanReport((*clean_partials(settings), *stagings, *asides), dry_run=dry_run)
 
 
 @checked

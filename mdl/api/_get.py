@@ -56,36 +56,28 @@ def get(
     if output is not None and str(output) == "-":
         raise UsageError("get: output '-': mdl writes files, not stdout")
     here = Path(directory or Path.cwd()).absolute()
+    flags = Overrides(
+        dest=here,
+        connections=connections,
+        limit_rate=limit_rate,
+        timeout=timeout,
+        xet=xet,
+        force=force,
+    )
     # A one-off get names its sources: like pip and uv given a URL, it reads no project file it was
     # not pointed at (a broken ./catalog.toml never blocks it); --catalog or $MDL_CATALOG lends it a
     # catalog's [settings].
-    settings = command_settings(
-        catalog,
-        environ,
-        Overrides(
-            dest=here,
-            connections=connections,
-            limit_rate=limit_rate,
-            timeout=timeout,
-            xet=xet,
-            force=force,
-        ),
-        secrets=secrets,
-        look=False,
-    )
+    settings = command_settings(catalog, environ, flags, secrets=secrets, look=False)
     given = (headers or {}).items()
-    report = get_sources(
-        GetRequest(
-            sources,
-            output=None if output is None else Path(output).absolute(),
-            sha256=sha256,
-            include=include,
-            exclude=exclude,
-            headers=check_headers(given, where="header", secrets=settings.secrets),
-            input_file=None if input_file is None else str(input_file),
-            read_text=read_text or read_job_output,
-        ),
-        settings,
-        progress=progress or NullProgress(),
+    request = GetRequest(
+        sources,
+        output=None if output is None else Path(output).absolute(),
+        sha256=sha256,
+        include=include,
+        exclude=exclude,
+        headers=check_headers(given, where="header", secrets=settings.secrets),
+        input_file=None if input_file is None else str(input_file),
+        read_text=read_text or read_job_output,
     )
+    report = get_sources(request, settings, progress=progress or NullProgress())
     return replace(report, files=hidden(report.files, settings.secrets))

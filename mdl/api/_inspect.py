@@ -62,9 +62,8 @@ def list_models(
         from mdl.lockfile.policy import LockUse
 
         pins = LockUse(settings, lock=lock).view(chosen)[0]
-    return ModelList(
-        tuple(list_local(chosen, Layout(settings), status=status, pinned=pins)), settings.dest
-    )
+    listed = list_local(chosen, Layout(settings), status=status, pinned=pins)
+    return ModelList(tuple(listed), settings.dest)
 
 
 @checked

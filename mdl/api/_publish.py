@@ -64,30 +64,26 @@ def publish(
         raise UsageError(
             "publish: --force only lets --sign replace a model's own model.sig; give --sign KEY.pem"
         )
+    flags = Overrides(
+        dest=dest, layout=layout, connections=connections, locked=locked, frozen=frozen
+    )
     settings, models, lock = catalog_models(
-        catalog,
-        environ,
-        names,
-        Overrides(dest=dest, layout=layout, connections=connections, locked=locked, frozen=frozen),
-        all_models=all,
-        secrets=secrets,
+        catalog, environ, names, flags, all_models=all, secrets=secrets
     )
     pins, warnings, pinned = LockUse(settings, lock=lock).view(models)
-    return warned(
-        publish_models(
-            models,
-            settings,
-            target,
-            progress=progress or NullProgress(),
-            pins=pins,
-            locked=pinned,
-            endpoint=endpoint,
-            sign=None if sign is None else Path(sign),
-            force=force,
-            dry_run=dry_run,
-        ),
-        warnings,
+    report = publish_models(
+        models,
+        settings,
+        target,
+        progress=progress or NullProgress(),
+        pins=pins,
+        locked=pinned,
+        endpoint=endpoint,
+        sign=None if sign is None else Path(sign),
+        force=force,
+        dry_run=dry_run,
     )
+    return warned(report, warnings)
 
 
 @checked
@@ -111,13 +107,9 @@ def prune_mirror(
     days = KEEP_DAYS if keep_days is None else keep_days
     if not 0 <= days < 100_000:
         raise UsageError(f"--keep-days: expected a number of days from 0, got {keep_days!r}")
+    flags = Overrides(mirrors=[mirror], dry_run=dry_run)
     settings, models, _ = catalog_models(
-        catalog,
-        environ,
-        (),
-        Overrides(mirrors=[mirror], dry_run=dry_run),
-        all_models=True,
-        secrets=secrets,
+        catalog, environ, (), flags, all_models=True, secrets=secrets
     )
     return prune_mirror_models(
         models, settings, template=mirror, keep_days=days, all_models=all_models

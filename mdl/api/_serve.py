@@ -62,17 +62,18 @@ def serve(
     settings, models, lock = catalog_models(
         catalog, environ, names, flags_of(locals()), all_models=all, secrets=secrets
     )
+    options = ServeOptions(
+        host=host,
+        port=port,
+        bucket=bucket,
+        wait=wait,
+        pull=pull,
+        env_file=Path(env_file) if env_file is not None else None,
+    )
     return serve_models(
         models,
         settings,
-        options=ServeOptions(
-            host=host,
-            port=port,
-            bucket=bucket,
-            wait=wait,
-            pull=pull,
-            env_file=Path(env_file) if env_file is not None else None,
-        ),
+        options=options,
         progress=progress or NullProgress(),
         lock=lock,
         on_ready=on_ready,

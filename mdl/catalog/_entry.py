@@ -168,11 +168,12 @@ def _file_table(source: AddSource, *, save_as: str | None, sha256: str | None) -
     if isinstance(source, str):
         table: Toml = {"url": source}
     else:
+        revision = source.revision or "main"
         table = _sparse(
             {
                 "repo": source.repo,
                 "path": source.path,
-                "revision": source.revision or "main",
+                "revision": revision,
                 "repo_type": source.repo_type,
             }
         )

@@ -49,9 +49,8 @@ def format_key(key: str) -> str:
 
 def format_path(path: KeyPath) -> str:
     """``("models", "x", "files", 1, "as")`` → ``models.x.files[1].as``."""
-    return "".join(
-        f"[{part}]" if isinstance(part, int) else f".{format_key(part)}" for part in path
-    ).removeprefix(".")
+    parts = (f"[{part}]" if isinstance(part, int) else f".{format_key(part)}" for part in path)
+    return "".join(parts).removeprefix(".")
 
 
 # A value that spans lines (array, multi-line string, TOML 1.1 inline table) ends on a line with one

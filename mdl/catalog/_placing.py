@@ -72,7 +72,8 @@ def _add_files(document: Any, lines: list[Line], name: str, new: list[Toml], tex
     place (an inline or dotted entry)."""
     from tomlkit.items import AoT
 
-    files = next(t for t in models_tables(document) if name in t)[name].get("files")
+    models = next(t for t in models_tables(document) if name in t)
+    files = models[name].get("files")
     # [[models.NAME.files]] tables: one more table each, every comment kept
     if isinstance(files, AoT):
         added = [_table(f, newline_of(text)) for f in new]
@@ -175,13 +176,8 @@ def _merged(holder: Any, name: str, values: Toml, nl: str) -> None:
     dropped = [i for i, (key, _) in enumerate(body) if key is not None and key.key not in values]
     new = {key: value for key, value in values.items() if key not in table}
     if new or dropped:
-        _rewritten(
-            holder,
-            name,
-            {(dropped[0] if dropped else _past_keys(body)): new},
-            {body[i][0].key for i in dropped},
-            nl,
-        )
+        at = dropped[0] if dropped else _past_keys(body)
+        _rewritten(holder, name, {at: new}, {body[i][0].key for i in dropped}, nl)
 
 
 def _past_keys(body: Body) -> int:
@@ -267,9 +263,8 @@ def _lifted(lines: list[Line], start: int, at: int, prefix: tuple[str, ...], nl:
     above = [line for line in lines[start:at] if not line.under(prefix)]
     for line in above:
         line.drop()
-    return "".join(line.item.as_string() for line in above) + (
-        nl if at and lines[at - 1].kind != "blank" else ""
-    )
+    blank = nl if at and lines[at - 1].kind != "blank" else ""
+    return "".join(line.item.as_string() for line in above) + blank
 
 
 def _move_under(after: list[Line], prefix: tuple[str, ...], table: Any, nl: str) -> None:
@@ -319,9 +314,8 @@ def _tail_moved(lines: list[Line], gone: set[int], inside: list[bool]) -> list[A
         elif kept and not inside[i]:
             if line.kind != "header" or i in gone:
                 return None
-            line.item.trivia.indent = (
-                "".join(item.as_string() for item in kept) + line.item.trivia.indent
-            )
+            moved = "".join(item.as_string() for item in kept)
+            line.item.trivia.indent = moved + line.item.trivia.indent
             kept = []
     return kept
 

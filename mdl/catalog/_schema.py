@@ -573,9 +573,8 @@ def _model_spec(
     }
     signed = entry.signature or signer
     if entry.signature is None and signed is not None and entry.needs_signature_url(signed):
-        found.append(
-            (("models", name), f"{SIGNATURE_URL_NEEDED}: give it its own [models.{name}.signature]")
-        )
+        needed = f"{SIGNATURE_URL_NEEDED}: give it its own [models.{name}.signature]"
+        found.append((("models", name), needed))
     trust = None
     if signed is not None:
         trust = signed.to_trust(path.parent if path is not None else Path.cwd())

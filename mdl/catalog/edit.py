@@ -219,18 +219,12 @@ def add_entry(
         entry, meta = with_meta(entry, meta), {}
     edited = text
     if action != "unchanged":
-        edited = _edited(
-            document, text, name, entry, functools.partial(placed, text, name, entry, old, action)
-        )
+        place = functools.partial(placed, text, name, entry, old, action)
+        edited = _edited(document, text, name, entry, place)
     if meta:  # then the description, tags and signature, in the entry as now written
         updated = with_meta(entry, meta)
-        edited = _edited(
-            tomllib.loads(edited),
-            edited,
-            name,
-            updated,
-            functools.partial(meta_placed, edited, name, meta),
-        )
+        meta_place = functools.partial(meta_placed, edited, name, meta)
+        edited = _edited(tomllib.loads(edited), edited, name, updated, meta_place)
         entry, action = updated, "updated" if action == "unchanged" else action
     return Edit(edited, action, entry, tuple(added))  # unchanged: the text as it was, nothing added
 

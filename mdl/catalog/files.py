@@ -59,12 +59,8 @@ def catalog_text(
     from mdl.catalog.edit import catalog_to_edit
 
     find = catalog_to_edit if create else find_catalog  # the one to create, or the one there is
-    path = find(
-        flag=Path(catalog) if catalog is not None else None,
-        environ=environ,
-        cwd=Path.cwd(),
-        config_dir=user_config_dir(),
-    )
+    given = Path(catalog) if catalog is not None else None
+    path = find(flag=given, environ=environ, cwd=Path.cwd(), config_dir=user_config_dir())
     if path is None:
         raise no_catalog(user_config_dir())
     return (path, *read_catalog(path, create=create))

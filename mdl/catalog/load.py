@@ -69,9 +69,8 @@ def given_mirrors(
     from mdl.catalog._schema import validate_catalog  # (pydantic)
 
     listed = [dict(entry) if isinstance(entry, Mapping) else entry for entry in entries]
-    settings = validate_catalog(
-        {"settings": {"mirrors": listed}}, source=where, text="", path=None
-    ).settings
+    document = {"settings": {"mirrors": listed}}
+    settings = validate_catalog(document, source=where, text="", path=None).settings
     endpoints = dict(settings.mirror_endpoints)
     return tuple(
         {"url": url, "endpoint": endpoints[url]} if url in endpoints else url

@@ -138,9 +138,8 @@ def epilog(name: str) -> str:
     ``\\b``); ``mdl``'s exit codes after its own (:data:`mdl.errors.EXIT_MEANINGS`)."""
     text = "\b\nExamples:\n" + "\n".join(f"  # {what}\n  {line}" for line, what in EXAMPLES[name])
     if name == "mdl":
-        text += "\n\n\b\nExit codes:\n" + "\n".join(
-            [f"  {int(code):>3}  {what}" for code, what in EXIT_MEANINGS.items()]
-        )
+        codes = [f"  {int(code):>3}  {what}" for code, what in EXIT_MEANINGS.items()]
+        text += "\n\n\b\nExit codes:\n" + "\n".join(codes)
     return text
 
 
@@ -165,9 +164,8 @@ def build_command(name: str) -> Any:
     """The Click command Typer makes of ``name``'s function, as ``app.command(name)`` would."""
     module, function = COMMANDS[name]
     one = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
-    one.command(name, cls=MdlCommand, epilog=epilog(name))(
-        getattr(importlib.import_module(f"mdl.cli.{module}"), function)
-    )
+    body = getattr(importlib.import_module(f"mdl.cli.{module}"), function)
+    one.command(name, cls=MdlCommand, epilog=epilog(name))(body)
     return typer.main.get_command(one)
 
 
@@ -293,9 +291,10 @@ class MdlCommand(TyperCommand):
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
             if record is not None and param.param_type_name in rows:
-                rows[param.param_type_name].append(
+                argument = (
                     (_shown(param), record[1]) if param.param_type_name == "argument" else record
                 )
+                rows[param.param_type_name].append(argument)
         for title, kind in (("Arguments", "argument"), ("Options", "option")):
             if rows[kind]:
                 with formatter.section(title):

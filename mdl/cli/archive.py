@@ -93,10 +93,8 @@ def pack_cmd(
         run.emit(doc)
         return
     if not to_stdout:
-        run.table(
-            [{**f, "size": human_size(f["size"])} for f in doc["files"]],
-            [("path", "PATH"), ("role", "ROLE"), ("size", "SIZE")],
-        )
+        rows = [{**f, "size": human_size(f["size"])} for f in doc["files"]]
+        run.table(rows, [("path", "PATH"), ("role", "ROLE"), ("size", "SIZE")])
     say_left_out(run, doc["skipped"])
     run.console.info(packed_line(result, dry_run=dry_run))
 
@@ -170,8 +168,9 @@ def unpack_cmd(
     manifest.
     """
     with run.reporter() as progress:
+        source = sys.stdin.buffer if str(archive) == "-" else archive
         result = api.unpack(
-            sys.stdin.buffer if str(archive) == "-" else archive,
+            source,
             dest=directory,
             force=force,
             max_ratio=max_ratio,

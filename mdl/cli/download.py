@@ -129,12 +129,8 @@ def verify_cmd(
                 [("action", "RESULT"), ("model", "MODEL"), ("path", "PATH"), ("sha256", "SHA256")],
             )
 
-    return render_report(
-        run,
-        report,
-        verb="checked" if quick else "verified",
-        data=None if streaming or quick else table,
-    )
+    data = None if streaming or quick else table
+    return render_report(run, report, verb="checked" if quick else "verified", data=data)
 
 
 @command(progress=False)
@@ -211,18 +207,16 @@ def prune_cmd(
         return render_prune(run, api.prune(dry_run=dry_run, **where, environ=run.environ))
     if where.get("dest") is not None or where.get("layout") is not None:
         raise UsageError("--mirror prunes a mirror, not a destination: drop --dest and --layout")
-    return render_mirror_prune(
-        run,
-        api.prune_mirror(
-            mirror,
-            catalog=where.get("catalog"),
-            keep_days=cast(float | None, keep_days),
-            all_models=all_models,
-            dry_run=dry_run,
-            environ=run.environ,
-            secrets=run.secrets,
-        ),
+    report = api.prune_mirror(
+        mirror,
+        catalog=where.get("catalog"),
+        keep_days=cast(float | None, keep_days),
+        all_models=all_models,
+        dry_run=dry_run,
+        environ=run.environ,
+        secrets=run.secrets,
     )
+    return render_mirror_prune(run, report)
 
 
 def render_mirror_prune(run: Run, report: "MirrorPruneReport") -> int:

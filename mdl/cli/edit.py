@@ -205,12 +205,8 @@ def remove_cmd(
     report = api.prune(
         only=change.model, as_removed=True, dry_run=dry_run, **where, environ=run.environ
     )
-    code = _render(
-        run,
-        change,
-        more={**would, "pruned": report.to_json()},
-        said="would remove {name} from {catalog}" if dry_run else "removed {name} from {catalog}",
-    )
+    said = "would remove {name} from {catalog}" if dry_run else "removed {name} from {catalog}"
+    code = _render(run, change, more={**would, "pruned": report.to_json()}, said=said)
     return render_prune(run, report, emit=False) or code
 
 
@@ -252,8 +248,7 @@ def say_change(
             " its own; `mdl init --project` starts one in this folder"
         )
     words = said or _SAID[change.action]
-    run.console.info(
-        words.format(name=change.model, catalog=change.catalog, files=", ".join(change.added))
-    )
+    files = ", ".join(change.added)
+    run.console.info(words.format(name=change.model, catalog=change.catalog, files=files))
     if change.lock is not None:
         run.console.info(f"{'would update' if dry_run else 'updated'} {change.lock}")

@@ -195,12 +195,12 @@ def resolve_cmd(
                     f"{model['name']}  revision={model['revision'] or '-'} "
                     f" commit={model['commit'] or '-'}"
                 )
+                rows = [
+                    {**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"}
+                    for f in model["files"]
+                ]
                 run.table(
-                    [
-                        {**f, "size": human_size(f["size"]), "sha256": f["sha256"] or "-"}
-                        for f in model["files"]
-                    ],
-                    [("path", "PATH"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "URL")],
+                    rows, [("path", "PATH"), ("size", "SIZE"), ("sha256", "SHA256"), ("url", "URL")]
                 )
     for failure in resolution.failures:
         run.file_error(failure)

@@ -127,9 +127,8 @@ def commits_moved(change: "ModelChange") -> str:
         return f"{(change.old_commit or '-')[:7]} → {(change.new_commit or '-')[:7]}; "
     if not change.repos:
         return ""
-    return (
-        ", ".join(f"{r.repo} {r.old_commit[:7]} → {r.new_commit[:7]}" for r in change.repos) + "; "
-    )
+    moved = (f"{r.repo} {r.old_commit[:7]} → {r.new_commit[:7]}" for r in change.repos)
+    return ", ".join(moved) + "; "
 
 
 def files_shown(change: "ModelChange") -> str:

@@ -114,14 +114,15 @@ class Run:
         return self.log_file or (Path(named) if named else None)
 
     def reporter(self) -> Reporter:
+        mode = choose_progress_mode(
+            quiet=self.quiet,
+            no_progress=self.no_progress,
+            stderr_isatty=isatty(self.stderr),
+            environ=self.environ,
+            requested=self.progress,
+        )
         return make_reporter(
-            choose_progress_mode(
-                quiet=self.quiet,
-                no_progress=self.no_progress,
-                stderr_isatty=isatty(self.stderr),
-                environ=self.environ,
-                requested=self.progress,
-            ),
+            mode,
             quiet=self.quiet,
             stream=self.stderr,
             environ=self.environ,
@@ -145,11 +146,12 @@ class Run:
 
     def table(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
         """Data as an aligned table on stdout (-q too: it silences stderr, never the data)."""
+        color = color_enabled(isatty=isatty(self.stdout), environ=self.environ)
         render_table(
             rows,
             columns,
             stream=self.stdout,
-            color=color_enabled(isatty=isatty(self.stdout), environ=self.environ),
+            color=color,
             width=table_width(self.stdout, self.environ),
         )
         self.stdout.flush()
@@ -226,7 +228,8 @@ def make_reporter(
             stream=unstamped(stream), no_color=no_color(environ), clock=clock, secrets=secrets
         )
     if mode == "plain" or (mode == "none" and not quiet):
-        return (PlainReporter if mode == "plain" else RunWaits)(
+        plain = PlainReporter if mode == "plain" else RunWaits
+        return plain(
             stream=stream, wallclock=wallclock, interval=interval, clock=clock, secrets=secrets
         )
     if mode == "json":
@@ -295,9 +298,8 @@ def guarded(run: Run, *, output_only: bool = False) -> Iterator[None]:
         # the last event: the run's counts and seconds (cli.summary's, the summary line's own;
         # else none, and the command's)
         if run.events is not None:
-            run.events.end(
-                exit_code=code, summary=run.summary or run_summary((), seconds=seconds, text=None)
-            )
+            summary = run.summary or run_summary((), seconds=seconds, text=None)
+            run.events.end(exit_code=code, summary=summary)
         log.info("done in %.1fs", seconds)
 
 

@@ -52,9 +52,8 @@ def _show_data(run: Run, report: RunReport, data: Callable[[], None] | None) -> 
         if run.json:
             run.emit(report.to_json())
         elif report.dry_run:
-            run.table(
-                [{**f.to_json(), "size": human_size(f.size)} for f in report.files], _PLAN_COLUMNS
-            )
+            rows = [{**f.to_json(), "size": human_size(f.size)} for f in report.files]
+            run.table(rows, _PLAN_COLUMNS)
         elif data is not None:
             data()
 

@@ -435,7 +435,7 @@ def _answer_for(
     span = _range(_asked_range(obj, headers), size) if part is None else _part(part, size)
     if span is None:
         return _unsatisfiable(
-            size, f"/{obj.key}", code="InvalidRange" if part is None else "InvalidPartNumber"
+            size, f"/{obj.key}", code=("InvalidRange" if part is None else "InvalidPartNumber")
         )
     first, last, partial = span
     checksum = method == "GET" or headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"

@@ -417,19 +417,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(method, s3api.s3_error(503, "SlowDown", busy, raw_path))
             return
         bucket, key = _bucket_and_key(raw_path, headers.get("host", ""), server.facts.bucket)
-        self._send(
-            method,
-            s3api.answer(
-                server.facts,
-                server.shelf,
-                method=method,
-                bucket=bucket,
-                key=key,
-                params=auth.query_params(query),
-                headers=headers,
-                cancel=server.cancel,
-            ),
+        reply = s3api.answer(
+            server.facts,
+            server.shelf,
+            method=method,
+            bucket=bucket,
+            key=key,
+            params=auth.query_params(query),
+            headers=headers,
+            cancel=server.cancel,
         )
+        self._send(method, reply)
 
     def _send(self, method: str, reply: s3api.Answer) -> None:
         if reply.code is not None:
@@ -443,9 +441,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
         try:
             self.send_response(reply.status)
-            reply.headers.setdefault(
-                "Content-Length", str(reply.count if reply.fd is not None else len(reply.body))
-            )
+            length = reply.count if reply.fd is not None else len(reply.body)
+            reply.headers.setdefault("Content-Length", str(length))
             reply.headers["x-amz-request-id"] = s3api.request_id()
             for name, value in reply.headers.items():
                 self.send_header(name, value)
@@ -477,16 +474,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_error(self, format: str, *args: Any) -> None:
         # the server's own refusals of what is not HTTP (a request that timed out)
-        self.server.refused(
-            safe_text(self.server.hidden(f"{self.client_address[0]}: {format % args}"), limit=300),
-            "other",
+        line = safe_text(
+            self.server.hidden(f"{self.client_address[0]}: {format % args}"), limit=300
         )
+        self.server.refused(line, "other")
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug(
-            "%s",
-            safe_text(self.server.hidden(f"{self.client_address[0]}: {format % args}"), limit=300),
+        line = safe_text(
+            self.server.hidden(f"{self.client_address[0]}: {format % args}"), limit=300
         )
+        log.debug("%s", line)
 
 
 # headers a request may carry once: two of them (a broken and a signed Authorization, two

@@ -92,10 +92,8 @@ class Shelf:
 
     def objects(self) -> list[ShelfObject]:
         """Every object, sorted by key as S3 lists them (by UTF-8 bytes)."""
-        return sorted(
-            [obj for name in self._specs for obj in self._looks.of(name)],
-            key=lambda obj: obj.key.encode(),
-        )
+        found = [obj for name in self._specs for obj in self._looks.of(name)]
+        return sorted(found, key=lambda obj: obj.key.encode())
 
     def lookup(self, key: str) -> ShelfObject | None:
         """The object at ``key`` (None: no such object). Only an exact key of a served model's file
@@ -197,11 +195,8 @@ class _Looks:
             while model in self._running:
                 left = until - time.monotonic()
                 if left <= 0 or self._stop.is_set():
-                    raise NotServed(
-                        503,
-                        "ServiceUnavailable",
-                        f"the files of {model} are slow to look at: try again",
-                    )
+                    why = f"the files of {model} are slow to look at: try again"
+                    raise NotServed(503, "ServiceUnavailable", why)
                 self._changed.wait(min(LOOK_EVERY, left))
                 ticket, found = self._last.get(model, (asked, []))
                 if ticket > asked:

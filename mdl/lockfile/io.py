@@ -57,9 +57,9 @@ def read_lock(path: Path) -> Lock | None:
 
 
 def _too_big(path: Path, has: str, done: str) -> CatalogError:
+    hint = "a lock holds one line per file: pin fewer or smaller models in it"
     return CatalogError(
-        f"{path}: {has} the {MAX_LOCK_BYTES >> 20} MiB a lock may hold; not {done}",
-        hint="a lock holds one line per file: pin fewer or smaller models in it",
+        f"{path}: {has} the {MAX_LOCK_BYTES >> 20} MiB a lock may hold; not {done}", hint=hint
     )
 
 
@@ -128,13 +128,8 @@ _MODEL = TypeAdapter(LockedModel)
 
 def dump_lock(lock: Lock) -> str:
     """The lock as TOML text: byte-identical for the same content."""
-    return "".join(
-        [
-            _HEADER,
-            f"version = {LOCK_VERSION}\n",
-            *(_model_text(lock.models[name]) for name in sorted(lock.models)),
-        ]
-    )
+    models = (_model_text(lock.models[name]) for name in sorted(lock.models))
+    return "".join([_HEADER, f"version = {LOCK_VERSION}\n", *models])
 
 
 def write_lock(path: Path, lock: Lock) -> bool:
@@ -264,16 +259,9 @@ def _compared(name: str, before: LockedModel, after: LockedModel) -> ModelChange
         repinned = tuple((a, b) for a, b in both if a.source != b.source and _same_bytes(a, b))
     moved = any((before.commit != after.commit, added, removed, changed, repinned))
     status = "changed" if moved else "unchanged"
+    repos = _repo_moves(both) if before.commit is None and after.commit is None else ()
     return ModelChange(
-        name,
-        before.commit,
-        after.commit,
-        added,
-        removed,
-        changed,
-        status,
-        repinned,
-        _repo_moves(both) if before.commit is None and after.commit is None else (),
+        name, before.commit, after.commit, added, removed, changed, status, repinned, repos
     )
 
 

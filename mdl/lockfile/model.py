@@ -181,15 +181,10 @@ def locked_from_resolved(
                     raise UsageError(f"{spec.name}/{remote.path}: no commit to pin it to")
                 revision = remote.revision if resolved.revision is None else None
                 source = hub_source(ref.repo, ref.repo_type, ref.commit, ref.path)
+                xet = remote.xet.hash if remote.xet is not None else None
                 files.append(
                     LockedFile(
-                        remote.path,
-                        remote.size,
-                        digest,
-                        source,
-                        remote.git_oid,
-                        revision,
-                        remote.xet.hash if remote.xet is not None else None,
+                        remote.path, remote.size, digest, source, remote.git_oid, revision, xet
                     )
                 )
             else:

@@ -268,13 +268,9 @@ def sign_digests(
     # private import.
     digest = typing.get_type_hints(manifest.FileManifestItem.__init__)["digest"]
 
+    ignored = [signature_name, *ignore_paths, *GIT_PATHS]
     kind = manifest.SerializationType.from_args(
-        {
-            "method": "files",
-            "hash_type": "sha256",
-            "allow_symlinks": False,
-            "ignore_paths": [signature_name, *ignore_paths, *GIT_PATHS],
-        }
+        {"method": "files", "hash_type": "sha256", "allow_symlinks": False, "ignore_paths": ignored}
     )
     items = [
         manifest.FileManifestItem(

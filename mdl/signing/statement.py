@@ -239,13 +239,8 @@ class SignedManifest:
         method, algorithm, ignored, name, files = (doc[key] for key in keys)
         if not _kept_header(method, algorithm, ignored, name) or not isinstance(files, dict):
             raise ValueError("not a kept statement")
-        return cls(
-            method,
-            algorithm,
-            {path: _kept_file(path, pieces, algorithm, method) for path, pieces in files.items()},
-            tuple(ignored),
-            name,
-        )
+        kept = {path: _kept_file(path, pieces, algorithm, method) for path, pieces in files.items()}
+        return cls(method, algorithm, kept, tuple(ignored), name)
 
     def ignores(self, path: str) -> bool:
         """Whether the signer left ``path`` out on purpose (its ``ignore_paths``, or the git files
@@ -307,16 +302,11 @@ def manifest_from_items(
     size = _shard_size(shard_size) if method == "shards" else None
     named = ALGORITHMS[algorithm] + (f"-sharded-{size}" if size is not None else "")
     pieces = _pieces(items, named, sharded=size is not None)
-    return SignedManifest(
-        method,
-        ALGORITHMS[algorithm],
-        {
-            path: _signed_file(path, parts, ALGORITHMS[algorithm], size)
-            for path, parts in pieces.items()
-        },
-        tuple(ignore_paths),
-        model_name,
-    )
+    files = {
+        path: _signed_file(path, parts, ALGORITHMS[algorithm], size)
+        for path, parts in pieces.items()
+    }
+    return SignedManifest(method, ALGORITHMS[algorithm], files, tuple(ignore_paths), model_name)
 
 
 def _shard_size(value: float | None) -> int:
@@ -479,8 +469,7 @@ def pem_key_id(data: bytes, path: Path) -> str:
         raise UsageError(
             f"signature key {path}: not an elliptic-curve key (model signing keys are ECDSA)"
         ) from None
-    return hashlib.sha256(
-        key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    ).hexdigest()
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(pem).hexdigest()

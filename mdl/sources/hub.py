@@ -288,9 +288,8 @@ class Hub:
                 )
             return response, body
 
-        return self.retry.run(
-            attempt, what=what, wait=self.cancel.wait if self.cancel is not None else None
-        )
+        wait = self.cancel.wait if self.cancel is not None else None
+        return self.retry.run(attempt, what=what, wait=wait)
 
 
 def _whole_body(response: httpx2.Response, *, what: str) -> bytes:
@@ -346,10 +345,8 @@ def _status_error(
             hint=hub_auth_hint(code, response),
         )
     elif code == "RepoNotFound":
-        error = NotFoundError(
-            f"{what}: repository {repo} not found",
-            hint=None if hub.token else "if it is private, set HF_TOKEN",
-        )
+        hint = None if hub.token else "if it is private, set HF_TOKEN"
+        error = NotFoundError(f"{what}: repository {repo} not found", hint=hint)
     elif status in (401, 403):
         error = AuthError(
             f"{what}: not authorised for {target} (HTTP {status}){detail}",

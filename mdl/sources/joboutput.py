@@ -271,7 +271,8 @@ def _descriptor(item: Any, *, where: str) -> InlineFile | UrlFile:
         if not isinstance(data, str):
             raise JobOutputError(f"{where}.data: missing or not a base64 string")
         return InlineFile(filename, data, size, sha256, where)
-    return UrlFile(filename, _url_field(item.get("url"), where=f"{where}.url"), size, sha256, where)
+    url = _url_field(item.get("url"), where=f"{where}.url")
+    return UrlFile(filename, url, size, sha256, where)
 
 
 def _size_field(size: Any, *, where: str) -> int | None:

@@ -38,7 +38,8 @@ class NetrcLogins:
         credential would break)."""
         if not self.logins or _carries_credential(url, headers):
             return None
-        found = self.logins.get((urlsplit(url).hostname or "").lower()) or self.logins.get(_DEFAULT)
+        host = (urlsplit(url).hostname or "").lower()
+        found = self.logins.get(host) or self.logins.get(_DEFAULT)
         if found is None:
             return None
         login, password = found

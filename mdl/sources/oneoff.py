@@ -101,19 +101,11 @@ def parse_sources(
             found.append(_hub_source(source))
         elif (store := store_for(source)) is not None:
             stored = store.one_off(source, secrets=secrets)
-            found.append(
-                UrlFile(
-                    "" if named else stored.name,
-                    stored.url,
-                    stored.size,
-                    stored.sha256,
-                    where=stored.where,
-                )
-            )
+            name = "" if named else stored.name
+            found.append(UrlFile(name, stored.url, stored.size, stored.sha256, where=stored.where))
         else:
-            found.extend(
-                parse_job_output(read_text(source), where="stdin" if source == "-" else source)
-            )
+            where = "stdin" if source == "-" else source
+            found.extend(parse_job_output(read_text(source), where=where))
     if secrets is not None:
         for url in _urls_read(found):
             secrets.add_url(url)
@@ -130,15 +122,8 @@ def _url_source(source: str, *, named: bool, headers: tuple[tuple[str, str], ...
     """An http(s) URL given: its file name from the URL unless -o names it."""
     shown = redact_url(source)
     check_url(source, where=shown)
-    return UrlFile(
-        "" if named else url_basename(source, where=shown),
-        source,
-        None,
-        None,
-        where=shown,
-        headers=headers,
-        typed=True,
-    )
+    name = "" if named else url_basename(source, where=shown)
+    return UrlFile(name, source, None, None, where=shown, headers=headers, typed=True)
 
 
 def _hub_source(source: str) -> Parsed:
@@ -147,14 +132,8 @@ def _hub_source(source: str) -> Parsed:
     uri = parse_hf_uri(source)
     if uri.path is None:
         return uri
-    return UrlFile(
-        uri.path,
-        None,
-        None,
-        None,
-        where=uri.given,
-        hub=(uri.repo_type, uri.repo, uri.revision or "main", uri.path),
-    )
+    hub = (uri.repo_type, uri.repo, uri.revision or "main", uri.path)
+    return UrlFile(uri.path, None, None, None, where=uri.given, hub=hub)
 
 
 def read_source_list(source: str, *, read_text: Callable[[str], str]) -> list[str]:
@@ -219,20 +198,14 @@ def list_repos(
         if not isinstance(item, HfUri):
             found.append(item)
             continue
-        spec = ModelSpec(
-            item.given, repo=item.repo, repo_type=item.repo_type, revision=item.revision or "main"
-        )
+        revision = item.revision or "main"
+        spec = ModelSpec(item.given, repo=item.repo, repo_type=item.repo_type, revision=revision)
         spec = replace(spec, include=tuple(include), exclude=tuple(exclude))
         for file in resolve_model(spec, hub=hub, environ={}).files:
             ref = (item.repo_type, item.repo, file.commit or spec.revision, file.path)
+            where = hub_source(item.repo, item.repo_type, item.revision, file.path)
             one = UrlFile(
-                file.path,
-                None,
-                file.size,
-                file.sha256,
-                hub_source(item.repo, item.repo_type, item.revision, file.path),
-                ref,
-                replace(file, model=""),
+                file.path, None, file.size, file.sha256, where, ref, replace(file, model="")
             )
             try:
                 save_parts(one)

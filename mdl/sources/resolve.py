@@ -121,9 +121,8 @@ def _resolve_files(
     if trust is not None and trust.installed_as not in {f.path for f in files}:
         files.append(resolve_file(spec.name, signature_spec(spec, trust), hub=hub, environ=environ))
     commits = {remote.commit for remote in files if remote.commit}
-    return ResolvedModel(
-        spec.name, None, commits.pop() if len(commits) == 1 else None, tuple(files)
-    )
+    commit = commits.pop() if len(commits) == 1 else None
+    return ResolvedModel(spec.name, None, commit, tuple(files))
 
 
 def marked_signature(spec: ModelSpec, model: ResolvedModel) -> ResolvedModel:
@@ -241,6 +240,7 @@ class _Listed:
     def file(self, item: TreeEntry) -> RemoteFile:
         """One listed file: its sha256 (LFS) or git blob id, its Xet hash if it has one."""
         spec, lfs = self.spec, item.lfs
+        xet = XetRef(item.xet_hash, self.token_url) if item.xet_hash and lfs is not None else None
         return RemoteFile(
             model=spec.name,
             path=item.path,
@@ -253,9 +253,7 @@ class _Listed:
             hub=True,
             revision=spec.revision,
             repo=self.repo,
-            xet=(
-                XetRef(item.xet_hash, self.token_url) if item.xet_hash and lfs is not None else None
-            ),
+            xet=xet,
         )
 
     def signature(self, trust: Trust) -> RemoteFile:
@@ -265,10 +263,11 @@ class _Listed:
         if trust.file_is_url:
             return resolve_file(spec.name, signature_spec(spec, trust), hub=None, environ={})
         source = hub_source(self.repo, spec.repo_type, self.commit, trust.file)
+        url = self.file_url(trust.file)
         return RemoteFile(
             spec.name,
             trust.file,
-            self.file_url(trust.file),
+            url,
             commit=self.commit,
             source=source,
             hub=True,
@@ -331,12 +330,11 @@ def _hub_file(model: str, file: FileSpec, hub: Hub) -> RemoteFile:
     etag = meta.etag or ""
     sha256 = etag if SHA256_HEX.fullmatch(etag) else None
     _check_against_catalog(file, sha256=sha256, size=meta.size, what=what)
+    commit = meta.commit or revision
     return RemoteFile(
         model=model,
         path=file.save_path,
-        url=hub.file_url(
-            file.repo, file.path, repo_type=repo_type, revision=meta.commit or revision
-        ),
+        url=hub.file_url(file.repo, file.path, repo_type=repo_type, revision=commit),
         size=meta.size if meta.size is not None else file.size,
         sha256=file.sha256 or sha256,
         git_oid=etag if GIT_OID_HEX.fullmatch(etag) else None,
@@ -421,13 +419,9 @@ def _recorded_files(spec: ModelSpec, record: ModelRecord | None) -> list[RemoteF
 def _never_fetched(model: str, file: FileSpec) -> RemoteFile:
     """A catalog file the record does not know: what the catalog says of it, nowhere to get it."""
     in_hub = hub_source(file.repo or "", file.repo_type or "model", None, file.path or "")
+    source = redact_url(file.url) if file.url else in_hub
     return RemoteFile(
-        model,
-        file.save_path,
-        url="",
-        size=file.size,
-        sha256=file.sha256,
-        source=redact_url(file.url) if file.url else in_hub,
+        model, file.save_path, url="", size=file.size, sha256=file.sha256, source=source
     )
 
 
@@ -464,9 +458,8 @@ def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[s
     urls: list[tuple[str, str]] = []
     for template in templates:
         store = store_for(template)
-        url = _filled(
-            template, raw if store is not None and not store.quotes_values else quoted, remote
-        )
+        values = raw if store is not None and not store.quotes_values else quoted
+        url = _filled(template, values, remote)
         if url is not None:
             urls.append((template, url))
     return urls
@@ -476,7 +469,8 @@ def _mirror_values(remote: RemoteFile) -> tuple[dict[str, str], dict[str, str]]:
     """The file's values for mirror placeholders: as they are, and URL-quoted."""
     # each a RemoteFile attribute of that name
     raw = {name: getattr(remote, name) or "" for name in MIRROR_FIELDS}
-    return raw, {**raw, **{key: quote(raw[key], safe=safe) for key, safe in SAFE_IN_URL.items()}}
+    quoted = {**raw, **{key: quote(raw[key], safe=safe) for key, safe in SAFE_IN_URL.items()}}
+    return raw, quoted
 
 
 def _filled(template: str, values: Mapping[str, str], remote: RemoteFile) -> str | None:

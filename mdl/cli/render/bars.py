@@ -212,7 +212,8 @@ def _figure(row: Row, column: str, *, percent_width: int) -> tuple[str, str]:
         return _share(row).rjust(percent_width), "green"
     if column == "rate":
         return human_rate(row.rate).rjust(RATE_WIDTH), "red"
-    return ("-:--" if row.left is None else human_clock(row.left)).rjust(ETA_WIDTH), "cyan"
+    eta = "-:--" if row.left is None else human_clock(row.left)
+    return eta.rjust(ETA_WIDTH), "cyan"
 
 
 def _share(row: Row) -> str:

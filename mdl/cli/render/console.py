@@ -277,7 +277,8 @@ def _char_width(char: str) -> int:
 def head(text: str, width: int) -> str:
     """The longest start of ``text`` that fits ``width`` columns."""
     used = accumulate(map(_char_width, text))  # columns taken up to each character
-    return text[: next((i for i, columns in enumerate(used) if columns > width), len(text))]
+    end = next((i for i, columns in enumerate(used) if columns > width), len(text))
+    return text[:end]
 
 
 ELLIPSIS = "…"
@@ -378,11 +379,8 @@ def _fitted_widths(cells: list[list[str]], headers: list[str], width: int | None
     """Each column's width: its widest cell, given way to fit ``width``, never below its
     header."""
     least = [display_width(header) for header in headers]
-    return _column_widths(
-        [max(map(display_width, column)) for column in zip(headers, *cells, strict=True)],
-        least,
-        width,
-    )
+    natural = [max(map(display_width, column)) for column in zip(headers, *cells, strict=True)]
+    return _column_widths(natural, least, width)
 
 
 def _numeric(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> list[bool]:

@@ -367,6 +367,5 @@ class JsonReporter(Reporter):
         if event.ok:
             self._emit("finish", item, bytes=item.completed, seconds=round(now - item.started, 3))
         else:
-            self._events.error(
-                event.message or "failed", model=item.model, path=item.path, label=item.label
-            )
+            message = event.message or "failed"
+            self._events.error(message, model=item.model, path=item.path, label=item.label)
