@@ -39,15 +39,6 @@ def to_hex(raw: bytes) -> str:
     return _HEX_FORM(*_WORDS.unpack(raw))
 
 
-def from_hex(text: str) -> bytes:
-    """The raw hash a Xet string stands for; ValueError unless it is exactly 64 lowercase hex
-    characters.
-    """
-    if not is_hash(text):
-        raise ValueError("a Xet hash is 64 lowercase hex characters")
-    return _WORDS.pack(*(int(text[i : i + 16], 16) for i in range(0, 64, 16)))
-
-
 def is_hash(text: object) -> TypeGuard[str]:
     """Whether ``text`` is a hash in the Xet string form (64 lowercase hex characters)."""
     return isinstance(text, str) and _HEX.fullmatch(text) is not None
