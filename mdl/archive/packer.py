@@ -133,14 +133,13 @@ class _Plan:
     def result(self, notes: tuple[str, ...]) -> PackResult:
         """The result of a dry run: the files listed without their sha256."""
         selection, collected = self.selection, self.collected
-        listed = tuple(PackedFile(f.arcname, f.size, None, f.role) for f in collected.files)
         return PackResult(
             archive="-" if self.target is None else str(self.target),
             size=None,
             sha256=None,
             checkpoint=selection.checkpoint,
             reason=selection.reason,
-            files=listed,
+            files=tuple(PackedFile(f.arcname, f.size, None, f.role) for f in collected.files),
             dry_run=True,
             top_folder=self.stem,
             profile=self.options.profile,
@@ -179,8 +178,7 @@ def pack_run(
     options: PackOptions, *, progress: Progress, stdout: BinaryIO | None = None
 ) -> PackResult:
     """Choose, check and pack a run or one of its checkpoints into a deterministic zip."""
-    run_dir = _checked_inputs(options, stdout)
-    plan = _plan(options, run_dir, progress=progress, stdout=stdout)
+    plan = _plan(options, _checked_inputs(options, stdout), progress=progress, stdout=stdout)
     if plan.target is not None:
         _refuse_existing_output(plan.target, force=options.force)
     notes = tuple(plan.collected.notes)

@@ -344,10 +344,9 @@ def _unpack(
         raise NoSpaceError(f"not enough space in {dest_dir} for {total} bytes")
     progress.begin(total_bytes=total, files=sum(not e.is_dir for e in entries))
     checked = _Checked(fh, entries, manifest[0] if manifest else {}, signed)
-    files = _extract_and_swap(checked, dest_dir, tops, progress)
     return UnpackResult(
         dest=str(dest_dir),
-        files=tuple(files),
+        files=tuple(_extract_and_swap(checked, dest_dir, tops, progress)),
         manifest=manifest is not None,
         checkpoint=manifest[1] if manifest else None,
         top_level=tuple(tops),

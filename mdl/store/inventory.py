@@ -333,8 +333,7 @@ def _size_and_sha256(want: ExpectedFile, known: FileRecord | None) -> tuple[int 
     """As the listing, lock or catalog says, else as its record of this version says."""
     if known is None:
         return want.size, want.sha256
-    size = known.size if want.size is None else want.size
-    return size, want.sha256 or known.sha256
+    return (known.size if want.size is None else want.size), want.sha256 or known.sha256
 
 
 def _extra(record: ModelRecord | None, expected: Sequence[ExpectedFile]) -> tuple[str, ...]:

@@ -219,8 +219,7 @@ def _note_unrecorded(
     """The folders in the destination neither in the catalog nor recorded: kept, and said so."""
     dest = run.layout.plain.dest
     for name, info in confined.entries(dest, dest):
-        known = name == ".mdl" or name in catalog or name in records
-        if not known and st.S_ISDIR(info.st_mode):
+        if not (name == ".mdl" or name in catalog or name in records) and st.S_ISDIR(info.st_mode):
             run.kept.append(KeptPath(dest / name, None, "not recorded by mdl"))
 
 
@@ -402,8 +401,7 @@ def _lock_model(
     lock file is there)."""
     held = HeldLocks([])
     try:
-        taken = _lock_files(layout, model, placements, held)
-        _lock_running(layout, model, taken, held)
+        _lock_running(layout, model, _lock_files(layout, model, placements, held), held)
     except BaseException:
         held.release()
         raise
@@ -431,8 +429,7 @@ def _lock_running(layout: Layout, model: str, taken: set[Path], held: HeldLocks)
     for store in layout.stores:
         folder = store.state_dir / "locks"
         for name, info in confined.entries(store.dest, folder):
-            mine = pattern.fullmatch(name) and st.S_ISREG(info.st_mode)
-            if not mine or folder / name in taken:
+            if not (pattern.fullmatch(name) and st.S_ISREG(info.st_mode)) or folder / name in taken:
                 continue
             other = store.try_file_lock(name.removesuffix(".lock"))
             if other is None:

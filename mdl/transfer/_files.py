@@ -64,11 +64,10 @@ class FileBody(httpx2.SyncByteStream):
 
 
 def _answer(status: int, words: str = "", headers: dict[str, str] | None = None) -> httpx2.Response:
-    body = words.encode()
     return httpx2.Response(
         status,
         headers={"Content-Type": "text/plain; charset=utf-8", **(headers or {})},
-        content=body,
+        content=words.encode(),
     )
 
 

@@ -369,8 +369,7 @@ def error_for_status(
         hub = credentials is not None and credentials.from_hub(response)
     text = server_text(response)
     detail = printable(text, limit=MESSAGE_TEXT_LIMIT)
-    refusal = _Refusal(response, what, hub=hub, credentials=credentials, detail=detail)
-    error = refusal.error()
+    error = _Refusal(response, what, hub=hub, credentials=credentials, detail=detail).error()
     error.status, error.server_text = response.status_code, text
     return error
 

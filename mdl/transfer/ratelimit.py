@@ -425,12 +425,11 @@ class HubGate:
             self._pace_until = now + reset
             self._next_slot = max(self._next_slot, now + self._interval)
         if started:
-            quota = f" of {limit.quota}" if limit.quota else ""
             log.info(
                 "the Hub says %d%s requests remain for %s (policy %r); spacing Hub requests %s"
                 " apart",
                 remaining,
-                quota,
+                f" of {limit.quota}" if limit.quota else "",
                 human_seconds(reset),
                 limit.name,
                 human_seconds(self._interval),

@@ -272,8 +272,7 @@ class DownloadState:
         time to first byte.
         """
         with self.lock:
-            elapsed = max(1e-3, time.monotonic() - self.began)
-            per_stream = self.fetched / elapsed / max(1, streams)
+            per_stream = self.fetched / max(1e-3, time.monotonic() - self.began) / max(1, streams)
             least = max(MIN_STEAL, int(2 * per_stream * self.ttfb))
             return split_largest(self.pieces, least=least)
 

@@ -284,8 +284,7 @@ def parse_reconstruction(
     terms = tuple(_term(value, f"terms[{i}]") for i, value in enumerate(listed))
     # the parsed JSON of the terms goes before their fetches are read: not both at the peak
     listed.clear()
-    available = _fetches_v1(reply) if version == 1 else _fetches_v2(reply)
-    holders = _first_holders(terms, available)
+    holders = _first_holders(terms, _fetches_v1(reply) if version == 1 else _fetches_v2(reply))
     fetches: list[Fetch] = []
     index: dict[int, int] = {}  # id of an available Fetch -> its place in `fetches`
     fetch_of: list[int] = []

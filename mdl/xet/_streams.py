@@ -377,8 +377,7 @@ class _Pieces:
                 self.partial.record.moved(i, upto - first)
         if ready:
             pieces = [got[k] for k in range(len(spans))]
-            term = self.partial.rec.terms[i]
-            self.partial.finished(i, _assembled(i, term, first, pieces))
+            self.partial.finished(i, _assembled(i, self.partial.rec.terms[i], first, pieces))
 
 
 def _assembled(i: int, term: Term, first: int, pieces: list[_Window | _Kept]) -> Written:
