@@ -19,7 +19,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from mdl.errors import LocalFSError, MdlError, NetworkError, UsageError
+from mdl.errors import LocalFSError, MdlError, NetworkError, NoSpaceError, UsageError, disk_error
 from mdl.redact import redact_url
 from mdl.store.confined import not_own, read_bytes, rename, unlink, write_atomic
 from mdl.store.filesystem import DirSyncs, fsync_dir, stat_file
@@ -612,6 +612,19 @@ def seed(job: TransferJob, ranges: list[tuple[int, int]], *, cut: int | None = N
 
 def discard_partial(job: TransferJob) -> None:
     unlink(job_root(job), job.part_path, job.state_path)
+
+
+def part_error(job: TransferJob, exc: OSError) -> LocalFSError:
+    """The error a failed write or truncate of the job's partial file ends with; a full disk's
+    also removes the partial (the space comes back once its writer closes the file)."""
+    error = disk_error(
+        exc,
+        full=f"{job.label}: no space left on device while writing {job.part_path}",
+        other=f"{job.label}: {exc.strerror or exc} ({job.part_path})",
+    )
+    if isinstance(error, NoSpaceError):
+        discard_partial(job)
+    return error
 
 
 def finish_part(job: TransferJob, dirs: DirSyncs | None = None, *, record: bool = True) -> None:

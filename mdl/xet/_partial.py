@@ -16,7 +16,7 @@ from functools import partial
 from typing import Protocol
 
 from mdl.background import Background
-from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError, disk_error
+from mdl.errors import IntegrityError, LocalFSError, MdlError
 from mdl.progress import Progress
 from mdl.sources.resolve import XetRef
 from mdl.store.confined import open_file
@@ -27,6 +27,7 @@ from mdl.transfer.resume import (
     boot_id,
     discard_partial,
     job_root,
+    part_error,
     record_due,
     save_threshold,
     start_writeback,
@@ -198,14 +199,7 @@ class Partial:
             os.ftruncate(self.fd, self.rec.size)
             yield
         except OSError as exc:
-            error = disk_error(
-                exc,
-                full=f"{job.label}: no space left on device while writing {job.part_path}",
-                other=f"{job.label}: {exc.strerror or exc} ({job.part_path})",
-            )
-            if isinstance(error, NoSpaceError):
-                discard_partial(job)
-            raise error from exc
+            raise part_error(job, exc) from exc
         except (Suspect, IntegrityError, Unsplittable):
             raise
         except XetFallback:  # the plain path starts over: no Xet partial is left for it to misread
