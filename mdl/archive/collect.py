@@ -203,9 +203,6 @@ class _Collector:
             self.found.append((arcname, shown, f"skipping {kind} '{shown}': not a regular file"))
             return
         suffix = PurePosixPath(arcname).suffix.lower()
-        squeeze = self.compress == "deflate" or (
-            self.compress == "auto" and suffix not in STORED_SUFFIXES
-        )
         src = SourceFile(
             arcname,
             real,
@@ -215,7 +212,8 @@ class _Collector:
             st.st_dev,
             st.st_ino,
             role_of(arcname),
-            squeeze,
+            self.compress == "deflate"
+            or (self.compress == "auto" and suffix not in STORED_SUFFIXES),
         )
         self.found.append((arcname, shown, src))
 

@@ -293,7 +293,7 @@ def _central_record(data: bytes, pos: int, base: int) -> tuple[Entry, int]:
         raise ArchiveError(
             f"entry {shown(name)} is on another disk: split archives are not supported"
         )
-    entry = Entry(
+    return Entry(
         raw,
         name,
         name.removesuffix("/"),
@@ -308,8 +308,7 @@ def _central_record(data: bytes, pos: int, base: int) -> tuple[Entry, int]:
         rec.system,
         rec.attr,
         modified=rec.date << 16 | rec.time,
-    )
-    return entry, end
+    ), end
 
 
 def _zip64_values(field: bytes | None, rec: _Central, name: str) -> list[int]:

@@ -98,16 +98,15 @@ class PruneReport:
         return worst_exit_code([int(e.exit_code) for e in self.errors])
 
     def to_json(self) -> dict[str, Any]:
-        removed = [
-            {"path": str(r.path), "size": r.size, "model": r.model, "reason": r.reason}
-            | {"removed": not self.dry_run, "linked": r.linked}
-            for r in self.removed
-        ]
         return {
             "ok": not self.errors,
             "dry_run": self.dry_run,
             "freed": self.freed,
-            "removed": removed,
+            "removed": [
+                {"path": str(r.path), "size": r.size, "model": r.model, "reason": r.reason}
+                | {"removed": not self.dry_run, "linked": r.linked}
+                for r in self.removed
+            ],
             "kept": [{**asdict(k), "path": str(k.path)} for k in self.kept],
             "warnings": list(self.warnings),
             "errors": [e.message for e in self.errors],
