@@ -106,28 +106,10 @@ def _bare(text: str) -> tuple[str, object] | None:
 
 def _split(text: str, sep: str) -> list[str] | None:
     """``text`` split at ``sep`` outside quoted strings (None: a string left open)."""
-    parts, current, quoted, escaped = [], [], False, False
-    for ch in text:
-        if quoted:
-            current.append(ch)
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                quoted = False
-        elif ch == '"':
-            quoted = True
-            current.append(ch)
-        elif ch == sep:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    if quoted:
+    part = rf'(?:"(?:[^"\\]|\\.)*"|[^"{sep}])*'
+    if re.fullmatch(rf"{part}(?:{sep}{part})*", text, re.DOTALL) is None:
         return None
-    parts.append("".join(current))
-    return parts
+    return [m[0] for m in re.finditer(rf"(?:^|(?<={sep})){part}", text, re.DOTALL)]
 
 
 def _member(text: str) -> tuple[str, dict[str, object]] | None:
