@@ -233,8 +233,7 @@ class _Collector:
             arcname, shown = arc_prefix + entry.name, shown_prefix + entry.name
             if self.leaves_out(entry, shown, top=not arc_prefix):
                 continue
-            target = self.target(entry, arcname, shown)
-            if target is None:
+            if (target := self.target(entry, arcname, shown)) is None:
                 continue
             path, st = target
             if not stat.S_ISDIR(st.st_mode):
@@ -328,8 +327,7 @@ def _logs_note(logs: list[Found], excludes: tuple[str, ...], *, whole_run: bool)
     if not taken:
         return f"--with-logs: no logs found in the run (looked for {_LOGS_LOOKED_FOR})"
     listed = ", ".join(taken[:_SHOWN_LOGS])
-    more = len(taken) - _SHOWN_LOGS
-    if more > 0:
+    if (more := len(taken) - _SHOWN_LOGS) > 0:
         listed += f" and {more} more"
     whole = " (a whole-run archive holds them already)" if whole_run else ""
     plural = "s" if len(taken) != 1 else ""
@@ -472,9 +470,8 @@ def _first_of_each_name(
         if _any_glob((arcname, path), excludes):
             continue
         identity = (src.device, src.inode) if isinstance(src, SourceFile) else path
-        key = arcname.rstrip("/")
         # the same file found twice, or another file for one name
-        if key in chosen:
+        if (key := arcname.rstrip("/")) in chosen:
             first, first_identity = chosen[key]
             if isinstance(src, SourceFile) and first_identity != identity:
                 notes.append(
@@ -501,8 +498,7 @@ def _refuse_run_without_model(run: _Run, files: list[SourceFile]) -> None:
     # training_args.bin and optimizer state are no model
     if any(_is_model(f) for f in files):
         return
-    found = find_candidates(run.run_dir)[0]
-    if not found:
+    if not (found := find_candidates(run.run_dir)[0]):
         return
     names = [c.name for c in found]
     listed = ", ".join([*names[:3], "…", *names[-2:]] if len(names) > 6 else names)
@@ -527,15 +523,13 @@ def _refuse_bad_names(files: list[SourceFile], folders: list[str], *, signing: b
     named += [(name.rstrip("/"), name) for name in folders]
     for arcname, shown in named:
         _refuse_name(arcname, shown, signing=signing)
-        key = collision_key(arcname)
-        if key in seen:
+        if (key := collision_key(arcname)) in seen:
             raise UnsafePathError(
                 f"cannot pack both '{seen[key]}' and '{shown}': their names collide"
             )
         seen[key] = shown
     # Unpack refuses such an archive: a case-insensitive filesystem merges the two.
-    twins = first_twin(arcname for arcname, _ in named)
-    if twins is not None:
+    if (twins := first_twin(arcname for arcname, _ in named)) is not None:
         raise UnsafePathError(
             f"cannot pack both '{twins[0]}' and '{twins[1]}': they differ only in case or Unicode"
             " form"
@@ -544,8 +538,7 @@ def _refuse_bad_names(files: list[SourceFile], folders: list[str], *, signing: b
 
 def _refuse_name(arcname: str, shown: str, *, signing: bool) -> None:
     """One name unpack would reject, mdl's manifest's, or (``signing``) model.sig's."""
-    problem = name_problem(arcname)
-    if problem:
+    if problem := name_problem(arcname):
         raise UnsafePathError(f"cannot pack '{shown}': {problem}")
     if arcname == MANIFEST_NAME:
         raise UsageError(f"cannot pack '{shown}': {MANIFEST_NAME} is reserved for mdl's manifest")

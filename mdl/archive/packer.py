@@ -206,8 +206,7 @@ def _checked_inputs(options: PackOptions, stdout: BinaryIO | None) -> Path:
     if _to_stdout(options) and stdout is None and not options.dry_run:
         raise UsageError("-o - needs a stdout stream")
     # a key model_signing cannot use is exit 2 before anything is written: sign nothing with it
-    key = _key(options)
-    if key is not None:
+    if (key := _key(options)) is not None:
         sign_digests({}, private_key=key, model_name=key.stem)
     return run_dir
 
@@ -258,8 +257,7 @@ def _archive_name(
     else:
         target = options.cwd / (options.output if options.output is not None else f"{label}.zip")
         stem = target.name[:-4] if target.name.lower().endswith(".zip") else target.name
-    problem = name_problem(stem)
-    if problem:
+    if problem := name_problem(stem):
         raise UsageError(f"archive name {stem!r} cannot be its top-level folder: {problem}")
     return target, stem
 
@@ -301,8 +299,7 @@ def _refuse_existing_output(target: Path, *, force: bool) -> None:
 
 def _unsigned_note(files: list[SourceFile]) -> str | None:
     """What --sign's signature leaves out of the packed files (git's), or None."""
-    unsigned = [f.arcname for f in files if skipped_by_signature(f.arcname, UNSIGNED)]
-    if not unsigned:
+    if not (unsigned := [f.arcname for f in files if skipped_by_signature(f.arcname, UNSIGNED)]):
         return None
     return (
         f"--sign: {SIGNATURE_FILE} leaves out {', '.join(unsigned)} (model_signing never signs"

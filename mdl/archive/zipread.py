@@ -245,13 +245,11 @@ def _end_record(fh: BinaryIO) -> tuple[int, int, int, int]:
     tail_start = max(0, size - _EOCD.size - 0xFFFF)
     tail = _read_at(fh, tail_start, size - tail_start)
     # the last with room for a whole record
-    pos = tail.rfind(b"PK\x05\x06", 0, len(tail) - _EOCD.size + 4)
-    if pos < 0:
+    if (pos := tail.rfind(b"PK\x05\x06", 0, len(tail) - _EOCD.size + 4)) < 0:
         raise _broken("no end of central directory record")
     _, disk, cd_disk, count_here, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, pos)
     cd_end = tail_start + pos
-    zip64 = _zip64_end_record(fh, cd_end)
-    if zip64 is not None:
+    if (zip64 := _zip64_end_record(fh, cd_end)) is not None:
         cd_end, (disk, cd_disk, count_here, count, cd_size, cd_offset) = zip64
     if disk != 0 or cd_disk != 0 or count_here != count:
         raise ArchiveError("split or spanned archives are not supported")
@@ -631,8 +629,7 @@ def read_data(fh: BinaryIO, entry: Entry, chunk: int) -> Iterator[bytes]:
 
 def _read_some(fh: BinaryIO, size: int, what: str) -> bytes:
     """Up to ``size`` bytes of an entry's data (more than none)."""
-    data = fh.read(size)
-    if not data:
+    if not (data := fh.read(size)):
         raise ArchiveError(f"entry {what} is truncated: its data runs past the end of the file")
     return data
 

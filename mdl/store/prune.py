@@ -277,8 +277,7 @@ def _prune_model(
     model = record.name
     targets = _targets(run.layout, model, files, earlier, whole=whole)
     placements = {t.key: t.placement for t in targets}
-    held = _take_locks(run, model, placements)
-    if held is None:
+    if (held := _take_locks(run, model, placements)) is None:
         return
     with held:
         dropped = _remove_targets(run, model, targets)
@@ -430,8 +429,7 @@ def _lock_running(layout: Layout, model: str, taken: set[Path], held: HeldLocks)
         for name, info in confined.entries(store.dest, folder):
             if not (pattern.fullmatch(name) and st.S_ISREG(info.st_mode)) or folder / name in taken:
                 continue
-            other = store.try_file_lock(name.removesuffix(".lock"))
-            if other is None:
+            if (other := store.try_file_lock(name.removesuffix(".lock"))) is None:
                 raise LockTimeoutError(f"{model}: a run holds {folder / name}")
             held.locks.extend(other.locks)
 
@@ -507,8 +505,7 @@ def _not_as_recorded(
     its hash), and the ``stat`` of the object judged (the one hashed, when it was)."""
     if not st.S_ISREG(found.st_mode):
         return "not the file mdl wrote (a link or no file)", found
-    state = judge(entry, found.st_size, found.st_mtime_ns)
-    if state == INSTALLED:
+    if (state := judge(entry, found.st_size, found.st_mtime_ns)) == INSTALLED:
         return None, found
     changed = "changed since mdl wrote it"
     if state != MODIFIED_MAYBE:
@@ -668,8 +665,7 @@ def _note_left_in(run: _Pruning, model: str, folder: Path) -> None:
     known = {p.path for p in run.kept} | {p.path for p in run.removed if p.model == model}
     for where, dirs, files in os.walk(folder):  # a link is listed, never followed
         for name in sorted((*files, *(d for d in dirs if (Path(where) / d).is_symlink()))):
-            path = Path(where) / name
-            if path not in known and os.path.lexists(path):
+            if (path := Path(where) / name) not in known and os.path.lexists(path):
                 run.kept.append(KeptPath(path, model, "not written by mdl"))
 
 

@@ -209,9 +209,8 @@ def _never_pulled(spec: ModelSpec, status: ModelStatus, layout: Layout) -> FileO
     """The outcome of a model with no record: never pulled, or its record is not a file or
     damaged."""
     record_path = layout.records.record_path(spec.name)
-    kind = not_a_file(record_path)
     # never opened: pull replaces it (a folder excepted)
-    if kind is not None:
+    if (kind := not_a_file(record_path)) is not None:
         error: MdlError = _not_a_file(record_path, kind, spec.name, "its record ")
     elif os.path.lexists(record_path):
         error = _unread_record(layout.records, spec.name, record_path)

@@ -117,8 +117,7 @@ class FolderTransport(httpx2.BaseTransport):
         except PermissionError:
             return _answer(403, DENIED)
         except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-            said = _NOT_OPENED.get(getattr(exc, "errno", 0))
-            if said is not None:
+            if (said := _NOT_OPENED.get(getattr(exc, "errno", 0))) is not None:
                 return _answer(404, said)
             return _answer(500, f"cannot open the file: {getattr(exc, 'strerror', None) or exc}")
         try:
@@ -146,8 +145,7 @@ class FolderTransport(httpx2.BaseTransport):
         }
         if_range = request.headers.get("If-Range")
         asked = request.headers.get("Range") if if_range in (None, etag, modified) else None
-        span = byte_range(asked, size)
-        if span is False:
+        if (span := byte_range(asked, size)) is False:
             os.close(fd)
             return _answer(416, "", {"Content-Range": f"bytes */{size}"})
         status, (start, end) = (200, (0, size)) if span is None else (206, span)

@@ -207,9 +207,8 @@ class Restarts:
     def _ranges_ignored(self) -> list[Piece]:
         state, job = self.state, self.state.job
         log.info("%s: server ignores ranges, restarting as one stream", job.label)
-        kept = state.on_disk() > 0
         # kept bytes fetched again (a coded body: not ranges)
-        if kept and not state.whole_only:
+        if (kept := state.on_disk() > 0) and not state.whole_only:
             self.shared.ignored_range(state)
         if kept:
             why = COMPRESSED if state.whole_only else IGNORED_RANGE

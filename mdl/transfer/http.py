@@ -316,8 +316,7 @@ def hub_auth_hint(code: str | None, response: httpx2.Response) -> str:
     """What to do about the Hub's 401/403 ``response`` (a gated repo also needs its terms accepted,
     as GatedRepoError says): set a token when none was sent; when one was, it was refused or lacks
     access, and setting one is no help."""
-    sent = credentials_sent(response)
-    if sent and code == "GatedRepo":
+    if (sent := credentials_sent(response)) and code == "GatedRepo":
         return (
             "the token sent has no access: request it on the repo's Hub page (check the account:"
             " `hf auth whoami`)"
@@ -392,8 +391,7 @@ class _Refusal:
         return f"{self.what}: {told}{suffix}"
 
     def error(self) -> MdlError:
-        status = self.response.status_code
-        if status == 401:
+        if (status := self.response.status_code) == 401:
             return self.unauthorised()
         if status == 403:
             return self.forbidden()

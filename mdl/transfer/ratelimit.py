@@ -115,11 +115,9 @@ def _split(text: str, sep: str) -> list[str] | None:
 def _member(text: str) -> tuple[str, dict[str, object]] | None:
     """One list member: its name and parameters; None when it cannot be read. A lone string among
     the parameters renames the member (the Hub's ``"fixed window";"resolvers";q=…``)."""
-    segments = _split(text.strip(" \t"), ";")
-    if not segments:
+    if not (segments := _split(text.strip(" \t"), ";")):
         return None
-    head = _bare(segments[0].strip(" \t"))
-    if head is None or head[0] not in ("string", "token"):
+    if (head := _bare(segments[0].strip(" \t"))) is None or head[0] not in ("string", "token"):
         return None
     name, params = str(head[1]), {}
     for segment in segments[1:]:
@@ -320,8 +318,7 @@ class HubGate:
             with self._lock:
                 now = self.clock()
                 pacing = now < self._pace_until
-                at = max(now, self._closed_until, self._next_slot if pacing else now)
-                if at <= now:
+                if (at := max(now, self._closed_until, self._next_slot if pacing else now)) <= now:
                     if pacing:
                         self._next_slot = now + self._interval
                     return

@@ -82,8 +82,7 @@ def split_largest(pieces: list[Piece], *, least: int) -> Piece | None:
     """The unasked tail cut off the piece with most left (each side keeps ``least``) and
     inserted, or None; locked.
     """
-    candidates = [p for p in pieces if stealable(p) >= 2 * max(least, MIN_STEAL)]
-    if not candidates:
+    if not (candidates := [p for p in pieces if stealable(p) >= 2 * max(least, MIN_STEAL)]):
         return None
     victim = max(candidates, key=lambda p: p.left)
     assert victim.end is not None

@@ -79,8 +79,7 @@ class Cas:
                 try:
                     return parse_token(body)
                 except ReplyError:
-                    token = token_from_headers(response.headers)
-                    if token is None:
+                    if (token := token_from_headers(response.headers)) is None:
                         raise
                     return token
 

@@ -48,8 +48,7 @@ def _cut(level: Sequence[tuple[bytes, int]], start: int) -> int:
     """Where the node that starts at ``start`` ends: after the first child from the third on whose
     hash's last 64-bit little-endian word is 0 mod 4, after at most 9 children, and never leaving a
     single child behind."""
-    left = len(level) - start
-    if left <= 2:
+    if (left := len(level) - start) <= 2:
         return len(level)
     end = start + min(left, _MOST_CHILDREN)
     for i in range(start + 2, end):

@@ -277,8 +277,7 @@ def parse_reconstruction(
     if version not in (1, 2):
         raise ValueError(f"no reconstruction version {version}")
     reply = _object(_load(body), "the reply")
-    offset = _int(reply, "offset_into_first_range", "the reply")
-    if offset != 0 and not ranged:
+    if (offset := _int(reply, "offset_into_first_range", "the reply")) != 0 and not ranged:
         raise ReplyError(f"offset_into_first_range is {offset}, not 0, for a whole file")
     listed = _list(_field(reply, "terms", "the reply"), "terms")
     terms = tuple(_term(value, f"terms[{i}]") for i, value in enumerate(listed))

@@ -201,8 +201,7 @@ class ReuseIndex:
         """The chunks of the Xet files ``recorded`` (their Xet hashes) that a record lies beside."""
         index = cls(root)
         for xet_hash in recorded:
-            found = read_sidecar(root, state_dir, xet_hash)
-            if found is not None:
+            if (found := read_sidecar(root, state_dir, xet_hash)) is not None:
                 index.add(*found, xet_hash=xet_hash)
         return index
 
@@ -238,8 +237,7 @@ class ReuseIndex:
         index = start
         # each step in O(log n): a model of many terms in one xorb is not terms x terms
         while index < end:
-            at = bisect_right(starts, index) - 1
-            if at < 0 or farthest[at][1].end <= index:
+            if (at := bisect_right(starts, index) - 1) < 0 or farthest[at][1].end <= index:
                 return None
             path, term = farthest[at]
             upto = min(end, term.end)
@@ -330,8 +328,7 @@ def load_state(root: Path, path: Path, limit: int) -> Resumable | str | None:
             or not is_hash(raw.get("xet"))
         ):
             raise ValueError("not a Xet resume record")
-        boot = raw.get("boot")
-        if boot is not None and not isinstance(boot, str):
+        if (boot := raw.get("boot")) is not None and not isinstance(boot, str):
             raise ValueError("bad boot id")
         return Resumable(raw["xet"], _int(raw.get("size")), boot, tuple(_terms(raw.get("terms"))))
     except ValueError as exc:
