@@ -187,9 +187,7 @@ def pack_run(
         progress.note(unsigned)
         notes += (unsigned,)
     dry = plan.result(notes)
-    if options.dry_run:
-        return dry
-    return _write(plan, dry, progress, stdout)
+    return dry if options.dry_run else _write(plan, dry, progress, stdout)
 
 
 def _checked_inputs(options: PackOptions, stdout: BinaryIO | None) -> Path:

@@ -611,11 +611,8 @@ def read_data(fh: BinaryIO, entry: Entry, chunk: int) -> Iterator[bytes]:
     what, size = shown(entry.stored), entry.file_size
     crc = written = 0
     fh.seek(entry.start)
-    if entry.method == DEFLATED:
-        pieces = _inflated(fh, entry.compress_size, chunk, what)
-    else:
-        pieces = _stored(fh, entry.compress_size, chunk, what)
-    for out in pieces:
+    read = _inflated if entry.method == DEFLATED else _stored
+    for out in read(fh, entry.compress_size, chunk, what):
         if written + len(out) > size:
             raise ArchiveError(f"entry {what} is larger than its declared {size} bytes")
         written += len(out)

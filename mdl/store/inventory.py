@@ -53,9 +53,7 @@ def judge(entry: FileRecord | None, size: int | None, mtime_ns: int | None) -> s
         return UNRECORDED
     if size != entry.size:
         return MODIFIED
-    if mtime_ns != entry.mtime_ns:
-        return MODIFIED_MAYBE
-    return INSTALLED
+    return MODIFIED_MAYBE if mtime_ns != entry.mtime_ns else INSTALLED
 
 
 @dataclass(frozen=True)

@@ -368,9 +368,7 @@ def adopt_cached(
     known = dict(record.files) if record is not None else {}
     for entry in _cached_files(spec, cache_root):
         known.setdefault(entry.path, entry)
-    if not known:
-        return record
-    return replace(record or ModelRecord(name=spec.name), files=known)
+    return replace(record or ModelRecord(name=spec.name), files=known) if known else record
 
 
 def _cached_files(spec: ModelSpec, cache_root: Path) -> list[FileRecord]:

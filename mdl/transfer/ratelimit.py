@@ -99,9 +99,7 @@ def _bare(text: str) -> tuple[str, object] | None:
         return "integer", int(text)
     if _TOKEN.fullmatch(text):
         return "token", text
-    if _OTHER.fullmatch(text):
-        return "other", text
-    return None
+    return ("other", text) if _OTHER.fullmatch(text) else None
 
 
 def _split(text: str, sep: str) -> list[str] | None:

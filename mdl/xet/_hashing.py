@@ -91,6 +91,4 @@ def file_hash(chunks: Sequence[tuple[bytes, int]]) -> bytes:
     """
     from blake3 import blake3
 
-    if not chunks:
-        return _ZEROS
-    return blake3(merkle_root(chunks), key=_ZEROS).digest()
+    return blake3(merkle_root(chunks), key=_ZEROS).digest() if chunks else _ZEROS
