@@ -511,9 +511,9 @@ def _refuse_run_without_model(run: _Run, files: list[SourceFile]) -> None:
 
 def _is_model(file: SourceFile) -> bool:
     """Whether a packed file is model weights (a pickle, unless it is training state)."""
-    if file.role == "weights":
-        return True
-    return file.role == "pickle" and not _matches(file.arcname.rsplit("/", 1)[-1], DEPLOY_DENY)
+    return file.role == "weights" or (
+        file.role == "pickle" and not _matches(file.arcname.rsplit("/", 1)[-1], DEPLOY_DENY)
+    )
 
 
 def _refuse_bad_names(files: list[SourceFile], folders: list[str], *, signing: bool) -> None:

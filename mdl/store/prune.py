@@ -135,7 +135,13 @@ def prune(
     layout = Layout(settings)
     catalog = {spec.name: spec for spec in specs}
     records = {name: layout.records.read_record(name) for name in recorded_models(layout.records)}
-    others = _other_catalogs(records, settings.catalog_path)
+    # the models another catalog pulled, with that catalog's path
+    others = {
+        name: other
+        for name, record in records.items()
+        if record is not None
+        and (other := other_catalog(record, settings.catalog_path)) is not None
+    }
     run = _Pruning(layout, settings.dry_run, _used_paths(layout, catalog, records, others))
     # what a killed prune left set aside: back, or gone, before anything is judged
     asides = recover_asides(layout, records, dry_run=settings.dry_run)
@@ -156,17 +162,6 @@ def prune(
         tuple(run.errors),
         settings.dry_run,
     )
-
-
-def _other_catalogs(
-    records: Mapping[str, ModelRecord | None], catalog: Path | None
-) -> dict[str, str]:
-    """The models another catalog pulled, with that catalog's path."""
-    return {
-        name: other
-        for name, record in records.items()
-        if record is not None and (other := other_catalog(record, catalog)) is not None
-    }
 
 
 def _used_paths(
@@ -553,12 +548,10 @@ def _linked_elsewhere(run: _Pruning, model: str, placement: Placement) -> bool:
         return True  # never walked: kept
     leaving = {r.path for r in run.removed if r.model == model}
     # links are listed, never followed (followlinks=False)
-    for folder, dirs, files in os.walk(snapshots):
-        for name in (*files, *dirs):
-            entry = Path(folder) / name
-            if entry not in leaving and entry.is_symlink() and _leads_to(entry, blob):
-                return True
-    return False
+    entries = (
+        Path(at) / name for at, dirs, files in os.walk(snapshots) for name in (*files, *dirs)
+    )
+    return any(e not in leaving and e.is_symlink() and _leads_to(e, blob) for e in entries)
 
 
 def _tidy(

@@ -108,10 +108,14 @@ class ModelRecord:
             current is not None and _holds(current, sha256, git_oid)
         ):
             return current
-        for key, entry in sorted(self.earlier.items()):
-            if key.partition("/")[2] == path and _holds(entry, sha256, git_oid):
-                return replace(entry, path=path)
-        return current
+        return next(
+            (
+                replace(entry, path=path)
+                for key, entry in sorted(self.earlier.items())
+                if key.partition("/")[2] == path and _holds(entry, sha256, git_oid)
+            ),
+            current,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The record as stored on disk: server-provided text passes ``record_text`` (printable,

@@ -182,10 +182,12 @@ def _state_dir(job: TransferJob) -> Path:
     return job.part_path.parent.parent  # <dest>/.mdl/partial/x.part → <dest>/.mdl
 
 
-def _usable(loaded: object, ref: XetRef, size: int) -> bool:
+def _usable(loaded: Resumable, ref: XetRef, size: int) -> bool:
     """Whether an earlier run's record is of this file, saved durable or in this boot (else its
     pages may be lost).
     """
-    if not isinstance(loaded, Resumable) or loaded.xet_hash != ref.hash or loaded.size != size:
-        return False
-    return loaded.boot is None or loaded.boot == boot_id()
+    return (
+        loaded.xet_hash == ref.hash
+        and loaded.size == size
+        and (loaded.boot is None or loaded.boot == boot_id())
+    )
