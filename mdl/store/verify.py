@@ -78,9 +78,6 @@ def verify_models(
     outcomes: list[FileOutcome] = []
     pins = pinned or {}
     statuses = [model_status(spec, layout, pinned=pins.get(spec.name)) for spec in models]
-    if quick:
-        return _quick(statuses, layout, pins, on_file)
-    _begin(progress, statuses)
 
     def add(outcome: FileOutcome) -> None:
         outcomes.append(outcome)
@@ -88,6 +85,9 @@ def verify_models(
             on_file(outcome)
 
     run = _Run(layout, progress, pins, add)
+    if quick:
+        return _quick(run, statuses, outcomes)
+    _begin(progress, statuses)
     signatures: dict[str, dict[str, Any]] = {}
     for spec, status in zip(models, statuses, strict=True):
         signed, whole = None, False
@@ -104,30 +104,19 @@ def verify_models(
     return RunReport(tuple(outcomes), signatures=signatures)
 
 
-def _quick(
-    statuses: Sequence[ModelStatus],
-    layout: Layout,
-    pins: Mapping[str, Sequence[ExpectedFile]],
-    on_file: Callable[[FileOutcome], None] | None,
-) -> RunReport:
-    """``verify --quick``: each model's files judged by their records and ``lstat``."""
-    outcomes: list[FileOutcome] = []
+def _quick(run: _Run, statuses: Sequence[ModelStatus], outcomes: list[FileOutcome]) -> RunReport:
+    """``verify --quick``: each model's files judged by their records and ``lstat`` (each outcome
+    added to ``outcomes`` by ``run.add``)."""
     signatures: dict[str, dict[str, Any]] = {}
     for status in statuses:
         spec = status.spec
         if status.record is None:
-            found = [_never_pulled(spec, status, layout)]
+            run.add(_never_pulled(spec, status, run.layout))
         else:
             catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
-            locked = pins.get(spec.name) is not None
-            found = [
-                check_recorded(spec.name, f, _wanted(f, catalog_sha, locked=locked))
-                for f in status.files
-            ]
-        for outcome in found:
-            outcomes.append(outcome)
-            if on_file is not None:
-                on_file(outcome)
+            locked = run.pins.get(spec.name) is not None
+            for f in status.files:
+                run.add(check_recorded(spec.name, f, _wanted(f, catalog_sha, locked=locked)))
         if status.signature is not None:
             signatures[spec.name] = status.signature
     return RunReport(tuple(outcomes), signatures=signatures)
@@ -271,10 +260,11 @@ def _verify_files(
     sig_file = spec.signature.installed_as if spec.signature is not None else None
     for file in status.files:
         want = _wanted(file, catalog_sha, locked=locked)
-        if signed is None:
-            run.add(verify_file(run.layout.records, spec.name, file, record, want, run.progress))
-        else:
-            run.add(_verify_signed(run, spec.name, file, record, want, signed, sig_file))
+        run.add(
+            verify_file(run.layout.records, spec.name, file, record, want, run.progress)
+            if signed is None
+            else _verify_signed(run, spec.name, file, record, want, signed, sig_file)
+        )
     return signed
 
 

@@ -119,8 +119,8 @@ def write_sidecar(
         "version": SIDECAR_VERSION,
         "xet": xet_hash,
         "where": where.relative_to(root).as_posix(),
+        "terms": _saved(terms),
     }
-    body["terms"] = _saved(terms)
     try:
         write_atomic(
             root,
@@ -302,9 +302,9 @@ def save_state(root: Path, path: Path, state: Resumable, *, source: str) -> None
         "source": source,
         "xet": state.xet_hash,
         "size": state.size,
+        "boot": state.boot,
+        "terms": _saved(state.terms),
     }
-    body["boot"] = state.boot
-    body["terms"] = _saved(state.terms)
     write_atomic(root, path, json.dumps(body, separators=(",", ":")).encode())
 
 
