@@ -261,10 +261,8 @@ class _CheckpointFolder:
 
     def indexed_shards(self, sub: Path) -> set[str]:
         """The shards the ``*.index.json`` files in ``sub`` name, each one there."""
-        indexed: set[str] = set()
-        for index in sorted(sub.glob("*.index.json")):
-            indexed |= self.shards_of(index, sub)
-        return indexed
+        indexes = sorted(sub.glob("*.index.json"))
+        return set().union(*(self.shards_of(index, sub) for index in indexes))
 
     def shards_of(self, index: Path, sub: Path) -> set[str]:
         """The shards one index names; shards live beside their index, anything else is a hostile
@@ -432,8 +430,7 @@ def _newest_trainer_state(
         raise UsageError(
             "no trainer_state.json in the run or its checkpoints; cannot tell which is best"
         )
-    _, _, shown, state = max(found, key=lambda item: item[:2])
-    return shown, state
+    return max(found, key=lambda item: item[:2])[2:]
 
 
 def _global_step(state: Any) -> int:

@@ -485,9 +485,7 @@ def _first_of_each_name(
             notes.append(src)  # opening a FIFO would hang
         else:
             files.append(src)
-    files.sort(key=lambda f: f.arcname)
-    folders.sort()
-    return files, folders
+    return sorted(files, key=lambda f: f.arcname), sorted(folders)
 
 
 def _refuse_run_without_model(run: _Run, files: list[SourceFile]) -> None:
@@ -519,8 +517,10 @@ def _is_model(file: SourceFile) -> bool:
 def _refuse_bad_names(files: list[SourceFile], folders: list[str], *, signing: bool) -> None:
     """Refuse names that mdl unpack (or Windows/macOS) would reject or fold together."""
     seen: dict[str, str] = {}
-    named = [(src.arcname, src.shown) for src in files]
-    named += [(name.rstrip("/"), name) for name in folders]
+    named = [
+        *((src.arcname, src.shown) for src in files),
+        *((name.rstrip("/"), name) for name in folders),
+    ]
     for arcname, shown in named:
         _refuse_name(arcname, shown, signing=signing)
         if (key := collision_key(arcname)) in seen:

@@ -40,8 +40,8 @@ _FLAG_DESCRIPTOR = 0x8  # CRC-32 and sizes follow the data (the local header hol
 _FLAG_WORDS = {
     _FLAG_DESCRIPTOR: "data descriptor flag (bit 3)",
     _FLAG_UTF8: "UTF-8 name flag (bit 11)",
+    **dict.fromkeys((_FLAG_ENCRYPTED, _FLAG_STRONG, _FLAG_MASKED), "encryption flag"),
 }
-_FLAG_WORDS |= dict.fromkeys((_FLAG_ENCRYPTED, _FLAG_STRONG, _FLAG_MASKED), "encryption flag")
 _EOCD = struct.Struct("<4sHHHHLLH")
 _EOCD64_LOCATOR = struct.Struct("<4sLQL")
 _EOCD64 = struct.Struct("<4sQHHLLQQQQ")

@@ -25,8 +25,10 @@ NOT_THERE = "not in the folder"
 DENIED = "permission denied"
 # what an open's errno says is there: a socket (open() finds nothing to read), a link O_NOFOLLOW
 # refuses (ELOOP; EMLINK on the BSDs)
-_NOT_OPENED = {errno.ENXIO: "a socket, not a file"}
-_NOT_OPENED |= dict.fromkeys((errno.ELOOP, errno.EMLINK), "a symbolic link, never followed")
+_NOT_OPENED = {
+    errno.ENXIO: "a socket, not a file",
+    **dict.fromkeys((errno.ELOOP, errno.EMLINK), "a symbolic link, never followed"),
+}
 
 
 class FileBody(httpx2.SyncByteStream):
