@@ -95,8 +95,9 @@ def verify_models(
             add(_never_pulled(spec, status, layout))
         else:
             signed = _verify_files(run, spec, status, status.record)
-            failing = any(o.failing for o in outcomes if o.model == spec.name)
-            whole = bool(status.files) and not failing
+            whole = bool(status.files) and not any(
+                o.failing for o in outcomes if o.model == spec.name
+            )
             if layout.cache_root is not None and whole:
                 _write_refs(layout, spec, status.files, status.record)
         if spec.signature is not None:
@@ -303,8 +304,9 @@ def _write_refs(
 ) -> None:
     """Verified whole, in the Hugging Face cache: refs/<revision> names its commit."""
     for file in files:
-        revision = ref_revision(spec, record, file.path)
-        ref = layout.ref_for(file.source, revision, label=f"{spec.name}/{file.path}")
+        ref = layout.ref_for(
+            file.source, ref_revision(spec, record, file.path), label=f"{spec.name}/{file.path}"
+        )
         if ref is not None:
             write_ref(layout.records.dest, *ref)
 
