@@ -374,14 +374,18 @@ def adopt_cached(
 def _cached_files(spec: ModelSpec, cache_root: Path) -> list[FileRecord]:
     """The model's files already in the Hugging Face cache, by save path."""
     if spec.is_snapshot and spec.repo is not None:
-        snapshot = cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision)
-        return selected(spec, snapshot, key=lambda item: item.path)
+        return selected(
+            spec,
+            cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision),
+            key=lambda item: item.path,
+        )
     cached: list[FileRecord] = []
     for file in spec.files:
         if file.repo is None or file.path is None:
             continue
-        revision = file.revision or "main"
-        found = cached_snapshot(cache_root, file.repo, file.repo_type or "model", revision)
+        found = cached_snapshot(
+            cache_root, file.repo, file.repo_type or "model", file.revision or "main"
+        )
         cached.extend(replace(c, path=file.save_path) for c in found if c.path == file.path)
     return cached
 

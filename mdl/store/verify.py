@@ -330,8 +330,11 @@ def _signature_on_disk(
             raise IntegrityError(
                 f"{what}: the model's signature is not here", hint=f"run `mdl pull {spec.name}`"
             )
-        data = read_signature(layout.store_for(sig.source).dest, sig.final, what=what)
-        return verify_signature(data, spec.signature, what=what)
+        return verify_signature(
+            read_signature(layout.store_for(sig.source).dest, sig.final, what=what),
+            spec.signature,
+            what=what,
+        )
     except MdlError as exc:
         return failed(spec.name, path, exc, dest=sig.dest if sig is not None else status.folder)
 
