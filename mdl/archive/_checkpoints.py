@@ -104,8 +104,7 @@ def safetensors_problem(path: Path, shown: str | None = None) -> str | None:
         end = _data_end(header)
     except _Incomplete as exc:
         return str(exc)
-    expected = 8 + header_len + end
-    if expected != size:
+    if (expected := 8 + header_len + end) != size:
         return (
             f"data should end at byte {expected} but the file has {size} (truncated or still"
             " being written)"
@@ -224,8 +223,7 @@ def _check_single_file(path: Path, shown: str) -> None:
     """A single-file checkpoint: a safetensors file whole, a Lightning .ckpt (a pickle: never
     opened beyond its size while choosing) not empty."""
     if shown.endswith(".safetensors"):
-        problem = safetensors_problem(path, shown)
-        if problem is not None:
+        if (problem := safetensors_problem(path, shown)) is not None:
             raise _Incomplete(problem)
     elif path.stat().st_size == 0:
         raise _Incomplete("empty file")
@@ -263,10 +261,8 @@ class _CheckpointFolder:
 
     def indexed_shards(self, sub: Path) -> set[str]:
         """The shards the ``*.index.json`` files in ``sub`` name, each one there."""
-        indexed: set[str] = set()
-        for index in sorted(sub.glob("*.index.json")):
-            indexed |= self.shards_of(index, sub)
-        return indexed
+        indexes = sorted(sub.glob("*.index.json"))
+        return set().union(*(self.shards_of(index, sub) for index in indexes))
 
     def shards_of(self, index: Path, sub: Path) -> set[str]:
         """The shards one index names; shards live beside their index, anything else is a hostile
@@ -333,8 +329,7 @@ def _top_candidates(run_dir: Path) -> tuple[list[Candidate], list[str]]:
             if is_dir and _TMP_DIR.fullmatch(entry.name):
                 temporary.append(entry.name)
                 continue
-            kind = _classify(entry.name, is_dir)
-            if kind is not None and (is_dir or entry.is_file()):
+            if (kind := _classify(entry.name, is_dir)) is not None and (is_dir or entry.is_file()):
                 found.append(Candidate(entry.name, Path(entry.path), kind[0], kind[1], is_dir))
     return found, temporary
 
@@ -346,8 +341,7 @@ def _accelerate_candidates(nested: Path) -> list[Candidate]:
     found: list[Candidate] = []
     with os.scandir(nested) as entries:
         for entry in entries:
-            match = _ACCELERATE_DIR.fullmatch(entry.name)
-            if match and entry.is_dir():
+            if (match := _ACCELERATE_DIR.fullmatch(entry.name)) and entry.is_dir():
                 found.append(
                     Candidate(entry.name, Path(entry.path), int(match.group(1)), "index", True)
                 )
@@ -410,8 +404,7 @@ def _select_best(run_dir: Path, candidates: list[Candidate], run_real: Path) -> 
     """The checkpoint trainer_state.json calls best, by the basename of its (often stale) path."""
     shown, state = _newest_trainer_state(run_dir, candidates, run_real)
     name, source = _recorded_best(shown, state)
-    chosen = next((c for c in _step_folders(candidates) if c.name == name), None)
-    if chosen is None:
+    if (chosen := next((c for c in _step_folders(candidates) if c.name == name), None)) is None:
         raise UsageError(f"{source} does not name a checkpoint folder in the run")
     metric = _finite_metric(state.get("best_metric"))
     reason = f"best: {source}"
@@ -437,8 +430,7 @@ def _newest_trainer_state(
         raise UsageError(
             "no trainer_state.json in the run or its checkpoints; cannot tell which is best"
         )
-    _, _, shown, state = max(found, key=lambda item: item[:2])
-    return shown, state
+    return max(found, key=lambda item: item[:2])[2:]
 
 
 def _global_step(state: Any) -> int:
@@ -493,8 +485,7 @@ def select_checkpoint(run_dir: Path, spec: str | None) -> Selection:
 
 def _select_step(spec: str, candidates: list[Candidate], run_real: Path) -> Selection:
     """``step:N``: the checkpoint numbered by step N; exit 2 naming the steps there are."""
-    match = re.fullmatch(r"step:([0-9]+)", spec)
-    if not match:
+    if not (match := re.fullmatch(r"step:([0-9]+)", spec)):
         raise UsageError(f"bad checkpoint {spec!r}: step:N takes ASCII digits")
     step = int(match.group(1))
     chosen = next((c for c in candidates if c.unit == "step" and c.number == step), None)
@@ -521,8 +512,7 @@ def _select_named(
     name = spec.removesuffix("/")
     if _unsafe_name(name):
         raise UsageError(f"checkpoint {spec!r} must be a name in the run, not a path")
-    named = next((c for c in candidates if c.name == name), None)
-    if named is None:
+    if (named := next((c for c in candidates if c.name == name), None)) is None:
         raise _no_checkpoint_named(name, run_dir, candidates)
     return _complete(named, run_real, "named", "named on the command line")
 

@@ -203,9 +203,6 @@ class _Collector:
             self.found.append((arcname, shown, f"skipping {kind} '{shown}': not a regular file"))
             return
         suffix = PurePosixPath(arcname).suffix.lower()
-        squeeze = self.compress == "deflate" or (
-            self.compress == "auto" and suffix not in STORED_SUFFIXES
-        )
         src = SourceFile(
             arcname,
             real,
@@ -215,7 +212,8 @@ class _Collector:
             st.st_dev,
             st.st_ino,
             role_of(arcname),
-            squeeze,
+            self.compress == "deflate"
+            or (self.compress == "auto" and suffix not in STORED_SUFFIXES),
         )
         self.found.append((arcname, shown, src))
 
@@ -235,8 +233,7 @@ class _Collector:
             arcname, shown = arc_prefix + entry.name, shown_prefix + entry.name
             if self.leaves_out(entry, shown, top=not arc_prefix):
                 continue
-            target = self.target(entry, arcname, shown)
-            if target is None:
+            if (target := self.target(entry, arcname, shown)) is None:
                 continue
             path, st = target
             if not stat.S_ISDIR(st.st_mode):
@@ -330,8 +327,7 @@ def _logs_note(logs: list[Found], excludes: tuple[str, ...], *, whole_run: bool)
     if not taken:
         return f"--with-logs: no logs found in the run (looked for {_LOGS_LOOKED_FOR})"
     listed = ", ".join(taken[:_SHOWN_LOGS])
-    more = len(taken) - _SHOWN_LOGS
-    if more > 0:
+    if (more := len(taken) - _SHOWN_LOGS) > 0:
         listed += f" and {more} more"
     whole = " (a whole-run archive holds them already)" if whole_run else ""
     plural = "s" if len(taken) != 1 else ""
@@ -474,9 +470,8 @@ def _first_of_each_name(
         if _any_glob((arcname, path), excludes):
             continue
         identity = (src.device, src.inode) if isinstance(src, SourceFile) else path
-        key = arcname.rstrip("/")
         # the same file found twice, or another file for one name
-        if key in chosen:
+        if (key := arcname.rstrip("/")) in chosen:
             first, first_identity = chosen[key]
             if isinstance(src, SourceFile) and first_identity != identity:
                 notes.append(
@@ -490,9 +485,7 @@ def _first_of_each_name(
             notes.append(src)  # opening a FIFO would hang
         else:
             files.append(src)
-    files.sort(key=lambda f: f.arcname)
-    folders.sort()
-    return files, folders
+    return sorted(files, key=lambda f: f.arcname), sorted(folders)
 
 
 def _refuse_run_without_model(run: _Run, files: list[SourceFile]) -> None:
@@ -503,8 +496,7 @@ def _refuse_run_without_model(run: _Run, files: list[SourceFile]) -> None:
     # training_args.bin and optimizer state are no model
     if any(_is_model(f) for f in files):
         return
-    found = find_candidates(run.run_dir)[0]
-    if not found:
+    if not (found := find_candidates(run.run_dir)[0]):
         return
     names = [c.name for c in found]
     listed = ", ".join([*names[:3], "…", *names[-2:]] if len(names) > 6 else names)
@@ -517,27 +509,27 @@ def _refuse_run_without_model(run: _Run, files: list[SourceFile]) -> None:
 
 def _is_model(file: SourceFile) -> bool:
     """Whether a packed file is model weights (a pickle, unless it is training state)."""
-    if file.role == "weights":
-        return True
-    return file.role == "pickle" and not _matches(file.arcname.rsplit("/", 1)[-1], DEPLOY_DENY)
+    return file.role == "weights" or (
+        file.role == "pickle" and not _matches(file.arcname.rsplit("/", 1)[-1], DEPLOY_DENY)
+    )
 
 
 def _refuse_bad_names(files: list[SourceFile], folders: list[str], *, signing: bool) -> None:
     """Refuse names that mdl unpack (or Windows/macOS) would reject or fold together."""
     seen: dict[str, str] = {}
-    named = [(src.arcname, src.shown) for src in files]
-    named += [(name.rstrip("/"), name) for name in folders]
+    named = [
+        *((src.arcname, src.shown) for src in files),
+        *((name.rstrip("/"), name) for name in folders),
+    ]
     for arcname, shown in named:
         _refuse_name(arcname, shown, signing=signing)
-        key = collision_key(arcname)
-        if key in seen:
+        if (key := collision_key(arcname)) in seen:
             raise UnsafePathError(
                 f"cannot pack both '{seen[key]}' and '{shown}': their names collide"
             )
         seen[key] = shown
     # Unpack refuses such an archive: a case-insensitive filesystem merges the two.
-    twins = first_twin(arcname for arcname, _ in named)
-    if twins is not None:
+    if (twins := first_twin(arcname for arcname, _ in named)) is not None:
         raise UnsafePathError(
             f"cannot pack both '{twins[0]}' and '{twins[1]}': they differ only in case or Unicode"
             " form"
@@ -546,8 +538,7 @@ def _refuse_bad_names(files: list[SourceFile], folders: list[str], *, signing: b
 
 def _refuse_name(arcname: str, shown: str, *, signing: bool) -> None:
     """One name unpack would reject, mdl's manifest's, or (``signing``) model.sig's."""
-    problem = name_problem(arcname)
-    if problem:
+    if problem := name_problem(arcname):
         raise UnsafePathError(f"cannot pack '{shown}': {problem}")
     if arcname == MANIFEST_NAME:
         raise UsageError(f"cannot pack '{shown}': {MANIFEST_NAME} is reserved for mdl's manifest")

@@ -133,14 +133,13 @@ class _Plan:
     def result(self, notes: tuple[str, ...]) -> PackResult:
         """The result of a dry run: the files listed without their sha256."""
         selection, collected = self.selection, self.collected
-        listed = tuple(PackedFile(f.arcname, f.size, None, f.role) for f in collected.files)
         return PackResult(
             archive="-" if self.target is None else str(self.target),
             size=None,
             sha256=None,
             checkpoint=selection.checkpoint,
             reason=selection.reason,
-            files=listed,
+            files=tuple(PackedFile(f.arcname, f.size, None, f.role) for f in collected.files),
             dry_run=True,
             top_folder=self.stem,
             profile=self.options.profile,
@@ -179,8 +178,7 @@ def pack_run(
     options: PackOptions, *, progress: Progress, stdout: BinaryIO | None = None
 ) -> PackResult:
     """Choose, check and pack a run or one of its checkpoints into a deterministic zip."""
-    run_dir = _checked_inputs(options, stdout)
-    plan = _plan(options, run_dir, progress=progress, stdout=stdout)
+    plan = _plan(options, _checked_inputs(options, stdout), progress=progress, stdout=stdout)
     if plan.target is not None:
         _refuse_existing_output(plan.target, force=options.force)
     notes = tuple(plan.collected.notes)
@@ -189,9 +187,7 @@ def pack_run(
         progress.note(unsigned)
         notes += (unsigned,)
     dry = plan.result(notes)
-    if options.dry_run:
-        return dry
-    return _write(plan, dry, progress, stdout)
+    return dry if options.dry_run else _write(plan, dry, progress, stdout)
 
 
 def _checked_inputs(options: PackOptions, stdout: BinaryIO | None) -> Path:
@@ -208,8 +204,7 @@ def _checked_inputs(options: PackOptions, stdout: BinaryIO | None) -> Path:
     if _to_stdout(options) and stdout is None and not options.dry_run:
         raise UsageError("-o - needs a stdout stream")
     # a key model_signing cannot use is exit 2 before anything is written: sign nothing with it
-    key = _key(options)
-    if key is not None:
+    if (key := _key(options)) is not None:
         sign_digests({}, private_key=key, model_name=key.stem)
     return run_dir
 
@@ -260,8 +255,7 @@ def _archive_name(
     else:
         target = options.cwd / (options.output if options.output is not None else f"{label}.zip")
         stem = target.name[:-4] if target.name.lower().endswith(".zip") else target.name
-    problem = name_problem(stem)
-    if problem:
+    if problem := name_problem(stem):
         raise UsageError(f"archive name {stem!r} cannot be its top-level folder: {problem}")
     return target, stem
 
@@ -303,8 +297,7 @@ def _refuse_existing_output(target: Path, *, force: bool) -> None:
 
 def _unsigned_note(files: list[SourceFile]) -> str | None:
     """What --sign's signature leaves out of the packed files (git's), or None."""
-    unsigned = [f.arcname for f in files if skipped_by_signature(f.arcname, UNSIGNED)]
-    if not unsigned:
+    if not (unsigned := [f.arcname for f in files if skipped_by_signature(f.arcname, UNSIGNED)]):
         return None
     return (
         f"--sign: {SIGNATURE_FILE} leaves out {', '.join(unsigned)} (model_signing never signs"

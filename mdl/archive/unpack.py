@@ -133,8 +133,7 @@ def _read_manifest(fh: BinaryIO, entries: list[Entry]) -> tuple[dict[str, str], 
     """The mdl manifest of a single-folder archive, checked against the entries, or None when
     absent.
     """
-    entry = _manifest_entry(entries)
-    if entry is None:
+    if (entry := _manifest_entry(entries)) is None:
         return None
     doc = _manifest_doc(fh, entry)
     listed = _listed_files(doc["files"], entry.name)
@@ -266,8 +265,7 @@ def _signed_entries(
     signed: dict[str, SignedFile] = {}
     for path in files:
         relative = path.removeprefix(prefix)
-        found = statement.files.get(relative)
-        if found is not None:
+        if (found := statement.files.get(relative)) is not None:
             signed[path] = found
         elif path != name and not statement.ignores(relative):
             raise IntegrityError(
@@ -344,10 +342,9 @@ def _unpack(
         raise NoSpaceError(f"not enough space in {dest_dir} for {total} bytes")
     progress.begin(total_bytes=total, files=sum(not e.is_dir for e in entries))
     checked = _Checked(fh, entries, manifest[0] if manifest else {}, signed)
-    files = _extract_and_swap(checked, dest_dir, tops, progress)
     return UnpackResult(
         dest=str(dest_dir),
-        files=tuple(files),
+        files=tuple(_extract_and_swap(checked, dest_dir, tops, progress)),
         manifest=manifest is not None,
         checkpoint=manifest[1] if manifest else None,
         top_level=tuple(tops),
@@ -362,8 +359,7 @@ def _unpack(
 def _recover_dest(dest_dir: Path, progress: Progress) -> None:
     """Refuse a destination that is no folder; put back what an earlier unpack killed mid-swap
     moved aside."""
-    kind = not_a_file(dest_dir)
-    if kind not in (None, "a folder"):
+    if (kind := not_a_file(dest_dir)) not in (None, "a folder"):
         raise LocalFSError(f"{dest_dir} is {kind}, not a folder: cannot unpack into it")
     if dest_dir.is_dir():
         recover(dest_dir, progress)
@@ -399,8 +395,7 @@ def _occupied(dest_dir: Path, tops: list[str], *, force: bool) -> list[str]:
 def _refuse_replacing(target: Path, st: os.stat_result) -> None:
     """What is at ``target`` is not replaced without --force: say what it is."""
     # from lstat: a FIFO or device is never opened; --force moves it aside like a file
-    kind = kind_of(st)
-    if kind not in (None, "a folder"):
+    if (kind := kind_of(st)) not in (None, "a folder"):
         raise LocalFSError(
             f"{target} is {kind}, not a file or folder", hint="use --force to replace it"
         )

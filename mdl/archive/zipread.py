@@ -40,8 +40,8 @@ _FLAG_DESCRIPTOR = 0x8  # CRC-32 and sizes follow the data (the local header hol
 _FLAG_WORDS = {
     _FLAG_DESCRIPTOR: "data descriptor flag (bit 3)",
     _FLAG_UTF8: "UTF-8 name flag (bit 11)",
+    **dict.fromkeys((_FLAG_ENCRYPTED, _FLAG_STRONG, _FLAG_MASKED), "encryption flag"),
 }
-_FLAG_WORDS |= dict.fromkeys((_FLAG_ENCRYPTED, _FLAG_STRONG, _FLAG_MASKED), "encryption flag")
 _EOCD = struct.Struct("<4sHHHHLLH")
 _EOCD64_LOCATOR = struct.Struct("<4sLQL")
 _EOCD64 = struct.Struct("<4sQHHLLQQQQ")
@@ -245,13 +245,11 @@ def _end_record(fh: BinaryIO) -> tuple[int, int, int, int]:
     tail_start = max(0, size - _EOCD.size - 0xFFFF)
     tail = _read_at(fh, tail_start, size - tail_start)
     # the last with room for a whole record
-    pos = tail.rfind(b"PK\x05\x06", 0, len(tail) - _EOCD.size + 4)
-    if pos < 0:
+    if (pos := tail.rfind(b"PK\x05\x06", 0, len(tail) - _EOCD.size + 4)) < 0:
         raise _broken("no end of central directory record")
     _, disk, cd_disk, count_here, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, pos)
     cd_end = tail_start + pos
-    zip64 = _zip64_end_record(fh, cd_end)
-    if zip64 is not None:
+    if (zip64 := _zip64_end_record(fh, cd_end)) is not None:
         cd_end, (disk, cd_disk, count_here, count, cd_size, cd_offset) = zip64
     if disk != 0 or cd_disk != 0 or count_here != count:
         raise ArchiveError("split or spanned archives are not supported")
@@ -293,7 +291,7 @@ def _central_record(data: bytes, pos: int, base: int) -> tuple[Entry, int]:
         raise ArchiveError(
             f"entry {shown(name)} is on another disk: split archives are not supported"
         )
-    entry = Entry(
+    return Entry(
         raw,
         name,
         name.removesuffix("/"),
@@ -308,8 +306,7 @@ def _central_record(data: bytes, pos: int, base: int) -> tuple[Entry, int]:
         rec.system,
         rec.attr,
         modified=rec.date << 16 | rec.time,
-    )
-    return entry, end
+    ), end
 
 
 def _zip64_values(field: bytes | None, rec: _Central, name: str) -> list[int]:
@@ -614,11 +611,8 @@ def read_data(fh: BinaryIO, entry: Entry, chunk: int) -> Iterator[bytes]:
     what, size = shown(entry.stored), entry.file_size
     crc = written = 0
     fh.seek(entry.start)
-    if entry.method == DEFLATED:
-        pieces = _inflated(fh, entry.compress_size, chunk, what)
-    else:
-        pieces = _stored(fh, entry.compress_size, chunk, what)
-    for out in pieces:
+    read = _inflated if entry.method == DEFLATED else _stored
+    for out in read(fh, entry.compress_size, chunk, what):
         if written + len(out) > size:
             raise ArchiveError(f"entry {what} is larger than its declared {size} bytes")
         written += len(out)
@@ -632,8 +626,7 @@ def read_data(fh: BinaryIO, entry: Entry, chunk: int) -> Iterator[bytes]:
 
 def _read_some(fh: BinaryIO, size: int, what: str) -> bytes:
     """Up to ``size`` bytes of an entry's data (more than none)."""
-    data = fh.read(size)
-    if not data:
+    if not (data := fh.read(size)):
         raise ArchiveError(f"entry {what} is truncated: its data runs past the end of the file")
     return data
 

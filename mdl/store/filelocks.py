@@ -271,9 +271,8 @@ def _try(dir_fd: int, where: Path, *, own: bool) -> _Held | None:
                 if writable and own:
                     _write_holder(fd)
                 return _Held(fd, dir_fd, where.name, remove=own)
-            why = confined.not_own(os.fstat(fd))
             # (None: made fresh by another run since we looked; opened again, for writing)
-            if why is not None:
+            if (why := confined.not_own(os.fstat(fd))) is not None:
                 log.warning("%s: set aside a lock file mdl did not make (it is %s)", where, why)
                 with contextlib.suppress(FileNotFoundError):
                     # held: no run is between its open and its lock of it

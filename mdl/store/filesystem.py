@@ -99,8 +99,7 @@ def hash_file(
     """
     # A FIFO, socket or device where a file was expected is refused before it is opened (it could
     # block or act); O_NONBLOCK and fstat: one put there since must not hang the run either.
-    kind = kind_of(path.stat())
-    if kind is not None:
+    if (kind := kind_of(path.stat())) is not None:
         raise OSError(errno.EINVAL, f"it is {kind}, not a file", str(path))
     return hash_descriptor(
         os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC),

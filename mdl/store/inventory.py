@@ -53,9 +53,7 @@ def judge(entry: FileRecord | None, size: int | None, mtime_ns: int | None) -> s
         return UNRECORDED
     if size != entry.size:
         return MODIFIED
-    if mtime_ns != entry.mtime_ns:
-        return MODIFIED_MAYBE
-    return INSTALLED
+    return MODIFIED_MAYBE if mtime_ns != entry.mtime_ns else INSTALLED
 
 
 @dataclass(frozen=True)
@@ -157,21 +155,6 @@ class ModelStatus:
         return self._json(status=self.status, unverified=self.unverified, **files)
 
     def show_json(self) -> dict[str, Any]:
-        files = [
-            {
-                "path": f.path,
-                "dest": str(f.dest),
-                "url": f.source,
-                "size": f.size,
-                "sha256": f.sha256,
-                "state": f.state,
-                "verified": f.verified,
-                # how this version's bytes came (null: not known): its Xet hash, bytes fetched and
-                # reused
-                **{key: getattr(f.recorded, key, None) for key in ("xet", "fetched", "reused")},
-            }
-            for f in self.files
-        ]
         return self._json(
             repo=self.spec.repo,
             repo_type=self.spec.repo_type if self.spec.is_snapshot else None,
@@ -181,7 +164,21 @@ class ModelStatus:
             status=self.status,
             unverified=self.unverified,
             dest=str(self.folder) if self.folder is not None else None,
-            files=files,
+            files=[
+                {
+                    "path": f.path,
+                    "dest": str(f.dest),
+                    "url": f.source,
+                    "size": f.size,
+                    "sha256": f.sha256,
+                    "state": f.state,
+                    "verified": f.verified,
+                    # how this version's bytes came (null: not known): its Xet hash, bytes
+                    # fetched and reused
+                    **{key: getattr(f.recorded, key, None) for key in ("xet", "fetched", "reused")},
+                }
+                for f in self.files
+            ],
         )
 
 
@@ -313,7 +310,7 @@ def _local_file(
     shown, final = (placement.shown, placement.final) if placement else (unplaced, unplaced)
     verified = entry.verified if entry is not None else None
     size, sha256 = _size_and_sha256(want, known)
-    found = LocalFile(
+    return LocalFile(
         want.path,
         shown,
         final,
@@ -325,16 +322,14 @@ def _local_file(
         verified,
         want.sha256,
         known,
-    )
-    return found, placement
+    ), placement
 
 
 def _size_and_sha256(want: ExpectedFile, known: FileRecord | None) -> tuple[int | None, str | None]:
     """As the listing, lock or catalog says, else as its record of this version says."""
     if known is None:
         return want.size, want.sha256
-    size = known.size if want.size is None else want.size
-    return size, want.sha256 or known.sha256
+    return (known.size if want.size is None else want.size), want.sha256 or known.sha256
 
 
 def _extra(record: ModelRecord | None, expected: Sequence[ExpectedFile]) -> tuple[str, ...]:
@@ -496,11 +491,15 @@ class CleanReport:
         return sum(c.size for c in self.files)
 
     def to_json(self) -> dict[str, Any]:
-        files = [
-            {"path": str(c.path), "size": c.size, "source": c.label, "removed": c.removed}
-            for c in self.files
-        ]
-        return {"ok": True, "dry_run": self.dry_run, "freed": self.freed, "files": files}
+        return {
+            "ok": True,
+            "dry_run": self.dry_run,
+            "freed": self.freed,
+            "files": [
+                {"path": str(c.path), "size": c.size, "source": c.label, "removed": c.removed}
+                for c in self.files
+            ],
+        }
 
 
 def clean(settings: Settings) -> list[CleanedFile]:

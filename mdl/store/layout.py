@@ -60,8 +60,7 @@ def parse_hub_source(source: str) -> HubFileRef | None:
     """``hf://[datasets/|spaces/]owner/name@commit/path`` parsed; None for anything else (direct
     URLs).
     """
-    match = _HUB_SOURCE.match(source)
-    if match is None:
+    if (match := _HUB_SOURCE.match(source)) is None:
         return None
     return HubFileRef(
         _TYPES[match.group("type")], match.group("repo"), match.group("commit"), match.group("path")
@@ -103,8 +102,7 @@ class Placement:
         """
         partial, _ = self.store.part_paths("", label)
         for target in dict.fromkeys((self.final, self.shown, partial)):
-            problem = creatable_problem(target)
-            if problem is not None:
+            if (problem := creatable_problem(target)) is not None:
                 raise LocalFSError(
                     f"{shown_path(label)}: cannot be saved at {shown_path(target)}: {problem}"
                 )
@@ -158,8 +156,7 @@ class Layout:
                 f"{label}: the Hub did not name the commit of {hub.repo}; cannot place it in the HF"
                 " cache"
             )
-        etag = git_oid or sha256
-        if etag is None or not BLOB_NAME.fullmatch(etag):
+        if (etag := git_oid or sha256) is None or not BLOB_NAME.fullmatch(etag):
             raise UsageError(
                 f"{label}: no sha256 or git blob id to name its blob in the Hugging Face cache"
             )
@@ -371,22 +368,24 @@ def adopt_cached(
     known = dict(record.files) if record is not None else {}
     for entry in _cached_files(spec, cache_root):
         known.setdefault(entry.path, entry)
-    if not known:
-        return record
-    return replace(record or ModelRecord(name=spec.name), files=known)
+    return replace(record or ModelRecord(name=spec.name), files=known) if known else record
 
 
 def _cached_files(spec: ModelSpec, cache_root: Path) -> list[FileRecord]:
     """The model's files already in the Hugging Face cache, by save path."""
     if spec.is_snapshot and spec.repo is not None:
-        snapshot = cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision)
-        return selected(spec, snapshot, key=lambda item: item.path)
+        return selected(
+            spec,
+            cached_snapshot(cache_root, spec.repo, spec.repo_type, spec.revision),
+            key=lambda item: item.path,
+        )
     cached: list[FileRecord] = []
     for file in spec.files:
         if file.repo is None or file.path is None:
             continue
-        revision = file.revision or "main"
-        found = cached_snapshot(cache_root, file.repo, file.repo_type or "model", revision)
+        found = cached_snapshot(
+            cache_root, file.repo, file.repo_type or "model", file.revision or "main"
+        )
         cached.extend(replace(c, path=file.save_path) for c in found if c.path == file.path)
     return cached
 

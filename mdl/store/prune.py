@@ -98,16 +98,15 @@ class PruneReport:
         return worst_exit_code([int(e.exit_code) for e in self.errors])
 
     def to_json(self) -> dict[str, Any]:
-        removed = [
-            {"path": str(r.path), "size": r.size, "model": r.model, "reason": r.reason}
-            | {"removed": not self.dry_run, "linked": r.linked}
-            for r in self.removed
-        ]
         return {
             "ok": not self.errors,
             "dry_run": self.dry_run,
             "freed": self.freed,
-            "removed": removed,
+            "removed": [
+                {"path": str(r.path), "size": r.size, "model": r.model, "reason": r.reason}
+                | {"removed": not self.dry_run, "linked": r.linked}
+                for r in self.removed
+            ],
             "kept": [{**asdict(k), "path": str(k.path)} for k in self.kept],
             "warnings": list(self.warnings),
             "errors": [e.message for e in self.errors],
@@ -136,7 +135,13 @@ def prune(
     layout = Layout(settings)
     catalog = {spec.name: spec for spec in specs}
     records = {name: layout.records.read_record(name) for name in recorded_models(layout.records)}
-    others = _other_catalogs(records, settings.catalog_path)
+    # the models another catalog pulled, with that catalog's path
+    others = {
+        name: other
+        for name, record in records.items()
+        if record is not None
+        and (other := other_catalog(record, settings.catalog_path)) is not None
+    }
     run = _Pruning(layout, settings.dry_run, _used_paths(layout, catalog, records, others))
     # what a killed prune left set aside: back, or gone, before anything is judged
     asides = recover_asides(layout, records, dry_run=settings.dry_run)
@@ -157,17 +162,6 @@ def prune(
         tuple(run.errors),
         settings.dry_run,
     )
-
-
-def _other_catalogs(
-    records: Mapping[str, ModelRecord | None], catalog: Path | None
-) -> dict[str, str]:
-    """The models another catalog pulled, with that catalog's path."""
-    return {
-        name: other
-        for name, record in records.items()
-        if record is not None and (other := other_catalog(record, catalog)) is not None
-    }
 
 
 def _used_paths(
@@ -219,8 +213,7 @@ def _note_unrecorded(
     """The folders in the destination neither in the catalog nor recorded: kept, and said so."""
     dest = run.layout.plain.dest
     for name, info in confined.entries(dest, dest):
-        known = name == ".mdl" or name in catalog or name in records
-        if not known and st.S_ISDIR(info.st_mode):
+        if not (name == ".mdl" or name in catalog or name in records) and st.S_ISDIR(info.st_mode):
             run.kept.append(KeptPath(dest / name, None, "not recorded by mdl"))
 
 
@@ -279,8 +272,7 @@ def _prune_model(
     model = record.name
     targets = _targets(run.layout, model, files, earlier, whole=whole)
     placements = {t.key: t.placement for t in targets}
-    held = _take_locks(run, model, placements)
-    if held is None:
+    if (held := _take_locks(run, model, placements)) is None:
         return
     with held:
         dropped = _remove_targets(run, model, targets)
@@ -402,8 +394,7 @@ def _lock_model(
     lock file is there)."""
     held = HeldLocks([])
     try:
-        taken = _lock_files(layout, model, placements, held)
-        _lock_running(layout, model, taken, held)
+        _lock_running(layout, model, _lock_files(layout, model, placements, held), held)
     except BaseException:
         held.release()
         raise
@@ -431,11 +422,9 @@ def _lock_running(layout: Layout, model: str, taken: set[Path], held: HeldLocks)
     for store in layout.stores:
         folder = store.state_dir / "locks"
         for name, info in confined.entries(store.dest, folder):
-            mine = pattern.fullmatch(name) and st.S_ISREG(info.st_mode)
-            if not mine or folder / name in taken:
+            if not (pattern.fullmatch(name) and st.S_ISREG(info.st_mode)) or folder / name in taken:
                 continue
-            other = store.try_file_lock(name.removesuffix(".lock"))
-            if other is None:
+            if (other := store.try_file_lock(name.removesuffix(".lock"))) is None:
                 raise LockTimeoutError(f"{model}: a run holds {folder / name}")
             held.locks.extend(other.locks)
 
@@ -511,8 +500,7 @@ def _not_as_recorded(
     its hash), and the ``stat`` of the object judged (the one hashed, when it was)."""
     if not st.S_ISREG(found.st_mode):
         return "not the file mdl wrote (a link or no file)", found
-    state = judge(entry, found.st_size, found.st_mtime_ns)
-    if state == INSTALLED:
+    if (state := judge(entry, found.st_size, found.st_mtime_ns)) == INSTALLED:
         return None, found
     changed = "changed since mdl wrote it"
     if state != MODIFIED_MAYBE:
@@ -560,12 +548,10 @@ def _linked_elsewhere(run: _Pruning, model: str, placement: Placement) -> bool:
         return True  # never walked: kept
     leaving = {r.path for r in run.removed if r.model == model}
     # links are listed, never followed (followlinks=False)
-    for folder, dirs, files in os.walk(snapshots):
-        for name in (*files, *dirs):
-            entry = Path(folder) / name
-            if entry not in leaving and entry.is_symlink() and _leads_to(entry, blob):
-                return True
-    return False
+    entries = (
+        Path(at) / name for at, dirs, files in os.walk(snapshots) for name in (*files, *dirs)
+    )
+    return any(e not in leaving and e.is_symlink() and _leads_to(e, blob) for e in entries)
 
 
 def _tidy(
@@ -672,8 +658,7 @@ def _note_left_in(run: _Pruning, model: str, folder: Path) -> None:
     known = {p.path for p in run.kept} | {p.path for p in run.removed if p.model == model}
     for where, dirs, files in os.walk(folder):  # a link is listed, never followed
         for name in sorted((*files, *(d for d in dirs if (Path(where) / d).is_symlink()))):
-            path = Path(where) / name
-            if path not in known and os.path.lexists(path):
+            if (path := Path(where) / name) not in known and os.path.lexists(path):
                 run.kept.append(KeptPath(path, model, "not written by mdl"))
 
 

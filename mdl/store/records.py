@@ -108,10 +108,14 @@ class ModelRecord:
             current is not None and _holds(current, sha256, git_oid)
         ):
             return current
-        for key, entry in sorted(self.earlier.items()):
-            if key.partition("/")[2] == path and _holds(entry, sha256, git_oid):
-                return replace(entry, path=path)
-        return current
+        return next(
+            (
+                replace(entry, path=path)
+                for key, entry in sorted(self.earlier.items())
+                if key.partition("/")[2] == path and _holds(entry, sha256, git_oid)
+            ),
+            current,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The record as stored on disk: server-provided text passes ``record_text`` (printable,
@@ -217,8 +221,7 @@ def record_json(record: ModelRecord, doc: dict[str, Any]) -> str:
     with an indent runs in Python, value by value)."""
     lines = []
     for key, value in doc.items():
-        drop = _SECTIONS.get(key)
-        if drop is None or not isinstance(value, dict):
+        if (drop := _SECTIONS.get(key)) is None or not isinstance(value, dict):
             text = json.dumps(value, indent=1).replace("\n", "\n ")
         else:
             entries: Mapping[str, FileRecord | ExpectedFile] = getattr(record, key)
@@ -305,8 +308,7 @@ def _section(
     optional: bool = False,
     known: Mapping[str, _Entry] | None = None,
 ) -> dict[str, _Entry] | None:
-    value = raw.get(name, None if optional else {})
-    if value is None and optional:
+    if (value := raw.get(name, None if optional else {})) is None and optional:
         return None
     if not isinstance(value, dict):
         raise RecordFieldError(f"{name}: expected an object, got {type(value).__name__}")
@@ -379,8 +381,7 @@ def _hex64(value: object, where: str) -> str:
 
 
 def _signature(raw: dict[str, Any]) -> SignatureRecord | None:
-    value = raw.get("signature")
-    if value is None:
+    if (value := raw.get("signature")) is None:
         return None
     if not isinstance(value, dict) or set(value) != {"file", "sha256", "by"}:
         raise RecordFieldError("signature: expected an object with file, sha256 and by")
@@ -393,8 +394,7 @@ def _signature(raw: dict[str, Any]) -> SignatureRecord | None:
 
 
 def _signed_files(raw: dict[str, Any]) -> dict[str, str] | None:
-    value = raw.get("signed_files")
-    if value is None:
+    if (value := raw.get("signed_files")) is None:
         return None
     if not isinstance(value, dict):
         raise RecordFieldError(f"signed_files: expected an object, got {type(value).__name__}")
@@ -405,8 +405,7 @@ def _signed_files(raw: dict[str, Any]) -> dict[str, str] | None:
 
 
 def _optional_text(rec: dict[str, Any], key: str, where: str) -> str | None:
-    value = rec.get(key)
-    if value is not None and not isinstance(value, str):
+    if (value := rec.get(key)) is not None and not isinstance(value, str):
         raise RecordFieldError(f"{where}: expected text, got {_shown(value)}")
     return value
 

@@ -274,8 +274,7 @@ class Store:
         """Take ``paths`` (and ``forget``: keys of ``earlier``) out of the model's record
         (``whole``: remove the record, unless it names other files)."""
         with self._record_locked(model):
-            current = self.read_record(model)
-            if current is None:
+            if (current := self.read_record(model)) is None:
                 return
             if whole and set(current.files) <= set(paths) and set(current.earlier) <= set(forget):
                 try:
@@ -315,15 +314,13 @@ class Store:
         for name, info in listed:
             if name not in names or not _OWN_PARTIAL.fullmatch(name):
                 continue
-            entry = folder / name
+            entry, ident = folder / name, (info.st_dev, info.st_ino)
             if name.endswith(".part"):
                 state = entry.with_name(name + ".json")
-                ident = (info.st_dev, info.st_ino)
                 found.append(
                     PartialFile(entry, state, info.st_blocks * 512, self._label_of(state), ident)
                 )
             elif name.endswith(".tmp") or name.removesuffix(".json") not in names:
-                ident = (info.st_dev, info.st_ino)
                 found.append(PartialFile(entry, entry, info.st_size, self._label_of(entry), ident))
         return found
 
@@ -380,12 +377,13 @@ def _merged(
     earlier = {key: one for key, one in current.earlier.items() if key not in forget}
     for one in puts:
         old = files.get(one.path)
-        if keeps_revisions and old is not None and old.commit != one.commit:
-            moved = earlier_key(old)
-            if moved:
-                earlier[moved] = replace(old, path=moved)  # still on disk in its own snapshot
-        back = earlier_key(one)
-        if back is not None:
-            earlier.pop(back, None)  # current again
+        if (
+            keeps_revisions
+            and old is not None
+            and old.commit != one.commit
+            and (moved := earlier_key(old))
+        ):
+            earlier[moved] = replace(old, path=moved)  # still on disk in its own snapshot
+        earlier.pop(earlier_key(one) or "", None)  # current again
         files[one.path] = one
     return files, earlier

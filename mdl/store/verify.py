@@ -78,9 +78,6 @@ def verify_models(
     outcomes: list[FileOutcome] = []
     pins = pinned or {}
     statuses = [model_status(spec, layout, pinned=pins.get(spec.name)) for spec in models]
-    if quick:
-        return _quick(statuses, layout, pins, on_file)
-    _begin(progress, statuses)
 
     def add(outcome: FileOutcome) -> None:
         outcomes.append(outcome)
@@ -88,6 +85,9 @@ def verify_models(
             on_file(outcome)
 
     run = _Run(layout, progress, pins, add)
+    if quick:
+        return _quick(run, statuses, outcomes)
+    _begin(progress, statuses)
     signatures: dict[str, dict[str, Any]] = {}
     for spec, status in zip(models, statuses, strict=True):
         signed, whole = None, False
@@ -95,8 +95,9 @@ def verify_models(
             add(_never_pulled(spec, status, layout))
         else:
             signed = _verify_files(run, spec, status, status.record)
-            failing = any(o.failing for o in outcomes if o.model == spec.name)
-            whole = bool(status.files) and not failing
+            whole = bool(status.files) and not any(
+                o.failing for o in outcomes if o.model == spec.name
+            )
             if layout.cache_root is not None and whole:
                 _write_refs(layout, spec, status.files, status.record)
         if spec.signature is not None:
@@ -104,30 +105,19 @@ def verify_models(
     return RunReport(tuple(outcomes), signatures=signatures)
 
 
-def _quick(
-    statuses: Sequence[ModelStatus],
-    layout: Layout,
-    pins: Mapping[str, Sequence[ExpectedFile]],
-    on_file: Callable[[FileOutcome], None] | None,
-) -> RunReport:
-    """``verify --quick``: each model's files judged by their records and ``lstat``."""
-    outcomes: list[FileOutcome] = []
+def _quick(run: _Run, statuses: Sequence[ModelStatus], outcomes: list[FileOutcome]) -> RunReport:
+    """``verify --quick``: each model's files judged by their records and ``lstat`` (each outcome
+    added to ``outcomes`` by ``run.add``)."""
     signatures: dict[str, dict[str, Any]] = {}
     for status in statuses:
         spec = status.spec
         if status.record is None:
-            found = [_never_pulled(spec, status, layout)]
+            run.add(_never_pulled(spec, status, run.layout))
         else:
             catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
-            locked = pins.get(spec.name) is not None
-            found = [
-                check_recorded(spec.name, f, _wanted(f, catalog_sha, locked=locked))
-                for f in status.files
-            ]
-        for outcome in found:
-            outcomes.append(outcome)
-            if on_file is not None:
-                on_file(outcome)
+            locked = run.pins.get(spec.name) is not None
+            for f in status.files:
+                run.add(check_recorded(spec.name, f, _wanted(f, catalog_sha, locked=locked)))
         if status.signature is not None:
             signatures[spec.name] = status.signature
     return RunReport(tuple(outcomes), signatures=signatures)
@@ -209,9 +199,8 @@ def _never_pulled(spec: ModelSpec, status: ModelStatus, layout: Layout) -> FileO
     """The outcome of a model with no record: never pulled, or its record is not a file or
     damaged."""
     record_path = layout.records.record_path(spec.name)
-    kind = not_a_file(record_path)
     # never opened: pull replaces it (a folder excepted)
-    if kind is not None:
+    if (kind := not_a_file(record_path)) is not None:
         error: MdlError = _not_a_file(record_path, kind, spec.name, "its record ")
     elif os.path.lexists(record_path):
         error = _unread_record(layout.records, spec.name, record_path)
@@ -272,10 +261,11 @@ def _verify_files(
     sig_file = spec.signature.installed_as if spec.signature is not None else None
     for file in status.files:
         want = _wanted(file, catalog_sha, locked=locked)
-        if signed is None:
-            run.add(verify_file(run.layout.records, spec.name, file, record, want, run.progress))
-        else:
-            run.add(_verify_signed(run, spec.name, file, record, want, signed, sig_file))
+        run.add(
+            verify_file(run.layout.records, spec.name, file, record, want, run.progress)
+            if signed is None
+            else _verify_signed(run, spec.name, file, record, want, signed, sig_file)
+        )
     return signed
 
 
@@ -314,8 +304,9 @@ def _write_refs(
 ) -> None:
     """Verified whole, in the Hugging Face cache: refs/<revision> names its commit."""
     for file in files:
-        revision = ref_revision(spec, record, file.path)
-        ref = layout.ref_for(file.source, revision, label=f"{spec.name}/{file.path}")
+        ref = layout.ref_for(
+            file.source, ref_revision(spec, record, file.path), label=f"{spec.name}/{file.path}"
+        )
         if ref is not None:
             write_ref(layout.records.dest, *ref)
 
@@ -339,8 +330,11 @@ def _signature_on_disk(
             raise IntegrityError(
                 f"{what}: the model's signature is not here", hint=f"run `mdl pull {spec.name}`"
             )
-        data = read_signature(layout.store_for(sig.source).dest, sig.final, what=what)
-        return verify_signature(data, spec.signature, what=what)
+        return verify_signature(
+            read_signature(layout.store_for(sig.source).dest, sig.final, what=what),
+            spec.signature,
+            what=what,
+        )
     except MdlError as exc:
         return failed(spec.name, path, exc, dest=sig.dest if sig is not None else status.folder)
 

@@ -25,8 +25,10 @@ NOT_THERE = "not in the folder"
 DENIED = "permission denied"
 # what an open's errno says is there: a socket (open() finds nothing to read), a link O_NOFOLLOW
 # refuses (ELOOP; EMLINK on the BSDs)
-_NOT_OPENED = {errno.ENXIO: "a socket, not a file"}
-_NOT_OPENED |= dict.fromkeys((errno.ELOOP, errno.EMLINK), "a symbolic link, never followed")
+_NOT_OPENED = {
+    errno.ENXIO: "a socket, not a file",
+    **dict.fromkeys((errno.ELOOP, errno.EMLINK), "a symbolic link, never followed"),
+}
 
 
 class FileBody(httpx2.SyncByteStream):
@@ -64,11 +66,10 @@ class FileBody(httpx2.SyncByteStream):
 
 
 def _answer(status: int, words: str = "", headers: dict[str, str] | None = None) -> httpx2.Response:
-    body = words.encode()
     return httpx2.Response(
         status,
         headers={"Content-Type": "text/plain; charset=utf-8", **(headers or {})},
-        content=body,
+        content=words.encode(),
     )
 
 
@@ -118,8 +119,7 @@ class FolderTransport(httpx2.BaseTransport):
         except PermissionError:
             return _answer(403, DENIED)
         except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-            said = _NOT_OPENED.get(getattr(exc, "errno", 0))
-            if said is not None:
+            if (said := _NOT_OPENED.get(getattr(exc, "errno", 0))) is not None:
                 return _answer(404, said)
             return _answer(500, f"cannot open the file: {getattr(exc, 'strerror', None) or exc}")
         try:
@@ -147,8 +147,7 @@ class FolderTransport(httpx2.BaseTransport):
         }
         if_range = request.headers.get("If-Range")
         asked = request.headers.get("Range") if if_range in (None, etag, modified) else None
-        span = byte_range(asked, size)
-        if span is False:
+        if (span := byte_range(asked, size)) is False:
             os.close(fd)
             return _answer(416, "", {"Content-Range": f"bytes */{size}"})
         status, (start, end) = (200, (0, size)) if span is None else (206, span)

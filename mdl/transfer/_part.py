@@ -10,14 +10,7 @@ import os
 
 import httpx2
 
-from mdl.errors import (
-    IntegrityError,
-    LocalFSError,
-    MdlError,
-    NetworkError,
-    NoSpaceError,
-    disk_error,
-)
+from mdl.errors import IntegrityError, LocalFSError, MdlError, NetworkError
 from mdl.store.confined import open_file
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer._shared import IGNORED_RANGE, Shared
@@ -36,6 +29,7 @@ from mdl.transfer.resume import (
     finish_part,
     job_root,
     keeping,
+    part_error,
 )
 from mdl.transfer.scheduling import MIN_PIECE, Piece, run_pieces, spread
 
@@ -58,7 +52,7 @@ class PartFetch:
         try:
             size = self._download(state, resumed_from)
         except OSError as exc:
-            raise self._disk_error(exc) from exc
+            raise part_error(self.job, exc) from exc
         except HashMismatch as exc:
             self._refuse(state, exc, resumed_from)
             raise
@@ -139,17 +133,6 @@ class PartFetch:
         os.fdatasync(fd)
         return size
 
-    def _disk_error(self, exc: OSError) -> MdlError:
-        job = self.job
-        error = disk_error(
-            exc,
-            full=f"{job.label}: no space left on device while writing {job.part_path}",
-            other=f"{job.label}: {exc.strerror or exc} ({job.part_path})",
-        )
-        if isinstance(error, NoSpaceError):
-            discard_partial(job)  # the space comes back when ``run`` closes the file
-        return error
-
     def _refuse(self, state: DownloadState, exc: HashMismatch, resumed_from: int) -> None:
         """The bytes are not the file: removed; an IntegrityError unless a try from zero may
         cure it."""
@@ -224,9 +207,8 @@ class Restarts:
     def _ranges_ignored(self) -> list[Piece]:
         state, job = self.state, self.state.job
         log.info("%s: server ignores ranges, restarting as one stream", job.label)
-        kept = state.on_disk() > 0
         # kept bytes fetched again (a coded body: not ranges)
-        if kept and not state.whole_only:
+        if (kept := state.on_disk() > 0) and not state.whole_only:
             self.shared.ignored_range(state)
         if kept:
             why = COMPRESSED if state.whole_only else IGNORED_RANGE

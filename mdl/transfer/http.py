@@ -316,8 +316,7 @@ def hub_auth_hint(code: str | None, response: httpx2.Response) -> str:
     """What to do about the Hub's 401/403 ``response`` (a gated repo also needs its terms accepted,
     as GatedRepoError says): set a token when none was sent; when one was, it was refused or lacks
     access, and setting one is no help."""
-    sent = credentials_sent(response)
-    if sent and code == "GatedRepo":
+    if (sent := credentials_sent(response)) and code == "GatedRepo":
         return (
             "the token sent has no access: request it on the repo's Hub page (check the account:"
             " `hf auth whoami`)"
@@ -369,8 +368,7 @@ def error_for_status(
         hub = credentials is not None and credentials.from_hub(response)
     text = server_text(response)
     detail = printable(text, limit=MESSAGE_TEXT_LIMIT)
-    refusal = _Refusal(response, what, hub=hub, credentials=credentials, detail=detail)
-    error = refusal.error()
+    error = _Refusal(response, what, hub=hub, credentials=credentials, detail=detail).error()
     error.status, error.server_text = response.status_code, text
     return error
 
@@ -393,8 +391,7 @@ class _Refusal:
         return f"{self.what}: {told}{suffix}"
 
     def error(self) -> MdlError:
-        status = self.response.status_code
-        if status == 401:
+        if (status := self.response.status_code) == 401:
             return self.unauthorised()
         if status == 403:
             return self.forbidden()

@@ -99,45 +99,23 @@ def _bare(text: str) -> tuple[str, object] | None:
         return "integer", int(text)
     if _TOKEN.fullmatch(text):
         return "token", text
-    if _OTHER.fullmatch(text):
-        return "other", text
-    return None
+    return ("other", text) if _OTHER.fullmatch(text) else None
 
 
 def _split(text: str, sep: str) -> list[str] | None:
     """``text`` split at ``sep`` outside quoted strings (None: a string left open)."""
-    parts, current, quoted, escaped = [], [], False, False
-    for ch in text:
-        if quoted:
-            current.append(ch)
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                quoted = False
-        elif ch == '"':
-            quoted = True
-            current.append(ch)
-        elif ch == sep:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    if quoted:
+    part = rf'(?:"(?:[^"\\]|\\.)*"|[^"{sep}])*'
+    if re.fullmatch(rf"{part}(?:{sep}{part})*", text, re.DOTALL) is None:
         return None
-    parts.append("".join(current))
-    return parts
+    return [m[0] for m in re.finditer(rf"(?:^|(?<={sep})){part}", text, re.DOTALL)]
 
 
 def _member(text: str) -> tuple[str, dict[str, object]] | None:
     """One list member: its name and parameters; None when it cannot be read. A lone string among
     the parameters renames the member (the Hub's ``"fixed window";"resolvers";q=…``)."""
-    segments = _split(text.strip(" \t"), ";")
-    if not segments:
+    if not (segments := _split(text.strip(" \t"), ";")):
         return None
-    head = _bare(segments[0].strip(" \t"))
-    if head is None or head[0] not in ("string", "token"):
+    if (head := _bare(segments[0].strip(" \t"))) is None or head[0] not in ("string", "token"):
         return None
     name, params = str(head[1]), {}
     for segment in segments[1:]:
@@ -338,8 +316,7 @@ class HubGate:
             with self._lock:
                 now = self.clock()
                 pacing = now < self._pace_until
-                at = max(now, self._closed_until, self._next_slot if pacing else now)
-                if at <= now:
+                if (at := max(now, self._closed_until, self._next_slot if pacing else now)) <= now:
                     if pacing:
                         self._next_slot = now + self._interval
                     return
@@ -425,12 +402,11 @@ class HubGate:
             self._pace_until = now + reset
             self._next_slot = max(self._next_slot, now + self._interval)
         if started:
-            quota = f" of {limit.quota}" if limit.quota else ""
             log.info(
                 "the Hub says %d%s requests remain for %s (policy %r); spacing Hub requests %s"
                 " apart",
                 remaining,
-                quota,
+                f" of {limit.quota}" if limit.quota else "",
                 human_seconds(reset),
                 limit.name,
                 human_seconds(self._interval),

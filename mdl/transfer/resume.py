@@ -19,7 +19,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from mdl.errors import LocalFSError, MdlError, NetworkError, UsageError
+from mdl.errors import LocalFSError, MdlError, NetworkError, NoSpaceError, UsageError, disk_error
 from mdl.redact import redact_url
 from mdl.store.confined import not_own, read_bytes, rename, unlink, write_atomic
 from mdl.store.filesystem import DirSyncs, fsync_dir, stat_file
@@ -107,8 +107,7 @@ class Hasher:
                 if self._buffer is None:
                     self._buffer = bytearray(min(READ_BACK, max(1, limit - self.position)))
                 view = memoryview(self._buffer)[: limit - self.position]
-                got = os.preadv(self.fd, [view], self.position)
-                if got <= 0:
+                if (got := os.preadv(self.fd, [view], self.position)) <= 0:
                     raise LocalFSError(f"could not read back {self.position} bytes while hashing")
                 self._update(view[:got])
 
@@ -272,8 +271,7 @@ class DownloadState:
         time to first byte.
         """
         with self.lock:
-            elapsed = max(1e-3, time.monotonic() - self.began)
-            per_stream = self.fetched / elapsed / max(1, streams)
+            per_stream = self.fetched / max(1e-3, time.monotonic() - self.began) / max(1, streams)
             least = max(MIN_STEAL, int(2 * per_stream * self.ttfb))
             return split_largest(self.pieces, least=least)
 
@@ -416,8 +414,7 @@ def _parse_identity(raw: dict[str, object]) -> tuple[Identity, str | None]:
     ident = raw.get("identity")
     if not isinstance(ident, dict):
         raise ValueError("identity is not an object")
-    size = ident.get("size")
-    if size is not None and not _is_offset(size):
+    if (size := ident.get("size")) is not None and not _is_offset(size):
         raise ValueError("identity.size")
     sha256, git_oid, etag = (_text(ident.get(key)) for key in ("sha256", "git_oid", "etag"))
     return Identity(size, sha256, git_oid, etag), _text(raw.get("validator"))
@@ -587,8 +584,7 @@ def seed(job: TransferJob, ranges: list[tuple[int, int]], *, cut: int | None = N
     hash to check; ``cut``: its pieces end at every multiple of it too, and are fetched in order
     (a fill's holder publishes whole parts as they land). Saved as a cheap save is: a crash of the
     machine drops it."""
-    size = job.identity.size
-    if size is None:
+    if (size := job.identity.size) is None:
         return
     edges = sorted(
         {0, size, *(start for start, _ in ranges), *range(cut or size, size, cut or size)}
@@ -613,6 +609,19 @@ def seed(job: TransferJob, ranges: list[tuple[int, int]], *, cut: int | None = N
 
 def discard_partial(job: TransferJob) -> None:
     unlink(job_root(job), job.part_path, job.state_path)
+
+
+def part_error(job: TransferJob, exc: OSError) -> LocalFSError:
+    """The error a failed write or truncate of the job's partial file ends with; a full disk's
+    also removes the partial (the space comes back once its writer closes the file)."""
+    error = disk_error(
+        exc,
+        full=f"{job.label}: no space left on device while writing {job.part_path}",
+        other=f"{job.label}: {exc.strerror or exc} ({job.part_path})",
+    )
+    if isinstance(error, NoSpaceError):
+        discard_partial(job)
+    return error
 
 
 def finish_part(job: TransferJob, dirs: DirSyncs | None = None, *, record: bool = True) -> None:
@@ -650,8 +659,7 @@ def start_writeback(fd: int) -> None:
     """Ask the kernel to start writing dirty pages now, or the final fsync waits for most of the
     file.
     """
-    call = _sync_file_range()
-    if call is not None:
+    if (call := _sync_file_range()) is not None:
         call(fd, 0, 0, SYNC_FILE_RANGE_WRITE)  # a failure only means the final fsync has more to do
 
 

@@ -54,8 +54,7 @@ def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> 
     """
     if size is None or connections <= 1 or size < split_threshold:  # unknown size: read to EOF
         return [Piece(0, size)]
-    count = max(1, min(connections, size // MIN_PIECE))
-    piece = -(-size // count)
+    piece = -(-size // max(1, min(connections, size // MIN_PIECE)))
     piece = -(-piece // STEAL_ALIGN) * STEAL_ALIGN
     return [Piece(start, min(start + piece, size)) for start in range(0, size, piece)]
 
@@ -83,8 +82,7 @@ def split_largest(pieces: list[Piece], *, least: int) -> Piece | None:
     """The unasked tail cut off the piece with most left (each side keeps ``least``) and
     inserted, or None; locked.
     """
-    candidates = [p for p in pieces if stealable(p) >= 2 * max(least, MIN_STEAL)]
-    if not candidates:
+    if not (candidates := [p for p in pieces if stealable(p) >= 2 * max(least, MIN_STEAL)]):
         return None
     victim = max(candidates, key=lambda p: p.left)
     assert victim.end is not None
@@ -160,8 +158,7 @@ class RateLimiter:
         with self._lock:
             now = self._clock()
             # a burst of at most 0.25 s: idling banks no more credit
-            start = max(now - 0.25, self._next_free)
-            self._next_free = start + nbytes / self.rate
+            self._next_free = max(now - 0.25, self._next_free) + nbytes / self.rate
             delay = self._next_free - now
         if delay > 0:
             cancel.wait(delay)

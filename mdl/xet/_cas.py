@@ -79,8 +79,7 @@ class Cas:
                 try:
                     return parse_token(body)
                 except ReplyError:
-                    token = token_from_headers(response.headers)
-                    if token is None:
+                    if (token := token_from_headers(response.headers)) is None:
                         raise
                     return token
 
@@ -172,15 +171,13 @@ class Cas:
         """A reply's body that goes silent is a stall: ``--stall-timeout`` holds when it is shorter
         than the client's wait (a small JSON reply never waits longer than an answer may take to
         begin)."""
-        timeouts = response.request.extensions.get("timeout") or {}
-        read = timeouts.get("read")
+        read = (response.request.extensions.get("timeout") or {}).get("read")
         if self.stall_timeout is not None and (read is None or self.stall_timeout < read):
             set_read_timeout(response, self.stall_timeout)
 
     def refetch(self, ref: XetRef, what: str, fetch: Fetch, *, size: int) -> Fetch:
         """A fresh URL for ``fetch``'s chunks: the reconstruction asked again (its URLs expired)."""
-        rec = self.reconstruction(ref, what, size=size)
-        for candidate in rec.fetches:
+        for candidate in self.reconstruction(ref, what, size=size).fetches:
             if (
                 candidate.xorb == fetch.xorb
                 and candidate.start <= fetch.start

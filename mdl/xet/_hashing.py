@@ -39,15 +39,6 @@ def to_hex(raw: bytes) -> str:
     return _HEX_FORM(*_WORDS.unpack(raw))
 
 
-def from_hex(text: str) -> bytes:
-    """The raw hash a Xet string stands for; ValueError unless it is exactly 64 lowercase hex
-    characters.
-    """
-    if not is_hash(text):
-        raise ValueError("a Xet hash is 64 lowercase hex characters")
-    return _WORDS.pack(*(int(text[i : i + 16], 16) for i in range(0, 64, 16)))
-
-
 def is_hash(text: object) -> TypeGuard[str]:
     """Whether ``text`` is a hash in the Xet string form (64 lowercase hex characters)."""
     return isinstance(text, str) and _HEX.fullmatch(text) is not None
@@ -57,8 +48,7 @@ def _cut(level: Sequence[tuple[bytes, int]], start: int) -> int:
     """Where the node that starts at ``start`` ends: after the first child from the third on whose
     hash's last 64-bit little-endian word is 0 mod 4, after at most 9 children, and never leaving a
     single child behind."""
-    left = len(level) - start
-    if left <= 2:
+    if (left := len(level) - start) <= 2:
         return len(level)
     end = start + min(left, _MOST_CHILDREN)
     for i in range(start + 2, end):
@@ -101,6 +91,4 @@ def file_hash(chunks: Sequence[tuple[bytes, int]]) -> bytes:
     """
     from blake3 import blake3
 
-    if not chunks:
-        return _ZEROS
-    return blake3(merkle_root(chunks), key=_ZEROS).digest()
+    return blake3(merkle_root(chunks), key=_ZEROS).digest() if chunks else _ZEROS

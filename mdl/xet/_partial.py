@@ -16,7 +16,7 @@ from functools import partial
 from typing import Protocol
 
 from mdl.background import Background
-from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError, disk_error
+from mdl.errors import IntegrityError, LocalFSError, MdlError
 from mdl.progress import Progress
 from mdl.sources.resolve import XetRef
 from mdl.store.confined import open_file
@@ -27,6 +27,7 @@ from mdl.transfer.resume import (
     boot_id,
     discard_partial,
     job_root,
+    part_error,
     record_due,
     save_threshold,
     start_writeback,
@@ -198,14 +199,7 @@ class Partial:
             os.ftruncate(self.fd, self.rec.size)
             yield
         except OSError as exc:
-            error = disk_error(
-                exc,
-                full=f"{job.label}: no space left on device while writing {job.part_path}",
-                other=f"{job.label}: {exc.strerror or exc} ({job.part_path})",
-            )
-            if isinstance(error, NoSpaceError):
-                discard_partial(job)
-            raise error from exc
+            raise part_error(job, exc) from exc
         except (Suspect, IntegrityError, Unsplittable):
             raise
         except XetFallback:  # the plain path starts over: no Xet partial is left for it to misread
@@ -300,8 +294,7 @@ class Partial:
         claims are flushed; a cheap one names this boot (a crash of the machine may lose their
         pages, and a later boot drops it)."""
         with self._save_lock:
-            runs = self.record.runs()
-            if not runs:
+            if not (runs := self.record.runs()):
                 return
             began = time.monotonic()
             if durable:
@@ -349,16 +342,13 @@ class Partial:
         """Every byte hashed and checked, then flushed: the Xet file hash from every chunk's hash,
         the sha256 (and a signature's digests) from the bytes on disk."""
         self.hasher.catch_up(self.rec.size)
-        got = to_hex(file_hash(self.record.chunks()))
-        if got != self.ref.hash:
+        if (got := to_hex(file_hash(self.record.chunks()))) != self.ref.hash:
             raise self._mismatch("Xet file hash", self.ref.hash, got)
         expected, sha256 = self.job.identity.sha256, self.hasher.sha256.hexdigest()
         if self.job.verify and expected and sha256 != expected:
             raise self._mismatch("sha256", expected, sha256)
-        if self.hasher.check is not None:
-            bad = self.hasher.check.mismatch()
-            if bad is not None:
-                raise self._mismatch(*bad)
+        if self.hasher.check is not None and (bad := self.hasher.check.mismatch()) is not None:
+            raise self._mismatch(*bad)
         os.fdatasync(self.fd)
 
     def _mismatch(self, kind: str, expected: str, actual: str) -> Exception:

@@ -92,8 +92,7 @@ def resume(rec: Reconstruction, record: Sequence[Written], check: Check) -> Resu
     resumed = 0
     for i, term in enumerate(rec.terms):
         first = rec.offsets[i]
-        runs = _kept_runs(term, first, by_xorb.get(term.xorb, ()), check)
-        if not runs:
+        if not (runs := _kept_runs(term, first, by_xorb.get(term.xorb, ()), check)):
             continue
         got = sum(run.length for run in runs)
         resumed += got
@@ -138,8 +137,7 @@ def _fits(chunk: int, at: int, next_chunk: int, next_at: int) -> bool:
 
 def _after(before: Written, run: Written) -> Written | None:
     """The part of ``run`` after the chunks of ``before`` (None: nothing)."""
-    cut = before.end - run.start
-    if cut <= 0:
+    if (cut := before.end - run.start) <= 0:
         return run
     if cut >= len(run.chunks):
         return None

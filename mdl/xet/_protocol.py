@@ -1,5 +1,5 @@
 """The CAS replies mdl reads (hub-docs docs/xet/download-protocol.md, api.md, auth.md):
-reconstructions (v1 and v2), read tokens and the Hub's X-Xet-* and Link headers, each read strictly:
+reconstructions (v1 and v2), read tokens and the Hub's X-Xet-* token headers, each read strictly:
 what mdl cannot use is a ReplyError."""
 
 from __future__ import annotations
@@ -23,20 +23,9 @@ _TEXT_LIMIT = 64_000  # auth.md: accessToken and casUrl are at most 64000 charac
 _TOKEN_CHARS = re.compile(r"[!-~]+")
 _DIGITS = re.compile(r"[0-9]{1,16}")
 # a reply's JSON has at most one value (a ``,``, ``{`` or ``[``) per this many bytes: a real one has
-# one
+# one per 12-20 bytes; padding of tiny values (``[],`` or ``0,``) would cost 10-20x its size once
+# parsed
 _DENSITY = 8
-# per 12-20 bytes; padding of tiny values (``[],`` or ``0,``) would cost 10-20x its size once parsed
-# One link-value of a Link header (RFC 8288 section 3): <target> then ; name[=token or "quoted"]
-# parameters.
-_LINK = re.compile(
-    r"[\s,]*<([^<>]*)>"
-    r'((?:\s*;\s*[!#$%&\'*+.^_`|~0-9A-Za-z-]+(?:\s*=\s*(?:"(?:[^"\\]|\\.)*"|[^\s",;]*))?)*)'
-    r"\s*(?:,|$)"
-)
-_PARAM = re.compile(
-    r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)(?:\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s",;]*)))?'
-)
-_ESCAPE = re.compile(r"\\(.)")
 
 
 class ReplyError(ValueError):
@@ -288,15 +277,13 @@ def parse_reconstruction(
     if version not in (1, 2):
         raise ValueError(f"no reconstruction version {version}")
     reply = _object(_load(body), "the reply")
-    offset = _int(reply, "offset_into_first_range", "the reply")
-    if offset != 0 and not ranged:
+    if (offset := _int(reply, "offset_into_first_range", "the reply")) != 0 and not ranged:
         raise ReplyError(f"offset_into_first_range is {offset}, not 0, for a whole file")
     listed = _list(_field(reply, "terms", "the reply"), "terms")
     terms = tuple(_term(value, f"terms[{i}]") for i, value in enumerate(listed))
     # the parsed JSON of the terms goes before their fetches are read: not both at the peak
     listed.clear()
-    available = _fetches_v1(reply) if version == 1 else _fetches_v2(reply)
-    holders = _first_holders(terms, available)
+    holders = _first_holders(terms, _fetches_v1(reply) if version == 1 else _fetches_v2(reply))
     fetches: list[Fetch] = []
     index: dict[int, int] = {}  # id of an available Fetch -> its place in `fetches`
     fetch_of: list[int] = []
@@ -341,21 +328,14 @@ def parse_token(body: bytes | bytearray) -> XetToken:
     return _token(*(_field(reply, key, "the reply") for key in ("accessToken", "exp", "casUrl")))
 
 
-def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
-    """Header names compared without case, whatever mapping holds them."""
-    return {name.lower(): value for name, value in headers.items()}
-
-
 def token_from_headers(headers: Mapping[str, str]) -> XetToken | None:
     """The token a Hub reply carries in X-Xet-Access-Token, X-Xet-Token-Expiration and
     X-Xet-Cas-Url; None unless all three are there and usable (the token endpoint is asked instead).
+    Header names compare without case, whatever mapping holds them.
     """
-    found = _lowered(headers)
-    values = [
-        found.get(f"x-xet-{name}") for name in ("access-token", "token-expiration", "cas-url")
-    ]
+    found = {name.lower(): value.strip() for name, value in headers.items()}
     access_token, expires, cas_url = (
-        value.strip() if value is not None else None for value in values
+        found.get(f"x-xet-{name}") for name in ("access-token", "token-expiration", "cas-url")
     )
     if access_token is None or cas_url is None or expires is None or not _DIGITS.fullmatch(expires):
         return None
@@ -363,34 +343,3 @@ def token_from_headers(headers: Mapping[str, str]) -> XetToken | None:
         return _token(access_token, int(expires), cas_url)
     except ReplyError:
         return None
-
-
-def _rel_link(header: str, rel: str) -> str | None:
-    """The target of the first link in a Link header whose rel holds ``rel`` (RFC 8288: the first
-    rel parameter counts; rel types compare without case); None if there is none or the header does
-    not parse."""
-    at = 0
-    while at < len(header) and header[at:].strip(" \t,"):
-        link = _LINK.match(header, at)
-        if link is None:
-            return None
-        at = link.end()
-        params: dict[str, str] = {}
-        for param in _PARAM.finditer(link[2]):
-            quoted = _ESCAPE.sub(r"\1", param[2]) if param[2] is not None else None
-            params.setdefault(param[1].lower(), quoted if quoted is not None else param[3] or "")
-        if rel in params.get("rel", "").lower().split():
-            return link[1].strip() or None
-    return None
-
-
-def xet_from_headers(headers: Mapping[str, str]) -> tuple[str, str | None] | None:
-    """(the X-Xet-Hash, the target of ``Link: <…>; rel="xet-auth"`` or None) from a Hub resolve
-    reply; None when there is no valid X-Xet-Hash. The target is returned as written (resolve a
-    relative one against the reply)."""
-    found = _lowered(headers)
-    xet_hash = found.get("x-xet-hash", "").strip()
-    if not is_hash(xet_hash):
-        return None
-    link = found.get("link")
-    return xet_hash, (_rel_link(link, "xet-auth") if link is not None else None)

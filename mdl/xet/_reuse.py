@@ -119,8 +119,8 @@ def write_sidecar(
         "version": SIDECAR_VERSION,
         "xet": xet_hash,
         "where": where.relative_to(root).as_posix(),
+        "terms": _saved(terms),
     }
-    body["terms"] = _saved(terms)
     try:
         write_atomic(
             root,
@@ -201,8 +201,7 @@ class ReuseIndex:
         """The chunks of the Xet files ``recorded`` (their Xet hashes) that a record lies beside."""
         index = cls(root)
         for xet_hash in recorded:
-            found = read_sidecar(root, state_dir, xet_hash)
-            if found is not None:
+            if (found := read_sidecar(root, state_dir, xet_hash)) is not None:
                 index.add(*found, xet_hash=xet_hash)
         return index
 
@@ -238,8 +237,7 @@ class ReuseIndex:
         index = start
         # each step in O(log n): a model of many terms in one xorb is not terms x terms
         while index < end:
-            at = bisect_right(starts, index) - 1
-            if at < 0 or farthest[at][1].end <= index:
+            if (at := bisect_right(starts, index) - 1) < 0 or farthest[at][1].end <= index:
                 return None
             path, term = farthest[at]
             upto = min(end, term.end)
@@ -304,9 +302,9 @@ def save_state(root: Path, path: Path, state: Resumable, *, source: str) -> None
         "source": source,
         "xet": state.xet_hash,
         "size": state.size,
+        "boot": state.boot,
+        "terms": _saved(state.terms),
     }
-    body["boot"] = state.boot
-    body["terms"] = _saved(state.terms)
     write_atomic(root, path, json.dumps(body, separators=(",", ":")).encode())
 
 
@@ -330,8 +328,7 @@ def load_state(root: Path, path: Path, limit: int) -> Resumable | str | None:
             or not is_hash(raw.get("xet"))
         ):
             raise ValueError("not a Xet resume record")
-        boot = raw.get("boot")
-        if boot is not None and not isinstance(boot, str):
+        if (boot := raw.get("boot")) is not None and not isinstance(boot, str):
             raise ValueError("bad boot id")
         return Resumable(raw["xet"], _int(raw.get("size")), boot, tuple(_terms(raw.get("terms"))))
     except ValueError as exc:

@@ -215,8 +215,7 @@ class _Terms:
     def runs(self) -> Iterator[tuple[int, Written]]:
         """Each unfinished term's chunks on disk, from its start (by term)."""
         for slot in self.slots:
-            safe = slot.safe
-            if safe:
+            if safe := slot.safe:
                 term = self.all[slot.index]
                 chunks = tuple(slot.chunks[:safe])
                 yield (
@@ -331,8 +330,7 @@ class _Window:
 
     def runs(self) -> Iterator[tuple[int, Written]]:
         """The owned chunks on disk, as one run of the term."""
-        safe = self.safe
-        if safe:
+        if safe := self.safe:
             xorb, start = self.partial.rec.terms[self.term].xorb, self.owned[0].index
             chunks = tuple((c.digest, c.size) for c in self.owned[:safe])
             yield self.term, Written(xorb, start, start + safe, self.owned_at, chunks)
@@ -372,13 +370,11 @@ class _Pieces:
             got[j] = window
             ready = len(got) == len(spans)
             # the pieces from the term's start are on disk: the sha256 may go on through them
-            upto = on_disk_from_start(spans, got)
-            if upto:
+            if upto := on_disk_from_start(spans, got):
                 self.partial.record.moved(i, upto - first)
         if ready:
             pieces = [got[k] for k in range(len(spans))]
-            term = self.partial.rec.terms[i]
-            self.partial.finished(i, _assembled(i, term, first, pieces))
+            self.partial.finished(i, _assembled(i, self.partial.rec.terms[i], first, pieces))
 
 
 def _assembled(i: int, term: Term, first: int, pieces: list[_Window | _Kept]) -> Written:
@@ -395,8 +391,7 @@ def _assembled(i: int, term: Term, first: int, pieces: list[_Window | _Kept]) ->
     if len(chunks) != term.end - term.start or at != first + term.length:
         raise Unsplittable(f"the pieces of term {i} do not add up to its chunks")
     for piece in pieces:
-        lead = piece.lead
-        if lead is not None and chunks[lead.index - term.start] != lead:
+        if (lead := piece.lead) is not None and chunks[lead.index - term.start] != lead:
             raise Unsplittable(f"the two pieces of term {i} holding chunk {lead.index} differ")
     hashes = tuple((c.digest, c.size) for c in chunks)
     return Written(term.xorb, term.start, term.end, first, hashes)
@@ -447,8 +442,7 @@ class Streams:
         parts: list[bytes] = []
         chunks: list[tuple[bytes, int]] = []
         for copy in task.copies:
-            got = read_copy(self.partial.root, copy)
-            if got is None:
+            if (got := read_copy(self.partial.root, copy)) is None:
                 log.debug("%s: chunks of term %d changed on disk; fetching them", self.job.label, i)
                 self._terms(FetchTerms(task.at, self.rec.fetch_of[i], [i]))
                 return
@@ -471,8 +465,7 @@ class Streams:
             elif fresh:
                 fetch = self.cas.refetch(self.ref, self.job.label, fetch, size=self.rec.size)
             # a retry writes (and counts) again only the terms the failed stream did not finish
-            left = self.partial.record.left(task.terms)
-            if left:
+            if left := self.partial.record.left(task.terms):
                 self._stream(fetch, _Terms(self.partial, left))
 
         self._retrying(attempt)
@@ -486,8 +479,7 @@ class Streams:
         low, high = min(t.start for t in terms), max(t.end for t in terms)
         sub = self._reconstruction(span)
         holding = (x for x in sub.fetches if x.xorb == xorb and x.start <= low and x.end >= high)
-        fetch = next(holding, None)
-        if fetch is None or sub.offset:
+        if (fetch := next(holding, None)) is None or sub.offset:
             first, last = task.terms[0], task.terms[-1]
             raise Unsplittable(
                 f"the reconstruction of terms {first}-{last} does not hold their chunks"
@@ -631,7 +623,6 @@ def _worst(failures: list[BaseException], *, cancelled: bool, what: str) -> Base
     if cancelled or any(isinstance(f, KeyboardInterrupt) for f in failures):
         return InterruptedByUserError(f"{what}: interrupted")
     for kind in (IntegrityError, AuthError, XetFallback, MdlError):
-        found = next((f for f in failures if isinstance(f, kind)), None)
-        if found is not None:
+        if (found := next((f for f in failures if isinstance(f, kind)), None)) is not None:
             return found
     return next((f for f in failures if not isinstance(f, Stopped)), failures[0])

@@ -143,8 +143,7 @@ def ungroup(grouped: bytes | bytearray, groups: int = GROUPS) -> memoryview:
     release the GIL, so the streams un-group on every core at once (about 3x one core's
     pure-Python speed), into memory that is not zeroed first."""
     global _python_bytes
-    np = _numpy()
-    if np is None:
+    if (np := _numpy()) is None:
         _python_bytes += len(grouped)
         return memoryview(ungroup_reference(grouped, groups)).toreadonly()
     out = np.empty(len(grouped), np.uint8)

@@ -67,15 +67,12 @@ class XetSource(Cas):
 
     def _fetch(self, job: TransferJob, ref: XetRef, spent: list[int]) -> TransferResult:
         """:meth:`fetch`'s attempts: resumed, unsplit, then whole without reuse."""
-        size = job.identity.size
-        if not size:
+        if not (size := job.identity.size):
             raise XetFallback("its size is not known")
-        found = stat_file(job.part_path)
-        if found is not None and planted(job, found):
+        if (found := stat_file(job.part_path)) is not None and planted(job, found):
             discard_partial(job)
-        loaded = load_state(job_root(job), job.state_path, STATE_MAX)
         # an earlier run's partial download over plain HTTP: resumed there, not thrown away
-        if loaded == "plain":
+        if (loaded := load_state(job_root(job), job.state_path, STATE_MAX)) == "plain":
             raise XetFallback("a partial download over plain HTTP is waiting to be resumed")
         rec = self.reconstruction(ref, job.label, size=size)
         if rec.size != size:
@@ -185,10 +182,12 @@ def _state_dir(job: TransferJob) -> Path:
     return job.part_path.parent.parent  # <dest>/.mdl/partial/x.part → <dest>/.mdl
 
 
-def _usable(loaded: object, ref: XetRef, size: int) -> bool:
+def _usable(loaded: Resumable, ref: XetRef, size: int) -> bool:
     """Whether an earlier run's record is of this file, saved durable or in this boot (else its
     pages may be lost).
     """
-    if not isinstance(loaded, Resumable) or loaded.xet_hash != ref.hash or loaded.size != size:
-        return False
-    return loaded.boot is None or loaded.boot == boot_id()
+    return (
+        loaded.xet_hash == ref.hash
+        and loaded.size == size
+        and (loaded.boot is None or loaded.boot == boot_id())
+    )

@@ -1,5 +1,5 @@
-"""The CAS replies, read strictly: v1 and v2 reconstructions, read tokens, and the Hub's X-Xet-* and
-Link headers. Whatever a server sends, the parsers give a usable object or a ReplyError (for
+"""The CAS replies, read strictly: v1 and v2 reconstructions, read tokens, and the Hub's X-Xet-*
+token headers. Whatever a server sends, the parsers give a usable object or a ReplyError (for
 headers: None), nothing else."""
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from mdl.xet._protocol import (
     parse_reconstruction,
     parse_token,
     token_from_headers,
-    xet_from_headers,
 )
 from mdl.xet._xorb import MAX_CHUNK
 
@@ -589,81 +588,6 @@ def test_unusable_token_headers_are_none(name: str, value: str) -> None:
 def test_any_token_headers_give_a_token_or_none(headers: dict[str, str]) -> None:
     token = token_from_headers(headers)
     assert token is None or isinstance(token, XetToken)
-
-
-# -- the resolve reply's X-Xet-Hash and Link
-# ---------------------------------------------------------------------
-
-XET_HASH = "0123456789abcdef" * 4
-AUTH = "https://huggingface.co/api/models/org/m/xet-read-token/abc123"
-
-
-@pytest.mark.parametrize(
-    "link",
-    [
-        f'<{AUTH}>; rel="xet-auth"',
-        f"<{AUTH}>; rel=xet-auth",
-        (
-            f'<https://huggingface.co/api/models/org/m/tree/main?cursor=x>; rel="next", <{AUTH}>;'
-            ' rel="xet-auth"'
-        ),
-        f'<{AUTH}>; rel="xet-auth", <https://huggingface.co/next>; rel="next"',
-        f'<https://h.test/a,b;c>; title="a, b; <c>"; rel="next",<{AUTH}>;rel="preload XET-AUTH"',
-        (
-            f'<https://h.test/x>; title="say \\"rel=xet-auth\\""; rel="next", <{AUTH}>;'
-            ' REL="xet-auth"; anchor="#a"'
-        ),
-        f'  <{AUTH}> ; rel = "xet-auth" ,  ',
-    ],
-)
-def test_the_xet_auth_link_is_found_among_others(link: str) -> None:
-    assert xet_from_headers({"X-Xet-Hash": XET_HASH, "Link": link}) == (XET_HASH, AUTH)
-
-
-@pytest.mark.parametrize(
-    "link",
-    [
-        '<https://h.test/next>; rel="next"',
-        f'<{AUTH}>; rel="next"; rel="xet-auth"',  # RFC 8288: only a link's first rel counts
-        f'<{AUTH}>; rel="xet-authx"',
-        f'<{AUTH}>; title="rel=xet-auth"',
-        f'<{AUTH}; rel="xet-auth"',  # no closing >
-        f'garbage, <{AUTH}>; rel="xet-auth"',  # the header does not parse: nothing in it is trusted
-        '<>; rel="xet-auth"',
-        "",
-    ],
-)
-def test_no_usable_xet_auth_link_gives_the_hash_alone(link: str) -> None:
-    assert xet_from_headers({"X-Xet-Hash": XET_HASH, "Link": link}) == (XET_HASH, None)
-
-
-def test_without_a_link_header_the_hash_comes_alone_and_names_are_not_case_sensitive() -> None:
-    assert xet_from_headers({"x-xet-hash": XET_HASH}) == (XET_HASH, None)
-    assert xet_from_headers(
-        httpx2.Headers({"X-XET-HASH": f" {XET_HASH} ", "LINK": f'<{AUTH}>; rel="xet-auth"'})
-    ) == (XET_HASH, AUTH)
-
-
-@pytest.mark.parametrize(
-    "value", ["", XET_HASH.upper(), XET_HASH[:-1], XET_HASH + "0", "sha256:" + XET_HASH[7:]]
-)
-def test_no_valid_xet_hash_gives_none(value: str) -> None:
-    assert xet_from_headers({"X-Xet-Hash": value, "Link": f'<{AUTH}>; rel="xet-auth"'}) is None
-    assert xet_from_headers({"Link": f'<{AUTH}>; rel="xet-auth"'}) is None
-
-
-@given(
-    st.text(max_size=120)
-    | st.lists(
-        st.sampled_from(["<", ">", ";", ",", '"', "\\", "rel", "=", "xet-auth", " ", "u"]),
-        max_size=40,
-    ).map("".join)
-)
-@settings(max_examples=examples(300))
-def test_any_link_header_gives_a_target_or_none(link: str) -> None:
-    found = xet_from_headers({"X-Xet-Hash": XET_HASH, "Link": link})
-    assert found is not None and found[0] == XET_HASH
-    assert found[1] is None or (found[1] and found[1] in link)
 
 
 @pytest.mark.slow
