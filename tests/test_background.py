@@ -3,8 +3,10 @@ said in one line."""
 
 from __future__ import annotations
 
+import ast
 import logging
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +63,22 @@ def test_a_stop_from_the_work_itself_does_not_join_itself() -> None:
     assert done.wait(30)
     helper.stop()
     assert helper.stopping.is_set()
+
+
+# the one thread that is not background work: a numpy import the interpreter's exit must wait for
+# (a daemon killed inside an import leaves the module half made for the exit's handlers)
+NOT_BACKGROUND = {"mdl/xet/_xorb.py"}
+
+
+def test_no_thread_is_started_but_through_background() -> None:
+    """docs/maintaining.md's "Background work": one way to run it, so one stop rule."""
+    root = Path(__file__).resolve().parent.parent
+    raw = sorted(
+        f"{path.relative_to(root)}:{node.lineno}"
+        for path in (root / "mdl").rglob("*.py")
+        if path.relative_to(root).as_posix() not in {"mdl/background.py", *NOT_BACKGROUND}
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if (isinstance(node, ast.Attribute) and node.attr == "Thread")
+        or (isinstance(node, ast.ImportFrom) and any(a.name == "Thread" for a in node.names))
+    )
+    assert raw == []
