@@ -295,8 +295,8 @@ class FolderWriter:
             st = None if folder is None else _fresh_stat(path.name, folder)
         if st is None:
             return None
-        mark = Path(parse_file_uri(names.mark_uri(uri, root=root))[1])
-        return _marked(_seen(st), _mark(mark, owner=st.st_uid), where=_below(uri, root))
+        said = _mark(Path(parse_file_uri(names.mark_uri(uri, root=root))[1]), owner=st.st_uid)
+        return _marked(_seen(st), said, where=_below(uri, root))
 
     def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix``, in name order; mdl's own files (temp
@@ -580,8 +580,11 @@ class FolderStore:
                 " path on this machine (three slashes: file:///abs/path/{model}/{path})"
             )
         fixed = rest.split("{", 1)[0]
-        segments = fixed.split("/")[:-1]  # the last one is filled in part, or empty
-        if any(seg in ("", ".", "..") for seg in segments) or printable(fixed) != fixed:
+        # the last segment is filled in part, or empty
+        if (
+            any(seg in ("", ".", "..") for seg in fixed.split("/")[:-1])
+            or printable(fixed) != fixed
+        ):
             raise UsageError(
                 f"{where}: {template!r}: its folder has an empty, '.' or '..' segment or a control"
                 " character (file:///abs/path/{model}/{path})"
@@ -601,8 +604,9 @@ class FolderStore:
             raise UsageError(f"{shown}: names {kind}, not a regular file")
         name = path.rsplit("/", 1)[-1]
         # a link given here is the user's, followed as curl does (the transport follows none)
-        url = file_url(str(Path(path).resolve()))
-        return StoredObject(name, url, st.st_size, None, where=shown)
+        return StoredObject(
+            name, file_url(str(Path(path).resolve())), st.st_size, None, where=shown
+        )
 
     def signer(self, *, endpoint: str | None, secrets: Secrets | None) -> FolderSigner:
         """The run's ``file://`` URLs."""
@@ -683,5 +687,6 @@ def _marked(found: Seen, text: bytes, *, where: str) -> Seen:
     version, _, said = text.decode(errors="replace").partition("\n")
     if version != found.etag:
         return found
-    mark = authorship(said or LEGACY_MARK, where=where, size=found.size, old=not said)
-    return replace(found, mark=mark)
+    return replace(
+        found, mark=authorship(said or LEGACY_MARK, where=where, size=found.size, old=not said)
+    )

@@ -51,8 +51,7 @@ def store_for(url: str) -> ObjectStore | None:
 def store_schemes(*, endpoint: bool = False) -> str:
     """The stores' schemes as a message says them (``s3://``); ``endpoint``: those that take
     one."""
-    schemes = [f"{s.scheme}://" for s in STORES.every() if s.takes_endpoint or not endpoint]
-    return " or ".join(schemes)
+    return " or ".join(f"{s.scheme}://" for s in STORES.every() if s.takes_endpoint or not endpoint)
 
 
 class Presigner:

@@ -77,8 +77,9 @@ def _begin(session: PullSession, todo: Iterable[PlannedFile]) -> None:
     moving = [p for p in todo if p.remote.staged is None]
     total: int | None = None
     if all(p.remote.size is not None for p in moving):
-        kept = sum(p.partial_bytes for p in moving if p.decision.action is Action.RESUME)
-        total = sum(p.remote.size or 0 for p in moving) - kept
+        total = sum(p.remote.size or 0 for p in moving) - sum(
+            p.partial_bytes for p in moving if p.decision.action is Action.RESUME
+        )
     session.progress.begin(total_bytes=total, files=len(moving))
 
 
@@ -153,9 +154,12 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
         if plan.remote.size is not None
         else (entry.size if entry is not None else None)
     )
-    sha256 = entry.sha256 if entry is not None else plan.remote.sha256
     return done_outcome(
-        plan, Action.SKIP, size=size, sha256=sha256, verified=_verified_as_kept(plan.remote, entry)
+        plan,
+        Action.SKIP,
+        size=size,
+        sha256=entry.sha256 if entry is not None else plan.remote.sha256,
+        verified=_verified_as_kept(plan.remote, entry),
     )
 
 
@@ -211,8 +215,11 @@ def _locked(
         # it was counted in the batch: close its line or bar
         if fresh.decision.action is Action.SKIP:
             outcome = _skip(session, fresh)
-            done = "fetched by another mdl run" if waited.is_set() else "up to date"
-            session.progress.finish(label, ok=True, message=done)
+            session.progress.finish(
+                label,
+                ok=True,
+                message="fetched by another mdl run" if waited.is_set() else "up to date",
+            )
             return outcome
         outcome, record = _act(session, fresh, retries)
         records.add(remote.model, record, held)
@@ -341,10 +348,9 @@ def _resume_reason(plan: PlannedFile, result: TransferResult) -> str | None:
         return None
     if result.resumed_from > 0:
         return f"{human_size(result.resumed_from)} already downloaded"
-    why = result.discarded or "the partial download could not be resumed"
     return (
-        f"{why}; the {human_size(plan.partial_bytes)} kept were discarded and the file downloaded"
-        " again"
+        f"{result.discarded or 'the partial download could not be resumed'}; the"
+        f" {human_size(plan.partial_bytes)} kept were discarded and the file downloaded again"
     )
 
 
@@ -360,9 +366,8 @@ def _as_signed(session: PullSession, plan: PlannedFile) -> bool:
     except MdlError:
         return False
     except OSError as exc:
-        where = plan.placement.final
         raise LocalFSError(
-            f"{label_of(plan.remote)}: cannot read {where}: {exc.strerror or exc}"
+            f"{label_of(plan.remote)}: cannot read {plan.placement.final}: {exc.strerror or exc}"
         ) from exc
     return True
 

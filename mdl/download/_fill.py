@@ -213,8 +213,9 @@ def _took(
     if reading is not None and parts is not None:
         # Xet fetches by chunk, never on a plain record: its parts go up once it verified
         by_chunk = sources.remote.xet is not None and sources.session.settings.xet
-        cut = None if by_chunk else parts.part // 2
-        reading.reuse(sources.session.cancel, after=lease.after, cut=cut)
+        reading.reuse(
+            sources.session.cancel, after=lease.after, cut=None if by_chunk else parts.part // 2
+        )
     return _holding(sources, place, lease, over, parts)
 
 

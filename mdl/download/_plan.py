@@ -323,7 +323,8 @@ def offline_error(remote: RemoteFile) -> MdlError:
     """A file to fetch while HF_HUB_OFFLINE is set: named as the model's file, or (``get``) by
     its source.
     """
-    what = label_of(remote) if remote.model else remote.source or remote.path
     return NetworkError(
-        f"{what}: HF_HUB_OFFLINE is set and the file must be fetched", hint="unset HF_HUB_OFFLINE"
+        f"{label_of(remote) if remote.model else remote.source or remote.path}:"
+        " HF_HUB_OFFLINE is set and the file must be fetched",
+        hint="unset HF_HUB_OFFLINE",
     )

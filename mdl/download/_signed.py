@@ -85,9 +85,9 @@ def _fingerprints(trusts: Mapping[str, Trust]) -> dict[str, str]:
         try:
             fingerprints[name] = signer.fingerprint()
         except OSError as exc:
-            where = f"models.{name}.signature"
             raise UsageError(
-                f"{where}: cannot read {exc.filename or 'its key'}: {exc.strerror or exc}"
+                f"models.{name}.signature: cannot read {exc.filename or 'its key'}:"
+                f" {exc.strerror or exc}"
             ) from None
     return fingerprints
 
@@ -268,8 +268,9 @@ def _pinned(
             continue
         problem = _unlike_signed(remote, one)
         if problem is not None:
-            hint = "nothing of it was installed"
-            exc = IntegrityError(f"{label_of(remote)}: {problem}", hint=hint)
+            exc = IntegrityError(
+                f"{label_of(remote)}: {problem}", hint="nothing of it was installed"
+            )
             refused.append(failed(remote.model, remote.path, exc, source=remote.source))
             withheld.append(
                 ExpectedFile(remote.path, remote.size, remote.sha256, remote.git_oid, remote.source)

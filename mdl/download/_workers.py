@@ -272,5 +272,4 @@ def _lanes(
     ranged = {index for index, plan in todo.items() if split and is_big(plan)}
     big = [item for item in largest if item[0] in ranged]
     bulk = [item for item in largest if item[0] not in ranged and _size(item[1]) >= BULK]
-    small = [item for item in todo.items() if _size(item[1]) < BULK]
-    return big, bulk, small
+    return big, bulk, [item for item in todo.items() if _size(item[1]) < BULK]

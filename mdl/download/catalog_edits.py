@@ -94,9 +94,14 @@ def _change(
     path: Path, name: str, edit: catalog_edit.Edit, *, created: bool
 ) -> catalog_edit.CatalogChange:
     added = tuple(catalog_edit.save_path(table, where=name) for table in edit.added_files)
-    mine = catalog_files.is_user_catalog(path)
     return catalog_edit.CatalogChange(
-        path, name, edit.action, edit.entry, added=added, created=created, user_catalog=mine
+        path,
+        name,
+        edit.action,
+        edit.entry,
+        added=added,
+        created=created,
+        user_catalog=catalog_files.is_user_catalog(path),
     )
 
 
@@ -223,9 +228,11 @@ def _no_signature_upstream(
         return None
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
         try:
-            hub = None if trust.file_is_url else session.hub
             remote = resolve_file(
-                spec.name, signature_spec(spec, trust), hub=hub, environ=session.environ
+                spec.name,
+                signature_spec(spec, trust),
+                hub=None if trust.file_is_url else session.hub,
+                environ=session.environ,
             )
             if trust.file_is_url:
                 session.probe(remote)
@@ -256,8 +263,7 @@ def _check_entry(
         if spec.is_snapshot:
             resolve_model(spec, hub=session.hub, environ=session.environ)
             return
-        files = [f for f in spec.files if f.save_path in added]
-        for file in files:
+        for file in [f for f in spec.files if f.save_path in added]:
             hub = session.hub if file.url is None else None
             remote = resolve_file(spec.name, file, hub=hub, environ=session.environ)
             if file.url is not None:

@@ -66,8 +66,9 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
         request, endpoint=settings.endpoint, progress=progress, secrets=settings.secrets
     )
     _refuse_misuse(given, settings, request, expected=expected)
-    sent = any(isinstance(item, UrlFile) and item.headers for item in given)
-    unused = bool(request.headers) and not sent
+    unused = bool(request.headers) and not any(
+        isinstance(item, UrlFile) and item.headers for item in given
+    )
     if unused:
         log.warning("%s", UNUSED_HEADERS)
     folder = settings.dest if output is None else output.parent  # -o names one file
@@ -78,17 +79,12 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
 
     def run() -> PullSession:
         if not opened:
-            dest = folder.absolute()
-            opened.append(
-                PullSession(
-                    replace(settings, dest=dest, layout="plain", hf_cache=None), progress=progress
-                )
-            )
+            plain = replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None)
+            opened.append(PullSession(plain, progress=progress))
         return opened[0]
 
     try:
-        repos = any(isinstance(item, HfUri) for item in given)
-        hub = run().hub if repos else None
+        hub = run().hub if any(isinstance(item, HfUri) for item in given) else None
         items: Sequence[Parsed] = given
         if hub is not None:
             items = list_repos(given, hub, include=request.include, exclude=request.exclude)
@@ -387,9 +383,9 @@ def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bo
     if probed.size is not None and probed.size != item.size:
         if probed.opening is not None:
             probed.opening.close()
-        said = "the store lists" if store_for(item.where) else "the job output says"
         raise IntegrityError(
-            f"{item.where}: {said} {item.size} bytes, but its download from the server is"
+            f"{item.where}: {'the store lists' if store_for(item.where) else 'the job output says'}"
+            f" {item.size} bytes, but its download from the server is"
             f" {probed.size} bytes"
         )
     return replace(probed, size=item.size, size_pinned=True)

@@ -108,8 +108,9 @@ def lock_catalog(
             path, False, resolved=resolved, failures=tuple(failures), warnings=warnings
         )
     changed, changes = _write_merged(path, scope, fresh)
-    said = "written" if changed else "unchanged"
-    log.info("%s: %s (%d model(s) resolved)", path, said, len(resolved))
+    log.info(
+        "%s: %s (%d model(s) resolved)", path, "written" if changed else "unchanged", len(resolved)
+    )
     return LockReport(path, changed, changes, resolved=resolved, warnings=warnings)
 
 
@@ -279,8 +280,9 @@ def _begin_downloads(session: PullSession, todo: Sequence[RemoteFile]) -> None:
     if not unique:
         return
     sizes = list(unique.values())
-    total = None if None in sizes else sum(s or 0 for s in sizes)
-    session.progress.begin(total_bytes=total, files=len(unique))
+    session.progress.begin(
+        total_bytes=None if None in sizes else sum(s or 0 for s in sizes), files=len(unique)
+    )
 
 
 def _hashed(session: PullSession, remote: RemoteFile, hashed: dict[str, RemoteFile]) -> RemoteFile:
@@ -322,8 +324,7 @@ def _from_record(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
     entry = recorded(session.store, remote)
     if entry is None:
         return None
-    unnamed = not remote.hub and entry.source == remote.source
-    if not same_content(entry, remote, unnamed=unnamed):
+    if not same_content(entry, remote, unnamed=not remote.hub and entry.source == remote.source):
         return None
     log.info("%s: sha256 from the verified local record", label_of(remote))
     return replace(remote, size=entry.size, sha256=entry.sha256)

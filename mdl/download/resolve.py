@@ -141,7 +141,6 @@ def _kept(
     why, kept = _why(spec, exc), _kept_what(record)
     warning = f"could not check {spec.name} for updates: {why}; keeping {kept}"
     log.warning("%s", warning)
-    reason = "Hub unreachable: kept the verified copy"
     return [
         FileOutcome(
             spec.name,
@@ -150,7 +149,7 @@ def _kept(
             f.size,
             f.sha256,
             "skipped",
-            reason=reason,
+            reason="Hub unreachable: kept the verified copy",
             warning=warning,
         )
         for f in status.files
@@ -159,8 +158,7 @@ def _kept(
 
 def _kept_what(record: ModelRecord) -> str:
     """The installed version in words: its commit when the files are all of one."""
-    entries = (entry.commit for entry in record.files.values())
-    commits = {commit for commit in (record.commit, *entries) if commit}
+    commits = {c for c in (record.commit, *(e.commit for e in record.files.values())) if c}
     if len(commits) != 1:
         return "the installed files"
     return f"commit {commits.pop()[:12]}"

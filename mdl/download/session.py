@@ -296,9 +296,12 @@ class PullSession:
         """A direct URL with its size and validator (``carry``: and its first bytes, left for the
         download to read, holding a connection until then: only for a few files at a time)."""
         found = self.probed(remote, carry=carry)
-        located = found.url if found.ranged else None
         return with_probe(
-            remote, size=found.size, etag=found.validator, located=located, opening=found.opening
+            remote,
+            size=found.size,
+            etag=found.validator,
+            located=found.url if found.ranged else None,
+            opening=found.opening,
         )
 
     def probed(self, remote: RemoteFile, *, carry: bool = False) -> Probed:
@@ -306,12 +309,11 @@ class PullSession:
         end).
         """
         what = label_of(remote)
-        credentials = self.credentials(remote)
         ask = partial(
             probe,
             self.client,
             remote.url,
-            credentials=credentials,
+            credentials=self.credentials(remote),
             what=what,
             carry=carry,
             saved_as=remote.path,

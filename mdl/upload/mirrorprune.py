@@ -9,7 +9,7 @@ not pin (its files are not known without asking upstream)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -88,29 +88,30 @@ class MirrorPruneReport:
         """When the same command removes an object kept for its age, in words (None: never)."""
         if not (when := self._later(entry)):
             return None
-        days = when["removed_in_days"]
-        return f"would be removed after {when['removed_after']} (in {days:.1f} day(s))"
+        return (
+            f"would be removed after {when['removed_after']}"
+            f" (in {when['removed_in_days']:.1f} day(s))"
+        )
 
     @property
     def exit_code(self) -> int:
         return worst_exit_code([int(e.exit_code) for e in self.errors])
 
     def to_json(self) -> dict[str, Any]:
-        removed = [
-            {"uri": e.uri, "size": e.size, "reason": e.reason, "removed": not self.dry_run}
-            for e in self.removed
-        ]
-        kept = [
-            {"uri": e.uri, "size": e.size, "reason": e.reason, **self._later(e)} for e in self.kept
-        ]
         return {
             "ok": not self.errors,
             "dry_run": self.dry_run,
             "mirror": self.mirror,
             "keep_days": self.keep_days,
             "freed": self.freed,
-            "removed": removed,
-            "kept": kept,
+            "removed": [
+                {"uri": e.uri, "size": e.size, "reason": e.reason, "removed": not self.dry_run}
+                for e in self.removed
+            ],
+            "kept": [
+                {"uri": e.uri, "size": e.size, "reason": e.reason, **self._later(e)}
+                for e in self.kept
+            ],
             "warnings": list(self.warnings),
             "errors": [e.message for e in self.errors],
         }
@@ -486,15 +487,18 @@ def prune_mirror_models(
     lock = LockUse(settings)
     lock.require(models)  # --locked: a model the lock does not pin is refused before any listing
     doing = "keeping every object under its name in the mirror"
-    found = {spec.name: lock.pinned(spec, doing=doing) for spec in models}
-    entries = {name: locked for name, locked in found.items() if locked is not None}
+    entries = {
+        spec.name: locked
+        for spec in models
+        if (locked := lock.pinned(spec, doing=doing)) is not None
+    }
     pinned = [_resolved(settings, s, entries[s.name]) for s in models if s.name in entries]
     unpinned = [spec.name for spec in models if spec.name not in entries]
     named, unsure = named_in(template, pinned, unpinned, all_models=all_models)
     endpoint = dict(settings.mirror_endpoints).get(template)
     writer = store.writer(endpoint=endpoint, secrets=settings.secrets)
     report = prune_mirror(writer, template, named, keep_days=keep_days, dry_run=settings.dry_run)
-    return _with_warnings(report, [*lock.warnings.values(), *unsure])
+    return replace(report, warnings=(*report.warnings, *lock.warnings.values(), *unsure))
 
 
 def _resolved(settings: Settings, spec: ModelSpec, locked: LockedModel) -> ResolvedModel:
@@ -507,10 +511,6 @@ def _resolved(settings: Settings, spec: ModelSpec, locked: LockedModel) -> Resol
         secrets=settings.secrets,
     )
     return marked_signature(spec, model)
-
-
-def _with_warnings(report: MirrorPruneReport, warnings: Iterable[str]) -> MirrorPruneReport:
-    return replace(report, warnings=(*report.warnings, *warnings))
 
 
 def _when(epoch: float) -> str:
