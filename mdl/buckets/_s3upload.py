@@ -278,8 +278,9 @@ class S3Upload:
             md5s = b"".join(bytes.fromhex(str(p["ETag"]).strip('"')) for p in parts)
         except ValueError:  # a store whose part ETags are not MD5s: it cannot say
             return False
-        md5 = hashlib.md5(md5s, usedforsecurity=False).hexdigest()
-        return self._has_etag(f"{md5}-{len(parts)}")
+        return self._has_etag(
+            f"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(parts)}"
+        )
 
     def _has_etag(self, etag: str) -> bool:
         seen = self.writer.head(self.obj.uri)

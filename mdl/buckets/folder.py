@@ -614,9 +614,7 @@ class FolderStore:
 
     def reason(self, text: str | None, status: int | None) -> str | None:
         """The transport's own words for a failed read (``not in the folder``)."""
-        if status is None or not text:
-            return None
-        return safe_text(text, limit=200)
+        return safe_text(text, limit=200) if status is not None and text else None
 
     def is_down(self, said: str) -> bool:
         """Never as a whole: a folder's failures are per file (an unmounted share reads as an

@@ -43,9 +43,7 @@ STORES = _Stores()
 def store_for(url: str) -> ObjectStore | None:
     """The store whose scheme ``url`` starts with (``s3://…``); None: an http(s) URL, a path."""
     scheme, sep, _ = url.partition("://")
-    if not sep or (scheme not in STORES and scheme not in KNOWN):
-        return None
-    return STORES[scheme]
+    return STORES[scheme] if sep and (scheme in STORES or scheme in KNOWN) else None
 
 
 def store_schemes(*, endpoint: bool = False) -> str:

@@ -440,9 +440,7 @@ def _as_known(remote: RemoteFile, result: TransferResult) -> bool:
     --no-verify's bytes never reach a mirror other machines read."""
     if remote.sha256:
         return result.sha256 == remote.sha256
-    if remote.git_oid:
-        return result.git_oid == remote.git_oid
-    return result.verified
+    return result.git_oid == remote.git_oid if remote.git_oid else result.verified
 
 
 def _release(lease: Lease, label: str) -> None:

@@ -83,9 +83,7 @@ def same_content(record: FileRecord, remote: RemoteFile, *, unnamed: bool = True
         return record.git_oid == remote.git_oid
     if not same_source(record, remote):
         return False
-    if remote.etag and record.etag:
-        return record.etag == remote.etag
-    return unnamed
+    return record.etag == remote.etag if remote.etag and record.etag else unnamed
 
 
 def same_source(record: FileRecord, remote: RemoteFile) -> bool:

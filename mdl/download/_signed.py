@@ -281,7 +281,10 @@ def _pinned(
         files.append(replace(remote, sha256=remote.sha256 or one.sha256, signed=one))
     present = {signed_name(f.path, f.source) for f in model.files}
     for path in sorted(set(manifest.files) - present):
-        if _selected(spec, path):
+        # a file the catalog entry would take if its source listed it (a signed file missing
+        # upstream matters only then: a signature covers a whole repo, and pulling part of it is
+        # fine); a list of files: the ones listed are the model
+        if spec.is_snapshot and selected(spec, [path]):
             exc = IntegrityError(f"{model.name}/{path}: signed, but the source does not have it")
             refused.append(failed(model.name, path, exc))
             withheld.append(
@@ -307,10 +310,3 @@ def _unlike_signed(remote: RemoteFile, one: SignedFile | None) -> str | None:
             f" {one.size}"
         )
     return None
-
-
-def _selected(spec: ModelSpec, path: str) -> bool:
-    """Whether the catalog entry would take ``path`` if its source listed it (a signed file missing
-    upstream matters only then: a signature covers a whole repo, and pulling part of it is fine)."""
-    # a list of files: the ones listed are the model
-    return spec.is_snapshot and bool(selected(spec, [path]))

@@ -270,6 +270,8 @@ def _lanes(
 
         largest.sort(key=lambda item: natural_key(item[1].remote.model, item[1].remote.path))
     ranged = {index for index, plan in todo.items() if split and is_big(plan)}
-    big = [item for item in largest if item[0] in ranged]
-    bulk = [item for item in largest if item[0] not in ranged and _size(item[1]) >= BULK]
-    return big, bulk, [item for item in todo.items() if _size(item[1]) < BULK]
+    return (
+        [item for item in largest if item[0] in ranged],
+        [item for item in largest if item[0] not in ranged and _size(item[1]) >= BULK],
+        [item for item in todo.items() if _size(item[1]) < BULK],
+    )

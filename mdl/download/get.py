@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -163,7 +163,12 @@ def fetch_sources(
     for index, check in writes.items():
         target = targets[index]
         outcomes[index] = _write(files[index], target, check, force=force, progress=progress)
-    remote = _remote_items(files, targets, done=outcomes)
+    # the files to download: (index, source, target) of each URL not done already
+    remote = [
+        (i, item, targets[i])
+        for i, item in enumerate(files)
+        if isinstance(item, UrlFile) and i not in outcomes
+    ]
     if remote:
         outcomes.update(_fetch_remote(run(), remote, sha256=sha256))
     within, warning = str(settings.dest), UNUSED_HEADERS if unused else None
@@ -182,17 +187,6 @@ def _refuse_one_file_flags(
         raise UsageError(
             f"--sha256 applies to a single file, but the sources stand for {len(files)} files"
         )
-
-
-def _remote_items(
-    files: Sequence[Source], targets: Sequence[Path], *, done: Mapping[int, FileOutcome]
-) -> list[tuple[int, UrlFile, Path]]:
-    """The files to download: (index, source, target) of each URL not ``done`` already."""
-    return [
-        (i, item, targets[i])
-        for i, item in enumerate(files)
-        if isinstance(item, UrlFile) and i not in done
-    ]
 
 
 def _write(
@@ -360,11 +354,15 @@ def _url_file(
 ) -> RemoteFile:
     """A direct URL's file, probed unless its size and sha256 are known (or HF_HUB_OFFLINE)."""
     assert item.url is not None
-    source = item.where if store_for(item.where) else redact_url(item.url)
-    expected = sha256 or item.sha256
-    headers, typed = item.headers, item.typed
     remote = RemoteFile(
-        "", name, item.url, item.size, expected, source=source, headers=headers, typed=typed
+        "",
+        name,
+        item.url,
+        item.size,
+        sha256 or item.sha256,
+        source=item.where if store_for(item.where) else redact_url(item.url),
+        headers=item.headers,
+        typed=item.typed,
     )
     # a sha256 never turns ranges off
     if session.settings.offline or (remote.size is not None and remote.sha256):

@@ -217,7 +217,14 @@ def _complete(
     a file that cannot fails whole."""
     failures: dict[int, FileOutcome] = {}
     known = [_known_files(session, m, model, blobs, failures) for m, model in enumerate(models)]
-    todo = _unknown(known, failures)
+    # (model, file) of each file only its bytes can tell, in models not failed already
+    todo = [
+        (m, i)
+        for m, row in enumerate(known)
+        if m not in failures
+        for i, file in enumerate(row)
+        if file is None
+    ]
     _begin_downloads(session, [models[m].files[i] for m, i in todo])
     hashed: dict[str, RemoteFile] = {}
     for m, i in todo:
@@ -236,19 +243,6 @@ def _complete(
         if m not in failures
     ]
     return done, [failures[m] for m in sorted(failures)]
-
-
-def _unknown(
-    known: Sequence[Sequence[RemoteFile | None]], failures: Mapping[int, FileOutcome]
-) -> list[tuple[int, int]]:
-    """(model, file) of each file only its bytes can tell, in models not failed already."""
-    return [
-        (m, i)
-        for m, row in enumerate(known)
-        if m not in failures
-        for i, file in enumerate(row)
-        if file is None
-    ]
 
 
 def _known_files(
@@ -335,9 +329,7 @@ def _sized(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
     if not remote.sha256 or remote.hub:
         return None
     probed = session.probe(remote)
-    if probed.size is None:
-        return None
-    return replace(remote, size=probed.size)
+    return None if probed.size is None else replace(remote, size=probed.size)
 
 
 def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:

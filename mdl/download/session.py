@@ -378,10 +378,12 @@ class Fills:
                 " first folder is filled from {path} or starts with '.'); not filling it"
             )
             return None
-        endpoint = dict(self.settings.mirror_endpoints).get(template)
         scratch = names.Probe(names.folder_of(template), self.token).uri
         try:
-            writer = store.writer(endpoint=endpoint, secrets=self.settings.secrets)
+            writer = store.writer(
+                endpoint=dict(self.settings.mirror_endpoints).get(template),
+                secrets=self.settings.secrets,
+            )
             honoured = honours_conditions(writer, scratch)
         except ConditionalWritesIgnored:
             honoured = False
@@ -513,6 +515,4 @@ def _mirror_is_down(exc: MdlError, *, store: ObjectStore | None) -> bool:
             words in said
             for words in ("cannot connect", "cannot reach", "did not accept a connection")
         )
-    if store is not None:
-        return store.is_down(said)
-    return isinstance(exc, AuthError)
+    return store.is_down(said) if store is not None else isinstance(exc, AuthError)

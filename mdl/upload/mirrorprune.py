@@ -12,7 +12,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from mdl.buckets import names
@@ -21,11 +20,10 @@ from mdl.buckets.protocol import Listed, Mark, Seen, Writer, side_of
 from mdl.buckets.registry import store_for
 from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, Settings, fixed_part, parse_template
 from mdl.catalog.specs import NAME_RE, ModelSpec
+from mdl.download.resolve import from_lock
 from mdl.errors import MdlError, UsageError, worst_exit_code
-from mdl.lockfile.model import LockedModel, resolved_from_locked
 from mdl.lockfile.policy import LockUse
-from mdl.sources.hub import hub_file_url, xet_token_url
-from mdl.sources.resolve import ResolvedModel, marked_signature, mirror_targets
+from mdl.sources.resolve import ResolvedModel, mirror_targets
 
 log = logging.getLogger("mdl.prune")
 
@@ -170,15 +168,15 @@ def model_prefix(template: str, model: str) -> str:
                 break
             prefix, filled = prefix + model, True
             continue
-        end = next((i for i, c in enumerate(part) if not _in_name(c)), None) if filled else None
+        end = (
+            next((i for i, c in enumerate(part) if NAME_RE.fullmatch(c) is None), None)
+            if filled
+            else None
+        )
         if end is not None:
             return prefix + part[: end + 1]
         prefix += part
     return fixed_part(template) if filled else prefix
-
-
-def _in_name(char: str) -> bool:
-    return NAME_RE.fullmatch(char) is not None
 
 
 def named_in(
@@ -344,8 +342,9 @@ class _MirrorRun:
             self.kept.append(MirrorEntry(item.uri, seen.size, why))
         elif now - seen.modified < keep_days * DAY:
             young = f"younger than {keep_days:g} day(s)"
-            after = seen.modified + keep_days * DAY
-            self.kept.append(MirrorEntry(item.uri, seen.size, young, after=after))
+            self.kept.append(
+                MirrorEntry(item.uri, seen.size, young, after=seen.modified + keep_days * DAY)
+            )
         else:
             self.remove(Listed(item.uri, seen.size, seen.modified), UNNAMED, etag=seen.etag)
 
@@ -492,25 +491,16 @@ def prune_mirror_models(
         for spec in models
         if (locked := lock.pinned(spec, doing=doing)) is not None
     }
-    pinned = [_resolved(settings, s, entries[s.name]) for s in models if s.name in entries]
-    unpinned = [spec.name for spec in models if spec.name not in entries]
-    named, unsure = named_in(template, pinned, unpinned, all_models=all_models)
+    named, unsure = named_in(
+        template,
+        [from_lock(settings, s, entries[s.name]) for s in models if s.name in entries],
+        [spec.name for spec in models if spec.name not in entries],
+        all_models=all_models,
+    )
     endpoint = dict(settings.mirror_endpoints).get(template)
     writer = store.writer(endpoint=endpoint, secrets=settings.secrets)
     report = prune_mirror(writer, template, named, keep_days=keep_days, dry_run=settings.dry_run)
     return replace(report, warnings=(*report.warnings, *lock.warnings.values(), *unsure))
-
-
-def _resolved(settings: Settings, spec: ModelSpec, locked: LockedModel) -> ResolvedModel:
-    model = resolved_from_locked(
-        locked,
-        file_url=partial(hub_file_url, settings.endpoint),
-        token_url=partial(xet_token_url, settings.endpoint),
-        spec=spec,
-        environ=settings.environ,
-        secrets=settings.secrets,
-    )
-    return marked_signature(spec, model)
 
 
 def _when(epoch: float) -> str:
