@@ -52,11 +52,11 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
     # signed or not as signed, is no part of its version.)
     last = {i: p for i, p in todo.items() if p.remote.staged is not None}
     first = {i: p for i, p in todo.items() if i not in last}
-    served = session.demand is not None  # loaders read each file once its record is written
     records = RecordQueue(
         session.store,
         dirs=session.dirs,
-        interval=SERVED_FLUSH_INTERVAL if served else RECORD_FLUSH_INTERVAL,
+        # loaders read each file once its record is written
+        interval=SERVED_FLUSH_INTERVAL if session.demand is not None else RECORD_FLUSH_INTERVAL,
     )
     try:
         results |= Crew(session, first, work=partial(_fetch_one, session, records)).run()

@@ -214,8 +214,12 @@ def _file_doc(
     entry = recorded(session.store, remote)
     layout = session.layout
     state, placement = file_state(layout, remote.model, remote.path, remote.source, entry)
-    other_bytes = entry is not None and entry.sha256 != remote.sha256
-    if state == "installed" and remote.sha256 and other_bytes:
+    if (
+        state == "installed"
+        and remote.sha256
+        and entry is not None
+        and entry.sha256 != remote.sha256
+    ):
         state = "outdated"
     return {
         "path": remote.path,
