@@ -181,8 +181,9 @@ class S3Upload:
                 )
             except Refused as refused:
                 # tried again after a lost reply: ours if its ETag is our bytes' MD5 (no KMS)
-                md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-                return refused.retried and self._has_etag(md5)
+                return refused.retried and self._has_etag(
+                    hashlib.md5(data, usedforsecurity=False).hexdigest()
+                )
         if self.sent is not None and data:  # no bytes, no report (a folder's copy makes none)
             self.sent(len(data))
         return True
