@@ -126,14 +126,16 @@ def _held_back(plan: PlannedFile, codes: Sequence[int]) -> FileOutcome:
     own is theirs). It waits under .mdl/partial for the next pull; the one in place still signs the
     files on disk."""
     remote = plan.remote
-    exc = error_for_exit_code(worst_exit_code(list(codes)))(
-        f"{label_of(remote)}: verified, not placed: other files of {remote.model} failed",
-        hint=(
-            "the signature in place still signs the files on disk; the next pull places it with"
-            " them"
+    outcome = _failed(
+        plan,
+        error_for_exit_code(worst_exit_code(list(codes)))(
+            f"{label_of(remote)}: verified, not placed: other files of {remote.model} failed",
+            hint=(
+                "the signature in place still signs the files on disk; the next pull places it"
+                " with them"
+            ),
         ),
     )
-    outcome = _failed(plan, exc)
     log_outcome(outcome)
     return outcome
 
@@ -278,7 +280,6 @@ def _act(
         ):
             session.layout.link(plan.placement)
             verified = _verified_as_kept(remote, entry)
-            adopted = adopted_when_found(entry)  # there before mdl: never mdl's to prune
             record = _record(
                 plan,
                 size=size,
@@ -286,7 +287,7 @@ def _act(
                 git_oid=git_oid,
                 etag=remote.etag,
                 verified=verified,
-                adopted=adopted,
+                adopted=adopted_when_found(entry),  # there before mdl: never mdl's to prune
                 kept=entry,
             )
             return (
@@ -302,9 +303,15 @@ def _act(
     # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify
     # or not. A signed model's files are held to their signature whatever --no-verify says: the
     # catalog asks for it.
-    verify = session.settings.verify or plan.placement.link is not None or remote.signed is not None
     job = transfer_job(
-        session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries
+        session,
+        remote,
+        plan.placement.store,
+        plan.placement.final,
+        verify=session.settings.verify
+        or plan.placement.link is not None
+        or remote.signed is not None,
+        retries=retries,
     )
     # a signature verified before the others: shown as it came
     result = _from_staged(session, job, remote)
@@ -312,15 +319,13 @@ def _act(
         result = fetch_from_sources(session, job, remote)
         session.progress.finish(job.label, ok=True)
     session.layout.link(plan.placement)
-    # etag: the validator of the bytes we actually got
     size, sha256 = result.size, result.sha256
-    etag = result.etag or remote.etag
     record = _record(
         plan,
         size=size,
         sha256=sha256,
         git_oid=result.git_oid,
-        etag=etag,
+        etag=result.etag or remote.etag,  # the validator of the bytes we actually got
         verified=result.verified,
         result=result,
     )
