@@ -237,13 +237,12 @@ class S3Conditional:
         altered on the way. ``side``: marked as mdl's, as ``upload`` marks (its metadata)."""
         obj = parse_s3_uri(uri)
         big = len(data) > SMALL_BODY
-        client = self.client() if big else self._s3_small()
         sha256 = hashlib.sha256(data).hexdigest()
-        mark = _mark(uri, sha256, len(data), side)
         try:
             reply = put(
-                client, obj, data, sleep=self.sleep, sha256=sha256 if big else None,
-                metadata=mark, IfNoneMatch="*",
+                self.client() if big else self._s3_small(), obj, data, sleep=self.sleep,
+                sha256=sha256 if big else None, metadata=_mark(uri, sha256, len(data), side),
+                IfNoneMatch="*",
             )  # fmt: skip
         except Refused as refused:
             return self._ours(uri, data) if refused.retried else None
@@ -252,11 +251,12 @@ class S3Conditional:
     def replace(self, uri: str, data: bytes, *, etag: str, side: str | None = None) -> Seen | None:
         """``data`` written only over version ``etag`` (If-Match); None: it changed or is gone.
         ``side``: marked as mdl's (its metadata)."""
-        obj = parse_s3_uri(uri)
-        client = self._s3_small()
         mark = _mark(uri, hashlib.sha256(data).hexdigest(), len(data), side)
         try:
-            reply = put(client, obj, data, sleep=self.sleep, metadata=mark, IfMatch=etag)
+            reply = put(
+                self._s3_small(), parse_s3_uri(uri), data, sleep=self.sleep, metadata=mark,
+                IfMatch=etag,
+            )  # fmt: skip
         except Refused as refused:
             return self._ours(uri, data) if refused.retried else None
         return self._written(reply, size=len(data))
@@ -310,16 +310,15 @@ class S3Conditional:
             raise UsageError(f"{prefix}: expected s3://bucket/prefix")
 
         def named(exc: BaseException, error: MdlError) -> MdlError:
-            gone = f"{prefix}: no such bucket {printable(bucket)!r}"
-            return NotFoundError(gone) if reply_code(exc)[0] == "NoSuchBucket" else error
+            return (
+                NotFoundError(f"{prefix}: no such bucket {printable(bucket)!r}")
+                if reply_code(exc)[0] == "NoSuchBucket"
+                else error
+            )
 
         with s3_errors(prefix, named):
-            pages = (
-                self.client()
-                .get_paginator("list_objects_v2")
-                .paginate(Bucket=bucket, Prefix=key_prefix)
-            )
-            for page in pages:
+            pages = self.client().get_paginator("list_objects_v2")
+            for page in pages.paginate(Bucket=bucket, Prefix=key_prefix):
                 for item in page.get("Contents", []):
                     yield Listed(
                         uri=f"s3://{bucket}/{item['Key']}",

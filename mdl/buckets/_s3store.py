@@ -69,10 +69,13 @@ class S3Store:
         client = s3_client(secrets=secrets)
         head = head_s3(client, obj)
         size = head.get("ContentLength")
-        size = size if isinstance(size, int) else None
-        name = obj.key.rsplit("/", 1)[-1]
-        url = presign_get(client, obj)
-        return StoredObject(name, url, size, sha256_of_head(head), where=safe_text(obj.uri))
+        return StoredObject(
+            obj.key.rsplit("/", 1)[-1],
+            presign_get(client, obj),
+            size if isinstance(size, int) else None,
+            sha256_of_head(head),
+            where=safe_text(obj.uri),
+        )
 
     def signer(self, *, endpoint: str | None, secrets: Secrets | None) -> S3Signer:
         """A presigner with one client for ``endpoint`` (made at its first use)."""

@@ -181,8 +181,9 @@ class S3Upload:
                 )
             except Refused as refused:
                 # tried again after a lost reply: ours if its ETag is our bytes' MD5 (no KMS)
-                md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-                return refused.retried and self._has_etag(md5)
+                return refused.retried and self._has_etag(
+                    hashlib.md5(data, usedforsecurity=False).hexdigest()
+                )
         if self.sent is not None and data:  # no bytes, no report (a folder's copy makes none)
             self.sent(len(data))
         return True
@@ -278,8 +279,9 @@ class S3Upload:
             md5s = b"".join(bytes.fromhex(str(p["ETag"]).strip('"')) for p in parts)
         except ValueError:  # a store whose part ETags are not MD5s: it cannot say
             return False
-        md5 = hashlib.md5(md5s, usedforsecurity=False).hexdigest()
-        return self._has_etag(f"{md5}-{len(parts)}")
+        return self._has_etag(
+            f"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(parts)}"
+        )
 
     def _has_etag(self, etag: str) -> bool:
         seen = self.writer.head(self.obj.uri)

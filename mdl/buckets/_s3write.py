@@ -59,8 +59,7 @@ class S3Writer(S3Conditional):
         failure), with the store's SHA-256 checksum and mdl's mark (``side``'s, bound to ``uri``),
         only if there is none (If-None-Match: *; False) unless ``overwrite``; hashed as read (a
         file changed since verified: exit 6). ``sent``: told each part's bytes, may stop it."""
-        obj = parse_s3_uri(uri)
-        return S3Upload(self, obj, path, size, sha256, overwrite, sent, side).send()
+        return S3Upload(self, parse_s3_uri(uri), path, size, sha256, overwrite, sent, side).send()
 
     def assemble(
         self,
@@ -77,5 +76,6 @@ class S3Writer(S3Conditional):
         store: a multipart upload of copies (UploadPartCopy), each proved its range of ``path``
         (the copy's SHA-256, else its ETag as the range's MD5), completed and marked as ``upload``
         does. None: the store cannot (a copy refused) or a part is not these bytes."""
-        upload = S3Upload(self, parse_s3_uri(uri), path, size, sha256, side=side)
-        return upload.assembled([parse_s3_uri(part) for part in parts])
+        return S3Upload(self, parse_s3_uri(uri), path, size, sha256, side=side).assembled(
+            [parse_s3_uri(part) for part in parts]
+        )

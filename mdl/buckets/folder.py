@@ -295,8 +295,8 @@ class FolderWriter:
             st = None if folder is None else _fresh_stat(path.name, folder)
         if st is None:
             return None
-        mark = Path(parse_file_uri(names.mark_uri(uri, root=root))[1])
-        return _marked(_seen(st), _mark(mark, owner=st.st_uid), where=_below(uri, root))
+        said = _mark(Path(parse_file_uri(names.mark_uri(uri, root=root))[1]), owner=st.st_uid)
+        return _marked(_seen(st), said, where=_below(uri, root))
 
     def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
         """Every object whose URI starts with ``prefix``, in name order; mdl's own files (temp
@@ -408,8 +408,12 @@ def _marking(uri: str, data: bytes, side: str | None, seen: Seen) -> Seen:
     """The object just written (``seen``) marked as mdl's when ``side`` is given and it is a
     fill's part, bound to its name below the mirror's folder."""
     if side is not None and (part := names.Part.parse(uri)) is not None:
-        sha256 = hashlib.sha256(data).hexdigest()
-        said = mark_text(_below(uri, part.folder), sha256=sha256, size=len(data), side=side)
+        said = mark_text(
+            _below(uri, part.folder),
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+            side=side,
+        )
         _write_mark(uri, part.folder, f"{seen.etag}\n{said}".encode())
     return seen
 
@@ -580,8 +584,11 @@ class FolderStore:
                 " path on this machine (three slashes: file:///abs/path/{model}/{path})"
             )
         fixed = rest.split("{", 1)[0]
-        segments = fixed.split("/")[:-1]  # the last one is filled in part, or empty
-        if any(seg in ("", ".", "..") for seg in segments) or printable(fixed) != fixed:
+        # the last segment is filled in part, or empty
+        if (
+            any(seg in ("", ".", "..") for seg in fixed.split("/")[:-1])
+            or printable(fixed) != fixed
+        ):
             raise UsageError(
                 f"{where}: {template!r}: its folder has an empty, '.' or '..' segment or a control"
                 " character (file:///abs/path/{model}/{path})"
@@ -601,8 +608,9 @@ class FolderStore:
             raise UsageError(f"{shown}: names {kind}, not a regular file")
         name = path.rsplit("/", 1)[-1]
         # a link given here is the user's, followed as curl does (the transport follows none)
-        url = file_url(str(Path(path).resolve()))
-        return StoredObject(name, url, st.st_size, None, where=shown)
+        return StoredObject(
+            name, file_url(str(Path(path).resolve())), st.st_size, None, where=shown
+        )
 
     def signer(self, *, endpoint: str | None, secrets: Secrets | None) -> FolderSigner:
         """The run's ``file://`` URLs."""
@@ -610,9 +618,7 @@ class FolderStore:
 
     def reason(self, text: str | None, status: int | None) -> str | None:
         """The transport's own words for a failed read (``not in the folder``)."""
-        if status is None or not text:
-            return None
-        return safe_text(text, limit=200)
+        return safe_text(text, limit=200) if status is not None and text else None
 
     def is_down(self, said: str) -> bool:
         """Never as a whole: a folder's failures are per file (an unmounted share reads as an
@@ -683,5 +689,6 @@ def _marked(found: Seen, text: bytes, *, where: str) -> Seen:
     version, _, said = text.decode(errors="replace").partition("\n")
     if version != found.etag:
         return found
-    mark = authorship(said or LEGACY_MARK, where=where, size=found.size, old=not said)
-    return replace(found, mark=mark)
+    return replace(
+        found, mark=authorship(said or LEGACY_MARK, where=where, size=found.size, old=not said)
+    )

@@ -167,8 +167,9 @@ class Lease:
         with self._lock:
             if self.writer.head(names.generation(self.prefix, self.number + 1)) is not None:
                 raise LeaseLost(f"the lease {self.uri} was taken over")
-            body = lease_body(self.holder, self.token)
-            seen = self.writer.replace(self.uri, body, etag=self.etag)
+            seen = self.writer.replace(
+                self.uri, lease_body(self.holder, self.token), etag=self.etag
+            )
             if seen is None:
                 raise LeaseLost(f"the lease {self.uri} was removed or changed")
             self.etag = seen.etag

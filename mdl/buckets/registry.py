@@ -43,16 +43,13 @@ STORES = _Stores()
 def store_for(url: str) -> ObjectStore | None:
     """The store whose scheme ``url`` starts with (``s3://…``); None: an http(s) URL, a path."""
     scheme, sep, _ = url.partition("://")
-    if not sep or (scheme not in STORES and scheme not in KNOWN):
-        return None
-    return STORES[scheme]
+    return STORES[scheme] if sep and (scheme in STORES or scheme in KNOWN) else None
 
 
 def store_schemes(*, endpoint: bool = False) -> str:
     """The stores' schemes as a message says them (``s3://``); ``endpoint``: those that take
     one."""
-    schemes = [f"{s.scheme}://" for s in STORES.every() if s.takes_endpoint or not endpoint]
-    return " or ".join(schemes)
+    return " or ".join(f"{s.scheme}://" for s in STORES.every() if s.takes_endpoint or not endpoint)
 
 
 class Presigner:

@@ -52,11 +52,11 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
     # signed or not as signed, is no part of its version.)
     last = {i: p for i, p in todo.items() if p.remote.staged is not None}
     first = {i: p for i, p in todo.items() if i not in last}
-    served = session.demand is not None  # loaders read each file once its record is written
     records = RecordQueue(
         session.store,
         dirs=session.dirs,
-        interval=SERVED_FLUSH_INTERVAL if served else RECORD_FLUSH_INTERVAL,
+        # loaders read each file once its record is written
+        interval=SERVED_FLUSH_INTERVAL if session.demand is not None else RECORD_FLUSH_INTERVAL,
     )
     try:
         results |= Crew(session, first, work=partial(_fetch_one, session, records)).run()
@@ -77,8 +77,9 @@ def _begin(session: PullSession, todo: Iterable[PlannedFile]) -> None:
     moving = [p for p in todo if p.remote.staged is None]
     total: int | None = None
     if all(p.remote.size is not None for p in moving):
-        kept = sum(p.partial_bytes for p in moving if p.decision.action is Action.RESUME)
-        total = sum(p.remote.size or 0 for p in moving) - kept
+        total = sum(p.remote.size or 0 for p in moving) - sum(
+            p.partial_bytes for p in moving if p.decision.action is Action.RESUME
+        )
     session.progress.begin(total_bytes=total, files=len(moving))
 
 
@@ -125,14 +126,16 @@ def _held_back(plan: PlannedFile, codes: Sequence[int]) -> FileOutcome:
     own is theirs). It waits under .mdl/partial for the next pull; the one in place still signs the
     files on disk."""
     remote = plan.remote
-    exc = error_for_exit_code(worst_exit_code(list(codes)))(
-        f"{label_of(remote)}: verified, not placed: other files of {remote.model} failed",
-        hint=(
-            "the signature in place still signs the files on disk; the next pull places it with"
-            " them"
+    outcome = _failed(
+        plan,
+        error_for_exit_code(worst_exit_code(list(codes)))(
+            f"{label_of(remote)}: verified, not placed: other files of {remote.model} failed",
+            hint=(
+                "the signature in place still signs the files on disk; the next pull places it"
+                " with them"
+            ),
         ),
     )
-    outcome = _failed(plan, exc)
     log_outcome(outcome)
     return outcome
 
@@ -153,9 +156,12 @@ def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
         if plan.remote.size is not None
         else (entry.size if entry is not None else None)
     )
-    sha256 = entry.sha256 if entry is not None else plan.remote.sha256
     return done_outcome(
-        plan, Action.SKIP, size=size, sha256=sha256, verified=_verified_as_kept(plan.remote, entry)
+        plan,
+        Action.SKIP,
+        size=size,
+        sha256=entry.sha256 if entry is not None else plan.remote.sha256,
+        verified=_verified_as_kept(plan.remote, entry),
     )
 
 
@@ -211,8 +217,11 @@ def _locked(
         # it was counted in the batch: close its line or bar
         if fresh.decision.action is Action.SKIP:
             outcome = _skip(session, fresh)
-            done = "fetched by another mdl run" if waited.is_set() else "up to date"
-            session.progress.finish(label, ok=True, message=done)
+            session.progress.finish(
+                label,
+                ok=True,
+                message="fetched by another mdl run" if waited.is_set() else "up to date",
+            )
             return outcome
         outcome, record = _act(session, fresh, retries)
         records.add(remote.model, record, held)
@@ -271,7 +280,6 @@ def _act(
         ):
             session.layout.link(plan.placement)
             verified = _verified_as_kept(remote, entry)
-            adopted = adopted_when_found(entry)  # there before mdl: never mdl's to prune
             record = _record(
                 plan,
                 size=size,
@@ -279,7 +287,7 @@ def _act(
                 git_oid=git_oid,
                 etag=remote.etag,
                 verified=verified,
-                adopted=adopted,
+                adopted=adopted_when_found(entry),  # there before mdl: never mdl's to prune
                 kept=entry,
             )
             return (
@@ -295,9 +303,15 @@ def _act(
     # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify
     # or not. A signed model's files are held to their signature whatever --no-verify says: the
     # catalog asks for it.
-    verify = session.settings.verify or plan.placement.link is not None or remote.signed is not None
     job = transfer_job(
-        session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries
+        session,
+        remote,
+        plan.placement.store,
+        plan.placement.final,
+        verify=session.settings.verify
+        or plan.placement.link is not None
+        or remote.signed is not None,
+        retries=retries,
     )
     # a signature verified before the others: shown as it came
     result = _from_staged(session, job, remote)
@@ -305,15 +319,13 @@ def _act(
         result = fetch_from_sources(session, job, remote)
         session.progress.finish(job.label, ok=True)
     session.layout.link(plan.placement)
-    # etag: the validator of the bytes we actually got
     size, sha256 = result.size, result.sha256
-    etag = result.etag or remote.etag
     record = _record(
         plan,
         size=size,
         sha256=sha256,
         git_oid=result.git_oid,
-        etag=etag,
+        etag=result.etag or remote.etag,  # the validator of the bytes we actually got
         verified=result.verified,
         result=result,
     )
@@ -341,10 +353,9 @@ def _resume_reason(plan: PlannedFile, result: TransferResult) -> str | None:
         return None
     if result.resumed_from > 0:
         return f"{human_size(result.resumed_from)} already downloaded"
-    why = result.discarded or "the partial download could not be resumed"
     return (
-        f"{why}; the {human_size(plan.partial_bytes)} kept were discarded and the file downloaded"
-        " again"
+        f"{result.discarded or 'the partial download could not be resumed'}; the"
+        f" {human_size(plan.partial_bytes)} kept were discarded and the file downloaded again"
     )
 
 
@@ -360,9 +371,8 @@ def _as_signed(session: PullSession, plan: PlannedFile) -> bool:
     except MdlError:
         return False
     except OSError as exc:
-        where = plan.placement.final
         raise LocalFSError(
-            f"{label_of(plan.remote)}: cannot read {where}: {exc.strerror or exc}"
+            f"{label_of(plan.remote)}: cannot read {plan.placement.final}: {exc.strerror or exc}"
         ) from exc
     return True
 

@@ -213,8 +213,9 @@ def _took(
     if reading is not None and parts is not None:
         # Xet fetches by chunk, never on a plain record: its parts go up once it verified
         by_chunk = sources.remote.xet is not None and sources.session.settings.xet
-        cut = None if by_chunk else parts.part // 2
-        reading.reuse(sources.session.cancel, after=lease.after, cut=cut)
+        reading.reuse(
+            sources.session.cancel, after=lease.after, cut=None if by_chunk else parts.part // 2
+        )
     return _holding(sources, place, lease, over, parts)
 
 
@@ -240,8 +241,10 @@ def _waited(
     except InterruptedByUserError as exc:  # Ctrl-C: said as every interrupted file is
         raise InterruptedByUserError(INTERRUPTED) from exc
     except (MdlError, OSError) as exc:  # OSError: the partial the parts go to
-        why = exc.message if isinstance(exc, MdlError) else exc.strerror or str(exc)
-        return GaveUp(f"cannot wait on it: {why}")
+        return GaveUp(
+            "cannot wait on it: "
+            + (exc.message if isinstance(exc, MdlError) else exc.strerror or str(exc))
+        )
     finally:
         said.waited += session.fill_waits.end(started)
         if streamer is not None:  # what it read, kept for whatever fetches the rest
@@ -325,8 +328,8 @@ def _holding(
             publisher = Publisher(parts.under(lease.token), job) if parts is not None else None
             with publisher or nullcontext():
                 # its fetch tells the publisher what lands
-                hear = publisher.heard if publisher is not None else None
-                result = replace(sources, job=replace(job, on_landed=hear)).origin()
+                heard = replace(job, on_landed=publisher.heard if publisher is not None else None)
+                result = replace(sources, job=heard).origin()
             if renewing.lost.is_set():
                 # another machine took it over and may be fetching too; the upload never replaces
                 log.info("%s: the lease on mirror %s lapsed while fetching", label, shown)
@@ -439,9 +442,7 @@ def _as_known(remote: RemoteFile, result: TransferResult) -> bool:
     --no-verify's bytes never reach a mirror other machines read."""
     if remote.sha256:
         return result.sha256 == remote.sha256
-    if remote.git_oid:
-        return result.git_oid == remote.git_oid
-    return result.verified
+    return result.git_oid == remote.git_oid if remote.git_oid else result.verified
 
 
 def _release(lease: Lease, label: str) -> None:

@@ -84,10 +84,12 @@ def _words(plan: PlannedFile, action: Action, reason: str) -> tuple[str | None, 
 
 
 def dry_run_outcome(plan: PlannedFile) -> FileOutcome:
-    done = done_outcome(
-        plan, plan.decision.action, size=plan.remote.size, sha256=plan.remote.sha256
+    return replace(
+        done_outcome(plan, plan.decision.action, size=plan.remote.size, sha256=plan.remote.sha256),
+        action=plan.decision.action.value,
+        word=None,
+        source=None,
     )
-    return replace(done, action=plan.decision.action.value, word=None, source=None)
 
 
 def kept_in_place(

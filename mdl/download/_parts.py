@@ -84,10 +84,9 @@ class PartSet:
     def published(self) -> set[int]:
         """The parts there now (a name of another shape or size is no part of ours, and costs
         only its listing; a listing too long to judge shows none)."""
-        listed = numbered(self.writer, self.prefix, names.Part) or {}
         return {
             n
-            for n, item in listed.items()
+            for n, item in (numbered(self.writer, self.prefix, names.Part) or {}).items()
             if n <= self.count and item.size == self.span(n)[1] - self.span(n)[0]
         }
 
@@ -175,8 +174,11 @@ class Publisher:
         while not (stop.is_set() or self._failed) and (got := self._landed.get()) is not None:
             have = _merged([*have, got])
             touched = range(got[0] // part + 1, min((got[1] - 1) // part + 2, count + 1))
-            whole = [n for n in touched if _covered(self.parts.span(n), have)]
-            self.beside += self._send(whole, self.job.part_path, until=stop)
+            self.beside += self._send(
+                [n for n in touched if _covered(self.parts.span(n), have)],
+                self.job.part_path,
+                until=stop,
+            )
 
     def finish(self) -> list[str]:
         """Every part there (the rest sent from the verified file): their URIs in order; none

@@ -83,9 +83,7 @@ def same_content(record: FileRecord, remote: RemoteFile, *, unnamed: bool = True
         return record.git_oid == remote.git_oid
     if not same_source(record, remote):
         return False
-    if remote.etag and record.etag:
-        return record.etag == remote.etag
-    return unnamed
+    return record.etag == remote.etag if remote.etag and record.etag else unnamed
 
 
 def same_source(record: FileRecord, remote: RemoteFile) -> bool:
@@ -259,8 +257,13 @@ def look(remote: RemoteFile, placement: Placement, records: Store, *, force: boo
         else 0
     )
     there = stat_file(placement.final)
-    local = LocalState.of(there, partial_bytes=partial)
-    decision = decide(remote, entry, local, force=force, unnamed=policy_of(remote).unnamed)
+    decision = decide(
+        remote,
+        entry,
+        LocalState.of(there, partial_bytes=partial),
+        force=force,
+        unnamed=policy_of(remote).unnamed,
+    )
     warning = _in_the_way(placement)
     if warning is not None and force and decision.action is Action.DOWNLOAD:
         # get --force: what was there is replaced, as a file is
@@ -323,7 +326,8 @@ def offline_error(remote: RemoteFile) -> MdlError:
     """A file to fetch while HF_HUB_OFFLINE is set: named as the model's file, or (``get``) by
     its source.
     """
-    what = label_of(remote) if remote.model else remote.source or remote.path
     return NetworkError(
-        f"{what}: HF_HUB_OFFLINE is set and the file must be fetched", hint="unset HF_HUB_OFFLINE"
+        f"{label_of(remote) if remote.model else remote.source or remote.path}:"
+        " HF_HUB_OFFLINE is set and the file must be fetched",
+        hint="unset HF_HUB_OFFLINE",
     )

@@ -85,9 +85,9 @@ def _fingerprints(trusts: Mapping[str, Trust]) -> dict[str, str]:
         try:
             fingerprints[name] = signer.fingerprint()
         except OSError as exc:
-            where = f"models.{name}.signature"
             raise UsageError(
-                f"{where}: cannot read {exc.filename or 'its key'}: {exc.strerror or exc}"
+                f"models.{name}.signature: cannot read {exc.filename or 'its key'}:"
+                f" {exc.strerror or exc}"
             ) from None
     return fingerprints
 
@@ -214,8 +214,11 @@ def _new_to_verify(session: PullSession, sig: RemoteFile, fingerprint: str) -> b
 def _kept_path(session: PullSession, sha256: bytes, fingerprint: str) -> Path:
     """Where the statement a signature (by its sha256) verified against a trust (its fingerprint)
     signs is kept."""
-    name = hashlib.sha256(sha256 + fingerprint.encode()).hexdigest()
-    return session.store.state_dir / "signatures" / f"{name}.json"
+    return (
+        session.store.state_dir
+        / "signatures"
+        / f"{hashlib.sha256(sha256 + fingerprint.encode()).hexdigest()}.json"
+    )
 
 
 def _verified(
@@ -268,8 +271,9 @@ def _pinned(
             continue
         problem = _unlike_signed(remote, one)
         if problem is not None:
-            hint = "nothing of it was installed"
-            exc = IntegrityError(f"{label_of(remote)}: {problem}", hint=hint)
+            exc = IntegrityError(
+                f"{label_of(remote)}: {problem}", hint="nothing of it was installed"
+            )
             refused.append(failed(remote.model, remote.path, exc, source=remote.source))
             withheld.append(
                 ExpectedFile(remote.path, remote.size, remote.sha256, remote.git_oid, remote.source)
@@ -280,7 +284,10 @@ def _pinned(
         files.append(replace(remote, sha256=remote.sha256 or one.sha256, signed=one))
     present = {signed_name(f.path, f.source) for f in model.files}
     for path in sorted(set(manifest.files) - present):
-        if _selected(spec, path):
+        # a file the catalog entry would take if its source listed it (a signed file missing
+        # upstream matters only then: a signature covers a whole repo, and pulling part of it is
+        # fine); a list of files: the ones listed are the model
+        if spec.is_snapshot and selected(spec, [path]):
             exc = IntegrityError(f"{model.name}/{path}: signed, but the source does not have it")
             refused.append(failed(model.name, path, exc))
             withheld.append(
@@ -306,10 +313,3 @@ def _unlike_signed(remote: RemoteFile, one: SignedFile | None) -> str | None:
             f" {one.size}"
         )
     return None
-
-
-def _selected(spec: ModelSpec, path: str) -> bool:
-    """Whether the catalog entry would take ``path`` if its source listed it (a signed file missing
-    upstream matters only then: a signature covers a whole repo, and pulling part of it is fine)."""
-    # a list of files: the ones listed are the model
-    return spec.is_snapshot and bool(selected(spec, [path]))

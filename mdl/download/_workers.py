@@ -124,8 +124,10 @@ def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, in
     """
     if settings.jobs_set:
         return settings.jobs, 1
-    small = sum(1 for plan in todo if not is_big(plan))
-    return max(1, min(MANY_JOBS, small)), max(1, settings.jobs)
+    return (
+        max(1, min(MANY_JOBS, sum(1 for plan in todo if not is_big(plan)))),
+        max(1, settings.jobs),
+    )
 
 
 # the two lanes of workers: one stream per file, and parallel ranges (is_big)
@@ -270,7 +272,8 @@ def _lanes(
 
         largest.sort(key=lambda item: natural_key(item[1].remote.model, item[1].remote.path))
     ranged = {index for index, plan in todo.items() if split and is_big(plan)}
-    big = [item for item in largest if item[0] in ranged]
-    bulk = [item for item in largest if item[0] not in ranged and _size(item[1]) >= BULK]
-    small = [item for item in todo.items() if _size(item[1]) < BULK]
-    return big, bulk, small
+    return (
+        [item for item in largest if item[0] in ranged],
+        [item for item in largest if item[0] not in ranged and _size(item[1]) >= BULK],
+        [item for item in todo.items() if _size(item[1]) < BULK],
+    )

@@ -94,9 +94,14 @@ def _change(
     path: Path, name: str, edit: catalog_edit.Edit, *, created: bool
 ) -> catalog_edit.CatalogChange:
     added = tuple(catalog_edit.save_path(table, where=name) for table in edit.added_files)
-    mine = catalog_files.is_user_catalog(path)
     return catalog_edit.CatalogChange(
-        path, name, edit.action, edit.entry, added=added, created=created, user_catalog=mine
+        path,
+        name,
+        edit.action,
+        edit.entry,
+        added=added,
+        created=created,
+        user_catalog=catalog_files.is_user_catalog(path),
     )
 
 
@@ -223,18 +228,19 @@ def _no_signature_upstream(
         return None
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
         try:
-            hub = None if trust.file_is_url else session.hub
             remote = resolve_file(
-                spec.name, signature_spec(spec, trust), hub=hub, environ=session.environ
+                spec.name,
+                signature_spec(spec, trust),
+                hub=None if trust.file_is_url else session.hub,
+                environ=session.environ,
             )
             if trust.file_is_url:
                 session.probe(remote)
         except NotFoundError:
-            repo = spec.repo or spec.files[0].repo
             where = (
                 f"no signature at {redact_url(trust.file)}"
                 if trust.file_is_url
-                else f"{repo} has no {trust.file}"
+                else f"{spec.repo or spec.files[0].repo} has no {trust.file}"
             )
             return (
                 f"{spec.name}: {where}: `mdl pull {spec.name}` fails (exit 6) until the model is"
@@ -256,9 +262,12 @@ def _check_entry(
         if spec.is_snapshot:
             resolve_model(spec, hub=session.hub, environ=session.environ)
             return
-        files = [f for f in spec.files if f.save_path in added]
-        for file in files:
-            hub = session.hub if file.url is None else None
-            remote = resolve_file(spec.name, file, hub=hub, environ=session.environ)
+        for file in [f for f in spec.files if f.save_path in added]:
+            remote = resolve_file(
+                spec.name,
+                file,
+                hub=session.hub if file.url is None else None,
+                environ=session.environ,
+            )
             if file.url is not None:
                 session.probe(remote)

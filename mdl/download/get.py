@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,8 +66,9 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
         request, endpoint=settings.endpoint, progress=progress, secrets=settings.secrets
     )
     _refuse_misuse(given, settings, request, expected=expected)
-    sent = any(isinstance(item, UrlFile) and item.headers for item in given)
-    unused = bool(request.headers) and not sent
+    unused = bool(request.headers) and not any(
+        isinstance(item, UrlFile) and item.headers for item in given
+    )
     if unused:
         log.warning("%s", UNUSED_HEADERS)
     folder = settings.dest if output is None else output.parent  # -o names one file
@@ -78,17 +79,12 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
 
     def run() -> PullSession:
         if not opened:
-            dest = folder.absolute()
-            opened.append(
-                PullSession(
-                    replace(settings, dest=dest, layout="plain", hf_cache=None), progress=progress
-                )
-            )
+            plain = replace(settings, dest=folder.absolute(), layout="plain", hf_cache=None)
+            opened.append(PullSession(plain, progress=progress))
         return opened[0]
 
     try:
-        repos = any(isinstance(item, HfUri) for item in given)
-        hub = run().hub if repos else None
+        hub = run().hub if any(isinstance(item, HfUri) for item in given) else None
         items: Sequence[Parsed] = given
         if hub is not None:
             items = list_repos(given, hub, include=request.include, exclude=request.exclude)
@@ -167,7 +163,12 @@ def fetch_sources(
     for index, check in writes.items():
         target = targets[index]
         outcomes[index] = _write(files[index], target, check, force=force, progress=progress)
-    remote = _remote_items(files, targets, done=outcomes)
+    # the files to download: (index, source, target) of each URL not done already
+    remote = [
+        (i, item, targets[i])
+        for i, item in enumerate(files)
+        if isinstance(item, UrlFile) and i not in outcomes
+    ]
     if remote:
         outcomes.update(_fetch_remote(run(), remote, sha256=sha256))
     within, warning = str(settings.dest), UNUSED_HEADERS if unused else None
@@ -186,17 +187,6 @@ def _refuse_one_file_flags(
         raise UsageError(
             f"--sha256 applies to a single file, but the sources stand for {len(files)} files"
         )
-
-
-def _remote_items(
-    files: Sequence[Source], targets: Sequence[Path], *, done: Mapping[int, FileOutcome]
-) -> list[tuple[int, UrlFile, Path]]:
-    """The files to download: (index, source, target) of each URL not ``done`` already."""
-    return [
-        (i, item, targets[i])
-        for i, item in enumerate(files)
-        if isinstance(item, UrlFile) and i not in done
-    ]
 
 
 def _write(
@@ -285,8 +275,14 @@ def _fetch_remote(
     openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
     try:
         for index, item, target in items:
-            carry = len(items) == 1 and index not in present
-            found = _planned(session, item, target, sha256=sha256, carry=carry, openings=openings)
+            found = _planned(
+                session,
+                item,
+                target,
+                sha256=sha256,
+                carry=len(items) == 1 and index not in present,
+                openings=openings,
+            )
             if not isinstance(found, FileOutcome):
                 planned[index] = found
             else:
@@ -364,11 +360,15 @@ def _url_file(
 ) -> RemoteFile:
     """A direct URL's file, probed unless its size and sha256 are known (or HF_HUB_OFFLINE)."""
     assert item.url is not None
-    source = item.where if store_for(item.where) else redact_url(item.url)
-    expected = sha256 or item.sha256
-    headers, typed = item.headers, item.typed
     remote = RemoteFile(
-        "", name, item.url, item.size, expected, source=source, headers=headers, typed=typed
+        "",
+        name,
+        item.url,
+        item.size,
+        sha256 or item.sha256,
+        source=item.where if store_for(item.where) else redact_url(item.url),
+        headers=item.headers,
+        typed=item.typed,
     )
     # a sha256 never turns ranges off
     if session.settings.offline or (remote.size is not None and remote.sha256):
@@ -387,9 +387,9 @@ def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bo
     if probed.size is not None and probed.size != item.size:
         if probed.opening is not None:
             probed.opening.close()
-        said = "the store lists" if store_for(item.where) else "the job output says"
         raise IntegrityError(
-            f"{item.where}: {said} {item.size} bytes, but its download from the server is"
+            f"{item.where}: {'the store lists' if store_for(item.where) else 'the job output says'}"
+            f" {item.size} bytes, but its download from the server is"
             f" {probed.size} bytes"
         )
     return replace(probed, size=item.size, size_pinned=True)

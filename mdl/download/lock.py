@@ -108,8 +108,9 @@ def lock_catalog(
             path, False, resolved=resolved, failures=tuple(failures), warnings=warnings
         )
     changed, changes = _write_merged(path, scope, fresh)
-    said = "written" if changed else "unchanged"
-    log.info("%s: %s (%d model(s) resolved)", path, said, len(resolved))
+    log.info(
+        "%s: %s (%d model(s) resolved)", path, "written" if changed else "unchanged", len(resolved)
+    )
     return LockReport(path, changed, changes, resolved=resolved, warnings=warnings)
 
 
@@ -162,8 +163,7 @@ def _write_merged(
         changed = write_lock_file(path, new)
     shown = scope.shown(base, new)
     before = {n: m for n, m in base.models.items() if n in shown}
-    after = {n: m for n, m in new.models.items() if n in shown}
-    return changed, tuple(diff_locks(before, after))
+    return changed, tuple(diff_locks(before, {n: m for n, m in new.models.items() if n in shown}))
 
 
 def _read_lock(path: Path, *, anew: bool) -> tuple[Lock | None, str | None]:
@@ -188,8 +188,14 @@ def _lock_models(
         return {}, []
     # the record of a past pull is no resolution: it may be any commit, and lack files
     if settings.offline:
-        why = "HF_HUB_OFFLINE is set; it must be resolved to be locked"
-        return {}, [failed(s.name, None, NetworkError(f"{s.name}: {why}")) for s in specs]
+        return {}, [
+            failed(
+                s.name,
+                None,
+                NetworkError(f"{s.name}: HF_HUB_OFFLINE is set; it must be resolved to be locked"),
+            )
+            for s in specs
+        ]
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
         # what it renews: never from the lock
         resolved, failures = resolve(session, specs, lock=None)
@@ -216,7 +222,14 @@ def _complete(
     a file that cannot fails whole."""
     failures: dict[int, FileOutcome] = {}
     known = [_known_files(session, m, model, blobs, failures) for m, model in enumerate(models)]
-    todo = _unknown(known, failures)
+    # (model, file) of each file only its bytes can tell, in models not failed already
+    todo = [
+        (m, i)
+        for m, row in enumerate(known)
+        if m not in failures
+        for i, file in enumerate(row)
+        if file is None
+    ]
     _begin_downloads(session, [models[m].files[i] for m, i in todo])
     hashed: dict[str, RemoteFile] = {}
     for m, i in todo:
@@ -235,19 +248,6 @@ def _complete(
         if m not in failures
     ]
     return done, [failures[m] for m in sorted(failures)]
-
-
-def _unknown(
-    known: Sequence[Sequence[RemoteFile | None]], failures: Mapping[int, FileOutcome]
-) -> list[tuple[int, int]]:
-    """(model, file) of each file only its bytes can tell, in models not failed already."""
-    return [
-        (m, i)
-        for m, row in enumerate(known)
-        if m not in failures
-        for i, file in enumerate(row)
-        if file is None
-    ]
 
 
 def _known_files(
@@ -279,8 +279,9 @@ def _begin_downloads(session: PullSession, todo: Sequence[RemoteFile]) -> None:
     if not unique:
         return
     sizes = list(unique.values())
-    total = None if None in sizes else sum(s or 0 for s in sizes)
-    session.progress.begin(total_bytes=total, files=len(unique))
+    session.progress.begin(
+        total_bytes=None if None in sizes else sum(s or 0 for s in sizes), files=len(unique)
+    )
 
 
 def _hashed(session: PullSession, remote: RemoteFile, hashed: dict[str, RemoteFile]) -> RemoteFile:
@@ -322,8 +323,7 @@ def _from_record(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
     entry = recorded(session.store, remote)
     if entry is None:
         return None
-    unnamed = not remote.hub and entry.source == remote.source
-    if not same_content(entry, remote, unnamed=unnamed):
+    if not same_content(entry, remote, unnamed=not remote.hub and entry.source == remote.source):
         return None
     log.info("%s: sha256 from the verified local record", label_of(remote))
     return replace(remote, size=entry.size, sha256=entry.sha256)
@@ -334,9 +334,7 @@ def _sized(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
     if not remote.sha256 or remote.hub:
         return None
     probed = session.probe(remote)
-    if probed.size is None:
-        return None
-    return replace(remote, size=probed.size)
+    return None if probed.size is None else replace(remote, size=probed.size)
 
 
 def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:

@@ -65,8 +65,7 @@ def _pull(
             log_outcome(outcome)
         if settings.dry_run:
             planned = tuple(outcomes) + tuple(dry_run_outcome(p) for p in plans)
-            waited = session.hub_wait_seconds
-            report = RunReport(planned, dry_run=True, hub_wait_seconds=waited)
+            report = RunReport(planned, dry_run=True, hub_wait_seconds=session.hub_wait_seconds)
             return warned(report, lockfile.warnings)
         if any(p.decision.action is not Action.SKIP for p in plans):
             session.store.ensure_dirs()
@@ -76,14 +75,13 @@ def _pull(
             session.demand.planned.set()
         outcomes.extend(fetch(session, plans))
         signed = _record_signed(session.store, resolved, signatures, outcomes)
-        said = {
-            spec.name: _said(spec, signatures, signed)
-            for spec in models
-            if spec.signature is not None
-        }
         report = RunReport(
             tuple(outcomes),
-            signatures=said,
+            signatures={
+                spec.name: _said(spec, signatures, signed)
+                for spec in models
+                if spec.signature is not None
+            },
             hub_wait_seconds=session.hub_wait_seconds,
             waited=session.fill_waits.seconds,
         )
@@ -95,11 +93,10 @@ def _said(spec: ModelSpec, signatures: Signatures, installed: set[str]) -> dict[
     verified and this run installed every file it signs."""
     assert spec.signature is not None
     kept = signatures.records.get(spec.name)
-    file = kept.file if kept is not None else spec.signature.installed_as
     return {
         "verified": spec.name in installed,
         "by": kept.by if kept is not None else None,
-        "file": file,
+        "file": kept.file if kept is not None else spec.signature.installed_as,
     }
 
 
@@ -125,8 +122,11 @@ def _expect(
         # A file its signature does not sign, installed by an earlier pull (before the catalog asked
         # for a signer), is no longer vouched for: its record goes, so no view calls it (or its
         # model) installed and signed.
-        unsigned = signatures.unsigned.get(model.name, ())
-        recorded = tuple(path for path in unsigned if record and path in record.files)
+        recorded = tuple(
+            path
+            for path in signatures.unsigned.get(model.name, ())
+            if record and path in record.files
+        )
         if not recorded and _as_expected(record, model, expected, whose=whose):
             continue
         store.update_record(
@@ -149,8 +149,12 @@ def _as_expected(
     """Whether the record says already what the model should be (nothing to write)."""
     if record is None:
         return False
-    now = (expected, model.commit, model.revision or record.revision, whose or record.catalog)
-    return (record.expected, record.commit, record.revision, record.catalog) == now
+    return (record.expected, record.commit, record.revision, record.catalog) == (
+        expected,
+        model.commit,
+        model.revision or record.revision,
+        whose or record.catalog,
+    )
 
 
 def _expected(

@@ -70,7 +70,7 @@ def _resolve_one(
     this run, and is not asked again)."""
     locked = lock.pinned(spec) if lock is not None else None
     if locked is not None:  # pinned commit, files, sizes and sha256: no Hub API call at all
-        return _from_lock(session, spec, locked)
+        return from_lock(session.settings, spec, locked)
     needs_hub = _needs_hub(spec)
     if outage is not None and needs_hub:
         raise _told_for(spec, outage)
@@ -82,15 +82,15 @@ def _resolve_one(
     return resolve_model(spec, hub=hub, offline=offline, environ=session.environ, record=record)
 
 
-def _from_lock(session: PullSession, spec: ModelSpec, locked: LockedModel) -> ResolvedModel:
-    endpoint = session.settings.endpoint
+def from_lock(settings: Settings, spec: ModelSpec, locked: LockedModel) -> ResolvedModel:
+    """The model as the lock pins it (its commit, files, sizes and sha256): no Hub API call."""
     model = resolved_from_locked(
         locked,
-        file_url=partial(hub_file_url, endpoint),
-        token_url=partial(xet_token_url, endpoint),
+        file_url=partial(hub_file_url, settings.endpoint),
+        token_url=partial(xet_token_url, settings.endpoint),
         spec=spec,
-        environ=session.environ,
-        secrets=session.settings.secrets,
+        environ=settings.environ,
+        secrets=settings.secrets,
     )
     return marked_signature(spec, model)
 
@@ -141,7 +141,6 @@ def _kept(
     why, kept = _why(spec, exc), _kept_what(record)
     warning = f"could not check {spec.name} for updates: {why}; keeping {kept}"
     log.warning("%s", warning)
-    reason = "Hub unreachable: kept the verified copy"
     return [
         FileOutcome(
             spec.name,
@@ -150,7 +149,7 @@ def _kept(
             f.size,
             f.sha256,
             "skipped",
-            reason=reason,
+            reason="Hub unreachable: kept the verified copy",
             warning=warning,
         )
         for f in status.files
@@ -159,19 +158,14 @@ def _kept(
 
 def _kept_what(record: ModelRecord) -> str:
     """The installed version in words: its commit when the files are all of one."""
-    entries = (entry.commit for entry in record.files.values())
-    commits = {commit for commit in (record.commit, *entries) if commit}
-    if len(commits) != 1:
-        return "the installed files"
-    return f"commit {commits.pop()[:12]}"
+    commits = {c for c in (record.commit, *(e.commit for e in record.files.values())) if c}
+    return f"commit {commits.pop()[:12]}" if len(commits) == 1 else "the installed files"
 
 
 def _why(spec: ModelSpec, exc: MdlError) -> str:
     """The error's message without its leading "<model>[/path]: "."""
     head, sep, rest = exc.message.partition(": ")
-    if sep and (head == spec.name or head.startswith(f"{spec.name}/")):
-        return rest
-    return exc.message
+    return rest if sep and (head == spec.name or head.startswith(f"{spec.name}/")) else exc.message
 
 
 def resolve_models(
@@ -191,15 +185,16 @@ def resolve_models(
         resolved, failures = resolve(session, models, lock=lockfile)
         docs: list[dict[str, Any]] = []
         for model in resolved:
-            files = [_file_doc(session, remote, follow, failures) for remote in model.files]
-            doc = {
-                "name": model.name,
-                "revision": model.revision,
-                "commit": model.commit,
-                "files": files,
-            }
             warning = lockfile.warnings.get(model.name)  # resolved fresh: not locked
-            docs.append({**doc, "locked": warning is None and lockfile.lock is not None})
+            docs.append(
+                {
+                    "name": model.name,
+                    "revision": model.revision,
+                    "commit": model.commit,
+                    "files": [_file_doc(session, r, follow, failures) for r in model.files],
+                    "locked": warning is None and lockfile.lock is not None,
+                }
+            )
             if warning is not None:
                 docs[-1]["warning"] = warning
         return docs, failures
@@ -219,13 +214,16 @@ def _file_doc(
     entry = recorded(session.store, remote)
     layout = session.layout
     state, placement = file_state(layout, remote.model, remote.path, remote.source, entry)
-    dest = placement.shown if placement else unplaced_path(layout, remote.model)
-    other_bytes = entry is not None and entry.sha256 != remote.sha256
-    if state == "installed" and remote.sha256 and other_bytes:
+    if (
+        state == "installed"
+        and remote.sha256
+        and entry is not None
+        and entry.sha256 != remote.sha256
+    ):
         state = "outdated"
     return {
         "path": remote.path,
-        "dest": str(dest),
+        "dest": str(placement.shown if placement else unplaced_path(layout, remote.model)),
         "url": redact_url(url) if url else remote.source,
         "size": remote.size,
         "sha256": remote.sha256,

@@ -296,9 +296,12 @@ class PullSession:
         """A direct URL with its size and validator (``carry``: and its first bytes, left for the
         download to read, holding a connection until then: only for a few files at a time)."""
         found = self.probed(remote, carry=carry)
-        located = found.url if found.ranged else None
         return with_probe(
-            remote, size=found.size, etag=found.validator, located=located, opening=found.opening
+            remote,
+            size=found.size,
+            etag=found.validator,
+            located=found.url if found.ranged else None,
+            opening=found.opening,
         )
 
     def probed(self, remote: RemoteFile, *, carry: bool = False) -> Probed:
@@ -306,12 +309,11 @@ class PullSession:
         end).
         """
         what = label_of(remote)
-        credentials = self.credentials(remote)
         ask = partial(
             probe,
             self.client,
             remote.url,
-            credentials=credentials,
+            credentials=self.credentials(remote),
             what=what,
             carry=carry,
             saved_as=remote.path,
@@ -376,10 +378,12 @@ class Fills:
                 " first folder is filled from {path} or starts with '.'); not filling it"
             )
             return None
-        endpoint = dict(self.settings.mirror_endpoints).get(template)
         scratch = names.Probe(names.folder_of(template), self.token).uri
         try:
-            writer = store.writer(endpoint=endpoint, secrets=self.settings.secrets)
+            writer = store.writer(
+                endpoint=dict(self.settings.mirror_endpoints).get(template),
+                secrets=self.settings.secrets,
+            )
             honoured = honours_conditions(writer, scratch)
         except ConditionalWritesIgnored:
             honoured = False
@@ -511,6 +515,4 @@ def _mirror_is_down(exc: MdlError, *, store: ObjectStore | None) -> bool:
             words in said
             for words in ("cannot connect", "cannot reach", "did not accept a connection")
         )
-    if store is not None:
-        return store.is_down(said)
-    return isinstance(exc, AuthError)
+    return store.is_down(said) if store is not None else isinstance(exc, AuthError)

@@ -137,10 +137,15 @@ class Bucket:
             if action == "skipped"
             else ""
         )
-        fetched = f.size if action == "uploaded" else 0
-        dest = self.uri(f.model, f.path)
         return FileOutcome(
-            f.model, f.path, dest, f.size, f.sha256, action, reason=reason, fetched=fetched
+            f.model,
+            f.path,
+            self.uri(f.model, f.path),
+            f.size,
+            f.sha256,
+            action,
+            reason=reason,
+            fetched=f.size if action == "uploaded" else 0,
         )
 
 

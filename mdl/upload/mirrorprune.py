@@ -9,10 +9,9 @@ not pin (its files are not known without asking upstream)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from mdl.buckets import names
@@ -21,11 +20,10 @@ from mdl.buckets.protocol import Listed, Mark, Seen, Writer, side_of
 from mdl.buckets.registry import store_for
 from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, Settings, fixed_part, parse_template
 from mdl.catalog.specs import NAME_RE, ModelSpec
+from mdl.download.resolve import from_lock
 from mdl.errors import MdlError, UsageError, worst_exit_code
-from mdl.lockfile.model import LockedModel, resolved_from_locked
 from mdl.lockfile.policy import LockUse
-from mdl.sources.hub import hub_file_url, xet_token_url
-from mdl.sources.resolve import ResolvedModel, marked_signature, mirror_targets
+from mdl.sources.resolve import ResolvedModel, mirror_targets
 
 log = logging.getLogger("mdl.prune")
 
@@ -88,29 +86,30 @@ class MirrorPruneReport:
         """When the same command removes an object kept for its age, in words (None: never)."""
         if not (when := self._later(entry)):
             return None
-        days = when["removed_in_days"]
-        return f"would be removed after {when['removed_after']} (in {days:.1f} day(s))"
+        return (
+            f"would be removed after {when['removed_after']}"
+            f" (in {when['removed_in_days']:.1f} day(s))"
+        )
 
     @property
     def exit_code(self) -> int:
         return worst_exit_code([int(e.exit_code) for e in self.errors])
 
     def to_json(self) -> dict[str, Any]:
-        removed = [
-            {"uri": e.uri, "size": e.size, "reason": e.reason, "removed": not self.dry_run}
-            for e in self.removed
-        ]
-        kept = [
-            {"uri": e.uri, "size": e.size, "reason": e.reason, **self._later(e)} for e in self.kept
-        ]
         return {
             "ok": not self.errors,
             "dry_run": self.dry_run,
             "mirror": self.mirror,
             "keep_days": self.keep_days,
             "freed": self.freed,
-            "removed": removed,
-            "kept": kept,
+            "removed": [
+                {"uri": e.uri, "size": e.size, "reason": e.reason, "removed": not self.dry_run}
+                for e in self.removed
+            ],
+            "kept": [
+                {"uri": e.uri, "size": e.size, "reason": e.reason, **self._later(e)}
+                for e in self.kept
+            ],
             "warnings": list(self.warnings),
             "errors": [e.message for e in self.errors],
         }
@@ -169,15 +168,15 @@ def model_prefix(template: str, model: str) -> str:
                 break
             prefix, filled = prefix + model, True
             continue
-        end = next((i for i, c in enumerate(part) if not _in_name(c)), None) if filled else None
+        end = (
+            next((i for i, c in enumerate(part) if NAME_RE.fullmatch(c) is None), None)
+            if filled
+            else None
+        )
         if end is not None:
             return prefix + part[: end + 1]
         prefix += part
     return fixed_part(template) if filled else prefix
-
-
-def _in_name(char: str) -> bool:
-    return NAME_RE.fullmatch(char) is not None
 
 
 def named_in(
@@ -343,8 +342,9 @@ class _MirrorRun:
             self.kept.append(MirrorEntry(item.uri, seen.size, why))
         elif now - seen.modified < keep_days * DAY:
             young = f"younger than {keep_days:g} day(s)"
-            after = seen.modified + keep_days * DAY
-            self.kept.append(MirrorEntry(item.uri, seen.size, young, after=after))
+            self.kept.append(
+                MirrorEntry(item.uri, seen.size, young, after=seen.modified + keep_days * DAY)
+            )
         else:
             self.remove(Listed(item.uri, seen.size, seen.modified), UNNAMED, etag=seen.etag)
 
@@ -387,8 +387,11 @@ class _MirrorRun:
             if item.modified < before:
                 self.removed.append(MirrorEntry(item.uri, item.size, ABANDONED))
             else:
-                after = item.modified + ABANDONED_DAYS * DAY
-                self.kept.append(MirrorEntry(item.uri, item.size, UNFINISHED, after=after))
+                self.kept.append(
+                    MirrorEntry(
+                        item.uri, item.size, UNFINISHED, after=item.modified + ABANDONED_DAYS * DAY
+                    )
+                )
 
     def parts(self, folder: str, named: Named, *, before: float, guarded: set[str]) -> None:
         """Remove the parts a dead fill published (``folder``: the mirror's), an object's at a
@@ -405,8 +408,9 @@ class _MirrorRun:
             keep = target in guarded or not named.ours(target)
             if keep or newest >= before:
                 after = None if keep else newest + ABANDONED_DAYS * DAY
-                size = sum(part.size for part in parts)
-                self.kept.append(MirrorEntry(where, size, FILL_PARTS, after=after))
+                self.kept.append(
+                    MirrorEntry(where, sum(part.size for part in parts), FILL_PARTS, after=after)
+                )
             elif sizes := [p.size for p in parts if self.part_gone(p, target, folder, named)]:
                 self.removed.append(MirrorEntry(where, sum(sizes), ABANDONED))
 
@@ -486,31 +490,21 @@ def prune_mirror_models(
     lock = LockUse(settings)
     lock.require(models)  # --locked: a model the lock does not pin is refused before any listing
     doing = "keeping every object under its name in the mirror"
-    found = {spec.name: lock.pinned(spec, doing=doing) for spec in models}
-    entries = {name: locked for name, locked in found.items() if locked is not None}
-    pinned = [_resolved(settings, s, entries[s.name]) for s in models if s.name in entries]
-    unpinned = [spec.name for spec in models if spec.name not in entries]
-    named, unsure = named_in(template, pinned, unpinned, all_models=all_models)
+    entries = {
+        spec.name: locked
+        for spec in models
+        if (locked := lock.pinned(spec, doing=doing)) is not None
+    }
+    named, unsure = named_in(
+        template,
+        [from_lock(settings, s, entries[s.name]) for s in models if s.name in entries],
+        [spec.name for spec in models if spec.name not in entries],
+        all_models=all_models,
+    )
     endpoint = dict(settings.mirror_endpoints).get(template)
     writer = store.writer(endpoint=endpoint, secrets=settings.secrets)
     report = prune_mirror(writer, template, named, keep_days=keep_days, dry_run=settings.dry_run)
-    return _with_warnings(report, [*lock.warnings.values(), *unsure])
-
-
-def _resolved(settings: Settings, spec: ModelSpec, locked: LockedModel) -> ResolvedModel:
-    model = resolved_from_locked(
-        locked,
-        file_url=partial(hub_file_url, settings.endpoint),
-        token_url=partial(xet_token_url, settings.endpoint),
-        spec=spec,
-        environ=settings.environ,
-        secrets=settings.secrets,
-    )
-    return marked_signature(spec, model)
-
-
-def _with_warnings(report: MirrorPruneReport, warnings: Iterable[str]) -> MirrorPruneReport:
-    return replace(report, warnings=(*report.warnings, *warnings))
+    return replace(report, warnings=(*report.warnings, *lock.warnings.values(), *unsure))
 
 
 def _when(epoch: float) -> str:

@@ -77,10 +77,9 @@ class Signer:
                     " is published"
                 ),
             )
-        ready = tuple(f for f in model.ready if f.path != SIGNATURE_FILE)
         return replace(
             model,
-            ready=ready,
+            ready=tuple(f for f in model.ready if f.path != SIGNATURE_FILE),
             failures=tuple(f for f in model.failures if f.path != SIGNATURE_FILE),
         )
 
@@ -119,20 +118,15 @@ class Signer:
         data, reason = signature.data, f"signed with {self.key}"
         if action.startswith("skip"):
             reason = "already in the bucket (verified: this key signed these files)"
-        dest, sha256 = (
-            bucket.uri(signature.model, SIGNATURE_FILE),
-            hashlib.sha256(data).hexdigest(),
-        )
-        fetched = len(data) if action == "uploaded" else 0
         return FileOutcome(
             signature.model,
             SIGNATURE_FILE,
-            dest,
+            bucket.uri(signature.model, SIGNATURE_FILE),
             len(data),
-            sha256,
+            hashlib.sha256(data).hexdigest(),
             action,
             reason=reason,
-            fetched=fetched,
+            fetched=len(data) if action == "uploaded" else 0,
         )
 
     def publish(self, bucket: Bucket, signature: Signature) -> FileOutcome:
@@ -262,8 +256,9 @@ class _Signing:
         rows: list[FileOutcome] = []
         for signature in self.signatures.values():
             kept = self.signer.there(bucket, signature)
-            action = "upload" if kept is None else "skip"
-            rows.append(self.signer.outcome(bucket, kept or signature, action))
+            rows.append(
+                self.signer.outcome(bucket, kept or signature, "upload" if kept is None else "skip")
+            )
         return rows
 
     def publish(self, bucket: Bucket, model: str) -> list[FileOutcome]:
@@ -326,12 +321,14 @@ def _put_small(bucket: Bucket, uri: str, data: bytes, *, compare: bool = True) -
 
 def _sent(outcomes: Sequence[FileOutcome], model: str) -> bool:
     """Whether this run sent (or tried to send) a file of ``model`` to the bucket."""
-    for f in outcomes:
-        to_bucket = f.dest is not None and store_for(f.dest) is not None
-        sending = f.action in ("uploaded", "failed") and f.path is not None
-        if f.model == model and to_bucket and sending:
-            return True
-    return False
+    return any(
+        f.model == model
+        and f.dest is not None
+        and store_for(f.dest) is not None
+        and f.action in ("uploaded", "failed")
+        and f.path is not None
+        for f in outcomes
+    )
 
 
 @dataclass(frozen=True)
@@ -362,10 +359,11 @@ def local_model(
         return LocalModel(
             spec, record, (), (outcome if isinstance(error, IntegrityError) else missing,)
         )
-    if pinned is not None:
-        expected = {p.path: p.sha256 for p in pinned}
-    else:
-        expected = {f.save_path: f.sha256 for f in spec.files}
+    expected = (
+        {p.path: p.sha256 for p in pinned}
+        if pinned is not None
+        else {f.save_path: f.sha256 for f in spec.files}
+    )
     pinned_by = "catalog.lock" if pinned is not None else "catalog"
     ready: list[ReadyFile] = []
     failures: list[FileOutcome] = []

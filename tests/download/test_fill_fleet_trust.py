@@ -414,7 +414,12 @@ def test_a_holder_killed_then_restarted_takes_its_lease_at_once_and_publishes_it
     hub.add_repo("org/tiny", {"model.safetensors": BIG})
     hub.cdn.throttle_bps = 2 * PART  # per stream: the first run is killed a third in
     processes.append(first := child(hub, tmp_path, root))
-    wait_for(lambda: cdn_bytes(hub) > 0 or (tmp_path / "m0.log").exists(), what="a holder")
+
+    def holding() -> bool:  # the first run holds the lease before the follower starts
+        log = tmp_path / "m0.log"
+        return log.exists() and "(lease taken)" in log.read_text()
+
+    wait_for(holding, what="a holder")
     processes.append(follower := child(hub, tmp_path, root, "m1"))
 
     def waiting() -> bool:
