@@ -237,12 +237,12 @@ class S3Conditional:
         altered on the way. ``side``: marked as mdl's, as ``upload`` marks (its metadata)."""
         obj = parse_s3_uri(uri)
         big = len(data) > SMALL_BODY
+        client = self.client() if big else self._s3_small()
         sha256 = hashlib.sha256(data).hexdigest()
         try:
             reply = put(
-                self.client() if big else self._s3_small(), obj, data, sleep=self.sleep,
-                sha256=sha256 if big else None, metadata=_mark(uri, sha256, len(data), side),
-                IfNoneMatch="*",
+                client, obj, data, sleep=self.sleep, sha256=sha256 if big else None,
+                metadata=_mark(uri, sha256, len(data), side), IfNoneMatch="*",
             )  # fmt: skip
         except Refused as refused:
             return self._ours(uri, data) if refused.retried else None

@@ -69,10 +69,11 @@ class S3Store:
         client = s3_client(secrets=secrets)
         head = head_s3(client, obj)
         size = head.get("ContentLength")
+        size = size if isinstance(size, int) else None
         return StoredObject(
             obj.key.rsplit("/", 1)[-1],
             presign_get(client, obj),
-            size if isinstance(size, int) else None,
+            size,
             sha256_of_head(head),
             where=safe_text(obj.uri),
         )

@@ -181,9 +181,8 @@ class S3Upload:
                 )
             except Refused as refused:
                 # tried again after a lost reply: ours if its ETag is our bytes' MD5 (no KMS)
-                return refused.retried and self._has_etag(
-                    hashlib.md5(data, usedforsecurity=False).hexdigest()
-                )
+                md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+                return refused.retried and self._has_etag(md5)
         if self.sent is not None and data:  # no bytes, no report (a folder's copy makes none)
             self.sent(len(data))
         return True

@@ -408,12 +408,8 @@ def _marking(uri: str, data: bytes, side: str | None, seen: Seen) -> Seen:
     """The object just written (``seen``) marked as mdl's when ``side`` is given and it is a
     fill's part, bound to its name below the mirror's folder."""
     if side is not None and (part := names.Part.parse(uri)) is not None:
-        said = mark_text(
-            _below(uri, part.folder),
-            sha256=hashlib.sha256(data).hexdigest(),
-            size=len(data),
-            side=side,
-        )
+        sha256 = hashlib.sha256(data).hexdigest()
+        said = mark_text(_below(uri, part.folder), sha256=sha256, size=len(data), side=side)
         _write_mark(uri, part.folder, f"{seen.etag}\n{said}".encode())
     return seen
 

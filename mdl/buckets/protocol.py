@@ -129,9 +129,8 @@ def side_of(source: str) -> str:
 
 
 def _digest(where: str, sha256: str, size: int, side: str) -> str:
-    return hashlib.sha256(
-        f"mdl mark {MARK_VERSION}\0{where}\0{sha256}\0{size}\0{side}".encode()
-    ).hexdigest()[:32]
+    said = f"mdl mark {MARK_VERSION}\0{where}\0{sha256}\0{size}\0{side}"
+    return hashlib.sha256(said.encode()).hexdigest()[:32]
 
 
 def mark_text(where: str, *, sha256: str, size: int, side: str) -> str:

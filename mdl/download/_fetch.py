@@ -52,11 +52,11 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
     # signed or not as signed, is no part of its version.)
     last = {i: p for i, p in todo.items() if p.remote.staged is not None}
     first = {i: p for i, p in todo.items() if i not in last}
+    served = session.demand is not None  # loaders read each file once its record is written
     records = RecordQueue(
         session.store,
         dirs=session.dirs,
-        # loaders read each file once its record is written
-        interval=SERVED_FLUSH_INTERVAL if session.demand is not None else RECORD_FLUSH_INTERVAL,
+        interval=SERVED_FLUSH_INTERVAL if served else RECORD_FLUSH_INTERVAL,
     )
     try:
         results |= Crew(session, first, work=partial(_fetch_one, session, records)).run()
@@ -126,16 +126,14 @@ def _held_back(plan: PlannedFile, codes: Sequence[int]) -> FileOutcome:
     own is theirs). It waits under .mdl/partial for the next pull; the one in place still signs the
     files on disk."""
     remote = plan.remote
-    outcome = _failed(
-        plan,
-        error_for_exit_code(worst_exit_code(list(codes)))(
-            f"{label_of(remote)}: verified, not placed: other files of {remote.model} failed",
-            hint=(
-                "the signature in place still signs the files on disk; the next pull places it"
-                " with them"
-            ),
+    exc = error_for_exit_code(worst_exit_code(list(codes)))(
+        f"{label_of(remote)}: verified, not placed: other files of {remote.model} failed",
+        hint=(
+            "the signature in place still signs the files on disk; the next pull places it with"
+            " them"
         ),
     )
+    outcome = _failed(plan, exc)
     log_outcome(outcome)
     return outcome
 
@@ -280,6 +278,7 @@ def _act(
         ):
             session.layout.link(plan.placement)
             verified = _verified_as_kept(remote, entry)
+            adopted = adopted_when_found(entry)  # there before mdl: never mdl's to prune
             record = _record(
                 plan,
                 size=size,
@@ -287,7 +286,7 @@ def _act(
                 git_oid=git_oid,
                 etag=remote.etag,
                 verified=verified,
-                adopted=adopted_when_found(entry),  # there before mdl: never mdl's to prune
+                adopted=adopted,
                 kept=entry,
             )
             return (
@@ -303,15 +302,9 @@ def _act(
     # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify
     # or not. A signed model's files are held to their signature whatever --no-verify says: the
     # catalog asks for it.
+    verify = session.settings.verify or plan.placement.link is not None or remote.signed is not None
     job = transfer_job(
-        session,
-        remote,
-        plan.placement.store,
-        plan.placement.final,
-        verify=session.settings.verify
-        or plan.placement.link is not None
-        or remote.signed is not None,
-        retries=retries,
+        session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries
     )
     # a signature verified before the others: shown as it came
     result = _from_staged(session, job, remote)
@@ -319,13 +312,15 @@ def _act(
         result = fetch_from_sources(session, job, remote)
         session.progress.finish(job.label, ok=True)
     session.layout.link(plan.placement)
+    # etag: the validator of the bytes we actually got
     size, sha256 = result.size, result.sha256
+    etag = result.etag or remote.etag
     record = _record(
         plan,
         size=size,
         sha256=sha256,
         git_oid=result.git_oid,
-        etag=result.etag or remote.etag,  # the validator of the bytes we actually got
+        etag=etag,
         verified=result.verified,
         result=result,
     )

@@ -241,10 +241,8 @@ def _waited(
     except InterruptedByUserError as exc:  # Ctrl-C: said as every interrupted file is
         raise InterruptedByUserError(INTERRUPTED) from exc
     except (MdlError, OSError) as exc:  # OSError: the partial the parts go to
-        return GaveUp(
-            "cannot wait on it: "
-            + (exc.message if isinstance(exc, MdlError) else exc.strerror or str(exc))
-        )
+        why = exc.message if isinstance(exc, MdlError) else exc.strerror or str(exc)
+        return GaveUp(f"cannot wait on it: {why}")
     finally:
         said.waited += session.fill_waits.end(started)
         if streamer is not None:  # what it read, kept for whatever fetches the rest
@@ -328,8 +326,8 @@ def _holding(
             publisher = Publisher(parts.under(lease.token), job) if parts is not None else None
             with publisher or nullcontext():
                 # its fetch tells the publisher what lands
-                heard = replace(job, on_landed=publisher.heard if publisher is not None else None)
-                result = replace(sources, job=heard).origin()
+                hear = publisher.heard if publisher is not None else None
+                result = replace(sources, job=replace(job, on_landed=hear)).origin()
             if renewing.lost.is_set():
                 # another machine took it over and may be fetching too; the upload never replaces
                 log.info("%s: the lease on mirror %s lapsed while fetching", label, shown)

@@ -84,9 +84,10 @@ class PartSet:
     def published(self) -> set[int]:
         """The parts there now (a name of another shape or size is no part of ours, and costs
         only its listing; a listing too long to judge shows none)."""
+        listed = numbered(self.writer, self.prefix, names.Part) or {}
         return {
             n
-            for n, item in (numbered(self.writer, self.prefix, names.Part) or {}).items()
+            for n, item in listed.items()
             if n <= self.count and item.size == self.span(n)[1] - self.span(n)[0]
         }
 

@@ -257,13 +257,8 @@ def look(remote: RemoteFile, placement: Placement, records: Store, *, force: boo
         else 0
     )
     there = stat_file(placement.final)
-    decision = decide(
-        remote,
-        entry,
-        LocalState.of(there, partial_bytes=partial),
-        force=force,
-        unnamed=policy_of(remote).unnamed,
-    )
+    local = LocalState.of(there, partial_bytes=partial)
+    decision = decide(remote, entry, local, force=force, unnamed=policy_of(remote).unnamed)
     warning = _in_the_way(placement)
     if warning is not None and force and decision.action is Action.DOWNLOAD:
         # get --force: what was there is replaced, as a file is

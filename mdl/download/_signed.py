@@ -214,11 +214,8 @@ def _new_to_verify(session: PullSession, sig: RemoteFile, fingerprint: str) -> b
 def _kept_path(session: PullSession, sha256: bytes, fingerprint: str) -> Path:
     """Where the statement a signature (by its sha256) verified against a trust (its fingerprint)
     signs is kept."""
-    return (
-        session.store.state_dir
-        / "signatures"
-        / f"{hashlib.sha256(sha256 + fingerprint.encode()).hexdigest()}.json"
-    )
+    name = hashlib.sha256(sha256 + fingerprint.encode()).hexdigest()
+    return session.store.state_dir / "signatures" / f"{name}.json"
 
 
 def _verified(

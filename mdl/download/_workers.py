@@ -124,10 +124,8 @@ def job_counts(settings: Settings, todo: Sequence[PlannedFile]) -> tuple[int, in
     """
     if settings.jobs_set:
         return settings.jobs, 1
-    return (
-        max(1, min(MANY_JOBS, sum(1 for plan in todo if not is_big(plan)))),
-        max(1, settings.jobs),
-    )
+    small = sum(1 for plan in todo if not is_big(plan))
+    return max(1, min(MANY_JOBS, small)), max(1, settings.jobs)
 
 
 # the two lanes of workers: one stream per file, and parallel ranges (is_big)

@@ -237,10 +237,11 @@ def _no_signature_upstream(
             if trust.file_is_url:
                 session.probe(remote)
         except NotFoundError:
+            repo = spec.repo or spec.files[0].repo
             where = (
                 f"no signature at {redact_url(trust.file)}"
                 if trust.file_is_url
-                else f"{spec.repo or spec.files[0].repo} has no {trust.file}"
+                else f"{repo} has no {trust.file}"
             )
             return (
                 f"{spec.name}: {where}: `mdl pull {spec.name}` fails (exit 6) until the model is"
@@ -263,11 +264,7 @@ def _check_entry(
             resolve_model(spec, hub=session.hub, environ=session.environ)
             return
         for file in [f for f in spec.files if f.save_path in added]:
-            remote = resolve_file(
-                spec.name,
-                file,
-                hub=session.hub if file.url is None else None,
-                environ=session.environ,
-            )
+            hub = session.hub if file.url is None else None
+            remote = resolve_file(spec.name, file, hub=hub, environ=session.environ)
             if file.url is not None:
                 session.probe(remote)

@@ -275,14 +275,8 @@ def _fetch_remote(
     openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
     try:
         for index, item, target in items:
-            found = _planned(
-                session,
-                item,
-                target,
-                sha256=sha256,
-                carry=len(items) == 1 and index not in present,
-                openings=openings,
-            )
+            carry = len(items) == 1 and index not in present
+            found = _planned(session, item, target, sha256=sha256, carry=carry, openings=openings)
             if not isinstance(found, FileOutcome):
                 planned[index] = found
             else:

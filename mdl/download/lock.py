@@ -163,7 +163,8 @@ def _write_merged(
         changed = write_lock_file(path, new)
     shown = scope.shown(base, new)
     before = {n: m for n, m in base.models.items() if n in shown}
-    return changed, tuple(diff_locks(before, {n: m for n, m in new.models.items() if n in shown}))
+    after = {n: m for n, m in new.models.items() if n in shown}
+    return changed, tuple(diff_locks(before, after))
 
 
 def _read_lock(path: Path, *, anew: bool) -> tuple[Lock | None, str | None]:
@@ -188,14 +189,8 @@ def _lock_models(
         return {}, []
     # the record of a past pull is no resolution: it may be any commit, and lack files
     if settings.offline:
-        return {}, [
-            failed(
-                s.name,
-                None,
-                NetworkError(f"{s.name}: HF_HUB_OFFLINE is set; it must be resolved to be locked"),
-            )
-            for s in specs
-        ]
+        why = "HF_HUB_OFFLINE is set; it must be resolved to be locked"
+        return {}, [failed(s.name, None, NetworkError(f"{s.name}: {why}")) for s in specs]
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
         # what it renews: never from the lock
         resolved, failures = resolve(session, specs, lock=None)

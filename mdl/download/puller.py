@@ -122,11 +122,8 @@ def _expect(
         # A file its signature does not sign, installed by an earlier pull (before the catalog asked
         # for a signer), is no longer vouched for: its record goes, so no view calls it (or its
         # model) installed and signed.
-        recorded = tuple(
-            path
-            for path in signatures.unsigned.get(model.name, ())
-            if record and path in record.files
-        )
+        unsigned = signatures.unsigned.get(model.name, ())
+        recorded = tuple(path for path in unsigned if record and path in record.files)
         if not recorded and _as_expected(record, model, expected, whose=whose):
             continue
         store.update_record(

@@ -214,12 +214,8 @@ def _file_doc(
     entry = recorded(session.store, remote)
     layout = session.layout
     state, placement = file_state(layout, remote.model, remote.path, remote.source, entry)
-    if (
-        state == "installed"
-        and remote.sha256
-        and entry is not None
-        and entry.sha256 != remote.sha256
-    ):
+    other_bytes = entry is not None and entry.sha256 != remote.sha256
+    if state == "installed" and remote.sha256 and other_bytes:
         state = "outdated"
     return {
         "path": remote.path,

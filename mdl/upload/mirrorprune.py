@@ -387,11 +387,8 @@ class _MirrorRun:
             if item.modified < before:
                 self.removed.append(MirrorEntry(item.uri, item.size, ABANDONED))
             else:
-                self.kept.append(
-                    MirrorEntry(
-                        item.uri, item.size, UNFINISHED, after=item.modified + ABANDONED_DAYS * DAY
-                    )
-                )
+                after = item.modified + ABANDONED_DAYS * DAY
+                self.kept.append(MirrorEntry(item.uri, item.size, UNFINISHED, after=after))
 
     def parts(self, folder: str, named: Named, *, before: float, guarded: set[str]) -> None:
         """Remove the parts a dead fill published (``folder``: the mirror's), an object's at a
@@ -408,9 +405,8 @@ class _MirrorRun:
             keep = target in guarded or not named.ours(target)
             if keep or newest >= before:
                 after = None if keep else newest + ABANDONED_DAYS * DAY
-                self.kept.append(
-                    MirrorEntry(where, sum(part.size for part in parts), FILL_PARTS, after=after)
-                )
+                size = sum(part.size for part in parts)
+                self.kept.append(MirrorEntry(where, size, FILL_PARTS, after=after))
             elif sizes := [p.size for p in parts if self.part_gone(p, target, folder, named)]:
                 self.removed.append(MirrorEntry(where, sum(sizes), ABANDONED))
 
