@@ -22,7 +22,9 @@ JOIN = 5.0  # seconds ``stop`` waits for the work to return
 
 class Background:
     """``work(stop)`` run on a daemon thread named ``name`` between ``start`` and ``stop`` (or as
-    a context). ``stop`` may be shared (one event ends several helpers); its own otherwise."""
+    a context). ``stop`` may be shared (one event ends several helpers); its own otherwise.
+    ``join``: None when the caller's next step needs the work's end (it is bounded by its own
+    size, as hashing a file's tail is): ``stop`` then waits for it (Ctrl-C still heard)."""
 
     def __init__(
         self,
@@ -30,7 +32,7 @@ class Background:
         work: Callable[[threading.Event], None],
         *,
         stop: threading.Event | None = None,
-        join: float = JOIN,
+        join: float | None = JOIN,
     ) -> None:
         self.name = name
         self.stopping = threading.Event() if stop is None else stop

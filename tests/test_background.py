@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mdl.background import Background, every
+from mdl.background import JOIN, Background, every
 
 
 def test_the_work_runs_until_stopped_and_stop_joins_it() -> None:
@@ -82,3 +82,22 @@ def test_no_thread_is_started_but_through_background() -> None:
         or (isinstance(node, ast.ImportFrom) and any(a.name == "Thread" for a in node.names))
     )
     assert raw == []
+
+
+@pytest.mark.realtime  # waits out the default bound
+def test_a_stop_without_a_bound_waits_for_the_works_end() -> None:
+    """``join=None``: the caller's next step needs what the work does after its stop is told."""
+    go = threading.Event()
+
+    def work(stop: threading.Event) -> None:
+        stop.wait()
+        assert go.wait(60)  # still working after the stop was told, past the default bound
+
+    helper = Background("t-tail", work, join=None).start()
+    stopper = threading.Thread(target=helper.stop)
+    stopper.start()
+    stopper.join(JOIN + 1)
+    assert stopper.is_alive(), "stop gave up on work its caller needs ended"
+    go.set()
+    stopper.join(60)
+    assert not stopper.is_alive() and not helper.alive

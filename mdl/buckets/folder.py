@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,8 @@ from mdl.buckets.protocol import LEGACY_MARK, Listed, Seen, StoredObject, author
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError, disk_error
 from mdl.paths import kind_of, open_dir
 from mdl.redact import Secrets, printable, safe_text
+
+log = logging.getLogger(__name__)
 
 SCHEME = "file://"
 LOCAL_HOST = "localhost"
@@ -410,7 +413,10 @@ def _marking(uri: str, data: bytes, side: str | None, seen: Seen) -> Seen:
     if side is not None and (part := names.Part.parse(uri)) is not None:
         sha256 = hashlib.sha256(data).hexdigest()
         said = mark_text(_below(uri, part.folder), sha256=sha256, size=len(data), side=side)
-        _write_mark(uri, part.folder, f"{seen.etag}\n{said}".encode())
+        try:
+            _write_mark(uri, part.folder, f"{seen.etag}\n{said}".encode())
+        except MdlError as exc:  # the part stands unmarked: prune judges it by name and age
+            log.info("%s: not marked: %s", uri, exc.message)
     return seen
 
 

@@ -325,9 +325,8 @@ def _holding(
             log.info("%s: filling mirror %s (lease taken)", label, shown)
             publisher = Publisher(parts.under(lease.token), job) if parts is not None else None
             with publisher or nullcontext():
-                # its fetch tells the publisher what lands
-                hear = publisher.heard if publisher is not None else None
-                result = replace(sources, job=replace(job, on_landed=hear)).origin()
+                # its fetch tells the publisher what lands (and what it takes back)
+                result = replace(sources, job=replace(job, landing=publisher)).origin()
             if renewing.lost.is_set():
                 # another machine took it over and may be fetching too; the upload never replaces
                 log.info("%s: the lease on mirror %s lapsed while fetching", label, shown)

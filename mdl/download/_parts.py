@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 
 from mdl.background import Background
 from mdl.buckets import names
@@ -138,17 +138,22 @@ def _covered(span: tuple[int, int], ranges: Iterable[tuple[int, int]]) -> bool:
 @dataclass
 class Publisher:
     """The holder's: the parts its fetch has landed, sent as they become whole by one sender
-    beside the fetch, which hears what lands (``heard``: the fetch's ``TransferJob.on_landed``);
-    ``finish`` sends the rest from the verified file. A failure to send is said once, then left to
-    the end (the final object is written all the same)."""
+    beside the fetch, which tells it what lands and what is taken back (it is the fetch's
+    ``TransferJob.landing``); ``finish`` sends the rest from the verified file. A part counts as
+    sent only if no byte was taken back from before its read to after its send: else it goes
+    again, as it lands again or at the end. A failure to send is said once, then left to the end
+    (the final object is written all the same)."""
 
     parts: PartSet  # under the holder's own token
     job: TransferJob
     done: set[int] = field(default_factory=set)  # parts there, of our bytes
     beside: int = 0  # bytes sent while the fetch ran
     _failed: bool = False
-    # ranges landed, for the sender (None: the fetch ended); never full: the engine never waits
-    _landed: SimpleQueue[tuple[int, int] | None] = field(default_factory=SimpleQueue)
+    # (landed?, start, end) in the order told, for the sender (None: the fetch ended); never
+    # full: the engine never waits
+    _told: SimpleQueue[tuple[bool, int, int] | None] = field(default_factory=SimpleQueue)
+    _backs: int = 0  # take-backs told: a part read while it was n is sent for n only if it still is
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     # a part in flight ends within the store client's timeouts; past JOIN_WAIT the run goes on
     # (the daemon's parts are sent again at the end, or never needed)
     _sender: Background = field(init=False)
@@ -156,30 +161,46 @@ class Publisher:
     def __post_init__(self) -> None:
         self._sender = Background("mdl-parts", self._send_landed, join=JOIN_WAIT)
 
-    def heard(self, start: int, end: int) -> None:
-        """Bytes ``[start, end)`` of the ``.part`` landed (on a stream's thread: never blocks)."""
-        self._landed.put((start, end))
+    def landed(self, start: int, end: int) -> None:
+        self._told.put((True, start, end))
+
+    def taken_back(self, start: int, end: int) -> None:
+        with self._lock:  # (under the engine's lock, before the bytes change: brief)
+            self._backs += 1
+            self.done.difference_update(self._touching(start, end))
+        self._told.put((False, start, end))
 
     def __enter__(self) -> Publisher:
         self._sender.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._landed.put(None)  # the sender wakes
+        self._told.put(None)  # the sender wakes
         self._sender.stop()
 
+    def _touching(self, start: int, end: int) -> range:
+        part = self.parts.part
+        return range(start // part + 1, min((end - 1) // part + 1, self.parts.count) + 1)
+
     def _send_landed(self, stop: threading.Event) -> None:
-        """The sender: what landed merged, each part sent once it is whole, one at a time."""
+        """The sender: what landed merged (what was taken back cut out), each part sent once it
+        is whole, one at a time; all told so far read before each look."""
         have: list[tuple[int, int]] = []
-        part, count = self.parts.part, self.parts.count
-        while not (stop.is_set() or self._failed) and (got := self._landed.get()) is not None:
-            have = _merged([*have, got])
-            touched = range(got[0] // part + 1, min((got[1] - 1) // part + 2, count + 1))
-            self.beside += self._send(
-                [n for n in touched if _covered(self.parts.span(n), have)],
-                self.job.part_path,
-                until=stop,
-            )
+        pending: set[int] = set()  # parts landed, not sent yet
+        backs, ended = 0, False
+        while not (ended or stop.is_set() or self._failed):
+            told = [self._told.get()]
+            with suppress(Empty):
+                while told[-1] is not None:
+                    told.append(self._told.get_nowait())
+            ended = told[-1] is None
+            for landed, start, end in filter(None, told):
+                have = _merged([*have, (start, end)]) if landed else _without(have, start, end)
+                pending.update(self._touching(start, end) if landed else ())
+                backs += not landed
+            ready = sorted(n for n in pending - self.done if _covered(self.parts.span(n), have))
+            self.beside += self._send(ready, self.job.part_path, until=stop, backs=backs)
+            pending -= self.done
 
     def finish(self) -> list[str]:
         """Every part there (the rest sent from the verified file): their URIs in order; none
@@ -190,10 +211,16 @@ class Publisher:
         return [] if self._failed else [self.parts.uri(n) for n in range(1, self.parts.count + 1)]
 
     def _send(
-        self, numbers: Iterable[int], path: Path, *, until: threading.Event | None = None
+        self,
+        numbers: Iterable[int],
+        path: Path,
+        *,
+        until: threading.Event | None = None,
+        backs: int | None = None,
     ) -> int:
         """The parts ``numbers`` not sent yet, read from ``path``: one at a time (``until`` set:
-        no more), else (the end) READERS at once; the bytes sent."""
+        no more; ``backs``: the take-backs the sender knew of, none since, or no more), else (the
+        end, the file verified) READERS at once; the bytes sent."""
         parts, job = self.parts, self.job
         ready = [n for n in numbers if n not in self.done]
         if not ready:
@@ -205,16 +232,21 @@ class Publisher:
             return 0
 
         def send(number: int) -> int:
+            if backs is not None and self._backs != backs:
+                return 0  # taken back since: once it lands again
             start, end = parts.span(number)
             data = os.pread(fd, end - start, start)
             if len(data) != end - start or not _put(parts, number, data):
                 return 0
-            self.done.add(number)
+            with self._lock:
+                if backs is not None and self._backs != backs:
+                    return 0  # its bytes may have changed as they were read: sent again later
+                self.done.add(number)
             return len(data)
 
         try:
             if until is not None:
-                return sum(send(n) for n in ready if not until.is_set())
+                return sum(send(n) for n in ready if not until.is_set() and self._backs == backs)
             with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part") as pool:
                 return sum(pool.map(send, ready))
         except (OSError, MdlError) as exc:  # the object is still written (``finish``)
@@ -305,6 +337,12 @@ def _read(parts: PartSet, fd: int, number: int) -> tuple[int, int] | None:
         return None
     os.pwrite(fd, found[0], start)
     return start, end
+
+
+def _without(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """``ranges`` with ``[start, end)`` cut out."""
+    cut = [(a, min(b, start)) for a, b in ranges] + [(max(a, end), b) for a, b in ranges]
+    return _merged([(a, b) for a, b in cut if a < b])
 
 
 def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

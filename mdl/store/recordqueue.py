@@ -33,6 +33,10 @@ class RecordQueue:
         self.interval = interval
         self.dirs = dirs  # folders of renamed files: made durable before a record names them
         self._lock = threading.Lock()
+        # held through a whole flush: the last one (``close``) waits for one in flight, never
+        # returns while a batch it took is unwritten (bounded: each write waits on its record's
+        # lock for RECORD_LOCK_TIMEOUT at most; an interruptible wait, as Ctrl-C needs)
+        self._flushing = threading.Lock()
         self._pending: dict[str, list[tuple[FileRecord, HeldLocks]]] = {}
         self._writer = Background("records", every(interval, self._write)).start()
 
@@ -57,6 +61,10 @@ class RecordQueue:
         self.flush()
 
     def flush(self) -> None:
+        with self._flushing:
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
             batches, self._pending = self._pending, {}
         # Every file in the batch was renamed (and its folder noted) before it was queued: its

@@ -118,10 +118,10 @@ class PartFetch:
             model=job.model,
             path=job.path,
         )
-        if (hear := job.on_landed) is not None:  # the bytes resumed on: landed before
+        if (hear := job.landing) is not None:  # the bytes resumed on: landed before
             for piece in state.pieces:
                 if piece.done:
-                    hear(piece.start, piece.start + piece.done)
+                    hear.landed(piece.start, piece.start + piece.done)
         Restarts(self.shared, state).run()
         if state.size is None:  # unknown size: the stream ended, its length is the size
             state.pieces[0].end = state.pieces[0].done

@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx2
 
@@ -32,7 +32,7 @@ from mdl.transfer.http import (
     follow,
     transport_error,
 )
-from mdl.transfer.job import Opening, RangesIgnoredError, SourceChanged
+from mdl.transfer.job import Landing, Opening, RangesIgnoredError, SourceChanged
 from mdl.transfer.replies import check_range, check_size, check_version, size_differs
 from mdl.transfer.resume import HASH_BLOCK, DownloadState
 from mdl.transfer.scheduling import MiB, Piece, window
@@ -367,7 +367,7 @@ class PieceStream:
         self.shared.progress.advance(self.job.label, -self.state.drop(self.piece, why=why))
 
 
-# bytes an answer lands between two tellings of ``job.on_landed`` (and at its piece's end, and
+# bytes an answer lands between two tellings of ``job.landing`` (and at its piece's end, and
 # its own): a listener hears of a part soon after it is whole, not of every chunk
 LANDED_STEP = 1 * MiB
 
@@ -377,7 +377,7 @@ class BodyCopy:
 
     def __init__(self, shared: Shared, state: DownloadState, piece: Piece, span: Span) -> None:
         self.shared, self.state, self.piece, self.span = shared, state, piece, span
-        # bytes before ``told`` are told (``job.on_landed``); after it, up to the frontier, not yet
+        # bytes before ``told`` are told (``job.landing``); after it, up to the frontier, not yet
         self.start = self.offset = self.told = piece.start + piece.done
 
     def run(self, resp: httpx2.Response, *, encoded: bool, back: int = 0) -> None:
@@ -399,7 +399,7 @@ class BodyCopy:
             raise
         finally:
             self._count_answer(back)
-            if (hear := state.job.on_landed) is not None:
+            if (hear := state.job.landing) is not None:
                 self._tell(hear, done=True)
         self._measure_rate(began)
 
@@ -419,7 +419,7 @@ class BodyCopy:
             state.hasher.offer(self.offset, chunk)  # before `done` moves: the frontier's ours
             counted, complete, save = self._advance(written)
         self.offset += written
-        if (hear := state.job.on_landed) is not None:
+        if (hear := state.job.landing) is not None:
             self._tell(hear, done=complete)
         self._pass_on(written, counted)
         if complete and piece.end != piece.asked and state.free_after(piece) is None:
@@ -457,12 +457,12 @@ class BodyCopy:
                 state.lock.notify_all()
             return counted, complete, state.save_due(self.shared.config.checkpoint_interval)
 
-    def _tell(self, hear: Callable[[int, int], None], *, done: bool) -> None:
+    def _tell(self, hear: Landing, *, done: bool) -> None:
         """The bytes this answer landed since the last telling, told once they are LANDED_STEP
         (``done``: however few); none past what the piece claims (a body cut back claims less)."""
         landed = self.piece.start + self.piece.done  # its frontier: this stream alone moves it
         if landed - self.told >= (1 if done else LANDED_STEP):
-            hear(self.told, landed)
+            hear.landed(self.told, landed)
             self.told = landed
 
     def _pass_on(self, written: int, counted: int) -> None:

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import httpx2
 
@@ -108,6 +108,20 @@ class Opening:
             close()
 
 
+class Landing(Protocol):
+    """Whoever asks what of a job's ``.part`` is on disk as the fetch goes (a fill's publisher;
+    a check of each range): one listener, told on the engine's threads; it must not block."""
+
+    def landed(self, start: int, end: int) -> None:
+        """Bytes ``[start, end)`` are written and claimed: the ones a record resumes on first,
+        then each answer's every MiB, at its piece's end and at its own. Off the engine's lock."""
+
+    def taken_back(self, start: int, end: int) -> None:
+        """Bytes ``[start, end)`` told before are claimed no more (a piece dropped or cut back,
+        the file started over): told under the engine's lock BEFORE they change on disk, so a
+        reader that began before this is told read what had landed."""
+
+
 @dataclass(frozen=True)
 class TransferJob:
     label: str
@@ -139,10 +153,8 @@ class TransferJob:
     # A signature's digests other than the sha256 (shards, BLAKE2/3): computed from the bytes as
     # they are hashed
     signed: SignedFile | None = field(default=None, compare=False)
-    # Told ``(start, end)`` as bytes of the ``.part`` land (written there and claimed): the ones
-    # a record resumes on first, then each answer's every MiB, at its piece's end and at its own;
-    # on a stream's thread, off the engine's lock: it must not block (docs/maintaining.md)
-    on_landed: Callable[[int, int], None] | None = field(default=None, compare=False)
+    # Told what of the ``.part`` lands and what is taken back (``Landing``); None: nobody asks
+    landing: Landing | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -195,8 +195,15 @@ class DownloadState:
         """Claim none of the bytes on disk: they are fetched again."""
         with self.lock:
             for piece in self.pieces:
+                self._unclaim(piece.start, piece.start + piece.done)
                 piece.done = 0
             self.flushed = None
+
+    def _unclaim(self, start: int, end: int) -> None:
+        """THE one telling of bytes claimed no more (``Landing.taken_back``), before they change:
+        every state function that unclaims bytes calls it, under the lock."""
+        if end > start and (hear := self.job.landing) is not None:
+            hear.taken_back(start, end)
 
     def drop(self, piece: Piece, *, why: str) -> int:
         """Claim none of ``piece``'s bytes (its next answer starts it over); returns how many it
@@ -204,6 +211,7 @@ class DownloadState:
         # with the frontier: the hashing thread sees both or none; no record claims dropped bytes
         with self.lock:
             self.discarded = self.discarded or (why if piece.done else None)
+            self._unclaim(piece.start, piece.start + piece.done)
             dropped, piece.done = piece.done, 0
             self.restarted, self.answers, self.flushed = True, 0, None
             self.hasher.reset()
@@ -214,6 +222,7 @@ class DownloadState:
         longer claimed; returns how much."""
         with self.lock:
             dropped = max(0, piece.start + piece.done - frontier)
+            self._unclaim(frontier, frontier + dropped)
             piece.done -= dropped
             self.flushed = None  # which of the bytes it claimed were the file's, nothing tells
             self.fetched -= dropped
@@ -360,6 +369,8 @@ class DownloadState:
 
     def reset(self, pieces: list[Piece]) -> None:
         with self.lock:
+            for piece in self.pieces:  # the file starts over (truncated after this)
+                self._unclaim(piece.start, piece.start + piece.done)
             self.pieces, self.flushed = pieces, None
             self.adopt(None)  # the next answer says
             self.restarted = True

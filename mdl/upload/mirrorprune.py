@@ -354,15 +354,18 @@ class _MirrorRun:
         if self.dry_run:
             return
         objects = {item.uri for item in listed} - {entry.uri for entry in self.removed}
-        marks = names.Mark(folder, fixed.removeprefix(folder)).uri
-        try:
-            found = [names.Mark.parse(item.uri) for item in self.writer.listing(marks)]
-            for mark in found:
-                # looked at again: a fill may have written it since the listing
-                if mark and mark.object not in objects and self.writer.head(mark.object) is None:
-                    self.writer.delete(mark.uri)
-        except MdlError as exc:  # a mark left costs a few bytes: said in the log
-            log.info("%s: could not remove a mark: %s", marks, exc.message)
+        # the objects' marks, and the parts' (mdl's namespace is never listed with the objects:
+        # a part removed by an mdl before 0.8, or a kill between a part and its mark, leaves one)
+        for under in (fixed.removeprefix(folder), names.NAMESPACE + names.PARTS):
+            marks = names.Mark(folder, under).uri
+            try:
+                found = [names.Mark.parse(item.uri) for item in self.writer.listing(marks)]
+                for mark in (m for m in found if m and m.object not in objects):
+                    # looked at again: a fill may have written it since the listing
+                    if self.writer.head(mark.object) is None:
+                        self.writer.delete(mark.uri)
+            except MdlError as exc:  # a mark left costs a few bytes: said in the log
+                log.info("%s: could not remove a mark: %s", marks, exc.message)
 
     def older_lease(self, item: Listed) -> None:
         """mdl 0.3's lease beside its object: kept, and said once (its fleet and this mdl's do

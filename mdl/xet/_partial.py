@@ -312,7 +312,10 @@ class Partial:
         """A thread hashing the file's contiguous start as it grows (read back where no stream
         offered it from memory): the sha256 keeps pace with the streams instead of reading the whole
         file after the last byte."""
-        follower = Background(f"xet-hash:{self.job.label}", self._follow_frontier).start()
+        # its end is waited for: ``finish`` and the record's last save come after its last read
+        follower = Background(
+            f"xet-hash:{self.job.label}", self._follow_frontier, join=None
+        ).start()
         try:
             yield
         finally:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runfixtures import transfer_job
+from runfixtures import transfer_job, wait_for
 from s3proxy import s3_proxy
 from s3server import S3, s3, s3_server  # noqa: F401
 
@@ -149,3 +149,55 @@ def test_a_removed_part_takes_its_mark_and_empty_folders_with_it(tmp_path: Path)
         assert writer.delete(uri)
     space = tmp_path / "mirror" / ".mdl"
     assert os.listdir(space / "parts") == [] and os.listdir(space / "marks") == []
+
+
+def test_a_part_whose_bytes_were_taken_back_is_never_sent_with_other_bytes(
+    mirror: tuple[Writer, str], tmp_path: Path
+) -> None:
+    """The sender reads what was told in order: a range told landed, then taken back (the file
+    started over: zeros on disk), then landed again only in part, sends only the part whose bytes
+    landed again, never the one of zeros; the rest goes from the verified file at the end."""
+    writer, folder = mirror
+    job = transfer_job(tmp_path / "holder", "http://127.0.0.1:9/f.bin", DATA)
+    job.part_path.parent.mkdir(parents=True)
+    parts = PartSet.of(writer, folder + names.NAMESPACE, folder + "m/f.bin", job, SIDE)
+    assert parts is not None and parts.count == 3
+    publisher = Publisher(parts.under(TOKEN), job)
+    job.part_path.write_bytes(DATA)
+    publisher.landed(0, 2 * MiB)  # parts 1 and 2 whole (told before the sender reads them)
+    publisher.taken_back(0, 2 * MiB)
+    job.part_path.write_bytes(bytes(len(DATA)))  # started over: nothing of the old bytes kept
+    with job.part_path.open("r+b") as part:
+        part.write(DATA[:MiB])
+    publisher.landed(0, MiB)  # part 1 landed again; part 2 did not
+    holder = parts.under(TOKEN)
+    with publisher:  # the sender reads every telling at once (all told before it started)
+        wait_for(lambda: writer.read(holder.uri(1), limit=MiB) is not None, what="part 1 sent")
+    sent = {number: writer.read(holder.uri(number), limit=MiB) for number in (1, 2)}
+    assert sent[2] is None, "part 2 was sent though its bytes were taken back"
+    assert sent[1] is not None and sent[1][0] == DATA[:MiB]
+    job.final_path.parent.mkdir(parents=True, exist_ok=True)
+    job.final_path.write_bytes(DATA)  # verified: the rest from it
+    uris = publisher.finish()
+    for number, uri in enumerate(uris):
+        found = writer.read(uri, limit=MiB)
+        assert found is not None and found[0] == DATA[number * MiB : (number + 1) * MiB]
+
+
+def test_prune_forgets_the_mark_of_a_part_removed_without_it(tmp_path: Path) -> None:
+    """A part removed by an mdl before 0.8 (or a kill between a part and its mark) leaves its mark
+    file under ``.mdl/marks/.mdl/parts/``: prune removes a part's mark once its part is gone, and
+    keeps the marks of the parts that are there."""
+    writer = STORES["file"].writer(endpoint=None, secrets=None)
+    folder, template = f"file://{tmp_path}/mirror/", f"file://{tmp_path}/mirror/{{model}}/{{path}}"
+    gone, kept, _ = published(writer, folder, tmp_path, side=SIDE, path="tiny/model.bin")
+    Path(gone[7:]).unlink()  # as 0.7's holder removes parts: the part, not its mark
+    marks = [Path(names.mark_uri(uri, root=folder)[7:]) for uri in (gone, kept)]
+    assert all(mark.is_file() for mark in marks)
+    Path(tmp_path / "mirror" / "tiny").mkdir(exist_ok=True)
+    (tmp_path / "mirror" / "tiny" / "config.json").write_text("{}")
+    named = Named({}, models=(f"{folder}tiny/",), sides={f"{folder}tiny/": frozenset({SIDE})})
+    report = prune_mirror(writer, template, named)
+    assert not report.errors
+    assert not marks[0].exists(), "the mark of a part that is gone was left"
+    assert marks[1].is_file(), "the mark of a part that is there was removed"
