@@ -138,9 +138,15 @@ def put(
     )
 
 
-def _mark(uri: str, sha256: str, size: int, side: str | None) -> dict[str, str] | None:
-    """A small write's metadata: mdl's mark when ``side`` is given (a fill's part), else none."""
-    return None if side is None else mdl_metadata(uri, sha256=sha256, size=size, side=side)
+def _mark(
+    uri: str, data: bytes, side: str | None, sha256: str | None = None
+) -> dict[str, str] | None:
+    """A small write's metadata: mdl's mark when ``side`` is given (a fill's part; ``sha256``:
+    its bytes' digest if known), else none (a lease's bytes are never hashed for it)."""
+    if side is None:
+        return None
+    digest = sha256 or hashlib.sha256(data).hexdigest()
+    return mdl_metadata(uri, sha256=digest, size=len(data), side=side)
 
 
 class S3Conditional:
@@ -238,11 +244,11 @@ class S3Conditional:
         obj = parse_s3_uri(uri)
         big = len(data) > SMALL_BODY
         client = self.client() if big else self._s3_small()
-        sha256 = hashlib.sha256(data).hexdigest()
+        sha256 = hashlib.sha256(data).hexdigest() if big else None
         try:
             reply = put(
-                client, obj, data, sleep=self.sleep, sha256=sha256 if big else None,
-                metadata=_mark(uri, sha256, len(data), side), IfNoneMatch="*",
+                client, obj, data, sleep=self.sleep, sha256=sha256,
+                metadata=_mark(uri, data, side, sha256), IfNoneMatch="*",
             )  # fmt: skip
         except Refused as refused:
             return self._ours(uri, data) if refused.retried else None
@@ -251,7 +257,7 @@ class S3Conditional:
     def replace(self, uri: str, data: bytes, *, etag: str, side: str | None = None) -> Seen | None:
         """``data`` written only over version ``etag`` (If-Match); None: it changed or is gone.
         ``side``: marked as mdl's (its metadata)."""
-        mark = _mark(uri, hashlib.sha256(data).hexdigest(), len(data), side)
+        mark = _mark(uri, data, side)
         try:
             reply = put(
                 self._s3_small(), parse_s3_uri(uri), data, sleep=self.sleep, metadata=mark,

@@ -66,10 +66,16 @@ def within(folder: str, what: str) -> str:
 
 def lease_prefix(root: str, object_uri: str) -> str:
     """Where the generations of ``object_uri``'s lease live (``root``: its mirror's namespace)."""
+    return _kept(root, LEASES, object_uri)
+
+
+def _kept(root: str, what: str, object_uri: str) -> str:
+    """Where mdl keeps ``what`` (``LEASES``, ``PARTS``) of ``object_uri`` in ``root``, its
+    mirror's namespace: ``<root><what><the object's path below the namespace's folder>/``."""
     folder = root.removesuffix(NAMESPACE)
     if not object_uri.startswith(folder):
         raise ValueError(f"{object_uri!r} is not under {folder!r}")
-    return f"{root}{LEASES}{object_uri[len(folder) :]}/"
+    return f"{root}{what}{object_uri[len(folder) :]}/"
 
 
 def generation(prefix: str, number: int) -> str:
@@ -87,7 +93,7 @@ def part_set(root: str, object_uri: str, *, pin: str, size: int) -> tuple[str, i
 
 def parts_prefix(root: str, object_uri: str) -> str:
     """Where the parts a fill publishes of ``object_uri`` live (``root``: its namespace)."""
-    return lease_prefix(root, object_uri).replace(f"{root}{LEASES}", f"{root}{PARTS}", 1)
+    return _kept(root, PARTS, object_uri)
 
 
 def holder_prefix(prefix: str, token: str) -> str:

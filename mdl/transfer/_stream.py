@@ -377,8 +377,10 @@ class BodyCopy:
 
     def __init__(self, shared: Shared, state: DownloadState, piece: Piece, span: Span) -> None:
         self.shared, self.state, self.piece, self.span = shared, state, piece, span
-        # bytes before ``told`` are told (``job.landing``); after it, up to the frontier, not yet
+        # bytes before ``told`` are told (``job.landing``: looked up once, not per chunk); after
+        # it, up to the frontier, not yet
         self.start = self.offset = self.told = piece.start + piece.done
+        self.landing = state.job.landing
 
     def run(self, resp: httpx2.Response, *, encoded: bool, back: int = 0) -> None:
         """Write the body till it ends or the piece is done: written, hashed, counted, saved; its
@@ -399,8 +401,8 @@ class BodyCopy:
             raise
         finally:
             self._count_answer(back)
-            if (hear := state.job.landing) is not None:
-                self._tell(hear, done=True)
+            if self.landing is not None:
+                self._tell(self.landing, done=True)
         self._measure_rate(began)
 
     def take(self, chunk: bytes | memoryview) -> bool:
@@ -419,8 +421,8 @@ class BodyCopy:
             state.hasher.offer(self.offset, chunk)  # before `done` moves: the frontier's ours
             counted, complete, save = self._advance(written)
         self.offset += written
-        if (hear := state.job.landing) is not None:
-            self._tell(hear, done=complete)
+        if self.landing is not None:
+            self._tell(self.landing, done=complete)
         self._pass_on(written, counted)
         if complete and piece.end != piece.asked and state.free_after(piece) is None:
             # its answer runs on, but the bytes after are another stream's (its answer has begun)
