@@ -765,6 +765,7 @@ class Exchange:
             return self._sendfile_range(content.path, start, end, sent)
         for piece in content.iter_chunks(start, end, chunk):
             n = len(piece)
+            piece = self._flipped(piece, start)
             if start + n >= end and (self.fault is None or self.fault.kind == "full_body"):
                 # set before the last write so a client that has it all sees True
                 record.complete = True
@@ -776,6 +777,17 @@ class Exchange:
                 if ahead > 0 and self.server._stopping.wait(ahead):
                     raise ConnectionAbortedError("server stopping")
         return sent
+
+    def _flipped(self, piece: memoryview | bytes, start: int) -> memoryview | bytes:
+        """``piece`` (bytes ``start``…) with each byte a flip asks for inverted."""
+        for flip in self.server.flips:
+            at, times = flip
+            if times > 0 and start <= at < start + len(piece):
+                flip[1] -= 1
+                changed = bytearray(piece)
+                changed[at - start] ^= 0xFF
+                piece = changed
+        return piece
 
     def _send(self, piece: memoryview | bytes) -> None:
         """Hand ``piece`` to the socket, each byte counted just before the socket takes it, none
@@ -850,6 +862,9 @@ class LoopbackServer:
         self.log = RequestLog()
         self.faults = FaultPlan()
         self.throttle_bps = throttle_bps  # per response stream; None = as fast as loopback goes
+        # [offset, times]: the byte at that offset of any body is sent flipped, the next `times`
+        # bodies that carry it (a wrong byte on the wire: bodies from memory only)
+        self.flips: list[list[int]] = []
         # True: every request gets 200 and the full body (still advertising bytes)
         self.ignore_ranges = False
         # unexpected exceptions inside the server (tests may assert it stays empty)

@@ -30,6 +30,7 @@ from mdl.buckets.protocol import Writer
 from mdl.errors import MdlError
 from mdl.store.confined import open_file
 from mdl.transfer.job import TransferJob
+from mdl.transfer.ranges import covered, merged, without
 from mdl.transfer.resume import job_root, load_state, seed
 
 log = logging.getLogger("mdl.pull")
@@ -131,10 +132,6 @@ def _put(parts: PartSet, number: int, data: bytes) -> bool:
     return writer.replace(uri, data, etag=seen.etag, side=side) is not None
 
 
-def _covered(span: tuple[int, int], ranges: Iterable[tuple[int, int]]) -> bool:
-    return any(start <= span[0] and span[1] <= end for start, end in ranges)
-
-
 @dataclass
 class Publisher:
     """The holder's: the parts its fetch has landed, sent as they become whole by one sender
@@ -195,10 +192,10 @@ class Publisher:
                     told.append(self._told.get_nowait())
             ended = told[-1] is None
             for landed, start, end in filter(None, told):
-                have = _merged([*have, (start, end)]) if landed else _without(have, start, end)
+                have = merged([*have, (start, end)]) if landed else without(have, start, end)
                 pending.update(self._touching(start, end) if landed else ())
                 backs += not landed
-            ready = sorted(n for n in pending - self.done if _covered(self.parts.span(n), have))
+            ready = sorted(n for n in pending - self.done if covered(self.parts.span(n), have))
             self.beside += self._send(ready, self.job.part_path, until=stop, backs=backs)
             pending -= self.done
 
@@ -276,11 +273,11 @@ class Streamer:
         if token is None:
             return sum(end - start for start, end in self.ranges)
         parts = self.parts.under(token)
-        new = [n for n in sorted(parts.published()) if not _covered(parts.span(n), self.ranges)]
+        new = [n for n in sorted(parts.published()) if not covered(parts.span(n), self.ranges)]
         new = new[:READERS]
         if new:
             read = [got for got in self._readers().map(partial(_read, parts, fd), new) if got]
-            self.ranges = _merged([*self.ranges, *read])
+            self.ranges = merged([*self.ranges, *read])
             self.streamed += sum(end - start for start, end in read)
             log.info("%s: read %d parts another machine published", self.job.label, len(read))
         return sum(end - start for start, end in self.ranges)
@@ -309,7 +306,7 @@ class Streamer:
         if kept is None:
             os.ftruncate(self._fd, self.parts.size)
         else:
-            self.ranges = _merged([(p.start, p.start + p.done) for p in kept.pieces if p.done])
+            self.ranges = merged([(p.start, p.start + p.done) for p in kept.pieces if p.done])
         return self._fd
 
     def seed(self, *, cut: int | None = None) -> None:
@@ -337,19 +334,3 @@ def _read(parts: PartSet, fd: int, number: int) -> tuple[int, int] | None:
         return None
     os.pwrite(fd, found[0], start)
     return start, end
-
-
-def _without(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
-    """``ranges`` with ``[start, end)`` cut out."""
-    cut = [(a, min(b, start)) for a, b in ranges] + [(max(a, end), b) for a, b in ranges]
-    return _merged([(a, b) for a, b in cut if a < b])
-
-
-def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(ranges):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return merged

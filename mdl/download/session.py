@@ -464,6 +464,7 @@ class FileSources:
             credentials=Credentials(),
             verify=True,
             retry_on_mismatch=False,
+            fallback=True,
             renewable=False,
             located=None,
         )

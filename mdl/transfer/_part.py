@@ -5,6 +5,7 @@ versions spliced), verified and moved into place; on a failure, what is on disk 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 
@@ -22,6 +23,7 @@ from mdl.transfer.job import (
     TransferJob,
     TransferResult,
 )
+from mdl.transfer.ranges import REFETCH_ROUNDS, RangeCheck, checking
 from mdl.transfer.resume import (
     DownloadState,
     Loaded,
@@ -47,10 +49,15 @@ class PartFetch:
     def run(self) -> TransferResult:
         """The file in place, verified; else an error, the bytes on disk kept if worth a resume."""
         fd = self._open_part()
+        job = self.job
+        check = checking(job.trust, fd, job.part_path, then=job.landing, label=job.label)
+        if check is not None:  # told first; it tells a fill's publisher only what verified
+            self.job = dataclasses.replace(job, landing=check)
         state = self._state(fd)
         resumed_from = state.on_disk()
         try:
-            size = self._download(state, resumed_from)
+            with check or contextlib.nullcontext():
+                size = self._download(state, resumed_from, check)
         except OSError as exc:
             raise part_error(self.job, exc) from exc
         except HashMismatch as exc:
@@ -74,6 +81,8 @@ class PartFetch:
             fetched=size - resumed_from,
             verified=not state.overlaps or (resumed_from == 0 and state.answers <= 1),
             discarded=state.discarded,
+            trust=check.trust.kind if check is not None else None,
+            refetched=check.refetched if check is not None else 0,
         )
 
     def _open_part(self) -> int:
@@ -102,7 +111,7 @@ class PartFetch:
             state.forget()
         return state
 
-    def _download(self, state: DownloadState, resumed_from: int) -> int:
+    def _download(self, state: DownloadState, resumed_from: int, check: RangeCheck | None) -> int:
         """Fill the ``.part`` and verify it; returns its size."""
         job, fd = self.job, state.fd
         if self.loaded is None and state.size is not None:
@@ -122,7 +131,10 @@ class PartFetch:
             for piece in state.pieces:
                 if piece.done:
                     hear.landed(piece.start, piece.start + piece.done)
-        Restarts(self.shared, state).run()
+        restarts = Restarts(self.shared, state)
+        restarts.run()
+        if check is not None:
+            self._repair(state, restarts, check)
         if state.size is None:  # unknown size: the stream ended, its length is the size
             state.pieces[0].end = state.pieces[0].done
             os.ftruncate(fd, state.pieces[0].done)
@@ -132,6 +144,30 @@ class PartFetch:
         # the bytes (and the size that reads them back); the rename is made durable apart
         os.fdatasync(fd)
         return size
+
+    def _repair(self, state: DownloadState, restarts: Restarts, check: RangeCheck) -> None:
+        """Each range that failed its trusted hash fetched again alone (a few rounds at most:
+        past them the whole file's hash decides, as it always does); said in one warning."""
+        job = self.job
+        for _ in range(REFETCH_ROUNDS):
+            bad = check.settle(self.shared.cancel)
+            self.shared.check_stop(state)
+            if not bad:
+                break
+            check.refetching(bad)
+            for start, end in bad:
+                state.refetch(start, end)
+                self.shared.progress.advance(job.label, start - end)
+            if job.fallback:  # kept unclaimed: the next source resumes on the rest
+                raise IntegrityError(
+                    f"{job.label}: {len(bad)} range(s) failed their {check.trust.kind} hash"
+                )
+            restarts.run()
+        if check.refetched:
+            job.retries.warn(
+                f"{job.label}: {check.refetched} range(s) failed their {check.trust.kind} hash"
+                " and were fetched again alone"
+            )
 
     def _refuse(self, state: DownloadState, exc: HashMismatch, resumed_from: int) -> None:
         """The bytes are not the file: removed; an IntegrityError unless a try from zero may

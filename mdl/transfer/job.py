@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from mdl.signing.statement import (
         SignedFile,  # (a signed pull's: made by what checks signatures)
     )
+    from mdl.transfer.ranges import RangeTrust
 
 log = logging.getLogger("mdl.transfer")
 
@@ -137,6 +138,9 @@ class TransferJob:
     size_pinned: bool = True
     # False for a mirror: a bad hash there sends us to the next source
     retry_on_mismatch: bool = True
+    # True for a mirror: a range that fails its trusted hash is left to the next source (the
+    # partial file kept, the range unclaimed), never asked of this one again
+    fallback: bool = False
     # True: a 403 is cured by asking the URL again (the Hub signs a fresh CDN link)
     renewable: bool = False
     # filled as the transfer goes
@@ -155,6 +159,9 @@ class TransferJob:
     signed: SignedFile | None = field(default=None, compare=False)
     # Told what of the ``.part`` lands and what is taken back (``Landing``); None: nobody asks
     landing: Landing | None = field(default=None, compare=False)
+    # A trusted hash for each range (``mdl.transfer.ranges``): each is checked as it lands, and
+    # one that fails is fetched again alone; None: only the whole file is checked
+    trust: RangeTrust | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -182,6 +189,10 @@ class TransferResult:
     fill: str | None = None
     streamed: int = 0  # bytes read from another machine's published parts (kept when taken over)
     published: int = 0  # bytes this machine published as parts while its fetch ran
+    # the root its ranges were checked against as they landed (``RangeTrust.kind``), if any, and
+    # how many ranges failed it and were fetched again alone
+    trust: str | None = None
+    refetched: int = 0
 
 
 @dataclass(frozen=True)

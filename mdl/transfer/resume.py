@@ -230,6 +230,24 @@ class DownloadState:
                 self.hasher.reset()
         return dropped
 
+    def refetch(self, start: int, end: int) -> None:
+        """Claim none of the bytes ``[start, end)`` of the complete file: a piece of its own,
+        fetched again (a range that failed its hash)."""
+        with self.lock:
+            self._unclaim(start, end)
+            layout: list[Piece] = []
+            for piece in self.pieces:
+                if piece.end is not None and (piece.end <= start or piece.start >= end):
+                    layout.append(piece)
+                    continue
+                assert piece.end is not None and piece.complete
+                before, after = (piece.start, start), (end, piece.end)
+                layout += [Piece(a, b, done=b - a) for a, b in (before, after) if a < b]
+            self.pieces = sorted([*layout, Piece(start, end)], key=lambda p: p.start)
+            self.flushed = None
+            if self.hasher.position > start:
+                self.hasher.reset()
+
     def adopt(self, validator: str | None) -> None:
         """A version fixed earlier (record, probe; None: not yet): an ETag is quoted, a date not. A
         weak ETag cannot guard a range (RFC 9110 §13.1.5), so it counts as none."""

@@ -37,6 +37,7 @@ from profiles import examples
 from runfixtures import transfer_job
 
 import mdl.download._parts as parts_module
+import mdl.transfer.ranges as ranges_module
 from mdl.buckets.lease import LOST_MARGIN, TERM, Lease, LeaseLost, Waited, take, wait_for
 from mdl.buckets.names import lease_prefix, parts_prefix
 from mdl.buckets.protocol import Seen
@@ -302,7 +303,7 @@ class Fleet:
         loaded = load_state(m.job)
         m.have = [] if loaded is None else [(p.start, p.start + p.done) for p in loaded.pieces]
         # (pieces cut at half parts: adjacent ones are one range)
-        m.have = parts_module._merged([(start, end) for start, end in m.have if end > start])
+        m.have = ranges_module.merged([(start, end) for start, end in m.have if end > start])
         # 4: the record claims what the Streamer read, no more, no less
         assert m.have == (m.streamer.ranges if m.streamer.streamed else []), m.have
         if m.have:

@@ -1,56 +1,165 @@
-"""parse_content_range: what it accepts and what it refuses (RFC 9110 §14.4)."""
+"""``mdl.transfer.ranges``: a trusted hash for every range, against the real loopback CDN. A range
+is checked as it lands; one that fails (a byte flipped on the wire) is fetched again alone — from
+the same origin, or, for a mirror, left to the next source, the partial file kept; a resume keeps
+the ranges that verify; and a range leaves (``reading``) only when its bytes, as read, verify."""
 
 from __future__ import annotations
 
+import itertools
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx2
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from runfixtures import transfer_job
+from servers import CdnServer, Fault, make_data
 
-from mdl.transfer._headers import ContentRangeError, parse_content_range
+from mdl.errors import IntegrityError, NetworkError
+from mdl.progress import Progress
+from mdl.transfer import ranges
+from mdl.transfer.engine import Engine
+from mdl.transfer.http import RetryPolicy, make_client
+from mdl.transfer.job import EngineConfig, TransferJob
+from mdl.transfer.ranges import Digests, RangeCheck
 
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("bytes 0-99/100", (0, 99, 100)),
-        ("bytes 0-0/1", (0, 0, 1)),
-        ("bytes 50-99/100", (50, 99, 100)),
-        ("bytes 99-99/100", (99, 99, 100)),
-        ("bytes 0-9/*", (0, 9, None)),
-        ("bytes 1000000-1999999/1000000003", (1_000_000, 1_999_999, 1_000_000_003)),
-        ("  bytes 1-2/3  ", (1, 2, 3)),
-        ("bytes  1-2/3", (1, 2, 3)),
-        ("bytes 0-536870911/1099511627776", (0, 536_870_911, 1 << 40)),
-    ],
-)
-def test_accepts(value: str, expected: tuple[int, int, int | None]) -> None:
-    assert parse_content_range(value) == expected
+PART = 1 << 20
+DATA = make_data(8 * PART + 12_345, seed=71)
 
 
-@pytest.mark.parametrize(
-    "value",
-    [
-        "",
-        "bytes",
-        "bytes */100",  # the unsatisfied-range form carries no range to accept data for
-        "bytes 5-3/10",  # end before start
-        "bytes 0-100/100",  # end past the total
-        "bytes 10-20/5",
-        "bytes -1-5/10",
-        "bytes 0-/10",
-        "bytes -5/10",
-        "bytes 0-9",
-        "bytes=0-9/10",
-        "items 0-9/10",
-        "bytes 0-9/10, 20-29/10",
-        "bytes 0x0-9/10",
-        "bytes 0-9/ten",
-        "bytes 1.5-9/10",
-    ],
-)
-def test_rejects(value: str) -> None:
-    with pytest.raises(ContentRangeError):
-        parse_content_range(value)
+def trust_of(data: bytes, part: int = PART) -> Digests:
+    digests = [ranges.digest(data[s : s + part]) for s in range(0, len(data), part)]
+    return Digests.fixed("lock", len(data), part, digests)
 
 
-def test_error_is_a_value_error_naming_the_header() -> None:
-    with pytest.raises(ValueError, match="bytes 5-3/10"):
-        parse_content_range("bytes 5-3/10")
+@pytest.fixture
+def client() -> Iterator[httpx2.Client]:
+    with make_client(timeout=60, pool_size=8) as c:
+        yield c
+
+
+def engine(client: httpx2.Client, *, retries: int = 1) -> Engine:
+    config = EngineConfig(
+        connections=4, retry=RetryPolicy(retries=retries, base=0.01, cap=0.05), split_threshold=1
+    )
+    return Engine(client, config, progress=Progress(), cancel=threading.Event())
+
+
+def job_for(tmp_path: Path, url: str, **more: object) -> TransferJob:
+    return transfer_job(tmp_path, url, DATA, trust=trust_of(DATA), **more)
+
+
+def test_a_flipped_byte_costs_one_range_fetched_again_alone(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    url = cdn.add_file("/f.bin", DATA)
+    cdn.flips.append([3 * PART + 17, 1])
+    job = job_for(tmp_path, url)
+    result = engine(client).fetch(job)
+    assert job.final_path.read_bytes() == DATA
+    assert (result.trust, result.refetched) == ("lock", 1)
+    sent = cdn.log.body_bytes(path_prefix="/f.bin")
+    assert len(DATA) < sent <= len(DATA) + PART, "the model and one range, not the file twice"
+    said = [cause for cause in job.retries.causes if "range" in cause]
+    assert len(said) == 1 and "1 range(s) failed their lock hash" in said[0], said
+
+
+def test_without_a_trust_nothing_is_checked_by_range(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    url = cdn.add_file("/f.bin", DATA)
+    result = engine(client).fetch(transfer_job(tmp_path, url, DATA))
+    assert (result.trust, result.refetched) == (None, 0)
+
+
+def test_a_mirror_s_wrong_range_is_left_to_the_next_source_which_fetches_only_it(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    mirror = cdn.add_file("/mirror/f.bin", DATA)
+    origin = cdn.add_file("/origin/f.bin", DATA)
+    cdn.flips.append([5 * PART + 1, 10])  # the mirror keeps sending it wrong
+    job = job_for(tmp_path, mirror, fallback=True, retry_on_mismatch=False)
+    with pytest.raises(IntegrityError, match="failed their lock hash"):
+        engine(client).fetch(job)
+    assert job.part_path.exists(), "the verified ranges are kept for the next source"
+    cdn.flips.clear()
+    result = engine(client).fetch(replace(job, url=origin, fallback=False))
+    assert job.final_path.read_bytes() == DATA
+    assert cdn.log.body_bytes(path_prefix="/origin/f.bin") <= PART, (
+        "the origin sent the range alone"
+    )
+    assert result.refetched == 0
+
+
+def test_a_resume_keeps_the_ranges_that_verify_and_fetches_a_damaged_one_again(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    url = cdn.add_file("/f.bin", DATA)
+    cdn.throttle_bps = 8_000_000
+    cdn.faults.add(Fault.reset(after_bytes=PART + 5))
+    job = job_for(tmp_path, url)
+    with pytest.raises(NetworkError):
+        engine(client, retries=0).fetch(job)
+    assert job.part_path.exists()
+    fd = os.open(job.part_path, os.O_RDWR)
+    try:  # a byte of the first range, kept on disk, damaged while no mdl ran
+        os.pwrite(fd, bytes([DATA[100] ^ 1]), 100)
+    finally:
+        os.close(fd)
+    cdn.throttle_bps = None
+    before = cdn.log.body_bytes(path_prefix="/f.bin")
+    result = engine(client).fetch(job)
+    assert job.final_path.read_bytes() == DATA
+    assert result.refetched == 1
+    again = cdn.log.body_bytes(path_prefix="/f.bin") - before
+    assert again < len(DATA) - PART, "the kept ranges that verify are not fetched again"
+
+
+def test_a_range_leaves_only_as_bytes_that_verify_as_read(tmp_path: Path) -> None:
+    path = tmp_path / "f.part"
+    path.write_bytes(DATA)
+    fd = os.open(path, os.O_RDWR)
+    cancel = threading.Event()
+    try:
+        with RangeCheck(trust_of(DATA), fd, path) as check:
+            check.landed(0, 2 * PART)
+            assert check.settle(cancel) == []
+            assert ranges.live(path) is check
+            with check.reading(10, PART + 10, cancel) as got:
+                assert got is not None and bytes(got) == DATA[10 : PART + 10]
+            with check.reading(2 * PART - 1, 2 * PART + 1, cancel) as got:
+                assert got is None, "a range that did not land is not read"
+            os.pwrite(fd, b"\0", 5)  # changed on disk after it verified
+            with check.reading(0, 10, cancel) as got:
+                assert got is None, "bytes that no longer verify never leave"
+        assert ranges.live(path) is None
+    finally:
+        os.close(fd)
+
+
+SPANS = st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50)), max_size=12)
+
+
+@given(SPANS, st.integers(0, 50), st.integers(0, 50))
+def test_ranges_merged_and_cut_are_the_set_of_bytes(
+    spans: list[tuple[int, int]], start: int, end: int
+) -> None:
+    spans = [(a, b) for a, b in spans if a < b]
+    have = {i for a, b in spans for i in range(a, b)}
+    joined = ranges.merged(spans)
+    assert {i for a, b in joined for i in range(a, b)} == have
+    assert all(b < c for (_, b), (c, _) in itertools.pairwise(joined))
+    cut = ranges.without(joined, start, end)
+    assert {i for a, b in cut for i in range(a, b)} == have - set(range(start, end))
+
+
+def test_touching_finds_the_spans_sharing_a_byte() -> None:
+    spans = Digests.fixed("lock", 10, 3, [b""] * 4).spans
+    assert list(ranges.touching(spans, 0, 1)) == [0]
+    assert list(ranges.touching(spans, 2, 4)) == [0, 1]
+    assert list(ranges.touching(spans, 3, 10)) == [1, 2, 3]
+    assert list(ranges.touching(spans, 9, 10)) == [3]

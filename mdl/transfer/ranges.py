@@ -1,0 +1,369 @@
+"""A trusted hash for every range of a file, and the check of each range as it lands.
+
+A ``RangeTrust`` cuts a file into ranges, each with a digest hanging from a root mdl already trusts
+(``kind``: ``lock`` — the part list pinned beside ``catalog.lock``; ``signature`` — a model
+signature's shards; ``xet`` — the Xet file hash with the CAS's chunk hashes). A ``RangeCheck``
+listens to a fetch (it is the job's ``Landing``): each range whose bytes all landed is read back and
+checked on one thread beside the fetch; what verified is told on (to a fill's publisher) and may be
+read (``read``: the one way a range leaves before the whole file verified, checked again as read);
+what failed is fetched again alone. The whole-file hash still decides the install.
+
+With no trust there is no check: the fetch runs as before (no thread, no read back).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Empty, SimpleQueue
+from typing import Protocol
+
+import blake3
+
+from mdl.background import Background
+from mdl.transfer.job import Landing
+
+log = logging.getLogger("mdl.transfer")
+
+MiB = 1024 * 1024
+# bytes per range of the part hashes mdl records (a lock's): the fleet's part size, so a peer's
+# part is one range (a module constant: tests lower it)
+RANGE_PART = 16 * MiB
+MOST_RANGES = 9_000  # ranges per file at most: a bigger file gets bigger ranges (in whole MiB)
+# ranges a fetch re-fetches alone, in rounds, before the whole-file hash decides (a source that
+# keeps sending a wrong range is the source's fault: the file is then refused, as before)
+REFETCH_ROUNDS = 2
+# bytes ``read`` holds at once across every reader (engine rule 5: the process stays < 250 MB)
+READ_BUDGET = 96 * MiB
+
+
+def part_size(size: int) -> int:
+    """The range size mdl records part hashes at for a ``size``-byte file."""
+    return max(RANGE_PART, -(-size // MOST_RANGES // MiB) * MiB)
+
+
+class RangeTrust(Protocol):
+    """A file's ranges with their trusted digests: ``spans`` tile ``[0, size)`` in order."""
+
+    @property
+    def kind(self) -> str:
+        """The root the digests hang from: ``lock``, ``signature`` or ``xet``."""
+
+    @property
+    def spans(self) -> Sequence[tuple[int, int]]: ...
+
+    def holds(self, index: int, data: memoryview) -> bool:
+        """Whether ``data`` is range ``index``'s bytes."""
+
+
+@dataclass(frozen=True)
+class Digests:
+    """Ranges with one digest each (``algorithm``: ``blake3`` or a ``hashlib`` name)."""
+
+    kind: str
+    spans: tuple[tuple[int, int], ...]
+    digests: tuple[bytes, ...]
+    algorithm: str = "blake3"
+
+    @classmethod
+    def fixed(
+        cls, kind: str, size: int, part: int, digests: Sequence[bytes], algorithm: str = "blake3"
+    ) -> Digests:
+        """Ranges of ``part`` bytes (the last shorter); ValueError unless one digest each."""
+        if part <= 0 or size <= 0 or len(digests) != -(-size // part):
+            raise ValueError(f"{len(digests)} digests for {size} bytes in parts of {part}")
+        spans = tuple((s, min(s + part, size)) for s in range(0, size, part))
+        return cls(kind, spans, tuple(digests), algorithm)
+
+    def holds(self, index: int, data: memoryview) -> bool:
+        return hmac.compare_digest(digest(data, self.algorithm), self.digests[index])
+
+
+def digest(data: bytes | memoryview, algorithm: str = "blake3") -> bytes:
+    if algorithm == "blake3":
+        return blake3.blake3(data).digest()
+    return hashlib.new(algorithm, data).digest()
+
+
+def part_digests(
+    fd: int, size: int, part: int, *, stop: threading.Event | None = None
+) -> list[bytes]:
+    """The blake3 of each ``part`` bytes of the file open at ``fd`` (read at most one part at a
+    time); OSError when it is shorter than ``size``."""
+    buffer = bytearray(min(part, max(1, size)))
+    found: list[bytes] = []
+    for start in range(0, size, part):
+        if stop is not None and stop.is_set():
+            raise InterruptedError("stopped")
+        view = _read_into(fd, memoryview(buffer)[: min(part, size - start)], start)
+        found.append(digest(view))
+    return found
+
+
+def _read_into(fd: int, view: memoryview, offset: int) -> memoryview:
+    got = 0
+    while got < len(view):
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if n <= 0:
+            raise OSError(f"the file ends before byte {offset + len(view)}")
+        got += n
+    return view
+
+
+def merged(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``ranges`` sorted, the touching and overlapping ones joined."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(end, out[-1][1]))
+        else:
+            out.append((start, end))
+    return out
+
+
+def without(ranges: Sequence[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """``ranges`` with ``[start, end)`` cut out."""
+    cut = [(a, min(b, start)) for a, b in ranges] + [(max(a, end), b) for a, b in ranges]
+    return merged([(a, b) for a, b in cut if a < b])
+
+
+def covered(span: tuple[int, int], ranges: Sequence[tuple[int, int]]) -> bool:
+    return any(start <= span[0] and span[1] <= end for start, end in ranges)
+
+
+def touching(spans: Sequence[tuple[int, int]], start: int, end: int) -> range:
+    """The indexes of ``spans`` (in order, tiling) that share a byte with ``[start, end)``."""
+    lo, hi = 0, len(spans)
+    while lo < hi:  # the first span ending after start
+        mid = (lo + hi) // 2
+        if spans[mid][1] <= start:
+            lo = mid + 1
+        else:
+            hi = mid
+    first = last = lo
+    while last < len(spans) and spans[last][0] < end:
+        last += 1
+    return range(first, last)
+
+
+class _Budget:
+    """Bytes held by readers at once, at most ``most`` (a read bigger than it waits for all)."""
+
+    def __init__(self, most: int) -> None:
+        self._most, self._held = most, 0
+        self._free = threading.Condition()
+
+    @contextmanager
+    def holding(self, size: int, cancel: threading.Event) -> Iterator[bool]:
+        size = min(size, self._most)
+        with self._free:
+            while self._held + size > self._most:
+                if cancel.is_set():
+                    yield False
+                    return
+                self._free.wait(0.1)
+            self._held += size
+        try:
+            yield True
+        finally:
+            with self._free:
+                self._held -= size
+                self._free.notify_all()
+
+
+_BUDGET = _Budget(READ_BUDGET)
+# the checks running in this process, by ``.part`` path: what ``mdl serve --pull`` reads from
+_LIVE: dict[Path, RangeCheck] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def live(part_path: Path) -> RangeCheck | None:
+    """The check running for the file whose ``.part`` is ``part_path`` (in this process), if any."""
+    with _LIVE_LOCK:
+        return _LIVE.get(part_path)
+
+
+class RangeCheck:
+    """One fetch's check of each range (a ``Landing``): told what lands and what is taken back,
+    it reads each range back once all of it landed and checks it on its own thread; ``then``
+    (a fill's publisher) is told only what verified. ``settle`` waits for every check and says
+    which ranges failed; ``refetching`` forgets them (their bytes come again)."""
+
+    def __init__(
+        self,
+        trust: RangeTrust,
+        fd: int,
+        part_path: Path,
+        *,
+        then: Landing | None = None,
+        label: str = "",
+    ) -> None:
+        self.trust, self.fd, self.part_path, self.then, self.label = (
+            trust,
+            fd,
+            part_path,
+            then,
+            label,
+        )
+        self.spans = tuple(trust.spans)
+        self.verified: set[int] = set()
+        self.bad: set[int] = set()
+        self.refetched = 0  # ranges fetched again alone, this fetch
+        self._lock = threading.Condition()
+        self._told: SimpleQueue[tuple[bool, int, int] | None] = SimpleQueue()
+        self._backs = 0  # take-backs told: a check read while it was n counts only if it still is
+        self._queued = 0  # tellings not yet applied by the checker
+        self._landed: list[tuple[int, int]] = []
+        self._pending: set[int] = set()  # ranges whose bytes all landed, not checked yet
+        self._checker = Background(f"mdl-ranges:{label}", self._check_landed, join=None)
+        self._buffer = bytearray(max((e - s for s, e in self.spans), default=1))
+
+    # -- the fetch's side (``Landing``) --------------------------------------------------------
+    def landed(self, start: int, end: int) -> None:
+        with self._lock:
+            self._queued += 1
+        self._told.put((True, start, end))
+
+    def taken_back(self, start: int, end: int) -> None:
+        with self._lock:  # (under the engine's lock, before the bytes change: brief)
+            self._backs += 1
+            for index in touching(self.spans, start, end):
+                self.verified.discard(index)
+                self.bad.discard(index)
+                self._pending.discard(index)
+            self._queued += 1
+        self._told.put((False, start, end))
+        if self.then is not None:
+            self.then.taken_back(start, end)
+
+    def __enter__(self) -> RangeCheck:
+        with _LIVE_LOCK:
+            _LIVE[self.part_path] = self
+        self._checker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with _LIVE_LOCK:
+            if _LIVE.get(self.part_path) is self:
+                del _LIVE[self.part_path]
+        self._told.put(None)
+        self._checker.stop()
+
+    # -- the checker ---------------------------------------------------------------------------
+    def _check_landed(self, stop: threading.Event) -> None:
+        ended = False
+        while not (ended or stop.is_set()):
+            told = [self._told.get()]
+            try:
+                while told[-1] is not None:
+                    told.append(self._told.get_nowait())
+            except Empty:
+                pass
+            ended = told[-1] is None
+            with self._lock:
+                for is_landed, start, end in filter(None, told):
+                    self._apply(is_landed, start, end)
+                    self._queued -= 1
+                ready = sorted(self._pending)
+                backs = self._backs
+            for index in ready:
+                if stop.is_set() or self._backs != backs:
+                    break
+                self._check(index, backs)
+            with self._lock:
+                self._lock.notify_all()
+
+    def _apply(self, is_landed: bool, start: int, end: int) -> None:
+        if not is_landed:
+            self._landed = without(self._landed, start, end)
+            return
+        self._landed = merged([*self._landed, (start, end)])
+        for index in touching(self.spans, start, end):
+            if index not in self.verified and covered(self.spans[index], self._landed):
+                self._pending.add(index)
+
+    def _check(self, index: int, backs: int) -> None:
+        start, end = self.spans[index]
+        try:
+            view = _read_into(self.fd, memoryview(self._buffer)[: end - start], start)
+            good = self.trust.holds(index, view)
+        except (OSError, ValueError) as exc:
+            log.debug("%s: range %d not checked: %s", self.label, index, exc)
+            good = False
+        with self._lock:
+            if self._backs != backs or index not in self._pending:
+                return  # its bytes were taken back meanwhile: checked again once they land
+            self._pending.discard(index)
+            (self.verified if good else self.bad).add(index)
+        if good and self.then is not None:
+            self.then.landed(start, end)
+        if not good:
+            log.info(
+                "%s: bytes %d-%d failed their %s hash", self.label, start, end - 1, self.trust.kind
+            )
+
+    # -- what the fetch and the endpoint ask ---------------------------------------------------
+    def settle(self, cancel: threading.Event) -> list[tuple[int, int]]:
+        """Wait until every range that landed is checked (or ``cancel``); the spans that failed."""
+        with self._lock:
+            while (self._queued or self._pending) and not cancel.is_set():
+                if not self._checker.alive:
+                    break
+                self._lock.wait(0.1)
+            return [self.spans[i] for i in sorted(self.bad)]
+
+    def refetching(self, spans: Sequence[tuple[int, int]]) -> None:
+        """``spans`` (failed) are fetched again: no longer counted bad (their take-back is told
+        by the engine as it forgets them)."""
+        with self._lock:
+            for span in spans:
+                self.bad.discard(self.spans.index(span))
+            self.refetched += len(spans)
+
+    def verified_spans(self) -> list[tuple[int, int]]:
+        with self._lock:
+            return merged([self.spans[i] for i in self.verified])
+
+    @contextmanager
+    def reading(self, start: int, end: int, cancel: threading.Event) -> Iterator[memoryview | None]:
+        """Bytes ``[start, end)`` while the ``with`` lasts, if every range they touch verified:
+        each range is checked again on the very bytes read, so nothing unverified ever leaves;
+        None otherwise. The bytes held count against the process's read budget till the end."""
+        indexes = touching(self.spans, start, end)
+        with self._lock:
+            known = bool(indexes) and all(i in self.verified for i in indexes)
+        if not known or start >= end:
+            yield None
+            return
+        first, last = self.spans[indexes[0]][0], self.spans[indexes[-1]][1]
+        with _BUDGET.holding(last - first, cancel) as held:
+            view = self._checked(indexes, first, last) if held else None
+            yield None if view is None else view[start - first : end - first]
+
+    def _checked(self, indexes: range, first: int, last: int) -> memoryview | None:
+        view = memoryview(bytearray(last - first))
+        try:
+            _read_into(self.fd, view, first)
+        except OSError:
+            return None
+        for i in indexes:
+            s, e = self.spans[i]
+            if not self.trust.holds(i, view[s - first : e - first]):
+                return None
+        return view
+
+
+def checking(
+    trust: RangeTrust | None, fd: int, part_path: Path, *, then: Landing | None, label: str
+) -> RangeCheck | None:
+    """The check of a fetch into ``fd`` when a trust exists; None (no cost) otherwise."""
+    if trust is None:
+        return None
+    return RangeCheck(trust, fd, part_path, then=then, label=label)
