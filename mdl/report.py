@@ -71,6 +71,10 @@ class FileOutcome:
     fill: str | None = None  # what filling the mirror made of it (TransferResult.fill)
     streamed: int = 0  # bytes read from another machine's parts as they landed (or taken over)
     published: int = 0  # bytes this machine published as parts beside its fetch
+    # the root each range was checked against as it landed (lock, signature, xet), if any, and
+    # the ranges that failed it and were fetched again alone
+    range_trust: str | None = None
+    ranges_refetched: int = 0
 
     @property
     def label(self) -> str:
@@ -133,6 +137,8 @@ class FileOutcome:
             **({"fill": self.fill} if self.fill else {}),
             **({"streamed": self.streamed} if self.streamed else {}),
             **({"published": self.published} if self.published else {}),
+            **({"range_trust": self.range_trust} if self.range_trust else {}),
+            **({"ranges_refetched": self.ranges_refetched} if self.ranges_refetched else {}),
         }
 
 

@@ -30,6 +30,10 @@ DONE_WORD = {
 }
 
 
+# what a file no transfer brought says of its transfer
+_NOTHING = TransferResult(size=0, sha256="", git_oid=None, etag=None, resumed_from=0, fetched=0)
+
+
 def done_outcome(
     plan: PlannedFile,
     action: Action,
@@ -44,11 +48,7 @@ def done_outcome(
     its transfer; ``reason``: what the transfer made of the plan's (a resume that was not one)."""
     remote = plan.remote
     word, reason = _words(plan, action, reason or plan.decision.reason)
-    fetched, mirror, reused, waited, fill, streamed, published = 0, None, 0, 0.0, None, 0, 0
-    if result is not None:
-        fetched, mirror, reused = result.fetched, result.mirror, result.reused
-        verified, waited, fill = result.verified, result.waited, result.fill
-        streamed, published = result.streamed, result.published
+    done = result if result is not None else _NOTHING
     return FileOutcome(
         remote.model,
         remote.path,
@@ -58,16 +58,18 @@ def done_outcome(
         DONE_WORD[action],
         reason=reason,
         word=word,
-        fetched=fetched,
-        mirror=mirror,
-        reused=reused,
-        source=mirror or remote.source,
+        fetched=done.fetched,
+        mirror=done.mirror,
+        reused=done.reused,
+        source=done.mirror or remote.source,
         warning=plan.warning,
-        verified=verified,
-        waited=waited,
-        fill=fill,
-        streamed=streamed,
-        published=published,
+        verified=done.verified if result is not None else verified,
+        waited=done.waited,
+        fill=done.fill,
+        streamed=done.streamed,
+        published=done.published,
+        range_trust=done.trust,
+        ranges_refetched=done.refetched,
     )
 
 

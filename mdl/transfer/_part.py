@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import httpx2
 
@@ -23,7 +24,6 @@ from mdl.transfer.job import (
     TransferJob,
     TransferResult,
 )
-from mdl.transfer.ranges import REFETCH_ROUNDS, RangeCheck, checking
 from mdl.transfer.resume import (
     DownloadState,
     Loaded,
@@ -34,6 +34,9 @@ from mdl.transfer.resume import (
     part_error,
 )
 from mdl.transfer.scheduling import MIN_PIECE, Piece, run_pieces, spread
+
+if TYPE_CHECKING:
+    from mdl.transfer.ranges import RangeCheck
 
 log = logging.getLogger("mdl.transfer")
 
@@ -49,9 +52,12 @@ class PartFetch:
     def run(self) -> TransferResult:
         """The file in place, verified; else an error, the bytes on disk kept if worth a resume."""
         fd = self._open_part()
-        job = self.job
-        check = checking(job.trust, fd, job.part_path, then=job.landing, label=job.label)
-        if check is not None:  # told first; it tells a fill's publisher only what verified
+        job, check = self.job, None
+        if job.trust is not None:  # (loaded only then: a plain fetch runs no check)
+            from mdl.transfer.ranges import RangeCheck
+
+            # told first; it tells a fill's publisher only what verified
+            check = RangeCheck(job.trust, fd, job.part_path, then=job.landing, label=job.label)
             self.job = dataclasses.replace(job, landing=check)
         state = self._state(fd)
         resumed_from = state.on_disk()
@@ -148,6 +154,8 @@ class PartFetch:
     def _repair(self, state: DownloadState, restarts: Restarts, check: RangeCheck) -> None:
         """Each range that failed its trusted hash fetched again alone (a few rounds at most:
         past them the whole file's hash decides, as it always does); said in one warning."""
+        from mdl.transfer.ranges import REFETCH_ROUNDS
+
         job = self.job
         for _ in range(REFETCH_ROUNDS):
             bad = check.settle(self.shared.cancel)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from mdl.signing.statement import (
         SignedFile,  # (a signed pull's: made by what checks signatures)
     )
-    from mdl.transfer.ranges import RangeTrust
 
 log = logging.getLogger("mdl.transfer")
 
@@ -121,6 +120,21 @@ class Landing(Protocol):
         """Bytes ``[start, end)`` told before are claimed no more (a piece dropped or cut back,
         the file started over): told under the engine's lock BEFORE they change on disk, so a
         reader that began before this is told read what had landed."""
+
+
+class RangeTrust(Protocol):
+    """A file's ranges, each with a digest hanging from a root mdl trusts (made and checked by
+    ``mdl.transfer.ranges``): ``spans`` tile ``[0, size)`` in order."""
+
+    @property
+    def kind(self) -> str:
+        """The root the digests hang from: ``lock``, ``signature`` or ``xet``."""
+
+    @property
+    def spans(self) -> Sequence[tuple[int, int]]: ...
+
+    def holds(self, index: int, data: memoryview) -> bool:
+        """Whether ``data`` is range ``index``'s bytes."""
 
 
 @dataclass(frozen=True)

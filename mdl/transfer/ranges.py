@@ -23,12 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, SimpleQueue
-from typing import Protocol
-
-import blake3
 
 from mdl.background import Background
-from mdl.transfer.job import Landing
+from mdl.transfer.job import Landing, RangeTrust
 
 log = logging.getLogger("mdl.transfer")
 
@@ -47,20 +44,6 @@ READ_BUDGET = 96 * MiB
 def part_size(size: int) -> int:
     """The range size mdl records part hashes at for a ``size``-byte file."""
     return max(RANGE_PART, -(-size // MOST_RANGES // MiB) * MiB)
-
-
-class RangeTrust(Protocol):
-    """A file's ranges with their trusted digests: ``spans`` tile ``[0, size)`` in order."""
-
-    @property
-    def kind(self) -> str:
-        """The root the digests hang from: ``lock``, ``signature`` or ``xet``."""
-
-    @property
-    def spans(self) -> Sequence[tuple[int, int]]: ...
-
-    def holds(self, index: int, data: memoryview) -> bool:
-        """Whether ``data`` is range ``index``'s bytes."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +71,8 @@ class Digests:
 
 def digest(data: bytes | memoryview, algorithm: str = "blake3") -> bytes:
     if algorithm == "blake3":
+        import blake3  # (loaded by a fetch that checks ranges only: not on every command's path)
+
         return blake3.blake3(data).digest()
     return hashlib.new(algorithm, data).digest()
 
@@ -358,12 +343,3 @@ class RangeCheck:
             if not self.trust.holds(i, view[s - first : e - first]):
                 return None
         return view
-
-
-def checking(
-    trust: RangeTrust | None, fd: int, part_path: Path, *, then: Landing | None, label: str
-) -> RangeCheck | None:
-    """The check of a fetch into ``fd`` when a trust exists; None (no cost) otherwise."""
-    if trust is None:
-        return None
-    return RangeCheck(trust, fd, part_path, then=then, label=label)
