@@ -84,7 +84,7 @@ class PartFetch:
             git_oid=state.hasher.sha1.hexdigest() if state.hasher.sha1 is not None else None,
             etag=state.validator,
             resumed_from=resumed_from,
-            fetched=size - resumed_from,
+            fetched=size - resumed_from + (check.refetched_bytes if check is not None else 0),
             verified=not state.overlaps or (resumed_from == 0 and state.answers <= 1),
             discarded=state.discarded,
             trust=check.trust.kind if check is not None else None,

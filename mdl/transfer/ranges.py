@@ -37,7 +37,9 @@ MOST_RANGES = 9_000  # ranges per file at most: a bigger file gets bigger ranges
 # ranges a fetch re-fetches alone, in rounds, before the whole-file hash decides (a source that
 # keeps sending a wrong range is the source's fault: the file is then refused, as before)
 REFETCH_ROUNDS = 2
-# bytes ``read`` holds at once across every reader (engine rule 5: the process stays < 250 MB)
+# bytes held at once across the process (engine rule 5: it stays < 250 MB): by the checks of every
+# fetch (files fetched at once share it), and by the ranges being served (``reading``)
+CHECK_BUDGET = 48 * MiB
 READ_BUDGET = 96 * MiB
 
 
@@ -163,6 +165,9 @@ class _Budget:
                 self._free.notify_all()
 
 
+# the bytes held by every fetch's checks at once, and by every range being served, apart (a slow
+# reader of a served range never holds up the checks that release the next)
+_CHECKS = _Budget(CHECK_BUDGET)
 _BUDGET = _Budget(READ_BUDGET)
 # the checks running in this process, by ``.part`` path: what ``mdl serve --pull`` reads from
 _LIVE: dict[Path, RangeCheck] = {}
@@ -201,6 +206,7 @@ class RangeCheck:
         self.verified: set[int] = set()
         self.bad: set[int] = set()
         self.refetched = 0  # ranges fetched again alone, this fetch
+        self.refetched_bytes = 0
         self._lock = threading.Condition()
         self._told: SimpleQueue[tuple[bool, int, int] | None] = SimpleQueue()
         self._backs = 0  # take-backs told: a check read while it was n counts only if it still is
@@ -208,7 +214,6 @@ class RangeCheck:
         self._landed: list[tuple[int, int]] = []
         self._pending: set[int] = set()  # ranges whose bytes all landed, not checked yet
         self._checker = Background(f"mdl-ranges:{label}", self._check_landed, join=None)
-        self._buffer = bytearray(max((e - s for s, e in self.spans), default=1))
 
     # -- the fetch's side (``Landing``) --------------------------------------------------------
     def landed(self, start: int, end: int) -> None:
@@ -243,15 +248,22 @@ class RangeCheck:
 
     # -- the checker ---------------------------------------------------------------------------
     def _check_landed(self, stop: threading.Event) -> None:
+        """The checker: what was told applied in order, then each range whose bytes all landed
+        checked, until the fetch ends (what is still to check then is checked first)."""
         ended = False
-        while not (ended or stop.is_set()):
-            told = [self._told.get()]
-            try:
+        while not stop.is_set():
+            with self._lock:
+                idle = not self._pending
+            if idle and ended:
+                return
+            told: list[tuple[bool, int, int] | None] = []
+            try:  # wait for news only when there is nothing left to check
+                told.append(self._told.get(timeout=None) if idle else self._told.get_nowait())
                 while told[-1] is not None:
                     told.append(self._told.get_nowait())
             except Empty:
                 pass
-            ended = told[-1] is None
+            ended = ended or (bool(told) and told[-1] is None)
             with self._lock:
                 for is_landed, start, end in filter(None, told):
                     self._apply(is_landed, start, end)
@@ -260,8 +272,8 @@ class RangeCheck:
                 backs = self._backs
             for index in ready:
                 if stop.is_set() or self._backs != backs:
-                    break
-                self._check(index, backs)
+                    break  # taken back meanwhile: the news first
+                self._check(index, backs, stop)
             with self._lock:
                 self._lock.notify_all()
 
@@ -274,14 +286,17 @@ class RangeCheck:
             if index not in self.verified and covered(self.spans[index], self._landed):
                 self._pending.add(index)
 
-    def _check(self, index: int, backs: int) -> None:
+    def _check(self, index: int, backs: int, stop: threading.Event) -> None:
         start, end = self.spans[index]
-        try:
-            view = _read_into(self.fd, memoryview(self._buffer)[: end - start], start)
-            good = self.trust.holds(index, view)
-        except (OSError, ValueError) as exc:
-            log.debug("%s: range %d not checked: %s", self.label, index, exc)
-            good = False
+        with _CHECKS.holding(end - start, stop) as held:
+            if not held:
+                return
+            try:
+                view = _read_into(self.fd, memoryview(bytearray(end - start)), start)
+                good = self.trust.holds(index, view)
+            except (OSError, ValueError) as exc:
+                log.debug("%s: range %d not checked: %s", self.label, index, exc)
+                good = False
         with self._lock:
             if self._backs != backs or index not in self._pending:
                 return  # its bytes were taken back meanwhile: checked again once they land
@@ -311,6 +326,7 @@ class RangeCheck:
             for span in spans:
                 self.bad.discard(self.spans.index(span))
             self.refetched += len(spans)
+            self.refetched_bytes += sum(end - start for start, end in spans)
 
     def verified_spans(self) -> list[tuple[int, int]]:
         with self._lock:

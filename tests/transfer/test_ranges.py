@@ -64,6 +64,7 @@ def test_a_flipped_byte_costs_one_range_fetched_again_alone(
     assert (result.trust, result.refetched) == ("lock", 1)
     sent = cdn.log.body_bytes(path_prefix="/f.bin")
     assert len(DATA) < sent <= len(DATA) + PART, "the model and one range, not the file twice"
+    assert result.fetched == len(DATA) + PART, "the range fetched again counts"
     said = [cause for cause in job.retries.causes if "range" in cause]
     assert len(said) == 1 and "1 range(s) failed their lock hash" in said[0], said
 
