@@ -302,8 +302,8 @@ class RangeCheck:
                 return  # its bytes were taken back meanwhile: checked again once they land
             self._pending.discard(index)
             (self.verified if good else self.bad).add(index)
-        if good and self.then is not None:
-            self.then.landed(start, end)
+            if good and self.then is not None:  # under the lock: never after a take-back of it
+                self.then.landed(start, end)
         if not good:
             log.info(
                 "%s: bytes %d-%d failed their %s hash", self.label, start, end - 1, self.trust.kind
