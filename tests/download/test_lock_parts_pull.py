@@ -7,9 +7,11 @@ pulls as before (whole-file checks)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
+from runfixtures import mdl
 from servers import HubServer, make_data
 
 from mdl import api
@@ -55,8 +57,9 @@ def weights_outcome(report: RunReport) -> FileOutcome:
     return next(f for f in report.files if f.path == "model.safetensors")
 
 
+@pytest.mark.parametrize("mode", ["frozen", "locked", "auto"])
 def test_a_flipped_byte_costs_one_part_when_the_lock_has_part_hashes(
-    catalog: Path, hub: HubServer, tmp_path: Path
+    catalog: Path, hub: HubServer, tmp_path: Path, mode: str
 ) -> None:
     sidecar = locked_with_parts(catalog, tmp_path / "machine-1")
     found = read_parts(sidecar)
@@ -68,7 +71,8 @@ def test_a_flipped_byte_costs_one_part_when_the_lock_has_part_hashes(
     )
     hub.cdn.log.clear()
     hub.cdn.flips.append([3 * MiB + 17, 1])
-    report = api.pull(all=True, catalog=catalog, dest=tmp_path / "machine-2", frozen=True)
+    flags = {"frozen": mode == "frozen", "locked": mode == "locked"}
+    report = api.pull(all=True, catalog=catalog, dest=tmp_path / "machine-2", **flags)
     assert report.ok, report.files
     got = tmp_path / "machine-2" / "m" / "model.safetensors"
     assert got.read_bytes() == WEIGHTS
@@ -95,6 +99,20 @@ def test_a_later_lock_adds_what_came_and_drops_what_is_no_longer_pinned(
     sidecar.unlink()
     check = api.lock(all=True, catalog=catalog, check=True)
     assert check.ok, "--check does not ask for part hashes"
+
+
+def test_mdl_lock_says_what_it_wrote_beside_the_lock(
+    catalog: Path, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    machine = tmp_path / "machine-1"
+    assert api.pull(all=True, catalog=catalog, dest=machine).ok
+    monkeypatch.setenv("MDL_DEST", str(machine))
+    done = mdl("lock", "--catalog", str(catalog))
+    assert done.exit_code == 0, done.stderr
+    sidecar = parts_beside(catalog.with_suffix(".lock"))
+    assert f"wrote {sidecar} (part hashes of 2 files, 2 hashed here now)" in done.stderr
+    doc = json.loads(mdl("lock", "--catalog", str(catalog), "--json").stdout)
+    assert doc["parts"] == {"path": str(sidecar), "changed": False, "files": 2, "hashed": 0}
 
 
 def test_a_bad_parts_file_is_one_warning_and_the_pull_checks_whole_files(
