@@ -10,6 +10,7 @@ import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from mdl.sources.resolve import RemoteFile, ResolvedModel
 from mdl.store.confined import unlink
 from mdl.store.inventory import INSTALLED, file_state
 from mdl.store.layout import Layout
+from mdl.store.records import FileRecord
 
 log = logging.getLogger("mdl.lock")
 
@@ -129,7 +131,7 @@ def lock_catalog(
             path, False, resolved=resolved, failures=tuple(failures), warnings=warnings
         )
     sidecar = _Sidecar(path, settings, warnings)
-    sidecar.hash_local(base.with_models(fresh, keep=scope.keeps), scope)
+    sidecar.hash_local(base.with_models(fresh, keep=scope.keeps), scope, progress)
     changed, changes = _write_merged(path, scope, fresh, sidecar)
     log.info(
         "%s: %s (%d model(s) resolved)", path, "written" if changed else "unchanged", len(resolved)
@@ -197,11 +199,23 @@ class _Sidecar:
                 self.warnings.append(warning)
             return {}
 
-    def hash_local(self, lock: Lock, scope: _Scope) -> None:
+    def hash_local(self, lock: Lock, scope: _Scope, progress: Progress) -> None:
         """Hash the files of the models in scope that have no part hashes yet and are installed
-        here, verified (outside the lock's flock: this reads gigabytes)."""
+        here, verified (outside the lock's flock: this reads gigabytes; with progress)."""
+        here = self._unhashed_here(lock, {spec.name for spec in scope.specs})
+        if not here:
+            return
+        progress.begin(total_bytes=sum(e.size for _, _, e in here.values()), files=len(here))
+        for sha256, (label, path, entry) in here.items():
+            if (one := self._hashed(label, path, entry, progress)) is not None:
+                self.found[sha256] = one
+
+    def _unhashed_here(
+        self, lock: Lock, names: set[str]
+    ) -> dict[str, tuple[str, Path, FileRecord]]:
+        """By sha256, the files of the models ``names`` with no part hashes yet that are installed
+        here, verified (see ``_installed``)."""
         have = self.read()
-        names = {spec.name for spec in scope.specs}
         todo = [
             (model.name, f)
             for model in lock.models.values()
@@ -209,53 +223,49 @@ class _Sidecar:
             for f in model.files
             if f.size > 0 and not (f.sha256 in have and have[f.sha256].size == f.size)
         ]
+        here: dict[str, tuple[str, Path, FileRecord]] = {}
         if not todo:
-            return
+            return here
         try:
             layout = Layout(self.settings)
         except MdlError as exc:  # no destination to look in: nothing installed here
             log.info("no part hashes from %s: %s", self.settings.dest, exc.message)
-            return
+            return here
         for name, f in todo:
-            if f.sha256 not in self.found and (one := self._hashed(layout, name, f)) is not None:
-                self.found[f.sha256] = one
+            if f.sha256 not in here and (found := _installed(layout, name, f)) is not None:
+                here[f.sha256] = found
+        return here
 
-    def _hashed(self, layout: Layout, model: str, f: LockedFile) -> PartHashes | None:
-        """The part hashes of the file as installed here, if it is, verified and still the bytes
-        the lock pins (its sha256 is computed from the same read)."""
-        record = layout.records.read_record(model)
-        entry = record.entry_for(f.path, sha256=f.sha256, git_oid=f.git_oid) if record else None
-        if entry is None or not entry.verified or (entry.sha256, entry.size) != (f.sha256, f.size):
-            return None
-        state, placement = file_state(layout, model, f.path, f.source, entry)
-        if state != INSTALLED or placement is None:
-            return None
-        label = f"{model}/{f.path}"
+    def _hashed(
+        self, label: str, path: Path, entry: FileRecord, progress: Progress
+    ) -> PartHashes | None:
+        """The part hashes of the file at ``path`` if it is still as ``entry`` recorded it when
+        it verified: same size and mtime, and the same sha256, computed from the same read."""
+        progress.start(label, label=f"hashing the parts of {label}", total=entry.size)
+        got: tuple[PartHashes, str] | None = None
         try:
-            fd = os.open(placement.final, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError as exc:
-            log.info("%s: no part hashes: cannot open it: %s", label, exc.strerror or exc)
-            return None
-        try:
-            now = os.fstat(fd)
-            if not stat.S_ISREG(now.st_mode) or (now.st_size, now.st_mtime_ns) != (
-                entry.size,
-                entry.mtime_ns,
-            ):
-                return None
-            log.info("%s: hashing its parts for %s", label, self.path.name)
-            parts, sha256 = hashed(fd, f.size)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                now = os.fstat(fd)
+                if stat.S_ISREG(now.st_mode) and (now.st_size, now.st_mtime_ns) == (
+                    entry.size,
+                    entry.mtime_ns,
+                ):
+                    got = hashed(fd, entry.size, on_bytes=partial(progress.advance, label))
+            finally:
+                os.close(fd)
         except OSError as exc:
             log.info("%s: no part hashes: cannot read it: %s", label, exc.strerror or exc)
+            progress.finish(label, ok=False, message="cannot read it")
             return None
-        finally:
-            os.close(fd)
-        if sha256 != f.sha256:
-            warning = f"{label}: no part hashes: {placement.final} changed since it was verified"
-            log.warning("%s", warning)
-            self.warnings.append(warning)
-            return None
-        return parts
+        if got is not None and got[1] == entry.sha256:
+            progress.finish(label, ok=True, message="part hashes")
+            return got[0]
+        warning = f"{label}: no part hashes: {path} changed since it was verified"
+        log.warning("%s", warning)
+        self.warnings.append(warning)
+        progress.finish(label, ok=False, message="changed since it was verified")
+        return None
 
     def write(self, lock: Lock) -> None:
         """The part hashes of every file ``lock`` pins that has some, written beside it (under
@@ -264,6 +274,20 @@ class _Sidecar:
         parts = kept({**self.read(), **self.found}, pinned)
         self.changed = write_parts(self.path, parts)
         self.count = len(parts)
+
+
+def _installed(layout: Layout, model: str, f: LockedFile) -> tuple[str, Path, FileRecord] | None:
+    """Where the locked file is installed here, verified as the bytes the lock pins (its record
+    says so, its size and mtime still match: ``file_state``), with its label and record; else
+    None."""
+    record = layout.records.read_record(model)
+    entry = record.entry_for(f.path, sha256=f.sha256, git_oid=f.git_oid) if record else None
+    if entry is None or not entry.verified or (entry.sha256, entry.size) != (f.sha256, f.size):
+        return None
+    state, placement = file_state(layout, model, f.path, f.source, entry)
+    if state != INSTALLED or placement is None:
+        return None
+    return f"{model}/{f.path}", placement.final, entry
 
 
 def _checked(path: Path, scope: _Scope, old: Lock | None) -> LockReport:

@@ -13,9 +13,8 @@ from __future__ import annotations
 import binascii
 import errno
 import re
-import threading
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,16 +68,24 @@ def trust_for(parts: Mapping[str, PartHashes], sha256: str, size: int) -> Digest
     return found.trust() if found is not None and found.size == size else None
 
 
-def hashed(fd: int, size: int, *, stop: threading.Event | None = None) -> tuple[PartHashes, str]:
+def hashed(
+    fd: int, size: int, *, on_bytes: Callable[[int], object] | None = None
+) -> tuple[PartHashes, str]:
     """The part hashes of the ``size``-byte file open at ``fd`` (at mdl's part size for it) and its
-    sha256, from one read (OSError when it is shorter)."""
+    sha256, from one read (``on_bytes``: told each part's length; OSError when it is shorter)."""
     import hashlib
 
     from mdl.transfer.ranges import part_digests, part_size
 
     whole = hashlib.sha256()
+
+    def feed(view: memoryview) -> None:
+        whole.update(view)
+        if on_bytes is not None:
+            on_bytes(len(view))
+
     part = part_size(size)
-    digests = part_digests(fd, size, part, stop=stop, whole=whole.update)
+    digests = part_digests(fd, size, part, whole=feed)
     return PartHashes(size, part, tuple(digests)), whole.hexdigest()
 
 

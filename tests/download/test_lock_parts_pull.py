@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,23 @@ def test_a_lock_without_part_hashes_pulls_as_before(
     assert report.exit_code == ExitCode.INTEGRITY, report.files
     assert outcome.error is not None and "sha256 mismatch" in outcome.error
     assert hub.cdn.log.body_bytes() >= len(WEIGHTS), "fetched whole, then refused whole"
+
+
+def test_a_file_changed_behind_its_record_gets_no_part_hashes(
+    catalog: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    machine = tmp_path / "machine-1"
+    assert api.lock(all=True, catalog=catalog, dest=machine).ok
+    assert api.pull(all=True, catalog=catalog, dest=machine).ok
+    installed = machine / "m" / "model.safetensors"
+    before = installed.stat()
+    with installed.open("r+b") as handle:  # one byte changed, size and mtime put back
+        handle.seek(5 * MiB)
+        handle.write(bytes([WEIGHTS[5 * MiB] ^ 1]))
+    os.utime(installed, ns=(before.st_atime_ns, before.st_mtime_ns))
+    report = api.lock(all=True, catalog=catalog, dest=machine)
+    assert report.ok and (report.parts, report.hashed) == (1, 1)
+    assert set(read_parts(parts_beside(catalog.with_suffix(".lock")))) == {C_SHA}
+    assert report.warnings == (
+        f"m/model.safetensors: no part hashes: {installed} changed since it was verified",
+    )
