@@ -98,6 +98,11 @@ def say_changes(run: Run, report: "LockReport", *, upgrade: bool) -> None:
         run.console.info(f"wrote {report.path} ({models})")
     else:
         run.console.info(f"{report.path} is up to date ({models})")
+    if report.parts_changed:
+        hashed = f", {report.hashed} hashed here now" if report.hashed else ""
+        run.console.info(
+            f"wrote {report.parts_path} (part hashes of {plural(report.parts, 'file')}{hashed})"
+        )
 
 
 def change_line(change: "ModelChange") -> str:

@@ -481,6 +481,7 @@ def transfer_job(
         located=remote.located,
         opening=remote.opening,
         signed=remote.signed,
+        trust=remote.trust,
         **more,
     )
     warning = session.netrc_warning(typed=remote.typed)

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mdl.catalog.specs import ModelSpec
 from mdl.download._fetch import fetch_from_sources, transfer_job
@@ -20,7 +21,7 @@ from mdl.download.session import PullSession, label_of
 from mdl.errors import IntegrityError, MdlError, NotFoundError, UsageError
 from mdl.report import FileOutcome, failed
 from mdl.signing.library import MAX_SIGNATURE_BYTES, import_ahead, require_library, verify_signature
-from mdl.signing.statement import SignedFile, SignedManifest, Trust, git_path
+from mdl.signing.statement import ALGORITHMS, SignedFile, SignedManifest, Trust, git_path
 from mdl.sources.resolve import RemoteFile, ResolvedModel
 from mdl.store.confined import read_bytes, write_atomic
 from mdl.store.layout import selected, signed_name
@@ -28,6 +29,9 @@ from mdl.store.records import ExpectedFile, SignatureRecord
 from mdl.store.verify import read_signature
 from mdl.transfer.job import RetryLog
 from mdl.transfer.resume import discard_partial
+
+if TYPE_CHECKING:
+    from mdl.transfer.ranges import Digests
 
 log = logging.getLogger("mdl.pull")
 
@@ -278,7 +282,10 @@ def _pinned(
             log.error("%s", refused[-1].error)
             continue
         assert one is not None
-        files.append(replace(remote, sha256=remote.sha256 or one.sha256, signed=one))
+        # a sharded signature's shards are the file's range trust, before the lock's part hashes:
+        # a range released before the whole file then is the signer's (finer parts or not)
+        trust = signed_ranges(one, remote.size) or remote.trust
+        files.append(replace(remote, sha256=remote.sha256 or one.sha256, signed=one, trust=trust))
     present = {signed_name(f.path, f.source) for f in model.files}
     for path in sorted(set(manifest.files) - present):
         # a file the catalog entry would take if its source listed it (a signed file missing
@@ -292,6 +299,28 @@ def _pinned(
             )
             log.error("%s", refused[-1].error)
     return files, refused, withheld
+
+
+def signed_ranges(one: SignedFile, size: int | None) -> Digests | None:
+    """A sharded signature's shards as the range trust of the file (kind ``signature``), when they
+    tile its ``size`` bytes end to end; None otherwise (one digest of the whole file: no ranges)."""
+    if not one.sharded or not size or one.algorithm not in ALGORITHMS.values():
+        return None
+    from mdl.transfer.ranges import Digests
+
+    spans: list[tuple[int, int]] = []
+    digests: list[bytes] = []
+    for start, end, hexdigest in one.pieces:
+        if end is None or start != (spans[-1][1] if spans else 0) or end <= start:
+            return None
+        try:
+            digests.append(bytes.fromhex(hexdigest))
+        except ValueError:
+            return None
+        spans.append((start, end))
+    if not spans or spans[-1][1] != size:
+        return None
+    return Digests("signature", tuple(spans), tuple(digests), one.algorithm)
 
 
 def _unlike_signed(remote: RemoteFile, one: SignedFile | None) -> str | None:

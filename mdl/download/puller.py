@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from mdl.download.session import PullSession, warned
 from mdl.lockfile.model import Lock
 from mdl.lockfile.policy import LockUse
 from mdl.progress import Progress
-from mdl.report import FileOutcome, RunReport, log_outcome
+from mdl.report import WARNING_CAUSE, FileOutcome, RunReport, log_outcome
 from mdl.sources.resolve import RemoteFile, ResolvedModel
 from mdl.store.records import ExpectedFile, ModelRecord, SignatureRecord
 from mdl.store.store import Store
@@ -66,7 +67,7 @@ def _pull(
         if settings.dry_run:
             planned = tuple(outcomes) + tuple(dry_run_outcome(p) for p in plans)
             report = RunReport(planned, dry_run=True, hub_wait_seconds=session.hub_wait_seconds)
-            return warned(report, lockfile.warnings)
+            return _warned(report, lockfile)
         if any(p.decision.action is not Action.SKIP for p in plans):
             session.store.ensure_dirs()
             check_space(plans)
@@ -85,7 +86,21 @@ def _pull(
             hub_wait_seconds=session.hub_wait_seconds,
             waited=session.fill_waits.seconds,
         )
-        return warned(report, lockfile.warnings)
+        return _warned(report, lockfile)
+
+
+def _warned(report: RunReport, lockfile: LockUse) -> RunReport:
+    """The report with what the lock said: why a model was not pinned, and (on every file it
+    pinned) that the part hashes beside it were not used."""
+    report = warned(report, lockfile.warnings)
+    if lockfile.parts_warning is None:
+        return report
+    cause = WARNING_CAUSE + lockfile.parts_warning
+    files = tuple(
+        o if o.model in lockfile.warnings else replace(o, retries=(*o.retries, cause))
+        for o in report.files
+    )
+    return replace(report, files=files)
 
 
 def _said(spec: ModelSpec, signatures: Signatures, installed: set[str]) -> dict[str, Any]:

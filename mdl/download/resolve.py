@@ -5,7 +5,7 @@ it); ``mdl resolve``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import closing
 from functools import partial
 from typing import Any
@@ -17,6 +17,7 @@ from mdl.download._plan import recorded
 from mdl.download.session import PullSession
 from mdl.errors import AuthError, InterruptedByUserError, MdlError, NetworkError
 from mdl.lockfile.model import Lock, LockedModel, resolved_from_locked
+from mdl.lockfile.parts import PartHashes
 from mdl.lockfile.policy import LockUse
 from mdl.progress import Progress
 from mdl.redact import redact_url
@@ -70,7 +71,7 @@ def _resolve_one(
     this run, and is not asked again)."""
     locked = lock.pinned(spec) if lock is not None else None
     if locked is not None:  # pinned commit, files, sizes and sha256: no Hub API call at all
-        return from_lock(session.settings, spec, locked)
+        return from_lock(session.settings, spec, locked, parts=lock.parts if lock else None)
     needs_hub = _needs_hub(spec)
     if outage is not None and needs_hub:
         raise _told_for(spec, outage)
@@ -82,8 +83,15 @@ def _resolve_one(
     return resolve_model(spec, hub=hub, offline=offline, environ=session.environ, record=record)
 
 
-def from_lock(settings: Settings, spec: ModelSpec, locked: LockedModel) -> ResolvedModel:
-    """The model as the lock pins it (its commit, files, sizes and sha256): no Hub API call."""
+def from_lock(
+    settings: Settings,
+    spec: ModelSpec,
+    locked: LockedModel,
+    *,
+    parts: Mapping[str, PartHashes] | None = None,
+) -> ResolvedModel:
+    """The model as the lock pins it (its commit, files, sizes and sha256; ``parts``: the part
+    hashes beside it, each file's range trust): no Hub API call."""
     model = resolved_from_locked(
         locked,
         file_url=partial(hub_file_url, settings.endpoint),
@@ -91,6 +99,7 @@ def from_lock(settings: Settings, spec: ModelSpec, locked: LockedModel) -> Resol
         spec=spec,
         environ=settings.environ,
         secrets=settings.secrets,
+        parts=parts,
     )
     return marked_signature(spec, model)
 

@@ -17,6 +17,7 @@ from pydantic.dataclasses import dataclass
 from mdl.catalog.load import expand_headers
 from mdl.catalog.specs import MAX_MODEL_NAME, ModelSpec, is_model_name
 from mdl.errors import UsageError
+from mdl.lockfile.parts import PartHashes, trust_for
 from mdl.paths import GIT_OID_HEX, path_clash, path_problem, repo_id_problem
 from mdl.redact import Secrets, printable, redact_url
 from mdl.store.layout import HubFileRef, hub_source, parse_hub_source
@@ -217,10 +218,12 @@ def resolved_from_locked(
     spec: ModelSpec | None,
     environ: Mapping[str, str],
     secrets: Secrets,
+    parts: Mapping[str, PartHashes] | None = None,
 ) -> ResolvedModel:
     """The files to fetch for a locked model, with no Hub listing. Direct URLs come from the catalog
     entry (``spec``: a signed query and headers the lock never holds), else (``--frozen``) from the
-    lock as written; a Hub file's Xet hash from the lock, its token asked for at the pinned commit.
+    lock as written; a Hub file's Xet hash from the lock, its token asked for at the pinned commit;
+    a file's range trust from the part hashes beside the lock (``parts``) held for its very bytes.
     """
     catalog_files = {f.save_path: f for f in spec.files} if spec is not None else {}
     from mdl.sources.resolve import RemoteFile, ResolvedModel, XetRef
@@ -251,6 +254,7 @@ def resolved_from_locked(
                 "headers": expand_headers(entry, environ) if entry is not None else (),
             }
             extra["typed"] = True  # the catalog's URL, or the lock's as written from it
+        extra["trust"] = trust_for(parts, f.sha256, f.size) if parts else None
         files.append(
             RemoteFile(
                 model=locked.name, path=f.path, url=url, size=f.size, sha256=f.sha256, **extra

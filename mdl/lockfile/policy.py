@@ -16,6 +16,7 @@ from mdl.catalog.specs import Catalog, FileSpec, ModelSpec
 from mdl.errors import CatalogError, UsageError
 from mdl.lockfile.io import read_lock
 from mdl.lockfile.model import Lock, LockedModel
+from mdl.lockfile.parts import PartHashes, parts_beside, read_parts
 from mdl.redact import REDACTED, redact_url
 from mdl.setting import StrPath
 from mdl.store.records import ExpectedFile
@@ -37,10 +38,24 @@ class LockUse:
         if lock is not None:
             self.lock = lock
         self.warnings: dict[str, str] = {}  # model → the one warning said about it in this run
+        self.parts_warning: str | None = None  # the part hashes beside the lock were bad
 
     @cached_property
     def lock(self) -> Lock | None:  # CatalogError (exit 2) when it is unreadable or invalid
         return read_lock(self.path) if self.path is not None else None
+
+    @cached_property
+    def parts(self) -> Mapping[str, PartHashes]:
+        """The part hashes beside the lock, read when a model is first taken from it; bad ones are
+        one warning (``parts_warning``) and none are used: each file is checked whole, as before."""
+        if self.path is None:
+            return {}
+        try:
+            return read_parts(parts_beside(self.path))
+        except CatalogError as exc:
+            self.parts_warning = f"{exc.message}; not used: each file is checked whole"
+            log.warning("%s", self.parts_warning)
+            return {}
 
     def pinned(self, spec: ModelSpec, *, doing: str = "resolving it fresh") -> LockedModel | None:
         """The model's locked entry to use, or None: resolve it fresh (said once when a lock

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mdl.sources._hubreplies import FileMetadata, TreeEntry
     from mdl.sources.hub import Hub
     from mdl.transfer.job import Opening
+    from mdl.transfer.ranges import RangeTrust
 
 log = logging.getLogger("mdl.mirrors")
 # fields quoted in http(s) mirror URLs
@@ -83,6 +84,9 @@ class RemoteFile:
     staged_retries: tuple[str, ...] = field(default=(), compare=False)
     # a Hub file stored in Xet (its listing, its HEAD or the lock said so)
     xet: XetRef | None = None
+    # a trusted hash for each range of exactly these bytes (``sha256``): the part hashes beside
+    # the lock that pins it, or its signature's shards; None: only the whole file is checked
+    trust: RangeTrust | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

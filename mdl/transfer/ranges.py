@@ -18,7 +18,7 @@ import hmac
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +80,16 @@ def digest(data: bytes | memoryview, algorithm: str = "blake3") -> bytes:
 
 
 def part_digests(
-    fd: int, size: int, part: int, *, stop: threading.Event | None = None
+    fd: int,
+    size: int,
+    part: int,
+    *,
+    stop: threading.Event | None = None,
+    whole: Callable[[memoryview], object] | None = None,
 ) -> list[bytes]:
     """The blake3 of each ``part`` bytes of the file open at ``fd`` (read at most one part at a
-    time); OSError when it is shorter than ``size``."""
+    time; ``whole`` is fed every part in order: the file's own hash, from the same read); OSError
+    when it is shorter than ``size``."""
     buffer = bytearray(min(part, max(1, size)))
     found: list[bytes] = []
     for start in range(0, size, part):
@@ -91,6 +97,8 @@ def part_digests(
             raise InterruptedError("stopped")
         view = _read_into(fd, memoryview(buffer)[: min(part, size - start)], start)
         found.append(digest(view))
+        if whole is not None:
+            whole(view)
     return found
 
 
