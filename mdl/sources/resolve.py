@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from mdl.sources._hubreplies import FileMetadata, TreeEntry
     from mdl.sources.hub import Hub
     from mdl.transfer.job import Opening
-    from mdl.transfer.ranges import RangeTrust
+    from mdl.transfer.job import RangeTrust
 
 log = logging.getLogger("mdl.mirrors")
 # fields quoted in http(s) mirror URLs

@@ -80,6 +80,8 @@ def test_a_flipped_byte_costs_one_part_when_the_lock_has_part_hashes(
     outcome = weights_outcome(report)
     assert outcome.verified and outcome.action == "downloaded"
     assert any("1 range(s) failed their lock hash" in w for w in outcome.warnings), outcome
+    shown = outcome.to_json()
+    assert (shown["range_trust"], shown["ranges_refetched"]) == ("lock", 1)
     sent = hub.cdn.log.body_bytes()
     assert len(WEIGHTS) < sent <= len(WEIGHTS) + 2 * MiB, "the file and a part, not twice the file"
 
