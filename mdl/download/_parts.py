@@ -300,12 +300,7 @@ class Streamer:
         if token is None:
             return sum(end - start for start, end in self.ranges)
         parts = self.parts.under(token)
-        new = [
-            n
-            for n in sorted(parts.published())
-            if not covered(parts.span(n), self.ranges) and parts.uri(n) not in self.wrong
-        ]
-        new = new[:READERS]
+        new = self._unread(parts)[:READERS]
         if new:
             reading = partial(_read, parts, fd, self.job.trust)
             got = [found for found in self._readers().map(reading, new) if found is not None]
@@ -315,6 +310,14 @@ class Streamer:
             log.info("%s: read %d parts another machine published", self.job.label, len(got))
             self._said([uri for _, uri in got if uri is not None])
         return sum(end - start for start, end in self.ranges)
+
+    def _unread(self, parts: PartSet) -> list[int]:
+        """The parts published under a holder's token not on disk yet (nor proved wrong)."""
+        return [
+            n
+            for n in sorted(parts.published())
+            if not covered(parts.span(n), self.ranges) and parts.uri(n) not in self.wrong
+        ]
 
     def _said(self, wrong: list[str]) -> None:
         """Parts that failed the trust: never read again; the first said (once per file)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from mdl.buckets.lease import GaveUp, lease_body, wait_for
 from mdl.buckets.names import lease_prefix, namespace, part_set
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings
-from mdl.download._parts import PartSet, Streamer
+from mdl.download._parts import PartSet, Publisher, Streamer
 from mdl.download.puller import pull_models
 from mdl.download.session import TERM_VARIABLE
 from mdl.progress import Progress
@@ -32,7 +33,7 @@ from mdl.setting import Overrides
 from mdl.transfer import ranges
 from mdl.transfer.http import Credentials
 from mdl.transfer.job import Identity, TransferJob
-from mdl.transfer.ranges import Digests
+from mdl.transfer.ranges import Digests, RangeCheck
 
 PART = 1 << 20  # the tests' part size (MiB): 8 parts and 3 bytes
 WEIGHTS = make_data(8 * PART + 3, seed=70)
@@ -323,3 +324,28 @@ def test_the_holder_never_publishes_a_range_that_failed_its_hash(
         assert data == WEIGHTS[(number - 1) * PART : number * PART], number
     assert tiny.cdn.log.body_bytes() == len(WEIGHTS) + PART
     assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+
+
+def test_a_part_leaves_the_holder_only_as_bytes_that_verify_as_read(
+    root: Path, tmp_path: Path
+) -> None:
+    """Beside the fetch, the holder reads each part it sends through its fetch's range check
+    (``RangeCheck.reading``): bytes that verified once, then changed on disk, are not sent."""
+    job = follower(tmp_path, root, trust_of(WEIGHTS)).job
+    job.part_path.write_bytes(WEIGHTS)
+    fd = os.open(job.part_path, os.O_RDWR)
+    try:
+        assert job.trust is not None
+        with RangeCheck(job.trust, fd, job.part_path) as check:
+            check.landed(0, len(WEIGHTS))
+            assert check.settle(threading.Event()) == []
+            assert check.verified_spans() == [(0, len(WEIGHTS))]
+            os.pwrite(fd, b"\0", PART + 5)  # part 2 changes after it verified
+            parts = follower(tmp_path, root, job.trust).parts.under(HELD)
+            sent = Publisher(parts, job)._send(
+                [1, 2], job.part_path, until=threading.Event(), backs=0
+            )
+    finally:
+        os.close(fd)
+    assert sent == PART and parts.published() == {1}
+    assert FolderWriter().read(parts.uri(1), limit=PART)[0] == WEIGHTS[:PART]  # type: ignore[index]
