@@ -284,12 +284,14 @@ class _Said:
         return self.streamer.streamed if self.streamer is not None else 0
 
     def __call__(self, result: TransferResult, fill: str | None) -> TransferResult:
+        # the bytes of parts the range trust refused crossed the network too
+        refused = self.streamer.refused if self.streamer is not None else 0
         return replace(
             result,
             waited=result.waited + self.waited,
             fill=fill or result.fill,
             streamed=self.streamed,
-            fetched=result.fetched + self.streamed,
+            fetched=result.fetched + self.streamed + refused,
         )
 
 

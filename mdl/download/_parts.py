@@ -25,6 +25,7 @@ from functools import partial
 from itertools import islice
 from pathlib import Path
 from queue import Empty, SimpleQueue
+from typing import NamedTuple
 
 from mdl.background import Background
 from mdl.buckets import names
@@ -288,6 +289,7 @@ class Streamer:
     job: TransferJob
     ranges: list[tuple[int, int]] = field(default_factory=list)  # on disk: kept, then streamed
     streamed: int = 0  # bytes read from parts by this run (verified ones, with a trust)
+    refused: int = 0  # bytes read from parts by this run that the trust refused (not claimed)
     wrong: set[str] = field(default_factory=set)  # parts (URIs) that failed the trust
     _fd: int | None = None
     _pool: ThreadPoolExecutor | None = None  # its readers, from the first part read to ``seed``
@@ -303,12 +305,14 @@ class Streamer:
         new = self._unread(parts)[:READERS]
         if new:
             reading = partial(_read, parts, fd, self.job.trust)
-            got = [found for found in self._readers().map(reading, new) if found is not None]
-            read = [span for spans, _ in got for span in spans]
+            got = [x for x in self._readers().map(reading, new) if x is not None]
+            read = [span for x in got for span in x.spans]
             self.ranges = merged([*self.ranges, *read])
-            self.streamed += sum(end - start for start, end in read)
+            claimed = sum(end - start for start, end in read)
+            self.streamed += claimed
+            self.refused += sum(x.size for x in got) - claimed
             log.info("%s: read %d parts another machine published", self.job.label, len(got))
-            self._said([uri for _, uri in got if uri is not None])
+            self._said([x.wrong for x in got if x.wrong is not None])
         return sum(end - start for start, end in self.ranges)
 
     def _unread(self, parts: PartSet) -> list[int]:
@@ -373,24 +377,30 @@ class Streamer:
             seed(self.job, self.ranges, cut=cut)
 
 
-def _read(
-    parts: PartSet, fd: int, trust: RangeTrust | None, number: int
-) -> tuple[list[tuple[int, int]], str | None] | None:
-    """Part ``number`` written at its place in ``fd``: the spans written (with ``trust``, those of
-    its verified ranges: :func:`_verified`) and its URI if it failed the trust; None: gone (the
-    object is there), or not whole yet."""
+class _Got(NamedTuple):
+    """A part read: the spans of it written and claimed, its bytes, its URI if the trust
+    refused a range of it."""
+
+    spans: list[tuple[int, int]]
+    size: int
+    wrong: str | None = None
+
+
+def _read(parts: PartSet, fd: int, trust: RangeTrust | None, number: int) -> _Got | None:
+    """Part ``number`` written at its place in ``fd`` (with ``trust``, only its verified ranges:
+    :func:`_verified`); None: gone (the object is there), or not whole yet."""
     start, end = parts.span(number)
     found = parts.writer.read(parts.uri(number), limit=end - start, aged=False)
     if found is None or len(found[0]) != end - start:
         return None
     if trust is None:
         os.pwrite(fd, found[0], start)
-        return [(start, end)], None
+        return _Got([(start, end)], end - start)
     data = memoryview(found[0])
     good, failed = _verified(trust, start, data)
     for s, e in good:
         os.pwrite(fd, data[s - start : e - start], s)
-    return good, parts.uri(number) if failed else None
+    return _Got(good, end - start, parts.uri(number) if failed else None)
 
 
 def _verified(

@@ -154,6 +154,7 @@ def test_a_planted_part_is_fetched_alone_from_the_origin_when_no_object_is_there
     said_once(outcome)
     assert tiny.cdn.log.body_bytes() == PART, outcome
     assert outcome.streamed == len(WEIGHTS) - PART, outcome
+    assert outcome.fetched == len(WEIGHTS) + PART, outcome  # the planted part's bytes too
     assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
 
 
@@ -180,7 +181,8 @@ def test_a_planted_part_is_read_alone_from_the_final_object(
     said_once(outcome)
     assert outcome.fill == "streamed" and tiny.cdn.log.body_bytes() == 0, outcome
     assert outcome.streamed == len(WEIGHTS) - PART, outcome
-    assert outcome.fetched - outcome.streamed == PART, outcome  # the object's: one part
+    # the planted part's bytes (read, refused) and the object's: one part each
+    assert outcome.fetched == len(WEIGHTS) + PART, outcome
 
 
 def test_without_a_trust_a_planted_part_is_read_as_before(
@@ -246,7 +248,7 @@ def test_a_wait_counts_only_verified_parts(
         step=lambda token: looked.append(streamer.step(token)) or looked[-1],
     )
     assert isinstance(state, GaveUp) and looked and set(looked) == {0}, (state, looked)
-    assert streamer.ranges == [] and streamer.streamed == 0
+    assert streamer.ranges == [] and streamer.streamed == 0 and streamer.refused == PART
     assert streamer.wrong == {f"{holder_prefix(root)}{WRONG:05d}"}
     put_part(root, 2, WEIGHTS[PART : 2 * PART])
     assert streamer.step(HELD) == PART  # a right part is progress
