@@ -344,10 +344,12 @@ class Streamer:
         published, read and claimed first (a failure to read them costs only their bytes: the
         fetch makes them); ``cut``: the fetch's pieces end at every multiple of it (half a part:
         two streams to a part, whole parts land in order and soon), fetched in order."""
-        had = -1
-        try:
-            while not cancel.is_set() and (now := self.step(after)) > had:
-                had = now
+        had, refused = -1, -1
+        try:  # (parts refused are no bytes, but more may follow them)
+            while not cancel.is_set() and (
+                (now := self.step(after)) > had or self.refused > refused
+            ):
+                had, refused = now, self.refused
         except (OSError, MdlError) as exc:
             log.info("%s: the parts published before were not read: %s", self.job.label, exc)
         self.seed(cut=cut)
@@ -415,8 +417,10 @@ def _verified(
     for index in touching(spans, start, end):
         s, e = spans[index]
         if start <= s and e <= end:
-            if trust.holds(index, data[s - start : e - start]):
-                good.append((s, e))
-            else:
-                failed = True
+            try:
+                holds = trust.holds(index, data[s - start : e - start])
+            except ValueError:  # (as the fetch's own check: not proved, so refused)
+                holds = False
+            good += [(s, e)] if holds else []
+            failed |= not holds
     return merged(good), failed

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from servers import HubServer, make_data
 
 import mdl.buckets._parts as parts_module
 import mdl.download._fetch as fetch_module
+import mdl.download._parts as stream_module
 from mdl.buckets import names
 from mdl.buckets.folder import FolderWriter
 from mdl.buckets.lease import GaveUp, lease_body, wait_for
@@ -112,16 +114,18 @@ def holder_prefix(root: Path) -> str:
     return f"{part_set(ns, object_uri(root), pin=SHA, size=len(WEIGHTS))[0]}{HELD}/"
 
 
-def planted_fleet(root: Path, *, wrong: int = WRONG) -> None:
-    """A live lease of ``HELD``'s, every part under its token, part ``wrong`` another writer's."""
+def planted_fleet(root: Path, *, wrong: tuple[int, ...] = (WRONG,)) -> str:
+    """A live lease of ``HELD``'s (its URI), every part under its token, the parts ``wrong``
+    another writer's."""
     ns = namespace(template_of(root))
     assert ns is not None
     writer = FolderWriter()
-    leases = lease_prefix(ns, object_uri(root))
-    assert writer.create(f"{leases}1", lease_body("holder:1:x", HELD)) is not None
+    lease = f"{lease_prefix(ns, object_uri(root))}1"
+    assert writer.create(lease, lease_body("holder:1:x", HELD)) is not None
     for n in range(1, COUNT + 1):
         data = WEIGHTS[(n - 1) * PART : n * PART]
-        assert writer.create(f"{holder_prefix(root)}{n:05d}", flipped(data) if n == wrong else data)
+        assert writer.create(f"{holder_prefix(root)}{n:05d}", flipped(data) if n in wrong else data)
+    return lease
 
 
 def installed(report: RunReport, dest: Path) -> Any:
@@ -183,6 +187,24 @@ def test_a_planted_part_is_read_alone_from_the_final_object(
     assert outcome.streamed == len(WEIGHTS) - PART, outcome
     # the planted part's bytes (read, refused) and the object's: one part each
     assert outcome.fetched == len(WEIGHTS) + PART, outcome
+
+
+def test_a_takeover_reads_past_a_run_of_wrong_parts(
+    tiny: HubServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trusted: None
+) -> None:
+    """The holder's lease lapsed long ago: this machine takes it over at once and reads the
+    parts its holder published first, two at a time; parts 3 and 4 (a whole look's reads) are
+    wrong, and the parts after them are read all the same: the origin sends the wrong ones'
+    bytes alone."""
+    monkeypatch.setattr(stream_module, "READERS", 2)
+    lease = planted_fleet(root, wrong=(3, 4))
+    past = time.time() - 3600
+    os.utime(lease.removeprefix("file://"), (past, past))
+    report = pull(tiny, tmp_path / "m0", root)
+    outcome = installed(report, tmp_path / "m0")
+    assert outcome.fill == "filled", outcome
+    assert tiny.cdn.log.body_bytes() == 2 * PART, outcome
+    assert outcome.streamed == len(WEIGHTS) - 2 * PART, outcome
 
 
 def test_without_a_trust_a_planted_part_is_read_as_before(
