@@ -23,6 +23,14 @@ network namespace: loopback). Variants, each at every N, the bucket emptied befo
   them over and resumes; against the same N's ``fill`` row (nobody killed). With ``--origin-rate
   0`` the leader would have the model before anyone could kill it, so this variant's CDN then sends
   each request at ``--cdn-rate`` (800 KiB/s by default) and each N runs twice at that rate.
+- ``plant``: ``fill`` with one wrong part planted (issue 70): once the first big file's lease
+  names its holder's token (in the lease's body, which anyone may read), the file's last part is
+  written under that token with one byte flipped, before the holder publishes it, so followers
+  find it among the holder's parts. Each file has a range trust (the blake3 of each part, what a
+  lock's part hashes give it: bench/trusted_mdl.py), so a follower checks each part as it arrives
+  and fetches the wrong one's bytes alone; target: CDN bytes ≤ 1.05 × + one part.
+  ``plant-bare``: the same without a range trust (the whole file's hash finds the wrong part).
+  With ``--origin-rate 0`` both run the CDN at ``--cdn-rate`` as ``kill`` does.
 
 Each mdl machine runs with ``--json``; each file's ``fill`` value is counted per row. Issue 61's
 rows (ratios within one run, each with the share of both cores busy over its run, /proc/stat) are
@@ -61,19 +69,26 @@ from typing import Any
 import runner as r
 from servers import Exchange, HubServer  # tests/servers.py
 
+from mdl.buckets._parts import fill_part
+from mdl.transfer.ranges import part_digests, part_size
+
 REPO, MODEL, BUCKET, PREFIX = "fanout-org/fanout-model", "fanout-model", "fanout", "hub"
 MIRROR = f"s3://{BUCKET}/{PREFIX}/{{model}}/{{path}}"
 # test credentials of the SeaweedFS identity this benchmark writes; nothing else accepts them
 ACCESS_KEY, SECRET_KEY = "fanout-bench", "fanout-bench-secret"
-VARIANTS = ("fill", "nofill", "hf", "kill")
+VARIANTS = ("fill", "nofill", "hf", "kill", "plant", "plant-bare")
 MIRRORS = ("s3", "file")  # SeaweedFS's S3 gateway; a shared folder (file://)
-FILLING = {"fill", "kill"}
+PLANTED = {"plant", "plant-bare"}
+FILLING = {"fill", "kill", *PLANTED}
 LEASES = f"{PREFIX}/.mdl/leases/"  # mdl/buckets/lease.py: ``<LEASES><model>/<path>/<N>``
+# mdl/buckets/names.py: ``<PARTS><model>/<path>/<sha256>-<part size>/<token>/<NNNNN>``
+PARTS = f"{PREFIX}/.mdl/parts/"
 # nginx limit_rate per request in the kill variant: mdl fetches 16 MiB ranges, all of a small
 # model's at once, so each takes 20 s and the leader's fetch at least that: time to kill it
 KILL_RATE = "800k"
 LIST_EVERY = 0.25  # seconds between the kill variant's listings of the bucket
 WAITED = re.compile(r"waited ([0-9.]+) s on mirror")  # mdl's log line (mdl/download)
+FETCHED = re.compile(r" fetched=(\d+)")  # each file's line in mdl's log (mdl/report.py)
 NETNS = "MDL_FANOUT_NETNS"  # set in the re-executed bench, inside its own network namespace
 LEASE_TERM = 30.0  # mdl/buckets/lease.py TERM: a follower that waited this long stalled a term
 LOGGED = re.compile(r"(\S+) \S+ (pid=\d+ \[[^]]+\])")  # mdl's log: time, level, pid, thread
@@ -252,6 +267,9 @@ class Seaweed:
             (client or self.client()).get_object(Bucket=BUCKET, Key=key)["Body"].read(4096)
         )
 
+    def put(self, key: str, data: bytes, client: Any = None) -> None:
+        (client or self.client()).put_object(Bucket=BUCKET, Key=key, Body=data)
+
     def empty(self) -> None:
         """Remove every object and every unfinished multipart upload (a killed leader's)."""
         client = self.client()
@@ -309,6 +327,10 @@ class FileShare:
     def read(self, key: str, client: Any = None) -> bytes:
         with (self.root / key).open("rb") as f:
             return f.read(4096)
+
+    def put(self, key: str, data: bytes, client: Any = None) -> None:
+        (self.root / key).parent.mkdir(parents=True, exist_ok=True)
+        (self.root / key).write_bytes(data)
 
     def empty(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -383,6 +405,15 @@ class Node:
             if isinstance(f, dict)
         ]
 
+    def fetched(self) -> int:
+        """The bytes its files crossed the network, from any source: the ``fetched=N`` of each
+        file's line in mdl's log (the mirror's, its parts' and the origin's, refused ones too)."""
+        try:
+            text = self.log.with_suffix(".mdl.log").read_text(errors="replace")
+        except OSError:
+            return 0
+        return sum(int(n) for n in FETCHED.findall(text))
+
     def partial_bytes(self) -> int:
         """Bytes written so far to its partial files (allocated blocks: mdl sizes them sparse)."""
         total = 0
@@ -418,6 +449,7 @@ class Result:
     busy: float = 0.0  # the machine's CPUs busy over the run (/proc/stat: every process's)
     fills: dict[str, int] = field(default_factory=dict)  # mdl --json's "fill" values, counted
     leaders: list[int] = field(default_factory=list)  # machines whose --json says "filled"
+    fetched: int = 0  # every machine's bytes from any source (mdl --json "fetched"), summed
 
     @property
     def egress(self) -> float:
@@ -440,6 +472,7 @@ class Fleet:
     ) -> None:
         self.args, self.files, self.hub, self.weed, self.counter = args, files, hub, weed, counter
         self.commit, self.cdn = commit, cdn
+        self.hashes = args.workdir / "part-hashes.json"  # the plant variant's range trust
         self.stores: dict[str, Store] = {"s3": weed, **({"file": share} if share else {})}
         self.store: Store = weed  # the mirror of the run at hand
         self.done: dict[tuple[str, int, str], Result] = {}  # (variant, N, mirror): its run
@@ -460,7 +493,10 @@ class Fleet:
             return [hf, "download", REPO, "--revision", self.commit, "--local-dir", str(dest), "-q"]
         pull = ["pull", MODEL, "--dest", str(dest), "--locked", "-q", "--no-progress"]
         pull += ["--mirror", self.store.template, "--json", *self.args.mdl_arg]
-        return r.mdl(*pull, *(["--fill-mirror"] if variant in FILLING else []))
+        pull += ["--fill-mirror"] if variant in FILLING else []
+        if variant == "plant":  # each file with its range trust (its parts' hashes)
+            return [r.PY, str(r.HERE / "trusted_mdl.py"), str(self.hashes), *pull]
+        return r.mdl(*pull)
 
     def outputs(self, variant: str, dest: Path) -> list[tuple[Path, r.DataFile]]:
         base = dest if variant == "hf" else dest / MODEL
@@ -508,7 +544,8 @@ class Fleet:
         have the file before anyone could kill it)."""
         if self.args.cdn_rate is not None:
             return "" if self.args.cdn_rate in ("", "0") else self.args.cdn_rate
-        return KILL_RATE if variant == "kill" and not self.args.origin_rate else ""
+        slowed = variant == "kill" or variant in PLANTED
+        return KILL_RATE if slowed and not self.args.origin_rate else ""
 
     def cap(self, rate: str) -> None:
         """Send the Hub's LFS redirects to nginx's rate-limited location (its limit_rate is the
@@ -560,7 +597,8 @@ class Fleet:
             for node in nodes:
                 node.spawn()
             killer = Killer(self, nodes, started, share) if kill else None
-            self.watch(label, nodes, started, killer, mark[1][0])
+            planter = Planter(self) if variant in PLANTED else None
+            self.watch(label, nodes, started, killer or planter, mark[1][0])
             res.busy = cpu_ticks().busy_since(ticks)
         except BaseException:  # Ctrl-C, SIGTERM: no machine is left running (each has a session)
             for node in nodes:
@@ -587,8 +625,18 @@ class Fleet:
             if "filled" in fills:
                 res.leaders.append(node.index)
         res.cpu = [node.cpu for node in nodes]
+        res.fetched = sum(node.fetched() for node in nodes)
         res.waited = [waited_on_mirror(node.log.with_suffix(".mdl.log")) for node in nodes]
         self.check(variant, nodes, res)
+        if planter is not None:
+            res.note = (
+                planter.note
+                + f"; the machines fetched {res.fetched / (n * self.model_bytes):.3f}× the"
+                " model each, from every source (mdl --json fetched)"
+                if planter.note
+                else "nothing was planted (no lease seen): the row is void"
+            )
+            res.problems += [] if planter.note else [res.note]
         if killer is not None:
             res.note = killer.note + took_over(nodes)
             if not killer.victim:
@@ -608,7 +656,12 @@ class Fleet:
         return res
 
     def watch(
-        self, label: str, nodes: list[Node], started: float, killer: Killer | None, seen: int
+        self,
+        label: str,
+        nodes: list[Node],
+        started: float,
+        killer: Killer | Planter | None,
+        seen: int,
     ) -> None:
         """Wait for every machine (killing all at ``--run-timeout``), with progress on stderr and
         the kill variant's leader found, killed and started again."""
@@ -774,6 +827,57 @@ class Killer:
         node.spawn()
 
 
+class Planter:
+    """The plant variants: the bucket listed every 50 ms until the first big file's lease (not
+    yet filled) names its holder's token; then one wrong part is written where that holder
+    publishes the file's last part (the right bytes, the first flipped: its size is right), most
+    likely before it does (it publishes parts in order as they land)."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.store, self.started = fleet.store, time.perf_counter()
+        self.client = fleet.store.client()
+        part = fill_part(max(f.size for f in fleet.files))
+        self.files = {
+            f"{PREFIX}/{MODEL}/{f.path.name}": f for f in fleet.files if f.size >= 2 * part
+        }
+        self.note = ""
+        self.over = not self.files  # nothing to plant in: the row says so
+        self.next_look = 0.0
+
+    def poll(self) -> None:
+        if self.over or time.perf_counter() < self.next_look:
+            return
+        self.next_look = time.perf_counter() + 0.05
+        try:
+            held = self.store.listing(self.client)
+        except Exception:  # a slow answer: look again next time
+            return
+        for key in sorted(held):
+            target = f"{PREFIX}/" + key.removeprefix(LEASES).rpartition("/")[0]
+            if is_lease(key) and target in self.files and target not in held:
+                with contextlib.suppress(Exception):  # gone, or not mdl's: the next look
+                    token = str(json.loads(self.store.read(key, self.client))["token"])
+                    self.plant(self.files[target], token)
+                    return
+
+    def plant(self, file: r.DataFile, token: str) -> None:
+        part = fill_part(file.size)
+        count = -(-file.size // part)
+        start = (count - 1) * part
+        with file.path.open("rb") as f:
+            f.seek(start)
+            data = bytearray(f.read(part))
+        data[0] ^= 0xFF
+        key = f"{PARTS}{MODEL}/{file.path.name}/{file.sha256}-{part}/{token}/{count:05d}"
+        self.store.put(key, bytes(data), self.client)
+        self.over = True
+        self.note = (
+            f"planted a wrong part {count} ({len(data) / r.MiB:.0f} MiB) of {file.path.name}"
+            f" under its holder's token at {time.perf_counter() - self.started:.1f} s"
+        )
+        say(f"  {self.note}")
+
+
 def took_over(nodes: list[Node]) -> str:
     """Who took the dead leader's lease over (mdl's log: "took over lease"), and whether it
     resumed a partial file (its own, when it is the machine killed and started again) or fetched
@@ -839,8 +943,16 @@ NAMES = {
     "nofill": "mdl (no fill)",
     "hf": "hf download",
     "kill": "mdl --fill-mirror, leader killed",
+    "plant": "mdl --fill-mirror, one planted wrong part, range trust",
+    "plant-bare": "mdl --fill-mirror, one planted wrong part, no range trust",
 }
-TARGETS = {"fill": 1.05, "kill": 1.1}
+TARGETS = {"fill": 1.05, "kill": 1.1, "plant": 1.05}  # plant: + one part (``limit``)
+
+
+def limit(x: Result, files: Sequence[r.DataFile]) -> float:
+    """The egress target of ``x``'s row: the plant variant's allows one part more."""
+    extra = fill_part(max(f.size for f in files)) if x.variant == "plant" else 0
+    return TARGETS[x.variant] + extra / x.model_bytes
 
 
 def name(x: Result) -> str:
@@ -952,15 +1064,15 @@ STREAM_COLUMNS = [
 ]
 
 
-def verdicts(results: Sequence[Result]) -> list[str]:
+def verdicts(results: Sequence[Result], files: Sequence[r.DataFile]) -> list[str]:
     alone = {x.variant: x.last for x in results if x.nodes == 1}
     lines = []
     for x in results:
         if x.variant in TARGETS:
-            limit = TARGETS[x.variant]
-            met = x.egress <= limit and x.failed == 0 and not x.problems
+            most = limit(x, files)
+            met = x.egress <= most and x.failed == 0 and not x.problems
             text = (
-                f"- {NAMES[x.variant]}, N = {x.nodes}: egress {x.egress:.2f}× (≤ {limit:g}×),"
+                f"- {NAMES[x.variant]}, N = {x.nodes}: egress {x.egress:.3f}× (≤ {most:.3f}×),"
                 f" {x.failed} failed (0)"
             )
             if x.variant == "fill" and x.nodes >= 32 and alone.get("fill"):
@@ -982,7 +1094,11 @@ def verdicts(results: Sequence[Result]) -> list[str]:
 
 
 def report(
-    args: argparse.Namespace, results: Sequence[Result], weed_argv: list[str], model: str
+    args: argparse.Namespace,
+    results: Sequence[Result],
+    weed_argv: list[str],
+    model: str,
+    files: Sequence[r.DataFile],
 ) -> str:
     weed = " ".join(["weed", *weed_argv[1:]]).replace(str(args.workdir), "$WORK")
     kill_rate = KILL_RATE if args.cdn_rate is None else args.cdn_rate
@@ -1012,7 +1128,7 @@ def report(
             "",
             r.table(streams(results), STREAM_COLUMNS, markdown=True),
             "",
-            *verdicts(results),
+            *verdicts(results, files),
             "",
             "**Hub/CDN bytes**: what nginx sent (every byte of every answer, from its access log)"
             " plus the bodies of the Hub's own resolve answers (the small files). **last / alone**:"
@@ -1089,6 +1205,17 @@ def lock_model(args: argparse.Namespace, env: dict[str, str]) -> str:
     if found is None:
         sys.exit("bench: catalog.lock names no commit")
     return found.group(0)
+
+
+def write_part_hashes(path: Path, files: Sequence[r.DataFile]) -> None:
+    """The plant variant's range trust (bench/trusted_mdl.py): each file's part hashes."""
+    hashes = {}
+    for f in files:
+        part = part_size(f.size)
+        with f.path.open("rb") as opened:
+            digests = part_digests(opened.fileno(), f.size, part)
+        hashes[f.path.name] = {"size": f.size, "part": part, "digests": [d.hex() for d in digests]}
+    path.write_text(json.dumps(hashes))
 
 
 def in_namespace() -> int:
@@ -1244,6 +1371,8 @@ def main() -> int:
         say(f"bench: nginx {nginx.url}, Hub {hub.url}, SeaweedFS S3 {weed.endpoint}")
         counter = r.RequestCounter(args.workdir / "access.log", [hub])
         fleet = Fleet(args, files, hub, cdn, weed, counter, "", share)
+        if PLANTED & set(args.only):
+            write_part_hashes(fleet.hashes, files)
         fleet.commit = lock_model(args, fleet.env)
         for variant in args.only:
             # nofill's and hf's machines find no mirror whatever its kind: one run each
@@ -1254,7 +1383,7 @@ def main() -> int:
                 for n in args.kill_nodes if variant == "kill" and args.kill_nodes else args.nodes:
                     results += fleet.run(variant, n, mirror)
         shutil.rmtree(args.workdir / "nodes", ignore_errors=True)
-    text = report(args, results, weed.argv, model)
+    text = report(args, results, weed.argv, model, files)
     sys.stdout.write("\n" + text + "\n")
     if args.json is not None:
         raw = [{**vars(x), "egress": x.egress} for x in results]

@@ -6,7 +6,9 @@ final object, and check the whole file's hash like any source's. A machine that 
 lease continues from the parts published; one that finds its own lease (its run killed: the token
 beside its partial) takes it over at once and publishes the bytes it has. Whenever a peer's bytes
 fail or a wait is given up, the next source is the final object if it is there (parts that failed
-while their holder's lease is live: its object waited on again), then the origin. An object found at
+while their holder's lease is live: its object waited on again), then the origin. With a range
+trust, each part is checked as it arrives (mdl.download._parts): a wrong one is no progress, and
+the fetch of the rest from those sources fetches its bytes alone. An object found at
 the final name when the holder writes it is judged by its own bytes, never by being there. A store
 that cannot hold a lease (it ignores conditional writes, or refuses ours) is read as today.
 """
@@ -282,12 +284,14 @@ class _Said:
         return self.streamer.streamed if self.streamer is not None else 0
 
     def __call__(self, result: TransferResult, fill: str | None) -> TransferResult:
+        # the bytes of parts the range trust refused crossed the network too
+        refused = self.streamer.refused if self.streamer is not None else 0
         return replace(
             result,
             waited=result.waited + self.waited,
             fill=fill or result.fill,
             streamed=self.streamed,
-            fetched=result.fetched + self.streamed,
+            fetched=result.fetched + self.streamed + refused,
         )
 
 

@@ -2,7 +2,10 @@
 publishes them as its fetch lands them (``Publisher``), the machines waiting on it read them as they
 appear into their own partial file (``Streamer``), and the final object is then made of them in the
 store. A part is trusted for nothing: whoever reads them checks the whole file's hash before it is
-installed, and a mismatch is the final object's turn (then the origin's).
+installed, and a mismatch is the final object's turn (then the origin's). With a range trust
+(``TransferJob.trust``) the holder publishes only verified ranges (its fetch's ``RangeCheck`` tells
+it what verified, and each part leaves through ``RangeCheck.reading``), and a follower checks each
+part as it arrives: a wrong one is neither written nor claimed, and only its bytes come again.
 
 Layout: ``mdl.buckets.names.Part``, one set per version of the file (``pin``: its sha256, else
 its git blob id), part size and holder (``token``: its lease generation's, unknown before the lease
@@ -14,14 +17,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import islice
 from pathlib import Path
 from queue import Empty, SimpleQueue
+from typing import NamedTuple
 
 from mdl.background import Background
 from mdl.buckets import names
@@ -30,7 +34,7 @@ from mdl.buckets.protocol import Writer
 from mdl.errors import MdlError
 from mdl.store.confined import open_file
 from mdl.transfer.job import TransferJob
-from mdl.transfer.ranges import covered, merged, without
+from mdl.transfer.ranges import RangeTrust, covered, live, merged, touching, without
 from mdl.transfer.resume import job_root, load_state, seed
 
 log = logging.getLogger("mdl.pull")
@@ -199,6 +203,24 @@ class Publisher:
             self.beside += self._send(ready, self.job.part_path, until=stop, backs=backs)
             pending -= self.done
 
+    @contextmanager
+    def _bytes(
+        self, fd: int, start: int, end: int, until: threading.Event | None
+    ) -> Iterator[bytes | None]:
+        """Bytes ``[start, end)`` to send: during the fetch of a file with a range trust, only
+        through its check (``RangeCheck.reading``: each range checked again on the very bytes
+        read; None unless all verified), as any byte that leaves before the whole file verified;
+        else (no trust, or the verified file at the end) as read."""
+        if until is None or self.job.trust is None:
+            yield os.pread(fd, end - start, start)
+            return
+        check = live(self.job.part_path)
+        if check is None:  # the fetch is over: the end sends it from the verified file
+            yield None
+            return
+        with check.reading(start, end, until) as view:
+            yield None if view is None else bytes(view)
+
     def finish(self) -> list[str]:
         """Every part there (the rest sent from the verified file): their URIs in order; none
         when the rest could not be sent (the caller uploads the file)."""
@@ -232,9 +254,9 @@ class Publisher:
             if backs is not None and self._backs != backs:
                 return 0  # taken back since: once it lands again
             start, end = parts.span(number)
-            data = os.pread(fd, end - start, start)
-            if len(data) != end - start or not _put(parts, number, data):
-                return 0
+            with self._bytes(fd, start, end, until) as data:
+                if data is None or len(data) != end - start or not _put(parts, number, data):
+                    return 0
             with self._lock:
                 if backs is not None and self._backs != backs:
                     return 0  # its bytes may have changed as they were read: sent again later
@@ -257,30 +279,60 @@ class Publisher:
 @dataclass
 class Streamer:
     """A waiting machine's: the parts published so far read into its own ``.part`` (at their
-    places), and a resume record claiming them (``seed``) before any fetch of the rest."""
+    places), and a resume record claiming them (``seed``) before any fetch of the rest. With a
+    range trust (``job.trust``), each part is checked as it arrives: only the trusted ranges
+    wholly inside it that verify are written and claimed; a part with one that fails is said once
+    per file, never read again from that holder, and its bytes are left to the fetch of the rest
+    (the final object's, else the origin's): a wait counts only verified bytes."""
 
     parts: PartSet  # the version's: each holder's are under its token
     job: TransferJob
     ranges: list[tuple[int, int]] = field(default_factory=list)  # on disk: kept, then streamed
-    streamed: int = 0  # bytes read from parts by this run
+    streamed: int = 0  # bytes read from parts by this run (verified ones, with a trust)
+    refused: int = 0  # bytes read from parts by this run that the trust refused (not claimed)
+    wrong: set[str] = field(default_factory=set)  # parts (URIs) that failed the trust
     _fd: int | None = None
     _pool: ThreadPoolExecutor | None = None  # its readers, from the first part read to ``seed``
 
     def step(self, token: str | None) -> int:
         """Read the parts the holder of the lease generation ``token`` published since the last
-        step (None: a holder unknown, none read); the bytes on disk now."""
+        step (None: a holder unknown, none read); the bytes on disk now (verified, with a
+        trust: a part that is not the file is no progress)."""
         fd = self._fd if self._fd is not None else self._open()
         if token is None:
             return sum(end - start for start, end in self.ranges)
         parts = self.parts.under(token)
-        new = [n for n in sorted(parts.published()) if not covered(parts.span(n), self.ranges)]
-        new = new[:READERS]
+        new = self._unread(parts)[:READERS]
         if new:
-            read = [got for got in self._readers().map(partial(_read, parts, fd), new) if got]
+            reading = partial(_read, parts, fd, self.job.trust)
+            got = [x for x in self._readers().map(reading, new) if x is not None]
+            read = [span for x in got for span in x.spans]
             self.ranges = merged([*self.ranges, *read])
-            self.streamed += sum(end - start for start, end in read)
-            log.info("%s: read %d parts another machine published", self.job.label, len(read))
+            claimed = sum(end - start for start, end in read)
+            self.streamed += claimed
+            self.refused += sum(x.size for x in got) - claimed
+            log.info("%s: read %d parts another machine published", self.job.label, len(got))
+            self._said([x.wrong for x in got if x.wrong is not None])
         return sum(end - start for start, end in self.ranges)
+
+    def _unread(self, parts: PartSet) -> list[int]:
+        """The parts published under a holder's token not on disk yet (nor proved wrong)."""
+        return [
+            n
+            for n in sorted(parts.published())
+            if not covered(parts.span(n), self.ranges) and parts.uri(n) not in self.wrong
+        ]
+
+    def _said(self, wrong: list[str]) -> None:
+        """Parts that failed the trust: never read again; the first said (once per file)."""
+        if wrong and not self.wrong:
+            trust = self.job.trust
+            kind = trust.kind if trust is not None else ""
+            self.job.retries.warn(
+                f"{self.job.label}: another machine's part {wrong[0]} failed its {kind} hash;"
+                " its bytes are fetched again alone"
+            )
+        self.wrong.update(wrong)
 
     def _readers(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -292,10 +344,12 @@ class Streamer:
         published, read and claimed first (a failure to read them costs only their bytes: the
         fetch makes them); ``cut``: the fetch's pieces end at every multiple of it (half a part:
         two streams to a part, whole parts land in order and soon), fetched in order."""
-        had = -1
-        try:
-            while not cancel.is_set() and (now := self.step(after)) > had:
-                had = now
+        had, refused = -1, -1
+        try:  # (parts refused are no bytes, but more may follow them)
+            while not cancel.is_set() and (
+                (now := self.step(after)) > had or self.refused > refused
+            ):
+                had, refused = now, self.refused
         except (OSError, MdlError) as exc:
             log.info("%s: the parts published before were not read: %s", self.job.label, exc)
         self.seed(cut=cut)
@@ -325,12 +379,48 @@ class Streamer:
             seed(self.job, self.ranges, cut=cut)
 
 
-def _read(parts: PartSet, fd: int, number: int) -> tuple[int, int] | None:
-    """Part ``number`` written at its place in ``fd``; None: gone (the object is there), or not
-    whole yet."""
+class _Got(NamedTuple):
+    """A part read: the spans of it written and claimed, its bytes, its URI if the trust
+    refused a range of it."""
+
+    spans: list[tuple[int, int]]
+    size: int
+    wrong: str | None = None
+
+
+def _read(parts: PartSet, fd: int, trust: RangeTrust | None, number: int) -> _Got | None:
+    """Part ``number`` written at its place in ``fd`` (with ``trust``, only its verified ranges:
+    :func:`_verified`); None: gone (the object is there), or not whole yet."""
     start, end = parts.span(number)
     found = parts.writer.read(parts.uri(number), limit=end - start, aged=False)
     if found is None or len(found[0]) != end - start:
         return None
-    os.pwrite(fd, found[0], start)
-    return start, end
+    if trust is None:
+        os.pwrite(fd, found[0], start)
+        return _Got([(start, end)], end - start)
+    data = memoryview(found[0])
+    good, failed = _verified(trust, start, data)
+    for s, e in good:
+        os.pwrite(fd, data[s - start : e - start], s)
+    return _Got(good, end - start, parts.uri(number) if failed else None)
+
+
+def _verified(
+    trust: RangeTrust, start: int, data: memoryview
+) -> tuple[list[tuple[int, int]], bool]:
+    """The trusted ranges wholly inside the bytes ``data`` at ``start`` that hold (merged), and
+    whether one failed. A range reaching past the part (the trust cut the file otherwise) cannot
+    be checked from it: its bytes are left to the fetch of the rest."""
+    end, spans = start + len(data), trust.spans
+    good: list[tuple[int, int]] = []
+    failed = False
+    for index in touching(spans, start, end):
+        s, e = spans[index]
+        if start <= s and e <= end:
+            try:
+                holds = trust.holds(index, data[s - start : e - start])
+            except ValueError:  # (as the fetch's own check: not proved, so refused)
+                holds = False
+            good += [(s, e)] if holds else []
+            failed |= not holds
+    return merged(good), failed
