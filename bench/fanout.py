@@ -26,8 +26,8 @@ network namespace: loopback). Variants, each at every N, the bucket emptied befo
 - ``plant``: ``fill`` with one wrong part planted (issue 70): once the first big file's lease
   names its holder's token (in the lease's body, which anyone may read), the file's last part is
   written under that token with one byte flipped, before the holder publishes it, so followers
-  find it among the holder's parts. Each file has a range trust (the blake3 of each part, what a
-  lock's part hashes give it: bench/trusted_mdl.py), so a follower checks each part as it arrives
+  find it among the holder's parts. The machines pull with the lock's part hashes beside it
+  (``catalog.lock.parts``, as ``mdl lock`` writes them), so a follower checks each part as it arrives
   and fetches the wrong one's bytes alone; target: CDN bytes ≤ 1.05 × + one part.
   ``plant-bare``: the same without a range trust (the whole file's hash finds the wrong part).
   With ``--origin-rate 0`` both run the CDN at ``--cdn-rate`` as ``kill`` does.
@@ -70,6 +70,7 @@ import runner as r
 from servers import Exchange, HubServer  # tests/servers.py
 
 from mdl.buckets._parts import fill_part
+from mdl.lockfile.parts import PartHashes, parts_beside, write_parts
 from mdl.transfer.ranges import part_digests, part_size
 
 REPO, MODEL, BUCKET, PREFIX = "fanout-org/fanout-model", "fanout-model", "fanout", "hub"
@@ -472,7 +473,6 @@ class Fleet:
     ) -> None:
         self.args, self.files, self.hub, self.weed, self.counter = args, files, hub, weed, counter
         self.commit, self.cdn = commit, cdn
-        self.hashes = args.workdir / "part-hashes.json"  # the plant variant's range trust
         self.stores: dict[str, Store] = {"s3": weed, **({"file": share} if share else {})}
         self.store: Store = weed  # the mirror of the run at hand
         self.done: dict[tuple[str, int, str], Result] = {}  # (variant, N, mirror): its run
@@ -494,8 +494,8 @@ class Fleet:
         pull = ["pull", MODEL, "--dest", str(dest), "--locked", "-q", "--no-progress"]
         pull += ["--mirror", self.store.template, "--json", *self.args.mdl_arg]
         pull += ["--fill-mirror"] if variant in FILLING else []
-        if variant == "plant":  # each file with its range trust (its parts' hashes)
-            return [r.PY, str(r.HERE / "trusted_mdl.py"), str(self.hashes), *pull]
+        if variant == "plant":  # the lock's part hashes beside it: each range checked
+            pull += ["--catalog", str(self.args.workdir / "trusted" / "catalog.toml")]
         return r.mdl(*pull)
 
     def outputs(self, variant: str, dest: Path) -> list[tuple[Path, r.DataFile]]:
@@ -1207,15 +1207,21 @@ def lock_model(args: argparse.Namespace, env: dict[str, str]) -> str:
     return found.group(0)
 
 
-def write_part_hashes(path: Path, files: Sequence[r.DataFile]) -> None:
-    """The plant variant's range trust (bench/trusted_mdl.py): each file's part hashes."""
+def trusted_catalog(args: argparse.Namespace, files: Sequence[r.DataFile]) -> Path:
+    """The plant variant's catalog: the bench's, its lock, and beside it the part hashes ``mdl
+    lock`` writes (``catalog.lock.parts``) of each file, as a machine that installed them would."""
+    folder = args.workdir / "trusted"
+    folder.mkdir(exist_ok=True)
+    for name in ("catalog.toml", "catalog.lock"):
+        shutil.copyfile(args.workdir / name, folder / name)
     hashes = {}
     for f in files:
         part = part_size(f.size)
         with f.path.open("rb") as opened:
-            digests = part_digests(opened.fileno(), f.size, part)
-        hashes[f.path.name] = {"size": f.size, "part": part, "digests": [d.hex() for d in digests]}
-    path.write_text(json.dumps(hashes))
+            digests = tuple(part_digests(opened.fileno(), f.size, part))
+        hashes[f.sha256] = PartHashes(f.size, part, digests)
+    write_parts(parts_beside(folder / "catalog.lock"), hashes)
+    return folder / "catalog.toml"
 
 
 def in_namespace() -> int:
@@ -1371,9 +1377,9 @@ def main() -> int:
         say(f"bench: nginx {nginx.url}, Hub {hub.url}, SeaweedFS S3 {weed.endpoint}")
         counter = r.RequestCounter(args.workdir / "access.log", [hub])
         fleet = Fleet(args, files, hub, cdn, weed, counter, "", share)
-        if PLANTED & set(args.only):
-            write_part_hashes(fleet.hashes, files)
         fleet.commit = lock_model(args, fleet.env)
+        if PLANTED & set(args.only):
+            trusted_catalog(args, files)
         for variant in args.only:
             # nofill's and hf's machines find no mirror whatever its kind: one run each
             for mirror in args.mirrors if variant in FILLING else args.mirrors[:1]:

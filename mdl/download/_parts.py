@@ -34,7 +34,7 @@ from mdl.buckets.protocol import Writer
 from mdl.errors import MdlError
 from mdl.store.confined import open_file
 from mdl.transfer.job import TransferJob
-from mdl.transfer.ranges import RangeTrust, covered, live, merged, touching, without
+from mdl.transfer.ranges import covered, live, merged, touching, without
 from mdl.transfer.resume import job_root, load_state, seed
 
 log = logging.getLogger("mdl.pull")

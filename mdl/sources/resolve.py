@@ -25,8 +25,7 @@ if TYPE_CHECKING:
     from mdl.signing.statement import SignedFile, Trust
     from mdl.sources._hubreplies import FileMetadata, TreeEntry
     from mdl.sources.hub import Hub
-    from mdl.transfer.job import Opening
-    from mdl.transfer.job import RangeTrust
+    from mdl.transfer.job import Opening, RangeTrust
 
 log = logging.getLogger("mdl.mirrors")
 # fields quoted in http(s) mirror URLs
