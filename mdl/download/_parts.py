@@ -33,7 +33,7 @@ from mdl.buckets.lease import LISTED_LIMIT, numbered
 from mdl.buckets.protocol import Writer
 from mdl.errors import MdlError
 from mdl.store.confined import open_file
-from mdl.transfer.job import TransferJob
+from mdl.transfer.job import RangeTrust, TransferJob
 from mdl.transfer.ranges import covered, live, merged, touching, without
 from mdl.transfer.resume import job_root, load_state, seed
 
@@ -290,7 +290,8 @@ class Streamer:
     ranges: list[tuple[int, int]] = field(default_factory=list)  # on disk: kept, then streamed
     streamed: int = 0  # bytes read from parts by this run (verified ones, with a trust)
     refused: int = 0  # bytes read from parts by this run that the trust refused (not claimed)
-    wrong: set[str] = field(default_factory=set)  # parts (URIs) that failed the trust
+    wrong: set[str] = field(default_factory=set)  # parts (URIs) not to read again: refused
+    warned: bool = False  # a part refused by the trust was said (once per file)
     _fd: int | None = None
     _pool: ThreadPoolExecutor | None = None  # its readers, from the first part read to ``seed``
 
@@ -312,7 +313,10 @@ class Streamer:
             self.streamed += claimed
             self.refused += sum(x.size for x in got) - claimed
             log.info("%s: read %d parts another machine published", self.job.label, len(got))
-            self._said([x.wrong for x in got if x.wrong is not None])
+            self._said([x.uri for x in got if x.wrong])
+            # a part of which nothing could be claimed (refused, or no range of the trust lies
+            # wholly in it) is not read again from this holder: the fetch of the rest brings it
+            self.wrong.update(x.uri for x in got if not x.spans)
         return sum(end - start for start, end in self.ranges)
 
     def _unread(self, parts: PartSet) -> list[int]:
@@ -325,7 +329,8 @@ class Streamer:
 
     def _said(self, wrong: list[str]) -> None:
         """Parts that failed the trust: never read again; the first said (once per file)."""
-        if wrong and not self.wrong:
+        if wrong and not self.warned:
+            self.warned = True
             trust = self.job.trust
             kind = trust.kind if trust is not None else ""
             self.job.retries.warn(
@@ -380,12 +385,13 @@ class Streamer:
 
 
 class _Got(NamedTuple):
-    """A part read: the spans of it written and claimed, its bytes, its URI if the trust
-    refused a range of it."""
+    """A part read: the spans of it written and claimed, its bytes, its URI, and whether the
+    trust refused a range of it."""
 
     spans: list[tuple[int, int]]
     size: int
-    wrong: str | None = None
+    uri: str
+    wrong: bool = False
 
 
 def _read(parts: PartSet, fd: int, trust: RangeTrust | None, number: int) -> _Got | None:
@@ -397,12 +403,12 @@ def _read(parts: PartSet, fd: int, trust: RangeTrust | None, number: int) -> _Go
         return None
     if trust is None:
         os.pwrite(fd, found[0], start)
-        return _Got([(start, end)], end - start)
+        return _Got([(start, end)], end - start, parts.uri(number))
     data = memoryview(found[0])
     good, failed = _verified(trust, start, data)
     for s, e in good:
         os.pwrite(fd, data[s - start : e - start], s)
-    return _Got(good, end - start, parts.uri(number) if failed else None)
+    return _Got(good, end - start, parts.uri(number), failed)
 
 
 def _verified(

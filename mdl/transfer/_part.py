@@ -54,11 +54,11 @@ class PartFetch:
         fd = self._open_part()
         job, check = self.job, None
         if job.trust is not None:  # (loaded only then: a plain fetch runs no check)
-            from mdl.transfer.ranges import RangeCheck
+            from mdl.transfer.ranges import RangeCheck, fits
 
-            # told first; it tells a fill's publisher only what verified
-            check = RangeCheck(job.trust, fd, job.part_path, then=job.landing, label=job.label)
-            self.job = dataclasses.replace(job, landing=check)
+            if fits(job.trust):  # told first; it tells a fill's publisher only what verified
+                check = RangeCheck(job.trust, fd, job.part_path, then=job.landing, label=job.label)
+                self.job = dataclasses.replace(job, landing=check)
         state = self._state(fd)
         resumed_from = state.on_disk()
         try:
@@ -154,26 +154,30 @@ class PartFetch:
     def _repair(self, state: DownloadState, restarts: Restarts, check: RangeCheck) -> None:
         """Each range that failed its trusted hash fetched again alone (a few rounds at most:
         past them the whole file's hash decides, as it always does); said in one warning."""
-        from mdl.transfer.ranges import REFETCH_ROUNDS
+        from mdl.transfer.ranges import REFETCH_ROUNDS, refetch_limit
 
-        job = self.job
-        for _ in range(REFETCH_ROUNDS):
+        job, kind = self.job, check.trust.kind
+        for round_ in range(REFETCH_ROUNDS + 1):  # (the last round's ranges checked too)
             bad = check.settle(self.shared.cancel)
             self.shared.check_stop(state)
-            if not bad:
+            if not bad or round_ == REFETCH_ROUNDS:
+                break
+            if len(bad) > refetch_limit(len(check.spans)):
+                job.retries.warn(
+                    f"{job.label}: {len(bad)} of {len(check.spans)} ranges failed their {kind}"
+                    " hash: not fetched again by range (the whole file's hash decides)"
+                )
                 break
             check.refetching(bad)
             for start, end in bad:
                 state.refetch(start, end)
                 self.shared.progress.advance(job.label, start - end)
             if job.fallback:  # kept unclaimed: the next source resumes on the rest
-                raise IntegrityError(
-                    f"{job.label}: {len(bad)} range(s) failed their {check.trust.kind} hash"
-                )
+                raise IntegrityError(f"{job.label}: {len(bad)} range(s) failed their {kind} hash")
             restarts.run()
         if check.refetched:
             job.retries.warn(
-                f"{job.label}: {check.refetched} range(s) failed their {check.trust.kind} hash"
+                f"{job.label}: {check.refetched} range(s) failed their {kind} hash"
                 " and were fetched again alone"
             )
 

@@ -41,6 +41,19 @@ REFETCH_ROUNDS = 2
 # fetch (files fetched at once share it), and by the ranges being served (``reading``)
 CHECK_BUDGET = 48 * MiB
 READ_BUDGET = 96 * MiB
+MAX_SPAN = CHECK_BUDGET  # bytes of a range a check holds: a trust with bigger ones is not used
+
+
+def fits(trust: RangeTrust) -> bool:
+    """Whether each range of ``trust`` can be checked within the budget (a model signature's
+    1 GB shards cannot: such a file is checked whole, as before)."""
+    return all(end - start <= MAX_SPAN for start, end in trust.spans)
+
+
+def refetch_limit(ranges: int) -> int:
+    """Ranges that may fail in one fetch and be fetched again alone: past it, the file itself is
+    another (changed upstream) or the trust is wrong, and the whole file's hash decides."""
+    return max(2, ranges // 8)
 
 
 def part_size(size: int) -> int:
@@ -213,7 +226,7 @@ class RangeCheck:
         self.spans = tuple(trust.spans)
         self.verified: set[int] = set()
         self.bad: set[int] = set()
-        self.refetched = 0  # ranges fetched again alone, this fetch
+        self._refetched: set[int] = set()  # ranges fetched again alone, this fetch
         self.refetched_bytes = 0
         self._lock = threading.Condition()
         self._told: SimpleQueue[tuple[bool, int, int] | None] = SimpleQueue()
@@ -286,8 +299,11 @@ class RangeCheck:
                 self._lock.notify_all()
 
     def _apply(self, is_landed: bool, start: int, end: int) -> None:
-        if not is_landed:
+        if not is_landed:  # (a landing told before it, applied before it, is undone here)
             self._landed = without(self._landed, start, end)
+            for index in touching(self.spans, start, end):
+                self._pending.discard(index)
+                self.verified.discard(index)
             return
         self._landed = merged([*self._landed, (start, end)])
         for index in touching(self.spans, start, end):
@@ -302,8 +318,8 @@ class RangeCheck:
             try:
                 view = _read_into(self.fd, memoryview(bytearray(end - start)), start)
                 good = self.trust.holds(index, view)
-            except (OSError, ValueError) as exc:
-                log.debug("%s: range %d not checked: %s", self.label, index, exc)
+            except Exception as exc:  # not proved: refused (the whole file's hash decides)
+                log.debug("%s: range %d not checked: %s", self.label, index, exc, exc_info=True)
                 good = False
         with self._lock:
             if self._backs != backs or index not in self._pending:
@@ -333,8 +349,13 @@ class RangeCheck:
         with self._lock:
             for span in spans:
                 self.bad.discard(self.spans.index(span))
-            self.refetched += len(spans)
+            self._refetched.update(self.spans.index(span) for span in spans)
             self.refetched_bytes += sum(end - start for start, end in spans)
+
+    @property
+    def refetched(self) -> int:
+        """The ranges fetched again alone (each once, whatever the rounds)."""
+        return len(self._refetched)
 
     def verified_spans(self) -> list[tuple[int, int]]:
         with self._lock:
@@ -352,6 +373,9 @@ class RangeCheck:
             yield None
             return
         first, last = self.spans[indexes[0]][0], self.spans[indexes[-1]][1]
+        if last - first > READ_BUDGET:  # more than may be held: it waits for the whole file
+            yield None
+            return
         with _BUDGET.holding(last - first, cancel) as held:
             view = self._checked(indexes, first, last) if held else None
             yield None if view is None else view[start - first : end - first]

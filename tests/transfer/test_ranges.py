@@ -17,15 +17,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from runfixtures import transfer_job
-from servers import CdnServer, Fault, make_data
+from servers import CdnServer, make_data
 
-from mdl.errors import IntegrityError, NetworkError
+from mdl.errors import IntegrityError
 from mdl.progress import Progress
 from mdl.transfer import ranges
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.transfer.job import EngineConfig, TransferJob
 from mdl.transfer.ranges import Digests, RangeCheck
+from mdl.transfer.resume import seed
 
 PART = 1 << 20
 DATA = make_data(8 * PART + 12_345, seed=71)
@@ -99,25 +100,20 @@ def test_a_mirror_s_wrong_range_is_left_to_the_next_source_which_fetches_only_it
 def test_a_resume_keeps_the_ranges_that_verify_and_fetches_a_damaged_one_again(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path
 ) -> None:
+    """An earlier run's record claims the first five ranges; a byte of the first was damaged on
+    disk while no mdl ran: it alone is fetched again, the other four are kept."""
     url = cdn.add_file("/f.bin", DATA)
-    cdn.throttle_bps = 8_000_000
-    cdn.faults.add(Fault.reset(after_bytes=PART + 5))
     job = job_for(tmp_path, url)
-    with pytest.raises(NetworkError):
-        engine(client, retries=0).fetch(job)
-    assert job.part_path.exists()
-    fd = os.open(job.part_path, os.O_RDWR)
-    try:  # a byte of the first range, kept on disk, damaged while no mdl ran
-        os.pwrite(fd, bytes([DATA[100] ^ 1]), 100)
-    finally:
-        os.close(fd)
-    cdn.throttle_bps = None
-    before = cdn.log.body_bytes(path_prefix="/f.bin")
+    job.part_path.parent.mkdir(parents=True)
+    kept = bytearray(DATA[: 5 * PART])
+    kept[100] ^= 1
+    job.part_path.write_bytes(kept + bytes(len(DATA) - len(kept)))
+    seed(job, [(0, 5 * PART)])
     result = engine(client).fetch(job)
     assert job.final_path.read_bytes() == DATA
-    assert result.refetched == 1
-    again = cdn.log.body_bytes(path_prefix="/f.bin") - before
-    assert again < len(DATA) - PART, "the kept ranges that verify are not fetched again"
+    assert (result.resumed_from, result.refetched) == (5 * PART, 1)
+    again = cdn.log.body_bytes(path_prefix="/f.bin")
+    assert again == len(DATA) - 4 * PART, "the four kept ranges that verify are not fetched again"
 
 
 def test_a_range_leaves_only_as_bytes_that_verify_as_read(tmp_path: Path) -> None:
@@ -164,3 +160,92 @@ def test_touching_finds_the_spans_sharing_a_byte() -> None:
     assert list(ranges.touching(spans, 2, 4)) == [0, 1]
     assert list(ranges.touching(spans, 3, 10)) == [1, 2, 3]
     assert list(ranges.touching(spans, 9, 10)) == [3]
+
+
+def test_a_file_whose_every_range_fails_is_not_fetched_again_by_range(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    """Every range wrong (the file changed upstream, or a wrong trust): past ``refetch_limit``
+    nothing is fetched again by range; the whole file's hash decides (here: refused, once)."""
+    url = cdn.add_file("/f.bin", DATA)
+    cdn.flips.extend([start + 5, 100] for start in range(0, len(DATA), PART))
+    job = job_for(tmp_path, url)
+    with pytest.raises(IntegrityError):
+        engine(client).fetch(job)
+    assert cdn.log.body_bytes(path_prefix="/f.bin") <= len(DATA), "the file once, no more"
+    said = [c for c in job.retries.causes if "not fetched again by range" in c]
+    assert len(said) == 1 and "9 of 9 ranges" in said[0], job.retries.causes
+
+
+def test_a_wrong_trust_costs_no_refetch_when_the_file_verifies(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    url = cdn.add_file("/f.bin", DATA)
+    other = make_data(len(DATA), seed=72)  # part hashes of other bytes, the sha256 of these
+    job = transfer_job(tmp_path, url, DATA, trust=trust_of(other))
+    result = engine(client).fetch(job)
+    assert job.final_path.read_bytes() == DATA and result.refetched == 0
+    assert cdn.log.body_bytes(path_prefix="/f.bin") == len(DATA)
+    assert any("not fetched again by range" in c for c in job.retries.causes)
+
+
+def test_a_take_back_undoes_the_landings_told_before_it(tmp_path: Path) -> None:
+    """Told before the checker runs (so in one batch): a range's bytes landed, then part of them
+    taken back: the range is not checked until they land again, and what lands then is checked."""
+    path = tmp_path / "f.part"
+    path.write_bytes(DATA)
+    fd = os.open(path, os.O_RDWR)
+    cancel = threading.Event()
+    check = RangeCheck(trust_of(DATA), fd, path)
+    try:
+        check.landed(0, PART // 2)
+        check.landed(PART // 2, PART)
+        check.landed(PART, 2 * PART)
+        check.taken_back(0, PART // 2)
+        with check:
+            assert check.settle(cancel) == []
+            assert check.verified_spans() == [(PART, 2 * PART)], "range 0 waits for its bytes"
+            os.pwrite(fd, b"\xff" * 16, 0)  # other bytes land there
+            check.landed(0, PART // 2)
+            assert check.settle(cancel) == [(0, PART)]
+    finally:
+        os.close(fd)
+
+
+class Raising(Digests):
+    def holds(self, index: int, data: memoryview) -> bool:
+        if index == 0:
+            raise RuntimeError("a trust that fails to check")
+        return super().holds(index, data)
+
+
+def test_a_check_that_raises_refuses_its_range_and_the_checker_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "f.part"
+    path.write_bytes(DATA)
+    fd = os.open(path, os.O_RDWR)
+    base = trust_of(DATA)
+    cancel = threading.Event()
+    try:
+        with RangeCheck(Raising(base.kind, base.spans, base.digests), fd, path) as check:
+            check.landed(0, len(DATA))
+            assert check.settle(cancel) == [(0, PART)]
+            assert check.verified_spans() == [(PART, len(DATA))]
+    finally:
+        os.close(fd)
+
+
+def test_ranges_bigger_than_the_budget_are_not_checked_by_range(
+    cdn: CdnServer, client: httpx2.Client, tmp_path: Path
+) -> None:
+    """A model signature's 1 GB shards: no check could hold one within the memory budget; the
+    file is checked whole, as before, and no range is read back."""
+    whole = Digests(
+        "signature",
+        ((0, ranges.MAX_SPAN + 1), (ranges.MAX_SPAN + 1, 2 * ranges.MAX_SPAN)),
+        (b"", b""),
+        "sha256",
+    )
+    assert not ranges.fits(whole) and ranges.fits(trust_of(DATA))
+    url = cdn.add_file("/f.bin", DATA)
+    result = engine(client).fetch(transfer_job(tmp_path, url, DATA, trust=whole))
+    assert result.trust is None
