@@ -331,6 +331,12 @@ class RangeCheck:
         with self._lock:
             return merged([self.spans[i] for i in self.verified])
 
+    def checked_more(self, timeout: float) -> None:
+        """Return once the checker ended a round (more may have verified), or after ``timeout``
+        seconds: a reader waiting on a range hears it verify."""
+        with self._lock:
+            self._lock.wait(timeout)
+
     @contextmanager
     def reading(self, start: int, end: int, cancel: threading.Event) -> Iterator[memoryview | None]:
         """Bytes ``[start, end)`` while the ``with`` lasts, if every range they touch verified:
