@@ -33,16 +33,26 @@ pytestmark = pytest.mark.slow
 PART = 1 << 20  # bytes per trusted range (a lock's are 16 MiB: the files here are smaller)
 CHUNK = 1 << 20  # the stand-in's range size (run:ai's is 8 MiB)
 HELD_AT = 4 * PART  # the origin sends this much of each file, then holds the rest
-# what landed is told every MiB: the ranges wholly below this are told landed while held
-TOLD = HELD_AT - (1 << 20)
 RANGED = (sys.executable, str(Path(__file__).resolve().parents[1] / "ranged_mdl.py"))
 
 
 def _serve(tmp_path: Path, files: dict[str, tuple[str, bytes]], *args: str) -> ServeProcess:
+    """``serve --pull`` of ``files`` with their range hashes, each file on one connection: its
+    ranges asked one after the other, in order (a request each: a hold after some is exact)."""
     env = isolated(tmp_path, model_catalog(tmp_path, files))
     truth = {f"m/{name}": data for name, (_, data) in files.items()}
     env[ENV] = str(range_table(tmp_path / "ranges.json", truth, part=PART))
-    return ServeProcess(tmp_path, "m", "--pull", "--wait", "120", *args, env=env, mdl=RANGED)
+    return ServeProcess(
+        tmp_path, "m", "--pull", "--wait", "120", "--connections", "1", *args, env=env, mdl=RANGED
+    )
+
+
+def _hold(cdn: CdnServer, name: str, held: threading.Event, *, after: int) -> None:
+    """The origin answers the first ``after`` requests of ``name`` (its first ``after`` ranges),
+    then sends nothing more until ``held`` is set."""
+    cdn.faults.add(
+        Fault.stall(until=held, resume=True, path_prefix=f"/{name}", skip=after, times=None)
+    )
 
 
 def _sent(cdn: CdnServer, name: str) -> list[tuple[int, int]]:
@@ -152,9 +162,7 @@ def test_run_ai_s_reads_leave_by_range_before_the_shard_is_whole_never_before_th
     with CdnServer() as cdn:
         files = {name: (cdn.add_file(f"/{name}", data), data) for name, data in shards.items()}
         for name in shards:  # each file's first HELD_AT bytes, then nothing till the test says
-            cdn.faults.add(
-                Fault.stall(after_bytes=HELD_AT, until=held, resume=True, path_prefix=f"/{name}")
-            )
+            _hold(cdn, name, held, after=HELD_AT // PART)
         with _serve(tmp_path, files) as serve:
             loader = RunAi(serve.ready(), cdn)
             thread, done = _in_thread(loader.load)
@@ -188,14 +196,14 @@ def test_run_ai_s_reads_leave_by_range_before_the_shard_is_whole_never_before_th
 
 
 def _reads_below(data: bytes) -> list[tuple[int, int]]:
-    """The stand-in's reads of ``data`` whose every range lies in its first TOLD bytes."""
+    """The stand-in's reads of ``data`` whose every range lies in its first HELD_AT bytes."""
     length = struct.unpack("<Q", data[:8])[0]
     header = json.loads(data[8 : 8 + length])
     base = 8 + length
     end = base + max(t["data_offsets"][1] for t in header.values())
     cuts = [base, *range((base // CHUNK + 1) * CHUNK, end, CHUNK), end]
     reads = [(0, 7), (8, 7 + length)] + [(a, b - 1) for a, b in itertools.pairwise(cuts)]
-    return [(a, b) for a, b in reads if _ranges_of(a, b, len(data))[-1][1] <= TOLD]
+    return [(a, b) for a, b in reads if _ranges_of(a, b, len(data))[-1][1] <= HELD_AT]
 
 
 def test_a_range_whose_bytes_fail_their_hash_is_never_served_its_read_waits_for_them_again(
@@ -207,7 +215,7 @@ def test_a_range_whose_bytes_fail_their_hash_is_never_served_its_read_waits_for_
     with CdnServer() as cdn:
         url = cdn.add_file("/w.bin", data)
         cdn.flips.append([2 * PART + 20_000, 1])  # the first time it is sent: inverted
-        cdn.faults.add(Fault.stall(after_bytes=PART, until=held, resume=True, path_prefix="/w"))
+        _hold(cdn, "w.bin", held, after=1)
         with _serve(tmp_path, {"w.bin": (url, data)}) as serve:
             s3 = serve.ready().boto3(read_timeout=HANG)
 
@@ -226,16 +234,11 @@ def test_a_range_whose_bytes_fail_their_hash_is_never_served_its_read_waits_for_
             thread.join(timeout=HANG)
             assert done == [data[asked[0] : asked[1] + 1]]
             assert serve.pulled().stop() == 0, serve.stderr
-        refetched = [
-            r
-            for r in cdn.log.records(method="GET", path_prefix="/w")
-            if r.header("range") == f"bytes={2 * PART}-{3 * PART - 1}"
-        ]
-        assert len(refetched) == 1 and refetched[0].complete, "the one range fetched again alone"
-        assert (
-            sum(r.bytes_sent for r in cdn.log.records(method="GET", path_prefix="/w"))
-            == len(data) + PART
-        )
+        asked_for = [r.header("range") for r in cdn.log.records(method="GET", path_prefix="/w")]
+        # its ranges in order, one at a time; the one whose bytes failed fetched again alone
+        assert asked_for.count(f"bytes={2 * PART}-{3 * PART - 1}") == 2, asked_for
+        sent = sum(r.bytes_sent for r in cdn.log.records(method="GET", path_prefix="/w"))
+        assert sent == len(data) + PART
     assert "1 range(s) failed their lock hash and were fetched again alone" in _log(tmp_path)
 
 
@@ -248,7 +251,7 @@ def test_a_whole_get_waits_for_the_whole_file_and_every_answer_has_the_object_s_
     held = threading.Event()
     with CdnServer() as cdn:
         url = cdn.add_file("/w.bin", data)
-        cdn.faults.add(Fault.stall(after_bytes=HELD_AT, until=held, resume=True, path_prefix="/w"))
+        _hold(cdn, "w.bin", held, after=HELD_AT // PART)
         with _serve(tmp_path, {"w.bin": (url, data)}) as serve:
             s3 = serve.ready().boto3(read_timeout=HANG)
             head = s3.head_object(Bucket="mdl", Key="m/w.bin")
@@ -301,3 +304,42 @@ def test_a_whole_get_waits_for_the_whole_file_and_every_answer_has_the_object_s_
 def _log(folder: Path) -> str:
     log = folder / "mdl.log"
     return log.read_text(errors="replace") if log.exists() else ""
+
+
+def test_every_shard_s_head_comes_first_and_is_served_while_another_shard_is_fetched(
+    tmp_path: Path,
+) -> None:
+    shards = _shards()
+    first, second = sorted(shards)
+    data = shards[second]
+    held = threading.Event()
+    with CdnServer() as cdn:
+        files = {name: (cdn.add_file(f"/{name}", body), body) for name, body in shards.items()}
+        _hold(cdn, first, held, after=2)  # the first shard stops after its first two ranges
+        # one file at a time: the second shard's own fetch waits behind the first
+        with _serve(tmp_path, files, "--jobs", "1") as serve:
+            s3 = serve.ready().boto3(read_timeout=HANG)
+
+            def read(first: int, last: int) -> bytes:
+                asked = f"bytes={first}-{last}"
+                body: bytes = s3.get_object(Bucket="mdl", Key=f"m/{second}", Range=asked)[
+                    "Body"
+                ].read()
+                return body
+
+            length = struct.unpack("<Q", read(0, 7))[0]
+            assert read(8, 7 + length) == data[8 : 8 + length]
+            assert not held.is_set()
+            asked = [
+                r.header("range") for r in cdn.log.records(method="GET", path_prefix=f"/{second}")
+            ]
+            assert asked == [f"bytes=0-{PART - 1}"], "its head alone, ahead of its fetch"
+            held.set()
+            assert serve.pulled().stop() == 0, serve.stderr
+        sent = sum(r.bytes_sent for r in cdn.log.records(method="GET", path_prefix=f"/{second}"))
+        assert sent == len(data), "the head is not fetched twice"
+    log = _log(tmp_path)
+    assert f"m/{second}: head fetched first" in log
+    (outcome,) = [line for line in log.splitlines() if f" path={second} " in line]
+    # the head is this run's: the file was downloaded, not resumed
+    assert " action=downloaded " in outcome and f" fetched={len(data)} " in outcome, outcome
