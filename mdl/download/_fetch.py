@@ -76,7 +76,7 @@ def _heads_first(
 ) -> contextlib.AbstractContextManager[None]:
     from mdl.download._heads import heads_first  # (a pull that serves loaders only)
 
-    return heads_first(session, plans)
+    return heads_first(session, plans, job_of=job_of)
 
 
 def _begin(session: PullSession, todo: Iterable[PlannedFile]) -> None:

@@ -13,12 +13,11 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 
-from mdl.download._fetch import job_of
 from mdl.download._plan import Action, PlannedFile
 from mdl.download.demand import natural_key
 from mdl.download.session import PullSession
@@ -36,10 +35,16 @@ AT_ONCE = 4  # heads fetched at once (each held in memory till checked: a range,
 
 
 @contextlib.contextmanager
-def heads_first(session: PullSession, plans: Iterable[PlannedFile]) -> Iterator[None]:
+def heads_first(
+    session: PullSession,
+    plans: Iterable[PlannedFile],
+    *,
+    job_of: Callable[[PullSession, PlannedFile, RetryLog], TransferJob],
+) -> Iterator[None]:
     """Every eligible file's head fetched, checked and served from the time it verified till
     the block ends; fetched beside the block (the bulk), the files a loader reads first first.
-    The first file is left to its own fetch, which starts at once from its first range."""
+    The first file is left to its own fetch, which starts at once from its first range.
+    ``job_of``: the pull's job for a file (its range trust with it)."""
     wanted = sorted(
         (plan for plan in plans if _eligible(session, plan)),
         key=lambda plan: natural_key(plan.remote.model, plan.remote.path),
@@ -47,7 +52,7 @@ def heads_first(session: PullSession, plans: Iterable[PlannedFile]) -> Iterator[
     kept, lock = contextlib.ExitStack(), threading.Lock()
 
     def one(plan: PlannedFile) -> None:
-        check = _head(session, plan)
+        check = _head(session, job_of(session, plan, RetryLog()), plan)
         if check is not None:
             with lock:
                 kept.callback(os.close, check.fd)
@@ -74,13 +79,10 @@ def _eligible(session: PullSession, plan: PlannedFile) -> bool:
     )
 
 
-def _head(session: PullSession, plan: PlannedFile) -> RangeCheck | None:
+def _head(session: PullSession, job: TransferJob, plan: PlannedFile) -> RangeCheck | None:
     """The file's head fetched, checked and claimed under its lock; its check, or None (the file
     is fetched as before)."""
-    if session.cancel.is_set():
-        return None
-    job = job_of(session, plan, RetryLog())
-    if job.trust is None:
+    if job.trust is None or session.cancel.is_set():
         return None
     remote, (_, end) = plan.remote, job.trust.spans[0]
     try:
