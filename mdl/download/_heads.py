@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 
-from mdl.download._plan import Action, PlannedFile
+from mdl.download._plan import Action, PlannedFile, look
 from mdl.download.demand import natural_key
 from mdl.download.session import PullSession
 from mdl.errors import MdlError
@@ -92,6 +92,10 @@ def _head(session: PullSession, job: TransferJob, plan: PlannedFile) -> RangeChe
     except MdlError:  # another run fetches it: its own fetch, as before
         return None
     try:
+        # under the lock, as the fetch looks: still nothing of it on disk (no run began it since)
+        now = look(remote, plan.placement, session.store, force=False)
+        if now.decision.action is not Action.DOWNLOAD:
+            return None
         data = _fetched(session, job, end)
         if data is None or not job.trust.holds(0, memoryview(data)):
             log.info("%s: its head did not come as asked: fetched with the rest", job.label)
@@ -125,12 +129,13 @@ def _fetched(session: PullSession, job: TransferJob, end: int) -> bytearray | No
             span = promised(response, what=job.label)
             if (span.start, span.end, span.total) != (0, end, job.identity.size):
                 return None
-            data = bytearray()
+            data, at = bytearray(end), 0
             for chunk in response.iter_raw():
-                data += chunk
-                if len(data) > end:
+                if at + len(chunk) > end or session.cancel.is_set():
                     return None
-            return data if len(data) == end else None
+                data[at : at + len(chunk)] = chunk
+                at += len(chunk)
+            return data if at == end else None
     except (MdlError, httpx2.HTTPError, OSError) as exc:
         log.info("%s: its head was not fetched first: %s", job.label, exc)
         return None
