@@ -6,7 +6,9 @@ stream (CdnServer). Each tree's own mdl and test helpers; trees alternate, each 
     python bench/serve_standin.py --tree /work/base --size-mib 128 --rate-mbps 50 --reps 3
 
 Prints per tree the median of S (serve + stand-in, from start to the last tensor), F (to the first
-tensor), D (`mdl pull` alone), S/D and F/D, and the ratio of each tree's S to the first's.
+tensor), D (`mdl pull` alone), D1 (`mdl pull --jobs 1`: one big file at a time on all connections,
+as `serve --pull` fetches; the origin paces each stream, so D's two files at once get twice the
+streams), the ratios, and each tree's S over the first's.
 ``--ranges``: serve and pull both with a trusted hash for each range of each shard, at the part
 size a lock records (tests/ranged_mdl.py: the range release of this tree). The real run:ai is
 bench/serve.py.
@@ -60,7 +62,8 @@ def one(size_mib: int, rate_mbps: float, *, ranges: bool = False) -> dict[str, f
             if ranges:
                 mdl = _with_ranges(env, tmp, shards)
             began = time.monotonic()
-            with ServeProcess(tmp, "m", "--pull", "--wait", "300", env=env, mdl=mdl) as serve:
+            how = {"mdl": mdl} if ranges else {}  # (an older tree's ServeProcess takes none)
+            with ServeProcess(tmp, "m", "--pull", "--wait", "300", env=env, **how) as serve:
                 stand_in = pattern.StandIn(serve.ready(), cdn)
                 came = _timed(stand_in)
                 tensors = stand_in.load()
@@ -68,14 +71,15 @@ def one(size_mib: int, rate_mbps: float, *, ranges: bool = False) -> dict[str, f
                 times["F"] = _first_tensor(stand_in, came) - began
                 assert serve.pulled().stop() == 0, serve.stderr
             assert len(tensors) == 24
-        with tempfile.TemporaryDirectory() as scratch:
-            tmp = Path(scratch)
-            env = isolated(tmp, model_catalog(tmp, files))
-            if ranges:
-                mdl = _with_ranges(env, tmp, shards)
-            began = time.monotonic()
-            subprocess.run([*mdl, "pull", "m", "--no-progress"], env=env, check=True)
-            times["D"] = time.monotonic() - began
+        for name, more in (("D", ()), ("D1", ("--jobs", "1"))):
+            with tempfile.TemporaryDirectory() as scratch:
+                tmp = Path(scratch)
+                env = isolated(tmp, model_catalog(tmp, files))
+                if ranges:
+                    mdl = _with_ranges(env, tmp, shards)
+                began = time.monotonic()
+                subprocess.run([*mdl, "pull", "m", "--no-progress", *more], env=env, check=True)
+                times[name] = time.monotonic() - began
     return times
 
 
@@ -144,14 +148,12 @@ def main() -> None:
             runs[tree].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"rep {rep + 1} {tree}: {runs[tree][-1]}", file=sys.stderr)
     first = statistics.median(r["S"] for r in runs[ROOT])
-    print("| tree | S median s | F median s | D median s | S/D | F/D | S / this tree's S |")
-    print("|---|---|---|---|---|---|---|")
+    print("| tree | S s | F s | D s | D1 s | S/D | F/D | S/D1 | F/D1 | S / this tree's S |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for tree, got in runs.items():
-        s = statistics.median(r["S"] for r in got)
-        f = statistics.median(r["F"] for r in got)
-        d = statistics.median(r["D"] for r in got)
-        print(f"| {tree} | {s:.2f} | {f:.2f} | {d:.2f} | {s / d:.2f}× | {f / d:.2f}× "
-              f"| {s / first:.2f}× |")  # fmt: skip
+        s, f, d, d1 = (statistics.median(r[k] for r in got) for k in ("S", "F", "D", "D1"))
+        print(f"| {tree} | {s:.2f} | {f:.2f} | {d:.2f} | {d1:.2f} | {s / d:.2f}× | {f / d:.2f}× "
+              f"| {s / d1:.2f}× | {f / d1:.2f}× | {s / first:.2f}× |")  # fmt: skip
 
 
 if __name__ == "__main__":
