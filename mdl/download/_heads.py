@@ -51,12 +51,13 @@ def heads_first(
     )[1:]
     kept, lock = contextlib.ExitStack(), threading.Lock()
 
+    def keep(check: RangeCheck) -> None:
+        with lock:
+            kept.callback(os.close, check.fd)
+            kept.enter_context(check)
+
     def one(plan: PlannedFile) -> None:
-        check = _head(session, job_of(session, plan, RetryLog()), plan)
-        if check is not None:
-            with lock:
-                kept.callback(os.close, check.fd)
-                kept.enter_context(check)
+        _head(session, job_of(session, plan, RetryLog()), plan, keep=keep)
 
     with kept, ThreadPoolExecutor(AT_ONCE, thread_name_prefix="head") as pool:
         for plan in wanted:
@@ -79,37 +80,40 @@ def _eligible(session: PullSession, plan: PlannedFile) -> bool:
     )
 
 
-def _head(session: PullSession, job: TransferJob, plan: PlannedFile) -> RangeCheck | None:
-    """The file's head fetched, checked and claimed under its lock; its check, or None (the file
-    is fetched as before)."""
+def _head(
+    session: PullSession, job: TransferJob, plan: PlannedFile, *, keep: Callable[[RangeCheck], None]
+) -> None:
+    """The file's head fetched, checked, claimed and its check kept (``keep``), all under the
+    file's lock: the file's own fetch, which waits for it, takes over from there. Nothing when
+    anything is amiss: the file is fetched as before."""
     if job.trust is None or session.cancel.is_set():
-        return None
+        return
     remote, (_, end) = plan.remote, job.trust.spans[0]
     try:
         held = plan.placement.store.acquire_file_lock(
             remote.model, remote.path, timeout=0, cancel=session.cancel
         )
     except MdlError:  # another run fetches it: its own fetch, as before
-        return None
+        return
     try:
         # under the lock, as the fetch looks: still nothing of it on disk (no run began it since)
         now = look(remote, plan.placement, session.store, force=False)
         if now.decision.action is not Action.DOWNLOAD:
-            return None
+            return
         data = _fetched(session, job, end)
         if data is None or not job.trust.holds(0, memoryview(data)):
             log.info("%s: its head did not come as asked: fetched with the rest", job.label)
-            return None
+            return
         fd = _written(job, data)
         if fd is None:
-            return None
+            return
+        check = RangeCheck(job.trust, fd, job.part_path, label=job.label)
+        check.vouch(0, memoryview(data))
+        keep(check)
+        session.heads[(remote.model, remote.path)] = end
+        log.info("%s: head fetched first (bytes 0-%d, verified)", job.label, end - 1)
     finally:
         held.release()
-    check = RangeCheck(job.trust, fd, job.part_path, label=job.label)
-    check.vouch(0, memoryview(data))
-    session.heads[(remote.model, remote.path)] = end
-    log.info("%s: head fetched first (bytes 0-%d, verified)", job.label, end - 1)
-    return check
 
 
 def _fetched(session: PullSession, job: TransferJob, end: int) -> bytearray | None:
