@@ -11,6 +11,7 @@ import base64
 import hashlib
 import itertools
 import json
+import os
 import struct
 import sys
 import threading
@@ -343,3 +344,32 @@ def test_every_shard_s_head_comes_first_and_is_served_while_another_shard_is_fet
     (outcome,) = [line for line in log.splitlines() if f" path={second} " in line]
     # the head is this run's: the file was downloaded, not resumed
     assert " action=downloaded " in outcome and f" fetched={len(data)} " in outcome, outcome
+
+
+def test_an_answer_released_by_range_stops_short_at_a_range_that_no_longer_verifies(
+    tmp_path: Path,
+) -> None:
+    from mdl.endpoint.shelf import Early, ShelfObject, _windows
+    from mdl.transfer.ranges import Digests, RangeCheck, digest
+
+    data = make_data(3 * PART, seed=74)
+    path = tmp_path / "f.part"
+    path.write_bytes(data)
+    trust = Digests.fixed(
+        "lock", len(data), PART, [digest(data[s : s + PART]) for s in range(0, len(data), PART)]
+    )
+    obj = ShelfObject("m/f", "m", "f", len(data), '"x"', None, False, "partial", path, "x")
+    cancel = threading.Event()
+    fd = os.open(path, os.O_RDWR)
+    try:
+        with RangeCheck(trust, fd, path) as check:
+            check.landed(0, len(data))
+            assert check.settle(cancel) == []
+            early = Early(obj, _windows(check, 10, len(data) - 10, cancel))
+            assert early.ready  # its first range read and checked before the answer begins
+            os.pwrite(fd, b"\0", PART + 5)  # the second range changed on disk meanwhile
+            sent = b"".join(bytes(view) for view in early)
+            early.close()
+            assert sent == data[10:PART], "the first range only: nothing that no longer verifies"
+    finally:
+        os.close(fd)
