@@ -5,8 +5,13 @@ stream (CdnServer). Each tree's own mdl and test helpers; trees alternate, each 
 
     python bench/serve_standin.py --tree /work/base --size-mib 128 --rate-mbps 50 --reps 3
 
-Prints per tree the median of S (serve + stand-in, from start to the last tensor), D (`mdl pull`
-alone) and S/D, and the ratio of each tree's S to the first's. The real run:ai is bench/serve.py.
+Prints per tree the median of S (serve + stand-in, from start to the last tensor), F (to the first
+tensor), D (`mdl pull` alone), D1 (`mdl pull --jobs 1`: one big file at a time on all connections,
+as `serve --pull` fetches; the origin paces each stream, so D's two files at once get twice the
+streams), the ratios, and each tree's S over the first's.
+``--ranges``: serve and pull both with a trusted hash for each range of each shard, at the part
+size a lock records (tests/ranged_mdl.py: the range release of this tree). The real run:ai is
+bench/serve.py.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def one(size_mib: int, rate_mbps: float) -> dict[str, float]:
-    """One S and one D run with this tree's mdl (run from its root): seconds each."""
+def one(size_mib: int, rate_mbps: float, *, ranges: bool = False) -> dict[str, float]:
+    """One S and one D run with this tree's mdl (run from its root): seconds each, and F (the
+    stand-in's first tensor). ``ranges``: both with a trusted hash for each range of each shard,
+    as a lock's part hashes give them (tests/ranged_mdl.py)."""
     sys.path.insert(0, str(Path.cwd() / "tests"))
     from runfixtures import safetensors_bytes
     from serveproc import ServeProcess, isolated, model_catalog
@@ -44,27 +52,72 @@ def one(size_mib: int, rate_mbps: float) -> dict[str, float]:
         )
         for n in (1, 2)
     }
+    mdl: tuple[str, ...] = (sys.executable, "-m", "mdl")
     times: dict[str, float] = {}
     with CdnServer(throttle_bps=rate_mbps * 1e6) as cdn:
         files = {name: (cdn.add_file(f"/{name}", data), data) for name, data in shards.items()}
         with tempfile.TemporaryDirectory() as scratch:
             tmp = Path(scratch)
             env = isolated(tmp, model_catalog(tmp, files))
+            if ranges:
+                mdl = _with_ranges(env, tmp, shards)
             began = time.monotonic()
-            with ServeProcess(tmp, "m", "--pull", "--wait", "300", env=env) as serve:
-                tensors = pattern.StandIn(serve.ready(), cdn).load()
+            how = {"mdl": mdl} if ranges else {}  # (an older tree's ServeProcess takes none)
+            with ServeProcess(tmp, "m", "--pull", "--wait", "300", env=env, **how) as serve:
+                stand_in = pattern.StandIn(serve.ready(), cdn)
+                came = _timed(stand_in)
+                tensors = stand_in.load()
                 times["S"] = time.monotonic() - began
+                times["F"] = _first_tensor(stand_in, came) - began
                 assert serve.pulled().stop() == 0, serve.stderr
             assert len(tensors) == 24
-        with tempfile.TemporaryDirectory() as scratch:
-            tmp = Path(scratch)
-            env = isolated(tmp, model_catalog(tmp, files))
-            began = time.monotonic()
-            subprocess.run(
-                [sys.executable, "-m", "mdl", "pull", "m", "--no-progress"], env=env, check=True
-            )
-            times["D"] = time.monotonic() - began
+        for name, more in (("D", ()), ("D1", ("--jobs", "1"))):
+            with tempfile.TemporaryDirectory() as scratch:
+                tmp = Path(scratch)
+                env = isolated(tmp, model_catalog(tmp, files))
+                if ranges:
+                    mdl = _with_ranges(env, tmp, shards)
+                began = time.monotonic()
+                subprocess.run([*mdl, "pull", "m", "--no-progress", *more], env=env, check=True)
+                times[name] = time.monotonic() - began
     return times
+
+
+def _with_ranges(env: dict[str, str], tmp: Path, shards: dict[str, bytes]) -> tuple[str, ...]:
+    """Range hashes for ``shards`` (at the part size a lock records) in ``env``; how to run mdl
+    with them."""
+    from ranged_mdl import ENV, range_table
+
+    from mdl.transfer.ranges import part_size
+
+    size = max(len(data) for data in shards.values())
+    truth = {f"m/{name}": data for name, data in shards.items()}
+    env[ENV] = str(range_table(tmp / "ranges.json", truth, part=part_size(size)))
+    return (sys.executable, str(Path.cwd() / "tests" / "ranged_mdl.py"))
+
+
+def _timed(stand_in: Any) -> dict[tuple[str, int, int], float]:
+    """When each of the stand-in's reads came (its ``read`` wrapped)."""
+    came: dict[tuple[str, int, int], float] = {}
+    read = stand_in.read
+
+    def timed(key: str, first: int, last: int) -> bytes:
+        data: bytes = read(key, first, last)
+        came[(key, first, last)] = time.monotonic()
+        return data
+
+    stand_in.read = timed
+    return came
+
+
+def _first_tensor(stand_in: Any, came: dict[tuple[str, int, int], float]) -> float:
+    """When the first read of a tensor's bytes (past a shard's header) came."""
+    bases = {
+        key: 8 + int.from_bytes(data, "little")
+        for (key, first, _), (data, _) in stand_in.got.items()
+        if first == 0
+    }
+    return min(at for (key, first, _), at in came.items() if first >= bases[key])
 
 
 def main() -> None:
@@ -73,10 +126,13 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=128)
     parser.add_argument("--rate-mbps", type=float, default=50.0, help="MB/s per origin stream")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--ranges", action="store_true", help="a trusted hash for each range (a lock's part hashes)"
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.size_mib, args.rate_mbps)))
+        print(json.dumps(one(args.size_mib, args.rate_mbps, ranges=args.ranges)))
         return
     trees = [ROOT, *args.tree]
     runs: dict[Path, list[dict[str, float]]] = {tree: [] for tree in trees}
@@ -85,18 +141,19 @@ def main() -> None:
             python = tree / ".venv" / "bin" / "python"
             out = subprocess.run(
                 [str(python if python.exists() else sys.executable), str(Path(__file__)),
-                 "--one", "--size-mib", str(args.size_mib), "--rate-mbps", str(args.rate_mbps)],
+                 "--one", "--size-mib", str(args.size_mib), "--rate-mbps", str(args.rate_mbps),
+                 *(["--ranges"] if args.ranges else [])],
                 cwd=tree, check=True, capture_output=True, text=True,
             )  # fmt: skip
             runs[tree].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"rep {rep + 1} {tree}: {runs[tree][-1]}", file=sys.stderr)
     first = statistics.median(r["S"] for r in runs[ROOT])
-    print("| tree | S median s | D median s | S/D | S / this tree's S |")
-    print("|---|---|---|---|---|")
+    print("| tree | S s | F s | D s | D1 s | S/D | F/D | S/D1 | F/D1 | S / this tree's S |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for tree, got in runs.items():
-        s = statistics.median(r["S"] for r in got)
-        d = statistics.median(r["D"] for r in got)
-        print(f"| {tree} | {s:.2f} | {d:.2f} | {s / d:.2f}× | {s / first:.2f}× |")
+        s, f, d, d1 = (statistics.median(r[k] for r in got) for k in ("S", "F", "D", "D1"))
+        print(f"| {tree} | {s:.2f} | {f:.2f} | {d:.2f} | {d1:.2f} | {s / d:.2f}× | {f / d:.2f}× "
+              f"| {s / d1:.2f}× | {f / d1:.2f}× | {s / first:.2f}× |")  # fmt: skip
 
 
 if __name__ == "__main__":

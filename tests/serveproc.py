@@ -25,15 +25,22 @@ AWS_ISOLATION = {
 
 
 class ServeProcess:
-    """``mdl serve ARGS`` as a child process (stdout and stderr to files)."""
+    """``mdl serve ARGS`` as a child process (stdout and stderr to files); ``mdl``: how to run
+    mdl (tests/ranged_mdl.py: with range hashes)."""
 
-    def __init__(self, folder: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        mdl: Sequence[str] = (sys.executable, "-m", "mdl"),
+    ) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.env_file = folder / "loader.env"
         self.env_file.unlink(missing_ok=True)
         self.stdout_path, self.stderr_path = folder / "serve.out", folder / "serve.err"
-        command = [sys.executable, "-m", "mdl", "serve", "--port", "0", "--no-progress",
+        command = [*mdl, "serve", "--port", "0", "--no-progress",
                    "--env-file", str(self.env_file), *args]  # fmt: skip
         environ = {**os.environ, **(env or {})}
         self.env = environ

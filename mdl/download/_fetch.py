@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -59,7 +60,8 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
         interval=SERVED_FLUSH_INTERVAL if served else RECORD_FLUSH_INTERVAL,
     )
     try:
-        results |= Crew(session, first, work=partial(_fetch_one, session, records)).run()
+        with _heads_first(session, first.values()) if served else contextlib.nullcontext():
+            results |= Crew(session, first, work=partial(_fetch_one, session, records)).run()
         if not session.cancel.is_set():
             results |= _place_last(session, records, last, results.values())
     finally:
@@ -67,6 +69,14 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
     if session.cancel.is_set():
         raise InterruptedByUserError(INTERRUPTED)
     return [results[i] for i in sorted(results)]
+
+
+def _heads_first(
+    session: PullSession, plans: Iterable[PlannedFile]
+) -> contextlib.AbstractContextManager[None]:
+    from mdl.download._heads import heads_first  # (a pull that serves loaders only)
+
+    return heads_first(session, plans, job_of=job_of)
 
 
 def _begin(session: PullSession, todo: Iterable[PlannedFile]) -> None:
@@ -299,17 +309,11 @@ def _act(
         action = Action.REPAIR
     if session.settings.offline:  # no network at all, mirrors included
         raise offline_error(remote)
-    # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify
-    # or not. A signed model's files are held to their signature whatever --no-verify says: the
-    # catalog asks for it.
-    verify = session.settings.verify or plan.placement.link is not None or remote.signed is not None
-    job = transfer_job(
-        session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries
-    )
+    job = job_of(session, plan, retries)
     # a signature verified before the others: shown as it came
     result = _from_staged(session, job, remote)
     if result is None:
-        result = fetch_from_sources(session, job, remote)
+        result = ahead(session, remote, fetch_from_sources(session, job, remote))
         session.progress.finish(job.label, ok=True)
     session.layout.link(plan.placement)
     # etag: the validator of the bytes we actually got
@@ -338,6 +342,35 @@ def _act(
         ),
         record,
     )
+
+
+def job_of(session: PullSession, plan: PlannedFile, retries: RetryLog) -> TransferJob:
+    """The engine's job for a planned file."""
+    remote = plan.remote
+    # A Hugging Face cache blob is named by its hash: it may only ever hold those bytes, --no-verify
+    # or not. A signed model's files are held to their signature whatever --no-verify says: the
+    # catalog asks for it.
+    verify = session.settings.verify or plan.placement.link is not None or remote.signed is not None
+    return transfer_job(
+        session,
+        remote,
+        plan.placement.store,
+        plan.placement.final,
+        verify=verify,
+        retries=retries,
+        in_order=session.demand is not None,  # loaders read it as it lands
+    )
+
+
+def ahead(session: PullSession, remote: RemoteFile, result: TransferResult) -> TransferResult:
+    """``result`` counting the head this run fetched ahead of the file (mdl.download._heads) as
+    fetched, not resumed."""
+    head = session.heads.pop((remote.model, remote.path), 0)
+    if not head:
+        return result
+    kept = result.resumed_from >= head  # (else thrown away with the rest: fetched all the same)
+    resumed = result.resumed_from - head if kept else result.resumed_from
+    return replace(result, resumed_from=resumed, fetched=result.fetched + head)
 
 
 def _resume_reason(plan: PlannedFile, result: TransferResult) -> str | None:

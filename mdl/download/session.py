@@ -78,6 +78,8 @@ class PullSession:
         self.cancel = cancel or threading.Event()
         # a loader reads the files while they come (mdl serve --pull): their order, its waits
         self.demand = demand
+        # the bytes each file's head fetched ahead of it (``serve --pull``): this run's, not resumed
+        self.heads: dict[tuple[str, str], int] = {}
         self.layout = Layout(settings)
         # model records (and, in the plain layout, everything else)
         self.store: Store = self.layout.records

@@ -1,7 +1,8 @@
 """The read-only S3 API over a Shelf: ListBuckets, HeadBucket, GetBucketLocation, ListObjectsV2
 (and V1), HeadObject, GetObject (one range or part 1, conditional) and GetObjectAttributes; any
-other sub-resource is 501 NotImplemented. Answers are values (status, headers, body or a slice of
-a verified file); the server writes them. Every refusal is an S3 error document."""
+other sub-resource is 501 NotImplemented. Answers are values (status, headers, body, a slice of
+a verified file, or the ranges of one still being fetched that verified); the server writes them.
+Every refusal is an S3 error document."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
-from mdl.endpoint.shelf import NotServed, Shelf, ShelfObject
+from mdl.endpoint.shelf import Early, NotServed, Shelf, ShelfObject
 
 MAX_KEYS = 1000  # the most one listing page holds, as S3's
 LOOK_AGAIN = 0.1  # seconds before a file that changed under a GET is looked at again
@@ -77,7 +78,8 @@ ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
 
 @dataclass
 class Answer:
-    """One response: a body, or ``count`` bytes of the verified file ``fd`` from ``offset``."""
+    """One response: a body, or ``count`` bytes of the verified file ``fd`` from ``offset``, or
+    ``count`` bytes released ``early`` (closed once sent)."""
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)
@@ -85,6 +87,7 @@ class Answer:
     fd: int | None = None
     offset: int = 0
     count: int = 0
+    early: Early | None = None
     code: str | None = None  # the S3 error code, for the log line of a client error
     message: str = ""
 
@@ -395,7 +398,18 @@ def _object(
         # the size is known before the bytes arrive (the record expects it): a loader plans now
         return _answer_for(found, part, headers, overrides, method)
     deadline = time.monotonic() + endpoint.wait
-    obj = found if found.verified else shelf.verified(key, deadline=deadline, cancel=cancel)
+    if found.verified:
+        obj = found
+    else:
+        span = _early_span(found, part, headers, overrides) if method == "GET" else None
+        waited = shelf.released(key, span, deadline=deadline, cancel=cancel)
+        if isinstance(waited, ShelfObject):
+            obj = waited
+        else:
+            early = _early_answer(waited, span, part, headers, overrides)
+            if early is not None:
+                return early
+            obj = shelf.verified(key, deadline=deadline, cancel=cancel)
     while True:
         reply = _answer_for(obj, part, headers, overrides, method)
         if method == "HEAD" or reply.status not in (200, 206):
@@ -410,6 +424,36 @@ def _object(
                 503, "ServiceUnavailable", f"{key} is not the file that verified: try again"
             )
         obj = shelf.verified(key, deadline=deadline, cancel=cancel)
+
+
+def _early_span(
+    obj: ShelfObject, part: int | None, headers: Mapping[str, str], overrides: Mapping[str, str]
+) -> tuple[int, int] | None:
+    """The bytes ``[start, end)`` a GET of ``obj`` (not verified yet) asks, when it asks a part
+    of it (a range, or part 1) that may leave before the whole file verified: its size and sha256
+    known (its ETag now is the one it keeps), its preconditions met. None: it waits for the whole
+    file."""
+    if obj.size is None or obj.sha256 is None:
+        return None
+    reply = _answer_for(obj, part, headers, overrides, "GET")
+    return (reply.offset, reply.offset + reply.count) if reply.status == 206 else None
+
+
+def _early_answer(
+    early: Early,
+    span: tuple[int, int] | None,
+    part: int | None,
+    headers: Mapping[str, str],
+    overrides: Mapping[str, str],
+) -> Answer | None:
+    """The 206 of ``early``'s bytes: the object's ETag, no whole-object checksum (these bytes
+    are not it). None (``early`` closed) when the object as looked at now asks other bytes."""
+    reply = _answer_for(early.obj, part, headers, overrides, "GET")
+    if reply.status != 206 or span != (reply.offset, reply.offset + reply.count):
+        early.close()
+        return None
+    reply.early = early
+    return reply
 
 
 def _found(shelf: Shelf, key: str) -> ShelfObject:

@@ -1,7 +1,8 @@
 """The endpoint's HTTP side: a threaded HTTP/1.1 server on one address, each request
 authenticated (SigV4 with the run's key) before anything is looked up, each answer's bytes sent
-from the verified file with sendfile; bounded in connections (the loader's apart from those not
-signed yet), header sizes and idle time; a refused request ends its connection."""
+from the verified file with sendfile (or, released by range, as read and checked); bounded in
+connections (the loader's apart from those not signed yet), header sizes and idle time; a refused
+request ends its connection."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from mdl.background import Background, every
 from mdl.endpoint import auth, s3api
-from mdl.endpoint.shelf import Shelf
+from mdl.endpoint.shelf import Early, Shelf
 from mdl.errors import UsageError
 from mdl.redact import safe_text
 
@@ -441,7 +442,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
         try:
             self.send_response(reply.status)
-            length = reply.count if reply.fd is not None else len(reply.body)
+            length = len(reply.body) if reply.fd is None and reply.early is None else reply.count
             reply.headers.setdefault("Content-Length", str(length))
             reply.headers["x-amz-request-id"] = s3api.request_id()
             for name, value in reply.headers.items():
@@ -455,6 +456,8 @@ class _Handler(BaseHTTPRequestHandler):
                     sent = self.connection.sendfile(handle, reply.offset, reply.count)
                 if sent != reply.count:
                     self.close_connection = True
+            elif reply.early is not None:
+                self._send_early(reply.early, reply.count)
             else:
                 self.wfile.write(reply.body)
         except OSError:  # the client left mid-answer: nothing more to say to it
@@ -462,6 +465,20 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             if reply.fd is not None:
                 os.close(reply.fd)
+            if reply.early is not None:
+                reply.early.close()
+
+    def _send_early(self, early: Early, count: int) -> None:
+        """Bytes released by range, each range sent while it is held as checked; cut short (the
+        connection closed: the client sees fewer bytes than promised) when one no longer
+        verifies as read."""
+        sent = 0
+        for view in early:
+            self.wfile.write(view)
+            sent += len(view)
+        if sent != count:
+            log.warning("%s: a range no longer verified as read: answer cut", early.obj.key)
+            self.close_connection = True
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         if isinstance(code, int) and code >= 400:

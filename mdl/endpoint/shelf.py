@@ -1,7 +1,9 @@
 """What the endpoint offers: each served model's files as objects ``<model>/<path>``, with the
 sizes its record expects before the bytes arrive, and the bytes of a file only once they verified
 (its record says so and the file on disk is still the one verified). Judged by the store's one
-state function (mdl.store.inventory), never by a name or a size alone."""
+state function (mdl.store.inventory), never by a name or a size alone. Before that, a part of a
+file this process fetches with a trusted hash for each range leaves once every range it touches
+verified, checked again as read (``Early``)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from mdl.errors import MdlError
 from mdl.store.confined import open_file
 from mdl.store.inventory import INSTALLED, LocalFile, model_status
 from mdl.store.layout import Layout
+from mdl.transfer import ranges
 
 log = logging.getLogger("mdl.serve")
 # seconds between two looks at a file a loader waits on (a record write is the news)
@@ -42,6 +45,44 @@ class ShelfObject:
     state: str  # the store's word for it (installed, partial, missing, modified, ...)
     final: Path
     sha256: str | None
+
+
+class Early:
+    """Bytes of a file not verified whole yet, released as its ranges verified: each range read
+    and checked again within ``RangeCheck.reading`` while it is sent (its bytes held in the
+    process's read budget), one after the other; the bytes stop short when a range no longer
+    verifies as read (the answer is then cut, never a byte unverified). ``close`` once sent."""
+
+    def __init__(self, obj: ShelfObject, windows: Generator[memoryview, None, None]) -> None:
+        self.obj, self._windows = obj, windows
+        self._first = next(windows, None)  # read (and checked) now: None, not releasable yet
+
+    @property
+    def ready(self) -> bool:
+        return self._first is not None
+
+    def __iter__(self) -> Iterator[memoryview]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+            yield from self._windows
+
+    def close(self) -> None:
+        self._first = None
+        self._windows.close()
+
+
+def _windows(
+    check: ranges.RangeCheck, start: int, end: int, cancel: threading.Event
+) -> Generator[memoryview, None, None]:
+    """Bytes ``[start, end)`` a range at a time, each as ``check.reading`` gives it (checked as
+    read); ends early when one does not verify."""
+    for index in ranges.touching(check.spans, start, end):
+        first, last = check.spans[index]
+        with check.reading(max(first, start), min(last, end), cancel) as view:
+            if view is None:
+                return
+            yield view
 
 
 class NotServed(Exception):
@@ -111,23 +152,28 @@ class Shelf:
     def verified(self, key: str, *, deadline: float, cancel: threading.Event) -> ShelfObject:
         """The object once its bytes verified, waiting (looking every LOOK_EVERY s) until
         ``deadline`` (monotonic); NotServed says why it is not, and when it never will be."""
+        found = self.released(key, None, deadline=deadline, cancel=cancel)
+        assert isinstance(found, ShelfObject)
+        return found
+
+    def released(
+        self, key: str, span: tuple[int, int] | None, *, deadline: float, cancel: threading.Event
+    ) -> ShelfObject | Early:
+        """As ``verified``; or, for bytes ``span`` (``[start, end)``) of a file whose sha256 is
+        known (its ETag now and once installed) and that a fetch of this process checks range by
+        range, those bytes as soon as every range they touch verified (``Early``), waiting for
+        them as for the whole file."""
         told = False
         while True:
-            obj = self.lookup(key)
-            if obj is None:
-                raise NotServed(404, "NoSuchKey", "The specified key does not exist.")
+            obj = self._awaited(key)
             if obj.verified:
                 return obj
-            with self._lock:
-                why = self._failed.get(key)
-            if why is not None:
-                raise NotServed(403, "InvalidObjectState", f"{key} never verified: {why}")
-            if obj.state == INSTALLED:  # recorded, yet not checked against any hash
-                raise NotServed(
-                    403,
-                    "InvalidObjectState",
-                    f"{key} has no known hash to verify it against: mdl serves verified bytes",
-                )
+            looked = time.monotonic()
+            if span is not None and obj.sha256 is not None:
+                early = self._early(obj, span, until=min(deadline, looked + LOOK_EVERY),
+                                    cancel=cancel)  # fmt: skip
+                if early is not None:
+                    return early
             if not told:
                 log.info("a loader waits for %s (%s, not verified yet)", key, obj.state)
                 if self._on_wait is not None:
@@ -141,7 +187,56 @@ class Shelf:
                     "ServiceUnavailable",
                     f"{key} is not verified yet ({obj.state}; {doing}): try again later",
                 )
-            cancel.wait(min(LOOK_EVERY, left))
+            cancel.wait(max(0.0, min(LOOK_EVERY - (time.monotonic() - looked), left)))
+
+    def _awaited(self, key: str) -> ShelfObject:
+        """The object at ``key`` as looked at now; NotServed when there is none, or its bytes will
+        never verify."""
+        obj = self.lookup(key)
+        if obj is None:
+            raise NotServed(404, "NoSuchKey", "The specified key does not exist.")
+        if obj.verified:
+            return obj
+        with self._lock:
+            why = self._failed.get(key)
+        if why is not None:
+            raise NotServed(403, "InvalidObjectState", f"{key} never verified: {why}")
+        if obj.state == INSTALLED:  # recorded, yet not checked against any hash
+            raise NotServed(
+                403,
+                "InvalidObjectState",
+                f"{key} has no known hash to verify it against: mdl serves verified bytes",
+            )
+        return obj
+
+    def _early(
+        self, obj: ShelfObject, span: tuple[int, int], *, until: float, cancel: threading.Event
+    ) -> Early | None:
+        """``span`` of ``obj`` once every range it touches verified, waiting on the check of its
+        fetch till ``until`` (monotonic); None: not by then (or no fetch of this process checks
+        it by range)."""
+        while True:
+            check = self._check_of(obj)
+            if check is None:
+                return None
+            if ranges.covered(span, check.verified_spans()):
+                early = Early(obj, _windows(check, *span, cancel))
+                if early.ready:
+                    log.debug("%s: bytes %d-%d leave verified by range", obj.key, *span)
+                    return early
+                early.close()
+            left = until - time.monotonic()
+            if left <= 0 or cancel.is_set():
+                return None
+            check.checked_more(left)
+
+    def _check_of(self, obj: ShelfObject) -> ranges.RangeCheck | None:
+        """The check of each range of the fetch of ``obj`` running in this process, if any."""
+        for store in self._layout.stores:
+            check = ranges.live(store.part_paths(obj.model, obj.path)[0])
+            if check is not None:
+                return check
+        return None
 
     def open(self, obj: ShelfObject) -> int | None:
         """A read-only descriptor of the verified bytes, or None: the file is no longer the one

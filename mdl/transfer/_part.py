@@ -104,7 +104,7 @@ class PartFetch:
         """The shared progress of the download: the record's, unless no kept byte can be proved."""
         job, loaded = self.job, self.loaded
         if loaded is None:
-            state = DownloadState(job, fd, self.shared.config.plan(job.identity.size), None)
+            state = DownloadState(job, fd, self._plan(), None)
         else:
             state = DownloadState(job, fd, loaded.pieces, loaded.validator)
             state.flushed = loaded.flushed
@@ -116,6 +116,14 @@ class PartFetch:
                 state.discarded = "no kept byte could be compared with the server's"
             state.forget()
         return state
+
+    def _plan(self) -> list[Piece]:
+        """The pieces of a fresh fetch: the engine's; for a loader reading it as it lands, one
+        per trusted range, in order (its streams take them from the front)."""
+        job = self.job
+        if job.in_order and job.trust is not None:
+            return [Piece(start, end) for start, end in job.trust.spans]
+        return self.shared.config.plan(job.identity.size)
 
     def _download(self, state: DownloadState, resumed_from: int, check: RangeCheck | None) -> int:
         """Fill the ``.part`` and verify it; returns its size."""

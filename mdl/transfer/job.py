@@ -176,6 +176,9 @@ class TransferJob:
     # A trusted hash for each range (``mdl.transfer.ranges``): each is checked as it lands, and
     # one that fails is fetched again alone; None: only the whole file is checked
     trust: RangeTrust | None = field(default=None, compare=False)
+    # True: a loader reads it as it lands (``serve --pull``): with a ``trust``, one piece per
+    # range, fetched in order, so ranges verify from the front
+    in_order: bool = False
 
 
 @dataclass(frozen=True)

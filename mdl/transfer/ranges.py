@@ -361,6 +361,21 @@ class RangeCheck:
         with self._lock:
             return merged([self.spans[i] for i in self.verified])
 
+    def vouch(self, index: int, data: memoryview) -> bool:
+        """Range ``index`` checked on ``data``, the bytes the caller wrote there itself before
+        this check began (a head fetched ahead of its file's fetch): verified when they hold."""
+        good = self.trust.holds(index, data)
+        if good:
+            with self._lock:
+                self.verified.add(index)
+        return good
+
+    def checked_more(self, timeout: float) -> None:
+        """Return once the checker ended a round (more may have verified), or after ``timeout``
+        seconds: a reader waiting on a range hears it verify."""
+        with self._lock:
+            self._lock.wait(timeout)
+
     @contextmanager
     def reading(self, start: int, end: int, cancel: threading.Event) -> Iterator[memoryview | None]:
         """Bytes ``[start, end)`` while the ``with`` lasts, if every range they touch verified:
