@@ -306,18 +306,21 @@ class Streamer:
         new = self._unread(parts)[:READERS]
         if new:
             reading = partial(_read, parts, fd, self.job.trust)
-            got = [x for x in self._readers().map(reading, new) if x is not None]
-            read = [span for x in got for span in x.spans]
-            self.ranges = merged([*self.ranges, *read])
-            claimed = sum(end - start for start, end in read)
-            self.streamed += claimed
-            self.refused += sum(x.size for x in got) - claimed
-            log.info("%s: read %d parts another machine published", self.job.label, len(got))
-            self._said([x.uri for x in got if x.wrong])
-            # a part of which nothing could be claimed (refused, or no range of the trust lies
-            # wholly in it) is not read again from this holder: the fetch of the rest brings it
-            self.wrong.update(x.uri for x in got if not x.spans)
+            self._took([x for x in self._readers().map(reading, new) if x is not None])
         return sum(end - start for start, end in self.ranges)
+
+    def _took(self, got: list[_Got]) -> None:
+        """The parts read: what of them was claimed, refused, and is not to be read again."""
+        read = [span for x in got for span in x.spans]
+        self.ranges = merged([*self.ranges, *read])
+        claimed = sum(end - start for start, end in read)
+        self.streamed += claimed
+        self.refused += sum(x.size for x in got) - claimed
+        log.info("%s: read %d parts another machine published", self.job.label, len(got))
+        self._said([x.uri for x in got if x.wrong])
+        # a part of which nothing could be claimed (refused, or no range of the trust lies wholly
+        # in it) is not read again from this holder: the fetch of the rest brings its bytes
+        self.wrong.update(x.uri for x in got if not x.spans)
 
     def _unread(self, parts: PartSet) -> list[int]:
         """The parts published under a holder's token not on disk yet (nor proved wrong)."""
