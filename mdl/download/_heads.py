@@ -31,7 +31,8 @@ from mdl.transfer.resume import job_root, seed
 
 log = logging.getLogger("mdl.pull")
 
-AT_ONCE = 4  # heads fetched at once (each held in memory till checked: a range, 16 MiB and up)
+AT_ONCE = 2  # heads fetched at once (each held in memory till checked: a range, 16 MiB and up;
+# with the checks' and the served ranges' budgets, the process stays within engine rule 5)
 
 
 @contextlib.contextmanager
