@@ -1,8 +1,8 @@
 """Release by range: ``mdl serve --pull`` of files with a trusted hash for each range (the part
-hashes beside a catalog.lock ``mdl lock`` wrote) answers a ranged GET as
-soon as every range it touches verified, before the file is whole; a range whose bytes fail their
-hash is never served (its read waits for it fetched again); a whole GET still waits for the whole
-file and carries the whole object's checksum, and every answer carries the object's one ETag.
+hashes beside the catalog.lock ``mdl lock`` wrote) answers a ranged GET as soon as every range it
+touches verified, before the file is whole; a range whose bytes fail their hash is never served
+(its read waits for it fetched again); a whole GET still waits for the whole file and carries the
+whole object's checksum, and every answer carries the object's one ETag.
 The origin's byte log says what it had sent when each answer came."""
 
 from __future__ import annotations
