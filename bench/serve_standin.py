@@ -9,9 +9,9 @@ Prints per tree the median of S (serve + stand-in, from start to the last tensor
 tensor), D (`mdl pull` alone), D1 (`mdl pull --jobs 1`: one big file at a time on all connections,
 as `serve --pull` fetches; the origin paces each stream, so D's two files at once get twice the
 streams), the ratios, and each tree's S over the first's.
-``--ranges``: serve and pull both with a trusted hash for each range of each shard, at the part
-size a lock records (tests/ranged_mdl.py: the range release of this tree). The real run:ai is
-bench/serve.py.
+``--ranges``: serve and pull both from a catalog.lock (`mdl lock`) with the part hashes of each
+shard beside it, at the part size `mdl lock` records (tests/serveproc.py ``lock_with_parts``: the
+range release of this tree). The real run:ai is bench/serve.py.
 """
 
 from __future__ import annotations
@@ -32,12 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def one(size_mib: int, rate_mbps: float, *, ranges: bool = False) -> dict[str, float]:
     """One S and one D run with this tree's mdl (run from its root): seconds each, and F (the
-    stand-in's first tensor). ``ranges``: both with a trusted hash for each range of each shard,
-    as a lock's part hashes give them (tests/ranged_mdl.py)."""
+    stand-in's first tensor). ``ranges``: both from a lock with the part hashes of each shard beside
+    it (tests/serveproc.py ``lock_with_parts``)."""
     sys.path.insert(0, str(Path.cwd() / "tests"))
     from runfixtures import safetensors_bytes
     from serveproc import ServeProcess, isolated, model_catalog
     from servers import CdnServer
+
+    if ranges:  # (a tree older than the part hashes has none)
+        from serveproc import lock_with_parts
 
     spec = importlib.util.spec_from_file_location(
         "loader_pattern", Path.cwd() / "tests" / "endpoint" / "test_loader_pattern.py"
@@ -52,7 +55,6 @@ def one(size_mib: int, rate_mbps: float, *, ranges: bool = False) -> dict[str, f
         )
         for n in (1, 2)
     }
-    mdl: tuple[str, ...] = (sys.executable, "-m", "mdl")
     times: dict[str, float] = {}
     with CdnServer(throttle_bps=rate_mbps * 1e6) as cdn:
         files = {name: (cdn.add_file(f"/{name}", data), data) for name, data in shards.items()}
@@ -60,10 +62,9 @@ def one(size_mib: int, rate_mbps: float, *, ranges: bool = False) -> dict[str, f
             tmp = Path(scratch)
             env = isolated(tmp, model_catalog(tmp, files))
             if ranges:
-                mdl = _with_ranges(env, tmp, shards)
+                lock_with_parts(env, shards)
             began = time.monotonic()
-            how = {"mdl": mdl} if ranges else {}  # (an older tree's ServeProcess takes none)
-            with ServeProcess(tmp, "m", "--pull", "--wait", "300", env=env, **how) as serve:
+            with ServeProcess(tmp, "m", "--pull", "--wait", "300", env=env) as serve:
                 stand_in = pattern.StandIn(serve.ready(), cdn)
                 came = _timed(stand_in)
                 tensors = stand_in.load()
@@ -76,24 +77,12 @@ def one(size_mib: int, rate_mbps: float, *, ranges: bool = False) -> dict[str, f
                 tmp = Path(scratch)
                 env = isolated(tmp, model_catalog(tmp, files))
                 if ranges:
-                    mdl = _with_ranges(env, tmp, shards)
+                    lock_with_parts(env, shards)
                 began = time.monotonic()
-                subprocess.run([*mdl, "pull", "m", "--no-progress", *more], env=env, check=True)
+                pull = [sys.executable, "-m", "mdl", "pull", "m", "--no-progress", *more]
+                subprocess.run(pull, env=env, check=True)
                 times[name] = time.monotonic() - began
     return times
-
-
-def _with_ranges(env: dict[str, str], tmp: Path, shards: dict[str, bytes]) -> tuple[str, ...]:
-    """Range hashes for ``shards`` (at the part size a lock records) in ``env``; how to run mdl
-    with them."""
-    from ranged_mdl import ENV, range_table
-
-    from mdl.transfer.ranges import part_size
-
-    size = max(len(data) for data in shards.values())
-    truth = {f"m/{name}": data for name, data in shards.items()}
-    env[ENV] = str(range_table(tmp / "ranges.json", truth, part=part_size(size)))
-    return (sys.executable, str(Path.cwd() / "tests" / "ranged_mdl.py"))
 
 
 def _timed(stand_in: Any) -> dict[tuple[str, int, int], float]:

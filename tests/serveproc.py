@@ -25,22 +25,15 @@ AWS_ISOLATION = {
 
 
 class ServeProcess:
-    """``mdl serve ARGS`` as a child process (stdout and stderr to files); ``mdl``: how to run
-    mdl (tests/ranged_mdl.py: with range hashes)."""
+    """``mdl serve ARGS`` as a child process (stdout and stderr to files)."""
 
-    def __init__(
-        self,
-        folder: Path,
-        *args: str,
-        env: Mapping[str, str] | None = None,
-        mdl: Sequence[str] = (sys.executable, "-m", "mdl"),
-    ) -> None:
+    def __init__(self, folder: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.env_file = folder / "loader.env"
         self.env_file.unlink(missing_ok=True)
         self.stdout_path, self.stderr_path = folder / "serve.out", folder / "serve.err"
-        command = [*mdl, "serve", "--port", "0", "--no-progress",
+        command = [sys.executable, "-m", "mdl", "serve", "--port", "0", "--no-progress",
                    "--env-file", str(self.env_file), *args]  # fmt: skip
         environ = {**os.environ, **(env or {})}
         self.env = environ
@@ -169,6 +162,33 @@ def model_catalog(
     catalog = folder / "catalog.toml"
     catalog.write_text("\n".join(lines) + "\n")
     return catalog
+
+
+def lock_with_parts(
+    env: Mapping[str, str], files: Mapping[str, bytes], *, part: int | None = None
+) -> Path:
+    """``mdl lock`` of the catalog ``env`` names (catalog.lock beside it), then the part hashes of
+    ``files`` (each file's true bytes, by its sha256) beside the lock, at ``part`` bytes a range
+    (mdl's own part size for each file when None), as ``mdl lock`` writes them on a machine that
+    installed them: a pull that uses the lock (``serve --pull`` where it is fresh) checks each
+    range of those files as it lands. Returns the parts file."""
+    import hashlib
+
+    from mdl.catalog.load import lock_beside
+    from mdl.lockfile.parts import PartHashes, parts_beside, write_parts
+    from mdl.transfer.ranges import digest, part_size
+
+    command = [sys.executable, "-m", "mdl", "lock", "--all", "-q"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=HANG)
+    assert done.returncode == 0, done.stderr
+    parts = {}
+    for data in files.values():
+        each = part or part_size(len(data))
+        digests = tuple(digest(data[s : s + each]) for s in range(0, len(data), each))
+        parts[hashlib.sha256(data).hexdigest()] = PartHashes(len(data), each, digests)
+    written = parts_beside(lock_beside(Path(env["MDL_CATALOG"])))
+    write_parts(written, parts)
+    return written
 
 
 def isolated(folder: Path, catalog: Path) -> dict[str, str]:

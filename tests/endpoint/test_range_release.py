@@ -1,8 +1,8 @@
 """Release by range: ``mdl serve --pull`` of files with a trusted hash for each range (the part
-hashes a lock carries: tests/ranged_mdl.py puts them on the pull's jobs) answers a ranged GET as
-soon as every range it touches verified, before the file is whole; a range whose bytes fail their
-hash is never served (its read waits for it fetched again); a whole GET still waits for the whole
-file and carries the whole object's checksum, and every answer carries the object's one ETag.
+hashes beside the catalog.lock ``mdl lock`` wrote) answers a ranged GET as soon as every range it
+touches verified, before the file is whole; a range whose bytes fail their hash is never served
+(its read waits for it fetched again); a whole GET still waits for the whole file and carries the
+whole object's checksum, and every answer carries the object's one ETag.
 The origin's byte log says what it had sent when each answer came."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import struct
-import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +21,8 @@ from typing import Any
 
 import pytest
 from boto3.s3.transfer import TransferConfig
-from ranged_mdl import ENV, range_table
 from runfixtures import HANG, safetensors_bytes, wait_for
-from serveproc import ServeProcess, isolated, model_catalog
+from serveproc import ServeProcess, isolated, lock_with_parts, model_catalog
 from servers import CdnServer, Fault, make_data
 
 from mdl.transfer.ranges import merged, touching
@@ -34,17 +32,16 @@ pytestmark = pytest.mark.slow
 PART = 1 << 20  # bytes per trusted range (a lock's are 16 MiB: the files here are smaller)
 CHUNK = 1 << 20  # the stand-in's range size (run:ai's is 8 MiB)
 HELD_AT = 4 * PART  # the origin sends this much of each file, then holds the rest
-RANGED = (sys.executable, str(Path(__file__).resolve().parents[1] / "ranged_mdl.py"))
 
 
 def _serve(tmp_path: Path, files: dict[str, tuple[str, bytes]], *args: str) -> ServeProcess:
-    """``serve --pull`` of ``files`` with their range hashes, each file on one connection: its
-    ranges asked one after the other, in order (a request each: a hold after some is exact)."""
+    """``serve --pull`` of ``files`` locked with their part hashes (PART bytes each), each file on
+    one connection: its ranges asked one after the other, in order (a request each: a hold after
+    some is exact)."""
     env = isolated(tmp_path, model_catalog(tmp_path, files))
-    truth = {f"m/{name}": data for name, (_, data) in files.items()}
-    env[ENV] = str(range_table(tmp_path / "ranges.json", truth, part=PART))
+    lock_with_parts(env, {name: data for name, (_, data) in files.items()}, part=PART)
     return ServeProcess(
-        tmp_path, "m", "--pull", "--wait", "120", "--connections", "1", *args, env=env, mdl=RANGED
+        tmp_path, "m", "--pull", "--wait", "120", "--connections", "1", *args, env=env
     )
 
 
@@ -207,8 +204,9 @@ def _reads_below(data: bytes) -> list[tuple[int, int]]:
     return [(a, b) for a, b in reads if _ranges_of(a, b, len(data))[-1][1] <= HELD_AT]
 
 
+@pytest.mark.parametrize("mode", ["auto", "locked", "frozen"])  # each way a pull takes the lock
 def test_a_range_whose_bytes_fail_their_hash_is_never_served_its_read_waits_for_them_again(
-    tmp_path: Path,
+    tmp_path: Path, mode: str
 ) -> None:
     data = make_data(6 * PART + 4321, seed=70)
     held = threading.Event()
@@ -217,7 +215,8 @@ def test_a_range_whose_bytes_fail_their_hash_is_never_served_its_read_waits_for_
         url = cdn.add_file("/w.bin", data)
         cdn.flips.append([2 * PART + 20_000, 1])  # the first time it is sent: inverted
         _hold(cdn, "w.bin", held, after=1)
-        with _serve(tmp_path, {"w.bin": (url, data)}) as serve:
+        flags = () if mode == "auto" else (f"--{mode}",)
+        with _serve(tmp_path, {"w.bin": (url, data)}, *flags) as serve:
             s3 = serve.ready().boto3(read_timeout=HANG)
 
             def read() -> bytes:
