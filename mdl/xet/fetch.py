@@ -8,6 +8,8 @@ path then fetches the file."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import threading
@@ -22,7 +24,9 @@ from mdl.store.filesystem import DirSyncs, stat_file
 from mdl.transfer.job import TransferJob, TransferResult
 from mdl.transfer.resume import STATE_MAX, boot_id, discard_partial, finish_part, job_root, planted
 from mdl.transfer.scheduling import RateLimiter
+from mdl.xet import _ranges
 from mdl.xet._cas import Cas
+from mdl.xet._hashing import from_hex
 from mdl.xet._partial import Partial
 from mdl.xet._plan import Plan, plan_tasks
 from mdl.xet._protocol import Reconstruction
@@ -138,11 +142,11 @@ class XetSource(Cas):
                     model=job.model,
                     path=job.path,
                 )
-                with partial.hashing():
+                with self._release(job, ref, partial), partial.hashing():
                     if plan.tasks:
                         streams = max(1, min(want, len(plan.tasks)))
                         Streams(self.wire, partial, plan).run(plan.tasks, streams)
-                partial.finish()
+                    partial.finish()
         except BaseException:
             spent.append(partial.fetched)
             raise
@@ -157,6 +161,24 @@ class XetSource(Cas):
             reused=partial.reused,
             xet=ref.hash,
         )
+
+    def _release(
+        self, job: TransferJob, ref: XetRef, partial: Partial
+    ) -> contextlib.AbstractContextManager[object]:
+        """The file's windows asked of the CAS and checked as their terms land, so its verified
+        ranges may leave before it is whole (``ranges.live``); a file of one window has none."""
+        if partial.rec.size <= _ranges.WINDOW:
+            return contextlib.nullcontext()
+        release = _ranges.Release(
+            functools.partial(self.chunk_hashes, ref, job.label),
+            size=partial.rec.size,
+            xet_hash=from_hex(ref.hash),
+            fd=partial.fd,
+            part_path=job.part_path,
+            record=partial.record,
+            label=job.label,
+        )
+        return release.running()
 
     def _install(self, job: TransferJob, ref: XetRef, partial: Partial) -> None:
         """The file moved into place, its terms recorded beside it (a later pull copies them)."""
