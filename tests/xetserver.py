@@ -1010,10 +1010,8 @@ class CasServer(LoopbackServer):
             ex.send_json({"requests": len(records), **totals})
             return
         segs = ex.path.split("/")[1:]
-        if len(segs) == 3 and segs[0] in ("v1", "v2") and segs[1] == "reconstructions":
-            self._reconstruction(ex, int(segs[0][1]), unquote(segs[2]))
-        elif len(segs) == 3 and segs[:2] == ["v2", "file-chunk-hashes"]:
-            self._chunk_hashes(ex, unquote(segs[2]))
+        if len(segs) == 3 and segs[0] in ("v1", "v2"):
+            self._api(ex, segs)
         elif ex.path.startswith(_XORB_PREFIX) and "/" not in ex.path[len(_XORB_PREFIX) :]:
             self._xorb(ex, unquote(ex.path[len(_XORB_PREFIX) :]))
         else:
@@ -1092,6 +1090,15 @@ class CasServer(LoopbackServer):
             return
         ex.send_json(body)
 
+    def _api(self, ex: Exchange, segs: list[str]) -> None:
+        """`/v{1,2}/reconstructions/{hash}`, `/v2/file-chunk-hashes/{hash}`."""
+        if segs[1] == "reconstructions":
+            self._reconstruction(ex, int(segs[0][1]), unquote(segs[2]))
+        elif segs[:2] == ["v2", "file-chunk-hashes"]:
+            self._chunk_hashes(ex, unquote(segs[2]))
+        else:
+            ex.send_json({"error": "not found"}, status=404)
+
     def _chunk_hashes(self, ex: Exchange, file_id: str) -> None:
         """api.md `GET /v2/file-chunk-hashes/{file_id}` with `X-Range-Dirty: bytes=a-b,c-d`."""
         if self.chunk_hashes_status is not None:
@@ -1104,10 +1111,7 @@ class CasServer(LoopbackServer):
         if xf is None or (grant.files is not None and file_id not in grant.files):
             ex.send_json({"error": "file not found"}, status=404)
             return
-        header = (ex.headers.get("X-Range-Dirty") or "").strip()
-        found = re.fullmatch(r"bytes=(\d+-\d+(?:,\d+-\d+)*)", header)
-        pairs = [tuple(map(int, p.split("-"))) for p in found[1].split(",")] if found else []
-        dirty = sorted((a, min(b + 1, xf.size)) for a, b in pairs if a <= b and a < xf.size)
+        dirty = _dirty(ex.headers.get("X-Range-Dirty") or "", xf.size)
         if not dirty:
             ex.send_json({"error": "malformed or empty X-Range-Dirty"}, status=400)
             return
@@ -1193,6 +1197,13 @@ class CasServer(LoopbackServer):
             self._denied(ex, "Request has expired")
             return
         ex.send_content(self._ranged.get((xorb, int(m[1]))) or self._content(xorb), etag=None)
+
+
+def _dirty(header: str, size: int) -> list[tuple[int, int]]:
+    """`X-Range-Dirty: bytes=a-b,c-d` (inclusive) as sorted `[start, end)` clamped to the file."""
+    found = re.fullmatch(r"bytes=(\d+-\d+(?:,\d+-\d+)*)", header.strip())
+    pairs = [tuple(map(int, p.split("-"))) for p in found[1].split(",")] if found else []
+    return sorted((a, min(b + 1, size)) for a, b in pairs if a <= b and a < size)
 
 
 def _chunks_for(xf: XetFile, first: int, last: int) -> tuple[list[tuple[str, int, int]], int]:

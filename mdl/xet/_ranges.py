@@ -5,10 +5,10 @@ named in ``X-Range-Dirty``: the window of whole chunks that holds them, and Merk
 (``_subtree``) summing up the chunks before it and after it. The window's own chunks, hashed from
 its bytes and merged between the two, give the file's Merkle root, whose file hash must be the Xet
 hash mdl already trusts. An answer's summaries stand in for every byte outside its windows, so a
-window verifies alone only when it is its answer's only window: mdl asks one window per request,
-each starting where the last ended (the CAS ends a window past what was asked, at a stable chunk
-bound), from the file's start, so the windows tile the file: they are its ranges (``XetRanges``,
-kind ``xet``).
+window verifies alone only when it is its answer's only window: mdl asks one window per request.
+The CAS ends a window past the bytes asked, at the next stable chunk bound, wherever they start: so
+mdl first asks where each window ends (one byte before its end), then each window from where the
+one before it ends. The windows tile the file: they are its ranges (``XetRanges``, kind ``xet``).
 
 Any surprise in an answer (a field more or less, a window elsewhere than asked, summaries whose
 bytes do not add up to the bytes around it, a CAS that does not answer) leaves the file without
@@ -18,17 +18,19 @@ range trust: it is released whole, as before.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeGuard
 
 from mdl.background import Background
-from mdl.transfer.ranges import RangeCheck, merged
+from mdl.transfer.ranges import RangeCheck
 from mdl.xet._hashing import chunk_hash, from_hex, is_hash, salted
 from mdl.xet._subtree import Node, Subtree
 
@@ -40,6 +42,7 @@ WINDOW = 32 * MiB  # bytes asked per window (a module constant: tests lower it)
 # two chunks of 16 to 120 KiB in a row, a few chunks on (more: the answer is refused)
 PAST = 4 * MiB
 MOST_WINDOWS = 1024  # windows a file is asked in at most: a bigger file is released whole
+ASKING = 8  # answers asked at once
 _MOST_NODES = 8192  # nodes in one summary
 _MOST_LEVELS = 64
 _ANSWER_KEYS = {"totalChunks", "fileSize", "windows", "hashRanges", "gapVerification"}
@@ -73,34 +76,49 @@ class Window:
         return root is not None and hmac.compare_digest(salted(root), xet_hash)
 
 
-def parse_answer(body: bytes | bytearray, *, size: int, start: int, end: int) -> Window | None:
+def parse_answer(
+    body: bytes | bytearray, *, size: int, start: int | None, end: int
+) -> Window | None:
     """The window a ``file-chunk-hashes`` answer gives for bytes ``[start, end)`` of a ``size``-byte
-    file, read strictly; None for anything else."""
+    file (``start`` None: any chunk's start before ``end``), read strictly; None for anything
+    else."""
     try:
         reply = json.loads(body)
     except (ValueError, RecursionError):
         return None
-    if not _keys(reply, _ANSWER_KEYS) or reply["fileSize"] != size or _count(size) is None:
+    if not _keys(reply, _ANSWER_KEYS) or not _sound(reply, size):
         return None
-    windows, ranges, checks = reply["windows"], reply["hashRanges"], reply["gapVerification"]
-    if _count(reply["totalChunks"]) is None or not isinstance(checks, list):
+    bounds, ranges = _bounds(reply["windows"]), reply["hashRanges"]
+    if bounds is None or not isinstance(ranges, list) or len(ranges) != 2:
         return None
-    if not all(is_hash(h) for h in checks) or not isinstance(windows, list) or len(windows) != 1:
+    first, last = bounds
+    if first != (first if start is None else start) or first >= end:
         return None
-    if not _keys(windows[0], {"dirtyByteRange"}) or not isinstance(ranges, list):
-        return None
-    bounds = windows[0]["dirtyByteRange"]
-    if not isinstance(bounds, list) or len(bounds) != 2 or len(ranges) != 2:
-        return None
-    first, last = _count(bounds[0]), _count(bounds[1])
-    if first != start or last is None or not end <= last <= min(size, end + PAST):
+    if not end <= last <= min(size, end + PAST):
         return None
     before, after = _subtree(ranges[0]), _subtree(ranges[1])
-    if not _around(before, ranges[0], start, at_start=True):
+    if not _around(before, ranges[0], first, at_start=True):
         return None
     if not _around(after, ranges[1], size - last, at_start=False):
         return None
-    return Window(start, last, before, after)
+    return Window(first, last, before, after)
+
+
+def _sound(reply: dict[str, object], size: int) -> bool:
+    """The answer's counts and hashes are of their kinds, and its file is ``size`` bytes."""
+    checks = reply["gapVerification"]
+    counted = _count(reply["totalChunks"]) is not None and _count(size) is not None
+    hashes = isinstance(checks, list) and all(is_hash(h) for h in checks)
+    return counted and hashes and reply["fileSize"] == size
+
+
+def _bounds(windows: object) -> tuple[int, int] | None:
+    """The one window's ``[start, end)``."""
+    if not isinstance(windows, list) or len(windows) != 1:
+        return None
+    if not _keys(windows[0], {"dirtyByteRange"}):
+        return None
+    return _pair(windows[0]["dirtyByteRange"])
 
 
 def _around(summary: Subtree | None, raw: object, size: int, *, at_start: bool) -> bool:
@@ -116,27 +134,34 @@ def _subtree(raw: object) -> Subtree | None:
     if not _keys(raw, _SUBTREE_KEYS):
         return None
     nodes, levels, at_start, at_end = (raw[k] for k in ("nodes", "levels", "at_start", "at_end"))
-    if not isinstance(at_start, bool) or not isinstance(at_end, bool):
+    if not (isinstance(at_start, bool) and isinstance(at_end, bool)):
         return None
-    if not isinstance(nodes, list) or not isinstance(levels, list):
+    if not (_listed(nodes, _MOST_NODES) and _listed(levels, _MOST_LEVELS)):
         return None
-    if not 0 < len(nodes) <= _MOST_NODES or not 0 < len(levels) <= _MOST_LEVELS:
+    found = [n for n in map(_node, nodes) if n is not None]
+    pairs = [p for p in map(_pair, levels) if p is not None]
+    if (len(found), len(pairs)) != (len(nodes), len(levels)):
         return None
-    parsed = [_node(n) for n in nodes]
-    counts = [_pair(level) for level in levels]
-    if None in parsed or None in counts:
-        return None
-    found = [n for n in parsed if n is not None]
-    pairs = [p for p in counts if p is not None]
     if sum(left + right for left, right in pairs) != len(found):
         return None
+    return _humped(found, pairs, at_start, at_end)
+
+
+def _listed(raw: object, most: int) -> TypeGuard[list[object]]:
+    return isinstance(raw, list) and 0 < len(raw) <= most
+
+
+def _humped(
+    nodes: list[Node], levels: list[tuple[int, int]], at_start: bool, at_end: bool
+) -> Subtree:
+    """The flat form's nodes (lefts from level 0 up, then rights from the top down) by level."""
     lefts, at = [], 0
-    for left, _ in pairs:
-        lefts.append(tuple(found[at : at + left]))
+    for left, _ in levels:
+        lefts.append(tuple(nodes[at : at + left]))
         at += left
     rights: list[tuple[Node, ...]] = []
-    for _, right in reversed(pairs):
-        rights.insert(0, tuple(found[at : at + right]))
+    for _, right in reversed(levels):
+        rights.insert(0, tuple(nodes[at : at + right]))
         at += right
     return Subtree(tuple(lefts), tuple(rights), at_start, at_end)
 
@@ -202,19 +227,32 @@ Ask = Callable[[int, int], "bytes | bytearray | None"]
 
 
 def windows(ask: Ask, size: int, stop: threading.Event) -> tuple[Window, ...] | None:
-    """The file's windows from its start, each asked alone (``ask(start, end)``: the answer's body,
-    None when there is none); None at the first surprise, or when ``stop`` is set."""
-    found: list[Window] = []
-    while (start := found[-1].end if found else 0) < size:
-        if stop.is_set() or len(found) >= MOST_WINDOWS:
+    """The file's windows, tiling it (``ask(start, end)``: an answer's body, None when there is
+    none); None at the first surprise, or when ``stop`` is set.
+
+    A window ends where the CAS closes it after the bytes asked, whatever they start at: first
+    where each window ends is asked (a byte before each window's end), then every window from the
+    end of the one before it, all answers asked ``ASKING`` at once."""
+    ends = [*range(WINDOW, size, WINDOW), size]  # the last byte each window is asked to hold
+    if len(ends) > MOST_WINDOWS:
+        return None
+
+    def window(start: int | None, end: int) -> Window | None:
+        body = None if stop.is_set() else ask(end - 1 if start is None else start, end)
+        return None if body is None else parse_answer(body, size=size, start=start, end=end)
+
+    with ThreadPoolExecutor(ASKING, thread_name_prefix="xet-ranges") as pool:
+        closes = list(pool.map(functools.partial(window, None), ends[:-1]))
+        if None in closes:
             return None
-        end = min(size, start + WINDOW)
-        body = ask(start, end)
-        window = None if body is None else parse_answer(body, size=size, start=start, end=end)
-        if window is None:
-            return None
-        found.append(window)
-    return tuple(found)
+        starts, kept = [0], []
+        for end, close in zip(ends, [*closes, None], strict=True):
+            if end > starts[-1]:  # (else the window before already ends past it)
+                kept.append(end)
+                starts.append(size if close is None else close.end)
+        found = list(pool.map(window, starts, kept))
+    tiled = [w for w, nxt in zip(found, starts[1:], strict=False) if w and w.end == nxt]
+    return tuple(tiled) if len(tiled) == len(kept) else None
 
 
 class Release:
@@ -238,7 +276,8 @@ class Release:
         self.check: RangeCheck | None = None
         self._lock = threading.Lock()
         self._closed = False
-        self._asker = Background(f"xet-ranges:{label}", self._arm)
+        # not waited for at the end: a late answer arms nothing (``_closed``)
+        self._asker = Background(f"xet-ranges:{label}", self._arm, join=0.0)
 
     def _arm(self, stop: threading.Event) -> None:
         found = windows(self._ask, self.size, stop)
@@ -251,7 +290,7 @@ class Release:
             if self._closed:
                 return
             self.check = check.__enter__()
-        self.record.tell(check.landed)
+            self.record.tell(check.landed)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Release]:
@@ -266,11 +305,6 @@ class Release:
             if check is not None:
                 self.record.tell(None)
                 check.__exit__(None, None, None)
-
-    def verified(self) -> list[tuple[int, int]]:
-        """The bytes verified so far (merged)."""
-        check = self.check
-        return merged(check.verified_spans()) if check is not None else []
 
 
 class Recorded(Protocol):

@@ -142,7 +142,8 @@ class XetSource(Cas):
                     model=job.model,
                     path=job.path,
                 )
-                with self._release(job, ref, partial), partial.hashing():
+                release = self._release(job, ref, partial)
+                with release.running() if release else contextlib.nullcontext(), partial.hashing():
                     if plan.tasks:
                         streams = max(1, min(want, len(plan.tasks)))
                         Streams(self.wire, partial, plan).run(plan.tasks, streams)
@@ -160,16 +161,15 @@ class XetSource(Cas):
             fetched=partial.fetched,
             reused=partial.reused,
             xet=ref.hash,
+            trust="xet" if release is not None and release.check is not None else None,
         )
 
-    def _release(
-        self, job: TransferJob, ref: XetRef, partial: Partial
-    ) -> contextlib.AbstractContextManager[object]:
-        """The file's windows asked of the CAS and checked as their terms land, so its verified
-        ranges may leave before it is whole (``ranges.live``); a file of one window has none."""
+    def _release(self, job: TransferJob, ref: XetRef, partial: Partial) -> _ranges.Release | None:
+        """The file's windows to ask of the CAS and check as their terms land, so its verified
+        ranges may leave before it is whole (``ranges.live``); none for a file of one window."""
         if partial.rec.size <= _ranges.WINDOW:
-            return contextlib.nullcontext()
-        release = _ranges.Release(
+            return None
+        return _ranges.Release(
             functools.partial(self.chunk_hashes, ref, job.label),
             size=partial.rec.size,
             xet_hash=from_hex(ref.hash),
@@ -178,7 +178,6 @@ class XetSource(Cas):
             record=partial.record,
             label=job.label,
         )
-        return release.running()
 
     def _install(self, job: TransferJob, ref: XetRef, partial: Partial) -> None:
         """The file moved into place, its terms recorded beside it (a later pull copies them)."""

@@ -9,6 +9,7 @@ import copy
 import itertools
 import json
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from servers import make_data
 from xet.test_hashing import REFERENCE, from_hex
 from xetserver import XetFile, XetStore, chunk_hashes_answer, hump, hump_json
 
+from mdl.xet import _ranges
 from mdl.xet._hashing import chunk_hash, merkle_root, salted, to_hex
 from mdl.xet._ranges import PAST, Window, parse_answer
 from mdl.xet._subtree import Subtree
@@ -276,3 +278,32 @@ def test_a_summary_read_back_is_the_one_sent() -> None:
     }
     window = parse_answer(json.dumps(answer).encode(), size=size + 10, start=0, end=10)
     assert window is not None and window.after == Subtree.of(chunks, at_start=False, at_end=True)
+
+
+@pytest.mark.parametrize("step", [300 << 10, 512 << 10, 1 << 20])
+def test_windows_tile_the_file_each_verifying_alone(
+    minted: tuple[bytes, XetFile, bytes], monkeypatch: pytest.MonkeyPatch, step: int
+) -> None:
+    """Where each window ends is asked first (a window can end past the next one's end: that one
+    is then not asked), then each window from the last one's end; every window holds its chunks."""
+    data, xf, xet_hash = minted
+    monkeypatch.setattr(_ranges, "WINDOW", step)
+    asked: list[tuple[int, int]] = []
+
+    def ask(start: int, end: int) -> bytes:
+        asked.append((start, end))
+        return json.dumps(_answer(xf, start, end)).encode()
+
+    found = _ranges.windows(ask, xf.size, threading.Event())
+    assert found is not None and found[0].start == 0 and found[-1].end == xf.size
+    assert all(a.end == b.start for a, b in itertools.pairwise(found))
+    bounds = _bounds(xf)
+    assert all(w.holds(_chunks(data, bounds, w.start, w.end), xet_hash) for w in found)
+    assert len(asked) < 2 * xf.size // step + 2
+    # one answer that is not an answer: no windows at all
+    missing = asked[-1]
+
+    def one_missing(start: int, end: int) -> bytes | None:
+        return None if (start, end) == missing else ask(start, end)
+
+    assert _ranges.windows(one_missing, xf.size, threading.Event()) is None

@@ -120,11 +120,16 @@ def test_windows_verify_and_read_back_before_the_file_is_whole(
         assert view is None  # touches bytes not verified
     tiles = check.spans
     pull.release()
-    # one request per window, each where the last ended: the windows tile the file
+    # the windows tile the file
     assert tiles[0][0] == 0 and tiles[-1][1] == SIZE and len(tiles) >= 2
     assert all(a[1] == b[0] for a, b in itertools.pairwise(tiles))
-    asked = hub.cas.chunk_hashes_asked
-    assert [dirty for [dirty] in asked] == [(s, min(SIZE, s + (512 << 10))) for s, _ in tiles]
+    # where each window ends (a byte before it), then each window from the last one's end
+    asked = [dirty for [dirty] in hub.cas.chunk_hashes_asked]
+    step = 512 << 10
+    for start, end in tiles:
+        assert any(a == start and start < b <= end for a, b in asked)
+    assert all(b % step == 0 or b == SIZE for _, b in asked)
+    assert len(asked) <= 2 * (SIZE // step)
 
 
 def _size(path: Path) -> int | None:
@@ -217,7 +222,7 @@ def test_a_repeated_region_answered_for_its_other_copy_is_refused(
     pull.landed_but_last()
     log = catalog.parent / "mdl.log"
     wait_for(lambda: "released whole" in log.read_text(), what="the refusal said")
-    assert pull.check() is None and len(swapped) == 1  # refused at the first copied answer
+    assert pull.check() is None and swapped  # refused for the copied answers
     pull.release()
 
 
