@@ -30,18 +30,21 @@ from pathlib import Path
 from typing import Protocol, TypeGuard
 
 from mdl.background import Background
-from mdl.transfer.ranges import RangeCheck
+from mdl.transfer.ranges import RANGE_PART, RangeCheck
 from mdl.xet._hashing import chunk_hash, from_hex, is_hash, salted
 from mdl.xet._subtree import Node, Subtree
 
 log = logging.getLogger("mdl.xet")
 
 MiB = 1 << 20
-WINDOW = 32 * MiB  # bytes asked per window (a module constant: tests lower it)
+# bytes asked per window at least: a lock's range (the check holds one window in memory per file;
+# a module constant: tests lower it) ...
+WINDOW = RANGE_PART
+MOST_WINDOW = 64 * MiB  # ... and at most: a file that needs more than MOST_WINDOWS of them has none
 # bytes a window may reach past what was asked: the CAS closes it at the next stable chunk bound,
 # two chunks of 16 to 120 KiB in a row, a few chunks on (more: the answer is refused)
 PAST = 4 * MiB
-MOST_WINDOWS = 1024  # windows a file is asked in at most: a bigger file is released whole
+MOST_WINDOWS = 1024  # windows a file is asked in at most (each costs two small requests)
 ASKING = 8  # answers asked at once
 _MOST_NODES = 8192  # nodes in one summary
 _MOST_LEVELS = 64
@@ -233,9 +236,10 @@ def windows(ask: Ask, size: int, stop: threading.Event) -> tuple[Window, ...] | 
     A window ends where the CAS closes it after the bytes asked, whatever they start at: first
     where each window ends is asked (a byte before each window's end), then every window from the
     end of the one before it, all answers asked ``ASKING`` at once."""
-    ends = [*range(WINDOW, size, WINDOW), size]  # the last byte each window is asked to hold
-    if len(ends) > MOST_WINDOWS:
+    step = max(WINDOW, -(-size // MOST_WINDOWS // MiB) * MiB)
+    if step > MOST_WINDOW:
         return None
+    ends = [*range(step, size, step), size]  # the last byte each window is asked to hold
 
     def window(start: int | None, end: int) -> Window | None:
         body = None if stop.is_set() else ask(end - 1 if start is None else start, end)
