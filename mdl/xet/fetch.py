@@ -49,6 +49,9 @@ class XetSource(Cas):
     recorded: Callable[[str], list[str]]  # a model's installed Xet files (their Xet hashes)
     # --limit-rate: the run's one budget, shared with the plain engine's streams
     limiter: RateLimiter | None = None
+    # a loader in this process reads ranges before files are whole (mdl serve --pull): a big file's
+    # windows are asked of the CAS and checked as they land (else the check would cost for naught)
+    ranged: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -166,8 +169,9 @@ class XetSource(Cas):
 
     def _release(self, job: TransferJob, ref: XetRef, partial: Partial) -> _ranges.Release | None:
         """The file's windows to ask of the CAS and check as their terms land, so its verified
-        ranges may leave before it is whole (``ranges.live``); none for a file of one window."""
-        if partial.rec.size <= _ranges.WINDOW:
+        ranges may leave before it is whole (``ranges.live``); none for a file of one window, nor
+        when no loader reads this run's files as they come."""
+        if not self.ranged or partial.rec.size <= _ranges.WINDOW:
             return None
         return _ranges.Release(
             functools.partial(self.chunk_hashes, ref, job.label),

@@ -1,4 +1,4 @@
-"""Xet ranges released before the whole file: `mdl pull` of a Xet file from the Hub + CAS stand-in
+"""Xet ranges released before the whole file: `mdl serve --pull` of a Xet file from the Hub + CAS stand-in
 (tests/xetserver.py) whose `GET /v2/file-chunk-hashes` answers are summed up from the file's chunks
 (as xet-core does: tests/xet/test_subtree.py holds them to its vectors and hf_xet). While the
 file's last xorb is held back, the windows whose chunks landed verify and read back (the check
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,14 +43,22 @@ def hub() -> Iterator[XetHubServer]:
 
 
 @pytest.fixture
-def catalog(hub: XetHubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def catalog(
+    hub: XetHubServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> Path:
     monkeypatch.setattr(_ranges, "WINDOW", 512 << 10)
+    caplog.set_level(logging.INFO, logger="mdl.xet")
     monkeypatch.setenv("MDL_LOG_LEVEL", "debug")
     return use_catalog(tmp_path, monkeypatch, '[models.m]\nrepo = "org/m"\n', endpoint=hub.url)
 
 
 class Pull:
-    """`mdl pull m` on a thread, the file's last xorb held until ``release``."""
+    """`mdl serve m --pull` in a thread of this process (a loader reads what it pulls, as it comes:
+    a big Xet file's windows are checked as they land), the file's last xorb held until
+    ``release``."""
 
     def __init__(self, hub: XetHubServer, catalog: Path, data: bytes) -> None:
         hub.add_repo("org/m", {WEIGHTS: data, "config.json": b"{}"})
@@ -57,18 +66,33 @@ class Pull:
         self.data, self.models = data, catalog.parent / "models"
         last = self.xf.terms[-1].xorb
         assert all(t.xorb != last for t in self.xf.terms[:-1])
-        self.gate = threading.Event()
+        self.gate, self.stop = threading.Event(), threading.Event()
         hub.cas.faults.add(
             Fault.stall(0, until=self.gate, resume=True, path_prefix=f"/xorb/default/{last}")
         )
-        self.result: Any = None
+        self.pulled: list[Any] = []
+        self.ended: list[BaseException | None] = []
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
-        wait_for(lambda: self.part() is not None, what="the .part")
+        wait_for(lambda: self.part() is not None or bool(self.ended), what="the .part")
+        assert not self.ended, self.ended
 
     def _run(self) -> None:
-        # the held xorb is not a stall: only the test's release ends it
-        self.result = mdl("pull", "m", "--stall-timeout", str(HANG * 2))
+        from mdl import serve
+
+        try:
+            # the held xorb is not a stall: only the test's release ends it
+            serve(
+                "m",
+                pull=True,
+                port=0,
+                stall_timeout=HANG * 2,
+                on_pulled=self.pulled.append,
+                stop=self.stop,
+            )
+        except BaseException as exc:  # said by the waits
+            self.ended.append(exc)
+        self.ended.append(None)
 
     def part(self) -> Path | None:
         found = [p for p in self.models.rglob("*.part") if _size(p) == len(self.data)]
@@ -90,9 +114,11 @@ class Pull:
 
     def release(self) -> None:
         self.gate.set()
+        wait_for(lambda: bool(self.pulled or self.ended), what="the pull's end")
+        self.stop.set()
         self._thread.join(HANG)
-        assert not self._thread.is_alive()
-        assert self.result.exit_code == 0, self.result.stderr
+        assert not self._thread.is_alive() and self.ended == [None], self.ended
+        assert self.pulled[0].pulled.exit_code == 0
         assert (self.models / "m" / WEIGHTS).read_bytes() == self.data
 
 
@@ -187,19 +213,21 @@ def test_a_lying_answer_releases_nothing_before_the_file_verified(
     ids=["moved", "truncated", "not-json", "extra-field"],
 )
 def test_an_answer_that_does_not_add_up_means_released_whole(
-    hub: XetHubServer, catalog: Path, lie: Callable[[dict[str, Any]], object]
+    hub: XetHubServer,
+    catalog: Path,
+    lie: Callable[[dict[str, Any]], object],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     hub.cas.rewrite_chunk_hashes = lie
     pull = Pull(hub, catalog, make_data(SIZE, seed=23))
     pull.landed_but_last()
-    log = catalog.parent / "mdl.log"
-    wait_for(lambda: "released whole" in log.read_text(), what="the refusal said")
+    wait_for(lambda: "released whole" in caplog.text, what="the refusal said")
     assert pull.check() is None
     pull.release()
 
 
 def test_a_repeated_region_answered_for_its_other_copy_is_refused(
-    hub: XetHubServer, catalog: Path
+    hub: XetHubServer, catalog: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The file holds the same 1.5 MiB twice; the CAS answers every window of the second copy with
     the first copy's answer, moved to where it was asked: the bytes before it do not add up."""
@@ -220,18 +248,30 @@ def test_a_repeated_region_answered_for_its_other_copy_is_refused(
     hub.cas.rewrite_chunk_hashes = other_copy
     pull = Pull(hub, catalog, data)
     pull.landed_but_last()
-    log = catalog.parent / "mdl.log"
-    wait_for(lambda: "released whole" in log.read_text(), what="the refusal said")
+    wait_for(lambda: "released whole" in caplog.text, what="the refusal said")
     assert pull.check() is None and swapped  # refused for the copied answers
     pull.release()
 
 
-def test_a_cas_without_chunk_hashes_means_released_whole(hub: XetHubServer, catalog: Path) -> None:
+def test_a_cas_without_chunk_hashes_means_released_whole(
+    hub: XetHubServer, catalog: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     hub.cas.chunk_hashes_status = 404
     pull = Pull(hub, catalog, make_data(SIZE, seed=26))
     pull.landed_but_last()
-    log = catalog.parent / "mdl.log"
-    wait_for(lambda: "released whole" in log.read_text(), what="the refusal said")
+    wait_for(lambda: "released whole" in caplog.text, what="the refusal said")
     assert pull.check() is None
     pull.release()
     assert len(hub.cas.log.records()) > 0
+
+
+def test_a_pull_with_no_loader_asks_no_chunk_hashes(hub: XetHubServer, catalog: Path) -> None:
+    """Without a loader reading as files come, a Xet file is fetched as before: no window asked,
+    no range check (its cost would buy nothing)."""
+    data = make_data(SIZE, seed=27)
+    hub.add_repo("org/m", {WEIGHTS: data})
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert (catalog.parent / "models" / "m" / WEIGHTS).read_bytes() == data
+    assert hub.cas.chunk_hashes_asked == []
+    assert len(hub.cas.xorb_records()) >= len(hub.xet_file("org/m", WEIGHTS).terms) > 1
