@@ -164,8 +164,7 @@ class Cas:
             )
             url = f"{token.cas_url.rstrip('/')}/v2/file-chunk-hashes/{ref.hash}"
             return self.retry.run(lambda: once(url, credentials), what=what, wait=self.cancel.wait)
-        except InterruptedByUserError:
-            raise
+        # (asked beside the fetch, which hears Ctrl-C and says it: an interruption is None here)
         except (MdlError, ReplyError, XetFallback) as exc:
             log.debug("%s: no chunk hashes (%s)", what, why(exc))
             return None
