@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, replace
 from urllib.parse import urlsplit
 
@@ -139,11 +139,14 @@ class Cas:
                 raise XetFallback(f"its reconstruction is malformed ({exc})") from exc
         raise XetFallback("the Xet storage refused a fresh read token")
 
-    def chunk_hashes(self, ref: XetRef, what: str, start: int, end: int) -> bytearray | None:
-        """The CAS's ``file-chunk-hashes`` answer for bytes ``[start, end)`` of the file (its body,
-        at most ``ANSWER_MAX`` bytes); None when it gives none (any failure: the file is then
-        released whole, as ever)."""
-        dirty = {"X-Range-Dirty": f"bytes={start}-{end - 1}"}
+    def chunk_hashes(
+        self, ref: XetRef, what: str, ranges: Sequence[tuple[int, int]]
+    ) -> bytearray | None:
+        """The CAS's ``file-chunk-hashes`` answer for the file's bytes ``ranges`` (``[start,
+        end)`` each; its body, at most ``ANSWER_MAX`` bytes); None when it gives none (any
+        failure: the file is then released whole, as ever)."""
+        named = ",".join(f"{start}-{end - 1}" for start, end in ranges)
+        dirty = {"X-Range-Dirty": f"bytes={named}"}
 
         def once(url: str, credentials: Credentials) -> bytearray | None:
             with follow(

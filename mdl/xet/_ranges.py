@@ -7,8 +7,9 @@ its bytes and merged between the two, give the file's Merkle root, whose file ha
 hash mdl already trusts. An answer's summaries stand in for every byte outside its windows, so a
 window verifies alone only when it is its answer's only window: mdl asks one window per request.
 The CAS ends a window past the bytes asked, at the next stable chunk bound, wherever they start: so
-mdl first asks where each window ends (one byte before its end), then each window from where the
-one before it ends. The windows tile the file: they are its ranges (``XetRanges``, kind ``xet``).
+mdl first asks where the windows end (the byte before each window's end, many in one request), then
+each window from where the one before it ends. The windows tile the file: they are its ranges
+(``XetRanges``, kind ``xet``).
 
 Any surprise in an answer (a field more or less, a window elsewhere than asked, summaries whose
 bytes do not add up to the bytes around it, a CAS that does not answer) leaves the file without
@@ -18,7 +19,6 @@ range trust: it is released whole, as before.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hmac
 import json
 import logging
@@ -45,7 +45,8 @@ MOST_WINDOW = 64 * MiB  # ... and at most: a file that needs more than MOST_WIND
 # two chunks of 16 to 120 KiB in a row, a few chunks on (more: the answer is refused)
 PAST = 4 * MiB
 MOST_WINDOWS = 1024  # windows a file is asked in at most (each costs two small requests)
-ASKING = 8  # answers asked at once
+ASKING = 8  # requests asked at once
+BATCH = 128  # window ends asked in one request (its X-Range-Dirty: ~3 KB)
 _MOST_NODES = 8192  # nodes in one summary
 _MOST_LEVELS = 64
 _ANSWER_KEYS = {"totalChunks", "fileSize", "windows", "hashRanges", "gapVerification"}
@@ -79,32 +80,64 @@ class Window:
         return root is not None and hmac.compare_digest(salted(root), xet_hash)
 
 
-def parse_answer(
-    body: bytes | bytearray, *, size: int, start: int | None, end: int
-) -> Window | None:
+def parse_answer(body: bytes | bytearray, *, size: int, start: int, end: int) -> Window | None:
     """The window a ``file-chunk-hashes`` answer gives for bytes ``[start, end)`` of a ``size``-byte
-    file (``start`` None: any chunk's start before ``end``), read strictly; None for anything
+    file, read strictly; None for anything else."""
+    parsed = _answer(body, size)
+    if parsed is None or len(parsed[0]) != 1:
+        return None
+    [(first, last)], (before, after) = parsed
+    if first != start or not end <= last <= min(size, end + PAST):
+        return None
+    return Window(first, last, before, after)
+
+
+def parse_closes(
+    body: bytes | bytearray, *, size: int, ends: Sequence[int]
+) -> list[tuple[list[int], int]] | None:
+    """The windows an answer gives for the bytes before each of ``ends`` (asked together), read
+    strictly: for each, the ends whose byte it holds (one at least: windows that reach the next
+    byte asked merge) and where it closes, less than ``PAST`` after the last; None for anything
     else."""
+    parsed = _answer(body, size)
+    if parsed is None:
+        return None
+    groups: list[tuple[list[int], int]] = []
+    at = 0
+    for start, end in parsed[0]:
+        held = []
+        while at < len(ends) and ends[at] - 1 < end:
+            if ends[at] - 1 < start:
+                return None  # a byte asked outside every window
+            held.append(ends[at])
+            at += 1
+        if not held or end > held[-1] + PAST:
+            return None
+        groups.append((held, end))
+    return groups if at == len(ends) else None
+
+
+def _answer(
+    body: bytes | bytearray, size: int
+) -> tuple[list[tuple[int, int]], list[Subtree | None]] | None:
+    """An answer's windows (in order, apart) and the summaries of the N + 1 gaps around them, each
+    of the gap's bytes, the first starting the file and the last ending it; None at any surprise."""
     try:
         reply = json.loads(body)
     except (ValueError, RecursionError):
         return None
     if not _keys(reply, _ANSWER_KEYS) or not _sound(reply, size):
         return None
-    bounds, ranges = _bounds(reply["windows"]), reply["hashRanges"]
-    if bounds is None or not isinstance(ranges, list) or len(ranges) != 2:
+    spans, ranges = _spans(reply["windows"], size), reply["hashRanges"]
+    if spans is None or not isinstance(ranges, list) or len(ranges) != len(spans) + 1:
         return None
-    first, last = bounds
-    if first != (first if start is None else start) or first >= end:
-        return None
-    if not end <= last <= min(size, end + PAST):
-        return None
-    before, after = _subtree(ranges[0]), _subtree(ranges[1])
-    if not _around(before, ranges[0], first, at_start=True):
-        return None
-    if not _around(after, ranges[1], size - last, at_start=False):
-        return None
-    return Window(first, last, before, after)
+    edges = [0, *(edge for span in spans for edge in span), size]
+    summaries = [_subtree(raw) for raw in ranges]
+    for k, (summary, raw) in enumerate(zip(summaries, ranges, strict=True)):
+        ends = (k == 0, k == len(spans))
+        if not _around(summary, raw, edges[2 * k + 1] - edges[2 * k], ends):
+            return None
+    return spans, summaries
 
 
 def _sound(reply: dict[str, object], size: int) -> bool:
@@ -115,21 +148,25 @@ def _sound(reply: dict[str, object], size: int) -> bool:
     return counted and hashes and reply["fileSize"] == size
 
 
-def _bounds(windows: object) -> tuple[int, int] | None:
-    """The one window's ``[start, end)``."""
-    if not isinstance(windows, list) or len(windows) != 1:
+def _spans(windows: object, size: int) -> list[tuple[int, int]] | None:
+    """The windows' ``[start, end)``, in order, apart, within the file."""
+    if not isinstance(windows, list) or not 0 < len(windows) <= MOST_WINDOWS:
         return None
-    if not _keys(windows[0], {"dirtyByteRange"}):
-        return None
-    return _pair(windows[0]["dirtyByteRange"])
+    spans: list[tuple[int, int]] = []
+    for window in windows:
+        span = _pair(window["dirtyByteRange"]) if _keys(window, {"dirtyByteRange"}) else None
+        if span is None or not (spans[-1][1] if spans else 0) <= span[0] < span[1] <= size:
+            return None
+        spans.append(span)
+    return spans
 
 
-def _around(summary: Subtree | None, raw: object, size: int, *, at_start: bool) -> bool:
-    """Whether a summary is of the ``size`` bytes on its side of the window (none: no bytes)."""
+def _around(summary: Subtree | None, raw: object, size: int, ends: tuple[bool, bool]) -> bool:
+    """Whether a gap's summary is of its ``size`` bytes, starting or ending the file as ``ends``
+    says (none: no bytes)."""
     if summary is None:
         return raw is None and size == 0
-    ends = (summary.at_start, summary.at_end) == (at_start, not at_start)
-    return ends and size > 0 and summary.size == size
+    return (summary.at_start, summary.at_end) == ends and size > 0 and summary.size == size
 
 
 def _subtree(raw: object) -> Subtree | None:
@@ -226,37 +263,46 @@ class XetRanges:
         return window.holds(chunks, self.xet_hash)
 
 
-Ask = Callable[[int, int], "bytes | bytearray | None"]
+Ask = Callable[[Sequence[tuple[int, int]]], "bytes | bytearray | None"]
 
 
 def windows(ask: Ask, size: int, stop: threading.Event) -> tuple[Window, ...] | None:
-    """The file's windows, tiling it (``ask(start, end)``: an answer's body, None when there is
-    none); None at the first surprise, or when ``stop`` is set.
+    """The file's windows, tiling it (``ask(ranges)``: the answer's body for those ``[start,
+    end)``, None when there is none); None at the first surprise, or when ``stop`` is set.
 
     A window ends where the CAS closes it after the bytes asked, whatever they start at: first
-    where each window ends is asked (a byte before each window's end), then every window from the
-    end of the one before it, all answers asked ``ASKING`` at once."""
-    step = max(WINDOW, -(-size // MOST_WINDOWS // MiB) * MiB)
+    where the windows end is asked (the byte before each window's end, ``BATCH`` in a request),
+    then every window from the end of the one before it, with the same bytes after it (so it
+    merges with the same windows), ``ASKING`` requests at once."""
+    need = -(-size // MOST_WINDOWS)
+    step = WINDOW if need <= WINDOW else -(-need // MiB) * MiB
     if step > MOST_WINDOW:
         return None
-    ends = [*range(step, size, step), size]  # the last byte each window is asked to hold
+    inner = list(range(step, size, step))  # the last byte each window but the last is to hold
 
-    def window(start: int | None, end: int) -> Window | None:
-        body = None if stop.is_set() else ask(end - 1 if start is None else start, end)
-        return None if body is None else parse_answer(body, size=size, start=start, end=end)
+    def closes(batch: list[int]) -> list[tuple[list[int], int]] | None:
+        body = None if stop.is_set() else ask([(end - 1, end) for end in batch])
+        return None if body is None else parse_closes(body, size=size, ends=batch)
+
+    def window(start: int, held: list[int], close: int) -> Window | None:
+        dirty = [(start, held[0])] + [(end - 1, end) for end in held[1:]]
+        body = None if stop.is_set() else ask(dirty)
+        found = None if body is None else parse_answer(body, size=size, start=start, end=held[-1])
+        return found if found is not None and found.end == close else None
 
     with ThreadPoolExecutor(ASKING, thread_name_prefix="xet-ranges") as pool:
-        closes = list(pool.map(functools.partial(window, None), ends[:-1]))
-        if None in closes:
+        found = list(pool.map(closes, [inner[i : i + BATCH] for i in range(0, len(inner), BATCH)]))
+        if None in found:
             return None
-        starts, kept = [0], []
-        for end, close in zip(ends, [*closes, None], strict=True):
-            if end > starts[-1]:  # (else the window before already ends past it)
-                kept.append(end)
-                starts.append(size if close is None else close.end)
-        found = list(pool.map(window, starts, kept))
-    tiled = [w for w, nxt in zip(found, starts[1:], strict=False) if w and w.end == nxt]
-    return tuple(tiled) if len(tiled) == len(kept) else None
+        groups = [group for batch in found if batch is not None for group in batch]
+        plan, start = [], 0
+        for held, close in [*groups, ([size], size)]:
+            # (a window of the request before may have reached past the first bytes of this one)
+            if kept := [end for end in held if end > start]:
+                plan.append((start, kept, close))
+                start = close
+        tiles = list(pool.map(window, *zip(*plan, strict=True)))
+    return tuple(w for w in tiles if w) if all(tiles) else None
 
 
 class Release:

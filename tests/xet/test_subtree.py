@@ -10,6 +10,7 @@ import itertools
 import json
 import random
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -280,30 +281,40 @@ def test_a_summary_read_back_is_the_one_sent() -> None:
     assert window is not None and window.after == Subtree.of(chunks, at_start=False, at_end=True)
 
 
-@pytest.mark.parametrize("step", [300 << 10, 512 << 10, 1 << 20])
+@pytest.mark.parametrize(
+    ("step", "batch"),
+    [(300 << 10, 128), (512 << 10, 128), (1 << 20, 128), (300 << 10, 2), (200 << 10, 3)],
+)
 def test_windows_tile_the_file_each_verifying_alone(
-    minted: tuple[bytes, XetFile, bytes], monkeypatch: pytest.MonkeyPatch, step: int
+    minted: tuple[bytes, XetFile, bytes], monkeypatch: pytest.MonkeyPatch, step: int, batch: int
 ) -> None:
-    """Where each window ends is asked first (a window can end past the next one's end: that one
-    is then not asked), then each window from the last one's end; every window holds its chunks."""
+    """Where each window ends is asked first (a window can reach the next one's byte: they merge),
+    then each window from the last one's end; every window holds its chunks."""
     data, xf, xet_hash = minted
     monkeypatch.setattr(_ranges, "WINDOW", step)
-    asked: list[tuple[int, int]] = []
+    monkeypatch.setattr(_ranges, "BATCH", batch)
+    asked: list[list[tuple[int, int]]] = []
 
-    def ask(start: int, end: int) -> bytes:
-        asked.append((start, end))
-        return json.dumps(_answer(xf, start, end)).encode()
+    def ask(dirty: Sequence[tuple[int, int]]) -> bytes:
+        asked.append(list(dirty))
+        return json.dumps(chunk_hashes_answer(xf, dirty)).encode()
 
     found = _ranges.windows(ask, xf.size, threading.Event())
     assert found is not None and found[0].start == 0 and found[-1].end == xf.size
     assert all(a.end == b.start for a, b in itertools.pairwise(found))
     bounds = _bounds(xf)
     assert all(w.holds(_chunks(data, bounds, w.start, w.end), xet_hash) for w in found)
-    assert len(asked) < 2 * xf.size // step + 2
+    # the window ends, ``batch`` in a request (the byte before each), then one request per window
+    ends = list(range(step, xf.size, step))
+    firsts = -(-len(ends) // batch)
+    assert sorted(asked[:firsts]) == [
+        [(e - 1, e) for e in ends[i : i + batch]] for i in range(0, len(ends), batch)
+    ]
+    assert len(asked) == firsts + len(found)
     # one answer that is not an answer: no windows at all
     missing = asked[-1]
 
-    def one_missing(start: int, end: int) -> bytes | None:
-        return None if (start, end) == missing else ask(start, end)
+    def one_missing(dirty: Sequence[tuple[int, int]]) -> bytes | None:
+        return None if list(dirty) == missing else ask(dirty)
 
     assert _ranges.windows(one_missing, xf.size, threading.Event()) is None
