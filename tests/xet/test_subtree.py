@@ -25,7 +25,7 @@ from xetserver import XetFile, XetStore, chunk_hashes_answer, hump, hump_json
 
 from mdl.xet import _ranges
 from mdl.xet._hashing import chunk_hash, merkle_root, salted, to_hex
-from mdl.xet._ranges import PAST, Window, parse_answer
+from mdl.xet._ranges import PAST, Window, parse_answer, parse_closes
 from mdl.xet._subtree import Subtree
 
 
@@ -318,3 +318,29 @@ def test_windows_tile_the_file_each_verifying_alone(
         return None if list(dirty) == missing else ask(dirty)
 
     assert _ranges.windows(one_missing, xf.size, threading.Event()) is None
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(st.binary(max_size=400) | _json.map(lambda v: json.dumps(v).encode()))
+def test_any_answer_for_window_ends_never_raises(body: bytes) -> None:
+    assert parse_closes(body, size=1 << 20, ends=[1 << 18, 1 << 19]) is None
+
+
+def test_window_ends_read_strictly(minted: tuple[bytes, XetFile, bytes]) -> None:
+    """Each window holds a byte asked and closes less than PAST after the last it holds; the
+    summaries between them add up."""
+    _, xf, _ = minted
+    ends = [1 << 20, 2 << 20]
+    honest = chunk_hashes_answer(xf, [(e - 1, e) for e in ends])
+    groups = parse_closes(json.dumps(honest).encode(), size=xf.size, ends=ends)
+    assert groups is not None and [held for held, _ in groups] == [[e] for e in ends]
+    for lie in ("no byte asked", "gap", "far"):
+        out = copy.deepcopy(honest)
+        first = out["windows"][0]["dirtyByteRange"]
+        if lie == "no byte asked":  # a window moved off the byte it was asked for
+            first[0], first[1] = first[1] - 10, first[1]
+        elif lie == "gap":  # the summary between the windows loses a node
+            out["hashRanges"][1]["nodes"].pop()
+        else:
+            first[1] = ends[0] + PAST + 1
+        assert parse_closes(json.dumps(out).encode(), size=xf.size, ends=ends) is None, lie
