@@ -344,3 +344,37 @@ def test_window_ends_read_strictly(minted: tuple[bytes, XetFile, bytes]) -> None
         else:
             first[1] = ends[0] + PAST + 1
         assert parse_closes(json.dumps(out).encode(), size=xf.size, ends=ends) is None, lie
+
+
+_nodes = st.lists(
+    st.tuples(st.binary(min_size=32, max_size=32), st.integers(1, 1 << 20)), max_size=12
+)
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(
+    st.lists(st.tuples(_nodes, _nodes), min_size=1, max_size=5),
+    st.booleans(),
+    _nodes.filter(bool),
+    st.booleans(),
+)
+def test_any_summary_merged_with_any_run_never_raises(
+    levels: list[tuple[list[tuple[bytes, int]], list[tuple[bytes, int]]]],
+    before: bool,
+    chunks: list[tuple[bytes, int]],
+    at_end: bool,
+) -> None:
+    """A summary no honest CAS sends (any nodes at any level) merges or is refused, never raises:
+    a window checked against it holds or not."""
+    summary = Subtree(
+        tuple(tuple(left) for left, _ in levels),
+        tuple(tuple(right) for _, right in levels),
+        before,
+        not before,
+    )
+    run = Subtree.of(chunks, at_start=not before, at_end=at_end)
+    try:
+        merged = summary.merge(run) if before else run.merge(summary)
+    except ValueError:
+        return
+    assert merged.root() is None or len(merged.root() or b"") == 32
