@@ -44,7 +44,7 @@ MOST_WINDOW = 64 * MiB  # ... and at most: a file that needs more than MOST_WIND
 # bytes a window may reach past what was asked: the CAS closes it at the next stable chunk bound,
 # two chunks of 16 to 120 KiB in a row, a few chunks on (more: the answer is refused)
 PAST = 4 * MiB
-MOST_WINDOWS = 1024  # windows a file is asked in at most (each costs two small requests)
+MOST_WINDOWS = 1024  # windows a file is asked in at most (a small request each)
 ASKING = 8  # requests asked at once
 BATCH = 128  # window ends asked in one request (its X-Range-Dirty: ~3 KB)
 _MOST_NODES = 8192  # nodes in one summary
@@ -332,7 +332,8 @@ class Release:
     def _arm(self, stop: threading.Event) -> None:
         found = windows(self._ask, self.size, stop)
         if found is None:
-            log.info("%s: no chunk hashes from the Xet storage: released whole", self.label)
+            if not stop.is_set():  # (else the file is whole already)
+                log.info("%s: no chunk hashes from the Xet storage: released whole", self.label)
             return
         trust = XetRanges(found, self.xet_hash, self.record.sizes)
         check = RangeCheck(trust, self.fd, self.part_path, label=self.label)
