@@ -287,6 +287,128 @@ def xet_hash(data: bytes | memoryview) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Merkle hash subtrees (xet-core merklehash/merkle_hash_subtree.rs, as `GET /v2/file-chunk-hashes`
+# sends them): a run of chunks partly aggregated, with the unstable nodes kept per level
+# ----------------------------------------------------------------------------------------------------------
+
+Hump = tuple[list[list[tuple[bytes, int]]], list[list[tuple[bytes, int]]]]  # lefts, rights by level
+
+
+def _cuts(nodes: Sequence[tuple[bytes, int]]) -> list[int]:
+    return [i for i, (h, _) in enumerate(nodes) if int.from_bytes(h[24:32], "little") % 4 == 0]
+
+
+def _stable_triples(cuts: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Three natural cuts in a row, 3 to 7 nodes apart: the middle one's group bound is stable."""
+    return [t for t in zip(cuts, cuts[1:], cuts[2:]) if 2 < t[1] - t[0] < 8 and 2 < t[2] - t[1] < 8]
+
+
+def _promote(
+    nodes: list[tuple[bytes, int]], at_start: bool, at_end: bool
+) -> tuple[int, list[tuple[bytes, int]], int]:
+    """(prefix length, the merged groups of the stable middle, suffix length)."""
+    if len(nodes) <= 1:
+        return len(nodes), [], 0
+    if at_start:
+        lo = 0
+    else:
+        triples = _stable_triples(_cuts(nodes)) if len(nodes) >= 3 else []
+        if not triples:
+            return len(nodes), [], 0
+        lo = triples[0][1] + 1
+    if at_end:
+        hi = len(nodes)
+    else:
+        rest = nodes[lo:]
+        triples = _stable_triples(_cuts(rest)) if len(rest) >= 3 else []
+        if not triples:
+            return len(nodes), [], 0
+        hi = lo + triples[-1][1] + 1
+    if lo >= hi:
+        return len(nodes), [], 0
+    middle, groups, i = nodes[lo:hi], [], 0
+    while i < len(middle):
+        j = i + _next_cut(middle[i:], 0)
+        groups.append(_node_hash(middle[i:j]))
+        i = j
+    return lo, groups, len(nodes) - hi
+
+
+def hump(chunks: Sequence[tuple[bytes, int]], at_start: bool, at_end: bool) -> Hump:
+    """xet-core's `MerkleHashSubtree::from_chunks`: per level the nodes left unmerged on each side."""
+    lefts: list[list[tuple[bytes, int]]] = []
+    rights: list[list[tuple[bytes, int]]] = []
+    level = list(chunks)
+    while True:
+        lo, up, hi = _promote(level, at_start and not any(lefts), at_end and not any(rights))
+        lefts.append(level[:lo])
+        rights.append(level[len(level) - hi :])
+        if len(up) == 1:
+            lefts.append(up)
+            rights.append([])
+        if len(up) <= 1:
+            return lefts, rights
+        level = up
+
+
+def hump_json(h: Hump, at_start: bool, at_end: bool) -> dict[str, Any] | None:
+    """serde's human-readable form of a `MerkleHashSubtree`; None when it holds no node."""
+    lefts, rights = h
+    nodes = [n for level in lefts for n in level] + [n for level in reversed(rights) for n in level]
+    if not nodes:
+        return None
+    return {
+        "nodes": [{"hash": hash_hex(raw), "size": size} for raw, size in nodes],
+        "levels": [[len(left), len(right)] for left, right in zip(lefts, rights, strict=True)],
+        "at_start": at_start,
+        "at_end": at_end,
+    }
+
+
+def _stable_size(size: int) -> bool:
+    """A chunk length only a cut at its content could give (xet-core `is_stable_chunk_size`)."""
+    return 2 * MIN_CHUNK <= size < MAX_CHUNK - MIN_CHUNK
+
+
+def chunk_hashes_answer(xf: XetFile, dirty: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    """The CAS's `file-chunk-hashes` answer for the `dirty` byte ranges (`[start, end)`, sorted):
+    windows of whole chunks around them, each closed after two stable-size clean chunks in a row
+    (xet-core `ChunkWindowBuilder`), and the N + 1 summaries of the gaps."""
+    windows: list[list[int]] = []
+    summaries: list[dict[str, Any] | None] = []
+    gap: list[tuple[bytes, int]] = []
+    first_gap, open_window, last_clean = True, False, None
+    at = 0
+    for text, (_, _, size) in zip(xf.chunk_hashes, xf.chunks, strict=True):
+        start, at = at, at + size
+        dirty_here = any(at > lo and start < hi for lo, hi in dirty)
+        if not open_window and not dirty_here:
+            gap.append((hex_hash(text), size))
+            continue
+        if not open_window:
+            summaries.append(hump_json(hump(gap, first_gap, False), first_gap, False))
+            gap, open_window, last_clean = [], True, None
+            windows.append([start, at])
+            continue
+        windows[-1][1] = at
+        if dirty_here:
+            last_clean = None
+            continue
+        stable = last_clean is not None and _stable_size(last_clean) and _stable_size(size)
+        last_clean = size
+        if stable:
+            open_window, first_gap = False, False
+    summaries.append(hump_json(hump(gap, first_gap, True), first_gap, True))
+    return {
+        "totalChunks": len(xf.chunks),
+        "fileSize": xf.size,
+        "windows": [{"dirtyByteRange": w} for w in windows],
+        "hashRanges": summaries,
+        "gapVerification": [],
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Chunk serialization (xorb.md): 8-byte header + payload; 0 = stored, 1 = LZ4 frame, 2 = byte
 # grouping 4 + LZ4
 # ----------------------------------------------------------------------------------------------------------
@@ -662,6 +784,10 @@ class CasServer(LoopbackServer):
       each successful reconstruction reply before it is sent, for malformed-reply tests with real,
       working URLs.
     - `stall_xorbs(after_bytes, seconds=…)`: xorb bodies go silent after that many bytes.
+    - `GET /v2/file-chunk-hashes/{hash}` (`X-Range-Dirty: bytes=a-b,…`): `chunk_hashes_answer`;
+      `chunk_hashes_status` (404, 501…) answers that instead, `rewrite_chunk_hashes(answer)` changes
+      (or replaces with raw bytes) each answer (a lying CAS); `chunk_hashes_asked` lists the dirty
+      ranges of each request (`[start, end)`).
     - `token_lifetime` (seconds, for tokens issued from now on), `expire_tokens()`.
     - `down`: None, "503" (every request answers 503) or "reset" (connections are reset, no answer);
       `refuse_connections()` / `accept_connections()`: the port refuses connections, then listens
@@ -689,6 +815,9 @@ class CasServer(LoopbackServer):
         self.url_uses: int | None = None
         self.reject_auth_on_xorbs = True
         self.rewrite: Callable[[int, dict[str, Any]], object] | None = None
+        self.chunk_hashes_status: int | None = None
+        self.rewrite_chunk_hashes: Callable[[dict[str, Any]], object] | None = None
+        self.chunk_hashes_asked: list[list[tuple[int, int]]] = []
         self.down: Literal["503", "reset"] | None = None
         self.generation = 1
         self._secret = os.urandom(16)
@@ -881,8 +1010,8 @@ class CasServer(LoopbackServer):
             ex.send_json({"requests": len(records), **totals})
             return
         segs = ex.path.split("/")[1:]
-        if len(segs) == 3 and segs[0] in ("v1", "v2") and segs[1] == "reconstructions":
-            self._reconstruction(ex, int(segs[0][1]), unquote(segs[2]))
+        if len(segs) == 3 and segs[0] in ("v1", "v2"):
+            self._api(ex, segs)
         elif ex.path.startswith(_XORB_PREFIX) and "/" not in ex.path[len(_XORB_PREFIX) :]:
             self._xorb(ex, unquote(ex.path[len(_XORB_PREFIX) :]))
         else:
@@ -961,6 +1090,39 @@ class CasServer(LoopbackServer):
             return
         ex.send_json(body)
 
+    def _api(self, ex: Exchange, segs: list[str]) -> None:
+        """`/v{1,2}/reconstructions/{hash}`, `/v2/file-chunk-hashes/{hash}`."""
+        if segs[1] == "reconstructions":
+            self._reconstruction(ex, int(segs[0][1]), unquote(segs[2]))
+        elif segs[:2] == ["v2", "file-chunk-hashes"]:
+            self._chunk_hashes(ex, unquote(segs[2]))
+        else:
+            ex.send_json({"error": "not found"}, status=404)
+
+    def _chunk_hashes(self, ex: Exchange, file_id: str) -> None:
+        """api.md `GET /v2/file-chunk-hashes/{file_id}` with `X-Range-Dirty: bytes=a-b,c-d`."""
+        if self.chunk_hashes_status is not None:
+            ex.send_json({"error": "not available"}, status=self.chunk_hashes_status)
+            return
+        grant = self._grant(ex)
+        if grant is None:
+            return
+        xf = self.store.files.get(file_id) if re.fullmatch(r"[0-9a-f]{64}", file_id) else None
+        if xf is None or (grant.files is not None and file_id not in grant.files):
+            ex.send_json({"error": "file not found"}, status=404)
+            return
+        dirty = _dirty(ex.headers.get("X-Range-Dirty") or "", xf.size)
+        if not dirty:
+            ex.send_json({"error": "malformed or empty X-Range-Dirty"}, status=400)
+            return
+        self.chunk_hashes_asked.append(dirty)
+        body = chunk_hashes_answer(xf, dirty)
+        reply = body if self.rewrite_chunk_hashes is None else self.rewrite_chunk_hashes(body)
+        if isinstance(reply, bytes):
+            ex.send_bytes(200, reply, content_type="application/json")
+        else:
+            ex.send_json(reply)
+
     def _fetch_v1(self, xorb: str, start: int, end: int) -> dict[str, Any]:
         first, last = self.store.xorbs[xorb].byte_range(start, end)
         return {
@@ -1035,6 +1197,13 @@ class CasServer(LoopbackServer):
             self._denied(ex, "Request has expired")
             return
         ex.send_content(self._ranged.get((xorb, int(m[1]))) or self._content(xorb), etag=None)
+
+
+def _dirty(header: str, size: int) -> list[tuple[int, int]]:
+    """`X-Range-Dirty: bytes=a-b,c-d` (inclusive) as sorted `[start, end)` clamped to the file."""
+    found = re.fullmatch(r"bytes=(\d+-\d+(?:,\d+-\d+)*)", header.strip())
+    pairs = [tuple(map(int, p.split("-"))) for p in found[1].split(",")] if found else []
+    return sorted((a, min(b + 1, size)) for a, b in pairs if a <= b and a < size)
 
 
 def _chunks_for(xf: XetFile, first: int, last: int) -> tuple[list[tuple[str, int, int]], int]:

@@ -192,6 +192,7 @@ class PullSession:
                     recorded=self.recorded_xet,
                     # --limit-rate caps the run: xorb bytes count with every other download's
                     limiter=limiter,
+                    ranged=self.demand is not None,
                 )
             return self._xet
 

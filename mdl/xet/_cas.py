@@ -3,9 +3,10 @@ span's) from the CAS, each reply bounded and read strictly; what it cannot give 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, replace
 from urllib.parse import urlsplit
 
@@ -27,11 +28,14 @@ from mdl.xet._protocol import (
 )
 from mdl.xet.failures import Refused, XetFallback
 
+log = logging.getLogger("mdl.xet")
+
 REPLY_MAX = 64 << 20  # a reconstruction of a 1 TB file lists ~16k terms: far less than this ...
 # ... and of a file or span of n bytes at most this plus n / REPLY_SHARE: a term and its URL
 REPLY_BASE = 64 << 10
 # (well under 1 KiB) per 8 KiB of file, the smallest chunk; a padded reply costs no more memory
 REPLY_SHARE = 8
+ANSWER_MAX = 1 << 20  # a file-chunk-hashes answer: two summaries of O(log n) nodes, a few KiB
 TOKEN_MAX = 256 << 10  # auth.md: accessToken and casUrl are at most 64000 characters each
 REFRESH_BEFORE = 30.0  # seconds before its expiry a read token is asked again (auth.md)
 # a CAS that is down is left for the plain path quickly, not after the origin's long backoff
@@ -134,6 +138,39 @@ class Cas:
             except ReplyError as exc:
                 raise XetFallback(f"its reconstruction is malformed ({exc})") from exc
         raise XetFallback("the Xet storage refused a fresh read token")
+
+    def chunk_hashes(
+        self, ref: XetRef, what: str, ranges: Sequence[tuple[int, int]]
+    ) -> bytearray | None:
+        """The CAS's ``file-chunk-hashes`` answer for the file's bytes ``ranges`` (``[start,
+        end)`` each; its body, at most ``ANSWER_MAX`` bytes); None when it gives none (any
+        failure: the file is then released whole, as ever)."""
+        named = ",".join(f"{start}-{end - 1}" for start, end in ranges)
+        dirty = {"X-Range-Dirty": f"bytes={named}"}
+
+        def once(url: str, credentials: Credentials) -> bytearray | None:
+            with follow(
+                self.client, url, credentials=credentials, headers=dirty, what=what
+            ) as response:
+                if response.status_code != 200:
+                    return None
+                self._stall_rule(response)
+                return _read(response, ANSWER_MAX, what=what, timeout=self.client.timeout.read)
+
+        try:
+            token = self.token(ref.token_url, what)
+            if _downgraded(ref.token_url, token.cas_url):
+                return None
+            credentials = Credentials(
+                extra={"Authorization": f"Bearer {token.access_token}"},
+                extra_origin=origin(token.cas_url),
+            )
+            url = f"{token.cas_url.rstrip('/')}/v2/file-chunk-hashes/{ref.hash}"
+            return self.retry.run(lambda: once(url, credentials), what=what, wait=self.cancel.wait)
+        # (asked beside the fetch, which hears Ctrl-C and says it: an interruption is None here)
+        except (MdlError, ReplyError, XetFallback) as exc:
+            log.debug("%s: no chunk hashes (%s)", what, why(exc))
+            return None
 
     def _ask_reconstruction(
         self,

@@ -39,12 +39,17 @@ def to_hex(raw: bytes) -> str:
     return _HEX_FORM(*_WORDS.unpack(raw))
 
 
+def from_hex(text: str) -> bytes:
+    """The raw hash behind a Xet string form (``is_hash``): the inverse of ``to_hex``."""
+    return _WORDS.pack(*(int(text[i : i + 16], 16) for i in range(0, 64, 16)))
+
+
 def is_hash(text: object) -> TypeGuard[str]:
     """Whether ``text`` is a hash in the Xet string form (64 lowercase hex characters)."""
     return isinstance(text, str) and _HEX.fullmatch(text) is not None
 
 
-def _cut(level: Sequence[tuple[bytes, int]], start: int) -> int:
+def cut(level: Sequence[tuple[bytes, int]], start: int) -> int:
     """Where the node that starts at ``start`` ends: after the first child from the third on whose
     hash's last 64-bit little-endian word is 0 mod 4, after at most 9 children, and never leaving a
     single child behind."""
@@ -59,11 +64,18 @@ def _cut(level: Sequence[tuple[bytes, int]], start: int) -> int:
     return end
 
 
+def node(children: Sequence[tuple[bytes, int]]) -> tuple[bytes, int]:
+    """The node over ``children`` (hash, length): blake3 keyed with INTERNAL_NODE_KEY of each
+    child's ``"{hex} : {length}\n"``, and their total length."""
+    from blake3 import blake3
+
+    text = "".join([f"{to_hex(raw)} : {size}\n" for raw, size in children])
+    return blake3(text.encode(), key=INTERNAL_NODE_KEY).digest(), sum(s for _, s in children)
+
+
 def merkle_root(chunks: Sequence[tuple[bytes, int]]) -> bytes:
     """The aggregated node hash of (chunk hash, length) pairs: a xorb's hash, and the root under a
     file's hash. No chunks give 32 zero bytes; one chunk gives its own hash."""
-    from blake3 import blake3
-
     if not chunks:
         return _ZEROS
     level = list(chunks)
@@ -71,15 +83,8 @@ def merkle_root(chunks: Sequence[tuple[bytes, int]]) -> bytes:
         above: list[tuple[bytes, int]] = []
         start = 0
         while start < len(level):
-            end = _cut(level, start)
-            children = level[start:end]
-            text = "".join([f"{to_hex(raw)} : {size}\n" for raw, size in children])
-            above.append(
-                (
-                    blake3(text.encode(), key=INTERNAL_NODE_KEY).digest(),
-                    sum(size for _, size in children),
-                )
-            )
+            end = cut(level, start)
+            above.append(node(level[start:end]))
             start = end
         level = above
     return level[0][0]
@@ -89,6 +94,11 @@ def file_hash(chunks: Sequence[tuple[bytes, int]]) -> bytes:
     """A file's Xet hash: its chunks' Merkle root hashed again with blake3 keyed by 32 zero bytes
     (empty: zeros).
     """
+    return salted(merkle_root(chunks)) if chunks else _ZEROS
+
+
+def salted(root: bytes) -> bytes:
+    """The file hash over a (non-empty) file's Merkle root: blake3 keyed by 32 zero bytes."""
     from blake3 import blake3
 
-    return blake3(merkle_root(chunks), key=_ZEROS).digest() if chunks else _ZEROS
+    return blake3(root, key=_ZEROS).digest()

@@ -4,13 +4,14 @@ every chunk on disk (saved on the engines' rule, at most a small share of the ti
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
@@ -72,6 +73,7 @@ class Record:
         self.lock = threading.Lock()
         self.wrote = threading.Condition(self.lock)  # the sha256's frontier may have moved on
         self._sinks: list[Sink] = []  # streams that wrote chunks of unfinished terms
+        self._told: Callable[[int, int], None] | None = None  # told each term on disk
 
     def adopt(self, resumed: Resumed, moving: dict[int, int]) -> None:
         """The chunks an earlier run left that are kept, and the terms' starts on disk."""
@@ -80,6 +82,9 @@ class Record:
             self.kept.update(resumed.kept)
             self.moving.update(moving)
             self._advance()
+            if (told := self._told) is not None:
+                for index in resumed.done:
+                    told(*self._span(index))
 
     def finished(self, index: int, written: Written) -> None:
         """Term ``index`` is on disk, all of it."""
@@ -89,6 +94,37 @@ class Record:
             self.kept.pop(index, None)
             self._advance()
             self.wrote.notify()
+            if (told := self._told) is not None:
+                told(*self._span(index))
+
+    def tell(self, landed: Callable[[int, int], None] | None) -> None:
+        """``landed(start, end)`` told of every term on disk, now and as each lands (under the
+        lock: keep it quick); None: no more."""
+        with self.lock:
+            self._told = landed
+            if landed is not None:
+                for index in sorted(self.done):
+                    landed(*self._span(index))
+
+    def sizes(self, start: int, end: int) -> list[int] | None:
+        """The lengths of the chunks on disk that make up ``[start, end)`` exactly, if all are."""
+        sizes: list[int] = []
+        with self.lock:
+            index = max(0, bisect.bisect_right(self.offsets, start) - 1)
+            at = self.offsets[index] if self.offsets else 0
+            while at < end and index < len(self.offsets) and index in self.done:
+                for _, size in self.done[index].chunks:
+                    if start <= at and at + size <= end:
+                        sizes.append(size)
+                    elif at < end and at + size > start:
+                        return None  # a chunk across a bound
+                    at += size
+                index += 1
+        return sizes if sum(sizes) == end - start else None
+
+    def _span(self, index: int) -> tuple[int, int]:
+        last = index + 1 == len(self.offsets)
+        return self.offsets[index], self.size if last else self.offsets[index + 1]
 
     def moved(self, index: int, written: int) -> None:
         """Term ``index`` has ``written`` bytes on disk from its start."""

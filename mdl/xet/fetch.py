@@ -8,6 +8,8 @@ path then fetches the file."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import threading
@@ -22,7 +24,9 @@ from mdl.store.filesystem import DirSyncs, stat_file
 from mdl.transfer.job import TransferJob, TransferResult
 from mdl.transfer.resume import STATE_MAX, boot_id, discard_partial, finish_part, job_root, planted
 from mdl.transfer.scheduling import RateLimiter
+from mdl.xet import _ranges
 from mdl.xet._cas import Cas
+from mdl.xet._hashing import from_hex
 from mdl.xet._partial import Partial
 from mdl.xet._plan import Plan, plan_tasks
 from mdl.xet._protocol import Reconstruction
@@ -45,6 +49,9 @@ class XetSource(Cas):
     recorded: Callable[[str], list[str]]  # a model's installed Xet files (their Xet hashes)
     # --limit-rate: the run's one budget, shared with the plain engine's streams
     limiter: RateLimiter | None = None
+    # a loader in this process reads ranges before files are whole (mdl serve --pull): a big file's
+    # windows are asked of the CAS and checked as they land (else the check would cost for naught)
+    ranged: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -138,11 +145,12 @@ class XetSource(Cas):
                     model=job.model,
                     path=job.path,
                 )
-                with partial.hashing():
+                release = self._release(job, ref, partial)
+                with release.running() if release else contextlib.nullcontext(), partial.hashing():
                     if plan.tasks:
                         streams = max(1, min(want, len(plan.tasks)))
                         Streams(self.wire, partial, plan).run(plan.tasks, streams)
-                partial.finish()
+                    partial.finish()
         except BaseException:
             spent.append(partial.fetched)
             raise
@@ -156,6 +164,23 @@ class XetSource(Cas):
             fetched=partial.fetched,
             reused=partial.reused,
             xet=ref.hash,
+            trust="xet" if release is not None and release.check is not None else None,
+        )
+
+    def _release(self, job: TransferJob, ref: XetRef, partial: Partial) -> _ranges.Release | None:
+        """The file's windows to ask of the CAS and check as their terms land, so its verified
+        ranges may leave before it is whole (``ranges.live``); none for a file of one window, nor
+        when no loader reads this run's files as they come."""
+        if not self.ranged or partial.rec.size <= _ranges.WINDOW:
+            return None
+        return _ranges.Release(
+            functools.partial(self.chunk_hashes, ref, job.label),
+            size=partial.rec.size,
+            xet_hash=from_hex(ref.hash),
+            fd=partial.fd,
+            part_path=job.part_path,
+            record=partial.record,
+            label=job.label,
         )
 
     def _install(self, job: TransferJob, ref: XetRef, partial: Partial) -> None:

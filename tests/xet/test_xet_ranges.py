@@ -1,0 +1,276 @@
+"""Xet ranges released before the whole file: `mdl serve --pull` of a Xet file from the Hub + CAS stand-in
+(tests/xetserver.py) whose `GET /v2/file-chunk-hashes` answers are summed up from the file's chunks
+(as xet-core does: tests/xet/test_subtree.py holds them to its vectors and hf_xet). While the
+file's last xorb is held back, the windows whose chunks landed verify and read back (the check
+`mdl serve --pull` reads through, `ranges.live`); a lying answer, a window at the wrong offset, a
+repeated region, a truncated summary or no answer at all leave the file to be released whole, as
+before, and the pull ends with the right bytes in every case."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from runfixtures import HANG, mdl, use_catalog, wait_for
+from servers import Fault, make_data
+from xetserver import CasServer, XetFile, XetHubServer, XetStore, chunk_hashes_answer
+
+from mdl.transfer import ranges
+from mdl.xet import _ranges
+
+WEIGHTS = "model.safetensors"
+SIZE = 4 << 20
+
+
+@pytest.fixture
+def hub() -> Iterator[XetHubServer]:
+    """The stand-in, its xorbs small (a file of several terms, each landing on its own)."""
+    cas = CasServer(XetStore(max_xorb_bytes=512 << 10)).start()
+    server = XetHubServer(cas=cas).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.cas.stop()
+    for part in (server, server.cdn, server.cas):
+        assert not part.errors, part.errors
+
+
+@pytest.fixture
+def catalog(
+    hub: XetHubServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> Path:
+    monkeypatch.setattr(_ranges, "WINDOW", 512 << 10)
+    caplog.set_level(logging.INFO, logger="mdl.xet")
+    monkeypatch.setenv("MDL_LOG_LEVEL", "debug")
+    return use_catalog(tmp_path, monkeypatch, '[models.m]\nrepo = "org/m"\n', endpoint=hub.url)
+
+
+class Pull:
+    """`mdl serve m --pull` in a thread of this process (a loader reads what it pulls, as it comes:
+    a big Xet file's windows are checked as they land), the file's last xorb held until
+    ``release``."""
+
+    def __init__(self, hub: XetHubServer, catalog: Path, data: bytes) -> None:
+        hub.add_repo("org/m", {WEIGHTS: data, "config.json": b"{}"})
+        self.xf: XetFile = hub.xet_file("org/m", WEIGHTS)
+        self.data, self.models = data, catalog.parent / "models"
+        last = self.xf.terms[-1].xorb
+        assert all(t.xorb != last for t in self.xf.terms[:-1])
+        self.gate, self.stop = threading.Event(), threading.Event()
+        hub.cas.faults.add(
+            Fault.stall(0, until=self.gate, resume=True, path_prefix=f"/xorb/default/{last}")
+        )
+        self.pulled: list[Any] = []
+        self.ended: list[BaseException | None] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        wait_for(lambda: self.part() is not None or bool(self.ended), what="the .part")
+        assert not self.ended, self.ended
+
+    def _run(self) -> None:
+        from mdl import serve
+
+        try:
+            # the held xorb is not a stall: only the test's release ends it
+            serve(
+                "m",
+                pull=True,
+                port=0,
+                stall_timeout=HANG * 2,
+                on_pulled=self.pulled.append,
+                stop=self.stop,
+            )
+        except BaseException as exc:  # said by the waits
+            self.ended.append(exc)
+        self.ended.append(None)
+
+    def part(self) -> Path | None:
+        found = [p for p in self.models.rglob("*.part") if _size(p) == len(self.data)]
+        return found[0] if found else None
+
+    def check(self) -> ranges.RangeCheck | None:
+        part = self.part()
+        return None if part is None else ranges.live(part)
+
+    def landed_but_last(self) -> None:
+        """Every term but the held one on disk (the partial's bytes there are the file's)."""
+        held = self.xf.terms[-1].offset
+        part = self.part()
+        assert part is not None
+        wait_for(
+            lambda: part.exists() and part.read_bytes()[:held] == self.data[:held],
+            what="every term but the last",
+        )
+
+    def release(self) -> None:
+        self.gate.set()
+        wait_for(lambda: bool(self.pulled or self.ended), what="the pull's end")
+        self.stop.set()
+        self._thread.join(HANG)
+        assert not self._thread.is_alive() and self.ended == [None], self.ended
+        assert self.pulled[0].pulled.exit_code == 0
+        assert (self.models / "m" / WEIGHTS).read_bytes() == self.data
+
+
+def test_windows_verify_and_read_back_before_the_file_is_whole(
+    hub: XetHubServer, catalog: Path
+) -> None:
+    pull = Pull(hub, catalog, make_data(SIZE, seed=21))
+    wait_for(lambda: pull.check() is not None, what="the range check")
+    check = pull.check()
+    assert check is not None and check.trust.kind == "xet"
+    held = pull.xf.terms[-1].offset
+    pull.landed_but_last()
+    wait_for(
+        lambda: sum(e - s for s, e in check.verified_spans()) >= held - (1 << 20),
+        what="the windows before the held term verified",
+    )
+    assert not (pull.models / "m" / WEIGHTS).exists()  # not whole yet
+    spans = check.verified_spans()
+    assert all(end <= held for _, end in spans)  # nothing of the held term
+    start, end = spans[0][0] + 1000, spans[0][1] - 1000
+    cancel = threading.Event()
+    with check.reading(start, end, cancel) as view:
+        assert view is not None and bytes(view) == pull.data[start:end]
+    with check.reading(held - 10, held + 10, cancel) as view:
+        assert view is None  # touches bytes not verified
+    tiles = check.spans
+    pull.release()
+    # the windows tile the file
+    assert tiles[0][0] == 0 and tiles[-1][1] == SIZE and len(tiles) >= 2
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(tiles))
+    # where each window ends (the byte before it) in one request, then one request per window
+    step = 512 << 10
+    ends, *tiled = hub.cas.chunk_hashes_asked
+    assert ends == [(e - 1, e) for e in range(step, SIZE, step)]
+    # (a window that reached the next one's byte is asked with it, to close where it did)
+    assert sorted(dirty[0][0] for dirty in tiled) == [start for start, _ in tiles]
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def _lying(answer: dict[str, Any]) -> dict[str, Any]:
+    """A node's hash changed: the answer reads well but is not the file's."""
+    out = copy.deepcopy(answer)
+    summary = out["hashRanges"][1] or out["hashRanges"][0]
+    node = summary["nodes"][0]
+    node["hash"] = ("1" if node["hash"][0] != "1" else "2") + node["hash"][1:]
+    return out
+
+
+def _moved(answer: dict[str, Any]) -> dict[str, Any]:
+    """The window a few bytes later than asked."""
+    out = copy.deepcopy(answer)
+    out["windows"][0]["dirtyByteRange"][0] += 7
+    return out
+
+
+def _truncated(answer: dict[str, Any]) -> dict[str, Any]:
+    """The summary after the window loses its last level."""
+    out = copy.deepcopy(answer)
+    for summary in out["hashRanges"]:
+        if summary is not None and len(summary["levels"]) > 1:
+            dropped = summary["levels"].pop()
+            summary["nodes"] = summary["nodes"][: len(summary["nodes"]) - sum(dropped)]
+    return out
+
+
+def test_a_lying_answer_releases_nothing_before_the_file_verified(
+    hub: XetHubServer, catalog: Path
+) -> None:
+    hub.cas.rewrite_chunk_hashes = _lying
+    pull = Pull(hub, catalog, make_data(SIZE, seed=22))
+    wait_for(lambda: pull.check() is not None, what="the range check")
+    check = pull.check()
+    assert check is not None
+    pull.landed_but_last()
+    wait_for(lambda: len(check.bad) >= 2, what="the landed windows checked")
+    assert check.verified_spans() == []
+    with check.reading(0, 100, threading.Event()) as view:
+        assert view is None
+    pull.release()
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [_moved, _truncated, lambda a: b"{", lambda a: {**a, "extra": 1}],
+    ids=["moved", "truncated", "not-json", "extra-field"],
+)
+def test_an_answer_that_does_not_add_up_means_released_whole(
+    hub: XetHubServer,
+    catalog: Path,
+    lie: Callable[[dict[str, Any]], object],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub.cas.rewrite_chunk_hashes = lie
+    pull = Pull(hub, catalog, make_data(SIZE, seed=23))
+    pull.landed_but_last()
+    wait_for(lambda: "released whole" in caplog.text, what="the refusal said")
+    assert pull.check() is None
+    pull.release()
+
+
+def test_a_repeated_region_answered_for_its_other_copy_is_refused(
+    hub: XetHubServer, catalog: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file holds the same 1.5 MiB twice; the CAS answers every window of the second copy with
+    the first copy's answer, moved to where it was asked: the bytes before it do not add up."""
+    copy_of = make_data(3 << 19, seed=24)
+    data = copy_of + copy_of + make_data(SIZE - 2 * len(copy_of), seed=25)
+    swapped: list[int] = []
+
+    def other_copy(answer: dict[str, Any]) -> dict[str, Any]:
+        start, end = answer["windows"][0]["dirtyByteRange"]
+        if start < len(copy_of) or end > 2 * len(copy_of):
+            return answer
+        xf = hub.xet_file("org/m", WEIGHTS)
+        out = chunk_hashes_answer(xf, [(start - len(copy_of), end - len(copy_of))])
+        out["windows"] = answer["windows"]
+        swapped.append(start)
+        return out
+
+    hub.cas.rewrite_chunk_hashes = other_copy
+    pull = Pull(hub, catalog, data)
+    pull.landed_but_last()
+    wait_for(lambda: "released whole" in caplog.text, what="the refusal said")
+    assert pull.check() is None and swapped  # refused for the copied answers
+    pull.release()
+
+
+def test_a_cas_without_chunk_hashes_means_released_whole(
+    hub: XetHubServer, catalog: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub.cas.chunk_hashes_status = 404
+    pull = Pull(hub, catalog, make_data(SIZE, seed=26))
+    pull.landed_but_last()
+    wait_for(lambda: "released whole" in caplog.text, what="the refusal said")
+    assert pull.check() is None
+    pull.release()
+    assert len(hub.cas.log.records()) > 0
+
+
+def test_a_pull_with_no_loader_asks_no_chunk_hashes(hub: XetHubServer, catalog: Path) -> None:
+    """Without a loader reading as files come, a Xet file is fetched as before: no window asked,
+    no range check (its cost would buy nothing)."""
+    data = make_data(SIZE, seed=27)
+    hub.add_repo("org/m", {WEIGHTS: data})
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert (catalog.parent / "models" / "m" / WEIGHTS).read_bytes() == data
+    assert hub.cas.chunk_hashes_asked == []
+    assert len(hub.cas.xorb_records()) >= len(hub.xet_file("org/m", WEIGHTS).terms) > 1
