@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from runfixtures import HANG, mdl, use_catalog, wait_for
+from serveproc import AWS_ISOLATION
 from servers import Fault, make_data
 from xetserver import CasServer, XetFile, XetHubServer, XetStore, chunk_hashes_answer
 
@@ -72,6 +73,7 @@ class Pull:
         )
         self.pulled: list[Any] = []
         self.ended: list[BaseException | None] = []
+        self.ready: list[Any] = []  # the endpoint's Serving, once it listens
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         wait_for(lambda: self.part() is not None or bool(self.ended), what="the .part")
@@ -88,6 +90,8 @@ class Pull:
                 port=0,
                 stall_timeout=HANG * 2,
                 on_pulled=self.pulled.append,
+                on_ready=self.ready.append,
+                wait=HANG,
                 stop=self.stop,
             )
         except BaseException as exc:  # said by the waits
@@ -122,8 +126,21 @@ class Pull:
         assert (self.models / "m" / WEIGHTS).read_bytes() == self.data
 
 
+def s3_client(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """boto3 as a loader makes it from the endpoint's environment (127.0.0.1, its own key)."""
+    import boto3
+
+    for name, value in AWS_ISOLATION.items():
+        monkeypatch.setenv(name, value)
+    return boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_REGION"],
+    ).client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
+
+
 def test_windows_verify_and_read_back_before_the_file_is_whole(
-    hub: XetHubServer, catalog: Path
+    hub: XetHubServer, catalog: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pull = Pull(hub, catalog, make_data(SIZE, seed=21))
     wait_for(lambda: pull.check() is not None, what="the range check")
@@ -144,6 +161,14 @@ def test_windows_verify_and_read_back_before_the_file_is_whole(
         assert view is not None and bytes(view) == pull.data[start:end]
     with check.reading(held - 10, held + 10, cancel) as view:
         assert view is None  # touches bytes not verified
+    # the same through the endpoint: a loader's ranged GET of verified windows is answered now,
+    # the object's ETag and no whole-object checksum; a whole GET still waits for the file
+    s3 = s3_client(pull.ready[0].environment, monkeypatch)
+    got = s3.get_object(Bucket="mdl", Key=f"m/{WEIGHTS}", Range=f"bytes={start}-{end - 1}")
+    assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert got["Body"].read() == pull.data[start:end]
+    assert not any(k.startswith("Checksum") for k in got)
+    assert not (pull.models / "m" / WEIGHTS).exists(), "answered before the file was whole"
     tiles = check.spans
     pull.release()
     # the windows tile the file
