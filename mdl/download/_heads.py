@@ -26,7 +26,7 @@ from mdl.store.confined import open_file
 from mdl.transfer.body import promised
 from mdl.transfer.http import follow
 from mdl.transfer.job import RetryLog, TransferJob
-from mdl.transfer.ranges import RangeCheck
+from mdl.transfer.ranges import RangeCheck, fits
 from mdl.transfer.resume import job_root, seed
 
 log = logging.getLogger("mdl.pull")
@@ -54,7 +54,6 @@ def heads_first(
 
     def keep(check: RangeCheck) -> None:
         with lock:
-            kept.callback(os.close, check.fd)
             kept.enter_context(check)
 
     def one(plan: PlannedFile) -> None:
@@ -87,8 +86,8 @@ def _head(
     """The file's head fetched, checked, claimed and its check kept (``keep``), all under the
     file's lock: the file's own fetch, which waits for it, takes over from there. Nothing when
     anything is amiss: the file is fetched as before."""
-    if job.trust is None or session.cancel.is_set():
-        return
+    if job.trust is None or not fits(job.trust) or session.cancel.is_set():
+        return  # (ranges too big to hold are checked whole, by the file's own fetch)
     remote, (_, end) = plan.remote, job.trust.spans[0]
     try:
         held = plan.placement.store.acquire_file_lock(
@@ -108,7 +107,10 @@ def _head(
         fd = _written(job, data)
         if fd is None:
             return
-        check = RangeCheck(job.trust, fd, job.part_path, label=job.label)
+        try:  # (the check reads through a descriptor of its own)
+            check = RangeCheck(job.trust, fd, job.part_path, label=job.label)
+        finally:
+            os.close(fd)
         check.vouch(0, memoryview(data))
         keep(check)
         session.heads[(remote.model, remote.path)] = end
@@ -135,9 +137,12 @@ def _fetched(session: PullSession, job: TransferJob, end: int) -> bytearray | No
             if (span.start, span.end, span.total) != (0, end, job.identity.size):
                 return None
             data, at = bytearray(end), 0
+            limiter = session.engine.limiter  # --limit-rate counts heads as every fetch
             for chunk in response.iter_raw():
                 if at + len(chunk) > end or session.cancel.is_set():
                     return None
+                if limiter is not None:
+                    limiter.consume(len(chunk), session.cancel)
                 data[at : at + len(chunk)] = chunk
                 at += len(chunk)
             return data if at == end else None

@@ -73,13 +73,13 @@ class Early:
 
 
 def _windows(
-    check: ranges.RangeCheck, start: int, end: int, cancel: threading.Event
+    check: ranges.RangeCheck, start: int, end: int, cancel: threading.Event, until: float
 ) -> Generator[memoryview, None, None]:
     """Bytes ``[start, end)`` a range at a time, each as ``check.reading`` gives it (checked as
-    read); ends early when one does not verify."""
+    read); ends early when one does not verify, or no room to read it comes by ``until``."""
     for index in ranges.touching(check.spans, start, end):
         first, last = check.spans[index]
-        with check.reading(max(first, start), min(last, end), cancel) as view:
+        with check.reading(max(first, start), min(last, end), cancel, until) as view:
             if view is None:
                 return
             yield view
@@ -170,8 +170,8 @@ class Shelf:
                 return obj
             looked = time.monotonic()
             if span is not None and obj.sha256 is not None:
-                early = self._early(obj, span, until=min(deadline, looked + LOOK_EVERY),
-                                    cancel=cancel)  # fmt: skip
+                until = min(deadline, looked + LOOK_EVERY)
+                early = self._early(obj, span, until=until, deadline=deadline, cancel=cancel)
                 if early is not None:
                     return early
             if not told:
@@ -210,17 +210,24 @@ class Shelf:
         return obj
 
     def _early(
-        self, obj: ShelfObject, span: tuple[int, int], *, until: float, cancel: threading.Event
+        self,
+        obj: ShelfObject,
+        span: tuple[int, int],
+        *,
+        until: float,
+        deadline: float,
+        cancel: threading.Event,
     ) -> Early | None:
         """``span`` of ``obj`` once every range it touches verified, waiting on the check of its
         fetch till ``until`` (monotonic); None: not by then (or no fetch of this process checks
-        it by range)."""
+        it by range). Each range then waits for room to be read till ``deadline``, the
+        request's."""
         while True:
             check = self._check_of(obj)
             if check is None:
                 return None
             if ranges.covered(span, check.verified_spans()):
-                early = Early(obj, _windows(check, *span, cancel))
+                early = Early(obj, _windows(check, *span, cancel, deadline))
                 if early.ready:
                     log.debug("%s: bytes %d-%d leave verified by range", obj.key, *span)
                     return early

@@ -18,6 +18,8 @@ import hmac
 import logging
 import os
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,8 +41,8 @@ MOST_RANGES = 9_000  # ranges per file at most: a bigger file gets bigger ranges
 REFETCH_ROUNDS = 2
 # bytes held at once across the process (engine rule 5: it stays < 250 MB): by the checks of every
 # fetch (files fetched at once share it), and by the ranges being served (``reading``)
-CHECK_BUDGET = 48 * MiB
-READ_BUDGET = 96 * MiB
+CHECK_BUDGET = 32 * MiB
+READ_BUDGET = 48 * MiB
 MAX_SPAN = CHECK_BUDGET  # bytes of a range a check holds: a trust with bigger ones is not used
 
 
@@ -162,40 +164,31 @@ def touching(spans: Sequence[tuple[int, int]], start: int, end: int) -> range:
 
 
 class _Budget:
-    """Buffers for readers, ``most`` bytes at most, held or kept for the next reader (a buffer
-    used again costs no page faults: a fresh one of 16 MiB costs 4,096)."""
+    """Bytes held by readers at once, at most ``most`` (no reader asks more: ``MAX_SPAN``)."""
 
     def __init__(self, most: int) -> None:
         self._most, self._held = most, 0
-        self._spare: list[bytearray] = []  # (their bytes count against ``most`` too)
         self._free = threading.Condition()
 
     @contextmanager
-    def buffer(self, size: int, cancel: threading.Event) -> Iterator[memoryview | None]:
-        """A buffer of ``size`` bytes (``size`` ≤ ``most``) while the ``with`` lasts; None when
-        ``cancel`` is set while it waits for one."""
+    def buffer(
+        self, size: int, cancel: threading.Event, until: float | None = None
+    ) -> Iterator[memoryview | None]:
+        """A buffer of ``size`` bytes while the ``with`` lasts; None when ``cancel`` is set or
+        ``until`` (monotonic) passes while it waits for room."""
         with self._free:
-            while True:
-                if (found := next((b for b in self._spare if len(b) >= size), None)) is not None:
-                    self._spare.remove(found)
-                    break
-                if self._held + sum(map(len, self._spare)) + size <= self._most:
-                    break
-                if self._spare:  # room made: the smallest kept one goes
-                    self._spare.remove(min(self._spare, key=len))
-                    continue
-                if cancel.is_set():
+            while self._held + size > self._most and self._held:
+                left = None if until is None else until - time.monotonic()
+                if cancel.is_set() or (left is not None and left <= 0):
                     yield None
                     return
-                self._free.wait(0.1)
-            buffer = found if found is not None else bytearray(size)
-            self._held += len(buffer)
+                self._free.wait(0.1 if left is None else min(0.1, left))
+            self._held += size
         try:
-            yield memoryview(buffer)[:size]
+            yield memoryview(bytearray(size))
         finally:
             with self._free:
-                self._held -= len(buffer)
-                self._spare.append(buffer)
+                self._held -= size
                 self._free.notify_all()
 
 
@@ -229,13 +222,13 @@ class RangeCheck:
         then: Landing | None = None,
         label: str = "",
     ) -> None:
-        self.trust, self.fd, self.part_path, self.then, self.label = (
-            trust,
-            fd,
-            part_path,
-            then,
-            label,
-        )
+        if not fits(trust):
+            raise ValueError(f"{label}: a range of its trust is over {MAX_SPAN} bytes")
+        # its own descriptor of the file, open while anyone holds the check (an answer still
+        # being sent from it when the fetch ends and closes its own)
+        self.fd = os.dup(fd)
+        weakref.finalize(self, os.close, self.fd)
+        self.trust, self.part_path, self.then, self.label = trust, part_path, then, label
         self.spans = tuple(trust.spans)
         self.verified: set[int] = set()
         self.bad: set[int] = set()
@@ -389,10 +382,13 @@ class RangeCheck:
             self._lock.wait(timeout)
 
     @contextmanager
-    def reading(self, start: int, end: int, cancel: threading.Event) -> Iterator[memoryview | None]:
+    def reading(
+        self, start: int, end: int, cancel: threading.Event, until: float | None = None
+    ) -> Iterator[memoryview | None]:
         """Bytes ``[start, end)`` while the ``with`` lasts, if every range they touch verified:
         each range is checked again on the very bytes read, so nothing unverified ever leaves;
-        None otherwise. The bytes held count against the process's read budget till the end."""
+        None otherwise (also when the read budget has no room by ``until``, monotonic). The bytes
+        held count against the process's read budget till the end."""
         indexes = touching(self.spans, start, end)
         with self._lock:
             known = bool(indexes) and all(i in self.verified for i in indexes)
@@ -403,7 +399,7 @@ class RangeCheck:
         if last - first > READ_BUDGET:  # more than may be held: it waits for the whole file
             yield None
             return
-        with _BUDGET.buffer(last - first, cancel) as held:
+        with _BUDGET.buffer(last - first, cancel, until) as held:
             view = self._checked(held, indexes, first) if held is not None else None
             yield None if view is None else view[start - first : end - first]
 

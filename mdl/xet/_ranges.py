@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Protocol, TypeGuard
 
 from mdl.background import Background
-from mdl.transfer.ranges import RANGE_PART, RangeCheck
+from mdl.transfer.ranges import MAX_SPAN, RANGE_PART, RangeCheck
 from mdl.xet._hashing import chunk_hash, from_hex, is_hash, salted
 from mdl.xet._subtree import Node, Subtree
 
@@ -40,10 +40,12 @@ MiB = 1 << 20
 # bytes asked per window at least: a lock's range (the check holds one window in memory per file;
 # a module constant: tests lower it) ...
 WINDOW = RANGE_PART
-MOST_WINDOW = 64 * MiB  # ... and at most: a file that needs more than MOST_WINDOWS of them has none
 # bytes a window may reach past what was asked: the CAS closes it at the next stable chunk bound,
 # two chunks of 16 to 120 KiB in a row, a few chunks on (more: the answer is refused)
 PAST = 4 * MiB
+# ... and at most (so a window and what it reaches past stay within what a check may hold): a file
+# that needs more than MOST_WINDOWS of them has none
+MOST_WINDOW = MAX_SPAN - PAST
 MOST_WINDOWS = 1024  # windows a file is asked in at most (a small request each)
 ASKING = 8  # requests asked at once
 BATCH = 128  # window ends asked in one request (its X-Range-Dirty: ~3 KB)

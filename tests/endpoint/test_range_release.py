@@ -14,6 +14,7 @@ import json
 import os
 import struct
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -364,7 +365,7 @@ def test_an_answer_released_by_range_stops_short_at_a_range_that_no_longer_verif
         with RangeCheck(trust, fd, path) as check:
             check.landed(0, len(data))
             assert check.settle(cancel) == []
-            early = Early(obj, _windows(check, 10, len(data) - 10, cancel))
+            early = Early(obj, _windows(check, 10, len(data) - 10, cancel, time.monotonic() + HANG))
             assert early.ready  # its first range read and checked before the answer begins
             os.pwrite(fd, b"\0", PART + 5)  # the second range changed on disk meanwhile
             sent = b"".join(bytes(view) for view in early)

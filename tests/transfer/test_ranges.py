@@ -249,3 +249,40 @@ def test_ranges_bigger_than_the_budget_are_not_checked_by_range(
     url = cdn.add_file("/f.bin", DATA)
     result = engine(client).fetch(transfer_job(tmp_path, url, DATA, trust=whole))
     assert result.trust is None
+
+
+def test_a_range_being_read_outlives_the_fetch_s_descriptor(tmp_path: Path) -> None:
+    """The fetch ends (its check exits, its descriptor closes) while an answer still holds the
+    check: the check reads through a descriptor of its own, open while anyone holds it."""
+    path = tmp_path / "f.part"
+    path.write_bytes(DATA)
+    fd = os.open(path, os.O_RDWR)
+    cancel = threading.Event()
+    with RangeCheck(trust_of(DATA), fd, path) as check:
+        check.landed(0, len(DATA))
+        assert check.settle(cancel) == []
+    os.close(fd)
+    with check.reading(PART - 10, PART + 10, cancel) as got:
+        assert got is not None and bytes(got) == DATA[PART - 10 : PART + 10]
+
+
+def test_a_read_with_no_room_by_its_deadline_gets_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read budget is held (slow readers): a read waits for room no longer than its
+    deadline."""
+    monkeypatch.setattr(ranges, "_BUDGET", ranges._Budget(2 * PART))
+    path = tmp_path / "f.part"
+    path.write_bytes(DATA)
+    fd = os.open(path, os.O_RDWR)
+    cancel = threading.Event()
+    try:
+        with RangeCheck(trust_of(DATA), fd, path) as check:
+            check.landed(0, len(DATA))
+            assert check.settle(cancel) == []
+            with check.reading(0, 2 * PART, cancel) as held:
+                assert held is not None  # the whole budget
+                with check.reading(len(DATA) - 5, len(DATA), cancel, until=0.0) as got:
+                    assert got is None
+    finally:
+        os.close(fd)
