@@ -188,7 +188,7 @@ class _Sidecar:
         self.found: dict[str, PartHashes] = {}
         self.changed, self.count = False, 0
 
-    def read(self) -> dict[str, PartHashes]:
+    def written(self) -> dict[str, PartHashes]:
         """The part hashes on disk; bad ones are said once and written anew."""
         try:
             return read_parts(self.path)
@@ -215,7 +215,7 @@ class _Sidecar:
     ) -> dict[str, tuple[str, Path, FileRecord]]:
         """By sha256, the files of the models ``names`` with no part hashes yet that are installed
         here, verified (see ``_installed``)."""
-        have = self.read()
+        have = self.written()
         todo = [
             (model.name, f)
             for model in lock.models.values()
@@ -271,7 +271,7 @@ class _Sidecar:
         """The part hashes of every file ``lock`` pins that has some, written beside it (under
         the lock's flock)."""
         pinned = {f.sha256: f.size for model in lock.models.values() for f in model.files}
-        parts = kept({**self.read(), **self.found}, pinned)
+        parts = kept({**self.written(), **self.found}, pinned)
         self.changed = write_parts(self.path, parts)
         self.count = len(parts)
 
