@@ -4,6 +4,7 @@ the real ``runai-model-streamer`` loading every tensor into CPU memory from ``s3
 
     python bench/serve.py                          # 2 GiB, 200 MB/s, 3 repetitions (about 12 min)
     python bench/serve.py --size-mib 256 --reps 1  # a quick check (about 1 min)
+    python bench/serve.py --ranges                 # part hashes beside the lock: release by range
     python bench/serve.py --write-results          # and rewrite the block in bench/SERVE.md
     python bench/serve.py --only serve,front --modes files --json out.json
 
