@@ -4,6 +4,7 @@ the real ``runai-model-streamer`` loading every tensor into CPU memory from ``s3
 
     python bench/serve.py                          # 2 GiB, 200 MB/s, 3 repetitions (about 12 min)
     python bench/serve.py --size-mib 256 --reps 1  # a quick check (about 1 min)
+    python bench/serve.py --ranges                 # part hashes beside the lock: release by range
     python bench/serve.py --write-results          # and rewrite the block in bench/SERVE.md
     python bench/serve.py --only serve,front --modes files --json out.json
 
@@ -42,6 +43,13 @@ and when the probe fails runs mdl through ``bench/serve_shim.py`` (the request l
 nothing else) and probes again (``--shim auto|on|off``); ``--loader-env`` gives every loader settings
 (e.g. ``RUNAI_STREAMER_S3_MAX_INFLIGHT_MIB=48``). The report names mdl's commit and says when mdl/
 changed during the run.
+
+Every row pulls with the same lock: ``mdl lock`` pins the catalog's files (``catalog.lock``) before
+the timed rows. ``--ranges`` also writes ``catalog.lock.parts`` beside it: each shard's BLAKE3 part
+hashes at mdl's part size for it (what ``mdl lock`` records on a machine that installed the files),
+from the origin's files, so ``mdl serve --pull`` answers a range as soon as its parts verified
+(release by range) and ``mdl pull`` checks each part as it lands; without it, no part hashes
+(whole-file release). The report says which, and the range trust the warm-up pull used.
 """
 
 from __future__ import annotations
@@ -161,6 +169,43 @@ def write_model(data: Path, size: int, shards: int, seed: int) -> list[Shard]:
     doc = {"want": want, "shards": [{**vars(s), "path": str(s.path)} for s in made]}
     meta.write_text(json.dumps(doc))
     return made
+
+
+def pin(bench: Bench, shards: Sequence[Shard], *, ranges: bool) -> str:
+    """``mdl lock`` of the bench's catalog (catalog.lock beside it), then the part hashes of each
+    shard beside the lock (``ranges``: read from the origin's files, at mdl's part size for each, as
+    ``mdl lock`` writes them on a machine that installed them) or none. What was pinned, said."""
+    if str(r.ROOT) not in sys.path:  # this tree's mdl: its part size and its file format
+        sys.path.insert(0, str(r.ROOT))
+    from mdl.catalog.load import lock_beside
+    from mdl.lockfile.parts import PartHashes, hashed, parts_beside, read_parts, write_parts
+
+    lock = lock_beside(bench.catalog)
+    lock.unlink(missing_ok=True)
+    done = subprocess.run(bench.mdl("lock", "--all", shim=False), env=bench.env, cwd=bench.work,
+                          capture_output=True, text=True, timeout=bench.args.run_timeout)  # fmt: skip
+    if done.returncode != 0 or not lock.is_file():
+        sys.exit(f"bench: mdl lock failed (exit {done.returncode}, {lock} "
+                 f"{'written' if lock.is_file() else 'missing'}): {done.stderr.strip()[-2000:]}")  # fmt: skip
+    beside = parts_beside(lock)
+    beside.unlink(missing_ok=True)  # whatever mdl lock kept: the bench says which
+    if not ranges:
+        return f"whole-file release: `mdl lock` pins the {len(shards)} shards, no part hashes"
+    found: dict[str, PartHashes] = {}
+    for shard in shards:
+        fd = os.open(shard.path, os.O_RDONLY)
+        try:
+            one, sha256 = hashed(fd, shard.size)
+        finally:
+            os.close(fd)
+        if sha256 != shard.sha256:
+            sys.exit(f"bench: {shard.path} changed: sha256 {sha256}, not {shard.sha256}")
+        found[sha256] = one
+    write_parts(beside, found)
+    if read_parts(beside) != found:
+        sys.exit(f"bench: {beside} does not read back as written")
+    each = ", ".join(f"{len(x.digests)} × {x.part / MiB:g} MiB" for x in found.values())
+    return f"release by range: `mdl lock` pins the shards, `{beside.name}` beside it ({each})"
 
 
 def check_sample(shards: Sequence[Shard], seed: int, per_shard: int = 6) -> dict[str, str]:
@@ -597,6 +642,25 @@ class Bench:
         return found
 
 
+def warm_files(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-file entries of ``mdl pull --json``'s report (wherever it nests them)."""
+    found: list[dict[str, Any]] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if "range_trust" in value or ("path" in value and "size" in value):
+                found.append(value)
+            else:
+                for item in value.values():
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(out)
+    return found
+
+
 def in_dest(dest: Path) -> int:
     """Bytes of the model in ``dest``: the partial files' allocated blocks (mdl writes ranges in
     place into sparse files) and the finished files' sizes."""
@@ -909,6 +973,7 @@ def report(
             f"own network namespace); {args.reps} repetitions, medians. Loader: run:ai "
             f"{info['loader'].get('runai-model-streamer', '?')} (s3 "
             f"{info['loader'].get('runai-model-streamer-s3', '?')}), torch {info['loader'].get('torch', '?')}.",
+            f"Lock: {info['release']}.",
             "",
             *lines,
             "",
@@ -1013,6 +1078,8 @@ def main() -> int:
     add("--clean", action="store_true", help="also delete the cached model and logs at the end")
     add("--json", type=Path, help="also write the raw numbers as JSON here")
     add("--write-results", action="store_true", help="rewrite the block in bench/SERVE.md")
+    add("--ranges", action="store_true",
+        help="part hashes beside catalog.lock (release by range); default: the lock alone")  # fmt: skip
     args = parser.parse_args()
     args.loader_env = [x for x in args.loader_env or [] if x and x != "none"]
     if not os.environ.get(NETNS):
@@ -1060,12 +1127,18 @@ def main() -> int:
             f" model {bench.model_bytes / MiB:.0f} MiB, {bench.tensor_count} tensors")  # fmt: skip
         # warm-up (untimed): a pull, which the probe and the disk rows use
         disk = bench.fresh("disk")
-        warm = Proc(bench.mdl("pull", MODEL, "--dest", str(disk), shim=False), env=env,
+        release = pin(bench, shards, ranges=args.ranges)
+        say(f"bench: {release}")
+        warm = Proc(bench.mdl("pull", MODEL, "--dest", str(disk), "--json", shim=False), env=env,
                     logs=bench.logs("warm-up-pull"), cwd=args.workdir)  # fmt: skip
         if warm.wait(args.run_timeout) != 0:
             warm.kill()
             sys.exit(f"bench: the warm-up pull failed: {warm.stderr_tail(5)}")
-        say(f"bench: warm-up pull {warm.ended - warm.started:.1f} s")
+        trust = sorted({str(f.get("range_trust")) for f in warm_files(warm.json())})
+        release += f"; the warm-up pull's range trust: {', '.join(trust) or '?'}"
+        if args.ranges and trust != ["lock"]:
+            sys.exit(f"bench: --ranges, but the warm-up pull's range trust was {trust}")
+        say(f"bench: warm-up pull {warm.ended - warm.started:.1f} s (range trust {trust})")
         bench.probes = [bench.probe_mdl(disk, shim=False)]
         bench.shim = not bench.probes[0]["ok"] if args.shim == "auto" else args.shim == "on"
         if bench.shim:
@@ -1115,6 +1188,7 @@ def main() -> int:
                 else "; CHANGED DURING THE RUN: " + tree_after["name"]
             ),
             "loader": loader_versions(args.loader_python),
+            "release": release,
         }
         text, summary = report(args, bench, info)
         sys.stdout.write("\n" + text + "\n")
