@@ -302,7 +302,10 @@ class RangeCheck:
                     break  # taken back meanwhile: the news first
                 self._check(index, backs, stop)
             with self._lock:
-                self._lock.notify_all()
+                # waiters hear news only: a range checked, or nothing left to check (a loader's
+                # hundreds of waiting reads are not woken for every MiB told)
+                if ready or not (self._pending or self._queued):
+                    self._lock.notify_all()
 
     def _apply(self, is_landed: bool, start: int, end: int) -> None:
         if not is_landed:  # (a landing told before it, applied before it, is undone here)
