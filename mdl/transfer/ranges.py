@@ -283,13 +283,7 @@ class RangeCheck:
                 idle = not self._pending
             if idle and ended:
                 return
-            told: list[tuple[bool, int, int] | None] = []
-            try:  # wait for news only when there is nothing left to check
-                told.append(self._told.get(timeout=None) if idle else self._told.get_nowait())
-                while told[-1] is not None:
-                    told.append(self._told.get_nowait())
-            except Empty:
-                pass
+            told = self._news(wait=idle)
             ended = ended or (bool(told) and told[-1] is None)
             with self._lock:
                 for is_landed, start, end in filter(None, told):
@@ -306,6 +300,17 @@ class RangeCheck:
                 # hundreds of waiting reads are not woken for every MiB told)
                 if ready or not (self._pending or self._queued):
                     self._lock.notify_all()
+
+    def _news(self, *, wait: bool) -> list[tuple[bool, int, int] | None]:
+        """Every telling queued (waiting for one when ``wait``: nothing left to check)."""
+        told: list[tuple[bool, int, int] | None] = []
+        try:
+            told.append(self._told.get(timeout=None) if wait else self._told.get_nowait())
+            while told[-1] is not None:
+                told.append(self._told.get_nowait())
+        except Empty:
+            pass
+        return told
 
     def _apply(self, is_landed: bool, start: int, end: int) -> None:
         if not is_landed:  # (a landing told before it, applied before it, is undone here)
