@@ -66,7 +66,9 @@ class HeaderFlood:
 
     def __enter__(self) -> HeaderFlood:
         # every connection open first (each one admitted), then all of them sending at once
-        self.socks = [socket.create_connection(self.address, timeout=HANG) for _ in range(self.count)]
+        self.socks = [
+            socket.create_connection(self.address, timeout=HANG) for _ in range(self.count)
+        ]
         with ThreadPoolExecutor(self.count) as pool:
             list(pool.map(self._stream, self.socks))
         return self
