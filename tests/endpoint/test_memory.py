@@ -69,7 +69,7 @@ def test_a_head_is_read_line_by_line_and_never_past_its_budget(
     end), exactly as sent; reading stops once they are over HEAD_BYTES, never more than one byte
     past it read (what follows is the next request's)."""
     sent = b"".join(pieces) + b"x" * pad
-    rfile = io.BufferedReader(io.BytesIO(sent))  # type: ignore[arg-type]
+    rfile = io.BufferedReader(io.BytesIO(sent))
     with socket.socket() as sock:
         lines = Connections(threading.Event(), on_sweep=lambda _: None).head(sock, rfile)
     read = b"".join(lines)
