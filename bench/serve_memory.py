@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--gets", type=int, default=150)
     args = r.parse(parser)
     work: Path = args.workdir
+    os.chdir(work)  # (``python -m mdl`` imports the mdl of its working folder first)
     data = make_data(args.size_mib * MiB, seed=75)
     trees: dict[str, Path | None] = {"this tree": None}
     trees.update({f"[{tree.name}]": tree.resolve() for tree in args.variant})
