@@ -17,7 +17,13 @@ Rows, per tree (a fresh ``mdl serve`` each, on the Hub stand-in's CDN, tests/ser
   own connection) within the 3 verified parts while the rest is held (release by range): peak
   RSS, and the CPU-seconds of the serve process for the GETs alone (/proc/PID/stat before/after).
 
-The engine's ceiling is 250 MB RSS (design/engine.md).
+The engine's ceiling is 250 MB RSS (design/engine.md). Issue 75 (2 cores, shared and busy, load
+~20; 3 reps, medians; ``--variant`` the tree before the fix)::
+
+    | tree           | idle | headers | pull | pull + gets | gets cpu s | refused |
+    | this tree      | 47.1 |    49.0 | 68.2 |       126.6 |        2.3 |     128 |
+    | before the fix | 47.1 |   844.2 | 75.7 |       423.5 |        3.2 |       0 |
+    (MiB of VmHWM; refused: header-flood connections the endpoint closed)
 """
 
 from __future__ import annotations
