@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import math
 import os
@@ -42,6 +43,12 @@ MOST_UNSIGNED = 128
 # included: a client trickling a byte at a time (slowloris) holds its slot no longer. An unsigned
 # connection's runs from its accept and never restarts (a refused request ends the connection).
 REQUEST_DEADLINE = 10.0
+# bytes of a request's line and headers together (waitress's max_request_header_size; nginx's
+# large_client_header_buffers hold 32 KiB): counted in bytes, as http.server does not (it lets 100
+# lines of 64 KiB each through: 128 unsigned connections held 6.4 MiB each, 920 MiB in all). Past
+# it: 414 for the request line, 431 for the headers, and the connection ends. Bytes held by heads
+# at once, at most: (MOST_UNSIGNED + MOST_CONNECTIONS) * HEAD_BYTES (8 MiB of them unsigned).
+HEAD_BYTES = 64 * 1024
 IDLE_TIMEOUT = REQUEST_DEADLINE
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 # refused requests said one line each per window; past that, counted and said in one line at its
@@ -154,13 +161,14 @@ class Endpoint(ThreadingHTTPServer):
 
 class Connections:
     """Every open connection's life in one place (waitress's way: one map of connections, one
-    sweep). A connection is admitted unsigned: one of MOST_UNSIGNED, with REQUEST_DEADLINE from
-    its accept to send a request (a refused one ends it). Its first signed request makes it one
-    of the loader's MOST_CONNECTIONS, each request then with REQUEST_DEADLINE to arrive, idle
-    keep-alive time included. ``answering`` counts the requests being answered (``busy``), which
-    ``stop`` gives STOP_GRACE to end. Made once the endpoint holds its address; ``start`` runs
-    the sweep of connections past their deadline (each second, on ``Background``) until
-    ``cancel`` is set."""
+    sweep, one limit on a request's head). A connection is admitted unsigned: one of
+    MOST_UNSIGNED, with REQUEST_DEADLINE from its accept to send a request (a refused one ends
+    it). Its first signed request makes it one of the loader's MOST_CONNECTIONS, each request
+    then with REQUEST_DEADLINE to arrive, idle keep-alive time included. Each request's line and
+    headers are read as HEAD_BYTES at most (``head``). ``answering`` counts the requests being
+    answered (``busy``), which ``stop`` gives STOP_GRACE to end. Made once the endpoint holds its
+    address; ``start`` runs the sweep of connections past their deadline (each second, on
+    ``Background``) until ``cancel`` is set."""
 
     def __init__(self, cancel: threading.Event, *, on_sweep: Callable[[float], None]) -> None:
         self._lock = threading.Lock()
@@ -208,8 +216,26 @@ class Connections:
             self._reading.add(sock)
             return True
 
+    def head(self, sock: socket.socket, rfile: io.BufferedIOBase) -> list[bytes]:
+        """The lines of the connection's next request as sent: its request line, then its headers
+        up to the blank line that ends them (or the connection's end: [] when nothing came); read
+        within the connection's deadline, and no further once over HEAD_BYTES together (the caller
+        refuses a head of more)."""
+        with self._reading_request(sock):
+            lines: list[bytes] = []
+            held = 0
+            while held <= HEAD_BYTES:
+                line = rfile.readline(HEAD_BYTES + 1 - held)
+                held += len(line)
+                if not line:
+                    break
+                lines.append(line)
+                if line in (b"\r\n", b"\n"):
+                    break
+            return lines
+
     @contextlib.contextmanager
-    def reading(self, sock: socket.socket) -> Iterator[None]:
+    def _reading_request(self, sock: socket.socket) -> Iterator[None]:
         """The connection reads a request while the block runs (a signed one's deadline starts
         anew; an unsigned one's runs on)."""
         with self._lock:
@@ -356,18 +382,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _read(self) -> bool:
-        """A request's line and headers, read as http.server reads them (False: none came, or
-        it was refused)."""
-        with self.server.connections.reading(self.connection):
-            self.raw_requestline = self.rfile.readline(65537)
-            if len(self.raw_requestline) > 65536:
-                self.requestline = self.request_version = self.command = ""
-                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
-                return False
-            if not self.raw_requestline:
-                self.close_connection = True
-                return False
+        """A request's line and headers (HEAD_BYTES at most together), parsed as http.server
+        parses them (False: none came, or it was refused)."""
+        lines = self.server.connections.head(self.connection, self.rfile)
+        if not lines:
+            self.close_connection = True
+            return False
+        self.raw_requestline = lines[0]
+        if sum(map(len, lines)) > HEAD_BYTES:
+            self.requestline = self.request_version = self.command = ""
+            if len(lines) == 1:  # the request line alone is over
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG, _OVER.format("line is"))
+            else:
+                self.send_error(
+                    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, _OVER.format("line and headers are")
+                )
+            return False
+        # the headers as read, for http.server to parse (its limits on lines then apply too)
+        rfile, self.rfile = self.rfile, io.BytesIO(b"".join(lines[1:]))
+        try:
             return self.parse_request()
+        finally:
+            self.rfile = rfile
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """What the HTTP layer refuses (a method it does not know, headers too large, a request
@@ -510,6 +546,7 @@ _SINGLE = frozenset(
      "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range",
      "transfer-encoding"}
 )  # fmt: skip
+_OVER = f"the request {{}} over {HEAD_BYTES} bytes"
 # http.server's refusals, as S3 names them
 _HTTP_ERRORS = {
     400: ("BadRequest", "the request could not be read"),
