@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import math
 import os
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, Self, cast
 from urllib.parse import quote, unquote, urlsplit
 
 from mdl.background import Background, every
@@ -359,6 +360,9 @@ class _Handler(BaseHTTPRequestHandler):
         """A request's line and headers, read as http.server reads them (False: none came, or
         it was refused)."""
         with self.server.connections.reading(self.connection):
+            if not self._arrives():
+                self.close_connection = True
+                return False
             self.raw_requestline = self.rfile.readline(65537)
             if len(self.raw_requestline) > 65536:
                 self.requestline = self.request_version = self.command = ""
@@ -368,6 +372,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return False
             return self.parse_request()
+
+    def _arrives(self) -> bool:
+        """Whether a request begins (a byte of it, or the connection's end, which the read then
+        finds) within the idle timeout; False: a kept-alive connection left idle, as clients'
+        pools leave them, closed without a word (not an error: a timeout mid-request still is)."""
+        try:
+            cast("io.BufferedReader", self.rfile).peek(1)  # (nothing taken: a timeout loses none)
+        except TimeoutError:
+            log.debug("%s: an idle connection closed", self.client_address[0])
+            return False
+        return True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """What the HTTP layer refuses (a method it does not know, headers too large, a request

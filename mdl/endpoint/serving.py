@@ -18,7 +18,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ class Serving:
     url: str
     bucket: str
     models: tuple[str, ...]
-    environment: dict[str, str]
+    environment: dict[str, str] = field(repr=False)  # (it holds the run's secret key)
     warnings: tuple[str, ...] = ()
 
     def exports(self) -> list[str]:
