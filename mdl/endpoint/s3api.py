@@ -377,9 +377,7 @@ def _untoken(token: str) -> str:
 
 
 def _iso(modified: int) -> str:
-    return datetime.fromtimestamp(modified, tz=UTC).strftime(
-        "%Y-%m-%dT%H:%M:%S.000Z"
-    )
+    return datetime.fromtimestamp(modified, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _object(

@@ -395,7 +395,7 @@ def _access_list(folder: Path) -> list[tuple[int, int, int]] | None:
     body = raw[4:]
     if raw[:4] != b"\x02\x00\x00\x00" or len(body) % _ACL_ENTRY.size:
         raise ValueError("not a version 2 list")
-    return [entry for entry in _ACL_ENTRY.iter_unpack(body)]
+    return list(_ACL_ENTRY.iter_unpack(body))
 
 
 def _acl_writers(entries: list[tuple[int, int, int]], gid: int) -> list[tuple[str, int]]:

@@ -340,9 +340,7 @@ def test_pyarrow_reads_with_the_recipe_the_docs_give(served: ServeProcess) -> No
         assert read.stdout == FILES[name]
 
 
-def test_duckdb_reads_with_the_recipe_the_docs_give(
-    served: ServeProcess, tmp_path: Path
-) -> None:
+def test_duckdb_reads_with_the_recipe_the_docs_give(served: ServeProcess, tmp_path: Path) -> None:
     """duckdb (1.4) reads none of the endpoint variables: docs/serving.md's secret recipe, run as
     written, with the httpfs extension the test extra installs (never fetched: duckdb finds it in
     its HOME's extension folder, a link to the package's file)."""
