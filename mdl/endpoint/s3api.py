@@ -392,15 +392,9 @@ def _object(
     part = _part_number(params, headers)
     overrides = _overrides(params)
     found = _found(shelf, key)
-    if method == "HEAD" and found.size is not None and not found.verified:
-        # the size is known before the bytes arrive (the record expects it): a loader plans now
-        return _answer_for(found, part, headers, overrides, method)
-    if not found.verified and found.sha256 is not None:
-        # its ETag and date now are those it keeps: a precondition that fails is answered now,
-        # as HEAD's is, never after the whole file arrived
-        refused = _precondition(found, headers)
-        if refused is not None:
-            return refused
+    now = _at_once(found, part, headers, overrides, method)
+    if now is not None:
+        return now
     deadline = time.monotonic() + endpoint.wait
     if found.verified:
         obj = found
@@ -428,6 +422,24 @@ def _object(
                 503, "ServiceUnavailable", f"{key} is not the file that verified: try again"
             )
         obj = shelf.verified(key, deadline=deadline, cancel=cancel)
+
+
+def _at_once(
+    obj: ShelfObject,
+    part: int | None,
+    headers: Mapping[str, str],
+    overrides: Mapping[str, str],
+    method: str,
+) -> Answer | None:
+    """The answer about ``obj`` (not verified yet) that waits for none of its bytes: a HEAD's (its
+    size is known before they arrive, as its record expects it: a loader plans now), or a GET's
+    precondition that fails while its ETag and date are those it keeps (its sha256 known), as
+    HEAD's would; None: the answer waits for its bytes."""
+    if obj.verified:
+        return None
+    if method == "HEAD" and obj.size is not None:
+        return _answer_for(obj, part, headers, overrides, method)
+    return _precondition(obj, headers) if obj.sha256 is not None else None
 
 
 def _early_span(
