@@ -411,11 +411,12 @@ def _acl_writers(entries: list[tuple[int, int, int]], gid: int) -> list[tuple[st
 
 
 def _only_me(kind: str, who: int) -> bool:
-    """Whether the user or group ``who`` is this user alone: this user; or its own group (named
-    as the user, of which it is the one member the system lists: a user private group)."""
+    """Whether the user or group ``who`` is this user alone: this user (or root, who may anyway);
+    or its own group (named as the user, of which it is the one member the system lists: a user
+    private group)."""
     me = os.geteuid()
     if kind == "user":
-        return who == me
+        return who in (0, me)
     try:
         user, group = pwd.getpwuid(me), grp.getgrgid(who)
     except KeyError:
