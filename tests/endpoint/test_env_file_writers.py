@@ -6,6 +6,7 @@ accepts the ones only this user can swap a file in."""
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
@@ -208,3 +209,23 @@ def test_a_sticky_team_folder_and_this_users_own_group_are_accepted(
     own.chmod(0o775)  # root:root, root's private group
     (tmp_path / "b").mkdir()
     assert _written(tmp_path / "b", own / "mdl.env").startswith("export AWS_ENDPOINT_URL=")
+
+
+def test_an_access_list_that_cannot_be_read_counts_as_letting_others_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder whose access list the system will not give (here: an I/O error from it) may let
+    anyone write: refused, with why, rather than taken as this user's alone."""
+    from mdl.errors import LocalFSError
+
+    folder = tmp_path / "private"
+    folder.mkdir(mode=0o700)
+
+    def unreadable(path: object, name: str, **_: object) -> bytes:
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+
+    monkeypatch.setattr(os, "getxattr", unreadable)
+    with pytest.raises(LocalFSError, match="access list mdl cannot read") as refused:
+        _written(tmp_path, folder / "mdl.env")
+    assert f"--env-file {folder / 'mdl.env'}" in str(refused.value)
+    assert list(folder.iterdir()) == []
