@@ -188,7 +188,7 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
         # a mismatch there is warned of: the object read again whole, then the origin
         read = sources.mirror(place.target.template, place.uri)
         if read is not None:
-            return said(read, STREAMED if said.streamed else READ)
+            return said(read, STREAMED)  # (READ when no part read was kept)
         if state != "streamed" or _present(writer, place.uri, over):
             return said(*_cheapest(sources, place, over, ""))
         # every part read under the holder's token, but not the file (anyone who read the lease
@@ -286,11 +286,15 @@ class _Said:
     def __call__(self, result: TransferResult, fill: str | None) -> TransferResult:
         # the bytes of parts the range trust refused crossed the network too
         refused = self.streamer.refused if self.streamer is not None else 0
+        # of the parts read, those the file kept: at most what its last fetch resumed on (a
+        # partial they made that failed the hash was thrown away, and they with it)
+        kept = min(self.streamed, result.resumed_from)
+        fill = fill or result.fill
         return replace(
             result,
             waited=result.waited + self.waited,
-            fill=fill or result.fill,
-            streamed=self.streamed,
+            fill=READ if fill == STREAMED and not kept else fill,
+            streamed=kept,
             fetched=result.fetched + self.streamed + refused,
         )
 

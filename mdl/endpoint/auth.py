@@ -12,7 +12,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
 
@@ -36,7 +36,7 @@ class Key:
     """The run's one credential: what the loader's environment carries."""
 
     access_key: str
-    secret_key: str
+    secret_key: str = field(repr=False)
 
     @classmethod
     def fresh(cls) -> Key:

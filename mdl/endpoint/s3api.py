@@ -346,7 +346,7 @@ def _shown_as(encoding: str | None) -> Callable[[str], str]:
 def _items(page: _Page, shown: Callable[[str], str]) -> str:
     return "".join(
         f"<Contents><Key>{escape(shown(obj.key))}</Key>"
-        f"<LastModified>{_iso(obj.mtime_ns)}</LastModified><ETag>{escape(obj.etag)}</ETag>"
+        f"<LastModified>{_iso(obj.modified)}</LastModified><ETag>{escape(obj.etag)}</ETag>"
         f"<Size>{obj.size}</Size><StorageClass>STANDARD</StorageClass></Contents>"
         for obj in page.contents
     ) + "".join(
@@ -376,10 +376,8 @@ def _untoken(token: str) -> str:
         raise ValueError(token) from None
 
 
-def _iso(mtime_ns: int | None) -> str:
-    return datetime.fromtimestamp((mtime_ns or 0) // 10**9, tz=UTC).strftime(
-        "%Y-%m-%dT%H:%M:%S.000Z"
-    )
+def _iso(modified: int) -> str:
+    return datetime.fromtimestamp(modified, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _object(
@@ -394,9 +392,9 @@ def _object(
     part = _part_number(params, headers)
     overrides = _overrides(params)
     found = _found(shelf, key)
-    if method == "HEAD" and found.size is not None and not found.verified:
-        # the size is known before the bytes arrive (the record expects it): a loader plans now
-        return _answer_for(found, part, headers, overrides, method)
+    now = _at_once(found, part, headers, overrides, method)
+    if now is not None:
+        return now
     deadline = time.monotonic() + endpoint.wait
     if found.verified:
         obj = found
@@ -424,6 +422,24 @@ def _object(
                 503, "ServiceUnavailable", f"{key} is not the file that verified: try again"
             )
         obj = shelf.verified(key, deadline=deadline, cancel=cancel)
+
+
+def _at_once(
+    obj: ShelfObject,
+    part: int | None,
+    headers: Mapping[str, str],
+    overrides: Mapping[str, str],
+    method: str,
+) -> Answer | None:
+    """The answer about ``obj`` (not verified yet) that waits for none of its bytes: a HEAD's (its
+    size is known before they arrive, as its record expects it: a loader plans now), or a GET's
+    precondition that fails while its ETag and date are those it keeps (its sha256 known), as
+    HEAD's would; None: the answer waits for its bytes."""
+    if obj.verified:
+        return None
+    if method == "HEAD" and obj.size is not None:
+        return _answer_for(obj, part, headers, overrides, method)
+    return _precondition(obj, headers) if obj.sha256 is not None else None
 
 
 def _early_span(
@@ -502,7 +518,7 @@ def _asked_range(obj: ShelfObject, headers: Mapping[str, str]) -> str | None:
         same = condition == obj.etag
     else:
         since = http_date(condition)
-        same = since is not None and obj.mtime_ns is not None and obj.mtime_ns // 10**9 == since
+        same = obj.modified == since
     return headers.get("range") if same else None
 
 
@@ -543,7 +559,7 @@ def _object_headers(obj: ShelfObject, length: int, *, checksum: bool = False) ->
         "Content-Length": str(length),
         "Content-Type": "application/octet-stream",
         "ETag": obj.etag,
-        "Last-Modified": _last_modified(obj.mtime_ns),
+        "Last-Modified": _last_modified(obj.modified),
         "Accept-Ranges": "bytes",
     }
     if checksum and obj.sha256 is not None:
@@ -569,7 +585,7 @@ def _precondition(obj: ShelfObject, headers: Mapping[str, str]) -> Answer | None
             f"/{obj.key}",
         )
     if _unchanged(obj, headers):
-        return Answer(304, {"ETag": obj.etag, "Last-Modified": _last_modified(obj.mtime_ns)})
+        return Answer(304, {"ETag": obj.etag, "Last-Modified": _last_modified(obj.modified)})
     return None
 
 
@@ -578,7 +594,7 @@ def _fails(obj: ShelfObject, headers: Mapping[str, str]) -> bool:
     if match is not None:  # (If-Unmodified-Since is then ignored)
         return not _etag_listed(obj.etag, match, weak=False)
     since = http_date(headers.get("if-unmodified-since"))
-    return since is not None and obj.mtime_ns is not None and obj.mtime_ns // 10**9 > since
+    return since is not None and obj.modified > since
 
 
 def _unchanged(obj: ShelfObject, headers: Mapping[str, str]) -> bool:
@@ -586,7 +602,7 @@ def _unchanged(obj: ShelfObject, headers: Mapping[str, str]) -> bool:
     if none_match is not None:  # (If-Modified-Since is then ignored)
         return _etag_listed(obj.etag, none_match, weak=True)
     since = http_date(headers.get("if-modified-since"))
-    return since is not None and obj.mtime_ns is not None and obj.mtime_ns // 10**9 <= since
+    return since is not None and obj.modified <= since
 
 
 def _etag_listed(etag: str, header: str, *, weak: bool) -> bool:
@@ -613,10 +629,10 @@ def http_date(text: str | None) -> int | None:
     return int(when.timestamp())
 
 
-def _last_modified(mtime_ns: int | None) -> str:
-    """``Last-Modified``: the whole second the file was modified in (what the dates of the
-    preconditions are compared with)."""
-    return format_datetime(datetime.fromtimestamp((mtime_ns or 0) // 10**9, tz=UTC), usegmt=True)
+def _last_modified(modified: int) -> str:
+    """``Last-Modified``: one whole second for one ETag (``ShelfObject.modified``: what the dates
+    of the preconditions are compared with)."""
+    return format_datetime(datetime.fromtimestamp(modified, tz=UTC), usegmt=True)
 
 
 def _attributes(
@@ -655,7 +671,7 @@ def _attributes(
     reply = _xml(
         f"<GetObjectAttributesResponse {_NS}>{''.join(fields)}</GetObjectAttributesResponse>"
     )
-    reply.headers["Last-Modified"] = _last_modified(obj.mtime_ns)
+    reply.headers["Last-Modified"] = _last_modified(obj.modified)
     return reply
 
 

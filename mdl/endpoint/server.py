@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, Self, cast
 from urllib.parse import quote, unquote, urlsplit
 
 from mdl.background import Background, every
@@ -222,6 +222,8 @@ class Connections:
         within the connection's deadline, and no further once over HEAD_BYTES together (the caller
         refuses a head of more)."""
         with self._reading_request(sock):
+            if not _arrives(rfile):
+                return []
             lines: list[bytes] = []
             held = 0
             while held <= HEAD_BYTES:
@@ -303,6 +305,18 @@ def _silent(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return not poller.poll(0)
+
+
+def _arrives(rfile: io.BufferedIOBase) -> bool:
+    """Whether a request begins (a byte of it, or the connection's end, which the read then finds)
+    within the idle timeout; False: a kept-alive connection left idle, as clients' pools leave
+    them, closed without a word (not an error: a timeout mid-request still is)."""
+    try:
+        cast("io.BufferedReader", rfile).peek(1)  # (nothing taken: a timeout loses none)
+    except TimeoutError:
+        log.debug("an idle connection closed")
+        return False
+    return True
 
 
 def _close(sock: socket.socket) -> None:

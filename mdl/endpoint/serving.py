@@ -5,16 +5,20 @@ to verify, and serving until stopped."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import grp
 import ipaddress
 import logging
 import os
+import pwd
 import secrets
 import shlex
 import stat
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +64,7 @@ class Serving:
     url: str
     bucket: str
     models: tuple[str, ...]
-    environment: dict[str, str]
+    environment: dict[str, str] = field(repr=False)  # (it holds the run's secret key)
     warnings: tuple[str, ...] = ()
 
     def exports(self) -> list[str]:
@@ -321,10 +325,10 @@ def _write_env_file(path: Path, served: Serving) -> None:
 
 
 def _refuse_a_folder_of_anothers(path: Path) -> None:
-    """LocalFSError (exit 7) when a folder the file's name goes through (after links: a link in a
-    shared folder to another's) belongs to another user than this one or root, or anyone may
-    write it without the sticky bit (as ``/tmp`` has): its owner, or anyone, could swap the file
-    for theirs once it is written (another endpoint, another model)."""
+    """LocalFSError (exit 7) when someone other than this user and root could swap the file for
+    theirs once it is written (another endpoint, another model): a folder the file's name goes
+    through (after links: a link in a shared folder to another's) that another user owns, or that
+    others may write without the sticky bit (``_who_else_writes``)."""
     try:
         folder = path.parent.resolve(strict=True)
     except (OSError, RuntimeError):
@@ -334,16 +338,102 @@ def _refuse_a_folder_of_anothers(path: Path) -> None:
             found = each.stat()
         except OSError:
             return
-        if found.st_uid not in (0, os.geteuid()):
-            whose = f"is another user's (uid {found.st_uid}), who"
-        elif found.st_mode & stat.S_IWOTH and not found.st_mode & stat.S_ISVTX:
-            whose = "may be written by anyone (no sticky bit): anyone"
-        else:
-            continue
-        raise LocalFSError(
-            f"--env-file {path}: the folder {each} {whose} could replace the file: not written",
-            hint="name a file in a folder only you can write (mktemp -d)",
-        )
+        whose = _who_else_writes(each, found)
+        if whose is not None:
+            raise LocalFSError(
+                f"--env-file {path}: the folder {each} {whose} could replace the file: not written",
+                hint="name a file in a folder only you can write (mktemp -d)",
+            )
+
+
+# a POSIX access list (acl_ea_header, then acl_ea_entry: tag, perm, id; little-endian, as the
+# kernel's xattr ABI): the tags that name someone, and the mask that bounds them all
+_ACL = "system.posix_acl_access"
+_ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK = 0x02, 0x04, 0x08, 0x10
+_ACL_ENTRY = struct.Struct("<HHI")
+_NO_ACL = frozenset({errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+def _who_else_writes(folder: Path, found: os.stat_result) -> str | None:
+    """Who besides this user and root may rename a file in ``folder`` (``found``: its stat), as
+    the tail of a sentence; None: nobody. Its owner when another user; else, without the sticky
+    bit (which leaves a file to its owner, as ``/tmp``'s): anyone (the world bits), a group other
+    than this user's own (the group bits), or a user or group its access list lets write it."""
+    if found.st_uid not in (0, os.geteuid()):
+        return f"is another user's (uid {found.st_uid}), who"
+    if found.st_mode & stat.S_ISVTX:
+        return None
+    if found.st_mode & stat.S_IWOTH:
+        return "may be written by anyone (no sticky bit): anyone"
+    try:
+        entries = _access_list(folder)
+    except ValueError as exc:
+        return f"has an access list mdl cannot read ({exc}), by which others"
+    if entries is None:  # the mode says it all: its group bits are its group's
+        writers = [("group", found.st_gid)] if found.st_mode & stat.S_IWGRP else []
+    else:  # an extended list: the group bits are its mask
+        writers = _acl_writers(entries, found.st_gid)
+    others = [(kind, who) for kind, who in writers if not _only_me(kind, who)]
+    if not others:
+        return None
+    kind, who = others[0]
+    named = _name_of(kind, who)
+    if entries is None:
+        return f"may be written by the group {named} (no sticky bit): its members"
+    return f"has an access list letting the {kind} {named} write it (no sticky bit): they"
+
+
+def _access_list(folder: Path) -> list[tuple[int, int, int]] | None:
+    """The entries (tag, perm, id) of ``folder``'s POSIX access list; None: it has none beyond its
+    mode (or the file system keeps none). ValueError: one it has cannot be read."""
+    try:
+        raw = os.getxattr(folder, _ACL)
+    except OSError as exc:
+        if exc.errno in _NO_ACL:
+            return None
+        raise ValueError(exc.strerror or str(exc)) from None
+    body = raw[4:]
+    if raw[:4] != b"\x02\x00\x00\x00" or len(body) % _ACL_ENTRY.size:
+        raise ValueError("not a version 2 list")
+    return list(_ACL_ENTRY.iter_unpack(body))
+
+
+def _acl_writers(entries: list[tuple[int, int, int]], gid: int) -> list[tuple[str, int]]:
+    """Who an access list lets write (each entry's permission within the mask): named users,
+    the owning group, named groups."""
+    mask = next((perm for tag, perm, _ in entries if tag == _ACL_MASK), 0o7)
+    kinds = {_ACL_USER: "user", _ACL_GROUP_OBJ: "group", _ACL_GROUP: "group"}
+    return [
+        (kinds[tag], gid if tag == _ACL_GROUP_OBJ else who)
+        for tag, perm, who in entries
+        if tag in kinds and perm & mask & 0o2
+    ]
+
+
+def _only_me(kind: str, who: int) -> bool:
+    """Whether the user or group ``who`` is this user alone: this user (or root, who may anyway);
+    or its own group (named as the user, of which it is the one member the system lists: a user
+    private group)."""
+    me = os.geteuid()
+    if kind == "user":
+        return who in (0, me)
+    try:
+        user, group = pwd.getpwuid(me), grp.getgrgid(who)
+    except KeyError:
+        return False
+    return (
+        group.gr_name == user.pw_name
+        and who == user.pw_gid
+        and set(group.gr_mem) <= {user.pw_name}
+        and all(other.pw_gid != who or other.pw_uid == me for other in pwd.getpwall())
+    )
+
+
+def _name_of(kind: str, who: int) -> str:
+    try:
+        return pwd.getpwuid(who).pw_name if kind == "user" else grp.getgrgid(who).gr_name
+    except KeyError:
+        return f"(id {who})"
 
 
 def _an_earlier_runs(path: Path) -> bool:

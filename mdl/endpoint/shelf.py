@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mdl.catalog.specs import ModelSpec
@@ -45,6 +45,8 @@ class ShelfObject:
     state: str  # the store's word for it (installed, partial, missing, modified, ...)
     final: Path
     sha256: str | None
+    # its Last-Modified (whole seconds since the epoch): one for one ETag (see Shelf._dated)
+    modified: int = 0
 
 
 class Early:
@@ -114,6 +116,7 @@ class Shelf:
         self._on_wait = on_wait
         self._lock = threading.Lock()
         self._failed: dict[str, str] = {}  # key → why its bytes never verified (this run's pull)
+        self._dates: dict[tuple[str, str], int] = {}  # (key, ETag) → its Last-Modified
         self._looks = _Looks(self._look, stop)
         self.pulling = threading.Event()  # a pull of this run may still bring files
 
@@ -269,7 +272,20 @@ class Shelf:
     def _look(self, model: str) -> list[ShelfObject]:
         """The model's objects, as the store's state function says now."""
         status = model_status(self._specs[model], self._layout)
-        return [_as_object(model, file) for file in status.files]
+        return [self._dated(_as_object(model, file)) for file in status.files]
+
+    def _dated(self, obj: ShelfObject) -> ShelfObject:
+        """``obj`` with the Last-Modified this run first gave its ETag (the second its verified
+        file was modified in; before it verified, the second it was first looked at): a client
+        that read it while it downloaded finds it unchanged once installed (rclone, If-Range,
+        If-Unmodified-Since), and a new version is a new date."""
+        if obj.verified and obj.mtime_ns is not None:
+            first = obj.mtime_ns // 10**9
+        else:
+            first = int(time.time())
+        with self._lock:
+            modified = self._dates.setdefault((obj.key, obj.etag), first)
+        return replace(obj, modified=modified)
 
 
 class _Looks:

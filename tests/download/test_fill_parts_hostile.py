@@ -410,3 +410,22 @@ def test_another_spelling_of_a_part_number_is_no_part(tmp_path: Path) -> None:
         store.put(parts.prefix + name, b"x" * parts.part)
     store.put(parts.uri(2), b"x" * parts.part)
     assert parts.published() == {2}
+
+
+def test_parts_a_follower_threw_away_are_not_said_streamed(
+    tiny: HubServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found (issue 75 F): a follower read every part under a live lease, the file they made
+    failed its hash and was fetched again whole, yet ``--json`` said those bytes ``"streamed"``
+    (and ``"fill": "streamed"`` when the mirror's object gave the rest). Only parts the installed
+    file kept are said streamed: none here."""
+    monkeypatch.setattr("mdl.buckets.lease.STALL_TERMS", 0.0002)  # 0.7 s of an hour's term
+    live_liar(root)
+    publish(root, range(1, COUNT + 1), wrong=7)  # the right size, one byte wrong
+    report = pull(tiny, tmp_path / "a", root, env={TERM_VARIABLE: "3600"})
+    assert report.exit_code == 0, report.files
+    (outcome,) = report.files
+    assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    assert outcome.fill != "streamed" and outcome.streamed == 0, outcome
+    assert "streamed" not in outcome.to_json(), outcome.to_json()
+    assert outcome.fetched >= len(WEIGHTS) + (COUNT - 1) * PART  # the parts crossed the network

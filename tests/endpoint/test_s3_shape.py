@@ -340,6 +340,35 @@ def test_pyarrow_reads_with_the_recipe_the_docs_give(served: ServeProcess) -> No
         assert read.stdout == FILES[name]
 
 
+def test_duckdb_reads_with_the_recipe_the_docs_give(served: ServeProcess, tmp_path: Path) -> None:
+    """duckdb (1.4) reads none of the endpoint variables: docs/serving.md's secret recipe, run as
+    written, with the httpfs extension the test extra installs (never fetched: duckdb finds it in
+    its HOME's extension folder, a link to the package's file)."""
+    duckdb = pytest.importorskip("duckdb", reason="duckdb (the test extra's) is not installed")
+    from importlib.util import find_spec
+
+    platform = duckdb.sql("PRAGMA platform").fetchone()[0]  # (linux_amd64, ...)
+    where = f"v{duckdb.__version__}/{platform}/httpfs.duckdb_extension"
+    found = find_spec("duckdb_ext")  # (duckdb-ext-httpfs's: a folder of extension files)
+    folders = found.submodule_search_locations or [] if found is not None else []
+    shipped = next((Path(f, "extensions", where) for f in folders), Path(where))
+    if not shipped.is_file():
+        pytest.skip(f"no httpfs extension of duckdb {duckdb.__version__} ({platform}) installed")
+    home = tmp_path / "home"
+    (home / ".duckdb" / "extensions" / where).parent.mkdir(parents=True)
+    (home / ".duckdb" / "extensions" / where).symlink_to(shipped)
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in docs.split("```python\n")[1:]]
+    (recipe,) = [block for block in blocks if "import duckdb" in block]
+    for name in ("config.json", "model.safetensors"):
+        script = recipe.replace("my-model/config.json", f"m/{name}")
+        script += "import sys\nsys.stdout.buffer.write(data)\n"
+        read = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=HANG,
+                              env=served.client_env(HOME=str(home)))  # fmt: skip
+        assert read.returncode == 0, read.stderr
+        assert read.stdout == FILES[name]
+
+
 def test_a_folder_probe_is_no_error_on_stderr(tmp_path: Path) -> None:
     """Clients ask ``HEAD /mdl/<model>`` ("is this a folder?"), and a missing key: S3's 404 is
     their answer, not an error of the endpoint's; a real refusal still gets its line. (An
