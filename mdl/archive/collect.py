@@ -15,9 +15,9 @@ from pathlib import Path, PurePosixPath
 
 from mdl.archive._checkpoints import LeftOut, Selection, find_candidates, real_inside
 from mdl.archive._zipwriter import SourceFile
-from mdl.archive.zipread import MANIFEST_NAME, collision_key, first_twin, name_problem
+from mdl.archive.zipread import MANIFEST_NAME, collision_key, first_twin
 from mdl.errors import UnsafePathError, UsageError
-from mdl.paths import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, reserved_by_mdl
+from mdl.paths import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, name_problem, reserved_by_mdl
 from mdl.progress import Progress
 from mdl.signing.statement import SIGNATURE_FILE
 

@@ -18,8 +18,9 @@ from mdl.archive._zipwriter import (
     write_stdout_archive,
 )
 from mdl.archive.collect import COMPRESSIONS, PROFILES, Collected, PackOptions, collect_files
-from mdl.archive.zipread import MANIFEST_NAME, name_problem
+from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
+from mdl.paths import name_problem
 from mdl.progress import ArchiveProgress, Progress
 from mdl.signing.library import sign_digests
 from mdl.signing.statement import SIGNATURE_FILE, skipped_by_signature
