@@ -46,6 +46,10 @@ CACHE_NAMES = frozenset({"cache", ".cache", "__pycache__"})
 CACHEDIR_TAG = "CACHEDIR.TAG"
 CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 CACHE_REASON = "a cache, made again when used: not needed to deploy (--include 'FOLDER/' packs it)"
+# A run cloned from a repo: version control's history (git's with every LFS object, a second copy
+# of the weights), left out as huggingface_hub's upload_folder and pip's sdists leave .git out.
+VCS_NAMES = frozenset({".git", ".hg", ".svn"})
+VCS_REASON = "version control's own data, not the model (--include 'FOLDER/' packs it)"
 # an --include took some files of a folder left out: the rest of it, file by file
 PARTLY_REASON = "the rest of {folder}, of which --include packs only some files"
 # --with-logs: these at the top of the run, everything under logs/, TensorBoard's event files under
@@ -218,7 +222,8 @@ class _Collector:
     # Only the files (and links) whose path in the run this takes are looked at; empty folders then
     # are not packed.
     keep: _Keep = None
-    # caches are left out (an --include's walk takes what its patterns name, caches too)
+    # caches and version control's folders are left out (an --include's walk takes what its
+    # patterns name, in them too)
     caches: bool = True
     # (arcname, path in the run, file): a special file's is the note said if it is selected, an
     # empty folder's ("a/b/") is None
@@ -289,6 +294,8 @@ class _Collector:
             checkpoint, reason = entry.name, RUN_LEVEL_REASON
         elif self.caches and folder and is_cache(entry):
             checkpoint, reason = None, CACHE_REASON
+        elif self.caches and folder and entry.name in VCS_NAMES:
+            checkpoint, reason = None, VCS_REASON
         else:
             return False
         slash = "/" if folder else ""

@@ -21,6 +21,7 @@ from mdl.archive.collect import (
     DENY_REASON,
     PARTLY_REASON,
     RUN_LEVEL_REASON,
+    VCS_REASON,
 )
 from mdl.cli.archive import SHOWN_LEFT_OUT
 from mdl.errors import ExitCode
@@ -150,3 +151,13 @@ def test_an_include_packs_a_cache(run_dir: Path) -> None:
     assert "cache/tokenized/shard-0.arrow" in names
     assert "cache/" not in skipped and "cache/" not in said
     assert not [path for path in skipped if in_archive(path, names)]
+
+
+def test_a_runs_git_folder_is_left_out_and_said(run_dir: Path) -> None:
+    write(run_dir / ".git" / "lfs" / "objects" / "ab" / "cd" / "abcd", b"a second copy")
+    write(run_dir / ".gitattributes", b"*.safetensors filter=lfs\n")
+    names, manifest, said = packed(str(run_dir))
+    skipped = {item["path"]: item for item in manifest["skipped"]}  # type: ignore[attr-defined]
+    assert skipped[".git/"]["reason"] == VCS_REASON and said[".git/"] == VCS_REASON
+    assert not in_archive(".git/", names)
+    assert ".gitattributes" in names, "git's files beside the model are packed, as before"
