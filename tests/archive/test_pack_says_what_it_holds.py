@@ -11,10 +11,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from runfixtures import TRAINING_STATE, make_hf_run, write
 from runfixtures import mdl as run_mdl
 from terminal import unstamped
 
+import mdl
 from mdl.archive.collect import (
     CACHE_REASON,
     CACHEDIR_SIGNATURE,
@@ -161,3 +164,45 @@ def test_a_runs_git_folder_is_left_out_and_said(run_dir: Path) -> None:
     assert skipped[".git/"]["reason"] == VCS_REASON and said[".git/"] == VCS_REASON
     assert not in_archive(".git/", names)
     assert ".gitattributes" in names, "git's files beside the model are packed, as before"
+
+
+# -- whatever --include takes, nothing said left out is in the archive
+# ------------------------------------------------------------------------------
+
+_PATTERNS = st.sampled_from(
+    [
+        "checkpoint-200/",
+        "checkpoint-400/model.safetensors",
+        "checkpoint-*/config.json",
+        "**/trainer_state.json",
+        "*.json",
+        "cache/",
+        "cache/a/*",
+        "checkpoint-100/tokenizer*",
+        "samples/",
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def busy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_hf_run(tmp_path_factory.mktemp("busy") / "run", steps=(100, 200, 400)).root
+    write(root / "cache" / "a" / "x.arrow", b"x")
+    write(root / "cache" / "b.arrow", b"y")
+    write(root / "samples" / "step_100.png", b"png")
+    return root
+
+
+@settings(max_examples=30, deadline=None)
+@given(includes=st.lists(_PATTERNS, max_size=4, unique=True))
+def test_nothing_said_left_out_is_in_the_archive(busy_run: Path, includes: list[str]) -> None:
+    result = mdl.pack(busy_run, include=includes, dry_run=True)  # whole run: arcname = run path
+    names = [f.path for f in result.files]
+    skipped = [item["path"] for item in result.to_json()["skipped"]]
+    assert not [path for path in skipped if in_archive(path, names)]
+    assert len(set(skipped)) == len(skipped), "each said once"
+    # a checkpoint folder nothing was taken from is still said whole
+    for step in (100, 200, 400):
+        folder = f"checkpoint-{step}/"
+        if not in_archive(folder, names):
+            assert folder in skipped
