@@ -506,11 +506,12 @@ def not_packed(
 ) -> tuple[list[LeftOut], list[str]]:
     """What is left out, as the archive holds it (``packed``: the paths in the run of its files):
     each of ``claims`` none of whose files is packed; for a folder ``--include`` took some files
-    of, what of it its walk (``seen``) found not packed, said instead. And those folders."""
+    of, what of it its walk (``seen``) found not packed, said instead, each folder none of whose
+    files is packed said once. And those folders."""
     # every packed file and each folder above one: a claim in it is not true
     holding = {
         "/".join(parts[:depth])
-        for parts in map(str.split, packed, ["/"] * len(packed))
+        for parts in (path.split("/") for path in packed)
         for depth in range(1, len(parts) + 1)
     }
     kept: list[LeftOut] = []
@@ -522,12 +523,22 @@ def not_packed(
             continue
         opened.append(folder + "/")
         rest = PARTLY_REASON.format(folder=folder + "/")
-        kept += [
-            LeftOut(one.path, one.checkpoint, one.reason or rest)
-            for one in seen
-            if one.path.startswith(folder + "/") and one.path.rstrip("/") not in holding
-        ]
+        said: dict[str, LeftOut] = {}
+        for one in seen:
+            if one.path.startswith(folder + "/") and one.path.rstrip("/") not in holding:
+                path = _outermost_unpacked(one.path, holding)
+                reason = (one.reason if path == one.path else "") or rest
+                said.setdefault(path, LeftOut(path, one.checkpoint, reason))
+        kept += said.values()
     return kept, opened
+
+
+def _outermost_unpacked(path: str, holding: set[str]) -> str:
+    """The outermost folder above ``path`` (or ``path`` itself) that holds no packed file, as a
+    left-out entry names it (a folder ends in "/")."""
+    parts = path.rstrip("/").split("/")
+    depth = next(d for d in range(1, len(parts) + 1) if "/".join(parts[:d]) not in holding)
+    return path if depth == len(parts) else "/".join(parts[:depth]) + "/"
 
 
 def _refuse_unmatched_excludes(candidates: list[Found], excludes: tuple[str, ...]) -> None:
