@@ -87,11 +87,16 @@ def test_checkpoints_an_include_packs_are_not_said_left_out(run_dir: Path) -> No
 
 
 def test_what_an_include_takes_of_a_checkpoint_in_part_leaves_the_rest_said(run_dir: Path) -> None:
+    for n in range(3):
+        write(run_dir / "checkpoint-200" / "samples" / f"{n}" / "step.png", b"png")
     names, manifest, said = packed(str(run_dir), "--include", "checkpoint-200/model.safetensors")
     skipped = {item["path"]: item for item in manifest["skipped"]}  # type: ignore[attr-defined]
     assert "checkpoint-200/model.safetensors" in names
     assert "checkpoint-200/" not in skipped
     rest = PARTLY_REASON.format(folder="checkpoint-200/")
+    # a folder none of whose files is packed: said once, not file by file
+    assert skipped["checkpoint-200/samples/"]["reason"] == rest
+    assert not [path for path in skipped if path.startswith("checkpoint-200/samples/0")]
     assert skipped["checkpoint-200/config.json"]["reason"] == rest
     assert skipped["checkpoint-200/trainer_state.json"]["reason"] == rest
     assert skipped["checkpoint-200/optimizer.pt"]["reason"] == DENY_REASON
