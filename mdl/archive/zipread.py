@@ -2,7 +2,8 @@
 headers, names, types, collisions, layout, bombs and path lengths, each refused as an ArchiveError
 naming the entry (exit 2) before a byte is written. Not zipfile: it raises NotImplementedError,
 UnicodeDecodeError and friends on hostile input, and guesses CP437 for the raw UTF-8 names Info-ZIP
-writes. Its naming rule is the one pack enforces too."""
+writes. Its naming rule (``paths.name_problem``) is the one pack and get's job outputs
+enforce too."""
 
 from __future__ import annotations
 
