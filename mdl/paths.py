@@ -192,6 +192,66 @@ def safe_file_name(value: str, *, where: str) -> str:
     return value
 
 
+MAX_NAME_BYTES = 1024  # a whole path: well under PATH_MAX once joined to a destination folder
+
+
+def name_problem(name: str) -> str | None:
+    """The one rule for a ``/`` path mdl creates below a folder it was given, folders and all (an
+    archive's entry, a job output's file name): why ``name`` is unsafe or unportable, or None."""
+    # Then path_problem, the rule pull and get apply (bidi controls, '.'/'..' parts, component
+    # length with the temp name), and each component as one file name: names from an archive or a
+    # job get no weaker check than a server's.
+    problem = _refused_outright(name) or path_problem(name)
+    if problem:
+        return problem
+    if ":" in name:  # a drive or an NTFS alternate data stream on Windows
+        return "colon in name"
+    for part in name.split("/"):
+        problem = _component_problem(part)
+        if problem:
+            return problem
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return f"name longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def safe_folder_path(value: str, *, where: str) -> str:
+    """``value`` if ``name_problem`` finds it safe to create below a folder (its folders too), else
+    UnsafePathError naming ``where``."""
+    if (problem := name_problem(value)) is not None:
+        raise _unsafe(value, where=where, reason=problem)
+    return value
+
+
+def _refused_outright(name: str) -> str | None:
+    """An empty name, a control character, a backslash, an absolute path or a drive letter."""
+    refused = (
+        (not name, "empty name"),
+        (
+            any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name),
+            "control character (NUL, newline, ...) in name",
+        ),
+        ("\\" in name, "backslash in name"),
+        (name.startswith("/"), "absolute path"),
+        (DRIVE_RE.match(name) is not None, "drive letter"),
+    )
+    return next((why for bad, why in refused if bad), None)
+
+
+def _component_problem(part: str) -> str | None:
+    """Why one component of a name is unportable (Windows): a trailing dot or space, a device's
+    name, a character a file name cannot hold."""
+    if part[-1] in ". ":
+        return "component ending in a dot or space"
+    if part.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES:
+        return "reserved device name"
+    try:
+        safe_file_name(part, where="path component")
+    except UnsafePathError as exc:
+        return exc.message
+    return None
+
+
 def url_basename(url: str, *, where: str) -> str:
     """The URL's last path segment, percent-decoded and validated as a file name, or
     UnsafePathError.

@@ -318,7 +318,7 @@ def test_unpack_refuses_the_same_names(
 
 
 def test_pack_and_pull_and_get_share_one_rule() -> None:
-    from mdl.archive.zipread import name_problem
+    from mdl.paths import name_problem
 
     for bad in ("a" * 240, "x\u202ey", "x\u2028y", "a\u2069b"):
         assert path_problem(bad) is not None

@@ -15,9 +15,9 @@ from pathlib import Path, PurePosixPath
 
 from mdl.archive._checkpoints import LeftOut, Selection, find_candidates, real_inside
 from mdl.archive._zipwriter import SourceFile
-from mdl.archive.zipread import MANIFEST_NAME, collision_key, first_twin, name_problem
+from mdl.archive.zipread import MANIFEST_NAME, collision_key, first_twin
 from mdl.errors import UnsafePathError, UsageError
-from mdl.paths import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, reserved_by_mdl
+from mdl.paths import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, name_problem, reserved_by_mdl
 from mdl.progress import Progress
 from mdl.signing.statement import SIGNATURE_FILE
 
@@ -39,6 +39,19 @@ DENY_REASON = "training state, not needed to deploy (profile deploy; --profile f
 RUN_LEVEL_REASON = (
     "a checkpoint: the whole run packs its own final model (--checkpoint NAME packs one)"
 )
+# Caches: made again when used, never what a model needs (huggingface_hub's upload_folder leaves
+# .cache/huggingface out, pip and uv leave __pycache__ out). A folder by these names, or one holding
+# a CACHEDIR.TAG (bford.info/cachedir: uv, pytest, ruff, mypy and tar --exclude-caches honour it).
+CACHE_NAMES = frozenset({"cache", ".cache", "__pycache__"})
+CACHEDIR_TAG = "CACHEDIR.TAG"
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
+CACHE_REASON = "a cache, made again when used: not needed to deploy (--include 'FOLDER/' packs it)"
+# A run cloned from a repo: version control's history (git's with every LFS object, a second copy
+# of the weights), left out as huggingface_hub's upload_folder and pip's sdists leave .git out.
+VCS_NAMES = frozenset({".git", ".hg", ".svn"})
+VCS_REASON = "version control's own data, not the model (--include 'FOLDER/' packs it)"
+# an --include took some files of a folder left out: the rest of it, file by file
+PARTLY_REASON = "the rest of {folder}, of which --include packs only some files"
 # --with-logs: these at the top of the run, everything under logs/, TensorBoard's event files under
 # runs/.
 LOG_PATTERNS = (
@@ -171,6 +184,24 @@ Found = tuple[str, str, "SourceFile | str | None"]
 _Keep = Callable[[str], bool] | None
 
 
+def is_cache(folder: os.DirEntry[str]) -> bool:
+    """Whether a folder of the run is a cache: its name, or a CACHEDIR.TAG with the signature the
+    convention asks for (its first 43 bytes, read without following a link or waiting on a FIFO)."""
+    if folder.name.casefold() in CACHE_NAMES:
+        return True
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(Path(folder.path) / CACHEDIR_TAG, flags)
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and (
+            os.read(fd, len(CACHEDIR_SIGNATURE)) == CACHEDIR_SIGNATURE
+        )
+    finally:
+        os.close(fd)
+
+
 def _special_kind(mode: int) -> str:
     """What a file that is not a regular one is, as the note names it."""
     if stat.S_ISFIFO(mode):
@@ -191,10 +222,15 @@ class _Collector:
     # Only the files (and links) whose path in the run this takes are looked at; empty folders then
     # are not packed.
     keep: _Keep = None
+    # caches and version control's folders are left out (an --include's walk takes what its
+    # patterns name, in them too)
+    caches: bool = True
     # (arcname, path in the run, file): a special file's is the note said if it is selected, an
     # empty folder's ("a/b/") is None
     found: list[Found] = field(default_factory=list)
     left_out: list[LeftOut] = field(default_factory=list)
+    # the paths in the run of the files ``keep`` did not take
+    unasked: list[str] = field(default_factory=list)
 
     def add_file(self, real: Path, st: os.stat_result, arcname: str, shown: str) -> None:
         """Record one file (or a special file, to skip with a note if it ends up selected)."""
@@ -249,18 +285,20 @@ class _Collector:
         """Whether the profile, mdl's own state or a whole-run pack leaves ``entry`` out (noted in
         ``left_out``)."""
         # `mdl get -d RUN` keeps RUN/.mdl/: mdl's state, never a run's
-        reserved = reserved_by_mdl(entry.name)
-        denied = _matches(entry.name, self.deny)
-        whole_run = top and _matches(entry.name, self.top_skip)
-        if reserved:
+        folder = entry.is_dir(follow_symlinks=False)
+        if reserved_by_mdl(entry.name):
             checkpoint, reason = None, STATE_REASON
-        elif denied:
+        elif _matches(entry.name, self.deny):
             checkpoint, reason = None, DENY_REASON
-        elif whole_run:
+        elif top and _matches(entry.name, self.top_skip):
             checkpoint, reason = entry.name, RUN_LEVEL_REASON
+        elif self.caches and folder and is_cache(entry):
+            checkpoint, reason = None, CACHE_REASON
+        elif self.caches and folder and entry.name in VCS_NAMES:
+            checkpoint, reason = None, VCS_REASON
         else:
             return False
-        slash = "/" if entry.is_dir(follow_symlinks=False) else ""
+        slash = "/" if folder else ""
         self.left_out.append(LeftOut(shown + slash, checkpoint, reason))
         return True
 
@@ -272,6 +310,7 @@ class _Collector:
         path = Path(entry.path)
         st = entry.stat(follow_symlinks=False)
         if not stat.S_ISDIR(st.st_mode) and self.keep is not None and not self.keep(shown):
+            self.unasked.append(shown)
             return None  # not asked for: never resolved nor opened
         if not stat.S_ISLNK(st.st_mode):
             return path, st
@@ -343,6 +382,10 @@ class Collected:
     folders: list[str]
     left_out: list[LeftOut]
     notes: list[str]
+    # the checkpoints ``latest`` passed over, none of whose files is packed
+    passed_over: tuple[LeftOut, ...] = ()
+    # why these files: what --checkpoint chose, and the folders left out --include packs from
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -400,12 +443,15 @@ class _Run:
             return selection.root.name if path == shown else None
         return path.removeprefix(shown + "/") if path.startswith(shown + "/") else None
 
-    def included(self) -> list[Found]:
-        """What ``--include`` adds from anywhere in the run (the profile still applies), named as in
-        the chosen checkpoint when part of it; a pattern matching nothing is exit 2."""
+    def included(self) -> tuple[list[Found], list[LeftOut]]:
+        """What ``--include`` adds from anywhere in the run (the profile still applies, caches are
+        taken), named as in the chosen checkpoint when part of it, and what its walk saw it leave
+        out (the profile's, and each file it did not take); a pattern matching nothing is exit 2."""
         includes = self.options.includes
         adding = self.collector(self.deny, keep=lambda path: _any_glob((path,), includes))
+        adding.caches = False
         adding.walk(self.real, "", "")
+        seen = [*adding.left_out, *(LeftOut(path, None, "") for path in adding.unasked)]
         added: list[Found] = []
         for _, path, src in adding.found:
             arcname = self.inside(path) or path
@@ -418,7 +464,7 @@ class _Run:
                 if self.deny:
                     hint = "the deploy profile leaves training state out: --profile full keeps it"
                 raise UsageError(f"--include {pattern!r} matches no file", hint=hint)
-        return added
+        return added, seen
 
 
 def collect_files(
@@ -436,15 +482,63 @@ def collect_files(
         if selection.checkpoint is not None:
             candidates += logs
         notes.append(_logs_note(logs, options.excludes, whole_run=selection.checkpoint is None))
+    seen: list[LeftOut] = []
     if options.includes:
-        candidates += run.included()
+        added, seen = run.included()
+        candidates += added
     _refuse_unmatched_excludes(candidates, options.excludes)
     files, folders = _first_of_each_name(candidates, options.excludes, notes)
     for note in notes:
         progress.note(note)
     _refuse_run_without_model(run, files)
     _refuse_bad_names(files, folders, signing=options.sign is not None)
-    return Collected(files, folders, collector.left_out, notes)
+    packed = {src.shown for src in files}
+    passed_over, opened = not_packed(list(selection.skipped), seen, packed)
+    left_out, opened_too = not_packed(collector.left_out, seen, packed)
+    reason = selection.reason
+    if opened := [*opened, *opened_too]:  # (the whole run's reason says "without checkpoints")
+        reason += f"; --include packs from {', '.join(opened)}"
+    return Collected(files, folders, left_out, notes, tuple(passed_over), reason)
+
+
+def not_packed(
+    claims: list[LeftOut], seen: list[LeftOut], packed: set[str]
+) -> tuple[list[LeftOut], list[str]]:
+    """What is left out, as the archive holds it (``packed``: the paths in the run of its files):
+    each of ``claims`` none of whose files is packed; for a folder ``--include`` took some files
+    of, what of it its walk (``seen``) found not packed, said instead, each folder none of whose
+    files is packed said once. And those folders."""
+    # every packed file and each folder above one: a claim in it is not true
+    holding = {
+        "/".join(parts[:depth])
+        for parts in (path.split("/") for path in packed)
+        for depth in range(1, len(parts) + 1)
+    }
+    kept: list[LeftOut] = []
+    opened: list[str] = []
+    for claim in claims:
+        folder = claim.path.rstrip("/")  # (a passed-over checkpoint folder's path has no "/")
+        if folder not in holding:
+            kept.append(claim)
+            continue
+        opened.append(folder + "/")
+        rest = PARTLY_REASON.format(folder=folder + "/")
+        said: dict[str, LeftOut] = {}
+        for one in seen:
+            if one.path.startswith(folder + "/") and one.path.rstrip("/") not in holding:
+                path = _outermost_unpacked(one.path, holding)
+                reason = (one.reason if path == one.path else "") or rest
+                said.setdefault(path, LeftOut(path, one.checkpoint, reason))
+        kept += said.values()
+    return kept, opened
+
+
+def _outermost_unpacked(path: str, holding: set[str]) -> str:
+    """The outermost folder above ``path`` (or ``path`` itself) that holds no packed file, as a
+    left-out entry names it (a folder ends in "/")."""
+    parts = path.rstrip("/").split("/")
+    depth = next(d for d in range(1, len(parts) + 1) if "/".join(parts[:d]) not in holding)
+    return path if depth == len(parts) else "/".join(parts[:depth]) + "/"
 
 
 def _refuse_unmatched_excludes(candidates: list[Found], excludes: tuple[str, ...]) -> None:

@@ -18,8 +18,9 @@ from mdl.archive._zipwriter import (
     write_stdout_archive,
 )
 from mdl.archive.collect import COMPRESSIONS, PROFILES, Collected, PackOptions, collect_files
-from mdl.archive.zipread import MANIFEST_NAME, name_problem
+from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import LocalFSError, UnsafePathError, UsageError
+from mdl.paths import name_problem
 from mdl.progress import ArchiveProgress, Progress
 from mdl.signing.library import sign_digests
 from mdl.signing.statement import SIGNATURE_FILE, skipped_by_signature
@@ -121,8 +122,8 @@ class _Plan:
             "mdl_version": __version__,
             "run": self.run_name,
             "checkpoint": selection.checkpoint,
-            "reason": selection.reason,
-            "skipped": skipped_entries(selection.skipped, tuple(self.collected.left_out)),
+            "reason": self.collected.reason,
+            "skipped": skipped_entries(self.collected.passed_over, tuple(self.collected.left_out)),
             "metric": selection.metric,
             "profile": options.profile,
             "with_logs": options.with_logs,
@@ -138,12 +139,12 @@ class _Plan:
             size=None,
             sha256=None,
             checkpoint=selection.checkpoint,
-            reason=selection.reason,
+            reason=collected.reason,
             files=tuple(PackedFile(f.arcname, f.size, None, f.role) for f in collected.files),
             dry_run=True,
             top_folder=self.stem,
             profile=self.options.profile,
-            skipped=selection.skipped,
+            skipped=collected.passed_over,
             folders=tuple(collected.folders),
             metric=selection.metric,
             notes=notes,

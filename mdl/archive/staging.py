@@ -32,9 +32,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mdl.archive.zipread import MAX_CENTRAL_BYTES, name_problem
+from mdl.archive.zipread import MAX_CENTRAL_BYTES
 from mdl.errors import LocalFSError, MdlError
-from mdl.paths import STAGING_PREFIX
+from mdl.paths import STAGING_PREFIX, name_problem
 from mdl.progress import Progress
 from mdl.store import confined
 

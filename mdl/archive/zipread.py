@@ -2,7 +2,8 @@
 headers, names, types, collisions, layout, bombs and path lengths, each refused as an ArchiveError
 naming the entry (exit 2) before a byte is written. Not zipfile: it raises NotImplementedError,
 UnicodeDecodeError and friends on hostile input, and guesses CP437 for the raw UTF-8 names Info-ZIP
-writes. Its naming rule is the one pack enforces too."""
+writes. Its naming rule (``paths.name_problem``) is the one pack and get's job outputs
+enforce too."""
 
 from __future__ import annotations
 
@@ -19,11 +20,10 @@ from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
 
-from mdl.errors import ArchiveError, IntegrityError, UnsafePathError, UsageError
-from mdl.paths import DRIVE_RE, MAX_SHOWN, RESERVED_NAMES, path_problem, safe_file_name, shown
+from mdl.errors import ArchiveError, IntegrityError, UsageError
+from mdl.paths import MAX_SHOWN, name_problem, shown
 
 MANIFEST_NAME = "mdl-manifest.json"  # inside the archive's top-level folder
-MAX_NAME_BYTES = 1024  # well under PATH_MAX once joined to a destination folder
 STORED, DEFLATED = 0, 8
 MAX_EXTRACT_VERSION = 63  # APPNOTE 6.3; anything newer needs features we do not have
 MAX_CENTRAL_BYTES = 256 << 20
@@ -58,54 +58,6 @@ _EXTRA_ZIP64, _EXTRA_UNICODE_PATH = 0x0001, 0x7075
 
 def shown_raw(raw: bytes) -> str:
     return repr(raw) if len(raw) <= MAX_SHOWN else repr(raw[:MAX_SHOWN])[:-1] + "…'"
-
-
-def name_problem(name: str) -> str | None:
-    """Why ``name`` (a ``/``-separated path inside an archive) is unsafe or unportable, or None."""
-    # The rest is paths.path_problem, the rule pull and get apply (bidi controls, '.'/'..' parts,
-    # reserved device names, component length with the temp name): an archive's names get no weaker
-    # check than a server's.
-    problem = _refused_outright(name) or path_problem(name)
-    if problem:
-        return problem
-    if ":" in name:  # a drive or an NTFS alternate data stream on Windows
-        return "colon in name"
-    for part in name.split("/"):
-        problem = _component_problem(part)
-        if problem:
-            return problem
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        return f"name longer than {MAX_NAME_BYTES} bytes"
-    return None
-
-
-def _refused_outright(name: str) -> str | None:
-    """An empty name, a control character, a backslash, an absolute path or a drive letter."""
-    refused = (
-        (not name, "empty name"),
-        (
-            any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name),
-            "control character (NUL, newline, ...) in name",
-        ),
-        ("\\" in name, "backslash in name"),
-        (name.startswith("/"), "absolute path"),
-        (DRIVE_RE.match(name) is not None, "drive letter"),
-    )
-    return next((why for bad, why in refused if bad), None)
-
-
-def _component_problem(part: str) -> str | None:
-    """Why one component of a name is unportable (Windows): a trailing dot or space, a device's
-    name, a character a file name cannot hold."""
-    if part[-1] in ". ":
-        return "component ending in a dot or space"
-    if part.split(".", 1)[0].rstrip(" ").upper() in RESERVED_NAMES:
-        return "reserved device name"
-    try:
-        safe_file_name(part, where="path component")
-    except UnsafePathError as exc:
-        return exc.message
-    return None
 
 
 def collision_key(name: str) -> str:

@@ -29,10 +29,10 @@ def pack_cmd(
         Path | None, typer.Option("-o", "--output", help="Archive path ('-' = stdout).")
     ] = None,
     checkpoint: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             "--checkpoint",
-            help="NAME, latest, best or step:N (default: the run's own files).",
+            help="NAME, latest, best or step:N (default: the run's own files); once.",
             autocompletion=complete_checkpoints,
         ),
     ] = None,
@@ -69,6 +69,13 @@ def pack_cmd(
     deterministically.
     """
     to_stdout = output is not None and str(output) == "-"
+    chosen = checkpoint or []
+    if len(chosen) > 1:  # never the last one silently: an archive is one model
+        raise UsageError(
+            f"--checkpoint given {len(chosen)} times ({', '.join(map(repr, chosen))}): an archive"
+            " holds one checkpoint as its model",
+            hint="add another's files with --include 'checkpoint-N/' (they keep their folder)",
+        )
     if to_stdout and run.json:
         raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")
     with run.reporter() as progress:
@@ -76,7 +83,7 @@ def pack_cmd(
             run_dir,
             output=output,
             stream=sys.stdout.buffer if to_stdout else None,
-            checkpoint=checkpoint,
+            checkpoint=chosen[0] if chosen else None,
             profile=profile,
             with_logs=with_logs,
             include=include or (),

@@ -156,13 +156,16 @@ def fetch_sources(
     _refuse_one_file_flags(files, output=output, sha256=sha256)
     force = settings.force
     targets = save_targets(files, output=output, directory=settings.dest, force=force)
+    root = settings.dest if output is None else output.parent  # nothing is written above it
     checks = check_payloads(files, sha256=sha256, progress=progress)
-    outcomes = {} if force else _already_there(files, targets, checks, expected=sha256)
+    outcomes = {} if force else _already_there(files, targets, checks, root=root, expected=sha256)
     writes = {index: check for index, check in checks.items() if index not in outcomes}
     progress.begin(total_bytes=sum(check.size for check in writes.values()), files=len(writes))
     for index, check in writes.items():
         target = targets[index]
-        outcomes[index] = _write(files[index], target, check, force=force, progress=progress)
+        outcomes[index] = _write(
+            files[index], (root, target), check, force=force, progress=progress
+        )
     # the files to download: (index, source, target) of each URL not done already
     remote = [
         (i, item, targets[i])
@@ -190,15 +193,17 @@ def _refuse_one_file_flags(
 
 
 def _write(
-    item: Source, target: Path, check: InlineCheck, *, force: bool, progress: Progress
+    item: Source, place: tuple[Path, Path], check: InlineCheck, *, force: bool, progress: Progress
 ) -> FileOutcome:
-    """A job output's inline file written to ``target``: its outcome (logged)."""
+    """A job output's inline file written to ``place`` (the folder it stays below, the target):
+    its outcome (logged)."""
     from mdl.download._plan import FORCED, GET
 
     assert isinstance(item, InlineFile)
+    root, target = place
     replaced = force and os.path.lexists(target)
     try:
-        write_inline(item, target, check=check, progress=progress)
+        write_inline(item, target, root=root, check=check, progress=progress)
     except MdlError as exc:
         outcome = failed("", item.filename, exc, dest=target, source=item.where)
     else:
@@ -230,6 +235,7 @@ def _already_there(
     targets: Sequence[Path],
     checks: dict[int, InlineCheck],
     *,
+    root: Path,
     expected: str | None,
 ) -> dict[int, FileOutcome]:
     """Files already at their targets with the expected bytes are kept (``skipped``); any other but
@@ -244,11 +250,8 @@ def _already_there(
 
         want = checks[index].sha256 if isinstance(item, InlineFile) else expected or item.sha256
         try:
-            path, ours = (
-                (item.filename, False)
-                if isinstance(item, InlineFile)
-                else (target.name, _ours(target))
-            )
+            path = target.relative_to(root).as_posix()  # as the folder's record names it
+            ours = not isinstance(item, InlineFile) and _ours(root, path)
             if (
                 done := kept_in_place(target, path, sha256=want, where=item.where, ours=ours)
             ) is not None:
@@ -389,9 +392,10 @@ def _probe(session: PullSession, remote: RemoteFile, item: UrlFile, *, carry: bo
     return replace(probed, size=item.size, size_pinned=True)
 
 
-def _ours(target: Path) -> bool:
-    """Whether the file at ``target`` is the one a get wrote there (else it is the user's)."""
+def _ours(root: Path, path: str) -> bool:
+    """Whether the file at ``path`` below ``root`` is the one a get wrote there (else it is the
+    user's): the folder's record names it by its path, folders and all."""
     from mdl.download._outcomes import still_verified
 
-    record = Store(target.parent.absolute()).read_record(ONE_OFF)
-    return record is not None and still_verified(target, record.files.get(target.name))
+    record = Store(root.absolute()).read_record(ONE_OFF)
+    return record is not None and still_verified(root / path, record.files.get(path))

@@ -21,9 +21,10 @@ from urllib.parse import urlsplit
 
 from mdl.buckets.registry import store_schemes
 from mdl.errors import IntegrityError, JobOutputError, LocalFSError, MdlError, UsageError
-from mdl.paths import SHA256_HEX, is_http_url, read_bounded, safe_file_name, temp_name
+from mdl.paths import SHA256_HEX, is_http_url, read_bounded, safe_folder_path, temp_name
 from mdl.progress import NullProgress, Progress
 from mdl.sources.resolve import RemoteFile
+from mdl.store.confined import open_file, rename, unlink
 from mdl.store.filesystem import fsync_dir
 
 # Base64 text decoded per step: a multiple of 4 characters, small enough that a payload of any size
@@ -263,7 +264,8 @@ def _descriptor(item: Any, *, where: str) -> InlineFile | UrlFile:
     filename = item.get("filename")
     if not isinstance(filename, str):
         raise JobOutputError(f"{where}.filename: missing or not a string")
-    filename = safe_file_name(filename, where=f"{where}.filename")
+    # a name may hold folders ("samples/step_100.png"): saved below -d in them, by unpack's rule
+    filename = safe_folder_path(filename, where=f"{where}.filename")
     size = _size_field(item.get("size"), where=f"{where}.size")
     sha256 = _sha256_field(item.get("sha256"), where=f"{where}.sha256")
     if kind == "file_data":
@@ -438,16 +440,6 @@ def check_inline(
     return InlineCheck(size, actual)
 
 
-# a new file only, never through a link
-_NEW_FILE = (
-    os.O_WRONLY
-    | os.O_CREAT
-    | os.O_EXCL
-    | getattr(os, "O_NOFOLLOW", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-)
-
-
 def _decode_into(handle: BinaryIO, item: InlineFile, *, progress: Progress) -> tuple[int, str]:
     """The payload decoded chunk by chunk into ``handle`` (synced): its size and sha256."""
     digest, size = hashlib.sha256(), 0
@@ -461,9 +453,12 @@ def _decode_into(handle: BinaryIO, item: InlineFile, *, progress: Progress) -> t
     return size, digest.hexdigest()
 
 
-def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress: Progress) -> None:
+def write_inline(
+    item: InlineFile, target: Path, *, root: Path, check: InlineCheck, progress: Progress
+) -> None:
     """Decode ``item`` chunk by chunk into a temp file beside ``target``, then move it into place
-    atomically.
+    atomically; below ``root`` (``-d``) every folder is made and walked as ``mdl.store.confined``
+    does, so a link planted there is refused (exit 2), never written through.
     """
     label = item.filename
     progress.start(label, label=label, total=check.size, path=label)  # belongs to no model
@@ -472,13 +467,18 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
     # here too.
     tmp = target.with_name(temp_name(target.name))
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, _NEW_FILE, 0o666)  # the umask applies, as for any file open() creates
+        # made fresh, never through a link; the umask applies, as for any file open() creates
+        fd = open_file(root, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as exc:
         progress.finish(label, ok=False, message=str(exc.strerror or exc))
         raise LocalFSError(
             f"{item.where}: cannot write into {target.parent}: {exc.strerror or exc}"
         ) from exc
+    except MdlError as exc:  # a link on the way (exit 2), a file where a folder goes (exit 7)
+        progress.finish(label, ok=False, message=exc.message)
+        raise type(exc)(
+            f"{item.where}: cannot write into {target.parent}: {exc.message}", hint=exc.hint
+        ) from None
     try:
         # check_inline verified a first decoding; what is installed is this second one, so it is
         # checked too.
@@ -487,11 +487,11 @@ def write_inline(item: InlineFile, target: Path, *, check: InlineCheck, progress
         # the data is immutable: a bug if so
         if written != (check.size, check.sha256):
             raise IntegrityError(f"{item.where}: decoded differently on the second pass")
-        tmp.replace(target)
+        rename(root, tmp, target)
         fsync_dir(target.parent)
     except BaseException as exc:  # Ctrl-C included: never leave a half-written temp file behind
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        with contextlib.suppress(OSError, MdlError):
+            unlink(root, tmp)
         if not isinstance(exc, OSError):
             progress.finish(
                 label, ok=False, message=exc.message if isinstance(exc, MdlError) else "interrupted"

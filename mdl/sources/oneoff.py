@@ -21,6 +21,7 @@ from mdl.paths import (
     path_problem,
     reserved_by_mdl,
     safe_file_name,
+    shown,
     shown_path,
     url_basename,
 )
@@ -217,10 +218,10 @@ def list_repos(
 
 
 def save_parts(item: Source) -> list[str]:
-    """Where a file goes under ``-d``, as path components (a Hub file keeps its folders), each held
-    to the rule for one file name: names from URLs and the Hub are as untrusted as a job's."""
-    keeps_folders = isinstance(item, UrlFile) and item.hub is not None
-    names = item.filename.split("/") if keeps_folders else [item.filename]
+    """Where a file goes under ``-d``, as path components (a Hub file and a job's file keep their
+    folders), each held to the rule for one file name: names from URLs and the Hub are as
+    untrusted as a job's."""
+    names = item.filename.split("/")
     return [safe_file_name(name, where=f"{item.where}: its file name") for name in names]
 
 
@@ -285,7 +286,7 @@ class _Places:
 
     def __init__(self) -> None:
         self.files: dict[str, str] = {}  # name key → source
-        self.folders: dict[str, str] = {}
+        self.folders: dict[str, tuple[str, str]] = {}  # name key → (its first spelling, source)
 
     def take(self, where: str, parts: Sequence[str], target: Path) -> None:
         """The file of ``where`` at ``parts`` (under -d), or UsageError naming what it clashes
@@ -295,15 +296,21 @@ class _Places:
             raise UsageError(f"{where} and {self.files[key]} would both be saved as {target}")
         if key in self.folders:
             raise UsageError(
-                f"{where} would be saved as {target}, where {self.folders[key]} needs a folder"
+                f"{where} would be saved as {target}, where {self.folders[key][1]} needs a folder"
             )
         for depth in range(1, len(parts)):
-            folder = name_key("/".join(parts[:depth]))
+            spelled = "/".join(parts[:depth])
+            folder = name_key(spelled)
             if folder in self.files:
                 raise UsageError(
                     f"{where} needs a folder where {self.files[folder]} would be saved"
                 )
-            self.folders.setdefault(folder, where)
+            first, other = self.folders.setdefault(folder, (spelled, where))
+            if first != spelled:  # 'Samples/a' and 'samples/b': one folder on macOS and Windows
+                raise UsageError(
+                    f"{where} needs the folder {shown(spelled)}, which {other} spells"
+                    f" {shown(first)}: they differ only in case or Unicode form"
+                )
         self.files[key] = where
 
 

@@ -23,8 +23,9 @@ from runfixtures import make_hf_run, write
 
 from mdl.archive.packer import PackOptions, pack_run, select_checkpoint
 from mdl.archive.unpack import unpack_archive
-from mdl.archive.zipread import decode_name, name_problem
+from mdl.archive.zipread import decode_name
 from mdl.errors import ArchiveError, ExitCode, MdlError
+from mdl.paths import name_problem
 from mdl.progress import NullProgress
 
 FUZZ = settings(

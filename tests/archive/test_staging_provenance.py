@@ -20,8 +20,8 @@ from runfixtures import RecordingProgress, mdl
 
 from mdl.archive import staging as unpack_staging
 from mdl.archive.unpack import unpack_archive
-from mdl.archive.zipread import name_problem
 from mdl.errors import ArchiveError, ExitCode
+from mdl.paths import name_problem
 from mdl.progress import NullProgress
 
 # A top-level component each spelling of which a case-folding or normalising filesystem takes for a

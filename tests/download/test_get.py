@@ -197,7 +197,12 @@ def test_one_descriptor_can_be_named_with_o(env: HubServer, tmp_path: Path) -> N
     "name",
     [
         "../evil",
-        "a/evil",
+        "a/../../evil",
+        "/etc/evil",
+        "a//evil",
+        "a/./evil",
+        "a/.mdl/evil",
+        "a/CON/evil",
         "a\\evil",
         "..",
         ".",
@@ -218,7 +223,7 @@ def test_hostile_filenames_are_exit_2_and_nothing_is_written(
     job = {"files": [inline("ok.bin", b"fine"), redirect("ok2.bin", url), inline(name, b"evil")]}
     result = mdl("get", write_job(tmp_path, job), "-d", "out")
     assert result.exit_code == 2, result.stderr
-    assert "job.json.files[2].filename: must be a plain file name" in result.stderr
+    assert "job.json.files[2].filename: must be a relative path inside the folder" in result.stderr
     assert repr(name) in result.stderr
     assert not (tmp_path / "out").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json", "mdl.log"]

@@ -214,7 +214,7 @@ def test_hostile_file_names_are_refused_with_the_descriptor_named() -> None:
             json.dumps({"files": [inline("ok.bin", b"x"), inline("..\\x", b"y")]}), where="job.json"
         )
     assert str(info.value).startswith(
-        "job.json.files[1].filename: must be a plain file name, got '..\\\\x'"
+        "job.json.files[1].filename: must be a relative path inside the folder, got '..\\\\x'"
     )
 
 
@@ -303,12 +303,12 @@ def test_write_inline_is_atomic_and_leaves_no_temp(tmp_path: Path, tiny_chunks: 
     data = bytes(range(256)) * 3
     item = InlineFile("a.bin", b64(data), None, None, "j[0]")
     target = tmp_path / "new" / "a.bin"
-    write_inline(item, target, check=check_inline(item), progress=NullProgress())
+    write_inline(item, target, root=tmp_path, check=check_inline(item), progress=NullProgress())
     assert target.read_bytes() == data
     assert sorted(p.name for p in target.parent.iterdir()) == ["a.bin"]
     old = os.umask(0o022)
     try:
-        write_inline(item, target, check=check_inline(item), progress=NullProgress())
+        write_inline(item, target, root=tmp_path, check=check_inline(item), progress=NullProgress())
     finally:
         os.umask(old)
     assert target.stat().st_mode & 0o777 == 0o644, "as open() would create it, not mkstemp's 0600"
@@ -325,7 +325,13 @@ def test_an_interrupted_write_leaves_nothing(tmp_path: Path, tiny_chunks: None) 
     item = InlineFile("a.bin", b64(bytes(100)), None, None, "j[0]")
     (tmp_path / "a.bin").write_bytes(b"old")
     with pytest.raises(KeyboardInterrupt):
-        write_inline(item, tmp_path / "a.bin", check=check_inline(item), progress=_Interrupting())
+        write_inline(
+            item,
+            tmp_path / "a.bin",
+            root=tmp_path,
+            check=check_inline(item),
+            progress=_Interrupting(),
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
     assert (tmp_path / "a.bin").read_bytes() == b"old", (
         "the old file is untouched until the new one is whole"
@@ -340,7 +346,9 @@ def test_bytes_that_decode_otherwise_than_checked_are_not_installed(tmp_path: Pa
     (tmp_path / "a.bin").write_bytes(b"old")
     checked_other = InlineCheck(3, hashlib.sha256(b"NEW").hexdigest())
     with pytest.raises(IntegrityError, match="decoded differently"):
-        write_inline(item, tmp_path / "a.bin", check=checked_other, progress=NullProgress())
+        write_inline(
+            item, tmp_path / "a.bin", root=tmp_path, check=checked_other, progress=NullProgress()
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
     assert (tmp_path / "a.bin").read_bytes() == b"old"
 
@@ -350,7 +358,13 @@ def test_write_inline_into_an_unwritable_place_is_exit_7(tmp_path: Path) -> None
     blocker.write_bytes(b"")
     item = InlineFile("a.bin", b64(b"x"), None, None, "j[0]")
     with pytest.raises(MdlError) as info:
-        write_inline(item, blocker / "a.bin", check=check_inline(item), progress=NullProgress())
+        write_inline(
+            item,
+            blocker / "a.bin",
+            root=tmp_path,
+            check=check_inline(item),
+            progress=NullProgress(),
+        )
     assert info.value.exit_code == ExitCode.LOCAL
     assert str(info.value).startswith("j[0]: cannot write")
 
