@@ -41,6 +41,9 @@ from mdl.units import human_seconds
 log = logging.getLogger("mdl.transfer")
 
 PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
+# Answers cut mid-body a stream takes from a source with a next one (a mirror) before leaving it,
+# progress or not: a store cutting every read costs a few resumes, not one per cut till the end.
+CUTS_PER_SOURCE = 3
 
 
 class _ClosedEarly(RetryableError):
@@ -82,11 +85,13 @@ class PieceStream:
             self.job.label,
             wait=shared.cancel.wait,
             on_retry=self.job.retries.add,
-            announce=lambda count, line: shared.announce(state, "retry", count, line),
+            announce=self._announce,
             # this host answered the file's first request: a refusal now is a blip
             quick_unreachable=False,
         )
         self.stalls = 0
+        # this stream's retries said (each one is: a budget started again is no silence) and cuts
+        self.said = self.cuts = 0
         # the furthest this piece has got: progress is getting past it
         self.high = piece.start + piece.done
         # the last ask of the resolve URL whose failure this stream raised: its next asks anew
@@ -209,7 +214,21 @@ class PieceStream:
         self.high = max(self.high, reached)
         # A connection that went away mid-answer (httpx2's own error, or an answer cut short) is
         # "lost".
-        self.tries.failed(err, lost=exc is not err or isinstance(exc, _ClosedEarly))
+        lost = exc is not err or isinstance(exc, _ClosedEarly)
+        self.cuts += lost
+        if lost and self.job.fallback and self.cuts >= CUTS_PER_SOURCE:
+            raise NetworkError(
+                f"{self.job.label}: its answers were cut mid-body {self.cuts} times (the last at"
+                f" byte {reached})"
+            ) from exc
+        self.tries.failed(err, lost=lost)
+
+    def _announce(self, _count: int, line: str) -> None:
+        """A retry said: one line per retry of the file, however many of its streams hit it at
+        once (``Shared.announce``), and every later one of this stream's, budget started over or
+        not."""
+        self.said += 1
+        self.shared.announce(self.state, "retry", self.said, line)
 
     def request(self, url: str, asking: Resolve | None = None) -> int | None:
         """One request for (part of) the piece; returns where its answer ends (None: the end of the
