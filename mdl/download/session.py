@@ -25,6 +25,7 @@ from mdl.errors import (
     InterruptedByUserError,
     MdlError,
     NetworkError,
+    NoSpaceError,
     UsageError,
 )
 from mdl.progress import Progress
@@ -478,7 +479,7 @@ class FileSources:
         try:
             where = session.presigner.presign(url, template=template) if store else url
             result = session.mirror_engine.fetch(replace(mirrored, url=where))
-        except InterruptedByUserError:
+        except (InterruptedByUserError, NoSpaceError):  # a full disk here: no source cures it
             raise
         except MdlError as exc:
             self.refused.append(exc.fetched)

@@ -272,3 +272,30 @@ def test_injected_enospc_mid_download_keeps_the_part_and_exits_7(
     assert kept_bytes(dest) > 0, "the partial download was not kept for the resume"
     assert not (dest / "medium" / "model.safetensors").exists()
     assert len(world.cdn.log.records(method="GET")) == 1, "a full disk must not be retried"
+
+
+def test_a_full_disk_while_reading_a_mirror_is_not_taken_to_the_next_source(
+    world: HubServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The disk is this machine's: the origin would meet it too. Exit 7 at once, the partial kept.
+    shared = tmp_path / "shared"
+    (shared / "medium").mkdir(parents=True)
+    (shared / "medium" / "model.safetensors").write_bytes(MEDIUM)
+    real_pwrite = os.pwrite
+    written = {"bytes": 0}
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        if written["bytes"] > 3 * MB:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = real_pwrite(fd, data, offset)
+        written["bytes"] += n
+        return n
+
+    monkeypatch.setattr(mdl.transfer._stream.os, "pwrite", pwrite)
+    mirror = f"file://{shared}/{{model}}/{{path}}"
+    result = run_mdl("pull", "medium", "--mirror", mirror, "--json")
+    monkeypatch.setattr(mdl.transfer._stream.os, "pwrite", real_pwrite)
+    assert result.exit_code == 7, result.stderr
+    assert "trying the next source" not in result.stderr, result.stderr
+    assert world.cdn.log.records(method="GET") == [], "the origin was asked after a full disk"
+    assert kept_bytes(Path(os.environ["MDL_DEST"])) > 0
