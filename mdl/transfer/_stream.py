@@ -80,18 +80,17 @@ class PieceStream:
 
     def __init__(self, shared: Shared, state: DownloadState, piece: Piece) -> None:
         self.shared, self.state, self.piece, self.job = shared, state, piece, state.job
+        said = itertools.count(1)  # every retry of this stream is said: a budget started over too
         self.tries = Tries(
             shared.config.retry,
             self.job.label,
             wait=shared.cancel.wait,
             on_retry=self.job.retries.add,
-            announce=self._announce,
+            announce=lambda _, line: shared.announce(state, "retry", next(said), line),
             # this host answered the file's first request: a refusal now is a blip
             quick_unreachable=False,
         )
-        self.stalls = 0
-        # this stream's retries said (each one is: a budget started again is no silence) and cuts
-        self.said = self.cuts = 0
+        self.stalls = self.cuts = 0  # (cuts: answers that broke off mid-body)
         # the furthest this piece has got: progress is getting past it
         self.high = piece.start + piece.done
         # the last ask of the resolve URL whose failure this stream raised: its next asks anew
@@ -197,7 +196,7 @@ class PieceStream:
     def _failed(
         self, exc: RetryableError | httpx2.TransportError | httpx2.StreamClosed, url: str
     ) -> None:
-        """A failed try: waited for, or the error once the budget is spent."""
+        """A failed try: waited for; the error once the budget (or a mirror's cuts) is spent."""
         self.shared.check_stop(self.state)
         err = (
             exc
@@ -217,18 +216,9 @@ class PieceStream:
         lost = exc is not err or isinstance(exc, _ClosedEarly)
         self.cuts += lost
         if lost and self.job.fallback and self.cuts >= CUTS_PER_SOURCE:
-            raise NetworkError(
-                f"{self.job.label}: its answers were cut mid-body {self.cuts} times (the last at"
-                f" byte {reached})"
-            ) from exc
+            cut = f"its answers were cut mid-body {self.cuts} times (the last at byte {reached})"
+            raise NetworkError(f"{self.job.label}: {cut}") from exc
         self.tries.failed(err, lost=lost)
-
-    def _announce(self, _count: int, line: str) -> None:
-        """A retry said: one line per retry of the file, however many of its streams hit it at
-        once (``Shared.announce``), and every later one of this stream's, budget started over or
-        not."""
-        self.said += 1
-        self.shared.announce(self.state, "retry", self.said, line)
 
     def request(self, url: str, asking: Resolve | None = None) -> int | None:
         """One request for (part of) the piece; returns where its answer ends (None: the end of the
