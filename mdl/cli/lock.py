@@ -103,6 +103,11 @@ def say_changes(run: Run, report: "LockReport", *, upgrade: bool) -> None:
         run.console.info(
             f"wrote {report.parts_path} (part hashes of {plural(report.parts, 'file')}{hashed})"
         )
+    if report.not_here and not report.failures:
+        run.console.info(
+            f"no part hashes for {plural(report.not_here, 'file')}: not here to read"
+            " (pull them, then run mdl lock again)"
+        )
 
 
 def change_line(change: "ModelChange") -> str:

@@ -38,9 +38,9 @@ from mdl.progress import Progress
 from mdl.report import FileOutcome, failed
 from mdl.sources.resolve import RemoteFile, ResolvedModel
 from mdl.store.confined import unlink
+from mdl.store.filesystem import stat_file
 from mdl.store.inventory import INSTALLED, file_state
 from mdl.store.layout import Layout
-from mdl.store.records import FileRecord
 
 log = logging.getLogger("mdl.lock")
 
@@ -64,6 +64,8 @@ class LockReport:  # what ``mdl lock`` did (or, with ``check``, found) for the s
     parts_changed: bool = False
     parts: int = 0
     hashed: int = 0
+    # files in scope with no part hashes that are not here to hash (none is made for them)
+    not_here: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -96,6 +98,7 @@ class LockReport:  # what ``mdl lock`` did (or, with ``check``, found) for the s
                 "changed": self.parts_changed,
                 "files": self.parts,
                 "hashed": self.hashed,
+                "not_here": self.not_here,
             }
         return doc
 
@@ -145,6 +148,7 @@ def lock_catalog(
         parts_changed=sidecar.changed,
         parts=sidecar.count,
         hashed=len(sidecar.found),
+        not_here=sidecar.not_here,
     )
 
 
@@ -177,16 +181,30 @@ class _Scope:
         return {spec.name for spec in self.specs}
 
 
+@dataclass(frozen=True)
+class _Here:
+    """A file of the lock here to hash: its label, path, and the size and sha256 the lock pins;
+    ``mtime_ns``: its record's, when a record of mdl's vouches for it (None: none does, and the
+    read's sha256 alone decides)."""
+
+    label: str
+    path: Path
+    size: int
+    sha256: str
+    mtime_ns: int | None
+
+
 class _Sidecar:
     """The part hashes beside the lock: those it holds for bytes the lock still pins, plus those of
-    the files in scope that are installed here and verified (read and hashed now: a pull records
+    the files in scope that are here and are the bytes the lock pins: installed and verified, or
+    put there by another tool and proved by the same read (read and hashed now: a pull records
     none, since BLAKE3 on every pull would cost ~15-20 % more CPU)."""
 
     def __init__(self, lock: Path, settings: Settings, warnings: Iterable[str]) -> None:
         self.path, self.settings = parts_beside(lock), settings
         self.warnings = list(warnings)
         self.found: dict[str, PartHashes] = {}
-        self.changed, self.count = False, 0
+        self.changed, self.count, self.not_here = False, 0, 0
 
     def written(self) -> dict[str, PartHashes]:
         """The part hashes on disk; bad ones are said once and written anew."""
@@ -205,16 +223,14 @@ class _Sidecar:
         here = self._unhashed_here(lock, {spec.name for spec in scope.specs})
         if not here:
             return
-        progress.begin(total_bytes=sum(e.size for _, _, e in here.values()), files=len(here))
-        for sha256, (label, path, entry) in here.items():
-            if (one := self._hashed(label, path, entry, progress)) is not None:
-                self.found[sha256] = one
+        progress.begin(total_bytes=sum(one.size for one in here.values()), files=len(here))
+        for sha256, one in here.items():
+            if (got := self._hashed(one, progress)) is not None:
+                self.found[sha256] = got
 
-    def _unhashed_here(
-        self, lock: Lock, names: set[str]
-    ) -> dict[str, tuple[str, Path, FileRecord]]:
-        """By sha256, the files of the models ``names`` with no part hashes yet that are installed
-        here, verified (see ``_installed``)."""
+    def _unhashed_here(self, lock: Lock, names: set[str]) -> dict[str, _Here]:
+        """By sha256, the files of the models ``names`` with no part hashes yet that are here
+        (``_installed``, else ``_unrecorded``); those that are not are counted (``not_here``)."""
         have = self.written()
         todo = [
             (model.name, f)
@@ -223,48 +239,57 @@ class _Sidecar:
             for f in model.files
             if f.size > 0 and not (f.sha256 in have and have[f.sha256].size == f.size)
         ]
-        here: dict[str, tuple[str, Path, FileRecord]] = {}
+        here: dict[str, _Here] = {}
         if not todo:
             return here
         try:
             layout = Layout(self.settings)
         except MdlError as exc:  # no destination to look in: nothing installed here
             log.info("no part hashes from %s: %s", self.settings.dest, exc.message)
+            self.not_here = len({f.sha256 for _, f in todo})
             return here
         for name, f in todo:
-            if f.sha256 not in here and (found := _installed(layout, name, f)) is not None:
+            if f.sha256 in here:
+                continue
+            if (found := _installed(layout, name, f) or _unrecorded(layout, name, f)) is not None:
                 here[f.sha256] = found
+        self.not_here = len({f.sha256 for _, f in todo} - set(here))
         return here
 
-    def _hashed(
-        self, label: str, path: Path, entry: FileRecord, progress: Progress
-    ) -> PartHashes | None:
-        """The part hashes of the file at ``path`` if it is still as ``entry`` recorded it when
-        it verified: same size and mtime, and the same sha256, computed from the same read."""
-        progress.start(label, label=f"hashing the parts of {label}", total=entry.size)
+    def _hashed(self, one: _Here, progress: Progress) -> PartHashes | None:
+        """The part hashes of the file ``one`` if it is the bytes the lock pins: its size (and
+        the mtime its record gives), and the same sha256, computed from the same read."""
+        label, path = one.label, one.path
+        progress.start(label, label=f"hashing the parts of {label}", total=one.size)
         got: tuple[PartHashes, str] | None = None
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             try:
                 now = os.fstat(fd)
+                mtime = now.st_mtime_ns if one.mtime_ns is None else one.mtime_ns
                 if stat.S_ISREG(now.st_mode) and (now.st_size, now.st_mtime_ns) == (
-                    entry.size,
-                    entry.mtime_ns,
+                    one.size,
+                    mtime,
                 ):
-                    got = hashed(fd, entry.size, on_bytes=partial(progress.advance, label))
+                    got = hashed(fd, one.size, on_bytes=partial(progress.advance, label))
             finally:
                 os.close(fd)
         except OSError as exc:
             log.info("%s: no part hashes: cannot read it: %s", label, exc.strerror or exc)
             progress.finish(label, ok=False, message="cannot read it")
             return None
-        if got is not None and got[1] == entry.sha256:
+        if got is not None and got[1] == one.sha256:
             progress.finish(label, ok=True, message="part hashes")
             return got[0]
-        warning = f"{label}: no part hashes: {path} changed since it was verified"
+        why = (
+            "changed since it was verified"
+            if one.mtime_ns is not None
+            else f"is not the bytes the lock pins (sha256 {got[1] if got else 'unread'})"
+        )
+        warning = f"{label}: no part hashes: {path} {why}"
         log.warning("%s", warning)
         self.warnings.append(warning)
-        progress.finish(label, ok=False, message="changed since it was verified")
+        progress.finish(label, ok=False, message=why.partition(" (")[0])
         return None
 
     def write(self, lock: Lock) -> None:
@@ -276,7 +301,7 @@ class _Sidecar:
         self.count = len(parts)
 
 
-def _installed(layout: Layout, model: str, f: LockedFile) -> tuple[str, Path, FileRecord] | None:
+def _installed(layout: Layout, model: str, f: LockedFile) -> _Here | None:
     """Where the locked file is installed here, verified as the bytes the lock pins (its record
     says so, its size and mtime still match: ``file_state``), with its label and record; else
     None."""
@@ -287,7 +312,20 @@ def _installed(layout: Layout, model: str, f: LockedFile) -> tuple[str, Path, Fi
     state, placement = file_state(layout, model, f.path, f.source, entry)
     if state != INSTALLED or placement is None:
         return None
-    return f"{model}/{f.path}", placement.final, entry
+    return _Here(f"{model}/{f.path}", placement.final, f.size, f.sha256, entry.mtime_ns)
+
+
+def _unrecorded(layout: Layout, model: str, f: LockedFile) -> _Here | None:
+    """Where a file of the pinned size is at the locked file's place though no record of mdl's
+    vouches for it (copied there, fetched by another tool): its read's sha256 decides."""
+    try:
+        placement = layout.place(model, f.path, source=f.source, sha256=f.sha256, git_oid=f.git_oid)
+        found = stat_file(placement.final)
+    except MdlError:  # where it goes cannot be known (hf-cache, never pulled), or no such name
+        return None
+    if found is None or not stat.S_ISREG(found.st_mode) or found.st_size != f.size:
+        return None
+    return _Here(f"{model}/{f.path}", placement.final, f.size, f.sha256, None)
 
 
 def _checked(path: Path, scope: _Scope, old: Lock | None) -> LockReport:

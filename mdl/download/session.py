@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import socket
 import threading
 from collections.abc import Mapping
@@ -20,9 +21,11 @@ from mdl.catalog.settings import Settings
 from mdl.errors import (
     INTERRUPTED,
     AuthError,
+    IntegrityError,
     InterruptedByUserError,
     MdlError,
     NetworkError,
+    NoSpaceError,
     UsageError,
 )
 from mdl.progress import Progress
@@ -476,7 +479,7 @@ class FileSources:
         try:
             where = session.presigner.presign(url, template=template) if store else url
             result = session.mirror_engine.fetch(replace(mirrored, url=where))
-        except InterruptedByUserError:
+        except (InterruptedByUserError, NoSpaceError):  # a full disk here: no source cures it
             raise
         except MdlError as exc:
             self.refused.append(exc.fetched)
@@ -490,7 +493,13 @@ class FileSources:
             # the store's error code says it better than the reply to a signed URL does
             if store is not None:
                 why = store.reason(exc.server_text or exc.message, exc.status) or why
-            if not _mirror_is_down(exc, store=store):
+            if isinstance(exc, IntegrityError):  # bad bytes there: every machine meets them
+                endpoint = dict(session.settings.mirror_endpoints).get(template)
+                retries.warn(
+                    f"{label}: mirror {shown} holds bad bytes ({why}); trying the next source;"
+                    f" {repair_hint(template, job.model, endpoint)}"
+                )
+            elif not _mirror_is_down(exc, store=store):
                 # A fleet node that silently bypasses its mirror defeats the mirror: every fallback
                 # is a warning.
                 retries.warn(f"{label}: mirror {shown} failed ({why}); trying the next source")
@@ -503,6 +512,23 @@ class FileSources:
             return None
         pull_log.info("%s: fetched from mirror %s", label, shown)
         return replace(result, mirror=shown)
+
+
+MIRROR_TAIL = "/{model}/{path}"  # the layout ``mdl publish --to PREFIX`` writes
+
+
+def repair_hint(template: str, model: str | None, endpoint: str | None) -> str:
+    """How to put the file's verified bytes back at a mirror whose object failed its hash: the one
+    command, ``mdl publish`` (it replaces an object whose bytes are not the file's), when the
+    template is a store's ``PREFIX/{model}/{path}``; else where to do it."""
+    prefix = template.removesuffix(MIRROR_TAIL)
+    publishable = prefix != template and "{" not in prefix and store_for(template) is not None
+    if not publishable or model is None:
+        return "replace the object where the mirror is served from"
+    words = ["mdl", "publish", model, "--to", redact_url(prefix)]
+    if endpoint is not None:
+        words += ["--endpoint-url", redact_url(endpoint)]
+    return f"repair it: {shlex.join(words)}"
 
 
 def _mirror_is_down(exc: MdlError, *, store: ObjectStore | None) -> bool:

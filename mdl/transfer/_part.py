@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import httpx2
 
-from mdl.errors import IntegrityError, LocalFSError, MdlError, NetworkError
+from mdl.errors import IntegrityError, LocalFSError, MdlError, NetworkError, NoSpaceError
 from mdl.store.confined import open_file
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer._shared import IGNORED_RANGE, Shared
@@ -30,6 +30,7 @@ from mdl.transfer.resume import (
     discard_partial,
     finish_part,
     job_root,
+    keep_on_full_disk,
     keeping,
     part_error,
 )
@@ -65,7 +66,11 @@ class PartFetch:
             with check or contextlib.nullcontext():
                 size = self._download(state, resumed_from, check)
         except OSError as exc:
-            raise part_error(self.job, exc) from exc
+            error = part_error(self.job, exc)
+            if isinstance(error, NoSpaceError):
+                error.fetched += state.fetched
+                keep_on_full_disk(state)
+            raise error from exc
         except HashMismatch as exc:
             self._refuse(state, exc, resumed_from)
             raise

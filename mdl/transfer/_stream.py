@@ -41,6 +41,9 @@ from mdl.units import human_seconds
 log = logging.getLogger("mdl.transfer")
 
 PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget to start again
+# Answers cut mid-body a stream takes from a source with a next one (a mirror) before leaving it,
+# progress or not: a store cutting every read costs a few resumes, not one per cut till the end.
+CUTS_PER_SOURCE = 3
 
 
 class _ClosedEarly(RetryableError):
@@ -77,16 +80,17 @@ class PieceStream:
 
     def __init__(self, shared: Shared, state: DownloadState, piece: Piece) -> None:
         self.shared, self.state, self.piece, self.job = shared, state, piece, state.job
+        said = itertools.count(1)  # every retry of this stream is said: a budget started over too
         self.tries = Tries(
             shared.config.retry,
             self.job.label,
             wait=shared.cancel.wait,
             on_retry=self.job.retries.add,
-            announce=lambda count, line: shared.announce(state, "retry", count, line),
+            announce=lambda _, line: shared.announce(state, "retry", next(said), line),
             # this host answered the file's first request: a refusal now is a blip
             quick_unreachable=False,
         )
-        self.stalls = 0
+        self.stalls = self.cuts = 0  # (cuts: answers that broke off mid-body)
         # the furthest this piece has got: progress is getting past it
         self.high = piece.start + piece.done
         # the last ask of the resolve URL whose failure this stream raised: its next asks anew
@@ -192,7 +196,7 @@ class PieceStream:
     def _failed(
         self, exc: RetryableError | httpx2.TransportError | httpx2.StreamClosed, url: str
     ) -> None:
-        """A failed try: waited for, or the error once the budget is spent."""
+        """A failed try: waited for; the error once the budget (or a mirror's cuts) is spent."""
         self.shared.check_stop(self.state)
         err = (
             exc
@@ -209,7 +213,12 @@ class PieceStream:
         self.high = max(self.high, reached)
         # A connection that went away mid-answer (httpx2's own error, or an answer cut short) is
         # "lost".
-        self.tries.failed(err, lost=exc is not err or isinstance(exc, _ClosedEarly))
+        lost = exc is not err or isinstance(exc, _ClosedEarly)
+        self.cuts += lost
+        if lost and self.job.fallback and self.cuts >= CUTS_PER_SOURCE:
+            cut = f"its answers were cut mid-body {self.cuts} times (the last at byte {reached})"
+            raise NetworkError(f"{self.job.label}: {cut}") from exc
+        self.tries.failed(err, lost=lost)
 
     def request(self, url: str, asking: Resolve | None = None) -> int | None:
         """One request for (part of) the piece; returns where its answer ends (None: the end of the

@@ -19,7 +19,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from mdl.errors import LocalFSError, MdlError, NetworkError, NoSpaceError, UsageError, disk_error
+from mdl.errors import LocalFSError, MdlError, NetworkError, UsageError, disk_error
 from mdl.redact import redact_url
 from mdl.store.confined import not_own, read_bytes, rename, unlink, write_atomic
 from mdl.store.filesystem import DirSyncs, fsync_dir, stat_file
@@ -641,16 +641,39 @@ def discard_partial(job: TransferJob) -> None:
 
 
 def part_error(job: TransferJob, exc: OSError) -> LocalFSError:
-    """The error a failed write or truncate of the job's partial file ends with; a full disk's
-    also removes the partial (the space comes back once its writer closes the file)."""
-    error = disk_error(
+    """The error a failed write or truncate of the job's partial file ends with. A full disk's
+    keeps the partial and its record (the caller saves it): once there is room, the next run
+    resumes on the bytes already there."""
+    return disk_error(
         exc,
-        full=f"{job.label}: no space left on device while writing {job.part_path}",
+        full=f"{job.label}: no space left on device while writing {job.part_path}"
+        " (the partial download is kept: free space and run again to resume)",
         other=f"{job.label}: {exc.strerror or exc} ({job.part_path})",
     )
-    if isinstance(error, NoSpaceError):
-        discard_partial(job)
-    return error
+
+
+RECORD_ROOM = 64 * 1024  # the bytes a lone stream gives back on a full disk, for its record
+
+
+def keep_on_full_disk(state: DownloadState) -> None:
+    """What is on disk recorded for the next run, on a full disk. A lone stream that saved no
+    record yet gives its last ``RECORD_ROOM`` bytes back, making room for it; a split file's earlier
+    record (saved as it started) stays if no newer one fits."""
+    if state.on_disk() == 0:  # nothing worth resuming: leave no debris
+        discard_partial(state.job)
+        return
+    try:
+        state.save(durable=True)
+        return
+    except OSError:
+        if len(state.pieces) > 1:
+            return
+    piece = state.pieces[0]
+    with state.lock:
+        piece.done = max(0, piece.done - RECORD_ROOM)
+    with contextlib.suppress(OSError):
+        os.ftruncate(state.fd, piece.start + piece.done)
+        state.save(durable=True)
 
 
 def finish_part(job: TransferJob, dirs: DirSyncs | None = None, *, record: bool = True) -> None:

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Protocol
 
 from mdl.background import Background
-from mdl.errors import IntegrityError, LocalFSError, MdlError
+from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError
 from mdl.progress import Progress
 from mdl.sources.resolve import XetRef
 from mdl.store.confined import open_file
@@ -235,7 +235,11 @@ class Partial:
             os.ftruncate(self.fd, self.rec.size)
             yield
         except OSError as exc:
-            raise part_error(job, exc) from exc
+            error = part_error(job, exc)
+            if isinstance(error, NoSpaceError):  # kept for the resume, as any partial is
+                with contextlib.suppress(OSError, MdlError):
+                    self.save(durable=True)
+            raise error from exc
         except (Suspect, IntegrityError, Unsplittable):
             raise
         except XetFallback:  # the plain path starts over: no Xet partial is left for it to misread

@@ -115,7 +115,13 @@ def test_mdl_lock_says_what_it_wrote_beside_the_lock(
     sidecar = parts_beside(catalog.with_suffix(".lock"))
     assert f"wrote {sidecar} (part hashes of 2 files, 2 hashed here now)" in done.stderr
     doc = json.loads(mdl("lock", "--catalog", str(catalog), "--json").stdout)
-    assert doc["parts"] == {"path": str(sidecar), "changed": False, "files": 2, "hashed": 0}
+    assert doc["parts"] == {
+        "path": str(sidecar),
+        "changed": False,
+        "files": 2,
+        "hashed": 0,
+        "not_here": 0,
+    }
 
 
 def test_a_bad_parts_file_is_one_warning_and_the_pull_checks_whole_files(
@@ -172,3 +178,40 @@ def test_a_file_changed_behind_its_record_gets_no_part_hashes(
     assert report.warnings == (
         f"m/model.safetensors: no part hashes: {installed} changed since it was verified",
     )
+
+
+def test_files_mdl_did_not_install_get_part_hashes_when_their_read_proves_them(
+    catalog: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    # A team copies the files into place with another tool (rsync, hf download): no record of mdl's
+    # vouches for them. The read that makes the part hashes proves the sha256 the lock pins.
+    machine = tmp_path / "copied"
+    done = mdl("lock", "--catalog", str(catalog), "--dest", str(machine))
+    assert done.exit_code == 0, done.stderr
+    assert "no part hashes for 2 files: not here to read" in done.stderr
+    doc = json.loads(
+        mdl("lock", "--catalog", str(catalog), "--dest", str(machine), "--json").stdout
+    )
+    assert doc["parts"]["not_here"] == 2
+    (machine / "m").mkdir(parents=True)
+    (machine / "m" / "model.safetensors").write_bytes(WEIGHTS)
+    wrong = machine / "m" / "config.json"
+    wrong.write_bytes(CONFIG.replace(b"8", b"9"))  # the pinned size, other bytes
+    again = mdl("lock", "--catalog", str(catalog), "--dest", str(machine), "--json")
+    assert again.exit_code == 0, again.stderr
+    sidecar = parts_beside(catalog.with_suffix(".lock"))
+    assert set(read_parts(sidecar)) == {W_SHA}
+    doc = json.loads(again.stdout)["parts"]
+    assert (doc["files"], doc["hashed"], doc["not_here"]) == (1, 1, 0)
+    said = [line for line in again.stderr.splitlines() if "no part hashes" in line]
+    wrong_sha = hashlib.sha256(wrong.read_bytes()).hexdigest()
+    assert len(said) == 1 and said[0].endswith(
+        f"mdl: warning: m/config.json: no part hashes: {wrong} is not the bytes the lock pins"
+        f" (sha256 {wrong_sha})"
+    ), again.stderr
+    # and a pull elsewhere checks the copied file's parts: a flipped byte costs one part
+    hub.cdn.log.clear()
+    hub.cdn.flips.append([3 * MiB + 17, 1])
+    report = api.pull(all=True, catalog=catalog, dest=tmp_path / "machine-2", frozen=True)
+    assert report.ok, report.files
+    assert weights_outcome(report).to_json()["ranges_refetched"] == 1

@@ -191,10 +191,24 @@ def test_a_tampered_object_is_caught_and_the_origin_serves_that_file(
     )
     assert hub_repo.cdn.log.body_bytes() == len(WEIGHTS)
     assert pulled.stderr.count("mirror") == 1, pulled.stderr
-    assert (
-        "tiny/model.safetensors: mirror s3://team-models/hub/tiny/model.safetensors failed"
-        in pulled.stderr
+    # which object, and the one command that repairs it (stderr and --json)
+    command = f"mdl publish tiny --to s3://{BUCKET}/hub"
+    said = (
+        f"tiny/model.safetensors: mirror s3://{BUCKET}/hub/tiny/model.safetensors holds bad bytes"
     )
+    assert said in pulled.stderr and f"repair it: {command}\n" in pulled.stderr, pulled.stderr
+    warning = got["model.safetensors"]["warning"]
+    assert warning.startswith(said) and warning.endswith(f"repair it: {command}"), warning
+    # run where the file was just verified, it replaces the object; the next node reads it
+    repaired = mdl(*command.split()[1:], "--dest", str(tmp_path / "b"), "--json")
+    assert repaired.exit_code == 0, repaired.stderr
+    assert files_of(repaired)["model.safetensors"]["action"] == "uploaded"
+    body = s3.client().get_object(Bucket=BUCKET, Key="hub/tiny/model.safetensors")["Body"].read()
+    assert body == WEIGHTS
+    hub_repo.cdn.log.clear()
+    healed = mdl("pull", "tiny", "--dest", str(tmp_path / "c"), "--mirror", MIRROR, "--json")
+    assert healed.exit_code == 0 and "mirror" not in healed.stderr, healed.stderr
+    assert hub_repo.cdn.log.body_bytes() == 0
 
 
 def test_a_bucket_that_is_stale_or_gone_falls_back_to_the_origin(

@@ -263,3 +263,38 @@ def test_a_folder_target_takes_no_endpoint(pulled: Path, tmp_path: Path) -> None
     assert result.exit_code == ExitCode.USAGE, result.output
     assert "--endpoint-url" in result.stderr
     assert not (tmp_path / "shared").exists()
+
+
+def test_a_bad_object_is_named_with_the_one_command_that_repairs_it(
+    pulled: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    to = f"file://{shared}"
+    assert publish(pulled, to).exit_code == 0
+    bad = shared / "tiny" / "nested" / "big.safetensors"
+    data = bad.read_bytes()
+    bad.write_bytes(bytes([data[0] ^ 1]) + data[1:])  # same size, one byte flipped
+    mirror = f"{to}/{{model}}/{{path}}"
+
+    # Every machine meets it: the warning names the object and the command that repairs it.
+    node = mdl("pull", "tiny", "--dest", str(tmp_path / "b"), "--mirror", mirror, "--json")
+    assert node.exit_code == 0, node.stderr
+    assert (tmp_path / "b" / "tiny" / "nested" / "big.safetensors").read_bytes() == data
+    command = f"mdl publish tiny --to {to}"
+    said = [line for line in node.stderr.splitlines() if "holds bad bytes" in line]
+    assert len(said) == 1, node.stderr
+    assert f"mirror {to}/tiny/nested/big.safetensors holds bad bytes (sha256 mismatch" in said[0]
+    assert said[0].endswith(f"repair it: {command}"), said[0]
+    outcome = files_of(node)["nested/big.safetensors"]
+    assert "mirror" not in outcome and f"repair it: {command}" in outcome["warning"], outcome
+
+    # That command, run where the pull just verified the file, replaces the object.
+    repaired = mdl(*command.split()[1:], "--dest", str(tmp_path / "b"), "--json")
+    assert repaired.exit_code == 0, repaired.stderr
+    assert files_of(repaired)["nested/big.safetensors"]["action"] == "uploaded"
+    assert bad.read_bytes() == data
+    hub.cdn.log.clear()
+    healed = mdl("pull", "tiny", "--dest", str(tmp_path / "c"), "--mirror", mirror, "--json")
+    assert healed.exit_code == 0, healed.stderr
+    assert "bad bytes" not in healed.stderr
+    assert hub.cdn.log.body_bytes() == 0

@@ -45,6 +45,7 @@ from mdl.report import RunReport
 from mdl.setting import Overrides
 from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.store import Store
+from mdl.transfer._stream import CUTS_PER_SOURCE
 
 WEIGHTS = make_data(300_003, seed=11)  # LFS on the Hub: known by sha256
 CONFIG = b'{"model_type": "bert", "hidden_size": 8}\n'  # small: known by its git blob id only
@@ -454,6 +455,40 @@ def test_mirror_cut_mid_body_falls_back_to_a_correct_file(
     assert by_path(report)[("tiny", "model.safetensors")].mirror is None
     assert len(mirror.gets("/tiny/model.safetensors")) == 1 + MIRROR_RETRIES
     assert_no_debris(dest, "tiny", list(TINY_FILES))
+
+
+def test_mirror_cutting_every_answer_after_progress_is_left_after_a_few_cuts_and_said(
+    tiny: HubServer, mirror: FolderServer, tmp_path: Path
+) -> None:
+    # A store that cuts every read mid-body, each after real progress (so no retry budget runs
+    # out): the stream leaves it after CUTS_PER_SOURCE cuts, says so, and the origin resumes on the
+    # bytes the mirror sent (the hash checks them), not from zero.
+    data = make_data(3_000_000, seed=19)
+    tiny.add_repo("org/cuts", {"w.bin": data})
+    fill_folder(mirror.root, {"w.bin": data}, model="cuts")
+    mirror.faults.add(Fault.reset(after_bytes=400_000, path_prefix="/cuts/", times=None))
+    catalog = write_catalog(
+        tmp_path / "c.toml",
+        [mirror.url + "/{model}/{path}"],
+        extra='[models.cuts]\nrepo = "org/cuts"\n',
+    )
+    dest = tmp_path / "d"
+    result = mdl("pull", "cuts", "--catalog", str(catalog), "--dest", str(dest), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert (dest / "cuts" / "w.bin").read_bytes() == data
+    asked = mirror.gets("/cuts/")
+    assert len(asked) == CUTS_PER_SOURCE, [r.range for r in asked]
+    said = [line for line in result.stderr.splitlines() if "cut mid-body" in line]
+    assert len(said) == 1, result.stderr
+    assert f"mirror {mirror.url}/cuts/w.bin" in said[0] and "trying the next source" in said[0]
+    outcome = outcomes(result)[("cuts", "w.bin")]
+    assert "mirror" not in outcome and "cut mid-body 3 times" in outcome["warning"], outcome
+    # every cut before it was said too, not only the first
+    assert result.stderr.count("connection lost") == CUTS_PER_SOURCE - 1, result.stderr
+    # the origin sent only what the mirror had not
+    from_mirror = sum(r.bytes_sent for r in asked)
+    assert from_mirror >= CUTS_PER_SOURCE * 300_000
+    assert tiny.cdn.log.body_bytes() <= len(data) - from_mirror + 64 * 1024
 
 
 # == 3. dead and sick mirrors fall through

@@ -1,5 +1,5 @@
-"""Disk space: refuse before transferring when the known sizes do not fit; ENOSPC mid-way removes
-the .part.
+"""Disk space: refuse before transferring when the known sizes do not fit; ENOSPC mid-way keeps
+the .part and its resume record, and the next run (once there is room) resumes on them.
 
 Both exit 7. The real cases run on a small tmpfs the test mounts (root only, skipped otherwise with
 the reason); the injected cases (a fake free-space probe, a pwrite that fails with ENOSPC) run
@@ -181,13 +181,20 @@ def test_resume_checks_space_for_the_bytes_still_to_come(
 # -------------------------------------------------------------------------------
 
 
+def kept_bytes(dest: Path) -> int:
+    """Bytes the resume record in ``dest`` says are on disk."""
+    records = [p for p in (dest / ".mdl" / "partial").iterdir() if p.name.endswith(".json")]
+    assert len(records) == 1, records
+    return sum(done for _, _, done in json.loads(records[0].read_text())["pieces"])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("model", "fs_size", "filler", "args"),
     [("small", "8m", 4 * MB, ()), ("big", "48m", 20 * MB, ("--connections", "4"))],
     ids=["one-stream", "parallel-ranges"],
 )
-def test_enospc_mid_download_removes_the_part_and_exits_7(
+def test_enospc_mid_download_keeps_the_part_exits_7_and_the_next_run_resumes(
     world: HubServer,
     monkeypatch: pytest.MonkeyPatch,
     small_fs: Callable[[str], Path],
@@ -202,20 +209,30 @@ def test_enospc_mid_download_removes_the_part_and_exits_7(
     fault = world.cdn.faults.add(
         Fault.call(lambda: fill(root / "filler", filler), path_prefix="/blobs/")
     )
-    result = run_mdl("pull", model, *args)
+    result = run_mdl("pull", model, *args, "--json")
     assert fault.hits == 1
     assert result.exit_code == 7, result.stderr
-    assert "no space left" in result.stderr.lower() and "Traceback" not in result.stderr
     path, data = FILES[model]
+    lines = [line for line in result.stderr.splitlines() if "no space left" in line]
+    assert lines and all(".part" in line for line in lines), result.stderr
+    assert "Traceback" not in result.stderr
+    entry = json.loads(result.stdout)["files"][0]
+    assert entry["action"] == "failed" and ".part" in entry["error"], entry
+    assert "no space left" in entry["error"] and "run again to resume" in entry["error"]
     assert not (dest / model / path).exists()
-    assert partial_files(dest) == [], "the .part (or its record) was left on a full disk"
+    kept = kept_bytes(dest)
+    assert kept > 0, "the partial download was not kept for the resume"
     if model == "small":
         assert len(world.cdn.log.records(method="GET")) == 1, "a full disk must not be retried"
-    # Once there is room again, the next run gets the file.
+    # Once there is room again, the next run resumes: the bytes kept are not fetched again.
     (root / "filler").unlink()
+    world.cdn.log.clear()
     again = run_mdl("pull", model, *args)
     assert again.exit_code == 0, again.stderr
     assert (dest / model / path).read_bytes() == data
+    served = world.cdn.log.body_bytes(method="GET")
+    assert served <= len(data) - kept + 2 * MB, (served, kept)  # (a resume's small overlap)
+    assert partial_files(dest) == []
 
 
 def test_enospc_on_the_resume_record_leaves_nothing(
@@ -232,7 +249,7 @@ def test_enospc_on_the_resume_record_leaves_nothing(
     assert partial_files(dest) == []
 
 
-def test_injected_enospc_mid_download_removes_the_part_and_exits_7(
+def test_injected_enospc_mid_download_keeps_the_part_and_exits_7(
     world: HubServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_pwrite = os.pwrite
@@ -252,6 +269,33 @@ def test_injected_enospc_mid_download_removes_the_part_and_exits_7(
     entry = json.loads(result.stdout)["files"][0]
     assert entry["action"] == "failed" and "no space left" in entry["error"].lower()
     dest = Path(os.environ["MDL_DEST"])
-    assert partial_files(dest) == []
+    assert kept_bytes(dest) > 0, "the partial download was not kept for the resume"
     assert not (dest / "medium" / "model.safetensors").exists()
     assert len(world.cdn.log.records(method="GET")) == 1, "a full disk must not be retried"
+
+
+def test_a_full_disk_while_reading_a_mirror_is_not_taken_to_the_next_source(
+    world: HubServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The disk is this machine's: the origin would meet it too. Exit 7 at once, the partial kept.
+    shared = tmp_path / "shared"
+    (shared / "medium").mkdir(parents=True)
+    (shared / "medium" / "model.safetensors").write_bytes(MEDIUM)
+    real_pwrite = os.pwrite
+    written = {"bytes": 0}
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        if written["bytes"] > 3 * MB:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = real_pwrite(fd, data, offset)
+        written["bytes"] += n
+        return n
+
+    monkeypatch.setattr(mdl.transfer._stream.os, "pwrite", pwrite)
+    mirror = f"file://{shared}/{{model}}/{{path}}"
+    result = run_mdl("pull", "medium", "--mirror", mirror, "--json")
+    monkeypatch.setattr(mdl.transfer._stream.os, "pwrite", real_pwrite)
+    assert result.exit_code == 7, result.stderr
+    assert "trying the next source" not in result.stderr, result.stderr
+    assert world.cdn.log.records(method="GET") == [], "the origin was asked after a full disk"
+    assert kept_bytes(Path(os.environ["MDL_DEST"])) > 0
