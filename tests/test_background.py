@@ -68,20 +68,133 @@ def test_a_stop_from_the_work_itself_does_not_join_itself() -> None:
 # the one thread that is not background work: a numpy import the interpreter's exit must wait for
 # (a daemon killed inside an import leaves the module half made for the exit's handlers)
 NOT_BACKGROUND = {"mdl/xet/_xorb.py"}
+RAW = {"Thread", "Timer"}  # threading's: a thread (or a thread that waits, then runs) of one's own
+POOLS = {"ThreadPoolExecutor", "ProcessPoolExecutor", "ThreadPool", "Pool"}
+
+
+def _name(node: ast.expr) -> str | None:
+    return node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)
+
+
+def raw_threads(tree: ast.Module) -> list[int]:
+    """The lines that start a thread of their own: threading.Thread or Timer (used, subclassed or
+    imported by name), or the _thread module."""
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.Attribute) and node.attr in RAW)
+        or (
+            (isinstance(node, ast.ImportFrom) and node.module == "threading")
+            and any(a.name in RAW for a in node.names)
+        )
+        or (isinstance(node, ast.ImportFrom) and node.module == "_thread")
+        or (isinstance(node, ast.Import) and any(a.name == "_thread" for a in node.names))
+    ]
+
+
+def kept_pools(tree: ast.Module, pools: set[str]) -> list[int]:
+    """The lines that make a pool (``pools``: the executors and their subclasses) that outlives
+    the call making it: one not made in a ``with``, nor a local shut down in a ``finally`` of
+    the function that made it (an attribute, a global, a pool handed on)."""
+    scoped: set[int] = set()  # id() of the calls that are
+    for node in ast.walk(tree):
+        if isinstance(node, ast.With):
+            scoped.update(id(item.context_expr) for item in node.items)
+        if isinstance(node, ast.FunctionDef):
+            shut = {
+                call.func.value.id
+                for block in ast.walk(node)
+                if isinstance(block, ast.Try)
+                for statement in block.finalbody
+                for call in ast.walk(statement)
+                if isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "shutdown"
+                and isinstance(call.func.value, ast.Name)
+            }
+            scoped.update(
+                id(made.value)
+                for made in ast.walk(node)
+                if isinstance(made, ast.Assign)
+                and len(made.targets) == 1
+                and isinstance(made.targets[0], ast.Name)
+                and made.targets[0].id in shut
+            )
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and _name(node.func) in pools and id(node) not in scoped
+    ]
+
+
+def _trees() -> dict[str, ast.Module]:
+    root = Path(__file__).resolve().parent.parent
+    return {
+        path.relative_to(root).as_posix(): ast.parse(path.read_text(encoding="utf-8"))
+        for path in sorted((root / "mdl").rglob("*.py"))
+    }
+
+
+def _pools(trees: dict[str, ast.Module]) -> set[str]:
+    """The executors and mdl's subclasses of them (a class whose instance is a pool)."""
+    return POOLS | {
+        node.name
+        for tree in trees.values()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef) and any(_name(base) in POOLS for base in node.bases)
+    }
 
 
 def test_no_thread_is_started_but_through_background() -> None:
-    """docs/maintaining.md's "Background work": one way to run it, so one stop rule."""
-    root = Path(__file__).resolve().parent.parent
+    """docs/maintaining.md's "Background work": one way to run it, so one stop rule. No thread of
+    its own (threading.Thread, threading.Timer, _thread), and no pool that outlives the call that
+    made it (its threads left running on a path that skipped its shutdown)."""
+    trees = _trees()
+    pools = _pools(trees)
     raw = sorted(
-        f"{path.relative_to(root)}:{node.lineno}"
-        for path in (root / "mdl").rglob("*.py")
-        if path.relative_to(root).as_posix() not in {"mdl/background.py", *NOT_BACKGROUND}
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-        if (isinstance(node, ast.Attribute) and node.attr == "Thread")
-        or (isinstance(node, ast.ImportFrom) and any(a.name == "Thread" for a in node.names))
+        f"{name}:{line}"
+        for name, tree in trees.items()
+        if name not in {"mdl/background.py", *NOT_BACKGROUND}
+        for line in raw_threads(tree)
     )
-    assert raw == []
+    kept = sorted(
+        f"{name}:{line}" for name, tree in trees.items() for line in kept_pools(tree, pools)
+    )
+    assert (raw, kept) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("code", "found"),
+    [
+        ("import threading\nthreading.Thread(target=f).start()", "raw"),
+        ("import threading\nthreading.Timer(5, f).start()", "raw"),
+        ("from threading import Timer\nTimer(5, f).start()", "raw"),
+        ("import _thread\n_thread.start_new_thread(f, ())", "raw"),
+        ("from _thread import start_new_thread\nstart_new_thread(f, ())", "raw"),
+        ("class C(threading.Thread):\n    pass", "raw"),
+        ("def f(self):\n    self.pool = ThreadPoolExecutor(4)", "kept"),
+        ("POOL = ThreadPoolExecutor(4)", "kept"),
+        ("def f():\n    pool = ThreadPoolExecutor(4)\n    return pool", "kept"),
+        ("def f():\n    return g(concurrent.futures.ThreadPoolExecutor(4))", "kept"),
+        ("class P(ThreadPoolExecutor):\n    pass\ndef f():\n    return P()", "kept"),
+        ("def f():\n    with ThreadPoolExecutor(4) as pool:\n        pool.map(g, x)", ""),
+        ("class P(ThreadPoolExecutor):\n    pass\ndef f():\n    with P() as p:\n        g(p)", ""),
+        (
+            "def f():\n    pool = ThreadPoolExecutor(4)\n    try:\n        g(pool)\n"
+            "    finally:\n        pool.shutdown()",
+            "",
+        ),
+        ("import threading\nthreading.Event().wait(1)", ""),
+    ],
+)
+def test_the_thread_rule_finds_each_way_to_start_a_thread(code: str, found: str) -> None:
+    """The rule's finder on each way a thread or a pool is made: it cannot pass by missing one."""
+    tree = ast.parse(code)
+    pools = _pools({"x": tree})
+    assert (bool(raw_threads(tree)), bool(kept_pools(tree, pools))) == (
+        found == "raw",
+        found == "kept",
+    )
 
 
 @pytest.mark.realtime  # waits out the default bound
