@@ -82,3 +82,10 @@ def test_mypy_strict_is_clean() -> None:
         [_tool("mypy"), "--strict", "mdl"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_files_started_first_are_there() -> None:
+    """tests/conftest.py's ``FIRST``: a file renamed or gone would silently start last again."""
+    from conftest import FIRST
+
+    assert [name for name in FIRST if not (ROOT / name).is_file()] == []
