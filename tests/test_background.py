@@ -76,55 +76,70 @@ def _name(node: ast.expr) -> str | None:
     return node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)
 
 
-def raw_threads(tree: ast.Module) -> list[int]:
-    """The lines that start a thread of their own: threading.Thread or Timer (used, subclassed or
-    imported by name), or the _thread module."""
-    return [
-        node.lineno
-        for node in ast.walk(tree)
-        if (isinstance(node, ast.Attribute) and node.attr in RAW)
-        or (
-            (isinstance(node, ast.ImportFrom) and node.module == "threading")
-            and any(a.name in RAW for a in node.names)
-        )
-        or (isinstance(node, ast.ImportFrom) and node.module == "_thread")
-        or (isinstance(node, ast.Import) and any(a.name == "_thread" for a in node.names))
-    ]
+class Threads(ast.NodeVisitor):
+    """One pass over a module: the lines that start a thread of their own (threading.Thread or
+    Timer, used, subclassed or imported by name; the _thread module), and the lines that make a
+    pool (``pools``: the executors and their subclasses) that outlives the call making it: one not
+    made in a ``with``, nor a local shut down in a ``finally`` of the function that made it (an
+    attribute, a global, a pool handed on or returned)."""
+
+    def __init__(self, pools: set[str]) -> None:
+        self.pools, self.raw, self.kept = pools, list[int](), list[int]()
+        self.scoped: set[int] = set()  # id() of the pool calls made in a ``with``
+        # per function being read: its locals made a pool, its names shut down in a finally
+        self.frames: list[tuple[dict[str, int], set[str]]] = [({}, set())]
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        if node.attr in RAW:
+            self.raw.append(node.lineno)
+        self.generic_visit(node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        names = {alias.name for alias in node.names}
+        if node.module == "_thread" or (node.module == "threading" and names & RAW):
+            self.raw.append(node.lineno)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        if any(alias.name == "_thread" for alias in node.names):
+            self.raw.append(node.lineno)
+
+    def visit_With(self, node: ast.With) -> None:
+        self.scoped.update(id(item.context_expr) for item in node.items)
+        self.generic_visit(node)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self.frames.append(({}, set()))
+        self.generic_visit(node)
+        made, shut = self.frames.pop()
+        self.kept.extend(line for name, line in made.items() if name not in shut)
+
+    def visit_Try(self, node: ast.Try) -> None:
+        for call in (n for statement in node.finalbody for n in ast.walk(statement)):
+            shutdown = isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+            if shutdown and call.func.attr == "shutdown" and isinstance(call.func.value, ast.Name):
+                self.frames[-1][1].add(call.func.value.id)
+        self.generic_visit(node)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        (target,) = node.targets if len(node.targets) == 1 else (None,)
+        if isinstance(target, ast.Name) and self._pool(node.value) and len(self.frames) > 1:
+            self.frames[-1][0][target.id] = node.lineno
+            self.scoped.add(id(node.value))  # kept only if its function never shuts it down
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        if self._pool(node) and id(node) not in self.scoped:
+            self.kept.append(node.lineno)
+        self.generic_visit(node)
+
+    def _pool(self, node: ast.expr) -> bool:
+        return isinstance(node, ast.Call) and _name(node.func) in self.pools
 
 
-def kept_pools(tree: ast.Module, pools: set[str]) -> list[int]:
-    """The lines that make a pool (``pools``: the executors and their subclasses) that outlives
-    the call making it: one not made in a ``with``, nor a local shut down in a ``finally`` of
-    the function that made it (an attribute, a global, a pool handed on)."""
-    scoped: set[int] = set()  # id() of the calls that are
-    for node in ast.walk(tree):
-        if isinstance(node, ast.With):
-            scoped.update(id(item.context_expr) for item in node.items)
-        if isinstance(node, ast.FunctionDef):
-            shut = {
-                call.func.value.id
-                for block in ast.walk(node)
-                if isinstance(block, ast.Try)
-                for statement in block.finalbody
-                for call in ast.walk(statement)
-                if isinstance(call, ast.Call)
-                and isinstance(call.func, ast.Attribute)
-                and call.func.attr == "shutdown"
-                and isinstance(call.func.value, ast.Name)
-            }
-            scoped.update(
-                id(made.value)
-                for made in ast.walk(node)
-                if isinstance(made, ast.Assign)
-                and len(made.targets) == 1
-                and isinstance(made.targets[0], ast.Name)
-                and made.targets[0].id in shut
-            )
-    return [
-        node.lineno
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and _name(node.func) in pools and id(node) not in scoped
-    ]
+def read(tree: ast.Module, pools: set[str]) -> Threads:
+    found = Threads(pools)
+    found.visit(tree)
+    return found
 
 
 def _trees() -> dict[str, ast.Module]:
@@ -151,15 +166,12 @@ def test_no_thread_is_started_but_through_background() -> None:
     made it (its threads left running on a path that skipped its shutdown)."""
     trees = _trees()
     pools = _pools(trees)
-    raw = sorted(
-        f"{name}:{line}"
-        for name, tree in trees.items()
-        if name not in {"mdl/background.py", *NOT_BACKGROUND}
-        for line in raw_threads(tree)
-    )
-    kept = sorted(
-        f"{name}:{line}" for name, tree in trees.items() for line in kept_pools(tree, pools)
-    )
+    raw, kept = [], []
+    for name, tree in trees.items():
+        found = read(tree, pools)
+        if name not in {"mdl/background.py", *NOT_BACKGROUND}:
+            raw.extend(f"{name}:{line}" for line in found.raw)
+        kept.extend(f"{name}:{line}" for line in found.kept)
     assert (raw, kept) == ([], [])
 
 
@@ -190,11 +202,8 @@ def test_no_thread_is_started_but_through_background() -> None:
 def test_the_thread_rule_finds_each_way_to_start_a_thread(code: str, found: str) -> None:
     """The rule's finder on each way a thread or a pool is made: it cannot pass by missing one."""
     tree = ast.parse(code)
-    pools = _pools({"x": tree})
-    assert (bool(raw_threads(tree)), bool(kept_pools(tree, pools))) == (
-        found == "raw",
-        found == "kept",
-    )
+    seen = read(tree, _pools({"x": tree}))
+    assert (bool(seen.raw), bool(seen.kept)) == (found == "raw", found == "kept")
 
 
 @pytest.mark.realtime  # waits out the default bound
