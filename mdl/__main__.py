@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import gc
+import logging
 import mmap
 import os
 import signal
 import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
 
-from mdl.errors import out_of_memory
+from mdl.errors import imports_ran_short, out_of_memory
 
 
 def main() -> None:
@@ -22,8 +27,9 @@ def main() -> None:
         # SIGTERM behaves like Ctrl-C (KeyboardInterrupt): stop streams, keep partial data, exit
         # 130.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-        from mdl.cli.app import app
-        from mdl.cli.run import invoke
+        with Watch().loading():
+            from mdl.cli.app import app
+            from mdl.cli.run import invoke
     except KeyboardInterrupt:
         sys.stderr.write("mdl: error: interrupted while starting\n")
         os._exit(130)
@@ -41,8 +47,6 @@ def main() -> None:
         if exc.code == 130:
             # A Ctrl-C inside an import can leave Python re-raising SIGINT at exit (-2, not 130):
             # leave with 130.
-            import logging
-
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(OSError, ValueError):
                     stream.flush()
@@ -52,6 +56,57 @@ def main() -> None:
     except Exception as exc:  # memory ran out in the translator itself; else raised
         _exit_if_out_of_memory(exc, reserve)
         raise
+
+
+class Watch(logging.Handler):
+    """Memory running out in an import, however a library took it, never heard beyond mdl's two
+    lines. For the process's life: an import that failed for memory is noted, even one a library
+    caught and went on without (random's ``_sha512``); the root logger has this handler, so that a
+    library logging as it loads (hashlib logs each hash it lacks, with a traceback) never has
+    logging set stderr up for it (``basicConfig``), which would then print every record of mdl's
+    too. A record goes where logging would have sent it (its last resort, when no logger on its
+    way has a handler) unless memory ran out: then it is noise, and mdl says what happened."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.short = False  # an import failed for memory
+        self._import = builtins.__import__
+        builtins.__import__ = self._watched
+        logging.root.addHandler(self)
+
+    def _watched(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._import(*args, **kwargs)
+        except BaseException as exc:
+            if not self.short and out_of_memory(exc):
+                self.short = True
+                imports_ran_short()
+            raise
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None and logger is not logging.root:
+            if logger.handlers:
+                return  # handled on its way: logging's last resort is not used
+            logger = logger.parent if logger.propagate else None
+        last = logging.lastResort
+        if not self.short and last is not None and record.levelno >= last.level:
+            last.handle(record)
+
+    @contextlib.contextmanager
+    def loading(self) -> Iterator[None]:
+        """mdl's modules loading: what is warned is held until they are loaded, and an import
+        that failed for memory, even one caught, ends the start (a module may lack a part)."""
+        warned: list[tuple[Any, ...]] = []
+        shown, warnings.showwarning = warnings.showwarning, lambda *w: warned.append(w)
+        try:
+            yield
+        finally:
+            warnings.showwarning = shown
+        if self.short:
+            raise MemoryError("an import ran out of memory")
+        for warning in warned:
+            warnings.showwarning(*warning)
 
 
 def _exit_if_out_of_memory(exc: BaseException, reserve: mmap.mmap | None) -> None:

@@ -196,14 +196,43 @@ def out_of_memory(exc: BaseException) -> bool:
     the loader had no room to map (an ImportError, "failed to map segment from shared object"), or
     CPython's words for a failure whose exception had no room to be made (a SystemError, "returned
     NULL without setting an exception"; a ValueError, "field 'target' is required for AnnAssign",
-    when a module is compiled)."""
+    when a module is compiled), or a SyntaxError in a module's file that compiles now (the parser
+    had no room: "expected ':'")."""
+    if _IMPORTS_SHORT and isinstance(exc, AttributeError | ImportError | NameError):
+        return True  # a name a module lacks: a part of it was lost to memory
     for error in causes(exc):
         if isinstance(error, MemoryError) or getattr(error, "errno", None) == errno.ENOMEM:
             return True
         lost = isinstance(error, ImportError | SystemError | ValueError)
         if lost and _OUT_OF_MEMORY_WORDS.search(str(error)):
             return True
+        if isinstance(error, SyntaxError) and _compiles(error.filename):
+            return True
     return False
+
+
+_IMPORTS_SHORT: list[bool] = []  # an import failed for memory in this process (once noted)
+
+
+def imports_ran_short() -> None:
+    """Note that an import failed for memory in this process, even one a library caught and went
+    on without (mdl.__main__ sees them): a module may then lack a part (hashlib without its
+    ``sha256``), so a name found missing later is memory's (exit 7), not a bug."""
+    _IMPORTS_SHORT[:] = [True]
+
+
+def _compiles(filename: str | None) -> bool:
+    """Whether the Python file ``filename`` compiles now (memory running out again: it would)."""
+    if not filename or not filename.endswith(".py"):
+        return False
+    try:
+        with open(filename, "rb") as source:
+            compile(source.read(), filename, "exec", dont_inherit=True)
+    except MemoryError:
+        return True
+    except (OSError, SyntaxError, ValueError):
+        return False
+    return True
 
 
 _OUT_OF_MEMORY_WORDS = re.compile(

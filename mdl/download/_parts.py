@@ -293,7 +293,6 @@ class Streamer:
     wrong: set[str] = field(default_factory=set)  # parts (URIs) not to read again: refused
     warned: bool = False  # a part refused by the trust was said (once per file)
     _fd: int | None = None
-    _pool: ThreadPoolExecutor | None = None  # its readers, from the first part read to ``seed``
 
     def step(self, token: str | None) -> int:
         """Read the parts the holder of the lease generation ``token`` published since the last
@@ -306,7 +305,10 @@ class Streamer:
         new = self._unread(parts)[:READERS]
         if new:
             reading = partial(_read, parts, fd, self.job.trust)
-            self._took([x for x in self._readers().map(reading, new) if x is not None])
+            # readers for this step's parts only: no thread outlives the call on any path
+            with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part") as pool:
+                got = list(pool.map(reading, new))
+            self._took([x for x in got if x is not None])
         return sum(end - start for start, end in self.ranges)
 
     def _took(self, got: list[_Got]) -> None:
@@ -342,11 +344,6 @@ class Streamer:
             )
         self.wrong.update(wrong)
 
-    def _readers(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part")
-        return self._pool
-
     def reuse(self, cancel: threading.Event, *, after: str | None, cut: int | None) -> None:
         """On taking the lease: the parts the holder we took over from (``after``: its token)
         published, read and claimed first (a failure to read them costs only their bytes: the
@@ -375,9 +372,6 @@ class Streamer:
         """The bytes read so far claimed in a resume record (``cut``: see ``reuse``), the file
         closed: the fetch of the rest (from the final object, or the origin) resumes on them, and
         its hash checks them all."""
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
         if self._fd is None:
             return
         with suppress(OSError):

@@ -32,8 +32,10 @@ from mdl.cli.translate import KEPT_ON_INTERRUPT, translate
 from mdl.errors import ExitCode, InterruptedByUserError
 from mdl.lockfile.io import write_lock
 from mdl.lockfile.model import Lock, LockedFile, LockedModel, fingerprint
+from mdl.store import inventory
 
 MiB = 1024 * 1024
+INVENTORY = str(Path(inventory.__file__))  # a module's file that compiles
 KEPT_DOWNLOADS = "interrupted; partial downloads were kept, run again to resume"
 
 
@@ -310,9 +312,13 @@ def test_running_out_of_memory_anywhere_is_exit_7_out_of_memory(tmp_path: Path) 
     floor = peak(tmp_path, "import mdl.__main__") + MiB
     need = peak(tmp_path, "import runpy, sys; runpy.run_module('mdl', run_name='__main__')", "list")
     assert need > floor + 8 * MiB, (floor, need)
-    limits = [floor + (need - floor) * step // 5 for step in range(5)] + [need + 16 * MiB]
+    # every 2 MiB at most for `list` (where the kernel maps each library decides which import
+    # fails: a fine sweep meets more of them), a few for `--version`
+    steps = max(5, (need - floor) // (2 * MiB))
+    fine = [floor + (need - floor) * step // steps for step in range(steps)] + [need + 16 * MiB]
+    coarse = [floor + (need - floor) * step // 4 for step in range(4)] + [need + 16 * MiB]
     ends = {}
-    for args in (["list"], ["--version"]):
+    for args, limits in ((["list"], fine), (["--version"], coarse)):
         for limit in limits:
             done = mdl_under(tmp_path, limit, *args)
             ends[args[0], limit >> 20] = done.returncode
@@ -322,6 +328,113 @@ def test_running_out_of_memory_anywhere_is_exit_7_out_of_memory(tmp_path: Path) 
     # the range reaches both ends: memory ran out at the floor, and was enough above the need
     assert ends["list", floor >> 20] == 7 and ends["list", (need >> 20) + 16] == 0, ends
     assert ends["--version", (need >> 20) + 16] == 0, ends
+
+
+# A child in which the named modules cannot be loaded as the loader fails with no room to map a
+# library: CI's runs met `random` losing `_sha512`, then hashlib losing `_hashlib` and `_md5`
+# (each hash it then lacked logged with a traceback), or the parser of a module with no room left.
+FAILING = (
+    "import runpy, sys\n"
+    "failing = dict(arg.split('=', 1) for arg in sys.argv[1].split(','))\n"
+    "class Failing:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if failing.get(name) == 'map':\n"
+    "            raise ImportError(name + '.so: failed to map segment from shared object')\n"
+    "        if failing.get(name) == 'parse':\n"
+    "            spec = next(f.find_spec(name, path, target) for f in sys.meta_path[1:]"
+    " if f.find_spec(name, path, target))\n"
+    "            raise SyntaxError(\"expected ':'\", (spec.origin, 3, 1, ''))\n"
+    "sys.meta_path.insert(0, Failing())\n"
+    "del sys.argv[1]\n"
+    "runpy.run_module('mdl', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def mdl_failing(folder: Path, failing: dict[str, str], *args: str) -> tuple[int, str]:
+    """``mdl ARGS`` in ``folder`` with each module of ``failing`` failing to load ("map": no room
+    to map its library; "parse": its source not parsed, as when the parser has no room); its exit
+    code and stderr."""
+    env = {**os.environ, "MDL_LOG_FILE": str(folder / "mdl.log")}
+    env.update({"MDL_CATALOG": str(folder / "catalog.toml"), "MDL_DEST": str(folder / "models")})
+    env.pop("MDL_DEBUG", None)
+    shown = ",".join(f"{name}={how}" for name, how in failing.items())
+    done = subprocess.run(
+        [sys.executable, "-c", FAILING, shown, *args],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        timeout=SAFETY_NET,
+        check=False,
+    )
+    return done.returncode, done.stderr
+
+
+def libraries_loaded(folder: Path, code: str, *args: str) -> set[str]:
+    """The extension modules (shared libraries) ``python -c CODE ARGS`` loaded."""
+    dump = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: open(sys.argv[0] + '.so', 'w').write(' '.join("
+        "n for n, m in list(sys.modules.items())"
+        " if (getattr(m, '__file__', None) or '').endswith(('.so', '.pyd')))))\n"
+    )
+    env = {**os.environ, "MDL_CATALOG": str(folder / "catalog.toml")}
+    env.update({"MDL_DEST": str(folder / "models"), "MDL_LOG_FILE": str(folder / "mdl.log")})
+    done = subprocess.run(
+        [sys.executable, "-c", dump + code, *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=SAFETY_NET,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return set((folder / "-c.so").read_text().split())
+
+
+def said_out_of_memory(ended: tuple[int, str]) -> bool:
+    """Whether a child ended 0 saying nothing, or 7 "out of memory" in its two lines only."""
+    code, stderr = ended
+    return (code, stderr) == (0, "") or (code == 7 and bool(OUT_OF_MEMORY.fullmatch(stderr)))
+
+
+@pytest.mark.slow
+def test_a_library_not_mapped_for_memory_is_mdls_two_lines_and_nothing_else(tmp_path: Path) -> None:
+    """Whichever shared library the kernel had no room to map (which one depends on where it maps
+    them: the machine), `mdl list` ends 0 saying nothing (a library's fallback did the work) or 7
+    in mdl's two lines: never the standard library's logging (hashlib's "code for hash md5 was not
+    found" with a traceback for each), never exit 1 for a module missing what memory took."""
+    locked_catalog(tmp_path, 2)
+    run = "import runpy; runpy.run_module('mdl', run_name='__main__', alter_sys=True)"
+    loaded = libraries_loaded(tmp_path, run, "list")
+    before = libraries_loaded(tmp_path, "import mdl.__main__")  # before mdl can say anything
+    assert loaded - before, (loaded, before)
+    ends = {}
+    for library in sorted(loaded - before):
+        ends[library] = mdl_failing(tmp_path, {library: "map"}, "list")
+    # the CI run's: random without _sha512, then hashlib without OpenSSL's or its own md5, sha256
+    # (Python 3.12 names its sha modules _sha2: a name this Python never imports fails nothing)
+    sha512, md5, sha256 = (
+        ("_sha512", "_sha2", "_hashlib", "_md5"),
+        ("_hashlib", "_md5"),
+        ("_hashlib", "_sha256", "_sha2"),
+    )
+    for lost in (sha512, md5, sha256):
+        ends[",".join(lost)] = mdl_failing(tmp_path, dict.fromkeys(lost, "map"), "list")
+    assert {name: end for name, end in ends.items() if not said_out_of_memory(end)} == {}
+    # random and mdl need the hashes hashlib then lacks: memory's, exit 7 (never a name missing)
+    assert ends[",".join(sha512)][0] == 7 and ends[",".join(sha256)][0] == 7, ends
+
+
+@pytest.mark.parametrize("module", ["mdl.store.inventory", "typer", "hashlib"])
+def test_a_module_the_parser_had_no_room_for_is_out_of_memory(tmp_path: Path, module: str) -> None:
+    """A SyntaxError in a module's file that compiles ("expected ':'" from a parser with no room)
+    is memory's: exit 7 in two lines, not an internal error."""
+    locked_catalog(tmp_path, 2)
+    code, stderr = mdl_failing(tmp_path, {module: "parse"}, "list")
+    assert code == 7 and OUT_OF_MEMORY.fullmatch(stderr), (code, stderr)
 
 
 def _wrapped(outer: BaseException) -> BaseException:
@@ -341,8 +454,9 @@ def _wrapped(outer: BaseException) -> BaseException:
         SystemError("<function f> returned NULL without setting an exception"),
         ValueError("field 'target' is required for AnnAssign"),
         OSError(12, "Cannot allocate memory"),
+        SyntaxError("expected ':'", (INVENTORY, 361, 5, "")),
     ],
-    ids=["MemoryError", "wrapped", "map-segment", "lost", "compile", "ENOMEM"],
+    ids=["MemoryError", "wrapped", "map-segment", "lost", "compile", "ENOMEM", "parser"],
 )
 def test_a_memory_error_anywhere_in_a_command_is_exit_7(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raised: BaseException
@@ -358,3 +472,20 @@ def test_a_memory_error_anywhere_in_a_command_is_exit_7(
     assert result.exit_code == 7, result.output
     assert '"kind": "out_of_memory"' in result.stdout and "out of memory" in result.stderr
     assert "internal error" not in result.stderr
+
+
+def test_a_module_that_does_not_compile_is_an_internal_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SyntaxError is memory's only when its file compiles now: a file that does not is a bug."""
+    use_catalog(tmp_path, monkeypatch, '[models.a]\nrepo = "org/a"\n')
+    broken = tmp_path / "broken.py"
+    broken.write_text("def f(:\n")
+
+    def exhausted(*args: object, **kwargs: object) -> object:
+        raise SyntaxError("invalid syntax", (str(broken), 1, 7, "def f(:"))
+
+    monkeypatch.setattr(inventory, "list_models", exhausted)
+    result = mdl("list")
+    assert result.exit_code == 1, result.output
+    assert "internal error: SyntaxError" in result.stderr and "out of memory" not in result.stderr

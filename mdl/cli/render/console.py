@@ -238,31 +238,34 @@ class Console:
         )
         self._lock = threading.Lock()
 
-    def _write(self, prefix: str, paint: str, message: str) -> None:
+    def _line(self, prefix: str, paint: str, message: str) -> str:
         text = safe_text(message, multiline=True, secrets=self._secrets)
         if prefix and self._color:
             prefix = f"{paint}{prefix}{_RESET}"
+        return f"{prefix}{text}\n"
+
+    def _write(self, text: str) -> None:
         with self._lock:
-            self._stream.write(f"{prefix}{text}\n")
+            self._stream.write(text)
             self._stream.flush()
 
     def error(self, message: str, *, hint: str | None = None, **fields: Any) -> None:
         """``mdl: error: <message>`` and ``  hint: <hint>``, even under -q; ``fields`` are for
-        events only.
+        events only. One write: memory that runs out while it is made leaves neither line said
+        (the last resort then says both), never the error twice.
         """
-        self._write("mdl: error: ", _BOLD_RED, message)
-        if hint:
-            self._write("  hint: ", _BOLD, hint)
+        hinted = self._line("  hint: ", _BOLD, hint) if hint else ""
+        self._write(self._line("mdl: error: ", _BOLD_RED, message) + hinted)
 
     def warn(self, message: str) -> None:
         """``mdl: warning: <message>``, unless quiet."""
         if not self._quiet:
-            self._write("mdl: warning: ", _YELLOW, message)
+            self._write(self._line("mdl: warning: ", _YELLOW, message))
 
     def info(self, message: str) -> None:
         """``message`` as is, unless quiet."""
         if not self._quiet:
-            self._write("", "", message)
+            self._write(self._line("", "", message))
 
 
 def display_width(text: str) -> int:
