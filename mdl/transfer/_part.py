@@ -67,6 +67,8 @@ class PartFetch:
         except OSError as exc:
             raise part_error(self.job, exc) from exc
         except HashMismatch as exc:
+            if check is not None:  # ranges that left early are not proved: told, cut, refused
+                check.refute(f"its {exc.kind} refused the file")
             self._refuse(state, exc, resumed_from)
             raise
         except (MdlError, KeyboardInterrupt, httpx2.HTTPError) as exc:
