@@ -72,6 +72,7 @@ class Pull:
         data: bytes,
         *,
         bound: bool = True,
+        plain: bool = False,
         other: bytes | None = None,
         lie: list[str | None] | None = None,
         lock: bool = False,
@@ -81,7 +82,8 @@ class Pull:
         names for it in the answers ``lie`` says (``XetHubServer.xet_lies``: OTHER for the other's
         hash), from the first after ``bound``'s pull; its bytes are then the ones fetched (and its
         last xorb held). ``lock``: `mdl lock` run then (its part hashes too, with ``bound``);
-        ``parts``: bytes whose part hashes are then written for it (a tampered lock)."""
+        ``parts``: bytes whose part hashes are then written for it (a tampered lock); ``plain``:
+        ``bound``'s pull over plain HTTP (verified, its record binds no Xet hash)."""
         hub.add_repo(
             "org/m", {WEIGHTS: data, "config.json": b"{}", **({OTHER: other} if other else {})}
         )
@@ -90,7 +92,7 @@ class Pull:
         self.xf: XetFile = hub.xet_file("org/m", WEIGHTS)
         self.data, self.models = data, catalog.parent / "models"
         if bound:  # pulled and verified whole here once: its record binds the Xet hash
-            pulled = mdl("pull", "m")
+            pulled = mdl("pull", "m", *(["--no-xet"] if plain else []))
             assert pulled.exit_code == 0, pulled.stderr
         if lie is not None:
             named = hub.xet_file("org/m", OTHER).hash
@@ -424,14 +426,15 @@ def test_a_lock_written_while_the_hub_lied_gets_no_byte_of_the_other_file_to_a_l
     caplog: pytest.LogCaptureFixture,
     bound: bool,
 ) -> None:
-    """`mdl lock` run while the Hub names the other file's Xet hash copies it (where to fetch the
-    bytes, no root). Without part hashes the file is released whole; with them (hashed here from
-    the file verified whole before) they win: the other file's bytes fail every range. Either way
+    """`mdl lock` run while the Hub names the other file's Xet hash copies it when nothing here
+    says otherwise (where to fetch the bytes, no root). Without part hashes the file is released
+    whole; with them (hashed here from the file verified whole before, over plain HTTP: its record
+    binds no Xet hash) they win: the other file's bytes fail every range. Either way
     the loader gets the pinned bytes, fetched over plain HTTP, never one of the other file's."""
     monkeypatch.setattr(ranges, "RANGE_PART", 512 << 10)
     caplog.set_level(logging.INFO, logger="mdl.serve")
     data, other = make_data(SIZE, seed=33), make_data(SIZE, seed=34)
-    pull = Pull(hub, catalog, data, bound=bound, other=other, lie=[OTHER], lock=True)
+    pull = Pull(hub, catalog, data, bound=bound, plain=True, other=other, lie=[OTHER], lock=True)
     assert hub.xet_file("org/m", OTHER).hash in (catalog.parent / "catalog.lock").read_text()
     assert (catalog.parent / "catalog.lock.parts").exists() == bound
     pull.landed_but_last(hub.xet_file("org/m", OTHER).terms[-1].offset)
@@ -480,3 +483,22 @@ def test_a_range_released_then_refused_by_the_files_hash_is_told_and_refused(
     assert _get(s3, 0, 1000) == "InvalidObjectState"
     assert _get(s3, 2 << 20, 3 << 20) == "InvalidObjectState"
     pull.end()
+
+
+def test_mdl_lock_locks_the_xet_hash_this_machine_verified_not_the_one_a_hub_names(
+    hub: XetHubServer, catalog: Path
+) -> None:
+    """Pulled by chunk here (the Xet hash and the sha256 checked over the same bytes), then locked
+    while the Hub names another file's Xet hash: the verified one is locked, and the lie said."""
+    data, other = make_data(SIZE, seed=37), make_data(SIZE, seed=38)
+    hub.add_repo("org/m", {WEIGHTS: data, OTHER: other})
+    catalog.write_text(_ONLY_OURS)
+    assert mdl("pull", "m").exit_code == 0
+    mine, named = hub.xet_file("org/m", WEIGHTS).hash, hub.xet_file("org/m", OTHER).hash
+    hub.xet_lies[WEIGHTS] = [named]
+    locked = mdl("lock", "m")
+    assert locked.exit_code == 0, locked.stderr
+    text = (catalog.parent / "catalog.lock").read_text()
+    assert f'xet = "{mine}"' in text and named not in text
+    said = f"m/{WEIGHTS}: the Hub names Xet hash {named} for it, not {mine}"
+    assert said in locked.stderr, locked.stderr
