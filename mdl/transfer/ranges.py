@@ -1,12 +1,16 @@
 """A trusted hash for every range of a file, and the check of each range as it lands.
 
-A ``RangeTrust`` cuts a file into ranges, each with a digest hanging from a root mdl already trusts
-(``kind``: ``lock`` — the part list pinned beside ``catalog.lock``; ``signature`` — a model
-signature's shards; ``xet`` — the Xet file hash with the CAS's chunk hashes). A ``RangeCheck``
+A ``RangeTrust`` cuts a file into ranges, each with a digest hanging from a root bound to what the
+user pinned, never to the answer it checks (``kind``: ``lock`` — the part list pinned beside
+``catalog.lock``, keyed by the pinned sha256 and size; ``signature`` — the shards of a signature the
+user's trust verified, naming the pinned sha256; ``xet`` — the Xet file hash with the CAS's chunk
+hashes, only when this machine verified that hash whole with the pinned sha256). A ``RangeCheck``
 listens to a fetch (it is the job's ``Landing``): each range whose bytes all landed is read back and
 checked on one thread beside the fetch; what verified is told on (to a fill's publisher) and may be
 read (``read``: the one way a range leaves before the whole file verified, checked again as read);
-what failed is fetched again alone. The whole-file hash still decides the install.
+what failed is fetched again alone. The whole-file hash still decides the install; when it refuses
+bytes whose ranges left already, the check is refuted (``refute``): nothing more leaves, and the
+ranges that left are told (``released_wrong``) so the endpoint refuses the object and says so.
 
 With no trust there is no check: the fetch runs as before (no thread, no read back).
 """
