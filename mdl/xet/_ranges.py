@@ -4,12 +4,12 @@ The CAS answers ``GET /v2/file-chunk-hashes/{hash}`` (hub-docs ``docs/xet/api.md
 named in ``X-Range-Dirty``: the window of whole chunks that holds them, and Merkle subtrees
 (``_subtree``) summing up the chunks before it and after it. The window's own chunks, hashed from
 its bytes and merged between the two, give the file's Merkle root, whose file hash must be the Xet
-hash mdl already trusts. An answer's summaries stand in for every byte outside its windows, so a
-window verifies alone only when it is its answer's only window: mdl asks one window per request.
-The CAS ends a window past the bytes asked, at the next stable chunk bound, wherever they start: so
-mdl first asks where the windows end (the byte before each window's end, many in one request), then
-each window from where the one before it ends. The windows tile the file: they are its ranges
-(``XetRanges``, kind ``xet``).
+hash (a root only when bound to the pinned sha256: ``XetSource._release``). An answer's summaries
+stand in for every byte outside its windows, so a window verifies alone only when it is its answer's
+only window: mdl asks one window per request. The CAS ends a window past the bytes asked, at the
+next stable chunk bound, wherever they start: so mdl first asks where the windows end (the byte
+before each window's end, many in one request), then each window from where the one before it ends.
+The windows tile the file: they are its ranges (``XetRanges``, kind ``xet``).
 
 Any surprise in an answer (a field more or less, a window elsewhere than asked, summaries whose
 bytes do not add up to the bytes around it, a CAS that does not answer) leaves the file without
