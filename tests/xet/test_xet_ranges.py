@@ -4,7 +4,12 @@
 file's last xorb is held back, the windows whose chunks landed verify and read back (the check
 `mdl serve --pull` reads through, `ranges.live`); a lying answer, a window at the wrong offset, a
 repeated region, a truncated summary or no answer at all leave the file to be released whole, as
-before, and the pull ends with the right bytes in every case."""
+before, and the pull ends with the right bytes in every case.
+
+A range's root is bound to the pin: the Xet hash only when this machine verified it whole with the
+pinned sha256 (a pull by chunk, then the file lost), the part hashes beside the lock over it. A Hub
+naming another file's Xet hash (once, always; with a lock, with part hashes) gets no byte of that
+file to a loader; a bound root that lies (tampered part hashes) is never silent."""
 
 from __future__ import annotations
 
