@@ -75,6 +75,9 @@ class FileOutcome:
     # the ranges that failed it and were fetched again alone
     range_trust: str | None = None
     ranges_refetched: int = 0
+    # ``[start, end)`` of each range that left to a loader (serve --pull) before the file's hash
+    # refused the bytes it was fetched with
+    released_wrong: tuple[tuple[int, int], ...] = ()
 
     @property
     def label(self) -> str:
@@ -139,6 +142,11 @@ class FileOutcome:
             **({"published": self.published} if self.published else {}),
             **({"range_trust": self.range_trust} if self.range_trust else {}),
             **({"ranges_refetched": self.ranges_refetched} if self.ranges_refetched else {}),
+            **(
+                {"released_wrong": [[start, end - 1] for start, end in self.released_wrong]}
+                if self.released_wrong
+                else {}
+            ),
         }
 
 

@@ -460,10 +460,9 @@ def _record(
         (known.xet, known.reused, known.fetched) if known is not None else (None, 0, None)
     )
     if result is not None:
+        # only a Xet fetch's, which checked the Xet hash and the sha256 over the same bytes: a
+        # record's Xet hash binds it to the file's (``PullSession.xet_bound``), never the Hub's word
         xet, reused, fetched = result.xet, result.reused, result.fetched
-    if xet is None and remote.xet is not None and remote.sha256 == sha256:
-        # the listing (HEAD, lock) pairs the Xet hash with the sha256 these bytes have
-        xet = remote.xet.hash
     try:
         mtime_ns = plan.placement.final.stat().st_mtime_ns
     except OSError as exc:

@@ -127,7 +127,8 @@ def lock_catalog(
     # the models to resolve: every one with ``upgrade``, else those the lock does not pin as the
     # catalog says now
     todo = [spec for spec in scope.specs if upgrade or base.fresh(spec) is None]
-    fresh, failures = _lock_models(todo, settings, old=base, progress=progress)
+    fresh, failures, said = _lock_models(todo, settings, old=base, progress=progress)
+    warnings = (*warnings, *said)
     resolved = tuple(spec.name for spec in todo)
     if failures:
         return LockReport(
@@ -369,16 +370,16 @@ def _read_lock(path: Path, *, anew: bool) -> tuple[Lock | None, str | None]:
 
 def _lock_models(
     specs: list[ModelSpec], settings: Settings, *, old: Lock, progress: Progress
-) -> tuple[dict[str, LockedModel], list[FileOutcome]]:
+) -> tuple[dict[str, LockedModel], list[FileOutcome], list[str]]:
     """Resolve the models upstream (never from the lock) and hash what upstream did not; their
-    lock entries.
+    lock entries, and warnings.
     """
     if not specs:  # every one fresh: nothing to ask upstream
-        return {}, []
+        return {}, [], []
     # the record of a past pull is no resolution: it may be any commit, and lack files
     if settings.offline:
         why = "HF_HUB_OFFLINE is set; it must be resolved to be locked"
-        return {}, [failed(s.name, None, NetworkError(f"{s.name}: {why}")) for s in specs]
+        return {}, [failed(s.name, None, NetworkError(f"{s.name}: {why}")) for s in specs], []
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
         # what it renews: never from the lock
         resolved, failures = resolve(session, specs, lock=None)
@@ -389,12 +390,32 @@ def _lock_models(
         failures.extend(unhashed)
         by_name = {spec.name: spec for spec in specs}
         models: dict[str, LockedModel] = {}
+        said: list[str] = []
         for model in complete:
+            files = tuple(_xet_verified(session, f, said) for f in model.files)
+            model = replace(model, files=files)
             try:
                 models[model.name] = locked_from_resolved(by_name[model.name], model, {})
             except MdlError as exc:
                 failures.append(failed(model.name, None, exc))
-        return models, failures
+        return models, failures, said
+
+
+def _xet_verified(session: PullSession, remote: RemoteFile, said: list[str]) -> RemoteFile:
+    """The file with the Xet hash this machine verified whole with its sha256 and size (a fetch by
+    chunk recorded it), when the Hub names another: said, and the verified one locked (the Hub's
+    word is where to fetch from, and a wrong one costs every locked pull a fetch)."""
+    entry = recorded(session.store, remote) if remote.xet is not None else None
+    if remote.xet is None or entry is None or not entry.verified or entry.xet is None:
+        return remote
+    if (entry.sha256, entry.size) != (remote.sha256, remote.size) or entry.xet == remote.xet.hash:
+        return remote
+    said.append(
+        f"{label_of(remote)}: the Hub names Xet hash {remote.xet.hash} for it, not {entry.xet},"
+        " the one this machine verified with its sha256: locking the verified one"
+    )
+    log.warning("%s", said[-1])
+    return replace(remote, xet=replace(remote.xet, hash=entry.xet))
 
 
 def _complete(

@@ -193,6 +193,7 @@ class PullSession:
                     secrets=settings.secrets,
                     dirs=self.dirs,
                     recorded=self.recorded_xet,
+                    bound=self.xet_bound,
                     # --limit-rate caps the run: xorb bytes count with every other download's
                     limiter=limiter,
                     ranged=self.demand is not None,
@@ -233,6 +234,21 @@ class PullSession:
             [entry.xet for entry in record.files.values() if entry.xet]
             if record is not None
             else []
+        )
+
+    def xet_bound(self, job: TransferJob, xet: str) -> bool:
+        """Whether ``xet`` is bound to the job's pinned bytes: the model's record says this machine
+        verified a file of exactly that sha256 and size whole, fetched by chunk as a file of that
+        Xet hash (a Xet fetch checks both over the same bytes; nothing else records one)."""
+        sha256, size = job.identity.sha256, job.identity.size
+        if not job.model or not job.path or sha256 is None or size is None:
+            return False
+        record = self.store.read_record(job.model)
+        entry = record.entry_for(job.path, sha256=sha256, git_oid=None) if record else None
+        return (
+            entry is not None
+            and entry.verified
+            and (entry.sha256, entry.size, entry.xet) == (sha256, size, xet)
         )
 
     def abort(self) -> None:

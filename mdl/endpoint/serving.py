@@ -234,10 +234,32 @@ def _pull(
         retried = pull_models(again, settings, progress=progress, lock=lock, cancel=cancel,
                               demand=demand)  # fmt: skip
         report = _tried_again(report, retried)
+    report = replace(report, files=tuple(_released_wrong(o, shelf) for o in report.files))
     for outcome in report.files:
         if outcome.failing and outcome.path is not None:
             shelf.fail(outcome.model, outcome.path, outcome.error or "failed")
     return replace(report, seconds=time.monotonic() - started)
+
+
+def _released_wrong(outcome: FileOutcome, shelf: Shelf) -> FileOutcome:
+    """The outcome of a file some of whose ranges left to a loader before its hash refused the
+    bytes they came with: failed (exit 6) whatever a later try installed, naming the ranges (the
+    endpoint refuses the object from then on)."""
+    wrong = shelf.released_wrong(outcome.model, outcome.path) if outcome.path else ()
+    if not wrong:
+        return outcome
+    shown = ", ".join(f"{start}-{end - 1}" for start, end in wrong)
+    return replace(
+        outcome,
+        action="failed",
+        word=None,
+        exit_code=int(ExitCode.INTEGRITY),
+        kind="integrity",
+        error=f"{outcome.label}: bytes {shown} left to a loader before the file verified, and"
+        " its hash then refused them: a loader may have read wrong bytes",
+        hint="start the loader again with a new mdl serve (the endpoint refuses this file now)",
+        released_wrong=wrong,
+    )
 
 
 def _tried_again(first: RunReport, again: RunReport) -> RunReport:

@@ -119,6 +119,7 @@ class Shelf:
         self._dates: dict[tuple[str, str], int] = {}  # (key, ETag) → its Last-Modified
         self._looks = _Looks(self._look, stop)
         self.pulling = threading.Event()  # a pull of this run may still bring files
+        self._since = ranges.wrong_mark()  # ranges released wrong before this server: not its
 
     def settle(self, *, deadline: float, cancel: threading.Event) -> None:
         """Wait (until ``deadline``, monotonic) while this run's pull does not know the models'
@@ -145,7 +146,24 @@ class Shelf:
         model, _, path = key.partition("/")
         if model not in self._specs or not path:
             return None
-        return next((obj for obj in self._looks.of(model) if obj.path == path), None)
+        found = next((obj for obj in self._looks.of(model) if obj.path == path), None)
+        if found is not None and (wrong := self.released_wrong(model, path)):
+            shown = ", ".join(f"{start}-{end - 1}" for start, end in wrong)
+            raise NotServed(
+                403,
+                "InvalidObjectState",
+                f"{key}: bytes {shown} left before the file verified, and its hash then refused"
+                " them: a loader may have read wrong bytes; start it again with a new mdl serve",
+            )
+        return found
+
+    def released_wrong(self, model: str, path: str) -> tuple[tuple[int, int], ...]:
+        """The ranges of the file that left before its whole-file hash refused them (in this
+        server's life): from then on, every request for it is refused."""
+        for store in self._layout.stores:
+            if wrong := ranges.released_wrong(store.part_paths(model, path)[0], since=self._since):
+                return wrong
+        return ()
 
     def fail(self, model: str, path: str, why: str) -> None:
         """This run's pull gave up on the file: a loader waiting on it is told ``why``."""

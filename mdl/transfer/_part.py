@@ -72,6 +72,8 @@ class PartFetch:
                 keep_on_full_disk(state)
             raise error from exc
         except HashMismatch as exc:
+            if check is not None:  # ranges that left early are not proved: told, cut, refused
+                check.refute(f"its {exc.kind} refused the file")
             self._refuse(state, exc, resumed_from)
             raise
         except (MdlError, KeyboardInterrupt, httpx2.HTTPError) as exc:

@@ -1,12 +1,16 @@
 """A trusted hash for every range of a file, and the check of each range as it lands.
 
-A ``RangeTrust`` cuts a file into ranges, each with a digest hanging from a root mdl already trusts
-(``kind``: ``lock`` — the part list pinned beside ``catalog.lock``; ``signature`` — a model
-signature's shards; ``xet`` — the Xet file hash with the CAS's chunk hashes). A ``RangeCheck``
+A ``RangeTrust`` cuts a file into ranges, each with a digest hanging from a root bound to what the
+user pinned, never to the answer it checks (``kind``: ``lock`` — the part list pinned beside
+``catalog.lock``, keyed by the pinned sha256 and size; ``signature`` — the shards of a signature the
+user's trust verified, naming the pinned sha256; ``xet`` — the Xet file hash with the CAS's chunk
+hashes, only when this machine verified that hash whole with the pinned sha256). A ``RangeCheck``
 listens to a fetch (it is the job's ``Landing``): each range whose bytes all landed is read back and
 checked on one thread beside the fetch; what verified is told on (to a fill's publisher) and may be
 read (``read``: the one way a range leaves before the whole file verified, checked again as read);
-what failed is fetched again alone. The whole-file hash still decides the install.
+what failed is fetched again alone. The whole-file hash still decides the install; when it refuses
+bytes whose ranges left already, the check is refuted (``refute``): nothing more leaves, and the
+ranges that left are told (``released_wrong``) so the endpoint refuses the object and says so.
 
 With no trust there is no check: the fetch runs as before (no thread, no read back).
 """
@@ -232,6 +236,39 @@ def live(part_path: Path) -> RangeCheck | None:
         return _LIVE.get(part_path)
 
 
+class _Wrong:
+    """The files whose ranges left before their whole-file hash refused them, by ``.part`` path:
+    each with the ranges that left and when it was told (a count); never forgotten in the process
+    (a loader read those bytes)."""
+
+    def __init__(self) -> None:
+        self.told = 0
+        self.files: dict[Path, tuple[int, tuple[tuple[int, int], ...]]] = {}
+
+    def tell(self, part_path: Path, spans: tuple[tuple[int, int], ...]) -> None:
+        with _LIVE_LOCK:
+            self.told += 1
+            self.files[part_path] = (self.told, spans)
+
+
+_WRONG = _Wrong()
+
+
+def wrong_mark() -> int:
+    """A mark of what was told so far: ``released_wrong(part_path, since=mark)`` answers only what
+    is told after it (a server hears what happens in its own life)."""
+    with _LIVE_LOCK:
+        return _WRONG.told
+
+
+def released_wrong(part_path: Path, *, since: int = 0) -> tuple[tuple[int, int], ...]:
+    """The ranges of the file whose ``.part`` is ``part_path`` that left before its whole-file hash
+    refused them (told after ``since``); () when none."""
+    with _LIVE_LOCK:
+        told, spans = _WRONG.files.get(part_path, (0, ()))
+    return spans if told > since else ()
+
+
 class RangeCheck:
     """One fetch's check of each range (a ``Landing``): told what lands and what is taken back,
     it reads each range back once all of it landed and checks it on its own thread; ``then``
@@ -265,6 +302,8 @@ class RangeCheck:
         self._queued = 0  # tellings not yet applied by the checker
         self._landed: list[tuple[int, int]] = []
         self._pending: set[int] = set()  # ranges whose bytes all landed, not checked yet
+        self._released: set[int] = set()  # ranges whose bytes left (``reading``)
+        self.refuted = False  # the whole file's hash refused it: nothing more leaves
         self._checker = Background(f"mdl-ranges:{label}", self._check_landed, join=None)
 
     # -- the fetch's side (``Landing``) --------------------------------------------------------
@@ -425,7 +464,7 @@ class RangeCheck:
         indexes = touching(self.spans, start, end)
         with self._lock:
             known = bool(indexes) and all(i in self.verified for i in indexes)
-        if not known or start >= end:
+        if not known or start >= end or self.refuted:
             yield None
             return
         first, last = self.spans[indexes[0]][0], self.spans[indexes[-1]][1]
@@ -434,7 +473,33 @@ class RangeCheck:
             return
         with _BUDGET.buffer(last - first, cancel, until) as held:
             view = self._checked(held, indexes, first) if held is not None else None
+            with self._lock:  # (under the lock ``refute`` takes: a range left is one it tells)
+                if view is not None and not self.refuted:
+                    self._released.update(indexes)
+                else:
+                    view = None
             yield None if view is None else view[start - first : end - first]
+
+    def refute(self, why: str) -> tuple[tuple[int, int], ...]:
+        """The whole file's hash refused the bytes this check verified (``why``): nothing more
+        leaves (an answer sending its ranges is cut at the next one), and the ranges that left
+        already are told (``released_wrong``: the endpoint then refuses the object) and said;
+        returns them."""
+        with self._lock:
+            self.refuted = True
+            spans = tuple(merged([self.spans[i] for i in self._released]))
+        if spans:
+            _WRONG.tell(self.part_path, spans)
+            shown = ", ".join(f"{start}-{end - 1}" for start, end in spans)
+            log.warning(
+                "%s: bytes %s left verified by its %s hash before the whole file did, then %s:"
+                " a loader may have read wrong bytes there",
+                self.label,
+                shown,
+                self.trust.kind,
+                why,
+            )
+        return spans
 
     def _checked(self, view: memoryview, indexes: range, first: int) -> memoryview | None:
         try:

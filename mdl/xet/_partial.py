@@ -381,22 +381,38 @@ class Partial:
             except (OSError, MdlError) as exc:
                 log.info("%s: could not save the resume record (%s)", self.job.label, exc)
 
-    def finish(self) -> None:
+    def finish(self, refused: Callable[[str], object] | None = None) -> None:
         """Every byte hashed and checked, then flushed: the Xet file hash from every chunk's hash,
-        the sha256 (and a signature's digests) from the bytes on disk."""
+        the sha256 (and a signature's digests) from the bytes on disk; ``refused`` hears why when
+        one refuses the file (ranges that left early are then not proved)."""
         self.hasher.catch_up(self.rec.size)
-        if (got := to_hex(file_hash(self.record.chunks()))) != self.ref.hash:
-            raise self._mismatch("Xet file hash", self.ref.hash, got)
-        expected, sha256 = self.job.identity.sha256, self.hasher.sha256.hexdigest()
-        if self.job.verify and expected and sha256 != expected:
-            raise self._mismatch("sha256", expected, sha256)
-        if self.hasher.check is not None and (bad := self.hasher.check.mismatch()) is not None:
+        bad = self._refusal()
+        if bad is not None:
+            if refused is not None:
+                refused(f"its {bad[0]} refused the file")
             raise self._mismatch(*bad)
         os.fdatasync(self.fd)
+
+    def _refusal(self) -> tuple[str, str, str] | None:
+        """(kind, expected, got) of the first whole-file hash the bytes fail, if any."""
+        if (got := to_hex(file_hash(self.record.chunks()))) != self.ref.hash:
+            return "Xet file hash", self.ref.hash, got
+        expected, sha256 = self.job.identity.sha256, self.hasher.sha256.hexdigest()
+        if self.job.verify and expected and sha256 != expected:
+            return "sha256", expected, sha256
+        if self.hasher.check is not None:
+            return self.hasher.check.mismatch()
+        return None
 
     def _mismatch(self, kind: str, expected: str, actual: str) -> Exception:
         if self.resumed or self.reused:
             return Suspect(f"{kind} mismatch")
+        if kind == "sha256":  # every chunk is its Xet hash's: that hash names other bytes
+            self.job.retries.warn(
+                f"{self.job.label}: its Xet hash {self.ref.hash} names other bytes than its pinned"
+                " sha256 (the Hub, a proxy or catalog.lock named it): fetching it over plain HTTP"
+            )
+            return XetFallback("its Xet hash names other bytes than its pinned sha256")
         return self.corrupt(f"{kind} mismatch: expected {expected}, got {actual}")
 
 

@@ -4,12 +4,12 @@ The CAS answers ``GET /v2/file-chunk-hashes/{hash}`` (hub-docs ``docs/xet/api.md
 named in ``X-Range-Dirty``: the window of whole chunks that holds them, and Merkle subtrees
 (``_subtree``) summing up the chunks before it and after it. The window's own chunks, hashed from
 its bytes and merged between the two, give the file's Merkle root, whose file hash must be the Xet
-hash mdl already trusts. An answer's summaries stand in for every byte outside its windows, so a
-window verifies alone only when it is its answer's only window: mdl asks one window per request.
-The CAS ends a window past the bytes asked, at the next stable chunk bound, wherever they start: so
-mdl first asks where the windows end (the byte before each window's end, many in one request), then
-each window from where the one before it ends. The windows tile the file: they are its ranges
-(``XetRanges``, kind ``xet``).
+hash (a root only when bound to the pinned sha256: ``XetSource._release``). An answer's summaries
+stand in for every byte outside its windows, so a window verifies alone only when it is its answer's
+only window: mdl asks one window per request. The CAS ends a window past the bytes asked, at the
+next stable chunk bound, wherever they start: so mdl first asks where the windows end (the byte
+before each window's end, many in one request), then each window from where the one before it ends.
+The windows tile the file: they are its ranges (``XetRanges``, kind ``xet``).
 
 Any surprise in an answer (a field more or less, a window elsewhere than asked, summaries whose
 bytes do not add up to the bytes around it, a CAS that does not answer) leaves the file without
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Protocol, TypeGuard
 
 from mdl.background import Background
+from mdl.transfer.job import RangeTrust
 from mdl.transfer.ranges import MAX_SPAN, RANGE_PART, RangeCheck
 from mdl.xet._hashing import chunk_hash, from_hex, is_hash, salted
 from mdl.xet._subtree import Node, Subtree
@@ -308,9 +309,10 @@ def windows(ask: Ask, size: int, stop: threading.Event) -> tuple[Window, ...] | 
 
 
 class Release:
-    """A Xet file's windows asked beside its fetch; once all are known, each window whose terms
-    are on disk is checked (a ``RangeCheck`` the endpoint finds by the ``.part``: ``ranges.live``).
-    ``tell(landed)`` is how the fetch's record hands over what is on disk, now and from then on."""
+    """A Xet file's ranges checked as its terms land (a ``RangeCheck`` the endpoint finds by the
+    ``.part``: ``ranges.live``): those of ``trust`` (the part hashes of the pinned bytes: they win),
+    else its windows, asked beside its fetch and checked once all are known. ``tell(landed)`` is
+    how the fetch's record hands over what is on disk, now and from then on."""
 
     def __init__(
         self,
@@ -322,9 +324,11 @@ class Release:
         part_path: Path,
         record: Recorded,
         label: str,
+        trust: RangeTrust | None = None,
     ) -> None:
         self._ask, self.size, self.xet_hash = ask, size, xet_hash
         self.fd, self.part_path, self.record, self.label = fd, part_path, record, label
+        self.trust = trust
         self.check: RangeCheck | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -332,18 +336,27 @@ class Release:
         self._asker = Background(f"xet-ranges:{label}", self._arm, join=0.0)
 
     def _arm(self, stop: threading.Event) -> None:
-        found = windows(self._ask, self.size, stop)
-        if found is None:
-            if not stop.is_set():  # (else the file is whole already)
-                log.info("%s: no chunk hashes from the Xet storage: released whole", self.label)
-            return
-        trust = XetRanges(found, self.xet_hash, self.record.sizes)
+        trust = self.trust
+        if trust is None:
+            found = windows(self._ask, self.size, stop)
+            if found is None:
+                if not stop.is_set():  # (else the file is whole already)
+                    log.info("%s: no chunk hashes from the Xet storage: released whole", self.label)
+                return
+            trust = XetRanges(found, self.xet_hash, self.record.sizes)
         check = RangeCheck(trust, self.fd, self.part_path, label=self.label)
         with self._lock:
             if self._closed:
                 return
             self.check = check.__enter__()
             self.record.tell(check.landed)
+
+    def refute(self, why: str) -> None:
+        """The whole file's hash refused it (``why``): see ``RangeCheck.refute``."""
+        with self._lock:
+            self._closed, check = True, self.check
+        if check is not None:
+            check.refute(why)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Release]:

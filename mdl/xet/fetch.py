@@ -22,6 +22,7 @@ from mdl.progress import Progress
 from mdl.sources.resolve import XetRef
 from mdl.store.filesystem import DirSyncs, stat_file
 from mdl.transfer.job import TransferJob, TransferResult
+from mdl.transfer.ranges import fits
 from mdl.transfer.resume import STATE_MAX, boot_id, discard_partial, finish_part, job_root, planted
 from mdl.transfer.scheduling import RateLimiter
 from mdl.xet import _ranges
@@ -47,6 +48,9 @@ class XetSource(Cas):
     streams: Callable[[int], int]  # as many streams as the plain path would open for a file
     dirs: DirSyncs
     recorded: Callable[[str], list[str]]  # a model's installed Xet files (their Xet hashes)
+    # whether this machine verified whole the job's pinned bytes (sha256, size) as a file of this
+    # Xet hash (its record pairs them): only then may the Xet hash release ranges early
+    bound: Callable[[TransferJob, str], bool]
     # --limit-rate: the run's one budget, shared with the plain engine's streams
     limiter: RateLimiter | None = None
     # a loader in this process reads ranges before files are whole (mdl serve --pull): a big file's
@@ -150,7 +154,7 @@ class XetSource(Cas):
                     if plan.tasks:
                         streams = max(1, min(want, len(plan.tasks)))
                         Streams(self.wire, partial, plan).run(plan.tasks, streams)
-                    partial.finish()
+                    partial.finish(release.refute if release is not None else None)
         except BaseException:
             spent.append(partial.fetched)
             raise
@@ -164,14 +168,23 @@ class XetSource(Cas):
             fetched=partial.fetched,
             reused=partial.reused,
             xet=ref.hash,
-            trust="xet" if release is not None and release.check is not None else None,
+            trust=release.check.trust.kind if release and release.check is not None else None,
         )
 
     def _release(self, job: TransferJob, ref: XetRef, partial: Partial) -> _ranges.Release | None:
-        """The file's windows to ask of the CAS and check as their terms land, so its verified
-        ranges may leave before it is whole (``ranges.live``); none for a file of one window, nor
-        when no loader reads this run's files as they come."""
+        """The file's ranges to check as their terms land, so its verified ranges may leave before
+        it is whole (``ranges.live``), each against a root bound to the pinned bytes: the job's
+        trust (the part hashes beside the lock, a signature's shards) when it has one; else the
+        Xet hash, only when this machine verified it whole with the pinned sha256 (``bound``: a
+        Hub's word alone, its HEAD, listing or a lock copied from them, releases nothing early).
+        None for a file of one range, or when no loader reads this run's files as they come."""
         if not self.ranged or partial.rec.size <= _ranges.WINDOW:
+            return None
+        trust = job.trust if job.trust is not None and fits(job.trust) else None
+        if trust is None and not self.bound(job, ref.hash):
+            log.info(
+                "%s: its Xet hash is not bound to its pinned sha256: released whole", job.label
+            )
             return None
         return _ranges.Release(
             functools.partial(self.chunk_hashes, ref, job.label),
@@ -181,6 +194,7 @@ class XetSource(Cas):
             part_path=job.part_path,
             record=partial.record,
             label=job.label,
+            trust=trust,
         )
 
     def _install(self, job: TransferJob, ref: XetRef, partial: Partial) -> None:

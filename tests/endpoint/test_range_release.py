@@ -373,3 +373,74 @@ def test_an_answer_released_by_range_stops_short_at_a_range_that_no_longer_verif
             assert sent == data[10:PART], "the first range only: nothing that no longer verifies"
     finally:
         os.close(fd)
+
+
+def test_ranges_released_then_refused_by_the_file_s_hash_are_said_and_the_object_refused(
+    tmp_path: Path,
+) -> None:
+    """A root that lies though bound (the part hashes beside the lock are another file's: a
+    tampered lock) lets that file's bytes leave; once the sha256 refuses the file the release is
+    never silent: stderr names the ranges that left, the pull fails (exit 6) whatever a later try
+    does, and every later request for the object is an S3 error, never more of those bytes."""
+    from botocore.exceptions import ClientError
+
+    from mdl.lockfile.parts import PartHashes, write_parts
+    from mdl.transfer.ranges import digest
+
+    data, other = make_data(6 * PART + 4321, seed=75), make_data(6 * PART + 4321, seed=76)
+    held = threading.Event()
+    with CdnServer() as cdn:
+        url = cdn.add_file("/w.bin", other)  # the origin sends another file as big
+        _hold(cdn, "w.bin", held, after=2)
+        env = isolated(tmp_path, model_catalog(tmp_path, {"w.bin": (url, data)}))
+        written = lock_with_parts(env, {"w.bin": data}, part=PART)
+        digests = tuple(digest(other[s : s + PART]) for s in range(0, len(other), PART))
+        pinned = hashlib.sha256(data).hexdigest()
+        write_parts(written, {pinned: PartHashes(len(other), PART, digests)})
+        serve = ServeProcess(tmp_path, "m", "--pull", "--wait", "120", "--connections", "1",
+                             env=env)  # fmt: skip
+        with serve:
+            s3 = serve.ready().boto3(read_timeout=HANG)
+            got = s3.get_object(Bucket="mdl", Key="m/w.bin", Range="bytes=10-1000")
+            assert got["Body"].read() == other[10:1001]  # what the tampered root vouched for
+            held.set()
+            serve.pulled()
+            said = f"m/w.bin: bytes 0-{PART - 1} left to a loader before the file verified"
+            wait_for(lambda: said in serve.stderr, what="the ranges that left said")
+            for asked in ("bytes=10-1000", f"bytes={3 * PART}-{4 * PART}"):
+                with pytest.raises(ClientError) as refused:
+                    s3.get_object(Bucket="mdl", Key="m/w.bin", Range=asked)
+                assert refused.value.response["Error"]["Code"] == "InvalidObjectState"
+            assert f"bytes 0-{PART - 1} left before the file verified" in str(refused.value)
+            assert serve.stop() == 6, serve.stderr
+    assert f"bytes 0-{PART - 1} left verified by its lock hash before" in _log(tmp_path)
+
+
+def test_an_answer_under_way_stops_at_the_next_range_once_its_file_is_refused(
+    tmp_path: Path,
+) -> None:
+    from mdl.endpoint.shelf import Early, ShelfObject, _windows
+    from mdl.transfer.ranges import Digests, RangeCheck, digest, released_wrong
+
+    data = make_data(3 * PART, seed=77)
+    path = tmp_path / "f.part"
+    path.write_bytes(data)
+    trust = Digests.fixed(
+        "lock", len(data), PART, [digest(data[s : s + PART]) for s in range(0, len(data), PART)]
+    )
+    obj = ShelfObject("m/f", "m", "f", len(data), '"x"', None, False, "partial", path, "x")
+    cancel = threading.Event()
+    fd = os.open(path, os.O_RDWR)
+    try:
+        with RangeCheck(trust, fd, path) as check:
+            check.landed(0, len(data))
+            assert check.settle(cancel) == []
+            early = Early(obj, _windows(check, 10, len(data) - 10, cancel, time.monotonic() + HANG))
+            assert early.ready  # its first range read and checked before the answer begins
+            check.refute("its sha256 refused the file")  # while the answer is sent
+            sent = b"".join(bytes(view) for view in early)
+            early.close()
+            assert sent == data[10:PART], "the range under way only: cut at the next"
+        assert released_wrong(path) == ((0, PART),)
+    finally:
+        os.close(fd)

@@ -286,3 +286,47 @@ def test_a_read_with_no_room_by_its_deadline_gets_nothing(
                     assert got is None
     finally:
         os.close(fd)
+
+
+def test_a_refuted_check_lets_nothing_more_leave_and_tells_the_ranges_that_left(
+    tmp_path: Path,
+) -> None:
+    """The whole file's hash refused the bytes the check verified: the ranges read before are
+    told (once, to whoever asks after a mark taken before), a read under way when it is refuted
+    counts, and nothing leaves from then on."""
+    path = tmp_path / "f.part"
+    path.write_bytes(DATA)
+    fd = os.open(path, os.O_RDWR)
+    cancel = threading.Event()
+    mark = ranges.wrong_mark()
+    try:
+        with RangeCheck(trust_of(DATA), fd, path, label="m/f") as check:
+            check.landed(0, len(DATA))
+            assert check.settle(cancel) == []
+            with check.reading(10, 20, cancel) as got:
+                assert got is not None
+            with check.reading(4 * PART, 4 * PART + 1, cancel) as got:
+                assert got is not None  # being sent as the file is refused
+                spans = check.refute("its sha256 refused the file")
+            with check.reading(10, 20, cancel) as got:
+                assert got is None, "nothing leaves once the file is refused"
+        assert spans == ((0, PART), (4 * PART, 5 * PART))
+        assert ranges.released_wrong(path, since=mark) == spans
+        assert ranges.released_wrong(path, since=ranges.wrong_mark()) == ()
+    finally:
+        os.close(fd)
+
+
+def test_a_refuted_check_that_let_nothing_leave_tells_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "f.part"
+    path.write_bytes(DATA)
+    fd = os.open(path, os.O_RDWR)
+    mark = ranges.wrong_mark()
+    try:
+        with RangeCheck(trust_of(DATA), fd, path) as check:
+            check.landed(0, len(DATA))
+            assert check.settle(threading.Event()) == []
+            assert check.refute("its sha256 refused the file") == ()
+        assert ranges.released_wrong(path, since=mark) == () and ranges.wrong_mark() == mark
+    finally:
+        os.close(fd)

@@ -143,8 +143,9 @@ def test_dry_run_touches_no_cas(xet_hub: XetHubServer, catalog: Path) -> None:
 
 
 def test_the_record_of_a_xet_pull_is_the_plain_path_s(xet_hub: XetHubServer, catalog: Path) -> None:
-    """Every field but how the bytes came (fetched, reused, when) and the resolve answer's ETag,
-    which a Xet pull never asks for (the sha256 decides for such a file, never the ETag)."""
+    """Every field but how the bytes came (fetched, reused, when, the Xet hash a fetch by chunk
+    checked: a plain fetch checks none, so records none) and the resolve answer's ETag, which a
+    Xet pull never asks for (the sha256 decides for such a file, never the ETag)."""
     xet_hub.add_repo("org/m", {WEIGHTS: make_data(1 << 20, seed=106)})
     record = catalog.parent / "models" / ".mdl" / "records" / "m.json"
     assert mdl("pull", "m").exit_code == 0
@@ -152,7 +153,8 @@ def test_the_record_of_a_xet_pull_is_the_plain_path_s(xet_hub: XetHubServer, cat
     assert mdl("pull", "m", "--no-xet", "--force").exit_code == 0
     plain = json.loads(record.read_text())["files"][WEIGHTS]
     assert xet_hub.cas.xorb_bytes() > 0 and by_chunk["fetched"] != plain["fetched"]
-    skip = {"fetched", "reused", "fetched_at", "mtime_ns", "etag"}
+    skip = {"fetched", "reused", "fetched_at", "mtime_ns", "etag", "xet"}
+    assert plain.get("xet") is None  # the Hub's word alone binds nothing
     assert {k: v for k, v in by_chunk.items() if k not in skip} == {
         k: v for k, v in plain.items() if k not in skip
     }
@@ -799,6 +801,7 @@ def _source(client: httpx2.Client) -> XetSource:
         secrets=Secrets(),
         dirs=DirSyncs(),
         recorded=lambda _model: [],
+        bound=lambda _job, _xet: False,
     )
 
 

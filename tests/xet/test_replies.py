@@ -80,6 +80,7 @@ def _source(client: httpx2.Client) -> XetSource:
         secrets=Secrets(),
         dirs=DirSyncs(),
         recorded=lambda _model: [],
+        bound=lambda _job, _xet: False,
     )
 
 

@@ -4,11 +4,17 @@
 file's last xorb is held back, the windows whose chunks landed verify and read back (the check
 `mdl serve --pull` reads through, `ranges.live`); a lying answer, a window at the wrong offset, a
 repeated region, a truncated summary or no answer at all leave the file to be released whole, as
-before, and the pull ends with the right bytes in every case."""
+before, and the pull ends with the right bytes in every case.
+
+A range's root is bound to the pin: the Xet hash only when this machine verified it whole with the
+pinned sha256 (a pull by chunk, then the file lost), the part hashes beside the lock over it. A Hub
+naming another file's Xet hash (once, always; with a lock, with part hashes) gets no byte of that
+file to a loader; a bound root that lies (tampered part hashes) is never silent."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import logging
 import threading
@@ -22,11 +28,14 @@ from serveproc import AWS_ISOLATION
 from servers import Fault, make_data
 from xetserver import CasServer, XetFile, XetHubServer, XetStore, chunk_hashes_answer
 
+from mdl.lockfile.parts import PartHashes, write_parts
 from mdl.transfer import ranges
 from mdl.xet import _ranges
 
 WEIGHTS = "model.safetensors"
+OTHER = "other.safetensors"  # another file of the repo, as big (whose Xet hash a Hub may name)
 SIZE = 4 << 20
+_ONLY_OURS = '[models.m]\nrepo = "org/m"\ninclude = ["model.safetensors", "config.json"]\n'
 
 
 @pytest.fixture
@@ -61,11 +70,53 @@ class Pull:
     a big Xet file's windows are checked as they land), the file's last xorb held until
     ``release``."""
 
-    def __init__(self, hub: XetHubServer, catalog: Path, data: bytes) -> None:
-        hub.add_repo("org/m", {WEIGHTS: data, "config.json": b"{}"})
+    def __init__(
+        self,
+        hub: XetHubServer,
+        catalog: Path,
+        data: bytes,
+        *,
+        bound: bool = True,
+        plain: bool = False,
+        other: bytes | None = None,
+        lie: list[str | None] | None = None,
+        lock: bool = False,
+        parts: bytes | None = None,
+    ) -> None:
+        """``other``: a file beside it in the repo (not in the model), whose Xet hash the Hub
+        names for it in the answers ``lie`` says (``XetHubServer.xet_lies``: OTHER for the other's
+        hash), from the first after ``bound``'s pull; its bytes are then the ones fetched (and its
+        last xorb held). ``lock``: `mdl lock` run then (its part hashes too, with ``bound``);
+        ``parts``: bytes whose part hashes are then written for it (a tampered lock); ``plain``:
+        ``bound``'s pull over plain HTTP (verified, its record binds no Xet hash)."""
+        hub.add_repo(
+            "org/m", {WEIGHTS: data, "config.json": b"{}", **({OTHER: other} if other else {})}
+        )
+        if other is not None:
+            catalog.write_text(_ONLY_OURS)
         self.xf: XetFile = hub.xet_file("org/m", WEIGHTS)
         self.data, self.models = data, catalog.parent / "models"
-        last = self.xf.terms[-1].xorb
+        if bound:  # pulled and verified whole here once: its record binds the Xet hash
+            pulled = mdl("pull", "m", *(["--no-xet"] if plain else []))
+            assert pulled.exit_code == 0, pulled.stderr
+        if lie is not None:
+            named = hub.xet_file("org/m", OTHER).hash
+            hub.xet_lies[WEIGHTS] = [named if told == OTHER else told for told in lie]
+        if lock:
+            locked = mdl("lock", "m")
+            assert locked.exit_code == 0, locked.stderr
+        if parts is not None:
+            step = 512 << 10
+            digests = tuple(ranges.digest(parts[i : i + step]) for i in range(0, len(parts), step))
+            write_parts(
+                catalog.parent / "catalog.lock.parts",
+                {hashlib.sha256(data).hexdigest(): PartHashes(len(parts), step, digests)},
+            )
+        if bound:  # ... then lost
+            (self.models / "m" / WEIGHTS).unlink()
+        fetched = hub.xet_file("org/m", OTHER) if lie and lie[0] == OTHER else self.xf
+        self.landing = other if fetched is not self.xf else data  # what its .part is filled with
+        last = fetched.terms[-1].xorb
         assert all(t.xorb != last for t in self.xf.terms[:-1])
         self.gate, self.stop = threading.Event(), threading.Event()
         hub.cas.faults.add(
@@ -106,24 +157,34 @@ class Pull:
         part = self.part()
         return None if part is None else ranges.live(part)
 
-    def landed_but_last(self) -> None:
-        """Every term but the held one on disk (the partial's bytes there are the file's)."""
-        held = self.xf.terms[-1].offset
+    def landed_but_last(self, last: int | None = None) -> None:
+        """Every term but the held one on disk (the partial's bytes there are the ones fetched;
+        ``last``: the held term's offset, when another file's terms are fetched)."""
+        held = self.xf.terms[-1].offset if last is None else last
         part = self.part()
         assert part is not None
         wait_for(
-            lambda: part.exists() and part.read_bytes()[:held] == self.data[:held],
+            lambda: part.exists() and part.read_bytes()[:held] == self.landing[:held],
             what="every term but the last",
         )
 
-    def release(self) -> None:
+    def release(self, exit_code: int = 0, *, serving: bool = False) -> Any:
+        """The held xorb let go, the pull's end awaited; its report (the file installed right when
+        it ends well). ``serving``: the endpoint still answers (``end`` stops it)."""
         self.gate.set()
         wait_for(lambda: bool(self.pulled or self.ended), what="the pull's end")
+        if not serving:
+            self.end()
+        report = self.pulled[0].pulled
+        assert report.exit_code == exit_code, report.to_json()
+        if exit_code == 0:
+            assert (self.models / "m" / WEIGHTS).read_bytes() == self.data
+        return report
+
+    def end(self) -> None:
         self.stop.set()
         self._thread.join(HANG)
         assert not self._thread.is_alive() and self.ended == [None], self.ended
-        assert self.pulled[0].pulled.exit_code == 0
-        assert (self.models / "m" / WEIGHTS).read_bytes() == self.data
 
 
 def s3_client(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -299,3 +360,150 @@ def test_a_pull_with_no_loader_asks_no_chunk_hashes(hub: XetHubServer, catalog: 
     assert (catalog.parent / "models" / "m" / WEIGHTS).read_bytes() == data
     assert hub.cas.chunk_hashes_asked == []
     assert len(hub.cas.xorb_records()) >= len(hub.xet_file("org/m", WEIGHTS).terms) > 1
+
+
+def _get(s3: Any, start: int, end: int) -> bytes | str:
+    """A loader's ranged GET of the weights: their bytes, or the S3 error's code."""
+    from botocore.exceptions import ClientError
+
+    try:
+        got = s3.get_object(Bucket="mdl", Key=f"m/{WEIGHTS}", Range=f"bytes={start}-{end - 1}")
+    except ClientError as exc:
+        return str(exc.response["Error"]["Code"])
+    return bytes(got["Body"].read())
+
+
+def _waiting(s3: Any, caplog: pytest.LogCaptureFixture, start: int, end: int) -> Callable[[], Any]:
+    """A ranged GET sent now, by a loader that waits for its answer; once it waits at the
+    endpoint: what it got, when asked (after the pull ended)."""
+    got: list[bytes | str] = []
+    loader = threading.Thread(target=lambda: got.append(_get(s3, start, end)), daemon=True)
+    loader.start()
+    wait_for(lambda: f"a loader waits for m/{WEIGHTS}" in caplog.text, what="the loader's wait")
+
+    def answer() -> Any:
+        loader.join(HANG)
+        assert not loader.is_alive() and len(got) == 1
+        return got[0]
+
+    return answer
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["fresh", "verified-here-before"])
+@pytest.mark.parametrize("lie", [[OTHER, None], [OTHER]], ids=["first-answer", "every-answer"])
+def test_a_hub_naming_another_files_xet_hash_gets_no_byte_of_it_to_a_loader(
+    hub: XetHubServer,
+    catalog: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    bound: bool,
+    lie: list[str | None],
+) -> None:
+    """The Hub's listing names the Xet hash of another file as big in the same commit: its bytes
+    come, and would verify against that hash window by window; only the pinned sha256 refuses
+    them. A Xet hash bound to nothing this machine verified releases no range: the loader waits
+    for the whole file and gets the pinned bytes (the Xet hash that named others said, the file
+    fetched over plain HTTP), never a byte of the other file."""
+    caplog.set_level(logging.INFO, logger="mdl.serve")
+    data, other = make_data(SIZE, seed=31), make_data(SIZE, seed=32)
+    pull = Pull(hub, catalog, data, bound=bound, other=other, lie=lie)
+    pull.landed_but_last(hub.xet_file("org/m", OTHER).terms[-1].offset)
+    assert pull.check() is None, "a range check whose root is the Hub's word"
+    assert "its Xet hash is not bound to its pinned sha256: released whole" in caplog.text
+    s3 = s3_client(pull.ready[0].environment, monkeypatch)
+    answer = _waiting(s3, caplog, 1000, 300_000)
+    report = pull.release(serving=True)
+    assert answer() == data[1000:300_000]
+    assert _get(s3, 0, 1000) == data[:1000]
+    pull.end()
+    [outcome] = [o for o in report.files if o.path == WEIGHTS]
+    assert outcome.released_wrong == () and "released_wrong" not in outcome.to_json()
+    named = hub.xet_file("org/m", OTHER).hash
+    said = f"its Xet hash {named} names other bytes than its pinned sha256"
+    assert any(said in warning for warning in outcome.warnings), outcome.warnings
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["lock", "lock-and-part-hashes"])
+def test_a_lock_written_while_the_hub_lied_gets_no_byte_of_the_other_file_to_a_loader(
+    hub: XetHubServer,
+    catalog: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    bound: bool,
+) -> None:
+    """`mdl lock` run while the Hub names the other file's Xet hash copies it when nothing here
+    says otherwise (where to fetch the bytes, no root). Without part hashes the file is released
+    whole; with them (hashed here from the file verified whole before, over plain HTTP: its record
+    binds no Xet hash) they win: the other file's bytes fail every range. Either way
+    the loader gets the pinned bytes, fetched over plain HTTP, never one of the other file's."""
+    monkeypatch.setattr(ranges, "RANGE_PART", 512 << 10)
+    caplog.set_level(logging.INFO, logger="mdl.serve")
+    data, other = make_data(SIZE, seed=33), make_data(SIZE, seed=34)
+    pull = Pull(hub, catalog, data, bound=bound, plain=True, other=other, lie=[OTHER], lock=True)
+    assert hub.xet_file("org/m", OTHER).hash in (catalog.parent / "catalog.lock").read_text()
+    assert (catalog.parent / "catalog.lock.parts").exists() == bound
+    pull.landed_but_last(hub.xet_file("org/m", OTHER).terms[-1].offset)
+    check = pull.check()
+    if bound:
+        assert check is not None and check.trust.kind == "lock"
+        wait_for(lambda: len(check.bad) >= 2, what="the landed ranges checked")
+        assert check.verified_spans() == []
+    else:
+        assert check is None
+    s3 = s3_client(pull.ready[0].environment, monkeypatch)
+    answer = _waiting(s3, caplog, 0, 1000)
+    report = pull.release()
+    assert answer() == data[:1000]
+    [outcome] = [o for o in report.files if o.path == WEIGHTS]
+    assert outcome.released_wrong == ()
+    assert outcome.range_trust == ("lock" if bound else None)
+
+
+def test_a_range_released_then_refused_by_the_files_hash_is_told_and_refused(
+    hub: XetHubServer,
+    catalog: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A root that lies though bound (part hashes of the other file written under the pinned
+    sha256: a tampered lock) releases the other file's bytes; once the sha256 refuses the file,
+    the release is never silent: stderr and the report name the ranges that left, and every
+    later request for the object is an S3 error, whatever a later try installs."""
+    caplog.set_level(logging.INFO, logger="mdl.serve")
+    data, other = make_data(SIZE, seed=35), make_data(SIZE, seed=36)
+    pull = Pull(hub, catalog, data, bound=False, other=other, lie=[OTHER], lock=True, parts=other)
+    pull.landed_but_last(hub.xet_file("org/m", OTHER).terms[-1].offset)
+    check = pull.check()
+    assert check is not None and check.trust.kind == "lock"
+    wait_for(lambda: ranges.covered((0, 1000), check.verified_spans()), what="the first range")
+    s3 = s3_client(pull.ready[0].environment, monkeypatch)
+    assert _get(s3, 0, 1000) == other[:1000]  # what the tampered root vouched for
+    report = pull.release(6, serving=True)
+    step = 512 << 10
+    assert f"{WEIGHTS}: bytes 0-{step - 1} left verified by its lock hash" in caplog.text
+    [outcome] = [o for o in report.files if o.path == WEIGHTS]
+    assert outcome.released_wrong == ((0, step),) and outcome.exit_code == 6
+    assert outcome.to_json()["released_wrong"] == [[0, step - 1]]
+    assert f"bytes 0-{step - 1} left to a loader before the file verified" in str(outcome.error)
+    assert _get(s3, 0, 1000) == "InvalidObjectState"
+    assert _get(s3, 2 << 20, 3 << 20) == "InvalidObjectState"
+    pull.end()
+
+
+def test_mdl_lock_locks_the_xet_hash_this_machine_verified_not_the_one_a_hub_names(
+    hub: XetHubServer, catalog: Path
+) -> None:
+    """Pulled by chunk here (the Xet hash and the sha256 checked over the same bytes), then locked
+    while the Hub names another file's Xet hash: the verified one is locked, and the lie said."""
+    data, other = make_data(SIZE, seed=37), make_data(SIZE, seed=38)
+    hub.add_repo("org/m", {WEIGHTS: data, OTHER: other})
+    catalog.write_text(_ONLY_OURS)
+    assert mdl("pull", "m").exit_code == 0
+    mine, named = hub.xet_file("org/m", WEIGHTS).hash, hub.xet_file("org/m", OTHER).hash
+    hub.xet_lies[WEIGHTS] = [named]
+    locked = mdl("lock", "m")
+    assert locked.exit_code == 0, locked.stderr
+    text = (catalog.parent / "catalog.lock").read_text()
+    assert f'xet = "{mine}"' in text and named not in text
+    said = f"m/{WEIGHTS}: the Hub names Xet hash {named} for it, not {mine}"
+    assert said in locked.stderr, locked.stderr
