@@ -28,7 +28,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from mdl.background import Background
@@ -113,15 +113,17 @@ def look(
 
 
 def _last(writer: Writer, prefix: str, start: int) -> int:
-    """The last number of the run of generations from 1 (0: none), each asked by its name (one
-    HEAD each, ``names.GENERATIONS`` at most); from ``start`` when it is still there."""
+    """The last generation of the run from 1 (0: none), each asked by its name (a HEAD each, past
+    the last ``TAKE_TRIES`` more: a taker steps over that many names that hold no lease, a
+    folder or a FIFO no HEAD shows; ``names.GENERATIONS`` at most); from ``start`` when it is
+    still there."""
     there = 0 < start <= names.GENERATIONS and writer.head(names.generation(prefix, start))
-    number = start if there else 0
-    while number < names.GENERATIONS:
-        if writer.head(names.generation(prefix, number + 1)) is None:
-            break
+    last = number = start if there else 0
+    while number < min(last + TAKE_TRIES, names.GENERATIONS):
         number += 1
-    return number
+        if writer.head(names.generation(prefix, number)) is not None:
+            last = number
+    return last
 
 
 def read_generation(
@@ -241,11 +243,9 @@ def take(
             return Lease(writer, prefix, number, made.etag, holder, token, term, seen.token)
         if number == seen.number:
             return None  # another machine took the last number over first
-        there = read_generation(writer, names.generation(prefix, number), number, term=term)
-        if there.state == "live":
+        seen = read_generation(writer, names.generation(prefix, number), number, term=term)
+        if seen.state == "live":
             return None  # another machine took this number first
-        # gone since (none): the same number again, the run of generations kept whole
-        seen = there if there.state != "none" else replace(seen, etag=None)
     return None  # every number tried is held by something: wait on it as on a held one
 
 
