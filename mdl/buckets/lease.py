@@ -372,10 +372,12 @@ def wait_for(
         if cancel.is_set():
             raise InterruptedByUserError(f"interrupted while waiting on {object_uri}")
         try:
-            if (got := step(token)) > had:  # parts arrive: read on soon
+            if (got := step(token)) > had:  # parts arrive: read on at once
                 had, attempt = got, 0
                 if trusted:  # verified: the holder is alive, and the wait goes on
                     moved = clock()
+                # unverified: read on within the wait's bound, never past it
+                if trusted or clock() - started <= _bound(size, term, False, rate()).most:
                     continue
             if _there(writer, object_uri, over):
                 return "ready"
