@@ -470,18 +470,21 @@ def spoil_folder(folder: Path, case: str) -> None:
     if case == "nines":
         (folder / NINES).write_bytes(b"9")
         (folder / ("9" * 31)).write_bytes(b"9")
-    else:
+    elif case == "many":
         for n in range(MANY):
             (folder / f"{n:06d}").touch()  # numbers too, with leading zeros: no generation
+    else:  # every generation number junk, and past them: the last is taken over in place
+        for n in range(1, MANY + 1):
+            (folder / str(n)).write_bytes(b"9")
 
 
-@pytest.mark.parametrize("case", ["nines", "many"])
+@pytest.mark.parametrize("case", ["nines", "many", "numbered"])
 def test_names_no_machine_reads_alike_cost_one_fetch_on_a_share(
     tiny: HubServer, root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
 ) -> None:
     """Issue 75, C: a 1-byte file named with 30 nines, or 20,001 names, in a file's lease folder
-    sent every machine to the origin (4.00x). Generations are looked up by name, 1 to 99: the
-    fleet fetches the file once."""
+    sent every machine to the origin (4.00x). Generations are looked up by name, 1 to 99 (junk at
+    every one of them: the 99th taken over in place): the fleet fetches the file once."""
     ns = namespace(template_of(root))
     assert ns is not None
     spoil_folder(root / lease_prefix(ns, object_uri(root)).removeprefix("file://"), case)
@@ -496,11 +499,12 @@ def test_names_no_machine_reads_alike_cost_one_fetch_on_a_share(
 def test_names_no_machine_reads_alike_cost_one_fetch_on_moto(
     hub: HubServer, bucket: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The same on an S3 store: 30 nines (and 31) and 20,001 keys under the lease's prefix."""
+    """The same on an S3 store: 30 nines (and 31) and 20,001 keys under the lease's prefix, the
+    first 99 of them every generation number (junk: the 99th is taken over in place)."""
     ns = namespace(S3_TEMPLATE)
     assert ns is not None
     leases = lease_prefix(ns, S3_OBJECT).removeprefix("s3://fleet/")
-    keys = [NINES, "9" * 31, *(f"{n:06d}" for n in range(MANY))]
+    keys = [NINES, "9" * 31, *(str(n) for n in range(1, MANY + 1))]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: bucket.put_object(Bucket="fleet", Key=leases + k, Body=b"9"), keys))
     reports = fleet(hub, tmp_path, S3_TEMPLATE, caplog)
