@@ -372,12 +372,11 @@ def wait_for(
         if cancel.is_set():
             raise InterruptedByUserError(f"interrupted while waiting on {object_uri}")
         try:
-            if (got := step(token)) > had:  # parts arrive: read on at once
-                had, attempt = got, 0
-                if trusted:  # verified: the holder is alive, and the wait goes on
-                    moved = clock()
-                # unverified: read on within the wait's bound, never past it
-                if trusted or clock() - started <= _bound(size, term, False, rate()).most:
+            if (got := step(token)) > had:  # parts arrive: read on at once, within the bound
+                # verified: the holder is alive, and the wait goes on; else no progress
+                had, attempt, moved = got, 0, clock() if trusted else moved
+                now = clock()
+                if not _past(_bound(size, term, trusted, rate()), now - started, now - moved):
                     continue
             if _there(writer, object_uri, over):
                 return "ready"
@@ -392,11 +391,8 @@ def wait_for(
         if found.token != token:  # a new holder: its parts are under its token, read soon
             token, attempt = found.token, 0
         number, now = found.number, clock()
-        bound = _bound(size, term, trusted, rate())
-        if now - started > bound.most:
-            return GaveUp(f"waited {now - started:.0f} s, {bound.worth}")
-        if now - moved > bound.stall:
-            return GaveUp(f"no part of it was published for {now - moved:.0f} s")
+        if gave_up := _past(_bound(size, term, trusted, rate()), now - started, now - moved):
+            return gave_up
         if found.holder != holder:  # said once per holder, not once per look
             holder = found.holder
             log.info("waiting on %s: %s holds its lease", object_uri, holder)
@@ -412,6 +408,16 @@ class Bound:
     stall: float
     most: float
     worth: str
+
+
+def _past(bound: Bound, waited: float, still: float) -> GaveUp | None:
+    """A wait past its bound (``waited``: since the file's waits began; ``still``: since the
+    last verified part), or None."""
+    if waited > bound.most:
+        return GaveUp(f"waited {waited:.0f} s, {bound.worth}")
+    if still > bound.stall:
+        return GaveUp(f"no part of it was published for {still:.0f} s")
+    return None
 
 
 def _bound(size: int, term: float, trusted: bool, rate: float | None) -> Bound:
