@@ -33,7 +33,7 @@ from mdl.buckets.names import lease_prefix, namespace, part_set
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings
 from mdl.download.puller import pull_models
-from mdl.download.session import TERM_VARIABLE
+from mdl.download.session import TERM_VARIABLE, OriginRate
 from mdl.progress import Progress
 from mdl.report import RunReport
 from mdl.setting import Overrides
@@ -561,3 +561,16 @@ def test_junk_parts_under_a_live_token_without_part_hashes_hold_a_follower_no_lo
     assert bounds and not any(bounds)  # no range trust: every wait bounded as above
     # the origin: the rest the junk did not cover, then (the whole hash failed) the file once
     assert cdn_bytes(tiny) == len(WEIGHTS) + len(WEIGHTS) - len(junk) * PART
+
+
+def test_the_origin_rate_is_this_machines_own_measure_of_its_fetches() -> None:
+    """What bounds a wait without part hashes: the bytes of this run's own fetches from the origin
+    over their seconds, small fetches (latency, not rate) left out; None before one."""
+    rate = OriginRate()
+    assert rate.rate() is None
+    rate.add(1000, 0.001)  # a config.json: no measure of the rate
+    rate.add(8 << 20, 0.0)  # no time: none either
+    assert rate.rate() is None
+    rate.add(8 << 20, 2.0)
+    rate.add(24 << 20, 2.0)
+    assert rate.rate() == (32 << 20) / 4.0
