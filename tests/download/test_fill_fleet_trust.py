@@ -492,7 +492,8 @@ def test_names_no_machine_reads_alike_cost_one_fetch_on_a_share(
     all_verified(reports, tmp_path)
     assert cdn_bytes(tiny) == len(WEIGHTS)  # the fleet's origin bytes: 1.00x the file
     fills = sorted(str(f.fill) for r in reports for f in r.files)
-    assert fills == ["filled", "streamed", "streamed"], fills
+    # one holder; each other machine streamed its parts, or read the object if it came first
+    assert fills[0] == "filled" and set(fills[1:]) <= {"read", "streamed"}, fills
 
 
 @pytest.mark.slow
