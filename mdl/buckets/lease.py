@@ -1,18 +1,24 @@
 """A lease in the store itself: one machine of a fleet fills a mirror object while the others wait
-on it. Leases are numbered generations (``names.Generation``), under mdl's own namespace
-``<root>`` (``names.namespace``, which no model file can name): the highest number is
-the lease. It is taken with an exclusive create of the next number (S3 ``If-None-Match: *``, a
-folder's ``link``), the one write every store and share keeps atomic; taking over a lapsed
-generation N is the create of N+1, so of two takers one wins, without a lock or a compare-and-swap.
-Its holder renews only its own generation and counts it lost when a next one exists. A lapse is
-judged by the store's clock and mdl's own term, never a body's. Each generation carries a token no
-one can guess before it exists: its holder's parts are published under it, so an object planted at
-a part's name (both public facts) is no part of any holder's.
+on it. Leases are numbered generations (``names.Generation``, 1 to ``names.GENERATIONS``), under
+mdl's own namespace ``<root>`` (``names.namespace``, which no model file can name): the last of
+the run of generations from 1 is the lease, found by looking each up by its name (a HEAD, a
+``stat``), never by a listing another tenant can fill or spoil. It is taken with an exclusive
+create of the next number (S3 ``If-None-Match: *``, a folder's ``link``), the one write every
+store and share keeps atomic; taking over a lapsed generation N is the create of N+1, so of two
+takers one wins, without a lock or a compare-and-swap. Past the last number, the last generation
+is taken over in place (removed on the version seen, then created): every machine walks to the
+same one, so a run filled by another tenant still elects one fetcher. Its holder renews only its
+own generation, by its version, and counts it lost when a next one exists or its version changed.
+A lapse is judged by the store's clock and mdl's own term, never a body's. Each generation carries
+a token no one can guess before it exists: its holder's parts are published under it, so an object
+planted at a part's name (both public facts) is no part of any holder's.
 
-A waiting machine trusts a holder for nothing but progress it can observe (the parts published
-under the holder's token): past a few terms without a new part, or a bound from the file's size at
-a slow rate, it fetches the file itself. Names under a lease's folder that are not generations cost
-nothing; a folder too big to judge, or a look that failed, is "unknown", never free."""
+A waiting machine trusts a holder for nothing but progress it verifies: parts published under the
+holder's token that passed their range's hash. Everything else a co-tenant can write (a part's
+presence or size, a token, a timestamp) extends no wait: without a range trust the wait is bounded
+from its start by what fetching the file itself would cost at this machine's measured rate from
+the origin, else a few terms; then it fetches the rest itself (its parts kept, the whole file's
+hash deciding)."""
 
 from __future__ import annotations
 
@@ -22,13 +28,12 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Literal
 
 from mdl.background import Background
 from mdl.buckets import names
-from mdl.buckets.protocol import Listed, Writer
+from mdl.buckets.protocol import Listed, Seen, Writer
 from mdl.errors import InterruptedByUserError, MdlError, NetworkError
 
 log = logging.getLogger("mdl.lease")
@@ -38,26 +43,24 @@ LOST_MARGIN = 0.1  # a holder counts its lease lost this part of a term before i
 RELEASE_WAIT = 5.0  # seconds a release waits for a renewal in flight, then leaves it to lapse
 TAKE_TRIES = 5  # generation numbers tried at one take (a name held by something not a lease)
 BODY_LIMIT = 4096  # bytes: a bigger object is not an mdl lease (read no further)
-# names one look reads under a lease's (or a part set's) folder, and for how long: past either,
-# the state is unknown (waited on, never free); names that are not mdl's cost only their listing
+# names one look reads under a part set's folder, and for how long: past either, it shows no
+# parts (no progress); names that are not mdl's cost only their listing
 LISTED_LIMIT = 20_000
 LISTING_TIME = 20.0  # seconds
-STALL_TERMS = 3.0  # a follower gives up after this many terms without the holder's progress
+STALL_TERMS = 3.0  # a follower gives up after this many terms without verified progress
 SLOW_RATE = float(1 << 20)  # bytes/s: the slowest fill worth waiting for (the whole wait's bound)
 
 
-def numbered(
-    writer: Writer, prefix: str, kind: type[names.Generation | names.Part] = names.Generation
-) -> dict[int, Listed] | None:
-    """The objects right under ``prefix`` named as mdl names a ``kind`` (generations, parts), by
-    number; any other name is skipped and costs only its listing.
+def numbered(writer: Writer, prefix: str) -> dict[int, Listed] | None:
+    """The objects right under ``prefix`` named as mdl names a part, by number; any other name is
+    skipped and costs only its listing.
     None: more than ``LISTED_LIMIT`` names, or a listing longer than ``LISTING_TIME``: unknown."""
     found: dict[int, Listed] = {}
     deadline = time.monotonic() + LISTING_TIME
     for count, item in enumerate(writer.listing(prefix, most=LISTED_LIMIT + 1)):
         if count >= LISTED_LIMIT or time.monotonic() > deadline:
             return None
-        said = None if "/" in item.uri[len(prefix) :] else kind.parse(item.uri)
+        said = None if "/" in item.uri[len(prefix) :] else names.Part.parse(item.uri)
         if said is not None:
             found[said.number] = item
     return found
@@ -90,21 +93,37 @@ class Look:
     holder: str = "an unknown holder"  # for the log, escaped (the body is anyone's)
     token: str | None = None  # where its holder publishes its parts (None: not an mdl body)
     uri: str | None = None
+    etag: str | None = None  # the version read (the last generation is taken over on it)
 
 
-def look(writer: Writer, prefix: str, *, term: float = TERM, mine: str | None = None) -> Look:
-    """The highest generation under ``prefix`` and its state: ``lapsed`` (not renewed within our
-    term by the store's clock, or its token is ``mine``: this machine's, whose run holding it
-    ended), ``released``, ``foreign`` (not a body mdl writes: too big, not JSON), ``live``;
-    ``none``: no generation (or gone before it was read, or not a file: the next number is free
-    all the same); ``unknown``: a folder too big to judge (never free)."""
-    numbers = numbered(writer, prefix)
-    if numbers is None:
-        return Look(0, "unknown")
-    if not numbers:
+def look(
+    writer: Writer, prefix: str, *, term: float = TERM, mine: str | None = None, start: int = 0
+) -> Look:
+    """The last generation of the run from 1 under ``prefix`` (each looked up by its name; names
+    that are no generation, or past the last number, are never asked) and its state: ``lapsed``
+    (not renewed within our term by the store's clock, or its token is ``mine``: this machine's,
+    whose run holding it ended), ``released``, ``foreign`` (not a body mdl writes: too big, not
+    JSON), ``live``; ``none``: no generation (or gone before it was read, or not a file: the next
+    number is free all the same). ``start``: a generation an earlier look found (walked on from
+    when it is still there). A look that fails raises (its state is unknown: never free)."""
+    number = _last(writer, prefix, start)
+    if number == 0:
         return Look(0, "none")
-    number = max(numbers)
-    return read_generation(writer, numbers[number].uri, number, term=term, mine=mine)
+    return read_generation(writer, names.generation(prefix, number), number, term=term, mine=mine)
+
+
+def _last(writer: Writer, prefix: str, start: int) -> int:
+    """The last generation of the run from 1 (0: none), each asked by its name (a HEAD each, past
+    the last ``TAKE_TRIES`` more: a taker steps over that many names that hold no lease, a
+    folder or a FIFO no HEAD shows; ``names.GENERATIONS`` at most); from ``start`` when it is
+    still there."""
+    there = 0 < start <= names.GENERATIONS and writer.head(names.generation(prefix, start))
+    last = number = start if there else 0
+    while number < min(last + TAKE_TRIES, names.GENERATIONS):
+        number += 1
+        if writer.head(names.generation(prefix, number)) is not None:
+            last = number
+    return last
 
 
 def read_generation(
@@ -116,7 +135,7 @@ def read_generation(
     data, seen = found
     body = _parse(data) if seen.size <= BODY_LIMIT and len(data) <= BODY_LIMIT else None
     if body is None:
-        return Look(number, "foreign", uri=uri)
+        return Look(number, "foreign", uri=uri, etag=seen.etag)
     holder, token = body.get("holder"), body.get("token")
     said = repr(holder[:100])[:200] if isinstance(holder, str) else "an unknown holder"
     ours = token if isinstance(token, str) and names.TOKEN.fullmatch(token) else None
@@ -126,7 +145,7 @@ def read_generation(
         state = "lapsed"
     else:
         state = "live"
-    return Look(number, state, said, ours, uri)
+    return Look(number, state, said, ours, uri, seen.etag)
 
 
 def _parse(data: bytes) -> dict[str, object] | None:
@@ -165,7 +184,8 @@ class Lease:
         """Extend it (only our own generation is ever written); LeaseLost when a next generation
         exists (taken over) or ours changed."""
         with self._lock:
-            if self.writer.head(names.generation(self.prefix, self.number + 1)) is not None:
+            last = self.number == names.GENERATIONS  # (taken over in place: its version changes)
+            if not last and self.writer.head(names.generation(self.prefix, self.number + 1)):
                 raise LeaseLost(f"the lease {self.uri} was taken over")
             seen = self.writer.replace(
                 self.uri, lease_body(self.holder, self.token), etag=self.etag
@@ -202,32 +222,41 @@ class Lease:
 def take(
     writer: Writer, prefix: str, *, holder: str, term: float = TERM, mine: str | None = None
 ) -> Lease | None:
-    """The lease for us: the next generation created, unless the highest is live or its state
-    unknown (None). A name that holds anything but a live lease is stepped over (a few numbers at
-    most). ``mine``: the token of a generation this machine held (its partial of the file is on
-    disk): a run of it that ended, taken over at once."""
-    seen_look = look(writer, prefix, term=term, mine=mine)
-    if seen_look.state in ("live", "unknown"):
+    """The lease for us: the next generation created, unless the last is live (None). A name that
+    holds anything but a live lease is stepped over (a few numbers at most); past the last number,
+    the last generation is taken over in place. ``mine``: the token of a generation this machine
+    held (its partial of the file is on disk): a run of it that ended, taken over at once."""
+    seen = look(writer, prefix, term=term, mine=mine)
+    if seen.state == "live":
         return None
-    number, token = seen_look.number + 1, new_token()
+    token = new_token()
     for _ in range(TAKE_TRIES):
-        made = writer.create(names.generation(prefix, number), lease_body(holder, token))
+        number = seen.number + 1
+        if number > names.GENERATIONS:
+            made = _in_place(writer, prefix, seen, lease_body(holder, token))
+            number = seen.number
+        else:
+            made = writer.create(names.generation(prefix, number), lease_body(holder, token))
         if made is not None:
-            if seen_look.uri is not None:
-                log.info(
-                    "took over lease %s (%s, %s)", seen_look.uri, seen_look.state, seen_look.holder
-                )
-                # Tidy the one below the generation taken over, never that one: a folder's scan
-                # running now may miss the name just made, and must still see a generation to
-                # step over (with both gone it would create number 1 beside ours).
-                with suppress(MdlError):
-                    writer.delete(names.generation(prefix, seen_look.number - 1))
-            return Lease(writer, prefix, number, made.etag, holder, token, term, seen_look.token)
-        there = read_generation(writer, names.generation(prefix, number), number, term=term)
-        if there.state == "live":
+            if seen.uri is not None:
+                log.info("took over lease %s (%s, %s)", seen.uri, seen.state, seen.holder)
+            return Lease(writer, prefix, number, made.etag, holder, token, term, seen.token)
+        if number == seen.number:
+            return None  # another machine took the last number over first
+        seen = read_generation(writer, names.generation(prefix, number), number, term=term)
+        if seen.state == "live":
             return None  # another machine took this number first
-        number += 1
     return None  # every number tried is held by something: wait on it as on a held one
+
+
+def _in_place(writer: Writer, prefix: str, seen: Look, body: bytes) -> Seen | None:
+    """The last generation, not live, taken over in place: removed on the version ``seen`` read
+    (another version there, or none: left as it is), then created exclusively (of two takers,
+    one wins; a holder of the version removed finds its own gone at its next renewal)."""
+    uri = names.generation(prefix, names.GENERATIONS)
+    if seen.etag is not None:
+        writer.delete(uri, etag=seen.etag)
+    return writer.create(uri, body)
 
 
 class Renewing:
@@ -320,59 +349,91 @@ def wait_for(
     poll: Callable[[int], float] | None = None,
     clock: Callable[[], float] = time.monotonic,
     step: Callable[[str | None], int] = lambda token: 0,
+    trusted: bool = False,
+    rate: Callable[[], float | None] = lambda: None,
+    began: float | None = None,
 ) -> Waited:
     """Wait while another machine holds the object's lease (``prefix``): "ready" when the object is
     there (a version other than ``over``, one proved wrong), "free" when the lease is released,
-    lapsed or not mdl's (then take it), GaveUp when no progress could be observed for
-    ``STALL_TERMS`` terms (by this machine's clock of its own wait) or the wait passed ``2 terms +
-    size / SLOW_RATE``. Progress is what this machine observes, never what a lease says of
-    itself: ``step(token)``, the follower's own work at each look, reads the parts published under
-    the holder's token and says the bytes it has; more is progress, and looked again at once.
-    "streamed" once it has all of ``size`` while the lease is live (the holder makes the object of
-    them). A lease folder too big to judge is waited on as a live lease. ``cancel``: the run's
-    (heard at once)."""
+    lapsed or not mdl's (then take it), "streamed" once ``step`` has all of ``size`` while the
+    lease is live (the holder makes the object of them), GaveUp past the wait's bound
+    (:func:`_bound`). ``step(token)``, the follower's own work at each look, reads the parts
+    published under the holder's token and says the bytes it has: with a range trust
+    (``trusted``: each part's ranges checked against hashes that chain to the pin) more is
+    progress, and looked again at once; without one, a part is no progress (anyone who read the
+    lease can write one). ``rate``: this machine's measured rate from the origin (None: not
+    measured yet); ``began``: when this file's waits began (by ``clock``), now unless told. A
+    look that fails is waited on as a live lease. ``cancel``: the run's (heard at once)."""
     schedule = poll or default_poll
     started = moved = clock()
-    bound = 2 * term + size / SLOW_RATE
-    attempt, holder, had, token = 0, "", 0, None  # holder: the last said ("": none yet)
+    started = started if began is None else began
+    attempt, holder, had, token, number = 0, "", 0, None, 0  # holder: the last said ("": none)
     while True:
         if cancel.is_set():
             raise InterruptedByUserError(f"interrupted while waiting on {object_uri}")
         try:
-            if (got := step(token)) > had:  # parts arrive: the holder is alive, read on at once
-                had, moved, attempt = got, clock(), 0
-                continue
+            if (got := step(token)) > had:  # parts arrive: read on at once, within the bound
+                # verified: the holder is alive, and the wait goes on; else no progress
+                had, attempt, moved = got, 0, clock() if trusted else moved
+                now = clock()
+                if not _past(_bound(size, term, trusted, rate()), now - started, now - moved):
+                    continue
             if _there(writer, object_uri, over):
                 return "ready"
-            found = look(writer, prefix, term=term)
+            found = look(writer, prefix, term=term, start=number)
         except NetworkError as exc:  # a look that failed is no progress, and never "free"
             log.info("looking at the lease of %s failed (%s): waiting on", object_uri, exc)
-            got, found = had, Look(0, "unknown", holder, token)  # (said as before)
+            got, found = had, Look(number, "unknown", holder, token)  # (said as before)
         if found.state not in ("live", "unknown"):
             return _ended(writer, object_uri, over, found)
         if got >= size > 0:  # all read from the holder's parts; it assembles them
             return "streamed"
         if found.token != token:  # a new holder: its parts are under its token, read soon
             token, attempt = found.token, 0
-        now = clock()
-        if now - moved > STALL_TERMS * term:
-            return GaveUp(f"no part of it was published for {now - moved:.0f} s")
-        if now - started > bound:
-            return GaveUp(f"waited {now - started:.0f} s, the most this file's size is worth")
+        number, now = found.number, clock()
+        if gave_up := _past(_bound(size, term, trusted, rate()), now - started, now - moved):
+            return gave_up
         if found.holder != holder:  # said once per holder, not once per look
             holder = found.holder
-            if found.state == "unknown":
-                log.warning(
-                    "the lease of %s cannot be judged (more than %d names under %s): waiting on"
-                    " what its holder publishes",
-                    object_uri,
-                    LISTED_LIMIT,
-                    prefix,
-                )
-            else:
-                log.info("waiting on %s: %s holds its lease", object_uri, holder)
+            log.info("waiting on %s: %s holds its lease", object_uri, holder)
         cancel.wait(schedule(attempt))
         attempt += 1
+
+
+@dataclass(frozen=True)
+class Bound:
+    """How long a wait may last (seconds, by the waiter's own clock): ``stall`` since the last
+    verified part (or the wait's start), ``most`` since the file's waits began; ``worth``: why."""
+
+    stall: float
+    most: float
+    worth: str
+
+
+def _past(bound: Bound, waited: float, still: float) -> GaveUp | None:
+    """A wait past its bound (``waited``: since the file's waits began; ``still``: since the
+    last verified part), or None."""
+    if waited > bound.most:
+        return GaveUp(f"waited {waited:.0f} s, {bound.worth}")
+    if still > bound.stall:
+        return GaveUp(f"no part of it was published for {still:.0f} s")
+    return None
+
+
+def _bound(size: int, term: float, trusted: bool, rate: float | None) -> Bound:
+    """A wait's bound. With a range trust: ``STALL_TERMS`` terms without a verified part, and 2
+    terms + the file's size at ``SLOW_RATE`` in all. Without one nothing the holder's side writes
+    extends it: what fetching the file here costs at this machine's measured rate from the origin,
+    plus a term (a holder as fast as this machine is done by then), ``STALL_TERMS`` terms at
+    least; not measured yet: ``STALL_TERMS`` terms (the parts read are kept for the fetch)."""
+    least = STALL_TERMS * term
+    if trusted:
+        return Bound(least, 2 * term + size / SLOW_RATE, "the most this file's size is worth")
+    if rate is None or rate <= 0:
+        return Bound(least, least, "and without part hashes no part of it is progress")
+    most = max(least, term + size / rate)
+    here = f"{size / rate:.0f} s at the {rate / 1e6:.1f} MB/s measured from the origin"
+    return Bound(most, most, f"longer than fetching it here takes ({here})")
 
 
 def _ended(writer: Writer, uri: str, over: str | None, found: Look) -> Waited:

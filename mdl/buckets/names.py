@@ -78,8 +78,16 @@ def _kept(root: str, what: str, object_uri: str) -> str:
     return f"{root}{what}{object_uri[len(folder) :]}/"
 
 
+# a lease's generation numbers run from 1 to this, on every machine alike: a name past it (30
+# nines) is no generation, and the last one is taken over in place (``mdl.buckets.lease``)
+GENERATIONS = 99
+
+
 def generation(prefix: str, number: int) -> str:
-    """Generation ``number`` of the lease whose generations live under ``prefix``."""
+    """Generation ``number`` (1 to ``GENERATIONS``) of the lease whose generations live under
+    ``prefix``: looked up by this name, never found in a listing."""
+    if not 0 < number <= GENERATIONS:
+        raise ValueError(f"generation {number} is not between 1 and {GENERATIONS}")
     return f"{prefix}{number}"
 
 
@@ -156,13 +164,15 @@ class _Kind:
 
 @dataclass(frozen=True)
 class Generation(_Kind):
-    """A lease generation: ``<folder>.mdl/leases/<path>/<number>`` (the highest is the lease)."""
+    """A lease generation: ``<folder>.mdl/leases/<path>/<number>``, ``number`` 1 to
+    ``GENERATIONS`` without a leading zero (the last of the run from 1 is the lease)."""
 
     folder: str
     path: str
     number: int
     FORMAT = "{folder}.mdl/leases/{path}/{number}"
-    PATTERN = re.compile(rf"(?s){_FOLDER}leases/(?P<path>.+)/(?P<number>[0-9]{{1,30}})")
+    # 1 to GENERATIONS (99): two digits at most, no leading zero (a name read back is the same)
+    PATTERN = re.compile(rf"(?s){_FOLDER}leases/(?P<path>.+)/(?P<number>[0-9]{{1,2}})")
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from contextlib import nullcontext, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -239,6 +240,10 @@ def _waited(
             term=session.fills.term,
             over=over,
             step=streamer.step if streamer is not None else lambda token: 0,
+            # a part is progress only when its ranges verified against hashes bound to the pin
+            trusted=sources.job.trust is not None,
+            rate=session.origin_rate.rate,
+            began=said.began,
         )
     except InterruptedByUserError as exc:  # Ctrl-C: said as every interrupted file is
         raise InterruptedByUserError(INTERRUPTED) from exc
@@ -278,6 +283,7 @@ class _Said:
 
     streamer: Streamer | None
     waited: float = 0.0
+    began: float = field(default_factory=time.monotonic)  # the file's waits' bound counts from it
 
     @property
     def streamed(self) -> int:

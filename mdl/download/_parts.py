@@ -89,7 +89,7 @@ class PartSet:
     def published(self) -> set[int]:
         """The parts there now (a name of another shape or size is no part of ours, and costs
         only its listing; a listing too long to judge shows none)."""
-        listed = numbered(self.writer, self.prefix, names.Part) or {}
+        listed = numbered(self.writer, self.prefix) or {}
         return {
             n
             for n, item in listed.items()

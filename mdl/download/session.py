@@ -10,6 +10,7 @@ import os
 import shlex
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
@@ -127,8 +128,10 @@ class PullSession:
         # file.
         self.dead_mirrors: set[str] = set()
         self.mirror_lock = threading.Lock()
-        # the run's waits on other machines filling a mirror (the report's ``waited``)
+        # the run's waits on other machines filling a mirror (the report's ``waited``), and what
+        # fetching a file here costs, as this machine measured it (bounds those waits)
         self.fill_waits = WallWaits()
+        self.origin_rate = OriginRate()
 
     def _engines_made(self) -> tuple[Engine, Engine, EngineConfig, RateLimiter | None]:
         """The engine, the mirrors' engine, the engine's config and the run's rate limiter."""
@@ -427,6 +430,30 @@ class Fills:
         return Target(template, writer, root)
 
 
+class OriginRate:
+    """This machine's own rate from the origin this run, in bytes/s: the bytes of its fetches of
+    at least ``LEAST`` bytes over their seconds (smaller ones measure latency). What fetching a
+    file here costs, measured, never claimed: the bound of a wait on another machine's fill
+    whose parts cannot be verified (mdl.buckets.lease.wait_for)."""
+
+    LEAST = 1 << 20
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bytes, self._seconds = 0, 0.0
+
+    def add(self, fetched: int, seconds: float) -> None:
+        if fetched >= self.LEAST and seconds > 0:
+            with self._lock:
+                self._bytes += fetched
+                self._seconds += seconds
+
+    def rate(self) -> float | None:
+        """Bytes/s measured so far; None: no fetch measured yet."""
+        with self._lock:
+            return self._bytes / self._seconds if self._seconds else None
+
+
 def lease_term(environ: Mapping[str, str]) -> float:
     """The lease term: TERM, or (tests) the internal variable's seconds."""
     from mdl.buckets.lease import TERM  # (mdl.buckets.lease: only for --fill-mirror)
@@ -451,6 +478,13 @@ class FileSources:
     refused: list[int] = field(default_factory=list)
 
     def origin(self) -> TransferResult:
+        """The file from its origin (by Xet chunk where it can), its rate measured."""
+        started = time.monotonic()
+        result = self._origin()
+        self.session.origin_rate.add(result.fetched, time.monotonic() - started)
+        return result
+
+    def _origin(self) -> TransferResult:
         session, job, remote = self.session, self.job, self.remote
         if remote.xet is not None and session.settings.xet:
             try:

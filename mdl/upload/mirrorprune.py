@@ -250,7 +250,7 @@ def prune_mirror(
     run.abandoned(fixed_part(template), before=now - ABANDONED_DAYS * DAY, now=now)
     filled = names.namespace(template) is not None  # else never filled: no leases, no parts
     leases = list(writer.listing(names.within(folder, names.LEASES))) if filled else []
-    guarded = {names.object_of(lease.uri) for lease in leases if run.lease(lease, now)}
+    guarded = run.leases(leases, now)
     if filled:  # a leased object's parts may be a live fill's; another model's are not ours
         run.parts(folder, named, before=now - ABANDONED_DAYS * DAY, guarded=guarded)
     for item in listed:
@@ -286,6 +286,21 @@ class _MirrorRun:
     kept: list[MirrorEntry] = field(default_factory=list)
     errors: list[MdlError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    def leases(self, leases: Sequence[Listed], now: float) -> set[str]:
+        """Each lease judged (:meth:`lease`), the last generation of each object's first: one
+        below a live one is kept (a generation is found by walking the run from 1 by name, and
+        a gap there would let a machine take a number below the live holder's); the objects
+        whose lease is live."""
+        guarded: set[str] = set()
+        last = sorted(leases, key=lambda x: (names.object_of(x.uri), -_number(x.uri)))
+        for lease in last:
+            held = names.object_of(lease.uri)
+            if held in guarded:
+                self.kept.append(MirrorEntry(lease.uri, lease.size, LIVE_LEASE))
+            elif self.lease(lease, now):
+                guarded.add(held)
+        return guarded
 
     def lease(self, lease: Listed, now: float) -> bool:
         """Keep a live lease (True: its object stays too), remove an expired one. An expired one is
@@ -455,6 +470,12 @@ class _MirrorRun:
         except MdlError as exc:
             self.errors.append(exc)
         return False
+
+
+def _number(uri: str) -> int:
+    """A lease generation's number (0: a name that is none)."""
+    found = names.Generation.parse(uri)
+    return found.number if found is not None else 0
 
 
 def _not_ours(seen: Seen, named: Named, uri: str) -> str | None:

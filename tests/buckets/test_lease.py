@@ -141,9 +141,10 @@ def taken_after_release(store: MemoryStore, lease: Lease) -> Lease:
 
 
 def test_a_lapsed_generation_is_taken_over_by_creating_the_next() -> None:
-    """The lapsed generation is never written by the taker, nor removed by it (a folder's scan
-    under way may miss the new name and must still find one to step over): the taker of N+1
-    removes N-1. Its old holder learns it lost the lease at its next renewal."""
+    """The lapsed generation is never written by the taker, nor removed by it, nor the ones below
+    (a generation is found by walking the run from 1 by name: a gap would hand number 1 out
+    again; ``prune --mirror`` removes expired ones). Its old holder learns it lost the lease at
+    its next renewal."""
     store = MemoryStore()
     first = taken(store, "pod")
     store.advance(TERM + 1)
@@ -153,7 +154,8 @@ def test_a_lapsed_generation_is_taken_over_by_creating_the_next() -> None:
         first.renew()
     second.renew()
     store.advance(TERM + 1)
-    assert taken(store, "pod").uri == gen(3) and sorted(store.objects()) == [gen(2), gen(3)]
+    assert taken(store, "pod").uri == gen(3)
+    assert sorted(store.objects()) == [gen(1), gen(2), gen(3)]
 
 
 def test_a_term_written_in_a_body_is_never_believed() -> None:
@@ -343,12 +345,42 @@ def test_names_that_are_not_generations_cost_nothing() -> None:
     assert take(store, PREFIX, holder="b") is None
 
 
-def test_too_many_names_under_a_lease_is_unknown_never_free() -> None:
+@pytest.mark.parametrize("many", [1, 20_001])
+def test_names_past_the_last_generation_and_many_names_cost_nothing(many: int) -> None:
+    """Issue 75, C: one file named with 30 nines was the "highest generation"; the first machine
+    took 10^30, which no other parsed, and every machine went to the origin; 20,001 names made
+    the lease "unknown" (4.00x). A generation is looked up by its name (1 to GENERATIONS): the
+    names beside it are never listed, whatever they are."""
     store = MemoryStore()
-    for n in range(lease_module.LISTED_LIMIT + 1):
+    store.put(f"{PREFIX}{'9' * 30}", b"x")
+    store.put(f"{PREFIX}{'9' * 31}", b"x")
+    store.put(f"{PREFIX}{lease_module.names.GENERATIONS + 1}", b"x")
+    for n in range(many):
         store.put(f"{PREFIX}x{n}", b"")
-    assert look(store, PREFIX).state == "unknown"
-    assert take(store, PREFIX, holder="me") is None
+    first = taken(store, "a")
+    assert first.number == 1
+    assert take(store, PREFIX, holder="b") is None  # one holder
+    assert store.calls["listing"] == 0
+    found = look(store, PREFIX)
+    assert (found.state, found.number, found.token) == ("live", 1, first.token)
+
+
+def test_a_run_of_generations_filled_by_another_tenant_still_elects_one_holder() -> None:
+    """Every number 1 to GENERATIONS held by junk: the last is taken over in place, on the
+    version read, by one machine; the others wait on it; its holder renews it by its version."""
+    store = MemoryStore()
+    for n in range(1, lease_module.names.GENERATIONS + 1):
+        store.put(gen(n), b"x")
+    first = taken(store, "a")
+    assert first.number == lease_module.names.GENERATIONS
+    assert take(store, PREFIX, holder="b") is None
+    first.renew()
+    assert look(store, PREFIX).token == first.token
+    store.advance(TERM + 1)  # lapsed: taken over in place again; its old holder lost it
+    second = taken(store, "b")
+    assert second.number == first.number and second.token != first.token
+    with pytest.raises(LeaseLost):
+        first.renew()
 
 
 # --- renewing ---
@@ -508,6 +540,8 @@ def waiting(
     cancel: threading.Event | None = None,
     fake: Fake | None = None,
     parts: Callable[[str | None], int] = lambda token: 0,
+    trusted: bool = False,
+    rate: float | None = None,
 ) -> object:
     fake = fake or Fake(store)
     return wait_for(
@@ -519,6 +553,8 @@ def waiting(
         poll=fake.poll(step),
         clock=fake.clock,
         step=parts,
+        trusted=trusted,
+        rate=lambda: rate,
     )
 
 
@@ -571,8 +607,9 @@ def test_a_lease_whose_token_changes_at_every_look_is_still_given_up_on() -> Non
 
 
 def test_parts_observed_are_progress_until_the_object_is_there() -> None:
-    """A holder whose parts the follower reads (a MiB a look) is waited on past the stall's
-    terms, until the object is there; the follower reads under the holder's token."""
+    """A holder whose parts the follower reads and verifies against a range trust (a MiB a look)
+    is waited on past the stall's terms, until the object is there; the follower reads under the
+    holder's token."""
     store = MemoryStore()
     held = taken(store, "leader")
     fake = Fake(store)
@@ -587,8 +624,40 @@ def test_parts_observed_are_progress_until_the_object_is_there() -> None:
         tokens.append(token)
         return fake.polls << 20 if token == held.token else 0
 
-    assert waiting(store, step, fake=fake, parts=parts) == "ready"
+    assert waiting(store, step, fake=fake, parts=parts, trusted=True) == "ready"
     assert fake.now > STALL_TERMS * TERM and set(tokens) == {None, held.token}
+
+
+BIG = 5 << 30  # a 5 GiB shard
+
+
+@pytest.mark.parametrize("rate", [None, 100e6, 4e6])
+def test_parts_without_a_range_trust_extend_no_wait(rate: float | None) -> None:
+    """Issue 75, B: the holder's token is in its lease, so anyone can write parts of the right
+    size under it; a new one every look held each follower up to 2 terms + 5 GiB at 1 MiB/s
+    (~80 min). Without a range trust a part is no progress: the wait is bounded from its start by
+    what fetching the file here costs at this machine's measured origin rate (plus a term, a few
+    terms at least), else a few terms."""
+    store = MemoryStore()
+    held = taken(store, "leader")
+    fake = Fake(store)
+
+    def forged(token: str | None) -> int:  # one more junk part of 16 MiB a look, all but one
+        return min(fake.polls << 24, BIG - (1 << 24)) if token == held.token else 0
+
+    state = waiting(
+        store,
+        lambda n: renew_as(store, 1, 0, token=held.token),
+        size=BIG,
+        fake=fake,
+        parts=forged,
+        rate=rate,
+    )
+    assert isinstance(state, GaveUp)
+    least = STALL_TERMS * TERM
+    bound = least if rate is None else max(least, TERM + BIG / rate)
+    assert bound < fake.now <= bound + 2 * 2.0, (state, fake.now)
+    assert fake.now < 2 * TERM + BIG / SLOW_RATE  # the bound before: ~83 min
 
 
 def test_all_parts_read_while_the_lease_is_live_is_streamed() -> None:
@@ -655,7 +724,7 @@ def test_cancel_ends_a_wait_at_once() -> None:
     store = MemoryStore()
     taken(store, "leader")
     renewing = threading.Event()
-    store.before = lambda method, uri: renewing.set() if method == "listing" else None
+    store.before = lambda method, uri: renewing.set() if method == "head" else None
     cancel = threading.Event()
     caught: list[BaseException] = []
 
@@ -884,12 +953,12 @@ def test_a_lease_is_judged_by_the_term_alone_whatever_it_says_of_its_process(
 
 
 def test_a_look_that_fails_is_no_progress_and_never_ends_the_wait() -> None:
-    """A listing or HEAD of the mirror that fails mid-wait (a reset connection, a 503 after the
+    """A HEAD or read of the mirror that fails mid-wait (a reset connection, a 503 after the
     client's retries) is an unknown state: never "free", never the end of the wait (every
     follower would go to the origin at once); the holder's object, there later, is read."""
     store = MemoryStore()
     taken(store, "holder")
-    store.fail_next("listing", 2)
+    store.fail_next("read", 2)
     store.fail_next("head", 2)
 
     def holder(n: int) -> None:
@@ -897,7 +966,7 @@ def test_a_look_that_fails_is_no_progress_and_never_ends_the_wait() -> None:
             store.put(OBJECT, b"the file")
 
     assert waiting(store, holder) == "ready"
-    assert store.calls["head"] > 2 and store.calls["listing"] >= 1
+    assert store.calls["head"] > 2 and store.calls["read"] >= 1
 
 
 def test_looks_that_always_fail_are_given_up_on_after_the_stall() -> None:

@@ -17,6 +17,9 @@ OBJECT = "s3://mirror/t/w.bin"
 # key under the object's leases, its body, what a look says
 CASES = {
     "a number past 30 digits is no generation": ("9" * 31, lease_body("x"), "none"),
+    "30 nines is no generation": ("9" * 30, b"9", "none"),
+    "past the last number is no generation": ("100", lease_body("x"), "none"),
+    "a leading zero is no generation": ("01", lease_body("x"), "none"),
     "a negative name is none": ("-1", lease_body("x"), "none"),
     "a folder marker is none": ("1/", b"", "none"),
     "a key below a number is none": ("1/x", lease_body("x"), "none"),

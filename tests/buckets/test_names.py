@@ -48,7 +48,7 @@ def hex_(size: int) -> st.SearchStrategy[str]:
 
 
 NAMES: dict[type, st.SearchStrategy[names.Name]] = {
-    Generation: st.builds(Generation, folder, path, st.integers(1, 10**30 - 1)),
+    Generation: st.builds(Generation, folder, path, st.integers(1, names.GENERATIONS)),
     OldLease: st.builds(lambda f, p: OldLease(f + p), folder, path),
     Part: st.builds(
         Part,
@@ -222,3 +222,24 @@ def test_a_mirror_whose_folder_is_in_a_namespace_is_not_filled() -> None:
     """Every name there would be read as in mdl's namespace of the folder above: not filled."""
     assert names.namespace("file:///srv/.mdl/models/{model}/{path}") is None
     assert names.namespace("file:///srv/models/{model}/{path}") == "file:///srv/models/.mdl/"
+
+
+@given(
+    st.integers(0, 10**40).map(str)
+    | st.text("0123456789", min_size=1, max_size=40)
+    | st.text(min_size=1, max_size=40)
+)
+def test_a_generation_is_a_number_every_machine_reads_alike(last: str) -> None:
+    """Issue 75, C: a file named with 30 nines was a generation; the first machine took 10^30,
+    which no machine parsed back, and every machine went to the origin. A generation is 1 to
+    ``GENERATIONS`` written without a leading zero, on every machine alike: any other last
+    segment is no generation (ignored, never stepped over)."""
+    uri = f"s3://bucket/.mdl/leases/m/w.bin/{last}"
+    found = Generation.parse(uri)
+    number = int(last) if last.isascii() and last.isdigit() else None
+    expected = number is not None and str(number) == last and 0 < number <= names.GENERATIONS
+    assert (found is not None) is expected
+    assert found is None or (found.number == number and found.uri == uri)
+    if number is not None and not 0 < number <= names.GENERATIONS:
+        with pytest.raises(ValueError):
+            names.generation("s3://bucket/.mdl/leases/m/w.bin/", number)

@@ -345,7 +345,7 @@ def test_a_lease_held_without_progress_is_given_up_on_and_said(
     assert said.startswith(
         f"tiny/model.safetensors: gave up waiting on mirror {object_uri(root, 'model.safetensors')}"
     )
-    assert "no part of it was published" in said and said.endswith("fetching it from the origin")
+    assert "no part of it" in said and said.endswith("fetching it from the origin")
     assert outcome.fill == "from origin" and outcome.to_json()["fill"] == "from origin"
     assert outcome.waited > 0
     assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS

@@ -33,7 +33,7 @@ from mdl.buckets.names import lease_prefix, namespace, part_set
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings
 from mdl.download.puller import pull_models
-from mdl.download.session import TERM_VARIABLE
+from mdl.download.session import TERM_VARIABLE, OriginRate
 from mdl.progress import Progress
 from mdl.report import RunReport
 from mdl.setting import Overrides
@@ -457,3 +457,121 @@ def test_a_holder_killed_then_restarted_takes_its_lease_at_once_and_publishes_it
     # had not would be 1.33× and more; the killed run's bytes in flight are the rest)
     assert cdn_bytes(hub) <= 1.25 * len(BIG)
     assert "took over lease" in log
+
+
+# --- issue 75, C: names in a lease's folder that no machine may read alike ---
+
+NINES = "9" * 30  # was a generation: the first machine took 10^30, which no other parsed
+MANY = 20_001  # was past the listing's limit: the lease "unknown", every machine to the origin
+
+
+def spoil_folder(folder: Path, case: str) -> None:
+    folder.mkdir(parents=True)
+    if case == "nines":
+        (folder / NINES).write_bytes(b"9")
+        (folder / ("9" * 31)).write_bytes(b"9")
+    elif case == "many":
+        for n in range(MANY):
+            (folder / f"{n:06d}").touch()  # numbers too, with leading zeros: no generation
+    else:  # every generation number junk, and past them: the last is taken over in place
+        for n in range(1, MANY + 1):
+            (folder / str(n)).write_bytes(b"9")
+
+
+@pytest.mark.parametrize("case", ["nines", "many", "numbered"])
+def test_names_no_machine_reads_alike_cost_one_fetch_on_a_share(
+    tiny: HubServer, root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    """Issue 75, C: a 1-byte file named with 30 nines, or 20,001 names, in a file's lease folder
+    sent every machine to the origin (4.00x). Generations are looked up by name, 1 to 99 (junk at
+    every one of them: the 99th taken over in place): the fleet fetches the file once."""
+    ns = namespace(template_of(root))
+    assert ns is not None
+    spoil_folder(root / lease_prefix(ns, object_uri(root)).removeprefix("file://"), case)
+    reports = fleet(tiny, tmp_path, template_of(root), caplog)
+    all_verified(reports, tmp_path)
+    assert cdn_bytes(tiny) == len(WEIGHTS)  # the fleet's origin bytes: 1.00x the file
+    fills = sorted(str(f.fill) for r in reports for f in r.files)
+    # one holder; each other machine streamed its parts, or read the object if it came first
+    assert fills[0] == "filled" and set(fills[1:]) <= {"read", "streamed"}, fills
+
+
+@pytest.mark.slow
+def test_names_no_machine_reads_alike_cost_one_fetch_on_moto(
+    hub: HubServer, bucket: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same on an S3 store: 30 nines (and 31) and 20,001 keys under the lease's prefix, the
+    first 99 of them every generation number (junk: the 99th is taken over in place)."""
+    ns = namespace(S3_TEMPLATE)
+    assert ns is not None
+    leases = lease_prefix(ns, S3_OBJECT).removeprefix("s3://fleet/")
+    keys = [NINES, "9" * 31, *(str(n) for n in range(1, MANY + 1))]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: bucket.put_object(Bucket="fleet", Key=leases + k, Body=b"9"), keys))
+    reports = fleet(hub, tmp_path, S3_TEMPLATE, caplog)
+    for i, report in enumerate(reports):
+        assert report.exit_code == 0, report.files
+        assert (tmp_path / f"m{i}" / "tiny" / "model.safetensors").read_bytes() == SMALL
+    assert cdn_bytes(hub) == len(SMALL)  # 1.00x
+    made = bucket.get_object(Bucket="fleet", Key="hub/tiny/model.safetensors")["Body"].read()
+    assert made == SMALL
+
+
+# --- issue 75, B: parts written under a live holder's token, no part hashes ---
+
+
+@pytest.mark.slow
+def test_junk_parts_under_a_live_token_without_part_hashes_hold_a_follower_no_longer(
+    tiny: HubServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token is in the lease, which anyone can read: a co-tenant keeps a lease live and
+    writes parts of the right size under its token, one more at each look of the follower. Each
+    was progress (up to parts x 3 terms, ~80 min for a 5 GB shard). Without part hashes none is:
+    the follower's waits end within their bound (a few terms: no origin rate measured yet), and
+    the file comes from the origin once, verified; the junk is never installed."""
+    monkeypatch.setattr("mdl.buckets.lease.STALL_TERMS", 0.001)  # 3.6 s of an hour's term
+    ns = namespace(template_of(root))
+    assert ns is not None
+    writer = FolderWriter()
+    lease = f"{lease_prefix(ns, object_uri(root))}1"
+    assert writer.create(lease, lease_body("holder:1:x", HELD)) is not None
+    prefix = f"{version_prefix(template_of(root), object_uri(root))}{HELD}/"
+    junk = [flipped(WEIGHTS[(n - 1) * PART : n * PART]) for n in range(1, COUNT)]
+    real_wait, bounds = fill_module.wait_for, []
+
+    def wait(*args: Any, **kwargs: Any) -> Any:
+        step = kwargs["step"]
+
+        def forged(token: str | None) -> int:  # one more junk part before every step
+            made = len(list((root / prefix.removeprefix(f"file://{root}/")).glob("0*")))
+            if made < len(junk):
+                assert writer.create(f"{prefix}{made + 1:05d}", junk[made]) is not None
+            return int(step(token))
+
+        bounds.append(kwargs["trusted"])
+        return real_wait(*args, **{**kwargs, "step": forged})
+
+    monkeypatch.setattr(fill_module, "wait_for", wait)
+    report = pull(tiny, tmp_path / "m0", template_of(root), env={TERM_VARIABLE: "3600"})
+    all_verified([report], tmp_path)
+    (outcome,) = report.files
+    assert outcome.fill == "from origin", outcome
+    assert any("without part hashes no part of it is progress" in w for w in outcome.warnings), (
+        outcome.warnings
+    )
+    assert bounds and not any(bounds)  # no range trust: every wait bounded as above
+    # the origin: the rest the junk did not cover, then (the whole hash failed) the file once
+    assert cdn_bytes(tiny) == len(WEIGHTS) + len(WEIGHTS) - len(junk) * PART
+
+
+def test_the_origin_rate_is_this_machines_own_measure_of_its_fetches() -> None:
+    """What bounds a wait without part hashes: the bytes of this run's own fetches from the origin
+    over their seconds, small fetches (latency, not rate) left out; None before one."""
+    rate = OriginRate()
+    assert rate.rate() is None
+    rate.add(1000, 0.001)  # a config.json: no measure of the rate
+    rate.add(8 << 20, 0.0)  # no time: none either
+    assert rate.rate() is None
+    rate.add(8 << 20, 2.0)
+    rate.add(24 << 20, 2.0)
+    assert rate.rate() == (32 << 20) / 4.0

@@ -754,3 +754,18 @@ def test_an_s3_mirrors_abandoned_parts_go_by_the_store_clock(
     row = f"s3://mirror/{folder}  (8 B)  abandoned upload"
     assert dry.stdout.splitlines() == [f"would remove  {row}"]
     assert later.stdout.splitlines() == [f"removed  {row}"]
+
+
+def test_a_generation_below_a_live_one_is_kept(place: Path, shelf: Shelf) -> None:
+    """Issue 75, C: machines find a lease by walking its numbers from 1 by name; generations 1-6
+    expired below a live 7 removed would leave a gap no walk crosses, and a machine would take
+    number 1 beside the live holder. They stay while 7 is live; once it expires, all go."""
+    uris = stocked(shelf)
+    below = [uris["live"].removesuffix("1") + str(n) for n in range(2, 8)]
+    shelf.put(uris["live"], b"lease", 3600.0)  # 1 expired
+    for n, uri in enumerate(below, 2):
+        shelf.put(uri, b"lease", 5.0 if n == 7 else 3600.0)
+    result = mdl("prune", "--mirror", shelf.template)
+    assert result.exit_code == 0, result.stderr
+    assert all(shelf.has(uri) for uri in [uris["live"], *below])
+    assert shelf.has(uris["guarded"])
