@@ -169,12 +169,19 @@ class Run:
 
     def file_error(self, outcome: FileOutcome) -> None:
         """A failed file or model, said once (as an ``error`` event unless the progress display
-        said it).
-        """
+        said it); ranges a loader read before its hash refused them (``serve --pull``) are news
+        the display never said: their event names them, ``released_wrong`` as in ``--json``."""
         message, model = outcome.error or f"{outcome.label}: failed", outcome.model or None
-        if self.events is None or (model, outcome.path) not in self.events.errors:
+        wrong = outcome.to_json().get("released_wrong")
+        if self.events is None or wrong or (model, outcome.path) not in self.events.errors:
+            extra = {"released_wrong": wrong} if wrong else {}
             self.console.error(
-                message, hint=outcome.hint, model=model, path=outcome.path, label=outcome.label
+                message,
+                hint=outcome.hint,
+                model=model,
+                path=outcome.path,
+                label=outcome.label,
+                **extra,
             )
 
 

@@ -375,13 +375,16 @@ def test_an_answer_released_by_range_stops_short_at_a_range_that_no_longer_verif
         os.close(fd)
 
 
+@pytest.mark.parametrize("output", [(), ("--json", "--progress", "json")], ids=["lines", "json"])
 def test_ranges_released_then_refused_by_the_file_s_hash_are_said_and_the_object_refused(
-    tmp_path: Path,
+    tmp_path: Path, output: tuple[str, ...]
 ) -> None:
     """A root that lies though bound (the part hashes beside the lock are another file's: a
     tampered lock) lets that file's bytes leave; once the sha256 refuses the file the release is
-    never silent: stderr names the ranges that left, the pull fails (exit 6) whatever a later try
-    does, and every later request for the object is an S3 error, never more of those bytes."""
+    never silent: stderr names the ranges that left (with ``--progress json``, the file's ``error``
+    event, as ``released_wrong``; stdout still the one endpoint document), the pull fails (exit 6)
+    whatever a later try does, and every later request for the object is an S3 error, never more
+    of those bytes."""
     from botocore.exceptions import ClientError
 
     from mdl.lockfile.parts import PartHashes, write_parts
@@ -398,7 +401,7 @@ def test_ranges_released_then_refused_by_the_file_s_hash_are_said_and_the_object
         pinned = hashlib.sha256(data).hexdigest()
         write_parts(written, {pinned: PartHashes(len(other), PART, digests)})
         serve = ServeProcess(tmp_path, "m", "--pull", "--wait", "120", "--connections", "1",
-                             env=env)  # fmt: skip
+                             *output, env=env)  # fmt: skip
         with serve:
             s3 = serve.ready().boto3(read_timeout=HANG)
             got = s3.get_object(Bucket="mdl", Key="m/w.bin", Range="bytes=10-1000")
@@ -414,6 +417,21 @@ def test_ranges_released_then_refused_by_the_file_s_hash_are_said_and_the_object
             assert f"bytes 0-{PART - 1} left before the file verified" in str(refused.value)
             assert serve.stop() == 6, serve.stderr
     assert f"bytes 0-{PART - 1} left verified by its lock hash before" in _log(tmp_path)
+    if output:
+        _said_as_events(serve, wrong=[[0, PART - 1]])
+
+
+def _said_as_events(serve: ServeProcess, *, wrong: list[list[int]]) -> None:
+    """``--json --progress json``: stdout the one endpoint document, stderr only events, the
+    file's ``error`` naming the ranges that left wrong, and the ``end`` its exit code."""
+    (document,) = [json.loads(line) for line in serve.stdout.splitlines()]
+    assert document["ok"] is True and document["endpoint"] == serve.url
+    events = [json.loads(line) for line in serve.stderr.splitlines()]
+    assert [e["event"] for e in events].count("begin") == 1 and events[-1]["event"] == "end"
+    assert events[-1]["exit_code"] == 6 and events[-1]["summary"]["failed"] == 1
+    told = [e for e in events if e["event"] == "error" and "released_wrong" in e]
+    assert [(e["model"], e["path"], e["released_wrong"]) for e in told] == [("m", "w.bin", wrong)]
+    assert "left to a loader before the file verified" in told[0]["message"]
 
 
 def test_an_answer_under_way_stops_at_the_next_range_once_its_file_is_refused(
