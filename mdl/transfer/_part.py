@@ -53,13 +53,7 @@ class PartFetch:
     def run(self) -> TransferResult:
         """The file in place, verified; else an error, the bytes on disk kept if worth a resume."""
         fd = self._open_part()
-        job, check = self.job, None
-        if job.trust is not None:  # (loaded only then: a plain fetch runs no check)
-            from mdl.transfer.ranges import RangeCheck, fits
-
-            if fits(job.trust):  # told first; it tells a fill's publisher only what verified
-                check = RangeCheck(job.trust, fd, job.part_path, then=job.landing, label=job.label)
-                self.job = dataclasses.replace(job, landing=check)
+        check = self._range_check(fd)
         state = self._state(fd)
         resumed_from = state.on_disk()
         try:
@@ -97,6 +91,20 @@ class PartFetch:
             trust=check.trust.kind if check is not None else None,
             refetched=check.refetched if check is not None else 0,
         )
+
+    def _range_check(self, fd: int) -> RangeCheck | None:
+        """The check of each range as it lands, when the job has a range trust that fits; told
+        first (it tells a fill's publisher only what verified)."""
+        job = self.job
+        if job.trust is None:  # (loaded only then: a plain fetch runs no check)
+            return None
+        from mdl.transfer.ranges import RangeCheck, fits
+
+        if not fits(job.trust):
+            return None
+        check = RangeCheck(job.trust, fd, job.part_path, then=job.landing, label=job.label)
+        self.job = dataclasses.replace(job, landing=check)
+        return check
 
     def _open_part(self) -> int:
         job = self.job
