@@ -44,6 +44,9 @@ PROGRESS = 256 * 1024  # bytes a failed try must have added for the retry budget
 # Answers cut mid-body a stream takes from a source with a next one (a mirror) before leaving it,
 # progress or not: a store cutting every read costs a few resumes, not one per cut till the end.
 CUTS_PER_SOURCE = 3
+# ... counted afresh once a try got this far past the last cut: a proxy's longest request cuts a
+# good stream now and then (60-300 s is common), which is no source that keeps breaking
+CUT_SPAN = 64 * MiB
 
 
 class _ClosedEarly(RetryableError):
@@ -91,6 +94,7 @@ class PieceStream:
             quick_unreachable=False,
         )
         self.stalls = self.cuts = 0  # (cuts: answers that broke off mid-body)
+        self.cut_at = piece.start + piece.done  # where the last cut (or the stream) began
         # the furthest this piece has got: progress is getting past it
         self.high = piece.start + piece.done
         # the last ask of the resolve URL whose failure this stream raised: its next asks anew
@@ -214,7 +218,9 @@ class PieceStream:
         # A connection that went away mid-answer (httpx2's own error, or an answer cut short) is
         # "lost".
         lost = exc is not err or isinstance(exc, _ClosedEarly)
-        self.cuts += lost
+        if lost:
+            self.cuts = 1 if reached >= self.cut_at + CUT_SPAN else self.cuts + 1
+            self.cut_at = reached
         if lost and self.job.fallback and self.cuts >= CUTS_PER_SOURCE:
             cut = f"its answers were cut mid-body {self.cuts} times (the last at byte {reached})"
             raise NetworkError(f"{self.job.label}: {cut}") from exc

@@ -45,6 +45,7 @@ from mdl.report import RunReport
 from mdl.setting import Overrides
 from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.store import Store
+from mdl.transfer import _stream
 from mdl.transfer._stream import CUTS_PER_SOURCE
 
 WEIGHTS = make_data(300_003, seed=11)  # LFS on the Hub: known by sha256
@@ -489,6 +490,31 @@ def test_mirror_cutting_every_answer_after_progress_is_left_after_a_few_cuts_and
     from_mirror = sum(r.bytes_sent for r in asked)
     assert from_mirror >= CUTS_PER_SOURCE * 300_000
     assert tiny.cdn.log.body_bytes() <= len(data) - from_mirror + 64 * 1024
+
+
+def test_a_mirror_cut_now_and_then_after_long_progress_is_kept(
+    tiny: HubServer, mirror: FolderServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy's longest request cuts a good stream now and then: each cut comes CUT_SPAN or more
+    # past the last, so the count starts afresh and the mirror serves the whole file.
+    monkeypatch.setattr(_stream, "CUT_SPAN", 300_000)
+    data = make_data(3_000_000, seed=23)
+    tiny.add_repo("org/cuts", {"w.bin": data})
+    fill_folder(mirror.root, {"w.bin": data}, model="cuts")
+    mirror.faults.add(Fault.reset(after_bytes=400_000, path_prefix="/cuts/", times=None))
+    catalog = write_catalog(
+        tmp_path / "c.toml",
+        [mirror.url + "/{model}/{path}"],
+        extra='[models.cuts]\nrepo = "org/cuts"\n',
+    )
+    dest = tmp_path / "d"
+    result = mdl("pull", "cuts", "--catalog", str(catalog), "--dest", str(dest), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert (dest / "cuts" / "w.bin").read_bytes() == data
+    assert len(mirror.gets("/cuts/")) > CUTS_PER_SOURCE
+    assert "cut mid-body" not in result.stderr, result.stderr
+    assert outcomes(result)[("cuts", "w.bin")].get("mirror"), result.stdout
+    assert tiny.cdn.log.body_bytes() == 0
 
 
 # == 3. dead and sick mirrors fall through
