@@ -493,7 +493,7 @@ class RangeCheck:
             shown = ", ".join(f"{start}-{end - 1}" for start, end in spans)
             log.warning(
                 "%s: bytes %s left verified by its %s hash before the whole file did, then %s:"
-                " a loader may have read wrong bytes there",
+                " a reader (a loader, a fill's follower) may have taken wrong bytes there",
                 self.label,
                 shown,
                 self.trust.kind,
