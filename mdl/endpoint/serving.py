@@ -479,9 +479,8 @@ def _only_me(kind: str, who: int) -> bool:
         user, group = pwd.getpwuid(me), grp.getgrgid(who)
     except KeyError:
         return False
-    return who == user.pw_gid and group.gr_name == user.pw_name and set(group.gr_mem) <= {
-        user.pw_name
-    }
+    alone = set(group.gr_mem) <= {user.pw_name}
+    return who == user.pw_gid and group.gr_name == user.pw_name and alone
 
 
 def _name_of(kind: str, who: int) -> str:
