@@ -348,24 +348,58 @@ def _write_env_file(path: Path, served: Serving) -> None:
 
 def _refuse_a_folder_of_anothers(path: Path) -> None:
     """LocalFSError (exit 7) when someone other than this user and root could swap the file for
-    theirs once it is written (another endpoint, another model): a folder the file's name goes
-    through (after links: a link in a shared folder to another's) that another user owns, or that
-    others may write without the sticky bit (``_who_else_writes``)."""
-    try:
-        folder = path.parent.resolve(strict=True)
-    except (OSError, RuntimeError):
-        return  # (the write says why it cannot)
-    for each in (folder, *folder.parents):
+    theirs once it is written (another endpoint, another model): a folder that holds a name the
+    path goes through (``_holders``: a link's and its target's alike) that another user owns, or
+    that others may write without the sticky bit (``_who_else_writes``)."""
+    for each in _holders(path):
         try:
             found = each.stat()
         except OSError:
-            return
+            return  # (the write says why it cannot)
         whose = _who_else_writes(each, found)
         if whose is not None:
             raise LocalFSError(
                 f"--env-file {path}: the folder {each} {whose} could replace the file: not written",
                 hint="name a file in a folder only you can write (mktemp -d)",
             )
+
+
+# as the kernel's lookup: more links on one path is ELOOP (the write then says so)
+_MOST_LINKS = 40
+
+
+def _holders(path: Path) -> list[Path]:
+    """The folders holding each name ``path`` goes through, as the system looks it up (and a
+    loader sourcing it will): from ``/``, each link on the way followed from the folder holding
+    it, so both the folder of a link and those of its target are there; the last name is not
+    followed (the write takes it without following). Whoever can write one of them can rename
+    that name to theirs. Stops where a name is missing (the write then says why)."""
+    try:
+        whole = path if path.is_absolute() else Path.cwd() / path
+    except OSError:
+        return []  # (no working folder: the write says why)
+    folder, holders, links = Path("/"), [Path("/")], 0
+    todo = list(reversed(whole.parts[1:]))
+    while len(todo) > 1:
+        name = todo.pop()
+        here = folder.parent if name == ".." else folder / name
+        try:
+            target = None if name == ".." else here.readlink()
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # (EINVAL: not a link)
+                break
+            target = None
+        if target is None:
+            folder = here
+        else:
+            links += 1
+            if links > _MOST_LINKS:
+                break
+            todo.extend(reversed(target.parts[1:] if target.is_absolute() else target.parts))
+            folder = Path("/") if target.is_absolute() else folder
+        if folder not in holders:
+            holders.append(folder)
+    return holders
 
 
 # a POSIX access list (acl_ea_header, then acl_ea_entry: tag, perm, id; little-endian, as the
@@ -434,8 +468,10 @@ def _acl_writers(entries: list[tuple[int, int, int]], gid: int) -> list[tuple[st
 
 def _only_me(kind: str, who: int) -> bool:
     """Whether the user or group ``who`` is this user alone: this user (or root, who may anyway);
-    or its own group (named as the user, of which it is the one member the system lists: a user
-    private group)."""
+    or its private group: its primary group, named as the user, listing no other member. Asked
+    by id alone (no listing of every account, slow on a directory and partial where it does not
+    enumerate); another account given this user's private group as its own primary group is the
+    administrator's grant to it."""
     me = os.geteuid()
     if kind == "user":
         return who in (0, me)
@@ -443,12 +479,8 @@ def _only_me(kind: str, who: int) -> bool:
         user, group = pwd.getpwuid(me), grp.getgrgid(who)
     except KeyError:
         return False
-    return (
-        group.gr_name == user.pw_name
-        and who == user.pw_gid
-        and set(group.gr_mem) <= {user.pw_name}
-        and all(other.pw_gid != who or other.pw_uid == me for other in pwd.getpwall())
-    )
+    alone = set(group.gr_mem) <= {user.pw_name}
+    return who == user.pw_gid and group.gr_name == user.pw_name and alone
 
 
 def _name_of(kind: str, who: int) -> str:

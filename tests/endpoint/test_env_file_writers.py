@@ -158,6 +158,65 @@ def test_a_private_folder_inside_a_team_folder_is_refused_by_the_team_folder(
     assert list(mine.iterdir()) == []
 
 
+def test_a_link_inside_a_team_folder_is_refused_by_the_team_folder(
+    mate: Mate, top: Path, tmp_path: Path
+) -> None:
+    """Found (review R9): ``TEAM/l/mdl.env`` with ``l`` a link, in a team folder, to a folder only
+    this user can write was accepted (the folders were judged after the links). A member renames
+    their own link over ``l`` and the loader sources their file. The folder holding the link is
+    judged too: refused, naming the team folder, nothing written in the private one."""
+    team = top / "team"
+    team.mkdir()
+    shutil.chown(team, group=mate.team)
+    team.chmod(0o2775)
+    mine = top / "mine"
+    mine.mkdir(mode=0o700)
+    link = team / "l"
+    link.symlink_to(mine)
+    assert _as(mate, f"ln -s /tmp {team}/theirs && mv -fT {team}/theirs {link}")
+    assert os.readlink(link) == "/tmp"  # (the member could: the user's link again)
+    link.unlink()
+    link.symlink_to(mine)
+    target = link / "mdl.env"
+    _refused(_serve(tmp_path, target), target, team, f"group {mate.team}")
+    assert list(mine.iterdir()) == []
+
+
+def test_a_link_from_a_private_folder_to_a_private_folder_is_accepted(
+    mate: Mate, top: Path, tmp_path: Path
+) -> None:
+    """A link in a folder only this user can write, to another such folder: nobody else can
+    swap either name, and the file is written through the link (the member cannot replace it)."""
+    mine, there = top / "mine", top / "there"
+    mine.mkdir(mode=0o700)
+    there.mkdir(mode=0o700)
+    (mine / "l").symlink_to(there)
+    written = _written(tmp_path, mine / "l" / "mdl.env")
+    assert written.startswith("export AWS_ENDPOINT_URL=")
+    assert (there / "mdl.env").read_text() == written
+    assert not _as(mate, f"ln -s /tmp {mine}/theirs")
+
+
+def test_this_users_own_group_is_known_without_listing_every_account(
+    top: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review R3: a folder writable by this user's private group is judged from the group alone
+    (its id, name and members), never by listing the whole user database (slow on a directory,
+    partial where it does not enumerate): with the listing failing, still written."""
+    import pwd
+
+    _root_only()
+
+    def no_listing() -> list[pwd.struct_passwd]:
+        raise AssertionError("the whole user database was listed")
+
+    monkeypatch.setattr(pwd, "getpwall", no_listing)
+    own = top / "own"
+    own.mkdir()
+    own.chmod(0o775)  # root:root, root's private group
+    assert _written(tmp_path, own / "mdl.env").startswith("export AWS_ENDPOINT_URL=")
+
+
 def test_an_access_list_that_lets_another_user_write_is_refused(
     mate: Mate, top: Path, tmp_path: Path
 ) -> None:
