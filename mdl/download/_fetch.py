@@ -459,10 +459,12 @@ def _record(
     xet, reused, fetched = (
         (known.xet, known.reused, known.fetched) if known is not None else (None, 0, None)
     )
+    checked = known is not None and known.xet_checked
     if result is not None:
         # only a Xet fetch's, which checked the Xet hash and the sha256 over the same bytes: a
         # record's Xet hash binds it to the file's (``PullSession.xet_bound``), never the Hub's word
         xet, reused, fetched = result.xet, result.reused, result.fetched
+        checked = result.xet is not None
     try:
         mtime_ns = plan.placement.final.stat().st_mtime_ns
     except OSError as exc:
@@ -483,6 +485,7 @@ def _record(
         adopted=adopted,
         signed=remote.signed.recorded if remote.signed is not None else None,
         xet=xet,
+        xet_checked=checked,
         reused=reused,
         fetched=fetched,
     )

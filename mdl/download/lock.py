@@ -406,7 +406,8 @@ def _xet_verified(session: PullSession, remote: RemoteFile, said: list[str]) -> 
     chunk recorded it), when the Hub names another: said, and the verified one locked (the Hub's
     word is where to fetch from, and a wrong one costs every locked pull a fetch)."""
     entry = recorded(session.store, remote) if remote.xet is not None else None
-    if remote.xet is None or entry is None or not entry.verified or entry.xet is None:
+    checked = entry is not None and entry.verified and entry.xet_checked  # never the Hub's word
+    if remote.xet is None or entry is None or entry.xet is None or not checked:
         return remote
     if (entry.sha256, entry.size) != (remote.sha256, remote.size) or entry.xet == remote.xet.hash:
         return remote

@@ -242,7 +242,8 @@ class PullSession:
     def xet_bound(self, job: TransferJob, xet: str) -> bool:
         """Whether ``xet`` is bound to the job's pinned bytes: the model's record says this machine
         verified a file of exactly that sha256 and size whole, fetched by chunk as a file of that
-        Xet hash (a Xet fetch checks both over the same bytes; nothing else records one)."""
+        Xet hash (a Xet fetch checks both over the same bytes: ``xet_checked``; an older mdl's
+        record may hold the Hub's word)."""
         sha256, size = job.identity.sha256, job.identity.size
         if not job.model or not job.path or sha256 is None or size is None:
             return False
@@ -251,6 +252,7 @@ class PullSession:
         return (
             entry is not None
             and entry.verified
+            and entry.xet_checked
             and (entry.sha256, entry.size, entry.xet) == (sha256, size, xet)
         )
 

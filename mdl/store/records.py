@@ -50,6 +50,10 @@ class FileRecord:
     # hashing it again.
     signed: str | None = None
     xet: str | None = None  # its Xet hash (64 hex), when it was fetched or checked as a Xet file
+    # ``xet`` checked here with the sha256 over the same bytes (a fetch by chunk): only then is it a
+    # root for ranges and the lock's. Records written before this field (mdl <= 0.9 also copied the
+    # Hub's word into plain fetches' records): not checked.
+    xet_checked: bool = False
     reused: int = 0  # of its bytes, those copied from files already here (Xet chunks), not fetched
     # of its bytes, those that came over the network (None: not known, an older record)
     fetched: int | None = None

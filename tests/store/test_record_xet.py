@@ -1,5 +1,5 @@
-"""A file record's ``xet``, ``reused`` and ``fetched``: written as read, read strictly, absent in
-older records.
+"""A file record's ``xet``, ``xet_checked``, ``reused`` and ``fetched``: written as read, read
+strictly, absent in older records (an older record's Xet hash: not checked here).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _write(path: Path, entry: dict[str, Any]) -> ModelRecord | None:
 
 
 def test_xet_reused_and_fetched_round_trip(tmp_path: Path) -> None:
-    one = FileRecord("a.bin", 3, SHA, 1, xet=XET, reused=2, fetched=1)
+    one = FileRecord("a.bin", 3, SHA, 1, xet=XET, xet_checked=True, reused=2, fetched=1)
     path = tmp_path / "m.json"
     path.write_text(json.dumps(ModelRecord("m", files={"a.bin": one}).to_json()))
     record = parse_record("m", path)
@@ -47,12 +47,21 @@ def test_a_record_written_before_the_fields_reads_with_nothing_known(tmp_path: P
     ) == (None, 0, None)
 
 
+def test_an_older_records_xet_hash_reads_as_not_checked_here(tmp_path: Path) -> None:
+    """mdl <= 0.9 wrote the Hub's Xet hash into plain fetches' records too, with no mark."""
+    record = _write(tmp_path / "m.json", {"xet": XET})
+    assert record is not None
+    assert (record.files["a.bin"].xet, record.files["a.bin"].xet_checked) == (XET, False)
+
+
 @pytest.mark.parametrize(
     "entry",
     [
         {"xet": XET.upper()},
         {"xet": XET[:63]},
         {"xet": 5},
+        {"xet_checked": 1},
+        {"xet_checked": "true"},
         {"reused": -1},
         {"reused": "2"},
         {"reused": True},

@@ -153,14 +153,16 @@ def test_the_record_of_a_xet_pull_is_the_plain_path_s(xet_hub: XetHubServer, cat
     assert mdl("pull", "m", "--no-xet", "--force").exit_code == 0
     plain = json.loads(record.read_text())["files"][WEIGHTS]
     assert xet_hub.cas.xorb_bytes() > 0 and by_chunk["fetched"] != plain["fetched"]
-    skip = {"fetched", "reused", "fetched_at", "mtime_ns", "etag", "xet"}
-    assert plain.get("xet") is None  # the Hub's word alone binds nothing
+    skip = {"fetched", "reused", "fetched_at", "mtime_ns", "etag", "xet", "xet_checked"}
+    # the Hub's word alone binds nothing
+    assert plain.get("xet") is None and plain["xet_checked"] is False
     assert {k: v for k, v in by_chunk.items() if k not in skip} == {
         k: v for k, v in plain.items() if k not in skip
     }
     assert (
         by_chunk["verified"] is True and by_chunk["xet"] == xet_hub.xet_file("org/m", WEIGHTS).hash
     )
+    assert by_chunk["xet_checked"] is True
 
 
 # --- Ctrl-C mid-pull, then the plain path or a CAS that is down: the Xet partial never confuses the

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -82,13 +83,15 @@ class Pull:
         lie: list[str | None] | None = None,
         lock: bool = False,
         parts: bytes | None = None,
+        unchecked: bool = False,
     ) -> None:
         """``other``: a file beside it in the repo (not in the model), whose Xet hash the Hub
         names for it in the answers ``lie`` says (``XetHubServer.xet_lies``: OTHER for the other's
         hash), from the first after ``bound``'s pull; its bytes are then the ones fetched (and its
         last xorb held). ``lock``: `mdl lock` run then (its part hashes too, with ``bound``);
         ``parts``: bytes whose part hashes are then written for it (a tampered lock); ``plain``:
-        ``bound``'s pull over plain HTTP (verified, its record binds no Xet hash)."""
+        ``bound``'s pull over plain HTTP (verified, its record binds no Xet hash); ``unchecked``:
+        its record then as mdl <= 0.9 wrote it (its Xet hash without ``xet_checked``)."""
         hub.add_repo(
             "org/m", {WEIGHTS: data, "config.json": b"{}", **({OTHER: other} if other else {})}
         )
@@ -99,6 +102,8 @@ class Pull:
         if bound:  # pulled and verified whole here once: its record binds the Xet hash
             pulled = mdl("pull", "m", *(["--no-xet"] if plain else []))
             assert pulled.exit_code == 0, pulled.stderr
+        if unchecked:
+            unmark(self.models)
         if lie is not None:
             named = hub.xet_file("org/m", OTHER).hash
             hub.xet_lies[WEIGHTS] = [named if told == OTHER else told for told in lie]
@@ -241,6 +246,16 @@ def test_windows_verify_and_read_back_before_the_file_is_whole(
     assert ends == [(e - 1, e) for e in range(step, SIZE, step)]
     # (a window that reached the next one's byte is asked with it, to close where it did)
     assert sorted(dirty[0][0] for dirty in tiled) == [start for start, _ in tiles]
+
+
+def unmark(models: Path) -> None:
+    """The model's record as mdl <= 0.9 wrote it: a file's Xet hash with no mark that a fetch by
+    chunk checked it (0.9 also copied the Hub's word there for files fetched over plain HTTP)."""
+    path = models / ".mdl" / "records" / "m.json"
+    record = json.loads(path.read_text())
+    entry = record["files"][WEIGHTS]
+    assert entry.pop("xet_checked") is True and entry["xet"] and entry["verified"]
+    path.write_text(json.dumps(record))
 
 
 def _size(path: Path) -> int | None:
@@ -507,3 +522,47 @@ def test_mdl_lock_locks_the_xet_hash_this_machine_verified_not_the_one_a_hub_nam
     assert f'xet = "{mine}"' in text and named not in text
     said = f"m/{WEIGHTS}: the Hub names Xet hash {named} for it, not {mine}"
     assert said in locked.stderr, locked.stderr
+
+
+def test_a_xet_hash_an_older_mdl_recorded_releases_nothing_early(
+    hub: XetHubServer,
+    catalog: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A record's Xet hash without the mark that a fetch by chunk checked it with the sha256 (an
+    older mdl's, which may be the Hub's word) is no root: the file, lost and pulled again, is
+    released whole, though the Hub names the right hash."""
+    caplog.set_level(logging.INFO, logger="mdl.serve")
+    data = make_data(SIZE, seed=39)
+    pull = Pull(hub, catalog, data, unchecked=True)
+    pull.landed_but_last()
+    assert pull.check() is None, "a range check whose root an older mdl copied from the Hub"
+    assert "its Xet hash is not bound to its pinned sha256: released whole" in caplog.text
+    s3 = s3_client(pull.ready[0].environment, monkeypatch)
+    answer = _waiting(s3, caplog, 1000, 300_000)
+    report = pull.release()
+    assert answer() == data[1000:300_000]
+    [outcome] = [o for o in report.files if o.path == WEIGHTS]
+    assert outcome.range_trust is None and outcome.released_wrong == ()
+    record = json.loads((pull.models / ".mdl" / "records" / "m.json").read_text())
+    assert record["files"][WEIGHTS]["xet_checked"] is True  # fetched by chunk again: checked
+
+
+def test_mdl_lock_calls_no_xet_hash_an_older_mdl_recorded_verified(
+    hub: XetHubServer, catalog: Path
+) -> None:
+    """The record's Xet hash without the mark (an older mdl's) is not this machine's: the Hub's
+    word is locked, as for a file never pulled here, and nothing says it is the verified one."""
+    data, other = make_data(SIZE, seed=40), make_data(SIZE, seed=41)
+    hub.add_repo("org/m", {WEIGHTS: data, OTHER: other})
+    catalog.write_text(_ONLY_OURS)
+    assert mdl("pull", "m").exit_code == 0
+    unmark(catalog.parent / "models")
+    mine, named = hub.xet_file("org/m", WEIGHTS).hash, hub.xet_file("org/m", OTHER).hash
+    hub.xet_lies[WEIGHTS] = [named]
+    locked = mdl("lock", "m")
+    assert locked.exit_code == 0, locked.stderr
+    text = (catalog.parent / "catalog.lock").read_text()
+    assert f'xet = "{named}"' in text and mine not in text
+    assert "the one this machine verified" not in locked.stderr, locked.stderr
