@@ -181,11 +181,11 @@ class Lease:
         return names.generation(self.prefix, self.number)
 
     def renew(self) -> None:
-        """Extend it (only our own generation is ever written); LeaseLost when a next generation
-        exists (taken over) or ours changed."""
+        """Extend it (only our own generation is ever written); LeaseLost when a generation exists
+        above ours within the walk every machine does (another is the last: taken over) or ours
+        changed (the last number: taken over in place)."""
         with self._lock:
-            last = self.number == names.GENERATIONS  # (taken over in place: its version changes)
-            if not last and self.writer.head(names.generation(self.prefix, self.number + 1)):
+            if _last(self.writer, self.prefix, self.number) != self.number:
                 raise LeaseLost(f"the lease {self.uri} was taken over")
             seen = self.writer.replace(
                 self.uri, lease_body(self.holder, self.token), etag=self.etag
@@ -224,29 +224,40 @@ def take(
 ) -> Lease | None:
     """The lease for us: the next generation created, unless the last is live (None). A name that
     holds anything but a live lease is stepped over (a few numbers at most); past the last number,
-    the last generation is taken over in place. ``mine``: the token of a generation this machine
-    held (its partial of the file is on disk): a run of it that ended, taken over at once."""
+    the last generation is taken over in place. A generation created with another above it within
+    the walk (past a gap) is not the last: released, and the take goes on from the one above, so
+    every machine converges on the top of the run. ``mine``: the token of a generation this
+    machine held (its partial of the file is on disk): a run of it that ended, taken over now."""
     seen = look(writer, prefix, term=term, mine=mine)
-    if seen.state == "live":
-        return None
-    token = new_token()
-    for _ in range(TAKE_TRIES):
-        number = seen.number + 1
-        if number > names.GENERATIONS:
-            made = _in_place(writer, prefix, seen, lease_body(holder, token))
-            number = seen.number
-        else:
-            made = writer.create(names.generation(prefix, number), lease_body(holder, token))
-        if made is not None:
+    token, tries = new_token(), 0
+    # each turn creates a higher number than the last (or ends): at most GENERATIONS turns
+    while seen.state != "live" and tries < TAKE_TRIES:
+        number, made = _create(writer, prefix, seen, lease_body(holder, token))
+        if made is None:
+            if number == seen.number:
+                return None  # another machine took the last number over first
+            tries += 1  # another machine took this number first, or something not a lease
+            seen = read_generation(writer, names.generation(prefix, number), number, term=term)
+            continue
+        lease = Lease(writer, prefix, number, made.etag, holder, token, term, seen.token)
+        last = _last(writer, prefix, number)
+        if last == number:
             if seen.uri is not None:
                 log.info("took over lease %s (%s, %s)", seen.uri, seen.state, seen.holder)
-            return Lease(writer, prefix, number, made.etag, holder, token, term, seen.token)
-        if number == seen.number:
-            return None  # another machine took the last number over first
-        seen = read_generation(writer, names.generation(prefix, number), number, term=term)
-        if seen.state == "live":
-            return None  # another machine took this number first
-    return None  # every number tried is held by something: wait on it as on a held one
+            return lease
+        lease.release()  # not the last: ours is no lease (never used again)
+        if last < number:
+            return None  # ours gone at once: taken over in place by another machine
+        seen = read_generation(writer, names.generation(prefix, last), last, term=term, mine=mine)
+    return None  # every number tried is held by something, or live: wait on it as on a held one
+
+
+def _create(writer: Writer, prefix: str, seen: Look, body: bytes) -> tuple[int, Seen | None]:
+    """The generation after ``seen`` created (the last taken over in place), and its number."""
+    if seen.number < names.GENERATIONS:
+        number = seen.number + 1
+        return number, writer.create(names.generation(prefix, number), body)
+    return seen.number, _in_place(writer, prefix, seen, body)
 
 
 def _in_place(writer: Writer, prefix: str, seen: Look, body: bytes) -> Seen | None:
