@@ -224,30 +224,30 @@ def take(
 ) -> Lease | None:
     """The lease for us: the next generation created, unless the last is live (None). A name that
     holds anything but a live lease is stepped over (a few numbers at most); past the last number,
-    the last generation is taken over in place. A generation created with another above it within
-    the walk (past a gap) is not the last: released, and the take goes on from the one above, so
-    every machine converges on the top of the run. ``mine``: the token of a generation this
-    machine held (its partial of the file is on disk): a run of it that ended, taken over now."""
+    the last generation is taken over in place. After each create, won or lost, the walk goes on:
+    a generation with another above it (past a gap) is not the last, so the take goes on from
+    that one (ours released), and every machine converges on the top of the run. ``mine``: the
+    token of a generation this machine held (its partial of the file is on disk): a run of it
+    that ended, taken over at once."""
     seen = look(writer, prefix, term=term, mine=mine)
     token, tries = new_token(), 0
-    # each turn creates a higher number than the last (or ends): at most GENERATIONS turns
+    # each turn tries a higher number than the last (or ends): GENERATIONS turns at most
     while seen.state != "live" and tries < TAKE_TRIES:
         number, made = _create(writer, prefix, seen, lease_body(holder, token))
-        if made is None:
-            if number == seen.number:
-                return None  # another machine took the last number over first
-            tries += 1  # another machine took this number first, or something not a lease
-            seen = read_generation(writer, names.generation(prefix, number), number, term=term)
-            continue
-        lease = Lease(writer, prefix, number, made.etag, holder, token, term, seen.token)
+        if made is None and number == seen.number:
+            return None  # another machine took the last number over first
         last = _last(writer, prefix, number)
-        if last == number:
-            if seen.uri is not None:
-                log.info("took over lease %s (%s, %s)", seen.uri, seen.state, seen.holder)
-            return lease
-        lease.release()  # not the last: ours is no lease (never used again)
-        if last < number:
-            return None  # ours gone at once: taken over in place by another machine
+        if made is not None:
+            lease = Lease(writer, prefix, number, made.etag, holder, token, term, seen.token)
+            if last == number:
+                if seen.uri is not None:
+                    log.info("took over lease %s (%s, %s)", seen.uri, seen.state, seen.holder)
+                return lease
+            lease.release()  # not the last: ours is no lease (its number never used again)
+            if last < number:
+                return None  # ours gone at once: taken over in place by another machine
+        elif last <= number:  # another machine's, or something not a lease, is the last
+            tries, last = tries + 1, number
         seen = read_generation(writer, names.generation(prefix, last), last, term=term, mine=mine)
     return None  # every number tried is held by something, or live: wait on it as on a held one
 

@@ -453,6 +453,64 @@ def test_takes_racing_up_spaced_junk_converge_on_one_holder(at: int) -> None:
     assert len(survivors(leases)) == 1, [lease and lease.number for lease in leases]
 
 
+def test_a_take_that_loses_a_number_below_the_last_climbs_on() -> None:
+    """A machine that loses its create to one still climbing (its number not the last: junk
+    above it within the walk) climbs on, rather than waiting on a lease that is none (a fill
+    gives up on a lease that changes hands too often, and goes to the origin)."""
+    store = spaced_junk()
+
+    def another_first(method: str, uri: str) -> None:
+        if (method, uri) == ("create", gen(2)):  # another machine creates 2 just before us
+            store.before = None
+            store.put(gen(2), lease_body("a"))
+
+    store.before = another_first
+    lease = taken(store, "b")
+    assert lease.number == 98
+    assert look(store, PREFIX).token == lease.token
+
+
+@pytest.mark.parametrize("burst", [1, 2, 3, 5, 8])
+def test_takes_climbing_spaced_junk_in_lock_step_converge_on_one_holder(burst: int) -> None:
+    """Two machines' takes at once, taking turns every ``burst`` store calls (each loses creates
+    to the other on the way up): the loser climbs on rather than waiting on a number that is not
+    the last, and one holds the top of the run."""
+    store = spaced_junk()
+    turn, done, count = [0], [False, False], [0]
+    changed = threading.Condition()
+    me = threading.local()
+
+    def lock_step(method: str, uri: str) -> None:
+        with changed:
+            assert changed.wait_for(lambda: turn[0] == me.i or done[1 - me.i], BOUND)
+            count[0] += 1
+            if count[0] % burst == 0:
+                turn[0] = 1 - me.i
+                changed.notify_all()
+
+    leases: list[Lease | None] = [None, None]
+
+    def machine(i: int) -> None:
+        me.i = i
+        try:
+            leases[i] = take(store, PREFIX, holder=f"m{i}")
+        finally:
+            with changed:
+                done[i] = True
+                changed.notify_all()
+
+    store.before = lock_step
+    threads = [threading.Thread(target=machine, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(BOUND)
+    store.before = None
+    assert done == [True, True]
+    assert survivors(leases) == [98]
+    assert take(store, PREFIX, holder="m2") is None
+
+
 # --- renewing ---
 
 

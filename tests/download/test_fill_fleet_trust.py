@@ -28,8 +28,8 @@ import mdl
 import mdl.buckets._parts as parts_module
 import mdl.download._fill as fill_module
 from mdl.buckets.folder import FolderWriter
-from mdl.buckets.lease import lease_body
-from mdl.buckets.names import lease_prefix, namespace, part_set
+from mdl.buckets.lease import TAKE_TRIES, lease_body
+from mdl.buckets.names import GENERATIONS, lease_prefix, namespace, part_set
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings
 from mdl.download.puller import pull_models
@@ -473,18 +473,22 @@ def spoil_folder(folder: Path, case: str) -> None:
     elif case == "many":
         for n in range(MANY):
             (folder / f"{n:06d}").touch()  # numbers too, with leading zeros: no generation
+    elif case == "spaced":  # junk at 1, 7, ..., 97: each past the walk's gap from the one below
+        for n in range(1, GENERATIONS, TAKE_TRIES + 1):
+            (folder / str(n)).write_bytes(b"9")
     else:  # every generation number junk, and past them: the last is taken over in place
         for n in range(1, MANY + 1):
             (folder / str(n)).write_bytes(b"9")
 
 
-@pytest.mark.parametrize("case", ["nines", "many", "numbered"])
+@pytest.mark.parametrize("case", ["nines", "many", "numbered", "spaced"])
 def test_names_no_machine_reads_alike_cost_one_fetch_on_a_share(
     tiny: HubServer, root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
 ) -> None:
     """Issue 75, C: a 1-byte file named with 30 nines, or 20,001 names, in a file's lease folder
     sent every machine to the origin (4.00x). Generations are looked up by name, 1 to 99 (junk at
-    every one of them: the 99th taken over in place): the fleet fetches the file once."""
+    every one of them: the 99th taken over in place): the fleet fetches the file once. Junk every
+    few numbers (review R1) made each machine a holder above the last: they converge on one."""
     ns = namespace(template_of(root))
     assert ns is not None
     spoil_folder(root / lease_prefix(ns, object_uri(root)).removeprefix("file://"), case)
