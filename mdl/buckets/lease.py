@@ -7,8 +7,11 @@ create of the next number (S3 ``If-None-Match: *``, a folder's ``link``), the on
 store and share keeps atomic; taking over a lapsed generation N is the create of N+1, so of two
 takers one wins, without a lock or a compare-and-swap. Past the last number, the last generation
 is taken over in place (removed on the version seen, then created): every machine walks to the
-same one, so a run filled by another tenant still elects one fetcher. Its holder renews only its
-own generation, by its version, and counts it lost when a next one exists or its version changed.
+same one, so a run filled by another tenant still elects one fetcher. A generation is the lease
+only while none exists above it within the walk (past a gap): a taker that finds one above its
+own climbs on from there, so every machine converges on the top of the run. Its holder renews
+only its own generation, by its version, and counts it lost when the walk finds one above it or
+its version changed.
 A lapse is judged by the store's clock and mdl's own term, never a body's. Each generation carries
 a token no one can guess before it exists: its holder's parts are published under it, so an object
 planted at a part's name (both public facts) is no part of any holder's.
