@@ -501,15 +501,19 @@ def test_names_no_machine_reads_alike_cost_one_fetch_on_a_share(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("case", ["numbered", "spaced"])
 def test_names_no_machine_reads_alike_cost_one_fetch_on_moto(
-    hub: HubServer, bucket: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    hub: HubServer, bucket: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
 ) -> None:
     """The same on an S3 store: 30 nines (and 31) and 20,001 keys under the lease's prefix, the
-    first 99 of them every generation number (junk: the 99th is taken over in place)."""
+    first 99 of them every generation number (junk: the 99th is taken over in place); or junk
+    every few numbers, each past the walk's gap (review R1)."""
     ns = namespace(S3_TEMPLATE)
     assert ns is not None
     leases = lease_prefix(ns, S3_OBJECT).removeprefix("s3://fleet/")
     keys = [NINES, "9" * 31, *(str(n) for n in range(1, MANY + 1))]
+    if case == "spaced":
+        keys = [str(n) for n in range(1, GENERATIONS, TAKE_TRIES + 1)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: bucket.put_object(Bucket="fleet", Key=leases + k, Body=b"9"), keys))
     reports = fleet(hub, tmp_path, S3_TEMPLATE, caplog)
