@@ -7,8 +7,11 @@ create of the next number (S3 ``If-None-Match: *``, a folder's ``link``), the on
 store and share keeps atomic; taking over a lapsed generation N is the create of N+1, so of two
 takers one wins, without a lock or a compare-and-swap. Past the last number, the last generation
 is taken over in place (removed on the version seen, then created): every machine walks to the
-same one, so a run filled by another tenant still elects one fetcher. Its holder renews only its
-own generation, by its version, and counts it lost when a next one exists or its version changed.
+same one, so a run filled by another tenant still elects one fetcher. A generation is the lease
+only while none exists above it within the walk (past a gap): a taker that finds one above its
+own climbs on from there, so every machine converges on the top of the run. Its holder renews
+only its own generation, by its version, and counts it lost when the walk finds one above it or
+its version changed.
 A lapse is judged by the store's clock and mdl's own term, never a body's. Each generation carries
 a token no one can guess before it exists: its holder's parts are published under it, so an object
 planted at a part's name (both public facts) is no part of any holder's.
@@ -181,11 +184,11 @@ class Lease:
         return names.generation(self.prefix, self.number)
 
     def renew(self) -> None:
-        """Extend it (only our own generation is ever written); LeaseLost when a next generation
-        exists (taken over) or ours changed."""
+        """Extend it (only our own generation is ever written); LeaseLost when a generation exists
+        above ours within the walk every machine does (another is the last: taken over) or ours
+        changed (the last number: taken over in place)."""
         with self._lock:
-            last = self.number == names.GENERATIONS  # (taken over in place: its version changes)
-            if not last and self.writer.head(names.generation(self.prefix, self.number + 1)):
+            if _last(self.writer, self.prefix, self.number) != self.number:
                 raise LeaseLost(f"the lease {self.uri} was taken over")
             seen = self.writer.replace(
                 self.uri, lease_body(self.holder, self.token), etag=self.etag
@@ -224,29 +227,40 @@ def take(
 ) -> Lease | None:
     """The lease for us: the next generation created, unless the last is live (None). A name that
     holds anything but a live lease is stepped over (a few numbers at most); past the last number,
-    the last generation is taken over in place. ``mine``: the token of a generation this machine
-    held (its partial of the file is on disk): a run of it that ended, taken over at once."""
+    the last generation is taken over in place. After each create, won or lost, the walk goes on:
+    a generation with another above it (past a gap) is not the last, so the take goes on from
+    that one (ours released), and every machine converges on the top of the run. ``mine``: the
+    token of a generation this machine held (its partial of the file is on disk): a run of it
+    that ended, taken over at once."""
     seen = look(writer, prefix, term=term, mine=mine)
-    if seen.state == "live":
-        return None
-    token = new_token()
-    for _ in range(TAKE_TRIES):
-        number = seen.number + 1
-        if number > names.GENERATIONS:
-            made = _in_place(writer, prefix, seen, lease_body(holder, token))
-            number = seen.number
-        else:
-            made = writer.create(names.generation(prefix, number), lease_body(holder, token))
-        if made is not None:
-            if seen.uri is not None:
-                log.info("took over lease %s (%s, %s)", seen.uri, seen.state, seen.holder)
-            return Lease(writer, prefix, number, made.etag, holder, token, term, seen.token)
-        if number == seen.number:
+    token, tries = new_token(), 0
+    # each turn tries a higher number than the last (or ends): GENERATIONS turns at most
+    while seen.state != "live" and tries < TAKE_TRIES:
+        number, made = _create(writer, prefix, seen, lease_body(holder, token))
+        if made is None and number == seen.number:
             return None  # another machine took the last number over first
-        seen = read_generation(writer, names.generation(prefix, number), number, term=term)
-        if seen.state == "live":
-            return None  # another machine took this number first
-    return None  # every number tried is held by something: wait on it as on a held one
+        last = _last(writer, prefix, number)
+        if made is not None:
+            lease = Lease(writer, prefix, number, made.etag, holder, token, term, seen.token)
+            if last == number:
+                if seen.uri is not None:
+                    log.info("took over lease %s (%s, %s)", seen.uri, seen.state, seen.holder)
+                return lease
+            lease.release()  # not the last: ours is no lease (its number never used again)
+            if last < number:
+                return None  # ours gone at once: taken over in place by another machine
+        elif last <= number:  # another machine's, or something not a lease, is the last
+            tries, last = tries + 1, number
+        seen = read_generation(writer, names.generation(prefix, last), last, term=term, mine=mine)
+    return None  # every number tried is held by something, or live: wait on it as on a held one
+
+
+def _create(writer: Writer, prefix: str, seen: Look, body: bytes) -> tuple[int, Seen | None]:
+    """The generation after ``seen`` created (the last taken over in place), and its number."""
+    if seen.number < names.GENERATIONS:
+        number = seen.number + 1
+        return number, writer.create(names.generation(prefix, number), body)
+    return seen.number, _in_place(writer, prefix, seen, body)
 
 
 def _in_place(writer: Writer, prefix: str, seen: Look, body: bytes) -> Seen | None:

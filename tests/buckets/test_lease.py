@@ -383,6 +383,134 @@ def test_a_run_of_generations_filled_by_another_tenant_still_elects_one_holder()
         first.renew()
 
 
+JUNK_STEP = lease_module.TAKE_TRIES + 1  # junk this far apart: each past the walk's gap
+
+
+def survivors(leases: list[Lease | None]) -> list[int]:
+    """The numbers of the leases that survive a renewal (each renewed once)."""
+    live = []
+    for lease in leases:
+        if lease is not None:
+            try:
+                lease.renew()
+                live.append(lease.number)
+            except LeaseLost:
+                pass
+    return live
+
+
+def test_a_generation_past_a_gap_above_a_live_one_leaves_one_holder() -> None:
+    """Review R1: one junk object at 3 above a live 1 (a gap below it) was the last of the run;
+    the next machine took 4, and the holder of 1 renewed on (it looked only at 2): two holders.
+    A holder is the lease only while no generation exists above it within the walk: it loses
+    it at its next renewal (the junk costs the fleet one machine's fetch at most)."""
+    store = MemoryStore()
+    first = taken(store, "a")
+    store.put(gen(3), b"junk")
+    second = taken(store, "b")
+    assert second.number == 4
+    assert take(store, PREFIX, holder="c") is None
+    assert survivors([first, second, take(store, PREFIX, holder="d")]) == [4]
+    assert look(store, PREFIX).token == second.token
+
+
+def spaced_junk() -> MemoryStore:
+    store = MemoryStore()
+    for n in range(1, lease_module.names.GENERATIONS, JUNK_STEP):
+        store.put(gen(n), b"junk")
+    return store
+
+
+def test_junk_every_few_numbers_elects_one_holder() -> None:
+    """Review R1: junk at 1, 7, ..., 97 (each past the walk's gap from the last): 20 machines took
+    17 leases, all renewed (17x the origin). A generation created with another above it is given
+    up (released) and the take goes on from there: every machine converges on the top of the
+    run."""
+    store = spaced_junk()
+    leases = [take(store, PREFIX, holder=f"m{machine}") for machine in range(20)]
+    assert survivors(leases) == [98]  # the top of the run (nothing within the walk above 97 + 1)
+    assert sum(lease is not None for lease in leases) == 1
+    for n in range(2, 98, JUNK_STEP):  # the numbers given up on the way: released, not live
+        assert body(store, n)["released"] is True
+
+
+@pytest.mark.parametrize("at", range(0, 200, 7))
+def test_takes_racing_up_spaced_junk_converge_on_one_holder(at: int) -> None:
+    """The same with a second machine's whole take run at the ``at``-th store call of the
+    first's (between its walk, create, walk on and release), then 18 more: one holder."""
+    store = spaced_junk()
+    calls, leases = itertools.count(), []
+
+    def second(method: str, uri: str) -> None:
+        if next(calls) == at:
+            store.before = None
+            leases.append(take(store, PREFIX, holder="m1"))
+
+    store.before = second
+    leases.append(take(store, PREFIX, holder="m0"))
+    store.before = None
+    leases += [take(store, PREFIX, holder=f"m{machine}") for machine in range(2, 20)]
+    assert len(survivors(leases)) == 1, [lease and lease.number for lease in leases]
+
+
+def test_a_take_that_loses_a_number_below_the_last_climbs_on() -> None:
+    """A machine that loses its create to one still climbing (its number not the last: junk
+    above it within the walk) climbs on, rather than waiting on a lease that is none (a fill
+    gives up on a lease that changes hands too often, and goes to the origin)."""
+    store = spaced_junk()
+
+    def another_first(method: str, uri: str) -> None:
+        if (method, uri) == ("create", gen(2)):  # another machine creates 2 just before us
+            store.before = None
+            store.put(gen(2), lease_body("a"))
+
+    store.before = another_first
+    lease = taken(store, "b")
+    assert lease.number == 98
+    assert look(store, PREFIX).token == lease.token
+
+
+@pytest.mark.parametrize("burst", [1, 2, 3, 5, 8])
+def test_takes_climbing_spaced_junk_in_lock_step_converge_on_one_holder(burst: int) -> None:
+    """Two machines' takes at once, taking turns every ``burst`` store calls (each loses creates
+    to the other on the way up): the loser climbs on rather than waiting on a number that is not
+    the last, and one holds the top of the run."""
+    store = spaced_junk()
+    turn, done, count = [0], [False, False], [0]
+    changed = threading.Condition()
+    me = threading.local()
+
+    def lock_step(method: str, uri: str) -> None:
+        with changed:
+            assert changed.wait_for(lambda: turn[0] == me.i or done[1 - me.i], BOUND)
+            count[0] += 1
+            if count[0] % burst == 0:
+                turn[0] = 1 - me.i
+                changed.notify_all()
+
+    leases: list[Lease | None] = [None, None]
+
+    def machine(i: int) -> None:
+        me.i = i
+        try:
+            leases[i] = take(store, PREFIX, holder=f"m{i}")
+        finally:
+            with changed:
+                done[i] = True
+                changed.notify_all()
+
+    store.before = lock_step
+    threads = [threading.Thread(target=machine, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(BOUND)
+    store.before = None
+    assert done == [True, True]
+    assert survivors(leases) == [98]
+    assert take(store, PREFIX, holder="m2") is None
+
+
 # --- renewing ---
 
 
@@ -862,15 +990,21 @@ STEPS = st.tuples(
 
 @pytest.mark.slow  # the model check
 @settings(max_examples=examples(1000))
-@given(machines=st.integers(2, 3), one_name=st.booleans(), steps=st.lists(STEPS, max_size=40))
+@given(
+    machines=st.integers(2, 3),
+    one_name=st.booleans(),
+    junk=st.booleans(),
+    steps=st.lists(STEPS, max_size=40),
+)
 def test_never_two_holders_of_a_live_lease(
-    machines: int, one_name: bool, steps: list[tuple[str, int, float, int | None]]
+    machines: int, one_name: bool, junk: bool, steps: list[tuple[str, int, float, int | None]]
 ) -> None:
     """Random interleavings of take, renew, release and the store's clock, by 2-3 machines: a step
     may run in the middle of another's (between its listing, read and create). A holder renews
     only within its own deadline (Renewing's: a margin before a term after its last good write).
-    At every store time at most one machine believes it holds a live lease."""
-    store = MemoryStore()
+    At every store time at most one machine believes it holds a live lease. ``junk``: at every
+    few numbers, each past the walk's gap from the one below."""
+    store = spaced_junk() if junk else MemoryStore()
     fleet = [Machine("host" if one_name else f"m{i}") for i in range(machines)]
     pending: list[tuple[int, tuple[str, int, float, int | None]]] = []
     current = [-1]
