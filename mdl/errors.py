@@ -221,13 +221,16 @@ def imports_ran_short() -> None:
     _IMPORTS_SHORT[:] = [True]
 
 
+_SOURCE_MOST = 8 * 1024 * 1024  # bytes of a module _compiles reads (mdl's largest is ~40 KB)
+
+
 def _compiles(filename: str | None) -> bool:
     """Whether the Python file ``filename`` compiles now (memory running out again: it would)."""
     if not filename or not filename.endswith(".py"):
         return False
     try:
-        with open(filename, "rb") as source:
-            compile(source.read(), filename, "exec", dont_inherit=True)
+        with open(filename, "rb") as source:  # (a module, read whole up to a bound no module nears)
+            compile(source.read(_SOURCE_MOST), filename, "exec", dont_inherit=True)
     except MemoryError:
         return True
     except (OSError, SyntaxError, ValueError):
