@@ -93,8 +93,7 @@ class PieceStream:
             # this host answered the file's first request: a refusal now is a blip
             quick_unreachable=False,
         )
-        self.stalls = self.cuts = 0  # (cuts: answers that broke off mid-body)
-        self.cut_at = piece.start + piece.done  # where the last cut (or the stream) began
+        self.stalls = self.cuts = self.cut_at = 0  # (cuts: answers broken off mid-body, and where)
         # the furthest this piece has got: progress is getting past it
         self.high = piece.start + piece.done
         # the last ask of the resolve URL whose failure this stream raised: its next asks anew
@@ -218,9 +217,8 @@ class PieceStream:
         # A connection that went away mid-answer (httpx2's own error, or an answer cut short) is
         # "lost".
         lost = exc is not err or isinstance(exc, _ClosedEarly)
-        if lost:
-            self.cuts = 1 if reached >= self.cut_at + CUT_SPAN else self.cuts + 1
-            self.cut_at = reached
+        if lost:  # (one CUT_SPAN past the last cut starts the count again)
+            self.cuts, self.cut_at = 1 + self.cuts * (reached < self.cut_at + CUT_SPAN), reached
         if lost and self.job.fallback and self.cuts >= CUTS_PER_SOURCE:
             cut = f"its answers were cut mid-body {self.cuts} times (the last at byte {reached})"
             raise NetworkError(f"{self.job.label}: {cut}") from exc
