@@ -458,12 +458,10 @@ def test_mirror_cut_mid_body_falls_back_to_a_correct_file(
     assert_no_debris(dest, "tiny", list(TINY_FILES))
 
 
-def test_mirror_cutting_every_answer_after_progress_is_left_after_a_few_cuts_and_said(
+def _pull_from_a_cutting_mirror(
     tiny: HubServer, mirror: FolderServer, tmp_path: Path
-) -> None:
-    # A store that cuts every read mid-body, each after real progress (so no retry budget runs
-    # out): the stream leaves it after CUTS_PER_SOURCE cuts, says so, and the origin resumes on the
-    # bytes the mirror sent (the hash checks them), not from zero.
+) -> tuple[bytes, Path, Any]:
+    """``mdl pull --json`` of a 3 MB file from a mirror that cuts every answer after 400 KB."""
     data = make_data(3_000_000, seed=19)
     tiny.add_repo("org/cuts", {"w.bin": data})
     fill_folder(mirror.root, {"w.bin": data}, model="cuts")
@@ -474,7 +472,16 @@ def test_mirror_cutting_every_answer_after_progress_is_left_after_a_few_cuts_and
         extra='[models.cuts]\nrepo = "org/cuts"\n',
     )
     dest = tmp_path / "d"
-    result = mdl("pull", "cuts", "--catalog", str(catalog), "--dest", str(dest), "--json")
+    return data, dest, mdl("pull", "cuts", "--catalog", str(catalog), "--dest", str(dest), "--json")
+
+
+def test_mirror_cutting_every_answer_after_progress_is_left_after_a_few_cuts_and_said(
+    tiny: HubServer, mirror: FolderServer, tmp_path: Path
+) -> None:
+    # A store that cuts every read mid-body, each after real progress (so no retry budget runs
+    # out): the stream leaves it after CUTS_PER_SOURCE cuts, says so, and the origin resumes on the
+    # bytes the mirror sent (the hash checks them), not from zero.
+    data, dest, result = _pull_from_a_cutting_mirror(tiny, mirror, tmp_path)
     assert result.exit_code == 0, result.stderr
     assert (dest / "cuts" / "w.bin").read_bytes() == data
     asked = mirror.gets("/cuts/")
@@ -498,17 +505,7 @@ def test_a_mirror_cut_now_and_then_after_long_progress_is_kept(
     # A proxy's longest request cuts a good stream now and then: each cut comes CUT_SPAN or more
     # past the last, so the count starts afresh and the mirror serves the whole file.
     monkeypatch.setattr(_stream, "CUT_SPAN", 300_000)
-    data = make_data(3_000_000, seed=23)
-    tiny.add_repo("org/cuts", {"w.bin": data})
-    fill_folder(mirror.root, {"w.bin": data}, model="cuts")
-    mirror.faults.add(Fault.reset(after_bytes=400_000, path_prefix="/cuts/", times=None))
-    catalog = write_catalog(
-        tmp_path / "c.toml",
-        [mirror.url + "/{model}/{path}"],
-        extra='[models.cuts]\nrepo = "org/cuts"\n',
-    )
-    dest = tmp_path / "d"
-    result = mdl("pull", "cuts", "--catalog", str(catalog), "--dest", str(dest), "--json")
+    data, dest, result = _pull_from_a_cutting_mirror(tiny, mirror, tmp_path)
     assert result.exit_code == 0, result.stderr
     assert (dest / "cuts" / "w.bin").read_bytes() == data
     assert len(mirror.gets("/cuts/")) > CUTS_PER_SOURCE
