@@ -262,6 +262,21 @@ class Manifest(_Kind):
 
 
 @dataclass(frozen=True)
+class Version(_Kind):
+    """One published version of a model: its manifest (``mdl.buckets.versions``), named by the
+    version's id (``version_id``: the SHA-256 of its files' paths, sizes and sha256, the signature
+    left out), so no version's manifest is ever written under another's name."""
+
+    folder: str
+    model: str
+    id: str  # 64 hex
+    FORMAT = "{folder}.mdl/versions/{model}/{id}.json"
+    PATTERN = re.compile(
+        rf"(?s){_FOLDER}versions/(?P<model>[^./][^/]*)/(?P<id>[0-9a-f]{{64}})\.json"
+    )
+
+
+@dataclass(frozen=True)
 class Temp(_Kind):
     """A shared folder's write under way, beside its target ``<folder><name>`` (a bare name: in
     the folder open), linked or renamed into place; one a killed write left is abandoned."""
@@ -279,10 +294,20 @@ class Temp(_Kind):
         return cls("", name, secrets.token_hex(8))
 
 
-Name = Generation | OldLease | Part | Probe | Clock | Mark | Manifest | Temp
+Name = Generation | OldLease | Part | Probe | Clock | Mark | Manifest | Version | Temp
 # the parser tries them in this order: a temp file or a clock may lie in any folder of the
 # namespace, and the rest cannot be taken for one another
-KINDS: tuple[type[Name], ...] = (Temp, Clock, Generation, Part, Probe, Mark, Manifest, OldLease)
+KINDS: tuple[type[Name], ...] = (
+    Temp,
+    Clock,
+    Generation,
+    Part,
+    Probe,
+    Mark,
+    Manifest,
+    Version,
+    OldLease,
+)
 
 
 def parse(uri: str) -> Name | None:

@@ -25,6 +25,7 @@ from mdl.buckets.names import (
     Part,
     Probe,
     Temp,
+    Version,
     parse,
 )
 
@@ -68,6 +69,12 @@ NAMES: dict[type, st.SearchStrategy[names.Name]] = {
     Mark: st.builds(Mark, folder, path),
     Manifest: st.builds(
         Manifest, folder, st.from_regex(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,20}", fullmatch=True)
+    ),
+    Version: st.builds(
+        Version,
+        folder,
+        st.from_regex(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,20}", fullmatch=True),
+        hex_(64),
     ),
     Temp: st.builds(
         Temp,
