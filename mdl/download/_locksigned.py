@@ -21,7 +21,7 @@ from mdl.catalog.specs import ModelSpec
 from mdl.download._fetch import fetch_from_sources, file_lock, transfer_job
 from mdl.download.resolve import from_lock
 from mdl.download.session import FileSources, PullSession, label_of
-from mdl.errors import IntegrityError, InterruptedByUserError, MdlError
+from mdl.errors import IntegrityError, InterruptedByUserError, MdlError, NotFoundError
 from mdl.lockfile.model import LockedModel
 from mdl.progress import Progress
 from mdl.redact import redact_url
@@ -79,15 +79,21 @@ def held_to_signature(
     listed = ", ".join(missing[:SHOWN])
     if len(missing) > SHOWN:
         listed += f" and {len(missing) - SHOWN} more"
-    prefixes = (versions.prefix_of(t) for t in settings.mirrors if store_for(t) is not None)
-    to = next((redact_url(p) for p in prefixes if p is not None), "PREFIX")
     raise IntegrityError(
         f"{spec.name}: its signature ({signature}) does not cover {plural(len(missing), 'file')}"
         f" the lock pins: {listed}",
-        hint=(
-            f"sign this version (mdl publish {shlex.quote(spec.name)} --to {shlex.quote(to)}"
-            " --sign KEY.pem), or sign it at its source (model_signing sign)"
-        ),
+        hint=sign_hint(spec.name, settings),
+    )
+
+
+def sign_hint(model: str, settings: Settings) -> str:
+    """How to give a version the signature it lacks: sign it where it is published (the first
+    store mirror of the published layout), or at its source."""
+    prefixes = (versions.prefix_of(t) for t in settings.mirrors if store_for(t) is not None)
+    to = next((redact_url(p) for p in prefixes if p is not None), "PREFIX")
+    return (
+        f"sign this version (mdl publish {shlex.quote(model)} --to {shlex.quote(to)}"
+        " --sign KEY.pem), or sign it at its source (model_signing sign)"
     )
 
 
@@ -105,7 +111,14 @@ def lock_signature(
     assert spec.signature is not None
     got = _pointed(session, files, sig) if sig.sha256 is None else None
     if got is None:
-        got = signature_bytes(session, known(sig) or sig)
+        try:
+            got = signature_bytes(session, known(sig) or sig)
+        except NotFoundError as exc:
+            raise IntegrityError(
+                f"{label_of(sig)}: the catalog asks for a signature and this version has none"
+                f" ({exc.message})",
+                hint=sign_hint(spec.name, session.settings),
+            ) from None
     assert got is not None  # from the source: its bytes, or an error
     remote, data = got
     held_to_signature(
