@@ -293,8 +293,8 @@ def test_the_json_report_says_each_object_and_why(place: Path, shelf: Shelf) -> 
     }
     assert doc["freed"] == sum(e["size"] for e in doc["removed"])
     assert kept == {
-        uris["named"]: "named by the catalog.lock",
-        uris["named_weights"]: "named by the catalog.lock",
+        uris["named"]: "named by catalog.lock",
+        uris["named_weights"]: "named by catalog.lock",
         uris["old"]: "not a model of this catalog (--all-models prunes every model's)",
         uris["young"]: "younger than 7 day(s)",
         uris["unpinned"]: "loose has no fresh catalog.lock entry: its objects are kept",
