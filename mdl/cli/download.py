@@ -6,7 +6,7 @@ import shlex
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Unpack, cast
+from typing import TYPE_CHECKING, Annotated, Any, Unpack, cast
 
 import typer
 
@@ -281,11 +281,25 @@ def say_mirror_pruned(run: Run, report: "MirrorPruneReport") -> None:
         later = report.later(e)
         if run.verbose or (later and report.dry_run):  # a dry run says what goes next
             run.console.info(f"kept {e.uri}: {e.reason}{f'; {later}' if later else ''}")
+    if run.verbose or report.dry_run:  # what each kept version costs
+        for version in report.to_json()["versions"]:
+            run.console.info(version_line(version))
     why = Counter(e.reason for e in report.kept)
     kept = ", ".join(f"{n} {reason}" for reason, n in why.most_common())
     run.console.info(
         f"{freed} {human_size(report.freed)} in {len(report.removed)} object(s) of"
         f" {report.mirror}; kept {len(report.kept)}{f' ({kept})' if kept else ''}"
+    )
+
+
+def version_line(version: dict[str, Any]) -> str:
+    """One kept version as the dry run says it: model, where from, commit, files, bytes, and the
+    bytes only it holds."""
+    commit = f" (commit {version['commit'][:7]})" if version["commit"] else ""
+    return (
+        f"kept version of {version['model']} from {version['from']}{commit}:"
+        f" {version['files']} file(s), {human_size(version['bytes'])},"
+        f" {human_size(version['only_bytes'])} only it holds"
     )
 
 
