@@ -7,10 +7,13 @@ server (moto)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from releases import (
     COMMITS,
     MODEL,
@@ -28,6 +31,8 @@ from runfixtures import Result, mdl, use_catalog
 from s3server import S3
 
 from mdl.buckets import versions
+from mdl.buckets.protocol import Listed, Seen, Writer
+from mdl.upload.keptversions import published_versions
 
 CONFIG = RELEASES["v1"]["config.json"]
 
@@ -102,7 +107,7 @@ def test_prune_keeps_what_one_two_or_three_kept_locks_name(
     assert removed(doc) == objects(prefix, 1, 2) | {manifests["v1"]}
     assert held(prefix) == every - removed(doc)
     assert {e["reason"] for e in doc["removed"]} == {
-        "named by no model of the catalog",
+        "named by no kept version",
         "a version no longer kept",
     }
 
@@ -245,3 +250,62 @@ def test_the_version_flags_are_for_a_mirror(team: dict[str, Path], flag: str) ->
     result = mdl("prune", flag, "releases/v1.lock" if flag == "--lock" else "1")
     assert result.exit_code == 2
     assert f"{flag} is for a mirror: give --mirror URL" in result.stderr
+
+
+class _Shelf:
+    """The two calls published_versions makes of a store, over a dict: what it lists (with the
+    store's times) and a bounded read."""
+
+    def __init__(self, objects: dict[str, tuple[bytes, float]]) -> None:
+        self.objects = objects
+
+    def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
+        for uri, (data, modified) in sorted(self.objects.items()):
+            if uri.startswith(prefix):
+                yield Listed(uri, len(data), modified)
+
+    def read(self, uri: str, *, limit: int, aged: bool = True) -> tuple[bytes, Seen] | None:
+        data, modified = self.objects[uri]
+        return data[: limit + 1], Seen("1", len(data), modified, modified)
+
+
+def _flipped(data: bytes, at: int) -> bytes:
+    at %= len(data)
+    return data[:at] + bytes([data[at] ^ 0x20]) + data[at + 1 :]
+
+
+@given(
+    junk=st.one_of(
+        st.binary(max_size=4096),
+        st.integers(min_value=0).map(lambda at: _flipped(manifest("v1").to_bytes(), at)),
+        st.just(manifest("v1").to_bytes()),
+    ),
+    name=st.sampled_from(["a" * 64, version_id("v1"), version_id("v2")]),
+)
+def test_no_manifest_bytes_make_prune_keep_fewer_or_believe_more(junk: bytes, name: str) -> None:
+    """Whatever bytes lie at a manifest's name, newest of all (beside the three releases', or in
+    place of one's): a version kept is a true one, naming only what it holds; bytes that are not
+    a true version's manifest at its name are not counted, so the two newest true versions are
+    still kept."""
+    prefix = "mem://shelf/hub"
+    objects = {
+        versions.manifest_uri(prefix, MODEL, version_id(r)): (manifest(r).to_bytes(), 10.0 * i)
+        for i, r in enumerate(("v1", "v2", "v3"), start=1)
+    }
+    planted = versions.manifest_uri(prefix, MODEL, name)
+    objects[planted] = (junk, 40.0)
+    found = published_versions(cast(Writer, _Shelf(objects)), prefix, [MODEL], keep=2, locked={})
+    kept_ids = {v.id for v in found.kept}
+    true = {version_id(r) for r in ("v1", "v2", "v3")}
+    assert kept_ids <= true
+    if planted not in {versions.manifest_uri(prefix, MODEL, version_id(r)) for r in RELEASES}:
+        assert kept_ids == {version_id("v2"), version_id("v3")}
+    elif junk == manifest("v1").to_bytes() and name == version_id("v1"):
+        assert kept_ids == {version_id("v1"), version_id("v3")}  # v1 re-published: the newest
+    for version in found.kept:
+        assert {uri for uri, _ in version.objects} <= {
+            object_uri(prefix, d) for r in RELEASES for d in RELEASES[r].values()
+        }
+    assert planted not in {item.uri for item in found.unkept} or planted in {
+        versions.manifest_uri(prefix, MODEL, version_id(r)) for r in RELEASES
+    }
