@@ -6,6 +6,7 @@ down; a lock that is not there is exit 2 naming it."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from releases import CATALOG, RELEASES, publish, write_locks
 from runfixtures import mdl, use_catalog
 from s3server import S3, s3, s3_server  # noqa: F401
 
+from mdl import api
 from mdl.buckets import versions
+from mdl.endpoint.serving import ServeReport
 from mdl.lockfile.parts import parts_beside
 
 DOWN = "http://127.0.0.1:9"  # the origin: nothing listens
@@ -124,3 +127,35 @@ def test_a_lock_that_is_not_there_is_exit_2_naming_it(
         assert result.exit_code == 2, (mode, result.stdout, result.stderr)
         assert words in result.stderr
     assert not (project / "models").exists()
+
+
+def test_serve_pull_deploys_the_kept_lock_given(node: Path) -> None:
+    """``serve --pull --frozen --lock releases/v1.lock``: the endpoint fills from the mirror alone,
+    v1's bytes, then stops when told."""
+    stop, pulled = threading.Event(), []
+
+    def heard(report: ServeReport) -> None:
+        pulled.append(report.pulled)
+        stop.set()
+
+    served: list[ServeReport] = []
+    runner = threading.Thread(
+        target=lambda: served.append(
+            api.serve(
+                all=True,
+                pull=True,
+                port=0,
+                frozen=True,
+                lock_file="releases/v1.lock",
+                on_pulled=heard,
+                stop=stop,
+            )
+        )
+    )
+    runner.start()
+    finished = stop.wait(120)
+    stop.set()  # (a pull that never ended: the serve stops all the same)
+    runner.join(60)
+    assert finished and not runner.is_alive()
+    assert pulled[0] is not None and pulled[0].ok, pulled[0]
+    assert tree(node) == sums("v1")
