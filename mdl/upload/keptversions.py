@@ -249,7 +249,8 @@ def costs(kept: Sequence[KeptVersion]) -> list[dict[str, Any]]:
     return [
         {
             "model": v.model,
-            "from": v.origin if v.manifest is None else v.manifest,
+            "from": v.origin,
+            "manifest": v.manifest,
             "id": v.id,
             "commit": v.commit,
             "files": len(v.objects),

@@ -133,7 +133,8 @@ def test_by_default_the_two_newest_published_versions_are_kept(
     assert held(prefix) == every - removed(doc)
     reasons = kept(doc)
     day = next(v for v in doc["versions"] if v["id"] == version_id("v2"))
-    assert day["from"] == manifests["v2"] and day["commit"] == COMMITS["v2"]
+    assert day["manifest"] == manifests["v2"] and day["commit"] == COMMITS["v2"]
+    assert day["from"] == f"version {version_id('v2')[:8]}…"
     published = reasons[object_uri(prefix, shard(4))]
     assert published.startswith(f"named by version {version_id('v2')[:8]}… of {MODEL} (commit")
     assert f"(commit {COMMITS['v2'][:7]}, published 20" in published
@@ -184,11 +185,12 @@ def test_the_dry_run_says_what_each_kept_version_costs(
     def size(*seeds: int) -> int:
         return sum(len(shard(s)) for s in seeds)
 
-    by_from = {v["from"]: v for v in doc["versions"]}
+    by_from = {v["manifest"] or v["from"]: v for v in doc["versions"]}
     assert by_from == {
         "catalog.lock": {
             "model": MODEL,
             "from": "catalog.lock",
+            "manifest": None,
             "id": None,
             "commit": COMMITS["v3"],
             "files": 4,
@@ -198,6 +200,7 @@ def test_the_dry_run_says_what_each_kept_version_costs(
         "releases/v1.lock": {
             "model": MODEL,
             "from": "releases/v1.lock",
+            "manifest": None,
             "id": None,
             "commit": COMMITS["v1"],
             "files": 3,
@@ -206,7 +209,8 @@ def test_the_dry_run_says_what_each_kept_version_costs(
         },
         manifests["v2"]: {
             "model": MODEL,
-            "from": manifests["v2"],
+            "from": f"version {version_id('v2')[:8]}…",
+            "manifest": manifests["v2"],
             "id": version_id("v2"),
             "commit": COMMITS["v2"],
             "files": 4,
