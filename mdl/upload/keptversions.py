@@ -19,7 +19,7 @@ from typing import Any
 from mdl.buckets import names, versions
 from mdl.buckets.protocol import Listed, Writer
 from mdl.catalog.settings import Settings
-from mdl.catalog.specs import ModelSpec
+from mdl.catalog.specs import NAME_RE, ModelSpec
 from mdl.download.resolve import from_lock
 from mdl.errors import MdlError, UsageError
 from mdl.lockfile.io import read_lock
@@ -167,8 +167,8 @@ def published_versions(
         return found
     for item in listed:
         version = names.parse(item.uri)
-        if not isinstance(version, names.Version):
-            continue  # not a manifest's name: not prune's to judge
+        if not isinstance(version, names.Version) or not NAME_RE.fullmatch(version.model):
+            continue  # not a manifest's name (of a model a catalog may name): not prune's to judge
         if wanted is None or version.model in wanted:
             by_model.setdefault(version.model, []).append((item, version.id))
     for model, manifests in by_model.items():

@@ -44,8 +44,8 @@ def prefix(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Where the releases are published: a shared folder, or a bucket on moto."""
     if request.param == "folder":
         return f"file://{tmp_path}/shared/hub"
-    s3: S3 = request.getfixturevalue("s3")
-    s3.client().create_bucket(Bucket="mirror")
+    server: S3 = request.getfixturevalue("s3")
+    server.client().create_bucket(Bucket="mirror")
     return "s3://mirror/hub"
 
 
@@ -340,3 +340,26 @@ def test_a_manifest_that_cannot_be_read_keeps_everything(
     assert f"{manifests['v2']}: cannot read: Input/output error" in result.stderr
     whole = f"{manifests['v2']} could not be read: every object is kept"
     assert kept(doc)[object_uri(prefix, shard(4))] == whole  # v2's own shard
+
+
+def test_a_manifest_under_a_name_no_model_has_is_left_alone(team: dict[str, Path], s3: S3) -> None:
+    """--all-models judges every model's manifests; one under a name no catalog model can have
+    (control characters) is not judged, not removed, and never reaches the terminal raw."""
+    s3.client().create_bucket(Bucket="mirror")
+    key = f"hub/.mdl/versions/evil\x1b[2Jname/{'c' * 64}.json"
+    s3.put("mirror", key, manifest("v1").to_bytes())
+    result = mdl(
+        "prune",
+        "--mirror",
+        "s3://mirror/hub/{model}/{sha256}",
+        "--all-models",
+        "--keep-days",
+        "0",
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "\x1b" not in result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert removed(doc) == set() and [v["from"] for v in doc["versions"]] == ["catalog.lock"]
+    assert doc["warnings"] == [] and doc["kept"] == []  # never read, never judged
+    assert held("s3://mirror/hub") == {"s3://mirror/" + key}
