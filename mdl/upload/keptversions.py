@@ -87,6 +87,9 @@ class KeptLocks:
         self.versions: list[KeptVersion] = []
         self.ids: dict[str, dict[str, str]] = {}  # model → a version id a lock pins → that lock
         self.warnings: list[str] = []
+        # the locks kept so far, resolved: one given twice (or catalog.lock again) counts once
+        own = settings.lock_path
+        self.seen = {own.resolve()} if own is not None and own.is_file() else set()
 
     def catalog(self, models: Sequence[ModelSpec]) -> tuple[list[ResolvedModel], list[str]]:
         """The catalog's lock kept (``--locked``: a model it does not pin is refused before any
@@ -105,6 +108,9 @@ class KeptLocks:
     def add(self, path: Path, models: Sequence[ModelSpec]) -> None:
         """A ``--lock`` kept: every model it holds (the catalog's entry, if any, lends the
         signature's file name); UsageError (exit 2) naming it when it is missing or bad."""
+        if path.resolve() in self.seen:
+            return
+        self.seen.add(path.resolve())
         lock = read_lock(path)
         if lock is None:
             hint = "give a lock file mdl lock wrote"

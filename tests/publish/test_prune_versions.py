@@ -230,6 +230,19 @@ def test_the_dry_run_says_what_each_kept_version_costs(
     )
 
 
+def test_a_lock_given_twice_counts_once(team: dict[str, Path], tmp_path: Path) -> None:
+    """catalog.lock again, v1's lock by two spellings: two kept versions, each with its own
+    bytes."""
+    prefix = f"file://{tmp_path}/shared/hub"
+    publish(prefix, tmp_path / "scratch", "v1", "v3")
+    again = ("--lock", "catalog.lock", "--lock", "releases/v1.lock", "--lock", "./releases/v1.lock")
+    _, doc = prune(prefix, "--keep-versions", "0", *again, "--dry-run", "--json")
+    assert [(v["from"], v["only_bytes"] > 0) for v in doc["versions"]] == [
+        ("catalog.lock", True),
+        ("releases/v1.lock", True),
+    ]
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
