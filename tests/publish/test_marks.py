@@ -36,7 +36,7 @@ TINY = {"config.json": b'{"a": 1}'}
 OLD = b"an older lock's weights"  # a file the lock no longer names
 COPIED = "not written by mdl at this name (no mdl mark made for it: a copy, another tool's)"
 THEIRS = "written by another catalog's model of this name (another origin)"
-NAMED = "named by the catalog.lock"
+NAMED = "named by catalog.lock"
 
 
 def _pinned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
