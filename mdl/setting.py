@@ -298,7 +298,7 @@ _FIELDS = {
     s.name: False if s.kind == "switch" and not s.pair else None
     for s in SETTINGS
     if s.flag and s.run
-} | {"verify": True, "force": False, "dry_run": False}
+} | {"verify": True, "force": False, "dry_run": False, "unsigned": False}
 if TYPE_CHECKING:
 
     class Overrides:  # what mypy sees of the namedtuple below: any field, by its name

@@ -98,7 +98,7 @@ def test_each_setting_option_of_a_command_is_the_tables_and_reaches_the_api(name
 def test_overrides_hold_each_setting_that_has_a_flag_and_the_runs_switches() -> None:
     defaults = Overrides._field_defaults
     flagged = {s.name: s for s in SETTINGS if s.flag and s.run}
-    assert set(defaults) == {*flagged, "verify", "force", "dry_run"}
+    assert set(defaults) == {*flagged, "verify", "force", "dry_run", "unsigned"}
     for name, setting in flagged.items():
         assert defaults[name] == unset(setting), name
 

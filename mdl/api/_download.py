@@ -34,6 +34,7 @@ def pull(
     verify: bool = True,
     force: bool = False,
     dry_run: bool = False,
+    unsigned: bool = False,
     stall_timeout: float | None = None,
     timeout: float | None = None,
     lock_timeout: float | None = None,

@@ -51,6 +51,9 @@ class Settings:
     verify: bool
     force: bool
     dry_run: bool
+    # pull: a signed model's version no signature covers yet is fetched all the same (its files
+    # held to their hashes, the model partial) for its seeder to sign (``publish --sign``)
+    unsigned: bool
     token: str | None
     environ: Mapping[str, str]
     layout: str  # "plain" model folders, or "hf-cache" (Hub files go into the Hugging Face cache)
@@ -339,6 +342,7 @@ def build_settings(
         verify=flags.verify,
         force=flags.force,
         dry_run=flags.dry_run,
+        unsigned=flags.unsigned,
         token=environ.get("HF_TOKEN") or None,
         environ=environ,
         hf_cache=hf_hub_cache(environ) if values["layout"] == "hf-cache" else None,

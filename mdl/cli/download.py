@@ -37,6 +37,14 @@ def pull_cmd(
         ),
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Download again even if present.")] = False,
+    unsigned: Annotated[
+        bool,
+        typer.Option(
+            "--unsigned",
+            help="A signed model's version no signature covers yet: fetch it all the same to sign"
+            " it (publish --sign); its files are held to their hashes, the model stays partial.",
+        ),
+    ] = False,
     dry_run: DryRunOpt = False,
     **where: Unpack[Pulling],
 ) -> int:
@@ -51,6 +59,7 @@ def pull_cmd(
             all=all_models,
             verify=not no_verify,
             force=force,
+            unsigned=unsigned,
             dry_run=dry_run,
             **where,
             environ=run.environ,

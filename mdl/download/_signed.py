@@ -49,6 +49,8 @@ class Signatures:
     withheld: dict[str, list[ExpectedFile]] = field(default_factory=dict)
     # of those, the ones it does not sign at all
     unsigned: dict[str, list[str]] = field(default_factory=dict)
+    # by model: why it is fetched though no signature covers it (``--unsigned``)
+    warnings: dict[str, str] = field(default_factory=dict)
 
 
 def check_signatures(
@@ -73,24 +75,38 @@ def check_signatures(
             continue
         try:
             _signed(session, by_name[model.name], trust, fingerprints[model.name], model, found)
+        except Unsigned as exc:
+            if not session.settings.unsigned:
+                _refused(session, model, exc, found)
+                continue
+            _held_unsigned(model, trust, found)
+            found.warnings[model.name] = (
+                f"{exc.message}; fetched all the same (--unsigned): its files are held to their"
+                " hashes, and the model stays partial until this version is signed"
+            )
+            log.warning("%s", found.warnings[model.name])
         except MdlError as exc:
-            outcome = failed(model.name, None, exc, dest=session.store.model_dir(model.name))
-            log.error("%s", outcome.error)
-            found.failures.append(outcome)
-            if isinstance(exc, Unsigned):
-                _held_unsigned(model, trust, found)
+            _refused(session, model, exc, found)
     return found
 
 
+def _refused(session: PullSession, model: ResolvedModel, exc: MdlError, found: Signatures) -> None:
+    """A signed model none of whose files is fetched: its failure, said."""
+    outcome = failed(model.name, None, exc, dest=session.store.model_dir(model.name))
+    log.error("%s", outcome.error)
+    found.failures.append(outcome)
+
+
 class Unsigned(IntegrityError):
-    """No signature anywhere: a version not signed yet (its seeder signs it with ``publish
-    --sign``)."""
+    """No signature anywhere: a version not signed yet (its seeder fetches it with ``pull
+    --unsigned`` and signs it with ``publish --sign``)."""
 
 
 def _held_unsigned(model: ResolvedModel, trust: Trust, found: Signatures) -> None:
-    """A model no signature was found for: its files fetched and checked by their own hashes all
-    the same, its signature still expected (withheld): never ``installed`` unsigned, but on the
-    seeding machine's disk for ``publish --sign`` to sign."""
+    """A model no signature was found for, pulled ``--unsigned``: its files fetched and checked by
+    their own hashes all the same, its signature still expected (withheld): never ``installed``
+    unsigned, but on the seeding machine's disk for ``publish --sign`` to sign. Only when asked:
+    bytes no signer vouches for never reach a node's model folder by default."""
     files = _without_git_files(model).files
     sig = next(f for f in files if f.path == trust.installed_as)
     found.models.append(replace(model, files=tuple(f for f in files if f is not sig)))
@@ -204,9 +220,9 @@ def _fetch_signature(
         raise Unsigned(
             f"{label_of(sig)}: the catalog asks for a signature and none was found ({exc.message})",
             hint=(
-                "the model is not installed unsigned (its files are fetched and checked, for"
-                " `mdl publish --sign` to sign); remove [signature] from its catalog entry to take"
-                " it as is"
+                f"the model is not installed unsigned; to sign this version, fetch it with `mdl"
+                f" pull {sig.model} --unsigned`, then `mdl publish {sig.model} --to PREFIX --sign"
+                " KEY.pem`; or remove [signature] from its catalog entry to take it as is"
             ),
         ) from None
     except MdlError:

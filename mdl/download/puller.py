@@ -86,7 +86,7 @@ def _pull(
             hub_wait_seconds=session.hub_wait_seconds,
             waited=session.fill_waits.seconds,
         )
-        return _warned(report, lockfile)
+        return _warned(warned(report, signatures.warnings), lockfile)
 
 
 def _warned(report: RunReport, lockfile: LockUse) -> RunReport:

@@ -271,8 +271,9 @@ def test_a_seeding_machine_that_adds_a_signer_signs_what_it_installed(
     seeder: Seeder, store: Store, tmp_path: Path
 ) -> None:
     """v1 pulled before the catalog named a signer: `publish --sign` signs it all the same. v2,
-    pulled with the signer named and no signature anywhere yet: exit 6 for the signature, its
-    verified files on disk, and `publish --sign` signs and publishes it."""
+    pulled with the signer named and no signature anywhere yet: exit 6 for the signature and
+    nothing lands; `pull --unsigned` puts its verified files on disk (partial), and `publish --sign`
+    signs and publishes it."""
     private, public = make_key(tmp_path)
     seeder.ship(V1)
     catalog = tmp_path / "catalog.toml"
@@ -289,6 +290,15 @@ def test_a_seeding_machine_that_adds_a_signer_signs_what_it_installed(
     pulled = mdl("pull", "llm", "--dest", str(seeder.dest))
     assert pulled.exit_code == ExitCode.INTEGRITY, pulled.stderr
     assert "llm/model.sig: the catalog asks for a signature and none was found" in pulled.stderr
+    assert "mdl pull llm --unsigned" in pulled.stderr
+    changed = [path for path, data in V2.items() if V1.get(path) != data]
+    assert changed and all(
+        (seeder.dest / "llm" / path).read_bytes() != V2[path]
+        for path in changed
+        if (seeder.dest / "llm" / path).exists()
+    ), "a plain pull lands nothing no signer vouches for"
+    pulled = mdl("pull", "llm", "--unsigned", "--dest", str(seeder.dest))
+    assert pulled.exit_code == 0, pulled.stderr
     for path, data in V2.items():
         assert (seeder.dest / "llm" / path).read_bytes() == data, path
     listed = mdl("list", "--dest", str(seeder.dest), "--json")

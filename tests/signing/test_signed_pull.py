@@ -311,18 +311,34 @@ def test_a_signature_only_a_mirror_has_is_fetched_there_and_checked(
     assert again.exit_code == 6 and "tiny/model.sig" in again.stderr, again.stderr
 
 
-def test_no_signature_anywhere_is_exit_6_naming_it(
+def test_no_signature_anywhere_is_exit_6_naming_it_and_nothing_lands(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
+    """A node never gets bytes no signer vouches for: nothing of the model reaches its folder."""
     _, public = key_pair(tmp_path / "keys")
     hub.add_repo("org/tiny", dict(FILES))
     write_catalog(world, public)
     result = mdl("pull", "tiny")
     assert result.exit_code == 6, result.stderr
     assert "tiny/model.sig" in result.stderr and "no signature" not in result.stdout
-    assert "`mdl publish --sign`" in result.stderr
-    # its files are fetched and checked by their own hashes (for a seeding machine's `publish
-    # --sign`), but the model is never installed unsigned: partial, its signature still wanted
+    assert "mdl pull tiny --unsigned" in result.stderr
+    assert not (tmp_path / "models" / "tiny").exists() or not any(
+        (tmp_path / "models" / "tiny").iterdir()
+    )
+
+
+def test_a_seeder_pulls_an_unsigned_version_to_sign_it_and_it_stays_partial(
+    world: Path, hub: HubServer, tmp_path: Path
+) -> None:
+    """``--unsigned``: the version no signature covers yet is fetched, each file held to its own
+    hash, for ``publish --sign``; exit 0 with a warning, and the model is never ``installed``
+    unsigned: partial, its signature still wanted."""
+    _, public = key_pair(tmp_path / "keys")
+    hub.add_repo("org/tiny", dict(FILES))
+    write_catalog(world, public)
+    result = mdl("pull", "tiny", "--unsigned")
+    assert result.exit_code == 0, result.stderr
+    assert "--unsigned" in result.stderr and "stays partial" in result.stderr
     for path, data in FILES.items():
         if not path.startswith(".git"):
             assert (tmp_path / "models" / "tiny" / path).read_bytes() == data, path
