@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mdl.buckets import names, versions
-from mdl.buckets.protocol import Listed, Writer
+from mdl.buckets.protocol import Listed, Writer, side_of
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import NAME_RE, ModelSpec
 from mdl.download.resolve import from_lock
@@ -48,6 +48,9 @@ class KeptVersion:
     id: str | None = None
     manifest: str | None = None
     published: float | None = None
+    # another catalog's version of a model of the same name (its files from other origins): kept,
+    # never counted among this catalog's newest (its publishes must not push this one's out)
+    theirs: bool = False
 
     @property
     def reason(self) -> str:
@@ -56,7 +59,8 @@ class KeptVersion:
             return f"named by {self.origin}"
         commit = f"commit {self.commit[:7]}, " if self.commit else ""
         day = datetime.fromtimestamp(self.published or 0.0, UTC).strftime("%Y-%m-%d")
-        return f"named by {self.origin} of {self.model} ({commit}published {day})"
+        whose = "another catalog's " if self.theirs else ""
+        return f"named by {whose}{self.origin} of {self.model} ({commit}published {day})"
 
 
 def lock_version(origin: str, template: str, resolved: ResolvedModel) -> KeptVersion:
@@ -150,10 +154,13 @@ def published_versions(
     *,
     keep: int,
     locked: Mapping[str, Mapping[str, str]],
+    sides: Mapping[str, frozenset[str]] | None = None,
 ) -> Published:
     """The newest ``keep`` valid published versions of each of ``models`` (None: every model's)
     under the content layout's ``prefix``; ``locked``: per model, the ids a kept lock pins, by the
-    origin that pins it (their manifests stay, whatever their age)."""
+    origin that pins it (their manifests stay, whatever their age); ``sides``: per model, whose its
+    files are (``side_of`` their origins, as the catalog's lock pins them): a version whose files
+    are all another origin's is another catalog's, kept but not counted."""
     found = Published()
     where = f"{prefix.rstrip('/')}/{names.NAMESPACE}versions/"
     wanted = None if models is None else set(models)
@@ -179,73 +186,82 @@ def published_versions(
             by_model.setdefault(version.model, []).append((item, version.id))
     for model, manifests in by_model.items():
         newest = sorted(manifests, key=lambda m: (-m[0].modified, m[0].uri))
-        pinned = locked.get(model, {})
-        _judge_model(writer, found, where.removesuffix("/"), model, newest, keep, pinned)
+        judge = _Judge(writer, found, where.removesuffix("/"), (sides or {}).get(model))
+        judge.model(model, newest, keep, locked.get(model, {}))
     return found
 
 
-def _judge_model(
-    writer: Writer,
-    found: Published,
-    where: str,
-    model: str,
-    newest: list[tuple[Listed, str]],
-    keep: int,
-    locked: Mapping[str, str],
-) -> None:
-    """One model's manifests, newest first: the newest ``keep`` versions (and any as new as the
-    last of them: the store's clock cannot order those) are kept, by a kept lock's pins or by their
-    manifest read; junk among them stays, ignored and not counted; a manifest a kept lock pins
-    stays whatever its age; the rest are versions no longer kept."""
-    count, last = 0, None  # the versions kept by age so far; the time of the last one
-    for item, vid in newest:
-        by_age = count < keep or item.modified == last
-        if vid in locked:
-            found.staying[item.uri] = (item.size, f"the manifest of a version {locked[vid]} pins")
-        elif not by_age:
-            found.unkept.append(item)
-            continue
-        elif (version := _read(writer, found, where, item, model, vid)) is not None:
-            found.kept.append(version)
-            found.staying[item.uri] = (item.size, f"the manifest of a kept version ({keep} newest)")
-        else:
-            continue  # junk: never counted
-        if by_age:
-            count, last = count + 1, item.modified
+@dataclass
+class _Judge:
+    """Judges one mirror's manifests of a model (``where``: its ``<prefix>/.mdl/versions``;
+    ``sides``: whose this catalog's model is, None: not known)."""
 
+    writer: Writer
+    found: Published
+    where: str
+    sides: frozenset[str] | None
 
-def _read(
-    writer: Writer, found: Published, where: str, item: Listed, model: str, vid: str
-) -> KeptVersion | None:
-    """A manifest read (bounded) and parsed; None, said and left in place, when it is not one mdl
-    writes for this model and this id (``where``: the mirror's ``<prefix>/.mdl/versions``)."""
-    prefix = where.removesuffix(f"/{names.NAMESPACE}versions")
-    try:
-        read = writer.read(item.uri, limit=versions.MAX_MANIFEST_BYTES)
-    except MdlError as exc:  # a version that may be kept is not known: nothing goes
-        found.errors.append(exc)
-        found.staying[item.uri] = (item.size, "could not be read: kept")
-        found.whole = f"{item.uri} could not be read: every object is kept"
-        return None
-    if read is None:
-        return None  # removed meanwhile
-    data, _ = read
-    manifest = versions.parse_manifest(data)
-    if manifest is None or manifest.model != model or manifest.id != vid:
-        found.staying[item.uri] = (item.size, JUNK)
-        found.warnings.append(f"{item.uri}: {JUNK}")
-        return None
-    files = (*manifest.files, *(() if manifest.signature is None else (manifest.signature,)))
-    objects = {f"{prefix}/{model}/{f.sha256}": f.size for f in files}
-    return KeptVersion(
-        model,
-        f"version {vid[:8]}…",
-        manifest.commit,
-        tuple(objects.items()),
-        id=vid,
-        manifest=item.uri,
-        published=item.modified,
-    )
+    def model(
+        self, model: str, newest: list[tuple[Listed, str]], keep: int, locked: Mapping[str, str]
+    ) -> None:
+        """One model's manifests, newest first: the newest ``keep`` versions (and any as new as
+        the last of them: the store's clock cannot order those) are kept, by a kept lock's pins or
+        by their manifest read; junk among them stays, ignored and not counted, and so does
+        another catalog's version (kept, its objects too); a manifest a kept lock pins stays
+        whatever its age; the rest are versions no longer kept."""
+        found = self.found
+        count, last = 0, None  # the versions kept by age so far; the time of the last one
+        for item, vid in newest:
+            by_age = count < keep or item.modified == last
+            if vid in locked:
+                pins = f"the manifest of a version {locked[vid]} pins"
+                found.staying[item.uri] = (item.size, pins)
+            elif not by_age:
+                found.unkept.append(item)
+                continue
+            elif (version := self.read(item, model, vid)) is not None:
+                found.kept.append(version)
+                why = "another catalog's version" if version.theirs else f"{keep} newest"
+                found.staying[item.uri] = (item.size, f"the manifest of a kept version ({why})")
+                if version.theirs:
+                    continue
+            else:
+                continue  # junk: never counted
+            if by_age:
+                count, last = count + 1, item.modified
+
+    def read(self, item: Listed, model: str, vid: str) -> KeptVersion | None:
+        """A manifest read (bounded) and parsed; None, said and left in place, when it is not one
+        mdl writes for this model and this id."""
+        found = self.found
+        prefix = self.where.removesuffix(f"/{names.NAMESPACE}versions")
+        try:
+            read = self.writer.read(item.uri, limit=versions.MAX_MANIFEST_BYTES)
+        except MdlError as exc:  # a version that may be kept is not known: nothing goes
+            found.errors.append(exc)
+            found.staying[item.uri] = (item.size, "could not be read: kept")
+            found.whole = f"{item.uri} could not be read: every object is kept"
+            return None
+        if read is None:
+            return None  # removed meanwhile
+        manifest = versions.parse_manifest(read[0])
+        if manifest is None or manifest.model != model or manifest.id != vid:
+            found.staying[item.uri] = (item.size, JUNK)
+            found.warnings.append(f"{item.uri}: {JUNK}")
+            return None
+        files = (*manifest.files, *(() if manifest.signature is None else (manifest.signature,)))
+        objects = {f"{prefix}/{model}/{f.sha256}": f.size for f in files}
+        said = {side_of(f.source) for f in manifest.files if f.source}
+        return KeptVersion(
+            model,
+            f"version {vid[:8]}…",
+            manifest.commit,
+            tuple(objects.items()),
+            id=vid,
+            manifest=item.uri,
+            published=item.modified,
+            theirs=self.sides is not None and bool(said) and not said & self.sides,
+        )
 
 
 def costs(kept: Sequence[KeptVersion]) -> list[dict[str, Any]]:

@@ -562,8 +562,9 @@ def prune_mirror_models(
     published = None
     if (prefix := versions.prefix_of(template)) is not None:
         names_of = None if all_models else [spec.name for spec in models]
+        sides = {m.name: frozenset(side_of(f.source) for f in m.files) for m in pinned}
         published = published_versions(
-            writer, prefix, names_of, keep=keep_versions, locked=kept.ids
+            writer, prefix, names_of, keep=keep_versions, locked=kept.ids, sides=sides
         )
     every = [*kept.versions, *(published.kept if published else ())]
     named, unsure = named_in(template, pinned, unpinned, kept=every, all_models=all_models)

@@ -22,7 +22,9 @@ from releases import (
     object_uri,
     publish,
     put,
+    sha,
     shard,
+    store_clock_past,
     version_id,
     write_locks,
     writer_of,
@@ -32,7 +34,7 @@ from s3server import S3
 
 from mdl.buckets import versions
 from mdl.buckets.folder import FolderWriter
-from mdl.buckets.protocol import Listed, Seen, Writer
+from mdl.buckets.protocol import Listed, Seen, Writer, side_of
 from mdl.errors import ExitCode, LocalFSError
 from mdl.upload.keptversions import published_versions
 
@@ -170,6 +172,43 @@ def test_a_junk_manifest_keeps_nothing_and_removes_nothing(
         assert any(w.startswith(uri) for w in doc["warnings"])
     assert {v["id"] for v in doc["versions"]} == {None, version_id("v2")}
     assert "not a manifest mdl writes" in result.stderr
+
+
+def test_another_catalogs_newer_versions_push_none_of_this_ones_out(
+    team: dict[str, Path], prefix: str, tmp_path: Path
+) -> None:
+    """Another catalog names a model ``llm`` from another repo and publishes two versions after
+    v3: they are kept (theirs, their objects too) but never counted among this catalog's two
+    newest, so v2 stays; only v1's own files and manifest go."""
+    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3")
+    writer, scratch = writer_of(prefix), tmp_path / "theirs"
+    scratch.mkdir()
+    theirs = []
+    for seed in (7, 8):
+        data = shard(seed)
+        origin = f"hf://other/llm@{str(seed) * 40}/model.safetensors"
+        put(
+            writer,
+            object_uri(prefix, data),
+            data,
+            prefix + "/",
+            side=side_of(origin),
+            scratch=scratch,
+        )
+        row = versions.ManifestFile("model.safetensors", len(data), sha(data), origin)
+        vid = versions.version_id([(row.path, row.size, row.sha256)])
+        uri = versions.manifest_uri(prefix, MODEL, vid)
+        body = versions.Manifest(MODEL, vid, (row,), commit=str(seed) * 40).to_bytes()
+        put(writer, uri, body, prefix + "/", side="", scratch=scratch)
+        store_clock_past(writer, uri)
+        theirs.append((uri, object_uri(prefix, data)))
+    _, doc = prune(prefix, "--json")
+    assert removed(doc) == objects(prefix, 1, 2) | {manifests["v1"]}
+    reasons = kept(doc)
+    assert reasons[manifests["v2"]] == "the manifest of a kept version (2 newest)"
+    for uri, obj in theirs:
+        assert reasons[uri] == "the manifest of a kept version (another catalog's version)"
+        assert reasons[obj].startswith("named by another catalog's version ")
 
 
 def test_the_dry_run_says_what_each_kept_version_costs(
