@@ -104,9 +104,10 @@ def pull(
     env: dict[str, str] | None = None,
     progress: Progress | None = None,
     fill: bool = True,
+    mirror: str | None = None,
 ) -> RunReport:
     environ = {"HF_ENDPOINT": hub.url, **(env or {})}
-    catalog = CatalogSettings(mirrors=(template(root),))
+    catalog = CatalogSettings(mirrors=(mirror or template(root),))
     settings = build_settings(
         Overrides(fill_mirror=fill), environ=environ, dest=dest, catalog=catalog
     )
@@ -180,6 +181,37 @@ def test_the_first_pull_fills_the_mirror_and_the_next_machine_reads_it(
         assert outcome.mirror is not None and outcome.verified, outcome
         assert outcome.warnings == (), outcome
         assert (tmp_path / "b" / "tiny" / path).read_bytes() == data
+
+
+def test_a_fill_of_the_content_layout_keeps_every_version(
+    tiny: HubServer, root: Path, tmp_path: Path
+) -> None:
+    """The fleet fills the template publish writes (``{model}/{sha256}``): a new version's weights
+    go to their own object and the old version's stay as they were, for the nodes still on it and
+    a rollback; the next machine on the new version reads it from the mirror alone."""
+    content = f"file://{root}/{{model}}/{{sha256}}"
+    first = pull(tiny, tmp_path / "a", root, mirror=content)
+    assert first.exit_code == 0, first.files
+    old = root / "tiny" / sha(WEIGHTS)
+    assert old.read_bytes() == WEIGHTS
+    before = old.stat()
+    new_weights = make_data(300_007, seed=53)
+    tiny.commit("org/tiny", {"model.safetensors": new_weights})
+    second = pull(tiny, tmp_path / "b", root, mirror=content)
+    assert second.exit_code == 0, second.files
+    assert by_path(second)["model.safetensors"].to_json()["fill"] == "filled"
+    assert (root / "tiny" / sha(new_weights)).read_bytes() == new_weights
+    after = old.stat()
+    assert old.read_bytes() == WEIGHTS and (after.st_ino, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_mtime_ns,
+    ), "the old version's object is never touched"
+    clear(tiny)
+    third = pull(tiny, tmp_path / "c", root, mirror=content)
+    assert third.exit_code == 0, third.files
+    weights = by_path(third)["model.safetensors"]
+    assert weights.mirror is not None and weights.verified, weights
+    assert (tmp_path / "c" / "tiny" / "model.safetensors").read_bytes() == new_weights
 
 
 def test_without_the_setting_the_mirror_is_only_read(
