@@ -186,7 +186,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "MDL_LOCK_FILE",
         "Use this lock (and its .parts beside it) in place of catalog.lock beside the catalog,"
-        " which still gives the settings, mirrors and signer; a rollback is --frozen --lock"
+        " which still gives the settings, mirrors and signer; a rollback is --all --frozen --lock"
         " releases/v1.lock",
         shown_default="catalog.lock beside the catalog",
         catalog=False,

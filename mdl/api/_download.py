@@ -57,6 +57,11 @@ def pull(
     settings, models, lock = catalog_models(
         catalog, environ, names, flags_of(locals()), all_models=all, secrets=secrets
     )
+    if unsigned and settings.lock_mode != "auto":
+        raise UsageError(
+            f"--unsigned fetches a version no lock pins yet (upstream's, to sign it); not with"
+            f" --{settings.lock_mode}"
+        )
     report = pull_models(models, settings, progress=progress or NullProgress(), lock=lock)
     return replace(report, files=hidden(report.files, settings.secrets))
 

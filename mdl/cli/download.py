@@ -41,8 +41,9 @@ def pull_cmd(
         bool,
         typer.Option(
             "--unsigned",
-            help="A signed model's version no signature covers yet: fetch it all the same to sign"
-            " it (publish --sign); its files are held to their hashes, the model stays partial.",
+            help="A signed model's new version, which no signature covers yet: fetch what upstream"
+            " has now (no lock pins it yet) to sign it with publish --sign; its files are held to"
+            " their hashes, the model stays partial.",
         ),
     ] = False,
     dry_run: DryRunOpt = False,

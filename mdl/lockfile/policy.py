@@ -32,6 +32,9 @@ class LockUse:
 
     def __init__(self, settings: Settings, *, lock: Lock | None = None) -> None:
         self.mode = settings.lock_mode
+        # pull --unsigned: a signed model's version no signature covers yet is what upstream has
+        # now (no lock can pin it before its signature exists)
+        self.unsigned = settings.unsigned
         self.path = settings.lock_path
         # as messages say it
         self.name = self.path.name if self.path is not None else "catalog.lock"
@@ -62,7 +65,7 @@ class LockUse:
         exists).
         """
         lock = self.lock
-        if lock is None:
+        if lock is None or (self.unsigned and spec.signature is not None):
             return None
         if self.mode == "frozen":
             return lock.models.get(spec.name)

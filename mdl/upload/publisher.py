@@ -25,7 +25,7 @@ from mdl.progress import Progress
 from mdl.redact import record_text
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.signing.library import MAX_SIGNATURE_BYTES, public_key_of, sign_digests, verify_signature
-from mdl.signing.statement import SIGNATURE_FILE, Trust, skipped_by_signature
+from mdl.signing.statement import SIGNATURE_FILE, SignedManifest, Trust, skipped_by_signature
 from mdl.store.inventory import INSTALLED, MODIFIED_MAYBE, LocalFile, ModelStatus, model_status
 from mdl.store.layout import Layout
 from mdl.store.records import ExpectedFile, ModelRecord
@@ -69,13 +69,15 @@ class Signer:
     def without_own(self, model: LocalModel) -> LocalModel:
         """The model without a model.sig of its own (from its source), where ours goes: with
         ``--force``; without it, UsageError (exit 2), as our signature would take its place in the
-        version's manifest."""
+        version's manifest. One this key made (an earlier version's, installed from the bucket)
+        is no one else's: left out without ``--force``."""
         if SIGNATURE_FILE not in {
             *(f.path for f in model.ready),
             *(f.path for f in model.failures),
         }:
             return model
-        if not self.force:
+        own = next((f for f in model.ready if f.path == SIGNATURE_FILE), None)
+        if not self.force and not (own is not None and self.made(own.local, what=str(own.local))):
             raise UsageError(
                 f"{model.spec.name}/{SIGNATURE_FILE}: the model has a signature of its own (from"
                 " its source), which --sign would replace as its version's signature",
@@ -115,16 +117,31 @@ class Signer:
         data = found[0]  # a bigger one is cut short: its sha256 is not the one named
         if hashlib.sha256(data).hexdigest() != named.sha256:
             return None
+        if (signed := self.verified(data, what=uri)) is None:
+            return None
+        files = {path: f.sha256 for path, f in signed.files.items()}
+        same = signed.model_name == signature.model and signed.free and files == signature.digests
+        return replace(signature, data=data) if same else None
+
+    def verified(self, data: bytes, *, what: str) -> SignedManifest | None:
+        """What ``data`` signs when this key made it; None: not a signature by this key."""
         with tempfile.TemporaryDirectory(prefix="mdl-publish-") as folder:
             public = Path(folder, "key.pub")
             public.write_bytes(self.public_key)
             try:
-                signed = verify_signature(data, Trust(key=public), what=uri)
+                return verify_signature(data, Trust(key=public), what=what)
             except IntegrityError:
                 return None
-        files = {path: f.sha256 for path, f in signed.files.items()}
-        same = signed.model_name == signature.model and signed.free and files == signature.digests
-        return replace(signature, data=data) if same else None
+
+    def made(self, local: Path, *, what: str) -> bool:
+        """Whether the installed signature at ``local`` was made by this key (read within
+        ``MAX_SIGNATURE_BYTES``: a bigger file is none mdl signs)."""
+        try:
+            with local.open("rb") as handle:
+                data = handle.read(MAX_SIGNATURE_BYTES + 1)
+        except OSError:
+            return False
+        return len(data) <= MAX_SIGNATURE_BYTES and self.verified(data, what=what) is not None
 
     def outcome(self, bucket: Bucket, signature: Signature, action: str) -> FileOutcome:
         """The model.sig's row: ``uploaded``, ``skipped`` (already there), or a dry run's

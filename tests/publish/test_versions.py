@@ -342,3 +342,40 @@ def test_a_lock_pinning_the_versions_signature_holds_no_publish_sign_back(
     unsigned = seeder.publish(store.to, "--frozen")  # without --sign the lock's pins all hold
     assert unsigned.exit_code == ExitCode.NOT_FOUND, unsigned.stderr
     assert "model.sig (missing)" in unsigned.stderr
+
+
+def test_a_release_machine_on_a_signed_lock_ships_the_next_version(
+    seeder: Seeder, store: Store, tmp_path: Path
+) -> None:
+    """The deploy repository's catalog names the signer and the mirror, and its lock pins v1 with
+    v1's signature. v2 reaches the Hub: `pull --unsigned` fetches what upstream has now (the lock
+    cannot pin v2 before v2 is signed), `publish --sign` signs the installed v2 (by its records,
+    not the lock's v1), and `lock --upgrade` pins v2's files with v2's signature."""
+    private, public = make_key(tmp_path)
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(
+        f'[settings]\nmirrors = ["{store.to}/{{model}}/{{sha256}}"]\n\n'
+        f'[models.llm]\nrepo = "org/llm"\n\n[models.llm.signature]\nkey = "{public}"\n'
+    )
+    dest = ("--dest", str(seeder.dest))
+    for files in (V1, V2):
+        if files is V2:
+            seeder.hub.commit("org/llm", V2)
+            plain = mdl("pull", "llm", *dest)
+            assert plain.exit_code == 0, plain.stderr  # the lock's v1, signed: as it was
+        pulled = mdl("pull", "llm", "--unsigned", *dest)
+        assert pulled.exit_code == 0, pulled.stderr
+        for path, data in files.items():
+            assert (seeder.dest / "llm" / path).read_bytes() == data, path
+        signed = seeder.publish(store.to, "--sign", str(private))
+        assert signed.exit_code == 0, signed.stderr
+        assert manifest(store, files)["signature"] is not None
+        locked = mdl("lock", "--upgrade", "llm")
+        assert locked.exit_code == 0, locked.stderr
+        assert mdl("lock", "--check").exit_code == 0
+        lock = (tmp_path / "catalog.lock").read_text()
+        assert all(sha(data) in lock for data in files.values())
+        sig = manifest(store, files)["signature"]["sha256"]
+        assert sig in lock, "the lock pins this version's own signature"
+    refused = mdl("pull", "llm", "--unsigned", "--locked", *dest)
+    assert refused.exit_code == 2 and "--unsigned" in refused.stderr, refused.stderr
