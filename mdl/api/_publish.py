@@ -1,5 +1,5 @@
-"""``publish``: each model's verified local files, and its manifest, uploaded to an S3 prefix or a
-shared folder;
+"""``publish``: each model's verified local files, by content, and its version's manifest, uploaded
+to an S3 prefix or a shared folder;
 ``prune --mirror``: such a mirror pruned of what the catalog no longer names."""
 
 from __future__ import annotations
@@ -40,9 +40,12 @@ def publish(
     progress: Progress | None = None,
     secrets: Secrets | None = None,
 ) -> PublishReport:
-    """Upload each model's verified local files, and a manifest per complete model, to ``to``
-    (``s3://bucket/prefix``, ``file:///abs/path``); with ``sign`` (an EC private key, PEM) then
-    its model.sig. ``dry_run``: what would go up, nothing sent."""
+    """Upload each model's verified local files, each once by its content
+    (``<prefix>/<model>/<sha256>``), and per complete model its version's manifest, to ``to``
+    (``s3://bucket/prefix``, ``file:///abs/path``, or the nodes' template
+    ``<prefix>/{model}/{sha256}``); with ``sign`` (an EC private key, PEM) a model.sig the manifest
+    names. ``dry_run``: what would go up, nothing sent."""
+    from mdl.buckets import versions
     from mdl.buckets.registry import store_for, store_schemes
     from mdl.buckets.s3 import parse_s3_prefix
     from mdl.download.session import warned
@@ -52,10 +55,14 @@ def publish(
 
     if (store := store_for(to)) is None:
         raise UsageError(f"--to: expected {store_schemes()}, got {to!r}")
-    target = parse_s3_prefix(to).uri() if store.scheme == "s3" else to.removesuffix("/")
+    place = versions.prefix_of(to) or to  # the nodes' template names the place it reads
+    target = parse_s3_prefix(place).uri() if store.scheme == "s3" else place.removesuffix("/")
     if "{" in target or "}" in target:
-        raise UsageError(f"--to: {to!r} is a template, not a place to publish to")
-    store.check_template(f"{target}/{{model}}/{{path}}", where="--to")
+        raise UsageError(
+            f"--to: {to!r} is a template of another layout; publish writes"
+            f" {versions.template_of('PREFIX')}: give PREFIX, or that template"
+        )
+    store.check_template(versions.template_of(target), where="--to")
     if endpoint is not None and not store.takes_endpoint:
         raise UsageError(f"--endpoint-url: a {store.scheme}:// target has no endpoint")
     if endpoint is not None and not is_http_url(endpoint):

@@ -2,6 +2,7 @@
 fleet to pull.
 """
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Unpack, cast
 
@@ -15,6 +16,8 @@ from mdl.errors import UsageError
 from mdl.setting import SETTING, Pinned
 from mdl.units import human_size
 
+WORDS = {"uploaded": "written", "skipped": "already there", "upload": "to write", "skip": "there"}
+
 
 @command()
 def publish_cmd(
@@ -25,8 +28,9 @@ def publish_cmd(
         str,
         typer.Option(
             "--to",
-            help="Where to: s3://bucket/prefix or file:///abs/path. Files go to "
-            "<prefix>/<model>/<path>, manifests to <prefix>/.mdl/<model>.json.",
+            help="Where to: s3://bucket/prefix or file:///abs/path (or the nodes' template "
+            "PREFIX/{model}/{sha256}). Files go to <prefix>/<model>/<sha256>, each version's "
+            "manifest to <prefix>/.mdl/versions/<model>/<id>.json.",
             show_default=False,
         ),
     ] = "",
@@ -51,8 +55,8 @@ def publish_cmd(
         typer.Option(
             "--sign",
             help=(
-                "Also upload <prefix>/<model>/model.sig, an OpenSSF model signature over the files "
-                "published, made with this EC private key (PEM; needs mdl[sign])."
+                "Also upload an OpenSSF model signature over the files published, made with this "
+                "EC private key (PEM; needs mdl[sign]), named by the version's manifest."
             ),
             show_default=False,
         ),
@@ -67,11 +71,11 @@ def publish_cmd(
     dry_run: DryRunOpt = False,
     **where: Unpack[Pinned],
 ) -> int:
-    """Upload the verified local files of models and a manifest per model to S3 or a shared folder.
+    """Upload the verified local files of models, and their versions, to S3 or a shared folder.
 
-    An object whose SHA-256 the store itself computed matches is skipped, so a re-run sends only
-    what is missing. Nodes then pull with the mirror s3://bucket/prefix/{model}/{path}, verifying
-    every byte."""
+    Each file is stored once, by its content; every version published stays. An object whose
+    SHA-256 the store itself computed matches is skipped, so a re-run sends only what is missing.
+    Nodes then pull with the mirror s3://bucket/prefix/{model}/{sha256}, verifying every byte."""
     if not to:
         raise UsageError(
             "mdl publish needs --to s3://bucket/prefix",
@@ -92,13 +96,15 @@ def publish_cmd(
             progress=progress,
             secrets=run.secrets,
         )
-    if not run.json:  # the JSON document has the manifests; people get a line per model
-        for manifest in report.manifests:
-            model = manifest.rsplit("/", 1)[-1].removesuffix(".json")
-            files = [f for f in report.files if f.model == model and f.path is not None]
+    if not run.json:  # the JSON document has the versions; people get a line per model
+        for version in report.versions:
+            files = [f for f in report.files if f.model == version.model and f.path is not None]
             size = sum(f.size or 0 for f in files)
-            to = report.target.rstrip("/") + f"/{model}/"
+            to = report.target.rstrip("/") + f"/{version.model}/"
             run.console.info(
-                f"{model} → {to} ({len(files)} files, {human_size(size)}; manifest {manifest})"
+                f"{version.model} → {to} ({len(files)} files, {human_size(size)}; version"
+                f" {version.id[:12]}, manifest {version.manifest} {WORDS[version.action]})"
             )
+        if report.versions:
+            run.console.info(f"nodes: --mirror {shlex.quote(report.template)}")
     return render_report(run, report, verb="published")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
+from mdl.buckets import versions
 from mdl.buckets.protocol import ObjectStore
 from mdl.buckets.registry import Presigner, store_for, store_schemes
 from mdl.catalog.settings import Settings
@@ -566,16 +567,13 @@ class FileSources:
         return replace(result, mirror=shown)
 
 
-MIRROR_TAIL = "/{model}/{path}"  # the layout ``mdl publish --to PREFIX`` writes
-
-
 def repair_hint(template: str, model: str | None, endpoint: str | None) -> str:
     """How to put the file's verified bytes back at a mirror whose object failed its hash: the one
     command, ``mdl publish`` (it replaces an object whose bytes are not the file's), when the
-    template is a store's ``PREFIX/{model}/{path}``; else where to do it."""
-    prefix = template.removesuffix(MIRROR_TAIL)
-    publishable = prefix != template and "{" not in prefix and store_for(template) is not None
-    if not publishable or model is None:
+    template is the layout it writes (``PREFIX/{model}/{sha256}``, ``versions.template_of``); else
+    where to do it."""
+    prefix = versions.prefix_of(template)
+    if prefix is None or store_for(template) is None or model is None:
         return "replace the object where the mirror is served from"
     words = ["mdl", "publish", model, "--to", redact_url(prefix)]
     if endpoint is not None:

@@ -1,5 +1,7 @@
 """The publish target, a place in an object store (``s3://bucket/prefix``, ``file:///folder``),
-through its writer: what it holds already (by SHA-256), uploads hashed as sent.
+through its writer: what it holds already (by SHA-256), uploads hashed as sent. Each file's object
+is named by its content, ``<target>/<model>/<sha256>`` (``mdl.buckets.versions.LAYOUT``): a name no
+other version's file can take.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from mdl.buckets.protocol import side_of
 from mdl.buckets.registry import store_for
-from mdl.errors import InterruptedByUserError, MdlError, UsageError
+from mdl.errors import InterruptedByUserError, MdlError
 from mdl.progress import Progress
 from mdl.redact import Secrets
 from mdl.report import FileOutcome, failed
@@ -27,7 +29,7 @@ class ReadyFile:
     """A verified local file of a model: where its bytes are, and what they are."""
 
     model: str
-    path: str  # save path in the model folder (the object under <target>/<model>/)
+    path: str  # save path in the model folder
     local: Path  # where the bytes are (a blob in the Hugging Face cache layout)
     size: int
     sha256: str
@@ -56,21 +58,27 @@ class Bucket:
         """``<target>/<parts…>``."""
         return "/".join((self.target, *parts))
 
+    def object_of(self, f: ReadyFile) -> str:
+        """Where the file's bytes go: ``<target>/<model>/<sha256>``, once however many versions
+        or paths hold them."""
+        return self.uri(f.model, f.sha256)
+
     def already_there(self, model: str, files: Sequence[ReadyFile]) -> set[str]:
-        """The paths of ``files`` the target already holds with the same bytes (only those listed
-        at their size)."""
+        """The sha256 of the contents among ``files`` the target already holds (only objects
+        listed at their size, then proved by the SHA-256 of their bytes)."""
         sizes = {item.uri: item.size for item in self.writer.listing(self.uri(model) + "/")}
-        if not (candidates := [f for f in files if sizes.get(self.uri(f.model, f.path)) == f.size]):
+        distinct = {f.sha256: f for f in files}.values()
+        if not (candidates := [f for f in distinct if sizes.get(self.object_of(f)) == f.size]):
             return set()
         pool = ThreadPoolExecutor(max_workers=min(HEAD_WORKERS, len(candidates)))
         try:
             same = pool.map(
                 lambda f: self.writer.holds(
-                    self.uri(f.model, f.path), f.local, size=f.size, sha256=f.sha256
+                    self.object_of(f), f.local, size=f.size, sha256=f.sha256
                 ),
                 candidates,
             )
-            return {f.path for f, kept in zip(candidates, list(same), strict=True) if kept}
+            return {f.sha256 for f, kept in zip(candidates, list(same), strict=True) if kept}
         finally:
             # Ctrl-C does not wait for thousands of HEADs
             pool.shutdown(wait=False, cancel_futures=True)
@@ -91,10 +99,10 @@ class Bucket:
             pool.shutdown(cancel_futures=True)
 
     def _send(self, f: ReadyFile, progress: Progress, stop: threading.Event) -> FileOutcome:
-        """One file, uploaded over whatever is there (its object was compared first)."""
-        label, uri = f"{f.model}/{f.path}", self.uri(f.model, f.path)
+        """One file, uploaded over whatever is there (its object was compared first: bytes there
+        that are not these are a damaged object, replaced)."""
+        label, uri = f"{f.model}/{f.path}", self.object_of(f)
         try:
-            self._not_theirs(f, uri)
             self.writer.upload(
                 uri,
                 f.local,
@@ -116,31 +124,14 @@ class Bucket:
         log.info("%s: uploaded to %s", label, uri)
         return self.outcome(f, "uploaded")
 
-    def _not_theirs(self, f: ReadyFile, uri: str) -> None:
-        """Refuse (exit 2) to upload over another catalog's file of the same name: an object whose
-        mark says mdl wrote another version of it from another origin is someone's, never
-        replaced (an older version from this file's own origin is, as before)."""
-        seen = self.writer.owned(uri, root=self.root)
-        mark = seen.mark if seen is not None else None
-        if mark is None or not mark.foreign({side_of(f.source)}, f.sha256):
-            return
-        raise UsageError(
-            f"{uri} holds another catalog's file of the same name (sha256 {mark.sha256}; this"
-            f" catalog's: {f.sha256}): left as it is (give one of the models another name, or"
-            " publish to another prefix)"
-        )
-
-    def outcome(self, f: ReadyFile, action: str) -> FileOutcome:
+    def outcome(self, f: ReadyFile, action: str, *, reason: str = "") -> FileOutcome:
         """A file ``skipped`` (its object is already these bytes) or ``uploaded``."""
-        reason = (
-            "already in the bucket (the store's SHA-256 checksum matches)"
-            if action == "skipped"
-            else ""
-        )
+        if action == "skipped" and not reason:
+            reason = "already in the bucket (the store's SHA-256 checksum matches)"
         return FileOutcome(
             f.model,
             f.path,
-            self.uri(f.model, f.path),
+            self.object_of(f),
             f.size,
             f.sha256,
             action,

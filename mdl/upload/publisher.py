@@ -1,20 +1,22 @@
-"""``mdl publish``: verified local files to the bucket, then per complete model a manifest a re-run
-leaves as is, and with ``--sign KEY.pem`` a model.sig made from the sha256 each file was checked by
-(nothing is read again)."""
+"""``mdl publish``: verified local files to the bucket, each once by its content
+(``<prefix>/<model>/<sha256>``), then per complete model its version's manifest
+(``mdl.buckets.versions``), which a re-run of the same version finds and leaves as is; with
+``--sign KEY.pem`` a model.sig made from the sha256 each file was checked by (nothing is read
+again), stored by content too and named by that version's manifest. Nothing of another version is
+touched.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mdl.buckets import names
-from mdl.buckets.registry import store_for
+from mdl.buckets import versions
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
 from mdl.errors import IntegrityError, MdlError, NotFoundError, UsageError
@@ -29,10 +31,8 @@ from mdl.store.layout import Layout
 from mdl.store.records import ExpectedFile, ModelRecord
 from mdl.store.verify import verify_file
 from mdl.upload._bucket import Bucket, ReadyFile
-from mdl.version import __version__
 
 log = logging.getLogger("mdl.publish")
-MANIFEST_VERSION = 1
 SHOWN = 5  # unfinished files named in the error; a model of thousands says how many more
 # What a signature leaves out, as model_signing's own `sign` and `verify` do: itself and the .git*
 # files.
@@ -46,6 +46,13 @@ class Signature:
     model: str
     digests: dict[str, str]
     data: bytes
+
+    @property
+    def row(self) -> versions.ManifestFile:
+        """As its version's manifest names it (its object: ``<prefix>/<model>/<sha256>``)."""
+        return versions.ManifestFile(
+            SIGNATURE_FILE, len(self.data), hashlib.sha256(self.data).hexdigest()
+        )
 
 
 class Signer:
@@ -61,8 +68,8 @@ class Signer:
 
     def without_own(self, model: LocalModel) -> LocalModel:
         """The model without a model.sig of its own (from its source), where ours goes: with
-        ``--force``; without it, UsageError (exit 2), as our signature would replace it in the
-        bucket."""
+        ``--force``; without it, UsageError (exit 2), as our signature would take its place in the
+        version's manifest."""
         if SIGNATURE_FILE not in {
             *(f.path for f in model.ready),
             *(f.path for f in model.failures),
@@ -71,7 +78,7 @@ class Signer:
         if not self.force:
             raise UsageError(
                 f"{model.spec.name}/{SIGNATURE_FILE}: the model has a signature of its own (from"
-                " its source), which --sign would replace in the bucket",
+                " its source), which --sign would replace as its version's signature",
                 hint=(
                     "--force publishes mdl's signature in its place; without --sign the model's own"
                     " is published"
@@ -92,19 +99,27 @@ class Signer:
             model, digests, sign_digests(digests, private_key=self.key, model_name=model)
         )
 
-    def there(self, bucket: Bucket, signature: Signature) -> Signature | None:
-        """The bucket's model.sig when it already signs these digests for this model with this key
-        (a re-run then writes nothing): verified with the key, never taken for its looks. Another
-        key's, another statement's or a damaged one is None: replaced."""
-        uri = bucket.uri(signature.model, SIGNATURE_FILE)
+    def there(
+        self, bucket: Bucket, signature: Signature, named: versions.ManifestFile | None
+    ) -> Signature | None:
+        """The signature the version's manifest names (``named``), when it signs these digests
+        for this model with this key (a re-run then writes nothing): read within
+        ``MAX_SIGNATURE_BYTES``, held to the sha256 it is named by, verified with the key, never
+        taken for its looks. Another key's, another statement's, a damaged or a missing one is
+        None: ours is named instead."""
+        if named is None:
+            return None
+        uri = bucket.uri(signature.model, named.sha256)
         if (found := bucket.writer.read(uri, limit=MAX_SIGNATURE_BYTES, aged=False)) is None:
             return None
-        data = found[0]  # a bigger one is not read: it equals nothing mdl writes
+        data = found[0]  # a bigger one is cut short: its sha256 is not the one named
+        if hashlib.sha256(data).hexdigest() != named.sha256:
+            return None
         with tempfile.TemporaryDirectory(prefix="mdl-publish-") as folder:
             public = Path(folder, "key.pub")
             public.write_bytes(self.public_key)
             try:
-                signed = verify_signature(data, Trust(key=public), what=bucket.uri(signature.model))
+                signed = verify_signature(data, Trust(key=public), what=uri)
             except IntegrityError:
                 return None
         files = {path: f.sha256 for path, f in signed.files.items()}
@@ -115,44 +130,88 @@ class Signer:
         """The model.sig's row: ``uploaded``, ``skipped`` (already there), or a dry run's
         ``upload``/``skip``.
         """
-        data, reason = signature.data, f"signed with {self.key}"
+        row, reason = signature.row, f"signed with {self.key}"
         if action.startswith("skip"):
-            reason = "already in the bucket (verified: this key signed these files)"
+            reason = (
+                "already named by its version's manifest (verified: this key signed these files)"
+            )
         return FileOutcome(
             signature.model,
             SIGNATURE_FILE,
-            bucket.uri(signature.model, SIGNATURE_FILE),
-            len(data),
-            hashlib.sha256(data).hexdigest(),
+            bucket.uri(signature.model, row.sha256),
+            row.size,
+            row.sha256,
             action,
             reason=reason,
-            fetched=len(data) if action == "uploaded" else 0,
+            fetched=row.size if action == "uploaded" else 0,
         )
 
-    def publish(self, bucket: Bucket, signature: Signature) -> FileOutcome:
-        """Put the model.sig at ``<prefix>/<model>/model.sig``, unless the one there already
-        signs the same.
-        """
-        dest = bucket.uri(signature.model, SIGNATURE_FILE)
-        try:
-            if (kept := self.there(bucket, signature)) is not None:
-                return self.outcome(bucket, kept, "skipped")
-            _put_small(bucket, dest, signature.data, compare=False)  # there() compared it
-        except MdlError as exc:
-            return replace(failed(signature.model, SIGNATURE_FILE, exc), dest=dest)
-        log.info("%s: signature written to %s", signature.model, dest)
-        return self.outcome(bucket, signature, "uploaded")
+    def publish(
+        self,
+        bucket: Bucket,
+        signature: Signature,
+        named: versions.ManifestFile | None,
+        *,
+        dry_run: bool,
+    ) -> tuple[FileOutcome, Signature]:
+        """Put the model.sig at ``<prefix>/<model>/<its sha256>``, unless the one the version's
+        manifest names (``named``) already signs the same: its row, and the signature to name."""
+        if (kept := self.there(bucket, signature, named)) is not None:
+            return self.outcome(bucket, kept, "skip" if dry_run else "skipped"), kept
+        if dry_run:
+            return self.outcome(bucket, signature, "upload"), signature
+        _put_small(bucket, bucket.uri(signature.model, signature.row.sha256), signature.data)
+        log.info("%s: signature written to %s", signature.model, bucket.uri(signature.model))
+        return self.outcome(bucket, signature, "uploaded"), signature
+
+
+@dataclass(frozen=True)
+class Published:
+    """A model's version as this run left it: its id, its manifest's URI, and whether the manifest
+    was written (``uploaded``), already there as it is (``skipped``), or a dry run's
+    ``upload``/``skip``."""
+
+    model: str
+    id: str
+    manifest: str
+    action: str
+
+    def to_json(self) -> dict[str, str]:
+        """As ``--json`` says it."""
+        return {
+            "model": self.model,
+            "id": self.id,
+            "manifest": self.manifest,
+            "action": self.action,
+        }
 
 
 @dataclass(frozen=True)
 class PublishReport(RunReport):
-    """What a publish did per file, where to, and the manifests written or found up to date."""
+    """What a publish did per file, where to, the template nodes read it with, and each model's
+    version (its manifest written or found up to date)."""
 
     target: str = ""
-    manifests: tuple[str, ...] = ()
+    versions: tuple[Published, ...] = ()
+
+    @property
+    def template(self) -> str:
+        """The mirror template nodes pull what was published with."""
+        return versions.template_of(self.target)
+
+    @property
+    def manifests(self) -> tuple[str, ...]:
+        """The manifests of the versions published (written, or there already)."""
+        return tuple(v.manifest for v in self.versions)
 
     def to_json(self) -> dict[str, Any]:
-        return {**super().to_json(), "to": self.target, "manifests": list(self.manifests)}
+        return {
+            **super().to_json(),
+            "to": self.target,
+            "template": self.template,
+            "manifests": list(self.manifests),
+            "versions": [v.to_json() for v in self.versions],
+        }
 
 
 def publish_models(
@@ -168,14 +227,17 @@ def publish_models(
     force: bool = False,
     dry_run: bool = False,
 ) -> PublishReport:
-    """Publish each model's verified files and, once all of a model's files are there, its manifest,
-    and with ``sign`` (an EC private key) then its model.sig. ``dry_run``: say what would go up,
-    sending nothing."""
+    """Publish each model's verified files by content and, once all of a model's files are there,
+    its version's manifest (naming, with ``sign``, an EC private key, the model.sig made with it).
+    ``dry_run``: say what would go up, sending nothing."""
     # before anything: exit 2 naming the key
     signer = Signer(sign, force=force) if sign is not None else None
     layout = Layout(settings)
     models = [
-        local_model(spec, layout, pinned=pins.get(spec.name), progress=progress) for spec in specs
+        local_model(
+            spec, layout, pinned=pins.get(spec.name), progress=progress, signing=signer is not None
+        )
+        for spec in specs
     ]
     signing = _Signing.made(signer, models)
     models = signing.models
@@ -184,27 +246,33 @@ def publish_models(
     )
     outcomes, uploads = _compared(bucket, models)
     if dry_run:
-        planned = _planned(bucket, outcomes, uploads) + signing.planned(bucket)
-        return PublishReport(_ordered(planned, models), dry_run=True, target=target)
-    progress.begin(total_bytes=sum(f.size for f in uploads), files=len(uploads))
-    if uploads:
+        outcomes = _planned(bucket, outcomes, uploads)
+    elif uploads:
+        progress.begin(total_bytes=sum(f.size for f in uploads), files=len(uploads))
         outcomes.extend(bucket.send(uploads, progress=progress))
-    manifests: list[str] = []
+    else:
+        progress.begin(total_bytes=0, files=0)
+    published: list[Published] = []
     for model in models:
-        if not model.ready:  # a model with nothing here says nothing about what the bucket holds
+        # a model with nothing here, or not all of it there, says nothing about a version
+        if not model.ready or any(f.failing for f in outcomes if f.model == model.spec.name):
             continue
-        written = _manifest(bucket, model, outcomes, locked=locked.get(model.spec.name))
-        manifests.extend(written)
-        if written:  # last: every object it names is there
-            outcomes.extend(signing.publish(bucket, model.spec.name))
-    return PublishReport(_ordered(outcomes, models), target=target, manifests=tuple(manifests))
+        rows, version = _version(
+            bucket, model, locked.get(model.spec.name), signing, dry_run=dry_run
+        )
+        outcomes.extend(rows)
+        published.extend(version)
+    return PublishReport(
+        _ordered(outcomes, models), dry_run=dry_run, target=target, versions=tuple(published)
+    )
 
 
 def _compared(
     bucket: Bucket, models: Sequence[LocalModel]
 ) -> tuple[list[FileOutcome], list[ReadyFile]]:
-    """Each model's failures and the files the bucket already holds (skipped), and the files to
-    send; the bucket missing or denied ends the run (4, 3)."""
+    """Each model's failures and the files whose contents the bucket already holds (skipped), and
+    the contents to send, each once (a second file of the same bytes is skipped: stored once);
+    the bucket missing or denied ends the run (4, 3)."""
     outcomes: list[FileOutcome] = []
     uploads: list[ReadyFile] = []
     for model in models:
@@ -212,8 +280,15 @@ def _compared(
         if not model.ready:
             continue
         there = bucket.already_there(model.spec.name, model.ready)
-        outcomes += [bucket.outcome(f, "skipped") for f in model.ready if f.path in there]
-        uploads += [f for f in model.ready if f.path not in there]
+        first: dict[str, ReadyFile] = {}
+        for f in model.ready:
+            if f.sha256 in there:
+                outcomes.append(bucket.outcome(f, "skipped"))
+            elif (twin := first.setdefault(f.sha256, f)) is not f:
+                why = f"stored once: the same bytes as {twin.path}"
+                outcomes.append(bucket.outcome(f, "skipped", reason=why))
+            else:
+                uploads.append(f)
     return outcomes, uploads
 
 
@@ -249,24 +324,6 @@ class _Signing:
         }
         return cls(signer, models, signatures)
 
-    def planned(self, bucket: Bucket) -> list[FileOutcome]:
-        """A dry run's rows: each model.sig to ``upload``, or to ``skip`` (already there)."""
-        if self.signer is None:
-            return []
-        rows: list[FileOutcome] = []
-        for signature in self.signatures.values():
-            kept = self.signer.there(bucket, signature)
-            rows.append(
-                self.signer.outcome(bucket, kept or signature, "upload" if kept is None else "skip")
-            )
-        return rows
-
-    def publish(self, bucket: Bucket, model: str) -> list[FileOutcome]:
-        """The model's model.sig put in the bucket (its row), when it has one."""
-        if self.signer is None or model not in self.signatures:
-            return []
-        return [self.signer.publish(bucket, self.signatures[model])]
-
 
 def _ordered(
     outcomes: Sequence[FileOutcome], models: Sequence[LocalModel]
@@ -276,59 +333,94 @@ def _ordered(
     return tuple(sorted(outcomes, key=lambda o: (rank[o.model], o.path is not None, o.path or "")))
 
 
-def _manifest(
-    bucket: Bucket, model: LocalModel, outcomes: list[FileOutcome], *, locked: LockedModel | None
-) -> list[str]:
-    """Write the manifest of a model wholly in the bucket, else remove an untrue one; its URI
-    when current.
-    """
-    name = model.spec.name
-    uri = names.Manifest(bucket.root, name).uri  # beside the model folders, in none
+def _version(
+    bucket: Bucket,
+    model: LocalModel,
+    locked: LockedModel | None,
+    signing: _Signing,
+    *,
+    dry_run: bool,
+) -> tuple[list[FileOutcome], list[Published]]:
+    """The version's manifest, last (every file it names is there): read first, and written only
+    when it is not these bytes; its signature (ours, the model's own, else the one the manifest
+    there names: a manifest only gains) goes up before it. The model.sig's row and the version."""
+    made = manifest_of(model, locked)
+    name, uri = made.model, versions.manifest_uri(bucket.target, made.model, made.id)
+    rows: list[FileOutcome] = []
     try:
-        if any(f.failing for f in outcomes if f.model == name):
-            # Objects of the model changed in this run but not all are there: an older manifest no
-            # longer tells the truth. When nothing was sent (a local file is missing or wrong), the
-            # bucket and its manifest stand.
-            if _sent(outcomes, name) and bucket.writer.delete(uri):
-                log.warning(
-                    "%s: not all files are in the bucket; removed its out-of-date manifest %s",
-                    name,
-                    uri,
-                )
-            return []
-        if _put_small(bucket, uri, manifest_bytes(model, locked)):
-            log.info("%s: manifest written to %s", name, uri)
-    except MdlError as exc:  # the files are up; the model is not published until its manifest is
-        outcomes.append(replace(failed(name, None, exc), dest=uri))
-        return []
-    return [uri]
+        data, found = _found(bucket, uri, made)
+        signature = signing.signatures.get(name)
+        if signing.signer is not None and signature is not None:
+            named = found.signature if found is not None else None
+            row, signature = signing.signer.publish(bucket, signature, named, dry_run=dry_run)
+            rows.append(row)
+            made = replace(made, signature=signature.row)
+        elif made.signature is None and found is not None:
+            made = replace(made, signature=found.signature)
+        new = made.to_bytes()
+        action = ("skip" if dry_run else "skipped") if new == data else "upload"
+        if action == "upload" and not dry_run:
+            _put_small(bucket, uri, new)
+            action = "uploaded"
+            log.info("%s: version %s, manifest written to %s", name, made.id, uri)
+    except MdlError as exc:  # the files are up; the version is not published until its manifest is
+        return [*rows, replace(failed(name, None, exc), dest=uri)], []
+    return rows, [Published(name, made.id, uri, action)]
 
 
-def _put_small(bucket: Bucket, uri: str, data: bytes, *, compare: bool = True) -> bool:
-    """``data`` (a manifest, a model.sig) at ``uri`` unless the object there is these bytes
-    (``compare``), uploaded as every file (checksummed, marked); whether it was."""
+def _found(
+    bucket: Bucket, uri: str, made: versions.Manifest
+) -> tuple[bytes | None, versions.Manifest | None]:
+    """What lies at the version's manifest name (read within ``MAX_MANIFEST_BYTES``), and it as
+    this very version's manifest: None when it is not one (junk, another model's or version's, a
+    manifest whose id is not its files'), then replaced."""
+    got = bucket.writer.read(uri, limit=versions.MAX_MANIFEST_BYTES, aged=False)
+    if got is None:
+        return None, None
+    found = versions.parse_manifest(got[0])
+    rows = {(f.path, f.size, f.sha256) for f in made.files}
+    if found is None or (
+        found.model,
+        found.id,
+        {(f.path, f.size, f.sha256) for f in found.files},
+    ) != (made.model, made.id, rows):
+        log.warning("%s: %s is not this version's manifest; replacing it", made.model, uri)
+        return got[0], None
+    return got[0], found
+
+
+def manifest_of(model: LocalModel, locked: LockedModel | None) -> versions.Manifest:
+    """The version's manifest as this run makes it: its files (a model.sig of its own named as its
+    signature, not among them), the revision and commit from the lock, else the record."""
+    pinned = locked or model.record
+    files = tuple(
+        versions.ManifestFile(f.path, f.size, f.sha256, record_text(f.source) or "")
+        for f in sorted(model.ready, key=lambda f: f.path)
+    )
+    own = next((f for f in files if f.path == SIGNATURE_FILE), None)
+    kept = tuple(f for f in files if f.path != SIGNATURE_FILE)
+    return versions.Manifest(
+        model=model.spec.name,
+        id=versions.version_id(
+            ((f.path, f.size, f.sha256) for f in kept), signature=SIGNATURE_FILE
+        ),
+        files=kept,
+        revision=record_text(pinned.revision if pinned is not None else None),
+        commit=record_text(pinned.commit if pinned is not None else None),
+        signature=own,
+    )
+
+
+def _put_small(bucket: Bucket, uri: str, data: bytes) -> None:
+    """``data`` (a manifest, a model.sig) at ``uri``, uploaded as every file (checksummed,
+    marked), over what is there (the caller compared it)."""
     sha256 = hashlib.sha256(data).hexdigest()
     with tempfile.TemporaryDirectory(prefix="mdl-publish-") as folder:
         local = Path(folder, "object")
         local.write_bytes(data)
-        if compare and bucket.writer.holds(uri, local, size=len(data), sha256=sha256):
-            return False
         bucket.writer.upload(
             uri, local, size=len(data), sha256=sha256, root=bucket.root, overwrite=True
         )
-    return True
-
-
-def _sent(outcomes: Sequence[FileOutcome], model: str) -> bool:
-    """Whether this run sent (or tried to send) a file of ``model`` to the bucket."""
-    return any(
-        f.model == model
-        and f.dest is not None
-        and store_for(f.dest) is not None
-        and f.action in ("uploaded", "failed")
-        and f.path is not None
-        for f in outcomes
-    )
 
 
 @dataclass(frozen=True)
@@ -344,13 +436,21 @@ class LocalModel:
 
 
 def local_model(
-    spec: ModelSpec, layout: Layout, *, pinned: Sequence[ExpectedFile] | None, progress: Progress
+    spec: ModelSpec,
+    layout: Layout,
+    *,
+    pinned: Sequence[ExpectedFile] | None,
+    progress: Progress,
+    signing: bool = False,
 ) -> LocalModel:
     """The model's publishable files: those whose size and mtime match their record are trusted
     unread (as ``pull`` does), any other is re-hashed. A model never pulled or not fully installed
     is ``missing`` (exit 4), none of its files offered; other bytes than recorded or pinned are an
-    integrity failure (exit 6)."""
-    status = model_status(spec, layout, pinned=pinned)
+    integrity failure (exit 6). ``signing`` (``--sign``): the signature is what this publish makes,
+    so the catalog's signer asks nothing of the installed copy (its files are held to their records
+    and pins all the same)."""
+    judged = replace(spec, signature=None) if signing else spec
+    status = model_status(judged, layout, pinned=pinned)
     record = status.record
     if record is None or status.status != INSTALLED:
         error = _not_ready(status, layout)
@@ -424,27 +524,3 @@ def _not_ready(status: ModelStatus, layout: Layout) -> MdlError:
         f" {listed or 'no files, or a download is unfinished'}",
         hint=f"run `mdl pull {name}` to finish it, then publish again",
     )
-
-
-def manifest_bytes(model: LocalModel, locked: LockedModel | None) -> bytes:
-    pinned = locked or model.record  # the lock's revision and commit, else the record's
-    doc: dict[str, Any] = {
-        "version": MANIFEST_VERSION,
-        "model": model.spec.name,
-        "revision": record_text(pinned.revision if pinned is not None else None),
-        "commit": record_text(pinned.commit if pinned is not None else None),
-        "files": [
-            {"path": f.path, "size": f.size, "sha256": f.sha256, "source": record_text(f.source)}
-            for f in sorted(model.ready, key=lambda f: f.path)
-        ],
-        "published_by": f"mdl {__version__}",
-    }
-    if locked is not None:
-        doc["lock"] = {
-            "fingerprint": locked.fingerprint,
-            "files": [
-                {key: value for key, value in asdict(f).items() if value is not None}
-                for f in sorted(locked.files, key=lambda f: f.path)
-            ],
-        }
-    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
