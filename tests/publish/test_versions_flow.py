@@ -84,12 +84,13 @@ def sha(data: bytes) -> str:
 @dataclass
 class Store:
     """One store the versions are published to: its prefix, the environment that reaches it, and
-    its objects under the prefix ({key below the prefix: size})."""
+    its objects under the prefix ({key below the prefix: (size, what changes when it is written
+    again: ETag and time, or inode and mtime)})."""
 
     kind: str
     prefix: str
     env: dict[str, str]
-    objects: Callable[[], dict[str, int]]
+    objects: Callable[[], dict[str, tuple[int, str]]]
     writes: Callable[[], int] = lambda: 0  # writes the store saw since the last call (moto)
 
     @property
@@ -131,25 +132,34 @@ class Flow:
         return doc
 
 
-def _s3_objects(client: object, bucket: str, prefix: str) -> Callable[[], dict[str, int]]:
-    def objects() -> dict[str, int]:
-        found: dict[str, int] = {}
+def _s3_objects(
+    client: object, bucket: str, prefix: str
+) -> Callable[[], dict[str, tuple[int, str]]]:
+    def objects() -> dict[str, tuple[int, str]]:
+        found: dict[str, tuple[int, str]] = {}
         pages = client.get_paginator("list_objects_v2").paginate(  # type: ignore[attr-defined]
             Bucket=bucket, Prefix=prefix + "/"
         )
         for page in pages:
             for obj in page.get("Contents", []):
-                found[obj["Key"][len(prefix) + 1 :]] = obj["Size"]
+                stamp = f"{obj['ETag']} {obj['LastModified'].isoformat()}"
+                found[obj["Key"][len(prefix) + 1 :]] = (obj["Size"], stamp)
         return found
 
     return objects
 
 
-def _folder_objects(root: Path) -> Callable[[], dict[str, int]]:
-    def objects() -> dict[str, int]:
-        return {
-            p.relative_to(root).as_posix(): p.stat().st_size for p in root.rglob("*") if p.is_file()
-        }
+def _folder_objects(root: Path) -> Callable[[], dict[str, tuple[int, str]]]:
+    def objects() -> dict[str, tuple[int, str]]:
+        found = {}
+        for path in root.rglob("*"):
+            if path.is_file():
+                st = path.stat()
+                found[path.relative_to(root).as_posix()] = (
+                    st.st_size,
+                    f"{st.st_ino} {st.st_mtime_ns}",
+                )
+        return found
 
     return objects
 
@@ -290,7 +300,7 @@ def _lock_pin(lock: Path, path: str) -> str:
 
 
 def test_the_store_holds_each_distinct_file_once(flow: Flow) -> None:
-    objects = flow.store.objects()
+    objects = {k: size for k, (size, _) in flow.store.objects().items()}
     content = {k: s for k, s in objects.items() if not k.startswith(".mdl/")}
     distinct = {sha(d): len(d) for files in VERSIONS.values() for d in files.values()}
     signatures = {_lock_pin(lock, "model.sig") for lock in flow.locks.values()}
@@ -309,17 +319,20 @@ def test_the_store_holds_each_distinct_file_once(flow: Flow) -> None:
     assert len(manifests) == 3
 
 
-def test_a_republish_writes_nothing(flow: Flow) -> None:
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_a_republish_writes_nothing(flow: Flow, signed: bool) -> None:
     before = flow.store.objects()
     flow.store.writes()
+    sign = ("--sign", str(flow.root / "deploy" / "keys" / "team.pem")) if signed else ()
     again = flow.run(
         "publish", MODEL, "--catalog", str(flow.seed), "--dest", str(flow.root / "seeder"),
-        "--to", flow.store.prefix,
+        "--to", flow.store.prefix, *sign,
     )  # fmt: skip
     assert flow.store.objects() == before
     assert flow.store.writes() == 0
-    actions = {f["path"]: f["action"] for f in again["files"]}  # type: ignore[attr-defined]
-    assert "uploaded" not in actions.values(), actions
+    files = again["files"]
+    assert isinstance(files, list) and {f["action"] for f in files} == {"skipped"}, files
+    assert [v["action"] for v in again["versions"]] == ["skipped"]  # type: ignore[attr-defined]
 
 
 # -- mdl 0.9.0, from git history
