@@ -17,6 +17,7 @@ credentials, a 127.0.0.1 endpoint and AWS_EC2_METADATA_DISABLED=true.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import socket
@@ -29,7 +30,7 @@ import runner as r
 from servers import Content, HubServer  # tests/servers.py
 
 REPO, MODEL, BUCKET, PREFIX = "fleet-org/fleet-model", "fleet-model", "fleet-bucket", "hub"
-MIRROR = f"s3://{BUCKET}/{PREFIX}/{{model}}/{{path}}"
+MIRROR = f"s3://{BUCKET}/{PREFIX}/{{model}}/{{sha256}}"  # publish stores each file by content
 BOTO = "import sys, boto3\nc = boto3.client('s3')\nfor name in sys.argv[2:]:\n    c.{}\n"
 DOWNLOAD = BOTO.format(
     f"download_file('{BUCKET}', '{PREFIX}/{MODEL}/' + name, sys.argv[1] + '/' + name)"
@@ -134,6 +135,9 @@ def seed_and_pull(
     steps: list[Step] = []
     wall = timed(*r.mdl("pull", MODEL, "--dest", str(seed), "-q"))
     steps.append(("seed: `mdl pull` from the Hub", wall, total, hub_bytes()))
+    # the nodes pull on the lock: every file's sha256 (config.json's too: the Hub lists only its
+    # git blob id) names its object
+    timed(*r.mdl("lock", MODEL, "-q"))
     steps.append(("seed: `mdl publish` to the bucket", timed(*r.mdl(*publish)), total, 0))
     wall = timed(r.PY, "-c", UPLOAD, "-", *map(str, paths))
     steps.append(("seed: boto3 `upload_file` per object (no checksum)", wall, total, 0))
@@ -151,7 +155,7 @@ def seed_and_pull(
         wall = at_once(argvs, env)
         what = f"{args.nodes} nodes `mdl pull {' '.join(flags)} {where}` at once"
         steps.append((what, wall, args.nodes * total, hub_bytes()))
-    names = [p.name for p in paths]
+    names = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]  # the objects' names
     mirrored = ["pull", MODEL, "-q", "--mirror", MIRROR, "--dest"]
     pair = [
         r.Tool("1 node `mdl pull --mirror s3://…`", lambda d: r.mdl(*mirrored, str(d))),

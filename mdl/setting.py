@@ -180,6 +180,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Use catalog.lock as written, without the catalog's entries (works with only the lock)",
         catalog=False,
     ),
+    Setting(
+        "lock_file",
+        "path",
+        None,
+        "MDL_LOCK_FILE",
+        "Use this lock (and its .parts beside it) in place of catalog.lock beside the catalog,"
+        " which still gives the settings, mirrors and signer (a rollback: --frozen --lock"
+        " releases/v1.lock)",
+        shown_default="catalog.lock beside the catalog",
+        catalog=False,
+        option="--lock",
+    ),
     # the process's own
     Setting(
         "catalog",
@@ -241,6 +253,7 @@ class Places(InCatalog):
 class Pinned(Places):
     locked: bool
     frozen: bool
+    lock_file: Path | None
 
 
 class Asking(Pinned):

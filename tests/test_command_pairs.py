@@ -248,10 +248,11 @@ def check_effects(pair: Pair, cmds: set[str], kit: Kit) -> None:
         if not {"base", "fresh"} <= names:
             pair.problems.append(f"catalog.lock pins {sorted(names)}")
     if "publish" in cmds:
-        try:
-            kit.s3.client().head_object(Bucket=BUCKET, Key=f"{pair.name}/.mdl/base.json")
-        except Exception as exc:
-            pair.problems.append(f"publish: no manifest in the bucket ({exc})")
+        listed = kit.s3.client().list_objects_v2(
+            Bucket=BUCKET, Prefix=f"{pair.name}/.mdl/versions/base/"
+        )
+        if not listed.get("Contents"):
+            pair.problems.append("publish: no version manifest in the bucket")
 
 
 @pytest.fixture(scope="module")

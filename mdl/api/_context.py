@@ -77,20 +77,45 @@ def catalog_models(
     all_models: bool,
     secrets: Secrets | None = None,
 ) -> tuple[Settings, list[ModelSpec], Lock | None]:
-    """Settings and models of a command that reads catalog.lock, and with --frozen the lock they
-    come from alone."""
+    """Settings and models of a command that reads catalog.lock (``--lock``: that lock instead),
+    and with --frozen the lock they come from alone."""
     from mdl.catalog.load import lock_beside
     from mdl.catalog.settings import choose_lock_mode, settings_for
 
     env = environ_now(environ)
+    chosen = lock_file_given(flags, env)
     if choose_lock_mode(locked=flags.locked, frozen=flags.frozen, environ=env) == "frozen":
         from mdl.lockfile.policy import frozen_models
 
-        cat, path, lock, specs = frozen_models(given, env, names, all_models=all_models)
+        cat, path, lock, specs = frozen_models(
+            given, env, names, all_models=all_models, lock_path=chosen
+        )
         return settings_for(cat, env, flags, lock_path=path, secrets=secrets), specs, lock
     cat = command_catalog(given, env, required=True)
-    lock_path = lock_beside(cat.path) if cat.path is not None else None
+    lock_path = chosen or (lock_beside(cat.path) if cat.path is not None else None)
     settings = settings_for(cat, env, flags, lock_path=lock_path, secrets=secrets)
     if names and all_models:
         raise UsageError("name models or pass --all, not both")
     return settings, cat.select(list(names), all_models=all_models), None
+
+
+def lock_file_given(flags: Overrides, environ: Mapping[str, str]) -> Path | None:
+    """``--lock PATH`` (else ``$MDL_LOCK_FILE``): the lock a run uses in place of catalog.lock
+    beside the catalog; UsageError (exit 2) naming it when it is not a file there. None: not
+    given."""
+    from mdl.setting import SETTING
+
+    setting = SETTING["lock_file"]
+    given, where = flags.lock_file, setting.flag
+    if given is None or str(given) == "":
+        given, where = environ.get(setting.env) or None, f"${setting.env}"
+    if given is None:
+        return None
+    path = Path(given).expanduser()
+    if not path.is_file():
+        why = "no such file" if not path.exists() else "not a file"
+        raise UsageError(
+            f"{where}: {path}: {why}",
+            hint="give the path of a lock file (such as releases/v1.lock) that mdl lock wrote",
+        )
+    return path

@@ -84,6 +84,17 @@ def _path(value: object, *, param: str) -> Path:
     return Path(_text(value, param=param))
 
 
+def _paths(value: object, *, param: str) -> tuple[Path, ...]:
+    """Paths: one (str or os.PathLike) is one item, as with strings."""
+    if isinstance(value, str | os.PathLike):
+        return (_path(value, param=param),)
+    if isinstance(value, bytes | bytearray | memoryview | Mapping) or not isinstance(
+        value, Iterable
+    ):
+        raise _refuse(param, "a path or a list of paths", value)
+    return tuple(_path(item, param=f"{param}[{i}]") for i, item in enumerate(value))
+
+
 def _environ(value: object, *, param: str) -> Mapping[str, str]:
     if not isinstance(value, Mapping):
         raise _refuse(param, "a mapping of strings to strings", value)
@@ -139,6 +150,7 @@ _RULES: dict[str, _Rule] = {
         lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number", float
     ),
     "StrPath": _path,
+    "Sequence[StrPath]": _paths,
     "Sequence[str]": _strings,
     "Sequence[str | Mapping[str, str]]": _mirrors,
     "Catalog | StrPath": _catalog,

@@ -42,6 +42,7 @@ def list_models(
     tag: str | None = None,
     locked: bool = False,
     frozen: bool = False,
+    lock_file: StrPath | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> ModelList:
     """Every catalog model with its local status (offline), filtered by ``status`` and ``tag``."""
@@ -75,6 +76,7 @@ def show(
     layout: str | None = None,
     locked: bool = False,
     frozen: bool = False,
+    lock_file: StrPath | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> ModelInfo:
     """One model: its files, sources, sizes, hashes and local state (offline), as catalog.lock
@@ -104,6 +106,7 @@ def resolve(
     timeout: float | None = None,
     locked: bool = False,
     frozen: bool = False,
+    lock_file: StrPath | None = None,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     secrets: Secrets | None = None,

@@ -4,7 +4,7 @@ to an S3 prefix or a shared folder;
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,7 @@ def publish(
     endpoint: str | None = None,
     locked: bool = False,
     frozen: bool = False,
+    lock_file: StrPath | None = None,
     sign: StrPath | None = None,
     force: bool = False,
     dry_run: bool = False,
@@ -72,7 +73,12 @@ def publish(
             "publish: --force only lets --sign replace a model's own model.sig; give --sign KEY.pem"
         )
     flags = Overrides(
-        dest=dest, layout=layout, connections=connections, locked=locked, frozen=frozen
+        dest=dest,
+        layout=layout,
+        connections=connections,
+        locked=locked,
+        frozen=frozen,
+        lock_file=lock_file,
     )
     settings, models, lock = catalog_models(
         catalog, environ, names, flags, all_models=all, secrets=secrets
@@ -99,25 +105,39 @@ def prune_mirror(
     *,
     catalog: Catalog | StrPath | None = None,
     keep_days: float | None = None,
+    keep_versions: int | None = None,
+    locks: Sequence[StrPath] = (),
     all_models: bool = False,
     dry_run: bool = False,
     environ: Mapping[str, str] | None = None,
     secrets: Secrets | None = None,
 ) -> MirrorPruneReport:
     """Remove from the mirror ``mirror`` (a template in an object store, as in ``mirrors``) the
-    objects mdl wrote under the catalog's models (``all_models``: under any model) that none of
-    them names by its catalog.lock pins, once older than ``keep_days`` (default 7) by the store's
-    clock, and expired leases; never an object mdl did not write, a live lease or the object it
-    guards."""
+    objects mdl wrote under the catalog's models (``all_models``: under any model) that no kept
+    version names, once older than ``keep_days`` (default 7) by the store's clock, the manifests
+    of versions no longer kept, and expired leases; never an object mdl did not write, a live
+    lease or the object it guards. Kept: the versions the catalog's lock and each of ``locks``
+    pin, and the newest ``keep_versions`` (default 2; 0: only the locks') published versions of
+    each model (their manifests in the mirror)."""
+    from mdl.upload.keptversions import KEEP_VERSIONS
     from mdl.upload.mirrorprune import KEEP_DAYS, prune_mirror_models
 
     days = KEEP_DAYS if keep_days is None else keep_days
     if not 0 <= days < 100_000:
         raise UsageError(f"--keep-days: expected a number of days from 0, got {keep_days!r}")
+    count = KEEP_VERSIONS if keep_versions is None else keep_versions
+    if not 0 <= count <= 10_000:
+        raise UsageError(f"--keep-versions: expected 0 to 10000 versions, got {keep_versions!r}")
     flags = Overrides(mirrors=[mirror], dry_run=dry_run)
     settings, models, _ = catalog_models(
         catalog, environ, (), flags, all_models=True, secrets=secrets
     )
     return prune_mirror_models(
-        models, settings, template=mirror, keep_days=days, all_models=all_models
+        models,
+        settings,
+        template=mirror,
+        keep_days=days,
+        all_models=all_models,
+        locks=[Path(lock) for lock in locks],
+        keep_versions=count,
     )

@@ -39,6 +39,7 @@ def serve(
     lock_timeout: float | None = None,
     locked: bool = False,
     frozen: bool = False,
+    lock_file: StrPath | None = None,
     mirrors: Sequence[str | Mapping[str, str]] | None = None,
     fill_mirror: bool = False,
     xet: bool | None = None,

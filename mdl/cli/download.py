@@ -6,7 +6,7 @@ import shlex
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Unpack, cast
+from typing import TYPE_CHECKING, Annotated, Any, Unpack, cast
 
 import typer
 
@@ -156,6 +156,15 @@ def days(value: str | None) -> float | None:
     return float(value)
 
 
+def count_of_versions(value: str | None) -> int | None:
+    """--keep-versions: a whole number of versions (``2``, ``0``), else exit 2 naming the option."""
+    if value is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,5}", value.strip()) or int(value) > 10_000:
+        raise typer.BadParameter(f"expected a number of versions from 0 to 10000, got {value!r}")
+    return int(value)
+
+
 @command(progress=False)
 def prune_cmd(
     run: Run,
@@ -183,6 +192,29 @@ def prune_cmd(
             callback=days,
         ),
     ] = None,
+    keep_versions: Annotated[
+        str | None,
+        typer.Option(
+            "--keep-versions",
+            metavar="N",
+            help=(
+                "With --mirror: also keep the newest N published versions of each model (their"
+                " manifests in the mirror; default 2, 0: only the locks')."
+            ),
+            callback=count_of_versions,
+        ),
+    ] = None,
+    locks: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--lock",
+            metavar="FILE",
+            help=(
+                "With --mirror: also keep what this lock pins (a version a node may still deploy"
+                " or roll back to); repeatable."
+            ),
+        ),
+    ] = None,
     all_models: Annotated[
         bool,
         typer.Option(
@@ -201,8 +233,13 @@ def prune_cmd(
     that changed since, stay; so do models another catalog pulled (see --catalog), and a model
     another run is pulling is skipped. With --mirror, the mirror instead of the destination."""
     if mirror is None:
-        if keep_days is not None or all_models:
-            flag = "--keep-days" if keep_days is not None else "--all-models"
+        given = {
+            "--keep-days": keep_days is not None,
+            "--keep-versions": keep_versions is not None,
+            "--lock": bool(locks),
+            "--all-models": all_models,
+        }
+        if flag := next((flag for flag, on in given.items() if on), None):
             raise UsageError(f"{flag} is for a mirror: give --mirror URL")
         return render_prune(run, api.prune(dry_run=dry_run, **where, environ=run.environ))
     if where.get("dest") is not None or where.get("layout") is not None:
@@ -211,6 +248,8 @@ def prune_cmd(
         mirror,
         catalog=where.get("catalog"),
         keep_days=cast(float | None, keep_days),
+        keep_versions=cast(int | None, keep_versions),
+        locks=locks or (),
         all_models=all_models,
         dry_run=dry_run,
         environ=run.environ,
@@ -242,11 +281,25 @@ def say_mirror_pruned(run: Run, report: "MirrorPruneReport") -> None:
         later = report.later(e)
         if run.verbose or (later and report.dry_run):  # a dry run says what goes next
             run.console.info(f"kept {e.uri}: {e.reason}{f'; {later}' if later else ''}")
+    if run.verbose or report.dry_run:  # what each kept version costs
+        for version in report.to_json()["versions"]:
+            run.console.info(version_line(version))
     why = Counter(e.reason for e in report.kept)
     kept = ", ".join(f"{n} {reason}" for reason, n in why.most_common())
     run.console.info(
         f"{freed} {human_size(report.freed)} in {len(report.removed)} object(s) of"
         f" {report.mirror}; kept {len(report.kept)}{f' ({kept})' if kept else ''}"
+    )
+
+
+def version_line(version: dict[str, Any]) -> str:
+    """One kept version as the dry run says it: model, where from, commit, files, bytes, and the
+    bytes only it holds."""
+    commit = f" (commit {version['commit'][:7]})" if version["commit"] else ""
+    return (
+        f"kept version of {version['model']} from {version['from']}{commit}:"
+        f" {version['files']} file(s), {human_size(version['bytes'])},"
+        f" {human_size(version['only_bytes'])} only it holds"
     )
 
 

@@ -36,7 +36,10 @@ def lock_cmd(
         bool,
         typer.Option(
             "--check",
-            help="Change nothing, ask nothing: exit 2 if the lock is missing or stale (for CI).",
+            help=(
+                "Change nothing: exit 2 if the lock is missing or stale, 6 if a pinned signature"
+                " does not cover what it pins (for CI)."
+            ),
         ),
     ] = False,
     **where: Unpack[Locking],
@@ -69,7 +72,10 @@ def lock_cmd(
 
 
 def say_check(run: Run, report: "LockReport") -> None:
-    """--check says one line: missing or stale (exit 2), or fresh."""
+    """--check says one line: missing or stale (exit 2), or fresh; and a line per signed model
+    whose pinned signature does not verify or cover its files (exit 6)."""
+    for failure in report.failures:
+        run.console.error(failure.error or f"{failure.label}: failed", hint=failure.hint)
     if report.missing:
         run.console.error(
             f"{report.path} does not exist", hint="run mdl lock, and commit the file it writes"
@@ -77,7 +83,7 @@ def say_check(run: Run, report: "LockReport") -> None:
     elif report.stale:
         stale = ", ".join(report.stale)
         run.console.error(f"{report.path.name} is stale for: {stale} (run mdl lock)")
-    else:
+    elif not report.failures:
         run.console.info(f"{report.path.name} is up to date")
 
 

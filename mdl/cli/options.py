@@ -80,6 +80,7 @@ METAVARS = {
     "output": "FILE",
     "catalog": "FILE",
     "log_file": "FILE",
+    "lock_file": "FILE",
     "directory": "DIR",
     "save_as": "PATH",
     "include": "GLOB",

@@ -98,6 +98,8 @@ def publish_cmd(
         )
     if not run.json:  # the JSON document has the versions; people get a line per model
         for version in report.versions:
+            if version.warning is not None:
+                run.console.warn(version.warning)
             files = [f for f in report.files if f.model == version.model and f.path is not None]
             size = sum(f.size or 0 for f in files)
             to = report.target.rstrip("/") + f"/{version.model}/"

@@ -17,7 +17,7 @@ from typing import Any
 from mdl.catalog.load import lock_beside
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import Catalog, ModelSpec
-from mdl.download._fetch import fetch_from_sources, file_lock, transfer_job
+from mdl.download._locksigned import checked_signatures, hashed_once, lock_signature
 from mdl.download._plan import recorded, same_content
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, label_of
@@ -36,8 +36,8 @@ from mdl.lockfile.model import Lock, LockedFile, LockedModel, locked_from_resolv
 from mdl.lockfile.parts import PartHashes, hashed, kept, parts_beside, read_parts, write_parts
 from mdl.progress import Progress
 from mdl.report import FileOutcome, failed
+from mdl.signing.library import require_library
 from mdl.sources.resolve import RemoteFile, ResolvedModel
-from mdl.store.confined import unlink
 from mdl.store.filesystem import stat_file
 from mdl.store.inventory import INSTALLED, file_state
 from mdl.store.layout import Layout
@@ -122,7 +122,7 @@ def lock_catalog(
     if broken:
         log.warning("%s", broken)
     if check:
-        return _checked(path, scope, old)
+        return _checked(path, scope, old, settings, progress)
     base = old or Lock()
     # the models to resolve: every one with ``upgrade``, else those the lock does not pin as the
     # catalog says now
@@ -329,13 +329,29 @@ def _unrecorded(layout: Layout, model: str, f: LockedFile) -> _Here | None:
     return _Here(f"{model}/{f.path}", placement.final, f.size, f.sha256, None)
 
 
-def _checked(path: Path, scope: _Scope, old: Lock | None) -> LockReport:
-    """No network, nothing written: which selected models the lock does not pin as the catalog
-    says now."""
+def _checked(
+    path: Path, scope: _Scope, old: Lock | None, settings: Settings, progress: Progress
+) -> LockReport:
+    """Nothing written: which selected models the lock does not pin as the catalog says now
+    (asking nothing), and of those it does, the signed ones whose pinned signature does not verify
+    or cover the files it pins (fetched by its sha256: CI catches a lock a pull would refuse)."""
     stale = {s.name for s in scope.specs if old is None or old.fresh(s) is None}
     if scope.everything and old is not None:
         stale |= {name for name in old.models if name not in scope.in_catalog}
-    return LockReport(path, False, stale=tuple(sorted(stale)), missing=old is None, checked=True)
+    pinned = [
+        (spec, locked)
+        for spec in scope.specs
+        if spec.signature is not None and old is not None and (locked := old.fresh(spec))
+    ]
+    failures = checked_signatures(settings, pinned, progress)
+    return LockReport(
+        path,
+        False,
+        stale=tuple(sorted(stale)),
+        missing=old is None,
+        checked=True,
+        failures=tuple(failures),
+    )
 
 
 def _write_merged(
@@ -380,15 +396,19 @@ def _lock_models(
     if settings.offline:
         why = "HF_HUB_OFFLINE is set; it must be resolved to be locked"
         return {}, [failed(s.name, None, NetworkError(f"{s.name}: {why}")) for s in specs], []
+    if any(spec.signature is not None for spec in specs):
+        require_library()  # its signature is verified: before anything is fetched
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
         # what it renews: never from the lock
         resolved, failures = resolve(session, specs, lock=None)
         blobs = {
             f.git_oid: (f.size, f.sha256) for m in old.models.values() for f in m.files if f.git_oid
         }
-        complete, unhashed = _complete(session, resolved, blobs=blobs)
-        failures.extend(unhashed)
         by_name = {spec.name: spec for spec in specs}
+        unsigned, signatures = _signatures_apart(resolved, by_name)
+        complete, unhashed = _complete(session, unsigned, blobs=blobs)
+        failures.extend(unhashed)
+        complete = _with_signatures(session, complete, signatures, by_name, blobs, failures)
         models: dict[str, LockedModel] = {}
         said: list[str] = []
         for model in complete:
@@ -399,6 +419,57 @@ def _lock_models(
             except MdlError as exc:
                 failures.append(failed(model.name, None, exc))
         return models, failures, said
+
+
+def _signatures_apart(
+    models: list[ResolvedModel], specs: Mapping[str, ModelSpec]
+) -> tuple[list[ResolvedModel], dict[str, RemoteFile]]:
+    """The models without the signature file of those the catalog names a signer for, and those
+    files by model: a signature is learnt once the files it must cover are known."""
+    apart: list[ResolvedModel] = []
+    signatures: dict[str, RemoteFile] = {}
+    for model in models:
+        trust = specs[model.name].signature
+        if trust is not None:
+            for f in model.files:
+                if f.path == trust.installed_as:
+                    signatures[model.name] = f
+            model = replace(model, files=tuple(f for f in model.files if not f.signature))
+        apart.append(model)
+    return apart, signatures
+
+
+def _with_signatures(
+    session: PullSession,
+    models: list[ResolvedModel],
+    signatures: Mapping[str, RemoteFile],
+    specs: Mapping[str, ModelSpec],
+    blobs: Mapping[str, tuple[int, str]],
+    failures: list[FileOutcome],
+) -> list[ResolvedModel]:
+    """The complete models with their signature file back, learnt, verified and covering their
+    files (``lock_signature``); a model whose signature cannot is one of the ``failures``."""
+    done: list[ResolvedModel] = []
+    for model in models:
+        sig = signatures.get(model.name)
+        if sig is not None:
+            try:
+                sig = lock_signature(
+                    session,
+                    specs[model.name],
+                    model.files,
+                    sig,
+                    partial(_known, session, blobs=blobs),
+                )
+            except InterruptedByUserError:
+                raise
+            except MdlError as exc:
+                failures.append(failed(model.name, None, exc))
+                log.error("%s", failures[-1].error)
+                continue
+            model = replace(model, files=tuple(sorted((*model.files, sig), key=lambda f: f.path)))
+        done.append(model)
+    return done
 
 
 def _xet_verified(session: PullSession, remote: RemoteFile, said: list[str]) -> RemoteFile:
@@ -493,7 +564,7 @@ def _hashed(session: PullSession, remote: RemoteFile, hashed: dict[str, RemoteFi
     """The file with the size and sha256 of its bytes, downloaded once per ``_same_bytes``."""
     same = _same_bytes(remote)
     if same not in hashed:
-        hashed[same] = _download(session, remote)
+        hashed[same] = hashed_once(session, remote)
     return replace(remote, size=hashed[same].size, sha256=hashed[same].sha256)
 
 
@@ -540,32 +611,3 @@ def _sized(session: PullSession, remote: RemoteFile) -> RemoteFile | None:
         return None
     probed = session.probe(remote)
     return None if probed.size is None else replace(remote, size=probed.size)
-
-
-def _download(session: PullSession, remote: RemoteFile) -> RemoteFile:
-    """Fetch the file once into a temp file beside the partial downloads, under the file's lock;
-    hash it.
-    """
-    store, label = session.store, label_of(remote)
-    store.ensure_dirs()
-    part, _ = store.part_paths(remote.model, remote.path)
-    # Ends in .tmp: should a crash leave it, `mdl clean` removes it like any stray temp file.
-    target = part.with_name(part.name.removesuffix(".part") + ".hash.tmp")
-    with file_lock(session, remote, store):
-        try:
-            job = transfer_job(session, remote, store, target, verify=True)
-            log.info("%s: downloading it once to learn its sha256", label)
-            # from the mirrors first, as a pull would (a signature may be on a mirror only: publish
-            # --sign)
-            try:
-                result = fetch_from_sources(session, job, remote)
-            except MdlError as exc:
-                session.progress.finish(
-                    label, ok=False, message=exc.message.removeprefix(f"{label}: ")
-                )
-                raise
-            session.progress.finish(label, ok=True, message="hashed")
-        finally:
-            with contextlib.suppress(OSError):
-                unlink(store.dest, target)
-    return replace(remote, size=result.size, sha256=result.sha256)

@@ -120,12 +120,15 @@ def frozen_models(
     names: Sequence[str],
     *,
     all_models: bool,
+    lock_path: Path | None = None,
 ) -> tuple[Catalog, Path | None, Lock, list[ModelSpec]]:
-    """``--frozen``: the catalog if any (for its settings), its lock (which must exist: beside the
-    named catalog, else ./catalog.lock) and the named models (or all) from the lock alone; a catalog
-    entry lends only its description and the headers (and signed query) of URLs the lock holds, and
-    its signer: a lock stores no secrets nor trust, and alone decides the bytes."""
+    """``--frozen``: the catalog if any (for its settings), its lock (which must exist:
+    ``lock_path`` when given (``--lock``), else beside the named catalog, else ./catalog.lock) and
+    the named models (or all) from the lock alone; a catalog entry lends only its description and
+    the headers (and signed query) of URLs the lock holds, and its signer: a lock stores no secrets
+    nor trust, and alone decides the bytes."""
     catalog, path = _catalog_and_lock_path(given, environ)
+    path = lock_path or path
     lock = read_lock(path) if path is not None else None
     if lock is None:
         where = str(path) if path is not None else "beside the catalog or in this folder"

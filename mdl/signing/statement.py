@@ -248,6 +248,19 @@ class SignedManifest:
         a signed source."""
         return skipped_by_signature(path, self.ignore_paths)
 
+    def covers(self, path: str, size: int | None, sha256: str | None) -> bool:
+        """Whether this signature covers the file ``path`` (as it names it) pinned at ``size``
+        bytes and ``sha256``: named in it with that sha256 (and, sharded, that size), or left out
+        by its signer (not the model's: never installed from a signed source). A signature of
+        other digests (shards, BLAKE2/3) is held to by the bytes when they are fetched: without
+        them, being named (and the shards' size) is all that can be checked."""
+        one = self.file(path, size)
+        if one is None:
+            return self.ignores(path)
+        if one.sha256 is not None and one.sha256 != sha256:
+            return False
+        return one.size is None or one.size == size
+
 
 def _kept_header(method: object, algorithm: object, ignored: object, name: object) -> bool:
     """Whether a kept statement's fields besides its files are as ``to_json`` writes them."""

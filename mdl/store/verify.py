@@ -59,6 +59,7 @@ class _Run:
     progress: Progress
     pins: Mapping[str, Sequence[ExpectedFile]]
     add: Callable[[FileOutcome], None]
+    lock: str = "catalog.lock"  # the lock's name, as messages say who pins a file (--lock's)
 
 
 def verify_models(
@@ -84,7 +85,8 @@ def verify_models(
         if on_file is not None:
             on_file(outcome)
 
-    run = _Run(layout, progress, pins, add)
+    lock = settings.lock_path.name if settings.lock_path is not None else "catalog.lock"
+    run = _Run(layout, progress, pins, add, lock)
     if quick:
         return _quick(run, statuses, outcomes)
     _begin(progress, statuses)
@@ -117,7 +119,8 @@ def _quick(run: _Run, statuses: Sequence[ModelStatus], outcomes: list[FileOutcom
             catalog_sha = {f.save_path: f.sha256 for f in spec.files if f.sha256}
             locked = run.pins.get(spec.name) is not None
             for f in status.files:
-                run.add(check_recorded(spec.name, f, _wanted(f, catalog_sha, locked=locked)))
+                want = _wanted(f, catalog_sha, locked=locked, lock=run.lock)
+                run.add(check_recorded(spec.name, f, want))
         if status.signature is not None:
             signatures[spec.name] = status.signature
     return RunReport(tuple(outcomes), signatures=signatures)
@@ -260,7 +263,7 @@ def _verify_files(
         signed = None
     sig_file = spec.signature.installed_as if spec.signature is not None else None
     for file in status.files:
-        want = _wanted(file, catalog_sha, locked=locked)
+        want = _wanted(file, catalog_sha, locked=locked, lock=run.lock)
         run.add(
             verify_file(run.layout.records, spec.name, file, record, want, run.progress)
             if signed is None
@@ -269,12 +272,14 @@ def _verify_files(
     return signed
 
 
-def _wanted(file: LocalFile, catalog_sha: Mapping[str, str], *, locked: bool) -> Wanted:
-    """The sha256 the file is held to and who pins it: the catalog's own, else the lock's or the
-    listing's."""
+def _wanted(
+    file: LocalFile, catalog_sha: Mapping[str, str], *, locked: bool, lock: str = "catalog.lock"
+) -> Wanted:
+    """The sha256 the file is held to and who pins it: the catalog's own, else the lock's (named
+    ``lock``) or the listing's."""
     if not locked and file.path in catalog_sha:
         return catalog_sha[file.path], "catalog"
-    return file.expected_sha256, "catalog.lock" if locked else "listing the pull resolved"
+    return file.expected_sha256, lock if locked else "listing the pull resolved"
 
 
 def _verify_signed(

@@ -1,10 +1,11 @@
 """``mdl prune --mirror URL``: a mirror (a bucket, a shared folder) kept from growing forever, on a
 bucket other teams share as well. It removes only objects mdl wrote (each upload carries mdl's
 mark: S3 metadata, a folder's mark file) under the prefixes of this catalog's models (any model's
-with ``all_models``) that no model names (by its catalog.lock pins, as a pull fills the template),
-once older than N days by the store's clock; and expired leases and a dead fill's writes. It never
-removes a live lease or the object one guards, and keeps whatever lies under a model the lock does
-not pin (its files are not known without asking upstream)."""
+with ``all_models``) that no kept version names (``keptversions``: this catalog's lock, every
+``--lock`` given and the newest published versions, as a pull fills the template), once older than
+N days by the store's clock, and the manifests of versions no longer kept; and expired leases and
+a dead fill's writes. It never removes a live lease or the object one guards, and keeps whatever
+lies under a model the lock does not pin (its files are not known without asking upstream)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,26 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from mdl.buckets import names
+from mdl.buckets import names, versions
 from mdl.buckets.lease import TERM, read_generation
 from mdl.buckets.protocol import Listed, Mark, Seen, Writer, side_of
 from mdl.buckets.registry import store_for
 from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, Settings, fixed_part, parse_template
 from mdl.catalog.specs import NAME_RE, ModelSpec
-from mdl.download.resolve import from_lock
 from mdl.errors import MdlError, UsageError, worst_exit_code
-from mdl.lockfile.policy import LockUse
-from mdl.sources.resolve import ResolvedModel, mirror_targets
+from mdl.sources.resolve import ResolvedModel
+from mdl.upload.keptversions import (
+    KEEP_VERSIONS,
+    UNKEPT,
+    KeptLocks,
+    KeptVersion,
+    Published,
+    costs,
+    published_versions,
+)
 
 log = logging.getLogger("mdl.prune")
 
@@ -33,12 +42,11 @@ log = logging.getLogger("mdl.prune")
 KEEP_DAYS = 7.0
 DAY = 86_400.0
 
-NAMED = "named by the catalog.lock"
 MANIFEST = "a catalog model's manifest (publish)"
 LEASED = "a fill holds its lease"
 LIVE_LEASE = "a live lease (a fill is under way)"
 RELEASED = "a released lease (its fill is done; removed once expired)"
-UNNAMED = "named by no model of the catalog"
+UNNAMED = "named by no kept version"
 NOT_OURS = "not a model of this catalog (--all-models prunes every model's)"
 NOT_BY_MODEL = "the mirror's objects are not by model: only what the catalog names is known"
 UNMARKED = "not written by mdl at this name (no mdl mark made for it: a copy, another tool's)"
@@ -77,6 +85,7 @@ class MirrorPruneReport:
     errors: tuple[MdlError, ...] = ()
     dry_run: bool = False
     now: float = 0.0  # the store's clock when prune looked
+    versions: tuple[KeptVersion, ...] = ()  # the kept versions, each with what it names
 
     @property
     def freed(self) -> int:
@@ -110,6 +119,7 @@ class MirrorPruneReport:
                 {"uri": e.uri, "size": e.size, "reason": e.reason, **self._later(e)}
                 for e in self.kept
             ],
+            "versions": costs(self.versions),
             "warnings": list(self.warnings),
             "errors": [e.message for e in self.errors],
         }
@@ -184,16 +194,18 @@ def named_in(
     pinned: Sequence[ResolvedModel],
     unpinned: Sequence[str],
     *,
+    kept: Sequence[KeptVersion] = (),
     all_models: bool = False,
 ) -> tuple[Named, list[str]]:
-    """What the catalog names in the mirror ``template``: each pinned file's object (the template
-    filled as a pull fills it), each model's manifest, and everything under an unpinned model's
-    prefix; where its models' objects lie (anywhere: ``all_models``); and the warnings (objects
-    that cannot be told from other models')."""
+    """What the catalog names in the mirror ``template``: each object a ``kept`` version names
+    (the first to name it says why; ``pinned``: the models this catalog's lock pins), each model's
+    manifest, and everything under an unpinned model's prefix; where its models' objects lie
+    (anywhere: ``all_models``); and the warnings (objects that cannot be told from other
+    models')."""
     objects: dict[str, str] = {}
-    for model in pinned:
-        for remote in model.files:
-            objects.update((url, NAMED) for _, url in mirror_targets([template], remote))
+    for version in kept:
+        for uri, _ in version.objects:
+            objects.setdefault(uri, version.reason)
     fixed = fixed_part(template)
     every = [*(m.name for m in pinned), *unpinned]
     objects.update((names.Manifest(fixed, name).uri, MANIFEST) for name in every)
@@ -233,10 +245,12 @@ def prune_mirror(
     *,
     keep_days: float = KEEP_DAYS,
     dry_run: bool = False,
+    published: Published | None = None,
 ) -> MirrorPruneReport:
     """Remove from the mirror what mdl wrote (its mark) under ``named``'s models that it does not
-    name and is older than ``keep_days`` (by the store's clock), and the leases that expired;
-    never another object, a live lease or the object it guards."""
+    name and is older than ``keep_days`` (by the store's clock), the leases that expired, and the
+    manifests ``published`` no longer keeps (by the same rule); never another object, a live lease
+    or the object it guards."""
     # a folder's marks of what mdl wrote (S3 keeps none): never objects
     folder = names.folder_of(template)
     marks = names.within(folder, names.MARKS)
@@ -263,6 +277,8 @@ def prune_mirror(
             run.kept.append(MirrorEntry(item.uri, item.size, why))
         else:
             run.unnamed(item, template, named, keep_days=keep_days, now=now)
+    if published is not None:
+        run.manifests(published, template, named, keep_days=keep_days, now=now)
     run.forget_marks(folder, fixed_part(template), listed)
     return MirrorPruneReport(
         template,
@@ -334,8 +350,27 @@ class _MirrorRun:
         self.kept.append(MirrorEntry(lease.uri, lease.size, LIVE_LEASE if live else RELEASED))
         return live
 
+    def manifests(
+        self, published: Published, template: str, named: Named, *, keep_days: float, now: float
+    ) -> None:
+        """The published versions' manifests: those of kept versions (and junk) stay, those of
+        versions no longer kept go as an unnamed object does (mdl's mark, and age)."""
+        staying = published.staying.items()
+        self.kept.extend(MirrorEntry(uri, size, why) for uri, (size, why) in staying)
+        for item in published.unkept:
+            self.unnamed(item, template, named, keep_days=keep_days, now=now, reason=UNKEPT)
+        self.warnings.extend(published.warnings)
+        self.errors.extend(published.errors)
+
     def unnamed(
-        self, item: Listed, template: str, named: Named, *, keep_days: float, now: float
+        self,
+        item: Listed,
+        template: str,
+        named: Named,
+        *,
+        keep_days: float,
+        now: float,
+        reason: str = UNNAMED,
     ) -> None:
         """An object no model names: removed if mdl wrote it at this name (its mark, on the
         version removed), for a model of this catalog's origin, and it is older than
@@ -361,7 +396,7 @@ class _MirrorRun:
                 MirrorEntry(item.uri, seen.size, young, after=seen.modified + keep_days * DAY)
             )
         else:
-            self.remove(Listed(item.uri, seen.size, seen.modified), UNNAMED, etag=seen.etag)
+            self.remove(Listed(item.uri, seen.size, seen.modified), reason, etag=seen.etag)
 
     def forget_marks(self, folder: str, fixed: str, listed: Sequence[Listed]) -> None:
         """Remove the marks (a folder's) of this mirror's objects no longer there: removed now, or
@@ -371,7 +406,7 @@ class _MirrorRun:
         objects = {item.uri for item in listed} - {entry.uri for entry in self.removed}
         # the objects' marks, and the parts' (mdl's namespace is never listed with the objects:
         # a part removed by an mdl before 0.8, or a kill between a part and its mark, leaves one)
-        for under in (fixed.removeprefix(folder), names.NAMESPACE + names.PARTS):
+        for under in (fixed.removeprefix(folder), *(names.NAMESPACE + k for k in _OWN_MARKED)):
             marks = names.Mark(folder, under).uri
             try:
                 found = [names.Mark.parse(item.uri) for item in self.writer.listing(marks)]
@@ -472,6 +507,10 @@ class _MirrorRun:
         return False
 
 
+# what mdl marks in its namespace (a folder's marks of those are forgotten with them)
+_OWN_MARKED = (names.PARTS, "versions/")
+
+
 def _number(uri: str) -> int:
     """A lease generation's number (0: a name that is none)."""
     found = names.Generation.parse(uri)
@@ -497,34 +536,41 @@ def prune_mirror_models(
     template: str,
     keep_days: float = KEEP_DAYS,
     all_models: bool = False,
+    locks: Sequence[Path] = (),
+    keep_versions: int = KEEP_VERSIONS,
 ) -> MirrorPruneReport:
-    """``prune --mirror``: the catalog's models (``models``), pinned by its lock, against the
-    mirror ``template`` (``all_models``: any model's objects mdl wrote may go, not only theirs);
-    its endpoint is the catalog's when the catalog names that mirror."""
+    """``prune --mirror``: the catalog's models (``models``) against the mirror ``template``,
+    keeping what any kept version names: the catalog's lock, each of ``locks`` and the newest
+    ``keep_versions`` published versions of each model (``all_models``: any model's objects mdl
+    wrote may go, not only theirs); its endpoint is the catalog's when the catalog names that
+    mirror."""
     store = store_for(template)
     if store is None:
         raise UsageError(
             f"--mirror: {template!r} is not in an object store; prune lists a bucket or a shared"
-            " folder (s3://bucket/prefix/{model}/{path}, file:///shared/{model}/{path})"
+            " folder (s3://bucket/prefix/{model}/{sha256}, file:///shared/{model}/{sha256})"
         )
-    lock = LockUse(settings)
-    lock.require(models)  # --locked: a model the lock does not pin is refused before any listing
-    doing = "keeping every object under its name in the mirror"
-    entries = {
-        spec.name: locked
-        for spec in models
-        if (locked := lock.pinned(spec, doing=doing)) is not None
-    }
-    named, unsure = named_in(
-        template,
-        [from_lock(settings, s, entries[s.name]) for s in models if s.name in entries],
-        [spec.name for spec in models if spec.name not in entries],
-        all_models=all_models,
-    )
+    kept = KeptLocks(settings, template)
+    pinned, unpinned = kept.catalog(models)
+    for path in locks:
+        kept.add(path, models)
     endpoint = dict(settings.mirror_endpoints).get(template)
     writer = store.writer(endpoint=endpoint, secrets=settings.secrets)
-    report = prune_mirror(writer, template, named, keep_days=keep_days, dry_run=settings.dry_run)
-    return replace(report, warnings=(*report.warnings, *lock.warnings.values(), *unsure))
+    published = None
+    if (prefix := versions.prefix_of(template)) is not None:
+        names_of = None if all_models else [spec.name for spec in models]
+        published = published_versions(
+            writer, prefix, names_of, keep=keep_versions, locked=kept.ids
+        )
+    every = [*kept.versions, *(published.kept if published else ())]
+    named, unsure = named_in(template, pinned, unpinned, kept=every, all_models=all_models)
+    if published is not None and published.whole is not None:
+        named = replace(named, prefixes={fixed_part(template): published.whole})
+    report = prune_mirror(
+        writer, template, named, keep_days=keep_days, dry_run=settings.dry_run, published=published
+    )
+    warnings = (*report.warnings, *kept.warnings, *unsure)
+    return replace(report, warnings=warnings, versions=tuple(every))
 
 
 def _when(epoch: float) -> str:

@@ -175,14 +175,16 @@ class Published:
     id: str
     manifest: str
     action: str
+    warning: str | None = None  # what lay at the manifest's name and was not believed
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, str | None]:
         """As ``--json`` says it."""
         return {
             "model": self.model,
             "id": self.id,
             "manifest": self.manifest,
             "action": self.action,
+            "warning": self.warning,
         }
 
 
@@ -349,6 +351,10 @@ def _version(
     rows: list[FileOutcome] = []
     try:
         data, found = _found(bucket, uri, made)
+        warning = None
+        if data is not None and found is None:
+            warning = f"{name}: {uri} is not this version's manifest; replacing it"
+            log.warning("%s", warning)
         signature = signing.signatures.get(name)
         if signing.signer is not None and signature is not None:
             named = found.signature if found is not None else None
@@ -365,7 +371,7 @@ def _version(
             log.info("%s: version %s, manifest written to %s", name, made.id, uri)
     except MdlError as exc:  # the files are up; the version is not published until its manifest is
         return [*rows, replace(failed(name, None, exc), dest=uri)], []
-    return rows, [Published(name, made.id, uri, action)]
+    return rows, [Published(name, made.id, uri, action, warning)]
 
 
 def _found(
@@ -378,15 +384,14 @@ def _found(
     if got is None:
         return None, None
     found = versions.parse_manifest(got[0])
-    rows = {(f.path, f.size, f.sha256) for f in made.files}
-    if found is None or (
-        found.model,
-        found.id,
-        {(f.path, f.size, f.sha256) for f in found.files},
-    ) != (made.model, made.id, rows):
-        log.warning("%s: %s is not this version's manifest; replacing it", made.model, uri)
+    if found is None or _said(found) != _said(made):
         return got[0], None
     return got[0], found
+
+
+def _said(manifest: versions.Manifest) -> tuple[str, str, set[tuple[str, int, str]]]:
+    """What makes a manifest this version's: its model, id and files."""
+    return manifest.model, manifest.id, {(f.path, f.size, f.sha256) for f in manifest.files}
 
 
 def manifest_of(model: LocalModel, locked: LockedModel | None) -> versions.Manifest:

@@ -36,7 +36,7 @@ TINY = {"config.json": b'{"a": 1}'}
 OLD = b"an older lock's weights"  # a file the lock no longer names
 COPIED = "not written by mdl at this name (no mdl mark made for it: a copy, another tool's)"
 THEIRS = "written by another catalog's model of this name (another origin)"
-NAMED = "named by the catalog.lock"
+NAMED = "named by catalog.lock"
 
 
 def _pinned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -357,21 +357,23 @@ def test_an_object_marked_by_mdl_0_6_is_kept_and_said_why(
 def test_publish_leaves_another_catalogs_file_of_the_same_name(
     hub: HubServer, teams: dict[str, Path], tmp_path: Path
 ) -> None:
-    """Team a filled ``llm/`` on the share; team b publishes its own ``llm`` there: its
-    config.json is refused (exit 2, the object named), team a's stays, b.bin goes up."""
+    """Team a filled ``llm/`` on the share; team b publishes its own ``llm`` there: by content, no
+    name of b's is one of a's files, so a's stay as they are and b's all go up (exit 0)."""
     share = tmp_path / "shared"
     share.mkdir()
     template = f"file://{share}/{{model}}/{{path}}"
     filled = mdl("pull", "--all", "--fill-mirror", "--mirror", template, env=_env(hub, teams["a"]))
     assert filled.exit_code == 0, filled.stderr
+    theirs = {p: (share / "llm" / p).stat().st_ino for p in A_FILES}
     env = _env(hub, teams["b"])
     assert mdl("pull", "--all", env=env).exit_code == 0
     published = mdl("publish", "--all", "--to", f"file://{share}", env=env)
-    assert published.exit_code == 2, published.stderr
-    said = f"file://{share}/llm/config.json holds another catalog's file of the same name"
-    assert published.stderr.count(said) == 1, published.stderr
-    assert (share / "llm" / "config.json").read_bytes() == A_FILES["config.json"]
-    assert (share / "llm" / "b.bin").read_bytes() == B_FILES["b.bin"]
+    assert published.exit_code == 0, published.stderr
+    for path, data in A_FILES.items():
+        assert (share / "llm" / path).read_bytes() == data
+    assert {p: (share / "llm" / p).stat().st_ino for p in A_FILES} == theirs, "a's untouched"
+    for data in B_FILES.values():
+        assert (share / "llm" / hashlib.sha256(data).hexdigest()).read_bytes() == data
 
 
 def test_a_fill_in_parts_on_a_share_leaves_no_empty_folder(

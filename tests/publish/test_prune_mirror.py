@@ -238,7 +238,7 @@ def test_prune_keeps_what_the_lock_names_and_what_is_leased_and_removes_the_rest
         assert shelf.has(uri) == (uri not in gone), key
     rows = result.stdout.splitlines()
     assert sorted(row.split("  ")[1] for row in rows) == sorted(gone)
-    assert f"removed  {uris['old_version']}  (10 B)  named by no model of the catalog" in rows
+    assert f"removed  {uris['old_version']}  (10 B)  named by no kept version" in rows
     assert f"removed  {uris['expired']}  (5 B)  expired lease" in rows
     assert f"in 2 object(s) of {shelf.template}; kept 7" in result.stderr
 
@@ -254,7 +254,7 @@ def test_all_models_also_prunes_a_model_the_catalog_no_longer_names(
     gone = {uris[k] for k in ("old", "old_version", "expired")}
     for key, uri in uris.items():
         assert shelf.has(uri) == (uri not in gone), key
-    assert f"removed  {uris['old']}  (10 B)  named by no model of the catalog" in result.stdout
+    assert f"removed  {uris['old']}  (10 B)  named by no kept version" in result.stdout
 
 
 def test_dry_run_removes_nothing_and_says_what_it_would(place: Path, shelf: Shelf) -> None:
@@ -288,13 +288,13 @@ def test_the_json_report_says_each_object_and_why(place: Path, shelf: Shelf) -> 
     assert removed[uris["old_version"]] == {
         "uri": uris["old_version"],
         "size": 10,
-        "reason": "named by no model of the catalog",
+        "reason": "named by no kept version",
         "removed": True,
     }
     assert doc["freed"] == sum(e["size"] for e in doc["removed"])
     assert kept == {
-        uris["named"]: "named by the catalog.lock",
-        uris["named_weights"]: "named by the catalog.lock",
+        uris["named"]: "named by catalog.lock",
+        uris["named_weights"]: "named by catalog.lock",
         uris["old"]: "not a model of this catalog (--all-models prunes every model's)",
         uris["young"]: "younger than 7 day(s)",
         uris["unpinned"]: "loose has no fresh catalog.lock entry: its objects are kept",

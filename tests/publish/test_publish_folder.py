@@ -1,7 +1,8 @@
 """`mdl publish --to file:///…`: a shared folder through the folder store (mdl/buckets/folder.py),
 as S3 publish goes through the S3 store: the same skip rule (a SHA-256 of the object's own bytes:
-here the file read), the same manifest and model.sig, the same output; and a fleet node pulling
-from the folder with the mirror ``file:///…/{model}/{path}``."""
+here the file read), the same layout (each file once, by its content), version manifests and
+model.sig, the same output; and a fleet node pulling from the folder with the mirror
+``file:///…/{model}/{sha256}``."""
 
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ FILES = {
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def manifests(shared: Path) -> list[Path]:
+    """The version manifests in the folder."""
+    return sorted((shared / ".mdl" / "versions").rglob("*.json"))
 
 
 def files_of(result: Result) -> dict[str, dict[str, Any]]:
@@ -79,30 +85,40 @@ def test_publish_to_a_folder_then_a_node_pulls_from_it_with_zero_hub_bytes(
     published = publish(pulled, to + "/")
     assert published.exit_code == 0, published.stderr
     doc = json.loads(published.stdout)
-    assert doc["ok"] and doc["to"] == to
-    assert doc["manifests"] == [f"{to}/.mdl/tiny.json"]
+    assert doc["ok"] and doc["to"] == to and doc["template"] == f"{to}/{{model}}/{{sha256}}"
+    (vid,) = [v["id"] for v in doc["versions"]]
+    assert doc["manifests"] == [f"{to}/.mdl/versions/tiny/{vid}.json"]
     assert {
         p: (f["action"], f["size"], f["sha256"], f["dest"]) for p, f in files_of(published).items()
-    } == {p: ("uploaded", len(d), sha(d), f"{to}/tiny/{p}") for p, d in FILES.items()}
-    for path, data in FILES.items():
-        assert (shared / "tiny" / path).read_bytes() == data
+    } == {p: ("uploaded", len(d), sha(d), f"{to}/tiny/{sha(d)}") for p, d in FILES.items()}
+    assert sorted(p.name for p in (shared / "tiny").iterdir()) == sorted(map(sha, FILES.values()))
+    for data in FILES.values():
+        assert (shared / "tiny" / sha(data)).read_bytes() == data
         # marked as mdl's, as a fill marks what it uploads: prune --mirror may remove it
-        owned = FolderWriter().owned(f"{to}/tiny/{path}", root=f"{to}/")
+        owned = FolderWriter().owned(f"{to}/tiny/{sha(data)}", root=f"{to}/")
         assert owned is not None and owned.marked
-    manifest = json.loads((shared / ".mdl" / "tiny.json").read_bytes())
-    assert manifest["model"] == "tiny"
+    assert not (shared / ".mdl" / "tiny.json").exists(), "no per-model manifest"
+    manifest = json.loads((shared / ".mdl" / "versions" / "tiny" / f"{vid}.json").read_bytes())
+    assert manifest["model"] == "tiny" and manifest["id"] == vid
     assert {f["path"]: (f["size"], f["sha256"]) for f in manifest["files"]} == {
         p: (len(d), sha(d)) for p, d in FILES.items()
     }
     assert temps(shared) == []
 
+    assert mdl("lock", "tiny").exit_code == 0
     hub.cdn.log.clear()
-    mirror = f"{to}/{{model}}/{{path}}"
-    node = mdl("pull", "tiny", "--dest", str(tmp_path / "b"), "--mirror", mirror, "--json")
+    hub.log.clear()
+    mirror = f"{to}/{{model}}/{{sha256}}"
+    node = mdl(
+        "pull", "tiny", "--locked", "--dest", str(tmp_path / "b"), "--mirror", mirror, "--json"
+    )
     assert node.exit_code == 0, node.stderr
-    assert hub.cdn.log.body_bytes() == 0
+    assert hub.cdn.log.body_bytes() == 0 and hub.log.records() == []
     for path, data in FILES.items():
         assert (tmp_path / "b" / "tiny" / path).read_bytes() == data
+    assert {p: f["mirror"] for p, f in files_of(node).items()} == {
+        p: f"{to}/tiny/{sha(d)}" for p, d in FILES.items()
+    }
 
 
 def test_a_rerun_skips_what_is_there_and_replaces_what_changed(
@@ -112,10 +128,12 @@ def test_a_rerun_skips_what_is_there_and_replaces_what_changed(
     to = f"file://{shared}"
     assert publish(pulled, to).exit_code == 0
     # same size, other bytes: a file the folder holds is judged by its bytes, never its name
-    changed = shared / "tiny" / "vocab.txt"
+    changed = shared / "tiny" / sha(FILES["vocab.txt"])
     changed.write_bytes(b"X" * len(FILES["vocab.txt"]))
-    kept = {p: (shared / "tiny" / p).stat().st_ino for p in FILES if p != "vocab.txt"}
-    manifest = (shared / ".mdl" / "tiny.json").stat()
+    kept = {p: (shared / "tiny" / sha(d)).stat().st_ino for p, d in FILES.items()}
+    del kept["vocab.txt"]
+    (manifest_path,) = manifests(shared)
+    manifest = manifest_path.stat()
 
     again = publish(pulled, to)
     assert again.exit_code == 0, again.output
@@ -126,14 +144,21 @@ def test_a_rerun_skips_what_is_there_and_replaces_what_changed(
         "nested/big.safetensors": "skipped",
     }
     assert changed.read_bytes() == FILES["vocab.txt"]
-    assert {p: (shared / "tiny" / p).stat().st_ino for p in kept} == kept, "skipped: not written"
-    assert (shared / ".mdl" / "tiny.json").stat().st_ino == manifest.st_ino, "the same manifest"
+    assert {p: (shared / "tiny" / sha(FILES[p])).stat().st_ino for p in kept} == kept, (
+        "skipped: not written"
+    )
+    assert manifest_path.stat().st_ino == manifest.st_ino, "the same manifest"
 
     before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shared.rglob("*") if p.is_file()}
     third = mdl("publish", "tiny", "--to", to, "--dest", str(pulled))
     assert third.exit_code == 0, third.output
     assert "3 skipped" in third.stderr
-    assert f"tiny → {to}/tiny/ (3 files, 3.00 MiB; manifest {to}/.mdl/tiny.json)" in third.stderr
+    vid = manifest_path.stem
+    assert (
+        f"tiny → {to}/tiny/ (3 files, 3.00 MiB; version {vid[:12]}, manifest {manifest_path.as_uri()}"
+        " already there)" in third.stderr
+    )
+    assert f"nodes: --mirror '{to}/{{model}}/{{sha256}}'\n" in third.stderr
     after = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shared.rglob("*") if p.is_file()}
     assert after == before, "nothing changed: no file, manifest or mark is written again"
 
@@ -142,14 +167,15 @@ def test_a_link_in_the_folder_is_never_taken_for_the_file(pulled: Path, tmp_path
     """An object that is a link to the very bytes is not the object: replaced by a file."""
     shared = tmp_path / "shared"
     (shared / "tiny").mkdir(parents=True)
-    (shared / "tiny" / "config.json").symlink_to(pulled / "tiny" / "config.json")
+    name = sha(FILES["config.json"])
+    (shared / "tiny" / name).symlink_to(pulled / "tiny" / "config.json")
     result = publish(pulled, f"file://{shared}")
     assert result.exit_code == 0, result.output
     assert files_of(result)["config.json"]["action"] == "uploaded"
-    assert not (shared / "tiny" / "config.json").is_symlink()
+    assert not (shared / "tiny" / name).is_symlink()
 
 
-def test_the_signature_lands_beside_the_files_and_a_rerun_keeps_it(
+def test_the_signature_is_stored_by_content_named_by_the_manifest_and_a_rerun_keeps_it(
     pulled: Path, tmp_path: Path
 ) -> None:
     private = make_key(tmp_path)
@@ -158,8 +184,11 @@ def test_the_signature_lands_beside_the_files_and_a_rerun_keeps_it(
     first = publish(pulled, to, "--sign", str(private))
     assert first.exit_code == 0, first.output
     assert files_of(first)["model.sig"]["action"] == "uploaded"
-    signature = shared / "tiny" / "model.sig"
+    signature = shared / "tiny" / files_of(first)["model.sig"]["sha256"]
     assert files_of(first)["model.sig"]["sha256"] == sha(signature.read_bytes())
+    (manifest,) = manifests(shared)
+    named = json.loads(manifest.read_bytes())["signature"]
+    assert (named["path"], named["sha256"]) == ("model.sig", sha(signature.read_bytes()))
     again = publish(pulled, to, "--sign", str(private))
     assert again.exit_code == 0, again.output
     assert {f["action"] for f in files_of(again).values()} == {"skipped"}
@@ -218,18 +247,17 @@ def test_ctrl_c_mid_upload_leaves_no_half_file_and_the_rerun_finishes(
     to = f"file://{shared}"
     with pytest.raises(InterruptedByUserError):
         mdl_api.publish("tiny", to=to, dest=pulled, progress=CtrlC())
-    assert not (shared / "tiny" / "nested" / "big.safetensors").exists()
-    assert not (shared / ".mdl" / "tiny.json").exists()
+    assert not (shared / "tiny" / sha(FILES["nested/big.safetensors"])).exists()
+    assert manifests(shared) == []
     assert temps(shared) == []
-    for path, data in FILES.items():  # whole or not there
-        there = shared / "tiny" / path
+    for data in FILES.values():  # whole or not there
+        there = shared / "tiny" / sha(data)
         assert not there.exists() or there.read_bytes() == data
 
     again = publish(pulled, to)
     assert again.exit_code == 0, again.output
-    assert (shared / "tiny" / "nested" / "big.safetensors").read_bytes() == FILES[
-        "nested/big.safetensors"
-    ]
+    big = FILES["nested/big.safetensors"]
+    assert (shared / "tiny" / sha(big)).read_bytes() == big
 
 
 @pytest.mark.slow
@@ -241,6 +269,7 @@ def test_ctrl_c_mid_upload_leaves_no_half_file_and_the_rerun_finishes(
         "file:///a//b",
         "file://relative",
         "file:///shared/{model}/{path}",
+        "file:///shared/{model}/{sha256}/x",
     ],
 )
 def test_a_bad_folder_target_is_exit_2_naming_it(to: str, pulled: Path) -> None:
@@ -271,10 +300,10 @@ def test_a_bad_object_is_named_with_the_one_command_that_repairs_it(
     shared = tmp_path / "shared"
     to = f"file://{shared}"
     assert publish(pulled, to).exit_code == 0
-    bad = shared / "tiny" / "nested" / "big.safetensors"
-    data = bad.read_bytes()
+    data = FILES["nested/big.safetensors"]
+    bad = shared / "tiny" / sha(data)
     bad.write_bytes(bytes([data[0] ^ 1]) + data[1:])  # same size, one byte flipped
-    mirror = f"{to}/{{model}}/{{path}}"
+    mirror = f"{to}/{{model}}/{{sha256}}"
 
     # Every machine meets it: the warning names the object and the command that repairs it.
     node = mdl("pull", "tiny", "--dest", str(tmp_path / "b"), "--mirror", mirror, "--json")
@@ -283,7 +312,7 @@ def test_a_bad_object_is_named_with_the_one_command_that_repairs_it(
     command = f"mdl publish tiny --to {to}"
     said = [line for line in node.stderr.splitlines() if "holds bad bytes" in line]
     assert len(said) == 1, node.stderr
-    assert f"mirror {to}/tiny/nested/big.safetensors holds bad bytes (sha256 mismatch" in said[0]
+    assert f"mirror {to}/tiny/{sha(data)} holds bad bytes (sha256 mismatch" in said[0]
     assert said[0].endswith(f"repair it: {command}"), said[0]
     outcome = files_of(node)["nested/big.safetensors"]
     assert "mirror" not in outcome and f"repair it: {command}" in outcome["warning"], outcome

@@ -148,7 +148,9 @@ def test_the_python_api_publishes_and_prints_nothing(
         "tiny", to="s3://api-bucket/m", catalog=catalog, dest=tmp_path / "d", environ=env
     )
     assert report.ok and report.target == "s3://api-bucket/m"
-    assert report.manifests == ("s3://api-bucket/m/.mdl/tiny.json",)
+    (version,) = report.versions
+    assert report.manifests == (f"s3://api-bucket/m/.mdl/versions/tiny/{version.id}.json",)
+    assert report.template == "s3://api-bucket/m/{model}/{sha256}"
     assert sorted((f.path, f.action) for f in report.files) == [
         ("config.json", "uploaded"),
         ("w.safetensors", "uploaded"),

@@ -37,6 +37,11 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def key(data: bytes) -> str:
+    """Where publish stores these bytes: by content."""
+    return f"hub/tiny/{sha(data)}"
+
+
 def files_of(result: Result) -> dict[str, dict[str, Any]]:
     return {f["path"]: f for f in json.loads(result.stdout)["files"] if f["path"] is not None}
 
@@ -115,8 +120,9 @@ def publish_again(dest: Path) -> dict[str, str]:
 def assert_bucket_is_right(s3: S3) -> None:
     client = s3.client()
     for path, data in FILES.items():
-        assert client.get_object(Bucket=BUCKET, Key=f"hub/tiny/{path}")["Body"].read() == data, path
-    manifest = json.loads(client.get_object(Bucket=BUCKET, Key="hub/.mdl/tiny.json")["Body"].read())
+        assert client.get_object(Bucket=BUCKET, Key=key(data))["Body"].read() == data, path
+    (listed,) = client.list_objects_v2(Bucket=BUCKET, Prefix="hub/.mdl/versions/tiny/")["Contents"]
+    manifest = json.loads(client.get_object(Bucket=BUCKET, Key=listed["Key"])["Body"].read())
     assert {f["path"]: f["sha256"] for f in manifest["files"]} == {
         p: sha(d) for p, d in FILES.items()
     }
@@ -126,9 +132,7 @@ def assert_bucket_is_right(s3: S3) -> None:
 def test_a_rerun_skips_every_object_mdl_uploaded_single_part_and_multipart(
     published: Path, s3: S3
 ) -> None:
-    head = s3.client().head_object(
-        Bucket=BUCKET, Key="hub/tiny/big.safetensors", ChecksumMode="ENABLED"
-    )
+    head = s3.client().head_object(Bucket=BUCKET, Key=key(BIG), ChecksumMode="ENABLED")
     assert head["ETag"].endswith('-2"'), "the big file went up in 2 parts"
     assert publish_again(published) == dict.fromkeys(FILES, "skipped")
     assert s3.cutter.writes == [], "nothing is sent again"
@@ -140,9 +144,9 @@ def test_metadata_without_a_store_checksum_never_decides(
     published: Path, s3: S3, stored: bytes
 ) -> None:
     bare_client(s3).put_object(
-        Bucket=BUCKET, Key="hub/tiny/vocab.txt", Body=stored, Metadata={"sha256": sha(VOCAB)}
+        Bucket=BUCKET, Key=key(VOCAB), Body=stored, Metadata={"sha256": sha(VOCAB)}
     )
-    head = s3.client().head_object(Bucket=BUCKET, Key="hub/tiny/vocab.txt", ChecksumMode="ENABLED")
+    head = s3.client().head_object(Bucket=BUCKET, Key=key(VOCAB), ChecksumMode="ENABLED")
     assert head["ContentLength"] == len(VOCAB) and head["Metadata"]["sha256"] == sha(VOCAB)
     assert "ChecksumSHA256" not in head
     actions = publish_again(published)
@@ -161,7 +165,7 @@ def test_metadata_without_a_store_checksum_never_decides(
 def test_a_store_checksum_of_other_bytes_is_uploaded_again(published: Path, s3: S3) -> None:
     s3.client().put_object(
         Bucket=BUCKET,
-        Key="hub/tiny/config.json",
+        Key=key(CONFIG),
         Body=b"Z" * len(CONFIG),
         ChecksumAlgorithm="SHA256",
         Metadata={"sha256": sha(CONFIG)},
@@ -177,12 +181,8 @@ def test_a_tampered_multipart_object_is_uploaded_again(
 ) -> None:
     evil = bytearray(BIG)
     evil[16 * MiB + 7] ^= 0xFF  # one byte in the second part
-    put_multipart(
-        bare_client(s3), "hub/tiny/big.safetensors", bytes(evil), part=16 * MiB, checksum=checksum
-    )
-    head = s3.client().head_object(
-        Bucket=BUCKET, Key="hub/tiny/big.safetensors", ChecksumMode="ENABLED"
-    )
+    put_multipart(bare_client(s3), key(BIG), bytes(evil), part=16 * MiB, checksum=checksum)
+    head = s3.client().head_object(Bucket=BUCKET, Key=key(BIG), ChecksumMode="ENABLED")
     assert head["ContentLength"] == len(BIG) and head["Metadata"]["sha256"] == sha(BIG)
     assert ("ChecksumSHA256" in head) is checksum
     actions = publish_again(published)
@@ -198,7 +198,7 @@ def test_a_tampered_multipart_object_is_uploaded_again(
 def test_a_multipart_object_of_other_part_sizes_is_recognised_from_its_layout(
     published: Path, s3: S3
 ) -> None:
-    put_multipart(bare_client(s3), "hub/tiny/big.safetensors", BIG, part=6 * MiB, checksum=True)
+    put_multipart(bare_client(s3), key(BIG), BIG, part=6 * MiB, checksum=True)
     s3.cutter.writes.clear()
     assert publish_again(published)["big.safetensors"] == "skipped"
     assert s3.cutter.writes == []

@@ -1,7 +1,7 @@
-"""`mdl publish --sign KEY.pem`: a model.sig beside the model's objects, over exactly the files
-published, that the official `model_signing verify key` accepts once the objects are downloaded;
-written last, refused before any upload when the key (or the library) is not usable, and named by
---dry-run."""
+"""`mdl publish --sign KEY.pem`: a model.sig over exactly the files published, stored by content
+like them and named by the version's manifest, that the official `model_signing verify key` accepts
+once the version is downloaded; written after the files and before the manifest that names it,
+refused before any upload when the key (or the library) is not usable, and named by --dry-run."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ FILES = {
     # every Hub repo has one
     ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
 }
+OWN_SIG = b'{"not": "ours"}\n'  # org/own's model.sig, from its source
 # model_signing leaves .git* out, as mdl does
 SIGNED = {p: d for p, d in FILES.items() if p != ".gitattributes"}
 
@@ -65,23 +66,38 @@ def official_verify(folder: Path, public: Path) -> subprocess.CompletedProcess[s
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
-def download(s3: S3, prefix: str, folder: Path) -> set[str]:
-    """Every object under ``prefix`` into ``folder`` (boto3 against the loopback server): the
-    paths fetched.
-    """
+def manifest_of(s3: S3, model: str = "tiny") -> dict[str, Any]:
+    """The one version manifest of ``model`` in the bucket."""
     client = s3.client()
-    keys = [
-        o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
-    ]
-    for key in keys:
-        target = folder / key.removeprefix(prefix)
+    prefix = f"hub/.mdl/versions/{model}/"
+    (listed,) = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
+    doc: dict[str, Any] = json.loads(
+        client.get_object(Bucket=BUCKET, Key=listed["Key"])["Body"].read()
+    )
+    return doc
+
+
+def download(s3: S3, folder: Path, model: str = "tiny") -> set[str]:
+    """The version its manifest names into ``folder``, each file from its object by content, the
+    signature as model.sig (boto3 against the loopback server): the paths fetched."""
+    client, manifest = s3.client(), manifest_of(s3, model)
+    rows = [*manifest["files"], *([manifest["signature"]] if manifest["signature"] else [])]
+    for row in rows:
+        target = folder / row["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
-    return {key.removeprefix(prefix) for key in keys}
+        body = client.get_object(Bucket=BUCKET, Key=f"hub/{model}/{row['sha256']}")["Body"].read()
+        target.write_bytes(body)
+        assert sha(body) == row["sha256"]
+    return {row["path"] for row in rows}
 
 
 def keys_in(s3: S3) -> list[str]:
     return [o["Key"] for o in s3.client().list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+
+
+def file_keys() -> set[str]:
+    """The objects of tiny's files: by content."""
+    return {f"hub/tiny/{sha(d)}" for d in FILES.values()}
 
 
 @pytest.fixture
@@ -89,7 +105,7 @@ def seeded(hub: HubServer, s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     """`tiny` (org/tiny) pulled into tmp/a from the Hub stand-in, `own` (org/own, which ships a
     model.sig) named in the catalog; the bucket exists, empty."""
     hub.add_repo("org/tiny", FILES)
-    hub.add_repo("org/own", {**FILES, "model.sig": b'{"not": "ours"}\n'})
+    hub.add_repo("org/own", {**FILES, "model.sig": OWN_SIG})
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     monkeypatch.chdir(tmp_path)
@@ -115,24 +131,36 @@ def test_the_signature_goes_up_last_and_the_official_tool_verifies_the_bucket_co
     got = files_of(published)
     assert set(got) == {*FILES, "model.sig"}
     sig = got["model.sig"]
-    assert (sig["action"], sig["dest"]) == ("uploaded", f"{TO}/tiny/model.sig")
-    # Where a pull from the mirror s3://team-models/hub/{model}/{path} looks for path model.sig, and
-    # last of all: after every file object and the manifest.
+    assert (sig["action"], sig["dest"]) == ("uploaded", f"{TO}/tiny/{sig['sha256']}")
+    # By content like every file, after them; the manifest that names it last of all.
+    (version,) = json.loads(published.stdout)["versions"]
     puts = [
         path
         for method, path, query in s3.cutter.writes
         if method == "PUT" and "partNumber=" not in query
     ]
-    assert puts[-2:] == [f"/{BUCKET}/hub/.mdl/tiny.json", f"/{BUCKET}/hub/tiny/model.sig"], puts
-    manifest = json.loads(
-        s3.client().get_object(Bucket=BUCKET, Key="hub/.mdl/tiny.json")["Body"].read()
-    )
+    assert puts[-2:] == [
+        f"/{BUCKET}/hub/tiny/{sig['sha256']}",
+        f"/{BUCKET}/hub/.mdl/versions/tiny/{version['id']}.json",
+    ], puts
+    manifest = manifest_of(s3)
     assert {f["path"] for f in manifest["files"]} == set(FILES), (
         "the manifest lists the model's files"
     )
+    assert manifest["signature"] == {
+        "path": "model.sig",
+        "size": sig["size"],
+        "sha256": sig["sha256"],
+        "source": "",
+    }
+    assert set(keys_in(s3)) == {
+        *file_keys(),
+        f"hub/tiny/{sig['sha256']}",
+        f"hub/.mdl/versions/tiny/{version['id']}.json",
+    }
 
     folder = tmp_path / "downloaded"
-    assert download(s3, "hub/tiny/", folder) == {*FILES, "model.sig"}
+    assert download(s3, folder) == {*FILES, "model.sig"}
     assert sha((folder / "model.sig").read_bytes()) == sig["sha256"]
     judged = official_verify(folder, public)
     assert judged.returncode == 0, judged.stdout + judged.stderr
@@ -200,7 +228,8 @@ def test_dry_run_names_the_signature_and_uploads_nothing(
         **dict.fromkeys(FILES, "upload"),
         "model.sig": "upload",
     }
-    assert files_of(planned)["model.sig"]["dest"] == f"{TO}/tiny/model.sig"
+    row = files_of(planned)["model.sig"]
+    assert row["dest"] == f"{TO}/tiny/{row['sha256']}"
     assert s3.cutter.writes == [] and keys_in(s3) == []
 
     # the files, unsigned
@@ -212,7 +241,8 @@ def test_dry_run_names_the_signature_and_uploads_nothing(
     assert table.exit_code == 0, table.output
     rows = {line.split()[2]: line.split()[0] for line in table.stdout.splitlines()[1:]}
     assert rows == {**dict.fromkeys(FILES, "skip"), "model.sig": "upload"}, table.stdout
-    assert s3.cutter.writes == [] and "hub/tiny/model.sig" not in keys_in(s3)
+    assert s3.cutter.writes == [] and manifest_of(s3)["signature"] is None
+    assert {k for k in keys_in(s3) if k.startswith("hub/tiny/")} == file_keys()
 
 
 def test_a_model_with_a_model_sig_of_its_own_is_refused_unless_forced(
@@ -240,14 +270,15 @@ def test_a_model_with_a_model_sig_of_its_own_is_refused_unless_forced(
         "--json",
     )
     assert forced.exit_code == 0, forced.output
-    data = s3.client().get_object(Bucket=BUCKET, Key="hub/own/model.sig")["Body"].read()
-    assert data != b'{"not": "ours"}\n' and sha(data) == files_of(forced)["model.sig"]["sha256"]
+    ours = files_of(forced)["model.sig"]["sha256"]
+    data = s3.client().get_object(Bucket=BUCKET, Key=f"hub/own/{ours}")["Body"].read()
+    assert data != OWN_SIG and sha(data) == ours
     statement = verify_signature(data, Trust(key=public), what="model.sig")
     assert set(statement.files) == set(SIGNED) and statement.model_name == "own"
-    manifest = json.loads(
-        s3.client().get_object(Bucket=BUCKET, Key="hub/.mdl/own.json")["Body"].read()
-    )
-    assert "model.sig" not in {f["path"] for f in manifest["files"]}, (
+    manifest = manifest_of(s3, "own")
+    assert "model.sig" not in {f["path"] for f in manifest["files"]}
+    assert manifest["signature"]["sha256"] == ours, "ours is the version's signature"
+    assert f"hub/own/{sha(OWN_SIG)}" not in keys_in(s3), (
         "the model's own signature was not published"
     )
 
@@ -265,7 +296,14 @@ def test_a_model_not_wholly_published_gets_no_signature(
     )
     assert failed.exit_code == ExitCode.INTEGRITY, failed.output
     assert "model.sig" not in files_of(failed)
-    assert "hub/tiny/model.sig" not in keys_in(s3) and "hub/.mdl/tiny.json" not in keys_in(s3)
+    assert set(keys_in(s3)) <= file_keys(), "no signature and no manifest"
+
+
+def put_manifest(s3: S3, manifest: dict[str, Any]) -> str:
+    """``manifest`` written back at its version's name (a co-tenant's hand): its key."""
+    key = f"hub/.mdl/versions/tiny/{manifest['id']}.json"
+    s3.put(BUCKET, key, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return key
 
 
 @pytest.mark.slow
@@ -275,32 +313,50 @@ def test_a_rerun_keeps_a_signature_that_signs_the_same_and_replaces_any_other(
     private, public = make_key(tmp_path)
     sign = ("publish", "tiny", "--to", TO, "--dest", str(seeded), "--sign")
     assert mdl(*sign, str(private)).exit_code == 0
-    first = s3.client().get_object(Bucket=BUCKET, Key="hub/tiny/model.sig")["Body"].read()
+    named = manifest_of(s3)["signature"]
+    first = s3.client().get_object(Bucket=BUCKET, Key=f"hub/tiny/{named['sha256']}")["Body"].read()
     s3.cutter.writes.clear()
     again = mdl(*sign, str(private), "--json")
     assert again.exit_code == 0, again.output
     assert files_of(again)["model.sig"]["action"] == "skipped"
     assert files_of(again)["model.sig"]["sha256"] == sha(first), "the one kept is reported"
+    assert json.loads(again.stdout)["versions"][0]["action"] == "skipped"
     assert s3.cutter.writes == [], "nothing new: no object, manifest or signature is written again"
     planned = mdl(*sign, str(private), "--dry-run", "--json")
     assert files_of(planned)["model.sig"]["action"] == "skip"
 
-    # The same key over other digests, another key's, or not a signature at all: replaced by ours.
+    # The manifest names the same key's signature over other digests, another key's, or none at
+    # all; or the object it names is not those bytes: ours is uploaded and named instead.
     other, _ = make_key(tmp_path, "other")
     stale = sign_digests({"config.json": "0" * 64}, private_key=private, model_name="tiny")
+    theirs = sign_digests(
+        {p: sha(d) for p, d in SIGNED.items()}, private_key=other, model_name="tiny"
+    )
     forged = first.replace(b'"sig":"M', b'"sig":"N')  # its signature's first byte changed
     assert forged != first
-    for planted in (stale, forged, b"{}"):
-        s3.put(BUCKET, "hub/tiny/model.sig", planted)
+    for planted in (stale, theirs, forged, b"{}"):
+        s3.put(BUCKET, f"hub/tiny/{sha(planted)}", planted)
+        manifest = manifest_of(s3)
+        manifest["signature"] = {**named, "size": len(planted), "sha256": sha(planted)}
+        put_manifest(s3, manifest)
         replaced = mdl(*sign, str(private), "--json")
         assert replaced.exit_code == 0, replaced.output
-        assert files_of(replaced)["model.sig"]["action"] == "uploaded"
-        data = s3.client().get_object(Bucket=BUCKET, Key="hub/tiny/model.sig")["Body"].read()
+        row = files_of(replaced)["model.sig"]
+        assert row["action"] == "uploaded" and row["sha256"] != sha(planted)
+        assert manifest_of(s3)["signature"]["sha256"] == row["sha256"]
+        data = s3.client().get_object(Bucket=BUCKET, Key=f"hub/tiny/{row['sha256']}")["Body"].read()
         assert set(verify_signature(data, Trust(key=public), what="model.sig").files) == set(SIGNED)
+    named = manifest_of(s3)["signature"]
+    s3.put(BUCKET, f"hub/tiny/{named['sha256']}", stale)  # the object named, replaced
     s3.cutter.writes.clear()
-    by_other = mdl(*sign, str(other), "--json")
-    assert files_of(by_other)["model.sig"]["action"] == "uploaded"
-    assert [path for _, path, _ in s3.cutter.writes] == [f"/{BUCKET}/hub/tiny/model.sig"]
+    healed = mdl(*sign, str(private), "--json")
+    row = files_of(healed)["model.sig"]
+    assert row["action"] == "uploaded" and manifest_of(s3)["signature"]["sha256"] == row["sha256"]
+    version = json.loads(healed.stdout)["versions"][0]
+    assert [path for _, path, _ in s3.cutter.writes] == [
+        f"/{BUCKET}/hub/tiny/{row['sha256']}",
+        f"/{BUCKET}/hub/.mdl/versions/tiny/{version['id']}.json",
+    ], "the signature, then the manifest naming it: no file again"
 
 
 def test_force_without_sign_is_exit_2(seeded: Path, s3: S3) -> None:
@@ -323,37 +379,6 @@ def test_from_the_hugging_face_cache_layout_too(seeded: Path, s3: S3, tmp_path: 
     assert published.exit_code == 0, published.output
     assert files_of(published)["model.sig"]["action"] == "uploaded"
     folder = tmp_path / "downloaded"
-    assert download(s3, "hub/tiny/", folder) == {*FILES, "model.sig"}
+    assert download(s3, folder) == {*FILES, "model.sig"}
     judged = official_verify(folder, public)
     assert judged.returncode == 0, judged.stdout + judged.stderr
-
-
-@pytest.mark.slow
-def test_a_pull_from_the_signed_mirror_checks_its_signature(
-    seeded: Path, s3: S3, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The fleet's way: publish --sign once, then every node pulls from the mirror and checks the
-    publisher's key; the source repo has no model.sig. A mirror copy replaced afterwards is refused
-    by name."""
-    private, public = make_key(tmp_path)
-    assert (
-        mdl("publish", "tiny", "--to", TO, "--dest", str(seeded), "--sign", str(private)).exit_code
-        == 0
-    )
-    node = tmp_path / "node.toml"
-    node.write_text(
-        f'[settings]\nmirrors = ["{TO}/{{model}}/{{path}}"]\n\n'
-        f'[models.tiny]\nrepo = "org/tiny"\n\n[models.tiny.signature]\nkey = "{public}"\n'
-    )
-    pulled = mdl("pull", "tiny", "--catalog", str(node), "--dest", str(tmp_path / "b"), "--json")
-    assert pulled.exit_code == 0, pulled.stderr
-    folder = tmp_path / "b" / "tiny"
-    judged = official_verify(folder, public)
-    assert judged.returncode == 0, judged.stdout + judged.stderr
-    _, other = make_key(tmp_path, "other")
-    node.write_text(node.read_text().replace(str(public), str(other)))
-    refused = mdl("pull", "tiny", "--catalog", str(node), "--dest", str(tmp_path / "c"))
-    assert refused.exit_code == ExitCode.INTEGRITY and "tiny/model.sig" in refused.stderr, (
-        refused.stderr
-    )
-    assert not (tmp_path / "c" / "tiny" / "model.safetensors").exists()

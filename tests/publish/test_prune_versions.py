@@ -1,0 +1,311 @@
+"""``mdl prune --mirror`` by the versions kept (issue 76): what this catalog's lock, each ``--lock``
+and the newest ``--keep-versions N`` published versions name stays, and it says which kept it; the
+rest of what mdl wrote goes (with ``--keep-days 0`` at once), the manifests of versions no longer
+kept too. Three releases of a 2-shard model (tests/releases.py) in a real folder and a real S3
+server (moto)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from releases import (
+    COMMITS,
+    MODEL,
+    RELEASES,
+    manifest,
+    object_uri,
+    publish,
+    put,
+    shard,
+    version_id,
+    write_locks,
+    writer_of,
+)
+from runfixtures import Result, mdl, use_catalog
+from s3server import S3
+
+from mdl.buckets import versions
+from mdl.buckets.protocol import Listed, Seen, Writer
+from mdl.upload.keptversions import published_versions
+
+CONFIG = RELEASES["v1"]["config.json"]
+
+
+@pytest.fixture(params=["folder", "s3"])
+def prefix(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the releases are published: a shared folder, or a bucket on moto."""
+    if request.param == "folder":
+        return f"file://{tmp_path}/shared/hub"
+    s3: S3 = request.getfixturevalue("s3")
+    s3.client().create_bucket(Bucket="mirror")
+    return "s3://mirror/hub"
+
+
+@pytest.fixture
+def team(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """The team's repo: the catalog at v3 (its catalog.lock), the kept locks in releases/ (the
+    working folder), the origin down."""
+    project = tmp_path / "project"
+    project.mkdir()
+    use_catalog(project, monkeypatch, None, endpoint="http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(project)
+    return write_locks(project)
+
+
+def prune(prefix: str, *args: str) -> tuple[Result, dict[str, Any]]:
+    result = mdl("prune", "--mirror", versions.template_of(prefix), "--keep-days", "0", *args)
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout) if "--json" in args else {}
+    return result, doc
+
+
+def objects(prefix: str, *seeds: int, config: bool = False) -> set[str]:
+    """The objects of these shards (and config.json)."""
+    return {object_uri(prefix, shard(s)) for s in seeds} | (
+        {object_uri(prefix, CONFIG)} if config else set()
+    )
+
+
+def held(prefix: str) -> set[str]:
+    return {item.uri for item in writer_of(prefix).listing(prefix + "/")}
+
+
+def removed(doc: dict[str, Any]) -> set[str]:
+    return {entry["uri"] for entry in doc["removed"]}
+
+
+def kept(doc: dict[str, Any]) -> dict[str, str]:
+    return {entry["uri"]: entry["reason"] for entry in doc["kept"]}
+
+
+def test_prune_keeps_what_one_two_or_three_kept_locks_name(
+    team: dict[str, Path], prefix: str, tmp_path: Path
+) -> None:
+    """catalog.lock (v3) alone, with v2's lock, with v1's and v2's: with every release's lock
+    kept nothing goes; with v2 and v3 kept exactly v1's shards go (its config.json is v3's too)
+    and v1's manifest; with v3 alone v2's own shard and manifest go as well."""
+    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3")
+    every = held(prefix)
+    v1, v2 = "releases/v1.lock", "releases/v2.lock"
+    _, doc = prune(prefix, "--keep-versions", "0", "--lock", v1, "--lock", v2, "--json")
+    assert removed(doc) == set() and held(prefix) == every
+    reasons = kept(doc)
+    assert reasons[object_uri(prefix, shard(1))] == "named by releases/v1.lock"
+    assert reasons[object_uri(prefix, shard(4))] == "named by releases/v2.lock"
+    assert reasons[object_uri(prefix, shard(6))] == "named by catalog.lock"
+    assert reasons[object_uri(prefix, CONFIG)] == "named by catalog.lock"
+    assert reasons[manifests["v1"]] == "the manifest of a version releases/v1.lock pins"
+
+    _, doc = prune(prefix, "--keep-versions", "0", "--lock", v2, "--json")
+    assert removed(doc) == objects(prefix, 1, 2) | {manifests["v1"]}
+    assert held(prefix) == every - removed(doc)
+    assert {e["reason"] for e in doc["removed"]} == {
+        "named by no kept version",
+        "a version no longer kept",
+    }
+
+    _, doc = prune(prefix, "--keep-versions", "0", "--json")
+    assert removed(doc) == objects(prefix, 4) | {manifests["v2"]}
+    assert held(prefix) == every - objects(prefix, 1, 2, 4) - {manifests[v] for v in ("v1", "v2")}
+    assert kept(doc)[manifests["v3"]] == "the manifest of a version catalog.lock pins"
+
+
+def test_by_default_the_two_newest_published_versions_are_kept(
+    team: dict[str, Path], prefix: str, tmp_path: Path
+) -> None:
+    """No --lock, --keep-versions 2: v3 (catalog.lock's, and the newest) and v2 (by its manifest)
+    keep theirs; v1's shards and manifest go. With v1's lock kept, nothing goes."""
+    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3")
+    every = held(prefix)
+    _, dry = prune(prefix, "--lock", "releases/v1.lock", "--dry-run", "--json")
+    assert removed(dry) == set()
+    _, doc = prune(prefix, "--json")
+    assert removed(doc) == objects(prefix, 1, 2) | {manifests["v1"]}
+    assert held(prefix) == every - removed(doc)
+    reasons = kept(doc)
+    day = next(v for v in doc["versions"] if v["id"] == version_id("v2"))
+    assert day["from"] == manifests["v2"] and day["commit"] == COMMITS["v2"]
+    published = reasons[object_uri(prefix, shard(4))]
+    assert published.startswith(f"named by version {version_id('v2')[:8]}… of {MODEL} (commit")
+    assert f"(commit {COMMITS['v2'][:7]}, published 20" in published
+    assert reasons[manifests["v2"]] == "the manifest of a kept version (2 newest)"
+    assert reasons[manifests["v3"]] == "the manifest of a version catalog.lock pins"
+
+
+def test_a_junk_manifest_keeps_nothing_and_removes_nothing(
+    team: dict[str, Path], prefix: str, tmp_path: Path
+) -> None:
+    """Two manifests newer than every release: bytes that are no manifest, and v1's manifest put
+    under another version's name. Neither is believed (v1's shards still go), neither counts as
+    one of the two newest (v2's stay), both are left in place and said."""
+    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3")
+    writer = writer_of(prefix)
+    scratch = tmp_path / "junk"
+    scratch.mkdir()
+    junk = {
+        versions.manifest_uri(prefix, MODEL, "a" * 64): b"\x00not json" * 10,
+        versions.manifest_uri(prefix, MODEL, "b" * 64): manifest("v1").to_bytes(),
+    }
+    for uri, data in junk.items():
+        put(writer, uri, data, prefix + "/", side="", scratch=scratch)
+    every = held(prefix)
+    result, doc = prune(prefix, "--json")
+    assert removed(doc) == objects(prefix, 1, 2) | {manifests["v1"]}
+    assert held(prefix) == every - removed(doc)
+    reasons = kept(doc)
+    for uri in junk:
+        assert (
+            reasons[uri] == "not a manifest mdl writes: ignored (it keeps nothing), left in place"
+        )
+        assert any(w.startswith(uri) for w in doc["warnings"])
+    assert {v["id"] for v in doc["versions"]} == {None, version_id("v2")}
+    assert "not a manifest mdl writes" in result.stderr
+
+
+def test_the_dry_run_says_what_each_kept_version_costs(
+    team: dict[str, Path], prefix: str, tmp_path: Path
+) -> None:
+    """Per kept version: its files, their bytes and the bytes no other kept version names (what
+    dropping it would free); config.json, in every release, is no one's own."""
+    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3")
+    every = held(prefix)
+    _, doc = prune(prefix, "--lock", "releases/v1.lock", "--dry-run", "--json")
+    assert held(prefix) == every and doc["dry_run"] is True
+
+    def size(*seeds: int) -> int:
+        return sum(len(shard(s)) for s in seeds)
+
+    by_from = {v["from"]: v for v in doc["versions"]}
+    assert by_from == {
+        "catalog.lock": {
+            "model": MODEL,
+            "from": "catalog.lock",
+            "id": None,
+            "commit": COMMITS["v3"],
+            "files": 4,
+            "bytes": len(CONFIG) + size(3, 5, 6),
+            "only_bytes": size(6),
+        },
+        "releases/v1.lock": {
+            "model": MODEL,
+            "from": "releases/v1.lock",
+            "id": None,
+            "commit": COMMITS["v1"],
+            "files": 3,
+            "bytes": len(CONFIG) + size(1, 2),
+            "only_bytes": size(1, 2),
+        },
+        manifests["v2"]: {
+            "model": MODEL,
+            "from": manifests["v2"],
+            "id": version_id("v2"),
+            "commit": COMMITS["v2"],
+            "files": 4,
+            "bytes": len(CONFIG) + size(3, 4, 5),
+            "only_bytes": size(4),
+        },
+    }
+    human = mdl(
+        "prune", "--mirror", versions.template_of(prefix), "--lock", "releases/v1.lock", "--dry-run"
+    )
+    assert human.exit_code == 0, human.stderr
+    lines = [line for line in human.stderr.splitlines() if "kept version of" in line]
+    assert len(lines) == 3
+    assert (
+        f"kept version of {MODEL} from releases/v1.lock (commit {COMMITS['v1'][:7]}): 3 file(s),"
+        in lines[1]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--lock", "releases/nope.lock"), "--lock: releases/nope.lock: no such file"),
+        (("--lock", "releases"), "releases: cannot read the lock"),
+        (("--keep-versions", "-1"), "--keep-versions"),
+        (("--keep-versions", "２"), "--keep-versions"),
+    ],
+)
+def test_a_missing_lock_or_a_bad_count_is_exit_2_naming_it(
+    team: dict[str, Path], tmp_path: Path, args: tuple[str, ...], words: str
+) -> None:
+    prefix = f"file://{tmp_path}/shared/hub"
+    publish(prefix, tmp_path / "scratch", "v1")
+    every = held(prefix)
+    result = mdl("prune", "--mirror", versions.template_of(prefix), "--keep-days", "0", *args)
+    assert result.exit_code == 2, result.stdout
+    assert words in result.stderr
+    assert held(prefix) == every
+
+
+@pytest.mark.parametrize("flag", ["--lock", "--keep-versions"])
+def test_the_version_flags_are_for_a_mirror(team: dict[str, Path], flag: str) -> None:
+    result = mdl("prune", flag, "releases/v1.lock" if flag == "--lock" else "1")
+    assert result.exit_code == 2
+    assert f"{flag} is for a mirror: give --mirror URL" in result.stderr
+
+
+class _Shelf:
+    """The two calls published_versions makes of a store, over a dict: what it lists (with the
+    store's times) and a bounded read."""
+
+    def __init__(self, objects: dict[str, tuple[bytes, float]]) -> None:
+        self.objects = objects
+
+    def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
+        for uri, (data, modified) in sorted(self.objects.items()):
+            if uri.startswith(prefix):
+                yield Listed(uri, len(data), modified)
+
+    def read(self, uri: str, *, limit: int, aged: bool = True) -> tuple[bytes, Seen] | None:
+        data, modified = self.objects[uri]
+        return data[: limit + 1], Seen("1", len(data), modified, modified)
+
+
+def _flipped(data: bytes, at: int) -> bytes:
+    at %= len(data)
+    return data[:at] + bytes([data[at] ^ 0x20]) + data[at + 1 :]
+
+
+@given(
+    junk=st.one_of(
+        st.binary(max_size=4096),
+        st.integers(min_value=0).map(lambda at: _flipped(manifest("v1").to_bytes(), at)),
+        st.just(manifest("v1").to_bytes()),
+    ),
+    name=st.sampled_from(["a" * 64, version_id("v1"), version_id("v2")]),
+)
+def test_no_manifest_bytes_make_prune_keep_fewer_or_believe_more(junk: bytes, name: str) -> None:
+    """Whatever bytes lie at a manifest's name, newest of all (beside the three releases', or in
+    place of one's): a version kept is a true one, naming only what it holds; bytes that are not
+    a true version's manifest at its name are not counted, so the two newest true versions are
+    still kept."""
+    prefix = "mem://shelf/hub"
+    objects = {
+        versions.manifest_uri(prefix, MODEL, version_id(r)): (manifest(r).to_bytes(), 10.0 * i)
+        for i, r in enumerate(("v1", "v2", "v3"), start=1)
+    }
+    planted = versions.manifest_uri(prefix, MODEL, name)
+    objects[planted] = (junk, 40.0)
+    found = published_versions(cast(Writer, _Shelf(objects)), prefix, [MODEL], keep=2, locked={})
+    kept_ids = {v.id for v in found.kept}
+    true = {version_id(r) for r in ("v1", "v2", "v3")}
+    assert kept_ids <= true
+    if planted not in {versions.manifest_uri(prefix, MODEL, version_id(r)) for r in RELEASES}:
+        assert kept_ids == {version_id("v2"), version_id("v3")}
+    elif junk == manifest("v1").to_bytes() and name == version_id("v1"):
+        assert kept_ids == {version_id("v1"), version_id("v3")}  # v1 re-published: the newest
+    for version in found.kept:
+        assert {uri for uri, _ in version.objects} <= {
+            object_uri(prefix, d) for r in RELEASES for d in RELEASES[r].values()
+        }
+    assert planted not in {item.uri for item in found.unkept} or planted in {
+        versions.manifest_uri(prefix, MODEL, version_id(r)) for r in RELEASES
+    }
