@@ -266,7 +266,7 @@ def test_a_fresh_machine_on_each_versions_lock_deploys_it_from_the_store_alone(
 ) -> None:
     dest = tmp_path / "node"
     done = mdl(
-        "pull", "--frozen", "--lock", str(flow.locks[version]), "--catalog", str(flow.deploy),
+        "pull", "--all", "--frozen", "--lock", str(flow.locks[version]), "--catalog", str(flow.deploy),
         "--dest", str(dest), "--json", "--no-progress", env=flow.env(),
     )  # fmt: skip
     assert done.exit_code == 0, done.stderr
@@ -383,7 +383,7 @@ def test_a_090_node_pulls_the_current_version_from_the_new_layout(
     )  # fmt: skip
     assert "0.9.0" in version.stdout, version.stderr
     done = subprocess.run(
-        [sys.executable, "-m", "mdl", "pull", "--frozen", "--no-progress"], env=env,
+        [sys.executable, "-m", "mdl", "pull", "--all", "--frozen", "--no-progress"], env=env,
         capture_output=True, text=True, timeout=HANG, check=False, cwd=node,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
