@@ -31,6 +31,8 @@ from seaweed import Weed, seaweed_server  # noqa: F401
 from servers import Fault, HubServer
 from signkeys import key_pair
 
+from mdl.buckets import versions
+
 ROOT = Path(__file__).resolve().parents[2]
 REPO = "team/llm"
 MODEL = "llm"
@@ -335,6 +337,30 @@ def test_a_republish_writes_nothing(flow: Flow, signed: bool) -> None:
     assert [v["action"] for v in again["versions"]] == ["skipped"]  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("v1_kept", [False, True], ids=["v2-and-v3", "and-a-v1-lock"])
+def test_prune_keeping_v2_and_v3_would_remove_exactly_v1s_own_and_nothing_with_its_lock(
+    flow: Flow, v1_kept: bool
+) -> None:
+    """The dry run (the module's store stays whole for the other tests), with no grace period:
+    catalog.lock (v3) and the newest two versions kept, v1's files that neither names go (its
+    shards, its index, its signature) and its manifest; with v1's lock given, nothing."""
+    extra = ("--lock", str(flow.locks["v1"])) if v1_kept else ()
+    said = flow.run(
+        "prune", "--mirror", flow.store.template, "--catalog", str(flow.deploy),
+        "--keep-versions", "2", "--keep-days", "0", "--dry-run", *extra,
+    )  # fmt: skip
+    removed = {r["uri"].removeprefix(flow.store.prefix + "/") for r in said["removed"]}  # type: ignore[attr-defined]
+    later = {sha(d) for v in ("v2", "v3") for d in VERSIONS[v].values()}
+    only_v1 = {sha(d) for d in VERSIONS["v1"].values()} - later
+    v1_sig = _lock_pin(flow.locks["v1"], "model.sig")
+    rows = [(p, len(d), sha(d)) for p, d in VERSIONS["v1"].items()]
+    v1_manifest = {f".mdl/versions/{MODEL}/{versions.version_id(rows)}.json"}
+    expected = set() if v1_kept else {f"{MODEL}/{h}" for h in [*only_v1, v1_sig]} | v1_manifest
+    print(f"[{flow.store.kind} prune, v1 lock kept: {v1_kept}] would free {said['freed']} B")
+    assert removed == expected
+    assert len(v1_manifest) == 1 and len(only_v1) == 3
+
+
 # -- mdl 0.9.0, from git history
 
 
@@ -364,8 +390,6 @@ def mdl_090(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_090_node_pulls_the_current_version_from_the_new_layout(
     flow: Flow, mdl_090: Path, origin_down: HubServer, tmp_path: Path
 ) -> None:
-    if flow.store.kind == "seaweedfs":
-        pytest.skip("one S3 store is enough for 0.9.0's reads (moto)")
     node = tmp_path / "node"
     node.mkdir()
     shutil.copytree(flow.deploy.parent / "keys", node / "keys")
