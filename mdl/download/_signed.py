@@ -77,7 +77,26 @@ def check_signatures(
             outcome = failed(model.name, None, exc, dest=session.store.model_dir(model.name))
             log.error("%s", outcome.error)
             found.failures.append(outcome)
+            if isinstance(exc, Unsigned):
+                _held_unsigned(model, trust, found)
     return found
+
+
+class Unsigned(IntegrityError):
+    """No signature anywhere: a version not signed yet (its seeder signs it with ``publish
+    --sign``)."""
+
+
+def _held_unsigned(model: ResolvedModel, trust: Trust, found: Signatures) -> None:
+    """A model no signature was found for: its files fetched and checked by their own hashes all
+    the same, its signature still expected (withheld): never ``installed`` unsigned, but on the
+    seeding machine's disk for ``publish --sign`` to sign."""
+    files = _without_git_files(model).files
+    sig = next(f for f in files if f.path == trust.installed_as)
+    found.models.append(replace(model, files=tuple(f for f in files if f is not sig)))
+    found.withheld[model.name] = [
+        ExpectedFile(sig.path, sig.size, sig.sha256, sig.git_oid, sig.source)
+    ]
 
 
 def _fingerprints(trusts: Mapping[str, Trust]) -> dict[str, str]:
@@ -182,11 +201,12 @@ def _fetch_signature(
         session.progress.finish(job.label, ok=True)
         return read_signature(store.dest, staged, what=label_of(sig)), staged
     except NotFoundError as exc:
-        raise IntegrityError(
+        raise Unsigned(
             f"{label_of(sig)}: the catalog asks for a signature and none was found ({exc.message})",
             hint=(
-                "the model is not installed unsigned; remove [signature] from its catalog entry to"
-                " take it as is"
+                "the model is not installed unsigned (its files are fetched and checked, for"
+                " `mdl publish --sign` to sign); remove [signature] from its catalog entry to take"
+                " it as is"
             ),
         ) from None
     except MdlError:

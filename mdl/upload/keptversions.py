@@ -216,9 +216,10 @@ def _read(
     prefix = where.removesuffix(f"/{names.NAMESPACE}versions")
     try:
         read = writer.read(item.uri, limit=versions.MAX_MANIFEST_BYTES)
-    except MdlError as exc:
+    except MdlError as exc:  # a version that may be kept is not known: nothing goes
         found.errors.append(exc)
         found.staying[item.uri] = (item.size, "could not be read: kept")
+        found.whole = f"{item.uri} could not be read: every object is kept"
         return None
     if read is None:
         return None  # removed meanwhile

@@ -358,7 +358,10 @@ class _MirrorRun:
         staying = published.staying.items()
         self.kept.extend(MirrorEntry(uri, size, why) for uri, (size, why) in staying)
         for item in published.unkept:
-            self.unnamed(item, template, named, keep_days=keep_days, now=now, reason=UNKEPT)
+            if published.whole is not None:  # the newest versions are not known
+                self.kept.append(MirrorEntry(item.uri, item.size, published.whole))
+            else:
+                self.unnamed(item, template, named, keep_days=keep_days, now=now, reason=UNKEPT)
         self.warnings.extend(published.warnings)
         self.errors.extend(published.errors)
 

@@ -452,10 +452,9 @@ def local_model(
     unread (as ``pull`` does), any other is re-hashed. A model never pulled or not fully installed
     is ``missing`` (exit 4), none of its files offered; other bytes than recorded or pinned are an
     integrity failure (exit 6). ``signing`` (``--sign``): the signature is what this publish makes,
-    so the catalog's signer asks nothing of the installed copy (its files are held to their records
-    and pins all the same)."""
-    judged = replace(spec, signature=None) if signing else spec
-    status = model_status(judged, layout, pinned=pinned)
+    so the catalog signer's file is not asked of the installed copy when it lacks it
+    (``_status``); every other file is held to its record and pin all the same."""
+    status = _status(spec, layout, pinned, signing=signing)
     record = status.record
     if record is None or status.status != INSTALLED:
         error = _not_ready(status, layout)
@@ -480,6 +479,25 @@ def local_model(
         else:
             failures.append(checked)
     return LocalModel(spec, record, tuple(ready), tuple(failures))
+
+
+def _status(
+    spec: ModelSpec, layout: Layout, pinned: Sequence[ExpectedFile] | None, *, signing: bool
+) -> ModelStatus:
+    """The model's state; with ``--sign``, without the catalog signer's file when that alone is
+    missing: what a lock pins (the version's signature), or what a pull that found no signature
+    anywhere still expects (it fetched and checked every other file for this)."""
+    status = model_status(spec, layout, pinned=pinned)
+    if not signing or spec.signature is None or status.status == INSTALLED:
+        return status
+    record = status.record
+    wanted = pinned
+    if wanted is None and record is not None and record.expected is not None:
+        wanted = list(record.expected.values())
+    path = spec.signature.installed_as
+    if wanted is None or path not in {want.path for want in wanted}:
+        return status
+    return model_status(spec, layout, pinned=[want for want in wanted if want.path != path])
 
 
 def _checked(

@@ -333,3 +333,27 @@ def test_v2s_signature_is_found_through_its_manifest_in_moto(
     gone = mdl("lock", "--check")
     assert gone.exit_code not in (0, 1), gone.stderr
     assert "llm/model.sig" in gone.stderr and "Traceback" not in gone.stderr
+
+
+@pytest.mark.slow
+def test_many_uncovered_files_are_named_five_and_counted(
+    hub: HubServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    keys: tuple[Path, Path],
+    shelf: Folder,
+) -> None:
+    private, public = keys
+    shards = {f"shard-{n}.bin": make_data(1_000 + n, seed=10 + n) for n in range(7)}
+    files = {"config.json": V1["config.json"], **shards}
+    only_config = signature_of({"config.json": V1["config.json"]}, private)
+    hub.add_repo("org/llm", {**files, "model.sig": only_config})
+    project(tmp_path, monkeypatch, hub, public, shelf)
+    result = mdl("lock")
+    assert result.exit_code == 6, result.stderr
+    line = next(x for x in result.stderr.splitlines() if "does not cover" in x)
+    assert "7 files" in line and line.endswith("shard-4.bin and 2 more"), line
+    assert "shard-5.bin" not in line and "config.json" not in line
+    as_json = mdl("lock", "--json")
+    assert as_json.exit_code == 6
+    assert '"ok": false' in as_json.stdout and "does not cover 7 files" in as_json.stdout

@@ -31,7 +31,9 @@ from runfixtures import Result, mdl, use_catalog
 from s3server import S3
 
 from mdl.buckets import versions
+from mdl.buckets.folder import FolderWriter
 from mdl.buckets.protocol import Listed, Seen, Writer
+from mdl.errors import ExitCode, LocalFSError
 from mdl.upload.keptversions import published_versions
 
 CONFIG = RELEASES["v1"]["config.json"]
@@ -309,3 +311,28 @@ def test_no_manifest_bytes_make_prune_keep_fewer_or_believe_more(junk: bytes, na
     assert planted not in {item.uri for item in found.unkept} or planted in {
         versions.manifest_uri(prefix, MODEL, version_id(r)) for r in RELEASES
     }
+
+
+def test_a_manifest_that_cannot_be_read_keeps_everything(
+    team: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v2's manifest, one of the two newest, cannot be read (the store fails): which versions
+    are kept is not known, so nothing goes, and the failure is the exit code, naming it."""
+    prefix = f"file://{tmp_path}/shared/hub"
+    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3")
+    every = held(prefix)
+    read = FolderWriter.read
+
+    def failing(self: FolderWriter, uri: str, **kwargs: Any) -> Any:
+        if uri == manifests["v2"]:
+            raise LocalFSError(f"{uri}: cannot read: Input/output error")
+        return read(self, uri, **kwargs)
+
+    monkeypatch.setattr(FolderWriter, "read", failing)
+    result = mdl("prune", "--mirror", versions.template_of(prefix), "--keep-days", "0", "--json")
+    assert result.exit_code == ExitCode.LOCAL, result.stderr
+    doc = json.loads(result.stdout)
+    assert removed(doc) == set() and held(prefix) == every
+    assert f"{manifests['v2']}: cannot read: Input/output error" in result.stderr
+    whole = f"{manifests['v2']} could not be read: every object is kept"
+    assert kept(doc)[object_uri(prefix, shard(4))] == whole  # v2's own shard

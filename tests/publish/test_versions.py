@@ -277,6 +277,9 @@ def test_a_seeding_machine_that_adds_a_signer_signs_what_it_installed(
     seeder.ship(V1)
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(catalog.read_text() + f'\n[models.llm.signature]\nkey = "{public}"\n')
+    # its nightly pull meets no signature anywhere (exit 6) and leaves the copy as it was
+    again = mdl("pull", "llm", "--dest", str(seeder.dest))
+    assert again.exit_code == ExitCode.INTEGRITY, again.stderr
     signed = seeder.publish(store.to, "--sign", str(private))
     assert signed.exit_code == 0, signed.stderr
     assert files_of(signed)["model.sig"]["action"] == "uploaded"
@@ -288,6 +291,10 @@ def test_a_seeding_machine_that_adds_a_signer_signs_what_it_installed(
     assert "llm/model.sig: the catalog asks for a signature and none was found" in pulled.stderr
     for path, data in V2.items():
         assert (seeder.dest / "llm" / path).read_bytes() == data, path
+    listed = mdl("list", "--dest", str(seeder.dest), "--json")
+    (row,) = json.loads(listed.stdout)["models"]
+    assert row["status"] == "partial", "never installed unsigned"
+    assert row["signature"]["verified"] is False
     v2 = seeder.publish(store.to, "--sign", str(private))
     assert v2.exit_code == 0, v2.stderr
     named = manifest(store, V2)["signature"]

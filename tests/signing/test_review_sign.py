@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from servers import HubServer
 from signing.test_signed_pull import FILES, WEIGHTS, signed_repo, write_catalog
 from signkeys import key_pair
 
+from mdl.lockfile.io import read_lock, write_lock
+from mdl.lockfile.model import Lock
 from mdl.signing.library import sign_digests
 
 
@@ -40,9 +43,25 @@ def test_frozen_pull_of_a_signed_model_still_checks_its_signature(
     shown = json.loads(mdl("show", "tiny", "--frozen", "--json").stdout)["models"][0]
     assert shown["signature"]["verified"] is True
     shutil.rmtree(tmp_path / "models")
-    hub.replace_file("org/tiny", "model.safetensors", b"tampered after signing")
-    # a lock pins what the Hub lists: it checks no signature
-    assert mdl("lock", "--upgrade").exit_code == 0
+    tampered = b"tampered after signing"
+    hub.replace_file("org/tiny", "model.safetensors", tampered)
+    # the lock refuses what its signature does not cover (tests/download/test_locksigned.py)
+    lock = world.parent / "catalog.lock"
+    before = lock.read_bytes()
+    refused = mdl("lock", "--upgrade")
+    assert refused.exit_code == 6 and "model.safetensors" in refused.stderr, refused.stderr
+    assert lock.read_bytes() == before
+    # a lock edited by hand (a pull request) to pin the new bytes: the pull still refuses them
+    found = read_lock(lock)
+    assert found is not None
+    model = found.models["tiny"]
+    files = tuple(
+        replace(f, sha256=sha(tampered), size=len(tampered), git_oid=None, xet=None)
+        if f.path == "model.safetensors"
+        else f
+        for f in model.files
+    )
+    write_lock(lock, Lock({"tiny": replace(model, files=files)}))
     result = mdl("pull", "tiny", "--frozen")
     assert result.exit_code == 6, result.stderr
     assert "tiny/model.safetensors" in result.stderr

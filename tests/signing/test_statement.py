@@ -99,3 +99,26 @@ def test_whole_file_digests_of_each_algorithm(algorithm: str) -> None:
     check = signed.check()
     check.update(data)
     assert check.mismatch() is None
+
+
+def test_what_a_signature_covers_for_a_lock() -> None:
+    """The one rule lock, lock --upgrade and lock --check hold pinned files to: named with the
+    pinned sha256 (sharded: the shards' size too), or left out by the signer."""
+    a, b = b"first file", b"second"
+    files = manifest_from_items(
+        [("a.bin", "sha256", hashlib.sha256(a).digest())],
+        method="files",
+        algorithm="sha256",
+        ignore_paths=("notes",),
+    )
+    assert files.covers("a.bin", len(a), hashlib.sha256(a).hexdigest())
+    assert not files.covers("a.bin", len(a), hashlib.sha256(b).hexdigest())
+    assert not files.covers("b.bin", len(b), hashlib.sha256(b).hexdigest())
+    # its signer left them out: not the model's
+    assert files.covers("notes/x.txt", 3, hashlib.sha256(b"abc").hexdigest())
+    assert files.covers(".gitattributes", 3, hashlib.sha256(b"abc").hexdigest())
+    shards = sharded(a, 4, path="a.bin")
+    # no whole-file sha256 to compare without the bytes: named, and the size the shards tile
+    assert shards.covers("a.bin", len(a), hashlib.sha256(b).hexdigest())
+    assert not shards.covers("a.bin", len(a) + 1, hashlib.sha256(a).hexdigest())
+    assert not shards.covers("b.bin", len(b), hashlib.sha256(b).hexdigest())
