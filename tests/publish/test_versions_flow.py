@@ -307,12 +307,14 @@ def test_the_store_holds_each_distinct_file_once(flow: Flow) -> None:
     distinct = {sha(d): len(d) for files in VERSIONS.values() for d in files.values()}
     signatures = {_lock_pin(lock, "model.sig") for lock in flow.locks.values()}
     manifests = {k: s for k, s in objects.items() if k.startswith(".mdl/versions/")}
+    state = {k: s for k, s in objects.items() if k.startswith(".mdl/") and k not in manifests}
     stored, wanted = sum(content.values()), sum(distinct.values())
     sig_bytes = sum(content[f"{MODEL}/{h}"] for h in signatures)
     print(
         f"[{flow.store.kind}] content objects: {len(content)}, {stored} B; distinct files:"
         f" {len(distinct)}, {wanted} B (+ {len(signatures)} signatures, {sig_bytes} B);"
-        f" manifests: {len(manifests)}, {sum(manifests.values())} B;"
+        f" manifests: {len(manifests)}, {sum(manifests.values())} B; other mdl state (a"
+        f" folder's marks): {len(state)}, {sum(state.values())} B;"
         f" files the three versions list: {sum(len(f) for f in VERSIONS.values())},"
         f" {sum(len(d) for f in VERSIONS.values() for d in f.values())} B"
     )
