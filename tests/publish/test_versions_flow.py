@@ -389,6 +389,7 @@ def mdl_090(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.mark.slow  # a real 0.9.0 process
 def test_a_090_node_pulls_the_current_version_from_the_new_layout(
     flow: Flow, mdl_090: Path, origin_down: HubServer, tmp_path: Path
 ) -> None:
