@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
-from mdl.buckets import versions
 from mdl.buckets.protocol import ObjectStore
 from mdl.buckets.registry import Presigner, store_for, store_schemes
 from mdl.catalog.settings import Settings
@@ -572,7 +571,9 @@ def repair_hint(template: str, model: str | None, endpoint: str | None) -> str:
     command, ``mdl publish`` (it replaces an object whose bytes are not the file's), when the
     template is the layout it writes (``PREFIX/{model}/{sha256}``, ``versions.template_of``); else
     where to do it."""
-    prefix = versions.prefix_of(template)
+    from mdl.buckets.versions import prefix_of  # (pydantic: only once a mirror holds bad bytes)
+
+    prefix = prefix_of(template)
     if prefix is None or store_for(template) is None or model is None:
         return "replace the object where the mirror is served from"
     words = ["mdl", "publish", model, "--to", redact_url(prefix)]

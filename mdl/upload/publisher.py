@@ -395,25 +395,32 @@ def _said(manifest: versions.Manifest) -> tuple[str, str, set[tuple[str, int, st
 
 
 def manifest_of(model: LocalModel, locked: LockedModel | None) -> versions.Manifest:
-    """The version's manifest as this run makes it: its files (a model.sig of its own named as its
-    signature, not among them), the revision and commit from the lock, else the record."""
+    """The version's manifest as this run makes it: its files (a signature of its own, at the path
+    the catalog's signer names or model.sig, named as its signature, not among them), the revision
+    and commit from the lock, else the record (each clipped to what a manifest holds)."""
+    trust = model.spec.signature
+    left_out = trust.installed_as if trust is not None else SIGNATURE_FILE
     pinned = locked or model.record
     files = tuple(
-        versions.ManifestFile(f.path, f.size, f.sha256, record_text(f.source) or "")
+        versions.ManifestFile(f.path, f.size, f.sha256, _clipped(f.source, 8192) or "")
         for f in sorted(model.ready, key=lambda f: f.path)
     )
-    own = next((f for f in files if f.path == SIGNATURE_FILE), None)
-    kept = tuple(f for f in files if f.path != SIGNATURE_FILE)
+    kept = tuple(f for f in files if f.path != left_out)
     return versions.Manifest(
         model=model.spec.name,
-        id=versions.version_id(
-            ((f.path, f.size, f.sha256) for f in kept), signature=SIGNATURE_FILE
-        ),
+        id=versions.version_id(((f.path, f.size, f.sha256) for f in kept), signature=left_out),
         files=kept,
-        revision=record_text(pinned.revision if pinned is not None else None),
-        commit=record_text(pinned.commit if pinned is not None else None),
-        signature=own,
+        revision=_clipped(pinned.revision if pinned is not None else None, 256),
+        commit=_clipped(pinned.commit if pinned is not None else None, 256),
+        signature=next((f for f in files if f.path == left_out), None),
     )
+
+
+def _clipped(text: str | None, most: int) -> str | None:
+    """Recorded text (a source, a revision) as a manifest holds it: data, at most ``most``
+    characters (a longer one says where it came from all the same)."""
+    shown = record_text(text)
+    return None if shown is None else shown[:most]
 
 
 def _put_small(bucket: Bucket, uri: str, data: bytes) -> None:

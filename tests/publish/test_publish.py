@@ -108,6 +108,7 @@ def test_publish_then_a_fresh_node_pulls_from_the_bucket_with_zero_hub_bytes(
         "id": vid,
         "manifest": f"s3://{BUCKET}/hub/.mdl/versions/tiny/{vid}.json",
         "action": "uploaded",
+        "warning": None,
     }
     assert doc["manifests"] == [version["manifest"]]
     assert {

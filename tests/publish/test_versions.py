@@ -302,3 +302,33 @@ def test_a_seeding_machine_that_adds_a_signer_signs_what_it_installed(
         store.read(f"llm/{named['sha256']}"), Trust(key=public), what="model.sig"
     )
     assert {p: f.sha256 for p, f in statement.files.items()} == {p: sha(d) for p, d in V2.items()}
+
+
+def test_a_lock_pinning_the_versions_signature_holds_no_publish_sign_back(
+    seeder: Seeder, store: Store, tmp_path: Path
+) -> None:
+    """The lock pins the version's signature (as `mdl lock` does once the bucket names one); the
+    seeding machine never installed that file: `publish --sign --frozen` finds the version signed
+    by its key and writes nothing, instead of calling its copy not fully installed."""
+    private, public = make_key(tmp_path)
+    seeder.ship(V1)
+    assert mdl("lock", "llm").exit_code == 0
+    assert seeder.publish(store.to, "--sign", str(private)).exit_code == 0
+    named = manifest(store, V1)["signature"]
+    catalog, lock = tmp_path / "catalog.toml", tmp_path / "catalog.lock"
+    catalog.write_text(catalog.read_text() + f'\n[models.llm.signature]\nkey = "{public}"\n')
+    commit = manifest(store, V1)["commit"]
+    pin = (
+        f'  {{ path = "model.sig", size = {named["size"]}, sha256 = "{named["sha256"]}",'
+        f' source = "hf://org/llm@{commit}/model.sig" }},\n]'
+    )
+    lock.write_text(lock.read_text().replace("\n]", "\n" + pin, 1))
+    before, writes = store.names(), store.writes()
+    again = seeder.publish(store.to, "--sign", str(private), "--frozen")
+    assert again.exit_code == 0, again.stderr
+    assert files_of(again)["model.sig"]["action"] == "skipped"
+    assert json.loads(again.stdout)["versions"][0]["action"] == "skipped"
+    assert store.names() == before and store.writes() == writes
+    unsigned = seeder.publish(store.to, "--frozen")  # without --sign the lock's pins all hold
+    assert unsigned.exit_code == ExitCode.NOT_FOUND, unsigned.stderr
+    assert "model.sig (missing)" in unsigned.stderr

@@ -320,9 +320,15 @@ def test_no_signature_anywhere_is_exit_6_naming_it(
     result = mdl("pull", "tiny")
     assert result.exit_code == 6, result.stderr
     assert "tiny/model.sig" in result.stderr and "no signature" not in result.stdout
-    assert not (tmp_path / "models" / "tiny").exists() or not any(
-        (tmp_path / "models" / "tiny").iterdir()
-    )
+    assert "`mdl publish --sign`" in result.stderr
+    # its files are fetched and checked by their own hashes (for a seeding machine's `publish
+    # --sign`), but the model is never installed unsigned: partial, its signature still wanted
+    for path, data in FILES.items():
+        if not path.startswith(".git"):
+            assert (tmp_path / "models" / "tiny" / path).read_bytes() == data, path
+    listed = json.loads(mdl("list", "--json").stdout)["models"]
+    assert [(m["name"], m["status"]) for m in listed] == [("tiny", "partial")]
+    assert mdl("verify", "tiny").exit_code != 0
 
 
 @pytest.mark.slow
