@@ -186,8 +186,8 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "MDL_LOCK_FILE",
         "Use this lock (and its .parts beside it) in place of catalog.lock beside the catalog,"
-        " which still gives the settings, mirrors and signer (a rollback: --frozen --lock"
-        " releases/v1.lock)",
+        " which still gives the settings, mirrors and signer; a rollback is --frozen --lock"
+        " releases/v1.lock",
         shown_default="catalog.lock beside the catalog",
         catalog=False,
         option="--lock",

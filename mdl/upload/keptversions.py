@@ -19,7 +19,7 @@ from typing import Any
 from mdl.buckets import names, versions
 from mdl.buckets.protocol import Listed, Writer
 from mdl.catalog.settings import Settings
-from mdl.catalog.specs import ModelSpec
+from mdl.catalog.specs import NAME_RE, ModelSpec
 from mdl.download.resolve import from_lock
 from mdl.errors import MdlError, UsageError
 from mdl.lockfile.io import read_lock
@@ -87,6 +87,9 @@ class KeptLocks:
         self.versions: list[KeptVersion] = []
         self.ids: dict[str, dict[str, str]] = {}  # model → a version id a lock pins → that lock
         self.warnings: list[str] = []
+        # the locks kept so far, resolved: one given twice (or catalog.lock again) counts once
+        own = settings.lock_path
+        self.seen = {own.resolve()} if own is not None and own.is_file() else set()
 
     def catalog(self, models: Sequence[ModelSpec]) -> tuple[list[ResolvedModel], list[str]]:
         """The catalog's lock kept (``--locked``: a model it does not pin is refused before any
@@ -105,6 +108,9 @@ class KeptLocks:
     def add(self, path: Path, models: Sequence[ModelSpec]) -> None:
         """A ``--lock`` kept: every model it holds (the catalog's entry, if any, lends the
         signature's file name); UsageError (exit 2) naming it when it is missing or bad."""
+        if path.resolve() in self.seen:
+            return
+        self.seen.add(path.resolve())
         lock = read_lock(path)
         if lock is None:
             hint = "give a lock file mdl lock wrote"
@@ -167,8 +173,8 @@ def published_versions(
         return found
     for item in listed:
         version = names.parse(item.uri)
-        if not isinstance(version, names.Version):
-            continue  # not a manifest's name: not prune's to judge
+        if not isinstance(version, names.Version) or not NAME_RE.fullmatch(version.model):
+            continue  # not a manifest's name (of a model a catalog may name): not prune's to judge
         if wanted is None or version.model in wanted:
             by_model.setdefault(version.model, []).append((item, version.id))
     for model, manifests in by_model.items():
@@ -249,7 +255,8 @@ def costs(kept: Sequence[KeptVersion]) -> list[dict[str, Any]]:
     return [
         {
             "model": v.model,
-            "from": v.origin if v.manifest is None else v.manifest,
+            "from": v.origin,
+            "manifest": v.manifest,
             "id": v.id,
             "commit": v.commit,
             "files": len(v.objects),

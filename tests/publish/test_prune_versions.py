@@ -44,8 +44,8 @@ def prefix(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Where the releases are published: a shared folder, or a bucket on moto."""
     if request.param == "folder":
         return f"file://{tmp_path}/shared/hub"
-    s3: S3 = request.getfixturevalue("s3")
-    s3.client().create_bucket(Bucket="mirror")
+    server: S3 = request.getfixturevalue("s3")
+    server.client().create_bucket(Bucket="mirror")
     return "s3://mirror/hub"
 
 
@@ -133,7 +133,8 @@ def test_by_default_the_two_newest_published_versions_are_kept(
     assert held(prefix) == every - removed(doc)
     reasons = kept(doc)
     day = next(v for v in doc["versions"] if v["id"] == version_id("v2"))
-    assert day["from"] == manifests["v2"] and day["commit"] == COMMITS["v2"]
+    assert day["manifest"] == manifests["v2"] and day["commit"] == COMMITS["v2"]
+    assert day["from"] == f"version {version_id('v2')[:8]}…"
     published = reasons[object_uri(prefix, shard(4))]
     assert published.startswith(f"named by version {version_id('v2')[:8]}… of {MODEL} (commit")
     assert f"(commit {COMMITS['v2'][:7]}, published 20" in published
@@ -184,11 +185,12 @@ def test_the_dry_run_says_what_each_kept_version_costs(
     def size(*seeds: int) -> int:
         return sum(len(shard(s)) for s in seeds)
 
-    by_from = {v["from"]: v for v in doc["versions"]}
+    by_from = {v["manifest"] or v["from"]: v for v in doc["versions"]}
     assert by_from == {
         "catalog.lock": {
             "model": MODEL,
             "from": "catalog.lock",
+            "manifest": None,
             "id": None,
             "commit": COMMITS["v3"],
             "files": 4,
@@ -198,6 +200,7 @@ def test_the_dry_run_says_what_each_kept_version_costs(
         "releases/v1.lock": {
             "model": MODEL,
             "from": "releases/v1.lock",
+            "manifest": None,
             "id": None,
             "commit": COMMITS["v1"],
             "files": 3,
@@ -206,7 +209,8 @@ def test_the_dry_run_says_what_each_kept_version_costs(
         },
         manifests["v2"]: {
             "model": MODEL,
-            "from": manifests["v2"],
+            "from": f"version {version_id('v2')[:8]}…",
+            "manifest": manifests["v2"],
             "id": version_id("v2"),
             "commit": COMMITS["v2"],
             "files": 4,
@@ -224,6 +228,19 @@ def test_the_dry_run_says_what_each_kept_version_costs(
         f"kept version of {MODEL} from releases/v1.lock (commit {COMMITS['v1'][:7]}): 3 file(s),"
         in lines[1]
     )
+
+
+def test_a_lock_given_twice_counts_once(team: dict[str, Path], tmp_path: Path) -> None:
+    """catalog.lock again, v1's lock by two spellings: two kept versions, each with its own
+    bytes."""
+    prefix = f"file://{tmp_path}/shared/hub"
+    publish(prefix, tmp_path / "scratch", "v1", "v3")
+    again = ("--lock", "catalog.lock", "--lock", "releases/v1.lock", "--lock", "./releases/v1.lock")
+    _, doc = prune(prefix, "--keep-versions", "0", *again, "--dry-run", "--json")
+    assert [(v["from"], v["only_bytes"] > 0) for v in doc["versions"]] == [
+        ("catalog.lock", True),
+        ("releases/v1.lock", True),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -336,3 +353,26 @@ def test_a_manifest_that_cannot_be_read_keeps_everything(
     assert f"{manifests['v2']}: cannot read: Input/output error" in result.stderr
     whole = f"{manifests['v2']} could not be read: every object is kept"
     assert kept(doc)[object_uri(prefix, shard(4))] == whole  # v2's own shard
+
+
+def test_a_manifest_under_a_name_no_model_has_is_left_alone(team: dict[str, Path], s3: S3) -> None:
+    """--all-models judges every model's manifests; one under a name no catalog model can have
+    (control characters) is not judged, not removed, and never reaches the terminal raw."""
+    s3.client().create_bucket(Bucket="mirror")
+    key = f"hub/.mdl/versions/evil\x1b[2Jname/{'c' * 64}.json"
+    s3.put("mirror", key, manifest("v1").to_bytes())
+    result = mdl(
+        "prune",
+        "--mirror",
+        "s3://mirror/hub/{model}/{sha256}",
+        "--all-models",
+        "--keep-days",
+        "0",
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "\x1b" not in result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert removed(doc) == set() and [v["from"] for v in doc["versions"]] == ["catalog.lock"]
+    assert doc["warnings"] == [] and doc["kept"] == []  # never read, never judged
+    assert held("s3://mirror/hub") == {"s3://mirror/" + key}
