@@ -114,3 +114,20 @@ def _sha(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 76: the rollback as docs/commands.md (--lock), docs/mirrors.md and COMMON's design"
+    " write it, `mdl pull --frozen --lock releases/v1.lock`, is exit 2 'name at least one model, or"
+    " pass --all' (pull's own help example has --all)",
+)
+def test_the_rollback_as_the_reference_writes_it_deploys(
+    released_v1: Release, tmp_path: Path
+) -> None:
+    machine = released_v1
+    kept = tmp_path / "releases" / "v1.lock"
+    kept.parent.mkdir()
+    kept.write_bytes((tmp_path / "catalog.lock").read_bytes())
+    done = machine.mdl("pull", "--frozen", "--lock", str(kept), "--dest", str(tmp_path / "node"))
+    assert done.exit_code == 0, done.stderr
