@@ -322,6 +322,8 @@ def test_the_store_holds_each_distinct_file_once(flow: Flow) -> None:
     assert set(content) == {f"{MODEL}/{h}" for h in [*distinct, *signatures]}
     assert stored <= wanted + sig_bytes
     assert len(manifests) == 3
+    # nothing per version under a version-less name: no by-name object, no .mdl/<model>.json
+    assert all(k.startswith(".mdl/marks/") for k in state), sorted(state)
 
 
 def test_a_republish_writes_nothing(flow: Flow) -> None:
