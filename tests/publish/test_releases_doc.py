@@ -10,7 +10,12 @@ and a real store. What is substituted, and nothing else:
 
 Between the blocks the test does what the page says people do: training commits each version to the
 Hub; a node clones the deploy repository; the origin goes down (503 to everything) before the
-nodes run, and is never asked."""
+nodes run, and is never asked.
+
+The first release runs as written today, rolled out, back and pruned. The three releases and back
+are a strict xfail: the second release's `mdl pull llm` follows catalog.lock (v1), so v2 is never
+fetched to be signed (tests/publish/test_release_machine.py holds the bugs it meets). With the lock
+set aside during that pull and publish, the rest of the page passed as written (checked by hand)."""
 
 from __future__ import annotations
 
