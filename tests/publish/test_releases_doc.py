@@ -168,8 +168,11 @@ def release(page: Page, hub: HubServer, deploy: Path, name: str) -> None:
     else:
         hub.commit("team/llm", changes, title=name)
     (block,) = blocks(section("Each release: publish, sign, lock, commit"), "bash")
-    page.run(block.replace("V=v2 ", f"V={name} ", 1), deploy, MDL_DEST=str(deploy.parent / "rel"))
+    said = page.run(
+        block.replace("V=v2 ", f"V={name} ", 1), deploy, MDL_DEST=str(deploy.parent / "rel")
+    )
     assert (deploy / "releases" / f"{name}.lock").is_file()
+    assert f"nodes: --mirror '{page.prefix}/{{model}}/{{sha256}}'" in said, "the catalog's mirror"
 
 
 def origin_down(hub: HubServer) -> None:
