@@ -3,9 +3,8 @@ team's signer and the mirror, and its catalog.lock (committed) pins v1, publishe
 pushes v2. The flow the issue asks for (pull the new version, ``publish --sign`` it, ``lock
 --upgrade`` to pin its signature; ``lock --upgrade``'s own refusal hints at that ``publish``) must
 take the release machine to v2 with mdl alone; and re-running the release's ``publish --sign`` on a
-copy that pulled its signature back from the mirror writes nothing.
-
-Both fail today (strict xfail: a fix turns them into failures that say to drop the mark)."""
+copy that pulled its signature back from the mirror writes nothing; the rollback is the reference's
+one command."""
 
 from __future__ import annotations
 
@@ -60,11 +59,13 @@ class Release:
 
 @pytest.fixture
 def released_v1(hub: HubServer, tmp_path: Path) -> Release:
-    """v1 released as docs/releases.md says: pulled (exit 6: not signed yet), published signed,
-    locked with its signature."""
+    """v1 released as docs/releases.md says: pulled ``--unsigned`` (a plain pull fetches nothing
+    no signature covers: exit 6), published signed, locked with its signature."""
     hub.add_repo("team/llm", V1)
     machine = Release(hub, tmp_path)
     assert machine.mdl("pull", "llm").exit_code == ExitCode.INTEGRITY
+    assert not (tmp_path / "models" / "llm" / "model.safetensors").exists()
+    assert machine.mdl("pull", "llm", "--unsigned").exit_code == 0
     published = machine.publish_signed()
     assert published.exit_code == 0, published.stderr
     locked = machine.mdl("lock", "--upgrade", "llm")
@@ -73,19 +74,16 @@ def released_v1(hub: HubServer, tmp_path: Path) -> Release:
     return machine
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 76: with catalog.lock pinning v1, `pull` installs v1, so `publish --sign` (the"
-    " hint of lock --upgrade's refusal) cannot sign v2; no mdl command fetches v2 to sign",
-)
 def test_the_release_machine_moves_to_v2_by_the_issues_flow(released_v1: Release) -> None:
     machine = released_v1
     machine.hub.commit("team/llm", V2, title="v2")
     refused = machine.mdl("lock", "--upgrade", "llm")
     assert refused.exit_code == ExitCode.INTEGRITY
     assert "--sign" in refused.stderr, "the hint: publish with --sign"
-    pulled = machine.mdl("pull", "llm")
-    assert pulled.exit_code in (0, ExitCode.INTEGRITY), pulled.stderr
+    plain = machine.mdl("pull", "llm")  # catalog.lock's v1, signed: as it was
+    assert plain.exit_code == 0, plain.stderr
+    pulled = machine.mdl("pull", "llm", "--unsigned")
+    assert pulled.exit_code == 0, pulled.stderr
     signed = machine.publish_signed()
     assert signed.exit_code == 0, signed.stderr
     upgraded = machine.mdl("lock", "--upgrade", "llm")
@@ -93,12 +91,6 @@ def test_the_release_machine_moves_to_v2_by_the_issues_flow(released_v1: Release
     assert machine.pinned()["model.safetensors"] == _sha(V2["model.safetensors"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 76: a pull that installed v1's model.sig from the mirror makes the release's"
-    " `publish --sign` exit 2 ('a signature of its own (from its source)'), though the manifest"
-    " names that very signature",
-)
 def test_rerunning_the_releases_publish_sign_after_a_pull_writes_nothing(
     released_v1: Release,
 ) -> None:
@@ -116,12 +108,6 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 76: the rollback as docs/commands.md (--lock), docs/mirrors.md and COMMON's design"
-    " write it, `mdl pull --frozen --lock releases/v1.lock`, is exit 2 'name at least one model, or"
-    " pass --all' (pull's own help example has --all)",
-)
 def test_the_rollback_as_the_reference_writes_it_deploys(
     released_v1: Release, tmp_path: Path
 ) -> None:
@@ -129,5 +115,8 @@ def test_the_rollback_as_the_reference_writes_it_deploys(
     kept = tmp_path / "releases" / "v1.lock"
     kept.parent.mkdir()
     kept.write_bytes((tmp_path / "catalog.lock").read_bytes())
-    done = machine.mdl("pull", "--frozen", "--lock", str(kept), "--dest", str(tmp_path / "node"))
+    node = ("--dest", str(tmp_path / "node"))
+    unnamed = machine.mdl("pull", "--frozen", "--lock", str(kept), *node)
+    assert unnamed.exit_code == ExitCode.USAGE and "--all" in unnamed.stderr, "as every pull"
+    done = machine.mdl("pull", "--all", "--frozen", "--lock", str(kept), *node)
     assert done.exit_code == 0, done.stderr

@@ -12,10 +12,7 @@ Between the blocks the test does what the page says people do: training commits 
 Hub; a node clones the deploy repository; the origin goes down (503 to everything) before the
 nodes run, and is never asked.
 
-The first release runs as written today, rolled out, back and pruned. The three releases and back
-are a strict xfail: the second release's `mdl pull llm` follows catalog.lock (v1), so v2 is never
-fetched to be signed (tests/publish/test_release_machine.py holds the bugs it meets). With the lock
-set aside during that pull and publish, the rest of the page passed as written (checked by hand)."""
+The first release runs as written, rolled out, back and pruned; so do three releases and back."""
 
 from __future__ import annotations
 
@@ -216,11 +213,6 @@ def test_the_first_release_runs_as_written_rolled_out_rolled_back_and_pruned(
 
 @pytest.mark.slow
 @needs_tools()
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 76: on the second release `mdl pull llm` follows catalog.lock (v1), so v2 is never"
-    " fetched to be signed (tests/publish/test_release_machine.py)",
-)
 def test_the_release_flow_runs_as_written_through_three_versions_and_back(
     page: Page, hub: HubServer, tmp_path: Path
 ) -> None:
