@@ -46,28 +46,11 @@ def publish(
     (``s3://bucket/prefix``, ``file:///abs/path``, or the nodes' template
     ``<prefix>/{model}/{sha256}``); with ``sign`` (an EC private key, PEM) a model.sig the manifest
     names. ``dry_run``: what would go up, nothing sent."""
-    from mdl.buckets import versions
-    from mdl.buckets.registry import store_for, store_schemes
-    from mdl.buckets.s3 import parse_s3_prefix
     from mdl.download.session import warned
     from mdl.lockfile.policy import LockUse
-    from mdl.paths import is_http_url
     from mdl.upload.publisher import publish_models
 
-    if (store := store_for(to)) is None:
-        raise UsageError(f"--to: expected {store_schemes()}, got {to!r}")
-    place = versions.prefix_of(to) or to  # the nodes' template names the place it reads
-    target = parse_s3_prefix(place).uri() if store.scheme == "s3" else place.removesuffix("/")
-    if "{" in target or "}" in target:
-        raise UsageError(
-            f"--to: {to!r} is a template of another layout; publish writes"
-            f" {versions.template_of('PREFIX')}: give PREFIX, or that template"
-        )
-    store.check_template(versions.template_of(target), where="--to")
-    if endpoint is not None and not store.takes_endpoint:
-        raise UsageError(f"--endpoint-url: a {store.scheme}:// target has no endpoint")
-    if endpoint is not None and not is_http_url(endpoint):
-        raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
+    target = _target(to, endpoint)
     if force and sign is None:
         raise UsageError(
             "publish: --force only lets --sign replace a model's own model.sig; give --sign KEY.pem"
@@ -100,6 +83,31 @@ def publish(
         dry_run=dry_run,
     )
     return warned(report, warnings)
+
+
+def _target(to: str, endpoint: str | None) -> str:
+    """Where ``publish --to`` writes: the prefix ``to`` names (itself, or the nodes' template of
+    the published layout), checked with ``endpoint``; UsageError (exit 2) naming the flag."""
+    from mdl.buckets import versions
+    from mdl.buckets.registry import store_for, store_schemes
+    from mdl.buckets.s3 import parse_s3_prefix
+    from mdl.paths import is_http_url
+
+    if (store := store_for(to)) is None:
+        raise UsageError(f"--to: expected {store_schemes()}, got {to!r}")
+    place = versions.prefix_of(to) or to  # the nodes' template names the place it reads
+    target = parse_s3_prefix(place).uri() if store.scheme == "s3" else place.removesuffix("/")
+    if "{" in target or "}" in target:
+        raise UsageError(
+            f"--to: {to!r} is a template of another layout; publish writes"
+            f" {versions.template_of('PREFIX')}: give PREFIX, or that template"
+        )
+    store.check_template(versions.template_of(target), where="--to")
+    if endpoint is not None and not store.takes_endpoint:
+        raise UsageError(f"--endpoint-url: a {store.scheme}:// target has no endpoint")
+    if endpoint is not None and not is_http_url(endpoint):
+        raise UsageError(f"--endpoint-url: expected an http(s) URL with a host, got {endpoint!r}")
+    return target
 
 
 @checked

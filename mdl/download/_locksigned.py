@@ -103,36 +103,50 @@ def lock_signature(
     files: Sequence[RemoteFile],
     sig: RemoteFile,
     known: Callable[[RemoteFile], RemoteFile | None],
+    *,
+    warn: Callable[[str], None],
 ) -> RemoteFile:
     """The signature file ``sig`` of the model ``spec`` whose other ``files`` are about to be
     locked, with its size and sha256, once it is verified and covers them: when upstream gives no
-    sha256 for it, the one the version's manifest on a mirror names; else (``known``: what the
-    lock learns without fetching) fetched from the mirrors, then the source."""
-    assert spec.signature is not None
-    got = _pointed(session, files, sig) if sig.sha256 is None else None
-    if got is None:
+    sha256 for it, the ones the version's manifests on the mirrors name, in turn; then (``known``:
+    what the lock learns without fetching) fetched from the mirrors, then the source. A manifest
+    pointing at a signature that does not hold (anyone who may write the mirror can write one)
+    costs a warning, never the version: the next candidate is tried, and its refusal is said only
+    when no candidate holds."""
+    trust = spec.signature
+    assert trust is not None
+    refused: IntegrityError | None = None
+    settings = session.settings
+    for remote, data in _pointed(session, files, sig) if sig.sha256 is None else ():
         try:
-            got = signature_bytes(session, known(sig) or sig)
-        except NotFoundError as exc:
-            raise IntegrityError(
-                f"{label_of(sig)}: the catalog asks for a signature and this version has none"
-                f" ({exc.message})",
-                hint=sign_hint(spec.name, session.settings),
-            ) from None
+            held_to_signature(spec, trust, data, files, signature=sig.path, settings=settings)
+            return remote
+        except IntegrityError as exc:
+            warn(f"{exc.message} (the signature a mirror's manifest names); trying the next source")
+            log.warning("%s", exc.message)
+            refused = refused or exc
+    try:
+        got = signature_bytes(session, known(sig) or sig)
+    except NotFoundError as exc:
+        if refused is not None:
+            raise refused from None
+        raise IntegrityError(
+            f"{label_of(sig)}: the catalog asks for a signature and this version has none"
+            f" ({exc.message})",
+            hint=sign_hint(spec.name, session.settings),
+        ) from None
     assert got is not None  # from the source: its bytes, or an error
     remote, data = got
-    held_to_signature(
-        spec, spec.signature, data, files, signature=sig.path, settings=session.settings
-    )
+    held_to_signature(spec, trust, data, files, signature=sig.path, settings=settings)
     return remote
 
 
 def _pointed(
     session: PullSession, files: Sequence[RemoteFile], sig: RemoteFile
-) -> tuple[RemoteFile, bytes] | None:
-    """The signature the manifest of this version (its files' ``version_id``) names on the first
-    store mirror of the published layout that has one, fetched from the mirrors by its sha256; None:
-    no mirror has it (the source's turn)."""
+) -> Iterator[tuple[RemoteFile, bytes]]:
+    """The signatures the manifests of this version (its files' ``version_id``) name on the store
+    mirrors of the published layout, in order, each fetched from the mirrors by its sha256 (the
+    source's turn comes after them)."""
     rows = [(f.path, f.size or 0, f.sha256 or "") for f in files]
     # the id over every pinned file; and without git's files, which a signed pull never installs
     # (and so a publish of its copy never names)
@@ -154,8 +168,7 @@ def _pointed(
             got = signature_bytes(session, wanted, mirrors_only=True)
             if got is not None:
                 log.info("%s: the signature version %s's manifest names", label_of(sig), vid[:12])
-                return got
-    return None
+                yield got
 
 
 def _manifest_signature(

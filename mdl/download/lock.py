@@ -8,7 +8,7 @@ import contextlib
 import logging
 import os
 import stat
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -408,9 +408,11 @@ def _lock_models(
         unsigned, signatures = _signatures_apart(resolved, by_name)
         complete, unhashed = _complete(session, unsigned, blobs=blobs)
         failures.extend(unhashed)
-        complete = _with_signatures(session, complete, signatures, by_name, blobs, failures)
-        models: dict[str, LockedModel] = {}
         said: list[str] = []
+        complete = _with_signatures(
+            session, complete, signatures, by_name, blobs, failures, warn=said.append
+        )
+        models: dict[str, LockedModel] = {}
         for model in complete:
             files = tuple(_xet_verified(session, f, said) for f in model.files)
             model = replace(model, files=files)
@@ -446,6 +448,8 @@ def _with_signatures(
     specs: Mapping[str, ModelSpec],
     blobs: Mapping[str, tuple[int, str]],
     failures: list[FileOutcome],
+    *,
+    warn: Callable[[str], None],
 ) -> list[ResolvedModel]:
     """The complete models with their signature file back, learnt, verified and covering their
     files (``lock_signature``); a model whose signature cannot is one of the ``failures``."""
@@ -460,6 +464,7 @@ def _with_signatures(
                     model.files,
                     sig,
                     partial(_known, session, blobs=blobs),
+                    warn=warn,
                 )
             except InterruptedByUserError:
                 raise
