@@ -128,6 +128,14 @@ def lock_catalog(
     # catalog says now
     todo = [spec for spec in scope.specs if upgrade or base.fresh(spec) is None]
     fresh, failures, said = _lock_models(todo, settings, old=base, progress=progress)
+    # an entry kept as locked is held to the same rule as one locked now: its pinned signature
+    # must verify and cover what it pins (a lock edited by hand, or merged, is no exception)
+    kept = [
+        (spec, locked)
+        for spec in scope.specs
+        if spec not in todo and spec.signature is not None and (locked := base.fresh(spec))
+    ]
+    failures.extend(checked_signatures(settings, kept, progress))
     warnings = (*warnings, *said)
     resolved = tuple(spec.name for spec in todo)
     if failures:

@@ -254,8 +254,11 @@ def test_check_refuses_a_lock_whose_signature_does_not_cover_its_files(
     assert HINT in checked.stderr and "is up to date" not in checked.stderr
     as_json = mdl("lock", "--check", "--json")
     assert as_json.exit_code == 6 and '"ok": false' in as_json.stdout
-    # a plain lock keeps the fresh entry as it is (nothing asked): --check is what catches it
-    assert mdl("lock").exit_code == 0
+    # a plain lock holds the entry it keeps to the same rule: refused, the lock left as it is
+    before = lock.read_bytes()
+    plain = mdl("lock")
+    assert plain.exit_code == 6 and "does not cover" in plain.stderr, plain.stderr
+    assert lock.read_bytes() == before
 
 
 @pytest.mark.slow
