@@ -128,15 +128,7 @@ def lock_catalog(
     # catalog says now
     todo = [spec for spec in scope.specs if upgrade or base.fresh(spec) is None]
     fresh, failures, said = _lock_models(todo, settings, old=base, progress=progress)
-    # an entry kept as locked is held to the same rule as one locked now: its pinned signature
-    # must verify and cover what it pins (a lock edited by hand, or merged, is no exception)
-    # (offline, a lock that changes nothing asks nothing: `lock --check` is CI's, online)
-    kept = [
-        (spec, locked)
-        for spec in scope.specs
-        if spec not in todo and spec.signature is not None and (locked := base.fresh(spec))
-    ]
-    failures.extend(checked_signatures(settings, [] if settings.offline else kept, progress))
+    failures.extend(_kept_signed(scope, base, todo, settings, progress))
     warnings = (*warnings, *said)
     resolved = tuple(spec.name for spec in todo)
     if failures:
@@ -336,6 +328,22 @@ def _unrecorded(layout: Layout, model: str, f: LockedFile) -> _Here | None:
     if found is None or not stat.S_ISREG(found.st_mode) or found.st_size != f.size:
         return None
     return _Here(f"{model}/{f.path}", placement.final, f.size, f.sha256, None)
+
+
+def _kept_signed(
+    scope: _Scope, base: Lock, todo: Sequence[ModelSpec], settings: Settings, progress: Progress
+) -> list[FileOutcome]:
+    """An entry kept as locked is held to the same rule as one locked now: its pinned signature
+    must verify and cover what it pins (a lock edited by hand, or merged, is no exception). Offline,
+    a lock that changes nothing asks nothing (``lock --check`` is CI's, online)."""
+    if settings.offline:
+        return []
+    kept = [
+        (spec, locked)
+        for spec in scope.specs
+        if spec not in todo and spec.signature is not None and (locked := base.fresh(spec))
+    ]
+    return checked_signatures(settings, kept, progress)
 
 
 def _checked(
