@@ -351,11 +351,14 @@ def test_publish_never_writes_a_file_that_is_not_its_verified_bytes(
     outcomes = {o.path: o for o in bucket.send(files, progress=NullProgress())}
     assert outcomes["good.bin"].action == "uploaded"
     assert outcomes["bad.bin"].action == "failed" and outcomes["bad.bin"].exit_code == 6
-    assert outcomes["bad.bin"].dest == f"s3://{moto.bucket}/hub/m/bad.bin"
-    complete = [w for w in s3.cutter.writes if w[1].endswith("/hub/m/bad.bin") and not w[2]]
-    completed = [w for w in s3.cutter.writes if w[1].endswith("/bad.bin") and "uploadId=" in w[2]]
+    # objects by content (the published layout): the bad file's would be at its verified sha256
+    assert outcomes["bad.bin"].dest == f"s3://{moto.bucket}/hub/m/{bad_sha}"
+    complete = [w for w in s3.cutter.writes if w[1].endswith(f"/hub/m/{bad_sha}") and not w[2]]
+    completed = [
+        w for w in s3.cutter.writes if w[1].endswith(f"/{bad_sha}") and "uploadId=" in w[2]
+    ]
     assert complete == [] and [w for w in completed if "partNumber" not in w[2]] == []
-    body = moto.client.get_object(Bucket=moto.bucket, Key="hub/m/good.bin")["Body"].read()
+    body = moto.client.get_object(Bucket=moto.bucket, Key=f"hub/m/{good_sha}")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == good_sha
     assert moto.client.list_multipart_uploads(Bucket=moto.bucket).get("Uploads", []) == []
 
