@@ -3,8 +3,8 @@ of its bash blocks runs in bash (set -euo pipefail), in the deploy repository (a
 test makes) or a node's clone of it, against a loopback Hub serving three commits of ``team/llm``
 and a real store. What is substituted, and nothing else:
 
-- ``s3://team-models/hub`` stays as written on moto (``AWS_ENDPOINT_URL`` points s3:// at it); on a
-  shared folder it becomes the folder's ``file://`` URI, in the catalog and the commands alike;
+- ``s3://team-models/hub`` stays as written, on moto (``AWS_ENDPOINT_URL`` points s3:// at it; the
+  three versions on a shared folder and SeaweedFS are tests/publish/test_versions_flow.py's);
 - ``V=v2``, the release block's first line, names each release in turn (v1, v2, v3);
 - ``mdl`` is this checkout's (``python -m mdl`` on PATH), ``HF_ENDPOINT`` the loopback Hub's.
 
@@ -12,7 +12,7 @@ Between the blocks the test does what the page says people do: training commits 
 Hub; a node clones the deploy repository; the origin goes down (503 to everything) before the
 nodes run, and is never asked.
 
-The first release runs as written, rolled out, back and pruned; so do three releases and back."""
+Three releases run as written, rolled out, back and pruned."""
 
 from __future__ import annotations
 
@@ -104,7 +104,8 @@ def test_the_page_names_its_blocks_as_the_test_runs_them() -> None:
     assert prune.count(f"mdl prune --mirror '{PREFIX}/{{model}}/{{sha256}}' --keep-versions 2") == 2
 
 
-@pytest.fixture(params=["moto", "folder"])
+# the page as written names an S3 bucket (moto); a shared folder is test_versions_flow.py's
+@pytest.fixture
 def page(
     request: pytest.FixtureRequest, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Page]:
@@ -125,15 +126,10 @@ def page(
         "GIT_COMMITTER_EMAIL": "release@example.com",
         "GIT_CONFIG_NOSYSTEM": "1",
     }
-    if request.param == "moto":
-        store: S3 = request.getfixturevalue("s3")
-        store.client().create_bucket(Bucket="team-models")
-        env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
-        yield Page(PREFIX, env)
-    else:
-        folder = tmp_path / "share" / "hub"
-        folder.mkdir(parents=True)
-        yield Page(folder.as_uri(), env)
+    store: S3 = request.getfixturevalue("s3")
+    store.client().create_bucket(Bucket="team-models")
+    env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
+    yield Page(PREFIX, env)
 
 
 def installed(folder: Path, files: dict[str, bytes]) -> dict[str, str]:
@@ -188,27 +184,6 @@ def node(deploy: Path, folder: Path) -> Path:
 def needs_tools() -> pytest.MarkDecorator:
     missing = [tool for tool in ("openssl", "git") if shutil.which(tool) is None]
     return pytest.mark.skipif(bool(missing), reason=f"the page runs {missing}: not installed")
-
-
-@pytest.mark.slow
-@needs_tools()
-def test_the_first_release_runs_as_written_rolled_out_rolled_back_and_pruned(
-    page: Page, hub: HubServer, tmp_path: Path
-) -> None:
-    deploy = deploy_repository(page, tmp_path)
-    release(page, hub, deploy, "v1")
-    origin_down(hub)
-    rollout, rollback = blocks(section("Roll out, roll back"), "bash")
-    v1 = versions()["v1"]
-    machine = node(deploy, tmp_path / "node")
-    page.run(rollout, machine, MDL_DEST=str(machine / "models"))
-    assert installed(machine / "models" / "llm", v1) == wanted(v1)
-    fresh = node(deploy, tmp_path / "fresh")
-    page.run(rollback, fresh, MDL_DEST=str(fresh / "models"))
-    assert installed(fresh / "models" / "llm", v1) == wanted(v1)
-    (prune,) = blocks(section("Prune"), "bash")
-    page.run(prune, deploy)
-    assert len(hub.log) + len(hub.cdn.log) == 0, "the nodes never asked the origin"
 
 
 @pytest.mark.slow
