@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from runfixtures import HANG
+
 from mdl.buckets import versions
 from mdl.buckets.protocol import Writer, side_of
 from mdl.buckets.registry import store_for
@@ -133,12 +135,13 @@ def publish(prefix: str, scratch: Path, *releases: str) -> dict[str, str]:
 
 
 def store_clock_past(writer: Writer, uri: str) -> None:
-    """Wait (30 s at most) until the store's clock is past the time it says ``uri`` was written:
-    what is written next is newer by that clock (S3 says seconds, a folder a kernel tick)."""
+    """Wait until the store's clock is past the time it says ``uri`` was written: what is written
+    next is newer by that clock (S3 says seconds, a folder a kernel tick). ``HANG`` is only the
+    safety net of a stuck store, never a judgement of speed."""
     seen = writer.head(uri)
     assert seen is not None
     listed = next(item for item in writer.listing(uri) if item.uri == uri)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + HANG
     tick = threading.Event()
     while writer.now() <= max(seen.modified, listed.modified):
         assert time.monotonic() < deadline, "the store's clock did not move"

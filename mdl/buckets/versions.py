@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, Strict, ValidationError
 from pydantic.dataclasses import dataclass
 
 from mdl.buckets import names
+from mdl.signing.statement import git_path
 
 # the template nodes read a published prefix with; `publish --to` writes exactly it
 LAYOUT = "{model}/{sha256}"
@@ -51,6 +52,20 @@ def version_id(files: Iterable[tuple[str, int, str]], *, signature: str | None =
     rows = sorted((p, s, h) for p, s, h in files if p != signature)
     canonical = json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def version_ids(files: Iterable[tuple[str, int, str]], *, signature: str) -> tuple[str, ...]:
+    """The ids a version pinning ``files`` (path, size, sha256) may be published under, as
+    ``publish`` names it (``signature``: the path of its signature file, left out): over every
+    file, and over all but git's (a copy pulled signed never installs those, so its publish cannot
+    name them)."""
+    rows = list(files)
+    every = version_id(rows, signature=signature)
+    return tuple(dict.fromkeys((every, version_id(_without_git(rows), signature=signature))))
+
+
+def _without_git(rows: list[tuple[str, int, str]]) -> list[tuple[str, int, str]]:
+    return [row for row in rows if not git_path(row[0])]
 
 
 def manifest_uri(prefix: str, model: str, vid: str) -> str:

@@ -27,7 +27,7 @@ from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
 from mdl.signing.library import MAX_SIGNATURE_BYTES, require_library, verify_signature
-from mdl.signing.statement import Trust, git_path
+from mdl.signing.statement import Trust
 from mdl.sources.resolve import RemoteFile
 from mdl.store.confined import unlink
 from mdl.store.layout import signed_name
@@ -148,14 +148,7 @@ def _pointed(
     mirrors of the published layout, in order, each fetched from the mirrors by its sha256 (the
     source's turn comes after them)."""
     rows = [(f.path, f.size or 0, f.sha256 or "") for f in files]
-    # the id over every pinned file; and without git's files, which a signed pull never installs
-    # (and so a publish of its copy never names)
-    ids = dict.fromkeys(
-        [
-            versions.version_id(rows, signature=sig.path),
-            versions.version_id([r for r in rows if not git_path(r[0])], signature=sig.path),
-        ]
-    )
+    ids = versions.version_ids(rows, signature=sig.path)
     for template in session.settings.mirrors:
         prefix = versions.prefix_of(template)
         if prefix is None or template in session.dead_mirrors:

@@ -2,9 +2,10 @@
 
 A ``RangeTrust`` cuts a file into ranges, each with a digest hanging from a root bound to what the
 user pinned, never to the answer it checks (``kind``: ``lock`` — the part list pinned beside
-``catalog.lock``, keyed by the pinned sha256 and size; ``signature`` — the shards of a signature the
-user's trust verified, naming the pinned sha256; ``xet`` — the Xet file hash with the CAS's chunk
-hashes, only when this machine verified that hash whole with the pinned sha256). A ``RangeCheck``
+``catalog.lock``, keyed by the pinned sha256 and size; ``signature`` — the shards of a signature
+the user's trust verified, naming the pinned sha256; ``xet`` — the Xet file hash with the CAS's
+chunk hashes, only when this machine verified that hash whole with the pinned sha256). A
+``RangeCheck``
 listens to a fetch (it is the job's ``Landing``): each range whose bytes all landed is read back and
 checked on one thread beside the fetch; what verified is told on (to a fill's publisher) and may be
 read (``read``: the one way a range leaves before the whole file verified, checked again as read);

@@ -74,11 +74,11 @@ def lock_version(origin: str, template: str, resolved: ResolvedModel) -> KeptVer
     return KeptVersion(resolved.name, origin, resolved.commit, tuple(objects.items()))
 
 
-def lock_ids(locked: LockedModel, signature: str | None) -> set[str]:
-    """The ids the version a lock pins is published under (its signature file left out, or none:
-    whichever a publisher counted)."""
+def lock_ids(locked: LockedModel, signature: str | None) -> tuple[str, ...]:
+    """The ids the version a lock pins is published under (``signature``: the path of its
+    signature file, else model.sig: what ``publish`` leaves out)."""
     rows = [(f.path, f.size, f.sha256) for f in locked.files]
-    return {versions.version_id(rows, signature=s) for s in (signature or SIGNATURE_FILE, None)}
+    return versions.version_ids(rows, signature=signature or SIGNATURE_FILE)
 
 
 class KeptLocks:

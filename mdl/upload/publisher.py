@@ -29,7 +29,7 @@ from mdl.signing.statement import SIGNATURE_FILE, SignedManifest, Trust, skipped
 from mdl.store.inventory import INSTALLED, MODIFIED_MAYBE, LocalFile, ModelStatus, model_status
 from mdl.store.layout import Layout
 from mdl.store.records import ExpectedFile, ModelRecord
-from mdl.store.verify import verify_file
+from mdl.store.verify import read_signature, verify_file
 from mdl.upload._bucket import Bucket, ReadyFile
 
 log = logging.getLogger("mdl.publish")
@@ -136,12 +136,11 @@ class Signer:
     def made(self, local: Path, *, what: str) -> bool:
         """Whether the installed signature at ``local`` was made by this key (read within
         ``MAX_SIGNATURE_BYTES``: a bigger file is none mdl signs)."""
-        try:
-            with local.open("rb") as handle:
-                data = handle.read(MAX_SIGNATURE_BYTES + 1)
-        except OSError:
+        try:  # never through a link, never a FIFO, never more than a signature's bytes
+            data = read_signature(local.parent, local, what=what)
+        except IntegrityError:
             return False
-        return len(data) <= MAX_SIGNATURE_BYTES and self.verified(data, what=what) is not None
+        return self.verified(data, what=what) is not None
 
     def outcome(self, bucket: Bucket, signature: Signature, action: str) -> FileOutcome:
         """The model.sig's row: ``uploaded``, ``skipped`` (already there), or a dry run's
