@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any
 from mdl.download._outcomes import done_outcome
 from mdl.download._plan import Action, PlannedFile, identity_of, look, offline_error, recorded
 from mdl.download._workers import Crew
+from mdl.download.demand import natural_key
 from mdl.download.session import FileSources, PullSession, label_of
 from mdl.errors import (
     INTERRUPTED,
@@ -60,8 +61,9 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
         interval=SERVED_FLUSH_INTERVAL if served else RECORD_FLUSH_INTERVAL,
     )
     try:
-        with _heads_first(session, first.values()) if served else contextlib.nullcontext():
-            results |= Crew(session, first, work=partial(_fetch_one, session, records)).run()
+        with Heads(session, first.values() if served else ()) as heads:
+            work = partial(_fetch_one, session, records, heads)
+            results |= Crew(session, first, work=work).run()
         if not session.cancel.is_set():
             results |= _place_last(session, records, last, results.values())
     finally:
@@ -71,12 +73,124 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
     return [results[i] for i in sorted(results)]
 
 
-def _heads_first(
-    session: PullSession, plans: Iterable[PlannedFile]
-) -> contextlib.AbstractContextManager[None]:
-    from mdl.download._heads import heads_first  # (a pull that serves loaders only)
+AT_ONCE = 2  # heads fetched at once, beside the bulk (each a range: 16 MiB and up)
+_RUNNING = "running"
 
-    return heads_first(session, plans, job_of=job_of)
+
+class Heads:
+    """Head first (``serve --pull``), a rule of the crew: a loader reads every shard's header
+    (its length is in the first bytes) before any tensor, so beside the bulk, every file's first
+    trusted range is fetched as a piece of its own, files in the order loaders read them (the
+    first is the bulk's first). Each is the file's own fetch through the engine (its retries, rate
+    limit, progress and accounting, its range check serving what verified), paused after its head
+    (``Engine.ahead``) with the file's lock held, till the crew takes the file (``claim``) and the
+    fetch goes on with the rest. A file without a range trust, with bytes on disk, from a mirror
+    or by Xet, is fetched as before."""
+
+    def __init__(self, session: PullSession, plans: Iterable[PlannedFile]) -> None:
+        self.session = session
+        self._wanted = sorted(
+            (plan for plan in plans if _heads_first(session, plan)),
+            key=lambda plan: natural_key(plan.remote.model, plan.remote.path),
+        )[1:]
+        self._files: dict[tuple[str, str], HeldLocks | str] = {}  # ahead, or being fetched
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> Heads:
+        if self._wanted:
+            self._pool = ThreadPoolExecutor(AT_ONCE, thread_name_prefix="head")
+            for plan in self._wanted:
+                self._pool.submit(self._ahead, plan)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is None:
+            return
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.session.engine.drop_paused()  # (its bytes kept: the next run resumes on them)
+        with self._changed:
+            held, self._files = list(self._files.values()), {}
+        for locks in held:
+            if isinstance(locks, HeldLocks):
+                locks.release()
+
+    def claim(self, remote: RemoteFile) -> HeldLocks | None:
+        """The file's lock, when its fetch is paused after its head (the crew's fetch goes on
+        with it); waits while its head is being fetched. None: fetched as any file."""
+        if not self._wanted:
+            return None
+        key = (remote.model, remote.path)
+        with self._changed:
+            while self._files.get(key) == _RUNNING and not self.session.cancel.is_set():
+                self._changed.wait(0.1)
+            found = self._files.pop(key, None)
+            self._files[key] = "claimed"  # (its head, not begun yet, is not fetched now)
+        return found if isinstance(found, HeldLocks) else None
+
+    def _ahead(self, plan: PlannedFile) -> None:
+        session, key = self.session, (plan.remote.model, plan.remote.path)
+        with self._changed:
+            if key in self._files or self._stop.is_set() or session.cancel.is_set():
+                return
+            self._files[key] = _RUNNING
+        held = None
+        try:
+            held = self._fetched(plan)
+        finally:
+            with self._changed:
+                if self._files.get(key) == _RUNNING:
+                    self._files[key] = held if held is not None else "claimed"
+                    held = None
+                self._changed.notify_all()
+            if held is not None:
+                held.release()
+
+    def _fetched(self, plan: PlannedFile) -> HeldLocks | None:
+        """The file's lock, once its head is fetched and its fetch paused; None otherwise."""
+        session, remote, placement = self.session, plan.remote, plan.placement
+        try:
+            held = placement.store.acquire_file_lock(
+                remote.model, remote.path, timeout=0, cancel=session.cancel,
+                shared_lock=placement.lock,
+            )  # fmt: skip
+        except MdlError:  # another run fetches it: its own fetch, as before
+            return None
+        try:
+            # under the lock, as the fetch looks: still nothing of it on disk
+            now = look(remote, placement, session.store, force=False)
+            if now.decision.action is Action.DOWNLOAD:
+                job = job_of(session, plan, RetryLog())
+                beside = FileSources(session, job, remote).beside
+                assert beside.trust is not None  # (``_heads_first``)
+                if session.engine.ahead(job, beside, beside.trust.spans[0][1]):
+                    log.info("%s: head fetched first", job.label)
+                    return held
+        except MdlError as exc:
+            log.info("%s: its head was not fetched first: %s", label_of(remote), exc)
+        held.release()
+        return None
+
+
+def _heads_first(session: PullSession, plan: PlannedFile) -> bool:
+    """Whether the file's head is fetched ahead of it: nothing of it on disk yet, its range trust
+    one that is checked as it lands, and its origin plain HTTP."""
+    from mdl.transfer.ranges import fits
+
+    remote = plan.remote
+    return (
+        plan.decision.action is Action.DOWNLOAD
+        and remote.size is not None
+        and remote.trust is not None
+        and fits(remote.trust)
+        and remote.xet is None
+        and remote.staged is None
+        and not session.settings.mirrors
+        and not session.settings.offline
+        and not session.settings.fill_mirror
+    )
 
 
 def _begin(session: PullSession, todo: Iterable[PlannedFile]) -> None:
@@ -127,7 +241,7 @@ def _place_last(
         if codes:
             placed[index] = _held_back(plan, codes)
         else:
-            placed[index] = _fetch_one(session, records, plan)
+            placed[index] = _fetch_one(session, records, None, plan)
     return placed
 
 
@@ -180,7 +294,9 @@ def _verified_as_kept(remote: RemoteFile, entry: FileRecord | None) -> bool:
     return bool(remote.sha256 or remote.git_oid) or (entry is not None and entry.verified)
 
 
-def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) -> FileOutcome:
+def _fetch_one(
+    session: PullSession, records: RecordQueue, heads: Heads | None, plan: PlannedFile
+) -> FileOutcome:
     """Lock the file, decide again, act; an expected failure becomes the file's outcome. Logs its
     line.
     """
@@ -191,7 +307,8 @@ def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) ->
         retries.add(cause)
     error: MdlError | None = None
     try:
-        outcome = _locked(session, records, plan, retries)
+        held = heads.claim(remote) if heads is not None else None
+        outcome = _locked(session, records, held, plan, retries)
     except MdlError as exc:
         if isinstance(exc, InterruptedByUserError):  # the file's line still tells where it stood
             error = exc
@@ -206,15 +323,22 @@ def _fetch_one(session: PullSession, records: RecordQueue, plan: PlannedFile) ->
 
 
 def _locked(
-    session: PullSession, records: RecordQueue, plan: PlannedFile, retries: RetryLog
+    session: PullSession,
+    records: RecordQueue,
+    held: HeldLocks | None,
+    plan: PlannedFile,
+    retries: RetryLog,
 ) -> FileOutcome:
+    """The file fetched under its lock (``held``: taken already, by its head's fetch)."""
     remote, label, placement, waited = (
         plan.remote,
         label_of(plan.remote),
         plan.placement,
         threading.Event(),
     )
-    held = file_lock(session, remote, placement.store, shared_lock=placement.lock, waited=waited)
+    held = held or file_lock(
+        session, remote, placement.store, shared_lock=placement.lock, waited=waited
+    )
     # to a queued record: released once the record is on disk, so a waiting run finds it done
     handed = False
     try:
@@ -313,7 +437,7 @@ def _act(
     # a signature verified before the others: shown as it came
     result = _from_staged(session, job, remote)
     if result is None:
-        result = ahead(session, remote, fetch_from_sources(session, job, remote))
+        result = fetch_from_sources(session, job, remote)
         session.progress.finish(job.label, ok=True)
     session.layout.link(plan.placement)
     # etag: the validator of the bytes we actually got
@@ -352,25 +476,8 @@ def job_of(session: PullSession, plan: PlannedFile, retries: RetryLog) -> Transf
     # catalog asks for it.
     verify = session.settings.verify or plan.placement.link is not None or remote.signed is not None
     return transfer_job(
-        session,
-        remote,
-        plan.placement.store,
-        plan.placement.final,
-        verify=verify,
-        retries=retries,
-        in_order=session.demand is not None,  # loaders read it as it lands
+        session, remote, plan.placement.store, plan.placement.final, verify=verify, retries=retries
     )
-
-
-def ahead(session: PullSession, remote: RemoteFile, result: TransferResult) -> TransferResult:
-    """``result`` counting the head this run fetched ahead of the file (mdl.download._heads) as
-    fetched, not resumed."""
-    head = session.heads.pop((remote.model, remote.path), 0)
-    if not head:
-        return result
-    kept = result.resumed_from >= head  # (else thrown away with the rest: fetched all the same)
-    resumed = result.resumed_from - head if kept else result.resumed_from
-    return replace(result, resumed_from=resumed, fetched=result.fetched + head)
 
 
 def _resume_reason(plan: PlannedFile, result: TransferResult) -> str | None:
@@ -514,9 +621,7 @@ def transfer_job(
         model=remote.model or None,  # get's one-off files belong to no model
         path=remote.path,
         located=remote.located,
-        opening=remote.opening,
         signed=remote.signed,
-        trust=remote.trust,
         **more,
     )
     warning = session.netrc_warning(typed=remote.typed)

@@ -163,7 +163,7 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
     session, job = sources.session, sources.job
     fills, writer, label, shown = session.fills, place.target.writer, job.label, place.uri
     parts = PartSet.of(writer, place.target.root, place.uri, job, side_of(sources.remote.source))
-    streamer = Streamer(parts, job) if parts is not None else None
+    streamer = Streamer(parts, job, sources.beside.trust) if parts is not None else None
     said = _Said(streamer)
     reading = streamer  # None once parts read under a holder's token proved not the file
     for _ in range(TAKE_ROUNDS):
@@ -241,7 +241,7 @@ def _waited(
             over=over,
             step=streamer.step if streamer is not None else lambda token: 0,
             # a part is progress only when its ranges verified against hashes bound to the pin
-            trusted=sources.job.trust is not None,
+            trusted=sources.beside.trust is not None,
             rate=session.origin_rate.rate,
             began=said.began,
         )
@@ -340,7 +340,7 @@ def _holding(
             publisher = Publisher(parts.under(lease.token), job) if parts is not None else None
             with publisher or nullcontext():
                 # its fetch tells the publisher what lands (and what it takes back)
-                result = replace(sources, job=replace(job, landing=publisher)).origin()
+                result = replace(sources, landing=publisher).origin()
             if renewing.lost.is_set():
                 # another machine took it over and may be fetching too; the upload never replaces
                 log.info("%s: the lease on mirror %s lapsed while fetching", label, shown)

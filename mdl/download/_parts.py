@@ -3,9 +3,9 @@ publishes them as its fetch lands them (``Publisher``), the machines waiting on 
 appear into their own partial file (``Streamer``), and the final object is then made of them in the
 store. A part is trusted for nothing: whoever reads them checks the whole file's hash before it is
 installed, and a mismatch is the final object's turn (then the origin's). With a range trust
-(``TransferJob.trust``) the holder publishes only verified ranges (its fetch's ``RangeCheck`` tells
-it what verified, and each part leaves through ``RangeCheck.reading``), and a follower checks each
-part as it arrives: a wrong one is neither written nor claimed, and only its bytes come again.
+(``JobContext.trust``) the holder publishes only verified ranges (its fetch's ``RangeCheck`` tells
+it what verified, and only that), and a follower checks each part as it arrives: a wrong one is
+neither written nor claimed, and only its bytes come again.
 
 Layout: ``mdl.buckets.names.Part``, one set per version of the file (``pin``: its sha256, else
 its git blob id), part size and holder (``token``: its lease generation's, unknown before the lease
@@ -17,24 +17,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from queue import Empty, SimpleQueue
 from typing import NamedTuple
 
-from mdl.background import Background
 from mdl.buckets import names
 from mdl.buckets.lease import LISTED_LIMIT, numbered
 from mdl.buckets.protocol import Writer
 from mdl.errors import MdlError
 from mdl.store.confined import open_file
 from mdl.transfer.job import RangeTrust, TransferJob
-from mdl.transfer.ranges import covered, live, merged, touching, without
+from mdl.transfer.ranges import Landings, covered, merged, touching
 from mdl.transfer.resume import job_root, load_state, seed
 
 log = logging.getLogger("mdl.pull")
@@ -138,140 +135,95 @@ def _put(parts: PartSet, number: int, data: bytes) -> bool:
 
 @dataclass
 class Publisher:
-    """The holder's: the parts its fetch has landed, sent as they become whole by one sender
-    beside the fetch, which tells it what lands and what is taken back (it is the fetch's
-    ``TransferJob.landing``); ``finish`` sends the rest from the verified file. A part counts as
-    sent only if no byte was taken back from before its read to after its send: else it goes
-    again, as it lands again or at the end. A failure to send is said once, then left to the end
-    (the final object is written all the same)."""
+    """The holder's: the parts its fetch has landed, sent as they become whole beside the fetch,
+    which tells it what lands and what is taken back (it is the fetch's ``JobContext.landing``;
+    with a range trust, the fetch's check tells it verified bytes only); ``finish`` sends the rest
+    from the verified file. A part counts as sent only if no byte was taken back from before its
+    read to after its send (``Landings``' epoch): else it goes again, as it lands again or at the
+    end. A failure to send is said once, then left to the end (the final object is written all the
+    same)."""
 
     parts: PartSet  # under the holder's own token
     job: TransferJob
     done: set[int] = field(default_factory=set)  # parts there, of our bytes
     beside: int = 0  # bytes sent while the fetch ran
     _failed: bool = False
-    # (landed?, start, end) in the order told, for the sender (None: the fetch ended); never
-    # full: the engine never waits
-    _told: SimpleQueue[tuple[bool, int, int] | None] = field(default_factory=SimpleQueue)
-    _backs: int = 0  # take-backs told: a part read while it was n is sent for n only if it still is
-    _lock: threading.Lock = field(default_factory=threading.Lock)
     # a part in flight ends within the store client's timeouts; past JOIN_WAIT the run goes on
     # (the daemon's parts are sent again at the end, or never needed)
-    _sender: Background = field(init=False)
+    landings: Landings = field(init=False)
 
     def __post_init__(self) -> None:
-        self._sender = Background("mdl-parts", self._send_landed, join=JOIN_WAIT)
+        spans = [self.parts.span(n) for n in range(1, self.parts.count + 1)]
+        self.landings = Landings(
+            spans, self._landed, name="mdl-parts", forget=self._forget, join=JOIN_WAIT
+        )
 
     def landed(self, start: int, end: int) -> None:
-        self._told.put((True, start, end))
+        self.landings.landed(start, end)
 
     def taken_back(self, start: int, end: int) -> None:
-        with self._lock:  # (under the engine's lock, before the bytes change: brief)
-            self._backs += 1
-            self.done.difference_update(self._touching(start, end))
-        self._told.put((False, start, end))
+        self.landings.taken_back(start, end)
+
+    def _forget(self, indexes: range) -> None:
+        self.done.difference_update(i + 1 for i in indexes)
 
     def __enter__(self) -> Publisher:
-        self._sender.start()
+        self.landings.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._told.put(None)  # the sender wakes
-        self._sender.stop()
+        self.landings.__exit__()
 
-    def _touching(self, start: int, end: int) -> range:
-        part = self.parts.part
-        return range(start // part + 1, min((end - 1) // part + 1, self.parts.count) + 1)
-
-    def _send_landed(self, stop: threading.Event) -> None:
-        """The sender: what landed merged (what was taken back cut out), each part sent once it
-        is whole, one at a time; all told so far read before each look."""
-        have: list[tuple[int, int]] = []
-        pending: set[int] = set()  # parts landed, not sent yet
-        backs, ended = 0, False
-        while not (ended or stop.is_set() or self._failed):
-            told = [self._told.get()]
-            with suppress(Empty):
-                while told[-1] is not None:
-                    told.append(self._told.get_nowait())
-            ended = told[-1] is None
-            for landed, start, end in filter(None, told):
-                have = merged([*have, (start, end)]) if landed else without(have, start, end)
-                pending.update(self._touching(start, end) if landed else ())
-                backs += not landed
-            ready = sorted(n for n in pending - self.done if covered(self.parts.span(n), have))
-            self.beside += self._send(ready, self.job.part_path, until=stop, backs=backs)
-            pending -= self.done
-
-    @contextmanager
-    def _bytes(
-        self, fd: int, start: int, end: int, until: threading.Event | None
-    ) -> Iterator[bytes | None]:
-        """Bytes ``[start, end)`` to send: during the fetch of a file with a range trust, only
-        through its check (``RangeCheck.reading``: each range checked again on the very bytes
-        read; None unless all verified), as any byte that leaves before the whole file verified;
-        else (no trust, or the verified file at the end) as read."""
-        if until is None or self.job.trust is None:
-            yield os.pread(fd, end - start, start)
-            return
-        check = live(self.job.part_path)
-        if check is None:  # the fetch is over: the end sends it from the verified file
-            yield None
-            return
-        with check.reading(start, end, until) as view:
-            yield None if view is None else bytes(view)
+    def _landed(self, index: int, epoch: int, stop: threading.Event) -> bool:
+        """Part ``index + 1``, whole on disk, sent from the ``.part`` (once: a failure to send
+        ends the sending beside the fetch); False: taken back meanwhile, sent again later."""
+        if self._failed or index + 1 in self.done:
+            return True
+        sent = self._send(index + 1, self.job.part_path)
+        if sent is None:
+            return True
+        with self.landings.changed:
+            if not self.landings.current(epoch):
+                return False  # its bytes may have changed as they were read: sent again later
+            self.done.add(index + 1)
+        self.beside += sent
+        return True
 
     def finish(self) -> list[str]:
         """Every part there (the rest sent from the verified file): their URIs in order; none
         when the rest could not be sent (the caller uploads the file)."""
         self._failed = False
-        self._send(range(1, self.parts.count + 1), self.job.final_path)
+        numbers = [n for n in range(1, self.parts.count + 1) if n not in self.done]
+        with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part") as pool:
+            sending = pool.map(partial(self._send, path=self.job.final_path), numbers)
+            for number, sent in zip(numbers, sending, strict=True):
+                if sent is not None:
+                    self.done.add(number)
         # none, when they could not all be sent: the store cannot make the object of them
         return [] if self._failed else [self.parts.uri(n) for n in range(1, self.parts.count + 1)]
 
-    def _send(
-        self,
-        numbers: Iterable[int],
-        path: Path,
-        *,
-        until: threading.Event | None = None,
-        backs: int | None = None,
-    ) -> int:
-        """The parts ``numbers`` not sent yet, read from ``path``: one at a time (``until`` set:
-        no more; ``backs``: the take-backs the sender knew of, none since, or no more), else (the
-        end, the file verified) READERS at once; the bytes sent."""
-        parts, job = self.parts, self.job
-        ready = [n for n in numbers if n not in self.done]
-        if not ready:
-            return 0
+    def _send(self, number: int, path: Path) -> int | None:
+        """Part ``number`` read from ``path`` and sent: its bytes; None when not (the file moved
+        into place meanwhile: the end sends it; a failure: said once, the file is uploaded at the
+        end)."""
+        job, (start, end) = self.job, self.parts.span(number)
+        if self._failed:
+            return None
         try:
             fd = open_file(job_root(job), path, os.O_RDONLY)
         except (OSError, MdlError) as exc:  # renamed into place meanwhile: the end sends the rest
-            log.debug("%s: parts not read now: %s", job.label, exc)
-            return 0
-
-        def send(number: int) -> int:
-            if backs is not None and self._backs != backs:
-                return 0  # taken back since: once it lands again
-            start, end = parts.span(number)
-            with self._bytes(fd, start, end, until) as data:
-                if data is None or len(data) != end - start or not _put(parts, number, data):
-                    return 0
-            with self._lock:
-                if backs is not None and self._backs != backs:
-                    return 0  # its bytes may have changed as they were read: sent again later
-                self.done.add(number)
-            return len(data)
-
+            log.debug("%s: part %d not read now: %s", job.label, number, exc)
+            return None
         try:
-            if until is not None:
-                return sum(send(n) for n in ready if not until.is_set() and self._backs == backs)
-            with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part") as pool:
-                return sum(pool.map(send, ready))
+            data = os.pread(fd, end - start, start)
+            if len(data) == end - start and _put(self.parts, number, data):
+                return len(data)
+            return None
         except (OSError, MdlError) as exc:  # the object is still written (``finish``)
+            if not self._failed:
+                job.retries.add(f"parts not published ({exc}); the file is uploaded at the end")
             self._failed = True
-            job.retries.add(f"parts not published ({exc}); the file is uploaded at the end")
-            return 0
+            return None
         finally:
             os.close(fd)
 
@@ -280,13 +232,14 @@ class Publisher:
 class Streamer:
     """A waiting machine's: the parts published so far read into its own ``.part`` (at their
     places), and a resume record claiming them (``seed``) before any fetch of the rest. With a
-    range trust (``job.trust``), each part is checked as it arrives: only the trusted ranges
+    range trust (``trust``), each part is checked as it arrives: only the trusted ranges
     wholly inside it that verify are written and claimed; a part with one that fails is said once
     per file, never read again from that holder, and its bytes are left to the fetch of the rest
     (the final object's, else the origin's): a wait counts only verified bytes."""
 
     parts: PartSet  # the version's: each holder's are under its token
     job: TransferJob
+    trust: RangeTrust | None = None  # the file's range trust, if any
     ranges: list[tuple[int, int]] = field(default_factory=list)  # on disk: kept, then streamed
     streamed: int = 0  # bytes read from parts by this run (verified ones, with a trust)
     refused: int = 0  # bytes read from parts by this run that the trust refused (not claimed)
@@ -304,7 +257,7 @@ class Streamer:
         parts = self.parts.under(token)
         new = self._unread(parts)[:READERS]
         if new:
-            reading = partial(_read, parts, fd, self.job.trust)
+            reading = partial(_read, parts, fd, self.trust)
             # readers for this step's parts only: no thread outlives the call on any path
             with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-part") as pool:
                 got = list(pool.map(reading, new))
@@ -336,8 +289,7 @@ class Streamer:
         """Parts that failed the trust: never read again; the first said (once per file)."""
         if wrong and not self.warned:
             self.warned = True
-            trust = self.job.trust
-            kind = trust.kind if trust is not None else ""
+            kind = self.trust.kind if self.trust is not None else ""
             self.job.retries.warn(
                 f"{self.job.label}: another machine's part {wrong[0]} failed its {kind} hash;"
                 " its bytes are fetched again alone"

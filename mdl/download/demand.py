@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import threading
 
+from mdl.transfer.ranges import Releases
+
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -25,6 +27,8 @@ class Demand:
         # set once the pull knows each model's files (their records expect them), or gave up
         # before: a loader's listing waits for it, never lists a model half-resolved
         self.planned = threading.Event()
+        # the range checks of the pull's fetches: the endpoint reads verified ranges through them
+        self.releases = Releases()
 
     def want(self, model: str, path: str) -> None:
         """A loader waits on ``model``'s ``path``: fetch it next, if it is still to start."""

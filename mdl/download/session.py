@@ -41,7 +41,7 @@ from mdl.store.records import ExpectedFile
 from mdl.store.store import Store
 from mdl.transfer.connection import NetTransport, origin
 from mdl.transfer.http import Credentials, RetryPolicy, TokenGuard, make_client
-from mdl.transfer.job import RetryLog, TransferJob, TransferResult
+from mdl.transfer.job import JobContext, Landing, RetryLog, TransferJob, TransferResult
 from mdl.transfer.ratelimit import HubGate
 from mdl.transfer.replies import Probed, probe
 from mdl.transfer.resume import discard_partial
@@ -83,7 +83,6 @@ class PullSession:
         # a loader reads the files while they come (mdl serve --pull): their order, its waits
         self.demand = demand
         # the bytes each file's head fetched ahead of it (``serve --pull``): this run's, not resumed
-        self.heads: dict[tuple[str, str], int] = {}
         self.layout = Layout(settings)
         # model records (and, in the plain layout, everything else)
         self.store: Store = self.layout.records
@@ -199,7 +198,6 @@ class PullSession:
                     bound=self.xet_bound,
                     # --limit-rate caps the run: xorb bytes count with every other download's
                     limiter=limiter,
-                    ranged=self.demand is not None,
                 )
             return self._xet
 
@@ -478,6 +476,20 @@ class FileSources:
     job: TransferJob
     remote: RemoteFile
     refused: list[int] = field(default_factory=list)
+    landing: Landing | None = None  # who hears the origin's fetch land (a fill's publisher)
+
+    @property
+    def beside(self) -> JobContext:
+        """What the file's fetch is handed beside its job: its range trust, this run's probe
+        answer, its listener, and (a pull that serves loaders) the releases that find its check."""
+        demand = self.session.demand
+        return JobContext(
+            landing=self.landing,
+            trust=self.remote.trust,
+            in_order=demand is not None,  # loaders read it as it lands
+            opening=self.remote.opening,
+            releases=demand.releases if demand is not None else None,
+        )
 
     def origin(self) -> TransferResult:
         """The file from its origin (by Xet chunk where it can), its rate measured."""
@@ -490,13 +502,13 @@ class FileSources:
         session, job, remote = self.session, self.job, self.remote
         if remote.xet is not None and session.settings.xet:
             try:
-                return session.xet.fetch(job, remote.xet)
+                return session.xet.fetch(job, remote.xet, self.beside)
             except XetFallback as why:
                 self.refused.append(why.fetched)
                 pull_log.info(
                     "%s: not fetched by chunk: %s; fetching it over plain HTTP", job.label, why
                 )
-        return session.engine.fetch(job)
+        return session.engine.fetch(job, self.beside)
 
     def mirrors(self, skip: frozenset[str] = frozenset()) -> TransferResult | None:
         """The file from the first mirror that delivers its verified bytes, or None: the origin's
@@ -530,7 +542,8 @@ class FileSources:
         shown = redact_url(url)
         try:
             where = session.presigner.presign(url, template=template) if store else url
-            result = session.mirror_engine.fetch(replace(mirrored, url=where))
+            beside = replace(self.beside, landing=None, opening=None)
+            result = session.mirror_engine.fetch(replace(mirrored, url=where), beside)
         except (InterruptedByUserError, NoSpaceError):  # a full disk here: no source cures it
             raise
         except MdlError as exc:

@@ -155,6 +155,7 @@ def serve_models(
         layout,
         on_wait=demand.want if demand is not None else None,
         planned=demand.planned if demand is not None else None,
+        releases=demand.releases if demand is not None else None,
         stop=stopping,
     )
     facts = s3api.BucketFacts(options.bucket, wait=options.wait, region=REGION)

@@ -77,14 +77,18 @@ class Early:
 def _windows(
     check: ranges.RangeCheck, start: int, end: int, cancel: threading.Event, until: float
 ) -> Generator[memoryview, None, None]:
-    """Bytes ``[start, end)`` a range at a time, each as ``check.reading`` gives it (checked as
-    read); ends early when one does not verify, or no room to read it comes by ``until``."""
-    for index in ranges.touching(check.spans, start, end):
-        first, last = check.spans[index]
-        with check.reading(max(first, start), min(last, end), cancel, until) as view:
-            if view is None:
-                return
-            yield view
+    """Bytes ``[start, end)`` a range at a time, each as ``check.reading`` gives it (verified,
+    none taken back since); ends early when one does not verify, or no room to read it comes by
+    ``until``. Holds a share of ``check`` (taken by the caller) till it ends."""
+    try:
+        for index in ranges.touching(check.spans, start, end):
+            first, last = check.spans[index]
+            with check.reading(max(first, start), min(last, end), cancel, until) as view:
+                if view is None:
+                    return
+                yield view
+    finally:
+        check.unshare()
 
 
 class NotServed(Exception):
@@ -108,6 +112,7 @@ class Shelf:
         *,
         on_wait: Callable[[str, str], None] | None = None,
         planned: threading.Event | None = None,
+        releases: ranges.Releases | None = None,
         stop: threading.Event,
     ) -> None:
         self._specs = {spec.name: spec for spec in specs}
@@ -119,7 +124,7 @@ class Shelf:
         self._dates: dict[tuple[str, str], int] = {}  # (key, ETag) → its Last-Modified
         self._looks = _Looks(self._look, stop)
         self.pulling = threading.Event()  # a pull of this run may still bring files
-        self._since = ranges.wrong_mark()  # ranges released wrong before this server: not its
+        self._releases = releases  # the range checks of this run's pull (None: no pull)
 
     def settle(self, *, deadline: float, cancel: threading.Event) -> None:
         """Wait (until ``deadline``, monotonic) while this run's pull does not know the models'
@@ -160,8 +165,10 @@ class Shelf:
     def released_wrong(self, model: str, path: str) -> tuple[tuple[int, int], ...]:
         """The ranges of the file that left before its whole-file hash refused them (in this
         server's life): from then on, every request for it is refused."""
+        if self._releases is None:
+            return ()
         for store in self._layout.stores:
-            if wrong := ranges.released_wrong(store.part_paths(model, path)[0], since=self._since):
+            if wrong := self._releases.wrong(store.part_paths(model, path)[0]):
                 return wrong
         return ()
 
@@ -253,15 +260,20 @@ class Shelf:
                     log.debug("%s: bytes %d-%d leave verified by range", obj.key, *span)
                     return early
                 early.close()
+            else:
+                check.unshare()
             left = until - time.monotonic()
             if left <= 0 or cancel.is_set():
                 return None
             check.checked_more(left)
 
     def _check_of(self, obj: ShelfObject) -> ranges.RangeCheck | None:
-        """The check of each range of the fetch of ``obj`` running in this process, if any."""
+        """The check of each range of this run's fetch of ``obj``, if any, with a share taken
+        (the caller's to drop: ``unshare``)."""
+        if self._releases is None:
+            return None
         for store in self._layout.stores:
-            check = ranges.live(store.part_paths(obj.model, obj.path)[0])
+            check = self._releases.share(store.part_paths(obj.model, obj.path)[0])
             if check is not None:
                 return check
         return None

@@ -19,6 +19,7 @@ from mdl.transfer._shared import IGNORED_RANGE, Shared
 from mdl.transfer._stream import PieceStream
 from mdl.transfer.job import (
     HashMismatch,
+    JobContext,
     RangesIgnoredError,
     SourceChanged,
     TransferJob,
@@ -42,23 +43,48 @@ if TYPE_CHECKING:
 log = logging.getLogger("mdl.transfer")
 
 
+@dataclasses.dataclass
+class _Begun:
+    """A fetch under way: its ``.part`` open, its state, its check running (``running``)."""
+
+    fd: int
+    state: DownloadState
+    check: RangeCheck | None
+    running: contextlib.ExitStack
+    resumed_from: int
+
+
 class PartFetch:
-    """One try at one file: its ``.part`` opened, filled by ``Restarts``, verified, finished."""
+    """One try at one file: its ``.part`` opened, filled by ``Restarts``, verified, finished; or
+    (head first) its first bytes fetched ``ahead`` of the rest, the fetch paused till ``run``."""
 
     def __init__(
-        self, shared: Shared, job: TransferJob, loaded: Loaded | None, dirs: DirSyncs | None
+        self,
+        shared: Shared,
+        job: TransferJob,
+        beside: JobContext,
+        loaded: Loaded | None,
+        dirs: DirSyncs | None,
     ) -> None:
-        self.shared, self.job, self.loaded, self.dirs = shared, job, loaded, dirs
+        self.shared, self.job, self.beside = shared, job, beside
+        self.loaded, self.dirs = loaded, dirs
+        self._begun: _Begun | None = None  # paused after its head (``ahead``)
 
-    def run(self) -> TransferResult:
-        """The file in place, verified; else an error, the bytes on disk kept if worth a resume."""
-        fd = self._open_part()
-        check = self._range_check(fd)
-        state = self._state(fd)
-        resumed_from = state.on_disk()
+    def run(self, job: TransferJob | None = None) -> TransferResult:
+        """The file in place, verified; else an error, the bytes on disk kept if worth a resume.
+        ``job``: the file's job now, when it was paused after its head (its retries said with its
+        outcome, those of the head's fetch first)."""
+        begun, ahead = self._begun or self._begin(), self._begun is not None
+        if ahead and job is not None:
+            for cause in self.job.retries.causes:
+                job.retries.add(cause)
+            self.job = begun.state.job = job
+        state, check = begun.state, begun.check
         try:
-            with check or contextlib.nullcontext():
-                size = self._download(state, resumed_from, check)
+            with begun.running:
+                if not ahead:
+                    self._prepare(state)
+                size = self._download(state, check)
         except OSError as exc:
             error = part_error(self.job, exc)
             if isinstance(error, NoSpaceError):
@@ -67,18 +93,63 @@ class PartFetch:
             raise error from exc
         except HashMismatch as exc:
             if check is not None:  # ranges that left early are not proved: told, cut, refused
-                check.refute(f"its {exc.kind} refused the file")
-            self._refuse(state, exc, resumed_from)
+                self._refuted(check, f"its {exc.kind} refused the file")
+            self._refuse(state, exc, begun.resumed_from)
             raise
         except (MdlError, KeyboardInterrupt, httpx2.HTTPError) as exc:
             self._keep(state, exc)
             raise
         finally:
-            os.close(fd)
+            os.close(begun.fd)
         self._finish(state)
+        return self._result(begun, size)
+
+    def ahead(self, end: int) -> bool:
+        """Bytes ``[0, end)`` fetched now, the fetch then paused (its ``.part``, record and check
+        kept: the check goes on serving what verified) till ``run`` fetches the rest on them;
+        False: they did not all come (what did is kept, as any stopped run's; ``run`` is then a
+        fresh ``PartFetch``'s)."""
+        begun = self._begin()
+        try:
+            self._prepare(begun.state)
+            Restarts(self.shared, begun.state, until=end).run()
+            begun.state.save(durable=True)
+        except (MdlError, OSError, httpx2.HTTPError, KeyboardInterrupt) as exc:
+            self.abandon(begun, exc)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            log.info("%s: its head was not fetched first: %s", self.job.label, exc)
+            return False
+        self._begun = begun
+        return True
+
+    def abandon(self, begun: _Begun | None = None, exc: BaseException | None = None) -> None:
+        """A fetch begun and not run to its end: its bytes kept to resume, its check ended."""
+        begun = begun or self._begun
+        self._begun = None
+        if begun is None:
+            return
+        try:
+            with begun.running:
+                self._keep(begun.state, exc or InterruptedError())
+        finally:
+            os.close(begun.fd)
+
+    def _begin(self) -> _Begun:
+        fd = self._open_part()
+        check = self._range_check(fd)
+        state = self._state(fd)
+        running = contextlib.ExitStack()
+        if check is not None:
+            running.enter_context(check)
+            if (releases := self.beside.releases) is not None:
+                running.enter_context(releases.holding(check))
+        return _Begun(fd, state, check, running, state.on_disk())
+
+    def _result(self, begun: _Begun, size: int) -> TransferResult:
+        state, check = begun.state, begun.check
         # the kept bytes were thrown away on the way: every byte was fetched now
-        if state.restarted:
-            resumed_from = 0
+        resumed_from = 0 if state.restarted else begun.resumed_from
         return TransferResult(
             size=size,
             sha256=state.hasher.sha256.hexdigest(),
@@ -95,16 +166,22 @@ class PartFetch:
     def _range_check(self, fd: int) -> RangeCheck | None:
         """The check of each range as it lands, when the job has a range trust that fits; told
         first (it tells a fill's publisher only what verified)."""
-        job = self.job
-        if job.trust is None:  # (loaded only then: a plain fetch runs no check)
+        job, beside = self.job, self.beside
+        if beside.trust is None:  # (loaded only then: a plain fetch runs no check)
             return None
         from mdl.transfer.ranges import RangeCheck, fits
 
-        if not fits(job.trust):
+        if not fits(beside.trust):
             return None
-        check = RangeCheck(job.trust, fd, job.part_path, then=job.landing, label=job.label)
-        self.job = dataclasses.replace(job, landing=check)
+        check = RangeCheck(beside.trust, fd, job.part_path, then=beside.landing, label=job.label)
+        self.beside = dataclasses.replace(beside, landing=check)
         return check
+
+    def _refuted(self, check: RangeCheck, why: str) -> None:
+        if (releases := self.beside.releases) is not None:
+            releases.refuted(check, why)
+        else:
+            check.refute(why)
 
     def _open_part(self) -> int:
         job = self.job
@@ -119,9 +196,9 @@ class PartFetch:
         """The shared progress of the download: the record's, unless no kept byte can be proved."""
         job, loaded = self.job, self.loaded
         if loaded is None:
-            state = DownloadState(job, fd, self._plan(), None)
+            state = DownloadState(job, fd, self._plan(), None, self.beside)
         else:
-            state = DownloadState(job, fd, loaded.pieces, loaded.validator)
+            state = DownloadState(job, fd, loaded.pieces, loaded.validator, self.beside)
             state.flushed = loaded.flushed
         if state.overlaps and not state.provable():
             log.info(
@@ -135,13 +212,13 @@ class PartFetch:
     def _plan(self) -> list[Piece]:
         """The pieces of a fresh fetch: the engine's; for a loader reading it as it lands, one
         per trusted range, in order (its streams take them from the front)."""
-        job = self.job
-        if job.in_order and job.trust is not None:
-            return [Piece(start, end) for start, end in job.trust.spans]
-        return self.shared.config.plan(job.identity.size)
+        trust = self.beside.trust
+        if self.beside.in_order and trust is not None:
+            return [Piece(start, end) for start, end in trust.spans]
+        return self.shared.config.plan(self.job.identity.size)
 
-    def _download(self, state: DownloadState, resumed_from: int, check: RangeCheck | None) -> int:
-        """Fill the ``.part`` and verify it; returns its size."""
+    def _prepare(self, state: DownloadState) -> None:
+        """The ``.part`` sized, the record saved, the progress begun, the resumed bytes told."""
         job, fd = self.job, state.fd
         if self.loaded is None and state.size is not None:
             os.ftruncate(fd, state.size)
@@ -152,14 +229,18 @@ class PartFetch:
             job.label,
             label=job.label,
             total=state.size,
-            completed=resumed_from,
+            completed=state.on_disk(),
             model=job.model,
             path=job.path,
         )
-        if (hear := job.landing) is not None:  # the bytes resumed on: landed before
+        if (hear := self.beside.landing) is not None:  # the bytes resumed on: landed before
             for piece in state.pieces:
                 if piece.done:
                     hear.landed(piece.start, piece.start + piece.done)
+
+    def _download(self, state: DownloadState, check: RangeCheck | None) -> int:
+        """Fill the ``.part`` and verify it; returns its size."""
+        fd = state.fd
         restarts = Restarts(self.shared, state)
         restarts.run()
         if check is not None:
@@ -254,8 +335,9 @@ class Restarts:
     """One file's attempts: its streams run, and run again from zero when the bytes on disk cannot
     be continued."""
 
-    def __init__(self, shared: Shared, state: DownloadState) -> None:
+    def __init__(self, shared: Shared, state: DownloadState, *, until: int | None = None) -> None:
         self.shared, self.state = shared, state
+        self.until = until  # (head first) only the pieces that start before it
 
     def run(self) -> None:
         """Run the streams; start over when ranges are ignored or, once, when the file changed:
@@ -318,7 +400,11 @@ class Restarts:
             url = self._aim_ranges(connections, url)
         # this attempt's streams ask the resolve URL afresh, once for all (Target.aim)
         state.target.start(url, shared=state.multi and job.renewable)
-        todo = [p for p in state.pieces if not p.complete]
+        todo = [
+            p
+            for p in state.pieces
+            if not p.complete and (self.until is None or p.start < self.until)
+        ]
         small = state.size is None or state.size < self.shared.config.split_threshold
         if len(todo) <= 1 and small:
             self._run_alone(todo)
@@ -343,7 +429,7 @@ class Restarts:
                 name=f"get:{state.job.label}",
                 stopped=lambda: shared.cancel.is_set() or state.stop.is_set(),
                 on_failure=self._stop,
-                steal=(lambda: state.steal(workers)) if state.multi else None,
+                steal=(lambda: state.steal(workers)) if state.multi and not self.until else None,
             )
         shared.check_stop(state)  # Ctrl-C: the streams ended early
 

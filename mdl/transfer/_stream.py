@@ -273,8 +273,8 @@ class PieceStream:
         state, piece, job = self.state, self.piece, self.job
         offset = piece.start + piece.done
         opening = None
-        if job.opening is not None and offset == 0 and url == job.located:
-            opening = job.opening.take()
+        if (carried := state.beside.opening) is not None and offset == 0 and url == job.located:
+            opening = carried.take()
         # bytes on disk the answer must repeat
         back = state.overlap(piece) if opening is None else 0
         # a window of the piece: what lies past it may be stolen, never what was asked for
@@ -380,7 +380,7 @@ class PieceStream:
         self.shared.progress.advance(self.job.label, -self.state.drop(self.piece, why=why))
 
 
-# bytes an answer lands between two tellings of ``job.landing`` (and at its piece's end, and
+# bytes an answer lands between two tellings of ``JobContext.landing`` (and at its piece's end, and
 # its own): a listener hears of a part soon after it is whole, not of every chunk
 LANDED_STEP = 1 * MiB
 
@@ -390,10 +390,10 @@ class BodyCopy:
 
     def __init__(self, shared: Shared, state: DownloadState, piece: Piece, span: Span) -> None:
         self.shared, self.state, self.piece, self.span = shared, state, piece, span
-        # bytes before ``told`` are told (``job.landing``: looked up once, not per chunk); after
-        # it, up to the frontier, not yet
+        # bytes before ``told`` are told (``JobContext.landing``: looked up once, not per chunk);
+        # after it, up to the frontier, not yet
         self.start = self.offset = self.told = piece.start + piece.done
-        self.landing = state.job.landing
+        self.landing = state.beside.landing
 
     def run(self, resp: httpx2.Response, *, encoded: bool, back: int = 0) -> None:
         """Write the body till it ends or the piece is done: written, hashed, counted, saved; its

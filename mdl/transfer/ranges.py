@@ -25,9 +25,8 @@ import mmap
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, SimpleQueue
@@ -223,58 +222,133 @@ class _Budget:
 
 
 # the bytes held by every fetch's checks at once, and by every range being served, apart (a slow
-# reader of a served range never holds up the checks that release the next)
+# reader of a served range never holds up the checks that release the next): the process's, as
+# its memory is (engine rule 5), never a fetch's
 _CHECKS = _Budget(CHECK_BUDGET)
 _BUDGET = _Budget(READ_BUDGET)
-# the checks running in this process, by ``.part`` path: what ``mdl serve --pull`` reads from
-_LIVE: dict[Path, RangeCheck] = {}
-_LIVE_LOCK = threading.Lock()
 
 
-def live(part_path: Path) -> RangeCheck | None:
-    """The check running for the file whose ``.part`` is ``part_path`` (in this process), if any."""
-    with _LIVE_LOCK:
-        return _LIVE.get(part_path)
+class Landings:
+    """THE one "what landed" machine of a fetch's listener (a ``Landing``): what the engine tells
+    queued in order and applied on one thread (landed bytes merged, taken-back ones cut out), and
+    each of ``spans`` whose bytes all landed since its last take-back handed to ``act(index,
+    epoch)`` on that thread, which says whether it is done with it (else it is handed again at the
+    next news). ``epoch``: the take-backs told so far; a span acted on while it was n counts only
+    if it still is (``current``). ``forget(indexes)`` hears, under the engine's lock and before
+    the bytes change, which spans a take-back touches. ``__exit__`` (the fetch's end) stops the
+    thread: what is not done by then is the owner's (a check ``settle``s first; a publisher sends
+    the rest from the verified file)."""
 
+    def __init__(
+        self,
+        spans: Sequence[tuple[int, int]],
+        act: Callable[[int, int, threading.Event], bool],
+        *,
+        name: str,
+        forget: Callable[[range], None] = lambda _: None,
+        join: float | None = None,
+    ) -> None:
+        self.spans = tuple(spans)
+        self._act, self._forget = act, forget
+        self.changed = threading.Condition()  # told each round that acted, and when all is done
+        self._told: SimpleQueue[tuple[bool, int, int] | None] = SimpleQueue()
+        self.epoch = 0
+        self._queued = 0  # tellings not yet applied
+        self._landed: list[tuple[int, int]] = []
+        self._pending: set[int] = set()  # spans whose bytes all landed, not done yet
+        self._worker = Background(name, self._run, join=join)
 
-class _Wrong:
-    """The files whose ranges left before their whole-file hash refused them, by ``.part`` path:
-    each with the ranges that left and when it was told (a count); never forgotten in the process
-    (a loader read those bytes)."""
+    def landed(self, start: int, end: int) -> None:
+        with self.changed:
+            self._queued += 1
+        self._told.put((True, start, end))
 
-    def __init__(self) -> None:
-        self.told = 0
-        self.files: dict[Path, tuple[int, tuple[tuple[int, int], ...]]] = {}
+    def taken_back(self, start: int, end: int) -> None:
+        with self.changed:  # (under the engine's lock, before the bytes change: brief)
+            self.epoch += 1
+            touched = touching(self.spans, start, end)
+            self._pending.difference_update(touched)
+            self._forget(touched)
+            self._queued += 1
+        self._told.put((False, start, end))
 
-    def tell(self, part_path: Path, spans: tuple[tuple[int, int], ...]) -> None:
-        with _LIVE_LOCK:
-            self.told += 1
-            self.files[part_path] = (self.told, spans)
+    def current(self, epoch: int) -> bool:
+        """Whether no take-back was told since ``epoch`` (call under ``changed``)."""
+        return self.epoch == epoch
 
+    def busy(self) -> bool:
+        """Tellings not applied yet, or spans landed and not done (call under ``changed``)."""
+        return bool(self._queued or self._pending)
 
-_WRONG = _Wrong()
+    def settle(self, cancel: threading.Event) -> None:
+        """Wait until all that was told is applied and every span that landed is done (or
+        ``cancel``, or the thread ended)."""
+        with self.changed:
+            while self.busy() and not cancel.is_set() and self._worker.alive:
+                self.changed.wait(0.1)
 
+    def __enter__(self) -> Landings:
+        self._worker.start()
+        return self
 
-def wrong_mark() -> int:
-    """A mark of what was told so far: ``released_wrong(part_path, since=mark)`` answers only what
-    is told after it (a server hears what happens in its own life)."""
-    with _LIVE_LOCK:
-        return _WRONG.told
+    def __exit__(self, *exc: object) -> None:
+        self._told.put(None)
+        self._worker.stop()
 
+    def _run(self, stop: threading.Event) -> None:
+        ended = False
+        while not stop.is_set():
+            with self.changed:
+                idle = not self._pending
+            if idle and ended:
+                return
+            told = self._news(wait=idle)
+            ended = ended or (bool(told) and told[-1] is None)
+            with self.changed:
+                for is_landed, start, end in filter(None, told):
+                    self._apply(is_landed, start, end)
+                    self._queued -= 1
+                ready, epoch = sorted(self._pending), self.epoch
+            done = []
+            for index in ready:
+                if stop.is_set() or not self.current(epoch):
+                    break  # taken back meanwhile: the news first
+                if self._act(index, epoch, stop):
+                    done.append(index)
+            with self.changed:
+                self._pending.difference_update(done)
+                # waiters hear news only: a span done, or nothing left (a loader's hundreds of
+                # waiting reads are not woken for every MiB told)
+                if done or not self.busy():
+                    self.changed.notify_all()
 
-def released_wrong(part_path: Path, *, since: int = 0) -> tuple[tuple[int, int], ...]:
-    """The ranges of the file whose ``.part`` is ``part_path`` that left before its whole-file hash
-    refused them (told after ``since``); () when none."""
-    with _LIVE_LOCK:
-        told, spans = _WRONG.files.get(part_path, (0, ()))
-    return spans if told > since else ()
+    def _news(self, *, wait: bool) -> list[tuple[bool, int, int] | None]:
+        """Every telling queued (waiting for one when ``wait``: nothing left to act on)."""
+        told: list[tuple[bool, int, int] | None] = []
+        with suppress(Empty):
+            told.append(self._told.get() if wait else self._told.get_nowait())
+            while told[-1] is not None:
+                told.append(self._told.get_nowait())
+        return told
+
+    def _apply(self, is_landed: bool, start: int, end: int) -> None:
+        if not is_landed:  # (a landing told before it, applied before it, is undone here)
+            self._landed = without(self._landed, start, end)
+            self._pending.difference_update(touching(self.spans, start, end))
+            return
+        self._landed = merged([*self._landed, (start, end)])
+        for index in touching(self.spans, start, end):
+            if covered(self.spans[index], self._landed):
+                self._pending.add(index)
 
 
 class RangeCheck:
-    """One fetch's check of each range (a ``Landing``): told what lands and what is taken back,
-    it reads each range back once all of it landed and checks it on its own thread; ``then``
-    (a fill's publisher) is told only what verified. ``settle`` waits for every check and says
-    which ranges failed; ``refetching`` forgets them (their bytes come again)."""
+    """One fetch's check of each range (a ``Landing``): ``Landings`` hands it each range whose
+    bytes all landed, and it reads them back and checks them on that thread; ``then`` (a fill's
+    publisher) is told only what verified. ``settle`` waits for every check and says which ranges
+    failed; ``refetching`` forgets them (their bytes come again). Its own descriptor of the file
+    stays open while anyone holds a share (``share``/``unshare``: the fetch holds one from
+    ``__enter__`` to ``__exit__``, each answer sending its bytes another)."""
 
     def __init__(
         self,
@@ -287,122 +361,72 @@ class RangeCheck:
     ) -> None:
         if not fits(trust):
             raise ValueError(f"{label}: a range of its trust is over {MAX_SPAN} bytes")
-        # its own descriptor of the file, open while anyone holds the check (an answer still
-        # being sent from it when the fetch ends and closes its own)
         self.fd = os.dup(fd)
-        weakref.finalize(self, os.close, self.fd)
+        self._shares = 1  # the fetch's
         self.trust, self.part_path, self.then, self.label = trust, part_path, then, label
         self.spans = tuple(trust.spans)
         self.verified: set[int] = set()
         self.bad: set[int] = set()
         self._refetched: set[int] = set()  # ranges fetched again alone, this fetch
         self.refetched_bytes = 0
-        self._lock = threading.Condition()
-        self._told: SimpleQueue[tuple[bool, int, int] | None] = SimpleQueue()
-        self._backs = 0  # take-backs told: a check read while it was n counts only if it still is
-        self._queued = 0  # tellings not yet applied by the checker
-        self._landed: list[tuple[int, int]] = []
-        self._pending: set[int] = set()  # ranges whose bytes all landed, not checked yet
         self._released: set[int] = set()  # ranges whose bytes left (``reading``)
         self.refuted = False  # the whole file's hash refused it: nothing more leaves
-        self._checker = Background(f"mdl-ranges:{label}", self._check_landed, join=None)
+        self.landings = Landings(
+            self.spans, self._check, name=f"mdl-ranges:{label}", forget=self._forget
+        )
+        self._lock = self.landings.changed
 
     # -- the fetch's side (``Landing``) --------------------------------------------------------
     def landed(self, start: int, end: int) -> None:
-        with self._lock:
-            self._queued += 1
-        self._told.put((True, start, end))
+        self.landings.landed(start, end)
 
     def taken_back(self, start: int, end: int) -> None:
-        with self._lock:  # (under the engine's lock, before the bytes change: brief)
-            self._backs += 1
-            for index in touching(self.spans, start, end):
-                self.verified.discard(index)
-                self.bad.discard(index)
-                self._pending.discard(index)
-            self._queued += 1
-        self._told.put((False, start, end))
+        self.landings.taken_back(start, end)
         if self.then is not None:
             self.then.taken_back(start, end)
 
+    def _forget(self, indexes: range) -> None:
+        self.verified.difference_update(indexes)
+        self.bad.difference_update(indexes)
+
     def __enter__(self) -> RangeCheck:
-        with _LIVE_LOCK:
-            _LIVE[self.part_path] = self
-        self._checker.start()
+        self.landings.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        with _LIVE_LOCK:
-            if _LIVE.get(self.part_path) is self:
-                del _LIVE[self.part_path]
-        self._told.put(None)
-        self._checker.stop()
+        self.landings.__exit__()
+        self.unshare()
 
-    # -- the checker ---------------------------------------------------------------------------
-    def _check_landed(self, stop: threading.Event) -> None:
-        """The checker: what was told applied in order, then each range whose bytes all landed
-        checked, until the fetch ends (what is still to check then is checked first)."""
-        ended = False
-        while not stop.is_set():
-            with self._lock:
-                idle = not self._pending
-            if idle and ended:
-                return
-            told = self._news(wait=idle)
-            ended = ended or (bool(told) and told[-1] is None)
-            with self._lock:
-                for is_landed, start, end in filter(None, told):
-                    self._apply(is_landed, start, end)
-                    self._queued -= 1
-                ready = sorted(self._pending)
-                backs = self._backs
-            for index in ready:
-                if stop.is_set() or self._backs != backs:
-                    break  # taken back meanwhile: the news first
-                self._check(index, backs, stop)
-            with self._lock:
-                # waiters hear news only: a range checked, or nothing left to check (a loader's
-                # hundreds of waiting reads are not woken for every MiB told)
-                if ready or not (self._pending or self._queued):
-                    self._lock.notify_all()
+    def share(self) -> bool:
+        """One more holder of the check's descriptor (False: it is closed already)."""
+        with self._lock:
+            if self._shares == 0:
+                return False
+            self._shares += 1
+            return True
 
-    def _news(self, *, wait: bool) -> list[tuple[bool, int, int] | None]:
-        """Every telling queued (waiting for one when ``wait``: nothing left to check)."""
-        told: list[tuple[bool, int, int] | None] = []
-        try:
-            told.append(self._told.get(timeout=None) if wait else self._told.get_nowait())
-            while told[-1] is not None:
-                told.append(self._told.get_nowait())
-        except Empty:
-            pass
-        return told
+    def unshare(self) -> None:
+        """A holder is done: the descriptor closes with the last."""
+        with self._lock:
+            self._shares -= 1
+            last = self._shares == 0
+        if last:
+            os.close(self.fd)
 
-    def _apply(self, is_landed: bool, start: int, end: int) -> None:
-        if not is_landed:  # (a landing told before it, applied before it, is undone here)
-            self._landed = without(self._landed, start, end)
-            for index in touching(self.spans, start, end):
-                self._pending.discard(index)
-                self.verified.discard(index)
-            return
-        self._landed = merged([*self._landed, (start, end)])
-        for index in touching(self.spans, start, end):
-            if index not in self.verified and covered(self.spans[index], self._landed):
-                self._pending.add(index)
-
-    def _check(self, index: int, backs: int, stop: threading.Event) -> None:
+    # -- the checker (on the ``Landings`` thread) ------------------------------------------------
+    def _check(self, index: int, epoch: int, stop: threading.Event) -> bool:
         start, end = self.spans[index]
         with _CHECKS.buffer(end - start, stop) as held:
             if held is None:
-                return
+                return False
             try:
                 good = self.trust.holds(index, _read_into(self.fd, held, start))
             except Exception as exc:  # not proved: refused (the whole file's hash decides)
                 log.debug("%s: range %d not checked: %s", self.label, index, exc, exc_info=True)
                 good = False
         with self._lock:
-            if self._backs != backs or index not in self._pending:
-                return  # its bytes were taken back meanwhile: checked again once they land
-            self._pending.discard(index)
+            if not self.landings.current(epoch):
+                return False  # its bytes were taken back meanwhile: checked again once they land
             (self.verified if good else self.bad).add(index)
             if good and self.then is not None:  # under the lock: never after a take-back of it
                 self.then.landed(start, end)
@@ -410,15 +434,13 @@ class RangeCheck:
             log.info(
                 "%s: bytes %d-%d failed their %s hash", self.label, start, end - 1, self.trust.kind
             )
+        return True
 
     # -- what the fetch and the endpoint ask ---------------------------------------------------
     def settle(self, cancel: threading.Event) -> list[tuple[int, int]]:
         """Wait until every range that landed is checked (or ``cancel``); the spans that failed."""
+        self.landings.settle(cancel)
         with self._lock:
-            while (self._queued or self._pending) and not cancel.is_set():
-                if not self._checker.alive:
-                    break
-                self._lock.wait(0.1)
             return [self.spans[i] for i in sorted(self.bad)]
 
     def refetching(self, spans: Sequence[tuple[int, int]]) -> None:
@@ -439,15 +461,6 @@ class RangeCheck:
         with self._lock:
             return merged([self.spans[i] for i in self.verified])
 
-    def vouch(self, index: int, data: memoryview) -> bool:
-        """Range ``index`` checked on ``data``, the bytes the caller wrote there itself before
-        this check began (a head fetched ahead of its file's fetch): verified when they hold."""
-        good = self.trust.holds(index, data)
-        if good:
-            with self._lock:
-                self.verified.add(index)
-        return good
-
     def checked_more(self, timeout: float) -> None:
         """Return once the checker ended a round (more may have verified), or after ``timeout``
         seconds: a reader waiting on a range hears it verify."""
@@ -458,39 +471,35 @@ class RangeCheck:
     def reading(
         self, start: int, end: int, cancel: threading.Event, until: float | None = None
     ) -> Iterator[memoryview | None]:
-        """Bytes ``[start, end)`` while the ``with`` lasts, if every range they touch verified:
-        each range is checked again on the very bytes read, so nothing unverified ever leaves;
-        None otherwise (also when the read budget has no room by ``until``, monotonic). The bytes
-        held count against the process's read budget till the end."""
+        """Bytes ``[start, end)`` while the ``with`` lasts, if every range they touch verified and
+        none of its bytes was taken back from before the read to its end (the take-back epoch
+        compared): the bytes the check hashed, read once more, never hashed again; None otherwise
+        (also when the read budget has no room by ``until``, monotonic). The bytes held count
+        against the process's read budget till the end."""
         indexes = touching(self.spans, start, end)
         with self._lock:
-            known = bool(indexes) and all(i in self.verified for i in indexes)
-        if not known or start >= end or self.refuted:
+            known = bool(indexes) and all(i in self.verified for i in indexes) and self._shares
+            epoch = self.landings.epoch
+        if not known or not 0 < end - start <= READ_BUDGET or self.refuted:
             yield None
             return
-        first, last = self.spans[indexes[0]][0], self.spans[indexes[-1]][1]
-        if last - first > READ_BUDGET:  # more than may be held: it waits for the whole file
-            yield None
-            return
-        with _BUDGET.buffer(last - first, cancel, until) as held:
-            view = self._checked(held, indexes, first) if held is not None else None
+        with _BUDGET.buffer(end - start, cancel, until) as held:
+            view = _read_or_none(self.fd, held, start)
             with self._lock:  # (under the lock ``refute`` takes: a range left is one it tells)
-                if view is not None and not self.refuted:
+                if view is not None and self.landings.current(epoch) and not self.refuted:
                     self._released.update(indexes)
                 else:
                     view = None
-            yield None if view is None else view[start - first : end - first]
+            yield view
 
     def refute(self, why: str) -> tuple[tuple[int, int], ...]:
         """The whole file's hash refused the bytes this check verified (``why``): nothing more
         leaves (an answer sending its ranges is cut at the next one), and the ranges that left
-        already are told (``released_wrong``: the endpoint then refuses the object) and said;
-        returns them."""
+        already are said and returned (``Releases.refuted`` keeps them)."""
         with self._lock:
             self.refuted = True
             spans = tuple(merged([self.spans[i] for i in self._released]))
         if spans:
-            _WRONG.tell(self.part_path, spans)
             shown = ", ".join(f"{start}-{end - 1}" for start, end in spans)
             log.warning(
                 "%s: bytes %s left verified by its %s hash before the whole file did, then %s:"
@@ -502,13 +511,55 @@ class RangeCheck:
             )
         return spans
 
-    def _checked(self, view: memoryview, indexes: range, first: int) -> memoryview | None:
+
+def _read_or_none(fd: int, held: memoryview | None, start: int) -> memoryview | None:
+    if held is None:
+        return None
+    try:
+        return _read_into(fd, held, start)
+    except OSError:
+        return None
+
+
+class Releases:
+    """The range checks of the fetches one pull runs, by the ``.part`` each fills: where who
+    reads a file before it verified (the endpoint, head-first) finds its check, and where the
+    ranges that left before their file's hash refused them are kept (``wrong``). Owned by the
+    pull that serves (``Demand``), handed to its fetches beside their jobs (``JobContext``); a
+    fetch registers its check for its run (``holding``), a fetch paused after its head included."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._checks: dict[Path, RangeCheck] = {}
+        self._wrong: dict[Path, tuple[tuple[int, int], ...]] = {}
+
+    @contextmanager
+    def holding(self, check: RangeCheck) -> Iterator[RangeCheck]:
+        """``check`` found by its ``.part`` while the ``with`` lasts (it runs, ``__enter__``ed)."""
+        with self._lock:
+            self._checks[check.part_path] = check
         try:
-            _read_into(self.fd, view, first)
-        except OSError:
-            return None
-        for i in indexes:
-            s, e = self.spans[i]
-            if not self.trust.holds(i, view[s - first : e - first]):
-                return None
-        return view
+            yield check
+        finally:
+            with self._lock:
+                if self._checks.get(check.part_path) is check:
+                    del self._checks[check.part_path]
+
+    def share(self, part_path: Path) -> RangeCheck | None:
+        """The check filling ``part_path`` with a share taken (``unshare`` when done), if any."""
+        with self._lock:
+            check = self._checks.get(part_path)
+        return check if check is not None and check.share() else None
+
+    def refuted(self, check: RangeCheck, why: str) -> None:
+        """``check``'s file refused by its whole hash (``why``): see ``RangeCheck.refute``; the
+        ranges that left are kept for ``wrong``."""
+        if spans := check.refute(why):
+            with self._lock:
+                self._wrong[check.part_path] = spans
+
+    def wrong(self, part_path: Path) -> tuple[tuple[int, int], ...]:
+        """The ranges of the file filling ``part_path`` that left before its whole-file hash
+        refused them (never forgotten: a loader read those bytes); () when none."""
+        with self._lock:
+            return self._wrong.get(part_path, ())

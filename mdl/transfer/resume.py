@@ -24,7 +24,7 @@ from mdl.redact import redact_url
 from mdl.store.confined import not_own, read_bytes, rename, unlink, write_atomic
 from mdl.store.filesystem import DirSyncs, fsync_dir, stat_file
 from mdl.transfer._target import Target
-from mdl.transfer.job import HashMismatch, Identity, TransferJob
+from mdl.transfer.job import HashMismatch, Identity, JobContext, TransferJob
 from mdl.transfer.scheduling import MIN_STEAL, MiB, Piece, split_largest
 
 if TYPE_CHECKING:
@@ -126,9 +126,15 @@ def record_due(unsaved: int, elapsed: float, *, every: int, interval: float) -> 
 
 class DownloadState:
     def __init__(
-        self, job: TransferJob, fd: int, pieces: list[Piece], validator: str | None
+        self,
+        job: TransferJob,
+        fd: int,
+        pieces: list[Piece],
+        validator: str | None,
+        beside: JobContext | None = None,
     ) -> None:
         self.job, self.fd, self.pieces = job, fd, pieces  # fd: the .part, open for the download
+        self.beside = beside or JobContext()
         # validator, etag, last_modified, modified_seen: then replies.check_version keeps them
         self.adopt(validator)
         # times the file changed upstream during this download (a second one gives up)
@@ -202,7 +208,7 @@ class DownloadState:
     def _unclaim(self, start: int, end: int) -> None:
         """THE one telling of bytes claimed no more (``Landing.taken_back``), before they change:
         every state function that unclaims bytes calls it, under the lock."""
-        if end > start and (hear := self.job.landing) is not None:
+        if end > start and (hear := self.beside.landing) is not None:
             hear.taken_back(start, end)
 
     def drop(self, piece: Piece, *, why: str) -> int:

@@ -21,7 +21,7 @@ from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError
 from mdl.progress import Progress
 from mdl.sources.resolve import XetRef
 from mdl.store.confined import open_file
-from mdl.transfer.job import TransferJob
+from mdl.transfer.job import Landing, TransferJob
 from mdl.transfer.resume import (
     WRITEBACK_EVERY,
     Hasher,
@@ -73,7 +73,7 @@ class Record:
         self.lock = threading.Lock()
         self.wrote = threading.Condition(self.lock)  # the sha256's frontier may have moved on
         self._sinks: list[Sink] = []  # streams that wrote chunks of unfinished terms
-        self._told: Callable[[int, int], None] | None = None  # told each term on disk
+        self._told: Landing | None = None  # told each term on disk
 
     def adopt(self, resumed: Resumed, moving: dict[int, int]) -> None:
         """The chunks an earlier run left that are kept, and the terms' starts on disk."""
@@ -84,7 +84,7 @@ class Record:
             self._advance()
             if (told := self._told) is not None:
                 for index in resumed.done:
-                    told(*self._span(index))
+                    told.landed(*self._span(index))
 
     def finished(self, index: int, written: Written) -> None:
         """Term ``index`` is on disk, all of it."""
@@ -95,16 +95,16 @@ class Record:
             self._advance()
             self.wrote.notify()
             if (told := self._told) is not None:
-                told(*self._span(index))
+                told.landed(*self._span(index))
 
-    def tell(self, landed: Callable[[int, int], None] | None) -> None:
-        """``landed(start, end)`` told of every term on disk, now and as each lands (under the
-        lock: keep it quick); None: no more."""
+    def tell(self, landing: Landing | None) -> None:
+        """``landing`` told of every term on disk, now and as each lands (under the lock: keep
+        it quick); None: no more."""
         with self.lock:
-            self._told = landed
-            if landed is not None:
+            self._told = landing
+            if landing is not None:
                 for index in sorted(self.done):
-                    landed(*self._span(index))
+                    landing.landed(*self._span(index))
 
     def sizes(self, start: int, end: int) -> list[int] | None:
         """The lengths of the chunks on disk that make up ``[start, end)`` exactly, if all are."""

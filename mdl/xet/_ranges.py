@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Protocol, TypeGuard
 
 from mdl.background import Background
-from mdl.transfer.job import RangeTrust
-from mdl.transfer.ranges import MAX_SPAN, RANGE_PART, RangeCheck
+from mdl.transfer.job import Landing, RangeTrust
+from mdl.transfer.ranges import MAX_SPAN, RANGE_PART, RangeCheck, Releases
 from mdl.xet._hashing import chunk_hash, from_hex, is_hash, salted
 from mdl.xet._subtree import Node, Subtree
 
@@ -309,10 +309,10 @@ def windows(ask: Ask, size: int, stop: threading.Event) -> tuple[Window, ...] | 
 
 
 class Release:
-    """A Xet file's ranges checked as its terms land (a ``RangeCheck`` the endpoint finds by the
-    ``.part``: ``ranges.live``): those of ``trust`` (the part hashes of the pinned bytes: they win),
-    else its windows, asked beside its fetch and checked once all are known. ``tell(landed)`` is
-    how the fetch's record hands over what is on disk, now and from then on."""
+    """A Xet file's ranges checked as its terms land (a ``RangeCheck`` the endpoint finds through
+    ``releases``): those of ``trust`` (the part hashes of the pinned bytes: they win), else its
+    windows, asked beside its fetch and checked once all are known. The fetch's record tells the
+    check what is on disk, now and from then on, as the engine tells any ``Landing``."""
 
     def __init__(
         self,
@@ -324,14 +324,16 @@ class Release:
         part_path: Path,
         record: Recorded,
         label: str,
+        releases: Releases,
         trust: RangeTrust | None = None,
     ) -> None:
         self._ask, self.size, self.xet_hash = ask, size, xet_hash
         self.fd, self.part_path, self.record, self.label = fd, part_path, record, label
-        self.trust = trust
+        self.trust, self.releases = trust, releases
         self.check: RangeCheck | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._running = contextlib.ExitStack()
         # not waited for at the end: a late answer arms nothing (``_closed``)
         self._asker = Background(f"xet-ranges:{label}", self._arm, join=0.0)
 
@@ -347,16 +349,18 @@ class Release:
         check = RangeCheck(trust, self.fd, self.part_path, label=self.label)
         with self._lock:
             if self._closed:
+                check.unshare()
                 return
-            self.check = check.__enter__()
-            self.record.tell(check.landed)
+            self.check = self._running.enter_context(check)
+            self._running.enter_context(self.releases.holding(check))
+            self.record.tell(check)
 
     def refute(self, why: str) -> None:
-        """The whole file's hash refused it (``why``): see ``RangeCheck.refute``."""
+        """The whole file's hash refused it (``why``): see ``Releases.refuted``."""
         with self._lock:
             self._closed, check = True, self.check
         if check is not None:
-            check.refute(why)
+            self.releases.refuted(check, why)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Release]:
@@ -367,10 +371,10 @@ class Release:
         finally:
             self._asker.stop()
             with self._lock:
-                self._closed, check = True, self.check
-            if check is not None:
+                self._closed, armed = True, self.check is not None
+            if armed:
                 self.record.tell(None)
-                check.__exit__(None, None, None)
+            self._running.close()
 
 
 class Recorded(Protocol):
@@ -379,6 +383,5 @@ class Recorded(Protocol):
     def sizes(self, start: int, end: int) -> Sequence[int] | None:
         """The lengths of the chunks on disk that make up ``[start, end)`` exactly, if all are."""
 
-    def tell(self, landed: Callable[[int, int], None] | None) -> None:
-        """``landed(start, end)`` told of every term on disk, now and as each lands (None: no
-        more)."""
+    def tell(self, landing: Landing | None) -> None:
+        """``landing`` told of every term on disk, now and as each lands (None: no more)."""

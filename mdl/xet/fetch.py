@@ -21,7 +21,7 @@ from mdl.errors import LocalFSError, MdlError
 from mdl.progress import Progress
 from mdl.sources.resolve import XetRef
 from mdl.store.filesystem import DirSyncs, stat_file
-from mdl.transfer.job import TransferJob, TransferResult
+from mdl.transfer.job import JobContext, TransferJob, TransferResult
 from mdl.transfer.ranges import fits
 from mdl.transfer.resume import STATE_MAX, boot_id, discard_partial, finish_part, job_root, planted
 from mdl.transfer.scheduling import RateLimiter
@@ -53,9 +53,6 @@ class XetSource(Cas):
     bound: Callable[[TransferJob, str], bool]
     # --limit-rate: the run's one budget, shared with the plain engine's streams
     limiter: RateLimiter | None = None
-    # a loader in this process reads ranges before files are whole (mdl serve --pull): a big file's
-    # windows are asked of the CAS and checked as they land (else the check would cost for naught)
-    ranged: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -63,20 +60,24 @@ class XetSource(Cas):
         self._indexes: dict[tuple[Path, str], ReuseIndex] = {}
         self._index_lock = threading.Lock()
 
-    def fetch(self, job: TransferJob, ref: XetRef) -> TransferResult:
+    def fetch(
+        self, job: TransferJob, ref: XetRef, beside: JobContext | None = None
+    ) -> TransferResult:
         """The file into ``job.final_path``, verified; XetFallback when the plain path must fetch
         it. Its ``fetched`` (or its error's, or its XetFallback's) counts the bytes of every
         attempt: those of one cut short came over the network all the same.
         """
         spent: list[int] = []  # the bytes of each attempt cut short
         try:
-            result = self._fetch(job, ref, spent)
+            result = self._fetch(job, ref, spent, beside or JobContext())
         except (MdlError, XetFallback) as exc:
             exc.fetched += sum(spent)
             raise
         return replace(result, fetched=result.fetched + sum(spent))
 
-    def _fetch(self, job: TransferJob, ref: XetRef, spent: list[int]) -> TransferResult:
+    def _fetch(
+        self, job: TransferJob, ref: XetRef, spent: list[int], beside: JobContext
+    ) -> TransferResult:
         """:meth:`fetch`'s attempts: resumed, unsplit, then whole without reuse."""
         if not (size := job.identity.size):
             raise XetFallback("its size is not known")
@@ -91,11 +92,11 @@ class XetSource(Cas):
         kept = loaded.terms if isinstance(loaded, Resumable) and _usable(loaded, ref, size) else ()
         try:
             try:
-                return self._attempt(job, ref, rec, kept, spent)
+                return self._attempt(job, beside, ref, rec, kept, spent)
             except Unsplittable as exc:
                 log.info("%s: %s; fetching its xorb ranges whole", job.label, exc)
                 discard_partial(job)
-                return self._attempt(job, ref, rec, (), spent, split=False)
+                return self._attempt(job, beside, ref, rec, (), spent, split=False)
         except Suspect as exc:
             log.warning(
                 "%s: %s after reusing bytes on disk; fetching it again whole", job.label, exc
@@ -104,7 +105,7 @@ class XetSource(Cas):
             discard_partial(job)
             del rec
             fresh = self.reconstruction(ref, job.label, size=size)
-            return self._attempt(job, ref, fresh, (), spent, split=False, reuse=False)
+            return self._attempt(job, beside, ref, fresh, (), spent, split=False, reuse=False)
 
     def index_for(self, job: TransferJob) -> ReuseIndex:
         """The chunks of the model's Xet files on disk (read once per run and model; files this
@@ -122,6 +123,7 @@ class XetSource(Cas):
     def _attempt(
         self,
         job: TransferJob,
+        beside: JobContext,
         ref: XetRef,
         rec: Reconstruction,
         kept: Sequence[Written],
@@ -149,7 +151,7 @@ class XetSource(Cas):
                     model=job.model,
                     path=job.path,
                 )
-                release = self._release(job, ref, partial)
+                release = self._release(job, beside, ref, partial)
                 with release.running() if release else contextlib.nullcontext(), partial.hashing():
                     if plan.tasks:
                         streams = max(1, min(want, len(plan.tasks)))
@@ -171,16 +173,19 @@ class XetSource(Cas):
             trust=release.check.trust.kind if release and release.check is not None else None,
         )
 
-    def _release(self, job: TransferJob, ref: XetRef, partial: Partial) -> _ranges.Release | None:
+    def _release(
+        self, job: TransferJob, beside: JobContext, ref: XetRef, partial: Partial
+    ) -> _ranges.Release | None:
         """The file's ranges to check as their terms land, so its verified ranges may leave before
-        it is whole (``ranges.live``), each against a root bound to the pinned bytes: the job's
-        trust (the part hashes beside the lock, a signature's shards) when it has one; else the
-        Xet hash, only when this machine verified it whole with the pinned sha256 (``bound``: a
-        Hub's word alone, its HEAD, listing or a lock copied from them, releases nothing early).
+        it is whole (found through ``JobContext.releases``), each against a root bound to the
+        pinned bytes: the job's trust (the part hashes beside the lock, a signature's shards)
+        when it has one; else the Xet hash, only when this machine verified it whole with the
+        pinned sha256 (``bound``: a Hub's word alone, its HEAD, listing or a lock copied from
+        them, releases nothing early).
         None for a file of one range, or when no loader reads this run's files as they come."""
-        if not self.ranged or partial.rec.size <= _ranges.WINDOW:
+        if beside.releases is None or partial.rec.size <= _ranges.WINDOW:
             return None
-        trust = job.trust if job.trust is not None and fits(job.trust) else None
+        trust = beside.trust if beside.trust is not None and fits(beside.trust) else None
         if trust is None and not self.bound(job, ref.hash):
             log.info(
                 "%s: its Xet hash is not bound to its pinned sha256: released whole", job.label
@@ -195,6 +200,7 @@ class XetSource(Cas):
             record=partial.record,
             label=job.label,
             trust=trust,
+            releases=beside.releases,
         )
 
     def _install(self, job: TransferJob, ref: XetRef, partial: Partial) -> None:

@@ -19,7 +19,6 @@ import pytest
 from servers import HubServer, make_data
 
 import mdl.buckets._parts as parts_module
-import mdl.download._fetch as fetch_module
 import mdl.download._parts as stream_module
 from mdl.buckets import names
 from mdl.buckets.folder import FolderWriter
@@ -29,13 +28,13 @@ from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings
 from mdl.download._parts import PartSet, Publisher, Streamer
 from mdl.download.puller import pull_models
-from mdl.download.session import TERM_VARIABLE
+from mdl.download.session import TERM_VARIABLE, FileSources
 from mdl.progress import Progress
 from mdl.report import RunReport
 from mdl.setting import Overrides
 from mdl.transfer import ranges
 from mdl.transfer.http import Credentials
-from mdl.transfer.job import Identity, TransferJob
+from mdl.transfer.job import Identity, JobContext, TransferJob
 from mdl.transfer.ranges import Digests, RangeCheck
 
 PART = 1 << 20  # the tests' part size (MiB): 8 parts and 3 bytes
@@ -66,12 +65,13 @@ def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
 def trusted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every pull's job for the model's file carries its range trust (what a lock's part hashes
     give it)."""
-    real = fetch_module.transfer_job
+    real = FileSources.beside.fget
+    assert real is not None
 
-    def with_trust(*args: Any, **more: Any) -> TransferJob:
-        return replace(real(*args, **more), trust=trust_of(WEIGHTS))
+    def with_trust(sources: FileSources) -> JobContext:
+        return replace(real(sources), trust=trust_of(WEIGHTS))
 
-    monkeypatch.setattr(fetch_module, "transfer_job", with_trust)
+    monkeypatch.setattr(FileSources, "beside", property(with_trust))
 
 
 @pytest.fixture
@@ -231,13 +231,12 @@ def follower(tmp_path: Path, root: Path, trust: Digests | None) -> Streamer:
         state_path=tmp_path / "f.state",
         source="s",
         root=tmp_path,
-        trust=trust,
     )
     ns = namespace(template_of(root))
     assert ns is not None
     parts = PartSet.of(FolderWriter(), ns, object_uri(root), job)
     assert parts is not None and parts.count == COUNT
-    return Streamer(parts, job)
+    return Streamer(parts, job, trust)
 
 
 def put_part(root: Path, number: int, data: bytes) -> None:
@@ -356,26 +355,27 @@ def test_the_holder_never_publishes_a_range_that_failed_its_hash(
     assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
 
 
-def test_a_part_leaves_the_holder_only_as_bytes_that_verify_as_read(
-    root: Path, tmp_path: Path
-) -> None:
-    """Beside the fetch, the holder reads each part it sends through its fetch's range check
-    (``RangeCheck.reading``): bytes that verified once, then changed on disk, are not sent."""
-    job = follower(tmp_path, root, trust_of(WEIGHTS)).job
-    job.part_path.write_bytes(WEIGHTS)
+def test_the_holder_publishes_only_what_its_check_verified(root: Path, tmp_path: Path) -> None:
+    """Beside the fetch, the holder hears verified bytes only (its fetch's range check tells it,
+    as the fetch's ``JobContext.landing``): a part with a range that failed its hash is not sent,
+    every other part is, and nothing is hashed twice for it."""
+    trust = trust_of(WEIGHTS)
+    streamer = follower(tmp_path, root, trust)
+    job, parts = streamer.job, streamer.parts.under(HELD)
+    wrong = bytearray(WEIGHTS)
+    wrong[PART + 5] ^= 1  # part 2's bytes, as a flaky origin sent them
+    job.part_path.write_bytes(wrong)
     fd = os.open(job.part_path, os.O_RDWR)
     try:
-        assert job.trust is not None
-        with RangeCheck(job.trust, fd, job.part_path) as check:
+        with (
+            Publisher(parts, job) as publisher,
+            RangeCheck(trust, fd, job.part_path, then=publisher) as check,
+        ):
             check.landed(0, len(WEIGHTS))
-            assert check.settle(threading.Event()) == []
-            assert check.verified_spans() == [(0, len(WEIGHTS))]
-            os.pwrite(fd, b"\0", PART + 5)  # part 2 changes after it verified
-            parts = follower(tmp_path, root, job.trust).parts.under(HELD)
-            sent = Publisher(parts, job)._send(
-                [1, 2], job.part_path, until=threading.Event(), backs=0
-            )
+            assert check.settle(threading.Event()) == [(PART, 2 * PART)]
+            publisher.landings.settle(threading.Event())
     finally:
         os.close(fd)
-    assert sent == PART and parts.published() == {1}
+    assert parts.published() == set(range(1, COUNT + 1)) - {2}
+    assert publisher.beside == len(WEIGHTS) - PART
     assert FolderWriter().read(parts.uri(1), limit=PART)[0] == WEIGHTS[:PART]  # type: ignore[index]

@@ -346,9 +346,9 @@ def test_every_shard_s_head_comes_first_and_is_served_while_another_shard_is_fet
     assert " action=downloaded " in outcome and f" fetched={len(data)} " in outcome, outcome
 
 
-def test_an_answer_released_by_range_stops_short_at_a_range_that_no_longer_verifies(
-    tmp_path: Path,
-) -> None:
+def test_an_answer_released_by_range_stops_short_at_a_range_taken_back(tmp_path: Path) -> None:
+    """The fetch takes back bytes of a range an answer is about to send (a piece dropped, the file
+    started over): the answer stops at it, never sending bytes not the ones that verified."""
     from mdl.endpoint.shelf import Early, ShelfObject, _windows
     from mdl.transfer.ranges import Digests, RangeCheck, digest
 
@@ -365,12 +365,14 @@ def test_an_answer_released_by_range_stops_short_at_a_range_that_no_longer_verif
         with RangeCheck(trust, fd, path) as check:
             check.landed(0, len(data))
             assert check.settle(cancel) == []
+            assert check.share()  # (the answer's, as the shelf takes it)
             early = Early(obj, _windows(check, 10, len(data) - 10, cancel, time.monotonic() + HANG))
-            assert early.ready  # its first range read and checked before the answer begins
-            os.pwrite(fd, b"\0", PART + 5)  # the second range changed on disk meanwhile
+            assert early.ready  # its first range read before the answer begins
+            check.taken_back(PART + 5, PART + 6)  # (the engine, before the bytes change)
+            os.pwrite(fd, b"\0", PART + 5)
             sent = b"".join(bytes(view) for view in early)
             early.close()
-            assert sent == data[10:PART], "the first range only: nothing that no longer verifies"
+            assert sent == data[10:PART], "the first range only: nothing taken back leaves"
     finally:
         os.close(fd)
 
@@ -438,7 +440,7 @@ def test_an_answer_under_way_stops_at_the_next_range_once_its_file_is_refused(
     tmp_path: Path,
 ) -> None:
     from mdl.endpoint.shelf import Early, ShelfObject, _windows
-    from mdl.transfer.ranges import Digests, RangeCheck, digest, released_wrong
+    from mdl.transfer.ranges import Digests, RangeCheck, Releases, digest
 
     data = make_data(3 * PART, seed=77)
     path = tmp_path / "f.part"
@@ -447,18 +449,19 @@ def test_an_answer_under_way_stops_at_the_next_range_once_its_file_is_refused(
         "lock", len(data), PART, [digest(data[s : s + PART]) for s in range(0, len(data), PART)]
     )
     obj = ShelfObject("m/f", "m", "f", len(data), '"x"', None, False, "partial", path, "x")
-    cancel = threading.Event()
+    cancel, releases = threading.Event(), Releases()
     fd = os.open(path, os.O_RDWR)
     try:
         with RangeCheck(trust, fd, path) as check:
             check.landed(0, len(data))
             assert check.settle(cancel) == []
+            assert check.share()  # (the answer's, as the shelf takes it)
             early = Early(obj, _windows(check, 10, len(data) - 10, cancel, time.monotonic() + HANG))
-            assert early.ready  # its first range read and checked before the answer begins
-            check.refute("its sha256 refused the file")  # while the answer is sent
+            assert early.ready  # its first range read before the answer begins
+            releases.refuted(check, "its sha256 refused the file")  # while the answer is sent
             sent = b"".join(bytes(view) for view in early)
             early.close()
             assert sent == data[10:PART], "the range under way only: cut at the next"
-        assert released_wrong(path) == ((0, PART),)
+        assert releases.wrong(path) == ((0, PART),)
     finally:
         os.close(fd)

@@ -1,4 +1,4 @@
-"""``TransferJob.landing``: the engine tells whoever listens which bytes of the ``.part`` landed
+"""``JobContext.landing``: the engine tells whoever listens which bytes of the ``.part`` landed
 and which it takes back (a fill's publisher; a range's check), against the real loopback CDN: the
 ranges told are on disk when told, cover the file exactly once (an answer broken off included), a
 resume tells the bytes it resumes on first, and bytes taken back (a server that stops honouring
@@ -10,7 +10,6 @@ import json
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import httpx2
@@ -23,7 +22,7 @@ from mdl.progress import Progress
 from mdl.transfer._stream import LANDED_STEP
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
-from mdl.transfer.job import EngineConfig, TransferJob
+from mdl.transfer.job import EngineConfig, JobContext, TransferJob
 
 DATA = make_data(9_000_003, seed=70)
 
@@ -67,9 +66,9 @@ class Heard:
         return ends[-1] == len(DATA)
 
 
-def listening(job: TransferJob) -> tuple[TransferJob, Heard]:
+def listening(job: TransferJob) -> tuple[TransferJob, JobContext, Heard]:
     heard = Heard(job)
-    return replace(job, landing=heard), heard
+    return job, JobContext(landing=heard), heard
 
 
 @pytest.fixture
@@ -90,8 +89,8 @@ def test_the_ranges_told_are_the_bytes_landed_each_once_an_answer_broken_off_inc
 ) -> None:
     url = cdn.add_file("/f.bin", DATA)
     cdn.faults.add(Fault.reset(after_bytes=300_000))  # one answer ends a third of a MiB in
-    job, heard = listening(transfer_job(tmp_path, url, DATA))
-    engine(client, retries=1).fetch(job)
+    job, beside, heard = listening(transfer_job(tmp_path, url, DATA))
+    engine(client, retries=1).fetch(job, beside)
     assert job.final_path.read_bytes() == DATA
     assert heard.wrong == [], "a range was told before its bytes were on disk"
     assert heard.tiles(), f"every byte told exactly once: {sorted(heard.ranges)}"
@@ -111,8 +110,8 @@ def test_a_resume_tells_the_bytes_it_resumes_on_first(
     kept = [(s, s + d) for s, _, d in json.loads(first.state_path.read_text())["pieces"] if d]
     assert kept, "the first run kept bytes to resume on"
     cdn.throttle_bps = None
-    job, heard = listening(first)
-    result = engine(client, retries=0).fetch(job)
+    job, beside, heard = listening(first)
+    result = engine(client, retries=0).fetch(job, beside)
     assert result.resumed_from == sum(e - s for s, e in kept)
     assert heard.ranges[: len(kept)] == kept, "the bytes resumed on are told first"
     assert heard.wrong == []
@@ -131,8 +130,8 @@ def test_bytes_taken_back_are_told_before_they_change_and_told_again_as_they_lan
     # the file's two ranges are answered (the first cut: the second is this fault's one skip);
     # the one asked again gets the whole file
     cdn.faults.add(Fault.full_body(skip=1))
-    job, heard = listening(transfer_job(tmp_path, url, DATA))
-    engine(client, retries=1).fetch(job)
+    job, beside, heard = listening(transfer_job(tmp_path, url, DATA))
+    engine(client, retries=1).fetch(job, beside)
     assert job.final_path.read_bytes() == DATA
     assert heard.back, "the bytes claimed before the start over were told taken back"
     assert heard.wrong == [], "a range was told (landed or taken back) with other bytes on disk"

@@ -24,7 +24,7 @@ from mdl.progress import Progress
 from mdl.transfer import ranges
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
-from mdl.transfer.job import EngineConfig, TransferJob
+from mdl.transfer.job import EngineConfig, JobContext, TransferJob
 from mdl.transfer.ranges import Digests, RangeCheck
 from mdl.transfer.resume import seed
 
@@ -51,7 +51,10 @@ def engine(client: httpx2.Client, *, retries: int = 1) -> Engine:
 
 
 def job_for(tmp_path: Path, url: str, **more: object) -> TransferJob:
-    return transfer_job(tmp_path, url, DATA, trust=trust_of(DATA), **more)
+    return transfer_job(tmp_path, url, DATA, **more)
+
+
+TRUSTED = JobContext(trust=trust_of(DATA))  # beside each job of DATA: its lock's part hashes
 
 
 def test_a_flipped_byte_costs_one_range_fetched_again_alone(
@@ -60,7 +63,7 @@ def test_a_flipped_byte_costs_one_range_fetched_again_alone(
     url = cdn.add_file("/f.bin", DATA)
     cdn.flips.append([3 * PART + 17, 1])
     job = job_for(tmp_path, url)
-    result = engine(client).fetch(job)
+    result = engine(client).fetch(job, TRUSTED)
     assert job.final_path.read_bytes() == DATA
     assert (result.trust, result.refetched) == ("lock", 1)
     sent = cdn.log.body_bytes(path_prefix="/f.bin")
@@ -86,10 +89,10 @@ def test_a_mirror_s_wrong_range_is_left_to_the_next_source_which_fetches_only_it
     cdn.flips.append([5 * PART + 1, 10])  # the mirror keeps sending it wrong
     job = job_for(tmp_path, mirror, fallback=True, retry_on_mismatch=False)
     with pytest.raises(IntegrityError, match="failed their lock hash"):
-        engine(client).fetch(job)
+        engine(client).fetch(job, TRUSTED)
     assert job.part_path.exists(), "the verified ranges are kept for the next source"
     cdn.flips.clear()
-    result = engine(client).fetch(replace(job, url=origin, fallback=False))
+    result = engine(client).fetch(replace(job, url=origin, fallback=False), TRUSTED)
     assert job.final_path.read_bytes() == DATA
     assert cdn.log.body_bytes(path_prefix="/origin/f.bin") <= PART, (
         "the origin sent the range alone"
@@ -109,31 +112,52 @@ def test_a_resume_keeps_the_ranges_that_verify_and_fetches_a_damaged_one_again(
     kept[100] ^= 1
     job.part_path.write_bytes(kept + bytes(len(DATA) - len(kept)))
     seed(job, [(0, 5 * PART)])
-    result = engine(client).fetch(job)
+    result = engine(client).fetch(job, TRUSTED)
     assert job.final_path.read_bytes() == DATA
     assert (result.resumed_from, result.refetched) == (5 * PART, 1)
     again = cdn.log.body_bytes(path_prefix="/f.bin")
     assert again == len(DATA) - 4 * PART, "the four kept ranges that verify are not fetched again"
 
 
-def test_a_range_leaves_only_as_bytes_that_verify_as_read(tmp_path: Path) -> None:
+def test_a_range_leaves_only_verified_and_never_once_taken_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A range leaves once it verified, as the bytes the check hashed (read once more, never
+    hashed again), and only while none of them was taken back: a take-back before the read, or
+    during it (the epoch compared after), gives nothing; the check is found through the releases
+    while its fetch runs, and only then."""
     path = tmp_path / "f.part"
     path.write_bytes(DATA)
     fd = os.open(path, os.O_RDWR)
-    cancel = threading.Event()
+    cancel, releases = threading.Event(), ranges.Releases()
     try:
-        with RangeCheck(trust_of(DATA), fd, path) as check:
+        with RangeCheck(trust_of(DATA), fd, path) as check, releases.holding(check):
             check.landed(0, 2 * PART)
             assert check.settle(cancel) == []
-            assert ranges.live(path) is check
+            shared = releases.share(path)
+            assert shared is check
+            check.unshare()
             with check.reading(10, PART + 10, cancel) as got:
                 assert got is not None and bytes(got) == DATA[10 : PART + 10]
             with check.reading(2 * PART - 1, 2 * PART + 1, cancel) as got:
                 assert got is None, "a range that did not land is not read"
-            os.pwrite(fd, b"\0", 5)  # changed on disk after it verified
-            with check.reading(0, 10, cancel) as got:
-                assert got is None, "bytes that no longer verify never leave"
-        assert ranges.live(path) is None
+            read = ranges._read_into
+
+            def taken_back_meanwhile(fd: int, view: memoryview, offset: int) -> memoryview:
+                check.taken_back(PART + 5, PART + 6)  # (the engine, as the bytes are read)
+                return read(fd, view, offset)
+
+            with monkeypatch.context() as m:
+                m.setattr(ranges, "_read_into", taken_back_meanwhile)
+                with check.reading(PART, PART + 10, cancel) as got:
+                    assert got is None, "bytes taken back as they were read never leave"
+            with check.reading(PART, PART + 10, cancel) as got:
+                assert got is None, "a range taken back leaves only once it verified again"
+            check.landed(PART, 2 * PART)
+            assert check.settle(cancel) == []
+            with check.reading(PART, PART + 10, cancel) as got:
+                assert got is not None and bytes(got) == DATA[PART : PART + 10]
+        assert releases.share(path) is None
     finally:
         os.close(fd)
 
@@ -171,7 +195,7 @@ def test_a_file_whose_every_range_fails_is_not_fetched_again_by_range(
     cdn.flips.extend([start + 5, 100] for start in range(0, len(DATA), PART))
     job = job_for(tmp_path, url)
     with pytest.raises(IntegrityError):
-        engine(client).fetch(job)
+        engine(client).fetch(job, TRUSTED)
     assert cdn.log.body_bytes(path_prefix="/f.bin") <= len(DATA), "the file once, no more"
     said = [c for c in job.retries.causes if "not fetched again by range" in c]
     assert len(said) == 1 and "9 of 9 ranges" in said[0], job.retries.causes
@@ -182,8 +206,8 @@ def test_a_wrong_trust_costs_no_refetch_when_the_file_verifies(
 ) -> None:
     url = cdn.add_file("/f.bin", DATA)
     other = make_data(len(DATA), seed=72)  # part hashes of other bytes, the sha256 of these
-    job = transfer_job(tmp_path, url, DATA, trust=trust_of(other))
-    result = engine(client).fetch(job)
+    job = transfer_job(tmp_path, url, DATA)
+    result = engine(client).fetch(job, JobContext(trust=trust_of(other)))
     assert job.final_path.read_bytes() == DATA and result.refetched == 0
     assert cdn.log.body_bytes(path_prefix="/f.bin") == len(DATA)
     assert any("not fetched again by range" in c for c in job.retries.causes)
@@ -247,7 +271,7 @@ def test_ranges_bigger_than_the_budget_are_not_checked_by_range(
     )
     assert not ranges.fits(whole) and ranges.fits(trust_of(DATA))
     url = cdn.add_file("/f.bin", DATA)
-    result = engine(client).fetch(transfer_job(tmp_path, url, DATA, trust=whole))
+    result = engine(client).fetch(transfer_job(tmp_path, url, DATA), JobContext(trust=whole))
     assert result.trust is None
 
 
@@ -261,9 +285,14 @@ def test_a_range_being_read_outlives_the_fetch_s_descriptor(tmp_path: Path) -> N
     with RangeCheck(trust_of(DATA), fd, path) as check:
         check.landed(0, len(DATA))
         assert check.settle(cancel) == []
+        assert check.share()  # (an answer's, taken while the fetch runs)
     os.close(fd)
     with check.reading(PART - 10, PART + 10, cancel) as got:
         assert got is not None and bytes(got) == DATA[PART - 10 : PART + 10]
+    check.unshare()  # the last share: the check's descriptor closes, nothing more is read
+    assert not check.share()
+    with check.reading(PART - 10, PART + 10, cancel) as got:
+        assert got is None
 
 
 def test_a_read_with_no_room_by_its_deadline_gets_nothing(
@@ -292,13 +321,12 @@ def test_a_refuted_check_lets_nothing_more_leave_and_tells_the_ranges_that_left(
     tmp_path: Path,
 ) -> None:
     """The whole file's hash refused the bytes the check verified: the ranges read before are
-    told (once, to whoever asks after a mark taken before), a read under way when it is refuted
+    kept by the pull's releases (another pull's know none), a read under way when it is refuted
     counts, and nothing leaves from then on."""
     path = tmp_path / "f.part"
     path.write_bytes(DATA)
     fd = os.open(path, os.O_RDWR)
-    cancel = threading.Event()
-    mark = ranges.wrong_mark()
+    cancel, releases = threading.Event(), ranges.Releases()
     try:
         with RangeCheck(trust_of(DATA), fd, path, label="m/f") as check:
             check.landed(0, len(DATA))
@@ -307,12 +335,12 @@ def test_a_refuted_check_lets_nothing_more_leave_and_tells_the_ranges_that_left(
                 assert got is not None
             with check.reading(4 * PART, 4 * PART + 1, cancel) as got:
                 assert got is not None  # being sent as the file is refused
-                spans = check.refute("its sha256 refused the file")
+                assert releases.wrong(path) == ()
+                releases.refuted(check, "its sha256 refused the file")
             with check.reading(10, 20, cancel) as got:
                 assert got is None, "nothing leaves once the file is refused"
-        assert spans == ((0, PART), (4 * PART, 5 * PART))
-        assert ranges.released_wrong(path, since=mark) == spans
-        assert ranges.released_wrong(path, since=ranges.wrong_mark()) == ()
+        assert releases.wrong(path) == ((0, PART), (4 * PART, 5 * PART))
+        assert ranges.Releases().wrong(path) == (), "another pull's releases: none of its own"
     finally:
         os.close(fd)
 
@@ -321,12 +349,13 @@ def test_a_refuted_check_that_let_nothing_leave_tells_nothing(tmp_path: Path) ->
     path = tmp_path / "f.part"
     path.write_bytes(DATA)
     fd = os.open(path, os.O_RDWR)
-    mark = ranges.wrong_mark()
+    releases = ranges.Releases()
     try:
         with RangeCheck(trust_of(DATA), fd, path) as check:
             check.landed(0, len(DATA))
             assert check.settle(threading.Event()) == []
-            assert check.refute("its sha256 refused the file") == ()
-        assert ranges.released_wrong(path, since=mark) == () and ranges.wrong_mark() == mark
+            releases.refuted(check, "its sha256 refused the file")
+            assert check.refuted
+        assert releases.wrong(path) == ()
     finally:
         os.close(fd)

@@ -2,7 +2,7 @@
 (tests/xetserver.py) whose `GET /v2/file-chunk-hashes` answers are summed up from the file's chunks
 (as xet-core does: tests/xet/test_subtree.py holds them to its vectors and hf_xet). While the
 file's last xorb is held back, the windows whose chunks landed verify and read back (the check
-`mdl serve --pull` reads through, `ranges.live`); a lying answer, a window at the wrong offset, a
+`mdl serve --pull` reads through, found by the pull's releases); a lying answer, a window at the wrong offset, a
 repeated region, a truncated summary or no answer at all leave the file to be released whole, as
 before, and the pull ends with the right bytes in every case.
 
@@ -29,6 +29,8 @@ from serveproc import AWS_ISOLATION
 from servers import Fault, make_data
 from xetserver import CasServer, XetFile, XetHubServer, XetStore, chunk_hashes_answer
 
+from mdl.download.demand import Demand
+from mdl.endpoint import serving
 from mdl.lockfile.parts import PartHashes, write_parts
 from mdl.transfer import ranges
 from mdl.xet import _ranges
@@ -37,6 +39,7 @@ WEIGHTS = "model.safetensors"
 OTHER = "other.safetensors"  # another file of the repo, as big (whose Xet hash a Hub may name)
 SIZE = 4 << 20
 _ONLY_OURS = '[models.m]\nrepo = "org/m"\ninclude = ["model.safetensors", "config.json"]\n'
+DEMANDS: list[Demand] = []  # the serves' of the test running
 
 
 @pytest.fixture
@@ -61,6 +64,14 @@ def catalog(
     caplog: pytest.LogCaptureFixture,
 ) -> Path:
     monkeypatch.setattr(_ranges, "WINDOW", 512 << 10)
+    DEMANDS.clear()
+
+    class Recorded(Demand):  # the serve's: its releases find the range check
+        def __init__(self) -> None:
+            super().__init__()
+            DEMANDS.append(self)
+
+    monkeypatch.setattr(serving, "Demand", Recorded)
     caplog.set_level(logging.INFO, logger="mdl.xet")
     monkeypatch.setenv("MDL_LOG_LEVEL", "debug")
     return use_catalog(tmp_path, monkeypatch, '[models.m]\nrepo = "org/m"\n', endpoint=hub.url)
@@ -160,7 +171,13 @@ class Pull:
 
     def check(self) -> ranges.RangeCheck | None:
         part = self.part()
-        return None if part is None else ranges.live(part)
+        for demand in DEMANDS if part is not None else []:
+            assert part is not None
+            check = demand.releases.share(part)
+            if check is not None:
+                check.unshare()  # (the test reads its state only)
+                return check
+        return None
 
     def landed_but_last(self, last: int | None = None) -> None:
         """Every term but the held one on disk (the partial's bytes there are the ones fetched;
