@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -61,7 +61,7 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
         interval=SERVED_FLUSH_INTERVAL if served else RECORD_FLUSH_INTERVAL,
     )
     try:
-        with Heads(session, first.values() if served else ()) as heads:
+        with Heads(session, first.values()) as heads:
             work = partial(_fetch_one, session, records, heads)
             results |= Crew(session, first, work=work).run()
         if not session.cancel.is_set():
@@ -74,7 +74,6 @@ def fetch(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileOutcom
 
 
 AT_ONCE = 2  # heads fetched at once, beside the bulk (each a range: 16 MiB and up)
-_RUNNING = "running"
 
 
 class Heads:
@@ -88,67 +87,48 @@ class Heads:
     or by Xet, is fetched as before."""
 
     def __init__(self, session: PullSession, plans: Iterable[PlannedFile]) -> None:
-        self.session = session
-        self._wanted = sorted(
-            (plan for plan in plans if _heads_first(session, plan)),
-            key=lambda plan: natural_key(plan.remote.model, plan.remote.path),
-        )[1:]
-        self._files: dict[tuple[str, str], HeldLocks | str] = {}  # ahead, or being fetched
-        self._changed = threading.Condition()
-        self._stop = threading.Event()
+        self.session, self._plans = session, plans
         self._pool: ThreadPoolExecutor | None = None
+        self._heads: dict[tuple[str, str], Future[HeldLocks | None]] = {}
 
     def __enter__(self) -> Heads:
-        if self._wanted:
-            self._pool = ThreadPoolExecutor(AT_ONCE, thread_name_prefix="head")
-            for plan in self._wanted:
-                self._pool.submit(self._ahead, plan)
+        """The heads fetched beside the crew, in a serving pull (none in any other)."""
+        session = self.session
+        if session.demand is None:
+            return self
+        wanted = sorted(
+            (plan for plan in self._plans if _heads_first(session, plan)),
+            key=lambda plan: natural_key(plan.remote.model, plan.remote.path),
+        )[1:]
+        self._pool = pool = ThreadPoolExecutor(AT_ONCE, thread_name_prefix="head")
+        self._heads = {(p.remote.model, p.remote.path): pool.submit(self._ahead, p) for p in wanted}
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._pool is None:
             return
-        self._stop.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for head in self._heads.values():
+            head.cancel()
+        self._pool.shutdown(wait=True)
         self.session.engine.drop_paused()  # (its bytes kept: the next run resumes on them)
-        with self._changed:
-            held, self._files = list(self._files.values()), {}
-        for locks in held:
-            if isinstance(locks, HeldLocks):
-                locks.release()
+        for head in self._heads.values():  # (a head no file of the crew claimed: its lock)
+            if not head.cancelled() and (held := head.result()) is not None:
+                held.release()
 
     def claim(self, remote: RemoteFile) -> HeldLocks | None:
         """The file's lock, when its fetch is paused after its head (the crew's fetch goes on
-        with it); waits while its head is being fetched. None: fetched as any file."""
-        if not self._wanted:
+        with it), waiting while its head is fetched (it ends within the engine's timeouts, and at
+        once on Ctrl-C); None: fetched as any file (its head not begun yet is not fetched now)."""
+        head = self._heads.pop((remote.model, remote.path), None)
+        if head is None or head.cancel():
             return None
-        key = (remote.model, remote.path)
-        with self._changed:
-            while self._files.get(key) == _RUNNING and not self.session.cancel.is_set():
-                self._changed.wait(0.1)
-            found = self._files.pop(key, None)
-            self._files[key] = "claimed"  # (its head, not begun yet, is not fetched now)
-        return found if isinstance(found, HeldLocks) else None
+        while True:
+            try:
+                return head.result(timeout=0.2)
+            except TimeoutError:
+                continue
 
-    def _ahead(self, plan: PlannedFile) -> None:
-        session, key = self.session, (plan.remote.model, plan.remote.path)
-        with self._changed:
-            if key in self._files or self._stop.is_set() or session.cancel.is_set():
-                return
-            self._files[key] = _RUNNING
-        held = None
-        try:
-            held = self._fetched(plan)
-        finally:
-            with self._changed:
-                if self._files.get(key) == _RUNNING:
-                    self._files[key] = held if held is not None else "claimed"
-                    held = None
-                self._changed.notify_all()
-            if held is not None:
-                held.release()
-
-    def _fetched(self, plan: PlannedFile) -> HeldLocks | None:
+    def _ahead(self, plan: PlannedFile) -> HeldLocks | None:
         """The file's lock, once its head is fetched and its fetch paused; None otherwise."""
         session, remote, placement = self.session, plan.remote, plan.placement
         try:

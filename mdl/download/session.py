@@ -40,8 +40,9 @@ from mdl.store.layout import Layout
 from mdl.store.records import ExpectedFile
 from mdl.store.store import Store
 from mdl.transfer.connection import NetTransport, origin
+from mdl.transfer.context import JobContext
 from mdl.transfer.http import Credentials, RetryPolicy, TokenGuard, make_client
-from mdl.transfer.job import JobContext, Landing, RetryLog, TransferJob, TransferResult
+from mdl.transfer.job import Landing, RetryLog, TransferJob, TransferResult
 from mdl.transfer.ratelimit import HubGate
 from mdl.transfer.replies import Probed, probe
 from mdl.transfer.resume import discard_partial
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from mdl.sources.hub import Hub
     from mdl.transfer.engine import Engine
     from mdl.transfer.job import EngineConfig
+    from mdl.transfer.ranges import Releases
     from mdl.transfer.scheduling import RateLimiter
     from mdl.xet.fetch import XetSource
 
@@ -82,6 +84,7 @@ class PullSession:
         self.cancel = cancel or threading.Event()
         # a loader reads the files while they come (mdl serve --pull): their order, its waits
         self.demand = demand
+        self._releases = demand.releases if demand is not None else None
         # the bytes each file's head fetched ahead of it (``serve --pull``): this run's, not resumed
         self.layout = Layout(settings)
         # model records (and, in the plain layout, everything else)
@@ -164,6 +167,16 @@ class PullSession:
                 )
                 self._engines = (engine(config), engine(mirror), config, limiter)
             return self._engines
+
+    @property
+    def releases(self) -> Releases:
+        """The range checks of this pull's fetches and the memory they hold (a serving pull's:
+        its ``Demand``'s, which the endpoint reads through)."""
+        if self._releases is None:
+            from mdl.transfer.ranges import Releases  # (a pull with part hashes only)
+
+            self._releases = Releases()
+        return self._releases
 
     @property
     def engine(self) -> Engine:
@@ -482,13 +495,13 @@ class FileSources:
     def beside(self) -> JobContext:
         """What the file's fetch is handed beside its job: its range trust, this run's probe
         answer, its listener, and (a pull that serves loaders) the releases that find its check."""
-        demand = self.session.demand
+        trust = self.remote.trust
         return JobContext(
             landing=self.landing,
-            trust=self.remote.trust,
-            in_order=demand is not None,  # loaders read it as it lands
+            trust=trust,
+            in_order=self.session.demand is not None,  # loaders read it as it lands
             opening=self.remote.opening,
-            releases=demand.releases if demand is not None else None,
+            releases=self.session.releases if trust is not None else None,
         )
 
     def origin(self) -> TransferResult:

@@ -17,9 +17,9 @@ from mdl.store.confined import open_file
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer._shared import IGNORED_RANGE, Shared
 from mdl.transfer._stream import PieceStream
+from mdl.transfer.context import JobContext
 from mdl.transfer.job import (
     HashMismatch,
-    JobContext,
     RangesIgnoredError,
     SourceChanged,
     TransferJob,
@@ -43,17 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mdl.transfer")
 
 
-@dataclasses.dataclass
-class _Begun:
-    """A fetch under way: its ``.part`` open, its state, its check running (``running``)."""
-
-    fd: int
-    state: DownloadState
-    check: RangeCheck | None
-    running: contextlib.ExitStack
-    resumed_from: int
-
-
 class PartFetch:
     """One try at one file: its ``.part`` opened, filled by ``Restarts``, verified, finished; or
     (head first) its first bytes fetched ``ahead`` of the rest, the fetch paused till ``run``."""
@@ -68,23 +57,25 @@ class PartFetch:
     ) -> None:
         self.shared, self.job, self.beside = shared, job, beside
         self.loaded, self.dirs = loaded, dirs
-        self._begun: _Begun | None = None  # paused after its head (``ahead``)
+        self.paused = False  # after its head (``ahead``)
+        # the ``.part`` open, its check running (``running``) from ``_begin`` on
+        self.fd, self.running = -1, contextlib.ExitStack()
+        self.check: RangeCheck | None = None
 
     def run(self, job: TransferJob | None = None) -> TransferResult:
         """The file in place, verified; else an error, the bytes on disk kept if worth a resume.
         ``job``: the file's job now, when it was paused after its head (its retries said with its
         outcome, those of the head's fetch first)."""
-        begun, ahead = self._begun or self._begin(), self._begun is not None
-        if ahead and job is not None:
+        state = self.state if self.paused else self._begin()
+        if self.paused and job is not None:
             for cause in self.job.retries.causes:
                 job.retries.add(cause)
-            self.job = begun.state.job = job
-        state, check = begun.state, begun.check
+            self.job = state.job = job
         try:
-            with begun.running:
-                if not ahead:
+            with self.running:
+                if not self.paused:
                     self._prepare(state)
-                size = self._download(state, check)
+                size = self._download(state, self.check)
         except OSError as exc:
             error = part_error(self.job, exc)
             if isinstance(error, NoSpaceError):
@@ -92,64 +83,63 @@ class PartFetch:
                 keep_on_full_disk(state)
             raise error from exc
         except HashMismatch as exc:
-            if check is not None:  # ranges that left early are not proved: told, cut, refused
-                self._refuted(check, f"its {exc.kind} refused the file")
-            self._refuse(state, exc, begun.resumed_from)
+            if self.check is not None:  # ranges that left early are not proved: told, refused
+                self._refuted(self.check, f"its {exc.kind} refused the file")
+            self._refuse(state, exc, self.resumed_from)
             raise
         except (MdlError, KeyboardInterrupt, httpx2.HTTPError) as exc:
             self._keep(state, exc)
             raise
         finally:
-            os.close(begun.fd)
+            os.close(self.fd)
         self._finish(state)
-        return self._result(begun, size)
+        return self._result(state, size)
 
     def ahead(self, end: int) -> bool:
         """Bytes ``[0, end)`` fetched now, the fetch then paused (its ``.part``, record and check
         kept: the check goes on serving what verified) till ``run`` fetches the rest on them;
         False: they did not all come (what did is kept, as any stopped run's; ``run`` is then a
         fresh ``PartFetch``'s)."""
-        begun = self._begin()
+        state = self._begin()
         try:
-            self._prepare(begun.state)
-            Restarts(self.shared, begun.state, until=end).run()
-            begun.state.save(durable=True)
+            self._prepare(state)
+            Restarts(self.shared, state, until=end).run()
+            state.save(durable=True)
         except (MdlError, OSError, httpx2.HTTPError, KeyboardInterrupt) as exc:
-            self.abandon(begun, exc)
+            self.paused = True
+            self.abandon(exc)
             if isinstance(exc, KeyboardInterrupt):
                 raise
             log.info("%s: its head was not fetched first: %s", self.job.label, exc)
             return False
-        self._begun = begun
+        self.paused = True
         return True
 
-    def abandon(self, begun: _Begun | None = None, exc: BaseException | None = None) -> None:
-        """A fetch begun and not run to its end: its bytes kept to resume, its check ended."""
-        begun = begun or self._begun
-        self._begun = None
-        if begun is None:
+    def abandon(self, exc: BaseException | None = None) -> None:
+        """A fetch paused, not to be run: its bytes kept to resume, its check ended."""
+        if not self.paused:
             return
+        self.paused = False
         try:
-            with begun.running:
-                self._keep(begun.state, exc or InterruptedError())
+            with self.running:
+                self._keep(self.state, exc or InterruptedError())
         finally:
-            os.close(begun.fd)
+            os.close(self.fd)
 
-    def _begin(self) -> _Begun:
-        fd = self._open_part()
-        check = self._range_check(fd)
-        state = self._state(fd)
-        running = contextlib.ExitStack()
-        if check is not None:
-            running.enter_context(check)
-            if (releases := self.beside.releases) is not None:
-                running.enter_context(releases.holding(check))
-        return _Begun(fd, state, check, running, state.on_disk())
+    def _begin(self) -> DownloadState:
+        self.fd = self._open_part()
+        self.check = check = self._range_check(self.fd)
+        self.state = state = self._state(self.fd)
+        self.resumed_from = state.on_disk()
+        if check is not None and self.beside.releases is not None:
+            self.running.enter_context(check)
+            self.running.enter_context(self.beside.releases.holding(check))
+        return state
 
-    def _result(self, begun: _Begun, size: int) -> TransferResult:
-        state, check = begun.state, begun.check
+    def _result(self, state: DownloadState, size: int) -> TransferResult:
+        check = self.check
         # the kept bytes were thrown away on the way: every byte was fetched now
-        resumed_from = 0 if state.restarted else begun.resumed_from
+        resumed_from = 0 if state.restarted else self.resumed_from
         return TransferResult(
             size=size,
             sha256=state.hasher.sha256.hexdigest(),
@@ -166,22 +156,21 @@ class PartFetch:
     def _range_check(self, fd: int) -> RangeCheck | None:
         """The check of each range as it lands, when the job has a range trust that fits; told
         first (it tells a fill's publisher only what verified)."""
-        job, beside = self.job, self.beside
-        if beside.trust is None:  # (loaded only then: a plain fetch runs no check)
+        job, beside, trust = self.job, self.beside, self.beside.trust
+        if trust is None:  # (loaded only then: a plain fetch runs no check)
             return None
-        from mdl.transfer.ranges import RangeCheck, fits
+        from mdl.transfer.ranges import RangeCheck, Releases, fits
 
-        if not fits(beside.trust):
+        if not fits(trust):
             return None
-        check = RangeCheck(beside.trust, fd, job.part_path, then=beside.landing, label=job.label)
-        self.beside = dataclasses.replace(beside, landing=check)
+        releases = beside.releases or Releases()  # (a library caller's engine: the fetch's own)
+        check = RangeCheck(trust, fd, job.part_path, releases, then=beside.landing, label=job.label)
+        self.beside = dataclasses.replace(beside, landing=check, releases=releases)
         return check
 
     def _refuted(self, check: RangeCheck, why: str) -> None:
-        if (releases := self.beside.releases) is not None:
-            releases.refuted(check, why)
-        else:
-            check.refute(why)
+        assert self.beside.releases is not None  # (``_range_check``)
+        self.beside.releases.refuted(check, why)
 
     def _open_part(self) -> int:
         job = self.job

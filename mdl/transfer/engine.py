@@ -19,7 +19,8 @@ from mdl.errors import MdlError
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer._part import PartFetch
 from mdl.transfer._shared import Shared
-from mdl.transfer.job import HashMismatch, JobContext, TransferJob, TransferResult
+from mdl.transfer.context import JobContext
+from mdl.transfer.job import HashMismatch, TransferJob, TransferResult
 from mdl.transfer.replies import probe
 from mdl.transfer.resume import load_state
 

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from mdl.signing.statement import (
         SignedFile,  # (a signed pull's: made by what checks signatures)
     )
-    from mdl.transfer.ranges import Releases
 
 log = logging.getLogger("mdl.transfer")
 
@@ -170,26 +169,6 @@ class TransferJob:
     # A signature's digests other than the sha256 (shards, BLAKE2/3): computed from the bytes as
     # they are hashed
     signed: SignedFile | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """Who hears a fetch, and what it is handed, beside its ``TransferJob`` (what the file is):
-    the one place a new listener of a fetch plugs in (docs/maintaining.md)."""
-
-    # Told what of the ``.part`` lands and what is taken back (``Landing``); None: nobody asks
-    landing: Landing | None = None
-    # A trusted hash for each range (``mdl.transfer.ranges``): each is checked as it lands, and
-    # one that fails is fetched again alone; None: only the whole file is checked
-    trust: RangeTrust | None = None
-    # True: a loader reads it as it lands (``serve --pull``): with a ``trust``, one piece per
-    # range, fetched in order, so ranges verify from the front
-    in_order: bool = False
-    # the probe's answer (of this run), its body still unread: the first stream takes it
-    opening: Opening | None = None
-    # where the fetch's range check is found while it runs (``mdl.transfer.ranges.Releases``:
-    # the pull that serves loaders owns it); None: nobody reads the file before it verified
-    releases: Releases | None = None
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,15 @@ user pinned, never to the answer it checks (``kind``: ``lock`` — the part list
 ``catalog.lock``, keyed by the pinned sha256 and size; ``signature`` — the shards of a signature
 the user's trust verified, naming the pinned sha256; ``xet`` — the Xet file hash with the CAS's
 chunk hashes, only when this machine verified that hash whole with the pinned sha256). A
-``RangeCheck``
-listens to a fetch (it is the job's ``Landing``): each range whose bytes all landed is read back and
-checked on one thread beside the fetch; what verified is told on (to a fill's publisher) and may be
-read (``read``: the one way a range leaves before the whole file verified, checked again as read);
-what failed is fetched again alone. The whole-file hash still decides the install; when it refuses
-bytes whose ranges left already, the check is refuted (``refute``): nothing more leaves, and the
-ranges that left are told (``released_wrong``) so the endpoint refuses the object and says so.
+``RangeCheck`` listens to a fetch (it is the fetch's ``Landing``, on the one "what landed" machine,
+``Landings``): each range whose bytes all landed is read back and checked on one thread beside the
+fetch; what verified is told on (to a fill's publisher) and may be read (``reading``: the one way a
+range leaves before the whole file verified: the asked bytes, with no take-back since, never
+hashed again); what failed is fetched again alone. The whole-file hash still decides the install;
+when it refuses bytes whose ranges left already, the check is refuted (``Releases.refuted``):
+nothing more leaves, and the ranges that left are kept (``Releases.wrong``) so the endpoint
+refuses the object and says so. ``Releases``: a pull's checks, found by the ``.part`` they fill,
+and the memory they hold; no module-level state.
 
 With no trust there is no check: the fetch runs as before (no thread, no read back).
 """
@@ -221,13 +223,6 @@ class _Budget:
             self._free.wait(0.1 if left is None else min(0.1, left))
 
 
-# the bytes held by every fetch's checks at once, and by every range being served, apart (a slow
-# reader of a served range never holds up the checks that release the next): the process's, as
-# its memory is (engine rule 5), never a fetch's
-_CHECKS = _Budget(CHECK_BUDGET)
-_BUDGET = _Budget(READ_BUDGET)
-
-
 class Landings:
     """THE one "what landed" machine of a fetch's listener (a ``Landing``): what the engine tells
     queued in order and applied on one thread (landed bytes merged, taken-back ones cut out), and
@@ -355,12 +350,14 @@ class RangeCheck:
         trust: RangeTrust,
         fd: int,
         part_path: Path,
+        releases: Releases,
         *,
         then: Landing | None = None,
         label: str = "",
     ) -> None:
         if not fits(trust):
             raise ValueError(f"{label}: a range of its trust is over {MAX_SPAN} bytes")
+        self._budgets = releases  # (the memory its checks and reads hold: the pull's)
         self.fd = os.dup(fd)
         self._shares = 1  # the fetch's
         self.trust, self.part_path, self.then, self.label = trust, part_path, then, label
@@ -416,7 +413,7 @@ class RangeCheck:
     # -- the checker (on the ``Landings`` thread) ------------------------------------------------
     def _check(self, index: int, epoch: int, stop: threading.Event) -> bool:
         start, end = self.spans[index]
-        with _CHECKS.buffer(end - start, stop) as held:
+        with self._budgets.checks.buffer(end - start, stop) as held:
             if held is None:
                 return False
             try:
@@ -483,33 +480,14 @@ class RangeCheck:
         if not known or not 0 < end - start <= READ_BUDGET or self.refuted:
             yield None
             return
-        with _BUDGET.buffer(end - start, cancel, until) as held:
+        with self._budgets.reads.buffer(end - start, cancel, until) as held:
             view = _read_or_none(self.fd, held, start)
-            with self._lock:  # (under the lock ``refute`` takes: a range left is one it tells)
+            with self._lock:  # (under the lock ``refuted`` takes: a range left is one it tells)
                 if view is not None and self.landings.current(epoch) and not self.refuted:
                     self._released.update(indexes)
                 else:
                     view = None
             yield view
-
-    def refute(self, why: str) -> tuple[tuple[int, int], ...]:
-        """The whole file's hash refused the bytes this check verified (``why``): nothing more
-        leaves (an answer sending its ranges is cut at the next one), and the ranges that left
-        already are said and returned (``Releases.refuted`` keeps them)."""
-        with self._lock:
-            self.refuted = True
-            spans = tuple(merged([self.spans[i] for i in self._released]))
-        if spans:
-            shown = ", ".join(f"{start}-{end - 1}" for start, end in spans)
-            log.warning(
-                "%s: bytes %s left verified by its %s hash before the whole file did, then %s:"
-                " a reader (a loader, a fill's follower) may have taken wrong bytes there",
-                self.label,
-                shown,
-                self.trust.kind,
-                why,
-            )
-        return spans
 
 
 def _read_or_none(fd: int, held: memoryview | None, start: int) -> memoryview | None:
@@ -523,12 +501,16 @@ def _read_or_none(fd: int, held: memoryview | None, start: int) -> memoryview | 
 
 class Releases:
     """The range checks of the fetches one pull runs, by the ``.part`` each fills: where who
-    reads a file before it verified (the endpoint, head-first) finds its check, and where the
-    ranges that left before their file's hash refused them are kept (``wrong``). Owned by the
-    pull that serves (``Demand``), handed to its fetches beside their jobs (``JobContext``); a
-    fetch registers its check for its run (``holding``), a fetch paused after its head included."""
+    reads a file before it verified (the endpoint) finds its check, where the ranges that left
+    before their file's hash refused them are kept (``wrong``), and the memory the checks and the
+    reads hold (``checks``, ``reads``: apart, so a slow reader of a served range never holds up
+    the checks that release the next; engine rule 5 bounds them). Owned by the pull (a serving
+    one's is ``Demand``'s, made before it and handed to the endpoint), handed to its fetches
+    beside their jobs (``JobContext``); a fetch registers its check for its run (``holding``), a
+    fetch paused after its head included."""
 
     def __init__(self) -> None:
+        self.checks, self.reads = _Budget(CHECK_BUDGET), _Budget(READ_BUDGET)
         self._lock = threading.Lock()
         self._checks: dict[Path, RangeCheck] = {}
         self._wrong: dict[Path, tuple[tuple[int, int], ...]] = {}
@@ -552,11 +534,24 @@ class Releases:
         return check if check is not None and check.share() else None
 
     def refuted(self, check: RangeCheck, why: str) -> None:
-        """``check``'s file refused by its whole hash (``why``): see ``RangeCheck.refute``; the
-        ranges that left are kept for ``wrong``."""
-        if spans := check.refute(why):
-            with self._lock:
-                self._wrong[check.part_path] = spans
+        """The whole file's hash refused the bytes ``check`` verified (``why``): nothing more
+        leaves (an answer sending its ranges is cut at the next one), and the ranges that left
+        already are said and kept (``wrong``: the endpoint then refuses the object)."""
+        with check._lock:
+            check.refuted = True
+            spans = tuple(merged([check.spans[i] for i in check._released]))
+        if not spans:
+            return
+        with self._lock:
+            self._wrong[check.part_path] = spans
+        log.warning(
+            "%s: bytes %s left verified by its %s hash before the whole file did, then %s:"
+            " a reader (a loader, a fill's follower) may have taken wrong bytes there",
+            check.label,
+            ", ".join(f"{start}-{end - 1}" for start, end in spans),
+            check.trust.kind,
+            why,
+        )
 
     def wrong(self, part_path: Path) -> tuple[tuple[int, int], ...]:
         """The ranges of the file filling ``part_path`` that left before its whole-file hash

@@ -24,7 +24,8 @@ from mdl.redact import redact_url
 from mdl.store.confined import not_own, read_bytes, rename, unlink, write_atomic
 from mdl.store.filesystem import DirSyncs, fsync_dir, stat_file
 from mdl.transfer._target import Target
-from mdl.transfer.job import HashMismatch, Identity, JobContext, TransferJob
+from mdl.transfer.context import JobContext
+from mdl.transfer.job import HashMismatch, Identity, TransferJob
 from mdl.transfer.scheduling import MIN_STEAL, MiB, Piece, split_largest
 
 if TYPE_CHECKING:

@@ -346,7 +346,7 @@ class Release:
                     log.info("%s: no chunk hashes from the Xet storage: released whole", self.label)
                 return
             trust = XetRanges(found, self.xet_hash, self.record.sizes)
-        check = RangeCheck(trust, self.fd, self.part_path, label=self.label)
+        check = RangeCheck(trust, self.fd, self.part_path, self.releases, label=self.label)
         with self._lock:
             if self._closed:
                 check.unshare()

@@ -21,7 +21,8 @@ from mdl.errors import LocalFSError, MdlError
 from mdl.progress import Progress
 from mdl.sources.resolve import XetRef
 from mdl.store.filesystem import DirSyncs, stat_file
-from mdl.transfer.job import JobContext, TransferJob, TransferResult
+from mdl.transfer.context import JobContext
+from mdl.transfer.job import TransferJob, TransferResult
 from mdl.transfer.ranges import fits
 from mdl.transfer.resume import STATE_MAX, boot_id, discard_partial, finish_part, job_root, planted
 from mdl.transfer.scheduling import RateLimiter
@@ -183,7 +184,7 @@ class XetSource(Cas):
         pinned sha256 (``bound``: a Hub's word alone, its HEAD, listing or a lock copied from
         them, releases nothing early).
         None for a file of one range, or when no loader reads this run's files as they come."""
-        if beside.releases is None or partial.rec.size <= _ranges.WINDOW:
+        if not beside.in_order or beside.releases is None or partial.rec.size <= _ranges.WINDOW:
             return None
         trust = beside.trust if beside.trust is not None and fits(beside.trust) else None
         if trust is None and not self.bound(job, ref.hash):

@@ -33,8 +33,9 @@ from mdl.progress import Progress
 from mdl.report import RunReport
 from mdl.setting import Overrides
 from mdl.transfer import ranges
+from mdl.transfer.context import JobContext
 from mdl.transfer.http import Credentials
-from mdl.transfer.job import Identity, JobContext, TransferJob
+from mdl.transfer.job import Identity, TransferJob
 from mdl.transfer.ranges import Digests, RangeCheck
 
 PART = 1 << 20  # the tests' part size (MiB): 8 parts and 3 bytes
@@ -369,7 +370,7 @@ def test_the_holder_publishes_only_what_its_check_verified(root: Path, tmp_path:
     try:
         with (
             Publisher(parts, job) as publisher,
-            RangeCheck(trust, fd, job.part_path, then=publisher) as check,
+            RangeCheck(trust, fd, job.part_path, ranges.Releases(), then=publisher) as check,
         ):
             check.landed(0, len(WEIGHTS))
             assert check.settle(threading.Event()) == [(PART, 2 * PART)]

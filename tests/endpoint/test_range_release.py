@@ -350,7 +350,7 @@ def test_an_answer_released_by_range_stops_short_at_a_range_taken_back(tmp_path:
     """The fetch takes back bytes of a range an answer is about to send (a piece dropped, the file
     started over): the answer stops at it, never sending bytes not the ones that verified."""
     from mdl.endpoint.shelf import Early, ShelfObject, _windows
-    from mdl.transfer.ranges import Digests, RangeCheck, digest
+    from mdl.transfer.ranges import Digests, RangeCheck, Releases, digest
 
     data = make_data(3 * PART, seed=74)
     path = tmp_path / "f.part"
@@ -362,7 +362,7 @@ def test_an_answer_released_by_range_stops_short_at_a_range_taken_back(tmp_path:
     cancel = threading.Event()
     fd = os.open(path, os.O_RDWR)
     try:
-        with RangeCheck(trust, fd, path) as check:
+        with RangeCheck(trust, fd, path, Releases()) as check:
             check.landed(0, len(data))
             assert check.settle(cancel) == []
             assert check.share()  # (the answer's, as the shelf takes it)
@@ -452,7 +452,7 @@ def test_an_answer_under_way_stops_at_the_next_range_once_its_file_is_refused(
     cancel, releases = threading.Event(), Releases()
     fd = os.open(path, os.O_RDWR)
     try:
-        with RangeCheck(trust, fd, path) as check:
+        with RangeCheck(trust, fd, path, releases) as check:
             check.landed(0, len(data))
             assert check.settle(cancel) == []
             assert check.share()  # (the answer's, as the shelf takes it)

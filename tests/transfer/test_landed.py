@@ -20,9 +20,10 @@ from servers import CdnServer, Fault, make_data
 from mdl.errors import NetworkError
 from mdl.progress import Progress
 from mdl.transfer._stream import LANDED_STEP
+from mdl.transfer.context import JobContext
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
-from mdl.transfer.job import EngineConfig, JobContext, TransferJob
+from mdl.transfer.job import EngineConfig, TransferJob
 
 DATA = make_data(9_000_003, seed=70)
 

@@ -22,9 +22,10 @@ from servers import CdnServer, make_data
 from mdl.errors import IntegrityError
 from mdl.progress import Progress
 from mdl.transfer import ranges
+from mdl.transfer.context import JobContext
 from mdl.transfer.engine import Engine
 from mdl.transfer.http import RetryPolicy, make_client
-from mdl.transfer.job import EngineConfig, JobContext, TransferJob
+from mdl.transfer.job import EngineConfig, TransferJob
 from mdl.transfer.ranges import Digests, RangeCheck
 from mdl.transfer.resume import seed
 
@@ -131,7 +132,7 @@ def test_a_range_leaves_only_verified_and_never_once_taken_back(
     fd = os.open(path, os.O_RDWR)
     cancel, releases = threading.Event(), ranges.Releases()
     try:
-        with RangeCheck(trust_of(DATA), fd, path) as check, releases.holding(check):
+        with RangeCheck(trust_of(DATA), fd, path, releases) as check, releases.holding(check):
             check.landed(0, 2 * PART)
             assert check.settle(cancel) == []
             shared = releases.share(path)
@@ -220,7 +221,7 @@ def test_a_take_back_undoes_the_landings_told_before_it(tmp_path: Path) -> None:
     path.write_bytes(DATA)
     fd = os.open(path, os.O_RDWR)
     cancel = threading.Event()
-    check = RangeCheck(trust_of(DATA), fd, path)
+    check = RangeCheck(trust_of(DATA), fd, path, ranges.Releases())
     try:
         check.landed(0, PART // 2)
         check.landed(PART // 2, PART)
@@ -250,7 +251,9 @@ def test_a_check_that_raises_refuses_its_range_and_the_checker_goes_on(tmp_path:
     base = trust_of(DATA)
     cancel = threading.Event()
     try:
-        with RangeCheck(Raising(base.kind, base.spans, base.digests), fd, path) as check:
+        with RangeCheck(
+            Raising(base.kind, base.spans, base.digests), fd, path, ranges.Releases()
+        ) as check:
             check.landed(0, len(DATA))
             assert check.settle(cancel) == [(0, PART)]
             assert check.verified_spans() == [(PART, len(DATA))]
@@ -282,7 +285,7 @@ def test_a_range_being_read_outlives_the_fetch_s_descriptor(tmp_path: Path) -> N
     path.write_bytes(DATA)
     fd = os.open(path, os.O_RDWR)
     cancel = threading.Event()
-    with RangeCheck(trust_of(DATA), fd, path) as check:
+    with RangeCheck(trust_of(DATA), fd, path, ranges.Releases()) as check:
         check.landed(0, len(DATA))
         assert check.settle(cancel) == []
         assert check.share()  # (an answer's, taken while the fetch runs)
@@ -295,18 +298,17 @@ def test_a_range_being_read_outlives_the_fetch_s_descriptor(tmp_path: Path) -> N
         assert got is None
 
 
-def test_a_read_with_no_room_by_its_deadline_gets_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_read_with_no_room_by_its_deadline_gets_nothing(tmp_path: Path) -> None:
     """The read budget is held (slow readers): a read waits for room no longer than its
     deadline."""
-    monkeypatch.setattr(ranges, "_BUDGET", ranges._Budget(2 * PART))
+    releases = ranges.Releases()
+    releases.reads = ranges._Budget(2 * PART)
     path = tmp_path / "f.part"
     path.write_bytes(DATA)
     fd = os.open(path, os.O_RDWR)
     cancel = threading.Event()
     try:
-        with RangeCheck(trust_of(DATA), fd, path) as check:
+        with RangeCheck(trust_of(DATA), fd, path, releases) as check:
             check.landed(0, len(DATA))
             assert check.settle(cancel) == []
             with check.reading(0, 2 * PART, cancel) as held:
@@ -328,7 +330,7 @@ def test_a_refuted_check_lets_nothing_more_leave_and_tells_the_ranges_that_left(
     fd = os.open(path, os.O_RDWR)
     cancel, releases = threading.Event(), ranges.Releases()
     try:
-        with RangeCheck(trust_of(DATA), fd, path, label="m/f") as check:
+        with RangeCheck(trust_of(DATA), fd, path, releases, label="m/f") as check:
             check.landed(0, len(DATA))
             assert check.settle(cancel) == []
             with check.reading(10, 20, cancel) as got:
@@ -351,7 +353,7 @@ def test_a_refuted_check_that_let_nothing_leave_tells_nothing(tmp_path: Path) ->
     fd = os.open(path, os.O_RDWR)
     releases = ranges.Releases()
     try:
-        with RangeCheck(trust_of(DATA), fd, path) as check:
+        with RangeCheck(trust_of(DATA), fd, path, releases) as check:
             check.landed(0, len(DATA))
             assert check.settle(threading.Event()) == []
             releases.refuted(check, "its sha256 refused the file")
