@@ -67,7 +67,7 @@ def check(request: Request, key: Key, *, now: datetime) -> None:
     params = _params(request.query)
     fields = dict(params)
     if "X-Amz-Signature" in fields:
-        _check_presigned(request, params, key, now=now)
+        _check_presigned(request, params, fields, key, now=now)
         return
     if "Signature" in fields and "AWSAccessKeyId" in fields:
         _check_presigned_v2(request, fields, key, now=now)
@@ -79,20 +79,23 @@ def check(request: Request, key: Key, *, now: datetime) -> None:
     if found is None:
         raise Refused("AuthorizationHeaderMalformed", "the Authorization header is not SigV4")
     credential, signed_headers, signature = found.groups()
-    stamp = request.headers.get("x-amz-date", "")
     payload = request.headers.get("x-amz-content-sha256", "")
     if not payload:
         raise Refused("InvalidRequest", "missing x-amz-content-sha256")
     _check_signature(
         request, params, key, credential, signed_headers.split(";"), signature,
-        stamp=stamp, payload=payload, now=now, presigned=False,
+        stamp=request.headers.get("x-amz-date", ""), payload=payload, now=now, presigned=False,
     )  # fmt: skip
 
 
 def _check_presigned(
-    request: Request, params: list[tuple[str, str]], key: Key, *, now: datetime
+    request: Request,
+    params: list[tuple[str, str]],
+    fields: dict[str, str],
+    key: Key,
+    *,
+    now: datetime,
 ) -> None:
-    fields = dict(params)
     if fields.get("X-Amz-Algorithm") != ALGORITHM:
         raise Refused("AuthorizationQueryParametersError", "X-Amz-Algorithm must be " + ALGORITHM)
     stamp = fields.get("X-Amz-Date", "")
@@ -124,12 +127,11 @@ def _check_presigned_v2(
     request: Request, fields: dict[str, str], key: Key, *, now: datetime
 ) -> None:
     _own_key(fields["AWSAccessKeyId"], key)
-    expires = fields.get("Expires", "")
-    _v2_in_time(expires, now)
-    secret, signature = key.secret_key.encode(), fields["Signature"].encode()
-    texts = _v2_strings_to_sign(request, fields, expires)
-    digests = (hmac.digest(secret, text.encode(), "sha1") for text in texts)
-    if not any(hmac.compare_digest(base64.b64encode(digest), signature) for digest in digests):
+    _v2_in_time(fields.get("Expires", ""), now)
+    signature = fields["Signature"].encode()
+    if not any(
+        hmac.compare_digest(ours, signature) for ours in _v2_signatures(request, fields, key)
+    ):
         raise _mismatch()
 
 
@@ -142,8 +144,8 @@ def _v2_in_time(expires: str, now: datetime) -> None:
         raise Refused("AccessDenied", "a presigned URL lives a week at most")
 
 
-def _v2_strings_to_sign(request: Request, fields: dict[str, str], expires: str) -> list[str]:
-    """The V2 string to sign for the path as sent and as decoded: signers differ in which they
+def _v2_signatures(request: Request, fields: dict[str, str], key: Key) -> list[bytes]:
+    """The V2 signature (base64) of the path as sent and as decoded: signers differ in which they
     sign; either is bound to the key."""
     amz = sorted(
         (name, _trimmed(value)) for name, value in request.headers.items()
@@ -155,11 +157,15 @@ def _v2_strings_to_sign(request: Request, fields: dict[str, str], expires: str) 
         request.method,
         request.headers.get("content-md5", ""),
         request.headers.get("content-type", ""),
-        expires,
+        fields.get("Expires", ""),
         *(f"{name}:{value}" for name, value in amz),
     )
-    paths = dict.fromkeys((request.path, unquote(request.path)))
-    return ["\n".join((*head, path + query)) for path in paths]
+    return [
+        base64.b64encode(
+            hmac.digest(key.secret_key.encode(), "\n".join((*head, path + query)).encode(), "sha1")
+        )
+        for path in dict.fromkeys((request.path, unquote(request.path)))
+    ]
 
 
 def _check_signature(
