@@ -110,9 +110,7 @@ def _verify_model(
         whole = bool(status.files) and not any(o.failing for o in outcomes if o.model == spec.name)
         if run.layout.cache_root is not None and whole:
             _write_refs(run.layout, spec, status.files, status.record)
-    if spec.signature is None:
-        return None
-    return _signature_word(spec.signature, signed, whole=whole)
+    return None if spec.signature is None else _signature_word(spec.signature, signed, whole=whole)
 
 
 def _quick(run: _Run, statuses: Sequence[ModelStatus], outcomes: list[FileOutcome]) -> RunReport:
