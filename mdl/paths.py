@@ -94,18 +94,8 @@ def path_problem(name: str) -> str | None:
     """
     if not name:
         return "it is empty"
-    for ch in name:
-        category = unicodedata.category(ch)
-        # JSON can carry a lone surrogate ("\\ud800"); no file system can store it
-        if category == "Cs":
-            return "it is not valid Unicode (a lone surrogate)"
-        # C0, DEL and C1: NUL truncates paths in C APIs, the rest garble terminals and logs
-        if category == "Cc":
-            return "it contains a control character"
-        if category in ("Zl", "Zp"):  # U+2028/U+2029 break a log line or a listing in two
-            return "it contains a line or paragraph separator"
-        if ch in _BIDI_CONTROLS:
-            return f"it contains a direction-changing character (U+{ord(ch):04X})"
+    if (why := _character_problem(name)) is not None:
+        return why
     parts = name.split("/")
     size = next(
         (n for n in (len(part.encode("utf-8")) for part in parts) if n > MAX_COMPONENT_BYTES), 0
@@ -120,6 +110,29 @@ def path_problem(name: str) -> str | None:
         (size > 0, f"a component is {size} bytes, longer than {MAX_COMPONENT_BYTES} bytes {_ROOM}"),
     )
     return next((why for bad, why in refused if bad), None)
+
+
+# why a character of a name is unsafe, by its Unicode category
+_CATEGORY_WHY = {
+    # JSON can carry a lone surrogate ("\\ud800"); no file system can store it
+    "Cs": "it is not valid Unicode (a lone surrogate)",
+    # C0, DEL and C1: NUL truncates paths in C APIs, the rest garble terminals and logs
+    "Cc": "it contains a control character",
+    # U+2028/U+2029 break a log line or a listing in two
+    "Zl": "it contains a line or paragraph separator",
+    "Zp": "it contains a line or paragraph separator",
+}
+
+
+def _character_problem(name: str) -> str | None:
+    """Why a character of ``name`` makes it unsafe (its category, or a direction change), or
+    None."""
+    for ch in name:
+        if (why := _CATEGORY_WHY.get(unicodedata.category(ch))) is not None:
+            return why
+        if ch in _BIDI_CONTROLS:
+            return f"it contains a direction-changing character (U+{ord(ch):04X})"
+    return None
 
 
 def path_clash(names: Iterable[str]) -> tuple[str, str] | None:

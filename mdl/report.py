@@ -30,6 +30,12 @@ WARNING_CAUSE = "warning: "
 # the line per file; the log handler makes it safe (no secrets)
 file_log = logging.getLogger("mdl.files")
 
+# the fields a file's JSON has only when set (not zero, empty or None), in the contract's order
+_WHEN_SET = (
+    "reused", "waited", "fill", "streamed", "published", "range_trust", "ranges_refetched",
+    "released_wrong",
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class FileOutcome:
@@ -122,6 +128,10 @@ class FileOutcome:
         """The contract's per-file shape (``mirror`` only when one served the file); absent
         values are null.
         """
+        shown = {
+            "waited": round(self.waited, 3),
+            "released_wrong": [[start, end - 1] for start, end in self.released_wrong],
+        }
         return {
             "model": self.model or None,
             "path": self.path,
@@ -135,18 +145,11 @@ class FileOutcome:
             "warning": "; ".join(self.warnings) or None,
             "verified": self.verified,
             **({"mirror": self.mirror} if self.mirror is not None else {}),
-            **({"reused": self.reused} if self.reused else {}),
-            **({"waited": round(self.waited, 3)} if self.waited else {}),
-            **({"fill": self.fill} if self.fill else {}),
-            **({"streamed": self.streamed} if self.streamed else {}),
-            **({"published": self.published} if self.published else {}),
-            **({"range_trust": self.range_trust} if self.range_trust else {}),
-            **({"ranges_refetched": self.ranges_refetched} if self.ranges_refetched else {}),
-            **(
-                {"released_wrong": [[start, end - 1] for start, end in self.released_wrong]}
-                if self.released_wrong
-                else {}
-            ),
+            **{
+                name: shown.get(name, getattr(self, name))
+                for name in _WHEN_SET
+                if getattr(self, name)
+            },
         }
 
 
@@ -197,18 +200,23 @@ class RunReport:
         """The folder holding ``model``'s files (for ``from_pretrained``), else a failed file's
         error or UsageError.
         """
-        outcomes = [f for f in self.files if f.model == model]
-        if not outcomes:
-            known = ", ".join(sorted({f.model for f in self.files if f.model})) or "none"
-            raise UsageError(f"{model}: not in this report (it has: {known})")
+        outcomes = self._of_model(model)
         for f in outcomes:
             if f.failing:
                 raise error_for_exit_code(f.exit_code)(f.error or f"{model}/{f.path}: failed")
         folders = {folder(f) for f in outcomes}
-        found = folders.pop() if len(folders) == 1 else None
-        if found is None:
+        (found, *others) = folders
+        if others or found is None:
             raise UsageError(f"{model}: its files are not in one folder; use each file's dest")
         return found
+
+    def _of_model(self, model: str) -> list[FileOutcome]:
+        """``model``'s files, or UsageError naming the models this report has."""
+        outcomes = [f for f in self.files if f.model == model]
+        if not outcomes:
+            known = ", ".join(sorted({f.model for f in self.files if f.model})) or "none"
+            raise UsageError(f"{model}: not in this report (it has: {known})")
+        return outcomes
 
 
 ReportT = TypeVar("ReportT", bound=RunReport)

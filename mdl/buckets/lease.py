@@ -351,6 +351,12 @@ class GaveUp:
 Waited = Literal["ready", "free", "streamed"] | GaveUp
 
 
+def default_poll(attempt: int) -> float:
+    """Seconds between looks at a held lease: quick at first (small files fill fast), then every
+    2 s (a fleet of waiters must not flood the store)."""
+    return min(0.25 * 2.0 ** min(attempt, 3), 2.0)
+
+
 def wait_for(
     writer: Writer,
     object_uri: str,
@@ -360,7 +366,7 @@ def wait_for(
     cancel: threading.Event,
     term: float = TERM,
     over: str | None = None,
-    poll: Callable[[int], float] | None = None,
+    poll: Callable[[int], float] = default_poll,
     clock: Callable[[], float] = time.monotonic,
     step: Callable[[str | None], int] = lambda token: 0,
     trusted: bool = False,
@@ -378,7 +384,6 @@ def wait_for(
     lease can write one). ``rate``: this machine's measured rate from the origin (None: not
     measured yet); ``began``: when this file's waits began (by ``clock``), now unless told. A
     look that fails is waited on as a live lease. ``cancel``: the run's (heard at once)."""
-    schedule = poll or default_poll
     started = moved = clock()
     started = started if began is None else began
     attempt, holder, had, token, number = 0, "", 0, None, 0  # holder: the last said ("": none)
@@ -402,16 +407,23 @@ def wait_for(
             return _ended(writer, object_uri, over, found)
         if got >= size > 0:  # all read from the holder's parts; it assembles them
             return "streamed"
-        if found.token != token:  # a new holder: its parts are under its token, read soon
-            token, attempt = found.token, 0
         number, now = found.number, clock()
         if gave_up := _past(_bound(size, term, trusted, rate()), now - started, now - moved):
             return gave_up
-        if found.holder != holder:  # said once per holder, not once per look
-            holder = found.holder
-            log.info("waiting on %s: %s holds its lease", object_uri, holder)
-        cancel.wait(schedule(attempt))
+        token, holder, attempt = _heard(object_uri, found, token, holder, attempt)
+        cancel.wait(poll(attempt))
         attempt += 1
+
+
+def _heard(
+    object_uri: str, found: Look, token: str | None, holder: str, attempt: int
+) -> tuple[str | None, str, int]:
+    """What a look says of the lease's holder (its token, its name, the next attempt): a new
+    token starts the backoff again (its parts are under it, read soon); a new holder is said
+    once, not once per look."""
+    if found.holder != holder:
+        log.info("waiting on %s: %s holds its lease", object_uri, found.holder)
+    return found.token, found.holder, 0 if found.token != token else attempt
 
 
 @dataclass(frozen=True)
@@ -461,12 +473,6 @@ def _ended(writer: Writer, uri: str, over: str | None, found: Look) -> Waited:
 def _there(writer: Writer, uri: str, over: str | None) -> bool:
     seen = writer.head(uri)
     return seen is not None and seen.etag != over
-
-
-def default_poll(attempt: int) -> float:
-    """Seconds between looks at a held lease: quick at first (small files fill fast), then every
-    2 s (a fleet of waiters must not flood the store)."""
-    return min(0.25 * 2.0 ** min(attempt, 3), 2.0)
 
 
 def honours_conditions(writer: Writer, scratch_uri: str) -> bool:

@@ -190,20 +190,23 @@ def given(param: Any, ctx: Any, value: Any, convert: Callable[[Any, Any], Any]) 
     ``convert`` (Typer's). Typer 0.29 converts every value through a pydantic TypeAdapter, built
     even for None: a plain ``mdl get URL`` would import pydantic for that alone (~0.1 CPU-s)."""
     multiple = param.multiple or param.nargs == -1
-    values = value if multiple and isinstance(value, (list, tuple)) else (value,)
+    if value is not None and not _plain_all(param, value, multiple):
+        return convert(ctx, value)
     if value is None:
         value = () if multiple else None
-    elif multiple != isinstance(value, (list, tuple)) or not all(
-        plain(param.given_as, v) for v in values
-    ):
-        return convert(ctx, value)
-    elif multiple:
-        value = [param.given_as(v) for v in values]
     else:
-        value = param.given_as(value)
+        value = [param.given_as(v) for v in value] if multiple else param.given_as(value)
     if param.required and param.value_is_missing(value):
         return convert(ctx, value)  # Typer says what is missing
     return param.callback(ctx, param, value) if param.callback else value
+
+
+def _plain_all(param: Any, value: Any, multiple: bool) -> bool:
+    """Whether ``value`` needs no Typer: a list exactly when ``param`` takes many, each item
+    plain (:func:`plain`)."""
+    listed = isinstance(value, (list, tuple))
+    values = value if multiple and listed else (value,)
+    return multiple == listed and all(plain(param.given_as, v) for v in values)
 
 
 def plain(kind: type | None, value: object) -> bool:

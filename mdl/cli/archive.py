@@ -69,13 +69,7 @@ def pack_cmd(
     deterministically.
     """
     to_stdout = output is not None and str(output) == "-"
-    chosen = checkpoint or []
-    if len(chosen) > 1:  # never the last one silently: an archive is one model
-        raise UsageError(
-            f"--checkpoint given {len(chosen)} times ({', '.join(map(repr, chosen))}): an archive"
-            " holds one checkpoint as its model",
-            hint="add another's files with --include 'checkpoint-N/' (they keep their folder)",
-        )
+    chosen = _one_checkpoint(checkpoint or [])
     if to_stdout and run.json:
         raise UsageError("-o - writes the archive to stdout; it cannot be combined with --json")
     with run.reporter() as progress:
@@ -83,7 +77,7 @@ def pack_cmd(
             run_dir,
             output=output,
             stream=sys.stdout.buffer if to_stdout else None,
-            checkpoint=chosen[0] if chosen else None,
+            checkpoint=chosen,
             profile=profile,
             with_logs=with_logs,
             include=include or (),
@@ -104,6 +98,18 @@ def pack_cmd(
         run.table(rows, [("path", "PATH"), ("role", "ROLE"), ("size", "SIZE")])
     say_left_out(run, doc["skipped"])
     run.console.info(packed_line(result, dry_run=dry_run))
+
+
+def _one_checkpoint(given: list[str]) -> str | None:
+    """The one --checkpoint given, if any: never the last of many silently (an archive is one
+    model)."""
+    if len(given) > 1:
+        raise UsageError(
+            f"--checkpoint given {len(given)} times ({', '.join(map(repr, given))}): an archive"
+            " holds one checkpoint as its model",
+            hint="add another's files with --include 'checkpoint-N/' (they keep their folder)",
+        )
+    return given[0] if given else None
 
 
 def say_left_out(run: Run, skipped: Sequence[Mapping[str, object]]) -> None:

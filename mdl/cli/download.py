@@ -287,19 +287,25 @@ def say_mirror_pruned(run: Run, report: "MirrorPruneReport") -> None:
     the summary, on stderr."""
     removed, freed = ("would remove", "would free") if report.dry_run else ("removed", "freed")
     run.line(*(f"{removed}  {e.uri}  ({human_size(e.size)})  {e.reason}" for e in report.removed))
-    for e in report.kept:
-        later = report.later(e)
-        if run.verbose or (later and report.dry_run):  # a dry run says what goes next
-            run.console.info(f"kept {e.uri}: {e.reason}{f'; {later}' if later else ''}")
-    if run.verbose or report.dry_run:  # what each kept version costs
-        for version in report.to_json()["versions"]:
-            run.console.info(version_line(version))
+    _say_kept(run, report)
     why = Counter(e.reason for e in report.kept)
     kept = ", ".join(f"{n} {reason}" for reason, n in why.most_common())
     run.console.info(
         f"{freed} {human_size(report.freed)} in {len(report.removed)} object(s) of"
         f" {report.mirror}; kept {len(report.kept)}{f' ({kept})' if kept else ''}"
     )
+
+
+def _say_kept(run: Run, report: "MirrorPruneReport") -> None:
+    """Each kept object and what each kept version costs, with -v; a dry run says what goes
+    next."""
+    for e in report.kept:
+        later = report.later(e)
+        if run.verbose or (later and report.dry_run):
+            run.console.info(f"kept {e.uri}: {e.reason}{f'; {later}' if later else ''}")
+    if run.verbose or report.dry_run:
+        for version in report.to_json()["versions"]:
+            run.console.info(version_line(version))
 
 
 def version_line(version: dict[str, Any]) -> str:

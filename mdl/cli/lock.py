@@ -93,17 +93,7 @@ def say_changes(run: Run, report: "LockReport", *, upgrade: bool) -> None:
     run.line(*(change_line(c) for c in report.changes if upgrade or c.status != "unchanged"))
     for failure in report.failures:
         run.console.error(failure.error or f"{failure.label}: failed", hint=failure.hint)
-    locked = sum(1 for c in report.changes if c.status != "removed")
-    resolved = len(report.resolved)
-    models = f"{plural(locked, 'model')}, {resolved} resolved, {locked - resolved} kept as locked"
-    if report.failures:
-        run.console.info(
-            f"{report.path} was left as it was: every model must resolve for the lock to be written"
-        )
-    elif report.changed:
-        run.console.info(f"wrote {report.path} ({models})")
-    else:
-        run.console.info(f"{report.path} is up to date ({models})")
+    run.console.info(_lock_line(report))
     if report.parts_changed:
         hashed = f", {report.hashed} hashed here now" if report.hashed else ""
         run.console.info(
@@ -114,6 +104,20 @@ def say_changes(run: Run, report: "LockReport", *, upgrade: bool) -> None:
             f"no part hashes for {plural(report.not_here, 'file')}: not here to read"
             " (pull them, then run mdl lock again)"
         )
+
+
+def _lock_line(report: "LockReport") -> str:
+    """What became of the lock file: left as it was, written, or already up to date."""
+    if report.failures:
+        return (
+            f"{report.path} was left as it was: every model must resolve for the lock to be written"
+        )
+    locked = sum(1 for c in report.changes if c.status != "removed")
+    resolved = len(report.resolved)
+    models = f"{plural(locked, 'model')}, {resolved} resolved, {locked - resolved} kept as locked"
+    if report.changed:
+        return f"wrote {report.path} ({models})"
+    return f"{report.path} is up to date ({models})"
 
 
 def change_line(change: "ModelChange") -> str:

@@ -63,21 +63,23 @@ def fill_or_fetch(sources: FileSources) -> TransferResult:
     """The file from its mirrors, else its origin; with ``--fill-mirror``, a file the mirror to fill
     lacks is fetched once for the fleet (:func:`_filled`)."""
     place = _place(sources) if sources.session.settings.fill_mirror else None
-    seen = _seen(place, sources.job) if place is not None else False
-    if place is None or seen is False:
+    if place is None or (seen := _seen(place, sources.job)) is False:
         return sources.mirrors() or sources.origin()
+    not_asked = frozenset({place.target.template})  # the mirror to fill
     if seen is None:
         # the mirror to fill is not asked for what it does not have (no warning for that file)
         _older_fill(place, sources.job)
-        return sources.mirrors(frozenset({place.target.template})) or _filled(sources, place)
+        return sources.mirrors(not_asked) or _filled(sources, place)
     if _theirs(place, seen, sources):  # another catalog's version: left, ours from elsewhere
-        return sources.mirrors(frozenset({place.target.template})) or sources.origin()
+        return sources.mirrors(not_asked) or sources.origin()
     # there, but no mirror delivered verified bytes: the object (proved wrong, or unreadable) is
-    # replaced on the version seen once the origin's are here, not read by the fleet forever
-    read = sources.mirrors()
-    if read is not None or place.target.template in sources.session.dead_mirrors:
-        return read or sources.origin()
-    return _filled(sources, place, over=seen.etag)
+    # replaced on the version seen once the origin's are here (unless the mirror went down since),
+    # not read by the fleet forever
+    return sources.mirrors() or (
+        sources.origin()
+        if place.target.template in sources.session.dead_mirrors
+        else _filled(sources, place, over=seen.etag)
+    )
 
 
 def _place(sources: FileSources) -> Place | None:

@@ -60,7 +60,7 @@ def check_signatures(
     unchanged).
     """
     trusts = {spec.name: spec.signature for spec in specs if spec.signature is not None}
-    fingerprints = _fingerprints(trusts) if any(m.name in trusts for m in resolved) else {}
+    fingerprints = _fingerprints(trusts, resolved)
     # nothing is fetched: the signature is checked when the files are (git's are not)
     if session.settings.dry_run:
         return Signatures(
@@ -69,24 +69,16 @@ def check_signatures(
     found = Signatures()
     by_name = {spec.name: spec for spec in specs}
     for model in resolved:
-        trust = trusts.get(model.name)
-        if trust is None:
+        if (trust := trusts.get(model.name)) is None:
             found.models.append(model)
             continue
         try:
             _signed(session, by_name[model.name], trust, fingerprints[model.name], model, found)
-        except Unsigned as exc:
-            if not session.settings.unsigned:
-                _refused(session, model, exc, found)
-                continue
-            _held_unsigned(model, trust, found)
-            found.warnings[model.name] = (
-                f"{exc.message}; fetched all the same (--unsigned): its files are held to their"
-                " hashes, and the model stays partial until this version is signed"
-            )
-            log.warning("%s", found.warnings[model.name])
         except MdlError as exc:
-            _refused(session, model, exc, found)
+            if isinstance(exc, Unsigned) and session.settings.unsigned:
+                _held_unsigned(model, trust, found, exc)
+            else:
+                _refused(session, model, exc, found)
     return found
 
 
@@ -102,11 +94,17 @@ class Unsigned(IntegrityError):
     --unsigned`` and signs it with ``publish --sign``)."""
 
 
-def _held_unsigned(model: ResolvedModel, trust: Trust, found: Signatures) -> None:
+def _held_unsigned(model: ResolvedModel, trust: Trust, found: Signatures, exc: Unsigned) -> None:
     """A model no signature was found for, pulled ``--unsigned``: its files fetched and checked by
     their own hashes all the same, its signature still expected (withheld): never ``installed``
-    unsigned, but on the seeding machine's disk for ``publish --sign`` to sign. Only when asked:
-    bytes no signer vouches for never reach a node's model folder by default."""
+    unsigned, but on the seeding machine's disk for ``publish --sign`` to sign; said as a
+    warning. Only when asked: bytes no signer vouches for never reach a node's model folder by
+    default."""
+    found.warnings[model.name] = (
+        f"{exc.message}; fetched all the same (--unsigned): its files are held to their"
+        " hashes, and the model stays partial until this version is signed"
+    )
+    log.warning("%s", found.warnings[model.name])
     files = _without_git_files(model).files
     sig = next(f for f in files if f.path == trust.installed_as)
     found.models.append(replace(model, files=tuple(f for f in files if f is not sig)))
@@ -115,9 +113,12 @@ def _held_unsigned(model: ResolvedModel, trust: Trust, found: Signatures) -> Non
     ]
 
 
-def _fingerprints(trusts: Mapping[str, Trust]) -> dict[str, str]:
-    """Each signer's fingerprint, by model: exit 2 naming mdl[sign] when it is not installed, or
-    naming a key or certificates that cannot be read, before anything is fetched."""
+def _fingerprints(trusts: Mapping[str, Trust], resolved: Sequence[ResolvedModel]) -> dict[str, str]:
+    """Each signer's fingerprint, by model (none when no ``resolved`` model is signed): exit 2
+    naming mdl[sign] when it is not installed, or naming a key or certificates that cannot be
+    read, before anything is fetched."""
+    if not any(m.name in trusts for m in resolved):
+        return {}
     require_library()
     fingerprints: dict[str, str] = {}
     for name, signer in trusts.items():
@@ -285,6 +286,10 @@ def _verified(
     return manifest
 
 
+# a signed model's files that fail by name, and what each was expected to be (held back)
+_Held = tuple[list[FileOutcome], list[ExpectedFile]]
+
+
 def _pinned(
     spec: ModelSpec, model: ResolvedModel, manifest: SignedManifest, sig_path: str
 ) -> tuple[list[RemoteFile], list[FileOutcome], list[ExpectedFile]]:
@@ -293,35 +298,10 @@ def _pinned(
     purpose (``.gitattributes``, its ignore list) is not installed: every byte installed from a
     signed model was signed."""
     files: list[RemoteFile] = []
-    refused: list[FileOutcome] = []
-    withheld: list[ExpectedFile] = []
+    held: _Held = ([], [])
     for remote in model.files:
-        if remote.path == sig_path:
-            continue
-        name = signed_name(remote.path, remote.source)
-        one = manifest.file(name, remote.size)
-        if one is None and manifest.ignores(name):
-            log.info(
-                "%s: left out: its signature does not sign it (the signer ignored it)",
-                label_of(remote),
-            )
-            continue
-        problem = _unlike_signed(remote, one)
-        if problem is not None:
-            exc = IntegrityError(
-                f"{label_of(remote)}: {problem}", hint="nothing of it was installed"
-            )
-            refused.append(failed(remote.model, remote.path, exc, source=remote.source))
-            withheld.append(
-                ExpectedFile(remote.path, remote.size, remote.sha256, remote.git_oid, remote.source)
-            )
-            log.error("%s", refused[-1].error)
-            continue
-        assert one is not None
-        # a sharded signature's shards are the file's range trust, before the lock's part hashes:
-        # a range released before the whole file then is the signer's (finer parts or not)
-        trust = signed_ranges(one, remote.size) or remote.trust
-        files.append(replace(remote, sha256=remote.sha256 or one.sha256, signed=one, trust=trust))
+        if remote.path != sig_path and (pinned := _pin(remote, manifest, held)) is not None:
+            files.append(pinned)
     present = {signed_name(f.path, f.source) for f in model.files}
     for path in sorted(set(manifest.files) - present):
         # a file the catalog entry would take if its source listed it (a signed file missing
@@ -329,12 +309,40 @@ def _pinned(
         # fine); a list of files: the ones listed are the model
         if spec.is_snapshot and selected(spec, [path]):
             exc = IntegrityError(f"{model.name}/{path}: signed, but the source does not have it")
-            refused.append(failed(model.name, path, exc))
-            withheld.append(
-                ExpectedFile(path, manifest.files[path].size, manifest.files[path].sha256)
-            )
-            log.error("%s", refused[-1].error)
-    return files, refused, withheld
+            one = manifest.files[path]
+            _refuse(held, failed(model.name, path, exc), ExpectedFile(path, one.size, one.sha256))
+    return files, *held
+
+
+def _pin(remote: RemoteFile, manifest: SignedManifest, held: _Held) -> RemoteFile | None:
+    """``remote`` held to the digest its signature signs; None: the signer left it out, or it is
+    unlike what was signed (refused into ``held``)."""
+    name = signed_name(remote.path, remote.source)
+    one = manifest.file(name, remote.size)
+    if one is None and manifest.ignores(name):
+        log.info(
+            "%s: left out: its signature does not sign it (the signer ignored it)", label_of(remote)
+        )
+        return None
+    if (problem := _unlike_signed(remote, one)) is not None or one is None:
+        exc = IntegrityError(f"{label_of(remote)}: {problem}", hint="nothing of it was installed")
+        _refuse(
+            held,
+            failed(remote.model, remote.path, exc, source=remote.source),
+            ExpectedFile(remote.path, remote.size, remote.sha256, remote.git_oid, remote.source),
+        )
+        return None
+    # a sharded signature's shards are the file's range trust, before the lock's part hashes:
+    # a range released before the whole file then is the signer's (finer parts or not)
+    trust = signed_ranges(one, remote.size) or remote.trust
+    return replace(remote, sha256=remote.sha256 or one.sha256, signed=one, trust=trust)
+
+
+def _refuse(held: _Held, outcome: FileOutcome, expected: ExpectedFile) -> None:
+    """A signed model's file that fails by name: said, and held back."""
+    held[0].append(outcome)
+    held[1].append(expected)
+    log.error("%s", outcome.error)
 
 
 def signed_ranges(one: SignedFile, size: int | None) -> Digests | None:

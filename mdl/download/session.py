@@ -553,20 +553,9 @@ class FileSources:
         )
         store = store_for(url)
         shown = redact_url(url)
-        try:
-            where = session.presigner.presign(url, template=template) if store else url
-            beside = replace(self.beside, landing=None, opening=None)
-            result = session.mirror_engine.fetch(replace(mirrored, url=where), beside)
-        except (InterruptedByUserError, NoSpaceError):  # a full disk here: no source cures it
-            raise
-        except MdlError as exc:
-            self.refused.append(exc.fetched)
-            if session.cancel.is_set():
-                raise InterruptedByUserError(INTERRUPTED) from exc
-            # The next source resumes on the bytes kept only when its hash will check them (with
-            # --no-verify, or no hash, nothing would catch a splice).
-            if not (job.verify and job.identity.has_hash):
-                discard_partial(job)
+
+        def said(exc: MdlError) -> None:
+            """Why the mirror did not serve the file, in words for every machine that meets it."""
             why = exc.message.removeprefix(f"{label}: ")
             # the store's error code says it better than the reply to a signed URL does
             if store is not None:
@@ -587,6 +576,22 @@ class FileSources:
                 )
             else:
                 retries.add(f"mirror {shown} failed ({why})")
+
+        try:
+            where = session.presigner.presign(url, template=template) if store else url
+            beside = replace(self.beside, landing=None, opening=None)
+            result = session.mirror_engine.fetch(replace(mirrored, url=where), beside)
+        except (InterruptedByUserError, NoSpaceError):  # a full disk here: no source cures it
+            raise
+        except MdlError as exc:
+            self.refused.append(exc.fetched)
+            if session.cancel.is_set():
+                raise InterruptedByUserError(INTERRUPTED) from exc
+            # The next source resumes on the bytes kept only when its hash will check them (with
+            # --no-verify, or no hash, nothing would catch a splice).
+            if not (job.verify and job.identity.has_hash):
+                discard_partial(job)
+            said(exc)
             return None
         pull_log.info("%s: fetched from mirror %s", label, shown)
         return replace(result, mirror=shown)

@@ -67,7 +67,7 @@ def check(request: Request, key: Key, *, now: datetime) -> None:
     params = _params(request.query)
     fields = dict(params)
     if "X-Amz-Signature" in fields:
-        _check_presigned(request, params, key, now=now)
+        _check_presigned(request, params, fields, key, now=now)
         return
     if "Signature" in fields and "AWSAccessKeyId" in fields:
         _check_presigned_v2(request, fields, key, now=now)
@@ -79,20 +79,23 @@ def check(request: Request, key: Key, *, now: datetime) -> None:
     if found is None:
         raise Refused("AuthorizationHeaderMalformed", "the Authorization header is not SigV4")
     credential, signed_headers, signature = found.groups()
-    stamp = request.headers.get("x-amz-date", "")
     payload = request.headers.get("x-amz-content-sha256", "")
     if not payload:
         raise Refused("InvalidRequest", "missing x-amz-content-sha256")
     _check_signature(
         request, params, key, credential, signed_headers.split(";"), signature,
-        stamp=stamp, payload=payload, now=now, presigned=False,
+        stamp=request.headers.get("x-amz-date", ""), payload=payload, now=now, presigned=False,
     )  # fmt: skip
 
 
 def _check_presigned(
-    request: Request, params: list[tuple[str, str]], key: Key, *, now: datetime
+    request: Request,
+    params: list[tuple[str, str]],
+    fields: dict[str, str],
+    key: Key,
+    *,
+    now: datetime,
 ) -> None:
-    fields = dict(params)
     if fields.get("X-Amz-Algorithm") != ALGORITHM:
         raise Refused("AuthorizationQueryParametersError", "X-Amz-Algorithm must be " + ALGORITHM)
     stamp = fields.get("X-Amz-Date", "")
@@ -123,40 +126,46 @@ _V2_SUBRESOURCES = frozenset(
 def _check_presigned_v2(
     request: Request, fields: dict[str, str], key: Key, *, now: datetime
 ) -> None:
-    if not hmac.compare_digest(fields["AWSAccessKeyId"].encode(), key.access_key.encode()):
-        raise Refused("InvalidAccessKeyId", "the access key is not this run's")
-    expires = fields.get("Expires", "")
+    _own_key(fields["AWSAccessKeyId"], key)
+    _v2_in_time(fields.get("Expires", ""), now)
+    signature = fields["Signature"].encode()
+    if not any(
+        hmac.compare_digest(ours, signature) for ours in _v2_signatures(request, fields, key)
+    ):
+        raise _mismatch()
+
+
+def _v2_in_time(expires: str, now: datetime) -> None:
+    """Refuse a V2 URL that has expired or lives longer than a week from now."""
     until = _seconds(expires)
     if until is None or now.timestamp() > until:
         raise Refused("AccessDenied", "Request has expired")
     if until - now.timestamp() > MOST_EXPIRES:
         raise Refused("AccessDenied", "a presigned URL lives a week at most")
+
+
+def _v2_signatures(request: Request, fields: dict[str, str], key: Key) -> list[bytes]:
+    """The V2 signature (base64) of the path as sent and as decoded: signers differ in which they
+    sign; either is bound to the key."""
     amz = sorted(
         (name, _trimmed(value)) for name, value in request.headers.items()
         if name.startswith("x-amz-")
     )  # fmt: skip
     sub = sorted((name, value) for name, value in fields.items() if name in _V2_SUBRESOURCES)
     query = "?" + "&".join(f"{n}={v}" if v else n for n, v in sub) if sub else ""
-    signature = fields["Signature"].encode()
-    # the path as sent, or decoded: signers differ in which they sign; either is bound to the key
-    for path in dict.fromkeys((request.path, unquote(request.path))):
-        string_to_sign = "\n".join(
-            (
-                request.method,
-                request.headers.get("content-md5", ""),
-                request.headers.get("content-type", ""),
-                expires,
-                *(f"{name}:{value}" for name, value in amz),
-                path + query,
-            )
-        )
-        digest = hmac.digest(key.secret_key.encode(), string_to_sign.encode(), "sha1")
-        if hmac.compare_digest(base64.b64encode(digest), signature):
-            return
-    raise Refused(
-        "SignatureDoesNotMatch",
-        "The request signature we calculated does not match the signature you provided",
+    head = (
+        request.method,
+        request.headers.get("content-md5", ""),
+        request.headers.get("content-type", ""),
+        fields.get("Expires", ""),
+        *(f"{name}:{value}" for name, value in amz),
     )
+    return [
+        base64.b64encode(
+            hmac.digest(key.secret_key.encode(), "\n".join((*head, path + query)).encode(), "sha1")
+        )
+        for path in dict.fromkeys((request.path, unquote(request.path)))
+    ]
 
 
 def _check_signature(
@@ -173,17 +182,52 @@ def _check_signature(
     presigned: bool,
 ) -> None:
     access_key, _, scope = credential.partition("/")
-    if not hmac.compare_digest(access_key.encode(), key.access_key.encode()):
-        raise Refused("InvalidAccessKeyId", "the access key is not this run's")
-    day, region, service, terminator = [*scope.split("/"), "", "", "", ""][:4]
+    _own_key(access_key, key)
     when = _when(stamp)
-    if day != stamp[:8] or service != "s3" or terminator != "aws4_request" or not region:
-        raise Refused("AuthorizationHeaderMalformed", f"bad credential scope {scope!r}")
+    parts = _scope_parts(scope, stamp)
     if not presigned and abs(now - when) > SKEW:
         raise Refused("RequestTimeTooSkewed", "the request's time is over 15 minutes from ours")
+    canonical = _canonical_request(request, params, signed_headers, payload)
+    string_to_sign = "\n".join(
+        (ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode()).hexdigest())
+    )
+    signing_key = f"AWS4{key.secret_key}".encode()
+    for part in parts:
+        signing_key = hmac.digest(signing_key, part.encode(), "sha256")
+    expected = hmac.new(signing_key, string_to_sign.encode(), "sha256").hexdigest()
+    if not hmac.compare_digest(expected.encode(), signature.encode()):
+        raise _mismatch()
+
+
+def _own_key(access_key: str, key: Key) -> None:
+    """Refuse an access key that is not the run's (compared in constant time)."""
+    if not hmac.compare_digest(access_key.encode(), key.access_key.encode()):
+        raise Refused("InvalidAccessKeyId", "the access key is not this run's")
+
+
+def _mismatch() -> Refused:
+    return Refused(
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided",
+    )
+
+
+def _scope_parts(scope: str, stamp: str) -> tuple[str, str, str, str]:
+    """A SigV4 credential scope's day, region, service and terminator, checked against the
+    request's date."""
+    day, region, service, terminator = [*scope.split("/"), "", "", "", ""][:4]
+    if day != stamp[:8] or service != "s3" or terminator != "aws4_request" or not region:
+        raise Refused("AuthorizationHeaderMalformed", f"bad credential scope {scope!r}")
+    return day, region, service, terminator
+
+
+def _canonical_request(
+    request: Request, params: list[tuple[str, str]], signed_headers: list[str], payload: str
+) -> str:
+    """SigV4's canonical request, once every signed header is there (host among them)."""
     if "host" not in signed_headers or any(name not in request.headers for name in signed_headers):
         raise Refused("AccessDenied", "a signed header is missing (host must be signed)")
-    canonical = "\n".join(
+    return "\n".join(
         (
             request.method,
             request.path or "/",
@@ -193,18 +237,6 @@ def _check_signature(
             payload,
         )
     )
-    string_to_sign = "\n".join(
-        (ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode()).hexdigest())
-    )
-    signing_key = f"AWS4{key.secret_key}".encode()
-    for part in (day, region, service, terminator):
-        signing_key = hmac.digest(signing_key, part.encode(), "sha256")
-    expected = hmac.new(signing_key, string_to_sign.encode(), "sha256").hexdigest()
-    if not hmac.compare_digest(expected.encode(), signature.encode()):
-        raise Refused(
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided",
-        )
 
 
 def _seconds(text: str) -> int | None:

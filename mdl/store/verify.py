@@ -92,19 +92,25 @@ def verify_models(
     _begin(progress, statuses)
     signatures: dict[str, dict[str, Any]] = {}
     for spec, status in zip(models, statuses, strict=True):
-        signed, whole = None, False
-        if status.record is None:
-            add(_never_pulled(spec, status, layout))
-        else:
-            signed = _verify_files(run, spec, status, status.record)
-            whole = bool(status.files) and not any(
-                o.failing for o in outcomes if o.model == spec.name
-            )
-            if layout.cache_root is not None and whole:
-                _write_refs(layout, spec, status.files, status.record)
-        if spec.signature is not None:
-            signatures[spec.name] = _signature_word(spec.signature, signed, whole=whole)
+        if (word := _verify_model(run, spec, status, outcomes)) is not None:
+            signatures[spec.name] = word
     return RunReport(tuple(outcomes), signatures=signatures)
+
+
+def _verify_model(
+    run: _Run, spec: ModelSpec, status: ModelStatus, outcomes: list[FileOutcome]
+) -> dict[str, Any] | None:
+    """One model's files re-hashed (its refs written once it is whole, in a cache layout); its
+    signature's word, when it is signed."""
+    signed, whole = None, False
+    if status.record is None:
+        run.add(_never_pulled(spec, status, run.layout))
+    else:
+        signed = _verify_files(run, spec, status, status.record)
+        whole = bool(status.files) and not any(o.failing for o in outcomes if o.model == spec.name)
+        if run.layout.cache_root is not None and whole:
+            _write_refs(run.layout, spec, status.files, status.record)
+    return None if spec.signature is None else _signature_word(spec.signature, signed, whole=whole)
 
 
 def _quick(run: _Run, statuses: Sequence[ModelStatus], outcomes: list[FileOutcome]) -> RunReport:

@@ -566,6 +566,19 @@ def load_state(job: TransferJob) -> Loaded | None:
         discard_partial(job)
         return None
     wanted = job.identity
+
+    def kept(size: int) -> Loaded:
+        """The record resumed on a ``.part`` of ``size`` bytes."""
+        for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk
+            piece.done = max(0, min(piece.done, size - piece.start))
+        # A file known by its hash is the same file wherever it comes from: another source's
+        # validator would only condemn the kept bytes there (its If-Range earns the whole file);
+        # this source's first answer fixes the version, and the hash checks the result.
+        if at not in (None, redact_url(job.url)) and job.verify and wanted.has_hash:
+            log.info("%s: resuming from another source; the hash checks the kept bytes", job.label)
+            return Loaded(pieces, None, flushed)
+        return Loaded(pieces, validator, flushed)
+
     if not any((saved.has_hash, saved.etag, wanted.has_hash, wanted.etag, validator is not None)):
         # nothing tells two versions of this size apart, and no If-Range protects the resume
         log.info(
@@ -577,15 +590,7 @@ def load_state(job: TransferJob) -> Loaded | None:
     elif found is None or not saved.matches(wanted):
         log.info("%s: partial download is of another version, starting over", job.label)
     else:
-        for piece in pieces:  # never trust a record claiming bytes past the end of the file on disk
-            piece.done = max(0, min(piece.done, found.st_size - piece.start))
-        # A file known by its hash is the same file wherever it comes from: another source's
-        # validator would only condemn the kept bytes there (its If-Range earns the whole file);
-        # this source's first answer fixes the version, and the hash checks the result.
-        if at not in (None, redact_url(job.url)) and job.verify and wanted.has_hash:
-            log.info("%s: resuming from another source; the hash checks the kept bytes", job.label)
-            validator = None
-        return Loaded(pieces, validator, flushed)
+        return kept(found.st_size)
     discard_partial(job)
     return None
 

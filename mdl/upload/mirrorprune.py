@@ -270,10 +270,7 @@ def prune_mirror(
     for item in listed:
         if names.in_namespace(item.uri):
             continue
-        why = LEASED if item.uri in guarded else named.why(item.uri)
-        if why is None and not named.ours(item.uri):
-            why = named.outside
-        if why is not None:
+        if (why := _kept_why(item.uri, named, guarded)) is not None:
             run.kept.append(MirrorEntry(item.uri, item.size, why))
         else:
             run.unnamed(item, template, named, keep_days=keep_days, now=now)
@@ -410,15 +407,18 @@ class _MirrorRun:
         # the objects' marks, and the parts' (mdl's namespace is never listed with the objects:
         # a part removed by an mdl before 0.8, or a kill between a part and its mark, leaves one)
         for under in (fixed.removeprefix(folder), *(names.NAMESPACE + k for k in _OWN_MARKED)):
-            marks = names.Mark(folder, under).uri
-            try:
-                found = [names.Mark.parse(item.uri) for item in self.writer.listing(marks)]
-                for mark in (m for m in found if m and m.object not in objects):
-                    # looked at again: a fill may have written it since the listing
-                    if self.writer.head(mark.object) is None:
-                        self.writer.delete(mark.uri)
-            except MdlError as exc:  # a mark left costs a few bytes: said in the log
-                log.info("%s: could not remove a mark: %s", marks, exc.message)
+            self.forget(names.Mark(folder, under).uri, objects)
+
+    def forget(self, marks: str, objects: set[str]) -> None:
+        """Remove the marks listed under ``marks`` of objects not in ``objects`` (and not there
+        when looked at again: a fill may have written one since the listing)."""
+        try:
+            found = [names.Mark.parse(item.uri) for item in self.writer.listing(marks)]
+            for mark in (m for m in found if m and m.object not in objects):
+                if self.writer.head(mark.object) is None:
+                    self.writer.delete(mark.uri)
+        except MdlError as exc:  # a mark left costs a few bytes: said in the log
+            log.info("%s: could not remove a mark: %s", marks, exc.message)
 
     def older_lease(self, item: Listed) -> None:
         """mdl 0.3's lease beside its object: kept, and said once (its fleet and this mdl's do
@@ -451,11 +451,7 @@ class _MirrorRun:
         time: those whose newest part is older than ``before`` (a live leader's are younger: left,
         not reported) unless their object is leased (``guarded``) or not this catalog's. A name
         not shaped as a part is left; each part is judged by its mark (``part_gone``)."""
-        sets: dict[str, list[Listed]] = {}
-        for item in self.writer.listing(names.within(folder, names.PARTS)):
-            if isinstance(found := names.parse(item.uri), names.Part):
-                sets.setdefault(found.object, []).append(item)
-        for target, parts in sets.items():
+        for target, parts in self.part_sets(folder).items():
             # a set is one entry (its folder, the bytes), as an abandoned upload is
             where, newest = parts[0].uri.rpartition("/")[0] + "/", max(p.modified for p in parts)
             keep = target in guarded or not named.ours(target)
@@ -465,6 +461,15 @@ class _MirrorRun:
                 self.kept.append(MirrorEntry(where, size, FILL_PARTS, after=after))
             elif sizes := [p.size for p in parts if self.part_gone(p, target, folder, named)]:
                 self.removed.append(MirrorEntry(where, sum(sizes), ABANDONED))
+
+    def part_sets(self, folder: str) -> dict[str, list[Listed]]:
+        """The parts published under ``folder`` (the mirror's), by the object they make; a name
+        not shaped as a part is left out."""
+        sets: dict[str, list[Listed]] = {}
+        for item in self.writer.listing(names.within(folder, names.PARTS)):
+            if isinstance(found := names.parse(item.uri), names.Part):
+                sets.setdefault(found.object, []).append(item)
+        return sets
 
     def part_gone(self, part: Listed, target: str, folder: str, named: Named) -> bool:
         """A dead fill's part removed, judged by its mark as any object (on the version judged):
@@ -518,6 +523,15 @@ def _number(uri: str) -> int:
     """A lease generation's number (0: a name that is none)."""
     found = names.Generation.parse(uri)
     return found.number if found is not None else 0
+
+
+def _kept_why(uri: str, named: Named, guarded: set[str]) -> str | None:
+    """Why an object of the mirror stays whatever its age: its lease is live, a model names it,
+    or no model of the catalog holds it. None: it goes once old."""
+    if uri in guarded:
+        return LEASED
+    why = named.why(uri)
+    return named.outside if why is None and not named.ours(uri) else why
 
 
 def _not_ours(seen: Seen, named: Named, uri: str) -> str | None:

@@ -76,8 +76,7 @@ class Signer:
             *(f.path for f in model.failures),
         }:
             return model
-        own = next((f for f in model.ready if f.path == SIGNATURE_FILE), None)
-        if not self.force and not (own is not None and self.made(own.local, what=str(own.local))):
+        if not self._replaces(next((f for f in model.ready if f.path == SIGNATURE_FILE), None)):
             raise UsageError(
                 f"{model.spec.name}/{SIGNATURE_FILE}: the model has a signature of its own (from"
                 " its source), which --sign would replace as its version's signature",
@@ -91,6 +90,11 @@ class Signer:
             ready=tuple(f for f in model.ready if f.path != SIGNATURE_FILE),
             failures=tuple(f for f in model.failures if f.path != SIGNATURE_FILE),
         )
+
+    def _replaces(self, own: ReadyFile | None) -> bool:
+        """Whether our signature may take the place of the model's ``own`` model.sig (None: a
+        failed one): with ``--force``, or when this key made it."""
+        return self.force or (own is not None and self.made(own.local, what=str(own.local)))
 
     def sign(self, model: str, files: Sequence[ReadyFile]) -> Signature:
         """The signature over every file published but those a signature leaves out (model.sig,
@@ -371,14 +375,7 @@ def _version(
         if data is not None and found is None:
             warning = f"{name}: {uri} is not this version's manifest; replacing it"
             log.warning("%s", warning)
-        signature = signing.signatures.get(name)
-        if signing.signer is not None and signature is not None:
-            named = found.signature if found is not None else None
-            row, signature = signing.signer.publish(bucket, signature, named, dry_run=dry_run)
-            rows.append(row)
-            made = replace(made, signature=signature.row)
-        elif made.signature is None and found is not None:
-            made = replace(made, signature=found.signature)
+        made, rows = _signed(bucket, made, found, signing, dry_run=dry_run)
         new = made.to_bytes()
         action = ("skip" if dry_run else "skipped") if new == data else "upload"
         if action == "upload" and not dry_run:
@@ -388,6 +385,26 @@ def _version(
     except MdlError as exc:  # the files are up; the version is not published until its manifest is
         return [*rows, replace(failed(name, None, exc), dest=uri)], []
     return rows, [Published(name, made.id, uri, action, warning)]
+
+
+def _signed(
+    bucket: Bucket,
+    made: versions.Manifest,
+    found: versions.Manifest | None,
+    signing: _Signing,
+    *,
+    dry_run: bool,
+) -> tuple[versions.Manifest, list[FileOutcome]]:
+    """The manifest with the signature it names (ours, put up first: its row; else the model's
+    own; else the one the manifest there names: a manifest only gains)."""
+    signature = signing.signatures.get(made.model)
+    if signing.signer is not None and signature is not None:
+        named = found.signature if found is not None else None
+        row, signature = signing.signer.publish(bucket, signature, named, dry_run=dry_run)
+        return replace(made, signature=signature.row), [row]
+    if made.signature is None and found is not None:
+        return replace(made, signature=found.signature), []
+    return made, []
 
 
 def _found(

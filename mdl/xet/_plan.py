@@ -108,24 +108,30 @@ def _kept_runs(term: Term, first: int, recorded: Iterable[Written], check: Check
     """The runs of ``term`` (at byte ``first``) kept: recorded inside it, checked on disk, each
     chunk once, in order, each where the chunks before it can reach, the last where the rest can."""
     end = first + term.length
-    inside = [
+    runs: list[Written] = []
+    for candidate in sorted(
+        _inside(term, first, recorded), key=lambda run: (run.start, run.offset)
+    ):
+        for found in check(candidate):
+            before = runs[-1] if runs else None
+            part = _after(before, found)  # overlapping runs: each chunk once
+            if part is not None and _between(before, part, term.start, first):
+                runs.append(part)
+    while runs and not _fits(runs[-1].end, runs[-1].offset + runs[-1].length, term.end, end):
+        runs.pop()
+    return runs
+
+
+def _inside(term: Term, first: int, recorded: Iterable[Written]) -> list[Written]:
+    """The recorded runs that lie inside ``term`` (at byte ``first``), by chunk and by byte."""
+    end = first + term.length
+    return [
         run
         for run in recorded
         if term.start <= run.start
         and run.end <= term.end
         and first <= run.offset <= end - run.length
     ]
-    runs: list[Written] = []
-    for candidate in sorted(inside, key=lambda run: (run.start, run.offset)):
-        for found in check(candidate):
-            before = runs[-1] if runs else None
-            # overlapping runs: each chunk once
-            part = found if before is None else _after(before, found)
-            if part is not None and _between(before, part, term.start, first):
-                runs.append(part)
-    while runs and not _fits(runs[-1].end, runs[-1].offset + runs[-1].length, term.end, end):
-        runs.pop()
-    return runs
 
 
 def _fits(chunk: int, at: int, next_chunk: int, next_at: int) -> bool:
@@ -135,9 +141,10 @@ def _fits(chunk: int, at: int, next_chunk: int, next_at: int) -> bool:
     return 0 <= count <= size <= count * MAX_CHUNK
 
 
-def _after(before: Written, run: Written) -> Written | None:
-    """The part of ``run`` after the chunks of ``before`` (None: nothing)."""
-    if (cut := before.end - run.start) <= 0:
+def _after(before: Written | None, run: Written) -> Written | None:
+    """The part of ``run`` after the chunks of ``before`` (None: nothing; all of it after no
+    run)."""
+    if before is None or (cut := before.end - run.start) <= 0:
         return run
     if cut >= len(run.chunks):
         return None
