@@ -21,7 +21,6 @@ from xml.sax.saxutils import escape
 from mdl.endpoint.shelf import Early, NotServed, Shelf, ShelfObject
 
 MAX_KEYS = 1000  # the most one listing page holds, as S3's
-LOOK_AGAIN = 0.1  # seconds before a file that changed under a GET is looked at again
 # ASCII digits (``\d`` would read other scripts' digits too); a number past 19 digits is past
 # any object's end (never ``int()`` of it: Python refuses 4,300 digits and more)
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
@@ -389,94 +388,23 @@ def _object(
     headers: Mapping[str, str],
     cancel: threading.Event,
 ) -> Answer:
+    """HeadObject, GetObject: one answer, from the object as soon as what it says holds (a HEAD:
+    its size known; a GET: its ETag too), then, for a GET that sends bytes, what the shelf gives
+    of them (the verified file, or the range asked, released early)."""
     part = _part_number(params, headers)
     overrides = _overrides(params)
-    found = _found(shelf, key)
-    now = _at_once(found, part, headers, overrides, method)
-    if now is not None:
-        return now
     deadline = time.monotonic() + endpoint.wait
-    if found.verified:
-        obj = found
+    obj = shelf.described(key, etag=method == "GET", deadline=deadline, cancel=cancel)
+    reply = _answer_for(obj, part, headers, overrides, method)
+    if method == "HEAD" or reply.status not in (200, 206):
+        return reply
+    span = (reply.offset, reply.offset + reply.count) if reply.status == 206 else None
+    sent = shelf.read(obj, span, deadline=deadline, cancel=cancel)
+    if isinstance(sent, Early):
+        reply.early = sent
     else:
-        span = _early_span(found, part, headers, overrides) if method == "GET" else None
-        waited = shelf.released(key, span, deadline=deadline, cancel=cancel)
-        if isinstance(waited, ShelfObject):
-            obj = waited
-        else:
-            early = _early_answer(waited, span, part, headers, overrides)
-            if early is not None:
-                return early
-            obj = shelf.verified(key, deadline=deadline, cancel=cancel)
-    while True:
-        reply = _answer_for(obj, part, headers, overrides, method)
-        if method == "HEAD" or reply.status not in (200, 206):
-            return reply
-        fd = shelf.open(obj)
-        if fd is not None:
-            reply.fd = fd
-            return reply
-        # changed (or unreadable) since it was looked at: look again, in time
-        if time.monotonic() >= deadline or cancel.wait(LOOK_AGAIN):
-            raise NotServed(
-                503, "ServiceUnavailable", f"{key} is not the file that verified: try again"
-            )
-        obj = shelf.verified(key, deadline=deadline, cancel=cancel)
-
-
-def _at_once(
-    obj: ShelfObject,
-    part: int | None,
-    headers: Mapping[str, str],
-    overrides: Mapping[str, str],
-    method: str,
-) -> Answer | None:
-    """The answer about ``obj`` (not verified yet) that waits for none of its bytes: a HEAD's (its
-    size is known before they arrive, as its record expects it: a loader plans now), or a GET's
-    precondition that fails while its ETag and date are those it keeps (its sha256 known), as
-    HEAD's would; None: the answer waits for its bytes."""
-    if obj.verified:
-        return None
-    if method == "HEAD" and obj.size is not None:
-        return _answer_for(obj, part, headers, overrides, method)
-    return _precondition(obj, headers) if obj.sha256 is not None else None
-
-
-def _early_span(
-    obj: ShelfObject, part: int | None, headers: Mapping[str, str], overrides: Mapping[str, str]
-) -> tuple[int, int] | None:
-    """The bytes ``[start, end)`` a GET of ``obj`` (not verified yet) asks, when it asks a part
-    of it (a range, or part 1) that may leave before the whole file verified: its size and sha256
-    known (its ETag now is the one it keeps), its preconditions met. None: it waits for the whole
-    file."""
-    if obj.size is None or obj.sha256 is None:
-        return None
-    reply = _answer_for(obj, part, headers, overrides, "GET")
-    return (reply.offset, reply.offset + reply.count) if reply.status == 206 else None
-
-
-def _early_answer(
-    early: Early,
-    span: tuple[int, int] | None,
-    part: int | None,
-    headers: Mapping[str, str],
-    overrides: Mapping[str, str],
-) -> Answer | None:
-    """The 206 of ``early``'s bytes: the object's ETag, no whole-object checksum (these bytes
-    are not it). None (``early`` closed) when the object as looked at now asks other bytes."""
-    reply = _answer_for(early.obj, part, headers, overrides, "GET")
-    if reply.status != 206 or span != (reply.offset, reply.offset + reply.count):
-        early.close()
-        return None
-    reply.early = early
+        reply.fd = sent
     return reply
-
-
-def _found(shelf: Shelf, key: str) -> ShelfObject:
-    found = shelf.lookup(key)
-    if found is None:
-        raise NotServed(404, "NoSuchKey", "The specified key does not exist.")
-    return found
 
 
 def _answer_for(
@@ -653,9 +581,7 @@ def _attributes(
             "InvalidArgument",
             "x-amz-object-attributes must list some of " + ", ".join(ATTRIBUTES),
         )
-    obj = _found(shelf, key)
-    if obj.size is None:
-        obj = shelf.verified(key, deadline=time.monotonic() + endpoint.wait, cancel=cancel)
+    obj = shelf.described(key, etag=False, deadline=time.monotonic() + endpoint.wait, cancel=cancel)
     fields = []
     if "ETag" in wanted:
         fields.append(f"<ETag>{escape(obj.etag.strip(chr(34)))}</ETag>")

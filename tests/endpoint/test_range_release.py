@@ -365,7 +365,9 @@ def test_an_answer_released_by_range_stops_short_at_a_range_that_no_longer_verif
         with RangeCheck(trust, fd, path) as check:
             check.landed(0, len(data))
             assert check.settle(cancel) == []
-            early = Early(obj, _windows(check, 10, len(data) - 10, cancel, time.monotonic() + HANG))
+            early = Early(
+                obj, _windows([path], 10, len(data) - 10, cancel, time.monotonic() + HANG)
+            )
             assert early.ready  # its first range read and checked before the answer begins
             os.pwrite(fd, b"\0", PART + 5)  # the second range changed on disk meanwhile
             sent = b"".join(bytes(view) for view in early)
@@ -453,7 +455,9 @@ def test_an_answer_under_way_stops_at_the_next_range_once_its_file_is_refused(
         with RangeCheck(trust, fd, path) as check:
             check.landed(0, len(data))
             assert check.settle(cancel) == []
-            early = Early(obj, _windows(check, 10, len(data) - 10, cancel, time.monotonic() + HANG))
+            early = Early(
+                obj, _windows([path], 10, len(data) - 10, cancel, time.monotonic() + HANG)
+            )
             assert early.ready  # its first range read and checked before the answer begins
             check.refute("its sha256 refused the file")  # while the answer is sent
             sent = b"".join(bytes(view) for view in early)
