@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 import threading
 import time
@@ -95,6 +96,20 @@ class Answer:
         """A refusal that is S3's ordinary answer to an ordinary question (a HEAD of a "folder",
         a conditional or ranged GET answered as asked), not a sign that anything is wrong."""
         return self.code in _ORDINARY
+
+    @property
+    def length(self) -> int:
+        """The bytes its body sends."""
+        return len(self.body) if self.fd is None and self.early is None else self.count
+
+    def close(self) -> None:
+        """Let go of what it holds of the object (once sent, or not to be)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.early is not None:
+            self.early.close()
+            self.early = None
 
 
 # what clients ask every day and handle themselves: a key that is not there ("is this a
@@ -262,14 +277,10 @@ def _list_objects(endpoint: BucketFacts, shelf: Shelf, params: Mapping[str, str]
     raw_max = params.get("max-keys", str(MAX_KEYS))
     if not _COUNT.fullmatch(raw_max):
         return s3_error(400, "InvalidArgument", "max-keys must be a whole number")
+    after = _listed_after(params, v2=v2)
+    if after is None:
+        return s3_error(400, "InvalidArgument", "The continuation token provided is incorrect")
     most = min(int(raw_max), MAX_KEYS)
-    token = params.get("continuation-token")
-    after = params.get("start-after", "") if v2 else params.get("marker", "")
-    if token is not None:
-        try:
-            after = _untoken(token)
-        except ValueError:
-            return s3_error(400, "InvalidArgument", "The continuation token provided is incorrect")
     page = _page(shelf.objects(), prefix=prefix, delimiter=delimiter, after=after, most=most)
     shown = _shown_as(params.get("encoding-type"))
     fields = [
@@ -282,20 +293,44 @@ def _list_objects(endpoint: BucketFacts, shelf: Shelf, params: Mapping[str, str]
         fields.append(f"<Delimiter>{escape(shown(delimiter))}</Delimiter>")
     if params.get("encoding-type") == "url":
         fields.append("<EncodingType>url</EncodingType>")
-    if v2:
-        fields.append(f"<KeyCount>{len(page.contents) + len(page.prefixes)}</KeyCount>")
-        if token is not None:
-            fields.append(f"<ContinuationToken>{escape(token)}</ContinuationToken>")
-        if params.get("start-after"):
-            fields.append(f"<StartAfter>{escape(shown(params['start-after']))}</StartAfter>")
-        if page.truncated:
-            fields.append(f"<NextContinuationToken>{_token(page.last)}</NextContinuationToken>")
-    else:
-        fields.append(f"<Marker>{escape(shown(after))}</Marker>")
-        if page.truncated:
-            fields.append(f"<NextMarker>{escape(shown(page.last))}</NextMarker>")
+    fields += _v2_fields(params, page, shown) if v2 else _v1_fields(after, page, shown)
     body = "".join(fields) + _items(page, shown)
     return _xml(f"<ListBucketResult {_NS}>{body}</ListBucketResult>")
+
+
+def _listed_after(params: Mapping[str, str], *, v2: bool) -> str | None:
+    """The key a listing page starts after: a V2's continuation token (None: not one this
+    endpoint gave), else its ``start-after``; a V1's ``marker``."""
+    token = params.get("continuation-token")
+    if token is None:
+        return params.get("start-after", "") if v2 else params.get("marker", "")
+    try:
+        return _untoken(token)
+    except ValueError:
+        return None
+
+
+def _v2_fields(params: Mapping[str, str], page: _Page, shown: Callable[[str], str]) -> list[str]:
+    """What only a ListObjectsV2 page says: its count, the token it was asked with and the next
+    one, its ``start-after``."""
+    fields = [f"<KeyCount>{len(page.contents) + len(page.prefixes)}</KeyCount>"]
+    if "continuation-token" in params:
+        fields.append(
+            f"<ContinuationToken>{escape(params['continuation-token'])}</ContinuationToken>"
+        )
+    if params.get("start-after"):
+        fields.append(f"<StartAfter>{escape(shown(params['start-after']))}</StartAfter>")
+    if page.truncated:
+        fields.append(f"<NextContinuationToken>{_token(page.last)}</NextContinuationToken>")
+    return fields
+
+
+def _v1_fields(after: str, page: _Page, shown: Callable[[str], str]) -> list[str]:
+    """What only a V1 listing page says: its marker, and the next one."""
+    fields = [f"<Marker>{escape(shown(after))}</Marker>"]
+    if page.truncated:
+        fields.append(f"<NextMarker>{escape(shown(page.last))}</NextMarker>")
+    return fields
 
 
 @dataclass
@@ -612,27 +647,23 @@ def object_attributes(header: str | None) -> frozenset[str] | None:
     return frozenset(names)
 
 
-def _number(text: str) -> str:
-    """A range's number as text, one past 19 digits read as 10**19 (past every object's end)."""
-    return str(_BIG) if len(text) > 19 else text
+def _number(text: str) -> int | None:
+    """A range's number (None: not given), one past 19 digits read as 10**19 (past every
+    object's end)."""
+    if text == "":
+        return None
+    return int(text) if len(text) <= 19 else _BIG
 
 
 def _range(header: str | None, size: int) -> tuple[int, int, bool] | None:
     """(first, last, partial) of the bytes asked for (RFC 9110 14.1.2), None: not satisfiable. A
     header that is not one byte range is ignored (the whole object), as S3 does."""
-    if header is None:
-        return (0, size - 1, False) if size else (0, -1, False)
-    found = _RANGE.fullmatch(header.strip())
-    if found is None or found.group(1) == found.group(2) == "":
-        return (0, size - 1, False) if size else (0, -1, False)
-    start, end = (_number(text) for text in found.groups())
-    if start == "":  # the last N bytes
-        count = int(end)
-        if count == 0 or size == 0:
-            return None
-        return max(0, size - count), size - 1, True
-    first = int(start)
-    last = size - 1 if end == "" else min(int(end), size - 1)
-    if first >= size or (end != "" and int(end) < first):
+    found = _RANGE.fullmatch(header.strip()) if header is not None else None
+    if found is None or found.groups() == ("", ""):
+        return 0, size - 1, False
+    first, last = (_number(text) for text in found.groups())
+    if first is None:  # the last N bytes
+        return (max(0, size - last), size - 1, True) if last and size else None
+    if first >= size or (last is not None and last < first):
         return None
-    return first, last, True
+    return first, size - 1 if last is None else min(last, size - 1), True
