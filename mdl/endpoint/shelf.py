@@ -3,7 +3,8 @@ sizes its record expects before the bytes arrive, and the bytes of a file only o
 (its record says so and the file on disk is still the one verified). Judged by the store's one
 state function (mdl.store.inventory), never by a name or a size alone. Before that, a part of a
 file this process fetches with a trusted hash for each range leaves once every range it touches
-verified, checked again as read (``Early``)."""
+verified, checked again as read (``Early``). Every wait of a request is here (``described``: for
+what an answer says; ``read``: for the bytes it sends); the S3 API only reads the request."""
 
 from __future__ import annotations
 
