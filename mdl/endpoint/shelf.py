@@ -195,7 +195,9 @@ class Shelf:
         and, with ``etag``, its ETag and date the ones it keeps (its sha256 known); before that,
         waiting for its bytes to verify, as ``read`` does."""
         for found in self._awaited(key, deadline=deadline, cancel=cancel):
-            if found.verified or (found.size is not None and (found.sha256 or not etag)):
+            if found.verified or (
+                found.size is not None and (found.sha256 is not None or not etag)
+            ):
                 return found
         raise AssertionError("unreachable: the looks end in NotServed")
 
@@ -215,9 +217,9 @@ class Shelf:
         or the file became another one than ``obj`` (the answer would not be its)."""
         for found in self._awaited(obj.key, deadline=deadline, cancel=cancel, first=obj):
             same = (found.etag, found.size) == (obj.etag, obj.size)
-            if found.verified and not same:
-                raise NotServed(503, "ServiceUnavailable", f"{obj.key} changed: try again")
             if found.verified:
+                if not same:  # another version verified: this answer is not its
+                    raise NotServed(503, "ServiceUnavailable", f"{obj.key} changed: try again")
                 fd = self.open(found)
                 if fd is not None:
                     return fd
