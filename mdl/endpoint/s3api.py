@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 import threading
 import time
@@ -21,7 +22,6 @@ from xml.sax.saxutils import escape
 from mdl.endpoint.shelf import Early, NotServed, Shelf, ShelfObject
 
 MAX_KEYS = 1000  # the most one listing page holds, as S3's
-LOOK_AGAIN = 0.1  # seconds before a file that changed under a GET is looked at again
 # ASCII digits (``\d`` would read other scripts' digits too); a number past 19 digits is past
 # any object's end (never ``int()`` of it: Python refuses 4,300 digits and more)
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
@@ -96,6 +96,20 @@ class Answer:
         """A refusal that is S3's ordinary answer to an ordinary question (a HEAD of a "folder",
         a conditional or ranged GET answered as asked), not a sign that anything is wrong."""
         return self.code in _ORDINARY
+
+    @property
+    def length(self) -> int:
+        """The bytes its body sends."""
+        return len(self.body) if self.fd is None and self.early is None else self.count
+
+    def close(self) -> None:
+        """Let go of what it holds of the object (once sent, or not to be)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.early is not None:
+            self.early.close()
+            self.early = None
 
 
 # what clients ask every day and handle themselves: a key that is not there ("is this a
@@ -263,14 +277,10 @@ def _list_objects(endpoint: BucketFacts, shelf: Shelf, params: Mapping[str, str]
     raw_max = params.get("max-keys", str(MAX_KEYS))
     if not _COUNT.fullmatch(raw_max):
         return s3_error(400, "InvalidArgument", "max-keys must be a whole number")
+    after = _listed_after(params, v2=v2)
+    if after is None:
+        return s3_error(400, "InvalidArgument", "The continuation token provided is incorrect")
     most = min(int(raw_max), MAX_KEYS)
-    token = params.get("continuation-token")
-    after = params.get("start-after", "") if v2 else params.get("marker", "")
-    if token is not None:
-        try:
-            after = _untoken(token)
-        except ValueError:
-            return s3_error(400, "InvalidArgument", "The continuation token provided is incorrect")
     page = _page(shelf.objects(), prefix=prefix, delimiter=delimiter, after=after, most=most)
     shown = _shown_as(params.get("encoding-type"))
     fields = [
@@ -283,20 +293,44 @@ def _list_objects(endpoint: BucketFacts, shelf: Shelf, params: Mapping[str, str]
         fields.append(f"<Delimiter>{escape(shown(delimiter))}</Delimiter>")
     if params.get("encoding-type") == "url":
         fields.append("<EncodingType>url</EncodingType>")
-    if v2:
-        fields.append(f"<KeyCount>{len(page.contents) + len(page.prefixes)}</KeyCount>")
-        if token is not None:
-            fields.append(f"<ContinuationToken>{escape(token)}</ContinuationToken>")
-        if params.get("start-after"):
-            fields.append(f"<StartAfter>{escape(shown(params['start-after']))}</StartAfter>")
-        if page.truncated:
-            fields.append(f"<NextContinuationToken>{_token(page.last)}</NextContinuationToken>")
-    else:
-        fields.append(f"<Marker>{escape(shown(after))}</Marker>")
-        if page.truncated:
-            fields.append(f"<NextMarker>{escape(shown(page.last))}</NextMarker>")
+    fields += _v2_fields(params, page, shown) if v2 else _v1_fields(after, page, shown)
     body = "".join(fields) + _items(page, shown)
     return _xml(f"<ListBucketResult {_NS}>{body}</ListBucketResult>")
+
+
+def _listed_after(params: Mapping[str, str], *, v2: bool) -> str | None:
+    """The key a listing page starts after: a V2's continuation token (None: not one this
+    endpoint gave), else its ``start-after``; a V1's ``marker``."""
+    token = params.get("continuation-token")
+    if token is None:
+        return params.get("start-after", "") if v2 else params.get("marker", "")
+    try:
+        return _untoken(token)
+    except ValueError:
+        return None
+
+
+def _v2_fields(params: Mapping[str, str], page: _Page, shown: Callable[[str], str]) -> list[str]:
+    """What only a ListObjectsV2 page says: its count, the token it was asked with and the next
+    one, its ``start-after``."""
+    fields = [f"<KeyCount>{len(page.contents) + len(page.prefixes)}</KeyCount>"]
+    if "continuation-token" in params:
+        fields.append(
+            f"<ContinuationToken>{escape(params['continuation-token'])}</ContinuationToken>"
+        )
+    if params.get("start-after"):
+        fields.append(f"<StartAfter>{escape(shown(params['start-after']))}</StartAfter>")
+    if page.truncated:
+        fields.append(f"<NextContinuationToken>{_token(page.last)}</NextContinuationToken>")
+    return fields
+
+
+def _v1_fields(after: str, page: _Page, shown: Callable[[str], str]) -> list[str]:
+    """What only a V1 listing page says: its marker, and the next one."""
+    fields = [f"<Marker>{escape(shown(after))}</Marker>"]
+    if page.truncated:
+        fields.append(f"<NextMarker>{escape(shown(page.last))}</NextMarker>")
+    return fields
 
 
 @dataclass
@@ -389,94 +423,23 @@ def _object(
     headers: Mapping[str, str],
     cancel: threading.Event,
 ) -> Answer:
+    """HeadObject, GetObject: one answer, from the object as soon as what it says holds (a HEAD:
+    its size known; a GET: its ETag too), then, for a GET that sends bytes, what the shelf gives
+    of them (the verified file, or the range asked, released early)."""
     part = _part_number(params, headers)
     overrides = _overrides(params)
-    found = _found(shelf, key)
-    now = _at_once(found, part, headers, overrides, method)
-    if now is not None:
-        return now
     deadline = time.monotonic() + endpoint.wait
-    if found.verified:
-        obj = found
+    obj = shelf.described(key, etag=method == "GET", deadline=deadline, cancel=cancel)
+    reply = _answer_for(obj, part, headers, overrides, method)
+    if method == "HEAD" or reply.status not in (200, 206):
+        return reply
+    span = (reply.offset, reply.offset + reply.count) if reply.status == 206 else None
+    sent = shelf.read(obj, span, deadline=deadline, cancel=cancel)
+    if isinstance(sent, Early):
+        reply.early = sent
     else:
-        span = _early_span(found, part, headers, overrides) if method == "GET" else None
-        waited = shelf.released(key, span, deadline=deadline, cancel=cancel)
-        if isinstance(waited, ShelfObject):
-            obj = waited
-        else:
-            early = _early_answer(waited, span, part, headers, overrides)
-            if early is not None:
-                return early
-            obj = shelf.verified(key, deadline=deadline, cancel=cancel)
-    while True:
-        reply = _answer_for(obj, part, headers, overrides, method)
-        if method == "HEAD" or reply.status not in (200, 206):
-            return reply
-        fd = shelf.open(obj)
-        if fd is not None:
-            reply.fd = fd
-            return reply
-        # changed (or unreadable) since it was looked at: look again, in time
-        if time.monotonic() >= deadline or cancel.wait(LOOK_AGAIN):
-            raise NotServed(
-                503, "ServiceUnavailable", f"{key} is not the file that verified: try again"
-            )
-        obj = shelf.verified(key, deadline=deadline, cancel=cancel)
-
-
-def _at_once(
-    obj: ShelfObject,
-    part: int | None,
-    headers: Mapping[str, str],
-    overrides: Mapping[str, str],
-    method: str,
-) -> Answer | None:
-    """The answer about ``obj`` (not verified yet) that waits for none of its bytes: a HEAD's (its
-    size is known before they arrive, as its record expects it: a loader plans now), or a GET's
-    precondition that fails while its ETag and date are those it keeps (its sha256 known), as
-    HEAD's would; None: the answer waits for its bytes."""
-    if obj.verified:
-        return None
-    if method == "HEAD" and obj.size is not None:
-        return _answer_for(obj, part, headers, overrides, method)
-    return _precondition(obj, headers) if obj.sha256 is not None else None
-
-
-def _early_span(
-    obj: ShelfObject, part: int | None, headers: Mapping[str, str], overrides: Mapping[str, str]
-) -> tuple[int, int] | None:
-    """The bytes ``[start, end)`` a GET of ``obj`` (not verified yet) asks, when it asks a part
-    of it (a range, or part 1) that may leave before the whole file verified: its size and sha256
-    known (its ETag now is the one it keeps), its preconditions met. None: it waits for the whole
-    file."""
-    if obj.size is None or obj.sha256 is None:
-        return None
-    reply = _answer_for(obj, part, headers, overrides, "GET")
-    return (reply.offset, reply.offset + reply.count) if reply.status == 206 else None
-
-
-def _early_answer(
-    early: Early,
-    span: tuple[int, int] | None,
-    part: int | None,
-    headers: Mapping[str, str],
-    overrides: Mapping[str, str],
-) -> Answer | None:
-    """The 206 of ``early``'s bytes: the object's ETag, no whole-object checksum (these bytes
-    are not it). None (``early`` closed) when the object as looked at now asks other bytes."""
-    reply = _answer_for(early.obj, part, headers, overrides, "GET")
-    if reply.status != 206 or span != (reply.offset, reply.offset + reply.count):
-        early.close()
-        return None
-    reply.early = early
+        reply.fd = sent
     return reply
-
-
-def _found(shelf: Shelf, key: str) -> ShelfObject:
-    found = shelf.lookup(key)
-    if found is None:
-        raise NotServed(404, "NoSuchKey", "The specified key does not exist.")
-    return found
 
 
 def _answer_for(
@@ -653,9 +616,7 @@ def _attributes(
             "InvalidArgument",
             "x-amz-object-attributes must list some of " + ", ".join(ATTRIBUTES),
         )
-    obj = _found(shelf, key)
-    if obj.size is None:
-        obj = shelf.verified(key, deadline=time.monotonic() + endpoint.wait, cancel=cancel)
+    obj = shelf.described(key, etag=False, deadline=time.monotonic() + endpoint.wait, cancel=cancel)
     fields = []
     if "ETag" in wanted:
         fields.append(f"<ETag>{escape(obj.etag.strip(chr(34)))}</ETag>")
@@ -686,27 +647,23 @@ def object_attributes(header: str | None) -> frozenset[str] | None:
     return frozenset(names)
 
 
-def _number(text: str) -> str:
-    """A range's number as text, one past 19 digits read as 10**19 (past every object's end)."""
-    return str(_BIG) if len(text) > 19 else text
+def _number(text: str) -> int | None:
+    """A range's number (None: not given), one past 19 digits read as 10**19 (past every
+    object's end)."""
+    if text == "":
+        return None
+    return int(text) if len(text) <= 19 else _BIG
 
 
 def _range(header: str | None, size: int) -> tuple[int, int, bool] | None:
     """(first, last, partial) of the bytes asked for (RFC 9110 14.1.2), None: not satisfiable. A
     header that is not one byte range is ignored (the whole object), as S3 does."""
-    if header is None:
-        return (0, size - 1, False) if size else (0, -1, False)
-    found = _RANGE.fullmatch(header.strip())
-    if found is None or found.group(1) == found.group(2) == "":
-        return (0, size - 1, False) if size else (0, -1, False)
-    start, end = (_number(text) for text in found.groups())
-    if start == "":  # the last N bytes
-        count = int(end)
-        if count == 0 or size == 0:
-            return None
-        return max(0, size - count), size - 1, True
-    first = int(start)
-    last = size - 1 if end == "" else min(int(end), size - 1)
-    if first >= size or (end != "" and int(end) < first):
+    found = _RANGE.fullmatch(header.strip()) if header is not None else None
+    if found is None or found.groups() == ("", ""):
+        return 0, size - 1, False
+    first, last = (_number(text) for text in found.groups())
+    if first is None:  # the last N bytes
+        return (max(0, size - last), size - 1, True) if last and size else None
+    if first >= size or (last is not None and last < first):
         return None
-    return first, last, True
+    return first, size - 1 if last is None else min(last, size - 1), True

@@ -482,41 +482,47 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, method: str, reply: s3api.Answer) -> None:
         if reply.code is not None:
-            where = origin_form(self.path).partition("?")[0][:200]
-            line = f"{self.client_address[0]} {method} {where}: {reply.status} {reply.code}"
-            if reply.ordinary:  # a client's everyday question (a HEAD of a "folder"): no error,
-                log.debug("%s", self.server.hidden(line))  # and the connection goes on
-            else:  # a refusal: said, and the connection ends with it
-                self.server.refused(f"{line}: {reply.message}", f"{reply.status} {reply.code}")
-                reply.headers["Connection"] = "close"
-                self.close_connection = True
+            self._refused(method, reply)
         try:
             self.send_response(reply.status)
-            length = len(reply.body) if reply.fd is None and reply.early is None else reply.count
-            reply.headers.setdefault("Content-Length", str(length))
+            reply.headers.setdefault("Content-Length", str(reply.length))
             reply.headers["x-amz-request-id"] = s3api.request_id()
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            if method == "HEAD":
-                return
-            if reply.fd is not None:
-                self.wfile.flush()
-                with os.fdopen(reply.fd, "rb", closefd=False) as handle:
-                    sent = self.connection.sendfile(handle, reply.offset, reply.count)
-                if sent != reply.count:
-                    self.close_connection = True
-            elif reply.early is not None:
-                self._send_early(reply.early, reply.count)
-            else:
-                self.wfile.write(reply.body)
+            if method != "HEAD":
+                self._send_body(reply)
         except OSError:  # the client left mid-answer: nothing more to say to it
             self.close_connection = True
         finally:
-            if reply.fd is not None:
-                os.close(reply.fd)
-            if reply.early is not None:
-                reply.early.close()
+            reply.close()
+
+    def _refused(self, method: str, reply: s3api.Answer) -> None:
+        """The log line of an S3 error: a refusal is said, and the connection ends with it; a
+        client's everyday question (a HEAD of a "folder") is no error, and the connection goes
+        on."""
+        where = origin_form(self.path).partition("?")[0][:200]
+        line = f"{self.client_address[0]} {method} {where}: {reply.status} {reply.code}"
+        if reply.ordinary:
+            log.debug("%s", self.server.hidden(line))
+        else:
+            self.server.refused(f"{line}: {reply.message}", f"{reply.status} {reply.code}")
+            reply.headers["Connection"] = "close"
+            self.close_connection = True
+
+    def _send_body(self, reply: s3api.Answer) -> None:
+        """The answer's bytes: a slice of the verified file (by ``sendfile``), the ranges
+        released early, or its body."""
+        if reply.fd is not None:
+            self.wfile.flush()
+            with os.fdopen(reply.fd, "rb", closefd=False) as handle:
+                sent = self.connection.sendfile(handle, reply.offset, reply.count)
+            if sent != reply.count:
+                self.close_connection = True
+        elif reply.early is not None:
+            self._send_early(reply.early, reply.count)
+        else:
+            self.wfile.write(reply.body)
 
     def _send_early(self, early: Early, count: int) -> None:
         """Bytes released by range, each range sent while it is held as checked; cut short (the

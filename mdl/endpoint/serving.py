@@ -219,10 +219,29 @@ def _pull(
     shelf: Shelf,
     stop: threading.Event,
 ) -> RunReport:
-    """Pull, and again (at most REFETCHES times) while files fail to verify; those that never do
-    are told to the shelf, with why. The report covers every try: its seconds (the pull's own, not
-    the server's), bytes and waits, each file fetched again with why as a warning."""
+    """Pull, and again while files fail to verify (``_tries``); those that never do are told to
+    the shelf, with why. The report covers every try: its seconds (the pull's own, not the
+    server's), bytes and waits, each file fetched again with why as a warning."""
     started = time.monotonic()
+    report = _tries(models, settings, progress=progress, lock=lock, demand=demand, stop=stop)
+    report = replace(report, files=tuple(_released_wrong(o, shelf) for o in report.files))
+    for outcome in report.files:
+        if outcome.failing and outcome.path is not None:
+            shelf.fail(outcome.model, outcome.path, outcome.error or "failed")
+    return replace(report, seconds=time.monotonic() - started)
+
+
+def _tries(
+    models: Sequence[ModelSpec],
+    settings: Settings,
+    *,
+    progress: Progress,
+    lock: Lock | None,
+    demand: Demand | None,
+    stop: threading.Event,
+) -> RunReport:
+    """A pull, then the models whose files failed to verify pulled again (at most REFETCHES
+    times, till ``stop``): one report of every try."""
     cancel = threading.Event()
     report = pull_models(models, settings, progress=progress, lock=lock, cancel=cancel,
                          demand=demand)  # fmt: skip
@@ -235,11 +254,7 @@ def _pull(
         retried = pull_models(again, settings, progress=progress, lock=lock, cancel=cancel,
                               demand=demand)  # fmt: skip
         report = _tried_again(report, retried)
-    report = replace(report, files=tuple(_released_wrong(o, shelf) for o in report.files))
-    for outcome in report.files:
-        if outcome.failing and outcome.path is not None:
-            shelf.fail(outcome.model, outcome.path, outcome.error or "failed")
-    return replace(report, seconds=time.monotonic() - started)
+    return report
 
 
 def _released_wrong(outcome: FileOutcome, shelf: Shelf) -> FileOutcome:
@@ -381,26 +396,34 @@ def _holders(path: Path) -> list[Path]:
         return []  # (no working folder: the write says why)
     folder, holders, links = Path("/"), [Path("/")], 0
     todo = list(reversed(whole.parts[1:]))
-    while len(todo) > 1:
-        name = todo.pop()
-        here = folder.parent if name == ".." else folder / name
+    while len(todo) > 1 and links <= _MOST_LINKS:
         try:
-            target = None if name == ".." else here.readlink()
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:  # (EINVAL: not a link)
-                break
-            target = None
-        if target is None:
-            folder = here
-        else:
+            folder, names = _through(folder, todo.pop())
+        except OSError:
+            break
+        if names is not None:
             links += 1
-            if links > _MOST_LINKS:
-                break
-            todo.extend(reversed(target.parts[1:] if target.is_absolute() else target.parts))
-            folder = Path("/") if target.is_absolute() else folder
+            todo.extend(reversed(names))
         if folder not in holders:
             holders.append(folder)
     return holders
+
+
+def _through(folder: Path, name: str) -> tuple[Path, tuple[str, ...] | None]:
+    """Where the lookup of ``name`` in ``folder`` goes on: the folder it names (no names: it is
+    no link), or, for a link, the folder its target is looked up from and the target's names.
+    OSError: nothing there."""
+    if name == "..":
+        return folder.parent, None
+    try:
+        target = (folder / name).readlink()
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # (EINVAL: not a link)
+            raise
+        return folder / name, None
+    if target.is_absolute():
+        return Path("/"), target.parts[1:]
+    return folder, target.parts
 
 
 # a POSIX access list (acl_ea_header, then acl_ea_entry: tag, perm, id; little-endian, as the

@@ -3,7 +3,8 @@ sizes its record expects before the bytes arrive, and the bytes of a file only o
 (its record says so and the file on disk is still the one verified). Judged by the store's one
 state function (mdl.store.inventory), never by a name or a size alone. Before that, a part of a
 file this process fetches with a trusted hash for each range leaves once every range it touches
-verified, checked again as read (``Early``)."""
+verified, checked again as read (``Early``). Every wait of a request is here (``described``: for
+what an answer says; ``read``: for the bytes it sends); the S3 API only reads the request."""
 
 from __future__ import annotations
 
@@ -75,12 +76,31 @@ class Early:
 
 
 def _windows(
-    check: ranges.RangeCheck, start: int, end: int, cancel: threading.Event, until: float
+    releases: ranges.Releases | None,
+    part_paths: Sequence[Path],
+    start: int,
+    end: int,
+    cancel: threading.Event,
+    until: float,
+    *,
+    verified_by: float | None = None,
 ) -> Generator[memoryview, None, None]:
-    """Bytes ``[start, end)`` a range at a time, each as ``check.reading`` gives it (verified,
-    none taken back since); ends early when one does not verify, or no room to read it comes by
-    ``until``. Holds a share of ``check`` (taken by the caller) till it ends."""
+    """Bytes ``[start, end)`` of the file a fetch of this process checks range by range (its
+    ``.part`` one of ``part_paths``), a range at a time, each as ``check.reading`` gives it
+    (checked as read), once every range they touch verified (waited for till ``verified_by``,
+    monotonic); ends early when one does not verify, or no room to read it comes by ``until``.
+    Nothing when no fetch checks it, or they did not all verify in time. Holds a share of the
+    check (its descriptor open) till it ends."""
+    shared = map(releases.share, part_paths) if releases is not None else ()
+    check = next(filter(None, shared), None)
+    if check is None:
+        return
     try:
+        while not ranges.covered((start, end), check.verified_spans()):
+            left = (verified_by or 0.0) - time.monotonic()
+            if left <= 0 or cancel.is_set():
+                return
+            check.checked_more(left)
         for index in ranges.touching(check.spans, start, end):
             first, last = check.spans[index]
             with check.reading(max(first, start), min(last, end), cancel, until) as view:
@@ -165,118 +185,132 @@ class Shelf:
     def released_wrong(self, model: str, path: str) -> tuple[tuple[int, int], ...]:
         """The ranges of the file that left before its whole-file hash refused them (in this
         server's life): from then on, every request for it is refused."""
-        if self._releases is None:
+        if (releases := self._releases) is None:
             return ()
-        for store in self._layout.stores:
-            if wrong := self._releases.wrong(store.part_paths(model, path)[0]):
-                return wrong
-        return ()
+        return next(filter(None, map(releases.wrong, self._part_paths(model, path))), ())
 
     def fail(self, model: str, path: str, why: str) -> None:
         """This run's pull gave up on the file: a loader waiting on it is told ``why``."""
         with self._lock:
             self._failed[f"{model}/{path}"] = why
 
-    def verified(self, key: str, *, deadline: float, cancel: threading.Event) -> ShelfObject:
-        """The object once its bytes verified, waiting (looking every LOOK_EVERY s) until
-        ``deadline`` (monotonic); NotServed says why it is not, and when it never will be."""
-        found = self.released(key, None, deadline=deadline, cancel=cancel)
-        assert isinstance(found, ShelfObject)
-        return found
+    def described(
+        self, key: str, *, etag: bool, deadline: float, cancel: threading.Event
+    ) -> ShelfObject:
+        """The object once what an answer says of it holds till its bytes leave: its size known
+        and, with ``etag``, its ETag and date the ones it keeps (its sha256 known); before that,
+        waiting for its bytes to verify, as ``read`` does."""
+        for found in self._awaited(key, deadline=deadline, cancel=cancel):
+            if found.verified or (
+                found.size is not None and (found.sha256 is not None or not etag)
+            ):
+                return found
+        raise AssertionError("unreachable: the looks end in NotServed")
 
-    def released(
-        self, key: str, span: tuple[int, int] | None, *, deadline: float, cancel: threading.Event
-    ) -> ShelfObject | Early:
-        """As ``verified``; or, for bytes ``span`` (``[start, end)``) of a file whose sha256 is
-        known (its ETag now and once installed) and that a fetch of this process checks range by
-        range, those bytes as soon as every range they touch verified (``Early``), waiting for
-        them as for the whole file."""
-        told = False
-        while True:
-            obj = self._awaited(key)
-            if obj.verified:
-                return obj
-            looked = time.monotonic()
-            if span is not None and obj.sha256 is not None:
-                until = min(deadline, looked + LOOK_EVERY)
-                early = self._early(obj, span, until=until, deadline=deadline, cancel=cancel)
+    def read(
+        self,
+        obj: ShelfObject,
+        span: tuple[int, int] | None,
+        *,
+        deadline: float,
+        cancel: threading.Event,
+    ) -> int | Early:
+        """What an answer about ``obj`` sends, waiting (looking every LOOK_EVERY s) until
+        ``deadline`` (monotonic): a read-only descriptor of its verified file (looked at again
+        when it changed since); or, for bytes ``span`` (``[start, end)``) of a file whose sha256
+        is known and that a fetch of this process checks range by range, those bytes as soon as
+        every range they touch verified (``Early``). NotServed (503) when neither comes in time,
+        or the file became another one than ``obj`` (the answer would not be its)."""
+        for found in self._awaited(obj.key, deadline=deadline, cancel=cancel, first=obj):
+            same = (found.etag, found.size) == (obj.etag, obj.size)
+            if found.verified:
+                if not same:  # another version verified: this answer is not its
+                    raise NotServed(503, "ServiceUnavailable", f"{obj.key} changed: try again")
+                fd = self.open(found)
+                if fd is not None:
+                    return fd
+            elif same and span is not None and found.sha256 is not None:
+                early = self._early(found, span, deadline=deadline, cancel=cancel)
                 if early is not None:
                     return early
-            if not told:
-                log.info("a loader waits for %s (%s, not verified yet)", key, obj.state)
-                if self._on_wait is not None:
-                    self._on_wait(obj.model, obj.path)
-                told = True
+        raise AssertionError("unreachable: the looks end in NotServed")
+
+    def _awaited(
+        self,
+        key: str,
+        *,
+        deadline: float,
+        cancel: threading.Event,
+        first: ShelfObject | None = None,
+    ) -> Iterator[ShelfObject]:
+        """The object at ``key`` (``first``, then) as looked at every LOOK_EVERY s, till the
+        caller has what it waits for; the first look it does not end tells ``on_wait``.
+        NotServed once ``deadline`` (monotonic) passes (503, saying why), when there is no such
+        object (404), or when its bytes will never verify (403)."""
+        told = False
+        while True:
+            looked = time.monotonic()
+            found = first or self._found(key)
+            first = None
+            yield found
+            if not found.verified:
+                self._refuse_if_never(found)
+                if not told:
+                    log.info("a loader waits for %s (%s, not verified yet)", key, found.state)
+                    if self._on_wait is not None:
+                        self._on_wait(found.model, found.path)
+                    told = True
             left = deadline - time.monotonic()
             if left <= 0 or cancel.is_set():
-                doing = "still being fetched" if self.pulling.is_set() else "no pull brings it"
-                raise NotServed(
-                    503,
-                    "ServiceUnavailable",
-                    f"{key} is not verified yet ({obj.state}; {doing}): try again later",
-                )
+                raise NotServed(503, "ServiceUnavailable", self._not_yet(found))
             cancel.wait(max(0.0, min(LOOK_EVERY - (time.monotonic() - looked), left)))
 
-    def _awaited(self, key: str) -> ShelfObject:
-        """The object at ``key`` as looked at now; NotServed when there is none, or its bytes will
-        never verify."""
+    def _not_yet(self, obj: ShelfObject) -> str:
+        """Why a wait for ``obj``'s bytes ended without them."""
+        if obj.verified:  # (opened, it was not the file recorded: changed since, or gone)
+            return f"{obj.key} is not the file that verified: try again"
+        doing = "still being fetched" if self.pulling.is_set() else "no pull brings it"
+        return f"{obj.key} is not verified yet ({obj.state}; {doing}): try again later"
+
+    def _found(self, key: str) -> ShelfObject:
+        """The object at ``key`` as looked at now; NotServed (404) when there is none."""
         obj = self.lookup(key)
         if obj is None:
             raise NotServed(404, "NoSuchKey", "The specified key does not exist.")
-        if obj.verified:
-            return obj
+        return obj
+
+    def _refuse_if_never(self, obj: ShelfObject) -> None:
+        """NotServed (403) when the bytes of ``obj`` (not verified) will never verify."""
         with self._lock:
-            why = self._failed.get(key)
+            why = self._failed.get(obj.key)
         if why is not None:
-            raise NotServed(403, "InvalidObjectState", f"{key} never verified: {why}")
+            raise NotServed(403, "InvalidObjectState", f"{obj.key} never verified: {why}")
         if obj.state == INSTALLED:  # recorded, yet not checked against any hash
             raise NotServed(
                 403,
                 "InvalidObjectState",
-                f"{key} has no known hash to verify it against: mdl serves verified bytes",
+                f"{obj.key} has no known hash to verify it against: mdl serves verified bytes",
             )
-        return obj
 
     def _early(
-        self,
-        obj: ShelfObject,
-        span: tuple[int, int],
-        *,
-        until: float,
-        deadline: float,
-        cancel: threading.Event,
+        self, obj: ShelfObject, span: tuple[int, int], *, deadline: float, cancel: threading.Event
     ) -> Early | None:
         """``span`` of ``obj`` once every range it touches verified, waiting on the check of its
-        fetch till ``until`` (monotonic); None: not by then (or no fetch of this process checks
-        it by range). Each range then waits for room to be read till ``deadline``, the
-        request's."""
-        while True:
-            check = self._check_of(obj)
-            if check is None:
-                return None
-            if ranges.covered(span, check.verified_spans()):
-                early = Early(obj, _windows(check, *span, cancel, deadline))
-                if early.ready:
-                    log.debug("%s: bytes %d-%d leave verified by range", obj.key, *span)
-                    return early
-                early.close()
-            else:
-                check.unshare()
-            left = until - time.monotonic()
-            if left <= 0 or cancel.is_set():
-                return None
-            check.checked_more(left)
-
-    def _check_of(self, obj: ShelfObject) -> ranges.RangeCheck | None:
-        """The check of each range of this run's fetch of ``obj``, if any, with a share taken
-        (the caller's to drop: ``unshare``)."""
-        if self._releases is None:
-            return None
-        for store in self._layout.stores:
-            check = self._releases.share(store.part_paths(obj.model, obj.path)[0])
-            if check is not None:
-                return check
+        fetch for LOOK_EVERY s at most; None: not by then (or no fetch of this process checks it
+        by range). Each range then waits for room to be read till ``deadline``, the request's."""
+        until = min(deadline, time.monotonic() + LOOK_EVERY)
+        paths = self._part_paths(obj.model, obj.path)
+        windows = _windows(self._releases, paths, *span, cancel, deadline, verified_by=until)
+        early = Early(obj, windows)
+        if early.ready:
+            log.debug("%s: bytes %d-%d leave verified by range", obj.key, *span)
+            return early
+        early.close()
         return None
+
+    def _part_paths(self, model: str, path: str) -> list[Path]:
+        """Where a fetch of the file keeps its bytes till they verify, in each store."""
+        return [store.part_paths(model, path)[0] for store in self._layout.stores]
 
     def open(self, obj: ShelfObject) -> int | None:
         """A read-only descriptor of the verified bytes, or None: the file is no longer the one

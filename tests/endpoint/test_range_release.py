@@ -359,14 +359,15 @@ def test_an_answer_released_by_range_stops_short_at_a_range_taken_back(tmp_path:
         "lock", len(data), PART, [digest(data[s : s + PART]) for s in range(0, len(data), PART)]
     )
     obj = ShelfObject("m/f", "m", "f", len(data), '"x"', None, False, "partial", path, "x")
-    cancel = threading.Event()
+    cancel, releases = threading.Event(), Releases()
     fd = os.open(path, os.O_RDWR)
     try:
-        with RangeCheck(trust, fd, path, Releases()) as check:
+        with RangeCheck(trust, fd, path, releases) as check, releases.holding(check):
             check.landed(0, len(data))
             assert check.settle(cancel) == []
-            assert check.share()  # (the answer's, as the shelf takes it)
-            early = Early(obj, _windows(check, 10, len(data) - 10, cancel, time.monotonic() + HANG))
+            early = Early(
+                obj, _windows(releases, [path], 10, len(data) - 10, cancel, time.monotonic() + HANG)
+            )
             assert early.ready  # its first range read before the answer begins
             check.taken_back(PART + 5, PART + 6)  # (the engine, before the bytes change)
             os.pwrite(fd, b"\0", PART + 5)
@@ -452,11 +453,12 @@ def test_an_answer_under_way_stops_at_the_next_range_once_its_file_is_refused(
     cancel, releases = threading.Event(), Releases()
     fd = os.open(path, os.O_RDWR)
     try:
-        with RangeCheck(trust, fd, path, releases) as check:
+        with RangeCheck(trust, fd, path, releases) as check, releases.holding(check):
             check.landed(0, len(data))
             assert check.settle(cancel) == []
-            assert check.share()  # (the answer's, as the shelf takes it)
-            early = Early(obj, _windows(check, 10, len(data) - 10, cancel, time.monotonic() + HANG))
+            early = Early(
+                obj, _windows(releases, [path], 10, len(data) - 10, cancel, time.monotonic() + HANG)
+            )
             assert early.ready  # its first range read before the answer begins
             releases.refuted(check, "its sha256 refused the file")  # while the answer is sent
             sent = b"".join(bytes(view) for view in early)

@@ -1,20 +1,25 @@
-"""The S3 answers' parsers and pages: a Range header (untrusted) read as S3 reads it, and a
+"""The S3 answers' parsers and pages: a Range header (untrusted) read as S3 reads it, a
 listing walked page by page (any page size, prefix, delimiter) giving every key and common
-prefix once, in order, as one whole listing would."""
+prefix once, in order, as one whole listing would; and a GET answering one version."""
 
 from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from xml.etree import ElementTree
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from profiles import examples
+from runfixtures import HANG
 
+from mdl.catalog.settings import build_settings
+from mdl.catalog.specs import ModelSpec
 from mdl.endpoint import s3api
-from mdl.endpoint.shelf import ShelfObject
+from mdl.endpoint.shelf import Shelf, ShelfObject, _Looks
+from mdl.store.layout import Layout
 
 
 @settings(max_examples=examples(500))
@@ -123,3 +128,31 @@ def test_a_bad_continuation_token_or_max_keys_is_an_s3_error() -> None:
         )  # fmt: skip
         assert answer.status == 400
         assert re.search(rb"<Code>InvalidArgument</Code>", answer.body)
+
+
+def test_a_get_whose_file_became_another_verified_version_is_a_503_saying_so(
+    tmp_path: Path,
+) -> None:
+    """A GET answers one version of its object: when the file it was answered for turns out
+    another by the time its bytes are opened (a file of another size and sha256 verified in its
+    place), it is a 503 saying so, at once (a client retries and reads the new one), never the
+    other file's bytes under this version's ETag and length."""
+    final = tmp_path / "models" / "m" / "w.bin"
+    final.parent.mkdir(parents=True)
+    final.write_bytes(b"the new version")  # (what the first look said was 11 bytes)
+    mtime = final.stat().st_mtime_ns
+    old = ShelfObject(
+        "m/w", "m", "w", 11, f'"{"a" * 64}"', mtime, True, "installed", final, "a" * 64
+    )
+    new = replace(old, size=15, etag=f'"{"b" * 64}"', sha256="b" * 64)
+    looks = iter([[old], [new]])
+    settings_ = build_settings(environ={}, dest=tmp_path / "models")
+    shelf = Shelf([ModelSpec(name="m")], Layout(settings_), stop=threading.Event())
+    shelf._look = lambda model: next(looks)  # type: ignore[method-assign]
+    shelf._looks = _Looks(shelf._look, threading.Event())
+    answer = s3api.answer(
+        s3api.BucketFacts("mdl", wait=HANG), shelf, method="GET", bucket="mdl", key="m/w",
+        params={}, headers={}, cancel=threading.Event(),
+    )  # fmt: skip
+    assert (answer.status, answer.code) == (503, "ServiceUnavailable")
+    assert answer.message == "m/w changed: try again" and answer.fd is None
