@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from mdl.catalog.specs import ModelSpec
@@ -51,14 +52,16 @@ class ShelfObject:
 
 
 class Early:
-    """Bytes of a file not verified whole yet, released as its ranges verified: each range read
-    and checked again within ``RangeCheck.reading`` while it is sent (its bytes held in the
-    process's read budget), one after the other; the bytes stop short when a range no longer
-    verifies as read (the answer is then cut, never a byte unverified). ``close`` once sent."""
+    """Bytes of a file not verified whole yet, released as its ranges verified (``windows``: its
+    check's, ``RangeCheck.windows``), a range at a time while it is sent (its bytes held in the
+    pull's read budget); the bytes stop short when a range is taken back or its file refused (the
+    answer is then cut, never a byte that did not verify). ``close`` once sent."""
 
-    def __init__(self, obj: ShelfObject, windows: Generator[memoryview, None, None]) -> None:
-        self.obj, self._windows = obj, windows
-        self._first = next(windows, None)  # read (and checked) now: None, not releasable yet
+    def __init__(
+        self, obj: ShelfObject, windows: Callable[[], Generator[memoryview, None, None]]
+    ) -> None:
+        self.obj, self._windows = obj, windows()
+        self._first = next(self._windows, None)  # read now: None, not releasable yet
 
     @property
     def ready(self) -> bool:
@@ -81,32 +84,19 @@ def _windows(
     start: int,
     end: int,
     cancel: threading.Event,
-    until: float,
+    deadline: float,
     *,
-    verified_by: float | None = None,
+    until: float = 0.0,
 ) -> Generator[memoryview, None, None]:
-    """Bytes ``[start, end)`` of the file a fetch of this process checks range by range (its
-    ``.part`` one of ``part_paths``), a range at a time, each as ``check.reading`` gives it
-    (checked as read), once every range they touch verified (waited for till ``verified_by``,
-    monotonic); ends early when one does not verify, or no room to read it comes by ``until``.
-    Nothing when no fetch checks it, or they did not all verify in time. Holds a share of the
-    check (its descriptor open) till it ends."""
+    """Bytes ``[start, end)`` of the file a fetch of this pull checks range by range (its
+    ``.part`` one of ``part_paths``), as its check gives them (``RangeCheck.windows``); nothing
+    when no fetch checks it. Holds a share of the check (its descriptor open) till it ends."""
     shared = map(releases.share, part_paths) if releases is not None else ()
     check = next(filter(None, shared), None)
     if check is None:
         return
     try:
-        while not ranges.covered((start, end), check.verified_spans()):
-            left = (verified_by or 0.0) - time.monotonic()
-            if left <= 0 or cancel.is_set():
-                return
-            check.checked_more(left)
-        for index in ranges.touching(check.spans, start, end):
-            first, last = check.spans[index]
-            with check.reading(max(first, start), min(last, end), cancel, until) as view:
-                if view is None:
-                    return
-                yield view
+        yield from check.windows(start, end, cancel, deadline, verified_by=until)
     finally:
         check.unshare()
 
@@ -300,7 +290,7 @@ class Shelf:
         by range). Each range then waits for room to be read till ``deadline``, the request's."""
         until = min(deadline, time.monotonic() + LOOK_EVERY)
         paths = self._part_paths(obj.model, obj.path)
-        windows = _windows(self._releases, paths, *span, cancel, deadline, verified_by=until)
+        windows = partial(_windows, self._releases, paths, *span, cancel, deadline, until=until)
         early = Early(obj, windows)
         if early.ready:
             log.debug("%s: bytes %d-%d leave verified by range", obj.key, *span)

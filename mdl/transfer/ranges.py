@@ -458,11 +458,26 @@ class RangeCheck:
         with self._lock:
             return merged([self.spans[i] for i in self.verified])
 
-    def checked_more(self, timeout: float) -> None:
-        """Return once the checker ended a round (more may have verified), or after ``timeout``
-        seconds: a reader waiting on a range hears it verify."""
+    def windows(
+        self, start: int, end: int, cancel: threading.Event, until: float, *, verified_by: float
+    ) -> Iterator[memoryview]:
+        """Bytes ``[start, end)`` a range at a time, once every range they touch verified
+        (waited for till ``verified_by``, monotonic: each round of checks is heard), each as
+        ``reading`` gives it; ends early when one does not leave (taken back, refuted, no room
+        to read it by ``until``)."""
+        indexes = touching(self.spans, start, end)
         with self._lock:
-            self._lock.wait(timeout)
+            while not all(i in self.verified for i in indexes):
+                left = verified_by - time.monotonic()
+                if left <= 0 or cancel.is_set():
+                    return
+                self._lock.wait(left)
+        for index in indexes:
+            first, last = self.spans[index]
+            with self.reading(max(first, start), min(last, end), cancel, until) as view:
+                if view is None:
+                    return
+                yield view
 
     @contextmanager
     def reading(

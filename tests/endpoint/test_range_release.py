@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -365,8 +366,9 @@ def test_an_answer_released_by_range_stops_short_at_a_range_taken_back(tmp_path:
         with RangeCheck(trust, fd, path, releases) as check, releases.holding(check):
             check.landed(0, len(data))
             assert check.settle(cancel) == []
+            until = time.monotonic() + HANG
             early = Early(
-                obj, _windows(releases, [path], 10, len(data) - 10, cancel, time.monotonic() + HANG)
+                obj, partial(_windows, releases, [path], 10, len(data) - 10, cancel, until)
             )
             assert early.ready  # its first range read before the answer begins
             check.taken_back(PART + 5, PART + 6)  # (the engine, before the bytes change)
@@ -456,8 +458,9 @@ def test_an_answer_under_way_stops_at_the_next_range_once_its_file_is_refused(
         with RangeCheck(trust, fd, path, releases) as check, releases.holding(check):
             check.landed(0, len(data))
             assert check.settle(cancel) == []
+            until = time.monotonic() + HANG
             early = Early(
-                obj, _windows(releases, [path], 10, len(data) - 10, cancel, time.monotonic() + HANG)
+                obj, partial(_windows, releases, [path], 10, len(data) - 10, cancel, until)
             )
             assert early.ready  # its first range read before the answer begins
             releases.refuted(check, "its sha256 refused the file")  # while the answer is sent
