@@ -22,6 +22,7 @@ from mdl.transfer.http import (
     RetryPolicy,
     TokenGuard,
     body_excerpt,
+    body_start,
     follow,
     hub_auth_hint,
     make_client,
@@ -295,14 +296,12 @@ class Hub:
 def _whole_body(response: httpx2.Response, *, what: str) -> bytes:
     """The whole body, within MAX_REPLY_BYTES whatever is sent (more: HubReplyError naming the
     URL, never read on into memory)."""
-    body = bytearray()
-    for chunk in response.iter_bytes():
-        body += chunk
-        if len(body) > MAX_REPLY_BYTES:
-            raise HubReplyError(
-                f"{what}: the reply from {redact_url(str(response.url))} is larger than"
-                f" {MAX_REPLY_BYTES} bytes"
-            )
+    body = body_start(response, MAX_REPLY_BYTES + 1)
+    if len(body) > MAX_REPLY_BYTES:
+        raise HubReplyError(
+            f"{what}: the reply from {redact_url(str(response.url))} is larger than"
+            f" {MAX_REPLY_BYTES} bytes"
+        )
     return bytes(body)
 
 

@@ -16,7 +16,14 @@ from mdl.errors import AuthError, InterruptedByUserError, MdlError
 from mdl.redact import Secrets, redact_url
 from mdl.sources.resolve import XetRef
 from mdl.transfer.connection import origin, set_read_timeout, set_reply_deadline
-from mdl.transfer.http import Credentials, RetryPolicy, error_for_status, follow, transport_error
+from mdl.transfer.http import (
+    Credentials,
+    RetryPolicy,
+    body_start,
+    error_for_status,
+    follow,
+    transport_error,
+)
 from mdl.xet._protocol import (
     Fetch,
     Reconstruction,
@@ -230,16 +237,14 @@ def _read(response: httpx2.Response, limit: int, *, what: str, timeout: float | 
     timeout); a connection lost, silent or too slow mid-body is the retryable NetworkError it is, as
     for any answer."""
     set_reply_deadline(response, timeout)
-    body = bytearray()
     try:
-        for block in response.iter_bytes():
-            body += block
-            if len(body) > limit:
-                raise ReplyError(
-                    f"the reply from {redact_url(str(response.url))} is longer than {limit:,} bytes"
-                )
+        body = body_start(response, limit + 1)
     except httpx2.TransportError as exc:
         raise transport_error(exc, what=what, url=str(response.url)) from exc
+    if len(body) > limit:
+        raise ReplyError(
+            f"the reply from {redact_url(str(response.url))} is longer than {limit:,} bytes"
+        )
     return body
 
 
