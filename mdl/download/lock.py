@@ -233,19 +233,15 @@ class _Sidecar:
     def _unhashed_here(self, lock: Lock, names: set[str]) -> dict[str, _Here]:
         """By sha256, the files of the models ``names`` with no part hashes yet that are here
         (``_found``); those that are not are counted (``not_here``)."""
-        todo = _unhashed(lock, names, self.written())
-        layout = self._layout() if todo else None
-        here = {} if layout is None else _found(layout, todo)
+        have = self.written()
+        todo: dict[str, list[tuple[str, LockedFile]]] = {}  # each bytes' files, and their models
+        for model in lock.models.values():
+            for f in model.files if model.name in names else ():
+                if f.size > 0 and not (f.sha256 in have and have[f.sha256].size == f.size):
+                    todo.setdefault(f.sha256, []).append((model.name, f))
+        here = _found(self.settings, todo) if todo else {}
         self.not_here = len(todo) - len(here)
         return here
-
-    def _layout(self) -> Layout | None:
-        """Where pulls install here; None when there is no destination to look in."""
-        try:
-            return Layout(self.settings)
-        except MdlError as exc:  # nothing installed here
-            log.info("no part hashes from %s: %s", self.settings.dest, exc.message)
-            return None
 
     def _hashed(self, one: _Here, progress: Progress) -> PartHashes | None:
         """The part hashes of the file ``one`` if it is the bytes the lock pins: its size (and
@@ -292,22 +288,16 @@ class _Sidecar:
         self.count = len(parts)
 
 
-def _unhashed(
-    lock: Lock, names: set[str], have: Mapping[str, PartHashes]
-) -> dict[str, list[tuple[str, LockedFile]]]:
-    """By sha256, the files (and their models) of the models ``names`` that ``have`` holds no part
-    hashes of for their bytes."""
-    todo: dict[str, list[tuple[str, LockedFile]]] = {}
-    for model in lock.models.values():
-        for f in model.files if model.name in names else ():
-            if f.size > 0 and not (f.sha256 in have and have[f.sha256].size == f.size):
-                todo.setdefault(f.sha256, []).append((model.name, f))
-    return todo
-
-
-def _found(layout: Layout, todo: Mapping[str, list[tuple[str, LockedFile]]]) -> dict[str, _Here]:
+def _found(
+    settings: Settings, todo: Mapping[str, list[tuple[str, LockedFile]]]
+) -> dict[str, _Here]:
     """By sha256, the first of each bytes' files that is here: installed (``_installed``), else
     at its place without a record (``_unrecorded``)."""
+    try:
+        layout = Layout(settings)
+    except MdlError as exc:  # no destination to look in: nothing installed here
+        log.info("no part hashes from %s: %s", settings.dest, exc.message)
+        return {}
     here: dict[str, _Here] = {}
     for sha256, places in todo.items():
         for name, f in places:
