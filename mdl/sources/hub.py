@@ -15,18 +15,18 @@ import httpx2
 
 from mdl.errors import AuthError, HubReplyError, MdlError, NotFoundError, UsageError
 from mdl.paths import check_revision, repo_id_problem
-from mdl.redact import Secrets, printable, redact_url, safe_text
+from mdl.redact import Secrets, printable, redact_url
 from mdl.transfer.connection import origin, set_reply_deadline
 from mdl.transfer.http import (
     Credentials,
     RetryPolicy,
     TokenGuard,
-    body_excerpt,
     body_start,
     follow,
     hub_auth_hint,
     make_client,
     refusal_error,
+    server_text,
     transport_error,
 )
 
@@ -321,14 +321,9 @@ def _status_error(
     status = response.status_code
     code = response.headers.get("X-Error-Code")
     # The Hub says what is wrong in X-Error-Message; a proxy or a mirror in its body (an HTML page:
-    # its title).
-    text = response.headers.get("X-Error-Message") or body_excerpt(
-        body[:8192].decode("utf-8", errors="replace")
-    )
-    # redacted once (the run's secrets: a token or signature it sent, echoed, is cut whole), kept
-    # for the log's per-file line (500 characters), its start said in the message
-    said = safe_text(text, limit=500, secrets=Secrets.of(response))
-    detail = f": {printable(said, limit=200)}" if text else ""
+    # its title). Redacted once, kept for the log's per-file line, its start said in the message.
+    said = server_text(response, body)
+    detail = f": {printable(said, limit=200)}" if said else ""
     target = f"{repo}/{path}" if path else repo
     shown = f"{what}: the Hub answered HTTP {status} for {target}{detail}"
     error: MdlError

@@ -266,16 +266,17 @@ ERROR_BODY_LIMIT = 8 * 1024
 MESSAGE_TEXT_LIMIT = 200  # characters of it in the one-line message people see
 
 
-def server_text(response: httpx2.Response) -> str:
-    """The server's own error text (X-Error-Message, else the start of the body), printable and
-    redacted.
+def server_text(response: httpx2.Response, body: bytes | bytearray | None = None) -> str:
+    """The server's own error text (X-Error-Message, else the start of the body: ``body`` when it
+    was read, else read now), printable and redacted.
     """
     text = response.headers.get("X-Error-Message", "")
     if not text:
-        body = bytearray()
-        with suppress(httpx2.HTTPError, httpx2.StreamError):  # what came before it is said
-            body_start(response, ERROR_BODY_LIMIT, into=body)
-        text = bytes(body).decode(response.encoding or "utf-8", errors="replace")
+        if body is None:
+            body = bytearray()
+            with suppress(httpx2.HTTPError, httpx2.StreamError):  # what came before it is said
+                body_start(response, ERROR_BODY_LIMIT, into=body)
+        text = bytes(body[:ERROR_BODY_LIMIT]).decode(response.encoding or "utf-8", errors="replace")
         if len(body) >= ERROR_BODY_LIMIT:  # the cut may have split a secret the body echoes
             text = hide_cut_secret(text, Secrets.of(response))
     return safe_text(body_excerpt(text), limit=SERVER_TEXT_LIMIT, secrets=Secrets.of(response))
