@@ -12,7 +12,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mdl.catalog.load import MAX_CATALOG_BYTES, find_catalog, no_catalog, parse_catalog
+from mdl.catalog.load import (
+    MAX_CATALOG_BYTES,
+    catalog_file_text,
+    find_catalog,
+    no_catalog,
+    parse_catalog,
+)
 from mdl.catalog.settings import user_config_dir
 from mdl.catalog.specs import Catalog
 from mdl.errors import CatalogError, LocalFSError, UsageError
@@ -68,20 +74,11 @@ def catalog_text(
 
 def read_catalog(path: Path, *, create: bool) -> tuple[str, bool]:
     """The catalog's text (without a BOM), validated, and whether it is yet to be created."""
-
-    try:
-        # a FIFO is never waited on, /dev/zero never read
-        data = read_small_file(path, limit=MAX_CATALOG_BYTES)
-    except FileNotFoundError:
-        if create:
-            return NEW_CATALOG, True
-        raise CatalogError(f"{path}: catalog not found") from None
-    except OSError as exc:
-        raise CatalogError(f"{path}: cannot read the catalog: {exc.strerror or exc}") from exc
-    try:
-        text = data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        raise CatalogError(f"{path}: not valid UTF-8 (TOML files must be UTF-8)") from exc
+    text = catalog_file_text(path)
+    if text is None and create:
+        return NEW_CATALOG, True
+    if text is None:
+        raise CatalogError(f"{path}: catalog not found")
     valid(text, path)  # a broken catalog is reported as it is, before any edit
     return text, False
 

@@ -22,23 +22,30 @@ MAX_CATALOG_BYTES = 16 << 20  # a catalog is a few KiB: a file this big is not o
 
 def load_catalog(path: Path) -> Catalog:
     """Read and validate the catalog at ``path``; raises CatalogError."""
+    text = catalog_file_text(path)
+    if text is None:
+        raise CatalogError(f"{path}: catalog not found")
+    return parse_catalog(text, source=str(path), path=path)
+
+
+def catalog_file_text(path: Path) -> str | None:
+    """The text of the catalog at ``path``, without a BOM (Windows editors like to start UTF-8
+    files with one, which tomllib refuses as a stray character); None when there is no file.
+    CatalogError naming the file (and the line, for bytes that are not UTF-8) when it cannot be
+    read. A FIFO is never waited on, /dev/zero never read."""
     try:
-        # a FIFO is never waited on, /dev/zero never read
         data = read_small_file(path, limit=MAX_CATALOG_BYTES)
-    except FileNotFoundError as exc:
-        raise CatalogError(f"{path}: catalog not found") from exc
+    except FileNotFoundError:
+        return None
     except IsADirectoryError as exc:
         raise CatalogError(f"{path}: is a folder, not a catalog file") from exc
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read the catalog: {exc.strerror or exc}") from exc
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise CatalogError(f"{path}:{line}: not valid UTF-8 (TOML files must be UTF-8)") from exc
-    # Windows editors like to start UTF-8 files with a BOM, which tomllib refuses as a stray
-    # character.
-    return parse_catalog(text.removeprefix("\ufeff"), source=str(path), path=path)
 
 
 def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None = None) -> Catalog:

@@ -232,30 +232,15 @@ class _Sidecar:
 
     def _unhashed_here(self, lock: Lock, names: set[str]) -> dict[str, _Here]:
         """By sha256, the files of the models ``names`` with no part hashes yet that are here
-        (``_installed``, else ``_unrecorded``); those that are not are counted (``not_here``)."""
+        (``_found``); those that are not are counted (``not_here``)."""
         have = self.written()
-        todo = [
-            (model.name, f)
-            for model in lock.models.values()
-            if model.name in names
-            for f in model.files
-            if f.size > 0 and not (f.sha256 in have and have[f.sha256].size == f.size)
-        ]
-        here: dict[str, _Here] = {}
-        if not todo:
-            return here
-        try:
-            layout = Layout(self.settings)
-        except MdlError as exc:  # no destination to look in: nothing installed here
-            log.info("no part hashes from %s: %s", self.settings.dest, exc.message)
-            self.not_here = len({f.sha256 for _, f in todo})
-            return here
-        for name, f in todo:
-            if f.sha256 in here:
-                continue
-            if (found := _installed(layout, name, f) or _unrecorded(layout, name, f)) is not None:
-                here[f.sha256] = found
-        self.not_here = len({f.sha256 for _, f in todo} - set(here))
+        todo: dict[str, list[tuple[str, LockedFile]]] = {}  # each bytes' files, and their models
+        for model in lock.models.values():
+            for f in model.files if model.name in names else ():
+                if f.size > 0 and not (f.sha256 in have and have[f.sha256].size == f.size):
+                    todo.setdefault(f.sha256, []).append((model.name, f))
+        here = _found(self.settings, todo) if todo else {}
+        self.not_here = len(todo) - len(here)
         return here
 
     def _hashed(self, one: _Here, progress: Progress) -> PartHashes | None:
@@ -301,6 +286,25 @@ class _Sidecar:
         parts = kept({**self.written(), **self.found}, pinned)
         self.changed = write_parts(self.path, parts)
         self.count = len(parts)
+
+
+def _found(
+    settings: Settings, todo: Mapping[str, list[tuple[str, LockedFile]]]
+) -> dict[str, _Here]:
+    """By sha256, the first of each bytes' files that is here: installed (``_installed``), else
+    at its place without a record (``_unrecorded``)."""
+    try:
+        layout = Layout(settings)
+    except MdlError as exc:  # no destination to look in: nothing installed here
+        log.info("no part hashes from %s: %s", settings.dest, exc.message)
+        return {}
+    here: dict[str, _Here] = {}
+    for sha256, places in todo.items():
+        for name, f in places:
+            if (found := _installed(layout, name, f) or _unrecorded(layout, name, f)) is not None:
+                here[sha256] = found
+                break
+    return here
 
 
 def _installed(layout: Layout, model: str, f: LockedFile) -> _Here | None:
@@ -429,15 +433,26 @@ def _lock_models(
         complete = _with_signatures(
             session, complete, signatures, by_name, blobs, failures, warn=said.append
         )
-        models: dict[str, LockedModel] = {}
-        for model in complete:
-            files = tuple(_xet_verified(session, f, said) for f in model.files)
-            model = replace(model, files=files)
-            try:
-                models[model.name] = locked_from_resolved(by_name[model.name], model, {})
-            except MdlError as exc:
-                failures.append(failed(model.name, None, exc))
-        return models, failures, said
+        return _entries(session, complete, by_name, failures, said), failures, said
+
+
+def _entries(
+    session: PullSession,
+    complete: list[ResolvedModel],
+    specs: Mapping[str, ModelSpec],
+    failures: list[FileOutcome],
+    said: list[str],
+) -> dict[str, LockedModel]:
+    """The lock entries of the ``complete`` models, each file with the Xet hash this machine
+    verified (``_xet_verified``); a model that makes no entry is one of the ``failures``."""
+    models: dict[str, LockedModel] = {}
+    for model in complete:
+        model = replace(model, files=tuple(_xet_verified(session, f, said) for f in model.files))
+        try:
+            models[model.name] = locked_from_resolved(specs[model.name], model, {})
+        except MdlError as exc:
+            failures.append(failed(model.name, None, exc))
+    return models
 
 
 def _signatures_apart(
@@ -520,7 +535,23 @@ def _complete(
     a file that cannot fails whole."""
     failures: dict[int, FileOutcome] = {}
     known = [_known_files(session, m, model, blobs, failures) for m, model in enumerate(models)]
-    # (model, file) of each file only its bytes can tell, in models not failed already
+    _learn(session, models, known, failures)
+    done = [
+        replace(model, files=tuple(filter(None, known[m])))
+        for m, model in enumerate(models)
+        if m not in failures
+    ]
+    return done, [failures[m] for m in sorted(failures)]
+
+
+def _learn(
+    session: PullSession,
+    models: list[ResolvedModel],
+    known: list[list[RemoteFile | None]],
+    failures: dict[int, FileOutcome],
+) -> None:
+    """Fill in ``known`` each file only its bytes can tell (None there) of the models not failed,
+    by one download per ``_same_bytes``; the first that cannot is its model's failure."""
     todo = [
         (m, i)
         for m, row in enumerate(known)
@@ -540,12 +571,6 @@ def _complete(
             raise
         except MdlError as exc:
             failures[m] = failed(models[m].name, remote.path, exc)
-    done = [
-        replace(model, files=tuple(filter(None, known[m])))
-        for m, model in enumerate(models)
-        if m not in failures
-    ]
-    return done, [failures[m] for m in sorted(failures)]
 
 
 def _known_files(

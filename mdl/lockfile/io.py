@@ -5,9 +5,7 @@ compared per model for ``mdl lock --upgrade``."""
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,10 +13,9 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from mdl.catalog import files
-from mdl.errors import CatalogError, LocalFSError
+from mdl.errors import CatalogError
 from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel, validation_message
-from mdl.paths import read_small_file
-from mdl.store.confined import write_atomic
+from mdl.lockfile.ondisk import AGAIN, read_toml, toml_document, write_changed
 
 # the lock is edited as the catalog beside it is: under a flock of their folder
 exclusive = files.exclusive
@@ -37,46 +34,15 @@ def read_lock(path: Path) -> Lock | None:
     too big, or not a file (a FIFO is never waited on). Never read through a link: mdl writes the
     lock as a file, and a pull request can commit a link to any file of the machine that reads it.
     """
-    try:
-        data = read_small_file(path, limit=MAX_LOCK_BYTES, follow_links=False)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno == errno.EFBIG:
-            raise _too_big(path, "more than", "read") from None
-        raise CatalogError(f"{path}: cannot read the lock: {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CatalogError(f"{path}: not valid UTF-8") from exc
-    # each form is let go once the next is made: memory is the lock's entries, not copies of it
-    del data
-    document = _document(text, source=str(path))
-    del text
-    return _validated(document, source=str(path))
-
-
-def _too_big(path: Path, has: str, done: str) -> CatalogError:
-    hint = "a lock holds one line per file: pin fewer or smaller models in it"
-    return CatalogError(
-        f"{path}: {has} the {MAX_LOCK_BYTES >> 20} MiB a lock may hold; not {done}", hint=hint
-    )
+    document = read_toml(path, limit=MAX_LOCK_BYTES, what="the lock", one="a lock")
+    return None if document is None else _validated(document, source=str(path))
 
 
 def parse_lock(text: str, *, source: str = "catalog.lock") -> Lock:
     """Validate lock TOML; every problem names the file and the key
     (``model[2].files[3].sha256``).
     """
-    return _validated(_document(text, source=source), source=source)
-
-
-def _document(text: str, *, source: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{source}: invalid TOML: {exc}", hint=_AGAIN) from exc
-    except RecursionError as exc:
-        raise CatalogError(f"{source}: invalid TOML: nested too deeply") from exc
+    return _validated(toml_document(text, source=source), source=source)
 
 
 def _validated(document: dict[str, Any], *, source: str) -> Lock:
@@ -90,13 +56,13 @@ def _validated(document: dict[str, Any], *, source: str) -> Lock:
         )
     if version != LOCK_VERSION or type(version) is not int:
         raise CatalogError(
-            f"{source}: version: must be {LOCK_VERSION}, got {version!r}", hint=_AGAIN
+            f"{source}: version: must be {LOCK_VERSION}, got {version!r}", hint=AGAIN
         )
     if unknown := sorted(set(document) - {"version", "model"}):
-        raise CatalogError(f"{source}: {unknown[0]}: Extra inputs are not permitted", hint=_AGAIN)
+        raise CatalogError(f"{source}: {unknown[0]}: Extra inputs are not permitted", hint=AGAIN)
     tables = document.pop("model", [])
     if not isinstance(tables, list):
-        raise CatalogError(f"{source}: model: Input should be a valid tuple", hint=_AGAIN)
+        raise CatalogError(f"{source}: model: Input should be a valid tuple", hint=AGAIN)
     by_name: dict[str, LockedModel] = {}
     for index in range(len(tables)):
         table, tables[index] = tables[index], None
@@ -118,10 +84,9 @@ def _model(table: Any, *, at: str, source: str) -> LockedModel:
         where = at
         return _MODEL.validate_python(table)
     except ValidationError as exc:
-        raise CatalogError(f"{source}: {validation_message(exc, at=where)}", hint=_AGAIN) from None
+        raise CatalogError(f"{source}: {validation_message(exc, at=where)}", hint=AGAIN) from None
 
 
-_AGAIN = "run 'mdl lock' to write it again"
 _FILE = TypeAdapter(LockedFile)
 _MODEL = TypeAdapter(LockedModel)
 
@@ -136,21 +101,8 @@ def write_lock(path: Path, lock: Lock) -> bool:
     """Write the lock atomically unless the file already holds exactly this text; True when it
     changed.
     """
-    text = dump_lock(lock)
-    if len(text.encode()) > MAX_LOCK_BYTES:  # never a lock that mdl would refuse to read
-        raise _too_big(path, f"the lock would be {len(text.encode())} bytes, more than", "written")
-    try:
-        if read_small_file(path, limit=MAX_LOCK_BYTES, follow_links=False) == text.encode():
-            return False
-    # none, one too big or a link: written over (a link is replaced, never written through)
-    except OSError as exc:
-        if not isinstance(exc, FileNotFoundError) and exc.errno not in (errno.EFBIG, errno.ELOOP):
-            raise LocalFSError(f"{path}: cannot read the lock: {exc.strerror or exc}") from exc
-    try:
-        write_atomic(path.parent, path, text.encode())
-    except OSError as exc:
-        raise LocalFSError(f"{path}: cannot write the lock: {exc.strerror or exc}") from exc
-    return True
+    data = dump_lock(lock).encode()
+    return write_changed(path, data, limit=MAX_LOCK_BYTES, what="the lock", one="a lock")
 
 
 # a file's line, in this order

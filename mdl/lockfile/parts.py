@@ -11,18 +11,15 @@ at a time. Read strictly: anything unexpected is one CatalogError naming the fil
 from __future__ import annotations
 
 import binascii
-import errno
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mdl.errors import CatalogError, LocalFSError
-from mdl.paths import read_small_file
+from mdl.errors import CatalogError
+from mdl.lockfile.ondisk import read_toml, toml_document, write_changed
 from mdl.redact import printable
-from mdl.store.confined import write_atomic
 
 if TYPE_CHECKING:  # blake3 and the range checks load only for a pull that uses them
     from mdl.transfer.ranges import Digests
@@ -32,6 +29,7 @@ SUFFIX = ".parts"  # catalog.lock → catalog.lock.parts
 DIGEST_BYTES = 32  # a BLAKE3 digest
 # 9,000 parts of 32 bytes (base64: 384 KB) for the biggest files; ~13 KB for a 5 GB shard
 MAX_PARTS_BYTES = 64 << 20
+_ONE = "a part-hashes file"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _KEYS = {"size", "part", "blake3"}
 _HEADER = (
@@ -92,31 +90,18 @@ def hashed(
 def read_parts(path: Path) -> dict[str, PartHashes]:
     """The part hashes at ``path`` ({} when there is no file); CatalogError naming it when it is
     bad, too big, not a file or a link (never followed: mdl writes it as a file)."""
-    try:
-        data = read_small_file(path, limit=MAX_PARTS_BYTES, follow_links=False)
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        if exc.errno == errno.EFBIG:
-            raise CatalogError(f"{path}: more than {MAX_PARTS_BYTES >> 20} MiB") from None
-        raise CatalogError(f"{path}: cannot read it: {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CatalogError(f"{path}: not valid UTF-8") from None
-    del data
-    return parse_parts(text, source=str(path))
+    document = read_toml(path, limit=MAX_PARTS_BYTES, what="it", one=_ONE)
+    return {} if document is None else _entries(document, source=str(path))
 
 
 def parse_parts(text: str, *, source: str = "catalog.lock.parts") -> dict[str, PartHashes]:
     """The entries of a part-hashes document; CatalogError naming ``source`` and the key for
     anything it does not expect (and for nothing else)."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{source}: invalid TOML: {exc}") from None
-    except RecursionError:
-        raise CatalogError(f"{source}: invalid TOML: nested too deeply") from None
+    return _entries(toml_document(text, source=source), source=source)
+
+
+def _entries(document: dict[str, Any], *, source: str) -> dict[str, PartHashes]:
+    """The entries a parsed document holds, every one checked."""
     version = document.get("version")
     if type(version) is int and version > PARTS_VERSION:
         raise CatalogError(f"{source}: version {version} is newer than this mdl understands")
@@ -148,16 +133,18 @@ def _entry(sha256: str, doc: Any, where: str) -> PartHashes:
 
     if count > MOST_RANGES:
         raise CatalogError(f"{where}.part: {count} parts, more than the {MOST_RANGES} a file has")
+    return PartHashes(size, part, _digests(encoded, count, f"{where}.blake3"))
+
+
+def _digests(encoded: object, count: int, where: str) -> tuple[bytes, ...]:
+    """The ``count`` digests an entry's ``blake3`` holds: base64 of them end to end, no more."""
     try:
         raw = binascii.a2b_base64(encoded, strict_mode=True) if isinstance(encoded, str) else None
     except (binascii.Error, ValueError):
         raw = None
     if raw is None or len(raw) != count * DIGEST_BYTES:
-        raise CatalogError(
-            f"{where}.blake3: must be base64 of {count} digests of {DIGEST_BYTES} bytes"
-        )
-    digests = tuple(raw[i : i + DIGEST_BYTES] for i in range(0, len(raw), DIGEST_BYTES))
-    return PartHashes(size, part, digests)
+        raise CatalogError(f"{where}: must be base64 of {count} digests of {DIGEST_BYTES} bytes")
+    return tuple(raw[i : i + DIGEST_BYTES] for i in range(0, len(raw), DIGEST_BYTES))
 
 
 def dump_parts(parts: Mapping[str, PartHashes]) -> str:
@@ -176,20 +163,8 @@ def write_parts(path: Path, parts: Mapping[str, PartHashes]) -> bool:
     """Write the part hashes atomically unless the file already holds exactly this text (or there
     are none and there is no file); True when it changed."""
     data = dump_parts(parts).encode()
-    try:
-        if read_small_file(path, limit=MAX_PARTS_BYTES, follow_links=False) == data:
-            return False
-    except FileNotFoundError:
-        if not parts:
-            return False
-    except OSError as exc:  # one too big or a link: written over (never through)
-        if exc.errno not in (errno.EFBIG, errno.ELOOP, errno.EISDIR, errno.EINVAL):
-            raise LocalFSError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
-    try:
-        write_atomic(path.parent, path, data)
-    except OSError as exc:
-        raise LocalFSError(f"{path}: cannot write it: {exc.strerror or exc}") from exc
-    return True
+    limit = MAX_PARTS_BYTES
+    return write_changed(path, data, limit=limit, what="it", one=_ONE, create=bool(parts))
 
 
 def kept(parts: Mapping[str, PartHashes], pinned: Mapping[str, int]) -> dict[str, PartHashes]:

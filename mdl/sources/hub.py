@@ -15,17 +15,18 @@ import httpx2
 
 from mdl.errors import AuthError, HubReplyError, MdlError, NotFoundError, UsageError
 from mdl.paths import check_revision, repo_id_problem
-from mdl.redact import Secrets, printable, redact_url, safe_text
+from mdl.redact import Secrets, printable, redact_url
 from mdl.transfer.connection import origin, set_reply_deadline
 from mdl.transfer.http import (
     Credentials,
     RetryPolicy,
     TokenGuard,
-    body_excerpt,
+    body_start,
     follow,
     hub_auth_hint,
     make_client,
     refusal_error,
+    server_text,
     transport_error,
 )
 
@@ -295,14 +296,12 @@ class Hub:
 def _whole_body(response: httpx2.Response, *, what: str) -> bytes:
     """The whole body, within MAX_REPLY_BYTES whatever is sent (more: HubReplyError naming the
     URL, never read on into memory)."""
-    body = bytearray()
-    for chunk in response.iter_bytes():
-        body += chunk
-        if len(body) > MAX_REPLY_BYTES:
-            raise HubReplyError(
-                f"{what}: the reply from {redact_url(str(response.url))} is larger than"
-                f" {MAX_REPLY_BYTES} bytes"
-            )
+    body = body_start(response, MAX_REPLY_BYTES + 1)
+    if len(body) > MAX_REPLY_BYTES:
+        raise HubReplyError(
+            f"{what}: the reply from {redact_url(str(response.url))} is larger than"
+            f" {MAX_REPLY_BYTES} bytes"
+        )
     return bytes(body)
 
 
@@ -322,14 +321,9 @@ def _status_error(
     status = response.status_code
     code = response.headers.get("X-Error-Code")
     # The Hub says what is wrong in X-Error-Message; a proxy or a mirror in its body (an HTML page:
-    # its title).
-    text = response.headers.get("X-Error-Message") or body_excerpt(
-        body[:8192].decode("utf-8", errors="replace")
-    )
-    # redacted once (the run's secrets: a token or signature it sent, echoed, is cut whole), kept
-    # for the log's per-file line (500 characters), its start said in the message
-    said = safe_text(text, limit=500, secrets=Secrets.of(response))
-    detail = f": {printable(said, limit=200)}" if text else ""
+    # its title). Redacted once, kept for the log's per-file line, its start said in the message.
+    said = server_text(response, body)
+    detail = f": {printable(said, limit=200)}" if said else ""
     target = f"{repo}/{path}" if path else repo
     shown = f"{what}: the Hub answered HTTP {status} for {target}{detail}"
     error: MdlError

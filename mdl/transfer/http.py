@@ -266,22 +266,34 @@ ERROR_BODY_LIMIT = 8 * 1024
 MESSAGE_TEXT_LIMIT = 200  # characters of it in the one-line message people see
 
 
-def server_text(response: httpx2.Response) -> str:
-    """The server's own error text (X-Error-Message, else the start of the body), printable and
-    redacted.
+def server_text(response: httpx2.Response, body: bytes | bytearray | None = None) -> str:
+    """The server's own error text (X-Error-Message, else the start of the body: ``body`` when it
+    was read, else read now), printable and redacted.
     """
     text = response.headers.get("X-Error-Message", "")
     if not text:
-        body = bytearray()
-        with suppress(httpx2.HTTPError, httpx2.StreamError):
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) >= ERROR_BODY_LIMIT:
-                    break
+        if body is None:
+            body = bytearray()
+            with suppress(httpx2.HTTPError, httpx2.StreamError):  # what came before it is said
+                body_start(response, ERROR_BODY_LIMIT, into=body)
         text = bytes(body[:ERROR_BODY_LIMIT]).decode(response.encoding or "utf-8", errors="replace")
         if len(body) >= ERROR_BODY_LIMIT:  # the cut may have split a secret the body echoes
             text = hide_cut_secret(text, Secrets.of(response))
     return safe_text(body_excerpt(text), limit=SERVER_TEXT_LIMIT, secrets=Secrets.of(response))
+
+
+def body_start(response: httpx2.Response, size: int, *, into: bytearray | None = None) -> bytearray:
+    """The first ``size`` bytes of a reply's body (all of it when shorter), decoded as sent; none
+    read on once they have come, so a sender of gigabytes costs ``size`` and a chunk of memory. A
+    reader that refuses a body past a bound asks for one byte more than the bound. ``into``: the
+    buffer filled, which keeps what came before a failure."""
+    body = bytearray() if into is None else into
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) >= size:
+            del body[size:]
+            break
+    return body
 
 
 # Markup that starts an HTML document (an XML or JSON body is left alone: its text is the message).

@@ -16,7 +16,14 @@ from mdl.errors import AuthError, InterruptedByUserError, MdlError
 from mdl.redact import Secrets, redact_url
 from mdl.sources.resolve import XetRef
 from mdl.transfer.connection import origin, set_read_timeout, set_reply_deadline
-from mdl.transfer.http import Credentials, RetryPolicy, error_for_status, follow, transport_error
+from mdl.transfer.http import (
+    Credentials,
+    RetryPolicy,
+    body_start,
+    error_for_status,
+    follow,
+    transport_error,
+)
 from mdl.xet._protocol import (
     Fetch,
     Reconstruction,
@@ -78,8 +85,7 @@ class Cas:
             with follow(self.client, url, credentials=self.hub(), what=what) as response:
                 if response.status_code != 200:
                     raise error_for_status(response, what=what, hub=True)
-                self._stall_rule(response)
-                body = _read(response, TOKEN_MAX, what=what, timeout=self.client.timeout.read)
+                body = self._read(response, TOKEN_MAX, what=what)
                 try:
                     return parse_token(body)
                 except ReplyError:
@@ -107,15 +113,7 @@ class Cas:
         described = size if span is None else span[1] - span[0] + 1
         limit = min(REPLY_MAX, REPLY_BASE + described // REPLY_SHARE)
         for fresh in (False, True):
-            token = self.token(ref.token_url, what, fresh=fresh)
-            # as a redirect from https to http is refused
-            if _downgraded(ref.token_url, token.cas_url):
-                raise XetFallback("the Hub, asked over https, names a Xet storage over plain http")
-            credentials = Credentials(
-                extra={"Authorization": f"Bearer {token.access_token}"},
-                extra_origin=origin(token.cas_url),
-            )
-            base = token.cas_url.rstrip("/")
+            base, credentials = self._storage(ref, what, fresh=fresh)
             try:
                 for version in (2, 1):
                     url = f"{base}/v{version}/reconstructions/{ref.hash}"
@@ -154,18 +152,11 @@ class Cas:
             ) as response:
                 if response.status_code != 200:
                     return None
-                self._stall_rule(response)
-                return _read(response, ANSWER_MAX, what=what, timeout=self.client.timeout.read)
+                return self._read(response, ANSWER_MAX, what=what)
 
         try:
-            token = self.token(ref.token_url, what)
-            if _downgraded(ref.token_url, token.cas_url):
-                return None
-            credentials = Credentials(
-                extra={"Authorization": f"Bearer {token.access_token}"},
-                extra_origin=origin(token.cas_url),
-            )
-            url = f"{token.cas_url.rstrip('/')}/v2/file-chunk-hashes/{ref.hash}"
+            base, credentials = self._storage(ref, what)
+            url = f"{base}/v2/file-chunk-hashes/{ref.hash}"
             return self.retry.run(lambda: once(url, credentials), what=what, wait=self.cancel.wait)
         # (asked beside the fetch, which hears Ctrl-C and says it: an interruption is None here)
         except (MdlError, ReplyError, XetFallback) as exc:
@@ -189,8 +180,7 @@ class Cas:
                 self.client, url, credentials=credentials, headers=headers, what=what
             ) as response:
                 if response.status_code == 200:
-                    self._stall_rule(response)
-                    return _read(response, limit, what=what, timeout=self.client.timeout.read)
+                    return self._read(response, limit, what=what)
                 if response.status_code in (404, 501) and v2:
                     return None  # no v2 here: v1
                 if response.status_code == 401:
@@ -204,13 +194,37 @@ class Cas:
         except MdlError as exc:
             raise XetFallback(f"the Xet storage failed ({why(exc)})") from exc
 
-    def _stall_rule(self, response: httpx2.Response) -> None:
-        """A reply's body that goes silent is a stall: ``--stall-timeout`` holds when it is shorter
-        than the client's wait (a small JSON reply never waits longer than an answer may take to
-        begin)."""
+    def _storage(self, ref: XetRef, what: str, *, fresh: bool = False) -> tuple[str, Credentials]:
+        """The Xet storage's URL for ``ref`` and the credentials of its read token (``fresh``: one
+        asked again); XetFallback when the Hub, asked over https, names it over plain http (as a
+        redirect from https to http is refused)."""
+        token = self.token(ref.token_url, what, fresh=fresh)
+        if _downgraded(ref.token_url, token.cas_url):
+            raise XetFallback("the Hub, asked over https, names a Xet storage over plain http")
+        bearer = {"Authorization": f"Bearer {token.access_token}"}
+        credentials = Credentials(extra=bearer, extra_origin=origin(token.cas_url))
+        return token.cas_url.rstrip("/"), credentials
+
+    def _read(self, response: httpx2.Response, limit: int, *, what: str) -> bytearray:
+        """A JSON reply's body, at most ``limit`` bytes (more: ReplyError naming the URL's host,
+        never read on into memory), whole within the deadline of any API reply (the client's read
+        timeout); a connection lost, silent or too slow mid-body is the retryable NetworkError it
+        is, as for any answer. A body that goes silent is a stall: ``--stall-timeout`` holds when
+        it is shorter than the client's wait (a small JSON reply never waits longer than an answer
+        may take to begin)."""
         read = (response.request.extensions.get("timeout") or {}).get("read")
         if self.stall_timeout is not None and (read is None or self.stall_timeout < read):
             set_read_timeout(response, self.stall_timeout)
+        set_reply_deadline(response, self.client.timeout.read)
+        try:
+            body = body_start(response, limit + 1)
+        except httpx2.TransportError as exc:
+            raise transport_error(exc, what=what, url=str(response.url)) from exc
+        if len(body) > limit:
+            raise ReplyError(
+                f"the reply from {redact_url(str(response.url))} is longer than {limit:,} bytes"
+            )
+        return body
 
     def refetch(self, ref: XetRef, what: str, fetch: Fetch, *, size: int) -> Fetch:
         """A fresh URL for ``fetch``'s chunks: the reconstruction asked again (its URLs expired)."""
@@ -222,25 +236,6 @@ class Cas:
             ):
                 return candidate
         raise XetFallback("the refreshed reconstruction no longer holds the chunks asked for")
-
-
-def _read(response: httpx2.Response, limit: int, *, what: str, timeout: float | None) -> bytearray:
-    """A JSON reply's body, at most ``limit`` bytes (more: ReplyError naming the URL's host, never
-    read on into memory), whole within the deadline of any API reply (``timeout``: the read
-    timeout); a connection lost, silent or too slow mid-body is the retryable NetworkError it is, as
-    for any answer."""
-    set_reply_deadline(response, timeout)
-    body = bytearray()
-    try:
-        for block in response.iter_bytes():
-            body += block
-            if len(body) > limit:
-                raise ReplyError(
-                    f"the reply from {redact_url(str(response.url))} is longer than {limit:,} bytes"
-                )
-    except httpx2.TransportError as exc:
-        raise transport_error(exc, what=what, url=str(response.url)) from exc
-    return body
 
 
 def why(exc: BaseException) -> str:
