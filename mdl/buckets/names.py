@@ -16,8 +16,8 @@ import secrets
 from dataclasses import dataclass, fields
 from typing import ClassVar, Self
 
-from mdl.buckets._parts import fill_part
 from mdl.errors import UsageError
+from mdl.partsize import part_size
 
 NAMESPACE = ".mdl/"
 _SPACE = "/" + NAMESPACE  # where a name enters mdl's namespace (the first such segment)
@@ -95,7 +95,7 @@ def part_set(root: str, object_uri: str, *, pin: str, size: int) -> tuple[str, i
     """The prefix of one version's parts (``pin``: its hash; ``size``: the file's) and the bytes
     of each but the last: ``<root>parts/<object path>/<pin>-<part size>/``; each holder's below it,
     under its generation's token (``holder_prefix``)."""
-    part = fill_part(size)
+    part = part_size(size)
     return f"{parts_prefix(root, object_uri)}{pin}-{part}/", part
 
 

@@ -25,8 +25,8 @@ from s3server import S3, s3, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
 
 import mdl
-import mdl.buckets._parts as parts_module
 import mdl.download._fill as fill_module
+from mdl import partsize
 from mdl.buckets.folder import FolderWriter
 from mdl.buckets.lease import TAKE_TRIES, lease_body
 from mdl.buckets.names import GENERATIONS, lease_prefix, namespace, part_set
@@ -53,7 +53,7 @@ MACHINES = 3
 
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parts_module, "FILL_PART", PART)
+    monkeypatch.setattr(partsize, "PART", PART)
 
 
 @pytest.fixture
@@ -285,7 +285,7 @@ SMALL = make_data(2 * S3_PART + 3, seed=69)
 
 @pytest.fixture
 def bucket(s3: S3, hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> Any:  # noqa: F811
-    monkeypatch.setattr(parts_module, "FILL_PART", S3_PART)
+    monkeypatch.setattr(partsize, "PART", S3_PART)
     hub.add_repo("org/tiny", {"model.safetensors": SMALL})
     client = s3.client()
     client.create_bucket(Bucket="fleet")

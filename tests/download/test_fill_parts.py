@@ -20,8 +20,8 @@ from s3proxy import s3_proxy
 from s3server import S3, s3, s3_server  # noqa: F401
 from servers import Fault, HubServer, hold_after, make_data
 
-import mdl.buckets._parts as parts_module
 import mdl.download._fill as fill_module
+from mdl import partsize
 from mdl.buckets.lease import lease_body
 from mdl.buckets.names import lease_prefix, namespace, part_set
 from mdl.buckets.protocol import Writer
@@ -49,7 +49,7 @@ include = ["*.safetensors"]
 
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parts_module, "FILL_PART", PART)
+    monkeypatch.setattr(partsize, "PART", PART)
 
 
 @pytest.fixture
@@ -256,7 +256,7 @@ SMALL_SHA = hashlib.sha256(SMALL).hexdigest()
 
 @pytest.fixture
 def bucket(s3: S3, hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> Any:  # noqa: F811
-    monkeypatch.setattr(parts_module, "FILL_PART", S3_PART)
+    monkeypatch.setattr(partsize, "PART", S3_PART)
     hub.add_repo("org/tiny", {"model.safetensors": SMALL})
     client = s3.client()
     client.create_bucket(Bucket="fleet")

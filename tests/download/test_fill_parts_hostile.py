@@ -19,8 +19,8 @@ from runfixtures import HANG, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
 from servers import HubServer, make_data
 
-import mdl.buckets._parts as parts_module
 import mdl.buckets.lease as lease_module
+from mdl import partsize
 from mdl.buckets.lease import lease_body
 from mdl.buckets.names import lease_prefix, namespace, part_set
 from mdl.buckets.protocol import Writer
@@ -52,7 +52,7 @@ include = ["*.safetensors"]
 
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parts_module, "FILL_PART", PART)
+    monkeypatch.setattr(partsize, "PART", PART)
 
 
 @pytest.fixture
@@ -240,7 +240,7 @@ def test_a_follower_stopped_mid_stream_keeps_what_it_read_for_its_next_run(
     assert not thread.is_alive() and stopped
     assert list((tmp_path / "a" / ".mdl").rglob("*")), "nothing kept"
     monkeypatch.undo()
-    monkeypatch.setattr(parts_module, "FILL_PART", PART)
+    monkeypatch.setattr(partsize, "PART", PART)
     # the holder published the rest, then died (its lease released)
     publish(root, range(18, COUNT + 1))
     assert writer().create(f"{prefix}2", lease_body("liar:1:x", HELD, released=True)) is not None

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from servers import HubServer, make_data
 
-import mdl.buckets._parts as parts_module
 import mdl.download._fetch as fetch_module
 import mdl.download._parts as stream_module
+from mdl import partsize
 from mdl.buckets import names
 from mdl.buckets.folder import FolderWriter
 from mdl.buckets.lease import GaveUp, lease_body, wait_for
@@ -58,8 +58,7 @@ def trust_of(data: bytes, part: int = PART) -> Digests:
 
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parts_module, "FILL_PART", PART)
-    monkeypatch.setattr(ranges, "RANGE_PART", PART)
+    monkeypatch.setattr(partsize, "PART", PART)
 
 
 @pytest.fixture

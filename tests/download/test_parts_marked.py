@@ -17,7 +17,7 @@ from runfixtures import transfer_job, wait_for
 from s3proxy import s3_proxy
 from s3server import S3, s3, s3_server  # noqa: F401
 
-from mdl.buckets import _parts as parts_module
+from mdl import partsize
 from mdl.buckets import names
 from mdl.buckets.protocol import Writer, authorship
 from mdl.buckets.registry import STORES
@@ -35,7 +35,7 @@ DAY = 86_400.0
 
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parts_module, "FILL_PART", MiB)
+    monkeypatch.setattr(partsize, "PART", MiB)
 
 
 @pytest.fixture(params=["s3", "file"])

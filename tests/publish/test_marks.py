@@ -22,6 +22,7 @@ from s3server import S3
 from seaweed import Weed, seaweed_server  # noqa: F401
 from servers import HubServer, make_data
 
+from mdl import partsize
 from mdl.buckets.folder import FolderWriter
 from mdl.buckets.names import mark_uri
 from mdl.buckets.protocol import side_of
@@ -381,9 +382,7 @@ def test_a_fill_in_parts_on_a_share_leaves_no_empty_folder(
 ) -> None:
     """A fill publishes its parts under ``.mdl/parts/<model>/<path>/<set>/`` and removes them once
     the object is made: the folders go with them (a share kept one per file version filled)."""
-    import mdl.buckets._parts as parts_module
-
-    monkeypatch.setattr(parts_module, "FILL_PART", 1 << 20)  # parts of 1 MiB: 4
+    monkeypatch.setattr(partsize, "PART", 1 << 20)  # parts of 1 MiB: 4
     weights = make_data(3 * (1 << 20) + 3, seed=63)
     hub.add_repo("org/big", {"w.safetensors": weights})
     (tmp_path / "catalog.toml").write_text('[models.big]\nrepo = "org/big"\n')
