@@ -213,7 +213,7 @@ class Writer(Protocol):
         no such object (``If-None-Match: *``; False: one is there already, never replaced) unless
         ``overwrite`` (``publish``: it compared the object first); the store's own SHA-256
         checksum where it keeps one; marked as mdl's (``mark_text``, ``side`` saying whose; S3:
-        its metadata; a folder: ``names.mark_uri(uri, root=root)``, ``root`` the mirror's fixed
+        its metadata; a folder: ``names.Mark.of(uri, root=root)``, ``root`` the mirror's fixed
         part).
         ``sent``: told the bytes as they go (what it raises stops the upload)."""
 

@@ -50,9 +50,8 @@ class PartSet:
     """One version of one mirror object, cut in parts under mdl's namespace."""
 
     writer: Writer
-    prefix: str  # ends with "/": the version's, then (``under``) a holder's
+    first: names.Part  # its first part: the version's, then (``under``) a holder's
     size: int
-    part: int  # bytes per part (the last may be shorter)
     side: str | None = None  # whose the file is (``side_of``): parts are marked as every upload
 
     @classmethod
@@ -66,20 +65,30 @@ class PartSet:
         pin = ident.sha256 or ident.git_oid
         if not pin or not ident.size:
             return None
-        prefix, part = names.part_set(root, uri, pin=pin, size=ident.size)
+        first = names.Part.of(root, uri, pin=pin, size=ident.size)
         # one part: the object itself comes as soon
-        return cls(writer, prefix, ident.size, part, side) if ident.size > part else None
+        return cls(writer, first, ident.size, side) if ident.size > first.size else None
 
     def under(self, token: str) -> PartSet:
         """The parts the holder of the lease generation ``token`` publishes."""
-        return replace(self, prefix=names.holder_prefix(self.prefix, token))
+        return replace(self, first=self.first.under(token))
+
+    @property
+    def prefix(self) -> str:
+        """Where the parts lie (ends with "/"): every one right under it."""
+        return self.first.prefix
+
+    @property
+    def part(self) -> int:
+        """Bytes per part (the last may be shorter)."""
+        return self.first.size
 
     @property
     def count(self) -> int:
         return -(-self.size // self.part)
 
     def uri(self, number: int) -> str:
-        return names.part_uri(self.prefix, number)
+        return self.first.at(number).uri
 
     def span(self, number: int) -> tuple[int, int]:
         """Part ``number``'s bytes of the file (1-based)."""

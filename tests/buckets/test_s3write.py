@@ -631,20 +631,22 @@ def test_numbered_leases_on_a_real_store(place: Place) -> None:
     with its token, released (kept, marked), the next take creating the next number (none
     removed: a generation is found by walking the run from 1 by name)."""
     from mdl.buckets.lease import look, take
+    from mdl.buckets.names import Generation
 
     writer, prefix = place.writer(), place.uri(".mdl/leases/m/w.bin/")
-    first = take(writer, prefix, holder="a")
+    lease = Generation.of(place.uri(".mdl/"), place.uri("m/w.bin"))
+    first = take(writer, lease, holder="a")
     assert first is not None and first.number == 1
-    assert take(writer, prefix, holder="b") is None
+    assert take(writer, lease, holder="b") is None
     first.renew()
-    assert look(writer, prefix).token == first.token
+    assert look(writer, lease).token == first.token
     first.release()
-    assert look(writer, prefix).state == "released"
-    second = take(writer, prefix, holder="b")
+    assert look(writer, lease).state == "released"
+    second = take(writer, lease, holder="b")
     assert second is not None and second.number == 2
     assert [item.uri for item in writer.listing(prefix)] == [prefix + "1", prefix + "2"]
     second.release()
-    third = take(writer, prefix, holder="c")
+    third = take(writer, lease, holder="c")
     assert third is not None and third.number == 3
     assert [item.uri for item in writer.listing(prefix)] == [prefix + str(n) for n in (1, 2, 3)]
 

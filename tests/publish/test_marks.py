@@ -24,7 +24,7 @@ from servers import HubServer, make_data
 
 from mdl import partsize
 from mdl.buckets.folder import FolderWriter
-from mdl.buckets.names import mark_uri
+from mdl.buckets.names import Mark
 from mdl.buckets.protocol import side_of
 from mdl.buckets.registry import STORES
 from mdl.catalog.load import parse_catalog
@@ -144,11 +144,11 @@ def test_a_cp_a_of_a_filled_file_and_its_mark_is_not_mdls(
     sha = hashlib.sha256(OLD).hexdigest()
     side = side_of(f"hf://org/tiny@{COMMIT}/old.bin")
     assert FolderWriter().upload(ours, source, size=len(OLD), sha256=sha, root=root, side=side)
-    for uri in (ours, mark_uri(ours, root=root)):
+    for uri in (ours, Mark.of(ours, root=root).uri):
         target = uri.replace("/tiny/", "/tiny/backup/").removeprefix("file://")
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-a", uri.removeprefix("file://"), target], check=True, timeout=60)
-    assert Path(mark_uri(copy, root=root).removeprefix("file://")).exists()
+    assert Path(Mark.of(copy, root=root).uri.removeprefix("file://")).exists()
     pruned = mdl("prune", "--mirror", f"{root}{{model}}/{{path}}", "--keep-days", "0", "--json")
     assert _kept(pruned)[copy] == COPIED
     assert _removed(pruned) == [ours]
