@@ -13,8 +13,9 @@ PART = 16 * MiB  # bytes per part at least (a module constant: tests lower it, f
 MOST_PARTS = 9_000  # parts per file at most (S3's 10,000, with room): a bigger file, bigger parts
 
 
-def part_size(size: int, *, most: int = MOST_PARTS) -> int:
+def part_size(size: int, *, most: int | None = None) -> int:
     """The bytes per part of a ``size``-byte file (the last part shorter): ``PART``, or, for a file
-    that would have more than ``most`` parts, the least whole MiB that cuts it into ``most``."""
-    need = -(-size // most)
+    that would have more than ``most`` parts (``MOST_PARTS``), the least whole MiB that cuts it
+    into ``most``."""
+    need = -(-size // (most or MOST_PARTS))
     return PART if need <= PART else -(-need // MiB) * MiB
