@@ -17,5 +17,4 @@ def part_size(size: int, *, most: int | None = None) -> int:
     """The bytes per part of a ``size``-byte file (the last part shorter): ``PART``, or, for a file
     that would have more than ``most`` parts (``MOST_PARTS``), the least whole MiB that cuts it
     into ``most``."""
-    need = -(-size // (most or MOST_PARTS))
-    return PART if need <= PART else -(-need // MiB) * MiB
+    return PART if (need := -(-size // (most or MOST_PARTS))) <= PART else -(-need // MiB) * MiB

@@ -298,8 +298,7 @@ class FolderWriter:
             st = None if folder is None else _fresh_stat(path.name, folder)
         if st is None:
             return None
-        mark = names.Mark.of(uri, root=root).uri
-        said = _mark(Path(parse_file_uri(mark)[1]), owner=st.st_uid)
+        said = _mark(Path(parse_file_uri(names.Mark.of(uri, root=root).uri)[1]), owner=st.st_uid)
         return _marked(_seen(st), said, where=_below(uri, root))
 
     def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:

@@ -169,19 +169,13 @@ class Part(_Kind):
     )
 
     @classmethod
-    def of(cls, root: str, object_uri: str, *, pin: str, size: int) -> Part:
+    def of(
+        cls, root: str, object_uri: str, *, pin: str, size: int, token: str | None = None
+    ) -> Part:
         """The first part of one version of ``object_uri`` (``root``: its mirror's namespace;
-        ``pin``: the version's hash; ``size``: the file's, cut at ``partsize.part_size``), no
-        holder's yet (``under``)."""
-        return cls(*_below(root, object_uri), pin, part_size(size), None, 1)
-
-    def under(self, token: str) -> Part:
-        """This part as the holder of the lease generation ``token`` publishes it."""
-        return replace(self, token=token)
-
-    def at(self, number: int) -> Part:
-        """Part ``number`` (1-based) of this set."""
-        return replace(self, number=number)
+        ``pin``: the version's hash; ``size``: the file's, cut at ``partsize.part_size``) that the
+        holder of the lease generation ``token`` publishes (None: the version's own set)."""
+        return cls(*_below(root, object_uri), pin, part_size(size), token, 1)
 
     @property
     def prefix(self) -> str:

@@ -71,12 +71,7 @@ class PartSet:
 
     def under(self, token: str) -> PartSet:
         """The parts the holder of the lease generation ``token`` publishes."""
-        return replace(self, first=self.first.under(token))
-
-    @property
-    def prefix(self) -> str:
-        """Where the parts lie (ends with "/"): every one right under it."""
-        return self.first.prefix
+        return replace(self, first=replace(self.first, token=token))
 
     @property
     def part(self) -> int:
@@ -88,7 +83,7 @@ class PartSet:
         return -(-self.size // self.part)
 
     def uri(self, number: int) -> str:
-        return self.first.at(number).uri
+        return replace(self.first, number=number).uri
 
     def span(self, number: int) -> tuple[int, int]:
         """Part ``number``'s bytes of the file (1-based)."""
@@ -98,7 +93,7 @@ class PartSet:
     def published(self) -> set[int]:
         """The parts there now (a name of another shape or size is no part of ours, and costs
         only its listing; a listing too long to judge shows none)."""
-        listed = numbered(self.writer, self.prefix) or {}
+        listed = numbered(self.writer, self.first.prefix) or {}
         return {
             n
             for n, item in listed.items()
@@ -113,18 +108,20 @@ class PartSet:
             for number in range(1, self.count + 1):
                 self.writer.delete(self.uri(number))
         except MdlError as exc:
-            log.info("could not remove the parts under %s: %s", self.prefix, exc)
+            log.info("could not remove the parts under %s: %s", self.first.prefix, exc)
 
     def remove_holders(self) -> None:
         """Every holder's parts of this version (the holders before us: dead, or their lease
         taken over), found by a bounded listing of the names mdl gives them; best effort."""
         try:
-            for item in islice(self.writer.listing(self.prefix, most=LISTED_LIMIT), LISTED_LIMIT):
+            for item in islice(
+                self.writer.listing(self.first.prefix, most=LISTED_LIMIT), LISTED_LIMIT
+            ):
                 found = names.parse(item.uri)
                 if isinstance(found, names.Part) and found.token is not None:
                     self.writer.delete(item.uri)
         except MdlError as exc:
-            log.info("could not remove the parts under %s: %s", self.prefix, exc)
+            log.info("could not remove the parts under %s: %s", self.first.prefix, exc)
 
 
 def _put(parts: PartSet, number: int, data: bytes) -> bool:

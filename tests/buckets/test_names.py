@@ -178,7 +178,7 @@ def test_the_constructors_make_the_kinds_names() -> None:
     assert parse(lease.uri) == Generation("s3://b/hub/", "tiny/model.bin", 3)
     first = Part.of(root, "s3://b/hub/tiny/model.bin", pin="c" * 40, size=1 << 30)
     assert first.prefix == f"s3://b/hub/.mdl/parts/tiny/model.bin/{'c' * 40}-{16 << 20}/"
-    part = first.under("d" * 32).at(12)
+    part = replace(first, token="d" * 32, number=12)
     assert (
         part.uri == f"{first.prefix}{'d' * 32}/00012"
         and part.prefix == f"{first.prefix}{'d' * 32}/"
@@ -221,10 +221,11 @@ def test_a_part_made_parses_back_to_its_fields(
     base, below = made
     first = Part.of(base + names.NAMESPACE, base + below, pin=pin, size=size)
     assert first == Part(base, below, pin, partsize.part_size(size), None, 1)
-    for part in (first, first.at(number), first.under(token), first.under(token).at(number)):
+    held = Part.of(base + names.NAMESPACE, base + below, pin=pin, size=size, token=token)
+    assert held == replace(first, token=token)
+    for part in (first, replace(first, number=number), held, replace(held, number=number)):
         assert parse(part.uri) == part and part.uri.startswith(part.prefix)
         assert part.object == base + below
-    assert first.under(token).at(number).token == token
 
 
 @given(

@@ -412,7 +412,7 @@ def test_another_spelling_of_a_part_number_is_no_part(tmp_path: Path) -> None:
     parts = PartSet.of(store, "s3://b/m/.mdl/", "s3://b/m/x/f", job)
     assert parts is not None and parts.count > 1
     for name in ("1", "000001", "01", "+1"):
-        store.put(parts.prefix + name, b"x" * parts.part)
+        store.put(parts.first.prefix + name, b"x" * parts.part)
     store.put(parts.uri(2), b"x" * parts.part)
     assert parts.published() == {2}
 
