@@ -1,7 +1,8 @@
-"""Every name mdl writes in a mirror (a bucket, a shared folder), each kind with its writer (the
-kind's ``uri``, made from typed fields) and its parser (``parse``: a name → its kind, or None for
-anything that is not exactly such a name). No other module spells one: leases, parts, prune and
-the stores ask here. docs/mirrors.md's table of them is held to ``KINDS`` by
+"""Every name mdl writes in a mirror (a bucket, a shared folder), each kind with its constructor
+(its fields, or ``of`` from what its callers hold: a mirror's namespace and an object), its writer
+(the kind's ``uri``, made from its typed fields) and its parser (``parse``: a name → its kind, or
+None for anything that is not exactly such a name). No other module spells one: leases, parts,
+prune and the stores ask here. docs/mirrors.md's table of them is held to ``KINDS`` by
 tests/buckets/test_names.py.
 
 mdl's own objects lie under its namespace ``<folder>/.mdl/``, ``<folder>`` being the folder of the

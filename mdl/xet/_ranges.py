@@ -42,9 +42,10 @@ MiB = 1 << 20
 # bytes a window may reach past what was asked: the CAS closes it at the next stable chunk bound,
 # two chunks of 16 to 120 KiB in a row, a few chunks on (more: the answer is refused)
 PAST = 4 * MiB
-# bytes asked per window: the part size (``partsize``: a window's asked bytes end where a lock's
-# part ends) of a file cut in MOST_WINDOWS at most, and at most MOST_WINDOW (so a window and what
-# it reaches past stay within what a check may hold: a file that needs more has no windows)
+# bytes asked per window: the part size of a file cut in MOST_WINDOWS at most (``partsize``: up to
+# MOST_WINDOWS parts, each window is asked ending where a lock's part ends; a bigger file, in fewer
+# bigger windows), and at most MOST_WINDOW (so a window and what it reaches past stay within what a
+# check may hold: a file that needs more has no windows)
 MOST_WINDOW = MAX_SPAN - PAST
 MOST_WINDOWS = 1024  # windows a file is asked in at most (a small request each)
 ASKING = 8  # requests asked at once
