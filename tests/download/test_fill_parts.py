@@ -98,7 +98,7 @@ HELD = "ab" * 16  # the token of the leases the tests write: their holder's part
 def parts_of(root: Path) -> tuple[str, int]:
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
-    first = Part.of(ns, object_uri(root), pin=SHA, size=len(WEIGHTS)).under(HELD)
+    first = Part.of(ns, object_uri(root), pin=SHA, size=len(WEIGHTS), token=HELD)
     return first.prefix, first.size
 
 

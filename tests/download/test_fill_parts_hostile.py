@@ -102,7 +102,7 @@ def first_of(root: Path) -> Part:
     """The first part the tests' holder (``HELD``) publishes of the file."""
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
-    return Part.of(ns, object_uri(root), pin=SHA, size=len(WEIGHTS)).under(HELD)
+    return Part.of(ns, object_uri(root), pin=SHA, size=len(WEIGHTS), token=HELD)
 
 
 def parts_of(root: Path) -> tuple[str, int]:
@@ -363,7 +363,7 @@ def test_a_taker_of_a_file_one_byte_past_a_part_fetches_only_the_rest(
     dead_holder(root, aged=True)
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
-    first = Part.of(ns, object_uri(root), pin=digest, size=size).under(HELD)
+    first = Part.of(ns, object_uri(root), pin=digest, size=size, token=HELD)
     prefix, part = first.prefix, first.size
     for n in range(1, published + 1):
         assert writer().create(f"{prefix}{n:05d}", data[(n - 1) * part : n * part]) is not None

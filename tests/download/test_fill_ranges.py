@@ -111,7 +111,7 @@ def flipped(data: bytes) -> bytes:
 def holder_prefix(root: Path) -> str:
     ns = namespace(template_of(root))
     assert ns is not None
-    return Part.of(ns, object_uri(root), pin=SHA, size=len(WEIGHTS)).under(HELD).prefix
+    return Part.of(ns, object_uri(root), pin=SHA, size=len(WEIGHTS), token=HELD).prefix
 
 
 def planted_fleet(root: Path, *, wrong: tuple[int, ...] = (WRONG,)) -> str:
