@@ -69,9 +69,9 @@ from typing import Any
 import runner as r
 from servers import Exchange, HubServer  # tests/servers.py
 
-from mdl.buckets._parts import fill_part
 from mdl.lockfile.parts import PartHashes, parts_beside, write_parts
-from mdl.transfer.ranges import part_digests, part_size
+from mdl.partsize import part_size
+from mdl.transfer.ranges import part_digests
 
 REPO, MODEL, BUCKET, PREFIX = "fanout-org/fanout-model", "fanout-model", "fanout", "hub"
 MIRROR = f"s3://{BUCKET}/{PREFIX}/{{model}}/{{path}}"
@@ -836,7 +836,7 @@ class Planter:
     def __init__(self, fleet: Fleet) -> None:
         self.store, self.started = fleet.store, time.perf_counter()
         self.client = fleet.store.client()
-        part = fill_part(max(f.size for f in fleet.files))
+        part = part_size(max(f.size for f in fleet.files))
         self.files = {
             f"{PREFIX}/{MODEL}/{f.path.name}": f for f in fleet.files if f.size >= 2 * part
         }
@@ -861,7 +861,7 @@ class Planter:
                     return
 
     def plant(self, file: r.DataFile, token: str) -> None:
-        part = fill_part(file.size)
+        part = part_size(file.size)
         count = -(-file.size // part)
         start = (count - 1) * part
         with file.path.open("rb") as f:
@@ -951,7 +951,7 @@ TARGETS = {"fill": 1.05, "kill": 1.1, "plant": 1.05}  # plant: + one part (``lim
 
 def limit(x: Result, files: Sequence[r.DataFile]) -> float:
     """The egress target of ``x``'s row: the plant variant's allows one part more."""
-    extra = fill_part(max(f.size for f in files)) if x.variant == "plant" else 0
+    extra = part_size(max(f.size for f in files)) if x.variant == "plant" else 0
     return TARGETS[x.variant] + extra / x.model_bytes
 
 

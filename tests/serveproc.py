@@ -176,7 +176,8 @@ def lock_with_parts(
 
     from mdl.catalog.load import lock_beside
     from mdl.lockfile.parts import PartHashes, parts_beside, write_parts
-    from mdl.transfer.ranges import digest, part_size
+    from mdl.partsize import part_size
+    from mdl.transfer.ranges import digest
 
     command = [sys.executable, "-m", "mdl", "lock", "--all", "-q"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=HANG)

@@ -16,8 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mdl"
 # The parts, lowest first: a part may import from the ones before it, never from the ones after it.
-# Top-level modules (errors, redact, units, paths, progress, report) are the shared vocabulary below
-# every part.
+# Top-level modules (errors, redact, units, paths, progress, report, partsize) are the shared
+# vocabulary below every part.
 PARTS = (
     "signing",
     "buckets",

@@ -1,5 +1,11 @@
-"""How an S3 object is cut into parts: the part size of an upload (``publish`` and a mirror's
-fill), and the layout a store reports of a multipart object."""
+"""How an S3 object is cut into parts: the part size of an upload (``publish``), and the layout a
+store reports of a multipart object.
+
+An upload's part size is not the one part size (``mdl.partsize``: a lock's parts, a fleet's parts,
+Xet's windows), though the same today: those are on the wire (a lock records its part size, a
+part set's name says it) and every mdl must cut a file alike, while nothing reads an upload's parts
+back as ranges (a store's layout is read as it says: ``part_layout``), so an upload's may change
+alone (bigger parts on a fast link, S3's 5 MiB in a test)."""
 
 from __future__ import annotations
 
@@ -16,15 +22,6 @@ def part_size(size: int, *, minimum: int = MIN_PART) -> int:
     """The part size for a ``size``-byte upload: at least ``minimum``, in whole MiB, and few
     enough parts for S3's limit."""
     return max(minimum, math.ceil(size / MAX_PARTS / MiB) * MiB)
-
-
-FILL_PART = MIN_PART  # bytes: a fill's smallest published part (a module constant: tests lower it)
-
-
-def fill_part(size: int) -> int:
-    """The part size of a fill's published parts of a ``size``-byte file (S3 copies them into
-    the object: every part but the last at least 5 MiB)."""
-    return part_size(size, minimum=FILL_PART)
 
 
 def part_layout(size: int, *, first: object, count: object) -> list[int] | None:

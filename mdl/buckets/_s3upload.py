@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from mdl.buckets._parts import MIN_PART, fill_part, part_layout, part_size
+from mdl import partsize
+from mdl.buckets._parts import MIN_PART, part_layout, part_size
 from mdl.buckets._s3conditional import (
     CONFLICT_BACKOFF,
     CONFLICT_TRIES,
@@ -189,7 +190,7 @@ class S3Upload:
 
     def assembled(self, sources: list[S3Object]) -> bool | None:
         """The object from copies of ``sources`` (``S3Writer.assemble``); None: it cannot be."""
-        chunk = fill_part(self.size)
+        chunk = partsize.part_size(self.size)  # a fleet's parts
         count = -(-self.size // chunk)
         if len(sources) != count or not count or any(s.bucket != self.obj.bucket for s in sources):
             log.info(

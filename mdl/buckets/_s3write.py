@@ -72,8 +72,8 @@ class S3Writer(S3Conditional):
         root: str,
         side: str = "",
     ) -> bool | None:
-        """The object made from ``parts`` (this bucket's, ``path`` cut at ``part_size``) by the
-        store: a multipart upload of copies (UploadPartCopy), each proved its range of ``path``
+        """The object made from ``parts`` (this bucket's, ``path`` cut at ``partsize.part_size``) by
+        the store: a multipart upload of copies (UploadPartCopy), each proved its range of ``path``
         (the copy's SHA-256, else its ETag as the range's MD5), completed and marked as ``upload``
         does. None: the store cannot (a copy refused) or a part is not these bytes."""
         return S3Upload(self, parse_s3_uri(uri), path, size, sha256, side=side).assembled(

@@ -221,7 +221,7 @@ class FolderWriter:
                 raise local_error(exc, path, what="cannot remove") from exc
         _tidy(path)
         if (part := names.Part.parse(uri)) is not None:  # its mark (``create``'s) with it
-            self.delete(names.mark_uri(uri, root=part.folder))
+            self.delete(names.Mark.of(uri, root=part.folder).uri)
         return True
 
     def upload(
@@ -238,7 +238,7 @@ class FolderWriter:
     ) -> bool:
         """A verified local file copied in whole, only if the object is not there (False: it is;
         never replaced) unless ``overwrite``, then marked as mdl's: its version (``file_etag``)
-        and ``mark_text`` (``side``: whose) in the file ``names.mark_uri(uri, root=root)``. Readers
+        and ``mark_text`` (``side``: whose) in the file ``names.Mark.of(uri, root=root)``. Readers
         verify (no checksum kept). ``sent`` hears each chunk: what it raises stops the copy."""
         target = self._path(uri)
         with _folder(target, create=True) as folder:
@@ -298,7 +298,7 @@ class FolderWriter:
             st = None if folder is None else _fresh_stat(path.name, folder)
         if st is None:
             return None
-        said = _mark(Path(parse_file_uri(names.mark_uri(uri, root=root))[1]), owner=st.st_uid)
+        said = _mark(Path(parse_file_uri(names.Mark.of(uri, root=root).uri)[1]), owner=st.st_uid)
         return _marked(_seen(st), said, where=_below(uri, root))
 
     def listing(self, prefix: str, *, most: int | None = None) -> Iterator[Listed]:
@@ -421,8 +421,8 @@ def _marking(uri: str, data: bytes, side: str | None, seen: Seen) -> Seen:
 
 
 def _write_mark(uri: str, root: str, version: bytes) -> None:
-    """The mark file of ``uri`` (``names.mark_uri``) says ``version``, replaced whole."""
-    mark = Path(parse_file_uri(names.mark_uri(uri, root=root))[1])
+    """The mark file of ``uri`` (``names.Mark.of``) says ``version``, replaced whole."""
+    mark = Path(parse_file_uri(names.Mark.of(uri, root=root).uri)[1])
     with _folder(mark, create=True) as folder:
         assert folder is not None  # made
         with _temp(folder, mark) as (fd, temp):

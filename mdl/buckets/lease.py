@@ -100,31 +100,37 @@ class Look:
 
 
 def look(
-    writer: Writer, prefix: str, *, term: float = TERM, mine: str | None = None, start: int = 0
+    writer: Writer,
+    lease: names.Generation,
+    *,
+    term: float = TERM,
+    mine: str | None = None,
+    start: int = 0,
 ) -> Look:
-    """The last generation of the run from 1 under ``prefix`` (each looked up by its name; names
-    that are no generation, or past the last number, are never asked) and its state: ``lapsed``
-    (not renewed within our term by the store's clock, or its token is ``mine``: this machine's,
-    whose run holding it ended), ``released``, ``foreign`` (not a body mdl writes: too big, not
-    JSON), ``live``; ``none``: no generation (or gone before it was read, or not a file: the next
-    number is free all the same). ``start``: a generation an earlier look found (walked on from
-    when it is still there). A look that fails raises (its state is unknown: never free)."""
-    number = _last(writer, prefix, start)
+    """The last generation of the run from 1 of ``lease`` (any generation of it: each looked up by
+    its name; names that are no generation, or past the last number, are never asked) and its
+    state: ``lapsed`` (not renewed within our term by the store's clock, or its token is ``mine``:
+    this machine's, whose run holding it ended), ``released``, ``foreign`` (not a body mdl writes:
+    too big, not JSON), ``live``; ``none``: no generation (or gone before it was read, or not a
+    file: the next number is free all the same). ``start``: a generation an earlier look found
+    (walked on from when it is still there). A look that fails raises (its state is unknown:
+    never free)."""
+    number = _last(writer, lease, start)
     if number == 0:
         return Look(0, "none")
-    return read_generation(writer, names.generation(prefix, number), number, term=term, mine=mine)
+    return read_generation(writer, lease.at(number).uri, number, term=term, mine=mine)
 
 
-def _last(writer: Writer, prefix: str, start: int) -> int:
+def _last(writer: Writer, lease: names.Generation, start: int) -> int:
     """The last generation of the run from 1 (0: none), each asked by its name (a HEAD each, past
     the last ``TAKE_TRIES`` more: a taker steps over that many names that hold no lease, a
     folder or a FIFO no HEAD shows; ``names.GENERATIONS`` at most); from ``start`` when it is
     still there."""
-    there = 0 < start <= names.GENERATIONS and writer.head(names.generation(prefix, start))
+    there = 0 < start <= names.GENERATIONS and writer.head(lease.at(start).uri)
     last = number = start if there else 0
     while number < min(last + TAKE_TRIES, names.GENERATIONS):
         number += 1
-        if writer.head(names.generation(prefix, number)) is not None:
+        if writer.head(lease.at(number).uri) is not None:
             last = number
     return last
 
@@ -165,8 +171,7 @@ class Lease:
     go) and the token of the generation we took over, if any (where its holder's parts are)."""
 
     writer: Writer
-    prefix: str
-    number: int
+    name: names.Generation  # our generation
     etag: str
     holder: str
     token: str
@@ -180,15 +185,19 @@ class Lease:
     )
 
     @property
+    def number(self) -> int:
+        return self.name.number
+
+    @property
     def uri(self) -> str:
-        return names.generation(self.prefix, self.number)
+        return self.name.uri
 
     def renew(self) -> None:
         """Extend it (only our own generation is ever written); LeaseLost when a generation exists
         above ours within the walk every machine does (another is the last: taken over) or ours
         changed (the last number: taken over in place)."""
         with self._lock:
-            if _last(self.writer, self.prefix, self.number) != self.number:
+            if _last(self.writer, self.name, self.number) != self.number:
                 raise LeaseLost(f"the lease {self.uri} was taken over")
             seen = self.writer.replace(
                 self.uri, lease_body(self.holder, self.token), etag=self.etag
@@ -223,7 +232,12 @@ class Lease:
 
 
 def take(
-    writer: Writer, prefix: str, *, holder: str, term: float = TERM, mine: str | None = None
+    writer: Writer,
+    lease: names.Generation,
+    *,
+    holder: str,
+    term: float = TERM,
+    mine: str | None = None,
 ) -> Lease | None:
     """The lease for us: the next generation created, unless the last is live (None). A name that
     holds anything but a live lease is stepped over (a few numbers at most); past the last number,
@@ -232,42 +246,44 @@ def take(
     that one (ours released), and every machine converges on the top of the run. ``mine``: the
     token of a generation this machine held (its partial of the file is on disk): a run of it
     that ended, taken over at once."""
-    seen = look(writer, prefix, term=term, mine=mine)
+    seen = look(writer, lease, term=term, mine=mine)
     token, tries = new_token(), 0
     # each turn tries a higher number than the last (or ends): GENERATIONS turns at most
     while seen.state != "live" and tries < TAKE_TRIES:
-        number, made = _create(writer, prefix, seen, lease_body(holder, token))
+        number, made = _create(writer, lease, seen, lease_body(holder, token))
         if made is None and number == seen.number:
             return None  # another machine took the last number over first
-        last = _last(writer, prefix, number)
+        last = _last(writer, lease, number)
         if made is not None:
-            lease = Lease(writer, prefix, number, made.etag, holder, token, term, seen.token)
+            ours = Lease(writer, lease.at(number), made.etag, holder, token, term, seen.token)
             if last == number:
                 if seen.uri is not None:
                     log.info("took over lease %s (%s, %s)", seen.uri, seen.state, seen.holder)
-                return lease
-            lease.release()  # not the last: ours is no lease (its number never used again)
+                return ours
+            ours.release()  # not the last: ours is no lease (its number never used again)
             if last < number:
                 return None  # ours gone at once: taken over in place by another machine
         elif last <= number:  # another machine's, or something not a lease, is the last
             tries, last = tries + 1, number
-        seen = read_generation(writer, names.generation(prefix, last), last, term=term, mine=mine)
+        seen = read_generation(writer, lease.at(last).uri, last, term=term, mine=mine)
     return None  # every number tried is held by something, or live: wait on it as on a held one
 
 
-def _create(writer: Writer, prefix: str, seen: Look, body: bytes) -> tuple[int, Seen | None]:
+def _create(
+    writer: Writer, lease: names.Generation, seen: Look, body: bytes
+) -> tuple[int, Seen | None]:
     """The generation after ``seen`` created (the last taken over in place), and its number."""
     if seen.number < names.GENERATIONS:
         number = seen.number + 1
-        return number, writer.create(names.generation(prefix, number), body)
-    return seen.number, _in_place(writer, prefix, seen, body)
+        return number, writer.create(lease.at(number).uri, body)
+    return seen.number, _in_place(writer, lease, seen, body)
 
 
-def _in_place(writer: Writer, prefix: str, seen: Look, body: bytes) -> Seen | None:
+def _in_place(writer: Writer, lease: names.Generation, seen: Look, body: bytes) -> Seen | None:
     """The last generation, not live, taken over in place: removed on the version ``seen`` read
     (another version there, or none: left as it is), then created exclusively (of two takers,
     one wins; a holder of the version removed finds its own gone at its next renewal)."""
-    uri = names.generation(prefix, names.GENERATIONS)
+    uri = lease.at(names.GENERATIONS).uri
     if seen.etag is not None:
         writer.delete(uri, etag=seen.etag)
     return writer.create(uri, body)
@@ -360,7 +376,7 @@ def default_poll(attempt: int) -> float:
 def wait_for(
     writer: Writer,
     object_uri: str,
-    prefix: str,
+    lease: names.Generation,
     *,
     size: int,
     cancel: threading.Event,
@@ -373,7 +389,7 @@ def wait_for(
     rate: Callable[[], float | None] = lambda: None,
     began: float | None = None,
 ) -> Waited:
-    """Wait while another machine holds the object's lease (``prefix``): "ready" when the object is
+    """Wait while another machine holds the object's lease (``lease``): "ready" when the object is
     there (a version other than ``over``, one proved wrong), "free" when the lease is released,
     lapsed or not mdl's (then take it), "streamed" once ``step`` has all of ``size`` while the
     lease is live (the holder makes the object of them), GaveUp past the wait's bound
@@ -399,7 +415,7 @@ def wait_for(
                     continue
             if _there(writer, object_uri, over):
                 return "ready"
-            found = look(writer, prefix, term=term, start=number)
+            found = look(writer, lease, term=term, start=number)
         except NetworkError as exc:  # a look that failed is no progress, and never "free"
             log.info("looking at the lease of %s failed (%s): waiting on", object_uri, exc)
             got, found = had, Look(number, "unknown", holder, token)  # (said as before)

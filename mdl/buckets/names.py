@@ -1,7 +1,8 @@
-"""Every name mdl writes in a mirror (a bucket, a shared folder), each kind with its writer (the
-kind's ``uri``, made from typed fields) and its parser (``parse``: a name → its kind, or None for
-anything that is not exactly such a name). No other module spells one: leases, parts, prune and
-the stores ask here. docs/mirrors.md's table of them is held to ``KINDS`` by
+"""Every name mdl writes in a mirror (a bucket, a shared folder), each kind with its constructor
+(its fields, or ``of`` from what its callers hold: a mirror's namespace and an object), its writer
+(the kind's ``uri``, made from its typed fields) and its parser (``parse``: a name → its kind, or
+None for anything that is not exactly such a name). No other module spells one: leases, parts,
+prune and the stores ask here. docs/mirrors.md's table of them is held to ``KINDS`` by
 tests/buckets/test_names.py.
 
 mdl's own objects lie under its namespace ``<folder>/.mdl/``, ``<folder>`` being the folder of the
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import ClassVar, Self
 
-from mdl.buckets._parts import fill_part
 from mdl.errors import UsageError
+from mdl.partsize import part_size
 
 NAMESPACE = ".mdl/"
 _SPACE = "/" + NAMESPACE  # where a name enters mdl's namespace (the first such segment)
@@ -64,63 +65,18 @@ def within(folder: str, what: str) -> str:
     return f"{folder}{NAMESPACE}{what}"
 
 
-def lease_prefix(root: str, object_uri: str) -> str:
-    """Where the generations of ``object_uri``'s lease live (``root``: its mirror's namespace)."""
-    return _kept(root, LEASES, object_uri)
-
-
-def _kept(root: str, what: str, object_uri: str) -> str:
-    """Where mdl keeps ``what`` (``LEASES``, ``PARTS``) of ``object_uri`` in ``root``, its
-    mirror's namespace: ``<root><what><the object's path below the namespace's folder>/``."""
+def _below(root: str, object_uri: str) -> tuple[str, str]:
+    """The folder and path of ``object_uri``, an object of the mirror whose namespace is ``root``
+    (``<folder>.mdl/``): where mdl keeps its leases and parts (``<root><what><path>/``)."""
     folder = root.removesuffix(NAMESPACE)
     if not object_uri.startswith(folder):
         raise ValueError(f"{object_uri!r} is not under {folder!r}")
-    return f"{root}{what}{object_uri[len(folder) :]}/"
+    return folder, object_uri[len(folder) :]
 
 
 # a lease's generation numbers run from 1 to this, on every machine alike: a name past it (30
 # nines) is no generation, and the last one is taken over in place (``mdl.buckets.lease``)
 GENERATIONS = 99
-
-
-def generation(prefix: str, number: int) -> str:
-    """Generation ``number`` (1 to ``GENERATIONS``) of the lease whose generations live under
-    ``prefix``: looked up by this name, never found in a listing."""
-    if not 0 < number <= GENERATIONS:
-        raise ValueError(f"generation {number} is not between 1 and {GENERATIONS}")
-    return f"{prefix}{number}"
-
-
-def part_set(root: str, object_uri: str, *, pin: str, size: int) -> tuple[str, int]:
-    """The prefix of one version's parts (``pin``: its hash; ``size``: the file's) and the bytes
-    of each but the last: ``<root>parts/<object path>/<pin>-<part size>/``; each holder's below it,
-    under its generation's token (``holder_prefix``)."""
-    part = fill_part(size)
-    return f"{parts_prefix(root, object_uri)}{pin}-{part}/", part
-
-
-def parts_prefix(root: str, object_uri: str) -> str:
-    """Where the parts a fill publishes of ``object_uri`` live (``root``: its namespace)."""
-    return _kept(root, PARTS, object_uri)
-
-
-def holder_prefix(prefix: str, token: str) -> str:
-    """The parts of a set (``prefix``) the holder of the generation ``token`` publishes."""
-    return f"{prefix}{token}/"
-
-
-def part_uri(prefix: str, number: int) -> str:
-    """Part ``number`` (1-based) under a holder's (or, before 0.7, a set's) ``prefix``."""
-    return f"{prefix}{number:05d}"
-
-
-def mark_uri(uri: str, *, root: str) -> str:
-    """Where a store without metadata keeps the mark of ``uri``, an object of the mirror whose
-    fixed part is ``root``: ``<root's folder>/.mdl/marks/<the object's path below it>``."""
-    folder = folder_of(root)
-    if not uri.startswith(folder):
-        raise UsageError(f"{uri} is not in the mirror {root}")
-    return Mark(folder, uri[len(folder) :]).uri
 
 
 def object_of(lease: str) -> str:
@@ -174,6 +130,18 @@ class Generation(_Kind):
     # 1 to GENERATIONS (99): two digits at most, no leading zero (a name read back is the same)
     PATTERN = re.compile(rf"(?s){_FOLDER}leases/(?P<path>.+)/(?P<number>[0-9]{{1,2}})")
 
+    @classmethod
+    def of(cls, root: str, object_uri: str, number: int = 1) -> Generation:
+        """Generation ``number`` of ``object_uri``'s lease (``root``: its mirror's namespace)."""
+        return cls(*_below(root, object_uri), 1).at(number)
+
+    def at(self, number: int) -> Generation:
+        """Generation ``number`` (1 to ``GENERATIONS``) of this lease: looked up by this name,
+        never found in a listing."""
+        if not 0 < number <= GENERATIONS:
+            raise ValueError(f"generation {number} is not between 1 and {GENERATIONS}")
+        return replace(self, number=number)
+
 
 @dataclass(frozen=True)
 class OldLease(_Kind):
@@ -201,10 +169,25 @@ class Part(_Kind):
         r"-(?P<size>[0-9]+)/(?:(?P<token>[0-9a-f]{32})/)?(?P<number>[0-9]{5,8})"
     )
 
+    @classmethod
+    def of(
+        cls, root: str, object_uri: str, *, pin: str, size: int, token: str | None = None
+    ) -> Part:
+        """The first part of one version of ``object_uri`` (``root``: its mirror's namespace;
+        ``pin``: the version's hash; ``size``: the file's, cut at ``partsize.part_size``) that the
+        holder of the lease generation ``token`` publishes (None: the version's own set)."""
+        return cls(*_below(root, object_uri), pin, part_size(size), token, 1)
+
+    @property
+    def prefix(self) -> str:
+        """Where this part's set (a holder's, when it has a ``token``) lies: every part of it
+        right under it."""
+        held = f"{self.token}/" if self.token else ""
+        return f"{within(self.folder, PARTS)}{self.path}/{self.pin}-{self.size}/{held}"
+
     @property
     def uri(self) -> str:
-        prefix = f"{within(self.folder, PARTS)}{self.path}/{self.pin}-{self.size}/"
-        return part_uri(holder_prefix(prefix, self.token) if self.token else prefix, self.number)
+        return f"{self.prefix}{self.number:05d}"
 
     @property
     def object(self) -> str:
@@ -245,6 +228,15 @@ class Mark(_Kind):
     path: str
     FORMAT = "{folder}.mdl/marks/{path}"
     PATTERN = re.compile(rf"(?s){_FOLDER}marks/(?P<path>.*[^/])")
+
+    @classmethod
+    def of(cls, uri: str, *, root: str) -> Mark:
+        """The mark of ``uri``, an object of the mirror whose fixed part is ``root``:
+        ``<root's folder>/.mdl/marks/<the object's path below it>``."""
+        folder = folder_of(root)
+        if not uri.startswith(folder):
+            raise UsageError(f"{uri} is not in the mirror {root}")
+        return cls(folder, uri[len(folder) :])
 
     @property
     def object(self) -> str:

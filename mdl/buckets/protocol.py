@@ -213,7 +213,7 @@ class Writer(Protocol):
         no such object (``If-None-Match: *``; False: one is there already, never replaced) unless
         ``overwrite`` (``publish``: it compared the object first); the store's own SHA-256
         checksum where it keeps one; marked as mdl's (``mark_text``, ``side`` saying whose; S3:
-        its metadata; a folder: ``names.mark_uri(uri, root=root)``, ``root`` the mirror's fixed
+        its metadata; a folder: ``names.Mark.of(uri, root=root)``, ``root`` the mirror's fixed
         part).
         ``sent``: told the bytes as they go (what it raises stops the upload)."""
 
@@ -230,8 +230,8 @@ class Writer(Protocol):
     ) -> bool | None:
         """The object made from ``parts`` by the store itself, never sent twice: objects of the
         store, the verified file at ``path`` (``size`` bytes, their ``sha256``) cut in order at
-        ``part_size(size)`` (a fill's published parts). Each part is proved to be its range of
-        ``path`` before the object exists (S3: the copy's SHA-256, else its ETag as the range's
+        ``partsize.part_size(size)`` (a fill's published parts). Each part is proved to be its range
+        of ``path`` before the object exists (S3: the copy's SHA-256, else its ETag as the range's
         MD5), and ``path`` is hashed as read (changed since verified: exit 6). Written as
         ``upload`` writes: whole or not at all, only if there is no such object (False: one is
         there, never replaced), marked as mdl's. None: the store cannot (a folder; a store that

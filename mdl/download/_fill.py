@@ -55,8 +55,8 @@ class Place:
     uri: str
 
     @property
-    def leases(self) -> str:
-        return names.lease_prefix(self.target.root, self.uri)
+    def lease(self) -> names.Generation:
+        return names.Generation.of(self.target.root, self.uri)
 
 
 def fill_or_fetch(sources: FileSources) -> TransferResult:
@@ -171,9 +171,7 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
     for _ in range(TAKE_ROUNDS):
         _stop_if_cancelled(session.cancel)
         try:
-            lease = take(
-                writer, place.leases, holder=fills.holder, term=fills.term, mine=_mine(job)
-            )
+            lease = take(writer, place.lease, holder=fills.holder, term=fills.term, mine=_mine(job))
         except MdlError as exc:
             why = f"{label}: cannot take a lease on mirror {shown} ({exc.message})"
             return said(*_cheapest(sources, place, over, why))
@@ -236,7 +234,7 @@ def _waited(
         return wait_for(
             place.target.writer,
             place.uri,
-            place.leases,
+            place.lease,
             size=sources.remote.size or 0,
             cancel=session.cancel,
             term=session.fills.term,

@@ -47,9 +47,8 @@ class PartSet:
     """One version of one mirror object, cut in parts under mdl's namespace."""
 
     writer: Writer
-    prefix: str  # ends with "/": the version's, then (``under``) a holder's
+    first: names.Part  # its first part: the version's, then (``under``) a holder's
     size: int
-    part: int  # bytes per part (the last may be shorter)
     side: str | None = None  # whose the file is (``side_of``): parts are marked as every upload
 
     @classmethod
@@ -63,20 +62,25 @@ class PartSet:
         pin = ident.sha256 or ident.git_oid
         if not pin or not ident.size:
             return None
-        prefix, part = names.part_set(root, uri, pin=pin, size=ident.size)
+        first = names.Part.of(root, uri, pin=pin, size=ident.size)
         # one part: the object itself comes as soon
-        return cls(writer, prefix, ident.size, part, side) if ident.size > part else None
+        return cls(writer, first, ident.size, side) if ident.size > first.size else None
 
     def under(self, token: str) -> PartSet:
         """The parts the holder of the lease generation ``token`` publishes."""
-        return replace(self, prefix=names.holder_prefix(self.prefix, token))
+        return replace(self, first=replace(self.first, token=token))
+
+    @property
+    def part(self) -> int:
+        """Bytes per part (the last may be shorter)."""
+        return self.first.size
 
     @property
     def count(self) -> int:
         return -(-self.size // self.part)
 
     def uri(self, number: int) -> str:
-        return names.part_uri(self.prefix, number)
+        return replace(self.first, number=number).uri
 
     def span(self, number: int) -> tuple[int, int]:
         """Part ``number``'s bytes of the file (1-based)."""
@@ -86,7 +90,7 @@ class PartSet:
     def published(self) -> set[int]:
         """The parts there now (a name of another shape or size is no part of ours, and costs
         only its listing; a listing too long to judge shows none)."""
-        listed = numbered(self.writer, self.prefix) or {}
+        listed = numbered(self.writer, self.first.prefix) or {}
         return {
             n
             for n, item in listed.items()
@@ -101,18 +105,20 @@ class PartSet:
             for number in range(1, self.count + 1):
                 self.writer.delete(self.uri(number))
         except MdlError as exc:
-            log.info("could not remove the parts under %s: %s", self.prefix, exc)
+            log.info("could not remove the parts under %s: %s", self.first.prefix, exc)
 
     def remove_holders(self) -> None:
         """Every holder's parts of this version (the holders before us: dead, or their lease
         taken over), found by a bounded listing of the names mdl gives them; best effort."""
         try:
-            for item in islice(self.writer.listing(self.prefix, most=LISTED_LIMIT), LISTED_LIMIT):
+            for item in islice(
+                self.writer.listing(self.first.prefix, most=LISTED_LIMIT), LISTED_LIMIT
+            ):
                 found = names.parse(item.uri)
                 if isinstance(found, names.Part) and found.token is not None:
                     self.writer.delete(item.uri)
         except MdlError as exc:
-            log.info("could not remove the parts under %s: %s", self.prefix, exc)
+            log.info("could not remove the parts under %s: %s", self.first.prefix, exc)
 
 
 def _put(parts: PartSet, number: int, data: bytes) -> bool:

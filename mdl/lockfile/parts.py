@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mdl import partsize
 from mdl.errors import CatalogError
 from mdl.lockfile.ondisk import read_toml, toml_document, write_changed
 from mdl.redact import printable
@@ -73,7 +74,7 @@ def hashed(
     sha256, from one read (``on_bytes``: told each part's length; OSError when it is shorter)."""
     import hashlib
 
-    from mdl.transfer.ranges import part_digests, part_size
+    from mdl.transfer.ranges import part_digests
 
     whole = hashlib.sha256()
 
@@ -82,7 +83,7 @@ def hashed(
         if on_bytes is not None:
             on_bytes(len(view))
 
-    part = part_size(size)
+    part = partsize.part_size(size)
     digests = part_digests(fd, size, part, whole=feed)
     return PartHashes(size, part, tuple(digests)), whole.hexdigest()
 
@@ -129,10 +130,10 @@ def _entry(sha256: str, doc: Any, where: str) -> PartHashes:
         if type(value) is not int or not 0 < value < 1 << 63:
             raise CatalogError(f"{where}.{key}: must be a whole number of bytes above 0")
     count = -(-size // part)
-    from mdl.transfer.ranges import MOST_RANGES
-
-    if count > MOST_RANGES:
-        raise CatalogError(f"{where}.part: {count} parts, more than the {MOST_RANGES} a file has")
+    if count > partsize.MOST_PARTS:
+        raise CatalogError(
+            f"{where}.part: {count} parts, more than the {partsize.MOST_PARTS} a file has"
+        )
     return PartHashes(size, part, _digests(encoded, count, f"{where}.blake3"))
 
 

@@ -39,10 +39,6 @@ from mdl.transfer.job import Landing, RangeTrust
 log = logging.getLogger("mdl.transfer")
 
 MiB = 1024 * 1024
-# bytes per range of the part hashes mdl records (a lock's): the fleet's part size, so a peer's
-# part is one range (a module constant: tests lower it)
-RANGE_PART = 16 * MiB
-MOST_RANGES = 9_000  # ranges per file at most: a bigger file gets bigger ranges (in whole MiB)
 # ranges a fetch re-fetches alone, in rounds, before the whole-file hash decides (a source that
 # keeps sending a wrong range is the source's fault: the file is then refused, as before)
 REFETCH_ROUNDS = 2
@@ -63,11 +59,6 @@ def refetch_limit(ranges: int) -> int:
     """Ranges that may fail in one fetch and be fetched again alone: past it, the file itself is
     another (changed upstream) or the trust is wrong, and the whole file's hash decides."""
     return max(2, ranges // 8)
-
-
-def part_size(size: int) -> int:
-    """The range size mdl records part hashes at for a ``size``-byte file."""
-    return max(RANGE_PART, -(-size // MOST_RANGES // MiB) * MiB)
 
 
 @dataclass(frozen=True)

@@ -29,23 +29,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeGuard
 
+from mdl import partsize
 from mdl.background import Background
 from mdl.transfer.job import Landing, RangeTrust
-from mdl.transfer.ranges import MAX_SPAN, RANGE_PART, RangeCheck, Releases
+from mdl.transfer.ranges import MAX_SPAN, RangeCheck, Releases
 from mdl.xet._hashing import chunk_hash, from_hex, is_hash, salted
 from mdl.xet._subtree import Node, Subtree
 
 log = logging.getLogger("mdl.xet")
 
 MiB = 1 << 20
-# bytes asked per window at least: a lock's range (the check holds one window in memory per file;
-# a module constant: tests lower it) ...
-WINDOW = RANGE_PART
 # bytes a window may reach past what was asked: the CAS closes it at the next stable chunk bound,
 # two chunks of 16 to 120 KiB in a row, a few chunks on (more: the answer is refused)
 PAST = 4 * MiB
-# ... and at most (so a window and what it reaches past stay within what a check may hold): a file
-# that needs more than MOST_WINDOWS of them has none
+# bytes asked per window: the part size of a file cut in MOST_WINDOWS at most (``partsize``: up to
+# MOST_WINDOWS parts, each window is asked ending where a lock's part ends; a bigger file, in fewer
+# bigger windows), and at most MOST_WINDOW (so a window and what it reaches past stay within what a
+# check may hold: a file that needs more has no windows)
 MOST_WINDOW = MAX_SPAN - PAST
 MOST_WINDOWS = 1024  # windows a file is asked in at most (a small request each)
 ASKING = 8  # requests asked at once
@@ -277,8 +277,7 @@ def windows(ask: Ask, size: int, stop: threading.Event) -> tuple[Window, ...] | 
     where the windows end is asked (the byte before each window's end, ``BATCH`` in a request),
     then every window from the end of the one before it, with the same bytes after it (so it
     merges with the same windows), ``ASKING`` requests at once."""
-    need = -(-size // MOST_WINDOWS)
-    step = WINDOW if need <= WINDOW else -(-need // MiB) * MiB
+    step = partsize.part_size(size, most=MOST_WINDOWS)
     if step > MOST_WINDOW:
         return None
     inner = list(range(step, size, step))  # the last byte each window but the last is to hold

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mdl import partsize
 from mdl.errors import LocalFSError, MdlError
 from mdl.progress import Progress
 from mdl.sources.resolve import XetRef
@@ -184,7 +185,7 @@ class XetSource(Cas):
         pinned sha256 (``bound``: a Hub's word alone, its HEAD, listing or a lock copied from
         them, releases nothing early).
         None for a file of one range, or when no loader reads this run's files as they come."""
-        if not beside.in_order or beside.releases is None or partial.rec.size <= _ranges.WINDOW:
+        if not beside.in_order or beside.releases is None or partial.rec.size <= partsize.PART:
             return None
         trust = beside.trust if beside.trust is not None and fits(beside.trust) else None
         if trust is None and not self.bound(job, ref.hash):

@@ -18,6 +18,7 @@ from runfixtures import HANG, mdl
 from servers import HubServer, make_data
 
 from mdl.buckets.folder import FolderStore, FolderWriter, parse_file_uri
+from mdl.buckets.names import Generation
 from mdl.buckets.protocol import Seen
 from mdl.buckets.registry import STORES, store_for
 from mdl.catalog.load import parse_catalog
@@ -638,7 +639,11 @@ def test_a_lock_another_program_holds_stalls_no_write(tmp_path: Path) -> None:
         first = writer.create(uri_of(tmp_path / "x"), b"v0")
         assert first is not None
         assert writer.replace(uri_of(tmp_path / "x"), b"v1", etag=first.etag) is not None
-        lease = take(writer, uri_of(tmp_path / ".mdl" / "leases" / "w.bin") + "/", holder="me")
+        lease = take(
+            writer,
+            Generation.of(uri_of(tmp_path) + "/.mdl/", uri_of(tmp_path / "w.bin")),
+            holder="me",
+        )
         assert lease is not None
         lease.renew()
         lease.release()
@@ -661,6 +666,7 @@ uid, uri, op = int(sys.argv[2]), sys.argv[3], sys.argv[4]
 from mdl.buckets.folder import FolderWriter
 import mdl.buckets.lease
 from mdl.buckets.lease import take
+from mdl.buckets.names import Generation
 from mdl.errors import MdlError
 # each op is a process of its own that ends at once: its leases are judged by the clock alone, as
 # another machine's are (a holder of this machine that is gone is taken over at once)
@@ -669,7 +675,7 @@ mdl.buckets.lease.process_of = lambda pid: None
 os.setgid(uid); os.setuid(uid); os.umask(0o022)  # an ordinary user's umask
 writer = FolderWriter()
 calls = {
-    "take": lambda: take(writer, uri, holder=str(uid), term=600.0) is not None,
+    "take": lambda: take(writer, Generation.parse(uri), holder=str(uid), term=600.0) is not None,
     "head": lambda: writer.head(uri) is not None,
     "read": lambda: writer.read(uri, limit=100) is not None,
     "replace": lambda: writer.replace(uri, b"x", etag="1"),
@@ -721,15 +727,15 @@ def test_two_users_share_a_folder_its_leases_lock_and_clock(share: Path) -> None
     umask); a head writes nothing (a reader may not be allowed to). No wall clock: the term is
     ten minutes, and the lease lapses because its file is made an hour old."""
     leases = share / "hub" / ".mdl" / "leases" / "org" / "model" / "w.bin"
-    prefix = uri_of(leases) + "/"
-    assert _as_user(ANOTHER, prefix, "take") is True
-    assert _as_user(THIRD, prefix + "1", "head") is True
+    first = uri_of(leases / "1")
+    assert _as_user(ANOTHER, first, "take") is True
+    assert _as_user(THIRD, first, "head") is True
     assert not (leases / ".mdl-clock").exists()
-    assert _as_user(THIRD, prefix, "take") is False  # live: read, judged by the clock
-    assert _as_user(ANOTHER, prefix + "1", "read") is True  # the clock THIRD made
+    assert _as_user(THIRD, first, "take") is False  # live: read, judged by the clock
+    assert _as_user(ANOTHER, first, "read") is True  # the clock THIRD made
     old = (leases / "1").stat().st_mtime - 3600
     os.utime(leases / "1", (old, old))  # its holder stopped renewing an hour ago
-    assert _as_user(THIRD, prefix, "take") is True  # taken over: the next generation
+    assert _as_user(THIRD, first, "take") is True  # taken over: the next generation
     assert json.loads((leases / "2").read_bytes())["holder"] == str(THIRD)
     # the lapsed one stays until the next takeover: a scan that misses "2" still finds a number
     assert (leases / "1").exists()
@@ -763,9 +769,10 @@ def test_a_link_another_user_planted_is_not_followed(share: Path) -> None:
     source = share.parent / "src"
     source.write_bytes(b"keys")
     source.chmod(0o644)
-    for op in ("upload", "take"):
-        uri = uri_of(share / "org" / "model" / "authorized_keys")
-        said = _as_user(ANOTHER, uri, op, str(source))
+    uri = uri_of(share / "org" / "model" / "authorized_keys")
+    lease = uri_of(share / "org" / "model" / ".mdl" / "leases" / "authorized_keys" / "1")
+    for op, there in (("upload", uri), ("take", lease)):
+        said = _as_user(ANOTHER, there, op, str(source))
         assert said["exit"] == ExitCode.USAGE and "a link uid 1001 made" in said["said"]
     assert list(victim.iterdir()) == []
     os.chown(share / "org" / "model", ANOTHER, ANOTHER, follow_symlinks=False)  # its own: followed

@@ -11,6 +11,7 @@ import pytest
 
 from mdl.buckets.folder import FolderWriter
 from mdl.buckets.lease import look, take
+from mdl.buckets.names import Generation
 from mdl.upload.mirrorprune import Named, prune_mirror
 
 DEPTH = sys.getrecursionlimit() + 100  # deeper than any recursion goes
@@ -45,11 +46,11 @@ def test_a_tree_of_any_depth_at_a_lease_is_no_generation(
 ) -> None:
     """Another user of the share makes folders 1100 deep under an object's leases: a look raised
     RecursionError (exit 1 of every fill of that file). Now it is no generation: taken at 1."""
-    prefix = deep(tmp_path / "hub" / ".mdl" / "leases" / "m" / "w.bin")
-    uri = f"file://{prefix}/"
+    deep(tmp_path / "hub" / ".mdl" / "leases" / "m" / "w.bin")
+    lease = Generation.of(f"file://{tmp_path}/hub/.mdl/", f"file://{tmp_path}/hub/m/w.bin")
     writer = FolderWriter()
-    assert look(writer, uri).state == "none"
-    lease = take(writer, uri, holder="me")
+    assert look(writer, lease).state == "none"
+    lease = take(writer, lease, holder="me")
     assert lease is not None and lease.number == 1
 
 
@@ -104,8 +105,9 @@ def test_a_look_at_a_lease_folder_of_any_size_reads_a_bounded_part(
             self.entries.close()
 
     monkeypatch.setattr(os, "scandir", Counted)
-    assert look(FolderWriter(), f"file://{folder}/").state == "none"
-    lease = take(FolderWriter(), f"file://{folder}/", holder="me")
+    name = Generation.of(f"file://{tmp_path}/hub/.mdl/", f"file://{tmp_path}/hub/m/w.bin")
+    assert look(FolderWriter(), name).state == "none"
+    lease = take(FolderWriter(), name, holder="me")
     assert lease is not None and lease.number == 1
-    assert look(FolderWriter(), f"file://{folder}/").state == "live"
+    assert look(FolderWriter(), name).state == "live"
     assert read == []

@@ -42,13 +42,14 @@ from mdl.buckets.lease import (
     take,
     wait_for,
 )
-from mdl.buckets.names import in_namespace, lease_prefix, namespace, object_of
+from mdl.buckets.names import Generation, in_namespace, namespace, object_of
 from mdl.errors import InterruptedByUserError, NetworkError
 
 TEMPLATE = "s3://mirror/models/{model}/{path}"
 ROOT = "s3://mirror/models/.mdl/"
 OBJECT = "s3://mirror/models/m/model.safetensors"
-PREFIX = ROOT + "leases/m/model.safetensors/"
+PREFIX = ROOT + "leases/m/model.safetensors/"  # where its generations lie, as written on the wire
+LEASE = Generation.of(ROOT, OBJECT)
 SIZE = 100 << 20  # the object's size: the whole wait's bound is 2 terms + SIZE / SLOW_RATE
 BOUND = 30.0  # seconds a thread may take on a busy machine; only reached when a test fails
 
@@ -64,7 +65,7 @@ def body(store: MemoryStore, number: int) -> dict[str, object]:
 
 
 def taken(store: MemoryStore, holder: str, **more: object) -> Lease:
-    lease = take(store, PREFIX, holder=holder, **more)  # type: ignore[arg-type]
+    lease = take(store, LEASE, holder=holder, **more)  # type: ignore[arg-type]
     assert lease is not None
     return lease
 
@@ -99,8 +100,8 @@ def test_no_model_file_can_collide_with_an_mdl_object(model: str, path: list[str
     lease's generations are under a folder of its own."""
     uri = f"s3://mirror/models/{model}/{'/'.join(path)}"
     assert not in_namespace(uri) and not uri.startswith(ROOT)
-    prefix = lease_prefix(ROOT, uri)
-    assert prefix.startswith(ROOT) and object_of(prefix + "7") == uri
+    lease = Generation.of(ROOT, uri, 7)
+    assert lease.uri.startswith(ROOT + "leases/") and object_of(lease.uri) == uri
 
 
 # --- taking ---
@@ -110,7 +111,7 @@ def test_take_creates_the_first_generation_others_cannot_take() -> None:
     store = MemoryStore()
     lease = taken(store, "a")
     assert lease.uri == gen(1) and body(store, 1)["holder"] == "a"
-    assert take(store, PREFIX, holder="b") is None
+    assert take(store, LEASE, holder="b") is None
     assert list(store.objects()) == [gen(1)]
 
 
@@ -130,7 +131,7 @@ def test_a_renewal_keeps_its_generations_token() -> None:
     store = MemoryStore()
     lease = taken(store, "a")
     lease.renew()
-    assert body(store, 1)["token"] == lease.token == look(store, PREFIX).token
+    assert body(store, 1)["token"] == lease.token == look(store, LEASE).token
     other = taken_after_release(store, lease)
     assert other.token != lease.token and other.after == lease.token  # its parts: reused
 
@@ -162,7 +163,7 @@ def test_a_term_written_in_a_body_is_never_believed() -> None:
     """Today's bug: ``"term": 3600`` held a fleet for an hour. A lease lapses after mdl's term."""
     store = MemoryStore()
     store.put(gen(1), json.dumps({"holder": "x", "term": 3600, "n": "1"}).encode())
-    assert take(store, PREFIX, holder="b") is None
+    assert take(store, LEASE, holder="b") is None
     store.advance(TERM + 1)
     assert taken(store, "b").uri == gen(2)
 
@@ -217,7 +218,7 @@ def test_two_takers_racing_one_wins(lapsed: bool) -> None:
         got: dict[str, Lease | None] = {}
 
         def run(name: str, store: MemoryStore = store, got: dict[str, Lease | None] = got) -> None:
-            got[name] = take(store, PREFIX, holder=name)
+            got[name] = take(store, LEASE, holder=name)
 
         threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
         for thread in threads:
@@ -231,9 +232,9 @@ def test_two_takers_racing_one_wins(lapsed: bool) -> None:
         assert gen(number + 1) not in store.objects()
 
 
-def _take_in_process(prefix: str, go: object, out: object) -> None:
+def _take_in_process(lease: Generation, go: object, out: object) -> None:
     go.wait(30)  # type: ignore[attr-defined]
-    lease = take(FolderWriter(), prefix, holder=str(os.getpid()))
+    lease = take(FolderWriter(), lease, holder=str(os.getpid()))
     out.put(None if lease is None else lease.number)  # type: ignore[attr-defined]
 
 
@@ -242,16 +243,16 @@ def test_processes_taking_over_a_lapsed_lease_on_a_folder_never_both_win(tmp_pat
     """On a real folder, with no lock anywhere: four processes take over one lapsed generation at
     once; exactly one creates the next."""
     folder = tmp_path / ".mdl" / "leases" / "m" / "w.bin"
-    prefix = "file://" + str(folder) + "/"
+    lease = Generation.of(f"file://{tmp_path}/.mdl/", f"file://{tmp_path}/m/w.bin")
     context = multiprocessing.get_context("fork")
     for round_ in range(3):
-        lapsed = FolderWriter().create(f"{prefix}{round_ + 1}", lease_body("dead"))
+        lapsed = FolderWriter().create(lease.at(round_ + 1).uri, lease_body("dead"))
         assert lapsed is not None
         old = (folder / str(round_ + 1)).stat().st_mtime - 3600
         os.utime(folder / str(round_ + 1), (old, old))
         go, out = context.Event(), context.Queue()
         processes = [
-            context.Process(target=_take_in_process, args=(prefix, go, out)) for _ in range(4)
+            context.Process(target=_take_in_process, args=(lease, go, out)) for _ in range(4)
         ]
         for process in processes:
             process.start()
@@ -300,19 +301,19 @@ def test_any_object_at_a_lease_name_is_stepped_over(
     a few KiB at most."""
     folder = tmp_path / "hub" / ".mdl" / "leases" / "m" / "w.bin"
     _hostile(folder, kind)
-    prefix = "file://" + str(folder) + "/"
+    obj = "file://" + str(tmp_path / "hub" / "m" / "w.bin")
+    lease = Generation.of(f"file://{tmp_path}/hub/.mdl/", obj)
     sizes: list[int] = []
     real_read = os.read
     monkeypatch.setattr(os, "read", lambda fd, n: sizes.append(n) or real_read(fd, n))
     writer = FolderWriter()
-    found = look(writer, prefix)
+    found = look(writer, lease)
     assert found.state != "live"
-    obj = "file://" + str(tmp_path / "hub" / "m" / "w.bin")
     hour = threading.Event()
-    state = wait_for(writer, obj, prefix, size=10, cancel=hour, poll=lambda n: 3600.0)
+    state = wait_for(writer, obj, lease, size=10, cancel=hour, poll=lambda n: 3600.0)
     assert state == "free"  # at once: nothing there holds the object
-    lease = take(writer, prefix, holder="me")
-    assert lease is not None and lease.number >= 2
+    took = take(writer, lease, holder="me")
+    assert took is not None and took.number >= 2
     assert max(sizes, default=0) <= BODY_LIMIT + 1  # a 1 GiB file: a few KiB read at most
     assert bool(sizes) is (kind in ("huge", "garbage"))  # the others are never opened to read
 
@@ -320,7 +321,7 @@ def test_any_object_at_a_lease_name_is_stepped_over(
 def test_a_huge_lease_object_in_a_store_is_not_read() -> None:
     store = MemoryStore()
     store.put(gen(1), b"{" + b" " * (1 << 20) + b"}")
-    assert look(store, PREFIX).state == "foreign"
+    assert look(store, LEASE).state == "foreign"
     assert taken(store, "me").number == 2
 
 
@@ -328,7 +329,7 @@ def test_a_huge_lease_object_in_a_store_is_not_read() -> None:
 def test_any_lease_body_is_read_without_raising(data: bytes | str) -> None:
     store = MemoryStore()
     store.put(gen(1), data.encode() if isinstance(data, str) else data)
-    found = look(store, PREFIX)
+    found = look(store, LEASE)
     assert found.holder.isprintable() and len(found.holder) <= 200
     assert found.token is None or lease_module.TOKEN.fullmatch(found.token)
 
@@ -340,9 +341,9 @@ def test_names_that_are_not_generations_cost_nothing() -> None:
     for n in range(2000):
         store.put(f"{PREFIX}x{n}", b"")
     first = taken(store, "a")
-    found = look(store, PREFIX)
+    found = look(store, LEASE)
     assert (found.state, found.number, found.token) == ("live", 1, first.token)
-    assert take(store, PREFIX, holder="b") is None
+    assert take(store, LEASE, holder="b") is None
 
 
 @pytest.mark.parametrize("many", [1, 20_001])
@@ -359,9 +360,9 @@ def test_names_past_the_last_generation_and_many_names_cost_nothing(many: int) -
         store.put(f"{PREFIX}x{n}", b"")
     first = taken(store, "a")
     assert first.number == 1
-    assert take(store, PREFIX, holder="b") is None  # one holder
+    assert take(store, LEASE, holder="b") is None  # one holder
     assert store.calls["listing"] == 0
-    found = look(store, PREFIX)
+    found = look(store, LEASE)
     assert (found.state, found.number, found.token) == ("live", 1, first.token)
 
 
@@ -373,9 +374,9 @@ def test_a_run_of_generations_filled_by_another_tenant_still_elects_one_holder()
         store.put(gen(n), b"x")
     first = taken(store, "a")
     assert first.number == lease_module.names.GENERATIONS
-    assert take(store, PREFIX, holder="b") is None
+    assert take(store, LEASE, holder="b") is None
     first.renew()
-    assert look(store, PREFIX).token == first.token
+    assert look(store, LEASE).token == first.token
     store.advance(TERM + 1)  # lapsed: taken over in place again; its old holder lost it
     second = taken(store, "b")
     assert second.number == first.number and second.token != first.token
@@ -409,9 +410,9 @@ def test_a_generation_past_a_gap_above_a_live_one_leaves_one_holder() -> None:
     store.put(gen(3), b"junk")
     second = taken(store, "b")
     assert second.number == 4
-    assert take(store, PREFIX, holder="c") is None
-    assert survivors([first, second, take(store, PREFIX, holder="d")]) == [4]
-    assert look(store, PREFIX).token == second.token
+    assert take(store, LEASE, holder="c") is None
+    assert survivors([first, second, take(store, LEASE, holder="d")]) == [4]
+    assert look(store, LEASE).token == second.token
 
 
 def spaced_junk() -> MemoryStore:
@@ -427,7 +428,7 @@ def test_junk_every_few_numbers_elects_one_holder() -> None:
     up (released) and the take goes on from there: every machine converges on the top of the
     run."""
     store = spaced_junk()
-    leases = [take(store, PREFIX, holder=f"m{machine}") for machine in range(20)]
+    leases = [take(store, LEASE, holder=f"m{machine}") for machine in range(20)]
     assert survivors(leases) == [98]  # the top of the run (nothing within the walk above 97 + 1)
     assert sum(lease is not None for lease in leases) == 1
     for n in range(2, 98, JUNK_STEP):  # the numbers given up on the way: released, not live
@@ -444,12 +445,12 @@ def test_takes_racing_up_spaced_junk_converge_on_one_holder(at: int) -> None:
     def second(method: str, uri: str) -> None:
         if next(calls) == at:
             store.before = None
-            leases.append(take(store, PREFIX, holder="m1"))
+            leases.append(take(store, LEASE, holder="m1"))
 
     store.before = second
-    leases.append(take(store, PREFIX, holder="m0"))
+    leases.append(take(store, LEASE, holder="m0"))
     store.before = None
-    leases += [take(store, PREFIX, holder=f"m{machine}") for machine in range(2, 20)]
+    leases += [take(store, LEASE, holder=f"m{machine}") for machine in range(2, 20)]
     assert len(survivors(leases)) == 1, [lease and lease.number for lease in leases]
 
 
@@ -467,7 +468,7 @@ def test_a_take_that_loses_a_number_below_the_last_climbs_on() -> None:
     store.before = another_first
     lease = taken(store, "b")
     assert lease.number == 98
-    assert look(store, PREFIX).token == lease.token
+    assert look(store, LEASE).token == lease.token
 
 
 @pytest.mark.parametrize("burst", [1, 2, 3, 5, 8])
@@ -493,7 +494,7 @@ def test_takes_climbing_spaced_junk_in_lock_step_converge_on_one_holder(burst: i
     def machine(i: int) -> None:
         me.i = i
         try:
-            leases[i] = take(store, PREFIX, holder=f"m{i}")
+            leases[i] = take(store, LEASE, holder=f"m{i}")
         finally:
             with changed:
                 done[i] = True
@@ -508,7 +509,7 @@ def test_takes_climbing_spaced_junk_in_lock_step_converge_on_one_holder(burst: i
     store.before = None
     assert done == [True, True]
     assert survivors(leases) == [98]
-    assert take(store, PREFIX, holder="m2") is None
+    assert take(store, LEASE, holder="m2") is None
 
 
 # --- renewing ---
@@ -597,10 +598,10 @@ def test_a_renewal_stuck_in_the_network_loses_the_lease_before_another_can_take_
         with Renewing(lease, every=0.001, clock=lambda: now[0]) as renewing:
             wait_until(stuck)
             now[0] = TERM - renewing.margin  # the store's term is not over: nobody can take it
-            assert take(store, PREFIX, holder="b") is None
+            assert take(store, LEASE, holder="b") is None
             wait_until(renewing.lost)
             store.advance(TERM + 1)
-            assert take(store, PREFIX, holder="b") is not None  # only now another holds it
+            assert take(store, LEASE, holder="b") is not None  # only now another holds it
         assert "mdl-lease-renewal" in running()  # still stuck
     finally:
         unstick.set()
@@ -675,7 +676,7 @@ def waiting(
     return wait_for(
         store,
         OBJECT,
-        PREFIX,
+        LEASE,
         size=size,
         cancel=cancel or threading.Event(),
         poll=fake.poll(step),
@@ -835,7 +836,7 @@ def test_the_wait_for_a_replacement_is_not_ended_by_the_bad_object() -> None:
         wait_for(
             store,
             OBJECT,
-            PREFIX,
+            LEASE,
             size=SIZE,
             cancel=threading.Event(),
             over=bad.etag,
@@ -858,7 +859,7 @@ def test_cancel_ends_a_wait_at_once() -> None:
 
     def wait() -> None:
         try:
-            wait_for(store, OBJECT, PREFIX, size=SIZE, cancel=cancel, poll=lambda n: 3600.0)
+            wait_for(store, OBJECT, LEASE, size=SIZE, cancel=cancel, poll=lambda n: 3600.0)
         except InterruptedByUserError as exc:
             caught.append(exc)
 
@@ -913,7 +914,7 @@ def test_any_lease_state_another_machine_writes_ends_the_wait_within_a_bound(
     state = waiting(store, step, fake=fake)
     assert state in ("ready", "free") or isinstance(state, GaveUp)
     assert fake.now <= 2 * TERM + SIZE / SLOW_RATE + every + 2.0
-    take(store, PREFIX, holder="me")  # whatever is there: no exception
+    take(store, LEASE, holder="me")  # whatever is there: no exception
 
 
 # --- the probe ---
@@ -963,10 +964,10 @@ def test_a_store_that_ignores_conditions_gives_two_holders() -> None:
     def b_meanwhile(method: str, uri: str) -> None:
         if method == "create" and not other:
             store.before = None
-            other.append(take(store, PREFIX, holder="b"))
+            other.append(take(store, LEASE, holder="b"))
 
     store.before = b_meanwhile
-    assert take(store, PREFIX, holder="a") is not None
+    assert take(store, LEASE, holder="a") is not None
     assert other[0] is not None
 
 
@@ -1020,7 +1021,7 @@ def test_never_two_holders_of_a_live_lease(
         if action == "advance":
             store.advance(seconds)
         elif action == "act" and machine.lease is None:
-            machine.lease = take(store, PREFIX, holder=machine.name)
+            machine.lease = take(store, LEASE, holder=machine.name)
             machine.sent = before
         elif action == "act" and machine.lease is not None:
             if before - machine.sent > TERM * (1 - LOST_MARGIN):
@@ -1068,10 +1069,10 @@ def test_a_lease_whose_token_is_mine_is_taken_over_at_once() -> None:
     machine judges it by the term alone."""
     store = MemoryStore()
     dead = taken(store, "killed")
-    assert look(store, PREFIX).state == "live"
-    assert take(store, PREFIX, holder="other") is None
-    assert take(store, PREFIX, holder="other", mine="0" * 32) is None  # not its token
-    again = take(store, PREFIX, holder="restart", mine=dead.token)
+    assert look(store, LEASE).state == "live"
+    assert take(store, LEASE, holder="other") is None
+    assert take(store, LEASE, holder="other", mine="0" * 32) is None  # not its token
+    again = take(store, LEASE, holder="restart", mine=dead.token)
     assert again is not None and again.number == 2 and again.after == dead.token
 
 
@@ -1081,9 +1082,9 @@ def test_a_lease_is_judged_by_the_term_alone_whatever_it_says_of_its_process(
 ) -> None:
     store = MemoryStore()
     store.put(gen(1), json.dumps({"holder": "o", "n": "1", "process": process}).encode())
-    assert look(store, PREFIX).state == "live"
+    assert look(store, LEASE).state == "live"
     store.advance(TERM + 1)
-    assert look(store, PREFIX).state == "lapsed"
+    assert look(store, LEASE).state == "lapsed"
 
 
 def test_a_look_that_fails_is_no_progress_and_never_ends_the_wait() -> None:

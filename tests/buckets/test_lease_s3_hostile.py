@@ -11,9 +11,11 @@ from s3server import S3, aws_environ, s3, s3_server  # noqa: F401
 
 from mdl.buckets._s3write import S3Writer
 from mdl.buckets.lease import TERM, GaveUp, lease_body, look, take, wait_for
+from mdl.buckets.names import Generation
 
 PREFIX = "s3://mirror/.mdl/leases/t/w.bin/"
 OBJECT = "s3://mirror/t/w.bin"
+LEASE = Generation.of("s3://mirror/.mdl/", OBJECT)
 # key under the object's leases, its body, what a look says
 CASES = {
     "a number past 30 digits is no generation": ("9" * 31, lease_body("x"), "none"),
@@ -39,12 +41,12 @@ def test_anything_a_tenant_writes_under_a_lease_ends_within_a_bound(s3: S3, case
     client.create_bucket(Bucket="mirror")
     client.put_object(Bucket="mirror", Key=PREFIX.removeprefix("s3://mirror/") + key, Body=body)
     writer = S3Writer(s3.endpoint)
-    assert look(writer, PREFIX).state == state
+    assert look(writer, LEASE).state == state
     clock = iter(range(0, 10_000, 10))  # this machine's clock: 10 s a look, no real wait
     waited = wait_for(
         writer,
         OBJECT,
-        PREFIX,
+        LEASE,
         size=100,
         cancel=threading.Event(),
         poll=lambda n: 0.0,
@@ -52,7 +54,7 @@ def test_anything_a_tenant_writes_under_a_lease_ends_within_a_bound(s3: S3, case
     )
     # a live lease claiming no progress is given up on after a few terms; the others are free
     assert isinstance(waited, GaveUp) if state == "live" else waited == "free"
-    held = take(writer, PREFIX, holder="me")
+    held = take(writer, LEASE, holder="me")
     assert (held is None) is (state == "live")
-    assert take(writer, PREFIX, holder="other") is None  # one holder at most
+    assert take(writer, LEASE, holder="other") is None  # one holder at most
     assert next(clock) <= 4 * TERM + 20

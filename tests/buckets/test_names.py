@@ -1,5 +1,6 @@
-"""mdl/buckets/names.py: every name mdl writes in a mirror, each kind's writer and parser. A round
-trip for every kind (``parse(x.uri) == x``), nothing else parsed (arbitrary text and near misses:
+"""mdl/buckets/names.py: every name mdl writes in a mirror, each kind's constructors, writer and
+parser. A round trip for every kind (``parse(x.uri) == x``, made by its fields or by its
+constructors from what callers hold), nothing else parsed (arbitrary text and near misses:
 None, or exactly the name it writes), docs/mirrors.md's table held to the module, and the names the
 stores really write on disk read back as their kinds."""
 
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mdl import partsize
 from mdl.buckets import names
 from mdl.buckets.folder import FolderWriter
 from mdl.buckets.names import (
@@ -28,6 +30,7 @@ from mdl.buckets.names import (
     Version,
     parse,
 )
+from mdl.errors import UsageError
 
 MIRRORS_MD = Path(__file__).parents[2] / "docs" / "mirrors.md"
 
@@ -168,17 +171,72 @@ def test_a_folders_clock_is_in_its_namespace() -> None:
     assert Clock.of(lease).uri == lease + ".mdl-clock"
 
 
-def test_the_writers_of_prefixes_make_the_kinds_names() -> None:
+def test_the_constructors_make_the_kinds_names() -> None:
     root = "s3://b/hub/.mdl/"
-    leases = names.lease_prefix(root, "s3://b/hub/tiny/model.bin")
-    assert parse(names.generation(leases, 3)) == Generation("s3://b/hub/", "tiny/model.bin", 3)
-    prefix, size = names.part_set(root, "s3://b/hub/tiny/model.bin", pin="c" * 40, size=1 << 30)
-    uri = names.part_uri(names.holder_prefix(prefix, "d" * 32), 12)
-    assert parse(uri) == Part("s3://b/hub/", "tiny/model.bin", "c" * 40, size, "d" * 32, 12)
-    assert names.mark_uri("s3://b/hub/tiny/x", root="s3://b/hub/{model}/{path}") == (
-        Mark("s3://b/hub/", "tiny/x").uri
+    lease = Generation.of(root, "s3://b/hub/tiny/model.bin", 3)
+    assert lease.uri == "s3://b/hub/.mdl/leases/tiny/model.bin/3"
+    assert parse(lease.uri) == Generation("s3://b/hub/", "tiny/model.bin", 3)
+    first = Part.of(root, "s3://b/hub/tiny/model.bin", pin="c" * 40, size=1 << 30)
+    assert first.prefix == f"s3://b/hub/.mdl/parts/tiny/model.bin/{'c' * 40}-{16 << 20}/"
+    part = replace(first, token="d" * 32, number=12)
+    assert (
+        part.uri == f"{first.prefix}{'d' * 32}/00012"
+        and part.prefix == f"{first.prefix}{'d' * 32}/"
     )
-    assert names.object_of(names.generation(leases, 3)) == "s3://b/hub/tiny/model.bin"
+    assert parse(part.uri) == Part(
+        "s3://b/hub/", "tiny/model.bin", "c" * 40, 16 << 20, "d" * 32, 12
+    )
+    assert Mark.of("s3://b/hub/tiny/x", root="s3://b/hub/{model}/{path}").uri == (
+        "s3://b/hub/.mdl/marks/tiny/x"
+    )
+    assert names.object_of(lease.uri) == "s3://b/hub/tiny/model.bin"
+    with pytest.raises(ValueError, match="is not under"):
+        Generation.of(root, "s3://b/other/model.bin")
+    with pytest.raises(ValueError, match="is not under"):
+        Part.of(root, "s3://c/hub/model.bin", pin="c" * 40, size=1)
+    with pytest.raises(UsageError, match="is not in the mirror"):
+        Mark.of("s3://b/other/x", root="s3://b/hub/{model}/{path}")
+
+
+# the kinds as their constructors make them, from what their callers hold: a mirror's namespace
+# (or fixed part) and one of its objects
+mirror_object = st.tuples(folder, path)
+
+
+@given(mirror_object, st.integers(1, names.GENERATIONS))
+def test_a_generation_made_parses_back_to_its_fields(made: tuple[str, str], number: int) -> None:
+    base, below = made
+    lease = Generation.of(base + names.NAMESPACE, base + below, number)
+    assert parse(lease.uri) == lease == Generation(base, below, number)
+    assert names.object_of(lease.uri) == base + below
+    assert parse(lease.at(1).uri) == replace(lease, number=1)
+
+
+@given(
+    mirror_object, hex_(40) | hex_(64), st.integers(1, 1 << 50), hex_(32), st.integers(1, 10**8 - 1)
+)
+def test_a_part_made_parses_back_to_its_fields(
+    made: tuple[str, str], pin: str, size: int, token: str, number: int
+) -> None:
+    base, below = made
+    first = Part.of(base + names.NAMESPACE, base + below, pin=pin, size=size)
+    assert first == Part(base, below, pin, partsize.part_size(size), None, 1)
+    held = Part.of(base + names.NAMESPACE, base + below, pin=pin, size=size, token=token)
+    assert held == replace(first, token=token)
+    for part in (first, replace(first, number=number), held, replace(held, number=number)):
+        assert parse(part.uri) == part and part.uri.startswith(part.prefix)
+        assert part.object == base + below
+
+
+@given(
+    mirror_object.filter(lambda made: "{" not in made[0]),  # a template's fixed part
+    st.sampled_from(["{model}/{path}", "{path}", "m-{sha256}"]),
+)
+def test_a_mark_made_parses_back_to_its_fields(made: tuple[str, str], tail: str) -> None:
+    base, below = made
+    mark = Mark.of(base + below, root=base + tail)
+    assert parse(mark.uri) == mark == Mark(base, below)
+    assert mark.object == base + below
 
 
 # --- docs/mirrors.md's table --------------------------------------------------------------------
@@ -249,4 +307,4 @@ def test_a_generation_is_a_number_every_machine_reads_alike(last: str) -> None:
     assert found is None or (found.number == number and found.uri == uri)
     if number is not None and not 0 < number <= names.GENERATIONS:
         with pytest.raises(ValueError):
-            names.generation("s3://bucket/.mdl/leases/m/w.bin/", number)
+            Generation.of("s3://bucket/.mdl/", "s3://bucket/m/w.bin", number)

@@ -20,7 +20,7 @@ from s3proxy import s3_proxy
 from s3server import S3, aws_environ, s3, s3_server  # noqa: F401
 from seaweed import Weed, seaweed_server  # noqa: F401
 
-from mdl.buckets import _parts as parts_module
+from mdl import partsize
 from mdl.buckets import _s3conditional as conditional_module
 from mdl.buckets import _s3upload as upload_module
 from mdl.buckets._s3upload import S3Upload
@@ -631,20 +631,22 @@ def test_numbered_leases_on_a_real_store(place: Place) -> None:
     with its token, released (kept, marked), the next take creating the next number (none
     removed: a generation is found by walking the run from 1 by name)."""
     from mdl.buckets.lease import look, take
+    from mdl.buckets.names import Generation
 
     writer, prefix = place.writer(), place.uri(".mdl/leases/m/w.bin/")
-    first = take(writer, prefix, holder="a")
+    lease = Generation.of(place.uri(".mdl/"), place.uri("m/w.bin"))
+    first = take(writer, lease, holder="a")
     assert first is not None and first.number == 1
-    assert take(writer, prefix, holder="b") is None
+    assert take(writer, lease, holder="b") is None
     first.renew()
-    assert look(writer, prefix).token == first.token
+    assert look(writer, lease).token == first.token
     first.release()
-    assert look(writer, prefix).state == "released"
-    second = take(writer, prefix, holder="b")
+    assert look(writer, lease).state == "released"
+    second = take(writer, lease, holder="b")
     assert second is not None and second.number == 2
     assert [item.uri for item in writer.listing(prefix)] == [prefix + "1", prefix + "2"]
     second.release()
-    third = take(writer, prefix, holder="c")
+    third = take(writer, lease, holder="c")
     assert third is not None and third.number == 3
     assert [item.uri for item in writer.listing(prefix)] == [prefix + str(n) for n in (1, 2, 3)]
 
@@ -654,7 +656,7 @@ def test_numbered_leases_on_a_real_store(place: Place) -> None:
 
 def _published(place: Place, name: str, size: int, tmp_path: Path) -> tuple[Path, str, list[str]]:
     """A verified local file and its parts published as a fill leader publishes them: plain
-    objects under mdl's namespace, ``FILL_PART`` bytes each but the last, made by ``create``."""
+    objects under mdl's namespace, ``partsize.PART`` bytes each but the last, made by ``create``."""
     path, sha = _file(tmp_path, name, size)
     data, part = path.read_bytes(), 5 * MiB
     writer = place.writer()
@@ -686,7 +688,7 @@ def test_assemble_from_published_parts(
     """Three published parts (5 + 5 + 1 MiB and 7 bytes) made into the object by the store: its
     bytes, mdl's mark, a checksum ``holds`` takes as these bytes, no upload left unfinished, and
     no byte of the file sent again."""
-    monkeypatch.setattr(parts_module, "FILL_PART", 5 * MiB)
+    monkeypatch.setattr(partsize, "PART", 5 * MiB)
     size = 11 * MiB + 7
     path, sha, parts = _published(place, "big.bin", size, tmp_path)
     assert len(parts) == 3
@@ -716,7 +718,7 @@ def test_assemble_from_published_parts(
 def test_assemble_never_replaces_an_object(
     place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(parts_module, "FILL_PART", 5 * MiB)
+    monkeypatch.setattr(partsize, "PART", 5 * MiB)
     size = 6 * MiB
     path, sha, parts = _published(place, "a.bin", size, tmp_path)
     place.client.put_object(Bucket=place.bucket, Key=place.key("m/a.bin"), Body=b"theirs")
@@ -734,7 +736,7 @@ def test_a_part_that_is_not_the_files_bytes_is_never_assembled(
 ) -> None:
     """A part object another writer (or a lying store) made of other bytes, of the right size: the
     copy's proof differs from the local range, nothing is made, nothing is left unfinished."""
-    monkeypatch.setattr(parts_module, "FILL_PART", 5 * MiB)
+    monkeypatch.setattr(partsize, "PART", 5 * MiB)
     size = 11 * MiB
     path, sha, parts = _published(place, "big.bin", size, tmp_path)
     key = parts[1].removeprefix(f"s3://{place.bucket}/")
@@ -754,7 +756,7 @@ def test_a_store_without_server_side_copy(
     place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """UploadPartCopy answered 501 NotImplemented: None (the caller uploads), aborted."""
-    monkeypatch.setattr(parts_module, "FILL_PART", 5 * MiB)
+    monkeypatch.setattr(partsize, "PART", 5 * MiB)
     size = 6 * MiB
     path, sha, parts = _published(place, "a.bin", size, tmp_path)
     with s3_proxy(place.endpoint) as proxy:
@@ -772,7 +774,7 @@ def test_assemble_checks_the_local_file_and_the_parts_named(
 ) -> None:
     """The local file changed since it was verified: exit 6, nothing made or left. Parts that
     cannot be the file's layout (too few, another bucket): None before any request."""
-    monkeypatch.setattr(parts_module, "FILL_PART", 5 * MiB)
+    monkeypatch.setattr(partsize, "PART", 5 * MiB)
     size = 6 * MiB
     path, sha, parts = _published(moto, "a.bin", size, tmp_path)
     writer, uri = moto.writer(), moto.uri("m/a.bin")

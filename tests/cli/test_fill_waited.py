@@ -17,7 +17,7 @@ from runfixtures import HANG, wait_for
 from serveproc import isolated
 from servers import HubServer, make_data
 
-from mdl.buckets.names import lease_prefix, namespace
+from mdl.buckets.names import Generation, namespace
 from mdl.buckets.registry import STORES
 from mdl.download.session import TERM_VARIABLE
 
@@ -50,7 +50,7 @@ def test_two_files_waiting_at_once_count_their_time_once(hub: HubServer, tmp_pat
     leases = {}
     for name in FILES:  # another machine holds each file's lease (for longer than the test)
         uri = f"file://{shared}/tiny/{name}"
-        assert _writer().create(lease_prefix(root, uri) + "1", b'{"holder": "other:1:x"}')
+        assert _writer().create(Generation.of(root, uri).uri, b'{"holder": "other:1:x"}')
         leases[name] = uri
     env = {**isolated(tmp_path, catalog), "HF_ENDPOINT": hub.url, TERM_VARIABLE: "3600"}
     err = tmp_path / "events.jsonl"

@@ -24,7 +24,7 @@ from s3server import S3, s3, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
 
 import mdl
-from mdl.buckets.names import lease_prefix, namespace
+from mdl.buckets.names import Generation, namespace
 from mdl.buckets.protocol import Seen, Writer
 from mdl.buckets.registry import STORES
 from mdl.catalog.load import parse_catalog
@@ -281,7 +281,7 @@ def place_lease(root: Path, path: str, body: bytes = b'{"holder": "other:1:x"}')
     """A lease of "another machine" on the object ``path``, written as any holder writes one."""
     root_uri = namespace(template(root))
     assert root_uri is not None
-    seen = writer().create(lease_prefix(root_uri, object_uri(root, path)) + "1", body)
+    seen = writer().create(Generation.of(root_uri, object_uri(root, path)).uri, body)
     assert seen is not None
     return lease_folder(root, path) / "1"
 

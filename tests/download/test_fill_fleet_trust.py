@@ -25,11 +25,11 @@ from s3server import S3, s3, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
 
 import mdl
-import mdl.buckets._parts as parts_module
 import mdl.download._fill as fill_module
+from mdl import partsize
 from mdl.buckets.folder import FolderWriter
 from mdl.buckets.lease import TAKE_TRIES, lease_body
-from mdl.buckets.names import GENERATIONS, lease_prefix, namespace, part_set
+from mdl.buckets.names import GENERATIONS, Generation, Part, namespace
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings
 from mdl.download.puller import pull_models
@@ -53,7 +53,7 @@ MACHINES = 3
 
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parts_module, "FILL_PART", PART)
+    monkeypatch.setattr(partsize, "PART", PART)
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def object_uri(root: Path) -> str:
 def version_prefix(template: str, uri: str) -> str:
     ns = namespace(template)
     assert ns is not None
-    return part_set(ns, uri, pin=SHA, size=len(WEIGHTS))[0]
+    return Part.of(ns, uri, pin=SHA, size=len(WEIGHTS)).prefix
 
 
 def flipped(data: bytes) -> bytes:
@@ -197,8 +197,8 @@ def test_a_follower_whose_parts_fail_reads_the_final_object_not_the_origin(
     ns = namespace(template_of(root))
     assert ns is not None
     writer = FolderWriter()
-    leases = lease_prefix(ns, object_uri(root))
-    assert writer.create(f"{leases}1", lease_body("holder:1:x", HELD)) is not None
+    lease = Generation.of(ns, object_uri(root)).uri
+    assert writer.create(lease, lease_body("holder:1:x", HELD)) is not None
     prefix = f"{version_prefix(template_of(root), object_uri(root))}{HELD}/"
     for n in range(1, COUNT + 1):
         data = WEIGHTS[(n - 1) * PART : n * PART]
@@ -232,8 +232,8 @@ def test_parts_forged_under_a_live_holders_token_send_no_follower_to_the_origin(
     ns = namespace(template_of(root))
     assert ns is not None
     writer = FolderWriter()
-    leases = lease_prefix(ns, object_uri(root))
-    assert writer.create(f"{leases}1", lease_body("holder:1:x", HELD)) is not None
+    lease = Generation.of(ns, object_uri(root)).uri
+    assert writer.create(lease, lease_body("holder:1:x", HELD)) is not None
     prefix = f"{version_prefix(template_of(root), object_uri(root))}{HELD}/"
     for n in range(1, COUNT + 1):
         data = WEIGHTS[(n - 1) * PART : n * PART]
@@ -267,7 +267,7 @@ def test_foreign_names_in_a_lease_folder_cost_nothing_on_a_share(
     machine fetches, the others follow."""
     ns = namespace(template_of(root))
     assert ns is not None
-    folder = root / lease_prefix(ns, object_uri(root)).removeprefix("file://")
+    folder = root / Generation.of(ns, object_uri(root)).uri.removeprefix("file://")[:-1]
     folder.mkdir(parents=True)
     for n in range(2000):
         (folder / f"0{n:04d}x").touch()  # sorting among the numbers
@@ -285,7 +285,7 @@ SMALL = make_data(2 * S3_PART + 3, seed=69)
 
 @pytest.fixture
 def bucket(s3: S3, hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> Any:  # noqa: F811
-    monkeypatch.setattr(parts_module, "FILL_PART", S3_PART)
+    monkeypatch.setattr(partsize, "PART", S3_PART)
     hub.add_repo("org/tiny", {"model.safetensors": SMALL})
     client = s3.client()
     client.create_bucket(Bucket="fleet")
@@ -300,7 +300,7 @@ def test_foreign_names_and_a_planted_part_cost_nothing_on_moto(
     the listing) and a planted part at its public name; one machine fetches, the rest follow."""
     ns = namespace(S3_TEMPLATE)
     assert ns is not None
-    leases = lease_prefix(ns, S3_OBJECT).removeprefix("s3://fleet/")
+    leases = Generation.of(ns, S3_OBJECT).uri.removeprefix("s3://fleet/")[:-1]
     with ThreadPoolExecutor(8) as pool:
         list(
             pool.map(
@@ -309,7 +309,7 @@ def test_foreign_names_and_a_planted_part_cost_nothing_on_moto(
             )
         )
     digest = hashlib.sha256(SMALL).hexdigest()
-    planted = part_set(ns, S3_OBJECT, pin=digest, size=len(SMALL))[0].removeprefix("s3://fleet/")
+    planted = Part.of(ns, S3_OBJECT, pin=digest, size=len(SMALL)).prefix.removeprefix("s3://fleet/")
     bucket.put_object(Bucket="fleet", Key=f"{planted}00001", Body=flipped(SMALL[:S3_PART]))
     reports = fleet(hub, tmp_path, S3_TEMPLATE, caplog)
     for i, report in enumerate(reports):
@@ -491,7 +491,7 @@ def test_names_no_machine_reads_alike_cost_one_fetch_on_a_share(
     few numbers (review R1) made each machine a holder above the last: they converge on one."""
     ns = namespace(template_of(root))
     assert ns is not None
-    spoil_folder(root / lease_prefix(ns, object_uri(root)).removeprefix("file://"), case)
+    spoil_folder(root / Generation.of(ns, object_uri(root)).uri.removeprefix("file://")[:-1], case)
     reports = fleet(tiny, tmp_path, template_of(root), caplog)
     all_verified(reports, tmp_path)
     assert cdn_bytes(tiny) == len(WEIGHTS)  # the fleet's origin bytes: 1.00x the file
@@ -514,7 +514,7 @@ def test_names_no_machine_reads_alike_cost_one_fetch_on_moto(
     in place); or junk every few numbers, each past the walk's gap (review R1)."""
     ns = namespace(S3_TEMPLATE)
     assert ns is not None
-    leases = lease_prefix(ns, S3_OBJECT).removeprefix("s3://fleet/")
+    leases = Generation.of(ns, S3_OBJECT).uri.removeprefix("s3://fleet/")[:-1]
     keys = [NINES, "9" * 31, *(str(n) for n in range(1, S3_MANY + 1))]
     if case == "spaced":
         keys = [str(n) for n in range(1, GENERATIONS, TAKE_TRIES + 1)]
@@ -545,7 +545,7 @@ def test_junk_parts_under_a_live_token_without_part_hashes_hold_a_follower_no_lo
     ns = namespace(template_of(root))
     assert ns is not None
     writer = FolderWriter()
-    lease = f"{lease_prefix(ns, object_uri(root))}1"
+    lease = Generation.of(ns, object_uri(root)).uri
     assert writer.create(lease, lease_body("holder:1:x", HELD)) is not None
     prefix = f"{version_prefix(template_of(root), object_uri(root))}{HELD}/"
     junk = [flipped(WEIGHTS[(n - 1) * PART : n * PART]) for n in range(1, COUNT)]

@@ -20,10 +20,10 @@ from s3proxy import s3_proxy
 from s3server import S3, s3, s3_server  # noqa: F401
 from servers import Fault, HubServer, hold_after, make_data
 
-import mdl.buckets._parts as parts_module
 import mdl.download._fill as fill_module
+from mdl import partsize
 from mdl.buckets.lease import lease_body
-from mdl.buckets.names import lease_prefix, namespace, part_set
+from mdl.buckets.names import Generation, Part, namespace
 from mdl.buckets.protocol import Writer
 from mdl.buckets.registry import STORES
 from mdl.catalog.load import parse_catalog
@@ -49,7 +49,7 @@ include = ["*.safetensors"]
 
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parts_module, "FILL_PART", PART)
+    monkeypatch.setattr(partsize, "PART", PART)
 
 
 @pytest.fixture
@@ -98,8 +98,8 @@ HELD = "ab" * 16  # the token of the leases the tests write: their holder's part
 def parts_of(root: Path) -> tuple[str, int]:
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
-    prefix, part = part_set(ns, object_uri(root), pin=SHA, size=len(WEIGHTS))
-    return f"{prefix}{HELD}/", part
+    first = Part.of(ns, object_uri(root), pin=SHA, size=len(WEIGHTS), token=HELD)
+    return first.prefix, first.size
 
 
 def part_files(root: Path) -> list[Path]:
@@ -121,7 +121,7 @@ def dead_holder(root: Path, *, aged: bool) -> None:
     the folder's clock), else now (it lapses within the pull's 1 s term)."""
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
-    first = f"{lease_prefix(ns, object_uri(root))}1"
+    first = Generation.of(ns, object_uri(root)).uri
     assert writer().create(first, lease_body("dead:1:x", HELD)) is not None
     if aged:
         an_hour_ago = time.time() - 3600
@@ -204,7 +204,7 @@ def test_a_wrong_part_is_caught_nothing_wrong_is_installed_and_the_next_holder_c
     # a holder (a lying store, another writer) that published every part, one of them wrong
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
-    prefix = lease_prefix(ns, object_uri(root))
+    prefix = Generation.of(ns, object_uri(root)).uri.removesuffix("1")
     assert writer().create(f"{prefix}1", lease_body("liar:1:x", HELD)) is not None
     publish(root, range(1, COUNT + 1), wrong=7)
     real_wait = fill_module.wait_for
@@ -256,7 +256,7 @@ SMALL_SHA = hashlib.sha256(SMALL).hexdigest()
 
 @pytest.fixture
 def bucket(s3: S3, hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> Any:  # noqa: F811
-    monkeypatch.setattr(parts_module, "FILL_PART", S3_PART)
+    monkeypatch.setattr(partsize, "PART", S3_PART)
     hub.add_repo("org/tiny", {"model.safetensors": SMALL})
     client = s3.client()
     client.create_bucket(Bucket="fleet")

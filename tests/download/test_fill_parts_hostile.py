@@ -19,10 +19,10 @@ from runfixtures import HANG, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
 from servers import HubServer, make_data
 
-import mdl.buckets._parts as parts_module
 import mdl.buckets.lease as lease_module
+from mdl import partsize
 from mdl.buckets.lease import lease_body
-from mdl.buckets.names import lease_prefix, namespace, part_set
+from mdl.buckets.names import Generation, Part, namespace
 from mdl.buckets.protocol import Writer
 from mdl.buckets.registry import STORES
 from mdl.catalog.load import parse_catalog
@@ -52,7 +52,7 @@ include = ["*.safetensors"]
 
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parts_module, "FILL_PART", PART)
+    monkeypatch.setattr(partsize, "PART", PART)
 
 
 @pytest.fixture
@@ -98,11 +98,16 @@ def object_uri(root: Path) -> str:
 HELD = "ab" * 16  # the token of the leases the tests write: their holder's parts go under it
 
 
-def parts_of(root: Path) -> tuple[str, int]:
+def first_of(root: Path) -> Part:
+    """The first part the tests' holder (``HELD``) publishes of the file."""
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
-    prefix, part = part_set(ns, object_uri(root), pin=SHA, size=len(WEIGHTS))
-    return f"{prefix}{HELD}/", part
+    return Part.of(ns, object_uri(root), pin=SHA, size=len(WEIGHTS), token=HELD)
+
+
+def parts_of(root: Path) -> tuple[str, int]:
+    first = first_of(root)
+    return first.prefix, first.size
 
 
 def part_files(root: Path) -> list[Path]:
@@ -124,7 +129,7 @@ def dead_holder(root: Path, *, aged: bool) -> None:
     the folder's clock), else now (it lapses within the pull's 1 s term)."""
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
-    first = f"{lease_prefix(ns, object_uri(root))}1"
+    first = Generation.of(ns, object_uri(root)).uri
     assert writer().create(first, lease_body("dead:1:x", HELD)) is not None
     if aged:
         an_hour_ago = time.time() - 3600
@@ -143,7 +148,7 @@ def live_liar(root: Path) -> str:
     """A lease another machine holds (an hour's term by the pull's setting) and never releases."""
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
-    prefix = lease_prefix(ns, object_uri(root))
+    prefix = Generation.of(ns, object_uri(root)).uri.removesuffix("1")
     assert writer().create(f"{prefix}1", lease_body("liar:1:x", HELD)) is not None
     return prefix
 
@@ -240,7 +245,7 @@ def test_a_follower_stopped_mid_stream_keeps_what_it_read_for_its_next_run(
     assert not thread.is_alive() and stopped
     assert list((tmp_path / "a" / ".mdl").rglob("*")), "nothing kept"
     monkeypatch.undo()
-    monkeypatch.setattr(parts_module, "FILL_PART", PART)
+    monkeypatch.setattr(partsize, "PART", PART)
     # the holder published the rest, then died (its lease released)
     publish(root, range(18, COUNT + 1))
     assert writer().create(f"{prefix}2", lease_body("liar:1:x", HELD, released=True)) is not None
@@ -290,7 +295,7 @@ def test_a_look_at_a_folder_filled_with_other_names_reads_a_bounded_listing(
     """2,000 names that are not parts beside the parts, sorting before them (another user of
     the share): they cost only their listing, bounded (the lease's listing is bounded so too),
     and hide no part; past the bound, no part is seen (the wait's stall decides)."""
-    prefix, part = parts_of(root)
+    prefix, _ = parts_of(root)
     publish(root, range(1, 4))
     folder = root / prefix.removeprefix("file://")
     for i in range(2_000):
@@ -318,7 +323,7 @@ def test_a_look_at_a_folder_filled_with_other_names_reads_a_bounded_listing(
             return entry
 
     monkeypatch.setattr(os, "scandir", Counted)
-    parts = PartSet(writer(), prefix, len(WEIGHTS), part)
+    parts = PartSet(writer(), first_of(root), len(WEIGHTS))
     assert parts.published() == {1, 2, 3}
     assert read <= lease_module.LISTED_LIMIT + 1
     monkeypatch.setattr(lease_module, "LISTED_LIMIT", 1_000)
@@ -358,8 +363,8 @@ def test_a_taker_of_a_file_one_byte_past_a_part_fetches_only_the_rest(
     dead_holder(root, aged=True)
     ns = namespace(f"file://{root}/{{model}}/{{path}}")
     assert ns is not None
-    prefix, part = part_set(ns, object_uri(root), pin=digest, size=size)
-    prefix = f"{prefix}{HELD}/"
+    first = Part.of(ns, object_uri(root), pin=digest, size=size, token=HELD)
+    prefix, part = first.prefix, first.size
     for n in range(1, published + 1):
         assert writer().create(f"{prefix}{n:05d}", data[(n - 1) * part : n * part]) is not None
     report = pull(hub, tmp_path / "a", root, env={TERM_VARIABLE: "1"})
@@ -407,7 +412,7 @@ def test_another_spelling_of_a_part_number_is_no_part(tmp_path: Path) -> None:
     parts = PartSet.of(store, "s3://b/m/.mdl/", "s3://b/m/x/f", job)
     assert parts is not None and parts.count > 1
     for name in ("1", "000001", "01", "+1"):
-        store.put(parts.prefix + name, b"x" * parts.part)
+        store.put(parts.first.prefix + name, b"x" * parts.part)
     store.put(parts.uri(2), b"x" * parts.part)
     assert parts.published() == {2}
 

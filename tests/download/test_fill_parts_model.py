@@ -39,7 +39,7 @@ from runfixtures import transfer_job
 import mdl.download._parts as parts_module
 import mdl.transfer.ranges as ranges_module
 from mdl.buckets.lease import LOST_MARGIN, TERM, Lease, LeaseLost, Waited, take, wait_for
-from mdl.buckets.names import lease_prefix, parts_prefix
+from mdl.buckets.names import Generation, Part
 from mdl.buckets.protocol import Seen
 from mdl.download._fill import TAKE_ROUNDS, Place, _release, _written
 from mdl.download._parts import PartSet, Publisher, Streamer
@@ -51,13 +51,14 @@ from mdl.transfer.resume import load_state
 TEMPLATE = "s3://mirror/models/{model}/{path}"
 ROOT = "s3://mirror/models/.mdl/"
 OBJECT = "s3://mirror/models/m/f.bin"
-LEASES = lease_prefix(ROOT, OBJECT)
+LEASE = Generation.of(ROOT, OBJECT)
 PART = 200  # bytes per part: 3 whole parts and a short last one
 SIZE = 3 * PART + 37
 COUNT = 4
 DATA = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(SIZE // 32 + 1))[:SIZE]
 SHA = hashlib.sha256(DATA).hexdigest()
-PREFIX = f"{parts_prefix(ROOT, OBJECT)}{SHA}-{PART}/"
+FIRST = Part("s3://mirror/models/", "m/f.bin", SHA, PART, None, 1)
+PREFIX = FIRST.prefix
 
 Range = tuple[int, int]
 
@@ -146,7 +147,7 @@ class Fleet:
 
     def __init__(self, store: Store, folder: Path, machines: int) -> None:
         self.store = store
-        self.parts = PartSet(store, PREFIX, SIZE, PART)
+        self.parts = PartSet(store, FIRST, SIZE)
         self.place = Place(Target(TEMPLATE, store, ROOT), OBJECT)
         self.machines: list[Machine] = []
         for i in range(machines):
@@ -190,7 +191,7 @@ class Fleet:
             self.from_origin(m)
             return
         before = self.store.clock
-        lease = take(self.store, LEASES, holder=m.name, term=TERM)
+        lease = take(self.store, LEASE, holder=m.name, term=TERM)
         if lease is None:
             m.state = "waiting"
             return
@@ -286,7 +287,7 @@ class Fleet:
             return wait_for(
                 self.store,
                 OBJECT,
-                LEASES,
+                LEASE,
                 size=SIZE,
                 cancel=cancel,
                 term=TERM,

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from servers import HubServer, make_data
 
-import mdl.buckets._parts as parts_module
 import mdl.download._parts as stream_module
+from mdl import partsize
 from mdl.buckets import names
 from mdl.buckets.folder import FolderWriter
 from mdl.buckets.lease import GaveUp, lease_body, wait_for
-from mdl.buckets.names import lease_prefix, namespace, part_set
+from mdl.buckets.names import Generation, Part, namespace
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import CatalogSettings, build_settings
 from mdl.download._parts import PartSet, Publisher, Streamer
@@ -58,8 +58,7 @@ def trust_of(data: bytes, part: int = PART) -> Digests:
 
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parts_module, "FILL_PART", PART)
-    monkeypatch.setattr(ranges, "RANGE_PART", PART)
+    monkeypatch.setattr(partsize, "PART", PART)
 
 
 @pytest.fixture
@@ -113,7 +112,7 @@ def flipped(data: bytes) -> bytes:
 def holder_prefix(root: Path) -> str:
     ns = namespace(template_of(root))
     assert ns is not None
-    return f"{part_set(ns, object_uri(root), pin=SHA, size=len(WEIGHTS))[0]}{HELD}/"
+    return Part.of(ns, object_uri(root), pin=SHA, size=len(WEIGHTS), token=HELD).prefix
 
 
 def planted_fleet(root: Path, *, wrong: tuple[int, ...] = (WRONG,)) -> str:
@@ -122,7 +121,7 @@ def planted_fleet(root: Path, *, wrong: tuple[int, ...] = (WRONG,)) -> str:
     ns = namespace(template_of(root))
     assert ns is not None
     writer = FolderWriter()
-    lease = f"{lease_prefix(ns, object_uri(root))}1"
+    lease = Generation.of(ns, object_uri(root)).uri
     assert writer.create(lease, lease_body("holder:1:x", HELD)) is not None
     for n in range(1, COUNT + 1):
         data = WEIGHTS[(n - 1) * PART : n * PART]
@@ -253,8 +252,8 @@ def test_a_wait_counts_only_verified_parts(
     caplog.set_level(logging.INFO)
     ns = namespace(template_of(root))
     assert ns is not None
-    leases = lease_prefix(ns, object_uri(root))
-    assert FolderWriter().create(f"{leases}1", lease_body("holder:1:x", HELD)) is not None
+    lease = Generation.of(ns, object_uri(root))
+    assert FolderWriter().create(lease.uri, lease_body("holder:1:x", HELD)) is not None
     put_part(root, WRONG, flipped(WEIGHTS[(WRONG - 1) * PART : WRONG * PART]))
     streamer = follower(tmp_path, root, trust_of(WEIGHTS))
     ticks = iter(range(0, 10**6, 1000))
@@ -262,7 +261,7 @@ def test_a_wait_counts_only_verified_parts(
     state = wait_for(
         FolderWriter(),
         object_uri(root),
-        leases,
+        lease,
         size=len(WEIGHTS),
         cancel=threading.Event(),
         term=3600,

@@ -15,11 +15,10 @@ import pytest
 from runfixtures import mdl
 from servers import HubServer, make_data
 
-from mdl import api
+from mdl import api, partsize
 from mdl.errors import ExitCode
 from mdl.lockfile.parts import PartHashes, dump_parts, parts_beside, read_parts
 from mdl.report import FileOutcome, RunReport
-from mdl.transfer import ranges
 
 MiB = 1 << 20
 WEIGHTS = make_data(6 * MiB + 12_345, seed=70)
@@ -34,7 +33,7 @@ def catalog(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
     # parts of 1 MiB: a 6 MiB file is cut in 7 (mdl's are 16 MiB; the size is kept per file)
-    monkeypatch.setattr(ranges, "RANGE_PART", MiB)
+    monkeypatch.setattr(partsize, "PART", MiB)
     path = tmp_path / "catalog.toml"
     path.write_text('[models.m]\nrepo = "org/m"\n')
     return path

@@ -17,7 +17,7 @@ from runfixtures import transfer_job, wait_for
 from s3proxy import s3_proxy
 from s3server import S3, s3, s3_server  # noqa: F401
 
-from mdl.buckets import _parts as parts_module
+from mdl import partsize
 from mdl.buckets import names
 from mdl.buckets.protocol import Writer, authorship
 from mdl.buckets.registry import STORES
@@ -35,7 +35,7 @@ DAY = 86_400.0
 
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parts_module, "FILL_PART", MiB)
+    monkeypatch.setattr(partsize, "PART", MiB)
 
 
 @pytest.fixture(params=["s3", "file"])
@@ -101,7 +101,7 @@ def test_a_copy_of_a_part_under_another_name_is_not_mdls(
         source = {"Bucket": "fleet", "Key": uri.removeprefix("s3://fleet/")}
         client.copy_object(CopySource=source, Bucket="fleet", Key=copy.removeprefix("s3://fleet/"))
     else:
-        marks = (names.mark_uri(uri, root=folder), names.mark_uri(copy, root=folder))
+        marks = (names.Mark.of(uri, root=folder).uri, names.Mark.of(copy, root=folder).uri)
         for one, other in ((uri, copy), marks):
             Path(other[7:]).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(one[7:], other[7:])
@@ -192,7 +192,7 @@ def test_prune_forgets_the_mark_of_a_part_removed_without_it(tmp_path: Path) -> 
     folder, template = f"file://{tmp_path}/mirror/", f"file://{tmp_path}/mirror/{{model}}/{{path}}"
     gone, kept, _ = published(writer, folder, tmp_path, side=SIDE, path="tiny/model.bin")
     Path(gone[7:]).unlink()  # as 0.7's holder removes parts: the part, not its mark
-    marks = [Path(names.mark_uri(uri, root=folder)[7:]) for uri in (gone, kept)]
+    marks = [Path(names.Mark.of(uri, root=folder).uri[7:]) for uri in (gone, kept)]
     assert all(mark.is_file() for mark in marks)
     Path(tmp_path / "mirror" / "tiny").mkdir(exist_ok=True)
     (tmp_path / "mirror" / "tiny" / "config.json").write_text("{}")

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mdl import partsize
 from mdl.errors import CatalogError
 from mdl.lockfile import parts as lockparts
 from mdl.lockfile.parts import (
@@ -159,7 +160,7 @@ def test_an_entry_is_a_trust_only_for_its_own_sha256_and_size() -> None:
 def test_hashed_gives_the_part_hashes_and_the_sha256_from_one_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ranges, "RANGE_PART", 1 << 20)
+    monkeypatch.setattr(partsize, "PART", 1 << 20)
     data = os.urandom(3 * (1 << 20) + 7)
     path = tmp_path / "f"
     path.write_bytes(data)

@@ -22,8 +22,9 @@ from s3server import S3
 from seaweed import Weed, seaweed_server  # noqa: F401
 from servers import HubServer, make_data
 
+from mdl import partsize
 from mdl.buckets.folder import FolderWriter
-from mdl.buckets.names import mark_uri
+from mdl.buckets.names import Mark
 from mdl.buckets.protocol import side_of
 from mdl.buckets.registry import STORES
 from mdl.catalog.load import parse_catalog
@@ -143,11 +144,11 @@ def test_a_cp_a_of_a_filled_file_and_its_mark_is_not_mdls(
     sha = hashlib.sha256(OLD).hexdigest()
     side = side_of(f"hf://org/tiny@{COMMIT}/old.bin")
     assert FolderWriter().upload(ours, source, size=len(OLD), sha256=sha, root=root, side=side)
-    for uri in (ours, mark_uri(ours, root=root)):
+    for uri in (ours, Mark.of(ours, root=root).uri):
         target = uri.replace("/tiny/", "/tiny/backup/").removeprefix("file://")
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-a", uri.removeprefix("file://"), target], check=True, timeout=60)
-    assert Path(mark_uri(copy, root=root).removeprefix("file://")).exists()
+    assert Path(Mark.of(copy, root=root).uri.removeprefix("file://")).exists()
     pruned = mdl("prune", "--mirror", f"{root}{{model}}/{{path}}", "--keep-days", "0", "--json")
     assert _kept(pruned)[copy] == COPIED
     assert _removed(pruned) == [ours]
@@ -381,9 +382,7 @@ def test_a_fill_in_parts_on_a_share_leaves_no_empty_folder(
 ) -> None:
     """A fill publishes its parts under ``.mdl/parts/<model>/<path>/<set>/`` and removes them once
     the object is made: the folders go with them (a share kept one per file version filled)."""
-    import mdl.buckets._parts as parts_module
-
-    monkeypatch.setattr(parts_module, "FILL_PART", 1 << 20)  # parts of 1 MiB: 4
+    monkeypatch.setattr(partsize, "PART", 1 << 20)  # parts of 1 MiB: 4
     weights = make_data(3 * (1 << 20) + 3, seed=63)
     hub.add_repo("org/big", {"w.safetensors": weights})
     (tmp_path / "catalog.toml").write_text('[models.big]\nrepo = "org/big"\n')

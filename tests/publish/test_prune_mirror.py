@@ -18,8 +18,9 @@ from runfixtures import mdl, use_catalog
 from s3proxy import s3_proxy
 from s3server import S3
 
+from mdl.buckets import names
 from mdl.buckets.folder import file_etag
-from mdl.buckets.names import lease_prefix, mark_uri, namespace
+from mdl.buckets.names import Generation, namespace
 from mdl.buckets.protocol import Listed, Mark, Seen, side_of
 from mdl.buckets.registry import STORES
 from mdl.buckets.s3 import mdl_metadata
@@ -162,7 +163,9 @@ def file_shelf(folder: Path) -> Shelf:
         stamp = time.time() - age
         os.utime(path, (stamp, stamp))
         if marked:  # as FolderWriter.upload marks what it wrote: its version, in mdl's namespace
-            mark = Path(mark_uri(uri, root=f"file://{folder}/mirror/").removeprefix("file://"))
+            mark = Path(
+                names.Mark.of(uri, root=f"file://{folder}/mirror/").uri.removeprefix("file://")
+            )
             mark.parent.mkdir(parents=True, exist_ok=True)
             mark.write_text(file_etag(path.stat()))
 
@@ -201,7 +204,7 @@ def lease_of(template: str, uri: str) -> str:
     """The first generation of ``uri``'s lease (in mdl's namespace of the mirror)."""
     root = namespace(template)
     assert root is not None
-    return lease_prefix(root, uri) + "1"
+    return Generation.of(root, uri).uri
 
 
 def stocked(shelf: Shelf) -> dict[str, str]:
@@ -545,9 +548,9 @@ def test_the_dry_run_says_when_each_young_object_goes(place: Path, shelf: Shelf)
         path = Path(uris["young"].removeprefix("file://"))
         stamp = time.time() - 8 * DAY
         os.utime(path, (stamp, stamp))
-        Path(mark_uri(uris["young"], root=shelf.template.partition("{")[0])[7:]).write_text(
-            file_etag(path.stat())
-        )
+        Path(
+            names.Mark.of(uris["young"], root=shelf.template.partition("{")[0]).uri[7:]
+        ).write_text(file_etag(path.stat()))
     later = mdl("prune", "--mirror", shelf.template)
     assert later.exit_code == 0, later.stderr
     assert not shelf.has(uris["young"])
@@ -593,7 +596,7 @@ def test_objects_mdl_uploads_carry_the_mark_prune_honours(
     on_disk = mdl("prune", "--mirror", folder.template, "--keep-days", "0")
     assert on_disk.exit_code == 0, on_disk.stderr
     assert not folder.has(ours) and folder.has(theirs)
-    assert not Path(mark_uri(ours, root=root)[7:]).exists()  # its mark went with it
+    assert not Path(names.Mark.of(ours, root=root).uri[7:]).exists()  # its mark went with it
 
 
 def test_a_folder_mirrors_marks_are_its_own_and_go_with_its_objects(tmp_path: Path) -> None:
@@ -610,7 +613,7 @@ def test_a_folder_mirrors_marks_are_its_own_and_go_with_its_objects(tmp_path: Pa
     uris = {t: t.replace("{model}", "m").replace("{path}", "w.bin") for t in (a, b)}
     for template, uri in uris.items():
         assert writer.upload(uri, source, size=1, sha256=sha, root=template.partition("{")[0])
-    marks = {t: Path(mark_uri(u, root=t.partition("{")[0])[7:]) for t, u in uris.items()}
+    marks = {t: Path(names.Mark.of(u, root=t.partition("{")[0]).uri[7:]) for t, u in uris.items()}
     assert all(mark.exists() for mark in marks.values())
     report = prune_mirror(writer, a, Named({}, {}, (model_prefix(a, "m"),)), keep_days=0)
     assert [e.uri for e in report.removed] == [uris[a]]

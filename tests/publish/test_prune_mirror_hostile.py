@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mdl.buckets.folder import FolderWriter, file_etag
-from mdl.buckets.names import mark_uri
+from mdl.buckets.names import Mark
 from mdl.upload.mirrorprune import Named, prune_mirror
 
 DAY = 86_400.0
@@ -35,7 +35,7 @@ def test_a_mark_another_user_planted_never_removes_what_mdl_did_not_write(tmp_pa
     os.chown(theirs, 4242, 4242)
     _old(theirs)
     root = f"file://{base}/"
-    mark = Path(mark_uri(f"file://{theirs}", root=root).removeprefix("file://"))
+    mark = Path(Mark.of(f"file://{theirs}", root=root).uri.removeprefix("file://"))
     mark.parent.mkdir(parents=True)
     mark.write_text(file_etag(theirs.stat()))
     os.chown(mark, 4343, 4343)  # a third user planted it

@@ -12,12 +12,11 @@ import pytest
 from servers import HubServer, make_data
 from signkeys import key_pair, library_sign, write_files
 
-from mdl import api
+from mdl import api, partsize
 from mdl.download._signed import signed_ranges
 from mdl.lockfile.parts import parts_beside, read_parts
 from mdl.report import FileOutcome, RunReport
 from mdl.signing.statement import SignedFile
-from mdl.transfer import ranges
 
 MiB = 1 << 20
 WEIGHTS = make_data(6 * MiB + 4_321, seed=72)
@@ -58,7 +57,7 @@ def test_the_signers_shards_win_over_the_part_hashes_beside_the_lock(
     world: Path, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     signed_world(hub, world, tmp_path, "sha256", 2 * MiB)
-    monkeypatch.setattr(ranges, "RANGE_PART", MiB)
+    monkeypatch.setattr(partsize, "PART", MiB)
     machine = tmp_path / "machine-1"
     assert api.lock(catalog=world, all=True, dest=machine).ok
     assert api.pull("tiny", catalog=world, dest=machine).ok

@@ -23,6 +23,7 @@ from servers import make_data
 from xet.test_hashing import REFERENCE, from_hex
 from xetserver import XetFile, XetStore, chunk_hashes_answer, hump, hump_json
 
+from mdl import partsize
 from mdl.xet import _ranges
 from mdl.xet._hashing import chunk_hash, merkle_root, salted, to_hex
 from mdl.xet._ranges import PAST, Window, parse_answer, parse_closes
@@ -291,7 +292,7 @@ def test_windows_tile_the_file_each_verifying_alone(
     """Where each window ends is asked first (a window can reach the next one's byte: they merge),
     then each window from the last one's end; every window holds its chunks."""
     data, xf, xet_hash = minted
-    monkeypatch.setattr(_ranges, "WINDOW", step)
+    monkeypatch.setattr(partsize, "PART", step)
     monkeypatch.setattr(_ranges, "BATCH", batch)
     asked: list[list[tuple[int, int]]] = []
 

@@ -29,11 +29,11 @@ from serveproc import AWS_ISOLATION
 from servers import Fault, make_data
 from xetserver import CasServer, XetFile, XetHubServer, XetStore, chunk_hashes_answer
 
+from mdl import partsize
 from mdl.download.demand import Demand
 from mdl.endpoint import serving
 from mdl.lockfile.parts import PartHashes, write_parts
 from mdl.transfer import ranges
-from mdl.xet import _ranges
 
 WEIGHTS = "model.safetensors"
 OTHER = "other.safetensors"  # another file of the repo, as big (whose Xet hash a Hub may name)
@@ -63,7 +63,7 @@ def catalog(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> Path:
-    monkeypatch.setattr(_ranges, "WINDOW", 512 << 10)
+    monkeypatch.setattr(partsize, "PART", 512 << 10)
     DEMANDS.clear()
 
     class Recorded(Demand):  # the serve's: its releases find the range check
@@ -468,7 +468,7 @@ def test_a_lock_written_while_the_hub_lied_gets_no_byte_of_the_other_file_to_a_l
     whole; with them (hashed here from the file verified whole before, over plain HTTP: its record
     binds no Xet hash) they win: the other file's bytes fail every range. Either way
     the loader gets the pinned bytes, fetched over plain HTTP, never one of the other file's."""
-    monkeypatch.setattr(ranges, "RANGE_PART", 512 << 10)
+    monkeypatch.setattr(partsize, "PART", 512 << 10)
     caplog.set_level(logging.INFO, logger="mdl.serve")
     data, other = make_data(SIZE, seed=33), make_data(SIZE, seed=34)
     pull = Pull(hub, catalog, data, bound=bound, plain=True, other=other, lie=[OTHER], lock=True)
