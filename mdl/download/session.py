@@ -495,13 +495,14 @@ class FileSources:
     def beside(self) -> JobContext:
         """What the file's fetch is handed beside its job: its range trust, this run's probe
         answer, its listener, and (a pull that serves loaders) the releases that find its check."""
-        trust = self.remote.trust
+        trust, served = self.remote.trust, self.session.demand is not None
         return JobContext(
             landing=self.landing,
             trust=trust,
-            in_order=self.session.demand is not None,  # loaders read it as it lands
+            in_order=served,  # loaders read it as it lands
             opening=self.remote.opening,
-            releases=self.session.releases if trust is not None else None,
+            # (a check needs them: a trust's, or a Xet file's a loader reads as it lands)
+            releases=self.session.releases if trust is not None or served else None,
         )
 
     def origin(self) -> TransferResult:
