@@ -13,7 +13,7 @@ import re
 import secrets
 import stat as st
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -516,51 +516,65 @@ def read_bounded(handle: BinaryIO, *, limit: int) -> bytearray | None:
     return None
 
 
+@contextlib.contextmanager
+def opened(
+    path: str | os.PathLike[str], *, dir_fd: int | None = None, follow_links: bool = False
+) -> Iterator[tuple[int, os.stat_result]]:
+    """``path`` opened to read and its ``fstat``, closed on exit: the one way mdl opens a file it
+    must find regular before it reads it. O_NONBLOCK: a FIFO is never waited on (the caller judges
+    the ``fstat``, ``S_ISREG``, before any read); a symbolic link at its last component is refused
+    (O_NOFOLLOW: ELOOP, EMLINK on the BSDs) unless ``follow_links``. An OSError as ``os.open``
+    raises it."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    fd = os.open(path, flags if follow_links else flags | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        yield fd, os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
 def read_small_file(
     path: str | os.PathLike[str], *, limit: int, follow_links: bool = True
 ) -> bytes:
     """The bytes of a small file from outside mdl (a catalog, its lock, a signer's key or
     certificate, a netrc), never blocking and never unbounded: the one way mdl reads such a file
-    whole. Opened with O_NONBLOCK and judged by ``fstat`` of that descriptor, so a FIFO is never
-    waited on and a device (``/dev/zero``) never read; ``follow_links=False``: a symbolic link at
-    its last component is refused (O_NOFOLLOW), for a file mdl writes as a file and only a link
-    planted by someone else can be. OSError naming ``path``, its ``strerror`` saying why, when it is
-    not a regular file or holds more than ``limit`` bytes (checked by size first, then by what is
-    read: it may grow meanwhile; never more than ``limit`` + 1 bytes are read)."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    whole. Opened by :func:`opened`, so a FIFO is never waited on and a device (``/dev/zero``)
+    never read; ``follow_links=False``: a symbolic link at its last component is refused, for a
+    file mdl writes as a file and only a link planted by someone else can be. OSError naming
+    ``path``, its ``strerror`` saying why, when it is not a regular file or holds more than
+    ``limit`` bytes (checked by size first, then by what is read: it may grow meanwhile; never more
+    than ``limit`` + 1 bytes are read)."""
     try:
-        fd = os.open(path, flags if follow_links else flags | os.O_NOFOLLOW)
+        with opened(path, follow_links=follow_links) as (fd, found):
+            # a folder's errno makes it an IsADirectoryError, as open() would
+            if not st.S_ISREG(found.st_mode):
+                why = f"it is {kind_of(found) or 'not a regular file'}, not a regular file"
+                raise OSError(
+                    errno.EISDIR if st.S_ISDIR(found.st_mode) else errno.EINVAL,
+                    why,
+                    os.fspath(path),
+                )
+            chunks: list[bytes] = []
+            total = 0
+            while found.st_size <= limit and total <= limit:
+                # as much as fstat said, and one byte more (a file that grew); never a buffer of
+                # the whole limit at once
+                chunk = os.read(fd, min(limit + 1 - total, max(found.st_size + 1 - total, 1 << 16)))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            if found.st_size > limit or total > limit:
+                raise OSError(
+                    errno.EFBIG,
+                    f"more than the {_size_limit(limit)} such a file may have",
+                    os.fspath(path),
+                )
+            # one read holds a regular file whole: no copy of it
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     except OSError as exc:
         # a socket cannot be opened (ENXIO), O_NOFOLLOW refuses a link (ELOOP; EMLINK on the BSDs)
         raise _not_a_file(path, exc, follow_links=follow_links) from None
-    try:
-        found = os.fstat(fd)
-        # a folder's errno makes it an IsADirectoryError, as open() would
-        if not st.S_ISREG(found.st_mode):
-            why = f"it is {kind_of(found) or 'not a regular file'}, not a regular file"
-            raise OSError(
-                errno.EISDIR if st.S_ISDIR(found.st_mode) else errno.EINVAL, why, os.fspath(path)
-            )
-        chunks: list[bytes] = []
-        total = 0
-        while found.st_size <= limit and total <= limit:
-            # as much as fstat said, and one byte more (a file that grew); never a buffer of the
-            # whole limit at once
-            chunk = os.read(fd, min(limit + 1 - total, max(found.st_size + 1 - total, 1 << 16)))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if found.st_size > limit or total > limit:
-            raise OSError(
-                errno.EFBIG,
-                f"more than the {_size_limit(limit)} such a file may have",
-                os.fspath(path),
-            )
-        # one read holds a regular file whole: no copy of it
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def _not_a_file(path: str | os.PathLike[str], exc: OSError, *, follow_links: bool) -> OSError:

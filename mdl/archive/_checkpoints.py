@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mdl.errors import UnsafePathError, UsageError
+from mdl.paths import opened
 
 # ASCII digits only: Python's \d also matches full-width digits such as "００５".
 _HF_DIR = re.compile(r"checkpoint-([0-9]+)")
@@ -67,11 +68,8 @@ def _opened(path: Path, shown: str) -> Iterator[tuple[int, os.stat_result]]:
     exit 2 naming it.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            yield fd, os.fstat(fd)
-        finally:
-            os.close(fd)
+        with opened(path) as found:
+            yield found
     except OSError as exc:
         raise UsageError(f"cannot read '{shown}': {exc.strerror}") from exc
 

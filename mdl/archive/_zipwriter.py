@@ -22,7 +22,7 @@ import struct
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +31,7 @@ from typing import IO, Any, BinaryIO, Protocol
 
 from mdl.archive.zipread import MANIFEST_NAME
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NoSpaceError, disk_error
+from mdl.paths import opened
 from mdl.progress import Progress
 from mdl.signing.statement import SIGNATURE_FILE
 from mdl.store.filesystem import not_a_file, not_a_file_error
@@ -152,26 +153,27 @@ def entry_info(
     return info
 
 
-def open_unchanged(src: SourceFile) -> int:
-    """Open ``src`` without following links or blocking on a FIFO, and check it is the file that
-    was chosen.
+@contextlib.contextmanager
+def open_unchanged(src: SourceFile) -> Iterator[int]:
+    """``src`` opened (no link followed, no FIFO waited on) if it is the file that was chosen,
+    closed on exit.
     """
-    try:
-        fd = os.open(src.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise LocalFSError(f"cannot open '{src.shown}': {exc.strerror}") from exc
-    st = os.fstat(fd)
-    if (st.st_dev, st.st_ino) != (src.device, src.inode) or not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise IntegrityError(
-            f"'{src.shown}' was replaced while being packed; is the run still writing?"
-        )
-    if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
-        os.close(fd)
-        raise IntegrityError(f"'{src.shown}' changed while being packed; is the run still writing?")
-    if hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    return fd
+    with contextlib.ExitStack() as stack:
+        try:
+            fd, st = stack.enter_context(opened(src.path))
+        except OSError as exc:
+            raise LocalFSError(f"cannot open '{src.shown}': {exc.strerror}") from exc
+        if (st.st_dev, st.st_ino) != (src.device, src.inode) or not stat.S_ISREG(st.st_mode):
+            raise IntegrityError(
+                f"'{src.shown}' was replaced while being packed; is the run still writing?"
+            )
+        if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
+            raise IntegrityError(
+                f"'{src.shown}' changed while being packed; is the run still writing?"
+            )
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        yield fd
 
 
 class HashingCopier(ThreadPoolExecutor):
@@ -230,12 +232,9 @@ class HashingCopier(ThreadPoolExecutor):
         """Stream ``src`` into ``sink`` as progress item ``key``; its sha256, which must be
         ``expected`` if given.
         """
-        fd = open_unchanged(src)
-        try:
+        with open_unchanged(src) as fd:
             digest, total = self.digest_fd(fd, partial(progress.advance, key), sink, src)
             st = os.fstat(fd)
-        finally:
-            os.close(fd)
         if total != src.size or (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
             raise IntegrityError(
                 f"'{src.shown}' changed while being packed; is the run still writing?"

@@ -17,7 +17,7 @@ from mdl.archive._checkpoints import LeftOut, Selection, find_candidates, real_i
 from mdl.archive._zipwriter import SourceFile
 from mdl.archive.zipread import MANIFEST_NAME, collision_key, first_twin
 from mdl.errors import UnsafePathError, UsageError
-from mdl.paths import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, name_problem, reserved_by_mdl
+from mdl.paths import PICKLE_SUFFIXES, WEIGHT_SUFFIXES, name_problem, opened, reserved_by_mdl
 from mdl.progress import Progress
 from mdl.signing.statement import SIGNATURE_FILE
 
@@ -189,17 +189,13 @@ def is_cache(folder: os.DirEntry[str]) -> bool:
     convention asks for (its first 43 bytes, read without following a link or waiting on a FIFO)."""
     if folder.name.casefold() in CACHE_NAMES:
         return True
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(Path(folder.path) / CACHEDIR_TAG, flags)
+        with opened(Path(folder.path) / CACHEDIR_TAG) as (fd, found):
+            return stat.S_ISREG(found.st_mode) and (
+                os.read(fd, len(CACHEDIR_SIGNATURE)) == CACHEDIR_SIGNATURE
+            )
     except OSError:
         return False
-    try:
-        return stat.S_ISREG(os.fstat(fd).st_mode) and (
-            os.read(fd, len(CACHEDIR_SIGNATURE)) == CACHEDIR_SIGNATURE
-        )
-    finally:
-        os.close(fd)
 
 
 def _special_kind(mode: int) -> str:

@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote
 from mdl.buckets import names
 from mdl.buckets.protocol import LEGACY_MARK, Listed, Seen, StoredObject, authorship, mark_text
 from mdl.errors import IntegrityError, LocalFSError, MdlError, NotFoundError, UsageError, disk_error
-from mdl.paths import kind_of, open_dir
+from mdl.paths import kind_of, open_dir, opened
 from mdl.redact import Secrets, printable, safe_text
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,6 @@ def local_error(exc: OSError, path: Path | str, *, what: str) -> MdlError:
 # link root or this user made is followed, a folder made is as shared as its parent) and then works
 # relative to that folder's descriptor.
 _NEW = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _shared(fd: int, folder: int) -> None:
@@ -104,18 +103,14 @@ def _fresh_stat(name: str, folder: int) -> os.stat_result | None:
     revalidates its cache: close-to-open consistency, where a ``stat`` may answer from it); None:
     no such file, or not a file (a link is never followed, a FIFO never waited on)."""
     try:
-        fd = os.open(name, _READ, dir_fd=folder)
+        with opened(name, dir_fd=folder) as (_, st):
+            return st if stat.S_ISREG(st.st_mode) else None
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENXIO):
             return None  # a link or a socket where the object goes: no object of ours
         raise local_error(exc, name, what="cannot read") from exc
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    return st if stat.S_ISREG(st.st_mode) else None
 
 
 class FolderWriter:
@@ -146,22 +141,16 @@ class FolderWriter:
             if folder is None:
                 return None
             try:
-                fd = os.open(path.name, _READ, dir_fd=folder)
+                with opened(path.name, dir_fd=folder) as (fd, st):
+                    if not stat.S_ISREG(st.st_mode):
+                        return None
+                    data = os.read(fd, limit + 1)
             except (FileNotFoundError, NotADirectoryError):
                 return None
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
                     return None  # a link, a folder, a socket: no object of ours
                 raise local_error(exc, path, what="cannot read") from exc
-            try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
-                    return None
-                data = os.read(fd, limit + 1)
-            except OSError as exc:
-                raise local_error(exc, path, what="cannot read") from exc
-            finally:
-                os.close(fd)
         return data, replace(_seen(st), now=self._clock(path.parent)) if aged else _seen(st)
 
     def create(self, uri: str, data: bytes, *, side: str | None = None) -> Seen | None:
@@ -282,11 +271,8 @@ class FolderWriter:
             if folder is None or st is None or st.st_size != size:
                 return False
             try:
-                fd = os.open(target.name, _READ, dir_fd=folder)
-                try:
-                    return stat.S_ISREG(os.fstat(fd).st_mode) and _sha256_of(fd) == sha256
-                finally:
-                    os.close(fd)
+                with opened(target.name, dir_fd=folder) as (fd, st):
+                    return stat.S_ISREG(st.st_mode) and _sha256_of(fd) == sha256
             except OSError as exc:
                 raise local_error(exc, target, what="cannot read") from exc
 
@@ -672,13 +658,9 @@ def _mark(mark: Path, *, owner: int) -> bytes:
         with _folder(mark, create=False) as folder:
             if folder is None:
                 return b""
-            fd = os.open(mark.name, _READ, dir_fd=folder)
-            try:
-                said = os.fstat(fd)
+            with opened(mark.name, dir_fd=folder) as (fd, said):
                 if stat.S_ISREG(said.st_mode) and said.st_uid == owner:
                     return os.read(fd, MARK_BYTES)
-            finally:
-                os.close(fd)
     except (OSError, MdlError):
         pass
     return b""

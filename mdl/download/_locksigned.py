@@ -22,7 +22,7 @@ from mdl.download._fetch import fetch_from_sources, file_lock, transfer_job
 from mdl.download.resolve import from_lock
 from mdl.download.session import FileSources, PullSession, label_of
 from mdl.errors import IntegrityError, InterruptedByUserError, MdlError, NotFoundError
-from mdl.lockfile.model import LockedModel
+from mdl.lockfile.model import Lock, LockedModel
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
@@ -256,11 +256,16 @@ def _fetched(
 
 
 def checked_signatures(
-    settings: Settings, pinned: Sequence[tuple[ModelSpec, LockedModel]], progress: Progress
+    settings: Settings, specs: Iterable[ModelSpec], lock: Lock, progress: Progress
 ) -> list[FileOutcome]:
-    """``lock --check`` of the signed models the lock pins as the catalog says: each one's pinned
-    signature fetched by its sha256 (mirrors, then source), verified, and covering the files the
-    lock pins; the failures (a model each)."""
+    """``lock --check`` of the signed ones of ``specs`` that ``lock`` pins as the catalog says:
+    each one's pinned signature fetched by its sha256 (mirrors, then source), verified, and
+    covering the files the lock pins; the failures (a model each)."""
+    pinned = [
+        (spec, locked)
+        for spec in specs
+        if spec.signature is not None and (locked := lock.fresh(spec)) is not None
+    ]
     if not pinned:
         return []
     require_library()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -34,6 +33,7 @@ from mdl.lockfile.io import ModelChange, diff_locks, exclusive, read_lock
 from mdl.lockfile.io import write_lock as write_lock_file
 from mdl.lockfile.model import Lock, LockedFile, LockedModel, locked_from_resolved
 from mdl.lockfile.parts import PartHashes, hashed, kept, parts_beside, read_parts, write_parts
+from mdl.paths import opened
 from mdl.progress import Progress
 from mdl.report import FileOutcome, failed
 from mdl.signing.library import require_library
@@ -250,17 +250,13 @@ class _Sidecar:
         progress.start(label, label=f"hashing the parts of {label}", total=one.size)
         got: tuple[PartHashes, str] | None = None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            try:
-                now = os.fstat(fd)
+            with opened(path) as (fd, now):
                 mtime = now.st_mtime_ns if one.mtime_ns is None else one.mtime_ns
                 if stat.S_ISREG(now.st_mode) and (now.st_size, now.st_mtime_ns) == (
                     one.size,
                     mtime,
                 ):
                     got = hashed(fd, one.size, on_bytes=partial(progress.advance, label))
-            finally:
-                os.close(fd)
         except OSError as exc:
             log.info("%s: no part hashes: cannot read it: %s", label, exc.strerror or exc)
             progress.finish(label, ok=False, message="cannot read it")
@@ -342,12 +338,7 @@ def _kept_signed(
     a lock that changes nothing asks nothing (``lock --check`` is CI's, online)."""
     if settings.offline:
         return []
-    kept = [
-        (spec, locked)
-        for spec in scope.specs
-        if spec not in todo and spec.signature is not None and (locked := base.fresh(spec))
-    ]
-    return checked_signatures(settings, kept, progress)
+    return checked_signatures(settings, (s for s in scope.specs if s not in todo), base, progress)
 
 
 def _checked(
@@ -359,12 +350,7 @@ def _checked(
     stale = {s.name for s in scope.specs if old is None or old.fresh(s) is None}
     if scope.everything and old is not None:
         stale |= {name for name in old.models if name not in scope.in_catalog}
-    pinned = [
-        (spec, locked)
-        for spec in scope.specs
-        if spec.signature is not None and old is not None and (locked := old.fresh(spec))
-    ]
-    failures = checked_signatures(settings, pinned, progress)
+    failures = checked_signatures(settings, scope.specs, old or Lock(), progress)
     return LockReport(
         path,
         False,

@@ -33,6 +33,7 @@ from mdl.endpoint.server import Endpoint
 from mdl.endpoint.shelf import Shelf
 from mdl.errors import ExitCode, LocalFSError, UsageError
 from mdl.lockfile.model import Lock
+from mdl.paths import opened
 from mdl.progress import Progress
 from mdl.report import WARNING_CAUSE, FileOutcome, RunReport
 from mdl.store.layout import Layout
@@ -520,20 +521,16 @@ def _an_earlier_runs(path: Path) -> bool:
     else can make a file this user owns; what this user keeps elsewhere (a key file, a shell's
     profile) does not read so."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with opened(path) as (fd, found):
+            return (
+                stat.S_ISREG(found.st_mode)
+                and found.st_uid == os.geteuid()
+                and stat.S_IMODE(found.st_mode) == 0o600
+                and found.st_nlink == 1
+                and _exports_only(os.read(fd, _MOST_ENV_FILE + 1))
+            )
     except OSError:
         return False
-    try:
-        found = os.fstat(fd)
-        return (
-            stat.S_ISREG(found.st_mode)
-            and found.st_uid == os.geteuid()
-            and stat.S_IMODE(found.st_mode) == 0o600
-            and found.st_nlink == 1
-            and _exports_only(os.read(fd, _MOST_ENV_FILE + 1))
-        )
-    finally:
-        os.close(fd)
 
 
 def _exports_only(text: bytes) -> bool:

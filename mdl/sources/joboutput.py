@@ -410,20 +410,14 @@ def check_inline(
     item: InlineFile, *, expected_sha256: str | None = None, progress: Progress | None = None
 ) -> InlineCheck:
     """Decode ``item`` without keeping it: its size and sha256, checked against the descriptor."""
-    digest = hashlib.sha256()
-    size = 0
     key = f"check:{item.filename}"
     # a big payload takes seconds to decode: its bar moves meanwhile
     progress = progress or NullProgress()
     progress.start(
         key, label=f"checking {item.filename}", total=decoded_size(item), path=item.filename
     )
-    for chunk in iter_base64(item.data, where=item.where):
-        digest.update(chunk)
-        size += len(chunk)
-        progress.advance(key, len(chunk))
+    size, actual = _decoded(item, None, progress=progress, key=key)
     progress.finish(key, ok=True)
-    actual = digest.hexdigest()
     if item.size is not None and item.size != size:
         raise IntegrityError(
             f"{item.where}: the job output says {item.size} bytes, its data decodes to {size}"
@@ -440,16 +434,18 @@ def check_inline(
     return InlineCheck(size, actual)
 
 
-def _decode_into(handle: BinaryIO, item: InlineFile, *, progress: Progress) -> tuple[int, str]:
-    """The payload decoded chunk by chunk into ``handle`` (synced): its size and sha256."""
+def _decoded(
+    item: InlineFile, handle: BinaryIO | None, *, progress: Progress, key: str
+) -> tuple[int, str]:
+    """The payload decoded chunk by chunk (into ``handle`` if given: the caller syncs it), each
+    chunk told to ``progress`` as ``key``: its size and sha256."""
     digest, size = hashlib.sha256(), 0
     for chunk in iter_base64(item.data, where=item.where):
-        handle.write(chunk)
+        if handle is not None:
+            handle.write(chunk)
         digest.update(chunk)
         size += len(chunk)
-        progress.advance(item.filename, len(chunk))
-    handle.flush()
-    os.fsync(handle.fileno())
+        progress.advance(key, len(chunk))
     return size, digest.hexdigest()
 
 
@@ -483,7 +479,9 @@ def write_inline(
         # check_inline verified a first decoding; what is installed is this second one, so it is
         # checked too.
         with os.fdopen(fd, "wb") as handle:
-            written = _decode_into(handle, item, progress=progress)
+            written = _decoded(item, handle, progress=progress, key=label)
+            handle.flush()
+            os.fsync(handle.fileno())
         # the data is immutable: a bug if so
         if written != (check.size, check.sha256):
             raise IntegrityError(f"{item.where}: decoded differently on the second pass")
