@@ -92,12 +92,23 @@ class Heads:
         self._heads: dict[tuple[str, str], Future[HeldLocks | None]] = {}
 
     def __enter__(self) -> Heads:
-        """The heads fetched beside the crew, in a serving pull (none in any other)."""
-        session = self.session
-        if session.demand is None:
+        """The heads fetched beside the crew, in a serving pull from the origins over plain HTTP
+        (none in any other), of the files with nothing on disk yet and a range trust that is
+        checked as it lands."""
+        session, settings = self.session, self.session.settings
+        if session.demand is None or settings.mirrors or settings.offline or settings.fill_mirror:
             return self
+        from mdl.transfer.ranges import fits
+
         wanted = sorted(
-            (plan for plan in self._plans if _heads_first(session, plan)),
+            (
+                plan
+                for plan, remote in ((plan, plan.remote) for plan in self._plans)
+                if plan.decision.action is Action.DOWNLOAD
+                and remote.trust is not None
+                and fits(remote.trust)
+                and not (remote.xet or remote.staged)
+            ),
             key=lambda plan: natural_key(plan.remote.model, plan.remote.path),
         )[1:]
         self._pool = pool = ThreadPoolExecutor(AT_ONCE, thread_name_prefix="head")
@@ -144,7 +155,7 @@ class Heads:
             if now.decision.action is Action.DOWNLOAD:
                 job = job_of(session, plan, RetryLog())
                 beside = FileSources(session, job, remote).beside
-                assert beside.trust is not None  # (``_heads_first``)
+                assert beside.trust is not None  # (``__enter__``)
                 if session.engine.ahead(job, beside, beside.trust.spans[0][1]):
                     log.info("%s: head fetched first", job.label)
                     return held
@@ -152,25 +163,6 @@ class Heads:
             log.info("%s: its head was not fetched first: %s", label_of(remote), exc)
         held.release()
         return None
-
-
-def _heads_first(session: PullSession, plan: PlannedFile) -> bool:
-    """Whether the file's head is fetched ahead of it: nothing of it on disk yet, its range trust
-    one that is checked as it lands, and its origin plain HTTP."""
-    from mdl.transfer.ranges import fits
-
-    remote = plan.remote
-    return (
-        plan.decision.action is Action.DOWNLOAD
-        and remote.size is not None
-        and remote.trust is not None
-        and fits(remote.trust)
-        and remote.xet is None
-        and remote.staged is None
-        and not session.settings.mirrors
-        and not session.settings.offline
-        and not session.settings.fill_mirror
-    )
 
 
 def _begin(session: PullSession, todo: Iterable[PlannedFile]) -> None:

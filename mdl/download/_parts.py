@@ -139,8 +139,8 @@ def _put(parts: PartSet, number: int, data: bytes) -> bool:
     return writer.replace(uri, data, etag=seen.etag, side=side) is not None
 
 
-@dataclass
-class Publisher:
+@dataclass(eq=False)
+class Publisher(Landings):
     """The holder's: the parts its fetch has landed, sent as they become whole beside the fetch,
     which tells it what lands and what is taken back (it is the fetch's ``JobContext.landing``;
     with a range trust, the fetch's check tells it verified bytes only); ``finish`` sends the rest
@@ -154,33 +154,19 @@ class Publisher:
     done: set[int] = field(default_factory=set)  # parts there, of our bytes
     beside: int = 0  # bytes sent while the fetch ran
     _failed: bool = False
-    # a part in flight ends within the store client's timeouts; past JOIN_WAIT the run goes on
-    # (the daemon's parts are sent again at the end, or never needed)
-    landings: Landings = field(init=False)
 
     def __post_init__(self) -> None:
+        # a part in flight ends within the store client's timeouts; past JOIN_WAIT the run goes
+        # on (the daemon's parts are sent again at the end, or never needed)
         spans = [self.parts.span(n) for n in range(1, self.parts.count + 1)]
-        self.landings = Landings(
-            spans, self._landed, name="mdl-parts", forget=self._forget, join=JOIN_WAIT
+        super().__init__(
+            spans, self._send_landed, name="mdl-parts", forget=self._forget, join=JOIN_WAIT
         )
-
-    def landed(self, start: int, end: int) -> None:
-        self.landings.landed(start, end)
-
-    def taken_back(self, start: int, end: int) -> None:
-        self.landings.taken_back(start, end)
 
     def _forget(self, indexes: range) -> None:
         self.done.difference_update(i + 1 for i in indexes)
 
-    def __enter__(self) -> Publisher:
-        self.landings.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.landings.__exit__()
-
-    def _landed(self, index: int, epoch: int, stop: threading.Event) -> bool:
+    def _send_landed(self, index: int, epoch: int, stop: threading.Event) -> bool:
         """Part ``index + 1``, whole on disk, sent from the ``.part`` (once: a failure to send
         ends the sending beside the fetch); False: taken back meanwhile, sent again later."""
         if self._failed or index + 1 in self.done:
@@ -188,8 +174,8 @@ class Publisher:
         sent = self._send(index + 1, self.job.part_path)
         if sent is None:
             return True
-        with self.landings.changed:
-            if not self.landings.current(epoch):
+        with self.changed:
+            if not self.current(epoch):
                 return False  # its bytes may have changed as they were read: sent again later
             self.done.add(index + 1)
         self.beside += sent

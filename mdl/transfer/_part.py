@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 from typing import TYPE_CHECKING
 
@@ -324,9 +325,9 @@ class Restarts:
     """One file's attempts: its streams run, and run again from zero when the bytes on disk cannot
     be continued."""
 
-    def __init__(self, shared: Shared, state: DownloadState, *, until: int | None = None) -> None:
+    def __init__(self, shared: Shared, state: DownloadState, *, until: float = math.inf) -> None:
         self.shared, self.state = shared, state
-        self.until = until  # (head first) only the pieces that start before it
+        self.until = until  # (head first) only the pieces that start before it, none stolen
 
     def run(self) -> None:
         """Run the streams; start over when ranges are ignored or, once, when the file changed:
@@ -389,11 +390,7 @@ class Restarts:
             url = self._aim_ranges(connections, url)
         # this attempt's streams ask the resolve URL afresh, once for all (Target.aim)
         state.target.start(url, shared=state.multi and job.renewable)
-        todo = [
-            p
-            for p in state.pieces
-            if not p.complete and (self.until is None or p.start < self.until)
-        ]
+        todo = [p for p in state.pieces if not p.complete and p.start < self.until]
         small = state.size is None or state.size < self.shared.config.split_threshold
         if len(todo) <= 1 and small:
             self._run_alone(todo)
@@ -418,7 +415,9 @@ class Restarts:
                 name=f"get:{state.job.label}",
                 stopped=lambda: shared.cancel.is_set() or state.stop.is_set(),
                 on_failure=self._stop,
-                steal=(lambda: state.steal(workers)) if state.multi and not self.until else None,
+                steal=(lambda: state.steal(workers))
+                if state.multi and self.until == math.inf
+                else None,
             )
         shared.check_stop(state)  # Ctrl-C: the streams ended early
 

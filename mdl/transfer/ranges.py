@@ -32,6 +32,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, SimpleQueue
+from typing import Self
 
 from mdl.background import Background
 from mdl.transfer.job import Landing, RangeTrust
@@ -235,12 +236,12 @@ class Landings:
         join: float | None = None,
     ) -> None:
         self.spans = tuple(spans)
-        self._act, self._forget = act, forget
+        self._on_ready, self._on_back = act, forget
         self.changed = threading.Condition()  # told each round that acted, and when all is done
         self._told: SimpleQueue[tuple[bool, int, int] | None] = SimpleQueue()
         self.epoch = 0
         self._queued = 0  # tellings not yet applied
-        self._landed: list[tuple[int, int]] = []
+        self._have: list[tuple[int, int]] = []
         self._pending: set[int] = set()  # spans whose bytes all landed, not done yet
         self._worker = Background(name, self._run, join=join)
 
@@ -254,7 +255,7 @@ class Landings:
             self.epoch += 1
             touched = touching(self.spans, start, end)
             self._pending.difference_update(touched)
-            self._forget(touched)
+            self._on_back(touched)
             self._queued += 1
         self._told.put((False, start, end))
 
@@ -266,14 +267,14 @@ class Landings:
         """Tellings not applied yet, or spans landed and not done (call under ``changed``)."""
         return bool(self._queued or self._pending)
 
-    def settle(self, cancel: threading.Event) -> None:
+    def drain(self, cancel: threading.Event) -> None:
         """Wait until all that was told is applied and every span that landed is done (or
         ``cancel``, or the thread ended)."""
         with self.changed:
             while self.busy() and not cancel.is_set() and self._worker.alive:
                 self.changed.wait(0.1)
 
-    def __enter__(self) -> Landings:
+    def __enter__(self) -> Self:
         self._worker.start()
         return self
 
@@ -299,7 +300,7 @@ class Landings:
             for index in ready:
                 if stop.is_set() or not self.current(epoch):
                     break  # taken back meanwhile: the news first
-                if self._act(index, epoch, stop):
+                if self._on_ready(index, epoch, stop):
                     done.append(index)
             with self.changed:
                 self._pending.difference_update(done)
@@ -319,18 +320,18 @@ class Landings:
 
     def _apply(self, is_landed: bool, start: int, end: int) -> None:
         if not is_landed:  # (a landing told before it, applied before it, is undone here)
-            self._landed = without(self._landed, start, end)
+            self._have = without(self._have, start, end)
             self._pending.difference_update(touching(self.spans, start, end))
             return
-        self._landed = merged([*self._landed, (start, end)])
+        self._have = merged([*self._have, (start, end)])
         for index in touching(self.spans, start, end):
-            if covered(self.spans[index], self._landed):
+            if covered(self.spans[index], self._have):
                 self._pending.add(index)
 
 
-class RangeCheck:
-    """One fetch's check of each range (a ``Landing``): ``Landings`` hands it each range whose
-    bytes all landed, and it reads them back and checks them on that thread; ``then`` (a fill's
+class RangeCheck(Landings):
+    """One fetch's check of each range (a ``Landing`` on ``Landings``, which hands it each range
+    whose bytes all landed): it reads them back and checks them on that thread; ``then`` (a fill's
     publisher) is told only what verified. ``settle`` waits for every check and says which ranges
     failed; ``refetching`` forgets them (their bytes come again). Its own descriptor of the file
     stays open while anyone holds a share (``share``/``unshare``: the fetch holds one from
@@ -352,24 +353,18 @@ class RangeCheck:
         self.fd = os.dup(fd)
         self._shares = 1  # the fetch's
         self.trust, self.part_path, self.then, self.label = trust, part_path, then, label
-        self.spans = tuple(trust.spans)
         self.verified: set[int] = set()
         self.bad: set[int] = set()
         self._refetched: set[int] = set()  # ranges fetched again alone, this fetch
         self.refetched_bytes = 0
         self._released: set[int] = set()  # ranges whose bytes left (``reading``)
         self.refuted = False  # the whole file's hash refused it: nothing more leaves
-        self.landings = Landings(
-            self.spans, self._check, name=f"mdl-ranges:{label}", forget=self._forget
-        )
-        self._lock = self.landings.changed
+        super().__init__(trust.spans, self._check, name=f"mdl-ranges:{label}", forget=self._forget)
+        self._lock = self.changed
 
     # -- the fetch's side (``Landing``) --------------------------------------------------------
-    def landed(self, start: int, end: int) -> None:
-        self.landings.landed(start, end)
-
     def taken_back(self, start: int, end: int) -> None:
-        self.landings.taken_back(start, end)
+        super().taken_back(start, end)
         if self.then is not None:
             self.then.taken_back(start, end)
 
@@ -377,12 +372,8 @@ class RangeCheck:
         self.verified.difference_update(indexes)
         self.bad.difference_update(indexes)
 
-    def __enter__(self) -> RangeCheck:
-        self.landings.__enter__()
-        return self
-
     def __exit__(self, *exc: object) -> None:
-        self.landings.__exit__()
+        super().__exit__()
         self.unshare()
 
     def share(self) -> bool:
@@ -413,7 +404,7 @@ class RangeCheck:
                 log.debug("%s: range %d not checked: %s", self.label, index, exc, exc_info=True)
                 good = False
         with self._lock:
-            if not self.landings.current(epoch):
+            if not self.current(epoch):
                 return False  # its bytes were taken back meanwhile: checked again once they land
             (self.verified if good else self.bad).add(index)
             if good and self.then is not None:  # under the lock: never after a take-back of it
@@ -427,7 +418,7 @@ class RangeCheck:
     # -- what the fetch and the endpoint ask ---------------------------------------------------
     def settle(self, cancel: threading.Event) -> list[tuple[int, int]]:
         """Wait until every range that landed is checked (or ``cancel``); the spans that failed."""
-        self.landings.settle(cancel)
+        self.drain(cancel)
         with self._lock:
             return [self.spans[i] for i in sorted(self.bad)]
 
@@ -482,14 +473,14 @@ class RangeCheck:
         indexes = touching(self.spans, start, end)
         with self._lock:
             known = bool(indexes) and all(i in self.verified for i in indexes) and self._shares
-            epoch = self.landings.epoch
+            epoch = self.epoch
         if not known or not 0 < end - start <= READ_BUDGET or self.refuted:
             yield None
             return
         with self._budgets.reads.buffer(end - start, cancel, until) as held:
             view = _read_or_none(self.fd, held, start)
             with self._lock:  # (under the lock ``refuted`` takes: a range left is one it tells)
-                if view is not None and self.landings.current(epoch) and not self.refuted:
+                if view is not None and self.current(epoch) and not self.refuted:
                     self._released.update(indexes)
                 else:
                     view = None

@@ -373,7 +373,7 @@ def test_the_holder_publishes_only_what_its_check_verified(root: Path, tmp_path:
         ):
             check.landed(0, len(WEIGHTS))
             assert check.settle(threading.Event()) == [(PART, 2 * PART)]
-            publisher.landings.settle(threading.Event())
+            publisher.drain(threading.Event())
     finally:
         os.close(fd)
     assert parts.published() == set(range(1, COUNT + 1)) - {2}
