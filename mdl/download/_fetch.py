@@ -14,10 +14,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from mdl.background import Background
 from mdl.download._outcomes import done_outcome
 from mdl.download._plan import Action, PlannedFile, identity_of, look, offline_error, recorded
 from mdl.download._workers import Crew
-from mdl.download.demand import natural_key
 from mdl.download.session import FileSources, PullSession, label_of
 from mdl.errors import (
     INTERRUPTED,
@@ -88,8 +88,9 @@ class Heads:
 
     def __init__(self, session: PullSession, plans: Iterable[PlannedFile]) -> None:
         self.session, self._plans = session, plans
-        self._pool: ThreadPoolExecutor | None = None
+        self._runner: Background | None = None  # (its pool lives in its work, ends with it)
         self._heads: dict[tuple[str, str], Future[HeldLocks | None]] = {}
+        self._submitted = threading.Event()
 
     def __enter__(self) -> Heads:
         """The heads fetched beside the crew, in a serving pull from the origins over plain HTTP
@@ -98,6 +99,7 @@ class Heads:
         session, settings = self.session, self.session.settings
         if session.demand is None or settings.mirrors or settings.offline or settings.fill_mirror:
             return self
+        from mdl.download.demand import natural_key  # (a serving pull's)
         from mdl.transfer.ranges import fits
 
         wanted = sorted(
@@ -111,33 +113,47 @@ class Heads:
             ),
             key=lambda plan: natural_key(plan.remote.model, plan.remote.path),
         )[1:]
-        self._pool = pool = ThreadPoolExecutor(AT_ONCE, thread_name_prefix="head")
-        self._heads = {(p.remote.model, p.remote.path): pool.submit(self._ahead, p) for p in wanted}
+        self._runner = Background("mdl-heads", partial(self._run, wanted), join=None).start()
         return self
 
+    def _run(self, wanted: list[PlannedFile], stop: threading.Event) -> None:
+        """The heads, AT_ONCE at a time, until the crew is done (``stop``): those not begun then
+        are not fetched."""
+        with ThreadPoolExecutor(AT_ONCE, thread_name_prefix="head") as pool:
+            self._heads = {
+                (p.remote.model, p.remote.path): pool.submit(self._ahead, p) for p in wanted
+            }
+            self._submitted.set()
+            stop.wait()
+            for head in self._heads.values():
+                head.cancel()
+
     def __exit__(self, *exc: object) -> None:
-        if self._pool is None:
+        if self._runner is None:
             return
-        for head in self._heads.values():
-            head.cancel()
-        self._pool.shutdown(wait=True)
+        self._runner.stop()  # (a head under way ends within the engine's timeouts; Ctrl-C: at once)
         self.session.engine.drop_paused()  # (its bytes kept: the next run resumes on them)
         for head in self._heads.values():  # (a head no file of the crew claimed: its lock)
-            if not head.cancelled() and (held := head.result()) is not None:
+            ended = head.done() and not head.cancelled() and head.exception() is None
+            if ended and (held := head.result()) is not None:
                 held.release()
 
     def claim(self, remote: RemoteFile) -> HeldLocks | None:
         """The file's lock, when its fetch is paused after its head (the crew's fetch goes on
         with it), waiting while its head is fetched (it ends within the engine's timeouts, and at
         once on Ctrl-C); None: fetched as any file (its head not begun yet is not fetched now)."""
+        while self._runner is not None and not self._submitted.wait(0.2):
+            if not self._runner.alive:
+                return None
         head = self._heads.pop((remote.model, remote.path), None)
         if head is None or head.cancel():
             return None
-        while True:
+        while True:  # (its head under way: it ends within the engine's timeouts)
             try:
-                return head.result(timeout=0.2)
+                failed = head.exception(timeout=0.2)
             except TimeoutError:
                 continue
+            return head.result() if failed is None else None
 
     def _ahead(self, plan: PlannedFile) -> HeldLocks | None:
         """The file's lock, once its head is fetched and its fetch paused; None otherwise."""

@@ -46,7 +46,6 @@ from mdl.transfer.job import Landing, RetryLog, TransferJob, TransferResult
 from mdl.transfer.ratelimit import HubGate
 from mdl.transfer.replies import Probed, probe
 from mdl.transfer.resume import discard_partial
-from mdl.xet.failures import XetFallback
 
 if TYPE_CHECKING:
     # each loaded when the run first needs it: a plain URL's get needs none of them
@@ -515,6 +514,8 @@ class FileSources:
     def _origin(self) -> TransferResult:
         session, job, remote = self.session, self.job, self.remote
         if remote.xet is not None and session.settings.xet:
+            from mdl.xet.failures import XetFallback  # (a Xet file's pull only)
+
             try:
                 return session.xet.fetch(job, remote.xet, self.beside)
             except XetFallback as why:
