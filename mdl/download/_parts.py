@@ -160,11 +160,12 @@ class Publisher(Landings):
         # on (the daemon's parts are sent again at the end, or never needed)
         spans = [self.parts.span(n) for n in range(1, self.parts.count + 1)]
         super().__init__(
-            spans, self._send_landed, name="mdl-parts", forget=self._forget, join=JOIN_WAIT
+            spans,
+            self._send_landed,
+            name="mdl-parts",
+            forget=lambda touched: self.done.difference_update(i + 1 for i in touched),
+            join=JOIN_WAIT,
         )
-
-    def _forget(self, indexes: range) -> None:
-        self.done.difference_update(i + 1 for i in indexes)
 
     def _send_landed(self, index: int, epoch: int, stop: threading.Event) -> bool:
         """Part ``index + 1``, whole on disk, sent from the ``.part`` (once: a failure to send
@@ -175,7 +176,7 @@ class Publisher(Landings):
         if sent is None:
             return True
         with self.changed:
-            if not self.current(epoch):
+            if self.epoch != epoch:
                 return False  # its bytes may have changed as they were read: sent again later
             self.done.add(index + 1)
         self.beside += sent

@@ -151,7 +151,7 @@ class PartFetch:
             verified=not state.overlaps or (resumed_from == 0 and state.answers <= 1),
             discarded=state.discarded,
             trust=check.trust.kind if check is not None else None,
-            refetched=check.refetched if check is not None else 0,
+            refetched=len(check.refetched) if check is not None else 0,
         )
 
     def _range_check(self, fd: int) -> RangeCheck | None:
@@ -271,7 +271,7 @@ class PartFetch:
             restarts.run()
         if check.refetched:
             job.retries.warn(
-                f"{job.label}: {check.refetched} range(s) failed their {kind} hash"
+                f"{job.label}: {len(check.refetched)} range(s) failed their {kind} hash"
                 " and were fetched again alone"
             )
 

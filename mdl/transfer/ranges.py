@@ -221,7 +221,7 @@ class Landings:
     each of ``spans`` whose bytes all landed since its last take-back handed to ``act(index,
     epoch)`` on that thread, which says whether it is done with it (else it is handed again at the
     next news). ``epoch``: the take-backs told so far; a span acted on while it was n counts only
-    if it still is (``current``). ``forget(indexes)`` hears, under the engine's lock and before
+    if it still is. ``forget(indexes)`` hears, under the engine's lock and before
     the bytes change, which spans a take-back touches. ``__exit__`` (the fetch's end) stops the
     thread: what is not done by then is the owner's (a check ``settle``s first; a publisher sends
     the rest from the verified file)."""
@@ -259,10 +259,6 @@ class Landings:
             self._queued += 1
         self._told.put((False, start, end))
 
-    def current(self, epoch: int) -> bool:
-        """Whether no take-back was told since ``epoch`` (call under ``changed``)."""
-        return self.epoch == epoch
-
     def busy(self) -> bool:
         """Tellings not applied yet, or spans landed and not done (call under ``changed``)."""
         return bool(self._queued or self._pending)
@@ -298,7 +294,7 @@ class Landings:
                 ready, epoch = sorted(self._pending), self.epoch
             done = []
             for index in ready:
-                if stop.is_set() or not self.current(epoch):
+                if stop.is_set() or self.epoch != epoch:
                     break  # taken back meanwhile: the news first
                 if self._on_ready(index, epoch, stop):
                     done.append(index)
@@ -355,7 +351,8 @@ class RangeCheck(Landings):
         self.trust, self.part_path, self.then, self.label = trust, part_path, then, label
         self.verified: set[int] = set()
         self.bad: set[int] = set()
-        self._refetched: set[int] = set()  # ranges fetched again alone, this fetch
+        # the ranges fetched again alone, this fetch (each once, whatever the rounds)
+        self.refetched: set[int] = set()
         self.refetched_bytes = 0
         self._released: set[int] = set()  # ranges whose bytes left (``reading``)
         self.refuted = False  # the whole file's hash refused it: nothing more leaves
@@ -404,7 +401,7 @@ class RangeCheck(Landings):
                 log.debug("%s: range %d not checked: %s", self.label, index, exc, exc_info=True)
                 good = False
         with self._lock:
-            if not self.current(epoch):
+            if self.epoch != epoch:
                 return False  # its bytes were taken back meanwhile: checked again once they land
             (self.verified if good else self.bad).add(index)
             if good and self.then is not None:  # under the lock: never after a take-back of it
@@ -428,13 +425,8 @@ class RangeCheck(Landings):
         with self._lock:
             for span in spans:
                 self.bad.discard(self.spans.index(span))
-            self._refetched.update(self.spans.index(span) for span in spans)
+            self.refetched.update(self.spans.index(span) for span in spans)
             self.refetched_bytes += sum(end - start for start, end in spans)
-
-    @property
-    def refetched(self) -> int:
-        """The ranges fetched again alone (each once, whatever the rounds)."""
-        return len(self._refetched)
 
     def verified_spans(self) -> list[tuple[int, int]]:
         with self._lock:
@@ -477,23 +469,17 @@ class RangeCheck(Landings):
         if not known or not 0 < end - start <= READ_BUDGET or self.refuted:
             yield None
             return
-        with self._budgets.reads.buffer(end - start, cancel, until) as held:
-            view = _read_or_none(self.fd, held, start)
+        with self._budgets.reads.buffer(end - start, cancel, until) as view:
+            try:
+                view = None if view is None else _read_into(self.fd, view, start)
+            except OSError:
+                view = None
             with self._lock:  # (under the lock ``refuted`` takes: a range left is one it tells)
-                if view is not None and self.current(epoch) and not self.refuted:
+                if view is not None and self.epoch == epoch and not self.refuted:
                     self._released.update(indexes)
                 else:
                     view = None
             yield view
-
-
-def _read_or_none(fd: int, held: memoryview | None, start: int) -> memoryview | None:
-    if held is None:
-        return None
-    try:
-        return _read_into(fd, held, start)
-    except OSError:
-        return None
 
 
 class Releases:
