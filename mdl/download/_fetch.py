@@ -89,8 +89,8 @@ class Heads:
     def __init__(self, session: PullSession, plans: Iterable[PlannedFile]) -> None:
         self.session, self._plans = session, plans
         self._runner: Background | None = None  # (its pool lives in its work, ends with it)
+        # each head's outcome (its file's lock, once paused), till the crew claims it
         self._heads: dict[tuple[str, str], Future[HeldLocks | None]] = {}
-        self._submitted = threading.Event()
 
     def __enter__(self) -> Heads:
         """The heads fetched beside the crew, in a serving pull from the origins over plain HTTP
@@ -113,47 +113,56 @@ class Heads:
             ),
             key=lambda plan: natural_key(plan.remote.model, plan.remote.path),
         )[1:]
+        self._heads = {(plan.remote.model, plan.remote.path): Future() for plan in wanted}
         self._runner = Background("mdl-heads", partial(self._run, wanted), join=None).start()
         return self
 
     def _run(self, wanted: list[PlannedFile], stop: threading.Event) -> None:
-        """The heads, AT_ONCE at a time, until the crew is done (``stop``): those not begun then
-        are not fetched."""
+        """The heads, AT_ONCE at a time: each not cancelled by then (claimed by the crew before
+        it began, or the crew done) fetched, its outcome set."""
         with ThreadPoolExecutor(AT_ONCE, thread_name_prefix="head") as pool:
-            self._heads = {
-                (p.remote.model, p.remote.path): pool.submit(self._ahead, p) for p in wanted
-            }
-            self._submitted.set()
-            stop.wait()
-            for head in self._heads.values():
-                head.cancel()
+            pool.map(self._one, wanted)
+
+    def _one(self, plan: PlannedFile) -> None:
+        head = self._heads[(plan.remote.model, plan.remote.path)]
+        if head.set_running_or_notify_cancel():
+            try:
+                head.set_result(self._ahead(plan))
+            except Exception as exc:  # said; the file is then fetched as any file
+                log.warning("the head of %s was not fetched first: %s", label_of(plan.remote), exc)
+                log.debug("head first failed", exc_info=True)
+                head.set_result(None)
 
     def __exit__(self, *exc: object) -> None:
         if self._runner is None:
             return
+        for head in self._heads.values():
+            head.cancel()  # (not begun: never fetched)
         self._runner.stop()  # (a head under way ends within the engine's timeouts; Ctrl-C: at once)
         self.session.engine.drop_paused()  # (its bytes kept: the next run resumes on them)
         for head in self._heads.values():  # (a head no file of the crew claimed: its lock)
-            ended = head.done() and not head.cancelled() and head.exception() is None
-            if ended and (held := head.result()) is not None:
+            if head.done() and not head.cancelled() and (held := head.result()) is not None:
                 held.release()
 
     def claim(self, remote: RemoteFile) -> HeldLocks | None:
         """The file's lock, when its fetch is paused after its head (the crew's fetch goes on
         with it), waiting while its head is fetched (it ends within the engine's timeouts, and at
         once on Ctrl-C); None: fetched as any file (its head not begun yet is not fetched now)."""
-        while self._runner is not None and not self._submitted.wait(0.2):
-            if not self._runner.alive:
-                return None
-        head = self._heads.pop((remote.model, remote.path), None)
+        key = (remote.model, remote.path)
+        head = self._heads.get(key)
         if head is None or head.cancel():
             return None
-        while True:  # (its head under way: it ends within the engine's timeouts)
+        # its head under way: it ends within the engine's timeouts, and at once on Ctrl-C (then
+        # its lock, if any, is released at the end)
+        while not self.session.cancel.is_set():
             try:
-                failed = head.exception(timeout=0.2)
+                held = head.result(timeout=0.2)
             except TimeoutError:
                 continue
-            return head.result() if failed is None else None
+            if held is not None:
+                del self._heads[key]  # (the crew's now)
+            return held
+        return None
 
     def _ahead(self, plan: PlannedFile) -> HeldLocks | None:
         """The file's lock, once its head is fetched and its fetch paused; None otherwise."""
@@ -165,6 +174,7 @@ class Heads:
             )  # fmt: skip
         except MdlError:  # another run fetches it: its own fetch, as before
             return None
+        paused = False
         try:
             # under the lock, as the fetch looks: still nothing of it on disk
             now = look(remote, placement, session.store, force=False)
@@ -172,13 +182,15 @@ class Heads:
                 job = job_of(session, plan, RetryLog())
                 beside = FileSources(session, job, remote).beside
                 assert beside.trust is not None  # (``__enter__``)
-                if session.engine.ahead(job, beside, beside.trust.spans[0][1]):
-                    log.info("%s: head fetched first", job.label)
-                    return held
+                paused = session.engine.ahead(job, beside, beside.trust.spans[0][1])
         except MdlError as exc:
             log.info("%s: its head was not fetched first: %s", label_of(remote), exc)
-        held.release()
-        return None
+        finally:
+            if not paused:
+                held.release()
+        if paused:
+            log.info("%s: head fetched first", label_of(remote))
+        return held if paused else None
 
 
 def _begin(session: PullSession, todo: Iterable[PlannedFile]) -> None:

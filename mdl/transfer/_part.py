@@ -107,7 +107,6 @@ class PartFetch:
             Restarts(self.shared, state, until=end).run()
             state.save(durable=True)
         except (MdlError, OSError, httpx2.HTTPError, KeyboardInterrupt) as exc:
-            self.paused = True
             self.abandon(exc)
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -117,10 +116,8 @@ class PartFetch:
         return True
 
     def abandon(self, exc: BaseException | None = None) -> None:
-        """A fetch paused, not to be run: its bytes kept to resume, its check ended."""
-        if not self.paused:
-            return
-        self.paused = False
+        """A fetch begun (``ahead``), not to be run on: its bytes kept to resume, its check
+        ended."""
         try:
             with self.running:
                 self._keep(self.state, exc or InterruptedError())

@@ -484,8 +484,9 @@ def test_a_lock_written_while_the_hub_lied_gets_no_byte_of_the_other_file_to_a_l
         assert check is None
     s3 = s3_client(pull.ready[0].environment, monkeypatch)
     answer = _waiting(s3, caplog, 0, 1000)
-    report = pull.release()
+    report = pull.release(serving=True)  # (its answer first: then the endpoint stops)
     assert answer() == data[:1000]
+    pull.end()
     [outcome] = [o for o in report.files if o.path == WEIGHTS]
     assert outcome.released_wrong == ()
     assert outcome.range_trust == ("lock" if bound else None)
@@ -558,8 +559,9 @@ def test_a_xet_hash_an_older_mdl_recorded_releases_nothing_early(
     assert "its Xet hash is not bound to its pinned sha256: released whole" in caplog.text
     s3 = s3_client(pull.ready[0].environment, monkeypatch)
     answer = _waiting(s3, caplog, 1000, 300_000)
-    report = pull.release()
+    report = pull.release(serving=True)  # (its answer first: then the endpoint stops)
     assert answer() == data[1000:300_000]
+    pull.end()
     [outcome] = [o for o in report.files if o.path == WEIGHTS]
     assert outcome.range_trust is None and outcome.released_wrong == ()
     record = json.loads((pull.models / ".mdl" / "records" / "m.json").read_text())
