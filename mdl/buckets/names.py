@@ -22,7 +22,7 @@ from mdl.partsize import part_size
 
 NAMESPACE = ".mdl/"
 _SPACE = "/" + NAMESPACE  # where a name enters mdl's namespace (the first such segment)
-LEASES, PARTS, MARKS = "leases/", "parts/", "marks/"
+LEASES, PARTS, MARKS, CLAIMS = "leases/", "parts/", "marks/", "claims/"
 TOKEN = re.compile(r"[0-9a-f]{32}")  # a lease generation's token: where its holder's parts go
 _FOLDER = r"(?P<folder>(?:(?!/\.mdl/).)*/)\.mdl/"  # a mirror's folder, then its namespace
 
@@ -141,6 +141,26 @@ class Generation(_Kind):
         if not 0 < number <= GENERATIONS:
             raise ValueError(f"generation {number} is not between 1 and {GENERATIONS}")
         return replace(self, number=number)
+
+
+@dataclass(frozen=True)
+class Claim(Generation):
+    """A swarm's claim on one part of one version of an object (``mdl.download._swarm``): a lease
+    of that part alone, ``<folder>.mdl/claims/<path>/<pin>-<size>/<part>/<number>`` (``part``
+    five digits at least, ``number`` a generation as a lease's), taken and renewed as a lease is
+    (``mdl.buckets.lease``): its holder fetches that part from the origin and publishes it at its
+    ``Part`` name (the version's own set, no token)."""
+
+    FORMAT = "{folder}.mdl/claims/{path}/{number}"
+    PATTERN = re.compile(
+        rf"(?s){_FOLDER}claims/(?P<path>.+/(?:[0-9a-f]{{40}}|[0-9a-f]{{64}})-[0-9]+/[0-9]{{5,8}})"
+        r"/(?P<number>[0-9]{1,2})"
+    )
+
+    @classmethod
+    def on(cls, part: Part) -> Claim:
+        """The claim (generation 1) on ``part`` (a version's own, no token)."""
+        return cls(part.folder, f"{part.path}/{part.pin}-{part.size}/{part.number:05d}", 1)
 
 
 @dataclass(frozen=True)
@@ -286,12 +306,13 @@ class Temp(_Kind):
         return cls("", name, secrets.token_hex(8))
 
 
-Name = Generation | OldLease | Part | Probe | Clock | Mark | Manifest | Version | Temp
+Name = Generation | Claim | OldLease | Part | Probe | Clock | Mark | Manifest | Version | Temp
 # the parser tries them in this order: a temp file or a clock may lie in any folder of the
 # namespace, and the rest cannot be taken for one another
 KINDS: tuple[type[Name], ...] = (
     Temp,
     Clock,
+    Claim,
     Generation,
     Part,
     Probe,
