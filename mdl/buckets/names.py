@@ -162,6 +162,18 @@ class Claim(Generation):
         """The claim (generation 1) on ``part`` (a version's own, no token)."""
         return cls(part.folder, f"{part.path}/{part.pin}-{part.size}/{part.number:05d}", 1)
 
+    @classmethod
+    def parse(cls, uri: str) -> Claim | None:
+        """A claim only on a part as ``Part`` names one (a size or number as mdl writes it: no
+        part 0, no leading zero in the size), as ``on`` makes it."""
+        claim = super().parse(uri)
+        return claim if claim is not None and claim.part is not None else None
+
+    @property
+    def part(self) -> Part | None:
+        """The part claimed (the version's own set: no token); None: the name claims none."""
+        return Part.parse(f"{within(self.folder, PARTS)}{self.path}")
+
 
 @dataclass(frozen=True)
 class OldLease(_Kind):

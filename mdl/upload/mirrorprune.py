@@ -586,8 +586,8 @@ _CLAIM = _Held(lambda uri: uri.rpartition("/")[0], LIVE_CLAIM, RELEASED_CLAIM, E
 def _claimed(run: str) -> str:
     """The object a run of claims (``<folder>.mdl/claims/<path>/<pin>-<size>/<part>``) is on."""
     claim = names.Claim.parse(f"{run}/1")
-    assert claim is not None  # a run of claims parsed
-    return claim.folder + claim.path.rsplit("/", 2)[0]
+    assert claim is not None and claim.part is not None  # a run of claims parsed
+    return claim.part.object
 
 
 def _number(uri: str) -> int:

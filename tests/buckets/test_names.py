@@ -126,6 +126,25 @@ def test_no_kind_takes_another_kinds_name(name: names.Name) -> None:
     assert readers == ([] if isinstance(name, _ANYWHERE) else [type(name)])
 
 
+@given(NAMES[Claim], st.data())
+def test_a_claim_is_read_only_as_a_claim_on_a_part_mdl_names(
+    claim: names.Name, data: st.DataObject
+) -> None:
+    """A claim names the part it claims, as ``Claim.on`` makes it; a name in the claims folder
+    whose part is no part mdl names (any digit of its part changed or put in) is no claim."""
+    assert isinstance(claim, Claim) and claim.part is not None
+    assert Claim.on(claim.part).at(claim.number) == claim
+    run, _, number = claim.uri.rpartition("/")
+    digits = run.rpartition("/")[2]
+    at = data.draw(st.integers(0, len(digits)))
+    digit = data.draw(st.sampled_from("0123456789"))
+    put = digits[:at] + digit + digits[at:]
+    found = parse(f"{run[: -len(digits)]}{put}/{number}")
+    written = len(put) <= 8 and int(put) > 0 and f"{int(put):05d}" == put  # as a Part writes it
+    assert (found is not None) == written
+    assert found is None or (isinstance(found, Claim) and found.part is not None)
+
+
 @given(st.text())
 def test_arbitrary_text_is_no_name_unless_it_is_exactly_one(text: str) -> None:
     found = parse(text)
@@ -153,6 +172,7 @@ def test_a_near_miss_is_no_name_unless_it_is_exactly_another(
 
 
 PART = Part("s3://b/", "tiny/model.bin", "a" * 64, 16 << 20, "b" * 32, 1)
+CLAIM = Claim.on(replace(PART, token=None))
 
 
 @pytest.mark.parametrize(
@@ -172,6 +192,15 @@ PART = Part("s3://b/", "tiny/model.bin", "a" * 64, 16 << 20, "b" * 32, 1)
         PART.uri.replace("-16777216/", "-016777216/"),
         PART.uri.replace("-16777216/", "-0/"),
         PART.uri.replace("/.mdl/", "/.mdl2/"),
+        # a claim on no part mdl names: part 0, a size with a leading zero or 0, a token's set
+        CLAIM.uri.replace("/00001/1", "/00000/1"),
+        CLAIM.uri.replace("-16777216/", "-016777216/"),
+        CLAIM.uri.replace("-16777216/", "-0/"),
+        CLAIM.uri.replace("-16777216/", f"-16777216/{'b' * 32}/"),
+        CLAIM.uri.replace("/00001/1", "/0001/1"),
+        CLAIM.uri.replace("/00001/1", "/00001/01"),
+        CLAIM.uri.replace("/00001/1", "/00001/100"),
+        CLAIM.uri.replace("/claims/", "/claim/"),
         "s3://b/.mdl/probe-0123456789a",
         "s3://b/.mdl/probe-0123456789abc",
         "s3://b/.mdl/marks/",
@@ -254,6 +283,7 @@ def test_a_claim_made_on_a_part_parses_back_to_its_fields(
     later = claim.at(generation)
     assert type(later) is Claim and later.uri == f"{run}{generation}"
     assert parse(later.uri) == later and Generation.parse(later.uri) is None
+    assert later.part == part
     with pytest.raises(ValueError):
         claim.at(names.GENERATIONS + 1)
 
