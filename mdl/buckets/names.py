@@ -86,11 +86,16 @@ def object_of(lease: str) -> str:
 
 
 def emptied_up_to(uri: str) -> str | None:
-    """Up to which folder a removed part of a fill (or its mark) leaves its emptied folders to be
-    removed: ``<folder>.mdl/parts/`` (``.mdl/marks/``); None: neither."""
+    """Up to which folder a removed part of a fill (or its mark), or a removed claim (or the clock
+    of its folder), leaves its emptied folders to be removed: ``<folder>.mdl/parts/``
+    (``.mdl/marks/``, ``.mdl/claims/``); None: none of them."""
     mark = Mark.parse(uri)
     if mark is not None and Part.parse(mark.object) is not None:
         return within(mark.folder, MARKS)
+    clock = Clock.parse(uri)
+    claim = Claim.parse(uri if clock is None else f"{clock.space}1")
+    if claim is not None:
+        return within(claim.folder, CLAIMS)
     part = Part.parse(uri)
     return None if part is None else within(part.folder, PARTS)
 

@@ -284,6 +284,11 @@ def test_a_claim_made_on_a_part_parses_back_to_its_fields(
     assert type(later) is Claim and later.uri == f"{run}{generation}"
     assert parse(later.uri) == later and Generation.parse(later.uri) is None
     assert later.part == part
+    # a claim removed (or its folder's clock) leaves its emptied folders up to the claims folder
+    claims = names.within(base, names.CLAIMS)
+    assert names.emptied_up_to(later.uri) == claims
+    assert names.emptied_up_to(names.Clock.of(run).uri) == claims
+    assert names.emptied_up_to(names.Clock.of(names.within(base, names.LEASES)).uri) is None
     with pytest.raises(ValueError):
         claim.at(names.GENERATIONS + 1)
 

@@ -67,8 +67,11 @@ def claim(base: str, path: str, number: int, generation: int = 1) -> names.Claim
 
 def aged(writer: FolderWriter, uri: str, data: bytes, age: float, **side: str) -> str:
     """``data`` created at ``uri`` as mdl creates it (exclusive, marked when a ``side`` is
-    given), last written ``age`` seconds ago by the folder's clock."""
+    given), last written ``age`` seconds ago by the folder's clock; a claim read once, as the
+    machines that take it judge it (its folder's clock touched)."""
     assert writer.create(uri, data, **side) is not None
+    if isinstance(names.parse(uri), names.Claim):
+        assert writer.read(uri, limit=4096) is not None
     stamp = time.time() - age
     os.utime(uri.removeprefix("file://"), (stamp, stamp))
     return uri
@@ -140,6 +143,9 @@ def test_a_folders_claims_go_as_leases_do_and_a_swarms_leftover_parts_with_them(
         return Path(uri.removeprefix("file://")).exists()
 
     assert not any(there(claims[k]) for k in ("lapsed", "released_old"))
+    # a removed claim's folder goes with it, its clock too (one per part, or a share keeps them)
+    assert not any(there(claims[k].rpartition("/")[0]) for k in ("lapsed", "released_old"))
+    assert there(claims["released_young"].rpartition("/")[0] + "/.mdl-clock")
     assert all(there(claims[k]) for k in ("live", "below_live", "above", "released_young"))
     assert not any(there(uri) for uri in parts[config]) and all(map(there, parts[weights]))
     assert there(other.uri) and there(held) and all(map(there, junk))
