@@ -259,6 +259,7 @@ class Swarm:
                 self.refused += size
                 self._wrong.add((uri, size, found[1].modified))
                 self._theirs.discard(index)  # refused: claimed here, or taken over, next
+                self._since.pop(index, None)
         if found is not None and len(found[0]) == size:
             self._say_refused(uri)
         return False

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from servers import HubServer, make_data
 
-import mdl.download._parts as stream_module
 import mdl.download._swarm as swarm_module
 from mdl import partsize
 from mdl.buckets import names
