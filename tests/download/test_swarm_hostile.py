@@ -86,19 +86,30 @@ class Fleet:
         digests = [ranges.digest(self.bytes_of(n)) for n in range(1, self.count + 1)]
         return Digests.fixed("lock", len(self.data), self.part, digests)
 
-    def pull(self, dest: Path, env: dict[str, str] | None = None) -> RunReport:
+    def pull(
+        self, dest: Path, env: dict[str, str] | None = None, cancel: threading.Event | None = None
+    ) -> RunReport:
         environ = {"HF_ENDPOINT": self.hub.url, **(env or {})}
         catalog = CatalogSettings(mirrors=(self.template,))
         settings = build_settings(
             Overrides(fill_mirror=True), environ=environ, dest=dest, catalog=catalog
         )
-        return pull_models(parse_catalog(CATALOG).models, settings, progress=Progress())
+        return pull_models(
+            parse_catalog(CATALOG).models, settings, progress=Progress(), cancel=cancel
+        )
 
     def run(self, tmp_path: Path, env: dict[str, str] | None = None) -> list[RunReport]:
-        """``MACHINES`` pulls at once; each ends with the file, verified."""
+        """``MACHINES`` pulls at once; each ends with the file, verified (a run that does not end
+        within ``HANG`` fails the test, the others stopped: no thread outlives it)."""
+        cancel = threading.Event()
         with ThreadPoolExecutor(MACHINES) as pool:
-            runs = [pool.submit(self.pull, tmp_path / f"m{i}", env) for i in range(MACHINES)]
-            reports = [run.result(timeout=HANG) for run in runs]
+            runs = [
+                pool.submit(self.pull, tmp_path / f"m{i}", env, cancel) for i in range(MACHINES)
+            ]
+            try:
+                reports = [run.result(timeout=HANG) for run in runs]
+            finally:
+                cancel.set()
         for i, report in enumerate(reports):
             assert report.exit_code == 0, report.files
             assert (tmp_path / f"m{i}" / "tiny" / "model.safetensors").read_bytes() == self.data
@@ -191,25 +202,48 @@ def test_a_forged_claim_that_never_publishes_costs_its_part_alone(
 # --- 2. a forged part ---
 
 
-def test_a_forged_part_at_the_versions_own_name_costs_that_part(
-    fleet: Fleet, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Wrong bytes of the right size at a part's own name (a public fact) before the fleet
-    starts: each machine that reads it refuses it by its hash and says so once, naming it; the
-    part is fetched again (by one machine, or the end game), the final object is the file."""
-    forged = 3
+def forged_part_run(fleet: Fleet, tmp_path: Path, forged: int) -> list[RunReport]:
+    """The fleet's run with wrong bytes of the right size at part ``forged``'s own name (a public
+    fact) before it starts: each machine that reads it refuses it by its hash and says so once,
+    naming it; the part is fetched again, the final object is the file, and the origin sends the
+    file and that part at most twice more."""
     uri = fleet.part_uri(forged)
     assert fleet.writer.create(uri, flipped(fleet.bytes_of(forged))) is not None
     reports = fleet.run(tmp_path, env={TERM_VARIABLE: "3"})
-    refused = [
-        [w for w in r.files[0].warnings if "failed its lock hash" in w] for r in reports
-    ]
+    refused = [[w for w in r.files[0].warnings if "failed its lock hash" in w] for r in reports]
     assert all(len(said) <= 1 for said in refused), refused
     assert any(said for said in refused), "no machine refused the forged part"
     assert all(uri in w for said in refused for w in said), refused
     assert fleet.origin_bytes() <= len(fleet.data) + 2 * fleet.part, fleet.origin_bytes()
     found = fleet.writer.read(uri, limit=fleet.part)
     assert found is None or found[0] == fleet.bytes_of(forged), "the forged part was left"
+    return reports
+
+
+def test_a_forged_part_at_the_versions_own_name_costs_that_part(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    forged_part_run(fleet, tmp_path, 3)
+
+
+@pytest.mark.slow  # (until the core's fix: a run that spins till HANG)
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 78: Swarm._published counts a part this machine refused as published: each"
+    " machine claims and releases the forged part's claim again and again (~100 generations)"
+    " until contention or the end game breaks the loop (tests/download/test_swarm.py shows it"
+    " alone)",
+)
+def test_a_forged_part_costs_a_few_claims_of_that_part_not_a_run_of_them(
+    fleet: Fleet, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same forged part costs a claim or two of it per machine, not a claim-and-release loop
+    through every generation of its claim's name."""
+    forged = 3
+    forged_part_run(fleet, tmp_path, forged)
+    folder = fleet.claim(forged).uri.rpartition("/")[0] + "/"
+    taken = said(caplog, f"took over lease {folder}")
+    assert len(taken) <= 3 * MACHINES, f"{len(taken)} claims of the forged part taken over"
 
 
 # --- 3. names that are no claim and no part ---
@@ -235,10 +269,7 @@ def junk_parts(fleet: Fleet, many: int) -> None:
 
 
 def test_junk_in_the_claims_and_parts_folders_sends_no_machine_to_the_origin_for_the_file(
-    fleet: Fleet,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Round 7's "unknown state" class, per part: junk in every part's claim folder, and more
     names in the parts folder than a listing may hold (the limit lowered to 40 here: 60 names).
@@ -399,4 +430,3 @@ def test_a_part_whose_bytes_are_taken_back_as_it_is_read_is_never_published_wron
     found = writer.read(parts.uri(1), limit=MiB)
     assert found is not None and found[0] == data[:MiB]
     assert sent == [0]
-
