@@ -195,8 +195,7 @@ def test_a_forged_claim_that_never_publishes_costs_its_part_alone(
         caplog, f"took over lease {fleet.claim(forged).uri}"
     )
     assert past, "the forged claim's part was neither taken over nor fetched by the end game"
-    # the forged claim's part was fetched by the fleet (it was never published by its forger)
-    assert sum(r.files[0].published for r in reports) >= len(fleet.data)
+
 
 
 # --- 2. a forged part ---
