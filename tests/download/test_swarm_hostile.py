@@ -20,7 +20,6 @@ from runfixtures import HANG, transfer_job, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
 from servers import Fault, HubServer, make_data
 
-import mdl.download._fill as fill_module
 from mdl import partsize
 from mdl.buckets import lease as lease_module
 from mdl.buckets import names
@@ -38,7 +37,6 @@ from mdl.report import RunReport
 from mdl.setting import Overrides
 from mdl.transfer import ranges
 from mdl.transfer.context import JobContext
-from mdl.transfer.job import TransferResult
 from mdl.transfer.ranges import Digests
 
 MiB = 1 << 20
@@ -197,7 +195,6 @@ def test_a_forged_claim_that_never_publishes_costs_its_part_alone(
     assert past, "the forged claim's part was neither taken over nor fetched by the end game"
 
 
-
 # --- 2. a forged part ---
 
 
@@ -314,15 +311,6 @@ def test_a_file_without_a_range_trust_keeps_the_file_lease_and_says_why(
         f"file://{root}/{{model}}/{{path}}",
         STORES["file"].writer(endpoint=None, secrets=None),
     )
-    results: list[TransferResult] = []
-    real_shared = fill_module._shared
-
-    def shared(*args: Any, **kwargs: Any) -> TransferResult:
-        result = real_shared(*args, **kwargs)
-        results.append(result)
-        return result
-
-    monkeypatch.setattr(fill_module, "_shared", shared)
     held = threading.Event()  # the first at the CDN held till every other waits on its lease
     hub.cdn.faults.add(Fault.stall(after_bytes=1000, until=held, resume=True))
     with ThreadPoolExecutor(MACHINES) as pool:
@@ -341,10 +329,11 @@ def test_a_file_without_a_range_trust_keeps_the_file_lease_and_says_why(
     fills = sorted(str(r.files[0].fill) for r in reports)
     assert fills[0] == "filled" and set(fills[1:]) <= {"read", "streamed"}, fills
     assert fleet.origin_bytes() == len(data)
-    assert len(results) == MACHINES
-    for result in results:
-        assert result.unswarmed is not None and "part hashes" in result.unswarmed, result
-        assert "mdl lock" in result.unswarmed
+    for outcome in (r.files[0] for r in reports):
+        why = outcome.not_swarmed
+        assert why is not None and "no part hashes" in why and "mdl lock" in why, outcome
+        assert outcome.to_json()["not_swarmed"] == why
+        assert (outcome.origin_parts, outcome.peer_parts) == (0, 0), outcome
 
 
 # --- 6. bytes taken back while their part is published ---

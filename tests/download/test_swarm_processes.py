@@ -207,6 +207,10 @@ def test_a_machine_killed_mid_swarm_and_restarted_takes_its_claims_back_at_once(
         assert "claimed by another machine" not in fleet.log(name), name
     # the file once, the killed run's bytes in flight past its record, nothing fetched twice
     assert fleet.origin_bytes() <= len(data) + 4 * MiB // 2, (fleet.origin_bytes(), lines)
+    print(
+        fleet.origin_bytes() / len(data),
+        [(x.get("origin_parts"), x.get("peer_parts")) for x in lines],
+    )
 
 
 @pytest.mark.xfail(
@@ -244,6 +248,10 @@ def test_a_machine_killed_mid_swarm_costs_the_survivors_only_its_claimed_parts(
     lines = [fleet.ended(p, n) for p, n in zip(started[1:], names[1:], strict=True)]
     fleet.mirror_holds_the_file()
     assert fleet.origin_bytes() <= 1.15 * len(data) + MiB, (fleet.origin_bytes(), lines)
+    print(
+        fleet.origin_bytes() / len(data),
+        [(x.get("origin_parts"), x.get("peer_parts")) for x in lines],
+    )
 
 
 def old_tree(tmp_path: Path) -> Path:
