@@ -143,12 +143,6 @@ class Picks:
         return self.data[index * PART : (index + 1) * PART]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 78: Swarm._claimed puts a part published meanwhile back among the free parts;"
-    " _pick hands it out again before any look reads it: the streams spin claiming and releasing"
-    " it (a claim generation each time) and never read it",
-)
 def test_a_part_published_by_another_after_the_look_is_read_not_claimed_again(
     tmp_path: Path,
 ) -> None:
@@ -166,12 +160,6 @@ def test_a_part_published_by_another_after_the_look_is_read_not_claimed_again(
     assert picks.asked < 10, f"{picks.asked} turns of the stream's loop for one part"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 78: Swarm._published counts any object of the part's size at its name as"
-    " published, one this machine refused by its hash too: the part is claimed and released"
-    " again and again (never fetched here) until the claim generations run out",
-)
 def test_a_forged_part_refused_here_is_claimed_and_fetched_here(tmp_path: Path) -> None:
     """Two parts claimed here; wrong bytes of the right size at the third's name. The look
     refuses them by their hash (said once, naming the part); the next ask claims the part and

@@ -223,13 +223,6 @@ def test_a_forged_part_at_the_versions_own_name_costs_that_part(
 
 
 @pytest.mark.slow  # (until the core's fix: a run that spins till HANG)
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 78: Swarm._published counts a part this machine refused as published: each"
-    " machine claims and releases the forged part's claim again and again (~100 generations)"
-    " until contention or the end game breaks the loop (tests/download/test_swarm.py shows it"
-    " alone)",
-)
 def test_a_forged_part_costs_a_few_claims_of_that_part_not_a_run_of_them(
     fleet: Fleet, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -368,12 +361,6 @@ class Recording:
         return self.writer.replace(uri, data, **kwargs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 78: Publisher._send_landed reads and publishes a part, then compares the epoch:"
-    " bytes taken back between the part's landing and its read are published at the version's"
-    " own part name (every swarm machine reads them) before the epoch check says 'again later'",
-)
 def test_a_part_whose_bytes_are_taken_back_as_it_is_read_is_never_published_wrong(
     store: tuple[Writer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

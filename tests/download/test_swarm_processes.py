@@ -213,13 +213,6 @@ def test_a_machine_killed_mid_swarm_and_restarted_takes_its_claims_back_at_once(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 78: Swarm._claimed puts a part published meanwhile back among the free parts;"
-    " a survivor whose remaining parts were all published by others spins claiming and"
-    " releasing them (in place at generation 99, forever) and never reads them (2 of 2 runs;"
-    " tests/download/test_swarm.py shows it alone)",
-)
 def test_a_machine_killed_mid_swarm_costs_the_survivors_only_its_claimed_parts(
     hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, machines: list[Machines]
 ) -> None:
