@@ -153,7 +153,7 @@ def test_a_part_published_by_another_after_the_look_is_read_not_claimed_again(
     with picks.swarm:
         mine = {picks.next(), picks.next()}
         assert None not in mine and len(mine) == 2
-        (theirs,) = {0, 1, 2} - mine  # type: ignore[arg-type]
+        (theirs,) = {0, 1, 2} - mine
         picks.publish(theirs, picks.bytes_of(theirs))
         assert picks.next() is None
     assert picks.put == {theirs: picks.bytes_of(theirs)}
@@ -167,7 +167,7 @@ def test_a_forged_part_refused_here_is_claimed_and_fetched_here(tmp_path: Path) 
     picks = Picks(tmp_path)
     with picks.swarm:
         mine = {picks.next(), picks.next()}
-        (forged,) = {0, 1, 2} - mine  # type: ignore[arg-type]
+        (forged,) = {0, 1, 2} - mine
         wrong = bytes([picks.bytes_of(forged)[0] ^ 1]) + picks.bytes_of(forged)[1:]
         picks.publish(forged, wrong)
         assert picks.next() == forged

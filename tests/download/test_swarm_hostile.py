@@ -376,7 +376,7 @@ def test_a_part_whose_bytes_are_taken_back_as_it_is_read_is_never_published_wron
     job.part_path.parent.mkdir(parents=True)
     job.part_path.write_bytes(data)
     recording = Recording(writer)
-    parts = PartSet.of(recording, folder + names.NAMESPACE, folder + "m/f.bin", job, "0" * 16)  # type: ignore[arg-type]
+    parts = PartSet.of(recording, folder + names.NAMESPACE, folder + "m/f.bin", job, "0" * 16)
     assert parts is not None and parts.count == 3 and parts.first.token is None
     sent: list[int] = []
     publisher = Publisher(parts, job, sent=sent.append)

@@ -265,7 +265,7 @@ def test_an_old_node_beside_swarm_nodes_costs_at_most_one_more_fetch(
 ) -> None:
     """An mdl from before the swarm (file leases) and two swarm nodes on one folder at once: no
     wrong bytes, no stall (all end), and the origin sends the file at most twice (the old node's
-    fetch under its lease, the swarm's between them)."""
+    fetch under its lease, the swarm's between them; and the end game's parts)."""
     data = make_data(24 * MiB + 3, seed=789)
     fleet = Machines(hub, tmp_path, data)
     machines.append(fleet)
@@ -278,5 +278,7 @@ def test_an_old_node_beside_swarm_nodes_costs_at_most_one_more_fetch(
         fleet.ended(p, n) for p, n in zip(new, ("m1", "m2"), strict=True)
     ]
     fleet.mirror_holds_the_file()
-    assert fleet.origin_bytes() <= 2 * len(data), (fleet.origin_bytes(), lines)
+    # the old node's fetch and the swarm's (2.00x measured); two parts of slack for the swarm's
+    # end game, should a loaded machine's claim outlast its bound
+    assert fleet.origin_bytes() <= 2 * len(data) + 2 * MiB, (fleet.origin_bytes(), lines)
     print(fleet.origin_bytes() / len(data), [line.get("fill") for line in lines])
