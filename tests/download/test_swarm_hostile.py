@@ -222,7 +222,6 @@ def test_a_forged_part_at_the_versions_own_name_costs_that_part(
     forged_part_run(fleet, tmp_path, 3)
 
 
-@pytest.mark.slow  # (until the core's fix: a run that spins till HANG)
 def test_a_forged_part_costs_a_few_claims_of_that_part_not_a_run_of_them(
     fleet: Fleet, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
