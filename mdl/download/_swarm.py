@@ -229,7 +229,11 @@ class Swarm:
     def _found(self) -> list[int]:
         """Parts to read now (taken out of the parts to do): the ones listed under the version's
         own set, or, when that listing is too long to judge, a few held by others, by name."""
-        listed = numbered(self.parts.writer, self.parts.first.prefix)
+        try:
+            listed = numbered(self.parts.writer, self.parts.first.prefix)
+        except MdlError as exc:  # the mirror failing never fails the fetch: looked up by name
+            log.info("%s: the parts were not listed: %s", self.job.label, exc)
+            listed = None
         with self._lock:
             todo = self._todo or set()
             if listed is None:

@@ -17,6 +17,7 @@ from s3server import S3, s3, s3_server  # noqa: F401
 from servers import HubServer, make_data
 
 from mdl import partsize
+from mdl.buckets import _s3conditional as s3conditional
 from mdl.buckets.lease import lease_body
 from mdl.buckets.registry import STORES
 from mdl.download.session import TERM_VARIABLE
@@ -177,10 +178,6 @@ def s3_fleet(
     yield made
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Swarm._found lists the parts unguarded: a store error there is raised out of next() and fails the file's origin fetch (exit 5)",
-)
 def test_the_mirror_going_down_mid_swarm_fails_no_machines_fetch(
     s3_fleet: Fleet,
     s3: S3,  # noqa: F811 (the fixture)
@@ -192,7 +189,8 @@ def test_the_mirror_going_down_mid_swarm_fails_no_machines_fetch(
     fetch)."""
     fleet = s3_fleet
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the store's failure is heard at once
-    fleet.hub.cdn.throttle_bps = 4 * MiB
+    monkeypatch.setattr(s3conditional, "SMALL_RETRIES", 0)
+    fleet.hub.cdn.throttle_bps = 8 * MiB
 
     def down() -> None:
         wait_for(
@@ -201,4 +199,4 @@ def test_the_mirror_going_down_mid_swarm_fails_no_machines_fetch(
         )
         s3.cutter.slowdown = 1 << 30
 
-    run_with(fleet, tmp_path, down)
+    run_with(fleet, tmp_path, down, env={TERM_VARIABLE: "3"})
