@@ -4,6 +4,7 @@ in test_swarm_hostile.py."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -12,16 +13,27 @@ from pathlib import Path
 
 import pytest
 from download.test_swarm_hostile import FORGER, MACHINES, Fleet, said, trusting
-from runfixtures import HANG, wait_for
+from runfixtures import HANG, transfer_job, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
-from servers import HubServer, make_data
+from servers import CdnServer, HubServer, make_data
 
 from mdl import partsize
 from mdl.buckets import _s3conditional as s3conditional
+from mdl.buckets import names
 from mdl.buckets.lease import lease_body
 from mdl.buckets.registry import STORES
+from mdl.download._parts import PartSet
+from mdl.download._swarm import Swarm
 from mdl.download.session import TERM_VARIABLE
+from mdl.progress import NullProgress
 from mdl.report import RunReport
+from mdl.transfer import ranges
+from mdl.transfer.context import JobContext
+from mdl.transfer.engine import Engine
+from mdl.transfer.http import RetryPolicy, make_client
+from mdl.transfer.job import EngineConfig
+from mdl.transfer.ranges import Digests
+from mdl.transfer.resume import seed
 
 MiB = 1 << 20
 
@@ -200,3 +212,46 @@ def test_the_mirror_going_down_mid_swarm_fails_no_machines_fetch(
         s3.cutter.slowdown = 1 << 30
 
     run_with(fleet, tmp_path, down, env={TERM_VARIABLE: "3"})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=KeyError,
+    reason="Restarts._swarm matches the layout by its count of pieces only: _run_swarm indexes pieces by the parts' starts (KeyError, a traceback)",
+)
+def test_a_resumed_record_cut_otherwise_with_as_many_pieces_as_parts_is_fetched(
+    cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``.part`` whose record an earlier run cut otherwise (a plan, its steals, a follower's
+    seed) into as many pieces as the file has parts: the swarm's fetch resumes on it, or runs
+    without the swarm; it never fails on it."""
+    monkeypatch.setattr(partsize, "PART", MiB)
+    data = make_data(3 * MiB - 7, seed=789)
+    job = transfer_job(tmp_path / "machine", cdn.add_file("/f.bin", data), data)
+    job.part_path.parent.mkdir(parents=True)
+    job.part_path.write_bytes(data)  # its bytes are right: only the record's cut is odd
+    half = MiB // 2
+    seed(job, [(half, MiB), (3 * half, 2 * MiB)])  # pieces from 0, half, 3 half: three
+    writer = STORES["file"].writer(endpoint=None, secrets=None)
+    folder = f"file://{tmp_path}/mirror/"
+    parts = PartSet.of(writer, folder + names.NAMESPACE, folder + "m/f.bin", job)
+    assert parts is not None and parts.count == 3
+    trust = Digests.fixed(
+        "lock", len(data), MiB, [ranges.digest(data[s : s + MiB]) for s in range(0, len(data), MiB)]
+    )
+    swarm = Swarm(
+        parts,
+        trust,
+        job,
+        holder="here:1:x",
+        token="ab" * 16,
+        cancel=threading.Event(),
+        there=lambda: False,
+        term=3600,
+    )
+    config = EngineConfig(connections=4, retry=RetryPolicy(retries=0, base=0.01, cap=0.05))
+    with make_client(pool_size=4) as client, swarm:
+        engine = Engine(client, config, progress=NullProgress(), cancel=threading.Event())
+        result = engine.fetch(job, JobContext(trust=trust, swarm=swarm))
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert job.final_path.read_bytes() == data
