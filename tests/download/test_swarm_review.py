@@ -214,11 +214,6 @@ def test_the_mirror_going_down_mid_swarm_fails_no_machines_fetch(
     run_with(fleet, tmp_path, down, env={TERM_VARIABLE: "3"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="Restarts._swarm matches the layout by its count of pieces only: _run_swarm indexes pieces by the parts' starts (KeyError, a traceback)",
-)
 def test_a_resumed_record_cut_otherwise_with_as_many_pieces_as_parts_is_fetched(
     cdn: CdnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
