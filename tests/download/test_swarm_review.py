@@ -121,6 +121,20 @@ def test_parts_that_cannot_be_published_keep_no_machine_waiting_on_their_claims(
     assert not waited, waited
 
 
+def junk_mid_swarm(fleet: Fleet, tmp_path: Path) -> list[RunReport]:
+    """The fleet's run, junk written at the final object's name once a part is published."""
+    fleet.hub.cdn.throttle_bps = 4 * MiB
+
+    def junk() -> None:
+        wait_for(
+            lambda: any(fleet.writer.head(fleet.part_uri(n)) for n in range(1, fleet.count + 1)),
+            what="a part published",
+        )
+        assert fleet.writer.create(fleet.object, b"junk") is not None
+
+    return run_with(fleet, tmp_path, junk)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="Swarm.there() believes any object at the final name: SwarmEnded, the junk read and refused, then a plain origin fetch of the rest at every machine",
@@ -131,16 +145,7 @@ def test_junk_at_the_objects_name_mid_swarm_sends_no_machine_to_the_origin_for_t
     """Once a part is published, a co-tenant writes junk at the final object's name: the swarm
     ends at every machine (SwarmEnded), the object is read (refused), then the origin."""
     fleet = folder_fleet
-    fleet.hub.cdn.throttle_bps = 4 * MiB
-
-    def junk() -> None:
-        wait_for(
-            lambda: any(fleet.writer.head(fleet.part_uri(n)) for n in range(1, fleet.count + 1)),
-            what="a part published",
-        )
-        assert fleet.writer.create(fleet.object, b"junk") is not None
-
-    reports = run_with(fleet, tmp_path, junk)
+    reports = junk_mid_swarm(fleet, tmp_path)
     assert fleet.origin_bytes() <= len(fleet.data) + 2 * fleet.part, (
         fleet.origin_bytes(),
         [r.files[0] for r in reports],
@@ -250,3 +255,21 @@ def test_a_resumed_record_cut_otherwise_with_as_many_pieces_as_parts_is_fetched(
         result = engine.fetch(job, JobContext(trust=trust, swarm=swarm))
     assert result.sha256 == hashlib.sha256(data).hexdigest()
     assert job.final_path.read_bytes() == data
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="origin_parts is Swarm.fetched (parts claimed): a fetch that ends in SwarmEnded and then fetches the rest from the origin (or the object) says only the parts it claimed",
+)
+def test_the_parts_each_machine_says_it_fetched_from_the_origin_are_what_the_origin_sent(
+    folder_fleet: Fleet, tmp_path: Path
+) -> None:
+    """``origin_parts`` (``--json``, the summary) of every machine add up to the origin's bytes
+    (give or take the short last part of each), however the swarm ended."""
+    fleet = folder_fleet
+    reports = junk_mid_swarm(fleet, tmp_path)
+    said_parts = sum(r.files[0].origin_parts for r in reports)
+    assert abs(said_parts * fleet.part - fleet.origin_bytes()) <= MACHINES * fleet.part, (
+        said_parts,
+        fleet.origin_bytes() / fleet.part,
+    )
