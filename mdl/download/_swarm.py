@@ -178,11 +178,14 @@ class Swarm:
         with self._lock:
             if uri in self._wrong:
                 return False
-        seen = self.parts.writer.head(uri)
+        try:
+            seen = self.parts.writer.head(uri)
+        except MdlError:  # not known there: the claim taken is kept (renewed, released once sent)
+            return False
         return seen is not None and seen.size == self._size(index)
 
     def sent(self, index: int) -> None:
-        """Part ``index`` is published (``Publisher``): its claim released."""
+        """Part ``index`` is published, or could not be (``Publisher``): its claim released."""
         with self._lock:
             held = self._held.pop(index, None)
             if held is not None:
