@@ -98,6 +98,10 @@ def run_with(
     for i, report in enumerate(reports):
         assert report.exit_code == 0, report.files
         assert (tmp_path / f"m{i}" / "tiny" / "model.safetensors").read_bytes() == fleet.data
+        left = list((tmp_path / f"m{i}").rglob("*.lease"))
+        assert not left, f"a run that ended left its claims' token: {left}"
+    renewing = [t.name for t in threading.enumerate() if t.name == "mdl-lease-renew"]
+    assert not renewing, f"{len(renewing)} claims still renewed after every run ended"
     return reports
 
 
