@@ -34,3 +34,11 @@ def part_size(size: int, *, most: int | None = None, top: int | None = None) -> 
     while part * SHARE < size and part * 2 <= top:
         part *= 2
     return part if (need := -(-size // (most or MOST_PARTS))) <= part else -(-need // MiB) * MiB
+
+
+def cut_at(size: int, locked: int | None = None) -> int:
+    """The bytes per part a fleet cuts a ``size``-byte file in: ``locked``, the part size its lock
+    records, when it is one an mdl writes (``PART`` to ``MOST_PART``: a lock an earlier mdl wrote
+    keeps its parts, every version of the fleet cutting the file alike, each part one range the
+    lock checks); else ``part_size``."""
+    return locked if locked is not None and PART <= locked <= MOST_PART else part_size(size)

@@ -164,8 +164,9 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
     way, the whole file's hash decides."""
     session, job = sources.session, sources.job
     fills, writer, label, shown = session.fills, place.target.writer, job.label, place.uri
-    parts = PartSet.of(writer, place.target.root, place.uri, job, side_of(sources.remote.source))
-    streamer = Streamer(parts, job, sources.beside.trust) if parts is not None else None
+    trust, side = sources.beside.trust, side_of(sources.remote.source)
+    parts = PartSet.of(writer, place.target.root, place.uri, job, side, trust)
+    streamer = Streamer(parts, job, trust) if parts is not None else None
     said = _Said(streamer)
     reading = streamer  # None once parts read under a holder's token proved not the file
     for _ in range(TAKE_ROUNDS):
