@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from profiles import examples
 from runfixtures import transfer_job
@@ -49,11 +49,13 @@ GiB = 1 << 30
 SIZES = st.integers(1, 1 << 50)
 
 
-def fleet_spans(size: int, folder: Path) -> list[tuple[int, int]]:
+def fleet_spans(
+    size: int, folder: Path, trust: ranges.Digests | None = None
+) -> list[tuple[int, int]]:
     """The spans of a ``size``-byte file's parts in a fill's mirror (one part: the object itself,
-    never cut)."""
+    never cut), the file's range trust ``trust``."""
     job = transfer_job(folder, "http://127.0.0.1:9/f.bin", size=size, sha=SHA)
-    parts = PartSet.of(FolderWriter(), ROOT, OBJECT, job)
+    parts = PartSet.of(FolderWriter(), ROOT, OBJECT, job, trust=trust)
     if parts is None:
         return [(0, size)]
     return [parts.span(n) for n in range(1, parts.count + 1)]
@@ -161,17 +163,42 @@ def test_every_part_is_a_range_a_check_holds(size: int) -> None:
     assert part <= partsize.MOST_PART <= ranges.MAX_SPAN and ranges.fits(trust)
 
 
+def earlier(size: int) -> int:
+    """The part size every mdl from 0.9 to 0.11 cut a ``size``-byte file at."""
+    need = -(-size // partsize.MOST_PARTS)
+    return partsize.PART if need <= partsize.PART else -(-need // MiB) * MiB
+
+
 @settings(max_examples=examples(300))
-@given(size=st.integers(1, partsize.PART * partsize.MOST_PARTS))
-def test_an_earlier_locks_ranges_nest_in_the_fleets_parts(size: int) -> None:
-    """Every lock an earlier mdl wrote of a file up to ``PART`` × ``MOST_PARTS`` (at ``PART``): each
-    of its ranges lies whole in one of the parts a fleet cuts the file in today, so a peer's part
-    is checked range by range by it (none left to the origin)."""
-    part = partsize.part_size(size)
-    old = PartHashes(
-        size, partsize.PART, tuple(bytes(32) for _ in range(-(-size // partsize.PART)))
-    )
-    assert all(s // part == (e - 1) // part for s, e in old.trust().spans)
+@given(
+    size=SIZES | st.integers(1, 64 * MiB),
+    locked=st.sampled_from(["earlier", "now"]) | st.integers(1, 64 * MiB) | st.integers(1, 1 << 40),
+)
+@example(size=40 * MiB, locked=20 * MiB).via("a lock of 20 MiB parts: 2 parts")
+@example(size=40 * MiB, locked=4 * MiB).via("under PART: cut at 16 MiB")
+@example(size=20 * GiB, locked="earlier").via("16 MiB parts, not 32")
+def test_a_fleet_cuts_a_locked_file_at_its_locks_part_size(
+    size: int, locked: str | int, folder: Path
+) -> None:
+    """A file whose lock has part hashes is cut by a fleet at the lock's part size, each part one
+    range the lock checks, whichever mdl wrote the lock (0.9 to 0.11: ``PART`` up to ~140 GiB;
+    this one: ``part_size``) and whichever the fleet's machines run; a lock of parts no mdl writes
+    (under ``PART``: S3 could not copy them; over ``MOST_PART``: held whole in memory, checked
+    whole) is cut at ``part_size``."""
+    part = {"earlier": earlier(size), "now": partsize.part_size(size)}.get(str(locked), locked)
+    assert isinstance(part, int)
+    if -(-size // part) > partsize.MOST_PARTS:  # no such lock: the reader refuses it
+        return
+    mdls = partsize.PART <= part <= partsize.MOST_PART
+    assert partsize.cut_at(size, part) == (part if mdls else partsize.part_size(size))
+    if locked == "earlier" and size <= partsize.MOST_PART * partsize.MOST_PARTS:
+        assert mdls
+    if size <= 64 * MiB:  # (spans listed)
+        trust = PartHashes(size, part, tuple(bytes(32) for _ in range(-(-size // part)))).trust()
+        first = trust.spans[0][1]  # (one range, the whole file: one part, the object itself)
+        cut = fleet_spans(size, folder, trust)
+        ranged = partsize.PART <= first <= partsize.MOST_PART
+        assert cut == (list(trust.spans) if ranged else fleet_spans(size, folder))
 
 
 def test_a_locks_recorded_part_size_is_kept() -> None:
@@ -186,11 +213,11 @@ def test_a_locks_recorded_part_size_is_kept() -> None:
     assert len(spans) == 1280 and spans[0] == (0, old) and spans[-1] == (size - old, size)
 
 
-def test_an_earlier_locks_ranges_check_a_fleets_bigger_parts(folder: Path) -> None:
+def test_an_earlier_lock_is_read_and_checks_a_fleets_parts_as_recorded(folder: Path) -> None:
     """One constant lowered (``PART`` 4 KiB: a 3 MiB file's parts are 8 KiB now), a lock written
     at 4 KiB as an earlier mdl wrote it, read back from its file: its range trust has the recorded
-    spans, each holds its bytes, and a follower's check of each part the fleet publishes now
-    verifies every range in it; one flipped byte costs that range alone."""
+    spans, each holds its bytes; a fleet cuts the file at them (8 KiB without the lock), and a
+    follower's check of each part verifies its one range; one flipped byte costs that part."""
     data = make_data(3 * MiB + 5, seed=78)
     path = folder / "old.bin"
     path.write_bytes(data)
@@ -206,21 +233,17 @@ def test_an_earlier_locks_ranges_check_a_fleets_bigger_parts(folder: Path) -> No
         lock = folder / "catalog.lock.parts"
         write_parts(lock, {sha: entry})
         trust = trust_for(read_parts(lock), sha, len(data))
-        fleet = fleet_spans(len(data), folder)
-    assert trust is not None and fleet[0] == (0, 2 * old)
+        assert trust is not None
+        fleet, unlocked = fleet_spans(len(data), folder, trust), fleet_spans(len(data), folder)
     recorded = [(s, min(s + old, len(data))) for s in range(0, len(data), old)]
-    assert list(trust.spans) == recorded
-    assert all(trust.holds(i, memoryview(data)[s:e]) for i, (s, e) in enumerate(recorded))
-    good: list[tuple[int, int]] = []
-    for start, end in fleet:
-        verified, failed = _verified(trust, start, memoryview(data)[start:end])
-        assert not failed
-        good += verified
-    assert ranges.merged(good) == [(0, len(data))]
-    flipped = bytearray(data[fleet[5][0] : fleet[5][1]])
-    flipped[old + 3] ^= 1  # the part's second range
-    verified, failed = _verified(trust, fleet[5][0], memoryview(flipped))
-    assert failed and verified == [(fleet[5][0], fleet[5][0] + old)]
+    assert list(trust.spans) == recorded == fleet and unlocked[0] == (0, 2 * old)
+    for index, (start, end) in enumerate(fleet):
+        assert trust.holds(index, memoryview(data)[start:end])
+        assert _verified(trust, start, memoryview(data)[start:end]) == ([(start, end)], False)
+    start, end = fleet[5]
+    flipped = bytearray(data[start:end])
+    flipped[3] ^= 1
+    assert _verified(trust, start, memoryview(flipped)) == ([], True)
 
 
 @pytest.mark.parametrize("part", [256 << 10, 300 << 10, 1 << 20])
