@@ -4,8 +4,9 @@ A lock's part hashes (``catalog.lock.parts``), a fleet's parts in a mirror (``na
 Xet file's windows are cut at ``part_size``, so a peer's part is one range a lock's hash checks.
 It is on the wire (a lock records it, a part set's name says it): every mdl must cut a file alike.
 A lock keeps the size it was written at (its ranges are its recorded spans, whatever this mdl would
-cut): a part grows from ``PART`` only by doubling, so a lock's ``PART``-byte ranges nest whole in
-the bigger parts of a later mdl's fleet, each checked alone. A fleet's parts are copied into the
+cut), and a fleet cuts a locked file at it (``cut_at``): a lock an earlier mdl wrote (``PART``)
+keeps every version of a fleet cutting the file alike. A part grows from ``PART`` only by doubling,
+so ``PART``-byte windows (Xet's) end at every part's end. A fleet's parts are copied into the
 final object as its S3 parts, so S3's bounds hold for it too: every part but the last at least
 5 MiB (``PART``), 10,000 parts at most (``MOST_PARTS``). A range is held whole to be checked: a
 part is at most what a check holds (``MOST_PART``, ``mdl.transfer.ranges.MAX_SPAN``, the same in
