@@ -27,7 +27,7 @@ from xetserver import XetStore, chunk_hashes_answer
 
 from mdl import partsize
 from mdl.buckets.folder import FolderWriter
-from mdl.download._parts import PartSet, _verified
+from mdl.download._parts import PartSet, verified
 from mdl.lockfile.parts import (
     PartHashes,
     dump_parts,
@@ -239,11 +239,11 @@ def test_an_earlier_lock_is_read_and_checks_a_fleets_parts_as_recorded(folder: P
     assert list(trust.spans) == recorded == fleet and unlocked[0] == (0, 2 * old)
     for index, (start, end) in enumerate(fleet):
         assert trust.holds(index, memoryview(data)[start:end])
-        assert _verified(trust, start, memoryview(data)[start:end]) == ([(start, end)], False)
+        assert verified(trust, start, memoryview(data)[start:end]) == ([(start, end)], False)
     start, end = fleet[5]
     flipped = bytearray(data[start:end])
     flipped[3] ^= 1
-    assert _verified(trust, start, memoryview(flipped)) == ([], True)
+    assert verified(trust, start, memoryview(flipped)) == ([], True)
 
 
 @pytest.mark.parametrize("part", [256 << 10, 300 << 10, 1 << 20])
