@@ -3,7 +3,7 @@ grows, at most ``MOST_PART`` but for files past ``MOST_PARTS`` of them), is neve
 grows, and each range it makes is one a check holds. A file's lock parts (the spans its part hashes
 in ``catalog.lock.parts`` cover) and its fleet parts (a fill's ``PartSet`` in a mirror) are the
 same spans for any size, so a peer's part is one range a lock's hash checks; a lock an earlier mdl
-wrote at ``PART`` keeps its recorded spans, each nested whole in one of a fleet's bigger parts;
+wrote at ``PART`` keeps its recorded spans, and a fleet cuts the file at them (``cut_at``);
 Xet's windows are asked ending at those parts' ends (files up to ``PART`` × ``MOST_WINDOWS``;
 bigger ones, by design, in other windows); and one constant lowered lowers them all."""
 
