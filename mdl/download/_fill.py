@@ -94,6 +94,7 @@ def _shared(sources: FileSources, place: Place, *, over: str | None = None) -> T
         place.uri,
         sources.job,
         side_of(sources.remote.source),
+        sources.beside.trust,  # (a lock's: cut at its part size)
     )
     why = _unswarmable(sources, parts)
     if why is None and parts is not None:

@@ -362,6 +362,43 @@ def test_the_holder_never_publishes_a_range_that_failed_its_hash(
     assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
 
 
+def test_a_locked_file_is_published_at_its_locks_part_size(
+    tiny: HubServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock's part hashes cut the file at 2 MiB (as an mdl at another part size wrote them;
+    this one would cut it at 1 MiB): the holder publishes 2 MiB parts under a name that says so,
+    each one range of the lock, and the object made of them is the file; a second machine then
+    reads it from the mirror, nothing from the origin."""
+    locked = 2 * PART
+    real = FileSources.beside.fget
+    assert real is not None
+    monkeypatch.setattr(
+        FileSources,
+        "beside",
+        property(lambda sources: replace(real(sources), trust=trust_of(WEIGHTS, locked))),
+    )
+    written: list[tuple[str, bytes]] = []
+    real_create = FolderWriter.create
+
+    def create(self: FolderWriter, uri: str, data: bytes, **more: Any) -> Any:
+        written.append((uri, bytes(data)))
+        return real_create(self, uri, data, **more)
+
+    monkeypatch.setattr(FolderWriter, "create", create)
+    outcome = installed(pull(tiny, tmp_path / "m0", root), tmp_path / "m0")
+    assert outcome.fill == "filled", outcome
+    sent = [(names.parse(uri), data) for uri, data in written]
+    parts = {p.number: data for p, data in sent if isinstance(p, names.Part)}
+    assert {p.size for p, _ in sent if isinstance(p, names.Part)} == {locked}
+    assert sorted(parts) == list(range(1, -(-len(WEIGHTS) // locked) + 1))
+    for number, data in parts.items():
+        assert data == WEIGHTS[(number - 1) * locked : number * locked], number
+    assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    origin = tiny.cdn.log.body_bytes()
+    second = installed(pull(tiny, tmp_path / "m1", root), tmp_path / "m1")
+    assert tiny.cdn.log.body_bytes() == origin == len(WEIGHTS), second
+
+
 def test_the_holder_publishes_only_what_its_check_verified(root: Path, tmp_path: Path) -> None:
     """Beside the fetch, the holder hears verified bytes only (its fetch's range check tells it,
     as the fetch's ``JobContext.landing``): a part with a range that failed its hash is not sent,
