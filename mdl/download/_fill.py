@@ -29,7 +29,7 @@ from mdl.buckets.lease import GaveUp, Lease, Renewing, new_token, take, wait_for
 from mdl.buckets.protocol import Seen, Writer, side_of
 from mdl.catalog.settings import fixed_part
 from mdl.download._parts import PartSet, Publisher, Streamer
-from mdl.download._swarm import Swarm, SwarmEnded
+from mdl.download._swarm import Swarm, SwarmEnded, remove_claims
 from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
 from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.confined import read_bytes, unlink, write_atomic
@@ -115,7 +115,7 @@ def _unswarmable(sources: FileSources, parts: PartSet | None) -> str | None:
         return "the lock has no part hashes for it (run `mdl lock` to record them)"
     ends = {end for _, end in trust.spans}
     if not all(parts.span(n)[1] in ends for n in range(1, parts.count + 1)):
-        return f"its {trust.kind} hashes are cut otherwise than the fleet's parts (run `mdl lock`)"
+        return f"its {trust.kind} ranges do not line up with the fleet's parts"
     return None
 
 
@@ -148,13 +148,15 @@ def _swarmed(
         with swarm, publisher:
             try:
                 result = replace(sources, landing=publisher, swarm=swarm).origin()
-            except SwarmEnded:
+            except SwarmEnded as ended:
                 log.info("%s: mirror %s was made meanwhile: the rest from it", job.label, place.uri)
-                result = sources.mirror(place.target.template, place.uri) or sources.origin()
+                rest = sources.mirror(place.target.template, place.uri) or sources.origin()
+                # what the swarm wrote, the rest's fetch resumed on: fetched all the same
+                result = replace(rest, fetched=rest.fetched + ended.fetched + swarm.read)
         if not _present(writer, place.uri, over):
             result = _upload(place, job, sources.remote, result, over, publisher)
             if result.fill == FILLED:
-                swarm.remove_claims()
+                remove_claims(parts, job.label)
     finally:
         with suppress(OSError, MdlError):
             unlink(job_root(job), _token_path(job))

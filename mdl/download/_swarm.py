@@ -321,26 +321,11 @@ class Swarm:
         self._todo.add(index)
 
     def _part(self, index: int) -> names.Part:
-        first = self.parts.first
-        return names.Part(first.folder, first.path, first.pin, first.size, None, index + 1)
+        return _part(self.parts, index)
 
     def _size(self, index: int) -> int:
         start, end = self.spans[index]
         return end - start
-
-    def remove_claims(self) -> None:
-        """The claims on every part, once the final object is there (best effort, by name: the
-        first generations, the usual ones; ``prune --mirror`` removes what stays)."""
-        uris = [
-            names.Claim.on(self._part(i)).at(number).uri
-            for i in range(len(self.spans))
-            for number in range(1, CLAIMS_REMOVED + 1)
-        ]
-        try:
-            with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-swarm") as pool:
-                list(pool.map(self.parts.writer.delete, uris))
-        except MdlError as exc:
-            log.info("%s: the claims on its parts were not all removed: %s", self.job.label, exc)
 
     def __enter__(self) -> Swarm:
         return self
@@ -371,3 +356,23 @@ def _release(lease: Lease, renewing: Renewing) -> None:
         lease.release()
     except MdlError as exc:  # it lapses within its term
         log.info("could not release the claim %s (%s)", lease.uri, exc)
+
+
+def _part(parts: PartSet, index: int) -> names.Part:
+    first = parts.first
+    return names.Part(first.folder, first.path, first.pin, first.size, None, index + 1)
+
+
+def remove_claims(parts: PartSet, label: str) -> None:
+    """The claims on every part of ``parts``, once the final object is there (best effort, by
+    name: the first generations, the usual ones; ``prune --mirror`` removes what stays)."""
+    uris = [
+        names.Claim.on(_part(parts, i)).at(number).uri
+        for i in range(parts.count)
+        for number in range(1, CLAIMS_REMOVED + 1)
+    ]
+    try:
+        with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-swarm") as pool:
+            list(pool.map(parts.writer.delete, uris))
+    except MdlError as exc:
+        log.info("%s: the claims on its parts were not all removed: %s", label, exc)
