@@ -1008,8 +1008,9 @@ def said(nodes: Sequence[Node]) -> dict[str, float]:
         if isinstance(value, dict):
             for inner, v in value.items():
                 add(f"{key}.{inner}", v)
-        elif isinstance(value, bool | str):
-            name = f"{key}={value}" if isinstance(value, str) else key
+        elif isinstance(value, bool | str):  # a URL or a path: counted by its key alone
+            long = isinstance(value, bool) or "/" in value or len(value) > 40
+            name = key if long else f"{key}={value}"
             found[name] = found.get(name, 0) + 1
         elif isinstance(value, int | float):
             found[key] = found.get(key, 0) + value
@@ -1304,6 +1305,11 @@ def swarm_runs(results: Sequence[Result]) -> list[SwarmRun]:
     return out
 
 
+def shown(value: float) -> str:
+    """A --json count as it is; bytes (a MiB or more) in MiB."""
+    return f"{value / r.MiB:.0f} MiB" if value >= r.MiB else f"{value:g}"
+
+
 def fmt(value: float, suffix: str = "×") -> str:
     return "—" if value != value else f"{value:.2f}{suffix}"
 
@@ -1330,7 +1336,7 @@ def swarm_cells(
         "swarm-kill": f"this tree, --fill-mirror, one killed at {x.kill_at:.0%}",
         "swarm-before": f"{x.tree}, --fill-mirror",
     }[x.variant]
-    said_ = ", ".join(f"{k} {v:g}" for k, v in sorted(x.said.items())) or "—"
+    said_ = ", ".join(f"{k} {shown(v)}" for k, v in sorted(x.said.items())) or "—"
     return {
         "row": row + (f" (rep {x.rep + 1})" if x.rep else ""),
         "run": f"{what} ({x.mirror}://), {x.model}, N = {x.nodes}",
@@ -1374,14 +1380,25 @@ def swarm_verdicts(results: Sequence[Result]) -> list[str]:
     return lines
 
 
-def swarm_report(args: argparse.Namespace, results: Sequence[Result]) -> str:
+def swarm_report(
+    args: argparse.Namespace, results: Sequence[Result], models: Mapping[str, list[r.DataFile]]
+) -> str:
     origin = f"{args.origin_rate:g} MB/s" if args.origin_rate else "unshaped"
+    head = subprocess.run(
+        ["git", "-C", str(r.ROOT), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    ).stdout.strip()[:100]
+    said = "; ".join(
+        f"{m}: {len(fs)} file(s) of {fs[0].size / r.MiB:.0f} MiB" for m, fs in models.items()
+    )
     return "\n".join(
         [
             f"Measured {r.now()} with `{args.command}`.",
             "",
+            f"This tree: `{head}`; before: " + (", ".join(f"`{t}`" for t in args.variant) or "—"),
+            f"Models ({said}), locked once by `mdl lock` with their part hashes"
+            " (`catalog.lock.parts`: a range trust), every run on that lock.",
             "Machine: " + ", ".join(f"{k} {v}" for k, v in r.machine_info(args.workdir).items()),
-            f"Each machine's link to the origin: {origin}; the mirror unshaped.",
+            f"Each machine's link to the origin: {origin} (tc, a port each); the mirror unshaped.",
             "",
             r.table(swarm_table(results), SWARM_COLUMNS, markdown=True),
             "",
@@ -1840,7 +1857,7 @@ def main() -> int:
             swarm = []
         shutil.rmtree(args.workdir / "nodes", ignore_errors=True)
     text = report(args, results, weed.argv, model, files) if results else ""
-    swarm_text = swarm_report(args, swarm) if swarm else ""
+    swarm_text = swarm_report(args, swarm, swarmed) if swarm else ""
     sys.stdout.write("\n" + "\n\n".join(filter(None, [text, swarm_text])) + "\n")
     if args.json is not None:
         raw = [{**vars(x), "egress": x.egress} for x in [*results, *swarm]]
