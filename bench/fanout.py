@@ -1339,7 +1339,7 @@ def swarm_cells(
     said_ = ", ".join(f"{k} {shown(v)}" for k, v in sorted(x.said.items())) or "—"
     return {
         "row": row + (f" (rep {x.rep + 1})" if x.rep else ""),
-        "run": f"{what} ({x.mirror}://), {x.model}, N = {x.nodes}",
+        "run": f"{what}{'' if row == 'alone' else f' ({x.mirror}://)'}, {x.model}, N = {x.nodes}",
         "last": f"{last:.1f} s" + (" (survivors)" if x.victim >= 0 else ""),
         "alone": fmt(ratios.get("alone", nan)),
         "before": fmt(ratios.get("before", nan)),
