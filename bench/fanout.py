@@ -32,6 +32,17 @@ network namespace: loopback). Variants, each at every N, the bucket emptied befo
   ``plant-bare``: the same without a range trust (the whole file's hash finds the wrong part).
   With ``--origin-rate 0`` both run the CDN at ``--cdn-rate`` as ``kill`` does.
 
+Issue 78's rows (``--only swarm,swarm-s3,swarm-n8,swarm-shards,swarm-kill``; SWARM_ROWS): models of
+their own (one file of ``--size-mib``, or 4 shards of a quarter), locked once by ``mdl lock`` with
+their part hashes (a range trust: the swarm engages), each row in one run: one machine alone
+without a mirror, this tree's fleet with ``--fill-mirror`` (the kill row: one machine killed with
+SIGKILL once its partial file holds 25 %, not started again), and each ``--variant`` tree's fleet
+with ``--fill-mirror`` (mdl before the swarm); the CDN bytes each machine fetched (nginx's port),
+CPU per GB, and every other key of each file's ``--json``; ``--reps`` rounds.
+
+    python bench/fanout.py --only swarm,swarm-kill --size-mib 1024 --origin-rate 25 \
+        --variant /tmp/mdl-before78 --write-results
+
 Each mdl machine runs with ``--json``; each file's ``fill`` value is counted per row. Issue 61's
 rows (ratios within one run, each with the share of both cores busy over its run, /proc/stat) are
 a second table: ``streams``.
