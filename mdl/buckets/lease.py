@@ -238,6 +238,7 @@ def take(
     holder: str,
     term: float = TERM,
     mine: str | None = None,
+    token: str | None = None,
 ) -> Lease | None:
     """The lease for us: the next generation created, unless the last is live (None). A name that
     holds anything but a live lease is stepped over (a few numbers at most); past the last number,
@@ -245,9 +246,10 @@ def take(
     a generation with another above it (past a gap) is not the last, so the take goes on from
     that one (ours released), and every machine converges on the top of the run. ``mine``: the
     token of a generation this machine held (its partial of the file is on disk): a run of it
-    that ended, taken over at once."""
+    that ended, taken over at once. ``token``: our generation's (a new one unless told: a swarm's
+    claims all carry its run's, so a restart knows them)."""
     seen = look(writer, lease, term=term, mine=mine)
-    token, tries = new_token(), 0
+    token, tries = token or new_token(), 0
     # each turn tries a higher number than the last (or ends): GENERATIONS turns at most
     while seen.state != "live" and tries < TAKE_TRIES:
         number, made = _create(writer, lease, seen, lease_body(holder, token))

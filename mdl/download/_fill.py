@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from mdl.buckets import names
-from mdl.buckets.lease import GaveUp, Lease, Renewing, take, wait_for
+from mdl.buckets.lease import GaveUp, Lease, Renewing, new_token, take, wait_for
 from mdl.buckets.protocol import Seen, Writer, side_of
 from mdl.catalog.settings import fixed_part
 from mdl.download._parts import PartSet, Publisher, Streamer
+from mdl.download._swarm import Swarm, SwarmEnded
 from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
 from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.confined import read_bytes, unlink, write_atomic
@@ -44,6 +45,7 @@ log = logging.getLogger("mdl.pull")
 # machine; read from the mirror as another filled it (its parts as they landed), or once it was
 # there; fetched from the origin after all (the holder gave up, or its bytes were not the file's)
 FILLED, STREAMED, READ, FROM_ORIGIN = "filled", "streamed", "read", "from origin"
+SWARMED = "swarmed"  # its parts shared by the machines that wanted it (the object made by another)
 TAKE_ROUNDS = 5  # takes and waits on one file's lease, then the origin (it changes hands so often)
 
 
@@ -69,7 +71,7 @@ def fill_or_fetch(sources: FileSources) -> TransferResult:
     if seen is None:
         # the mirror to fill is not asked for what it does not have (no warning for that file)
         _older_fill(place, sources.job)
-        return sources.mirrors(not_asked) or _filled(sources, place)
+        return sources.mirrors(not_asked) or _shared(sources, place)
     if _theirs(place, seen, sources):  # another catalog's version: left, ours from elsewhere
         return sources.mirrors(not_asked) or sources.origin()
     # there, but no mirror delivered verified bytes: the object (proved wrong, or unreadable) is
@@ -78,7 +80,89 @@ def fill_or_fetch(sources: FileSources) -> TransferResult:
     return sources.mirrors() or (
         sources.origin()
         if place.target.template in sources.session.dead_mirrors
-        else _filled(sources, place, over=seen.etag)
+        else _shared(sources, place, over=seen.etag)
+    )
+
+
+def _shared(sources: FileSources, place: Place, *, over: str | None = None) -> TransferResult:
+    """The file the mirror lacks, fetched once for the fleet: by a swarm, part by part, when each
+    part can be checked alone (``mdl.download._swarm``); else by one machine under the file's
+    lease (:func:`_filled`), and why said in the file's outcome."""
+    parts = PartSet.of(
+        place.target.writer,
+        place.target.root,
+        place.uri,
+        sources.job,
+        side_of(sources.remote.source),
+    )
+    why = _unswarmable(sources, parts)
+    if why is None and parts is not None:
+        return _swarmed(sources, place, over, parts)
+    result = _filled(sources, place, parts, over=over)
+    return replace(result, unswarmed=why) if why else result
+
+
+def _unswarmable(sources: FileSources, parts: PartSet | None) -> str | None:
+    """Why the file cannot swarm (None: it can; "": one part, nothing to say): a part another
+    machine fetched must be checked alone, by hashes that chain to the user's pin."""
+    trust = sources.beside.trust
+    if parts is None:
+        return ""
+    if trust is None:
+        if sources.remote.xet is not None:
+            return "its Xet hash is the Hub's answer, not pinned by the lock (run `mdl lock`)"
+        return "the lock has no part hashes for it (run `mdl lock` to record them)"
+    ends = {end for _, end in trust.spans}
+    if not all(parts.span(n)[1] in ends for n in range(1, parts.count + 1)):
+        return f"its {trust.kind} hashes are cut otherwise than the fleet's parts (run `mdl lock`)"
+    return None
+
+
+def _swarmed(
+    sources: FileSources, place: Place, over: str | None, parts: PartSet
+) -> TransferResult:
+    """The file from the swarm (its parts claimed and fetched here, the rest read from the
+    others'), then the final object made of the parts unless another machine made it first; once
+    it is there while this machine still swarms, the rest read from it."""
+    session, job, writer = sources.session, sources.job, place.target.writer
+    token = _mine(job) or new_token()  # a run killed before: its claims are taken back at once
+    with suppress(OSError, MdlError):
+        write_atomic(job_root(job), _token_path(job), token.encode())
+    trust = sources.beside.trust
+    assert trust is not None  # (``_unswarmable``)
+    swarm = Swarm(
+        parts,
+        trust,
+        job,
+        holder=session.fills.holder,
+        token=token,
+        cancel=session.cancel,
+        there=lambda: _present(writer, place.uri, over),
+        term=session.fills.term,
+    )
+    publisher = Publisher(parts, job, sent=swarm.sent)
+    swarm.heard = publisher.there
+    try:
+        with swarm, publisher:
+            try:
+                result = replace(sources, landing=publisher, swarm=swarm).origin()
+            except SwarmEnded:
+                log.info("%s: mirror %s was made meanwhile: the rest from it", job.label, place.uri)
+                result = sources.mirror(place.target.template, place.uri) or sources.origin()
+        if not _present(writer, place.uri, over):
+            result = _upload(place, job, sources.remote, result, over, publisher)
+    finally:
+        with suppress(OSError, MdlError):
+            unlink(job_root(job), _token_path(job))
+    return replace(
+        result,
+        fill=result.fill or SWARMED,
+        published=publisher.beside,
+        streamed=swarm.read,
+        parts_here=swarm.fetched,
+        parts_peers=swarm.read // parts.part + (swarm.read % parts.part > 0),
+        duplicated=swarm.duplicated,
+        fetched=result.fetched + swarm.refused,
     )
 
 
@@ -156,7 +240,9 @@ def _older_fill(place: Place, job: TransferJob) -> None:
             )
 
 
-def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> TransferResult:
+def _filled(
+    sources: FileSources, place: Place, parts: PartSet | None, *, over: str | None = None
+) -> TransferResult:
     """Take the object's lease and fill it (``over``: the version there, proved wrong, replaced);
     or, while another machine holds it, read the parts it publishes as they appear and the rest
     from the mirror once it is filled (take it, when its holder gave up: the parts read are kept);
@@ -164,7 +250,6 @@ def _filled(sources: FileSources, place: Place, *, over: str | None = None) -> T
     way, the whole file's hash decides."""
     session, job = sources.session, sources.job
     fills, writer, label, shown = session.fills, place.target.writer, job.label, place.uri
-    parts = PartSet.of(writer, place.target.root, place.uri, job, side_of(sources.remote.source))
     streamer = Streamer(parts, job, sources.beside.trust) if parts is not None else None
     said = _Said(streamer)
     reading = streamer  # None once parts read under a holder's token proved not the file

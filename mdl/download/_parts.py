@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
@@ -151,8 +152,9 @@ class Publisher(Landings):
 
     parts: PartSet  # under the holder's own token
     job: TransferJob
-    done: set[int] = field(default_factory=set)  # parts there, of our bytes
+    done: set[int] = field(default_factory=set)  # parts there, of our bytes (or a peer's: a swarm)
     beside: int = 0  # bytes sent while the fetch ran
+    sent: Callable[[int], None] = lambda index: None  # told of each part sent as it landed
     _failed: bool = False
 
     def __post_init__(self) -> None:
@@ -180,7 +182,13 @@ class Publisher(Landings):
                 return False  # its bytes may have changed as they were read: sent again later
             self.done.add(index + 1)
         self.beside += sent
+        self.sent(index)
         return True
+
+    def there(self, index: int) -> None:
+        """Part ``index + 1`` is in the store already (a peer's, read by a swarm): never sent."""
+        with self.changed:
+            self.done.add(index + 1)
 
     def finish(self) -> list[str]:
         """Every part there (the rest sent from the verified file): their URIs in order; none
@@ -347,15 +355,13 @@ def _read(parts: PartSet, fd: int, trust: RangeTrust | None, number: int) -> _Go
         os.pwrite(fd, found[0], start)
         return _Got([(start, end)], end - start, parts.uri(number))
     data = memoryview(found[0])
-    good, failed = _verified(trust, start, data)
+    good, failed = verified(trust, start, data)
     for s, e in good:
         os.pwrite(fd, data[s - start : e - start], s)
     return _Got(good, end - start, parts.uri(number), failed)
 
 
-def _verified(
-    trust: RangeTrust, start: int, data: memoryview
-) -> tuple[list[tuple[int, int]], bool]:
+def verified(trust: RangeTrust, start: int, data: memoryview) -> tuple[list[tuple[int, int]], bool]:
     """The trusted ranges wholly inside the bytes ``data`` at ``start`` that hold (merged), and
     whether one failed. A range reaching past the part (the trust cut the file otherwise) cannot
     be checked from it: its bytes are left to the fetch of the rest."""

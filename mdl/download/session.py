@@ -42,7 +42,7 @@ from mdl.store.store import Store
 from mdl.transfer.connection import NetTransport, origin
 from mdl.transfer.context import JobContext
 from mdl.transfer.http import Credentials, RetryPolicy, TokenGuard, make_client
-from mdl.transfer.job import Landing, RetryLog, TransferJob, TransferResult
+from mdl.transfer.job import Landing, PartSource, RetryLog, TransferJob, TransferResult
 from mdl.transfer.ratelimit import HubGate
 from mdl.transfer.replies import Probed, probe
 from mdl.transfer.resume import discard_partial
@@ -489,6 +489,7 @@ class FileSources:
     remote: RemoteFile
     refused: list[int] = field(default_factory=list)
     landing: Landing | None = None  # who hears the origin's fetch land (a fill's publisher)
+    swarm: PartSource | None = None  # the fleet's swarm the origin's fetch takes part in
 
     @property
     def beside(self) -> JobContext:
@@ -499,9 +500,11 @@ class FileSources:
             landing=self.landing,
             trust=trust,
             in_order=served,  # loaders read it as it lands
-            opening=self.remote.opening,
+            # (a swarm's parts are fetched one piece each: no open-ended first answer)
+            opening=self.remote.opening if self.swarm is None else None,
             # (a check needs them: a trust's, or a Xet file's a loader reads as it lands)
             releases=self.session.releases if trust is not None or served else None,
+            swarm=self.swarm,
         )
 
     def origin(self) -> TransferResult:
@@ -513,7 +516,8 @@ class FileSources:
 
     def _origin(self) -> TransferResult:
         session, job, remote = self.session, self.job, self.remote
-        if remote.xet is not None and session.settings.xet:
+        # (a swarm shares ranged fetches of the file: over plain HTTP)
+        if remote.xet is not None and session.settings.xet and self.swarm is None:
             from mdl.xet.failures import XetFallback  # (a Xet file's pull only)
 
             try:

@@ -39,6 +39,7 @@ from mdl.transfer.resume import (
 from mdl.transfer.scheduling import MIN_PIECE, Piece, run_pieces, spread
 
 if TYPE_CHECKING:
+    from mdl.transfer.job import PartSource
     from mdl.transfer.ranges import RangeCheck
 
 log = logging.getLogger("mdl.transfer")
@@ -200,6 +201,8 @@ class PartFetch:
         """The pieces of a fresh fetch: the engine's; for a loader reading it as it lands, one
         per trusted range, in order (its streams take them from the front)."""
         trust = self.beside.trust
+        if self.beside.swarm is not None:  # one piece per part: a part is fetched here or not
+            return [Piece(start, end) for start, end in self.beside.swarm.spans]
         if self.beside.in_order and trust is not None:
             return [Piece(start, end) for start, end in trust.spans]
         return self.shared.config.plan(self.job.identity.size)
@@ -387,6 +390,10 @@ class Restarts:
             url = self._aim_ranges(connections, url)
         # this attempt's streams ask the resolve URL afresh, once for all (Target.aim)
         state.target.start(url, shared=state.multi and job.renewable)
+        swarm = state.beside.swarm
+        if swarm is not None and len(state.pieces) == len(swarm.spans) and self.until == math.inf:
+            self._run_swarm(swarm, connections)
+            return
         todo = [p for p in state.pieces if not p.complete and p.start < self.until]
         small = state.size is None or state.size < self.shared.config.split_threshold
         if len(todo) <= 1 and small:
@@ -418,6 +425,48 @@ class Restarts:
             )
         shared.check_stop(state)  # Ctrl-C: the streams ended early
 
+    def _run_swarm(self, swarm: PartSource, connections: int) -> None:
+        """A fleet's swarm: each stream fetches the part the swarm says next, whole, and the parts
+        the others fetched are written in between (checked by the swarm, told as landed: the
+        range check and the record hear them as any), till none is left."""
+        state, shared = self.state, self.shared
+        pieces = {piece.start: piece for piece in state.pieces}
+        have = {i for i, (start, _) in enumerate(swarm.spans) if pieces[start].complete}
+
+        def put(index: int, data: bytes) -> None:
+            start, end = swarm.spans[index]
+            if len(data) != end - start:
+                raise ValueError(f"part {index + 1} is {len(data)} bytes, not {end - start}")
+            os.pwrite(state.fd, data, start)  # (a part the swarm hands no stream)
+            with state.lock:
+                pieces[start].done = end - start
+                state.lock.notify_all()  # the hashing thread: the prefix may have grown
+            shared.progress.advance(state.job.label, end - start)
+            if (hear := state.beside.landing) is not None:
+                hear.landed(start, end)
+
+        def stopped() -> bool:
+            return shared.cancel.is_set() or state.stop.is_set()
+
+        def next_piece() -> Piece | None:
+            while (index := swarm.next(have, put, stopped)) is not None:
+                if not (piece := pieces[swarm.spans[index][0]]).complete:
+                    return piece
+            return None
+
+        with keeping(state, checkpoint=shared.config.checkpoint_interval, on_failure=self._stop):
+            run_pieces(
+                [],
+                lambda piece: PieceStream(shared, state, piece).run(),
+                connections=connections,
+                workers=connections,
+                name=f"get:{state.job.label}",
+                stopped=stopped,
+                on_failure=self._stop,
+                steal=next_piece,
+            )
+        shared.check_stop(state)
+
     def _stop(self) -> None:
         self.state.stop.set()
         self.shared.close(self.state)  # only this file's streams: other files go on
@@ -445,6 +494,8 @@ class Restarts:
             )
             with state.lock:
                 state.pieces, state.multi = [Piece(0, state.size)], False
+            return url
+        if state.beside.swarm is not None:  # one piece per part, never split
             return url
         with state.lock:  # a resume down to a few big pieces still uses every connection
             spread(state.pieces, connections=connections, least=MIN_PIECE)

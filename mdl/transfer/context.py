@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mdl.transfer.job import Landing, Opening, RangeTrust
+    from mdl.transfer.job import Landing, Opening, PartSource, RangeTrust
     from mdl.transfer.ranges import Releases
 
 
@@ -30,3 +30,6 @@ class JobContext:
     # where the fetch's range check is found while it runs (``mdl.transfer.ranges.Releases``:
     # the pull that serves loaders owns it); None: nobody reads the file before it verified
     releases: Releases | None = None
+    # the fleet's swarm (``PartSource``): the parts this machine fetches are the ones it says,
+    # one piece each; the rest it writes from the others' (checked); None: every part fetched here
+    swarm: PartSource | None = None

@@ -108,6 +108,21 @@ class Opening:
             close()
 
 
+class PartSource(Protocol):
+    """Where a file's parts come from beside this machine's fetch of them (a fleet's swarm:
+    ``mdl.download._swarm``): ``spans`` cut the file, one piece each; ``next`` says which part this
+    machine fetches next (by index), having handed ``put`` meanwhile each part the others
+    fetched (checked); None: none is left to fetch here. Called on the fetch's streams, at once."""
+
+    @property
+    def spans(self) -> Sequence[tuple[int, int]]: ...
+
+    def next(
+        self, have: set[int], put: Callable[[int, bytes], None], stopped: Callable[[], bool]
+    ) -> int | None:
+        """The part to fetch now (``have``: the parts on disk when the fetch began)."""
+
+
 class Landing(Protocol):
     """Whoever asks what of a job's ``.part`` is on disk as the fetch goes (a fill's publisher;
     a check of each range): one listener, told on the engine's threads; it must not block."""
@@ -196,6 +211,13 @@ class TransferResult:
     fill: str | None = None
     streamed: int = 0  # bytes read from another machine's published parts (kept when taken over)
     published: int = 0  # bytes this machine published as parts while its fetch ran
+    # a swarm (--fill-mirror, with a range trust): parts fetched from the origin here, parts read
+    # from the others', bytes fetched here of parts another machine held (the end game); or why
+    # the file could not swarm
+    parts_here: int = 0
+    parts_peers: int = 0
+    duplicated: int = 0
+    unswarmed: str | None = None
     # the root its ranges were checked against as they landed (``RangeTrust.kind``), if any, and
     # how many ranges failed it and were fetched again alone
     trust: str | None = None

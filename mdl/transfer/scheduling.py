@@ -112,13 +112,15 @@ def run_pieces(
     stopped: Callable[[], bool],
     on_failure: Callable[[], None],
     steal: Callable[[], Piece | None] | None = None,
+    workers: int | None = None,
 ) -> None:
     """Work through ``todo`` with up to ``connections`` streams (an idle one asks ``steal``); the
     first failure calls ``on_failure`` (which must end the others) and is raised once all have
-    ended."""
+    ended. ``workers``: the streams, when not one per piece of ``todo`` (``steal`` hands them
+    their pieces)."""
     queue = list(todo)
     queue_lock = threading.Lock()
-    workers = max(1, min(connections, len(todo)))
+    workers = max(1, min(connections, len(todo))) if workers is None else workers
 
     def worker() -> None:
         while not stopped():

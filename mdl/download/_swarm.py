@@ -1,0 +1,334 @@
+"""A swarm through the mirror (``--fill-mirror``, a file with a range trust): the machines that want
+a file the mirror lacks divide its origin fetch among them part by part, the mirror the only
+rendezvous. Each part has a lease of its own (``names.Claim``, taken, renewed and released as a
+file's lease is: ``mdl.buckets.lease``); a machine fetches the parts it claims from the origin
+through its own engine (``JobContext.swarm``: one piece per part), publishes each once its range
+check verified it (``Publisher``, at the version's own ``names.Part``), and writes every other part
+from the mirror as it appears, checked against the trust first (a part that fails is refused, and
+its bytes come again). Where to start: a random part, then on from the last one claimed, else the
+middle of the longest run of parts nobody is known to hold. A claim whose holder has not published
+its part within what fetching it here takes (or a term, before this machine measured a part) is
+fetched here too (the end game: its bytes are ``duplicated``); a lapsed or released one is taken
+over. What a co-tenant writes costs only the parts it touches: a forged claim its term (or the
+time to fetch the part here), a forged part its bytes, names that are not parts a bounded listing
+(then parts are looked up by name). A run that ends (killed) left claims under its token, kept
+beside the partial: its restart takes them back at once."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from mdl.buckets import names
+from mdl.buckets.lease import TERM, Lease, Renewing, numbered, take
+from mdl.download._parts import READERS, PartSet, verified
+from mdl.errors import MdlError
+
+if TYPE_CHECKING:
+    from mdl.transfer.job import RangeTrust, TransferJob
+
+log = logging.getLogger("mdl.pull")
+
+POLL_FIRST, POLL_MOST = 0.05, 1.0  # seconds between looks at the mirror while nothing is free
+LOOKUPS = READERS  # parts looked up by name in one look, when the listing is too long to judge
+SLACK = 2.0  # seconds: a claim is the end game's once older than this plus a part's time here
+_LEFT = -1  # ``_pick``: no part is left for this stream
+
+
+class SwarmEnded(MdlError):
+    """The final object is in the mirror (another machine made it): the rest is read from it."""
+
+
+class Swarm:
+    """One file's swarm on this machine (a ``PartSource``): what it holds, reads and fetches."""
+
+    def __init__(
+        self,
+        parts: PartSet,
+        trust: RangeTrust,
+        job: TransferJob,
+        *,
+        holder: str,
+        token: str,
+        cancel: threading.Event,
+        there: Callable[[], bool],
+        term: float = TERM,
+    ) -> None:
+        self.parts, self.trust, self.job = parts, trust, job
+        self.holder, self.token, self.term, self.cancel = holder, token, term, cancel
+        self.there = there  # whether the final object is in the mirror now
+        self.spans: Sequence[tuple[int, int]] = [parts.span(n) for n in range(1, parts.count + 1)]
+        # told of each part read from the others before it is written (the publisher: sent not)
+        self.heard: Callable[[int], None] = lambda index: None
+        self.fetched = 0  # parts handed to this machine's fetch (claimed, or the end game's)
+        self.read = 0  # bytes read from the others' parts (verified)
+        self.refused = 0  # bytes read from parts that failed their hash
+        self.duplicated = 0  # bytes fetched here of parts another machine held a claim on
+        self._lock = threading.Condition()
+        self._have: set[int] | None = None  # the parts on disk when the fetch began
+        self._todo: set[int] | None = None  # parts not on disk, nor being claimed, fetched, read
+        self._theirs: set[int] = set()  # claimed by another machine when last tried
+        self._since: dict[int, float] = {}  # when a part was first found claimed (never reset)
+        self._late: set[int] = set()  # claims past the end game's bound: fetched here anyway
+        self._held: dict[int, tuple[Lease, Renewing, float]] = {}
+        self._wrong: set[tuple[str, int, float]] = set()  # parts refused, as listed
+        self._warned = False
+        self._last = -1  # the last part claimed here
+        self._timing = 0.0  # seconds a part takes here, claimed to published (0: none yet)
+        self._polling = False
+        self._quiet = 0  # looks in a row that found nothing
+
+    # -- the engine's side (``PartSource``) ---------------------------------------------------
+    def next(
+        self, have: set[int], put: Callable[[int, bytes], None], stopped: Callable[[], bool]
+    ) -> int | None:
+        with self._lock:
+            begins = have is not self._have  # a fetch begins (again: from zero after a mismatch)
+            if begins:
+                self._have, self._todo = have, set(range(len(self.spans))) - have
+        if begins:  # what the others published so far, read before any claim
+            self._turn(put)
+        while not stopped():
+            index = self._pick()
+            if index == _LEFT:
+                return None
+            if index is not None:
+                if self._claimed(index):
+                    return index
+                continue
+            self._turn(put)
+        return None
+
+    def _pick(self) -> int | None:
+        """A part no one is known to hold, taken out of the parts to do (``_LEFT``: none is left;
+        None: all are held by others)."""
+        with self._lock:
+            todo = self._todo
+            assert todo is not None
+            if not todo:
+                return _LEFT
+            free = todo - self._theirs
+            if not free:
+                return None
+            after = self._last + 1
+            if self._last < 0:  # start where others are not: anywhere
+                index = sorted(free)[secrets.randbelow(len(free))]
+            else:
+                index = after if after in free else _middle_of_longest(sorted(free))
+            todo.discard(index)
+            self._last = index
+            return index
+
+    def _claimed(self, index: int) -> bool:
+        """Whether this machine fetches part ``index`` now: its claim taken (renewed till it is
+        published), or past the end game's bound; else it is back among the parts to do."""
+        claim = names.Claim.on(self._part(index))
+        try:
+            lease = take(
+                self.parts.writer,
+                claim,
+                holder=self.holder,
+                term=self.term,
+                mine=self.token,
+                token=self.token,
+            )
+            published = lease is not None and self._published(index)
+        except MdlError as exc:  # the mirror failing never stalls the fetch: fetched unclaimed
+            log.info("%s: part %d not claimed (%s): fetched here", self.job.label, index + 1, exc)
+            with self._lock:
+                self.fetched += 1
+            return True
+        if lease is not None and not published:
+            renewing = Renewing(lease).__enter__()
+            with self._lock:
+                self._held[index] = (lease, renewing, time.monotonic())
+                self.fetched += 1
+            return True
+        with self._lock:
+            if index in self._late and lease is None:  # the end game's: fetched here too
+                self._late.discard(index)
+                self.fetched += 1
+                self.duplicated += self._size(index)
+                return True
+            self._todo_add(index)
+            if lease is None:
+                self._theirs.add(index)
+                self._since.setdefault(index, time.monotonic())
+        if lease is not None:  # published meanwhile: read at the next look
+            lease.release()
+        return False
+
+    def _published(self, index: int) -> bool:
+        seen = self.parts.writer.head(self.parts.uri(index + 1))
+        return seen is not None and seen.size == self._size(index)
+
+    def sent(self, index: int) -> None:
+        """Part ``index`` is published (``Publisher``): its claim released."""
+        with self._lock:
+            held = self._held.pop(index, None)
+            if held is not None:
+                took = time.monotonic() - held[2]
+                self._timing = took if not self._timing else 0.7 * self._timing + 0.3 * took
+        if held is not None:
+            _release(*held[:2])
+
+    # -- the looks at the mirror, one stream at a time ------------------------------------------
+    def _turn(self, put: Callable[[int, bytes], None]) -> None:
+        """One look at the mirror (the other streams wait for it), then a pause if it found
+        nothing new."""
+        with self._lock:
+            if self._polling:
+                self._lock.wait(POLL_MOST)
+                return
+            self._polling = True
+        try:
+            if self._look(put):
+                self._quiet = 0
+            else:
+                self._quiet += 1
+                self.cancel.wait(min(POLL_FIRST * 2**self._quiet, POLL_MOST))
+        finally:
+            with self._lock:
+                self._polling = False
+                self._lock.notify_all()
+
+    def _look(self, put: Callable[[int, bytes], None]) -> bool:
+        """The parts the others published since the last look written (each checked first);
+        claims held too long handed to the end game; SwarmEnded once the final object is there.
+        Whether anything changed."""
+        if self.there():
+            raise SwarmEnded(f"{self.job.label}: the mirror's object was made meanwhile")
+        found = self._found()
+        if found:
+            with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-swarm") as pool:
+                got = list(pool.map(lambda index: self._fetch(index, put), found))
+            if any(got):
+                return True
+        return self._late_claims()
+
+    def _found(self) -> list[int]:
+        """Parts to read now (taken out of the parts to do): the ones listed under the version's
+        own set, or, when that listing is too long to judge, a few held by others, by name."""
+        listed = numbered(self.parts.writer, self.parts.first.prefix)
+        with self._lock:
+            todo = self._todo or set()
+            if listed is None:
+                found = sorted(todo & self._theirs)[:LOOKUPS]
+            else:
+                found = [
+                    n - 1
+                    for n, item in sorted(listed.items())
+                    if n - 1 in todo
+                    and item.size == self._size(n - 1)
+                    and (item.uri, item.size, item.modified) not in self._wrong
+                ][: READERS * 4]
+            todo.difference_update(found)
+            return found
+
+    def _fetch(self, index: int, put: Callable[[int, bytes], None]) -> bool:
+        """Part ``index`` read from the mirror, checked, written (``put``); False: not there, or
+        not the file's (refused: back among the parts to do, free to be claimed)."""
+        uri, size = self.parts.uri(index + 1), self._size(index)
+        try:
+            found = self.parts.writer.read(uri, limit=size, aged=False)
+        except MdlError as exc:
+            log.info("%s: part %d not read: %s", self.job.label, index + 1, exc)
+            found = None
+        good = found is not None and len(found[0]) == size and self._holds(index, found[0])
+        if found is not None and good:
+            self.heard(index)
+            put(index, found[0])
+            with self._lock:
+                self.read += size
+                self._theirs.discard(index)
+            return True
+        with self._lock:
+            self._todo_add(index)
+            if found is not None and len(found[0]) == size:
+                self.refused += size
+                self._wrong.add((uri, size, found[1].modified))
+                self._theirs.discard(index)  # refused: claimed here, or taken over, next
+        if found is not None and len(found[0]) == size:
+            self._say_refused(uri)
+        return False
+
+    def _holds(self, index: int, data: bytes) -> bool:
+        start, end = self.spans[index]
+        good, failed = verified(self.trust, start, memoryview(data))
+        return not failed and good == [(start, end)]
+
+    def _late_claims(self) -> bool:
+        """Claims held by others past the bound (what a part takes here, or a term before this
+        machine timed one) go to the end game: fetched here unless taken over first; whether
+        any did."""
+        bound = self._timing * 1.5 + SLACK if self._timing else self.term
+        now = time.monotonic()
+        with self._lock:
+            late = {i for i in self._theirs if now - self._since.get(i, now) > bound}
+            self._theirs -= late
+            self._late |= late
+        if late:
+            log.info(
+                "%s: %d part(s) claimed by another machine for over %.0f s: fetched here too",
+                self.job.label,
+                len(late),
+                bound,
+            )
+        return bool(late)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _say_refused(self, uri: str) -> None:
+        with self._lock:
+            said, self._warned = self._warned, True
+        if not said:
+            self.job.retries.warn(
+                f"{self.job.label}: another machine's part {uri} failed its {self.trust.kind}"
+                " hash; its bytes are fetched again"
+            )
+
+    def _todo_add(self, index: int) -> None:
+        assert self._todo is not None
+        self._todo.add(index)
+
+    def _part(self, index: int) -> names.Part:
+        first = self.parts.first
+        return names.Part(first.folder, first.path, first.pin, first.size, None, index + 1)
+
+    def _size(self, index: int) -> int:
+        start, end = self.spans[index]
+        return end - start
+
+    def __enter__(self) -> Swarm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Every claim still held released (its part not published: the others take it)."""
+        with self._lock:
+            held, self._held = list(self._held.values()), {}
+        for lease, renewing, _ in held:
+            _release(lease, renewing)
+
+
+def _middle_of_longest(free: list[int]) -> int:
+    """The middle of the longest run of consecutive parts in ``free`` (sorted): the part farthest
+    from any held one."""
+    best_start, best_len, start = free[0], 0, 0
+    for i in range(1, len(free) + 1):
+        if i == len(free) or free[i] != free[i - 1] + 1:
+            if i - start > best_len:
+                best_start, best_len = free[start], i - start
+            start = i
+    return best_start + best_len // 2
+
+
+def _release(lease: Lease, renewing: Renewing) -> None:
+    renewing.__exit__(None, None, None)
+    try:
+        lease.release()
+    except MdlError as exc:  # it lapses within its term
+        log.info("could not release the claim %s (%s)", lease.uri, exc)
