@@ -32,8 +32,8 @@ file_log = logging.getLogger("mdl.files")
 
 # the fields a file's JSON has only when set (not zero, empty or None), in the contract's order
 _WHEN_SET = (
-    "reused", "waited", "fill", "streamed", "published", "range_trust", "ranges_refetched",
-    "released_wrong",
+    "reused", "waited", "fill", "streamed", "published", "origin_parts", "peer_parts",
+    "duplicated", "not_swarmed", "range_trust", "ranges_refetched", "released_wrong",
 )  # fmt: skip
 
 
@@ -77,6 +77,13 @@ class FileOutcome:
     fill: str | None = None  # what filling the mirror made of it (TransferResult.fill)
     streamed: int = 0  # bytes read from another machine's parts as they landed (or taken over)
     published: int = 0  # bytes this machine published as parts beside its fetch
+    # a swarm (--fill-mirror, a file with a range trust): parts this machine fetched from the
+    # origin, parts it read from the others', bytes it fetched of parts another machine held (the
+    # end game); or why the file could not swarm
+    origin_parts: int = 0
+    peer_parts: int = 0
+    duplicated: int = 0
+    not_swarmed: str | None = None
     # the root each range was checked against as it landed (lock, signature, xet), if any, and
     # the ranges that failed it and were fetched again alone
     range_trust: str | None = None
@@ -425,6 +432,10 @@ def _fields(outcome: FileOutcome) -> list[tuple[str, object | None]]:
         ("fill", outcome.fill),
         ("streamed", outcome.streamed or None),
         ("published", outcome.published or None),
+        ("origin_parts", outcome.origin_parts or None),
+        ("peer_parts", outcome.peer_parts or None),
+        ("duplicated", outcome.duplicated or None),
+        ("not_swarmed", outcome.not_swarmed or None),
         ("retries", len(outcome.retries)),
         ("warning", outcome.warning or None),  # e.g. kept although the Hub could not be asked
         ("causes", " | ".join(outcome.retries) or None),

@@ -211,6 +211,9 @@ class FolderWriter:
         _tidy(path)
         if (part := names.Part.parse(uri)) is not None:  # its mark (``create``'s) with it
             self.delete(names.Mark.of(uri, root=part.folder).uri)
+        elif names.Claim.parse(uri) is not None:
+            # its folder's clock with it (one per part), made again when a claim there is read
+            self.delete(names.Clock.of(uri.rpartition("/")[0] + "/").uri)
         return True
 
     def upload(

@@ -86,11 +86,16 @@ def object_of(lease: str) -> str:
 
 
 def emptied_up_to(uri: str) -> str | None:
-    """Up to which folder a removed part of a fill (or its mark) leaves its emptied folders to be
-    removed: ``<folder>.mdl/parts/`` (``.mdl/marks/``); None: neither."""
+    """Up to which folder a removed part of a fill (or its mark), or a removed claim (or the clock
+    of its folder), leaves its emptied folders to be removed: ``<folder>.mdl/parts/``
+    (``.mdl/marks/``, ``.mdl/claims/``); None: none of them."""
     mark = Mark.parse(uri)
     if mark is not None and Part.parse(mark.object) is not None:
         return within(mark.folder, MARKS)
+    clock = Clock.parse(uri)
+    claim = Claim.parse(uri if clock is None else f"{clock.space}1")
+    if claim is not None:
+        return within(claim.folder, CLAIMS)
     part = Part.parse(uri)
     return None if part is None else within(part.folder, PARTS)
 
@@ -161,6 +166,18 @@ class Claim(Generation):
     def on(cls, part: Part) -> Claim:
         """The claim (generation 1) on ``part`` (a version's own, no token)."""
         return cls(part.folder, f"{part.path}/{part.pin}-{part.size}/{part.number:05d}", 1)
+
+    @classmethod
+    def parse(cls, uri: str) -> Claim | None:
+        """A claim only on a part as ``Part`` names one (a size or number as mdl writes it: no
+        part 0, no leading zero in the size), as ``on`` makes it."""
+        claim = super().parse(uri)
+        return claim if claim is not None and claim.part is not None else None
+
+    @property
+    def part(self) -> Part | None:
+        """The part claimed (the version's own set: no token); None: the name claims none."""
+        return Part.parse(f"{within(self.folder, PARTS)}{self.path}")
 
 
 @dataclass(frozen=True)

@@ -145,8 +145,26 @@ def summary_line(
     one_off = all(not f.model for f in outcomes) and bool(outcomes)
     done = _done_part(grouped, verb=verb, one_off=one_off)
     problems = _problems_part(grouped, noun="file" if one_off else "model")
-    fill = _fill_part(outcomes, waited=waited)
+    fill = _fill_part(outcomes, waited=waited) + _swarm_part(outcomes)
     return done + problems + fill + _bytes_part(outcomes, seconds=seconds)
+
+
+def _swarm_part(outcomes: Sequence[FileOutcome]) -> str:
+    """``; swarm: 12 parts from the origin, 40 from the others (16.0 MiB duplicated); 2 files could
+    not swarm (m/a.bin, m/b.bin: the lock has no part hashes for it (run `mdl lock` …))``: where a
+    swarm's parts came from, and the files that could not swarm, once per run."""
+    here, peers = sum(f.origin_parts for f in outcomes), sum(f.peer_parts for f in outcomes)
+    twice = sum(f.duplicated for f in outcomes)
+    said = ""
+    if here or peers:
+        said = f"; swarm: {plural(here, 'part')} from the origin, {peers} from the others"
+        said += f" ({human_size(twice)} duplicated)" if twice else ""
+    alone = [f for f in outcomes if f.not_swarmed]
+    if alone:
+        shown = ", ".join(f.label for f in alone[:3]) + (", …" if len(alone) > 3 else "")
+        why = "; ".join(sorted({f.not_swarmed or "" for f in alone}))
+        said += f"; {plural(len(alone), 'file')} could not swarm ({shown}: {why})"
+    return said
 
 
 def _fill_part(outcomes: Sequence[FileOutcome], *, waited: float) -> str:

@@ -151,6 +151,8 @@ def _swarmed(
                 result = sources.mirror(place.target.template, place.uri) or sources.origin()
         if not _present(writer, place.uri, over):
             result = _upload(place, job, sources.remote, result, over, publisher)
+            if result.fill == FILLED:
+                swarm.remove_claims()
     finally:
         with suppress(OSError, MdlError):
             unlink(job_root(job), _token_path(job))

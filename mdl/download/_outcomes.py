@@ -68,6 +68,10 @@ def done_outcome(
         fill=done.fill,
         streamed=done.streamed,
         published=done.published,
+        origin_parts=done.parts_here,
+        peer_parts=done.parts_peers,
+        duplicated=done.duplicated,
+        not_swarmed=done.unswarmed,
         range_trust=done.trust,
         ranges_refetched=done.refetched,
     )

@@ -37,6 +37,7 @@ log = logging.getLogger("mdl.pull")
 POLL_FIRST, POLL_MOST = 0.05, 1.0  # seconds between looks at the mirror while nothing is free
 LOOKUPS = READERS  # parts looked up by name in one look, when the listing is too long to judge
 SLACK = 2.0  # seconds: a claim is the end game's once older than this plus a part's time here
+CLAIMS_REMOVED = 2  # generations of each part's claim the object's maker removes
 _LEFT = -1  # ``_pick``: no part is left for this stream
 
 
@@ -138,6 +139,11 @@ class Swarm:
                 token=self.token,
             )
             published = lease is not None and self._published(index)
+            if lease is not None and not published and self.there():  # made meanwhile
+                lease.release()
+                raise SwarmEnded(f"{self.job.label}: the mirror's object was made meanwhile")
+        except SwarmEnded:
+            raise
         except MdlError as exc:  # the mirror failing never stalls the fetch: fetched unclaimed
             log.info("%s: part %d not claimed (%s): fetched here", self.job.label, index + 1, exc)
             with self._lock:
@@ -253,6 +259,7 @@ class Swarm:
                 self.refused += size
                 self._wrong.add((uri, size, found[1].modified))
                 self._theirs.discard(index)  # refused: claimed here, or taken over, next
+                self._since.pop(index, None)
         if found is not None and len(found[0]) == size:
             self._say_refused(uri)
         return False
@@ -302,6 +309,20 @@ class Swarm:
     def _size(self, index: int) -> int:
         start, end = self.spans[index]
         return end - start
+
+    def remove_claims(self) -> None:
+        """The claims on every part, once the final object is there (best effort, by name: the
+        first generations, the usual ones; ``prune --mirror`` removes what stays)."""
+        uris = [
+            names.Claim.on(self._part(i)).at(number).uri
+            for i in range(len(self.spans))
+            for number in range(1, CLAIMS_REMOVED + 1)
+        ]
+        try:
+            with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-swarm") as pool:
+                list(pool.map(self.parts.writer.delete, uris))
+        except MdlError as exc:
+            log.info("%s: the claims on its parts were not all removed: %s", self.job.label, exc)
 
     def __enter__(self) -> Swarm:
         return self

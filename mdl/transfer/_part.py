@@ -390,8 +390,7 @@ class Restarts:
             url = self._aim_ranges(connections, url)
         # this attempt's streams ask the resolve URL afresh, once for all (Target.aim)
         state.target.start(url, shared=state.multi and job.renewable)
-        swarm = state.beside.swarm
-        if swarm is not None and len(state.pieces) == len(swarm.spans) and self.until == math.inf:
+        if (swarm := self._swarm()) is not None:
             self._run_swarm(swarm, connections)
             return
         todo = [p for p in state.pieces if not p.complete and p.start < self.until]
@@ -424,6 +423,13 @@ class Restarts:
                 else None,
             )
         shared.check_stop(state)  # Ctrl-C: the streams ended early
+
+    def _swarm(self) -> PartSource | None:
+        """The fleet's swarm this fetch takes part in, while its layout is still one piece per
+        part (a restart that is one stream, or a range fetched again alone, runs by itself)."""
+        swarm, pieces = self.state.beside.swarm, self.state.pieces
+        fits = swarm is not None and len(pieces) == len(swarm.spans) and self.until == math.inf
+        return swarm if fits else None
 
     def _run_swarm(self, swarm: PartSource, connections: int) -> None:
         """A fleet's swarm: each stream fetches the part the swarm says next, whole, and the parts

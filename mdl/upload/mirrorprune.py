@@ -10,7 +10,7 @@ lies under a model the lock does not pin (its files are not known without asking
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +56,10 @@ UNFINISHED = "an unfinished upload (a fill under way, or killed)"
 FILL_PARTS = "a fill's parts (one under way, or killed)"
 OLDER_LEASE = "the lease of an mdl before 0.4 (it fills this mirror beside this one)"
 EXPIRED = "expired lease"
+LIVE_CLAIM = "a live claim (a swarm is fetching its part)"
+RELEASED_CLAIM = "a released claim (its part is published; removed once expired)"
+EXPIRED_CLAIM = "expired claim"
+LEFTOVER = "a swarm's parts left once its object was made"
 CANNOT_ADDRESS = "a name the store cannot address"
 ABANDONED = "abandoned upload"
 ABANDONED_DAYS = 1.0  # a write's temp file this old (by the store's clock) was left by a killed one
@@ -266,6 +270,7 @@ def prune_mirror(
     leases = list(writer.listing(names.within(folder, names.LEASES))) if filled else []
     guarded = run.leases(leases, now)
     if filled:  # a leased object's parts may be a live fill's; another model's are not ours
+        guarded |= run.claims(folder, now)
         run.parts(folder, named, before=now - ABANDONED_DAYS * DAY, guarded=guarded)
     for item in listed:
         if names.in_namespace(item.uri):
@@ -300,27 +305,36 @@ class _MirrorRun:
     errors: list[MdlError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def leases(self, leases: Sequence[Listed], now: float) -> set[str]:
-        """Each lease judged (:meth:`lease`), the last generation of each object's first: one
-        below a live one is kept (a generation is found by walking the run from 1 by name, and
-        a gap there would let a machine take a number below the live holder's); the objects
-        whose lease is live."""
+    def leases(self, leases: Sequence[Listed], now: float, held: _Held | None = None) -> set[str]:
+        """Each lease judged (:meth:`lease`), the last generation of each run first (``held``:
+        what a run is, and the words; a file's lease by default): one below a live one is kept (a
+        generation is found by walking the run from 1 by name, and a gap there would let a
+        machine take a number below the live holder's); the runs whose lease is live."""
+        held = held or _LEASE
         guarded: set[str] = set()
-        last = sorted(leases, key=lambda x: (names.object_of(x.uri), -_number(x.uri)))
+        last = sorted(leases, key=lambda x: (held.run(x.uri), -_number(x.uri)))
         for lease in last:
-            held = names.object_of(lease.uri)
-            if held in guarded:
-                self.kept.append(MirrorEntry(lease.uri, lease.size, LIVE_LEASE))
-            elif self.lease(lease, now):
-                guarded.add(held)
+            run = held.run(lease.uri)
+            if run in guarded:
+                self.kept.append(MirrorEntry(lease.uri, lease.size, held.live))
+            elif self.lease(lease, now, held):
+                guarded.add(run)
         return guarded
 
-    def lease(self, lease: Listed, now: float) -> bool:
+    def claims(self, folder: str, now: float) -> set[str]:
+        """A swarm's claims (``names.Claim``: a lease per part, ``folder`` the mirror's), judged
+        as leases are, part by part; the objects with a live claim (their parts and the object
+        stay). A name under ``claims/`` that is no claim is not mdl's: left, not reported."""
+        listed = self.writer.listing(names.within(folder, names.CLAIMS))
+        claims = [item for item in listed if isinstance(names.parse(item.uri), names.Claim)]
+        return {_claimed(run) for run in self.leases(claims, now, _CLAIM)}
+
+    def lease(self, lease: Listed, now: float, held: _Held) -> bool:
         """Keep a live lease (True: its object stays too), remove an expired one. An expired one is
         looked at again before it goes, and removed only in the version seen: its holder may have
         renewed it since the listing."""
         if now - lease.modified <= TERM:  # mdl's own term, by the store's clock
-            return self.young_lease(lease)
+            return self.young_lease(lease, held)
         try:
             seen = self.writer.head(lease.uri)
         except MdlError as exc:
@@ -330,12 +344,12 @@ class _MirrorRun:
             return False  # released meanwhile
         # judged by the listing's clock: a head need not say the store's (a folder's does not)
         if now - seen.modified <= TERM:
-            self.kept.append(MirrorEntry(lease.uri, seen.size, LIVE_LEASE))
+            self.kept.append(MirrorEntry(lease.uri, seen.size, held.live))
             return True
-        self.remove(Listed(lease.uri, seen.size, seen.modified), EXPIRED, etag=seen.etag)
+        self.remove(Listed(lease.uri, seen.size, seen.modified), held.expired, etag=seen.etag)
         return False
 
-    def young_lease(self, lease: Listed) -> bool:
+    def young_lease(self, lease: Listed, held: _Held) -> bool:
         """A lease within its term: kept, live (True: its object stays too) unless its holder
         released it (its fill is done)."""
         try:
@@ -344,7 +358,7 @@ class _MirrorRun:
             self.errors.append(exc)
             state = "live"
         live = state != "released"
-        self.kept.append(MirrorEntry(lease.uri, lease.size, LIVE_LEASE if live else RELEASED))
+        self.kept.append(MirrorEntry(lease.uri, lease.size, held.live if live else held.released))
         return live
 
     def manifests(
@@ -451,16 +465,50 @@ class _MirrorRun:
         time: those whose newest part is older than ``before`` (a live leader's are younger: left,
         not reported) unless their object is leased (``guarded``) or not this catalog's. A name
         not shaped as a part is left; each part is judged by its mark (``part_gone``)."""
-        for target, parts in self.part_sets(folder).items():
+        for target, every in self.part_sets(folder).items():
+            keep = target in guarded or not named.ours(target)
+            if not (parts := every if keep else self.leftovers(target, every, folder, named)):
+                continue
             # a set is one entry (its folder, the bytes), as an abandoned upload is
             where, newest = parts[0].uri.rpartition("/")[0] + "/", max(p.modified for p in parts)
-            keep = target in guarded or not named.ours(target)
             if keep or newest >= before:
                 after = None if keep else newest + ABANDONED_DAYS * DAY
                 size = sum(part.size for part in parts)
                 self.kept.append(MirrorEntry(where, size, FILL_PARTS, after=after))
             elif sizes := [p.size for p in parts if self.part_gone(p, target, folder, named)]:
                 self.removed.append(MirrorEntry(where, sum(sizes), ABANDONED))
+
+    def leftovers(
+        self, target: str, parts: list[Listed], folder: str, named: Named
+    ) -> list[Listed]:
+        """The version's own parts of ``target`` (no token: a swarm's, or an mdl before 0.7's
+        holder's) go whatever their age once ``target`` is there as that version (its mark says
+        that sha256): the swarm's assembler removes them once it made it, and one killed first
+        leaves them. No claim on the object is live (its caller's rule). The other parts."""
+        own: dict[str, list[Listed]] = {}  # by set (its folder), of this version (its pin)
+        pins: dict[str, str] = {}
+        for item in parts:
+            if (part := names.Part.parse(item.uri)) is not None and part.token is None:
+                own.setdefault(part.prefix, []).append(item)
+                pins[part.prefix] = part.pin
+        made = self.made(target, folder) if own else None
+        rest = [item for item in parts if item.uri.rpartition("/")[0] + "/" not in own]
+        for where, left in own.items():
+            if made is None or pins[where] != made:
+                rest.extend(left)
+            elif sizes := [p.size for p in left if self.part_gone(p, target, folder, named)]:
+                self.removed.append(MirrorEntry(where, sum(sizes), LEFTOVER))
+        return rest
+
+    def made(self, target: str, folder: str) -> str | None:
+        """The sha256 the object ``target`` is, by mdl's mark (None: not there, no mark saying,
+        or it could not be asked: its parts then go by their age)."""
+        try:
+            seen = self.writer.owned(target, root=folder)
+        except MdlError as exc:  # a name the store cannot address too: its parts age out
+            log.info("%s: could not judge its parts: %s", target, exc.message)
+            return None
+        return seen.mark.sha256 if seen is not None and seen.mark is not None else None
 
     def part_sets(self, folder: str) -> dict[str, list[Listed]]:
         """The parts published under ``folder`` (the mirror's), by the object they make; a name
@@ -519,10 +567,33 @@ class _MirrorRun:
 _OWN_MARKED = (names.PARTS, "versions/")
 
 
+@dataclass(frozen=True)
+class _Held:
+    """A kind of lease prune judges: what a run of its generations is (one name's, by a
+    generation's URI) and what it says of one live, released or expired."""
+
+    run: Callable[[str], str]
+    live: str
+    released: str
+    expired: str
+
+
+# a file's lease: a run per object; a swarm's claim: a run per part (its URI's folder)
+_LEASE = _Held(names.object_of, LIVE_LEASE, RELEASED, EXPIRED)
+_CLAIM = _Held(lambda uri: uri.rpartition("/")[0], LIVE_CLAIM, RELEASED_CLAIM, EXPIRED_CLAIM)
+
+
+def _claimed(run: str) -> str:
+    """The object a run of claims (``<folder>.mdl/claims/<path>/<pin>-<size>/<part>``) is on."""
+    claim = names.Claim.parse(f"{run}/1")
+    assert claim is not None and claim.part is not None  # a run of claims parsed
+    return claim.part.object
+
+
 def _number(uri: str) -> int:
-    """A lease generation's number (0: a name that is none)."""
-    found = names.Generation.parse(uri)
-    return found.number if found is not None else 0
+    """A lease generation's (or claim's) number (0: a name that is none)."""
+    found = names.parse(uri)
+    return found.number if isinstance(found, names.Generation) else 0
 
 
 def _kept_why(uri: str, named: Named, guarded: set[str]) -> str | None:

@@ -19,6 +19,7 @@ from mdl.buckets import names
 from mdl.buckets.folder import FolderWriter
 from mdl.buckets.names import (
     KINDS,
+    Claim,
     Clock,
     Generation,
     Manifest,
@@ -51,14 +52,27 @@ def hex_(size: int) -> st.SearchStrategy[str]:
     return st.text("0123456789abcdef", min_size=size, max_size=size)
 
 
+pin = hex_(40) | hex_(64)  # a version's hash: its SHA-256, else its git blob id
 NAMES: dict[type, st.SearchStrategy[names.Name]] = {
     Generation: st.builds(Generation, folder, path, st.integers(1, names.GENERATIONS)),
+    # a claim on one part of one version (<path>/<pin>-<part size>/<part>), a generation of it
+    Claim: st.builds(
+        lambda f, p, version, size, part, number: Claim(
+            f, f"{p}/{version}-{size}/{part:05d}", number
+        ),
+        folder,
+        path,
+        pin,
+        st.integers(1, 1 << 40),
+        st.integers(1, 10**8 - 1),
+        st.integers(1, names.GENERATIONS),
+    ),
     OldLease: st.builds(lambda f, p: OldLease(f + p), folder, path),
     Part: st.builds(
         Part,
         folder,
         path,
-        hex_(40) | hex_(64),
+        pin,
         st.integers(1, 1 << 40),
         st.none() | hex_(32),
         st.integers(1, 10**8 - 1),
@@ -99,6 +113,38 @@ def test_a_name_parses_back_to_itself_and_its_kind(name: names.Name) -> None:
     assert type(name).parse(name.uri) == name
 
 
+# a temp file or a clock may lie in any folder of the namespace (the parser tries them first)
+_ANYWHERE = (Temp, Clock)
+
+
+@given(any_name)
+def test_no_kind_takes_another_kinds_name(name: names.Name) -> None:
+    """Each name is read by its own kind alone (a temp file's and a clock's aside, which may lie in
+    any kind's folder): a claim is never a lease generation, a part or a mark, nor one of those a
+    claim."""
+    readers = [kind for kind in KINDS if kind not in _ANYWHERE and kind.parse(name.uri)]
+    assert readers == ([] if isinstance(name, _ANYWHERE) else [type(name)])
+
+
+@given(NAMES[Claim], st.data())
+def test_a_claim_is_read_only_as_a_claim_on_a_part_mdl_names(
+    claim: names.Name, data: st.DataObject
+) -> None:
+    """A claim names the part it claims, as ``Claim.on`` makes it; a name in the claims folder
+    whose part is no part mdl names (any digit of its part changed or put in) is no claim."""
+    assert isinstance(claim, Claim) and claim.part is not None
+    assert Claim.on(claim.part).at(claim.number) == claim
+    run, _, number = claim.uri.rpartition("/")
+    digits = run.rpartition("/")[2]
+    at = data.draw(st.integers(0, len(digits)))
+    digit = data.draw(st.sampled_from("0123456789"))
+    put = digits[:at] + digit + digits[at:]
+    found = parse(f"{run[: -len(digits)]}{put}/{number}")
+    written = len(put) <= 8 and int(put) > 0 and f"{int(put):05d}" == put  # as a Part writes it
+    assert (found is not None) == written
+    assert found is None or (isinstance(found, Claim) and found.part is not None)
+
+
 @given(st.text())
 def test_arbitrary_text_is_no_name_unless_it_is_exactly_one(text: str) -> None:
     found = parse(text)
@@ -126,6 +172,7 @@ def test_a_near_miss_is_no_name_unless_it_is_exactly_another(
 
 
 PART = Part("s3://b/", "tiny/model.bin", "a" * 64, 16 << 20, "b" * 32, 1)
+CLAIM = Claim.on(replace(PART, token=None))
 
 
 @pytest.mark.parametrize(
@@ -145,6 +192,15 @@ PART = Part("s3://b/", "tiny/model.bin", "a" * 64, 16 << 20, "b" * 32, 1)
         PART.uri.replace("-16777216/", "-016777216/"),
         PART.uri.replace("-16777216/", "-0/"),
         PART.uri.replace("/.mdl/", "/.mdl2/"),
+        # a claim on no part mdl names: part 0, a size with a leading zero or 0, a token's set
+        CLAIM.uri.replace("/00001/1", "/00000/1"),
+        CLAIM.uri.replace("-16777216/", "-016777216/"),
+        CLAIM.uri.replace("-16777216/", "-0/"),
+        CLAIM.uri.replace("-16777216/", f"-16777216/{'b' * 32}/"),
+        CLAIM.uri.replace("/00001/1", "/0001/1"),
+        CLAIM.uri.replace("/00001/1", "/00001/01"),
+        CLAIM.uri.replace("/00001/1", "/00001/100"),
+        CLAIM.uri.replace("/claims/", "/claim/"),
         "s3://b/.mdl/probe-0123456789a",
         "s3://b/.mdl/probe-0123456789abc",
         "s3://b/.mdl/marks/",
@@ -203,6 +259,40 @@ def test_the_constructors_make_the_kinds_names() -> None:
 mirror_object = st.tuples(folder, path)
 
 
+@given(
+    mirror_object,
+    pin,
+    st.integers(1, 1 << 50),
+    st.integers(1, 10**8 - 1),
+    st.integers(1, names.GENERATIONS),
+)
+def test_a_claim_made_on_a_part_parses_back_to_its_fields(
+    made: tuple[str, str], version: str, size: int, number: int, generation: int
+) -> None:
+    """``Claim.on`` a part of the version's own set (no token): the claim's run lies in the
+    claims folder, named by the part's object, version, part size and number; every generation
+    of it parses back as a claim of that part (never as a file's lease)."""
+    base, below = made
+    part = replace(
+        Part.of(base + names.NAMESPACE, base + below, pin=version, size=size), number=number
+    )
+    claim = Claim.on(part)
+    run = f"{names.within(base, names.CLAIMS)}{below}/{version}-{part.size}/{number:05d}/"
+    assert claim == Claim(base, f"{below}/{version}-{part.size}/{number:05d}", 1)
+    assert claim.uri == run + "1"
+    later = claim.at(generation)
+    assert type(later) is Claim and later.uri == f"{run}{generation}"
+    assert parse(later.uri) == later and Generation.parse(later.uri) is None
+    assert later.part == part
+    # a claim removed (or its folder's clock) leaves its emptied folders up to the claims folder
+    claims = names.within(base, names.CLAIMS)
+    assert names.emptied_up_to(later.uri) == claims
+    assert names.emptied_up_to(names.Clock.of(run).uri) == claims
+    assert names.emptied_up_to(names.Clock.of(names.within(base, names.LEASES)).uri) is None
+    with pytest.raises(ValueError):
+        claim.at(names.GENERATIONS + 1)
+
+
 @given(mirror_object, st.integers(1, names.GENERATIONS))
 def test_a_generation_made_parses_back_to_its_fields(made: tuple[str, str], number: int) -> None:
     base, below = made
@@ -256,8 +346,17 @@ def table_rows() -> list[tuple[str, str]]:
 
 
 def test_the_docs_table_has_a_row_per_kind_and_no_other() -> None:
-    kinds = [kind for _, kind in table_rows()]
-    assert sorted(kinds) == sorted(kind.__name__ for kind in KINDS)
+    """Every kind has a row and every row is of a kind; a kind has more than one row only where
+    its writers differ (a part: a lease holder's set and the version's own, a swarm's)."""
+    rows = table_rows()
+    kinds = [kind for _, kind in rows]
+    assert set(kinds) == {kind.__name__ for kind in KINDS}
+    assert len({example for example, _ in rows}) == len(rows)
+    several = {kind for kind in kinds if kinds.count(kind) > 1}
+    assert several <= {"Part"}
+    parts = [parse(example) for example, kind in rows if kind == "Part"]
+    tokens = [part.token for part in parts if isinstance(part, Part)]
+    assert len(set(tokens)) == len(tokens) == len(parts) and None in tokens
 
 
 @pytest.mark.parametrize(("example", "kind"), table_rows())

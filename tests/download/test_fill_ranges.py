@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from servers import HubServer, make_data
 
-import mdl.download._parts as stream_module
+import mdl.download._swarm as swarm_module
 from mdl import partsize
 from mdl.buckets import names
 from mdl.buckets.folder import FolderWriter
@@ -115,17 +115,25 @@ def holder_prefix(root: Path) -> str:
     return Part.of(ns, object_uri(root), pin=SHA, size=len(WEIGHTS), token=HELD).prefix
 
 
-def planted_fleet(root: Path, *, wrong: tuple[int, ...] = (WRONG,)) -> str:
-    """A live lease of ``HELD``'s (its URI), every part under its token, the parts ``wrong``
-    another writer's."""
+def version_prefix(root: Path) -> str:
+    """Where a swarm publishes the version's parts (no holder's token)."""
+    ns = namespace(template_of(root))
+    assert ns is not None
+    return Part.of(ns, object_uri(root), pin=SHA, size=len(WEIGHTS)).prefix
+
+
+def planted_fleet(root: Path, *, wrong: tuple[int, ...] = (WRONG,), swarm: bool = False) -> str:
+    """A live lease of ``HELD``'s (its URI), every part under its token (``swarm``: the version's
+    own, where a swarm publishes them), the parts ``wrong`` another writer's."""
     ns = namespace(template_of(root))
     assert ns is not None
     writer = FolderWriter()
     lease = Generation.of(ns, object_uri(root)).uri
     assert writer.create(lease, lease_body("holder:1:x", HELD)) is not None
+    prefix = version_prefix(root) if swarm else holder_prefix(root)
     for n in range(1, COUNT + 1):
         data = WEIGHTS[(n - 1) * PART : n * PART]
-        assert writer.create(f"{holder_prefix(root)}{n:05d}", flipped(data) if n in wrong else data)
+        assert writer.create(f"{prefix}{n:05d}", flipped(data) if n in wrong else data)
     return lease
 
 
@@ -149,11 +157,11 @@ def said_once(outcome: Any) -> None:
 def test_a_planted_part_is_fetched_alone_from_the_origin_when_no_object_is_there(
     tiny: HubServer, root: Path, tmp_path: Path, trusted: None
 ) -> None:
-    """The holder's lease lapses with no object made: the follower takes it over on the parts it
-    read, every one checked as it arrived; the planted part was never claimed, so the origin sends
-    its bytes alone (not the whole file), and the follower fills the mirror with the verified
-    file."""
-    planted_fleet(root)
+    """The swarm's parts are there, one of them planted (a file lease beside them is no swarm's
+    business): this machine reads them all, each checked as it arrives; the planted part is
+    refused, claimed, and the origin sends its bytes alone (not the whole file); this machine
+    fills the mirror with the verified file."""
+    planted_fleet(root, swarm=True)
     report = pull(tiny, tmp_path / "m0", root, env={TERM_VARIABLE: "2"})
     outcome = installed(report, tmp_path / "m0")
     said_once(outcome)
@@ -166,11 +174,11 @@ def test_a_planted_part_is_fetched_alone_from_the_origin_when_no_object_is_there
 def test_a_planted_part_is_read_alone_from_the_final_object(
     tiny: HubServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trusted: None
 ) -> None:
-    """The holder made its object (of its verified file) once the follower had read its parts:
-    the follower never met a whole-file mismatch, read the planted part's bytes alone from the
+    """Another machine made the object (of its verified file) once this one had read the swarm's
+    parts: it never met a whole-file mismatch, read the planted part's bytes alone from the
     object, and the origin sent nothing."""
-    planted_fleet(root)
-    last = f"{holder_prefix(root)}{COUNT:05d}"
+    planted_fleet(root, swarm=True)
+    last = f"{version_prefix(root)}{COUNT:05d}"
     real_read = FolderWriter.read
 
     def read(self: FolderWriter, uri: str, *, limit: int, aged: bool = True) -> Any:
@@ -184,7 +192,7 @@ def test_a_planted_part_is_read_alone_from_the_final_object(
     report = pull(tiny, tmp_path / "m0", root, env={TERM_VARIABLE: "3600"})
     outcome = installed(report, tmp_path / "m0")
     said_once(outcome)
-    assert outcome.fill == "streamed" and tiny.cdn.log.body_bytes() == 0, outcome
+    assert outcome.fill == "swarmed" and tiny.cdn.log.body_bytes() == 0, outcome
     assert outcome.streamed == len(WEIGHTS) - PART, outcome
     # the planted part's bytes (read, refused) and the object's: one part each
     assert outcome.fetched == len(WEIGHTS) + PART, outcome
@@ -193,12 +201,11 @@ def test_a_planted_part_is_read_alone_from_the_final_object(
 def test_a_takeover_reads_past_a_run_of_wrong_parts(
     tiny: HubServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trusted: None
 ) -> None:
-    """The holder's lease lapsed long ago: this machine takes it over at once and reads the
-    parts its holder published first, two at a time; parts 3 and 4 (a whole look's reads) are
+    """The swarm's parts are there, read two at a time; parts 3 and 4 (a whole round's reads) are
     wrong, and the parts after them are read all the same: the origin sends the wrong ones'
     bytes alone."""
-    monkeypatch.setattr(stream_module, "READERS", 2)
-    lease = planted_fleet(root, wrong=(3, 4))
+    monkeypatch.setattr(swarm_module, "READERS", 2)
+    lease = planted_fleet(root, wrong=(3, 4), swarm=True)
     past = time.time() - 3600
     os.utime(lease.removeprefix("file://"), (past, past))
     report = pull(tiny, tmp_path / "m0", root)
