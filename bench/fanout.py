@@ -1405,11 +1405,11 @@ def swarm_report(
         [
             f"Measured {r.now()} with `{args.command}`.",
             "",
-            f"This tree: `{head}`; before: " + (", ".join(f"`{t}`" for t in args.variant) or "—"),
-            f"Models ({said}), locked once by `mdl lock` with their part hashes"
+            f"- This tree: `{head}`; before: " + (", ".join(f"`{t}`" for t in args.variant) or "—"),
+            f"- Models ({said}), locked once by `mdl lock` with their part hashes"
             " (`catalog.lock.parts`: a range trust), every run on that lock.",
-            "Machine: " + ", ".join(f"{k} {v}" for k, v in r.machine_info(args.workdir).items()),
-            f"Each machine's link to the origin: {origin} (tc, a port each); the mirror unshaped.",
+            "- Machine: " + ", ".join(f"{k} {v}" for k, v in r.machine_info(args.workdir).items()),
+            f"- Each machine's link to the origin: {origin} (tc, a port each); the mirror unshaped.",
             "",
             r.table(swarm_table(results), SWARM_COLUMNS, markdown=True),
             "",
