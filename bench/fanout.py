@@ -1387,6 +1387,12 @@ def swarm_verdicts(results: Sequence[Result]) -> list[str]:
         ]
         failed = f"{x.failed} failed: {'met' if x.failed == 0 and not x.problems else 'MISSED'}"
         lines.append(f"- {x.row} (N = {x.nodes}, {x.mirror}://): " + "; ".join([*said_, failed]))
+        if run.alone:  # what this box's cores alone allow: the fleet's CPU-s spread on all of them
+            floor = sum(x.cpu) / (os.cpu_count() or 1)
+            lines.append(
+                f"  - the fleet's CPU ({sum(x.cpu):.0f} CPU-s) on this box's {os.cpu_count()}"
+                f" cores takes {floor:.1f} s at least: {floor / run.alone.last:.2f}× alone"
+            )
         lines += [f"  - {t}" for t in (x.note, *x.problems) if t]
     return lines
 
