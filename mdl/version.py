@@ -2,4 +2,4 @@
 (and the API).
 """
 
-__version__ = "0.11.1"
+__version__ = "0.12.0"

@@ -142,6 +142,7 @@ def _swarmed(
     )
     publisher = Publisher(parts, job, sent=swarm.sent)
     swarm.heard = publisher.there
+    swarm.waiting = lambda said: session.progress.waiting(job.label, said)
     try:
         with swarm, publisher:
             try:

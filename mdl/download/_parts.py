@@ -174,11 +174,11 @@ class Publisher(Landings):
         ends the sending beside the fetch); False: taken back meanwhile, sent again later."""
         if self._failed or index + 1 in self.done:
             return True
-        sent = self._send(index + 1, self.job.part_path)
+        sent = self._send(index + 1, self.job.part_path, still=lambda: self.epoch == epoch)
         if sent is None:
             return True
         with self.changed:
-            if self.epoch != epoch:
+            if not sent or self.epoch != epoch:
                 return False  # its bytes may have changed as they were read: sent again later
             self.done.add(index + 1)
         self.beside += sent
@@ -203,10 +203,13 @@ class Publisher(Landings):
         # none, when they could not all be sent: the store cannot make the object of them
         return [] if self._failed else [self.parts.uri(n) for n in range(1, self.parts.count + 1)]
 
-    def _send(self, number: int, path: Path) -> int | None:
+    def _send(
+        self, number: int, path: Path, *, still: Callable[[], bool] = lambda: True
+    ) -> int | None:
         """Part ``number`` read from ``path`` and sent: its bytes; None when not (the file moved
         into place meanwhile: the end sends it; a failure: said once, the file is uploaded at the
-        end)."""
+        end); 0: not sent, its bytes taken back as they were read (``still`` no longer holds:
+        never sent, since every machine of a swarm reads what is at its name)."""
         job, (start, end) = self.job, self.parts.span(number)
         if self._failed:
             return None
@@ -217,6 +220,8 @@ class Publisher(Landings):
             return None
         try:
             data = os.pread(fd, end - start, start)
+            if not still():
+                return 0
             if len(data) == end - start and _put(self.parts, number, data):
                 return len(data)
             return None

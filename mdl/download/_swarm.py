@@ -66,6 +66,7 @@ class Swarm:
         self.spans: Sequence[tuple[int, int]] = [parts.span(n) for n in range(1, parts.count + 1)]
         # told of each part read from the others before it is written (the publisher: sent not)
         self.heard: Callable[[int], None] = lambda index: None
+        self.waiting: Callable[[str], None] = lambda said: None  # the progress display's
         self.fetched = 0  # parts handed to this machine's fetch (claimed, or the end game's)
         self.read = 0  # bytes read from the others' parts (verified)
         self.refused = 0  # bytes read from parts that failed their hash
@@ -77,7 +78,8 @@ class Swarm:
         self._since: dict[int, float] = {}  # when a part was first found claimed (never reset)
         self._late: set[int] = set()  # claims past the end game's bound: fetched here anyway
         self._held: dict[int, tuple[Lease, Renewing, float]] = {}
-        self._wrong: set[tuple[str, int, float]] = set()  # parts refused, as listed
+        # parts refused here (never read again: fetched here, or from the end game, at most once)
+        self._wrong: set[str] = set()
         self._warned = False
         self._last = -1  # the last part claimed here
         self._timing = 0.0  # seconds a part takes here, claimed to published (0: none yet)
@@ -162,15 +164,21 @@ class Swarm:
                 self.duplicated += self._size(index)
                 return True
             self._todo_add(index)
-            if lease is None:
-                self._theirs.add(index)
-                self._since.setdefault(index, time.monotonic())
-        if lease is not None:  # published meanwhile: read at the next look
+            # held by another, or published meanwhile: not free, read at the next look (or,
+            # past the end game's bound, fetched here)
+            self._theirs.add(index)
+            self._since.setdefault(index, time.monotonic())
+        if lease is not None:  # published meanwhile
             lease.release()
         return False
 
     def _published(self, index: int) -> bool:
-        seen = self.parts.writer.head(self.parts.uri(index + 1))
+        """Whether part ``index`` is at its name (and not what this machine refused there)."""
+        uri = self.parts.uri(index + 1)
+        with self._lock:
+            if uri in self._wrong:
+                return False
+        seen = self.parts.writer.head(uri)
         return seen is not None and seen.size == self._size(index)
 
     def sent(self, index: int) -> None:
@@ -197,6 +205,7 @@ class Swarm:
                 self._quiet = 0
             else:
                 self._quiet += 1
+                self.waiting(self._sources())
                 self.cancel.wait(min(POLL_FIRST * 2**self._quiet, POLL_MOST))
         finally:
             with self._lock:
@@ -224,14 +233,15 @@ class Swarm:
         with self._lock:
             todo = self._todo or set()
             if listed is None:
-                found = sorted(todo & self._theirs)[:LOOKUPS]
+                held = sorted(todo & self._theirs)
+                found = [i for i in held if self.parts.uri(i + 1) not in self._wrong][:LOOKUPS]
             else:
                 found = [
                     n - 1
                     for n, item in sorted(listed.items())
                     if n - 1 in todo
                     and item.size == self._size(n - 1)
-                    and (item.uri, item.size, item.modified) not in self._wrong
+                    and item.uri not in self._wrong
                 ][: READERS * 4]
             todo.difference_update(found)
             return found
@@ -257,7 +267,7 @@ class Swarm:
             self._todo_add(index)
             if found is not None and len(found[0]) == size:
                 self.refused += size
-                self._wrong.add((uri, size, found[1].modified))
+                self._wrong.add(uri)
                 self._theirs.discard(index)  # refused: claimed here, or taken over, next
                 self._since.pop(index, None)
         if found is not None and len(found[0]) == size:
@@ -289,6 +299,14 @@ class Swarm:
         return bool(late)
 
     # -- helpers -------------------------------------------------------------------------------
+    def _sources(self) -> str:
+        """Both sources, for the progress display while this machine waits on the others."""
+        with self._lock:
+            held = len(self._theirs)
+        read = self.read // max(1, self.parts.part)
+        here = f"swarm: {self.fetched} parts from the origin, {read} from others"
+        return f"{here}; {held} held by others"
+
     def _say_refused(self, uri: str) -> None:
         with self._lock:
             said, self._warned = self._warned, True
