@@ -153,10 +153,7 @@ def _swarmed(
                 rest = sources.mirror(place.target.template, place.uri) or sources.origin()
                 # what the swarm wrote, the rest's fetch resumed on: fetched all the same
                 result = replace(rest, fetched=rest.fetched + ended.fetched + swarm.read)
-        if not _present(writer, place.uri, over):
-            result = _upload(place, job, sources.remote, result, over, publisher)
-            if result.fill == FILLED:
-                remove_claims(parts, job.label)
+        result = _made(sources, place, over, result, publisher)
     finally:
         with suppress(OSError, MdlError):
             unlink(job_root(job), _token_path(job))
@@ -244,6 +241,41 @@ def _older_fill(place: Place, job: TransferJob) -> None:
                 " it; its machines and this one do not see each other's leases and each fetch"
                 " from the origin: run mdl 0.4 or later on every machine of the fleet"
             )
+
+
+def _made(
+    sources: FileSources,
+    place: Place,
+    over: str | None,
+    result: TransferResult,
+    publisher: Publisher,
+) -> TransferResult:
+    """The object made of a swarm's parts by one machine: the first to have the file, which takes
+    the object's lease (one that finds it held, or the object there, leaves it to that holder: a
+    swarm's machine, or an mdl before the swarm fetching it whole); the claims removed after."""
+    writer, job, fills = place.target.writer, sources.job, sources.session.fills
+    try:
+        lease = (
+            None
+            if _present(writer, place.uri, over)
+            else take(writer, place.lease, holder=fills.holder, term=fills.term)
+        )
+    except MdlError as exc:
+        log.info("%s: mirror %s not made here (%s)", job.label, place.uri, exc.message)
+        return result
+    if lease is None:
+        log.info("%s: mirror %s is made by another machine", job.label, place.uri)
+        return result
+    try:
+        with Renewing(lease):
+            if _present(writer, place.uri, over):
+                return result
+            made = _upload(place, job, sources.remote, result, over, publisher)
+    finally:
+        _release(lease, job.label)
+    if made.fill == FILLED:
+        remove_claims(publisher.parts, job.label)
+    return made
 
 
 def _filled(

@@ -25,11 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from mdl.buckets import names
-from mdl.buckets.lease import TERM, Lease, Renewing, numbered, take
+from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, numbered, take
 from mdl.download._parts import READERS, PartSet, verified
 from mdl.errors import MdlError
 
 if TYPE_CHECKING:
+    from mdl.buckets.protocol import Writer
     from mdl.transfer.job import RangeTrust, TransferJob
 
 log = logging.getLogger("mdl.pull")
@@ -37,6 +38,7 @@ log = logging.getLogger("mdl.pull")
 POLL_FIRST, POLL_MOST = 0.05, 1.0  # seconds between looks at the mirror while nothing is free
 LOOKUPS = READERS  # parts looked up by name in one look, when the listing is too long to judge
 SLACK = 2.0  # seconds: a claim is the end game's once older than this plus a part's time here
+FEWEST_STREAMS, SHARE = 4, 8  # ``streams``: a machine's parts in flight at once
 CLAIMS_REMOVED = 2  # generations of each part's claim the object's maker removes
 _LEFT = -1  # ``_pick``: no part is left for this stream
 
@@ -82,11 +84,20 @@ class Swarm:
         self._wrong: set[str] = set()
         self._warned = False
         self._last = -1  # the last part claimed here
-        self._timing = 0.0  # seconds a part takes here, claimed to published (0: none yet)
+        # the longest a part took here, claimed to published (0: none yet): another machine's
+        # streams share its link as this one's do, so its parts take about as long
+        self._timing = 0.0
         self._polling = False
+        self._looked = threading.Event()  # the first look of a fetch is done
         self._quiet = 0  # looks in a row that found nothing
 
     # -- the engine's side (``PartSource``) ---------------------------------------------------
+    def streams(self, most: int) -> int:
+        """Parts fetched here at once: ``most`` (the engine's streams), but no more than an eighth
+        of the parts (4 at least): a machine that starts first leaves the others parts to claim,
+        and the fleet's links share the file."""
+        return max(1, min(most, max(FEWEST_STREAMS, len(self.spans) // SHARE)))
+
     def next(
         self, have: set[int], put: Callable[[int, bytes], None], stopped: Callable[[], bool]
     ) -> int | None:
@@ -94,8 +105,15 @@ class Swarm:
             begins = have is not self._have  # a fetch begins (again: from zero after a mismatch)
             if begins:
                 self._have, self._todo = have, set(range(len(self.spans))) - have
-        if begins:  # what the others published so far, read before any claim
-            self._turn(put)
+                self._looked.clear()
+        if begins:  # what the others published so far, read before any stream claims a part
+            try:
+                self._turn(put)
+            finally:
+                self._looked.set()
+        while not self._looked.wait(POLL_MOST):
+            if stopped():
+                return None
         while not stopped():
             index = self._pick()
             if index == _LEFT:
@@ -132,7 +150,7 @@ class Swarm:
         published), or past the end game's bound; else it is back among the parts to do."""
         claim = names.Claim.on(self._part(index))
         try:
-            lease = take(
+            lease = _first(self.parts.writer, claim, self.holder, self.token, self.term) or take(
                 self.parts.writer,
                 claim,
                 holder=self.holder,
@@ -187,7 +205,7 @@ class Swarm:
             held = self._held.pop(index, None)
             if held is not None:
                 took = time.monotonic() - held[2]
-                self._timing = took if not self._timing else 0.7 * self._timing + 0.3 * took
+                self._timing = max(self._timing, took)
         if held is not None:
             _release(*held[:2])
 
@@ -283,7 +301,7 @@ class Swarm:
         """Claims held by others past the bound (what a part takes here, or a term before this
         machine timed one) go to the end game: fetched here unless taken over first; whether
         any did."""
-        bound = self._timing * 1.5 + SLACK if self._timing else self.term
+        bound = self._timing * 2 + SLACK if self._timing else self.term
         now = time.monotonic()
         with self._lock:
             late = {i for i in self._theirs if now - self._since.get(i, now) > bound}
@@ -376,3 +394,14 @@ def remove_claims(parts: PartSet, label: str) -> None:
             list(pool.map(parts.writer.delete, uris))
     except MdlError as exc:
         log.info("%s: the claims on its parts were not all removed: %s", label, exc)
+
+
+def _first(
+    writer: Writer, claim: names.Claim, holder: str, token: str, term: float
+) -> Lease | None:
+    """The claim's first generation, created (one request: a part nobody claimed yet, the usual
+    case); None: it is there, and the claim is taken as a lease is (``take``). A generation above
+    it, a co-tenant's, would make two holders of the part: its bytes fetched twice, never wrong
+    (each part is checked by whoever reads it)."""
+    made = writer.create(claim.uri, lease_body(holder, token))
+    return None if made is None else Lease(writer, claim, made.etag, holder, token, term)
