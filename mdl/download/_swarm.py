@@ -75,7 +75,7 @@ class Swarm:
         self.duplicated = 0  # bytes fetched here of parts another machine held a claim on
         self._lock = threading.Condition()
         self._have: set[int] | None = None  # the parts on disk when the fetch began
-        self._todo: set[int] | None = None  # parts not on disk, nor being claimed, fetched, read
+        self._todo: set[int] = set()  # parts not on disk, nor being claimed, fetched, read
         self._theirs: set[int] = set()  # claimed by another machine when last tried
         self._since: dict[int, float] = {}  # when a part was first found claimed (never reset)
         self._late: set[int] = set()  # claims past the end game's bound: fetched here anyway
@@ -130,7 +130,6 @@ class Swarm:
         None: all are held by others)."""
         with self._lock:
             todo = self._todo
-            assert todo is not None
             if not todo:
                 return _LEFT
             free = todo - self._theirs
@@ -181,7 +180,7 @@ class Swarm:
                 self.fetched += 1
                 self.duplicated += self._size(index)
                 return True
-            self._todo_add(index)
+            self._todo.add(index)
             # held by another, or published meanwhile: not free, read at the next look (or,
             # past the end game's bound, fetched here)
             self._theirs.add(index)
@@ -223,7 +222,9 @@ class Swarm:
                 self._quiet = 0
             else:
                 self._quiet += 1
-                self.waiting(self._sources())
+                with self._lock:
+                    held, read = len(self._theirs), self.read // max(1, self.parts.part)
+                self.waiting(f"swarm: {self.fetched} parts here, {read} from others ({held} held)")
                 self.cancel.wait(min(POLL_FIRST * 2**self._quiet, POLL_MOST))
         finally:
             with self._lock:
@@ -249,7 +250,7 @@ class Swarm:
         own set, or, when that listing is too long to judge, a few held by others, by name."""
         listed = numbered(self.parts.writer, self.parts.first.prefix)
         with self._lock:
-            todo = self._todo or set()
+            todo = self._todo
             if listed is None:
                 held = sorted(todo & self._theirs)
                 found = [i for i in held if self.parts.uri(i + 1) not in self._wrong][:LOOKUPS]
@@ -282,7 +283,7 @@ class Swarm:
                 self._theirs.discard(index)
             return True
         with self._lock:
-            self._todo_add(index)
+            self._todo.add(index)
             if found is not None and len(found[0]) == size:
                 self.refused += size
                 self._wrong.add(uri)
@@ -317,14 +318,6 @@ class Swarm:
         return bool(late)
 
     # -- helpers -------------------------------------------------------------------------------
-    def _sources(self) -> str:
-        """Both sources, for the progress display while this machine waits on the others."""
-        with self._lock:
-            held = len(self._theirs)
-        read = self.read // max(1, self.parts.part)
-        here = f"swarm: {self.fetched} parts from the origin, {read} from others"
-        return f"{here}; {held} held by others"
-
     def _say_refused(self, uri: str) -> None:
         with self._lock:
             said, self._warned = self._warned, True
@@ -333,10 +326,6 @@ class Swarm:
                 f"{self.job.label}: another machine's part {uri} failed its {self.trust.kind}"
                 " hash; its bytes are fetched again"
             )
-
-    def _todo_add(self, index: int) -> None:
-        assert self._todo is not None
-        self._todo.add(index)
 
     def _part(self, index: int) -> names.Part:
         return _part(self.parts, index)
