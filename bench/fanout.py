@@ -32,6 +32,17 @@ network namespace: loopback). Variants, each at every N, the bucket emptied befo
   ``plant-bare``: the same without a range trust (the whole file's hash finds the wrong part).
   With ``--origin-rate 0`` both run the CDN at ``--cdn-rate`` as ``kill`` does.
 
+Issue 78's rows (``--only swarm,swarm-s3,swarm-n8,swarm-shards,swarm-kill``; SWARM_ROWS): models of
+their own (one file of ``--size-mib``, or 4 shards of a quarter), locked once by ``mdl lock`` with
+their part hashes (a range trust: the swarm engages), each row in one run: one machine alone
+without a mirror, this tree's fleet with ``--fill-mirror`` (the kill row: one machine killed with
+SIGKILL once its partial file holds 25 %, not started again), and each ``--variant`` tree's fleet
+with ``--fill-mirror`` (mdl before the swarm); the CDN bytes each machine fetched (nginx's port),
+CPU per GB, and every other key of each file's ``--json``; ``--reps`` rounds.
+
+    python bench/fanout.py --only swarm,swarm-kill --size-mib 1024 --origin-rate 25 \
+        --variant /tmp/mdl-before78 --write-results
+
 Each mdl machine runs with ``--json``; each file's ``fill`` value is counted per row. Issue 61's
 rows (ratios within one run, each with the share of both cores busy over its run, /proc/stat) are
 a second table: ``streams``.
@@ -69,7 +80,7 @@ from typing import Any
 import runner as r
 from servers import Exchange, HubServer  # tests/servers.py
 
-from mdl.lockfile.parts import PartHashes, parts_beside, write_parts
+from mdl.lockfile.parts import PartHashes, parts_beside, read_parts, write_parts
 from mdl.partsize import part_size
 from mdl.transfer.ranges import part_digests
 
@@ -78,9 +89,43 @@ MIRROR = f"s3://{BUCKET}/{PREFIX}/{{model}}/{{path}}"
 # test credentials of the SeaweedFS identity this benchmark writes; nothing else accepts them
 ACCESS_KEY, SECRET_KEY = "fanout-bench", "fanout-bench-secret"
 VARIANTS = ("fill", "nofill", "hf", "kill", "plant", "plant-bare")
+
+
+@dataclass(frozen=True)
+class SwarmRow:
+    """One of issue 78's rows: N machines pull a model of ``shards`` files with --fill-mirror and
+    the lock's part hashes (a range trust: the swarm engages), beside one machine alone without a
+    mirror and the ``--variant`` tree's --fill-mirror (mdl before the swarm), in one run; ``kill``:
+    one machine killed (SIGKILL) once its partial file holds that share of the model, not started
+    again. ``alone`` and ``before``: the targets (last machine over one alone, over the before
+    tree's fill); ``egress``: CDN bytes over the model."""
+
+    mirror: str
+    nodes: int
+    shards: int = 1
+    kill: float = 0.0
+    alone: float = 0.50
+    before: float = 0.40
+    egress: float = 1.02
+
+
+SWARM_ROWS = {
+    "swarm": SwarmRow("file", 4),
+    "swarm-s3": SwarmRow("s3", 4, alone=0.60),
+    "swarm-n8": SwarmRow("file", 8),
+    "swarm-shards": SwarmRow("file", 4, shards=4),
+    "swarm-kill": SwarmRow("file", 4, kill=0.25, alone=0.75, egress=1.15),
+}
+# the swarm's models: one file, and 4 shards; a small one each tree pulls first, untimed
+SWARM_MODELS = {1: "swarm-one", 4: "swarm-shards", 0: "swarm-warm"}
+SWARM_WARM_MIB = 48  # 3 parts of 16 MiB: enough for the warm-up to run the swarm's code
+MOST_FROM_ONE = 0.35  # the most CDN bytes one machine may fetch, over the model (N = 4)
+CPU_OVER_BEFORE = 1.10  # pull CPU per GB over the before tree's fill row
 MIRRORS = ("s3", "file")  # SeaweedFS's S3 gateway; a shared folder (file://)
 PLANTED = {"plant", "plant-bare"}
-FILLING = {"fill", "kill", *PLANTED}
+# the runs of a swarm row: this tree's fleet (and with one killed), the --variant tree's fleet
+SWARMING = {"swarm-fill", "swarm-kill", "swarm-before"}
+FILLING = {"fill", "kill", *PLANTED, *SWARMING}
 LEASES = f"{PREFIX}/.mdl/leases/"  # mdl/buckets/lease.py: ``<LEASES><model>/<path>/<N>``
 # mdl/buckets/names.py: ``<PARTS><model>/<path>/<sha256>-<part size>/<token>/<NNNNN>``
 PARTS = f"{PREFIX}/.mdl/parts/"
@@ -359,6 +404,7 @@ class Node:
     end: float = 0.0
     cpu: float = 0.0  # every attempt's user + system seconds
     killed: bool = False
+    gone: bool = False  # killed and not started again (the swarm's kill row): no bytes to check
     problem: str = ""
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -385,10 +431,8 @@ class Node:
 
         threading.Thread(target=reap, daemon=True, name=f"reap-{self.index}").start()
 
-    def fills(self) -> list[str]:
-        """The ``fill`` of each file in mdl's ``--json`` ("filled", "read", "gave up waiting", and
-        after issue 61 "streamed"…), from its last document; a file without one: "(mirror)" (in
-        the mirror at the first look: no lease, no wait) or "(origin)"."""
+    def files(self) -> list[dict[str, Any]]:
+        """Each file's object in mdl's ``--json``, from its last document."""
         try:
             text = self.log.with_suffix(".out").read_text(errors="replace")
         except OSError:
@@ -400,10 +444,15 @@ class Node:
             except ValueError:
                 at += 1
         files = doc.get("files", []) if isinstance(doc, dict) else []
+        return [f for f in files if isinstance(f, dict)]
+
+    def fills(self) -> list[str]:
+        """The ``fill`` of each file in mdl's ``--json`` ("filled", "read", "gave up waiting", and
+        after issue 61 "streamed"…), from its last document; a file without one: "(mirror)" (in
+        the mirror at the first look: no lease, no wait) or "(origin)"."""
         return [
             str(f.get("fill") or ("(mirror)" if f.get("mirror") else "(origin)"))
-            for f in files
-            if isinstance(f, dict)
+            for f in self.files()
         ]
 
     def fetched(self) -> int:
@@ -451,6 +500,13 @@ class Result:
     fills: dict[str, int] = field(default_factory=dict)  # mdl --json's "fill" values, counted
     leaders: list[int] = field(default_factory=list)  # machines whose --json says "filled"
     fetched: int = 0  # every machine's bytes from any source (mdl --json "fetched"), summed
+    by_machine: list[int] = field(default_factory=list)  # CDN bytes each machine fetched (port)
+    said: dict[str, float] = field(default_factory=dict)  # the other --json keys per file, summed
+    victim: int = -1  # the swarm's kill row: the machine killed and not started again
+    tree: str = ""  # "": this tree; else the --variant tree's folder name
+    row: str = ""  # the swarm's: its row (SWARM_ROWS) or "alone"
+    model: str = MODEL
+    rep: int = 0
 
     @property
     def egress(self) -> float:
@@ -477,6 +533,8 @@ class Fleet:
         self.store: Store = weed  # the mirror of the run at hand
         self.done: dict[tuple[str, int, str], Result] = {}  # (variant, N, mirror): its run
         self.model_bytes = sum(f.size for f in files)
+        self.model, self.catalog = MODEL, args.workdir / "catalog.toml"  # the swarm's: use()
+        self.tree: Path | None = None  # mdl imported from this tree (--variant) when set
         self.env = r.clean_env(
             args.workdir,
             HF_ENDPOINT=hub.url,
@@ -491,15 +549,24 @@ class Fleet:
         if variant == "hf":
             hf = str(Path(r.PY).parent / "hf")
             return [hf, "download", REPO, "--revision", self.commit, "--local-dir", str(dest), "-q"]
-        pull = ["pull", MODEL, "--dest", str(dest), "--locked", "-q", "--no-progress"]
-        pull += ["--mirror", self.store.template, "--json", *self.args.mdl_arg]
+        pull = ["pull", self.model, "--dest", str(dest), "--locked", "-q", "--no-progress"]
+        if variant != "swarm-alone":  # one machine alone, without a mirror
+            pull += ["--mirror", self.store.template]
+        pull += ["--json", *self.args.mdl_arg]
         pull += ["--fill-mirror"] if variant in FILLING else []
         if variant == "plant":  # the lock's part hashes beside it: each range checked
             pull += ["--catalog", str(self.args.workdir / "trusted" / "catalog.toml")]
+        elif variant.startswith("swarm"):  # the swarm's models, locked with their part hashes
+            pull += ["--catalog", str(self.catalog)]
         return r.mdl(*pull)
 
+    def use(self, model: str, files: list[r.DataFile], catalog: Path) -> None:
+        """Pull ``model`` (its ``files``, from ``catalog``) in the runs that follow."""
+        self.model, self.files, self.catalog = model, files, catalog
+        self.model_bytes = sum(f.size for f in files)
+
     def outputs(self, variant: str, dest: Path) -> list[tuple[Path, r.DataFile]]:
-        base = dest if variant == "hf" else dest / MODEL
+        base = dest if variant == "hf" else dest / self.model
         return [(base / f.path.name, f) for f in self.files]
 
     def warm_up(self, variant: str) -> None:
@@ -534,6 +601,8 @@ class Fleet:
             }
             if self.args.origin_rate:  # its own nginx port, shaped to one machine's link
                 env["HF_ENDPOINT"] = f"{self.hub.url}/m{i:02d}"
+            if self.tree is not None:  # the --variant tree's mdl
+                env["PYTHONPATH"] = os.pathsep.join([str(self.tree), env["PYTHONPATH"]])
             log = logs / f"m{i:02d}.stderr"
             made.append(Node(i, dest, self.argv(variant, dest), env, log))
         return made
@@ -581,7 +650,8 @@ class Fleet:
         """N machines at once; the servers' counts, each machine's exit and CPU, verified bytes,
         the machine's CPU use over the run."""
         res = Result(variant, n, self.model_bytes, rate=self.rate(variant), mirror=self.store.kind)
-        res.kill_at = share
+        res.kill_at, res.tree = share, self.tree.name if self.tree else ""
+        res.model = self.model
         self.cap(res.rate)
         self.store.empty()
         nodes = self.nodes(variant, n, label)
@@ -596,7 +666,11 @@ class Fleet:
         try:
             for node in nodes:
                 node.spawn()
-            killer = Killer(self, nodes, started, share) if kill else None
+            killer: Killer | SwarmKiller | None = None
+            if kill and variant == "swarm-kill":
+                killer = SwarmKiller(nodes, started, share, self.model_bytes)
+            elif kill:
+                killer = Killer(self, nodes, started, share)
             planter = Planter(self) if variant in PLANTED else None
             self.watch(label, nodes, started, killer or planter, mark[1][0])
             res.busy = cpu_ticks().busy_since(ticks)
@@ -612,6 +686,7 @@ class Fleet:
         records = self.hub.log.records()[mark[1][0] :]
         res.hub_requests, res.refused = len(records), sum(x.status == 429 for x in records)
         res.hub_bytes = sum(x.bytes_sent for x in records if "/resolve/" in x.url_path)
+        res.by_machine = self.by_machine(lines, n)
         (self.args.workdir / "logs" / label / "requests.log").write_text("\n".join(lines) + "\n")
         held = self.store.objects()
         res.mirror_bytes = sum(s for k, s in held.items() if not k.startswith(f"{PREFIX}/.mdl/"))
@@ -625,6 +700,7 @@ class Fleet:
             if "filled" in fills:
                 res.leaders.append(node.index)
         res.cpu = [node.cpu for node in nodes]
+        res.said = said(nodes)
         res.fetched = sum(node.fetched() for node in nodes)
         res.waited = [waited_on_mirror(node.log.with_suffix(".mdl.log")) for node in nodes]
         self.check(variant, nodes, res)
@@ -637,7 +713,12 @@ class Fleet:
                 else "nothing was planted (no lease seen): the row is void"
             )
             res.problems += [] if planter.note else [res.note]
-        if killer is not None:
+        if isinstance(killer, SwarmKiller):
+            res.note = killer.note
+            res.victim = killer.victim.index if killer.victim else -1
+            if not killer.victim:
+                res.problems.append("nothing was killed (see the note): the row is void")
+        elif killer is not None:
             res.note = killer.note + took_over(nodes)
             if not killer.victim:
                 res.problems.append(
@@ -660,7 +741,7 @@ class Fleet:
         label: str,
         nodes: list[Node],
         started: float,
-        killer: Killer | Planter | None,
+        killer: Killer | SwarmKiller | Planter | None,
         seen: int,
     ) -> None:
         """Wait for every machine (killing all at ``--run-timeout``), with progress on stderr and
@@ -690,10 +771,27 @@ class Fleet:
                     f" {sum(x.status == 429 for x in self.hub.log.records()[seen:])} × 429"
                 )
 
+    def by_machine(self, lines: Sequence[str], n: int) -> list[int]:
+        """The bytes nginx sent each machine (``--origin-rate``: machine i asks at a port of its
+        own, the port in the access log's second-to-last field); [] without ports."""
+        index = {url.rsplit(":", 1)[1]: int(i) for i, url in self.hub.machines.items()}
+        if not index:
+            return []
+        sent = [0] * n
+        for line in lines:
+            fields = line.split(" ")
+            if fields[0] == "cdn" and fields[-1].isdigit():
+                i = index.get(fields[-2], -1)
+                if 0 <= i < n:
+                    sent[i] += int(fields[-1])
+        return sent
+
     def check(self, variant: str, nodes: list[Node], res: Result) -> None:
         """Failed machines: a non-zero exit, or a file missing, short or with another sha256."""
 
         def problem(node: Node) -> str:
+            if node.gone:  # killed and not started again: nothing to check
+                return ""
             if node.problem or node.rc != 0:
                 tail = node.log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
                 return f"m{node.index:02d}: exit {node.rc} {node.problem} {tail[0][:200]}".strip()
@@ -876,6 +974,66 @@ class Planter:
             f" under its holder's token at {time.perf_counter() - self.started:.1f} s"
         )
         say(f"  {self.note}")
+
+
+class SwarmKiller:
+    """The swarm's kill row: the first machine whose partial files hold ``share`` of the model is
+    killed with SIGKILL and not started again; the others must end without it."""
+
+    def __init__(self, nodes: list[Node], started: float, share: float, size: int) -> None:
+        self.nodes, self.started, self.share, self.size = nodes, started, share, size
+        self.victim: Node | None = None
+        self.note = ""
+
+    def poll(self) -> None:
+        if self.victim is not None:
+            return
+        for node in self.nodes:
+            written = node.partial_bytes()
+            if not node.done.is_set() and written >= self.share * self.size:
+                at = time.perf_counter() - self.started
+                os.kill(node.pid, signal.SIGKILL)
+                node.done.wait(30)
+                node.killed = node.gone = True
+                self.victim = node
+                self.note = (
+                    f"killed m{node.index:02d} (pid {node.pid}) at {at:.1f} s with"
+                    f" {written / r.MiB:.0f} MiB of {self.size / r.MiB:.0f} MiB in its partial"
+                    " files; not started again"
+                )
+                say(f"  {self.note}")
+                return
+
+
+# the keys of a file's --json every run has; the others (fill, streamed, the swarm's counts…) are
+# summed over the machines' files by ``said``
+PLAIN_KEYS = {"model", "path", "action", "dest", "source", "size", "sha256", "fetched", "seconds"}
+
+
+def said(nodes: Sequence[Node]) -> dict[str, float]:
+    """Every other key of the machines' files in mdl's --json, summed: numbers as they are (a
+    nested object's as ``key.inner``), a string value or a true flag counted as ``key=value``."""
+    found: dict[str, float] = {}
+
+    def add(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for inner, v in value.items():
+                add(f"{key}.{inner}", v)
+        elif isinstance(value, bool | str):  # a URL or a path: counted by its key alone
+            long = isinstance(value, bool) or "/" in value or len(value) > 40
+            name = key if long else f"{key}={value}"
+            found[name] = found.get(name, 0) + 1
+        elif isinstance(value, int | float):
+            found[key] = found.get(key, 0) + value
+        elif isinstance(value, list):
+            found[f"{key} (items)"] = found.get(f"{key} (items)", 0) + len(value)
+
+    for node in nodes:
+        for f in node.files():
+            for key, value in f.items():
+                if key not in PLAIN_KEYS:
+                    add(key, value)
+    return found
 
 
 def took_over(nodes: list[Node]) -> str:
@@ -1093,6 +1251,197 @@ def verdicts(results: Sequence[Result], files: Sequence[r.DataFile]) -> list[str
     return lines
 
 
+SWARM_COLUMNS = [
+    ("row", "row"),
+    ("run", "run"),
+    ("last", "last machine"),
+    ("alone", "last / alone"),
+    ("before", "last / before's fill"),
+    ("cdn", "CDN bytes / model"),
+    ("most", "most CDN bytes of one machine / model"),
+    ("cpu", "CPU-s per GB per machine (mean, max)"),
+    ("cpu_before", "CPU per GB / before's"),
+    ("busy", "CPU busy"),
+    ("said", "mdl --json, each file's other keys summed over the machines"),
+    ("failed", "failed"),
+]
+
+
+@dataclass(frozen=True)
+class SwarmRun:
+    """One run of a swarm row and the runs it is judged against (same rep, same model)."""
+
+    x: Result
+    alone: Result | None
+    before: Result | None
+
+    @property
+    def ends(self) -> list[float]:
+        """The machines' ends, the one killed and not started again left out."""
+        return [e for i, e in enumerate(self.x.ends) if i != self.x.victim]
+
+    @property
+    def last(self) -> float:
+        return max(self.ends, default=float("nan"))
+
+    def cpu_per_gb(self, x: Result) -> list[float]:
+        return [c / (x.model_bytes / 1e9) for i, c in enumerate(x.cpu) if i != x.victim]
+
+    def ratios(self) -> dict[str, float]:
+        """last / alone, last / before's, CDN / model, most of one machine / model, CPU / before's
+        (mean CPU per GB per machine); nan where there is nothing to compare with."""
+        nan = float("nan")
+        mean = lambda v: sum(v) / len(v) if v else nan  # noqa: E731
+        b = self.before
+        return {
+            "alone": self.last / self.alone.last if self.alone else nan,
+            "before": self.last / b.last if b else nan,
+            "cdn": self.x.egress,
+            "most": max(self.x.by_machine, default=nan) / self.x.model_bytes,
+            "cpu": mean(self.cpu_per_gb(self.x)) / mean(self.cpu_per_gb(b)) if b else nan,
+        }
+
+
+def swarm_runs(results: Sequence[Result]) -> list[SwarmRun]:
+    """Every run of the swarm rows (this tree's and the before tree's), each with its alone and
+    before runs."""
+    out = []
+    for x in results:
+        if not x.row or x.row == "alone":
+            continue
+        same = [y for y in results if y.rep == x.rep and y.model == x.model]
+        alone = next((y for y in same if y.row == "alone"), None)
+        before = next((y for y in same if y.row == x.row and y.variant == "swarm-before"), None)
+        out.append(SwarmRun(x, alone, before if x.variant != "swarm-before" else None))
+    return out
+
+
+def shown(value: float) -> str:
+    """A --json count as it is; bytes (a MiB or more) in MiB."""
+    return f"{value / r.MiB:.0f} MiB" if value >= r.MiB else f"{value:g}"
+
+
+def fmt(value: float, suffix: str = "×") -> str:
+    return "—" if value != value else f"{value:.2f}{suffix}"
+
+
+def swarm_table(results: Sequence[Result]) -> list[dict[str, str]]:
+    out = []
+    alone = [x for x in results if x.row == "alone"]
+    for y in alone:
+        per = [c / (y.model_bytes / 1e9) for c in y.cpu]
+        out.append(swarm_cells("alone", y, y.last, {"cdn": y.egress}, per))
+    for run in swarm_runs(results):
+        x = run.x
+        out.append(swarm_cells(x.row, x, run.last, run.ratios(), run.cpu_per_gb(x)))
+    return out
+
+
+def swarm_cells(
+    row: str, x: Result, last: float, ratios: Mapping[str, float], per: Sequence[float]
+) -> dict[str, str]:
+    nan = float("nan")
+    what = {
+        "swarm-alone": "this tree, one machine, no mirror",
+        "swarm-fill": "this tree, --fill-mirror",
+        "swarm-kill": f"this tree, --fill-mirror, one killed at {x.kill_at:.0%}",
+        "swarm-before": f"{x.tree}, --fill-mirror",
+    }[x.variant]
+    said_ = ", ".join(f"{k} {shown(v)}" for k, v in sorted(x.said.items())) or "—"
+    return {
+        "row": row + (f" (rep {x.rep + 1})" if x.rep else ""),
+        "run": f"{what}{'' if row == 'alone' else f' ({x.mirror}://)'}, {x.model}, N = {x.nodes}",
+        "last": f"{last:.1f} s" + (" (survivors)" if x.victim >= 0 else ""),
+        "alone": fmt(ratios.get("alone", nan)),
+        "before": fmt(ratios.get("before", nan)),
+        "cdn": f"{x.egress:.3f}×",
+        "most": fmt(ratios.get("most", nan)),
+        "cpu": f"{sum(per) / len(per):.2f}, {max(per):.2f}" if per else "—",
+        "cpu_before": fmt(ratios.get("cpu", nan)),
+        "busy": f"{x.busy:.0%}",
+        "said": said_,
+        "failed": str(x.failed),
+    }
+
+
+def swarm_verdicts(results: Sequence[Result]) -> list[str]:
+    """Each of this tree's swarm runs against its row's targets."""
+    lines = []
+    for run in swarm_runs(results):
+        x = run.x
+        if x.variant == "swarm-before":
+            continue
+        row, got = SWARM_ROWS[x.row], run.ratios()
+        checks = [
+            ("last / alone", got["alone"], row.alone),
+            ("last / before's fill", got["before"], row.before),
+            ("CDN bytes / model", got["cdn"], row.egress),
+            ("CPU per GB / before's", got["cpu"], CPU_OVER_BEFORE),
+        ]
+        if not row.kill:
+            checks.insert(3, ("most of one machine / model", got["most"], MOST_FROM_ONE))
+        said_ = [
+            f"{what} {value:.2f}× (≤ {most:.2f}×): {'met' if value <= most else 'MISSED'}"
+            for what, value, most in checks
+            if value == value
+        ]
+        failed = f"{x.failed} failed: {'met' if x.failed == 0 and not x.problems else 'MISSED'}"
+        lines.append(f"- {x.row} (N = {x.nodes}, {x.mirror}://): " + "; ".join([*said_, failed]))
+        if run.alone:  # what this box's cores alone allow: the fleet's CPU-s spread on all of them
+            floor = sum(x.cpu) / (os.cpu_count() or 1)
+            lines.append(
+                f"  - the fleet's CPU ({sum(x.cpu):.0f} CPU-s) on this box's {os.cpu_count()}"
+                f" cores takes {floor:.1f} s at least: {floor / run.alone.last:.2f}× alone"
+            )
+        lines += [f"  - {t}" for t in (x.note, *x.problems) if t]
+    return lines
+
+
+def swarm_report(
+    args: argparse.Namespace, results: Sequence[Result], models: Mapping[str, list[r.DataFile]]
+) -> str:
+    origin = f"{args.origin_rate:g} MB/s" if args.origin_rate else "unshaped"
+    head = subprocess.run(
+        ["git", "-C", str(r.ROOT), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    ).stdout.strip()[:100]
+    said = "; ".join(
+        f"{m}: {len(fs)} file(s) of {fs[0].size / r.MiB:.0f} MiB" for m, fs in models.items()
+    )
+    return "\n".join(
+        [
+            f"Measured {r.now()} with `{args.command}`.",
+            "",
+            f"- This tree: `{head}`; before: " + (", ".join(f"`{t}`" for t in args.variant) or "—"),
+            f"- Models ({said}), locked once by `mdl lock` with their part hashes"
+            " (`catalog.lock.parts`: a range trust), every run on that lock.",
+            "- Machine: " + ", ".join(f"{k} {v}" for k, v in r.machine_info(args.workdir).items()),
+            f"- Each machine's link to the origin: {origin} (tc, a port each); the mirror unshaped.",
+            "",
+            r.table(swarm_table(results), SWARM_COLUMNS, markdown=True),
+            "",
+            *swarm_verdicts(results),
+        ]
+    )
+
+
+SWARM_BEGIN = "<!-- swarm rows: written by `bench/fanout.py --write-results` -->"
+SWARM_END = "<!-- end of the swarm rows -->"
+
+
+def write_swarm(text: str) -> None:
+    """The swarm rows into bench/FANOUT.md, between their markers (section "Swarm (issue 78)",
+    added at the end when missing); the rest of the file as it was."""
+    path = r.HERE / "FANOUT.md"
+    old = path.read_text()
+    block = f"{SWARM_BEGIN}\n{text}\n{SWARM_END}"
+    if SWARM_BEGIN in old and SWARM_END in old:
+        head, rest = old.split(SWARM_BEGIN, 1)
+        new = head + block + rest.split(SWARM_END, 1)[1]
+    else:
+        new = old.rstrip("\n") + f"\n\n## Swarm (issue 78)\n\n{block}\n"
+    path.write_text(new)
+
+
 def report(
     args: argparse.Namespace,
     results: Sequence[Result],
@@ -1224,6 +1573,106 @@ def trusted_catalog(args: argparse.Namespace, files: Sequence[r.DataFile]) -> Pa
     return folder / "catalog.toml"
 
 
+def swarm_models(args: argparse.Namespace, data: Path) -> dict[str, list[r.DataFile]]:
+    """The swarm rows' models under ``data/<model>/``, each file's bytes its own (a prefix naming
+    it): one file of --size-mib, 4 shards of a quarter each (when a row wants them), and a small
+    one for the warm-ups."""
+    rows = [SWARM_ROWS[x] for x in args.only if x in SWARM_ROWS]
+    wanted = {0, *(row.shards for row in rows)}
+    out = {}
+    for shards in sorted(wanted):
+        model = SWARM_MODELS[shards]
+        total, count = (SWARM_WARM_MIB if shards == 0 else args.size_mib) * r.MiB, max(1, shards)
+        names = (
+            [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+            if count > 1
+            else ["model.safetensors"]
+        )
+        out[model] = [
+            r.write_file(
+                data / model / names[i],
+                total // count + (i < total % count),
+                prefix=f"{model} {i}\n".encode(),
+                meta=args.workdir / f"{model}-{i}-of-{count}.meta.json",
+            )
+            for i in range(count)
+        ]
+    return out
+
+
+def swarm_lock(args: argparse.Namespace, env: dict[str, str], models: Mapping[str, Any]) -> Path:
+    """The swarm's catalog, locked by ``mdl lock`` with the part hashes of every file (a range
+    trust: ``catalog.lock.parts``), as a user makes them: ``--dest`` a folder where the models'
+    files are (links to the CDN's bytes). Every tree pulls with this one lock."""
+    folder = args.workdir / "swarm"
+    shutil.rmtree(folder, ignore_errors=True)
+    catalog = folder / "catalog.toml"
+    (folder / "installed").mkdir(parents=True)
+    catalog.write_text("".join(f'[models.{m}]\nrepo = "fanout-org/{m}"\n\n' for m in models))
+    for model, files in models.items():
+        (folder / "installed" / model).mkdir()
+        for f in files:
+            os.link(f.path, folder / "installed" / model / f.path.name)
+    argv = ["lock", "--all", "--catalog", str(catalog), "--dest", str(folder / "installed")]
+    done = subprocess.run(
+        r.mdl(*argv, "-q", "--no-progress"), env=env, capture_output=True, text=True, timeout=600
+    )
+    if done.returncode != 0:
+        sys.exit(f"bench: `mdl lock` of the swarm's models failed: {done.stderr.strip()[-800:]}")
+    parts = read_parts(parts_beside(folder / "catalog.lock"))
+    missing = [f.path.name for fs in models.values() for f in fs if f.sha256 not in parts]
+    if missing:
+        sys.exit(f"bench: `mdl lock` wrote no part hashes for {', '.join(missing)}")
+    shutil.rmtree(folder / "installed")
+    return catalog
+
+
+def run_swarm(
+    fleet: Fleet, args: argparse.Namespace, models: dict[str, list[r.DataFile]], catalog: Path
+) -> list[Result]:
+    """Issue 78's rows, each --reps times: per model one machine alone without a mirror (once a
+    rep), then per row this tree's fleet with --fill-mirror (or with one killed) and each
+    --variant tree's fleet (not in the kill row); each tree warmed up once per mirror."""
+    names = [x for x in args.only if x in SWARM_ROWS]
+    warmed: set[tuple[str, str]] = set()
+    results: list[Result] = []
+
+    def one(variant: str, n: int, label: str, row: SwarmRow, tree: Path | None) -> Result:
+        fleet.tree = tree
+        res = fleet.measure(variant, n, label, kill=variant == "swarm-kill", share=row.kill)
+        fleet.tree = None
+        return res
+
+    for rep in range(args.reps):
+        alone: set[str] = set()
+        for name in names:
+            row = SWARM_ROWS[name]
+            fleet.store = fleet.stores[row.mirror]
+            for tree in (None, *args.variant):
+                if (str(tree), row.mirror) not in warmed:
+                    warmed.add((str(tree), row.mirror))
+                    fleet.use(SWARM_MODELS[0], models[SWARM_MODELS[0]], catalog)
+                    fleet.tree = tree
+                    fleet.warm_up("swarm-fill")
+                    fleet.tree = None
+            model = SWARM_MODELS[row.shards]
+            fleet.use(model, models[model], catalog)
+            runs: list[tuple[str, str, int, Path | None]] = []
+            if model not in alone:
+                alone.add(model)
+                runs.append(("alone", "swarm-alone", 1, None))
+            runs.append((name, "swarm-kill" if row.kill else "swarm-fill", row.nodes, None))
+            if not row.kill:
+                runs += [(name, "swarm-before", row.nodes, tree) for tree in args.variant]
+            for what, variant, n, tree in runs:
+                label = f"{name}-{variant}-N{n}-{tree.name if tree else 'this'}-r{rep}"
+                res = one(variant, n, label, row, tree)
+                res.row, res.rep = what if what == "alone" else name, rep
+                res.note = res.note or ""
+                results.append(res)
+    return results
+
+
 def in_namespace() -> int:
     """Run this bench again in a network namespace of its own (``unshare -n``: its own loopback,
     whose tc rules touch nobody else's traffic), with loopback up."""
@@ -1280,7 +1729,21 @@ def main() -> int:
         default=[1, 4, 16, 32],
         help="machines per run (default 1,4,16,32)",
     )
-    add("--only", type=csv(str, VARIANTS), default=list(VARIANTS), help=", ".join(VARIANTS))
+    add(
+        "--only",
+        type=csv(str, (*VARIANTS, *SWARM_ROWS)),
+        default=list(VARIANTS),
+        help=", ".join(VARIANTS) + " (default: these); issue 78's rows: " + ", ".join(SWARM_ROWS),
+    )
+    add(
+        "--variant",
+        type=Path,
+        action="append",
+        default=[],
+        help="a tree holding mdl/ (mdl before the swarm): the swarm rows run its --fill-mirror"
+        " beside this tree's, same lock, same N",
+    )
+    add("--reps", type=int, default=1, help="rounds of the swarm rows (default 1)")
     add("--budget", type=int, default=50, help="resolves the Hub allows per window (default 50)")
     add("--window", type=int, default=10, help="the rate-limit window in seconds (default 10)")
     add(
@@ -1321,6 +1784,10 @@ def main() -> int:
     add("--json", type=Path, help="also write the raw numbers as JSON here")
     add("--write-results", action="store_true", help="rewrite bench/FANOUT.md with this run")
     args = parser.parse_args()
+    for tree in args.variant:
+        if not (tree / "mdl" / "__init__.py").is_file():
+            parser.error(f"--variant: {tree} has no mdl/__init__.py")
+    args.variant = [tree.resolve() for tree in args.variant]
     if args.origin_rate and not os.environ.get(NETNS):
         return in_namespace()
     args.workdir = args.workdir.resolve()
@@ -1343,6 +1810,7 @@ def main() -> int:
         )
         for i in range(count)
     ]
+    swarmed = swarm_models(args, data) if set(SWARM_ROWS) & set(args.only) else {}
     config = data / "config.json"
     config.write_text(json.dumps({"model_type": "fanout", "shards": count}) + "\n")
     files.append(r.DataFile(config, config.stat().st_size, r.sha256_file(config)))
@@ -1356,7 +1824,13 @@ def main() -> int:
         # one limit for nginx's capped location: a run is capped (at this rate) or not at all
         limit_rate=args.cdn_rate if args.cdn_rate not in (None, "", "0") else KILL_RATE,
         # --origin-rate: one port per machine (the warm-up's is machine 0's)
-        more_ports=max(args.nodes + (args.kill_nodes or [])) if args.origin_rate else 0,
+        more_ports=max(
+            args.nodes
+            + (args.kill_nodes or [])
+            + [SWARM_ROWS[x].nodes for x in args.only if x in SWARM_ROWS]
+        )
+        if args.origin_rate
+        else 0,
     )
     weed, share = Seaweed(args.workdir), FileShare(args.workdir)
     results: list[Result] = []
@@ -1370,6 +1844,11 @@ def main() -> int:
             hub.cdn_url = nginx.url
             hub.machines = {f"{i:02d}": f"http://127.0.0.1:{p}" for i, p in enumerate(nginx.ports)}
         hub.add_repo(REPO, {f.path.name: r.file_content(f.path, sha256=f.sha256) for f in files})
+        for m, fs in swarmed.items():
+            hub.add_repo(
+                f"fanout-org/{m}",
+                {f.path.name: r.file_content(f.path, sha256=f.sha256) for f in fs},
+            )
         hub.start()
         stack.callback(hub.stop)
         weed.start()
@@ -1380,7 +1859,7 @@ def main() -> int:
         fleet.commit = lock_model(args, fleet.env)
         if PLANTED & set(args.only):
             trusted_catalog(args, files)
-        for variant in args.only:
+        for variant in [x for x in args.only if x in VARIANTS]:
             # nofill's and hf's machines find no mirror whatever its kind: one run each
             for mirror in args.mirrors if variant in FILLING else args.mirrors[:1]:
                 fleet.store = fleet.stores[mirror]
@@ -1388,18 +1867,28 @@ def main() -> int:
                     fleet.warm_up(variant)
                 for n in args.kill_nodes if variant == "kill" and args.kill_nodes else args.nodes:
                     results += fleet.run(variant, n, mirror)
+        if swarmed:
+            catalog = swarm_lock(args, fleet.env, swarmed)
+            swarm = run_swarm(fleet, args, swarmed, catalog)
+        else:
+            swarm = []
         shutil.rmtree(args.workdir / "nodes", ignore_errors=True)
-    text = report(args, results, weed.argv, model, files)
-    sys.stdout.write("\n" + text + "\n")
+    text = report(args, results, weed.argv, model, files) if results else ""
+    swarm_text = swarm_report(args, swarm, swarmed) if swarm else ""
+    sys.stdout.write("\n" + "\n\n".join(filter(None, [text, swarm_text])) + "\n")
     if args.json is not None:
-        raw = [{**vars(x), "egress": x.egress} for x in results]
+        raw = [{**vars(x), "egress": x.egress} for x in [*results, *swarm]]
         doc = {"command": args.command, "when": r.now(), "streams": streams(results)}
+        doc["swarm"] = swarm_table(swarm)
         args.json.write_text(json.dumps({**doc, "results": raw}, indent=2))
-    if args.write_results:
+    if args.write_results and text:
         heading = "# Fan-out: one bucket, N machines, one Hub (`bench/fanout.py`)"
         (r.HERE / "FANOUT.md").write_text(f"{heading}\n\n{text}\n")
         say(f"bench: wrote {r.HERE / 'FANOUT.md'}")
-    return 1 if any(x.failed or x.problems for x in results) else 0
+    if args.write_results and swarm_text:
+        write_swarm(swarm_text)
+        say(f"bench: wrote the swarm rows into {r.HERE / 'FANOUT.md'}")
+    return 1 if any(x.failed or x.problems for x in [*results, *swarm]) else 0
 
 
 if __name__ == "__main__":

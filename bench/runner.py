@@ -139,7 +139,7 @@ error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     log_format bench '$msec $pid.$connection $connection_requests $status $body_bytes_sent $request_time '
-                     '"$request" "$http_range" $bytes_sent';
+                     '"$request" "$http_range" $server_port $bytes_sent';
     access_log {access_log};
     default_type application/octet-stream;
     sendfile on;
@@ -167,7 +167,7 @@ class Nginx:
     ``/fast/``.
 
     Its access log (one line per request: time, connection, request number on it, status, body
-    bytes, request time, request line, Range, all bytes sent) is what the benchmarks count requests,
+    bytes, request time, request line, Range, the port it was asked on, all bytes sent) is what the benchmarks count requests,
     connections and bytes from.
     """
 

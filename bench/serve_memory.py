@@ -11,7 +11,7 @@ Rows, per tree (a fresh ``mdl serve`` each, on the Hub stand-in's CDN, tests/ser
   blank line (http.server's own limits let 100 lines of 64 KiB through): peak RSS once every one
   sent it all or was closed; how many were refused.
 - ``pull``: ``mdl serve m --pull`` of one ``--size-mib`` file with its part hashes beside the
-  lock (mdl's part size: 16 MiB), the origin holding all but its first 3 parts, no reads; the
+  lock (mdl's part size up to 8 GiB: 16 MiB), the origin holding all but its first 3 parts, no reads; the
   rest then sent: peak RSS at the end.
 - ``pull + gets``: the same, with ``--gets`` ranged GETs of 1 MiB at once (presigned, each on its
   own connection) within the 3 verified parts while the rest is held (release by range): peak
@@ -43,7 +43,7 @@ from serveproc import ServeProcess, isolated, lock_with_parts, model_catalog
 from servers import CdnServer, Fault, make_data
 
 MiB = 1 << 20
-PART = 16 * MiB  # mdl's part size for files below 144 GB
+PART = 16 * MiB  # mdl's part size for files up to 8 GiB
 HELD_AFTER = 3  # parts the origin sends before it holds the rest
 
 

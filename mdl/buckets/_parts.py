@@ -2,10 +2,10 @@
 store reports of a multipart object.
 
 An upload's part size is not the one part size (``mdl.partsize``: a lock's parts, a fleet's parts,
-Xet's windows), though the same today: those are on the wire (a lock records its part size, a
-part set's name says it) and every mdl must cut a file alike, while nothing reads an upload's parts
-back as ranges (a store's layout is read as it says: ``part_layout``), so an upload's may change
-alone (bigger parts on a fast link, S3's 5 MiB in a test)."""
+Xet's windows), though the same for files up to 8 GiB: those are on the wire (a lock records its
+part size, a part set's name says it) and every mdl must cut a file alike, while nothing reads an
+upload's parts back as ranges (a store's layout is read as it says: ``part_layout``), so an
+upload's may change alone (bigger parts on a fast link, S3's 5 MiB in a test)."""
 
 from __future__ import annotations
 

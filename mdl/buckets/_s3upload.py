@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from mdl import partsize
 from mdl.buckets._parts import MIN_PART, part_layout, part_size
 from mdl.buckets._s3conditional import (
     CONFLICT_BACKOFF,
@@ -188,10 +187,10 @@ class S3Upload:
             self.sent(len(data))
         return True
 
-    def assembled(self, sources: list[S3Object]) -> bool | None:
-        """The object from copies of ``sources`` (``S3Writer.assemble``); None: it cannot be."""
-        chunk = partsize.part_size(self.size)  # a fleet's parts
-        count = -(-self.size // chunk)
+    def assembled(self, sources: list[S3Object], chunk: int) -> bool | None:
+        """The object from copies of ``sources``, ``chunk`` bytes each but the last (a fleet's
+        parts: ``S3Writer.assemble``); None: it cannot be."""
+        count = -(-self.size // chunk) if chunk > 0 else 0
         if len(sources) != count or not count or any(s.bucket != self.obj.bucket for s in sources):
             log.info(
                 "%s: %d parts cannot make it (%d parts of this bucket expected); uploading it",

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mdl.buckets import names
 from mdl.buckets._s3conditional import S3Conditional
 from mdl.buckets._s3upload import S3Upload, holds_file
 from mdl.buckets.protocol import Seen
@@ -72,10 +73,12 @@ class S3Writer(S3Conditional):
         root: str,
         side: str = "",
     ) -> bool | None:
-        """The object made from ``parts`` (this bucket's, ``path`` cut at ``partsize.part_size``) by
-        the store: a multipart upload of copies (UploadPartCopy), each proved its range of ``path``
-        (the copy's SHA-256, else its ETag as the range's MD5), completed and marked as ``upload``
-        does. None: the store cannot (a copy refused) or a part is not these bytes."""
+        """The object made from ``parts`` (this bucket's, ``path`` cut at the part size their
+        names say) by the store: a multipart upload of copies (UploadPartCopy), each proved its
+        range of ``path`` (the copy's SHA-256, else its ETag as the range's MD5), completed and
+        marked as ``upload`` does. None: the store cannot (a copy refused, names of no one part
+        size) or a part is not these bytes."""
+        cut = {n.size if isinstance(n := names.parse(part), names.Part) else 0 for part in parts}
         return S3Upload(self, parse_s3_uri(uri), path, size, sha256, side=side).assembled(
-            [parse_s3_uri(part) for part in parts]
+            [parse_s3_uri(part) for part in parts], cut.pop() if len(cut) == 1 else 0
         )

@@ -208,12 +208,20 @@ class Part(_Kind):
 
     @classmethod
     def of(
-        cls, root: str, object_uri: str, *, pin: str, size: int, token: str | None = None
+        cls,
+        root: str,
+        object_uri: str,
+        *,
+        pin: str,
+        size: int,
+        token: str | None = None,
+        part: int | None = None,
     ) -> Part:
         """The first part of one version of ``object_uri`` (``root``: its mirror's namespace;
-        ``pin``: the version's hash; ``size``: the file's, cut at ``partsize.part_size``) that the
-        holder of the lease generation ``token`` publishes (None: the version's own set)."""
-        return cls(*_below(root, object_uri), pin, part_size(size), token, 1)
+        ``pin``: the version's hash; ``size``: the file's, cut at ``part`` bytes, else at
+        ``partsize.part_size``) that the holder of the lease generation ``token`` publishes (None:
+        the version's own set)."""
+        return cls(*_below(root, object_uri), pin, part or part_size(size), token, 1)
 
     @property
     def prefix(self) -> str:

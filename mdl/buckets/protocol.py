@@ -230,13 +230,13 @@ class Writer(Protocol):
     ) -> bool | None:
         """The object made from ``parts`` by the store itself, never sent twice: objects of the
         store, the verified file at ``path`` (``size`` bytes, their ``sha256``) cut in order at
-        ``partsize.part_size(size)`` (a fill's published parts). Each part is proved to be its range
-        of ``path`` before the object exists (S3: the copy's SHA-256, else its ETag as the range's
-        MD5), and ``path`` is hashed as read (changed since verified: exit 6). Written as
-        ``upload`` writes: whole or not at all, only if there is no such object (False: one is
-        there, never replaced), marked as mdl's. None: the store cannot (a folder; a store that
-        refuses server-side copies) or a part is not these bytes, nothing left behind: the caller
-        uploads ``path``."""
+        the part size their names say (a fill's published parts, ``names.Part``). Each part is
+        proved to be its range of ``path`` before the object exists (S3: the copy's SHA-256, else
+        its ETag as the range's MD5), and ``path`` is hashed as read (changed since verified:
+        exit 6). Written as ``upload`` writes: whole or not at all, only if there is no such object
+        (False: one is there, never replaced), marked as mdl's. None: the store cannot (a folder;
+        a store that refuses server-side copies) or a part is not these bytes, nothing left
+        behind: the caller uploads ``path``."""
 
     def holds(self, uri: str, path: Path, *, size: int, sha256: str) -> bool:
         """Whether the object is already the verified file at ``path`` (``size`` bytes, their

@@ -29,7 +29,7 @@ from mdl.buckets.lease import GaveUp, Lease, Renewing, new_token, take, wait_for
 from mdl.buckets.protocol import Seen, Writer, side_of
 from mdl.catalog.settings import fixed_part
 from mdl.download._parts import PartSet, Publisher, Streamer
-from mdl.download._swarm import Swarm, SwarmEnded
+from mdl.download._swarm import Swarm, SwarmEnded, remove_claims
 from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
 from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.confined import read_bytes, unlink, write_atomic
@@ -94,6 +94,7 @@ def _shared(sources: FileSources, place: Place, *, over: str | None = None) -> T
         place.uri,
         sources.job,
         side_of(sources.remote.source),
+        sources.beside.trust,  # (a lock's: cut at its part size)
     )
     why = _unswarmable(sources, parts)
     if why is None and parts is not None:
@@ -114,7 +115,7 @@ def _unswarmable(sources: FileSources, parts: PartSet | None) -> str | None:
         return "the lock has no part hashes for it (run `mdl lock` to record them)"
     ends = {end for _, end in trust.spans}
     if not all(parts.span(n)[1] in ends for n in range(1, parts.count + 1)):
-        return f"its {trust.kind} hashes are cut otherwise than the fleet's parts (run `mdl lock`)"
+        return f"its {trust.kind} ranges do not line up with the fleet's parts"
     return None
 
 
@@ -147,13 +148,12 @@ def _swarmed(
         with swarm, publisher:
             try:
                 result = replace(sources, landing=publisher, swarm=swarm).origin()
-            except SwarmEnded:
+            except SwarmEnded as ended:
                 log.info("%s: mirror %s was made meanwhile: the rest from it", job.label, place.uri)
-                result = sources.mirror(place.target.template, place.uri) or sources.origin()
-        if not _present(writer, place.uri, over):
-            result = _upload(place, job, sources.remote, result, over, publisher)
-            if result.fill == FILLED:
-                swarm.remove_claims()
+                rest = sources.mirror(place.target.template, place.uri) or sources.origin()
+                # what the swarm wrote, the rest's fetch resumed on: fetched all the same
+                result = replace(rest, fetched=rest.fetched + ended.fetched + swarm.read)
+        result = _made(sources, place, over, result, publisher)
     finally:
         with suppress(OSError, MdlError):
             unlink(job_root(job), _token_path(job))
@@ -241,6 +241,41 @@ def _older_fill(place: Place, job: TransferJob) -> None:
                 " it; its machines and this one do not see each other's leases and each fetch"
                 " from the origin: run mdl 0.4 or later on every machine of the fleet"
             )
+
+
+def _made(
+    sources: FileSources,
+    place: Place,
+    over: str | None,
+    result: TransferResult,
+    publisher: Publisher,
+) -> TransferResult:
+    """The object made of a swarm's parts by one machine: the first to have the file, which takes
+    the object's lease (one that finds it held, or the object there, leaves it to that holder: a
+    swarm's machine, or an mdl before the swarm fetching it whole); the claims removed after."""
+    writer, job, fills = place.target.writer, sources.job, sources.session.fills
+    try:
+        lease = (
+            None
+            if _present(writer, place.uri, over)
+            else take(writer, place.lease, holder=fills.holder, term=fills.term)
+        )
+    except MdlError as exc:
+        log.info("%s: mirror %s not made here (%s)", job.label, place.uri, exc.message)
+        return result
+    if lease is None:
+        log.info("%s: mirror %s is made by another machine", job.label, place.uri)
+        return result
+    try:
+        with Renewing(lease):
+            if _present(writer, place.uri, over):
+                return result
+            made = _upload(place, job, sources.remote, result, over, publisher)
+    finally:
+        _release(lease, job.label)
+    if made.fill == FILLED:
+        remove_claims(publisher.parts, job.label)
+    return made
 
 
 def _filled(

@@ -26,6 +26,7 @@ from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
+from mdl import partsize
 from mdl.buckets import names
 from mdl.buckets.lease import LISTED_LIMIT, numbered
 from mdl.buckets.protocol import Writer
@@ -54,16 +55,25 @@ class PartSet:
 
     @classmethod
     def of(
-        cls, writer: Writer, root: str, uri: str, job: TransferJob, side: str | None = None
+        cls,
+        writer: Writer,
+        root: str,
+        uri: str,
+        job: TransferJob,
+        side: str | None = None,
+        trust: RangeTrust | None = None,
     ) -> PartSet | None:
         """The set for ``job``'s file at ``uri`` (``root``: the mirror's namespace; ``side``: whose
-        it is); None for a file of unknown size, without a hash (nothing could check its parts), or
-        of one part."""
+        it is), cut at its lock's part size when ``trust`` is its lock's (``partsize.cut_at``);
+        None for a file of unknown size, without a hash (nothing could check its parts), or of one
+        part."""
         ident = job.identity
         pin = ident.sha256 or ident.git_oid
         if not pin or not ident.size:
             return None
-        first = names.Part.of(root, uri, pin=pin, size=ident.size)
+        locked = trust.spans[0][1] if trust is not None and trust.kind == "lock" else None
+        part = partsize.cut_at(ident.size, locked)
+        first = names.Part.of(root, uri, pin=pin, size=ident.size, part=part)
         # one part: the object itself comes as soon
         return cls(writer, first, ident.size, side) if ident.size > first.size else None
 

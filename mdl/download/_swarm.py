@@ -25,11 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from mdl.buckets import names
-from mdl.buckets.lease import TERM, Lease, Renewing, numbered, take
+from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, numbered, take
 from mdl.download._parts import READERS, PartSet, verified
 from mdl.errors import MdlError
 
 if TYPE_CHECKING:
+    from mdl.buckets.protocol import Writer
     from mdl.transfer.job import RangeTrust, TransferJob
 
 log = logging.getLogger("mdl.pull")
@@ -37,6 +38,7 @@ log = logging.getLogger("mdl.pull")
 POLL_FIRST, POLL_MOST = 0.05, 1.0  # seconds between looks at the mirror while nothing is free
 LOOKUPS = READERS  # parts looked up by name in one look, when the listing is too long to judge
 SLACK = 2.0  # seconds: a claim is the end game's once older than this plus a part's time here
+FEWEST_STREAMS, SHARE = 4, 8  # ``streams``: a machine's parts in flight at once
 CLAIMS_REMOVED = 2  # generations of each part's claim the object's maker removes
 _LEFT = -1  # ``_pick``: no part is left for this stream
 
@@ -73,7 +75,7 @@ class Swarm:
         self.duplicated = 0  # bytes fetched here of parts another machine held a claim on
         self._lock = threading.Condition()
         self._have: set[int] | None = None  # the parts on disk when the fetch began
-        self._todo: set[int] | None = None  # parts not on disk, nor being claimed, fetched, read
+        self._todo: set[int] = set()  # parts not on disk, nor being claimed, fetched, read
         self._theirs: set[int] = set()  # claimed by another machine when last tried
         self._since: dict[int, float] = {}  # when a part was first found claimed (never reset)
         self._late: set[int] = set()  # claims past the end game's bound: fetched here anyway
@@ -82,11 +84,20 @@ class Swarm:
         self._wrong: set[str] = set()
         self._warned = False
         self._last = -1  # the last part claimed here
-        self._timing = 0.0  # seconds a part takes here, claimed to published (0: none yet)
+        # the longest a part took here, claimed to published (0: none yet): another machine's
+        # streams share its link as this one's do, so its parts take about as long
+        self._timing = 0.0
         self._polling = False
+        self._looked = threading.Event()  # the first look of a fetch is done
         self._quiet = 0  # looks in a row that found nothing
 
     # -- the engine's side (``PartSource``) ---------------------------------------------------
+    def streams(self, most: int) -> int:
+        """Parts fetched here at once: ``most`` (the engine's streams), but no more than an eighth
+        of the parts (4 at least): a machine that starts first leaves the others parts to claim,
+        and the fleet's links share the file."""
+        return max(1, min(most, max(FEWEST_STREAMS, len(self.spans) // SHARE)))
+
     def next(
         self, have: set[int], put: Callable[[int, bytes], None], stopped: Callable[[], bool]
     ) -> int | None:
@@ -94,8 +105,15 @@ class Swarm:
             begins = have is not self._have  # a fetch begins (again: from zero after a mismatch)
             if begins:
                 self._have, self._todo = have, set(range(len(self.spans))) - have
-        if begins:  # what the others published so far, read before any claim
-            self._turn(put)
+                self._looked.clear()
+        if begins:  # what the others published so far, read before any stream claims a part
+            try:
+                self._turn(put)
+            finally:
+                self._looked.set()
+        while not self._looked.wait(POLL_MOST):
+            if stopped():
+                return None
         while not stopped():
             index = self._pick()
             if index == _LEFT:
@@ -112,7 +130,6 @@ class Swarm:
         None: all are held by others)."""
         with self._lock:
             todo = self._todo
-            assert todo is not None
             if not todo:
                 return _LEFT
             free = todo - self._theirs
@@ -132,7 +149,7 @@ class Swarm:
         published), or past the end game's bound; else it is back among the parts to do."""
         claim = names.Claim.on(self._part(index))
         try:
-            lease = take(
+            lease = _first(self.parts.writer, claim, self.holder, self.token, self.term) or take(
                 self.parts.writer,
                 claim,
                 holder=self.holder,
@@ -163,7 +180,7 @@ class Swarm:
                 self.fetched += 1
                 self.duplicated += self._size(index)
                 return True
-            self._todo_add(index)
+            self._todo.add(index)
             # held by another, or published meanwhile: not free, read at the next look (or,
             # past the end game's bound, fetched here)
             self._theirs.add(index)
@@ -190,7 +207,7 @@ class Swarm:
             held = self._held.pop(index, None)
             if held is not None:
                 took = time.monotonic() - held[2]
-                self._timing = took if not self._timing else 0.7 * self._timing + 0.3 * took
+                self._timing = max(self._timing, took)
         if held is not None:
             _release(*held[:2])
 
@@ -208,7 +225,9 @@ class Swarm:
                 self._quiet = 0
             else:
                 self._quiet += 1
-                self.waiting(self._sources())
+                with self._lock:
+                    held, read = len(self._theirs), self.read // max(1, self.parts.part)
+                self.waiting(f"swarm: {self.fetched} parts here, {read} from others ({held} held)")
                 self.cancel.wait(min(POLL_FIRST * 2**self._quiet, POLL_MOST))
         finally:
             with self._lock:
@@ -238,7 +257,7 @@ class Swarm:
             log.info("%s: the parts were not listed: %s", self.job.label, exc)
             listed = None
         with self._lock:
-            todo = self._todo or set()
+            todo = self._todo
             if listed is None:
                 held = sorted(todo & self._theirs)
                 found = [i for i in held if self.parts.uri(i + 1) not in self._wrong][:LOOKUPS]
@@ -271,7 +290,7 @@ class Swarm:
                 self._theirs.discard(index)
             return True
         with self._lock:
-            self._todo_add(index)
+            self._todo.add(index)
             if found is not None and len(found[0]) == size:
                 self.refused += size
                 self._wrong.add(uri)
@@ -290,7 +309,7 @@ class Swarm:
         """Claims held by others past the bound (what a part takes here, or a term before this
         machine timed one) go to the end game: fetched here unless taken over first; whether
         any did."""
-        bound = self._timing * 1.5 + SLACK if self._timing else self.term
+        bound = self._timing * 2 + SLACK if self._timing else self.term
         now = time.monotonic()
         with self._lock:
             late = {i for i in self._theirs if now - self._since.get(i, now) > bound}
@@ -306,14 +325,6 @@ class Swarm:
         return bool(late)
 
     # -- helpers -------------------------------------------------------------------------------
-    def _sources(self) -> str:
-        """Both sources, for the progress display while this machine waits on the others."""
-        with self._lock:
-            held = len(self._theirs)
-        read = self.read // max(1, self.parts.part)
-        here = f"swarm: {self.fetched} parts from the origin, {read} from others"
-        return f"{here}; {held} held by others"
-
     def _say_refused(self, uri: str) -> None:
         with self._lock:
             said, self._warned = self._warned, True
@@ -323,31 +334,12 @@ class Swarm:
                 " hash; its bytes are fetched again"
             )
 
-    def _todo_add(self, index: int) -> None:
-        assert self._todo is not None
-        self._todo.add(index)
-
     def _part(self, index: int) -> names.Part:
-        first = self.parts.first
-        return names.Part(first.folder, first.path, first.pin, first.size, None, index + 1)
+        return _part(self.parts, index)
 
     def _size(self, index: int) -> int:
         start, end = self.spans[index]
         return end - start
-
-    def remove_claims(self) -> None:
-        """The claims on every part, once the final object is there (best effort, by name: the
-        first generations, the usual ones; ``prune --mirror`` removes what stays)."""
-        uris = [
-            names.Claim.on(self._part(i)).at(number).uri
-            for i in range(len(self.spans))
-            for number in range(1, CLAIMS_REMOVED + 1)
-        ]
-        try:
-            with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-swarm") as pool:
-                list(pool.map(self.parts.writer.delete, uris))
-        except MdlError as exc:
-            log.info("%s: the claims on its parts were not all removed: %s", self.job.label, exc)
 
     def __enter__(self) -> Swarm:
         return self
@@ -378,3 +370,34 @@ def _release(lease: Lease, renewing: Renewing) -> None:
         lease.release()
     except MdlError as exc:  # it lapses within its term
         log.info("could not release the claim %s (%s)", lease.uri, exc)
+
+
+def _part(parts: PartSet, index: int) -> names.Part:
+    first = parts.first
+    return names.Part(first.folder, first.path, first.pin, first.size, None, index + 1)
+
+
+def remove_claims(parts: PartSet, label: str) -> None:
+    """The claims on every part of ``parts``, once the final object is there (best effort, by
+    name: the first generations, the usual ones; ``prune --mirror`` removes what stays)."""
+    uris = [
+        names.Claim.on(_part(parts, i)).at(number).uri
+        for i in range(parts.count)
+        for number in range(1, CLAIMS_REMOVED + 1)
+    ]
+    try:
+        with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-swarm") as pool:
+            list(pool.map(parts.writer.delete, uris))
+    except MdlError as exc:
+        log.info("%s: the claims on its parts were not all removed: %s", label, exc)
+
+
+def _first(
+    writer: Writer, claim: names.Claim, holder: str, token: str, term: float
+) -> Lease | None:
+    """The claim's first generation, created (one request: a part nobody claimed yet, the usual
+    case); None: it is there, and the claim is taken as a lease is (``take``). A generation above
+    it, a co-tenant's, would make two holders of the part: its bytes fetched twice, never wrong
+    (each part is checked by whoever reads it)."""
+    made = writer.create(claim.uri, lease_body(holder, token))
+    return None if made is None else Lease(writer, claim, made.etag, holder, token, term)

@@ -466,7 +466,7 @@ class Restarts:
                 [],
                 lambda piece: PieceStream(shared, state, piece).run(),
                 connections=connections,
-                workers=connections,
+                workers=swarm.streams(connections),
                 name=f"get:{state.job.label}",
                 stopped=stopped,
                 on_failure=self._stop,

@@ -117,6 +117,9 @@ class PartSource(Protocol):
     @property
     def spans(self) -> Sequence[tuple[int, int]]: ...
 
+    def streams(self, most: int) -> int:
+        """How many parts this machine fetches at once (``most``: the engine's streams)."""
+
     def next(
         self, have: set[int], put: Callable[[int, bytes], None], stopped: Callable[[], bool]
     ) -> int | None:

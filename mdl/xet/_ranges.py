@@ -42,10 +42,11 @@ MiB = 1 << 20
 # bytes a window may reach past what was asked: the CAS closes it at the next stable chunk bound,
 # two chunks of 16 to 120 KiB in a row, a few chunks on (more: the answer is refused)
 PAST = 4 * MiB
-# bytes asked per window: the part size of a file cut in MOST_WINDOWS at most (``partsize``: up to
-# MOST_WINDOWS parts, each window is asked ending where a lock's part ends; a bigger file, in fewer
-# bigger windows), and at most MOST_WINDOW (so a window and what it reaches past stay within what a
-# check may hold: a file that needs more has no windows)
+# bytes asked per window: the part size of a file cut in MOST_WINDOWS at most, doubled no further
+# than MOST_WINDOW (``partsize``: for a file up to PART × MOST_WINDOWS, 16 GiB, every lock part's
+# end is a window's end, a part doubled past MOST_WINDOW two windows; a bigger file, in fewer
+# bigger windows), and at most MOST_WINDOW (so a window and what it reaches past stay within what
+# a check may hold: a file that needs more has no windows)
 MOST_WINDOW = MAX_SPAN - PAST
 MOST_WINDOWS = 1024  # windows a file is asked in at most (a small request each)
 ASKING = 8  # requests asked at once
@@ -277,7 +278,7 @@ def windows(ask: Ask, size: int, stop: threading.Event) -> tuple[Window, ...] | 
     where the windows end is asked (the byte before each window's end, ``BATCH`` in a request),
     then every window from the end of the one before it, with the same bytes after it (so it
     merges with the same windows), ``ASKING`` requests at once."""
-    step = partsize.part_size(size, most=MOST_WINDOWS)
+    step = partsize.part_size(size, most=MOST_WINDOWS, top=MOST_WINDOW)
     if step > MOST_WINDOW:
         return None
     inner = list(range(step, size, step))  # the last byte each window but the last is to hold

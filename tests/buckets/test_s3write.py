@@ -654,11 +654,13 @@ def test_numbered_leases_on_a_real_store(place: Place) -> None:
 # --- assembly: a file's published parts made into its object by the store (issue 61) ---
 
 
-def _published(place: Place, name: str, size: int, tmp_path: Path) -> tuple[Path, str, list[str]]:
+def _published(
+    place: Place, name: str, size: int, tmp_path: Path, part: int = 5 * MiB
+) -> tuple[Path, str, list[str]]:
     """A verified local file and its parts published as a fill leader publishes them: plain
-    objects under mdl's namespace, ``partsize.PART`` bytes each but the last, made by ``create``."""
+    objects under mdl's namespace, ``part`` bytes each but the last, made by ``create``."""
     path, sha = _file(tmp_path, name, size)
-    data, part = path.read_bytes(), 5 * MiB
+    data = path.read_bytes()
     writer = place.writer()
     uris = []
     for number, start in enumerate(range(0, size, part), 1):
@@ -713,6 +715,22 @@ def test_assemble_from_published_parts(
     again = writer.assemble(place.uri("m/big.bin"), parts, path, size=size, sha256=sha, root=ROOT)
     assert again is False
     assert place.unfinished() == []
+
+
+def test_assemble_cuts_the_file_at_the_part_size_the_names_say(
+    moto: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts of 6 MiB (a lock's part size, not the 5 MiB mdl would cut the file at now): the
+    object is made of them; names of two part sizes make none (the caller uploads)."""
+    monkeypatch.setattr(partsize, "PART", 5 * MiB)
+    size = 13 * MiB + 7
+    path, sha, parts = _published(moto, "six.bin", size, tmp_path, part=6 * MiB)
+    writer, uri = moto.writer(), moto.uri("m/six.bin")
+    assert len(parts) == 3 and partsize.part_size(size) == 5 * MiB
+    mixed = [*parts[:2], parts[2].replace(f"-{6 * MiB}/", f"-{5 * MiB}/")]
+    assert writer.assemble(uri, mixed, path, size=size, sha256=sha, root=ROOT) is None
+    assert writer.assemble(uri, parts, path, size=size, sha256=sha, root=ROOT) is True
+    assert moto.body("m/six.bin") == path.read_bytes() and moto.unfinished() == []
 
 
 def test_assemble_never_replaces_an_object(

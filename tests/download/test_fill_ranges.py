@@ -10,7 +10,6 @@ import hashlib
 import logging
 import os
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -123,13 +122,14 @@ def version_prefix(root: Path) -> str:
 
 
 def planted_fleet(root: Path, *, wrong: tuple[int, ...] = (WRONG,), swarm: bool = False) -> str:
-    """A live lease of ``HELD``'s (its URI), every part under its token (``swarm``: the version's
-    own, where a swarm publishes them), the parts ``wrong`` another writer's."""
+    """A live lease of ``HELD``'s (its URI), every part under its token (``swarm``: no lease, the
+    version's own parts, where a swarm publishes them), the parts ``wrong`` another writer's."""
     ns = namespace(template_of(root))
     assert ns is not None
     writer = FolderWriter()
     lease = Generation.of(ns, object_uri(root)).uri
-    assert writer.create(lease, lease_body("holder:1:x", HELD)) is not None
+    # (a swarm's machine that finds the object's lease held leaves the object to its holder)
+    assert swarm or writer.create(lease, lease_body("holder:1:x", HELD)) is not None
     prefix = version_prefix(root) if swarm else holder_prefix(root)
     for n in range(1, COUNT + 1):
         data = WEIGHTS[(n - 1) * PART : n * PART]
@@ -205,9 +205,7 @@ def test_a_takeover_reads_past_a_run_of_wrong_parts(
     wrong, and the parts after them are read all the same: the origin sends the wrong ones'
     bytes alone."""
     monkeypatch.setattr(swarm_module, "READERS", 2)
-    lease = planted_fleet(root, wrong=(3, 4), swarm=True)
-    past = time.time() - 3600
-    os.utime(lease.removeprefix("file://"), (past, past))
+    planted_fleet(root, wrong=(3, 4), swarm=True)
     report = pull(tiny, tmp_path / "m0", root)
     outcome = installed(report, tmp_path / "m0")
     assert outcome.fill == "filled", outcome
@@ -360,6 +358,43 @@ def test_the_holder_never_publishes_a_range_that_failed_its_hash(
         assert data == WEIGHTS[(number - 1) * PART : number * PART], number
     assert tiny.cdn.log.body_bytes() == len(WEIGHTS) + PART
     assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+
+
+def test_a_locked_file_is_published_at_its_locks_part_size(
+    tiny: HubServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock's part hashes cut the file at 2 MiB (as an mdl at another part size wrote them;
+    this one would cut it at 1 MiB): the holder publishes 2 MiB parts under a name that says so,
+    each one range of the lock, and the object made of them is the file; a second machine then
+    reads it from the mirror, nothing from the origin."""
+    locked = 2 * PART
+    real = FileSources.beside.fget
+    assert real is not None
+    monkeypatch.setattr(
+        FileSources,
+        "beside",
+        property(lambda sources: replace(real(sources), trust=trust_of(WEIGHTS, locked))),
+    )
+    written: list[tuple[str, bytes]] = []
+    real_create = FolderWriter.create
+
+    def create(self: FolderWriter, uri: str, data: bytes, **more: Any) -> Any:
+        written.append((uri, bytes(data)))
+        return real_create(self, uri, data, **more)
+
+    monkeypatch.setattr(FolderWriter, "create", create)
+    outcome = installed(pull(tiny, tmp_path / "m0", root), tmp_path / "m0")
+    assert outcome.fill == "filled", outcome
+    sent = [(names.parse(uri), data) for uri, data in written]
+    parts = {p.number: data for p, data in sent if isinstance(p, names.Part)}
+    assert {p.size for p, _ in sent if isinstance(p, names.Part)} == {locked}
+    assert sorted(parts) == list(range(1, -(-len(WEIGHTS) // locked) + 1))
+    for number, data in parts.items():
+        assert data == WEIGHTS[(number - 1) * locked : number * locked], number
+    assert (root / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
+    origin = tiny.cdn.log.body_bytes()
+    second = installed(pull(tiny, tmp_path / "m1", root), tmp_path / "m1")
+    assert tiny.cdn.log.body_bytes() == origin == len(WEIGHTS), second
 
 
 def test_the_holder_publishes_only_what_its_check_verified(root: Path, tmp_path: Path) -> None:
