@@ -164,7 +164,8 @@ class Publisher(Landings):
     job: TransferJob
     done: set[int] = field(default_factory=set)  # parts there, of our bytes (or a peer's: a swarm)
     beside: int = 0  # bytes sent while the fetch ran
-    sent: Callable[[int], None] = lambda index: None  # told of each part sent as it landed
+    # told of each part sent as it landed, or that could not be (its claim is not kept)
+    sent: Callable[[int], None] = lambda index: None
     _failed: bool = False
 
     def __post_init__(self) -> None:
@@ -182,10 +183,15 @@ class Publisher(Landings):
     def _send_landed(self, index: int, epoch: int, stop: threading.Event) -> bool:
         """Part ``index + 1``, whole on disk, sent from the ``.part`` (once: a failure to send
         ends the sending beside the fetch); False: taken back meanwhile, sent again later."""
-        if self._failed or index + 1 in self.done:
+        if index + 1 in self.done:
             return True
-        sent = self._send(index + 1, self.job.part_path, still=lambda: self.epoch == epoch)
-        if sent is None:
+        sent = (
+            None
+            if self._failed
+            else self._send(index + 1, self.job.part_path, still=lambda: self.epoch == epoch)
+        )
+        if sent is None:  # not published (or moved into place): its claim, if any, not kept
+            self.sent(index)
             return True
         with self.changed:
             if not sent or self.epoch != epoch:

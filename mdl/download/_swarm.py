@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from mdl.buckets import names
 from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, numbered, take
@@ -40,6 +40,7 @@ LOOKUPS = READERS  # parts looked up by name in one look, when the listing is to
 SLACK = 2.0  # seconds: a claim is the end game's once older than this plus a part's time here
 FEWEST_STREAMS, SHARE = 4, 8  # ``streams``: a machine's parts in flight at once
 CLAIMS_REMOVED = 2  # generations of each part's claim the object's maker removes
+_T = TypeVar("_T")
 _LEFT = -1  # ``_pick``: no part is left for this stream
 
 
@@ -195,11 +196,11 @@ class Swarm:
         with self._lock:
             if uri in self._wrong:
                 return False
-        seen = self.parts.writer.head(uri)
+        seen = _unless_failed(lambda: self.parts.writer.head(uri), self.job.label)
         return seen is not None and seen.size == self._size(index)
 
     def sent(self, index: int) -> None:
-        """Part ``index`` is published (``Publisher``): its claim released."""
+        """Part ``index`` is published, or could not be (``Publisher``): its claim released."""
         with self._lock:
             held = self._held.pop(index, None)
             if held is not None:
@@ -248,7 +249,8 @@ class Swarm:
     def _found(self) -> list[int]:
         """Parts to read now (taken out of the parts to do): the ones listed under the version's
         own set, or, when that listing is too long to judge, a few held by others, by name."""
-        listed = numbered(self.parts.writer, self.parts.first.prefix)
+        parts = self.parts
+        listed = _unless_failed(lambda: numbered(parts.writer, parts.first.prefix), self.job.label)
         with self._lock:
             todo = self._todo
             if listed is None:
@@ -343,6 +345,17 @@ class Swarm:
             held, self._held = list(self._held.values()), {}
         for lease, renewing, _ in held:
             _release(lease, renewing)
+
+
+def _unless_failed(look: Callable[[], _T], label: str) -> _T | None:
+    """What a look at the mirror finds; None when it fails: the mirror failing never fails the
+    fetch (a part not known published is claimed and fetched here, parts not listed are looked up
+    by name)."""
+    try:
+        return look()
+    except MdlError as exc:
+        log.info("%s: a look at the mirror failed: %s", label, exc)
+        return None
 
 
 def _middle_of_longest(free: list[int]) -> int:

@@ -428,7 +428,8 @@ class Restarts:
         """The fleet's swarm this fetch takes part in, while its layout is still one piece per
         part (a restart that is one stream, or a range fetched again alone, runs by itself)."""
         swarm, pieces = self.state.beside.swarm, self.state.pieces
-        fits = swarm is not None and len(pieces) == len(swarm.spans) and self.until == math.inf
+        spans = [(piece.start, piece.end) for piece in pieces]
+        fits = swarm is not None and spans == list(swarm.spans) and self.until == math.inf
         return swarm if fits else None
 
     def _run_swarm(self, swarm: PartSource, connections: int) -> None:
