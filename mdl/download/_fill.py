@@ -29,7 +29,7 @@ from mdl.buckets.lease import GaveUp, Lease, Renewing, new_token, take, wait_for
 from mdl.buckets.protocol import Seen, Writer, side_of
 from mdl.catalog.settings import fixed_part
 from mdl.download._parts import PartSet, Publisher, Streamer
-from mdl.download._swarm import Swarm, SwarmEnded, remove_claims
+from mdl.download._swarm import Swarm, SwarmEnded, SwarmFailed, remove_claims
 from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
 from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.confined import read_bytes, unlink, write_atomic
@@ -138,7 +138,8 @@ def _swarmed(
         holder=session.fills.holder,
         token=token,
         cancel=session.cancel,
-        there=lambda: _present(writer, place.uri, over),
+        # (an object of another size is not the file: junk there ends no swarm)
+        there=lambda: _present(writer, place.uri, over, size=sources.remote.size),
         term=session.fills.term,
     )
     publisher = Publisher(parts, job, sent=swarm.sent)
@@ -149,10 +150,10 @@ def _swarmed(
             try:
                 result = replace(sources, landing=publisher, swarm=swarm).origin()
             except SwarmEnded as ended:
-                log.info("%s: mirror %s was made meanwhile: the rest from it", job.label, place.uri)
-                rest = sources.mirror(place.target.template, place.uri) or sources.origin()
-                # what the swarm wrote, the rest's fetch resumed on: fetched all the same
-                result = replace(rest, fetched=rest.fetched + ended.fetched + swarm.read)
+                result = _rest(sources, place, swarm, ended)
+            except SwarmFailed as failed:  # the file's lease, resumed on what the swarm wrote
+                job.retries.warn(f"{failed.message}; fetched under the file's lease")
+                return _filled(sources, place, parts, over=over)
         result = _made(sources, place, over, result, publisher)
     finally:
         with suppress(OSError, MdlError):
@@ -162,11 +163,23 @@ def _swarmed(
         fill=result.fill or SWARMED,
         published=publisher.beside,
         streamed=swarm.read,
-        parts_here=swarm.fetched,
-        parts_peers=swarm.read // parts.part + (swarm.read % parts.part > 0),
+        parts_here=result.parts_here + swarm.fetched,
+        parts_peers=result.parts_peers + -(-swarm.read // parts.part),
         duplicated=swarm.duplicated,
         fetched=result.fetched + swarm.refused,
     )
+
+
+def _rest(sources: FileSources, place: Place, swarm: Swarm, ended: SwarmEnded) -> TransferResult:
+    """The rest of a file whose object was made while this machine swarmed: read from it (else
+    the origin's), the parts it brought counted as the swarm's (the object's as the others')."""
+    log.info("%s: mirror %s was made meanwhile: the rest from it", sources.job.label, place.uri)
+    rest = sources.mirror(place.target.template, place.uri) or sources.origin()
+    parts = -(-rest.fetched // swarm.parts.part)
+    here, theirs = (0, parts) if rest.mirror is not None else (parts, 0)
+    # what the swarm wrote, the rest's fetch resumed on: fetched all the same
+    fetched = rest.fetched + ended.fetched + swarm.read
+    return replace(rest, fetched=fetched, parts_here=here, parts_peers=theirs)
 
 
 def _place(sources: FileSources) -> Place | None:
@@ -477,12 +490,13 @@ def _holding(
             unlink(job_root(job), _token_path(job))
 
 
-def _present(writer: Writer, uri: str, over: str | None) -> bool:
+def _present(writer: Writer, uri: str, over: str | None, *, size: int | None = None) -> bool:
+    """Whether an object is at ``uri`` (of ``size`` bytes, when told), not the version ``over``."""
     try:
         seen = writer.head(uri)
     except MdlError:
         return False
-    return seen is not None and seen.etag != over
+    return seen is not None and seen.etag != over and size in (None, seen.size)
 
 
 def _upload(

@@ -41,7 +41,12 @@ SLACK = 2.0  # seconds: a claim is the end game's once older than this plus a pa
 FEWEST_STREAMS, SHARE = 4, 8  # ``streams``: a machine's parts in flight at once
 CLAIMS_REMOVED = 2  # generations of each part's claim the object's maker removes
 _T = TypeVar("_T")
+REFUSALS = 3  # claims the mirror refuses (errors) before the swarm gives way to the file lease
 _LEFT = -1  # ``_pick``: no part is left for this stream
+
+
+class SwarmFailed(MdlError):
+    """The mirror refuses claims (``REFUSALS`` of them): the file is fetched under its lease."""
 
 
 class SwarmEnded(MdlError):
@@ -80,6 +85,8 @@ class Swarm:
         self._theirs: set[int] = set()  # claimed by another machine when last tried
         self._since: dict[int, float] = {}  # when a part was first found claimed (never reset)
         self._late: set[int] = set()  # claims past the end game's bound: fetched here anyway
+        self._again: set[int] = set()  # late once, still held: fetched here when late again
+        self._refusals = 0  # claims the mirror refused (an error, not another holder)
         self._held: dict[int, tuple[Lease, Renewing, float]] = {}
         # parts refused here (never read again: fetched here, or from the end game, at most once)
         self._wrong: set[str] = set()
@@ -94,9 +101,8 @@ class Swarm:
 
     # -- the engine's side (``PartSource``) ---------------------------------------------------
     def streams(self, most: int) -> int:
-        """Parts fetched here at once: ``most`` (the engine's streams), but no more than an eighth
-        of the parts (4 at least): a machine that starts first leaves the others parts to claim,
-        and the fleet's links share the file."""
+        """Parts fetched here at once: ``most``, an eighth of the parts at most (4 at least), so
+        that the first machine leaves the others parts to claim."""
         return max(1, min(most, max(FEWEST_STREAMS, len(self.spans) // SHARE)))
 
     def next(
@@ -147,48 +153,54 @@ class Swarm:
 
     def _claimed(self, index: int) -> bool:
         """Whether this machine fetches part ``index`` now: its claim taken (renewed till it is
-        published), or past the end game's bound; else it is back among the parts to do."""
-        claim = names.Claim.on(self._part(index))
-        try:
-            lease = _first(self.parts.writer, claim, self.holder, self.token, self.term) or take(
-                self.parts.writer,
-                claim,
-                holder=self.holder,
-                term=self.term,
-                mine=self.token,
-                token=self.token,
-            )
-            published = lease is not None and self._published(index)
-            if lease is not None and not published and self.there():  # made meanwhile
-                lease.release()
-                raise SwarmEnded(f"{self.job.label}: the mirror's object was made meanwhile")
-        except SwarmEnded:
-            raise
-        except MdlError as exc:  # the mirror failing never stalls the fetch: fetched unclaimed
-            log.info("%s: part %d not claimed (%s): fetched here", self.job.label, index + 1, exc)
-            with self._lock:
-                self.fetched += 1
-            return True
+        published), or late twice (the end game); else it is back among the parts to do, held by
+        another (or published meanwhile: read at the next look)."""
+        lease, published = self._take(index)
         if lease is not None and not published:
             renewing = Renewing(lease).__enter__()
-            with self._lock:
+            with self._lock:  # (a part fetched again here: its earlier claim let go)
+                before = self._held.pop(index, None)
                 self._held[index] = (lease, renewing, time.monotonic())
                 self.fetched += 1
+            if before is not None:
+                _release(*before[:2])
             return True
+        if lease is not None:  # published meanwhile
+            lease.release()
         with self._lock:
-            if index in self._late and lease is None:  # the end game's: fetched here too
-                self._late.discard(index)
+            if lease is None and index in self._late and index in self._again:
+                self._late.discard(index)  # the end game's: fetched here too
                 self.fetched += 1
                 self.duplicated += self._size(index)
                 return True
             self._todo.add(index)
-            # held by another, or published meanwhile: not free, read at the next look (or,
-            # past the end game's bound, fetched here)
             self._theirs.add(index)
+            if index in self._late:  # taken over since (a lapsed claim): its new holder waited on
+                self._late.discard(index)
+                self._again.add(index)
+                self._since[index] = time.monotonic()
             self._since.setdefault(index, time.monotonic())
-        if lease is not None:  # published meanwhile
-            lease.release()
         return False
+
+    def _take(self, index: int) -> tuple[Lease | None, bool]:
+        """Part ``index``'s claim, if taken here, and whether the part is published already;
+        SwarmEnded once the object is there; SwarmFailed once the mirror refused ``REFUSALS``."""
+        writer, claim = self.parts.writer, names.Claim.on(_part(self.parts, index))
+        try:
+            lease = _first(writer, claim, self.holder, self.token, self.term) or take(
+                writer, claim, holder=self.holder, term=self.term, mine=self.token, token=self.token
+            )
+        except MdlError as exc:  # held by nobody known: the end game's bound; refused again: out
+            log.info("%s: part %d not claimed: %s", self.job.label, index + 1, exc)
+            self._refusals += 1
+            if self._refusals >= REFUSALS:
+                raise SwarmFailed(f"{self.job.label}: the mirror refuses claims ({exc})") from exc
+            return None, False
+        published = lease is not None and self._published(index)
+        if lease is not None and not published and self.there():  # made meanwhile
+            lease.release()
+            raise SwarmEnded(f"{self.job.label}: the mirror's object was made meanwhile")
+        return lease, published
 
     def _published(self, index: int) -> bool:
         """Whether part ``index`` is at its name (and not what this machine refused there)."""
@@ -211,8 +223,7 @@ class Swarm:
 
     # -- the looks at the mirror, one stream at a time ------------------------------------------
     def _turn(self, put: Callable[[int, bytes], None]) -> None:
-        """One look at the mirror (the other streams wait for it), then a pause if it found
-        nothing new."""
+        """One look at the mirror (the other streams wait for it), then a pause if in vain."""
         with self._lock:
             if self._polling:
                 self._lock.wait(POLL_MOST)
@@ -310,13 +321,9 @@ class Swarm:
             late = {i for i in self._theirs if now - self._since.get(i, now) > bound}
             self._theirs -= late
             self._late |= late
+        said = "%s: %d part(s) claimed by another machine for over %.0f s: the end game's"
         if late:
-            log.info(
-                "%s: %d part(s) claimed by another machine for over %.0f s: fetched here too",
-                self.job.label,
-                len(late),
-                bound,
-            )
+            log.info(said, self.job.label, len(late), bound)
         return bool(late)
 
     # -- helpers -------------------------------------------------------------------------------
@@ -328,9 +335,6 @@ class Swarm:
                 f"{self.job.label}: another machine's part {uri} failed its {self.trust.kind}"
                 " hash; its bytes are fetched again"
             )
-
-    def _part(self, index: int) -> names.Part:
-        return _part(self.parts, index)
 
     def _size(self, index: int) -> int:
         start, end = self.spans[index]

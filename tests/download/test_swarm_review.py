@@ -60,10 +60,6 @@ def folder_fleet(
     yield made
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a take that raises (here: the claims folder is a file) is 'fetched here unclaimed' by every machine for every part: N x the file from the origin",
-)
 def test_a_file_where_the_claims_folder_goes_sends_no_machine_to_the_origin_for_the_file(
     folder_fleet: Fleet, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -135,10 +131,6 @@ def junk_mid_swarm(fleet: Fleet, tmp_path: Path) -> list[RunReport]:
     return run_with(fleet, tmp_path, junk)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Swarm.there() believes any object at the final name: SwarmEnded, the junk read and refused, then a plain origin fetch of the rest at every machine",
-)
 def test_junk_at_the_objects_name_mid_swarm_sends_no_machine_to_the_origin_for_the_rest(
     folder_fleet: Fleet, tmp_path: Path
 ) -> None:
@@ -152,10 +144,6 @@ def test_junk_at_the_objects_name_mid_swarm_sends_no_machine_to_the_origin_for_t
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the end game judges the first sighting of any claim, not the live generation: a part taken over at its lapse is duplicated by every other machine",
-)
 def test_a_forged_live_claim_on_every_part_costs_a_term_not_the_file_per_machine(
     folder_fleet: Fleet, tmp_path: Path
 ) -> None:
@@ -257,10 +245,6 @@ def test_a_resumed_record_cut_otherwise_with_as_many_pieces_as_parts_is_fetched(
     assert job.final_path.read_bytes() == data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="origin_parts is Swarm.fetched (parts claimed): a fetch that ends in SwarmEnded and then fetches the rest from the origin (or the object) says only the parts it claimed",
-)
 def test_the_parts_each_machine_says_it_fetched_from_the_origin_are_what_the_origin_sent(
     folder_fleet: Fleet, tmp_path: Path
 ) -> None:
