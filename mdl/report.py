@@ -30,6 +30,8 @@ WARNING_CAUSE = "warning: "
 # the line per file; the log handler makes it safe (no secrets)
 file_log = logging.getLogger("mdl.files")
 
+_SWARM = ("origin_parts", "peer_parts", "duplicated", "not_swarmed")  # a swarm's, on the line
+
 # the fields a file's JSON has only when set (not zero, empty or None), in the contract's order
 _WHEN_SET = (
     "reused", "waited", "fill", "streamed", "published", "origin_parts", "peer_parts",
@@ -432,10 +434,7 @@ def _fields(outcome: FileOutcome) -> list[tuple[str, object | None]]:
         ("fill", outcome.fill),
         ("streamed", outcome.streamed or None),
         ("published", outcome.published or None),
-        ("origin_parts", outcome.origin_parts or None),
-        ("peer_parts", outcome.peer_parts or None),
-        ("duplicated", outcome.duplicated or None),
-        ("not_swarmed", outcome.not_swarmed or None),
+        *((name, getattr(outcome, name) or None) for name in _SWARM),
         ("retries", len(outcome.retries)),
         ("warning", outcome.warning or None),  # e.g. kept although the Hub could not be asked
         ("causes", " | ".join(outcome.retries) or None),

@@ -159,12 +159,16 @@ def _swarm_part(outcomes: Sequence[FileOutcome]) -> str:
     if here or peers:
         said = f"; swarm: {plural(here, 'part')} from the origin, {peers} from the others"
         said += f" ({human_size(twice)} duplicated)" if twice else ""
-    alone = [f for f in outcomes if f.not_swarmed]
-    if alone:
-        shown = ", ".join(f.label for f in alone[:3]) + (", …" if len(alone) > 3 else "")
-        why = "; ".join(sorted({f.not_swarmed or "" for f in alone}))
-        said += f"; {plural(len(alone), 'file')} could not swarm ({shown}: {why})"
-    return said
+    return said + _unswarmed_part([f for f in outcomes if f.not_swarmed])
+
+
+def _unswarmed_part(alone: Sequence[FileOutcome]) -> str:
+    """``; 2 files could not swarm (m/a.bin, m/b.bin: why)``, once per run."""
+    if not alone:
+        return ""
+    shown = ", ".join(f.label for f in alone[:3]) + (", …" if len(alone) > 3 else "")
+    why = "; ".join(sorted({f.not_swarmed or "" for f in alone}))
+    return f"; {plural(len(alone), 'file')} could not swarm ({shown}: {why})"
 
 
 def _fill_part(outcomes: Sequence[FileOutcome], *, waited: float) -> str:

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
 from mdl.buckets import names
-from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, numbered, take
+from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, look, numbered, take
 from mdl.download._parts import READERS, PartSet, verified
 from mdl.errors import MdlError
 
@@ -167,8 +167,11 @@ class Swarm:
             return True
         if lease is not None:  # published meanwhile
             lease.release()
+        late = lease is None and index in self._late  # (looked at off the lock: the network)
+        claim = names.Claim.on(_part(self.parts, index))
+        gone = late and (index in self._again or _silent(self.parts.writer, claim, self.term))
         with self._lock:
-            if lease is None and index in self._late and index in self._again:
+            if gone:
                 self._late.discard(index)  # the end game's: fetched here too
                 self.fetched += 1
                 self.duplicated += self._size(index)
@@ -411,3 +414,12 @@ def _first(
     (each part is checked by whoever reads it)."""
     made = writer.create(claim.uri, lease_body(holder, token))
     return None if made is None else Lease(writer, claim, made.etag, holder, token, term)
+
+
+def _silent(writer: Writer, claim: names.Claim, term: float) -> bool:
+    """Whether a claim went unrenewed for half a term by the store's clock (its holder renews it
+    every third of one: gone, most likely), or cannot be looked at."""
+    try:
+        return look(writer, claim, term=term / 2).state != "live"
+    except MdlError:
+        return True

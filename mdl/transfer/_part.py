@@ -392,7 +392,12 @@ class Restarts:
         state.target.start(url, shared=state.multi and job.renewable)
         if (swarm := self._swarm()) is not None:
             self._run_swarm(swarm, connections)
-            return
+        else:
+            self._run_pieces(connections)
+
+    def _run_pieces(self, connections: int) -> None:
+        """The pieces left (before ``until``): a small file's one stream, else in parallel."""
+        state = self.state
         todo = [p for p in state.pieces if not p.complete and p.start < self.until]
         small = state.size is None or state.size < self.shared.config.split_threshold
         if len(todo) <= 1 and small:

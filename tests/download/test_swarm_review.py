@@ -72,7 +72,9 @@ def test_a_file_where_the_claims_folder_goes_sends_no_machine_to_the_origin_for_
     fleet.hub.cdn.throttle_bps = 8 * MiB
     reports = fleet.run(tmp_path)
     print([r.files[0] for r in reports], said(caplog, "not claimed")[:2])
-    assert fleet.origin_bytes() <= len(fleet.data) + 2 * fleet.part, fleet.origin_bytes()
+    assert fleet.origin_bytes() <= len(fleet.data) + 2 * fleet.part + twice(reports), (
+        fleet.origin_bytes()
+    )
 
 
 def run_with(
@@ -138,7 +140,7 @@ def test_junk_at_the_objects_name_mid_swarm_sends_no_machine_to_the_origin_for_t
     ends at every machine (SwarmEnded), the object is read (refused), then the origin."""
     fleet = folder_fleet
     reports = junk_mid_swarm(fleet, tmp_path)
-    assert fleet.origin_bytes() <= len(fleet.data) + 2 * fleet.part, (
+    assert fleet.origin_bytes() <= len(fleet.data) + 2 * fleet.part + twice(reports), (
         fleet.origin_bytes(),
         [r.files[0] for r in reports],
     )
@@ -156,7 +158,7 @@ def test_a_forged_live_claim_on_every_part_costs_a_term_not_the_file_per_machine
         assert made is not None
     fleet.hub.cdn.throttle_bps = 8 * MiB
     reports = run_with(fleet, tmp_path, env={TERM_VARIABLE: "3"})
-    assert fleet.origin_bytes() <= len(fleet.data) + 2 * fleet.part, (
+    assert fleet.origin_bytes() <= len(fleet.data) + 2 * fleet.part + twice(reports), (
         fleet.origin_bytes(),
         [r.files[0] for r in reports],
     )
@@ -257,3 +259,10 @@ def test_the_parts_each_machine_says_it_fetched_from_the_origin_are_what_the_ori
         said_parts,
         fleet.origin_bytes() / fleet.part,
     )
+
+
+def twice(reports: list[RunReport]) -> int:
+    """The bytes the machines say they fetched twice (the end game's, said in ``duplicated``):
+    a machine starved of CPU may reach the end game's bound on a live claim; what it costs is
+    said, never hidden."""
+    return sum(f.duplicated for r in reports for f in r.files)
