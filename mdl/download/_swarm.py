@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
 from mdl.buckets import names
-from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, look, numbered, take
+from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, numbered, take
 from mdl.download._parts import READERS, PartSet, verified
 from mdl.errors import MdlError
 
@@ -155,7 +155,7 @@ class Swarm:
         """Whether this machine fetches part ``index`` now: its claim taken (renewed till it is
         published), or late twice (the end game); else it is back among the parts to do, held by
         another (or published meanwhile: read at the next look)."""
-        lease, published = self._take(index)
+        lease, published = self._take(index, late=index in self._late)
         if lease is not None and not published:
             renewing = Renewing(lease).__enter__()
             with self._lock:  # (a part fetched again here: its earlier claim let go)
@@ -167,31 +167,31 @@ class Swarm:
             return True
         if lease is not None:  # published meanwhile
             lease.release()
-        late = lease is None and index in self._late  # (looked at off the lock: the network)
-        claim = names.Claim.on(_part(self.parts, index))
-        gone = late and (index in self._again or _silent(self.parts.writer, claim, self.term))
         with self._lock:
-            if gone:
+            if lease is None and index in self._late and index in self._again:
                 self._late.discard(index)  # the end game's: fetched here too
                 self.fetched += 1
                 self.duplicated += self._size(index)
                 return True
             self._todo.add(index)
             self._theirs.add(index)
-            if index in self._late:  # taken over since (a lapsed claim): its new holder waited on
+            if index in self._late:  # still renewed (alive, or just taken over): waited on again
                 self._late.discard(index)
                 self._again.add(index)
                 self._since[index] = time.monotonic()
             self._since.setdefault(index, time.monotonic())
         return False
 
-    def _take(self, index: int) -> tuple[Lease | None, bool]:
+    def _take(self, index: int, *, late: bool) -> tuple[Lease | None, bool]:
         """Part ``index``'s claim, if taken here, and whether the part is published already;
-        SwarmEnded once the object is there; SwarmFailed once the mirror refused ``REFUSALS``."""
+        SwarmEnded once the object is there; SwarmFailed once the mirror refused ``REFUSALS``.
+        ``late`` (the end game's): a claim not renewed for half a term by the store's clock is
+        taken over (its holder renews it every third: gone, most likely), by one machine."""
         writer, claim = self.parts.writer, names.Claim.on(_part(self.parts, index))
+        term = self.term / 2 if late else self.term
         try:
             lease = _first(writer, claim, self.holder, self.token, self.term) or take(
-                writer, claim, holder=self.holder, term=self.term, mine=self.token, token=self.token
+                writer, claim, holder=self.holder, term=term, mine=self.token, token=self.token
             )
         except MdlError as exc:  # held by nobody known: the end game's bound; refused again: out
             log.info("%s: part %d not claimed: %s", self.job.label, index + 1, exc)
@@ -414,12 +414,3 @@ def _first(
     (each part is checked by whoever reads it)."""
     made = writer.create(claim.uri, lease_body(holder, token))
     return None if made is None else Lease(writer, claim, made.etag, holder, token, term)
-
-
-def _silent(writer: Writer, claim: names.Claim, term: float) -> bool:
-    """Whether a claim went unrenewed for half a term by the store's clock (its holder renews it
-    every third of one: gone, most likely), or cannot be looked at."""
-    try:
-        return look(writer, claim, term=term / 2).state != "live"
-    except MdlError:
-        return True
