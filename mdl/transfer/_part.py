@@ -9,6 +9,8 @@ import dataclasses
 import logging
 import math
 import os
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import httpx2
@@ -412,20 +414,30 @@ class Restarts:
         for piece in todo:
             PieceStream(self.shared, self.state, piece).run()
 
-    def _run_parallel(self, todo: list[Piece], connections: int) -> None:
+    def _run_parallel(
+        self,
+        todo: list[Piece],
+        connections: int,
+        *,
+        steal: Callable[[], Piece | None] | None = None,
+        workers: int | None = None,
+    ) -> None:
+        """``todo`` on up to ``connections`` streams, an idle one stealing a running piece's tail;
+        or (a swarm) ``workers`` streams, each asking ``steal`` for its next piece."""
         state, shared = self.state, self.shared
-        workers = max(1, min(connections, len(todo)))
+        streams = max(1, min(connections, len(todo))) if workers is None else workers
+        if steal is None and state.multi and self.until == math.inf:
+            steal = partial(state.steal, streams)
         with keeping(state, checkpoint=shared.config.checkpoint_interval, on_failure=self._stop):
             run_pieces(
                 todo,
                 lambda piece: PieceStream(shared, state, piece).run(),
                 connections=connections,
+                workers=streams,
                 name=f"get:{state.job.label}",
                 stopped=lambda: shared.cancel.is_set() or state.stop.is_set(),
                 on_failure=self._stop,
-                steal=(lambda: state.steal(workers))
-                if state.multi and self.until == math.inf
-                else None,
+                steal=steal,
             )
         shared.check_stop(state)  # Ctrl-C: the streams ended early
 
@@ -446,10 +458,8 @@ class Restarts:
         have = {i for i, (start, _) in enumerate(swarm.spans) if pieces[start].complete}
 
         def put(index: int, data: bytes) -> None:
-            start, end = swarm.spans[index]
-            if len(data) != end - start:
-                raise ValueError(f"part {index + 1} is {len(data)} bytes, not {end - start}")
-            os.pwrite(state.fd, data, start)  # (a part the swarm hands no stream)
+            start, end = swarm.spans[index]  # (a part the swarm hands no stream, checked whole)
+            os.pwrite(state.fd, data, start)
             with state.lock:
                 pieces[start].done = end - start
                 state.lock.notify_all()  # the hashing thread: the prefix may have grown
@@ -466,18 +476,7 @@ class Restarts:
                     return piece
             return None
 
-        with keeping(state, checkpoint=shared.config.checkpoint_interval, on_failure=self._stop):
-            run_pieces(
-                [],
-                lambda piece: PieceStream(shared, state, piece).run(),
-                connections=connections,
-                workers=swarm.streams(connections),
-                name=f"get:{state.job.label}",
-                stopped=stopped,
-                on_failure=self._stop,
-                steal=next_piece,
-            )
-        shared.check_stop(state)
+        self._run_parallel([], connections, steal=next_piece, workers=swarm.streams(connections))
 
     def _stop(self) -> None:
         self.state.stop.set()
