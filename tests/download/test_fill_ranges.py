@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rangetrust
 from servers import HubServer, make_data
 
 import mdl.download._swarm as swarm_module
@@ -32,7 +33,6 @@ from mdl.progress import Progress
 from mdl.report import RunReport
 from mdl.setting import Overrides
 from mdl.transfer import ranges
-from mdl.transfer.context import JobContext
 from mdl.transfer.http import Credentials
 from mdl.transfer.job import Identity, TransferJob
 from mdl.transfer.ranges import Digests, RangeCheck
@@ -51,8 +51,7 @@ include = ["*.safetensors"]
 
 
 def trust_of(data: bytes, part: int = PART) -> Digests:
-    digests = [ranges.digest(data[s : s + part]) for s in range(0, len(data), part)]
-    return Digests.fixed("lock", len(data), part, digests)
+    return rangetrust.trust_of(data, part)
 
 
 @pytest.fixture(autouse=True)
@@ -64,13 +63,7 @@ def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
 def trusted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every pull's job for the model's file carries its range trust (what a lock's part hashes
     give it)."""
-    real = FileSources.beside.fget
-    assert real is not None
-
-    def with_trust(sources: FileSources) -> JobContext:
-        return replace(real(sources), trust=trust_of(WEIGHTS))
-
-    monkeypatch.setattr(FileSources, "beside", property(with_trust))
+    rangetrust.give_trust(monkeypatch, WEIGHTS, PART)
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import hashlib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import rangetrust
 from runfixtures import HANG, transfer_job
 from servers import HubServer, make_data
 
@@ -22,12 +22,9 @@ from mdl.catalog.settings import CatalogSettings, build_settings
 from mdl.download._parts import PartSet
 from mdl.download._swarm import Swarm
 from mdl.download.puller import pull_models
-from mdl.download.session import FileSources
 from mdl.progress import Progress
 from mdl.report import RunReport
 from mdl.setting import Overrides
-from mdl.transfer import ranges
-from mdl.transfer.context import JobContext
 from mdl.transfer.ranges import Digests
 
 PART = 1 << 20
@@ -41,8 +38,7 @@ include = ["*.safetensors"]
 
 
 def trust_of(data: bytes, part: int = PART) -> Digests:
-    digests = [ranges.digest(data[s : s + part]) for s in range(0, len(data), part)]
-    return Digests.fixed("lock", len(data), part, digests)
+    return rangetrust.trust_of(data, part)
 
 
 @pytest.fixture(autouse=True)
@@ -52,13 +48,7 @@ def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def trusted(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = FileSources.beside.fget
-    assert real is not None
-
-    def with_trust(sources: FileSources) -> JobContext:
-        return replace(real(sources), trust=trust_of(WEIGHTS))
-
-    monkeypatch.setattr(FileSources, "beside", property(with_trust))
+    rangetrust.give_trust(monkeypatch, WEIGHTS, PART)
 
 
 @pytest.fixture
