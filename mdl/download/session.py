@@ -92,10 +92,10 @@ class PullSession:
         self.retry = RetryPolicy(retries=settings.retries)
         # one fsync per folder per record write, not one per file (RecordQueue flushes)
         self.dirs = DirSyncs()
-        # big files' ranges, plus the small files in flight (more when --jobs is left to follow the
-        # work)
+        # big files' ranges (twice: a stream asks for its next piece before its current one ends),
+        # plus the small files in flight (more when --jobs is left to follow the work)
         small = settings.jobs if settings.jobs_set else max(settings.jobs, MANY_JOBS)
-        pool_size = max(4, settings.jobs * settings.connections + small)
+        pool_size = max(4, 2 * settings.jobs * settings.connections + small)
         self.transport = NetTransport(
             timeout=settings.timeout, environ=self.environ, pool_size=pool_size
         )

@@ -428,16 +428,20 @@ class Restarts:
         streams = max(1, min(connections, len(todo))) if workers is None else workers
         if steal is None and state.multi and self.until == math.inf:
             steal = partial(state.steal, streams)
+        # a stream's next piece asked for a round trip before its current one ends (not a swarm's:
+        # it waits on the fleet for a part)
+        overlap = workers is None and state.multi
         with keeping(state, checkpoint=shared.config.checkpoint_interval, on_failure=self._stop):
             run_pieces(
                 todo,
-                lambda piece: PieceStream(shared, state, piece).run(),
+                lambda piece, near_end: PieceStream(shared, state, piece, near_end).run(),
                 connections=connections,
                 workers=streams,
                 name=f"get:{state.job.label}",
                 stopped=lambda: shared.cancel.is_set() or state.stop.is_set(),
                 on_failure=self._stop,
                 steal=steal,
+                overlap=overlap,
             )
         shared.check_stop(state)  # Ctrl-C: the streams ended early
 

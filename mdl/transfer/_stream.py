@@ -12,9 +12,10 @@ import errno
 import functools
 import itertools
 import logging
+import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx2
 
@@ -81,8 +82,16 @@ class Ask:
 class PieceStream:
     """One stream working on one piece till it is complete, with the piece's retry budget."""
 
-    def __init__(self, shared: Shared, state: DownloadState, piece: Piece) -> None:
+    def __init__(
+        self,
+        shared: Shared,
+        state: DownloadState,
+        piece: Piece,
+        near_end: Callable[[], None] | None = None,
+    ) -> None:
         self.shared, self.state, self.piece, self.job = shared, state, piece, state.job
+        # told once the answer that ends the piece is a round trip from its end (run_pieces)
+        self.near_end = near_end
         said = itertools.count(1)  # every retry of this stream is said: a budget started over too
         self.tries = Tries(
             shared.config.retry,
@@ -317,7 +326,9 @@ class PieceStream:
         # the whole file: nothing to compare, the body starts at byte 0
         back = ask.back + moved if span.ranged else 0
         if not piece.complete:
-            BodyCopy(self.shared, state, piece, span).run(resp, encoded=encoded, back=back)
+            near_end = self.near_end if ask.end is not None and ask.end == piece.end else None
+            body = BodyCopy(self.shared, state, piece, span, near_end=near_end)
+            body.run(resp, encoded=encoded, back=back)
         return answered_end
 
     def _check_status(self, resp: httpx2.Response, offset: int) -> None:
@@ -388,8 +399,21 @@ LANDED_STEP = 1 * MiB
 class BodyCopy:
     """One answer's body written at its piece's frontier (this stream alone moves it)."""
 
-    def __init__(self, shared: Shared, state: DownloadState, piece: Piece, span: Span) -> None:
+    def __init__(
+        self,
+        shared: Shared,
+        state: DownloadState,
+        piece: Piece,
+        span: Span,
+        *,
+        near_end: Callable[[], None] | None = None,
+    ) -> None:
         self.shared, self.state, self.piece, self.span = shared, state, piece, span
+        # (the answer ends the piece) told once the bytes left take about a round trip to come
+        self.near_end, self.near = near_end, math.inf
+        if near_end is not None and piece.end is not None:
+            # (twice: the next piece's request may need a connection of its own first)
+            self.near = piece.end - 2 * state.round_trip_bytes(shared.config.streams(state.size))
         # bytes before ``told`` are told (``JobContext.landing``: looked up once, not per chunk);
         # after it, up to the frontier, not yet
         self.start = self.offset = self.told = piece.start + piece.done
@@ -434,6 +458,9 @@ class BodyCopy:
             state.hasher.offer(self.offset, chunk)  # before `done` moves: the frontier's ours
             counted, complete, save = self._advance(written)
         self.offset += written
+        if self.offset >= self.near and self.near_end is not None:
+            self.near = math.inf
+            self.near_end()
         if self.landing is not None:
             self._tell(self.landing, done=complete)
         self._pass_on(written, counted)

@@ -26,7 +26,7 @@ from mdl.store.filesystem import DirSyncs, fsync_dir, stat_file
 from mdl.transfer._target import Target
 from mdl.transfer.context import JobContext
 from mdl.transfer.job import HashMismatch, Identity, TransferJob
-from mdl.transfer.scheduling import MIN_STEAL, MiB, Piece, split_largest
+from mdl.transfer.scheduling import ASSUMED_RATE, MIN_STEAL, MiB, Piece, split_largest
 
 if TYPE_CHECKING:
     from mdl.signing.statement import (
@@ -92,6 +92,11 @@ class Hasher:
         self.position += len(data)
 
     def offer(self, offset: int, data: bytes | memoryview) -> None:
+        # Looked at first without the lock, which the frontier's stream or the read-back holds
+        # while it hashes: the other streams' chunks never wait for it. (A position read as it
+        # moves only leaves bytes to the read-back: it hashes whatever this skipped.)
+        if not offset <= self.position < offset + len(data):
+            return
         with self.lock:
             if offset <= self.position < offset + len(data):
                 self._update(memoryview(data)[self.position - offset :])
@@ -305,9 +310,14 @@ class DownloadState:
         time to first byte.
         """
         with self.lock:
-            per_stream = self.fetched / max(1e-3, time.monotonic() - self.began) / max(1, streams)
-            least = max(MIN_STEAL, int(2 * per_stream * self.ttfb))
+            least = max(MIN_STEAL, 2 * self.round_trip_bytes(streams))
             return split_largest(self.pieces, least=least)
+
+    def round_trip_bytes(self, streams: int) -> int:
+        """What one of ``streams`` streams moves in one time to first byte (at the rate assumed
+        before any byte came)."""
+        rate = self.fetched / max(1e-3, time.monotonic() - self.began) / max(1, streams)
+        return int((rate or ASSUMED_RATE) * self.ttfb)
 
     def saw_first_byte(self, seconds: float) -> None:
         with self.lock:

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 MiB = 1024 * 1024
 SPLIT_THRESHOLD = 32 * MiB  # files at least this big are fetched as parallel ranges
 MIN_PIECE = 4 * MiB  # no first range is smaller: below this a request costs more than its bytes
+# Streams take pieces this big in file order, so the hashed prefix trails the newest byte by about
+# streams x PIECE (the hash left after the last byte); none smaller than a body read past the parser
+# (body.RAW_LEAST: through it, a byte costs four copies) ...
+PIECE = 16 * MiB
+MAX_PIECES = 1024  # ... but a file is cut into no more (its resume record stays small)
 # a stolen tail is at least this big (and at least what a request's round trip costs)
 MIN_STEAL = 2 * MiB
 STEAL_ALIGN = 64 * 1024  # split points fall on page-friendly offsets
@@ -49,12 +54,14 @@ class Piece:
 
 
 def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> list[Piece]:
-    """One piece per connection, each at least ``MIN_PIECE`` (a stream that finishes early steals
-    a tail).
-    """
+    """Pieces in file order, taken from the front by the streams: ``PIECE`` each (at least
+    ``MIN_PIECE``, fewer than ``MAX_PIECES``, no more than one per stream when that is smaller);
+    a stream that finds none left steals a tail."""
     if size is None or connections <= 1 or size < split_threshold:  # unknown size: read to EOF
         return [Piece(0, size)]
-    piece = -(-size // max(1, min(connections, size // MIN_PIECE)))
+    least = max(MIN_PIECE, -(-size // MAX_PIECES), min(PIECE, size // connections))
+    count = max(1, size // least)  # (evened out: no short last piece)
+    piece = -(-size // count)
     piece = -(-piece // STEAL_ALIGN) * STEAL_ALIGN
     return [Piece(start, min(start + piece, size)) for start in range(0, size, piece)]
 
@@ -105,7 +112,7 @@ def spread(pieces: list[Piece], *, connections: int, least: int) -> None:
 
 def run_pieces(
     todo: list[Piece],
-    run_piece: Callable[[Piece], None],
+    run_piece: Callable[[Piece, Callable[[], None]], None],
     *,
     connections: int,
     name: str,
@@ -113,38 +120,64 @@ def run_pieces(
     on_failure: Callable[[], None],
     steal: Callable[[], Piece | None] | None = None,
     workers: int | None = None,
+    overlap: bool = False,
 ) -> None:
-    """Work through ``todo`` with up to ``connections`` streams (an idle one asks ``steal``); the
-    first failure calls ``on_failure`` (which must end the others) and is raised once all have
-    ended. ``workers``: the streams, when not one per piece of ``todo`` (``steal`` hands them
-    their pieces)."""
+    """Work through ``todo`` in order with up to ``connections`` streams (an idle one asks
+    ``steal``); the first failure calls ``on_failure`` (which must end the others) and is raised
+    once all have ended. ``workers``: the streams, when not one per piece of ``todo`` (``steal``
+    hands them their pieces). ``overlap``: a stream's next piece is asked for before its current
+    one ends (``run_piece`` calls its second argument about a round trip before the end: another
+    stream then takes the next piece), so no round trip between two pieces idles."""
     queue = list(todo)
     queue_lock = threading.Lock()
     workers = max(1, min(connections, len(todo))) if workers is None else workers
+    slots = threading.Semaphore(workers)  # streams reading a piece not near its end
 
     def worker() -> None:
         while not stopped():
-            with queue_lock:
-                piece = queue.pop(0) if queue else None
-            if piece is None:
-                piece = steal() if steal is not None else None
-                if piece is None:
-                    return
+            if not slots.acquire(timeout=0.1):
+                continue  # (stop heard between tries)
+            release = _once(slots.release)
             try:
-                run_piece(piece)
+                with queue_lock:
+                    piece = queue.pop(0) if queue else None
+                if piece is None and (steal is None or (piece := steal()) is None):
+                    return
+                run_piece(piece, release if overlap else _nothing)
             except StreamStopped:
                 return
+            finally:
+                release()
 
     # (here: the probe that goes before any download needs none of it)
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
-        futures = [pool.submit(worker) for _ in range(workers)]
+    threads = 2 * workers if overlap else workers
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name) as pool:
+        futures = [pool.submit(worker) for _ in range(threads)]
         finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
         failure = next((f.exception() for f in finished if f.exception() is not None), None)
         if failure is not None:
             on_failure()
             raise failure  # once the others have ended: leaving the pool waits for them
+
+
+def _nothing() -> None:
+    pass
+
+
+def _once(call: Callable[[], None]) -> Callable[[], None]:
+    """``call`` the first time only, from whichever thread."""
+    lock, done = threading.Lock(), [False]
+
+    def once() -> None:
+        with lock:
+            if done[0]:
+                return
+            done[0] = True
+        call()
+
+    return once
 
 
 class RateLimiter:

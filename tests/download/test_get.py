@@ -25,6 +25,7 @@ from mdl.progress import NullProgress
 from mdl.sources.joboutput import InlineFile
 from mdl.sources.oneoff import parse_sources
 from mdl.transfer.resume import OVERLAP
+from mdl.transfer.scheduling import SPLIT_THRESHOLD, plan_pieces
 
 DATA = make_data(2_500_000, seed=11)
 LORA = make_data(300_000, seed=12)
@@ -631,7 +632,8 @@ def test_a_probed_url_is_not_probed_again_and_its_answer_carries_the_first_bytes
     assert probe.range == "bytes=0-"
     assert all(r.range != "bytes=0-0" for r in gets)
     assert ranges and all(r.if_range for r in ranges)  # the probe's ETag guards every range
-    first_piece = len(big) // 4
+    first_piece = plan_pieces(len(big), connections=4, split_threshold=SPLIT_THRESHOLD)[0].end
+    assert first_piece is not None
     assert (
         min(int(r.range.removeprefix("bytes=").split("-")[0]) for r in ranges)
         >= first_piece - OVERLAP
@@ -670,7 +672,8 @@ def test_a_known_sha256_keeps_parallel_ranges(env: HubServer, tmp_path: Path) ->
     # begun, which then sends less).
     probe, ranges = gets[0], gets[1:]
     assert probe.range == "bytes=0-"
-    first_piece = len(big) // 4
+    first_piece = plan_pieces(len(big), connections=4, split_threshold=SPLIT_THRESHOLD)[0].end
+    assert first_piece is not None
     spans = sorted(tuple(int(x) for x in r.range.removeprefix("bytes=").split("-")) for r in ranges)
     assert spans[0][0] == first_piece and spans[-1][1] == len(big) - 1, spans
     assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(spans)), spans

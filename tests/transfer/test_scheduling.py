@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from runfixtures import HANG
 
+from mdl.transfer.body import RAW_LEAST
 from mdl.transfer.scheduling import (
     FIRST_WINDOW,
+    MAX_PIECES,
     MIN_PIECE,
     MIN_STEAL,
+    PIECE,
     MiB,
     Piece,
     StreamStopped,
@@ -42,16 +46,27 @@ def test_plan_pieces_cover_the_file_exactly(size: int, connections: int) -> None
     if connections == 1 or size < SMALL:
         assert len(pieces) == 1
     else:
-        # One piece per stream, never one under MIN_PIECE; every piece but the last on a 64 KiB
-        # boundary.
-        assert len(pieces) == max(1, min(connections, size // MIN_PIECE))
+        # Pieces of one length in file order (streams take them from the front): every stream gets
+        # one, none under MIN_PIECE (but a file under it), no more than MAX_PIECES, PIECE where that
+        # allows; every piece but the last on a 64 KiB boundary.
+        length = pieces[0].end - pieces[0].start  # type: ignore[operator]
+        assert all(p.end - p.start == length for p in pieces[:-1])  # type: ignore[operator]
+        assert length >= min(size, MIN_PIECE)
+        assert len(pieces) <= MAX_PIECES
+        assert len(pieces) >= min(connections, size // MIN_PIECE)
+        assert length <= 2 * max(PIECE, -(-size // MAX_PIECES)) + 64 * 1024
         assert all((p.end - p.start) % (64 * 1024) == 0 for p in pieces[:-1])  # type: ignore[operator]
 
 
 def test_plan_pieces_unknown_size_and_threshold() -> None:
     assert plan_pieces(None, connections=8, split_threshold=SMALL) == [Piece(0, None)]
     assert plan_pieces(100, connections=8, split_threshold=101) == [Piece(0, 100)]
-    assert len(plan_pieces(256 * MiB, connections=8, split_threshold=32 * MiB)) == 8
+    # PIECE each, taken in file order: the hash trails the newest byte by about 8 x 16 MiB
+    assert len(plan_pieces(256 * MiB, connections=8, split_threshold=32 * MiB)) == 16
+    # each read past the parser (a piece through it would cost four copies a byte)
+    assert PIECE >= RAW_LEAST
+    # no more than MAX_PIECES (a resume record stays small)
+    assert len(plan_pieces(100 << 30, connections=16, split_threshold=32 * MiB)) <= MAX_PIECES
     # 4 MiB each at least
     assert len(plan_pieces(33 * MiB, connections=16, split_threshold=32 * MiB)) == 8
 
@@ -149,7 +164,7 @@ def test_run_pieces_runs_every_piece_once_over_the_streams() -> None:
     ran: list[int] = []
     lock = threading.Lock()
 
-    def run(piece: Piece) -> None:
+    def run(piece: Piece, _near_end: object) -> None:
         with lock:
             ran.append(piece.start)
 
@@ -165,7 +180,7 @@ def test_run_pieces_stops_the_others_and_raises_the_first_failure() -> None:
         failures.append("stop")
         stop.set()
 
-    def run(piece: Piece) -> None:
+    def run(piece: Piece, _near_end: object) -> None:
         if piece.start == 0:
             raise OSError("disk on fire")
         if not stop.wait(HANG):  # a sibling keeps streaming until told to stop
@@ -194,7 +209,7 @@ def test_run_pieces_idle_streams_steal_until_nothing_is_worth_it() -> None:
         with lock:
             return extra.pop() if extra else None
 
-    def run(piece: Piece) -> None:
+    def run(piece: Piece, _near_end: object) -> None:
         with lock:
             ran.append(piece.start)
 
@@ -208,6 +223,47 @@ def test_run_pieces_idle_streams_steal_until_nothing_is_worth_it() -> None:
         steal=steal,
     )
     assert sorted(ran) == [0, 10, 20]
+
+
+def test_run_pieces_overlap_asks_for_the_next_piece_before_the_current_one_ends() -> None:
+    # One stream: piece 0 says it is near its end, and ends only once piece 1 has begun (on the
+    # other thread the overlap allows); without the overlap piece 1 never begins while 0 runs.
+    began = {start: threading.Event() for start in (0, 1)}
+    order: list[int] = []
+
+    def run(piece: Piece, near_end: Callable[[], None]) -> None:
+        order.append(piece.start)
+        began[piece.start].set()
+        if piece.start == 0:
+            near_end()
+            assert began[1].wait(HANG), "the next piece was not asked for before the end"
+
+    run_pieces(
+        [Piece(0, 1), Piece(1, 2)],
+        run,
+        connections=1,
+        name="t",
+        stopped=lambda: False,
+        on_failure=lambda: None,
+        overlap=True,
+    )
+    assert order == [0, 1]  # file order: the next piece is the one after
+
+
+def test_run_pieces_without_overlap_keeps_one_piece_per_stream_at_a_time() -> None:
+    running, most, lock = [0], [0], threading.Lock()
+
+    def run(piece: Piece, near_end: Callable[[], None]) -> None:
+        near_end()  # heard by no one: the stream holds its place till the piece ends
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        with lock:
+            running[0] -= 1
+
+    pieces = [Piece(i, i + 1) for i in range(20)]
+    run_pieces(pieces, run, connections=1, name="t", stopped=lambda: False, on_failure=lambda: None)
+    assert most[0] == 1
 
 
 def test_piece_complete() -> None:
