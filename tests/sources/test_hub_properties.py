@@ -168,6 +168,32 @@ def test_any_head_headers_are_metadata_or_refused(
     assert meta.etag is None or name_problem(meta.etag) is None
 
 
+content_ranges = st.text(
+    st.characters(min_codepoint=32, max_codepoint=126), max_size=30
+) | st.builds(
+    lambda space, star, total: f"bytes{space}{star}/{total}",
+    st.sampled_from([" ", "\t", "", "  "]),
+    st.sampled_from(["*", "0-0", "1-2", "**"]),
+    st.sampled_from(["0", "00", "1", "*", "", "-0", "0x0", "0 "]),
+)
+
+
+@given(content_ranges, st.sampled_from([416, 206, 200, 404, 500]))
+@example("bytes */0", 416)
+def test_only_an_empty_files_416_answers_a_first_bytes_get(value: str, status: int) -> None:
+    """A first byte's GET is answered by a 2xx or 3xx, or by the 416 of a file that has no byte 0
+    (``bytes */0``); any other 416 (or 4xx, 5xx) is a refusal, whatever its Content-Range."""
+    import httpx2
+
+    from mdl.sources.hub import _refused
+
+    response = httpx2.Response(status, headers={"Content-Range": value})
+    empty = re.fullmatch(r"[ \t]*bytes[ \t]+\*/0+[ \t]*", value, re.IGNORECASE) is not None
+    assert _refused(response) == (status >= 400 and not (status == 416 and empty))
+    if status == 416 and value.replace(" ", "") == "bytes*/0":
+        assert not _refused(response)
+
+
 links = st.text(max_size=60) | st.builds(
     lambda scheme, host, port, path: f"{scheme}://{host}:{port}{path}",
     st.sampled_from(["http", "https", "ftp", "HTTP"]),
