@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from locks import lock_catalog
 from runfixtures import mdl, use_catalog
-from servers import Commit, Exchange, HubServer, Repo, make_data
+from servers import Commit, Exchange, Fault, HubServer, Repo, make_data
 
 from mdl.errors import ExitCode
 from mdl.transfer.scheduling import SPLIT_THRESHOLD
@@ -189,3 +189,18 @@ def test_a_snapshot_pinned_to_a_commit_the_hub_lacks_is_not_found(
     result = mdl("pull", "m")
     assert result.exit_code == ExitCode.NOT_FOUND, result.output
     assert "not found" in result.stderr
+
+
+def test_a_cdn_url_that_expired_before_its_download_is_asked_for_again(
+    world: LyingHub, tmp_path: Path
+) -> None:
+    # the URL the resolve's redirect named expires as the download first asks it
+    world.cdn.faults.add(Fault.expire_urls(path_prefix="/blobs/", times=1))
+    result = mdl("pull", "m")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "models" / "m" / "w.safetensors").read_bytes() == WEIGHTS
+    assert 403 in {r.status for r in world.cdn.log}
+    weights = [(r.method, r.range, r.status) for r in world.log if "w.safetensors" in r.url_path]
+    # the first byte's ask, then the download's one ask of the resolve URL at its commit
+    assert weights[0] == ("GET", "bytes=0-0", 302) and len(weights) == 2
+    assert weights[1][0] == "GET" and weights[1][2] == 302
