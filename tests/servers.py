@@ -243,6 +243,12 @@ class RequestRecord:
         """The If-Range header, if any."""
         return self.header("if-range")
 
+    @property
+    def asks_metadata(self) -> bool:
+        """A HEAD, or a GET of the first byte alone (``Range: bytes=0-0``): what a file is (its
+        size, version, where it redirects to), with at most one byte of its body."""
+        return self.method == "HEAD" or (self.method == "GET" and self.range == "bytes=0-0")
+
 
 class RequestLog:
     """Thread-safe list of `RequestRecord`s, appended when a response starts."""

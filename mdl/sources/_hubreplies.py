@@ -123,6 +123,8 @@ class FileMetadata:
     xet_hash: str | None = None  # X-Xet-Hash: the file is stored in Xet
     # where its read token is (``Link: <…>; rel="xet-auth"``), on the Hub's origin
     xet_auth: str | None = None
+    # where the Hub redirected it (off its origin: the CDN), the URL its ranges are asked at
+    location: str | None = None
 
 
 def parse_xet_head(
@@ -207,10 +209,10 @@ def _size(value: str | None, *, header: str, what: str, url: str) -> int | None:
 
 
 def parse_file_metadata(
-    headers: Mapping[str, str], *, redirected: bool, what: str, url: str
+    headers: Mapping[str, str], *, total: int | None, what: str, url: str
 ) -> FileMetadata:
-    """X-Repo-Commit, X-Linked-Etag (else ETag), X-Linked-Size (else Content-Length) of a HEAD;
-    missing: None.
+    """X-Repo-Commit, X-Linked-Etag (else ETag), X-Linked-Size (else ``total``: the size the answer
+    itself states, None for a redirect) of a resolve answer; missing: None.
     """
     commit = headers.get("X-Repo-Commit")
     if commit is not None and not GIT_OID_HEX.fullmatch(commit):
@@ -225,9 +227,7 @@ def parse_file_metadata(
             what, url, "", f"the ETag holds control characters: {printable(etag, limit=80)!r}"
         )
     size = _size(headers.get("X-Linked-Size"), header="X-Linked-Size", what=what, url=url)
-    if size is None and not redirected:
-        size = _size(headers.get("Content-Length"), header="Content-Length", what=what, url=url)
-    return FileMetadata(commit=commit, etag=etag, size=size)
+    return FileMetadata(commit=commit, etag=etag, size=total if size is None else size)
 
 
 def next_page_url(link: str | None, *, current: str, first: str, what: str) -> str | None:

@@ -4,19 +4,21 @@ passes hubreplies."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import httpx2
 
 from mdl.errors import AuthError, HubReplyError, MdlError, NotFoundError, UsageError
 from mdl.paths import check_revision, repo_id_problem
 from mdl.redact import Secrets, printable, redact_url
-from mdl.transfer.connection import origin, set_reply_deadline
+from mdl.transfer.body import promised
+from mdl.transfer.connection import drain, origin, set_reply_deadline
 from mdl.transfer.http import (
     Credentials,
     RetryPolicy,
@@ -26,6 +28,7 @@ from mdl.transfer.http import (
     hub_auth_hint,
     make_client,
     refusal_error,
+    refuse_redirect,
     server_text,
     transport_error,
 )
@@ -205,16 +208,28 @@ class Hub:
     def file_metadata(
         self, repo: str, path: str, *, repo_type: str, revision: str, what: str
     ) -> FileMetadata:
-        """HEAD the file's resolve URL: commit, ETag (sha256 for LFS, blob sha1 otherwise), size,
-        Xet hash.
+        """What the file's resolve URL answers a GET of its first byte (its redirects on the Hub
+        followed, the first off it not: that redirect carries what a HEAD would, and where the
+        file's ranges go, so no HEAD is spent): commit, ETag (sha256 for LFS, blob sha1
+        otherwise), size, Xet hash, and the CDN URL (``location``) of a redirected file.
         """
         url = self.file_url(repo, path, repo_type=repo_type, revision=revision)
-        response, _ = self._fetch("HEAD", url, what=what, repo=repo, revision=revision, path=path)
+        response, _ = self._fetch(
+            "GET", url, what=what, repo=repo, revision=revision, path=path, first_byte=True
+        )
         from mdl.sources._hubreplies import parse_file_metadata, parse_xet_head
 
+        redirected = response.has_redirect_location
         meta = parse_file_metadata(
-            response.headers, redirected=response.is_redirect, what=what, url=url
+            response.headers,
+            total=None if redirected else _file_size(response, what=what),
+            what=what,
+            url=url,
         )
+        if redirected:  # off the Hub (``_fetch`` follows the others): the ranges go there
+            location = urljoin(str(response.url), response.headers["Location"])
+            refuse_redirect(str(response.url), location, what=what)
+            meta = replace(meta, location=location)
         xet = parse_xet_head(response, endpoint=self.endpoint, what=what)
         return meta if xet is None else replace(meta, xet_hash=xet[0], xet_auth=xet[1])
 
@@ -239,22 +254,34 @@ class Hub:
         return lambda path: self.file_url(repo, path, repo_type=repo_type, revision=revision)
 
     def _fetch(
-        self, method: str, url: str, *, what: str, repo: str, revision: str, path: str | None = None
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        repo: str,
+        revision: str,
+        path: str | None = None,
+        first_byte: bool = False,
     ) -> tuple[httpx2.Response, bytes]:
         """The last answer and its whole body, errors translated, retried on 5xx, 429 and dropped
-        connections. Redirects stay on the Hub's origin; a HEAD stops at one that leaves it (the
-        metadata is on that answer, as in huggingface_hub); an API call redirected off the Hub is
-        hostile."""
+        connections. Redirects stay on the Hub's origin; an API call redirected off the Hub is
+        hostile. ``first_byte``: a file's first byte is asked (no body kept) and a redirect off
+        the Hub is the answer (the metadata is on it, as in huggingface_hub's HEAD)."""
 
         def rule(current: str, target: str) -> bool:
             if origin(target) == self.origin:
                 return True
-            if method == "HEAD":
+            if first_byte:
                 return False
             raise HubReplyError(
                 f"{what}: the Hub redirected {redact_url(current)} to another origin"
                 f" ({redact_url(target)}); refused"
             )
+
+        headers = {"Accept-Encoding": "identity"}
+        if first_byte:
+            headers["Range"] = "bytes=0-0"
 
         def attempt() -> tuple[httpx2.Response, bytes]:
             try:
@@ -262,7 +289,7 @@ class Hub:
                     self.client,
                     url,
                     credentials=Credentials(hub_origin=self.origin, token=self.token),
-                    headers={"Accept-Encoding": "identity"},
+                    headers=headers,
                     method=method,
                     what=what,
                     rule=rule,
@@ -270,6 +297,9 @@ class Hub:
                     hint=HUB_HINT,
                 ) as response:
                     set_reply_deadline(response, self.client.timeout.read)
+                    if first_byte and not _refused(response):
+                        drain(response)  # a byte, or a redirect's few: the connection is kept
+                        return response, b""
                     body = _whole_body(response, what=what)
             except httpx2.TransportError as exc:
                 raise transport_error(
@@ -283,7 +313,7 @@ class Hub:
                 raise HubReplyError(
                     f"{what}: the Hub at {self.endpoint} sent a body that cannot be decoded"
                 ) from exc
-            if response.is_error:
+            if response.is_error:  # (an empty file's 416 returned above)
                 raise _status_error(
                     response, body, what=what, repo=repo, revision=revision, path=path, hub=self
                 )
@@ -291,6 +321,25 @@ class Hub:
 
         wait = self.cancel.wait if self.cancel is not None else None
         return self.retry.run(attempt, what=what, wait=wait)
+
+
+# a 416's Content-Range naming a file of 0 bytes (RFC 9110 §14.4)
+_EMPTY_FILE = re.compile(r"[ \t]*bytes[ \t]+\*/0+[ \t]*", re.ASCII | re.IGNORECASE)
+
+
+def _refused(response: httpx2.Response) -> bool:
+    """An error answer to a first byte's GET; an empty file's 416 (``bytes */0``) is none: it
+    has no byte 0 to give (RFC 9110 §14.1.1)."""
+    empty = _EMPTY_FILE.fullmatch(response.headers.get("Content-Range", "")) is not None
+    return response.is_error and not (response.status_code == 416 and empty)
+
+
+def _file_size(response: httpx2.Response, *, what: str) -> int | None:
+    """The file's size a first byte's answer states: its Content-Range total (a 206, or an empty
+    file's 416), else a 200's length (a server that ignored the range)."""
+    if response.status_code == 416:
+        return 0
+    return promised(response, what=what).total if response.status_code in (200, 206) else None
 
 
 def _whole_body(response: httpx2.Response, *, what: str) -> bytes:

@@ -163,8 +163,13 @@ def _resolve_snapshot(spec: ModelSpec, hub: Hub) -> ResolvedModel:
     from mdl.sources.hub import xet_token_url  # (with the Hub client: a plain URL needs neither)
 
     assert spec.repo is not None
-    commit = hub.commit_of(
-        spec.repo, repo_type=spec.repo_type, revision=spec.revision, what=spec.name
+    # a commit already (git reads 40 hex digits as one): its listing says whether it exists
+    commit = (
+        spec.revision
+        if GIT_OID_HEX.fullmatch(spec.revision)
+        else hub.commit_of(
+            spec.repo, repo_type=spec.repo_type, revision=spec.revision, what=spec.name
+        )
     )
     items = _snapshot_items(spec, hub, commit)
     _check_listing(spec, items)
@@ -333,6 +338,14 @@ def _hub_file(model: str, file: FileSpec, hub: Hub) -> RemoteFile:
     etag = meta.etag or ""
     sha256 = etag if SHA256_HEX.fullmatch(etag) else None
     _check_against_catalog(file, sha256=sha256, size=meta.size, what=what)
+    pinned = GIT_OID_HEX.fullmatch(revision) is not None
+    if pinned and meta.commit is not None and meta.commit != revision:
+        # its URL (and the CDN's it redirects to) may be another commit's file: the pin decides
+        raise HubReplyError(
+            f"{what}: the Hub answered for commit {meta.commit} of {file.repo}, not {revision}"
+            " that is pinned; refused",
+            hint="check HF_ENDPOINT (a mirror or a proxy that rewrites revisions)",
+        )
     commit = meta.commit or revision
     return RemoteFile(
         model=model,
@@ -347,6 +360,8 @@ def _hub_file(model: str, file: FileSpec, hub: Hub) -> RemoteFile:
         revision=revision,
         repo=file.repo,
         xet=_xet_of(meta),
+        # the CDN URL its metadata came with: the ranges go there, the Hub is not asked again
+        located=meta.location,
     )
 
 

@@ -43,7 +43,7 @@ def test_a_blob_url_of_the_hub_fetches_the_file_as_hf_does(
     assert not world.log.records(path_prefix="/org/repo/blob/"), (
         "the page itself was never asked for"
     )
-    assert world.log.records(method="HEAD", path_prefix="/org/repo/resolve/main/x.gguf"), (
+    assert world.log.records(method="GET", path_prefix="/org/repo/resolve/main/x.gguf"), (
         "its metadata (sha256) was"
     )
     quiet = mdl("get", url, "-d", "again", "-q")
@@ -93,7 +93,7 @@ def test_a_huggingface_co_url_is_fetched_from_the_mirror_hf_endpoint_names(
     assert notes(result.stderr) == [
         f"mdl: reading {url} as hf://org/repo@main/x.gguf (from the Hub at {world.url})"
     ]
-    assert world.log.records(method="HEAD", path_prefix="/org/repo/resolve/main/x.gguf"), (
+    assert world.log.records(method="GET", path_prefix="/org/repo/resolve/main/x.gguf"), (
         "asked of the mirror"
     )
     whole = mdl("get", "https://huggingface.co/org/repo/tree/main", "-d", "whole")

@@ -113,7 +113,8 @@ def test_connections_share_one_wait(tiny: HubServer, tmp_path: Path) -> None:
     assert commit == tiny.repo("org/tiny").sha and "meta" in answers
     (refused,) = refusals(tiny)
     later = [r for r in tiny.log.records() if r.time > refused.time]
-    assert {r.method for r in later} == {"HEAD", "GET"}  # the retry and the other connection's
+    # the retry (a first byte's GET) and the other connection's
+    assert {(r.method, r.range) for r in later} == {("GET", "bytes=0-0"), ("GET", None)}
     assert all(r.time >= refused.time + 2.0 - 0.05 for r in later)
     assert session.hub_wait_seconds >= 2.0
 

@@ -153,12 +153,12 @@ header_sets = st.dictionaries(
 )
 
 
-@given(header_sets, st.booleans())
+@given(header_sets, st.none() | st.integers(min_value=0, max_value=1 << 50))
 def test_any_head_headers_are_metadata_or_refused(
-    headers: dict[str, str], redirected: bool
+    headers: dict[str, str], total: int | None
 ) -> None:
     try:
-        meta = parse_file_metadata(headers, redirected=redirected, what="m/f", url=URL)
+        meta = parse_file_metadata(headers, total=total, what="m/f", url=URL)
     except HubReplyError as exc:
         assert_printable_refusal(exc)
         return
@@ -166,6 +166,32 @@ def test_any_head_headers_are_metadata_or_refused(
     assert meta.commit is None or re.fullmatch("[0-9a-f]{40}", meta.commit)
     assert meta.size is None or (isinstance(meta.size, int) and meta.size >= 0)
     assert meta.etag is None or name_problem(meta.etag) is None
+
+
+content_ranges = st.text(
+    st.characters(min_codepoint=32, max_codepoint=126), max_size=30
+) | st.builds(
+    lambda space, star, total: f"bytes{space}{star}/{total}",
+    st.sampled_from([" ", "\t", "", "  "]),
+    st.sampled_from(["*", "0-0", "1-2", "**"]),
+    st.sampled_from(["0", "00", "1", "*", "", "-0", "0x0", "0 "]),
+)
+
+
+@given(content_ranges, st.sampled_from([416, 206, 200, 404, 500]))
+@example("bytes */0", 416)
+def test_only_an_empty_files_416_answers_a_first_bytes_get(value: str, status: int) -> None:
+    """A first byte's GET is answered by a 2xx or 3xx, or by the 416 of a file that has no byte 0
+    (``bytes */0``); any other 416 (or 4xx, 5xx) is a refusal, whatever its Content-Range."""
+    import httpx2
+
+    from mdl.sources.hub import _refused
+
+    response = httpx2.Response(status, headers={"Content-Range": value})
+    empty = re.fullmatch(r"[ \t]*bytes[ \t]+\*/0+[ \t]*", value, re.IGNORECASE) is not None
+    assert _refused(response) == (status >= 400 and not (status == 416 and empty))
+    if status == 416 and value.replace(" ", "") == "bytes*/0":
+        assert not _refused(response)
 
 
 links = st.text(max_size=60) | st.builds(

@@ -199,7 +199,9 @@ def origin_body_requests(hub: HubServer) -> list[Any]:
     on its CDN.
     """
     return [
-        r for r in hub.log.records(method="GET") if "/resolve/" in r.url_path
+        r
+        for r in hub.log.records(method="GET")
+        if "/resolve/" in r.url_path and not r.asks_metadata
     ] + hub.cdn.log.records()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import time
+from dataclasses import replace
 from urllib.parse import quote
 
 import pytest
@@ -78,9 +79,11 @@ def resolve(hub: HubServer, spec: ModelSpec, token: str | None = None) -> Resolv
 
 
 def no_downloads(hub: HubServer) -> None:
-    """Resolution never fetches file bodies: no GET on resolve URLs, nothing at all on the CDN."""
+    """Resolution never fetches file bodies: no GET on resolve URLs but of a first byte (what a
+    HEAD would say, and where it redirects), nothing at all on the CDN."""
     assert hub.cdn.log.records() == []
-    assert [r for r in hub.log.records(method="GET") if "/resolve/" in r.url_path] == []
+    gets = hub.log.records(method="GET")
+    assert [r for r in gets if "/resolve/" in r.url_path and not r.asks_metadata] == []
 
 
 def closed_port() -> int:
@@ -219,7 +222,11 @@ def test_explicit_files_use_file_metadata(tiny: HubServer) -> None:
     model = resolve(tiny, spec)
     weights, config = model.files
     assert model.commit == sha
-    assert weights == RemoteFile(
+    # the CDN URL its resolve redirected to: where the download asks, the Hub not asked again
+    assert weights.located is not None
+    assert weights.located.startswith(f"{tiny.cdn.url}/blobs/{sha256(WEIGHTS)}?")
+    assert config.located is None  # answered by the Hub itself: the download asks it
+    assert replace(weights, located=None) == RemoteFile(
         model="z",
         path="vae/ae.safetensors",
         url=tiny.file_url("org/tiny", "model.safetensors", revision=sha),
@@ -238,9 +245,11 @@ def test_explicit_files_use_file_metadata(tiny: HubServer) -> None:
         None,
         git_blob_sha1(CONFIG),
     )
-    assert [r.method for r in tiny.log.records(path_prefix="/org/tiny/resolve/")] == [
-        "HEAD",
-        "HEAD",
+    # one ask each, of the first byte (the weights' redirect carries what a HEAD would): no HEAD
+    asked = tiny.log.records(path_prefix="/org/tiny/resolve/")
+    assert [(r.method, r.range, r.status) for r in asked] == [
+        ("GET", "bytes=0-0", 302),
+        ("GET", "bytes=0-0", 206),
     ]
     no_downloads(tiny)
 
@@ -443,7 +452,7 @@ def test_hub_api_5xx_outlasting_the_retries(tiny: HubServer) -> None:
     with pytest.raises(NetworkError, match=r"HTTP 502 .*gave up after 2 tries") as info:
         resolve_model(files_model(hub_file("org/tiny", "config.json")), hub=hub, environ={})
     assert info.value.exit_code == 5
-    assert len(tiny.log.records(method="HEAD")) == 2
+    assert len(tiny.log.records(method="GET", path_prefix="/org/tiny/resolve/")) == 2
 
 
 # -- offline
