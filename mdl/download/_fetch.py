@@ -437,7 +437,7 @@ def _act(
     # a signature verified before the others: shown as it came
     result = _from_staged(session, job, remote)
     if result is None:
-        result = fetch_from_sources(session, job, remote)
+        result = fetch_from_sources(session, job, remote, fresh=action is Action.DOWNLOAD)
         session.progress.finish(job.label, ok=True)
     session.layout.link(plan.placement)
     # etag: the validator of the bytes we actually got
@@ -631,13 +631,13 @@ def transfer_job(
 
 
 def fetch_from_sources(
-    session: PullSession, job: TransferJob, remote: RemoteFile
+    session: PullSession, job: TransferJob, remote: RemoteFile, *, fresh: bool = False
 ) -> TransferResult:
     """The file from its mirrors, else its own source (a Xet-backed Hub file by chunk, unless the
     protocol cannot deliver it: then over plain HTTP, as any file), into ``job.final_path``,
     verified. Its ``fetched`` (or its error's) counts the bytes a mirror sent that were refused too:
     they crossed the network."""
-    sources = FileSources(session, job, remote)
+    sources = FileSources(session, job, remote, fresh=fresh)
     try:
         if session.settings.fill_mirror:
             # (the fleet's mirror filling, and the leases under it, load only for --fill-mirror)
