@@ -21,7 +21,7 @@ from mdl.errors import (
     NetworkError,
     disk_error,
 )
-from mdl.store.confined import ForeignEntryError, folder, open_entry
+from mdl.store.confined import open_file
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer._headers import is_encoded
 from mdl.transfer._shared import Shared
@@ -37,7 +37,7 @@ from mdl.transfer.http import (
 )
 from mdl.transfer.job import TransferJob, TransferResult
 from mdl.transfer.replies import validators
-from mdl.transfer.resume import discard_partial, finish_part, job_root, planted
+from mdl.transfer.resume import discard_partial, finish_part, job_root
 
 # Below this many bytes a file is one GET held in memory (a thread's worth at most per worker).
 SMALL = 1 << 20
@@ -162,8 +162,12 @@ def _mismatch(
 def _place(job: TransferJob, body: bytes, dirs: DirSyncs | None) -> None:
     """``body`` written to the ``.part`` (opened below the root, no link followed), synced, and
     renamed into place; on any failure the ``.part`` is removed (nothing to resume on)."""
+    # What an older run left under these names (a partial no record resumes, the record of
+    # another version, a link or a FIFO put there) goes first, as ``load_state`` discards it; a
+    # folder there is refused (exit 7, named).
+    discard_partial(job)
     try:
-        fd = _open_part(job)
+        fd = open_file(job_root(job), job.part_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
             view = memoryview(body)
             while view:
@@ -180,19 +184,4 @@ def _place(job: TransferJob, body: bytes, dirs: DirSyncs | None) -> None:
         ) from exc
     except LocalFSError as exc:  # (a folder on the way that is not mdl's own)
         raise LocalFSError(f"{job.label}: cannot write {job.part_path}: {exc.message}") from exc
-    finish_part(job, dirs)  # (a record an older run left beside it goes too)
-
-
-def _open_part(job: TransferJob) -> int:
-    """The ``.part``, empty; one mdl did not make (a link put there, another user's file) is set
-    aside first by its name, as ``load_state`` sets it aside: never written through."""
-    part, flags = job.part_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    with folder(job_root(job), part.parent) as dir_fd:
-        try:
-            return open_entry(dir_fd, part, flags)
-        except ForeignEntryError as exc:
-            if not exc.linked:  # a folder, a FIFO: the OSError it is (exit 7)
-                raise
-            planted(job, os.stat(part.name, dir_fd=dir_fd, follow_symlinks=False))  # (said)
-            os.unlink(part.name, dir_fd=dir_fd)
-        return open_entry(dir_fd, part, flags)
+    finish_part(job, dirs, record=False)
