@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from mdl.transfer.scheduling import RateLimiter
     from mdl.xet.fetch import XetSource
 
-MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see workers.job_counts)
+MANY_JOBS = 32  # small files in flight at once when --jobs is not given (see workers.job_counts)
 # a sick mirror is left for the next source quickly; the origin gets the full retries
 MIRROR_RETRIES = 1
 log = logging.getLogger("mdl.lock")
