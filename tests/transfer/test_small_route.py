@@ -10,17 +10,21 @@ a chunked body longer than the file, a body whose Content-Length names another s
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hostile import Answer, FramedServer, Phase, ScriptedServer, Seen, chunked
-from runfixtures import mdl, use_catalog
+from runfixtures import HANG, mdl, use_catalog, wait_for
 from servers import Fault, HubServer, make_data
 
 from mdl.errors import ExitCode
 from mdl.store.store import Store
-from mdl.transfer.small import SMALL
 
 KiB = 1 << 10
 PATH = "/f.json"
@@ -217,6 +221,36 @@ def test_a_partial_without_its_record_is_replaced_whole(
     assert debris(dest) == ["f.json"]
 
 
-def test_the_route_is_for_small_files_only() -> None:
-    """A file of SMALL bytes or more is the engine's (its pieces, its resume record)."""
-    assert SMALL == 1 << 20
+def test_sigterm_mid_body_is_exit_130_and_leaves_nothing_half_written(
+    hub: HubServer, catalog: Path, tmp_path: Path
+) -> None:
+    """A pull stopped while a small file's body is on its way: exit 130, no file in place and no
+    ``.part`` (its bytes were only in memory); the next run fetches it whole."""
+    data = make_data(200 * KiB, seed=7905)
+    hub.add_repo("org/one", {"model.safetensors": data})
+    catalog.write_text('[models.one]\nrepo = "org/one"\n')
+    dest = tmp_path / "models"
+    gate = threading.Event()
+    stall = hub.cdn.faults.add(
+        Fault.stall(after_bytes=50 * KiB, until=gate, path_prefix="/blobs/", times=None)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mdl", "pull", "one", "--dest", str(dest), "--no-progress"],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: stall.hits > 0 or proc.poll() is not None, what="the stalled body")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=HANG)
+    finally:
+        hub.cdn.faults.clear()
+        gate.set()
+    assert proc.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode()
+    assert not (dest / "one" / "model.safetensors").exists()
+    assert [p for p in (dest / ".mdl" / "partial").rglob("*") if p.is_file()] == []
+    again = mdl("pull", "one", "--dest", str(dest))
+    assert again.exit_code == 0, again.stderr
+    assert (dest / "one" / "model.safetensors").read_bytes() == data
