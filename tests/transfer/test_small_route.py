@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hostile import Answer, FramedServer, Phase, ScriptedServer, Seen, chunked
+from hostile import Answer, FramedServer, Phase, Policy, ScriptedServer, Seen, chunked
 from runfixtures import HANG, mdl, use_catalog, wait_for
 from servers import Fault, HubServer, make_data
 
@@ -45,8 +45,8 @@ def framed() -> Iterator[list[ScriptedServer]]:
         assert not server.errors, server.errors
 
 
-def serve(started: list[ScriptedServer], policy: object = None) -> ScriptedServer:
-    server = FramedServer({PATH: [Phase(DATA, etag='"v1"')]}, policy=policy).start()  # type: ignore[arg-type]
+def serve(started: list[ScriptedServer], policy: Policy | None = None) -> ScriptedServer:
+    server = FramedServer({PATH: [Phase(DATA, etag='"v1"')]}, policy=policy).start()
     started.append(server)
     return server
 
