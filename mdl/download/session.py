@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from mdl.transfer.scheduling import RateLimiter
     from mdl.xet.fetch import XetSource
 
-MANY_JOBS = 16  # small files in flight at once when --jobs is not given (see workers.job_counts)
+MANY_JOBS = 32  # small files in flight at once when --jobs is not given (see workers.job_counts)
 # a sick mirror is left for the next source quickly; the origin gets the full retries
 MIRROR_RETRIES = 1
 log = logging.getLogger("mdl.lock")
@@ -490,6 +490,7 @@ class FileSources:
     refused: list[int] = field(default_factory=list)
     landing: Landing | None = None  # who hears the origin's fetch land (a fill's publisher)
     swarm: PartSource | None = None  # the fleet's swarm the origin's fetch takes part in
+    fresh: bool = False  # nothing of the file on disk: a small one may take one GET (Engine.fetch)
 
     @property
     def beside(self) -> JobContext:
@@ -527,7 +528,7 @@ class FileSources:
                 pull_log.info(
                     "%s: not fetched by chunk: %s; fetching it over plain HTTP", job.label, why
                 )
-        return session.engine.fetch(job, self.beside)
+        return session.engine.fetch(job, self.beside, fresh=self.fresh)
 
     def mirrors(self, skip: frozenset[str] = frozenset()) -> TransferResult | None:
         """The file from the first mirror that delivers its verified bytes, or None: the origin's

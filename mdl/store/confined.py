@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import stat as st
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,74 @@ _NO_LINK = os.O_NOFOLLOW | os.O_CLOEXEC
 
 @contextlib.contextmanager
 def folder(root: Path, path: Path, *, create: bool = True) -> Iterator[int]:
+    """A descriptor of the folder ``path`` inside ``root`` (``open_dir``'s walk and link policy),
+    for the block; while ``reused`` runs, the one already opened for it, if it is still there."""
+    kept = _reused
+    if kept is not None:
+        yield kept.get(root, path, create=create)
+        return
     fd = open_dir(root, path, create=create)
     try:
         yield fd
     finally:
         os.close(fd)
+
+
+class _Folders:
+    """Folders opened once for a stretch of work (a pull's files), by (root, path): each file's
+    walk below the root costs one ``lstat`` of the path, not an ``open`` and a ``close`` of every
+    folder on the way. The descriptor is used only while the path still names the folder it was
+    opened on (its ``st_dev``/``st_ino``; a folder moved or removed since is walked to anew), and
+    it was reached without a link, as every walk's is. One that no longer fits is kept open till
+    the end: another thread may be using it (a closed number is soon another file's)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[tuple[Path, Path], tuple[int, int, int]] = {}  # fd, st_dev, st_ino
+        self._retired: list[int] = []
+
+    def get(self, root: Path, path: Path, *, create: bool) -> int:
+        key = (root, path)
+        with self._lock:
+            kept = self._open.get(key)
+        if kept is not None:
+            fd, dev, ino = kept
+            with contextlib.suppress(OSError):
+                now = path.lstat()
+                if (now.st_dev, now.st_ino) == (dev, ino):
+                    return fd
+        fd = open_dir(root, path, create=create)
+        found = os.fstat(fd)
+        with self._lock:
+            if (old := self._open.get(key)) is not None:
+                self._retired.append(old[0])
+            self._open[key] = (fd, found.st_dev, found.st_ino)
+        return fd
+
+    def close(self) -> None:
+        with self._lock:
+            fds = [fd for fd, _, _ in self._open.values()] + self._retired
+            self._open, self._retired = {}, []
+        for fd in fds:
+            os.close(fd)
+
+
+_reused: _Folders | None = None
+
+
+@contextlib.contextmanager
+def reused() -> Iterator[None]:
+    """Folders opened once for the block (``_Folders``), in every thread; nested: the outer's."""
+    global _reused
+    if _reused is not None:
+        yield
+        return
+    _reused = kept = _Folders()
+    try:
+        yield
+    finally:
+        _reused = None
+        kept.close()
 
 
 def not_own(found: os.stat_result, *, reading: bool = False) -> str | None:

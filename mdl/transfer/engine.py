@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mdl.errors import MdlError
 from mdl.store.filesystem import DirSyncs
+from mdl.transfer import small
 from mdl.transfer._part import PartFetch
 from mdl.transfer._shared import Shared
 from mdl.transfer.context import JobContext
@@ -60,11 +61,16 @@ class Engine(Shared):
         for fetch in paused:
             fetch.abandon()
 
-    def fetch(self, job: TransferJob, beside: JobContext | None = None) -> TransferResult:
+    def fetch(
+        self, job: TransferJob, beside: JobContext | None = None, *, fresh: bool = False
+    ) -> TransferResult:
         """Download (or resume) one file into place, verified; a bad hash is tried again from
-        zero only when suspect. ``beside``: who hears the fetch, what it is handed.
+        zero only when suspect. ``beside``: who hears the fetch, what it is handed; ``fresh``:
+        nothing of it is on disk (then a small file takes one GET, ``small.fits``).
         """
         beside = beside or JobContext()
+        if fresh and small.fits(self, job, beside):
+            return small.fetch(self, job, self.dirs)
         thrown = 0  # bytes of a first try whose hash did not match: fetched, so counted
         if job.retry_on_mismatch:
             try:

@@ -25,7 +25,9 @@ from mdl.progress import NullProgress
 from mdl.setting import Overrides
 from mdl.store.store import Store
 
-WEIGHTS = make_data(300_003, seed=1)
+# over 1 MiB: fetched by the engine's pieces, so an interrupted fetch is resumed (a smaller file is
+# one GET held in memory, mdl/transfer/small.py, and fetched again whole)
+WEIGHTS = make_data(1_300_003, seed=1)
 CONFIG = b'{"model_type": "bert"}\n'
 VOCAB = b"[PAD]\n[UNK]\n" * 50
 LORA = make_data(40_000, seed=2)

@@ -161,7 +161,7 @@ def test_without_a_hash_the_first_sources_validator_still_decides(
 def test_a_pull_resumes_the_cdns_partial_from_the_mirror(
     hub: HubServer, second: CdnServer, tmp_path: Path
 ) -> None:
-    weights = make_data(300_003, seed=60)  # LFS on the Hub: known by its sha256
+    weights = make_data(1_300_003, seed=60)  # LFS, known by its sha256; over 1 MiB: resumable
     hub.add_repo("org/tiny", {"model.safetensors": weights})
     hub.cdn.faults.add(Fault.reset(after_bytes=100_000))
     dest = tmp_path / "models"
@@ -191,7 +191,7 @@ def test_a_pull_resumes_the_cdns_partial_from_the_mirror(
 def test_bytes_kept_survive_a_mirror_that_fails_and_the_origin_continues_them(
     hub: HubServer, second: CdnServer, tmp_path: Path
 ) -> None:
-    weights = make_data(300_003, seed=62)
+    weights = make_data(1_300_003, seed=62)  # over 1 MiB: resumable
     hub.add_repo("org/tiny", {"model.safetensors": weights})
     hub.cdn.faults.add(Fault.reset(after_bytes=100_000))
     dest = tmp_path / "models"
