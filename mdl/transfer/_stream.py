@@ -35,7 +35,7 @@ from mdl.transfer.http import (
 )
 from mdl.transfer.job import Landing, Opening, RangesIgnoredError, SourceChanged
 from mdl.transfer.replies import check_range, check_size, check_version, size_differs
-from mdl.transfer.resume import HASH_BLOCK, DownloadState
+from mdl.transfer.resume import HASH_BLOCK, DownloadState, round_trip_bytes
 from mdl.transfer.scheduling import MiB, Piece, window
 from mdl.units import human_seconds
 
@@ -48,6 +48,10 @@ CUTS_PER_SOURCE = 3
 # ... counted afresh once a try got this far past the last cut: a proxy's longest request cuts a
 # good stream now and then (60-300 s is common), which is no source that keeps breaking
 CUT_SPAN = 64 * MiB
+
+
+# told once when a piece's last answer is about a round trip from its end (run_pieces' overlap)
+NearEnd = Callable[[], None]
 
 
 class _ClosedEarly(RetryableError):
@@ -83,14 +87,9 @@ class PieceStream:
     """One stream working on one piece till it is complete, with the piece's retry budget."""
 
     def __init__(
-        self,
-        shared: Shared,
-        state: DownloadState,
-        piece: Piece,
-        near_end: Callable[[], None] | None = None,
+        self, shared: Shared, state: DownloadState, piece: Piece, near_end: NearEnd | None = None
     ) -> None:
         self.shared, self.state, self.piece, self.job = shared, state, piece, state.job
-        # told once the answer that ends the piece is a round trip from its end (run_pieces)
         self.near_end = near_end
         said = itertools.count(1)  # every retry of this stream is said: a budget started over too
         self.tries = Tries(
@@ -109,9 +108,7 @@ class PieceStream:
         self.failed: Resolve | None = None
 
     def run(self) -> None:
-        """Fetch the piece, resuming from its last byte; only tries that moved nothing onto the
-        disk spend retries.
-        """
+        """Fetch the piece from its last byte; only tries that moved nothing spend retries."""
         while not self.piece.complete:
             self.shared.check_stop(self.state)
             url, asking = self.state.target.url, None
@@ -305,12 +302,10 @@ class PieceStream:
         return self.piece.end
 
     def _read(self, resp: httpx2.Response, ask: Ask) -> int | None:
-        """The answer checked against the file and the request, then its body copied; returns
-        where it ends."""
+        """The answer checked against the file and the request, its body copied; returns its end."""
         state, piece, label = self.state, self.piece, self.job.label
         self._check_status(resp, ask.offset)
-        encoded = is_encoded(resp, what=label)
-        if encoded:
+        if encoded := is_encoded(resp, what=label):
             state.whole_only = True
         span = promised(resp, what=label)  # its body is held to it as it is read
         # a 206, or a 200 naming a part of the file (rclone serve s3): read as that range
@@ -326,7 +321,7 @@ class PieceStream:
         # the whole file: nothing to compare, the body starts at byte 0
         back = ask.back + moved if span.ranged else 0
         if not piece.complete:
-            near_end = self.near_end if ask.end is not None and ask.end == piece.end else None
+            near_end = self.near_end if ask.end == piece.end else None  # (its last answer)
             body = BodyCopy(self.shared, state, piece, span, near_end=near_end)
             body.run(resp, encoded=encoded, back=back)
         return answered_end
@@ -377,8 +372,7 @@ class PieceStream:
             self._restart(changed=before is not None and state.validator != before)
 
     def _restart(self, *, changed: bool) -> None:
-        label = self.job.label
-        log.info("%s: server sent the whole file, restarting from zero", label)
+        log.info("%s: server sent the whole file, restarting from zero", label := self.job.label)
         if changed:
             self.shared.progress.note(
                 f"{label}: the file changed on the server, downloading the new version"
@@ -406,14 +400,14 @@ class BodyCopy:
         piece: Piece,
         span: Span,
         *,
-        near_end: Callable[[], None] | None = None,
+        near_end: NearEnd | None = None,
     ) -> None:
         self.shared, self.state, self.piece, self.span = shared, state, piece, span
         # (the answer ends the piece) told once the bytes left take about a round trip to come
         self.near_end, self.near = near_end, math.inf
         if near_end is not None and piece.end is not None:
             # (twice: the next piece's request may need a connection of its own first)
-            self.near = piece.end - 2 * state.round_trip_bytes(shared.config.streams(state.size))
+            self.near = piece.end - 2 * round_trip_bytes(state, shared.config.streams(state.size))
         # bytes before ``told`` are told (``JobContext.landing``: looked up once, not per chunk);
         # after it, up to the frontier, not yet
         self.start = self.offset = self.told = piece.start + piece.done

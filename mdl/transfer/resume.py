@@ -92,9 +92,8 @@ class Hasher:
         self.position += len(data)
 
     def offer(self, offset: int, data: bytes | memoryview) -> None:
-        # Looked at first without the lock, which the frontier's stream or the read-back holds
-        # while it hashes: the other streams' chunks never wait for it. (A position read as it
-        # moves only leaves bytes to the read-back: it hashes whatever this skipped.)
+        # Looked at without the lock first (the frontier's stream or the read-back holds it while
+        # it hashes); a position read as it moves leaves the bytes to the read-back.
         if not offset <= self.position < offset + len(data):
             return
         with self.lock:
@@ -116,6 +115,12 @@ class Hasher:
                 if (got := os.preadv(self.fd, [view], self.position)) <= 0:
                     raise LocalFSError(f"could not read back {self.position} bytes while hashing")
                 self._update(view[:got])
+
+
+def round_trip_bytes(state: DownloadState, streams: int) -> int:
+    """What one of ``streams`` streams moves in one time to first byte (guessed before any)."""
+    rate = state.fetched / max(1e-3, time.monotonic() - state.began) / max(1, streams)
+    return int((rate or ASSUMED_RATE) * state.ttfb)
 
 
 def save_threshold(size: int | None) -> int:
@@ -310,14 +315,8 @@ class DownloadState:
         time to first byte.
         """
         with self.lock:
-            least = max(MIN_STEAL, 2 * self.round_trip_bytes(streams))
+            least = max(MIN_STEAL, 2 * round_trip_bytes(self, streams))
             return split_largest(self.pieces, least=least)
-
-    def round_trip_bytes(self, streams: int) -> int:
-        """What one of ``streams`` streams moves in one time to first byte (at the rate assumed
-        before any byte came)."""
-        rate = self.fetched / max(1e-3, time.monotonic() - self.began) / max(1, streams)
-        return int((rate or ASSUMED_RATE) * self.ttfb)
 
     def saw_first_byte(self, seconds: float) -> None:
         with self.lock:
