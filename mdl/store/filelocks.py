@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import sys
@@ -31,7 +32,9 @@ from mdl.store import confined
 log = logging.getLogger("mdl.store")
 
 POLL = 0.2  # seconds between tries while another run holds a lock (Ctrl-C is noticed in between)
-_RETRY = 0.05  # seconds between two tries of a lock within one poll (filelock's own interval)
+_RETRY = 0.05  # seconds between two tries of a lock within one poll (as filelock's interval)
+# a flock held by another open file (EWOULDBLOCK is EAGAIN on Linux; some filesystems say EACCES)
+_CONTENDED = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
 # times a lock's folder may go (emptied by a get) while we walk to it, before we give up
 _VANISHED = 100
 
@@ -78,18 +81,20 @@ class HeldLocks(contextlib.AbstractContextManager["HeldLocks"]):
 
 
 def _lock(fd: int) -> bool:
-    """One try at the exclusive lock of ``fd``: filelock's own (a ``flock``, so huggingface_hub's
-    locks agree).
+    """One try at the exclusive lock of ``fd``: a ``flock``, as filelock and huggingface_hub take
+    it, so their locks and ours agree (False while another open file holds it).
     """
-    from filelock import lock_descriptor
-
-    return bool(lock_descriptor(fd, blocking=False))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in _CONTENDED:
+            return False
+        raise
+    return True
 
 
 def _unlock(fd: int) -> None:
-    from filelock import unlock_descriptor
-
-    unlock_descriptor(fd)
+    fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _still_named(fd: int, dir_fd: int, name: str) -> bool:

@@ -90,6 +90,8 @@ NOT_FOR_PLAIN_GET = (
     "html",
     "html.parser",
     "tomllib",
+    # one flock per lock: fcntl's, not the filelock package's 21 modules (issue 79)
+    "filelock",
 )
 # How many of mdl's modules a plain URL's get loads, at most (80 when this was set, from 116: each
 # command loads what it runs; 75 once stores, signing and the engine were made only when used; 76
