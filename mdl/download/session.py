@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
-from mdl.buckets.protocol import ObjectStore
 from mdl.buckets.registry import Presigner, store_for, store_schemes
 from mdl.catalog.settings import Settings
 from mdl.errors import (
@@ -49,7 +48,7 @@ from mdl.transfer.resume import discard_partial
 
 if TYPE_CHECKING:
     # each loaded when the run first needs it: a plain URL's get needs none of them
-    from mdl.buckets.protocol import Writer
+    from mdl.buckets.protocol import ObjectStore, Writer
     from mdl.download.demand import Demand
     from mdl.sources.hub import Hub
     from mdl.transfer.engine import Engine
