@@ -28,7 +28,7 @@ def main() -> None:
         # SIGTERM behaves like Ctrl-C (KeyboardInterrupt): stop streams, keep partial data, exit
         # 130.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-        with Watch().loading(), loading():
+        with Watch().loading(), loading(freeze=True):
             from mdl.cli.app import app
             from mdl.cli.run import invoke
     except KeyboardInterrupt:

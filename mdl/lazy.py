@@ -46,10 +46,12 @@ def export_lazily(package: str, exports: Mapping[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def loading() -> Iterator[None]:
-    """Modules imported in the block with the cyclic collector off, then frozen (its passes over
-    a start's ~50k new objects, none of them garbage, are ~5 % of a small `mdl get`; frozen ones are
-    never walked again). Blocks nest, on any thread: the collector is back on when the last ends.
+def loading(*, freeze: bool = False) -> Iterator[None]:
+    """Modules imported in the block with the cyclic collector off: its passes over a start's
+    ~50k new objects, none of them garbage, are ~5 % of a small `mdl get`. Blocks nest, on any
+    thread: the collector is back on when the last ends. ``freeze``: the objects made so far are
+    never walked again (``gc.freeze``): the CLI's own process only, never a library caller's,
+    whose garbage would be kept for ever.
     """
     with _loading:
         if _depth[0] == 0:
@@ -61,10 +63,10 @@ def loading() -> Iterator[None]:
     finally:
         with _loading:
             _depth[0] -= 1
-            if _depth[0] == 0:
+            if freeze:
                 gc.freeze()
-                if _depth[1]:
-                    gc.enable()
+            if _depth[0] == 0 and _depth[1]:
+                gc.enable()
 
 
 def import_ahead(*modules: str) -> Callable[[], None]:

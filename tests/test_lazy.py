@@ -26,11 +26,15 @@ def collector() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("collector")
-def test_loading_turns_the_collector_off_then_freezes_what_was_made() -> None:
+def test_loading_turns_the_collector_off_and_freezes_only_when_asked() -> None:
     frozen = gc.get_freeze_count()
     with loading():
         assert not gc.isenabled()
         made = [[] for _ in range(1000)]  # tracked containers, made while loading
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen  # a library caller's objects are never frozen
+    with loading(freeze=True):
+        assert not gc.isenabled()
     assert gc.isenabled()
     assert gc.get_freeze_count() >= frozen + len(made)
     gc.unfreeze()  # (the test's own objects go back to the collector)
@@ -53,7 +57,6 @@ def test_loading_on_two_threads_ends_with_the_last() -> None:
     leave.set()
     thread.join(30)
     assert gc.isenabled()
-    gc.unfreeze()
 
 
 def test_loading_keeps_a_collector_that_was_off_off() -> None:
@@ -65,7 +68,6 @@ def test_loading_keeps_a_collector_that_was_off_off() -> None:
         assert not gc.isenabled()
     finally:
         (gc.enable if was else gc.disable)()
-        gc.unfreeze()
 
 
 def _package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> str:
