@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -39,13 +38,19 @@ _CONTENDED = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
 _VANISHED = 100
 
 
-@dataclass
 class _Held:
-    fd: int  # the lock file, open and locked
-    dir_fd: int  # the lock's folder, open while it is held: the lock's path goes through it
-    name: str
-    # mdl's own lock files go with their release; huggingface_hub's stay, as it leaves them
-    remove: bool
+    """One lock held. (Plain classes here, not dataclasses: their code generation is a start's
+    largest leaf, and every get takes a lock.)"""
+
+    __slots__ = ("dir_fd", "fd", "name", "remove")
+
+    def __init__(self, fd: int, dir_fd: int, name: str, *, remove: bool) -> None:
+        self.fd = fd  # the lock file, open and locked
+        # the lock's folder, open while it is held: the lock's path goes through it
+        self.dir_fd = dir_fd
+        self.name = name
+        # mdl's own lock files go with their release; huggingface_hub's stay, as it leaves them
+        self.remove = remove
 
     def release(self) -> None:
         try:
@@ -61,13 +66,13 @@ class _Held:
             os.close(self.dir_fd)
 
 
-@dataclass
 class HeldLocks(contextlib.AbstractContextManager["HeldLocks"]):
     """File locks held together, released together (in reverse order); ``with`` releases them
     after the block.
     """
 
-    locks: list[_Held]
+    def __init__(self, locks: list[_Held]) -> None:
+        self.locks = locks
 
     def __exit__(self, *_: object) -> None:
         self.release()
