@@ -51,9 +51,10 @@ log = logging.getLogger("mdl.get")
 # what it wrote and what the server said of it (length, validator), so a second get of an unchanged
 # file is a no-op (wget -N).
 ONE_OFF = ""
-# what a fetch runs (the files' plans and the store's inventory with it, the transfer engine),
-# imported while the first request is out: a probe's round trip, 0.3 s from a far bucket
-FETCHING = ("mdl.download._fetch", "mdl.transfer.engine")
+# what a fetch runs (the files' plans and the store's inventory with it; the session loads the
+# transfer engine), imported while the first request is out: a probe's round trip, 0.3 s from a
+# far bucket
+FETCHING = ("mdl.download._fetch",)
 UNUSED_HEADERS = (
     "--header goes to the http(s) URLs given as sources, and none was given: no header was sent "
     "(hf:// files use the Hub token; s3:// and job outputs' links are presigned)"

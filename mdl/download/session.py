@@ -11,7 +11,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
@@ -28,6 +28,7 @@ from mdl.errors import (
     NoSpaceError,
     UsageError,
 )
+from mdl.lazy import import_ahead
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import WallWaits
@@ -122,6 +123,9 @@ class PullSession:
         # when a file is fetched: a get's probe goes out before their modules load)
         self._made = threading.Lock()
         self._engines: tuple[Engine, Engine, EngineConfig, RateLimiter | None] | None = None
+        # the engine's modules load while the run's first request is out (a listing, a probe)
+        self._engine_loaded: list[Callable[[], None]] = []
+        self.client.event_hooks["request"].append(self._load_engine)
         self._xet: XetSource | None = None
         self._fills: Fills | None = None
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per
@@ -133,10 +137,17 @@ class PullSession:
         self.fill_waits = WallWaits()
         self.origin_rate = OriginRate()
 
+    def _load_engine(self, _: object) -> None:
+        """A request hook: the first request starts importing the engine (``_engine_loaded``)."""
+        if not self._engine_loaded:
+            self._engine_loaded.append(import_ahead("mdl.transfer.engine"))
+
     def _engines_made(self) -> tuple[Engine, Engine, EngineConfig, RateLimiter | None]:
         """The engine, the mirrors' engine, the engine's config and the run's rate limiter."""
         with self._made:
             if self._engines is None:
+                for loaded in self._engine_loaded:
+                    loaded()  # (its import done on its thread, not begun on this one too)
                 from mdl.transfer.engine import Engine
                 from mdl.transfer.job import EngineConfig
                 from mdl.transfer.scheduling import RateLimiter
@@ -230,6 +241,8 @@ class PullSession:
     def close(self) -> None:
         self.gate.log_total()
         self.client.close()
+        for loaded in self._engine_loaded:
+            loaded()  # no import left running on its thread past the run
 
     @property
     def hub_wait_seconds(self) -> float:
