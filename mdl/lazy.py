@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 
 _loading = threading.Lock()
-_depth = [0, True]  # blocks now loading, and whether the collector ran before the first
+# blocks now loading, whether the collector ran before the first, whether this process is the CLI's
+_depth = [0, True, False]
 
 
 def load(where: str) -> object:
@@ -45,13 +46,21 @@ def export_lazily(package: str, exports: Mapping[str, str]) -> None:
     vars(module).update(__getattr__=__getattr__, __dir__=__dir__, _exports=table)
 
 
+def freeze_loaded() -> None:
+    """This process is mdl's CLI: what each ``loading`` block made is frozen after it, now too
+    (``gc.freeze``: never walked again). Never in a library caller's process, whose garbage would
+    be kept for ever."""
+    with _loading:
+        _depth[2] = True
+        gc.freeze()
+
+
 @contextlib.contextmanager
-def loading(*, freeze: bool = False) -> Iterator[None]:
+def loading() -> Iterator[None]:
     """Modules imported in the block with the cyclic collector off: its passes over a start's
     ~50k new objects, none of them garbage, are ~5 % of a small `mdl get`. Blocks nest, on any
-    thread: the collector is back on when the last ends. ``freeze``: the objects made so far are
-    never walked again (``gc.freeze``): the CLI's own process only, never a library caller's,
-    whose garbage would be kept for ever.
+    thread: the collector is back on when the last ends; in the CLI (``freeze_loaded``) what they
+    made is frozen first, else one pass walks it then.
     """
     with _loading:
         if _depth[0] == 0:
@@ -63,7 +72,7 @@ def loading(*, freeze: bool = False) -> Iterator[None]:
     finally:
         with _loading:
             _depth[0] -= 1
-            if freeze:
+            if _depth[2]:
                 gc.freeze()
             if _depth[0] == 0 and _depth[1]:
                 gc.enable()

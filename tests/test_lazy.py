@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mdl import lazy
 from mdl.lazy import import_ahead, loading
 
 
@@ -26,17 +27,23 @@ def collector() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("collector")
-def test_loading_turns_the_collector_off_and_freezes_only_when_asked() -> None:
+def test_loading_turns_the_collector_off_and_freezes_only_in_the_cli(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     frozen = gc.get_freeze_count()
     with loading():
         assert not gc.isenabled()
         made = [[] for _ in range(1000)]  # tracked containers, made while loading
     assert gc.isenabled()
     assert gc.get_freeze_count() == frozen  # a library caller's objects are never frozen
-    with loading(freeze=True):
-        assert not gc.isenabled()
-    assert gc.isenabled()
+    monkeypatch.setattr(lazy, "_depth", [0, True, False])  # (the process is not made the CLI's)
+    lazy.freeze_loaded()
     assert gc.get_freeze_count() >= frozen + len(made)
+    gc.unfreeze()
+    with loading():
+        more = [[] for _ in range(1000)]
+    assert gc.isenabled()
+    assert gc.get_freeze_count() >= len(more)
     gc.unfreeze()  # (the test's own objects go back to the collector)
 
 
