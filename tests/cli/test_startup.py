@@ -184,6 +184,46 @@ def test_a_plain_get_loads_only_what_it_runs(tmp_path: Path, cdn: CdnServer) -> 
     assert (tmp_path / "again.bin").read_bytes() == b"tiny"
 
 
+# Runs mdl as the console script does, then writes which thread began importing each module named
+# in argv[1] (JSON) that it imported.
+BY_THREAD = """\
+import atexit, builtins, json, sys, threading
+watch, out, by = json.loads(sys.argv[1]), sys.argv[2], {}
+atexit.register(lambda: open(out, "w").write(json.dumps(by)))
+imported = builtins.__import__
+def noted(name, *args, **kwargs):
+    if name in watch and name not in sys.modules:
+        by.setdefault(name, threading.current_thread().name)
+    return imported(name, *args, **kwargs)
+builtins.__import__ = noted
+sys.argv = ["mdl", *sys.argv[3:]]
+from mdl.__main__ import main
+main()
+"""
+
+
+def test_a_get_imports_its_transfer_modules_while_its_probe_is_out(
+    tmp_path: Path, cdn: CdnServer
+) -> None:
+    """Issue 79: the files' plans, the fetch and the engine load on a background thread started
+    as the probe goes out (0.3 s from a far bucket), and the get waits for them before it uses
+    them: the main thread never begins their import."""
+    url = cdn.add_file("/t.bin", b"tiny")
+    out = tmp_path / "by.json"
+    watch = ["mdl.download._fetch", "mdl.transfer.engine"]
+    done = subprocess.run(
+        [sys.executable, "-c", BY_THREAD, json.dumps(watch), str(out), "get", url, "-o", "t.bin"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "MDL_LOG_FILE": str(tmp_path / "mdl.log")},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text()) == dict.fromkeys(watch, "mdl-import-ahead")
+    assert (tmp_path / "t.bin").read_bytes() == b"tiny"
+
+
 def test_values_given_as_text_reach_get_without_pydantic(tmp_path: Path, cdn: CdnServer) -> None:
     """Typer 0.29 converts each value through a pydantic TypeAdapter; a get's text (its URL, a
     header, a hash, a count read by mdl's own parser) and paths reach it as Typer hands them on,
