@@ -108,7 +108,8 @@ NOT_FOR_PLAIN_GET = (
 # the log file's handler its own module, mdl.cli.render.logfile, which the readiness probe does not
 # load; 78 with mdl.background, the house's one way to run background work, which the stdout
 # watcher of a piped run uses: stdlib only, threading and logging already loaded, issue 69; 76
-# without mdl.buckets.protocol and mdl.lazy's loading counted in, issue 79).
+# with no object store's protocol for a URL, mdl.buckets.protocol, and a margin of one less,
+# issue 79).
 # A change that needs more on this path says why here.
 PLAIN_GET_MODULES = 76
 MDL_MODULES = tuple(
