@@ -17,7 +17,6 @@ from mdl.catalog.settings import Settings
 from mdl.catalog.specs import FileSpec
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
-from mdl.lazy import import_ahead
 from mdl.paths import HfUri
 from mdl.progress import Progress
 from mdl.redact import redact_url
@@ -51,10 +50,6 @@ log = logging.getLogger("mdl.get")
 # what it wrote and what the server said of it (length, validator), so a second get of an unchanged
 # file is a no-op (wget -N).
 ONE_OFF = ""
-# what a fetch runs (the files' plans and the store's inventory with it; the session loads the
-# transfer engine), imported while the first request is out: a probe's round trip, 0.3 s from a
-# far bucket
-FETCHING = ("mdl.download._fetch",)
 UNUSED_HEADERS = (
     "--header goes to the http(s) URLs given as sources, and none was given: no header was sent "
     "(hf:// files use the Hub token; s3:// and job outputs' links are presigned)"
@@ -282,7 +277,7 @@ def _fetch_remote(
     present = {i for i, _, target in items if os.path.lexists(target)}
     openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
     # the transfer's modules load while the first probe is out (waited for before their first use)
-    loaded = import_ahead(*FETCHING)
+    loaded = session.transfer_loaded
     try:
         for index, item, target in items:
             carry = len(items) == 1 and index not in present

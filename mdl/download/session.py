@@ -67,6 +67,9 @@ pull_log = logging.getLogger("mdl.pull")
 # Internal, for tests only (not a setting: a fleet has no reason to change it): a lease's term in
 # seconds, so that a test can see a lapsed S3 lease taken over without waiting the real term.
 TERM_VARIABLE = "MDL_INTERNAL_LEASE_TERM"
+# what a run's transfers run (the files' plans and the store's inventory with them, the engine),
+# imported while its first request is out: a probe's round trip, 0.3 s from a far bucket
+TRANSFER_MODULES = ("mdl.download._fetch", "mdl.transfer.engine")
 
 
 class PullSession:
@@ -123,9 +126,9 @@ class PullSession:
         # when a file is fetched: a get's probe goes out before their modules load)
         self._made = threading.Lock()
         self._engines: tuple[Engine, Engine, EngineConfig, RateLimiter | None] | None = None
-        # the engine's modules load while the run's first request is out (a listing, a probe)
-        self._engine_loaded: list[Callable[[], None]] = []
-        self.client.event_hooks["request"].append(self._load_engine)
+        # the transfer's modules load while the run's first request is out (a listing, a probe)
+        self._loading: list[Callable[[], None]] = []
+        self.client.event_hooks["request"].append(self._load_transfer)
         self._xet: XetSource | None = None
         self._fills: Fills | None = None
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per
@@ -137,17 +140,23 @@ class PullSession:
         self.fill_waits = WallWaits()
         self.origin_rate = OriginRate()
 
-    def _load_engine(self, _: object) -> None:
-        """A request hook: the first request starts importing the engine (``_engine_loaded``)."""
-        if not self._engine_loaded:
-            self._engine_loaded.append(import_ahead("mdl.transfer.engine"))
+    def _load_transfer(self, _: object) -> None:
+        """A request hook: the first request, as it goes out, starts importing the transfer's
+        modules on a thread (started before it, that thread would slow the request's own code)."""
+        if not self._loading:
+            self._loading.append(import_ahead(*TRANSFER_MODULES))
+
+    def transfer_loaded(self) -> None:
+        """Wait for the transfer's modules the first request began importing (if it did): their
+        import is then never begun on the caller's thread too."""
+        for loading in self._loading:
+            loading()
 
     def _engines_made(self) -> tuple[Engine, Engine, EngineConfig, RateLimiter | None]:
         """The engine, the mirrors' engine, the engine's config and the run's rate limiter."""
         with self._made:
             if self._engines is None:
-                for loaded in self._engine_loaded:
-                    loaded()  # (its import done on its thread, not begun on this one too)
+                self.transfer_loaded()
                 from mdl.transfer.engine import Engine
                 from mdl.transfer.job import EngineConfig
                 from mdl.transfer.scheduling import RateLimiter
@@ -241,8 +250,7 @@ class PullSession:
     def close(self) -> None:
         self.gate.log_total()
         self.client.close()
-        for loaded in self._engine_loaded:
-            loaded()  # no import left running on its thread past the run
+        self.transfer_loaded()  # no import left running on its thread past the run
 
     @property
     def hub_wait_seconds(self) -> float:
