@@ -72,6 +72,24 @@ TERM_VARIABLE = "MDL_INTERNAL_LEASE_TERM"
 TRANSFER_MODULES = ("mdl.download._fetch", "mdl.transfer.engine")
 
 
+class TransferAhead:
+    """A request hook: the first request, as it goes out, starts importing the transfer's modules
+    on a thread (started before it, that thread would slow the request's own code)."""
+
+    def __init__(self) -> None:
+        self._loading: list[Callable[[], None]] = []
+
+    def __call__(self, _: object) -> None:
+        if not self._loading:
+            self._loading.append(import_ahead(*TRANSFER_MODULES))
+
+    def wait(self) -> None:
+        """Wait for the modules the first request began importing (if it did): their import is
+        then never begun on the caller's thread too."""
+        for loading in self._loading:
+            loading()
+
+
 class PullSession:
     def __init__(
         self,
@@ -127,8 +145,8 @@ class PullSession:
         self._made = threading.Lock()
         self._engines: tuple[Engine, Engine, EngineConfig, RateLimiter | None] | None = None
         # the transfer's modules load while the run's first request is out (a listing, a probe)
-        self._loading: list[Callable[[], None]] = []
-        self.client.event_hooks["request"].append(self._load_transfer)
+        self.client.event_hooks["request"].append(transfer := TransferAhead())
+        self.transfer_loaded = transfer.wait
         self._xet: XetSource | None = None
         self._fills: Fills | None = None
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per
@@ -139,18 +157,6 @@ class PullSession:
         # fetching a file here costs, as this machine measured it (bounds those waits)
         self.fill_waits = WallWaits()
         self.origin_rate = OriginRate()
-
-    def _load_transfer(self, _: object) -> None:
-        """A request hook: the first request, as it goes out, starts importing the transfer's
-        modules on a thread (started before it, that thread would slow the request's own code)."""
-        if not self._loading:
-            self._loading.append(import_ahead(*TRANSFER_MODULES))
-
-    def transfer_loaded(self) -> None:
-        """Wait for the transfer's modules the first request began importing (if it did): their
-        import is then never begun on the caller's thread too."""
-        for loading in self._loading:
-            loading()
 
     def _engines_made(self) -> tuple[Engine, Engine, EngineConfig, RateLimiter | None]:
         """The engine, the mirrors' engine, the engine's config and the run's rate limiter."""
