@@ -2,19 +2,21 @@
 
 from typing import TYPE_CHECKING
 
-from mdl.errors import (
-    ArchiveError,
-    AuthError,
-    CatalogError,
-    IntegrityError,
-    InterruptedByUserError,
-    LocalFSError,
-    MdlError,
-    NetworkError,
-    NotFoundError,
-    UsageError,
-)
-from mdl.lazy import export_lazily
+from mdl.lazy import export_lazily, loading
+
+with loading():  # mdl's base (errors, redaction, paths) without the collector's passes
+    from mdl.errors import (
+        ArchiveError,
+        AuthError,
+        CatalogError,
+        IntegrityError,
+        InterruptedByUserError,
+        LocalFSError,
+        MdlError,
+        NetworkError,
+        NotFoundError,
+        UsageError,
+    )
 from mdl.version import __version__
 
 if TYPE_CHECKING:

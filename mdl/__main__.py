@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mdl.errors import imports_ran_short, out_of_memory
+from mdl.lazy import freeze_loaded, loading
 
 
 def main() -> None:
@@ -27,7 +28,8 @@ def main() -> None:
         # SIGTERM behaves like Ctrl-C (KeyboardInterrupt): stop streams, keep partial data, exit
         # 130.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-        with Watch().loading():
+        freeze_loaded()  # (the process is the CLI's: what its imports make is frozen)
+        with Watch().loading(), loading():
             from mdl.cli.app import app
             from mdl.cli.run import invoke
     except KeyboardInterrupt:

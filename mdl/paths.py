@@ -10,7 +10,6 @@ import contextlib
 import errno
 import os
 import re
-import secrets
 import stat as st
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -63,7 +62,8 @@ _BIDI_CONTROLS = frozenset(
 
 def temp_name(name: str) -> str:
     """The hidden, unique name mdl writes ``name`` under before renaming it into place."""
-    return f".{name}.{secrets.token_hex(8)}.mdl-tmp"
+    # (os.urandom, as secrets.token_hex is: that module brings hmac and more to every start)
+    return f".{name}.{os.urandom(8).hex()}.mdl-tmp"
 
 
 TEMP_NAME_OVERHEAD = len(temp_name(""))  # a dot before the name and ".<16 hex>.mdl-tmp" after it

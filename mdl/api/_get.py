@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from mdl.api._context import command_settings
 from mdl.api._inputs import checked
 from mdl.errors import UsageError
+from mdl.lazy import loading
 from mdl.progress import NullProgress, Progress
 from mdl.setting import Overrides, StrPath
 
@@ -44,11 +45,12 @@ def get(
     """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into
     ``directory``; ``input_file`` lists more, one a line (``-`` = stdin); ``headers`` go with the
     http(s) URLs given (as curl -H)."""
-    from mdl.catalog.headers import check_headers
-    from mdl.download.get import get_sources
-    from mdl.report import hidden
-    from mdl.sources.joboutput import read_job_output
-    from mdl.sources.oneoff import GetRequest
+    with loading():
+        from mdl.catalog.headers import check_headers
+        from mdl.download.get import get_sources
+        from mdl.report import hidden
+        from mdl.sources.joboutput import read_job_output
+        from mdl.sources.oneoff import GetRequest
 
     # (no source at all, and '-' twice, are the sources' own checks: they see the -i list too)
     if output is not None and directory is not None:

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from mdl.buckets.registry import store_for, store_schemes
 from mdl.catalog.headers import catalog_secrets
 from mdl.catalog.specs import Catalog, CatalogSettings
@@ -140,14 +138,20 @@ def hf_hub_cache(environ: Mapping[str, str]) -> Path:
 
 def default_dest() -> Path:
     """``<user data dir>/mdl/models`` (platformdirs, read at call time so tests can isolate it)."""
+    import platformdirs  # (not for a run given its folder and log file)
+
     return Path(platformdirs.user_data_dir()) / "mdl" / "models"
 
 
 def default_log_file() -> Path:
+    import platformdirs
+
     return Path(platformdirs.user_log_dir()) / "mdl" / "mdl.log"
 
 
 def user_config_dir() -> Path:  # the catalog fallback is <this>/mdl/catalog.toml
+    import platformdirs
+
     return Path(platformdirs.user_config_dir())
 
 

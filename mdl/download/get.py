@@ -276,10 +276,14 @@ def _fetch_remote(
     # ours (_already_there), or --force
     present = {i for i, _, target in items if os.path.lexists(target)}
     openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
+    # the transfer's modules load while the first probe is out (waited for before their first use)
+    loaded = session.transfer_loaded
     try:
         for index, item, target in items:
             carry = len(items) == 1 and index not in present
-            found = _planned(session, item, target, sha256=sha256, carry=carry, openings=openings)
+            found = _planned(
+                session, item, target, sha256=sha256, carry=carry, openings=openings, loaded=loaded
+            )
             if not isinstance(found, FileOutcome):
                 planned[index] = found
             else:
@@ -293,6 +297,7 @@ def _fetch_remote(
             check_space(plans)
             outcomes.update(zip(planned, fetch(session, plans), strict=True))
     finally:
+        loaded()  # no import left running on its thread past the get, however it ends
         for opening in openings:
             # skipped, failed or never reached: its probe's answer is closed
             if opening is not None:
@@ -308,6 +313,7 @@ def _planned(
     sha256: str | None,
     carry: bool,
     openings: list[Opening | None],
+    loaded: Callable[[], None],
 ) -> PlannedFile | FileOutcome:
     """The file's plan, or its outcome: kept in place, or failed (logged). ``carry``: its probe may
     carry its first bytes (``openings``: where such an answer is kept until the get ends)."""
@@ -317,6 +323,7 @@ def _planned(
     try:
         if item.hub is not None:
             remote = _hub_file(session, item, name, sha256=sha256)
+            loaded()
             if not force and os.path.lexists(target):
                 from mdl.download._outcomes import kept_in_place
 
@@ -327,6 +334,7 @@ def _planned(
         else:
             remote = _url_file(session, item, name, sha256=sha256, carry=carry)
             openings.append(remote.opening)
+        loaded()
         from mdl.download._plan import plan_file
 
         return plan_file(session.layout, remote, force=force, offline=offline)

@@ -11,12 +11,11 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
-from mdl.buckets.protocol import ObjectStore
 from mdl.buckets.registry import Presigner, store_for, store_schemes
 from mdl.catalog.settings import Settings
 from mdl.errors import (
@@ -29,6 +28,7 @@ from mdl.errors import (
     NoSpaceError,
     UsageError,
 )
+from mdl.lazy import import_ahead
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import WallWaits
@@ -49,7 +49,7 @@ from mdl.transfer.resume import discard_partial
 
 if TYPE_CHECKING:
     # each loaded when the run first needs it: a plain URL's get needs none of them
-    from mdl.buckets.protocol import Writer
+    from mdl.buckets.protocol import ObjectStore, Writer
     from mdl.download.demand import Demand
     from mdl.sources.hub import Hub
     from mdl.transfer.engine import Engine
@@ -67,6 +67,27 @@ pull_log = logging.getLogger("mdl.pull")
 # Internal, for tests only (not a setting: a fleet has no reason to change it): a lease's term in
 # seconds, so that a test can see a lapsed S3 lease taken over without waiting the real term.
 TERM_VARIABLE = "MDL_INTERNAL_LEASE_TERM"
+# what a run's transfers run (the files' plans and the store's inventory with them, the engine),
+# imported while its first request is out: a probe's round trip, 0.3 s from a far bucket
+TRANSFER_MODULES = ("mdl.download._fetch", "mdl.transfer.engine")
+
+
+class TransferAhead:
+    """A request hook: the first request, as it goes out, starts importing the transfer's modules
+    on a thread (started before it, that thread would slow the request's own code)."""
+
+    def __init__(self) -> None:
+        self._loading: list[Callable[[], None]] = []
+
+    def __call__(self, _: object) -> None:
+        if not self._loading:
+            self._loading.append(import_ahead(*TRANSFER_MODULES))
+
+    def wait(self) -> None:
+        """Wait for the modules the first request began importing (if it did): their import is
+        then never begun on the caller's thread too."""
+        for loading in self._loading:
+            loading()
 
 
 class PullSession:
@@ -123,6 +144,9 @@ class PullSession:
         # when a file is fetched: a get's probe goes out before their modules load)
         self._made = threading.Lock()
         self._engines: tuple[Engine, Engine, EngineConfig, RateLimiter | None] | None = None
+        # the transfer's modules load while the run's first request is out (a listing, a probe)
+        self.client.event_hooks["request"].append(transfer := TransferAhead())
+        self.transfer_loaded = transfer.wait
         self._xet: XetSource | None = None
         self._fills: Fills | None = None
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per
@@ -138,6 +162,7 @@ class PullSession:
         """The engine, the mirrors' engine, the engine's config and the run's rate limiter."""
         with self._made:
             if self._engines is None:
+                self.transfer_loaded()
                 from mdl.transfer.engine import Engine
                 from mdl.transfer.job import EngineConfig
                 from mdl.transfer.scheduling import RateLimiter
@@ -231,6 +256,7 @@ class PullSession:
     def close(self) -> None:
         self.gate.log_total()
         self.client.close()
+        self.transfer_loaded()  # no import left running on its thread past the run
 
     @property
     def hub_wait_seconds(self) -> float:

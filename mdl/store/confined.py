@@ -12,7 +12,6 @@ import contextlib
 import errno
 import os
 import re
-import secrets
 import stat as st
 import threading
 from collections.abc import Callable, Iterator
@@ -267,7 +266,7 @@ def write_atomic(root: Path, path: Path, data: bytes) -> None:
     or new, never half.
     """
     # threads of one run may write one file
-    tmp = f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp = f"{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     for attempt in range(FRESH_TRIES):
         with folder(root, path.parent) as dir_fd:
             try:  # made fresh: nothing at a random name is written through
@@ -359,7 +358,7 @@ def symlink(root: Path, target: str, path: Path) -> None:
     """Make ``path`` a symlink to ``target``, atomically replacing what is there (never following
     it).
     """
-    tmp = f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.mdl-tmp"
+    tmp = f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.mdl-tmp"
     with folder(root, path.parent) as dir_fd:
         os.symlink(target, tmp, dir_fd=dir_fd)
         try:
@@ -395,7 +394,7 @@ def unlink_checked(root: Path, path: Path, approve: Callable[[os.stat_result], b
     private name (atomic: whatever is renamed over ``path`` from then on is left alone) and judged
     there, where no other program renames; one judged otherwise goes back to ``path``, never over an
     entry that took the name meanwhile (``link``: no-replace)."""
-    aside = f".{path.name[:ASIDE_KEEPS]}.{secrets.token_hex(6)}{ASIDE_SUFFIX}"
+    aside = f".{path.name[:ASIDE_KEEPS]}.{os.urandom(6).hex()}{ASIDE_SUFFIX}"
     with folder(root, path.parent, create=False) as dir_fd:
         try:
             os.rename(path.name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -31,18 +31,26 @@ from mdl.store import confined
 log = logging.getLogger("mdl.store")
 
 POLL = 0.2  # seconds between tries while another run holds a lock (Ctrl-C is noticed in between)
-_RETRY = 0.05  # seconds between two tries of a lock within one poll (filelock's own interval)
+_RETRY = 0.05  # seconds between two tries of a lock within one poll (as filelock's interval)
+# a flock held by another open file (EWOULDBLOCK is EAGAIN on Linux; some filesystems say EACCES)
+_CONTENDED = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
 # times a lock's folder may go (emptied by a get) while we walk to it, before we give up
 _VANISHED = 100
 
 
-@dataclass
 class _Held:
-    fd: int  # the lock file, open and locked
-    dir_fd: int  # the lock's folder, open while it is held: the lock's path goes through it
-    name: str
-    # mdl's own lock files go with their release; huggingface_hub's stay, as it leaves them
-    remove: bool
+    """One lock held. (Plain classes here, not dataclasses: their code generation is a start's
+    largest leaf, and every get takes a lock.)"""
+
+    __slots__ = ("dir_fd", "fd", "name", "remove")
+
+    def __init__(self, fd: int, dir_fd: int, name: str, *, remove: bool) -> None:
+        self.fd = fd  # the lock file, open and locked
+        # the lock's folder, open while it is held: the lock's path goes through it
+        self.dir_fd = dir_fd
+        self.name = name
+        # mdl's own lock files go with their release; huggingface_hub's stay, as it leaves them
+        self.remove = remove
 
     def release(self) -> None:
         try:
@@ -58,13 +66,13 @@ class _Held:
             os.close(self.dir_fd)
 
 
-@dataclass
 class HeldLocks(contextlib.AbstractContextManager["HeldLocks"]):
     """File locks held together, released together (in reverse order); ``with`` releases them
     after the block.
     """
 
-    locks: list[_Held]
+    def __init__(self, locks: list[_Held]) -> None:
+        self.locks = locks
 
     def __exit__(self, *_: object) -> None:
         self.release()
@@ -78,18 +86,20 @@ class HeldLocks(contextlib.AbstractContextManager["HeldLocks"]):
 
 
 def _lock(fd: int) -> bool:
-    """One try at the exclusive lock of ``fd``: filelock's own (a ``flock``, so huggingface_hub's
-    locks agree).
+    """One try at the exclusive lock of ``fd``: a ``flock``, as filelock and huggingface_hub take
+    it, so their locks and ours agree (False while another open file holds it).
     """
-    from filelock import lock_descriptor
-
-    return bool(lock_descriptor(fd, blocking=False))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in _CONTENDED:
+            return False
+        raise
+    return True
 
 
 def _unlock(fd: int) -> None:
-    from filelock import unlock_descriptor
-
-    unlock_descriptor(fd)
+    fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _still_named(fd: int, dir_fd: int, name: str) -> bool:

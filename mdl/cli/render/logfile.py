@@ -1,28 +1,42 @@
 """The run log's file: size-rotated, shared safely by concurrent runs (loaded only when a run
-writes a log: a readiness probe writes none, and ``logging.handlers`` brings sockets and pickle).
+writes a log: a readiness probe writes none). Rotated as ``RotatingFileHandler`` does, on
+``logging.FileHandler``: ``logging.handlers`` brings pickle and queue to every run's start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import stat
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
 
-class SharedRotatingFileHandler(RotatingFileHandler):
+class SharedRotatingFileHandler(logging.FileHandler):
     """A size-rotated log file that several processes (two cron runs) may write and rotate at once:
     each record is written under a ``flock`` of the file now at the path (re-opened if another
     process rotated meanwhile), and the old file stays locked until the renames are done
-    (``RotatingFileHandler`` alone assumes one writer)."""
+    (``RotatingFileHandler`` alone assumes one writer). Past ``maxBytes`` the file becomes
+    ``.1``, ``.1`` becomes ``.2``, … up to ``backupCount``: ``RotatingFileHandler``'s names."""
 
     # the locked file's size, as its fstat said when it was locked (None: not a regular file, never
     # rotated: /dev/null, a FIFO)
     _size: int | None = 0
+
+    def __init__(
+        self,
+        filename: Path,
+        *,
+        maxBytes: int,  # (RotatingFileHandler's names)
+        backupCount: int,
+        encoding: str | None = None,
+        errors: str | None = None,
+    ) -> None:
+        self.maxBytes, self.backupCount = maxBytes, backupCount
+        super().__init__(filename, mode="a", encoding=encoding, errors=errors)
 
     def _lock_current(self) -> None:
         for _ in range(100):
@@ -54,12 +68,16 @@ class SharedRotatingFileHandler(RotatingFileHandler):
         try:
             self._lock_current()
             try:
+                if self.shouldRollover(record):
+                    self.doRollover()
                 super().emit(record)
             finally:
                 if self.stream:
                     with contextlib.suppress(OSError):
                         fcntl.flock(self.stream.fileno(), fcntl.LOCK_UN)
-        except (OSError, ValueError):  # a full disk or a vanished folder must not stop a download
+        # a full disk or a vanished folder must not stop a download; nor a record that cannot be
+        # formatted (dropped, as logging's own rotating handlers drop it)
+        except Exception:  # noqa: BLE001
             self.handleError(record)
 
     def shouldRollover(self, record: logging.LogRecord) -> bool:
@@ -76,7 +94,14 @@ class SharedRotatingFileHandler(RotatingFileHandler):
         # shares the old file's lock: its waiters wait until the new one is ours
         held = os.dup(self.stream.fileno())
         try:
-            super().doRollover()
+            self.stream.close()
+            self.stream = None
+            base = Path(self.baseFilename)
+            names = [base, *(Path(f"{base}.{i}") for i in range(1, self.backupCount + 1))]
+            # oldest first: .N-1 over .N, …, the log over .1 (none kept with no backups)
+            for older, newer in reversed(list(itertools.pairwise(names))):
+                with contextlib.suppress(FileNotFoundError):
+                    older.replace(newer)
             self._lock_current()
         finally:
             os.close(held)
