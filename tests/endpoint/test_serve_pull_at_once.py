@@ -17,16 +17,20 @@ from servers import CdnServer, Fault
 pytestmark = pytest.mark.slow
 
 PART = 1 << 20  # bytes per trusted range (a lock's are 16 MiB: the files here are smaller)
-SHARDS = 3
+SHARDS = 3  # each a little over SPLIT_THRESHOLD: fetched as parallel ranges, as big shards are
 
 
 def _shards() -> dict[str, bytes]:
-    return {
+    from mdl.transfer.scheduling import SPLIT_THRESHOLD
+
+    shards = {
         f"model-{n:05d}-of-{SHARDS:05d}.safetensors": safetensors_bytes(
-            {f"layer.{n}.{i}": 400_000 + 7919 * i for i in range(8)}, seed=str(n)
+            {f"layer.{n}.{i}": 4_200_000 + 7919 * i for i in range(8)}, seed=str(n)
         )
         for n in range(1, SHARDS + 1)
     }
+    assert all(len(data) >= SPLIT_THRESHOLD for data in shards.values())
+    return shards
 
 
 def _hold(cdn: CdnServer, prefix: str, held: threading.Event) -> None:
