@@ -7,6 +7,9 @@ the real ``runai-model-streamer`` loading every tensor into CPU memory from ``s3
     python bench/serve.py --ranges                 # part hashes beside the lock: release by range
     python bench/serve.py --write-results          # and rewrite the block in bench/SERVE.md
     python bench/serve.py --only serve,front --modes files --json out.json
+    python bench/serve.py --rate 0 --per-connection 1 --shards 3 --size-mib 768 --ranges
+                                                   # each connection capped at 1 MiB/s (nginx
+                                                   # limit_rate, the front paced): a capped bucket
 
 Rows (one run, side by side; each timed row ``--reps`` times, alternating, medians):
 
