@@ -41,6 +41,7 @@ class Front(ThreadingHTTPServer):
         self.root, self.bucket, self.prefix = root, bucket, prefix
         self.lock = threading.Lock()
         self.log = log.open("a", buffering=1) if log is not None else None
+        self.limit_rate = 0  # bytes/s per connection (0: none)
 
     def objects(self) -> list[tuple[str, Path, os.stat_result]]:
         found = []
@@ -152,10 +153,17 @@ class Handler(BaseHTTPRequestHandler):
             return status, 0
         self.wfile.flush()
         sent = 0
+        rate = self.server.limit_rate
+        began = time.monotonic()
         with file.open("rb") as f:
             out = self.connection.fileno()
             while sent < count:
-                n = os.sendfile(out, f.fileno(), first + sent, count - sent)
+                # capped: a slice at a time, each sent no sooner than the rate allows (nginx's
+                # limit_rate, per connection)
+                if rate and (ahead := sent / rate - (time.monotonic() - began)) > 0:
+                    time.sleep(ahead)
+                step = count - sent if not rate else min(count - sent, max(rate // 8, 16384))
+                n = os.sendfile(out, f.fileno(), first + sent, step)
                 if n == 0:
                     break
                 sent += n
@@ -169,8 +177,10 @@ def main() -> int:
     parser.add_argument("--prefix", default="m/")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log", type=Path)
+    parser.add_argument("--limit-rate", type=int, default=0, help="bytes/s per connection; 0: none")
     args = parser.parse_args()
     front = Front(args.port, args.root.resolve(), args.bucket, args.prefix, args.log)
+    front.limit_rate = args.limit_rate
     front.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sys.stderr.write(f"s3front: http://127.0.0.1:{args.port} serving {args.root}\n")
     try:

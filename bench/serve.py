@@ -7,6 +7,9 @@ the real ``runai-model-streamer`` loading every tensor into CPU memory from ``s3
     python bench/serve.py --ranges                 # part hashes beside the lock: release by range
     python bench/serve.py --write-results          # and rewrite the block in bench/SERVE.md
     python bench/serve.py --only serve,front --modes files --json out.json
+    python bench/serve.py --rate 0 --per-connection 1 --shards 3 --size-mib 768 --ranges
+                                                   # each connection capped at 1 MiB/s (nginx
+                                                   # limit_rate, the front paced): a capped bucket
 
 Rows (one run, side by side; each timed row ``--reps`` times, alternating, medians):
 
@@ -805,6 +808,14 @@ def shape(ports: Sequence[int], rate: float) -> None:
             "match", "ip", "sport", str(port), "0xffff", "flowid", cls)  # fmt: skip
 
 
+def link(args: argparse.Namespace) -> str:
+    """The origin's (and the front's) link, in words."""
+    said = [f"shaped to {args.rate:g} MB/s (tc HTB, own network namespace)"] if args.rate else []
+    if args.per_connection:
+        said.append(f"{args.per_connection:g} MiB/s per connection (nginx limit_rate)")
+    return ", ".join(said) or "unshaped"
+
+
 def write_env(path: Path, port: int) -> None:
     """A loader's environment for an S3 endpoint of the bench's own on ``port`` (no auth checked),
     the same request timeout as mdl serve writes."""
@@ -821,11 +832,14 @@ def write_env(path: Path, port: int) -> None:
     path.write_text("".join(f"export {k}={v}\n" for k, v in values.items()))
 
 
-def start_front(work: Path, data: Path, env: dict[str, str]) -> tuple[Proc, int]:
+def start_front(
+    work: Path, data: Path, env: dict[str, str], per_connection: float = 0.0
+) -> tuple[Proc, int]:
     for _ in range(5):
         port = r.free_port()
         argv = [r.PY, str(FRONT), "--root", str(data), "--bucket", BUCKET, "--prefix", f"{MODEL}/",
-                "--port", str(port), "--log", str(work / "s3front.log")]  # fmt: skip
+                "--port", str(port), "--log", str(work / "s3front.log"),
+                "--limit-rate", str(round(per_connection * MiB))]  # fmt: skip
         proc = Proc(argv, env=env, logs=work / "logs" / "s3front", cwd=work)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and proc.poll() is None:
@@ -969,8 +983,8 @@ def report(
         [
             f"Command: `{info['command']}` ({info['when']}; {info['machine']}; mdl {info['mdl']}).",
             f"Model: {len(bench.shards)} safetensors shards, {bench.model_bytes / MiB:.0f} MiB, "
-            f"{bench.tensor_count} float16 tensors; origin nginx shaped to {args.rate:g} MB/s (tc HTB, "
-            f"own network namespace); {args.reps} repetitions, medians. Loader: run:ai "
+            f"{bench.tensor_count} float16 tensors; origin nginx and front: {link(args)}; "
+            f"{args.reps} repetitions, medians. Loader: run:ai "
             f"{info['loader'].get('runai-model-streamer', '?')} (s3 "
             f"{info['loader'].get('runai-model-streamer-s3', '?')}), torch {info['loader'].get('torch', '?')}.",
             f"Lock: {info['release']}.",
@@ -1056,6 +1070,9 @@ def main() -> int:
     add("--shards", type=int, default=2, help="its safetensors files (default 2)")
     add("--rate", type=float, default=200.0,
         help="the origin's link in MB/s (tc in a namespace of the bench's own; root); 0: none")  # fmt: skip
+    add("--per-connection", type=float, default=0.0, metavar="MIB_S",
+        help="also cap each connection of the origin and the front at this many MiB/s (nginx"
+        " limit_rate; the front paces its sendfile); 0: none (default)")  # fmt: skip
     add("--reps", type=int, default=3, help="repetitions of each timed row (default 3)")
     add("--modes", type=csv(("files", "file")), default=["files", "file"],
         help="loader modes: files (stream_files of all shards), file (stream_file per shard)")  # fmt: skip
@@ -1104,26 +1121,27 @@ def main() -> int:
     # a second port, unshaped: the disk row's yardstick (nginx as a path-style S3 at loopback speed)
     tree = mdl_tree()
     nginx = r.Nginx(data=data, prefix=args.workdir / "nginx", access_log=args.workdir / "access.log",
-                    more_ports=1)  # fmt: skip
+                    more_ports=1, limit_rate=f"{round(args.per_connection * 1024)}k")  # fmt: skip
     code = 0
     with contextlib.ExitStack() as stack:
         nginx.start()
         stack.callback(nginx.stop)
         stack.callback(lambda: shutil.rmtree(args.workdir / "dests", ignore_errors=True))
         env = r.clean_env(args.workdir)
-        front, front_port = start_front(args.workdir, data, env)
+        front, front_port = start_front(args.workdir, data, env, args.per_connection)
         stack.callback(front.kill)
         stack.callback(kill_all)  # first of all: the children, before their folders go
         if args.rate:
             shape([nginx.port, front_port], args.rate)
         catalog = ["[settings]", 'dest = "dest"', f"[models.{MODEL}]", "files = ["]
-        catalog += [f'  {{ url = "{nginx.url}/fast/{s.path.name}", sha256 = "{s.sha256}", size = {s.size} }},'
+        where = "capped" if args.per_connection else "fast"
+        catalog += [f'  {{ url = "{nginx.url}/{where}/{s.path.name}", sha256 = "{s.sha256}", size = {s.size} }},'
                     for s in shards]  # fmt: skip
         (args.workdir / "catalog.toml").write_text("\n".join([*catalog, "]", ""]))
         bench = Bench(args, shards, check)
         for path, port in ((bench.front_env, front_port), (bench.nginx_env, nginx.ports[0])):
             write_env(path, port)
-        say(f"bench: nginx {nginx.url} and the S3 front :{front_port}, shaped to {args.rate:g} MB/s;"
+        say(f"bench: nginx {nginx.url} and the S3 front :{front_port}, {link(args)};"
             f" model {bench.model_bytes / MiB:.0f} MiB, {bench.tensor_count} tensors")  # fmt: skip
         # warm-up (untimed): a pull, which the probe and the disk rows use
         disk = bench.fresh("disk")

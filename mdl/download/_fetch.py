@@ -85,11 +85,12 @@ class Heads:
     """Head first (``serve --pull``), a rule of the crew: a loader reads every shard's header
     (its length is in the first bytes) before any tensor, so beside the bulk, every file's first
     trusted range is fetched as a piece of its own, files in the order loaders read them (the
-    first is the bulk's first). Each is the file's own fetch through the engine (its retries, rate
-    limit, progress and accounting, its range check serving what verified), paused after its head
-    (``Engine.ahead``) with the file's lock held, till the crew takes the file (``claim``) and the
-    fetch goes on with the rest. A file without a range trust, with bytes on disk, from a mirror
-    or by Xet, is fetched as before."""
+    first ``--jobs`` are the crew's first). Each is the file's own fetch through the engine (its
+    retries, rate limit, progress and accounting, its range check serving what verified), paused
+    after its head (``Engine.ahead``) with the file's lock held, till the crew takes the file
+    (``claim``) and the fetch goes on with the rest, from the source its head came from (its first
+    live mirror, else its origin: ``FileSources.ahead``). A file without a range trust, with
+    bytes on disk, or by Xet, is fetched as before."""
 
     def __init__(self, session: PullSession, plans: Iterable[PlannedFile]) -> None:
         self.session, self._plans = session, plans
@@ -98,11 +99,11 @@ class Heads:
         self._heads: dict[tuple[str, str], Future[HeldLocks | None]] = {}
 
     def __enter__(self) -> Heads:
-        """The heads fetched beside the crew, in a serving pull from the origins over plain HTTP
-        (none in any other), of the files with nothing on disk yet and a range trust that is
-        checked as it lands."""
+        """The heads fetched beside the crew, in a serving pull that is not offline (none in any
+        other), of the files with nothing on disk yet and a range trust that is checked as it
+        lands."""
         session, settings = self.session, self.session.settings
-        if session.demand is None or settings.mirrors or settings.offline or settings.fill_mirror:
+        if session.demand is None or settings.offline:
             return self
         from mdl.download.demand import natural_key  # (a serving pull's)
         from mdl.transfer.ranges import fits
@@ -117,7 +118,7 @@ class Heads:
                 and not (remote.xet or remote.staged)
             ),
             key=lambda plan: natural_key(plan.remote.model, plan.remote.path),
-        )[1:]
+        )[settings.jobs :]  # (the crew's first files: their heads come first in their fetch)
         self._heads = {(plan.remote.model, plan.remote.path): Future() for plan in wanted}
         self._runner = Background("mdl-heads", partial(self._run, wanted), join=None).start()
         return self
@@ -145,6 +146,8 @@ class Heads:
             head.cancel()  # (not begun: never fetched)
         self._runner.stop()  # (a head under way ends within the engine's timeouts; Ctrl-C: at once)
         self.session.engine.drop_paused()  # (its bytes kept: the next run resumes on them)
+        if self.session.settings.mirrors:
+            self.session.mirror_engine.drop_paused()
         for head in self._heads.values():  # (a head no file of the crew claimed: its lock)
             if head.done() and not head.cancelled() and (held := head.result()) is not None:
                 held.release()
@@ -184,10 +187,9 @@ class Heads:
             # under the lock, as the fetch looks: still nothing of it on disk
             now = look(remote, placement, session.store, force=False)
             if now.decision.action is Action.DOWNLOAD:
-                job = job_of(session, plan, RetryLog())
-                beside = FileSources(session, job, remote).beside
-                assert beside.trust is not None  # (``__enter__``)
-                paused = session.engine.ahead(job, beside, beside.trust.spans[0][1])
+                assert remote.trust is not None  # (``__enter__``)
+                sources = FileSources(session, job_of(session, plan, RetryLog()), remote)
+                paused = sources.ahead(remote.trust.spans[0][1])
         except MdlError as exc:
             log.info("%s: its head was not fetched first: %s", label_of(remote), exc)
         finally:

@@ -36,10 +36,9 @@ class Crew:
     ) -> None:
         self.session, self.work = session, work
         self.small_jobs, self.big_jobs = job_counts(session.settings, list(todo.values()))
+        # (a serving pull as many files at once as a pull: where each connection's rate is the
+        # bound, one file at a time takes jobs times as long; Demand orders which comes first)
         jobs_set = session.settings.jobs_set
-        if session.demand is not None:
-            # a loader reads one file after another: every stream on the file it reads next
-            self.big_jobs = 1
         self.queue = WorkQueue(
             todo,
             split=not jobs_set,

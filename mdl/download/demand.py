@@ -1,5 +1,6 @@
 """The order a loader reads a model in, for a pull that serves while it fetches: files in natural
-order (shard 2 before shard 10), one big file at a time, and a file a loader waits on taken next."""
+order (shard 2 before shard 10), as many at once as a pull fetches, and a file a loader waits on
+taken next."""
 
 from __future__ import annotations
 

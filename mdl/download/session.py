@@ -534,8 +534,21 @@ class FileSources:
             swarm=self.swarm,
         )
 
+    def ahead(self, end: int) -> bool:
+        """Head first (``serve --pull``): bytes ``[0, end)`` fetched now from the source the file's
+        fetch asks first, its first live mirror (a bucket, a shared folder, a URL) else its origin,
+        and that fetch paused there (``Engine.ahead``): the same engine goes on with it when the
+        file's fetch asks that source. False: they did not all come."""
+        session = self.session
+        for template, url in mirror_targets(session.settings.mirrors, self.remote):
+            if template not in session.dead_mirrors:
+                return session.mirror_engine.ahead(*self._there(template, url), end)
+        return session.engine.ahead(self.job, self.beside, end)
+
     def origin(self) -> TransferResult:
         """The file from its origin (by Xet chunk where it can), its rate measured."""
+        if self.session.settings.mirrors:  # a head paused at a mirror that then failed: let go
+            self.session.mirror_engine.drop_paused(self.job.part_path)
         started = time.monotonic()
         result = self._origin()
         self.session.origin_rate.add(result.fetched, time.monotonic() - started)
@@ -572,18 +585,6 @@ class FileSources:
         (``refused``: the bytes it sent, when they were refused)."""
         session, job = self.session, self.job
         label, retries = job.label, job.retries
-        # A mirror gets no credentials of ours (a store's: a GET presigned with its own keys) and no
-        # origin's probe; its bytes must match the origin's hashes: always verified, a mismatch not
-        # retried there (the next source is).
-        mirrored = replace(
-            job,
-            credentials=Credentials(),
-            verify=True,
-            retry_on_mismatch=False,
-            fallback=True,
-            renewable=False,
-            located=None,
-        )
         store = store_for(url)
         shown = redact_url(url)
 
@@ -611,9 +612,7 @@ class FileSources:
                 retries.add(f"mirror {shown} failed ({why})")
 
         try:
-            where = session.presigner.presign(url, template=template) if store else url
-            beside = replace(self.beside, landing=None, opening=None)
-            result = session.mirror_engine.fetch(replace(mirrored, url=where), beside)
+            result = session.mirror_engine.fetch(*self._there(template, url))
         except (InterruptedByUserError, NoSpaceError):  # a full disk here: no source cures it
             raise
         except MdlError as exc:
@@ -628,6 +627,24 @@ class FileSources:
             return None
         pull_log.info("%s: fetched from mirror %s", label, shown)
         return replace(result, mirror=shown)
+
+    def _there(self, template: str, url: str) -> tuple[TransferJob, JobContext]:
+        """The file's job and context at the mirror ``template`` (at ``url``)."""
+        # A mirror gets no credentials of ours (a store's: a GET presigned with its own keys) and no
+        # origin's probe; its bytes must match the origin's hashes: always verified, a mismatch not
+        # retried there (the next source is).
+        mirrored = replace(
+            self.job,
+            credentials=Credentials(),
+            verify=True,
+            retry_on_mismatch=False,
+            fallback=True,
+            renewable=False,
+            located=None,
+        )
+        store = store_for(url)
+        where = self.session.presigner.presign(url, template=template) if store else url
+        return replace(mirrored, url=where), replace(self.beside, landing=None, opening=None)
 
 
 def repair_hint(template: str, model: str | None, endpoint: str | None) -> str:

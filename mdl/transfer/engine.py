@@ -54,10 +54,14 @@ class Engine(Shared):
             self._paused[job.part_path] = paused
         return True
 
-    def drop_paused(self) -> None:
-        """Every fetch still paused after its head ended (its bytes kept to resume)."""
+    def drop_paused(self, part: Path | None = None) -> None:
+        """Every fetch still paused after its head ended, or that of ``part`` (its ``.part``):
+        its bytes kept to resume."""
         with self._open_lock:
-            paused, self._paused = list(self._paused.values()), {}
+            if part is None:
+                paused, self._paused = list(self._paused.values()), {}
+            else:
+                paused = [p] if (p := self._paused.pop(part, None)) is not None else []
         for fetch in paused:
             fetch.abandon()
 
