@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mdl.transfer")
 
 
+HEAD_PIECE = 1 << 20  # the least of a head's pieces (a request costs more than fewer bytes)
+
+
 class PartFetch:
     """One try at one file: its ``.part`` opened, filled by ``Restarts``, verified, finished; or
     (head first) its first bytes fetched ``ahead`` of the rest, the fetch paused till ``run``."""
@@ -206,7 +209,13 @@ class PartFetch:
         if self.beside.swarm is not None:  # one piece per part: a part is fetched here or not
             return [Piece(start, end) for start, end in self.beside.swarm.spans]
         if self.beside.in_order and trust is not None:
-            return [Piece(start, end) for start, end in trust.spans]
+            # the head (a loader's first read) cut among the streams: where each connection's
+            # rate is the bound, one stream alone would fetch it at that rate
+            (start, end), *rest = trust.spans
+            streams = self.shared.config.streams(self.job.identity.size)
+            step = max(HEAD_PIECE, -(-(end - start) // streams))
+            head = [Piece(a, min(a + step, end)) for a in range(start, end, step)]
+            return head + [Piece(start, end) for start, end in rest]
         return self.shared.config.plan(self.job.identity.size)
 
     def _prepare(self, state: DownloadState) -> None:

@@ -110,8 +110,9 @@ NOT_FOR_PLAIN_GET = (
 # watcher of a piped run uses: stdlib only, threading and logging already loaded, issue 69; 76
 # with no object store's protocol for a URL, mdl.buckets.protocol, and a margin of one less,
 # issue 79).
-# A change that needs more on this path says why here.
-PLAIN_GET_MODULES = 76
+# A change that needs more on this path says why here: the small files' route (mdl.transfer.small,
+# issue 79), which the engine's module brings, on the import-ahead thread while the probe is out.
+PLAIN_GET_MODULES = 77
 MDL_MODULES = tuple(
     sorted(
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
