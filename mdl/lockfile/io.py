@@ -10,11 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
 from mdl.catalog import files
 from mdl.errors import CatalogError
-from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel, validation_message
+from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel
 from mdl.lockfile.ondisk import AGAIN, read_toml, toml_document, write_changed
 
 # the lock is edited as the catalog beside it is: under a flock of their folder
@@ -74,21 +72,21 @@ def _validated(document: dict[str, Any], *, source: str) -> Lock:
 
 
 def _model(table: Any, *, at: str, source: str) -> LockedModel:
+    from pydantic import ValidationError
+
+    from mdl.lockfile._checked import file_table, model_table, validation_message
+
     files = table.get("files") if isinstance(table, dict) else None
     where = at
     try:
         if isinstance(files, list):
             for index in range(len(files)):
                 where = f"{at}.files[{index}]"
-                files[index] = _FILE.validate_python(files[index])
+                files[index] = file_table(files[index])
         where = at
-        return _MODEL.validate_python(table)
+        return model_table(table)
     except ValidationError as exc:
         raise CatalogError(f"{source}: {validation_message(exc, at=where)}", hint=AGAIN) from None
-
-
-_FILE = TypeAdapter(LockedFile)
-_MODEL = TypeAdapter(LockedModel)
 
 
 def dump_lock(lock: Lock) -> str:
