@@ -1,5 +1,5 @@
 """What a lock holds (plain frozen types: the rules they were checked by as the lock was read or
-made are mdl.lockfile._checked's, which loads pydantic); a catalog entry's fingerprint; a locked
+made are mdl.lockfile.checked's, which loads pydantic); a catalog entry's fingerprint; a locked
 model to and from the ``ResolvedModel`` the download fetches."""
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from mdl.catalog.load import expand_headers
 from mdl.catalog.specs import ModelSpec
-from mdl.errors import UsageError
 from mdl.lockfile.parts import PartHashes, trust_for
 from mdl.redact import Secrets, redact_url
-from mdl.store.layout import HubFileRef, hub_source, parse_hub_source
+from mdl.store.layout import HubFileRef, parse_hub_source
 
 if TYPE_CHECKING:  # the HTTP side is loaded only by what fetches (a plain `mdl list` stays light)
     from mdl.sources.resolve import RemoteFile, ResolvedModel
@@ -27,10 +26,11 @@ FileUrl = Callable[[str, str, str, str], str]
 # (repo, repo_type, commit) → where the Hub gives a Xet read token for the repo at that commit.
 TokenUrl = Callable[[str, str, str], str]
 
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class LockedFile:
     """One file pinned: its save path in the model folder, its source, and exactly what it is
-    (checked as a lock is read or made: mdl.lockfile._checked; this type itself checks nothing)."""
+    (checked as a lock is read or made: mdl.lockfile.checked; this type itself checks nothing)."""
 
     path: str  # save path inside the model folder
     size: int
@@ -92,39 +92,6 @@ def fingerprint(spec: ModelSpec) -> str:
         doc["signature"] = spec.signature.file
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def locked_from_resolved(
-    spec: ModelSpec, resolved: ResolvedModel, sha256: Mapping[str, str]
-) -> LockedModel:
-    """The lock entry for a resolved model (``sha256``: digests the Hub did not give), checked by
-    the lock's rules; UsageError if unlockable.
-    """
-    from pydantic import ValidationError
-
-    from mdl.lockfile._checked import checked_model, validation_message
-
-    files: list[tuple[str, int, str, str, str | None, str | None, str | None]] = []
-    for remote in sorted(resolved.files, key=lambda r: r.path):
-        digest = remote.sha256 or sha256.get(remote.path)
-        if digest is None or remote.size is None:
-            raise UsageError(f"{spec.name}/{remote.path}: size and sha256 must be known to lock it")
-        if not remote.hub:
-            files.append((remote.path, remote.size, digest, redact_url(remote.url), None, None, None))
-            continue
-        ref = parse_hub_source(remote.source)
-        if ref is None or ref.commit is None:
-            raise UsageError(f"{spec.name}/{remote.path}: no commit to pin it to")
-        revision = remote.revision if resolved.revision is None else None
-        source = hub_source(ref.repo, ref.repo_type, ref.commit, ref.path)
-        xet = remote.xet.hash if remote.xet is not None else None
-        files.append((remote.path, remote.size, digest, source, remote.git_oid, revision, xet))
-    try:
-        return checked_model(
-            spec.name, fingerprint(spec), resolved.revision, resolved.commit, tuple(files)
-        )
-    except ValidationError as exc:
-        raise UsageError(f"{spec.name}: cannot be locked: {validation_message(exc)}") from None
 
 
 def resolved_from_locked(

@@ -10,13 +10,14 @@ from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
-from mdl.catalog.load import find_catalog, find_lock, load_catalog, lock_beside
+from mdl.catalog.load import find_catalog, find_lock, lock_beside
 from mdl.catalog.settings import Settings, user_config_dir
 from mdl.catalog.specs import Catalog, FileSpec, ModelSpec
 from mdl.errors import CatalogError, UsageError
 from mdl.lockfile.io import read_lock
 from mdl.lockfile.model import Lock, LockedModel
 from mdl.lockfile.parts import PartHashes, parts_beside, read_parts
+from mdl.lockfile.remembered import load_catalog
 from mdl.redact import REDACTED, redact_url
 from mdl.setting import StrPath
 from mdl.store.records import ExpectedFile

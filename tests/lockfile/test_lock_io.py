@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from profiles import examples
 
 from mdl.errors import CatalogError
-from mdl.lockfile._checked import checked_model
+from mdl.lockfile.checked import checked_model
 from mdl.lockfile.io import dump_lock, parse_lock, write_lock
 from mdl.lockfile.model import Lock, LockedFile, LockedModel
 

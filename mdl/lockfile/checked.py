@@ -1,22 +1,29 @@
 """The lock's rules (strict types, hex digests, safe paths and names, Hub sources pinned to a
-commit, no two files at one save path), checked by pydantic as a lock is read or made; what they
-build is the plain :class:`mdl.lockfile.model.LockedModel` the rest of mdl uses. Loaded only when a
+commit, no two files at one save path), checked by pydantic as a lock is read or made (a resolved
+model's entry: :func:`locked_from_resolved`); what they build is the plain
+:class:`mdl.lockfile.model.LockedModel` the rest of mdl uses. Loaded only when a
 lock is checked: a lock remembered by its bytes (mdl.lockfile.remembered) is read without pydantic.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from mdl.catalog.specs import MAX_MODEL_NAME, is_model_name
+from mdl.catalog.specs import MAX_MODEL_NAME, ModelSpec, is_model_name
+from mdl.errors import UsageError
 from mdl.lockfile import model
+from mdl.lockfile.model import fingerprint
 from mdl.paths import GIT_OID_HEX, path_clash, path_problem, repo_id_problem
-from mdl.redact import printable
-from mdl.store.layout import parse_hub_source
+from mdl.redact import printable, redact_url
+from mdl.store.layout import hub_source, parse_hub_source
+
+if TYPE_CHECKING:
+    from mdl.sources.resolve import ResolvedModel
 
 # Scalars are strict (a size of "12" or true is refused, not converted); a lock's arrays may be
 # lists or tuples.
@@ -139,6 +146,37 @@ def checked_model(
     revision, xet); ValidationError when a rule is broken."""
     checked = tuple(LockedFile(*fields) for fields in files)
     return LockedModel(name, fingerprint, revision, commit, checked).plain()
+
+
+def locked_from_resolved(
+    spec: ModelSpec, resolved: ResolvedModel, sha256: Mapping[str, str]
+) -> model.LockedModel:
+    """The lock entry for a resolved model (``sha256``: digests the Hub did not give), checked by
+    the lock's rules; UsageError if unlockable.
+    """
+    files: list[tuple[str, int, str, str, str | None, str | None, str | None]] = []
+    for remote in sorted(resolved.files, key=lambda r: r.path):
+        digest = remote.sha256 or sha256.get(remote.path)
+        if digest is None or remote.size is None:
+            raise UsageError(f"{spec.name}/{remote.path}: size and sha256 must be known to lock it")
+        if not remote.hub:
+            files.append(
+                (remote.path, remote.size, digest, redact_url(remote.url), None, None, None)
+            )
+            continue
+        ref = parse_hub_source(remote.source)
+        if ref is None or ref.commit is None:
+            raise UsageError(f"{spec.name}/{remote.path}: no commit to pin it to")
+        revision = remote.revision if resolved.revision is None else None
+        source = hub_source(ref.repo, ref.repo_type, ref.commit, ref.path)
+        xet = remote.xet.hash if remote.xet is not None else None
+        files.append((remote.path, remote.size, digest, source, remote.git_oid, revision, xet))
+    try:
+        return checked_model(
+            spec.name, fingerprint(spec), resolved.revision, resolved.commit, tuple(files)
+        )
+    except ValidationError as exc:
+        raise UsageError(f"{spec.name}: cannot be locked: {validation_message(exc)}") from None
 
 
 def validation_message(exc: ValidationError, *, at: str = "") -> str:
