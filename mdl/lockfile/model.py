@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from mdl.catalog.load import expand_headers
 from mdl.catalog.specs import ModelSpec
-from mdl.lockfile.parts import PartHashes, trust_for
 from mdl.redact import Secrets, redact_url
 from mdl.store.layout import HubFileRef, parse_hub_source
 
 if TYPE_CHECKING:  # the HTTP side is loaded only by what fetches (a plain `mdl list` stays light)
+    from mdl.lockfile.parts import PartHashes
     from mdl.sources.resolve import RemoteFile, ResolvedModel
 
 LOCK_VERSION = 1
@@ -110,6 +110,7 @@ def resolved_from_locked(
     a file's range trust from the part hashes beside the lock (``parts``) held for its very bytes.
     """
     catalog_files = {f.save_path: f for f in spec.files} if spec is not None else {}
+    from mdl.lockfile.parts import trust_for
     from mdl.sources.resolve import RemoteFile, ResolvedModel, XetRef
 
     files: list[RemoteFile] = []
