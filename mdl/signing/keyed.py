@@ -81,26 +81,10 @@ def _manifest(statement: Any) -> SignedManifest | None:
         return None
     [subject] = statement["subject"]
     predicate = statement["predicate"]
-    args, resources = predicate["serialization"], predicate["resources"]
-    ignored = args.get("ignore_paths", [])
-    if (
-        args["method"] != "files"
-        or not isinstance(args["hash_type"], str)
-        or not isinstance(args["allow_symlinks"], bool)
-        or not isinstance(ignored, list)
-        or not all(isinstance(p, str) for p in ignored)
-        or not isinstance(subject["name"], str)
-    ):
+    args = predicate["serialization"]
+    items = _items(predicate["resources"])
+    if items is None or not _plain_files(args) or not isinstance(subject["name"], str):
         return None
-    items = []
-    for resource in resources:
-        name, algorithm, digest = resource["name"], resource["algorithm"], resource["digest"]
-        # the library keeps each name as a path says it: only names it keeps as they are
-        if not all(isinstance(v, str) for v in (name, algorithm, digest)):
-            return None
-        if str(PurePosixPath(name)) != name:
-            return None
-        items.append((name, algorithm, bytes.fromhex(digest)))
     root = hashlib.sha256(b"".join(digest for _, _, digest in items)).hexdigest()
     if root != subject["digest"]["sha256"] or len({n for n, _, _ in items}) != len(items):
         return None
@@ -108,6 +92,33 @@ def _manifest(statement: Any) -> SignedManifest | None:
         sorted(items, key=lambda item: PurePosixPath(item[0])),
         method="files",
         algorithm=args["hash_type"],
-        ignore_paths=tuple(ignored),
+        ignore_paths=tuple(args.get("ignore_paths", [])),
         model_name=subject["name"],
     )
+
+
+def _plain_files(args: Any) -> bool:
+    """Whether the serialisation is ``files`` with every argument the library requires, of its
+    type."""
+    ignored = args.get("ignore_paths", [])
+    return (
+        args["method"] == "files"
+        and isinstance(args["hash_type"], str)
+        and isinstance(args["allow_symlinks"], bool)
+        and isinstance(ignored, list)
+        and all(isinstance(p, str) for p in ignored)
+    )
+
+
+def _items(resources: Any) -> list[tuple[str, str, bytes]] | None:
+    """Each resource's (name, algorithm, digest); None when one is not read here whole."""
+    items = []
+    for resource in resources:
+        name, algorithm, digest = resource["name"], resource["algorithm"], resource["digest"]
+        if not all(isinstance(v, str) for v in (name, algorithm, digest)):
+            return None
+        # the library keeps each name as a path says it: only names it keeps as they are
+        if str(PurePosixPath(name)) != name:
+            return None
+        items.append((name, algorithm, bytes.fromhex(digest)))
+    return items
