@@ -7,11 +7,11 @@ warnings), under a key that is a BLAKE2b of everything that result depends on: t
 path, HOME (a signer's ``~/key.pem``), mdl's version and this memory's format, the Python version
 (its TOML parser) and the size and mtime of the modules holding the rules. A changed byte is another
 key: checked again, errors said as ever (a bad file is never remembered: checking it raised). The
-memory is mdl's own (``<user cache dir>/mdl/checked/``, one entry per file path, replaced when the
-file changes), read and written as mdl's state is (mdl.store.confined: never through a link, an
-entry another user made is not read); an entry that is unreadable, foreign, corrupt, of another key
-or of a type this module does not build is not used (the file is checked), and one that cannot be
-written is not written. It holds nothing the file does not say."""
+memory is mdl's own (``<user cache dir>/mdl/checked/``, one entry per file path and mdl version,
+replaced when the file changes), read and written as mdl's state is (mdl.store.confined: never
+through a link, an entry another user made is not read); an entry that is unreadable, foreign,
+corrupt, of another key or of a type this module does not build is not used (the file is checked),
+and one that cannot be written is not written. It holds nothing the file does not say."""
 
 from __future__ import annotations
 
@@ -117,7 +117,8 @@ def _root() -> Path:
 
 
 def _entry(name: str, path: Path) -> Path:
-    where = hashlib.blake2b(f"{name}\0{path}".encode(), digest_size=16).hexdigest()
+    # one entry per file and mdl version: two installs probing one file do not take turns
+    where = hashlib.blake2b(f"{name}\0{path}\0{__version__}".encode(), digest_size=16).hexdigest()
     return _root() / "checked" / f"{name}-{where}.json"
 
 
