@@ -34,7 +34,7 @@ def command_catalog(
     """The command's catalog: ``given``, else the one lookup finds (``look`` False: only one named
     by ``$MDL_CATALOG``; the one in this folder or the user's config dir is not read); none found:
     empty or an error."""
-    from mdl.catalog.load import find_catalog, load_catalog, named_catalog, no_catalog
+    from mdl.catalog.load import find_catalog, named_catalog, no_catalog
     from mdl.catalog.settings import user_config_dir
     from mdl.catalog.specs import Catalog
 
@@ -48,6 +48,8 @@ def command_catalog(
         if required:
             raise no_catalog(user_config_dir())
         return Catalog()
+    from mdl.lockfile.remembered import load_catalog  # (checked once per version of its bytes)
+
     return load_catalog(path)
 
 

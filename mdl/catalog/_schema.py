@@ -502,14 +502,26 @@ MAX_PROBLEMS = 20
 
 
 def validate_catalog(
-    document: dict[str, Any], *, source: str, text: str, path: Path | None
+    document: dict[str, Any],
+    *,
+    source: str,
+    text: str,
+    path: Path | None,
+    said: list[str] | None = None,
 ) -> Catalog:
     """The catalog that tomllib's ``document`` describes; CatalogError listing every problem in
     ``text``, in line order (pydantic reports every broken rule at once; save paths are checked in
-    each entry that is valid)."""
+    each entry that is valid). Its warnings (a ``[settings]`` key this build does not know) go to
+    ``said`` when given (the caller says them), else each a :class:`CatalogWarning`."""
     lines = LineIndex(text)
     found: list[tuple[KeyPath, str]] = []
-    document = _without_unknown_settings(document, lines, source)
+    unknown: list[str] = []
+    document = _without_unknown_settings(document, lines, source, unknown)
+    if said is not None:
+        said.extend(unknown)
+    else:
+        for message in unknown:
+            warnings.warn(message, CatalogWarning, stacklevel=2)
     try:
         valid: CatalogDocument | None = CatalogDocument.model_validate(document)
     except ValidationError as exc:
@@ -527,12 +539,13 @@ def validate_catalog(
 
 
 def _without_unknown_settings(
-    document: dict[str, Any], lines: LineIndex, source: str
+    document: dict[str, Any], lines: LineIndex, source: str, said: list[str]
 ) -> dict[str, Any]:
     """``document`` without the ``[settings]`` keys this build does not know, each a
     :class:`CatalogWarning` naming file, line and key, with a did-you-mean: a newer mdl's setting
     (``fill_mirror`` on a fleet not yet upgraded) tunes how files are fetched, never which bytes
-    are right, so an older build goes on without it, as cargo warns of an unused manifest key.
+    are right, so an older build goes on without it, as cargo warns of an unused manifest key
+    (each warning's text put in ``said``).
     A table there stays an error: ``[settings.signatur]`` must never mean "no signature"."""
     table = document.get("settings")
     if not isinstance(table, dict):
@@ -542,11 +555,9 @@ def _without_unknown_settings(
     for key in unknown:
         line = lines.line_of(("settings", key))
         where = f"{source}:{line}" if line is not None else source
-        warnings.warn(
+        said.append(
             f"{where}: {format_path(('settings', key))}: unknown key, ignored by mdl"
-            f" {__version__}{did_you_mean(key, known)}",
-            CatalogWarning,
-            stacklevel=2,
+            f" {__version__}{did_you_mean(key, known)}"
         )
     kept = {k: v for k, v in table.items() if k not in unknown}
     return {**document, "settings": kept} if unknown else document

@@ -48,9 +48,16 @@ def catalog_file_text(path: Path) -> str | None:
         raise CatalogError(f"{path}:{line}: not valid UTF-8 (TOML files must be UTF-8)") from exc
 
 
-def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None = None) -> Catalog:
+def parse_catalog(
+    text: str,
+    *,
+    source: str = "catalog.toml",
+    path: Path | None = None,
+    said: list[str] | None = None,
+) -> Catalog:
     """Validate catalog TOML text; ``source`` names the file in error messages. Raises
-    CatalogError.
+    CatalogError. Its warnings go to ``said`` when given (the caller says them), else each is a
+    CatalogWarning.
     """
     import tomllib  # (a get without a catalog reads none)
 
@@ -64,7 +71,7 @@ def parse_catalog(text: str, *, source: str = "catalog.toml", path: Path | None 
     # Imported here so that `import mdl.catalog` (and `mdl --help`) never loads pydantic.
     from mdl.catalog._schema import validate_catalog
 
-    return validate_catalog(document, source=source, text=text, path=path)
+    return validate_catalog(document, source=source, text=text, path=path, said=said)
 
 
 def given_mirrors(

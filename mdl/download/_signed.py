@@ -151,7 +151,9 @@ def _signed(
     assert sig is not None, "the resolver adds the signature file to a signed model"
     what = label_of(sig)
     retries = RetryLog()
-    data, staged = _fetch_signature(session, sig, fingerprint, retries)
+    # a key's signature is verified without model_signing (mdl.signing.keyed): nothing to load
+    ahead = trust.key is None
+    data, staged = _fetch_signature(session, sig, fingerprint, retries, ahead=ahead)
     manifest = _verified(session, data, trust, fingerprint, what=what)
     sha256, by = hashlib.sha256(data).hexdigest(), trust.by()
     session.progress.note(f"{what}: signature verified, signed by {by}")
@@ -178,10 +180,10 @@ def _signed(
 
 
 def _fetch_signature(
-    session: PullSession, sig: RemoteFile, fingerprint: str, retries: RetryLog
+    session: PullSession, sig: RemoteFile, fingerprint: str, retries: RetryLog, *, ahead: bool
 ) -> tuple[bytes, Path | None]:
     """The signature's bytes and where they wait to be placed (None: they are the installed file,
-    up to date).
+    up to date); ``ahead``: model_signing is loaded while they download when they are new here.
     """
     # a known version: the installed one may be it
     if sig.sha256 or sig.git_oid or session.settings.offline:
@@ -193,7 +195,7 @@ def _fetch_signature(
                 read_signature(plan.placement.store.dest, plan.placement.final, what=label_of(sig)),
                 None,
             )
-    if _new_to_verify(session, sig, fingerprint):
+    if ahead and _new_to_verify(session, sig, fingerprint):
         import_ahead()  # while the signature downloads
     store = session.layout.store_for(sig.source)
     staged = store.staged_path(sig.model, sig.path)

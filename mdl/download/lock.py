@@ -29,9 +29,10 @@ from mdl.errors import (
     UsageError,
     worst_exit_code,
 )
+from mdl.lockfile.checked import locked_from_resolved
 from mdl.lockfile.io import ModelChange, diff_locks, exclusive, read_lock
 from mdl.lockfile.io import write_lock as write_lock_file
-from mdl.lockfile.model import Lock, LockedFile, LockedModel, locked_from_resolved
+from mdl.lockfile.model import Lock, LockedFile, LockedModel
 from mdl.lockfile.parts import PartHashes, hashed, kept, parts_beside, read_parts, write_parts
 from mdl.paths import opened
 from mdl.progress import Progress

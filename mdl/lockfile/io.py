@@ -10,12 +10,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
 from mdl.catalog import files
 from mdl.errors import CatalogError
-from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel, validation_message
-from mdl.lockfile.ondisk import AGAIN, read_toml, toml_document, write_changed
+from mdl.lockfile.model import LOCK_VERSION, Lock, LockedFile, LockedModel
+from mdl.lockfile.ondisk import AGAIN, bytes_document, read_data, toml_document, write_changed
 
 # the lock is edited as the catalog beside it is: under a flock of their folder
 exclusive = files.exclusive
@@ -34,8 +32,14 @@ def read_lock(path: Path) -> Lock | None:
     too big, or not a file (a FIFO is never waited on). Never read through a link: mdl writes the
     lock as a file, and a pull request can commit a link to any file of the machine that reads it.
     """
-    document = read_toml(path, limit=MAX_LOCK_BYTES, what="the lock", one="a lock")
-    return None if document is None else _validated(document, source=str(path))
+    data = read_data(path, limit=MAX_LOCK_BYTES, what="the lock", one="a lock")
+    if data is None:
+        return None
+    from mdl.lockfile.remembered import recalled_lock  # (checked once per version of its bytes)
+
+    return recalled_lock(
+        path, data, lambda: _validated(bytes_document(data, path), source=str(path))
+    )
 
 
 def parse_lock(text: str, *, source: str = "catalog.lock") -> Lock:
@@ -74,21 +78,21 @@ def _validated(document: dict[str, Any], *, source: str) -> Lock:
 
 
 def _model(table: Any, *, at: str, source: str) -> LockedModel:
+    from pydantic import ValidationError
+
+    from mdl.lockfile.checked import file_table, model_table, validation_message
+
     files = table.get("files") if isinstance(table, dict) else None
     where = at
     try:
         if isinstance(files, list):
             for index in range(len(files)):
                 where = f"{at}.files[{index}]"
-                files[index] = _FILE.validate_python(files[index])
+                files[index] = file_table(files[index])
         where = at
-        return _MODEL.validate_python(table)
+        return model_table(table)
     except ValidationError as exc:
         raise CatalogError(f"{source}: {validation_message(exc, at=where)}", hint=AGAIN) from None
-
-
-_FILE = TypeAdapter(LockedFile)
-_MODEL = TypeAdapter(LockedModel)
 
 
 def dump_lock(lock: Lock) -> str:

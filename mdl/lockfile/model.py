@@ -1,28 +1,22 @@
-"""What a lock holds, validated as it is built (strict types, hex digests, safe paths and names, Hub
-sources pinned to a commit); a catalog entry's fingerprint; a locked model to and from the
-``ResolvedModel`` the download fetches."""
+"""What a lock holds (plain frozen types: the rules they were checked by as the lock was read or
+made are mdl.lockfile.checked's, which loads pydantic); a catalog entry's fingerprint; a locked
+model to and from the ``ResolvedModel`` the download fetches."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Annotated, Any
-
-from pydantic import AfterValidator, ConfigDict, Field, Strict, ValidationError
-from pydantic.dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from mdl.catalog.load import expand_headers
-from mdl.catalog.specs import MAX_MODEL_NAME, ModelSpec, is_model_name
-from mdl.errors import UsageError
-from mdl.lockfile.parts import PartHashes, trust_for
-from mdl.paths import GIT_OID_HEX, path_clash, path_problem, repo_id_problem
-from mdl.redact import Secrets, printable, redact_url
-from mdl.store.layout import HubFileRef, hub_source, parse_hub_source
+from mdl.catalog.specs import ModelSpec
+from mdl.redact import Secrets, redact_url
+from mdl.store.layout import HubFileRef, parse_hub_source
 
 if TYPE_CHECKING:  # the HTTP side is loaded only by what fetches (a plain `mdl list` stays light)
+    from mdl.lockfile.parts import PartHashes
     from mdl.sources.resolve import RemoteFile, ResolvedModel
 
 LOCK_VERSION = 1
@@ -32,99 +26,37 @@ FileUrl = Callable[[str, str, str, str], str]
 # (repo, repo_type, commit) → where the Hub gives a Xet read token for the repo at that commit.
 TokenUrl = Callable[[str, str, str], str]
 
-# Scalars are strict (a size of "12" or true is refused, not converted); a lock's arrays may be
-# lists or tuples.
-_STRICT = ConfigDict(extra="forbid")
-_Hex40 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{40}$")]
-_Revision = Annotated[str, Strict(), Field(min_length=1, max_length=256)]
 
-
-# A lock names each path twice (its save path and, in its source, its path in the repo, mostly the
-# same) and one repo for many files: each is checked once (the last few remembered), so a big lock
-# costs one check per file.
-_path_problem = functools.lru_cache(maxsize=8)(path_problem)
-
-
-def _safe_path(value: str) -> str:
-    if (problem := _path_problem(value)) is not None:
-        raise ValueError(f"unsafe save path {printable(value, limit=120)!r}: {problem}")
-    return value
-
-
-def _pinned_source(value: str) -> str:
-    if value.startswith("hf://"):
-        ref = parse_hub_source(value)
-        if ref is None or ref.commit is None or len(ref.commit) != 40:
-            raise ValueError("a Hub source must be hf://owner/name@<40-hex commit>/path")
-        if not GIT_OID_HEX.fullmatch(ref.commit):
-            raise ValueError("a Hub source must be pinned to a 40-hex commit")
-        if repo_id_problem(ref.repo) is not None:  # the rule hf_hub_url applies
-            raise ValueError(f"not a Hub repo id: {printable(ref.repo, limit=120)!r}")
-        if (problem := _path_problem(ref.path)) is not None:
-            raise ValueError(
-                f"unsafe path in the repo {printable(ref.path, limit=120)!r}: {problem}"
-            )
-    elif not value.startswith(("http://", "https://")):
-        raise ValueError("a source is hf://… or an http(s) URL")
-    return value
-
-
-def _safe_name(value: str) -> str:
-    # with --frozen the names come from the lock alone: "../x" here would write outside dest
-    if not is_model_name(value):
-        raise ValueError(
-            "model names use letters, digits, '.', '_' and '-', do not start with '.' and are at"
-            f" most {MAX_MODEL_NAME} characters, got {printable(value, limit=120)!r}"
-        )
-    return value
-
-
-def _distinct_paths(files: tuple[LockedFile, ...]) -> tuple[LockedFile, ...]:
-    paths = [f.path for f in files]
-    if path_clash(paths) is not None or len(set(paths)) != len(paths):
-        raise ValueError("two files share a save path")
-    return files
-
-
-@dataclass(frozen=True, config=_STRICT, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class LockedFile:
-    """One file pinned: its save path in the model folder, its source, and exactly what it is."""
+    """One file pinned: its save path in the model folder, its source, and exactly what it is
+    (checked as a lock is read or made: mdl.lockfile.checked; this type itself checks nothing)."""
 
-    path: Annotated[str, Strict(), AfterValidator(_safe_path)]  # save path inside the model folder
-    size: Annotated[int, Strict(), Field(ge=0, le=2**63 - 1)]
-    sha256: Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{64}$")]
-    # hf://…@commit/path, or a URL sans secrets
-    source: Annotated[
-        str, Strict(), Field(min_length=1, max_length=8192), AfterValidator(_pinned_source)
-    ]
-    git_oid: _Hex40 | None = None  # git blob id of small (non-LFS) Hub files
+    path: str  # save path inside the model folder
+    size: int
+    sha256: str
+    source: str  # hf://…@commit/path, or a URL sans secrets
+    git_oid: str | None = None  # git blob id of small (non-LFS) Hub files
     # the branch or tag a Hub file of a multi-file model was asked at
-    revision: _Revision | None = None
-    # its Xet hash (Hub files in Xet)
-    xet: Annotated[str, Strict(), Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    revision: str | None = None
+    xet: str | None = None  # its Xet hash (Hub files in Xet)
 
     @property
     def hub(self) -> HubFileRef | None:  # None for a direct URL
         return parse_hub_source(self.source)
 
 
-# a model's files, no two saved to one path
-_Files = Annotated[tuple[LockedFile, ...], AfterValidator(_distinct_paths)]
-
-
-@dataclass(frozen=True, config=_STRICT, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class LockedModel:
     """One model pinned: its catalog entry's fingerprint (a changed entry makes it stale) and its
-    files.
+    files (at least one, no two saved to one path: checked as the lock is read or made).
     """
 
-    name: Annotated[str, Strict(), AfterValidator(_safe_name)]
-    fingerprint: Annotated[str, Strict(), Field(pattern=r"^sha256:[0-9a-f]{64}$")]
-    revision: _Revision | None = None
-    commit: _Hex40 | None = None
-    # Required (Field() sets no default) after two optional fields: a lock omits a None revision and
-    # commit.
-    files: _Files = Field(min_length=1)  # type: ignore[misc]
+    name: str
+    fingerprint: str
+    revision: str | None = None
+    commit: str | None = None
+    files: tuple[LockedFile, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,54 +94,6 @@ def fingerprint(spec: ModelSpec) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def locked_from_resolved(
-    spec: ModelSpec, resolved: ResolvedModel, sha256: Mapping[str, str]
-) -> LockedModel:
-    """The lock entry for a resolved model (``sha256``: digests the Hub did not give); UsageError
-    if unlockable.
-    """
-    files: list[LockedFile] = []
-    try:
-        for remote in sorted(resolved.files, key=lambda r: r.path):
-            digest = remote.sha256 or sha256.get(remote.path)
-            if digest is None or remote.size is None:
-                raise UsageError(
-                    f"{spec.name}/{remote.path}: size and sha256 must be known to lock it"
-                )
-            if remote.hub:
-                ref = parse_hub_source(remote.source)
-                if ref is None or ref.commit is None:
-                    raise UsageError(f"{spec.name}/{remote.path}: no commit to pin it to")
-                revision = remote.revision if resolved.revision is None else None
-                source = hub_source(ref.repo, ref.repo_type, ref.commit, ref.path)
-                xet = remote.xet.hash if remote.xet is not None else None
-                files.append(
-                    LockedFile(
-                        remote.path, remote.size, digest, source, remote.git_oid, revision, xet
-                    )
-                )
-            else:
-                files.append(LockedFile(remote.path, remote.size, digest, redact_url(remote.url)))
-        return LockedModel(
-            spec.name, fingerprint(spec), resolved.revision, resolved.commit, tuple(files)
-        )
-    except ValidationError as exc:
-        raise UsageError(f"{spec.name}: cannot be locked: {validation_message(exc)}") from None
-
-
-def validation_message(exc: ValidationError, *, at: str = "") -> str:
-    """Pydantic's first error as the lock's key path (under ``at``) and message:
-    ``model[2].files[3].sha256: …``.
-    """
-    first = exc.errors()[0]
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
-    where = f"{at}{where}".removeprefix(".")
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "unexpected_keyword_argument":  # a dataclass's word for an unknown key
-        message = "Extra inputs are not permitted"
-    return f"{where}: {message}" if where else message
-
-
 def resolved_from_locked(
     locked: LockedModel,
     *,
@@ -226,6 +110,7 @@ def resolved_from_locked(
     a file's range trust from the part hashes beside the lock (``parts``) held for its very bytes.
     """
     catalog_files = {f.save_path: f for f in spec.files} if spec is not None else {}
+    from mdl.lockfile.parts import trust_for
     from mdl.sources.resolve import RemoteFile, ResolvedModel, XetRef
 
     files: list[RemoteFile] = []

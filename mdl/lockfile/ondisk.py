@@ -7,7 +7,6 @@ through or written through. ``what`` names the file in a message (``cannot read 
 from __future__ import annotations
 
 import errno
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +19,39 @@ AGAIN = "run 'mdl lock' to write it again"
 
 def read_toml(path: Path, *, limit: int, what: str, one: str) -> dict[str, Any] | None:
     """The TOML document at ``path``, None when there is none; CatalogError naming the file when
-    it is bad, past ``limit`` bytes (unparsed), not a file (a FIFO is never waited on) or a link.
-    Each form is let go once the next is made: memory is the document, not copies of its text."""
+    it is bad, past ``limit`` bytes (unparsed), not a file (a FIFO is never waited on) or a link."""
+    data = read_data(path, limit=limit, what=what, one=one)
+    return None if data is None else bytes_document(data, path)
+
+
+def read_data(path: Path, *, limit: int, what: str, one: str) -> bytes | None:
+    """The bytes of the file at ``path`` as :func:`read_toml` reads them (unparsed), None when
+    there is none; CatalogError as it says."""
     try:
-        data = read_small_file(path, limit=limit, follow_links=False)
+        return read_small_file(path, limit=limit, follow_links=False)
     except FileNotFoundError:
         return None
     except OSError as exc:
         if exc.errno == errno.EFBIG:
             raise _too_big(path, "more than", limit, one, "read") from None
         raise CatalogError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+
+
+def bytes_document(data: bytes, path: Path) -> dict[str, Any]:
+    """The TOML document the bytes of the file at ``path`` hold; CatalogError naming it. The text
+    is let go once parsed: memory is the document, not copies of its text."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise CatalogError(f"{path}: not valid UTF-8") from None
-    del data
     return toml_document(text, source=str(path))
 
 
 def toml_document(text: str, *, source: str) -> dict[str, Any]:
     """``text`` parsed; CatalogError naming ``source`` when it is not TOML (or nests too deeply
     for the parser's recursion)."""
+    import tomllib  # (a lock remembered by its bytes is not parsed: mdl.lockfile.remembered)
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

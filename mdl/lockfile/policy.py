@@ -9,17 +9,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mdl.catalog.load import find_catalog, find_lock, load_catalog, lock_beside
+from mdl.catalog.load import find_catalog, find_lock, lock_beside
 from mdl.catalog.settings import Settings, user_config_dir
 from mdl.catalog.specs import Catalog, FileSpec, ModelSpec
 from mdl.errors import CatalogError, UsageError
 from mdl.lockfile.io import read_lock
 from mdl.lockfile.model import Lock, LockedModel
-from mdl.lockfile.parts import PartHashes, parts_beside, read_parts
+from mdl.lockfile.remembered import load_catalog
 from mdl.redact import REDACTED, redact_url
 from mdl.setting import StrPath
 from mdl.store.records import ExpectedFile
+
+if TYPE_CHECKING:
+    from mdl.lockfile.parts import PartHashes
 
 log = logging.getLogger("mdl.lock")
 Pins = dict[str, tuple[ExpectedFile, ...]]  # model → the files catalog.lock pins for it
@@ -53,6 +57,8 @@ class LockUse:
         one warning (``parts_warning``) and none are used: each file is checked whole, as before."""
         if self.path is None:
             return {}
+        from mdl.lockfile.parts import parts_beside, read_parts  # (a pull's, not a probe's)
+
         try:
             return read_parts(parts_beside(self.path))
         except CatalogError as exc:

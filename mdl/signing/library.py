@@ -118,7 +118,13 @@ def _quiet() -> contextlib.AbstractContextManager[object]:
 def verify_signature(data: bytes, trust: Trust, *, what: str) -> SignedManifest:
     """The statement ``data`` (a model.sig bundle) signs, verified against ``trust``; IntegrityError
     (exit 6) naming ``what`` when it is not a signature, not a valid one, or not one by whom
-    ``trust`` names."""
+    ``trust`` names. A key's signature is verified with `cryptography` alone when it verifies
+    (mdl.signing.keyed); anything else, a bad signature included, by model_signing, as ever."""
+    if len(data) <= MAX_SIGNATURE_BYTES:
+        from mdl.signing.keyed import key_verified
+
+        if (keyed := key_verified(data, trust)) is not None:
+            return keyed
     _library()
     if len(data) > MAX_SIGNATURE_BYTES:
         raise IntegrityError(f"{what}: {len(data)} bytes is too big for a model signature")

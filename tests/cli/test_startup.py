@@ -256,6 +256,10 @@ def test_the_readiness_probe_loads_no_log_file_handler(tmp_path: Path, cdn: CdnS
     handlers = ("mdl.cli.render.logfile", "logging.handlers")
     watched = (*handlers, "rich", *NET)
     assert loaded(tmp_path, watched, "verify", "--all", "--quick", "--locked") == []
+    # Catalog and lock checked before, their bytes unchanged (mdl.lockfile.remembered): not
+    # checked again, so neither pydantic nor the rules' modules nor a TOML parser is loaded.
+    unchecked = ("pydantic", "mdl.catalog._schema", "mdl.lockfile.checked", "tomllib")
+    assert loaded(tmp_path, (*watched, *unchecked), "verify", "--all", "--quick", "--locked") == []
     assert loaded(tmp_path, handlers, "verify", "--all") == ["mdl.cli.render.logfile"]
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from profiles import examples
 
 from mdl.errors import CatalogError
+from mdl.lockfile.checked import checked_model
 from mdl.lockfile.io import dump_lock, parse_lock, write_lock
 from mdl.lockfile.model import Lock, LockedFile, LockedModel
 
@@ -148,12 +149,20 @@ def test_any_text_is_a_lock_or_a_catalog_error(text: str) -> None:
 
 
 def test_a_lock_entry_is_checked_as_it_is_built() -> None:
-    """One model: what the reader refuses cannot be built in code either (so it is never
-    written).
+    """One model: what the reader refuses, the lock's maker (``checked_model``, which `mdl lock`
+    builds every entry with) refuses too, so it is never written.
     """
+    fp = "sha256:" + "d" * 64
     with pytest.raises(ValueError, match="unsafe save path"):
-        LockedFile("../x", 1, SHA, "https://h/x")
+        checked_model("tiny", fp, None, None, (("../x", 1, SHA, "https://h/x", None, None, None),))
     with pytest.raises(ValueError, match="two files share a save path"):
-        _model(
-            "tiny", LockedFile("a", 1, SHA, "https://h/a"), LockedFile("a", 2, SHA, "https://h/b")
+        checked_model(
+            "tiny",
+            fp,
+            None,
+            None,
+            (
+                ("a", 1, SHA, "https://h/a", None, None, None),
+                ("a", 2, SHA, "https://h/b", None, None, None),
+            ),
         )

@@ -11,14 +11,9 @@ from hypothesis import strategies as st
 
 from mdl.catalog.specs import ModelSpec
 from mdl.errors import CatalogError
+from mdl.lockfile.checked import locked_from_resolved
 from mdl.lockfile.io import dump_lock, parse_lock
-from mdl.lockfile.model import (
-    Lock,
-    LockedFile,
-    LockedModel,
-    locked_from_resolved,
-    resolved_from_locked,
-)
+from mdl.lockfile.model import Lock, LockedFile, LockedModel, resolved_from_locked
 from mdl.redact import Secrets
 from mdl.sources.hub import hub_file_url, xet_token_url
 from mdl.sources.resolve import RemoteFile, ResolvedModel, XetRef

@@ -54,9 +54,12 @@ def imported_on(tmp_path: Path, *args: str) -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["repo", "url"])
-def test_a_first_signed_pull_imports_the_library_ahead_and_a_re_pull_not_at_all(
+def test_a_key_signed_pull_never_imports_the_library(
     world: Path, hub: HubServer, tmp_path: Path, where: str
 ) -> None:
+    """A key's signature is checked with `cryptography` alone (mdl.signing.keyed): neither the
+    first pull nor a re-pull imports model_signing, ahead or not (a certificate chain's or an
+    identity's signature is, ahead: ``import_ahead``, below)."""
     private, public = key_pair(tmp_path / "keys")
     signature = official_sign(write_files(tmp_path / "upstream", FILES), private)
     if where == "repo":
@@ -68,9 +71,9 @@ def test_a_first_signed_pull_imports_the_library_ahead_and_a_re_pull_not_at_all(
         urls = ", ".join(f'{{ url = "{hub.cdn.url}/f/{name}" }}' for name in FILES)
         model, file = f"files = [{urls}]", f'file = "{hub.cdn.url}/f/model.sig"\n'
     world.write_text(f'[models.tiny]\n{model}\n\n[models.tiny.signature]\nkey = "{public}"\n{file}')
-    assert imported_on(tmp_path, "pull", "tiny") == "mdl-import-model_signing"
+    assert imported_on(tmp_path, "pull", "tiny") is None
     assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == signature
-    # cron: the signature is as verified before, nothing to import
+    # cron: the signature is as verified before
     assert imported_on(tmp_path, "pull", "tiny") is None
 
 

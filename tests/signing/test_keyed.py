@@ -1,0 +1,105 @@
+"""A key's signature verified with `cryptography` alone (mdl.signing.keyed): what model_signing's
+own CLI signs gives the manifest the library gives, without loading model_signing; a signature
+the check does not take whole (a flipped byte, another key, a statement signed by another key under
+the user's key hint) is left to the library, which refuses it as before (IntegrityError, exit 6)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from signkeys import key_pair, official_sign
+
+from mdl.errors import IntegrityError
+from mdl.signing import library
+from mdl.signing.keyed import key_verified
+from mdl.signing.library import verify_signature
+from mdl.signing.statement import Trust
+
+WHAT = "model/model.sig"
+FILES = {"config.json": b"{}", "weights/model.safetensors": b"w" * 100_000, "README.md": b"# m\n"}
+
+
+def model_folder(root: Path) -> Path:
+    folder = root / "model"
+    for path, data in FILES.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+    return folder
+
+
+def by_the_library(data: bytes, trust: Trust) -> object:
+    library._library()
+    with tempfile.TemporaryDirectory() as folder:
+        return library._verified(data, trust, Path(folder), what=WHAT)
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, Path, Path]:
+    root = tmp_path_factory.mktemp("keyed")
+    private, public = key_pair(root / "keys")
+    return official_sign(model_folder(root), private), public, private
+
+
+def test_the_official_signature_is_the_librarys_manifest(signed: tuple[bytes, Path, Path]) -> None:
+    data, public, _ = signed
+    fast = key_verified(data, Trust(key=public))
+    assert fast is not None
+    assert fast == by_the_library(data, Trust(key=public))
+    assert verify_signature(data, Trust(key=public), what=WHAT) == fast
+
+
+def test_it_loads_no_model_signing(signed: tuple[bytes, Path, Path], tmp_path: Path) -> None:
+    data, public, _ = signed
+    (tmp_path / "model.sig").write_bytes(data)
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from mdl.signing.library import verify_signature\n"
+        "from mdl.signing.statement import Trust\n"
+        f"verify_signature(Path({str(tmp_path / 'model.sig')!r}).read_bytes(),"
+        f" Trust(key=Path({str(public)!r})), what='m')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in"
+        " ('model_signing', 'sigstore', 'tuf', 'OpenSSL')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_flipped_byte_is_the_librarys_refusal(signed: tuple[bytes, Path, Path]) -> None:
+    data, public, _ = signed
+    bundle = json.loads(data)
+    sig = bytearray(base64.b64decode(bundle["dsseEnvelope"]["signatures"][0]["sig"]))
+    sig[-1] ^= 1
+    bundle["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(sig).decode()
+    bad = json.dumps(bundle).encode()
+    assert key_verified(bad, Trust(key=public)) is None
+    with pytest.raises(IntegrityError, match=r"^model/model.sig: the signature does not verify"):
+        verify_signature(bad, Trust(key=public), what=WHAT)
+
+
+def test_another_key_is_refused(signed: tuple[bytes, Path, Path], tmp_path: Path) -> None:
+    data, _, _ = signed
+    _, other = key_pair(tmp_path / "other")
+    assert key_verified(data, Trust(key=other)) is None
+    with pytest.raises(IntegrityError, match=r"^model/model.sig: the signature does not verify"):
+        verify_signature(data, Trust(key=other), what=WHAT)
+
+
+def test_another_keys_signature_under_the_users_hint_is_refused(
+    signed: tuple[bytes, Path, Path], tmp_path: Path
+) -> None:
+    """The hint is the bundle's word: the signature must be by the user's key."""
+    data, public, _ = signed
+    other, _ = key_pair(tmp_path / "other")
+    theirs = json.loads(official_sign(model_folder(tmp_path), other))
+    theirs["verificationMaterial"] = json.loads(data)["verificationMaterial"]
+    forged = json.dumps(theirs).encode()
+    assert key_verified(forged, Trust(key=public)) is None
+    with pytest.raises(IntegrityError, match=r"^model/model.sig: the signature does not verify"):
+        verify_signature(forged, Trust(key=public), what=WHAT)
