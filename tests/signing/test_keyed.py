@@ -103,3 +103,59 @@ def test_another_keys_signature_under_the_users_hint_is_refused(
     assert key_verified(forged, Trust(key=public)) is None
     with pytest.raises(IntegrityError, match=r"^model/model.sig: the signature does not verify"):
         verify_signature(forged, Trust(key=public), what=WHAT)
+
+
+def _reshaped(data: bytes, change: str) -> bytes:
+    """The user's valid bundle, its signed payload untouched, with an unsigned part the library's
+    bundle reader refuses."""
+    bundle = json.loads(data)
+    material, envelope = bundle["verificationMaterial"], bundle["dsseEnvelope"]
+    if change == "utf-8 BOM":
+        return b"\xef\xbb\xbf" + data
+    if change == "UTF-16":
+        return data.decode().encode("utf-16")
+    if change == "lone surrogate":
+        return data.rstrip()[:-1] + b', "x": "\xed\xa0\x80"}'
+    if change == "unknown field":
+        bundle["comment"] = "not a bundle field"
+    elif change == "message signature too":
+        bundle["messageSignature"] = {"signature": "AA=="}
+    elif change == "certificate too":
+        material["certificate"] = {"rawBytes": "AA=="}
+    elif change == "a tlog entry":
+        material["tlogEntries"] = [{"logIndex": "1"}]
+    elif change == "a timestamp":
+        material["timestampVerificationData"] = {"rfc3161Timestamps": 5}
+    elif change == "key id a number":
+        envelope["signatures"][0]["keyid"] = 5
+    elif change == "unknown envelope field":
+        envelope["note"] = 1
+    return json.dumps(bundle).encode()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "utf-8 BOM",
+        "UTF-16",
+        "lone surrogate",
+        "unknown field",
+        "message signature too",
+        "certificate too",
+        "a tlog entry",
+        "a timestamp",
+        "key id a number",
+        "unknown envelope field",
+    ],
+)
+def test_a_bundle_the_library_refuses_is_refused(
+    signed: tuple[bytes, Path, Path], change: str
+) -> None:
+    """The signature over the statement is the user's key's, but the bundle around it is one
+    model_signing refuses to read: the fast path does not take it either (the library refuses it,
+    exit 6), whatever the unsigned parts say."""
+    data, public, _ = signed
+    bad = _reshaped(data, change)
+    assert key_verified(bad, Trust(key=public)) is None
+    with pytest.raises(IntegrityError, match=r"^model/model.sig: the signature does not verify"):
+        verify_signature(bad, Trust(key=public), what=WHAT)
