@@ -5,11 +5,12 @@ TUF, Rekor, Fulcio and pyOpenSSL for any check: ~0.4 CPU-s a key check never use
 model_signing's ``sign key`` writes a sigstore bundle (JSON) whose DSSE envelope holds the in-toto
 statement and one ECDSA signature over its DSSE pre-authentication encoding, and the key's SHA-256
 hint. This module accepts a bundle only when every check passes, exactly as the library would:
-a bundle of only what the signer writes (strict UTF-8), its media type, the hint equal to the user's key (the trust chains to the key the user
-configured, never to one the bundle names), the signature over the statement with that key, the
-statement's types, one subject whose digest is that of the resources, a ``files`` serialisation
-with names the library keeps as they are. Anything else (a bad signature included) is None: the
-library checks it then, and says what is wrong, in the words and with the exit code as before."""
+a bundle of only what the signer writes (strict UTF-8), its media type, the hint equal to the
+user's key (the trust chains to the key the user configured, never to one the bundle names), the
+signature over the statement with that key, the statement's types, one subject whose digest is
+that of the resources, a ``files`` serialisation with names the library keeps as they are.
+Anything else (a bad signature included) is None: the library checks it then, and says what is
+wrong, in the words and with the exit code as before."""
 
 from __future__ import annotations
 
