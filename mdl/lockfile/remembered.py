@@ -166,7 +166,8 @@ def _remember(entry: Path, key: str, value: object, said: list[str]) -> None:
             raise _NotRemembered("not kept exactly")
         doc = {"key": key, "said": said, "value": encoded}
         data = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        confined.write_atomic(entry.parent.parent, entry, data.encode())
+        # the user's alone: a catalog may hold a credential as it is (a header, user:password)
+        confined.write_atomic(entry.parent.parent, entry, data.encode(), mode=0o600)
     except (OSError, MdlError, ValueError, TypeError, RecursionError) as exc:
         log.debug("not remembering %s: %s", entry, exc)
 

@@ -175,3 +175,19 @@ def test_a_lock_read_again_is_the_lock_checked(tmp_path: Path) -> None:
         parse_lock(bad, source=str(path))
     assert said.value.message == expected.value.message
     assert said.value.message.endswith("model[0].files[0].size: Input should be a valid integer")
+
+
+def test_a_private_catalogs_secret_is_not_remembered_for_others_to_read(tmp_path: Path) -> None:
+    """A catalog may hold a credential as it is (a header, a URL's user:password), readable by its
+    owner alone: the memory of it is as private (its entries are the user's alone, whatever the
+    umask), never a copy other users of the machine can read in the cache."""
+    path = tmp_path / "catalog.toml"
+    path.write_text(
+        '[[models.lora.files]]\nurl = "https://u:pw-s3cret@cdn.example/l.bin"\n'
+        'headers = { Authorization = "Bearer tok-s3cret" }\n'
+    )
+    path.chmod(0o600)
+    remembered.load_catalog(path)
+    [entry] = entries()
+    assert b"s3cret" in entry.read_bytes()  # (the memory is of this very catalog)
+    assert entry.stat().st_mode & 0o077 == 0, oct(entry.stat().st_mode)
