@@ -282,7 +282,14 @@ def _kept_file(path: object, pieces: object, algorithm: str, method: str) -> Sig
         raise ValueError("not a kept statement")
     if not all(map(_kept_piece, pieces)):
         raise ValueError("not a kept statement")
+    # each digest of its algorithm's size, as a verified statement's are (never an empty one)
+    if not all(_is_hex(piece[2], 2 * DIGEST_BYTES[algorithm]) for piece in pieces):
+        raise ValueError("not a kept statement")
     return SignedFile(path, algorithm, tuple(map(tuple, pieces)), sharded=method == "shards")
+
+
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and all(c in "0123456789abcdef" for c in text)
 
 
 def _kept_piece(piece: object) -> bool:

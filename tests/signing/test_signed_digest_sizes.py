@@ -4,6 +4,7 @@ signature model_signing's own check refuses (no file hashes to nothing)."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from signkeys import key_pair
 from mdl.errors import IntegrityError
 from mdl.signing import library
 from mdl.signing.library import sign_digests, verify_signature
-from mdl.signing.statement import Trust
+from mdl.signing.statement import SignedManifest, Trust
 
 CONFIG = b'{"model_type": "bert"}\n'
 WEIGHTS = b"w" * 5000
@@ -61,3 +62,18 @@ def test_a_signed_empty_digest_installs_nothing(
     folder = tmp_path / "models" / "tiny"
     assert not (folder / "config.json").exists()
     assert not (folder / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("digest", ["", "AB" * 32, "ab" * 16])
+def test_a_kept_statement_with_a_digest_of_the_wrong_size_is_not_used(
+    tmp_path: Path, digest: str
+) -> None:
+    """A statement kept from an earlier run is held to what a verified one is: one with a digest
+    of the wrong size (kept by an mdl that took it) is not used: the signature is verified again."""
+    private, public = key_pair(tmp_path / "keys")
+    data = sign_digests({"config.json": "ab" * 32}, private_key=private, model_name="tiny")
+    kept = verify_signature(data, Trust(key=public), what=WHAT).to_json()
+    assert SignedManifest.from_json(json.loads(json.dumps(kept))) == SignedManifest.from_json(kept)
+    kept["files"]["config.json"][0][2] = digest  # type: ignore[index]
+    with pytest.raises(ValueError, match="not a kept statement"):
+        SignedManifest.from_json(kept)
