@@ -35,8 +35,31 @@ from mdl.version import __version__
 log = logging.getLogger("mdl.lock")
 
 FORMAT = 1  # this memory's own format: a change here is a new number
-# Rules whose change (an upgrade, an edit in a checkout) must not be met by an older result.
-_RULES = ("catalog/_schema.py", "catalog/load.py", "lockfile/checked.py", "lockfile/io.py")
+# Rules whose change (an upgrade, an edit in a checkout) must not be met by an older result: every
+# module of mdl's whose code a check runs (tests/lockfile/test_remembered.py holds it to that).
+_RULES = (
+    "buckets/_s3store.py",
+    "buckets/folder.py",  # (a file:// mirror's store)
+    "buckets/protocol.py",
+    "buckets/registry.py",
+    "buckets/s3.py",
+    "catalog/_lines.py",
+    "catalog/_schema.py",
+    "catalog/files.py",
+    "catalog/headers.py",
+    "catalog/load.py",
+    "catalog/settings.py",
+    "catalog/specs.py",
+    "lockfile/checked.py",
+    "lockfile/io.py",
+    "lockfile/model.py",
+    "lockfile/ondisk.py",
+    "paths.py",
+    "redact.py",
+    "setting.py",
+    "signing/statement.py",
+    "store/layout.py",
+)
 _PACKAGE = Path(__file__).resolve().parent.parent
 # A file bigger than this is checked each time, not remembered: remembering costs memory of a
 # few times the file (its entry, encoded and read back to compare), which the reader's own bound
@@ -166,7 +189,8 @@ def _remember(entry: Path, key: str, value: object, said: list[str]) -> None:
             raise _NotRemembered("not kept exactly")
         doc = {"key": key, "said": said, "value": encoded}
         data = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        confined.write_atomic(entry.parent.parent, entry, data.encode())
+        # the user's alone: a catalog may hold a credential as it is (a header, user:password)
+        confined.write_atomic(entry.parent.parent, entry, data.encode(), mode=0o600)
     except (OSError, MdlError, ValueError, TypeError, RecursionError) as exc:
         log.debug("not remembering %s: %s", entry, exc)
 

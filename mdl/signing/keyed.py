@@ -5,11 +5,12 @@ TUF, Rekor, Fulcio and pyOpenSSL for any check: ~0.4 CPU-s a key check never use
 model_signing's ``sign key`` writes a sigstore bundle (JSON) whose DSSE envelope holds the in-toto
 statement and one ECDSA signature over its DSSE pre-authentication encoding, and the key's SHA-256
 hint. This module accepts a bundle only when every check passes, exactly as the library would:
-the bundle's media type, the hint equal to the user's key (the trust chains to the key the user
-configured, never to one the bundle names), the signature over the statement with that key, the
-statement's types, one subject whose digest is that of the resources, a ``files`` serialisation
-with names the library keeps as they are. Anything else (a bad signature included) is None: the
-library checks it then, and says what is wrong, in the words and with the exit code as before."""
+a bundle of only what the signer writes (strict UTF-8), its media type, the hint equal to the
+user's key (the trust chains to the key the user configured, never to one the bundle names), the
+signature over the statement with that key, the statement's types, one subject whose digest is
+that of the resources, a ``files`` serialisation with names the library keeps as they are.
+Anything else (a bad signature included) is None: the library checks it then, and says what is
+wrong, in the words and with the exit code as before."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def _verified(data: bytes, material: bytes) -> SignedManifest | None:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    bundle = json.loads(data)
+    # the library reads the file as strict UTF-8 text: no BOM, UTF-16/32 or lone surrogate
+    bundle = json.loads(data.decode("utf-8"))
     key = serialization.load_pem_public_key(material)
     # the curves model_signing takes, each with the digest it signs with
     curves: dict[str, hashes.HashAlgorithm] = {
@@ -59,7 +61,8 @@ def _verified(data: bytes, material: bytes) -> SignedManifest | None:
     )
     envelope = bundle["dsseEnvelope"]
     if (
-        bundle["mediaType"] != BUNDLE_MEDIA_TYPE
+        not _written_by_signer(bundle)
+        or bundle["mediaType"] != BUNDLE_MEDIA_TYPE
         or bundle["verificationMaterial"]["publicKey"]["hint"] != hashlib.sha256(pem).hexdigest()
         or envelope["payloadType"] != PAYLOAD_TYPE
         or len(envelope["signatures"]) != 1
@@ -72,6 +75,23 @@ def _verified(data: bytes, material: bytes) -> SignedManifest | None:
     # InvalidSignature: the library tries it again (and its pre-1.0 encoding), and refuses it
     key.verify(signature, signed + payload, ec.ECDSA(curves[key.curve.name]))
     return _manifest(json.loads(payload))
+
+
+def _written_by_signer(bundle: Any) -> bool:
+    """Whether the bundle holds only what model_signing's key signer writes: the library's bundle
+    model refuses an unknown field, a second kind of verification material or of content, or a
+    field of another type (a tlog entry, a timestamp, a key id that is not a string)."""
+    material, envelope = bundle["verificationMaterial"], bundle["dsseEnvelope"]
+    [signature] = envelope["signatures"]
+    return (
+        bundle.keys() == {"mediaType", "verificationMaterial", "dsseEnvelope"}
+        and material.keys() <= {"publicKey", "tlogEntries"}
+        and material.get("tlogEntries", []) == []
+        and material["publicKey"].keys() == {"hint"}
+        and envelope.keys() == {"payload", "payloadType", "signatures"}
+        and signature.keys() <= {"sig", "keyid"}
+        and isinstance(signature.get("keyid", ""), str)
+    )
 
 
 def _manifest(statement: Any) -> SignedManifest | None:

@@ -23,6 +23,9 @@ from mdl.redact import printable
 GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
 # a serialisation's hash_type → the name of each item's digest (and of the hash mdl computes)
 ALGORITHMS = {"sha256": "sha256", "blake2": "blake2b", "blake2b": "blake2b", "blake3": "blake3"}
+# each digest's size in bytes: a signed digest of another size (an empty one) is no digest of any
+# bytes, and must never read as "not pinned" (an empty sha256 is false wherever mdl pins)
+DIGEST_BYTES = {"sha256": 32, "blake2b": 64, "blake3": 32}
 READ_SIZE = 1 << 20
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 SIGNATURE_FILE = "model.sig"  # the name model_signing's own CLI writes and publishers ship
@@ -279,7 +282,14 @@ def _kept_file(path: object, pieces: object, algorithm: str, method: str) -> Sig
         raise ValueError("not a kept statement")
     if not all(map(_kept_piece, pieces)):
         raise ValueError("not a kept statement")
+    # each digest of its algorithm's size, as a verified statement's are (never an empty one)
+    if not all(_is_hex(piece[2], 2 * DIGEST_BYTES[algorithm]) for piece in pieces):
+        raise ValueError("not a kept statement")
     return SignedFile(path, algorithm, tuple(map(tuple, pieces)), sharded=method == "shards")
+
+
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and all(c in "0123456789abcdef" for c in text)
 
 
 def _kept_piece(piece: object) -> bool:
@@ -314,7 +324,7 @@ def manifest_from_items(
         )
     size = _shard_size(shard_size) if method == "shards" else None
     named = ALGORITHMS[algorithm] + (f"-sharded-{size}" if size is not None else "")
-    pieces = _pieces(items, named, sharded=size is not None)
+    pieces = _pieces(items, named, DIGEST_BYTES[ALGORITHMS[algorithm]], sharded=size is not None)
     files = {
         path: _signed_file(path, parts, ALGORITHMS[algorithm], size)
         for path, parts in pieces.items()
@@ -338,15 +348,20 @@ _Piece = tuple[int, int | None, str]  # start, end (None: the whole file), hex d
 
 
 def _pieces(
-    items: Iterable[tuple[str, str, bytes]], named: str, *, sharded: bool
+    items: Iterable[tuple[str, str, bytes]], named: str, length: int, *, sharded: bool
 ) -> dict[str, list[_Piece]]:
     """The items' digests by path (a file's one, or a sharded file's shards), each of the digest
-    algorithm ``named``."""
+    algorithm ``named``, ``length`` bytes."""
     pieces: dict[str, list[_Piece]] = {}
     for identifier, item_algorithm, value in items:
         if item_algorithm != named:
             raise IntegrityError(
                 f"the signature mixes digest algorithms ({item_algorithm} and {named})"
+            )
+        if len(value) != length:
+            raise IntegrityError(
+                f"the signature's {named} digest of '{printable(identifier, limit=120)}' is"
+                f" {len(value)} bytes, not {length}"
             )
         if sharded:
             path, start, end = identifier.rsplit(":", 2)

@@ -261,9 +261,9 @@ def read_bytes(root: Path, path: Path, *, limit: int, head: bool = False) -> byt
     return data
 
 
-def write_atomic(root: Path, path: Path, data: bytes) -> None:
+def write_atomic(root: Path, path: Path, data: bytes, *, mode: int = 0o666) -> None:
     """Write ``data`` beside ``path`` and rename it over, never through a link: readers see old
-    or new, never half.
+    or new, never half. ``mode`` (less the umask) is the new file's: 0o600 keeps it the user's.
     """
     # threads of one run may write one file
     tmp = f"{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
@@ -271,7 +271,7 @@ def write_atomic(root: Path, path: Path, data: bytes) -> None:
         with folder(root, path.parent) as dir_fd:
             try:  # made fresh: nothing at a random name is written through
                 fd = os.open(
-                    tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINK, 0o666, dir_fd=dir_fd
+                    tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINK, mode, dir_fd=dir_fd
                 )
             except FileNotFoundError:
                 if os.fstat(dir_fd).st_nlink or attempt == FRESH_TRIES - 1:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -175,3 +177,61 @@ def test_a_lock_read_again_is_the_lock_checked(tmp_path: Path) -> None:
         parse_lock(bad, source=str(path))
     assert said.value.message == expected.value.message
     assert said.value.message.endswith("model[0].files[0].size: Input should be a valid integer")
+
+
+def test_a_private_catalogs_secret_is_not_remembered_for_others_to_read(tmp_path: Path) -> None:
+    """A catalog may hold a credential as it is (a header, a URL's user:password), readable by its
+    owner alone: the memory of it is as private (its entries are the user's alone, whatever the
+    umask), never a copy other users of the machine can read in the cache."""
+    path = tmp_path / "catalog.toml"
+    path.write_text(
+        '[[models.lora.files]]\nurl = "https://u:pw-s3cret@cdn.example/l.bin"\n'
+        'headers = { Authorization = "Bearer tok-s3cret" }\n'
+    )
+    path.chmod(0o600)
+    remembered.load_catalog(path)
+    [entry] = entries()
+    assert b"s3cret" in entry.read_bytes()  # (the memory is of this very catalog)
+    assert entry.stat().st_mode & 0o077 == 0, oct(entry.stat().st_mode)
+
+
+# mdl's modules a check loads that hold no rule of what a catalog or lock says (version.py is
+# in the key by its value, this memory by its FORMAT)
+NO_RULES = {
+    "errors.py",
+    "lazy.py",
+    "units.py",
+    "version.py",
+    "lockfile/remembered.py",
+    "store/confined.py",
+    "store/filelocks.py",
+    "store/filesystem.py",
+    "store/records.py",
+    "store/store.py",
+}
+
+
+def test_every_module_a_check_runs_is_in_the_key(tmp_path: Path) -> None:
+    """An edit to any rule (a save path's, a header's, a URL's) in a checkout or a patched install
+    of the same version is another key: a catalog remembered as valid by the old rule is checked
+    again by the new one."""
+    code = (
+        "import sys, mdl\n"
+        "from pathlib import Path\n"
+        "from mdl.catalog.load import parse_catalog\n"
+        "from mdl.lockfile.io import parse_lock\n"
+        f"parse_catalog({CATALOG!r}, source='c', path=Path('c'))\n"
+        f"parse_lock({LOCK!r})\n"
+        "root = Path(mdl.__file__).parent\n"
+        "for m in list(sys.modules.values()):\n"
+        "    f = getattr(m, '__file__', None) or ''\n"
+        "    if m.__name__.startswith('mdl') and not f.endswith('__init__.py'):\n"
+        "        print(Path(f).relative_to(root).as_posix())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    ran = set(done.stdout.split())
+    assert "catalog/_schema.py" in ran and "lockfile/checked.py" in ran  # (the checks ran)
+    assert ran - NO_RULES <= set(remembered._RULES), sorted(ran - NO_RULES - set(remembered._RULES))
