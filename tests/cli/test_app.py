@@ -71,9 +71,13 @@ def world(hub: HubServer, catalog: Path, tmp_path: Path) -> dict[str, object]:
 
 
 def body_bytes(hub: HubServer) -> int:
-    return hub.cdn.log.body_bytes(method="GET") + hub.log.body_bytes(
-        method="GET", path_prefix="/org/"
-    )
+    """File data the Hub and its CDN sent: not a metadata ask's first byte (a Hub file's metadata
+    is its first byte's answer, issue 79)."""
+    records = [
+        *hub.cdn.log.records(method="GET"),
+        *hub.log.records(method="GET", path_prefix="/org/"),
+    ]
+    return sum(r.bytes_sent for r in records if not r.asks_metadata)
 
 
 # -- pull

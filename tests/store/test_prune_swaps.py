@@ -32,6 +32,15 @@ MOST_CALLS = 160  # more filesystem calls than one prune of the scene makes (a t
 _CALLS = ("stat", "lstat", "open", "fstat", "rename", "link", "unlink", "listdir")
 
 
+@pytest.fixture(autouse=True)
+def no_remembered_checks(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: Any) -> None:
+    """No memory of checked catalogs (``mdl.lockfile.remembered``): its writes are filesystem calls
+    this file counts to place a swap. A cache folder under a regular file cannot be made."""
+    blocker = tmp_path_factory.mktemp("cache") / "a-file"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+
+
 @dataclass
 class Scene:
     root: Path
