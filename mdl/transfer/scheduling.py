@@ -62,6 +62,8 @@ def plan_pieces(size: int | None, *, connections: int, split_threshold: int) -> 
         return [Piece(0, size)]
     least = max(MIN_PIECE, -(-size // MAX_PIECES), min(PIECE, size // connections))
     count = max(1, size // least)  # (evened out: no short last piece)
+    if count > connections:  # whole rounds: no stream fetches a last piece while the others idle
+        count -= count % connections
     piece = -(-size // count)
     piece = -(-piece // STEAL_ALIGN) * STEAL_ALIGN
     return [Piece(start, min(start + piece, size)) for start in range(0, size, piece)]

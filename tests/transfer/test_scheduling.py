@@ -56,6 +56,8 @@ def test_plan_pieces_cover_the_file_exactly(size: int, connections: int) -> None
         assert len(pieces) >= min(connections, size // MIN_PIECE)
         assert length <= 2 * max(PIECE, -(-size // MAX_PIECES)) + 64 * 1024
         assert all((p.end - p.start) % (64 * 1024) == 0 for p in pieces[:-1])  # type: ignore[operator]
+        # whole rounds of the streams (one round at least when there are fewer pieces)
+        assert len(pieces) <= connections or len(pieces) % connections == 0
 
 
 def test_plan_pieces_unknown_size_and_threshold() -> None:
@@ -63,6 +65,8 @@ def test_plan_pieces_unknown_size_and_threshold() -> None:
     assert plan_pieces(100, connections=8, split_threshold=101) == [Piece(0, 100)]
     # PIECE each, taken in file order: the hash trails the newest byte by about 8 x 32 MiB
     assert len(plan_pieces(1024 * MiB, connections=8, split_threshold=32 * MiB)) == 32
+    # 300 MiB on 8 streams: 8 pieces, not 9 (a ninth alone at the end while 7 streams idle)
+    assert len(plan_pieces(300 * MiB, connections=8, split_threshold=32 * MiB)) == 8
     # each read past the parser (a piece through it would cost four copies a byte), even where a
     # connection's handshake was slow (its threshold grows with it)
     assert PIECE >= 2 * RAW_LEAST
