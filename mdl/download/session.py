@@ -42,7 +42,14 @@ from mdl.store.store import Store
 from mdl.transfer.connection import NetTransport, origin
 from mdl.transfer.context import JobContext
 from mdl.transfer.http import Credentials, RetryPolicy, TokenGuard, make_client
-from mdl.transfer.job import Landing, PartSource, RetryLog, TransferJob, TransferResult
+from mdl.transfer.job import (
+    MAX_AUTO_CONNECTIONS,
+    Landing,
+    PartSource,
+    RetryLog,
+    TransferJob,
+    TransferResult,
+)
 from mdl.transfer.ratelimit import HubGate
 from mdl.transfer.replies import Probed, probe
 from mdl.transfer.resume import discard_partial
@@ -116,7 +123,8 @@ class PullSession:
         # big files' ranges (twice: a stream asks for its next piece before its current one ends),
         # plus the small files in flight (more when --jobs is left to follow the work)
         small = settings.jobs if settings.jobs_set else max(settings.jobs, MANY_JOBS)
-        pool_size = max(4, 2 * settings.jobs * settings.connections + small)
+        streams = max(settings.connections, MAX_AUTO_CONNECTIONS)  # (a big file's, by default)
+        pool_size = max(4, 2 * settings.jobs * streams + small)
         self.transport = NetTransport(
             timeout=settings.timeout, environ=self.environ, pool_size=pool_size
         )

@@ -407,7 +407,9 @@ class BodyCopy:
         self.near_end, self.near = near_end, math.inf
         if near_end is not None and piece.end is not None:
             # (twice: the next piece's request may need a connection of its own first)
-            self.near = piece.end - 2 * round_trip_bytes(state, shared.config.streams(state.size))
+            early = 2 * round_trip_bytes(state, shared.config.streams(state.size))
+            # (never before half the answer: no more than twice the streams read at full)
+            self.near = max((piece.start + piece.done + piece.end) // 2, piece.end - early)
         # bytes before ``told`` are told (``JobContext.landing``: looked up once, not per chunk);
         # after it, up to the frontier, not yet
         self.start = self.offset = self.told = piece.start + piece.done
