@@ -24,7 +24,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from mdl.catalog.specs import Catalog, CatalogSettings, CatalogWarning, FileSpec, ModelSpec
 from mdl.errors import CatalogError, MdlError
@@ -203,18 +203,19 @@ def _encode(value: object) -> Any:
     if value is None or kind in (str, int, bool, float):
         return value
     if kind is tuple:
-        return [_encode(item) for item in value]  # type: ignore[attr-defined]
+        return [_encode(item) for item in cast("tuple[object, ...]", value)]
     if kind is type(_PACKAGE):
         return {"/": str(value)}
     if kind is dict:
-        return {"{}": [[_encode(k), _encode(v)] for k, v in value.items()]}  # type: ignore[attr-defined]
+        pairs = cast("dict[object, object]", value).items()
+        return {"{}": [[_encode(k), _encode(v)] for k, v in pairs]}
     name = kind.__name__
     if name not in _BUILT or _BUILT[name]() is not kind:
         raise _NotRemembered(f"a {name}")
-    if not all(f.init for f in dataclasses.fields(value)):  # type: ignore[arg-type]
+    fields = dataclasses.fields(cast(Any, value))
+    if not all(f.init for f in fields):
         raise _NotRemembered(f"a {name} with a field its constructor does not take")
-    fields = {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}  # type: ignore[arg-type]
-    return {"": name, **fields}
+    return {"": name, **{f.name: _encode(getattr(value, f.name)) for f in fields}}
 
 
 def _decode(doc: Any) -> Any:
