@@ -27,7 +27,9 @@ from mdl.transfer.job import (
     SourceChanged,
     TransferJob,
     TransferResult,
+    Version,
 )
+from mdl.transfer.replies import take_version
 from mdl.transfer.resume import (
     DownloadState,
     Loaded,
@@ -349,10 +351,10 @@ class Restarts:
                 self._run_streams()
                 return
             except RangesIgnoredError:
-                layout = self._ranges_ignored()
+                layout, seen = self._ranges_ignored(), None
             except SourceChanged as changed:
-                layout = self._changed(changed)
-            self._start_over(layout)
+                layout, seen = self._changed(changed), changed.seen
+            self._start_over(layout, seen)
         raise NetworkError(
             f"{self.state.job.label}: the server kept changing the file or ignoring ranges; giving"
             " up"
@@ -383,10 +385,13 @@ class Restarts:
         size = state.size if changed.new_size is None else changed.new_size
         return self.shared.config.plan(size)
 
-    def _start_over(self, layout: list[Piece]) -> None:
+    def _start_over(self, layout: list[Piece], seen: Version | None) -> None:
         state = self.state
         self.shared.progress.advance(state.job.label, -state.on_disk())
         state.reset(layout)
+        if seen is not None:
+            with state.lock:
+                take_version(state, seen)
         os.ftruncate(state.fd, 0)  # never splice two versions: drop every byte of the old one
         if state.size is not None:
             os.ftruncate(state.fd, state.size)

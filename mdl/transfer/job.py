@@ -254,16 +254,22 @@ class EngineConfig:
         )
 
 
+# a version as answers show it: the strong ETag, the usable Last-Modified, the Last-Modified as sent
+Version = tuple[str | None, str | None, str | None]
+
+
 class RangesIgnoredError(Exception):
     """The server answered a range with the whole file (or a coded body): restart as one stream."""
 
 
 class SourceChanged(Exception):
-    """The file's version (ETag, date, or an unpinned size) changed under us: start over."""
+    """The file's version (ETag, date, or an unpinned size) changed under us: start over, bound to
+    the version seen (``seen``: its strong ETag, usable date and date as sent), so that a third one
+    is a second change however many answers the new one lasted."""
 
-    def __init__(self, new_size: int | None = None) -> None:
+    def __init__(self, new_size: int | None = None, seen: Version | None = None) -> None:
         super().__init__("source changed")
-        self.new_size = new_size
+        self.new_size, self.seen = new_size, seen
 
 
 class HashMismatch(Exception):

@@ -16,7 +16,7 @@ from mdl.transfer._headers import content_range_total, is_encoded
 from mdl.transfer.body import Span, promised
 from mdl.transfer.connection import drain
 from mdl.transfer.http import Credentials, error_for_status, follow
-from mdl.transfer.job import HashMismatch, Opening, RangesIgnoredError, SourceChanged
+from mdl.transfer.job import HashMismatch, Opening, RangesIgnoredError, SourceChanged, Version
 from mdl.transfer.resume import DownloadState
 
 
@@ -136,16 +136,35 @@ def check_version(
     with state.lock:
         changed = state.validator is not None and _differs(state, etag, modified, sent)
         if changed and not whole:
-            raise SourceChanged(new_size=total)
+            raise SourceChanged(new_size=total, seen=_change_seen(state, (etag, modified, sent)))
         if changed:
             state.count_change()
             state.job.retries.add("the file changed on the server, took the new version")
         if state.validator is None or changed:
-            state.etag, state.last_modified, state.modified_seen = etag, modified, sent
-            state.validator = etag or modified
+            take_version(state, (etag, modified, sent))
         else:
             state.etag, state.last_modified = state.etag or etag, state.last_modified or modified
             state.modified_seen = state.modified_seen or sent
+
+
+def take_version(state: DownloadState, version: Version) -> None:
+    """(Under the lock) the version the file is of from now on: an answer's strong ETag, usable
+    date and date as sent (``validators``); a start over is bound to the version that caused it,
+    so that another one is a second change, however few answers that version lasted."""
+    etag, modified, sent = version
+    state.etag, state.last_modified, state.modified_seen = etag, modified, sent
+    state.validator = etag or modified
+
+
+def _change_seen(state: DownloadState, seen: Version) -> Version:
+    """(Under the lock) an answer of another version: the attempt starts over on the first such
+    one its streams read, and another one besides it is a change more (each stream in flight reads
+    an answer)."""
+    first = state.changed_to or seen
+    if (first[0] != seen[0]) if first[0] and seen[0] else (first[2] != seen[2]):
+        state.count_change()
+    state.changed_to = first
+    return first
 
 
 def _differs(

@@ -25,7 +25,7 @@ from mdl.store.confined import not_own, read_bytes, rename, unlink, write_atomic
 from mdl.store.filesystem import DirSyncs, fsync_dir, stat_file
 from mdl.transfer._target import Target
 from mdl.transfer.context import JobContext
-from mdl.transfer.job import HashMismatch, Identity, TransferJob
+from mdl.transfer.job import HashMismatch, Identity, TransferJob, Version
 from mdl.transfer.scheduling import ASSUMED_RATE, MIN_STEAL, MiB, Piece, split_largest
 
 if TYPE_CHECKING:
@@ -150,6 +150,7 @@ class DownloadState:
         self.adopt(validator)
         # times the file changed upstream during this download (a second one gives up)
         self.changes = 0
+        self.changed_to: Version | None = None  # the version this attempt's answers changed to
         self.lock = threading.Condition()
         self.last_save = time.monotonic()
         # when ``save_due`` first saw bytes the last record lacks (None: it lacks none)
@@ -406,9 +407,8 @@ class DownloadState:
             for piece in self.pieces:  # the file starts over (truncated after this)
                 self._unclaim(piece.start, piece.start + piece.done)
             self.pieces, self.flushed = pieces, None
-            self.adopt(None)  # the next answer says
-            self.restarted = True
-            self.answers = 0
+            self.adopt(None)  # the next answer says (``replies.start_over``: or the one seen)
+            self.restarted, self.answers, self.changed_to = True, 0, None
             self.hasher = self.new_hasher()
         self.stop.clear()
 

@@ -507,6 +507,36 @@ def test_file_changing_twice_is_exit_5_and_no_file(
     assert server.phase(PATH) == 2, "the test is void unless mdl saw the third version"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("validator", ["etag", "last-modified"])
+@pytest.mark.parametrize("connections", [1, 4])
+def test_a_version_seen_in_one_answer_counts_as_a_change(
+    serve: list[ScriptedServer], tmp_path: Path, validator: str, connections: int
+) -> None:
+    """Fixed defect (CI, issue 79's overlapping streams), as found: A, then B for a few answers,
+    then C was fetched whole as C, exit 0, when the streams in flight read every answer of B: the
+    start over took the next answer's version as new, not the one that had made it start over. The
+    start over is now bound to the version seen (and a third one seen in one attempt counts too):
+    here B lasts one answer, so on one stream it is read, and the start over's answer (C) is a
+    second change."""
+    a, b, c = version("A"), version("B"), version("C")
+    if validator == "etag":
+        keys = [{"etag": '"a"'}, {"etag": '"b"'}, {"etag": '"c"'}]
+    else:
+        keys = [{"last_modified": LM_A}, {"last_modified": LM_B}, {"last_modified": LM_C}]
+    server = serve_file(
+        serve,
+        Phase(a, requests=1, cap=MiB, if_range=False, **keys[0]),
+        Phase(b, requests=1, cap=MiB, if_range=False, **keys[1]),
+        Phase(c, cap=MiB, if_range=False, **keys[2]),
+    )
+    result = get(tmp_path, server, connections=connections)
+    seen = [s.phase for s in server.seen()]
+    assert result.returncode == 5, f"exit {result.returncode} ({seen}): {result.stderr}"
+    assert "kept changing upstream" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "f.bin").exists()
+
+
 # -- a header block that drips: --timeout bounds the whole header block
 # ------------------------------------------------
 
