@@ -407,7 +407,7 @@ class DownloadState:
             for piece in self.pieces:  # the file starts over (truncated after this)
                 self._unclaim(piece.start, piece.start + piece.done)
             self.pieces, self.flushed = pieces, None
-            self.adopt(None)  # the next answer says (``replies.start_over``: or the one seen)
+            self.adopt(None)  # the next answer says (or the one seen: ``Restarts._start_over``)
             self.restarted, self.answers, self.changed_to = True, 0, None
             self.hasher = self.new_hasher()
         self.stop.clear()
