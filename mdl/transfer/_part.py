@@ -510,7 +510,7 @@ class Restarts:
         # checked as locate's would be (the first one's final URL serves the later requests). Else
         # one round trip first fixes the version.
         if (job.located and not state.restarted) or (job.verify and job.identity.has_hash):
-            # after a restart the next answer says
+            # after a restart: the version that caused it (``_start_over``), else the next answer's
             if state.validator is None and not state.restarted:
                 state.adopt(job.identity.etag)  # If-Range on every range
         else:

@@ -158,13 +158,23 @@ def take_version(state: DownloadState, version: Version) -> None:
 
 def _change_seen(state: DownloadState, seen: Version) -> Version:
     """(Under the lock) an answer of another version: the attempt starts over on the first such
-    one its streams read, and another one besides it is a change more (each stream in flight reads
-    an answer)."""
-    first = state.changed_to or seen
-    if (first[0] != seen[0]) if first[0] and seen[0] else (first[2] != seen[2]):
+    one its streams read, and a second one besides it is one change more (each stream in flight
+    reads an answer; counted once, however many read it)."""
+    versions = state.changed_to
+    if not versions:
+        versions.append(seen)
+    elif len(versions) == 1 and not _same(versions[0], seen):
+        versions.append(seen)
         state.count_change()
-    state.changed_to = first
-    return first
+    return versions[0]
+
+
+def _same(one: Version, other: Version) -> bool:
+    """Whether two answers may be of one version: two strong ETags decide, else two dates as sent;
+    a validator left out is no contradiction (proxies strip)."""
+    if one[0] and other[0]:
+        return one[0] == other[0]
+    return not (one[2] and other[2]) or one[2] == other[2]
 
 
 def _differs(

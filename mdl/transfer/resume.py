@@ -150,7 +150,7 @@ class DownloadState:
         self.adopt(validator)
         # times the file changed upstream during this download (a second one gives up)
         self.changes = 0
-        self.changed_to: Version | None = None  # the version this attempt's answers changed to
+        self.changed_to: list[Version] = []  # the versions this attempt's answers changed to
         self.lock = threading.Condition()
         self.last_save = time.monotonic()
         # when ``save_due`` first saw bytes the last record lacks (None: it lacks none)
@@ -408,7 +408,7 @@ class DownloadState:
                 self._unclaim(piece.start, piece.start + piece.done)
             self.pieces, self.flushed = pieces, None
             self.adopt(None)  # the next answer says (or the one seen: ``Restarts._start_over``)
-            self.restarted, self.answers, self.changed_to = True, 0, None
+            self.restarted, self.answers, self.changed_to = True, 0, []
             self.hasher = self.new_hasher()
         self.stop.clear()
 

@@ -517,8 +517,8 @@ def test_a_version_seen_in_one_answer_counts_as_a_change(
     then C was fetched whole as C, exit 0, when the streams in flight read every answer of B: the
     start over took the next answer's version as new, not the one that had made it start over. The
     start over is now bound to the version seen (and a third one seen in one attempt counts too):
-    here B lasts one answer, so on one stream it is read, and the start over's answer (C) is a
-    second change."""
+    here B lasts one answer and C's header block drips (about 2 s), so B's answer is read first on
+    any number of streams, and the start over's answer (C) is a second change, counted once."""
     a, b, c = version("A"), version("B"), version("C")
     if validator == "etag":
         keys = [{"etag": '"a"'}, {"etag": '"b"'}, {"etag": '"c"'}]
@@ -528,13 +528,35 @@ def test_a_version_seen_in_one_answer_counts_as_a_change(
         serve,
         Phase(a, requests=1, cap=MiB, if_range=False, **keys[0]),
         Phase(b, requests=1, cap=MiB, if_range=False, **keys[1]),
-        Phase(c, cap=MiB, if_range=False, **keys[2]),
+        Phase(c, cap=MiB, if_range=False, drip_headers=0.01, **keys[2]),
     )
     result = get(tmp_path, server, connections=connections)
     seen = [s.phase for s in server.seen()]
     assert result.returncode == 5, f"exit {result.returncode} ({seen}): {result.stderr}"
     assert "kept changing upstream" in result.stderr and "Traceback" not in result.stderr
+    assert "(3 versions seen)" in result.stderr
     assert not (tmp_path / "out" / "f.bin").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("connections", [1, 4])
+def test_a_new_version_whose_answers_each_lost_a_validator_is_one_change(
+    serve: list[ScriptedServer], tmp_path: Path, connections: int
+) -> None:
+    """A, then B, whose first answer kept only its ETag and the others only their date (a proxy
+    strips one or the other): a validator left out is no contradiction, so this is one change,
+    the file is B, exit 0 (a review of the fix above: a missing date had counted as a third
+    version)."""
+    a, b = version("A"), version("B")
+    server = serve_file(
+        serve,
+        Phase(a, requests=1, cap=MiB, if_range=False, etag='"a"', last_modified=LM_A),
+        Phase(b, requests=1, cap=MiB, if_range=False, etag='"b"'),
+        Phase(b, cap=MiB, if_range=False, last_modified=LM_B),
+    )
+    result = get(tmp_path, server, connections=connections)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "f.bin").read_bytes() == b
 
 
 # -- a header block that drips: --timeout bounds the whole header block
