@@ -480,6 +480,13 @@ def test_a_server_trickling_tiny_206s_gives_up_with_exit_5(
 # ---------------------------------------------------------------------------------------
 
 
+def three_versions(validator: str) -> list[dict[str, str]]:
+    """Versions A, B and C named by ``validator`` alone: strong ETags, or dates a day apart."""
+    if validator == "etag":
+        return [{"etag": '"a"'}, {"etag": '"b"'}, {"etag": '"c"'}]
+    return [{"last_modified": LM_A}, {"last_modified": LM_B}, {"last_modified": LM_C}]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("validator", ["etag", "last-modified"])
 def test_file_changing_twice_is_exit_5_and_no_file(
@@ -490,10 +497,7 @@ def test_file_changing_twice_is_exit_5_and_no_file(
     """
     a, b, c = version("A"), version("B"), version("C")
     cap = 1 * MiB  # many requests per version, so mdl sees each change
-    if validator == "etag":
-        keys = [{"etag": '"a"'}, {"etag": '"b"'}, {"etag": '"c"'}]
-    else:
-        keys = [{"last_modified": LM_A}, {"last_modified": LM_B}, {"last_modified": LM_C}]
+    keys = three_versions(validator)
     server = serve_file(
         serve,
         Phase(a, requests=2, cap=cap, if_range=False, **keys[0]),
@@ -520,10 +524,7 @@ def test_a_version_seen_in_one_answer_counts_as_a_change(
     here B lasts one answer and C's header block drips (about 2 s), so B's answer is read first on
     any number of streams, and the start over's answer (C) is a second change, counted once."""
     a, b, c = version("A"), version("B"), version("C")
-    if validator == "etag":
-        keys = [{"etag": '"a"'}, {"etag": '"b"'}, {"etag": '"c"'}]
-    else:
-        keys = [{"last_modified": LM_A}, {"last_modified": LM_B}, {"last_modified": LM_C}]
+    keys = three_versions(validator)
     server = serve_file(
         serve,
         Phase(a, requests=1, cap=MiB, if_range=False, **keys[0]),
