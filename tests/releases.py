@@ -6,11 +6,16 @@ writes them: each object once, marked as mdl's."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from runfixtures import HANG
 
 from mdl.buckets import versions
@@ -23,6 +28,9 @@ from mdl.lockfile.model import Lock, LockedFile, LockedModel, fingerprint
 MODEL = "llm"
 CATALOG = f'[models.{MODEL}]\nrepo = "org/llm"\n'
 CONFIG = b'{"model_type": "llm"}\n'
+SIGNATURE = "model.sig"
+# the team's signer: its public key, and each release's model.sig
+Signed = tuple[Path, dict[str, bytes]]
 
 
 def shard(seed: int) -> bytes:
@@ -55,26 +63,87 @@ def source(release: str, path: str) -> str:
     return f"hf://org/llm@{COMMITS[release]}/{path}"
 
 
-def locked(release: str) -> Lock:
-    """The lock ``mdl lock`` writes for the catalog at ``release``."""
-    spec = parse_catalog(CATALOG).models[0]
+def signed_catalog(key: Path) -> str:
+    """The catalog naming the team's signer (its public key ``key``)."""
+    return f'{CATALOG}\n[models.{MODEL}.signature]\nkey = "{key}"\n'
+
+
+def signatures(private: Path) -> dict[str, bytes]:
+    """Each release's model.sig, as ``publish --sign`` makes it with the key ``private``."""
+    return {
+        release: keyed_signature({path: sha(data) for path, data in files.items()}, private)
+        for release, files in RELEASES.items()
+    }
+
+
+def keyed_signature(digests: Mapping[str, str], private: Path) -> bytes:
+    """A model.sig over ``digests`` (path → sha256) signed with the EC key at ``private``: the
+    bundle model_signing's ``sign key`` writes (a DSSE envelope of the in-toto statement), made
+    with `cryptography` alone (no model_signing needed to make or check it)."""
+    key = serialization.load_pem_private_key(private.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    items = sorted(digests.items())
+    root = hashlib.sha256(b"".join(bytes.fromhex(h) for _, h in items)).hexdigest()
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": MODEL, "digest": {"sha256": root}}],
+        "predicateType": "https://model_signing/signature/v1.0",
+        "predicate": {
+            "serialization": {
+                "method": "files",
+                "hash_type": "sha256",
+                "allow_symlinks": False,
+                "ignore_paths": [SIGNATURE],
+            },
+            "resources": [{"name": p, "algorithm": "sha256", "digest": h} for p, h in items],
+        },
+    }
+    payload = json.dumps(statement).encode()
+    kind = "application/vnd.in-toto+json"
+    signed = b"DSSEv1 %d %s %d " % (len(kind), kind.encode(), len(payload)) + payload
+    bundle = {
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {"publicKey": {"hint": hashlib.sha256(pem).hexdigest()}},
+        "dsseEnvelope": {
+            "payload": base64.b64encode(payload).decode(),
+            "payloadType": kind,
+            "signatures": [
+                {"sig": base64.b64encode(key.sign(signed, ec.ECDSA(hashes.SHA256()))).decode()}
+            ],
+        },
+    }
+    return json.dumps(bundle).encode()
+
+
+def locked(release: str, signed: Signed | None = None) -> Lock:
+    """The lock ``mdl lock`` writes for the catalog at ``release`` (``signed``: the catalog naming
+    a signer, and each release's model.sig, which the lock pins too)."""
+    catalog = CATALOG if signed is None else signed_catalog(signed[0])
+    spec = parse_catalog(catalog).models[0]
+    every = dict(RELEASES[release])
+    if signed is not None:
+        every[SIGNATURE] = signed[1][release]
     files = tuple(
         LockedFile(path, len(data), sha(data), source(release, path))
-        for path, data in sorted(RELEASES[release].items())
+        for path, data in sorted(every.items())
     )
     return Lock({MODEL: LockedModel(MODEL, fingerprint(spec), "main", COMMITS[release], files)})
 
 
-def write_locks(folder: Path, current: str = "v3") -> dict[str, Path]:
+def write_locks(folder: Path, current: str = "v3", signed: Signed | None = None) -> dict[str, Path]:
     """catalog.toml with ``current``'s catalog.lock beside it, and each release's lock kept in
-    ``folder/releases/<release>.lock``; the kept locks by release."""
-    (folder / "catalog.toml").write_text(CATALOG)
-    write_lock(folder / "catalog.lock", locked(current))
+    ``folder/releases/<release>.lock``; the kept locks by release. ``signed``: the catalog names
+    the signer (its public key) and each lock pins the release's model.sig."""
+    (folder / "catalog.toml").write_text(CATALOG if signed is None else signed_catalog(signed[0]))
+    write_lock(folder / "catalog.lock", locked(current, signed))
     (folder / "releases").mkdir(exist_ok=True)
     kept = {}
     for release in RELEASES:
         kept[release] = folder / "releases" / f"{release}.lock"
-        write_lock(kept[release], locked(release))
+        write_lock(kept[release], locked(release, signed))
     return kept
 
 
@@ -86,13 +155,19 @@ def version_id(release: str) -> str:
     return versions.version_id((p, len(d), sha(d)) for p, d in RELEASES[release].items())
 
 
-def manifest(release: str) -> versions.Manifest:
+def manifest(release: str, signature: bytes | None = None) -> versions.Manifest:
+    """``release``'s manifest as publish writes it (naming ``signature``, its model.sig)."""
     files = tuple(
         versions.ManifestFile(path, len(data), sha(data), source(release, path))
         for path, data in sorted(RELEASES[release].items())
     )
+    row = None
+    if signature is not None:
+        row = versions.ManifestFile(
+            SIGNATURE, len(signature), sha(signature), source(release, SIGNATURE)
+        )
     return versions.Manifest(
-        MODEL, version_id(release), files, revision="main", commit=COMMITS[release]
+        MODEL, version_id(release), files, revision="main", commit=COMMITS[release], signature=row
     )
 
 
@@ -109,15 +184,21 @@ def put(writer: Writer, uri: str, data: bytes, root: str, *, side: str, scratch:
     return writer.upload(uri, local, size=len(data), sha256=sha(data), root=root, side=side)
 
 
-def publish(prefix: str, scratch: Path, *releases: str) -> dict[str, str]:
+def publish(
+    prefix: str, scratch: Path, *releases: str, signed: Mapping[str, bytes] | None = None
+) -> dict[str, str]:
     """Each release's files (each once, by content) and then its manifest, in order, each
     manifest written only once the store's clock has passed the one before (the newest is
-    told by that clock); the manifests' URIs by release."""
+    told by that clock); the manifests' URIs by release. ``signed``: each release's model.sig,
+    stored by content too and named by its manifest (``publish --sign``)."""
     writer, root = writer_of(prefix), prefix + "/"
     scratch.mkdir(parents=True, exist_ok=True)
     said: dict[str, str] = {}
     for release in releases:
-        for path, data in RELEASES[release].items():
+        files = dict(RELEASES[release])
+        if signed is not None:
+            files[SIGNATURE] = signed[release]
+        for path, data in files.items():
             put(
                 writer,
                 object_uri(prefix, data),
@@ -128,7 +209,8 @@ def publish(prefix: str, scratch: Path, *releases: str) -> dict[str, str]:
             )
     for release in releases:
         uri = versions.manifest_uri(prefix, MODEL, version_id(release))
-        put(writer, uri, manifest(release).to_bytes(), root, side="", scratch=scratch)
+        body = manifest(release, None if signed is None else signed[release]).to_bytes()
+        put(writer, uri, body, root, side="", scratch=scratch)
         said[release] = uri
         store_clock_past(writer, uri)
     return said

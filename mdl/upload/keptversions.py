@@ -1,13 +1,18 @@
 """The versions ``prune --mirror`` keeps, and what each costs: those a kept lock pins (the catalog's
 catalog.lock, every ``--lock FILE``) and the newest ``--keep-versions N`` published versions of each
-model, by their manifests in the mirror (``<prefix>/.mdl/versions/<model>/<id>.json``, newest by the
-store's clock). A manifest is outside bytes: read within ``versions.MAX_MANIFEST_BYTES`` and
-parsed strictly, it can only keep objects (what it names, and itself), never have one removed; one
-that is not a manifest mdl writes (junk, another model's, an id not its name's) is kept, ignored
-and said."""
+model, by their manifests in the mirror (``<prefix>/.mdl/versions/<model>/<id>.json``). Anyone who
+may write the mirror can write a manifest, so only a version proven this catalog's counts among the
+newest: a kept lock pins it, or the catalog's signer signed exactly its files, and every object it
+names is there. A model's versions are known by its name, whatever URL folder each came from. A
+manifest is outside bytes: read within ``versions.MAX_MANIFEST_BYTES`` and parsed strictly, it can
+only keep objects (what it names, and itself), never have one removed; one that is not a manifest
+mdl writes (junk, another model's, an id not its name's) is kept, ignored and said, and one not
+proven this catalog's is kept with what it names, never counted."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,13 +30,18 @@ from mdl.errors import MdlError, UsageError
 from mdl.lockfile.io import read_lock
 from mdl.lockfile.model import LockedModel
 from mdl.lockfile.policy import LockUse
-from mdl.signing.statement import SIGNATURE_FILE
+from mdl.signing.library import MAX_SIGNATURE_BYTES, verify_signature
+from mdl.signing.statement import SIGNATURE_FILE, Trust
 from mdl.sources.resolve import ResolvedModel, mirror_targets
+
+log = logging.getLogger("mdl.prune")
 
 # the manifests prune lists under one mirror's versions: more is refused as no mirror mdl keeps
 MOST_MANIFESTS = 100_000
 KEEP_VERSIONS = 2  # the current version and the one before it: what a node mid roll-out runs
 UNKEPT = "a version no longer kept"
+UNPROVEN = "not proven this catalog's: kept, never counted"
+MISSING = "a version whose objects are not all in the mirror: kept, never counted"
 JUNK = "not a manifest mdl writes: ignored (it keeps nothing), left in place"
 
 
@@ -48,9 +58,10 @@ class KeptVersion:
     id: str | None = None
     manifest: str | None = None
     published: float | None = None
-    # another catalog's version of a model of the same name (its files from other origins): kept,
-    # never counted among this catalog's newest (its publishes must not push this one's out)
-    theirs: bool = False
+    # how it is proven this catalog's (the kept lock that pins it, the catalog's signer), None: a
+    # manifest anyone could have written (planted, another catalog's model of the name, unsigned),
+    # or one whose objects are not all there: kept with what it names, never counted
+    proof: str | None = None
 
     @property
     def reason(self) -> str:
@@ -59,8 +70,8 @@ class KeptVersion:
             return f"named by {self.origin}"
         commit = f"commit {self.commit[:7]}, " if self.commit else ""
         day = datetime.fromtimestamp(self.published or 0.0, UTC).strftime("%Y-%m-%d")
-        whose = "another catalog's " if self.theirs else ""
-        return f"named by {whose}{self.origin} of {self.model} ({commit}published {day})"
+        unproven = "" if self.proof else f", {UNPROVEN}"
+        return f"named by {self.origin} of {self.model} ({commit}published {day}{unproven})"
 
 
 def lock_version(origin: str, template: str, resolved: ResolvedModel) -> KeptVersion:
@@ -136,11 +147,14 @@ class KeptLocks:
 class Published:
     """The published versions of a mirror's models as prune judges them: those kept, the manifests
     that stay (by URI, with why), those of versions no longer kept (judged by mdl's mark and age),
-    and what was said."""
+    whose each model's proven versions' files are (``side_of`` their origins: the objects they
+    wrote are this catalog's model's, whichever URL folder each week came from), and what was
+    said."""
 
     kept: list[KeptVersion] = field(default_factory=list)
     staying: dict[str, tuple[int, str]] = field(default_factory=dict)
     unkept: list[Listed] = field(default_factory=list)
+    sides: dict[str, set[str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     errors: list[MdlError] = field(default_factory=list)
     # None: every manifest was listed; else why the mirror's objects all stay
@@ -154,13 +168,15 @@ def published_versions(
     *,
     keep: int,
     locked: Mapping[str, Mapping[str, str]],
-    sides: Mapping[str, frozenset[str]] | None = None,
+    trusts: Mapping[str, Trust] | None = None,
 ) -> Published:
-    """The newest ``keep`` valid published versions of each of ``models`` (None: every model's)
-    under the content layout's ``prefix``; ``locked``: per model, the ids a kept lock pins, by the
-    origin that pins it (their manifests stay, whatever their age); ``sides``: per model, whose its
-    files are (``side_of`` their origins, as the catalog's lock pins them): a version whose files
-    are all another origin's is another catalog's, kept but not counted."""
+    """The newest ``keep`` proven versions of each of ``models`` (None: every model's) under the
+    content layout's ``prefix``, and every manifest newer than the last of them; ``locked``: per
+    model, the ids a kept lock pins, by the origin that pins it (their manifests stay, whatever
+    their age); ``trusts``: per model, the catalog's signer. A version is this catalog's (proven,
+    :meth:`_Judge.proof`) when a kept lock pins it or the catalog's signer signed exactly its files,
+    and every object it names is in the mirror: only those count among the newest; any other
+    manifest (junk, planted, another catalog's model of the name) only ever keeps."""
     found = Published()
     where = f"{prefix.rstrip('/')}/{names.NAMESPACE}versions/"
     wanted = None if models is None else set(models)
@@ -185,83 +201,165 @@ def published_versions(
         if wanted is None or version.model in wanted:
             by_model.setdefault(version.model, []).append((item, version.id))
     for model, manifests in by_model.items():
+        # the store's clock orders only what is proven this catalog's: nothing planted counts
         newest = sorted(manifests, key=lambda m: (-m[0].modified, m[0].uri))
-        judge = _Judge(writer, found, where.removesuffix("/"), (sides or {}).get(model))
-        judge.model(model, newest, keep, locked.get(model, {}))
+        trust = (trusts or {}).get(model)
+        judge = _Judge(writer, found, where.removesuffix("/"), model, trust)
+        judge.judge(newest, keep, locked.get(model, {}))
     return found
 
 
 @dataclass
 class _Judge:
-    """Judges one mirror's manifests of a model (``where``: its ``<prefix>/.mdl/versions``;
-    ``sides``: whose this catalog's model is, None: not known)."""
+    """Judges one mirror's manifests of one model (``where``: its ``<prefix>/.mdl/versions``;
+    ``trust``: the catalog's signer of the model, None: it names none)."""
 
     writer: Writer
     found: Published
     where: str
-    sides: frozenset[str] | None
+    model: str
+    trust: Trust | None
 
-    def model(
-        self, model: str, newest: list[tuple[Listed, str]], keep: int, locked: Mapping[str, str]
-    ) -> None:
-        """One model's manifests, newest first: the newest ``keep`` versions (and any as new as
-        the last of them: the store's clock cannot order those) are kept, by a kept lock's pins or
-        by their manifest read; junk among them stays, ignored and not counted, and so does
-        another catalog's version (kept, its objects too); a manifest a kept lock pins stays
-        whatever its age; the rest are versions no longer kept."""
+    @property
+    def prefix(self) -> str:
+        return self.where.removesuffix(f"/{names.NAMESPACE}versions")
+
+    def judge(self, newest: list[tuple[Listed, str]], keep: int, locked: Mapping[str, str]) -> None:
+        """The model's manifests, newest first by the store's clock: the newest ``keep`` proven
+        versions (and any as new as the last of them: the clock cannot order those) count and are
+        kept; every manifest newer than the last of them stays too, with what it names, proven or
+        not (junk is ignored and said), but counts for nothing; a manifest a kept lock pins stays
+        whatever its age; the rest are versions no longer kept (their objects are this model's
+        when proven: ``learn``)."""
         found = self.found
-        count, last = 0, None  # the versions kept by age so far; the time of the last one
+        count, last = 0, None  # the proven versions kept so far; the time of the last one
         for item, vid in newest:
             by_age = count < keep or item.modified == last
-            if vid in locked:
-                pins = f"the manifest of a version {locked[vid]} pins"
-                found.staying[item.uri] = (item.size, pins)
+            pins = locked.get(vid)
+            if pins is not None:
+                found.staying[item.uri] = (item.size, f"the manifest of a version {pins} pins")
             elif not by_age:
                 found.unkept.append(item)
+            if not by_age:
+                self.learn(item, vid, pins)
                 continue
-            elif (version := self.read(item, model, vid)) is not None:
-                found.kept.append(version)
-                why = "another catalog's version" if version.theirs else f"{keep} newest"
-                found.staying[item.uri] = (item.size, f"the manifest of a kept version ({why})")
-                if version.theirs:
-                    continue
-            else:
+            if (version := self.read(item, vid, pins)) is None:
                 continue  # junk: never counted
-            if by_age:
+            if pins is None:
+                found.kept.append(version)
+                why = f"{keep} newest" if version.proof else UNPROVEN
+                found.staying[item.uri] = (item.size, f"the manifest of a kept version ({why})")
+            if version.proof is not None:
                 count, last = count + 1, item.modified
 
-    def read(self, item: Listed, model: str, vid: str) -> KeptVersion | None:
-        """A manifest read (bounded) and parsed; None, said and left in place, when it is not one
-        mdl writes for this model and this id."""
-        found = self.found
-        prefix = self.where.removesuffix(f"/{names.NAMESPACE}versions")
+    def learn(self, item: Listed, vid: str, pins: str | None) -> None:
+        """A version no longer among the newest: when proven this catalog's (a kept lock pins it,
+        or the catalog's signer signed it), whose its files are (an earlier week's URL folder):
+        its objects, once no kept version names them, are this model's to remove."""
+        if pins is None and self.trust is None:
+            return  # an unsigned version no lock pins: proven by nothing (its objects stay)
         try:
-            read = self.writer.read(item.uri, limit=versions.MAX_MANIFEST_BYTES)
+            manifest = self.load(item, vid)
+            if manifest is not None and (pins is not None or self.signed(manifest)):
+                self.side(manifest)
+        except MdlError as exc:  # its objects stay (their side is not known): said in the log
+            log.info("%s: could not judge it: %s", item.uri, exc.message)
+
+    def load(self, item: Listed, vid: str) -> versions.Manifest | None:
+        """The manifest at ``item`` (read bounded, parsed strictly); None when gone, or not one mdl
+        writes for this model and this id."""
+        read = self.writer.read(item.uri, limit=versions.MAX_MANIFEST_BYTES)
+        if read is None:
+            return None  # removed meanwhile
+        manifest = versions.parse_manifest(read[0])
+        if manifest is None or manifest.model != self.model or manifest.id != vid:
+            return None
+        return manifest
+
+    def read(self, item: Listed, vid: str, pins: str | None) -> KeptVersion | None:
+        """A manifest among the newest, read and judged (``proof``); None, said and left in place,
+        when it is not one mdl writes for this model and this id (a version that cannot be read:
+        every object is kept)."""
+        found = self.found
+        try:
+            manifest = self.load(item, vid)
+            if manifest is None:
+                found.staying.setdefault(item.uri, (item.size, JUNK))
+                found.warnings.append(f"{item.uri}: {JUNK}")
+                return None
+            proof = self.proof(manifest, item.uri, pins)
         except MdlError as exc:  # a version that may be kept is not known: nothing goes
             found.errors.append(exc)
             found.staying[item.uri] = (item.size, "could not be read: kept")
             found.whole = f"{item.uri} could not be read: every object is kept"
             return None
-        if read is None:
-            return None  # removed meanwhile
-        manifest = versions.parse_manifest(read[0])
-        if manifest is None or manifest.model != model or manifest.id != vid:
-            found.staying[item.uri] = (item.size, JUNK)
-            found.warnings.append(f"{item.uri}: {JUNK}")
-            return None
-        files = (*manifest.files, *(() if manifest.signature is None else (manifest.signature,)))
-        objects = {f"{prefix}/{model}/{f.sha256}": f.size for f in files}
-        said = {side_of(f.source) for f in manifest.files if f.source}
+        objects = {uri: size for uri, size, _ in self.objects(manifest)}
         return KeptVersion(
-            model,
+            self.model,
             f"version {vid[:8]}…",
             manifest.commit,
             tuple(objects.items()),
             id=vid,
             manifest=item.uri,
             published=item.modified,
-            theirs=self.sides is not None and bool(said) and not said & self.sides,
+            proof=proof,
         )
+
+    def proof(self, manifest: versions.Manifest, uri: str, pins: str | None) -> str | None:
+        """How this version is proven this catalog's, None when it is not: a kept lock pins it
+        (``pins``), or the catalog's signer signed exactly its files; and every object it names is
+        in the mirror, as written for it (its size, mdl's mark for its sha256)."""
+        by = pins if pins is not None else "the catalog's signer" if self.signed(manifest) else None
+        if by is None:
+            return None
+        if not self.there(manifest):
+            self.found.warnings.append(f"{uri}: {MISSING}")
+            return None
+        self.side(manifest)
+        return by
+
+    def objects(self, manifest: versions.Manifest) -> list[tuple[str, int, str]]:
+        """Each object the version names (its files' and its signature's): URI, size, sha256."""
+        signature = () if manifest.signature is None else (manifest.signature,)
+        rows = {f.sha256: f.size for f in (*manifest.files, *signature)}
+        return [(f"{self.prefix}/{self.model}/{sha}", size, sha) for sha, size in rows.items()]
+
+    def there(self, manifest: versions.Manifest) -> bool:
+        """Whether every object the version names is in the mirror: of its size, and marked by mdl
+        as those bytes at that name (what prune asks of any object it removes)."""
+        for uri, size, sha256 in self.objects(manifest):
+            seen = self.writer.owned(uri, root=self.prefix + "/")
+            if seen is None or seen.size != size or seen.mark is None:
+                return False
+            if seen.mark.sha256 != sha256:
+                return False
+        return True
+
+    def signed(self, manifest: versions.Manifest) -> bool:
+        """Whether the catalog's signer signed exactly this version: the signature the manifest
+        names is in the mirror as those bytes, verifies with the catalog's key (or certificates,
+        or identity), and covers every file of the version and no other."""
+        row = manifest.signature
+        if self.trust is None or row is None:
+            return False
+        uri = f"{self.prefix}/{self.model}/{row.sha256}"
+        read = self.writer.read(uri, limit=MAX_SIGNATURE_BYTES)
+        if read is None or hashlib.sha256(read[0]).hexdigest() != row.sha256:
+            return False
+        try:
+            statement = verify_signature(read[0], self.trust, what=uri)
+        except MdlError as exc:  # not the signer's: proves nothing (it still keeps)
+            log.info("%s: %s", uri, exc.message)
+            return False
+        paths = {f.path for f in manifest.files}
+        return set(statement.files) <= paths and all(
+            statement.covers(f.path, f.size, f.sha256) for f in manifest.files
+        )
+
+    def side(self, manifest: versions.Manifest) -> None:
+        """The version is this catalog's: whose its files are (their origins) is this model's."""
+        said = {side_of(f.source) for f in manifest.files if f.source}
+        self.found.sides.setdefault(self.model, set()).update(said)
 
 
 def costs(kept: Sequence[KeptVersion]) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ lies under a model the lock does not pin (its files are not known without asking
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -200,12 +200,14 @@ def named_in(
     *,
     kept: Sequence[KeptVersion] = (),
     all_models: bool = False,
+    proven: Mapping[str, Iterable[str]] | None = None,
 ) -> tuple[Named, list[str]]:
     """What the catalog names in the mirror ``template``: each object a ``kept`` version names
     (the first to name it says why; ``pinned``: the models this catalog's lock pins), each model's
     manifest, and everything under an unpinned model's prefix; where its models' objects lie
-    (anywhere: ``all_models``); and the warnings (objects that cannot be told from other
-    models')."""
+    (anywhere: ``all_models``); whose each pinned model's objects are (its lock's origins, and
+    ``proven``: per model, those of its versions proven this catalog's, each week's URL folder);
+    and the warnings (objects that cannot be told from other models')."""
     objects: dict[str, str] = {}
     for version in kept:
         for uri, _ in version.objects:
@@ -224,8 +226,11 @@ def named_in(
                 " every object is kept (run mdl lock)"
             )
     models = tuple(model_prefix(template, name) for name in every)
+    more = proven or {}
     sides = {
-        model_prefix(template, m.name): frozenset(side_of(f.source) for f in m.files)
+        model_prefix(template, m.name): frozenset(
+            {*(side_of(f.source) for f in m.files), *more.get(m.name, ())}
+        )
         for m in pinned
     }
     sides.pop(fixed, None)  # not by model: whose cannot be told by where
@@ -647,12 +652,15 @@ def prune_mirror_models(
     published = None
     if (prefix := versions.prefix_of(template)) is not None:
         names_of = None if all_models else [spec.name for spec in models]
-        sides = {m.name: frozenset(side_of(f.source) for f in m.files) for m in pinned}
+        trusts = {spec.name: spec.signature for spec in models if spec.signature is not None}
         published = published_versions(
-            writer, prefix, names_of, keep=keep_versions, locked=kept.ids, sides=sides
+            writer, prefix, names_of, keep=keep_versions, locked=kept.ids, trusts=trusts
         )
     every = [*kept.versions, *(published.kept if published else ())]
-    named, unsure = named_in(template, pinned, unpinned, kept=every, all_models=all_models)
+    proven = published.sides if published is not None else {}
+    named, unsure = named_in(
+        template, pinned, unpinned, kept=every, all_models=all_models, proven=proven
+    )
     if published is not None and published.whole is not None:
         named = replace(named, prefixes={fixed_part(template): published.whole})
     report = prune_mirror(

@@ -18,12 +18,14 @@ from releases import (
     COMMITS,
     MODEL,
     RELEASES,
+    Signed,
     manifest,
     object_uri,
     publish,
     put,
     sha,
     shard,
+    signatures,
     store_clock_past,
     version_id,
     write_locks,
@@ -31,6 +33,7 @@ from releases import (
 )
 from runfixtures import Result, mdl, use_catalog
 from s3server import S3
+from signkeys import key_pair
 
 from mdl.buckets import versions
 from mdl.buckets.folder import FolderWriter
@@ -51,16 +54,23 @@ def prefix(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return "s3://mirror/hub"
 
 
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> Signed:
+    """The team's signer (its public key) and each release's model.sig, made with its key."""
+    private, public = key_pair(tmp_path_factory.mktemp("keys"), "team")
+    return public, signatures(private)
+
+
 @pytest.fixture
-def team(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """The team's repo: the catalog at v3 (its catalog.lock), the kept locks in releases/ (the
-    working folder), the origin down."""
+def team(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signer: Signed) -> dict[str, Path]:
+    """The team's repo: the catalog at v3 (its catalog.lock), naming the team's signer, the kept
+    locks in releases/ (the working folder), the origin down."""
     project = tmp_path / "project"
     project.mkdir()
     use_catalog(project, monkeypatch, None, endpoint="http://127.0.0.1:9")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(project)
-    return write_locks(project)
+    return write_locks(project, signed=signer)
 
 
 def prune(prefix: str, *args: str) -> tuple[Result, dict[str, Any]]:
@@ -77,6 +87,11 @@ def objects(prefix: str, *seeds: int, config: bool = False) -> set[str]:
     )
 
 
+def signature(prefix: str, signer: Signed, release: str) -> str:
+    """The object of ``release``'s model.sig."""
+    return object_uri(prefix, signer[1][release])
+
+
 def held(prefix: str) -> set[str]:
     return {item.uri for item in writer_of(prefix).listing(prefix + "/")}
 
@@ -90,12 +105,12 @@ def kept(doc: dict[str, Any]) -> dict[str, str]:
 
 
 def test_prune_keeps_what_one_two_or_three_kept_locks_name(
-    team: dict[str, Path], prefix: str, tmp_path: Path
+    team: dict[str, Path], signer: Signed, prefix: str, tmp_path: Path
 ) -> None:
     """catalog.lock (v3) alone, with v2's lock, with v1's and v2's: with every release's lock
     kept nothing goes; with v2 and v3 kept exactly v1's shards go (its config.json is v3's too)
     and v1's manifest; with v3 alone v2's own shard and manifest go as well."""
-    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3")
+    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3", signed=signer[1])
     every = held(prefix)
     v1, v2 = "releases/v1.lock", "releases/v2.lock"
     _, doc = prune(prefix, "--keep-versions", "0", "--lock", v1, "--lock", v2, "--json")
@@ -108,7 +123,10 @@ def test_prune_keeps_what_one_two_or_three_kept_locks_name(
     assert reasons[manifests["v1"]] == "the manifest of a version releases/v1.lock pins"
 
     _, doc = prune(prefix, "--keep-versions", "0", "--lock", v2, "--json")
-    assert removed(doc) == objects(prefix, 1, 2) | {manifests["v1"]}
+    assert removed(doc) == objects(prefix, 1, 2) | {
+        manifests["v1"],
+        signature(prefix, signer, "v1"),
+    }
     assert held(prefix) == every - removed(doc)
     assert {e["reason"] for e in doc["removed"]} == {
         "named by no kept version",
@@ -116,22 +134,28 @@ def test_prune_keeps_what_one_two_or_three_kept_locks_name(
     }
 
     _, doc = prune(prefix, "--keep-versions", "0", "--json")
-    assert removed(doc) == objects(prefix, 4) | {manifests["v2"]}
-    assert held(prefix) == every - objects(prefix, 1, 2, 4) - {manifests[v] for v in ("v1", "v2")}
+    assert removed(doc) == objects(prefix, 4) | {manifests["v2"], signature(prefix, signer, "v2")}
+    gone = {manifests[v] for v in ("v1", "v2")} | {
+        signature(prefix, signer, v) for v in ("v1", "v2")
+    }
+    assert held(prefix) == every - objects(prefix, 1, 2, 4) - gone
     assert kept(doc)[manifests["v3"]] == "the manifest of a version catalog.lock pins"
 
 
 def test_by_default_the_two_newest_published_versions_are_kept(
-    team: dict[str, Path], prefix: str, tmp_path: Path
+    team: dict[str, Path], signer: Signed, prefix: str, tmp_path: Path
 ) -> None:
     """No --lock, --keep-versions 2: v3 (catalog.lock's, and the newest) and v2 (by its manifest)
     keep theirs; v1's shards and manifest go. With v1's lock kept, nothing goes."""
-    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3")
+    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3", signed=signer[1])
     every = held(prefix)
     _, dry = prune(prefix, "--lock", "releases/v1.lock", "--dry-run", "--json")
     assert removed(dry) == set()
     _, doc = prune(prefix, "--json")
-    assert removed(doc) == objects(prefix, 1, 2) | {manifests["v1"]}
+    assert removed(doc) == objects(prefix, 1, 2) | {
+        manifests["v1"],
+        signature(prefix, signer, "v1"),
+    }
     assert held(prefix) == every - removed(doc)
     reasons = kept(doc)
     day = next(v for v in doc["versions"] if v["id"] == version_id("v2"))
@@ -145,12 +169,12 @@ def test_by_default_the_two_newest_published_versions_are_kept(
 
 
 def test_a_junk_manifest_keeps_nothing_and_removes_nothing(
-    team: dict[str, Path], prefix: str, tmp_path: Path
+    team: dict[str, Path], signer: Signed, prefix: str, tmp_path: Path
 ) -> None:
     """Two manifests newer than every release: bytes that are no manifest, and v1's manifest put
     under another version's name. Neither is believed (v1's shards still go), neither counts as
     one of the two newest (v2's stay), both are left in place and said."""
-    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3")
+    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3", signed=signer[1])
     writer = writer_of(prefix)
     scratch = tmp_path / "junk"
     scratch.mkdir()
@@ -162,7 +186,10 @@ def test_a_junk_manifest_keeps_nothing_and_removes_nothing(
         put(writer, uri, data, prefix + "/", side="", scratch=scratch)
     every = held(prefix)
     result, doc = prune(prefix, "--json")
-    assert removed(doc) == objects(prefix, 1, 2) | {manifests["v1"]}
+    assert removed(doc) == objects(prefix, 1, 2) | {
+        manifests["v1"],
+        signature(prefix, signer, "v1"),
+    }
     assert held(prefix) == every - removed(doc)
     reasons = kept(doc)
     for uri in junk:
@@ -175,12 +202,12 @@ def test_a_junk_manifest_keeps_nothing_and_removes_nothing(
 
 
 def test_another_catalogs_newer_versions_push_none_of_this_ones_out(
-    team: dict[str, Path], prefix: str, tmp_path: Path
+    team: dict[str, Path], signer: Signed, prefix: str, tmp_path: Path
 ) -> None:
     """Another catalog names a model ``llm`` from another repo and publishes two versions after
     v3: they are kept (theirs, their objects too) but never counted among this catalog's two
     newest, so v2 stays; only v1's own files and manifest go."""
-    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3")
+    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3", signed=signer[1])
     writer, scratch = writer_of(prefix), tmp_path / "theirs"
     scratch.mkdir()
     theirs = []
@@ -203,26 +230,34 @@ def test_another_catalogs_newer_versions_push_none_of_this_ones_out(
         store_clock_past(writer, uri)
         theirs.append((uri, object_uri(prefix, data)))
     _, doc = prune(prefix, "--json")
-    assert removed(doc) == objects(prefix, 1, 2) | {manifests["v1"]}
+    assert removed(doc) == objects(prefix, 1, 2) | {
+        manifests["v1"],
+        signature(prefix, signer, "v1"),
+    }
     reasons = kept(doc)
     assert reasons[manifests["v2"]] == "the manifest of a kept version (2 newest)"
     for uri, obj in theirs:
-        assert reasons[uri] == "the manifest of a kept version (another catalog's version)"
-        assert reasons[obj].startswith("named by another catalog's version ")
+        assert reasons[uri] == (
+            "the manifest of a kept version (not proven this catalog's: kept, never counted)"
+        )
+        assert reasons[obj].startswith("named by version ")
+        assert reasons[obj].endswith(", not proven this catalog's: kept, never counted)")
 
 
 def test_the_dry_run_says_what_each_kept_version_costs(
-    team: dict[str, Path], prefix: str, tmp_path: Path
+    team: dict[str, Path], signer: Signed, prefix: str, tmp_path: Path
 ) -> None:
     """Per kept version: its files, their bytes and the bytes no other kept version names (what
     dropping it would free); config.json, in every release, is no one's own."""
-    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3")
+    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3", signed=signer[1])
     every = held(prefix)
     _, doc = prune(prefix, "--lock", "releases/v1.lock", "--dry-run", "--json")
     assert held(prefix) == every and doc["dry_run"] is True
 
     def size(*seeds: int) -> int:
         return sum(len(shard(s)) for s in seeds)
+
+    sig = {release: len(data) for release, data in signer[1].items()}
 
     by_from = {v["manifest"] or v["from"]: v for v in doc["versions"]}
     assert by_from == {
@@ -232,9 +267,9 @@ def test_the_dry_run_says_what_each_kept_version_costs(
             "manifest": None,
             "id": None,
             "commit": COMMITS["v3"],
-            "files": 4,
-            "bytes": len(CONFIG) + size(3, 5, 6),
-            "only_bytes": size(6),
+            "files": 5,
+            "bytes": len(CONFIG) + size(3, 5, 6) + sig["v3"],
+            "only_bytes": size(6) + sig["v3"],
         },
         "releases/v1.lock": {
             "model": MODEL,
@@ -242,9 +277,9 @@ def test_the_dry_run_says_what_each_kept_version_costs(
             "manifest": None,
             "id": None,
             "commit": COMMITS["v1"],
-            "files": 3,
-            "bytes": len(CONFIG) + size(1, 2),
-            "only_bytes": size(1, 2),
+            "files": 4,
+            "bytes": len(CONFIG) + size(1, 2) + sig["v1"],
+            "only_bytes": size(1, 2) + sig["v1"],
         },
         manifests["v2"]: {
             "model": MODEL,
@@ -252,9 +287,9 @@ def test_the_dry_run_says_what_each_kept_version_costs(
             "manifest": manifests["v2"],
             "id": version_id("v2"),
             "commit": COMMITS["v2"],
-            "files": 4,
-            "bytes": len(CONFIG) + size(3, 4, 5),
-            "only_bytes": size(4),
+            "files": 5,
+            "bytes": len(CONFIG) + size(3, 4, 5) + sig["v2"],
+            "only_bytes": size(4) + sig["v2"],
         },
     }
     human = mdl(
@@ -264,16 +299,18 @@ def test_the_dry_run_says_what_each_kept_version_costs(
     lines = [line for line in human.stderr.splitlines() if "kept version of" in line]
     assert len(lines) == 3
     assert (
-        f"kept version of {MODEL} from releases/v1.lock (commit {COMMITS['v1'][:7]}): 3 file(s),"
+        f"kept version of {MODEL} from releases/v1.lock (commit {COMMITS['v1'][:7]}): 4 file(s),"
         in lines[1]
     )
 
 
-def test_a_lock_given_twice_counts_once(team: dict[str, Path], tmp_path: Path) -> None:
+def test_a_lock_given_twice_counts_once(
+    team: dict[str, Path], signer: Signed, tmp_path: Path
+) -> None:
     """catalog.lock again, v1's lock by two spellings: two kept versions, each with its own
     bytes."""
     prefix = f"file://{tmp_path}/shared/hub"
-    publish(prefix, tmp_path / "scratch", "v1", "v3")
+    publish(prefix, tmp_path / "scratch", "v1", "v3", signed=signer[1])
     again = ("--lock", "catalog.lock", "--lock", "releases/v1.lock", "--lock", "./releases/v1.lock")
     _, doc = prune(prefix, "--keep-versions", "0", *again, "--dry-run", "--json")
     assert [(v["from"], v["only_bytes"] > 0) for v in doc["versions"]] == [
@@ -292,10 +329,10 @@ def test_a_lock_given_twice_counts_once(team: dict[str, Path], tmp_path: Path) -
     ],
 )
 def test_a_missing_lock_or_a_bad_count_is_exit_2_naming_it(
-    team: dict[str, Path], tmp_path: Path, args: tuple[str, ...], words: str
+    team: dict[str, Path], signer: Signed, tmp_path: Path, args: tuple[str, ...], words: str
 ) -> None:
     prefix = f"file://{tmp_path}/shared/hub"
-    publish(prefix, tmp_path / "scratch", "v1")
+    publish(prefix, tmp_path / "scratch", "v1", signed=signer[1])
     every = held(prefix)
     result = mdl("prune", "--mirror", versions.template_of(prefix), "--keep-days", "0", *args)
     assert result.exit_code == 2, result.stdout
@@ -304,7 +341,9 @@ def test_a_missing_lock_or_a_bad_count_is_exit_2_naming_it(
 
 
 @pytest.mark.parametrize("flag", ["--lock", "--keep-versions"])
-def test_the_version_flags_are_for_a_mirror(team: dict[str, Path], flag: str) -> None:
+def test_the_version_flags_are_for_a_mirror(
+    team: dict[str, Path], signer: Signed, flag: str
+) -> None:
     result = mdl("prune", flag, "releases/v1.lock" if flag == "--lock" else "1")
     assert result.exit_code == 2
     assert f"{flag} is for a mirror: give --mirror URL" in result.stderr
@@ -342,40 +381,33 @@ def _flipped(data: bytes, at: int) -> bytes:
 )
 def test_no_manifest_bytes_make_prune_keep_fewer_or_believe_more(junk: bytes, name: str) -> None:
     """Whatever bytes lie at a manifest's name, newest of all (beside the three releases', or in
-    place of one's): a version kept is a true one, naming only what it holds; bytes that are not
-    a true version's manifest at its name are not counted, so the two newest true versions are
-    still kept."""
+    place of one's), an unsigned model no lock pins: a version kept is a true one, naming only
+    what it holds; nothing is proven this catalog's, so nothing counts and no version is ever
+    no longer kept: every true manifest still there is kept."""
     prefix = "mem://shelf/hub"
-    objects = {
-        versions.manifest_uri(prefix, MODEL, version_id(r)): (manifest(r).to_bytes(), 10.0 * i)
-        for i, r in enumerate(("v1", "v2", "v3"), start=1)
-    }
+    uris = {r: versions.manifest_uri(prefix, MODEL, version_id(r)) for r in RELEASES}
+    objects = {uris[r]: (manifest(r).to_bytes(), 10.0 * i) for i, r in enumerate(RELEASES, 1)}
     planted = versions.manifest_uri(prefix, MODEL, name)
     objects[planted] = (junk, 40.0)
     found = published_versions(cast(Writer, _Shelf(objects)), prefix, [MODEL], keep=2, locked={})
     kept_ids = {v.id for v in found.kept}
-    true = {version_id(r) for r in ("v1", "v2", "v3")}
-    assert kept_ids <= true
-    if planted not in {versions.manifest_uri(prefix, MODEL, version_id(r)) for r in RELEASES}:
-        assert kept_ids == {version_id("v2"), version_id("v3")}
-    elif junk == manifest("v1").to_bytes() and name == version_id("v1"):
-        assert kept_ids == {version_id("v1"), version_id("v3")}  # v1 re-published: the newest
+    assert kept_ids <= {version_id(r) for r in RELEASES}
+    assert found.unkept == [] and all(v.proof is None for v in found.kept)
+    intact = {version_id(r) for r in RELEASES if objects[uris[r]][0] == manifest(r).to_bytes()}
+    assert intact <= kept_ids
     for version in found.kept:
         assert {uri for uri, _ in version.objects} <= {
             object_uri(prefix, d) for r in RELEASES for d in RELEASES[r].values()
         }
-    assert planted not in {item.uri for item in found.unkept} or planted in {
-        versions.manifest_uri(prefix, MODEL, version_id(r)) for r in RELEASES
-    }
 
 
 def test_a_manifest_that_cannot_be_read_keeps_everything(
-    team: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    team: dict[str, Path], signer: Signed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """v2's manifest, one of the two newest, cannot be read (the store fails): which versions
     are kept is not known, so nothing goes, and the failure is the exit code, naming it."""
     prefix = f"file://{tmp_path}/shared/hub"
-    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3")
+    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3", signed=signer[1])
     every = held(prefix)
     read = FolderWriter.read
 
@@ -394,7 +426,9 @@ def test_a_manifest_that_cannot_be_read_keeps_everything(
     assert kept(doc)[object_uri(prefix, shard(4))] == whole  # v2's own shard
 
 
-def test_a_manifest_under_a_name_no_model_has_is_left_alone(team: dict[str, Path], s3: S3) -> None:
+def test_a_manifest_under_a_name_no_model_has_is_left_alone(
+    team: dict[str, Path], signer: Signed, s3: S3
+) -> None:
     """--all-models judges every model's manifests; one under a name no catalog model can have
     (control characters) is not judged, not removed, and never reaches the terminal raw."""
     s3.client().create_bucket(Bucket="mirror")
