@@ -15,7 +15,7 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -41,6 +41,7 @@ MOST_MANIFESTS = 100_000
 KEEP_VERSIONS = 2  # the current version and the one before it: what a node mid roll-out runs
 UNKEPT = "a version no longer kept"
 UNPROVEN = "not proven this catalog's: kept, never counted"
+AHEAD = "newer than the version catalog.lock pins: kept, never counted"
 MISSING = "a version whose objects are not all in the mirror: kept, never counted"
 JUNK = "not a manifest mdl writes: ignored (it keeps nothing), left in place"
 
@@ -101,6 +102,7 @@ class KeptLocks:
         self.settings, self.template = settings, template
         self.versions: list[KeptVersion] = []
         self.ids: dict[str, dict[str, str]] = {}  # model → a version id a lock pins → that lock
+        self.current: dict[str, set[str]] = {}  # model → the ids of the version catalog.lock pins
         self.warnings: list[str] = []
         # the locks kept so far, resolved: one given twice (or catalog.lock again) counts once
         own = settings.lock_path
@@ -116,6 +118,8 @@ class KeptLocks:
         for spec in models:
             if (locked := lock.pinned(spec, doing=doing)) is not None:
                 pinned.append(self._keep(lock.name, spec, locked))
+                signature = spec.signature.installed_as if spec.signature is not None else None
+                self.current[spec.name] = set(lock_ids(locked, signature))
         self.warnings.extend(lock.warnings.values())
         held = {model.name for model in pinned}
         return pinned, [spec.name for spec in models if spec.name not in held]
@@ -169,11 +173,14 @@ def published_versions(
     keep: int,
     locked: Mapping[str, Mapping[str, str]],
     trusts: Mapping[str, Trust] | None = None,
+    current: Mapping[str, Iterable[str]] | None = None,
 ) -> Published:
     """The newest ``keep`` proven versions of each of ``models`` (None: every model's) under the
     content layout's ``prefix``, and every manifest newer than the last of them; ``locked``: per
     model, the ids a kept lock pins, by the origin that pins it (their manifests stay, whatever
-    their age); ``trusts``: per model, the catalog's signer. A version is this catalog's (proven,
+    their age); ``trusts``: per model, the catalog's signer; ``current``: per model, the ids of the
+    version catalog.lock pins (one the store's clock says is newer is kept, never counted: a
+    release not locked yet, or a manifest re-dated). A version is this catalog's (proven,
     :meth:`_Judge.proof`) when a kept lock pins it or the catalog's signer signed exactly its files,
     and every object it names is in the mirror: only those count among the newest; any other
     manifest (junk, planted, another catalog's model of the name) only ever keeps."""
@@ -205,7 +212,9 @@ def published_versions(
         newest = sorted(manifests, key=lambda m: (-m[0].modified, m[0].uri))
         trust = (trusts or {}).get(model)
         judge = _Judge(writer, found, where.removesuffix("/"), model, trust)
-        judge.judge(newest, keep, locked.get(model, {}))
+        now = set((current or {}).get(model, ()))
+        anchor = max((item.modified for item, vid in newest if vid in now), default=None)
+        judge.judge(newest, keep, locked.get(model, {}), anchor)
     return found
 
 
@@ -224,16 +233,24 @@ class _Judge:
     def prefix(self) -> str:
         return self.where.removesuffix(f"/{names.NAMESPACE}versions")
 
-    def judge(self, newest: list[tuple[Listed, str]], keep: int, locked: Mapping[str, str]) -> None:
+    def judge(
+        self,
+        newest: list[tuple[Listed, str]],
+        keep: int,
+        locked: Mapping[str, str],
+        anchor: float | None = None,
+    ) -> None:
         """The model's manifests, newest first by the store's clock: the newest ``keep`` proven
         versions (and any as new as the last of them: the clock cannot order those) count and are
         kept; every manifest newer than the last of them stays too, with what it names, proven or
-        not (junk is ignored and said), but counts for nothing; a manifest a kept lock pins stays
-        whatever its age; the rest are versions no longer kept (their objects are this model's
-        when proven: ``learn``)."""
+        not (junk is ignored and said), but counts for nothing, and so does one newer than
+        ``anchor`` (the time of catalog.lock's version's manifest); a manifest a kept lock pins
+        stays whatever its age; the rest are versions no longer kept (their objects are this
+        model's when proven: ``learn``)."""
         found = self.found
         count, last = 0, None  # the proven versions kept so far; the time of the last one
         for item, vid in newest:
+            ahead = anchor is not None and item.modified > anchor
             by_age = count < keep or item.modified == last
             pins = locked.get(vid)
             if pins is not None:
@@ -245,9 +262,11 @@ class _Judge:
                 continue
             if (version := self.read(item, vid, pins)) is None:
                 continue  # junk: never counted
+            why = UNPROVEN if version.proof is None else AHEAD if ahead else f"{keep} newest"
+            if ahead:  # newer than the version deployed: kept whole, never counted
+                version = replace(version, proof=None)
             if pins is None:
                 found.kept.append(version)
-                why = f"{keep} newest" if version.proof else UNPROVEN
                 found.staying[item.uri] = (item.size, f"the manifest of a kept version ({why})")
             if version.proof is not None:
                 count, last = count + 1, item.modified

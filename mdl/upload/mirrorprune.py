@@ -654,7 +654,13 @@ def prune_mirror_models(
         names_of = None if all_models else [spec.name for spec in models]
         trusts = {spec.name: spec.signature for spec in models if spec.signature is not None}
         published = published_versions(
-            writer, prefix, names_of, keep=keep_versions, locked=kept.ids, trusts=trusts
+            writer,
+            prefix,
+            names_of,
+            keep=keep_versions,
+            locked=kept.ids,
+            trusts=trusts,
+            current=kept.current,
         )
     every = [*kept.versions, *(published.kept if published else ())]
     proven = published.sides if published is not None else {}

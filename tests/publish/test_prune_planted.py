@@ -199,6 +199,30 @@ def test_a_version_whose_objects_are_gone_counts_for_nothing(
     assert any("objects are not all in the mirror" in w for w in doc["warnings"])
 
 
+def test_a_version_newer_than_catalog_locks_counts_for_nothing(
+    project: Path, prefix: str, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """catalog.lock still at v2 (v3 published, not locked yet), then v1's manifest written again
+    (re-dated: the store's clock says it is the newest): neither counts, so v2 and the one before
+    it stay, and v3 and v1 with them: nothing is removed."""
+    private, public = keys
+    signed: Signed = (public, signatures(private))
+    write_locks(project, current="v2", signed=signed)
+    manifests = publish(prefix, tmp_path / "scratch", "v1", "v2", "v3", signed=signed[1])
+    writer = writer_of(prefix)
+    data = writer.read(manifests["v1"], limit=1 << 20)
+    assert data is not None
+    writer.delete(manifests["v1"])
+    put(writer, manifests["v1"], data[0], prefix + "/", side="", scratch=tmp_path / "scratch")
+    before = held(prefix)
+    doc = prune(prefix)
+    assert removed(doc) == set() and held(prefix) == before
+    reasons = {entry["uri"]: entry["reason"] for entry in doc["kept"]}
+    ahead = "newer than the version catalog.lock pins: kept, never counted"
+    assert reasons[manifests["v3"]] == f"the manifest of a kept version ({ahead})"
+    assert reasons[manifests["v1"]] == f"the manifest of a kept version ({ahead})"
+
+
 def test_an_unsigned_models_versions_only_keep(project: Path, prefix: str, tmp_path: Path) -> None:
     """Nothing proves an unsigned version no lock pins this catalog's (anyone may write a
     manifest): v2 and v1 are kept, never counted; with v2's lock given, v1 goes."""
