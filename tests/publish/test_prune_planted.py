@@ -104,6 +104,7 @@ def plant(prefix: str, scratch: Path, files: dict[str, bytes], *, sig: bytes | N
     row = None
     if sig is not None:
         row = versions.ManifestFile("model.sig", len(sig), sha(sig))
+        put(writer, object_uri(prefix, sig), sig, root, side="", scratch=scratch)
     vid = versions.version_id((r.path, r.size, r.sha256) for r in rows)
     body = versions.Manifest(MODEL, vid, tuple(rows), commit="9" * 40, signature=row)
     uri = versions.manifest_uri(prefix, MODEL, vid)
@@ -128,7 +129,7 @@ def test_planted_manifests_never_make_prune_remove_a_kept_version(
 ) -> None:
     """v1, v2, v3 published and signed (catalog.lock: v3), then a co-tenant's manifests newer
     than all of them (a year ahead on a shared folder): two of new shards, one of v1's files under
-    other paths naming v1's real signature. Prune keeps the newest two proven versions, v3 and
+    other paths naming v1's real signature, one signed by the co-tenant's own key. Prune keeps the newest two proven versions, v3 and
     v2, whole; removes v1's own objects, manifest and signature; keeps the planted manifests
     (counted for nothing). Then a node rolls back to v2 with the origin down: v2 installs."""
     private, public = keys
@@ -138,10 +139,15 @@ def test_planted_manifests_never_make_prune_remove_a_kept_version(
     scratch = tmp_path / "planted"
     scratch.mkdir()
     v1 = RELEASES["v1"]
+    theirs, _ = key_pair(tmp_path / "theirs", "planter")
+    own = {"model.safetensors": shard(22)}
     planted = [
         plant(prefix, scratch, {"model.safetensors": shard(20)}, sig=None),
         plant(prefix, scratch, {"model.safetensors": shard(21)}, sig=None),
         plant(prefix, scratch, {f"copy/{p}": d for p, d in v1.items()}, sig=signed[1]["v1"]),
+        plant(
+            prefix, scratch, own, sig=keyed_signature({"model.safetensors": sha(shard(22))}, theirs)
+        ),
     ]
     if prefix.startswith("file://"):  # a future mtime, set once
         for uri in planted:
