@@ -13,6 +13,7 @@ from typing import Any
 
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
+from mdl.download._exact import leave_locked_versions
 from mdl.download._fetch import fetch
 from mdl.download._outcomes import dry_run_outcome
 from mdl.download._plan import Action, PlannedFile, check_space, plan_models
@@ -66,7 +67,12 @@ def _pull(
             log_outcome(outcome)
         if settings.dry_run:
             planned = tuple(outcomes) + tuple(dry_run_outcome(p) for p in plans)
-            report = RunReport(planned, dry_run=True, hub_wait_seconds=session.hub_wait_seconds)
+            extra = leave_locked_versions(
+                session, models, resolved, lockfile, planned, withheld=signatures.withheld
+            )
+            report = RunReport(
+                planned, dry_run=True, hub_wait_seconds=session.hub_wait_seconds, extra=extra
+            )
             return _warned(report, lockfile)
         if any(p.decision.action is not Action.SKIP for p in plans):
             session.store.ensure_dirs()
@@ -76,6 +82,9 @@ def _pull(
             session.demand.planned.set()
         outcomes.extend(fetch(session, plans))
         signed = _record_signed(session.store, resolved, signatures, outcomes)
+        extra = leave_locked_versions(
+            session, models, resolved, lockfile, outcomes, withheld=signatures.withheld
+        )
         report = RunReport(
             tuple(outcomes),
             signatures={
@@ -85,6 +94,7 @@ def _pull(
             },
             hub_wait_seconds=session.hub_wait_seconds,
             waited=session.fill_waits.seconds,
+            extra=extra,
         )
         return _warned(warned(report, signatures.warnings), lockfile)
 
