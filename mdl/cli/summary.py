@@ -74,9 +74,8 @@ def _say_extra(run: Run, report: RunReport) -> None:
         if extra.action == "removed":
             line = f"{extra.model}: {removed} {extra.path}: {extra.reason}"
             log.info("%s", line)
-            if not run.json:
-                run.console.info(line)
-        elif not run.json:
+            run.console.info(line)
+        else:
             run.console.warn(f"{extra.model}/{extra.path}: left in its folder: {extra.reason}")
 
 
