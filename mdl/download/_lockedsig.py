@@ -9,17 +9,54 @@ model whose catalog names a signer."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 
 from mdl.buckets import versions
 from mdl.catalog.specs import ModelSpec
+from mdl.download._locksigned import _manifest_signature
+from mdl.download.resolve import from_lock
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError
 from mdl.lockfile.model import LockedFile, LockedModel
+from mdl.lockfile.policy import LockUse
+from mdl.report import FileOutcome, failed
 from mdl.signing.statement import Trust
+from mdl.sources.resolve import ResolvedModel
 from mdl.store.layout import hub_source
 
 log = logging.getLogger("mdl.pull")
+
+
+def sign_locked(
+    session: PullSession,
+    specs: Sequence[ModelSpec],
+    resolved: Sequence[ResolvedModel],
+    lock: LockUse,
+) -> tuple[list[ResolvedModel], list[FileOutcome]]:
+    """The stage between resolve and the signatures': each model the lock pins without the
+    signature its catalog asks for, with the one its version's manifest names (the rest pass as
+    they are); those that have none, their failures (exit 6, nothing of them fetched)."""
+    by_name = {spec.name: spec for spec in specs}
+    models: list[ResolvedModel] = []
+    failures: list[FileOutcome] = []
+    for model in resolved:
+        spec = by_name.get(model.name)
+        trust = spec.signature if spec is not None else None
+        locked = lock.pinned(spec) if spec is not None and trust is not None else None
+        if spec is None or trust is None or locked is None:
+            models.append(model)
+            continue
+        try:
+            signed = with_version_signature(session, spec, locked, lock=lock.name)
+        except IntegrityError as exc:
+            failures.append(failed(model.name, None, exc, dest=session.store.model_dir(model.name)))
+            log.error("%s", failures[-1].error)
+            continue
+        if signed is not locked:
+            model = from_lock(session.settings, spec, signed, parts=lock.parts)
+        models.append(model)
+    return models, failures
 
 
 def with_version_signature(
@@ -40,8 +77,8 @@ def with_version_signature(
             f" catalog asks for its signature (by {trust.by()}), so nothing of it is installed"
             " unsigned",
             hint=(
-                "deploy a lock made since the catalog names the signer, or sign this version where"
-                ' it is published (docs/releases.md, "A version locked before its signer")'
+                "roll back to a version locked since the catalog names the signer, or to one"
+                ' published with --sign (docs/releases.md, "A version locked before its signer")'
             ),
         )
     log.info(
@@ -61,8 +98,6 @@ def _manifest_named(
     """The signature the first manifest of this version (by its files' ids) on the store mirrors
     of the published layout names (a pointer only: what it names is fetched by its sha256 and
     verified)."""
-    from mdl.download._locksigned import _manifest_signature  # (its own cycle: resolve's)
-
     rows = [(f.path, f.size, f.sha256) for f in locked.files]
     ids = versions.version_ids(rows, signature=path)
     for template in session.settings.mirrors:

@@ -12,7 +12,6 @@ from typing import Any
 
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
-from mdl.download._lockedsig import with_version_signature
 from mdl.download._outcomes import still_verified
 from mdl.download._plan import recorded
 from mdl.download.session import PullSession
@@ -72,8 +71,6 @@ def _resolve_one(
     this run, and is not asked again)."""
     locked = lock.pinned(spec) if lock is not None else None
     if locked is not None:  # pinned commit, files, sizes and sha256: no Hub API call at all
-        name = lock.name if lock is not None else "catalog.lock"
-        locked = with_version_signature(session, spec, locked, lock=name)
         return from_lock(session.settings, spec, locked, parts=lock.parts if lock else None)
     needs_hub = _needs_hub(spec)
     if outage is not None and needs_hub:

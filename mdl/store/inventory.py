@@ -375,7 +375,8 @@ def _expected_files(
     recorded = record.files if record is not None else {}
     # a signed model's git files (.gitattributes) are left out by its signer: never installed
     if pinned is not None:
-        return [pin for pin in pinned if not _signer_leaves_out(spec, pin.path)]
+        pins = [pin for pin in pinned if not _signer_leaves_out(spec, pin.path)]
+        return pins + _signature_beside(spec, record, pins)
     if record is not None and record.expected is not None:
         return [record.expected[path] for path in sorted(record.expected)]
     if spec.is_snapshot:  # a record from before expected sets: what it recorded is all it knows
@@ -384,6 +385,21 @@ def _expected_files(
             for p, r in sorted(recorded.items())
         ]
     return [_catalog_file(file, recorded.get(file.save_path)) for file in spec.files]
+
+
+def _signature_beside(
+    spec: ModelSpec, record: ModelRecord | None, pins: Sequence[ExpectedFile]
+) -> list[ExpectedFile]:
+    """A lock made before the catalog named the model's signer pins no signature: the one a pull
+    of it installed (the version's, its manifest's) as the record expects it, so that the files
+    are judged by it as by any signature (none: the model is not as signed)."""
+    trust = spec.signature
+    if trust is None or record is None or record.expected is None:
+        return []
+    if any(pin.path == trust.installed_as for pin in pins):
+        return []
+    kept = record.expected.get(trust.installed_as)
+    return [kept] if kept is not None else []
 
 
 def _catalog_file(file: FileSpec, entry: FileRecord | None) -> ExpectedFile:

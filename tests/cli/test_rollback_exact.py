@@ -306,6 +306,13 @@ def test_a_rollback_once_the_catalog_gained_a_signer(
     installed = tree(node)
     assert installed.pop("model.sig", None) is not None, "its signature installed with it"
     assert installed == sums("v1"), "v1 alone, signed: none of v3's shards beside it"
+    for probe in (["--quick", "--locked"], ["--frozen"]):  # the probe, and a re-hash
+        ready = mdl("verify", "--all", *probe, "--lock", "releases/v1.lock")
+        assert ready.exit_code == 0, ready.stderr
+    (node / "model.sig").unlink()
+    gone = mdl("verify", "--all", "--quick", "--locked", "--lock", "releases/v1.lock")
+    assert gone.exit_code != 0 and "model.sig" in gone.stderr, gone.stderr
+    assert mdl("pull", "--all", "--frozen", "--lock", "releases/v1.lock").exit_code == 0
     # v2's manifest naming v1's signature: not v2's files, refused by name
     publish_signed(prefix, tmp_path / "scratch", "v2", sign("v1", private))
     planted = mdl("pull", "--all", "--frozen", "--lock", "releases/v2.lock")
