@@ -319,3 +319,11 @@ def test_a_rollback_once_the_catalog_gained_a_signer(
     assert planted.exit_code == 6, planted.stderr
     assert "not covered" in planted.stderr or "does not cover" in planted.stderr, planted.stderr
     assert "internal error" not in planted.stderr
+
+
+def test_the_catalogs_own_lock_named_by_lock_is_still_judged(folder_node: Path) -> None:
+    """``--lock catalog.lock`` is the catalog's own lock: still judged stale against it."""
+    text = Path("catalog.toml").read_text()
+    Path("catalog.toml").write_text(text + 'include = ["*.json", "*.safetensors"]\n')
+    stale = mdl("verify", "--all", "--quick", "--locked", "--lock", "catalog.lock")
+    assert stale.exit_code == 2 and "out of date" in stale.stderr, stale.stderr
