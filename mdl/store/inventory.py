@@ -375,8 +375,7 @@ def _expected_files(
     recorded = record.files if record is not None else {}
     # a signed model's git files (.gitattributes) are left out by its signer: never installed
     if pinned is not None:
-        pins = [pin for pin in pinned if not _signer_leaves_out(spec, pin.path)]
-        return pins + _signature_beside(spec, record, pins)
+        return [pin for pin in pinned if not _signer_leaves_out(spec, pin.path)]
     if record is not None and record.expected is not None:
         return [record.expected[path] for path in sorted(record.expected)]
     if spec.is_snapshot:  # a record from before expected sets: what it recorded is all it knows
@@ -387,19 +386,19 @@ def _expected_files(
     return [_catalog_file(file, recorded.get(file.save_path)) for file in spec.files]
 
 
-def _signature_beside(
-    spec: ModelSpec, record: ModelRecord | None, pins: Sequence[ExpectedFile]
-) -> list[ExpectedFile]:
-    """A lock made before the catalog named the model's signer pins no signature: the one a pull
-    of it installed (the version's, its manifest's) as the record expects it, so that the files
-    are judged by it as by any signature (none: the model is not as signed)."""
+def signature_beside(
+    spec: ModelSpec, layout: Layout, pinned: Sequence[ExpectedFile] | None
+) -> Sequence[ExpectedFile] | None:
+    """A lock's pins (``pinned``) with the signature a pull of that lock installed, when the lock
+    pins none though the catalog names a signer (a lock made before its signer: the version's
+    signature, its manifest's), as the record expects it: the files are then judged by it as by any
+    signature (none expected: the model is not as signed)."""
     trust = spec.signature
-    if trust is None or record is None or record.expected is None:
-        return []
-    if any(pin.path == trust.installed_as for pin in pins):
-        return []
-    kept = record.expected.get(trust.installed_as)
-    return [kept] if kept is not None else []
+    if trust is None or pinned is None or any(p.path == trust.installed_as for p in pinned):
+        return pinned
+    record = layout.records.read_record(spec.name)
+    kept = record.expected.get(trust.installed_as) if record and record.expected else None
+    return pinned if kept is None else [*pinned, kept]
 
 
 def _catalog_file(file: FileSpec, entry: FileRecord | None) -> ExpectedFile:
