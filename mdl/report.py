@@ -163,6 +163,30 @@ class FileOutcome:
 
 
 @dataclass(frozen=True)
+class ExtraFile:
+    """A file in a model's folder that is not of the version a pull of a lock installed:
+    ``removed`` (mdl installed it for another version), or ``kept`` and why (mdl did not install
+    it, or it changed since)."""
+
+    model: str
+    path: str  # in the model's folder
+    dest: str
+    size: int | None
+    action: str  # "removed" | "kept" (a dry run: what would be)
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "path": self.path,
+            "dest": self.dest,
+            "size": self.size,
+            "action": self.action,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
 class RunReport:
     """The outcome of a pull, verify or get."""
 
@@ -178,6 +202,8 @@ class RunReport:
     waited: float = 0.0
     # the run's own seconds when its workflow measured them (serve's pull: not the server's life)
     seconds: float | None = None
+    # pull: the files in the folders of the models a lock pinned that are not of that version
+    extra: tuple[ExtraFile, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -203,6 +229,7 @@ class RunReport:
                 if self.hub_wait_seconds is not None
                 else {}
             ),
+            **({"extra": [e.to_json() for e in self.extra]} if self.extra else {}),
         }
 
     def path(self, model: str) -> Path:

@@ -235,10 +235,11 @@ SETTING = {setting.name: setting for setting in SETTINGS}
 # under the nearest.
 #   InCatalog: init
 #   ├── Places: clean, prune, remove (where a command's files are)
-#   │   ├── Pinned: verify, list, show, publish (the models catalog.lock pins)
-#   │   │   └── Asking: resolve (... asking upstream)
-#   │   │       └── Pulling: pull
-#   │   └── Locking: lock
+#   │   └── LockFile: (the lock a command reads in place of catalog.lock)
+#   │       ├── Pinned: verify, list, show, publish (the models catalog.lock pins)
+#   │       │   └── Asking: resolve (... asking upstream)
+#   │       │       └── Pulling: pull
+#   │       └── Locking: lock
 #   ├── Getting: get
 #   └── Adding: add
 class InCatalog(TypedDict):
@@ -250,10 +251,13 @@ class Places(InCatalog):
     layout: str | None
 
 
-class Pinned(Places):
+class LockFile(Places):
+    lock_file: Path | None
+
+
+class Pinned(LockFile):
     locked: bool
     frozen: bool
-    lock_file: Path | None
 
 
 class Asking(Pinned):
@@ -278,7 +282,7 @@ class Getting(InCatalog):
     xet: bool | None
 
 
-class Locking(Places):
+class Locking(LockFile):
     timeout: float | None
 
 

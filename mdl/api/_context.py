@@ -92,10 +92,20 @@ def catalog_models(
         cat, path, lock, specs = frozen_models(
             given, env, names, all_models=all_models, lock_path=chosen
         )
-        return settings_for(cat, env, flags, lock_path=path, secrets=secrets), specs, lock
+        settings = settings_for(
+            cat, env, flags, lock_path=path, lock_given=chosen is not None, secrets=secrets
+        )
+        return settings, specs, lock
     cat = command_catalog(given, env, required=True)
-    lock_path = chosen or (lock_beside(cat.path) if cat.path is not None else None)
-    settings = settings_for(cat, env, flags, lock_path=lock_path, secrets=secrets)
+    beside = lock_beside(cat.path) if cat.path is not None else None
+    # (the catalog's own lock named by --lock is still judged against the catalog)
+    same = (
+        chosen is not None and beside is not None and beside.is_file() and chosen.samefile(beside)
+    )
+    other = chosen is not None and not same
+    settings = settings_for(
+        cat, env, flags, lock_path=chosen or beside, lock_given=other, secrets=secrets
+    )
     if names and all_models:
         raise UsageError("name models or pass --all, not both")
     return settings, cat.select(list(names), all_models=all_models), None

@@ -70,6 +70,9 @@ class Settings:
     # written; the catalog is not consulted).
     lock_mode: str
     lock_path: Path | None  # catalog.lock beside the catalog (None: no catalog file, no lock)
+    # --lock FILE (or $MDL_LOCK_FILE) named lock_path: that lock is the truth for the run (its pins
+    # are used as written, never judged stale against the catalog as it is now)
+    lock_given: bool
     # the catalog file (absolute; --frozen without one: where its lock says it is)
     catalog_path: Path | None
     # credentials for direct URLs, as curl, wget and aria2c read them ($NETRC, ~/.netrc)
@@ -289,6 +292,7 @@ def settings_for(
     flags: Overrides = NO_OVERRIDES,
     *,
     lock_path: Path | None = None,
+    lock_given: bool = False,
     secrets: Secrets | None = None,
 ) -> Settings:
     """A run's settings: ``flags`` over the environment over the catalog's ``[settings]`` over the
@@ -305,6 +309,7 @@ def settings_for(
         ),
         catalog=catalog.settings,
         lock_path=lock_path,
+        lock_given=lock_given,
         catalog_path=catalog.path,
         secrets=secrets,
     )
@@ -317,6 +322,7 @@ def build_settings(
     dest: Path,
     catalog: CatalogSettings | None = None,
     lock_path: Path | None = None,
+    lock_given: bool = False,
     catalog_path: Path | None = None,
     secrets: Secrets | None = None,
 ) -> Settings:
@@ -353,6 +359,7 @@ def build_settings(
         mirror_endpoints=endpoints,
         lock_mode=choose_lock_mode(locked=flags.locked, frozen=flags.frozen, environ=environ),
         lock_path=lock_path,
+        lock_given=lock_given and lock_path is not None,
         catalog_path=catalog_file(catalog_path, lock_path),
         netrc=netrc_path(environ),
         secrets=secrets,

@@ -14,7 +14,7 @@ from mdl.setting import Locking
 from mdl.units import human_size, plural
 
 if TYPE_CHECKING:
-    from mdl.download.lock import LockReport
+    from mdl.download.lockcheck import LockReport
     from mdl.lockfile.io import ModelChange
     from mdl.lockfile.model import LockedFile
 

@@ -30,6 +30,7 @@ def render_report(
     models``) on stderr; its exit code."""
     _show_data(run, report, data)
     _warn_once(run, report)
+    _say_extra(run, report)
     _tell_failures(run, report)
     _sum_up(run, report, verb=verb)
     return int(report.exit_code)
@@ -63,6 +64,19 @@ def _warn_once(run: Run, report: RunReport) -> None:
     happened."""
     for warning in dict.fromkeys(w for f in report.files for w in f.warnings):
         run.console.warn(warning)
+
+
+def _say_extra(run: Run, report: RunReport) -> None:
+    """The files a pull of a lock took out of a model's folder (not of the version the lock
+    names), and those it left there (a warning each: a loader reading the folder reads them)."""
+    removed = "would remove" if report.dry_run else "removed"
+    for extra in report.extra:
+        if extra.action == "removed":
+            line = f"{extra.model}: {removed} {extra.path}: {extra.reason}"
+            log.info("%s", line)
+            run.console.info(line)
+        else:
+            run.console.warn(f"{extra.model}/{extra.path}: left in its folder: {extra.reason}")
 
 
 def _tell_failures(run: Run, report: RunReport) -> None:

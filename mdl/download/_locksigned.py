@@ -19,6 +19,7 @@ from mdl.buckets.registry import store_for
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
 from mdl.download._fetch import fetch_from_sources, file_lock, transfer_job
+from mdl.download._sighere import fetching_said, signature_here
 from mdl.download.resolve import from_lock
 from mdl.download.session import FileSources, PullSession, label_of
 from mdl.errors import IntegrityError, InterruptedByUserError, MdlError, NotFoundError
@@ -297,8 +298,13 @@ def _check_one(session: PullSession, spec: ModelSpec, locked: LockedModel) -> No
         raise IntegrityError(
             f"{label_of(sig)}: the lock pins {sig.size} bytes, too big for a model signature"
         )
-    got = signature_bytes(session, sig)
-    assert got is not None
+    data = signature_here(session, sig)
+    if data is None:
+        fetching_said(session, sig)
+        got = signature_bytes(session, sig)
+        if got is None:  # (from the source: its bytes, or an error)
+            raise IntegrityError(f"{label_of(sig)}: not found")
+        data = got[1]
     held_to_signature(
-        spec, trust, got[1], locked.files, signature=sig.path, settings=session.settings
+        spec, trust, data, locked.files, signature=sig.path, settings=session.settings
     )

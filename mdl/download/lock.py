@@ -11,26 +11,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-from mdl.catalog.load import lock_beside
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import Catalog, ModelSpec
 from mdl.download._locksigned import checked_signatures, hashed_once, lock_signature
 from mdl.download._plan import recorded, same_content
+from mdl.download.lockcheck import LockReport, Scope, check_lock, lock_path, read_lock_anew
 from mdl.download.resolve import resolve
 from mdl.download.session import PullSession, label_of
-from mdl.errors import (
-    CatalogError,
-    ExitCode,
-    InterruptedByUserError,
-    MdlError,
-    NetworkError,
-    UsageError,
-    worst_exit_code,
-)
+from mdl.errors import CatalogError, InterruptedByUserError, MdlError, NetworkError
 from mdl.lockfile.checked import locked_from_resolved
-from mdl.lockfile.io import ModelChange, diff_locks, exclusive, read_lock
+from mdl.lockfile.io import ModelChange, diff_locks, exclusive
 from mdl.lockfile.io import write_lock as write_lock_file
 from mdl.lockfile.model import Lock, LockedFile, LockedModel
 from mdl.lockfile.parts import PartHashes, hashed, kept, parts_beside, read_parts, write_parts
@@ -46,64 +37,6 @@ from mdl.store.layout import Layout
 log = logging.getLogger("mdl.lock")
 
 
-@dataclass(frozen=True)
-class LockReport:  # what ``mdl lock`` did (or, with ``check``, found) for the selected models
-    path: Path  # the lock file
-    changed: bool  # the file was written (its text changed); never with check or failures
-    changes: tuple[ModelChange, ...] = ()  # per model in scope, sorted, ``unchanged`` ones included
-    stale: tuple[str, ...] = ()  # check: the models the lock does not pin as the catalog says now
-    missing: bool = False  # check: there is no lock file at all
-    checked: bool = False
-    # the models asked upstream in this run (the others were kept as locked)
-    resolved: tuple[str, ...] = ()
-    # models that could not be locked (then nothing was written)
-    failures: tuple[FileOutcome, ...] = ()
-    # for the user: the old lock could not be read and was written anew
-    warnings: tuple[str, ...] = ()
-    # the part hashes beside the lock (catalog.lock.parts): written (their text changed), how many
-    # of the lock's files (by sha256) they hold, and how many of those were hashed in this run
-    parts_changed: bool = False
-    parts: int = 0
-    hashed: int = 0
-    # files in scope with no part hashes that are not here to hash (none is made for them)
-    not_here: int = 0
-
-    @property
-    def exit_code(self) -> int:
-        """2 when a check finds the lock missing or stale; else the lowest code above 1 among the
-        failures.
-        """
-        if self.checked and (self.stale or self.missing):
-            return int(ExitCode.USAGE)
-        return worst_exit_code([f.exit_code for f in self.failures])
-
-    @property
-    def parts_path(self) -> Path:  # the part hashes beside the lock
-        return parts_beside(self.path)
-
-    @property
-    def ok(self) -> bool:  # written and fresh (or, checked, found fresh)
-        return self.exit_code == ExitCode.OK
-
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"ok": self.ok, "lock": str(self.path), "changed": self.changed}
-        doc["models"] = [c.to_json() for c in self.changes]
-        if self.checked:
-            doc["fresh"] = not (self.stale or self.missing)
-            doc["stale"] = list(self.stale)
-        if self.failures:
-            doc["errors"] = [f.to_json() for f in self.failures]
-        if not self.checked:
-            doc["parts"] = {
-                "path": str(self.parts_path),
-                "changed": self.parts_changed,
-                "files": self.parts,
-                "hashed": self.hashed,
-                "not_here": self.not_here,
-            }
-        return doc
-
-
 def lock_catalog(
     catalog: Catalog,
     names: Sequence[str],
@@ -112,18 +45,19 @@ def lock_catalog(
     upgrade: bool,
     check: bool,
     progress: Progress,
+    path: Path | None = None,
 ) -> LockReport:
     """Lock the named models (every model, and drop entries the catalog no longer has, when
-    ``names`` is empty).
+    ``names`` is empty) in ``path`` (--lock), else in the lock beside the catalog.
     """
-    path = _lock_path(catalog, upgrade=upgrade, check=check)
-    scope = _Scope(catalog, names)
-    old, broken = _read_lock(path, anew=scope.everything and not check)
+    if check:
+        return check_lock(catalog, names, settings, progress=progress, path=path)
+    path = lock_path(catalog, upgrade=upgrade, check=check, given=path)
+    scope = Scope(catalog, names)
+    old, broken = read_lock_anew(path, anew=scope.everything)
     warnings = (broken,) if broken else ()
     if broken:
         log.warning("%s", broken)
-    if check:
-        return _checked(path, scope, old, settings, progress)
     base = old or Lock()
     # the models to resolve: every one with ``upgrade``, else those the lock does not pin as the
     # catalog says now
@@ -153,35 +87,6 @@ def lock_catalog(
         hashed=len(sidecar.found),
         not_here=sidecar.not_here,
     )
-
-
-def _lock_path(catalog: Catalog, *, upgrade: bool, check: bool) -> Path:
-    """The lock file beside the catalog; UsageError for a run that cannot lock."""
-    if upgrade and check:
-        raise UsageError("--check changes nothing; it cannot go with --upgrade")
-    if catalog.path is None:
-        raise UsageError("mdl lock needs a catalog file: the lock is written beside it")
-    return lock_beside(catalog.path)
-
-
-class _Scope:
-    """The models a lock run is about: the named ones, or (``everything``) the whole catalog,
-    whose entries are then the only ones the lock keeps."""
-
-    def __init__(self, catalog: Catalog, names: Sequence[str]) -> None:
-        self.everything = not names
-        self.specs = catalog.select(list(names), all_models=self.everything)
-        self.in_catalog = {m.name for m in catalog.models}
-
-    def keeps(self, name: str) -> bool:
-        """Whether the lock keeps an entry this run did not renew."""
-        return name in self.in_catalog or not self.everything
-
-    def shown(self, base: Lock, new: Lock) -> set[str]:
-        """The models whose changes the report lists."""
-        if self.everything:
-            return set(base.models) | set(new.models)
-        return {spec.name for spec in self.specs}
 
 
 @dataclass(frozen=True)
@@ -220,7 +125,7 @@ class _Sidecar:
                 self.warnings.append(warning)
             return {}
 
-    def hash_local(self, lock: Lock, scope: _Scope, progress: Progress) -> None:
+    def hash_local(self, lock: Lock, scope: Scope, progress: Progress) -> None:
         """Hash the files of the models in scope that have no part hashes yet and are installed
         here, verified (outside the lock's flock: this reads gigabytes; with progress)."""
         here = self._unhashed_here(lock, {spec.name for spec in scope.specs})
@@ -332,7 +237,7 @@ def _unrecorded(layout: Layout, model: str, f: LockedFile) -> _Here | None:
 
 
 def _kept_signed(
-    scope: _Scope, base: Lock, todo: Sequence[ModelSpec], settings: Settings, progress: Progress
+    scope: Scope, base: Lock, todo: Sequence[ModelSpec], settings: Settings, progress: Progress
 ) -> list[FileOutcome]:
     """An entry kept as locked is held to the same rule as one locked now: its pinned signature
     must verify and cover what it pins (a lock edited by hand, or merged, is no exception). Offline,
@@ -342,35 +247,15 @@ def _kept_signed(
     return checked_signatures(settings, (s for s in scope.specs if s not in todo), base, progress)
 
 
-def _checked(
-    path: Path, scope: _Scope, old: Lock | None, settings: Settings, progress: Progress
-) -> LockReport:
-    """Nothing written: which selected models the lock does not pin as the catalog says now
-    (asking nothing), and of those it does, the signed ones whose pinned signature does not verify
-    or cover the files it pins (fetched by its sha256: CI catches a lock a pull would refuse)."""
-    stale = {s.name for s in scope.specs if old is None or old.fresh(s) is None}
-    if scope.everything and old is not None:
-        stale |= {name for name in old.models if name not in scope.in_catalog}
-    failures = checked_signatures(settings, scope.specs, old or Lock(), progress)
-    return LockReport(
-        path,
-        False,
-        stale=tuple(sorted(stale)),
-        missing=old is None,
-        checked=True,
-        failures=tuple(failures),
-    )
-
-
 def _write_merged(
-    path: Path, scope: _Scope, fresh: Mapping[str, LockedModel], sidecar: _Sidecar
+    path: Path, scope: Scope, fresh: Mapping[str, LockedModel], sidecar: _Sidecar
 ) -> tuple[bool, tuple[ModelChange, ...]]:
     """Write the ``fresh`` entries into the lock as it is now (another mdl lock or add may have
     written it since), then its part hashes: whether its text changed, and the changes in scope.
     (Keyed by sha256, the part hashes are right for whatever lock they lie beside: a run stopped
     between the two writes leaves entries that are true, or missing.)"""
     with exclusive(path):
-        base = _read_lock(path, anew=scope.everything)[0] or Lock()
+        base = read_lock_anew(path, anew=scope.everything)[0] or Lock()
         new = base.with_models(fresh, keep=scope.keeps)
         changed = write_lock_file(path, new)
         sidecar.write(new)
@@ -378,18 +263,6 @@ def _write_merged(
     before = {n: m for n, m in base.models.items() if n in shown}
     after = {n: m for n, m in new.models.items() if n in shown}
     return changed, tuple(diff_locks(before, after))
-
-
-def _read_lock(path: Path, *, anew: bool) -> tuple[Lock | None, str | None]:
-    """The lock on disk; with ``anew`` (it is written whole) a broken one (a bad merge) is None,
-    and why.
-    """
-    try:
-        return read_lock(path), None
-    except CatalogError as exc:
-        if not anew:
-            raise
-        return None, f"{exc.message}; writing it again from the catalog"
 
 
 def _lock_models(

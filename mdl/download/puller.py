@@ -13,7 +13,9 @@ from typing import Any
 
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import ModelSpec
+from mdl.download._exact import leave_locked_versions
 from mdl.download._fetch import fetch
+from mdl.download._lockedsig import sign_locked
 from mdl.download._outcomes import dry_run_outcome
 from mdl.download._plan import Action, PlannedFile, check_space, plan_models
 from mdl.download._signed import Signatures, check_signatures
@@ -56,6 +58,8 @@ def _pull(
 ) -> RunReport:
     with closing(session):
         resolved, outcomes = resolve(session, models, lock=lockfile, keep_installed=True)
+        resolved, refused = sign_locked(session, models, resolved, lockfile)
+        outcomes.extend(refused)
         signatures = check_signatures(session, models, resolved)
         resolved = signatures.models
         outcomes.extend(signatures.failures)
@@ -66,7 +70,12 @@ def _pull(
             log_outcome(outcome)
         if settings.dry_run:
             planned = tuple(outcomes) + tuple(dry_run_outcome(p) for p in plans)
-            report = RunReport(planned, dry_run=True, hub_wait_seconds=session.hub_wait_seconds)
+            extra = leave_locked_versions(
+                session, models, resolved, lockfile, planned, withheld=signatures.withheld
+            )
+            report = RunReport(
+                planned, dry_run=True, hub_wait_seconds=session.hub_wait_seconds, extra=extra
+            )
             return _warned(report, lockfile)
         if any(p.decision.action is not Action.SKIP for p in plans):
             session.store.ensure_dirs()
@@ -76,6 +85,9 @@ def _pull(
             session.demand.planned.set()
         outcomes.extend(fetch(session, plans))
         signed = _record_signed(session.store, resolved, signatures, outcomes)
+        extra = leave_locked_versions(
+            session, models, resolved, lockfile, outcomes, withheld=signatures.withheld
+        )
         report = RunReport(
             tuple(outcomes),
             signatures={
@@ -85,6 +97,7 @@ def _pull(
             },
             hub_wait_seconds=session.hub_wait_seconds,
             waited=session.fill_waits.seconds,
+            extra=extra,
         )
         return _warned(warned(report, signatures.warnings), lockfile)
 

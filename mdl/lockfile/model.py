@@ -132,6 +132,10 @@ def resolved_from_locked(
             )
         else:
             entry = catalog_files.get(f.path)
+            # the catalog's entry only when it names this URL (a lock given by --lock may pin
+            # another version's, at the same path)
+            if entry is None or not entry.url or redact_url(entry.url) != f.source:
+                entry = None
             url = entry.url if entry is not None and entry.url else f.source
             secrets.add_url(url)  # a lock written by hand may hold a signed URL
             extra = {

@@ -40,6 +40,9 @@ class LockUse:
         # now (no lock can pin it before its signature exists)
         self.unsigned = settings.unsigned
         self.path = settings.lock_path
+        # --lock FILE: the truth for this run, its entries used as written (a rollback's lock was
+        # made for the catalog of its day, not the one checked out now)
+        self.given = settings.lock_given
         # as messages say it
         self.name = self.path.name if self.path is not None else "catalog.lock"
         if lock is not None:
@@ -73,8 +76,11 @@ class LockUse:
         lock = self.lock
         if lock is None or (self.unsigned and spec.signature is not None):
             return None
-        if self.mode == "frozen":
-            return lock.models.get(spec.name)
+        if self.mode == "frozen" or self.given:
+            locked = lock.models.get(spec.name)
+            if locked is None and self.mode != "frozen":
+                self._warn(spec, f"not in {self.name}; {doing}")
+            return locked
         fresh = lock.fresh(spec)
         if fresh is None and spec.name not in self.warnings:
             why = (
@@ -82,10 +88,15 @@ class LockUse:
                 if spec.name in lock.models
                 else f"not in {self.name}"
             )
-            warning = f"{spec.name}: {why}; {doing} (run mdl lock)"
+            self._warn(spec, f"{why}; {doing} (run mdl lock)")
+        return fresh
+
+    def _warn(self, spec: ModelSpec, why: str) -> None:
+        """The one warning said about the model in this run."""
+        if spec.name not in self.warnings:
+            warning = f"{spec.name}: {why}"
             log.warning("%s", warning)
             self.warnings[spec.name] = warning
-        return fresh
 
     def view(
         self, specs: Sequence[ModelSpec]
@@ -118,7 +129,7 @@ class LockUse:
             where = f" ({self.path})" if self.path is not None else ""
             names = ", ".join(spec.name for spec in specs)
             raise UsageError(f"--locked: there is no {self.name}{where} to pin {names}", hint=hint)
-        parts = _not_pinned(lock, specs)
+        parts = _not_pinned(lock, specs, given=self.given)
         if parts:
             raise UsageError(f"--locked: {self.name} {' and '.join(parts)}", hint=hint)
 
@@ -153,10 +164,14 @@ def frozen_models(
     return catalog, path, lock, specs
 
 
-def _not_pinned(lock: Lock, specs: Sequence[ModelSpec]) -> list[str]:
-    """What the lock lacks for ``specs``: the models it is out of date for, those it does not
-    hold."""
-    stale = [spec.name for spec in specs if spec.name in lock.models and lock.fresh(spec) is None]
+def _not_pinned(lock: Lock, specs: Sequence[ModelSpec], *, given: bool) -> list[str]:
+    """What the lock lacks for ``specs``: the models it is out of date for (never a lock
+    ``given`` by --lock: it is the truth), those it does not hold."""
+    stale = [
+        spec.name
+        for spec in specs
+        if not given and spec.name in lock.models and lock.fresh(spec) is None
+    ]
     absent = [spec.name for spec in specs if spec.name not in lock.models]
     parts = []
     if stale:

@@ -386,6 +386,21 @@ def _expected_files(
     return [_catalog_file(file, recorded.get(file.save_path)) for file in spec.files]
 
 
+def signature_beside(
+    spec: ModelSpec, layout: Layout, pinned: Sequence[ExpectedFile] | None
+) -> Sequence[ExpectedFile] | None:
+    """A lock's pins (``pinned``) with the signature a pull of that lock installed, when the lock
+    pins none though the catalog names a signer (a lock made before its signer: the version's
+    signature, its manifest's), as the record expects it: the files are then judged by it as by any
+    signature (none expected: the model is not as signed)."""
+    trust = spec.signature
+    if trust is None or pinned is None or any(p.path == trust.installed_as for p in pinned):
+        return pinned
+    record = layout.records.read_record(spec.name)
+    kept = record.expected.get(trust.installed_as) if record and record.expected else None
+    return pinned if kept is None else [*pinned, kept]
+
+
 def _catalog_file(file: FileSpec, entry: FileRecord | None) -> ExpectedFile:
     """A file the catalog lists, as its record has it (else as the catalog says)."""
     if entry is not None:

@@ -39,6 +39,7 @@ from mdl.store.inventory import (
     LocalFile,
     ModelStatus,
     model_status,
+    signature_beside,
 )
 from mdl.store.layout import BLOB_NAME, Layout, ref_revision, signed_name, write_ref
 from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, record_of
@@ -78,7 +79,10 @@ def verify_models(
     layout = Layout(settings)
     outcomes: list[FileOutcome] = []
     pins = pinned or {}
-    statuses = [model_status(spec, layout, pinned=pins.get(spec.name)) for spec in models]
+    statuses = [
+        model_status(spec, layout, pinned=signature_beside(spec, layout, pins.get(spec.name)))
+        for spec in models
+    ]
 
     def add(outcome: FileOutcome) -> None:
         outcomes.append(outcome)

@@ -1,0 +1,122 @@
+"""A lock made before the catalog named a model's signer pins no signature for it, though its
+version may be signed: ``publish --sign`` names the version's signature in its manifest on the
+bucket. A pull of that lock (a rollback to a kept release) takes the signature that manifest names,
+as ``mdl lock`` would have pinned it: then fetched by its sha256 and held to the signer like any
+(verified, covering every file the lock pins, or the model fails by name). A version no manifest
+names a signature for is refused, exit 6, before a byte of it moves: nothing unsigned reaches a
+model whose catalog names a signer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+from mdl.buckets import versions
+from mdl.catalog.specs import ModelSpec
+from mdl.download._locksigned import _manifest_signature
+from mdl.download.resolve import from_lock
+from mdl.download.session import PullSession
+from mdl.errors import IntegrityError
+from mdl.lockfile.model import LockedFile, LockedModel
+from mdl.lockfile.policy import LockUse
+from mdl.report import FileOutcome, failed
+from mdl.signing.statement import Trust
+from mdl.sources.resolve import ResolvedModel
+from mdl.store.layout import hub_source
+
+log = logging.getLogger("mdl.pull")
+
+
+def sign_locked(
+    session: PullSession,
+    specs: Sequence[ModelSpec],
+    resolved: Sequence[ResolvedModel],
+    lock: LockUse,
+) -> tuple[list[ResolvedModel], list[FileOutcome]]:
+    """The stage between resolve and the signatures': each model the lock pins without the
+    signature its catalog asks for, with the one its version's manifest names (the rest pass as
+    they are); those that have none, their failures (exit 6, nothing of them fetched)."""
+    by_name = {spec.name: spec for spec in specs}
+    models: list[ResolvedModel] = []
+    failures: list[FileOutcome] = []
+    for model in resolved:
+        spec = by_name.get(model.name)
+        trust = spec.signature if spec is not None else None
+        locked = lock.pinned(spec) if spec is not None and trust is not None else None
+        if spec is None or trust is None or locked is None:
+            models.append(model)
+            continue
+        try:
+            signed = with_version_signature(session, spec, locked, lock=lock.name)
+        except IntegrityError as exc:
+            failures.append(failed(model.name, None, exc, dest=session.store.model_dir(model.name)))
+            log.error("%s", failures[-1].error)
+            continue
+        if signed is not locked:
+            model = from_lock(session.settings, spec, signed, parts=lock.parts)
+        models.append(model)
+    return models, failures
+
+
+def with_version_signature(
+    session: PullSession, spec: ModelSpec, locked: LockedModel, *, lock: str
+) -> LockedModel:
+    """``locked`` as the catalog's signer asks for it: unchanged when the catalog names no signer
+    or the lock (``lock``, its name) pins the signature; else with the signature its version's
+    manifest names, or IntegrityError."""
+    trust = spec.signature
+    if trust is None or any(f.path == trust.installed_as for f in locked.files):
+        return locked
+    named = _manifest_named(session, spec.name, locked, trust.installed_as)
+    source = _source(locked, trust)
+    if named is None or source is None:
+        raise IntegrityError(
+            f"{spec.name}: {lock} pins no {trust.installed_as} (it was locked before the catalog"
+            f" named the signer) and no manifest of this version on the mirrors names one: the"
+            f" catalog asks for its signature (by {trust.by()}), so nothing of it is installed"
+            " unsigned",
+            hint=(
+                "roll back to a version locked since the catalog names the signer, or to one"
+                ' published with --sign (docs/releases.md, "A version locked before its signer")'
+            ),
+        )
+    log.info(
+        "%s: %s pins no %s; the signature this version's manifest names (sha256 %s)",
+        spec.name,
+        lock,
+        trust.installed_as,
+        named.sha256,
+    )
+    sig = LockedFile(trust.installed_as, named.size, named.sha256, source)
+    return replace(locked, files=tuple(sorted((*locked.files, sig), key=lambda f: f.path)))
+
+
+def _manifest_named(
+    session: PullSession, model: str, locked: LockedModel, path: str
+) -> versions.ManifestFile | None:
+    """The signature the first manifest of this version (by its files' ids) on the store mirrors
+    of the published layout names (a pointer only: what it names is fetched by its sha256 and
+    verified)."""
+    rows = [(f.path, f.size, f.sha256) for f in locked.files]
+    ids = versions.version_ids(rows, signature=path)
+    for template in session.settings.mirrors:
+        prefix = versions.prefix_of(template)
+        if prefix is None or template in session.dead_mirrors:
+            continue
+        for vid in ids:
+            named = _manifest_signature(session, template, prefix, model, vid)
+            if named is not None:
+                return named
+    return None
+
+
+def _source(locked: LockedModel, trust: Trust) -> str | None:
+    """Where the signature's origin is, as a lock would pin it: its URL, or its path in the Hub
+    repo (at the commit) the lock's first Hub file is of."""
+    if trust.file_is_url:
+        return trust.file
+    ref = next((f.hub for f in locked.files if f.hub is not None and f.hub.commit), None)
+    if ref is None:
+        return None
+    return hub_source(ref.repo, ref.repo_type, ref.commit, trust.file)
