@@ -41,10 +41,12 @@ def get(
     headers: Mapping[str, str] | None = None,
     input_file: StrPath | None = None,
     secrets: Secrets | None = None,
+    layout: str | None = None,
 ) -> RunReport:
     """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into
     ``directory``; ``input_file`` lists more, one a line (``-`` = stdin); ``headers`` go with the
-    http(s) URLs given (as curl -H)."""
+    http(s) URLs given (as curl -H); ``layout="hf-cache"``: Hub files into the Hugging Face
+    cache."""
     with loading():
         from mdl.catalog.headers import check_headers
         from mdl.download.get import get_sources
@@ -60,6 +62,7 @@ def get(
     here = Path(directory or Path.cwd()).absolute()
     flags = Overrides(
         dest=here,
+        layout=layout,
         connections=connections,
         limit_rate=limit_rate,
         timeout=timeout,
@@ -70,6 +73,8 @@ def get(
     # not pointed at (a broken ./catalog.toml never blocks it); --catalog or $MDL_CATALOG lends it a
     # catalog's [settings].
     settings = command_settings(catalog, environ, flags, secrets=secrets, look=False)
+    if layout is None:  # only when asked: $MDL_LAYOUT and a catalog's layout are pull's
+        settings = replace(settings, layout="plain", hf_cache=None)
     given = (headers or {}).items()
     request = GetRequest(
         sources,

@@ -59,7 +59,7 @@ def recorded_repos(
         wanted = (item.repo_type, item.repo, item.revision, None)
         spec = ModelSpec(item.given, repo=item.repo, repo_type=item.repo_type)
         spec = replace(spec, include=tuple(include), exclude=tuple(exclude))
-        ours = [(e, ref) for e in entries if (ref := _of(e, wanted)) is not None]
+        ours = [(e, path) for e in entries if (path := _of(e, wanted)) is not None]
         kept = selected(spec, ours, key=lambda one: one[1])
         if not kept:
             raise UsageError(
@@ -69,8 +69,9 @@ def recorded_repos(
             )
         for entry, path in kept:
             where = hub_source(item.repo, item.repo_type, item.revision, path)
-            commit = parse_hub_source(entry.source)
-            ref = (item.repo_type, item.repo, commit.commit if commit else None, path)
+            came = parse_hub_source(entry.source)
+            commit = came.commit if came is not None and came.commit else item.revision or "main"
+            ref = (item.repo_type, item.repo, commit, path)
             listed = RemoteFile("", entry.path, "", entry.size, entry.sha256, entry.git_oid)
             found.append(UrlFile(entry.path, None, entry.size, entry.sha256, where, ref, listed))
     return found

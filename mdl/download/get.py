@@ -66,6 +66,10 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
         request, endpoint=settings.endpoint, progress=progress, secrets=settings.secrets
     )
     _refuse_misuse(given, request, expected=expected)
+    if settings.layout == "hf-cache":
+        from mdl.download.getcache import get_into_cache
+
+        return get_into_cache(given, request, settings, progress=progress)
     unused = bool(request.headers) and not any(
         isinstance(item, UrlFile) and item.headers for item in given
     )
