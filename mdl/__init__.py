@@ -21,8 +21,10 @@ from mdl.version import __version__
 
 if TYPE_CHECKING:
     from mdl.api import (
+        ProgressBars,
         add,
         clean,
+        fetch,
         get,
         init,
         list_models,
@@ -51,10 +53,12 @@ __all__ = [
     "MdlError",
     "NetworkError",
     "NotFoundError",
+    "ProgressBars",
     "UsageError",
     "__version__",
     "add",
     "clean",
+    "fetch",
     "get",
     "init",
     "list_models",
