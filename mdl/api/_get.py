@@ -16,6 +16,7 @@ from mdl.progress import NullProgress, Progress
 from mdl.setting import Overrides, StrPath
 
 if TYPE_CHECKING:
+    from mdl.catalog.settings import Settings
     from mdl.catalog.specs import Catalog
     from mdl.redact import Secrets
     from mdl.report import RunReport
@@ -87,7 +88,23 @@ def get(
         read_text=read_text or read_job_output,
     )
     report = get_sources(request, settings, progress=progress or NullProgress())
+    if any(not f.failing for f in report.files):
+        _remember(settings, request.output)
     return replace(report, files=hidden(report.files, settings.secrets))
+
+
+def _remember(settings: Settings, output: Path | None) -> None:
+    """Note where this get wrote, for ``list``, ``clean`` and ``prune`` (a folder only once its
+    record is there: inline job files alone are not recorded)."""
+    from mdl.store.oneoffs import CACHE, FOLDER, remember
+    from mdl.store.store import Store
+
+    if settings.layout == "hf-cache" and settings.hf_cache is not None:
+        remember(settings.hf_cache, kind=CACHE)
+        return
+    folder = settings.dest if output is None else output.parent
+    if Store(folder).record_path("").exists():
+        remember(folder, kind=FOLDER)
 
 
 @checked

@@ -12,10 +12,10 @@ from mdl.cli.options import AllOpt, NameArg, NamesArg, StatusChoice, command
 from mdl.cli.run import Run
 from mdl.cli.stdout import unread_if_failing
 from mdl.setting import Asking, Pinned
-from mdl.units import human_size
+from mdl.units import human_size, plural
 
 if TYPE_CHECKING:
-    from mdl.store.inventory import ModelInfo
+    from mdl.store.inventory import ModelInfo, ModelList
 
 
 @command(progress=False, output_only=True)
@@ -53,6 +53,36 @@ def list_cmd(
             ("size", "SIZE"),
             ("description", "DESCRIPTION"),
         ],
+    )
+    _one_offs(run, listing)
+
+
+def _one_offs(run: Run, listing: "ModelList") -> None:
+    """What get fetched (stdout, after the catalog's models: data), and the total (stderr)."""
+    if listing.one_offs:
+        run.line("", "fetched by mdl get:")
+        rows = [
+            {
+                "path": str(o.path),
+                "status": o.status,
+                "files": str(o.files),
+                "size": human_size(o.size),
+                "earlier": human_size(o.earlier) if o.earlier else "",
+            }
+            for o in listing.one_offs
+        ]
+        columns = [("path", "PATH"), ("status", "STATUS"), ("files", "FILES"), ("size", "SIZE")]
+        run.table(rows, [*columns, ("earlier", "OLDER REVISIONS")])
+    total = listing.to_json()["total"]
+    older = total["earlier"]
+    run.console.info(
+        f"total: {human_size(total['size'])} on disk in {plural(len(listing.models), 'model')}"
+        f" and {plural(len(listing.one_offs), 'one-off')}"
+        + (
+            f"; older revisions hold {human_size(older)} more (mdl prune frees them)"
+            if older
+            else ""
+        )
     )
 
 

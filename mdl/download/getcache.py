@@ -18,10 +18,7 @@ from mdl.report import FileOutcome, RunReport, folder
 from mdl.sources.joboutput import UrlFile
 from mdl.sources.oneoff import GetRequest, Parsed
 from mdl.store.layout import repo_folder
-
-# What the record of a model ``get`` put in the cache names as its catalog (no catalog file is
-# this: every catalog's prune keeps it as another catalog's).
-ONE_OFF_CATALOG = "mdl get"
+from mdl.store.oneoffs import ONE_OFF_CATALOG
 
 
 def get_into_cache(

@@ -445,9 +445,29 @@ class ModelList:
 
     models: tuple[ModelStatus, ...]
     dest: Path
+    # what ``get`` fetched (mdl.store.oneoffs.OneOff: the register's places, judged)
+    one_offs: tuple[Any, ...] = ()
+    earlier: int = 0  # bytes the models' older revisions still hold (the Hugging Face cache)
+
+    @property
+    def on_disk(self) -> int:
+        """Bytes of the models' files as recorded, and of what get fetched."""
+        return sum(_on_disk(m) for m in self.models) + sum(int(o.size) for o in self.one_offs)
 
     def to_json(self) -> dict[str, Any]:
-        return {"models": [m.list_json() for m in self.models], "dest": str(self.dest)}
+        return {
+            "models": [m.list_json() for m in self.models],
+            "dest": str(self.dest),
+            "one_offs": [o.to_json() for o in self.one_offs],
+            "total": {
+                "size": self.on_disk,
+                "earlier": self.earlier + sum(o.earlier for o in self.one_offs),
+            },
+        }
+
+
+def _on_disk(model: ModelStatus) -> int:
+    return sum(f.size or 0 for f in model.files if f.state in (INSTALLED, MODIFIED_MAYBE))
 
 
 @dataclass(frozen=True)
@@ -502,12 +522,14 @@ class CleanReport:
         }
 
 
-def clean(settings: Settings) -> list[CleanedFile]:
+def clean(settings: Settings, *, also: Sequence[Path] = ()) -> list[CleanedFile]:
     """Remove partial downloads and resume records that no running mdl holds a lock on (or list
-    them: dry_run).
+    them: dry_run), in the destination and the folders ``also`` names (those a get wrote into).
     """
     cleaned: list[CleanedFile] = []
-    for store in Layout(settings).stores:
+    stores = Layout(settings).stores
+    seen = {store.dest for store in stores}
+    for store in [*stores, *(Store(p) for p in dict.fromkeys(also) if p not in seen)]:
         for partial in store.partials():
             held = store.try_file_lock(partial.part_path.name.split(".part")[0])
             if held is None:
