@@ -43,7 +43,11 @@ def test_list_names_each_get_folder_with_a_total(env: HubServer, tmp_path: Path)
     found = {Path(o["path"]).name: o for o in doc["one_offs"]}
     assert sorted(found) == ["a", "b"]
     whole = len(OLD) + len(TINY["config.json"])
-    assert (found["a"]["status"], found["a"]["files"], found["a"]["size"]) == ("installed", 2, whole)
+    assert (found["a"]["status"], found["a"]["files"], found["a"]["size"]) == (
+        "installed",
+        2,
+        whole,
+    )
     assert (found["b"]["files"], found["b"]["size"]) == (1, len(TINY["config.json"]))
     assert doc["total"] == {"size": whole + len(TINY["config.json"]), "earlier": 0}
     plain = mdl("list")
