@@ -9,7 +9,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import stat as st
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +32,20 @@ FOLDER, CACHE = "folder", "hf-cache"  # the kinds of place a get wrote into
 # (mdl.download.getcache): no catalog file is this, so every catalog's prune keeps it whole.
 ONE_OFF_CATALOG = "mdl get"
 PARTIAL, GONE = "partial", "gone"
+REGISTER = "one-offs"
 
 
 def register_dir() -> Path:
-    """``<user data dir>/mdl/one-offs`` (platformdirs, read at call time so tests can isolate
-    it)."""
+    """``<user data dir>/mdl/one-offs`` (read at call time so tests can isolate it). On Linux by
+    platformdirs' rule written out (importing it costs ~10 ms of every small get;
+    tests/store/test_one_offs.py holds the two equal), elsewhere by platformdirs."""
+    if sys.platform.startswith("linux"):
+        base = os.environ.get("XDG_DATA_HOME", "")
+        data = Path(base) if base.strip() else Path("~/.local/share").expanduser()
+        return data / "mdl" / REGISTER
     import platformdirs
 
-    return Path(platformdirs.user_data_dir()) / "mdl" / "one-offs"
+    return Path(platformdirs.user_data_dir()) / "mdl" / REGISTER
 
 
 def remember(place: Path, *, kind: str) -> None:
