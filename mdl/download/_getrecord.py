@@ -77,13 +77,15 @@ def recorded_repos(
     return found
 
 
-def offline_outcome(store: Store, item: UrlFile, name: str, target: Path) -> FileOutcome:
+def offline_outcome(
+    store: Store, item: UrlFile, name: str, target: Path, *, force: bool
+) -> FileOutcome:
     """Offline, a Hub file saved as ``name``: kept (``skipped``, with ``OFFLINE_NOTE``) when the
-    folder's record vouches for it as this file of that repo, else failed as a file that must be
-    fetched (exit 5, naming it). Logged."""
+    folder's record vouches for it as this file of that repo, else (or ``force``: fetch it again)
+    failed as a file that must be fetched (exit 5, naming it). Logged."""
     assert item.hub is not None
     repo_type, repo, revision, path = item.hub
-    entry = as_recorded(store, name)
+    entry = None if force else as_recorded(store, name)
     outcome: FileOutcome
     if entry is not None and _of(entry, (repo_type, repo, revision, path)) is not None:
         kept = FileOutcome(

@@ -328,7 +328,7 @@ def _planned(
     force, offline = session.settings.force, session.settings.offline
     try:
         if item.hub is not None and session.hub is None:  # HF_HUB_OFFLINE: the record answers
-            return offline_outcome(session.store, item, name, target)
+            return offline_outcome(session.store, item, name, target, force=force)
         if item.hub is not None:
             remote = _hub_file(session, item, name, sha256=sha256)
             loaded()
@@ -363,8 +363,7 @@ def _hub_file(session: PullSession, item: UrlFile, name: str, *, sha256: str | N
     assert item.hub is not None
     repo_type, repo, revision, path = item.hub
     hub = session.hub
-    if hub is None:
-        raise UsageError(f"{item.where}: HF_HUB_OFFLINE is set")
+    assert hub is not None, "offline, the folder's record answers (_planned)"
     spec = FileSpec(item.where, repo, path, revision=revision, repo_type=repo_type)
     spec = replace(spec, sha256=sha256, save_as=name)
     return item.listed or resolve_file("", spec, hub=hub, environ={})

@@ -115,6 +115,9 @@ def test_offline_a_repo_get_saved_is_its_folder_with_a_note(
     only = mdl("get", "hf://org/tiny", "-d", "out", "--include", "tok/*", "--json")
     assert [f["path"] for f in json.loads(only.stdout)["files"]] == ["tok/vocab.txt"]
     assert env.log.records() == [] and env.cdn.log.records() == [], "offline: nothing asked"
+    forced = mdl("get", "hf://org/tiny/config.json", "-d", "out", "--force")
+    assert forced.exit_code == 5, "--force asks to fetch it again: offline, it cannot"
+    assert "HF_HUB_OFFLINE is set and the file must be fetched" in forced.stderr
 
 
 def test_offline_a_file_gone_is_the_offline_error_naming_it(
