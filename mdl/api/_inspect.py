@@ -66,7 +66,7 @@ def list_models(
         pins = LockUse(settings, lock=lock).view(chosen)[0]
     places = Layout(settings)
     listed = list_local(chosen, places, status=status, pinned=pins)
-    earlier = sum(earlier_bytes(m.record, places.cache_root) for m in listed)
+    earlier = {m.spec.name: earlier_bytes(m.record, places.cache_root) for m in listed}
     return ModelList(tuple(listed), settings.dest, tuple(one_offs()), earlier)
 
 

@@ -32,6 +32,7 @@ def list_cmd(
     if run.json:
         run.emit(listing.to_json())
         return
+    earlier = listing.earlier
     rows = [
         {
             **m.list_json(),
@@ -39,6 +40,11 @@ def list_cmd(
                 _status_text(m.status, m.unverified)
                 + _signed_text(m.signature, short=True)
                 + (", update available" if m.update_available else "")
+                + (
+                    f", older revisions {human_size(older)}"
+                    if (older := earlier[m.spec.name])
+                    else ""
+                )
             ),
             "size": human_size(m.size) if m.size is not None else "-",
         }
@@ -55,6 +61,11 @@ def list_cmd(
         ],
     )
     _one_offs(run, listing)
+
+
+def _older(nbytes: int) -> str:
+    """What a model's older revisions still hold in the Hugging Face cache (prune frees it)."""
+    return f", older revisions {human_size(nbytes)}" if nbytes else ""
 
 
 def _one_offs(run: Run, listing: "ModelList") -> None:

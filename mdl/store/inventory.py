@@ -8,7 +8,7 @@ import contextlib
 import os
 import stat as st
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -447,7 +447,8 @@ class ModelList:
     dest: Path
     # what ``get`` fetched (mdl.store.oneoffs.OneOff: the register's places, judged)
     one_offs: tuple[Any, ...] = ()
-    earlier: int = 0  # bytes the models' older revisions still hold (the Hugging Face cache)
+    # by model: bytes its older revisions still hold (the Hugging Face cache; prune frees them)
+    earlier: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def on_disk(self) -> int:
@@ -456,12 +457,14 @@ class ModelList:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "models": [m.list_json() for m in self.models],
+            "models": [
+                {**m.list_json(), "earlier": self.earlier.get(m.spec.name, 0)} for m in self.models
+            ],
             "dest": str(self.dest),
             "one_offs": [o.to_json() for o in self.one_offs],
             "total": {
                 "size": self.on_disk,
-                "earlier": self.earlier + sum(o.earlier for o in self.one_offs),
+                "earlier": sum(self.earlier.values()) + sum(o.earlier for o in self.one_offs),
             },
         }
 

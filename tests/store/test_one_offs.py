@@ -100,3 +100,20 @@ def test_the_register_is_in_the_user_data_dir_as_platformdirs_says(
     for value in (str(tmp_path / "data"), "", "  "):
         monkeypatch.setenv("XDG_DATA_HOME", value)
         assert register_dir() == Path(platformdirs.user_data_dir(), "mdl", "one-offs")
+
+
+def test_a_catalog_models_older_revision_is_shown_by_list(
+    env: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_catalog(tmp_path, monkeypatch, '[models.tiny]\nrepo = "org/tiny"\n', endpoint=env.url)
+    assert mdl("pull", "tiny", "--layout", "hf-cache").exit_code == 0
+    env.replace_file("org/tiny", "model.safetensors", NEW)
+    assert mdl("pull", "tiny", "--layout", "hf-cache").exit_code == 0
+    doc = listed("--layout", "hf-cache")
+    [model] = doc["models"]
+    assert (model["name"], model["earlier"]) == ("tiny", len(OLD))
+    assert doc["total"] == {"size": len(NEW) + len(TINY["config.json"]), "earlier": len(OLD)}
+    shown = mdl("list", "--layout", "hf-cache")
+    assert "older revisions 87.9 KiB" in shown.stdout, shown.stdout
+    assert mdl("prune", "--layout", "hf-cache").exit_code == 0
+    assert listed("--layout", "hf-cache")["total"]["earlier"] == 0
