@@ -162,6 +162,7 @@ def _baseline(name: str, place: Path) -> tuple[tuple[Any, ...], dict[str, Any]]:
         "publish": (("nosuch",), {"to": "not-s3", "catalog": catalog}),
         "pull": (("nosuch",), {"catalog": catalog, "dest": str(place / "models")}),
         "remove": (("nosuch",), {"catalog": catalog}),
+        "remove_fetched": ((str(place / "no-get-here"),), {"dry_run": True}),
         "resolve": (("nosuch",), {"catalog": catalog}),
         "serve": (("nosuch",), {"catalog": catalog, "port": 0}),
         "show": (("nosuch",), {"catalog": catalog}),

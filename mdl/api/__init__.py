@@ -11,7 +11,7 @@ from mdl.lazy import export_lazily
 if TYPE_CHECKING:
     from mdl.api._archive import pack, unpack
     from mdl.api._bars import ProgressBars
-    from mdl.api._download import clean, prune, pull, verify
+    from mdl.api._download import clean, prune, pull, remove_fetched, verify
     from mdl.api._edit import add, init, remove
     from mdl.api._get import fetch, get
     from mdl.api._inspect import STATUSES, list_models, load_catalog, resolve, show
@@ -40,6 +40,7 @@ __all__ = [
     "publish",
     "pull",
     "remove",
+    "remove_fetched",
     "resolve",
     "serve",
     "show",
@@ -56,6 +57,7 @@ export_lazily(
         "clean": "_download",
         "prune": "_download",
         "pull": "_download",
+        "remove_fetched": "_download",
         "verify": "_download",
         "add": "_edit",
         "init": "_edit",

@@ -169,3 +169,15 @@ def prune(
     return prune_store(
         [spec for spec in cat.models if not (as_removed and spec.name == only)], settings, only=only
     )
+
+
+@checked
+def remove_fetched(folder: StrPath, *, dry_run: bool = False) -> PruneReport:
+    """What ``mdl get`` saved in ``folder`` removed, as ``prune`` removes: only files its record
+    there vouches for (a file changed since stays, and is said), then the record and the folders
+    left empty (``mdl remove ./DIR``)."""
+    from pathlib import Path
+
+    from mdl.store.oneoffs import remove_fetched as remove_saved
+
+    return remove_saved(Path(folder), dry_run=dry_run)

@@ -18,7 +18,7 @@ from mdl.report import FileOutcome, RunReport, folder
 from mdl.sources.joboutput import UrlFile
 from mdl.sources.oneoff import GetRequest, Parsed
 from mdl.store.layout import repo_folder
-from mdl.store.oneoffs import ONE_OFF_CATALOG
+from mdl.store.records import ONE_OFF_CATALOG
 
 
 def get_into_cache(

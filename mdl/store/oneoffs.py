@@ -17,20 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mdl.errors import MdlError
+from mdl.errors import MdlError, UsageError
 from mdl.store import confined
 from mdl.store.filesystem import stat_file
 from mdl.store.inventory import INSTALLED, MISSING, judge
 from mdl.store.layout import BLOB_NAME, parse_hub_source, repo_folder
-from mdl.store.records import FileRecord, ModelRecord
+from mdl.store.prune import KeptPath, PrunedPath, PruneReport
+from mdl.store.records import ONE_OFF_CATALOG, FileRecord, ModelRecord
 from mdl.store.store import Store
 
 log = logging.getLogger("mdl.store")
 
 FOLDER, CACHE = "folder", "hf-cache"  # the kinds of place a get wrote into
-# What the record of a repo ``get`` put in the Hugging Face cache names as its catalog
-# (mdl.download.getcache): no catalog file is this, so every catalog's prune keeps it whole.
-ONE_OFF_CATALOG = "mdl get"
 PARTIAL, GONE = "partial", "gone"
 REGISTER = "one-offs"
 
@@ -201,3 +199,72 @@ def earlier_bytes(record: ModelRecord | None, cache: Path | None) -> int:
     current = {_blob(cache, e) for e in record.files.values()}
     older = {_blob(cache, e): e for e in record.earlier.values() if _is_there(cache, e)}
     return sum(e.size for blob, e in older.items() if blob not in current)
+
+
+# why a file of a get's folder goes, or stays (``remove DIR``)
+FETCHED = "saved by mdl get"
+CHANGED = "changed since mdl get saved it"
+
+
+def remove_fetched(place: Path, *, dry_run: bool) -> PruneReport:
+    """What ``get`` saved in the folder ``place``, removed as ``prune`` removes: each file its
+    record vouches for (same size and mtime, and the very file judged: ``unlink_checked``), then the
+    record, the folders left empty (``place`` too) and the register's note; a file changed since
+    stays, said (``kept``), with its record entry. A folder no get saved into is exit 2."""
+    place = place.absolute()
+    store = Store(place)
+    if (record := store.read_record("")) is None:
+        raise UsageError(
+            f"{place}: no record of mdl get there (.mdl/get.json): nothing mdl saved to remove"
+        )
+    removed: list[PrunedPath] = []
+    kept: list[KeptPath] = []
+    gone: list[str] = []  # record entries of files no longer there
+    for entry in sorted(record.files.values(), key=lambda e: e.path):
+        path = place / entry.path
+        state = _state(path, entry)
+        if state == MISSING:
+            gone.append(entry.path)
+            continue
+        if state != INSTALLED:
+            kept.append(KeptPath(path, None, CHANGED))
+        elif dry_run or _unlink_as_recorded(place, path, entry):
+            removed.append(PrunedPath(path, entry.size, place.name, FETCHED))
+        else:
+            kept.append(KeptPath(path, None, CHANGED))
+    if not dry_run:
+        gone.extend(p.path.relative_to(place).as_posix() for p in removed)
+        store.drop_from_record("", tuple(gone), whole=not kept)
+        _tidy_folder(place, [p.path for p in removed], whole=not kept)
+    return PruneReport(tuple(removed), tuple(kept), (), (), dry_run)
+
+
+def _unlink_as_recorded(place: Path, path: Path, entry: FileRecord) -> bool:
+    """Remove ``path`` only if the file taken away is the one its record vouches for."""
+
+    def same(found: os.stat_result) -> bool:
+        return (found.st_size, found.st_mtime_ns) == (entry.size, entry.mtime_ns)
+
+    try:
+        return confined.unlink_checked(place, path, same).removed
+    except (OSError, MdlError) as exc:
+        log.warning("%s: not removed: %s", path, exc)
+        return False
+
+
+def _tidy_folder(place: Path, removed: list[Path], *, whole: bool) -> None:
+    """The folders the removed files leave empty, deepest first; with ``whole``, the state folder,
+    ``place`` itself once empty, and the register's note of it."""
+    folders = {up for path in removed for up in path.parents if up.is_relative_to(place)}
+    for folder in sorted(folders - {place}, key=lambda f: len(f.parts), reverse=True):
+        confined.rmdir_empty(place, folder)
+    if not whole:
+        return
+    for sub in ("partial", "locks", "records", ""):
+        confined.rmdir_empty(place, place / ".mdl" / sub)
+    with contextlib.suppress(OSError):
+        place.rmdir()
+    for known, _, entry in _places():
+        if known == place:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()

@@ -28,8 +28,7 @@ from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import hash_descriptor
 from mdl.store.inventory import INSTALLED, MODIFIED_MAYBE, CleanedFile, judge, model_status
 from mdl.store.layout import Layout, Placement
-from mdl.store.oneoffs import ONE_OFF_CATALOG
-from mdl.store.records import FileRecord, ModelRecord
+from mdl.store.records import ONE_OFF_CATALOG, FileRecord, ModelRecord
 from mdl.store.store import Store, key_pattern
 
 log = logging.getLogger("mdl.store")

@@ -117,3 +117,34 @@ def test_a_catalog_models_older_revision_is_shown_by_list(
     assert "older revisions 87.9 KiB" in shown.stdout, shown.stdout
     assert mdl("prune", "--layout", "hf-cache").exit_code == 0
     assert listed("--layout", "hf-cache")["total"]["earlier"] == 0
+
+
+def test_remove_a_get_folder_takes_what_get_saved_and_keeps_what_changed(
+    env: HubServer, tmp_path: Path
+) -> None:
+    assert mdl("get", "hf://org/tiny", "-d", "a").exit_code == 0
+    mine = tmp_path / "a" / "notes.txt"
+    mine.write_text("mine")
+    dry = mdl("remove", "./a", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert f"would remove  {tmp_path / 'a' / 'model.safetensors'}" in dry.stdout, dry.stdout
+    assert (tmp_path / "a" / "model.safetensors").exists(), "a dry run removes nothing"
+    (tmp_path / "a" / "config.json").write_bytes(b'{"a": 2}')  # same size, edited since
+    done = mdl("remove", "./a", "--json")
+    assert done.exit_code == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert [Path(r["path"]).name for r in doc["removed"]] == ["model.safetensors"]
+    assert [Path(k["path"]).name for k in doc["kept"]] == ["config.json"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        ".mdl",
+        "config.json",
+        "notes.txt",
+    ]
+    assert [o["files"] for o in listed()["one_offs"]] == [1], "the record keeps the changed file"
+    (tmp_path / "a" / "config.json").unlink()
+    mine.unlink()
+    assert mdl("remove", "./a").exit_code == 0
+    assert not (tmp_path / "a").exists(), "nothing of it left: the folder goes too"
+    assert listed()["one_offs"] == []
+    none = mdl("remove", str(tmp_path))
+    assert none.exit_code == 2 and "no record of mdl get" in none.stderr, none.stderr
