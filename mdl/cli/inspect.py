@@ -86,14 +86,11 @@ def _one_offs(run: Run, listing: "ModelList") -> None:
         run.table(rows, [*columns, ("earlier", "OLDER REVISIONS")])
     total = listing.to_json()["total"]
     older = total["earlier"]
+    freed = f"; older revisions hold {human_size(older)} more"
+    freed += " (mdl prune --layout hf-cache frees them)"
     run.console.info(
         f"total: {human_size(total['size'])} on disk in {plural(len(listing.models), 'model')}"
-        f" and {plural(len(listing.one_offs), 'one-off')}"
-        + (
-            f"; older revisions hold {human_size(older)} more (mdl prune frees them)"
-            if older
-            else ""
-        )
+        f" and {plural(len(listing.one_offs), 'one-off')}" + (freed if older else "")
     )
 
 

@@ -78,7 +78,7 @@ def _specs(given: Sequence[Parsed], request: GetRequest) -> list[ModelSpec]:
 
 
 def _said(outcome: FileOutcome, whole: set[str]) -> FileOutcome:
-    """A whole repo's file names its snapshot folder (stdout's line, as ``hf download`` prints
-    it)."""
+    """A one-off file, as every get's (no model); a whole repo's names its snapshot folder
+    (stdout's line, as ``hf download`` prints it)."""
     within = folder(outcome) if outcome.model in whole else None
-    return replace(outcome, within=None if within is None else str(within))
+    return replace(outcome, model="", within=None if within is None else str(within))
