@@ -276,6 +276,7 @@ class Pulling(Asking):
 
 
 class Getting(InCatalog):
+    layout: str | None
     connections: int | None
     limit_rate: str | None
     timeout: float | None

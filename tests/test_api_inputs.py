@@ -150,6 +150,8 @@ def _baseline(name: str, place: Path) -> tuple[tuple[Any, ...], dict[str, Any]]:
         ),
         "clean": ((), {"catalog": catalog, "dest": str(place / "models")}),
         "get": (("no-such-job.json",), {"output": "-"}),
+        # an hf:// URI names its own type and revision: refused, whichever one is changed
+        "fetch": (("hf://org/x",), {"revision": "main", "repo_type": "checkpoint"}),
         "init": ((catalog,), {}),  # there already: refused
         "list_models": ((), {"catalog": catalog, "dest": str(place / "models")}),
         "load_catalog": ((catalog,), {}),
@@ -160,6 +162,7 @@ def _baseline(name: str, place: Path) -> tuple[tuple[Any, ...], dict[str, Any]]:
         "publish": (("nosuch",), {"to": "not-s3", "catalog": catalog}),
         "pull": (("nosuch",), {"catalog": catalog, "dest": str(place / "models")}),
         "remove": (("nosuch",), {"catalog": catalog}),
+        "remove_fetched": ((str(place / "no-get-here"),), {"dry_run": True}),
         "resolve": (("nosuch",), {"catalog": catalog}),
         "serve": (("nosuch",), {"catalog": catalog, "port": 0}),
         "show": (("nosuch",), {"catalog": catalog}),

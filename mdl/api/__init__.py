@@ -10,9 +10,10 @@ from mdl.lazy import export_lazily
 
 if TYPE_CHECKING:
     from mdl.api._archive import pack, unpack
-    from mdl.api._download import clean, prune, pull, verify
+    from mdl.api._bars import ProgressBars
+    from mdl.api._download import clean, prune, pull, remove_fetched, verify
     from mdl.api._edit import add, init, remove
-    from mdl.api._get import get
+    from mdl.api._get import fetch, get
     from mdl.api._inspect import STATUSES, list_models, load_catalog, resolve, show
     from mdl.api._lock import lock
     from mdl.api._publish import prune_mirror, publish
@@ -24,8 +25,10 @@ logging.getLogger("mdl").addHandler(logging.NullHandler())
 
 __all__ = [
     "STATUSES",
+    "ProgressBars",
     "add",
     "clean",
+    "fetch",
     "get",
     "init",
     "list_models",
@@ -37,6 +40,7 @@ __all__ = [
     "publish",
     "pull",
     "remove",
+    "remove_fetched",
     "resolve",
     "serve",
     "show",
@@ -53,11 +57,14 @@ export_lazily(
         "clean": "_download",
         "prune": "_download",
         "pull": "_download",
+        "remove_fetched": "_download",
         "verify": "_download",
         "add": "_edit",
         "init": "_edit",
         "remove": "_edit",
+        "fetch": "_get",
         "get": "_get",
+        "ProgressBars": "_bars",
         "STATUSES": "_inspect",
         "list_models": "_inspect",
         "load_catalog": "_inspect",

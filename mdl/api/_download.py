@@ -123,6 +123,7 @@ def clean(
     from mdl.store.inventory import CleanedFile, CleanReport
     from mdl.store.inventory import clean as clean_partials
     from mdl.store.layout import Layout
+    from mdl.store.oneoffs import forget_gone, one_off_folders
     from mdl.store.prune import clean_asides
 
     settings = command_settings(catalog, environ, flags_of(locals()))
@@ -136,7 +137,14 @@ def clean(
     ]
     # a killed `prune` leaves what it set aside (hidden, as big as the file): put back or removed
     asides = clean_asides(settings)
-    return CleanReport((*clean_partials(settings), *stagings, *asides), dry_run=dry_run)
+    # what get fetched: partials in its folders too, and the folders removed since forgotten
+    gets = one_off_folders()
+    gone = [
+        CleanedFile(path, 0, "a folder mdl get wrote into, removed since: forgotten", not dry_run)
+        for path in forget_gone(dry_run=dry_run)
+    ]
+    partials = clean_partials(settings, also=gets)
+    return CleanReport((*partials, *stagings, *asides, *gone), dry_run=dry_run)
 
 
 @checked
@@ -161,3 +169,15 @@ def prune(
     return prune_store(
         [spec for spec in cat.models if not (as_removed and spec.name == only)], settings, only=only
     )
+
+
+@checked
+def remove_fetched(folder: StrPath, *, dry_run: bool = False) -> PruneReport:
+    """What ``mdl get`` saved in ``folder`` removed, as ``prune`` removes: only files its record
+    there vouches for (a file changed since stays, and is said), then the record and the folders
+    left empty (``mdl remove ./DIR``)."""
+    from pathlib import Path
+
+    from mdl.store.oneoffs import remove_fetched as remove_saved
+
+    return remove_saved(Path(folder), dry_run=dry_run)

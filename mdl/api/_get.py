@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mdl.api._context import command_settings
+from mdl.api._context import command_settings, environ_now
 from mdl.api._inputs import checked
 from mdl.errors import UsageError
 from mdl.lazy import loading
@@ -16,6 +16,7 @@ from mdl.progress import NullProgress, Progress
 from mdl.setting import Overrides, StrPath
 
 if TYPE_CHECKING:
+    from mdl.catalog.settings import Settings
     from mdl.catalog.specs import Catalog
     from mdl.redact import Secrets
     from mdl.report import RunReport
@@ -41,10 +42,12 @@ def get(
     headers: Mapping[str, str] | None = None,
     input_file: StrPath | None = None,
     secrets: Secrets | None = None,
+    layout: str | None = None,
 ) -> RunReport:
     """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into
     ``directory``; ``input_file`` lists more, one a line (``-`` = stdin); ``headers`` go with the
-    http(s) URLs given (as curl -H)."""
+    http(s) URLs given (as curl -H); ``layout="hf-cache"``: Hub files into the Hugging Face
+    cache."""
     with loading():
         from mdl.catalog.headers import check_headers
         from mdl.download.get import get_sources
@@ -60,6 +63,7 @@ def get(
     here = Path(directory or Path.cwd()).absolute()
     flags = Overrides(
         dest=here,
+        layout=layout,
         connections=connections,
         limit_rate=limit_rate,
         timeout=timeout,
@@ -70,6 +74,8 @@ def get(
     # not pointed at (a broken ./catalog.toml never blocks it); --catalog or $MDL_CATALOG lends it a
     # catalog's [settings].
     settings = command_settings(catalog, environ, flags, secrets=secrets, look=False)
+    if layout is None:  # only when asked: $MDL_LAYOUT and a catalog's layout are pull's
+        settings = replace(settings, layout="plain", hf_cache=None)
     given = (headers or {}).items()
     request = GetRequest(
         sources,
@@ -82,4 +88,98 @@ def get(
         read_text=read_text or read_job_output,
     )
     report = get_sources(request, settings, progress=progress or NullProgress())
+    if any(not f.failing for f in report.files):
+        _remember(settings, request.output)
     return replace(report, files=hidden(report.files, settings.secrets))
+
+
+def _remember(settings: Settings, output: Path | None) -> None:
+    """Note where this get wrote, for ``list``, ``clean`` and ``prune`` (a folder only once its
+    record is there: inline job files alone are not recorded)."""
+    from mdl.store.oneoffs import CACHE, FOLDER, remember
+    from mdl.store.store import Store
+
+    if settings.layout == "hf-cache" and settings.hf_cache is not None:
+        remember(settings.hf_cache, kind=CACHE)
+        return
+    folder = settings.dest if output is None else output.parent
+    if Store(folder).record_path("").exists():
+        remember(folder, kind=FOLDER)
+
+
+@checked
+def fetch(
+    repo_id: str,
+    filename: str | None = None,
+    *,
+    revision: str | None = None,
+    repo_type: str | None = None,
+    local_dir: StrPath | None = None,
+    cache_dir: StrPath | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    force: bool = False,
+    connections: int | None = None,
+    limit_rate: str | int | None = None,
+    timeout: float | None = None,
+    xet: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    secrets: Secrets | None = None,
+) -> Path:
+    """A Hub repo (``owner/name`` or ``hf://…``), or its file ``filename``, on this disk: its local
+    folder (or file), as ``snapshot_download`` and ``hf_hub_download`` return them. Into the Hugging
+    Face cache (``cache_dir``, else ``$HF_HUB_CACHE``), or into ``local_dir``; no catalog is read or
+    written. A file that failed raises its error."""
+    from mdl.errors import error_for_exit_code
+
+    source = _hub_uri(repo_id, filename, revision=revision, repo_type=repo_type)
+    env = dict(environ_now(environ))
+    if cache_dir is not None:
+        env["HF_HUB_CACHE"] = str(Path(cache_dir).absolute())
+    report = get(
+        source,
+        directory=local_dir,
+        layout=None if local_dir is not None else "hf-cache",
+        include=include,
+        exclude=exclude,
+        force=force,
+        connections=connections,
+        limit_rate=limit_rate,
+        timeout=timeout,
+        xet=xet,
+        environ=env,
+        progress=progress,
+        secrets=secrets,
+    )
+    failed = [f for f in report.files if f.failing]
+    if failed:
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more file(s))" if len(failed) > 1 else ""
+        raise error_for_exit_code(report.exit_code)(f"{first.error or first.path}{more}")
+    first = report.files[0]
+    found = first.within if filename is None else first.dest
+    assert found is not None, "a done file has its place"
+    return Path(found)
+
+
+_TYPES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+
+
+def _hub_uri(
+    repo_id: str, filename: str | None, *, revision: str | None, repo_type: str | None
+) -> str:
+    """``hf://[datasets/|spaces/]owner/name[@revision][/filename]`` of what ``fetch`` is given
+    (an ``hf://`` URI as it is, with nothing else that names the repo)."""
+    if repo_id.startswith("hf://"):
+        if revision is not None or repo_type is not None:
+            raise UsageError(
+                f"fetch: {repo_id} names its repo type and revision itself",
+                hint="give revision= and repo_type= with a repo id (owner/name)",
+            )
+        return repo_id.rstrip("/") + (f"/{filename}" if filename else "")
+    if repo_type is not None and repo_type not in _TYPES:
+        raise UsageError(f"repo_type: expected one of {', '.join(_TYPES)}, got {repo_type!r}")
+    at = f"@{revision}" if revision else ""
+    tail = f"/{filename}" if filename else ""
+    return f"hf://{_TYPES[repo_type or 'model']}{repo_id}{at}{tail}"

@@ -49,6 +49,7 @@ def list_models(
     from mdl.store.inventory import ModelList
     from mdl.store.inventory import list_models as list_local
     from mdl.store.layout import Layout
+    from mdl.store.oneoffs import earlier_bytes, one_offs
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"status: expected installed, partial or missing, got {status!r}")
@@ -63,8 +64,10 @@ def list_models(
         from mdl.lockfile.policy import LockUse
 
         pins = LockUse(settings, lock=lock).view(chosen)[0]
-    listed = list_local(chosen, Layout(settings), status=status, pinned=pins)
-    return ModelList(tuple(listed), settings.dest)
+    places = Layout(settings)
+    listed = list_local(chosen, places, status=status, pinned=pins)
+    earlier = {m.spec.name: earlier_bytes(m.record, places.cache_root) for m in listed}
+    return ModelList(tuple(listed), settings.dest, tuple(one_offs()), earlier)
 
 
 @checked

@@ -193,7 +193,12 @@ def remove_cmd(
 ) -> int:
     """Take a model out of the catalog (and catalog.lock); every other line stays as written. Its
     downloaded files stay unless --prune is given. --dry-run shows what would go (with --prune, the
-    files as `mdl prune --dry-run` lists them) and changes nothing."""
+    files as `mdl prune --dry-run` lists them) and changes nothing. A path (./DIR) removes what
+    `mdl get` saved in that folder instead."""
+    if _a_folder(name):  # what get saved there (a model name has no '/' and no leading '.')
+        if where["dest"] is not None or where["layout"] is not None:
+            raise typer.BadParameter(f"{name} is a folder: --dest and --layout name models' places")
+        return render_prune(run, api.remove_fetched(name, dry_run=dry_run))
     if not prune and (where["dest"] is not None or where["layout"] is not None):
         raise typer.BadParameter("--dest and --layout say where --prune removes files; add --prune")
     change = api.remove(name, catalog=where["catalog"], dry_run=dry_run, environ=run.environ)
@@ -208,6 +213,11 @@ def remove_cmd(
     said = "would remove {name} from {catalog}" if dry_run else "removed {name} from {catalog}"
     code = _render(run, change, more={**would, "pruned": report.to_json()}, said=said)
     return render_prune(run, report, emit=False) or code
+
+
+def _a_folder(name: str) -> bool:
+    """``mdl remove ./DIR`` (or any path): a folder ``get`` saved into, not a catalog model."""
+    return "/" in name or name.startswith(".")
 
 
 def _render(

@@ -12,10 +12,10 @@ from mdl.cli.options import AllOpt, NameArg, NamesArg, StatusChoice, command
 from mdl.cli.run import Run
 from mdl.cli.stdout import unread_if_failing
 from mdl.setting import Asking, Pinned
-from mdl.units import human_size
+from mdl.units import human_size, plural
 
 if TYPE_CHECKING:
-    from mdl.store.inventory import ModelInfo
+    from mdl.store.inventory import ModelInfo, ModelList
 
 
 @command(progress=False, output_only=True)
@@ -32,6 +32,7 @@ def list_cmd(
     if run.json:
         run.emit(listing.to_json())
         return
+    earlier = listing.earlier
     rows = [
         {
             **m.list_json(),
@@ -39,6 +40,11 @@ def list_cmd(
                 _status_text(m.status, m.unverified)
                 + _signed_text(m.signature, short=True)
                 + (", update available" if m.update_available else "")
+                + (
+                    f", older revisions {human_size(older)}"
+                    if (older := earlier[m.spec.name])
+                    else ""
+                )
             ),
             "size": human_size(m.size) if m.size is not None else "-",
         }
@@ -53,6 +59,38 @@ def list_cmd(
             ("size", "SIZE"),
             ("description", "DESCRIPTION"),
         ],
+    )
+    _one_offs(run, listing)
+
+
+def _older(nbytes: int) -> str:
+    """What a model's older revisions still hold in the Hugging Face cache (prune frees it)."""
+    return f", older revisions {human_size(nbytes)}" if nbytes else ""
+
+
+def _one_offs(run: Run, listing: "ModelList") -> None:
+    """What get fetched (stdout, after the catalog's models: data), and the total (stderr)."""
+    if listing.one_offs:
+        run.line("", "fetched by mdl get:")
+        rows = [
+            {
+                "path": str(o.path),
+                "status": o.status,
+                "files": str(o.files),
+                "size": human_size(o.size),
+                "earlier": human_size(o.earlier) if o.earlier else "",
+            }
+            for o in listing.one_offs
+        ]
+        columns = [("path", "PATH"), ("status", "STATUS"), ("files", "FILES"), ("size", "SIZE")]
+        run.table(rows, [*columns, ("earlier", "OLDER REVISIONS")])
+    total = listing.to_json()["total"]
+    older = total["earlier"]
+    freed = f"; older revisions hold {human_size(older)} more"
+    freed += " (mdl prune --layout hf-cache frees them)"
+    run.console.info(
+        f"total: {human_size(total['size'])} on disk in {plural(len(listing.models), 'model')}"
+        f" and {plural(len(listing.one_offs), 'one-off')}" + (freed if older else "")
     )
 
 

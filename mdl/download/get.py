@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from mdl.buckets.registry import store_for
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import FileSpec
+from mdl.download._getrecord import ONE_OFF, as_recorded, offline_outcome, recorded_repos
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
 from mdl.paths import HfUri
@@ -46,10 +47,9 @@ if TYPE_CHECKING:
     from mdl.transfer.job import Opening
 
 log = logging.getLogger("mdl.get")
-# A get's record is the folder's .mdl/get.json (the store's record of model "", keyed by file name):
-# what it wrote and what the server said of it (length, validator), so a second get of an unchanged
-# file is a no-op (wget -N).
-ONE_OFF = ""
+# A get's record is the folder's .mdl/get.json (the store's record of model ONE_OFF, keyed by file
+# name): what it wrote and what the server said of it (length, validator), so a second get of an
+# unchanged file is a no-op (wget -N), and an offline one answers from it.
 UNUSED_HEADERS = (
     "--header goes to the http(s) URLs given as sources, and none was given: no header was sent "
     "(hf:// files use the Hub token; s3:// and job outputs' links are presigned)"
@@ -65,7 +65,11 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
     given = read_sources(
         request, endpoint=settings.endpoint, progress=progress, secrets=settings.secrets
     )
-    _refuse_misuse(given, settings, request, expected=expected)
+    _refuse_misuse(given, request, expected=expected)
+    if settings.layout == "hf-cache":
+        from mdl.download.getcache import get_into_cache
+
+        return get_into_cache(given, request, settings, progress=progress)
     unused = bool(request.headers) and not any(
         isinstance(item, UrlFile) and item.headers for item in given
     )
@@ -84,11 +88,16 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
         return opened[0]
 
     try:
-        hub = run().hub if any(isinstance(item, HfUri) for item in given) else None
         items: Sequence[Parsed] = given
-        if hub is not None:
-            items = list_repos(given, hub, include=request.include, exclude=request.exclude)
-        assert all(not isinstance(item, HfUri) for item in items), "offline was refused above"
+        if any(isinstance(item, HfUri) for item in given):
+            filters = {"include": request.include, "exclude": request.exclude}
+            hub = run().hub
+            # offline: the repo's files this folder's record holds
+            items = (
+                list_repos(given, hub, **filters)
+                if hub is not None
+                else recorded_repos(given, run().store, **filters)
+            )
         report = fetch_sources(
             items,
             settings,
@@ -115,9 +124,7 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
                 rmdir_empty(session.store.dest, session.store.state_dir / sub)
 
 
-def _refuse_misuse(
-    given: Sequence[Parsed], settings: Settings, request: GetRequest, *, expected: str | None
-) -> None:
+def _refuse_misuse(given: Sequence[Parsed], request: GetRequest, *, expected: str | None) -> None:
     """The flags that do not fit the sources: usage errors before the Hub is asked."""
     repo = next((item.given for item in given if isinstance(item, HfUri)), None)
     if repo is None:
@@ -133,10 +140,6 @@ def _refuse_misuse(
         )
     elif expected is not None:
         raise UsageError(f"--sha256 applies to a single file, but {repo} is a whole repo")
-    elif settings.offline:
-        raise UsageError(
-            f"{repo}: HF_HUB_OFFLINE is set, and a whole repo needs the Hub to list its files"
-        )
 
 
 def fetch_sources(
@@ -243,14 +246,17 @@ def _already_there(
     has said them)."""
     kept: dict[int, FileOutcome] = {}
     refused: list[UsageError] = []
+    folder = Store(root.absolute())
     for index, (item, target) in enumerate(zip(items, targets, strict=True)):
         if not os.path.lexists(target) or (isinstance(item, UrlFile) and item.hub is not None):
             continue
+        path = target.relative_to(root).as_posix()  # as the folder's record names it
+        if not isinstance(item, InlineFile) and as_recorded(folder, path) is not None:
+            continue  # the plan decides from the record, reading no byte back
         from mdl.download._outcomes import kept_in_place  # (only for a file already there)
 
         want = checks[index].sha256 if isinstance(item, InlineFile) else expected or item.sha256
         try:
-            path = target.relative_to(root).as_posix()  # as the folder's record names it
             ours = not isinstance(item, InlineFile) and _ours(root, path)
             if (
                 done := kept_in_place(target, path, sha256=want, where=item.where, ours=ours)
@@ -321,10 +327,14 @@ def _planned(
     name = target.absolute().relative_to(session.store.dest).as_posix()
     force, offline = session.settings.force, session.settings.offline
     try:
+        if item.hub is not None and session.hub is None:  # HF_HUB_OFFLINE: the record answers
+            return offline_outcome(session.store, item, name, target, force=force)
         if item.hub is not None:
             remote = _hub_file(session, item, name, sha256=sha256)
             loaded()
-            if not force and os.path.lexists(target):
+            # a file this folder's record vouches for (its size and mtime as verified): the plan
+            # decides from the record, as pull's does, reading no byte back
+            if not force and os.path.lexists(target) and as_recorded(session.store, name) is None:
                 from mdl.download._outcomes import kept_in_place
 
                 oid, where = remote.git_oid, item.where
@@ -353,8 +363,7 @@ def _hub_file(session: PullSession, item: UrlFile, name: str, *, sha256: str | N
     assert item.hub is not None
     repo_type, repo, revision, path = item.hub
     hub = session.hub
-    if hub is None:
-        raise UsageError(f"{item.where}: HF_HUB_OFFLINE is set")
+    assert hub is not None, "offline, the folder's record answers (_planned)"
     spec = FileSpec(item.where, repo, path, revision=revision, repo_type=repo_type)
     spec = replace(spec, sha256=sha256, save_as=name)
     return item.listed or resolve_file("", spec, hub=hub, environ={})

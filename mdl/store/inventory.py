@@ -8,7 +8,7 @@ import contextlib
 import os
 import stat as st
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -460,9 +460,32 @@ class ModelList:
 
     models: tuple[ModelStatus, ...]
     dest: Path
+    # what ``get`` fetched (mdl.store.oneoffs.OneOff: the register's places, judged)
+    one_offs: tuple[Any, ...] = ()
+    # by model: bytes its older revisions still hold (the Hugging Face cache; prune frees them)
+    earlier: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def on_disk(self) -> int:
+        """Bytes of the models' files as recorded, and of what get fetched."""
+        return sum(_on_disk(m) for m in self.models) + sum(int(o.size) for o in self.one_offs)
 
     def to_json(self) -> dict[str, Any]:
-        return {"models": [m.list_json() for m in self.models], "dest": str(self.dest)}
+        return {
+            "models": [
+                {**m.list_json(), "earlier": self.earlier.get(m.spec.name, 0)} for m in self.models
+            ],
+            "dest": str(self.dest),
+            "one_offs": [o.to_json() for o in self.one_offs],
+            "total": {
+                "size": self.on_disk,
+                "earlier": sum(self.earlier.values()) + sum(o.earlier for o in self.one_offs),
+            },
+        }
+
+
+def _on_disk(model: ModelStatus) -> int:
+    return sum(f.size or 0 for f in model.files if f.state in (INSTALLED, MODIFIED_MAYBE))
 
 
 @dataclass(frozen=True)
@@ -517,12 +540,14 @@ class CleanReport:
         }
 
 
-def clean(settings: Settings) -> list[CleanedFile]:
+def clean(settings: Settings, *, also: Sequence[Path] = ()) -> list[CleanedFile]:
     """Remove partial downloads and resume records that no running mdl holds a lock on (or list
-    them: dry_run).
+    them: dry_run), in the destination and the folders ``also`` names (those a get wrote into).
     """
     cleaned: list[CleanedFile] = []
-    for store in Layout(settings).stores:
+    stores = Layout(settings).stores
+    seen = {store.dest for store in stores}
+    for store in [*stores, *(Store(p) for p in dict.fromkeys(also) if p not in seen)]:
         for partial in store.partials():
             held = store.try_file_lock(partial.part_path.name.split(".part")[0])
             if held is None:

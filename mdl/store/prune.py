@@ -15,7 +15,7 @@ import os
 import stat as st
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from mdl.store.filelocks import HeldLocks
 from mdl.store.filesystem import hash_descriptor
 from mdl.store.inventory import INSTALLED, MODIFIED_MAYBE, CleanedFile, judge, model_status
 from mdl.store.layout import Layout, Placement
-from mdl.store.records import FileRecord, ModelRecord
+from mdl.store.records import ONE_OFF_CATALOG, FileRecord, ModelRecord
 from mdl.store.store import Store, key_pattern
 
 log = logging.getLogger("mdl.store")
@@ -176,6 +176,8 @@ def _used_paths(
     for name, record in records.items():
         if record is None or (name not in catalog and name not in others):
             continue
+        if others.get(name) == ONE_OFF_CATALOG:  # a get's repo: its files, not its older ones
+            record = replace(record, earlier={})
         used.update(_paths_in_use(layout, None if name in others else catalog[name], record))
     return used
 
@@ -200,6 +202,10 @@ def _prune_recorded(
         return
     if other is None:
         _prune_model(run, record, targets, earlier, whole=spec is None)
+        return
+    if other == ONE_OFF_CATALOG:  # a get's repo in the cache: its older revisions go, nothing else
+        if earlier:
+            _prune_model(run, record, {}, earlier, whole=False)
         return
     # named by its folder in the destination, else (all in the Hugging Face cache) its record
     folder = layout.plain.model_dir(name)

@@ -18,6 +18,9 @@ from mdl.redact import printable, record_text
 log = logging.getLogger("mdl.store")
 
 RECORD_VERSION = 1
+# What the record of a repo ``get`` put in the Hugging Face cache names as its catalog
+# (mdl.download.getcache): no catalog file is this, so every catalog's prune keeps it whole.
+ONE_OFF_CATALOG = "mdl get"
 # a sha256 mdl computed passes unchanged
 _SERVER_TEXT = frozenset({"source", "etag", "commit", "git_oid", "sha256"})
 _Entry = TypeVar("_Entry", "FileRecord", "ExpectedFile")

@@ -212,7 +212,9 @@ def test_a_list_asked_for_json_progress_is_a_stream_too(world: dict[str, Path]) 
     result = mdl("--progress", "json", "list")
     assert result.exit_code == 0, result.stderr
     assert "tiny" in result.stdout
-    assert [e["event"] for e in stream(result.stderr)] == ["begin", "end"]
+    events = stream(result.stderr)
+    assert [e["event"] for e in events] == ["begin", "note", "end"]
+    assert events[1]["message"].startswith("total: "), "list's total, as a note"
 
 
 @pytest.mark.parametrize(

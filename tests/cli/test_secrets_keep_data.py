@@ -21,6 +21,8 @@ from profiles import examples
 from runfixtures import mdl, use_catalog
 from servers import CdnServer, HubServer, make_data
 
+from mdl.store.oneoffs import register_dir
+
 REPO = "hf-internal-testing/tiny-random-classifier"
 MODEL = "distilbert-classifier"
 FILES = {
@@ -79,6 +81,7 @@ def outputs(folder: Path, env: dict[str, str]) -> list[tuple[int, str]]:
     """
     for made in ("models", "fetched", "hf-home"):
         shutil.rmtree(folder / made, ignore_errors=True)
+    shutil.rmtree(register_dir(), ignore_errors=True)  # where gets wrote: none yet either
     said = []
     for args in COMMANDS:
         result = mdl(*args, "--no-progress", env={"HF_HOME": str(folder / "hf-home"), **env})
