@@ -28,11 +28,13 @@ from mdl.sources.joboutput import (
     check_expected_sha256,
     write_inline,
 )
+from mdl.sources.ocimanifest import OciRef
 from mdl.sources.oneoff import (
     GetRequest,
     Parsed,
     Source,
     check_payloads,
+    list_registry_files,
     list_repos,
     read_sources,
     save_targets,
@@ -86,9 +88,11 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
     try:
         hub = run().hub if any(isinstance(item, HfUri) for item in given) else None
         items: Sequence[Parsed] = given
+        if any(isinstance(item, OciRef) for item in given):
+            items = list_registry_files(items, run().registry)
         if hub is not None:
             items = list_repos(given, hub, include=request.include, exclude=request.exclude)
-        assert all(not isinstance(item, HfUri) for item in items), "offline was refused above"
+        assert all(not isinstance(item, HfUri | OciRef) for item in items), "listed above"
         report = fetch_sources(
             items,
             settings,
@@ -152,7 +156,7 @@ def fetch_sources(
     """What can be checked locally first (names, inline payloads, files in the way); then inline
     writes, downloads (a whole repo's files said to be ``within`` the folder; ``unused``: -H went to
     no URL, said with every file)."""
-    files = [item for item in items if not isinstance(item, HfUri)]
+    files = [item for item in items if not isinstance(item, HfUri | OciRef)]
     _refuse_one_file_flags(files, output=output, sha256=sha256)
     force = settings.force
     targets = save_targets(files, output=output, directory=settings.dest, force=force)
@@ -363,8 +367,16 @@ def _hub_file(session: PullSession, item: UrlFile, name: str, *, sha256: str | N
 def _url_file(
     session: PullSession, item: UrlFile, name: str, *, sha256: str | None, carry: bool
 ) -> RemoteFile:
-    """A direct URL's file, probed unless its size and sha256 are known (or HF_HUB_OFFLINE)."""
+    """A direct URL's file, probed unless its size and sha256 are known (or HF_HUB_OFFLINE); a
+    registry's blob as its manifest lists it."""
     assert item.url is not None
+    if item.listed is not None:
+        if sha256 and sha256 != item.listed.sha256:
+            raise IntegrityError(
+                f"{item.where}: --sha256 {sha256} is not the digest its manifest names,"
+                f" {item.listed.sha256}; nothing was fetched"
+            )
+        return replace(item.listed, path=name)
     remote = RemoteFile(
         "",
         name,

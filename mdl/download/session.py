@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from mdl.buckets.protocol import ObjectStore, Writer
     from mdl.download.demand import Demand
     from mdl.sources.hub import Hub
+    from mdl.sources.oci import Registry
     from mdl.transfer.engine import Engine
     from mdl.transfer.job import EngineConfig
     from mdl.transfer.ranges import Releases
@@ -338,6 +339,19 @@ class PullSession:
         )
 
     @cached_property
+    def registry(self) -> Registry:
+        """The run's OCI registries (its logins looked up when a repository is first asked)."""
+        from mdl.sources.oci import Registry  # (only when an oci:// source is asked)
+
+        return Registry(
+            self.client,
+            environ=self.environ,
+            secrets=self.settings.secrets,
+            retry=self.retry,
+            cancel=self.cancel,
+        )
+
+    @cached_property
     # read once, when the run's first direct URL asks (a problem: logged there)
     def netrc(self) -> NetrcLogins:
         return read_netrc(self.settings.netrc, self.settings.secrets)
@@ -350,6 +364,8 @@ class PullSession:
         link, a presigned GET), nothing of the user's."""
         if remote.hub:
             return Credentials(hub_origin=origin(self.settings.endpoint), token=self.token)
+        if remote.registry is not None:  # a registry's blob: its token, to the registry only
+            return remote.registry.credentials()
         if not remote.typed:
             return Credentials()
         headers = dict(remote.headers)

@@ -39,16 +39,19 @@ from mdl.sources.joboutput import (
     parse_job_output,
     read_job_output,
 )
+from mdl.sources.ocimanifest import OciRef, parse_oci_ref
 from mdl.sources.resolve import resolve_model
 from mdl.store.filesystem import REPLACEABLE, creatable_problem, not_a_file, not_a_file_error
 from mdl.store.layout import hub_source
 
 if TYPE_CHECKING:
     from mdl.sources.hub import Hub
+    from mdl.sources.oci import Registry
 
 log = logging.getLogger("mdl.get")
 Source = InlineFile | UrlFile
-Parsed = Source | HfUri  # what a SOURCE argument stands for: files, or a whole Hub repo
+# what a SOURCE argument stands for: files, a whole Hub repo, or a model in an OCI registry
+Parsed = Source | HfUri | OciRef
 # longer than any URL a server takes (8-64 KiB): a list line past it is not a source
 MAX_SOURCE_LINE = 64 * 1024
 
@@ -100,6 +103,8 @@ def parse_sources(
             found.append(_url_source(source, named=named, headers=headers))
         elif source.startswith("hf://"):
             found.append(_hub_source(source))
+        elif source.startswith("oci://"):
+            found.append(parse_oci_ref(source))
         elif (store := store_for(source)) is not None:
             stored = store.one_off(source, secrets=secrets)
             name = "" if named else stored.name
@@ -197,6 +202,7 @@ def list_repos(
     found: list[Source] = []
     for item in items:
         if not isinstance(item, HfUri):
+            assert not isinstance(item, OciRef), "a registry's model is listed first"
             found.append(item)
             continue
         revision = item.revision or "main"
@@ -214,6 +220,22 @@ def list_repos(
                 exc.hint = f"--exclude '{file.path}' leaves it out"
                 raise
             found.append(one)
+    return found
+
+
+def list_registry_files(items: Sequence[Parsed | Source], registry: Registry) -> list[Parsed]:
+    """Every ``oci://`` model among ``items`` → its layers' files at one manifest digest (each
+    blob's sha256 and size pinned by the manifest: nothing is probed)."""
+    found: list[Parsed] = []
+    for item in items:
+        if not isinstance(item, OciRef):
+            found.append(item)
+            continue
+        model = registry.resolve(item)
+        found.extend(
+            UrlFile(file.path, file.url, file.size, file.sha256, file.source, listed=file)
+            for file in model.files
+        )
     return found
 
 

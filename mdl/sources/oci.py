@@ -1,0 +1,152 @@
+"""An OCI registry as a source: an ``oci://`` reference → its manifest digest (a tag resolved, an
+index's model artifact picked) → its layers as remote files, each a blob fetched by the engine
+with its sha256 and size pinned (ranges, resume, stalls, rate limit, records as for any file)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import httpx2
+
+from mdl.errors import IntegrityError, NotFoundError, RegistryReplyError
+from mdl.redact import Secrets, redact_url
+from mdl.sources.ociauth import RegistryAuth, find_login
+from mdl.sources.ocimanifest import (
+    ACCEPT,
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    OciRef,
+    check_digest,
+    layer_files,
+    manifest_digest,
+    parse_manifest,
+    pick_artifact,
+)
+from mdl.sources.resolve import RemoteFile
+from mdl.transfer.http import RetryPolicy, body_start, error_for_status, follow
+
+log = logging.getLogger("mdl.oci")
+
+
+@dataclass(frozen=True)
+class OciModel:
+    """A model in a registry at one manifest: the reference with its digest, and its files."""
+
+    ref: OciRef
+    digest: str  # the manifest's: "sha256:<64 hex>"
+    files: tuple[RemoteFile, ...]
+
+
+def oci_source(ref: OciRef, digest: str, path: str) -> str:
+    """Where a file came from, as records and output say it (``oci://REG/REPO@DIGEST/PATH``)."""
+    return f"oci://{ref.registry}/{ref.repository}@{digest}/{path}"
+
+
+class Registry:
+    """The registries of one run on its client: one authorization per repository, shared by the
+    manifest's requests and its blobs'."""
+
+    def __init__(
+        self,
+        client: httpx2.Client,
+        *,
+        environ: Mapping[str, str],
+        secrets: Secrets | None,
+        retry: RetryPolicy | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.client, self.environ, self.secrets = client, environ, secrets
+        self.retry = retry or RetryPolicy()
+        self.cancel = cancel
+        self._auths: dict[tuple[str, str], RegistryAuth] = {}
+        self._lock = threading.Lock()
+
+    def auth(self, ref: OciRef) -> RegistryAuth:
+        """The authorization of ``ref``'s repository (its login looked up once)."""
+        key = (ref.base, ref.repository)
+        with self._lock:
+            if key not in self._auths:
+                login = find_login(ref.registry, self.environ)
+                self._auths[key] = RegistryAuth(
+                    f"{ref.scheme}://{ref.registry}",
+                    ref.repository,
+                    client=self.client,
+                    login=login,
+                    secrets=self.secrets,
+                    retry=self.retry,
+                )
+            return self._auths[key]
+
+    def resolve(self, ref: OciRef, *, model: str = "", what: str | None = None) -> OciModel:
+        """``ref``'s files at one manifest digest (a tag resolved now; a digest as pinned)."""
+        what = what or ref.given
+        digest, manifest = self.manifest(ref, what=what)
+        if manifest.is_index:
+            chosen = pick_artifact(manifest, what=f"{what} ({digest})")
+            log.debug("%s: index %s picks %s", what, digest, chosen.digest)
+            digest, manifest = self.manifest(replace(ref, digest=chosen.digest), what=what)
+            if manifest.is_index:
+                raise RegistryReplyError(f"{what}: the index's artifact {digest} is an index too")
+        pinned = replace(ref, digest=digest)
+        auth = self.auth(ref)
+        files = tuple(
+            RemoteFile(
+                model=model,
+                path=file.path,
+                url=ref.blob_url(f"sha256:{file.sha256}"),
+                size=file.size,
+                sha256=file.sha256,
+                source=oci_source(ref, digest, file.path),
+                registry=auth,
+            )
+            for file in layer_files(manifest, what=f"{what} ({digest})")
+        )
+        return OciModel(pinned, digest, files)
+
+    def manifest(self, ref: OciRef, *, what: str) -> tuple[str, Manifest]:
+        """The manifest (or index) ``ref`` names and its digest: the sha256 of its bytes, held to
+        the digest asked (or the one the registry states for a tag)."""
+        url = f"{ref.base}/manifests/{ref.reference}"
+        credentials = self.auth(ref).credentials()
+        headers = {"Accept": ACCEPT, "Accept-Encoding": "identity"}
+
+        def ask() -> tuple[bytes, str | None, str | None]:
+            with follow(
+                self.client, url, credentials=credentials, headers=headers, what=what
+            ) as response:
+                if response.status_code == 404:
+                    raise NotFoundError(
+                        f"{what}: the registry has no manifest {ref.reference} in"
+                        f" {ref.repository} (HTTP 404 from {redact_url(str(response.url))})"
+                    )
+                if response.is_error:
+                    raise error_for_status(response, what=what, credentials=credentials)
+                body = bytes(body_start(response, MAX_MANIFEST_BYTES + 1))
+                stated = response.headers.get("Docker-Content-Digest")
+                return body, response.headers.get("Content-Type"), stated
+
+        wait = self.cancel.wait if self.cancel is not None else None
+        raw, content_type, stated = self.retry.run(ask, what=what, wait=wait)
+        digest = manifest_digest(raw)
+        if len(raw) <= MAX_MANIFEST_BYTES:
+            _check_manifest_digest(ref, digest, stated, what=what)
+        return digest, parse_manifest(raw, content_type=content_type, what=f"{what}: its manifest")
+
+
+def _check_manifest_digest(ref: OciRef, digest: str, stated: str | None, *, what: str) -> None:
+    """A manifest asked by digest must hash to it; one asked by tag to the digest the registry
+    states (when it states a sha256 one)."""
+    if ref.digest is not None and digest != ref.digest:
+        raise IntegrityError(
+            f"{what}: the manifest the registry sent for {ref.digest} hashes to {digest}; refused"
+        )
+    if ref.digest is None and stated and stated.startswith("sha256:"):
+        check_digest(stated, what=f"{what}: the registry's Docker-Content-Digest")
+        if stated != digest:
+            raise IntegrityError(
+                f"{what}: the registry states manifest {stated} for tag {ref.tag}, but sent one"
+                f" that hashes to {digest}; refused"
+            )
