@@ -58,6 +58,7 @@ class DistributionRegistry:
     """``docker-registry serve`` on a free loopback port, its storage under ``folder``."""
 
     def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
@@ -92,6 +93,11 @@ class DistributionRegistry:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def blob_file(self, digest: str) -> Path:
+        """Where the registry keeps a blob's bytes (its filesystem driver's layout)."""
+        hexa = digest.removeprefix("sha256:")
+        return self.folder / f"data/docker/registry/v2/blobs/sha256/{hexa[:2]}/{hexa}/data"
 
     def push_blob(self, repository: str, data: bytes) -> str:
         """A monolithic upload (POST, then PUT with the digest); the blob's digest."""
@@ -189,6 +195,7 @@ class Seen:
     authorization: str | None
     range: str | None
     port: int
+    admitted: bool = True  # False: the gate answered 401 (no token, or one used up)
 
 
 @dataclass
@@ -206,6 +213,7 @@ class RegistryGate:
     url: str = ""
     storage_url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    manifests: dict[str, bytes] = field(default_factory=dict)  # path -> a manifest answered as is
 
     def requests(self, method: str | None = None) -> list[Seen]:
         with self.lock:
@@ -249,22 +257,26 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         gate, port = self.server.gate, self.server.server_address[1]
-        with gate.lock:
-            gate.seen.append(
-                Seen(
-                    self.command,
-                    self.path,
-                    self.headers.get("Authorization"),
-                    self.headers.get("Range"),
-                    int(port),
-                )
-            )
         path = urlsplit(self.path).path
-        if self.server.storage:
+        storage, token = self.server.storage, path == "/token"
+        admitted = storage or token or gate.admits(self.headers.get("Authorization"))
+        seen = Seen(
+            self.command,
+            self.path,
+            self.headers.get("Authorization"),
+            self.headers.get("Range"),
+            int(port),
+            admitted,
+        )
+        with gate.lock:
+            gate.seen.append(seen)
+        if storage:
             return self._relay(self.path.replace("/storage", "", 1), keep_range=True)
-        if path == "/token":
+        if token:
             return self._token()
-        if not gate.admits(self.headers.get("Authorization")):
+        if (canned := gate.manifests.get(path)) is not None:
+            return self._answer(200, canned, content_type=MANIFEST)
+        if not admitted:
             scope = "repository:" + path.removeprefix("/v2/").split("/blobs/")[0].split(
                 "/manifests/"
             )[0] + ":pull"
@@ -291,9 +303,15 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.dumps({"token": gate.issue(), "expires_in": 300}).encode()
         return self._answer(200, body)
 
-    def _answer(self, status: int, body: bytes, challenge: str | None = None) -> None:
+    def _answer(
+        self,
+        status: int,
+        body: bytes,
+        challenge: str | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if challenge is not None:
             self.send_header("WWW-Authenticate", challenge)
