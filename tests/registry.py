@@ -27,7 +27,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
-
 from runfixtures import wait_for
 
 REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
@@ -146,9 +145,10 @@ class DistributionRegistry:
             if style == "modelpack":
                 kind, notes = WEIGHT_RAW, {"org.cncf.model.filepath": path}
             else:
-                kind, notes = "application/vnd.oci.image.layer.v1.tar", {
-                    "org.opencontainers.image.title": path
-                }
+                kind, notes = (
+                    "application/vnd.oci.image.layer.v1.tar",
+                    {"org.opencontainers.image.title": path},
+                )
             layers.append(
                 {
                     "mediaType": layer_media_type or kind,
@@ -277,9 +277,11 @@ class _Handler(BaseHTTPRequestHandler):
         if (canned := gate.manifests.get(path)) is not None:
             return self._answer(200, canned, content_type=MANIFEST)
         if not admitted:
-            scope = "repository:" + path.removeprefix("/v2/").split("/blobs/")[0].split(
-                "/manifests/"
-            )[0] + ":pull"
+            scope = (
+                "repository:"
+                + path.removeprefix("/v2/").split("/blobs/")[0].split("/manifests/")[0]
+                + ":pull"
+            )
             challenge = f'Bearer realm="{gate.url}/token",service="gate",scope="{scope}"'
             return self._answer(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', challenge)
         if gate.redirect_blobs and "/blobs/" in path and self.command == "GET":

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx2
 import pytest
-
 from registry import (
     INDEX,
     MANIFEST,
