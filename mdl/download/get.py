@@ -17,6 +17,7 @@ from mdl.catalog.settings import Settings
 from mdl.catalog.specs import FileSpec
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
+from mdl.ociref import OciRef
 from mdl.paths import HfUri
 from mdl.progress import Progress
 from mdl.redact import redact_url
@@ -28,7 +29,6 @@ from mdl.sources.joboutput import (
     check_expected_sha256,
     write_inline,
 )
-from mdl.sources.ocimanifest import OciRef
 from mdl.sources.oneoff import (
     GetRequest,
     Parsed,

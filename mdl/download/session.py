@@ -364,8 +364,10 @@ class PullSession:
         link, a presigned GET), nothing of the user's."""
         if remote.hub:
             return Credentials(hub_origin=origin(self.settings.endpoint), token=self.token)
-        if remote.registry is not None:  # a registry's blob: its token, to the registry only
-            return remote.registry.credentials()
+        if remote.source.startswith("oci://"):  # a registry's blob: its token, to it only
+            found = self.registry.credentials(remote.source)
+            if found is not None:
+                return found
         if not remote.typed:
             return Credentials()
         headers = dict(remote.headers)

@@ -11,22 +11,22 @@ from dataclasses import dataclass, replace
 
 import httpx2
 
+from mdl.catalog.specs import ModelSpec
 from mdl.errors import IntegrityError, NotFoundError, RegistryReplyError
+from mdl.ociref import OciRef, check_digest, parse_oci_ref, parse_oci_source
 from mdl.redact import Secrets, redact_url
 from mdl.sources.ociauth import RegistryAuth, find_login
 from mdl.sources.ocimanifest import (
     ACCEPT,
     MAX_MANIFEST_BYTES,
     Manifest,
-    OciRef,
-    check_digest,
     layer_files,
     manifest_digest,
     parse_manifest,
     pick_artifact,
 )
-from mdl.sources.resolve import RemoteFile
-from mdl.transfer.http import RetryPolicy, body_start, error_for_status, follow
+from mdl.sources.resolve import RemoteFile, ResolvedModel
+from mdl.transfer.http import Credentials, RetryPolicy, body_start, error_for_status, follow
 
 log = logging.getLogger("mdl.oci")
 
@@ -38,11 +38,6 @@ class OciModel:
     ref: OciRef
     digest: str  # the manifest's: "sha256:<64 hex>"
     files: tuple[RemoteFile, ...]
-
-
-def oci_source(ref: OciRef, digest: str, path: str) -> str:
-    """Where a file came from, as records and output say it (``oci://REG/REPO@DIGEST/PATH``)."""
-    return f"oci://{ref.registry}/{ref.repository}@{digest}/{path}"
 
 
 class Registry:
@@ -63,6 +58,12 @@ class Registry:
         self.cancel = cancel
         self._auths: dict[tuple[str, str], RegistryAuth] = {}
         self._lock = threading.Lock()
+
+    def credentials(self, source: str) -> Credentials | None:
+        """What the requests for a registry's file carry (its source names its repository), or
+        None: the source is no registry's."""
+        parsed = parse_oci_source(source)
+        return self.auth(parsed[0]).credentials() if parsed is not None else None
 
     def auth(self, ref: OciRef) -> RegistryAuth:
         """The authorization of ``ref``'s repository (its login looked up once)."""
@@ -91,7 +92,6 @@ class Registry:
             if manifest.is_index:
                 raise RegistryReplyError(f"{what}: the index's artifact {digest} is an index too")
         pinned = replace(ref, digest=digest)
-        auth = self.auth(ref)
         files = tuple(
             RemoteFile(
                 model=model,
@@ -99,12 +99,21 @@ class Registry:
                 url=ref.blob_url(f"sha256:{file.sha256}"),
                 size=file.size,
                 sha256=file.sha256,
-                source=oci_source(ref, digest, file.path),
-                registry=auth,
+                source=pinned.source(file.path),
             )
             for file in layer_files(manifest, what=f"{what} ({digest})")
         )
         return OciModel(pinned, digest, files)
+
+    def resolve_model(self, spec: ModelSpec) -> ResolvedModel:
+        """A catalog model whose ``oci`` names it: its files at the manifest the tag names now
+        (or the digest pinned)."""
+        assert spec.oci is not None
+        ref = parse_oci_ref(spec.oci, where=f"models.{spec.name}.oci")
+        found = self.resolve(ref, model=spec.name, what=spec.name)
+        if not found.files:
+            raise NotFoundError(f"{spec.name}: {found.ref.given} has no layers that are files")
+        return ResolvedModel(spec.name, ref.tag, None, found.files)
 
     def manifest(self, ref: OciRef, *, what: str) -> tuple[str, Manifest]:
         """The manifest (or index) ``ref`` names and its digest: the sha256 of its bytes, held to

@@ -28,6 +28,7 @@ from mdl.transfer.http import Credentials, RetryPolicy, body_start, error_for_st
 log = logging.getLogger("mdl.oci")
 MAX_AUTH_FILE = 1 << 20  # an auth.json or config.json: a few kB
 MAX_TOKEN_REPLY = 1 << 20  # a token service's JSON: a few kB
+NO_LOGIN = "log in (docker login, podman login), or add the registry to an auth.json"
 HELPER_SECONDS = 30.0  # a docker-credential-* helper that says nothing in this long is not asked
 # one auth-param of a challenge (RFC 9110 §11.2): name=token or name="quoted string"
 _PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?')
@@ -273,7 +274,7 @@ class RegistryAuth:
                     hint = (
                         f"the login from {login.where} was refused"
                         if login is not None
-                        else "log in (docker login, podman login) or add the registry to an auth.json"
+                        else NO_LOGIN
                     )
                     raise AuthError(
                         f"{what}: no token for {scope} (HTTP {response.status_code} from"

@@ -1,5 +1,5 @@
-"""An OCI registry's words, read as untrusted input: ``oci://`` references, and manifests and
-indexes (bounded, parsed strictly) turned into the files a model's layers are.
+"""An OCI registry's manifests and indexes, read as untrusted input (bounded, parsed strictly) and
+turned into the files a model's layers are.
 
 No network here: mdl.sources.oci asks the registry and hands the bytes to these functions."""
 
@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mdl.errors import RegistryReplyError, UsageError
-from mdl.paths import SHA256_HEX, path_problem, shown
+from mdl.errors import RegistryReplyError
+from mdl.ociref import check_digest
+from mdl.paths import path_problem
 from mdl.redact import printable
 
 # distribution's limit for a manifest (registry/handlers/manifests.go: maxManifestBodySize)
@@ -34,84 +35,6 @@ TITLE = "org.opencontainers.image.title"  # what oras push writes: the file's na
 ORAS_UNPACK = "io.deis.oras.content.unpack"  # oras push of a folder: a tarball to unpack
 # a layer media type that is a tar archive (+gzip, +zstd, Docker's rootfs.diff.tar.gzip)
 _TAR = re.compile(r"[.+]tar(?:$|[.+])")
-
-_REGISTRY = r"(?P<registry>[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:]+\](?::[0-9]{1,5})?)"
-_REPOSITORY = r"(?P<repository>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
-_TAG = r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?"
-_DIGEST = r"(?:@(?P<digest>[A-Za-z0-9_+.-]+:[A-Za-z0-9=_-]+))?"
-# the OCI distribution spec's grammar for names, tags and digests
-_REFERENCE = re.compile(f"oci://{_REGISTRY}/{_REPOSITORY}{_TAG}{_DIGEST}")
-OCI_FORM = "oci://REGISTRY/REPOSITORY:TAG or oci://REGISTRY/REPOSITORY@sha256:DIGEST"
-
-
-@dataclass(frozen=True)
-class OciRef:
-    """An ``oci://`` reference: a registry, a repository in it, and a tag or a manifest digest."""
-
-    registry: str  # host[:port]
-    repository: str
-    tag: str | None
-    digest: str | None  # "sha256:<64 hex>"
-
-    @property
-    def reference(self) -> str:
-        """What the manifest is asked by: the digest when pinned, else the tag."""
-        return self.digest or self.tag or "latest"
-
-    @property
-    def given(self) -> str:
-        """The reference as written by mdl (the tag and the digest when both are known)."""
-        tag = f":{self.tag}" if self.tag else ""
-        digest = f"@{self.digest}" if self.digest else ""
-        return f"oci://{self.registry}/{self.repository}{tag}{digest}"
-
-    @property
-    def scheme(self) -> str:
-        """https, but plain http for a registry on this machine (as Docker and oras treat
-        localhost)."""
-        host = self.registry.rsplit(":", 1)[0] if "]" not in self.registry else self.registry
-        host = host.split("]")[0].lstrip("[")
-        loopback = host == "localhost" or host == "::1" or host.startswith("127.")
-        return "http" if loopback else "https"
-
-    @property
-    def base(self) -> str:
-        """The repository's API URL: ``{scheme}://{registry}/v2/{repository}``."""
-        return f"{self.scheme}://{self.registry}/v2/{self.repository}"
-
-    def blob_url(self, digest: str) -> str:
-        return f"{self.base}/blobs/{digest}"
-
-
-def parse_oci_ref(text: str, *, where: str | None = None) -> OciRef:
-    """``oci://REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST]``, or UsageError naming ``where``; a
-    digest must be sha256 (the one hash mdl verifies)."""
-    where = where or shown(text)
-    found = _REFERENCE.fullmatch(text)
-    if found is None:
-        raise UsageError(f"{where}: not an OCI reference", hint=f"write {OCI_FORM}")
-    digest = found["digest"]
-    if digest is not None:
-        check_digest(digest, what=f"{where}: its digest", error=UsageError)
-    return OciRef(found["registry"], found["repository"], found["tag"], digest)
-
-
-def check_digest(
-    digest: object, *, what: str, error: type[UsageError | RegistryReplyError] = RegistryReplyError
-) -> str:
-    """A ``sha256:<64 lowercase hex>`` digest, or ``error`` naming ``what``: another algorithm
-    (sha512, blake3) is refused, as mdl checks every byte by sha256."""
-    if not isinstance(digest, str):
-        raise error(f"{what} is not a digest")
-    algorithm, _, value = digest.partition(":")
-    if algorithm != "sha256":
-        raise error(
-            f"{what} is {printable(digest, limit=100)!r}, not a sha256 digest; mdl verifies"
-            " sha256 only, so it is refused"
-        )
-    if SHA256_HEX.fullmatch(value) is None:
-        raise error(f"{what}: {printable(digest, limit=100)!r} is not 64 lowercase hex digits")
-    return digest
 
 
 @dataclass(frozen=True)
@@ -251,7 +174,8 @@ def pick_artifact(index: Manifest, *, what: str) -> Descriptor:
             {"a platform image" if d.platform else d.media_type for d in index.manifests}
         )
         raise RegistryReplyError(
-            f"{what} is an index that names no model artifact (it names: {', '.join(kinds) or 'nothing'})",
+            f"{what} is an index that names no model artifact (it names:"
+            f" {', '.join(kinds) or 'nothing'})",
             hint="name the artifact's manifest by its digest (oci://…@sha256:…)",
         )
     raise RegistryReplyError(
@@ -292,7 +216,7 @@ def _layer_file(layer: Descriptor, *, what: str) -> LayerFile:
         raise RegistryReplyError(
             f"{what} ({printable(path, limit=120)!r}) is a tar archive"
             f" ({printable(layer.media_type, limit=100)}); mdl reads raw layers only",
-            hint="push the files as raw layers (ModelPack's .raw media types, or oras push of files)",
+            hint="push the files as raw layers (ModelPack's .raw media types, or oras push FILE)",
         )
     problem = path_problem(path)
     if problem is not None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from mdl.buckets.registry import store_for
 from mdl.catalog.specs import ModelSpec
 from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
+from mdl.ociref import OciRef, parse_oci_ref
 from mdl.paths import (
     RESERVED_WHY,
     HfUri,
@@ -39,7 +40,6 @@ from mdl.sources.joboutput import (
     parse_job_output,
     read_job_output,
 )
-from mdl.sources.ocimanifest import OciRef, parse_oci_ref
 from mdl.sources.resolve import resolve_model
 from mdl.store.filesystem import REPLACEABLE, creatable_problem, not_a_file, not_a_file_error
 from mdl.store.layout import hub_source

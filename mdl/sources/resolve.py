@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from mdl.signing.statement import SignedFile, Trust
     from mdl.sources._hubreplies import FileMetadata, TreeEntry
     from mdl.sources.hub import Hub
-    from mdl.sources.ociauth import RegistryAuth
     from mdl.transfer.job import Opening, RangeTrust
 
 log = logging.getLogger("mdl.mirrors")
@@ -87,8 +86,6 @@ class RemoteFile:
     # a trusted hash for each range of exactly these bytes (``sha256``): the part hashes beside
     # the lock that pins it, or its signature's shards; None: only the whole file is checked
     trust: RangeTrust | None = field(default=None, compare=False)
-    # a registry's blob: what its requests carry (a token renewed on a 401, to the registry only)
-    registry: RegistryAuth | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
