@@ -4,6 +4,7 @@ spec's grammar), and the pinned source a file of such a model is recorded and lo
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -49,7 +50,10 @@ class OciRef:
         """https; plain http for a registry on this machine (localhost, 127.x, [::1]), as Docker
         and oras treat one."""
         host = self.registry.rpartition("]")[0].lstrip("[") or self.registry.split(":")[0]
-        loopback = host in ("localhost", "::1") or host.startswith("127.")
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:  # a name, not an address
+            loopback = False
         return "http" if loopback else "https"
 
     @property
