@@ -86,12 +86,7 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
         return opened[0]
 
     try:
-        hub = run().hub if any(isinstance(item, HfUri) for item in given) else None
-        items: Sequence[Parsed] = given
-        if any(isinstance(item, OciRef) for item in given):
-            items = list_registry_files(items, run().registry)
-        if hub is not None:
-            items = list_repos(given, hub, include=request.include, exclude=request.exclude)
+        items = _listed(given, run, request)
         assert all(not isinstance(item, HfUri | OciRef) for item in items), "listed above"
         report = fetch_sources(
             items,
@@ -117,6 +112,19 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
             # another run's stays).
             for sub in ("partial", "locks", "records", ""):
                 rmdir_empty(session.store.dest, session.store.state_dir / sub)
+
+
+def _listed(
+    given: Sequence[Parsed], run: Callable[[], PullSession], request: GetRequest
+) -> Sequence[Parsed]:
+    """The sources with each registry model and whole Hub repo among them as its files."""
+    items: Sequence[Parsed] = given
+    if any(isinstance(item, OciRef) for item in items):
+        items = list_registry_files(items, run().registry)
+    hub = run().hub if any(isinstance(item, HfUri) for item in items) else None
+    if hub is not None:  # (None: offline, refused above)
+        items = list_repos(items, hub, include=request.include, exclude=request.exclude)
+    return items
 
 
 def _refuse_misuse(

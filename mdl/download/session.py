@@ -34,6 +34,7 @@ from mdl.redact import redact_url
 from mdl.report import WallWaits
 from mdl.report import warned as warned  # (where pull and publish find it)
 from mdl.sources.netrc import NetrcLogins, read_netrc
+from mdl.sources.oci import Registry
 from mdl.sources.resolve import RemoteFile, mirror_targets, with_probe
 from mdl.store.filesystem import DirSyncs
 from mdl.store.layout import Layout
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
     from mdl.buckets.protocol import ObjectStore, Writer
     from mdl.download.demand import Demand
     from mdl.sources.hub import Hub
-    from mdl.sources.oci import Registry
     from mdl.transfer.engine import Engine
     from mdl.transfer.job import EngineConfig
     from mdl.transfer.ranges import Releases
@@ -134,6 +134,10 @@ class PullSession:
             pool_size=pool_size,
             transport=self.transport,
             secrets=settings.secrets,
+        )
+        # oci:// sources: the run's registries (a login is looked up when a repository is asked)
+        self.registry = Registry(
+            self.client, environ=self.environ, secrets=settings.secrets, retry=self.retry
         )
         # Every request of the run passes this hook: the Hub token never leaves for another origin.
         self.guard = TokenGuard.on(self.client, settings.endpoint)
@@ -339,19 +343,6 @@ class PullSession:
         )
 
     @cached_property
-    def registry(self) -> Registry:
-        """The run's OCI registries (its logins looked up when a repository is first asked)."""
-        from mdl.sources.oci import Registry  # (only when an oci:// source is asked)
-
-        return Registry(
-            self.client,
-            environ=self.environ,
-            secrets=self.settings.secrets,
-            retry=self.retry,
-            cancel=self.cancel,
-        )
-
-    @cached_property
     # read once, when the run's first direct URL asks (a problem: logged there)
     def netrc(self) -> NetrcLogins:
         return read_netrc(self.settings.netrc, self.settings.secrets)
@@ -364,10 +355,8 @@ class PullSession:
         link, a presigned GET), nothing of the user's."""
         if remote.hub:
             return Credentials(hub_origin=origin(self.settings.endpoint), token=self.token)
-        if remote.source.startswith("oci://"):  # a registry's blob: its token, to it only
-            found = self.registry.credentials(remote.source)
-            if found is not None:
-                return found
+        if (registry := self.registry.credentials(remote.source)) is not None:
+            return registry  # a registry's blob: its token, to the registry only
         if not remote.typed:
             return Credentials()
         headers = dict(remote.headers)

@@ -60,8 +60,8 @@ class Registry:
         self._lock = threading.Lock()
 
     def credentials(self, source: str) -> Credentials | None:
-        """What the requests for a registry's file carry (its source names its repository), or
-        None: the source is no registry's."""
+        """What the requests for a registry's file carry (its source, ``oci://…@sha256:…/PATH``,
+        names its repository), or None: the source is no registry's."""
         parsed = parse_oci_source(source)
         return self.auth(parsed[0]).credentials() if parsed is not None else None
 

@@ -112,39 +112,38 @@ def _host_of(key: str) -> str:
 def _login_in(
     doc: Mapping[str, object], registry: str, *, where: str, environ: Mapping[str, str]
 ) -> Login | None:
-    """The login a file holds for ``registry``: its credential helper's, else its ``auth``."""
+    """The login a file holds for ``registry``: its credential helper's (``credHelpers``, else
+    the ``credsStore`` for a registry ``auths`` does not name), else its ``auths`` entry's."""
     wanted = {registry.lower()}
     if registry in ("docker.io", "registry-1.docker.io"):
         wanted |= {"index.docker.io", "docker.io", "registry-1.docker.io"}
-    helpers = doc.get("credHelpers")
-    helper = (
-        next((h for k, h in helpers.items() if _host_of(k) in wanted and isinstance(h, str)), None)
-        if isinstance(helpers, dict)
-        else None
-    )
-    auths = doc.get("auths")
-    entry = (
-        next((e for k, e in auths.items() if _host_of(k) in wanted and isinstance(e, dict)), None)
-        if isinstance(auths, dict)
-        else None
-    )
-    store = doc.get("credsStore")
-    if helper is None and entry is None and isinstance(store, str):
-        helper = store  # the default helper: asked for every registry no entry names
-    if helper is not None:
+    helper = _named(doc.get("credHelpers"), wanted)
+    entry = _named(doc.get("auths"), wanted)
+    if helper is None and entry is None:
+        helper = doc.get("credsStore")  # the default helper, for every registry no entry names
+    if isinstance(helper, str):
         return _from_helper(helper, registry, environ=environ)
-    if entry is not None and isinstance(encoded := entry.get("auth"), str) and encoded:
-        try:
-            pair = base64.b64decode(encoded, validate=True).decode("utf-8")
-        except ValueError:
-            log.warning(
-                "%s: the auth of %s is not base64 of user:password; not used", where, registry
-            )
-            return None
-        user, sep, password = pair.partition(":")
-        if sep:
-            return Login(user, password, where)
-    return None
+    encoded = entry.get("auth") if isinstance(entry, dict) else None
+    return _decoded(encoded, where=where) if isinstance(encoded, str) and encoded else None
+
+
+def _named(table: object, wanted: set[str]) -> object:
+    """The value a table (``auths``, ``credHelpers``) keeps for one of the ``wanted`` hosts."""
+    if not isinstance(table, dict):
+        return None
+    return next((value for key, value in table.items() if _host_of(str(key)) in wanted), None)
+
+
+def _decoded(encoded: str, *, where: str) -> Login | None:
+    """An ``auth`` value: base64 of ``user:password`` (anything else: said, then not used)."""
+    try:
+        user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except ValueError:
+        sep = ""
+    if not sep:
+        log.warning("%s: an auth that is not base64 of user:password was not used", where)
+        return None
+    return Login(user, password, where)
 
 
 def _from_helper(name: str, registry: str, *, environ: Mapping[str, str]) -> Login | None:

@@ -493,6 +493,22 @@ def _silent(exc: httpx2.TimeoutException) -> str:
     return f"did not answer{within}"
 
 
+@dataclass
+class _Renewal:
+    """A hop refused (401) by the origin of credentials that can be renewed is asked once more,
+    with what the renewal gave; a renewal refused again is the answer."""
+
+    credentials: Credentials
+    used: bool = False
+
+    def asks_again(self, response: httpx2.Response) -> bool:
+        if self.used or not self.credentials.renewed(response):
+            return False
+        self.used = True
+        drain(response)
+        return True
+
+
 @contextmanager
 def follow(
     client: httpx2.Client,
@@ -513,7 +529,7 @@ def follow(
     ``saved_as``: the name the body is saved under, when it is a download (a web page is refused for
     a model file's name); ``redirected(target)``: told each target followed, before it is asked."""
     current = url  # each hop's URL registered by the client's Secrets hook as it is sent
-    renewals = 0  # a renewal that is refused again is the answer
+    renewal = _Renewal(credentials)
     for _ in range(MAX_REDIRECTS + 1):
         request_headers = {**(headers or {}), **credentials.headers_for(current)}
         try:
@@ -537,9 +553,7 @@ def follow(
         except httpx2.InvalidURL as exc:
             raise NetworkError(f"{what}: invalid URL {redact_url(current)}: {exc}") from exc
         with closing(response):  # however this hop ends (a redirect followed is drained first)
-            if not renewals and credentials.renewed(response):
-                drain(response)
-                renewals += 1
+            if renewal.asks_again(response):  # a registry's token renewed: this hop again
                 continue
             if response.has_redirect_location:
                 try:

@@ -84,4 +84,3 @@ def test_a_bad_oci_entry_is_a_catalog_error(
     done = mdl("pull", "m")
     assert done.exit_code == 2
     assert said in done.stderr
-
