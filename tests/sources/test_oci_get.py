@@ -173,3 +173,20 @@ def test_an_unknown_tag_is_not_found(registry: DistributionRegistry, tmp_path: P
     done = mdl("get", f"oci://{registry.host}/team/tiny:nope", "-d", str(tmp_path))
     assert done.exit_code == 4, done.stderr
     assert "no manifest nope" in done.stderr
+
+
+def test_a_manifest_that_is_not_the_digest_asked_is_refused(
+    registry: DistributionRegistry, tmp_path: Path
+) -> None:
+    registry.push_model("team/swap", "v1", {"w.bin": b"one"})
+    other = registry.push_model("team/swap", "v2", {"w.bin": b"two"})
+    body = httpx2.get(
+        f"{registry.url}/v2/team/swap/manifests/v1", headers={"Accept": MANIFEST}
+    ).content
+    with registry_gate(registry.url) as gate:
+        gate.manifests[f"/v2/team/swap/manifests/{other}"] = body  # v1's, answered for v2's digest
+        host = gate.url.removeprefix("http://")
+        done = mdl("get", f"oci://{host}/team/swap@{other}", "-d", str(tmp_path))
+    assert done.exit_code == 6, done.stderr
+    assert f"the manifest the registry sent for {other} hashes to" in done.stderr
+    assert not (tmp_path / "w.bin").exists()
