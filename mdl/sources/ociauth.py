@@ -260,6 +260,11 @@ class RegistryAuth:
                 f"{what}: the realm {printable(realm, limit=100)!r} is no http(s) URL"
             )
         login = self.login
+        if login is not None and urlsplit(realm).scheme == "http" and self.origin[0] == "https":
+            raise AuthError(
+                f"{what}: the registry asks for its login at a plain http realm"
+                f" ({redact_url(realm)}); refused: a login is never sent in the clear"
+            )
         credentials = (
             Credentials(extra={"Authorization": login.basic}, extra_origin=origin(realm))
             if login is not None

@@ -190,3 +190,30 @@ def test_a_manifest_that_is_not_the_digest_asked_is_refused(
     assert done.exit_code == 6, done.stderr
     assert f"the manifest the registry sent for {other} hashes to" in done.stderr
     assert not (tmp_path / "w.bin").exists()
+
+
+def test_a_descriptor_size_bounds_the_read(registry: DistributionRegistry, tmp_path: Path) -> None:
+    data = make_data(10_000, seed=9)
+    registry.push_model("team/size", "v1", {"w.bin": data})
+    config = registry.push_blob("team/size", b"{}")
+    short = model_manifest(
+        config,
+        [{"mediaType": WEIGHT_RAW, "digest": sha256_digest(data), "size": 9_000,
+          "annotations": {"org.cncf.model.filepath": "w.bin"}}],
+    )  # fmt: skip
+    with registry_gate(registry.url) as gate:
+        gate.manifests["/v2/team/size/manifests/v1"] = short
+        host = gate.url.removeprefix("http://")
+        done = mdl("get", f"oci://{host}/team/size:v1", "-d", str(tmp_path))
+    assert done.exit_code in (5, 6), done.stderr
+    assert "w.bin" in done.stderr
+    assert not (tmp_path / "w.bin").exists()
+
+
+def test_a_second_get_is_a_no_op(registry: DistributionRegistry, tmp_path: Path) -> None:
+    registry.push_model("team/again", "v1", FILES)
+    first = mdl("get", f"oci://{registry.host}/team/again:v1", "-d", str(tmp_path), "--json")
+    assert first.exit_code == 0, first.stderr
+    second = mdl("get", f"oci://{registry.host}/team/again:v1", "-d", str(tmp_path), "--json")
+    assert second.exit_code == 0, second.stderr
+    assert '"skipped"' in second.stdout and '"downloaded"' not in second.stdout
