@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
+from registrytokens import TokenService
 from runfixtures import wait_for
 
 REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
@@ -56,8 +57,8 @@ def free_port() -> int:
 class DistributionRegistry:
     """``docker-registry serve`` on a free loopback port, its storage under ``folder``."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, *, tokens: TokenService | None = None) -> None:
+        self.folder, self.tokens = folder, tokens
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
@@ -67,6 +68,7 @@ class DistributionRegistry:
             f"storage:\n  filesystem:\n    rootdirectory: {folder / 'data'}\n"
             "  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.host}\n"
+            + (tokens.registry_config(folder) if tokens is not None else "")
         )
         self.log = folder / "registry.log"
         with self.log.open("wb") as out:
@@ -81,7 +83,7 @@ class DistributionRegistry:
     def _answers(self) -> bool:
         assert self.process.poll() is None, f"docker-registry ended: {self.log.read_text()}"
         try:
-            return httpx2.get(f"{self.url}/v2/", timeout=5).status_code == 200
+            return httpx2.get(f"{self.url}/v2/", timeout=5).status_code in (200, 401)
         except httpx2.TransportError:
             return False
 
@@ -98,10 +100,21 @@ class DistributionRegistry:
         hexa = digest.removeprefix("sha256:")
         return self.folder / f"data/docker/registry/v2/blobs/sha256/{hexa[:2]}/{hexa}/data"
 
+    def pusher(self, repository: str) -> dict[str, str]:
+        """What a push carries: nothing, or a token for the repository (with token auth)."""
+        if self.tokens is None:
+            return {}
+        return {
+            "Authorization": f"Bearer {self.tokens.token([f'repository:{repository}:pull,push'])}"
+        }
+
     def push_blob(self, repository: str, data: bytes) -> str:
         """A monolithic upload (POST, then PUT with the digest); the blob's digest."""
         digest = sha256_digest(data)
-        started = httpx2.post(f"{self.url}/v2/{repository}/blobs/uploads/", timeout=30)
+        auth = self.pusher(repository)
+        started = httpx2.post(
+            f"{self.url}/v2/{repository}/blobs/uploads/", headers=auth, timeout=30
+        )
         assert started.status_code == 202, started.text
         location = started.headers["Location"]
         location = location if "://" in location else f"{self.url}{location}"
@@ -109,7 +122,7 @@ class DistributionRegistry:
         put = httpx2.put(
             f"{location}{sep}digest={digest}",
             content=data,
-            headers={"Content-Type": "application/octet-stream"},
+            headers={"Content-Type": "application/octet-stream", **auth},
             timeout=60,
         )
         assert put.status_code == 201, put.text
@@ -121,7 +134,7 @@ class DistributionRegistry:
         put = httpx2.put(
             f"{self.url}/v2/{repository}/manifests/{reference}",
             content=body,
-            headers={"Content-Type": media_type},
+            headers={"Content-Type": media_type, **self.pusher(repository)},
             timeout=30,
         )
         assert put.status_code == 201, put.text
@@ -178,8 +191,10 @@ def model_manifest(config: str, layers: list[dict[str, Any]]) -> bytes:
 
 
 @contextmanager
-def distribution(folder: Path) -> Iterator[DistributionRegistry]:
-    registry = DistributionRegistry(folder)
+def distribution(
+    folder: Path, *, tokens: TokenService | None = None
+) -> Iterator[DistributionRegistry]:
+    registry = DistributionRegistry(folder, tokens=tokens)
     try:
         yield registry
     finally:
