@@ -223,7 +223,7 @@ def list_repos(
     return found
 
 
-def list_registry_files(items: Sequence[Parsed | Source], registry: Registry) -> list[Parsed]:
+def list_registry_files(items: Sequence[Parsed], registry: Registry) -> list[Parsed]:
     """Every ``oci://`` model among ``items`` → its layers' files at one manifest digest (each
     blob's sha256 and size pinned by the manifest: nothing is probed)."""
     found: list[Parsed] = []
