@@ -224,6 +224,7 @@ class RegistryGate:
     token_auth: bool = False  # Bearer tokens from the gate's /token, needed for /v2/…
     login: tuple[str, str] | None = None  # what /token needs as Basic (None: anyone)
     token_uses: int = 1_000_000  # requests a token is good for
+    token_given: str | None = None  # what /token answers as the token (None: a fresh one)
     tokens: dict[str, int] = field(default_factory=dict)  # token -> requests left
     url: str = ""
     storage_url: str = ""
@@ -239,7 +240,7 @@ class RegistryGate:
             self.seen.clear()
 
     def issue(self) -> str:
-        token = secrets.token_urlsafe(24)
+        token = self.token_given or secrets.token_urlsafe(24)
         with self.lock:
             self.tokens[token] = self.token_uses
         return token

@@ -19,9 +19,10 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx2
 
-from mdl.errors import AuthError, NetworkError
+from mdl.errors import AuthError, NetworkError, RegistryReplyError
 from mdl.paths import read_small_file
 from mdl.redact import Secrets, printable, redact_url
+from mdl.sources.ocimanifest import read_registry_json
 from mdl.transfer.connection import origin
 from mdl.transfer.http import Credentials, RetryPolicy, body_start, error_for_status, follow
 
@@ -31,6 +32,9 @@ MAX_TOKEN_REPLY = 1 << 20  # a token service's JSON: a few kB
 NO_LOGIN = "log in (docker login, podman login), or add the registry to an auth.json"
 HELPER_SECONDS = 30.0  # a docker-credential-* helper that says nothing in this long is not asked
 # one auth-param of a challenge (RFC 9110 §11.2): name=token or name="quoted string"
+_TOKEN = re.compile(
+    r"[\x21-\x7e]{1,65536}"
+)  # a token: visible ASCII (a header value), at most 64 KiB
 _PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?')
 
 
@@ -296,12 +300,14 @@ class RegistryAuth:
 
 
 def _token_in(body: bytes, *, what: str) -> str:
-    """``token`` (or OAuth's ``access_token``) of a token service's JSON reply."""
-    try:
-        doc = json.loads(body) if len(body) <= MAX_TOKEN_REPLY else None
-    except (ValueError, RecursionError):
-        doc = None
+    """``token`` (or OAuth's ``access_token``) of a token service's JSON reply: visible ASCII, as
+    a header value may be, and bounded."""
+    doc = (
+        read_registry_json(body, what=f"{what}: its reply")
+        if len(body) <= MAX_TOKEN_REPLY
+        else None
+    )
     token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
-    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_REPLY:
-        raise NetworkError(f"{what}: the reply holds no token")
+    if not isinstance(token, str) or _TOKEN.fullmatch(token) is None:
+        raise RegistryReplyError(f"{what}: the reply holds no token mdl can send")
     return token

@@ -76,9 +76,9 @@ class LayerFile:
     sha256: str
 
 
-def read_manifest_json(raw: bytes, *, what: str) -> Any:
-    """The one place a registry's JSON is read: bounded, UTF-8, numbers in range, nesting
-    bounded."""
+def read_registry_json(raw: bytes, *, what: str) -> Any:
+    """The one place a registry's JSON (a manifest, a token service's reply) is read: bounded,
+    UTF-8, numbers in range, nesting bounded."""
     if len(raw) > MAX_MANIFEST_BYTES:
         raise RegistryReplyError(f"{what} is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
     try:
@@ -103,7 +103,7 @@ def _no_constant(text: str) -> float:
 def parse_manifest(raw: bytes, *, content_type: str | None, what: str) -> Manifest:
     """A manifest or an index as the registry sent it, checked field by field (a field of the
     wrong type, a digest that is not sha256, a size out of range: RegistryReplyError naming it)."""
-    doc = read_manifest_json(raw, what=what)
+    doc = read_registry_json(raw, what=what)
     if not isinstance(doc, dict):
         raise RegistryReplyError(f"{what} is not a JSON object")
     if doc.get("schemaVersion") != 2 or isinstance(doc.get("schemaVersion"), bool):

@@ -129,3 +129,13 @@ def test_a_307_to_storage_never_carries_the_authorization(
         if s.path.startswith("/v2/") and "/blobs/" in s.path and s.admitted
     ]
     assert at_registry and all(s.authorization for s in at_registry)
+
+
+@pytest.mark.parametrize("token", ["a\r\nX-Injected: 1", "tok en", "é" * 8])
+def test_a_token_no_header_can_carry_is_refused(
+    gate: RegistryGate, tmp_path: Path, token: str
+) -> None:
+    gate.token_auth, gate.token_given = True, token
+    done = mdl("get", f"oci://{host_of(gate)}/team/big:v1", "-d", str(tmp_path))
+    assert done.exit_code == 5, done.stderr
+    assert "holds no token mdl can send" in done.stderr
