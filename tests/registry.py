@@ -225,6 +225,7 @@ class RegistryGate:
     login: tuple[str, str] | None = None  # what /token needs as Basic (None: anyone)
     token_uses: int = 1_000_000  # requests a token is good for
     token_given: str | None = None  # what /token answers as the token (None: a fresh one)
+    basic: tuple[str, str] | None = None  # HTTP Basic with this login, asked by a Basic challenge
     tokens: dict[str, int] = field(default_factory=dict)  # token -> requests left
     url: str = ""
     storage_url: str = ""
@@ -247,6 +248,9 @@ class RegistryGate:
 
     def admits(self, authorization: str | None) -> bool:
         """Whether a request carrying ``authorization`` passes (a use of its token spent)."""
+        if self.basic is not None:
+            pair = ":".join(self.basic).encode()
+            return authorization == "Basic " + base64.b64encode(pair).decode()
         if not self.token_auth:
             return True
         token = (authorization or "").removeprefix("Bearer ")
@@ -299,6 +303,8 @@ class _Handler(BaseHTTPRequestHandler):
                 + ":pull"
             )
             challenge = f'Bearer realm="{gate.url}/token",service="gate",scope="{scope}"'
+            if gate.basic is not None:
+                challenge = 'Basic realm="gate"'
             return self._answer(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', challenge)
         if gate.redirect_blobs and "/blobs/" in path and self.command == "GET":
             self.send_response(307)

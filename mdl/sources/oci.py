@@ -119,7 +119,8 @@ class Registry:
         """The manifest (or index) ``ref`` names and its digest: the sha256 of its bytes, held to
         the digest asked (or the one the registry states for a tag)."""
         url = f"{ref.base}/manifests/{ref.reference}"
-        credentials = self.auth(ref).credentials()
+        auth = self.auth(ref)
+        credentials = auth.credentials()
         headers = {"Accept": ACCEPT, "Accept-Encoding": "identity"}
 
         def ask() -> tuple[bytes, str | None, str | None]:
@@ -131,6 +132,8 @@ class Registry:
                         f"{what}: the registry has no manifest {ref.reference} in"
                         f" {ref.repository} (HTTP 404 from {redact_url(str(response.url))})"
                     )
+                if response.status_code == 401:
+                    raise auth.refused(response, what=what)
                 if response.is_error:
                     raise error_for_status(response, what=what, credentials=credentials)
                 body = bytes(body_start(response, MAX_MANIFEST_BYTES + 1))

@@ -251,6 +251,14 @@ class RegistryAuth:
             self.header = f"Bearer {token}"
             return True
 
+    def refused(self, response: httpx2.Response, *, what: str) -> AuthError:
+        """A 401 that stands (no challenge mdl can answer, or the answer refused): exit 3, naming
+        where a login is kept."""
+        hint = f"the login from {self.login.where} was refused" if self.login else NO_LOGIN
+        return AuthError(
+            f"{what}: not authorised (HTTP 401 from {redact_url(str(response.url))})", hint=hint
+        )
+
     def _token(self, params: Mapping[str, str]) -> str:
         """A token from the challenge's realm (its service and scope; the login as Basic, to the
         realm's origin only), as the distribution token spec has it."""

@@ -139,3 +139,15 @@ def test_a_token_no_header_can_carry_is_refused(
     done = mdl("get", f"oci://{host_of(gate)}/team/big:v1", "-d", str(tmp_path))
     assert done.exit_code == 5, done.stderr
     assert "holds no token mdl can send" in done.stderr
+
+
+def test_basic_where_the_registry_asks_for_it(gate: RegistryGate, tmp_path: Path) -> None:
+    gate.basic = LOGIN
+    anonymous = mdl("get", f"oci://{host_of(gate)}/team/big:v1", "-d", str(tmp_path / "a"))
+    assert anonymous.exit_code == 3, anonymous.stderr
+    assert "docker login" in anonymous.stderr
+    docker_login(Path.home(), host_of(gate))
+    done = mdl("get", f"oci://{host_of(gate)}/team/big:v1", "-d", str(tmp_path / "d"))
+    assert done.exit_code == 0, done.stderr
+    assert fetched(tmp_path / "d") == FILES
+    assert not [s for s in gate.requests() if s.path.startswith("/token")]
