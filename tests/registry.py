@@ -226,6 +226,7 @@ class RegistryGate:
     token_uses: int = 1_000_000  # requests a token is good for
     token_given: str | None = None  # what /token answers as the token (None: a fresh one)
     basic: tuple[str, str] | None = None  # HTTP Basic with this login, asked by a Basic challenge
+    cut_after: int | None = None  # the next blob body is cut after this many bytes (then not)
     tokens: dict[str, int] = field(default_factory=dict)  # token -> requests left
     url: str = ""
     storage_url: str = ""
@@ -360,10 +361,28 @@ class _Handler(BaseHTTPRequestHandler):
                 if name.lower() not in {"connection", "transfer-encoding", "keep-alive"}:
                     self.send_header(name, value)
             self.end_headers()
+            cut = self._cut(path)
+            sent = 0
             while self.command != "HEAD" and (chunk := reply.read(1 << 16)):
+                if cut is not None and sent + len(chunk) >= cut:
+                    self.wfile.write(chunk[: cut - sent])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 self.wfile.write(chunk)
+                sent += len(chunk)
         finally:
             connection.close()
+
+    def _cut(self, path: str) -> int | None:
+        """Where this blob body is cut (once), or None."""
+        gate = self.server.gate
+        with gate.lock:
+            cut, gate.cut_after = (
+                (gate.cut_after, None) if "/blobs/" in path else (None, gate.cut_after)
+            )
+        return cut
 
 
 class _GateServer(ThreadingHTTPServer):

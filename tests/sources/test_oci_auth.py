@@ -151,3 +151,14 @@ def test_basic_where_the_registry_asks_for_it(gate: RegistryGate, tmp_path: Path
     assert done.exit_code == 0, done.stderr
     assert fetched(tmp_path / "d") == FILES
     assert not [s for s in gate.requests() if s.path.startswith("/token")]
+
+
+def test_a_blob_cut_short_is_resumed_where_it_stopped(gate: RegistryGate, tmp_path: Path) -> None:
+    gate.cut_after = 5 << 20
+    where = f"oci://{host_of(gate)}/team/one:v1"
+    done = mdl("get", where, "-d", str(tmp_path), "--connections", "1")
+    assert done.exit_code == 0, done.stderr
+    assert (tmp_path / "model.safetensors").read_bytes() == BIG
+    asked = [s.range for s in gate.requests() if "/blobs/" in s.path]
+    assert len(asked) == 2 and asked[0] is None  # the whole blob, then what was left of it
+    assert asked[1] is not None and not asked[1].startswith("bytes=0-")
