@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registry import NEEDS_REGISTRY, DistributionRegistry, RegistryGate, distribution, registry_gate
+from registry import NEEDS_REGISTRY, DistributionRegistry, RegistryGate, registry_gate
 from runfixtures import mdl
 from servers import make_data
 
@@ -23,11 +23,10 @@ LOGIN = ("robot$team", "s3cret-passw0rd")
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributionRegistry]:
-    with distribution(tmp_path_factory.mktemp("registry")) as started:
-        started.push_model("team/big", "v1", FILES)
-        started.push_model("team/one", "v1", {"model.safetensors": BIG})
-        yield started
+def registry(plain_registry: DistributionRegistry) -> DistributionRegistry:
+    plain_registry.push_model("team/big", "v1", FILES)
+    plain_registry.push_model("team/one", "v1", {"model.safetensors": BIG})
+    return plain_registry
 
 
 @pytest.fixture

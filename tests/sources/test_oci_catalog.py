@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registry import NEEDS_REGISTRY, DistributionRegistry, RegistryGate, distribution, registry_gate
+from registry import NEEDS_REGISTRY, DistributionRegistry, RegistryGate, registry_gate
 from runfixtures import mdl, use_catalog
 from servers import make_data
 
@@ -16,10 +16,9 @@ pytestmark = NEEDS_REGISTRY
 FILES = {"config.json": b'{"model_type": "tiny"}', "weights/model.safetensors": make_data(90_000)}
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributionRegistry]:
-    with distribution(tmp_path_factory.mktemp("registry")) as started:
-        yield started
+@pytest.fixture
+def registry(plain_registry: DistributionRegistry) -> DistributionRegistry:
+    return plain_registry
 
 
 @pytest.fixture
@@ -43,9 +42,9 @@ def test_pull_lock_then_a_locked_pull_asks_for_blobs_only(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    digest = registry.push_model("team/tiny", "v1", FILES)
+    digest = registry.push_model("cat/tiny", "v1", FILES)
     host = gate.url.removeprefix("http://")
-    use_catalog(tmp_path, monkeypatch, catalog_for(f"oci://{host}/team/tiny:v1"))
+    use_catalog(tmp_path, monkeypatch, catalog_for(f"oci://{host}/cat/tiny:v1"))
     pulled = mdl("pull", "tiny")
     assert pulled.exit_code == 0, pulled.stderr
     assert installed(tmp_path / "models" / "tiny") == FILES
@@ -56,10 +55,10 @@ def test_pull_lock_then_a_locked_pull_asks_for_blobs_only(
     (model,) = lock["model"]
     assert model["revision"] == "v1"
     sources = {f["path"]: f["source"] for f in model["files"]}
-    assert sources == {path: f"oci://{host}/team/tiny@{digest}/{path}" for path in FILES}
+    assert sources == {path: f"oci://{host}/cat/tiny@{digest}/{path}" for path in FILES}
 
     # the tag moves on; the lock keeps the version it pinned, asking no manifest
-    registry.push_model("team/tiny", "v1", {"config.json": b"{}", "other.bin": b"new"})
+    registry.push_model("cat/tiny", "v1", {"config.json": b"{}", "other.bin": b"new"})
     gate.clear()
     again = mdl("pull", "tiny", "--locked", "--dest", str(tmp_path / "again"))
     assert again.exit_code == 0, again.stderr
@@ -100,8 +99,8 @@ def test_a_team_wide_signature_refuses_an_oci_model(
 def test_the_hf_cache_layout_keeps_an_oci_model_plain(
     registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    registry.push_model("team/cache", "v1", FILES)
-    use_catalog(tmp_path, monkeypatch, catalog_for(f"oci://{registry.host}/team/cache:v1"))
+    registry.push_model("cat/cache", "v1", FILES)
+    use_catalog(tmp_path, monkeypatch, catalog_for(f"oci://{registry.host}/cat/cache:v1"))
     done = mdl("pull", "tiny", "--layout", "hf-cache")
     assert done.exit_code == 0, done.stderr
     assert installed(tmp_path / "models" / "tiny") == FILES  # no Hub repo: no place in the cache

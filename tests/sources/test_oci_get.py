@@ -4,7 +4,6 @@ oras annotations, an index, hostile manifests and a tampered blob."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -16,7 +15,6 @@ from registry import (
     NEEDS_REGISTRY,
     WEIGHT_RAW,
     DistributionRegistry,
-    distribution,
     model_manifest,
     registry_gate,
     sha256_digest,
@@ -27,10 +25,9 @@ from servers import make_data
 pytestmark = NEEDS_REGISTRY
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributionRegistry]:
-    with distribution(tmp_path_factory.mktemp("registry")) as started:
-        yield started
+@pytest.fixture
+def registry(plain_registry: DistributionRegistry) -> DistributionRegistry:
+    return plain_registry
 
 
 FILES = {
