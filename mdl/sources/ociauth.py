@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -156,24 +157,29 @@ def _from_helper(name: str, registry: str, *, environ: Mapping[str, str]) -> Log
     program = f"docker-credential-{name}"
     if re.fullmatch(r"[A-Za-z0-9_.-]+", name) is None:
         return None
-    try:
-        done = subprocess.run(
-            [program, "get"],
-            input=registry.encode(),
-            capture_output=True,
-            timeout=HELPER_SECONDS,
-            env=dict(environ),
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("%s: %s was not asked: %s", registry, program, type(exc).__name__)
-        return None
-    if done.returncode != 0:
+    # its output to a file, read bounded: a helper that writes gigabytes costs a bounded read
+    with tempfile.TemporaryFile() as out:
+        try:
+            done = subprocess.run(
+                [program, "get"],
+                input=registry.encode(),
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+                timeout=HELPER_SECONDS,
+                env=dict(environ),
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("%s: %s was not asked: %s", registry, program, type(exc).__name__)
+            return None
+        out.seek(0)
+        said = out.read(MAX_AUTH_FILE + 1)
+    if done.returncode != 0 or len(said) > MAX_AUTH_FILE:
         log.debug("%s: %s has no login for it", registry, program)
         return None
     try:
-        doc = json.loads(done.stdout[:MAX_AUTH_FILE])
-    except ValueError:
+        doc = json.loads(said)
+    except (ValueError, RecursionError):
         return None
     user, secret = (doc.get("Username"), doc.get("Secret")) if isinstance(doc, dict) else (0, 0)
     # "<token>": an identity token for Docker's OAuth exchange, which mdl does not do
