@@ -1,5 +1,5 @@
-"""``get``: one-off sources (URLs, hf:// and s3:// files, whole hf:// repos, job outputs) into a
-folder."""
+"""``get``: one-off sources (URLs, hf:// and s3:// files, whole hf:// repos, oci:// models, job
+outputs) into a folder."""
 
 from __future__ import annotations
 
@@ -42,9 +42,9 @@ def get(
     input_file: StrPath | None = None,
     secrets: Secrets | None = None,
 ) -> RunReport:
-    """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into
-    ``directory``; ``input_file`` lists more, one a line (``-`` = stdin); ``headers`` go with the
-    http(s) URLs given (as curl -H)."""
+    """Fetch one-off sources (URLs, ``hf://`` files and repos, ``oci://`` models, job-output JSON,
+    ``-`` = stdin) into ``directory``; ``input_file`` lists more, one a line (``-`` = stdin);
+    ``headers`` go with the http(s) URLs given (as curl -H)."""
     with loading():
         from mdl.catalog.headers import check_headers
         from mdl.download.get import get_sources

@@ -41,8 +41,14 @@ from mdl.catalog.specs import (
     ModelSpec,
 )
 from mdl.errors import CatalogError, UnsafePathError, UsageError
-from mdl.ociref import parse_oci_ref
-from mdl.paths import SHA256_HEX, is_http_url, revision_problem, safe_relative_path, url_basename
+from mdl.paths import (
+    SHA256_HEX,
+    is_http_url,
+    parse_oci_ref,
+    revision_problem,
+    safe_relative_path,
+    url_basename,
+)
 from mdl.setting import SETTINGS, Setting
 from mdl.signing.statement import SIGNATURE_FILE, Trust
 from mdl.version import __version__

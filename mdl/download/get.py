@@ -17,8 +17,7 @@ from mdl.catalog.settings import Settings
 from mdl.catalog.specs import FileSpec
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
-from mdl.ociref import OciRef
-from mdl.paths import HfUri
+from mdl.paths import HfUri, OciRef
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed, log_outcome
@@ -120,7 +119,7 @@ def _listed(
     """The sources with each registry model and whole Hub repo among them as its files."""
     items: Sequence[Parsed] = given
     if any(isinstance(item, OciRef) for item in items):
-        items = list_registry_files(items, run().registry)
+        items = list_registry_files(items, run().registries.registry)
     hub = run().hub if any(isinstance(item, HfUri) for item in items) else None
     if hub is not None:  # (None: offline, refused above)
         items = list_repos(items, hub, include=request.include, exclude=request.exclude)

@@ -34,7 +34,6 @@ from mdl.redact import redact_url
 from mdl.report import WallWaits
 from mdl.report import warned as warned  # (where pull and publish find it)
 from mdl.sources.netrc import NetrcLogins, read_netrc
-from mdl.sources.oci import Registry
 from mdl.sources.resolve import RemoteFile, mirror_targets, with_probe
 from mdl.store.filesystem import DirSyncs
 from mdl.store.layout import Layout
@@ -57,9 +56,12 @@ from mdl.transfer.resume import discard_partial
 
 if TYPE_CHECKING:
     # each loaded when the run first needs it: a plain URL's get needs none of them
+    import httpx2
+
     from mdl.buckets.protocol import ObjectStore, Writer
     from mdl.download.demand import Demand
     from mdl.sources.hub import Hub
+    from mdl.sources.oci import Registry
     from mdl.transfer.engine import Engine
     from mdl.transfer.job import EngineConfig
     from mdl.transfer.ranges import Releases
@@ -96,6 +98,34 @@ class TransferAhead:
         then never begun on the caller's thread too."""
         for loading in self._loading:
             loading()
+
+
+class Registries:
+    """The run's OCI registries (a login and a token per repository), made when an ``oci://``
+    source is first asked: a run without one loads nothing of mdl.sources.oci."""
+
+    def __init__(self, client: httpx2.Client, settings: Settings, retry: RetryPolicy) -> None:
+        self.client, self.settings, self.retry = client, settings, retry
+        self._lock = threading.Lock()
+        self._made: Registry | None = None
+
+    @property
+    def registry(self) -> Registry:
+        with self._lock:
+            if self._made is None:
+                from mdl.sources.oci import Registry  # (only for an oci:// source)
+
+                environ, secrets = dict(self.settings.environ or {}), self.settings.secrets
+                self._made = Registry(
+                    self.client, environ=environ, secrets=secrets, retry=self.retry
+                )
+            return self._made
+
+    def credentials(self, remote: RemoteFile) -> Credentials | None:
+        """What a registry's file's requests carry (its source is ``oci://…``); None for another."""
+        if not remote.source.startswith("oci://"):
+            return None
+        return self.registry.credentials(remote.source)
 
 
 class PullSession:
@@ -135,10 +165,8 @@ class PullSession:
             transport=self.transport,
             secrets=settings.secrets,
         )
-        # oci:// sources: the run's registries (a login is looked up when a repository is asked)
-        self.registry = Registry(
-            self.client, environ=self.environ, secrets=settings.secrets, retry=self.retry
-        )
+        # oci:// sources: the run's registries, made when one is first asked
+        self.registries = Registries(self.client, settings, self.retry)
         # Every request of the run passes this hook: the Hub token never leaves for another origin.
         self.guard = TokenGuard.on(self.client, settings.endpoint)
         # ... and this one: every request to the Hub's origin waits while the Hub says so, every
@@ -355,7 +383,7 @@ class PullSession:
         link, a presigned GET), nothing of the user's."""
         if remote.hub:
             return Credentials(hub_origin=origin(self.settings.endpoint), token=self.token)
-        if (registry := self.registry.credentials(remote.source)) is not None:
+        if (registry := self.registries.credentials(remote)) is not None:
             return registry  # a registry's blob: its token, to the registry only
         if not remote.typed:
             return Credentials()

@@ -18,8 +18,7 @@ from mdl.catalog.specs import MAX_MODEL_NAME, ModelSpec, is_model_name
 from mdl.errors import UsageError
 from mdl.lockfile import model
 from mdl.lockfile.model import fingerprint
-from mdl.ociref import oci_source_problem
-from mdl.paths import GIT_OID_HEX, path_clash, path_problem, repo_id_problem
+from mdl.paths import GIT_OID_HEX, oci_source_problem, path_clash, path_problem, repo_id_problem
 from mdl.redact import printable, redact_url
 from mdl.store.layout import hub_source, parse_hub_source
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mdl.catalog.load import expand_headers
 from mdl.catalog.specs import ModelSpec
-from mdl.ociref import parse_oci_source
+from mdl.paths import parse_oci_source
 from mdl.redact import Secrets, redact_url
 from mdl.store.layout import HubFileRef, parse_hub_source
 

@@ -54,7 +54,6 @@ _RULES = (
     "lockfile/io.py",
     "lockfile/model.py",
     "lockfile/ondisk.py",
-    "ociref.py",  # (an oci = reference, an oci:// source in a lock)
     "paths.py",
     "redact.py",
     "setting.py",

@@ -13,7 +13,7 @@ import httpx2
 
 from mdl.catalog.specs import ModelSpec
 from mdl.errors import IntegrityError, NotFoundError, RegistryReplyError
-from mdl.ociref import OciRef, check_digest, parse_oci_ref, parse_oci_source
+from mdl.paths import OciRef, check_digest, parse_oci_ref, parse_oci_source
 from mdl.redact import Secrets, redact_url
 from mdl.sources.ociauth import RegistryAuth, find_login
 from mdl.sources.ocimanifest import (

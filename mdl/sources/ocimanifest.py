@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mdl.errors import RegistryReplyError
-from mdl.ociref import check_digest
-from mdl.paths import path_problem
+from mdl.paths import check_digest, path_problem
 from mdl.redact import printable
 
 # distribution's limit for a manifest (registry/handlers/manifests.go: maxManifestBodySize)

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 from mdl.buckets.registry import store_for
 from mdl.catalog.specs import ModelSpec
 from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
-from mdl.ociref import OciRef, parse_oci_ref
 from mdl.paths import (
     RESERVED_WHY,
     HfUri,
+    OciRef,
     parse_hf_uri,
+    parse_oci_ref,
     path_problem,
     reserved_by_mdl,
     safe_file_name,
