@@ -3,6 +3,7 @@ digest and each file's sha256, and pulled from the lock asking the registry for 
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,3 +105,23 @@ def test_the_hf_cache_layout_keeps_an_oci_model_plain(
     done = mdl("pull", "tiny", "--layout", "hf-cache")
     assert done.exit_code == 0, done.stderr
     assert installed(tmp_path / "models" / "tiny") == FILES  # no Hub repo: no place in the cache
+
+
+def test_frozen_with_the_registry_down_reads_the_shared_mirror(
+    registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry.push_model("cat/mirrored", "v1", FILES)
+    shared = tmp_path / "shared"
+    for path, data in FILES.items():
+        (shared / "tiny").mkdir(parents=True, exist_ok=True)
+        (shared / "tiny" / hashlib.sha256(data).hexdigest()).write_bytes(data)
+    with registry_gate(registry.url) as gate:
+        host = gate.url.removeprefix("http://")
+        text = f'[settings]\nmirrors = ["file://{shared}/{{model}}/{{sha256}}"]\n\n'
+        use_catalog(tmp_path, monkeypatch, text + catalog_for(f"oci://{host}/cat/mirrored:v1"))
+        locked = mdl("lock", "tiny")
+        assert locked.exit_code == 0, locked.stderr
+    # the gate is gone: the registry's address answers nothing now
+    done = mdl("pull", "tiny", "--frozen", "--dest", str(tmp_path / "node"))
+    assert done.exit_code == 0, done.stderr
+    assert installed(tmp_path / "node" / "tiny") == FILES

@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from profiles import examples
 
 from mdl.errors import ExitCode, RegistryReplyError, UsageError
-from mdl.paths import parse_oci_ref, parse_oci_source
-from mdl.paths import path_problem
+from mdl.paths import parse_oci_ref, parse_oci_source, path_problem
 from mdl.sources.ocimanifest import (
     MAX_MANIFEST_BYTES,
     MODELPACK_PATH,
