@@ -117,18 +117,19 @@ def _host_of(key: str) -> str:
 def _login_in(
     doc: Mapping[str, object], registry: str, *, where: str, environ: Mapping[str, str]
 ) -> Login | None:
-    """The login a file holds for ``registry``: its credential helper's (``credHelpers``, else
-    the ``credsStore`` for a registry ``auths`` does not name), else its ``auths`` entry's."""
+    """The login a file holds for ``registry``: its credential helper's (``credHelpers``), else
+    its ``auths`` entry's ``auth``, else the ``credsStore`` helper's."""
     wanted = {registry.lower()}
     if registry in ("docker.io", "registry-1.docker.io"):
         wanted |= {"index.docker.io", "docker.io", "registry-1.docker.io"}
     helper = _named(doc.get("credHelpers"), wanted)
     entry = _named(doc.get("auths"), wanted)
-    if helper is None and entry is None:
-        helper = doc.get("credsStore")  # the default helper, for every registry no entry names
+    encoded = entry.get("auth") if isinstance(entry, dict) else None
+    if helper is None and not (isinstance(encoded, str) and encoded):
+        # the default helper (Docker leaves an empty auths entry for a login kept there)
+        helper = doc.get("credsStore")
     if isinstance(helper, str):
         return _from_helper(helper, registry, environ=environ)
-    encoded = entry.get("auth") if isinstance(entry, dict) else None
     return _decoded(encoded, where=where) if isinstance(encoded, str) and encoded else None
 
 

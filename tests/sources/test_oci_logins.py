@@ -82,6 +82,8 @@ def test_a_credential_helper_is_asked(tmp_path: Path) -> None:
     login = find_login("r.example", env)
     assert login is not None and (login.username, login.password) == ("robot", "tok3n")
     assert find_login("elsewhere.example", env) is None
-    (home / ".docker" / "config.json").write_text(json.dumps({"credsStore": "fake"}))
+    # what docker login leaves with a store: an empty auths entry, the secret in the store
+    config = {"auths": {"r.example": {}}, "credsStore": "fake"}
+    (home / ".docker" / "config.json").write_text(json.dumps(config))
     assert find_login("r.example", env) is not None  # the default store, for every registry
     assert find_login("elsewhere.example", env) is None  # it has none for this one
