@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from registry import HAVE_REGISTRY, DistributionRegistry, distribution
+from registry import HAVE_REGISTRY, NEEDS_REGISTRY, DistributionRegistry, distribution
 
 
 @pytest.fixture(scope="session")
 def plain_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributionRegistry]:
     if not HAVE_REGISTRY:
-        pytest.skip("docker-registry is not installed")
+        pytest.skip(NEEDS_REGISTRY.kwargs["reason"])
     with distribution(tmp_path_factory.mktemp("registry")) as started:
         yield started

@@ -9,11 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registry import NEEDS_REGISTRY, DistributionRegistry, RegistryGate, registry_gate
+from registry import DistributionRegistry, RegistryGate, registry_gate
 from runfixtures import mdl, use_catalog
 from servers import make_data
 
-pytestmark = NEEDS_REGISTRY
 FILES = {"config.json": b'{"model_type": "tiny"}', "weights/model.safetensors": make_data(90_000)}
 
 
