@@ -128,6 +128,11 @@ class HubReplyError(NetworkError, kind="hub_reply", words="bad reply from the Hu
     """
 
 
+class RegistryReplyError(NetworkError, kind="registry_reply", words="bad reply from the registry"):
+    """An OCI registry's reply that is not what the distribution spec promises: a manifest too big,
+    not JSON, a field of the wrong type, a digest that is not sha256, a path out of the model."""
+
+
 class WebPageError(NetworkError, kind="web_page", words="a web page, not the file"):
     """A web page (HTML) where a model file was asked: a login wall, or the Hub's page of the
     file.

@@ -111,6 +111,8 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
             "NO_COLOR",
             "SOURCE_DATE_EPOCH",
             "NETRC",
+            "DOCKER_CONFIG",
+            "REGISTRY_AUTH_FILE",
         }:
             monkeypatch.delenv(name, raising=False)
         # no test may go through the developer's proxy

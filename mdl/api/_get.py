@@ -1,5 +1,5 @@
-"""``get``: one-off sources (URLs, hf:// and s3:// files, whole hf:// repos, job outputs) into a
-folder."""
+"""``get``: one-off sources (URLs, hf:// and s3:// files, whole hf:// repos, oci:// models, job
+outputs) into a folder."""
 
 from __future__ import annotations
 
@@ -44,10 +44,10 @@ def get(
     secrets: Secrets | None = None,
     layout: str | None = None,
 ) -> RunReport:
-    """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into
-    ``directory``; ``input_file`` lists more, one a line (``-`` = stdin); ``headers`` go with the
-    http(s) URLs given (as curl -H); ``layout="hf-cache"``: Hub files into the Hugging Face
-    cache."""
+    """Fetch one-off sources (URLs, ``hf://`` files and repos, ``oci://`` models, job-output JSON,
+    ``-`` = stdin) into ``directory``; ``input_file`` lists more, one a line (``-`` = stdin);
+    ``headers`` go with the http(s) URLs given (as curl -H); ``layout="hf-cache"``: Hub files into
+    the Hugging Face cache."""
     with loading():
         from mdl.catalog.headers import check_headers
         from mdl.download.get import get_sources

@@ -41,7 +41,14 @@ from mdl.catalog.specs import (
     ModelSpec,
 )
 from mdl.errors import CatalogError, UnsafePathError, UsageError
-from mdl.paths import SHA256_HEX, is_http_url, revision_problem, safe_relative_path, url_basename
+from mdl.paths import (
+    SHA256_HEX,
+    is_http_url,
+    parse_oci_ref,
+    revision_problem,
+    safe_relative_path,
+    url_basename,
+)
 from mdl.setting import SETTINGS, Setting
 from mdl.signing.statement import SIGNATURE_FILE, Trust
 from mdl.version import __version__
@@ -349,6 +356,12 @@ SIGNATURE_URL_NEEDED = (
 )
 
 
+OCI_UNSIGNED = (
+    "[settings] signature asks every model for a signature, and mdl does not yet read one from"
+    " an OCI registry: this model cannot be checked"
+)
+
+
 class ModelEntry(Table):
     """One ``[models.NAME]`` table: a whole-repo snapshot (``repo``) or explicit ``files``."""
 
@@ -362,6 +375,8 @@ class ModelEntry(Table):
     files: Annotated[list[FileEntry], _rule(bool, "must list at least one file")] | None = Field(
         default=None, description="an array of file tables"
     )
+    # a model in an OCI registry (its tag or digest in the reference)
+    oci: Annotated[Text, _reworded(lambda ref: parse_oci_ref(ref, where="oci").given)] | None = None
     signature: SignatureTable | None = None
 
     def needs_signature_url(self, signature: SignatureTable) -> bool:
@@ -376,6 +391,8 @@ class ModelEntry(Table):
     @model_validator(mode="after")
     def _one_source(self) -> Self:
         given = self.model_fields_set
+        if "oci" in given:
+            return self._oci_alone(given)
         if self.signature is not None and self.needs_signature_url(self.signature):
             raise problem(SIGNATURE_URL_NEEDED, "signature", "file")
         if "repo" in given and "files" in given:
@@ -389,6 +406,18 @@ class ModelEntry(Table):
                 raise problem(
                     f"only a whole-repo model (with 'repo') takes {key!r}; "
                     "per-file 'revision' and 'repo_type' go in each file entry",
+                    key,
+                )
+        return self
+
+    def _oci_alone(self, given: set[str]) -> Self:
+        """An OCI model is its reference: no Hub keys, no files, no signature (not yet read from a
+        registry)."""
+        for key in ("repo", "files", "repo_type", "revision", "include", "exclude", "signature"):
+            if key in given:
+                raise problem(
+                    f"has both 'oci' and {key!r}; an OCI model is named by its reference alone"
+                    " (its tag or digest in it)",
                     key,
                 )
         return self
@@ -582,7 +611,7 @@ def _model_spec(
         for key, v in entry
         if key not in ("files", "signature")
     }
-    signed = entry.signature or signer
+    signed = entry.signature or _signer_for(name, entry, signer, found)
     if entry.signature is None and signed is not None and entry.needs_signature_url(signed):
         needed = f"{SIGNATURE_URL_NEEDED}: give it its own [models.{name}.signature]"
         found.append((("models", name), needed))
@@ -590,6 +619,17 @@ def _model_spec(
     if signed is not None:
         trust = signed.to_trust(path.parent if path is not None else Path.cwd())
     return ModelSpec(name=name, **values, files=files, signature=trust)
+
+
+def _signer_for(
+    name: str, entry: ModelEntry, signer: SignatureTable | None, found: list[tuple[KeyPath, str]]
+) -> SignatureTable | None:
+    """[settings]'s signature for an entry without its own; none for an OCI model, whose
+    signature mdl does not yet read (a problem that joins ``found``)."""
+    if entry.oci is None or signer is None:
+        return signer
+    found.append((("models", name), OCI_UNSIGNED))
+    return None
 
 
 def _valid_entries(document: dict[str, Any]) -> dict[str, ModelEntry]:

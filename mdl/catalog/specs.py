@@ -66,7 +66,8 @@ class FileSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One catalog model: a whole-repo snapshot (``repo``) or a list of explicit ``files``."""
+    """One catalog model: a whole-repo snapshot (``repo``), a list of explicit ``files``, or a
+    model in an OCI registry (``oci``)."""
 
     name: str
     description: str = ""
@@ -77,6 +78,7 @@ class ModelSpec:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     files: tuple[FileSpec, ...] = ()
+    oci: str | None = None  # a model in an OCI registry: oci://REGISTRY/REPOSITORY[:TAG|@DIGEST]
     # whom its model.sig must be signed by (the catalog's, or [settings]'s)
     signature: Trust | None = None
 

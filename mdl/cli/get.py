@@ -23,7 +23,8 @@ def get_cmd(
         list[str] | None,
         typer.Argument(
             help="https:// or s3:// URLs, hf://owner/name[@rev][/path] (a whole repo, or one file; "
-            "hf://datasets/... and hf://spaces/... too), or job-output JSON ('-' = stdin).",
+            "hf://datasets/... and hf://spaces/... too), oci://REGISTRY/REPO:TAG or @sha256:… (a"
+            " model in an OCI registry), or job-output JSON ('-' = stdin).",
             show_default=False,
         ),
     ] = None,

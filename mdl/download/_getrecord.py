@@ -14,7 +14,7 @@ from mdl.errors import MdlError, NetworkError, UsageError
 from mdl.paths import GIT_OID_HEX, HfUri
 from mdl.report import FileOutcome, failed, log_outcome
 from mdl.sources.joboutput import UrlFile
-from mdl.sources.oneoff import Parsed, Source
+from mdl.sources.oneoff import Parsed
 from mdl.sources.resolve import RemoteFile
 from mdl.store.filesystem import stat_file
 from mdl.store.inventory import INSTALLED, judge
@@ -46,12 +46,12 @@ def as_recorded(store: Store, path: str) -> FileRecord | None:
 
 def recorded_repos(
     items: Sequence[Parsed], store: Store, *, include: Sequence[str], exclude: Sequence[str]
-) -> list[Source]:
+) -> list[Parsed]:
     """Offline, every whole repo among ``items`` → the files of it the folder's record holds
     (filtered as the Hub's listing would be); a repo no get saved here is exit 2."""
     record = store.read_record(ONE_OFF)
     entries = [] if record is None else sorted(record.files.values(), key=lambda e: e.path)
-    found: list[Source] = []
+    found: list[Parsed] = []
     for item in items:
         if not isinstance(item, HfUri):
             found.append(item)

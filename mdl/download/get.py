@@ -18,7 +18,7 @@ from mdl.catalog.specs import FileSpec
 from mdl.download._getrecord import ONE_OFF, as_recorded, offline_outcome, recorded_repos
 from mdl.download.session import PullSession
 from mdl.errors import IntegrityError, MdlError, UsageError
-from mdl.paths import HfUri
+from mdl.paths import HfUri, OciRef
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, RunReport, failed, log_outcome
@@ -34,6 +34,7 @@ from mdl.sources.oneoff import (
     Parsed,
     Source,
     check_payloads,
+    list_registry_files,
     list_repos,
     read_sources,
     save_targets,
@@ -88,16 +89,7 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
         return opened[0]
 
     try:
-        items: Sequence[Parsed] = given
-        if any(isinstance(item, HfUri) for item in given):
-            filters = {"include": request.include, "exclude": request.exclude}
-            hub = run().hub
-            # offline: the repo's files this folder's record holds
-            items = (
-                list_repos(given, hub, **filters)
-                if hub is not None
-                else recorded_repos(given, run().store, **filters)
-            )
+        items = _listed(given, run, request)
         report = fetch_sources(
             items,
             settings,
@@ -122,6 +114,23 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
             # another run's stays).
             for sub in ("partial", "locks", "records", ""):
                 rmdir_empty(session.store.dest, session.store.state_dir / sub)
+
+
+def _listed(
+    given: Sequence[Parsed], run: Callable[[], PullSession], request: GetRequest
+) -> Sequence[Parsed]:
+    """The sources with each registry model and whole Hub repo among them as its files (offline:
+    the repo's files this folder's record holds)."""
+    items: Sequence[Parsed] = given
+    if any(isinstance(item, OciRef) for item in items):
+        items = list_registry_files(items, run().registries.registry)
+    if not any(isinstance(item, HfUri) for item in items):
+        return items
+    filters = {"include": request.include, "exclude": request.exclude}
+    hub = run().hub
+    if hub is None:
+        return recorded_repos(items, run().store, **filters)
+    return list_repos(items, hub, **filters)
 
 
 def _refuse_misuse(given: Sequence[Parsed], request: GetRequest, *, expected: str | None) -> None:
@@ -155,7 +164,7 @@ def fetch_sources(
     """What can be checked locally first (names, inline payloads, files in the way); then inline
     writes, downloads (a whole repo's files said to be ``within`` the folder; ``unused``: -H went to
     no URL, said with every file)."""
-    files = [item for item in items if not isinstance(item, HfUri)]
+    files = [item for item in items if not isinstance(item, HfUri | OciRef)]
     _refuse_one_file_flags(files, output=output, sha256=sha256)
     force = settings.force
     targets = save_targets(files, output=output, directory=settings.dest, force=force)
@@ -372,8 +381,16 @@ def _hub_file(session: PullSession, item: UrlFile, name: str, *, sha256: str | N
 def _url_file(
     session: PullSession, item: UrlFile, name: str, *, sha256: str | None, carry: bool
 ) -> RemoteFile:
-    """A direct URL's file, probed unless its size and sha256 are known (or HF_HUB_OFFLINE)."""
+    """A direct URL's file, probed unless its size and sha256 are known (or HF_HUB_OFFLINE); a
+    registry's blob as its manifest lists it."""
     assert item.url is not None
+    if item.listed is not None:
+        if sha256 and sha256 != item.listed.sha256:
+            raise IntegrityError(
+                f"{item.where}: --sha256 {sha256} is not the digest its manifest names,"
+                f" {item.listed.sha256}; nothing was fetched"
+            )
+        return replace(item.listed, path=name)
     remote = RemoteFile(
         "",
         name,

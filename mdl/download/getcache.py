@@ -12,7 +12,7 @@ from pathlib import Path
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import FileSpec, ModelSpec
 from mdl.errors import UsageError
-from mdl.paths import HfUri
+from mdl.paths import HfUri, OciRef
 from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, folder
 from mdl.sources.joboutput import UrlFile
@@ -63,8 +63,9 @@ def _specs(given: Sequence[Parsed], request: GetRequest) -> list[ModelSpec]:
                 replace(one, sha256=request.sha256)
             )
         else:
+            shown = item.given if isinstance(item, OciRef) else item.where
             raise UsageError(
-                f"{item.where}: --layout hf-cache puts Hub files (hf://…) in the Hugging Face"
+                f"{shown}: --layout hf-cache puts Hub files (hf://…) in the Hugging Face"
                 " cache, and this is not one",
                 hint="get it into a folder (-d DIR) in a command of its own",
             )

@@ -72,11 +72,13 @@ def _resolve_one(
     locked = lock.pinned(spec) if lock is not None else None
     if locked is not None:  # pinned commit, files, sizes and sha256: no Hub API call at all
         return from_lock(session.settings, spec, locked, parts=lock.parts if lock else None)
+    offline = session.settings.offline
+    if spec.oci is not None and not offline:  # a registry's model: its manifest, no Hub
+        return session.registries.registry.resolve_model(spec)
     needs_hub = _needs_hub(spec)
     if outage is not None and needs_hub:
         raise _told_for(spec, outage)
     hub = session.hub if needs_hub else None
-    offline = session.settings.offline
     record = session.store.read_record(spec.name)
     if offline and session.layout.cache_root is not None:
         record = adopt_cached(spec, record, session.layout.cache_root)

@@ -56,9 +56,12 @@ from mdl.transfer.resume import discard_partial
 
 if TYPE_CHECKING:
     # each loaded when the run first needs it: a plain URL's get needs none of them
+    import httpx2
+
     from mdl.buckets.protocol import ObjectStore, Writer
     from mdl.download.demand import Demand
     from mdl.sources.hub import Hub
+    from mdl.sources.oci import Registry
     from mdl.transfer.engine import Engine
     from mdl.transfer.job import EngineConfig
     from mdl.transfer.ranges import Releases
@@ -95,6 +98,34 @@ class TransferAhead:
         then never begun on the caller's thread too."""
         for loading in self._loading:
             loading()
+
+
+class Registries:
+    """The run's OCI registries (a login and a token per repository), made when an ``oci://``
+    source is first asked: a run without one loads nothing of mdl.sources.oci."""
+
+    def __init__(self, client: httpx2.Client, settings: Settings, retry: RetryPolicy) -> None:
+        self.client, self.settings, self.retry = client, settings, retry
+        self._lock = threading.Lock()
+        self._made: Registry | None = None
+
+    @property
+    def registry(self) -> Registry:
+        with self._lock:
+            if self._made is None:
+                from mdl.sources.oci import Registry  # (only for an oci:// source)
+
+                environ, secrets = dict(self.settings.environ or {}), self.settings.secrets
+                self._made = Registry(
+                    self.client, environ=environ, secrets=secrets, retry=self.retry
+                )
+            return self._made
+
+    def credentials(self, remote: RemoteFile) -> Credentials | None:
+        """What a registry's file's requests carry (its source is ``oci://…``); None for another."""
+        if not remote.source.startswith("oci://"):
+            return None
+        return self.registry.credentials(remote.source)
 
 
 class PullSession:
@@ -134,6 +165,8 @@ class PullSession:
             transport=self.transport,
             secrets=settings.secrets,
         )
+        # oci:// sources: the run's registries, made when one is first asked
+        self.registries = Registries(self.client, settings, self.retry)
         # Every request of the run passes this hook: the Hub token never leaves for another origin.
         self.guard = TokenGuard.on(self.client, settings.endpoint)
         # ... and this one: every request to the Hub's origin waits while the Hub says so, every
@@ -350,6 +383,8 @@ class PullSession:
         link, a presigned GET), nothing of the user's."""
         if remote.hub:
             return Credentials(hub_origin=origin(self.settings.endpoint), token=self.token)
+        if (registry := self.registries.credentials(remote)) is not None:
+            return registry  # a registry's blob: its token, to the registry only
         if not remote.typed:
             return Credentials()
         headers = dict(remote.headers)

@@ -18,7 +18,7 @@ from mdl.catalog.specs import MAX_MODEL_NAME, ModelSpec, is_model_name
 from mdl.errors import UsageError
 from mdl.lockfile import model
 from mdl.lockfile.model import fingerprint
-from mdl.paths import GIT_OID_HEX, path_clash, path_problem, repo_id_problem
+from mdl.paths import GIT_OID_HEX, oci_source_problem, path_clash, path_problem, repo_id_problem
 from mdl.redact import printable, redact_url
 from mdl.store.layout import hub_source, parse_hub_source
 
@@ -57,8 +57,11 @@ def _pinned_source(value: str) -> str:
             raise ValueError(
                 f"unsafe path in the repo {printable(ref.path, limit=120)!r}: {problem}"
             )
+    elif value.startswith("oci://"):
+        if (problem := oci_source_problem(value)) is not None:
+            raise ValueError(problem)
     elif not value.startswith(("http://", "https://")):
-        raise ValueError("a source is hf://… or an http(s) URL")
+        raise ValueError("a source is hf://…, oci://… or an http(s) URL")
     return value
 
 
@@ -160,9 +163,10 @@ def locked_from_resolved(
         if digest is None or remote.size is None:
             raise UsageError(f"{spec.name}/{remote.path}: size and sha256 must be known to lock it")
         if not remote.hub:
-            files.append(
-                (remote.path, remote.size, digest, redact_url(remote.url), None, None, None)
-            )
+            # a registry's file: its source pins the manifest (a blob URL is no version)
+            oci = remote.source.startswith("oci://")
+            source = remote.source if oci else redact_url(remote.url)
+            files.append((remote.path, remote.size, digest, source, None, None, None))
             continue
         ref = parse_hub_source(remote.source)
         if ref is None or ref.commit is None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mdl.catalog.load import expand_headers
 from mdl.catalog.specs import ModelSpec
+from mdl.paths import parse_oci_source
 from mdl.redact import Secrets, redact_url
 from mdl.store.layout import HubFileRef, parse_hub_source
 
@@ -87,6 +88,8 @@ def fingerprint(spec: ModelSpec) -> str:
     }
     file_keys = ("repo", "path", "url", "revision", "repo_type", "sha256", "size")
     doc["files"] = [{"as": f.save_as, **{k: getattr(f, k) for k in file_keys}} for f in spec.files]
+    if spec.oci is not None:  # (only then: the fingerprints of other entries stay as they were)
+        doc["oci"] = spec.oci
     # its model.sig is one of the model's files (whom it trusts is not: no bytes)
     if spec.signature is not None:
         doc["signature"] = spec.signature.file
@@ -130,6 +133,8 @@ def resolved_from_locked(
             extra["xet"] = (
                 XetRef(f.xet, token_url(ref.repo, ref.repo_type, ref.commit)) if f.xet else None
             )
+        elif (oci := parse_oci_source(f.source)) is not None:  # a blob of the pinned manifest
+            url, extra = oci[0].blob_url(f"sha256:{f.sha256}"), {"source": f.source}
         else:
             entry = catalog_files.get(f.path)
             # the catalog's entry only when it names this URL (a lock given by --lock may pin

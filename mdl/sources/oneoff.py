@@ -17,7 +17,9 @@ from mdl.errors import LocalFSError, MdlError, UnsafePathError, UsageError
 from mdl.paths import (
     RESERVED_WHY,
     HfUri,
+    OciRef,
     parse_hf_uri,
+    parse_oci_ref,
     path_problem,
     reserved_by_mdl,
     safe_file_name,
@@ -45,10 +47,12 @@ from mdl.store.layout import hub_source
 
 if TYPE_CHECKING:
     from mdl.sources.hub import Hub
+    from mdl.sources.oci import Registry
 
 log = logging.getLogger("mdl.get")
 Source = InlineFile | UrlFile
-Parsed = Source | HfUri  # what a SOURCE argument stands for: files, or a whole Hub repo
+# what a SOURCE argument stands for: files, a whole Hub repo, or a model in an OCI registry
+Parsed = Source | HfUri | OciRef
 # longer than any URL a server takes (8-64 KiB): a list line past it is not a source
 MAX_SOURCE_LINE = 64 * 1024
 
@@ -100,6 +104,8 @@ def parse_sources(
             found.append(_url_source(source, named=named, headers=headers))
         elif source.startswith("hf://"):
             found.append(_hub_source(source))
+        elif source.startswith("oci://"):
+            found.append(parse_oci_ref(source))
         elif (store := store_for(source)) is not None:
             stored = store.one_off(source, secrets=secrets)
             name = "" if named else stored.name
@@ -197,6 +203,7 @@ def list_repos(
     found: list[Source] = []
     for item in items:
         if not isinstance(item, HfUri):
+            assert not isinstance(item, OciRef), "a registry's model is listed first"
             found.append(item)
             continue
         revision = item.revision or "main"
@@ -214,6 +221,22 @@ def list_repos(
                 exc.hint = f"--exclude '{file.path}' leaves it out"
                 raise
             found.append(one)
+    return found
+
+
+def list_registry_files(items: Sequence[Parsed], registry: Registry) -> list[Parsed]:
+    """Every ``oci://`` model among ``items`` → its layers' files at one manifest digest (each
+    blob's sha256 and size pinned by the manifest: nothing is probed)."""
+    found: list[Parsed] = []
+    for item in items:
+        if not isinstance(item, OciRef):
+            found.append(item)
+            continue
+        model = registry.resolve(item)
+        found.extend(
+            UrlFile(file.path, file.url, file.size, file.sha256, file.source, listed=file)
+            for file in model.files
+        )
     return found
 
 

@@ -117,6 +117,18 @@ class Credentials:
     extra_origin: tuple[str, str, int] | None = None
     # extra's Authorization is a netrc login (named when a redirect leaves it behind)
     netrc: bool = False
+    # a registry's 401 at extra's origin: True when the request is worth sending once more (a new
+    # token in extra: mdl.sources.ociauth), so a token that expires mid-blob costs one request
+    renew: Callable[[httpx2.Response], bool] | None = field(default=None, compare=False)
+
+    def renewed(self, response: httpx2.Response) -> bool:
+        """Whether a 401 from extra's origin was answered by a renewal (ask the same URL again)."""
+        return (
+            self.renew is not None
+            and response.status_code == 401
+            and origin(str(response.url)) == self.extra_origin
+            and self.renew(response)
+        )
 
     def headers_for(self, url: str) -> dict[str, str]:
         at = origin(url)
@@ -481,6 +493,22 @@ def _silent(exc: httpx2.TimeoutException) -> str:
     return f"did not answer{within}"
 
 
+@dataclass
+class _Renewal:
+    """A hop refused (401) by the origin of credentials that can be renewed is asked once more,
+    with what the renewal gave; a renewal refused again is the answer."""
+
+    credentials: Credentials
+    used: bool = False
+
+    def asks_again(self, response: httpx2.Response) -> bool:
+        if self.used or not self.credentials.renewed(response):
+            return False
+        self.used = True
+        drain(response)
+        return True
+
+
 @contextmanager
 def follow(
     client: httpx2.Client,
@@ -501,6 +529,7 @@ def follow(
     ``saved_as``: the name the body is saved under, when it is a download (a web page is refused for
     a model file's name); ``redirected(target)``: told each target followed, before it is asked."""
     current = url  # each hop's URL registered by the client's Secrets hook as it is sent
+    renewal = _Renewal(credentials)
     for _ in range(MAX_REDIRECTS + 1):
         request_headers = {**(headers or {}), **credentials.headers_for(current)}
         try:
@@ -524,6 +553,8 @@ def follow(
         except httpx2.InvalidURL as exc:
             raise NetworkError(f"{what}: invalid URL {redact_url(current)}: {exc}") from exc
         with closing(response):  # however this hop ends (a redirect followed is drained first)
+            if renewal.asks_again(response):  # a registry's token renewed: this hop again
+                continue
             if response.has_redirect_location:
                 try:
                     location = urljoin(current, response.headers["Location"])

@@ -1,0 +1,164 @@
+"""An OCI registry as a source: an ``oci://`` reference → its manifest digest (a tag resolved, an
+index's model artifact picked) → its layers as remote files, each a blob fetched by the engine
+with its sha256 and size pinned (ranges, resume, stalls, rate limit, records as for any file)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import httpx2
+
+from mdl.catalog.specs import ModelSpec
+from mdl.errors import IntegrityError, NotFoundError, RegistryReplyError
+from mdl.paths import OciRef, check_digest, parse_oci_ref, parse_oci_source
+from mdl.redact import Secrets, redact_url
+from mdl.sources.ociauth import RegistryAuth, find_login
+from mdl.sources.ocimanifest import (
+    ACCEPT,
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    layer_files,
+    manifest_digest,
+    parse_manifest,
+    pick_artifact,
+)
+from mdl.sources.resolve import RemoteFile, ResolvedModel
+from mdl.transfer.http import Credentials, RetryPolicy, body_start, error_for_status, follow
+
+log = logging.getLogger("mdl.oci")
+
+
+@dataclass(frozen=True)
+class OciModel:
+    """A model in a registry at one manifest: the reference with its digest, and its files."""
+
+    ref: OciRef
+    digest: str  # the manifest's: "sha256:<64 hex>"
+    files: tuple[RemoteFile, ...]
+
+
+class Registry:
+    """The registries of one run on its client: one authorization per repository, shared by the
+    manifest's requests and its blobs'."""
+
+    def __init__(
+        self,
+        client: httpx2.Client,
+        *,
+        environ: Mapping[str, str],
+        secrets: Secrets | None,
+        retry: RetryPolicy | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.client, self.environ, self.secrets = client, environ, secrets
+        self.retry = retry or RetryPolicy()
+        self.cancel = cancel
+        self._auths: dict[tuple[str, str], RegistryAuth] = {}
+        self._lock = threading.Lock()
+
+    def credentials(self, source: str) -> Credentials | None:
+        """What the requests for a registry's file carry (its source, ``oci://…@sha256:…/PATH``,
+        names its repository), or None: the source is no registry's."""
+        parsed = parse_oci_source(source)
+        return self.auth(parsed[0]).credentials() if parsed is not None else None
+
+    def auth(self, ref: OciRef) -> RegistryAuth:
+        """The authorization of ``ref``'s repository (its login looked up once)."""
+        key = (ref.base, ref.repository)
+        with self._lock:
+            if key not in self._auths:
+                login = find_login(ref.registry, self.environ)
+                self._auths[key] = RegistryAuth(
+                    f"{ref.scheme}://{ref.registry}",
+                    ref.repository,
+                    client=self.client,
+                    login=login,
+                    secrets=self.secrets,
+                    retry=self.retry,
+                )
+            return self._auths[key]
+
+    def resolve(self, ref: OciRef, *, model: str = "", what: str | None = None) -> OciModel:
+        """``ref``'s files at one manifest digest (a tag resolved now; a digest as pinned)."""
+        what = what or ref.given
+        digest, manifest = self.manifest(ref, what=what)
+        if manifest.is_index:
+            chosen = pick_artifact(manifest, what=f"{what} ({digest})")
+            log.debug("%s: index %s picks %s", what, digest, chosen.digest)
+            digest, manifest = self.manifest(replace(ref, digest=chosen.digest), what=what)
+            if manifest.is_index:
+                raise RegistryReplyError(f"{what}: the index's artifact {digest} is an index too")
+        pinned = replace(ref, digest=digest)
+        files = tuple(
+            RemoteFile(
+                model=model,
+                path=file.path,
+                url=ref.blob_url(f"sha256:{file.sha256}"),
+                size=file.size,
+                sha256=file.sha256,
+                source=pinned.source(file.path),
+            )
+            for file in layer_files(manifest, what=f"{what} ({digest})")
+        )
+        return OciModel(pinned, digest, files)
+
+    def resolve_model(self, spec: ModelSpec) -> ResolvedModel:
+        """A catalog model whose ``oci`` names it: its files at the manifest the tag names now
+        (or the digest pinned)."""
+        assert spec.oci is not None
+        ref = parse_oci_ref(spec.oci, where=f"models.{spec.name}.oci")
+        found = self.resolve(ref, model=spec.name, what=spec.name)
+        if not found.files:
+            raise NotFoundError(f"{spec.name}: {found.ref.given} has no layers that are files")
+        return ResolvedModel(spec.name, ref.tag, None, found.files)
+
+    def manifest(self, ref: OciRef, *, what: str) -> tuple[str, Manifest]:
+        """The manifest (or index) ``ref`` names and its digest: the sha256 of its bytes, held to
+        the digest asked (or the one the registry states for a tag)."""
+        url = f"{ref.base}/manifests/{ref.reference}"
+        auth = self.auth(ref)
+        credentials = auth.credentials()
+        headers = {"Accept": ACCEPT, "Accept-Encoding": "identity"}
+
+        def ask() -> tuple[bytes, str | None, str | None]:
+            with follow(
+                self.client, url, credentials=credentials, headers=headers, what=what
+            ) as response:
+                if response.status_code == 404:
+                    raise NotFoundError(
+                        f"{what}: the registry has no manifest {ref.reference} in"
+                        f" {ref.repository} (HTTP 404 from {redact_url(str(response.url))})"
+                    )
+                if response.status_code == 401:
+                    raise auth.refused(response, what=what)
+                if response.is_error:
+                    raise error_for_status(response, what=what, credentials=credentials)
+                body = bytes(body_start(response, MAX_MANIFEST_BYTES + 1))
+                stated = response.headers.get("Docker-Content-Digest")
+                return body, response.headers.get("Content-Type"), stated
+
+        wait = self.cancel.wait if self.cancel is not None else None
+        raw, content_type, stated = self.retry.run(ask, what=what, wait=wait)
+        digest = manifest_digest(raw)
+        if len(raw) <= MAX_MANIFEST_BYTES:
+            _check_manifest_digest(ref, digest, stated, what=what)
+        return digest, parse_manifest(raw, content_type=content_type, what=f"{what}: its manifest")
+
+
+def _check_manifest_digest(ref: OciRef, digest: str, stated: str | None, *, what: str) -> None:
+    """A manifest asked by digest must hash to it; one asked by tag to the digest the registry
+    states (when it states a sha256 one)."""
+    if ref.digest is not None and digest != ref.digest:
+        raise IntegrityError(
+            f"{what}: the manifest the registry sent for {ref.digest} hashes to {digest}; refused"
+        )
+    if ref.digest is None and stated and stated.startswith("sha256:"):
+        check_digest(stated, what=f"{what}: the registry's Docker-Content-Digest")
+        if stated != digest:
+            raise IntegrityError(
+                f"{what}: the registry states manifest {stated} for tag {ref.tag}, but sent one"
+                f" that hashes to {digest}; refused"
+            )

@@ -1,0 +1,215 @@
+"""A registry's manifests, indexes and references are untrusted input: whatever the bytes, parsing
+ends in files whose paths are paths under the model folder, sizes and sha256 as the descriptors say,
+or a RegistryReplyError (exit 5) naming what is wrong; never another exception."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from profiles import examples
+
+from mdl.errors import ExitCode, RegistryReplyError, UsageError
+from mdl.paths import parse_oci_ref, parse_oci_source, path_problem
+from mdl.sources.ocimanifest import (
+    MAX_MANIFEST_BYTES,
+    MODELPACK_PATH,
+    TITLE,
+    layer_files,
+    parse_manifest,
+    pick_artifact,
+)
+
+FUZZ = settings(
+    max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+HEX = "ab" * 32
+
+
+def layer(path: str, *, key: str = MODELPACK_PATH, **over: Any) -> dict[str, Any]:
+    return {
+        "mediaType": "application/vnd.cncf.model.weight.v1.raw",
+        "digest": f"sha256:{HEX}",
+        "size": 5,
+        "annotations": {key: path},
+        **over,
+    }
+
+
+def manifest(*layers: dict[str, Any], **over: Any) -> bytes:
+    doc = {"schemaVersion": 2, "mediaType": MANIFEST, "layers": list(layers), **over}
+    return json.dumps(doc).encode()
+
+
+def files_of(raw: bytes) -> list[tuple[str, int, str]]:
+    parsed = parse_manifest(raw, content_type=None, what="m")
+    return [(f.path, f.size, f.sha256) for f in layer_files(parsed, what="m")]
+
+
+def test_a_manifest_names_its_files() -> None:
+    raw = manifest(layer("a/b.bin"), layer("c.json", key=TITLE, digest=f"sha256:{'cd' * 32}"))
+    assert files_of(raw) == [("a/b.bin", 5, HEX), ("c.json", 5, "cd" * 32)]
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        (b"\xff", "not JSON"),
+        (b"[]", "not a JSON object"),
+        (manifest(schemaVersion=1), "schemaVersion is not 2"),
+        (manifest(schemaVersion=True), "schemaVersion is not 2"),
+        (manifest(mediaType="text/html"), "no OCI manifest or index"),
+        (manifest(layer("x", size=-1)), "out of range"),
+        (manifest(layer("x", size=True)), "out of range"),
+        (manifest(layer("x", size=1.5)), "out of range"),
+        (manifest(layer("x", digest="sha512:" + "ab" * 64)), "not a sha256 digest"),
+        (manifest(layer("x", digest="sha256:" + "AB" * 32)), "not 64 lowercase hex"),
+        (manifest(layer("x", annotations={MODELPACK_PATH: 1})), "annotations are not strings"),
+        (manifest(layer("../x")), "climbs out"),
+        (manifest(layer("/x")), "absolute"),
+        (manifest(layer("a\\b")), "backslash"),
+        (manifest(layer("x"), layer("x")), "twice"),
+        (manifest(layer("x"), layer("x/y")), "as the folder of"),
+        (manifest({"mediaType": "a", "digest": f"sha256:{HEX}", "size": 1}), "names no file path"),
+        (manifest(layer("w", mediaType="application/vnd.cncf.model.weight.v1.tar")), "tar"),
+        (
+            manifest(
+                layer(
+                    "w", key=TITLE, annotations={TITLE: "w", "io.deis.oras.content.unpack": "true"}
+                )
+            ),
+            "tar",
+        ),
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"schemaVersion": 2, "n": ' + b"9" * 5000 + b"}", "not JSON"),
+        (b" " * (MAX_MANIFEST_BYTES + 1), "larger than 4 MiB"),
+    ],
+)
+def test_a_bad_manifest_is_refused_naming_why(raw: bytes, said: str) -> None:
+    with pytest.raises(RegistryReplyError) as caught:
+        files_of(raw)
+    assert said in caught.value.message
+    assert caught.value.exit_code == ExitCode.NETWORK
+
+
+def test_an_index_never_picks_a_platform_image() -> None:
+    image = {"mediaType": MANIFEST, "digest": f"sha256:{HEX}", "size": 9,
+             "platform": {"os": "linux", "architecture": "amd64"}}  # fmt: skip
+    art = {**image, "digest": f"sha256:{'cd' * 32}", "artifactType": "application/x-model"}
+    del art["platform"]
+    index = "application/vnd.oci.image.index.v1+json"
+
+    def parsed(*entries: dict[str, Any]) -> Any:
+        raw = json.dumps({"schemaVersion": 2, "mediaType": index, "manifests": list(entries)})
+        return parse_manifest(raw.encode(), content_type=None, what="i")
+
+    assert pick_artifact(parsed(image, art), what="i").digest == art["digest"]
+    with pytest.raises(RegistryReplyError, match="names no model artifact"):
+        pick_artifact(parsed(image), what="i")
+    with pytest.raises(RegistryReplyError, match="names 2 model artifacts"):
+        pick_artifact(parsed(art, {**art, "digest": f"sha256:{'ef' * 32}"}), what="i")
+    modelpack = {**art, "digest": f"sha256:{'ef' * 32}",
+                 "artifactType": "application/vnd.cncf.model.manifest.v1+json"}  # fmt: skip
+    assert pick_artifact(parsed(art, modelpack), what="i").digest == modelpack["digest"]
+
+
+def json_values() -> st.SearchStrategy[Any]:
+    leaves = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+    return st.recursive(
+        leaves,
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+        ),
+        max_leaves=20,
+    )
+
+
+def descriptors() -> st.SearchStrategy[Any]:
+    """Descriptors near the valid ones: each field valid, missing or of another shape."""
+    paths = st.sampled_from(["a", "a/b.bin", "../x", "/x", "", ".", "a//b", "x\x00", "é/ß"])
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "mediaType": st.sampled_from(["application/vnd.cncf.model.weight.v1.raw",
+                                          "application/vnd.oci.image.layer.v1.tar+gzip"]) | json_values(),
+            "digest": st.sampled_from([f"sha256:{HEX}", "sha512:ab", "sha256:zz"]) | json_values(),
+            "size": st.integers(min_value=-2, max_value=2**60) | json_values(),
+            "annotations": st.dictionaries(st.sampled_from([MODELPACK_PATH, TITLE, "x"]), paths | json_values(), max_size=3)
+            | json_values(),
+        },
+    )  # fmt: skip
+
+
+@FUZZ
+@given(
+    layers=st.lists(descriptors(), max_size=5),
+    media_type=st.sampled_from([MANIFEST, "application/vnd.oci.image.index.v1+json", "x"]),
+    extra=st.dictionaries(
+        st.sampled_from(["artifactType", "config", "schemaVersion"]), json_values()
+    ),
+)
+def test_any_manifest_is_files_under_the_folder_or_refused(
+    layers: list[Any], media_type: str, extra: dict[str, Any]
+) -> None:
+    raw = manifest(*layers, mediaType=media_type, **{"schemaVersion": 2, **extra})
+    try:
+        found = files_of(raw)
+    except RegistryReplyError as exc:
+        assert exc.message.startswith("m")
+        return
+    for path, size, sha256 in found:
+        assert path_problem(path) is None
+        assert size >= 0 and len(sha256) == 64
+
+
+@FUZZ
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_any_bytes_are_a_manifest_or_refused(raw: bytes) -> None:
+    try:
+        files_of(raw)
+    except RegistryReplyError:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("oci://ghcr.io/org/model:v1", ("ghcr.io", "org/model", "v1", None)),
+        ("oci://127.0.0.1:5000/a/b/c", ("127.0.0.1:5000", "a/b/c", None, None)),
+        (f"oci://r.io/m@sha256:{HEX}", ("r.io", "m", None, f"sha256:{HEX}")),
+        (f"oci://r.io/m:v2@sha256:{HEX}", ("r.io", "m", "v2", f"sha256:{HEX}")),
+        ("oci://[::1]:5000/m:t", ("[::1]:5000", "m", "t", None)),
+    ],
+)
+def test_references(text: str, parts: tuple[str, str, str | None, str | None]) -> None:
+    ref = parse_oci_ref(text)
+    assert (ref.registry, ref.repository, ref.tag, ref.digest) == parts
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["oci://r.io", "oci://r.io/", "oci://r.io/UP", "oci://r.io/m:", "oci://r.io/m@sha256:ab",
+     f"oci://r.io/m@sha512:{'ab' * 64}", "oci://r.io/../m", "oci://user:pw@r.io/m", "oci://r.io/m:v1 "],
+)  # fmt: skip
+def test_not_references(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_oci_ref(text)
+
+
+def test_scheme_is_http_only_on_this_machine() -> None:
+    assert parse_oci_ref("oci://localhost:5000/m").scheme == "http"
+    assert parse_oci_ref("oci://127.0.0.1/m").scheme == "http"
+    assert parse_oci_ref("oci://[::1]:5000/m").scheme == "http"
+    assert parse_oci_ref("oci://registry.local:5000/m").scheme == "https"
+    assert parse_oci_ref("oci://127.0.0.1.nip.io/m").scheme == "https"
+
+
+def test_a_pinned_source_round_trips() -> None:
+    ref = parse_oci_ref(f"oci://r.io:5000/a/b@sha256:{HEX}")
+    parsed = parse_oci_source(ref.source("w/x.bin"))
+    assert parsed is not None and parsed[0].given == ref.given and parsed[1] == "w/x.bin"
+    assert parse_oci_source("oci://r.io/a:v1/x") is None
