@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mdl.catalog.load import expand_headers
-from mdl.catalog.specs import ModelSpec
+from mdl.catalog.specs import FileSpec, ModelSpec
 from mdl.paths import parse_oci_source
 from mdl.redact import Secrets, redact_url
 from mdl.store.layout import HubFileRef, parse_hub_source
@@ -136,18 +136,7 @@ def resolved_from_locked(
         elif (oci := parse_oci_source(f.source)) is not None:  # a blob of the pinned manifest
             url, extra = oci[0].blob_url(f"sha256:{f.sha256}"), {"source": f.source}
         else:
-            entry = catalog_files.get(f.path)
-            # the catalog's entry only when it names this URL (a lock given by --lock may pin
-            # another version's, at the same path)
-            if entry is None or not entry.url or redact_url(entry.url) != f.source:
-                entry = None
-            url = entry.url if entry is not None and entry.url else f.source
-            secrets.add_url(url)  # a lock written by hand may hold a signed URL
-            extra = {
-                "source": redact_url(url),
-                "headers": expand_headers(entry, environ) if entry is not None else (),
-            }
-            extra["typed"] = True  # the catalog's URL, or the lock's as written from it
+            url, extra = _direct(f, catalog_files.get(f.path), environ=environ, secrets=secrets)
         extra["trust"] = trust_for(parts, f.sha256, f.size) if parts else None
         files.append(
             RemoteFile(
@@ -155,3 +144,20 @@ def resolved_from_locked(
             )
         )
     return ResolvedModel(locked.name, locked.revision, locked.commit, tuple(files))
+
+
+def _direct(
+    f: LockedFile, entry: FileSpec | None, *, environ: Mapping[str, str], secrets: Secrets
+) -> tuple[str, dict[str, Any]]:
+    """A locked direct URL: the catalog's entry only when it names this URL (a lock given by
+    --lock may pin another version's, at the same path), else the lock's as written."""
+    if entry is None or not entry.url or redact_url(entry.url) != f.source:
+        entry = None
+    url = entry.url if entry is not None and entry.url else f.source
+    secrets.add_url(url)  # a lock written by hand may hold a signed URL
+    extra: dict[str, Any] = {
+        "source": redact_url(url),
+        "headers": expand_headers(entry, environ) if entry is not None else (),
+        "typed": True,  # the catalog's URL, or the lock's as written from it
+    }
+    return url, extra
