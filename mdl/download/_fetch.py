@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mdl.background import Background
+from mdl.download._nowhere import not_found_anywhere
 from mdl.download._outcomes import done_outcome
 from mdl.download._plan import Action, PlannedFile, identity_of, look, offline_error, recorded
 from mdl.download._workers import Crew
@@ -24,6 +25,7 @@ from mdl.errors import (
     InterruptedByUserError,
     LocalFSError,
     MdlError,
+    NotFoundError,
     error_for_exit_code,
     worst_exit_code,
 )
@@ -666,6 +668,12 @@ def fetch_from_sources(
             result = fill_or_fetch(sources)
         else:
             result = sources.mirrors() or sources.origin()
+    except NotFoundError as exc:
+        found = not_found_anywhere(sources, exc)
+        found.fetched = exc.fetched + sum(sources.refused)
+        if found is exc:
+            raise
+        raise found from None
     except MdlError as exc:
         exc.fetched += sum(sources.refused)
         raise

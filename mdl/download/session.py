@@ -522,6 +522,7 @@ class FileSources:
     job: TransferJob
     remote: RemoteFile
     refused: list[int] = field(default_factory=list)
+    missed: list[tuple[str, MdlError]] = field(default_factory=list)  # a failed mirror: url, why
     landing: Landing | None = None  # who hears the origin's fetch land (a fill's publisher)
     swarm: PartSource | None = None  # the fleet's swarm the origin's fetch takes part in
     fresh: bool = False  # nothing of the file on disk: a small one may take one GET (Engine.fetch)
@@ -625,6 +626,7 @@ class FileSources:
             raise
         except MdlError as exc:
             self.refused.append(exc.fetched)
+            self.missed.append((url, exc))
             if session.cancel.is_set():
                 raise InterruptedByUserError(INTERRUPTED) from exc
             # The next source resumes on the bytes kept only when its hash will check them (with
