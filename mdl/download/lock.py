@@ -16,6 +16,7 @@ from typing import Any
 from mdl.catalog.load import lock_beside
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import Catalog, ModelSpec
+from mdl.download._lockpublished import checked_published
 from mdl.download._locksigned import checked_signatures, hashed_once, lock_signature
 from mdl.download._plan import recorded, same_content
 from mdl.download.resolve import resolve
@@ -352,6 +353,7 @@ def _checked(
     if scope.everything and old is not None:
         stale |= {name for name in old.models if name not in scope.in_catalog}
     failures = checked_signatures(settings, scope.specs, old or Lock(), progress)
+    failures += checked_published(settings, scope.specs, old or Lock())
     return LockReport(
         path,
         False,
