@@ -344,11 +344,6 @@ class SignatureTable(Table):
         )
 
 
-SIGNATURE_URL_NEEDED = (
-    "a model whose files are not all in one Hub repo (and revision) needs the signature's URL"
-)
-
-
 class ModelEntry(Table):
     """One ``[models.NAME]`` table: a whole-repo snapshot (``repo``) or explicit ``files``."""
 
@@ -376,8 +371,6 @@ class ModelEntry(Table):
     @model_validator(mode="after")
     def _one_source(self) -> Self:
         given = self.model_fields_set
-        if self.signature is not None and self.needs_signature_url(self.signature):
-            raise problem(SIGNATURE_URL_NEEDED, "signature", "file")
         if "repo" in given and "files" in given:
             raise problem(
                 "has both 'repo' and 'files'; use 'repo' for a whole repo or 'files' for a list"
@@ -582,10 +575,9 @@ def _model_spec(
         for key, v in entry
         if key not in ("files", "signature")
     }
+    # a model of files not all in one Hub repo (direct URLs) whose signer names no signature URL
+    # keeps its signature in the team's bucket (mdl.sources.resolve.kept_in_bucket)
     signed = entry.signature or signer
-    if entry.signature is None and signed is not None and entry.needs_signature_url(signed):
-        needed = f"{SIGNATURE_URL_NEEDED}: give it its own [models.{name}.signature]"
-        found.append((("models", name), needed))
     trust = None
     if signed is not None:
         trust = signed.to_trust(path.parent if path is not None else Path.cwd())

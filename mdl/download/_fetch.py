@@ -20,6 +20,7 @@ from mdl.download._outcomes import done_outcome
 from mdl.download._plan import Action, PlannedFile, identity_of, look, offline_error, recorded
 from mdl.download._workers import Crew
 from mdl.download.session import FileSources, PullSession, label_of
+from mdl.paths import is_http_url
 from mdl.errors import (
     INTERRUPTED,
     InterruptedByUserError,
@@ -661,7 +662,9 @@ def fetch_from_sources(
     they crossed the network."""
     sources = FileSources(session, job, remote, fresh=fresh)
     try:
-        if session.settings.fill_mirror:
+        if not is_http_url(remote.url):  # kept in the team's bucket only (kept_in_bucket)
+            result = sources.mirrors() or _unplaced(job.label)
+        elif session.settings.fill_mirror:
             # (the fleet's mirror filling, and the leases under it, load only for --fill-mirror)
             from mdl.download._fill import fill_or_fetch
 
@@ -678,6 +681,16 @@ def fetch_from_sources(
         exc.fetched += sum(sources.refused)
         raise
     return replace(result, fetched=result.fetched + sum(sources.refused))
+
+
+def _unplaced(label: str) -> TransferResult:
+    """A file with no place but the team's bucket that no mirror gave: not found (an outage when
+    a mirror could not be read: ``not_found_anywhere``)."""
+    raise NotFoundError(
+        f"{label}: kept in the team's bucket only (publish --sign), and no mirror of the catalog"
+        " has it",
+        hint="publish the version with --sign, then lock it (docs/releases.md)",
+    )
 
 
 def _from_staged(

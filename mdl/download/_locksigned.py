@@ -28,7 +28,8 @@ from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
 from mdl.signing.library import MAX_SIGNATURE_BYTES, require_library, verify_signature
 from mdl.signing.statement import Trust
-from mdl.sources.resolve import RemoteFile
+from mdl.paths import is_http_url
+from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.confined import unlink
 from mdl.store.layout import signed_name
 from mdl.store.verify import read_signature
@@ -161,7 +162,16 @@ def _pointed(
             got = signature_bytes(session, wanted, mirrors_only=True)
             if got is not None:
                 log.info("%s: the signature version %s's manifest names", label_of(sig), vid[:12])
-                yield got
+                yield _placed(got[0], template), got[1]
+
+
+def _placed(remote: RemoteFile, template: str) -> RemoteFile:
+    """The signature found on the mirror ``template``; one with no place at its source (a model of
+    direct URLs: ``kept_in_bucket``) is pinned at that mirror's object, where it lives."""
+    if is_http_url(remote.url):
+        return remote
+    ((_, uri),) = mirror_targets([template], remote)
+    return replace(remote, url=uri, source=redact_url(uri))
 
 
 def _manifest_signature(

@@ -57,8 +57,9 @@ def _pinned_source(value: str) -> str:
             raise ValueError(
                 f"unsafe path in the repo {printable(ref.path, limit=120)!r}: {problem}"
             )
-    elif not value.startswith(("http://", "https://")):
-        raise ValueError("a source is hf://… or an http(s) URL")
+    elif not value.startswith(("http://", "https://", "s3://", "file:///")):
+        # (s3://, file:///: a signature kept in the team's bucket, the object a lock found it at)
+        raise ValueError("a source is hf://…, an http(s) URL, or a bucket's s3:// or file:/// URI")
     return value
 
 
