@@ -20,7 +20,6 @@ from mdl.download._outcomes import done_outcome
 from mdl.download._plan import Action, PlannedFile, identity_of, look, offline_error, recorded
 from mdl.download._workers import Crew
 from mdl.download.session import FileSources, PullSession, label_of
-from mdl.paths import is_http_url
 from mdl.errors import (
     INTERRUPTED,
     InterruptedByUserError,
@@ -30,6 +29,7 @@ from mdl.errors import (
     error_for_exit_code,
     worst_exit_code,
 )
+from mdl.paths import is_http_url
 from mdl.report import WARNING_CAUSE, FileOutcome, failed, log_outcome
 from mdl.sources.resolve import RemoteFile
 from mdl.store.confined import open_file, rename, reused

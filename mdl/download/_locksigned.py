@@ -23,12 +23,12 @@ from mdl.download.resolve import from_lock
 from mdl.download.session import FileSources, PullSession, label_of
 from mdl.errors import IntegrityError, InterruptedByUserError, MdlError, NotFoundError
 from mdl.lockfile.model import Lock, LockedModel
+from mdl.paths import is_http_url
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
 from mdl.signing.library import MAX_SIGNATURE_BYTES, require_library, verify_signature
 from mdl.signing.statement import Trust
-from mdl.paths import is_http_url
 from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.confined import unlink
 from mdl.store.layout import signed_name
