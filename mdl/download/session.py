@@ -373,6 +373,7 @@ class PullSession:
             etag=found.validator,
             located=found.url if found.ranged else None,
             opening=found.opening,
+            sha256=found.sha256,
         )
 
     def probed(self, remote: RemoteFile, *, carry: bool = False) -> Probed:

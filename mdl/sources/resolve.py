@@ -466,12 +466,16 @@ def with_probe(
     etag: str | None,
     located: str | None = None,
     opening: Opening | None = None,
+    sha256: str | None = None,
 ) -> RemoteFile:
     """The file with what a probe learned (size, validator, where it answered a range, its unread
-    answer).
-    """
+    answer, the sha256 the server says it has: what a file of the same bytes at another URL, a
+    week's new folder, is known by; the download is held to it)."""
+    served = remote.sha256 or sha256
     if remote.size is not None:
-        return replace(remote, etag=remote.etag or etag, located=located, opening=opening)
+        return replace(
+            remote, etag=remote.etag or etag, located=located, opening=opening, sha256=served
+        )
     return replace(
         remote,
         size=size,
@@ -479,6 +483,7 @@ def with_probe(
         size_pinned=False,
         located=located,
         opening=opening,
+        sha256=served,
     )
 
 
