@@ -121,10 +121,7 @@ def served_sha256(headers: httpx2.Headers) -> str | None:
     from base64 import b64decode
 
     found: set[str] = set()
-    for name, pattern in (
-        ("repr-digest", _REPR_SHA256),
-        ("digest", _DIGEST_SHA256),
-    ):
+    for name, pattern in (("repr-digest", _REPR_SHA256), ("digest", _DIGEST_SHA256)):
         for value in headers.get_list(name):
             found.update(m.group(1) for m in pattern.finditer(value))
     checksum = headers.get("x-amz-checksum-sha256")
