@@ -89,6 +89,21 @@ def test_the_bucket_down_is_an_outage_not_a_trust_failure(released: Released, s3
     assert again.exit_code == 0, again.stderr
 
 
+def test_the_bucket_down_while_locking_is_an_outage_not_a_version_without_signature(
+    released: Released, s3: S3
+) -> None:
+    """``lock`` finds a version's signature through the bucket's manifest: the bucket down is
+    exit 5 (retry), not "this version has none" (exit 6); the lock is left as it was."""
+    before = (released.root / "catalog.lock").read_bytes()
+    released.hub.commit("team/llm", {"config.json": b'{"v": 2}\n'}, title="v2")
+    s3.cutter.slowdown = 10**9
+    locked = released.mdl("lock", "--upgrade", "llm")
+    assert locked.exit_code == ExitCode.NETWORK, locked.stderr
+    assert "has none" not in locked.stderr
+    _no_disabling_hint(locked.stderr)
+    assert (released.root / "catalog.lock").read_bytes() == before
+
+
 def test_a_tampered_signature_in_the_bucket_is_named_as_bad(released: Released, s3: S3) -> None:
     key = _signature_key(released)
     s3.put("team-models", key, b'{"mediaType": "forged"}\n')
