@@ -662,7 +662,8 @@ def fetch_from_sources(
     they crossed the network."""
     sources = FileSources(session, job, remote, fresh=fresh)
     try:
-        if not is_http_url(remote.url):  # kept in the team's bucket only (kept_in_bucket)
+        if not remote.url or (remote.signature and not is_http_url(remote.url)):
+            # a signature kept in the team's bucket only (kept_in_bucket): its mirrors are all
             result = sources.mirrors() or _unplaced(job.label)
         elif session.settings.fill_mirror:
             # (the fleet's mirror filling, and the leases under it, load only for --fill-mirror)
