@@ -1,9 +1,10 @@
 """``lock --check`` of the release flow's order (docs/releases.md): a lock pins a version nodes
-pull from the team's bucket, so on every store mirror of the published layout the catalog names,
-the manifest of the very version it pins must be there (``publish`` writes it after every file
-and the signature it names). A lock upgraded before its version was published (a plain ``pull``
-that followed the old lock, then ``publish`` of that old version) fails here by name, signed or
-not; a store that cannot be read fails as the outage it is, never as a missing version."""
+pull from the team's bucket, so on every store mirror of the published layout the catalog names
+that holds versions of the model, the manifest of the very version it pins must be there
+(``publish`` writes it after every file and the signature it names). A lock upgraded before its
+version was published (a plain ``pull`` that followed the old lock, then ``publish`` of that old
+version) fails here by name, signed or not; a store that cannot be read fails as the outage it
+is, never as a missing version."""
 
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ def checked_published(
 def _published(
     settings: Settings, spec: ModelSpec, locked: LockedModel, template: str, prefix: str
 ) -> None:
-    """NotFoundError (exit 4) when ``prefix`` holds no manifest of the version ``locked`` pins;
-    the store's own error when it cannot be read."""
+    """NotFoundError (exit 4) when ``prefix`` holds versions of the model but no manifest of the
+    one ``locked`` pins; the store's own error when it cannot be read."""
     signature = spec.signature.installed_as if spec.signature is not None else SIGNATURE_FILE
     rows = [(f.path, f.size or 0, f.sha256 or "") for f in locked.files]
     ids = versions.version_ids(rows, signature=signature)
@@ -71,6 +72,12 @@ def _published(
         if found is not None and found.model == spec.name and found.id == vid:
             log.info("%s: the version the lock pins is published (%s)", spec.name, redact_url(uri))
             return
+    folder = versions.manifest_uri(prefix, spec.name, ids[0]).rsplit("/", 1)[0] + "/"
+    if next(iter(writer.listing(folder, most=1)), None) is None:
+        # no version of it published there at all: the bucket is filled otherwise (--fill-mirror,
+        # or by hand), not by this flow; nothing to hold the lock to
+        log.info("%s: no version of it is published to %s", spec.name, redact_url(prefix))
+        return
     shown = redact_url(prefix)
     commit = f" (commit {locked.commit[:12]})" if locked.commit else ""
     name = shlex.quote(spec.name)
