@@ -66,9 +66,10 @@ def publish(
     settings, models, lock = catalog_models(
         catalog, environ, names, flags, all_models=all, secrets=secrets
     )
-    # a signature vouches for the bytes installed here as their pull verified them (the records);
-    # the lock names the version deployed, the one before the release being signed
-    by_records = sign is not None and settings.lock_mode == "auto"
+    # what is published is what is installed here as its pull verified it (the records), signed
+    # or not: on the release machine the lock names the version deployed, the one before the
+    # release being published (docs/releases.md: pull --unsigned, publish, then lock --upgrade)
+    by_records = settings.lock_mode == "auto"
     pins, warnings, pinned = LockUse(settings, lock=lock).view([] if by_records else models)
     report = publish_models(
         models,

@@ -247,7 +247,8 @@ def _verified_statement(
     """What the archive's model.sig (``entry``, None when there is none) signs, verified."""
     if entry is None:
         raise IntegrityError(
-            f"the archive has no {shown(name)}: it is not signed", hint="unpack without --signed-by"
+            f"the archive has no {shown(name)}: it is not signed",
+            hint="ask for the archive its signer packed (mdl pack --sign KEY.pem)",
         )
     if entry.file_size > MAX_SIGNATURE_BYTES:
         raise IntegrityError(

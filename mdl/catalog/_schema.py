@@ -351,11 +351,6 @@ class SignatureTable(Table):
         )
 
 
-SIGNATURE_URL_NEEDED = (
-    "a model whose files are not all in one Hub repo (and revision) needs the signature's URL"
-)
-
-
 OCI_UNSIGNED = (
     "[settings] signature asks every model for a signature, and mdl does not yet read one from"
     " an OCI registry: this model cannot be checked"
@@ -393,8 +388,6 @@ class ModelEntry(Table):
         given = self.model_fields_set
         if "oci" in given:
             return self._oci_alone(given)
-        if self.signature is not None and self.needs_signature_url(self.signature):
-            raise problem(SIGNATURE_URL_NEEDED, "signature", "file")
         if "repo" in given and "files" in given:
             raise problem(
                 "has both 'repo' and 'files'; use 'repo' for a whole repo or 'files' for a list"
@@ -611,10 +604,9 @@ def _model_spec(
         for key, v in entry
         if key not in ("files", "signature")
     }
+    # a model of files not all in one Hub repo (direct URLs) whose signer names no signature URL
+    # keeps its signature in the team's bucket (mdl.sources.resolve.kept_in_bucket)
     signed = entry.signature or _signer_for(name, entry, signer, found)
-    if entry.signature is None and signed is not None and entry.needs_signature_url(signed):
-        needed = f"{SIGNATURE_URL_NEEDED}: give it its own [models.{name}.signature]"
-        found.append((("models", name), needed))
     trust = None
     if signed is not None:
         trust = signed.to_trust(path.parent if path is not None else Path.cwd())

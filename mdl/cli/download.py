@@ -41,9 +41,10 @@ def pull_cmd(
         bool,
         typer.Option(
             "--unsigned",
-            help="A signed model's new version, which no signature covers yet: fetch what upstream"
-            " has now (no lock pins it yet) to sign it with publish --sign; its files are held to"
-            " their hashes, the model stays partial.",
+            help="The release machine's new version, which no lock pins and no signature covers"
+            " yet: fetch what upstream has now (not what catalog.lock pins) to publish it (and"
+            " sign it: publish --sign); its files are held to their hashes, a signed model stays"
+            " partial.",
         ),
     ] = False,
     dry_run: DryRunOpt = False,

@@ -37,8 +37,9 @@ def lock_cmd(
         typer.Option(
             "--check",
             help=(
-                "Change nothing: exit 2 if the lock is missing or stale, 6 if a pinned signature"
-                " does not cover what it pins (for CI)."
+                "Change nothing: exit 2 if the lock is missing or stale, 4 if a version it pins"
+                " is not published to the catalog's bucket, 6 if a pinned signature does not"
+                " cover what it pins (for CI)."
             ),
         ),
     ] = False,
@@ -72,8 +73,9 @@ def lock_cmd(
 
 
 def say_check(run: Run, report: "LockReport") -> None:
-    """--check says one line: missing or stale (exit 2), or fresh; and a line per signed model
-    whose pinned signature does not verify or cover its files (exit 6)."""
+    """--check says one line: missing or stale (exit 2), or fresh; and a line per model whose
+    version is not published to the catalog's bucket (exit 4), or whose pinned signature does not
+    verify or cover its files (exit 6)."""
     for failure in report.failures:
         run.console.error(failure.error or f"{failure.label}: failed", hint=failure.hint)
     if report.missing:

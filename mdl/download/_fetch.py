@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mdl.background import Background
+from mdl.download._nowhere import not_found_anywhere
 from mdl.download._outcomes import done_outcome
 from mdl.download._plan import Action, PlannedFile, identity_of, look, offline_error, recorded
 from mdl.download._workers import Crew
@@ -24,9 +25,11 @@ from mdl.errors import (
     InterruptedByUserError,
     LocalFSError,
     MdlError,
+    NotFoundError,
     error_for_exit_code,
     worst_exit_code,
 )
+from mdl.paths import is_http_url
 from mdl.report import WARNING_CAUSE, FileOutcome, failed, log_outcome
 from mdl.sources.resolve import RemoteFile
 from mdl.store.confined import open_file, rename, reused
@@ -659,17 +662,36 @@ def fetch_from_sources(
     they crossed the network."""
     sources = FileSources(session, job, remote, fresh=fresh)
     try:
-        if session.settings.fill_mirror:
+        if not remote.url or (remote.signature and not is_http_url(remote.url)):
+            # a signature kept in the team's bucket only (kept_in_bucket): its mirrors are all
+            result = sources.mirrors() or _unplaced(job.label)
+        elif session.settings.fill_mirror:
             # (the fleet's mirror filling, and the leases under it, load only for --fill-mirror)
             from mdl.download._fill import fill_or_fetch
 
             result = fill_or_fetch(sources)
         else:
             result = sources.mirrors() or sources.origin()
+    except NotFoundError as exc:
+        found = not_found_anywhere(sources, exc)
+        found.fetched = exc.fetched + sum(sources.refused)
+        if found is exc:
+            raise
+        raise found from None
     except MdlError as exc:
         exc.fetched += sum(sources.refused)
         raise
     return replace(result, fetched=result.fetched + sum(sources.refused))
+
+
+def _unplaced(label: str) -> TransferResult:
+    """A file with no place but the team's bucket that no mirror gave: not found (an outage when
+    a mirror could not be read: ``not_found_anywhere``)."""
+    raise NotFoundError(
+        f"{label}: kept in the team's bucket only (publish --sign), and no mirror of the catalog"
+        " has it",
+        hint="publish the version with --sign, then lock it (docs/releases.md)",
+    )
 
 
 def _from_staged(

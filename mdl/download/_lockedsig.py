@@ -17,7 +17,7 @@ from mdl.catalog.specs import ModelSpec
 from mdl.download._locksigned import _manifest_signature
 from mdl.download.resolve import from_lock
 from mdl.download.session import PullSession
-from mdl.errors import IntegrityError
+from mdl.errors import IntegrityError, NetworkError
 from mdl.lockfile.model import LockedFile, LockedModel
 from mdl.lockfile.policy import LockUse
 from mdl.report import FileOutcome, failed
@@ -68,8 +68,15 @@ def with_version_signature(
     trust = spec.signature
     if trust is None or any(f.path == trust.installed_as for f in locked.files):
         return locked
-    named = _manifest_named(session, spec.name, locked, trust.installed_as)
+    unread: list[str] = []  # manifests a mirror could not be asked for (an outage, not "none")
+    named = _manifest_named(session, spec.name, locked, trust.installed_as, unread)
     source = _source(locked, trust)
+    if named is None and unread:
+        raise NetworkError(
+            f"{spec.name}: {lock} pins no {trust.installed_as} and the manifest of this version"
+            f" could not be read ({unread[0]})",
+            hint="retry once the mirror answers: the signature may be there",
+        )
     if named is None or source is None:
         raise IntegrityError(
             f"{spec.name}: {lock} pins no {trust.installed_as} (it was locked before the catalog"
@@ -93,7 +100,7 @@ def with_version_signature(
 
 
 def _manifest_named(
-    session: PullSession, model: str, locked: LockedModel, path: str
+    session: PullSession, model: str, locked: LockedModel, path: str, unread: list[str]
 ) -> versions.ManifestFile | None:
     """The signature the first manifest of this version (by its files' ids) on the store mirrors
     of the published layout names (a pointer only: what it names is fetched by its sha256 and
@@ -105,7 +112,7 @@ def _manifest_named(
         if prefix is None or template in session.dead_mirrors:
             continue
         for vid in ids:
-            named = _manifest_signature(session, template, prefix, model, vid)
+            named = _manifest_signature(session, template, prefix, model, vid, unread)
             if named is not None:
                 return named
     return None

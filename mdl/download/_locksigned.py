@@ -22,14 +22,15 @@ from mdl.download._fetch import fetch_from_sources, file_lock, transfer_job
 from mdl.download._sighere import fetching_said, signature_here
 from mdl.download.resolve import from_lock
 from mdl.download.session import FileSources, PullSession, label_of
-from mdl.errors import IntegrityError, InterruptedByUserError, MdlError, NotFoundError
+from mdl.errors import IntegrityError, InterruptedByUserError, MdlError, NetworkError, NotFoundError
 from mdl.lockfile.model import Lock, LockedModel
+from mdl.paths import is_http_url
 from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
 from mdl.signing.library import MAX_SIGNATURE_BYTES, require_library, verify_signature
 from mdl.signing.statement import Trust
-from mdl.sources.resolve import RemoteFile
+from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.confined import unlink
 from mdl.store.layout import signed_name
 from mdl.store.verify import read_signature
@@ -118,7 +119,8 @@ def lock_signature(
     assert trust is not None
     refused: IntegrityError | None = None
     settings = session.settings
-    for remote, data in _pointed(session, files, sig) if sig.sha256 is None else ():
+    unread: list[str] = []  # manifests a mirror could not be asked for (an outage, not "none")
+    for remote, data in _pointed(session, files, sig, unread) if sig.sha256 is None else ():
         try:
             held_to_signature(spec, trust, data, files, signature=sig.path, settings=settings)
             return remote
@@ -131,6 +133,12 @@ def lock_signature(
     except NotFoundError as exc:
         if refused is not None:
             raise refused from None
+        if unread:
+            raise NetworkError(
+                f"{label_of(sig)}: its source has no signature and the manifest of this version"
+                f" could not be read ({unread[0]})",
+                hint="retry once the mirror answers: the signature may be there",
+            ) from None
         raise IntegrityError(
             f"{label_of(sig)}: the catalog asks for a signature and this version has none"
             f" ({exc.message})",
@@ -143,7 +151,7 @@ def lock_signature(
 
 
 def _pointed(
-    session: PullSession, files: Sequence[RemoteFile], sig: RemoteFile
+    session: PullSession, files: Sequence[RemoteFile], sig: RemoteFile, unread: list[str]
 ) -> Iterator[tuple[RemoteFile, bytes]]:
     """The signatures the manifests of this version (its files' ``version_id``) name on the store
     mirrors of the published layout, in order, each fetched from the mirrors by its sha256 (the
@@ -155,18 +163,27 @@ def _pointed(
         if prefix is None or template in session.dead_mirrors:
             continue
         for vid in ids:
-            pointer = _manifest_signature(session, template, prefix, sig.model, vid)
+            pointer = _manifest_signature(session, template, prefix, sig.model, vid, unread)
             if pointer is None:
                 continue
             wanted = replace(sig, size=pointer.size, sha256=pointer.sha256, git_oid=None, xet=None)
             got = signature_bytes(session, wanted, mirrors_only=True)
             if got is not None:
                 log.info("%s: the signature version %s's manifest names", label_of(sig), vid[:12])
-                yield got
+                yield _placed(got[0], template), got[1]
+
+
+def _placed(remote: RemoteFile, template: str) -> RemoteFile:
+    """The signature found on the mirror ``template``; one with no place at its source (a model of
+    direct URLs: ``kept_in_bucket``) is pinned at that mirror's object, where it lives."""
+    if is_http_url(remote.url):
+        return remote
+    ((_, uri),) = mirror_targets([template], remote)
+    return replace(remote, url=uri, source=redact_url(uri))
 
 
 def _manifest_signature(
-    session: PullSession, template: str, prefix: str, model: str, vid: str
+    session: PullSession, template: str, prefix: str, model: str, vid: str, unread: list[str]
 ) -> versions.ManifestFile | None:
     """The signature the manifest of version ``vid`` under ``prefix`` names, or None (no
     manifest, none named, or bytes that are not one mdl writes: said in the log)."""
@@ -185,6 +202,7 @@ def _manifest_signature(
         raise
     except MdlError as exc:
         log.info("%s: not read: %s", shown, exc.message)
+        unread.append(f"{shown}: {exc.message}")
         return None
     if read is None:
         return None

@@ -148,7 +148,12 @@ def _signed(
     found: Signatures,
 ) -> None:
     sig = next((f for f in model.files if f.path == trust.installed_as), None)
-    assert sig is not None, "the resolver adds the signature file to a signed model"
+    if sig is None:  # a lock that pins none (made before the catalog named a signer)
+        raise IntegrityError(
+            f"{model.name}: the catalog asks for a signature and the lock pins no"
+            f" {trust.installed_as}: nothing of it is installed unsigned",
+            hint=f"lock the version with its signature: mdl lock --upgrade {model.name}",
+        )
     what = label_of(sig)
     retries = RetryLog()
     # a key's signature is verified without model_signing (mdl.signing.keyed): nothing to load
@@ -225,7 +230,7 @@ def _fetch_signature(
             hint=(
                 f"the model is not installed unsigned; to sign this version, fetch it with `mdl"
                 f" pull {sig.model} --unsigned`, then `mdl publish {sig.model} --to PREFIX --sign"
-                " KEY.pem`; or remove [signature] from its catalog entry to take it as is"
+                " KEY.pem`, then `mdl lock --upgrade` (docs/releases.md)"
             ),
         ) from None
     except MdlError:

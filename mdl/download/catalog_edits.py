@@ -25,7 +25,7 @@ from mdl.redact import Secrets, redact_url
 from mdl.setting import Overrides, StrPath
 from mdl.signing.statement import key_id
 from mdl.sources.hubpages import read_hub_pages
-from mdl.sources.resolve import resolve_file, resolve_model, signature_spec
+from mdl.sources.resolve import kept_in_bucket, resolve_file, resolve_model, signature_spec
 
 
 def add_model(
@@ -224,7 +224,7 @@ def _no_signature_upstream(
     is there, or it could not be asked (the pull will say). Said as a warning: a publisher may sign
     later, a mirror may have one."""
     trust = spec.signature
-    if trust is None:
+    if trust is None or kept_in_bucket(spec, trust):  # (in the team's bucket: found by lock)
         return None
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
         try:

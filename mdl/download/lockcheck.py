@@ -136,7 +136,8 @@ def _checked(
 ) -> LockReport:
     """Nothing written: which selected models the lock does not pin as the catalog says now
     (asking nothing), and of those it does, the signed ones whose pinned signature does not verify
-    or cover the files it pins (fetched by its sha256: CI catches a lock a pull would refuse)."""
+    or cover the files it pins (fetched by its sha256: CI catches a lock a pull would refuse), and
+    those not published to the catalog's bucket."""
     stale = {s.name for s in scope.specs if old is None or old.fresh(s) is None}
     if scope.everything and old is not None:
         stale |= {name for name in old.models if name not in scope.in_catalog}
@@ -146,6 +147,11 @@ def _checked(
         from mdl.download._locksigned import checked_signatures
 
         failures = checked_signatures(settings, scope.specs, old, progress)
+    if old is not None and settings.mirrors:
+        # (the release flow's order: the version it pins is published to the team's bucket)
+        from mdl.download._lockpublished import checked_published
+
+        failures += checked_published(settings, scope.specs, old)
     return LockReport(
         path,
         False,

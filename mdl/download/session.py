@@ -408,6 +408,7 @@ class PullSession:
             etag=found.validator,
             located=found.url if found.ranged else None,
             opening=found.opening,
+            sha256=found.sha256,
         )
 
     def probed(self, remote: RemoteFile, *, carry: bool = False) -> Probed:
@@ -557,6 +558,7 @@ class FileSources:
     job: TransferJob
     remote: RemoteFile
     refused: list[int] = field(default_factory=list)
+    missed: list[tuple[str, MdlError]] = field(default_factory=list)  # a failed mirror: url, why
     landing: Landing | None = None  # who hears the origin's fetch land (a fill's publisher)
     swarm: PartSource | None = None  # the fleet's swarm the origin's fetch takes part in
     fresh: bool = False  # nothing of the file on disk: a small one may take one GET (Engine.fetch)
@@ -660,6 +662,7 @@ class FileSources:
             raise
         except MdlError as exc:
             self.refused.append(exc.fetched)
+            self.missed.append((url, exc))
             if session.cancel.is_set():
                 raise InterruptedByUserError(INTERRUPTED) from exc
             # The next source resumes on the bytes kept only when its hash will check them (with

@@ -60,8 +60,11 @@ def _pinned_source(value: str) -> str:
     elif value.startswith("oci://"):
         if (problem := oci_source_problem(value)) is not None:
             raise ValueError(problem)
-    elif not value.startswith(("http://", "https://")):
-        raise ValueError("a source is hf://…, oci://… or an http(s) URL")
+    elif not value.startswith(("http://", "https://", "s3://", "file:///")):
+        # (s3://, file:///: a signature kept in the team's bucket, the object a lock found it at)
+        raise ValueError(
+            "a source is hf://…, oci://…, an http(s) URL, or a bucket's s3:// or file:/// URI"
+        )
     return value
 
 

@@ -36,8 +36,9 @@ class LockUse:
 
     def __init__(self, settings: Settings, *, lock: Lock | None = None) -> None:
         self.mode = settings.lock_mode
-        # pull --unsigned: a signed model's version no signature covers yet is what upstream has
-        # now (no lock can pin it before its signature exists)
+        # pull --unsigned (the release machine's first step, signer or none): the version no lock
+        # pins and no signature covers yet is what upstream has now (a lock pins a version only
+        # once it is published, and signed when the catalog names a signer)
         self.unsigned = settings.unsigned
         self.path = settings.lock_path
         # --lock FILE: the truth for this run, its entries used as written (a rollback's lock was
@@ -74,7 +75,7 @@ class LockUse:
         exists).
         """
         lock = self.lock
-        if lock is None or (self.unsigned and spec.signature is not None):
+        if lock is None or self.unsigned:
             return None
         if self.mode == "frozen" or self.given:
             locked = lock.models.get(spec.name)

@@ -122,7 +122,11 @@ def _resolve_files(
     files = [resolve_file(spec.name, file, hub=hub, environ=environ) for file in spec.files]
     trust = spec.signature
     if trust is not None and trust.installed_as not in {f.path for f in files}:
-        files.append(resolve_file(spec.name, signature_spec(spec, trust), hub=hub, environ=environ))
+        files.append(
+            RemoteFile(spec.name, trust.installed_as, "", signature=True)
+            if kept_in_bucket(spec, trust)
+            else resolve_file(spec.name, signature_spec(spec, trust), hub=hub, environ=environ)
+        )
     commits = {remote.commit for remote in files if remote.commit}
     commit = commits.pop() if len(commits) == 1 else None
     return ResolvedModel(spec.name, None, commit, tuple(files))
@@ -138,6 +142,18 @@ def marked_signature(spec: ModelSpec, model: ResolvedModel) -> ResolvedModel:
     return replace(
         model, files=tuple(replace(f, signature=True) if f.path == path else f for f in model.files)
     )
+
+
+def kept_in_bucket(spec: ModelSpec, trust: Trust) -> bool:
+    """Whether the model's signature has no place at its source: a model of files not all in one
+    Hub repo (direct URLs: a training box, a CDN) whose signer names no signature URL keeps it in
+    the team's bucket, stored by content and named by its version's manifest (``publish
+    --sign``). Its file then has no URL: a lock finds it through that manifest and pins the
+    object's URI; a pull fetches it from the mirrors only (docs/releases.md)."""
+    if spec.is_snapshot or trust.file_is_url:
+        return False
+    repos = {(f.repo, f.revision or "main", f.repo_type or "model") for f in spec.files}
+    return len(repos) != 1 or None in {f.repo for f in spec.files}
 
 
 def signature_spec(spec: ModelSpec, trust: Trust) -> FileSpec:
@@ -450,12 +466,16 @@ def with_probe(
     etag: str | None,
     located: str | None = None,
     opening: Opening | None = None,
+    sha256: str | None = None,
 ) -> RemoteFile:
     """The file with what a probe learned (size, validator, where it answered a range, its unread
-    answer).
-    """
+    answer, the sha256 the server says it has: what a file of the same bytes at another URL, a
+    week's new folder, is known by; the download is held to it)."""
+    served = remote.sha256 or sha256
     if remote.size is not None:
-        return replace(remote, etag=remote.etag or etag, located=located, opening=opening)
+        return replace(
+            remote, etag=remote.etag or etag, located=located, opening=opening, sha256=served
+        )
     return replace(
         remote,
         size=size,
@@ -463,6 +483,7 @@ def with_probe(
         size_pinned=False,
         located=located,
         opening=opening,
+        sha256=served,
     )
 
 

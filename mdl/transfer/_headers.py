@@ -103,3 +103,31 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+# RFC 9530 §3 (Repr-Digest: a dictionary, each value a byte sequence ``:base64:``); RFC 3230 §4.3.2
+# (Digest: ``SHA-256=base64``); S3's full-object ``x-amz-checksum-sha256`` (base64; a composite one,
+# of the parts, ends in ``-N``). Each names the sha256 of the whole representation, whatever range
+# the reply carries.
+_REPR_SHA256 = re.compile(r"(?:^|,)[ \t]*sha-256[ \t]*=[ \t]*:([A-Za-z0-9+/]{43}=):", re.ASCII)
+_DIGEST_SHA256 = re.compile(r"(?:^|,)[ \t]*sha-256[ \t]*=[ \t]*([A-Za-z0-9+/]{43}=)", re.I | re.A)
+_BASE64_SHA256 = re.compile(r"[ \t]*([A-Za-z0-9+/]{43}=)[ \t]*", re.ASCII)
+
+
+def served_sha256(headers: httpx2.Headers) -> str | None:
+    """The sha256 (hex) a reply says its whole representation has, or None: it says none, or not
+    in a form read strictly. A claim, never a proof: it names which content a URL serves (another
+    URL of the same bytes is not another file); the bytes fetched are held to it all the same."""
+    from base64 import b64decode
+
+    found: set[str] = set()
+    for name, pattern in (("repr-digest", _REPR_SHA256), ("digest", _DIGEST_SHA256)):
+        for value in headers.get_list(name):
+            found.update(m.group(1) for m in pattern.finditer(value))
+    checksum = headers.get("x-amz-checksum-sha256")
+    composite = headers.get("x-amz-checksum-type", "").strip().upper() == "COMPOSITE"
+    if checksum is not None and not composite and (m := _BASE64_SHA256.fullmatch(checksum)):
+        found.add(m.group(1))
+    digests = {b64decode(value).hex() for value in found}
+    # two that disagree say nothing
+    return digests.pop() if len(digests) == 1 else None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import httpx2
 
 from mdl.errors import NetworkError
-from mdl.transfer._headers import content_range_total, is_encoded
+from mdl.transfer._headers import content_range_total, is_encoded, served_sha256
 from mdl.transfer.body import Span, promised
 from mdl.transfer.connection import drain
 from mdl.transfer.http import Credentials, error_for_status, follow
@@ -57,6 +57,7 @@ class Probed:
     validator: str | None
     ranged: bool
     opening: Opening | None = None
+    sha256: str | None = None  # what the reply says the whole file's is (served_sha256)
 
 
 def probe(
@@ -94,7 +95,14 @@ def probe(
         elif span.ranged:
             drain(response)  # one byte: read it, and the connection carries the download next
         # The version the download is of: a strong ETag, else Last-Modified (If-Range takes either).
-        return Probed(str(response.url), span.total, etag or modified, span.ranged, opening)
+        return Probed(
+            str(response.url),
+            span.total,
+            etag or modified,
+            span.ranged,
+            opening,
+            served_sha256(response.headers),
+        )
 
 
 def _first_bytes(response: httpx2.Response, *, what: str, credentials: Credentials) -> Span:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from s3server import s3, s3_server  # noqa: F401 (the loopback S3 server's fixtures)
 from servers import HubServer
 
 

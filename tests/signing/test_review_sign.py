@@ -135,26 +135,26 @@ def test_a_signature_url_without_a_file_name_is_a_catalog_error(
     assert not (tmp_path / "models").exists()
 
 
-def test_a_settings_signature_on_a_model_of_urls_is_a_catalog_error_not_an_internal_one(
+def test_a_settings_signature_on_a_model_of_urls_keeps_it_in_the_bucket_not_an_internal_error(
     world: Path, hub: HubServer, tmp_path: Path
 ) -> None:
     """[settings.signature] (file = "model.sig", a path in a repo) given to a model of direct URLs,
-    or of files from two repos: the rule a model's own table is held to (name the signature's URL)
-    holds for the default too."""
+    or of files from two repos: their signature has no place at their source, so it is the one
+    ``publish --sign`` keeps in the team's bucket (issue 86: a model of URLs names a signer). With
+    no lock and nothing published, a pull refuses by name (exit 6), never with an internal
+    error."""
     _, public = key_pair(tmp_path / "keys")
+    hub.cdn.add_file("/f/w.bin", b"weights")
     world.write_text(
         f'[settings.signature]\nkey = "{public}"\n\n[models.tiny]\nfiles = [{{ url ='
         f' "{hub.cdn.url}/f/w.bin" }}]\n\n[models.two]\nfiles = [{{ repo = "org/a", path = "x.bin"'
         ' }, { repo = "org/b", path = "y.bin" }]\n'
     )
     result = mdl("pull", "tiny")
-    assert result.exit_code == 2, result.stderr
-    assert "internal error" not in result.stderr
-    assert (
-        "models.tiny" in result.stderr
-        and "models.two" in result.stderr
-        and "signature's URL" in result.stderr
-    )
+    assert result.exit_code == 6, result.stderr
+    assert "internal error" not in result.stderr and "tiny/model.sig" in result.stderr
+    assert "team's bucket" in result.stderr
+    assert not (tmp_path / "models" / "tiny" / "w.bin").exists()
 
 
 @pytest.mark.parametrize("bad", ["../escape.bin", "/etc/abs.bin", "a/../../b.bin", "bell\x07.bin"])

@@ -1,0 +1,93 @@
+"""``lock --check`` of the release flow's order (docs/releases.md): a lock pins a version nodes
+pull from the team's bucket, so on every store mirror of the published layout the catalog names
+that holds versions of the model, the manifest of the very version it pins must be there
+(``publish`` writes it after every file and the signature it names). A lock upgraded before its
+version was published (a plain ``pull`` that followed the old lock, then ``publish`` of that old
+version) fails here by name, signed or not; a store that cannot be read fails as the outage it
+is, never as a missing version."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Iterable
+
+from mdl.buckets import versions
+from mdl.buckets.registry import store_for
+from mdl.catalog.settings import Settings
+from mdl.catalog.specs import ModelSpec
+from mdl.errors import InterruptedByUserError, MdlError, NotFoundError
+from mdl.lockfile.model import Lock, LockedModel
+from mdl.redact import redact_url
+from mdl.report import FileOutcome, failed
+from mdl.signing.statement import SIGNATURE_FILE
+
+log = logging.getLogger("mdl.lock")
+
+
+def checked_published(
+    settings: Settings, specs: Iterable[ModelSpec], lock: Lock
+) -> list[FileOutcome]:
+    """Each of ``specs`` that ``lock`` pins as the catalog says, checked published on each store
+    mirror of the published layout: the failures (a model each)."""
+    stores = [
+        (template, prefix)
+        for template in settings.mirrors
+        if (prefix := versions.prefix_of(template)) is not None and store_for(template) is not None
+    ]
+    failures: list[FileOutcome] = []
+    for spec in specs if stores else ():
+        locked = lock.fresh(spec)
+        if locked is None:
+            continue
+        for template, prefix in stores:
+            try:
+                _published(settings, spec, locked, template, prefix)
+            except InterruptedByUserError:
+                raise
+            except MdlError as exc:
+                failures.append(failed(spec.name, None, exc))
+                log.error("%s", failures[-1].error)
+                break
+    return failures
+
+
+def _published(
+    settings: Settings, spec: ModelSpec, locked: LockedModel, template: str, prefix: str
+) -> None:
+    """NotFoundError (exit 4) when ``prefix`` holds versions of the model but no manifest of the
+    one ``locked`` pins; the store's own error when it cannot be read."""
+    signature = spec.signature.installed_as if spec.signature is not None else SIGNATURE_FILE
+    rows = [(f.path, f.size or 0, f.sha256 or "") for f in locked.files]
+    ids = versions.version_ids(rows, signature=signature)
+    store = store_for(template)
+    assert store is not None
+    writer = store.writer(
+        endpoint=dict(settings.mirror_endpoints).get(template), secrets=settings.secrets
+    )
+    for vid in ids:
+        uri = versions.manifest_uri(prefix, spec.name, vid)
+        read = writer.read(uri, limit=versions.MAX_MANIFEST_BYTES, aged=False)
+        found = versions.parse_manifest(read[0]) if read is not None else None
+        if found is not None and found.model == spec.name and found.id == vid:
+            log.info("%s: the version the lock pins is published (%s)", spec.name, redact_url(uri))
+            return
+    folder = versions.manifest_uri(prefix, spec.name, ids[0]).rsplit("/", 1)[0] + "/"
+    if next(iter(writer.listing(folder, most=1)), None) is None:
+        # no version of it published there at all: the bucket is filled otherwise (--fill-mirror,
+        # or by hand), not by this flow; nothing to hold the lock to
+        log.info("%s: no version of it is published to %s", spec.name, redact_url(prefix))
+        return
+    shown = redact_url(prefix)
+    commit = f" (commit {locked.commit[:12]})" if locked.commit else ""
+    name = shlex.quote(spec.name)
+    sign = " --sign KEY.pem" if spec.signature is not None else ""
+    raise NotFoundError(
+        f"{spec.name}: the version the lock pins{commit} is not published to {shown}: no manifest"
+        f" of it there ({redact_url(versions.manifest_uri(prefix, spec.name, ids[0]))}); nodes"
+        " would not find its files in the bucket",
+        hint=(
+            f"publish it, then lock: mdl pull {name} --unsigned; mdl publish {name} --to"
+            f" {shlex.quote(shown)}{sign}; mdl lock --upgrade {name} (docs/releases.md)"
+        ),
+    )
