@@ -239,8 +239,12 @@ def take(
     term: float = TERM,
     mine: str | None = None,
     token: str | None = None,
+    dead: Callable[[Look], bool] = lambda seen: False,
 ) -> Lease | None:
-    """The lease for us: the next generation created, unless the last is live (None). A name that
+    """The lease for us: the next generation created, unless the last is live (None); ``dead``
+    (told each live generation seen) judges a live one taken over all the same: the caller's
+    own observation over time (its version unchanged for a term by the caller's clock, or held
+    past what its work costs the caller), never a date a co-tenant can set. A name that
     holds anything but a live lease is stepped over (a few numbers at most); past the last number,
     the last generation is taken over in place. After each create, won or lost, the walk goes on:
     a generation with another above it (past a gap) is not the last, so the take goes on from
@@ -251,7 +255,7 @@ def take(
     seen = look(writer, lease, term=term, mine=mine)
     token, tries = token or new_token(), 0
     # each turn tries a higher number than the last (or ends): GENERATIONS turns at most
-    while seen.state != "live" and tries < TAKE_TRIES:
+    while (seen.state != "live" or dead(seen)) and tries < TAKE_TRIES:
         number, made = _create(writer, lease, seen, lease_body(holder, token))
         if made is None and number == seen.number:
             return None  # another machine took the last number over first
@@ -260,7 +264,8 @@ def take(
             ours = Lease(writer, lease.at(number), made.etag, holder, token, term, seen.token)
             if last == number:
                 if seen.uri is not None:
-                    log.info("took over lease %s (%s, %s)", seen.uri, seen.state, seen.holder)
+                    why = "held past the taker's bound" if seen.state == "live" else seen.state
+                    log.info("took over lease %s (%s, %s)", seen.uri, why, seen.holder)
                 return ours
             ours.release()  # not the last: ours is no lease (its number never used again)
             if last < number:

@@ -28,8 +28,9 @@ from mdl.buckets import names
 from mdl.buckets.lease import GaveUp, Lease, Renewing, new_token, take, wait_for
 from mdl.buckets.protocol import Seen, Writer, side_of
 from mdl.catalog.settings import fixed_part
+from mdl.download._claims import SwarmEnded
 from mdl.download._parts import PartSet, Publisher, Streamer
-from mdl.download._swarm import Swarm, SwarmEnded, SwarmFailed, remove_claims
+from mdl.download._swarm import Swarm, SwarmFailed, remove_claims
 from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
 from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.confined import read_bytes, unlink, write_atomic
@@ -124,7 +125,8 @@ def _swarmed(
 ) -> TransferResult:
     """The file from the swarm (its parts claimed and fetched here, the rest read from the
     others'), then the final object made of the parts unless another machine made it first; once
-    it is there while this machine still swarms, the rest read from it."""
+    one is there while this machine still swarms, the rest read from it (verified: one that is not
+    the file is refused, said, and the swarm goes on; the maker replaces it)."""
     session, job, writer = sources.session, sources.job, place.target.writer
     token = _mine(job) or new_token()  # a run killed before: its claims are taken back at once
     with suppress(OSError, MdlError):
@@ -139,21 +141,30 @@ def _swarmed(
         token=token,
         cancel=session.cancel,
         # (an object of another size is not the file: junk there ends no swarm)
-        there=lambda: _present(writer, place.uri, over, size=sources.remote.size),
+        there=lambda: _version(writer, place.uri, size=sources.remote.size),
         term=session.fills.term,
     )
+    if over is not None:
+        swarm.final.refuse(over)
+    spent = 0  # bytes fetched in rounds of the swarm that ended on an object refused after
     publisher = Publisher(parts, job, sent=swarm.sent)
     swarm.heard = publisher.there
     swarm.waiting = lambda said: session.progress.waiting(job.label, said)
     try:
         with swarm, publisher:
-            try:
-                result = replace(sources, landing=publisher, swarm=swarm).origin()
-            except SwarmEnded as ended:
-                result = _rest(sources, place, swarm, ended)
-            except SwarmFailed as failed:  # the file's lease, resumed on what the swarm wrote
-                job.retries.warn(f"{failed.message}; fetched under the file's lease")
-                return _filled(sources, place, parts, over=over)
+            result = None
+            while result is None:
+                try:
+                    result = replace(sources, landing=publisher, swarm=swarm).origin()
+                except SwarmEnded as ended:
+                    result = _rest(sources, place, swarm, ended, spent)
+                    if result is None:  # not the file (said): the swarm goes on, the object
+                        spent += ended.fetched  # replaced by the machine that makes it
+                        over = ended.version
+                        swarm.final.refuse(ended.version)
+                except SwarmFailed as failed:  # the file's lease, resumed on what the swarm wrote
+                    job.retries.warn(f"{failed.message}; fetched under the file's lease")
+                    return _filled(sources, place, parts, over=over)
         result = _made(sources, place, over, result, publisher)
     finally:
         with suppress(OSError, MdlError):
@@ -165,21 +176,31 @@ def _swarmed(
         streamed=swarm.read,
         parts_here=result.parts_here + swarm.fetched,
         parts_peers=result.parts_peers + -(-swarm.read // parts.part),
-        duplicated=swarm.duplicated,
-        fetched=result.fetched + swarm.refused,
+        # parts fetched here that another machine had published meanwhile (``Publisher.twice``)
+        duplicated=sum(_size(parts, n) for n in publisher.twice if n - 1 in swarm.mine),
+        fetched=result.fetched + swarm.refused + spent,
     )
 
 
-def _rest(sources: FileSources, place: Place, swarm: Swarm, ended: SwarmEnded) -> TransferResult:
-    """The rest of a file whose object was made while this machine swarmed: read from it (else
-    the origin's), the parts it brought counted as the swarm's (the object's as the others')."""
+def _size(parts: PartSet, number: int) -> int:
+    start, end = parts.span(number)
+    return end - start
+
+
+def _rest(
+    sources: FileSources, place: Place, swarm: Swarm, ended: SwarmEnded, spent: int
+) -> TransferResult | None:
+    """The rest of a file whose object was made while this machine swarmed: read from it, the
+    parts it brought counted as the others' (``spent``: bytes of earlier rounds); None when it
+    is not the file (read and refused, said as any mirror's bad bytes: the swarm goes on)."""
     log.info("%s: mirror %s was made meanwhile: the rest from it", sources.job.label, place.uri)
-    rest = sources.mirror(place.target.template, place.uri) or sources.origin()
-    parts = -(-rest.fetched // swarm.parts.part)
-    here, theirs = (0, parts) if rest.mirror is not None else (parts, 0)
+    rest = sources.mirror(place.target.template, place.uri)
+    if rest is None:
+        return None
     # what the swarm wrote, the rest's fetch resumed on: fetched all the same
-    fetched = rest.fetched + ended.fetched + swarm.read
-    return replace(rest, fetched=fetched, parts_here=here, parts_peers=theirs)
+    fetched = rest.fetched + ended.fetched + swarm.read + spent
+    theirs = -(-rest.fetched // swarm.parts.part)
+    return replace(rest, fetched=fetched, parts_here=0, parts_peers=theirs)
 
 
 def _place(sources: FileSources) -> Place | None:
@@ -490,13 +511,23 @@ def _holding(
             unlink(job_root(job), _token_path(job))
 
 
-def _present(writer: Writer, uri: str, over: str | None, *, size: int | None = None) -> bool:
-    """Whether an object is at ``uri`` (of ``size`` bytes, when told), not the version ``over``."""
+def _present(writer: Writer, uri: str, over: str | None) -> bool:
+    """Whether an object is at ``uri``, not the version ``over``."""
     try:
         seen = writer.head(uri)
     except MdlError:
         return False
-    return seen is not None and seen.etag != over and size in (None, seen.size)
+    return seen is not None and seen.etag != over
+
+
+def _version(writer: Writer, uri: str, *, size: int | None) -> str | None:
+    """The version of the object at ``uri`` when it is of ``size`` bytes, if known (None: none,
+    another size, or a look that failed)."""
+    try:
+        seen = writer.head(uri)
+    except MdlError:
+        return None
+    return seen.etag if seen is not None and size in (None, seen.size) else None
 
 
 def _upload(
