@@ -197,6 +197,7 @@ def _rest(
     rest = sources.mirror(place.target.template, place.uri)
     if rest is None:
         return None
+    _tidy(place, swarm.parts, sources.job, None)
     # what the swarm wrote, the rest's fetch resumed on: fetched all the same
     fetched = rest.fetched + ended.fetched + swarm.read + spent
     theirs = -(-rest.fetched // swarm.parts.part)
@@ -299,6 +300,7 @@ def _made(
         return result
     if lease is None:
         log.info("%s: mirror %s is made by another machine", job.label, place.uri)
+        _tidy(place, publisher.parts, job, result)
         return result
     try:
         with Renewing(lease):
@@ -310,6 +312,28 @@ def _made(
     if made.fill == FILLED:
         remove_claims(publisher.parts, job.label)
     return made
+
+
+def _tidy(place: Place, parts: PartSet, job: TransferJob, result: TransferResult | None) -> None:
+    """The swarm's parts and claims removed by a machine that finds the object made by another
+    that left them (an mdl before the swarm, filling it whole under the file's lease), once the
+    object is proved the file (read here and verified, ``result`` None; else by the object's own
+    bytes against ``result``'s file) and only while parts are there (a listing); best effort."""
+    writer = place.target.writer
+    try:
+        if not parts.published():
+            return
+        if result is not None and not (
+            result.sha256
+            and writer.holds(place.uri, job.final_path, size=result.size, sha256=result.sha256)
+        ):
+            return
+    except MdlError as exc:
+        log.info("%s: the swarm's parts were left: %s", job.label, exc.message)
+        return
+    log.info("%s: mirror %s was made by another: its swarm's parts removed", job.label, place.uri)
+    parts.remove()
+    remove_claims(parts, job.label)
 
 
 def _filled(

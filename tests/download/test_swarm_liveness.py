@@ -303,3 +303,27 @@ def test_junk_of_the_files_size_at_the_final_name_mid_swarm_costs_one_read_not_t
     assert refused and all("tiny/model.safetensors" in w for w in refused), outcomes
     found = fleet.writer.read(fleet.object, limit=len(fleet.data) + 1)
     assert found is not None and found[0] == fleet.data, "the junk was left at the final name"
+
+
+def test_an_object_another_made_mid_swarm_leaves_no_part_of_the_swarm_behind(
+    any_fleet: Fleet, tmp_path: Path
+) -> None:
+    """Once parts are published, the file itself appears at the final name, made by a machine
+    outside the swarm (an mdl before it, filling the object whole under the file's lease). Each
+    swarm machine reads the rest from it, verified; the parts the swarm published (and their
+    claims) do not wait for ``prune --mirror``."""
+    fleet = any_fleet
+    fleet.hub.cdn.throttle_bps = 4 * MiB
+
+    def made_by_another() -> None:
+        wait_for(
+            lambda: any(fleet.writer.head(fleet.part_uri(n)) for n in range(1, fleet.count + 1)),
+            what="a part published",
+        )
+        fleet.writer.create(fleet.object, fleet.data)  # (None: the swarm made it first)
+
+    run_with(fleet, tmp_path, made_by_another)
+    left = [n for n in range(1, fleet.count + 1) if fleet.writer.head(fleet.part_uri(n))]
+    assert not left, f"parts {left} left in the store"
+    claims = [n for n in range(1, fleet.count + 1) if fleet.writer.head(fleet.claim(n).uri)]
+    assert not claims, f"claims on parts {claims} left in the store"
