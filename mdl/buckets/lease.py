@@ -395,6 +395,7 @@ def wait_for(
     trusted: bool = False,
     rate: Callable[[], float | None] = lambda: None,
     began: float | None = None,
+    stale: Callable[[Look], bool] = lambda found: False,
 ) -> Waited:
     """Wait while another machine holds the object's lease (``lease``): "ready" when the object is
     there (a version other than ``over``, one proved wrong), "free" when the lease is released,
@@ -405,8 +406,11 @@ def wait_for(
     (``trusted``: each part's ranges checked against hashes that chain to the pin) more is
     progress, and looked again at once; without one, a part is no progress (anyone who read the
     lease can write one). ``rate``: this machine's measured rate from the origin (None: not
-    measured yet); ``began``: when this file's waits began (by ``clock``), now unless told. A
-    look that fails is waited on as a live lease. ``cancel``: the run's (heard at once)."""
+    measured yet); ``began``: when this file's waits began (by ``clock``), now unless told.
+    ``stale`` (told each live generation seen): the waiter's own judgement that it was not renewed
+    (its version unchanged for a term by the waiter's clock, whatever the store's clock says):
+    "free", then taken over as ``take``'s ``dead`` judges. A look that fails is waited on as a
+    live lease. ``cancel``: the run's (heard at once)."""
     started = moved = clock()
     started = started if began is None else began
     attempt, holder, had, token, number = 0, "", 0, None, 0  # holder: the last said ("": none)
@@ -426,6 +430,9 @@ def wait_for(
         except NetworkError as exc:  # a look that failed is no progress, and never "free"
             log.info("looking at the lease of %s failed (%s): waiting on", object_uri, exc)
             got, found = had, Look(number, "unknown", holder, token)  # (said as before)
+        if found.state == "live" and stale(found):
+            log.info("lease %s not renewed for a term as this machine saw it", found.uri)
+            return "ready" if _there(writer, object_uri, over) else "free"
         if found.state not in ("live", "unknown"):
             return _ended(writer, object_uri, over, found)
         if got >= size > 0:  # all read from the holder's parts; it assembles them

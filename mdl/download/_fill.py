@@ -16,19 +16,21 @@ that cannot hold a lease (it ignores conditional writes, or refuses ours) is rea
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from mdl.buckets import names
-from mdl.buckets.lease import GaveUp, Lease, Renewing, new_token, take, wait_for
+from mdl.buckets.lease import GaveUp, Lease, Look, Renewing, new_token, take, wait_for
 from mdl.buckets.protocol import Seen, Writer, side_of
 from mdl.catalog.settings import fixed_part
-from mdl.download._claims import SwarmEnded
+from mdl.download._claims import Claims, SwarmEnded
 from mdl.download._parts import PartSet, Publisher, Streamer
 from mdl.download._swarm import Swarm, SwarmFailed, remove_claims
 from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
@@ -349,17 +351,27 @@ def _filled(
     streamer = Streamer(parts, job, sources.beside.trust) if parts is not None else None
     said = _Said(streamer)
     reading = streamer  # None once parts read under a holder's token proved not the file
+    # a lease is live only as far as this machine saw it renewed (a future mtime is no renewal)
+    seen, stale = Claims(fills.term), lambda found: seen.over(0, found)
+    seen.bound = math.inf  # (a file's holder is waited on within ``wait_for``'s bounds)
     for _ in range(TAKE_ROUNDS):
         _stop_if_cancelled(session.cancel)
         try:
-            lease = take(writer, place.lease, holder=fills.holder, term=fills.term, mine=_mine(job))
+            lease = take(
+                writer,
+                place.lease,
+                holder=fills.holder,
+                term=fills.term,
+                mine=_mine(job),
+                dead=stale,
+            )
         except MdlError as exc:
             why = f"{label}: cannot take a lease on mirror {shown} ({exc.message})"
             return said(*_cheapest(sources, place, over, why))
         if lease is not None:
             return said(_took(sources, place, lease, over, parts, reading), None)
         log.info("%s: another machine is filling mirror %s; waiting on it", label, shown)
-        state = _waited(sources, place, over, reading, said)
+        state = _waited(sources, place, over, reading, said, stale)
         if isinstance(state, GaveUp):
             why = f"{label}: gave up waiting on mirror {shown} ({state.why})" if state.why else ""
             return said(*_cheapest(sources, place, over, why))
@@ -404,7 +416,12 @@ def _took(
 
 
 def _waited(
-    sources: FileSources, place: Place, over: str | None, streamer: Streamer | None, said: _Said
+    sources: FileSources,
+    place: Place,
+    over: str | None,
+    streamer: Streamer | None,
+    said: _Said,
+    stale: Callable[[Look], bool],
 ) -> str | GaveUp:
     """The wait on another machine's lease (:func:`wait_for`), the parts read kept on disk; a
     failure to wait is given up on."""
@@ -425,6 +442,7 @@ def _waited(
             trusted=sources.beside.trust is not None,
             rate=session.origin_rate.rate,
             began=said.began,
+            stale=stale,
         )
     except InterruptedByUserError as exc:  # Ctrl-C: said as every interrupted file is
         raise InterruptedByUserError(INTERRUPTED) from exc

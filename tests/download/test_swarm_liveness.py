@@ -20,7 +20,7 @@ from download.test_swarm_hostile import FORGER, MACHINES, Fleet, twice
 from download.test_swarm_review import folder_fleet, run_with, s3_fleet  # noqa: F401
 from runfixtures import transfer_job, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
-from servers import Fault, make_data
+from servers import Fault, HubServer, make_data
 
 from mdl import partsize
 from mdl.buckets import names
@@ -327,3 +327,30 @@ def test_an_object_another_made_mid_swarm_leaves_no_part_of_the_swarm_behind(
     assert not left, f"parts {left} left in the store"
     claims = [n for n in range(1, fleet.count + 1) if fleet.writer.head(fleet.claim(n).uri)]
     assert not claims, f"claims on parts {claims} left in the store"
+
+
+def test_a_forged_file_lease_with_a_future_mtime_costs_a_term_not_the_file_per_machine(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same class on a file without a range trust (the file lease): a forged lease written
+    once with an mtime a year ahead. Each waiting machine sees its version unchanged for a term
+    (3 s) of its own clock; one takes it over and fills the mirror, the others wait on that one:
+    the origin sends the file once, not once per machine after every wait gave up."""
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    monkeypatch.setattr(partsize, "PART", MiB)
+    data = make_data(6 * MiB + 3, seed=862)
+    hub.add_repo("org/tiny", {"model.safetensors": data})
+    root = tmp_path / "shared"
+    root.mkdir()
+    template = f"file://{root}/{{model}}/{{path}}"
+    fleet = Fleet(hub, data, MiB, template, STORES["file"].writer(endpoint=None, secrets=None))
+    namespace = names.namespace(template)
+    assert namespace is not None
+    lease = names.Generation.of(namespace, fleet.object).uri
+    assert fleet.writer.create(lease, lease_body("mallory:1:x", FORGER)) is not None
+    when = time.time() + YEAR
+    os.utime(lease.removeprefix("file://"), (when, when))
+    reports = fleet.run(tmp_path, env={TERM_VARIABLE: "3"})
+    fills = sorted(str(r.files[0].fill) for r in reports)
+    assert fleet.origin_bytes() == len(data), (fleet.origin_bytes() / len(data), fills)
+    assert fills[0] == "filled" and set(fills[1:]) <= {"read", "streamed"}, fills
