@@ -51,11 +51,16 @@ class Final:
 
     def check(self) -> None:
         """SwarmEnded when an object is at the final name, but a version refused here."""
+        if (version := self.found()) is not None:
+            raise SwarmEnded(f"{self.label}: an object was made at its name meanwhile", version)
+
+    def found(self) -> str | None:
+        """The version of an object at the final name, but a version refused here (None: none,
+        or after ``REFUSALS`` refused, not looked at)."""
         with self._lock:
             blind = len(self.refused) >= REFUSALS
         version = None if blind else self.there()
-        if version is not None and version not in self.refused:
-            raise SwarmEnded(f"{self.label}: an object was made at its name meanwhile", version)
+        return version if version not in self.refused else None
 
     def refuse(self, version: str) -> None:
         """The object ``version`` is not the file (read, refused, said): the swarm goes on."""

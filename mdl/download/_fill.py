@@ -178,8 +178,11 @@ def _swarmed(
         streamed=swarm.read,
         parts_here=result.parts_here + swarm.fetched,
         parts_peers=result.parts_peers + -(-swarm.read // parts.part),
-        # parts fetched here that another machine had published meanwhile (``Publisher.twice``)
-        duplicated=sum(_size(parts, n) for n in publisher.twice if n - 1 in swarm.mine),
+        # parts fetched here that another machine had published (``Publisher.twice``) or made
+        # the object of (``Swarm.late``) meanwhile
+        duplicated=sum(
+            _size(parts, i + 1) for i in {n - 1 for n in publisher.twice} & swarm.mine | swarm.late
+        ),
         fetched=result.fetched + swarm.refused + spent,
     )
 
