@@ -159,7 +159,7 @@ def _swarmed(
                 try:
                     result = replace(sources, landing=publisher, swarm=swarm).origin()
                 except SwarmEnded as ended:
-                    result = _rest(sources, place, swarm, ended, spent)
+                    result = _rest(sources, place, swarm, ended)
                     if result is None:  # not the file (said): the swarm goes on, the object
                         spent += ended.fetched  # replaced by the machine that makes it
                         over = ended.version
@@ -193,18 +193,18 @@ def _size(parts: PartSet, number: int) -> int:
 
 
 def _rest(
-    sources: FileSources, place: Place, swarm: Swarm, ended: SwarmEnded, spent: int
+    sources: FileSources, place: Place, swarm: Swarm, ended: SwarmEnded
 ) -> TransferResult | None:
     """The rest of a file whose object was made while this machine swarmed: read from it, the
-    parts it brought counted as the others' (``spent``: bytes of earlier rounds); None when it
-    is not the file (read and refused, said as any mirror's bad bytes: the swarm goes on)."""
+    parts it brought counted as the others'; None when it is not the file (read and refused,
+    said as any mirror's bad bytes: the swarm goes on)."""
     log.info("%s: mirror %s was made meanwhile: the rest from it", sources.job.label, place.uri)
     rest = sources.mirror(place.target.template, place.uri)
     if rest is None:
         return None
     _tidy(place, swarm.parts, sources.job, None)
     # what the swarm wrote, the rest's fetch resumed on: fetched all the same
-    fetched = rest.fetched + ended.fetched + swarm.read + spent
+    fetched = rest.fetched + ended.fetched + swarm.read
     theirs = -(-rest.fetched // swarm.parts.part)
     return replace(rest, fetched=fetched, parts_here=0, parts_peers=theirs)
 
