@@ -47,6 +47,7 @@ class Final:
     def __init__(self, there: Callable[[], str | None], label: str) -> None:
         self.there, self.label = there, label  # ``there``: the version of one of the file's size
         self.refused: set[str] = set()
+        self.proved: str | None = None  # the version read or checked and found the file
         self._lock = threading.Lock()
 
     def check(self) -> None:

@@ -167,7 +167,9 @@ def _swarmed(
                 except SwarmFailed as failed:  # the file's lease, resumed on what the swarm wrote
                     job.retries.warn(f"{failed.message}; fetched under the file's lease")
                     return _filled(sources, place, parts, over=over)
-        result = _made(sources, place, over, result, publisher)
+        result = _made(sources, place, over, result, swarm, publisher)
+        if result.fill != FILLED:
+            _tidy(place, swarm, job)
     finally:
         with suppress(OSError, MdlError):
             unlink(job_root(job), _token_path(job))
@@ -179,12 +181,17 @@ def _swarmed(
         parts_here=result.parts_here + swarm.fetched,
         parts_peers=result.parts_peers + -(-swarm.read // parts.part),
         # parts fetched here that another machine had published (``Publisher.twice``) or made
-        # the object of (``Swarm.late``) meanwhile
-        duplicated=sum(
-            _size(parts, i + 1) for i in {n - 1 for n in publisher.twice} & swarm.mine | swarm.late
-        ),
+        # the object of (``Swarm.late``: sent once the object proved the file was there)
+        duplicated=sum(_size(parts, i + 1) for i in _twice(swarm, publisher)),
         fetched=result.fetched + swarm.refused + spent,
     )
+
+
+def _twice(swarm: Swarm, publisher: Publisher) -> set[int]:
+    """The parts fetched here that another machine fetched too: found published when sent, or
+    sent once the object proved the file was at the final name."""
+    late = {i for i, version in swarm.late.items() if version == swarm.final.proved}
+    return {n - 1 for n in publisher.twice} & swarm.mine | late
 
 
 def _size(parts: PartSet, number: int) -> int:
@@ -202,7 +209,7 @@ def _rest(
     rest = sources.mirror(place.target.template, place.uri)
     if rest is None:
         return None
-    _tidy(place, swarm.parts, sources.job, None)
+    swarm.final.proved = ended.version
     # what the swarm wrote, the rest's fetch resumed on: fetched all the same
     fetched = rest.fetched + ended.fetched + swarm.read
     theirs = -(-rest.fetched // swarm.parts.part)
@@ -288,13 +295,16 @@ def _made(
     place: Place,
     over: str | None,
     result: TransferResult,
+    swarm: Swarm,
     publisher: Publisher,
 ) -> TransferResult:
     """The object made of a swarm's parts by one machine: the first to have the file, which takes
-    the object's lease (one that finds it held, or the object there, leaves it to that holder: a
-    swarm's machine, or an mdl before the swarm fetching it whole); the claims removed after."""
+    the object's lease (one that finds it held, or the object there and the file, leaves it to
+    that holder: a swarm's machine, or an mdl before the swarm fetching it whole; an object there
+    that is not the file is replaced); the claims removed after."""
     writer, job, fills = place.target.writer, sources.job, sources.session.fills
     try:
+        over = _unproved(place, job, result, swarm, publisher, over)
         lease = (
             None
             if _present(writer, place.uri, over)
@@ -305,7 +315,6 @@ def _made(
         return result
     if lease is None:
         log.info("%s: mirror %s is made by another machine", job.label, place.uri)
-        _tidy(place, publisher.parts, job, result)
         return result
     try:
         with Renewing(lease):
@@ -319,19 +328,39 @@ def _made(
     return made
 
 
-def _tidy(place: Place, parts: PartSet, job: TransferJob, result: TransferResult | None) -> None:
-    """The swarm's parts and claims removed by a machine that finds the object made by another
-    that left them (an mdl before the swarm, filling it whole under the file's lease), once the
-    object is proved the file (read here and verified, ``result`` None; else by the object's own
-    bytes against ``result``'s file) and only while parts are there (a listing); best effort."""
-    writer = place.target.writer
+def _unproved(
+    place: Place,
+    job: TransferJob,
+    result: TransferResult,
+    swarm: Swarm,
+    publisher: Publisher,
+    over: str | None,
+) -> str | None:
+    """The version to replace at the final name: an object there (but ``over``) that is not
+    ``result``'s file by its own bytes (a forged one this machine never read); else ``over``.
+    One that is the file is ``Final.proved``. Checked only when it matters: parts of this
+    machine not yet sent, parts sent once it was there, or the swarm's parts still there."""
+    writer, final, parts = place.target.writer, swarm.final, swarm.parts
+    there = _version(writer, place.uri, size=None)
+    if there is None or there in (over, final.proved) or not result.sha256:
+        return over
+    if len(publisher.done) == parts.count and not swarm.late and not parts.published():
+        return over
+    if writer.holds(place.uri, job.final_path, size=result.size, sha256=result.sha256):
+        final.proved = there
+        return over
+    log.info("%s: mirror %s is not the file: replaced", job.label, place.uri)
+    return there
+
+
+def _tidy(place: Place, swarm: Swarm, job: TransferJob) -> None:
+    """The object proved the file by a machine that did not make it (read here and verified, or
+    its own bytes checked against ``result``'s file: ``Final.proved``), and the swarm's parts and
+    claims still there removed (an mdl before the swarm made it whole under the file's lease,
+    and knew none of them); best effort."""
+    parts, final = swarm.parts, swarm.final
     try:
-        if not parts.published():
-            return
-        if result is not None and not (
-            result.sha256
-            and writer.holds(place.uri, job.final_path, size=result.size, sha256=result.sha256)
-        ):
+        if final.proved is None or not parts.published():
             return
     except MdlError as exc:
         log.info("%s: the swarm's parts were left: %s", job.label, exc.message)

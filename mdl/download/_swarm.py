@@ -84,7 +84,7 @@ class Swarm:
         self.waiting: Callable[[str], None] = lambda said: None  # the progress display's
         self.fetched = 0  # parts handed to this machine's fetch (claimed)
         self.mine: set[int] = set()  # those parts (their bytes, if published second: duplicated)
-        self.late: set[int] = set()  # of them, those sent once an object was there: duplicated
+        self.late: dict[int, str] = {}  # of them, those sent once an object was there: its version
         self.read = 0  # bytes read from the others' parts (verified)
         self.refused = 0  # bytes read from parts that failed their hash
         self._lock = threading.Condition()
@@ -242,8 +242,8 @@ class Swarm:
             self._lock.notify_all()  # (a stream waits for the parts in flight: ``next``)
         if held is not None:
             _release(*held[:2])
-            if self.final.found() is not None:  # the object holds another's copy of it
-                self.late.add(index)  # (read once the swarm ended)
+            if (version := self.final.found()) is not None:  # its copy there: duplicated, once
+                self.late[index] = version  # that object proves the file (read at the end)
 
     # -- the looks at the mirror, one stream at a time ------------------------------------------
     def _turn(self, put: Callable[[int, bytes], None]) -> None:

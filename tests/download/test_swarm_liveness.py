@@ -233,6 +233,7 @@ def test_forged_claims_with_a_future_mtime_on_every_part_cost_no_machine_the_who
     fleet.hub.cdn.throttle_bps = 8 * MiB
     reports = run_with(fleet, tmp_path, env={TERM_VARIABLE: "3"})
     spent = fleet.origin_bytes()
+    print("origin", spent / len(fleet.data), "duplicated", twice(reports) / fleet.part, "parts")
     assert spent < 2 * len(fleet.data), (spent / len(fleet.data), [r.files[0] for r in reports])
     assert spent <= len(fleet.data) + 2 * fleet.part + twice(reports), spent
 
@@ -270,6 +271,7 @@ def test_forged_claims_renewed_forever_on_every_part_cost_no_machine_the_whole_f
         done.set()
         renewing.join()
     spent = fleet.origin_bytes()
+    print("origin", spent / len(fleet.data), "duplicated", twice(reports) / fleet.part, "parts")
     assert spent < 2 * len(fleet.data), (spent / len(fleet.data), [r.files[0] for r in reports])
     assert spent <= len(fleet.data) + 2 * fleet.part + twice(reports), spent
 
@@ -297,6 +299,7 @@ def test_junk_of_the_files_size_at_the_final_name_mid_swarm_costs_one_read_not_t
         began.set()
     spent = fleet.origin_bytes()
     outcomes = [r.files[0] for r in reports]
+    print("origin", spent / len(fleet.data), "duplicated", twice(reports) / fleet.part, "parts")
     assert spent < 2 * len(fleet.data), (spent / len(fleet.data), outcomes)
     assert spent <= len(fleet.data) + 2 * fleet.part + twice(reports), spent
     refused = [w for o in outcomes for w in o.warnings if "holds bad bytes" in w]
