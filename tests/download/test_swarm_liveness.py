@@ -357,3 +357,29 @@ def test_a_forged_file_lease_with_a_future_mtime_costs_a_term_not_the_file_per_m
     fills = sorted(str(r.files[0].fill) for r in reports)
     assert fleet.origin_bytes() == len(data), (fleet.origin_bytes() / len(data), fills)
     assert fills[0] == "filled" and set(fills[1:]) <= {"read", "streamed"}, fills
+
+
+def test_a_holder_still_fetching_when_its_claim_was_taken_over_is_counted_not_hidden(
+    any_fleet: Fleet, tmp_path: Path
+) -> None:
+    """Issue 86's third finding: a machine's fetch of one part stalls (a starved box) while its
+    claim, renewed, outlasts what a part takes the others; one of them takes it over and the
+    object is made. Then the stalled fetch ends and its part is sent: that machine says the part
+    as ``duplicated``. Whatever request the stall hit, the origin's bytes beyond the file are what
+    the machines say they fetched twice."""
+    fleet = any_fleet
+    held = threading.Event()
+    fleet.hub.cdn.faults.add(Fault.stall(after_bytes=1000, until=held, resume=True))
+
+    def release() -> None:
+        wait_for(lambda: fleet.writer.head(fleet.object) is not None, what="the object made")
+        held.set()
+
+    try:
+        reports = run_with(fleet, tmp_path, release, env={TERM_VARIABLE: "3"})
+    finally:
+        held.set()
+    spent, said_twice = fleet.origin_bytes(), twice(reports)
+    print("origin", spent / len(fleet.data), "duplicated", said_twice / fleet.part, "parts")
+    assert spent - len(fleet.data) <= said_twice + 1000, (spent, said_twice)
+    assert said_twice <= spent - len(fleet.data) + fleet.part, (spent, said_twice)
