@@ -354,10 +354,10 @@ def _unproved(
 
 
 def _tidy(place: Place, swarm: Swarm, job: TransferJob) -> None:
-    """The object proved the file by a machine that did not make it (read here and verified, or
-    its own bytes checked against ``result``'s file: ``Final.proved``), and the swarm's parts and
-    claims still there removed (an mdl before the swarm made it whole under the file's lease,
-    and knew none of them); best effort."""
+    """Once the object proved the file to a machine that did not make it (read here and
+    verified, or its own bytes checked against the file here: ``Final.proved``), the swarm's
+    parts and claims still there removed (an mdl before the swarm made it whole under the file's
+    lease, and knew none of them); best effort."""
     parts, final = swarm.parts, swarm.final
     try:
         if final.proved is None or not parts.published():
