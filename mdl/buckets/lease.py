@@ -239,8 +239,12 @@ def take(
     term: float = TERM,
     mine: str | None = None,
     token: str | None = None,
+    dead: Callable[[Look], bool] = lambda seen: False,
 ) -> Lease | None:
-    """The lease for us: the next generation created, unless the last is live (None). A name that
+    """The lease for us: the next generation created, unless the last is live (None); ``dead``
+    (told each live generation seen) judges a live one taken over all the same: the caller's
+    own observation over time (its version unchanged for a term by the caller's clock, or held
+    past what its work costs the caller), never a date a co-tenant can set. A name that
     holds anything but a live lease is stepped over (a few numbers at most); past the last number,
     the last generation is taken over in place. After each create, won or lost, the walk goes on:
     a generation with another above it (past a gap) is not the last, so the take goes on from
@@ -251,7 +255,7 @@ def take(
     seen = look(writer, lease, term=term, mine=mine)
     token, tries = token or new_token(), 0
     # each turn tries a higher number than the last (or ends): GENERATIONS turns at most
-    while seen.state != "live" and tries < TAKE_TRIES:
+    while (seen.state != "live" or dead(seen)) and tries < TAKE_TRIES:
         number, made = _create(writer, lease, seen, lease_body(holder, token))
         if made is None and number == seen.number:
             return None  # another machine took the last number over first
@@ -260,7 +264,8 @@ def take(
             ours = Lease(writer, lease.at(number), made.etag, holder, token, term, seen.token)
             if last == number:
                 if seen.uri is not None:
-                    log.info("took over lease %s (%s, %s)", seen.uri, seen.state, seen.holder)
+                    why = "held past the taker's bound" if seen.state == "live" else seen.state
+                    log.info("took over lease %s (%s, %s)", seen.uri, why, seen.holder)
                 return ours
             ours.release()  # not the last: ours is no lease (its number never used again)
             if last < number:
@@ -390,6 +395,7 @@ def wait_for(
     trusted: bool = False,
     rate: Callable[[], float | None] = lambda: None,
     began: float | None = None,
+    stale: Callable[[Look], bool] = lambda found: False,
 ) -> Waited:
     """Wait while another machine holds the object's lease (``lease``): "ready" when the object is
     there (a version other than ``over``, one proved wrong), "free" when the lease is released,
@@ -400,8 +406,11 @@ def wait_for(
     (``trusted``: each part's ranges checked against hashes that chain to the pin) more is
     progress, and looked again at once; without one, a part is no progress (anyone who read the
     lease can write one). ``rate``: this machine's measured rate from the origin (None: not
-    measured yet); ``began``: when this file's waits began (by ``clock``), now unless told. A
-    look that fails is waited on as a live lease. ``cancel``: the run's (heard at once)."""
+    measured yet); ``began``: when this file's waits began (by ``clock``), now unless told.
+    ``stale`` (told each live generation seen): the waiter's own judgement that it was not renewed
+    (its version unchanged for a term by the waiter's clock, whatever the store's clock says):
+    "free", then taken over as ``take``'s ``dead`` judges. A look that fails is waited on as a
+    live lease. ``cancel``: the run's (heard at once)."""
     started = moved = clock()
     started = started if began is None else began
     attempt, holder, had, token, number = 0, "", 0, None, 0  # holder: the last said ("": none)
@@ -421,6 +430,9 @@ def wait_for(
         except NetworkError as exc:  # a look that failed is no progress, and never "free"
             log.info("looking at the lease of %s failed (%s): waiting on", object_uri, exc)
             got, found = had, Look(number, "unknown", holder, token)  # (said as before)
+        if found.state == "live" and stale(found):
+            log.info("lease %s not renewed for a term as this machine saw it", found.uri)
+            return "ready" if _there(writer, object_uri, over) else "free"
         if found.state not in ("live", "unknown"):
             return _ended(writer, object_uri, over, found)
         if got >= size > 0:  # all read from the holder's parts; it assembles them

@@ -16,20 +16,23 @@ that cannot hold a lease (it ignores conditional writes, or refuses ours) is rea
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from mdl.buckets import names
-from mdl.buckets.lease import GaveUp, Lease, Renewing, new_token, take, wait_for
+from mdl.buckets.lease import GaveUp, Lease, Look, Renewing, new_token, take, wait_for
 from mdl.buckets.protocol import Seen, Writer, side_of
 from mdl.catalog.settings import fixed_part
+from mdl.download._claims import Claims, SwarmEnded
 from mdl.download._parts import PartSet, Publisher, Streamer
-from mdl.download._swarm import Swarm, SwarmEnded, SwarmFailed, remove_claims
+from mdl.download._swarm import Swarm, SwarmFailed, remove_claims
 from mdl.errors import INTERRUPTED, InterruptedByUserError, MdlError
 from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.confined import read_bytes, unlink, write_atomic
@@ -124,7 +127,8 @@ def _swarmed(
 ) -> TransferResult:
     """The file from the swarm (its parts claimed and fetched here, the rest read from the
     others'), then the final object made of the parts unless another machine made it first; once
-    it is there while this machine still swarms, the rest read from it."""
+    one is there while this machine still swarms, the rest read from it (verified: one that is not
+    the file is refused, said, and the swarm goes on; the maker replaces it)."""
     session, job, writer = sources.session, sources.job, place.target.writer
     token = _mine(job) or new_token()  # a run killed before: its claims are taken back at once
     with suppress(OSError, MdlError):
@@ -139,22 +143,33 @@ def _swarmed(
         token=token,
         cancel=session.cancel,
         # (an object of another size is not the file: junk there ends no swarm)
-        there=lambda: _present(writer, place.uri, over, size=sources.remote.size),
+        there=lambda: _version(writer, place.uri, size=sources.remote.size),
         term=session.fills.term,
     )
+    if over is not None:
+        swarm.final.refuse(over)
+    spent = 0  # bytes fetched in rounds of the swarm that ended on an object refused after
     publisher = Publisher(parts, job, sent=swarm.sent)
     swarm.heard = publisher.there
     swarm.waiting = lambda said: session.progress.waiting(job.label, said)
     try:
         with swarm, publisher:
-            try:
-                result = replace(sources, landing=publisher, swarm=swarm).origin()
-            except SwarmEnded as ended:
-                result = _rest(sources, place, swarm, ended)
-            except SwarmFailed as failed:  # the file's lease, resumed on what the swarm wrote
-                job.retries.warn(f"{failed.message}; fetched under the file's lease")
-                return _filled(sources, place, parts, over=over)
-        result = _made(sources, place, over, result, publisher)
+            result = None
+            while result is None:
+                try:
+                    result = replace(sources, landing=publisher, swarm=swarm).origin()
+                except SwarmEnded as ended:
+                    result = _rest(sources, place, swarm, ended)
+                    if result is None:  # not the file (said): the swarm goes on, the object
+                        spent += ended.fetched  # replaced by the machine that makes it
+                        over = ended.version
+                        swarm.final.refuse(ended.version)
+                except SwarmFailed as failed:  # the file's lease, resumed on what the swarm wrote
+                    job.retries.warn(f"{failed.message}; fetched under the file's lease")
+                    return _filled(sources, place, parts, over=over)
+        result = _made(sources, place, over, result, swarm, publisher)
+        if result.fill != FILLED:
+            _tidy(place, swarm, job)
     finally:
         with suppress(OSError, MdlError):
             unlink(job_root(job), _token_path(job))
@@ -165,21 +180,40 @@ def _swarmed(
         streamed=swarm.read,
         parts_here=result.parts_here + swarm.fetched,
         parts_peers=result.parts_peers + -(-swarm.read // parts.part),
-        duplicated=swarm.duplicated,
-        fetched=result.fetched + swarm.refused,
+        # parts fetched here that another machine had published (``Publisher.twice``) or made
+        # the object of (``Swarm.late``: sent once the object proved the file was there)
+        duplicated=sum(_size(parts, i + 1) for i in _twice(swarm, publisher)),
+        fetched=result.fetched + swarm.refused + spent,
     )
 
 
-def _rest(sources: FileSources, place: Place, swarm: Swarm, ended: SwarmEnded) -> TransferResult:
-    """The rest of a file whose object was made while this machine swarmed: read from it (else
-    the origin's), the parts it brought counted as the swarm's (the object's as the others')."""
+def _twice(swarm: Swarm, publisher: Publisher) -> set[int]:
+    """The parts fetched here that another machine fetched too: found published when sent, or
+    sent once the object proved the file was at the final name."""
+    late = {i for i, version in swarm.late.items() if version == swarm.final.proved}
+    return {n - 1 for n in publisher.twice} & swarm.mine | late
+
+
+def _size(parts: PartSet, number: int) -> int:
+    start, end = parts.span(number)
+    return end - start
+
+
+def _rest(
+    sources: FileSources, place: Place, swarm: Swarm, ended: SwarmEnded
+) -> TransferResult | None:
+    """The rest of a file whose object was made while this machine swarmed: read from it, the
+    parts it brought counted as the others'; None when it is not the file (read and refused,
+    said as any mirror's bad bytes: the swarm goes on)."""
     log.info("%s: mirror %s was made meanwhile: the rest from it", sources.job.label, place.uri)
-    rest = sources.mirror(place.target.template, place.uri) or sources.origin()
-    parts = -(-rest.fetched // swarm.parts.part)
-    here, theirs = (0, parts) if rest.mirror is not None else (parts, 0)
+    rest = sources.mirror(place.target.template, place.uri)
+    if rest is None:
+        return None
+    swarm.final.proved = ended.version
     # what the swarm wrote, the rest's fetch resumed on: fetched all the same
     fetched = rest.fetched + ended.fetched + swarm.read
-    return replace(rest, fetched=fetched, parts_here=here, parts_peers=theirs)
+    theirs = -(-rest.fetched // swarm.parts.part)
+    return replace(rest, fetched=fetched, parts_here=0, parts_peers=theirs)
 
 
 def _place(sources: FileSources) -> Place | None:
@@ -261,13 +295,16 @@ def _made(
     place: Place,
     over: str | None,
     result: TransferResult,
+    swarm: Swarm,
     publisher: Publisher,
 ) -> TransferResult:
     """The object made of a swarm's parts by one machine: the first to have the file, which takes
-    the object's lease (one that finds it held, or the object there, leaves it to that holder: a
-    swarm's machine, or an mdl before the swarm fetching it whole); the claims removed after."""
+    the object's lease (one that finds it held, or the object there and the file, leaves it to
+    that holder: a swarm's machine, or an mdl before the swarm fetching it whole; an object there
+    that is not the file is replaced); the claims removed after."""
     writer, job, fills = place.target.writer, sources.job, sources.session.fills
     try:
+        over = _unproved(place, job, result, swarm, publisher, over)
         lease = (
             None
             if _present(writer, place.uri, over)
@@ -291,6 +328,48 @@ def _made(
     return made
 
 
+def _unproved(
+    place: Place,
+    job: TransferJob,
+    result: TransferResult,
+    swarm: Swarm,
+    publisher: Publisher,
+    over: str | None,
+) -> str | None:
+    """The version to replace at the final name: an object there (but ``over``) that is not
+    ``result``'s file by its own bytes (a forged one this machine never read); else ``over``.
+    One that is the file is ``Final.proved``. Checked only when it matters: parts of this
+    machine not yet sent, parts sent once it was there, or the swarm's parts still there."""
+    writer, final, parts = place.target.writer, swarm.final, swarm.parts
+    there = _version(writer, place.uri, size=None)
+    if there is None or there in (over, final.proved) or not result.sha256:
+        return over
+    if len(publisher.done) == parts.count and not swarm.late and not parts.published():
+        return over
+    if writer.holds(place.uri, job.final_path, size=result.size, sha256=result.sha256):
+        final.proved = there
+        return over
+    log.info("%s: mirror %s is not the file: replaced", job.label, place.uri)
+    return there
+
+
+def _tidy(place: Place, swarm: Swarm, job: TransferJob) -> None:
+    """Once the object proved the file to a machine that did not make it (read here and
+    verified, or its own bytes checked against the file here: ``Final.proved``), the swarm's
+    parts and claims still there removed (an mdl before the swarm made it whole under the file's
+    lease, and knew none of them); best effort."""
+    parts, final = swarm.parts, swarm.final
+    try:
+        if final.proved is None or not parts.published():
+            return
+    except MdlError as exc:
+        log.info("%s: the swarm's parts were left: %s", job.label, exc.message)
+        return
+    log.info("%s: mirror %s was made by another: its swarm's parts removed", job.label, place.uri)
+    parts.remove()
+    remove_claims(parts, job.label)
+
+
 def _filled(
     sources: FileSources, place: Place, parts: PartSet | None, *, over: str | None = None
 ) -> TransferResult:
@@ -304,17 +383,27 @@ def _filled(
     streamer = Streamer(parts, job, sources.beside.trust) if parts is not None else None
     said = _Said(streamer)
     reading = streamer  # None once parts read under a holder's token proved not the file
+    # a lease is live only as far as this machine saw it renewed (a future mtime is no renewal)
+    seen, stale = Claims(fills.term), lambda found: seen.over(0, found)
+    seen.bound = math.inf  # (a file's holder is waited on within ``wait_for``'s bounds)
     for _ in range(TAKE_ROUNDS):
         _stop_if_cancelled(session.cancel)
         try:
-            lease = take(writer, place.lease, holder=fills.holder, term=fills.term, mine=_mine(job))
+            lease = take(
+                writer,
+                place.lease,
+                holder=fills.holder,
+                term=fills.term,
+                mine=_mine(job),
+                dead=stale,
+            )
         except MdlError as exc:
             why = f"{label}: cannot take a lease on mirror {shown} ({exc.message})"
             return said(*_cheapest(sources, place, over, why))
         if lease is not None:
             return said(_took(sources, place, lease, over, parts, reading), None)
         log.info("%s: another machine is filling mirror %s; waiting on it", label, shown)
-        state = _waited(sources, place, over, reading, said)
+        state = _waited(sources, place, over, reading, said, stale)
         if isinstance(state, GaveUp):
             why = f"{label}: gave up waiting on mirror {shown} ({state.why})" if state.why else ""
             return said(*_cheapest(sources, place, over, why))
@@ -359,7 +448,12 @@ def _took(
 
 
 def _waited(
-    sources: FileSources, place: Place, over: str | None, streamer: Streamer | None, said: _Said
+    sources: FileSources,
+    place: Place,
+    over: str | None,
+    streamer: Streamer | None,
+    said: _Said,
+    stale: Callable[[Look], bool],
 ) -> str | GaveUp:
     """The wait on another machine's lease (:func:`wait_for`), the parts read kept on disk; a
     failure to wait is given up on."""
@@ -380,6 +474,7 @@ def _waited(
             trusted=sources.beside.trust is not None,
             rate=session.origin_rate.rate,
             began=said.began,
+            stale=stale,
         )
     except InterruptedByUserError as exc:  # Ctrl-C: said as every interrupted file is
         raise InterruptedByUserError(INTERRUPTED) from exc
@@ -490,13 +585,23 @@ def _holding(
             unlink(job_root(job), _token_path(job))
 
 
-def _present(writer: Writer, uri: str, over: str | None, *, size: int | None = None) -> bool:
-    """Whether an object is at ``uri`` (of ``size`` bytes, when told), not the version ``over``."""
+def _present(writer: Writer, uri: str, over: str | None) -> bool:
+    """Whether an object is at ``uri``, not the version ``over``."""
     try:
         seen = writer.head(uri)
     except MdlError:
         return False
-    return seen is not None and seen.etag != over and size in (None, seen.size)
+    return seen is not None and seen.etag != over
+
+
+def _version(writer: Writer, uri: str, *, size: int | None) -> str | None:
+    """The version of the object at ``uri`` when it is of ``size`` bytes, if known (None: none,
+    another size, or a look that failed)."""
+    try:
+        seen = writer.head(uri)
+    except MdlError:
+        return None
+    return seen.etag if seen is not None and size in (None, seen.size) else None
 
 
 def _upload(

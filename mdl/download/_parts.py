@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from mdl import partsize
 from mdl.buckets import names
@@ -132,22 +132,22 @@ class PartSet:
             log.info("could not remove the parts under %s: %s", self.first.prefix, exc)
 
 
-def _put(parts: PartSet, number: int, data: bytes) -> bool:
-    """Part ``number``'s ``data``, marked as mdl's (``parts.side``'s) as every upload is: created,
-    or found there already as these very bytes, or (another writer's bytes) replaced on the
-    version found; False: not ours there (the end proves every part, and uploads the file when one
-    is not its bytes)."""
+def _put(parts: PartSet, number: int, data: bytes) -> Literal["made", "there"] | None:
+    """Part ``number``'s ``data``, marked as mdl's (``parts.side``'s) as every upload is: created
+    or (another writer's bytes) replaced on the version found ("made"), or found there already as
+    these very bytes ("there"); None: not ours there (the end proves every part, and uploads the
+    file when one is not its bytes)."""
     writer, uri, side = parts.writer, parts.uri(number), parts.side
     if writer.create(uri, data, side=side) is not None:
-        return True
+        return "made"
     found = writer.read(uri, limit=len(data), aged=False)
     if found is None:
-        return writer.create(uri, data, side=side) is not None
+        return "made" if writer.create(uri, data, side=side) is not None else None
     there, seen = found
     if there == data:
-        return True
+        return "there"
     log.warning("%s was not this holder's part: replaced", uri)
-    return writer.replace(uri, data, etag=seen.etag, side=side) is not None
+    return "made" if writer.replace(uri, data, etag=seen.etag, side=side) is not None else None
 
 
 @dataclass(eq=False)
@@ -164,6 +164,9 @@ class Publisher(Landings):
     job: TransferJob
     done: set[int] = field(default_factory=set)  # parts there, of our bytes (or a peer's: a swarm)
     beside: int = 0  # bytes sent while the fetch ran
+    # parts found there already as our bytes when sent as they landed: another machine fetched
+    # them too (a swarm's ``duplicated``, where the part was fetched here)
+    twice: set[int] = field(default_factory=set)
     # told of each part sent as it landed, or that could not be (its claim is not kept)
     sent: Callable[[int], None] = lambda index: None
     _failed: bool = False
@@ -238,9 +241,11 @@ class Publisher(Landings):
             data = os.pread(fd, end - start, start)
             if not still():
                 return 0
-            if len(data) == end - start and _put(self.parts, number, data):
-                return len(data)
-            return None
+            put = _put(self.parts, number, data) if len(data) == end - start else None
+            if put == "there":
+                with self.changed:
+                    self.twice.add(number)
+            return len(data) if put is not None else None
         except (OSError, MdlError) as exc:  # the object is still written (``finish``)
             if not self._failed:
                 job.retries.add(f"parts not published ({exc}); the file is uploaded at the end")

@@ -6,13 +6,19 @@ through its own engine (``JobContext.swarm``: one piece per part), publishes eac
 check verified it (``Publisher``, at the version's own ``names.Part``), and writes every other part
 from the mirror as it appears, checked against the trust first (a part that fails is refused, and
 its bytes come again). Where to start: a random part, then on from the last one claimed, else the
-middle of the longest run of parts nobody is known to hold. A claim whose holder has not published
-its part within what fetching it here takes (or a term, before this machine measured a part) is
-fetched here too (the end game: its bytes are ``duplicated``); a lapsed or released one is taken
-over. What a co-tenant writes costs only the parts it touches: a forged claim its term (or the
-time to fetch the part here), a forged part its bytes, names that are not parts a bounded listing
-(then parts are looked up by name). A run that ends (killed) left claims under its token, kept
-beside the partial: its restart takes them back at once."""
+middle of the longest run of parts nobody is known to hold. Another's claim is judged by what this
+machine saw of it over time (``mdl.download._claims``): one not renewed for a term by this
+machine's clock, or held past what fetching its part here takes (or a term, before this machine
+measured a part: the end game), is taken over, by one machine of the fleet, and its part fetched
+here; a lapsed or released one is taken over at once. A part fetched twice (a holder that went on
+fetching after its claim was taken over) is counted by the machine that publishes it second
+(``Publisher.twice``: ``duplicated``). The final object at its name ends the swarm only once read
+and verified (``SwarmEnded``, then the fill reads it): one refused is said, and the swarm goes on
+part by part (after ``REFUSALS`` of them, the name is no longer looked at until the swarm ends).
+What a co-tenant writes costs only the parts it touches: a forged claim its term (or the time to
+fetch the part here), a forged part its bytes, a forged final object one read, names that are not
+parts a bounded listing (then parts are looked up by name). A run that ends (killed) left claims
+under its token, kept beside the partial: its restart takes them back at once."""
 
 from __future__ import annotations
 
@@ -22,10 +28,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 from mdl.buckets import names
 from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, numbered, take
+from mdl.download._claims import Claims, Final, SwarmEnded
 from mdl.download._parts import READERS, PartSet, verified
 from mdl.errors import MdlError
 
@@ -49,10 +57,6 @@ class SwarmFailed(MdlError):
     """The mirror refuses claims (``REFUSALS`` of them): the file is fetched under its lease."""
 
 
-class SwarmEnded(MdlError):
-    """The final object is in the mirror (another machine made it): the rest is read from it."""
-
-
 class Swarm:
     """One file's swarm on this machine (a ``PartSource``): what it holds, reads and fetches."""
 
@@ -65,27 +69,29 @@ class Swarm:
         holder: str,
         token: str,
         cancel: threading.Event,
-        there: Callable[[], bool],
+        there: Callable[[], str | None],
         term: float = TERM,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.parts, self.trust, self.job = parts, trust, job
         self.holder, self.token, self.term, self.cancel = holder, token, term, cancel
-        self.there = there  # whether the final object is in the mirror now
+        # the object at the final name (``there``: the version of one of the file's size)
+        self.final = Final(there, job.label)
+        self.clock = clock  # this machine's own (a claim's age, a part's time here)
         self.spans: Sequence[tuple[int, int]] = [parts.span(n) for n in range(1, parts.count + 1)]
         # told of each part read from the others before it is written (the publisher: sent not)
         self.heard: Callable[[int], None] = lambda index: None
         self.waiting: Callable[[str], None] = lambda said: None  # the progress display's
-        self.fetched = 0  # parts handed to this machine's fetch (claimed, or the end game's)
+        self.fetched = 0  # parts handed to this machine's fetch (claimed)
+        self.mine: set[int] = set()  # those parts (their bytes, if published second: duplicated)
+        self.late: dict[int, str] = {}  # of them, those sent once an object was there: its version
         self.read = 0  # bytes read from the others' parts (verified)
         self.refused = 0  # bytes read from parts that failed their hash
-        self.duplicated = 0  # bytes fetched here of parts another machine held a claim on
         self._lock = threading.Condition()
         self._have: set[int] | None = None  # the parts on disk when the fetch began
         self._todo: set[int] = set()  # parts not on disk, nor being claimed, fetched, read
         self._theirs: set[int] = set()  # claimed by another machine when last tried
-        self._since: dict[int, float] = {}  # when a part was first found claimed (never reset)
-        self._late: set[int] = set()  # claims past the end game's bound: fetched here anyway
-        self._again: set[int] = set()  # late once, still held: fetched here when late again
+        self.claims = Claims(term, clock)  # what this machine saw of the others' claims
         self._refusals = 0  # claims the mirror refused (an error, not another holder)
         self._held: dict[int, tuple[Lease, Renewing, float]] = {}
         # parts refused here (never read again: fetched here, or from the end game, at most once)
@@ -106,6 +112,18 @@ class Swarm:
         return max(1, min(most, max(FEWEST_STREAMS, len(self.spans) // SHARE)))
 
     def next(
+        self, have: set[int], put: Callable[[int, bytes], None], stopped: Callable[[], bool]
+    ) -> int | None:
+        try:
+            return self._next(have, put, stopped)
+        except SwarmEnded:  # the parts in flight here land first (a term at most): none of
+            deadline = time.monotonic() + self.term  # them is fetched twice here
+            with self._lock:
+                while self._held and not stopped() and time.monotonic() < deadline:
+                    self._lock.wait(POLL_MOST)
+            raise
+
+    def _next(
         self, have: set[int], put: Callable[[int, bytes], None], stopped: Callable[[], bool]
     ) -> int | None:
         with self._lock:
@@ -153,56 +171,56 @@ class Swarm:
 
     def _claimed(self, index: int) -> bool:
         """Whether this machine fetches part ``index`` now: its claim taken (renewed till it is
-        published), or late twice (the end game); else it is back among the parts to do, held by
-        another (or published meanwhile: read at the next look)."""
-        lease, published = self._take(index, late=index in self._late)
+        published; another's taken over once ``claims`` judges it over); else it is back among
+        the parts to do, held by another (or published meanwhile: read at the next look)."""
+        lease, published = self._take(index)
         if lease is not None and not published:
             renewing = Renewing(lease).__enter__()
+            self.claims.forget(index)
             with self._lock:  # (a part fetched again here: its earlier claim let go)
                 before = self._held.pop(index, None)
-                self._held[index] = (lease, renewing, time.monotonic())
+                self._held[index] = (lease, renewing, self.clock())
                 self.fetched += 1
+                self.mine.add(index)
             if before is not None:
                 _release(*before[:2])
             return True
         if lease is not None:  # published meanwhile
             lease.release()
+        self.claims.held(index)  # (its generation remembered as the take read it)
         with self._lock:
-            if lease is None and index in self._late and index in self._again:
-                self._late.discard(index)  # the end game's: fetched here too
-                self.fetched += 1
-                self.duplicated += self._size(index)
-                return True
             self._todo.add(index)
             self._theirs.add(index)
-            if index in self._late:  # still renewed (alive, or just taken over): waited on again
-                self._late.discard(index)
-                self._again.add(index)
-                self._since[index] = time.monotonic()
-            self._since.setdefault(index, time.monotonic())
         return False
 
-    def _take(self, index: int, *, late: bool) -> tuple[Lease | None, bool]:
-        """Part ``index``'s claim, if taken here, and whether the part is published already;
-        SwarmEnded once the object is there; SwarmFailed once the mirror refused ``REFUSALS``.
-        ``late`` (the end game's): a claim not renewed for half a term by the store's clock is
-        taken over (its holder renews it every third: gone, most likely), by one machine."""
+    def _take(self, index: int) -> tuple[Lease | None, bool]:
+        """Part ``index``'s claim, if taken here (another's once ``claims`` judges it over), and
+        whether the part is published already; SwarmEnded once an object is at the final name;
+        SwarmFailed once the mirror refused ``REFUSALS``."""
         writer, claim = self.parts.writer, names.Claim.on(_part(self.parts, index))
-        term = self.term / 2 if late else self.term
         try:
             lease = _first(writer, claim, self.holder, self.token, self.term) or take(
-                writer, claim, holder=self.holder, term=term, mine=self.token, token=self.token
+                writer,
+                claim,
+                holder=self.holder,
+                term=self.term,
+                mine=self.token,
+                token=self.token,
+                dead=partial(self.claims.over, index),
             )
-        except MdlError as exc:  # held by nobody known: the end game's bound; refused again: out
+        except MdlError as exc:  # held by nobody known: looked at again; refused again: out
             log.info("%s: part %d not claimed: %s", self.job.label, index + 1, exc)
             self._refusals += 1
             if self._refusals >= REFUSALS:
                 raise SwarmFailed(f"{self.job.label}: the mirror refuses claims ({exc})") from exc
             return None, False
         published = lease is not None and self._published(index)
-        if lease is not None and not published and self.there():  # made meanwhile
-            lease.release()
-            raise SwarmEnded(f"{self.job.label}: the mirror's object was made meanwhile")
+        if lease is not None and not published:
+            try:
+                self.final.check()
+            except SwarmEnded:
+                lease.release()
+                raise
         return lease, published
 
     def _published(self, index: int) -> bool:
@@ -219,10 +237,13 @@ class Swarm:
         with self._lock:
             held = self._held.pop(index, None)
             if held is not None:
-                took = time.monotonic() - held[2]
+                took = self.clock() - held[2]
                 self._timing = max(self._timing, took)
+            self._lock.notify_all()  # (a stream waits for the parts in flight: ``next``)
         if held is not None:
             _release(*held[:2])
+            if (version := self.final.found()) is not None:  # its copy there: duplicated, once
+                self.late[index] = version  # that object proves the file (read at the end)
 
     # -- the looks at the mirror, one stream at a time ------------------------------------------
     def _turn(self, put: Callable[[int, bytes], None]) -> None:
@@ -248,17 +269,16 @@ class Swarm:
 
     def _look(self, put: Callable[[int, bytes], None]) -> bool:
         """The parts the others published since the last look written (each checked first);
-        claims held too long handed to the end game; SwarmEnded once the final object is there.
+        claims to look at again handed back; SwarmEnded once an object is at the final name.
         Whether anything changed."""
-        if self.there():
-            raise SwarmEnded(f"{self.job.label}: the mirror's object was made meanwhile")
+        self.final.check()
         found = self._found()
         if found:
             with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-swarm") as pool:
                 got = list(pool.map(lambda index: self._fetch(index, put), found))
             if any(got):
                 return True
-        return self._late_claims()
+        return self._due_claims()
 
     def _found(self) -> list[int]:
         """Parts to read now (taken out of the parts to do): the ones listed under the version's
@@ -290,13 +310,14 @@ class Swarm:
         except MdlError as exc:
             log.info("%s: part %d not read: %s", self.job.label, index + 1, exc)
             found = None
-        good = found is not None and len(found[0]) == size and self._holds(index, found[0])
+        good = found is not None and len(found[0]) == size and _holds(self, index, found[0])
         if found is not None and good:
             self.heard(index)
             put(index, found[0])
             with self._lock:
                 self.read += size
                 self._theirs.discard(index)
+            self.claims.forget(index)
             return True
         with self._lock:
             self._todo.add(index)
@@ -304,40 +325,24 @@ class Swarm:
                 self.refused += size
                 self._wrong.add(uri)
                 self._theirs.discard(index)  # refused: claimed here, or taken over, next
-                self._since.pop(index, None)
         if found is not None and len(found[0]) == size:
-            self._say_refused(uri)
+            self.claims.forget(index)
+            _say_refused(self, uri)
         return False
 
-    def _holds(self, index: int, data: bytes) -> bool:
-        start, end = self.spans[index]
-        good, failed = verified(self.trust, start, memoryview(data))
-        return not failed and good == [(start, end)]
-
-    def _late_claims(self) -> bool:
-        """Claims held by others past the bound (what a part takes here, or a term before this
-        machine timed one) go to the end game: fetched here unless taken over first; whether
-        any did."""
+    def _due_claims(self) -> bool:
+        """Parts held by others whose claims are due another look (``Claims.due``; the bound:
+        twice a part's time here, or a term before one was timed) handed back to be claimed
+        (taken over if over); whether any were."""
         bound = self._timing * 2 + SLACK if self._timing else self.term
-        now = time.monotonic()
+        self.claims.bound = bound
         with self._lock:
-            late = {i for i in self._theirs if now - self._since.get(i, now) > bound}
-            self._theirs -= late
-            self._late |= late
-        said = "%s: %d part(s) claimed by another machine for over %.0f s: the end game's"
-        if late:
-            log.info(said, self.job.label, len(late), bound)
-        return bool(late)
-
-    # -- helpers -------------------------------------------------------------------------------
-    def _say_refused(self, uri: str) -> None:
-        with self._lock:
-            said, self._warned = self._warned, True
-        if not said:
-            self.job.retries.warn(
-                f"{self.job.label}: another machine's part {uri} failed its {self.trust.kind}"
-                " hash; its bytes are fetched again"
-            )
+            due = self.claims.due(self._theirs)
+            self._theirs -= due
+        said = "%s: %d part(s) claimed by another machine for over %.0f s (or not renewed in a"
+        if due:
+            log.info(said + " term): looked at again", self.job.label, len(due), bound)
+        return bool(due)
 
     def _size(self, index: int) -> int:
         start, end = self.spans[index]
@@ -352,6 +357,24 @@ class Swarm:
             held, self._held = list(self._held.values()), {}
         for lease, renewing, _ in held:
             _release(lease, renewing)
+
+
+def _say_refused(swarm: Swarm, uri: str) -> None:
+    """A part another machine published failed its hash: said once per file."""
+    with swarm._lock:
+        said, swarm._warned = swarm._warned, True
+    if not said:
+        swarm.job.retries.warn(
+            f"{swarm.job.label}: another machine's part {uri} failed its {swarm.trust.kind}"
+            " hash; its bytes are fetched again"
+        )
+
+
+def _holds(swarm: Swarm, index: int, data: bytes) -> bool:
+    """Whether ``data`` is part ``index`` of ``swarm``'s file, by its range hash."""
+    start, end = swarm.spans[index]
+    good, failed = verified(swarm.trust, start, memoryview(data))
+    return not failed and good == [(start, end)]
 
 
 def _unless_failed(look: Callable[[], _T], label: str) -> _T | None:

@@ -109,7 +109,7 @@ class Picks:
             holder="here:1:x",
             token="ab" * 16,
             cancel=threading.Event(),
-            there=lambda: False,
+            there=lambda: None,
             term=3600,
         )
         self.have: set[int] = set()

@@ -236,7 +236,7 @@ def test_a_resumed_record_cut_otherwise_with_as_many_pieces_as_parts_is_fetched(
         holder="here:1:x",
         token="ab" * 16,
         cancel=threading.Event(),
-        there=lambda: False,
+        there=lambda: None,
         term=3600,
     )
     config = EngineConfig(connections=4, retry=RetryPolicy(retries=0, base=0.01, cap=0.05))

@@ -1,0 +1,132 @@
+"""What one machine of a swarm (``mdl.download._swarm``) knows of the other machines' claims on
+a file's parts, by its own monotonic clock: a claim's liveness counts only as far as this machine
+can check it. A claim another holds is taken over (the next generation, an exclusive create: of
+the machines that judge so at once, one wins the part) once this machine has seen the same
+generation either
+
+- at one version for a term: not renewed, whatever the store's clock says of it (a future mtime
+  set once on a shared folder, a body written once); a holder renews every third of a term, each
+  renewal a new version (S3's ETag is the MD5 of a body with a nonce, a folder's the file's inode
+  and time), or
+- held for longer than fetching its part here takes (``bound``, what the swarm measured: a term
+  before it timed one), or the part held by anyone for twice that (a new generation every so
+  often is no renewal): renewed or not, the part is fetched here (the end game). Of the two
+  fetches of it one is published second: that machine counts its bytes as ``duplicated``.
+
+Nothing a co-tenant writes in a claim or sets on it (its mtime, a time in its body) lengthens
+either, and each costs the part it names: never the whole file on every machine."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mdl.buckets.lease import Look
+from mdl.errors import MdlError
+
+REFUSALS = 3  # objects at the final name refused (not the file) before it is no longer looked at
+
+
+class SwarmEnded(MdlError):
+    """An object is at the final name (another machine made it, most likely): the rest is read
+    from it, its bytes checked; ``version``: its ETag (refused: ``Final.refuse``)."""
+
+    def __init__(self, message: str, version: str) -> None:
+        super().__init__(message)
+        self.version = version
+
+
+class Final:
+    """The object at a swarm's final name, as this machine found it: there only once read and
+    verified (``SwarmEnded``, then the fill reads it); a version refused (not the file) never
+    ends the swarm again, and after ``REFUSALS`` of them the name is no longer looked at (the
+    machine that makes the object replaces what is there)."""
+
+    def __init__(self, there: Callable[[], str | None], label: str) -> None:
+        self.there, self.label = there, label  # ``there``: the version of one of the file's size
+        self.refused: set[str] = set()
+        self.proved: str | None = None  # the version read or checked and found the file
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        """SwarmEnded when an object is at the final name, but a version refused here."""
+        if (version := self.found()) is not None:
+            raise SwarmEnded(f"{self.label}: an object was made at its name meanwhile", version)
+
+    def found(self) -> str | None:
+        """The version of an object at the final name, but a version refused here (None: none,
+        or after ``REFUSALS`` refused, not looked at)."""
+        with self._lock:
+            blind = len(self.refused) >= REFUSALS
+        version = None if blind else self.there()
+        return version if version not in self.refused else None
+
+    def refuse(self, version: str) -> None:
+        """The object ``version`` is not the file (read, refused, said): the swarm goes on."""
+        with self._lock:
+            self.refused.add(version)
+
+
+@dataclass
+class _Seen:
+    """One part's claim as this machine last saw it held by another."""
+
+    uri: str | None  # its generation (None: not read: a take that failed, a race lost)
+    etag: str | None  # the version read
+    first: float  # when this machine first saw this generation held
+    changed: float  # when it last saw its version change (or first saw it)
+    since: float  # when this machine first saw the part held, by any generation
+
+    def over(self, now: float, term: float, bound: float) -> bool:
+        """Not renewed for a term, held past ``bound``, or the part held for twice that."""
+        return now - self.changed > term or now - self.first > bound or now - self.since > 2 * bound
+
+
+class Claims:
+    """The claims this machine found held by others, each part's generation and versions as it
+    saw them; thread-safe (the swarm's streams take parts at once)."""
+
+    def __init__(self, term: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.term, self.clock = term, clock
+        self.bound = term  # seconds a generation may stay held: a part's fetch here (the swarm's)
+        self._seen: dict[int, _Seen] = {}
+        self._lock = threading.Lock()
+
+    def over(self, index: int, found: Look) -> bool:
+        """Whether ``found``, a live generation of part ``index``'s claim, is to be taken over
+        (not renewed for a term, or held past ``bound``, as this machine saw it); it is
+        remembered either way."""
+        now = self.clock()
+        with self._lock:
+            seen = self._seen.get(index)
+            if seen is None or seen.uri != found.uri:  # a new generation: its time starts now
+                since = now if seen is None else seen.since
+                self._seen[index] = seen = _Seen(found.uri, found.etag, now, now, since)
+            elif seen.etag != found.etag:  # renewed since the last look
+                seen.etag, seen.changed = found.etag, now
+            return seen.over(now, self.term, self.bound)
+
+    def held(self, index: int) -> None:
+        """Part ``index`` is another's, whose claim was not read (a take refused, or lost to
+        another taker): looked at again after a term."""
+        now = self.clock()
+        with self._lock:
+            self._seen.setdefault(index, _Seen(None, None, now, now, now))
+
+    def due(self, indexes: set[int]) -> set[int]:
+        """Of ``indexes`` (parts held by others), those to look at again now: a generation seen
+        at one version for a term (to see whether it was renewed) or held past ``bound``."""
+        now = self.clock()
+        with self._lock:
+            return {
+                i
+                for i in indexes
+                if (seen := self._seen.get(i)) is None or seen.over(now, self.term, self.bound)
+            }
+
+    def forget(self, index: int) -> None:
+        """Part ``index`` is no one's to wait on (read, refused, or claimed here)."""
+        with self._lock:
+            self._seen.pop(index, None)

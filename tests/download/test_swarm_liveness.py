@@ -1,0 +1,385 @@
+"""A swarm believes a claim's liveness and an object's presence only as far as it can check them
+(issue 86, B): what a co-tenant sets on a claim (a future mtime, renewals forever) or plants at
+the final name costs the parts it names, never the whole file on every machine; the bytes the
+fleet fetches twice are counted by the machine that fetched them, and said. Against a real shared
+folder and moto; a machine's own clock is a ``FakeClock`` where the test judges by it."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import rangetrust
+from clocks import FakeClock
+from download.test_swarm_hostile import FORGER, MACHINES, Fleet, twice
+from download.test_swarm_review import folder_fleet, run_with, s3_fleet  # noqa: F401
+from runfixtures import transfer_job, wait_for
+from s3server import S3, s3, s3_server  # noqa: F401
+from servers import Fault, HubServer, make_data
+
+from mdl import partsize
+from mdl.buckets import names
+from mdl.buckets.lease import TERM, Lease, lease_body, look, take
+from mdl.buckets.protocol import Writer
+from mdl.buckets.registry import STORES
+from mdl.download._claims import Claims
+from mdl.download._parts import PartSet, Publisher
+from mdl.download._swarm import Swarm
+from mdl.download.session import TERM_VARIABLE
+
+MiB = 1 << 20
+YEAR = 365 * 24 * 3600.0
+
+
+class Parts:
+    """Three 1 MiB parts of one file in ``mirror`` (a shared folder or moto), and their claims."""
+
+    def __init__(self, mirror: tuple[Writer, str], tmp_path: Path) -> None:
+        self.writer, folder = mirror
+        self.data = make_data(3 * MiB - 7, seed=861)
+        self.job = transfer_job(tmp_path / "machine", "http://127.0.0.1:9/f.bin", self.data)
+        parts = PartSet.of(self.writer, folder + names.NAMESPACE, folder + "m/f.bin", self.job)
+        assert parts is not None and parts.count == 3
+        self.parts = parts
+
+    def claim(self, index: int) -> names.Claim:
+        return names.Claim.on(replace(self.parts.first, number=index + 1))
+
+    def forge(self, index: int, *, ahead: float = 0.0) -> None:
+        """A live claim body under a token no machine has on part ``index``, written once (on a
+        shared folder, its mtime ``ahead`` seconds in the future: live forever by its clock)."""
+        uri = self.claim(index).uri
+        assert self.writer.create(uri, lease_body("mallory:1:x", FORGER)) is not None
+        if ahead and uri.startswith("file://"):
+            when = time.time() + ahead
+            os.utime(uri.removeprefix("file://"), (when, when))
+
+    def touch(self, index: int) -> None:
+        """The forger renews its claim (a new version, as a holder's renewal is)."""
+        found = look(self.writer, self.claim(index))
+        assert found.uri is not None and found.etag is not None
+        made = self.writer.replace(found.uri, lease_body("mallory:1:x", FORGER), etag=found.etag)
+        assert made is not None
+
+    def take(self, claims: Claims, index: int, holder: str) -> Lease | None:
+        return take(
+            self.writer,
+            self.claim(index),
+            holder=holder,
+            term=TERM,
+            dead=lambda seen: claims.over(index, seen),
+        )
+
+
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(partsize, "PART", MiB)
+
+
+@pytest.fixture(params=["file", "s3"])
+def mirror(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Writer, str]:
+    """A shared folder or moto, and the mirror's folder in it."""
+    if request.param == "file":
+        return STORES["file"].writer(endpoint=None, secrets=None), f"file://{tmp_path}/mirror/"
+    server: S3 = request.getfixturevalue("s3")
+    server.client().create_bucket(Bucket="fleet")
+    return STORES["s3"].writer(endpoint=server.endpoint, secrets=None), "s3://fleet/hub/"
+
+
+def test_a_claim_written_once_is_taken_over_after_a_term_of_our_clock_whatever_its_mtime(
+    mirror: tuple[Writer, str], tmp_path: Path, small: None
+) -> None:
+    """A forged claim written once (on a shared folder with an mtime a year ahead: live by the
+    store's clock forever; on S3 fresh by the store's clock): held at first; once this machine's
+    clock has moved a term with its version unchanged, the next take takes it over (the next
+    generation), whatever the store's clock says."""
+    parts = Parts(mirror, tmp_path)
+    parts.forge(0, ahead=YEAR)
+    assert look(parts.writer, parts.claim(0)).state == "live"
+    clock = FakeClock()
+    claims = Claims(TERM, clock)
+    assert parts.take(claims, 0, "b:1:x") is None
+    clock.now += TERM / 2
+    assert parts.take(claims, 0, "b:1:x") is None, "taken over before a term"
+    assert claims.due({0}) == set()
+    clock.now += TERM / 2 + 1
+    assert claims.due({0}) == {0}
+    lease = parts.take(claims, 0, "b:1:x")
+    assert lease is not None and lease.number == 2
+
+
+def test_a_claim_renewed_forever_is_taken_over_once_held_past_a_parts_fetch_here(
+    mirror: tuple[Writer, str], tmp_path: Path, small: None
+) -> None:
+    """A forged claim renewed between every two looks (a forger's process: each renewal a new
+    version, as a holder's): never "not renewed", but held past what a part's fetch costs here
+    (``bound``) it is taken over all the same, by one machine: of two that judge so at once, the
+    second finds the first's generation, new to it, and waits on that."""
+    parts = Parts(mirror, tmp_path)
+    parts.forge(1)
+    clock = FakeClock()
+    here, there = Claims(TERM, clock), Claims(TERM, clock)
+    here.bound = there.bound = 2 * TERM
+    assert parts.take(here, 1, "b:1:x") is None and parts.take(there, 1, "c:1:x") is None
+    for _ in range(3):  # renewed within every term: held
+        clock.now += TERM * 0.6
+        parts.touch(1)
+        assert parts.take(here, 1, "b:1:x") is None
+    clock.now += TERM * 0.6  # past the bound since first seen (and renewed still)
+    parts.touch(1)
+    first = parts.take(here, 1, "b:1:x")
+    assert first is not None and first.number == 2
+    assert parts.take(there, 1, "c:1:x") is None, "two machines took one part over"
+    assert there.due({1}) == set(), "a new generation waited on from scratch"
+
+
+def test_a_generation_after_another_without_end_is_no_renewal(
+    mirror: tuple[Writer, str], tmp_path: Path, small: None
+) -> None:
+    """A forger that writes the next generation before each look (a takeover every time, as far
+    as the store says) keeps a part held at most twice the bound, from when it was first seen."""
+    parts = Parts(mirror, tmp_path)
+    clock = FakeClock()
+    claims = Claims(TERM, clock)
+    claims.bound = 10.0
+    numbers = []
+    for number in range(1, 6):
+        uri = parts.claim(2).at(number).uri
+        assert parts.writer.create(uri, lease_body("mallory:1:x", FORGER)) is not None
+        lease = parts.take(claims, 2, "b:1:x")
+        if lease is not None:
+            numbers.append(lease.number)
+            break
+        clock.now += 6.0
+    assert numbers and clock.now - 100.0 <= 2 * claims.bound + 6.0, (numbers, clock.now)
+
+
+def two_machines(parts: Parts, clock: FakeClock) -> tuple[Swarm, Swarm]:
+    def machine(holder: str, token: str) -> Swarm:
+        return Swarm(
+            parts.parts,
+            rangetrust.trust_of(parts.data, MiB),
+            parts.job,
+            holder=holder,
+            token=token,
+            cancel=threading.Event(),
+            there=lambda: None,
+            term=3600,
+            clock=clock,
+        )
+
+    return machine("a:1:x", "aa" * 16), machine("b:1:x", "bb" * 16)
+
+
+def test_a_part_fetched_by_two_machines_is_counted_by_the_one_that_published_it_second(
+    mirror: tuple[Writer, str], tmp_path: Path, small: None
+) -> None:
+    """Machine A claims part 1 and goes on fetching it without renewing (a starved box: its
+    renewals are its own real clock's, an hour's term away); machine B, a term of its own clock
+    later, takes the claim over and fetches and publishes the part; then A's fetch lands and its
+    publish finds the part there as its bytes: A counts the part as fetched twice."""
+    parts = Parts(mirror, tmp_path)
+    clock = FakeClock()
+    a, b = two_machines(parts, clock)
+    with a, b:
+        have_a: set[int] = set()
+        asked = {"n": 0}
+
+        def stopped() -> bool:  # a few turns of a stream's loop, then it stops
+            asked["n"] += 1
+            return asked["n"] > 4
+
+        first = a.next(have_a, lambda i, d: None, stopped)
+        assert first is not None
+        have_b: set[int] = {i for i in range(3) if i != first}  # B needs only A's part
+        asked["n"] = 0
+        assert b.next(have_b, lambda i, d: None, stopped) is None, "B took a live claim"
+        clock.now += 3601.0  # a term of B's clock, A's claim's version unchanged
+        asked["n"] = 0
+        assert b.next(have_b, lambda i, d: None, stopped) == first, "B never took it over"
+        for machine, name in ((b, "b"), (a, "a")):  # B publishes first, then A
+            job = transfer_job(tmp_path / name, "http://127.0.0.1:9/f.bin", parts.data)
+            job.part_path.parent.mkdir(parents=True)
+            job.part_path.write_bytes(parts.data)
+            publisher = Publisher(parts.parts, job, sent=machine.sent)
+            with publisher:
+                start, end = parts.parts.span(first + 1)
+                publisher.landed(start, end)
+                wait_for(lambda p=publisher: first + 1 in p.done, what="the part published")
+            if machine is b:
+                assert not publisher.twice
+            else:
+                assert publisher.twice == {first + 1} and first in a.mine
+
+
+def test_forged_claims_with_a_future_mtime_on_every_part_cost_no_machine_the_whole_file(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Issue 86's first finding: a forged claim on every part, written once with an mtime a year
+    ahead (live forever by the folder's clock, no process renewing it). Each is taken over after
+    a term (3 s) of a machine's own clock, by one machine: the origin sends about the file, not
+    the file once per machine, and every extra byte is said as duplicated."""
+    fleet: Fleet = request.getfixturevalue("folder_fleet")
+    for number in range(1, fleet.count + 1):
+        uri = fleet.claim(number).uri
+        assert fleet.writer.create(uri, lease_body("mallory:1:x", FORGER)) is not None
+        when = time.time() + YEAR
+        os.utime(uri.removeprefix("file://"), (when, when))
+    fleet.hub.cdn.throttle_bps = 8 * MiB
+    reports = run_with(fleet, tmp_path, env={TERM_VARIABLE: "3"})
+    spent = fleet.origin_bytes()
+    print("origin", spent / len(fleet.data), "duplicated", twice(reports) / fleet.part, "parts")
+    assert spent < 2 * len(fleet.data), (spent / len(fleet.data), [r.files[0] for r in reports])
+    assert spent <= len(fleet.data) + 2 * fleet.part + twice(reports), spent
+
+
+@pytest.fixture(params=["file", "s3"])
+def any_fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
+    yield request.getfixturevalue({"file": "folder_fleet", "s3": "s3_fleet"}[request.param])
+
+
+def test_forged_claims_renewed_forever_on_every_part_cost_no_machine_the_whole_file(
+    any_fleet: Fleet, tmp_path: Path
+) -> None:
+    """A forger's process renews a forged claim on every part as a holder would (each renewal a
+    new version), never publishing: each part is taken over once held past a term (before a
+    machine timed a part) by one machine, not fetched by every machine's end game."""
+    fleet = any_fleet
+    for number in range(1, fleet.count + 1):
+        assert fleet.writer.create(fleet.claim(number).uri, lease_body("m:1:x", FORGER))
+    done = threading.Event()
+
+    def forger() -> None:
+        while not done.wait(0.3):
+            for number in range(1, fleet.count + 1):
+                uri = fleet.claim(number).uri
+                seen = fleet.writer.head(uri)
+                if seen is not None:
+                    fleet.writer.replace(uri, lease_body("m:1:x", FORGER), etag=seen.etag)
+
+    renewing = threading.Thread(target=forger, name="forger")
+    renewing.start()
+    fleet.hub.cdn.throttle_bps = 8 * MiB
+    try:
+        reports = run_with(fleet, tmp_path, env={TERM_VARIABLE: "3"})
+    finally:
+        done.set()
+        renewing.join()
+    spent = fleet.origin_bytes()
+    print("origin", spent / len(fleet.data), "duplicated", twice(reports) / fleet.part, "parts")
+    assert spent < 2 * len(fleet.data), (spent / len(fleet.data), [r.files[0] for r in reports])
+    assert spent <= len(fleet.data) + 2 * fleet.part + twice(reports), spent
+
+
+def test_junk_of_the_files_size_at_the_final_name_mid_swarm_costs_one_read_not_the_origin(
+    any_fleet: Fleet, tmp_path: Path
+) -> None:
+    """Issue 86's second finding: once the swarm began (the CDN holds every machine's first
+    fetch till then), junk of the file's size at the final object's name. A machine that finds
+    it reads it, refuses it (said, naming it) and swarms on: the origin sends about the file, not
+    the rest of it once per machine; the object the fleet leaves is the file."""
+    fleet = any_fleet
+    began = threading.Event()
+    for _ in range(MACHINES):
+        fleet.hub.cdn.faults.add(Fault.stall(after_bytes=1000, until=began, resume=True))
+
+    def junk() -> None:
+        wait_for(lambda: not fleet.hub.cdn.faults.pending(), what="every machine fetching")
+        assert fleet.writer.create(fleet.object, bytes(len(fleet.data))) is not None
+        began.set()
+
+    try:
+        reports = run_with(fleet, tmp_path, junk, env={TERM_VARIABLE: "3"})
+    finally:
+        began.set()
+    spent = fleet.origin_bytes()
+    outcomes = [r.files[0] for r in reports]
+    print("origin", spent / len(fleet.data), "duplicated", twice(reports) / fleet.part, "parts")
+    assert spent < 2 * len(fleet.data), (spent / len(fleet.data), outcomes)
+    assert spent <= len(fleet.data) + 2 * fleet.part + twice(reports), spent
+    refused = [w for o in outcomes for w in o.warnings if "holds bad bytes" in w]
+    assert refused and all("tiny/model.safetensors" in w for w in refused), outcomes
+    found = fleet.writer.read(fleet.object, limit=len(fleet.data) + 1)
+    assert found is not None and found[0] == fleet.data, "the junk was left at the final name"
+
+
+def test_an_object_another_made_mid_swarm_leaves_no_part_of_the_swarm_behind(
+    any_fleet: Fleet, tmp_path: Path
+) -> None:
+    """Once parts are published, the file itself appears at the final name, made by a machine
+    outside the swarm (an mdl before it, filling the object whole under the file's lease). Each
+    swarm machine reads the rest from it, verified; the parts the swarm published (and their
+    claims) do not wait for ``prune --mirror``."""
+    fleet = any_fleet
+    fleet.hub.cdn.throttle_bps = 4 * MiB
+
+    def made_by_another() -> None:
+        wait_for(
+            lambda: any(fleet.writer.head(fleet.part_uri(n)) for n in range(1, fleet.count + 1)),
+            what="a part published",
+        )
+        fleet.writer.create(fleet.object, fleet.data)  # (None: the swarm made it first)
+
+    run_with(fleet, tmp_path, made_by_another)
+    left = [n for n in range(1, fleet.count + 1) if fleet.writer.head(fleet.part_uri(n))]
+    assert not left, f"parts {left} left in the store"
+    claims = [n for n in range(1, fleet.count + 1) if fleet.writer.head(fleet.claim(n).uri)]
+    assert not claims, f"claims on parts {claims} left in the store"
+
+
+def test_a_forged_file_lease_with_a_future_mtime_costs_a_term_not_the_file_per_machine(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same class on a file without a range trust (the file lease): a forged lease written
+    once with an mtime a year ahead. Each waiting machine sees its version unchanged for a term
+    (3 s) of its own clock; one takes it over and fills the mirror, the others wait on that one:
+    the origin sends the file once, not once per machine after every wait gave up."""
+    monkeypatch.setenv("MDL_LOG_FILE", str(tmp_path / "mdl.log"))
+    monkeypatch.setattr(partsize, "PART", MiB)
+    data = make_data(6 * MiB + 3, seed=862)
+    hub.add_repo("org/tiny", {"model.safetensors": data})
+    root = tmp_path / "shared"
+    root.mkdir()
+    template = f"file://{root}/{{model}}/{{path}}"
+    fleet = Fleet(hub, data, MiB, template, STORES["file"].writer(endpoint=None, secrets=None))
+    namespace = names.namespace(template)
+    assert namespace is not None
+    lease = names.Generation.of(namespace, fleet.object).uri
+    assert fleet.writer.create(lease, lease_body("mallory:1:x", FORGER)) is not None
+    when = time.time() + YEAR
+    os.utime(lease.removeprefix("file://"), (when, when))
+    reports = fleet.run(tmp_path, env={TERM_VARIABLE: "3"})
+    fills = sorted(str(r.files[0].fill) for r in reports)
+    assert fleet.origin_bytes() == len(data), (fleet.origin_bytes() / len(data), fills)
+    assert fills[0] == "filled" and set(fills[1:]) <= {"read", "streamed"}, fills
+
+
+def test_a_holder_still_fetching_when_its_claim_was_taken_over_is_counted_not_hidden(
+    any_fleet: Fleet, tmp_path: Path
+) -> None:
+    """Issue 86's third finding: a machine's fetch of one part stalls (a starved box) while its
+    claim, renewed, outlasts what a part takes the others; one of them takes it over and the
+    object is made. Then the stalled fetch ends and its part is sent: that machine says the part
+    as ``duplicated``. Whatever request the stall hit, the origin's bytes beyond the file are what
+    the machines say they fetched twice."""
+    fleet = any_fleet
+    held = threading.Event()
+    fleet.hub.cdn.faults.add(Fault.stall(after_bytes=1000, until=held, resume=True))
+
+    def release() -> None:
+        wait_for(lambda: fleet.writer.head(fleet.object) is not None, what="the object made")
+        held.set()
+
+    try:
+        reports = run_with(fleet, tmp_path, release, env={TERM_VARIABLE: "3"})
+    finally:
+        held.set()
+    spent, said_twice = fleet.origin_bytes(), twice(reports)
+    print("origin", spent / len(fleet.data), "duplicated", said_twice / fleet.part, "parts")
+    assert spent - len(fleet.data) <= said_twice + 1000, (spent, said_twice)
+    assert said_twice <= spent - len(fleet.data) + fleet.part, (spent, said_twice)
