@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from mdl.background import Background
-from mdl.download._nowhere import not_found_anywhere
 from mdl.download._outcomes import done_outcome
 from mdl.download._plan import Action, PlannedFile, identity_of, look, offline_error, recorded
 from mdl.download._workers import Crew
@@ -673,6 +672,8 @@ def fetch_from_sources(
         else:
             result = sources.mirrors() or sources.origin()
     except NotFoundError as exc:
+        from mdl.download._nowhere import not_found_anywhere  # (a file found nowhere: rare)
+
         found = not_found_anywhere(sources, exc)
         found.fetched = exc.fetched + sum(sources.refused)
         if found is exc:

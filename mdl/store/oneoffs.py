@@ -15,16 +15,18 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mdl.errors import MdlError, UsageError
 from mdl.store import confined
 from mdl.store.filesystem import stat_file
 from mdl.store.inventory import INSTALLED, MISSING, judge
 from mdl.store.layout import BLOB_NAME, parse_hub_source, repo_folder
-from mdl.store.prune import KeptPath, PrunedPath, PruneReport
 from mdl.store.records import ONE_OFF_CATALOG, FileRecord, ModelRecord
 from mdl.store.store import Store
+
+if TYPE_CHECKING:  # (prune's module loads only for a removal: a plain get registers its folder)
+    from mdl.store.prune import PruneReport
 
 log = logging.getLogger("mdl.store")
 
@@ -211,6 +213,8 @@ def remove_fetched(place: Path, *, dry_run: bool) -> PruneReport:
     record vouches for (same size and mtime, and the very file judged: ``unlink_checked``), then the
     record, the folders left empty (``place`` too) and the register's note; a file changed since
     stays, said (``kept``), with its record entry. A folder no get saved into is exit 2."""
+    from mdl.store.prune import KeptPath, PrunedPath, PruneReport
+
     place = place.absolute()
     store = Store(place)
     if (record := store.read_record("")) is None:
