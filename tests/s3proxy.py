@@ -3,7 +3,7 @@ stores do: it strips the conditional headers (a store that ignores them), answer
 ConditionalRequestConflict`` (a concurrent conditional write in flight), refuses DeleteObject's
 ``If-Match`` or server-side copies (501), loses a write's reply after the store applied it, never
 answers a conditional write (a store that hangs), moves the store's clock (every reply's
-``Date``) on, or answers as rclone's ``serve s3`` does (``like_rclone``: metadata names
+``Date``) on, answers a verb 501 (``unimplemented``, as s3rver a listing of uploads), or answers as rclone's ``serve s3`` does (``like_rclone``: metadata names
 capitalised, ``X-Amz-Meta-Mdl``; no checksums kept; a part's HEAD not implemented).
 
 The request goes upstream as the client sent it (its ``Host`` too), so a SigV4 signature still
@@ -48,6 +48,9 @@ class Proxy:
         self.hang = False  # conditional writes are never sent on nor answered (till the end)
         self.refuse_copies = False  # UploadPartCopy/CopyObject answered 501 (no server-side copy)
         self.like_rclone = False  # answers as `rclone serve s3` does (see above)
+        # a request with one of these query parameters is answered 501 NotImplemented (s3rver:
+        # ``uploads``, ListMultipartUploads)
+        self.unimplemented: tuple[str, ...] = ()
         self.ended = threading.Event()  # the proxy is closing: hung requests end
         self.requests: list[tuple[str, str, bool]] = []
         self.lock = threading.Lock()
@@ -85,13 +88,22 @@ class _Handler(BaseHTTPRequestHandler):
             offset = proxy.date_offset
             copy = "x-amz-copy-source" in self.headers and proxy.refuse_copies
             rclone = proxy.like_rclone
+            query = urlsplit(self.path).query
+            unimplemented = any(
+                part.partition("=")[0] in proxy.unimplemented for part in query.split("&")
+            )
         if hang:
             proxy.ended.wait()
             self.close_connection = True
             return None
         if conflict:
             return self._answer(409, CONFLICT)
-        if refuse or copy or (rclone and "partNumber=" in self.path and self.command == "HEAD"):
+        if (
+            refuse
+            or copy
+            or unimplemented
+            or (rclone and "partNumber=" in query and self.command == "HEAD")
+        ):
             return self._answer(501, NOT_IMPLEMENTED)
         headers = {
             k: v

@@ -1,4 +1,5 @@
-"""A store that answers as rclone's ``serve s3`` does (issue 86, E): metadata names in another case
+"""Stores the field uses that are not S3 (issue 86, E). s3rver does not implement a listing of
+unfinished uploads: prune says so and exits 0. A store that answers as rclone's ``serve s3`` does: metadata names in another case
 (``X-Amz-Meta-Mdl``: field names compare without case, RFC 9110 §5.1), no checksum kept, a part's
 HEAD not implemented. A re-publish writes nothing (the ETag, the store's MD5 of the bytes, proves
 them) and ``prune --mirror`` frees what it should (mdl's mark is read whatever its case)."""
@@ -79,3 +80,34 @@ def vid(files: dict[str, bytes]) -> str:
     return versions.version_id(
         [(p, len(d), hashlib.sha256(d).hexdigest()) for p, d in files.items()]
     )
+
+
+def test_a_store_without_a_listing_of_uploads_prunes_and_says_so(
+    s3: S3, hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """s3rver answers ListMultipartUploads 501 NotImplemented: prune removes what it should and
+    says that unfinished uploads were not looked for (exit 0, not 5)."""
+    hub.add_repo("org/llm", V1)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "catalog.toml").write_text('[models.llm]\nrepo = "org/llm"\n')
+    s3.client().create_bucket(Bucket="team")
+    dest = str(tmp_path / "a")
+    assert mdl("pull", "llm", "--dest", dest).exit_code == 0
+    assert mdl("publish", "llm", "--to", TO, "--dest", dest).exit_code == 0
+    hub.commit("org/llm", V2)
+    assert mdl("pull", "llm", "--dest", dest).exit_code == 0
+    assert mdl("publish", "llm", "--to", TO, "--dest", dest).exit_code == 0
+    with s3_proxy(s3.endpoint) as proxy:
+        proxy.unimplemented = ("uploads",)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        pruned = mdl(
+            "prune", "--mirror", versions.template_of(TO), "--keep-versions", "1",
+            "--keep-days", "0", "--json",
+        )  # fmt: skip
+    assert pruned.exit_code == 0, pruned.stderr
+    doc = json.loads(pruned.stdout)
+    assert {e["uri"] for e in doc["removed"]} == {f"{TO}/.mdl/versions/llm/{vid(V1)}.json"}
+    (said,) = [w for w in doc["warnings"] if "unfinished uploads were not looked for" in w]
+    assert "not implemented" in said.lower() and said in pruned.stderr
+    assert ("GET", True) in {(m, "uploads" in p) for m, p, _ in proxy.requests}
