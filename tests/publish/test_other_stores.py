@@ -1,7 +1,7 @@
 """Stores the field uses that are not S3 (issue 86, E). s3rver does not implement a listing of
-unfinished uploads: prune says so and exits 0. A store that answers as rclone's ``serve s3`` does: metadata names in another case
-(``X-Amz-Meta-Mdl``: field names compare without case, RFC 9110 §5.1), no checksum kept, a part's
-HEAD not implemented. A re-publish writes nothing (the ETag, the store's MD5 of the bytes, proves
+unfinished uploads: prune says so and exits 0. A store that answers as rclone's ``serve s3`` does:
+metadata names in another case (``X-Amz-Meta-Mdl``: field names compare without case, RFC 9110
+§5.1), no checksum kept, a part's HEAD not implemented. A re-publish writes nothing (the ETag, the store's MD5 of the bytes, proves
 them) and ``prune --mirror`` frees what it should (mdl's mark is read whatever its case)."""
 
 from __future__ import annotations
