@@ -14,6 +14,7 @@ import itertools
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -58,6 +59,41 @@ class _ClosedEarly(RetryableError):
     """The body ended before the piece did: the connection was lost mid-answer."""
 
 
+class _Whole(RangesIgnoredError):
+    """A 200 of this version to one of the parallel ranges: the whole file, its body unread."""
+
+
+class RangeGate:
+    """A file's parallel ranges wait for one answer that honours a range (a 206 of the file)
+    before they are sent, when nothing has shown yet that the server does: one stream (the
+    pioneer) asks first, the others a round trip later. A server that ignores Range (nginx
+    ``max_ranges 0``) then sends the whole file once, read on as the one stream, never once per
+    stream into buffers closed unread (issue 86)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._pioneer = self._open = self._shut = False
+
+    def enter(self, stopped: Callable[[], bool]) -> bool:
+        """Wait till ranges are proved (False), or become the pioneer (True); False too once
+        ``stopped`` (a shut gate waits for it: the file starts over)."""
+        with self._changed:
+            while not self._open and not stopped():
+                if not self._pioneer and not self._shut:
+                    self._pioneer = True
+                    return True
+                self._changed.wait(0.1)
+            return False
+
+    def leave(self, *, proved: bool, shut: bool = False) -> None:
+        """The pioneer's try ended: ranges proved, the file starting over (``shut``: the whole
+        file came, or another version), or another may ask first."""
+        with self._changed:
+            self._open, self._shut = self._open or proved, self._shut or shut
+            self._pioneer = False
+            self._changed.notify_all()
+
+
 @dataclasses.dataclass(frozen=True)
 class Ask:
     """One request for (part of) a piece: from byte ``offset`` less the ``back`` bytes on disk it
@@ -87,10 +123,15 @@ class PieceStream:
     """One stream working on one piece till it is complete, with the piece's retry budget."""
 
     def __init__(
-        self, shared: Shared, state: DownloadState, piece: Piece, near_end: NearEnd | None = None
+        self,
+        shared: Shared,
+        state: DownloadState,
+        piece: Piece,
+        near_end: NearEnd | None = None,
+        gate: RangeGate | None = None,
     ) -> None:
         self.shared, self.state, self.piece, self.job = shared, state, piece, state.job
-        self.near_end = near_end
+        self.near_end, self.gate, self.proved = near_end, gate, False
         said = itertools.count(1)  # every retry of this stream is said: a budget started over too
         self.tries = Tries(
             shared.config.retry,
@@ -242,6 +283,24 @@ class PieceStream:
         # a stream reading on past its own piece took this one whole meanwhile
         if ask is None:
             return self.piece.end
+        gate = self.gate
+        pioneer = gate is not None and gate.enter(self._stopped)
+        self.shared.check_stop(self.state)
+        over = False  # the file starts over: no range is asked till it has
+        try:
+            return self._answered(url, ask, asking)
+        except (RangesIgnoredError, SourceChanged):
+            over = True
+            raise
+        finally:
+            if pioneer and gate is not None:
+                gate.leave(proved=self.proved, shut=over)
+
+    def _stopped(self) -> bool:
+        return self.shared.cancel.is_set() or self.state.stop.is_set()
+
+    def _answered(self, url: str, ask: Ask, asking: Resolve | None) -> int | None:
+        """``ask`` sent (or its opening taken) and its answer read; returns where it ends."""
         job, sent, reached = self.job, time.monotonic(), self.state.target.reached
         told = None if asking is None else functools.partial(reached, asking, final=False)
         answer = ask.opening or follow(
@@ -253,7 +312,8 @@ class PieceStream:
             saved_as=job.path,
             redirected=told,
         )
-        with answer as resp:
+        with contextlib.ExitStack() as stack:
+            resp = stack.enter_context(answer)
             if ask.opening is None:
                 self.state.saw_first_byte(time.monotonic() - sent)
             if asking is not None and resp.status_code in (200, 206):
@@ -262,7 +322,14 @@ class PieceStream:
             if self.shared.config.stall_timeout is not None:
                 set_read_timeout(resp, self.shared.config.stall_timeout)
             with self.shared.reading(resp, self.state):
-                return self._read(resp, ask)
+                try:
+                    return self._read(resp, ask)
+                except _Whole:
+                    pass
+            # read on by the one stream the file starts over as: no byte of it asked again
+            whole = Opening(resp, stack.pop_all().close, end=self.state.size or 0)
+            self.shared.keep_whole(self.state, whole)
+            raise RangesIgnoredError
 
     def _refuse_splice(self) -> None:
         state, piece = self.state, self.piece
@@ -281,6 +348,8 @@ class PieceStream:
         opening = None
         if (carried := state.beside.opening) is not None and offset == 0 and url == job.located:
             opening = carried.take()
+        elif offset == 0 and not state.multi:  # a 200 to a range, read on from byte 0
+            opening = self.shared.take_whole(state)
         # bytes on disk the answer must repeat
         back = state.overlap(piece) if opening is None else 0
         # a window of the piece: what lies past it may be stolen, never what was asked for
@@ -312,6 +381,9 @@ class PieceStream:
         answered_end: int | None = ask.end
         if span.ranged:
             answered_end = self._check_part(resp, span, ask, encoded=encoded)
+            self.proved = True
+            if self.gate is not None:  # the others may ask now, while this body is read
+                self.gate.leave(proved=True)
         else:
             self._check_whole(resp, span, ask)
         # A stream reading on past its own piece (the probe's answer) may have taken this piece's
@@ -361,7 +433,7 @@ class PieceStream:
         # another version (SourceChanged) or ranges ignored: both restart the file
         if state.multi:
             check_version(state, resp, total=span.total)
-            raise RangesIgnoredError
+            raise _Whole if span.total == state.size else RangesIgnoredError
         # a coded body's says nothing; another size is another version
         check_size(state, span.total)
         before = state.validator
