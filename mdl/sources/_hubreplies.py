@@ -187,10 +187,8 @@ def parse_tree_page(
 def _parse(
     adapter: TypeAdapter[_Reply], body: bytes, *, what: str, url: str, secrets: Secrets | None
 ) -> _Reply:
-    from mdl.sources.hub import MAX_REPLY_BYTES
-
-    try:
-        return adapter.validate_python(read_json(body, source="the reply", limit=MAX_REPLY_BYTES))
+    try:  # bounded where it is read (the Hub's MAX_REPLY_BYTES)
+        return adapter.validate_python(read_json(body, source="the reply", limit=len(body)))
     except OutsideJSONError as exc:
         problem = exc.message.removeprefix("the reply: ")
         raise reply_error(what, url, body, problem, secrets=secrets) from None

@@ -132,6 +132,7 @@ class PieceStream:
     ) -> None:
         self.shared, self.state, self.piece, self.job = shared, state, piece, state.job
         self.near_end, self.gate, self.proved = near_end, gate, False
+        self.checks = _Checks(shared, state, piece)
         said = itertools.count(1)  # every retry of this stream is said: a budget started over too
         self.tries = Tries(
             shared.config.retry,
@@ -339,7 +340,7 @@ class PieceStream:
         unversioned = state.validator is None and not self.job.identity.has_hash
         if piece.done > 0 and not state.multi and unversioned:
             # nothing tells this version from the next: a resume could splice two
-            self._drop("the server names no version to resume against")
+            self.checks.drop("the server names no version to resume against")
 
     def _ask(self, url: str) -> Ask | None:
         """What the next request asks for (None: the piece is complete)."""
@@ -373,19 +374,19 @@ class PieceStream:
     def _read(self, resp: httpx2.Response, ask: Ask) -> int | None:
         """The answer checked against the file and the request, its body copied; returns its end."""
         state, piece, label = self.state, self.piece, self.job.label
-        self._check_status(resp, ask.offset)
+        self.checks.status(resp, ask.offset)
         if encoded := is_encoded(resp, what=label):
             state.whole_only = True
         span = promised(resp, what=label)  # its body is held to it as it is read
         # a 206, or a 200 naming a part of the file (rclone serve s3): read as that range
         answered_end: int | None = ask.end
         if span.ranged:
-            answered_end = self._check_part(resp, span, ask, encoded=encoded)
+            answered_end = self.checks.part(resp, span, ask, encoded=encoded)
             self.proved = True
             if self.gate is not None:  # the others may ask now, while this body is read
                 self.gate.leave(proved=True)
         else:
-            self._check_whole(resp, span, ask)
+            self.checks.whole(resp, span, ask)
         # A stream reading on past its own piece (the probe's answer) may have taken this piece's
         # first bytes while this answer was on its way: they are repeated (compared, engine rule
         # 15), or, the whole piece taken, the answer is dropped.
@@ -398,7 +399,16 @@ class PieceStream:
             body.run(resp, encoded=encoded, back=back)
         return answered_end
 
-    def _check_status(self, resp: httpx2.Response, offset: int) -> None:
+
+class _Checks:
+    """One stream's answers checked against the file and the request: the status, the range it
+    names, the version; a whole answer is the stream's from byte 0 (the only stream), or the file
+    starts over."""
+
+    def __init__(self, shared: Shared, state: DownloadState, piece: Piece) -> None:
+        self.shared, self.state, self.piece, self.job = shared, state, piece, state.job
+
+    def status(self, resp: httpx2.Response, offset: int) -> None:
         job = self.job
         if resp.status_code == 416 and self.piece.end is not None:
             check_size(self.state, content_range_total(resp.headers.get("Content-Range")))
@@ -409,7 +419,7 @@ class PieceStream:
         if resp.status_code not in (200, 206):
             raise error_for_status(resp, what=job.label, credentials=job.credentials)
 
-    def _check_part(self, resp: httpx2.Response, span: Span, ask: Ask, *, encoded: bool) -> int:
+    def part(self, resp: httpx2.Response, span: Span, ask: Ask, *, encoded: bool) -> int:
         """A part of the file: it must be the one asked for, of this version; returns its end."""
         state, job = self.state, self.job
         if not ask.ranged:
@@ -427,7 +437,7 @@ class PieceStream:
         state.target.answered(ask.url, str(resp.url))
         return end
 
-    def _check_whole(self, resp: httpx2.Response, span: Span, ask: Ask) -> None:
+    def whole(self, resp: httpx2.Response, span: Span, ask: Ask) -> None:
         """The whole file: taken as its only stream, from byte 0; else every stream restarts."""
         state = self.state
         # another version (SourceChanged) or ranges ignored: both restart the file
@@ -451,9 +461,9 @@ class PieceStream:
             )
         else:
             self.shared.ignored_range(self.state)
-        self._drop("the file changed on the server" if changed else IGNORED_RANGE)
+        self.drop("the file changed on the server" if changed else IGNORED_RANGE)
 
-    def _drop(self, why: str) -> None:
+    def drop(self, why: str) -> None:
         self.shared.progress.advance(self.job.label, -self.state.drop(self.piece, why=why))
 
 
