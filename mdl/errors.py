@@ -105,6 +105,11 @@ class JobOutputError(UsageError, kind="job_output", words="bad job output"):
     """Serverless job-output JSON that cannot be understood."""
 
 
+class OutsideJSONError(UsageError, kind="bad_json", words="unreadable JSON"):
+    """JSON from outside mdl (a reply, a manifest, a record, an archive's) that is too big, too
+    deep, or not JSON mdl reads: ``mdl.outsidejson``'s one error, naming the source."""
+
+
 class AuthError(MdlError, kind="auth", code=ExitCode.AUTH, words="not authorised"):
     """401/403, a gated repo, or a missing token."""
 

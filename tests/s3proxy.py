@@ -2,8 +2,9 @@
 stores do: it strips the conditional headers (a store that ignores them), answers ``409
 ConditionalRequestConflict`` (a concurrent conditional write in flight), refuses DeleteObject's
 ``If-Match`` or server-side copies (501), loses a write's reply after the store applied it, never
-answers a conditional write (a store that hangs), or moves the store's clock (every reply's
-``Date``) on.
+answers a conditional write (a store that hangs), moves the store's clock (every reply's
+``Date``) on, answers a verb 501 (``unimplemented``, as s3rver a listing of uploads), or answers as rclone's ``serve s3`` does (``like_rclone``: metadata names
+capitalised, ``X-Amz-Meta-Mdl``; no checksums kept; a part's HEAD not implemented).
 
 The request goes upstream as the client sent it (its ``Host`` too), so a SigV4 signature still
 holds unless a header is stripped (moto does not check signatures; SeaweedFS does).
@@ -46,6 +47,10 @@ class Proxy:
         self.date_offset = 0.0  # seconds added to every reply's Date: the store's clock moved on
         self.hang = False  # conditional writes are never sent on nor answered (till the end)
         self.refuse_copies = False  # UploadPartCopy/CopyObject answered 501 (no server-side copy)
+        self.like_rclone = False  # answers as `rclone serve s3` does (see above)
+        # a request with one of these query parameters is answered 501 NotImplemented (s3rver:
+        # ``uploads``, ListMultipartUploads)
+        self.unimplemented: tuple[str, ...] = ()
         self.ended = threading.Event()  # the proxy is closing: hung requests end
         self.requests: list[tuple[str, str, bool]] = []
         self.lock = threading.Lock()
@@ -82,13 +87,23 @@ class _Handler(BaseHTTPRequestHandler):
             hang = conditional and write and proxy.hang
             offset = proxy.date_offset
             copy = "x-amz-copy-source" in self.headers and proxy.refuse_copies
+            rclone = proxy.like_rclone
+            query = urlsplit(self.path).query
+            unimplemented = any(
+                part.partition("=")[0] in proxy.unimplemented for part in query.split("&")
+            )
         if hang:
             proxy.ended.wait()
             self.close_connection = True
             return None
         if conflict:
             return self._answer(409, CONFLICT)
-        if refuse or copy:
+        if (
+            refuse
+            or copy
+            or unimplemented
+            or (rclone and "partNumber=" in query and self.command == "HEAD")
+        ):
             return self._answer(501, NOT_IMPLEMENTED)
         headers = {
             k: v
@@ -108,6 +123,10 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         self.send_response_only(reply.status, reply.reason)
         for name, value in reply.getheaders():
+            if rclone and name.lower().startswith("x-amz-checksum-"):
+                continue  # kept by no rclone backend
+            if rclone and name.lower().startswith("x-amz-meta-"):
+                name = "X-Amz-Meta-" + name[len("x-amz-meta-") :].capitalize()
             if name.lower() == "date" and offset:
                 value = formatdate(parsedate_to_datetime(value).timestamp() + offset, usegmt=True)
             if name.lower() not in _HOP:

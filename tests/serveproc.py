@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from runfixtures import HANG, wait_for
 
 # what every AWS library in these tests sees besides the run's key: no metadata endpoint, no
@@ -22,6 +24,15 @@ AWS_ISOLATION = {
     "AWS_CONFIG_FILE": os.devnull,
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
 }
+
+
+def aws_cli() -> str:
+    """The AWS CLI beside this Python (the test extra installs it), else on PATH; a test that
+    needs it skips, saying why, when there is none."""
+    found = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
+    if found is None:
+        pytest.skip("the AWS CLI is not installed (pip install '.[test]' installs it)")
+    return found
 
 
 class ServeProcess:
@@ -101,9 +112,8 @@ class ServeProcess:
         )
 
     def aws(self, *args: str, timeout: float = HANG) -> subprocess.CompletedProcess[str]:
-        """The AWS CLI with the printed environment."""
-        aws = Path(sys.executable).with_name("aws")
-        command: Sequence[str] = [str(aws), *args] if aws.exists() else ["aws", *args]
+        """The AWS CLI with the printed environment (the test skips, saying why, without it)."""
+        command: Sequence[str] = [aws_cli(), *args]
         return subprocess.run(
             command, env=self.client_env(), capture_output=True, text=True, timeout=timeout
         )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import errno
-import json
 import math
 import os
 import re
@@ -17,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mdl.errors import UnsafePathError, UsageError
+from mdl.errors import OutsideJSONError, UnsafePathError, UsageError
+from mdl.outsidejson import read_json
 from mdl.paths import opened
 
 # ASCII digits only: Python's \d also matches full-width digits such as "００５".
@@ -36,30 +36,6 @@ KNOWN_PATTERNS = (
 _SAFETENSORS_MAX_HEADER = 100_000_000  # the limit the safetensors library itself enforces
 # trainer_state.json and shard indexes are small; refuse to slurp anything huge
 _JSON_MAX = 64 << 20
-
-
-def _parse_int(text: str) -> int:
-    # past float range: no step, size or metric is this large
-    if abs(value := int(text)) >= 1 << 1024:
-        raise ValueError(f"number {text[:20]}... is out of range")
-    return value
-
-
-def _parse_float(text: str) -> float:
-    # 1e400: a number that overflows is not a value anyone wrote on purpose
-    if not math.isfinite(value := float(text)):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
-
-
-def parse_json(raw: bytes) -> Any:
-    """``json.loads`` for untrusted input: numbers out of float range and nesting too deep are
-    ValueError.
-    """
-    try:
-        return json.loads(raw, parse_int=_parse_int, parse_float=_parse_float)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
 
 
 @contextlib.contextmanager
@@ -81,12 +57,7 @@ def read_small_json(path: Path, shown: str) -> Any:
             raise UsageError(f"'{shown}' is not a regular file")
         with os.fdopen(os.dup(fd), "rb") as fh:
             raw = fh.read(_JSON_MAX + 1)
-    if len(raw) > _JSON_MAX:
-        raise UsageError(f"'{shown}' is too large to be a JSON index")
-    try:
-        return parse_json(raw)
-    except ValueError as exc:  # UnicodeDecodeError is a ValueError
-        raise UsageError(f"'{shown}' is not valid JSON: {str(exc)[:200]}") from exc
+    return read_json(raw, source=f"'{shown}'", limit=_JSON_MAX)
 
 
 class _Incomplete(Exception):
@@ -123,8 +94,8 @@ def _safetensors_header(path: Path, shown: str) -> tuple[int, int, dict[str, Any
             raise _Incomplete(f"header length {header_len} does not fit in {st.st_size} bytes")
         raw = os.pread(fd, header_len, 8)
     try:
-        header = parse_json(raw)
-    except ValueError:
+        header = read_json(raw, source="header", limit=_SAFETENSORS_MAX_HEADER)
+    except OutsideJSONError:
         raise _Incomplete("header is not JSON") from None
     if not isinstance(header, dict):
         raise _Incomplete("header is not a JSON object")

@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mdl.archive.zipread import MAX_CENTRAL_BYTES
-from mdl.errors import LocalFSError, MdlError
+from mdl.errors import LocalFSError, MdlError, OutsideJSONError
+from mdl.outsidejson import read_json
 from mdl.paths import STAGING_PREFIX, name_problem
 from mdl.progress import Progress
 from mdl.store import confined
@@ -284,9 +285,10 @@ def _read_journal(staging_fd: int, token: str) -> tuple[str, list[Top]] | None:
             data = fh.read(MAX_JOURNAL_BYTES + 1)
     except FileNotFoundError:
         return None
-    if len(data) > MAX_JOURNAL_BYTES:
-        raise ValueError(f"its {_JOURNAL} is larger than {MAX_JOURNAL_BYTES} bytes")
-    doc = json.loads(data)
+    try:
+        doc = read_json(data, source=f"its {_JOURNAL}", limit=MAX_JOURNAL_BYTES)
+    except OutsideJSONError as exc:
+        raise ValueError(exc.message) from None
 
     if not isinstance(doc, dict) or not secrets.compare_digest(str(doc.get("token")), token):
         raise ValueError("its journal is not this staging's own (no matching token)")
@@ -414,7 +416,8 @@ def _recover_staging(
     record, staging = dest / RECORDS / f"{token}.json", dest / f"{STAGING_PREFIX}{token}"
     with contextlib.ExitStack() as closing:
         try:
-            doc = json.loads(confined.read_bytes(dest, record, limit=MAX_RECORD_BYTES))
+            data = confined.read_bytes(dest, record, limit=MAX_RECORD_BYTES)
+            doc = read_json(data, source=str(record), limit=MAX_RECORD_BYTES)
             if not isinstance(doc, dict) or doc.get("token") != token:
                 raise ValueError(f"{record} is not a staging's record")
             folder_id, lock_id = _pair(doc.get("folder")), _pair(doc.get("lock"))
@@ -436,12 +439,12 @@ def _recover_staging(
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (FileNotFoundError, BlockingIOError):
             return None  # a running unpack owns it, or is removing it right now
-        except (OSError, ValueError, RecursionError, MdlError) as exc:
+        except (OSError, ValueError, MdlError) as exc:
             progress.note(f"leaving {staging} alone: {exc}")
             return None
         try:
             journal = _read_journal(staging_fd, token)
-        except (OSError, ValueError, RecursionError) as exc:
+        except (OSError, ValueError) as exc:
             progress.note(f"leaving {staging} alone: its journal cannot be trusted ({exc})")
             return None
         size = _staging_size(staging_fd)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import stat
@@ -25,9 +24,11 @@ from mdl.errors import (
     IntegrityError,
     LocalFSError,
     NoSpaceError,
+    OutsideJSONError,
     UsageError,
     disk_error,
 )
+from mdl.outsidejson import read_json
 from mdl.paths import SHA256_HEX, shown, temp_name
 from mdl.progress import ArchiveProgress, Progress
 from mdl.signing.library import MAX_SIGNATURE_BYTES, require_library, verify_signature
@@ -156,10 +157,11 @@ def _manifest_doc(fh: BinaryIO, entry: Entry) -> dict[str, Any]:
     """The manifest's JSON, a document with a files list; ArchiveError otherwise."""
     if entry.file_size > MAX_MANIFEST_BYTES:
         raise ArchiveError(f"{shown(entry.name)} is too large to be a manifest")
+    data = b"".join(zipread.read_data(fh, entry, CHUNK_SIZE))
     try:
-        doc = json.loads(b"".join(zipread.read_data(fh, entry, CHUNK_SIZE)))
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise ArchiveError(f"{shown(entry.name)} is not valid JSON: {str(exc)[:200]}") from None
+        doc = read_json(data, source=shown(entry.name), limit=MAX_MANIFEST_BYTES)
+    except OutsideJSONError as exc:
+        raise ArchiveError(exc.message) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
         raise ArchiveError(f"{shown(entry.name)} has no files list")
     return doc

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +39,8 @@ PART_MINIMUM = MIN_PART  # the smallest part of an upload (S3 refuses parts unde
 # what a store answers to an UploadPartCopy it will not do (not implemented, refused, the part not
 # readable or gone): the object is then uploaded from the local file
 _NO_COPY = (400, 403, 404, 405, 501)
+# an ETag that is an MD5: of the bytes (a PUT's), or of the parts' MD5s and their count (multipart)
+_MD5_ETAG = re.compile(r"(?P<md5>[0-9a-f]{32})(?:-(?P<parts>[1-9][0-9]{0,4}))?")
 
 
 class Sender(Protocol):
@@ -61,13 +64,17 @@ class _Conflict(Exception):
 
 def holds_file(client: Any, obj: S3Object, path: Path, *, size: int, sha256: str) -> bool:
     """Whether the object is already the file at ``path`` (``size`` bytes, ``sha256``), by a
-    SHA-256 the store computed over its bytes: the full-object checksum, or the composite one
-    recomputed from the local file cut as the object's parts are. Our ``x-amz-meta-sha256`` never
-    decides: whoever can write the object can set it."""
+    digest the store computed over its bytes: the full-object SHA-256 checksum, or the composite
+    one recomputed from the local file cut as the object's parts are; a store that keeps no
+    checksum (rclone's ``serve s3``, s3rver), by its ETag, the MD5 of the bytes (of a multipart
+    object: of its parts' MD5s, ``-N``), with the local bytes' SHA-256 checked in the same read.
+    Our ``x-amz-meta-sha256`` never decides: whoever can write the object can set it."""
     head = _checksummed(client, obj) or {}
     value = head.get("ChecksumSHA256")
-    if head.get("ContentLength") != size or not isinstance(value, str):
+    if head.get("ContentLength") != size:
         return False
+    if not isinstance(value, str):
+        return _etag_holds(client, obj, path, head, sha256)
     full = sha256_of_head(head)
     # FULL_OBJECT: even of a multipart one
     if full is not None or head.get("ChecksumType") == "FULL_OBJECT":
@@ -76,11 +83,42 @@ def holds_file(client: Any, obj: S3Object, path: Path, *, size: int, sha256: str
     # wrong costs an upload, never a wrong skip: equal composites mean equal part digests, so
     # equal bytes.
     digest, _, count = value.partition("-")
-    first = _checksummed(client, obj, PartNumber=1) or {}  # a part HEAD refused: no layout
-    sizes = part_layout(size, first=first.get("ContentLength"), count=first.get("PartsCount"))
+    sizes = _layout(client, obj, size)
     if sizes is None or count not in ("", str(len(sizes))):
         return False
-    return _composite(obj, path, sizes, sha256) == digest
+    digests = _cut(obj, path, sizes, sha256, hashlib.sha256)
+    return digests is not None and _b64(hashlib.sha256(b"".join(digests)).digest()) == digest
+
+
+def _etag_holds(client: Any, obj: S3Object, path: Path, head: dict[str, Any], sha256: str) -> bool:
+    """Whether the object's ETag is the MD5 of the local file's bytes (a multipart object's: of
+    its parts' MD5s, cut as the store says, else as mdl's uploads cut), those bytes ``sha256``'s.
+    An ETag that is no MD5 (an encrypted object's) costs an upload, never a wrong skip."""
+    etag = str(head.get("ETag") or "").strip('"').lower()
+    if not (found := _MD5_ETAG.fullmatch(etag)):
+        return False
+    size = int(head["ContentLength"])
+    if found["parts"] is None:
+        sizes: list[int] | None = [size]
+    else:
+        sizes = _layout(client, obj, size) or part_layout(
+            size, first=part_size(size, minimum=PART_MINIMUM), count=int(found["parts"])
+        )
+    if sizes is None or (found["parts"] is not None and len(sizes) != int(found["parts"])):
+        return False
+    digests = _cut(obj, path, sizes, sha256, hashlib.md5)
+    if digests is None:
+        return False
+    if found["parts"] is None:
+        return digests[0].hex() == found["md5"]
+    return hashlib.md5(b"".join(digests)).hexdigest() == found["md5"]
+
+
+def _layout(client: Any, obj: S3Object, size: int) -> list[int] | None:
+    """The part sizes of the object as the store says (a HEAD of its first part); None: not
+    said."""
+    first = _checksummed(client, obj, PartNumber=1) or {}  # a part HEAD refused: no layout
+    return part_layout(size, first=first.get("ContentLength"), count=first.get("PartsCount"))
 
 
 def _checksummed(client: Any, obj: S3Object, **extra: Any) -> dict[str, Any] | None:
@@ -102,14 +140,16 @@ def _checksummed(client: Any, obj: S3Object, **extra: Any) -> dict[str, Any] | N
     return head
 
 
-def _composite(obj: S3Object, path: Path, sizes: list[int], sha256: str) -> str | None:
-    """S3's composite SHA-256 of the local file cut into ``sizes`` (base64); None unless its bytes
-    are ``sha256``'s."""
+def _cut(
+    obj: S3Object, path: Path, sizes: list[int], sha256: str, part_hash: Callable[[], Any]
+) -> list[bytes] | None:
+    """The digests (``part_hash``) of the local file cut into ``sizes``; None unless its bytes
+    are ``sha256``'s (or it cannot be read)."""
     whole, digests = hashlib.sha256(), []
     try:
         with path.open("rb") as handle:
             for left in sizes:
-                part = hashlib.sha256()
+                part = part_hash()
                 while left:
                     if not (chunk := handle.read(min(left, MIN_PART))):
                         return None  # shorter than the object: not these bytes
@@ -120,8 +160,11 @@ def _composite(obj: S3Object, path: Path, sizes: list[int], sha256: str) -> str 
     except OSError as exc:  # the upload that follows reports it, for this file only
         log.info("%s: cannot read %s to compare: %s", obj.uri, path, exc)
         return None
-    composite = base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode("ascii")
-    return composite if whole.hexdigest() == sha256 else None
+    return digests if whole.hexdigest() == sha256 else None
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
 
 
 @contextmanager

@@ -37,7 +37,8 @@ from typing import Literal
 from mdl.background import Background
 from mdl.buckets import names
 from mdl.buckets.protocol import Listed, Seen, Writer
-from mdl.errors import InterruptedByUserError, MdlError, NetworkError
+from mdl.errors import InterruptedByUserError, MdlError, NetworkError, OutsideJSONError
+from mdl.outsidejson import read_json
 
 log = logging.getLogger("mdl.lease")
 
@@ -159,8 +160,8 @@ def read_generation(
 
 def _parse(data: bytes) -> dict[str, object] | None:
     try:
-        parsed = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        parsed = read_json(data, source="a claim", limit=BODY_LIMIT)
+    except OutsideJSONError:
         return None
     return parsed if isinstance(parsed, dict) else None
 

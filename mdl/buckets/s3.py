@@ -49,8 +49,9 @@ def mdl_metadata(uri: str, *, sha256: str, size: int, side: str) -> dict[str, st
 
 def mark_of(uri: str, metadata: dict[str, str] | None, *, size: int) -> Mark | None:
     """mdl's mark on the S3 object ``uri`` (``size`` bytes) as its metadata says
-    (``protocol.authorship`` decides)."""
-    said = metadata or {}
+    (``protocol.authorship`` decides). Names compare without case, as HTTP's fields do (RFC 9110
+    §5.1): rclone's S3 answers ``Mdl``, AWS ``mdl``."""
+    said = {name.lower(): value for name, value in (metadata or {}).items()}
     return authorship(said.get(MARK_META), where=uri, size=size, sha256=said.get(SHA256_META))
 
 

@@ -15,10 +15,12 @@ import json
 from collections.abc import Iterable
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, Strict, ValidationError
+from pydantic import ConfigDict, Field, Strict
 from pydantic.dataclasses import dataclass
 
 from mdl.buckets import names
+from mdl.errors import MdlError
+from mdl.outsidejson import read_json
 from mdl.signing.statement import git_path
 
 # the template nodes read a published prefix with; `publish --to` writes exactly it
@@ -121,10 +123,8 @@ def parse_manifest(data: bytes) -> Manifest | None:
     """A manifest's bytes read back (at most ``MAX_MANIFEST_BYTES``); None when they are not one
     mdl writes (not JSON, another shape, an id that is not its files' own): never trusted
     further."""
-    if len(data) > MAX_MANIFEST_BYTES:
-        return None
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = read_json(data, source="a version manifest", limit=MAX_MANIFEST_BYTES)
         if not isinstance(doc, dict) or doc.get("version") != MANIFEST_VERSION:
             return None
         found = Manifest(
@@ -135,7 +135,7 @@ def parse_manifest(data: bytes) -> Manifest | None:
             commit=doc.get("commit"),
             signature=ManifestFile(**doc["signature"]) if doc.get("signature") else None,
         )
-    except (ValueError, KeyError, TypeError, ValidationError):
+    except (MdlError, ValueError, KeyError, TypeError):  # ValidationError is a ValueError
         return None
     sig = found.signature.path if found.signature is not None else None
     rows = [(f.path, f.size, f.sha256) for f in found.files]

@@ -19,6 +19,7 @@ from mdl.download._fetch import fetch_from_sources, transfer_job
 from mdl.download._plan import Action, plan_file
 from mdl.download.session import PullSession, label_of
 from mdl.errors import IntegrityError, MdlError, NotFoundError, UsageError
+from mdl.outsidejson import read_json
 from mdl.report import FileOutcome, failed
 from mdl.signing.library import MAX_SIGNATURE_BYTES, import_ahead, require_library, verify_signature
 from mdl.signing.statement import ALGORITHMS, SignedFile, SignedManifest, Trust, git_path
@@ -276,8 +277,9 @@ def _verified(
     store = session.store
     kept = _kept_path(session, hashlib.sha256(data).digest(), fingerprint)
     try:
+        data = read_bytes(store.dest, kept, limit=2 * MAX_SIGNATURE_BYTES)
         return SignedManifest.from_json(
-            json.loads(read_bytes(store.dest, kept, limit=2 * MAX_SIGNATURE_BYTES))
+            read_json(data, source=str(kept), limit=2 * MAX_SIGNATURE_BYTES)
         )
     except (OSError, ValueError, MdlError):
         pass  # not kept (or not as mdl keeps it): verified now

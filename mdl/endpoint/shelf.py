@@ -9,6 +9,7 @@ what an answer says; ``read``: for the bytes it sends); the S3 API only reads th
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import threading
@@ -20,7 +21,8 @@ from pathlib import Path
 
 from mdl.catalog.specs import ModelSpec
 from mdl.errors import MdlError
-from mdl.store.confined import open_file
+from mdl.outsidejson import read_json
+from mdl.store.confined import open_file, read_bytes, write_atomic
 from mdl.store.inventory import INSTALLED, LocalFile, model_status
 from mdl.store.layout import Layout
 from mdl.transfer import ranges
@@ -131,7 +133,7 @@ class Shelf:
         self._on_wait = on_wait
         self._lock = threading.Lock()
         self._failed: dict[str, str] = {}  # key → why its bytes never verified (this run's pull)
-        self._dates: dict[tuple[str, str], int] = {}  # (key, ETag) → its Last-Modified
+        self._dates = _Dates(layout.plain.dest, layout.plain.state_dir / "serve-dates.json")
         self._looks = _Looks(self._look, stop)
         self.pulling = threading.Event()  # a pull of this run may still bring files
         self._releases = releases  # the range checks of this run's pull (None: no pull)
@@ -326,20 +328,59 @@ class Shelf:
     def _look(self, model: str) -> list[ShelfObject]:
         """The model's objects, as the store's state function says now."""
         status = model_status(self._specs[model], self._layout)
-        return [self._dated(_as_object(model, file)) for file in status.files]
+        return self._dates.dated([_as_object(model, file) for file in status.files])
 
-    def _dated(self, obj: ShelfObject) -> ShelfObject:
-        """``obj`` with the Last-Modified this run first gave its ETag (the second its verified
-        file was modified in; before it verified, the second it was first looked at): a client
-        that read it while it downloaded finds it unchanged once installed (rclone, If-Range,
-        If-Unmodified-Since), and a new version is a new date."""
-        if obj.verified and obj.mtime_ns is not None:
-            first = obj.mtime_ns // 10**9
-        else:
-            first = int(time.time())
+
+class _Dates:
+    """The Last-Modified first given to each (key, ETag): the second its verified file was
+    modified in, or, before it verified, the second it was first looked at. A client that read it
+    while it downloaded, or before ``mdl serve`` restarted, finds it unchanged (RFC 9110 §8.8.2:
+    rclone's copies, If-Range, If-Unmodified-Since); a new version is a new date. Kept in the
+    destination's state (``serve-dates.json``) for the next run; a folder this user cannot write
+    keeps them for this run (said in the log)."""
+
+    MOST = 100_000  # dates kept: the newest
+    LIMIT = 64 << 20  # bytes of the file read back
+
+    def __init__(self, root: Path, path: Path) -> None:
+        self._root, self._path, self._lock = root, path, threading.Lock()
+        self._given: dict[tuple[str, str], int] = {}
+        try:
+            data = read_bytes(root, path, limit=self.LIMIT)
+            rows = read_json(data, source=str(path), limit=self.LIMIT)
+        except FileNotFoundError:
+            rows = []
+        except (OSError, MdlError) as exc:
+            log.info("serve: not using %s: %s", path, exc)
+            rows = []
+        for row in rows if isinstance(rows, list) else ():
+            if isinstance(row, list) and len(row) == 3:
+                key, etag, when = row
+                if isinstance(key, str) and isinstance(etag, str) and type(when) is int:
+                    self._given[(key, etag)] = when
+
+    def dated(self, objects: list[ShelfObject]) -> list[ShelfObject]:
+        """``objects`` with their dates; those first given now are kept for the next run."""
+        now, found = int(time.time()), []
         with self._lock:
-            modified = self._dates.setdefault((obj.key, obj.etag), first)
-        return replace(obj, modified=modified)
+            before = len(self._given)
+            for obj in objects:
+                first = obj.mtime_ns // 10**9 if obj.verified and obj.mtime_ns is not None else now
+                found.append(
+                    replace(obj, modified=self._given.setdefault((obj.key, obj.etag), first))
+                )
+            if len(self._given) != before:
+                self._save()
+        return found
+
+    def _save(self) -> None:
+        rows = sorted(self._given.items(), key=lambda item: item[1])[-self.MOST :]
+        self._given = dict(rows)
+        data = json.dumps([[key, etag, when] for (key, etag), when in rows])
+        try:
+            write_atomic(self._root, self._path, data.encode())
+        except OSError as exc:
+            log.info("serve: dates not kept for the next run in %s: %s", self._path, exc)
 
 
 class _Looks:

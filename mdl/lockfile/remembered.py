@@ -29,6 +29,7 @@ from typing import Any, TypeVar, cast
 from mdl.catalog.specs import Catalog, CatalogSettings, CatalogWarning, FileSpec, ModelSpec
 from mdl.errors import CatalogError, MdlError
 from mdl.lockfile.model import Lock, LockedFile, LockedModel
+from mdl.outsidejson import read_json
 from mdl.store import confined
 from mdl.version import __version__
 
@@ -166,7 +167,7 @@ def _recall(entry: Path, key: str) -> tuple[Any, list[str]] | None:
     cannot be read (foreign, a link, unreadable), it is of another key or corrupt."""
     try:
         raw = confined.read_bytes(entry.parent.parent, entry, limit=4 * MAX_REMEMBERED)
-        doc = json.loads(raw)
+        doc: Any = read_json(raw, source=str(entry), limit=4 * MAX_REMEMBERED)
         if not isinstance(doc, dict) or doc.get("key") != key:
             return None
         said = doc["said"]
@@ -175,7 +176,7 @@ def _recall(entry: Path, key: str) -> tuple[Any, list[str]] | None:
         return _decode(doc["value"]), said
     except FileNotFoundError:
         return None
-    except (OSError, MdlError, ValueError, TypeError, KeyError, RecursionError) as exc:
+    except (OSError, MdlError, ValueError, TypeError, KeyError) as exc:
         log.debug("not using %s: %s", entry, exc)
         return None
 

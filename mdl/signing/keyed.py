@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from pathlib import PurePosixPath
 from typing import Any
 
+from mdl.outsidejson import read_json
 from mdl.signing.statement import SignedManifest, Trust, manifest_from_items
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -46,7 +46,7 @@ def _verified(data: bytes, material: bytes) -> SignedManifest | None:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     # the library reads the file as strict UTF-8 text: no BOM, UTF-16/32 or lone surrogate
-    bundle = json.loads(data.decode("utf-8"))
+    bundle: Any = read_json(data, source="the signature", limit=len(data))
     key = serialization.load_pem_public_key(material)
     # the curves model_signing takes, each with the digest it signs with
     curves: dict[str, hashes.HashAlgorithm] = {
@@ -74,7 +74,7 @@ def _verified(data: bytes, material: bytes) -> SignedManifest | None:
     signed = b"DSSEv1 %d %s %d " % (len(PAYLOAD_TYPE), PAYLOAD_TYPE.encode(), len(payload))
     # InvalidSignature: the library tries it again (and its pre-1.0 encoding), and refuses it
     key.verify(signature, signed + payload, ec.ECDSA(curves[key.curve.name]))
-    return _manifest(json.loads(payload))
+    return _manifest(read_json(payload, source="the signed statement", limit=len(payload)))
 
 
 def _written_by_signer(bundle: Any) -> bool:

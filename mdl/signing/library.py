@@ -24,7 +24,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mdl.background import Background
-from mdl.errors import IntegrityError, MdlError, NetworkError, UsageError
+from mdl.errors import IntegrityError, MdlError, NetworkError, OutsideJSONError, UsageError
+from mdl.outsidejson import read_json
 from mdl.paths import read_small_file, shown_path
 from mdl.redact import printable
 from mdl.signing.statement import (
@@ -128,6 +129,10 @@ def verify_signature(data: bytes, trust: Trust, *, what: str) -> SignedManifest:
     _library()
     if len(data) > MAX_SIGNATURE_BYTES:
         raise IntegrityError(f"{what}: {len(data)} bytes is too big for a model signature")
+    try:  # the library parses it too: only JSON the one reader takes reaches it
+        read_json(data, source="its bundle", limit=MAX_SIGNATURE_BYTES)
+    except OutsideJSONError as exc:
+        raise IntegrityError(f"{what}: the signature does not verify: {exc.message}") from None
     with tempfile.TemporaryDirectory(prefix="mdl-sig-") as folder:
         return _verified(data, trust, Path(folder), what=what)
 

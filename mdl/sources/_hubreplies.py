@@ -24,7 +24,8 @@ from pydantic import (
     field_validator,
 )
 
-from mdl.errors import HubReplyError
+from mdl.errors import HubReplyError, OutsideJSONError
+from mdl.outsidejson import read_json
 from mdl.paths import GIT_OID_HEX
 from mdl.redact import Secrets, printable, redact_text, redact_url
 from mdl.transfer.connection import origin
@@ -186,8 +187,11 @@ def parse_tree_page(
 def _parse(
     adapter: TypeAdapter[_Reply], body: bytes, *, what: str, url: str, secrets: Secrets | None
 ) -> _Reply:
-    try:
-        return adapter.validate_json(body)
+    try:  # bounded where it is read (the Hub's MAX_REPLY_BYTES)
+        return adapter.validate_python(read_json(body, source="the reply", limit=len(body)))
+    except OutsideJSONError as exc:
+        problem = exc.message.removeprefix("the reply: ")
+        raise reply_error(what, url, body, problem, secrets=secrets) from None
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in first["loc"])

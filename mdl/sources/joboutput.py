@@ -20,7 +20,15 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from mdl.buckets.registry import store_schemes
-from mdl.errors import IntegrityError, JobOutputError, LocalFSError, MdlError, UsageError
+from mdl.errors import (
+    IntegrityError,
+    JobOutputError,
+    LocalFSError,
+    MdlError,
+    OutsideJSONError,
+    UsageError,
+)
+from mdl.outsidejson import read_json
 from mdl.paths import SHA256_HEX, is_http_url, read_bounded, safe_folder_path, temp_name
 from mdl.progress import NullProgress, Progress
 from mdl.sources.resolve import RemoteFile
@@ -156,16 +164,10 @@ def parse_job_output(text: str, *, where: str) -> list[InlineFile | UrlFile]:
     # text from any reader (the API's read_text too), before it is parsed
     if len(text) > MAX_JOB_OUTPUT_BYTES:
         raise _too_big(where)
-    try:
-        # a byte-order mark, as Windows tools write, is not JSON
-        doc = json.loads(text.removeprefix("\ufeff"))
-    except json.JSONDecodeError as exc:
-        raise JobOutputError(
-            f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from exc
-    # a 5000-digit number, or nesting deeper than Python recurses
-    except (ValueError, RecursionError) as exc:
-        raise JobOutputError(f"{where}: not usable JSON ({str(exc)[:120]})") from None
+    try:  # a byte-order mark, as Windows tools write, is not JSON
+        doc: Any = read_json(text.removeprefix("\ufeff"), source=where, limit=MAX_JOB_OUTPUT_BYTES)
+    except OutsideJSONError as exc:
+        raise JobOutputError(exc.message) from None
     # a platform's job record
     if isinstance(doc, dict) and "type" not in doc and ("output" in doc or "status" in doc):
         doc, where = _unwrap_envelope(doc, where=where)

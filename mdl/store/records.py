@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mdl.errors import UnsafePathError
+from mdl.errors import OutsideJSONError, UnsafePathError
+from mdl.outsidejson import read_json
 from mdl.paths import GIT_OID_HEX, SHA256_HEX, safe_relative_path
 from mdl.redact import printable, record_text
 
@@ -260,6 +261,10 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# bytes: a record lists every file of a model; more than this is not one mdl wrote
+RECORD_MAX = 256 << 20
+
+
 def parse_record(
     model: str, path: Path, *, read: Callable[[Path], bytes] = Path.read_bytes
 ) -> ModelRecord | None:
@@ -268,11 +273,11 @@ def parse_record(
     reach ``list``'s arithmetic), and one bad field makes the whole record unreadable rather than
     half-trusted."""
     try:
-        return record_of(model, json.loads(read(path).decode("utf-8")))
+        return record_of(model, read_json(read(path), source=str(path), limit=RECORD_MAX))
     except FileNotFoundError:
         return None
-    # JSONDecodeError and RecordFieldError are ValueErrors
-    except (OSError, ValueError, RecursionError) as exc:
+    # RecordFieldError is a ValueError
+    except (OSError, ValueError, OutsideJSONError) as exc:
         log.warning("ignoring unreadable record %s: %s", path, exc)
         return None
 

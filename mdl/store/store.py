@@ -5,7 +5,6 @@ partials, free space.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -17,10 +16,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from mdl.errors import LocalFSError, MdlError, UnsafePathError
+from mdl.outsidejson import read_json
 from mdl.paths import open_dir
 from mdl.store import confined
 from mdl.store.filelocks import HeldLocks, acquire_locks, try_lock
 from mdl.store.records import (
+    RECORD_MAX,
     ExpectedFile,
     FileRecord,
     ModelRecord,
@@ -42,8 +43,6 @@ _OWN_PARTIAL = re.compile(
     r"[A-Za-z0-9._-]*-[0-9a-f]{16}-[A-Za-z0-9._-]*"
     r"(?:\.part(?:\.json)?|\.hash|\.signed|\.lease)(?:\.[0-9]+\.[0-9a-f]{8})?(?:\.tmp)?"
 )
-# bytes: a record lists every file of a model; more than this is not one mdl wrote
-RECORD_MAX = 256 << 20
 # what one-off gets wrote into this folder (beside records/: never a model's record)
 GET_RECORD = "get.json"
 # seconds; a record is rewritten in milliseconds, so a longer wait means a stuck run
@@ -345,12 +344,12 @@ class Store:
 
     def _label_of(self, state_path: Path) -> str:
         try:
-            source = json.loads(confined.read_bytes(self.dest, state_path, limit=1 << 20)).get(
-                "source", ""
-            )
+            data = confined.read_bytes(self.dest, state_path, limit=1 << 20)
+            doc = read_json(data, source=str(state_path), limit=1 << 20)
         # not one mdl made, or too big: named by its name
-        except (OSError, ValueError, AttributeError, MdlError):
-            source = ""
+        except (OSError, MdlError):
+            doc = None
+        source = doc.get("source", "") if isinstance(doc, dict) else ""
         return str(source) or state_path.name
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import pwd
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +22,7 @@ from mdl.errors import (
     NotReadyError,
     UsageError,
 )
+from mdl.outsidejson import read_json
 from mdl.progress import Progress
 from mdl.report import FileOutcome, RunReport, failed
 from mdl.store.confined import ForeignEntryError, read_bytes
@@ -42,8 +42,8 @@ from mdl.store.inventory import (
     signature_beside,
 )
 from mdl.store.layout import BLOB_NAME, Layout, ref_revision, signed_name, write_ref
-from mdl.store.records import ExpectedFile, FileRecord, ModelRecord, record_of
-from mdl.store.store import RECORD_MAX, Store
+from mdl.store.records import RECORD_MAX, ExpectedFile, FileRecord, ModelRecord, record_of
+from mdl.store.store import Store
 
 if TYPE_CHECKING:  # (the signing library loads only for a signed model: a probe never needs it)
     from mdl.signing.statement import SignedFile, SignedManifest, Trust
@@ -233,7 +233,8 @@ def _unread_record(store: Store, model: str, path: Path) -> MdlError:
     exit 7, a damaged one exit 6."""
     fix = f"run `mdl pull {model}`"
     try:
-        record_of(model, json.loads(read_bytes(store.dest, path, limit=RECORD_MAX)))
+        data = read_bytes(store.dest, path, limit=RECORD_MAX)
+        record_of(model, read_json(data, source=str(path), limit=RECORD_MAX))
     except ForeignEntryError as exc:
         if not exc.why.startswith("another user"):
             return IntegrityError(f"{model}: its record {path} is {exc.why}, not mdl's", hint=fix)
@@ -245,7 +246,7 @@ def _unread_record(store: Store, model: str, path: Path) -> MdlError:
         )
     except OSError as exc:
         return LocalFSError(f"{model}: cannot read its record {path}: {exc.strerror or exc}")
-    except (ValueError, RecursionError, UsageError) as exc:
+    except (ValueError, UsageError) as exc:  # OutsideJSONError is a UsageError
         return IntegrityError(
             f"{model}: its record {path} is damaged ({exc}): no file of it is trusted", hint=fix
         )

@@ -19,7 +19,7 @@ from mdl.errors import IntegrityError, LocalFSError, MdlError, NetworkError, NoS
 from mdl.store.confined import open_file
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer._shared import IGNORED_RANGE, Shared
-from mdl.transfer._stream import PieceStream
+from mdl.transfer._stream import PieceStream, RangeGate
 from mdl.transfer.context import JobContext
 from mdl.transfer.job import (
     HashMismatch,
@@ -346,19 +346,23 @@ class Restarts:
         """Run the streams; start over when ranges are ignored or, once, when the file changed:
         never two versions.
         """
-        for _ in range(MAX_RESTARTS):
-            try:
-                self._run_streams()
-                return
-            except RangesIgnoredError:
-                layout, seen = self._ranges_ignored(), None
-            except SourceChanged as changed:
-                layout, seen = self._changed(changed), changed.seen
-            self._start_over(layout, seen)
-        raise NetworkError(
-            f"{self.state.job.label}: the server kept changing the file or ignoring ranges; giving"
-            " up"
-        )
+        try:
+            for _ in range(MAX_RESTARTS):
+                try:
+                    self._run_streams()
+                    return
+                except RangesIgnoredError:
+                    layout, seen = self._ranges_ignored(), None
+                except SourceChanged as changed:
+                    layout, seen = self._changed(changed), changed.seen
+                self._start_over(layout, seen)
+            raise NetworkError(
+                f"{self.state.job.label}: the server kept changing the file or ignoring ranges;"
+                " giving up"
+            )
+        finally:  # a whole answer no stream read on from
+            if (left := self.shared.take_whole(self.state)) is not None:
+                left.close()
 
     def _ranges_ignored(self) -> list[Piece]:
         state, job = self.state, self.state.job
@@ -369,6 +373,10 @@ class Restarts:
         if kept:
             why = COMPRESSED if state.whole_only else IGNORED_RANGE
             state.discarded = state.discarded or why
+        elif not state.whole_only:  # said where it is seen, not only in the log
+            self.shared.announce(
+                state, "whole", 1, "the server ignores ranges; fetched as one stream"
+            )
         job.retries.add("server ignores ranges, restarted as one stream")
         return [Piece(0, state.size)]
 
@@ -409,9 +417,12 @@ class Restarts:
         if (swarm := self._swarm()) is not None:
             self._run_swarm(swarm, connections)
         else:
-            self._run_pieces(connections)
+            # nothing answered a range yet (no probe, no locate: a hash checks the result)
+            probed = bool(job.located) and not state.restarted
+            unproved = state.multi and not probed and job.verify and job.identity.has_hash
+            self._run_pieces(connections, gate=RangeGate() if unproved else None)
 
-    def _run_pieces(self, connections: int) -> None:
+    def _run_pieces(self, connections: int, *, gate: RangeGate | None = None) -> None:
         """The pieces left (before ``until``): a small file's one stream, else in parallel."""
         state = self.state
         todo = [p for p in state.pieces if not p.complete and p.start < self.until]
@@ -419,7 +430,7 @@ class Restarts:
         if len(todo) <= 1 and small:
             self._run_alone(todo)
         else:
-            self._run_parallel(todo, connections)
+            self._run_parallel(todo, connections, gate=gate)
 
     def _run_alone(self, todo: list[Piece]) -> None:
         """A small file: one stream, hashed as it arrives."""
@@ -435,6 +446,7 @@ class Restarts:
         *,
         steal: Callable[[], Piece | None] | None = None,
         workers: int | None = None,
+        gate: RangeGate | None = None,
     ) -> None:
         """``todo`` on up to ``connections`` streams, an idle one stealing a running piece's tail;
         or (a swarm) ``workers`` streams, each asking ``steal`` for its next piece."""
@@ -448,7 +460,7 @@ class Restarts:
         with keeping(state, checkpoint=shared.config.checkpoint_interval, on_failure=self._stop):
             run_pieces(
                 todo,
-                lambda piece, near_end: PieceStream(shared, state, piece, near_end).run(),
+                lambda piece, near_end: PieceStream(shared, state, piece, near_end, gate).run(),
                 connections=connections,
                 workers=streams,
                 name=f"get:{state.job.label}",

@@ -7,12 +7,13 @@ import contextlib
 import dataclasses
 import threading
 from collections.abc import Iterator
+from functools import partial
 
 import httpx2
 
 from mdl.errors import InterruptedByUserError
 from mdl.progress import Progress
-from mdl.transfer.job import EngineConfig
+from mdl.transfer.job import EngineConfig, Opening
 from mdl.transfer.replies import locate
 from mdl.transfer.resume import DownloadState
 from mdl.transfer.scheduling import RateLimiter, StreamStopped
@@ -35,6 +36,8 @@ class Shared:
         default_factory=dict, init=False
     )
     _open_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False)
+    # by file: a 200 to one of its ranges, unread, for the one stream it starts over as
+    _wholes: dict[DownloadState, Opening] = dataclasses.field(default_factory=dict, init=False)
 
     @contextlib.contextmanager
     def reading(self, response: httpx2.Response, state: DownloadState) -> Iterator[None]:
@@ -60,6 +63,20 @@ class Shared:
         for response in doomed:
             with contextlib.suppress(Exception):
                 response.close()
+
+    def keep_whole(self, state: DownloadState, opening: Opening) -> None:
+        """Keep ``opening``, a 200 to a range of ``state``'s file (the whole file from byte 0, its
+        body unread): the file starts over as one stream that reads on from it, never asking again
+        (the first kept; another is closed)."""
+        with self._open_lock:
+            kept = self._wholes.setdefault(state, opening)
+        if kept is not opening:
+            opening.close()
+
+    def take_whole(self, state: DownloadState) -> Opening | None:
+        """The answer ``keep_whole`` kept for ``state``'s file (None: none), now the caller's."""
+        with self._open_lock:
+            return self._wholes.pop(state, None)
 
     def check_stop(self, state: DownloadState) -> None:
         if self.cancel.is_set():
@@ -87,9 +104,10 @@ class Shared:
         )
 
     def locate(self, state: DownloadState) -> str:
-        """Where the file's ranges are answered (``replies.locate``), retried."""
+        """Where the file's ranges are answered (``replies.locate``), retried; an answer of the
+        whole file is kept (``keep_whole``)."""
         return self.config.retry.run(
-            lambda: locate(self.client, state),
+            lambda: locate(self.client, state, keep=partial(self.keep_whole, state)),
             what=state.job.label,
             wait=self.cancel.wait,
             on_retry=state.job.retries.add,

@@ -14,6 +14,7 @@ import itertools
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -58,6 +59,41 @@ class _ClosedEarly(RetryableError):
     """The body ended before the piece did: the connection was lost mid-answer."""
 
 
+class _Whole(RangesIgnoredError):
+    """A 200 of this version to one of the parallel ranges: the whole file, its body unread."""
+
+
+class RangeGate:
+    """A file's parallel ranges wait for one answer that honours a range (a 206 of the file)
+    before they are sent, when nothing has shown yet that the server does: one stream (the
+    pioneer) asks first, the others a round trip later. A server that ignores Range (nginx
+    ``max_ranges 0``) then sends the whole file once, read on as the one stream, never once per
+    stream into buffers closed unread (issue 86)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._pioneer = self._open = self._shut = False
+
+    def enter(self, stopped: Callable[[], bool]) -> bool:
+        """Wait till ranges are proved (False), or become the pioneer (True); False too once
+        ``stopped`` (a shut gate waits for it: the file starts over)."""
+        with self._changed:
+            while not self._open and not stopped():
+                if not self._pioneer and not self._shut:
+                    self._pioneer = True
+                    return True
+                self._changed.wait(0.1)
+            return False
+
+    def leave(self, *, proved: bool, shut: bool = False) -> None:
+        """The pioneer's try ended: ranges proved, the file starting over (``shut``: the whole
+        file came, or another version), or another may ask first."""
+        with self._changed:
+            self._open, self._shut = self._open or proved, self._shut or shut
+            self._pioneer = False
+            self._changed.notify_all()
+
+
 @dataclasses.dataclass(frozen=True)
 class Ask:
     """One request for (part of) a piece: from byte ``offset`` less the ``back`` bytes on disk it
@@ -87,10 +123,16 @@ class PieceStream:
     """One stream working on one piece till it is complete, with the piece's retry budget."""
 
     def __init__(
-        self, shared: Shared, state: DownloadState, piece: Piece, near_end: NearEnd | None = None
+        self,
+        shared: Shared,
+        state: DownloadState,
+        piece: Piece,
+        near_end: NearEnd | None = None,
+        gate: RangeGate | None = None,
     ) -> None:
         self.shared, self.state, self.piece, self.job = shared, state, piece, state.job
-        self.near_end = near_end
+        self.near_end, self.gate, self.proved = near_end, gate, False
+        self.checks = _Checks(shared, state, piece)
         said = itertools.count(1)  # every retry of this stream is said: a budget started over too
         self.tries = Tries(
             shared.config.retry,
@@ -242,6 +284,24 @@ class PieceStream:
         # a stream reading on past its own piece took this one whole meanwhile
         if ask is None:
             return self.piece.end
+        gate = self.gate
+        pioneer = gate is not None and gate.enter(self._stopped)
+        self.shared.check_stop(self.state)
+        over = False  # the file starts over: no range is asked till it has
+        try:
+            return self._answered(url, ask, asking)
+        except (RangesIgnoredError, SourceChanged):
+            over = True
+            raise
+        finally:
+            if pioneer and gate is not None:
+                gate.leave(proved=self.proved, shut=over)
+
+    def _stopped(self) -> bool:
+        return self.shared.cancel.is_set() or self.state.stop.is_set()
+
+    def _answered(self, url: str, ask: Ask, asking: Resolve | None) -> int | None:
+        """``ask`` sent (or its opening taken) and its answer read; returns where it ends."""
         job, sent, reached = self.job, time.monotonic(), self.state.target.reached
         told = None if asking is None else functools.partial(reached, asking, final=False)
         answer = ask.opening or follow(
@@ -253,7 +313,8 @@ class PieceStream:
             saved_as=job.path,
             redirected=told,
         )
-        with answer as resp:
+        with contextlib.ExitStack() as stack:
+            resp = stack.enter_context(answer)
             if ask.opening is None:
                 self.state.saw_first_byte(time.monotonic() - sent)
             if asking is not None and resp.status_code in (200, 206):
@@ -262,7 +323,14 @@ class PieceStream:
             if self.shared.config.stall_timeout is not None:
                 set_read_timeout(resp, self.shared.config.stall_timeout)
             with self.shared.reading(resp, self.state):
-                return self._read(resp, ask)
+                try:
+                    return self._read(resp, ask)
+                except _Whole:
+                    pass
+            # read on by the one stream the file starts over as: no byte of it asked again
+            whole = Opening(resp, stack.pop_all().close, end=self.state.size or 0)
+            self.shared.keep_whole(self.state, whole)
+            raise RangesIgnoredError
 
     def _refuse_splice(self) -> None:
         state, piece = self.state, self.piece
@@ -272,7 +340,7 @@ class PieceStream:
         unversioned = state.validator is None and not self.job.identity.has_hash
         if piece.done > 0 and not state.multi and unversioned:
             # nothing tells this version from the next: a resume could splice two
-            self._drop("the server names no version to resume against")
+            self.checks.drop("the server names no version to resume against")
 
     def _ask(self, url: str) -> Ask | None:
         """What the next request asks for (None: the piece is complete)."""
@@ -281,6 +349,8 @@ class PieceStream:
         opening = None
         if (carried := state.beside.opening) is not None and offset == 0 and url == job.located:
             opening = carried.take()
+        elif offset == 0 and not state.multi:  # a 200 to a range, read on from byte 0
+            opening = self.shared.take_whole(state)
         # bytes on disk the answer must repeat
         back = state.overlap(piece) if opening is None else 0
         # a window of the piece: what lies past it may be stolen, never what was asked for
@@ -304,16 +374,19 @@ class PieceStream:
     def _read(self, resp: httpx2.Response, ask: Ask) -> int | None:
         """The answer checked against the file and the request, its body copied; returns its end."""
         state, piece, label = self.state, self.piece, self.job.label
-        self._check_status(resp, ask.offset)
+        self.checks.status(resp, ask.offset)
         if encoded := is_encoded(resp, what=label):
             state.whole_only = True
         span = promised(resp, what=label)  # its body is held to it as it is read
         # a 206, or a 200 naming a part of the file (rclone serve s3): read as that range
         answered_end: int | None = ask.end
         if span.ranged:
-            answered_end = self._check_part(resp, span, ask, encoded=encoded)
+            answered_end = self.checks.part(resp, span, ask, encoded=encoded)
+            self.proved = True
+            if self.gate is not None:  # the others may ask now, while this body is read
+                self.gate.leave(proved=True)
         else:
-            self._check_whole(resp, span, ask)
+            self.checks.whole(resp, span, ask)
         # A stream reading on past its own piece (the probe's answer) may have taken this piece's
         # first bytes while this answer was on its way: they are repeated (compared, engine rule
         # 15), or, the whole piece taken, the answer is dropped.
@@ -326,7 +399,16 @@ class PieceStream:
             body.run(resp, encoded=encoded, back=back)
         return answered_end
 
-    def _check_status(self, resp: httpx2.Response, offset: int) -> None:
+
+class _Checks:
+    """One stream's answers checked against the file and the request: the status, the range it
+    names, the version; a whole answer is the stream's from byte 0 (the only stream), or the file
+    starts over."""
+
+    def __init__(self, shared: Shared, state: DownloadState, piece: Piece) -> None:
+        self.shared, self.state, self.piece, self.job = shared, state, piece, state.job
+
+    def status(self, resp: httpx2.Response, offset: int) -> None:
         job = self.job
         if resp.status_code == 416 and self.piece.end is not None:
             check_size(self.state, content_range_total(resp.headers.get("Content-Range")))
@@ -337,7 +419,7 @@ class PieceStream:
         if resp.status_code not in (200, 206):
             raise error_for_status(resp, what=job.label, credentials=job.credentials)
 
-    def _check_part(self, resp: httpx2.Response, span: Span, ask: Ask, *, encoded: bool) -> int:
+    def part(self, resp: httpx2.Response, span: Span, ask: Ask, *, encoded: bool) -> int:
         """A part of the file: it must be the one asked for, of this version; returns its end."""
         state, job = self.state, self.job
         if not ask.ranged:
@@ -355,13 +437,13 @@ class PieceStream:
         state.target.answered(ask.url, str(resp.url))
         return end
 
-    def _check_whole(self, resp: httpx2.Response, span: Span, ask: Ask) -> None:
+    def whole(self, resp: httpx2.Response, span: Span, ask: Ask) -> None:
         """The whole file: taken as its only stream, from byte 0; else every stream restarts."""
         state = self.state
         # another version (SourceChanged) or ranges ignored: both restart the file
         if state.multi:
             check_version(state, resp, total=span.total)
-            raise RangesIgnoredError
+            raise _Whole if span.total == state.size else RangesIgnoredError
         # a coded body's says nothing; another size is another version
         check_size(state, span.total)
         before = state.validator
@@ -379,9 +461,9 @@ class PieceStream:
             )
         else:
             self.shared.ignored_range(self.state)
-        self._drop("the file changed on the server" if changed else IGNORED_RANGE)
+        self.drop("the file changed on the server" if changed else IGNORED_RANGE)
 
-    def _drop(self, why: str) -> None:
+    def drop(self, why: str) -> None:
         self.shared.progress.advance(self.job.label, -self.state.drop(self.piece, why=why))
 
 

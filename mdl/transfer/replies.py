@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx2
@@ -20,21 +21,25 @@ from mdl.transfer.job import HashMismatch, Opening, RangesIgnoredError, SourceCh
 from mdl.transfer.resume import DownloadState
 
 
-def locate(client: httpx2.Client, state: DownloadState) -> str:
+def locate(client: httpx2.Client, state: DownloadState, *, keep: Callable[[Opening], None]) -> str:
     """Follow redirects once (Hub → CDN) so every range goes to the final URL; its answer is
-    checked like any other.
+    checked like any other. The whole file instead (the range ignored) is handed to ``keep``
+    unread, for the one stream the file is then fetched as.
     """
     job, headers = state.job, {"Range": "bytes=0-0"}
     if state.validator:
         headers["If-Range"] = state.validator
-    with follow(
-        client,
-        job.url,
-        credentials=job.credentials,
-        headers=headers,
-        what=job.label,
-        saved_as=job.path,
-    ) as response:
+    with contextlib.ExitStack() as stack:
+        response = stack.enter_context(
+            follow(
+                client,
+                job.url,
+                credentials=job.credentials,
+                headers=headers,
+                what=job.label,
+                saved_as=job.path,
+            )
+        )
         if response.status_code not in (200, 206):
             raise error_for_status(response, what=job.label, credentials=job.credentials)
         if is_encoded(response, what=job.label):
@@ -44,6 +49,8 @@ def locate(client: httpx2.Client, state: DownloadState) -> str:
         span = promised(response, what=job.label)
         check_version(state, response, total=span.total)
         if not span.ranged:
+            if span.total is not None and span.total == state.size:
+                keep(Opening(response, stack.pop_all().close, end=span.total))
             raise RangesIgnoredError
         check_size(state, span.total)
         drain(response)  # its one byte read, the connection serves one of the ranges next

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from mdl.errors import LocalFSError, MdlError, NetworkError, UsageError, disk_error
+from mdl.outsidejson import read_json
 from mdl.redact import redact_url
 from mdl.store.confined import not_own, read_bytes, rename, unlink, write_atomic
 from mdl.store.filesystem import DirSyncs, fsync_dir, stat_file
@@ -534,14 +535,12 @@ def _read_state(
 ) -> tuple[Identity, list[Piece], str | None, list[list[int | None]] | None, object]:
     """``parse_state`` of the record, the layout of it known to be on the disk (None: none), and
     the (redacted) URL whose answers gave its validator (None: a record of an older mdl)."""
-    try:
-        raw = json.loads(read_bytes(root, path, limit=STATE_MAX).decode("utf-8"))
-        # mdl.xet's record of a partial fetched by chunk
-        if isinstance(raw, dict) and raw.get("kind") == BY_CHUNK:
-            raise _ByChunk("a partial download by chunk (Xet) is not resumed over plain HTTP")
-        saved, pieces, validator = parse_state(raw)
-    except RecursionError as exc:  # a deeply nested document: as unreadable as any other
-        raise ValueError("nested too deeply") from exc
+    # an OutsideJSONError is a UsageError, as unreadable as any other
+    raw: Any = read_json(read_bytes(root, path, limit=STATE_MAX), source=str(path), limit=STATE_MAX)
+    # mdl.xet's record of a partial fetched by chunk
+    if isinstance(raw, dict) and raw.get("kind") == BY_CHUNK:
+        raise _ByChunk("a partial download by chunk (Xet) is not resumed over plain HTTP")
+    saved, pieces, validator = parse_state(raw)
     # a durable save's, or its flushed layout
     durable = "boot" not in raw or raw["boot"] != boot_id()
     flushed = [[p.start, p.end, p.done] for p in pieces] if durable else raw.get("flushed")

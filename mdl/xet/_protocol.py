@@ -5,7 +5,6 @@ what mdl cannot use is a ReplyError."""
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from bisect import bisect_left
 from collections.abc import Mapping
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import urlsplit
 
+from mdl.errors import OutsideJSONError
+from mdl.outsidejson import read_json
 from mdl.xet._hashing import is_hash
 from mdl.xet._xorb import HEADER_BYTES, MAX_CHUNK
 
@@ -95,11 +96,10 @@ def _load(body: bytes | bytearray) -> object:
     """
     if (body.count(b",") + body.count(b"{") + body.count(b"[")) * _DENSITY > len(body) + 64:
         raise ReplyError("more values than a reply of its size holds")
-    try:
-        return json.loads(body, object_pairs_hook=_pairs)
-    # JSONDecodeError, UnicodeDecodeError, too many digits, too deep
-    except (ValueError, RecursionError):
-        raise ReplyError("not JSON") from None
+    try:  # bounded where it is read
+        return read_json(body, source="the reply", limit=len(body), pairs=_pairs)
+    except OutsideJSONError as exc:
+        raise ReplyError(exc.message) from None
 
 
 def _pairs(pairs: list[tuple[str, object]]) -> object:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +30,8 @@ from typing import Protocol, TypeGuard
 
 from mdl import partsize
 from mdl.background import Background
+from mdl.errors import OutsideJSONError
+from mdl.outsidejson import read_json
 from mdl.transfer.job import Landing, RangeTrust
 from mdl.transfer.ranges import MAX_SPAN, RangeCheck, Releases
 from mdl.xet._hashing import chunk_hash, from_hex, is_hash, salted
@@ -126,9 +127,9 @@ def _answer(
 ) -> tuple[list[tuple[int, int]], list[Subtree | None]] | None:
     """An answer's windows (in order, apart) and the summaries of the N + 1 gaps around them, each
     of the gap's bytes, the first starting the file and the last ending it; None at any surprise."""
-    try:
-        reply = json.loads(body)
-    except (ValueError, RecursionError):
+    try:  # bounded where it is read
+        reply = read_json(body, source="a range answer", limit=len(body))
+    except OutsideJSONError:
         return None
     if not _keys(reply, _ANSWER_KEYS) or not _sound(reply, size):
         return None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdl.errors import MdlError
+from mdl.outsidejson import read_json
 from mdl.store.confined import open_file, read_bytes, unlink, write_atomic
 from mdl.transfer.resume import BY_CHUNK
 from mdl.xet._hashing import HASH_BYTES, chunk_hash, is_hash
@@ -139,7 +140,9 @@ def read_sidecar(root: Path, state_dir: Path, xet_hash: str) -> tuple[Path, list
     """
     path = sidecar_path(state_dir, xet_hash)
     try:
-        raw = json.loads(read_bytes(root, path, limit=SIDECAR_MAX))
+        raw = read_json(
+            read_bytes(root, path, limit=SIDECAR_MAX), source=str(path), limit=SIDECAR_MAX
+        )
         if (
             not isinstance(raw, dict)
             or raw.get("version") != SIDECAR_VERSION
@@ -157,7 +160,7 @@ def read_sidecar(root: Path, state_dir: Path, xet_hash: str) -> tuple[Path, list
         return root / where, _terms(raw.get("terms"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, MdlError, RecursionError) as exc:
+    except (OSError, ValueError, MdlError) as exc:
         log.info("ignoring the chunk record %s: %s", path, exc)
         return None
 
@@ -313,10 +316,10 @@ def load_state(root: Path, path: Path, limit: int) -> Resumable | str | None:
     engine's record.
     """
     try:
-        raw = json.loads(read_bytes(root, path, limit=limit))
+        raw = read_json(read_bytes(root, path, limit=limit), source=str(path), limit=limit)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, MdlError, RecursionError) as exc:
+    except (OSError, MdlError) as exc:
         log.info("unreadable Xet resume record %s (%s), starting over", path, exc)
         return None
     if isinstance(raw, dict) and raw.get("kind") != BY_CHUNK and "pieces" in raw:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -251,9 +252,12 @@ def old_tree(tmp_path: Path) -> Path:
     """mdl as it was before the swarm (git history: the file lease alone)."""
     tree = tmp_path / "old"
     tree.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(TREE), "archive", OLD], check=True, capture_output=True
-    ).stdout
+    if shutil.which("git") is None or shutil.which("tar") is None:
+        pytest.skip("git and tar are not installed: no old tree to run")
+    done = subprocess.run(["git", "-C", str(TREE), "archive", OLD], capture_output=True)
+    if done.returncode != 0:  # not a clone, or one without this history (--depth)
+        pytest.skip(f"no commit {OLD} here: {done.stderr.decode(errors='replace').strip()}")
+    archive = done.stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     assert (tree / "mdl" / "download" / "_fill.py").is_file()
     assert not (tree / "mdl" / "download" / "_swarm.py").exists()

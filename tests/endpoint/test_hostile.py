@@ -37,7 +37,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from runfixtures import HANG, wait_for
-from serveproc import AWS_ISOLATION, ServeProcess, UnsignedFlood, isolated, model_catalog
+from serveproc import AWS_ISOLATION, ServeProcess, UnsignedFlood, aws_cli, isolated, model_catalog
 from servers import CdnServer, Fault, make_data
 
 from mdl.endpoint.server import MOST_CONNECTIONS, REFUSALS_SAID
@@ -295,6 +295,7 @@ def test_the_printed_environment_alone_is_enough_for_boto3_and_the_aws_cli(site:
     """stdout is exactly the export lines, the env file holds the same (mode 600), and a shell that
     sources it, with no other AWS setting, reads with boto3 (no endpoint passed in code) and the
     AWS CLI; the secret is not on stderr."""
+    aws = aws_cli()
     exports = site.serve.stdout.splitlines()
     assert exports == site.serve.env_file.read_text().splitlines()
     assert all(line.startswith("export ") for line in exports)
@@ -310,7 +311,7 @@ def test_the_printed_environment_alone_is_enough_for_boto3_and_the_aws_cli(site:
         'sys.stdout.buffer.write(boto3.client("s3").get_object(Bucket="mdl", '
         'Key="m/config.json")["Body"].read())\'\n'
         "echo\n"
-        "aws s3 cp s3://mdl/m/sub/dir/tokenizer.json -\n"
+        f"{shlex.quote(aws)} s3 cp s3://mdl/m/sub/dir/tokenizer.json -\n"
     )
     done = subprocess.run(
         ["bash", "-c", script], env=base, capture_output=True, timeout=HANG, check=False

@@ -150,9 +150,11 @@ def test_metadata_without_a_store_checksum_never_decides(
     assert head["ContentLength"] == len(VOCAB) and head["Metadata"]["sha256"] == sha(VOCAB)
     assert "ChecksumSHA256" not in head
     actions = publish_again(published)
+    # the metadata never decides; the same bytes are proved by the ETag the store computed over
+    # them (their MD5: a store that keeps no checksum, rclone's serve s3, s3rver, issue 86)
     assert actions == {
         "config.json": "skipped",
-        "vocab.txt": "uploaded",
+        "vocab.txt": "skipped" if stored == VOCAB else "uploaded",
         "big.safetensors": "skipped",
     }
     assert_bucket_is_right(s3)

@@ -232,7 +232,9 @@ def test_signing_v2_leaves_v1s_signature_and_manifest_as_they_were(
     assert store.names() == before and store.writes() == writes
 
 
-@pytest.mark.parametrize("planted", ["junk", "another id", "another model", "other files"])
+@pytest.mark.parametrize(
+    "planted", ["junk", "nested 100,000 deep", "another id", "another model", "other files"]
+)
 def test_a_hostile_manifest_at_the_versions_name_is_replaced(
     seeder: Seeder, store: Store, planted: str
 ) -> None:
@@ -243,6 +245,8 @@ def test_a_hostile_manifest_at_the_versions_name_is_replaced(
     doc = json.loads(right)
     if planted == "junk":
         data = b"\x00not a manifest"
+    elif planted == "nested 100,000 deep":  # the id is public before the team publishes (issue 86)
+        data = b"[" * 100_000
     elif planted == "another id":
         data = json.dumps({**doc, "id": vid(V2)}).encode()
     elif planted == "another model":
@@ -265,6 +269,23 @@ def test_a_hostile_manifest_at_the_versions_name_is_replaced(
     human = mdl("publish", "llm", "--to", store.to, "--dest", str(seeder.dest))
     assert human.exit_code == 0, human.stderr
     assert version["warning"] in human.stderr and store.read(name) == right
+
+
+def test_a_manifest_nested_100000_deep_is_junk_to_prune_named_and_kept(
+    seeder: Seeder, store: Store
+) -> None:
+    """``[`` x 100,000 at a version's manifest name (issue 86, C): prune says it is not a
+    manifest mdl writes, naming it, keeps it, and finishes (exit 0, never a RecursionError)."""
+    seeder.ship(V1)
+    assert seeder.publish(store.to).exit_code == 0
+    name = f".mdl/versions/llm/{vid(V2)}.json"
+    store.write(name, b"[" * 100_000)
+    template = f"{store.to}/{{model}}/{{sha256}}"
+    result = mdl("prune", "--mirror", template, "--keep-days", "0", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert f"{store.to}/{name}" in result.stderr and "internal error" not in result.stderr
+    assert store.read(name) == b"[" * 100_000
+    assert f".mdl/versions/llm/{vid(V1)}.json" in store.objects()
 
 
 def test_a_seeding_machine_that_adds_a_signer_signs_what_it_installed(

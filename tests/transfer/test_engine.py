@@ -17,7 +17,7 @@ from typing import Any
 import httpx2
 import pytest
 from pytest_httpx2 import HTTPXMock
-from runfixtures import HANG, Meeting, transfer_job, wait_for
+from runfixtures import HANG, transfer_job, wait_for
 from servers import TOKEN, CdnServer, Fault, HubServer, git_blob_sha1, make_data
 
 from mdl.errors import (
@@ -151,18 +151,20 @@ def test_parallel_ranges_byte_exact(
 ) -> None:
     data = make_data(9_000_003, seed=2)
     url = cdn.add_file("/f.bin", data)
-    # The first two requests are held until both have come: a stream whose thread starts late on
-    # a busy machine still finds the other's answer running (else it may reuse its finished
-    # connection), an event, not the answer's length.
-    cdn.faults.add(Fault.call(Meeting(), times=2))
+    # The first answer's body is held until the second request has come: a stream whose thread
+    # starts late on a busy machine still finds the other's answer running (else it may reuse its
+    # finished connection), an event, not the answer's length.
+    second = threading.Event()
+    cdn.faults.add(Fault.stall(after_bytes=1, until=second, resume=True))
+    cdn.faults.add(Fault.call(second.set, skip=1))
     job = transfer_job(tmp_path, url, data, git_oid=git_blob_sha1(data))
     result = make_engine(client, connections=connections).fetch(job)
     assert_finished(job, data)
     assert (result.sha256, result.git_oid) == (sha256(data), git_blob_sha1(data))
     pieces = plan_pieces(len(data), connections=connections, split_threshold=SMALL)
     assert len(pieces) == 2  # one piece per connection, but none under MIN_PIECE: 9 MB makes two
-    # A hash checks the file: no 1-byte locate first, every stream asks its range at once (engine
-    # rule 19).
+    # A hash checks the file: no 1-byte locate first; the first answer honoured its range, then
+    # the others asked theirs (issue 86: a server ignoring Range sends the file once).
     ranged = gets(cdn)
     assert all(r.range != "bytes=0-0" for r in ranged)
     # One request per piece: each fits in a stream's first window, so nothing is left to steal.
@@ -557,30 +559,29 @@ def test_server_ignoring_a_parallel_resume_says_so_once(
 
 
 @pytest.mark.parametrize("hashed", [True, False])
-def test_server_ignoring_ranges_parallel_falls_back_to_one_stream(
+def test_server_ignoring_ranges_reads_its_first_whole_answer_as_the_one_stream(
     cdn: CdnServer, client: httpx2.Client, tmp_path: Path, hashed: bool
 ) -> None:
-    data = make_data(9_000_003, seed=23)
+    """A CDN that ignores Range (nginx ``max_ranges 0``) answered every range with the whole file,
+    then mdl asked for it again as one stream: 1.83x the file sent (issue 86, E), said only in the
+    log. Now the first whole answer is read on as the one stream (no request after it), the others
+    closed, and it is said."""
+    data = make_data(24 * MiB + 3, seed=23)
     url = cdn.add_file("/f.bin", data)
     cdn.ignore_ranges = True
     job = (
         transfer_job(tmp_path, url, data) if hashed else transfer_job(tmp_path, url, size=len(data))
     )
-    make_engine(client, connections=8).fetch(job)
+    progress = Recorder()
+    make_engine(client, connections=8, progress=progress).fetch(job)
     assert_finished(job, data)
-    *ignored, last = gets(cdn)
-    if hashed:  # no locate: the first ranges asked in parallel come back whole (200)
-        pieces = plan_pieces(len(data), connections=8, split_threshold=SMALL)
-        assert 1 <= len(ignored) <= len(pieces)
-        assert all(
-            r.range is not None and r.range != "bytes=0-0" and r.status == 200 for r in ignored
-        )
-    # the locate (no hash: it fixes the validator before ranges go in parallel) comes back whole
-    else:
-        assert [(r.range, r.status) for r in ignored] == [("bytes=0-0", 200)]
-    # Then the file starts over as one stream that asks no range.
-    assert last.range is None
-    assert last.bytes_sent == len(data)
+    asked = gets(cdn)
+    # hashed: no locate, one range asked first (the others wait for its answer); else the locate
+    # (it fixes the validator before ranges go in parallel): the whole file came, and was read on
+    first = "bytes=0-4259839" if hashed else "bytes=0-0"
+    assert [(r.range, r.status, r.bytes_sent) for r in asked] == [(first, 200, len(data))]
+    assert sum(r.bytes_sent for r in asked) <= 1.05 * len(data)
+    assert progress.notes == ["m/f.bin: the server ignores ranges; fetched as one stream"]
 
 
 def test_full_body_answer_to_one_range_falls_back_to_one_stream(
@@ -588,14 +589,14 @@ def test_full_body_answer_to_one_range_falls_back_to_one_stream(
 ) -> None:
     data = make_data(9_000_003, seed=24)
     url = cdn.add_file("/f.bin", data)
-    # one range passes (no locate: a hash checks it), then a plain 200
+    # one range passes (no locate: a hash checks it), then a plain 200: read on as the one stream
     cdn.faults.add(Fault.full_body(skip=1))
     job = transfer_job(tmp_path, url, data, git_oid=git_blob_sha1(data))
     make_engine(client, connections=4).fetch(job)
     assert_finished(job, data)
-    last = gets(cdn)[-1]
-    assert last.range is None
-    assert last.bytes_sent == len(data)
+    (whole,) = [r for r in gets(cdn) if r.fault == "full_body"]
+    assert whole.bytes_sent == len(data) and whole.complete
+    assert gets(cdn)[-1].range is not None, "no request after the whole answer"
 
 
 def test_wrong_offset_in_206_is_refused(httpx2_mock: HTTPXMock, tmp_path: Path) -> None:
