@@ -7,7 +7,6 @@ asks again for the same range (``Credentials.renew``): the blob is not restarted
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 import subprocess
@@ -20,7 +19,8 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx2
 
-from mdl.errors import AuthError, NetworkError, RegistryReplyError
+from mdl.errors import AuthError, NetworkError, OutsideJSONError, RegistryReplyError
+from mdl.outsidejson import read_json
 from mdl.paths import read_small_file
 from mdl.redact import Secrets, printable, redact_url
 from mdl.sources.ocimanifest import read_registry_json
@@ -102,9 +102,9 @@ def _read_auth_file(path: Path) -> dict[str, object] | None:
         log.warning("%s: not read: %s", path, exc.strerror)
         return None
     try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError):
-        log.warning("%s: not read: it is not JSON", path)
+        doc = read_json(raw, source=str(path), limit=MAX_AUTH_FILE)
+    except OutsideJSONError as exc:
+        log.warning("%s", exc.message)
         return None
     return doc if isinstance(doc, dict) else None
 
@@ -179,8 +179,8 @@ def _from_helper(name: str, registry: str, *, environ: Mapping[str, str]) -> Log
         log.debug("%s: %s has no login for it", registry, program)
         return None
     try:
-        doc = json.loads(said)
-    except (ValueError, RecursionError):
+        doc = read_json(said, source=program, limit=MAX_AUTH_FILE)
+    except OutsideJSONError:
         return None
     user, secret = (doc.get("Username"), doc.get("Secret")) if isinstance(doc, dict) else (0, 0)
     # "<token>": an identity token for Docker's OAuth exchange, which mdl does not do

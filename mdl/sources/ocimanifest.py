@@ -6,13 +6,13 @@ No network here: mdl.sources.oci asks the registry and hands the bytes to these 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mdl.errors import RegistryReplyError
+from mdl.errors import OutsideJSONError, RegistryReplyError
+from mdl.outsidejson import read_json
 from mdl.paths import check_digest, path_problem
 from mdl.redact import printable
 
@@ -81,22 +81,9 @@ def read_registry_json(raw: bytes, *, what: str) -> Any:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise RegistryReplyError(f"{what} is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
     try:
-        return json.loads(raw.decode("utf-8"), parse_int=_bounded_int, parse_constant=_no_constant)
-    except RecursionError:
-        raise RegistryReplyError(f"{what} is nested too deeply") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RegistryReplyError(f"{what} is not JSON: {printable(str(exc), limit=120)}") from None
-
-
-def _bounded_int(text: str) -> int:
-    """A JSON integer of at most 20 digits (int() of a million digits costs seconds)."""
-    if len(text.lstrip("-")) > 20:
-        raise ValueError(f"number {text[:40]} is out of range")
-    return int(text)
-
-
-def _no_constant(text: str) -> float:
-    raise ValueError(f"{text} is not JSON")
+        return read_json(raw, source=what, limit=MAX_MANIFEST_BYTES)
+    except OutsideJSONError as exc:  # a registry's answer: exit 5, as the rest of its faults
+        raise RegistryReplyError(exc.message) from None
 
 
 def parse_manifest(raw: bytes, *, content_type: str | None, what: str) -> Manifest:

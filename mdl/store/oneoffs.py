@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mdl.errors import MdlError, UsageError
+from mdl.errors import MdlError, OutsideJSONError, UsageError
+from mdl.outsidejson import read_json
 from mdl.store import confined
 from mdl.store.filesystem import stat_file
 from mdl.store.inventory import INSTALLED, MISSING, judge
@@ -74,10 +75,13 @@ def _places() -> Iterator[tuple[Path, str, Path]]:
             if not (name.endswith(".json") and st.S_ISREG(found.st_mode)):
                 continue
             try:
-                raw = json.loads(confined.read_bytes(root, root / name, limit=1 << 16))
+                data = confined.read_bytes(root, root / name, limit=1 << 16)
+                raw: Any = read_json(data, source=str(root / name), limit=1 << 16)
                 place, kind = Path(raw["path"]), raw["kind"]
                 if not (place.is_absolute() and kind in (FOLDER, CACHE)):
                     raise ValueError(f"not a place: {raw!r}"[:200])
+            except OutsideJSONError as exc:
+                log.warning("ignoring %s", exc.message)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("ignoring %s: %s", root / name, exc)
                 continue

@@ -278,13 +278,13 @@ class _Judge:
         if pins is None and self.trust is None:
             return  # an unsigned version no lock pins: proven by nothing (its objects stay)
         try:
-            manifest = self.load(item, vid)
+            manifest = self.manifest_at(item, vid)
             if manifest is not None and (pins is not None or self.signed(manifest)):
                 self.side(manifest)
         except MdlError as exc:  # its objects stay (their side is not known): said in the log
             log.info("%s: could not judge it: %s", item.uri, exc.message)
 
-    def load(self, item: Listed, vid: str) -> versions.Manifest | None:
+    def manifest_at(self, item: Listed, vid: str) -> versions.Manifest | None:
         """The manifest at ``item`` (read bounded, parsed strictly); None when gone, or not one mdl
         writes for this model and this id."""
         read = self.writer.read(item.uri, limit=versions.MAX_MANIFEST_BYTES)
@@ -301,7 +301,7 @@ class _Judge:
         every object is kept)."""
         found = self.found
         try:
-            manifest = self.load(item, vid)
+            manifest = self.manifest_at(item, vid)
             if manifest is None:
                 found.staying.setdefault(item.uri, (item.size, JUNK))
                 found.warnings.append(f"{item.uri}: {JUNK}")

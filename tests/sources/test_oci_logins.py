@@ -60,7 +60,7 @@ def test_a_file_that_is_not_json_is_skipped(
     assert (
         find_login("r.example", {"HOME": str(tmp_path), "REGISTRY_AUTH_FILE": str(broken)}) is None
     )
-    assert "not JSON" in caplog.text
+    assert "not valid JSON" in caplog.text
 
 
 def test_a_credential_helper_is_asked(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ def test_a_manifest_names_its_files() -> None:
 @pytest.mark.parametrize(
     ("raw", "said"),
     [
-        (b"\xff", "not JSON"),
+        (b"\xff", "JSON ("),
         (b"[]", "not a JSON object"),
         (manifest(schemaVersion=1), "schemaVersion is not 2"),
         (manifest(schemaVersion=True), "schemaVersion is not 2"),
@@ -85,7 +85,7 @@ def test_a_manifest_names_its_files() -> None:
             "tar",
         ),
         (b"[" * 100_000, "nested too deeply"),
-        (b'{"schemaVersion": 2, "n": ' + b"9" * 5000 + b"}", "not JSON"),
+        (b'{"schemaVersion": 2, "n": ' + b"9" * 5000 + b"}", "JSON ("),
         (b" " * (MAX_MANIFEST_BYTES + 1), "larger than 4 MiB"),
     ],
 )
