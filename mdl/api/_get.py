@@ -31,6 +31,7 @@ def get(
     connections: int | None = None,
     limit_rate: str | int | None = None,
     timeout: float | None = None,
+    retry_max_time: float | None = None,
     xet: bool | None = None,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
@@ -63,6 +64,7 @@ def get(
         connections=connections,
         limit_rate=limit_rate,
         timeout=timeout,
+        retry_max_time=retry_max_time,
         xet=xet,
         force=force,
     )

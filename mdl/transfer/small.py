@@ -83,7 +83,7 @@ def fetch(shared: Shared, job: TransferJob, dirs: DirSyncs | None) -> TransferRe
         except ExpiredURLError as exc:  # the resolve URL signs a fresh target: one try spent
             if not job.renewable:
                 raise
-            again = RetryableError(exc.message)
+            again = RetryableError(exc.message, answered=True)
             again.status, again.server_text = exc.status, exc.server_text  # (said if it ends)
             tries.failed(again)
         except (RetryableError, httpx2.TransportError, httpx2.StreamClosed) as exc:
