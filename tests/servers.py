@@ -873,6 +873,8 @@ class LoopbackServer:
         self.flips: list[list[int]] = []
         # True: every request gets 200 and the full body (still advertising bytes)
         self.ignore_ranges = False
+        # a link that is down while this says so: every request is reset (RST) before an answer
+        self.down: Callable[[], bool] | None = None
         # unexpected exceptions inside the server (tests may assert it stays empty)
         self.errors: list[str] = []
         self._host_alias = host_alias
@@ -955,6 +957,10 @@ class LoopbackServer:
 
     def _dispatch(self, handler: _Handler) -> None:
         ex = Exchange(self, handler)
+        if self.down is not None and self.down():
+            ex.record.fault = "down"
+            ex.abort(rst=True)
+            return
         side, fault = self.faults.take(ex.method, ex.path, "Range" in ex.headers)
         for effect in side:
             self._apply_side_effect(effect, ex)

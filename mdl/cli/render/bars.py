@@ -110,7 +110,7 @@ class RichReporter(Reporter):
         """The total first, then the items in the order they started."""
         tally, rows = self._tally, []
         if tally.files:
-            # never cut on screen; a failed file is no file done (``8/8 files`` with 2 failed misled)
+            # never cut on screen; a failed file is no file done (``8/8 files``, 2 failed, misled)
             label = f"total {tally.done - tally.failed}/{plural(tally.files, 'file')}"
             label += f", {tally.failed} failed" if tally.failed else ""
             rate, left = tally.rate(now), tally.seconds_left(now)
