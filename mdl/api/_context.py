@@ -93,12 +93,17 @@ def catalog_models(
             given, env, names, all_models=all_models, lock_path=chosen
         )
         return settings_for(cat, env, flags, lock_path=path, secrets=secrets), specs, lock
-    cat = command_catalog(given, env, required=True)
-    lock_path = chosen or (lock_beside(cat.path) if cat.path is not None else None)
-    settings = settings_for(cat, env, flags, lock_path=lock_path, secrets=secrets)
-    if names and all_models:
-        raise UsageError("name models or pass --all, not both")
-    return settings, cat.select(list(names), all_models=all_models), None
+    try:
+        cat = command_catalog(given, env, required=True)
+        lock_path = chosen or (lock_beside(cat.path) if cat.path is not None else None)
+        settings = settings_for(cat, env, flags, lock_path=lock_path, secrets=secrets)
+        if names and all_models:
+            raise UsageError("name models or pass --all, not both")
+        return settings, cat.select(list(names), all_models=all_models), None
+    except UsageError as exc:
+        from mdl.sources.hubwords import as_hub_repo
+
+        raise as_hub_repo(exc, names) from exc
 
 
 def lock_file_given(flags: Overrides, environ: Mapping[str, str]) -> Path | None:

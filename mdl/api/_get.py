@@ -42,10 +42,14 @@ def get(
     headers: Mapping[str, str] | None = None,
     input_file: StrPath | None = None,
     secrets: Secrets | None = None,
+    revision: str | None = None,
+    repo_type: str | None = None,
 ) -> RunReport:
     """Fetch one-off sources (URLs, ``hf://`` files and repos, job-output JSON, ``-`` = stdin) into
     ``directory``; ``input_file`` lists more, one a line (``-`` = stdin); ``headers`` go with the
-    http(s) URLs given (as curl -H)."""
+    http(s) URLs given (as curl -H); a bare repo id (``owner/name[/path]``, no such local file) is
+    ``hf://owner/name[/path]``, and ``revision``, ``repo_type`` go into the hf:// sources that name
+    neither (as ``hf download``'s ``--revision``, ``--repo-type``)."""
     with loading():
         from mdl.catalog.headers import check_headers
         from mdl.download.get import get_sources
@@ -82,6 +86,8 @@ def get(
         headers=check_headers(given, where="header", secrets=settings.secrets),
         input_file=None if input_file is None else str(input_file),
         read_text=read_text or read_job_output,
+        revision=revision,
+        repo_type=repo_type,
     )
     report = get_sources(request, settings, progress=progress or NullProgress())
     return replace(report, files=hidden(report.files, settings.secrets))
