@@ -246,6 +246,7 @@ class PlainReporter(Reporter):
     ) -> None:
         super().__init__(**common)
         self._stream, self._interval = stamped(stream, wallclock=wallclock), interval
+        self._noted = ""  # the last note: a retry's wait on its row says it again, not here
 
     def _write(self, text: str | None) -> None:
         if text is None:  # the event says nothing
@@ -257,6 +258,7 @@ class PlainReporter(Reporter):
         kind = event.kind
         if said_alone(event):
             self._write(event.message)
+            self._noted = event.message
         elif kind == "begin":
             self._write(_begin_line(event))
         elif kind == "start":
@@ -265,8 +267,8 @@ class PlainReporter(Reporter):
             self._write(_done_line(event, item, now))
         elif item is None:  # a wait already said, or bytes of an item never started
             return
-        elif kind == "waiting":  # (said once per message)
-            self._write(f"{item.label} waiting: {event.message}")
+        elif kind == "waiting" and self._noted != f"{item.label}: {event.message}":
+            self._write(f"{item.label} waiting: {event.message}")  # (said once per message)
         elif kind == "advance":
             self._write(self._progress_line(item, now))
 
