@@ -105,7 +105,7 @@ class Entry:
     modified: int = 0
 
 
-# What an archive that is no zip starts with (its magic bytes, at their offset), and its tool's line.
+# What an archive that is no zip starts with (its magic bytes, at their offset), and its tool.
 _OTHER_FORMATS = (
     (0, b"\x1f\x8b", "gzip file (a .tar.gz or .tgz?)", "tar -xzf FILE"),
     (0, b"BZh", "bzip2 file (a .tar.bz2?)", "tar -xjf FILE"),
