@@ -48,7 +48,14 @@ def commands(block: str) -> list[list[str]]:
 def test_the_page_has_its_commands() -> None:
     assert len(BLOCKS) == 2 and all(cmd[0] == "mdl" for b in BLOCKS for cmd in commands(b))
     # each hf download habit of the table is one of its rows
-    for habit in ("--local-dir", "--revision", "--repo-type", "--include", "--token", "--cache-dir"):
+    for habit in (
+        "--local-dir",
+        "--revision",
+        "--repo-type",
+        "--include",
+        "--token",
+        "--cache-dir",
+    ):
         assert f"| `{habit}" in PAGE or f"`hf download Qwen/Qwen3-0.6B {habit}" in PAGE, habit
 
 

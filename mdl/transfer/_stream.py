@@ -26,7 +26,6 @@ from mdl.transfer._target import Resolve
 from mdl.transfer.body import BodyOverrunError, Span, promised, read_body
 from mdl.transfer.connection import set_read_timeout
 from mdl.transfer.http import (
-    ANSWERED_RETRIES,
     ExpiredURLError,
     RetryableError,
     Tries,
@@ -169,10 +168,8 @@ class PieceStream:
         if reached < min(piece.end, answered_end or piece.end):
             raise _ClosedEarly(f"{self.job.label}: connection closed early at byte {reached}")
         if not piece.complete and reached < piece.asked and reached - began < PROGRESS:
-            raise RetryableError(
-                f"{self.job.label}: the server sent only {piece.answered} bytes of the range",
-                answered=True,
-            )
+            said = f"{self.job.label}: the server sent only {piece.answered} bytes of the range"
+            raise RetryableError(said, answered=True)
         self.high = max(self.high, reached)
         self.tries.failures = 0
         return False
@@ -181,9 +178,7 @@ class PieceStream:
         """Its signed target expired while the file waited: located again (False: give up)."""
         job, tries = self.job, self.tries
         probed = bool(job.located) and url == job.located
-        most = tries.policy.retries
-        most = ANSWERED_RETRIES if most is None else most  # (a refusal is an answer)
-        if not probed and (not job.renewable or tries.failures >= most):
+        if not probed and (not job.renewable or tries.failures >= tries.most):
             return False
         # a re-resolve spends a try: a CDN refusing every signed URL gives up
         tries.failures += not probed

@@ -672,22 +672,18 @@ class Tries:
         if exc.refusal is not None:
             self._refused(exc, exc.refusal)
             return
-        policy, now = self.policy, self.policy.clock()
+        now = self.policy.clock()
         if self.failures == 0:
             self.since = now
         self.failures += 1
-        limit = policy.retries
-        if limit is None and exc.answered:
-            limit = ANSWERED_RETRIES
-        if self.quick_unreachable and isinstance(exc, UnreachableError):
-            limit = min(limit if limit is not None else UNREACHABLE_RETRIES, UNREACHABLE_RETRIES)
-        delay = policy.delay(self.failures, retry_after=exc.retry_after)
-        left = policy.max_time - (now - self.since)
+        limit, spent = self._limit(exc), now - self.since
+        left = self.policy.max_time - spent
         if (limit is not None and self.failures > limit) or (limit is None and left <= 0):
             tried = f"{self.failures} tries"
             if limit is None:
-                tried = f"{tried} over {human_seconds(now - self.since)}"
+                tried = f"{tried} over {human_seconds(spent)}"
             raise NetworkError(f"{exc.message} (gave up after {tried})", hint=exc.hint) from exc
+        delay = self.policy.delay(self.failures, retry_after=exc.retry_after)
         said = exc.message.removeprefix(f"{self.what}: ")
         log.info("%s: %s; retry %d in %.1fs", self.what, said, self.failures, delay)
         if self.on_retry is not None:
@@ -705,6 +701,19 @@ class Tries:
             )
             self.announce(self.failures, f"{told}, retrying in {human_seconds(delay)} ({budget})")
         self._sleep(delay, exc)
+
+    def _limit(self, exc: RetryableError) -> int | None:
+        """The count of tries after the first this failure's kind gets (None: the time bounds
+        them, a link that gives no answer)."""
+        limit = self.most if exc.answered else self.policy.retries
+        if self.quick_unreachable and isinstance(exc, UnreachableError):
+            return UNREACHABLE_RETRIES if limit is None else min(limit, UNREACHABLE_RETRIES)
+        return limit
+
+    @property
+    def most(self) -> int:
+        """The tries after the first a server's error answers get (``retries``, else 5)."""
+        return ANSWERED_RETRIES if self.policy.retries is None else self.policy.retries
 
     def _refused(self, exc: RetryableError, refusal: Refusal) -> None:
         self.refusals += 1

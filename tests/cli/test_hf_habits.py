@@ -73,9 +73,7 @@ def test_revision_and_repo_type_work_as_hf_means_them(hub: HubServer, tmp_path: 
         (["https://example.com/x.bin", "--revision", "v1"], "--revision is for Hub sources"),
     ],
 )
-def test_a_contradiction_is_exit_2_naming_both(
-    hub: HubServer, args: list[str], said: str
-) -> None:
+def test_a_contradiction_is_exit_2_naming_both(hub: HubServer, args: list[str], said: str) -> None:
     result = mdl("get", *args, "-d", "out")
     assert result.exit_code == 2, result.stderr
     assert said in result.stderr
@@ -91,8 +89,7 @@ def test_a_dataset_asked_for_as_a_model_is_named(hub: HubServer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("flag", "spelling"),
-    [("--token", "HF_TOKEN"), ("--cache-dir", "HF_HUB_CACHE")],
+    ("flag", "spelling"), [("--token", "HF_TOKEN"), ("--cache-dir", "HF_HUB_CACHE")]
 )
 def test_hf_flags_mdl_spells_otherwise_name_its_spelling(
     hub: HubServer, flag: str, spelling: str
