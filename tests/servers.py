@@ -874,7 +874,7 @@ class LoopbackServer:
         # True: every request gets 200 and the full body (still advertising bytes)
         self.ignore_ranges = False
         # a link that is down while this says so: every request is reset (RST) before an answer
-        self.down: Callable[[], bool] | None = None
+        self.link_down: Callable[[], bool] | None = None
         # unexpected exceptions inside the server (tests may assert it stays empty)
         self.errors: list[str] = []
         self._host_alias = host_alias
@@ -957,7 +957,7 @@ class LoopbackServer:
 
     def _dispatch(self, handler: _Handler) -> None:
         ex = Exchange(self, handler)
-        if self.down is not None and self.down():
+        if self.link_down is not None and self.link_down():
             ex.record.fault = "down"
             ex.abort(rst=True)
             return

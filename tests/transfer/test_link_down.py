@@ -52,7 +52,7 @@ def world(
     hub.add_repo("org/big", {"weights.bin": WEIGHTS})
     clock = FakeClock()
     outage = Outage(clock)
-    hub.down = hub.cdn.down = outage
+    hub.link_down = hub.cdn.link_down = outage
     # the first answer of the weights is cut after 1 MiB, and the link goes down with it
     hub.cdn.faults.add(Fault.call(outage.arm, path_prefix="/blobs/", methods=frozenset({"GET"})))
     hub.cdn.faults.add(Fault.reset(after_bytes=MiB, path_prefix="/blobs/"))
