@@ -927,6 +927,14 @@ class LoopbackServer:
                 conn.shutdown(socket.SHUT_RDWR)
         self._httpd.server_close()
 
+    def drop_connections(self) -> None:
+        """Cut every open client connection now, mid-answer (a link that drops)."""
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
     def __enter__(self) -> Self:
         return self.start()
 
