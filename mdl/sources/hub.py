@@ -153,7 +153,9 @@ class Hub:
         try:
             response, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
         except RepoMissingError as exc:
-            raise self._asked_as(exc, repo, repo_type=repo_type, what=what) from exc
+            if (dataset := self._asked_as(exc, repo, repo_type=repo_type, what=what)) is None:
+                raise
+            raise dataset from exc
         from mdl.sources._hubreplies import parse_revision
 
         return parse_revision(body, what=what, url=url, secrets=Secrets.of(response)).sha
@@ -227,7 +229,9 @@ class Hub:
                 "GET", url, what=what, repo=repo, revision=revision, path=path, first_byte=True
             )
         except RepoMissingError as exc:
-            raise self._asked_as(exc, repo, repo_type=repo_type, what=what) from exc
+            if (dataset := self._asked_as(exc, repo, repo_type=repo_type, what=what)) is None:
+                raise
+            raise dataset from exc
         from mdl.sources._hubreplies import parse_file_metadata, parse_xet_head
 
         redirected = response.has_redirect_location
@@ -246,11 +250,12 @@ class Hub:
 
     def _asked_as(
         self, exc: RepoMissingError, repo: str, *, repo_type: str, what: str
-    ) -> NotFoundError:
+    ) -> NotFoundError | None:
         """A model repo not found whose name a dataset has (asked once, after the 404): said
-        with the dataset's hf:// URI, as ``hf download`` users ask without ``--repo-type``."""
+        with the dataset's hf:// URI, as ``hf download`` users ask without ``--repo-type`` (None:
+        no such dataset either)."""
         if repo_type != "model":
-            return exc
+            return None
         try:
             self._fetch(
                 "GET",
@@ -260,7 +265,7 @@ class Hub:
                 revision="main",
             )
         except MdlError:
-            return exc
+            return None
         return NotFoundError(
             f"{exc.message}; is it a dataset? hf://datasets/{repo}",
             hint=f"a dataset: mdl get hf://datasets/{repo} (or --repo-type dataset)",
