@@ -5,6 +5,8 @@ the line that gets it; against the Hub stand-in."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,3 +124,16 @@ def test_help_leads_with_a_hub_repo() -> None:
     before_options = result.stdout.split("Options:")[0]
     assert "mdl get owner/name -d DIR" in before_options
     assert "hf://" in EXAMPLES["mdl"][0][0] or "/" in EXAMPLES["mdl"][0][0].split()[2]
+
+
+def test_an_hf_flag_a_command_lacks_names_mdls_spelling_below_typers_words(tmp_path: Path) -> None:
+    """A real process, as a shell runs it: Typer's "No such option" is not the last word."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mdl", "pull", "org/tiny", "--revision", "v1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "No such option: --revision" in done.stderr
+    assert "hint: a Hub repo at a revision: mdl get hf://owner/name@REV" in done.stderr
