@@ -68,6 +68,10 @@ def test_every_command_of_the_page_runs_as_written(hub: HubServer, tmp_path: Pat
     for name, data in QWEN.items():
         assert (tmp_path / "qwen" / name).read_bytes() == data
     assert (tmp_path / "cfg" / "config.json").read_bytes() == QWEN["config.json"]
+    assert {p.name for p in (tmp_path / "two").iterdir() if p.is_file()} == {
+        "config.json",
+        "tokenizer.json",
+    }
     assert (tmp_path / "qwen-v1" / "config.json").read_bytes() == b'{"old": true}\n'
     configs = {p.name for p in (tmp_path / "configs").iterdir() if p.is_file()}
     assert configs == {"config.json", "generation_config.json"}

@@ -24,6 +24,17 @@ def is_repo_id(source: str) -> bool:
     return REPO_ID.fullmatch(source) is not None and not os.path.lexists(source)
 
 
+def _is_file_name(source: str) -> bool:
+    """A plain file name (no folder, no scheme) that no local file has: after a bare repo id, as
+    ``hf download REPO config.json`` names it, a file of that repo."""
+    return (
+        "/" not in source
+        and ":" not in source
+        and source not in ("-", ".", "..")
+        and not os.path.lexists(source)
+    )
+
+
 def hub_words(
     sources: Sequence[str],
     *,
@@ -39,22 +50,40 @@ def hub_words(
             f"--repo-type {printable(repo_type, limit=40)}: expected model, dataset or space"
         )
     read: list[str] = []
+    repo: str | None = None  # the bare repo id before: hf download REPO FILE... names its files
+    whole: int | None = None  # where that repo is in ``read``, while it still means all of it
     for source in sources:
-        if is_repo_id(source):
+        if repo is not None and _is_file_name(source):
+            if whole is not None:  # its files, not the whole repo
+                del read[whole]
+                whole = None
+            uri = _with(f"hf://{repo}/{source}", revision=revision, repo_type=repo_type)
+            note(f"{source}: no such local file; fetching {uri} (a file of {repo}) from the Hub")
+            read.append(uri)
+        elif is_repo_id(source):
             uri = _with(f"hf://{source}", revision=revision, repo_type=repo_type)
             note(f"{source}: no such local file; fetching {uri} from the Hub")
             read.append(uri)
+            repo = source if source.count("/") == 1 else None
+            whole = len(read) - 1 if repo is not None else None
         elif source.startswith("hf://"):
             read.append(_with(source, revision=revision, repo_type=repo_type))
+            repo = whole = None
         else:
             read.append(source)
+            repo = whole = None
+    _check_used(read, revision=revision, repo_type=repo_type)
+    return read
+
+
+def _check_used(read: Sequence[str], *, revision: str | None, repo_type: str | None) -> None:
+    """--revision and --repo-type name a Hub source's: with none, exit 2."""
     if (revision or repo_type) and not any(s.startswith("hf://") for s in read):
         flag = "--revision" if revision else "--repo-type"
         raise UsageError(
             f"{flag} is for Hub sources (hf://owner/name or owner/name); none was given",
             hint="a URL names its version itself",
         )
-    return read
 
 
 def _with(uri: str, *, revision: str | None, repo_type: str | None) -> str:

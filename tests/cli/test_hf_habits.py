@@ -137,3 +137,13 @@ def test_an_hf_flag_a_command_lacks_names_mdls_spelling_below_typers_words(tmp_p
     assert done.returncode == 2
     assert "No such option: --revision" in done.stderr
     assert "hint: a Hub repo at a revision: mdl get hf://owner/name@REV" in done.stderr
+
+
+def test_file_names_after_a_repo_id_are_its_files_as_hf_download_reads_them(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    result = mdl("get", "org/tiny", "config.json", "model.safetensors", "-d", "two")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "two" / "config.json").read_bytes() == CONFIG_V2
+    assert (tmp_path / "two" / "model.safetensors").read_bytes() == WEIGHTS
+    assert "fetching hf://org/tiny/config.json (a file of org/tiny) from the Hub" in result.stderr
