@@ -101,7 +101,7 @@ def catalog_models(
             raise UsageError("name models or pass --all, not both")
         return settings, cat.select(list(names), all_models=all_models), None
     except UsageError as exc:
-        from mdl.sources.hubwords import as_hub_repo
+        from mdl.sources.hubpages import as_hub_repo
 
         raise as_hub_repo(exc, names) from exc
 

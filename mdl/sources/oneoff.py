@@ -27,8 +27,7 @@ from mdl.paths import (
 )
 from mdl.progress import Progress
 from mdl.redact import Secrets, redact_url
-from mdl.sources.hubpages import read_hub_pages
-from mdl.sources.hubwords import hub_words
+from mdl.sources.hubpages import hub_words, read_hub_pages
 from mdl.sources.joboutput import (
     InlineCheck,
     InlineFile,
