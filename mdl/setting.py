@@ -118,13 +118,26 @@ SETTINGS: tuple[Setting, ...] = (
         WEEK,
         zero_ok=True,
     ),
+    # a link that is down is tried again for a time, a server that answers errors a count of times
+    # (mdl.transfer.http.RetryPolicy); ``retries``, when set, bounds both by a count
+    Setting(
+        "retry_max_time",
+        "seconds",
+        120.0,
+        "MDL_RETRY_MAX_TIME",
+        "Seconds a file keeps trying again over a link that is down (refused, reset, timed out),"
+        " from its first failure in a row, before it gives up (exit 5)",
+        DAY,
+    ),
     Setting(
         "retries",
         "count",
-        5,
+        None,
         "MDL_RETRIES",
-        "Attempts after a failed request",
+        "Tries after a failed request, whatever failed (not set: 5 for a server's error answers,"
+        " and a link that is down is tried for retry_max_time)",
         (0, 100),
+        shown_default="not set",
         option=None,
     ),
     Setting(
@@ -269,6 +282,7 @@ class Pulling(Asking):
     jobs: int | None
     limit_rate: str | None
     stall_timeout: float | None
+    retry_max_time: float | None
     lock_timeout: float | None
     mirrors: list[str] | None
     fill_mirror: bool
@@ -280,6 +294,7 @@ class Getting(InCatalog):
     connections: int | None
     limit_rate: str | None
     timeout: float | None
+    retry_max_time: float | None
     xet: bool | None
 
 

@@ -19,6 +19,10 @@ class FakeClock:
     def __call__(self) -> float:
         return self.now
 
+    def sleep(self, seconds: float) -> None:
+        """A wait that moves the clock, not the test (the retries' waits, RetryPolicy.virtual)."""
+        self.now += seconds
+
 
 def wallclock() -> datetime:
     """Always 2026-11-22 08:03:39 UTC."""

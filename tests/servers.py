@@ -873,6 +873,8 @@ class LoopbackServer:
         self.flips: list[list[int]] = []
         # True: every request gets 200 and the full body (still advertising bytes)
         self.ignore_ranges = False
+        # a link that is down while this says so: every request is reset (RST) before an answer
+        self.link_down: Callable[[], bool] | None = None
         # unexpected exceptions inside the server (tests may assert it stays empty)
         self.errors: list[str] = []
         self._host_alias = host_alias
@@ -925,6 +927,14 @@ class LoopbackServer:
                 conn.shutdown(socket.SHUT_RDWR)
         self._httpd.server_close()
 
+    def drop_connections(self) -> None:
+        """Cut every open client connection now, mid-answer (a link that drops)."""
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
     def __enter__(self) -> Self:
         return self.start()
 
@@ -955,6 +965,10 @@ class LoopbackServer:
 
     def _dispatch(self, handler: _Handler) -> None:
         ex = Exchange(self, handler)
+        if self.link_down is not None and self.link_down():
+            ex.record.fault = "down"
+            ex.abort(rst=True)
+            return
         side, fault = self.faults.take(ex.method, ex.path, "Range" in ex.headers)
         for effect in side:
             self._apply_side_effect(effect, ex)

@@ -96,7 +96,15 @@ def catalog_models(
             cat, env, flags, lock_path=path, lock_given=chosen is not None, secrets=secrets
         )
         return settings, specs, lock
-    cat = command_catalog(given, env, required=True)
+    try:
+        cat = command_catalog(given, env, required=True)
+        if names and all_models:
+            raise UsageError("name models or pass --all, not both")
+        specs = cat.select(list(names), all_models=all_models)
+    except UsageError as exc:
+        from mdl.sources.hubpages import as_hub_repo
+
+        raise as_hub_repo(exc, names) from exc
     beside = lock_beside(cat.path) if cat.path is not None else None
     # (the catalog's own lock named by --lock is still judged against the catalog)
     same = (
@@ -106,9 +114,7 @@ def catalog_models(
     settings = settings_for(
         cat, env, flags, lock_path=chosen or beside, lock_given=other, secrets=secrets
     )
-    if names and all_models:
-        raise UsageError("name models or pass --all, not both")
-    return settings, cat.select(list(names), all_models=all_models), None
+    return settings, specs, None
 
 
 def lock_file_given(flags: Overrides, environ: Mapping[str, str]) -> Path | None:

@@ -36,6 +36,7 @@ def pull(
     dry_run: bool = False,
     unsigned: bool = False,
     stall_timeout: float | None = None,
+    retry_max_time: float | None = None,
     timeout: float | None = None,
     lock_timeout: float | None = None,
     locked: bool = False,

@@ -32,6 +32,7 @@ def get(
     connections: int | None = None,
     limit_rate: str | int | None = None,
     timeout: float | None = None,
+    retry_max_time: float | None = None,
     xet: bool | None = None,
     environ: Mapping[str, str] | None = None,
     progress: Progress | None = None,
@@ -43,11 +44,15 @@ def get(
     input_file: StrPath | None = None,
     secrets: Secrets | None = None,
     layout: str | None = None,
+    revision: str | None = None,
+    repo_type: str | None = None,
 ) -> RunReport:
     """Fetch one-off sources (URLs, ``hf://`` files and repos, ``oci://`` models, job-output JSON,
     ``-`` = stdin) into ``directory``; ``input_file`` lists more, one a line (``-`` = stdin);
     ``headers`` go with the http(s) URLs given (as curl -H); ``layout="hf-cache"``: Hub files into
-    the Hugging Face cache."""
+    the Hugging Face cache. A bare repo id (``owner/name[/path]``, no such local file) is
+    ``hf://owner/name[/path]``, and ``revision``, ``repo_type`` go into the hf:// sources that name
+    neither (as ``hf download``'s ``--revision``, ``--repo-type``)."""
     with loading():
         from mdl.catalog.headers import check_headers
         from mdl.download.get import get_sources
@@ -67,6 +72,7 @@ def get(
         connections=connections,
         limit_rate=limit_rate,
         timeout=timeout,
+        retry_max_time=retry_max_time,
         xet=xet,
         force=force,
     )
@@ -86,6 +92,8 @@ def get(
         headers=check_headers(given, where="header", secrets=settings.secrets),
         input_file=None if input_file is None else str(input_file),
         read_text=read_text or read_job_output,
+        revision=revision,
+        repo_type=repo_type,
     )
     report = get_sources(request, settings, progress=progress or NullProgress())
     if any(not f.failing for f in report.files):

@@ -35,6 +35,7 @@ def serve(
     jobs: int | None = None,
     limit_rate: str | int | None = None,
     stall_timeout: float | None = None,
+    retry_max_time: float | None = None,
     timeout: float | None = None,
     lock_timeout: float | None = None,
     locked: bool = False,

@@ -105,6 +105,32 @@ class Entry:
     modified: int = 0
 
 
+# What an archive that is no zip starts with (its magic bytes, at their offset), and its tool.
+_OTHER_FORMATS = (
+    (0, b"\x1f\x8b", "gzip file (a .tar.gz or .tgz?)", "tar -xzf FILE"),
+    (0, b"BZh", "bzip2 file (a .tar.bz2?)", "tar -xjf FILE"),
+    (0, b"\xfd7zXZ\x00", "xz file (a .tar.xz?)", "tar -xJf FILE"),
+    (0, b"\x28\xb5\x2f\xfd", "zstd file (a .tar.zst?)", "tar --zstd -xf FILE"),
+    (0, b"7z\xbc\xaf\x27\x1c", "7-Zip archive", "7z x FILE"),
+    (0, b"Rar!\x1a\x07", "RAR archive", "unrar x FILE"),
+    (257, b"ustar", "tar archive", "tar -xf FILE"),
+)
+
+
+def another_format(fh: BinaryIO) -> ArchiveError | None:
+    """The error of an archive in a format mdl does not read, named by its magic bytes (None:
+    none known): unpack reads zip archives only, as pack writes them."""
+    for offset, magic, name, line in _OTHER_FORMATS:
+        fh.seek(offset)
+        if fh.read(len(magic)) == magic:
+            return ArchiveError(
+                f"this is a {name}, not a zip archive: mdl unpack reads zip archives only"
+                " (as mdl pack writes them)",
+                hint=f"unpack it with: {line}",
+            )
+    return None
+
+
 def _broken(why: str) -> ArchiveError:
     return ArchiveError(f"not a readable zip archive (truncated or corrupt): {why}")
 
@@ -193,12 +219,12 @@ def _end_record(fh: BinaryIO) -> tuple[int, int, int, int]:
     """The entry count, the central directory's size and offset, and where it ends (the first end
     record after it): from the ZIP64 end record when there is one."""
     if (size := fh.seek(0, 2)) < _EOCD.size:
-        raise _broken(f"{size} bytes is too short for a zip")
+        raise another_format(fh) or _broken(f"{size} bytes is too short for a zip")
     tail_start = max(0, size - _EOCD.size - 0xFFFF)
     tail = _read_at(fh, tail_start, size - tail_start)
     # the last with room for a whole record
     if (pos := tail.rfind(b"PK\x05\x06", 0, len(tail) - _EOCD.size + 4)) < 0:
-        raise _broken("no end of central directory record")
+        raise another_format(fh) or _broken("no end of central directory record")
     _, disk, cd_disk, count_here, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, pos)
     cd_end = tail_start + pos
     if (zip64 := _zip64_end_record(fh, cd_end)) is not None:

@@ -45,7 +45,8 @@ class Settings:
     stall_timeout: float
     timeout: float  # every request: connect, and wait for the answer to begin
     lock_timeout: float
-    retries: int
+    retries: int | None  # a count that bounds every retry (None: RetryPolicy's split)
+    retry_max_time: float  # seconds a link that is down is tried again
     verify: bool
     force: bool
     dry_run: bool

@@ -69,6 +69,9 @@ _COMMAND_EXAMPLES = (
     ("mdl lock --upgrade tiny-bert", "move one model to its newest commit"),
     ("mdl lock --check", "in CI: exit 2 when the lock is stale"),
     ("mdl get https://example.com/lora.safetensors --sha256 HEX", "one file, checked"),
+    ("mdl get Qwen/Qwen3-0.6B -d qwen", "a whole Hub repo into qwen/ (as hf download)"),
+    ("mdl get hf://org/tiny --revision v1 --include '*.json'", "at a tag, some files"),
+    ("mdl get hf://datasets/org/corpus -d corpus", "a dataset (or --repo-type dataset)"),
     ("mdl get hf://org/tiny/config.json -d cfg", "one Hub file into cfg/"),
     ("mdl get s3://bucket/models/w.bin -o w.bin", "one S3 object"),
     ("mdl get job.json -d lora --json", "a serverless job's outputs"),
@@ -104,6 +107,7 @@ _COMMAND_EXAMPLES = (
 )
 EXAMPLES: dict[str, Sequence[tuple[str, str]]] = {
     "mdl": (
+        ("mdl get Qwen/Qwen3-0.6B -d qwen", "a Hub repo into qwen/, verified (as hf download)"),
         ("mdl init", "write a starter catalog (once)"),
         ("mdl pull tiny-bert", "download a catalog model, verified"),
         ("mdl list", "what the catalog holds, and what is on disk"),
@@ -359,7 +363,12 @@ app = typer.Typer(
     cls=MdlGroup,
     help=(
         "Get model files onto the machines that need them — fast, resumable, verified — and pack"
-        " checkpoints."
+        " checkpoints.\n\n"
+        "\b\nA Hub repo (as hf download owner/name --local-dir DIR):\n"
+        "  mdl get owner/name -d DIR\n"
+        "  mdl get owner/name/config.json       (one file)\n"
+        "  mdl get hf://datasets/owner/name     (a dataset)\n"
+        "A catalog of models: mdl init; mdl add NAME hf://owner/name; mdl pull NAME"
     ),
     epilog=epilog("mdl"),
     no_args_is_help=True,

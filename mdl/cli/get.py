@@ -10,6 +10,7 @@ from mdl import api
 from mdl.cli.options import command
 from mdl.cli.run import Run
 from mdl.cli.summary import ok, render_report
+from mdl.errors import UsageError
 from mdl.setting import Getting
 
 if TYPE_CHECKING:
@@ -33,8 +34,29 @@ def get_cmd(
     ] = None,
     directory: Annotated[
         Path | None,
-        typer.Option("-d", "--dir", help="Save files into this folder (default: current)."),
+        typer.Option(
+            "-d",
+            "--dir",
+            "--local-dir",
+            help="Save files into this folder (default: current; --local-dir as hf download says).",
+        ),
     ] = None,
+    revision: Annotated[
+        str | None,
+        typer.Option(
+            "--revision",
+            help="Hub sources that name none: this branch, tag or commit (as hf://owner/name@REV).",
+        ),
+    ] = None,
+    repo_type: Annotated[
+        str | None,
+        typer.Option(
+            "--repo-type",
+            help="Hub sources: model (default), dataset or space (as hf://datasets/owner/name).",
+        ),
+    ] = None,
+    token: Annotated[str | None, typer.Option("--token", hidden=True)] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", hidden=True)] = None,
     sha256: Annotated[
         str | None, typer.Option("--sha256", help="Expected sha256 of the (single) file.")
     ] = None,
@@ -80,6 +102,7 @@ def get_cmd(
     """
     from mdl.catalog.headers import check_headers, parse_header
 
+    refuse_hf_only(token=token, cache_dir=cache_dir)
     headers = dict(check_headers((parse_header(line) for line in header or ()), where="--header"))
     with run.reporter() as progress:
         report = api.get(
@@ -96,11 +119,29 @@ def get_cmd(
             headers=headers,
             input_file=input_file,
             secrets=run.secrets,
+            revision=revision,
+            repo_type=repo_type,
         )
     # `P=$(mdl get URL)`: the data is where each file is
     return render_report(
         run, report, verb="fetched", data=lambda: run.line(*fetched_paths(report.files))
     )
+
+
+def refuse_hf_only(*, token: str | None, cache_dir: Path | None) -> None:
+    """hf download's flags mdl spells otherwise: exit 2 naming mdl's spelling."""
+    if token is not None:  # (its value is never said: a secret on a command line)
+        raise UsageError(
+            "--token: mdl reads the token from HF_TOKEN (or the file `hf auth login` wrote), not"
+            " from a flag, which other users can see in the process list",
+            hint="HF_TOKEN=... mdl get ...",
+        )
+    if cache_dir is not None:
+        raise UsageError(
+            "--cache-dir: mdl get saves into a folder (-d DIR); the Hugging Face cache is"
+            " HF_HUB_CACHE (HF_HOME/hub), filled by --layout hf-cache",
+            hint=f"HF_HUB_CACHE={cache_dir} mdl get ... --layout hf-cache",
+        )
 
 
 def fetched_paths(outcomes: Sequence["FileOutcome"]) -> list[str]:

@@ -9,6 +9,7 @@ import typer
 
 from mdl import api
 from mdl.cli.options import AllOpt, NameArg, NamesArg, StatusChoice, command
+from mdl.cli.render.console import fit_path, table_width
 from mdl.cli.run import Run
 from mdl.cli.stdout import unread_if_failing
 from mdl.setting import Asking, Pinned
@@ -104,7 +105,7 @@ def show_cmd(run: Run, name: NameArg, **where: Unpack[Pinned]) -> None:
         run.emit(info.to_json())
         return
     doc = info.to_json()["models"][0]
-    run.line(*about_lines(info, doc))
+    run.line(*about_lines(info, doc, width=table_width(run.stdout, run.environ)))
     if not doc["files"]:
         run.line("files:       (not pulled yet: run `mdl resolve " + name + "` to list them)")
         return
@@ -121,15 +122,20 @@ def show_cmd(run: Run, name: NameArg, **where: Unpack[Pinned]) -> None:
         )
 
 
-def about_lines(info: "ModelInfo", doc: Mapping[str, Any]) -> list[str]:
-    """``show``'s lines above its table: what the catalog says, the local state, where it is."""
+def about_lines(
+    info: "ModelInfo", doc: Mapping[str, Any], *, width: int | None = None
+) -> list[str]:
+    """``show``'s lines above its table: what the catalog says, the local state, where it is (a
+    folder wider than a terminal's ``width`` cut with ``…``, never wrapped mid-name)."""
     keys = ("name", "description", "repo", "revision", "commit")
     lines = [f"{key + ':':13}{doc[key]}" for key in keys if doc.get(key)]
     lines.append(f"{'status:':13}{status_words(info)}")
     if info.status.signature is not None:
         signed = _signed_text(info.status.signature, short=False).removeprefix(", ")
         lines.append(f"{'signature:':13}{signed}")
-    lines.append(f"{'dest:':13}{info.folder or '(several folders: see each file)'}")
+    room = None if width is None else max(width - 13, 8)
+    folder = fit_path(str(info.folder), room) if info.folder else "(several folders: see each file)"
+    lines.append(f"{'dest:':13}{folder}")
     return lines
 
 

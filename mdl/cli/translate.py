@@ -49,6 +49,15 @@ KEPT_ON_INTERRUPT = {
     ),
     "lock": "catalog.lock was not changed",
 }
+# hf download's flags a command does not take: mdl's spelling, said below Typer's "No such option"
+HF_SPELLINGS = {
+    "--revision": "a Hub repo at a revision: mdl get hf://owner/name@REV (or get's --revision)",
+    "--repo-type": "a dataset: mdl get hf://datasets/owner/name (or mdl get ... --repo-type)",
+    "--local-dir": "a Hub repo into a folder: mdl get owner/name -d DIR",
+    "--token": "mdl reads the token from HF_TOKEN (or the file `hf auth login` wrote)",
+    "--cache-dir": "the Hugging Face cache is HF_HUB_CACHE, filled by --layout hf-cache",
+    "--max-workers": "--connections N (parallel ranges per big file), --jobs N (files at once)",
+}
 _MEMORY_HINT = "free memory or raise the process's limit, or ask for less at once (fewer models)"
 
 
@@ -101,7 +110,8 @@ def _as_error(exc: BaseException, run: Told | None) -> MdlError:
     if isinstance(exc, typer.TyperException):
         # a usage error's command
         context = getattr(getattr(exc, "ctx", None), "command_path", None) or "mdl"
-        return UsageError(exc.format_message(), hint=f"see {context} --help")
+        spelt = HF_SPELLINGS.get(getattr(exc, "option_name", None) or "")
+        return UsageError(exc.format_message(), hint=spelt or f"see {context} --help")
     return _internal_error(exc, run)
 
 
@@ -155,6 +165,8 @@ def _tell_without_run(exc: BaseException, error: MdlError) -> int:
     show = getattr(exc, "show", None)
     if isinstance(exc, typer.TyperException) and callable(show):
         show(file=stderr_sink(sys.stderr))
+        if error.hint in HF_SPELLINGS.values():  # Typer's words are not the last: mdl's spelling
+            stderr_sink(sys.stderr).write(f"  hint: {error.hint}\n")
         return code
     # the one redaction, as at every sink
     hint = f"  hint: {safe_text(error.hint)}\n" if error.hint else ""

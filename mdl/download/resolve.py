@@ -30,6 +30,10 @@ from mdl.store.records import ModelRecord
 from mdl.transfer.http import UnreachableError
 
 log = logging.getLogger("mdl.pull")
+FORCE_NEEDS_HUB = (
+    "--force downloads again, which needs the Hub; the installed copy is left as it was (without"
+    " --force a run keeps it while the Hub is down)"
+)
 
 
 def resolve(
@@ -118,8 +122,11 @@ def _failures(
     """What a model that could not be resolved adds to the report: its installed files kept (see
     ``_kept``), else its failure (logged)."""
     kept = _kept(spec, exc, session.layout, token=session.token) if keep_installed else None
-    if kept is not None:
+    if kept and not session.settings.force:
+        log.warning("%s", kept[0].warning)
         return kept
+    if kept is not None:  # an explicit flag outranks the outage's fallback: exit 5, not 0
+        exc = type(exc)(exc.message, hint=FORCE_NEEDS_HUB)
     outcome = failed(spec.name, None, exc, dest=session.store.model_dir(spec.name))
     log.error("%s", outcome.error)  # names the model once ("tiny: …"), as stderr does
     return [outcome]
@@ -151,7 +158,6 @@ def _kept(
         return None
     why, kept = _why(spec, exc), _kept_what(record)
     warning = f"could not check {spec.name} for updates: {why}; keeping {kept}"
-    log.warning("%s", warning)
     return [
         FileOutcome(
             spec.name,

@@ -148,7 +148,7 @@ class PullSession:
         # model records (and, in the plain layout, everything else)
         self.store: Store = self.layout.records
         self.environ = dict(settings.environ or {})
-        self.retry = RetryPolicy(retries=settings.retries)
+        self.retry = RetryPolicy(retries=settings.retries, max_time=settings.retry_max_time)
         # one fsync per folder per record write, not one per file (RecordQueue flushes)
         self.dirs = DirSyncs()
         # big files' ranges (twice: a stream asks for its next piece before its current one ends),

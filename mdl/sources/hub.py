@@ -110,6 +110,11 @@ def xet_token_url(endpoint: str, repo: str, repo_type: str, commit: str) -> str:
     return hub_api_url(endpoint, repo, repo_type, "xet-read-token", commit)
 
 
+class RepoMissingError(NotFoundError):
+    """The Hub's RepoNotFound: no such repo of that type (or a private one, asked without a
+    token)."""
+
+
 class Hub:
     """The Hub API on one httpx2 client, with its replies validated and its errors turned into
     ours.
@@ -145,7 +150,12 @@ class Hub:
     def commit_of(self, repo: str, *, repo_type: str, revision: str, what: str) -> str:
         """The commit a branch, tag or commit names (40 lowercase hex digits, or HubReplyError)."""
         url = hub_api_url(self.endpoint, repo, repo_type, "revision", revision)
-        response, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
+        try:
+            response, body = self._fetch("GET", url, what=what, repo=repo, revision=revision)
+        except RepoMissingError as exc:
+            if (dataset := self._asked_as(exc, repo, repo_type=repo_type, what=what)) is None:
+                raise
+            raise dataset from exc
         from mdl.sources._hubreplies import parse_revision
 
         return parse_revision(body, what=what, url=url, secrets=Secrets.of(response)).sha
@@ -214,9 +224,14 @@ class Hub:
         otherwise), size, Xet hash, and the CDN URL (``location``) of a redirected file.
         """
         url = self.file_url(repo, path, repo_type=repo_type, revision=revision)
-        response, _ = self._fetch(
-            "GET", url, what=what, repo=repo, revision=revision, path=path, first_byte=True
-        )
+        try:
+            response, _ = self._fetch(
+                "GET", url, what=what, repo=repo, revision=revision, path=path, first_byte=True
+            )
+        except RepoMissingError as exc:
+            if (dataset := self._asked_as(exc, repo, repo_type=repo_type, what=what)) is None:
+                raise
+            raise dataset from exc
         from mdl.sources._hubreplies import parse_file_metadata, parse_xet_head
 
         redirected = response.has_redirect_location
@@ -232,6 +247,29 @@ class Hub:
             meta = replace(meta, location=location)
         xet = parse_xet_head(response, endpoint=self.endpoint, what=what)
         return meta if xet is None else replace(meta, xet_hash=xet[0], xet_auth=xet[1])
+
+    def _asked_as(
+        self, exc: RepoMissingError, repo: str, *, repo_type: str, what: str
+    ) -> NotFoundError | None:
+        """A model repo not found whose name a dataset has (asked once, after the 404): said
+        with the dataset's hf:// URI, as ``hf download`` users ask without ``--repo-type`` (None:
+        no such dataset either)."""
+        if repo_type != "model":
+            return None
+        try:
+            self._fetch(
+                "GET",
+                hub_api_url(self.endpoint, repo, "dataset"),
+                what=what,
+                repo=repo,
+                revision="main",
+            )
+        except MdlError:
+            return None
+        return NotFoundError(
+            f"{exc.message}; is it a dataset? hf://datasets/{repo}",
+            hint=f"a dataset: mdl get hf://datasets/{repo} (or --repo-type dataset)",
+        )
 
     def file_url(self, repo: str, path: str, *, repo_type: str, revision: str) -> str:
         return hub_file_url(self.endpoint, repo, path, repo_type, revision)
@@ -389,7 +427,7 @@ def _status_error(
         )
     elif code == "RepoNotFound":
         hint = None if hub.token else "if it is private, set HF_TOKEN"
-        error = NotFoundError(f"{what}: repository {repo} not found", hint=hint)
+        error = RepoMissingError(f"{what}: repository {repo} not found", hint=hint)
     elif status in (401, 403):
         error = AuthError(
             f"{what}: not authorised for {target} (HTTP {status}){detail}",

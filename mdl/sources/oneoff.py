@@ -29,7 +29,7 @@ from mdl.paths import (
 )
 from mdl.progress import Progress
 from mdl.redact import Secrets, redact_url
-from mdl.sources.hubpages import read_hub_pages
+from mdl.sources.hubpages import hub_words, read_hub_pages
 from mdl.sources.joboutput import (
     InlineCheck,
     InlineFile,
@@ -69,6 +69,8 @@ class GetRequest:
     headers: tuple[tuple[str, str], ...] = ()  # -H: for the http(s) URLs given
     input_file: str | None = None  # -i: a list of more sources
     read_text: Callable[[str], str] = read_job_output  # a job output's text (``-``: stdin)
+    revision: str | None = None  # hf download's --revision, for the Hub sources
+    repo_type: str | None = None  # ... and its --repo-type
 
 
 def read_sources(
@@ -79,6 +81,9 @@ def read_sources(
     """
     read_text = request.read_text
     combined = combined_sources(request.sources, input_file=request.input_file, read_text=read_text)
+    combined = hub_words(
+        combined, revision=request.revision, repo_type=request.repo_type, note=progress.note
+    )
     combined = read_hub_pages(combined, endpoint=endpoint, progress=progress)
     named = request.output is not None  # -o gives the file its name
     return parse_sources(

@@ -93,6 +93,8 @@ class Shared:
                 return
             state.announced[kind] = count
         self.progress.note(f"{state.job.label}: {text}")
+        if kind == "retry":  # its row says it waits, and when it tries again, till bytes come
+            self.progress.waiting(state.job.label, text)
 
     def ignored_range(self, state: DownloadState) -> None:
         """Say once that the bytes on disk are thrown away: a resume the display announced is not

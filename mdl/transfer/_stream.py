@@ -210,9 +210,8 @@ class PieceStream:
         if reached < min(piece.end, answered_end or piece.end):
             raise _ClosedEarly(f"{self.job.label}: connection closed early at byte {reached}")
         if not piece.complete and reached < piece.asked and reached - began < PROGRESS:
-            raise RetryableError(
-                f"{self.job.label}: the server sent only {piece.answered} bytes of the range"
-            )
+            said = f"{self.job.label}: the server sent only {piece.answered} bytes of the range"
+            raise RetryableError(said, answered=True)
         self.high = max(self.high, reached)
         self.tries.failures = 0
         return False
@@ -221,7 +220,7 @@ class PieceStream:
         """Its signed target expired while the file waited: located again (False: give up)."""
         job, tries = self.job, self.tries
         probed = bool(job.located) and url == job.located
-        if not probed and (not job.renewable or tries.failures >= tries.policy.retries):
+        if not probed and (not job.renewable or tries.failures >= tries.most):
             return False
         # a re-resolve spends a try: a CDN refusing every signed URL gives up
         tries.failures += not probed

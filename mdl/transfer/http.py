@@ -231,10 +231,13 @@ class RetryableError(NetworkError):
         retry_after: float | None = None,
         hint: str | None = None,
         refusal: Refusal | None = None,
+        answered: bool = False,
     ) -> None:
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
         self.refusal = refusal
+        # a server's error answer (5xx, 408, 429): it is up, and gets a count of tries, not a wait
+        self.answered = answered
 
 
 RATE_LIMIT_HINT = (
@@ -259,7 +262,7 @@ def refusal_error(response: httpx2.Response, shown: str, *, hub: bool) -> MdlErr
         return RetryableError(shown, retry_after=refusal.wait, refusal=refusal)
     if response.status_code in RETRYABLE_STATUSES:
         delay = retry_after_seconds(response.headers.get("Retry-After"))
-        return RetryableError(shown, retry_after=delay)
+        return RetryableError(shown, retry_after=delay, answered=True)
     return NetworkError(shown)
 
 
@@ -622,14 +625,30 @@ def refuse_redirect(current: str, location: str, *, what: str) -> None:
         )
 
 
+# How long a link that gives no answer (refused, reset, cut mid-body, timed out) is tried again,
+# from the first failure in a row: a 20-60 s outage (Wi-Fi, a router, a VPN's reconnect) costs a
+# wait, not a second command, whatever the count of tries (curl's --retry-max-time, aria2c's
+# --max-tries with --retry-wait). A server that answers with an error is up: it gets a count.
+RETRY_MAX_TIME = 120.0
+ANSWERED_RETRIES = 5  # tries after a retryable answer (5xx, 408, 429) when ``retries`` is not set
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    retries: int = 5
+    """``retries``: a count of tries after the first that bounds every failure (None: not set; a
+    server's error answers then get ANSWERED_RETRIES, a link that is down ``max_time`` seconds);
+    ``max_time``: seconds from an operation's first failure in a row after which it gives up;
+    ``clock`` and ``sleep``: injected (a test's virtual clock moves when the retries wait)."""
+
+    retries: int | None = None
     base: float = 0.5
-    cap: float = 30.0
+    cap: float = 10.0  # a link back is found within seconds, not after a half-minute's wait
     retry_after_cap: float = 120.0
     sleep: Callable[[float], None] = time.sleep
     rng: Callable[[], float] = random.random
+    max_time: float = RETRY_MAX_TIME
+    clock: Callable[[], float] = time.monotonic
+    virtual: bool = False  # ``sleep`` is a test's clock: waits call it (and hear a cancel first)
 
     def delay(self, attempt: int, *, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -659,7 +678,7 @@ class RetryPolicy:
 @dataclass
 class Tries:
     """One operation's retry budget (``wait`` is True on Ctrl-C; ``quick_unreachable``: a silent
-    host, one retry).
+    host, one retry). ``failures`` set to 0 (a try that moved bytes) starts the budget over.
     """
 
     policy: RetryPolicy
@@ -672,25 +691,29 @@ class Tries:
     refusals: int = 0  # the Hub's rate-limit refusals with a stated wait: not failures
     # what they may cost when no gate saw them (a CDN's refusal): this operation's own budget
     hub_waits: HubWaits = field(default_factory=HubWaits)
+    since: float = 0.0  # the clock at the first failure in a row
 
     def failed(self, exc: RetryableError, *, lost: bool = False) -> None:
-        """Count a failed try and wait; NetworkError once the budget is spent. ``lost``: said as
-        a lost connection. A Hub rate-limit refusal (``exc.refusal``) is no failed try: it waits
-        (on the run's gate when it ``held`` it) at least MIN_HUB_WAIT, and is bounded by
-        HUB_REFUSALS in a row and by the budget of HubWaits (the run's gate's, else this
-        operation's).
+        """Count a failed try and wait; NetworkError once the budget is spent (a count for a
+        server's error answers, else the time since the first failure in a row: RetryPolicy). A
+        Hub rate-limit refusal (``exc.refusal``) is no failed try: it waits (on the run's gate
+        when it ``held`` it) at least MIN_HUB_WAIT, and is bounded by HUB_REFUSALS in a row and
+        by the budget of HubWaits (the run's gate's, else this operation's).
         """
         if exc.refusal is not None:
             self._refused(exc, exc.refusal)
             return
+        now = self.policy.clock()
+        if self.failures == 0:
+            self.since = now
         self.failures += 1
-        limit = self.policy.retries
-        if self.quick_unreachable and isinstance(exc, UnreachableError):
-            limit = min(limit, UNREACHABLE_RETRIES)
-        if self.failures > limit:
-            raise NetworkError(
-                f"{exc.message} (gave up after {self.failures} tries)", hint=exc.hint
-            ) from exc
+        limit, spent = self._limit(exc), now - self.since
+        left = self.policy.max_time - spent
+        if (limit is not None and self.failures > limit) or (limit is None and left <= 0):
+            tried = f"{self.failures} tries"
+            if limit is None:
+                tried = f"{tried} over {human_seconds(spent)}"
+            raise NetworkError(f"{exc.message} (gave up after {tried})", hint=exc.hint) from exc
         delay = self.policy.delay(self.failures, retry_after=exc.retry_after)
         said = exc.message.removeprefix(f"{self.what}: ")
         log.info("%s: %s; retry %d in %.1fs", self.what, said, self.failures, delay)
@@ -702,11 +725,26 @@ class Tries:
                 if lost and not isinstance(exc, UnreachableError)
                 else said
             )
-            self.announce(
-                self.failures,
-                f"{told}, retrying in {human_seconds(delay)} ({self.failures}/{limit})",
+            budget = (
+                f"{self.failures}/{limit}"
+                if limit is not None
+                else f"try {self.failures}, giving up in {human_seconds(max(left - delay, 0))}"
             )
+            self.announce(self.failures, f"{told}, retrying in {human_seconds(delay)} ({budget})")
         self._sleep(delay, exc)
+
+    def _limit(self, exc: RetryableError) -> int | None:
+        """The count of tries after the first this failure's kind gets (None: the time bounds
+        them, a link that gives no answer)."""
+        limit = self.most if exc.answered else self.policy.retries
+        if self.quick_unreachable and isinstance(exc, UnreachableError):
+            return UNREACHABLE_RETRIES if limit is None else min(limit, UNREACHABLE_RETRIES)
+        return limit
+
+    @property
+    def most(self) -> int:
+        """The tries after the first a server's error answers get (``retries``, else 5)."""
+        return ANSWERED_RETRIES if self.policy.retries is None else self.policy.retries
 
     def _refused(self, exc: RetryableError, refusal: Refusal) -> None:
         self.refusals += 1
@@ -728,7 +766,9 @@ class Tries:
             self._sleep(hold, exc)
 
     def _sleep(self, delay: float, exc: MdlError) -> None:
-        if self.wait is None:
+        if self.policy.virtual and self.wait is not None and self.wait(0):
+            raise InterruptedByUserError(f"{self.what}: interrupted") from exc
+        if self.wait is None or self.policy.virtual:
             self.policy.sleep(delay)
         elif self.wait(delay):
             raise InterruptedByUserError(f"{self.what}: interrupted") from exc

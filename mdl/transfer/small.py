@@ -21,6 +21,7 @@ from mdl.errors import (
     NetworkError,
     disk_error,
 )
+from mdl.progress import Progress
 from mdl.store.confined import open_file
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer._headers import is_encoded
@@ -60,6 +61,12 @@ def fits(shared: Shared, job: TransferJob, beside: JobContext) -> bool:
     )
 
 
+def said(progress: Progress, label: str, line: str) -> None:
+    """A retry's line, and its row's wait till bytes come (the wait, and when it tries again)."""
+    progress.note(f"{label}: {line}")
+    progress.waiting(label, line)
+
+
 def fetch(shared: Shared, job: TransferJob, dirs: DirSyncs | None) -> TransferResult:
     """The file in place, verified; a failed try (a reset, a 5xx, an expired signed target) is
     asked again from the job's URL within the retry budget. A bad size or hash is exit 6 and
@@ -72,7 +79,9 @@ def fetch(shared: Shared, job: TransferJob, dirs: DirSyncs | None) -> TransferRe
         label,
         wait=shared.cancel.wait,
         on_retry=job.retries.add,
-        announce=lambda _, line: shared.progress.note(f"{label}: {line}"),
+        announce=lambda _, line: said(shared.progress, label, line),
+        # its size came from an answer (the Hub's listing, a probe): a refusal now is a link down
+        quick_unreachable=False,
     )
     while True:
         if shared.cancel.is_set():
@@ -83,7 +92,7 @@ def fetch(shared: Shared, job: TransferJob, dirs: DirSyncs | None) -> TransferRe
         except ExpiredURLError as exc:  # the resolve URL signs a fresh target: one try spent
             if not job.renewable:
                 raise
-            again = RetryableError(exc.message)
+            again = RetryableError(exc.message, answered=True)
             again.status, again.server_text = exc.status, exc.server_text  # (said if it ends)
             tries.failed(again)
         except (RetryableError, httpx2.TransportError, httpx2.StreamClosed) as exc:

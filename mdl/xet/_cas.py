@@ -64,7 +64,8 @@ class Cas:
     secrets: Secrets
 
     def __post_init__(self) -> None:
-        retries = min(self.retry.retries, CAS_RETRIES)
+        given = self.retry.retries
+        retries = CAS_RETRIES if given is None else min(given, CAS_RETRIES)
         self.retry = replace(self.retry, retries=retries, cap=CAS_BACKOFF_CAP)
         self._tokens: dict[str, XetToken] = {}
         self._token_lock = threading.Lock()

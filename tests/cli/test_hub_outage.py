@@ -169,3 +169,20 @@ def test_a_silent_hub_keeps_installed_models_within_the_timeout(
     assert len(warnings) == 2
     assert f"the Hub at {url} did not answer within 0.3 s" in warnings[0]
     assert accepted <= 3  # big was not asked again after tiny's tries went unanswered
+
+
+def test_force_with_the_hub_down_is_exit_5_not_a_kept_copy(
+    hub_world: tuple[HubServer, Path],
+) -> None:
+    """Issue 88: ``--force`` promises to download again; the outage's fallback (keep the verified
+    copy, exit 0) must not win over it silently."""
+    hub, dest = hub_world
+    assert mdl("pull", "big").exit_code == 0
+    hub.stop()
+    result = mdl("pull", "big", "--force", "--timeout", "2")
+    assert result.exit_code == 5, result.stderr
+    assert "could not check" not in result.stderr and "keeping" not in result.stderr
+    assert "--force downloads again, which needs the Hub" in result.stderr
+    assert (dest / "big" / "weights.bin").read_bytes() == make_data(3_000_000, seed=2)
+    # without --force the same outage keeps it
+    assert mdl("pull", "big", "--timeout", "2").exit_code == 0

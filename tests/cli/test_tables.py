@@ -24,7 +24,7 @@ from profiles import examples
 from runfixtures import make_hf_run, mdl
 from servers import HubServer, make_data
 
-from mdl.cli.render.console import ELLIPSIS, fit_cell, render_table
+from mdl.cli.render.console import ELLIPSIS, fit_cell, fit_path, render_table
 
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 LONG = "a/very/long/folder/name/that/keeps/going/model-00001-of-00002.safetensors"
@@ -273,3 +273,35 @@ def test_headers_that_only_just_fit_leave_the_first_column_no_extra_room() -> No
         width=40,
     )
     assert [len(line) for line in out.getvalue().splitlines()] == [40, 40]
+
+
+@pytest.mark.slow
+def test_show_cuts_a_long_dest_with_an_ellipsis_never_mid_name(
+    world: dict[str, object], tmp_path: Path
+) -> None:
+    """Issue 88: at 60 columns `mdl show` let the terminal wrap its `dest:` path mid-name."""
+    env, cwd = world["env"], world["cwd"]
+    assert isinstance(env, dict) and isinstance(cwd, Path)
+    on_pipe(["pull", "tiny", "-q"], env=env, cwd=cwd)
+    shown = on_terminal(["show", "tiny"], columns=60, env=env, cwd=cwd, use_env=False)
+    (dest,) = [line for line in shown.splitlines() if line.startswith("dest:")]
+    folder = str(tmp_path / "models" / "tiny")
+    assert len(folder) > 60 - 13
+    assert len(dest) <= 60 and ELLIPSIS in dest and dest.endswith("/models/tiny"), dest
+    # a pipe gets it whole
+    assert f"dest:        {folder}" in on_pipe(["show", "tiny"], env=env, cwd=cwd)
+
+
+@pytest.mark.parametrize(
+    ("path", "width", "shown"),
+    [
+        ("/srv/models/tiny", 40, "/srv/models/tiny"),
+        ("/home/user/some/deep/folder/models/tiny-bert", 31, "/home/…/folder/models/tiny-bert"),
+        ("/home/user/some/deep/folder/models/tiny-bert", 20, "/home/…/tiny-bert"),
+        ("/home/user/models/a-model-with-a-very-long-name", 20, "…th-a-very-long-name"),
+        ("relative/folder/models/tiny", 20, "relative/…/tiny"),
+    ],
+)
+def test_fit_path_keeps_whole_names_from_the_end(path: str, width: int, shown: str) -> None:
+    fitted = fit_path(path, width)
+    assert fitted == shown and len(fitted) <= width

@@ -110,7 +110,9 @@ class RichReporter(Reporter):
         """The total first, then the items in the order they started."""
         tally, rows = self._tally, []
         if tally.files:
-            label = f"total {tally.done}/{plural(tally.files, 'file')}"  # never cut on screen
+            # never cut on screen; a failed file is no file done (``8/8 files``, 2 failed, misled)
+            label = f"total {tally.done - tally.failed}/{plural(tally.files, 'file')}"
+            label += f", {tally.failed} failed" if tally.failed else ""
             rate, left = tally.rate(now), tally.seconds_left(now)
             rows.append(Row(label, tally.moved, tally.total, rate, left, whole=True))
         for item in tally.items.values():

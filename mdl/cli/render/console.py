@@ -303,6 +303,28 @@ def table_width(stream: TextIO, environ: Mapping[str, str]) -> int | None:
         return 80
 
 
+def fit_path(path: str, width: int | None) -> str:
+    """A path in ``width`` columns (None: whole), never to be wrapped mid-name by the terminal:
+    whole when it fits, else its first folder, ``…`` and as many of its last names as fit
+    (``/home/…/models/tiny-bert``); a last name wider than the room keeps its end."""
+    if width is None or display_width(path) <= width:
+        return path
+    parts = path.split("/")
+    lead_at = 2 if path.startswith("/") else 1
+    lead, middle, kept = "/".join(parts[:lead_at]), parts[lead_at:-1], parts[-1]
+    for part in reversed(middle):
+        if display_width(f"{lead}/{ELLIPSIS}/{part}/{kept}") > width:
+            break
+        kept = f"{part}/{kept}"
+    for shown in (f"{lead}/{ELLIPSIS}/{kept}", f"{ELLIPSIS}/{kept}"):
+        if display_width(shown) <= width:
+            return shown
+    tail = kept[-max(width - 1, 1) :]
+    while display_width(tail) > width - 1 and len(tail) > 1:
+        tail = tail[1:]
+    return ELLIPSIS + tail
+
+
 def fit_cell(text: str, width: int) -> list[str]:
     """A cell's lines in ``width`` columns: text folds at its spaces; a word too long (a path, a
     URL) is cut.

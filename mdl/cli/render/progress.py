@@ -21,6 +21,9 @@ from mdl.units import human_duration, human_rate, human_size, plural
 PROGRESS_EVERY = 1.0  # seconds: at most one JSON progress event per file this often
 WINDOW = 5.0  # seconds: the rate follows what the link does now, not the average since the start
 _NEVER = 100 * 3600.0  # seconds: a time left beyond 100 hours is a stall, not an estimate
+# seconds of bytes flowing before a time left is shown: the first frames' rate is of the first small
+# files, and read over GiB to come it said ``47:22:4`` (an estimate that means nothing is left out)
+SETTLED = 3.0
 _FOLD = 0.05  # seconds: bytes are folded in at most this often, so a 64 KiB chunk costs no math.exp
 
 
@@ -32,7 +35,7 @@ class RateMeter:
 
     def __init__(self, now: float) -> None:
         self._last, self._bytes, self._time = now, 0.0, 0.0  # weighted bytes and seconds
-        self._pending, self._flowing = 0, False
+        self._pending, self._flowing, self._began = 0, False, now
 
     def add(self, nbytes: int, now: float) -> None:
         """Count ``nbytes`` arriving at ``now``; bytes thrown away (negative counts) did cross
@@ -41,7 +44,7 @@ class RateMeter:
         if not self._flowing:
             # the clock starts at the first bytes, which came over an unknown part of the wait
             if nbytes > 0:
-                self._flowing, self._last = True, now
+                self._flowing, self._last, self._began = True, now, now
             return
         self._pending += max(nbytes, 0)
         if now - self._last >= _FOLD:
@@ -69,6 +72,11 @@ class RateMeter:
             return None
         self._fold(now)
         return None if self._time < 0.2 else max(self._bytes / self._time, 0.0)
+
+    def settled(self, now: float) -> bool:
+        """Whether bytes have flowed for SETTLED seconds: a time left from its rate means
+        something."""
+        return self._flowing and now - self._began >= SETTLED
 
 
 def seconds_left(remaining: int | None, rate: float | None) -> float | None:
@@ -109,7 +117,7 @@ class Item:
         self.initial, self.meter, self.shown = self.completed, RateMeter(self.started), self.started
 
     def seconds_left(self, now: float) -> float | None:
-        if self.total is None or self.waiting is not None:
+        if self.total is None or self.waiting is not None or not self.meter.settled(now):
             return None
         return seconds_left(self.total - self.completed, self.meter.rate(now))
 
@@ -123,6 +131,7 @@ class Tally:
         self.items: dict[str, Item] = {}
         self.files = 0  # items in the current batch
         self.done = 0  # items of the batch finished (ok or not)
+        self.failed = 0  # ... of them, not ok
         self.total: int | None = None  # bytes the batch has to move
         self.moved = 0  # bytes moved since the batch began
         self.meter: RateMeter | None = None  # all bytes, all items
@@ -136,6 +145,7 @@ class Tally:
             return self._advance(event, now)
         if kind == "begin" and event.files > 0:  # (an empty batch changes nothing)
             self.files, self.done, self.total, self.moved = event.files, 0, event.total, 0
+            self.failed = 0
         elif kind == "start":  # a retry of the same key replaces it
             self.meter = self.meter or RateMeter(now)
             self.items.pop(event.key, None)
@@ -149,6 +159,7 @@ class Tally:
                 return item
         elif kind == "finish":
             self.done += 1
+            self.failed += not event.ok
             return self.items.pop(event.key, None)
         return None
 
@@ -171,6 +182,8 @@ class Tally:
         return None if self.meter is None else self.meter.rate(now)
 
     def seconds_left(self, now: float) -> float | None:
+        if self.meter is None or not self.meter.settled(now):
+            return None
         remaining = None if self.total is None else self.total - self.moved
         if remaining is None and any(item.total is None for item in self.items.values()):
             # a file of unknown size still streams: the slowest known file only bounds the end
@@ -233,6 +246,7 @@ class PlainReporter(Reporter):
     ) -> None:
         super().__init__(**common)
         self._stream, self._interval = stamped(stream, wallclock=wallclock), interval
+        self._noted = ""  # the last note: a retry's wait on its row says it again, not here
 
     def _write(self, text: str | None) -> None:
         if text is None:  # the event says nothing
@@ -244,6 +258,7 @@ class PlainReporter(Reporter):
         kind = event.kind
         if said_alone(event):
             self._write(event.message)
+            self._noted = event.message
         elif kind == "begin":
             self._write(_begin_line(event))
         elif kind == "start":
@@ -252,8 +267,8 @@ class PlainReporter(Reporter):
             self._write(_done_line(event, item, now))
         elif item is None:  # a wait already said, or bytes of an item never started
             return
-        elif kind == "waiting":  # (said once per message)
-            self._write(f"{item.label} waiting: {event.message}")
+        elif kind == "waiting" and self._noted != f"{item.label}: {event.message}":
+            self._write(f"{item.label} waiting: {event.message}")  # (said once per message)
         elif kind == "advance":
             self._write(self._progress_line(item, now))
 

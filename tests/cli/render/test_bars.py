@@ -150,7 +150,7 @@ def test_failure_prints_nothing_and_notes_are_redacted(clock: FakeClock) -> None
     # the final report says it, once
     assert "FAILED" not in output and "sha256 mismatch" not in output
     assert "deadbeefcafe" not in output
-    assert "total 2/2 files" in output
+    assert "total 1/2 files, 1 failed" in output  # a failed file is no file done
     assert reporter.transferred == 500_000
     # NO_COLOR: cursor movement is fine on a terminal, but no colour (SGR 3x/4x) codes.
     assert not re.search(r"\x1b\[[0-9;]*3[0-7]m", output)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from mdl.cli.render.progress import RateMeter, Tally, seconds_left, total_seconds_left
+from mdl.cli.render.progress import SETTLED, RateMeter, Tally, seconds_left, total_seconds_left
 from mdl.progress import Event
 
 MiB = 1024**2
+GiB = 1024**3
 
 
 def test_meter_reads_the_average_at_first_then_follows_the_link() -> None:
@@ -105,11 +106,30 @@ def test_no_total_time_while_a_file_of_unknown_size_is_coming() -> None:
     tally.apply(Event("begin", total=None, files=2), now)
     tally.apply(Event("start", "unsized", "unsized", None), now)
     tally.apply(Event("start", "known", "known", 8 * MiB), now)
-    for _ in range(10):
+    for _ in range(32):  # (the clock starts at the first bytes: 3.1 s of them)
         now += 0.1
         tally.apply(Event("advance", "unsized", nbytes=MiB // 10), now)
         tally.apply(Event("advance", "known", nbytes=MiB // 10), now)
-    assert tally.items["known"].seconds_left(now) == pytest.approx(7, rel=0.1)
+    assert tally.items["known"].seconds_left(now) == pytest.approx(4.8, rel=0.1)
     assert tally.seconds_left(now) is None
     tally.apply(Event("finish", "unsized"), now)
-    assert tally.seconds_left(now) == pytest.approx(7, rel=0.1)
+    assert tally.seconds_left(now) == pytest.approx(4.8, rel=0.1)
+
+
+def test_no_time_left_until_the_rate_means_something() -> None:
+    """Issue 88: the first frames, when only small files had moved, said ``47:22:4`` for GiB to
+    come; no estimate is shown until bytes have flowed for SETTLED seconds, then it is."""
+    tally = Tally()
+    now = 0.0
+    tally.apply(Event("begin", total=2 * GiB, files=2), now)
+    tally.apply(Event("start", "small", "small", 10_000), now)
+    tally.apply(Event("start", "big", "big", 2 * GiB - 10_000), now)
+    tally.apply(Event("advance", "small", nbytes=10_000), now)
+    while now < SETTLED - 0.5:
+        now += 0.25
+        tally.apply(Event("advance", "big", nbytes=100), now)
+        assert tally.seconds_left(now) is None and tally.items["big"].seconds_left(now) is None
+    while now < SETTLED + 0.5:
+        now += 0.25
+        tally.apply(Event("advance", "big", nbytes=25 * MiB), now)
+    assert tally.seconds_left(now) is not None and tally.items["big"].seconds_left(now) is not None

@@ -1,0 +1,149 @@
+"""The ``hf download`` user's habits on ``mdl get`` and ``mdl pull`` (issue 88): a bare repo id is
+fetched from the Hub (when no such local file is), hf's flags work as hf users mean them or name
+mdl's spelling, a dataset asked for as a model is named, and a catalog command given a repo id says
+the line that gets it; against the Hub stand-in."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from runfixtures import mdl
+from servers import HubServer, make_data
+
+from mdl.cli.app import EXAMPLES
+
+CONFIG_V1, CONFIG_V2 = b'{"v": 1}', b'{"v": 2}'
+WEIGHTS = make_data(300_000, seed=881)
+ROWS = b"a,b\n1,2\n"
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
+    server = HubServer().start()
+    server.add_repo("org/tiny", {"config.json": CONFIG_V1, "model.safetensors": WEIGHTS})
+    server.create_tag("org/tiny", "v1")
+    server.commit("org/tiny", {"config.json": CONFIG_V2})
+    server.add_repo("org/corpus", {"data/train.csv": ROWS}, repo_type="dataset")
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.chdir(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_bare_repo_id_is_fetched_from_the_hub_and_said(hub: HubServer, tmp_path: Path) -> None:
+    result = mdl("get", "org/tiny", "-d", "out")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "out" / "config.json").read_bytes() == CONFIG_V2
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == WEIGHTS
+    assert "org/tiny: no such local file; fetching hf://org/tiny from the Hub" in result.stderr
+    # one file of it, by its path, into --local-dir as hf names it
+    one = mdl("get", "org/tiny/config.json", "--local-dir", "one")
+    assert one.exit_code == 0, one.stderr
+    assert (tmp_path / "one" / "config.json").read_bytes() == CONFIG_V2
+
+
+def test_a_local_file_of_that_name_stays_a_job_output(hub: HubServer, tmp_path: Path) -> None:
+    (tmp_path / "org").mkdir()
+    (tmp_path / "org" / "tiny").write_text("not json")
+    result = mdl("get", "org/tiny", "-d", "out")
+    assert result.exit_code == 2, result.stderr
+    assert "from the Hub" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_revision_and_repo_type_work_as_hf_means_them(hub: HubServer, tmp_path: Path) -> None:
+    tagged = mdl("get", "org/tiny", "--revision", "v1", "--include", "*.json", "-d", "v1")
+    assert tagged.exit_code == 0, tagged.stderr
+    assert [p.name for p in (tmp_path / "v1").iterdir() if p.is_file()] == ["config.json"]
+    assert (tmp_path / "v1" / "config.json").read_bytes() == CONFIG_V1
+    dataset = mdl("get", "org/corpus", "--repo-type", "dataset", "-d", "ds")
+    assert dataset.exit_code == 0, dataset.stderr
+    assert (tmp_path / "ds" / "data" / "train.csv").read_bytes() == ROWS
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["hf://org/tiny@main", "--revision", "v1"], "names its revision, and --revision says v1"),
+        (["hf://datasets/org/corpus", "--repo-type", "model"], "is a dataset, and --repo-type"),
+        (["org/tiny", "--repo-type", "checkpoint"], "expected model, dataset or space"),
+        (["https://example.com/x.bin", "--revision", "v1"], "--revision is for Hub sources"),
+    ],
+)
+def test_a_contradiction_is_exit_2_naming_both(hub: HubServer, args: list[str], said: str) -> None:
+    result = mdl("get", *args, "-d", "out")
+    assert result.exit_code == 2, result.stderr
+    assert said in result.stderr
+
+
+def test_a_dataset_asked_for_as_a_model_is_named(hub: HubServer) -> None:
+    result = mdl("get", "hf://org/corpus", "-d", "out")
+    assert result.exit_code == 4, result.stderr
+    assert "is it a dataset? hf://datasets/org/corpus" in result.stderr
+    # a repo that is neither keeps the plain answer
+    missing = mdl("get", "hf://org/nothing", "-d", "out")
+    assert missing.exit_code == 4 and "is it a dataset" not in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "spelling"), [("--token", "HF_TOKEN"), ("--cache-dir", "HF_HUB_CACHE")]
+)
+def test_hf_flags_mdl_spells_otherwise_name_its_spelling(
+    hub: HubServer, flag: str, spelling: str
+) -> None:
+    result = mdl("get", "org/tiny", flag, "hf_secretvalue123")
+    assert result.exit_code == 2, result.stderr
+    assert spelling in result.stderr and "No such option" not in result.stderr
+    assert "hf_secretvalue123" not in result.stderr.replace("HF_HUB_CACHE=hf_secretvalue123", "")
+
+
+def test_pull_of_a_repo_id_says_the_line_that_gets_it(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    result = mdl("pull", "org/tiny")
+    assert result.exit_code == 2, result.stderr
+    assert "org/tiny: no catalog found; a Hub repo is fetched by: mdl get hf://org/tiny" in (
+        result.stderr
+    )
+    assert "mdl add tiny hf://org/tiny && mdl pull tiny" in result.stderr
+    (tmp_path / "catalog.toml").write_text('[models.other]\nrepo = "org/other"\n')
+    named = mdl("pull", "org/tiny", "--catalog", "catalog.toml")
+    assert named.exit_code == 2
+    assert "org/tiny: no such catalog name; a Hub repo is fetched by: mdl get" in named.stderr
+
+
+def test_help_leads_with_a_hub_repo() -> None:
+    result = mdl("--help")
+    assert result.exit_code == 0
+    before_options = result.stdout.split("Options:")[0]
+    assert "mdl get owner/name -d DIR" in before_options
+    assert "hf://" in EXAMPLES["mdl"][0][0] or "/" in EXAMPLES["mdl"][0][0].split()[2]
+
+
+def test_an_hf_flag_a_command_lacks_names_mdls_spelling_below_typers_words(tmp_path: Path) -> None:
+    """A real process, as a shell runs it: Typer's "No such option" is not the last word."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mdl", "pull", "org/tiny", "--revision", "v1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "No such option: --revision" in done.stderr
+    assert "hint: a Hub repo at a revision: mdl get hf://owner/name@REV" in done.stderr
+
+
+def test_file_names_after_a_repo_id_are_its_files_as_hf_download_reads_them(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    result = mdl("get", "org/tiny", "config.json", "model.safetensors", "-d", "two")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "two" / "config.json").read_bytes() == CONFIG_V2
+    assert (tmp_path / "two" / "model.safetensors").read_bytes() == WEIGHTS
+    assert "fetching hf://org/tiny/config.json (a file of org/tiny) from the Hub" in result.stderr
