@@ -45,11 +45,7 @@ def read_json(
 
     try:
         return json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=checked,
-            parse_float=_finite,
-            parse_int=_in_range,
-            parse_constant=_no_constant,
+            raw.decode("utf-8"), object_pairs_hook=checked, parse_float=_finite, parse_int=_in_range
         )
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
@@ -87,10 +83,6 @@ def _finite(text: str) -> float:
     if not math.isfinite(value := float(text)):
         raise ValueError(f"number {text[:40]} is out of range")
     return value
-
-
-def _no_constant(text: str) -> float:
-    raise ValueError(f"{text} is not a JSON number")  # NaN, Infinity: Python's, not JSON's
 
 
 def _said(exc: BaseException) -> str:

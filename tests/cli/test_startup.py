@@ -113,8 +113,10 @@ NOT_FOR_PLAIN_GET = (
 # A change that needs more on this path says why here: the small files' route (mdl.transfer.small,
 # issue 79), which the engine's module brings, on the import-ahead thread while the probe is out;
 # 79 with get's memory (mdl.download._getrecord: a no-op get reads no file back) and the register of
-# the places get wrote (mdl.store.oneoffs: list, prune, remove and clean see them), issue 88.
-PLAIN_GET_MODULES = 79
+# the places get wrote (mdl.store.oneoffs: list, prune, remove and clean see them), issue 88; 80
+# with the one bounded reader of outside JSON (mdl.outsidejson: its records are read through it),
+# issue 86.
+PLAIN_GET_MODULES = 80
 MDL_MODULES = tuple(
     sorted(
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
