@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from releases import store_clock_past, writer_of
 from runfixtures import mdl
 from s3proxy import Proxy, s3_proxy
 from s3server import S3
@@ -62,18 +63,29 @@ def test_a_republish_writes_nothing_and_prune_frees_the_old_version(
     assert {f["action"] for f in done["files"] if f["path"]} == {"skipped"}, again.stdout
     assert writes(rclone)[before:] == [], "a re-run writes nothing"
 
+    # (v2 newer than v1 by the store's clock, which says seconds: a tie is kept, never ordered)
+    store_clock_past(writer_of(TO), f"{TO}/.mdl/versions/llm/{vid(V1)}.json")
     hub.commit("org/llm", V2)
     assert mdl("pull", "llm", "--dest", dest).exit_code == 0
     assert mdl("publish", "llm", "--to", TO, "--dest", dest).exit_code == 0
+    # (catalog.lock pins v2: the proof that counts it among the newest, docs/mirrors.md)
+    assert mdl("lock", "llm").exit_code == 0
     template = versions.template_of(TO)
     pruned = mdl(
         "prune", "--mirror", template, "--keep-versions", "1", "--keep-days", "0", "--json"
     )
     assert pruned.exit_code == 0, pruned.stderr
     doc = json.loads(pruned.stdout)
-    # v1's manifest, marked as mdl's (its mark read as `Mdl`), goes: v2 is the one newest kept
-    assert {e["uri"] for e in doc["removed"]} == {f"{TO}/.mdl/versions/llm/{vid(V1)}.json"}
+    # v1's manifest and its own shard, marked as mdl's (its mark read as `Mdl`), go: v2 is the one
+    # newest kept
+    assert {e["uri"] for e in doc["removed"]} == freed_v1()
     assert not [e for e in doc["kept"] if "not written by mdl" in e["reason"]], pruned.stdout
+
+
+def freed_v1() -> set[str]:
+    """What prune frees of v1 once v2 is the one newest: its manifest and the shard v2 changed."""
+    shard = hashlib.sha256(V1["model.safetensors"]).hexdigest()
+    return {f"{TO}/.mdl/versions/llm/{vid(V1)}.json", f"{TO}/llm/{shard}"}
 
 
 def vid(files: dict[str, bytes]) -> str:
@@ -95,9 +107,12 @@ def test_a_store_without_a_listing_of_uploads_prunes_and_says_so(
     dest = str(tmp_path / "a")
     assert mdl("pull", "llm", "--dest", dest).exit_code == 0
     assert mdl("publish", "llm", "--to", TO, "--dest", dest).exit_code == 0
+    # (v2 newer than v1 by the store's clock, which says seconds: a tie is kept, never ordered)
+    store_clock_past(writer_of(TO), f"{TO}/.mdl/versions/llm/{vid(V1)}.json")
     hub.commit("org/llm", V2)
     assert mdl("pull", "llm", "--dest", dest).exit_code == 0
     assert mdl("publish", "llm", "--to", TO, "--dest", dest).exit_code == 0
+    assert mdl("lock", "llm").exit_code == 0  # (catalog.lock pins v2: counted among the newest)
     with s3_proxy(s3.endpoint) as proxy:
         proxy.unimplemented = ("uploads",)
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
@@ -107,7 +122,7 @@ def test_a_store_without_a_listing_of_uploads_prunes_and_says_so(
         )  # fmt: skip
     assert pruned.exit_code == 0, pruned.stderr
     doc = json.loads(pruned.stdout)
-    assert {e["uri"] for e in doc["removed"]} == {f"{TO}/.mdl/versions/llm/{vid(V1)}.json"}
+    assert {e["uri"] for e in doc["removed"]} == freed_v1()
     (said,) = [w for w in doc["warnings"] if "unfinished uploads were not looked for" in w]
     assert "not implemented" in said.lower() and said in pruned.stderr
     assert ("GET", True) in {(m, "uploads" in p) for m, p, _ in proxy.requests}
