@@ -14,9 +14,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from runfixtures import HANG
+from s3server import S3
 
 from mdl.buckets import versions
 from mdl.buckets.protocol import Writer, side_of
@@ -233,3 +235,14 @@ def store_clock_past(writer: Writer, uri: str) -> None:
 def distinct() -> dict[str, bytes]:
     """Every distinct file of the three releases, by sha256."""
     return {sha(data): data for files in RELEASES.values() for data in files.values()}
+
+
+@pytest.fixture(params=["folder", "s3"])
+def prefix(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the team publishes its releases: a shared folder, or a bucket on moto (a module
+    that uses it imports this fixture and has ``s3``)."""
+    if request.param == "folder":
+        return f"file://{tmp_path}/shared/hub"
+    server: S3 = request.getfixturevalue("s3")
+    server.client().create_bucket(Bucket="mirror")
+    return "s3://mirror/hub"

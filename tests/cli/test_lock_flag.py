@@ -22,16 +22,6 @@ from mdl.lockfile.parts import parts_beside
 DOWN = "http://127.0.0.1:9"  # the origin: nothing listens
 
 
-@pytest.fixture(params=["folder", "s3"])
-def prefix(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where the team published its releases: a shared folder, or a bucket on moto."""
-    if request.param == "folder":
-        return f"file://{tmp_path}/shared/hub"
-    server: S3 = request.getfixturevalue("s3")
-    server.client().create_bucket(Bucket="mirror")
-    return "s3://mirror/hub"
-
-
 @pytest.fixture
 def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefix: str) -> Path:
     """A node of the fleet: the team's catalog (at v3, its mirror the published prefix) and the

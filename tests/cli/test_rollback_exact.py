@@ -47,16 +47,6 @@ from mdl.signing.library import sign_digests
 DOWN = "http://127.0.0.1:9"  # the origin: nothing listens
 
 
-@pytest.fixture(params=["folder", "s3"])
-def prefix(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where the team published its releases: a shared folder, or a bucket on moto."""
-    if request.param == "folder":
-        return f"file://{tmp_path}/shared/hub"
-    server: S3 = request.getfixturevalue("s3")
-    server.client().create_bucket(Bucket="mirror")
-    return "s3://mirror/hub"
-
-
 def deploy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefix: str, extra: str = "") -> Path:
     """A node's checkout at v3: the catalog (its mirror the published prefix; ``extra`` after the
     model's entry), catalog.lock at v3 and the kept locks in releases/; v1..v3 published. Its model

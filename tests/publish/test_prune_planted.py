@@ -31,7 +31,6 @@ from releases import (
     writer_of,
 )
 from runfixtures import mdl, use_catalog
-from s3server import S3
 from signkeys import key_pair
 
 from mdl.buckets import versions
@@ -42,16 +41,6 @@ from mdl.lockfile.model import Lock, LockedFile, LockedModel, fingerprint
 
 ORIGIN = "http://127.0.0.1:9"  # nothing listens: the origin is down
 YEAR = 365 * 86_400
-
-
-@pytest.fixture(params=["folder", "s3"])
-def prefix(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where the team publishes: a shared folder, or a bucket on moto."""
-    if request.param == "folder":
-        return f"file://{tmp_path}/shared/hub"
-    server: S3 = request.getfixturevalue("s3")
-    server.client().create_bucket(Bucket="mirror")
-    return "s3://mirror/hub"
 
 
 @pytest.fixture(scope="module")

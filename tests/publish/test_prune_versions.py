@@ -44,16 +44,6 @@ from mdl.upload.keptversions import published_versions
 CONFIG = RELEASES["v1"]["config.json"]
 
 
-@pytest.fixture(params=["folder", "s3"])
-def prefix(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where the releases are published: a shared folder, or a bucket on moto."""
-    if request.param == "folder":
-        return f"file://{tmp_path}/shared/hub"
-    server: S3 = request.getfixturevalue("s3")
-    server.client().create_bucket(Bucket="mirror")
-    return "s3://mirror/hub"
-
-
 @pytest.fixture(scope="module")
 def signer(tmp_path_factory: pytest.TempPathFactory) -> Signed:
     """The team's signer (its public key) and each release's model.sig, made with its key."""
