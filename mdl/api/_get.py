@@ -171,9 +171,6 @@ def fetch(
     return Path(found)
 
 
-_TYPES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-
-
 def _hub_uri(
     repo_id: str, filename: str | None, *, revision: str | None, repo_type: str | None
 ) -> str:
@@ -186,8 +183,10 @@ def _hub_uri(
                 hint="give revision= and repo_type= with a repo id (owner/name)",
             )
         return repo_id.rstrip("/") + (f"/{filename}" if filename else "")
-    if repo_type is not None and repo_type not in _TYPES:
-        raise UsageError(f"repo_type: expected one of {', '.join(_TYPES)}, got {repo_type!r}")
+    from mdl.store.layout import REPO_TYPES
+
+    if repo_type is not None and repo_type not in REPO_TYPES:
+        raise UsageError(f"repo_type: expected one of {', '.join(REPO_TYPES)}, got {repo_type!r}")
     at = f"@{revision}" if revision else ""
     tail = f"/{filename}" if filename else ""
-    return f"hf://{_TYPES[repo_type or 'model']}{repo_id}{at}{tail}"
+    return f"hf://{REPO_TYPES[repo_type or 'model']}{repo_id}{at}{tail}"

@@ -16,6 +16,7 @@ from mdl.errors import UsageError
 from mdl.paths import check_revision, is_http_url
 from mdl.progress import Progress
 from mdl.redact import printable, redact_url
+from mdl.store.layout import REPO_TYPES
 from mdl.transfer.connection import origin
 
 # the Hub's own web origin: its page URLs are Hub files, whatever HF_ENDPOINT says
@@ -142,7 +143,6 @@ def read_hub_pages(sources: Sequence[str], *, endpoint: str, progress: Progress)
 # what ``hf download`` takes as a repo id, then the path of one file in it
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(?:/[^\s]+)?")
 _HF = re.compile(r"hf://(?:(?P<type>datasets|spaces|models)/)?(?P<repo>[^/@]+/[^/@]+)(?P<rest>.*)")
-REPO_TYPES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _TYPE_OF = {"datasets": "dataset", "spaces": "space", "models": "model", None: "model"}
 
 

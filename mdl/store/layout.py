@@ -39,7 +39,8 @@ _TYPES = {None: "model", "datasets": "dataset", "spaces": "space"}
 # huggingface_hub's shared store of Xet-fetched files (huggingface_hub/utils/_shared_blobs.py,
 # layout version 1)
 SHARED_STORE, SHARED_STORE_MARKER = "blobs", ".huggingface-shared-blobs"
-_REPO_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+# the Hub's repo types and their hf:// prefixes (what hf download's --repo-type takes)
+REPO_TYPES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _Item = TypeVar("_Item")
 
 
@@ -53,7 +54,7 @@ class HubFileRef:  # a Hub file as its record's source names it
 
 def hub_source(repo: str, repo_type: str, commit: str | None, path: str) -> str:
     at = f"@{commit}" if commit else ""
-    return f"hf://{_REPO_PREFIX.get(repo_type, '')}{repo}{at}/{path}"
+    return f"hf://{REPO_TYPES.get(repo_type, '')}{repo}{at}/{path}"
 
 
 def parse_hub_source(source: str) -> HubFileRef | None:
