@@ -351,12 +351,6 @@ class SignatureTable(Table):
         )
 
 
-OCI_UNSIGNED = (
-    "[settings] signature asks every model for a signature, and mdl does not yet read one from"
-    " an OCI registry: this model cannot be checked"
-)
-
-
 class ModelEntry(Table):
     """One ``[models.NAME]`` table: a whole-repo snapshot (``repo``) or explicit ``files``."""
 
@@ -404,9 +398,9 @@ class ModelEntry(Table):
         return self
 
     def _oci_alone(self, given: set[str]) -> Self:
-        """An OCI model is its reference: no Hub keys, no files, no signature (not yet read from a
-        registry)."""
-        for key in ("repo", "files", "repo_type", "revision", "include", "exclude", "signature"):
+        """An OCI model is its reference: no Hub keys, no files (its signature is a referrer of its
+        manifest)."""
+        for key in ("repo", "files", "repo_type", "revision", "include", "exclude"):
             if key in given:
                 raise problem(
                     f"has both 'oci' and {key!r}; an OCI model is named by its reference alone"
@@ -606,22 +600,11 @@ def _model_spec(
     }
     # a model of files not all in one Hub repo (direct URLs) whose signer names no signature URL
     # keeps its signature in the team's bucket (mdl.sources.resolve.kept_in_bucket)
-    signed = entry.signature or _signer_for(name, entry, signer, found)
+    signed = entry.signature or signer
     trust = None
     if signed is not None:
         trust = signed.to_trust(path.parent if path is not None else Path.cwd())
     return ModelSpec(name=name, **values, files=files, signature=trust)
-
-
-def _signer_for(
-    name: str, entry: ModelEntry, signer: SignatureTable | None, found: list[tuple[KeyPath, str]]
-) -> SignatureTable | None:
-    """[settings]'s signature for an entry without its own; none for an OCI model, whose
-    signature mdl does not yet read (a problem that joins ``found``)."""
-    if entry.oci is None or signer is None:
-        return signer
-    found.append((("models", name), OCI_UNSIGNED))
-    return None
 
 
 def _valid_entries(document: dict[str, Any]) -> dict[str, ModelEntry]:

@@ -29,7 +29,7 @@ from mdl.progress import Progress
 from mdl.redact import redact_url
 from mdl.report import FileOutcome, failed
 from mdl.signing.library import MAX_SIGNATURE_BYTES, require_library, verify_signature
-from mdl.signing.statement import Trust
+from mdl.signing.statement import SignedManifest, Trust
 from mdl.sources.resolve import RemoteFile, mirror_targets
 from mdl.store.confined import unlink
 from mdl.store.layout import signed_name
@@ -63,11 +63,12 @@ def held_to_signature(
     *,
     signature: str,
     settings: Settings,
-) -> None:
+) -> SignedManifest:
     """The signature ``data`` (the model's file at ``signature``) verified with the catalog's
-    signer ``trust``, and every other file the lock pins covered by it (``SignedManifest.covers``);
-    IntegrityError (exit 6) naming the signature when it does not verify, or naming the files it
-    does not cover: a lock never pins a signature with files it does not sign."""
+    signer ``trust``, and every other file the lock pins covered by it (``SignedManifest.covers``):
+    the statement it signs; IntegrityError (exit 6) naming the signature when it does not verify,
+    or naming the files it does not cover: a lock never pins a signature with files it does not
+    sign."""
     what = f"{spec.name}/{signature}"
     statement = verify_signature(data, trust, what=what)
     missing = [
@@ -77,7 +78,7 @@ def held_to_signature(
         and not statement.covers(signed_name(f.path, f.source), f.size, f.sha256)
     ]
     if not missing:
-        return
+        return statement
     listed = ", ".join(missing[:SHOWN])
     if len(missing) > SHOWN:
         listed += f" and {len(missing) - SHOWN} more"

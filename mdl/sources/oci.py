@@ -119,19 +119,33 @@ class Registry:
         """The manifest (or index) ``ref`` names and its digest: the sha256 of its bytes, held to
         the digest asked (or the one the registry states for a tag)."""
         url = f"{ref.base}/manifests/{ref.reference}"
+        got = self.small_reply(ref, url, what=what)
+        if got is None:
+            raise NotFoundError(
+                f"{what}: the registry has no manifest {ref.reference} in {ref.repository}"
+                f" (HTTP 404 from {redact_url(url)})"
+            )
+        raw, content_type, stated = got
+        digest = manifest_digest(raw)
+        if len(raw) <= MAX_MANIFEST_BYTES:
+            _check_manifest_digest(ref, digest, stated, what=what)
+        return digest, parse_manifest(raw, content_type=content_type, what=f"{what}: its manifest")
+
+    def small_reply(
+        self, ref: OciRef, url: str, *, what: str
+    ) -> tuple[bytes, str | None, str | None] | None:
+        """A manifest-sized reply of ``ref``'s repository (a manifest, a referrers listing): its
+        bytes (one past the 4 MiB bound at most), content type and stated digest; None: 404."""
         auth = self.auth(ref)
         credentials = auth.credentials()
         headers = {"Accept": ACCEPT, "Accept-Encoding": "identity"}
 
-        def ask() -> tuple[bytes, str | None, str | None]:
+        def ask() -> tuple[bytes, str | None, str | None] | None:
             with follow(
                 self.client, url, credentials=credentials, headers=headers, what=what
             ) as response:
                 if response.status_code == 404:
-                    raise NotFoundError(
-                        f"{what}: the registry has no manifest {ref.reference} in"
-                        f" {ref.repository} (HTTP 404 from {redact_url(str(response.url))})"
-                    )
+                    return None
                 if response.status_code == 401:
                     raise auth.refused(response, what=what)
                 if response.is_error:
@@ -141,11 +155,7 @@ class Registry:
                 return body, response.headers.get("Content-Type"), stated
 
         wait = self.cancel.wait if self.cancel is not None else None
-        raw, content_type, stated = self.retry.run(ask, what=what, wait=wait)
-        digest = manifest_digest(raw)
-        if len(raw) <= MAX_MANIFEST_BYTES:
-            _check_manifest_digest(ref, digest, stated, what=what)
-        return digest, parse_manifest(raw, content_type=content_type, what=f"{what}: its manifest")
+        return self.retry.run(ask, what=what, wait=wait)
 
 
 def _check_manifest_digest(ref: OciRef, digest: str, stated: str | None, *, what: str) -> None:

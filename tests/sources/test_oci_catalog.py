@@ -85,17 +85,6 @@ def test_a_bad_oci_entry_is_a_catalog_error(
     assert said in done.stderr
 
 
-def test_a_team_wide_signature_refuses_an_oci_model(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / "k.pub").write_text("not read: the catalog is refused first")
-    text = '[settings.signature]\nkey = "k.pub"\n\n' + catalog_for("oci://reg.example/team/m:v1")
-    use_catalog(tmp_path, monkeypatch, text)
-    done = mdl("pull", "tiny")
-    assert done.exit_code == 2
-    assert "does not yet read one from an OCI registry" in done.stderr
-
-
 def test_the_hf_cache_layout_keeps_an_oci_model_plain(
     registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

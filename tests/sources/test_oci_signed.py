@@ -1,0 +1,228 @@
+"""A signed catalog model in an OCI registry: its signature (model_signing's bundle) is a referrer
+of its manifest, found through the referrers API or, on a registry without it (distribution 2.8),
+the ``sha256-<hex>`` tag; held to the catalog's key and to exactly the manifest's files before a
+byte of them moves; pinned by the lock, so a locked pull asks for blobs only."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from referrers import attach, index_of, tag_index
+from registry import DistributionRegistry, RegistryGate, registry_gate
+from runfixtures import mdl, use_catalog
+from servers import make_data
+from signkeys import key_pair, official_sign
+
+from mdl.signing.library import sign_digests
+
+FILES = {"config.json": b'{"model_type": "tiny"}', "weights/model.safetensors": make_data(50_000)}
+
+
+@pytest.fixture
+def gate(plain_registry: DistributionRegistry) -> Iterator[RegistryGate]:
+    with registry_gate(plain_registry.url) as started:
+        started.token_auth = True  # anyone gets a token: the handshake runs on every request
+        yield started
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    folder = tmp_path_factory.mktemp("keys")
+    return {name: key_pair(folder, name) for name in ("team", "other")}
+
+
+def bundle_of(folder: Path, files: dict[str, bytes], private: Path) -> bytes:
+    """model_signing's own signature over ``files`` (its CLI, as a publisher signs)."""
+    for path, data in files.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(data)
+    return official_sign(folder, private)
+
+
+def signed_by(files: dict[str, bytes], private: Path) -> bytes:
+    """The same signature made in this process (mdl's signer: model_signing's library)."""
+    digests = {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
+    return sign_digests(digests, private_key=private, model_name="tiny")
+
+
+def signed_catalog(host: str, repository: str, public: Path) -> str:
+    return (
+        f'[models.tiny]\noci = "oci://{host}/{repository}:v1"\n\n'
+        f'[models.tiny.signature]\nkey = "{public}"\n'
+    )
+
+
+def nothing_installed(folder: Path) -> bool:
+    return not any((folder / path).exists() for path in (*FILES, "model.sig"))
+
+
+def test_a_signed_model_pulls_locks_and_pulls_from_the_lock_by_blobs_only(
+    plain_registry: DistributionRegistry,
+    gate: RegistryGate,
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    digest = plain_registry.push_model("sig/tiny", "v1", FILES)
+    bundle = bundle_of(tmp_path / "signed", FILES, keys["team"][0])
+    tag_index(
+        plain_registry, "sig/tiny", digest, attach(plain_registry, "sig/tiny", digest, [bundle])
+    )
+    host = gate.url.removeprefix("http://")
+    use_catalog(tmp_path, monkeypatch, signed_catalog(host, "sig/tiny", keys["team"][1]))
+
+    pulled = mdl("pull", "tiny")
+    assert pulled.exit_code == 0, pulled.stderr
+    model = tmp_path / "models" / "tiny"
+    assert {p: (model / p).read_bytes() for p in FILES} == FILES
+    assert (model / "model.sig").read_bytes() == bundle
+    assert mdl("verify", "tiny").exit_code == 0
+
+    locked = mdl("lock", "tiny")
+    assert locked.exit_code == 0, locked.stderr
+    (entry,) = tomllib.loads((tmp_path / "catalog.lock").read_text())["model"]
+    sig = next(f for f in entry["files"] if f["path"] == "model.sig")
+    assert sig["source"] == f"oci://{host}/sig/tiny@{digest}/model.sig"
+    assert sig["sha256"] == hashlib.sha256(bundle).hexdigest()
+
+    gate.clear()
+    again = mdl("pull", "tiny", "--locked", "--dest", str(tmp_path / "again"))
+    assert again.exit_code == 0, again.stderr
+    assert (tmp_path / "again" / "tiny" / "model.sig").read_bytes() == bundle
+    asked = [s.path for s in gate.requests() if s.path.startswith("/v2/")]
+    assert asked and all("/blobs/sha256:" in path for path in asked), asked
+
+
+def test_the_referrers_api_is_asked_before_the_tag_schema(
+    plain_registry: DistributionRegistry,
+    gate: RegistryGate,
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    digest = plain_registry.push_model("sig/api", "v1", FILES)
+    bundle = signed_by(FILES, keys["team"][0])
+    entries = attach(plain_registry, "sig/api", digest, [bundle])
+    # the gate answers the referrers API distribution 2.8 lacks; no fallback tag is pushed
+    gate.manifests[f"/v2/sig/api/referrers/{digest}"] = index_of(*entries)
+    host = gate.url.removeprefix("http://")
+    use_catalog(tmp_path, monkeypatch, signed_catalog(host, "sig/api", keys["team"][1]))
+    pulled = mdl("pull", "tiny")
+    assert pulled.exit_code == 0, pulled.stderr
+    assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == bundle
+    asked = [s.path for s in gate.requests()]
+    assert any("/referrers/" in path and "artifactType=" in path for path in asked), asked
+    assert not any("/manifests/sha256-" in path for path in asked), asked
+
+
+def test_a_planted_referrer_is_passed_over_and_alone_is_refused(
+    plain_registry: DistributionRegistry,
+    gate: RegistryGate,
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    digest = plain_registry.push_model("sig/planted", "v1", FILES)
+    theirs = signed_by(FILES, keys["other"][0])
+    ours = signed_by(FILES, keys["team"][0])
+    host = gate.url.removeprefix("http://")
+    use_catalog(tmp_path, monkeypatch, signed_catalog(host, "sig/planted", keys["team"][1]))
+
+    planted = attach(plain_registry, "sig/planted", digest, [theirs])
+    tag_index(plain_registry, "sig/planted", digest, planted)
+    refused = mdl("pull", "tiny")
+    assert refused.exit_code == 6, refused.stderr
+    assert "model.sig" in refused.stderr
+    assert nothing_installed(tmp_path / "models" / "tiny")
+    assert not [s for s in gate.requests() if s.path.endswith(weights_blob(FILES))]
+
+    # the team's own beside it: the planted one is passed over (said), the team's holds
+    tag_index(
+        plain_registry,
+        "sig/planted",
+        digest,
+        planted + attach(plain_registry, "sig/planted", digest, [ours]),
+    )
+    pulled = mdl("pull", "tiny")
+    assert pulled.exit_code == 0, pulled.stderr
+    assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == ours
+    assert "passed over" in (tmp_path / "mdl.log").read_text()
+
+
+def weights_blob(files: dict[str, bytes]) -> str:
+    """The weights' blob path tail (never asked for when the model is refused)."""
+    return "sha256:" + hashlib.sha256(files["weights/model.safetensors"]).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("signed", "said"),
+    [
+        ({**FILES, "extra.bin": b"another version's"}, "its manifest does not have: extra.bin"),
+        ({"config.json": FILES["config.json"]}, "does not cover 1 file"),
+        ({**FILES, "config.json": b"{}"}, "does not cover 1 file"),
+    ],
+    ids=["more-files", "fewer-files", "other-bytes"],
+)
+def test_a_signature_of_other_files_is_refused(
+    plain_registry: DistributionRegistry,
+    gate: RegistryGate,
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    signed: dict[str, bytes],
+    said: str,
+) -> None:
+    repository = f"sig/other-{len(signed)}-{hashlib.sha256(signed['config.json']).hexdigest()[:6]}"
+    digest = plain_registry.push_model(repository, "v1", FILES)
+    bundle = signed_by(signed, keys["team"][0])
+    tag_index(
+        plain_registry, repository, digest, attach(plain_registry, repository, digest, [bundle])
+    )
+    host = gate.url.removeprefix("http://")
+    use_catalog(tmp_path, monkeypatch, signed_catalog(host, repository, keys["team"][1]))
+    done = mdl("pull", "tiny")
+    assert done.exit_code == 6, done.stderr
+    assert said in done.stderr
+    assert nothing_installed(tmp_path / "models" / "tiny")
+
+
+def test_a_tampered_signature_blob_is_refused(
+    plain_registry: DistributionRegistry,
+    gate: RegistryGate,
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    digest = plain_registry.push_model("sig/tampered", "v1", FILES)
+    bundle = signed_by(FILES, keys["team"][0])
+    entries = attach(plain_registry, "sig/tampered", digest, [bundle])
+    tag_index(plain_registry, "sig/tampered", digest, entries)
+    stored = plain_registry.blob_file("sha256:" + hashlib.sha256(bundle).hexdigest())
+    stored.write_bytes(bundle.replace(b'"', b"'", 1))  # the same size, other bytes
+    host = gate.url.removeprefix("http://")
+    use_catalog(tmp_path, monkeypatch, signed_catalog(host, "sig/tampered", keys["team"][1]))
+    done = mdl("pull", "tiny")
+    assert done.exit_code == 6, done.stderr
+    assert nothing_installed(tmp_path / "models" / "tiny")
+
+
+def test_an_unsigned_model_whose_catalog_names_a_signer_is_refused(
+    plain_registry: DistributionRegistry,
+    gate: RegistryGate,
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plain_registry.push_model("sig/none", "v1", FILES)
+    host = gate.url.removeprefix("http://")
+    text = f'[settings.signature]\nkey = "{keys["team"][1]}"\n\n[models.tiny]\n'
+    use_catalog(tmp_path, monkeypatch, text + f'oci = "oci://{host}/sig/none:v1"\n')
+    done = mdl("pull", "tiny")
+    assert done.exit_code == 6, done.stderr
+    assert "has none" in done.stderr
+    assert nothing_installed(tmp_path / "models" / "tiny")
+    assert not [s for s in gate.requests() if "/blobs/" in s.path]
