@@ -6,18 +6,25 @@ byte of them moves; pinned by the lock, so a locked pull asks for blobs only."""
 from __future__ import annotations
 
 import hashlib
+import json
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from referrers import attach, index_of, tag_index
-from registry import DistributionRegistry, RegistryGate, registry_gate
+from referrers import BUNDLE, attach, index_of, manifest_bytes, tag_index
+from registry import MANIFEST, DistributionRegistry, RegistryGate, registry_gate
 from runfixtures import mdl, use_catalog
 from servers import make_data
 from signkeys import key_pair, official_sign
 
+from mdl.paths import parse_oci_ref
+from mdl.redact import Secrets
 from mdl.signing.library import sign_digests
+from mdl.sources.oci import Registry
+from mdl.sources.ocipush import RegistryWriter
+from mdl.sources.ocisigs import attach_signature
+from mdl.transfer.http import make_client
 
 FILES = {"config.json": b'{"model_type": "tiny"}', "weights/model.safetensors": make_data(50_000)}
 
@@ -226,3 +233,38 @@ def test_an_unsigned_model_whose_catalog_names_a_signer_is_refused(
     assert "has none" in done.stderr
     assert nothing_installed(tmp_path / "models" / "tiny")
     assert not [s for s in gate.requests() if "/blobs/" in s.path]
+
+
+def test_a_signature_attached_by_mdl_is_read_back_and_the_tag_keeps_every_referrer(
+    plain_registry: DistributionRegistry,
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The write side (``attach_signature``, what ``publish --to oci://… --sign`` runs) on a
+    registry without the referrers API: a referrer by digest, the ``sha256-<hex>`` index made,
+    then added to (a cosign referrer already there is kept); a pull checks what it attached."""
+    digest = plain_registry.push_model("sig/written", "v1", FILES)
+    subject = manifest_bytes(plain_registry, "sig/written", digest)
+    foreign = attach(plain_registry, "sig/written", digest, [signed_by(FILES, keys["other"][0])])
+    tag_index(plain_registry, "sig/written", digest, foreign)
+    bundle = signed_by(FILES, keys["team"][0])
+    with make_client(pool_size=2, environ={}) as client:
+        registry = Registry(client, environ={}, secrets=Secrets())
+        ref = parse_oci_ref(f"oci://{plain_registry.host}/sig/written")
+        writer = RegistryWriter(registry, ref)
+        made = attach_signature(writer, subject, bundle, what="tiny")
+        assert attach_signature(writer, subject, bundle, what="tiny") == made  # once in the index
+    tagged = json.loads(manifest_bytes(plain_registry, "sig/written", f"sha256-{digest[7:]}"))
+    assert [m["digest"] for m in tagged["manifests"]] == [foreign[0][0], made]
+    referrer = json.loads(manifest_bytes(plain_registry, "sig/written", made))
+    assert referrer["subject"] == {"mediaType": MANIFEST, "digest": digest, "size": len(subject)}
+    assert referrer["config"]["mediaType"] == "application/vnd.oci.empty.v1+json"
+    assert referrer["artifactType"] == referrer["layers"][0]["mediaType"] == BUNDLE
+
+    use_catalog(
+        tmp_path, monkeypatch, signed_catalog(plain_registry.host, "sig/written", keys["team"][1])
+    )
+    pulled = mdl("pull", "tiny")
+    assert pulled.exit_code == 0, pulled.stderr
+    assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == bundle
