@@ -4,7 +4,8 @@ moves, each signature referrer the registry lists (mdl.sources.ocisigs) is fetch
 and held to the user's pin: verified with the catalog's signer and covering exactly the manifest's
 files. The first that holds becomes the model's ``model.sig`` (pinned by its sha256, so a lock
 pins it and a locked pull needs no listing); one that does not (planted by someone who may push:
-another key, other files) is passed over with a warning; none holds: exit 6, nothing fetched."""
+another key, other files) is passed over with a warning; none holds: exit 6, nothing fetched (none
+at all and ``pull --unsigned``: the files are fetched, the model left partial, as for any source)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,9 @@ def with_referred_signature(
         return replace(model, files=tuple(sorted((*model.files, sig), key=lambda f: f.path)))
     if refused is not None:
         raise refused
+    if session.settings.unsigned:  # its files fetched, held to their digests, never installed
+        unsigned = RemoteFile(spec.name, path, "", signature=True)
+        return replace(model, files=(*model.files, unsigned))
     raise IntegrityError(
         f"{spec.name}: the catalog asks for a signature (by {trust.by()}) and {ref.given} has"
         " none: no referrer of that manifest is a signature; nothing of it is installed unsigned",

@@ -268,3 +268,22 @@ def test_a_signature_attached_by_mdl_is_read_back_and_the_tag_keeps_every_referr
     pulled = mdl("pull", "tiny")
     assert pulled.exit_code == 0, pulled.stderr
     assert (tmp_path / "models" / "tiny" / "model.sig").read_bytes() == bundle
+
+
+def test_pull_unsigned_fetches_an_unsigned_version_and_leaves_it_partial(
+    plain_registry: DistributionRegistry,
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plain_registry.push_model("sig/unsigned", "v1", FILES)
+    catalog = signed_catalog(plain_registry.host, "sig/unsigned", keys["team"][1])
+    use_catalog(tmp_path, monkeypatch, catalog)
+    done = mdl("pull", "tiny", "--unsigned", "--json")
+    assert done.exit_code == 0, done.stderr
+    model = tmp_path / "models" / "tiny"
+    assert {p: (model / p).read_bytes() for p in FILES} == FILES
+    assert not (model / "model.sig").exists()
+    assert "--unsigned" in done.stdout
+    assert '"partial"' in mdl("list", "--json").stdout
+    assert mdl("verify", "tiny").exit_code != 0
