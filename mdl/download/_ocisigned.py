@@ -4,19 +4,22 @@ moves, each signature referrer the registry lists (mdl.sources.ocisigs) is fetch
 and held to the user's pin: verified with the catalog's signer and covering exactly the manifest's
 files. The first that holds becomes the model's ``model.sig`` (pinned by its sha256, so a lock
 pins it and a locked pull needs no listing); one that does not (planted by someone who may push:
-another key, other files) is passed over with a warning; none holds: exit 6, nothing fetched (none
-at all and ``pull --unsigned``: the files are fetched, the model left partial, as for any source)."""
+another key, other files) is passed over with a warning; none holds: exit 6, nothing fetched
+(none at all and ``pull --unsigned``: its files fetched, the model left partial, as for any
+source)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 
 from mdl.catalog.specs import ModelSpec
 from mdl.download._locksigned import held_to_signature, signature_bytes
 from mdl.download.session import PullSession
-from mdl.errors import IntegrityError, NotFoundError
+from mdl.errors import IntegrityError, InterruptedByUserError, MdlError, NotFoundError
 from mdl.paths import OciRef, parse_oci_source
+from mdl.report import FileOutcome, failed
 from mdl.signing.statement import SignedManifest
 from mdl.sources.ocisigs import signature_layers
 from mdl.sources.resolve import RemoteFile, ResolvedModel, marked_signature
@@ -26,6 +29,30 @@ from mdl.units import plural
 log = logging.getLogger("mdl.pull")
 
 SHOWN = 5  # files an error names; the rest are counted
+
+
+def referred_signatures(
+    session: PullSession, specs: Sequence[ModelSpec], resolved: Sequence[ResolvedModel]
+) -> tuple[list[ResolvedModel], list[FileOutcome]]:
+    """The stage after resolve (and a lock's pins): each signed registry model with its signature
+    file (``with_referred_signature``; a lock that pins it is asked nothing); those refused, their
+    failures (nothing of them fetched)."""
+    by_name = {spec.name: spec for spec in specs}
+    models: list[ResolvedModel] = []
+    failures: list[FileOutcome] = []
+    for model in resolved:
+        spec = by_name.get(model.name)
+        if spec is None or spec.oci is None or spec.signature is None:
+            models.append(model)
+            continue
+        try:
+            models.append(with_referred_signature(session, spec, model))
+        except InterruptedByUserError:
+            raise
+        except MdlError as exc:
+            failures.append(failed(model.name, None, exc, dest=session.store.model_dir(model.name)))
+            log.error("%s", failures[-1].error)
+    return models, failures
 
 
 def with_referred_signature(
@@ -38,7 +65,7 @@ def with_referred_signature(
     trust = spec.signature
     if trust is None or any(f.path == trust.installed_as for f in model.files):
         return marked_signature(spec, model)
-    if session.settings.dry_run or not model.files:
+    if session.settings.dry_run or session.settings.offline or not model.files:
         return model
     parsed = parse_oci_source(model.files[0].source)
     assert parsed is not None, "a registry's model names its manifest"

@@ -15,6 +15,7 @@ from pathlib import Path
 from mdl.catalog.settings import Settings
 from mdl.catalog.specs import Catalog, ModelSpec
 from mdl.download._locksigned import checked_signatures, hashed_once, lock_signature
+from mdl.download._ocisigned import referred_signatures
 from mdl.download._plan import recorded, same_content
 from mdl.download.lockcheck import LockReport, Scope, check_lock, lock_path, read_lock_anew
 from mdl.download.resolve import resolve
@@ -282,6 +283,8 @@ def _lock_models(
     with contextlib.closing(PullSession(settings, progress=progress)) as session:
         # what it renews: never from the lock
         resolved, failures = resolve(session, specs, lock=None)
+        resolved, refused = referred_signatures(session, specs, resolved)
+        failures.extend(refused)
         blobs = {
             f.git_oid: (f.size, f.sha256) for m in old.models.values() for f in m.files if f.git_oid
         }

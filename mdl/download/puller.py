@@ -16,6 +16,7 @@ from mdl.catalog.specs import ModelSpec
 from mdl.download._exact import leave_locked_versions
 from mdl.download._fetch import fetch
 from mdl.download._lockedsig import sign_locked
+from mdl.download._ocisigned import referred_signatures
 from mdl.download._outcomes import dry_run_outcome
 from mdl.download._plan import Action, PlannedFile, check_space, plan_models
 from mdl.download._signed import Signatures, check_signatures
@@ -59,6 +60,8 @@ def _pull(
     with closing(session):
         resolved, outcomes = resolve(session, models, lock=lockfile, keep_installed=True)
         resolved, refused = sign_locked(session, models, resolved, lockfile)
+        outcomes.extend(refused)
+        resolved, refused = referred_signatures(session, models, resolved)
         outcomes.extend(refused)
         signatures = check_signatures(session, models, resolved)
         resolved = signatures.models

@@ -78,10 +78,7 @@ def _resolve_one(
         return from_lock(session.settings, spec, locked, parts=lock.parts if lock else None)
     offline = session.settings.offline
     if spec.oci is not None and not offline:  # a registry's model: its manifest, no Hub
-        from mdl.download._ocisigned import with_referred_signature
-
-        model = session.registries.registry.resolve_model(spec)
-        return with_referred_signature(session, spec, model)
+        return session.registries.registry.resolve_model(spec)
     needs_hub = _needs_hub(spec)
     if outage is not None and needs_hub:
         raise _told_for(spec, outage)
