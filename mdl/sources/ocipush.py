@@ -126,11 +126,18 @@ class RegistryWriter:
         return self._ask("HEAD", url, what=what, ok=(200, 307, 302, 404)).status != 404
 
     def push_blob(
-        self, blob: Blob, *, what: str, mount_from: str | None = None, sent: Sent | None = None
+        self,
+        blob: Blob,
+        *,
+        what: str,
+        mount_from: str | None = None,
+        sent: Sent | None = None,
+        head: bool = True,
     ) -> str:
         """The blob in the repository: ``there`` already, ``mounted`` from the repository
-        ``mount_from`` of the same registry, or ``uploaded``."""
-        if self.has_blob(blob.digest, what=what):
+        ``mount_from`` of the same registry, or ``uploaded`` (``head``: False when the caller
+        just found it missing)."""
+        if head and self.has_blob(blob.digest, what=what):
             return THERE
         if mount_from is not None and mount_from != self.ref.repository:
             query = urlencode({"mount": blob.digest, "from": mount_from})
