@@ -54,9 +54,8 @@ def publish(
 
     registry = to.startswith("oci://")
     target = to if registry else _target(to, endpoint)
-    if registry and (endpoint is not None or sign is not None):
-        flag = "--endpoint-url" if endpoint is not None else "--sign"
-        raise UsageError(f"{flag}: not for a registry (--to oci://…)")
+    if registry and endpoint is not None:
+        raise UsageError("--endpoint-url: not for a registry (--to oci://…)")
     if force and sign is None:
         raise UsageError(
             "publish: --force only lets --sign replace a model's own model.sig; give --sign KEY.pem"
@@ -89,6 +88,8 @@ def publish(
             pins=pins,
             locked=pinned,
             dry_run=dry_run,
+            sign=None if sign is None else Path(sign),
+            force=force,
         )
         return warned(report, warnings)
     report = publish_models(

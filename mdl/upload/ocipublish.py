@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from mdl.catalog.settings import Settings
@@ -21,6 +22,7 @@ from mdl.lockfile.model import LockedModel
 from mdl.paths import OciRef, is_model_file_name, parse_oci_ref, parse_oci_source
 from mdl.progress import Progress
 from mdl.report import FileOutcome, failed
+from mdl.signing.statement import SIGNATURE_FILE
 from mdl.sources.oci import Registry
 from mdl.sources.ocimanifest import (
     MANIFEST,
@@ -36,7 +38,15 @@ from mdl.store.layout import Layout
 from mdl.store.records import ExpectedFile
 from mdl.transfer.http import RetryPolicy, make_client
 from mdl.upload._bucket import ReadyFile
-from mdl.upload.publisher import LocalModel, Published, PublishReport, local_model, manifest_of
+from mdl.upload.ocisign import sign_artifact
+from mdl.upload.publisher import (
+    LocalModel,
+    Published,
+    PublishReport,
+    Signer,
+    local_model,
+    manifest_of,
+)
 
 log = logging.getLogger("mdl.publish")
 # Internal, for tests only (not a setting: CHUNK_SIZE is what a lost connection may cost again):
@@ -169,6 +179,7 @@ class _Run:
     stop: threading.Event
     chunk_size: int = CHUNK_SIZE
     known: dict[str, str] = field(default_factory=dict)  # sha256 → a repository holding it
+    signer: Signer | None = None  # --sign: the version's signature attached as a referrer
 
     def plan(
         self, model: LocalModel, ref: OciRef, locked: LockedModel | None
@@ -224,6 +235,15 @@ class _Run:
         except MdlError as exc:
             return [*outcomes, replace(failed(name, None, exc), dest=plan.shown)], []
         manifest = f"{plan.shown}@{manifest_digest(plan.body)}"
+        if self.signer is not None:
+            try:
+                outcomes.append(
+                    sign_artifact(
+                        plan.writer, self.signer, name, plan.files, plan.body, dry_run=self.dry_run
+                    )
+                )
+            except MdlError as exc:
+                outcomes.append(replace(failed(name, SIGNATURE_FILE, exc), dest=plan.shown))
         return outcomes, [Published(name, plan.version, manifest, action)]
 
     def _manifest(self, plan: _Plan, *, what: str) -> str:
@@ -315,14 +335,22 @@ def publish_to_registry(
     pins: Mapping[str, Sequence[ExpectedFile]],
     locked: Mapping[str, LockedModel],
     dry_run: bool = False,
+    sign: Path | None = None,
+    force: bool = False,
 ) -> PublishReport:
     """Publish each model's verified files to ``target`` (``oci://REG/REPO[:TAG]``, ``{model}``
     in it for a repository per model) as a ModelPack artifact: every model's contents looked up
     first, then the missing ones sent, then each model's manifest. ``dry_run``: nothing sent."""
+    signer = Signer(sign, force=force) if sign is not None else None  # exit 2 naming the key first
     layout = Layout(settings)
     models = [
-        local_model(spec, layout, pinned=pins.get(spec.name), progress=progress) for spec in specs
+        local_model(
+            spec, layout, pinned=pins.get(spec.name), progress=progress, signing=signer is not None
+        )
+        for spec in specs
     ]
+    if signer is not None:  # a model.sig of its own is not published beside ours
+        models = [signer.without_own(model) for model in models]
     environ = dict(settings.environ or {})
     retry = RetryPolicy(retries=settings.retries, max_time=settings.retry_max_time)
     workers = max(1, min(settings.connections, 8))  # blobs at once
@@ -336,7 +364,7 @@ def publish_to_registry(
             client, environ=environ, secrets=settings.secrets, retry=retry, cancel=stop
         )
         chunk_size = int(environ.get(CHUNK_VARIABLE) or CHUNK_SIZE)
-        run = _Run(registry, progress, pool, dry_run, stop, chunk_size)
+        run = _Run(registry, progress, pool, dry_run, stop, chunk_size, signer=signer)
         outcomes, published = _published(run, models, target, locked)
     except KeyboardInterrupt:
         stop.set()
