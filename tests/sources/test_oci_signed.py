@@ -95,6 +95,8 @@ def test_a_signed_model_pulls_locks_and_pulls_from_the_lock_by_blobs_only(
     sig = next(f for f in entry["files"] if f["path"] == "model.sig")
     assert sig["source"] == f"oci://{host}/sig/tiny@{digest}/model.sig"
     assert sig["sha256"] == hashlib.sha256(bundle).hexdigest()
+    checked = mdl("lock", "--check")
+    assert checked.exit_code == 0, checked.stderr
 
     gate.clear()
     again = mdl("pull", "tiny", "--locked", "--dest", str(tmp_path / "again"))
@@ -102,6 +104,13 @@ def test_a_signed_model_pulls_locks_and_pulls_from_the_lock_by_blobs_only(
     assert (tmp_path / "again" / "tiny" / "model.sig").read_bytes() == bundle
     asked = [s.path for s in gate.requests() if s.path.startswith("/v2/")]
     assert asked and all("/blobs/sha256:" in path for path in asked), asked
+
+    # the pinned bundle's bytes changed in the registry: refused before any file moves
+    stored = plain_registry.blob_file("sha256:" + hashlib.sha256(bundle).hexdigest())
+    stored.write_bytes(bundle.replace(b'"', b"'", 1))
+    tampered = mdl("pull", "tiny", "--locked", "--dest", str(tmp_path / "third"))
+    assert tampered.exit_code == 6, tampered.stderr
+    assert nothing_installed(tmp_path / "third" / "tiny")
 
 
 def test_the_referrers_api_is_asked_before_the_tag_schema(
