@@ -100,12 +100,10 @@ def with_referred_signature(
         unsigned = RemoteFile(spec.name, path, "", signature=True)
         return replace(model, files=(*model.files, unsigned))
     raise IntegrityError(
-        f"{spec.name}: the catalog asks for a signature (by {trust.by()}) and {ref.given} has"
-        " none: no referrer of that manifest is a signature; nothing of it is installed unsigned",
-        hint=(
-            f"sign it where it is published: mdl publish {spec.name} --to {ref.given} --sign"
-            " KEY.pem"
-        ),
+        f"{spec.name}: the catalog asks for a signature (by {trust.by()}) and {spec.oci}"
+        f" ({ref.digest}) has none: no referrer of that manifest is a signature; nothing of it is"
+        " installed unsigned",
+        hint=f"sign it where it is published: mdl publish {spec.name} --to {spec.oci} --sign KEY",
     )
 
 
