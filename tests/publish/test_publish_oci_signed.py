@@ -16,7 +16,7 @@ from referrers import BUNDLE, index_of, manifest_bytes
 from registry import NEEDS_REGISTRY, DistributionRegistry, RegistryGate, distribution, registry_gate
 from runfixtures import mdl
 from servers import HubServer, make_data
-from signkeys import key_pair
+from signkeys import key_pair, official_sign
 
 pytestmark = NEEDS_REGISTRY
 FILES = {"config.json": b'{"model_type": "tiny"}\n', "model.safetensors": make_data(70_000)}
@@ -117,3 +117,41 @@ def test_a_registry_with_the_referrers_api_gets_no_fallback_tag(
     sent = pushes(gate)
     assert any(p.startswith("PUT /v2/team/api/manifests/sha256:") for p in sent), sent
     assert not any("/manifests/sha256-" in p for p in sent), sent
+
+
+def test_a_model_sig_of_its_own_is_a_layer_that_signs_it(
+    hub: HubServer, gate: RegistryGate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Hub repo that ships its publisher's model.sig: published as it is, its model.sig is a
+    layer, and the catalog's key checks it with no referrer asked; ``--sign`` would replace it:
+    exit 2 without ``--force``."""
+    private, public = key_pair(tmp_path / "keys", "publisher")
+    signed = tmp_path / "upstream"
+    for path, data in FILES.items():
+        (signed / path).parent.mkdir(parents=True, exist_ok=True)
+        (signed / path).write_bytes(data)
+    own = official_sign(signed, private)
+    hub.add_repo("org/tiny", {**FILES, "model.sig": own})
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "catalog.toml").write_text('[models.tiny]\nrepo = "org/tiny"\n')
+    assert mdl("pull", "tiny", "--dest", str(tmp_path / "a")).exit_code == 0
+    to = f"oci://{gate.url.removeprefix('http://')}/team/own:v1"
+    other, _ = key_pair(tmp_path / "keys", "team")
+    refused = mdl(
+        "publish", "tiny", "--to", to, "--dest", str(tmp_path / "a"), "--sign", str(other)
+    )
+    assert refused.exit_code == 2 and "--force" in refused.stderr, refused.stderr
+    publish(tmp_path / "a", to)
+
+    node = tmp_path / "node"
+    node.mkdir()
+    (node / "catalog.toml").write_text(
+        f'[models.tiny]\noci = "{to}"\n\n[models.tiny.signature]\nkey = "{public}"\n'
+    )
+    monkeypatch.chdir(node)
+    gate.clear()
+    done = mdl("pull", "tiny", "--dest", str(node / "models"))
+    assert done.exit_code == 0, done.stderr
+    assert (node / "models" / "tiny" / "model.sig").read_bytes() == own
+    assert not [s for s in gate.seen if "/referrers/" in s.path or "/manifests/sha256-" in s.path]
