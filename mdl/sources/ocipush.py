@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urljoin
 
 import httpx2
 
-from mdl.errors import LocalFSError, MdlError, NotFoundError, RegistryReplyError
+from mdl.errors import AuthError, LocalFSError, MdlError, NotFoundError, RegistryReplyError
 from mdl.paths import OciRef
 from mdl.sources.oci import Registry
 from mdl.sources.ocimanifest import manifest_digest
@@ -139,16 +139,19 @@ class RegistryWriter:
         just found it missing)."""
         if head and self.has_blob(blob.digest, what=what):
             return THERE
+        session = None
         if mount_from is not None and mount_from != self.ref.repository:
             query = urlencode({"mount": blob.digest, "from": mount_from})
-            reply = self._ask("POST", self._uploads(query), what=what, ok=(201, 202))
-            if reply.status == 201:
-                log.debug("%s: mounted from %s", what, mount_from)
-                return MOUNTED
-            session = _Session(reply.location(what=what))  # not mounted: a session to upload to
-        else:
-            session = self._start(what=what)
-        self._upload(blob, session, what=what, sent=sent)
+            try:
+                reply = self._ask("POST", self._uploads(query), what=what, ok=(201, 202))
+            except AuthError:  # no pull on the other repository for this login: sent instead
+                log.debug("%s: not mounted from %s (not authorised there)", what, mount_from)
+            else:
+                if reply.status == 201:
+                    log.debug("%s: mounted from %s", what, mount_from)
+                    return MOUNTED
+                session = _Session(reply.location(what=what))  # not mounted: upload to it
+        self._upload(blob, session or self._start(what=what), what=what, sent=sent)
         return UPLOADED
 
     def push_manifest(
