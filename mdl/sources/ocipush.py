@@ -23,12 +23,12 @@ from mdl.errors import AuthError, LocalFSError, MdlError, NotFoundError, Registr
 from mdl.paths import OciRef
 from mdl.sources.oci import Registry
 from mdl.sources.ocimanifest import manifest_digest
+from mdl.transfer.connection import drain
 from mdl.transfer.http import RetryableError, Tries, error_for_status, server_text, transport_error
 
 log = logging.getLogger("mdl.oci")
 CHUNK_SIZE = 64 << 20  # bytes per PATCH: what a lost connection can cost again, at most
 READ_SIZE = 1 << 20  # bytes read from a file at a time (a chunk is never whole in memory)
-MAX_REPLY = 64 << 10  # a push's replies carry headers and a short JSON error at most
 THERE, MOUNTED, UPLOADED = "there", "mounted", "uploaded"
 _RANGE = re.compile(r"(?:bytes=)?0-([0-9]{1,19})")
 Sent = Callable[[int], None]
@@ -255,6 +255,7 @@ class RegistryWriter:
                 if attempt == 0 and self.credentials.renewed(response):
                     continue
                 if response.status_code in ok:
+                    drain(response)  # a short body read: the connection kept for the next
                     return _Reply(response.status_code, response.headers, str(response.url))
                 raise self._refused(response, what=what)
         raise AssertionError("unreachable: the second answer is returned or raised")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,8 +35,15 @@ from mdl.sources.ocipush import CHUNK_SIZE, MOUNTED, Blob, RegistryWriter
 from mdl.store.layout import Layout
 from mdl.store.records import ExpectedFile
 from mdl.transfer.http import RetryPolicy, make_client
-from mdl.upload._bucket import ReadyFile
-from mdl.upload.publisher import LocalModel, Published, PublishReport, local_model, manifest_of
+from mdl.upload._bucket import ReadyFile, _meter
+from mdl.upload.publisher import (
+    LocalModel,
+    Published,
+    PublishReport,
+    _ordered,
+    local_model,
+    manifest_of,
+)
 
 log = logging.getLogger("mdl.publish")
 # Internal, for tests only (not a setting: CHUNK_SIZE is what a lost connection may cost again):
@@ -251,7 +258,11 @@ class _Run:
         blob = Blob(f"sha256:{f.sha256}", f.size, path=f.local)
         try:
             action = plan.writer.push_blob(
-                blob, what=label, mount_from=source, sent=self._meter(f), head=False
+                blob,
+                what=label,
+                mount_from=source,
+                sent=_meter(self.progress, f, self.stop),
+                head=False,
             )
         except MdlError as exc:
             if self.stop.is_set():
@@ -275,20 +286,6 @@ class _Run:
         if pulled is not None and pulled[0].registry == ref.registry:
             return pulled[0].repository
         return None
-
-    def _meter(self, f: ReadyFile) -> Callable[[int], None]:
-        """The file's progress as its bytes go; Ctrl-C (``stop``) stops them."""
-        label, started = f"{f.model}/{f.path}", threading.Event()
-
-        def advance(nbytes: int) -> None:
-            if self.stop.is_set():
-                raise InterruptedByUserError("interrupted while uploading")
-            if not started.is_set():
-                started.set()
-                self.progress.start(label, label=label, total=f.size, model=f.model, path=f.path)
-            self.progress.advance(label, nbytes)
-
-        return advance
 
 
 def _twin(first: FileOutcome, f: ReadyFile, contents: Mapping[str, ReadyFile]) -> FileOutcome:
@@ -344,9 +341,8 @@ def publish_to_registry(
     finally:
         pool.shutdown(cancel_futures=True)
         client.close()
-    rank = {model.spec.name: index for index, model in enumerate(models)}
-    ordered = sorted(outcomes, key=lambda o: (rank[o.model], o.path is not None, o.path or ""))
-    return PublishReport(tuple(ordered), dry_run=dry_run, target=target, versions=tuple(published))
+    ordered = _ordered(outcomes, models)
+    return PublishReport(ordered, dry_run=dry_run, target=target, versions=tuple(published))
 
 
 def _published(

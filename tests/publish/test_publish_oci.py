@@ -36,6 +36,7 @@ SHARDS = {f"model-0000{i}-of-00004.safetensors": make_data(MiB + i, seed=i) for 
 FILES = {
     "config.json": b'{"model_type": "tiny"}\n',
     "README.md": b"# tiny\n",
+    "empty.txt": b"",
     "nested/tokenizer.json": make_data(3000, seed=9),
     **SHARDS,
 }
