@@ -19,16 +19,16 @@ from urllib.parse import urlencode, urljoin
 
 import httpx2
 
-from mdl.errors import LocalFSError, MdlError, NotFoundError, RegistryReplyError
+from mdl.errors import AuthError, LocalFSError, MdlError, NotFoundError, RegistryReplyError
 from mdl.paths import OciRef
 from mdl.sources.oci import Registry
 from mdl.sources.ocimanifest import manifest_digest
+from mdl.transfer.connection import drain
 from mdl.transfer.http import RetryableError, Tries, error_for_status, server_text, transport_error
 
 log = logging.getLogger("mdl.oci")
 CHUNK_SIZE = 64 << 20  # bytes per PATCH: what a lost connection can cost again, at most
 READ_SIZE = 1 << 20  # bytes read from a file at a time (a chunk is never whole in memory)
-MAX_REPLY = 64 << 10  # a push's replies carry headers and a short JSON error at most
 THERE, MOUNTED, UPLOADED = "there", "mounted", "uploaded"
 _RANGE = re.compile(r"(?:bytes=)?0-([0-9]{1,19})")
 Sent = Callable[[int], None]
@@ -139,16 +139,19 @@ class RegistryWriter:
         just found it missing)."""
         if head and self.has_blob(blob.digest, what=what):
             return THERE
+        session = None
         if mount_from is not None and mount_from != self.ref.repository:
             query = urlencode({"mount": blob.digest, "from": mount_from})
-            reply = self._ask("POST", self._uploads(query), what=what, ok=(201, 202))
-            if reply.status == 201:
-                log.debug("%s: mounted from %s", what, mount_from)
-                return MOUNTED
-            session = _Session(reply.location(what=what))  # not mounted: a session to upload to
-        else:
-            session = self._start(what=what)
-        self._upload(blob, session, what=what, sent=sent)
+            try:
+                reply = self._ask("POST", self._uploads(query), what=what, ok=(201, 202))
+            except AuthError:  # no pull on the other repository for this login: sent instead
+                log.debug("%s: not mounted from %s (not authorised there)", what, mount_from)
+            else:
+                if reply.status == 201:
+                    log.debug("%s: mounted from %s", what, mount_from)
+                    return MOUNTED
+                session = _Session(reply.location(what=what))  # not mounted: upload to it
+        self._upload(blob, session or self._start(what=what), what=what, sent=sent)
         return UPLOADED
 
     def push_manifest(
@@ -252,6 +255,7 @@ class RegistryWriter:
                 if attempt == 0 and self.credentials.renewed(response):
                     continue
                 if response.status_code in ok:
+                    drain(response)  # a short body read: the connection kept for the next
                     return _Reply(response.status_code, response.headers, str(response.url))
                 raise self._refused(response, what=what)
         raise AssertionError("unreachable: the second answer is returned or raised")

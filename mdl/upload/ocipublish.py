@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,13 +37,14 @@ from mdl.sources.ocipush import CHUNK_SIZE, MOUNTED, Blob, RegistryWriter
 from mdl.store.layout import Layout
 from mdl.store.records import ExpectedFile
 from mdl.transfer.http import RetryPolicy, make_client
-from mdl.upload._bucket import ReadyFile
+from mdl.upload._bucket import ReadyFile, _meter
 from mdl.upload.ocisign import sign_artifact
 from mdl.upload.publisher import (
     LocalModel,
     Published,
     PublishReport,
     Signer,
+    _ordered,
     local_model,
     manifest_of,
 )
@@ -271,7 +272,11 @@ class _Run:
         blob = Blob(f"sha256:{f.sha256}", f.size, path=f.local)
         try:
             action = plan.writer.push_blob(
-                blob, what=label, mount_from=source, sent=self._meter(f), head=False
+                blob,
+                what=label,
+                mount_from=source,
+                sent=_meter(self.progress, f, self.stop),
+                head=False,
             )
         except MdlError as exc:
             if self.stop.is_set():
@@ -295,20 +300,6 @@ class _Run:
         if pulled is not None and pulled[0].registry == ref.registry:
             return pulled[0].repository
         return None
-
-    def _meter(self, f: ReadyFile) -> Callable[[int], None]:
-        """The file's progress as its bytes go; Ctrl-C (``stop``) stops them."""
-        label, started = f"{f.model}/{f.path}", threading.Event()
-
-        def advance(nbytes: int) -> None:
-            if self.stop.is_set():
-                raise InterruptedByUserError("interrupted while uploading")
-            if not started.is_set():
-                started.set()
-                self.progress.start(label, label=label, total=f.size, model=f.model, path=f.path)
-            self.progress.advance(label, nbytes)
-
-        return advance
 
 
 def _twin(first: FileOutcome, f: ReadyFile, contents: Mapping[str, ReadyFile]) -> FileOutcome:
@@ -372,9 +363,8 @@ def publish_to_registry(
     finally:
         pool.shutdown(cancel_futures=True)
         client.close()
-    rank = {model.spec.name: index for index, model in enumerate(models)}
-    ordered = sorted(outcomes, key=lambda o: (rank[o.model], o.path is not None, o.path or ""))
-    return PublishReport(tuple(ordered), dry_run=dry_run, target=target, versions=tuple(published))
+    ordered = _ordered(outcomes, models)
+    return PublishReport(ordered, dry_run=dry_run, target=target, versions=tuple(published))
 
 
 def _published(

@@ -36,6 +36,7 @@ SHARDS = {f"model-0000{i}-of-00004.safetensors": make_data(MiB + i, seed=i) for 
 FILES = {
     "config.json": b'{"model_type": "tiny"}\n',
     "README.md": b"# tiny\n",
+    "empty.txt": b"",
     "nested/tokenizer.json": make_data(3000, seed=9),
     **SHARDS,
 }
@@ -281,3 +282,58 @@ def test_skopeo_copies_what_mdl_published(
         for layer in doc["layers"]
     }
     assert copied == FILES
+
+
+def test_mdl_gets_what_oras_pushed(
+    registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    oras = pytest.importorskip("oras.client")
+    files = {"weights.safetensors": make_data(2 * MiB + 3, seed=21), "config.json": b"{}\n"}
+    (tmp_path / "up").mkdir()
+    for name, data in files.items():
+        (tmp_path / "up" / name).write_bytes(data)
+    monkeypatch.chdir(tmp_path / "up")
+    client = oras.OrasClient(hostname=registry.host, insecure=True)
+    client.push(target=f"{registry.host}/team/byoras:v1", files=list(files), quiet=True)
+    got = mdl("get", f"oci://{registry.host}/team/byoras:v1", "-d", str(tmp_path / "back"))
+    assert got.exit_code == 0, got.stderr
+    assert read_tree(tmp_path / "back") == files
+
+
+def test_a_dry_run_asks_and_sends_nothing(pulled: Path, gate: RegistryGate) -> None:
+    to = f"oci://{host_of(gate.url)}/team/dry:v1"
+    done = publish(pulled, to, "--dry-run")
+    assert done.exit_code == 0, done.stderr
+    assert uploads(gate) == []
+    assert {f["action"] for f in json.loads(done.stdout)["files"]} == {"upload"}
+    assert publish(pulled, to).exit_code == 0
+    again = publish(pulled, to, "--dry-run")
+    assert {f["action"] for f in json.loads(again.stdout)["files"]} == {"skip"}
+    assert json.loads(again.stdout)["versions"][0]["action"] == "skip"
+
+
+def test_bad_targets_are_refused_before_anything_is_sent(
+    pulled: Path, registry: DistributionRegistry
+) -> None:
+    digest = "sha256:" + "a" * 64
+    for to, said in [
+        (f"oci://{registry.host}/team/tiny@{digest}", "digest"),
+        (f"oci://{registry.host}/Team/Tiny", "not an OCI reference"),
+    ]:
+        done = publish(pulled, to)
+        assert done.exit_code == 2, done.stderr
+        assert said in done.stderr
+    signed = publish(pulled, f"oci://{registry.host}/team/tiny", "--sign", "key.pem")
+    assert signed.exit_code == 2 and "--sign" in signed.stderr
+
+
+def test_a_registry_that_is_not_there_is_exit_5_naming_it(
+    pulled: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from registry import free_port
+
+    port = free_port()
+    monkeypatch.setenv("MDL_RETRIES", "0")
+    done = publish(pulled, f"oci://127.0.0.1:{port}/team/tiny:v1")
+    assert done.exit_code == 5, done.stderr
+    assert f"127.0.0.1:{port}" in done.stderr

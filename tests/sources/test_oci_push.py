@@ -80,3 +80,26 @@ def test_a_token_registry_gives_push_when_asked(client: httpx2.Client, tmp_path:
         actions = {tuple(sorted(s.rpartition(":")[2].split(","))) for s in scopes if "/x:" in s}
         assert ("pull", "push") in actions  # the push's scope (in the registry's own order)
         assert "repository:team/x:pull" in scopes  # the mount's source, asked beside its target
+
+
+@pytest.mark.parametrize(
+    ("said", "held"),
+    [("0-262143", 262144), ("bytes=0-9", 10), ("0-0", None), ("", None), ("5-9", None)],
+)
+def test_the_registrys_range_says_what_a_session_holds(said: str, held: int | None) -> None:
+    from mdl.sources.ocipush import _end, _Reply
+
+    reply = _Reply(204, httpx2.Headers({"Range": said} if said else {}), "http://r/")
+    assert _end(reply) == held  # "0-0" is none or one byte (distribution says both): a new start
+
+
+def test_a_files_media_type_is_modelpacks_for_what_it_is() -> None:
+    from mdl.upload.ocipublish import CODE, DOC, WEIGHT, WEIGHT_CONFIG, media_type_of
+
+    assert media_type_of("sub/model-00001-of-00002.safetensors") == WEIGHT
+    assert media_type_of("model.gguf") == WEIGHT
+    assert media_type_of("LICENSE") == DOC
+    assert media_type_of("docs/usage.md") == DOC
+    assert media_type_of("modeling_tiny.py") == CODE
+    assert media_type_of("config.json") == WEIGHT_CONFIG
+    assert media_type_of("tokenizer.model") == WEIGHT_CONFIG
