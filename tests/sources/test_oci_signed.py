@@ -296,3 +296,21 @@ def test_pull_unsigned_fetches_an_unsigned_version_and_leaves_it_partial(
     assert "--unsigned" in done.stdout
     assert '"partial"' in mdl("list", "--json").stdout
     assert mdl("verify", "tiny").exit_code != 0
+
+
+def test_a_referrers_answer_that_is_no_index_is_a_bad_reply(
+    plain_registry: DistributionRegistry,
+    gate: RegistryGate,
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    digest = plain_registry.push_model("sig/hostile", "v1", FILES)
+    not_an_index = manifest_bytes(plain_registry, "sig/hostile", digest)  # an image manifest
+    gate.manifests[f"/v2/sig/hostile/referrers/{digest}"] = not_an_index
+    host = gate.url.removeprefix("http://")
+    use_catalog(tmp_path, monkeypatch, signed_catalog(host, "sig/hostile", keys["team"][1]))
+    done = mdl("pull", "tiny")
+    assert done.exit_code == 5, done.stderr
+    assert f"the referrers of {digest}" in done.stderr and "not an index" in done.stderr
+    assert nothing_installed(tmp_path / "models" / "tiny")
