@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx2
 
 from mdl.errors import AuthError, LocalFSError, MdlError, NotFoundError, RegistryReplyError
 from mdl.paths import OciRef
+from mdl.redact import redact_url
 from mdl.sources.oci import Registry
 from mdl.sources.ocimanifest import manifest_digest
 from mdl.transfer.connection import drain
@@ -86,10 +87,14 @@ class _Reply:
 
     def location(self, *, what: str) -> str:
         """The upload session's URL the reply names (a relative one against the request's)."""
-        where = self.headers.get("Location")
-        if not where:
-            raise RegistryReplyError(f"{what}: the registry named no upload location")
-        return urljoin(self.url, where)
+        said = self.headers.get("Location")
+        where = urljoin(self.url, said or "")
+        if not said or urlsplit(where).scheme not in ("https", urlsplit(self.url).scheme):
+            raise RegistryReplyError(
+                f"{what}: the registry named no upload location mdl sends to (http(s), never"
+                f" https to http): {redact_url(where)}"
+            )
+        return where
 
 
 @dataclass

@@ -103,3 +103,27 @@ def test_a_files_media_type_is_modelpacks_for_what_it_is() -> None:
     assert media_type_of("modeling_tiny.py") == CODE
     assert media_type_of("config.json") == WEIGHT_CONFIG
     assert media_type_of("tokenizer.model") == WEIGHT_CONFIG
+
+
+@pytest.mark.parametrize(
+    ("url", "location", "named"),
+    [
+        ("https://r/v2/a/blobs/uploads/", "/v2/a/blobs/uploads/u?_state=1", "https://r/v2/a/"),
+        ("http://127.0.0.1:5/v2/a/", "http://127.0.0.1:5/next", "http://127.0.0.1:5/next"),
+        ("https://r/v2/a/", "http://r/next", None),  # never https to http
+        ("https://r/v2/a/", "file:///etc/passwd", None),
+        ("https://r/v2/a/", None, None),
+    ],
+)
+def test_an_upload_location_is_http_and_never_a_downgrade(
+    url: str, location: str | None, named: str | None
+) -> None:
+    from mdl.errors import RegistryReplyError
+    from mdl.sources.ocipush import _Reply
+
+    reply = _Reply(202, httpx2.Headers({"Location": location} if location else {}), url)
+    if named is None:
+        with pytest.raises(RegistryReplyError, match="upload location"):
+            reply.location(what="w.bin")
+    else:
+        assert reply.location(what="w.bin").startswith(named)
