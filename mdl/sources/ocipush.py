@@ -215,10 +215,10 @@ class RegistryWriter:
             if start + length == blob.size:
                 sep = "&" if "?" in session.location else "?"
                 url = f"{session.location}{sep}{urlencode({'digest': blob.digest})}"
-                self._ask("PUT", url, what=what, ok=(201,), content=body, headers=headers)
+                self._request("PUT", url, what=what, ok=(201,), content=body, headers=headers)
                 return
             headers["Content-Range"] = f"{start}-{start + length - 1}"
-            reply = self._ask(
+            reply = self._request(
                 "PATCH", session.location, what=what, ok=(202,), content=body, headers=headers
             )
             session.location = reply.location(what=what)
@@ -227,7 +227,7 @@ class RegistryWriter:
     def _resumed(self, session: _Session, *, what: str) -> _Session:
         """Where the session stands (``GET`` its location: ``Range: 0-N``), or a new session
         when the registry dropped it or holds nothing of it yet."""
-        reply = self._ask("GET", session.location, what=what, ok=(204, 200, 400, 404, 416))
+        reply = self._request("GET", session.location, what=what, ok=(204, 200, 400, 404, 416))
         end = _end(reply) if reply.status in (200, 204) else None
         if end is None:
             log.info("%s: the registry kept nothing of the upload; starting it again", what)
@@ -236,6 +236,25 @@ class RegistryWriter:
         return _Session(reply.location(what=what), end)
 
     def _ask(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        ok: tuple[int, ...],
+        content: Callable[[], Iterable[bytes] | bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> _Reply:
+        """One request, tried again as the run's retries say on a lost connection or a 5xx (a
+        chunk's are ``_upload``'s: they resume)."""
+        wait = self.cancel.wait if self.cancel is not None else None
+        return self.registry.retry.run(
+            lambda: self._request(method, url, what=what, ok=ok, content=content, headers=headers),
+            what=what,
+            wait=wait,
+        )
+
+    def _request(
         self,
         method: str,
         url: str,

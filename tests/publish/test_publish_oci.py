@@ -337,3 +337,11 @@ def test_a_registry_that_is_not_there_is_exit_5_naming_it(
     done = publish(pulled, f"oci://127.0.0.1:{port}/team/tiny:v1")
     assert done.exit_code == 5, done.stderr
     assert f"127.0.0.1:{port}" in done.stderr
+
+
+def test_a_registry_busy_for_a_moment_is_asked_again(pulled: Path, gate: RegistryGate) -> None:
+    gate.fail_pushes = 2  # the config's upload session: 503, twice
+    done = publish(pulled, f"oci://{host_of(gate.url)}/team/busy:v1")
+    assert done.exit_code == 0, done.stderr
+    posts = [s for s in gate.seen if s.method == "POST"]
+    assert len(posts) == len(FILES) + 1 + 2  # each blob's session, the config's, the two refused
