@@ -50,15 +50,14 @@ class Blob:
         """Bytes in memory as a blob (a config, a signature)."""
         return cls("sha256:" + hashlib.sha256(data).hexdigest(), len(data), data=data)
 
-    def pieces(self, start: int, length: int, sent: Sent | None) -> Iterator[bytes]:
-        """``length`` bytes from ``start``, a piece at a time; ``sent`` told each piece's size
-        (it raises to stop the upload: Ctrl-C)."""
+    def pieces(self, start: int, length: int, reached: Sent) -> Iterator[bytes]:
+        """``length`` bytes from ``start``, a piece at a time; ``reached`` told the offset each
+        piece ends at (it raises to stop the upload: Ctrl-C)."""
         if self.data is not None:
             for at in range(start, start + length, READ_SIZE):
                 piece = self.data[at : min(at + READ_SIZE, start + length)]
                 yield piece
-                if sent is not None:
-                    sent(len(piece))
+                reached(at + len(piece))
             return
         assert self.path is not None
         try:
@@ -71,8 +70,7 @@ class Blob:
                         raise LocalFSError(f"{self.path}: shorter than its {self.size} bytes")
                     left -= len(piece)
                     yield piece
-                    if sent is not None:
-                        sent(len(piece))
+                    reached(start + length - left)
         except OSError as exc:
             raise LocalFSError(f"{self.path}: not read: {exc.strerror or exc}") from exc
 
@@ -189,12 +187,19 @@ class RegistryWriter:
         moved the session on starts the retry budget over)."""
         wait = self.cancel.wait if self.cancel is not None else None
         tries = Tries(self.registry.retry, what, wait=wait)
+        mark = [0]  # the furthest byte told: bytes sent again after a resume are told once
+
+        def reached(at: int) -> None:
+            if sent is not None:
+                sent(max(at - mark[0], 0))
+            mark[0] = max(mark[0], at)
+
         while True:
             before = session.offset
             try:
                 if session.lost:
                     session = self._resumed(session, what=what)
-                self._send(blob, session, what=what, sent=sent)
+                self._send(blob, session, what=what, sent=reached)
                 return
             except RetryableError as exc:
                 if session.offset > before:
@@ -202,7 +207,7 @@ class RegistryWriter:
                 session.lost = True
                 tries.failed(exc, lost=True)
 
-    def _send(self, blob: Blob, session: _Session, *, what: str, sent: Sent | None) -> None:
+    def _send(self, blob: Blob, session: _Session, *, what: str, sent: Sent) -> None:
         """Chunks from the session's offset, the last with the closing ``PUT ?digest=``."""
         while True:
             start = session.offset
