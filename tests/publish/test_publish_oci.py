@@ -134,6 +134,13 @@ def test_publish_writes_a_modelpack_artifact_that_get_reads_back(
     got = mdl("get", f"oci://{registry.host}/team/tiny:v1", "-d", str(tmp_path / "back"))
     assert got.exit_code == 0, got.stderr
     assert read_tree(tmp_path / "back") == FILES
+    said = mdl(
+        "publish", "tiny", "--to", f"oci://{registry.host}/team/tiny:v1", "--dest", str(pulled)
+    )
+    assert said.exit_code == 0, said.stderr
+    assert f"tiny → {version['manifest']} ({len(FILES)} files" in said.stderr
+    assert "manifest already there" in said.stderr
+    assert f"nodes: --mirror oci://{registry.host}/team/tiny" in said.stderr
 
 
 def test_republish_sends_nothing_and_a_changed_shard_sends_itself_config_and_manifest(
