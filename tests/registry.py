@@ -236,6 +236,7 @@ class RegistryGate:
     cut_patch_after: int | None = None  # a PATCH: cut after this many body bytes, unrelayed
     patches_before_cut: int = 0  # PATCHes relayed whole before the one cut
     max_body: int | None = None  # a PATCH or PUT body past this: 413, as a registry's size limit
+    fail_pushes: int = 0  # the next pushes answered 503 (their bodies read, not relayed)
 
     def requests(self, method: str | None = None) -> list[Seen]:
         with self.lock:
@@ -310,6 +311,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return None
+        with gate.lock:
+            failing, gate.fail_pushes = gate.fail_pushes > 0, max(gate.fail_pushes - 1, 0)
+        if failing:
+            self.rfile.read(length)
+            return self._answer(503, b'{"errors":[{"code":"UNAVAILABLE","message":"busy"}]}')
         if gate.max_body is not None and length > gate.max_body and self.command != "POST":
             self.rfile.read(length)
             limit = f"blob upload exceeds the size limit of {gate.max_body} bytes"

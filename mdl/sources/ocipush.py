@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx2
 
 from mdl.errors import AuthError, LocalFSError, MdlError, NotFoundError, RegistryReplyError
 from mdl.paths import OciRef
+from mdl.redact import redact_url
 from mdl.sources.oci import Registry
 from mdl.sources.ocimanifest import manifest_digest
 from mdl.transfer.connection import drain
@@ -49,15 +50,14 @@ class Blob:
         """Bytes in memory as a blob (a config, a signature)."""
         return cls("sha256:" + hashlib.sha256(data).hexdigest(), len(data), data=data)
 
-    def pieces(self, start: int, length: int, sent: Sent | None) -> Iterator[bytes]:
-        """``length`` bytes from ``start``, a piece at a time; ``sent`` told each piece's size
-        (it raises to stop the upload: Ctrl-C)."""
+    def pieces(self, start: int, length: int, reached: Sent) -> Iterator[bytes]:
+        """``length`` bytes from ``start``, a piece at a time; ``reached`` told the offset each
+        piece ends at (it raises to stop the upload: Ctrl-C)."""
         if self.data is not None:
             for at in range(start, start + length, READ_SIZE):
                 piece = self.data[at : min(at + READ_SIZE, start + length)]
                 yield piece
-                if sent is not None:
-                    sent(len(piece))
+                reached(at + len(piece))
             return
         assert self.path is not None
         try:
@@ -70,8 +70,7 @@ class Blob:
                         raise LocalFSError(f"{self.path}: shorter than its {self.size} bytes")
                     left -= len(piece)
                     yield piece
-                    if sent is not None:
-                        sent(len(piece))
+                    reached(start + length - left)
         except OSError as exc:
             raise LocalFSError(f"{self.path}: not read: {exc.strerror or exc}") from exc
 
@@ -86,10 +85,14 @@ class _Reply:
 
     def location(self, *, what: str) -> str:
         """The upload session's URL the reply names (a relative one against the request's)."""
-        where = self.headers.get("Location")
-        if not where:
-            raise RegistryReplyError(f"{what}: the registry named no upload location")
-        return urljoin(self.url, where)
+        said = self.headers.get("Location")
+        where = urljoin(self.url, said or "")
+        if not said or urlsplit(where).scheme not in ("https", urlsplit(self.url).scheme):
+            raise RegistryReplyError(
+                f"{what}: the registry named no upload location mdl sends to (http(s), never"
+                f" https to http): {redact_url(where)}"
+            )
+        return where
 
 
 @dataclass
@@ -184,12 +187,19 @@ class RegistryWriter:
         moved the session on starts the retry budget over)."""
         wait = self.cancel.wait if self.cancel is not None else None
         tries = Tries(self.registry.retry, what, wait=wait)
+        mark = [0]  # the furthest byte told: bytes sent again after a resume are told once
+
+        def reached(at: int) -> None:
+            if sent is not None:
+                sent(max(at - mark[0], 0))
+            mark[0] = max(mark[0], at)
+
         while True:
             before = session.offset
             try:
                 if session.lost:
                     session = self._resumed(session, what=what)
-                self._send(blob, session, what=what, sent=sent)
+                self._send(blob, session, what=what, sent=reached)
                 return
             except RetryableError as exc:
                 if session.offset > before:
@@ -197,7 +207,7 @@ class RegistryWriter:
                 session.lost = True
                 tries.failed(exc, lost=True)
 
-    def _send(self, blob: Blob, session: _Session, *, what: str, sent: Sent | None) -> None:
+    def _send(self, blob: Blob, session: _Session, *, what: str, sent: Sent) -> None:
         """Chunks from the session's offset, the last with the closing ``PUT ?digest=``."""
         while True:
             start = session.offset
@@ -210,10 +220,10 @@ class RegistryWriter:
             if start + length == blob.size:
                 sep = "&" if "?" in session.location else "?"
                 url = f"{session.location}{sep}{urlencode({'digest': blob.digest})}"
-                self._ask("PUT", url, what=what, ok=(201,), content=body, headers=headers)
+                self._request("PUT", url, what=what, ok=(201,), content=body, headers=headers)
                 return
             headers["Content-Range"] = f"{start}-{start + length - 1}"
-            reply = self._ask(
+            reply = self._request(
                 "PATCH", session.location, what=what, ok=(202,), content=body, headers=headers
             )
             session.location = reply.location(what=what)
@@ -222,7 +232,7 @@ class RegistryWriter:
     def _resumed(self, session: _Session, *, what: str) -> _Session:
         """Where the session stands (``GET`` its location: ``Range: 0-N``), or a new session
         when the registry dropped it or holds nothing of it yet."""
-        reply = self._ask("GET", session.location, what=what, ok=(204, 200, 400, 404, 416))
+        reply = self._request("GET", session.location, what=what, ok=(204, 200, 400, 404, 416))
         end = _end(reply) if reply.status in (200, 204) else None
         if end is None:
             log.info("%s: the registry kept nothing of the upload; starting it again", what)
@@ -231,6 +241,25 @@ class RegistryWriter:
         return _Session(reply.location(what=what), end)
 
     def _ask(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        ok: tuple[int, ...],
+        content: Callable[[], Iterable[bytes] | bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> _Reply:
+        """One request, tried again as the run's retries say on a lost connection or a 5xx (a
+        chunk's are ``_upload``'s: they resume)."""
+        wait = self.cancel.wait if self.cancel is not None else None
+        return self.registry.retry.run(
+            lambda: self._request(method, url, what=what, ok=ok, content=content, headers=headers),
+            what=what,
+            wait=wait,
+        )
+
+    def _request(
         self,
         method: str,
         url: str,

@@ -134,6 +134,13 @@ def test_publish_writes_a_modelpack_artifact_that_get_reads_back(
     got = mdl("get", f"oci://{registry.host}/team/tiny:v1", "-d", str(tmp_path / "back"))
     assert got.exit_code == 0, got.stderr
     assert read_tree(tmp_path / "back") == FILES
+    said = mdl(
+        "publish", "tiny", "--to", f"oci://{registry.host}/team/tiny:v1", "--dest", str(pulled)
+    )
+    assert said.exit_code == 0, said.stderr
+    assert f"tiny → {version['manifest']} ({len(FILES)} files" in said.stderr
+    assert "manifest already there" in said.stderr
+    assert f"nodes: --mirror oci://{registry.host}/team/tiny" in said.stderr
 
 
 def test_republish_sends_nothing_and_a_changed_shard_sends_itself_config_and_manifest(
@@ -337,3 +344,11 @@ def test_a_registry_that_is_not_there_is_exit_5_naming_it(
     done = publish(pulled, f"oci://127.0.0.1:{port}/team/tiny:v1")
     assert done.exit_code == 5, done.stderr
     assert f"127.0.0.1:{port}" in done.stderr
+
+
+def test_a_registry_busy_for_a_moment_is_asked_again(pulled: Path, gate: RegistryGate) -> None:
+    gate.fail_pushes = 2  # the config's upload session: 503, twice
+    done = publish(pulled, f"oci://{host_of(gate.url)}/team/busy:v1")
+    assert done.exit_code == 0, done.stderr
+    posts = [s for s in gate.seen if s.method == "POST"]
+    assert len(posts) == len(FILES) + 1 + 2  # each blob's session, the config's, the two refused

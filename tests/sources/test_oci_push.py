@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from registry import MANIFEST, NEEDS_REGISTRY, DistributionRegistry, distribution
+from registry import MANIFEST, NEEDS_REGISTRY, DistributionRegistry, distribution, registry_gate
 from registrytokens import token_service
 from servers import make_data
 
@@ -103,3 +103,44 @@ def test_a_files_media_type_is_modelpacks_for_what_it_is() -> None:
     assert media_type_of("modeling_tiny.py") == CODE
     assert media_type_of("config.json") == WEIGHT_CONFIG
     assert media_type_of("tokenizer.model") == WEIGHT_CONFIG
+
+
+@pytest.mark.parametrize(
+    ("url", "location", "named"),
+    [
+        ("https://r/v2/a/blobs/uploads/", "/v2/a/blobs/uploads/u?_state=1", "https://r/v2/a/"),
+        ("http://127.0.0.1:5/v2/a/", "http://127.0.0.1:5/next", "http://127.0.0.1:5/next"),
+        ("https://r/v2/a/", "http://r/next", None),  # never https to http
+        ("https://r/v2/a/", "file:///etc/passwd", None),
+        ("https://r/v2/a/", None, None),
+    ],
+)
+def test_an_upload_location_is_http_and_never_a_downgrade(
+    url: str, location: str | None, named: str | None
+) -> None:
+    from mdl.errors import RegistryReplyError
+    from mdl.sources.ocipush import _Reply
+
+    reply = _Reply(202, httpx2.Headers({"Location": location} if location else {}), url)
+    if named is None:
+        with pytest.raises(RegistryReplyError, match="upload location"):
+            reply.location(what="w.bin")
+    else:
+        assert reply.location(what="w.bin").startswith(named)
+
+
+def test_bytes_sent_again_after_a_cut_are_told_once(
+    plain_registry: DistributionRegistry, client: httpx2.Client
+) -> None:
+    data = make_data((1 << 20) + 5, seed=11)
+    blob = Blob.of(data)
+    told: list[int] = []
+    with registry_gate(plain_registry.url) as gate:
+        gate.cut_patch_after, gate.patches_before_cut = 200_000, 1  # the second chunk's PATCH
+        push = writer(client, f"oci://{gate.url.removeprefix('http://')}/push/cut", chunk=300_000)
+        assert push.push_blob(blob, what="w.bin", sent=told.append) == UPLOADED
+        ranges = [s.range for s in gate.seen if s.method == "PATCH"]
+    assert ranges == ["0-299999", "300000-599999", "300000-599999", "600000-899999"]
+    assert sum(told) == len(data)  # the 200 kB sent before the cut are not told twice
+    got = httpx2.get(f"{plain_registry.url}/v2/push/cut/blobs/{blob.digest}")
+    assert got.content == data
