@@ -109,7 +109,10 @@ def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
 
 def check_mirror(template: str, *, where: str) -> str:
     """A mirror URL template (http(s), in an object store, ``s3://bucket/…``, or a registry's
-    repositories, ``oci://REGISTRY/NAMESPACE/{model}``; known ``{placeholders}`` only)."""
+    repositories, ``oci://REGISTRY/NAMESPACE/{model}``, which ``oci://REGISTRY/NAMESPACE`` stands
+    for; known ``{placeholders}`` only)."""
+    if template.startswith("oci://") and "{" not in template:
+        template = f"{template.rstrip('/')}/{{model}}"
     store = store_for(template)
     parts = parse_template(template, fields=MIRROR_FIELDS, where=where)
     if store is not None:
@@ -128,7 +131,7 @@ def _check_registry_mirror(
     template: str, parts: Sequence[str | Placeholder], *, where: str
 ) -> None:
     """A registry mirror names a repository per model (``{model}`` its one placeholder), no tag
-    or digest: each file is the blob of its sha256 there."""
+    or digest: each file is the blob of its sha256 there (the layout ``publish --to`` writes)."""
     others = {p.name for p in parts if isinstance(p, Placeholder)} - {"model"}
     try:
         ref = parse_oci_ref(fill_template(parts, {"model": "m"})) if not others else None

@@ -1,0 +1,187 @@
+"""``mdl prune --mirror oci://REGISTRY/NAMESPACE``: each catalog model's repository read by its
+tags; the versions the kept locks pin stay, and the newest ``--keep-versions N`` of them count;
+a manifest no lock pins only stays while it is as new as the last version counted (a planted one,
+a release not locked yet), never counted; the others' manifests are deleted by digest where the
+registry allows it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from registry import (
+    EMPTY_CONFIG,
+    HAVE_REGISTRY,
+    NEEDS_REGISTRY,
+    WEIGHT_RAW,
+    DistributionRegistry,
+    RegistryGate,
+    distribution,
+    model_manifest,
+    registry_gate,
+)
+from registrytokens import token_service
+from runfixtures import mdl, use_catalog
+from servers import make_data
+
+CREATED = "org.opencontainers.image.created"
+
+
+def version(seed: int) -> dict[str, bytes]:
+    return {
+        "config.json": b'{"model_type": "tiny", "release": %d}' % seed,
+        "model.safetensors": make_data(20_000 + seed, seed=100 + seed),
+    }
+
+
+def push_version(
+    registry: DistributionRegistry, repository: str, tag: str, files: dict[str, bytes], when: str
+) -> str:
+    """A ModelPack manifest over ``files`` (one raw layer each, as publish writes), stating
+    ``when`` it was made; its digest."""
+    config = registry.push_blob(repository, EMPTY_CONFIG)
+    layers = [
+        {
+            "mediaType": WEIGHT_RAW,
+            "digest": registry.push_blob(repository, data),
+            "size": len(data),
+            "annotations": {"org.cncf.model.filepath": path},
+        }
+        for path, data in files.items()
+    ]
+    doc = json.loads(model_manifest(config, layers))
+    doc["annotations"] = {CREATED: when}
+    return registry.push_manifest(repository, tag, json.dumps(doc).encode())
+
+
+def manifest_status(registry: DistributionRegistry, repository: str, digest: str) -> int:
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    url = f"{registry.url}/v2/{repository}/manifests/{digest}"
+    return httpx2.get(url, headers=accept, timeout=30).status_code
+
+
+@pytest.fixture
+def releases(
+    plain_registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Model ``tiny`` from ``origin/tiny:rel``: v1 locked in releases/v1.lock, v2 in catalog.lock;
+    the team's registry mirror ``team/tiny`` holds v0 (older than both), v1, v2, a version made
+    between them that no lock pins, and one planted with a time years ahead."""
+    registry = plain_registry
+    use_catalog(
+        tmp_path, monkeypatch, f'[models.tiny]\noci = "oci://{registry.host}/origin/tiny:rel"\n'
+    )
+    registry.push_model("origin/tiny", "rel", version(1))
+    assert mdl("lock", "tiny").exit_code == 0
+    (tmp_path / "releases").mkdir()
+    shutil.copy(tmp_path / "catalog.lock", tmp_path / "releases" / "v1.lock")
+    registry.push_model("origin/tiny", "rel", version(2))
+    upgraded = mdl("lock", "tiny", "--upgrade")
+    assert upgraded.exit_code == 0, upgraded.stderr
+    return {
+        "v0": push_version(registry, "team/tiny", "v0", version(0), "2024-01-01T00:00:00Z"),
+        "v1": push_version(registry, "team/tiny", "v1", version(1), "2024-02-01T00:00:00Z"),
+        "mid": push_version(registry, "team/tiny", "mid", version(3), "2024-02-15T00:00:00Z"),
+        "v2": push_version(registry, "team/tiny", "v2", version(2), "2024-03-01T00:00:00Z"),
+        "planted": push_version(registry, "team/tiny", "x", version(4), "2099-01-01T00:00:00Z"),
+    }
+
+
+@pytest.fixture
+def gate(plain_registry: DistributionRegistry) -> Iterator[RegistryGate]:
+    with registry_gate(plain_registry.url) as started:
+        started.token_auth = True  # the token handshake on every request, deletes too
+        yield started
+
+
+def test_prune_keeps_the_locked_and_newest_proven_and_deletes_the_rest(
+    plain_registry: DistributionRegistry,
+    gate: RegistryGate,
+    releases: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    host = gate.url.removeprefix("http://")
+    mirror = f"oci://{host}/team"
+    lock = str(tmp_path / "releases" / "v1.lock")
+    dry = mdl("prune", "--mirror", mirror, "--lock", lock, "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    report = json.loads(dry.stdout)
+    shown = {name: f"oci://{host}/team/tiny:{tag}@{releases[name]}" for name, tag in
+             {"v0": "v0", "v1": "v1", "mid": "mid", "v2": "v2", "planted": "x"}.items()}  # fmt: skip
+    assert [e["uri"] for e in report["removed"]] == [shown["v0"]]
+    kept = {e["uri"]: e["reason"] for e in report["kept"]}
+    assert kept[shown["v1"]].endswith(f"{lock} pins")
+    assert kept[shown["v2"]] == "the manifest of a version catalog.lock pins"
+    assert "never counted" in kept[shown["mid"]]
+    assert "never counted" in kept[shown["planted"]]
+    assert manifest_status(plain_registry, "team/tiny", releases["v0"]) == 200  # a dry run
+
+    done = mdl("prune", "--mirror", f"oci://{host}/team/{{model}}", "--lock", lock)
+    assert done.exit_code == 0, done.stderr
+    assert f"removed  {shown['v0']}" in done.stdout
+    assert manifest_status(plain_registry, "team/tiny", releases["v0"]) == 404
+    for name in ("v1", "mid", "v2", "planted"):
+        assert manifest_status(plain_registry, "team/tiny", releases[name]) == 200
+    assert any(s.method == "DELETE" and s.authorization for s in gate.requests())
+
+    # one version counted (catalog.lock's): what is older and no lock pins goes, the planted
+    # manifest still stays (it states a time ahead of catalog.lock's version)
+    again = mdl("prune", "--mirror", mirror, "--keep-versions", "1", "--json")
+    assert again.exit_code == 0, again.stderr
+    removed = {e["uri"] for e in json.loads(again.stdout)["removed"]}
+    assert removed == {shown["v1"], shown["mid"]}
+    assert manifest_status(plain_registry, "team/tiny", releases["planted"]) == 200
+    assert manifest_status(plain_registry, "team/tiny", releases["v2"]) == 200
+
+
+@pytest.fixture(scope="module")
+def no_deletes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributionRegistry]:
+    if not HAVE_REGISTRY:
+        pytest.skip(NEEDS_REGISTRY.kwargs["reason"])
+    with distribution(tmp_path_factory.mktemp("registry"), delete=False) as started:
+        yield started
+
+
+def test_a_registry_that_refuses_deletes_is_said_and_nothing_changes(
+    no_deletes: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = no_deletes
+    use_catalog(
+        tmp_path, monkeypatch, f'[models.tiny]\noci = "oci://{registry.host}/origin/tiny:rel"\n'
+    )
+    registry.push_model("origin/tiny", "rel", version(2))
+    assert mdl("lock", "tiny").exit_code == 0
+    old = [push_version(registry, "team/tiny", f"v{n}", version(n), f"202{n}-01-01T00:00:00Z")
+           for n in (0, 1)]  # fmt: skip
+    push_version(registry, "team/tiny", "v2", version(2), "2024-01-01T00:00:00Z")
+    done = mdl("prune", "--mirror", f"oci://{registry.host}/team", "--keep-versions", "1")
+    assert done.exit_code == 5
+    assert "HTTP 405" in done.stderr
+    assert "storage.delete.enabled" in done.stderr
+    assert all(manifest_status(registry, "team/tiny", digest) == 200 for digest in old)
+    assert done.stderr.count("HTTP 405") == 1  # asked once: the other is kept, said in the tally
+
+
+def test_a_token_registry_grants_the_delete_it_asks_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not HAVE_REGISTRY:
+        pytest.skip(NEEDS_REGISTRY.kwargs["reason"])
+    (tmp_path / "reg").mkdir()
+    with token_service() as tokens, distribution(tmp_path / "reg", tokens=tokens) as registry:
+        catalog = f'[models.tiny]\noci = "oci://{registry.host}/origin/tiny:rel"\n'
+        use_catalog(tmp_path, monkeypatch, catalog)
+        registry.push_model("origin/tiny", "rel", version(2))
+        assert mdl("lock", "tiny").exit_code == 0
+        old = push_version(registry, "team/tiny", "v0", version(0), "2020-01-01T00:00:00Z")
+        push_version(registry, "team/tiny", "v2", version(2), "2024-01-01T00:00:00Z")
+        tokens.asked.clear()
+        done = mdl("prune", "--mirror", f"oci://{registry.host}/team", "--keep-versions", "1")
+        assert done.exit_code == 0, done.stderr
+        assert f"removed  oci://{registry.host}/team/tiny:v0@{old}" in done.stdout
+        scopes = {scope for scope, _ in tokens.asked}
+        assert scopes == {"repository:team/tiny:pull", "repository:team/tiny:delete"}
