@@ -640,17 +640,6 @@ def prune_mirror_models(
     ``keep_versions`` published versions of each model (``all_models``: any model's objects mdl
     wrote may go, not only theirs); its endpoint is the catalog's when the catalog names that
     mirror."""
-    if template.startswith("oci://"):  # a registry: its own rules, but the same report
-        from mdl.upload.registryprune import prune_registry
-
-        return prune_registry(
-            models,
-            settings,
-            mirror=template,
-            all_models=all_models,
-            locks=locks,
-            keep_versions=keep_versions,
-        )
     store = store_for(template)
     if store is None:
         raise UsageError(

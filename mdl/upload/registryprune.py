@@ -229,21 +229,14 @@ class _RegistryRun:
             if item.files is not None and item.created is not None:
                 dated[item.files] = min(dated.get(item.files, item.created), item.created)
         anchor = dated.get(current) if current is not None else None
-        newest = sorted((t for t in dated.values() if anchor is None or t <= anchor), reverse=True)
-        cutoff = float("inf") if self.keep == 0 else None
-        if 0 < self.keep <= len(newest):
-            cutoff = newest[self.keep - 1]
+        cutoff = _cutoff(dated, anchor, self.keep)
         gone: list[_Found] = []
         for item in unpinned:
-            if item.files is None:
-                keep.append((item, NO_VERSION))
-            elif item.created is None:
-                keep.append((item, UNDATED))
-            elif cutoff is None or item.created >= cutoff:
-                ahead = anchor is not None and item.created > anchor
-                keep.append((item, AHEAD if ahead else UNPROVEN))
-            else:
+            why = _unkept_why(item, cutoff, anchor)
+            if why is None:
                 gone.append(item)
+            else:
+                keep.append((item, why))
         held = {sha for item, _ in keep for _, _, sha in item.files or ()}
         for item, why in keep:
             self.kept.append(MirrorEntry(_shown(ref, item), _bytes(item, set()), why))
@@ -272,6 +265,27 @@ class _RegistryRun:
                 self.errors.append(exc)
                 return
         self.removed.append(MirrorEntry(shown, size, UNKEPT))
+
+
+def _cutoff(dated: Mapping[Files, float], anchor: float | None, keep: int) -> float | None:
+    """The time of the last of the newest ``keep`` pinned versions (none newer than ``anchor``,
+    catalog.lock's version, counts), below which a manifest no lock pins goes; None: fewer were
+    counted, nothing goes (``keep`` 0: only the locks' are kept)."""
+    if keep == 0:
+        return float("inf")
+    newest = sorted((t for t in dated.values() if anchor is None or t <= anchor), reverse=True)
+    return newest[keep - 1] if keep <= len(newest) else None
+
+
+def _unkept_why(item: _Found, cutoff: float | None, anchor: float | None) -> str | None:
+    """Why a manifest no lock pins stays, None: it goes (it states a time before ``cutoff``)."""
+    if item.files is None:
+        return NO_VERSION
+    if item.created is None:
+        return UNDATED
+    if cutoff is not None and item.created < cutoff:
+        return None
+    return AHEAD if anchor is not None and item.created > anchor else UNPROVEN
 
 
 def _shown(ref: OciRef, item: _Found) -> str:
