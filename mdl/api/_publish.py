@@ -148,6 +148,12 @@ def prune_mirror(
     if mirror.startswith("oci://"):  # a registry: its own rules, the same report
         from mdl.upload.registryprune import prune_registry
 
+        if keep_days is not None:
+            raise UsageError(
+                "--keep-days: a registry keeps no time of its manifests; prune --mirror oci://"
+                " keeps versions by the locks and --keep-versions"
+            )
+
         return prune_registry(
             models, settings, mirror=mirror, all_models=all_models, locks=kept, keep_versions=count
         )

@@ -26,7 +26,14 @@ from mdl.catalog.settings import (
     parse_template,
 )
 from mdl.catalog.specs import ModelSpec
-from mdl.errors import IntegrityError, MdlError, NotFoundError, RegistryReplyError, UsageError
+from mdl.errors import (
+    AuthError,
+    IntegrityError,
+    MdlError,
+    NotFoundError,
+    RegistryReplyError,
+    UsageError,
+)
 from mdl.paths import OciRef, parse_oci_ref, parse_oci_source
 from mdl.redact import printable
 from mdl.sources.oci import Registry
@@ -258,7 +265,8 @@ class _RegistryRun:
                 log.info("%s: gone before prune deleted it", shown)
                 return
             except MdlError as exc:
-                if exc.status in (400, 403, 405):  # distribution: 405 UNSUPPORTED
+                # distribution without deletes: 405 UNSUPPORTED; a login that may not: 401, 403
+                if exc.status in (403, 405) or isinstance(exc, AuthError):
                     self.refused = True
                     exc.hint = DELETES_HINT
                     self.kept.append(MirrorEntry(shown, size, NO_DELETES))

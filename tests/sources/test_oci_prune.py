@@ -185,3 +185,16 @@ def test_a_token_registry_grants_the_delete_it_asks_for(
         assert f"removed  oci://{registry.host}/team/tiny:v0@{old}" in done.stdout
         scopes = {scope for scope, _ in tokens.asked}
         assert scopes == {"repository:team/tiny:pull", "repository:team/tiny:delete"}
+
+
+@pytest.mark.parametrize(
+    ("flag", "said"),
+    [(("--keep-days", "3"), "--keep-days: a registry"), (("--all-models",), "--all-models: a")],
+)
+def test_what_a_registry_cannot_be_pruned_by_is_refused(
+    flag: tuple[str, ...], said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_catalog(tmp_path, monkeypatch, '[models.tiny]\noci = "oci://reg.example/origin/tiny:v1"\n')
+    done = mdl("prune", "--mirror", "oci://reg.example/team", *flag)
+    assert done.exit_code == 2
+    assert said in done.stderr
