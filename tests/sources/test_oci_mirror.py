@@ -15,6 +15,8 @@ from registry import DistributionRegistry, RegistryGate, registry_gate
 from runfixtures import mdl, use_catalog
 from servers import make_data
 
+from mdl.transfer.scheduling import SPLIT_THRESHOLD
+
 # the origin answers nothing: a pull that asks it gives up at once
 ORIGIN_DOWN = {"MDL_RETRIES": "0"}
 
@@ -162,6 +164,30 @@ def test_frozen_with_the_registry_mirror_down_says_so(
     done = mdl("pull", "tiny", "--frozen", "--dest", str(tmp_path / "node"), env=ORIGIN_DOWN)
     assert done.exit_code != 0
     assert f"mirror oci://{dead}/team/{{model}} is not usable" in done.stderr
+
+
+def test_a_token_that_expires_mid_blob_is_renewed_without_asking_a_range_twice(
+    registry: DistributionRegistry,
+    mirror: RegistryGate,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = {"model.safetensors": make_data(SPLIT_THRESHOLD + 5000, seed=5)}
+    registry.push_blob("team/tiny", files["model.safetensors"])
+    mirrors = [f"oci://{mirror.url.removeprefix('http://')}/team"]
+    locked_catalog(
+        registry, tmp_path, monkeypatch, files, repository="origin/five", mirrors=mirrors
+    )
+    mirror.token_uses, mirror.redirect_blobs = 1, False  # each token good for one request
+    done = mdl("pull", "tiny", "--frozen", "--connections", "2", "--dest", str(tmp_path / "n"))
+    assert done.exit_code == 0, done.stderr
+    assert (tmp_path / "n" / "tiny" / "model.safetensors").read_bytes() == files[
+        "model.safetensors"
+    ]
+    ranges = [s for s in mirror.requests("GET") if "/blobs/" in s.path]
+    asked = [s.range for s in ranges if s.admitted]
+    assert len(asked) == 2 and None not in asked and len(set(asked)) == 2
+    assert len([s for s in mirror.requests() if s.path.startswith("/token")]) >= 2
 
 
 @pytest.mark.parametrize(
