@@ -121,8 +121,8 @@ def check_mirror(template: str, *, where: str) -> str:
         _check_registry_mirror(template, parts, where=where)
     elif not template.startswith(("http://", "https://")):
         raise UsageError(
-            f"{where}: a mirror must be an http(s), {store_schemes()} or oci:// URL template,"
-            f" got {template!r}"
+            f"{where}: a mirror must be an http(s) or oci:// URL template, or one in a store"
+            f" ({store_schemes()}), got {template!r}"
         )
     return template
 
