@@ -109,10 +109,7 @@ def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
 
 def check_mirror(template: str, *, where: str) -> str:
     """A mirror URL template (http(s), in an object store, ``s3://bucket/…``, or a registry's
-    repositories, ``oci://REGISTRY/NAMESPACE/{model}``, which ``oci://REGISTRY/NAMESPACE`` stands
-    for; known ``{placeholders}`` only)."""
-    if template.startswith("oci://") and "{" not in template:
-        template = f"{template.rstrip('/')}/{{model}}"
+    repositories, ``oci://REGISTRY/NAMESPACE/{model}``; known ``{placeholders}`` only)."""
     store = store_for(template)
     parts = parse_template(template, fields=MIRROR_FIELDS, where=where)
     if store is not None:
@@ -130,8 +127,8 @@ def check_mirror(template: str, *, where: str) -> str:
 def _check_registry_mirror(
     template: str, parts: Sequence[str | Placeholder], *, where: str
 ) -> None:
-    """A registry mirror names a repository per model (``{model}`` its one placeholder), no tag
-    or digest: each file is the blob of its sha256 there (the layout ``publish --to`` writes)."""
+    """A registry mirror names a repository (per model: ``{model}``, its one placeholder), no tag
+    or digest: each file is the blob of its sha256 there (what ``publish --to`` writes)."""
     others = {p.name for p in parts if isinstance(p, Placeholder)} - {"model"}
     try:
         ref = parse_oci_ref(fill_template(parts, {"model": "m"})) if not others else None
@@ -139,7 +136,7 @@ def _check_registry_mirror(
         ref = None
     if ref is None or ref.tag is not None or ref.digest is not None:
         raise UsageError(
-            f"{where}: a registry mirror names a repository per model, got {template!r}",
+            f"{where}: a registry mirror names a repository, got {template!r}",
             hint="write oci://REGISTRY/NAMESPACE/{model} (each file is the blob of its sha256)",
         )
 

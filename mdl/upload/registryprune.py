@@ -1,18 +1,19 @@
-"""``mdl prune --mirror oci://REGISTRY/NAMESPACE``: a registry mirror kept from growing forever.
-Each catalog model's repository (``NAMESPACE/<model>``) is listed by its tags (bounded), each tag's
-manifest read (bounded, parsed strictly); a manifest is a version of the model when it is a
-ModelPack artifact whose layers are files. Kept: the versions a kept lock pins (its manifest digest,
-for an ``oci`` model; exactly its files, for one published there) — the only proof a registry
-gives that a version is this catalog's — and, newest first by the time their manifests state, the
-newest ``--keep-versions N`` of those. What a registry says (a tag, a time) proves nothing: a
-manifest no lock pins is never counted, and it is kept while it is as new as the last version
-counted (or states no time). The others' manifests are deleted by digest where the registry allows
-it; the registry's own garbage collection frees their blobs."""
+"""``mdl prune --mirror oci://REGISTRY/NAMESPACE/{model}``: a registry mirror kept from growing
+forever. Each catalog model's repository is listed by its tags (bounded), each tag's manifest read
+(bounded, parsed strictly); a manifest is a version of the model when it is a ModelPack artifact
+whose layers are files. Kept: the versions a kept lock pins (its manifest digest, for an ``oci``
+model; exactly its files, for one published there) — the only proof a registry gives that a version
+is this catalog's — and, newest first by the time their manifests state, the newest
+``--keep-versions N`` of those. What a registry says (a tag, a time) proves nothing: a manifest no
+lock pins is never counted, and it is kept while it is as new as the last version counted (or
+states no time). The others' manifests are deleted by digest where the registry allows it; the
+registry's own garbage collection frees their blobs. A repository several models share is kept."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -50,6 +51,7 @@ CREATED = "org.opencontainers.image.created"  # the time a manifest states (oras
 MOST_TAGS = 10_000  # a repository's tags prune reads: more, and every version of it is kept
 NO_VERSION = "not a version of the model (an index, a referrer, another artifact): kept"
 UNDATED = f"states no time ({CREATED}): kept, never counted"
+SHARED = "a repository several of the catalog's models share: every version kept"
 NO_DELETES = "the registry does not allow deletes: kept"
 DELETES_HINT = (
     "let the registry delete manifests (distribution: storage.delete.enabled: true; Harbor,"
@@ -95,15 +97,15 @@ def prune_registry(
     )
     run = _RegistryRun(registry, settings.dry_run, keep_versions)
     current = {model.name: _files_of(model) for model in pinned}
+    refs = {spec.name: _repository(template, spec.name) for spec in models}
+    shared = Counter(ref.repository for ref in refs.values() if ref is not None)
     with client:
-        for name in (spec.name for spec in models):
-            ref = _repository(template, name)
+        for name, ref in refs.items():
             if ref is None:
                 run.warnings.append(f"{name}: no repository can have this name; nothing pruned")
-            elif name in unpinned:
-                run.kept.append(
-                    MirrorEntry(ref.given, 0, f"{name} has no fresh catalog.lock entry")
-                )
+            elif shared[ref.repository] > 1 or name in unpinned:
+                why = SHARED if shared[ref.repository] > 1 else f"{name} has no fresh lock entry"
+                run.kept.append(MirrorEntry(ref.given, 0, why))
             else:
                 run.model(ref, _pins(kept.pins, name), current.get(name))
     return MirrorPruneReport(

@@ -105,7 +105,7 @@ def test_prune_keeps_the_locked_and_newest_proven_and_deletes_the_rest(
     tmp_path: Path,
 ) -> None:
     host = gate.url.removeprefix("http://")
-    mirror = f"oci://{host}/team"
+    mirror = f"oci://{host}/team/{{model}}"
     lock = str(tmp_path / "releases" / "v1.lock")
     dry = mdl("prune", "--mirror", mirror, "--lock", lock, "--dry-run", "--json")
     assert dry.exit_code == 0, dry.stderr
@@ -158,7 +158,7 @@ def test_a_registry_that_refuses_deletes_is_said_and_nothing_changes(
     old = [push_version(registry, "team/tiny", f"v{n}", version(n), f"202{n}-01-01T00:00:00Z")
            for n in (0, 1)]  # fmt: skip
     push_version(registry, "team/tiny", "v2", version(2), "2024-01-01T00:00:00Z")
-    done = mdl("prune", "--mirror", f"oci://{registry.host}/team", "--keep-versions", "1")
+    done = mdl("prune", "--mirror", f"oci://{registry.host}/team/{{model}}", "--keep-versions", "1")
     assert done.exit_code == 5
     assert "HTTP 405" in done.stderr
     assert "storage.delete.enabled" in done.stderr
@@ -180,7 +180,9 @@ def test_a_token_registry_grants_the_delete_it_asks_for(
         old = push_version(registry, "team/tiny", "v0", version(0), "2020-01-01T00:00:00Z")
         push_version(registry, "team/tiny", "v2", version(2), "2024-01-01T00:00:00Z")
         tokens.asked.clear()
-        done = mdl("prune", "--mirror", f"oci://{registry.host}/team", "--keep-versions", "1")
+        done = mdl(
+            "prune", "--mirror", f"oci://{registry.host}/team/{{model}}", "--keep-versions", "1"
+        )
         assert done.exit_code == 0, done.stderr
         assert f"removed  oci://{registry.host}/team/tiny:v0@{old}" in done.stdout
         scopes = {scope for scope, _ in tokens.asked}
@@ -195,6 +197,20 @@ def test_what_a_registry_cannot_be_pruned_by_is_refused(
     flag: tuple[str, ...], said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_catalog(tmp_path, monkeypatch, '[models.tiny]\noci = "oci://reg.example/origin/tiny:v1"\n')
-    done = mdl("prune", "--mirror", "oci://reg.example/team", *flag)
+    done = mdl("prune", "--mirror", "oci://reg.example/team/{model}", *flag)
     assert done.exit_code == 2
     assert said in done.stderr
+
+
+def test_a_repository_several_models_share_is_kept_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "".join(f'[models.{m}]\noci = "oci://reg.example/origin/{m}:v1"\n' for m in ("a", "b"))
+    use_catalog(tmp_path, monkeypatch, text)
+    done = mdl("prune", "--mirror", "oci://reg.example/team/all", "--json")  # asks nothing
+    assert done.exit_code == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["removed"] == []
+    assert {e["reason"] for e in report["kept"]} == {
+        "a repository several of the catalog's models share: every version kept"
+    }
