@@ -50,7 +50,7 @@ Files = frozenset[tuple[str, int, str]]  # a version: its files' paths, sizes an
 CREATED = "org.opencontainers.image.created"  # the time a manifest states (oras, ModelPack)
 MOST_TAGS = 10_000  # a repository's tags prune reads: more, and every version of it is kept
 NO_VERSION = "not a version of the model (an index, a referrer, another artifact): kept"
-UNDATED = f"states no time ({CREATED}): kept, never counted"
+UNDATED = f"states no time ({CREATED}): kept, never counted (--keep-versions 0: the locks' only)"
 SHARED = "a repository several of the catalog's models share: every version kept"
 NO_DELETES = "the registry does not allow deletes: kept"
 DELETES_HINT = (
@@ -291,6 +291,8 @@ def _unkept_why(item: _Found, cutoff: float | None, anchor: float | None) -> str
     """Why a manifest no lock pins stays, None: it goes (it states a time before ``cutoff``)."""
     if item.files is None:
         return NO_VERSION
+    if cutoff == float("inf"):  # --keep-versions 0: the locks' versions only, whatever is stated
+        return None
     if item.created is None:
         return UNDATED
     if cutoff is not None and item.created < cutoff:

@@ -214,3 +214,23 @@ def test_a_repository_several_models_share_is_kept_whole(
     assert {e["reason"] for e in report["kept"]} == {
         "a repository several of the catalog's models share: every version kept"
     }
+
+
+def test_versions_that_state_no_time_go_only_with_keep_versions_0(
+    plain_registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = plain_registry  # what publish writes: a manifest of the same bytes each time
+    catalog = f'[models.tiny]\noci = "oci://{registry.host}/origin/undated:rel"\n'
+    use_catalog(tmp_path, monkeypatch, catalog)
+    registry.push_model("origin/undated", "rel", version(2))
+    assert mdl("lock", "tiny").exit_code == 0
+    old = registry.push_model("undated/tiny", "v1", version(1))
+    kept = registry.push_model("undated/tiny", "v2", version(2))
+    mirror = f"oci://{registry.host}/undated/{{model}}"
+    counted = mdl("prune", "--mirror", mirror, "--keep-versions", "1")
+    assert counted.exit_code == 0, counted.stderr
+    assert manifest_status(registry, "undated/tiny", old) == 200  # no time: never judged older
+    locks_only = mdl("prune", "--mirror", mirror, "--keep-versions", "0")
+    assert locks_only.exit_code == 0, locks_only.stderr
+    assert manifest_status(registry, "undated/tiny", old) == 404
+    assert manifest_status(registry, "undated/tiny", kept) == 200
