@@ -278,9 +278,6 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._serve()
 
-    def do_DELETE(self) -> None:
-        self._serve()
-
     def _serve(self) -> None:
         gate, port = self.server.gate, self.server.server_address[1]
         path = urlsplit(self.path).path
