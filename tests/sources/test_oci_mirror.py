@@ -83,6 +83,8 @@ def test_frozen_pull_reads_the_registry_mirror_alone(
     assert done.exit_code == 0, done.stderr
     node = tmp_path / "node" / "tiny"
     assert {path: (node / path).read_bytes() for path in files} == files
+    verified = mdl("verify", "tiny", "--quick", "--locked", "--dest", str(tmp_path / "node"))
+    assert verified.exit_code == 0, verified.stderr  # recorded as verified, the lock's version
     report = json.loads(done.stdout)
     mirrored = {f["path"]: f.get("mirror") for f in report["files"] if f["path"]}
     assert mirrored == {
