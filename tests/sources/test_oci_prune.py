@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -240,3 +243,58 @@ def test_versions_that_state_no_time_go_only_with_keep_versions_0(
     assert locks_only.exit_code == 0, locks_only.stderr
     assert manifest_status(registry, "undated/tiny", old) == 404
     assert manifest_status(registry, "undated/tiny", kept) == 200
+
+
+class _Tags(BaseHTTPRequestHandler):
+    """A registry whose tag list is what the test says (``server.pages``: path → body, Link)."""
+
+    server: Any
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.asked.append(self.path)
+        body, link = self.server.pages.get(self.path, (b'{"errors": []}', None))
+        self.send_response(200 if self.path in self.server.pages else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if link:
+            self.send_header("Link", link)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize(
+    ("pages", "said"),
+    [
+        ({"/v2/team/tiny/tags/list?n=1000": (b'{"tags": ["v1", 5]}', None)}, "not a list of names"),
+        (
+            {"/v2/team/tiny/tags/list?n=1000": (b'{"tags": ["v1"]}', '<http://elsewhere.example/v2/x>; rel="next"')},
+            "on another host",
+        ),
+    ],
+)  # fmt: skip
+def test_a_hostile_tag_list_is_refused_and_nothing_is_deleted(
+    plain_registry: DistributionRegistry,
+    pages: dict[str, tuple[bytes, str | None]],
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    origin = f"oci://{plain_registry.host}/origin/hostile:rel"
+    use_catalog(tmp_path, monkeypatch, f'[models.tiny]\noci = "{origin}"\n')
+    plain_registry.push_model("origin/hostile", "rel", version(5))
+    assert mdl("lock", "tiny").exit_code == 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tags)
+    server.pages, server.asked = pages, []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        done = mdl("prune", "--mirror", f"oci://{host}/team/{{model}}", "--keep-versions", "0")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.exit_code == 5, done.stderr
+    assert said in done.stderr
+    assert server.asked == ["/v2/team/tiny/tags/list?n=1000"]  # type: ignore[attr-defined]
