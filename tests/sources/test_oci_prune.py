@@ -298,3 +298,27 @@ def test_a_hostile_tag_list_is_refused_and_nothing_is_deleted(
     assert done.exit_code == 5, done.stderr
     assert said in done.stderr
     assert server.asked == ["/v2/team/tiny/tags/list?n=1000"]  # type: ignore[attr-defined]
+
+
+def test_the_tag_list_is_read_page_by_page(
+    plain_registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    origin = f"oci://{plain_registry.host}/origin/paged:rel"
+    use_catalog(tmp_path, monkeypatch, f'[models.tiny]\noci = "{origin}"\n')
+    plain_registry.push_model("origin/paged", "rel", version(6))
+    assert mdl("lock", "tiny").exit_code == 0
+    first, second = "/v2/team/tiny/tags/list?n=1000", "/v2/team/tiny/tags/list?n=1000&last=a"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tags)
+    server.pages = {first: (b'{"tags": ["a"]}', f'<{second}>; rel="next"'),  # type: ignore[attr-defined]
+                    second: (b'{"tags": ["b"]}', None)}  # fmt: skip
+    server.asked = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        done = mdl("prune", "--mirror", f"oci://{host}/team/{{model}}", "--keep-versions", "0")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.exit_code == 0, done.stderr  # both tags untagged meanwhile (404): none to judge
+    asked = server.asked  # type: ignore[attr-defined]
+    assert asked == [first, second, "/v2/team/tiny/manifests/a", "/v2/team/tiny/manifests/b"]
