@@ -57,7 +57,9 @@ def free_port() -> int:
 class DistributionRegistry:
     """``docker-registry serve`` on a free loopback port, its storage under ``folder``."""
 
-    def __init__(self, folder: Path, *, tokens: TokenService | None = None) -> None:
+    def __init__(
+        self, folder: Path, *, tokens: TokenService | None = None, delete: bool = True
+    ) -> None:
         self.folder, self.tokens = folder, tokens
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -66,7 +68,7 @@ class DistributionRegistry:
         config.write_text(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {folder / 'data'}\n"
-            "  delete:\n    enabled: true\n"
+            f"  delete:\n    enabled: {'true' if delete else 'false'}\n"
             f"http:\n  addr: {self.host}\n"
             + (tokens.registry_config(folder) if tokens is not None else "")
         )
@@ -192,9 +194,9 @@ def model_manifest(config: str, layers: list[dict[str, Any]]) -> bytes:
 
 @contextmanager
 def distribution(
-    folder: Path, *, tokens: TokenService | None = None
+    folder: Path, *, tokens: TokenService | None = None, delete: bool = True
 ) -> Iterator[DistributionRegistry]:
-    registry = DistributionRegistry(folder, tokens=tokens)
+    registry = DistributionRegistry(folder, tokens=tokens, delete=delete)
     try:
         yield registry
     finally:

@@ -165,12 +165,25 @@ def prune_mirror(
     settings, models, _ = catalog_models(
         catalog, environ, (), flags, all_models=True, secrets=secrets
     )
+    kept = [Path(lock) for lock in locks]
+    if mirror.startswith("oci://"):  # a registry: its own rules, the same report
+        from mdl.upload.registryprune import prune_registry
+
+        if keep_days is not None:
+            raise UsageError(
+                "--keep-days: a registry keeps no time of its manifests; prune --mirror oci://"
+                " keeps versions by the locks and --keep-versions"
+            )
+
+        return prune_registry(
+            models, settings, mirror=mirror, all_models=all_models, locks=kept, keep_versions=count
+        )
     return prune_mirror_models(
         models,
         settings,
         template=mirror,
         keep_days=days,
         all_models=all_models,
-        locks=[Path(lock) for lock in locks],
+        locks=kept,
         keep_versions=count,
     )

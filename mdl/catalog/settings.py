@@ -17,7 +17,7 @@ from mdl.buckets.registry import store_for, store_schemes
 from mdl.catalog.headers import catalog_secrets
 from mdl.catalog.specs import Catalog, CatalogSettings
 from mdl.errors import UsageError
-from mdl.paths import is_http_url
+from mdl.paths import is_http_url, parse_oci_ref
 from mdl.redact import Secrets
 from mdl.setting import OFF, ON, SETTING, SETTINGS, Overrides, Setting, parse_bool
 
@@ -108,18 +108,37 @@ def parse_rate(value: str, *, where: str = "--limit-rate") -> int:
 
 
 def check_mirror(template: str, *, where: str) -> str:
-    """A mirror URL template (http(s) or in an object store, ``s3://bucket/…``, known
-    ``{placeholders}`` only)."""
+    """A mirror URL template (http(s), in an object store, ``s3://bucket/…``, or a registry's
+    repositories, ``oci://REGISTRY/NAMESPACE/{model}``; known ``{placeholders}`` only)."""
     store = store_for(template)
+    parts = parse_template(template, fields=MIRROR_FIELDS, where=where)
     if store is not None:
         store.check_template(template, where=where)
+    elif template.startswith("oci://"):
+        _check_registry_mirror(template, parts, where=where)
     elif not template.startswith(("http://", "https://")):
         raise UsageError(
-            f"{where}: a mirror must be an http(s) or {store_schemes()} URL template,"
-            f" got {template!r}"
+            f"{where}: a mirror must be an http(s) or oci:// URL template, or one in a store"
+            f" ({store_schemes()}), got {template!r}"
         )
-    parse_template(template, fields=MIRROR_FIELDS, where=where)
     return template
+
+
+def _check_registry_mirror(
+    template: str, parts: Sequence[str | Placeholder], *, where: str
+) -> None:
+    """A registry mirror names a repository (per model: ``{model}``, its one placeholder), no tag
+    or digest: each file is the blob of its sha256 there (what ``publish --to`` writes)."""
+    others = {p.name for p in parts if isinstance(p, Placeholder)} - {"model"}
+    try:
+        ref = parse_oci_ref(fill_template(parts, {"model": "m"})) if not others else None
+    except UsageError:
+        ref = None
+    if ref is None or ref.tag is not None or ref.digest is not None:
+        raise UsageError(
+            f"{where}: a registry mirror names a repository, got {template!r}",
+            hint="write oci://REGISTRY/NAMESPACE/{model} (each file is the blob of its sha256)",
+        )
 
 
 def hf_hub_cache(environ: Mapping[str, str]) -> Path:

@@ -186,8 +186,8 @@ def prune_cmd(
             "--mirror",
             metavar="URL",
             help=(
-                "Prune this mirror instead (a template in a bucket or shared folder, as in"
-                " [settings].mirrors): remove the objects mdl wrote under the catalog's models"
+                "Prune this mirror instead (a template in a bucket, shared folder or registry, as"
+                " in [settings].mirrors): remove the objects mdl wrote under the catalog's models"
                 " that none of them names by its catalog.lock, and expired leases; never an"
                 " object mdl did not write, a live lease or the object it guards."
             ),

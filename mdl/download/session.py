@@ -34,7 +34,7 @@ from mdl.redact import redact_url
 from mdl.report import WallWaits
 from mdl.report import warned as warned  # (where pull and publish find it)
 from mdl.sources.netrc import NetrcLogins, read_netrc
-from mdl.sources.resolve import RemoteFile, mirror_targets, with_probe
+from mdl.sources.resolve import RemoteFile, mirror_targets, registry_mirror, with_probe
 from mdl.store.filesystem import DirSyncs
 from mdl.store.layout import Layout
 from mdl.store.records import ExpectedFile
@@ -676,12 +676,14 @@ class FileSources:
 
     def _there(self, template: str, url: str) -> tuple[TransferJob, JobContext]:
         """The file's job and context at the mirror ``template`` (at ``url``)."""
-        # A mirror gets no credentials of ours (a store's: a GET presigned with its own keys) and no
-        # origin's probe; its bytes must match the origin's hashes: always verified, a mismatch not
-        # retried there (the next source is).
+        # A mirror gets no credentials of ours (a store's: a GET presigned with its own keys; a
+        # registry's: its own login, to it only) and no origin's probe; its bytes must match the
+        # origin's hashes: always verified, a mismatch not retried there (the next source is).
+        ref = registry_mirror(template, self.remote) if template.startswith("oci://") else None
+        registry = self.session.registries.registry.auth(ref) if ref is not None else None
         mirrored = replace(
             self.job,
-            credentials=Credentials(),
+            credentials=registry.credentials() if registry is not None else Credentials(),
             verify=True,
             retry_on_mismatch=False,
             fallback=True,

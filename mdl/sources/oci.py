@@ -5,9 +5,11 @@ with its sha256 and size pinned (ranges, resume, stalls, rate limit, records as 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from urllib.parse import urljoin
 
 import httpx2
 
@@ -24,11 +26,15 @@ from mdl.sources.ocimanifest import (
     manifest_digest,
     parse_manifest,
     pick_artifact,
+    read_registry_json,
 )
 from mdl.sources.resolve import RemoteFile, ResolvedModel
+from mdl.transfer.connection import origin
 from mdl.transfer.http import Credentials, RetryPolicy, body_start, error_for_status, follow
 
 log = logging.getLogger("mdl.oci")
+TAGS_PAGE = 1000  # tags asked per page of a tag list
+_NEXT = re.compile(r'<([^<>]{1,4096})>\s*;\s*rel="?next"?')
 
 
 @dataclass(frozen=True)
@@ -118,44 +124,87 @@ class Registry:
     def manifest(self, ref: OciRef, *, what: str) -> tuple[str, Manifest]:
         """The manifest (or index) ``ref`` names and its digest: the sha256 of its bytes, held to
         the digest asked (or the one the registry states for a tag)."""
-        url = f"{ref.base}/manifests/{ref.reference}"
-        got = self.small_reply(ref, url, what=what)
-        if got is None:
-            raise NotFoundError(
-                f"{what}: the registry has no manifest {ref.reference} in {ref.repository}"
-                f" (HTTP 404 from {redact_url(url)})"
-            )
-        raw, content_type, stated = got
+        missing = f"the registry has no manifest {ref.reference} in {ref.repository}"
+        headers = {"Accept": ACCEPT, "Accept-Encoding": "identity"}
+        raw, said = self.ask(
+            ref, f"manifests/{ref.reference}", what=what, missing=missing, headers=headers
+        )
         digest = manifest_digest(raw)
         if len(raw) <= MAX_MANIFEST_BYTES:
-            _check_manifest_digest(ref, digest, stated, what=what)
+            _check_manifest_digest(ref, digest, said.get("Docker-Content-Digest"), what=what)
+        content_type = said.get("Content-Type")
         return digest, parse_manifest(raw, content_type=content_type, what=f"{what}: its manifest")
 
-    def small_reply(
-        self, ref: OciRef, url: str, *, what: str
-    ) -> tuple[bytes, str | None, str | None] | None:
-        """A manifest-sized reply of ``ref``'s repository (a manifest, a referrers listing): its
-        bytes (one past the 4 MiB bound at most), content type and stated digest; None: 404."""
+    def tags(self, ref: OciRef, *, most: int, what: str) -> list[str] | None:
+        """The repository's tags (``GET /v2/REPOSITORY/tags/list``, then each page its ``Link``
+        names), None past ``most``; NotFoundError: no such repository."""
+        found: list[str] = []
+        page: str | None = f"tags/list?n={TAGS_PAGE}"
+        missing = f"the registry has no repository {ref.repository}"
+        while page is not None and len(found) <= most:
+            raw, said = self.ask(ref, page, what=what, missing=missing)
+            doc = read_registry_json(raw, what=f"{what}: its tags")
+            tags = (doc.get("tags") or []) if isinstance(doc, dict) else None
+            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                raise RegistryReplyError(f"{what}: its tag list is not a list of names")
+            found += tags
+            page = _next_page(said.get("Link"), ref, what=what) if tags else None
+        return found if len(found) <= most else None
+
+    def small_reply(self, ref: OciRef, url: str, *, what: str) -> tuple[bytes, str | None] | None:
+        """A manifest-sized reply of ``ref``'s repository (a referrers listing, an index by tag, a
+        signature bundle): its bytes (one past the 4 MiB bound at most) and content type; None:
+        404."""
+        headers = {"Accept": ACCEPT, "Accept-Encoding": "identity"}
+        try:
+            raw, said = self.ask(ref, url, what=what, missing="", headers=headers)
+        except NotFoundError:
+            return None
+        return raw, said.get("Content-Type")
+
+    def ask(
+        self,
+        ref: OciRef,
+        path: str,
+        *,
+        what: str,
+        missing: str,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[bytes, httpx2.Headers]:
+        """``path`` under ``ref``'s repository (``/v2/REPOSITORY/…``, or a full URL: the next
+        page a ``Link`` named) with its authorization: the body's first ``MAX_MANIFEST_BYTES`` + 1
+        bytes and the headers; ``missing``: what a 404 says."""
+        url = path if "://" in path else f"{ref.base}/{path}"
         auth = self.auth(ref)
         credentials = auth.credentials()
-        headers = {"Accept": ACCEPT, "Accept-Encoding": "identity"}
 
-        def ask() -> tuple[bytes, str | None, str | None] | None:
+        def ask() -> tuple[bytes, httpx2.Headers]:
             with follow(
-                self.client, url, credentials=credentials, headers=headers, what=what
+                self.client, url, credentials=credentials, headers=headers, method=method, what=what
             ) as response:
                 if response.status_code == 404:
-                    return None
+                    shown = redact_url(str(response.url))
+                    raise NotFoundError(f"{what}: {missing} (HTTP 404 from {shown})")
                 if response.status_code == 401:
                     raise auth.refused(response, what=what)
                 if response.is_error:
                     raise error_for_status(response, what=what, credentials=credentials)
-                body = bytes(body_start(response, MAX_MANIFEST_BYTES + 1))
-                stated = response.headers.get("Docker-Content-Digest")
-                return body, response.headers.get("Content-Type"), stated
+                return bytes(body_start(response, MAX_MANIFEST_BYTES + 1)), response.headers
 
         wait = self.cancel.wait if self.cancel is not None else None
         return self.retry.run(ask, what=what, wait=wait)
+
+
+def _next_page(link: str | None, ref: OciRef, *, what: str) -> str | None:
+    """The next page a ``Link: <…>; rel="next"`` names (on the registry's origin only), or None."""
+    found = _NEXT.search(link or "")
+    if found is None:
+        return None
+    url: str = urljoin(ref.base, found[1])
+    if origin(url) != origin(ref.base):
+        raise RegistryReplyError(f"{what}: the next page of tags is on another host: {url!r}")
+    return url
 
 
 def _check_manifest_digest(ref: OciRef, digest: str, stated: str | None, *, what: str) -> None:

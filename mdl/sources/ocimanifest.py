@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mdl.errors import OutsideJSONError, RegistryReplyError
@@ -60,6 +60,7 @@ class Manifest:
     artifact_type: str | None
     layers: tuple[Descriptor, ...]  # an image manifest's
     manifests: tuple[Descriptor, ...]  # an index's
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_index(self) -> bool:
@@ -106,9 +107,10 @@ def parse_manifest(raw: bytes, *, content_type: str | None, what: str) -> Manife
     if not isinstance(entries, list) or len(entries) > MAX_LAYERS:
         raise RegistryReplyError(f"{what}: {key} is not a list of at most {MAX_LAYERS} entries")
     found = tuple(_descriptor(e, what=f"{what}: {key}[{i}]") for i, e in enumerate(entries))
+    notes = _annotations(doc, what=what)
     if media_type in INDEXES:
-        return Manifest(media_type, artifact_type, (), found)
-    return Manifest(media_type, artifact_type, found, ())
+        return Manifest(media_type, artifact_type, (), found, notes)
+    return Manifest(media_type, artifact_type, found, (), notes)
 
 
 def _text(doc: Mapping[str, Any], key: str, *, what: str, required: bool = True) -> str | None:
@@ -132,14 +134,20 @@ def _descriptor(entry: object, *, what: str) -> Descriptor:
     size = entry.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_BLOB_SIZE:
         raise RegistryReplyError(f"{what}: size {printable(str(size), limit=40)} is out of range")
+    artifact_type = _text(entry, "artifactType", what=what, required=False)
+    platform = entry.get("platform") is not None
+    annotations = _annotations(entry, what=what)
+    return Descriptor(media_type, digest, size, annotations, artifact_type, platform)
+
+
+def _annotations(entry: Mapping[str, Any], *, what: str) -> dict[str, str]:
+    """A manifest's or a descriptor's annotations: strings only."""
     annotations = entry.get("annotations") or {}
     if not isinstance(annotations, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
     ):
         raise RegistryReplyError(f"{what}: annotations are not strings")
-    artifact_type = _text(entry, "artifactType", what=what, required=False)
-    platform = entry.get("platform") is not None
-    return Descriptor(media_type, digest, size, annotations, artifact_type, platform)
+    return annotations
 
 
 def manifest_digest(raw: bytes) -> str:

@@ -15,8 +15,8 @@ from mdl.buckets.registry import store_for
 from mdl.catalog.load import expand_headers
 from mdl.catalog.settings import MIRROR_FIELDS, Placeholder, fill_template, parse_template
 from mdl.catalog.specs import FileSpec, ModelSpec
-from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError
-from mdl.paths import GIT_OID_HEX, SHA256_HEX, path_clash, path_problem
+from mdl.errors import HubReplyError, IntegrityError, NetworkError, NotFoundError, UsageError
+from mdl.paths import GIT_OID_HEX, SHA256_HEX, OciRef, parse_oci_ref, path_clash, path_problem
 from mdl.redact import printable, redact_url
 from mdl.store.layout import hub_source, ref_revision, selected
 from mdl.store.records import ModelRecord
@@ -496,12 +496,31 @@ def mirror_targets(templates: Sequence[str], remote: RemoteFile) -> list[tuple[s
     raw, quoted = _mirror_values(remote)
     urls: list[tuple[str, str]] = []
     for template in templates:
+        if template.startswith("oci://"):
+            ref = registry_mirror(template, remote)
+            if ref is not None:
+                urls.append((template, ref.blob_url(f"sha256:{remote.sha256}")))
+            continue
         store = store_for(template)
         values = raw if store is not None and not store.quotes_values else quoted
         url = _filled(template, values, remote)
         if url is not None:
             urls.append((template, url))
     return urls
+
+
+def registry_mirror(template: str, remote: RemoteFile) -> OciRef | None:
+    """The repository a registry mirror (``oci://REGISTRY/NAMESPACE/{model}``) keeps the file in,
+    as the blob of its sha256; None: the file has no sha256, or its model's name is no
+    repository's (upper case: a registry's names are lower case)."""
+    filled = _filled(template, _mirror_values(remote)[0], remote) if remote.sha256 else None
+    try:
+        return parse_oci_ref(filled, where=template) if filled is not None else None
+    except UsageError:
+        log.debug(
+            "%s/%s: mirror %s has no repository %s", remote.model, remote.path, template, filled
+        )
+        return None
 
 
 def _mirror_values(remote: RemoteFile) -> tuple[dict[str, str], dict[str, str]]:

@@ -104,6 +104,7 @@ class KeptLocks:
         self.ids: dict[str, dict[str, str]] = {}  # model → a version id a lock pins → that lock
         self.current: dict[str, set[str]] = {}  # model → the ids of the version catalog.lock pins
         self.warnings: list[str] = []
+        self.pins: list[tuple[str, ResolvedModel]] = []  # each model a kept lock pins, by which
         # the locks kept so far, resolved: one given twice (or catalog.lock again) counts once
         own = settings.lock_path
         self.seen = {own.resolve()} if own is not None and own.is_file() else set()
@@ -140,6 +141,7 @@ class KeptLocks:
 
     def _keep(self, origin: str, spec: ModelSpec, locked: LockedModel) -> ResolvedModel:
         resolved = from_lock(self.settings, spec, locked)
+        self.pins.append((origin, resolved))
         self.versions.append(lock_version(origin, self.template, resolved))
         signature = spec.signature.installed_as if spec.signature is not None else None
         for vid in lock_ids(locked, signature):

@@ -1,0 +1,312 @@
+"""``mdl prune --mirror oci://REGISTRY/NAMESPACE/{model}``: a registry mirror kept from growing
+forever. Each catalog model's repository is listed by its tags (bounded), each tag's manifest read
+(bounded, parsed strictly); a manifest is a version of the model when it is a ModelPack artifact
+whose layers are files. Kept: the versions a kept lock pins (its manifest digest, for an ``oci``
+model; exactly its files, for one published there) — the only proof a registry gives that a version
+is this catalog's — and, newest first by the time their manifests state, the newest
+``--keep-versions N`` of those. What a registry says (a tag, a time) proves nothing: a manifest no
+lock pins is never counted, and it is kept while it is as new as the last version counted (or
+states no time). The others' manifests are deleted by digest where the registry allows it; the
+registry's own garbage collection frees their blobs. A repository several models share is kept."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+from mdl.catalog.settings import (
+    MIRROR_FIELDS,
+    Settings,
+    check_mirror,
+    fill_template,
+    parse_template,
+)
+from mdl.catalog.specs import ModelSpec
+from mdl.errors import (
+    AuthError,
+    IntegrityError,
+    MdlError,
+    NotFoundError,
+    RegistryReplyError,
+    UsageError,
+)
+from mdl.paths import OciRef, parse_oci_ref, parse_oci_source
+from mdl.redact import printable
+from mdl.sources.oci import Registry
+from mdl.sources.ocimanifest import MODELPACK_ARTIFACT, Manifest, layer_files
+from mdl.sources.resolve import ResolvedModel
+from mdl.transfer.http import RetryPolicy, make_client
+from mdl.upload.keptversions import AHEAD, JUNK, UNKEPT, UNPROVEN, KeptLocks
+from mdl.upload.mirrorprune import MirrorEntry, MirrorPruneReport
+
+log = logging.getLogger("mdl.prune")
+
+Files = frozenset[tuple[str, int, str]]  # a version: its files' paths, sizes and sha256
+CREATED = "org.opencontainers.image.created"  # the time a manifest states (oras, ModelPack)
+MOST_TAGS = 10_000  # a repository's tags prune reads: more, and every version of it is kept
+NO_VERSION = "not a version of the model (an index, a referrer, another artifact): kept"
+UNDATED = f"states no time ({CREATED}): kept, never counted (--keep-versions 0: the locks' only)"
+SHARED = "a repository several of the catalog's models share: every version kept"
+NO_DELETES = "the registry does not allow deletes: kept"
+DELETES_HINT = (
+    "let the registry delete manifests (distribution: storage.delete.enabled: true; Harbor,"
+    " GHCR, ECR: a robot or token allowed to delete); nothing else was changed"
+)
+
+
+@dataclass
+class _Found:
+    """One manifest of a model's repository: its digest, its tags, its files (None: no version of
+    the model) and the time it states (None: none)."""
+
+    digest: str
+    tags: list[str]
+    files: Files | None
+    created: float | None
+
+
+def prune_registry(
+    models: Sequence[ModelSpec],
+    settings: Settings,
+    *,
+    mirror: str,
+    all_models: bool = False,
+    locks: Sequence[Path] = (),
+    keep_versions: int,
+) -> MirrorPruneReport:
+    """``prune --mirror oci://…``: each catalog model's repository against the kept locks."""
+    if all_models:
+        raise UsageError(
+            "--all-models: a registry's repositories are not listed; prune reads the catalog"
+            " models' own (drop --all-models)"
+        )
+    template = check_mirror(mirror, where="--mirror")
+    kept = KeptLocks(settings, template)
+    pinned, unpinned = kept.catalog(models)
+    for path in locks:
+        kept.add(path, models)
+    retry = RetryPolicy(retries=settings.retries, max_time=settings.retry_max_time)
+    client = make_client(pool_size=4, timeout=settings.timeout, environ=settings.environ)
+    registry = Registry(
+        client, environ=settings.environ or {}, secrets=settings.secrets, retry=retry
+    )
+    run = _RegistryRun(registry, settings.dry_run, keep_versions)
+    current = {model.name: _files_of(model) for model in pinned}
+    refs = {spec.name: _repository(template, spec.name) for spec in models}
+    shared = Counter(ref.repository for ref in refs.values() if ref is not None)
+    with client:
+        for name, ref in refs.items():
+            if ref is None:
+                run.warnings.append(f"{name}: no repository can have this name; nothing pruned")
+            elif shared[ref.repository] > 1 or name in unpinned:
+                why = SHARED if shared[ref.repository] > 1 else f"{name} has no fresh lock entry"
+                run.kept.append(MirrorEntry(ref.given, 0, why))
+            else:
+                run.model(ref, _pins(kept.pins, name), current.get(name))
+    return MirrorPruneReport(
+        template,
+        0.0,
+        tuple(run.removed),
+        tuple(run.kept),
+        warnings=(*run.warnings, *kept.warnings),
+        errors=tuple(run.errors),
+        dry_run=settings.dry_run,
+        now=time.time(),
+        versions=tuple(kept.versions),
+    )
+
+
+def _repository(template: str, model: str) -> OciRef | None:
+    parts = parse_template(template, fields=MIRROR_FIELDS, where="--mirror")
+    try:
+        return parse_oci_ref(fill_template(parts, {"model": model}))
+    except UsageError:
+        return None
+
+
+def _files_of(model: ResolvedModel) -> Files:
+    return frozenset((f.path, f.size or 0, f.sha256 or "") for f in model.files)
+
+
+def _pins(pins: Sequence[tuple[str, ResolvedModel]], name: str) -> dict[str | Files, str]:
+    """What the kept locks pin of model ``name``: its versions' files, and the manifest digests of
+    an ``oci`` model's, each by the lock that pins it."""
+    found: dict[str | Files, str] = {}
+    for origin, model in (pin for pin in pins if pin[1].name == name):
+        found.setdefault(_files_of(model), origin)
+        for file in model.files:
+            if (source := parse_oci_source(file.source)) is not None and source[0].digest:
+                found.setdefault(source[0].digest, origin)
+    return found
+
+
+def _created(manifest: Manifest) -> float | None:
+    try:
+        return datetime.fromisoformat(manifest.annotations[CREATED]).timestamp()
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def _version(manifest: Manifest, *, what: str) -> Files | None:
+    """The manifest's files when it is a version of a model (a ModelPack artifact whose layers are
+    files), else None."""
+    if manifest.is_index or manifest.artifact_type != MODELPACK_ARTIFACT:
+        return None
+    try:
+        return frozenset((f.path, f.size, f.sha256) for f in layer_files(manifest, what=what))
+    except RegistryReplyError:
+        return None
+
+
+@dataclass
+class _RegistryRun:
+    """One registry prune's tally."""
+
+    registry: Registry
+    dry_run: bool
+    keep: int
+    removed: list[MirrorEntry] = field(default_factory=list)
+    kept: list[MirrorEntry] = field(default_factory=list)
+    errors: list[MdlError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    refused: bool = False  # the registry refused a delete: no other is asked
+
+    def model(self, ref: OciRef, pins: Mapping[str | Files, str], current: Files | None) -> None:
+        """One model's repository: its manifests read, judged, the unkept deleted."""
+        try:
+            tags = self.registry.tags(ref, most=MOST_TAGS, what=ref.given)
+        except NotFoundError:
+            return  # nothing published there
+        except MdlError as exc:
+            self.errors.append(exc)
+            return
+        if tags is None:
+            self.warnings.append(f"{ref.given}: more than {MOST_TAGS} tags: every version kept")
+            return
+        found = self.read(ref, tags)
+        if found is not None:
+            self.judge(ref, found, pins, current)
+
+    def read(self, ref: OciRef, tags: list[str]) -> dict[str, _Found] | None:
+        """Each tag's manifest, by digest; None: one could not be read (nothing goes)."""
+        found: dict[str, _Found] = {}
+        for tag in tags:
+            try:
+                tagged = replace(ref, tag=parse_oci_ref(f"{ref.given}:{tag}").tag)
+                digest, manifest = self.registry.manifest(tagged, what=tagged.given)
+            except NotFoundError:
+                continue  # untagged meanwhile
+            except (UsageError, RegistryReplyError, IntegrityError) as exc:
+                self.kept.append(MirrorEntry(f"{ref.given}:{printable(tag, limit=130)}", 0, JUNK))
+                self.warnings.append(f"{exc.message}: {JUNK}")
+                continue
+            except MdlError as exc:
+                self.errors.append(exc)
+                return None
+            if digest in found:
+                found[digest].tags.append(tag)
+            else:
+                version = _version(manifest, what=tagged.given)
+                found[digest] = _Found(digest, [tag], version, _created(manifest))
+        return found
+
+    def judge(
+        self,
+        ref: OciRef,
+        found: Mapping[str, _Found],
+        pins: Mapping[str | Files, str],
+        current: Files | None,
+    ) -> None:
+        """Keep what a kept lock pins; count the newest ``keep`` of those versions by the
+        earliest time their manifests state (a copy of a version's manifest can only make it
+        older); delete a manifest no lock pins only when the time it states is older than the
+        last version counted."""
+        dated: dict[Files, float] = {}
+        keep: list[tuple[_Found, str]] = []
+        unpinned: list[_Found] = []
+        for item in found.values():
+            by = pins.get(item.digest) or (pins.get(item.files) if item.files else None)
+            if by is None:
+                unpinned.append(item)
+                continue
+            keep.append((item, f"the manifest of a version {by} pins"))
+            if item.files is not None and item.created is not None:
+                dated[item.files] = min(dated.get(item.files, item.created), item.created)
+        anchor = dated.get(current) if current is not None else None
+        cutoff = _cutoff(dated, anchor, self.keep)
+        gone: list[_Found] = []
+        for item in unpinned:
+            why = _unkept_why(item, cutoff, anchor)
+            if why is None:
+                gone.append(item)
+            else:
+                keep.append((item, why))
+        held = {sha for item, _ in keep for _, _, sha in item.files or ()}
+        for item, why in keep:
+            self.kept.append(MirrorEntry(_shown(ref, item), _bytes(item, set()), why))
+        for item in gone:
+            self.delete(ref, item, size=_bytes(item, held))
+
+    def delete(self, ref: OciRef, item: _Found, *, size: int) -> None:
+        """Delete a manifest by digest (a dry run: only say so); a registry that refuses deletes
+        is said once, and asked no more."""
+        shown = _shown(ref, item)
+        if self.refused:
+            self.kept.append(MirrorEntry(shown, size, NO_DELETES))
+            return
+        if not self.dry_run:
+            path = f"manifests/{item.digest}"
+            try:
+                self.registry.ask(ref, path, method="DELETE", what=shown, missing="no manifest")
+            except NotFoundError:
+                log.info("%s: gone before prune deleted it", shown)
+                return
+            except MdlError as exc:
+                # distribution without deletes: 405 UNSUPPORTED; a login that may not: 401, 403
+                if exc.status in (403, 405) or isinstance(exc, AuthError):
+                    self.refused = True
+                    exc.hint = DELETES_HINT
+                    self.kept.append(MirrorEntry(shown, size, NO_DELETES))
+                self.errors.append(exc)
+                return
+        self.removed.append(MirrorEntry(shown, size, UNKEPT))
+
+
+def _cutoff(dated: Mapping[Files, float], anchor: float | None, keep: int) -> float | None:
+    """The time of the last of the newest ``keep`` pinned versions (none newer than ``anchor``,
+    catalog.lock's version, counts), below which a manifest no lock pins goes; None: fewer were
+    counted, nothing goes (``keep`` 0: only the locks' are kept)."""
+    if keep == 0:
+        return float("inf")
+    newest = sorted((t for t in dated.values() if anchor is None or t <= anchor), reverse=True)
+    return newest[keep - 1] if keep <= len(newest) else None
+
+
+def _unkept_why(item: _Found, cutoff: float | None, anchor: float | None) -> str | None:
+    """Why a manifest no lock pins stays, None: it goes (it states a time before ``cutoff``)."""
+    if item.files is None:
+        return NO_VERSION
+    if cutoff == float("inf"):  # --keep-versions 0: the locks' versions only, whatever is stated
+        return None
+    if item.created is None:
+        return UNDATED
+    if cutoff is not None and item.created < cutoff:
+        return None
+    return AHEAD if anchor is not None and item.created > anchor else UNPROVEN
+
+
+def _shown(ref: OciRef, item: _Found) -> str:
+    return replace(ref, tag=item.tags[0], digest=item.digest).given
+
+
+def _bytes(item: _Found, held: set[str]) -> int:
+    """The bytes of the version's blobs none of ``held`` are (each once): what deleting its
+    manifest lets the registry's garbage collection free."""
+    blobs = {sha: size for _, size, sha in item.files or () if sha not in held}
+    held.update(blobs)
+    return sum(blobs.values())

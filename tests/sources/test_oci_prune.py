@@ -1,0 +1,324 @@
+"""``mdl prune --mirror oci://REGISTRY/NAMESPACE``: each catalog model's repository read by its
+tags; the versions the kept locks pin stay, and the newest ``--keep-versions N`` of them count;
+a manifest no lock pins only stays while it is as new as the last version counted (a planted one,
+a release not locked yet), never counted; the others' manifests are deleted by digest where the
+registry allows it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from registry import (
+    EMPTY_CONFIG,
+    HAVE_REGISTRY,
+    NEEDS_REGISTRY,
+    WEIGHT_RAW,
+    DistributionRegistry,
+    RegistryGate,
+    distribution,
+    model_manifest,
+    registry_gate,
+)
+from registrytokens import token_service
+from runfixtures import mdl, use_catalog
+from servers import make_data
+
+CREATED = "org.opencontainers.image.created"
+
+
+def version(seed: int) -> dict[str, bytes]:
+    return {
+        "config.json": b'{"model_type": "tiny", "release": %d}' % seed,
+        "model.safetensors": make_data(20_000 + seed, seed=100 + seed),
+    }
+
+
+def push_version(
+    registry: DistributionRegistry, repository: str, tag: str, files: dict[str, bytes], when: str
+) -> str:
+    """A ModelPack manifest over ``files`` (one raw layer each, as publish writes), stating
+    ``when`` it was made; its digest."""
+    config = registry.push_blob(repository, EMPTY_CONFIG)
+    layers = [
+        {
+            "mediaType": WEIGHT_RAW,
+            "digest": registry.push_blob(repository, data),
+            "size": len(data),
+            "annotations": {"org.cncf.model.filepath": path},
+        }
+        for path, data in files.items()
+    ]
+    doc = json.loads(model_manifest(config, layers))
+    doc["annotations"] = {CREATED: when}
+    return registry.push_manifest(repository, tag, json.dumps(doc).encode())
+
+
+def manifest_status(registry: DistributionRegistry, repository: str, digest: str) -> int:
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    url = f"{registry.url}/v2/{repository}/manifests/{digest}"
+    return httpx2.get(url, headers=accept, timeout=30).status_code
+
+
+@pytest.fixture
+def releases(
+    plain_registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Model ``tiny`` from ``origin/tiny:rel``: v1 locked in releases/v1.lock, v2 in catalog.lock;
+    the team's registry mirror ``team/tiny`` holds v0 (older than both), v1, v2, a version made
+    between them that no lock pins, and one planted with a time years ahead."""
+    registry = plain_registry
+    use_catalog(
+        tmp_path, monkeypatch, f'[models.tiny]\noci = "oci://{registry.host}/origin/tiny:rel"\n'
+    )
+    registry.push_model("origin/tiny", "rel", version(1))
+    assert mdl("lock", "tiny").exit_code == 0
+    (tmp_path / "releases").mkdir()
+    shutil.copy(tmp_path / "catalog.lock", tmp_path / "releases" / "v1.lock")
+    registry.push_model("origin/tiny", "rel", version(2))
+    upgraded = mdl("lock", "tiny", "--upgrade")
+    assert upgraded.exit_code == 0, upgraded.stderr
+    return {
+        "v0": push_version(registry, "team/tiny", "v0", version(0), "2024-01-01T00:00:00Z"),
+        "v1": push_version(registry, "team/tiny", "v1", version(1), "2024-02-01T00:00:00Z"),
+        "mid": push_version(registry, "team/tiny", "mid", version(3), "2024-02-15T00:00:00Z"),
+        "v2": push_version(registry, "team/tiny", "v2", version(2), "2024-03-01T00:00:00Z"),
+        "planted": push_version(registry, "team/tiny", "x", version(4), "2099-01-01T00:00:00Z"),
+    }
+
+
+@pytest.fixture
+def gate(plain_registry: DistributionRegistry) -> Iterator[RegistryGate]:
+    with registry_gate(plain_registry.url) as started:
+        started.token_auth = True  # the token handshake on every request
+        yield started
+
+
+def test_prune_keeps_the_locked_and_newest_proven_and_deletes_the_rest(
+    plain_registry: DistributionRegistry,
+    gate: RegistryGate,
+    releases: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    tags = {"v0": "v0", "v1": "v1", "mid": "mid", "v2": "v2", "planted": "x"}
+
+    def shown(host: str, name: str) -> str:
+        return f"oci://{host}/team/tiny:{tags[name]}@{releases[name]}"
+
+    # a dry run through a gate that wants a token for every request
+    front = gate.url.removeprefix("http://")
+    lock = str(tmp_path / "releases" / "v1.lock")
+    dry = mdl("prune", "--mirror", f"oci://{front}/team/{{model}}", "--lock", lock, "--dry-run",
+              "--json")  # fmt: skip
+    assert dry.exit_code == 0, dry.stderr
+    report = json.loads(dry.stdout)
+    assert [e["uri"] for e in report["removed"]] == [shown(front, "v0")]
+    kept = {e["uri"]: e["reason"] for e in report["kept"]}
+    assert kept[shown(front, "v1")].endswith(f"{lock} pins")
+    assert kept[shown(front, "v2")] == "the manifest of a version catalog.lock pins"
+    assert "never counted" in kept[shown(front, "mid")]
+    assert "never counted" in kept[shown(front, "planted")]
+    assert manifest_status(plain_registry, "team/tiny", releases["v0"]) == 200  # a dry run
+    assert any(s.authorization and s.admitted for s in gate.requests("GET"))
+
+    host = plain_registry.host
+    mirror = f"oci://{host}/team/{{model}}"
+    done = mdl("prune", "--mirror", mirror, "--lock", lock)
+    assert done.exit_code == 0, done.stderr
+    assert f"removed  {shown(host, 'v0')}" in done.stdout
+    assert manifest_status(plain_registry, "team/tiny", releases["v0"]) == 404
+    for name in ("v1", "mid", "v2", "planted"):
+        assert manifest_status(plain_registry, "team/tiny", releases[name]) == 200
+
+    # one version counted (catalog.lock's): what is older and no lock pins goes, the planted
+    # manifest still stays (it states a time ahead of catalog.lock's version)
+    again = mdl("prune", "--mirror", mirror, "--keep-versions", "1", "--json")
+    assert again.exit_code == 0, again.stderr
+    removed = {e["uri"] for e in json.loads(again.stdout)["removed"]}
+    assert removed == {shown(host, "v1"), shown(host, "mid")}
+    assert manifest_status(plain_registry, "team/tiny", releases["planted"]) == 200
+    assert manifest_status(plain_registry, "team/tiny", releases["v2"]) == 200
+
+
+@pytest.fixture(scope="module")
+def no_deletes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributionRegistry]:
+    if not HAVE_REGISTRY:
+        pytest.skip(NEEDS_REGISTRY.kwargs["reason"])
+    with distribution(tmp_path_factory.mktemp("registry"), delete=False) as started:
+        yield started
+
+
+def test_a_registry_that_refuses_deletes_is_said_and_nothing_changes(
+    no_deletes: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = no_deletes
+    use_catalog(
+        tmp_path, monkeypatch, f'[models.tiny]\noci = "oci://{registry.host}/origin/tiny:rel"\n'
+    )
+    registry.push_model("origin/tiny", "rel", version(2))
+    assert mdl("lock", "tiny").exit_code == 0
+    old = [push_version(registry, "team/tiny", f"v{n}", version(n), f"202{n}-01-01T00:00:00Z")
+           for n in (0, 1)]  # fmt: skip
+    push_version(registry, "team/tiny", "v2", version(2), "2024-01-01T00:00:00Z")
+    done = mdl("prune", "--mirror", f"oci://{registry.host}/team/{{model}}", "--keep-versions", "1")
+    assert done.exit_code == 5
+    assert "HTTP 405" in done.stderr
+    assert "storage.delete.enabled" in done.stderr
+    assert all(manifest_status(registry, "team/tiny", digest) == 200 for digest in old)
+    assert done.stderr.count("HTTP 405") == 1  # asked once: the other is kept, said in the tally
+
+
+def test_a_token_registry_grants_the_delete_it_asks_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not HAVE_REGISTRY:
+        pytest.skip(NEEDS_REGISTRY.kwargs["reason"])
+    (tmp_path / "reg").mkdir()
+    with token_service() as tokens, distribution(tmp_path / "reg", tokens=tokens) as registry:
+        catalog = f'[models.tiny]\noci = "oci://{registry.host}/origin/tiny:rel"\n'
+        use_catalog(tmp_path, monkeypatch, catalog)
+        registry.push_model("origin/tiny", "rel", version(2))
+        assert mdl("lock", "tiny").exit_code == 0
+        old = push_version(registry, "team/tiny", "v0", version(0), "2020-01-01T00:00:00Z")
+        push_version(registry, "team/tiny", "v2", version(2), "2024-01-01T00:00:00Z")
+        tokens.asked.clear()
+        done = mdl(
+            "prune", "--mirror", f"oci://{registry.host}/team/{{model}}", "--keep-versions", "1"
+        )
+        assert done.exit_code == 0, done.stderr
+        assert f"removed  oci://{registry.host}/team/tiny:v0@{old}" in done.stdout
+        scopes = {scope for scope, _ in tokens.asked}
+        assert scopes == {"repository:team/tiny:pull", "repository:team/tiny:delete"}
+
+
+@pytest.mark.parametrize(
+    ("flag", "said"),
+    [(("--keep-days", "3"), "--keep-days: a registry"), (("--all-models",), "--all-models: a")],
+)
+def test_what_a_registry_cannot_be_pruned_by_is_refused(
+    flag: tuple[str, ...], said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_catalog(tmp_path, monkeypatch, '[models.tiny]\noci = "oci://reg.example/origin/tiny:v1"\n')
+    done = mdl("prune", "--mirror", "oci://reg.example/team/{model}", *flag)
+    assert done.exit_code == 2
+    assert said in done.stderr
+
+
+def test_a_repository_several_models_share_is_kept_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "".join(f'[models.{m}]\noci = "oci://reg.example/origin/{m}:v1"\n' for m in ("a", "b"))
+    use_catalog(tmp_path, monkeypatch, text)
+    done = mdl("prune", "--mirror", "oci://reg.example/team/all", "--json")  # asks nothing
+    assert done.exit_code == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["removed"] == []
+    assert {e["reason"] for e in report["kept"]} == {
+        "a repository several of the catalog's models share: every version kept"
+    }
+
+
+def test_versions_that_state_no_time_go_only_with_keep_versions_0(
+    plain_registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = plain_registry  # what publish writes: a manifest of the same bytes each time
+    catalog = f'[models.tiny]\noci = "oci://{registry.host}/origin/undated:rel"\n'
+    use_catalog(tmp_path, monkeypatch, catalog)
+    registry.push_model("origin/undated", "rel", version(2))
+    assert mdl("lock", "tiny").exit_code == 0
+    old = registry.push_model("undated/tiny", "v1", version(1))
+    kept = registry.push_model("undated/tiny", "v2", version(2))
+    mirror = f"oci://{registry.host}/undated/{{model}}"
+    counted = mdl("prune", "--mirror", mirror, "--keep-versions", "1")
+    assert counted.exit_code == 0, counted.stderr
+    assert manifest_status(registry, "undated/tiny", old) == 200  # no time: never judged older
+    locks_only = mdl("prune", "--mirror", mirror, "--keep-versions", "0")
+    assert locks_only.exit_code == 0, locks_only.stderr
+    assert manifest_status(registry, "undated/tiny", old) == 404
+    assert manifest_status(registry, "undated/tiny", kept) == 200
+
+
+class _Tags(BaseHTTPRequestHandler):
+    """A registry whose tag list is what the test says (``server.pages``: path → body, Link)."""
+
+    server: Any
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.asked.append(self.path)
+        body, link = self.server.pages.get(self.path, (b'{"errors": []}', None))
+        self.send_response(200 if self.path in self.server.pages else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if link:
+            self.send_header("Link", link)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize(
+    ("pages", "said"),
+    [
+        ({"/v2/team/tiny/tags/list?n=1000": (b'{"tags": ["v1", 5]}', None)}, "not a list of names"),
+        (
+            {"/v2/team/tiny/tags/list?n=1000": (b'{"tags": ["v1"]}', '<http://elsewhere.example/v2/x>; rel="next"')},
+            "on another host",
+        ),
+    ],
+)  # fmt: skip
+def test_a_hostile_tag_list_is_refused_and_nothing_is_deleted(
+    plain_registry: DistributionRegistry,
+    pages: dict[str, tuple[bytes, str | None]],
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    origin = f"oci://{plain_registry.host}/origin/hostile:rel"
+    use_catalog(tmp_path, monkeypatch, f'[models.tiny]\noci = "{origin}"\n')
+    plain_registry.push_model("origin/hostile", "rel", version(5))
+    assert mdl("lock", "tiny").exit_code == 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tags)
+    server.pages, server.asked = pages, []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        done = mdl("prune", "--mirror", f"oci://{host}/team/{{model}}", "--keep-versions", "0")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.exit_code == 5, done.stderr
+    assert said in done.stderr
+    assert server.asked == ["/v2/team/tiny/tags/list?n=1000"]  # type: ignore[attr-defined]
+
+
+def test_the_tag_list_is_read_page_by_page(
+    plain_registry: DistributionRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    origin = f"oci://{plain_registry.host}/origin/paged:rel"
+    use_catalog(tmp_path, monkeypatch, f'[models.tiny]\noci = "{origin}"\n')
+    plain_registry.push_model("origin/paged", "rel", version(6))
+    assert mdl("lock", "tiny").exit_code == 0
+    first, second = "/v2/team/tiny/tags/list?n=1000", "/v2/team/tiny/tags/list?n=1000&last=a"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tags)
+    server.pages = {first: (b'{"tags": ["a"]}', f'<{second}>; rel="next"'),  # type: ignore[attr-defined]
+                    second: (b'{"tags": ["b"]}', None)}  # fmt: skip
+    server.asked = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        done = mdl("prune", "--mirror", f"oci://{host}/team/{{model}}", "--keep-versions", "0")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.exit_code == 0, done.stderr  # both tags untagged meanwhile (404): none to judge
+    asked = server.asked  # type: ignore[attr-defined]
+    assert asked == [first, second, "/v2/team/tiny/manifests/a", "/v2/team/tiny/manifests/b"]
