@@ -87,7 +87,6 @@ class Swarm:
         # every part's state and the counts (under ``_lock``); a held claim's handle: its lease
         self.state: PartStates[tuple[Lease, Renewing]] = PartStates([e - s for s, e in self.spans])
         self.claims = Claims(term, clock)  # what this machine saw of the others' claims
-        self._warned = False
         self._polling = False
         self._looked = threading.Event()  # the first look of a fetch is done
         self._quiet = 0  # looks in a row that found nothing
@@ -210,7 +209,7 @@ class Swarm:
             _release(*held)
             if (version := self.final.found()) is not None:  # its copy there: duplicated, once
                 with self._lock:  # that object proves the file (read at the end)
-                    self.state.mark_late(index, version)
+                    self.state.parts[index].late = version
 
     # -- the looks at the mirror, one stream at a time ------------------------------------------
     def _turn(self, put: Callable[[int, bytes], None]) -> None:
@@ -272,10 +271,14 @@ class Swarm:
             put(index, found[0])
         with self._lock:
             self.state.read_from_others(index, held=held if whole else None)
+            said = whole and not held and self.state.refused == size  # the first refused, once
         if whole:
             self.claims.forget(index)
-        if whole and not held:
-            _say_refused(self, uri)
+        if said:
+            self.job.retries.warn(
+                f"{self.job.label}: another machine's part {uri} failed its {self.trust.kind}"
+                " hash; its bytes are fetched again"
+            )
         return held
 
     def _due_claims(self) -> bool:
@@ -305,17 +308,6 @@ class Swarm:
             held = self.state.release()
         for lease, renewing in held:
             _release(lease, renewing)
-
-
-def _say_refused(swarm: Swarm, uri: str) -> None:
-    """A part another machine published failed its hash: said once per file."""
-    with swarm._lock:
-        said, swarm._warned = swarm._warned, True
-    if not said:
-        swarm.job.retries.warn(
-            f"{swarm.job.label}: another machine's part {uri} failed its {swarm.trust.kind}"
-            " hash; its bytes are fetched again"
-        )
 
 
 def _holds(swarm: Swarm, index: int, data: bytes) -> bool:

@@ -66,15 +66,14 @@ class PartStates(Generic[H]):
             return False
         self.have = have
         for index, part in enumerate(self.parts):
-            theirs = _theirs(part)
-            part.state = State.HAVE if index in have else State.THEIRS if theirs else State.FREE
+            theirs = State.THEIRS if _theirs(part) else State.FREE
+            part.state = State.HAVE if index in have else theirs
         return True
 
     def pick(self, choose: Callable[[int], int]) -> int | None:
         """A free part, now ``MINE`` (``choose(n)``: one of n at random, for the first); None: all
         to do are others'; ``LEFT``: none is to do."""
-        todo = self.indexes(*TODO)
-        if not todo:
+        if not self.indexes(*TODO):
             return LEFT
         free = self.indexes(State.FREE)
         if not free:
@@ -91,8 +90,7 @@ class PartStates(Generic[H]):
         """Part ``index``'s claim taken here (``MINE``, fetched here); the handle of the claim
         this machine held on it before, if any (let go by the caller)."""
         part = self.parts[index]
-        before, part.handle, part.since = part.handle, handle, now
-        part.state = State.MINE
+        before, part.handle, part.since, part.state = part.handle, handle, now, State.MINE
         part.claims += 1
         return before
 
@@ -110,10 +108,6 @@ class PartStates(Generic[H]):
             if part.state is State.MINE:
                 part.state = State.SENT
         return handle
-
-    def mark_late(self, index: int, version: str) -> None:
-        """Part ``index`` was sent once ``version`` of an object was at the final name."""
-        self.parts[index].late = version
 
     def found(self, listed: Mapping[int, int] | None, *, lookups: int, most: int) -> list[int]:
         """The parts to read now (``READING``): of the ones ``listed`` (index: size) those to do,

@@ -157,7 +157,7 @@ class Swarming(RuleBasedStateMachine):
         assert self.states.sent(index, self.now) is self.old.sent(index, self.now)
         assert self.states.sent(index, self.now) is None  # (a claim is let go once)
         if late is not None:
-            self.states.mark_late(index, late)
+            self.states.parts[index].late = late
             self.old.late[index] = late
 
     @rule(
