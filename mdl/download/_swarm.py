@@ -198,7 +198,7 @@ class Swarm:
         seen = _unless_failed(
             lambda: self.parts.writer.head(self.parts.uri(index + 1)), self.job.label
         )
-        return seen is not None and seen.size == self._size(index)
+        return seen is not None and seen.size == self.state.parts[index].size
 
     def sent(self, index: int) -> None:
         """Part ``index`` is published, or could not be (``Publisher``): its claim released."""
@@ -258,14 +258,19 @@ class Swarm:
     def _fetch(self, index: int, put: Callable[[int, bytes], None]) -> bool:
         """Part ``index`` read from the mirror, checked, written (``put``); False: not there, or
         not the file's (refused: to do again, free to be claimed, never read again)."""
-        uri, size = self.parts.uri(index + 1), self._size(index)
+        (start, end), uri = self.spans[index], self.parts.uri(index + 1)
+        size = end - start
         try:
             found = self.parts.writer.read(uri, limit=size, aged=False)
         except MdlError as exc:
             log.info("%s: part %d not read: %s", self.job.label, index + 1, exc)
             found = None
         whole = found is not None and len(found[0]) == size
-        held = whole and found is not None and _holds(self, index, found[0])
+        # checked by its range hash before a byte of it is written
+        good, failed = (
+            verified(self.trust, start, memoryview(found[0])) if whole and found else ([], True)
+        )
+        held = whole and not failed and good == [(start, end)]
         if held and found is not None:
             self.heard(index)
             put(index, found[0])
@@ -295,9 +300,6 @@ class Swarm:
             log.info(said + " term): looked at again", self.job.label, len(due), bound)
         return bool(due)
 
-    def _size(self, index: int) -> int:
-        return self.state.parts[index].size
-
     def __enter__(self) -> Swarm:
         return self
 
@@ -308,13 +310,6 @@ class Swarm:
             held = self.state.release()
         for lease, renewing in held:
             _release(lease, renewing)
-
-
-def _holds(swarm: Swarm, index: int, data: bytes) -> bool:
-    """Whether ``data`` is part ``index`` of ``swarm``'s file, by its range hash."""
-    start, end = swarm.spans[index]
-    good, failed = verified(swarm.trust, start, memoryview(data))
-    return not failed and good == [(start, end)]
 
 
 def _unless_failed(look: Callable[[], _T], label: str) -> _T | None:
