@@ -18,7 +18,9 @@ part by part (after ``REFUSALS`` of them, the name is no longer looked at until 
 What a co-tenant writes costs only the parts it touches: a forged claim its term (or the time to
 fetch the part here), a forged part its bytes, a forged final object one read, names that are not
 parts a bounded listing (then parts are looked up by name). A run that ends (killed) left claims
-under its token, kept beside the partial: its restart takes them back at once."""
+under its token, kept beside the partial: its restart takes them back at once. What this machine
+knows of each part is one state in ``PartStates`` (``mdl.download._swarmparts``: pure, moved under
+the swarm's lock); the mirror is read on one pool of readers the swarm owns for its life."""
 
 from __future__ import annotations
 

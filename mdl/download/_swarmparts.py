@@ -50,7 +50,8 @@ class PartStates(Generic[H]):
     """The parts of one swarm's file (``sizes``: each part's bytes) and the counts the fill says
     (``fetched``: claims taken here, ``read``/``refused``: bytes read from the others' parts that
     held or failed, ``refusals``: claims the mirror refused, ``timing``: the longest a part took
-    here, claimed to sent)."""
+    here, claimed to sent: another machine's streams share its link as this one's do, so its
+    parts take about as long)."""
 
     def __init__(self, sizes: Sequence[int]) -> None:
         self.parts: list[Part[H]] = [Part(size) for size in sizes]
