@@ -177,21 +177,21 @@ def _swarmed(
         result,
         fill=result.fill or SWARMED,
         published=publisher.beside,
-        streamed=swarm.read,
-        parts_here=result.parts_here + swarm.fetched,
-        parts_peers=result.parts_peers + -(-swarm.read // parts.part),
+        streamed=swarm.state.read,
+        parts_here=result.parts_here + swarm.state.fetched,
+        parts_peers=result.parts_peers + -(-swarm.state.read // parts.part),
         # parts fetched here that another machine had published (``Publisher.twice``) or made
         # the object of (``Swarm.late``: sent once the object proved the file was there)
         duplicated=sum(_size(parts, i + 1) for i in _twice(swarm, publisher)),
-        fetched=result.fetched + swarm.refused + spent,
+        fetched=result.fetched + swarm.state.refused + spent,
     )
 
 
 def _twice(swarm: Swarm, publisher: Publisher) -> set[int]:
     """The parts fetched here that another machine fetched too: found published when sent, or
     sent once the object proved the file was at the final name."""
-    late = {i for i, version in swarm.late.items() if version == swarm.final.proved}
-    return {n - 1 for n in publisher.twice} & swarm.mine | late
+    late = {i for i, version in swarm.state.late.items() if version == swarm.final.proved}
+    return {n - 1 for n in publisher.twice} & swarm.state.mine | late
 
 
 def _size(parts: PartSet, number: int) -> int:
@@ -211,7 +211,7 @@ def _rest(
         return None
     swarm.final.proved = ended.version
     # what the swarm wrote, the rest's fetch resumed on: fetched all the same
-    fetched = rest.fetched + ended.fetched + swarm.read
+    fetched = rest.fetched + ended.fetched + swarm.state.read
     theirs = -(-rest.fetched // swarm.parts.part)
     return replace(rest, fetched=fetched, parts_here=0, parts_peers=theirs)
 
@@ -344,7 +344,7 @@ def _unproved(
     there = _version(writer, place.uri, size=None)
     if there is None or there in (over, final.proved) or not result.sha256:
         return over
-    if len(publisher.done) == parts.count and not swarm.late and not parts.published():
+    if len(publisher.done) == parts.count and not swarm.state.late and not parts.published():
         return over
     if writer.holds(place.uri, job.final_path, size=result.size, sha256=result.sha256):
         final.proved = there

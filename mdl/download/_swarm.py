@@ -18,7 +18,9 @@ part by part (after ``REFUSALS`` of them, the name is no longer looked at until 
 What a co-tenant writes costs only the parts it touches: a forged claim its term (or the time to
 fetch the part here), a forged part its bytes, a forged final object one read, names that are not
 parts a bounded listing (then parts are looked up by name). A run that ends (killed) left claims
-under its token, kept beside the partial: its restart takes them back at once."""
+under its token, kept beside the partial: its restart takes them back at once. What this machine
+knows of each part is one state in ``PartStates`` (``mdl.download._swarmparts``: pure, moved under
+the swarm's lock); the mirror is read on one pool of readers the swarm owns for its life."""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from mdl.buckets import names
 from mdl.buckets.lease import TERM, Lease, Renewing, lease_body, numbered, take
 from mdl.download._claims import Claims, Final, SwarmEnded
 from mdl.download._parts import READERS, PartSet, verified
+from mdl.download._swarmparts import LEFT, PartStates
 from mdl.errors import MdlError
 
 if TYPE_CHECKING:
@@ -50,7 +53,6 @@ FEWEST_STREAMS, SHARE = 4, 8  # ``streams``: a machine's parts in flight at once
 CLAIMS_REMOVED = 2  # generations of each part's claim the object's maker removes
 _T = TypeVar("_T")
 REFUSALS = 3  # claims the mirror refuses (errors) before the swarm gives way to the file lease
-_LEFT = -1  # ``_pick``: no part is left for this stream
 
 
 class SwarmFailed(MdlError):
@@ -58,7 +60,8 @@ class SwarmFailed(MdlError):
 
 
 class Swarm:
-    """One file's swarm on this machine (a ``PartSource``): what it holds, reads and fetches."""
+    """One file's swarm on this machine (a ``PartSource``): its parts' states (``PartStates``,
+    under one lock), the claims it holds, and its looks at the mirror (on its own readers)."""
 
     def __init__(
         self,
@@ -82,28 +85,15 @@ class Swarm:
         # told of each part read from the others before it is written (the publisher: sent not)
         self.heard: Callable[[int], None] = lambda index: None
         self.waiting: Callable[[str], None] = lambda said: None  # the progress display's
-        self.fetched = 0  # parts handed to this machine's fetch (claimed)
-        self.mine: set[int] = set()  # those parts (their bytes, if published second: duplicated)
-        self.late: dict[int, str] = {}  # of them, those sent once an object was there: its version
-        self.read = 0  # bytes read from the others' parts (verified)
-        self.refused = 0  # bytes read from parts that failed their hash
         self._lock = threading.Condition()
-        self._have: set[int] | None = None  # the parts on disk when the fetch began
-        self._todo: set[int] = set()  # parts not on disk, nor being claimed, fetched, read
-        self._theirs: set[int] = set()  # claimed by another machine when last tried
+        # every part's state and the counts (under ``_lock``); a held claim's handle: its lease
+        self.state: PartStates[tuple[Lease, Renewing]] = PartStates([e - s for s, e in self.spans])
         self.claims = Claims(term, clock)  # what this machine saw of the others' claims
-        self._refusals = 0  # claims the mirror refused (an error, not another holder)
-        self._held: dict[int, tuple[Lease, Renewing, float]] = {}
-        # parts refused here (never read again: fetched here, or from the end game, at most once)
-        self._wrong: set[str] = set()
-        self._warned = False
-        self._last = -1  # the last part claimed here
-        # the longest a part took here, claimed to published (0: none yet): another machine's
-        # streams share its link as this one's do, so its parts take about as long
-        self._timing = 0.0
         self._polling = False
         self._looked = threading.Event()  # the first look of a fetch is done
         self._quiet = 0  # looks in a row that found nothing
+        # the mirror's parts read on these, one look at a time (threads started as first used)
+        self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="mdl-swarm")
 
     # -- the engine's side (``PartSource``) ---------------------------------------------------
     def streams(self, most: int) -> int:
@@ -119,7 +109,7 @@ class Swarm:
         except SwarmEnded:  # the parts in flight here land first (a term at most): none of
             deadline = time.monotonic() + self.term  # them is fetched twice here
             with self._lock:
-                while self._held and not stopped() and time.monotonic() < deadline:
+                while self.state.held and not stopped() and time.monotonic() < deadline:
                     self._lock.wait(POLL_MOST)
             raise
 
@@ -127,9 +117,8 @@ class Swarm:
         self, have: set[int], put: Callable[[int, bytes], None], stopped: Callable[[], bool]
     ) -> int | None:
         with self._lock:
-            begins = have is not self._have  # a fetch begins (again: from zero after a mismatch)
+            begins = self.state.begin(have)  # a fetch begins (again: from zero after a mismatch)
             if begins:
-                self._have, self._todo = have, set(range(len(self.spans))) - have
                 self._looked.clear()
         if begins:  # what the others published so far, read before any stream claims a part
             try:
@@ -140,8 +129,9 @@ class Swarm:
             if stopped():
                 return None
         while not stopped():
-            index = self._pick()
-            if index == _LEFT:
+            with self._lock:
+                index = self.state.pick(secrets.randbelow)
+            if index == LEFT:
                 return None
             if index is not None:
                 if self._claimed(index):
@@ -150,47 +140,24 @@ class Swarm:
             self._turn(put)
         return None
 
-    def _pick(self) -> int | None:
-        """A part no one is known to hold, taken out of the parts to do (``_LEFT``: none is left;
-        None: all are held by others)."""
-        with self._lock:
-            todo = self._todo
-            if not todo:
-                return _LEFT
-            free = todo - self._theirs
-            if not free:
-                return None
-            after = self._last + 1
-            if self._last < 0:  # start where others are not: anywhere
-                index = sorted(free)[secrets.randbelow(len(free))]
-            else:
-                index = after if after in free else _middle_of_longest(sorted(free))
-            todo.discard(index)
-            self._last = index
-            return index
-
     def _claimed(self, index: int) -> bool:
         """Whether this machine fetches part ``index`` now: its claim taken (renewed till it is
-        published; another's taken over once ``claims`` judges it over); else it is back among
-        the parts to do, held by another (or published meanwhile: read at the next look)."""
+        published; another's taken over once ``claims`` judges it over); else it is the others'
+        (held by another, or published meanwhile: read at the next look)."""
         lease, published = self._take(index)
         if lease is not None and not published:
             renewing = Renewing(lease).__enter__()
             self.claims.forget(index)
             with self._lock:  # (a part fetched again here: its earlier claim let go)
-                before = self._held.pop(index, None)
-                self._held[index] = (lease, renewing, self.clock())
-                self.fetched += 1
-                self.mine.add(index)
+                before = self.state.claimed(index, (lease, renewing), self.clock())
             if before is not None:
-                _release(*before[:2])
+                _release(*before)
             return True
         if lease is not None:  # published meanwhile
             lease.release()
         self.claims.held(index)  # (its generation remembered as the take read it)
         with self._lock:
-            self._todo.add(index)
-            self._theirs.add(index)
+            self.state.lost(index)
         return False
 
     def _take(self, index: int) -> tuple[Lease | None, bool]:
@@ -210,8 +177,10 @@ class Swarm:
             )
         except MdlError as exc:  # held by nobody known: looked at again; refused again: out
             log.info("%s: part %d not claimed: %s", self.job.label, index + 1, exc)
-            self._refusals += 1
-            if self._refusals >= REFUSALS:
+            with self._lock:
+                self.state.refusals += 1
+                refused = self.state.refusals
+            if refused >= REFUSALS:
                 raise SwarmFailed(f"{self.job.label}: the mirror refuses claims ({exc})") from exc
             return None, False
         published = lease is not None and self._published(index)
@@ -225,25 +194,24 @@ class Swarm:
 
     def _published(self, index: int) -> bool:
         """Whether part ``index`` is at its name (and not what this machine refused there)."""
-        uri = self.parts.uri(index + 1)
         with self._lock:
-            if uri in self._wrong:
+            if self.state.parts[index].refused:
                 return False
-        seen = _unless_failed(lambda: self.parts.writer.head(uri), self.job.label)
-        return seen is not None and seen.size == self._size(index)
+        seen = _unless_failed(
+            lambda: self.parts.writer.head(self.parts.uri(index + 1)), self.job.label
+        )
+        return seen is not None and seen.size == self.state.parts[index].size
 
     def sent(self, index: int) -> None:
         """Part ``index`` is published, or could not be (``Publisher``): its claim released."""
         with self._lock:
-            held = self._held.pop(index, None)
-            if held is not None:
-                took = self.clock() - held[2]
-                self._timing = max(self._timing, took)
+            held = self.state.sent(index, self.clock())
             self._lock.notify_all()  # (a stream waits for the parts in flight: ``next``)
         if held is not None:
-            _release(*held[:2])
+            _release(*held)
             if (version := self.final.found()) is not None:  # its copy there: duplicated, once
-                self.late[index] = version  # that object proves the file (read at the end)
+                with self._lock:  # that object proves the file (read at the end)
+                    self.state.parts[index].late = version
 
     # -- the looks at the mirror, one stream at a time ------------------------------------------
     def _turn(self, put: Callable[[int, bytes], None]) -> None:
@@ -254,14 +222,16 @@ class Swarm:
                 return
             self._polling = True
         try:
-            if self._look(put):
-                self._quiet = 0
-            else:
-                self._quiet += 1
-                with self._lock:
-                    held, read = len(self._theirs), self.read // max(1, self.parts.part)
-                self.waiting(f"swarm: {self.fetched} parts here, {read} from others ({held} held)")
-                self.cancel.wait(min(POLL_FIRST * 2**self._quiet, POLL_MOST))
+            changed = self._look(put)
+            with self._lock:
+                self._quiet = 0 if changed else self._quiet + 1
+                quiet, state = self._quiet, self.state
+                if not changed:
+                    read, held = state.read // max(1, self.parts.part), len(state.theirs())
+                    said = f"swarm: {state.fetched} parts here, {read} from others ({held} held)"
+            if not changed:
+                self.waiting(said)
+                self.cancel.wait(min(POLL_FIRST * 2**quiet, POLL_MOST))
         finally:
             with self._lock:
                 self._polling = False
@@ -273,108 +243,75 @@ class Swarm:
         Whether anything changed."""
         self.final.check()
         found = self._found()
-        if found:
-            with ThreadPoolExecutor(READERS, thread_name_prefix="mdl-swarm") as pool:
-                got = list(pool.map(lambda index: self._fetch(index, put), found))
-            if any(got):
-                return True
+        # (every read ends before the look does: a part in flight is no stream's to fetch)
+        if found and any(list(self._readers.map(lambda index: self._fetch(index, put), found))):
+            return True
         return self._due_claims()
 
     def _found(self) -> list[int]:
-        """Parts to read now (taken out of the parts to do): the ones listed under the version's
-        own set, or, when that listing is too long to judge, a few held by others, by name."""
+        """Parts to read now (``READING``): the ones listed under the version's own set, or,
+        when that listing is too long to judge, a few held by others, by name."""
         parts = self.parts
         listed = _unless_failed(lambda: numbered(parts.writer, parts.first.prefix), self.job.label)
+        sizes = None if listed is None else {n - 1: item.size for n, item in listed.items()}
         with self._lock:
-            todo = self._todo
-            if listed is None:
-                held = sorted(todo & self._theirs)
-                found = [i for i in held if self.parts.uri(i + 1) not in self._wrong][:LOOKUPS]
-            else:
-                found = [
-                    n - 1
-                    for n, item in sorted(listed.items())
-                    if n - 1 in todo
-                    and item.size == self._size(n - 1)
-                    and item.uri not in self._wrong
-                ][: READERS * 4]
-            todo.difference_update(found)
-            return found
+            return self.state.found(sizes, lookups=LOOKUPS, most=READERS * 4)
 
     def _fetch(self, index: int, put: Callable[[int, bytes], None]) -> bool:
         """Part ``index`` read from the mirror, checked, written (``put``); False: not there, or
-        not the file's (refused: back among the parts to do, free to be claimed)."""
-        uri, size = self.parts.uri(index + 1), self._size(index)
+        not the file's (refused: to do again, free to be claimed, never read again)."""
+        (start, end), uri = self.spans[index], self.parts.uri(index + 1)
+        size = end - start
         try:
             found = self.parts.writer.read(uri, limit=size, aged=False)
         except MdlError as exc:
             log.info("%s: part %d not read: %s", self.job.label, index + 1, exc)
             found = None
-        good = found is not None and len(found[0]) == size and _holds(self, index, found[0])
-        if found is not None and good:
+        whole = found is not None and len(found[0]) == size
+        # checked by its range hash before a byte of it is written
+        good, failed = (
+            verified(self.trust, start, memoryview(found[0])) if whole and found else ([], True)
+        )
+        held = whole and not failed and good == [(start, end)]
+        if held and found is not None:
             self.heard(index)
             put(index, found[0])
-            with self._lock:
-                self.read += size
-                self._theirs.discard(index)
-            self.claims.forget(index)
-            return True
         with self._lock:
-            self._todo.add(index)
-            if found is not None and len(found[0]) == size:
-                self.refused += size
-                self._wrong.add(uri)
-                self._theirs.discard(index)  # refused: claimed here, or taken over, next
-        if found is not None and len(found[0]) == size:
+            self.state.read_from_others(index, held=held if whole else None)
+            said = whole and not held and self.state.refused == size  # the first refused, once
+        if whole:
             self.claims.forget(index)
-            _say_refused(self, uri)
-        return False
+        if said:
+            self.job.retries.warn(
+                f"{self.job.label}: another machine's part {uri} failed its {self.trust.kind}"
+                " hash; its bytes are fetched again"
+            )
+        return held
 
     def _due_claims(self) -> bool:
         """Parts held by others whose claims are due another look (``Claims.due``; the bound:
         twice a part's time here, or a term before one was timed) handed back to be claimed
         (taken over if over); whether any were."""
-        bound = self._timing * 2 + SLACK if self._timing else self.term
-        self.claims.bound = bound
         with self._lock:
-            due = self.claims.due(self._theirs)
-            self._theirs -= due
+            timing = self.state.timing
+            bound = self.claims.bound = timing * 2 + SLACK if timing else self.term
+            due = self.claims.due(self.state.theirs())
+            self.state.due(due)
         said = "%s: %d part(s) claimed by another machine for over %.0f s (or not renewed in a"
         if due:
             log.info(said + " term): looked at again", self.job.label, len(due), bound)
         return bool(due)
-
-    def _size(self, index: int) -> int:
-        start, end = self.spans[index]
-        return end - start
 
     def __enter__(self) -> Swarm:
         return self
 
     def __exit__(self, *exc: object) -> None:
         """Every claim still held released (its part not published: the others take it)."""
+        self._readers.shutdown(wait=True)
         with self._lock:
-            held, self._held = list(self._held.values()), {}
-        for lease, renewing, _ in held:
+            held = self.state.release()
+        for lease, renewing in held:
             _release(lease, renewing)
-
-
-def _say_refused(swarm: Swarm, uri: str) -> None:
-    """A part another machine published failed its hash: said once per file."""
-    with swarm._lock:
-        said, swarm._warned = swarm._warned, True
-    if not said:
-        swarm.job.retries.warn(
-            f"{swarm.job.label}: another machine's part {uri} failed its {swarm.trust.kind}"
-            " hash; its bytes are fetched again"
-        )
-
-
-def _holds(swarm: Swarm, index: int, data: bytes) -> bool:
-    """Whether ``data`` is part ``index`` of ``swarm``'s file, by its range hash."""
-    start, end = swarm.spans[index]
-    good, failed = verified(swarm.trust, start, memoryview(data))
-    return not failed and good == [(start, end)]
 
 
 def _unless_failed(look: Callable[[], _T], label: str) -> _T | None:
@@ -386,18 +323,6 @@ def _unless_failed(look: Callable[[], _T], label: str) -> _T | None:
     except MdlError as exc:
         log.info("%s: a look at the mirror failed: %s", label, exc)
         return None
-
-
-def _middle_of_longest(free: list[int]) -> int:
-    """The middle of the longest run of consecutive parts in ``free`` (sorted): the part farthest
-    from any held one."""
-    best_start, best_len, start = free[0], 0, 0
-    for i in range(1, len(free) + 1):
-        if i == len(free) or free[i] != free[i - 1] + 1:
-            if i - start > best_len:
-                best_start, best_len = free[start], i - start
-            start = i
-    return best_start + best_len // 2
 
 
 def _release(lease: Lease, renewing: Renewing) -> None:

@@ -162,6 +162,6 @@ def test_a_forged_part_refused_here_is_claimed_and_fetched_here(tmp_path: Path) 
         picks.publish(forged, wrong)
         assert picks.next() == forged
     assert picks.put == {}
-    assert picks.swarm.refused == len(wrong)
+    assert picks.swarm.state.refused == len(wrong)
     (said,) = picks.job.retries.causes
     assert picks.parts.uri(forged + 1) in said and "failed its lock hash" in said

@@ -214,7 +214,7 @@ def test_a_part_fetched_by_two_machines_is_counted_by_the_one_that_published_it_
             if machine is b:
                 assert not publisher.twice
             else:
-                assert publisher.twice == {first + 1} and first in a.mine
+                assert publisher.twice == {first + 1} and first in a.state.mine
 
 
 def test_forged_claims_with_a_future_mtime_on_every_part_cost_no_machine_the_whole_file(
