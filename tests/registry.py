@@ -232,6 +232,10 @@ class RegistryGate:
     storage_url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
     manifests: dict[str, bytes] = field(default_factory=dict)  # path -> a manifest answered as is
+    # pushes (POST, PATCH, PUT, DELETE) are relayed with their bodies; these shape them:
+    cut_patch_after: int | None = None  # a PATCH: cut after this many body bytes, unrelayed
+    patches_before_cut: int = 0  # PATCHes relayed whole before the one cut
+    max_body: int | None = None  # a PATCH or PUT body past this: 413, as a registry's size limit
 
     def requests(self, method: str | None = None) -> list[Seen]:
         with self.lock:
@@ -275,6 +279,43 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         self._serve()
+
+    def do_POST(self) -> None:
+        self._push()
+
+    def do_PATCH(self) -> None:
+        self._push()
+
+    def do_PUT(self) -> None:
+        self._push()
+
+    def do_DELETE(self) -> None:
+        self._push()
+
+    def _push(self) -> None:
+        """A push request relayed with its body (the registry sees the gate's host, so the upload
+        locations it names lead back through the gate), or cut, or refused as too large."""
+        gate, length = self.server.gate, int(self.headers.get("Content-Length") or 0)
+        told = self.headers.get("Content-Range")  # seen as its range
+        seen = Seen(self.command, self.path, self.headers.get("Authorization"), told, 0)
+        with gate.lock:
+            gate.seen.append(seen)
+            cut = gate.cut_patch_after if self.command == "PATCH" else None
+            if cut is not None and gate.patches_before_cut > 0:
+                gate.patches_before_cut, cut = gate.patches_before_cut - 1, None
+            elif cut is not None:
+                gate.cut_patch_after = None
+        if cut is not None:  # as a proxy that buffers a body (nginx) loses one: nothing relayed
+            self.rfile.read(min(cut, length))
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return None
+        if gate.max_body is not None and length > gate.max_body and self.command != "POST":
+            self.rfile.read(length)
+            limit = f"blob upload exceeds the size limit of {gate.max_body} bytes"
+            body = json.dumps({"errors": [{"code": "SIZE_INVALID", "message": limit}]})
+            return self._answer(413, body.encode())
+        return self._relay(self.path, keep_range=True, body=self.rfile.read(length))
 
     def _serve(self) -> None:
         gate, port = self.server.gate, self.server.server_address[1]
@@ -344,17 +385,19 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _relay(self, path: str, *, keep_range: bool) -> None:
+    def _relay(self, path: str, *, keep_range: bool, body: bytes | None = None) -> None:
         up = urlsplit(self.server.gate.upstream)
         connection = http.client.HTTPConnection(up.hostname or "", up.port, timeout=60)
+        # an upload's requests keep the gate's host: the locations the registry names lead back
+        dropped = {"authorization", "connection"} | ({"host"} if "/uploads/" not in path else set())
+        dropped -= {"authorization"} if body is not None else set()
         headers = {
             k: v
             for k, v in self.headers.items()
-            if k.lower() not in {"host", "authorization", "connection"}
-            and (keep_range or k.lower() not in {"range", "if-range"})
+            if k.lower() not in dropped and (keep_range or k.lower() not in {"range", "if-range"})
         }
         try:
-            connection.request(self.command, path, headers=headers)
+            connection.request(self.command, path, body=body, headers=headers)
             reply = connection.getresponse()
             self.send_response(reply.status)
             for name, value in reply.getheaders():

@@ -44,13 +44,19 @@ def publish(
     """Upload each model's verified local files, each once by its content
     (``<prefix>/<model>/<sha256>``), and per complete model its version's manifest, to ``to``
     (``s3://bucket/prefix``, ``file:///abs/path``, or the nodes' template
-    ``<prefix>/{model}/{sha256}``); with ``sign`` (an EC private key, PEM) a model.sig the manifest
-    names. ``dry_run``: what would go up, nothing sent."""
+    ``<prefix>/{model}/{sha256}``), or to a registry as a ModelPack artifact per model
+    (``oci://REGISTRY/REPOSITORY[:TAG]``, ``{model}`` in it for several); with ``sign`` (an EC
+    private key, PEM) a model.sig the manifest names. ``dry_run``: what would go up, nothing
+    sent."""
     from mdl.download.session import warned
     from mdl.lockfile.policy import LockUse
     from mdl.upload.publisher import publish_models
 
-    target = _target(to, endpoint)
+    registry = to.startswith("oci://")
+    target = to if registry else _target(to, endpoint)
+    if registry and (endpoint is not None or sign is not None):
+        flag = "--endpoint-url" if endpoint is not None else "--sign"
+        raise UsageError(f"{flag}: not for a registry (--to oci://…)")
     if force and sign is None:
         raise UsageError(
             "publish: --force only lets --sign replace a model's own model.sig; give --sign KEY.pem"
@@ -71,6 +77,20 @@ def publish(
     # release being published (docs/releases.md: pull --unsigned, publish, then lock --upgrade)
     by_records = settings.lock_mode == "auto"
     pins, warnings, pinned = LockUse(settings, lock=lock).view([] if by_records else models)
+    if registry:
+        from mdl.upload.ocipublish import check_target, publish_to_registry
+
+        check_target(to, [model.name for model in models])
+        report = publish_to_registry(
+            models,
+            settings,
+            to,
+            progress=progress or NullProgress(),
+            pins=pins,
+            locked=pinned,
+            dry_run=dry_run,
+        )
+        return warned(report, warnings)
     report = publish_models(
         models,
         settings,

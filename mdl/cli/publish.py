@@ -30,7 +30,9 @@ def publish_cmd(
             "--to",
             help="Where to: s3://bucket/prefix or file:///abs/path (or the nodes' template "
             "PREFIX/{model}/{sha256}). Files go to <prefix>/<model>/<sha256>, each version's "
-            "manifest to <prefix>/.mdl/versions/<model>/<id>.json.",
+            "manifest to <prefix>/.mdl/versions/<model>/<id>.json. Or a registry, "
+            "oci://REGISTRY/REPOSITORY[:TAG] ({model} in it for several models; tag: latest): "
+            "a CNCF ModelPack artifact, one layer per file.",
             show_default=False,
         ),
     ] = "",
@@ -71,7 +73,8 @@ def publish_cmd(
     dry_run: DryRunOpt = False,
     **where: Unpack[Pinned],
 ) -> int:
-    """Upload the verified local files of models, and their versions, to S3 or a shared folder.
+    """Upload the verified local files of models, and their versions, to S3, a shared folder or an
+    OCI registry.
 
     Each file is stored once, by its content; every version published stays. An object whose
     SHA-256 the store itself computed matches is skipped, so a re-run sends only what is missing.
@@ -102,6 +105,13 @@ def publish_cmd(
                 run.console.warn(version.warning)
             files = [f for f in report.files if f.model == version.model and f.path is not None]
             size = sum(f.size or 0 for f in files)
+            if report.target.startswith("oci://"):
+                run.console.info(
+                    f"{version.model} → {version.manifest} ({len(files)} files,"
+                    f" {human_size(size)}; version {version.id[:12]}, manifest"
+                    f" {WORDS[version.action]})"
+                )
+                continue
             to = report.target.rstrip("/") + f"/{version.model}/"
             run.console.info(
                 f"{version.model} → {to} ({len(files)} files, {human_size(size)}; version"

@@ -271,7 +271,10 @@ class RegistryAuth:
         realm's origin only), as the distribution token spec has it."""
         realm = params["realm"]
         scope = params.get("scope") or f"repository:{self.repository}:pull"
-        query = {"scope": scope, **({"service": params["service"]} if "service" in params else {})}
+        # several scopes (a push that mounts: this repository's and the source's) are several
+        # ``scope`` parameters, as the token spec has them
+        query = [("scope", each) for each in scope.split()]
+        query += [("service", params["service"])] if "service" in params else []
         url = f"{realm}{'&' if '?' in realm else '?'}{urlencode(query)}"
         what = f"the token service of {self.registry}"
         if urlsplit(realm).scheme not in ("https", "http"):

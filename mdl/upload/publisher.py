@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -218,7 +219,10 @@ class PublishReport(RunReport):
 
     @property
     def template(self) -> str:
-        """The mirror template nodes pull what was published with."""
+        """The mirror template nodes pull what was published with (a registry's: its
+        repositories, the tag left out)."""
+        if self.target.startswith("oci://"):
+            return re.sub(r":[\w][\w.-]{0,127}$", "", self.target)
         return versions.template_of(self.target)
 
     @property

@@ -1,0 +1,105 @@
+"""The registry push primitives (``mdl.sources.ocipush``) against a real distribution registry:
+a blob sent once (HEAD first), in chunks, mounted across repositories, a manifest by tag and by
+digest, and a token registry's push scope."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from registry import MANIFEST, NEEDS_REGISTRY, DistributionRegistry, distribution
+from registrytokens import token_service
+from servers import make_data
+
+from mdl.paths import parse_oci_ref
+from mdl.redact import Secrets
+from mdl.sources.oci import Registry
+from mdl.sources.ocipush import MOUNTED, THERE, UPLOADED, Blob, RegistryWriter
+from mdl.transfer.http import make_client
+
+pytestmark = NEEDS_REGISTRY
+
+
+@pytest.fixture
+def client() -> Iterator[httpx2.Client]:
+    with make_client(pool_size=4, environ={}) as made:
+        yield made
+
+
+def writer(client: httpx2.Client, reference: str, *, chunk: int = 1 << 20) -> RegistryWriter:
+    registry = Registry(client, environ={}, secrets=Secrets())
+    return RegistryWriter(registry, parse_oci_ref(reference), chunk_size=chunk)
+
+
+def test_a_file_goes_up_in_chunks_once_and_mounts_elsewhere(
+    plain_registry: DistributionRegistry, client: httpx2.Client, tmp_path: Path
+) -> None:
+    data = make_data((3 << 20) + 12345, seed=7)
+    (tmp_path / "w.bin").write_bytes(data)
+    blob = Blob(Blob.of(data).digest, len(data), path=tmp_path / "w.bin")
+    told: list[int] = []
+    push = writer(client, f"oci://{plain_registry.host}/push/a")
+    assert push.push_blob(blob, what="w.bin", sent=told.append) == UPLOADED
+    assert sum(told) == len(data) and max(told) <= 1 << 20
+    assert plain_registry.blob_file(blob.digest).read_bytes() == data
+    assert push.push_blob(blob, what="w.bin") == THERE
+    other = writer(client, f"oci://{plain_registry.host}/push/b")
+    assert other.push_blob(blob, what="w.bin", mount_from="push/a") == MOUNTED
+    got = httpx2.get(f"{plain_registry.url}/v2/push/b/blobs/{blob.digest}")
+    assert got.content == data
+
+
+def test_a_manifest_by_tag_and_by_digest(
+    plain_registry: DistributionRegistry, client: httpx2.Client
+) -> None:
+    push = writer(client, f"oci://{plain_registry.host}/push/m")
+    config = Blob.of(b"{}")
+    assert push.push_blob(config, what="config") == UPLOADED
+    body = (
+        b'{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.oci.empty.v1+json",'
+        b'"digest":"%s","size":2},"layers":[]}' % (MANIFEST.encode(), config.digest.encode())
+    )
+    digest = push.push_manifest(body, media_type=MANIFEST, what="manifest", tag="v1")
+    assert push.tagged("v1", accept=MANIFEST, what="tag") == digest
+    assert push.push_manifest(body, media_type=MANIFEST, what="manifest") == digest
+    assert push.tagged("v2", accept=MANIFEST, what="tag") is None
+    got = httpx2.get(f"{plain_registry.url}/v2/push/m/manifests/v1", headers={"Accept": MANIFEST})
+    assert got.content == body
+
+
+def test_a_token_registry_gives_push_when_asked(client: httpx2.Client, tmp_path: Path) -> None:
+    with token_service() as tokens, distribution(tmp_path, tokens=tokens) as registry:
+        push = writer(client, f"oci://{registry.host}/team/x")
+        blob = Blob.of(make_data(2_500_000, seed=3))
+        assert push.push_blob(blob, what="x") == UPLOADED
+        other = writer(client, f"oci://{registry.host}/team/y")
+        assert other.push_blob(blob, what="x", mount_from="team/x") == MOUNTED
+        scopes = {scope for scope, _ in tokens.asked}
+        actions = {tuple(sorted(s.rpartition(":")[2].split(","))) for s in scopes if "/x:" in s}
+        assert ("pull", "push") in actions  # the push's scope (in the registry's own order)
+        assert "repository:team/x:pull" in scopes  # the mount's source, asked beside its target
+
+
+@pytest.mark.parametrize(
+    ("said", "held"),
+    [("0-262143", 262144), ("bytes=0-9", 10), ("0-0", None), ("", None), ("5-9", None)],
+)
+def test_the_registrys_range_says_what_a_session_holds(said: str, held: int | None) -> None:
+    from mdl.sources.ocipush import _end, _Reply
+
+    reply = _Reply(204, httpx2.Headers({"Range": said} if said else {}), "http://r/")
+    assert _end(reply) == held  # "0-0" is none or one byte (distribution says both): a new start
+
+
+def test_a_files_media_type_is_modelpacks_for_what_it_is() -> None:
+    from mdl.upload.ocipublish import CODE, DOC, WEIGHT, WEIGHT_CONFIG, media_type_of
+
+    assert media_type_of("sub/model-00001-of-00002.safetensors") == WEIGHT
+    assert media_type_of("model.gguf") == WEIGHT
+    assert media_type_of("LICENSE") == DOC
+    assert media_type_of("docs/usage.md") == DOC
+    assert media_type_of("modeling_tiny.py") == CODE
+    assert media_type_of("config.json") == WEIGHT_CONFIG
+    assert media_type_of("tokenizer.model") == WEIGHT_CONFIG
