@@ -16,7 +16,7 @@ from typing import Any
 
 from mdl.background import Background
 from mdl.download._outcomes import done_outcome
-from mdl.download._plan import Action, PlannedFile, identity_of, look, offline_error, recorded
+from mdl.download._plan import Action, PlannedFile, identity_of, look, offline_error
 from mdl.download._workers import Crew
 from mdl.download.session import FileSources, PullSession, label_of
 from mdl.errors import (
@@ -187,7 +187,7 @@ class Heads:
         paused = False
         try:
             # under the lock, as the fetch looks: still nothing of it on disk
-            now = look(remote, placement, session.store, force=False)
+            now = look(remote, placement, session.layout, force=False)
             if now.decision.action is Action.DOWNLOAD:
                 assert remote.trust is not None  # (``__enter__``)
                 sources = FileSources(session, job_of(session, plan, RetryLog()), remote)
@@ -273,7 +273,7 @@ def _held_back(plan: PlannedFile, codes: Sequence[int]) -> FileOutcome:
 
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
     session.layout.link(plan.placement)  # the blob may be there for another commit's snapshot
-    remote, entry = plan.remote, recorded(session.store, plan.remote)
+    remote, entry = plan.remote, plan.entry
     if entry is not None and session.store.keeps_revisions:
         # The Hugging Face cache: the blob kept, now the file of the remote's commit (its snapshot
         # entry, linked above); the record of another commit's (its own snapshot entry) goes to
@@ -385,7 +385,7 @@ def _again(session: PullSession, plan: PlannedFile) -> PlannedFile:
             return plan
         except OSError:
             pass  # (looked at as a whole below, and said there)
-    return look(plan.remote, plan.placement, session.store, force=False)
+    return look(plan.remote, plan.placement, session.layout, force=False)
 
 
 def file_lock(
@@ -428,7 +428,7 @@ def _act(
     remote, action = plan.remote, plan.decision.action
     if action is Action.CHECK:
         size, sha256, git_oid = _hash_present(session, plan)
-        entry = recorded(session.store, remote)
+        entry = plan.entry
         if _matches(remote, entry, size=size, sha256=sha256, git_oid=git_oid) and _as_signed(
             session, plan
         ):
