@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from mdl.download.demand import Demand
     from mdl.sources.hub import Hub
     from mdl.sources.oci import Registry
-    from mdl.transfer.engine import Engine
+    from mdl.transfer.engine import Engine, Paused
     from mdl.transfer.job import EngineConfig
     from mdl.transfer.ranges import Releases
     from mdl.transfer.scheduling import RateLimiter
@@ -562,6 +562,7 @@ class FileSources:
     landing: Landing | None = None  # who hears the origin's fetch land (a fill's publisher)
     swarm: PartSource | None = None  # the fleet's swarm the origin's fetch takes part in
     fresh: bool = False  # nothing of the file on disk: a small one may take one GET (Engine.fetch)
+    paused: Paused | None = None  # its fetch paused after its head (``ahead``), to go on with
 
     @property
     def beside(self) -> JobContext:
@@ -579,21 +580,25 @@ class FileSources:
             swarm=self.swarm,
         )
 
-    def ahead(self, end: int) -> bool:
+    def ahead(self, end: int) -> Paused | None:
         """Head first (``serve --pull``): bytes ``[0, end)`` fetched now from the source the file's
         fetch asks first, its first live mirror (a bucket, a shared folder, a URL) else its origin,
-        and that fetch paused there (``Engine.ahead``): the same engine goes on with it when the
-        file's fetch asks that source. False: they did not all come."""
+        and that fetch paused there (``Engine.ahead``): the file's fetch given it goes on with it
+        when it asks that engine. None: they did not all come."""
         session = self.session
         for template, url in mirror_targets(session.settings.mirrors, self.remote):
             if template not in session.dead_mirrors:
                 return session.mirror_engine.ahead(*self._there(template, url), end)
         return session.engine.ahead(self.job, self.beside, end)
 
+    def _paused_by(self, engine: Engine) -> Paused | None:
+        """The file's paused fetch when ``engine`` paused it (only that engine goes on with it)."""
+        return self.paused if self.paused is not None and self.paused.engine is engine else None
+
     def origin(self) -> TransferResult:
         """The file from its origin (by Xet chunk where it can), its rate measured."""
-        if self.session.settings.mirrors:  # a head paused at a mirror that then failed: let go
-            self.session.mirror_engine.drop_paused(self.job.part_path)
+        if self.paused is not None and self.paused.engine is not self.session.engine:
+            self.paused.close()  # a head paused at a mirror that then failed: let go
         started = time.monotonic()
         result = self._origin()
         self.session.origin_rate.add(result.fetched, time.monotonic() - started)
@@ -612,7 +617,8 @@ class FileSources:
                 pull_log.info(
                     "%s: not fetched by chunk: %s; fetching it over plain HTTP", job.label, why
                 )
-        return session.engine.fetch(job, self.beside, fresh=self.fresh)
+        paused = self._paused_by(session.engine)
+        return session.engine.fetch(job, self.beside, fresh=self.fresh, paused=paused)
 
     def mirrors(self, skip: frozenset[str] = frozenset()) -> TransferResult | None:
         """The file from the first mirror that delivers its verified bytes, or None: the origin's
@@ -657,7 +663,8 @@ class FileSources:
                 retries.add(f"mirror {shown} failed ({why})")
 
         try:
-            result = session.mirror_engine.fetch(*self._there(template, url))
+            engine = session.mirror_engine
+            result = engine.fetch(*self._there(template, url), paused=self._paused_by(engine))
         except (InterruptedByUserError, NoSpaceError):  # a full disk here: no source cures it
             raise
         except MdlError as exc:

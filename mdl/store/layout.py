@@ -128,8 +128,7 @@ class OnDisk:
     final: os.stat_result | None  # None: nothing where it goes
     # a FIFO, socket or device where it goes (or where programs open it): the path and its kind
     odd: tuple[Path, str] | None
-    part: Path
-    state: Path
+    state: Path  # the partial's resume record
     # a partial mdl made is there (a hard link, another user's file: never resumed, set aside)
     partial: bool
 
@@ -242,7 +241,7 @@ class Layout:
             None,
         )
         own = found is not None and confined.not_own(found) is None
-        return OnDisk(entry, final, odd, part, state, own)
+        return OnDisk(entry, final, odd, state, own)
 
     def link(self, placement: Placement) -> None:
         """Point the snapshot entry at the blob and the ref at the commit, atomically (no-op when
