@@ -67,7 +67,7 @@ def _fetch_all(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileO
     served = session.demand is not None  # loaders read each file once its record is written
     records = RecordQueue(
         session.store,
-        dirs=session.dirs,
+        dirs=session.owned.dirs,
         interval=SERVED_FLUSH_INTERVAL if served else RECORD_FLUSH_INTERVAL,
     )
     try:
@@ -729,7 +729,7 @@ def _from_staged(
         rename(root, remote.staged, job.final_path)
     except (OSError, MdlError):
         return None
-    session.dirs.add(job.final_path.parent)  # its progress was shown when it was fetched
+    session.owned.dirs.add(job.final_path.parent)  # its progress was shown when it was fetched
     return TransferResult(
         size=size, sha256=sha256, git_oid=git_oid, etag=None, resumed_from=0, fetched=size
     )
