@@ -19,7 +19,6 @@ from mdl.errors import AuthError, MdlError
 from mdl.lazy import import_ahead
 from mdl.progress import Progress
 from mdl.report import WallWaits
-from mdl.sources.resolve import RemoteFile
 from mdl.store.filesystem import DirSyncs
 from mdl.transfer.connection import NetTransport
 from mdl.transfer.http import Credentials, RetryPolicy, TokenGuard, make_client
@@ -28,7 +27,6 @@ from mdl.transfer.ratelimit import HubGate
 
 if TYPE_CHECKING:
     # each loaded when the run first needs it: a plain URL's get needs none of them
-    import httpx2
 
     from mdl.buckets.protocol import Writer
     from mdl.sources.oci import Registry
@@ -48,52 +46,6 @@ TERM_VARIABLE = "MDL_INTERNAL_LEASE_TERM"
 # what a run's transfers run (the files' plans and the store's inventory with them, the engine),
 # imported while its first request is out: a probe's round trip, 0.3 s from a far bucket
 TRANSFER_MODULES = ("mdl.download._fetch", "mdl.transfer.engine")
-
-
-class TransferAhead:
-    """A request hook: the first request, as it goes out, starts importing the transfer's modules
-    on a thread (started before it, that thread would slow the request's own code)."""
-
-    def __init__(self) -> None:
-        self._loading: list[Callable[[], None]] = []
-
-    def __call__(self, _: object) -> None:
-        if not self._loading:
-            self._loading.append(import_ahead(*TRANSFER_MODULES))
-
-    def wait(self) -> None:
-        """Wait for the modules the first request began importing (if it did): their import is
-        then never begun on the caller's thread too."""
-        for loading in self._loading:
-            loading()
-
-
-class Registries:
-    """The run's OCI registries (a login and a token per repository), made when an ``oci://``
-    source is first asked: a run without one loads nothing of mdl.sources.oci."""
-
-    def __init__(self, client: httpx2.Client, settings: Settings, retry: RetryPolicy) -> None:
-        self.client, self.settings, self.retry = client, settings, retry
-        self._lock = threading.Lock()
-        self._made: Registry | None = None
-
-    @property
-    def registry(self) -> Registry:
-        with self._lock:
-            if self._made is None:
-                from mdl.sources.oci import Registry  # (only for an oci:// source)
-
-                environ, secrets = dict(self.settings.environ or {}), self.settings.secrets
-                self._made = Registry(
-                    self.client, environ=environ, secrets=secrets, retry=self.retry
-                )
-            return self._made
-
-    def credentials(self, remote: RemoteFile) -> Credentials | None:
-        """What a registry's file's requests carry (its source is ``oci://…``); None for another."""
-        if not remote.source.startswith("oci://"):
-            return None
-        return self.registry.credentials(remote.source)
 
 
 class RunOwned:
@@ -128,8 +80,6 @@ class RunOwned:
             transport=self.transport,
             secrets=settings.secrets,
         )
-        # oci:// sources: the run's registries, made when one is first asked
-        self.registries = Registries(self.client, settings, self.retry)
         # Every request of the run passes this hook: the Hub token never leaves for another origin.
         self.guard = TokenGuard.on(self.client, settings.endpoint)
         # ... and this one: every request to the Hub's origin waits while the Hub says so, every
@@ -149,9 +99,10 @@ class RunOwned:
         self._made = threading.Lock()
         self._engines: tuple[Engine, Engine, EngineConfig, RateLimiter | None] | None = None
         # the transfer's modules load while the run's first request is out (a listing, a probe)
-        self.client.event_hooks["request"].append(transfer := TransferAhead())
-        self.transfer_loaded = transfer.wait
+        self._loading: list[Callable[[], None]] = []
+        self.client.event_hooks["request"].append(self._load_ahead)
         self._xet: XetSource | None = None
+        self._registry: Registry | None = None  # (oci:// sources: made when one is first asked)
         self._fills: Fills | None = None
         # A mirror that is down, denied or has no such bucket is asked once per run, not once per
         # file.
@@ -161,6 +112,32 @@ class RunOwned:
         # fetching a file here costs, as this machine measured it (bounds those waits)
         self.fill_waits = WallWaits()
         self.origin_rate = OriginRate()
+
+    def _load_ahead(self, _: object) -> None:
+        """A request hook: the first request, as it goes out, starts importing the transfer's
+        modules on a thread (started before it, that thread would slow the request's own code)."""
+        if not self._loading:
+            self._loading.append(import_ahead(*TRANSFER_MODULES))
+
+    def transfer_loaded(self) -> None:
+        """Wait for the modules the first request began importing (if it did): their import is
+        then never begun on the caller's thread too."""
+        for loading in self._loading:
+            loading()
+
+    @property
+    def registry(self) -> Registry:
+        """The run's OCI registries (a login and a token per repository), made when an ``oci://``
+        source is first asked: a run without one loads nothing of mdl.sources.oci."""
+        with self._made:
+            if self._registry is None:
+                from mdl.sources.oci import Registry  # (only for an oci:// source)
+
+                environ, secrets = dict(self.settings.environ or {}), self.settings.secrets
+                self._registry = Registry(
+                    self.client, environ=environ, secrets=secrets, retry=self.retry
+                )
+            return self._registry
 
     def made(self) -> tuple[Engine, Engine, EngineConfig, RateLimiter | None]:
         """The engine, the mirrors' engine, the engine's config and the run's rate limiter."""

@@ -286,12 +286,7 @@ def check_space(plans: Sequence[PlannedFile]) -> None:
 def recorded(store: Store, remote: RemoteFile) -> FileRecord | None:
     """The record of the file, for the content upstream names now when mdl has it (another commit's,
     in the Hugging Face cache: its blob is still there, judged as any recorded file)."""
-    record = store.read_record(remote.model)
-    return (
-        record.entry_for(remote.path, sha256=remote.sha256, git_oid=remote.git_oid)
-        if record is not None
-        else None
-    )
+    return store.entry(remote.model, remote.path, sha256=remote.sha256, git_oid=remote.git_oid)
 
 
 def identity_of(remote: RemoteFile) -> Identity:

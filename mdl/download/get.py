@@ -125,7 +125,7 @@ def _listed(
     the repo's files this folder's record holds)."""
     items: Sequence[Parsed] = given
     if any(isinstance(item, OciRef) for item in items):
-        items = list_registry_files(items, run().owned.registries.registry)
+        items = list_registry_files(items, run().owned.registry)
     if not any(isinstance(item, HfUri) for item in items):
         return items
     filters = {"include": request.include, "exclude": request.exclude}

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from mdl.buckets.protocol import ObjectStore
     from mdl.download.demand import Demand
     from mdl.sources.hub import Hub
-    from mdl.transfer.engine import Engine, Paused
+    from mdl.transfer.engine import Paused
     from mdl.xet.fetch import XetSource
 
 
@@ -114,8 +114,7 @@ class PullSession:
         sha256, size = job.identity.sha256, job.identity.size
         if not job.model or not job.path or sha256 is None or size is None:
             return False
-        record = self.store.read_record(job.model)
-        entry = record.entry_for(job.path, sha256=sha256, git_oid=None) if record else None
+        entry = self.store.entry(job.model, job.path, sha256=sha256, git_oid=None)
         return (
             entry is not None
             and entry.verified
@@ -159,7 +158,12 @@ class PullSession:
         link, a presigned GET), nothing of the user's."""
         if remote.hub:
             return Credentials(hub_origin=origin(self.settings.endpoint), token=self.token)
-        if (registry := self.owned.registries.credentials(remote)) is not None:
+        registry = (
+            self.owned.registry.credentials(remote.source)
+            if remote.source.startswith("oci://")  # (no oci:// source: mdl.sources.oci not loaded)
+            else None
+        )
+        if registry is not None:
             return registry  # a registry's blob: its token, to the registry only
         if not remote.typed:
             return Credentials()
@@ -254,10 +258,6 @@ class FileSources:
                 return session.owned.mirror_engine.ahead(*self._there(template, url), end)
         return session.owned.engine.ahead(self.job, self.beside, end)
 
-    def _paused_by(self, engine: Engine) -> Paused | None:
-        """The file's paused fetch when ``engine`` paused it (only that engine goes on with it)."""
-        return self.paused if self.paused is not None and self.paused.engine is engine else None
-
     def origin(self) -> TransferResult:
         """The file from its origin (by Xet chunk where it can), its rate measured."""
         if self.paused is not None and self.paused.engine is not self.session.owned.engine:
@@ -280,8 +280,8 @@ class FileSources:
                 pull_log.info(
                     "%s: not fetched by chunk: %s; fetching it over plain HTTP", job.label, why
                 )
-        paused = self._paused_by(session.owned.engine)
-        return session.owned.engine.fetch(job, self.beside, fresh=self.fresh, paused=paused)
+        # (an engine goes on with a fetch it paused, none other)
+        return session.owned.engine.fetch(job, self.beside, fresh=self.fresh, paused=self.paused)
 
     def mirrors(self, skip: frozenset[str] = frozenset()) -> TransferResult | None:
         """The file from the first mirror that delivers its verified bytes, or None: the origin's
@@ -328,8 +328,9 @@ class FileSources:
                 retries.add(f"mirror {shown} failed ({why})")
 
         try:
-            engine = session.owned.mirror_engine
-            result = engine.fetch(*self._there(template, url), paused=self._paused_by(engine))
+            result = session.owned.mirror_engine.fetch(
+                *self._there(template, url), paused=self.paused
+            )
         except (InterruptedByUserError, NoSpaceError):  # a full disk here: no source cures it
             raise
         except MdlError as exc:

@@ -226,8 +226,7 @@ class Layout:
     ) -> OnDisk:
         """The file on disk, in one look: its record's entry (for the content ``sha256`` or
         ``git_oid`` names when the record has it), ``lstat`` of its place and its partial."""
-        record = self.records.read_record(model)
-        entry = record.entry_for(path, sha256=sha256, git_oid=git_oid) if record else None
+        entry = self.records.entry(model, path, sha256=sha256, git_oid=git_oid)
         part, state = placement.store.part_paths(model, path)
         found = stat_file(part)
         final = stat_file(placement.final)

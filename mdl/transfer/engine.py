@@ -90,7 +90,7 @@ class Engine(Shared):
         """Download (or resume) one file into place, verified; a bad hash is tried again from
         zero only when suspect. ``beside``: who hears the fetch, what it is handed; ``fresh``:
         nothing of it is on disk (then a small file takes one GET, ``small.fits``); ``paused``:
-        its fetch paused after its head by this engine, gone on with.
+        its fetch paused after its head, gone on with when this engine paused it.
         """
         beside = beside or JobContext()
         if fresh and small.fits(self, job, beside):
@@ -116,7 +116,7 @@ class Engine(Shared):
     def _fetch_once(
         self, job: TransferJob, beside: JobContext, paused: Paused | None
     ) -> TransferResult:
-        if paused is not None and paused.open:
+        if paused is not None and paused.engine is self and paused.open:
             return paused.resume(job)
         loaded = load_state(job)
         # its first request learns the size
