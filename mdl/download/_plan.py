@@ -250,16 +250,19 @@ def look(remote: RemoteFile, placement: Placement, layout: Layout, *, force: boo
     )
     # A partial mdl did not make (a hard link, another user's) is never resumed: the engine sets it
     # aside.
-    partial = saved_progress(disk.state, identity_of(remote)) if disk.partial else 0
+    partial = saved_progress(disk.state, identity_of(remote)) if disk.state else 0
     local = LocalState.of(disk.final, partial_bytes=partial)
     decision = decide(remote, disk.entry, local, force=force, unnamed=policy_of(remote).unnamed)
-    odd = disk.odd
     # a FIFO, socket or device where the file goes is never opened: the atomic rename replaces it
-    warning = f"{shown_path(odd[0])} is {odd[1]}, not a file; it is replaced" if odd else None
+    warning = (
+        f"{shown_path(disk.odd[0])} is {disk.odd[1]}, not a file; it is replaced"
+        if disk.odd
+        else None
+    )
     if warning is not None and force and decision.action is Action.DOWNLOAD:
         # get --force: what was there is replaced, as a file is
         decision = Decision(Action.DOWNLOAD, FORCED)
-    present = disk.final is not None
+    present = disk.final is not None  # (replaced, or kept)
     return PlannedFile(remote, decision, partial, placement, warning, present, disk.entry)
 
 

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 class PullSession:
     """One pull, by lifetime: what is fixed for the run (its settings, layout and store of
-    records, environ, retry policy, a serving pull's ``demand``), what it owns and closes together
+    records, environ, a serving pull's ``demand``), what it owns and closes together
     (``owned``: client, engines, the Hub's gate, ...), its logins (the Hub token, netrc: read when
     first asked). What is per file: ``FileSources``."""
 
@@ -76,10 +76,9 @@ class PullSession:
         # model records (and, in the plain layout, everything else)
         self.store: Store = self.layout.records
         self.environ = dict(settings.environ or {})
-        self.retry = RetryPolicy(retries=settings.retries, max_time=settings.retry_max_time)
         self.owned = RunOwned(
             settings,
-            retry=self.retry,
+            retry=RetryPolicy(retries=settings.retries, max_time=settings.retry_max_time),
             progress=progress,
             cancel=self.cancel,
             releases=demand.releases if demand is not None else None,
@@ -141,7 +140,7 @@ class PullSession:
             self.settings.endpoint,
             self.token,
             client=self.owned.client,
-            retry=self.retry,
+            retry=self.owned.retry,
             cancel=self.cancel,
         )
 
@@ -205,7 +204,7 @@ class PullSession:
             carry=carry,
             saved_as=remote.path,
         )
-        return self.retry.run(ask, what=what, wait=self.cancel.wait)
+        return self.owned.retry.run(ask, what=what, wait=self.cancel.wait)
 
 
 def label_of(remote: RemoteFile) -> str:

@@ -128,9 +128,9 @@ class OnDisk:
     final: os.stat_result | None  # None: nothing where it goes
     # a FIFO, socket or device where it goes (or where programs open it): the path and its kind
     odd: tuple[Path, str] | None
-    state: Path  # the partial's resume record
-    # a partial mdl made is there (a hard link, another user's file: never resumed, set aside)
-    partial: bool
+    # the resume record of a partial mdl made; None: no partial, or not mdl's (a hard link,
+    # another user's file: never resumed, set aside)
+    state: Path | None
 
 
 class Layout:
@@ -240,7 +240,7 @@ class Layout:
             None,
         )
         own = found is not None and confined.not_own(found) is None
-        return OnDisk(entry, final, odd, state, own)
+        return OnDisk(entry, final, odd, state=state if own else None)
 
     def link(self, placement: Placement) -> None:
         """Point the snapshot entry at the blob and the ref at the commit, atomically (no-op when
