@@ -350,10 +350,13 @@ def _locked(
         plan.placement,
         threading.Event(),
     )
-    paused = head.paused if head is not None else None
-    held = head.held if head is not None else None
-    held = held or file_lock(
-        session, remote, placement.store, shared_lock=placement.lock, waited=waited
+    paused, held = (
+        (head.paused, head.held)
+        if head is not None
+        else (
+            None,
+            file_lock(session, remote, placement.store, shared_lock=placement.lock, waited=waited),
+        )
     )
     # to a queued record: released once the record is on disk, so a waiting run finds it done
     handed = False

@@ -433,5 +433,5 @@ def _ours(root: Path, path: str) -> bool:
     user's): the folder's record names it by its path, folders and all."""
     from mdl.download._outcomes import still_verified
 
-    record = Store(root.absolute()).read_record(ONE_OFF)
-    return record is not None and still_verified(root / path, record.files.get(path))
+    entry = Store(root.absolute()).entry(ONE_OFF, path, sha256=None, git_oid=None)
+    return still_verified(root / path, entry)
