@@ -27,7 +27,6 @@ from mdl.transfer.ratelimit import HubGate
 
 if TYPE_CHECKING:
     # each loaded when the run first needs it: a plain URL's get needs none of them
-
     from mdl.buckets.protocol import Writer
     from mdl.sources.oci import Registry
     from mdl.transfer.engine import Engine

@@ -1,7 +1,7 @@
-"""What one run's stages share: settings, layout and store, its use of catalog.lock (read once, one
-warning per model resolved fresh, ``--locked``'s refusal), the Hub client and token (lazy), HTTP
-pool, engines, the mirror to fill (probed once); and one file's sources as the stages ask them
-(FileSources: its mirrors, then its origin)."""
+"""A pull's session, by lifetime: what is fixed for the run (settings, layout and store, a serving
+pull's demand), what it owns and closes together (``_owned.RunOwned``), its logins (the Hub token,
+netrc: read when first asked); and one file's sources as the stages ask them (FileSources: its
+mirrors, then its origin)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,6 @@ pull_log = logging.getLogger("mdl.pull")
 
 if TYPE_CHECKING:
     # each loaded when the run first needs it: a plain URL's get needs none of them
-
     from mdl.buckets.protocol import ObjectStore
     from mdl.download.demand import Demand
     from mdl.sources.hub import Hub
