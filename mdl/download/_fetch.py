@@ -9,14 +9,14 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mdl.background import Background
 from mdl.download._outcomes import done_outcome
-from mdl.download._plan import Action, PlannedFile, identity_of, look, offline_error, recorded
+from mdl.download._plan import Action, PlannedFile, identity_of, look, offline_error
 from mdl.download._workers import Crew
 from mdl.download.session import FileSources, PullSession, label_of
 from mdl.errors import (
@@ -39,6 +39,9 @@ from mdl.store.records import FileRecord, adopted_when_found, now_iso
 from mdl.store.store import Store
 from mdl.transfer.job import RetryLog, TransferJob, TransferResult
 from mdl.units import human_size
+
+if TYPE_CHECKING:
+    from mdl.transfer.engine import Paused
 
 log = logging.getLogger("mdl.pull")
 
@@ -64,7 +67,7 @@ def _fetch_all(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileO
     served = session.demand is not None  # loaders read each file once its record is written
     records = RecordQueue(
         session.store,
-        dirs=session.dirs,
+        dirs=session.owned.dirs,
         interval=SERVED_FLUSH_INTERVAL if served else RECORD_FLUSH_INTERVAL,
     )
     try:
@@ -83,22 +86,38 @@ def _fetch_all(session: PullSession, plans: Sequence[PlannedFile]) -> list[FileO
 AT_ONCE = 2  # heads fetched at once, beside the bulk (each a range: 16 MiB and up)
 
 
+@dataclass(eq=False)
+class Head:
+    """A file's fetch paused after its head, and the file's lock, taken for it: whoever holds the
+    head holds both (the head thread, then ``Heads``, then the crew's fetch of the file, which goes
+    on with it); ``close`` ends the fetch, its bytes kept, and lets the lock go."""
+
+    paused: Paused
+    held: HeldLocks
+
+    def close(self) -> None:
+        try:
+            self.paused.close()
+        finally:
+            self.held.release()
+
+
 class Heads:
     """Head first (``serve --pull``), a rule of the crew: a loader reads every shard's header
     (its length is in the first bytes) before any tensor, so beside the bulk, every file's first
     trusted range is fetched as a piece of its own, files in the order loaders read them (the
     first ``--jobs`` are the crew's first). Each is the file's own fetch through the engine (its
     retries, rate limit, progress and accounting, its range check serving what verified), paused
-    after its head (``Engine.ahead``) with the file's lock held, till the crew takes the file
-    (``claim``) and the fetch goes on with the rest, from the source its head came from (its first
-    live mirror, else its origin: ``FileSources.ahead``). A file without a range trust, with
-    bytes on disk, or by Xet, is fetched as before."""
+    after its head (``Engine.ahead``) with the file's lock held: a ``Head``, till the crew takes
+    the file (``claim``) and the fetch goes on with the rest, from the source its head came from
+    (its first live mirror, else its origin: ``FileSources.ahead``). A file without a range
+    trust, with bytes on disk, or by Xet, is fetched as before."""
 
     def __init__(self, session: PullSession, plans: Iterable[PlannedFile]) -> None:
         self.session, self._plans = session, plans
         self._runner: Background | None = None  # (its pool lives in its work, ends with it)
-        # each head's outcome (its file's lock, once paused), till the crew claims it
-        self._heads: dict[tuple[str, str], Future[HeldLocks | None]] = {}
+        # each head's ``Head`` (None: not fetched), till the crew claims it
+        self._heads: dict[tuple[str, str], Future[Head | None]] = {}
 
     def __enter__(self) -> Heads:
         """The heads fetched beside the crew, in a serving pull that is not offline (none in any
@@ -132,8 +151,8 @@ class Heads:
             pool.map(self._one, wanted)
 
     def _one(self, plan: PlannedFile) -> None:
-        head = self._heads[(plan.remote.model, plan.remote.path)]
-        if head.set_running_or_notify_cancel():
+        head = self._heads.get((plan.remote.model, plan.remote.path))
+        if head is not None and head.set_running_or_notify_cancel():
             try:
                 head.set_result(self._ahead(plan))
             except Exception as exc:  # said; the file is then fetched as any file
@@ -147,35 +166,19 @@ class Heads:
         for head in self._heads.values():
             head.cancel()  # (not begun: never fetched)
         self._runner.stop()  # (a head under way ends within the engine's timeouts; Ctrl-C: at once)
-        self.session.engine.drop_paused()  # (its bytes kept: the next run resumes on them)
-        if self.session.settings.mirrors:
-            self.session.mirror_engine.drop_paused()
-        for head in self._heads.values():  # (a head no file of the crew claimed: its lock)
+        for head in self._heads.values():  # no file of the crew claimed it: its bytes kept
             if head.done() and not head.cancelled() and (held := head.result()) is not None:
-                held.release()
+                held.close()
 
-    def claim(self, remote: RemoteFile) -> HeldLocks | None:
-        """The file's lock, when its fetch is paused after its head (the crew's fetch goes on
-        with it), waiting while its head is fetched (it ends within the engine's timeouts, and at
-        once on Ctrl-C); None: fetched as any file (its head not begun yet is not fetched now)."""
-        key = (remote.model, remote.path)
-        head = self._heads.get(key)
-        if head is None or head.cancel():
-            return None
-        # its head under way: it ends within the engine's timeouts, and at once on Ctrl-C (then
-        # its lock, if any, is released at the end)
-        while not self.session.cancel.is_set():
-            try:
-                held = head.result(timeout=0.2)
-            except TimeoutError:
-                continue
-            if held is not None:
-                del self._heads[key]  # (the crew's now)
-            return held
-        return None
+    def claim(self, remote: RemoteFile) -> Head | None:
+        """The file's ``Head``, the crew's from now on, once its head is fetched (it ends within
+        the engine's timeouts, and at once on Ctrl-C); None: fetched as any file (its head not
+        begun yet is not fetched now)."""
+        head = self._heads.pop((remote.model, remote.path), None)
+        return None if head is None or head.cancel() else head.result()
 
-    def _ahead(self, plan: PlannedFile) -> HeldLocks | None:
-        """The file's lock, once its head is fetched and its fetch paused; None otherwise."""
+    def _ahead(self, plan: PlannedFile) -> Head | None:
+        """The file's head, fetched under its lock and its fetch paused; None otherwise."""
         session, remote, placement = self.session, plan.remote, plan.placement
         try:
             held = placement.store.acquire_file_lock(
@@ -184,10 +187,10 @@ class Heads:
             )  # fmt: skip
         except MdlError:  # another run fetches it: its own fetch, as before
             return None
-        paused = False
+        paused = None
         try:
             # under the lock, as the fetch looks: still nothing of it on disk
-            now = look(remote, placement, session.store, force=False)
+            now = look(remote, placement, session.layout, force=False)
             if now.decision.action is Action.DOWNLOAD:
                 assert remote.trust is not None  # (``__enter__``)
                 sources = FileSources(session, job_of(session, plan, RetryLog()), remote)
@@ -195,11 +198,12 @@ class Heads:
         except MdlError as exc:
             log.info("%s: its head was not fetched first: %s", label_of(remote), exc)
         finally:
-            if not paused:
+            if paused is None:
                 held.release()
-        if paused:
-            log.info("%s: head fetched first", label_of(remote))
-        return held if paused else None
+        if paused is None:
+            return None
+        log.info("%s: head fetched first", label_of(remote))
+        return Head(paused, held)
 
 
 def _begin(session: PullSession, todo: Iterable[PlannedFile]) -> None:
@@ -273,7 +277,7 @@ def _held_back(plan: PlannedFile, codes: Sequence[int]) -> FileOutcome:
 
 def _skip(session: PullSession, plan: PlannedFile) -> FileOutcome:
     session.layout.link(plan.placement)  # the blob may be there for another commit's snapshot
-    remote, entry = plan.remote, recorded(session.store, plan.remote)
+    remote, entry = plan.remote, plan.entry
     if entry is not None and session.store.keeps_revisions:
         # The Hugging Face cache: the blob kept, now the file of the remote's commit (its snapshot
         # entry, linked above); the record of another commit's (its own snapshot entry) goes to
@@ -316,8 +320,8 @@ def _fetch_one(
         retries.add(cause)
     error: MdlError | None = None
     try:
-        held = heads.claim(remote) if heads is not None else None
-        outcome = _locked(session, records, held, plan, retries)
+        head = heads.claim(remote) if heads is not None else None
+        outcome = _locked(session, records, head, plan, retries)
     except MdlError as exc:
         if isinstance(exc, InterruptedByUserError):  # the file's line still tells where it stood
             error = exc
@@ -334,19 +338,25 @@ def _fetch_one(
 def _locked(
     session: PullSession,
     records: RecordQueue,
-    held: HeldLocks | None,
+    head: Head | None,
     plan: PlannedFile,
     retries: RetryLog,
 ) -> FileOutcome:
-    """The file fetched under its lock (``held``: taken already, by its head's fetch)."""
+    """The file fetched under its lock (``head``: its fetch paused after its head, under the
+    lock taken for it: both ours now)."""
     remote, label, placement, waited = (
         plan.remote,
         label_of(plan.remote),
         plan.placement,
         threading.Event(),
     )
-    held = held or file_lock(
-        session, remote, placement.store, shared_lock=placement.lock, waited=waited
+    paused, held = (
+        (head.paused, head.held)
+        if head is not None
+        else (
+            None,
+            file_lock(session, remote, placement.store, shared_lock=placement.lock, waited=waited),
+        )
     )
     # to a queued record: released once the record is on disk, so a waiting run finds it done
     handed = False
@@ -362,13 +372,15 @@ def _locked(
                 message="fetched by another mdl run" if waited.is_set() else "up to date",
             )
             return outcome
-        outcome, record = _act(session, fresh, retries)
+        outcome, record = _act(session, fresh, retries, paused)
         records.add(remote.model, record, held)
         handed = True
         if fresh.decision.action is Action.CHECK and outcome.action == "skipped":
             session.progress.finish(label, ok=True, message="up to date")
         return outcome
     finally:
+        if paused is not None:  # (not gone on with: its bytes kept)
+            paused.close()
         if not handed:
             held.release()
 
@@ -385,7 +397,7 @@ def _again(session: PullSession, plan: PlannedFile) -> PlannedFile:
             return plan
         except OSError:
             pass  # (looked at as a whole below, and said there)
-    return look(plan.remote, plan.placement, session.store, force=False)
+    return look(plan.remote, plan.placement, session.layout, force=False)
 
 
 def file_lock(
@@ -420,15 +432,15 @@ def file_lock(
 
 
 def _act(
-    session: PullSession, plan: PlannedFile, retries: RetryLog
+    session: PullSession, plan: PlannedFile, retries: RetryLog, paused: Paused | None = None
 ) -> tuple[FileOutcome, FileRecord]:
-    """Re-check, download, resume or repair the file; its outcome and the record of its verified
-    bytes.
+    """Re-check, download, resume or repair the file (``paused``: its fetch paused after its
+    head); its outcome and the record of its verified bytes.
     """
     remote, action = plan.remote, plan.decision.action
     if action is Action.CHECK:
         size, sha256, git_oid = _hash_present(session, plan)
-        entry = recorded(session.store, remote)
+        entry = plan.entry
         if _matches(remote, entry, size=size, sha256=sha256, git_oid=git_oid) and _as_signed(
             session, plan
         ):
@@ -459,7 +471,8 @@ def _act(
     # a signature verified before the others: shown as it came
     result = _from_staged(session, job, remote)
     if result is None:
-        result = fetch_from_sources(session, job, remote, fresh=action is Action.DOWNLOAD)
+        fresh = action is Action.DOWNLOAD
+        result = fetch_from_sources(session, job, remote, fresh=fresh, paused=paused)
         session.progress.finish(job.label, ok=True)
     session.layout.link(plan.placement)
     # etag: the validator of the bytes we actually got
@@ -653,13 +666,18 @@ def transfer_job(
 
 
 def fetch_from_sources(
-    session: PullSession, job: TransferJob, remote: RemoteFile, *, fresh: bool = False
+    session: PullSession,
+    job: TransferJob,
+    remote: RemoteFile,
+    *,
+    fresh: bool = False,
+    paused: Paused | None = None,
 ) -> TransferResult:
     """The file from its mirrors, else its own source (a Xet-backed Hub file by chunk, unless the
     protocol cannot deliver it: then over plain HTTP, as any file), into ``job.final_path``,
     verified. Its ``fetched`` (or its error's) counts the bytes a mirror sent that were refused too:
     they crossed the network."""
-    sources = FileSources(session, job, remote, fresh=fresh)
+    sources = FileSources(session, job, remote, fresh=fresh, paused=paused)
     try:
         if not remote.url or (remote.signature and not is_http_url(remote.url)):
             # a signature kept in the team's bucket only (kept_in_bucket): its mirrors are all
@@ -714,7 +732,7 @@ def _from_staged(
         rename(root, remote.staged, job.final_path)
     except (OSError, MdlError):
         return None
-    session.dirs.add(job.final_path.parent)  # its progress was shown when it was fetched
+    session.owned.dirs.add(job.final_path.parent)  # its progress was shown when it was fetched
     return TransferResult(
         size=size, sha256=sha256, git_oid=git_oid, etag=None, resumed_from=0, fetched=size
     )

@@ -40,7 +40,8 @@ from mdl.transfer.job import TransferJob, TransferResult
 from mdl.transfer.resume import job_root
 
 if TYPE_CHECKING:
-    from mdl.download.session import FileSources, Target
+    from mdl.download._owned import Target
+    from mdl.download.session import FileSources
 
 log = logging.getLogger("mdl.pull")
 
@@ -82,7 +83,7 @@ def fill_or_fetch(sources: FileSources) -> TransferResult:
     # not read by the fleet forever
     return sources.mirrors() or (
         sources.origin()
-        if place.target.template in sources.session.dead_mirrors
+        if place.target.template in sources.session.owned.dead_mirrors
         else _shared(sources, place, over=seen.etag)
     )
 
@@ -139,12 +140,12 @@ def _swarmed(
         parts,
         trust,
         job,
-        holder=session.fills.holder,
+        holder=session.owned.fills.holder,
         token=token,
         cancel=session.cancel,
         # (an object of another size is not the file: junk there ends no swarm)
         there=lambda: _version(writer, place.uri, size=sources.remote.size),
-        term=session.fills.term,
+        term=session.owned.fills.term,
     )
     if over is not None:
         swarm.final.refuse(over)
@@ -220,8 +221,8 @@ def _place(sources: FileSources) -> Place | None:
     """The file's object in the mirror to fill; None: no mirror to fill, or not this file (it has
     no hash a mirror's bytes can be checked against, or the mirror is down for the run)."""
     session = sources.session
-    target = session.fills.target(sources.job.retries)
-    if target is None or target.template in session.dead_mirrors:
+    target = session.owned.fills.target(sources.job.retries)
+    if target is None or target.template in session.owned.dead_mirrors:
         return None
     for template, url in mirror_targets(session.settings.mirrors, sources.remote):
         if template == target.template:
@@ -302,7 +303,7 @@ def _made(
     the object's lease (one that finds it held, or the object there and the file, leaves it to
     that holder: a swarm's machine, or an mdl before the swarm fetching it whole; an object there
     that is not the file is replaced); the claims removed after."""
-    writer, job, fills = place.target.writer, sources.job, sources.session.fills
+    writer, job, fills = place.target.writer, sources.job, sources.session.owned.fills
     try:
         over = _unproved(place, job, result, swarm, publisher, over)
         lease = (
@@ -379,7 +380,7 @@ def _filled(
     past the wait's bound, the rest from the cheapest source there is (:func:`_cheapest`). Every
     way, the whole file's hash decides."""
     session, job = sources.session, sources.job
-    fills, writer, label, shown = session.fills, place.target.writer, job.label, place.uri
+    fills, writer, label, shown = session.owned.fills, place.target.writer, job.label, place.uri
     streamer = Streamer(parts, job, sources.beside.trust) if parts is not None else None
     said = _Said(streamer)
     reading = streamer  # None once parts read under a holder's token proved not the file
@@ -458,7 +459,7 @@ def _waited(
     """The wait on another machine's lease (:func:`wait_for`), the parts read kept on disk; a
     failure to wait is given up on."""
     session, job = sources.session, sources.job
-    started = session.fill_waits.begin()  # (before it is said: the wait is under way)
+    started = session.owned.fill_waits.begin()  # (before it is said: the wait is under way)
     session.progress.waiting(job.label, "another machine is filling the mirror")
     try:
         return wait_for(
@@ -467,12 +468,12 @@ def _waited(
             place.lease,
             size=sources.remote.size or 0,
             cancel=session.cancel,
-            term=session.fills.term,
+            term=session.owned.fills.term,
             over=over,
             step=streamer.step if streamer is not None else lambda token: 0,
             # a part is progress only when its ranges verified against hashes bound to the pin
             trusted=sources.beside.trust is not None,
-            rate=session.origin_rate.rate,
+            rate=session.owned.origin_rate.rate,
             began=said.began,
             stale=stale,
         )
@@ -482,7 +483,7 @@ def _waited(
         why = exc.message if isinstance(exc, MdlError) else exc.strerror or str(exc)
         return GaveUp(f"cannot wait on it: {why}")
     finally:
-        said.waited += session.fill_waits.end(started)
+        said.waited += session.owned.fill_waits.end(started)
         if streamer is not None:  # what it read, kept for whatever fetches the rest
             streamer.seed()
         _stop_if_cancelled(session.cancel)

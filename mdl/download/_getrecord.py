@@ -36,8 +36,7 @@ _Wanted = tuple[str, str, str | None, str | None]
 def as_recorded(store: Store, path: str) -> FileRecord | None:
     """The record of the file at ``path`` in the folder when, by that record and ``lstat`` alone,
     it is the file a get verified there (same size and mtime); None otherwise. No byte is read."""
-    record = store.read_record(ONE_OFF)
-    entry = None if record is None else record.files.get(path)
+    entry = store.entry(ONE_OFF, path, sha256=None, git_oid=None)
     found = None if entry is None else stat_file(store.dest / path)
     if found is None or not stat.S_ISREG(found.st_mode):
         return None

@@ -109,7 +109,7 @@ def _manifest_named(
     ids = versions.version_ids(rows, signature=path)
     for template in session.settings.mirrors:
         prefix = versions.prefix_of(template)
-        if prefix is None or template in session.dead_mirrors:
+        if prefix is None or template in session.owned.dead_mirrors:
             continue
         for vid in ids:
             named = _manifest_signature(session, template, prefix, model, vid, unread)

@@ -161,7 +161,7 @@ def _pointed(
     ids = versions.version_ids(rows, signature=sig.path)
     for template in session.settings.mirrors:
         prefix = versions.prefix_of(template)
-        if prefix is None or template in session.dead_mirrors:
+        if prefix is None or template in session.owned.dead_mirrors:
             continue
         for vid in ids:
             pointer = _manifest_signature(session, template, prefix, sig.model, vid, unread)

@@ -29,7 +29,7 @@ def not_found_anywhere(sources: FileSources, exc: NotFoundError) -> MdlError:
     dead = [
         template
         for template, url in mirror_targets(session.settings.mirrors, sources.remote)
-        if template in session.dead_mirrors and url not in {u for u, _ in unread}
+        if template in session.owned.dead_mirrors and url not in {u for u, _ in unread}
     ]
     if not unread and not dead:
         return exc

@@ -71,7 +71,7 @@ def with_referred_signature(
     assert parsed is not None, "a registry's model names its manifest"
     ref, path = parsed[0], trust.installed_as
     refused: IntegrityError | None = None
-    for layer in signature_layers(session.registries.registry, ref, what=spec.name):
+    for layer in signature_layers(session.owned.registry, ref, what=spec.name):
         sig = RemoteFile(
             spec.name,
             path,

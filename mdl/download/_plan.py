@@ -16,8 +16,6 @@ from mdl.paths import path_clash, shown_path
 from mdl.redact import record_text
 from mdl.report import FileOutcome, failed
 from mdl.sources.resolve import RemoteFile, ResolvedModel
-from mdl.store.confined import not_own
-from mdl.store.filesystem import not_a_file, stat_file
 from mdl.store.inventory import INSTALLED, MISSING, RECHECK_REASON, judge
 from mdl.store.layout import Layout, Placement
 from mdl.store.records import FileRecord
@@ -184,6 +182,7 @@ class PlannedFile:
     # a FIFO, socket or device where the file goes: replaced, and said so
     warning: str | None = None
     present: bool = False  # something was where the file goes (replaced, or kept)
+    entry: FileRecord | None = None  # its record's, when the plan looked (``OnDisk.entry``)
 
 
 def plan_models(
@@ -239,42 +238,32 @@ def plan_file(layout: Layout, file: RemoteFile, *, force: bool, offline: bool) -
         if offline:  # never pulled: where it would go is only known upstream
             raise offline_error(file) from None
         raise
-    return look(file, placement, layout.records, force=force)
+    return look(file, placement, layout, force=force)
 
 
-def look(remote: RemoteFile, placement: Placement, records: Store, *, force: bool) -> PlannedFile:
-    """Decide from the disk as it is now (the fetch stage looks again once it holds the file's
-    lock).
+def look(remote: RemoteFile, placement: Placement, layout: Layout, *, force: bool) -> PlannedFile:
+    """Decide from the disk as it is now, looked at once (the fetch stage looks again once it holds
+    the file's lock).
     """
-    entry = recorded(records, remote)
-    part, state = placement.store.part_paths(remote.model, remote.path)
+    disk = layout.look(
+        placement, remote.model, remote.path, sha256=remote.sha256, git_oid=remote.git_oid
+    )
     # A partial mdl did not make (a hard link, another user's) is never resumed: the engine sets it
     # aside.
-    found = stat_file(part)
-    partial = (
-        saved_progress(state, identity_of(remote))
-        if found is not None and not_own(found) is None
-        else 0
+    partial = saved_progress(disk.state, identity_of(remote)) if disk.state else 0
+    local = LocalState.of(disk.final, partial_bytes=partial)
+    decision = decide(remote, disk.entry, local, force=force, unnamed=policy_of(remote).unnamed)
+    # a FIFO, socket or device where the file goes is never opened: the atomic rename replaces it
+    warning = (
+        f"{shown_path(disk.odd[0])} is {disk.odd[1]}, not a file; it is replaced"
+        if disk.odd
+        else None
     )
-    there = stat_file(placement.final)
-    local = LocalState.of(there, partial_bytes=partial)
-    decision = decide(remote, entry, local, force=force, unnamed=policy_of(remote).unnamed)
-    warning = _in_the_way(placement)
     if warning is not None and force and decision.action is Action.DOWNLOAD:
         # get --force: what was there is replaced, as a file is
         decision = Decision(Action.DOWNLOAD, FORCED)
-    return PlannedFile(remote, decision, partial, placement, warning, present=there is not None)
-
-
-def _in_the_way(placement: Placement) -> str | None:
-    """A FIFO, socket or device where the file goes is never opened: the atomic rename replaces
-    it, and says so.
-    """
-    for path in dict.fromkeys((placement.final, placement.shown)):
-        kind = not_a_file(path)
-        if kind is not None and kind != "a folder":
-            return f"{shown_path(path)} is {kind}, not a file; it is replaced"
-    return None
+    present = disk.final is not None  # (replaced, or kept)
+    return PlannedFile(remote, decision, partial, placement, warning, present, disk.entry)
 
 
 def check_space(plans: Sequence[PlannedFile]) -> None:
@@ -300,12 +289,7 @@ def check_space(plans: Sequence[PlannedFile]) -> None:
 def recorded(store: Store, remote: RemoteFile) -> FileRecord | None:
     """The record of the file, for the content upstream names now when mdl has it (another commit's,
     in the Hugging Face cache: its blob is still there, judged as any recorded file)."""
-    record = store.read_record(remote.model)
-    return (
-        record.entry_for(remote.path, sha256=remote.sha256, git_oid=remote.git_oid)
-        if record is not None
-        else None
-    )
+    return store.entry(remote.model, remote.path, sha256=remote.sha256, git_oid=remote.git_oid)
 
 
 def identity_of(remote: RemoteFile) -> Identity:

@@ -11,8 +11,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from mdl.catalog.settings import Settings
+from mdl.download._owned import MANY_JOBS
 from mdl.download._plan import PlannedFile
-from mdl.download.session import MANY_JOBS, PullSession
+from mdl.download.session import PullSession
 from mdl.errors import INTERRUPTED, InterruptedByUserError
 from mdl.report import FileOutcome
 from mdl.transfer.scheduling import SPLIT_THRESHOLD
@@ -63,7 +64,7 @@ class Crew:
                 self._start(big)
                 self._wait()
             except KeyboardInterrupt:
-                self.session.abort()  # the workers take no more files once ``cancel`` is set
+                self.session.owned.abort()  # the workers take no more files once ``cancel`` is set
                 for pool in (small, big):
                     pool.shutdown(wait=True, cancel_futures=True)
                 raise InterruptedByUserError(INTERRUPTED) from None

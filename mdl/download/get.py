@@ -105,11 +105,13 @@ def get_sources(request: GetRequest, settings: Settings, *, progress: Progress) 
             return replace(report, hub_wait_seconds=0.0)
         session = opened[0]
         return replace(
-            report, hub_wait_seconds=session.hub_wait_seconds, waited=session.fill_waits.seconds
+            report,
+            hub_wait_seconds=session.owned.hub_wait_seconds,
+            waited=session.owned.fill_waits.seconds,
         )
     finally:
         for session in opened:
-            session.close()
+            session.owned.close()
             # A finished get leaves no empty state folder under .mdl (deepest first; a partial or
             # another run's stays).
             for sub in ("partial", "locks", "records", ""):
@@ -123,7 +125,7 @@ def _listed(
     the repo's files this folder's record holds)."""
     items: Sequence[Parsed] = given
     if any(isinstance(item, OciRef) for item in items):
-        items = list_registry_files(items, run().registries.registry)
+        items = list_registry_files(items, run().owned.registry)
     if not any(isinstance(item, HfUri) for item in items):
         return items
     filters = {"include": request.include, "exclude": request.exclude}
@@ -292,7 +294,7 @@ def _fetch_remote(
     present = {i for i, _, target in items if os.path.lexists(target)}
     openings: list[Opening | None] = []  # probes' unread answers, closed however the get ends
     # the transfer's modules load while the first probe is out (waited for before their first use)
-    loaded = session.transfer_loaded
+    loaded = session.owned.transfer_loaded
     try:
         for index, item, target in items:
             carry = len(items) == 1 and index not in present
@@ -431,5 +433,5 @@ def _ours(root: Path, path: str) -> bool:
     user's): the folder's record names it by its path, folders and all."""
     from mdl.download._outcomes import still_verified
 
-    record = Store(root.absolute()).read_record(ONE_OFF)
-    return record is not None and still_verified(root / path, record.files.get(path))
+    entry = Store(root.absolute()).entry(ONE_OFF, path, sha256=None, git_oid=None)
+    return still_verified(root / path, entry)

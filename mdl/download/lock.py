@@ -214,8 +214,7 @@ def _installed(layout: Layout, model: str, f: LockedFile) -> _Here | None:
     """Where the locked file is installed here, verified as the bytes the lock pins (its record
     says so, its size and mtime still match: ``file_state``), with its label and record; else
     None."""
-    record = layout.records.read_record(model)
-    entry = record.entry_for(f.path, sha256=f.sha256, git_oid=f.git_oid) if record else None
+    entry = layout.records.entry(model, f.path, sha256=f.sha256, git_oid=f.git_oid)
     if entry is None or not entry.verified or (entry.sha256, entry.size) != (f.sha256, f.size):
         return None
     state, placement = file_state(layout, model, f.path, f.source, entry)

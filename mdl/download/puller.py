@@ -77,7 +77,7 @@ def _pull(
                 session, models, resolved, lockfile, planned, withheld=signatures.withheld
             )
             report = RunReport(
-                planned, dry_run=True, hub_wait_seconds=session.hub_wait_seconds, extra=extra
+                planned, dry_run=True, hub_wait_seconds=session.owned.hub_wait_seconds, extra=extra
             )
             return _warned(report, lockfile)
         if any(p.decision.action is not Action.SKIP for p in plans):
@@ -98,8 +98,8 @@ def _pull(
                 for spec in models
                 if spec.signature is not None
             },
-            hub_wait_seconds=session.hub_wait_seconds,
-            waited=session.fill_waits.seconds,
+            hub_wait_seconds=session.owned.hub_wait_seconds,
+            waited=session.owned.fill_waits.seconds,
             extra=extra,
         )
         return _warned(warned(report, signatures.warnings), lockfile)

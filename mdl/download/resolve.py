@@ -78,7 +78,7 @@ def _resolve_one(
         return from_lock(session.settings, spec, locked, parts=lock.parts if lock else None)
     offline = session.settings.offline
     if spec.oci is not None and not offline:  # a registry's model: its manifest, no Hub
-        return session.registries.registry.resolve_model(spec)
+        return session.owned.registry.resolve_model(spec)
     needs_hub = _needs_hub(spec)
     if outage is not None and needs_hub:
         raise _told_for(spec, outage)

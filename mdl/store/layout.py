@@ -25,6 +25,7 @@ from mdl.store.filesystem import (
     nearest_existing,
     not_a_file,
     not_a_file_error,
+    stat_file,
 )
 from mdl.store.records import FileRecord, ModelRecord
 from mdl.store.store import Store
@@ -118,6 +119,20 @@ class Placement:
             return False
 
 
+@dataclass(frozen=True)
+class OnDisk:
+    """What one file has on disk, looked at once (``Layout.look``): its record's entry, an
+    ``lstat`` of where it goes and of where programs open it, its partial and resume record."""
+
+    entry: FileRecord | None  # for the content asked when the record has it (``entry_for``)
+    final: os.stat_result | None  # None: nothing where it goes
+    # a FIFO, socket or device where it goes (or where programs open it): the path and its kind
+    odd: tuple[Path, str] | None
+    # the resume record of a partial mdl made; None: no partial, or not mdl's (a hard link,
+    # another user's file: never resumed, set aside)
+    state: Path | None
+
+
 class Layout:
     """The plain layout, or the Hugging Face cache for Hub files (plain for the rest)."""
 
@@ -199,6 +214,33 @@ class Layout:
             ),
             hub.commit,
         )
+
+    def look(
+        self,
+        placement: Placement,
+        model: str,
+        path: str,
+        *,
+        sha256: str | None,
+        git_oid: str | None,
+    ) -> OnDisk:
+        """The file on disk, in one look: its record's entry (for the content ``sha256`` or
+        ``git_oid`` names when the record has it), ``lstat`` of its place and its partial."""
+        entry = self.records.entry(model, path, sha256=sha256, git_oid=git_oid)
+        part, state = placement.store.part_paths(model, path)
+        found = stat_file(part)
+        final = stat_file(placement.final)
+        shown = final if placement.shown == placement.final else stat_file(placement.shown)
+        odd = next(
+            (
+                (where, kind)
+                for where, there in ((placement.final, final), (placement.shown, shown))
+                if there is not None and (kind := kind_of(there)) not in (None, "a folder")
+            ),
+            None,
+        )
+        own = found is not None and confined.not_own(found) is None
+        return OnDisk(entry, final, odd, state=state if own else None)
 
     def link(self, placement: Placement) -> None:
         """Point the snapshot entry at the blob and the ref at the commit, atomically (no-op when

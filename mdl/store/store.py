@@ -186,6 +186,14 @@ class Store:
                 self._record_cache[model] = (_stat_key(stat), record)
             return record
 
+    def entry(
+        self, model: str, path: str, *, sha256: str | None, git_oid: str | None
+    ) -> FileRecord | None:
+        """The record of the file at ``path`` for the content named (``ModelRecord.entry_for``);
+        None: no record of it."""
+        record = self.read_record(model)
+        return record.entry_for(path, sha256=sha256, git_oid=git_oid) if record else None
+
     def _cached_record(self, model: str) -> tuple[bool, ModelRecord | None]:
         """(True, the record) while the file is the one cached (None: there is no file), else
         (False, None)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from pathlib import Path
 
 from mdl.errors import MdlError
 from mdl.store.filesystem import DirSyncs
@@ -28,6 +27,38 @@ from mdl.transfer.resume import load_state
 log = logging.getLogger("mdl.transfer")
 
 
+class Paused:
+    """A file's fetch paused after its head (``Engine.ahead``): its ``.part`` open, its range
+    check serving what verified. A context manager: ``resume`` (through ``Engine.fetch``) gives the
+    file, ``close`` ends it, its bytes kept to resume; one holder at a time."""
+
+    def __init__(self, engine: Engine, fetch: PartFetch) -> None:
+        self.engine = engine  # (the engine that paused it goes on with it)
+        self._fetch: PartFetch | None = fetch
+
+    def resume(self, job: TransferJob) -> TransferResult:
+        """The rest of the file, by ``job`` (the file's job now: its source, its retries)."""
+        fetch, self._fetch = self._fetch, None
+        assert fetch is not None, "resumed once"
+        return fetch.run(job)
+
+    def close(self) -> None:
+        """End it unless it was resumed: its bytes kept, its check ended."""
+        fetch, self._fetch = self._fetch, None
+        if fetch is not None:
+            fetch.abandon()
+
+    def __enter__(self) -> Paused:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def open(self) -> bool:
+        return self._fetch is not None
+
+
 @dataclasses.dataclass(eq=False)
 class Engine(Shared):
     """What its streams share (client, knobs, display, Ctrl-C, rate cap, open answers), and the
@@ -35,42 +66,31 @@ class Engine(Shared):
 
     # folders to fsync before a record names their files (None: fsync at each finish)
     dirs: DirSyncs | None = dataclasses.field(default=None, kw_only=True)
-    # fetches paused after their head (``ahead``), by ``.part``: ``fetch`` goes on with them
-    _paused: dict[Path, PartFetch] = dataclasses.field(default_factory=dict, init=False)
 
     def abort(self) -> None:
         self.cancel.set()
         self.close()
 
-    def ahead(self, job: TransferJob, beside: JobContext, end: int) -> bool:
+    def ahead(self, job: TransferJob, beside: JobContext, end: int) -> Paused | None:
         """Head first: the file's bytes ``[0, end)`` fetched now, as any fetch's (retries, rate
         limit, progress, its range check told and found through ``beside.releases``), and its
-        fetch paused there: the next ``fetch`` of ``job`` goes on with the rest; False when they
-        did not all come (``fetch`` resumes on what did, as always)."""
-        paused = PartFetch(self, job, beside, load_state(job), self.dirs)
-        if not paused.ahead(end):
-            return False
-        with self._open_lock:
-            self._paused[job.part_path] = paused
-        return True
-
-    def drop_paused(self, part: Path | None = None) -> None:
-        """Every fetch still paused after its head ended, or that of ``part`` (its ``.part``):
-        its bytes kept to resume."""
-        with self._open_lock:
-            if part is None:
-                paused, self._paused = list(self._paused.values()), {}
-            else:
-                paused = [p] if (p := self._paused.pop(part, None)) is not None else []
-        for fetch in paused:
-            fetch.abandon()
+        fetch paused there, for a ``fetch`` of the file to go on with; None when they did not all
+        come (a ``fetch`` resumes on what did, as always)."""
+        fetch = PartFetch(self, job, beside, load_state(job), self.dirs)
+        return Paused(self, fetch) if fetch.ahead(end) else None
 
     def fetch(
-        self, job: TransferJob, beside: JobContext | None = None, *, fresh: bool = False
+        self,
+        job: TransferJob,
+        beside: JobContext | None = None,
+        *,
+        fresh: bool = False,
+        paused: Paused | None = None,
     ) -> TransferResult:
         """Download (or resume) one file into place, verified; a bad hash is tried again from
         zero only when suspect. ``beside``: who hears the fetch, what it is handed; ``fresh``:
-        nothing of it is on disk (then a small file takes one GET, ``small.fits``).
+        nothing of it is on disk (then a small file takes one GET, ``small.fits``); ``paused``:
+        its fetch paused after its head, gone on with when this engine paused it.
         """
         beside = beside or JobContext()
         if fresh and small.fits(self, job, beside):
@@ -78,7 +98,7 @@ class Engine(Shared):
         thrown = 0  # bytes of a first try whose hash did not match: fetched, so counted
         if job.retry_on_mismatch:
             try:
-                return self._fetch_once(job, beside)
+                return self._fetch_once(job, beside, paused)
             except HashMismatch as exc:  # suspect: the transfer may be to blame
                 log.warning("%s: %s mismatch, retrying once from zero", job.label, exc.kind)
                 job.retries.add(f"{exc.kind} mismatch, fetched again from zero")
@@ -87,17 +107,17 @@ class Engine(Shared):
         try:
             # the last try
             job = dataclasses.replace(job, retry_on_mismatch=False)
-            result = self._fetch_once(job, dataclasses.replace(beside, opening=None))
+            result = self._fetch_once(job, dataclasses.replace(beside, opening=None), paused)
         except MdlError as exc:
             exc.fetched += thrown
             raise
         return dataclasses.replace(result, fetched=result.fetched + thrown)
 
-    def _fetch_once(self, job: TransferJob, beside: JobContext) -> TransferResult:
-        with self._open_lock:
-            paused = self._paused.pop(job.part_path, None)
-        if paused is not None:
-            return paused.run(job)
+    def _fetch_once(
+        self, job: TransferJob, beside: JobContext, paused: Paused | None
+    ) -> TransferResult:
+        if paused is not None and paused.engine is self and paused.open:
+            return paused.resume(job)
         loaded = load_state(job)
         # its first request learns the size
         if loaded is None and job.identity.size is None and beside.opening is None:

@@ -196,4 +196,4 @@ def test_no_url_but_one_the_user_typed_gets_a_login_or_a_header_and_never_on_ano
                         "alice", PASSWORD
                     )
         finally:
-            session.close()
+            session.owned.close()

@@ -42,8 +42,8 @@ from mdl.buckets.lease import LOST_MARGIN, TERM, Lease, LeaseLost, Waited, take,
 from mdl.buckets.names import Generation, Part
 from mdl.buckets.protocol import Seen
 from mdl.download._fill import TAKE_ROUNDS, Place, _release, _written
+from mdl.download._owned import Target
 from mdl.download._parts import PartSet, Publisher, Streamer
-from mdl.download.session import Target
 from mdl.errors import InterruptedByUserError
 from mdl.transfer.job import TransferJob, TransferResult
 from mdl.transfer.resume import load_state

@@ -105,18 +105,18 @@ def test_connections_share_one_wait(tiny: HubServer, tmp_path: Path) -> None:
     try:
         one = threading.Thread(target=first)
         one.start()
-        wait_for(lambda: session.gate.waits == 1, what="the gate closed by the refusal")
+        wait_for(lambda: session.owned.gate.waits == 1, what="the gate closed by the refusal")
         commit = hub.commit_of("org/tiny", repo_type="model", revision="main", what="two")
         one.join(HANG)
     finally:
-        session.close()
+        session.owned.close()
     assert commit == tiny.repo("org/tiny").sha and "meta" in answers
     (refused,) = refusals(tiny)
     later = [r for r in tiny.log.records() if r.time > refused.time]
     # the retry (a first byte's GET) and the other connection's
     assert {(r.method, r.range) for r in later} == {("GET", "bytes=0-0"), ("GET", None)}
     assert all(r.time >= refused.time + 2.0 - 0.05 for r in later)
-    assert session.hub_wait_seconds >= 2.0
+    assert session.owned.hub_wait_seconds >= 2.0
 
 
 def test_a_wait_past_the_maximum_is_exit_5_at_once(
@@ -192,14 +192,14 @@ def test_ctrl_c_ends_the_wait_at_once(tiny: HubServer, tmp_path: Path) -> None:
     threads = [threading.Thread(target=ask, args=("refused",))]
     try:
         threads[0].start()
-        wait_for(lambda: session.gate.waits == 1, what="the gate closed by the refusal")
+        wait_for(lambda: session.owned.gate.waits == 1, what="the gate closed by the refusal")
         threads.append(threading.Thread(target=ask, args=("waiting",)))
         threads[1].start()
-        session.abort()
+        session.owned.abort()
         for thread in threads:
             thread.join(HANG)
     finally:
-        session.close()
+        session.owned.close()
     assert {what: type(exc) for what, exc in ended.items()} == {
         "refused": InterruptedByUserError,
         "waiting": InterruptedByUserError,
@@ -236,8 +236,8 @@ def test_few_requests_left_slow_the_run_down(tmp_path: Path, remaining: int, pac
         settings = build_settings(Overrides(), environ=environ, dest=tmp_path / "models")
         with closing(PullSession(settings, progress=NullProgress())) as session:
             for _ in range(2):
-                assert session.client.get(f"{raw.url}/api/models/org/tiny").status_code == 200
-            waited = session.hub_wait_seconds
+                assert session.owned.client.get(f"{raw.url}/api/models/org/tiny").status_code == 200
+            waited = session.owned.hub_wait_seconds
     first, second = raw.arrivals
     if paced:
         assert second - first >= 1.0 and waited >= 1.0

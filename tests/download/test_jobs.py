@@ -13,9 +13,9 @@ from servers import Fault, HubServer, make_data
 
 from mdl.catalog.load import parse_catalog
 from mdl.catalog.settings import build_settings
+from mdl.download._owned import MANY_JOBS
 from mdl.download._workers import job_counts
 from mdl.download.puller import PullSession, plan_models, pull_models, resolve
-from mdl.download.session import MANY_JOBS
 from mdl.progress import NullProgress
 from mdl.setting import Overrides
 
@@ -84,4 +84,4 @@ def test_big_files_keep_the_jobs_count_small_ones_get_more(hub: HubServer, tmp_p
         )
         assert job_counts(fixed, plans) == (7, 1)
     finally:
-        session.close()
+        session.owned.close()

@@ -457,7 +457,7 @@ def test_partial_bytes_come_from_the_resume_record(
         with pytest.raises(NoSpaceError):
             check_space([planned])
     finally:
-        session.close()
+        session.owned.close()
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ def test_abort_wakes_streams_waiting_on_a_silent_server(cdn: CdnServer, tmp_path
 
     def run() -> None:
         try:
-            session.engine.fetch(job)
+            session.owned.engine.fetch(job)
         except BaseException as exc:  # handed to the test thread
             errors.append(exc)
 
@@ -52,13 +52,13 @@ def test_abort_wakes_streams_waiting_on_a_silent_server(cdn: CdnServer, tmp_path
             lambda: any(r.error == "fault:stall" for r in list(cdn.log)),
             what="the stream started and the server silent",
         )
-        session.abort()
+        session.owned.abort()
         thread.join(HANG)
         assert not thread.is_alive()  # woken by the shutdown, not by the stall timeout (10 x HANG)
         (error,) = errors
         assert isinstance(error, InterruptedByUserError)
         assert not job.final_path.exists()
     finally:
-        session.abort()
+        session.owned.abort()
         thread.join(HANG)
-        session.close()
+        session.owned.close()

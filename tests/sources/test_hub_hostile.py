@@ -443,12 +443,12 @@ def test_the_pull_sessions_client_guards_downloads_too(
         )
         with (
             pytest.raises(TokenLeakError),
-            follow(session.client, other.url + "/f.bin", credentials=wrong, what="m/f.bin"),
+            follow(session.owned.client, other.url + "/f.bin", credentials=wrong, what="m/f.bin"),
         ):
             pass
         assert other.log.records() == []
     finally:
-        session.close()
+        session.owned.close()
 
 
 @pytest.mark.parametrize(

@@ -37,8 +37,8 @@ from mdl.catalog.settings import (
     parse_template,
 )
 from mdl.catalog.specs import ModelSpec
+from mdl.download._owned import MIRROR_RETRIES
 from mdl.download.puller import pull_models
-from mdl.download.session import MIRROR_RETRIES
 from mdl.errors import ExitCode, UsageError
 from mdl.progress import NullProgress
 from mdl.report import RunReport
