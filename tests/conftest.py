@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import settings
 from profiles import DEV_EXAMPLES, GATE_SHARE, HYPOTHESIS_DEFAULT
+from rewrites import rewrite_my_share
 from runfixtures import use_catalog
 from servers import CdnServer, HubServer
 
@@ -106,6 +107,11 @@ FIRST = (
     "tests/download/test_fill.py",
     "tests/endpoint/test_endpoint.py",
 )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A worker rewrites its share of the test modules' asserts before it collects (tests/rewrites.py)."""
+    rewrite_my_share(session.config)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
