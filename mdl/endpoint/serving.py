@@ -183,7 +183,6 @@ def serve_models(
             if on_ready is not None:
                 on_ready(served)
         except KeyboardInterrupt:  # as in _until_stopped: the way a server is stopped
-            log.info("stopped serving %s", served.url)
             return ServeReport(None, served)
         pulled = None
         if options.pull:
