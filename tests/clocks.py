@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType, ModuleType
+from typing import Any
 
 
 class FakeClock:
@@ -22,6 +23,32 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         """A wait that moves the clock, not the test (the retries' waits, RetryPolicy.virtual)."""
         self.now += seconds
+
+
+class VirtualWaits:
+    """A follower's waits on a lease (``mdl.buckets.lease.wait_for``) on a clock of the test's: each
+    pause between two looks moves it by ``pause`` seconds and takes no real time, and reading the
+    parts published takes none of it, however busy the machine. ``wait_for`` wraps the real one
+    (``mdl.download._fill.wait_for``): its bound counts from the wait's start on this clock."""
+
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
+        self.now = 0.0
+        self.pauses = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def poll(self, attempt: int) -> float:
+        self.now += self.pause
+        self.pauses += 1
+        return 0.0
+
+    def wrap(self, wait_for: Callable[..., Any]) -> Callable[..., Any]:
+        def waiting(*args: Any, began: float | None = None, **kwargs: Any) -> Any:
+            return wait_for(*args, clock=self.clock, poll=self.poll, **kwargs)
+
+        return waiting
 
 
 def wallclock() -> datetime:

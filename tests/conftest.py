@@ -10,18 +10,32 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
-from profiles import DEV_EXAMPLES
+from profiles import DEV_EXAMPLES, GATE_SHARE, HYPOTHESIS_DEFAULT
+from rewrites import rewrite_my_share
 from runfixtures import use_catalog
 from servers import CdnServer, HubServer
 
 # No test may depend on wall-clock speed: Hypothesis' default 200 ms deadline per example fails a
 # property on a busy machine (the examples are not slow, the machine is), so it is off for all.
-# Two profiles: "full", the gate (each property's own number of examples), and "dev", the inner
-# loop's few (``--hypothesis-profile=dev`` or MDL_TESTS=fast; a property's own number is capped by
-# tests/profiles.py's ``examples``).
-settings.register_profile("full", deadline=None)
-settings.register_profile("dev", deadline=None, max_examples=DEV_EXAMPLES)
-settings.load_profile("dev" if os.environ.get("MDL_TESTS") == "fast" else "full")
+# Three profiles (tests/profiles.py): "gate", the README's command, a tenth of each property's
+# examples; "soak", all of them (MDL_HYPOTHESIS=soak); "dev", the inner loop's few
+# (``--hypothesis-profile=dev`` or MDL_TESTS=fast).
+# (each from Hypothesis' own defaults, never from the profile loaded when this module is imported again)
+for name, count in {
+    "gate": HYPOTHESIS_DEFAULT // GATE_SHARE,
+    "soak": HYPOTHESIS_DEFAULT,
+    "dev": DEV_EXAMPLES,
+}.items():
+    settings.register_profile(
+        name, settings.get_profile("default"), deadline=None, max_examples=count
+    )
+settings.load_profile(
+    "soak"
+    if os.environ.get("MDL_HYPOTHESIS") == "soak"
+    else "dev"
+    if os.environ.get("MDL_TESTS") == "fast"
+    else "gate"
+)
 
 NETWORK_TRUST = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"}
 
@@ -78,10 +92,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # The files that take longest (`--durations=60` of a whole run, summed per file), started first:
 # under `--dist loadfile` a file runs on one worker, and a long one handed out last is the run's
-# tail (tests/xet/ is collected last, and holds two of the longest). The static checks lead: a
-# cold mypy is about a minute of one core.
+# tail (tests/xet/ is collected last, and holds three of the longest). The README's command keeps
+# this order (`--no-loadscope-reorder`; tests/test_gate.py holds xdist's scheduler to it).
 FIRST = (
-    "tests/test_style.py",
+    "tests/xet/test_hostile_xet.py",
     "tests/xet/test_pull.py",
     "tests/xet/test_resume.py",
     "tests/test_command_pairs.py",
@@ -93,6 +107,11 @@ FIRST = (
     "tests/download/test_fill.py",
     "tests/endpoint/test_endpoint.py",
 )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A worker rewrites its share of the test modules' asserts before it collects (tests/rewrites.py)."""
+    rewrite_my_share(session.config)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

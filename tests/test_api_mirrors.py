@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from s3server import S3, s3, s3_server  # noqa: F401
-from servers import HubServer, make_data
+from servers import CdnServer, HubServer, make_data
 
 import mdl
 from mdl import CatalogError, UsageError
@@ -90,17 +90,26 @@ def test_a_mirror_of_the_wrong_type_is_a_usage_error_naming_it(
         mdl.pull("tiny", catalog=origin, mirrors=mirrors)  # type: ignore[arg-type]
 
 
-def test_one_table_alone_is_one_mirror(origin: Path, tmp_path: Path, hub: HubServer) -> None:
+def test_one_table_alone_is_one_mirror(
+    origin: Path, tmp_path: Path, hub: HubServer, cdn: CdnServer
+) -> None:
     # (a string alone is one template, as everywhere in the API)
+    for path, data in (("config.json", CONFIG), ("model.safetensors", WEIGHTS)):
+        cdn.add_file(f"/m/tiny/{path}", data)
     report = mdl.pull(
         "tiny",
         catalog=origin,
         dest=tmp_path / "models",
         environ={"HF_ENDPOINT": hub.url},
-        mirrors={"url": "http://127.0.0.1:9/{model}/{path}"},  # nothing listens: the origin's turn
-        dry_run=True,
+        mirrors={"url": cdn.url + "/m/{model}/{path}"},
     )
-    assert report.ok
+    assert report.ok, [f.error for f in report.files]
+    assert sorted(f.mirror or "" for f in report.files) == [
+        f"{cdn.url}/m/tiny/{path}" for path in ("config.json", "model.safetensors")
+    ]
+    weights = tmp_path / "models" / "tiny" / "model.safetensors"
+    assert weights.read_bytes() == WEIGHTS
+    assert hub.cdn.log.body_bytes() == 0  # nothing from the origin's CDN
 
 
 def test_templates_and_tables_keep_their_order_and_the_tables_endpoints() -> None:

@@ -1,5 +1,5 @@
-"""House rules that must not rot: lint, strict types, a core free of typer/rich, and lazy heavy
-imports.
+"""House rules that must not rot: lint, a core free of typer/rich, and lazy heavy imports (strict
+types: ``mypy mdl``, a step of its own beside pytest in the README's command).
 """
 
 from __future__ import annotations
@@ -63,9 +63,8 @@ def _tool(name: str) -> str:
     return found
 
 
-# The static checks are the gate's (`python -m pytest -q`, what .ci/run runs), not the inner loop's
-# (-m "not slow": run ruff and mypy on what you touched); tests/conftest.py starts them first, so
-# that a cold mypy (about a minute in a fresh clone) runs beside the rest, never as the run's tail.
+# ruff is the gate's (`python -m pytest -q`), not the inner loop's (-m "not slow": run ruff on what
+# you touched); mypy is a step of its own beside pytest in the README's command (what .ci/run runs).
 @pytest.mark.slow
 def test_ruff_is_clean() -> None:
     for check in (["check"], ["format", "--check"]):
@@ -76,18 +75,3 @@ def test_ruff_is_clean() -> None:
             text=True,
         )
         assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.mark.slow
-def test_mypy_strict_is_clean() -> None:
-    result = subprocess.run(
-        [_tool("mypy"), "--strict", "mdl"], cwd=ROOT, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_the_files_started_first_are_there() -> None:
-    """tests/conftest.py's ``FIRST``: a file renamed or gone would silently start last again."""
-    from conftest import FIRST
-
-    assert [name for name in FIRST if not (ROOT / name).is_file()] == []

@@ -178,9 +178,12 @@ def serve_models(
         )
         if options.env_file is not None:
             _write_env_file(options.env_file, served)
-        log.info("serving %s as s3://%s/ (%d models)", served.url, options.bucket, len(models))
-        if on_ready is not None:
-            on_ready(served)
+        try:  # a stop once it said where it serves (a loader may read it and stop it at once)
+            log.info("serving %s as s3://%s/ (%d models)", served.url, options.bucket, len(models))
+            if on_ready is not None:
+                on_ready(served)
+        except KeyboardInterrupt:  # as in _until_stopped: the way a server is stopped
+            return ServeReport(None, served)
         pulled = None
         if options.pull:
             shelf.pulling.set()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 from runfixtures import TRAINING_STATE, make_hf_run, write
 from runfixtures import mdl as run_mdl
 from terminal import unstamped
@@ -198,7 +199,7 @@ def busy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(includes=st.lists(_PATTERNS, max_size=4, unique=True))
 def test_nothing_said_left_out_is_in_the_archive(busy_run: Path, includes: list[str]) -> None:
     result = mdl.pack(busy_run, include=includes, dry_run=True)  # whole run: arcname = run path

@@ -328,8 +328,14 @@ def test_progress_none_in_either_position(world: World, command: str, position: 
 def test_progress_json_in_either_position_writes_events(world: World, position: str) -> None:
     result = mdl(*placed(world, "pull", ["--progress", "json"], position))
     assert result.exit_code == 0, result.stderr
-    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-    assert events, result.stderr
+    # every stderr line an event: one begin first, one end last, each file started and finished
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    kinds = [event["event"] for event in events]
+    assert (kinds[0], kinds[-1], kinds.count("begin"), kinds.count("end")) == ("begin", "end", 1, 1)
+    assert (events[-1]["ok"], events[-1]["exit_code"]) == (True, 0)
+    for kind in ("start", "finish"):
+        done = sorted(event["path"] for event in events if event["event"] == kind)
+        assert done == ["config.json", "model.safetensors"], result.stderr
 
 
 def test_progress_after_the_command_wins(world: World) -> None:

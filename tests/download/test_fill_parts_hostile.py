@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 from buckets.memstore import MemoryStore
+from clocks import VirtualWaits
 from runfixtures import HANG, wait_for
 from s3server import S3, s3, s3_server  # noqa: F401
 from servers import HubServer, make_data
 
 import mdl.buckets.lease as lease_module
+import mdl.download._fill as fill_module
 from mdl import partsize
 from mdl.buckets.lease import lease_body
 from mdl.buckets.names import Generation, Part, namespace
@@ -53,6 +55,17 @@ include = ["*.safetensors"]
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(partsize, "PART", PART)
+
+
+@pytest.fixture
+def virtual_waits(monkeypatch: pytest.MonkeyPatch) -> VirtualWaits:
+    """A follower's patience set by the test, not by how fast this machine reads the parts: a few
+    terms of an hour (0.72 s) on the test's clock, half a second of it between two looks, none
+    while it reads; it gives up at its second look after reading every part published."""
+    monkeypatch.setattr("mdl.buckets.lease.STALL_TERMS", 0.0002)
+    waits = VirtualWaits(pause=0.5)
+    monkeypatch.setattr(fill_module, "wait_for", waits.wrap(lease_module.wait_for))
+    return waits
 
 
 @pytest.fixture
@@ -169,12 +182,11 @@ def test_a_follower_with_every_part_before_the_object_is_made_installs_them(
 
 @pytest.mark.parametrize("kind", ["fifo", "link", "folder"])
 def test_a_part_that_is_no_file_on_the_share_costs_only_its_bytes(
-    tiny: HubServer, root: Path, tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+    tiny: HubServer, root: Path, tmp_path: Path, kind: str, virtual_waits: VirtualWaits
 ) -> None:
     """Part 1 is a FIFO, a link to a file of its size, or a folder; the rest are right; the lease
     stays live and nothing moves: the follower gives up (never hangs on the FIFO), keeps the parts
     it read, and fetches only part 1's bytes from the origin."""
-    monkeypatch.setattr("mdl.buckets.lease.STALL_TERMS", 0.0002)  # 0.7 s of an hour's term
     live_liar(root)
     prefix, part = parts_of(root)
     publish(root, range(2, COUNT + 1))
@@ -193,6 +205,7 @@ def test_a_part_that_is_no_file_on_the_share_costs_only_its_bytes(
     assert (tmp_path / "a" / "tiny" / "model.safetensors").read_bytes() == WEIGHTS
     assert outcome.fill == "from origin" and outcome.streamed == len(WEIGHTS) - part, outcome
     assert cdn_bytes(tiny) == part
+    assert virtual_waits.pauses == 2  # it gave up on its patience, not on this machine's speed
 
 
 def test_names_that_are_not_parts_do_not_keep_the_parts_in_the_mirror(
@@ -417,14 +430,14 @@ def test_another_spelling_of_a_part_number_is_no_part(tmp_path: Path) -> None:
     assert parts.published() == {2}
 
 
+@pytest.mark.usefixtures("virtual_waits")
 def test_parts_a_follower_threw_away_are_not_said_streamed(
-    tiny: HubServer, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: HubServer, root: Path, tmp_path: Path
 ) -> None:
     """Found (issue 75 F): a follower read every part under a live lease, the file they made
     failed its hash and was fetched again whole, yet ``--json`` said those bytes ``"streamed"``
     (and ``"fill": "streamed"`` when the mirror's object gave the rest). Only parts the installed
     file kept are said streamed: none here."""
-    monkeypatch.setattr("mdl.buckets.lease.STALL_TERMS", 0.0002)  # 0.7 s of an hour's term
     live_liar(root)
     publish(root, range(1, COUNT + 1), wrong=7)  # the right size, one byte wrong
     report = pull(tiny, tmp_path / "a", root, env={TERM_VARIABLE: "3600"})

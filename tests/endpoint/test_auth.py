@@ -8,9 +8,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, urlsplit
 
-from botocore.auth import HmacV1QueryAuth, S3SigV4Auth, S3SigV4QueryAuth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from profiles import examples
@@ -34,6 +31,12 @@ def _signed(
 ) -> Request:
     """``method /mdl/<key>?params`` signed by botocore as an S3 client signs it; the request as
     the endpoint reads it off the wire."""
+    # botocore's signers here, not at the module's top: a worker that runs no endpoint test never
+    # imports botocore
+    from botocore.auth import HmacV1QueryAuth, S3SigV4Auth, S3SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
     query = "&".join(f"{quote(n, safe='')}={quote(v, safe='')}" for n, v in params.items())
     url = f"http://{HOST}/mdl/{quote(key, safe='/~')}" + (f"?{query}" if query else "")
     request = AWSRequest(method, url, headers={"host": HOST, **headers})

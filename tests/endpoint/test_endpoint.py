@@ -359,6 +359,28 @@ def test_a_listing_before_any_byte_names_sizes_from_the_catalog(tmp_path: Path) 
         assert serve.stop() == 0
 
 
+@pytest.mark.parametrize("pull", [False, True])
+def test_a_stop_as_it_says_where_it_serves_is_a_stop_not_an_interruption(
+    tmp_path: Path, pull: bool
+) -> None:
+    """Found (issue 89): ``serve.stop()`` right after the JSON document below ended 130, an
+    interruption: the SIGTERM (a KeyboardInterrupt in mdl's process) came while the ready line
+    was still being said. A stop heard once it says where it serves is a stop (0), pull or not."""
+    from mdl import serve
+
+    def stopped(served: object) -> None:
+        raise KeyboardInterrupt  # the SIGTERM, heard as the endpoint is said
+
+    catalog = model_catalog(tmp_path, {"w.bin": ("http://127.0.0.1:9/w", b"x")})
+    try:
+        report = serve(
+            "m", port=0, pull=pull, environ=isolated(tmp_path, catalog), on_ready=stopped
+        )
+    except KeyboardInterrupt:  # (caught: one escaping would end the whole test run)
+        pytest.fail("the stop escaped serve(): mdl serve ends 130, interrupted, not 0")
+    assert (report.exit_code, report.pulled) == (0, None)
+
+
 def test_the_json_document_names_the_endpoint(tmp_path: Path) -> None:
     import json
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from boto3.s3.transfer import TransferConfig
 from runfixtures import HANG, safetensors_bytes, wait_for
 from serveproc import ServeProcess, isolated, lock_with_parts, model_catalog
 from servers import CdnServer, Fault, make_data
@@ -247,6 +246,10 @@ def test_a_range_whose_bytes_fail_their_hash_is_never_served_its_read_waits_for_
 def test_a_whole_get_waits_for_the_whole_file_and_every_answer_has_the_object_s_etag(
     tmp_path: Path,
 ) -> None:
+    from boto3.s3.transfer import (
+        TransferConfig,
+    )  # here: a worker running no such test never loads it
+
     data = make_data(6 * PART + 999, seed=72)
     sha256 = hashlib.sha256(data).hexdigest()
     etag = f'"{sha256}"'
