@@ -45,6 +45,8 @@ from runfixtures import HANG, pseudo_random
 from servers import Fault, HubServer
 from signkeys import key_pair
 
+from mdl.errors import ExitCode
+
 pytestmark = NEEDS_REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,19 +108,19 @@ class Page:
     def text(self, block: str) -> str:
         return block.replace(HOST, self.host)
 
-    def attempt(self, block: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    def attempt(self, block: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["bash", "-c", "set -euo pipefail\n" + self.text(block)],
             cwd=cwd,
-            env=self.env,
+            env={**self.env, **extra},
             capture_output=True,
             text=True,
             timeout=HANG * 3,
             check=False,
         )
 
-    def run(self, block: str, cwd: Path) -> str:
-        done = self.attempt(block, cwd)
+    def run(self, block: str, cwd: Path, **extra: str) -> str:
+        done = self.attempt(block, cwd, **extra)
         assert done.returncode == 0, f"{block}\nexit {done.returncode}\n{done.stderr}{done.stdout}"
         return done.stdout + done.stderr
 
@@ -213,13 +215,15 @@ def test_the_registry_page_runs_as_written(
     # signed: published with the team's key, pulled by a catalog naming its public half
     private, public = key_pair(publisher / "keys", "team")
     assert private == publisher / "keys" / "team.pem"
-    sign = publishing.splitlines()[0].split("#")[0].strip() + " --sign keys/team.pem"
-    page.run(sign, publisher)
     trusting = page.folder(tmp_path / "trusting", signed)
     (trusting / "keys").mkdir()
     shutil.copy(public, trusting / "keys" / "team.pub")
-    page.env["MDL_DEST"] = str(tmp_path / "signed-models")
-    page.run("mdl pull granite-oci", trusting)
+    to = {"MDL_DEST": str(tmp_path / "signed-models")}
+    unsigned = page.attempt("mdl pull granite-oci", trusting, **to)  # not signed yet: no referrer
+    assert unsigned.returncode == ExitCode.INTEGRITY and "has none" in unsigned.stderr, unsigned
+    sign = publishing.splitlines()[0].split("#")[0].strip() + " --sign keys/team.pem"
+    page.run(sign, publisher)
+    page.run("mdl pull granite-oci", trusting, **to)
     pulled = files_in(tmp_path / "signed-models" / "granite-oci")
     (entry,) = json.loads(manifest_bytes(registry, "team/granite", digest.replace(":", "-")))[
         "manifests"
@@ -235,8 +239,7 @@ def test_the_registry_page_runs_as_written(
     shutil.copy(publisher / "catalog.lock", fleet / "catalog.lock")
     for server in (hub, hub.cdn):
         server.faults.add(Fault.http_error(503, times=None))
-    page.env["MDL_DEST"] = str(tmp_path / "fleet-models")
-    page.run("mdl pull granite --frozen", fleet)
+    page.run("mdl pull granite --frozen", fleet, MDL_DEST=str(tmp_path / "fleet-models"))
     assert files_in(tmp_path / "fleet-models" / "granite") == NEW
 
     # prune: the locked version kept, the older one's manifest deleted (after a dry run)
