@@ -22,7 +22,8 @@ with the key. The mirror's catalog is the node's catalog (the Hub model and the 
 ``[settings]``) with the Hub down: every file comes from the registry.
 
 What the page promises is checked: the files ``get`` writes are the published bytes, by tag, by
-digest and through a lock; the signed pull installs the referrer's bundle as ``model.sig``; the
+digest and through a lock; the signed catalog refuses the version before it is signed (exit 6,
+no referrer), then installs the referrer's bundle as ``model.sig``; the
 prune's dry run deletes nothing, then the prune deletes the unlocked version's manifest and keeps
 the locked one's."""
 
