@@ -69,7 +69,7 @@ def mdl_as_child(
     sys.argv[:] = ["mdl", *args]  # what the log and a lock's holder line name
     try:
         with contextlib.chdir(cwd or Path.cwd()):
-            result = CliRunner().invoke(app, list(args), input=stdin, env=only)
+            result = CliRunner().invoke(app, list(args), input=stdin, env=only, prog_name="mdl")
     finally:
         sys.argv[:] = argv
     if result.exception is not None and not isinstance(result.exception, SystemExit):
