@@ -22,7 +22,7 @@ from runfixtures import HANG
 # The zygote: preload, then one child per request line (JSON) on stdin; it answers on stdout
 # "forked ID PID" at once and "exit PID CODE" once the child ended (CODE as Popen's returncode).
 _ZYGOTE = r"""
-import gc, importlib, json, os, pkgutil, select, signal, sys
+import gc, importlib, io, json, os, pkgutil, select, signal, sys
 import mdl, mdl.__main__
 for found in [*pkgutil.walk_packages(mdl.__path__, "mdl."), *sys.argv[1:]]:
     importlib.import_module(getattr(found, "name", found))
@@ -47,6 +47,11 @@ def child(request):
         opened = os.open(path, flags, 0o644)
         os.dup2(opened, fd)
         os.close(opened)
+    # stdio as an interpreter starting on these makes it: stdout line-buffered on a terminal only
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.open(1, "wb", closefd=False),
+        encoding=sys.stdout.encoding, errors=sys.stdout.errors, line_buffering=os.isatty(1))
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.open(2, "wb", closefd=False),
+        encoding=sys.stderr.encoding, errors=sys.stderr.errors, line_buffering=True)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
