@@ -95,7 +95,7 @@ class Forked:
         self.stdout_path, self.stderr_path = stdout, stderr
         self.returncode: int | None = None
 
-    def communicate(self, timeout: float | None = None) -> tuple[bytes, bytes]:
+    def communicate(self, timeout: float = HANG) -> tuple[bytes, bytes]:
         """Once it ended (``wait``): what it wrote on stdout and on stderr."""
         self.wait(timeout)
         return self.stdout_path.read_bytes(), self.stderr_path.read_bytes()
@@ -104,10 +104,10 @@ class Forked:
         self.returncode = self._zygote.exit_code(self.pid)
         return self.returncode
 
-    def wait(self, timeout: float | None = None) -> int:
+    def wait(self, timeout: float = HANG) -> int:
         with self._zygote.changed:
             if not self._zygote.changed.wait_for(lambda: self.poll() is not None, timeout):
-                raise subprocess.TimeoutExpired(f"mdl (pid {self.pid})", timeout or 0)
+                raise subprocess.TimeoutExpired(f"mdl (pid {self.pid})", timeout)
         assert self.returncode is not None
         return self.returncode
 
